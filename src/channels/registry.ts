@@ -1,0 +1,133 @@
+/**
+ * The payee registry: how and where each channel owner is paid. Input is validated completely (strategy, threshold,
+ * supported currency/network pair, address valid for that network) before anything is written.
+ */
+import { sql, type Selectable } from 'kysely';
+import { getAddress } from 'viem';
+import { z } from 'zod';
+import type { ChannelsTable, Db } from '../db/index.ts';
+import { AmountError, formatUnits, parseUnits } from '../money/index.ts';
+import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from './address.ts';
+
+export class ChannelInputError extends Error {
+  override name = 'ChannelInputError';
+}
+
+/** Telegram chat ids: channels are negative (-100...), but any non-zero integer id is accepted. */
+export const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
+
+const MAX_THRESHOLD_CENTS = 10n ** 17n;
+
+export const channelInputSchema = z
+  .object({
+    payoutStrategy: z.enum(['instant', 'threshold']),
+    thresholdUsd: z.string().nullish(),
+    payoutCurrency: z.string().regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a currency code').transform((s) => s.toLowerCase()),
+    payoutNetwork: z.string().regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a network code').transform((s) => s.toLowerCase()),
+    walletAddress: z.string().min(1).max(128),
+  })
+  .strict();
+
+export type ChannelInput = z.infer<typeof channelInputSchema>;
+
+export interface Channel {
+  readonly channelId: string;
+  readonly payoutStrategy: 'instant' | 'threshold';
+  readonly thresholdUsd: string | null;
+  readonly payoutCurrency: string;
+  readonly payoutNetwork: string;
+  readonly walletAddress: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string): Promise<{ channel: Channel; created: boolean }> {
+  if (!CHANNEL_ID_RE.test(channelId)) throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
+  const thresholdCents = parseThreshold(input);
+  return db.transaction().execute(async (trx) => {
+    const pair = await trx
+      .selectFrom('supported_pairs')
+      .select('address_format')
+      .where('currency', '=', input.payoutCurrency)
+      .where('network', '=', input.payoutNetwork)
+      .executeTakeFirst();
+    if (!pair) throw new ChannelInputError(`payout pair ${input.payoutCurrency} on ${input.payoutNetwork} is not supported (GET /api/supported-pairs lists them)`);
+    const walletAddress = normalizeAddress(pair.address_format, input.walletAddress);
+
+    const before = await trx.selectFrom('channels').selectAll().where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+    const values = {
+      payout_strategy: input.payoutStrategy,
+      threshold_usd_cents: thresholdCents,
+      payout_currency: input.payoutCurrency,
+      payout_network: input.payoutNetwork,
+      wallet_address: walletAddress,
+    };
+    const row = await trx
+      .insertInto('channels')
+      .values({ channel_id: channelId, ...values })
+      .onConflict((oc) => oc.column('channel_id').doUpdateSet({ ...values, updated_at: sql`now()` }))
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    const channel = toChannel(row);
+    await trx
+      .insertInto('audit_log')
+      .values({
+        actor,
+        action: before ? 'channel.update' : 'channel.create',
+        subject: `channel:${channelId}`,
+        details: JSON.stringify({ before: before ? toChannel(before) : null, after: channel }),
+      })
+      .execute();
+    return { channel, created: before === undefined };
+  });
+}
+
+export async function getChannel(db: Db, channelId: string): Promise<Channel | undefined> {
+  if (!CHANNEL_ID_RE.test(channelId)) return undefined;
+  const row = await db.selectFrom('channels').selectAll().where('channel_id', '=', channelId).executeTakeFirst();
+  return row ? toChannel(row) : undefined;
+}
+
+export async function listSupportedPairs(db: Db): Promise<Array<{ currency: string; network: string }>> {
+  return db.selectFrom('supported_pairs').select(['currency', 'network']).orderBy('currency').orderBy('network').execute();
+}
+
+function parseThreshold(input: ChannelInput): bigint | null {
+  const text = input.thresholdUsd ?? null;
+  if (input.payoutStrategy === 'instant') {
+    if (text !== null) throw new ChannelInputError('thresholdUsd applies only to the threshold strategy; omit it or send null for instant');
+    return null;
+  }
+  if (text === null) throw new ChannelInputError('thresholdUsd is required for the threshold strategy');
+  let cents: bigint;
+  try {
+    cents = parseUnits(text, 2);
+  } catch (error) {
+    if (error instanceof AmountError) throw new ChannelInputError(`thresholdUsd: ${error.message}`);
+    throw error;
+  }
+  if (cents <= 0n) throw new ChannelInputError('thresholdUsd must be greater than 0');
+  if (cents >= MAX_THRESHOLD_CENTS) throw new ChannelInputError('thresholdUsd is implausibly large');
+  return cents;
+}
+
+function normalizeAddress(format: string, address: string): string {
+  if (!(ADDRESS_FORMATS as readonly string[]).includes(format)) throw new Error(`supported_pairs has an unknown address format: ${format}`);
+  const problem = checkAddress(format as AddressFormat, address);
+  if (problem) throw new ChannelInputError(`walletAddress is not a valid ${format} address: ${problem}`);
+  // One spelling per EVM address, so a wallet change is a real change and never a change of letter case.
+  return format === 'evm' ? getAddress(address) : address;
+}
+
+function toChannel(row: Selectable<ChannelsTable>): Channel {
+  return {
+    channelId: row.channel_id,
+    payoutStrategy: row.payout_strategy,
+    thresholdUsd: row.threshold_usd_cents === null ? null : formatUnits(BigInt(row.threshold_usd_cents), 2, { fixed: true }),
+    payoutCurrency: row.payout_currency,
+    payoutNetwork: row.payout_network,
+    walletAddress: row.wallet_address,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * The one place environment variables are read. Every value is trimmed (a trailing newline in a secret once broke
+ * the old system silently), typed, and validated; a bad or missing value stops the start with one message naming
+ * every bad variable. Variables that look like ours but are unknown are refused too: a misspelt name must not
+ * silently fall back to a default.
+ */
+import { z } from 'zod';
+import { parsePercent, type Percent } from './money/index.ts';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_'];
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const secret = z.string().min(16, 'must be at least 16 characters');
+
+const schema = z.object({
+  PORT: port.default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// or postgresql:// URL' }).optional(),
+  DATABASE_POOL_MAX: positiveInt.max(200).default(10),
+  PAYRAIL_DATA_DIR: z.string().min(1).default('.data'),
+  EMBEDDED_PG_PORT: port.default(54329),
+  ADMIN_TOKEN: secret.optional(),
+  NOWPAYMENTS_IPN_SECRET: secret.optional(),
+  PLATFORM_FEE_PERCENT: z
+    .string()
+    .default('3')
+    .transform((text, ctx): Percent => {
+      try {
+        return parsePercent(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
+  WORKER_CONCURRENCY: positiveInt.max(64).default(4),
+  WORKER_POLL_INTERVAL_MS: positiveInt.max(60_000).default(1000),
+  PAYOUT_MAX_ATTEMPTS: positiveInt.max(100).default(10),
+  WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
+  HEALTH_WORKER_STALE_SECONDS: positiveInt.default(30),
+  HEALTH_QUEUE_MAX_AGE_SECONDS: positiveInt.default(300),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+type Parsed = z.infer<typeof schema>;
+
+export interface Config extends Omit<Parsed, 'ADMIN_TOKEN' | 'NOWPAYMENTS_IPN_SECRET'> {
+  ADMIN_TOKEN: string;
+  NOWPAYMENTS_IPN_SECRET: string;
+  /** True when payrail runs its own PostgreSQL (no DATABASE_URL): a local run. */
+  embedded: boolean;
+}
+
+const SECRETS = ['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET'] as const;
+export type SecretName = (typeof SECRETS)[number];
+
+export interface LoadOptions {
+  /**
+   * Supplies missing secrets for a local run (the caller prints that it did). Only honoured when no DATABASE_URL is
+   * set: a deployment against a real database must be given its secrets.
+   */
+  devSecrets?: (missing: SecretName[]) => Partial<Record<SecretName, string>>;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): Config {
+  const known = new Set(Object.keys(schema.shape));
+  const input: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const [name, raw] of Object.entries(env)) {
+    if (raw === undefined) continue;
+    if (known.has(name)) {
+      const value = raw.trim();
+      // An empty value is a missing value, never an empty secret or a zero.
+      if (value !== '') input[name] = value;
+    } else if (OUR_PREFIXES.some((prefix) => name.startsWith(prefix))) {
+      problems.push(`${name}: unknown variable (known: ${[...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ') || 'see README'})`);
+    }
+  }
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    for (const issue of result.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
+  }
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+
+  const parsed = result.data;
+  const embedded = parsed.DATABASE_URL === undefined;
+  const missing = SECRETS.filter((name) => parsed[name] === undefined);
+  const supplied = embedded && missing.length > 0 && options.devSecrets ? options.devSecrets(missing) : {};
+  const secrets = {} as Record<SecretName, string>;
+  for (const name of SECRETS) {
+    const value = parsed[name] ?? supplied[name];
+    if (value === undefined) {
+      problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
+    } else {
+      secrets[name] = value;
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { ...parsed, ...secrets, embedded };
+}
+
+/** Values that must never appear in logs or API output. */
+export function secretValues(config: Config): string[] {
+  return SECRETS.map((name) => config[name]);
+}

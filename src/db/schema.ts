@@ -1,0 +1,115 @@
+/**
+ * Row types as kysely sees them. NUMERIC and BIGINT columns are strings: money is parsed into bigint explicitly,
+ * at the point of use, never by the driver into a float.
+ */
+import type { ColumnType, Generated } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Numeric = ColumnType<string, string | bigint, string | bigint>;
+type NullableNumeric = ColumnType<string | null, string | bigint | null | undefined, string | bigint | null>;
+
+export interface SupportedPairsTable {
+  currency: string;
+  network: string;
+  address_format: string;
+}
+
+export interface ChannelsTable {
+  channel_id: string;
+  payout_strategy: 'instant' | 'threshold';
+  threshold_usd_cents: NullableNumeric;
+  payout_currency: string;
+  payout_network: string;
+  wallet_address: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface AuditLogTable {
+  id: Generated<string>;
+  actor: string;
+  action: string;
+  subject: string;
+  details: ColumnType<unknown, string | undefined, never>;
+  at: Timestamp;
+}
+
+export interface LedgerAccountsTable {
+  id: Generated<string>;
+  code: string;
+  asset: string;
+  allow_negative: boolean;
+  balance: ColumnType<string, string | bigint | undefined, string | bigint>;
+  updated_at: Timestamp;
+}
+
+export interface LedgerJournalsTable {
+  id: Generated<string>;
+  kind: string;
+  ref: string;
+  created_at: Timestamp;
+}
+
+export interface LedgerEntriesTable {
+  id: Generated<string>;
+  journal_id: string;
+  account_id: string;
+  amount: Numeric;
+  created_at: Timestamp;
+}
+
+export type PaymentStatus = 'waiting' | 'confirming' | 'confirmed' | 'sending' | 'partially_paid' | 'finished' | 'failed' | 'refunded' | 'expired';
+export type ConversionStatus = 'pending' | 'converting' | 'completed' | 'failed';
+
+export interface PaymentsTable {
+  payment_id: Numeric;
+  invoice_id: NullableNumeric;
+  order_id: string;
+  user_id: string;
+  channel_id: string;
+  status: PaymentStatus;
+  pay_currency: string;
+  pay_amount: Numeric;
+  actually_paid: Numeric;
+  price_amount: Numeric;
+  price_currency: string;
+  outcome_amount: Numeric;
+  outcome_currency: string;
+  asset: string | null;
+  gross_amount: NullableNumeric;
+  fee_amount: NullableNumeric;
+  net_amount: NullableNumeric;
+  fee_percent: NullableNumeric;
+  payout_strategy: 'instant' | 'threshold' | null;
+  journal_id: string | null;
+  credited_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  conversion_status: ConversionStatus | null;
+  conversion_attempts: Generated<number>;
+  conversion_last_attempt_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  usdt_amount: NullableNumeric;
+  conversion_rate: NullableNumeric;
+  review_reason: string | null;
+  ipn_count: Generated<number>;
+  last_ipn: ColumnType<unknown, string, string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface WorkerHeartbeatsTable {
+  worker_id: string;
+  hostname: string;
+  pid: number;
+  started_at: Timestamp;
+  last_seen_at: Timestamp;
+}
+
+export interface Database {
+  supported_pairs: SupportedPairsTable;
+  channels: ChannelsTable;
+  audit_log: AuditLogTable;
+  ledger_accounts: LedgerAccountsTable;
+  ledger_journals: LedgerJournalsTable;
+  ledger_entries: LedgerEntriesTable;
+  payments: PaymentsTable;
+  worker_heartbeats: WorkerHeartbeatsTable;
+}

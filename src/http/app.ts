@@ -1,0 +1,46 @@
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import { ZodError } from 'zod';
+import { ChannelInputError } from '../channels/index.ts';
+import type { Logger } from '../log.ts';
+import { bearerAuth, type AdminToken } from './auth.ts';
+import { adminRoutes, type AdminDeps } from './routes/admin.ts';
+import { healthRoutes, type HealthDeps } from './routes/health.ts';
+import { webhookRoutes, type WebhookDeps } from './routes/webhooks.ts';
+
+export interface HttpDeps {
+  logger: Logger;
+  adminTokens: readonly AdminToken[];
+  webhook: WebhookDeps;
+  health: HealthDeps;
+  admin: Omit<AdminDeps, 'requireAdmin'>;
+}
+
+export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
+  const app = (Fastify({
+    loggerInstance: deps.logger.child({ component: 'http' }),
+    // Our routes log the events that matter with their ids; per-request access lines would drown them.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 64 * 1024,
+    // Admin JSON bodies never carry numbers we trust: amounts are strings, checked by zod.
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+  }) as unknown) as FastifyInstance;
+
+  app.setErrorHandler((error, request, reply) => {
+    if (error instanceof ZodError) {
+      return reply.code(400).send({ error: error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ') });
+    }
+    if (error instanceof ChannelInputError) return reply.code(400).send({ error: error.message });
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status !== undefined && status >= 400 && status < 500) return reply.code(status).send({ error: (error as Error).message });
+    request.log.error({ event: 'request_failed', err: error, url: request.url }, 'request failed');
+    return reply.code(500).send({ error: 'internal error' });
+  });
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+
+  await app.register(async (scope) => healthRoutes(scope, deps.health));
+  await app.register(async (scope) => webhookRoutes(scope, deps.webhook));
+  await app.register(async (scope) => adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) }));
+  return app;
+}

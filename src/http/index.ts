@@ -1,0 +1,2 @@
+export { buildHttpApp, type HttpDeps } from './app.ts';
+export type { AdminToken } from './auth.ts';

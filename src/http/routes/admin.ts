@@ -1,0 +1,43 @@
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import { z } from 'zod';
+import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
+import type { Db } from '../../db/index.ts';
+import { channelBalances } from '../../ledger/index.ts';
+import { getPayment } from '../../pipeline/index.ts';
+
+export interface AdminDeps {
+  db: Db;
+  requireAdmin: preHandlerAsyncHookHandler;
+}
+
+const channelParams = z.object({ channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379') });
+const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
+
+/** The admin API: every route behind the bearer token. */
+export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
+  app.addHook('preHandler', deps.requireAdmin);
+
+  app.put('/api/channels/:channelId', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const input = channelInputSchema.parse(request.body ?? {});
+    const { channel, created } = await upsertChannel(deps.db, channelId, input, request.actor ?? 'unknown');
+    request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor: request.actor }, 'channel saved');
+    return reply.code(created ? 201 : 200).send({ ...channel, balances: await channelBalances(deps.db, channelId) });
+  });
+
+  app.get('/api/channels/:channelId', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const channel = await getChannel(deps.db, channelId);
+    if (!channel) return reply.code(404).send({ error: `channel ${channelId} not found` });
+    return { ...channel, balances: await channelBalances(deps.db, channelId) };
+  });
+
+  app.get('/api/payments/:paymentId', async (request, reply) => {
+    const { paymentId } = paymentParams.parse(request.params);
+    const payment = await getPayment(deps.db, paymentId);
+    if (!payment) return reply.code(404).send({ error: `payment ${paymentId} not found` });
+    return payment;
+  });
+
+  app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
+}

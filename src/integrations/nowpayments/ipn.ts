@@ -1,0 +1,129 @@
+/**
+ * The NOWPayments IPN at the edge: raw body → lossless JSON → signature → zod schema → a typed Ipn. Nothing past
+ * this file sees untyped input, and no amount ever becomes a JavaScript number.
+ */
+import { isLosslessNumber, parse } from 'lossless-json';
+import { z } from 'zod';
+import { AmountError, decimalsOf, INTAKE_ASSETS, isAssetCode, isPlainDecimal, parseUnits, type AssetCode } from '../../money/index.ts';
+import { canonicalIpnJson, signatureMatches } from './signature.ts';
+
+export const PAYMENT_STATUSES = ['waiting', 'confirming', 'confirmed', 'sending', 'partially_paid', 'finished', 'failed', 'refunded', 'expired'] as const;
+export type IpnStatus = (typeof PAYMENT_STATUSES)[number];
+
+export interface Ipn {
+  readonly paymentId: string;
+  readonly invoiceId: string | null;
+  readonly status: IpnStatus;
+  readonly orderId: string;
+  readonly userId: string;
+  readonly channelId: string;
+  readonly payCurrency: string;
+  readonly payAmount: string;
+  readonly actuallyPaid: string;
+  readonly priceAmount: string;
+  readonly priceCurrency: string;
+  readonly outcomeAmount: string;
+  readonly outcomeCurrency: AssetCode;
+  /** outcome_amount in the outcome asset's smallest unit. */
+  readonly outcomeUnits: bigint;
+  /** The body as received, re-serialized without loss (for the payment's record). */
+  readonly json: string;
+}
+
+export type IpnReading = { ok: true; ipn: Ipn } | { ok: false; status: 400 | 401; error: string };
+
+/** A JSON number as its exact source text. */
+class JsonNumber {
+  constructor(readonly text: string) {}
+}
+
+/** `PGP-{userId}|{channelId}`: a Telegram user id and a (usually negative) channel id. */
+const ORDER_ID_RE = /^PGP-([1-9][0-9]{0,19})\|(-?[1-9][0-9]{0,19})$/;
+
+const numberText = z.union([z.instanceof(JsonNumber).transform((n) => n.text), z.string()]);
+const decimal = numberText.refine(isPlainDecimal, { message: 'must be a non-negative plain decimal (no sign, no exponent)' });
+const integerId = numberText.refine((t) => /^[1-9][0-9]{0,19}$/.test(t), { message: 'must be a positive integer' });
+const currency = z.string().regex(/^[a-zA-Z0-9]{2,20}$/, 'must be a currency code').transform((s) => s.toLowerCase());
+
+const ipnSchema = z.object({
+  payment_id: integerId,
+  invoice_id: integerId.nullish(),
+  payment_status: z.enum(PAYMENT_STATUSES),
+  order_id: z.string().regex(ORDER_ID_RE, 'must look like PGP-{userId}|{channelId}'),
+  pay_currency: currency,
+  pay_amount: decimal,
+  actually_paid: decimal,
+  price_amount: decimal,
+  price_currency: currency,
+  outcome_amount: decimal,
+  outcome_currency: currency,
+});
+
+export function readIpn(rawBody: string, signature: string | undefined, secret: string): IpnReading {
+  if (signature === undefined || signature.length === 0) return { ok: false, status: 401, error: 'missing x-nowpayments-sig header' };
+  let parsed: unknown;
+  try {
+    parsed = parse(rawBody);
+  } catch (error) {
+    return { ok: false, status: 400, error: `body is not valid JSON: ${(error as Error).message}` };
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { ok: false, status: 400, error: 'body must be a JSON object' };
+  let canonical: string;
+  try {
+    canonical = canonicalIpnJson(parsed);
+  } catch (error) {
+    return { ok: false, status: 400, error: `body cannot be canonicalized: ${(error as Error).message}` };
+  }
+  if (!signatureMatches(signature, canonical, secret)) return { ok: false, status: 401, error: 'invalid x-nowpayments-sig signature' };
+
+  const result = ipnSchema.safeParse(toSchemaInput(parsed));
+  if (!result.success) {
+    const reason = result.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+    return { ok: false, status: 400, error: reason };
+  }
+  const body = result.data;
+  if (!isAssetCode(body.outcome_currency) || !INTAKE_ASSETS.includes(body.outcome_currency)) {
+    return { ok: false, status: 400, error: `outcome_currency: "${body.outcome_currency}" is not accepted (accepted: ${INTAKE_ASSETS.join(', ')})` };
+  }
+  let outcomeUnits: bigint;
+  try {
+    outcomeUnits = parseUnits(body.outcome_amount, decimalsOf(body.outcome_currency));
+  } catch (error) {
+    if (error instanceof AmountError) return { ok: false, status: 400, error: `outcome_amount: ${error.message}` };
+    throw error;
+  }
+  if (body.payment_status === 'finished' && outcomeUnits === 0n) {
+    return { ok: false, status: 400, error: 'outcome_amount: a finished payment must have a positive outcome_amount' };
+  }
+  const order = ORDER_ID_RE.exec(body.order_id) as RegExpExecArray;
+  return {
+    ok: true,
+    ipn: {
+      paymentId: body.payment_id,
+      invoiceId: body.invoice_id ?? null,
+      status: body.payment_status,
+      orderId: body.order_id,
+      userId: order[1] as string,
+      channelId: order[2] as string,
+      payCurrency: body.pay_currency,
+      payAmount: body.pay_amount,
+      actuallyPaid: body.actually_paid,
+      priceAmount: body.price_amount,
+      priceCurrency: body.price_currency,
+      outcomeAmount: body.outcome_amount,
+      outcomeCurrency: body.outcome_currency,
+      outcomeUnits,
+      json: canonical,
+    },
+  };
+}
+
+/** Replaces lossless numbers with JsonNumber so the schema can tell a JSON number from a JSON string. */
+function toSchemaInput(value: unknown): unknown {
+  if (isLosslessNumber(value)) return new JsonNumber(value.value);
+  if (Array.isArray(value)) return value.map(toSchemaInput);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toSchemaInput(v)]));
+  }
+  return value;
+}

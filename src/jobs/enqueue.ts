@@ -1,0 +1,32 @@
+import { sql, type Transaction } from 'kysely';
+import type { Database } from '../db/index.ts';
+import type { TaskName, TaskPayloads } from './tasks.ts';
+
+export interface EnqueueOptions {
+  /** Dedupe key: while a job with this key is pending, no second one is created. */
+  jobKey?: string;
+  /**
+   * 'preserve_run_at' (default here) updates a pending job with the same key without delaying it;
+   * 'unsafe_dedupe' leaves an existing job (even a running one) untouched.
+   */
+  jobKeyMode?: 'replace' | 'preserve_run_at' | 'unsafe_dedupe';
+  /** Jobs sharing a queue name run one at a time, in order. */
+  queueName?: string;
+  runAt?: Date;
+  maxAttempts: number;
+}
+
+/**
+ * The one way to queue work: inside the caller's transaction, so the job exists if and only if the state change
+ * that calls for it committed.
+ */
+export async function enqueue<T extends TaskName>(trx: Transaction<Database>, task: T, payload: TaskPayloads[T], options: EnqueueOptions): Promise<void> {
+  await sql`select graphile_worker.add_job(
+      identifier => ${task},
+      payload => ${JSON.stringify(payload)}::json,
+      queue_name => ${options.queueName ?? null}::text,
+      run_at => ${options.runAt?.toISOString() ?? null}::timestamptz,
+      max_attempts => ${options.maxAttempts}::int,
+      job_key => ${options.jobKey ?? null}::text,
+      job_key_mode => ${options.jobKeyMode ?? 'preserve_run_at'}::text)`.execute(trx);
+}

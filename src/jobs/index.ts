@@ -1,0 +1,4 @@
+export { enqueue, type EnqueueOptions } from './enqueue.ts';
+export { TASK_NAMES, type TaskName, type TaskPayloads } from './tasks.ts';
+export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
+export { queueStats, liveWorkers, type TaskQueueStats } from './queue-stats.ts';

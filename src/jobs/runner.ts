@@ -1,0 +1,68 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type Runner, type TaskList } from 'graphile-worker';
+import type { Db } from '../db/index.ts';
+import type { Logger } from '../log.ts';
+import { startHeartbeat } from './heartbeat.ts';
+
+export interface WorkerOptions {
+  pool: pg.Pool;
+  db: Db;
+  logger: Logger;
+  taskList: TaskList;
+  concurrency: number;
+  pollIntervalMs: number;
+}
+
+export interface RunningWorker {
+  readonly workerId: string;
+  stop(): Promise<void>;
+}
+
+function workerLogger(logger: Logger): WorkerLogger {
+  return new WorkerLogger((scope) => (level, message, meta) => {
+    const fields = { component: 'graphile-worker', ...scope, ...meta };
+    if (level === 'error') logger.error(fields, message);
+    else if (level === 'warning') logger.warn(fields, message);
+    else if (level === 'info') logger.info(fields, message);
+    else logger.debug(fields, message);
+  });
+}
+
+/** Creates or updates graphile-worker's own schema (idempotent). */
+export async function migrateQueue(pool: pg.Pool, logger: Logger): Promise<void> {
+  await runMigrations({ pgPool: pool, logger: workerLogger(logger) });
+}
+
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const workerId = `payrail-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const runner: Runner = await run({
+    pgPool: options.pool,
+    taskList: options.taskList,
+    // Periodic jobs are declared in code (none yet), never read from a crontab file in the working directory.
+    parsedCronItems: parseCronItems([]),
+    concurrency: options.concurrency,
+    pollInterval: options.pollIntervalMs,
+    // payrail's own signal handling stops the worker in order (web first, then jobs, then the database).
+    noHandleSignals: true,
+    logger: workerLogger(options.logger),
+    preset: {
+      worker: {
+        // Complete and fail jobs without batching delay: a completion still buffered at a crash would leave the job
+        // locked, and run again, hours later.
+        completeJobBatchDelay: 0,
+        failJobBatchDelay: 0,
+      },
+    },
+  });
+  const heartbeat = startHeartbeat(options.db, workerId, 5_000, options.logger);
+  options.logger.info({ event: 'worker_started', workerId, concurrency: options.concurrency }, 'worker started');
+  return {
+    workerId,
+    async stop() {
+      await heartbeat.stop();
+      await runner.stop();
+      options.logger.info({ event: 'worker_stopped', workerId }, 'worker stopped');
+    },
+  };
+}

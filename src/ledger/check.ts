@@ -1,0 +1,69 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/index.ts';
+
+export interface LedgerProblem {
+  readonly rule: string;
+  readonly subject: string;
+  readonly detail: string;
+}
+
+export interface LedgerReport {
+  readonly ok: boolean;
+  readonly accounts: number;
+  readonly journals: number;
+  readonly entries: number;
+  readonly problems: LedgerProblem[];
+}
+
+/**
+ * Recomputes every balance from the entries and checks the invariants the posting code asserts before writing:
+ * the pair of the in-code check. Read-only; run it any time.
+ */
+export async function checkLedger(db: Db): Promise<LedgerReport> {
+  const problems: LedgerProblem[] = [];
+
+  const unbalanced = await sql<{ journal_id: string; kind: string; ref: string; asset: string; total: string }>`
+    select j.id as journal_id, j.kind, j.ref, a.asset, sum(e.amount)::text as total
+    from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id
+    group by j.id, j.kind, j.ref, a.asset having sum(e.amount) <> 0`.execute(db);
+  for (const r of unbalanced.rows) {
+    problems.push({ rule: 'journal_balances', subject: `journal ${r.journal_id} (${r.kind}:${r.ref})`, detail: `${r.asset} entries sum to ${r.total}, not 0` });
+  }
+
+  const thin = await sql<{ id: string; kind: string; ref: string; n: string }>`
+    select j.id, j.kind, j.ref, count(e.id)::text as n from ledger_journals j left join ledger_entries e on e.journal_id = j.id
+    group by j.id having count(e.id) < 2`.execute(db);
+  for (const r of thin.rows) {
+    problems.push({ rule: 'journal_entries', subject: `journal ${r.id} (${r.kind}:${r.ref})`, detail: `has ${r.n} entries, needs at least 2` });
+  }
+
+  const drifted = await sql<{ code: string; asset: string; balance: string; computed: string }>`
+    select a.code, a.asset, a.balance::text as balance, coalesce(sum(e.amount), 0)::text as computed
+    from ledger_accounts a left join ledger_entries e on e.account_id = a.id
+    group by a.id having a.balance <> coalesce(sum(e.amount), 0)`.execute(db);
+  for (const r of drifted.rows) {
+    problems.push({ rule: 'balance_matches_entries', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} but entries sum to ${r.computed}` });
+  }
+
+  const negative = await sql<{ code: string; asset: string; balance: string }>`
+    select code, asset, balance::text as balance from ledger_accounts where not allow_negative and balance < 0`.execute(db);
+  for (const r of negative.rows) {
+    problems.push({ rule: 'no_negative_balance', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} is below zero` });
+  }
+
+  // Each credited payment's journal must carry exactly its gross in and its fee and net out.
+  const payments = await sql<{ payment_id: string; gross_amount: string; inflow: string | null }>`
+    select p.payment_id::text as payment_id, p.gross_amount::text as gross_amount,
+           (select sum(e.amount) from ledger_entries e where e.journal_id = p.journal_id and e.amount > 0)::text as inflow
+    from payments p where p.credited_at is not null
+      and p.gross_amount is distinct from (select sum(e.amount) from ledger_entries e where e.journal_id = p.journal_id and e.amount > 0)`.execute(db);
+  for (const r of payments.rows) {
+    problems.push({ rule: 'payment_matches_journal', subject: `payment ${r.payment_id}`, detail: `gross ${r.gross_amount} but its journal credits ${r.inflow ?? 'nothing'}` });
+  }
+
+  const counts = await sql<{ accounts: string; journals: string; entries: string }>`
+    select (select count(*) from ledger_accounts)::text as accounts, (select count(*) from ledger_journals)::text as journals,
+           (select count(*) from ledger_entries)::text as entries`.execute(db);
+  const c = counts.rows[0] ?? { accounts: '0', journals: '0', entries: '0' };
+  return { ok: problems.length === 0, accounts: Number(c.accounts), journals: Number(c.journals), entries: Number(c.entries), problems };
+}

@@ -1,0 +1,3 @@
+export { AmountError, parseUnits, formatUnits, isPlainDecimal, MAX_INTEGER_DIGITS } from './amount.ts';
+export { ASSET_DECIMALS, INTAKE_ASSETS, isAssetCode, decimalsOf, type AssetCode } from './assets.ts';
+export { parsePercent, splitFee, type Percent, type FeeSplit } from './fee.ts';

@@ -1,0 +1,178 @@
+/**
+ * Intake: one NOWPayments IPN becomes, in ONE short transaction, the payment's record and, when it is the first
+ * `finished` for a known channel, the fee split, the ledger credit and the next step (conversion pending or a payout
+ * job). No outside call happens here; the webhook answers right after the commit.
+ *
+ * Every IPN may arrive many times, concurrently and out of order. The payment row (primary key payment_id) is the
+ * lock: the first insert wins, later copies wait on it and then see the committed state. Statuses only move forward,
+ * and the credit is guarded twice, by `credited_at` and by the ledger's unique (kind, ref) journal key.
+ */
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { Database, Db, PaymentsTable } from '../db/index.ts';
+import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
+import { enqueue } from '../jobs/index.ts';
+import { accounts, postJournal } from '../ledger/index.ts';
+import { splitFee, type Percent } from '../money/index.ts';
+
+export interface IntakeSettings {
+  readonly feePercent: Percent;
+  readonly payoutMaxAttempts: number;
+}
+
+export type IntakeOutcome =
+  /** First time this payment was seen. */
+  | 'recorded'
+  /** A later status was applied. */
+  | 'advanced'
+  /** Same or earlier status than the one recorded: nothing changed. */
+  | 'unchanged'
+  /** Kept, but a person must look at it (unknown channel, conflicting data, refund after credit). */
+  | 'review';
+
+export interface IntakeResult {
+  readonly outcome: IntakeOutcome;
+  readonly paymentId: string;
+  readonly status: IpnStatus;
+  /** True when this call booked the channel's credit. */
+  readonly credited: boolean;
+  readonly reviewReason: string | null;
+}
+
+/**
+ * Forward order of statuses. Terminal failures share a rank below `finished`: money that arrives after an expiry
+ * must still be credited, while nothing after `finished` may undo a credit except a refund, which goes to review.
+ */
+const STATUS_RANK: Record<IpnStatus, number> = {
+  waiting: 1,
+  confirming: 2,
+  confirmed: 3,
+  sending: 4,
+  partially_paid: 5,
+  failed: 6,
+  expired: 6,
+  finished: 7,
+  refunded: 8,
+};
+
+export const REVIEW = {
+  unknownChannel: 'unknown_channel',
+  conflictingOrder: 'conflicting_order_id',
+  refundedAfterCredit: 'refunded_after_credit',
+} as const;
+
+export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Promise<IntakeResult> {
+  return db.transaction().execute(async (trx) => {
+    const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', ipn.channelId).executeTakeFirst();
+    const inserted = await trx
+      .insertInto('payments')
+      .values({
+        payment_id: ipn.paymentId,
+        invoice_id: ipn.invoiceId,
+        order_id: ipn.orderId,
+        user_id: ipn.userId,
+        channel_id: ipn.channelId,
+        status: ipn.status,
+        ...reportedAmounts(ipn),
+        review_reason: channel ? null : REVIEW.unknownChannel,
+        last_ipn: ipn.json,
+      })
+      .onConflict((oc) => oc.column('payment_id').doNothing())
+      .returning(['payment_id'])
+      .executeTakeFirst();
+
+    let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
+    let current = await trx.selectFrom('payments').selectAll().where('payment_id', '=', ipn.paymentId).forUpdate().executeTakeFirstOrThrow();
+
+    if (!inserted) {
+      const update = nextState(current, ipn, channel !== undefined);
+      if (update) {
+        current = await trx
+          .updateTable('payments')
+          .set({ ...update, ipn_count: sql`ipn_count + 1`, updated_at: sql`now()` })
+          .where('payment_id', '=', ipn.paymentId)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        outcome = 'advanced';
+      } else {
+        await trx.updateTable('payments').set({ ipn_count: sql`ipn_count + 1` }).where('payment_id', '=', ipn.paymentId).execute();
+      }
+    }
+
+    let credited = false;
+    if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
+      await credit(trx, ipn, channel.payout_strategy, settings);
+      credited = true;
+    }
+    const reviewReason = current.review_reason;
+    return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, reviewReason };
+  });
+}
+
+type PaymentRow = Selectable<PaymentsTable>;
+
+/** What a later copy of the IPN changes, or undefined when it changes nothing. */
+function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean) {
+  if (current.order_id !== ipn.orderId) {
+    // The same payment id for another order: never re-route money on the word of a later message.
+    return current.review_reason === null ? { review_reason: `${REVIEW.conflictingOrder}: ${ipn.orderId}` } : undefined;
+  }
+  const forward = STATUS_RANK[ipn.status] > STATUS_RANK[current.status];
+  let reviewReason = current.review_reason;
+  // A channel registered after its first IPN clears that flag, so its payment can proceed.
+  if (reviewReason === REVIEW.unknownChannel && channelKnown) reviewReason = null;
+  if (forward && ipn.status === 'refunded' && current.credited_at !== null) reviewReason = REVIEW.refundedAfterCredit;
+  if (!forward && reviewReason === current.review_reason) return undefined;
+  return {
+    review_reason: reviewReason,
+    ...(forward && { status: ipn.status, last_ipn: ipn.json }),
+    // Reported amounts follow the status until the credit fixes them.
+    ...(forward && current.credited_at === null && reportedAmounts(ipn)),
+  };
+}
+
+function reportedAmounts(ipn: Ipn) {
+  return {
+    pay_currency: ipn.payCurrency,
+    pay_amount: ipn.payAmount,
+    actually_paid: ipn.actuallyPaid,
+    price_amount: ipn.priceAmount,
+    price_currency: ipn.priceCurrency,
+    outcome_amount: ipn.outcomeAmount,
+    outcome_currency: ipn.outcomeCurrency,
+  };
+}
+
+/** Fee split, balanced journal, and the payment's next step, in the caller's transaction. */
+async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
+  const asset = ipn.outcomeCurrency;
+  const gross = ipn.outcomeUnits;
+  const { fee, net } = splitFee(gross, settings.feePercent);
+  const entries = [
+    { account: accounts.nowpayments(asset), amount: -gross },
+    { account: accounts.platformFees(asset), amount: fee },
+    { account: accounts.channel(ipn.channelId, asset), amount: net },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payment_received', ref: ipn.paymentId, entries });
+  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} has a ledger credit but no credited_at: refusing to credit twice`);
+
+  await trx
+    .updateTable('payments')
+    .set({
+      asset,
+      gross_amount: gross,
+      fee_amount: fee,
+      net_amount: net,
+      fee_percent: settings.feePercent.text,
+      payout_strategy: strategy,
+      journal_id: journal.journalId,
+      credited_at: sql`now()`,
+      // Threshold: the ETH waits to be converted with others; the conversion stage picks pending payments up.
+      conversion_status: strategy === 'threshold' ? 'pending' : null,
+    })
+    .where('payment_id', '=', ipn.paymentId)
+    .execute();
+
+  if (strategy === 'instant') {
+    await enqueue(trx, 'payout_instant', { paymentId: ipn.paymentId }, { jobKey: `payout_instant:${ipn.paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
+  }
+}

@@ -1,0 +1,69 @@
+/** The read side of payments: what the admin API shows, amounts as decimal strings. */
+import type { Selectable } from 'kysely';
+import type { Db, PaymentsTable } from '../db/index.ts';
+import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+
+export interface PaymentView {
+  readonly paymentId: string;
+  readonly channelId: string;
+  readonly userId: string;
+  readonly orderId: string;
+  readonly status: string;
+  readonly asset: string | null;
+  readonly grossAmount: string | null;
+  readonly feeAmount: string | null;
+  readonly netAmount: string | null;
+  readonly feePercent: string | null;
+  readonly payoutStrategy: string | null;
+  readonly creditedAt: string | null;
+  readonly reviewReason: string | null;
+  readonly reported: { payCurrency: string; payAmount: string; actuallyPaid: string; priceAmount: string; priceCurrency: string; outcomeAmount: string; outcomeCurrency: string };
+  readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; usdtAmount: string | null; rate: string | null };
+  readonly ipnCount: number;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export async function getPayment(db: Db, paymentId: string): Promise<PaymentView | undefined> {
+  if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) return undefined;
+  const row = await db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
+  return row ? toView(row) : undefined;
+}
+
+function toView(row: Selectable<PaymentsTable>): PaymentView {
+  const amount = (units: string | null) => (units === null || row.asset === null || !isAssetCode(row.asset) ? null : formatUnits(BigInt(units), decimalsOf(row.asset)));
+  return {
+    paymentId: row.payment_id,
+    channelId: row.channel_id,
+    userId: row.user_id,
+    orderId: row.order_id,
+    status: row.status,
+    asset: row.asset,
+    grossAmount: amount(row.gross_amount),
+    feeAmount: amount(row.fee_amount),
+    netAmount: amount(row.net_amount),
+    feePercent: row.fee_percent,
+    payoutStrategy: row.payout_strategy,
+    creditedAt: row.credited_at?.toISOString() ?? null,
+    reviewReason: row.review_reason,
+    reported: {
+      payCurrency: row.pay_currency,
+      payAmount: row.pay_amount,
+      actuallyPaid: row.actually_paid,
+      priceAmount: row.price_amount,
+      priceCurrency: row.price_currency,
+      outcomeAmount: row.outcome_amount,
+      outcomeCurrency: row.outcome_currency,
+    },
+    conversion: {
+      status: row.conversion_status,
+      attempts: row.conversion_attempts,
+      lastAttemptAt: row.conversion_last_attempt_at?.toISOString() ?? null,
+      usdtAmount: row.usdt_amount === null ? null : formatUnits(BigInt(row.usdt_amount), decimalsOf('usdt')),
+      rate: row.conversion_rate,
+    },
+    ipnCount: row.ipn_count,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}

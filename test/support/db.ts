@@ -1,0 +1,44 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { openPool, type DatabaseHandle } from '../../src/db/index.ts';
+import { createLogger } from '../../src/log.ts';
+
+export interface TestDatabase extends DatabaseHandle {
+  readonly url: string;
+  readonly name: string;
+}
+
+/**
+ * A fresh, migrated database per test file, cloned from the template. Databases named `tamper_*` are excluded
+ * from the end-of-suite ledger check (tests that break the ledger on purpose use them).
+ */
+export async function createTestDatabase(options: { prefix?: 'test' | 'tamper' } = {}): Promise<TestDatabase> {
+  const name = `${options.prefix ?? 'test'}_${randomBytes(6).toString('hex')}`;
+  const adminUrl = inject('pgAdminUrl');
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name} template payrail_template`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const handle = openPool(url.toString(), { max: 10, applicationName: 'payrail-test', logger: createLogger({ level: 'silent' }) });
+  return { ...handle, url: url.toString(), name };
+}
+
+/** Row counts of every table a request could write to: "nothing written" is checked against these. */
+export async function rowCounts(db: DatabaseHandle): Promise<Record<string, number>> {
+  const { rows } = await db.pool.query<Record<string, number>>(`select
+      (select count(*)::int from payments) as payments,
+      (select count(*)::int from channels) as channels,
+      (select count(*)::int from ledger_accounts) as ledger_accounts,
+      (select count(*)::int from ledger_journals) as ledger_journals,
+      (select count(*)::int from ledger_entries) as ledger_entries,
+      (select count(*)::int from audit_log) as audit_log,
+      (select count(*)::int from graphile_worker._private_jobs) as jobs,
+      (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
+  return rows[0] as Record<string, number>;
+}

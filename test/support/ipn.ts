@@ -1,0 +1,25 @@
+import fs from 'node:fs';
+import { parse } from 'lossless-json';
+import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/index.ts';
+
+const fixtures = JSON.parse(fs.readFileSync(new URL('../fixtures/nowpayments-ipn.json', import.meta.url), 'utf8')) as {
+  sequence: Array<Record<string, unknown>>;
+  partiallyPaid: Record<string, unknown>;
+  expired: Record<string, unknown>;
+  signatures: { secret: string; finished: string };
+};
+export { fixtures };
+
+export const CHANNEL_ID = '-1003296084379';
+
+/** A NOWPayments IPN body in the fixtures' exact shape, with the given fields replaced. */
+export function ipnBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  const finished = fixtures.sequence.find((b) => b.payment_status === 'finished') as Record<string, unknown>;
+  return { ...structuredClone(finished), ...overrides };
+}
+
+/** Signs a body the way NOWPayments does. `raw` lets a test send exact JSON text (numbers as written). */
+export function signed(body: Record<string, unknown> | string, secret: string): { raw: string; headers: Record<string, string> } {
+  const raw = typeof body === 'string' ? body : JSON.stringify(body);
+  return { raw, headers: { 'content-type': 'application/json', 'x-nowpayments-sig': signIpn(canonicalIpnJson(parse(raw)), secret) } };
+}

@@ -1,0 +1,50 @@
+import { startPayrail, type Payrail, type Roles } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
+import type { TestDatabase } from './db.ts';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+export const IPN_SECRET = 'test-ipn-secret-0123456789abcdef';
+
+export interface TestPayrail extends Payrail {
+  readonly url: string;
+  request(method: string, path: string, options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<{ status: number; body: any }>;
+}
+
+/** payrail on a test database, over real HTTP on an ephemeral port. */
+export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string> } = {}): Promise<TestPayrail> {
+  const config = loadConfig({
+    DATABASE_URL: db.url,
+    PORT: '0',
+    ADMIN_TOKEN,
+    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
+    LOG_LEVEL: 'silent',
+    WORKER_POLL_INTERVAL_MS: '200',
+    ...options.env,
+  });
+  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, createLogger({ level: config.LOG_LEVEL }));
+  const url = payrail.url as string;
+  return {
+    ...payrail,
+    url,
+    async request(method, path, opts = {}) {
+      const headers: Record<string, string> = { ...opts.headers };
+      const token = opts.token === undefined ? ADMIN_TOKEN : opts.token;
+      if (token !== null) headers.authorization = `Bearer ${token}`;
+      let body: string | undefined = opts.raw;
+      if (opts.body !== undefined) {
+        body = JSON.stringify(opts.body);
+        headers['content-type'] = 'application/json';
+      }
+      const response = await fetch(url + path, { method, headers, ...(body !== undefined && { body }) });
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: response.status, body: parsed };
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+
+const production = { DATABASE_URL: 'postgres://u:p@db.internal:5432/payrail', ADMIN_TOKEN: 'a'.repeat(24), NOWPAYMENTS_IPN_SECRET: 'b'.repeat(32) };
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  return [];
+}
+
+describe('configuration', () => {
+  it('applies documented defaults', () => {
+    const config = loadConfig(production);
+    expect(config.PORT).toBe(3000);
+    expect(config.PLATFORM_FEE_PERCENT).toMatchObject({ numerator: 3n, denominator: 1n });
+    expect(config.embedded).toBe(false);
+  });
+
+  it('trims values: a trailing newline in a secret is not part of the secret', () => {
+    const config = loadConfig({ ...production, NOWPAYMENTS_IPN_SECRET: `${'b'.repeat(32)}\n`, PORT: ' 8080 ', PLATFORM_FEE_PERCENT: '2.5\n' });
+    expect(config.NOWPAYMENTS_IPN_SECRET).toBe('b'.repeat(32));
+    expect(config.PORT).toBe(8080);
+    expect(config.PLATFORM_FEE_PERCENT.text).toBe('2.5');
+  });
+
+  it('names every bad variable in one message', () => {
+    const found = problems({ DATABASE_URL: 'mysql://x', PORT: 'eighty', PLATFORM_FEE_PERCENT: '150', LOG_LEVEL: 'loud' });
+    const names = found.map((p) => p.split(':')[0]);
+    expect(names).toEqual(expect.arrayContaining(['DATABASE_URL', 'PORT', 'PLATFORM_FEE_PERCENT', 'LOG_LEVEL']));
+  });
+
+  it('requires the secrets when DATABASE_URL is set, and never generates them there', () => {
+    const found = problems({ DATABASE_URL: production.DATABASE_URL });
+    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET']);
+    expect(() => loadConfig({ DATABASE_URL: production.DATABASE_URL }, { devSecrets: () => ({ ADMIN_TOKEN: 'x'.repeat(20), NOWPAYMENTS_IPN_SECRET: 'y'.repeat(20) }) })).toThrow(ConfigError);
+  });
+
+  it('treats an empty or blank value as missing, not as an empty secret', () => {
+    expect(problems({ ...production, ADMIN_TOKEN: '   ' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: required/)]);
+  });
+
+  it('asks for generated secrets only on a local (embedded) run', () => {
+    const config = loadConfig({}, { devSecrets: (missing) => Object.fromEntries(missing.map((m) => [m, `generated-${m}-0123456789`])) });
+    expect(config.embedded).toBe(true);
+    expect(config.ADMIN_TOKEN).toBe('generated-ADMIN_TOKEN-0123456789');
+  });
+
+  it('refuses unknown variables that look like ours (a misspelt name must not fall back silently)', () => {
+    expect(problems({ ...production, NOWPAYMENT_IPN_SECRET: 'x', PLATFORM_FEE_PERCENTAGE: '5' })).toEqual([
+      expect.stringMatching(/^PLATFORM_FEE_PERCENTAGE: unknown variable/),
+    ]);
+    expect(problems({ ...production, NOWPAYMENTS_SECRET: 'x' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_SECRET: unknown variable/)]);
+  });
+
+  it('refuses short secrets and fee percentages with too many decimals', () => {
+    expect(problems({ ...production, ADMIN_TOKEN: 'short' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: /)]);
+    expect(problems({ ...production, PLATFORM_FEE_PERCENT: '3.0000001' })).toEqual([expect.stringMatching(/^PLATFORM_FEE_PERCENT: /)]);
+  });
+});
