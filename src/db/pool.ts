@@ -36,7 +36,9 @@ export function openPool(connectionString: string, options: { max: number; appli
     pool,
     connectionString,
     async close() {
+      // Kysely only ends a pool it has used; end it ourselves when only raw queries ran on it.
       await db.destroy();
+      if (!pool.ended) await pool.end();
     },
   };
 }

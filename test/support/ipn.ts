@@ -4,7 +4,7 @@ import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/in
 
 const fixtures = JSON.parse(fs.readFileSync(new URL('../fixtures/nowpayments-ipn.json', import.meta.url), 'utf8')) as {
   sequence: Array<Record<string, unknown>>;
-  partiallyPaid: Record<string, unknown>;
+  partially_paid: Record<string, unknown>;
   expired: Record<string, unknown>;
   signatures: { secret: string; finished: string };
 };
