@@ -16,8 +16,8 @@ export class ConfigError extends Error {
 
 const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_'];
 
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().positive();
+const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
+const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
 const secret = z.string().min(16, 'must be at least 16 characters');
 
 const schema = z.object({
@@ -85,25 +85,24 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   }
   const result = schema.safeParse(input);
   if (!result.success) {
-    for (const issue of result.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
-  }
-  if (!result.success || problems.length > 0) throw new ConfigError(problems);
-
-  const parsed = result.data;
-  const embedded = parsed.DATABASE_URL === undefined;
-  const missing = SECRETS.filter((name) => parsed[name] === undefined);
-  const supplied = embedded && missing.length > 0 && options.devSecrets ? options.devSecrets(missing) : {};
-  const secrets = {} as Record<SecretName, string>;
-  for (const name of SECRETS) {
-    const value = parsed[name] ?? supplied[name];
-    if (value === undefined) {
-      problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
-    } else {
-      secrets[name] = value;
+    for (const issue of result.error.issues) {
+      const name = String(issue.path[0] ?? '');
+      const shown = (SECRETS as readonly string[]).includes(name) || input[name] === undefined ? '' : ` (got "${input[name]}")`;
+      problems.push(`${issue.path.join('.')}: ${issue.message}${shown}`);
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return { ...parsed, ...secrets, embedded };
+
+  const embedded = input.DATABASE_URL === undefined;
+  const missing = SECRETS.filter((name) => input[name] === undefined);
+  // Generated secrets are for a local run only: with a real database, a missing secret is an error.
+  const supplied = embedded && missing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(missing) : {};
+  for (const name of missing) {
+    if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
+  }
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+  const secrets = {} as Record<SecretName, string>;
+  for (const name of SECRETS) secrets[name] = (result.data[name] ?? supplied[name]) as string;
+  return { ...result.data, ...secrets, embedded };
 }
 
 /** Values that must never appear in logs or API output. */

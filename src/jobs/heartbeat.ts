@@ -4,7 +4,7 @@ import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 
 /** A worker process announces itself every `intervalMs`; /health counts the recent ones. */
-export function startHeartbeat(db: Db, workerId: string, intervalMs: number, logger: Logger): { stop(): Promise<void> } {
+export async function startHeartbeat(db: Db, workerId: string, intervalMs: number, logger: Logger): Promise<{ stop(): Promise<void> }> {
   const beat = () =>
     db
       .insertInto('worker_heartbeats')
@@ -12,7 +12,9 @@ export function startHeartbeat(db: Db, workerId: string, intervalMs: number, log
       .onConflict((oc) => oc.column('worker_id').doUpdateSet({ last_seen_at: sql`now()` }))
       .execute()
       .catch((error: Error) => logger.warn({ event: 'heartbeat_failed', workerId, err: error.message }, 'worker heartbeat failed'));
+  // The first beat is written before the worker reports itself started.
   let pending = beat();
+  await pending;
   const timer = setInterval(() => {
     pending = beat();
   }, intervalMs);

@@ -55,7 +55,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       },
     },
   });
-  const heartbeat = startHeartbeat(options.db, workerId, 5_000, options.logger);
+  const heartbeat = await startHeartbeat(options.db, workerId, 5_000, options.logger);
   options.logger.info({ event: 'worker_started', workerId, concurrency: options.concurrency }, 'worker started');
   return {
     workerId,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, rowCounts, type RowCounts, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
@@ -197,8 +197,8 @@ describe('statuses only move forward', () => {
   });
 });
 
-function after(now: Record<string, number>, before: Record<string, number>) {
-  return { ledger_journals: (now.ledger_journals ?? 0) - (before.ledger_journals ?? 0), ledger_entries: (now.ledger_entries ?? 0) - (before.ledger_entries ?? 0) };
+function after(now: RowCounts, before: RowCounts) {
+  return { ledger_journals: now.ledger_journals - before.ledger_journals, ledger_entries: now.ledger_entries - before.ledger_entries };
 }
 
 describe('unknown channels and conflicting data', () => {

@@ -30,8 +30,19 @@ export async function createTestDatabase(options: { prefix?: 'test' | 'tamper' }
 }
 
 /** Row counts of every table a request could write to: "nothing written" is checked against these. */
-export async function rowCounts(db: DatabaseHandle): Promise<Record<string, number>> {
-  const { rows } = await db.pool.query<Record<string, number>>(`select
+export interface RowCounts {
+  payments: number;
+  channels: number;
+  ledger_accounts: number;
+  ledger_journals: number;
+  ledger_entries: number;
+  audit_log: number;
+  jobs: number;
+  ipn_count: number;
+}
+
+export async function rowCounts(db: DatabaseHandle): Promise<RowCounts> {
+  const { rows } = await db.pool.query<RowCounts>(`select
       (select count(*)::int from payments) as payments,
       (select count(*)::int from channels) as channels,
       (select count(*)::int from ledger_accounts) as ledger_accounts,
@@ -40,5 +51,5 @@ export async function rowCounts(db: DatabaseHandle): Promise<Record<string, numb
       (select count(*)::int from audit_log) as audit_log,
       (select count(*)::int from graphile_worker._private_jobs) as jobs,
       (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
-  return rows[0] as Record<string, number>;
+  return rows[0] as RowCounts;
 }
