@@ -90,7 +90,7 @@ export interface PaymentsTable {
   conversion_rate: NullableNumeric;
   review_reason: string | null;
   ipn_count: Generated<number>;
-  last_ipn: ColumnType<unknown, string, string>;
+  last_ipn: string;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -253,6 +253,21 @@ describe('fee rounding at the edge of the smallest unit', () => {
   });
 });
 
+describe('bodies PostgreSQL could not hold as jsonb', () => {
+  it.each([
+    ['a NUL character in an extra field', /"order_description":"[^"]*"/, '"order_description":"Premium\\u0000tier"'],
+    ['a lone surrogate in an extra field', /"order_description":"[^"]*"/, '"order_description":"\\ud800"'],
+    ['a huge exponent in an extra field', /"actually_paid_at_fiat":[0-9.]+/, '"actually_paid_at_fiat":1e999999'],
+  ])('a signed IPN with %s is still recorded and credited', async (_name, pattern, field) => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    const raw = JSON.stringify(body).replace(pattern, field);
+    expect(raw).toContain(field);
+    const res = await send(raw);
+    expect(res.status).toBe(200);
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body.netAmount).toBe('0.0047239');
+  });
+});
+
 describe('the ledger after all of the above', () => {
   it('balances: every journal sums to zero and every balance matches its entries', async () => {
     const report = await checkLedger(db.db);

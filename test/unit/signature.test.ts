@@ -44,6 +44,14 @@ describe('NOWPayments IPN signature', () => {
     expect(readIpn(raw, fixtures.signatures.finished, SECRET)).toMatchObject({ ok: false, status: 401 });
   });
 
+  it('covers a "__proto__" key like any other key', () => {
+    const raw = JSON.stringify(finished());
+    const tampered = raw.replace('{', '{"__proto__":{"x":1},');
+    expect(readIpn(tampered, fixtures.signatures.finished, SECRET)).toMatchObject({ ok: false, status: 401 });
+    const { raw: body, headers } = signed(tampered, SECRET);
+    expect(readIpn(body, headers['x-nowpayments-sig'], SECRET).ok).toBe(true);
+  });
+
   it('reads amounts from their exact JSON text, never through a float', () => {
     // 0.1 + 0.2 style artefacts and 19 significant digits survive untouched.
     const raw = JSON.stringify(finished()).replace('"outcome_amount":0.00487', '"outcome_amount":1.234567890123456789');

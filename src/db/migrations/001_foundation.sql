@@ -115,7 +115,8 @@ create table payments (
   conversion_rate numeric,
   review_reason text,
   ipn_count integer not null default 1,
-  last_ipn jsonb not null,
+  -- The last applied IPN exactly as signed (text: jsonb would refuse some bytes a signed body may carry).
+  last_ipn text not null,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   check ((credited_at is null) = (journal_id is null)),

@@ -67,7 +67,7 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
   } catch (error) {
     return { ok: false, status: 400, error: `body is not valid JSON: ${(error as Error).message}` };
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { ok: false, status: 400, error: 'body must be a JSON object' };
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed)) return { ok: false, status: 400, error: 'body must be a JSON object' };
   let canonical: string;
   try {
     canonical = canonicalIpnJson(parsed);

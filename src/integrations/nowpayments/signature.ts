@@ -29,7 +29,10 @@ function sortKeysDeep(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeysDeep);
   if (value !== null && typeof value === 'object' && !isLosslessNumber(value)) {
     const sorted: Record<string, unknown> = {};
-    for (const key of Object.keys(value).sort()) sorted[key] = sortKeysDeep((value as Record<string, unknown>)[key]);
+    // defineProperty, not assignment: a "__proto__" key must stay a key (and stay signed), not become a prototype.
+    for (const key of Object.keys(value).sort()) {
+      Object.defineProperty(sorted, key, { value: sortKeysDeep((value as Record<string, unknown>)[key]), enumerable: true, writable: true, configurable: true });
+    }
     return sorted;
   }
   return value;

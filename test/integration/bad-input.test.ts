@@ -1,0 +1,360 @@
+/**
+ * Bad webhook requests: every row is refused with a 4xx and writes nothing at all (not a payment, not a ledger row,
+ * not a job, not even an ipn_count increment). Bodies meant to be refused by validation are correctly signed, so
+ * the refusal proves the validation, not the signature check, caught them.
+ */
+import { createHmac } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
+import { CHANNEL_ID, ipnBody, signed } from '../support/ipn.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const ORDER_ID = `PGP-6271402111|${CHANNEL_ID}`;
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+interface BuiltRequest {
+  raw: string;
+  headers: Record<string, string>;
+}
+
+interface BadRow {
+  name: string;
+  /** Builds the request; `paymentId` is fresh for every row. */
+  build: (paymentId: number) => BuiltRequest;
+  status: number;
+  /** Substring expected in the response's `error` field. */
+  error?: string;
+}
+
+/** HMAC-SHA512 over exact text, for bodies `signed()` cannot canonicalize (it parses first). */
+function hmac(text: string, secret = IPN_SECRET): string {
+  return createHmac('sha512', secret).update(text, 'utf8').digest('hex');
+}
+
+/** The finished fixture with a fresh payment id and the given fields replaced. */
+function body(paymentId: number, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return ipnBody({ payment_id: paymentId, order_id: ORDER_ID, ...overrides });
+}
+
+function without(paymentId: number, key: string): Record<string, unknown> {
+  const b = body(paymentId);
+  delete b[key];
+  return b;
+}
+
+/** Signed correctly (canonical form, right secret): only validation can refuse it. */
+function validlySigned(value: Record<string, unknown> | string): BuiltRequest {
+  return signed(value, IPN_SECRET);
+}
+
+/** Raw JSON text with outcome_amount written exactly as `amountText` (e.g. an exponent). */
+function withOutcomeText(paymentId: number, amountText: string): string {
+  const raw = JSON.stringify(body(paymentId));
+  const replaced = raw.replace('"outcome_amount":0.00487', `"outcome_amount":${amountText}`);
+  if (replaced === raw) throw new Error('fixture changed: outcome_amount not found');
+  return replaced;
+}
+
+const ORDER_ID_ERROR = 'order_id: must look like PGP-{userId}|{channelId}';
+const SIGNATURE_ERROR = 'invalid x-nowpayments-sig signature';
+const STATUS_ERROR =
+  'payment_status: Invalid option: expected one of "waiting"|"confirming"|"confirmed"|"sending"|"partially_paid"|"finished"|"failed"|"refunded"|"expired"';
+const PLAIN_DECIMAL_ERROR = 'must be a non-negative plain decimal (no sign, no exponent)';
+
+const rows: BadRow[] = [
+  // --- signature -----------------------------------------------------------------------------------------------
+  {
+    name: 'missing signature header',
+    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS } }),
+    status: 401,
+    error: 'missing x-nowpayments-sig header',
+  },
+  {
+    name: 'empty signature header',
+    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': '' } }),
+    status: 401,
+    error: 'missing x-nowpayments-sig header',
+  },
+  {
+    name: 'wrong signature (well-formed hex, wrong value)',
+    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'ab'.repeat(64) } }),
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature made with another secret',
+    build: (id) => signed(body(id), 'another-ipn-secret-0123456789abcdef'),
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature for a different body (other payment id)',
+    build: (id) => ({ raw: JSON.stringify(body(id)), headers: validlySigned(body(id + 1_000_000)).headers }),
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'body changed after signing (one digit of outcome_amount)',
+    build: (id) => {
+      const { raw, headers } = validlySigned(body(id));
+      return { raw: raw.replace('"outcome_amount":0.00487', '"outcome_amount":0.00488'), headers };
+    },
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature over the unsorted body text (not the canonical, key-sorted form)',
+    build: (id) => {
+      const raw = JSON.stringify(body(id));
+      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+    },
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature too short (64 hex chars, a SHA-256 length)',
+    build: (id) => {
+      const { raw, headers } = validlySigned(body(id));
+      return { raw, headers: { ...headers, 'x-nowpayments-sig': (headers['x-nowpayments-sig'] as string).slice(0, 64) } };
+    },
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature too long (right signature plus one hex char)',
+    build: (id) => {
+      const { raw, headers } = validlySigned(body(id));
+      return { raw, headers: { ...headers, 'x-nowpayments-sig': `${headers['x-nowpayments-sig'] as string}0` } };
+    },
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+  {
+    name: 'signature not hex (128 chars)',
+    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'z'.repeat(128) } }),
+    status: 401,
+    error: SIGNATURE_ERROR,
+  },
+
+  // --- not a JSON object ---------------------------------------------------------------------------------------
+  {
+    name: 'body not JSON',
+    build: () => ({ raw: 'payment_id=1&payment_status=finished', headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('payment_id=1&payment_status=finished') } }),
+    status: 400,
+    error: "body is not valid JSON: JSON value expected but got 'p' at position 0",
+  },
+  {
+    name: 'body truncated JSON',
+    build: (id) => {
+      const raw = JSON.stringify(body(id)).slice(0, -1);
+      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+    },
+    status: 400,
+    error: "body is not valid JSON: Quoted object key or end of object '}' expected but reached end of input",
+  },
+  {
+    name: 'empty body',
+    build: () => ({ raw: '', headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('') } }),
+    status: 400,
+    error: 'body is not valid JSON: JSON value expected but reached end of input at position 0',
+  },
+  {
+    name: 'JSON array body',
+    build: (id) => validlySigned(JSON.stringify([body(id)])),
+    status: 400,
+    error: 'body must be a JSON object',
+  },
+  {
+    name: 'JSON string body',
+    build: () => validlySigned(JSON.stringify('finished')),
+    status: 400,
+    error: 'body must be a JSON object',
+  },
+  {
+    name: 'JSON null body',
+    build: () => validlySigned('null'),
+    status: 400,
+    error: 'body must be a JSON object',
+  },
+  {
+    name: 'JSON number body',
+    build: () => validlySigned('5077125051'),
+    status: 400,
+  },
+  {
+    name: 'duplicate keys (payment_id twice with different values)',
+    build: (id) => {
+      const rest = JSON.stringify(body(id)).replace(/^\{"payment_id":\d+,/, '');
+      const raw = `{"payment_id":${id},"payment_id":${id + 1},${rest}`;
+      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+    },
+    status: 400,
+    error: "body is not valid JSON: Duplicate key 'payment_id'",
+  },
+
+  // --- required fields -----------------------------------------------------------------------------------------
+  { name: 'missing payment_id', build: (id) => validlySigned(without(id, 'payment_id')), status: 400, error: 'payment_id: Invalid input' },
+  { name: 'missing order_id', build: (id) => validlySigned(without(id, 'order_id')), status: 400, error: 'order_id: Invalid input: expected string, received undefined' },
+  { name: 'missing outcome_amount', build: (id) => validlySigned(without(id, 'outcome_amount')), status: 400, error: 'outcome_amount: Invalid input' },
+  { name: 'missing outcome_currency', build: (id) => validlySigned(without(id, 'outcome_currency')), status: 400, error: 'outcome_currency: Invalid input: expected string, received undefined' },
+  { name: 'missing payment_status', build: (id) => validlySigned(without(id, 'payment_status')), status: 400, error: STATUS_ERROR },
+
+  // --- payment_id ----------------------------------------------------------------------------------------------
+  { name: 'payment_id as a boolean', build: (id) => validlySigned(body(id, { payment_id: true })), status: 400, error: 'payment_id: Invalid input' },
+  { name: 'payment_id negative', build: (id) => validlySigned(body(id, { payment_id: -id })), status: 400, error: 'payment_id: must be a positive integer' },
+  { name: 'payment_id zero', build: (id) => validlySigned(body(id, { payment_id: 0 })), status: 400, error: 'payment_id: must be a positive integer' },
+  { name: 'payment_id with decimals (1.5)', build: (id) => validlySigned(body(id, { payment_id: 1.5 })), status: 400, error: 'payment_id: must be a positive integer' },
+  {
+    name: 'payment_id with 21 digits',
+    build: (id) => validlySigned(JSON.stringify(body(id)).replace(`"payment_id":${id}`, '"payment_id":123456789012345678901')),
+    status: 400,
+    error: 'payment_id: must be a positive integer',
+  },
+  { name: 'payment_id as a non-numeric string', build: (id) => validlySigned(body(id, { payment_id: 'abc' })), status: 400, error: 'payment_id: must be a positive integer' },
+
+  // --- outcome_amount ------------------------------------------------------------------------------------------
+  { name: 'outcome_amount negative', build: (id) => validlySigned(body(id, { outcome_amount: -0.00487 })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  {
+    name: 'outcome_amount zero with status finished',
+    build: (id) => validlySigned(body(id, { outcome_amount: 0 })),
+    status: 400,
+    error: 'outcome_amount: a finished payment must have a positive outcome_amount',
+  },
+  { name: 'outcome_amount in exponent notation (4.87e-3)', build: (id) => validlySigned(withOutcomeText(id, '4.87e-3')), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  { name: 'outcome_amount in exponent notation (487E-5)', build: (id) => validlySigned(withOutcomeText(id, '487E-5')), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  {
+    name: 'outcome_amount with 19 decimals (ETH has 18)',
+    build: (id) => validlySigned(withOutcomeText(id, '0.0048700000000000001')),
+    status: 400,
+    error: 'outcome_amount: amount has more decimals than the asset allows (18)',
+  },
+  {
+    name: 'outcome_amount with 40 integer digits',
+    build: (id) => validlySigned(withOutcomeText(id, '1234567890123456789012345678901234567890')),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
+  { name: 'outcome_amount as a string "abc"', build: (id) => validlySigned(body(id, { outcome_amount: 'abc' })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  { name: 'outcome_amount as a string with a sign "-1"', build: (id) => validlySigned(body(id, { outcome_amount: '-1' })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  { name: 'outcome_amount as an object', build: (id) => validlySigned(body(id, { outcome_amount: { value: '0.00487' } })), status: 400, error: 'outcome_amount: Invalid input' },
+  { name: 'outcome_amount null', build: (id) => validlySigned(body(id, { outcome_amount: null })), status: 400, error: 'outcome_amount: Invalid input' },
+
+  // --- payment_status ------------------------------------------------------------------------------------------
+  { name: 'unknown payment_status "paid"', build: (id) => validlySigned(body(id, { payment_status: 'paid' })), status: 400, error: STATUS_ERROR },
+  { name: 'payment_status in upper case "FINISHED"', build: (id) => validlySigned(body(id, { payment_status: 'FINISHED' })), status: 400, error: STATUS_ERROR },
+
+  // --- order_id ------------------------------------------------------------------------------------------------
+  { name: 'order_id "PGP-123" (no channel)', build: (id) => validlySigned(body(id, { order_id: 'PGP-123' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id "PGP-abc|-100123" (user id not a number)', build: (id) => validlySigned(body(id, { order_id: 'PGP-abc|-100123' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id "PGP-1|-100123|x" (trailing part)', build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-100123|x' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id "ORDER-1|-100123" (wrong prefix)', build: (id) => validlySigned(body(id, { order_id: 'ORDER-1|-100123' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id "PGP-01|-100123" (leading zero)', build: (id) => validlySigned(body(id, { order_id: 'PGP-01|-100123' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id "PGP-1|-0100123" (channel id with leading zero)', build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-0100123' })), status: 400, error: ORDER_ID_ERROR },
+  { name: 'order_id as a number', build: (id) => validlySigned(body(id, { order_id: 6271402111 })), status: 400, error: 'order_id: Invalid input: expected string' },
+
+  // --- outcome_currency ----------------------------------------------------------------------------------------
+  {
+    name: 'unknown outcome_currency "doge"',
+    build: (id) => validlySigned(body(id, { outcome_currency: 'doge' })),
+    status: 400,
+    error: 'outcome_currency: "doge" is not accepted (accepted: eth)',
+  },
+  {
+    name: 'unknown outcome_currency "xyz"',
+    build: (id) => validlySigned(body(id, { outcome_currency: 'xyz' })),
+    status: 400,
+    error: 'outcome_currency: "xyz" is not accepted (accepted: eth)',
+  },
+  {
+    name: 'outcome_currency "usdt" (a known asset, not accepted for intake)',
+    build: (id) => validlySigned(body(id, { outcome_currency: 'usdt' })),
+    status: 400,
+    error: 'outcome_currency: "usdt" is not accepted (accepted: eth)',
+  },
+  {
+    name: 'outcome_currency not a currency code "e-th"',
+    build: (id) => validlySigned(body(id, { outcome_currency: 'e-th' })),
+    status: 400,
+    error: 'outcome_currency: must be a currency code',
+  },
+
+  // --- size and depth ------------------------------------------------------------------------------------------
+  {
+    name: 'oversized body (70,000-char padding field, properly signed)',
+    build: (id) => validlySigned(body(id, { padding: 'x'.repeat(70_000) })),
+    status: 413,
+    error: 'Request body is too large',
+  },
+  {
+    // 100,000 bytes: over the 64 KiB limit, so it is refused before anything parses it.
+    name: 'deeply nested JSON (100,000 levels of "[")',
+    build: () => {
+      const raw = '['.repeat(100_000);
+      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+    },
+    status: 413,
+    error: 'Request body is too large',
+  },
+  {
+    // Within the body limit: the parser itself must refuse it (stack exhaustion is caught, not a 500).
+    name: 'deeply nested JSON within the body limit (30,000 levels, closed)',
+    build: (id) => {
+      const raw = JSON.stringify(body(id)).replace('"order_description"', `"deep":${'['.repeat(30_000)}${']'.repeat(30_000)},"order_description"`);
+      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+    },
+    status: 400,
+    error: 'body is not valid JSON: Maximum call stack size exceeded',
+  },
+];
+
+describe('POST /webhooks/nowpayments refuses bad input and writes nothing', () => {
+  let db: TestDatabase;
+  let payrail: TestPayrail;
+  let nextPaymentId = 7_100_000_001;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    payrail = await startTestPayrail(db);
+
+    const channel = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, {
+      body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET },
+    });
+    expect(channel.status).toBe(201);
+
+    // One valid finished IPN, so every table a refusal could touch already has rows.
+    const valid = signed(body(nextPaymentId++), IPN_SECRET);
+    const accepted = await payrail.request('POST', '/webhooks/nowpayments', { raw: valid.raw, headers: valid.headers, token: null });
+    expect(accepted.status).toBe(200);
+    expect(accepted.body).toMatchObject({ outcome: 'recorded', status: 'finished' });
+    expect(await rowCounts(db)).toMatchObject({ payments: 1, channels: 1, ledger_journals: 1, ledger_entries: 3, audit_log: 1, ipn_count: 1 });
+  });
+
+  afterAll(async () => {
+    await payrail?.stop();
+    await db?.close();
+  });
+
+  it('has at least 24 rows', () => {
+    expect(rows.length).toBeGreaterThanOrEqual(24);
+    expect(new Set(rows.map((r) => r.name)).size).toBe(rows.length);
+  });
+
+  // lossless-json parses a top-level number into a LosslessNumber object: the guard must still call it what it is.
+  it('a bare JSON number body is refused as "body must be a JSON object"', async () => {
+    const request = validlySigned('5077125052');
+    const response = await payrail.request('POST', '/webhooks/nowpayments', { raw: request.raw, headers: request.headers, token: null });
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ error: 'body must be a JSON object' });
+  });
+
+  it.each(rows)('$name → $status', async (row) => {
+    const request = row.build(nextPaymentId++);
+    const before = await rowCounts(db);
+    const response = await payrail.request('POST', '/webhooks/nowpayments', { raw: request.raw, headers: request.headers, token: null });
+    expect(response.status).toBe(row.status);
+    expect(response.body).toEqual({ error: expect.any(String) });
+    if (row.error !== undefined) expect(response.body.error).toContain(row.error);
+    expect(await rowCounts(db)).toEqual(before);
+  });
+});
