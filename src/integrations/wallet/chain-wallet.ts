@@ -1,0 +1,146 @@
+/**
+ * The platform's host wallet on an EVM chain, through viem. Chain operations only: signing is local and separate
+ * from broadcasting, so the caller can store a signed transaction (and its hash) as the transfer's intent before it
+ * ever reaches the network, and a retry can ask the chain about that exact hash instead of sending again.
+ */
+import {
+  BaseError,
+  createPublicClient,
+  encodeFunctionData,
+  erc20Abi,
+  http,
+  keccak256,
+  TransactionNotFoundError,
+  TransactionReceiptNotFoundError,
+  type Address,
+  type Hex,
+  type PublicClient,
+} from 'viem';
+import { privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+
+export type TransferAsset = { kind: 'native' } | { kind: 'erc20'; contract: Address };
+
+export interface TransferRequest {
+  readonly to: Address;
+  readonly asset: TransferAsset;
+  /** Smallest units (wei, or the token's base unit). */
+  readonly amount: bigint;
+  readonly nonce: number;
+}
+
+export interface SignedTransfer {
+  readonly rawTx: Hex;
+  readonly hash: Hex;
+  readonly nonce: number;
+  /** The most the transaction can cost in gas, in wei. */
+  readonly maxFeeWei: bigint;
+}
+
+export type TxLookup =
+  | { state: 'mined'; blockNumber: bigint; success: boolean; gasCostWei: bigint }
+  | { state: 'pending' }
+  | { state: 'unknown' };
+
+export type BroadcastResult = { ok: true } | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'rejected'; message: string };
+
+export class ChainUnavailableError extends Error {
+  override name = 'ChainUnavailableError';
+}
+
+export interface ChainWallet {
+  readonly address: Address;
+  readonly chainId: number;
+  pendingNonce(): Promise<number>;
+  balance(asset: TransferAsset): Promise<bigint>;
+  sign(request: TransferRequest): Promise<SignedTransfer>;
+  broadcast(rawTx: Hex): Promise<BroadcastResult>;
+  lookup(hash: Hex): Promise<TxLookup>;
+  /** Waits at most `timeoutMs` for the receipt; returns the last lookup when the deadline passes. */
+  waitMined(hash: Hex, timeoutMs: number): Promise<TxLookup>;
+}
+
+const NATIVE_GAS = 21_000n;
+// ERC-20 transfers cost ~35-65k gas; a fixed ceiling keeps signing free of a network estimate call.
+const ERC20_GAS = 100_000n;
+
+export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; chainId: number; timeoutMs: number }): ChainWallet {
+  const account: PrivateKeyAccount = privateKeyToAccount(options.privateKey);
+  const client: PublicClient = createPublicClient({ transport: http(options.rpcUrl, { timeout: options.timeoutMs, retryCount: 0 }) });
+  const guard = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof TransactionNotFoundError || error instanceof TransactionReceiptNotFoundError) throw error;
+      throw new ChainUnavailableError(`${what}: ${error instanceof BaseError ? error.shortMessage : (error as Error).message}`, { cause: error });
+    }
+  };
+
+  const lookup = async (hash: Hex): Promise<TxLookup> => {
+    try {
+      const receipt = await client.getTransactionReceipt({ hash });
+      return { state: 'mined', blockNumber: receipt.blockNumber, success: receipt.status === 'success', gasCostWei: receipt.gasUsed * receipt.effectiveGasPrice };
+    } catch (error) {
+      if (!(error instanceof TransactionReceiptNotFoundError)) throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
+    }
+    try {
+      await client.getTransaction({ hash });
+      return { state: 'pending' };
+    } catch (error) {
+      if (error instanceof TransactionNotFoundError) return { state: 'unknown' };
+      throw new ChainUnavailableError(`transaction: ${(error as Error).message}`, { cause: error });
+    }
+  };
+
+  return {
+    address: account.address,
+    chainId: options.chainId,
+    pendingNonce: () => guard('nonce', () => client.getTransactionCount({ address: account.address, blockTag: 'pending' })),
+    balance: (asset) =>
+      guard('balance', () =>
+        asset.kind === 'native'
+          ? client.getBalance({ address: account.address })
+          : client.readContract({ address: asset.contract, abi: erc20Abi, functionName: 'balanceOf', args: [account.address] }),
+      ),
+    async sign(request) {
+      const fees = await guard('fees', () => client.estimateFeesPerGas());
+      const gas = request.asset.kind === 'native' ? NATIVE_GAS : ERC20_GAS;
+      const base = { chainId: options.chainId, nonce: request.nonce, gas, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
+      const rawTx =
+        request.asset.kind === 'native'
+          ? await account.signTransaction({ ...base, to: request.to, value: request.amount })
+          : await account.signTransaction({
+              ...base,
+              to: request.asset.contract,
+              value: 0n,
+              data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }),
+            });
+      return { rawTx, hash: keccak256(rawTx), nonce: request.nonce, maxFeeWei: gas * fees.maxFeePerGas };
+    },
+    async broadcast(rawTx) {
+      try {
+        await client.sendRawTransaction({ serializedTransaction: rawTx });
+        return { ok: true };
+      } catch (error) {
+        const text = `${error instanceof BaseError ? error.details ?? '' : ''} ${(error as Error).message}`.toLowerCase();
+        // The node already has it: a repeat of our own broadcast, which is the point of signing first.
+        if (text.includes('already known') || text.includes('already imported') || text.includes('transaction already exists')) return { ok: true };
+        if (text.includes('insufficient funds')) return { ok: false, reason: 'insufficient_funds', message: text.trim() };
+        if (text.includes('nonce too low')) return { ok: false, reason: 'nonce_too_low', message: text.trim() };
+        if (text.includes('fetch failed') || text.includes('econnrefused') || text.includes('timed out') || text.includes('http request failed')) {
+          throw new ChainUnavailableError(`broadcast: ${text.trim()}`, { cause: error });
+        }
+        return { ok: false, reason: 'rejected', message: text.trim() };
+      }
+    },
+    lookup,
+    async waitMined(hash, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      let last = await lookup(hash);
+      while (last.state !== 'mined' && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        last = await lookup(hash);
+      }
+      return last;
+    },
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * A local EVM chain for local runs and tests: anvil, from the @foundry-rs/anvil npm package (a real node, not a
+ * mock). Bound to 127.0.0.1, mining each transaction as it arrives.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+export interface LocalChain {
+  readonly rpcUrl: string;
+  readonly chainId: number;
+  stop(): Promise<void>;
+}
+
+export interface LocalChainOptions {
+  port: number;
+  chainId?: number;
+  /** Seconds between blocks; unset mines one block per transaction as it arrives. */
+  blockTimeSeconds?: number;
+  /** File to load the chain from and dump it to, so a local run keeps its balances across restarts. */
+  statePath?: string;
+}
+
+const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64' };
+const READY_TIMEOUT_MS = 30_000;
+
+export function anvilBinary(): string {
+  const arch = ARCH[process.arch];
+  if (!arch) throw new Error(`no anvil binary for ${process.platform}-${process.arch}`);
+  const pkg = `@foundry-rs/anvil-${process.platform}-${arch}`;
+  const require = createRequire(import.meta.url);
+  try {
+    return path.join(path.dirname(require.resolve(`${pkg}/package.json`)), 'bin', process.platform === 'win32' ? 'anvil.exe' : 'anvil');
+  } catch (error) {
+    throw new Error(`anvil binary package ${pkg} is not installed; run npm install`, { cause: error });
+  }
+}
+
+export async function startLocalChain(options: LocalChainOptions): Promise<LocalChain> {
+  const chainId = options.chainId ?? 31337;
+  const args = ['--host', '127.0.0.1', '--port', String(options.port), '--chain-id', String(chainId), '--silent'];
+  if (options.blockTimeSeconds !== undefined) args.push('--block-time', String(options.blockTimeSeconds));
+  if (options.statePath) args.push('--state', options.statePath, '--state-interval', '2');
+  const child = spawn(anvilBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+  const rpcUrl = `http://127.0.0.1:${options.port}`;
+  try {
+    await waitForRpc(rpcUrl, child, () => stderr);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  return {
+    rpcUrl,
+    chainId,
+    stop: () => stopChild(child),
+  };
+}
+
+async function waitForRpc(rpcUrl: string, child: ChildProcess, stderr: () => string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`anvil exited with ${child.exitCode}: ${stderr()}`);
+    try {
+      const res = await fetch(rpcUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+        signal: AbortSignal.timeout(1_000),
+      });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`anvil did not answer on ${rpcUrl} within ${READY_TIMEOUT_MS}ms: ${stderr()}`);
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}

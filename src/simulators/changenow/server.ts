@@ -1,0 +1,343 @@
+/**
+ * A ChangeNow v2 simulator over real HTTP: the subset payrail uses (estimate, create, by-id, list by userId), with
+ * configurable rates and fees, exchanges that progress once the deposit reaches the payin address on the local chain
+ * (it reads the chain), and fault injection (down, 5xx, 401, slow, a forced final status) through /sim routes.
+ *
+ * Amounts leave as JSON numbers, as ChangeNow sends them, written from exact decimals (never a float).
+ */
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { Decimal as BaseDecimal } from 'decimal.js';
+import { LosslessNumber, stringify } from 'lossless-json';
+import { createPublicClient, erc20Abi, http as viemHttp, type Address } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+
+// Enough significant digits for 18-decimal amounts times any rate; every rounding below is explicit.
+const Decimal = BaseDecimal.clone({ precision: 80 });
+type Decimal = BaseDecimal;
+
+export interface PairConfig {
+  /** Units of `to` per unit of `from`. */
+  rate: string;
+  /** Taken from the amount out, in `to` units. */
+  withdrawalFee: string;
+  /** Smallest `from` amount accepted. */
+  minAmount: string;
+}
+
+export interface SimulatorOptions {
+  port: number;
+  apiKey: string;
+  rpcUrl?: string;
+  /** ERC-20 contracts by currency, for deposits in tokens (e.g. usdt). */
+  tokens?: Record<string, Address>;
+  /** Pairs by `from/fromNetwork->to/toNetwork`. */
+  pairs?: Record<string, PairConfig>;
+  /** Time an exchange spends in each of confirming, exchanging and sending once the deposit is seen. */
+  stepMs?: number;
+}
+
+export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
+export type ExchangeState = 'waiting' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
+
+export interface SimExchange {
+  id: string;
+  status: ExchangeState;
+  fromCurrency: string;
+  fromNetwork: string;
+  toCurrency: string;
+  toNetwork: string;
+  expectedAmountFrom: string;
+  expectedAmountTo: string;
+  amountFrom: string | null;
+  amountTo: string | null;
+  payinAddress: Address;
+  payinPrivateKey: `0x${string}`;
+  payoutAddress: string;
+  refundAddress: string | null;
+  userId: string | null;
+  payload: Record<string, unknown> | null;
+  payinHash: string | null;
+  payoutHash: string | null;
+  createdAt: string;
+  updatedAt: string;
+  depositReceivedAt: number | null;
+  /** A forced ending (failed/refunded) set by fault injection when the exchange was created. */
+  forcedEnd: 'failed' | 'refunded' | null;
+}
+
+export const DEFAULT_PAIRS: Record<string, PairConfig> = {
+  'eth/eth->usdt/eth': { rate: '3000', withdrawalFee: '1', minAmount: '0.001' },
+  'usdt/eth->eth/eth': { rate: '0.00033', withdrawalFee: '0.0005', minAmount: '10' },
+  'usdt/eth->usdt/trx': { rate: '1', withdrawalFee: '1', minAmount: '10' },
+  'usdt/eth->usdt/bsc': { rate: '1', withdrawalFee: '0.3', minAmount: '10' },
+  'usdt/eth->btc/btc': { rate: '0.0000105', withdrawalFee: '0.00002', minAmount: '10' },
+  'usdt/eth->sol/sol': { rate: '0.0066', withdrawalFee: '0.001', minAmount: '10' },
+};
+
+const DECIMALS: Record<string, number> = { eth: 18, usdt: 6, usdc: 6, btc: 8, ltc: 8, sol: 9, ton: 9, trx: 6, xmr: 12, bnb: 18 };
+const STATUS_STEPS: ExchangeState[] = ['confirming', 'exchanging', 'sending'];
+
+export interface ChangeNowSimulator {
+  readonly url: string;
+  readonly exchanges: Map<string, SimExchange>;
+  setFault(fault: Fault, options?: { slowMs?: number }): Promise<void>;
+  /** The next created exchange ends in this status instead of finishing. */
+  failNextExchange(status: 'failed' | 'refunded' | null): void;
+  setPair(key: string, pair: PairConfig): void;
+  stop(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export async function startChangeNowSimulator(options: SimulatorOptions): Promise<ChangeNowSimulator> {
+  const pairs = new Map(Object.entries({ ...DEFAULT_PAIRS, ...options.pairs }));
+  const exchanges = new Map<string, SimExchange>();
+  const stepMs = options.stepMs ?? 0;
+  const chain = options.rpcUrl ? createPublicClient({ transport: viemHttp(options.rpcUrl, { timeout: 5_000, retryCount: 0 }) }) : undefined;
+  let fault: Fault = 'none';
+  let slowMs = 2_000;
+  let nextEnd: 'failed' | 'refunded' | null = null;
+
+  const pairOf = (from: string, fromNetwork: string, to: string, toNetwork: string): PairConfig => {
+    const pair = pairs.get(`${from}/${fromNetwork}->${to}/${toNetwork}`);
+    if (!pair) throw new HttpError(400, 'pair_is_inactive', 'Pair is inactive');
+    return pair;
+  };
+
+  const quote = (pair: PairConfig, fromAmount: Decimal, to: string): Decimal => {
+    const out = fromAmount.mul(pair.rate).minus(pair.withdrawalFee);
+    return Decimal.max(out, 0).toDecimalPlaces(DECIMALS[to] ?? 8, Decimal.ROUND_DOWN);
+  };
+
+  const amountParam = (value: string | null, name: string): Decimal => {
+    if (value === null || !/^\d+(\.\d+)?$/.test(value)) throw new HttpError(400, 'bad_request', `${name} is required and must be a positive number`);
+    const amount = new Decimal(value);
+    if (amount.lte(0)) throw new HttpError(400, 'bad_request', `${name} must be positive`);
+    return amount;
+  };
+
+  /** Moves an exchange on: deposit seen on chain → confirming → exchanging → sending → finished (or forced end). */
+  const advance = async (ex: SimExchange): Promise<void> => {
+    if (ex.status === 'waiting') {
+      const received = await depositOf(ex);
+      if (received === null || received.lte(0)) return;
+      ex.amountFrom = received.toFixed();
+      ex.depositReceivedAt = Date.now();
+      ex.status = 'confirming';
+      ex.updatedAt = new Date().toISOString();
+    }
+    if (ex.depositReceivedAt === null || !STATUS_STEPS.includes(ex.status)) return;
+    const step = stepMs === 0 ? STATUS_STEPS.length : Math.floor((Date.now() - ex.depositReceivedAt) / stepMs);
+    if (step < STATUS_STEPS.length) {
+      ex.status = STATUS_STEPS[step] as ExchangeState;
+      return;
+    }
+    ex.updatedAt = new Date().toISOString();
+    if (ex.forcedEnd) {
+      ex.status = ex.forcedEnd;
+      return;
+    }
+    const pair = pairOf(ex.fromCurrency, ex.fromNetwork, ex.toCurrency, ex.toNetwork);
+    ex.amountTo = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency).toFixed();
+    ex.payoutHash = `0x${randomBytes(32).toString('hex')}`;
+    ex.status = 'finished';
+  };
+
+  const depositOf = async (ex: SimExchange): Promise<Decimal | null> => {
+    if (!chain) return null;
+    const decimals = DECIMALS[ex.fromCurrency] ?? 18;
+    const token = options.tokens?.[ex.fromCurrency];
+    let units: bigint;
+    if (ex.fromCurrency === 'eth') units = await chain.getBalance({ address: ex.payinAddress });
+    else if (token) units = await chain.readContract({ address: token, abi: erc20Abi, functionName: 'balanceOf', args: [ex.payinAddress] });
+    else return null;
+    return new Decimal(units.toString()).div(new Decimal(10).pow(decimals));
+  };
+
+  const view = (ex: SimExchange) => ({
+    id: ex.id,
+    status: ex.status,
+    actionsAvailable: false,
+    fromCurrency: ex.fromCurrency,
+    fromNetwork: ex.fromNetwork,
+    toCurrency: ex.toCurrency,
+    toNetwork: ex.toNetwork,
+    expectedAmountFrom: num(ex.expectedAmountFrom),
+    expectedAmountTo: num(ex.expectedAmountTo),
+    amountFrom: numOrNull(ex.amountFrom),
+    amountTo: numOrNull(ex.amountTo),
+    payinAddress: ex.payinAddress,
+    payoutAddress: ex.payoutAddress,
+    payinHash: ex.payinHash,
+    payoutHash: ex.payoutHash,
+    refundAddress: ex.refundAddress,
+    createdAt: ex.createdAt,
+    updatedAt: ex.updatedAt,
+    depositReceivedAt: ex.depositReceivedAt === null ? null : new Date(ex.depositReceivedAt).toISOString(),
+    userId: ex.userId,
+    payload: ex.payload,
+  });
+
+  const routes = async (req: http.IncomingMessage, body: string): Promise<[number, unknown]> => {
+    const url = new URL(req.url ?? '/', 'http://sim');
+    if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body);
+    if (fault === '401' || req.headers['x-changenow-api-key'] !== options.apiKey) throw new HttpError(401, 'unauthorized', 'Invalid api key');
+    if (fault === '5xx') throw new HttpError(503, 'service_unavailable', 'Service temporarily unavailable');
+    if (fault === 'slow') await new Promise((r) => setTimeout(r, slowMs));
+    const q = url.searchParams;
+
+    if (req.method === 'GET' && url.pathname === '/v2/exchange/estimated-amount') {
+      const [from, to, fromNetwork, toNetwork] = ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'].map((k) => (q.get(k) ?? '').toLowerCase()) as [string, string, string, string];
+      const pair = pairOf(from, fromNetwork || from, to, toNetwork || to);
+      const fromAmount = amountParam(q.get('fromAmount'), 'fromAmount');
+      if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
+      return [200, {
+        fromCurrency: from, fromNetwork, toCurrency: to, toNetwork, flow: q.get('flow') ?? 'standard', type: 'direct',
+        rateId: null, validUntil: null, transactionSpeedForecast: '10-60', warningMessage: null,
+        depositFee: num('0'), withdrawalFee: num(pair.withdrawalFee), userId: null,
+        fromAmount: num(fromAmount.toFixed()), toAmount: num(quote(pair, fromAmount, to).toFixed()),
+      }];
+    }
+    if (req.method === 'POST' && url.pathname === '/v2/exchange') {
+      let input: Record<string, unknown>;
+      try {
+        input = JSON.parse(body) as Record<string, unknown>;
+      } catch {
+        throw new HttpError(400, 'bad_request', 'body must be JSON');
+      }
+      const text = (k: string) => (typeof input[k] === 'string' ? (input[k] as string).toLowerCase() : '');
+      const pair = pairOf(text('fromCurrency'), text('fromNetwork'), text('toCurrency'), text('toNetwork'));
+      // The amount's exact text: read it from the raw body so no float ever touches it.
+      const amountText = /"fromAmount"\s*:\s*"?([0-9.]+)"?/.exec(body)?.[1] ?? null;
+      const fromAmount = amountParam(amountText, 'fromAmount');
+      if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
+      if (typeof input.address !== 'string' || input.address.length < 10) throw new HttpError(400, 'not_valid_address', 'Invalid address');
+      const key = generatePrivateKey();
+      const now = new Date().toISOString();
+      const ex: SimExchange = {
+        id: randomBytes(7).toString('hex'),
+        status: 'waiting',
+        fromCurrency: text('fromCurrency'), fromNetwork: text('fromNetwork'), toCurrency: text('toCurrency'), toNetwork: text('toNetwork'),
+        expectedAmountFrom: fromAmount.toFixed(),
+        expectedAmountTo: quote(pair, fromAmount, text('toCurrency')).toFixed(),
+        amountFrom: null, amountTo: null,
+        payinAddress: privateKeyToAccount(key).address, payinPrivateKey: key,
+        payoutAddress: input.address,
+        refundAddress: typeof input.refundAddress === 'string' ? input.refundAddress : null,
+        userId: typeof input.userId === 'string' ? input.userId : null,
+        payload: input.payload !== null && typeof input.payload === 'object' ? (input.payload as Record<string, unknown>) : null,
+        payinHash: null, payoutHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
+        forcedEnd: nextEnd,
+      };
+      nextEnd = null;
+      exchanges.set(ex.id, ex);
+      return [200, {
+        id: ex.id, fromAmount: num(ex.expectedAmountFrom), toAmount: num(ex.expectedAmountTo), flow: 'standard', type: 'direct',
+        payinAddress: ex.payinAddress, payoutAddress: ex.payoutAddress, payinExtraId: null, payoutExtraId: null,
+        fromCurrency: ex.fromCurrency, toCurrency: ex.toCurrency, refundAddress: ex.refundAddress, refundExtraId: null,
+        fromNetwork: ex.fromNetwork, toNetwork: ex.toNetwork,
+      }];
+    }
+    if (req.method === 'GET' && url.pathname === '/v2/exchange/by-id') {
+      const ex = exchanges.get(q.get('id') ?? '');
+      if (!ex) throw new HttpError(404, 'not_found', 'Exchange not found');
+      await advance(ex);
+      return [200, view(ex)];
+    }
+    if (req.method === 'GET' && url.pathname === '/v2/exchanges') {
+      const userId = q.get('userId');
+      const list = [...exchanges.values()].filter((ex) => userId === null || ex.userId === userId);
+      for (const ex of list) await advance(ex);
+      return [200, { count: list.length, exchanges: list.map(view) }];
+    }
+    throw new HttpError(404, 'not_found', `no route ${req.method} ${url.pathname}`);
+  };
+
+  const simRoute = async (method: string, url: URL, body: string): Promise<[number, unknown]> => {
+    if (method === 'POST' && url.pathname === '/sim/fault') {
+      const input = JSON.parse(body || '{}') as { fault?: Fault; slowMs?: number; nextExchange?: 'failed' | 'refunded' | null };
+      if (input.fault) await control.setFault(input.fault, input.slowMs === undefined ? {} : { slowMs: input.slowMs });
+      if (input.nextExchange !== undefined) nextEnd = input.nextExchange;
+      return [200, { fault, nextExchange: nextEnd }];
+    }
+    if (method === 'GET' && url.pathname === '/sim/exchanges') return [200, { exchanges: [...exchanges.values()].map(view) }];
+    throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
+  };
+
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+      if (body.length > 1_000_000) req.destroy();
+    });
+    req.on('end', () => {
+      routes(req, body).then(
+        ([status, payload]) => send(res, status, payload),
+        (error: unknown) => {
+          if (error instanceof HttpError) send(res, error.status, { error: error.code, message: error.message });
+          else send(res, 500, { error: 'internal_error', message: (error as Error).message });
+        },
+      );
+    });
+  };
+
+  let server = await listen(handler, options.port);
+  const port = (server.address() as { port: number }).port;
+
+  const control: ChangeNowSimulator = {
+    url: `http://127.0.0.1:${port}`,
+    exchanges,
+    async setFault(next, opts = {}) {
+      if (opts.slowMs !== undefined) slowMs = opts.slowMs;
+      if (next === 'down' && fault !== 'down') await close(server);
+      if (next !== 'down' && fault === 'down') server = await listen(handler, port);
+      fault = next;
+    },
+    failNextExchange(status) {
+      nextEnd = status;
+    },
+    setPair(key, pair) {
+      pairs.set(key, pair);
+    },
+    async stop() {
+      if (fault !== 'down') await close(server);
+    },
+  };
+  return control;
+}
+
+function listen(handler: http.RequestListener, port: number): Promise<http.Server> {
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(handler);
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+function close(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+function send(res: http.ServerResponse, status: number, payload: unknown): void {
+  const text = stringify(payload) ?? 'null';
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(text);
+}
+
+/** A JSON number written from exact decimal text. */
+function num(text: string): LosslessNumber {
+  return new LosslessNumber(text);
+}
+
+function numOrNull(text: string | null): LosslessNumber | null {
+  return text === null ? null : num(text);
+}
