@@ -5,6 +5,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
 import type { Config } from './config.ts';
+import { createChangeNowClient } from './integrations/changenow/index.ts';
+import { createChainWallet } from './integrations/wallet/index.ts';
+import { parseUnits } from './money/index.ts';
+import { HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps } from './pipeline/index.ts';
+import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp } from './http/index.ts';
 import { migrateQueue, startWorker, type RunningWorker } from './jobs/index.ts';
@@ -46,8 +51,56 @@ export async function prepareDatabase(database: DatabaseHandle, logger: Logger):
 }
 
 /** Handlers by task. A task without a handler here keeps its jobs queued and visible until a version has one. */
-export function taskHandlers(): TaskList {
-  return {};
+export function taskHandlers(deps: StageDeps): TaskList {
+  return pipelineTasks(deps) as TaskList;
+}
+
+/** ChangeNow and the chain: the configured ones, or (local run) the simulator and anvil started here. */
+async function openOutside(config: Config, logger: Logger): Promise<LocalOutside> {
+  if (config.embedded) {
+    return startLocalOutside({
+      ...(config.ETH_RPC_URL && { rpcUrl: config.ETH_RPC_URL }),
+      ...(config.CHANGENOW_API_URL && { changenowUrl: config.CHANGENOW_API_URL }),
+      chainId: config.CHAIN_ID,
+      chainPort: config.LOCAL_CHAIN_PORT,
+      changenowPort: config.LOCAL_CHANGENOW_PORT,
+      changenowApiKey: config.CHANGENOW_API_KEY,
+      hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
+      logger,
+    });
+  }
+  const rpcUrl = config.ETH_RPC_URL as string;
+  let served: number | undefined;
+  try {
+    served = Number.parseInt(String(await rpc(rpcUrl, 'eth_chainId', [])), 16);
+  } catch (error) {
+    // An RPC outage must not keep the worker from everything else; transfers wait and retry until it is back.
+    logger.error({ event: 'alert', alert: 'rpc_unreachable', err: (error as Error).message }, 'ETH_RPC_URL unreachable at start');
+  }
+  // A key pointed at the wrong chain must stop the start, not sign transactions for another network.
+  if (served !== undefined && served !== config.CHAIN_ID) throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
+  return { rpcUrl, chainId: config.CHAIN_ID, changenowUrl: config.CHANGENOW_API_URL as string, stop: async () => undefined };
+}
+
+export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void): StageDeps {
+  const wallet = createChainWallet({ rpcUrl: outside.rpcUrl, privateKey: config.HOST_WALLET_PRIVATE_KEY, chainId: outside.chainId, timeoutMs: 15_000 });
+  return {
+    db: database.db,
+    exchange: createChangeNowClient({ baseUrl: outside.changenowUrl, apiKey: config.CHANGENOW_API_KEY, connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT, responseTimeoutMs: config.CHANGENOW_TIMEOUT }),
+    wallet,
+    hostAddress: wallet.address,
+    settings: {
+      minUsdCents: parseUnits(config.CONVERSION_MIN_USD, 2),
+      maxWaitMs: config.CONVERSION_MAX_WAIT,
+      maxPayments: config.CONVERSION_MAX_PAYMENTS,
+      pollIntervalMs: config.CONVERSION_POLL_INTERVAL,
+      pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
+      transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
+      payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
+    },
+    logger,
+    ...(crashPoint && { crashPoint }),
+  };
 }
 
 export interface Payrail {
@@ -55,22 +108,34 @@ export interface Payrail {
   readonly http?: FastifyInstance;
   /** Base URL when the web role runs, e.g. http://127.0.0.1:3000 */
   readonly url?: string;
+  /** ChangeNow and chain endpoints in use (the local ones on a local run). */
+  readonly outside?: LocalOutside;
   stop(): Promise<void>;
 }
 
-export async function startPayrail(config: Config, roles: Roles, logger: Logger, existing?: Database): Promise<Payrail> {
+export interface StartOptions {
+  /** An already open database (tests); the caller closes it. */
+  database?: Database;
+  /** Test seam: simulate a crash at a named point of a stage. */
+  crashPoint?: (name: CrashPoint) => void;
+}
+
+export async function startPayrail(config: Config, roles: Roles, logger: Logger, options: StartOptions = {}): Promise<Payrail> {
+  const existing = options.database;
   const database = existing ?? (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
+  let outside: LocalOutside | undefined;
   try {
     await prepareDatabase(database, logger);
-    const tasks = taskHandlers();
     if (roles.worker) {
+      outside = await openOutside(config, logger);
       worker = await startWorker({
         pool: database.pool,
         db: database.db,
         logger,
-        taskList: tasks,
+        taskList: taskHandlers(stageDeps(config, database, outside, logger, options.crashPoint)),
+        cron: pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL }),
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
       });
@@ -87,7 +152,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         },
         health: {
           db: database.db,
-          handledTasks: Object.keys(tasks),
+          handledTasks: HANDLED_TASKS,
           workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
         },
@@ -98,6 +163,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
   } catch (error) {
     await http?.close().catch(() => undefined);
     await worker?.stop().catch(() => undefined);
+    await outside?.stop().catch(() => undefined);
     if (!existing) await database.shutdown().catch(() => undefined);
     throw error;
   }
@@ -108,10 +174,12 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
     database,
     ...(http && { http }),
     ...(url && { url }),
+    ...(outside && { outside }),
     async stop() {
-      // Stop taking requests, let running jobs finish, then release the database.
+      // Stop taking requests, let running jobs finish, then release the outside world and the database.
       await http?.close();
       await worker?.stop();
+      await outside?.stop();
       if (!existing) await database.shutdown();
     },
   };

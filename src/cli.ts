@@ -8,6 +8,7 @@ import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.t
 import { ConfigError, loadConfig, secretValues, type Config, type SecretName } from './config.ts';
 import { checkLedger } from './ledger/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { startChangeNowSimulator } from './simulators/index.ts';
 
 const USAGE = `usage: payrail <command>
 
@@ -16,6 +17,8 @@ const USAGE = `usage: payrail <command>
   worker        jobs only
   migrate       apply database migrations and exit
   check-ledger  recompute balances from entries and check the ledger invariants; exit 1 on any violation
+  sim changenow [--port N] [--api-key KEY] [--rpc-url URL] [--step-ms MS]
+                run the ChangeNow v2 simulator on its own
 `;
 
 const ROLES: Record<string, Roles> = {
@@ -32,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command === undefined ? 64 : 0;
   }
+  if (command === 'sim') return simulate(argv.slice(1));
   if (!(command in ROLES) && command !== 'migrate' && command !== 'check-ledger') {
     process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
     return 64;
@@ -96,6 +100,29 @@ async function serve(config: Config, roles: Roles, logger: Logger): Promise<numb
   });
 }
 
+/** payrail sim changenow: the simulator as a standalone server, until SIGINT/SIGTERM. */
+async function simulate(args: string[]): Promise<number> {
+  const [what, ...rest] = args;
+  const flags = new Map<string, string>();
+  for (let i = 0; i < rest.length; i += 2) flags.set(rest[i] ?? '', rest[i + 1] ?? '');
+  const port = Number.parseInt(flags.get('--port') ?? '0', 10);
+  const stepMs = Number.parseInt(flags.get('--step-ms') ?? '2000', 10);
+  const apiKey = flags.get('--api-key') ?? process.env.CHANGENOW_API_KEY?.trim();
+  if (what !== 'changenow' || !Number.isInteger(port) || port < 0 || !Number.isInteger(stepMs) || stepMs < 0 || !apiKey) {
+    process.stderr.write(`usage: payrail sim changenow --port N --api-key KEY [--rpc-url URL] [--step-ms MS]\n(the key may come from CHANGENOW_API_KEY)\n`);
+    return 64;
+  }
+  const rpcUrl = flags.get('--rpc-url');
+  const sim = await startChangeNowSimulator({ port, apiKey, stepMs, ...(rpcUrl && { rpcUrl }) });
+  process.stderr.write(`ChangeNow simulator listening on ${sim.url}${rpcUrl ? ` (reading ${rpcUrl})` : ' (no chain: deposits are never seen)'}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await sim.stop();
+  return 0;
+}
+
 /**
  * A local run without secrets gets generated ones, kept in the data dir so they survive restarts, and printed so
  * the operator can use them. loadConfig only asks for them when no DATABASE_URL is set.
@@ -107,7 +134,7 @@ function localDevSecrets(dataDir: string, missing: SecretName[]): Partial<Record
   let changed = false;
   for (const name of missing) {
     if (!stored[name]) {
-      stored[name] = randomBytes(24).toString('base64url');
+      stored[name] = name === 'HOST_WALLET_PRIVATE_KEY' ? `0x${randomBytes(32).toString('hex')}` : randomBytes(24).toString('base64url');
       changed = true;
     }
   }
@@ -116,7 +143,8 @@ function localDevSecrets(dataDir: string, missing: SecretName[]): Partial<Record
     fs.writeFileSync(file, JSON.stringify(stored, null, 2) + '\n', { mode: 0o600 });
   }
   process.stderr.write(`\nLOCAL RUN: no ${missing.join(' / ')} given, using generated development values (kept in ${file}):\n`);
-  for (const name of missing) process.stderr.write(`  ${name}=${stored[name]}\n`);
+  // The wallet key is not printed: it lives in the file, and only ever holds local test ETH.
+  for (const name of missing) process.stderr.write(`  ${name}=${name === 'HOST_WALLET_PRIVATE_KEY' ? '(generated, see the file)' : stored[name]}\n`);
   process.stderr.write('Set them in the environment for any real deployment.\n\n');
   return stored;
 }

@@ -14,11 +14,24 @@ export class ConfigError extends Error {
   }
 }
 
-const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_'];
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_'];
 
 const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
 const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
 const secret = z.string().min(16, 'must be at least 16 characters');
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+/** "500ms", "90s", "1m", "2h" → milliseconds. */
+const duration = z.string().transform((text, ctx): number => {
+  const match = /^([1-9][0-9]{0,8})(ms|s|m|h)$/.exec(text);
+  if (!match) {
+    ctx.addIssue({ code: 'custom', message: 'must be a duration such as 500ms, 90s, 1m or 2h' });
+    return z.NEVER;
+  }
+  return Number(match[1]) * (DURATION_UNITS_MS[match[2] as string] as number);
+});
+const usdAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/, 'must be a USD amount such as 50 or 50.00');
 
 const schema = z.object({
   PORT: port.default(3000),
@@ -46,19 +59,37 @@ const schema = z.object({
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
   HEALTH_WORKER_STALE_SECONDS: positiveInt.default(30),
   HEALTH_QUEUE_MAX_AGE_SECONDS: positiveInt.default(300),
+  CHANGENOW_API_URL: httpUrl.optional(),
+  CHANGENOW_API_KEY: secret.optional(),
+  CHANGENOW_CONNECT_TIMEOUT: duration.default(5_000),
+  CHANGENOW_TIMEOUT: duration.default(15_000),
+  ETH_RPC_URL: httpUrl.optional(),
+  CHAIN_ID: positiveInt.default(1),
+  HOST_WALLET_PRIVATE_KEY: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be 0x followed by 64 hex digits').optional(),
+  CONVERSION_INTERVAL: duration.default(60_000),
+  CONVERSION_MIN_USD: usdAmount.default('50'),
+  CONVERSION_MAX_WAIT: duration.default(3_600_000),
+  CONVERSION_MAX_PAYMENTS: positiveInt.max(5_000).default(500),
+  CONVERSION_POLL_INTERVAL: duration.default(15_000),
+  CONVERSION_POLL_DEADLINE: duration.default(7_200_000),
+  TRANSFER_CONFIRM_DEADLINE: duration.default(1_800_000),
+  LOCAL_CHAIN_PORT: port.default(54330),
+  LOCAL_CHANGENOW_PORT: port.default(54331),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
 type Parsed = z.infer<typeof schema>;
 
-export interface Config extends Omit<Parsed, 'ADMIN_TOKEN' | 'NOWPAYMENTS_IPN_SECRET'> {
+export interface Config extends Omit<Parsed, SecretName> {
   ADMIN_TOKEN: string;
   NOWPAYMENTS_IPN_SECRET: string;
+  CHANGENOW_API_KEY: string;
+  HOST_WALLET_PRIVATE_KEY: `0x${string}`;
   /** True when payrail runs its own PostgreSQL (no DATABASE_URL): a local run. */
   embedded: boolean;
 }
 
-const SECRETS = ['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET'] as const;
+const SECRETS = ['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET', 'CHANGENOW_API_KEY', 'HOST_WALLET_PRIVATE_KEY'] as const;
 export type SecretName = (typeof SECRETS)[number];
 
 export interface LoadOptions {
@@ -99,10 +130,16 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   for (const name of missing) {
     if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
   }
+  // Outside a local run, payrail talks to the real ChangeNow and chain: their addresses must be given.
+  if (!embedded) {
+    for (const name of ['CHANGENOW_API_URL', 'ETH_RPC_URL'] as const) {
+      if (input[name] === undefined) problems.push(`${name}: required when DATABASE_URL is set (a local run starts a simulator instead)`);
+    }
+  }
   if (!result.success || problems.length > 0) throw new ConfigError(problems);
   const secrets = {} as Record<SecretName, string>;
   for (const name of SECRETS) secrets[name] = (result.data[name] ?? supplied[name]) as string;
-  return { ...result.data, ...secrets, embedded };
+  return { ...result.data, ...(secrets as Pick<Config, SecretName>), embedded };
 }
 
 /** Values that must never appear in logs or API output. */

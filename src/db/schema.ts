@@ -89,6 +89,8 @@ export interface PaymentsTable {
   usdt_amount: NullableNumeric;
   conversion_rate: NullableNumeric;
   review_reason: string | null;
+  conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
+  payout_batch_id: ColumnType<string | null, string | null | undefined, string | null>;
   ipn_count: Generated<number>;
   last_ipn: string;
   created_at: Timestamp;
@@ -103,7 +105,89 @@ export interface WorkerHeartbeatsTable {
   last_seen_at: Timestamp;
 }
 
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+export type TransferStatus = 'intent' | 'signed' | 'broadcast' | 'confirmed' | 'failed';
+
+export interface ChainTransfersTable {
+  transfer_id: string;
+  purpose: 'conversion' | 'payout';
+  ref: string;
+  asset: 'eth' | 'usdt';
+  from_address: string;
+  to_address: string;
+  amount: Numeric;
+  status: TransferStatus;
+  nonce: NullableNumeric;
+  tx_hash: string | null;
+  raw_tx: string | null;
+  block_number: NullableNumeric;
+  gas_cost_wei: NullableNumeric;
+  attempts: Generated<number>;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface WalletNoncesTable {
+  address: string;
+  next_nonce: Numeric;
+  updated_at: Timestamp;
+}
+
+export type ConversionState = 'pending' | 'exchange_requested' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review';
+
+export interface ConversionsTable {
+  conversion_id: string;
+  status: ConversionState;
+  from_asset: 'eth';
+  to_asset: 'usdt';
+  amount_wei: Numeric;
+  payment_count: number;
+  exchange_id: string | null;
+  payin_address: string | null;
+  expected_usdt: NullableNumeric;
+  transfer_id: string | null;
+  usdt_received: NullableNumeric;
+  rate: NullableNumeric;
+  reason: string | null;
+  last_error: string | null;
+  poll_deadline_at: NullableTimestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  completed_at: NullableTimestamp;
+}
+
+export interface ConversionPaymentsTable {
+  conversion_id: string;
+  payment_id: Numeric;
+  channel_id: string;
+  net_wei: Numeric;
+  usdt_share: NullableNumeric;
+}
+
+export type PayoutBatchStatus = 'pending' | 'awaiting_approval' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review' | 'cancelled';
+
+export interface PayoutBatchesTable {
+  batch_id: string;
+  channel_id: string;
+  status: PayoutBatchStatus;
+  asset: 'usdt';
+  amount: Numeric;
+  payout_currency: string;
+  payout_network: string;
+  wallet_address: string;
+  reason: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 export interface Database {
+  chain_transfers: ChainTransfersTable;
+  wallet_nonces: WalletNoncesTable;
+  conversions: ConversionsTable;
+  conversion_payments: ConversionPaymentsTable;
+  payout_batches: PayoutBatchesTable;
   supported_pairs: SupportedPairsTable;
   channels: ChannelsTable;
   audit_log: AuditLogTable;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type Runner, type TaskList } from 'graphile-worker';
+import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type CronItem, type Runner, type TaskList } from 'graphile-worker';
 import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import { startHeartbeat } from './heartbeat.ts';
@@ -10,6 +10,7 @@ export interface WorkerOptions {
   db: Db;
   logger: Logger;
   taskList: TaskList;
+  cron: CronItem[];
   concurrency: number;
   pollIntervalMs: number;
 }
@@ -39,8 +40,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const runner: Runner = await run({
     pgPool: options.pool,
     taskList: options.taskList,
-    // Periodic jobs are declared in code (none yet), never read from a crontab file in the working directory.
-    parsedCronItems: parseCronItems([]),
+    // Periodic jobs are declared in code, never read from a crontab file in the working directory.
+    parsedCronItems: parseCronItems(options.cron),
     concurrency: options.concurrency,
     pollInterval: options.pollIntervalMs,
     // payrail's own signal handling stops the worker in order (web first, then jobs, then the database).

@@ -5,8 +5,20 @@
 export interface TaskPayloads {
   /** An instant channel's credited payment, to be paid out (handler comes with the payouts stage). */
   payout_instant: { paymentId: string };
+  /** A threshold channel's payout batch, to be paid out (handler comes with the payouts stage). */
+  payout_batch: { batchId: string };
+  /** Gather pending payments into a conversion when there are enough (cron, and nudged by intake). */
+  conversion_batch: Record<string, never>;
+  /** Create the conversion's ChangeNow exchange and the transfer that pays it. */
+  conversion_exchange: { conversionId: string };
+  /** Follow the conversion's exchange until it ends, then settle. */
+  conversion_poll: { conversionId: string };
+  /** Sign and broadcast an on-chain transfer (serialized per sending wallet). */
+  transfer_send: { transferId: string };
+  /** Wait for a broadcast transfer's receipt. */
+  transfer_confirm: { transferId: string };
 }
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payout_instant'];
+export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_batch', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];

@@ -53,3 +53,16 @@ export function isPlainDecimal(text: string): boolean {
 function clip(text: string): string {
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }
+
+/**
+ * Parses a decimal into smallest units, rounding DOWN what lies beyond the asset's precision (for amounts an outside
+ * party reports with more digits than the asset has). The dropped fraction is returned so the caller can name it.
+ */
+export function parseUnitsFloor(text: string, decimals: number): { units: bigint; droppedFraction: string } {
+  const match = DECIMAL_RE.exec(text);
+  if (!match) throw new AmountError(`amount must be a plain decimal such as "0.00487" (got "${clip(text)}")`);
+  const fraction = match[2] ?? '';
+  const kept = fraction.slice(0, decimals);
+  const dropped = fraction.slice(decimals).replace(/0+$/, '');
+  return { units: parseUnits(`${match[1] ?? '0'}${kept ? `.${kept}` : ''}`, decimals), droppedFraction: dropped ? `0.${'0'.repeat(decimals)}${dropped}` : '0' };
+}

@@ -1,2 +1,4 @@
 export { recordIpn, REVIEW, type IntakeResult, type IntakeOutcome, type IntakeSettings } from './intake.ts';
 export { getPayment, type PaymentView } from './payments.ts';
+export { pipelineTasks, pipelineCron, HANDLED_TASKS } from './tasks.ts';
+export type { StageDeps, Exchange, Wallet, ConversionSettings, CrashPoint } from './interfaces.ts';

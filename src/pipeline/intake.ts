@@ -13,6 +13,7 @@ import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { splitFee, type Percent } from '../money/index.ts';
+import { nudgeConversion } from './convert.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
@@ -172,6 +173,7 @@ async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' 
     .where('payment_id', '=', ipn.paymentId)
     .execute();
 
+  if (strategy === 'threshold') await nudgeConversion(trx);
   if (strategy === 'instant') {
     await enqueue(trx, 'payout_instant', { paymentId: ipn.paymentId }, { jobKey: `payout_instant:${ipn.paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
   }

@@ -38,13 +38,17 @@ export function anvilBinary(): string {
 
 export async function startLocalChain(options: LocalChainOptions): Promise<LocalChain> {
   const chainId = options.chainId ?? 31337;
+  const rpcUrl = `http://127.0.0.1:${options.port}`;
+  // A payrail killed with SIGKILL leaves its anvil running: adopt it (with its state) rather than fail on the port.
+  const running = await chainIdAt(rpcUrl);
+  if (running === chainId) return { rpcUrl, chainId, stop: async () => undefined };
+  if (running !== undefined) throw new Error(`port ${options.port} serves chain ${running}, not the local chain ${chainId}`);
   const args = ['--host', '127.0.0.1', '--port', String(options.port), '--chain-id', String(chainId), '--silent'];
   if (options.blockTimeSeconds !== undefined) args.push('--block-time', String(options.blockTimeSeconds));
   if (options.statePath) args.push('--state', options.statePath, '--state-interval', '2');
   const child = spawn(anvilBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
-  const rpcUrl = `http://127.0.0.1:${options.port}`;
   try {
     await waitForRpc(rpcUrl, child, () => stderr);
   } catch (error) {
@@ -56,6 +60,21 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
     chainId,
     stop: () => stopChild(child),
   };
+}
+
+async function chainIdAt(rpcUrl: string): Promise<number | undefined> {
+  try {
+    const res = await fetch(rpcUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+      signal: AbortSignal.timeout(1_000),
+    });
+    const body = (await res.json()) as { result?: string };
+    return body.result === undefined ? undefined : Number.parseInt(body.result, 16);
+  } catch {
+    return undefined;
+  }
 }
 
 async function waitForRpc(rpcUrl: string, child: ChildProcess, stderr: () => string): Promise<void> {

@@ -57,6 +57,11 @@ beforeAll(async () => {
     EMBEDDED_PG_PORT: String(await freePort()),
     ADMIN_TOKEN,
     NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
+    LOCAL_CHAIN_PORT: String(await freePort()),
+    LOCAL_CHANGENOW_PORT: String(await freePort()),
+    // Payments here must stay pending: this file is about intake surviving crashes, not conversion.
+    CONVERSION_MIN_USD: '1000000',
+    CONVERSION_MAX_WAIT: '2h',
     LOG_LEVEL: 'warn',
   };
   url = `http://127.0.0.1:${port}`;

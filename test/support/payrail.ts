@@ -1,4 +1,5 @@
 import { startPayrail, type Payrail, type Roles } from '../../src/app.ts';
+import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import type { TestDatabase } from './db.ts';
@@ -6,13 +7,16 @@ import type { TestDatabase } from './db.ts';
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const IPN_SECRET = 'test-ipn-secret-0123456789abcdef';
 
+/** A well-formed key for processes that never send (tests that do use their own funded key). */
+export const UNUSED_WALLET_KEY = `0x${'11'.repeat(32)}`;
+
 export interface TestPayrail extends Payrail {
   readonly url: string;
   request(method: string, path: string, options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<{ status: number; body: any }>;
 }
 
 /** payrail on a test database, over real HTTP on an ephemeral port. */
-export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string> } = {}): Promise<TestPayrail> {
+export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void } = {}): Promise<TestPayrail> {
   const config = loadConfig({
     DATABASE_URL: db.url,
     PORT: '0',
@@ -20,9 +24,14 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
     NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
     LOG_LEVEL: 'silent',
     WORKER_POLL_INTERVAL_MS: '200',
+    // Tests that do not convert point at addresses where nothing listens; conversion tests pass real ones.
+    CHANGENOW_API_URL: 'http://127.0.0.1:9',
+    CHANGENOW_API_KEY: 'test-changenow-key-0123456789',
+    ETH_RPC_URL: 'http://127.0.0.1:9',
+    HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
     ...options.env,
   });
-  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, createLogger({ level: config.LOG_LEVEL }));
+  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, createLogger({ level: config.LOG_LEVEL }), options.crashPoint ? { crashPoint: options.crashPoint } : {});
   const url = payrail.url as string;
   return {
     ...payrail,

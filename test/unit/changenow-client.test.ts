@@ -393,6 +393,76 @@ describe('ChangeNow client: error classification', () => {
   });
 });
 
+describe('ChangeNow client: listExchanges', () => {
+  /** Two exchanges of one userId in the by-id shape, the second under another id, with a float-mangled amount. */
+  const listBody = (count = 2) =>
+    `{"count":${count},"exchanges":[${fixture('byIdFinished')},${fixture('byIdWaiting').replace('"ff1441c86e178b"', '"0a1b2c3d4e5f60"')}]}`;
+
+  it('GET /v2/exchanges?userId=… with the key header, exact amounts back in the by-id shape', async () => {
+    respond({ body: listBody() });
+    const exchanges = await client().listExchanges({ userId: 'conv_01J' });
+    expect(exchanges.map((exchange) => [exchange.id, exchange.status, exchange.amountFrom, exchange.amountTo, exchange.expectedAmountTo])).toEqual([
+      ['ff1441c86e178b', 'finished', '0.1455', '435.499999', '435.49999999999994'],
+      ['0a1b2c3d4e5f60', 'waiting', null, null, '435.49999999999994'],
+    ]);
+    expect(exchanges[1]).toMatchObject({ userId: 'conv_01J', payload: { conversionId: 'conv_01J' }, payinAddress: '0xf29568fa162015486e5323b74f9a1cd041fe1bab' });
+
+    const [request] = requests as [Recorded];
+    expect(request.method).toBe('GET');
+    expect(request.url.pathname).toBe('/v2/exchanges');
+    expect(Object.fromEntries(request.url.searchParams)).toEqual({ userId: 'conv_01J' });
+    expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
+  });
+
+  it('an empty list is an empty array; a count over every page is accepted', async () => {
+    respond({ body: '{"count":0,"exchanges":[]}' });
+    expect(await client().listExchanges({ userId: 'conv_none' })).toEqual([]);
+    respond({ body: listBody(7) });
+    expect(await client().listExchanges({ userId: 'conv_01J' })).toHaveLength(2);
+  });
+
+  it('a userId with reserved characters travels encoded', async () => {
+    respond({ body: '{"count":0,"exchanges":[]}' });
+    await client().listExchanges({ userId: 'conv 01&x=1' });
+    expect((requests[0] as Recorded).url.searchParams.get('userId')).toBe('conv 01&x=1');
+    expect([...(requests[0] as Recorded).url.searchParams.keys()]).toEqual(['userId']);
+  });
+
+  it('an exchange of another userId (a filter the server ignored) → transient malformed_response', async () => {
+    respond({ body: listBody() });
+    expect(await failure(client().listExchanges({ userId: 'conv_other' }))).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'list' });
+  });
+
+  it.each([
+    ['no exchanges array', '{"count":0}'],
+    ['a malformed exchange', '{"count":1,"exchanges":[{"id":"ff1441c86e178b","status":"teleporting"}]}'],
+    ['a count below the listed exchanges', `{"count":1,"exchanges":[${fixture('byIdWaiting')},${fixture('byIdFinished')}]}`],
+    ['a fractional count', '{"count":1.5,"exchanges":[]}'],
+    ['a bare array', `[${fixture('byIdWaiting')}]`],
+  ])('%s → transient malformed_response', async (_name, body) => {
+    respond({ body });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'list' });
+  });
+
+  it('classifies HTTP failures like the other calls', async () => {
+    respond({ status: 401, body: fixture('errorUnauthorized') });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'list' });
+    respond({ status: 503, body: '{"error":"internal","message":"try later"}' });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'http_503', endpoint: 'list' });
+    respond({ hang: true });
+    expect(await failure(client({ responseTimeoutMs: 300 }).listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'timeout', endpoint: 'list' });
+  });
+
+  it('refuses a missing or empty userId without sending anything', async () => {
+    const cn = client();
+    for (const userId of ['', '   ', 'x'.repeat(201)]) {
+      expect(await failure(cn.listExchanges({ userId }))).toMatchObject({ kind: 'permanent', code: 'invalid_request', httpStatus: null, endpoint: 'list' });
+    }
+    expect(await failure(cn.listExchanges({} as { userId: string }))).toMatchObject({ code: 'invalid_request', endpoint: 'list' });
+    expect(requests).toHaveLength(0);
+  });
+});
+
 describe('ChangeNow client: the API key', () => {
   it('is scrubbed even when the server echoes it back', async () => {
     respond({ status: 401, body: JSON.stringify({ error: 'unauthorized', message: `Invalid api key ${API_KEY}` }) });

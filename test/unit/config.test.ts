@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 
-const production = { DATABASE_URL: 'postgres://u:p@db.internal:5432/payrail', ADMIN_TOKEN: 'a'.repeat(24), NOWPAYMENTS_IPN_SECRET: 'b'.repeat(32) };
+const production = {
+  DATABASE_URL: 'postgres://u:p@db.internal:5432/payrail',
+  ADMIN_TOKEN: 'a'.repeat(24),
+  NOWPAYMENTS_IPN_SECRET: 'b'.repeat(32),
+  CHANGENOW_API_URL: 'https://api.changenow.io',
+  CHANGENOW_API_KEY: 'c'.repeat(32),
+  ETH_RPC_URL: 'https://rpc.example',
+  HOST_WALLET_PRIVATE_KEY: `0x${'ab'.repeat(32)}`,
+};
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -36,7 +44,7 @@ describe('configuration', () => {
 
   it('requires the secrets when DATABASE_URL is set, and never generates them there', () => {
     const found = problems({ DATABASE_URL: production.DATABASE_URL });
-    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET']);
+    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['ADMIN_TOKEN', 'CHANGENOW_API_KEY', 'CHANGENOW_API_URL', 'ETH_RPC_URL', 'HOST_WALLET_PRIVATE_KEY', 'NOWPAYMENTS_IPN_SECRET']);
     expect(() => loadConfig({ DATABASE_URL: production.DATABASE_URL }, { devSecrets: () => ({ ADMIN_TOKEN: 'x'.repeat(20), NOWPAYMENTS_IPN_SECRET: 'y'.repeat(20) }) })).toThrow(ConfigError);
   });
 

@@ -1,5 +1,5 @@
 /**
- * The ChangeNow v2 client: three calls, one HTTP request each, no retries (the calling job owns retry and backoff,
+ * The ChangeNow v2 client: four calls, one HTTP request each, no retries (the calling job owns retry and backoff,
  * using the error's `kind`). Requests carry the partner key in `x-changenow-api-key`; responses are parsed with
  * lossless-json and validated with zod, so every amount is an exact decimal string taken from the number's source
  * text, and the one amount we send (create's fromAmount) is written as a JSON number with exactly the caller's text.
@@ -13,6 +13,7 @@ import {
   describeIssues,
   errorBodySchema,
   estimateSchema,
+  exchangeListSchema,
   exchangeStatusSchema,
   type CreatedExchange,
   type Estimate,
@@ -71,6 +72,19 @@ export interface ChangeNowClient {
   estimate(request: EstimateRequest): Promise<Estimate>;
   createExchange(request: CreateExchangeRequest): Promise<CreatedExchange>;
   getExchange(id: string): Promise<ExchangeStatus>;
+  /**
+   * The exchanges created with this `userId` (GET /v2/exchanges?userId=…), in ChangeNow's order; empty when there
+   * are none. Payrail puts its own id in userId at creation, so a job that crashed between ChangeNow creating an
+   * exchange and payrail recording the exchange id can find that exchange again. Every listed exchange is checked to
+   * carry exactly this userId: a server that ignored the filter fails the call (transient malformed_response) rather
+   * than hand back someone else's exchange.
+   */
+  listExchanges(filter: ExchangeListFilter): Promise<ExchangeStatus[]>;
+}
+
+export interface ExchangeListFilter {
+  /** The userId given to createExchange. */
+  userId: string;
 }
 
 /** Currency tickers and network names as ChangeNow spells them (`usdt`, `eth`, `bsc`, `arbitrum`). */
@@ -181,6 +195,23 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
         throw failure({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'by-id', detail: `asked for exchange ${id}, got ${JSON.stringify(status.id.slice(0, 64))}` });
       }
       return status;
+    },
+
+    async listExchanges(filter) {
+      const userId = (filter as ExchangeListFilter | null | undefined)?.userId;
+      if (!isShortText(userId)) throw invalid('list', 'userId must be a non-empty string');
+      const list = await call('list', 'GET', url('/v2/exchanges', { userId }), null, exchangeListSchema);
+      const stranger = list.exchanges.find((exchange) => exchange.userId !== userId);
+      if (stranger) {
+        throw failure({
+          kind: 'transient',
+          code: 'malformed_response',
+          httpStatus: 200,
+          endpoint: 'list',
+          detail: `asked for the exchanges of userId ${JSON.stringify(userId.slice(0, 64))}, got exchange ${JSON.stringify(stranger.id.slice(0, 64))} of userId ${JSON.stringify(stranger.userId?.slice(0, 64) ?? null)}`,
+        });
+      }
+      return list.exchanges;
     },
   };
 }

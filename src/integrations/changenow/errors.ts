@@ -18,7 +18,7 @@
  * | request refused before sending (bad amount text, …)     | permanent | 'invalid_request'         |
  */
 
-export type ChangeNowEndpoint = 'estimate' | 'create' | 'by-id';
+export type ChangeNowEndpoint = 'estimate' | 'create' | 'by-id' | 'list';
 export type ChangeNowErrorKind = 'transient' | 'permanent';
 
 export interface ChangeNowErrorInit {

@@ -5,6 +5,7 @@ export {
   type ChangeNowClientOptions,
   type EstimateRequest,
   type CreateExchangeRequest,
+  type ExchangeListFilter,
   type ExchangeFlow,
   type ExchangeType,
 } from './client.ts';

@@ -105,6 +105,31 @@ export const exchangeStatusSchema = z.object({
   updatedAt: optionalText,
 }) satisfies z.ZodType<ExchangeStatus, unknown>;
 
+/** A count: a non-negative whole JSON number (its text, never through a float beyond the safe range). */
+const count = z
+  .custom<LosslessNumber>((value) => isLosslessNumber(value), { message: 'must be a number' })
+  .transform((value, ctx): number => {
+    const parsed = /^(0|[1-9][0-9]{0,14})$/.test(value.value) ? Number(value.value) : null;
+    if (parsed === null) {
+      ctx.addIssue({ code: 'custom', message: `must be a non-negative whole number (got ${clip(value.value)})` });
+      return z.NEVER;
+    }
+    return parsed;
+  });
+
+/** GET /v2/exchanges: `{ count, exchanges }`, each exchange in the by-id shape. */
+export const exchangeListSchema = z
+  .object({
+    count,
+    exchanges: z.array(exchangeStatusSchema),
+  })
+  .superRefine((list, ctx) => {
+    // `count` may be the total over every page, never fewer than the exchanges on this one.
+    if (list.count < list.exchanges.length) {
+      ctx.addIssue({ code: 'custom', path: ['count'], message: `says ${list.count} but ${list.exchanges.length} exchanges were listed` });
+    }
+  });
+
 /** The `{ error, message }` body ChangeNow sends with 4xx answers. */
 export const errorBodySchema = z.object({
   error: z.string().nullish().transform((value) => value ?? null),

@@ -8,7 +8,7 @@
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Decimal as BaseDecimal } from 'decimal.js';
-import { LosslessNumber, stringify } from 'lossless-json';
+import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
 import { createPublicClient, erc20Abi, http as viemHttp, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
@@ -77,6 +77,7 @@ export const DEFAULT_PAIRS: Record<string, PairConfig> = {
 
 const DECIMALS: Record<string, number> = { eth: 18, usdt: 6, usdc: 6, btc: 8, ltc: 8, sol: 9, ton: 9, trx: 6, xmr: 12, bnb: 18 };
 const STATUS_STEPS: ExchangeState[] = ['confirming', 'exchanging', 'sending'];
+const FAULTS: readonly Fault[] = ['none', 'down', '5xx', '401', 'slow'];
 
 export interface ChangeNowSimulator {
   readonly url: string;
@@ -125,7 +126,9 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   const advance = async (ex: SimExchange): Promise<void> => {
     if (ex.status === 'waiting') {
       const received = await depositOf(ex);
-      if (received === null || received.lte(0)) return;
+      // Another poll of the same exchange (by-id and list, two workers) may have seen the deposit while we read the
+      // chain: only the first sighting moves the exchange on, or a finished exchange would go back to confirming.
+      if (ex.status !== 'waiting' || received === null || received.lte(0)) return;
       ex.amountFrom = received.toFixed();
       ex.depositReceivedAt = Date.now();
       ex.status = 'confirming';
@@ -134,7 +137,11 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     if (ex.depositReceivedAt === null || !STATUS_STEPS.includes(ex.status)) return;
     const step = stepMs === 0 ? STATUS_STEPS.length : Math.floor((Date.now() - ex.depositReceivedAt) / stepMs);
     if (step < STATUS_STEPS.length) {
-      ex.status = STATUS_STEPS[step] as ExchangeState;
+      const next = STATUS_STEPS[step] as ExchangeState;
+      if (next !== ex.status) {
+        ex.status = next;
+        ex.updatedAt = new Date().toISOString();
+      }
       return;
     }
     ex.updatedAt = new Date().toISOString();
@@ -183,17 +190,23 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     payload: ex.payload,
   });
 
-  const routes = async (req: http.IncomingMessage, body: string): Promise<[number, unknown]> => {
+  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<[number, unknown]> => {
     const url = new URL(req.url ?? '/', 'http://sim');
-    if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body);
+    if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
     if (fault === '401' || req.headers['x-changenow-api-key'] !== options.apiKey) throw new HttpError(401, 'unauthorized', 'Invalid api key');
     if (fault === '5xx') throw new HttpError(503, 'service_unavailable', 'Service temporarily unavailable');
-    if (fault === 'slow') await new Promise((r) => setTimeout(r, slowMs));
+    if (fault === 'slow') {
+      await sleepUnlessGone(slowMs, res);
+      // The client gave up (or the simulator stopped) while we slept: nobody is left to answer.
+      if (res.destroyed) throw new HttpError(499, 'client_closed', 'client closed the request');
+    }
     const q = url.searchParams;
 
     if (req.method === 'GET' && url.pathname === '/v2/exchange/estimated-amount') {
-      const [from, to, fromNetwork, toNetwork] = ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'].map((k) => (q.get(k) ?? '').toLowerCase()) as [string, string, string, string];
-      const pair = pairOf(from, fromNetwork || from, to, toNetwork || to);
+      const [from, to, fromNet, toNet] = ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'].map((k) => (q.get(k) ?? '').toLowerCase()) as [string, string, string, string];
+      const fromNetwork = fromNet || from;
+      const toNetwork = toNet || to;
+      const pair = pairOf(from, fromNetwork, to, toNetwork);
       const fromAmount = amountParam(q.get('fromAmount'), 'fromAmount');
       if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
       return [200, {
@@ -204,17 +217,18 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       }];
     }
     if (req.method === 'POST' && url.pathname === '/v2/exchange') {
-      let input: Record<string, unknown>;
+      // Lossless parsing: every JSON number keeps its source text, so no float ever touches an amount.
+      let parsed: unknown;
       try {
-        input = JSON.parse(body) as Record<string, unknown>;
+        parsed = parseLossless(body);
       } catch {
         throw new HttpError(400, 'bad_request', 'body must be JSON');
       }
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      const input = parsed as Record<string, unknown>;
       const text = (k: string) => (typeof input[k] === 'string' ? (input[k] as string).toLowerCase() : '');
       const pair = pairOf(text('fromCurrency'), text('fromNetwork'), text('toCurrency'), text('toNetwork'));
-      // The amount's exact text: read it from the raw body so no float ever touches it.
-      const amountText = /"fromAmount"\s*:\s*"?([0-9.]+)"?/.exec(body)?.[1] ?? null;
-      const fromAmount = amountParam(amountText, 'fromAmount');
+      const fromAmount = amountParam(amountText(input.fromAmount), 'fromAmount');
       if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
       if (typeof input.address !== 'string' || input.address.length < 10) throw new HttpError(400, 'not_valid_address', 'Invalid address');
       const key = generatePrivateKey();
@@ -230,7 +244,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
         payoutAddress: input.address,
         refundAddress: typeof input.refundAddress === 'string' ? input.refundAddress : null,
         userId: typeof input.userId === 'string' ? input.userId : null,
-        payload: input.payload !== null && typeof input.payload === 'object' ? (input.payload as Record<string, unknown>) : null,
+        payload: input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload) ? (input.payload as Record<string, unknown>) : null,
         payinHash: null, payoutHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
         forcedEnd: nextEnd,
       };
@@ -258,11 +272,29 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     throw new HttpError(404, 'not_found', `no route ${req.method} ${url.pathname}`);
   };
 
-  const simRoute = async (method: string, url: URL, body: string): Promise<[number, unknown]> => {
+  const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<[number, unknown]> => {
     if (method === 'POST' && url.pathname === '/sim/fault') {
-      const input = JSON.parse(body || '{}') as { fault?: Fault; slowMs?: number; nextExchange?: 'failed' | 'refunded' | null };
-      if (input.fault) await control.setFault(input.fault, input.slowMs === undefined ? {} : { slowMs: input.slowMs });
-      if (input.nextExchange !== undefined) nextEnd = input.nextExchange;
+      let input: { fault?: unknown; slowMs?: unknown; nextExchange?: unknown };
+      try {
+        input = JSON.parse(body || '{}') as typeof input;
+      } catch {
+        throw new HttpError(400, 'bad_request', 'body must be JSON');
+      }
+      if (input === null || typeof input !== 'object') throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      if (input.fault !== undefined && !FAULTS.includes(input.fault as Fault)) throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
+      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+      if (input.nextExchange !== undefined && input.nextExchange !== null && input.nextExchange !== 'failed' && input.nextExchange !== 'refunded') {
+        throw new HttpError(400, 'bad_request', 'nextExchange must be failed, refunded or null');
+      }
+      if (input.slowMs !== undefined) slowMs = input.slowMs as number;
+      if (input.nextExchange !== undefined) nextEnd = input.nextExchange as 'failed' | 'refunded' | null;
+      const next = input.fault as Fault | undefined;
+      if (next === 'down') {
+        // Going down closes every connection, this one included: answer first, then close.
+        res.once('finish', () => void control.setFault('down'));
+        return [200, { fault: 'down', nextExchange: nextEnd }];
+      }
+      if (next !== undefined) await control.setFault(next);
       return [200, { fault, nextExchange: nextEnd }];
     }
     if (method === 'GET' && url.pathname === '/sim/exchanges') return [200, { exchanges: [...exchanges.values()].map(view) }];
@@ -277,7 +309,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (body.length > 1_000_000) req.destroy();
     });
     req.on('end', () => {
-      routes(req, body).then(
+      routes(req, res, body).then(
         ([status, payload]) => send(res, status, payload),
         (error: unknown) => {
           if (error instanceof HttpError) send(res, error.status, { error: error.code, message: error.message });
@@ -327,7 +359,28 @@ function close(server: http.Server): Promise<void> {
   });
 }
 
+/** Waits `ms`, or less if the connection closes first (client timeout, simulator stopping): no timer outlives it. */
+function sleepUnlessGone(ms: number, res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    res.once('close', done);
+  });
+}
+
+/** The exact text of a JSON amount: a number's source text (exponent form made plain, exactly) or a numeric string. */
+function amountText(value: unknown): string | null {
+  const raw = isLosslessNumber(value) ? value.value : typeof value === 'string' ? value : null;
+  if (raw === null || !/^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?$/.test(raw)) return null;
+  return new Decimal(raw).toFixed();
+}
+
 function send(res: http.ServerResponse, status: number, payload: unknown): void {
+  if (res.destroyed || res.headersSent) return;
   const text = stringify(payload) ?? 'null';
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(text);

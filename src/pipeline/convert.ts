@@ -1,0 +1,217 @@
+/**
+ * Conversion: threshold channels' pending ETH becomes USDT, in micro-batches. One conversion = one ChangeNow
+ * exchange ETH→USDT (paid out to the host wallet, payrail's conversion id in userId/payload) + one ETH transfer to
+ * its payin address. Every step records its intent before its outside effect, so a repeat of any step finds what
+ * the last attempt did instead of doing it again.
+ */
+import { randomBytes } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
+import type { Database } from '../db/index.ts';
+import { ChangeNowError } from '../integrations/changenow/index.ts';
+import { enqueue } from '../jobs/index.ts';
+import { formatUnits, parseUnitsFloor } from '../money/index.ts';
+import type { StageDeps } from './interfaces.ts';
+import { createTransfer, type TransferHooks } from './transfer.ts';
+
+const EXCHANGE_MAX_ATTEMPTS = 25;
+
+/** Where ChangeNow should send what it owes us when a swap fails: the host wallet. */
+const PAIR = { fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth' } as const;
+
+/** The nudge intake queues: one job per 5-second window at most, never contended (insert-or-nothing). */
+export function nudgeConversion(trx: Transaction<Database>): Promise<void> {
+  return enqueue(trx, 'conversion_batch', {}, { jobKey: `conversion_batch:${Math.floor(Date.now() / 5_000)}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: 1 });
+}
+
+/**
+ * conversion_batch: take the pending payments together once their value reaches the minimum or the oldest has
+ * waited long enough. Outside calls failing here change nothing but the payments' attempt counters; the next run
+ * (cron or nudge) tries again.
+ */
+export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
+  const candidates = await deps.db
+    .selectFrom('payments')
+    .select(['payment_id', 'net_amount', 'credited_at'])
+    .where('conversion_status', '=', 'pending')
+    .where('review_reason', 'is', null)
+    .orderBy('credited_at')
+    .limit(deps.settings.maxPayments)
+    .execute();
+  if (candidates.length === 0) return null;
+  const totalWei = candidates.reduce((sum, p) => sum + BigInt(p.net_amount as string), 0n);
+  const oldest = candidates[0]?.credited_at as Date;
+  const waitedEnough = Date.now() - oldest.getTime() >= deps.settings.maxWaitMs;
+  const ids = candidates.map((p) => p.payment_id);
+
+  if (!waitedEnough) {
+    try {
+      const estimate = await deps.exchange.estimate({ ...PAIR, fromAmount: formatUnits(totalWei, 18) });
+      // USDT is valued at one USD; cents rounded down.
+      const usdCents = parseUnitsFloor(estimate.toAmount, 2).units;
+      if (usdCents < deps.settings.minUsdCents) return null;
+    } catch (error) {
+      if (error instanceof ChangeNowError && error.code === 'deposit_too_small') return null;
+      await recordAttempt(deps, ids, error);
+      return null;
+    }
+  }
+
+  const conversionId = `conv_${randomBytes(8).toString('hex')}`;
+  const created = await deps.db.transaction().execute(async (trx) => {
+    const locked = await trx
+      .selectFrom('payments')
+      .select(['payment_id', 'channel_id', 'net_amount'])
+      .where('payment_id', 'in', ids)
+      .where('conversion_status', '=', 'pending')
+      .where('review_reason', 'is', null)
+      .orderBy('payment_id')
+      .forUpdate()
+      .skipLocked()
+      .execute();
+    if (locked.length === 0) return false;
+    const amountWei = locked.reduce((sum, p) => sum + BigInt(p.net_amount as string), 0n);
+    await trx.insertInto('conversions').values({ conversion_id: conversionId, status: 'pending', from_asset: 'eth', to_asset: 'usdt', amount_wei: amountWei, payment_count: locked.length }).execute();
+    await trx
+      .insertInto('conversion_payments')
+      .values(locked.map((p) => ({ conversion_id: conversionId, payment_id: p.payment_id, channel_id: p.channel_id, net_wei: p.net_amount as string })))
+      .execute();
+    await trx
+      .updateTable('payments')
+      .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
+      .where('payment_id', 'in', locked.map((p) => p.payment_id))
+      .execute();
+    await enqueue(trx, 'conversion_exchange', { conversionId }, { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+    return true;
+  });
+  if (!created) return null;
+  deps.logger.info({ event: 'conversion_created', conversionId, payments: candidates.length, amountWei: totalWei.toString(), waitedEnough }, 'conversion created');
+  return conversionId;
+}
+
+async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unknown): Promise<void> {
+  await deps.db
+    .updateTable('payments')
+    .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
+    .where('payment_id', 'in', paymentIds)
+    .where('conversion_status', '=', 'pending')
+    .execute();
+  const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: (error as Error).message };
+  if (error instanceof ChangeNowError && error.kind === 'permanent') deps.logger.error({ event: 'alert', alert: 'changenow_permanent_error', ...fields }, 'ChangeNow refused a conversion estimate');
+  else deps.logger.warn({ event: 'conversion_estimate_failed', ...fields }, 'conversion estimate failed; will retry');
+}
+
+/** conversion_exchange: at most one ChangeNow exchange per conversion, then the transfer that pays it. */
+export async function createConversionExchange(deps: StageDeps, conversionId: string): Promise<void> {
+  const conversion = await deps.db.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
+  const log = deps.logger.child({ conversionId });
+  if (conversion.status !== 'pending' && conversion.status !== 'exchange_requested') return;
+
+  let exchange: { id: string; payinAddress: string; toAmount: string | null } | undefined;
+  if (conversion.status === 'exchange_requested') {
+    // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
+    const found = await deps.exchange.listExchanges({ userId: conversionId });
+    if (found.length > 1) {
+      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`);
+      log.error({ event: 'alert', alert: 'duplicate_exchanges', exchangeIds: found.map((e) => e.id) }, 'more than one exchange for a conversion');
+      return;
+    }
+    const [first] = found;
+    if (first) exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+  }
+
+  if (!exchange) {
+    await deps.db.transaction().execute(async (trx) => {
+      await trx.updateTable('conversions').set({ status: 'exchange_requested', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+      await trx
+        .updateTable('payments')
+        .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
+        .where('conversion_id', '=', conversionId)
+        .execute();
+    });
+    try {
+      const created = await deps.exchange.createExchange({
+        ...PAIR,
+        fromAmount: formatUnits(BigInt(conversion.amount_wei), 18),
+        address: deps.hostAddress,
+        refundAddress: deps.hostAddress,
+        userId: conversionId,
+        payload: { conversionId },
+      });
+      exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+    } catch (error) {
+      if (error instanceof ChangeNowError && error.kind === 'permanent') {
+        await releasePayments(deps, conversionId, 'failed', `changenow ${error.code}: ${error.message}`);
+        log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused the conversion exchange; payments back to pending');
+        return;
+      }
+      await deps.db.updateTable('conversions').set({ last_error: (error as Error).message, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+      throw error;
+    }
+    deps.crashPoint?.('after_exchange_created');
+  }
+
+  const payin = exchange;
+  await deps.db.transaction().execute(async (trx) => {
+    const transferId = await createTransfer(trx, { purpose: 'conversion', ref: conversionId, asset: 'eth', from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(conversion.amount_wei) });
+    await trx
+      .updateTable('conversions')
+      .set({
+        status: 'exchange_created',
+        exchange_id: payin.id,
+        payin_address: payin.payinAddress,
+        expected_usdt: payin.toAmount === null ? null : parseUnitsFloor(payin.toAmount, 6).units,
+        transfer_id: transferId,
+        last_error: null,
+        updated_at: sql`now()`,
+      })
+      .where('conversion_id', '=', conversionId)
+      .execute();
+  });
+  log.info({ event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress }, 'conversion exchange created');
+}
+
+/** What happens to a conversion when its ETH transfer is mined, or never leaves. */
+export function conversionTransferHooks(deps: StageDeps): TransferHooks {
+  return {
+    async onConfirmed(trx, transfer) {
+      await trx
+        .updateTable('conversions')
+        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), updated_at: sql`now()` })
+        .where('conversion_id', '=', transfer.ref)
+        .where('status', '=', 'exchange_created')
+        .execute();
+      await enqueuePoll(trx, transfer.ref, new Date());
+    },
+    async onFailed(trx, transfer, reason) {
+      // The ETH never reached ChangeNow: the payments can simply wait for the next conversion.
+      await releasePaymentsIn(trx, transfer.ref, 'failed', `transfer ${transfer.transfer_id} ${reason}`);
+    },
+  };
+}
+
+export function enqueuePoll(trx: Transaction<Database>, conversionId: string, runAt: Date): Promise<void> {
+  return enqueue(trx, 'conversion_poll', { conversionId }, { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+}
+
+export async function releasePayments(deps: StageDeps, conversionId: string, status: 'failed', reason: string): Promise<void> {
+  await deps.db.transaction().execute((trx) => releasePaymentsIn(trx, conversionId, status, reason));
+}
+
+/** Ends a conversion whose ETH is still ours: its payments go back to pending, the reason is kept on the conversion. */
+export async function releasePaymentsIn(trx: Transaction<Database>, conversionId: string, status: 'failed', reason: string): Promise<void> {
+  await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+  await trx
+    .updateTable('payments')
+    .set({ conversion_status: 'pending', conversion_id: null, updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'converting')
+    .execute();
+}
+
+/** Ends a conversion whose ETH may be gone: a person decides, the payments stay out of every batch. */
+export async function toReview(deps: StageDeps, conversionId: string, reason: string): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    await trx.updateTable('conversions').set({ status: 'needs_review', reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+    await trx.updateTable('payments').set({ conversion_status: 'failed', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
+  });
+}

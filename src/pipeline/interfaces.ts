@@ -1,0 +1,44 @@
+/**
+ * What the pipeline needs from the outside world, as small interfaces: stages depend on these, and a test can hand
+ * them the ChangeNow simulator and a wallet on anvil.
+ */
+import type { CreateExchangeRequest, CreatedExchange, Estimate, EstimateRequest, ExchangeStatus } from '../integrations/changenow/index.ts';
+import type { ChainWallet } from '../integrations/wallet/index.ts';
+import type { Db } from '../db/index.ts';
+import type { Logger } from '../log.ts';
+
+export interface Exchange {
+  estimate(request: EstimateRequest): Promise<Estimate>;
+  createExchange(request: CreateExchangeRequest): Promise<CreatedExchange>;
+  getExchange(id: string): Promise<ExchangeStatus>;
+  listExchanges(filter: { userId: string }): Promise<ExchangeStatus[]>;
+}
+
+export type Wallet = ChainWallet;
+
+export interface ConversionSettings {
+  /** Smallest pending batch worth converting, in USD cents (valued through a ChangeNow estimate). */
+  minUsdCents: bigint;
+  maxWaitMs: number;
+  maxPayments: number;
+  pollIntervalMs: number;
+  pollDeadlineMs: number;
+  transferConfirmDeadlineMs: number;
+  payoutMaxAttempts: number;
+}
+
+export interface StageDeps {
+  db: Db;
+  exchange: Exchange;
+  wallet: Wallet;
+  /** The host wallet's own address: ChangeNow pays the USDT of a conversion there. */
+  hostAddress: string;
+  /** The USDT token contract on the host wallet's chain (payouts send USDT as an ERC-20 transfer). */
+  usdtContract?: `0x${string}`;
+  settings: ConversionSettings;
+  logger: Logger;
+  /** Test seam: called at named points between an outside effect and the commit that records it. */
+  crashPoint?: (name: CrashPoint) => void;
+}
+
+export type CrashPoint = 'after_exchange_created' | 'after_broadcast' | 'before_settle';

@@ -1,0 +1,111 @@
+/**
+ * Settlement: follow a sent conversion's exchange until it ends. `finished`: the USDT actually received is shared
+ * among the payments in proportion to their net ETH (largest remainder, nothing created or lost), the ledger moves
+ * each channel's ETH into USDT in one balanced journal, and the threshold check runs in the same transaction.
+ */
+import { sql } from 'kysely';
+import { ChangeNowError } from '../integrations/changenow/index.ts';
+import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
+import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
+import { enqueuePoll, releasePayments, toReview } from './convert.ts';
+import type { StageDeps } from './interfaces.ts';
+import { checkThresholds } from './threshold.ts';
+
+/** conversion_poll */
+export async function pollConversion(deps: StageDeps, conversionId: string): Promise<void> {
+  const conversion = await deps.db.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
+  if (conversion.status !== 'sent') return;
+  const log = deps.logger.child({ conversionId, exchangeId: conversion.exchange_id });
+  const pollLater = () => deps.db.transaction().execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+
+  let status;
+  try {
+    status = await deps.exchange.getExchange(conversion.exchange_id as string);
+  } catch (error) {
+    if (error instanceof ChangeNowError && error.kind === 'transient') {
+      log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
+      await pollLater();
+      return;
+    }
+    throw error;
+  }
+
+  if (status.status === 'finished') {
+    if (status.amountTo === null) throw new Error(`exchange ${status.id} finished without amountTo`);
+    deps.crashPoint?.('before_settle');
+    await settle(deps, conversionId, status.amountTo);
+    return;
+  }
+  if (status.status === 'refunded') {
+    await releasePayments(deps, conversionId, 'failed', `exchange refunded (refund ${status.refundHash ?? 'hash unknown'})`);
+    log.error({ event: 'alert', alert: 'conversion_refunded' }, 'conversion exchange refunded; payments back to pending');
+    return;
+  }
+  if (status.status === 'failed' || status.status === 'expired') {
+    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`);
+    log.error({ event: 'alert', alert: 'conversion_failed', exchangeStatus: status.status }, 'conversion exchange failed; sent to review');
+    return;
+  }
+  if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
+    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`);
+    log.error({ event: 'alert', alert: 'conversion_stuck', exchangeStatus: status.status }, 'conversion exchange past its deadline; sent to review');
+    return;
+  }
+  await pollLater();
+}
+
+async function settle(deps: StageDeps, conversionId: string, amountTo: string): Promise<void> {
+  const { units: usdtUnits, droppedFraction } = parseUnitsFloor(amountTo, 6);
+  const settled = await deps.db.transaction().execute(async (trx) => {
+    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+    if (conversion.status !== 'sent') return false;
+    const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
+    const weights = rows.map((r) => BigInt(r.net_wei));
+    const totalWei = weights.reduce((a, b) => a + b, 0n);
+    if (totalWei !== BigInt(conversion.amount_wei)) throw new Error(`conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`);
+    const shares = splitProportionally(usdtUnits, weights);
+    const rate = usdtPerEth(usdtUnits, totalWei);
+
+    for (const [index, row] of rows.entries()) {
+      const share = shares[index] as bigint;
+      await trx.updateTable('conversion_payments').set({ usdt_share: share }).where('conversion_id', '=', conversionId).where('payment_id', '=', row.payment_id).execute();
+      await trx
+        .updateTable('payments')
+        .set({ conversion_status: 'completed', usdt_amount: share, conversion_rate: rate, updated_at: sql`now()` })
+        .where('payment_id', '=', row.payment_id)
+        .execute();
+    }
+    await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(rows.map((r) => r.channel_id), weights, shares, totalWei, usdtUnits) });
+    await trx
+      .updateTable('conversions')
+      .set({ status: 'completed', usdt_received: usdtUnits, rate, completed_at: sql`now()`, updated_at: sql`now()` })
+      .where('conversion_id', '=', conversionId)
+      .execute();
+    await checkThresholds(trx, [...new Set(rows.map((r) => r.channel_id))].sort(), deps.settings.payoutMaxAttempts);
+    return true;
+  });
+  if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');
+}
+
+/** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */
+function settlementEntries(channelIds: string[], weights: bigint[], shares: bigint[], totalWei: bigint, usdtUnits: bigint): EntryInput[] {
+  const ethByChannel = new Map<string, bigint>();
+  const usdtByChannel = new Map<string, bigint>();
+  channelIds.forEach((id, i) => {
+    ethByChannel.set(id, (ethByChannel.get(id) ?? 0n) + (weights[i] as bigint));
+    usdtByChannel.set(id, (usdtByChannel.get(id) ?? 0n) + (shares[i] as bigint));
+  });
+  const entries: EntryInput[] = [{ account: accounts.changenow('eth'), amount: totalWei }];
+  for (const [id, wei] of ethByChannel) entries.push({ account: accounts.channel(id, 'eth'), amount: -wei });
+  if (usdtUnits > 0n) {
+    entries.push({ account: accounts.changenow('usdt'), amount: -usdtUnits });
+    for (const [id, units] of usdtByChannel) if (units > 0n) entries.push({ account: accounts.channel(id, 'usdt'), amount: units });
+  }
+  return entries;
+}
+
+/** USDT per ETH with 12 decimals, rounded down: (units / 10^6) / (wei / 10^18). */
+export function usdtPerEth(usdtUnits: bigint, wei: bigint): string {
+  return formatUnits((usdtUnits * 10n ** 24n) / wei, 12);
+}
+

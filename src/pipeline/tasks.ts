@@ -1,0 +1,48 @@
+/**
+ * The pipeline's job handlers, wired to their stage functions. Payloads are parsed at the edge like any input.
+ */
+import type { CronItem, Task, TaskList } from 'graphile-worker';
+import { z } from 'zod';
+import type { TaskName } from '../jobs/index.ts';
+import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from './convert.ts';
+import type { StageDeps } from './interfaces.ts';
+import { pollConversion } from './settle.ts';
+import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer.ts';
+
+/** Tasks this version runs; any other queued job waits, visible, for a version that does. */
+export const HANDLED_TASKS: readonly TaskName[] = ['conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+
+const conversionPayload = z.object({ conversionId: z.string().min(1) });
+const transferPayload = z.object({ transferId: z.string().min(1) });
+
+export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> {
+  const hooks: TransferHooksByPurpose = {
+    conversion: conversionTransferHooks(deps),
+    // Payout transfers come with the payouts stage; none is created before then.
+    payout: {
+      onConfirmed: async () => {
+        throw new Error('payout transfers are not handled by this version');
+      },
+      onFailed: async () => {
+        throw new Error('payout transfers are not handled by this version');
+      },
+    },
+  };
+  return {
+    conversion_batch: async () => {
+      await batchPendingPayments(deps);
+    },
+    conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
+    conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
+    transfer_send: async (payload) => sendTransfer(deps, hooks, transferPayload.parse(payload).transferId),
+    transfer_confirm: async (payload) => confirmTransfer(deps, hooks, transferPayload.parse(payload).transferId),
+  };
+}
+
+/** Periodic jobs. The conversion batch runs every interval whether or not intake nudged it. */
+export function pipelineCron(options: { conversionIntervalMs: number }): CronItem[] {
+  const minutes = Math.max(1, Math.round(options.conversionIntervalMs / 60_000));
+  return [{ task: 'conversion_batch', match: `*/${minutes} * * * *`, identifier: 'conversion_batch', options: { backfillPeriod: 0, maxAttempts: 1 } }];
+}
+
+export type { TaskList };

@@ -1,0 +1,226 @@
+/**
+ * On-chain transfers from the host wallet, exactly once: intent → signed → broadcast → confirmed | failed.
+ *
+ * The intent row is written in the same transaction as the state change that calls for it (unique per purpose and
+ * ref). Signing stores the raw transaction and its hash before anything is broadcast, so a retry after any crash asks
+ * the chain about that hash and re-sends the same bytes at most (which the chain cannot execute twice). Sends of one
+ * wallet run in one job queue, so nonces are assigned one at a time; a nonce whose transaction the node refused is
+ * released, leaving no gap.
+ */
+import { randomBytes } from 'node:crypto';
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { Hex } from 'viem';
+import type { ChainTransfersTable, Database } from '../db/index.ts';
+import type { TransferAsset } from '../integrations/wallet/index.ts';
+import { enqueue } from '../jobs/index.ts';
+import { accounts, postJournal } from '../ledger/index.ts';
+import type { StageDeps } from './interfaces.ts';
+
+export type Transfer = Selectable<ChainTransfersTable>;
+
+export interface TransferHooks {
+  /** In the transaction that marks the transfer confirmed. */
+  onConfirmed(trx: Transaction<Database>, transfer: Transfer): Promise<void>;
+  /** In the transaction that marks it failed: the funds never left (refused) or the call reverted. */
+  onFailed(trx: Transaction<Database>, transfer: Transfer, reason: string): Promise<void>;
+}
+
+export type TransferHooksByPurpose = Record<Transfer['purpose'], TransferHooks>;
+
+export class TransferNotReady extends Error {
+  override name = 'TransferNotReady';
+}
+
+const CONFIRM_WAIT_MS = 15_000;
+const CONFIRM_RECHECK_MS = 5_000;
+const SEND_MAX_ATTEMPTS = 25;
+
+export interface TransferIntent {
+  purpose: Transfer['purpose'];
+  ref: string;
+  asset: Transfer['asset'];
+  from: string;
+  to: string;
+  amount: bigint;
+}
+
+/** Records the intent and queues its send, in the caller's transaction. Returns the existing one when present. */
+export async function createTransfer(trx: Transaction<Database>, intent: TransferIntent): Promise<string> {
+  const inserted = await trx
+    .insertInto('chain_transfers')
+    .values({
+      transfer_id: `tr_${randomBytes(8).toString('hex')}`,
+      purpose: intent.purpose,
+      ref: intent.ref,
+      asset: intent.asset,
+      from_address: intent.from,
+      to_address: intent.to,
+      amount: intent.amount,
+      status: 'intent',
+      nonce: null,
+      tx_hash: null,
+      raw_tx: null,
+      block_number: null,
+      gas_cost_wei: null,
+      last_error: null,
+    })
+    .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
+    .returning('transfer_id')
+    .executeTakeFirst();
+  if (!inserted) {
+    const existing = await trx.selectFrom('chain_transfers').select('transfer_id').where('purpose', '=', intent.purpose).where('ref', '=', intent.ref).executeTakeFirstOrThrow();
+    return existing.transfer_id;
+  }
+  await enqueueSend(trx, inserted.transfer_id, intent.from);
+  return inserted.transfer_id;
+}
+
+function enqueueSend(trx: Transaction<Database>, transferId: string, from: string) {
+  return enqueue(trx, 'transfer_send', { transferId }, { queueName: `wallet:${from.toLowerCase()}`, jobKey: `transfer_send:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS });
+}
+
+function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date) {
+  return enqueue(trx, 'transfer_confirm', { transferId }, { jobKey: `transfer_confirm:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, ...(runAt && { runAt }) });
+}
+
+function assetOf(deps: StageDeps, transfer: Transfer): TransferAsset {
+  if (transfer.asset === 'eth') return { kind: 'native' };
+  if (!deps.usdtContract) throw new Error('USDT transfers need a USDT contract address');
+  return { kind: 'erc20', contract: deps.usdtContract };
+}
+
+async function load(deps: StageDeps, transferId: string): Promise<Transfer> {
+  return deps.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
+}
+
+/** transfer_send: sign (once) and broadcast (as often as needed, always the same bytes). */
+export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+  let transfer = await load(deps, transferId);
+  const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref });
+  if (transfer.status === 'confirmed' || transfer.status === 'failed') return;
+  if (transfer.status === 'broadcast') {
+    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transferId));
+    return;
+  }
+  if (transfer.status === 'intent') transfer = await sign(deps, transfer, log);
+
+  const hash = transfer.tx_hash as Hex;
+  const seen = await deps.wallet.lookup(hash);
+  if (seen.state === 'unknown') {
+    const result = await deps.wallet.broadcast(transfer.raw_tx as Hex);
+    deps.crashPoint?.('after_broadcast');
+    if (!result.ok) {
+      const again = result.reason === 'nonce_too_low' ? await deps.wallet.lookup(hash) : seen;
+      if (again.state === 'unknown') {
+        await refuse(deps, hooks, transfer, result.reason, result.message);
+        log.error({ event: 'alert', alert: 'transfer_refused', reason: result.reason, txHash: hash, message: result.message }, 'the node refused a host wallet transfer');
+        if (result.reason === 'insufficient_funds') throw new TransferNotReady(`host wallet cannot pay transfer ${transferId} yet`);
+        return;
+      }
+    }
+  }
+  await deps.db.transaction().execute(async (trx) => {
+    await trx.updateTable('chain_transfers').set({ status: 'broadcast', updated_at: sql`now()` }).where('transfer_id', '=', transferId).where('status', '=', 'signed').execute();
+    await enqueueConfirm(trx, transferId);
+  });
+  log.info({ event: 'transfer_broadcast', txHash: hash, nonce: transfer.nonce }, 'transfer broadcast');
+}
+
+async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger']): Promise<Transfer> {
+  const asset = assetOf(deps, transfer);
+  const amount = BigInt(transfer.amount);
+  return deps.db.transaction().execute(async (trx) => {
+    const address = transfer.from_address.toLowerCase();
+    await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
+    const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
+    // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
+    const chainNonce = await deps.wallet.pendingNonce();
+    const nonce = Math.max(Number(row.next_nonce), chainNonce);
+    const signed = await deps.wallet.sign({ to: transfer.to_address as Hex, asset, amount, nonce });
+
+    // Check funds before anything can be broadcast: a transfer that cannot succeed is an alert, not a send.
+    const native = await deps.wallet.balance({ kind: 'native' });
+    const needNative = signed.maxFeeWei + (asset.kind === 'native' ? amount : 0n);
+    const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
+    if (native < needNative || tokenShort) {
+      log.error({ event: 'alert', alert: 'host_wallet_insufficient', asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: native.toString() }, 'host wallet cannot pay this transfer');
+      throw new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
+    }
+    await trx.updateTable('wallet_nonces').set({ next_nonce: String(nonce + 1), updated_at: sql`now()` }).where('address', '=', address).execute();
+    return trx
+      .updateTable('chain_transfers')
+      .set({ status: 'signed', nonce: String(nonce), tx_hash: signed.hash, raw_tx: signed.rawTx, attempts: sql`attempts + 1`, updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .where('status', '=', 'intent')
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  });
+}
+
+/** The node refused the transaction: release its nonce, then retry later (no funds) or fail it (refused outright). */
+async function refuse(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, reason: string, message: string): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    const address = transfer.from_address.toLowerCase();
+    const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
+    if (BigInt(row.next_nonce) === BigInt(transfer.nonce as string) + 1n) {
+      await trx.updateTable('wallet_nonces').set({ next_nonce: transfer.nonce as string, updated_at: sql`now()` }).where('address', '=', address).execute();
+    }
+    if (reason === 'insufficient_funds') {
+      await trx
+        .updateTable('chain_transfers')
+        .set({ status: 'intent', nonce: null, tx_hash: null, raw_tx: null, last_error: message, updated_at: sql`now()` })
+        .where('transfer_id', '=', transfer.transfer_id)
+        .execute();
+      return;
+    }
+    const failed = await trx
+      .updateTable('chain_transfers')
+      .set({ status: 'failed', last_error: `${reason}: ${message}`, updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await hooks[transfer.purpose].onFailed(trx, failed, reason);
+  });
+}
+
+/** transfer_confirm: wait a little for the receipt; record the outcome with its follow-up, or look again later. */
+export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+  const transfer = await load(deps, transferId);
+  if (transfer.status !== 'broadcast') return;
+  const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref, txHash: transfer.tx_hash });
+  const found = await deps.wallet.waitMined(transfer.tx_hash as Hex, CONFIRM_WAIT_MS);
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirstOrThrow();
+    if (current.status !== 'broadcast') return;
+    if (found.state === 'mined') {
+      const done = await trx
+        .updateTable('chain_transfers')
+        .set({ status: found.success ? 'confirmed' : 'failed', block_number: found.blockNumber.toString(), gas_cost_wei: found.gasCostWei, last_error: found.success ? null : 'reverted', updated_at: sql`now()` })
+        .where('transfer_id', '=', transferId)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      if (found.gasCostWei > 0n) {
+        await postJournal(trx, { kind: 'network_fee', ref: transferId, entries: [
+          { account: accounts.networkCosts('eth'), amount: -found.gasCostWei },
+          { account: accounts.ethereum('eth'), amount: found.gasCostWei },
+        ] });
+      }
+      if (found.success) await hooks[current.purpose].onConfirmed(trx, done);
+      else await hooks[current.purpose].onFailed(trx, done, 'reverted');
+      log.info({ event: found.success ? 'transfer_confirmed' : 'transfer_reverted', blockNumber: found.blockNumber.toString() }, 'transfer mined');
+      return;
+    }
+    if (found.state === 'unknown') {
+      // Dropped from the mempool (or the node restarted): send the same signed bytes again.
+      await trx.updateTable('chain_transfers').set({ status: 'signed', updated_at: sql`now()` }).where('transfer_id', '=', transferId).execute();
+      await enqueueSend(trx, transferId, current.from_address);
+      log.warn({ event: 'transfer_rebroadcast' }, 'transaction unknown to the node: broadcasting it again');
+      return;
+    }
+    const ageMs = Date.now() - current.updated_at.getTime();
+    if (ageMs > deps.settings.transferConfirmDeadlineMs) {
+      log.error({ event: 'alert', alert: 'transfer_unconfirmed', ageMs }, 'transfer still pending past its deadline');
+    }
+    await enqueueConfirm(trx, transferId, new Date(Date.now() + CONFIRM_RECHECK_MS));
+  });
+}

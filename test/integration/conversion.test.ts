@@ -1,0 +1,162 @@
+/**
+ * Conversion end to end on real parts: IPNs over HTTP → payments pending → one ChangeNow exchange (simulator over
+ * HTTP) paid by one ETH transfer on anvil → settlement shared exactly → the channel over its threshold gets one batch.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 8_000_000_000;
+
+async function start(env: Record<string, string> = {}, crashPoint?: Parameters<typeof startTestPayrail>[1] extends infer O ? O extends { crashPoint?: infer C } ? C : never : never) {
+  payrail = await startTestPayrail(db, { env: { ...outside.env, ...env }, ...(crashPoint && { crashPoint }) });
+  return payrail;
+}
+
+async function channel(id: string, thresholdUsd: string) {
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+  expect([200, 201]).toContain(res.status);
+}
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(200);
+  return String(body.payment_id);
+}
+
+async function conversionStatuses(ids: string[]) {
+  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [ids]);
+  return rows.map((r) => r.conversion_status);
+}
+
+async function allCompleted(ids: string[]) {
+  return (await conversionStatuses(ids)).every((s) => s === 'completed');
+}
+
+async function balances(channelId: string): Promise<Record<string, string>> {
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>("select code, asset, balance::text from ledger_accounts where code like $1", [`channel:${channelId}%`]);
+  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await outside.sim.setFault('none');
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('conversion of pending ETH to USDT', () => {
+  it('converts six payments of three channels in one exchange, shares the USDT exactly, batches the channel over its threshold', async () => {
+    // 0.0047239 ETH net each; at the simulator's 3000 USDT/ETH less 1 USDT fee, five payments are worth 69.86 USD
+    // and six 84.03 USD: with an 80 USD minimum, the sixth payment triggers exactly one conversion.
+    await start({ CONVERSION_MIN_USD: '80' });
+    await channel('-1003000000001', '20.00');
+    await channel('-1003000000002', '1000');
+    await channel('-1003000000003', '1000');
+    const a = [await pay('-1003000000001'), await pay('-1003000000001'), await pay('-1003000000001')];
+    const b = [await pay('-1003000000002'), await pay('-1003000000002')];
+    const c = [await pay('-1003000000003')];
+    const all = [...a, ...b, ...c];
+    await eventually('all six payments converted', () => allCompleted(all));
+
+    const { rows: conversions } = await db.pool.query('select conversion_id, status, amount_wei::text, usdt_received::text, rate::text, exchange_id, payin_address from conversions');
+    expect(conversions).toHaveLength(1);
+    const conversion = conversions[0];
+    expect(conversion).toMatchObject({ status: 'completed', amount_wei: '28343400000000000', usdt_received: '84030200' });
+    // USDT per ETH realized: 84.0302 / 0.0283434
+    expect(conversion.rate).toBe('2964.718417691596');
+    expect(outside.sim.exchanges.size).toBe(1);
+    expect(await outside.balanceOf(conversion.payin_address)).toBe(28_343_400_000_000_000n);
+
+    // 84,030,200 units over six equal weights: 14,005,033 each and two units of remainder, to the first two.
+    const payment = (id: string) => payrail!.request('GET', `/api/payments/${id}`).then((r) => r.body);
+    expect((await payment(a[0]!)).conversion).toMatchObject({ status: 'completed', usdtAmount: '14.005034', rate: '2964.718417691596', attempts: 1 });
+    expect((await payment(a[2]!)).conversion.usdtAmount).toBe('14.005033');
+
+    expect(await balances('-1003000000001')).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '42015101' });
+    expect(await balances('-1003000000002')).toEqual({ 'channel/eth': '0', 'channel/usdt': '28010066' });
+    expect(await balances('-1003000000003')).toEqual({ 'channel/eth': '0', 'channel/usdt': '14005033' });
+
+    const { rows: batches } = await db.pool.query('select channel_id, status, amount::text from payout_batches');
+    expect(batches).toEqual([{ channel_id: '-1003000000001', status: 'pending', amount: '42015101' }]);
+    const { rows: batched } = await db.pool.query('select count(*)::int as n from payments where payout_batch_id is not null');
+    expect(batched[0].n).toBe(3);
+    const { rows: jobs } = await db.pool.query("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'payout_batch'");
+    expect(jobs[0].n).toBe(1);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000004', '1000');
+    await outside.sim.setFault('down');
+    const ids = [await pay('-1003000000004'), await pay('-1003000000004')];
+    await eventually('a failed attempt recorded', async () => {
+      const { rows } = await db.pool.query('select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])', [ids]);
+      return rows[0].n >= 1;
+    });
+    expect(await conversionStatuses(ids)).toEqual(['pending', 'pending']);
+    await outside.sim.setFault('none');
+    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+    await eventually('converted after the outage', () => allCompleted(ids));
+  });
+
+  it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000005', '1000');
+    await outside.sim.setFault('401');
+    const ids = [await pay('-1003000000005')];
+    await eventually('the refusal recorded', async () => {
+      const { rows } = await db.pool.query('select conversion_attempts from payments where payment_id = $1', [ids[0]]);
+      return rows[0].conversion_attempts >= 1;
+    });
+    expect(await conversionStatuses(ids)).toEqual(['pending']);
+    await outside.sim.setFault('none');
+    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+    await eventually('converted once the key works', () => allCompleted(ids));
+  });
+});
+
+describe('crash safety', () => {
+  it.each(['after_exchange_created', 'after_broadcast', 'before_settle'] as const)('dying %s: one exchange, one transfer, same end state', async (point) => {
+    let crashed = false;
+    await start({ CONVERSION_MIN_USD: '1' }, (name) => {
+      if (name === point && !crashed) {
+        crashed = true;
+        throw new Error(`simulated crash ${name}`);
+      }
+    });
+    const channelId = `-10030000001${['after_exchange_created', 'after_broadcast', 'before_settle'].indexOf(point)}`;
+    await channel(channelId, '1000');
+    const id = await pay(channelId);
+    await eventually(`converted despite a crash ${point}`, () => allCompleted([id]), 60_000);
+    expect(crashed).toBe(true);
+    const { rows } = await db.pool.query('select c.conversion_id, c.exchange_id, c.payin_address, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [id]);
+    expect(rows).toHaveLength(1);
+    const conversion = rows[0];
+    const exchanges = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversion.conversion_id);
+    expect(exchanges).toHaveLength(1);
+    const { rows: transfers } = await db.pool.query("select status from chain_transfers where purpose = 'conversion' and ref = $1", [conversion.conversion_id]);
+    expect(transfers).toEqual([{ status: 'confirmed' }]);
+    expect(await outside.balanceOf(conversion.payin_address)).toBe(BigInt(conversion.amount_wei));
+    // One payment: 0.0047239 ETH × 3000 − 1 USDT fee.
+    expect((await balances(channelId))['channel/usdt']).toBe('13171700');
+  });
+});

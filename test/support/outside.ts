@@ -1,0 +1,57 @@
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { createPublicClient, http, type Address, type Hex } from 'viem';
+import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
+import { freePort } from './ports.ts';
+
+export const SIM_API_KEY = 'sim-changenow-key-0123456789';
+
+export interface Outside {
+  chain: LocalChain;
+  sim: ChangeNowSimulator;
+  hostKey: Hex;
+  hostAddress: Address;
+  env: Record<string, string>;
+  balanceOf(address: string): Promise<bigint>;
+  stop(): Promise<void>;
+}
+
+/** anvil + the ChangeNow simulator reading it + a funded host wallet, and the env that points payrail at them. */
+export async function startOutside(options: { stepMs?: number } = {}): Promise<Outside> {
+  const chain = await startLocalChain({ port: await freePort() });
+  const sim = await startChangeNowSimulator({ port: 0, apiKey: SIM_API_KEY, rpcUrl: chain.rpcUrl, stepMs: options.stepMs ?? 0 });
+  const hostKey = generatePrivateKey();
+  const hostAddress = privateKeyToAccount(hostKey).address;
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [hostAddress, `0x${(10n ** 20n).toString(16)}`]);
+  const client = createPublicClient({ transport: http(chain.rpcUrl) });
+  return {
+    chain,
+    sim,
+    hostKey,
+    hostAddress,
+    env: {
+      CHANGENOW_API_URL: sim.url,
+      CHANGENOW_API_KEY: SIM_API_KEY,
+      CHANGENOW_TIMEOUT: '2s',
+      ETH_RPC_URL: chain.rpcUrl,
+      CHAIN_ID: String(chain.chainId),
+      HOST_WALLET_PRIVATE_KEY: hostKey,
+      WORKER_POLL_INTERVAL_MS: '100',
+      CONVERSION_POLL_INTERVAL: '200ms',
+    },
+    balanceOf: (address) => client.getBalance({ address: address as Address }),
+    async stop() {
+      await sim.stop();
+      await chain.stop();
+    },
+  };
+}
+
+/** Polls `check` until it returns true; bounded, so a stuck pipeline fails the test instead of hanging it. */
+export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 45_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
