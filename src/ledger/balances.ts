@@ -3,6 +3,8 @@ import { formatUnits, isAssetCode, decimalsOf } from '../money/index.ts';
 import { accounts } from './accounts.ts';
 
 export interface Balance {
+  /** available: owed and free; reserved_for_payout: set aside in an open payout batch. */
+  readonly account: 'available' | 'reserved_for_payout';
   readonly asset: string;
   /** Decimal string in the asset's unit. */
   readonly amount: string;
@@ -13,11 +15,13 @@ export interface Balance {
 export async function channelBalances(db: Db, channelId: string): Promise<Balance[]> {
   const rows = await db
     .selectFrom('ledger_accounts')
-    .select(['asset', 'balance'])
-    .where('code', '=', accounts.channel(channelId, '').code)
+    .select(['code', 'asset', 'balance'])
+    .where('code', 'in', [accounts.channel(channelId, '').code, accounts.channelPayout(channelId, '').code])
+    .orderBy('code')
     .orderBy('asset')
     .execute();
   return rows.map((r) => ({
+    account: r.code.endsWith(':payout') ? 'reserved_for_payout' : 'available',
     asset: r.asset,
     units: r.balance,
     amount: isAssetCode(r.asset) ? formatUnits(BigInt(r.balance), decimalsOf(r.asset)) : r.balance,

@@ -117,7 +117,7 @@ describe('crash safety of the embedded default', () => {
       const res = await api('GET', `/api/payments/${id}`);
       expect(res.body).toMatchObject({ status: 'finished', netAmount: '0.0047239', conversion: { status: 'pending' } });
     }
-    expect((await api('GET', `/api/channels/${CHANNEL}`)).body.balances).toEqual([{ asset: 'eth', amount: '0.094478', units: '94478000000000000' }]);
+    expect((await api('GET', `/api/channels/${CHANNEL}`)).body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.094478', units: '94478000000000000' }]);
     second.child.kill('SIGKILL');
     await second.exited;
   });

@@ -88,6 +88,9 @@ describe('channel registry API', () => {
         createdAt: expect.any(String),
         updatedAt: expect.any(String),
         balances: [],
+        pendingEth: '0',
+        availableUsdt: '0',
+        openBatches: [],
       });
       createdAt = response.body.createdAt;
       expect(new Date(createdAt).toISOString()).toBe(createdAt);
@@ -114,6 +117,9 @@ describe('channel registry API', () => {
         createdAt,
         updatedAt: expect.any(String),
         balances: [],
+        pendingEth: '0',
+        availableUsdt: '0',
+        openBatches: [],
       });
       expect(Date.parse(response.body.updatedAt)).toBeGreaterThanOrEqual(Date.parse(createdAt));
       expect(await rowCounts(db)).toEqual({ ...before, audit_log: before.audit_log! + 1 });
@@ -140,6 +146,9 @@ describe('channel registry API', () => {
         createdAt,
         updatedAt: expect.any(String),
         balances: [],
+        pendingEth: '0',
+        availableUsdt: '0',
+        openBatches: [],
       });
     });
 
@@ -302,7 +311,8 @@ describe('channel registry API', () => {
 
     const response = await payrail.request('GET', `/api/channels/${CHANNEL_ID}`);
     expect(response.status).toBe(200);
-    expect(response.body.balances).toEqual([{ asset: 'eth', amount: '0.0047239', units: '4723900000000000' }]);
+    expect(response.body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.0047239', units: '4723900000000000' }]);
+    expect(response.body).toMatchObject({ pendingEth: '0.0047239', availableUsdt: '0', openBatches: [] });
     // Other channels are untouched.
     expect((await payrail.request('GET', `/api/channels/${LOWERCASE_CHANNEL}`)).body.balances).toEqual([]);
   });

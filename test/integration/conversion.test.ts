@@ -101,6 +101,43 @@ describe('conversion of pending ETH to USDT', () => {
     const { rows: jobs } = await db.pool.query("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'payout_batch'");
     expect(jobs[0].n).toBe(1);
     expect((await checkLedger(db.db)).problems).toEqual([]);
+
+    const summary = (await payrail!.request('GET', '/api/channels/-1003000000001')).body;
+    expect(summary).toMatchObject({ pendingEth: '0', availableUsdt: '0', openBatches: [{ status: 'pending', amount: '42.015101', payoutCurrency: 'usdt', payoutNetwork: 'eth' }] });
+    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '28.010066', openBatches: [] });
+    const listed = (await payrail!.request('GET', '/api/payouts?channelId=-1003000000001')).body;
+    expect(listed.payouts).toHaveLength(1);
+    expect((await payrail!.request('GET', '/api/payouts?status=pending')).body.payouts).toHaveLength(1);
+    expect((await payrail!.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
+  });
+
+  it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000006', '1000');
+    outside.sim.failNextExchange('refunded');
+    const ids = [await pay('-1003000000006')];
+    await eventually('the refunded conversion released', async () => {
+      const { rows } = await db.pool.query("select status, reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'", [ids[0]]);
+      return rows.length === 1 && /^exchange refunded/.test(rows[0].reason);
+    });
+    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+    await eventually('converted by a second conversion', () => allCompleted(ids));
+    const { rows } = await db.pool.query('select c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [ids[0]]);
+    expect(rows.map((r) => r.status)).toEqual(['failed', 'completed']);
+    expect((await balances('-1003000000006'))['channel/usdt']).toBe('13171700');
+  });
+
+  it('a failed exchange whose ETH did not come back goes to review; the payment never counts toward a payout', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000007', '1');
+    outside.sim.failNextExchange('failed');
+    const ids = [await pay('-1003000000007')];
+    await eventually('the conversion in review', async () => (await conversionStatuses(ids))[0] === 'failed');
+    const { rows } = await db.pool.query('select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [ids[0]]);
+    expect(rows).toEqual([{ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' }]);
+    expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
+    const { rows: batches } = await db.pool.query("select count(*)::int as n from payout_batches where channel_id = '-1003000000007'");
+    expect(batches[0].n).toBe(0);
   });
 
   it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async () => {

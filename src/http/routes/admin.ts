@@ -2,8 +2,8 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
-import { channelBalances } from '../../ledger/index.ts';
-import { getPayment } from '../../pipeline/index.ts';
+import { getPayment, listPayoutBatches } from '../../pipeline/index.ts';
+import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
   db: Db;
@@ -11,6 +11,11 @@ export interface AdminDeps {
 }
 
 const channelParams = z.object({ channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379') });
+const payoutQuery = z.object({
+  channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id').optional(),
+  status: z.enum(['pending', 'awaiting_approval', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled']).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+}).strict();
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 
 /** The admin API: every route behind the bearer token. */
@@ -22,14 +27,14 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const input = channelInputSchema.parse(request.body ?? {});
     const { channel, created } = await upsertChannel(deps.db, channelId, input, request.actor ?? 'unknown');
     request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor: request.actor }, 'channel saved');
-    return reply.code(created ? 201 : 200).send({ ...channel, balances: await channelBalances(deps.db, channelId) });
+    return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
   });
 
   app.get('/api/channels/:channelId', async (request, reply) => {
     const { channelId } = channelParams.parse(request.params);
     const channel = await getChannel(deps.db, channelId);
     if (!channel) return reply.code(404).send({ error: `channel ${channelId} not found` });
-    return { ...channel, balances: await channelBalances(deps.db, channelId) };
+    return { ...channel, ...(await channelSummary(deps.db, channelId)) };
   });
 
   app.get('/api/payments/:paymentId', async (request, reply) => {
@@ -37,6 +42,11 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const payment = await getPayment(deps.db, paymentId);
     if (!payment) return reply.code(404).send({ error: `payment ${paymentId} not found` });
     return payment;
+  });
+
+  app.get('/api/payouts', async (request) => {
+    const query = payoutQuery.parse(request.query);
+    return { payouts: await listPayoutBatches(deps.db, { ...query }) };
   });
 
   app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));

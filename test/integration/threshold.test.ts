@@ -1,0 +1,45 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { accounts, postJournal } from '../../src/ledger/index.ts';
+import { checkThresholds } from '../../src/pipeline/threshold.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => db?.close());
+
+async function creditUsdt(channelId: string, units: bigint, ref: string) {
+  await db.db.transaction().execute((trx) =>
+    postJournal(trx, { kind: 'test_credit', ref, entries: [
+      { account: accounts.changenow('usdt'), amount: -units },
+      { account: accounts.channel(channelId, 'usdt'), amount: units },
+    ] }),
+  );
+}
+
+describe('threshold check', () => {
+  it('ten concurrent checks for one channel over its threshold create exactly one batch holding exactly its balance', async () => {
+    const channelId = '-1004000000001';
+    await db.db.insertInto('channels').values({ channel_id: channelId, payout_strategy: 'threshold', threshold_usd_cents: '1000', payout_currency: 'usdt', payout_network: 'eth', wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' }).execute();
+    await creditUsdt(channelId, 12_345_678n, 'a');
+    const results = await Promise.allSettled(Array.from({ length: 10 }, () => db.db.transaction().execute((trx) => checkThresholds(trx, [channelId], 5))));
+    const created = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+    expect(created).toHaveLength(1);
+    const batches = await db.db.selectFrom('payout_batches').select(['amount', 'status']).where('channel_id', '=', channelId).execute();
+    expect(batches).toEqual([{ amount: '12345678', status: 'pending' }]);
+
+    // USDT arriving while the batch is open waits for the next batch.
+    await creditUsdt(channelId, 20_000_000n, 'b');
+    await db.db.transaction().execute((trx) => checkThresholds(trx, [channelId], 5));
+    expect(await db.db.selectFrom('payout_batches').select('amount').where('channel_id', '=', channelId).execute()).toHaveLength(1);
+    const available = await db.db.selectFrom('ledger_accounts').select('balance').where('code', '=', `channel:${channelId}`).where('asset', '=', 'usdt').executeTakeFirstOrThrow();
+    expect(available.balance).toBe('20000000');
+  });
+
+  it('a channel below its threshold, or on the instant strategy, gets no batch', async () => {
+    await db.db.insertInto('channels').values({ channel_id: '-1004000000002', payout_strategy: 'threshold', threshold_usd_cents: '100000', payout_currency: 'usdt', payout_network: 'eth', wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' }).execute();
+    await creditUsdt('-1004000000002', 999_999_999n, 'c'); // 999.999999 USDT < 1000.00 USD
+    expect(await db.db.transaction().execute((trx) => checkThresholds(trx, ['-1004000000002'], 5))).toEqual([]);
+  });
+});
