@@ -2,6 +2,7 @@
  * The composition root: one program, three shapes. `start` runs web and worker in one process; `web` and `worker`
  * run one half each against the same database (any number of each).
  */
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
 import type { Config } from './config.ts';
@@ -66,6 +67,8 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
       changenowPort: config.LOCAL_CHANGENOW_PORT,
       changenowApiKey: config.CHANGENOW_API_KEY,
       hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
+      // The local chain keeps its state next to the database, so balances and nonces agree across restarts.
+      stateDir: path.resolve(config.PAYRAIL_DATA_DIR),
       logger,
     });
   }
