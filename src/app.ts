@@ -9,7 +9,7 @@ import type { Config } from './config.ts';
 import { createChangeNowClient } from './integrations/changenow/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
-import { HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps } from './pipeline/index.ts';
+import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp } from './http/index.ts';
@@ -152,6 +152,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
           intake: { feePercent: config.PLATFORM_FEE_PERCENT, payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS },
           bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
+          onThresholdCredit: createConversionNudger(database.db, logger),
         },
         health: {
           db: database.db,

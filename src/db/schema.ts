@@ -81,7 +81,6 @@ export interface PaymentsTable {
   net_amount: NullableNumeric;
   fee_percent: NullableNumeric;
   payout_strategy: 'instant' | 'threshold' | null;
-  journal_id: string | null;
   credited_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   conversion_status: ConversionStatus | null;
   conversion_attempts: Generated<number>;

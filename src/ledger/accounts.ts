@@ -8,11 +8,22 @@ export interface AccountRef {
   readonly allowNegative: boolean;
 }
 
+/**
+ * Accounts every payment touches are split into shards (code#NN, chosen by the payment id), so concurrent credits do
+ * not queue on one balance row. An account's total is the sum of its shards.
+ */
+export const HOT_ACCOUNT_SHARDS = 16;
+
+function shard(code: string, key: string): string {
+  const n = Number(BigInt(key) % BigInt(HOT_ACCOUNT_SHARDS));
+  return `${code}#${String(n).padStart(2, '0')}`;
+}
+
 export const accounts = {
-  /** NOWPayments, which settles subscribers' payments to the platform. */
-  nowpayments: (asset: string): AccountRef => ({ code: 'world:nowpayments', asset, allowNegative: true }),
-  /** The platform's fee revenue. */
-  platformFees: (asset: string): AccountRef => ({ code: 'platform:fees', asset, allowNegative: false }),
+  /** NOWPayments, which settles subscribers' payments to the platform (sharded by payment id). */
+  nowpayments: (asset: string, paymentId: string): AccountRef => ({ code: shard('world:nowpayments', paymentId), asset, allowNegative: true }),
+  /** The platform's fee revenue (sharded by payment id). */
+  platformFees: (asset: string, paymentId: string): AccountRef => ({ code: shard('platform:fees', paymentId), asset, allowNegative: false }),
   /** ChangeNow, which takes ETH in and gives USDT out. */
   changenow: (asset: string): AccountRef => ({ code: 'world:changenow', asset, allowNegative: true }),
   /** The chain's validators, paid in gas. */

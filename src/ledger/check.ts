@@ -53,10 +53,13 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
 
   // Each credited payment's journal must carry exactly its gross in and its fee and net out.
   const payments = await sql<{ payment_id: string; gross_amount: string; inflow: string | null }>`
-    select p.payment_id::text as payment_id, p.gross_amount::text as gross_amount,
-           (select sum(e.amount) from ledger_entries e where e.journal_id = p.journal_id and e.amount > 0)::text as inflow
-    from payments p where p.credited_at is not null
-      and p.gross_amount is distinct from (select sum(e.amount) from ledger_entries e where e.journal_id = p.journal_id and e.amount > 0)`.execute(db);
+    with credits as (
+      select j.ref, sum(e.amount) filter (where e.amount > 0) as inflow
+      from ledger_journals j join ledger_entries e on e.journal_id = j.id
+      where j.kind = 'payment_received' group by j.ref)
+    select p.payment_id::text as payment_id, p.gross_amount::text as gross_amount, c.inflow::text as inflow
+    from payments p left join credits c on c.ref = p.payment_id::text
+    where (p.credited_at is not null and p.gross_amount is distinct from c.inflow) or (p.credited_at is null and c.ref is not null)`.execute(db);
   for (const r of payments.rows) {
     problems.push({ rule: 'payment_matches_journal', subject: `payment ${r.payment_id}`, detail: `gross ${r.gross_amount} but its journal credits ${r.inflow ?? 'nothing'}` });
   }

@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
-import type { Database } from '../db/index.ts';
+import type { Database, Db } from '../db/index.ts';
+import type { Logger } from '../log.ts';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { formatUnits, parseUnitsFloor } from '../money/index.ts';
@@ -18,9 +19,28 @@ const EXCHANGE_MAX_ATTEMPTS = 25;
 /** Where ChangeNow should send what it owes us when a swap fails: the host wallet. */
 const PAIR = { fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth' } as const;
 
-/** The nudge intake queues: one job per 5-second window at most, never contended (insert-or-nothing). */
-export function nudgeConversion(trx: Transaction<Database>): Promise<void> {
-  return enqueue(trx, 'conversion_batch', {}, { jobKey: `conversion_batch:${Math.floor(Date.now() / 5_000)}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: 1 });
+/**
+ * The check after intake: queue a conversion_batch run soon. It runs after the intake commit, at most once per
+ * `minIntervalMs` per process, and outside any request's transaction: the payment row (conversion_status pending) is
+ * the durable record the batch job works from, and the cron run picks up anything a lost nudge left.
+ */
+export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1_000): () => void {
+  let last = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const fire = () => {
+    timer = undefined;
+    last = Date.now();
+    db.transaction()
+      // 'replace': a pending check is reused; one already running (or left locked by a dead worker) gets a successor.
+      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'replace', maxAttempts: 1 }))
+      .catch((error: Error) => logger.warn({ event: 'conversion_nudge_failed', err: error.message }, 'could not queue a conversion check; the cron run will'));
+  };
+  // Trailing throttle: every call is followed by a check within minIntervalMs, however many calls come at once.
+  return () => {
+    if (timer) return;
+    timer = setTimeout(fire, Math.max(0, last + minIntervalMs - Date.now()));
+    timer.unref();
+  };
 }
 
 /**

@@ -13,7 +13,6 @@ import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { splitFee, type Percent } from '../money/index.ts';
-import { nudgeConversion } from './convert.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
@@ -34,8 +33,8 @@ export interface IntakeResult {
   readonly outcome: IntakeOutcome;
   readonly paymentId: string;
   readonly status: IpnStatus;
-  /** True when this call booked the channel's credit. */
-  readonly credited: boolean;
+  /** The strategy of the channel this call credited, or null when it credited nothing. */
+  readonly credited: 'instant' | 'threshold' | null;
   readonly reviewReason: string | null;
 }
 
@@ -78,11 +77,12 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
         last_ipn: ipn.json,
       })
       .onConflict((oc) => oc.column('payment_id').doNothing())
-      .returning(['payment_id'])
+      .returningAll()
       .executeTakeFirst();
 
     let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
-    let current = await trx.selectFrom('payments').selectAll().where('payment_id', '=', ipn.paymentId).forUpdate().executeTakeFirstOrThrow();
+    // A later copy waits here for the first one's commit, then sees what it did.
+    let current = inserted ?? (await trx.selectFrom('payments').selectAll().where('payment_id', '=', ipn.paymentId).forUpdate().executeTakeFirstOrThrow());
 
     if (!inserted) {
       const update = nextState(current, ipn, channel !== undefined);
@@ -99,10 +99,10 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
       }
     }
 
-    let credited = false;
+    let credited: IntakeResult['credited'] = null;
     if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
       await credit(trx, ipn, channel.payout_strategy, settings);
-      credited = true;
+      credited = channel.payout_strategy;
     }
     const reviewReason = current.review_reason;
     return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, reviewReason };
@@ -143,19 +143,14 @@ function reportedAmounts(ipn: Ipn) {
   };
 }
 
-/** Fee split, balanced journal, and the payment's next step, in the caller's transaction. */
+/**
+ * Fee split, the payment's next step, and the balanced journal, in the caller's transaction. The journal goes last:
+ * it locks balance rows, which stay locked until the commit.
+ */
 async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
   const asset = ipn.outcomeCurrency;
   const gross = ipn.outcomeUnits;
   const { fee, net } = splitFee(gross, settings.feePercent);
-  const entries = [
-    { account: accounts.nowpayments(asset), amount: -gross },
-    { account: accounts.platformFees(asset), amount: fee },
-    { account: accounts.channel(ipn.channelId, asset), amount: net },
-  ].filter((e) => e.amount !== 0n);
-  const journal = await postJournal(trx, { kind: 'payment_received', ref: ipn.paymentId, entries });
-  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} has a ledger credit but no credited_at: refusing to credit twice`);
-
   await trx
     .updateTable('payments')
     .set({
@@ -165,16 +160,20 @@ async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' 
       net_amount: net,
       fee_percent: settings.feePercent.text,
       payout_strategy: strategy,
-      journal_id: journal.journalId,
       credited_at: sql`now()`,
       // Threshold: the ETH waits to be converted with others; the conversion stage picks pending payments up.
       conversion_status: strategy === 'threshold' ? 'pending' : null,
     })
     .where('payment_id', '=', ipn.paymentId)
     .execute();
-
-  if (strategy === 'threshold') await nudgeConversion(trx);
   if (strategy === 'instant') {
     await enqueue(trx, 'payout_instant', { paymentId: ipn.paymentId }, { jobKey: `payout_instant:${ipn.paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
   }
+  const entries = [
+    { account: accounts.nowpayments(asset, ipn.paymentId), amount: -gross },
+    { account: accounts.platformFees(asset, ipn.paymentId), amount: fee },
+    { account: accounts.channel(ipn.channelId, asset), amount: net },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payment_received', ref: ipn.paymentId, entries });
+  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} has a ledger credit but no credited_at: refusing to credit twice`);
 }

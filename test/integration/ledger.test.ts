@@ -17,7 +17,7 @@ describe('postJournal', () => {
     await expect(
       db.db.transaction().execute((trx) =>
         postJournal(trx, { kind: 'test', ref: 'unbalanced', entries: [
-          { account: accounts.nowpayments('eth'), amount: -10n },
+          { account: accounts.changenow('eth'), amount: -10n },
           { account: accounts.channel('-1001', 'eth'), amount: 9n },
         ] }),
       ),
@@ -27,7 +27,7 @@ describe('postJournal', () => {
 
   it('books a journal once per (kind, ref)', async () => {
     const journal = { kind: 'test', ref: 'once', entries: [
-      { account: accounts.nowpayments('eth'), amount: -10n },
+      { account: accounts.changenow('eth'), amount: -10n },
       { account: accounts.channel('-1001', 'eth'), amount: 10n },
     ] };
     const first = await db.db.transaction().execute((trx) => postJournal(trx, journal));
@@ -43,7 +43,7 @@ describe('postJournal', () => {
       db.db.transaction().execute((trx) =>
         postJournal(trx, { kind: 'test', ref: 'overdraw', entries: [
           { account: accounts.channel('-1001', 'eth'), amount: -11n },
-          { account: accounts.nowpayments('eth'), amount: 11n },
+          { account: accounts.changenow('eth'), amount: 11n },
         ] }),
       ),
     ).rejects.toThrow(/ledger_accounts_check|violates check constraint/);

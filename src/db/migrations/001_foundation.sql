@@ -99,14 +99,13 @@ create table payments (
   price_currency text not null,
   outcome_amount numeric not null,
   outcome_currency text not null,
-  -- Set once, when a finished IPN credits the channel.
+  -- Set once, when a finished IPN credits the channel; its journal is ('payment_received', payment_id).
   asset text,
   gross_amount numeric(78, 0),
   fee_amount numeric(78, 0),
   net_amount numeric(78, 0),
   fee_percent numeric,
   payout_strategy text check (payout_strategy in ('instant', 'threshold')),
-  journal_id bigint references ledger_journals (id),
   credited_at timestamptz,
   conversion_status text check (conversion_status in ('pending', 'converting', 'completed', 'failed')),
   conversion_attempts integer not null default 0,
@@ -119,7 +118,6 @@ create table payments (
   last_ipn text not null,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  check ((credited_at is null) = (journal_id is null)),
   check (credited_at is null or (gross_amount > 0 and fee_amount >= 0 and net_amount >= 0 and gross_amount = fee_amount + net_amount)),
   check ((conversion_status is not null) = (payout_strategy = 'threshold' and credited_at is not null))
 );

@@ -8,6 +8,8 @@ export interface WebhookDeps {
   ipnSecret: string;
   intake: IntakeSettings;
   bodyLimitBytes: number;
+  /** Called after a threshold channel's credit committed: asks for a conversion check soon. */
+  onThresholdCredit?: () => void;
 }
 
 /**
@@ -27,6 +29,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       return reply.code(reading.status).send({ error: reading.error });
     }
     const result = await recordIpn(deps.db, reading.ipn, deps.intake);
+    if (result.credited === 'threshold') deps.onThresholdCredit?.();
     const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, reviewReason: result.reviewReason };
     if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
     else request.log.info(log, 'IPN accepted');
