@@ -63,6 +63,8 @@ export const REVIEW = {
 export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Promise<IntakeResult> {
   return db.transaction().execute(async (trx) => {
     const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', ipn.channelId).executeTakeFirst();
+    // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
+    const creditOnInsert = ipn.status === 'finished' && channel !== undefined ? creditColumns(ipn, channel.payout_strategy, settings) : undefined;
     const inserted = await trx
       .insertInto('payments')
       .values({
@@ -75,6 +77,7 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
         ...reportedAmounts(ipn),
         review_reason: channel ? null : REVIEW.unknownChannel,
         last_ipn: ipn.json,
+        ...creditOnInsert,
       })
       .onConflict((oc) => oc.column('payment_id').doNothing())
       .returningAll()
@@ -100,8 +103,12 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
     }
 
     let credited: IntakeResult['credited'] = null;
-    if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
-      await credit(trx, ipn, channel.payout_strategy, settings);
+    if (inserted && creditOnInsert) {
+      await creditEffects(trx, ipn, channel!.payout_strategy, settings);
+      credited = channel!.payout_strategy;
+    } else if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
+      await trx.updateTable('payments').set(creditColumns(ipn, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
+      await creditEffects(trx, ipn, channel.payout_strategy, settings);
       credited = channel.payout_strategy;
     }
     const reviewReason = current.review_reason;
@@ -143,29 +150,30 @@ function reportedAmounts(ipn: Ipn) {
   };
 }
 
+/** The credit as the payment row records it: the fee split and the payment's next step. */
+function creditColumns(ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
+  const { fee, net } = splitFee(ipn.outcomeUnits, settings.feePercent);
+  return {
+    asset: ipn.outcomeCurrency,
+    gross_amount: ipn.outcomeUnits,
+    fee_amount: fee,
+    net_amount: net,
+    fee_percent: settings.feePercent.text,
+    payout_strategy: strategy,
+    credited_at: sql<Date>`now()`,
+    // Threshold: the ETH waits to be converted with others; the conversion stage picks pending payments up.
+    conversion_status: strategy === 'threshold' ? ('pending' as const) : null,
+  };
+}
+
 /**
- * Fee split, the payment's next step, and the balanced journal, in the caller's transaction. The journal goes last:
- * it locks balance rows, which stay locked until the commit.
+ * What a credit does besides the payment row, in the same transaction: the instant payout job, then the balanced
+ * journal. The journal goes last: it locks balance rows, which stay locked until the commit.
  */
-async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
+async function creditEffects(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
   const asset = ipn.outcomeCurrency;
   const gross = ipn.outcomeUnits;
   const { fee, net } = splitFee(gross, settings.feePercent);
-  await trx
-    .updateTable('payments')
-    .set({
-      asset,
-      gross_amount: gross,
-      fee_amount: fee,
-      net_amount: net,
-      fee_percent: settings.feePercent.text,
-      payout_strategy: strategy,
-      credited_at: sql`now()`,
-      // Threshold: the ETH waits to be converted with others; the conversion stage picks pending payments up.
-      conversion_status: strategy === 'threshold' ? 'pending' : null,
-    })
-    .where('payment_id', '=', ipn.paymentId)
-    .execute();
   if (strategy === 'instant') {
     await enqueue(trx, 'payout_instant', { paymentId: ipn.paymentId }, { jobKey: `payout_instant:${ipn.paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
   }
@@ -175,5 +183,5 @@ async function credit(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' 
     { account: accounts.channel(ipn.channelId, asset), amount: net },
   ].filter((e) => e.amount !== 0n);
   const journal = await postJournal(trx, { kind: 'payment_received', ref: ipn.paymentId, entries });
-  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} has a ledger credit but no credited_at: refusing to credit twice`);
+  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} already has a ledger credit: refusing to credit twice`);
 }

@@ -66,15 +66,15 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string): 
     const shares = splitProportionally(usdtUnits, weights);
     const rate = usdtPerEth(usdtUnits, totalWei);
 
-    for (const [index, row] of rows.entries()) {
-      const share = shares[index] as bigint;
-      await trx.updateTable('conversion_payments').set({ usdt_share: share }).where('conversion_id', '=', conversionId).where('payment_id', '=', row.payment_id).execute();
-      await trx
-        .updateTable('payments')
-        .set({ conversion_status: 'completed', usdt_amount: share, conversion_rate: rate, updated_at: sql`now()` })
-        .where('payment_id', '=', row.payment_id)
-        .execute();
-    }
+    // Two statements for the whole batch, however many payments it carries.
+    const ids = rows.map((r) => r.payment_id);
+    const units = shares.map((x) => x.toString());
+    await sql`update conversion_payments c set usdt_share = s.share
+      from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
+      where c.conversion_id = ${conversionId} and c.payment_id = s.payment_id`.execute(trx);
+    await sql`update payments p set conversion_status = 'completed', usdt_amount = s.share, conversion_rate = ${rate}::numeric, updated_at = now()
+      from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
+      where p.payment_id = s.payment_id`.execute(trx);
     await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(rows.map((r) => r.channel_id), weights, shares, totalWei, usdtUnits) });
     await trx
       .updateTable('conversions')
