@@ -62,16 +62,22 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
   };
 }
 
+/** One JSON-RPC call with a timeout. */
+export async function rpc(rpcUrl: string, method: string, params: unknown[], timeoutMs = 10_000): Promise<unknown> {
+  const res = await fetch(rpcUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const body = (await res.json()) as { result?: unknown; error?: { message: string } };
+  if (body.error) throw new Error(`${method}: ${body.error.message}`);
+  return body.result;
+}
+
 async function chainIdAt(rpcUrl: string): Promise<number | undefined> {
   try {
-    const res = await fetch(rpcUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-      signal: AbortSignal.timeout(1_000),
-    });
-    const body = (await res.json()) as { result?: string };
-    return body.result === undefined ? undefined : Number.parseInt(body.result, 16);
+    return Number.parseInt(String(await rpc(rpcUrl, 'eth_chainId', [], 1_000)), 16);
   } catch {
     return undefined;
   }
@@ -81,17 +87,7 @@ async function waitForRpc(rpcUrl: string, child: ChildProcess, stderr: () => str
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`anvil exited with ${child.exitCode}: ${stderr()}`);
-    try {
-      const res = await fetch(rpcUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-        signal: AbortSignal.timeout(1_000),
-      });
-      if (res.ok) return;
-    } catch {
-      // not listening yet
-    }
+    if ((await chainIdAt(rpcUrl)) !== undefined) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`anvil did not answer on ${rpcUrl} within ${READY_TIMEOUT_MS}ms: ${stderr()}`);

@@ -1,3 +1,3 @@
 export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type PairConfig, type Fault } from './changenow/index.ts';
-export { startLocalChain, anvilBinary, type LocalChain } from './chain.ts';
-export { startLocalOutside, rpc, type LocalOutside } from './local.ts';
+export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
+export { startLocalOutside, type LocalOutside } from './local.ts';

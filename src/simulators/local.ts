@@ -4,7 +4,7 @@
  */
 import { privateKeyToAccount } from 'viem/accounts';
 import type { Logger } from '../log.ts';
-import { startLocalChain, type LocalChain } from './chain.ts';
+import { rpc, startLocalChain, type LocalChain } from './chain.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from './changenow/index.ts';
 
 export interface LocalOutside {
@@ -66,16 +66,4 @@ export async function startLocalOutside(options: {
     await chain?.stop().catch(() => undefined);
     throw error;
   }
-}
-
-export async function rpc(rpcUrl: string, method: string, params: unknown[]): Promise<unknown> {
-  const res = await fetch(rpcUrl, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const body = (await res.json()) as { result?: unknown; error?: { message: string } };
-  if (body.error) throw new Error(`${method}: ${body.error.message}`);
-  return body.result;
 }
