@@ -11,6 +11,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from '../log.ts';
@@ -42,8 +43,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   const clusterDir = path.join(dataDir, 'pg');
   const database = options.database ?? 'payrail';
   const log = options.logger.child({ component: 'embedded-postgres', clusterDir });
-  const bins = await loadBinaries();
   const runAs = process.getuid?.() === 0 ? ensurePostgresUser() : undefined;
+  const bins = runAs ? reachableBinaries(await loadBinaries()) : await loadBinaries();
+  if (runAs) assertReachable(path.dirname(path.resolve(options.dataDir)), 'PAYRAIL_DATA_DIR');
 
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o755 });
   const password = readOrCreatePassword(dataDir);
@@ -98,6 +100,47 @@ async function loadBinaries(): Promise<Binaries> {
   } catch (error) {
     throw new Error(`no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL instead`, { cause: error });
   }
+}
+
+/** True when every directory from / down to `dir` lets others (the postgres user) pass through. */
+function searchableByOthers(dir: string): boolean {
+  let current = path.resolve(dir);
+  for (;;) {
+    if ((fs.statSync(current).mode & 0o001) === 0) return false;
+    const parent = path.dirname(current);
+    if (parent === current) return true;
+    current = parent;
+  }
+}
+
+function assertReachable(dir: string, variable: string): void {
+  if (!searchableByOthers(dir)) {
+    throw new Error(`PostgreSQL runs as the postgres system user, which cannot reach ${dir} (a parent directory is closed to others); set ${variable} to a path it can reach, such as /var/lib/payrail`);
+  }
+}
+
+/**
+ * As root the server runs as the postgres user, who must be able to execute the binaries. When the project sits
+ * somewhere closed to others (a 0700 checkout), a copy of the binaries goes to a shared temp directory, once per
+ * version, published by an atomic rename.
+ */
+function reachableBinaries(bins: Binaries): Binaries {
+  const nativeDir = path.dirname(path.dirname(bins.postgres));
+  if (searchableByOthers(path.dirname(bins.postgres))) return bins;
+  const version = fs.readFileSync(path.join(nativeDir, '..', 'package.json'), 'utf8').match(/"version":\s*"([^"]+)"/)?.[1] ?? 'unknown';
+  const target = path.join(os.tmpdir(), `payrail-postgres-${process.platform}-${process.arch}-${version}`);
+  if (!fs.existsSync(path.join(target, 'bin', 'postgres'))) {
+    const staging = `${target}.${process.pid}.tmp`;
+    fs.rmSync(staging, { recursive: true, force: true });
+    fs.cpSync(nativeDir, staging, { recursive: true, verbatimSymlinks: true });
+    fs.chmodSync(staging, 0o755);
+    try {
+      fs.renameSync(staging, target);
+    } catch {
+      fs.rmSync(staging, { recursive: true, force: true }); // another process published it first
+    }
+  }
+  return { initdb: path.join(target, 'bin', 'initdb'), postgres: path.join(target, 'bin', 'postgres') };
 }
 
 /** PostgreSQL refuses to run as root; as root we run it as a system user named postgres, created if missing. */
