@@ -3,6 +3,7 @@
  * mock). Bound to 127.0.0.1, mining each transaction as it arrives.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -19,6 +20,8 @@ export interface LocalChainOptions {
   blockTimeSeconds?: number;
   /** File to load the chain from and dump it to, so a local run keeps its balances across restarts. */
   statePath?: string;
+  /** Where the running anvil's pid is kept, so a later process that adopts it can also stop it. */
+  pidFile?: string;
 }
 
 const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64' };
@@ -41,7 +44,10 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
   const rpcUrl = `http://127.0.0.1:${options.port}`;
   // A payrail killed with SIGKILL leaves its anvil running: adopt it (with its state) rather than fail on the port.
   const running = await chainIdAt(rpcUrl);
-  if (running === chainId) return { rpcUrl, chainId, stop: async () => undefined };
+  if (running === chainId) {
+    const pid = options.pidFile ? adoptablePid(options.pidFile) : undefined;
+    return { rpcUrl, chainId, stop: async () => (pid === undefined ? undefined : stopPid(pid)) };
+  }
   if (running !== undefined) throw new Error(`port ${options.port} serves chain ${running}, not the local chain ${chainId}`);
   const args = ['--host', '127.0.0.1', '--port', String(options.port), '--chain-id', String(chainId), '--silent'];
   if (options.blockTimeSeconds !== undefined) args.push('--block-time', String(options.blockTimeSeconds));
@@ -55,10 +61,14 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
     child.kill('SIGKILL');
     throw error;
   }
+  if (options.pidFile && child.pid !== undefined) fs.writeFileSync(options.pidFile, String(child.pid));
   return {
     rpcUrl,
     chainId,
-    stop: () => stopChild(child),
+    async stop() {
+      await stopChild(child);
+      if (options.pidFile) fs.rmSync(options.pidFile, { force: true });
+    },
   };
 }
 
@@ -91,6 +101,35 @@ async function waitForRpc(rpcUrl: string, child: ChildProcess, stderr: () => str
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`anvil did not answer on ${rpcUrl} within ${READY_TIMEOUT_MS}ms: ${stderr()}`);
+}
+
+/** The pid of an anvil a killed payrail left behind, when the pid file names a live anvil process. */
+function adoptablePid(pidFile: string): number | undefined {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8'), 10);
+    process.kill(pid, 0);
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('anvil') ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function stopPid(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(pid, 'SIGKILL');
 }
 
 function stopChild(child: ChildProcess): Promise<void> {

@@ -36,7 +36,10 @@ export async function startLocalOutside(options: {
     let rpcUrl = options.rpcUrl;
     let chainId = options.chainId;
     if (rpcUrl === undefined) {
-      chain = await startLocalChain({ port: options.chainPort, ...(options.stateDir && { statePath: `${options.stateDir}/anvil-state.json` }) });
+      chain = await startLocalChain({
+        port: options.chainPort,
+        ...(options.stateDir && { statePath: `${options.stateDir}/anvil-state.json`, pidFile: `${options.stateDir}/anvil.pid` }),
+      });
       rpcUrl = chain.rpcUrl;
       chainId = chain.chainId;
       const host = privateKeyToAccount(options.hostPrivateKey).address;
