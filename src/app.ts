@@ -125,6 +125,9 @@ export interface StartOptions {
 
 export async function startPayrail(config: Config, roles: Roles, logger: Logger, options: StartOptions = {}): Promise<Payrail> {
   const existing = options.database;
+  const crashAt = config.PAYRAIL_CRASH_AT;
+  if (crashAt) logger.warn({ event: 'crash_injection_armed', point: crashAt }, 'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself');
+  const crashPoint = options.crashPoint ?? (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
   const database = existing ?? (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
@@ -137,10 +140,11 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         pool: database.pool,
         db: database.db,
         logger,
-        taskList: taskHandlers(stageDeps(config, database, outside, logger, options.crashPoint)),
+        taskList: taskHandlers(stageDeps(config, database, outside, logger, crashPoint)),
         cron: pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL }),
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
+        staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
       });
     }
     if (roles.web) {

@@ -75,6 +75,8 @@ const schema = z.object({
   TRANSFER_CONFIRM_DEADLINE: duration.default(1_800_000),
   LOCAL_CHAIN_PORT: port.default(54330),
   LOCAL_CHANGENOW_PORT: port.default(54331),
+  /** Fault injection for crash tests: the worker SIGKILLs itself on reaching this point. Never set in production. */
+  PAYRAIL_CRASH_AT: z.enum(['after_exchange_created', 'after_broadcast', 'before_settle']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

@@ -100,6 +100,7 @@ export interface WorkerHeartbeatsTable {
   worker_id: string;
   hostname: string;
   pid: number;
+  queue_worker_ids: ColumnType<string[], string[] | undefined, string[]>;
   started_at: Timestamp;
   last_seen_at: Timestamp;
 }

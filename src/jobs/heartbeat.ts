@@ -3,21 +3,52 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 
-/** A worker process announces itself every `intervalMs`; /health counts the recent ones. */
-export async function startHeartbeat(db: Db, workerId: string, intervalMs: number, logger: Logger): Promise<{ stop(): Promise<void> }> {
-  const beat = () =>
-    db
-      .insertInto('worker_heartbeats')
-      .values({ worker_id: workerId, hostname: os.hostname(), pid: process.pid })
-      .onConflict((oc) => oc.column('worker_id').doUpdateSet({ last_seen_at: sql`now()` }))
-      .execute()
-      .catch((error: Error) => logger.warn({ event: 'heartbeat_failed', workerId, err: error.message }, 'worker heartbeat failed'));
+export interface HeartbeatOptions {
+  workerId: string;
+  intervalMs: number;
+  /** A process unseen for this long is dead: its queue locks are released for the living. */
+  staleSeconds: number;
+  /** The queue's worker ids inside this process (they name the locks it holds). */
+  queueWorkerIds: () => string[];
+  logger: Logger;
+}
+
+/**
+ * A worker process announces itself every `intervalMs`; /health counts the recent ones. Each beat also releases the
+ * jobs and queues locked by processes that stopped beating (a SIGKILL leaves its locks behind; the queue alone would
+ * keep them for four hours). Steps are idempotent, so a job released from a frozen-but-alive process and run again
+ * elsewhere repeats no outside effect.
+ */
+export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise<{ stop(): Promise<void> }> {
+  const { workerId, logger } = options;
+  const beat = async () => {
+    try {
+      const ids = options.queueWorkerIds();
+      await db
+        .insertInto('worker_heartbeats')
+        .values({ worker_id: workerId, hostname: os.hostname(), pid: process.pid, queue_worker_ids: ids })
+        .onConflict((oc) => oc.column('worker_id').doUpdateSet({ last_seen_at: sql`now()`, queue_worker_ids: ids }))
+        .execute();
+      const reaped = await sql<{ worker_id: string; queue_worker_ids: string[] }>`
+        with dead as (
+          delete from worker_heartbeats where last_seen_at < now() - make_interval(secs => ${options.staleSeconds})
+          returning worker_id, queue_worker_ids),
+        unlocked as (
+          select graphile_worker.force_unlock_workers(coalesce((select array_agg(id) from dead, unnest(dead.queue_worker_ids) as id), '{}')))
+        select dead.worker_id, dead.queue_worker_ids from dead, unlocked`.execute(db);
+      for (const row of reaped.rows) {
+        logger.warn({ event: 'worker_reaped', deadWorkerId: row.worker_id, queueWorkerIds: row.queue_worker_ids }, 'released the queue locks of a worker that stopped beating');
+      }
+    } catch (error) {
+      logger.warn({ event: 'heartbeat_failed', workerId, err: (error as Error).message }, 'worker heartbeat failed');
+    }
+  };
   // The first beat is written before the worker reports itself started.
   let pending = beat();
   await pending;
   const timer = setInterval(() => {
     pending = beat();
-  }, intervalMs);
+  }, options.intervalMs);
   timer.unref();
   return {
     async stop() {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type CronItem, type Runner, type TaskList } from 'graphile-worker';
 import type { Db } from '../db/index.ts';
@@ -13,6 +14,8 @@ export interface WorkerOptions {
   cron: CronItem[];
   concurrency: number;
   pollIntervalMs: number;
+  /** Seconds without a heartbeat after which another process's queue locks are released. */
+  staleWorkerSeconds: number;
 }
 
 export interface RunningWorker {
@@ -37,7 +40,13 @@ export async function migrateQueue(pool: pg.Pool, logger: Logger): Promise<void>
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const workerId = `payrail-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const queueWorkerIds = new Set<string>();
+  const events = new EventEmitter() as NonNullable<Parameters<typeof run>[0]['events']>;
+  // Jobs are locked under the pool's id (workers' ids on older queue versions): record both.
+  events.on('pool:create', ({ workerPool }) => queueWorkerIds.add(workerPool.id));
+  events.on('worker:create', ({ worker }) => queueWorkerIds.add(worker.workerId));
   const runner: Runner = await run({
+    events,
     pgPool: options.pool,
     taskList: options.taskList,
     // Periodic jobs are declared in code, never read from a crontab file in the working directory.
@@ -56,7 +65,13 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       },
     },
   });
-  const heartbeat = await startHeartbeat(options.db, workerId, 5_000, options.logger);
+  const heartbeat = await startHeartbeat(options.db, {
+    workerId,
+    intervalMs: 5_000,
+    staleSeconds: options.staleWorkerSeconds,
+    queueWorkerIds: () => [...queueWorkerIds],
+    logger: options.logger,
+  });
   options.logger.info({ event: 'worker_started', workerId, concurrency: options.concurrency }, 'worker started');
   return {
     workerId,
