@@ -66,7 +66,9 @@ const schema = z.object({
   ETH_RPC_URL: httpUrl.optional(),
   CHAIN_ID: positiveInt.default(1),
   HOST_WALLET_PRIVATE_KEY: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be 0x followed by 64 hex digits').optional(),
-  CONVERSION_INTERVAL: duration.default(60_000),
+  CONVERSION_INTERVAL: duration
+    .refine((ms) => ms % 60_000 === 0 && ms >= 60_000 && ms <= 59 * 60_000, 'must be whole minutes from 1m to 59m (it is a cron schedule)')
+    .default(60_000),
   CONVERSION_MIN_USD: usdAmount.default('50'),
   CONVERSION_MAX_WAIT: duration.default(3_600_000),
   CONVERSION_MAX_PAYMENTS: positiveInt.max(5_000).default(500),

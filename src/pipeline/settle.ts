@@ -22,12 +22,16 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   try {
     status = await deps.exchange.getExchange(conversion.exchange_id as string);
   } catch (error) {
-    if (error instanceof ChangeNowError && error.kind === 'transient') {
-      log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
-      await pollLater();
+    if (!(error instanceof ChangeNowError)) throw error;
+    // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
+    if (error.kind === 'permanent') log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused a status request');
+    else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
+    if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
+      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`);
       return;
     }
-    throw error;
+    await pollLater();
+    return;
   }
 
   if (status.status === 'finished') {

@@ -41,7 +41,8 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
 
 /** Periodic jobs. The conversion batch runs every interval whether or not intake nudged it. */
 export function pipelineCron(options: { conversionIntervalMs: number }): CronItem[] {
-  const minutes = Math.max(1, Math.round(options.conversionIntervalMs / 60_000));
+  const minutes = options.conversionIntervalMs / 60_000;
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59) throw new Error('conversion interval must be whole minutes from 1 to 59');
   return [{ task: 'conversion_batch', match: `*/${minutes} * * * *`, identifier: 'conversion_batch', options: { backfillPeriod: 0, maxAttempts: 1 } }];
 }
 

@@ -65,6 +65,11 @@ describe('configuration', () => {
     expect(problems({ ...production, NOWPAYMENTS_SECRET: 'x' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_SECRET: unknown variable/)]);
   });
 
+  it('refuses a conversion interval the cron cannot express', () => {
+    expect(problems({ ...production, CONVERSION_INTERVAL: '90s' })).toEqual([expect.stringMatching(/^CONVERSION_INTERVAL: must be whole minutes/)]);
+    expect(loadConfig({ ...production, CONVERSION_INTERVAL: '5m' }).CONVERSION_INTERVAL).toBe(300_000);
+  });
+
   it('refuses short secrets and fee percentages with too many decimals', () => {
     expect(problems({ ...production, ADMIN_TOKEN: 'short' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: /)]);
     expect(problems({ ...production, PLATFORM_FEE_PERCENT: '3.0000001' })).toEqual([expect.stringMatching(/^PLATFORM_FEE_PERCENT: /)]);
