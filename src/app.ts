@@ -92,6 +92,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
     exchange: createChangeNowClient({ baseUrl: outside.changenowUrl, apiKey: config.CHANGENOW_API_KEY, connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT, responseTimeoutMs: config.CHANGENOW_TIMEOUT }),
     wallet,
     hostAddress: wallet.address,
+    usdtContract: (outside.usdtContract ?? config.USDT_CONTRACT) as `0x${string}`,
     settings: {
       minUsdCents: parseUnits(config.CONVERSION_MIN_USD, 2),
       maxWaitMs: config.CONVERSION_MAX_WAIT,

@@ -65,6 +65,8 @@ const schema = z.object({
   CHANGENOW_TIMEOUT: duration.default(15_000),
   ETH_RPC_URL: httpUrl.optional(),
   CHAIN_ID: positiveInt.default(1),
+  /** The USDT token on the host wallet's chain (Tether's contract on Ethereum mainnet by default). */
+  USDT_CONTRACT: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed contract address').default('0xdAC17F958D2ee523a2206206994597C13D831ec7'),
   HOST_WALLET_PRIVATE_KEY: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be 0x followed by 64 hex digits').optional(),
   CONVERSION_INTERVAL: duration
     .refine((ms) => ms % 60_000 === 0 && ms >= 60_000 && ms <= 59 * 60_000, 'must be whole minutes from 1m to 59m (it is a cron schedule)')

@@ -2,13 +2,17 @@
  * The outside world of a local run: anvil as the chain (host wallet funded) and the ChangeNow simulator reading it.
  * Started by `payrail start` when ETH_RPC_URL / CHANGENOW_API_URL are not set (only on a local run).
  */
+import { concat, getContractAddress, keccak256, toHex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
+import { deployLocalUsdt, mintLocalUsdt } from './usdt/index.ts';
 import type { Logger } from '../log.ts';
 import { rpc, startLocalChain, type LocalChain } from './chain.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from './changenow/index.ts';
 
 export interface LocalOutside {
   readonly rpcUrl: string;
+  /** LocalUSDT, when payrail deployed it on its own local chain. */
+  readonly usdtContract?: `0x${string}`;
   readonly chainId: number;
   readonly changenowUrl: string;
   readonly simulator?: ChangeNowSimulator;
@@ -18,6 +22,8 @@ export interface LocalOutside {
 
 /** 1,000 ETH: enough for any local run. */
 const LOCAL_FUNDING_WEI = 10n ** 21n;
+/** 1,000,000,000 LocalUSDT for the simulator to pay conversions with. */
+const LOCAL_TREASURY_USDT = 10n ** 15n;
 
 export async function startLocalOutside(options: {
   rpcUrl?: string;
@@ -35,6 +41,8 @@ export async function startLocalOutside(options: {
   try {
     let rpcUrl = options.rpcUrl;
     let chainId = options.chainId;
+    let usdtContract: `0x${string}` | undefined;
+    let treasuryKey: `0x${string}` | undefined;
     if (rpcUrl === undefined) {
       chain = await startLocalChain({
         port: options.chainPort,
@@ -44,11 +52,28 @@ export async function startLocalOutside(options: {
       chainId = chain.chainId;
       const host = privateKeyToAccount(options.hostPrivateKey).address;
       await rpc(rpcUrl, 'anvil_setBalance', [host, `0x${LOCAL_FUNDING_WEI.toString(16)}`]);
-      options.logger.warn({ event: 'local_chain_started', rpcUrl, chainId, hostAddress: host }, 'LOCAL RUN: started anvil as the chain and funded the host wallet');
+      // The simulator's treasury pays conversions out in LocalUSDT on this chain; its key is derived from the host
+      // key so a restarted local run finds the same token (deployed at the treasury's first nonce).
+      treasuryKey = keccak256(concat([options.hostPrivateKey, toHex('payrail-local-treasury')]));
+      const treasury = privateKeyToAccount(treasuryKey).address;
+      await rpc(rpcUrl, 'anvil_setBalance', [treasury, `0x${LOCAL_FUNDING_WEI.toString(16)}`]);
+      usdtContract = getContractAddress({ from: treasury, nonce: 0n });
+      if ((await rpc(rpcUrl, 'eth_getCode', [usdtContract, 'latest'])) === '0x') {
+        const deployed = await deployLocalUsdt(rpcUrl, treasuryKey);
+        if (deployed.toLowerCase() !== usdtContract.toLowerCase()) throw new Error(`LocalUSDT deployed at ${deployed}, expected ${usdtContract}`);
+        await mintLocalUsdt(rpcUrl, usdtContract, treasuryKey, treasury, LOCAL_TREASURY_USDT);
+      }
+      options.logger.warn({ event: 'local_chain_started', rpcUrl, chainId, hostAddress: host, usdtContract }, 'LOCAL RUN: started anvil as the chain, funded the host wallet, deployed LocalUSDT');
     }
     let changenowUrl = options.changenowUrl;
     if (changenowUrl === undefined) {
-      simulator = await startChangeNowSimulator({ port: options.changenowPort, apiKey: options.changenowApiKey, rpcUrl, stepMs: 2_000 });
+      simulator = await startChangeNowSimulator({
+        port: options.changenowPort,
+        apiKey: options.changenowApiKey,
+        rpcUrl,
+        stepMs: 2_000,
+        ...(usdtContract && treasuryKey && { tokens: { usdt: usdtContract }, treasuryKey }),
+      });
       changenowUrl = simulator.url;
       options.logger.warn({ event: 'local_changenow_started', url: changenowUrl }, 'LOCAL RUN: started the ChangeNow simulator');
     }
@@ -56,6 +81,7 @@ export async function startLocalOutside(options: {
     return {
       rpcUrl,
       chainId,
+      ...(usdtContract && { usdtContract }),
       changenowUrl,
       ...(simulator && { simulator }),
       ...(chain && { chain }),

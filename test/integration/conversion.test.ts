@@ -84,6 +84,8 @@ describe('conversion of pending ETH to USDT', () => {
     expect(conversion.rate).toBe('2964.718417691596');
     expect(outside.sim.exchanges.size).toBe(1);
     expect(await outside.balanceOf(conversion.payin_address)).toBe(28_343_400_000_000_000n);
+    // The simulator paid the USDT out on chain: the host wallet holds exactly what the ledger shares out.
+    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(84_030_200n);
 
     // 84,030,200 units over six equal weights: 14,005,033 each and two units of remainder, to the first two.
     const payment = (id: string) => payrail!.request('GET', `/api/payments/${id}`).then((r) => r.body);

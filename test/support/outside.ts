@@ -1,6 +1,7 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { createPublicClient, http, type Address, type Hex } from 'viem';
+import { createPublicClient, erc20Abi, http, type Address, type Hex } from 'viem';
 import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
+import { deployLocalUsdt, mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { freePort } from './ports.ts';
 
 export const SIM_API_KEY = 'sim-changenow-key-0123456789';
@@ -10,25 +11,34 @@ export interface Outside {
   sim: ChangeNowSimulator;
   hostKey: Hex;
   hostAddress: Address;
+  usdt: Address;
   env: Record<string, string>;
   balanceOf(address: string): Promise<bigint>;
+  usdtBalanceOf(address: string): Promise<bigint>;
   stop(): Promise<void>;
 }
 
 /** anvil + the ChangeNow simulator reading it + a funded host wallet, and the env that points payrail at them. */
 export async function startOutside(options: { stepMs?: number } = {}): Promise<Outside> {
   const chain = await startLocalChain({ port: await freePort() });
-  const sim = await startChangeNowSimulator({ port: 0, apiKey: SIM_API_KEY, rpcUrl: chain.rpcUrl, stepMs: options.stepMs ?? 0 });
   const hostKey = generatePrivateKey();
   const hostAddress = privateKeyToAccount(hostKey).address;
-  await rpc(chain.rpcUrl, 'anvil_setBalance', [hostAddress, `0x${(10n ** 20n).toString(16)}`]);
+  const treasuryKey = generatePrivateKey();
+  const treasury = privateKeyToAccount(treasuryKey).address;
+  for (const address of [hostAddress, treasury]) await rpc(chain.rpcUrl, 'anvil_setBalance', [address, `0x${(10n ** 20n).toString(16)}`]);
+  // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would.
+  const usdt = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
+  await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
+  const sim = await startChangeNowSimulator({ port: 0, apiKey: SIM_API_KEY, rpcUrl: chain.rpcUrl, stepMs: options.stepMs ?? 0, tokens: { usdt }, treasuryKey });
   const client = createPublicClient({ transport: http(chain.rpcUrl) });
   return {
     chain,
     sim,
     hostKey,
     hostAddress,
+    usdt,
     env: {
+      USDT_CONTRACT: usdt,
       CHANGENOW_API_URL: sim.url,
       CHANGENOW_API_KEY: SIM_API_KEY,
       CHANGENOW_TIMEOUT: '2s',
@@ -39,6 +49,7 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
       CONVERSION_POLL_INTERVAL: '200ms',
     },
     balanceOf: (address) => client.getBalance({ address: address as Address }),
+    usdtBalanceOf: (address) => client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
     async stop() {
       await sim.stop();
       await chain.stop();

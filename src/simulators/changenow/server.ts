@@ -9,7 +9,7 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Decimal as BaseDecimal } from 'decimal.js';
 import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
-import { createPublicClient, erc20Abi, http as viemHttp, type Address } from 'viem';
+import { createPublicClient, createWalletClient, erc20Abi, http as viemHttp, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
 // Enough significant digits for 18-decimal amounts times any rate; every rounding below is explicit.
@@ -35,6 +35,11 @@ export interface SimulatorOptions {
   pairs?: Record<string, PairConfig>;
   /** Time an exchange spends in each of confirming, exchanging and sending once the deposit is seen. */
   stepMs?: number;
+  /**
+   * Pays finished exchanges out on the chain from this key (ETH, and the tokens in `tokens`), as ChangeNow would:
+   * the payout hash is then a real transaction. It must hold ETH for gas and the tokens it pays.
+   */
+  treasuryKey?: `0x${string}`;
 }
 
 export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
@@ -103,6 +108,8 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   let fault: Fault = 'none';
   let slowMs = 2_000;
   let nextEnd: 'failed' | 'refunded' | null = null;
+  const payouts = new Map<string, Promise<string>>();
+  const treasury = options.treasuryKey && options.rpcUrl ? createTreasury(options.rpcUrl, options.treasuryKey, options.tokens ?? {}) : undefined;
 
   const pairOf = (from: string, fromNetwork: string, to: string, toNetwork: string): PairConfig => {
     const pair = pairs.get(`${from}/${fromNetwork}->${to}/${toNetwork}`);
@@ -150,8 +157,21 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       return;
     }
     const pair = pairOf(ex.fromCurrency, ex.fromNetwork, ex.toCurrency, ex.toNetwork);
-    ex.amountTo = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency).toFixed();
-    ex.payoutHash = `0x${randomBytes(32).toString('hex')}`;
+    const amountTo = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency);
+    let payoutHash = `0x${randomBytes(32).toString('hex')}`;
+    if (treasury && ex.toNetwork === 'eth' && amountTo.gt(0) && (ex.toCurrency === 'eth' || options.tokens?.[ex.toCurrency])) {
+      // One payout per exchange, however many polls arrive while it is being sent.
+      let pending = payouts.get(ex.id);
+      if (!pending) {
+        pending = treasury.pay(ex, amountTo);
+        payouts.set(ex.id, pending);
+        pending.catch(() => payouts.delete(ex.id));
+      }
+      payoutHash = await pending;
+    }
+    if (ex.status === 'finished') return;
+    ex.amountTo = amountTo.toFixed();
+    ex.payoutHash = payoutHash;
     ex.status = 'finished';
   };
 
@@ -342,6 +362,34 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     },
   };
   return control;
+}
+
+/** The simulator's own wallet: sends payouts one at a time (one nonce sequence) and waits for each receipt. */
+function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<string, Address>) {
+  const client = createPublicClient({ transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
+  const account = privateKeyToAccount(key);
+  let queue: Promise<unknown> = Promise.resolve();
+  const send = async (ex: SimExchange, amount: Decimal): Promise<string> => {
+    const chainId = await client.getChainId();
+    const wallet = createWalletClient({ account, chain: { id: chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } }, transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
+    const units = BigInt(amount.mul(new Decimal(10).pow(DECIMALS[ex.toCurrency] ?? 18)).toFixed(0, Decimal.ROUND_DOWN));
+    const to = ex.payoutAddress as Address;
+    const token = tokens[ex.toCurrency];
+    const hash =
+      ex.toCurrency === 'eth' || !token
+        ? await wallet.sendTransaction({ to, value: units })
+        : await wallet.writeContract({ address: token, abi: erc20Abi, functionName: 'transfer', args: [to, units] });
+    const receipt = await client.waitForTransactionReceipt({ hash, timeout: 15_000 });
+    if (receipt.status !== 'success') throw new Error(`simulator payout ${hash} reverted`);
+    return hash;
+  };
+  return {
+    pay(ex: SimExchange, amount: Decimal): Promise<string> {
+      const next = queue.then(() => send(ex, amount));
+      queue = next.catch(() => undefined);
+      return next;
+    },
+  };
 }
 
 function listen(handler: http.RequestListener, port: number): Promise<http.Server> {
