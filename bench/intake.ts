@@ -16,24 +16,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { parse, stringify } from 'lossless-json';
 import { prepareDatabase } from '../src/app.ts';
 import { openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from '../src/db/index.ts';
-import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
 import { createLogger } from '../src/log.ts';
 import { startLocalOutside, type LocalOutside } from '../src/simulators/index.ts';
+import { CLK_TCK, fmt, freePort, IpnFactory, machineLine, postgresTicks, presign, procTicks, readPostmasterPid, sleep, table, type SignedIpn } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
-const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.url);
 
 /** A channel id reserved for the bench (threshold strategy: a credit queues no payout job). */
 const BENCH_CHANNEL_ID = '-1009000000001';
@@ -54,8 +51,6 @@ const CHANNEL_BODY = {
 const SERVER_READY_TIMEOUT_MS = 120_000;
 const SERVER_STOP_TIMEOUT_MS = 25_000;
 const QUIESCE_TIMEOUT_MS = 30_000;
-/** Payment ids are base + sequence; the sequence stays below this so ids keep 20 digits at most. */
-const MAX_SEQUENCE = 10_000_000n;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -118,54 +113,6 @@ function readOptions(argv: string[]): Options | undefined {
 // ---------------------------------------------------------------------------------------------------------------
 // Signed IPN bodies
 
-interface SignedIpn {
-  readonly paymentId: string;
-  readonly raw: string;
-  readonly signature: string;
-}
-
-/**
- * Bodies in the fixtures' exact shape (the `finished` IPN), each with its own payment_id. Amounts stay JSON text:
- * the fixture is read with lossless-json and written back with it, so "0.00487" is never a JavaScript number.
- */
-class IpnFactory {
-  private readonly templates: Array<[string, string]>;
-  private sequence = 0n;
-  readonly base: bigint;
-
-  constructor(
-    readonly userId: string,
-    private readonly secret: string,
-  ) {
-    const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>> };
-    const finished = fixtures.sequence.find((body) => body.payment_status === 'finished');
-    if (!finished) throw new Error('test/fixtures/nowpayments-ipn.json has no finished IPN');
-    const PLACEHOLDER = '__BENCH_PAYMENT_ID__';
-    this.templates = Array.from({ length: BENCH_CHANNELS }, (_, index) => {
-      const template = stringify({ ...finished, payment_id: PLACEHOLDER, order_id: `PGP-${userId}|${benchChannelId(index)}` });
-      if (template === undefined) throw new Error('fixture cannot be serialized');
-      const parts = template.split(`"${PLACEHOLDER}"`);
-      if (parts.length !== 2) throw new Error('payment_id placeholder not found exactly once');
-      return parts as [string, string];
-    });
-    // Unique across runs against the same database: milliseconds since 1970 times 10^7 (20 digits in 2026).
-    this.base = BigInt(Date.now()) * MAX_SEQUENCE;
-  }
-
-  /** A new payment, signed the way NOWPayments signs: HMAC-SHA512 over the canonical (sorted-keys) JSON. */
-  next(): SignedIpn {
-    if (this.sequence >= MAX_SEQUENCE) throw new Error('bench ran out of payment ids for this run');
-    const [head, tail] = this.templates[Number(this.sequence % BigInt(BENCH_CHANNELS))] as [string, string];
-    const paymentId = (this.base + this.sequence++).toString();
-    const raw = head + paymentId + tail;
-    return { paymentId, raw, signature: signIpn(canonicalIpnJson(parse(raw)), this.secret) };
-  }
-
-  get issued(): number {
-    return Number(this.sequence);
-  }
-}
-
 /** Where a run's request bodies come from. */
 interface BodySource {
   next(): SignedIpn;
@@ -204,13 +151,6 @@ class CyclingBodies implements BodySource {
     this.index = (this.index + 1) % this.pool.length;
     return body;
   }
-}
-
-function presign(factory: IpnFactory, count: number): { pool: SignedIpn[]; ms: number } {
-  const started = process.hrtime.bigint();
-  const pool: SignedIpn[] = [];
-  for (let i = 0; i < count; i++) pool.push(factory.next());
-  return { pool, ms: Number(process.hrtime.bigint() - started) / 1e6 };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -385,49 +325,6 @@ interface CpuUsage {
   other?: number;
 }
 
-const CLK_TCK = 100;
-
-function procTicks(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]); // utime + stime
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * CPU ticks of one PostgreSQL cluster: the postmaster with its reaped children, plus its live children (backends,
- * WAL writer, ...). Other clusters on the machine are excluded.
- */
-function postgresTicks(postmasterPid: number | undefined): number | undefined {
-  if (postmasterPid === undefined) return undefined;
-  let total = 0;
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/proc');
-  } catch {
-    return undefined;
-  }
-  for (const entry of entries) {
-    if (!/^[0-9]+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(entry) === postmasterPid) {
-        // utime + stime, plus cutime + cstime: the CPU of backends that exited and were reaped
-        total += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-      } else if (Number(fields[1]) === postmasterPid) {
-        total += Number(fields[11]) + Number(fields[12]);
-      }
-    } catch {
-      // the process went away
-    }
-  }
-  return total;
-}
-
 function sampleCpu(serverPid: number | undefined, postmasterPid: number | undefined): CpuSample | undefined {
   try {
     const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
@@ -461,27 +358,6 @@ function cpuDelta(a: CpuSample, b: CpuSample): CpuUsage {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Database and server child
-
-function readPostmasterPid(clusterDir: string): number | undefined {
-  try {
-    const pid = Number.parseInt(fs.readFileSync(path.join(clusterDir, 'postmaster.pid'), 'utf8').split('\n')[0] ?? '', 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
-    });
-  });
-}
 
 interface ServerChild {
   child: ChildProcess;
@@ -558,22 +434,8 @@ async function quiesce(database: DatabaseHandle, countSql: string, params: unkno
   return last;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Output
-
-function fmt(n: number, digits = 1): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : '-';
-}
-
-function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
 
 function describeRun(run: RunOutcome): string[] {
   const r = run.result;
@@ -721,7 +583,7 @@ async function main(): Promise<number> {
 
     // -- bodies: measure what signing costs the client, then pre-sign
     const userId = String(Date.now());
-    const factory = new IpnFactory(userId, ipnSecret);
+    const factory = new IpnFactory(userId, ipnSecret, Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index)));
     const probe = presign(factory, 2_000);
     const signUs = (probe.ms * 1000) / probe.pool.length;
     const sent = new Set<string>();
@@ -808,7 +670,7 @@ async function main(): Promise<number> {
     const out = (text = '') => lines.push(text);
     out();
     out(`payrail intake benchmark, ${new Date().toISOString()}`);
-    out(`machine:  ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${fmt(os.totalmem() / 1024 ** 3, 1)} GiB RAM, ${os.type()} ${os.release()} ${os.arch()}, Node ${process.version}`);
+    out(`machine:  ${machineLine()}`);
     out(`database: PostgreSQL ${pgInfo?.version ?? '?'} (${embedded ? 'embedded, temp dir' : 'DATABASE_URL'}), fsync=${pgInfo?.fsync}, synchronous_commit=${pgInfo?.sc}, shared_buffers=${pgInfo?.sb}`);
     out(`client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`);
     out(`          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`);

@@ -1,0 +1,217 @@
+/**
+ * Pieces shared by the benchmarks (bench/intake.ts, bench/pipeline.ts): signed IPN bodies in the fixtures' shape,
+ * a free loopback port, small /proc readers and text formatting. Nothing here is part of payrail.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parse, stringify } from 'lossless-json';
+import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
+
+const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.url);
+
+/** Payment ids are base + sequence; the sequence stays below this so ids keep 20 digits at most. */
+const MAX_SEQUENCE = 10_000_000n;
+
+export interface SignedIpn {
+  readonly paymentId: string;
+  readonly raw: string;
+  readonly signature: string;
+}
+
+/**
+ * Bodies in the fixtures' exact shape (the `finished` IPN), each with its own payment_id, spread round-robin over
+ * the given channels. Amounts stay JSON text: the fixture is read with lossless-json and written back with it, so
+ * "0.00487" is never a JavaScript number.
+ */
+export class IpnFactory {
+  private readonly templates: Array<[string, string]>;
+  private sequence = 0n;
+  readonly base: bigint;
+
+  constructor(
+    readonly userId: string,
+    private readonly secret: string,
+    channelIds: readonly string[],
+  ) {
+    if (channelIds.length === 0) throw new Error('IpnFactory needs at least one channel');
+    const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>> };
+    const finished = fixtures.sequence.find((body) => body.payment_status === 'finished');
+    if (!finished) throw new Error('test/fixtures/nowpayments-ipn.json has no finished IPN');
+    const PLACEHOLDER = '__BENCH_PAYMENT_ID__';
+    this.templates = channelIds.map((channelId) => {
+      const template = stringify({ ...finished, payment_id: PLACEHOLDER, order_id: `PGP-${userId}|${channelId}` });
+      if (template === undefined) throw new Error('fixture cannot be serialized');
+      const parts = template.split(`"${PLACEHOLDER}"`);
+      if (parts.length !== 2) throw new Error('payment_id placeholder not found exactly once');
+      return parts as [string, string];
+    });
+    // Unique across runs against the same database: milliseconds since 1970 times 10^7 (20 digits in 2026).
+    this.base = BigInt(Date.now()) * MAX_SEQUENCE;
+  }
+
+  /** A new payment, signed the way NOWPayments signs: HMAC-SHA512 over the canonical (sorted-keys) JSON. */
+  next(): SignedIpn {
+    if (this.sequence >= MAX_SEQUENCE) throw new Error('bench ran out of payment ids for this run');
+    const [head, tail] = this.templates[Number(this.sequence % BigInt(this.templates.length))] as [string, string];
+    const paymentId = (this.base + this.sequence++).toString();
+    const raw = head + paymentId + tail;
+    return { paymentId, raw, signature: signIpn(canonicalIpnJson(parse(raw)), this.secret) };
+  }
+
+  get issued(): number {
+    return Number(this.sequence);
+  }
+}
+
+/** Signs `count` new bodies now; returns them with the time it took. */
+export function presign(factory: IpnFactory, count: number): { pool: SignedIpn[]; ms: number } {
+  const started = process.hrtime.bigint();
+  const pool: SignedIpn[] = [];
+  for (let i = 0; i < count; i++) pool.push(factory.next());
+  return { pool, ms: Number(process.hrtime.bigint() - started) / 1e6 };
+}
+
+/** A port free on 127.0.0.1 right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The postmaster's pid of a cluster directory, from its postmaster.pid. */
+export function readPostmasterPid(clusterDir: string): number | undefined {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(path.join(clusterDir, 'postmaster.pid'), 'utf8').split('\n')[0] ?? '', 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One field of /proc/<pid>/status in KiB (VmRSS, VmHWM, ...), or undefined off Linux / once the process is gone. */
+export function procStatusKib(pid: number | 'self', field: string): number | undefined {
+  try {
+    const line = fs
+      .readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${field}:`));
+    const match = line === undefined ? null : /([0-9]+)\s*kB/.exec(line);
+    return match?.[1] === undefined ? undefined : Number.parseInt(match[1], 10);
+  } catch {
+    return undefined;
+  }
+}
+
+export function fmt(n: number, digits = 1): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '-';
+}
+
+/** A plain text table: first column left-aligned, the others right-aligned. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** "AMD EPYC ..., 2 cores, 23.5 GiB RAM, Linux 6.x x64, Node v20.x" */
+export function machineLine(): string {
+  const cpu = os.cpus();
+  return `${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, ${fmt(os.totalmem() / 1024 ** 3, 1)} GiB RAM, ${os.type()} ${os.release()} ${os.arch()}, Node ${process.version}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU accounting (Linux /proc; undefined elsewhere)
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux). */
+export const CLK_TCK = 100;
+
+function statFields(pid: number | string): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** utime + stime of one process, in ticks. */
+export function procTicks(pid: number): number | undefined {
+  try {
+    const fields = statFields(pid);
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU ticks of one PostgreSQL cluster: the postmaster with its reaped children, plus its live children (backends,
+ * WAL writer, ...). Other clusters on the machine are excluded.
+ */
+export function postgresTicks(postmasterPid: number | undefined): number | undefined {
+  if (postmasterPid === undefined) return undefined;
+  let total = 0;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const entry of entries) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const fields = statFields(entry);
+      if (Number(entry) === postmasterPid) {
+        // utime + stime, plus cutime + cstime: the CPU of backends that exited and were reaped
+        total += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+      } else if (Number(fields[1]) === postmasterPid) {
+        total += Number(fields[11]) + Number(fields[12]);
+      }
+    } catch {
+      // the process went away
+    }
+  }
+  return total;
+}
+
+/** utime + stime of the live direct children of `parentPid`, except `exclude`, in ticks. */
+export function childrenTicks(parentPid: number, exclude: readonly number[]): number | undefined {
+  let total = 0;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const entry of entries) {
+    if (!/^[0-9]+$/.test(entry) || exclude.includes(Number(entry))) continue;
+    try {
+      const fields = statFields(entry);
+      if (Number(fields[1]) === parentPid) total += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process went away
+    }
+  }
+  return total;
+}
+
+/** Busy and total ticks of the whole machine (all cores), from /proc/stat. */
+export function machineTicks(): { busy: number; all: number } | undefined {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+    const nums = line.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (nums[3] ?? 0) + (nums[4] ?? 0);
+    const all = nums.reduce((a, b) => a + b, 0);
+    return { busy: all - idle, all };
+  } catch {
+    return undefined;
+  }
+}
