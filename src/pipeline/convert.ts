@@ -16,6 +16,9 @@ import { createTransfer, type TransferHooks } from './transfer.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
 
+/** Batch runs (cron and nudges) share one queue: they run one at a time, never racing for the same payments. */
+export const CONVERSION_BATCH_QUEUE = 'conversion_batch';
+
 /** Where ChangeNow should send what it owes us when a swap fails: the host wallet. */
 const PAIR = { fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth' } as const;
 
@@ -32,7 +35,7 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
     last = Date.now();
     db.transaction()
       // 'replace': a pending check is reused; one already running (or left locked by a dead worker) gets a successor.
-      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'replace', maxAttempts: 1 }))
+      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'replace', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 }))
       .catch((error: Error) => logger.warn({ event: 'conversion_nudge_failed', err: error.message }, 'could not queue a conversion check; the cron run will'));
   };
   // Trailing throttle: every call is followed by a check within minIntervalMs, however many calls come at once.
@@ -88,7 +91,9 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
       .forUpdate()
       .skipLocked()
       .execute();
-    if (locked.length === 0) return false;
+    // Another run took some of them meanwhile: what is left is looked at again by the next run, never converted
+    // on the strength of a valuation that included payments we do not hold.
+    if (locked.length !== candidates.length) return false;
     const amountWei = locked.reduce((sum, p) => sum + BigInt(p.net_amount as string), 0n);
     await trx.insertInto('conversions').values({ conversion_id: conversionId, status: 'pending', from_asset: 'eth', to_asset: 'usdt', amount_wei: amountWei, payment_count: locked.length }).execute();
     await trx

@@ -79,13 +79,18 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string): 
     await sql`update payments p set conversion_status = 'completed', usdt_amount = s.share, conversion_rate = ${rate}::numeric, updated_at = now()
       from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
       where p.payment_id = s.payment_id`.execute(trx);
-    await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(rows.map((r) => r.channel_id), weights, shares, totalWei, usdtUnits) });
     await trx
       .updateTable('conversions')
       .set({ status: 'completed', usdt_received: usdtUnits, rate, completed_at: sql`now()`, updated_at: sql`now()` })
       .where('conversion_id', '=', conversionId)
       .execute();
-    await checkThresholds(trx, [...new Set(rows.map((r) => r.channel_id))].sort(), deps.settings.payoutMaxAttempts);
+    const channelIds = rows.map((r) => r.channel_id);
+    const incoming = new Map<string, bigint>();
+    channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
+    const thresholds = await checkThresholds(trx, [...incoming.keys()], deps.settings.payoutMaxAttempts, incoming);
+    // Journals last: their balance rows stay locked only from here to the commit.
+    await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits) });
+    for (const journal of thresholds.journals) await postJournal(trx, journal);
     return true;
   });
   if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');

@@ -4,13 +4,15 @@
 import type { CronItem, Task, TaskList } from 'graphile-worker';
 import { z } from 'zod';
 import type { TaskName } from '../jobs/index.ts';
-import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from './convert.ts';
+import { batchPendingPayments, conversionTransferHooks, CONVERSION_BATCH_QUEUE, createConversionExchange } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { pollConversion } from './settle.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
 export const HANDLED_TASKS: readonly TaskName[] = ['conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+
+const MAX_CONVERSIONS_PER_RUN = 20;
 
 const conversionPayload = z.object({ conversionId: z.string().min(1) });
 const transferPayload = z.object({ transferId: z.string().min(1) });
@@ -30,7 +32,8 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
   };
   return {
     conversion_batch: async () => {
-      await batchPendingPayments(deps);
+      // Drain a backlog larger than one conversion, within a bound.
+      for (let i = 0; i < MAX_CONVERSIONS_PER_RUN; i++) if ((await batchPendingPayments(deps)) === null) break;
     },
     conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
@@ -43,7 +46,7 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
 export function pipelineCron(options: { conversionIntervalMs: number }): CronItem[] {
   const minutes = options.conversionIntervalMs / 60_000;
   if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59) throw new Error('conversion interval must be whole minutes from 1 to 59');
-  return [{ task: 'conversion_batch', match: `*/${minutes} * * * *`, identifier: 'conversion_batch', options: { backfillPeriod: 0, maxAttempts: 1 } }];
+  return [{ task: 'conversion_batch', match: `*/${minutes} * * * *`, identifier: 'conversion_batch', options: { backfillPeriod: 0, maxAttempts: 1, queueName: CONVERSION_BATCH_QUEUE } }];
 }
 
 export type { TaskList };

@@ -1,6 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Transaction } from 'kysely';
+import type { Database } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
-import { checkThresholds } from '../../src/pipeline/threshold.ts';
+import { checkThresholds as check } from '../../src/pipeline/threshold.ts';
+
+/** The check as a caller runs it: batches, then the reservation journals posted last. */
+async function checkThresholds(trx: Transaction<Database>, channelIds: string[], attempts: number): Promise<string[]> {
+  const outcome = await check(trx, channelIds, attempts);
+  for (const journal of outcome.journals) await postJournal(trx, journal);
+  return outcome.batchIds;
+}
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
@@ -35,6 +44,26 @@ describe('threshold check', () => {
     expect(await db.db.selectFrom('payout_batches').select('amount').where('channel_id', '=', channelId).execute()).toHaveLength(1);
     const available = await db.db.selectFrom('ledger_accounts').select('balance').where('code', '=', `channel:${channelId}`).where('asset', '=', 'usdt').executeTakeFirstOrThrow();
     expect(available.balance).toBe('20000000');
+  });
+
+  it('USDT about to be credited counts toward the threshold', async () => {
+    await db.db.insertInto('channels').values({ channel_id: '-1004000000003', payout_strategy: 'threshold', threshold_usd_cents: '500', payout_currency: 'usdt', payout_network: 'eth', wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' }).execute();
+    await creditUsdt('-1004000000003', 3_000_000n, 'd');
+    // The 2 USDT are never posted here: the transaction is rolled back once the outcome is known.
+    class Rollback extends Error {}
+    let outcome: Awaited<ReturnType<typeof check>> | undefined;
+    await db.db
+      .transaction()
+      .execute(async (trx) => {
+        outcome = await check(trx, ['-1004000000003'], 5, new Map([['-1004000000003', 2_000_000n]]));
+        throw new Rollback();
+      })
+      .catch((error: unknown) => {
+        if (!(error instanceof Rollback)) throw error;
+      });
+    expect(outcome?.batchIds).toHaveLength(1);
+    expect(outcome?.journals[0]?.entries.map((e) => e.amount)).toEqual([-5_000_000n, 5_000_000n]);
+    expect(await db.db.selectFrom('payout_batches').select('batch_id').where('channel_id', '=', '-1004000000003').execute()).toEqual([]);
   });
 
   it('a channel below its threshold, or on the instant strategy, gets no batch', async () => {
