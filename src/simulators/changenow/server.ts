@@ -366,7 +366,8 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
 
 /** The simulator's own wallet: sends payouts one at a time (one nonce sequence) and waits for each receipt. */
 function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<string, Address>) {
-  const client = createPublicClient({ transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
+  // A local chain mines at once: look for receipts every 100 ms, not viem's default 4 s.
+  const client = createPublicClient({ pollingInterval: 100, transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
   const account = privateKeyToAccount(key);
   let queue: Promise<unknown> = Promise.resolve();
   const send = async (ex: SimExchange, amount: Decimal): Promise<string> => {

@@ -18,7 +18,7 @@ export const localUsdtAbi = parseAbi([
 const TIMEOUT_MS = 30_000;
 
 async function clients(rpcUrl: string, key: Hex) {
-  const client = createPublicClient({ transport: http(rpcUrl, { timeout: TIMEOUT_MS }) });
+  const client = createPublicClient({ pollingInterval: 100, transport: http(rpcUrl, { timeout: TIMEOUT_MS }) });
   const id = await client.getChainId();
   const chain = { id, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } };
   const wallet = createWalletClient({ account: privateKeyToAccount(key), chain, transport: http(rpcUrl, { timeout: TIMEOUT_MS }) });
