@@ -129,23 +129,24 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
 async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger']): Promise<Transfer> {
   const asset = assetOf(deps, transfer);
   const amount = BigInt(transfer.amount);
+  // Network reads first, outside the transaction: the nonce row lock below is held only while signing locally.
+  const fees = await deps.wallet.fees();
+  const chainNonce = await deps.wallet.pendingNonce();
+  const native = await deps.wallet.balance({ kind: 'native' });
+  const needNative = deps.wallet.maxFeeWei(asset, fees) + (asset.kind === 'native' ? amount : 0n);
+  const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
+  // A transfer that cannot succeed is an alert, not a send.
+  if (native < needNative || tokenShort) {
+    log.error({ event: 'alert', alert: 'host_wallet_insufficient', asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: native.toString() }, 'host wallet cannot pay this transfer');
+    throw new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
+  }
   return deps.db.transaction().execute(async (trx) => {
     const address = transfer.from_address.toLowerCase();
     await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
     const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
-    const chainNonce = await deps.wallet.pendingNonce();
     const nonce = Math.max(Number(row.next_nonce), chainNonce);
-    const signed = await deps.wallet.sign({ to: transfer.to_address as Hex, asset, amount, nonce });
-
-    // Check funds before anything can be broadcast: a transfer that cannot succeed is an alert, not a send.
-    const native = await deps.wallet.balance({ kind: 'native' });
-    const needNative = signed.maxFeeWei + (asset.kind === 'native' ? amount : 0n);
-    const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
-    if (native < needNative || tokenShort) {
-      log.error({ event: 'alert', alert: 'host_wallet_insufficient', asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: native.toString() }, 'host wallet cannot pay this transfer');
-      throw new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
-    }
+    const signed = await deps.wallet.sign({ to: transfer.to_address as Hex, asset, amount, nonce }, fees);
     await trx.updateTable('wallet_nonces').set({ next_nonce: String(nonce + 1), updated_at: sql`now()` }).where('address', '=', address).execute();
     return trx
       .updateTable('chain_transfers')

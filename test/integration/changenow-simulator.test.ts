@@ -74,7 +74,7 @@ function expectedUsdtFor(wei: bigint): string {
 /** Sends exactly `wei` from the host wallet to `to` and waits for it to be mined. */
 async function deposit(to: string, wei: bigint): Promise<void> {
   const nonce = await wallet.pendingNonce();
-  const signed = await wallet.sign({ to: to as Address, asset: { kind: 'native' }, amount: wei, nonce });
+  const signed = await wallet.sign({ to: to as Address, asset: { kind: 'native' }, amount: wei, nonce }, await wallet.fees());
   expect(await wallet.broadcast(signed.rawTx)).toEqual({ ok: true });
   expect(await wallet.waitMined(signed.hash, 15_000)).toMatchObject({ state: 'mined', success: true });
 }

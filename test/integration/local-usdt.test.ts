@@ -21,7 +21,7 @@ describe('LocalUSDT on anvil', () => {
     const wallet = createChainWallet({ rpcUrl: outside.chain.rpcUrl, privateKey: outside.hostKey, chainId: outside.chain.chainId, timeoutMs: 10_000 });
     expect(await wallet.balance({ kind: 'erc20', contract: token })).toBe(1_000_000_000n);
     const owner = privateKeyToAccount(generatePrivateKey()).address;
-    const signed = await wallet.sign({ to: owner, asset: { kind: 'erc20', contract: token }, amount: 42_015_101n, nonce: await wallet.pendingNonce() });
+    const signed = await wallet.sign({ to: owner, asset: { kind: 'erc20', contract: token }, amount: 42_015_101n, nonce: await wallet.pendingNonce() }, await wallet.fees());
     expect(await wallet.broadcast(signed.rawTx)).toEqual({ ok: true });
     expect(await wallet.waitMined(signed.hash, 10_000)).toMatchObject({ state: 'mined', success: true });
     expect(await client.readContract({ address: token, abi: erc20Abi, functionName: 'balanceOf', args: [owner] })).toBe(42_015_101n);
@@ -31,7 +31,7 @@ describe('LocalUSDT on anvil', () => {
   it('a token transfer beyond the balance reverts on chain: nothing moves', async () => {
     const token = await deployLocalUsdt(outside.chain.rpcUrl, outside.hostKey);
     const wallet = createChainWallet({ rpcUrl: outside.chain.rpcUrl, privateKey: outside.hostKey, chainId: outside.chain.chainId, timeoutMs: 10_000 });
-    const signed = await wallet.sign({ to: outside.hostAddress, asset: { kind: 'erc20', contract: token }, amount: 1n, nonce: await wallet.pendingNonce() });
+    const signed = await wallet.sign({ to: outside.hostAddress, asset: { kind: 'erc20', contract: token }, amount: 1n, nonce: await wallet.pendingNonce() }, await wallet.fees());
     await wallet.broadcast(signed.rawTx);
     expect(await wallet.waitMined(signed.hash, 10_000)).toMatchObject({ state: 'mined', success: false });
   });

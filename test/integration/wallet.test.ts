@@ -25,7 +25,7 @@ afterAll(async () => chain?.stop());
 describe('host wallet on anvil', () => {
   it('signs before broadcasting: the hash is known before the network sees the transaction', async () => {
     const nonce = await wallet.pendingNonce();
-    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 10n ** 15n, nonce });
+    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 10n ** 15n, nonce }, await wallet.fees());
     expect(await wallet.lookup(signed.hash)).toEqual({ state: 'unknown' });
     expect(await wallet.broadcast(signed.rawTx)).toEqual({ ok: true });
     const found = await wallet.waitMined(signed.hash, 10_000);
@@ -36,7 +36,7 @@ describe('host wallet on anvil', () => {
 
   it('a second broadcast of a mined transaction sends nothing more', async () => {
     const nonce = await wallet.pendingNonce();
-    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 1n, nonce });
+    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 1n, nonce }, await wallet.fees());
     await wallet.broadcast(signed.rawTx);
     expect(await wallet.waitMined(signed.hash, 10_000)).toMatchObject({ state: 'mined' });
     const again = await wallet.broadcast(signed.rawTx);
@@ -48,7 +48,7 @@ describe('host wallet on anvil', () => {
 
   it('reports a transfer it cannot pay for instead of sending it', async () => {
     const nonce = await wallet.pendingNonce();
-    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 10n ** 19n, nonce });
+    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 10n ** 19n, nonce }, await wallet.fees());
     const result = await wallet.broadcast(signed.rawTx);
     expect(result).toMatchObject({ ok: false, reason: 'insufficient_funds' });
     expect(await wallet.pendingNonce()).toBe(nonce);

@@ -28,6 +28,11 @@ export interface TransferRequest {
   readonly nonce: number;
 }
 
+export interface FeeQuote {
+  readonly maxFeePerGas: bigint;
+  readonly maxPriorityFeePerGas: bigint;
+}
+
 export interface SignedTransfer {
   readonly rawTx: Hex;
   readonly hash: Hex;
@@ -52,7 +57,12 @@ export interface ChainWallet {
   readonly chainId: number;
   pendingNonce(): Promise<number>;
   balance(asset: TransferAsset): Promise<bigint>;
-  sign(request: TransferRequest): Promise<SignedTransfer>;
+  /** EIP-1559 fees for a transaction now (a network call). */
+  fees(): Promise<FeeQuote>;
+  /** The most a transfer of this asset can cost in gas at these fees, in wei. */
+  maxFeeWei(asset: TransferAsset, fees: FeeQuote): bigint;
+  /** Signs locally (no network call): the hash is known before anything is broadcast. */
+  sign(request: TransferRequest, fees: FeeQuote): Promise<SignedTransfer>;
   broadcast(rawTx: Hex): Promise<BroadcastResult>;
   lookup(hash: Hex): Promise<TxLookup>;
   /** Waits at most `timeoutMs` for the receipt; returns the last lookup when the deadline passes. */
@@ -62,6 +72,10 @@ export interface ChainWallet {
 const NATIVE_GAS = 21_000n;
 // ERC-20 transfers cost ~35-65k gas; a fixed ceiling keeps signing free of a network estimate call.
 const ERC20_GAS = 100_000n;
+
+function gasLimit(asset: TransferAsset): bigint {
+  return asset.kind === 'native' ? NATIVE_GAS : ERC20_GAS;
+}
 
 export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; chainId: number; timeoutMs: number }): ChainWallet {
   const account: PrivateKeyAccount = privateKeyToAccount(options.privateKey);
@@ -101,9 +115,10 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
           ? client.getBalance({ address: account.address })
           : client.readContract({ address: asset.contract, abi: erc20Abi, functionName: 'balanceOf', args: [account.address] }),
       ),
-    async sign(request) {
-      const fees = await guard('fees', () => client.estimateFeesPerGas());
-      const gas = request.asset.kind === 'native' ? NATIVE_GAS : ERC20_GAS;
+    fees: () => guard('fees', () => client.estimateFeesPerGas()),
+    maxFeeWei: (asset, fees) => gasLimit(asset) * fees.maxFeePerGas,
+    async sign(request, fees) {
+      const gas = gasLimit(request.asset);
       const base = { chainId: options.chainId, nonce: request.nonce, gas, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
       const rawTx =
         request.asset.kind === 'native'
