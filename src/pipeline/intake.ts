@@ -12,7 +12,7 @@ import type { Database, Db, PaymentsTable } from '../db/index.ts';
 import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
-import { splitFee, type Percent } from '../money/index.ts';
+import { decimalsOf, INTAKE_ASSETS, isAssetCode, parseUnits, splitFee, type AssetCode, type Percent } from '../money/index.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
@@ -64,7 +64,7 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
   return db.transaction().execute(async (trx) => {
     const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', ipn.channelId).executeTakeFirst();
     // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
-    const creditOnInsert = ipn.status === 'finished' && channel !== undefined ? creditColumns(ipn, channel.payout_strategy, settings) : undefined;
+    const creditOnInsert = ipn.status === 'finished' && channel !== undefined ? creditColumns(creditOf(ipn), channel.payout_strategy, settings) : undefined;
     const inserted = await trx
       .insertInto('payments')
       .values({
@@ -104,11 +104,13 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
 
     let credited: IntakeResult['credited'] = null;
     if (inserted && creditOnInsert) {
-      await creditEffects(trx, ipn, channel!.payout_strategy, settings);
+      await creditEffects(trx, creditOf(ipn), channel!.payout_strategy, settings);
       credited = channel!.payout_strategy;
     } else if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
-      await trx.updateTable('payments').set(creditColumns(ipn, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
-      await creditEffects(trx, ipn, channel.payout_strategy, settings);
+      // Credit what the finished IPN reported (stored on the row), never the amounts of whichever copy came last.
+      const stored = storedCredit(current);
+      await trx.updateTable('payments').set(creditColumns(stored, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
+      await creditEffects(trx, stored, channel.payout_strategy, settings);
       credited = channel.payout_strategy;
     }
     const reviewReason = current.review_reason;
@@ -151,11 +153,31 @@ function reportedAmounts(ipn: Ipn) {
 }
 
 /** The credit as the payment row records it: the fee split and the payment's next step. */
-function creditColumns(ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
-  const { fee, net } = splitFee(ipn.outcomeUnits, settings.feePercent);
+/** What a credit is computed from: the payment, its channel, and the amount received in smallest units. */
+interface CreditBasis {
+  readonly paymentId: string;
+  readonly channelId: string;
+  readonly asset: AssetCode;
+  readonly grossUnits: bigint;
+}
+
+function creditOf(ipn: Ipn): CreditBasis {
+  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeCurrency, grossUnits: ipn.outcomeUnits };
+}
+
+/** The credit from the amounts the row holds: those of the IPN that moved it to `finished`. */
+function storedCredit(row: PaymentRow): CreditBasis {
+  const asset = row.outcome_currency;
+  if (!isAssetCode(asset) || !INTAKE_ASSETS.includes(asset)) throw new Error(`payment ${row.payment_id} holds an outcome currency intake does not accept: ${asset}`);
+  return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits: parseUnits(row.outcome_amount, decimalsOf(asset)) };
+}
+
+function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
+  if (basis.grossUnits <= 0n) throw new Error(`payment ${basis.paymentId}: a finished payment must have a positive amount`);
+  const { fee, net } = splitFee(basis.grossUnits, settings.feePercent);
   return {
-    asset: ipn.outcomeCurrency,
-    gross_amount: ipn.outcomeUnits,
+    asset: basis.asset,
+    gross_amount: basis.grossUnits,
     fee_amount: fee,
     net_amount: net,
     fee_percent: settings.feePercent.text,
@@ -170,18 +192,17 @@ function creditColumns(ipn: Ipn, strategy: 'instant' | 'threshold', settings: In
  * What a credit does besides the payment row, in the same transaction: the instant payout job, then the balanced
  * journal. The journal goes last: it locks balance rows, which stay locked until the commit.
  */
-async function creditEffects(trx: Transaction<Database>, ipn: Ipn, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
-  const asset = ipn.outcomeCurrency;
-  const gross = ipn.outcomeUnits;
+async function creditEffects(trx: Transaction<Database>, basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
+  const { asset, grossUnits: gross, paymentId, channelId } = basis;
   const { fee, net } = splitFee(gross, settings.feePercent);
   if (strategy === 'instant') {
-    await enqueue(trx, 'payout_instant', { paymentId: ipn.paymentId }, { jobKey: `payout_instant:${ipn.paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
+    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
   }
   const entries = [
-    { account: accounts.nowpayments(asset, ipn.paymentId), amount: -gross },
-    { account: accounts.platformFees(asset, ipn.paymentId), amount: fee },
-    { account: accounts.channel(ipn.channelId, asset), amount: net },
+    { account: accounts.nowpayments(asset, paymentId), amount: -gross },
+    { account: accounts.platformFees(asset, paymentId), amount: fee },
+    { account: accounts.channel(channelId, asset), amount: net },
   ].filter((e) => e.amount !== 0n);
-  const journal = await postJournal(trx, { kind: 'payment_received', ref: ipn.paymentId, entries });
-  if (!journal.posted) throw new Error(`payment ${ipn.paymentId} already has a ledger credit: refusing to credit twice`);
+  const journal = await postJournal(trx, { kind: 'payment_received', ref: paymentId, entries });
+  if (!journal.posted) throw new Error(`payment ${paymentId} already has a ledger credit: refusing to credit twice`);
 }

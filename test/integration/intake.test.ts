@@ -229,6 +229,17 @@ describe('unknown channels and conflicting data', () => {
     expect(await balance(late)).toBe('0.0047239');
   });
 
+  it('credits the amount of the finished IPN, not that of a late lower-status copy that releases it', async () => {
+    const late = '-1008888888887';
+    const body = finishedFor(late);
+    expect((await send(body)).status).toBe(202);
+    await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET } });
+    const stale = JSON.stringify({ ...body, payment_status: 'confirming' }).replace('"outcome_amount":0.00487', '"outcome_amount":0.009');
+    const res = await send(stale);
+    expect(res.status).toBe(200);
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({ status: 'finished', grossAmount: '0.00487', netAmount: '0.0047239' });
+  });
+
   it('never re-routes a payment to another order on the word of a later IPN', async () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     await send(body);
