@@ -146,6 +146,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
         staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
+        heartbeatIntervalMs: config.WORKER_HEARTBEAT_INTERVAL,
       });
     }
     if (roles.web) {

@@ -58,6 +58,7 @@ const schema = z.object({
   PAYOUT_MAX_ATTEMPTS: positiveInt.max(100).default(10),
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
   HEALTH_WORKER_STALE_SECONDS: positiveInt.default(30),
+  WORKER_HEARTBEAT_INTERVAL: duration.default(5_000),
   HEALTH_QUEUE_MAX_AGE_SECONDS: positiveInt.default(300),
   CHANGENOW_API_URL: httpUrl.optional(),
   CHANGENOW_API_KEY: secret.optional(),
@@ -135,6 +136,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   const supplied = embedded && missing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(missing) : {};
   for (const name of missing) {
     if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
+  }
+  // A live worker must never look dead: its queue locks would be released while it still runs the jobs.
+  if (result.success && result.data.HEALTH_WORKER_STALE_SECONDS * 1_000 < 3 * result.data.WORKER_HEARTBEAT_INTERVAL) {
+    problems.push(`HEALTH_WORKER_STALE_SECONDS: must be at least three heartbeat intervals (${(3 * result.data.WORKER_HEARTBEAT_INTERVAL) / 1_000}s with WORKER_HEARTBEAT_INTERVAL ${result.data.WORKER_HEARTBEAT_INTERVAL}ms)`);
   }
   // Outside a local run, payrail talks to the real ChangeNow and chain: their addresses must be given.
   if (!embedded) {

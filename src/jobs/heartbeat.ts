@@ -21,14 +21,19 @@ export interface HeartbeatOptions {
  */
 export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise<{ stop(): Promise<void> }> {
   const { workerId, logger } = options;
+  let lastOwnBeatAt = 0;
   const beat = async () => {
     try {
+      // After our own beats failed (a database outage), everyone looks stale: reap nobody until we beat again.
+      const reapAllowed = Date.now() - lastOwnBeatAt <= 2 * options.intervalMs;
       const ids = options.queueWorkerIds();
       await db
         .insertInto('worker_heartbeats')
         .values({ worker_id: workerId, hostname: os.hostname(), pid: process.pid, queue_worker_ids: ids })
         .onConflict((oc) => oc.column('worker_id').doUpdateSet({ last_seen_at: sql`now()`, queue_worker_ids: ids }))
         .execute();
+      lastOwnBeatAt = Date.now();
+      if (!reapAllowed) return;
       const reaped = await sql<{ worker_id: string; queue_worker_ids: string[] }>`
         with dead as (
           delete from worker_heartbeats where last_seen_at < now() - make_interval(secs => ${options.staleSeconds})

@@ -16,6 +16,7 @@ export interface WorkerOptions {
   pollIntervalMs: number;
   /** Seconds without a heartbeat after which another process's queue locks are released. */
   staleWorkerSeconds: number;
+  heartbeatIntervalMs: number;
 }
 
 export interface RunningWorker {
@@ -67,7 +68,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   });
   const heartbeat = await startHeartbeat(options.db, {
     workerId,
-    intervalMs: 5_000,
+    intervalMs: options.heartbeatIntervalMs,
     staleSeconds: options.staleWorkerSeconds,
     queueWorkerIds: () => [...queueWorkerIds],
     logger: options.logger,

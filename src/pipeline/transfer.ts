@@ -109,14 +109,18 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
   if (seen.state === 'unknown') {
     const result = await deps.wallet.broadcast(transfer.raw_tx as Hex);
     deps.crashPoint?.('after_broadcast');
-    if (!result.ok) {
-      const again = result.reason === 'nonce_too_low' ? await deps.wallet.lookup(hash) : seen;
-      if (again.state === 'unknown') {
-        await refuse(deps, hooks, transfer, result.reason, result.message);
-        log.error({ event: 'alert', alert: 'transfer_refused', reason: result.reason, txHash: hash, message: result.message }, 'the node refused a host wallet transfer');
-        if (result.reason === 'insufficient_funds') throw new TransferNotReady(`host wallet cannot pay transfer ${transferId} yet`);
-        return;
-      }
+    if (!result.ok && result.reason === 'insufficient_funds') {
+      // The node has not taken it: release the nonce and wait for funds.
+      await releaseForFunds(deps, transfer, result.message);
+      log.error({ event: 'alert', alert: 'host_wallet_insufficient', txHash: hash, message: result.message }, 'the node refused a host wallet transfer for lack of funds');
+      throw new TransferNotReady(`host wallet cannot pay transfer ${transferId} yet`);
+    }
+    if (!result.ok && (await deps.wallet.lookup(hash)).state === 'unknown') {
+      // "Nonce too low" or an unexplained refusal, and our hash is not (yet) visible: a lagging node may simply not
+      // show a transaction that is already mined. Never conclude it failed from that: keep it signed, retry later,
+      // and let a person look if it persists.
+      log.error({ event: 'alert', alert: 'transfer_refused', reason: result.reason, txHash: hash, message: result.message }, 'the node refused a host wallet transfer');
+      throw new TransferNotReady(`transfer ${transferId} refused (${result.reason}); kept signed`);
     }
   }
   await deps.db.transaction().execute(async (trx) => {
@@ -144,6 +148,10 @@ async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger'
     const address = transfer.from_address.toLowerCase();
     await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
     const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
+    // One signed-but-not-broadcast transfer per wallet at a time: a later nonce never overtakes an earlier one that
+    // might still be refused and released, so a released nonce is always the latest (no gap).
+    const waiting = await trx.selectFrom('chain_transfers').select('transfer_id').where('from_address', '=', transfer.from_address).where('status', '=', 'signed').where('transfer_id', '<>', transfer.transfer_id).executeTakeFirst();
+    if (waiting) throw new TransferNotReady(`transfer ${waiting.transfer_id} of this wallet is signed but not broadcast yet`);
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
     const nonce = Math.max(Number(row.next_nonce), chainNonce);
     const signed = await deps.wallet.sign({ to: transfer.to_address as Hex, asset, amount, nonce }, fees);
@@ -158,29 +166,21 @@ async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger'
   });
 }
 
-/** The node refused the transaction: release its nonce, then retry later (no funds) or fail it (refused outright). */
-async function refuse(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, reason: string, message: string): Promise<void> {
+/** The node refused the transaction for lack of funds: release its nonce and go back to intent (re-signed later). */
+async function releaseForFunds(deps: StageDeps, transfer: Transfer, message: string): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
     const address = transfer.from_address.toLowerCase();
     const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
+    // Only one transfer per wallet is ever signed and not yet broadcast (see sign), so this is the latest nonce.
     if (BigInt(row.next_nonce) === BigInt(transfer.nonce as string) + 1n) {
       await trx.updateTable('wallet_nonces').set({ next_nonce: transfer.nonce as string, updated_at: sql`now()` }).where('address', '=', address).execute();
     }
-    if (reason === 'insufficient_funds') {
-      await trx
-        .updateTable('chain_transfers')
-        .set({ status: 'intent', nonce: null, tx_hash: null, raw_tx: null, last_error: message, updated_at: sql`now()` })
-        .where('transfer_id', '=', transfer.transfer_id)
-        .execute();
-      return;
-    }
-    const failed = await trx
+    await trx
       .updateTable('chain_transfers')
-      .set({ status: 'failed', last_error: `${reason}: ${message}`, updated_at: sql`now()` })
+      .set({ status: 'intent', nonce: null, tx_hash: null, raw_tx: null, last_error: message, updated_at: sql`now()` })
       .where('transfer_id', '=', transfer.transfer_id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    await hooks[transfer.purpose].onFailed(trx, failed, reason);
+      .where('status', '=', 'signed')
+      .execute();
   });
 }
 

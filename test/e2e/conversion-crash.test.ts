@@ -22,6 +22,7 @@ function worker(extra: Record<string, string> = {}): PayrailProcess {
     NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
     CONVERSION_MIN_USD: '1',
     HEALTH_WORKER_STALE_SECONDS: '2',
+    WORKER_HEARTBEAT_INTERVAL: '500ms',
     LOG_LEVEL: 'warn',
     ...extra,
   });

@@ -70,6 +70,11 @@ describe('configuration', () => {
     expect(loadConfig({ ...production, CONVERSION_INTERVAL: '5m' }).CONVERSION_INTERVAL).toBe(300_000);
   });
 
+  it('refuses a staleness limit a live worker could reach between two heartbeats', () => {
+    expect(problems({ ...production, HEALTH_WORKER_STALE_SECONDS: '10' })).toEqual([expect.stringMatching(/^HEALTH_WORKER_STALE_SECONDS: must be at least three heartbeat intervals/)]);
+    expect(loadConfig({ ...production, HEALTH_WORKER_STALE_SECONDS: '2', WORKER_HEARTBEAT_INTERVAL: '500ms' }).HEALTH_WORKER_STALE_SECONDS).toBe(2);
+  });
+
   it('refuses short secrets and fee percentages with too many decimals', () => {
     expect(problems({ ...production, ADMIN_TOKEN: 'short' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: /)]);
     expect(problems({ ...production, PLATFORM_FEE_PERCENT: '3.0000001' })).toEqual([expect.stringMatching(/^PLATFORM_FEE_PERCENT: /)]);
