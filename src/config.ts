@@ -121,6 +121,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
       problems.push(`${name}: unknown variable (known: ${[...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ') || 'see README'})`);
     }
   }
+  // A deployment template's empty DATABASE_URL must not quietly become a local run with its own throwaway database.
+  if (env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() === '') problems.push('DATABASE_URL: set but empty (unset it for a local run with the embedded database)');
   const result = schema.safeParse(input);
   if (!result.success) {
     for (const issue of result.error.issues) {
@@ -142,6 +144,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
     problems.push(`HEALTH_WORKER_STALE_SECONDS: must be at least three heartbeat intervals (${(3 * result.data.WORKER_HEARTBEAT_INTERVAL) / 1_000}s with WORKER_HEARTBEAT_INTERVAL ${result.data.WORKER_HEARTBEAT_INTERVAL}ms)`);
   }
   // Outside a local run, payrail talks to the real ChangeNow and chain: their addresses must be given.
+  if (!embedded && result.success && result.data.CHAIN_ID !== 1 && input.USDT_CONTRACT === undefined) {
+    problems.push(`USDT_CONTRACT: required when CHAIN_ID is not 1 (the default is Tether's mainnet contract)`);
+  }
   if (!embedded) {
     for (const name of ['CHANGENOW_API_URL', 'ETH_RPC_URL'] as const) {
       if (input[name] === undefined) problems.push(`${name}: required when DATABASE_URL is set (a local run starts a simulator instead)`);

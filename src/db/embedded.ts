@@ -221,21 +221,23 @@ function findRunningServer(clusterDir: string): { pid: number; port: number } | 
   }
   const pid = Number.parseInt(lines[0] ?? '', 10);
   const port = Number.parseInt(lines[3] ?? '', 10);
-  if (Number.isInteger(pid) && pid > 0 && isPostgresProcess(pid)) return { pid, port };
+  if (Number.isInteger(pid) && pid > 0 && isPostgresProcess(pid, clusterDir)) return { pid, port };
   // The process is gone or the pid now belongs to something else: the file is stale and would block a start.
   fs.rmSync(pidFile, { force: true });
   return undefined;
 }
 
-function isPostgresProcess(pid: number): boolean {
+/** True when `pid` is alive and is a postgres serving this cluster directory (not merely any postgres). */
+function isPostgresProcess(pid: number, clusterDir: string): boolean {
   try {
     process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: alive but not ours to signal, so it is not a server we started.
+  } catch {
+    // Gone, or EPERM: alive but not ours to signal, so not a server we started.
     return false;
   }
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('postgres');
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return cmdline.some((arg) => arg.includes('postgres')) && cmdline.includes(clusterDir);
   } catch {
     return true; // no /proc (macOS): trust the signal probe
   }

@@ -46,6 +46,13 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // Jobs are locked under the pool's id (workers' ids on older queue versions): record both.
   events.on('pool:create', ({ workerPool }) => queueWorkerIds.add(workerPool.id));
   events.on('worker:create', ({ worker }) => queueWorkerIds.add(worker.workerId));
+  // A job out of attempts is work nobody will do again on their own: say so loudly.
+  events.on('job:failed', ({ job, error }) => {
+    options.logger.error(
+      { event: 'alert', alert: 'job_failed_permanently', task: job.task_identifier, jobId: job.id, jobKey: job.key, attempts: job.attempts, err: (error as Error)?.message },
+      'a job used up its attempts',
+    );
+  });
   const runner: Runner = await run({
     events,
     pgPool: options.pool,

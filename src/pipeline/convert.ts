@@ -127,6 +127,21 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
 
 /** conversion_exchange: at most one ChangeNow exchange per conversion, then the transfer that pays it. */
 export async function createConversionExchange(deps: StageDeps, conversionId: string): Promise<void> {
+  // One run per conversion at a time, even when a job is delivered twice at once: a session lock on a dedicated
+  // connection, held across the ChangeNow call (the intent row must commit before that call, so a row lock cannot).
+  await deps.db.connection().execute(async (conn) => {
+    const key = `conversion_exchange:${conversionId}`;
+    const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${key})) as ok`.execute(conn);
+    if (!locked.rows[0]?.ok) throw new Error(`conversion ${conversionId} is being handled by another run`);
+    try {
+      await createExchangeLocked(deps, conversionId);
+    } finally {
+      await sql`select pg_advisory_unlock(hashtext(${key}))`.execute(conn);
+    }
+  });
+}
+
+async function createExchangeLocked(deps: StageDeps, conversionId: string): Promise<void> {
   const conversion = await deps.db.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
   const log = deps.logger.child({ conversionId });
   if (conversion.status !== 'pending' && conversion.status !== 'exchange_requested') return;
@@ -141,12 +156,20 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
       return;
     }
     const [first] = found;
-    if (first) exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+    if (first) {
+      const amount = formatUnits(BigInt(conversion.amount_wei), 18);
+      if (!['new', 'waiting'].includes(first.status) || first.expectedAmountFrom !== amount) {
+        await toReview(deps, conversionId, `found exchange ${first.id} is ${first.status} for ${first.expectedAmountFrom ?? '?'} ETH, expected a waiting exchange for ${amount}`);
+        log.error({ event: 'alert', alert: 'exchange_mismatch', exchangeId: first.id }, 'the exchange found for a conversion does not match it');
+        return;
+      }
+      exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+    }
   }
 
   if (!exchange) {
     await deps.db.transaction().execute(async (trx) => {
-      await trx.updateTable('conversions').set({ status: 'exchange_requested', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+      await trx.updateTable('conversions').set({ status: 'exchange_requested', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('status', 'in', ['pending', 'exchange_requested']).execute();
       await trx
         .updateTable('payments')
         .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
@@ -177,7 +200,13 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
 
   const payin = exchange;
   await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+    if (current.status !== 'exchange_requested') return;
     const transferId = await createTransfer(trx, { purpose: 'conversion', ref: conversionId, asset: 'eth', from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(conversion.amount_wei) });
+    const transfer = await trx.selectFrom('chain_transfers').select(['to_address', 'amount']).where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
+    if (transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() || BigInt(transfer.amount) !== BigInt(conversion.amount_wei)) {
+      throw new Error(`conversion ${conversionId}: its transfer pays ${transfer.to_address}, not the exchange's ${payin.payinAddress}`);
+    }
     await trx
       .updateTable('conversions')
       .set({
@@ -190,6 +219,7 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
         updated_at: sql`now()`,
       })
       .where('conversion_id', '=', conversionId)
+      .where('status', '=', 'exchange_requested')
       .execute();
   });
   log.info({ event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress }, 'conversion exchange created');

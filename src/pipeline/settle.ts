@@ -28,6 +28,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
     if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
       await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`);
+      log.error({ event: 'alert', alert: 'conversion_stuck', code: error.code }, 'no exchange status past the poll deadline; sent to review');
       return;
     }
     await pollLater();

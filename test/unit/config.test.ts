@@ -75,6 +75,15 @@ describe('configuration', () => {
     expect(loadConfig({ ...production, HEALTH_WORKER_STALE_SECONDS: '2', WORKER_HEARTBEAT_INTERVAL: '500ms' }).HEALTH_WORKER_STALE_SECONDS).toBe(2);
   });
 
+  it('an empty DATABASE_URL is an error, not a local run', () => {
+    expect(problems({ ...production, DATABASE_URL: '  ' })).toEqual(expect.arrayContaining([expect.stringMatching(/^DATABASE_URL: set but empty/)]));
+  });
+
+  it('a chain other than mainnet needs its own USDT contract', () => {
+    expect(problems({ ...production, CHAIN_ID: '11155111' })).toEqual([expect.stringMatching(/^USDT_CONTRACT: required when CHAIN_ID is not 1/)]);
+    expect(loadConfig({ ...production, CHAIN_ID: '11155111', USDT_CONTRACT: `0x${'12'.repeat(20)}` }).USDT_CONTRACT).toBe(`0x${'12'.repeat(20)}`);
+  });
+
   it('refuses short secrets and fee percentages with too many decimals', () => {
     expect(problems({ ...production, ADMIN_TOKEN: 'short' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: /)]);
     expect(problems({ ...production, PLATFORM_FEE_PERCENT: '3.0000001' })).toEqual([expect.stringMatching(/^PLATFORM_FEE_PERCENT: /)]);
