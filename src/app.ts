@@ -150,6 +150,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
       });
     }
     if (roles.web) {
+      const nudge = createConversionNudger(database.db, logger);
       http = await buildHttpApp({
         logger,
         adminTokens: [{ name: 'admin', token: config.ADMIN_TOKEN }],
@@ -158,7 +159,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
           intake: { feePercent: config.PLATFORM_FEE_PERCENT, payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS },
           bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
-          onThresholdCredit: createConversionNudger(database.db, logger),
+          onThresholdCredit: nudge,
         },
         health: {
           db: database.db,
@@ -166,7 +167,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
         },
-        admin: { db: database.db },
+        admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT, payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS }, onThresholdCredit: nudge },
       });
       await http.listen({ port: config.PORT, host: config.HOST });
     }

@@ -153,6 +153,33 @@ function reportedAmounts(ipn: Ipn) {
 }
 
 /** The credit as the payment row records it: the fee split and the payment's next step. */
+/**
+ * A channel was registered (or changed): its payments kept for review as `unknown_channel` are released, and those
+ * already `finished` are credited from their stored finished amounts, one transaction each. Returns the strategies
+ * credited, so the caller can ask for a conversion check.
+ */
+export async function releaseUnknownChannelPayments(db: Db, channelId: string, settings: IntakeSettings): Promise<Array<'instant' | 'threshold'>> {
+  const waiting = await db.selectFrom('payments').select('payment_id').where('channel_id', '=', channelId).where('review_reason', '=', REVIEW.unknownChannel).execute();
+  const credited: Array<'instant' | 'threshold'> = [];
+  for (const { payment_id } of waiting) {
+    const strategy = await db.transaction().execute(async (trx) => {
+      const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).executeTakeFirst();
+      const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', payment_id).forUpdate().executeTakeFirstOrThrow();
+      if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
+      if (row.status !== 'finished' || row.credited_at !== null) {
+        await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
+        return null;
+      }
+      const stored = storedCredit(row);
+      await trx.updateTable('payments').set({ ...creditColumns(stored, channel.payout_strategy, settings), review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
+      await creditEffects(trx, stored, channel.payout_strategy, settings);
+      return channel.payout_strategy;
+    });
+    if (strategy) credited.push(strategy);
+  }
+  return credited;
+}
+
 /** What a credit is computed from: the payment, its channel, and the amount received in smallest units. */
 interface CreditBasis {
   readonly paymentId: string;

@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
-import { accounts, type JournalInput } from '../ledger/index.ts';
+import type { Db } from '../db/index.ts';
+import { accounts, postJournal, type JournalInput } from '../ledger/index.ts';
 
 /** USDT has 6 decimals, USD cents 2: one cent is 10^4 USDT units (USDT valued at one USD). */
 const USDT_UNITS_PER_CENT = 10n ** 4n;
@@ -57,4 +58,13 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     ] });
   }
   return outcome;
+}
+
+/** The check on its own (after a channel's threshold or strategy changed): batches, then their journals. */
+export async function runThresholdCheck(db: Db, channelIds: readonly string[], payoutMaxAttempts: number): Promise<string[]> {
+  return db.transaction().execute(async (trx) => {
+    const outcome = await checkThresholds(trx, channelIds, payoutMaxAttempts);
+    for (const journal of outcome.journals) await postJournal(trx, journal);
+    return outcome.batchIds;
+  });
 }

@@ -111,6 +111,11 @@ describe('conversion of pending ETH to USDT', () => {
     expect(listed.payouts).toHaveLength(1);
     expect((await payrail!.request('GET', '/api/payouts?status=pending')).body.payouts).toHaveLength(1);
     expect((await payrail!.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
+
+    // Lowering a threshold below the available balance batches it at once, without waiting for another settlement.
+    await channel('-1003000000002', '20');
+    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0', openBatches: [{ amount: '28.010066' }] });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async () => {

@@ -62,7 +62,7 @@ describe('GET /health', () => {
       adminTokens: [],
       webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 }, bodyLimitBytes: 1024 },
       health: { db: db.db, handledTasks: ['payout_instant'], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
-      admin: { db: db.db },
+      admin: { db: db.db, intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 } },
     });
     try {
       await sql`select graphile_worker.add_job('payout_instant', '{"paymentId":"1"}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(db.db);
@@ -85,7 +85,7 @@ describe('GET /health', () => {
       adminTokens: [],
       webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 }, bodyLimitBytes: 1024 },
       health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
-      admin: { db: dead.db },
+      admin: { db: dead.db, intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 } },
     });
     try {
       const res = await app.inject({ method: 'GET', url: '/health' });

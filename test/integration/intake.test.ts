@@ -218,6 +218,22 @@ describe('unknown channels and conflicting data', () => {
     expect(now.ledger_journals).toBe(before.ledger_journals);
   });
 
+  it('registering the channel credits a finished payment kept for it, without waiting for another IPN', async () => {
+    const late = '-1008888888886';
+    const body = finishedFor(late);
+    expect((await send(body)).status).toBe(202);
+    const before = await rowCounts(db);
+    const res = await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+    expect(res.status).toBe(201);
+    expect(res.body.pendingEth).toBe('0.0047239');
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({ reviewReason: null, netAmount: '0.0047239', conversion: { status: 'pending' } });
+    const after = await rowCounts(db);
+    expect(after.ledger_journals - before.ledger_journals).toBe(1);
+    // Saving the channel again credits nothing more.
+    await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+    expect((await rowCounts(db)).ledger_journals).toBe(after.ledger_journals);
+  });
+
   it('credits once the channel is registered and the IPN comes again', async () => {
     const late = '-1008888888888';
     const body = finishedFor(late);

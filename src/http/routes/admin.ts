@@ -2,12 +2,15 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
-import { getPayment, listPayoutBatches } from '../../pipeline/index.ts';
+import { getPayment, listPayoutBatches, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
   db: Db;
   requireAdmin: preHandlerAsyncHookHandler;
+  intake: IntakeSettings;
+  /** Asks for a conversion check soon (after threshold credits). */
+  onThresholdCredit?: () => void;
 }
 
 const channelParams = z.object({ channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379') });
@@ -27,6 +30,11 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const input = channelInputSchema.parse(request.body ?? {});
     const { channel, created } = await upsertChannel(deps.db, channelId, input, request.actor ?? 'unknown');
     request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor: request.actor }, 'channel saved');
+    // Payments that arrived before the channel existed are credited now; a lowered threshold may be crossed already.
+    const credited = await releaseUnknownChannelPayments(deps.db, channelId, deps.intake);
+    if (credited.length > 0) request.log.info({ event: 'unknown_channel_payments_credited', channelId, payments: credited.length }, 'payments kept for an unknown channel credited');
+    if (credited.includes('threshold')) deps.onThresholdCredit?.();
+    await runThresholdCheck(deps.db, [channelId], deps.intake.payoutMaxAttempts);
     return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
   });
 
