@@ -36,7 +36,28 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   }
 
   if (status.status === 'finished') {
-    if (status.amountTo === null) throw new Error(`exchange ${status.id} finished without amountTo`);
+    if (status.amountTo === null || status.payoutHash === null) {
+      await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`);
+      log.error({ event: 'alert', alert: 'conversion_unverifiable' }, 'finished exchange without amount or payout hash; sent to review');
+      return;
+    }
+    // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
+    const expected = parseUnitsFloor(status.amountTo, 6).units;
+    const received = deps.usdtContract ? await deps.wallet.tokenReceived(status.payoutHash as `0x${string}`, deps.usdtContract, deps.hostAddress as `0x${string}`) : null;
+    if (received === null) {
+      if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
+        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`);
+        log.error({ event: 'alert', alert: 'conversion_payout_missing', payoutHash: status.payoutHash }, 'ChangeNow payout not found on chain; sent to review');
+        return;
+      }
+      await pollLater();
+      return;
+    }
+    if (received < expected) {
+      await toReview(deps, conversionId, `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`);
+      log.error({ event: 'alert', alert: 'conversion_payout_short', payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() }, 'ChangeNow payout short; sent to review');
+      return;
+    }
     deps.crashPoint?.('before_settle');
     await settle(deps, conversionId, status.amountTo);
     return;

@@ -147,6 +147,18 @@ describe('conversion of pending ETH to USDT', () => {
     expect(batches[0].n).toBe(0);
   });
 
+  it('a payout short of what ChangeNow reports is not booked: the conversion goes to review', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000008', '1000');
+    outside.sim.failNextExchange('short_payout');
+    const ids = [await pay('-1003000000008')];
+    await eventually('the short payout in review', async () => (await conversionStatuses(ids))[0] === 'failed');
+    const { rows } = await db.pool.query('select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [ids[0]]);
+    expect(rows[0].status).toBe('needs_review');
+    expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
+    expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
+  });
+
   it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async () => {
     await start({ CONVERSION_MIN_USD: '1' });
     await channel('-1003000000004', '1000');

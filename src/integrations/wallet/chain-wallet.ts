@@ -10,6 +10,7 @@ import {
   erc20Abi,
   http,
   keccak256,
+  parseEventLogs,
   TransactionNotFoundError,
   TransactionReceiptNotFoundError,
   type Address,
@@ -65,6 +66,11 @@ export interface ChainWallet {
   sign(request: TransferRequest, fees: FeeQuote): Promise<SignedTransfer>;
   broadcast(rawTx: Hex): Promise<BroadcastResult>;
   lookup(hash: Hex): Promise<TxLookup>;
+  /**
+   * What a mined transaction moved of `token` to `to` (sum of its ERC-20 Transfer logs), or null when the chain
+   * does not know the transaction (not mined, or not yet visible). Used to check what ChangeNow says it paid us.
+   */
+  tokenReceived(hash: Hex, token: Address, to: Address): Promise<bigint | null>;
   /** Waits at most `timeoutMs` for the receipt; returns the last lookup when the deadline passes. */
   waitMined(hash: Hex, timeoutMs: number): Promise<TxLookup>;
 }
@@ -148,6 +154,20 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
       }
     },
     lookup,
+    async tokenReceived(hash, token, to) {
+      let receipt;
+      try {
+        receipt = await client.getTransactionReceipt({ hash });
+      } catch (error) {
+        if (error instanceof TransactionReceiptNotFoundError) return null;
+        throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
+      }
+      if (receipt.status !== 'success') return 0n;
+      const logs = parseEventLogs({ abi: erc20Abi, eventName: 'Transfer', logs: receipt.logs });
+      return logs
+        .filter((log) => log.address.toLowerCase() === token.toLowerCase() && log.args.to.toLowerCase() === to.toLowerCase())
+        .reduce((sum, log) => sum + log.args.value, 0n);
+    },
     async waitMined(hash, timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       let last = await lookup(hash);

@@ -42,6 +42,9 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout'];
+export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | null;
+
 export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
 export type ExchangeState = 'waiting' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
 
@@ -68,7 +71,8 @@ export interface SimExchange {
   updatedAt: string;
   depositReceivedAt: number | null;
   /** A forced ending (failed/refunded) set by fault injection when the exchange was created. */
-  forcedEnd: 'failed' | 'refunded' | null;
+  /** A forced ending set by fault injection: failed/refunded, or finished with a payout one unit short. */
+  forcedEnd: ForcedEnd;
 }
 
 export const DEFAULT_PAIRS: Record<string, PairConfig> = {
@@ -89,7 +93,8 @@ export interface ChangeNowSimulator {
   readonly exchanges: Map<string, SimExchange>;
   setFault(fault: Fault, options?: { slowMs?: number }): Promise<void>;
   /** The next created exchange ends in this status instead of finishing. */
-  failNextExchange(status: 'failed' | 'refunded' | null): void;
+  /** The next created exchange ends this way instead of finishing normally. */
+  failNextExchange(status: ForcedEnd): void;
   setPair(key: string, pair: PairConfig): void;
   stop(): Promise<void>;
 }
@@ -107,7 +112,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   const chain = options.rpcUrl ? createPublicClient({ transport: viemHttp(options.rpcUrl, { timeout: 5_000, retryCount: 0 }) }) : undefined;
   let fault: Fault = 'none';
   let slowMs = 2_000;
-  let nextEnd: 'failed' | 'refunded' | null = null;
+  let nextEnd: ForcedEnd = null;
   const payouts = new Map<string, Promise<string>>();
   const treasury = options.treasuryKey && options.rpcUrl ? createTreasury(options.rpcUrl, options.treasuryKey, options.tokens ?? {}) : undefined;
 
@@ -152,7 +157,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       return;
     }
     ex.updatedAt = new Date().toISOString();
-    if (ex.forcedEnd) {
+    if (ex.forcedEnd === 'failed' || ex.forcedEnd === 'refunded') {
       ex.status = ex.forcedEnd;
       return;
     }
@@ -163,7 +168,9 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       // One payout per exchange, however many polls arrive while it is being sent.
       let pending = payouts.get(ex.id);
       if (!pending) {
-        pending = treasury.pay(ex, amountTo);
+        // short_payout: report amountTo but pay one smallest unit less, as a misbehaving exchange could.
+        const unit = new Decimal(10).pow(-(DECIMALS[ex.toCurrency] ?? 18));
+        pending = treasury.pay(ex, ex.forcedEnd === 'short_payout' ? amountTo.minus(unit) : amountTo);
         payouts.set(ex.id, pending);
         pending.catch(() => payouts.delete(ex.id));
       }
@@ -303,11 +310,11 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (input === null || typeof input !== 'object') throw new HttpError(400, 'bad_request', 'body must be a JSON object');
       if (input.fault !== undefined && !FAULTS.includes(input.fault as Fault)) throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
       if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
-      if (input.nextExchange !== undefined && input.nextExchange !== null && input.nextExchange !== 'failed' && input.nextExchange !== 'refunded') {
-        throw new HttpError(400, 'bad_request', 'nextExchange must be failed, refunded or null');
+      if (input.nextExchange !== undefined && input.nextExchange !== null && !FORCED_ENDS.includes(input.nextExchange as string)) {
+        throw new HttpError(400, 'bad_request', `nextExchange must be one of ${FORCED_ENDS.join(', ')} or null`);
       }
       if (input.slowMs !== undefined) slowMs = input.slowMs as number;
-      if (input.nextExchange !== undefined) nextEnd = input.nextExchange as 'failed' | 'refunded' | null;
+      if (input.nextExchange !== undefined) nextEnd = input.nextExchange as ForcedEnd;
       const next = input.fault as Fault | undefined;
       if (next === 'down') {
         // Going down closes every connection, this one included: answer first, then close.
