@@ -54,6 +54,11 @@ describe('host wallet on anvil', () => {
     expect(await wallet.pendingNonce()).toBe(nonce);
   });
 
+  it('refuses to price (and so sign) a transaction for a chain other than the one configured', async () => {
+    const wrong = createChainWallet({ rpcUrl: chain.rpcUrl, privateKey: generatePrivateKey(), chainId: 1, timeoutMs: 5_000 });
+    await expect(wrong.fees()).rejects.toThrow(/serves chain 31337, not chain 1/);
+  });
+
   it('an unreachable RPC is a ChainUnavailableError, not a verdict about the transaction', async () => {
     const dead = createChainWallet({ rpcUrl: `http://127.0.0.1:${await freePort()}`, privateKey: generatePrivateKey(), chainId: 31337, timeoutMs: 1_000 });
     await expect(dead.pendingNonce()).rejects.toBeInstanceOf(ChainUnavailableError);

@@ -95,6 +95,7 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
     }
   };
 
+  let chainVerified = false;
   const lookup = async (hash: Hex): Promise<TxLookup> => {
     try {
       const receipt = await client.getTransactionReceipt({ hash });
@@ -121,7 +122,15 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
           ? client.getBalance({ address: account.address })
           : client.readContract({ address: asset.contract, abi: erc20Abi, functionName: 'balanceOf', args: [account.address] }),
       ),
-    fees: () => guard('fees', () => client.estimateFeesPerGas()),
+    async fees() {
+      // Checked before the first transaction is priced (and so signed), even when the RPC was down at start.
+      if (!chainVerified) {
+        const served = await guard('chain id', () => client.getChainId());
+        if (served !== options.chainId) throw new Error(`the RPC serves chain ${served}, not chain ${options.chainId}: refusing to sign`);
+        chainVerified = true;
+      }
+      return guard('fees', () => client.estimateFeesPerGas());
+    },
     maxFeeWei: (asset, fees) => gasLimit(asset) * fees.maxFeePerGas,
     async sign(request, fees) {
       const gas = gasLimit(request.asset);
