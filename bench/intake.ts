@@ -14,20 +14,17 @@
  * conversion stage batches the credited ETH while intake runs, as it would in `payrail start`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { prepareDatabase } from '../src/app.ts';
-import { openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from '../src/db/index.ts';
+import type { DatabaseHandle } from '../src/db/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
-import { createLogger } from '../src/log.ts';
 import { startLocalOutside, type LocalOutside } from '../src/simulators/index.ts';
-import { CLK_TCK, fmt, freePort, IpnFactory, machineLine, postgresTicks, presign, procTicks, readPostmasterPid, sleep, table, type SignedIpn } from './shared.ts';
+import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
+import { busyShare, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procTicks, sleep, table, ticksToCores, type SignedIpn } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
@@ -92,13 +89,6 @@ function readOptions(argv: string[]): Options | undefined {
     strict: true,
   });
   if (values.help) return undefined;
-  const int = (name: string, text: string | undefined, fallback: number, min: number, max: number): number => {
-    if (text === undefined) return fallback;
-    if (!/^[0-9]+$/.test(text)) throw new Error(`--${name} must be a whole number (got "${text}")`);
-    const n = Number.parseInt(text, 10);
-    if (n < min || n > max) throw new Error(`--${name} must be between ${min} and ${max} (got ${n})`);
-    return n;
-  };
   const connections = int('connections', values.connections, 50, 1, 1000);
   return {
     durationS: int('duration', values.duration, 10, 1, 3600),
@@ -178,48 +168,22 @@ interface RunOutcome {
   errorSamples: string[];
   cpu?: CpuUsage;
   /** What the server's database sessions were doing, sampled every WAIT_SAMPLE_MS: "state wait_event" -> samples. */
-  waits: Map<string, number>;
-  waitSamples: number;
+  waits: WaitSampler;
 }
 
 const WAIT_SAMPLE_MS = 100;
 
 /**
- * Samples pg_stat_activity for payrail's and the baseline's sessions while a run goes. "idle in transaction" is a
- * session inside a transaction waiting for its client (payrail) to send the next statement.
+ * pg_stat_activity of payrail's and the baseline's sessions while a run goes. "idle in transaction" is a session
+ * inside a transaction waiting for its client (payrail) to send the next statement.
  */
-function startWaitSampler(database: DatabaseHandle): { stop(): Promise<{ waits: Map<string, number>; samples: number }> } {
-  const waits = new Map<string, number>();
-  let samples = 0;
-  let busy: Promise<void> | undefined;
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = database.pool
-      .query<{ key: string; n: number }>(
-        // A session waiting on a lock is shown with the statement it waits in (which row lock it queues for).
-        `select state || coalesce(' ' || wait_event_type || ':' || wait_event, ' (on CPU)')
+const WAITS_SQL =
+  // A session waiting on a lock is shown with the statement it waits in (which row lock it queues for).
+  `select state || coalesce(' ' || wait_event_type || ':' || wait_event, ' (on CPU)')
                   || case when wait_event_type = 'Lock' then ' in "' || left(regexp_replace(query, '[[:space:]]+', ' ', 'g'), 60) || '..."' else '' end as key,
                 count(*)::int as n
          from pg_stat_activity where application_name in ('payrail-bench-webworker', 'payrail-bench-baseline')
-           and state <> 'idle' and query not like '%LISTEN%' group by 1`,
-      )
-      .then(({ rows }) => {
-        samples++;
-        for (const row of rows) waits.set(row.key, (waits.get(row.key) ?? 0) + row.n);
-      })
-      .catch(() => undefined)
-      .finally(() => {
-        busy = undefined;
-      });
-  }, WAIT_SAMPLE_MS);
-  return {
-    async stop() {
-      clearInterval(timer);
-      await busy;
-      return { waits, samples };
-    },
-  };
-}
+           and state <> 'idle' and query not like '%LISTEN%' group by 1`;
 
 const PAYMENT_ID_RE = /"paymentId":"([0-9]+)"/;
 
@@ -260,7 +224,7 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
       }
     },
   };
-  const sampler = startWaitSampler(processes.database);
+  const waits = new WaitSampler(processes.database, WAITS_SQL, WAIT_SAMPLE_MS);
   const cpuBefore = sampleCpu(processes.serverPid, processes.postmasterPid);
   const instance = autocannon({
     url: spec.url,
@@ -283,10 +247,9 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
   const result = await instance;
   current = undefined;
   const cpuAfter = sampleCpu(processes.serverPid, processes.postmasterPid);
-  const { waits, samples: waitSamples } = await sampler.stop();
+  await waits.stop();
   return {
     waits,
-    waitSamples,
     spec,
     result,
     latencies: Float64Array.from(latencies).sort(),
@@ -296,19 +259,12 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
   };
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
-  return sorted[rank - 1] as number;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // CPU accounting (Linux /proc; absent elsewhere)
 
 interface CpuSample {
   at: bigint;
-  totalBusy: number;
-  totalAll: number;
+  machine: { busy: number; all: number };
   parent: NodeJS.CpuUsage;
   server?: number;
   postgres?: number;
@@ -326,26 +282,19 @@ interface CpuUsage {
 }
 
 function sampleCpu(serverPid: number | undefined, postmasterPid: number | undefined): CpuSample | undefined {
-  try {
-    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-    const nums = line.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (nums[3] ?? 0) + (nums[4] ?? 0);
-    const all = nums.reduce((a, b) => a + b, 0);
-    const server = serverPid === undefined ? undefined : procTicks(serverPid);
-    const postgres = postgresTicks(postmasterPid);
-    return { at: process.hrtime.bigint(), totalBusy: all - idle, totalAll: all, parent: process.cpuUsage(), ...(server !== undefined && { server }), ...(postgres !== undefined && { postgres }) };
-  } catch {
-    return undefined;
-  }
+  const machine = machineTicks();
+  if (!machine) return undefined;
+  const server = serverPid === undefined ? undefined : procTicks(serverPid);
+  const postgres = postgresTicks(postmasterPid);
+  return { at: process.hrtime.bigint(), machine, parent: process.cpuUsage(), ...(server !== undefined && { server }), ...(postgres !== undefined && { postgres }) };
 }
 
 function cpuDelta(a: CpuSample, b: CpuSample): CpuUsage {
   const seconds = Number(b.at - a.at) / 1e9;
-  const parentUs = b.parent.user - a.parent.user + (b.parent.system - a.parent.system);
-  const machineBusy = (b.totalBusy - a.totalBusy) / Math.max(1, b.totalAll - a.totalAll);
-  const client = parentUs / 1e6 / seconds;
-  const server = a.server !== undefined && b.server !== undefined ? (b.server - a.server) / CLK_TCK / seconds : undefined;
-  const postgres = a.postgres !== undefined && b.postgres !== undefined ? (b.postgres - a.postgres) / CLK_TCK / seconds : undefined;
+  const machineBusy = busyShare(a.machine, b.machine);
+  const client = cpuUsageCores(a.parent, b.parent, seconds);
+  const server = ticksToCores(a.server, b.server, seconds);
+  const postgres = ticksToCores(a.postgres, b.postgres, seconds);
   const other = server !== undefined && postgres !== undefined ? Math.max(0, machineBusy * os.cpus().length - client - server - postgres) : undefined;
   return {
     machineBusy,
@@ -363,59 +312,35 @@ interface ServerChild {
   child: ChildProcess;
   payrailUrl: string;
   baselineUrl: string;
-  stderrTail: string[];
-  stderrLines: number;
+  /** Its log lines (warn and above), the last ones. */
+  stderr: OutputTail;
 }
 
 async function startServerChild(env: NodeJS.ProcessEnv, cpuProfDir: string | undefined): Promise<ServerChild> {
   const profiling = cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`];
   const child = spawn(process.execPath, [...profiling, '--import', 'tsx', SERVER_ENTRY], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
-  const state: ServerChild = { child, payrailUrl: '', baselineUrl: '', stderrTail: [], stderrLines: 0 };
+  const stderr = new OutputTail(20);
   // The child's logs (warn and above) are kept, not streamed: printing them during a run would cost client CPU.
-  readline.createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => {
-    state.stderrLines++;
-    state.stderrTail.push(line);
-    if (state.stderrTail.length > 20) state.stderrTail.shift();
-  });
-  const ready = await new Promise<{ payrail: string; baseline: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bench server not ready after ${SERVER_READY_TIMEOUT_MS} ms`)), SERVER_READY_TIMEOUT_MS);
-    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
+  readline.createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', stderr.keep);
+  // bench/server.ts prints its two URLs as one JSON line once both listen.
+  const ready = await childReady(
+    child,
+    readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }),
+    (line) => {
       try {
-        resolve(JSON.parse(line) as { payrail: string; baseline: string });
+        return JSON.parse(line) as { payrail: string; baseline: string };
       } catch {
-        reject(new Error(`bench server printed an unexpected line: ${line}`));
+        throw new Error(`bench server printed an unexpected line: ${line}`);
       }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`bench server exited before it was ready (code ${code}, signal ${signal}):\n${state.stderrTail.join('\n')}`));
-    });
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-  for (const url of [ready.payrail, ready.baseline]) {
-    if (new URL(url).hostname !== '127.0.0.1') throw new Error(`bench server listens on ${url}, not on 127.0.0.1`);
-  }
-  state.payrailUrl = ready.payrail;
-  state.baselineUrl = ready.baseline;
-  return state;
-}
-
-async function stopServerChild(server: ServerChild): Promise<void> {
-  const { child } = server;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timedOut = await Promise.race([exited.then(() => false), sleep(SERVER_STOP_TIMEOUT_MS).then(() => true)]);
-  if (timedOut) {
-    process.stderr.write('bench server did not stop in time; killing it\n');
-    child.kill('SIGKILL');
-    await Promise.race([exited, sleep(5_000)]);
-  }
+    },
+    SERVER_READY_TIMEOUT_MS,
+    {
+      timedOut: () => new Error(`bench server not ready after ${SERVER_READY_TIMEOUT_MS} ms`),
+      exited: (code, signal) => new Error(`bench server exited before it was ready (code ${code}, signal ${signal}):\n${stderr.tail.join('\n')}`),
+    },
+  );
+  for (const url of [ready.payrail, ready.baseline]) assertLoopback('bench server', url);
+  return { child, payrailUrl: ready.payrail, baselineUrl: ready.baseline, stderr };
 }
 
 /** Waits until a count stops moving (requests still in flight when autocannon closed its sockets finish). */
@@ -476,66 +401,32 @@ class Interrupted extends Error {
 }
 
 async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = readOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
-    return 64;
-  }
-  if (!options) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const opts = options;
-  const logger = createLogger({ level: 'error', destination: process.stderr });
-  const adminToken = randomBytes(24).toString('hex');
-  const ipnSecret = randomBytes(24).toString('hex');
-  const changenowApiKey = randomBytes(24).toString('hex');
-  const hostPrivateKey: `0x${string}` = `0x${randomBytes(32).toString('hex')}`;
+  const start = beginRun(readOptions, USAGE);
+  if ('exitCode' in start) return start.exitCode;
+  const { options: opts, logger, secrets } = start;
 
-  let tempDir: string | undefined;
-  let embedded: EmbeddedPostgres | undefined;
-  let database: DatabaseHandle | undefined;
+  const pg = new BenchPostgres(logger);
   let server: ServerChild | undefined;
   let outside: LocalOutside | undefined;
-  let interrupted = false;
-  const onSignal = () => {
-    interrupted = true;
-    process.stderr.write('\ninterrupted: stopping the current run and cleaning up\n');
-    current?.stop();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const interruption = new Interruption('stopping the current run and cleaning up', () => current?.stop());
   const checkInterrupted = () => {
-    if (interrupted) throw new Interrupted();
+    if (interruption.interrupted) throw new Interrupted();
   };
 
   try {
     // -- database
     let connectionString = process.env.DATABASE_URL?.trim() || undefined;
     if (connectionString === undefined) {
-      tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-bench-'));
-      // As root, PostgreSQL runs as the postgres system user, which must be able to enter this dir.
-      fs.chmodSync(tempDir, 0o755);
-      process.stderr.write(`starting embedded PostgreSQL in ${tempDir}\n`);
-      embedded = await startEmbeddedPostgres({ dataDir: tempDir, port: await freePort(), logger, database: 'payrail_bench' });
-      connectionString = embedded.connectionString;
+      connectionString = await pg.startEmbedded('payrail-bench-');
     } else {
       process.stderr.write('using DATABASE_URL (the bench writes into it)\n');
     }
-    database = openPool(connectionString, { max: 4, applicationName: 'payrail-bench-driver', logger });
-    await prepareDatabase(database, logger);
+    const database = await pg.open(connectionString, 4);
     await database.pool.query(`create table if not exists bench_baseline (
       id bigint generated always as identity primary key,
       payload jsonb not null,
       created_at timestamptz not null default now())`);
-    const pgInfo = (
-      await database.pool.query<{ version: string; fsync: string; sc: string; sb: string }>(
-        `select current_setting('server_version') as version, current_setting('fsync') as fsync,
-                current_setting('synchronous_commit') as sc, current_setting('shared_buffers') as sb`,
-      )
-    ).rows[0];
+    const pgInfo = await readPgSettings(database);
     checkInterrupted();
 
     // -- the worker's outside world: anvil (host wallet funded) and the ChangeNow simulator, as on a local run
@@ -543,27 +434,14 @@ async function main(): Promise<number> {
       chainId: 31337,
       chainPort: await freePort(),
       changenowPort: await freePort(),
-      changenowApiKey,
-      hostPrivateKey,
+      changenowApiKey: secrets.changenowApiKey,
+      hostPrivateKey: secrets.hostPrivateKey,
       logger,
     });
     checkInterrupted();
 
     // -- payrail + baseline, in a child process
-    const childEnv: NodeJS.ProcessEnv = {
-      ...process.env,
-      DATABASE_URL: connectionString,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      ADMIN_TOKEN: adminToken,
-      NOWPAYMENTS_IPN_SECRET: ipnSecret,
-      CHANGENOW_API_URL: outside.changenowUrl,
-      CHANGENOW_API_KEY: changenowApiKey,
-      ETH_RPC_URL: outside.rpcUrl,
-      CHAIN_ID: String(outside.chainId),
-      HOST_WALLET_PRIVATE_KEY: hostPrivateKey,
-      LOG_LEVEL: 'warn',
-    };
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...payrailConfig(connectionString, secrets, outside) };
     server = await startServerChild(childEnv, opts.cpuProfDir);
     const serverPid = server.child.pid;
     const intakeUrl = `${server.payrailUrl}/webhooks/nowpayments`;
@@ -571,24 +449,16 @@ async function main(): Promise<number> {
     checkInterrupted();
 
     // -- the channels the bench payments credit
-    for (let index = 0; index < BENCH_CHANNELS; index++) {
-      const channelId = benchChannelId(index);
-      const put = await fetch(`${server.payrailUrl}/api/channels/${channelId}`, {
-        method: 'PUT',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify(CHANNEL_BODY),
-      });
-      if (put.status !== 200 && put.status !== 201) throw new Error(`PUT /api/channels/${channelId} answered ${put.status}: ${await put.text()}`);
-    }
+    for (let index = 0; index < BENCH_CHANNELS; index++) await putChannel(server.payrailUrl, secrets.adminToken, benchChannelId(index), CHANNEL_BODY);
 
     // -- bodies: measure what signing costs the client, then pre-sign
     const userId = String(Date.now());
-    const factory = new IpnFactory(userId, ipnSecret, Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index)));
+    const factory = new IpnFactory(userId, secrets.ipnSecret, Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index)));
     const probe = presign(factory, 2_000);
     const signUs = (probe.ms * 1000) / probe.pool.length;
     const sent = new Set<string>();
     const accepted = new Set<string>();
-    const postmasterPid = tempDir ? readPostmasterPid(path.join(tempDir, 'pg')) : undefined;
+    const postmasterPid = pg.postmasterPid();
     const processes: Observed = { database, ...(serverPid !== undefined && { serverPid }), ...(postmasterPid !== undefined && { postmasterPid }) };
     const runs: RunOutcome[] = [];
     const warmups: RunOutcome[] = [];
@@ -668,10 +538,7 @@ async function main(): Promise<number> {
     const cpu = os.cpus();
     const lines: string[] = [];
     const out = (text = '') => lines.push(text);
-    out();
-    out(`payrail intake benchmark, ${new Date().toISOString()}`);
-    out(`machine:  ${machineLine()}`);
-    out(`database: PostgreSQL ${pgInfo?.version ?? '?'} (${embedded ? 'embedded, temp dir' : 'DATABASE_URL'}), fsync=${pgInfo?.fsync}, synchronous_commit=${pgInfo?.sc}, shared_buffers=${pgInfo?.sb}`);
+    lines.push(...reportHeader('intake', pgInfo, pg.embedded ? 'embedded, temp dir' : 'DATABASE_URL'));
     out(`client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`);
     out(`          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`);
     out(`          client, payrail, and PostgreSQL share the same ${cpu.length} cores`);
@@ -695,9 +562,9 @@ async function main(): Promise<number> {
     out();
     out(`database sessions of payrail / the baseline, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms):`);
     for (const run of runs) {
-      const top = [...run.waits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 6);
+      const top = run.waits.top(6);
       out(`  ${run.spec.label}:${top.length === 0 ? ' (none)' : ''}`);
-      for (const [key, n] of top) out(`    ${fmt(n / Math.max(1, run.waitSamples), 2).padStart(6)}  ${key}`);
+      for (const line of top) out(`    ${line}`);
     }
     out();
     out('database check:');
@@ -713,13 +580,8 @@ async function main(): Promise<number> {
     out(`  payments not credited / in review:      ${uncredited} / ${inReview}`);
     out(`  baseline rows inserted:                 ${baselineRows} for ${allWarmupAndRuns.filter((r) => r.spec.url === server?.baselineUrl).reduce((s, r) => s + r.result['2xx'], 0)} 2xx`);
     out(`  conversions by the worker meanwhile:    ${conversions}`);
-    out(`  checkLedger: ok=${ledger.ok} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries${ledger.ok ? '' : `; ${ledger.problems.length} problems`})`);
-    for (const p of ledger.problems.slice(0, 5)) out(`    ${p.rule}: ${p.subject}: ${p.detail}`);
-    if (server.stderrLines > 0) {
-      out();
-      out(`server log lines at warn or above: ${server.stderrLines}; last ones:`);
-      for (const l of server.stderrTail.slice(-5)) out(`  ${l.slice(0, 400)}`);
-    }
+    lines.push(...ledgerLines(ledger));
+    lines.push(...server.stderr.report('server log lines at warn or above'));
     process.stdout.write(lines.join('\n') + '\n');
     for (const run of [...warmups, ...runs]) reportProblems(run);
 
@@ -735,24 +597,15 @@ async function main(): Promise<number> {
       ledger.ok;
     return healthy ? 0 : 1;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    if (server) await stopServerChild(server).catch((error: Error) => process.stderr.write(`stopping the bench server: ${error.message}\n`));
+    interruption.release();
+    if (server) await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) => process.stderr.write(`stopping the bench server: ${error.message}\n`));
     await outside?.stop().catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
-    await database?.close().catch(() => undefined);
-    await embedded?.stop().catch((error: Error) => process.stderr.write(`stopping embedded PostgreSQL: ${error.message}\n`));
-    if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
+    await pg.close();
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof Interrupted) {
-      process.stderr.write('bench interrupted; cleaned up\n');
-      process.exit(130);
-    }
-    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main, (error) => {
+  if (!(error instanceof Interrupted)) return undefined;
+  process.stderr.write('bench interrupted; cleaned up\n');
+  return 130;
+});

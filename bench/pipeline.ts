@@ -14,20 +14,17 @@
  * Everything listens on 127.0.0.1 and is removed at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { privateKeyToAccount } from 'viem/accounts';
-import { prepareDatabase } from '../src/app.ts';
-import { openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from '../src/db/index.ts';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import type { DatabaseHandle } from '../src/db/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
-import { createLogger } from '../src/log.ts';
 import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../src/simulators/index.ts';
-import { childrenTicks, CLK_TCK, fmt, freePort, IpnFactory, machineLine, machineTicks, postgresTicks, presign, procStatusKib, procTicks, readPostmasterPid, sleep, table, type SignedIpn } from './shared.ts';
+import { deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
+import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
+import { busyShare, childrenTicks, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procStatusKib, procTicks, sleep, table, ticksToCores, type SignedIpn } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
@@ -93,13 +90,6 @@ function readOptions(argv: string[]): Options | undefined {
     strict: true,
   });
   if (values.help) return undefined;
-  const int = (name: string, text: string | undefined, fallback: number, min: number, max: number): number => {
-    if (text === undefined) return fallback;
-    if (!/^[0-9]+$/.test(text)) throw new Error(`--${name} must be a whole number (got "${text}")`);
-    const n = Number.parseInt(text, 10);
-    if (n < min || n > max) throw new Error(`--${name} must be between ${min} and ${max} (got ${n})`);
-    return n;
-  };
   const duration = (name: string, text: string | undefined, fallback: string): string => {
     if (text === undefined) return fallback;
     if (!/^[1-9][0-9]{0,8}(ms|s|m|h)$/.test(text)) throw new Error(`--${name} must be a duration such as 500ms, 5s, 1m (got "${text}")`);
@@ -139,8 +129,7 @@ interface PayrailChild {
   child: ChildProcess;
   url: string;
   /** Its log lines (warn and above) and stderr, the last ones. */
-  tail: string[];
-  lines: number;
+  output: OutputTail;
 }
 
 /** Variables with one of payrail's prefixes are not inherited: the child gets exactly the configuration printed. */
@@ -158,49 +147,23 @@ function childEnvironment(config: Record<string, string>): NodeJS.ProcessEnv {
 
 async function startPayrailChild(env: NodeJS.ProcessEnv): Promise<PayrailChild> {
   const child = spawn(process.execPath, [PAYRAIL_BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const state: PayrailChild = { child, url: '', tail: [], lines: 0 };
-  const keep = (line: string) => {
-    state.lines++;
-    state.tail.push(line);
-    if (state.tail.length > 30) state.tail.shift();
-  };
-  readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', keep);
+  const output = new OutputTail(30);
+  readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', output.keep);
   const stderr = readline.createInterface({ input: child.stderr as NodeJS.ReadableStream });
-  state.url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`payrail did not start within ${READY_TIMEOUT_MS} ms:\n${state.tail.join('\n')}`)), READY_TIMEOUT_MS);
-    stderr.on('line', (line) => {
-      keep(line);
-      // cli.ts prints this once the HTTP server listens (whatever LOG_LEVEL is).
-      const match = /^payrail listening on (http:\/\/\S+)$/.exec(line);
-      if (match?.[1] !== undefined) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${state.tail.join('\n')}`));
-    });
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-  if (new URL(state.url).hostname !== '127.0.0.1') throw new Error(`payrail listens on ${state.url}, not on 127.0.0.1`);
-  return state;
-}
-
-async function stopPayrailChild(payrail: PayrailChild): Promise<void> {
-  const { child } = payrail;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timedOut = await Promise.race([exited.then(() => false), sleep(STOP_TIMEOUT_MS).then(() => true)]);
-  if (timedOut) {
-    process.stderr.write('payrail did not stop in time; killing it\n');
-    child.kill('SIGKILL');
-    await Promise.race([exited, sleep(5_000)]);
-  }
+  stderr.on('line', output.keep);
+  const url = await childReady(
+    child,
+    stderr,
+    // cli.ts prints this once the HTTP server listens (whatever LOG_LEVEL is).
+    (line) => /^payrail listening on (http:\/\/\S+)$/.exec(line)?.[1],
+    READY_TIMEOUT_MS,
+    {
+      timedOut: () => new Error(`payrail did not start within ${READY_TIMEOUT_MS} ms:\n${output.tail.join('\n')}`),
+      exited: (code, signal) => new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
+    },
+  );
+  assertLoopback('payrail', url);
+  return { child, url, output };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -258,13 +221,12 @@ function sampleCpu(payrailPid: number | undefined, postmasterPid: number | undef
 /** Cores used on average between two samples, per party; "busy" is the machine's busy share. */
 function cpuLine(a: CpuSample, b: CpuSample): string {
   const seconds = (b.at - a.at) / 1000;
-  const cores = (x: number | undefined, y: number | undefined) => (x === undefined || y === undefined ? undefined : (y - x) / CLK_TCK / seconds);
-  const bench = (b.bench.user - a.bench.user + b.bench.system - a.bench.system) / 1e6 / seconds;
-  const payrail = cores(a.payrail, b.payrail);
-  const postgres = cores(a.postgres, b.postgres);
-  const anvil = cores(a.anvil, b.anvil);
+  const bench = cpuUsageCores(a.bench, b.bench, seconds);
+  const payrail = ticksToCores(a.payrail, b.payrail, seconds);
+  const postgres = ticksToCores(a.postgres, b.postgres, seconds);
+  const anvil = ticksToCores(a.anvil, b.anvil, seconds);
   const n = os.cpus().length;
-  const busy = a.machine && b.machine ? (b.machine.busy - a.machine.busy) / Math.max(1, b.machine.all - a.machine.all) : undefined;
+  const busy = a.machine && b.machine ? busyShare(a.machine, b.machine) : undefined;
   const other = busy === undefined ? undefined : Math.max(0, busy * n - bench - (payrail ?? 0) - (postgres ?? 0) - (anvil ?? 0));
   const c = (x: number | undefined) => (x === undefined ? '-' : fmt(x, 2));
   return `machine ${busy === undefined ? '-' : `${fmt(busy * 100, 0)}%`} busy of ${n} cores; cores used: payrail ${c(payrail)}, postgres ${c(postgres)}, bench+simulator ${fmt(bench, 2)}, anvil ${c(anvil)}, other processes ${c(other)}`;
@@ -275,40 +237,15 @@ function cpuLine(a: CpuSample, b: CpuSample): string {
 
 const WAIT_SAMPLE_MS = 200;
 
-class WaitSampler {
-  readonly waits = new Map<string, number>();
-  samples = 0;
-  private busy = false;
-  private readonly timer: NodeJS.Timeout;
-  constructor(private readonly database: DatabaseHandle) {
-    this.timer = setInterval(() => this.sample(), WAIT_SAMPLE_MS);
-    this.timer.unref();
-  }
-  private sample(): void {
-    if (this.busy) return;
-    this.busy = true;
-    this.database.pool
-      .query<{ key: string; n: number }>(
-        // A session waiting on a lock is shown with the statement it waits in, and the last statement of the session
-        // holding that lock (for a transaction between statements, the one it ran last).
-        `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
+const WAITS_SQL =
+  // A session waiting on a lock is shown with the statement it waits in, and the last statement of the session
+  // holding that lock (for a transaction between statements, the one it ran last).
+  `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
                   || case when a.wait_event_type = 'Lock' then ' in "' || left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 50) || '..."'
                        || coalesce(', held by a session that last ran "' || (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 60) from pg_stat_activity b
                             where b.pid = (pg_blocking_pids(a.pid))[1]) || '..."', '') else '' end as key,
                 count(*)::int as n
-         from pg_stat_activity a where a.application_name = 'payrail-webworker' and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`,
-      )
-      .then(({ rows }) => {
-        this.samples++;
-        for (const row of rows) this.waits.set(row.key, (this.waits.get(row.key) ?? 0) + row.n);
-      })
-      .catch(() => undefined)
-      .finally(() => (this.busy = false));
-  }
-  stop(): void {
-    clearInterval(this.timer);
-  }
-}
+         from pg_stat_activity a where a.application_name = 'payrail-webworker' and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Sending the IPNs
@@ -369,12 +306,6 @@ async function sendAll(url: string, bodies: SignedIpn[], concurrency: number, st
   return { firstSentAt, lastAnsweredAt: Date.now(), latencies: latencies.sort() };
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
-  return sorted[rank - 1] as number;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Watching the pipeline
 
@@ -414,81 +345,47 @@ function progressLine(startedAt: number, c: Counts): string {
 // Main
 
 async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = readOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
-    return 64;
-  }
-  if (!options) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const opts = options;
-  const logger = createLogger({ level: 'error', destination: process.stderr });
-  const adminToken = randomBytes(24).toString('hex');
-  const ipnSecret = randomBytes(24).toString('hex');
-  const changenowApiKey = randomBytes(24).toString('hex');
-  const hostPrivateKey: `0x${string}` = `0x${randomBytes(32).toString('hex')}`;
+  const start = beginRun(readOptions, USAGE);
+  if ('exitCode' in start) return start.exitCode;
+  const { options: opts, logger, secrets } = start;
 
-  let tempDir: string | undefined;
-  let embedded: EmbeddedPostgres | undefined;
-  let database: DatabaseHandle | undefined;
+  const pg = new BenchPostgres(logger);
   let chain: LocalChain | undefined;
   let sim: ChangeNowSimulator | undefined;
   let payrail: PayrailChild | undefined;
   let memory: MemorySampler | undefined;
   let waits: WaitSampler | undefined;
-  let interrupted = false;
-  const onSignal = () => {
-    interrupted = true;
-    process.stderr.write('\ninterrupted: stopping and cleaning up\n');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const interruption = new Interruption('stopping and cleaning up');
   const checkInterrupted = () => {
-    if (interrupted) throw new Aborted('interrupted');
+    if (interruption.interrupted) throw new Aborted('interrupted');
   };
 
   try {
     // -- database: a new embedded PostgreSQL in a temp dir
-    tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-bench-pipeline-'));
-    fs.chmodSync(tempDir, 0o755); // as root, PostgreSQL runs as the postgres user, which must enter this dir
-    process.stderr.write(`starting embedded PostgreSQL in ${tempDir}\n`);
-    embedded = await startEmbeddedPostgres({ dataDir: tempDir, port: await freePort(), logger, database: 'payrail_bench' });
-    database = openPool(embedded.connectionString, { max: 3, applicationName: 'payrail-bench-driver', logger });
-    await prepareDatabase(database, logger);
-    const pgInfo = (
-      await database.pool.query<{ version: string; fsync: string; sc: string; sb: string }>(
-        `select current_setting('server_version') as version, current_setting('fsync') as fsync,
-                current_setting('synchronous_commit') as sc, current_setting('shared_buffers') as sb`,
-      )
-    ).rows[0];
+    const databaseUrl = await pg.startEmbedded('payrail-bench-pipeline-');
+    const database = await pg.open(databaseUrl, 3);
+    const pgInfo = await readPgSettings(database);
     checkInterrupted();
 
     // -- the outside world: anvil with the host wallet funded, and the ChangeNow simulator at zero latency
     chain = await startLocalChain({ port: await freePort() });
-    const hostAddress = privateKeyToAccount(hostPrivateKey).address;
+    const hostAddress = privateKeyToAccount(secrets.hostPrivateKey).address;
     // 0.00487 ETH per payment at most leaves the host wallet, plus gas: 1,000 ETH or twice the need.
     const fundingWei = [10n ** 21n, BigInt(opts.payments) * 10n ** 16n].reduce((a, b) => (a > b ? a : b));
     await rpc(chain.rpcUrl, 'anvil_setBalance', [hostAddress, `0x${fundingWei.toString(16)}`]);
-    sim = await startChangeNowSimulator({ port: 0, apiKey: changenowApiKey, rpcUrl: chain.rpcUrl, stepMs: 0 });
+    // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would: settlement
+    // books only the USDT the chain shows arrived. The treasury gets ETH for gas and 10^9 USDT.
+    const treasuryKey = generatePrivateKey();
+    const treasury = privateKeyToAccount(treasuryKey).address;
+    await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 21n).toString(16)}`]);
+    const usdtContract = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
+    await mintLocalUsdt(chain.rpcUrl, usdtContract, treasuryKey, treasury, 10n ** 15n);
+    sim = await startChangeNowSimulator({ port: 0, apiKey: secrets.changenowApiKey, rpcUrl: chain.rpcUrl, stepMs: 0, tokens: { usdt: usdtContract }, treasuryKey });
     checkInterrupted();
 
     // -- payrail, as `payrail start` with the configuration below
     const config: Record<string, string> = {
-      DATABASE_URL: embedded.connectionString,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      ADMIN_TOKEN: adminToken,
-      NOWPAYMENTS_IPN_SECRET: ipnSecret,
-      CHANGENOW_API_URL: sim.url,
-      CHANGENOW_API_KEY: changenowApiKey,
-      ETH_RPC_URL: chain.rpcUrl,
-      CHAIN_ID: String(chain.chainId),
-      HOST_WALLET_PRIVATE_KEY: hostPrivateKey,
-      LOG_LEVEL: 'warn',
+      ...payrailConfig(databaseUrl, secrets, { changenowUrl: sim.url, rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdtContract }),
       ...opts.env,
     };
     payrail = await startPayrailChild(childEnvironment(config));
@@ -499,18 +396,13 @@ async function main(): Promise<number> {
     // -- channels: threshold strategy, USDT on Ethereum, thresholds 10, 20, ... USD
     const channelIds = Array.from({ length: opts.channels }, (_, i) => (FIRST_CHANNEL_ID - BigInt(i)).toString());
     for (const [i, channelId] of channelIds.entries()) {
-      const put = await fetch(`${payrail.url}/api/channels/${channelId}`, {
-        method: 'PUT',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ payoutStrategy: 'threshold', thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET }),
-      });
-      if (put.status !== 200 && put.status !== 201) throw new Error(`PUT /api/channels/${channelId} answered ${put.status}: ${await put.text()}`);
+      await putChannel(payrail.url, secrets.adminToken, channelId, { payoutStrategy: 'threshold', thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
     }
     checkInterrupted();
 
     // -- every body signed before the clock starts
     const userId = String(Date.now());
-    const factory = new IpnFactory(userId, ipnSecret, channelIds);
+    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds);
     process.stderr.write(`signing ${opts.payments} IPN bodies\n`);
     const signedBodies = presign(factory, opts.payments);
     process.stderr.write(`signed in ${fmt(signedBodies.ms / 1000, 1)} s; sending with ${opts.concurrency} in flight\n`);
@@ -518,14 +410,14 @@ async function main(): Promise<number> {
 
     // -- intake, with progress lines while it runs
     memory = new MemorySampler(childPid);
-    waits = new WaitSampler(database);
-    const postmasterPid = readPostmasterPid(path.join(tempDir, 'pg'));
+    waits = new WaitSampler(database, WAITS_SQL, WAIT_SAMPLE_MS);
+    const postmasterPid = pg.postmasterPid();
     const cpuStart = sampleCpu(childPid, postmasterPid);
     const startedAt = Date.now();
     const deadline = startedAt + opts.deadlineS * 1000;
     let progressBusy = false;
     const progress = setInterval(() => {
-      if (progressBusy || !database) return;
+      if (progressBusy) return;
       progressBusy = true;
       counts(database, userId)
         .then((c) => process.stderr.write(progressLine(startedAt, c)))
@@ -535,7 +427,7 @@ async function main(): Promise<number> {
     let intake: IntakeOutcome;
     try {
       intake = await sendAll(`${payrail.url}/webhooks/nowpayments`, signedBodies.pool, opts.concurrency, () =>
-        interrupted ? 'interrupted during intake' : Date.now() > deadline ? `deadline of ${opts.deadlineS} s passed during intake` : undefined,
+        interruption.interrupted ? 'interrupted during intake' : Date.now() > deadline ? `deadline of ${opts.deadlineS} s passed during intake` : undefined,
       );
     } finally {
       clearInterval(progress);
@@ -572,7 +464,7 @@ async function main(): Promise<number> {
     // -- measure: the last settlement as the database recorded it
     const cpuEnd = sampleCpu(childPid, postmasterPid);
     memory.stop();
-    waits.stop();
+    void waits.stop();
     const childHwmKib = childPid === undefined ? undefined : procStatusKib(childPid, 'VmHWM');
     const selfHwmKib = procStatusKib('self', 'VmHWM');
     const timing = (
@@ -647,10 +539,7 @@ async function main(): Promise<number> {
     const usdt = (units: bigint) => `${units / 10n ** 6n}.${(units % 10n ** 6n).toString().padStart(6, '0')}`;
     const lines: string[] = [];
     const out = (text = '') => lines.push(text);
-    out();
-    out(`payrail pipeline benchmark, ${new Date().toISOString()}`);
-    out(`machine:  ${machineLine()}`);
-    out(`database: PostgreSQL ${pgInfo?.version ?? '?'} (embedded, temp dir), fsync=${pgInfo?.fsync}, synchronous_commit=${pgInfo?.sc}, shared_buffers=${pgInfo?.sb}`);
+    lines.push(...reportHeader('pipeline', pgInfo, 'embedded, temp dir'));
     out(`outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`);
     out(`payrail:  node bin/payrail.js start (web + worker, one process), DATABASE_POOL_MAX=10 (default), CONVERSION_INTERVAL=1m (default)`);
     out(`          ${Object.entries(opts.env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -690,46 +579,32 @@ async function main(): Promise<number> {
       out(`  note: a conversion of ${u.payments} payments (${usdt(BigInt(u.usdt))} USDT, under CONVERSION_MIN_USD) was created at ${fmt(at, 2)} s (${at * 1000 <= intake.lastAnsweredAt - intake.firstSentAt ? 'during intake' : 'after intake'}), its oldest payment had waited ${u.waited_ms} ms`);
     }
     out(`  exchanges == simulator's count == confirmed sends:         ${conv?.with_exchange === simExchanges && simExchanges === transfers?.confirmed ? 'yes' : 'NO'}`);
-    out(`  checkLedger: ok=${ledger.ok} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries${ledger.ok ? '' : `; ${ledger.problems.length} problems`})`);
-    for (const p of ledger.problems.slice(0, 5)) out(`    ${p.rule}: ${p.subject}: ${p.detail}`);
+    lines.push(...ledgerLines(ledger));
     out();
     out(`payrail's database sessions, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms, ${waits.samples} samples):`);
-    for (const [key, count] of [...waits.waits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)) out(`  ${fmt(count / Math.max(1, waits.samples), 2).padStart(6)}  ${key}`);
-    if (payrail.lines > 0) {
-      out();
-      out(`payrail output lines (warn and above, plus its start banner): ${payrail.lines}; last ones:`);
-      for (const l of payrail.tail.slice(-5)) out(`  ${l.slice(0, 400)}`);
-    }
+    for (const line of waits.top(8)) out(`  ${line}`);
+    lines.push(...payrail.output.report('payrail output lines (warn and above, plus its start banner)'));
     process.stdout.write(lines.join('\n') + '\n');
     const healthy = last.completed === n && moneyOk && ledger.ok && conv?.with_exchange === simExchanges && simExchanges === transfers?.confirmed;
     return healthy ? 0 : 1;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    interruption.release();
     memory?.stop();
-    waits?.stop();
+    void waits?.stop();
     if (payrail) {
-      await stopPayrailChild(payrail).catch((error: Error) => process.stderr.write(`stopping payrail: ${error.message}\n`));
+      await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS).catch((error: Error) => process.stderr.write(`stopping payrail: ${error.message}\n`));
       if (payrail.child.exitCode !== 0 && payrail.child.exitCode !== null) {
-        process.stderr.write(`payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.tail.slice(-10).join('\n')}\n`);
+        process.stderr.write(`payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.output.tail.slice(-10).join('\n')}\n`);
       }
     }
     await sim?.stop().catch((error: Error) => process.stderr.write(`stopping the ChangeNow simulator: ${error.message}\n`));
     await chain?.stop().catch((error: Error) => process.stderr.write(`stopping anvil: ${error.message}\n`));
-    await database?.close().catch(() => undefined);
-    await embedded?.stop().catch((error: Error) => process.stderr.write(`stopping embedded PostgreSQL: ${error.message}\n`));
-    if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
+    await pg.close();
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof Aborted) {
-      process.stderr.write(`bench aborted: ${error.message}\n(everything it started was stopped and removed)\n`);
-      process.exit(1);
-    }
-    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main, (error) => {
+  if (!(error instanceof Aborted)) return undefined;
+  process.stderr.write(`bench aborted: ${error.message}\n(everything it started was stopped and removed)\n`);
+  return 1;
+});

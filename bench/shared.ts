@@ -1,6 +1,7 @@
 /**
  * Pieces shared by the benchmarks (bench/intake.ts, bench/pipeline.ts): signed IPN bodies in the fixtures' shape,
- * a free loopback port, small /proc readers and text formatting. Nothing here is part of payrail.
+ * a free loopback port, small /proc readers, percentiles and text formatting. Nothing here is part of payrail.
+ * What the benchmarks do around payrail (processes, database, command line) is in bench/harness.ts.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -114,6 +115,13 @@ export function procStatusKib(pid: number | 'self', field: string): number | und
   }
 }
 
+/** The p-th percentile (nearest rank) of ascending values; NaN when there are none. */
+export function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
+  return sorted[rank - 1] as number;
+}
+
 export function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
@@ -153,54 +161,54 @@ export function procTicks(pid: number): number | undefined {
 }
 
 /**
+ * Calls `visit` with the pid and /proc/<pid>/stat fields of every live process; false when /proc cannot be read.
+ * Processes that exit while the list is read are skipped.
+ */
+function eachProcess(visit: (pid: number, fields: string[]) => void): boolean {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return false;
+  }
+  for (const entry of entries) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    let fields: string[];
+    try {
+      fields = statFields(entry);
+    } catch {
+      continue; // the process went away
+    }
+    visit(Number(entry), fields);
+  }
+  return true;
+}
+
+/**
  * CPU ticks of one PostgreSQL cluster: the postmaster with its reaped children, plus its live children (backends,
  * WAL writer, ...). Other clusters on the machine are excluded.
  */
 export function postgresTicks(postmasterPid: number | undefined): number | undefined {
   if (postmasterPid === undefined) return undefined;
   let total = 0;
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/proc');
-  } catch {
-    return undefined;
-  }
-  for (const entry of entries) {
-    if (!/^[0-9]+$/.test(entry)) continue;
-    try {
-      const fields = statFields(entry);
-      if (Number(entry) === postmasterPid) {
-        // utime + stime, plus cutime + cstime: the CPU of backends that exited and were reaped
-        total += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-      } else if (Number(fields[1]) === postmasterPid) {
-        total += Number(fields[11]) + Number(fields[12]);
-      }
-    } catch {
-      // the process went away
+  const read = eachProcess((pid, fields) => {
+    if (pid === postmasterPid) {
+      // utime + stime, plus cutime + cstime: the CPU of backends that exited and were reaped
+      total += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    } else if (Number(fields[1]) === postmasterPid) {
+      total += Number(fields[11]) + Number(fields[12]);
     }
-  }
-  return total;
+  });
+  return read ? total : undefined;
 }
 
 /** utime + stime of the live direct children of `parentPid`, except `exclude`, in ticks. */
 export function childrenTicks(parentPid: number, exclude: readonly number[]): number | undefined {
   let total = 0;
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/proc');
-  } catch {
-    return undefined;
-  }
-  for (const entry of entries) {
-    if (!/^[0-9]+$/.test(entry) || exclude.includes(Number(entry))) continue;
-    try {
-      const fields = statFields(entry);
-      if (Number(fields[1]) === parentPid) total += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // the process went away
-    }
-  }
-  return total;
+  const read = eachProcess((pid, fields) => {
+    if (!exclude.includes(pid) && Number(fields[1]) === parentPid) total += Number(fields[11]) + Number(fields[12]);
+  });
+  return read ? total : undefined;
 }
 
 /** Busy and total ticks of the whole machine (all cores), from /proc/stat. */
@@ -214,4 +222,19 @@ export function machineTicks(): { busy: number; all: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Share of the machine busy between two machineTicks() readings, 0..1. */
+export function busyShare(before: { busy: number; all: number }, after: { busy: number; all: number }): number {
+  return (after.busy - before.busy) / Math.max(1, after.all - before.all);
+}
+
+/** Cores used on average (1.0 = one full core) between two tick counts `seconds` apart; undefined if either is. */
+export function ticksToCores(before: number | undefined, after: number | undefined, seconds: number): number | undefined {
+  return before === undefined || after === undefined ? undefined : (after - before) / CLK_TCK / seconds;
+}
+
+/** Cores this process used on average between two process.cpuUsage() readings `seconds` apart. */
+export function cpuUsageCores(before: NodeJS.CpuUsage, after: NodeJS.CpuUsage, seconds: number): number {
+  return (after.user - before.user + (after.system - before.system)) / 1e6 / seconds;
 }
