@@ -85,6 +85,7 @@ export interface PaymentsTable {
   conversion_status: ConversionStatus | null;
   conversion_attempts: Generated<number>;
   conversion_last_attempt_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  conversion_hold_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   usdt_amount: NullableNumeric;
   conversion_rate: NullableNumeric;
   review_reason: string | null;

@@ -15,6 +15,7 @@ import type { StageDeps } from './interfaces.ts';
 import { createTransfer, type TransferHooks } from './transfer.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
+const HOLD_MAX_MINUTES = 24 * 60;
 
 /** Batch runs (cron and nudges) share one queue: they run one at a time, never racing for the same payments. */
 export const CONVERSION_BATCH_QUEUE = 'conversion_batch';
@@ -57,6 +58,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     .select(['payment_id', 'net_amount', 'credited_at'])
     .where('conversion_status', '=', 'pending')
     .where('review_reason', 'is', null)
+    .where((eb) => eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]))
     .orderBy('credited_at')
     .limit(deps.settings.maxPayments)
     .execute();
@@ -188,8 +190,16 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
     } catch (error) {
       if (error instanceof ChangeNowError && error.kind === 'permanent') {
-        await releasePayments(deps, conversionId, 'failed', `changenow ${error.code}: ${error.message}`);
-        log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused the conversion exchange; payments back to pending');
+        await deps.db.transaction().execute(async (trx) => {
+          // Back off before trying these payments again: 2^attempts minutes, at most a day.
+          await trx
+            .updateTable('payments')
+            .set({ conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'` })
+            .where('conversion_id', '=', conversionId)
+            .execute();
+          await releasePaymentsIn(trx, conversionId, 'failed', `changenow ${error.code}: ${error.message}`);
+        });
+        log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try');
         return;
       }
       await deps.db.updateTable('conversions').set({ last_error: (error as Error).message, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();

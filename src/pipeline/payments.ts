@@ -18,7 +18,7 @@ export interface PaymentView {
   readonly creditedAt: string | null;
   readonly reviewReason: string | null;
   readonly reported: { payCurrency: string; payAmount: string; actuallyPaid: string; priceAmount: string; priceCurrency: string; outcomeAmount: string; outcomeCurrency: string };
-  readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; usdtAmount: string | null; rate: string | null };
+  readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; holdUntil: string | null; usdtAmount: string | null; rate: string | null };
   readonly ipnCount: number;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -59,6 +59,7 @@ function toView(row: Selectable<PaymentsTable>): PaymentView {
       status: row.conversion_status,
       attempts: row.conversion_attempts,
       lastAttemptAt: row.conversion_last_attempt_at?.toISOString() ?? null,
+      holdUntil: row.conversion_hold_until?.toISOString() ?? null,
       usdtAmount: row.usdt_amount === null ? null : formatUnits(BigInt(row.usdt_amount), decimalsOf('usdt')),
       rate: row.conversion_rate,
     },

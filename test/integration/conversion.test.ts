@@ -159,6 +159,33 @@ describe('conversion of pending ETH to USDT', () => {
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
   });
 
+  it('an exchange ChangeNow refuses for good (too small) is not retried every interval: the payments are held', async () => {
+    await start({ CONVERSION_MIN_USD: '1', CONVERSION_MAX_WAIT: '1s' });
+    await channel('-1003000000009', '1000');
+    const body = ipnBody({ payment_id: nextPaymentId++, order_id: 'PGP-1|-1003000000009' });
+    const { raw, headers } = signed(JSON.stringify(body).replace('"outcome_amount":0.00487', '"outcome_amount":0.0005'), IPN_SECRET);
+    expect((await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
+    const id = String(body.payment_id);
+    // Below ChangeNow's minimum it waits; once it waited CONVERSION_MAX_WAIT an exchange is tried and refused.
+    await new Promise((r) => setTimeout(r, 1_200));
+    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+    await eventually('the refused conversion', async () => {
+      const { rows } = await db.pool.query("select c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'", [id]);
+      return rows.length === 1 && /^changenow deposit_too_small/.test(rows[0].reason);
+    });
+    const payment = (await payrail!.request('GET', `/api/payments/${id}`)).body;
+    expect(payment.conversion).toMatchObject({ status: 'pending', attempts: 1 });
+    expect(new Date(payment.conversion.holdUntil).getTime()).toBeGreaterThan(Date.now() + 60_000);
+    // Another run right away leaves it alone.
+    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+    await eventually('the batch run done', async () => {
+      const { rows } = await db.pool.query("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'conversion_batch'");
+      return rows[0].n === 0;
+    });
+    const { rows } = await db.pool.query('select count(*)::int as n from conversion_payments where payment_id = $1', [id]);
+    expect(rows[0].n).toBe(1);
+  });
+
   it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async () => {
     await start({ CONVERSION_MIN_USD: '1' });
     await channel('-1003000000004', '1000');
