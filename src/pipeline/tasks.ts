@@ -37,7 +37,7 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     },
     conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
-    transfer_send: async (payload) => sendTransfer(deps, hooks, transferPayload.parse(payload).transferId),
+    transfer_send: async (payload) => sendTransfer(deps, transferPayload.parse(payload).transferId),
     transfer_confirm: async (payload) => confirmTransfer(deps, hooks, transferPayload.parse(payload).transferId),
   };
 }

@@ -94,7 +94,7 @@ async function load(deps: StageDeps, transferId: string): Promise<Transfer> {
 }
 
 /** transfer_send: sign (once) and broadcast (as often as needed, always the same bytes). */
-export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+export async function sendTransfer(deps: StageDeps, transferId: string): Promise<void> {
   let transfer = await load(deps, transferId);
   const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref });
   if (transfer.status === 'confirmed' || transfer.status === 'failed') return;
