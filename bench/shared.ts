@@ -4,7 +4,6 @@
  * What the benchmarks do around payrail (processes, database, command line) is in bench/harness.ts.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'lossless-json';
@@ -74,18 +73,8 @@ export function presign(factory: IpnFactory, count: number): { pool: SignedIpn[]
   return { pool, ms: Number(process.hrtime.bigint() - started) / 1e6 };
 }
 
-/** A port free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
-    });
-  });
-}
+/** A port free on 127.0.0.1 right now: the tests' helper. */
+export { freePort } from '../test/support/ports.ts';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
