@@ -508,8 +508,8 @@ async function main(): Promise<number> {
     const batches = (
       await database.pool.query<{ n: number; channels: number; usdt: string; payments: number }>(
         `select count(*)::int as n, count(distinct channel_id)::int as channels, coalesce(sum(amount), 0)::text as usdt,
-                (select count(*)::int from payments where payout_batch_id is not null and user_id = $1) as payments
-         from payout_batches`,
+                (select count(*)::int from payments where payout_id is not null and user_id = $1) as payments
+         from payouts`,
         [userId],
       )
     ).rows[0];

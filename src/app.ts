@@ -101,6 +101,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
       transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
       payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
+      payoutApprovalAboveUsdCents: config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
     },
     logger,
     ...(crashPoint && { crashPoint }),
@@ -153,11 +154,11 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
       const nudge = createConversionNudger(database.db, logger);
       http = await buildHttpApp({
         logger,
-        adminTokens: [{ name: 'admin', token: config.ADMIN_TOKEN }],
+        adminTokens: [{ name: 'admin', token: config.ADMIN_TOKEN }, ...config.ADMIN_TOKENS],
         webhook: {
           db: database.db,
           ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
-          intake: { feePercent: config.PLATFORM_FEE_PERCENT, payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS },
+          intake: { feePercent: config.PLATFORM_FEE_PERCENT },
           bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
           onThresholdCredit: nudge,
         },
@@ -167,7 +168,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
         },
-        admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT, payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS }, onThresholdCredit: nudge },
+        admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
       });
       await http.listen({ port: config.PORT, host: config.HOST });
     }

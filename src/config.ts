@@ -7,6 +7,11 @@
 import { z } from 'zod';
 import { parsePercent, type Percent } from './money/index.ts';
 
+export interface AdminTokenEntry {
+  readonly name: string;
+  readonly token: string;
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
   constructor(readonly problems: string[]) {
@@ -41,6 +46,32 @@ const schema = z.object({
   PAYRAIL_DATA_DIR: z.string().min(1).default('.data'),
   EMBEDDED_PG_PORT: port.default(54329),
   ADMIN_TOKEN: secret.optional(),
+  /** More admin tokens, each with the name its actions are recorded under: "alice:<token>,bob:<token>". */
+  ADMIN_TOKENS: z
+    .string()
+    .optional()
+    .transform((text, ctx): AdminTokenEntry[] => {
+      if (text === undefined) return [];
+      const entries: AdminTokenEntry[] = [];
+      for (const item of text.split(',').map((part) => part.trim())) {
+        const match = /^([a-z][a-z0-9_.-]{0,31}):(.+)$/.exec(item);
+        if (!match) {
+          ctx.addIssue({ code: 'custom', message: 'must be name:token pairs separated by commas (names: lowercase letters, digits, _ . -)' });
+          return z.NEVER;
+        }
+        const [, name, token] = match as unknown as [string, string, string];
+        if (token.length < 16) {
+          ctx.addIssue({ code: 'custom', message: `the token of "${name}" must be at least 16 characters` });
+          return z.NEVER;
+        }
+        if (name === 'admin' || entries.some((e) => e.name === name)) {
+          ctx.addIssue({ code: 'custom', message: `token name "${name}" is used twice ("admin" is ADMIN_TOKEN's)` });
+          return z.NEVER;
+        }
+        entries.push({ name, token });
+      }
+      return entries;
+    }),
   NOWPAYMENTS_IPN_SECRET: secret.optional(),
   PLATFORM_FEE_PERCENT: z
     .string()
@@ -56,6 +87,8 @@ const schema = z.object({
   WORKER_CONCURRENCY: positiveInt.max(64).default(4),
   WORKER_POLL_INTERVAL_MS: positiveInt.max(60_000).default(1000),
   PAYOUT_MAX_ATTEMPTS: positiveInt.max(100).default(10),
+  /** Payouts worth more than this wait in awaiting_approval for POST /api/payouts/:id/approve. Unset: none wait. */
+  PAYOUT_APPROVAL_ABOVE_USD: usdAmount.optional(),
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
   HEALTH_WORKER_STALE_SECONDS: positiveInt.default(30),
   WORKER_HEARTBEAT_INTERVAL: duration.default(5_000),
@@ -81,7 +114,7 @@ const schema = z.object({
   LOCAL_CHAIN_PORT: port.default(54330),
   LOCAL_CHANGENOW_PORT: port.default(54331),
   /** Fault injection for crash tests: the worker SIGKILLs itself on reaching this point. Never set in production. */
-  PAYRAIL_CRASH_AT: z.enum(['after_exchange_created', 'after_broadcast', 'before_settle']).optional(),
+  PAYRAIL_CRASH_AT: z.enum(['after_exchange_created', 'after_broadcast', 'before_settle', 'payout_after_exchange_created', 'payout_after_broadcast', 'payout_before_complete']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -127,7 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (!result.success) {
     for (const issue of result.error.issues) {
       const name = String(issue.path[0] ?? '');
-      const shown = (SECRETS as readonly string[]).includes(name) || input[name] === undefined ? '' : ` (got "${input[name]}")`;
+      const shown = (SECRETS as readonly string[]).includes(name) || name === 'ADMIN_TOKENS' || input[name] === undefined ? '' : ` (got "${input[name]}")`;
       problems.push(`${issue.path.join('.')}: ${issue.message}${shown}`);
     }
   }
@@ -160,5 +193,5 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
 
 /** Values that must never appear in logs or API output. */
 export function secretValues(config: Config): string[] {
-  return SECRETS.map((name) => config[name]);
+  return [...SECRETS.map((name) => config[name]), ...config.ADMIN_TOKENS.map((t) => t.token)];
 }

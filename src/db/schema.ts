@@ -90,7 +90,7 @@ export interface PaymentsTable {
   conversion_rate: NullableNumeric;
   review_reason: string | null;
   conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
-  payout_batch_id: ColumnType<string | null, string | null | undefined, string | null>;
+  payout_id: ColumnType<string | null, string | null | undefined, string | null>;
   ipn_count: Generated<number>;
   last_ipn: string;
   created_at: Timestamp;
@@ -167,18 +167,45 @@ export interface ConversionPaymentsTable {
   usdt_share: NullableNumeric;
 }
 
-export type PayoutBatchStatus = 'pending' | 'awaiting_approval' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review' | 'cancelled';
+export type PayoutStatus =
+  | 'pending'
+  | 'held'
+  | 'awaiting_approval'
+  | 'exchange_requested'
+  | 'exchange_created'
+  | 'sent'
+  | 'completed'
+  | 'failed'
+  | 'needs_review'
+  | 'cancelled';
 
-export interface PayoutBatchesTable {
-  batch_id: string;
+export interface PayoutsTable {
+  payout_id: string;
+  kind: 'threshold' | 'instant';
   channel_id: string;
-  status: PayoutBatchStatus;
-  asset: 'usdt';
+  payment_id: ColumnType<string | null, string | null | undefined, string | null>;
+  status: PayoutStatus;
+  asset: 'usdt' | 'eth';
   amount: Numeric;
   payout_currency: string;
   payout_network: string;
   wallet_address: string;
   reason: string | null;
+  exchange_id: ColumnType<string | null, string | null | undefined, string | null>;
+  payin_address: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Decimal text in the payout currency, as ChangeNow states it. */
+  expected_amount_out: ColumnType<string | null, string | null | undefined, string | null>;
+  amount_out: ColumnType<string | null, string | null | undefined, string | null>;
+  payout_hash: ColumnType<string | null, string | null | undefined, string | null>;
+  transfer_id: ColumnType<string | null, string | null | undefined, string | null>;
+  attempts: Generated<number>;
+  last_error: ColumnType<string | null, string | null | undefined, string | null>;
+  hold_until: NullableTimestamp;
+  poll_deadline_at: NullableTimestamp;
+  approved_by: ColumnType<string | null, string | null | undefined, string | null>;
+  approved_at: NullableTimestamp;
+  completed_at: NullableTimestamp;
+  top_ups: Generated<number>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -188,7 +215,7 @@ export interface Database {
   wallet_nonces: WalletNoncesTable;
   conversions: ConversionsTable;
   conversion_payments: ConversionPaymentsTable;
-  payout_batches: PayoutBatchesTable;
+  payouts: PayoutsTable;
   supported_pairs: SupportedPairsTable;
   channels: ChannelsTable;
   audit_log: AuditLogTable;

@@ -3,10 +3,12 @@
  * part of this version stays queued and visible (graphile-worker only fetches tasks it knows), never dropped.
  */
 export interface TaskPayloads {
-  /** An instant channel's credited payment, to be paid out (handler comes with the payouts stage). */
+  /** An instant channel's credited payment: open its payout (once), then run it. */
   payout_instant: { paymentId: string };
-  /** A threshold channel's payout batch, to be paid out (handler comes with the payouts stage). */
-  payout_batch: { batchId: string };
+  /** Move a payout (threshold batch or instant) on: approval check, exchange, transfer. */
+  payout_run: { payoutId: string };
+  /** Follow a sent payout's exchange until it ends. */
+  payout_poll: { payoutId: string };
   /** Gather pending payments into a conversion when there are enough (cron, and nudged by intake). */
   conversion_batch: Record<string, never>;
   /** Create the conversion's ChangeNow exchange and the transfer that pays it. */
@@ -21,4 +23,4 @@ export interface TaskPayloads {
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_batch', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];

@@ -26,6 +26,8 @@ export const accounts = {
   platformFees: (asset: string, paymentId: string): AccountRef => ({ code: shard('platform:fees', paymentId), asset, allowNegative: false }),
   /** ChangeNow, which takes ETH in and gives USDT out. */
   changenow: (asset: string): AccountRef => ({ code: 'world:changenow', asset, allowNegative: true }),
+  /** Channel owners' own wallets, paid directly by the host wallet (a payout needing no exchange). */
+  payees: (asset: string): AccountRef => ({ code: 'world:payees', asset, allowNegative: true }),
   /** The chain's validators, paid in gas. */
   ethereum: (asset: string): AccountRef => ({ code: 'world:ethereum', asset, allowNegative: true }),
   /** Gas the platform paid for its own transfers: an expense, so it runs below zero. */

@@ -12,6 +12,7 @@ import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
+import { withRunLock } from './run-lock.ts';
 import { createTransfer, type TransferHooks } from './transfer.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
@@ -129,18 +130,7 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
 
 /** conversion_exchange: at most one ChangeNow exchange per conversion, then the transfer that pays it. */
 export async function createConversionExchange(deps: StageDeps, conversionId: string): Promise<void> {
-  // One run per conversion at a time, even when a job is delivered twice at once: a session lock on a dedicated
-  // connection, held across the ChangeNow call (the intent row must commit before that call, so a row lock cannot).
-  await deps.db.connection().execute(async (conn) => {
-    const key = `conversion_exchange:${conversionId}`;
-    const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${key})) as ok`.execute(conn);
-    if (!locked.rows[0]?.ok) throw new Error(`conversion ${conversionId} is being handled by another run`);
-    try {
-      await createExchangeLocked(deps, conversionId);
-    } finally {
-      await sql`select pg_advisory_unlock(hashtext(${key}))`.execute(conn);
-    }
-  });
+  await withRunLock(deps.db, `conversion_exchange:${conversionId}`, () => createExchangeLocked(deps, conversionId));
 }
 
 async function createExchangeLocked(deps: StageDeps, conversionId: string): Promise<void> {

@@ -13,10 +13,10 @@ import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, INTAKE_ASSETS, isAssetCode, parseUnits, splitFee, type AssetCode, type Percent } from '../money/index.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
-  readonly payoutMaxAttempts: number;
 }
 
 export type IntakeOutcome =
@@ -223,7 +223,7 @@ async function creditEffects(trx: Transaction<Database>, basis: CreditBasis, str
   const { asset, grossUnits: gross, paymentId, channelId } = basis;
   const { fee, net } = splitFee(gross, settings.feePercent);
   if (strategy === 'instant') {
-    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: settings.payoutMaxAttempts });
+    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
   }
   const entries = [
     { account: accounts.nowpayments(asset, paymentId), amount: -gross },

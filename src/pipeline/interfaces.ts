@@ -24,7 +24,10 @@ export interface ConversionSettings {
   pollIntervalMs: number;
   pollDeadlineMs: number;
   transferConfirmDeadlineMs: number;
+  /** Transient failures a payout may have before it goes to review. */
   payoutMaxAttempts: number;
+  /** Payouts worth more (USD cents) wait for a person's approval; null: none do. */
+  payoutApprovalAboveUsdCents: bigint | null;
 }
 
 export interface StageDeps {
@@ -41,4 +44,5 @@ export interface StageDeps {
   crashPoint?: (name: CrashPoint) => void;
 }
 
-export type CrashPoint = 'after_exchange_created' | 'after_broadcast' | 'before_settle';
+export const CRASH_POINTS = ['after_exchange_created', 'after_broadcast', 'before_settle', 'payout_after_exchange_created', 'payout_after_broadcast', 'payout_before_complete'] as const;
+export type CrashPoint = (typeof CRASH_POINTS)[number];

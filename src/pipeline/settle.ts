@@ -109,7 +109,7 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string): 
     const channelIds = rows.map((r) => r.channel_id);
     const incoming = new Map<string, bigint>();
     channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
-    const thresholds = await checkThresholds(trx, [...incoming.keys()], deps.settings.payoutMaxAttempts, incoming);
+    const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
     // Journals last: their balance rows stay locked only from here to the commit.
     await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits) });
     for (const journal of thresholds.journals) await postJournal(trx, journal);

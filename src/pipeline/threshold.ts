@@ -6,17 +6,14 @@
  * Channel rows are locked first (in id order) and the reservation journals are returned, not posted: the caller
  * posts every journal last, so balance rows stay locked only from there to the commit.
  */
-import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/index.ts';
-import { enqueue } from '../jobs/index.ts';
 import type { Db } from '../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../ledger/index.ts';
-
-/** USDT has 6 decimals, USD cents 2: one cent is 10^4 USDT units (USDT valued at one USD). */
-const USDT_UNITS_PER_CENT = 10n ** 4n;
+import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './payout.ts';
 
 export interface ThresholdOutcome {
+  /** Batches created, and held batches that took the new balance. */
   batchIds: string[];
   /** One `payout_reserved` journal per batch, for the caller to post last. */
   journals: JournalInput[];
@@ -26,7 +23,7 @@ export interface ThresholdOutcome {
  * @param incoming USDT units the caller is about to credit each channel (in a journal not yet posted): they count
  *   toward the threshold as if already booked.
  */
-export async function checkThresholds(trx: Transaction<Database>, channelIds: readonly string[], payoutMaxAttempts: number, incoming: ReadonlyMap<string, bigint> = new Map()): Promise<ThresholdOutcome> {
+export async function checkThresholds(trx: Transaction<Database>, channelIds: readonly string[], incoming: ReadonlyMap<string, bigint> = new Map()): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
   for (const channelId of [...channelIds].sort()) {
     const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
@@ -34,36 +31,61 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     const account = accounts.channel(channelId, 'usdt');
     const balanceRow = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', account.code).where('asset', '=', 'usdt').executeTakeFirst();
     const balance = BigInt(balanceRow?.balance ?? '0') + (incoming.get(channelId) ?? 0n);
-    if (balance === 0n || balance < BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT) continue;
-    const open = await trx.selectFrom('payout_batches').select('batch_id').where('channel_id', '=', channelId).where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
-    if (open) continue;
+    if (balance === 0n) continue;
+    const open = await trx.selectFrom('payouts').select(['payout_id', 'status', 'top_ups']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
+    if (open) {
+      // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once.
+      if (open.status === 'held') {
+        const n = open.top_ups + 1;
+        await trx
+          .updateTable('payouts')
+          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, updated_at: sql`now()` })
+          .where('payout_id', '=', open.payout_id)
+          .execute();
+        await linkPayments(trx, channelId, open.payout_id);
+        await enqueuePayoutRun(trx, open.payout_id);
+        outcome.batchIds.push(open.payout_id);
+        outcome.journals.push(reservation('payout_topped_up', `${open.payout_id}:${n}`, channelId, balance));
+      }
+      continue;
+    }
+    if (balance < BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT) continue;
 
-    const batchId = `pb_${randomBytes(8).toString('hex')}`;
+    const payoutId = newPayoutId();
     await trx
-      .insertInto('payout_batches')
-      .values({ batch_id: batchId, channel_id: channelId, status: 'pending', asset: 'usdt', amount: balance, payout_currency: channel.payout_currency, payout_network: channel.payout_network, wallet_address: channel.wallet_address, reason: null })
+      .insertInto('payouts')
+      .values({ payout_id: payoutId, kind: 'threshold', channel_id: channelId, status: 'pending', asset: 'usdt', amount: balance, payout_currency: channel.payout_currency, payout_network: channel.payout_network, wallet_address: channel.wallet_address, reason: null })
       .execute();
-    await trx
-      .updateTable('payments')
-      .set({ payout_batch_id: batchId, updated_at: sql`now()` })
-      .where('channel_id', '=', channelId)
-      .where('conversion_status', '=', 'completed')
-      .where('payout_batch_id', 'is', null)
-      .execute();
-    await enqueue(trx, 'payout_batch', { batchId }, { jobKey: `payout_batch:${batchId}`, jobKeyMode: 'replace', maxAttempts: payoutMaxAttempts });
-    outcome.batchIds.push(batchId);
-    outcome.journals.push({ kind: 'payout_reserved', ref: batchId, entries: [
-      { account, amount: -balance },
-      { account: accounts.channelPayout(channelId, 'usdt'), amount: balance },
-    ] });
+    await linkPayments(trx, channelId, payoutId);
+    await enqueuePayoutRun(trx, payoutId);
+    outcome.batchIds.push(payoutId);
+    outcome.journals.push(reservation('payout_reserved', payoutId, channelId, balance));
   }
   return outcome;
 }
 
+function linkPayments(trx: Transaction<Database>, channelId: string, payoutId: string) {
+  return trx
+    .updateTable('payments')
+    .set({ payout_id: payoutId, updated_at: sql`now()` })
+    .where('channel_id', '=', channelId)
+    .where('conversion_status', '=', 'completed')
+    .where('payout_id', 'is', null)
+    .execute();
+}
+
+/** The channel's available USDT set aside for its batch. */
+function reservation(kind: string, ref: string, channelId: string, amount: bigint): JournalInput {
+  return { kind, ref, entries: [
+    { account: accounts.channel(channelId, 'usdt'), amount: -amount },
+    { account: accounts.channelPayout(channelId, 'usdt'), amount },
+  ] };
+}
+
 /** The check on its own (after a channel's threshold or strategy changed): batches, then their journals. */
-export async function runThresholdCheck(db: Db, channelIds: readonly string[], payoutMaxAttempts: number): Promise<string[]> {
+export async function runThresholdCheck(db: Db, channelIds: readonly string[]): Promise<string[]> {
   return db.transaction().execute(async (trx) => {
-    const outcome = await checkThresholds(trx, channelIds, payoutMaxAttempts);
+    const outcome = await checkThresholds(trx, channelIds);
     for (const journal of outcome.journals) await postJournal(trx, journal);
     return outcome.batchIds;
   });

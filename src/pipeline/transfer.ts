@@ -108,7 +108,7 @@ export async function sendTransfer(deps: StageDeps, transferId: string): Promise
   const seen = await deps.wallet.lookup(hash);
   if (seen.state === 'unknown') {
     const result = await deps.wallet.broadcast(transfer.raw_tx as Hex);
-    deps.crashPoint?.('after_broadcast');
+    deps.crashPoint?.(transfer.purpose === 'payout' ? 'payout_after_broadcast' : 'after_broadcast');
     if (!result.ok && result.reason === 'insufficient_funds') {
       // The node has not taken it: release the nonce and wait for funds.
       await releaseForFunds(deps, transfer, result.message);

@@ -90,7 +90,7 @@ describe('channel registry API', () => {
         balances: [],
         pendingEth: '0',
         availableUsdt: '0',
-        openBatches: [],
+        openPayouts: [],
       });
       createdAt = response.body.createdAt;
       expect(new Date(createdAt).toISOString()).toBe(createdAt);
@@ -119,7 +119,7 @@ describe('channel registry API', () => {
         balances: [],
         pendingEth: '0',
         availableUsdt: '0',
-        openBatches: [],
+        openPayouts: [],
       });
       expect(Date.parse(response.body.updatedAt)).toBeGreaterThanOrEqual(Date.parse(createdAt));
       expect(await rowCounts(db)).toEqual({ ...before, audit_log: before.audit_log! + 1 });
@@ -148,7 +148,7 @@ describe('channel registry API', () => {
         balances: [],
         pendingEth: '0',
         availableUsdt: '0',
-        openBatches: [],
+        openPayouts: [],
       });
     });
 
@@ -312,7 +312,7 @@ describe('channel registry API', () => {
     const response = await payrail.request('GET', `/api/channels/${CHANNEL_ID}`);
     expect(response.status).toBe(200);
     expect(response.body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.0047239', units: '4723900000000000' }]);
-    expect(response.body).toMatchObject({ pendingEth: '0.0047239', availableUsdt: '0', openBatches: [] });
+    expect(response.body).toMatchObject({ pendingEth: '0.0047239', availableUsdt: '0', openPayouts: [] });
     // Other channels are untouched.
     expect((await payrail.request('GET', `/api/channels/${LOWERCASE_CHANNEL}`)).body.balances).toEqual([]);
   });

@@ -1,6 +1,7 @@
 /**
  * Conversion end to end on real parts: IPNs over HTTP → payments pending → one ChangeNow exchange (simulator over
- * HTTP) paid by one ETH transfer on anvil → settlement shared exactly → the channel over its threshold gets one batch.
+ * HTTP) paid by one ETH transfer on anvil → settlement shared exactly → the channel over its threshold gets one batch,
+ * which is paid out (USDT on the host wallet's network: one direct ERC-20 transfer).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
@@ -84,37 +85,40 @@ describe('conversion of pending ETH to USDT', () => {
     expect(conversion.rate).toBe('2964.718417691596');
     expect(outside.sim.exchanges.size).toBe(1);
     expect(await outside.balanceOf(conversion.payin_address)).toBe(28_343_400_000_000_000n);
-    // The simulator paid the USDT out on chain: the host wallet holds exactly what the ledger shares out.
-    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(84_030_200n);
+    // The simulator paid the USDT out on chain; the batch of channel 1 has left for its owner since: together they
+    // hold exactly what the ledger shared out.
+    await eventually('the batch paid out', async () => (await db.pool.query("select status from payouts where channel_id = '-1003000000001'")).rows[0]?.status === 'completed');
+    expect(await outside.usdtBalanceOf(WALLET)).toBe(42_015_101n);
+    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(84_030_200n - 42_015_101n);
 
     // 84,030,200 units over six equal weights: 14,005,033 each and two units of remainder, to the first two.
     const payment = (id: string) => payrail!.request('GET', `/api/payments/${id}`).then((r) => r.body);
     expect((await payment(a[0]!)).conversion).toMatchObject({ status: 'completed', usdtAmount: '14.005034', rate: '2964.718417691596', attempts: 1 });
     expect((await payment(a[2]!)).conversion.usdtAmount).toBe('14.005033');
 
-    expect(await balances('-1003000000001')).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '42015101' });
+    expect(await balances('-1003000000001')).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     expect(await balances('-1003000000002')).toEqual({ 'channel/eth': '0', 'channel/usdt': '28010066' });
     expect(await balances('-1003000000003')).toEqual({ 'channel/eth': '0', 'channel/usdt': '14005033' });
 
-    const { rows: batches } = await db.pool.query('select channel_id, status, amount::text from payout_batches');
-    expect(batches).toEqual([{ channel_id: '-1003000000001', status: 'pending', amount: '42015101' }]);
-    const { rows: batched } = await db.pool.query('select count(*)::int as n from payments where payout_batch_id is not null');
+    const { rows: batches } = await db.pool.query('select channel_id, status, amount::text from payouts');
+    expect(batches).toEqual([{ channel_id: '-1003000000001', status: 'completed', amount: '42015101' }]);
+    const { rows: batched } = await db.pool.query('select count(*)::int as n from payments where payout_id is not null');
     expect(batched[0].n).toBe(3);
-    const { rows: jobs } = await db.pool.query("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'payout_batch'");
-    expect(jobs[0].n).toBe(1);
     expect((await checkLedger(db.db)).problems).toEqual([]);
 
     const summary = (await payrail!.request('GET', '/api/channels/-1003000000001')).body;
-    expect(summary).toMatchObject({ pendingEth: '0', availableUsdt: '0', openBatches: [{ status: 'pending', amount: '42.015101', payoutCurrency: 'usdt', payoutNetwork: 'eth' }] });
-    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '28.010066', openBatches: [] });
+    expect(summary).toMatchObject({ pendingEth: '0', availableUsdt: '0', openPayouts: [] });
+    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '28.010066', openPayouts: [] });
     const listed = (await payrail!.request('GET', '/api/payouts?channelId=-1003000000001')).body;
     expect(listed.payouts).toHaveLength(1);
-    expect((await payrail!.request('GET', '/api/payouts?status=pending')).body.payouts).toHaveLength(1);
+    expect(listed.payouts[0]).toMatchObject({ kind: 'threshold', status: 'completed', amount: '42.015101', payoutCurrency: 'usdt', payoutNetwork: 'eth', amountOut: '42.015101', exchangeId: null });
+    expect((await payrail!.request('GET', '/api/payouts?status=completed')).body.payouts).toHaveLength(1);
     expect((await payrail!.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
 
     // Lowering a threshold below the available balance batches it at once, without waiting for another settlement.
     await channel('-1003000000002', '20');
-    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0', openBatches: [{ amount: '28.010066' }] });
+    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0' });
+    await eventually('the second batch paid out', async () => (await outside.usdtBalanceOf(WALLET)) === 42_015_101n + 28_010_066n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
@@ -143,7 +147,7 @@ describe('conversion of pending ETH to USDT', () => {
     const { rows } = await db.pool.query('select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [ids[0]]);
     expect(rows).toEqual([{ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' }]);
     expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
-    const { rows: batches } = await db.pool.query("select count(*)::int as n from payout_batches where channel_id = '-1003000000007'");
+    const { rows: batches } = await db.pool.query("select count(*)::int as n from payouts where channel_id = '-1003000000007'");
     expect(batches[0].n).toBe(0);
   });
 

@@ -4,6 +4,7 @@ import { openPool } from '../../src/db/index.ts';
 import { buildHttpApp } from '../../src/http/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import { createLogger } from '../../src/log.ts';
+import type { TaskName } from '../../src/jobs/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { freePort } from '../support/ports.ts';
 import { startTestPayrail } from '../support/payrail.ts';
@@ -55,22 +56,22 @@ describe('GET /health', () => {
   });
 
   it('answers 503 naming the queue when a handled task has an old runnable job', async () => {
-    // A health check built with a handled task whose job has been waiting for ten minutes.
+    // A health check told it handles a task this worker has no handler for, whose job has waited ten minutes.
     const web = await startTestPayrail(db, { roles: { web: false, worker: true } });
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
-      webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 }, bodyLimitBytes: 1024 },
-      health: { db: db.db, handledTasks: ['payout_instant'], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
-      admin: { db: db.db, intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 } },
+      webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
+      health: { db: db.db, handledTasks: ['health_probe' as TaskName], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
+      admin: { db: db.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
-      await sql`select graphile_worker.add_job('payout_instant', '{"paymentId":"1"}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(db.db);
+      await sql`select graphile_worker.add_job('health_probe', '{}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(db.db);
       const res = await app.inject({ method: 'GET', url: '/health' });
       expect(res.statusCode).toBe(503);
       const body = res.json();
       expect(body.failing).toEqual(['queue']);
-      expect(body.checks.queue.problems[0]).toMatch(/^payout_instant: oldest runnable job waited 60\d{1}s \(limit 300s\)$/);
+      expect(body.checks.queue.problems[0]).toMatch(/^health_probe: oldest runnable job waited 60\d{1}s \(limit 300s\)$/);
     } finally {
       await sql`select graphile_worker.remove_job('health-test')`.execute(db.db);
       await app.close();
@@ -83,9 +84,9 @@ describe('GET /health', () => {
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
-      webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 }, bodyLimitBytes: 1024 },
+      webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
       health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
-      admin: { db: dead.db, intake: { feePercent: parsePercent('3'), payoutMaxAttempts: 1 } },
+      admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
       const res = await app.inject({ method: 'GET', url: '/health' });

@@ -87,7 +87,7 @@ describe('a finished IPN for an instant channel', () => {
     const payment = (await payrail.request('GET', `/api/payments/${body.payment_id}`)).body;
     expect(payment).toMatchObject({ netAmount: '0.0047239', payoutStrategy: 'instant', conversion: { status: null } });
     const jobs = await jobsFor('payout_instant');
-    expect(jobs).toEqual([{ key: `payout_instant:${body.payment_id}`, payload: { paymentId: String(body.payment_id) }, max_attempts: 10 }]);
+    expect(jobs).toEqual([{ key: `payout_instant:${body.payment_id}`, payload: { paymentId: String(body.payment_id) }, max_attempts: 25 }]);
   });
 });
 

@@ -5,8 +5,8 @@ import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { checkThresholds as check } from '../../src/pipeline/threshold.ts';
 
 /** The check as a caller runs it: batches, then the reservation journals posted last. */
-async function checkThresholds(trx: Transaction<Database>, channelIds: string[], attempts: number): Promise<string[]> {
-  const outcome = await check(trx, channelIds, attempts);
+async function checkThresholds(trx: Transaction<Database>, channelIds: string[]): Promise<string[]> {
+  const outcome = await check(trx, channelIds);
   for (const journal of outcome.journals) await postJournal(trx, journal);
   return outcome.batchIds;
 }
@@ -32,16 +32,16 @@ describe('threshold check', () => {
     const channelId = '-1004000000001';
     await db.db.insertInto('channels').values({ channel_id: channelId, payout_strategy: 'threshold', threshold_usd_cents: '1000', payout_currency: 'usdt', payout_network: 'eth', wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' }).execute();
     await creditUsdt(channelId, 12_345_678n, 'a');
-    const results = await Promise.allSettled(Array.from({ length: 10 }, () => db.db.transaction().execute((trx) => checkThresholds(trx, [channelId], 5))));
+    const results = await Promise.allSettled(Array.from({ length: 10 }, () => db.db.transaction().execute((trx) => checkThresholds(trx, [channelId]))));
     const created = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
     expect(created).toHaveLength(1);
-    const batches = await db.db.selectFrom('payout_batches').select(['amount', 'status']).where('channel_id', '=', channelId).execute();
+    const batches = await db.db.selectFrom('payouts').select(['amount', 'status']).where('channel_id', '=', channelId).execute();
     expect(batches).toEqual([{ amount: '12345678', status: 'pending' }]);
 
     // USDT arriving while the batch is open waits for the next batch.
     await creditUsdt(channelId, 20_000_000n, 'b');
-    await db.db.transaction().execute((trx) => checkThresholds(trx, [channelId], 5));
-    expect(await db.db.selectFrom('payout_batches').select('amount').where('channel_id', '=', channelId).execute()).toHaveLength(1);
+    await db.db.transaction().execute((trx) => checkThresholds(trx, [channelId]));
+    expect(await db.db.selectFrom('payouts').select('amount').where('channel_id', '=', channelId).execute()).toHaveLength(1);
     const available = await db.db.selectFrom('ledger_accounts').select('balance').where('code', '=', `channel:${channelId}`).where('asset', '=', 'usdt').executeTakeFirstOrThrow();
     expect(available.balance).toBe('20000000');
   });
@@ -55,7 +55,7 @@ describe('threshold check', () => {
     await db.db
       .transaction()
       .execute(async (trx) => {
-        outcome = await check(trx, ['-1004000000003'], 5, new Map([['-1004000000003', 2_000_000n]]));
+        outcome = await check(trx, ['-1004000000003'], new Map([['-1004000000003', 2_000_000n]]));
         throw new Rollback();
       })
       .catch((error: unknown) => {
@@ -63,12 +63,12 @@ describe('threshold check', () => {
       });
     expect(outcome?.batchIds).toHaveLength(1);
     expect(outcome?.journals[0]?.entries.map((e) => e.amount)).toEqual([-5_000_000n, 5_000_000n]);
-    expect(await db.db.selectFrom('payout_batches').select('batch_id').where('channel_id', '=', '-1004000000003').execute()).toEqual([]);
+    expect(await db.db.selectFrom('payouts').select('payout_id').where('channel_id', '=', '-1004000000003').execute()).toEqual([]);
   });
 
   it('a channel below its threshold, or on the instant strategy, gets no batch', async () => {
     await db.db.insertInto('channels').values({ channel_id: '-1004000000002', payout_strategy: 'threshold', threshold_usd_cents: '100000', payout_currency: 'usdt', payout_network: 'eth', wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' }).execute();
     await creditUsdt('-1004000000002', 999_999_999n, 'c'); // 999.999999 USDT < 1000.00 USD
-    expect(await db.db.transaction().execute((trx) => checkThresholds(trx, ['-1004000000002'], 5))).toEqual([]);
+    expect(await db.db.transaction().execute((trx) => checkThresholds(trx, ['-1004000000002']))).toEqual([]);
   });
 });

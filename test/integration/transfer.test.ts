@@ -30,7 +30,7 @@ beforeAll(async () => {
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,
-    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, payoutMaxAttempts: 1 },
+    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
     logger: createLogger({ level: 'silent' }),
   };
 });

@@ -2,13 +2,15 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
-import { getPayment, listPayoutBatches, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyPayoutAction, getPayment, getPayout, listPayouts, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
   db: Db;
   requireAdmin: preHandlerAsyncHookHandler;
   intake: IntakeSettings;
+  /** A payout's poll deadline, renewed when a person retries a payout whose funds are at ChangeNow. */
+  pollDeadlineMs: number;
   /** Asks for a conversion check soon (after threshold credits). */
   onThresholdCredit?: () => void;
 }
@@ -16,9 +18,12 @@ export interface AdminDeps {
 const channelParams = z.object({ channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379') });
 const payoutQuery = z.object({
   channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id').optional(),
-  status: z.enum(['pending', 'awaiting_approval', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled']).optional(),
+  status: z.enum(['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled']).optional(),
+  kind: z.enum(['threshold', 'instant']).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 }).strict();
+const payoutParams = z.object({ payoutId: z.string().regex(/^po_[0-9a-f]{16}$/, 'must be a payout id such as po_0123456789abcdef') }).strict();
+const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve']) }).strict();
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 
 /** The admin API: every route behind the bearer token. */
@@ -34,7 +39,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const credited = await releaseUnknownChannelPayments(deps.db, channelId, deps.intake);
     if (credited.length > 0) request.log.info({ event: 'unknown_channel_payments_credited', channelId, payments: credited.length }, 'payments kept for an unknown channel credited');
     if (credited.includes('threshold')) deps.onThresholdCredit?.();
-    await runThresholdCheck(deps.db, [channelId], deps.intake.payoutMaxAttempts);
+    await runThresholdCheck(deps.db, [channelId]);
     return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
   });
 
@@ -54,7 +59,29 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
 
   app.get('/api/payouts', async (request) => {
     const query = payoutQuery.parse(request.query);
-    return { payouts: await listPayoutBatches(deps.db, { ...query }) };
+    return { payouts: await listPayouts(deps.db, { ...query }) };
+  });
+
+  app.get('/api/payouts/:payoutId', async (request, reply) => {
+    const { payoutId } = payoutParams.parse(request.params);
+    const payout = await getPayout(deps.db, payoutId);
+    if (!payout) return reply.code(404).send({ error: `payout ${payoutId} not found` });
+    return payout;
+  });
+
+  // retry / cancel / approve, each allowed only from a state where it is safe; kept with who and when.
+  app.post('/api/payouts/:payoutId/:action', async (request, reply) => {
+    const { payoutId, action } = payoutActionParams.parse(request.params);
+    const actor = request.actor ?? 'unknown';
+    try {
+      const result = await applyPayoutAction(deps.db, payoutId, action, actor, deps.pollDeadlineMs);
+      if (!result) return reply.code(404).send({ error: `payout ${payoutId} not found` });
+      request.log.warn({ event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to }, 'payout changed by hand');
+      return await getPayout(deps.db, payoutId);
+    } catch (error) {
+      if (error instanceof PayoutActionRefused) return reply.code(409).send({ error: `cannot ${action} payout ${payoutId}: ${error.message}` });
+      throw error;
+    }
   });
 
   app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));

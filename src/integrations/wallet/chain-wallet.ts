@@ -71,6 +71,8 @@ export interface ChainWallet {
    * does not know the transaction (not mined, or not yet visible). Used to check what ChangeNow says it paid us.
    */
   tokenReceived(hash: Hex, token: Address, to: Address): Promise<bigint | null>;
+  /** What a mined transaction sent in the native coin straight to `to`, or null when the chain does not know it. */
+  nativeReceived(hash: Hex, to: Address): Promise<bigint | null>;
   /** Waits at most `timeoutMs` for the receipt; returns the last lookup when the deadline passes. */
   waitMined(hash: Hex, timeoutMs: number): Promise<TxLookup>;
 }
@@ -176,6 +178,18 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
       return logs
         .filter((log) => log.address.toLowerCase() === token.toLowerCase() && log.args.to.toLowerCase() === to.toLowerCase())
         .reduce((sum, log) => sum + log.args.value, 0n);
+    },
+    async nativeReceived(hash, to) {
+      let receipt;
+      try {
+        receipt = await client.getTransactionReceipt({ hash });
+      } catch (error) {
+        if (error instanceof TransactionReceiptNotFoundError) return null;
+        throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
+      }
+      if (receipt.status !== 'success') return 0n;
+      const tx = await guard('transaction', () => client.getTransaction({ hash }));
+      return tx.to?.toLowerCase() === to.toLowerCase() ? tx.value : 0n;
     },
     async waitMined(hash, timeoutMs) {
       const deadline = Date.now() + timeoutMs;

@@ -67,6 +67,7 @@ export interface SimExchange {
   payload: Record<string, unknown> | null;
   payinHash: string | null;
   payoutHash: string | null;
+  refundHash: string | null;
   createdAt: string;
   updatedAt: string;
   depositReceivedAt: number | null;
@@ -82,6 +83,10 @@ export const DEFAULT_PAIRS: Record<string, PairConfig> = {
   'usdt/eth->usdt/bsc': { rate: '1', withdrawalFee: '0.3', minAmount: '10' },
   'usdt/eth->btc/btc': { rate: '0.0000105', withdrawalFee: '0.00002', minAmount: '10' },
   'usdt/eth->sol/sol': { rate: '0.0066', withdrawalFee: '0.001', minAmount: '10' },
+  // Instant payouts: one payment's ETH straight to the owner's currency.
+  'eth/eth->usdt/trx': { rate: '3000', withdrawalFee: '1', minAmount: '0.001' },
+  'eth/eth->btc/btc': { rate: '0.0315', withdrawalFee: '0.00002', minAmount: '0.001' },
+  'eth/eth->sol/sol': { rate: '19.8', withdrawalFee: '0.001', minAmount: '0.001' },
 };
 
 const DECIMALS: Record<string, number> = { eth: 18, usdt: 6, usdc: 6, btc: 8, ltc: 8, sol: 9, ton: 9, trx: 6, xmr: 12, bnb: 18 };
@@ -157,6 +162,20 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       return;
     }
     ex.updatedAt = new Date().toISOString();
+    if (ex.forcedEnd === 'refunded' && treasury && ex.refundAddress && ex.fromNetwork === 'eth' && (ex.fromCurrency === 'eth' || options.tokens?.[ex.fromCurrency])) {
+      // The deposit goes back to the refund address on chain, as ChangeNow would send it: once per exchange.
+      let pending = payouts.get(ex.id);
+      if (!pending) {
+        pending = treasury.pay(ex.fromCurrency, ex.refundAddress as Address, new Decimal(ex.amountFrom as string));
+        payouts.set(ex.id, pending);
+        pending.catch(() => payouts.delete(ex.id));
+      }
+      const refundHash = await pending;
+      if (ex.status === 'refunded') return;
+      ex.refundHash = refundHash;
+      ex.status = 'refunded';
+      return;
+    }
     if (ex.forcedEnd === 'failed' || ex.forcedEnd === 'refunded') {
       ex.status = ex.forcedEnd;
       return;
@@ -170,7 +189,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (!pending) {
         // short_payout: report amountTo but pay one smallest unit less, as a misbehaving exchange could.
         const unit = new Decimal(10).pow(-(DECIMALS[ex.toCurrency] ?? 18));
-        pending = treasury.pay(ex, ex.forcedEnd === 'short_payout' ? amountTo.minus(unit) : amountTo);
+        pending = treasury.pay(ex.toCurrency, ex.payoutAddress as Address, ex.forcedEnd === 'short_payout' ? amountTo.minus(unit) : amountTo);
         payouts.set(ex.id, pending);
         pending.catch(() => payouts.delete(ex.id));
       }
@@ -209,6 +228,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     payoutAddress: ex.payoutAddress,
     payinHash: ex.payinHash,
     payoutHash: ex.payoutHash,
+    refundHash: ex.refundHash,
     refundAddress: ex.refundAddress,
     createdAt: ex.createdAt,
     updatedAt: ex.updatedAt,
@@ -272,7 +292,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
         refundAddress: typeof input.refundAddress === 'string' ? input.refundAddress : null,
         userId: typeof input.userId === 'string' ? input.userId : null,
         payload: input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload) ? (input.payload as Record<string, unknown>) : null,
-        payinHash: null, payoutHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
+        payinHash: null, payoutHash: null, refundHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
         forcedEnd: nextEnd,
       };
       nextEnd = null;
@@ -377,14 +397,13 @@ function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<strin
   const client = createPublicClient({ pollingInterval: 100, transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
   const account = privateKeyToAccount(key);
   let queue: Promise<unknown> = Promise.resolve();
-  const send = async (ex: SimExchange, amount: Decimal): Promise<string> => {
+  const send = async (currency: string, to: Address, amount: Decimal): Promise<string> => {
     const chainId = await client.getChainId();
     const wallet = createWalletClient({ account, chain: { id: chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } }, transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
-    const units = BigInt(amount.mul(new Decimal(10).pow(DECIMALS[ex.toCurrency] ?? 18)).toFixed(0, Decimal.ROUND_DOWN));
-    const to = ex.payoutAddress as Address;
-    const token = tokens[ex.toCurrency];
+    const units = BigInt(amount.mul(new Decimal(10).pow(DECIMALS[currency] ?? 18)).toFixed(0, Decimal.ROUND_DOWN));
+    const token = tokens[currency];
     const hash =
-      ex.toCurrency === 'eth' || !token
+      currency === 'eth' || !token
         ? await wallet.sendTransaction({ to, value: units })
         : await wallet.writeContract({ address: token, abi: erc20Abi, functionName: 'transfer', args: [to, units] });
     const receipt = await client.waitForTransactionReceipt({ hash, timeout: 15_000 });
@@ -392,8 +411,8 @@ function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<strin
     return hash;
   };
   return {
-    pay(ex: SimExchange, amount: Decimal): Promise<string> {
-      const next = queue.then(() => send(ex, amount));
+    pay(currency: string, to: Address, amount: Decimal): Promise<string> {
+      const next = queue.then(() => send(currency, to, amount));
       queue = next.catch(() => undefined);
       return next;
     },

@@ -1,0 +1,80 @@
+/**
+ * Following a sent payout's exchange until it ends. `finished`: completed, with the amount the owner received and
+ * the payout hash. `refunded`: the refund is checked on chain; when the whole amount came back to the host wallet
+ * it returns to the channel's balance, otherwise a person decides. `failed`/`expired`, or no end by the deadline:
+ * review. Every ending raises an alert except success.
+ */
+import type { Hex } from 'viem';
+import { ChangeNowError, type ExchangeStatus } from '../integrations/changenow/index.ts';
+import { accounts } from '../ledger/index.ts';
+import { decimalsOf, formatUnits } from '../money/index.ts';
+import type { StageDeps } from './interfaces.ts';
+import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
+
+/** payout_poll */
+export async function pollPayout(deps: StageDeps, payoutId: string): Promise<void> {
+  const payout = await loadPayout(deps.db, payoutId);
+  if (payout.status !== 'sent' || payout.exchange_id === null) return;
+  const log = deps.logger.child({ payoutId, exchangeId: payout.exchange_id });
+  const pastDeadline = payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime();
+  const pollLater = () => deps.db.transaction().execute((trx) => enqueuePayoutPoll(trx, payoutId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+
+  let status: ExchangeStatus;
+  try {
+    status = await deps.exchange.getExchange(payout.exchange_id);
+  } catch (error) {
+    if (!(error instanceof ChangeNowError)) throw error;
+    // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
+    if (error.kind === 'permanent') log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused a payout status request');
+    else log.warn({ event: 'payout_poll_failed', code: error.code }, 'ChangeNow unreachable; polling the payout again later');
+    if (pastDeadline) await toReview(deps, payoutId, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
+    else await pollLater();
+    return;
+  }
+
+  if (status.status === 'finished') {
+    deps.crashPoint?.('payout_before_complete');
+    await deps.db.transaction().execute(async (trx) => {
+      const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+      await completeIn(trx, current, { amountOut: status.amountTo, payoutHash: status.payoutHash, counterparty: accounts.changenow(current.asset) });
+    });
+    log.info({ event: 'payout_completed', amountOut: status.amountTo, currency: payout.payout_currency, payoutHash: status.payoutHash }, 'payout completed');
+    return;
+  }
+  if (status.status === 'refunded') {
+    const refunded = status.refundHash === null ? null : await refundedAmount(deps, payout, status.refundHash as Hex);
+    if (refunded === null) {
+      if (pastDeadline) await toReview(deps, payoutId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`, 'payout_refund_missing');
+      else await pollLater();
+      return;
+    }
+    const amount = BigInt(payout.amount);
+    const shown = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
+    if (refunded < amount) {
+      await toReview(deps, payoutId, `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash})`, 'payout_refund_short');
+      return;
+    }
+    const returned = await deps.db.transaction().execute(async (trx) => {
+      const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+      if (current.status !== 'sent') return false;
+      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${status.refundHash}); ${shown(amount)} back on the channel's balance`);
+      return true;
+    });
+    if (returned) log.error({ event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash }, 'payout exchange refunded; funds back on the channel balance');
+    return;
+  }
+  if (status.status === 'failed' || status.status === 'expired') {
+    await toReview(deps, payoutId, `exchange ${status.status}; the funds sent have not come back`, 'payout_exchange_failed');
+    return;
+  }
+  if (pastDeadline) await toReview(deps, payoutId, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
+  else await pollLater();
+}
+
+/** What the refund transaction brought back to the host wallet, in the payout's asset; null when not visible yet. */
+async function refundedAmount(deps: StageDeps, payout: Payout, hash: Hex): Promise<bigint | null> {
+  const host = deps.hostAddress as Hex;
+  if (payout.asset === 'eth') return deps.wallet.nativeReceived(hash, host);
+  if (!deps.usdtContract) return null;
+  return deps.wallet.tokenReceived(hash, deps.usdtContract, host);
+}

@@ -1,0 +1,374 @@
+/**
+ * Payouts: a threshold batch (USDT) or an instant payment (its net ETH) becomes the owner's currency on the owner's
+ * network, through one ChangeNow exchange paid by one host wallet transfer, or through one direct transfer when the
+ * owner takes the held asset on the host wallet's own network.
+ *
+ *   pending ─► exchange_requested ─► exchange_created ─► sent ─► completed
+ *      │ (held: below ChangeNow's minimum; awaiting_approval: above the approval limit)
+ *      └─ direct: pending ─► sent (transfer recorded) ─► completed (transfer mined)
+ *   and failed (funds back on the channel's balance), needs_review (a person decides), cancelled (by a person).
+ *
+ * Every state change commits with the job that follows it, and intent is stored before each outside effect: the
+ * exchange is asked for in `exchange_requested` (a retry lists ChangeNow's exchanges by the payout id before
+ * creating one), and the transfer is a chain_transfers row unique per payout. So a payout has at most one exchange
+ * and one transfer, ever, whatever crashes or repeats.
+ */
+import { randomBytes } from 'node:crypto';
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
+import { ChangeNowError } from '../integrations/changenow/index.ts';
+import { enqueue } from '../jobs/index.ts';
+import { accounts, postJournal, type AccountRef } from '../ledger/index.ts';
+import { decimalsOf, formatUnits, parseUnitsFloor } from '../money/index.ts';
+import type { StageDeps } from './interfaces.ts';
+import { RunLocked, withRunLock } from './run-lock.ts';
+import { createTransfer, TransferNotReady, type TransferHooks } from './transfer.ts';
+
+export type Payout = Selectable<PayoutsTable>;
+
+/** Graphile's own limit, a backstop: payrail's attempt counter (PAYOUT_MAX_ATTEMPTS) sends a payout to review first. */
+export const PAYOUT_JOB_MAX_ATTEMPTS = 25;
+/** A payout below ChangeNow's minimum is looked at again this often (and at once when its balance grows). */
+const HOLD_RETRY_MS = 60 * 60_000;
+/** USDT has 6 decimals, USD cents 2: one cent is 10^4 USDT units (USDT valued at one USD). */
+export const USDT_UNITS_PER_CENT = 10n ** 4n;
+
+/** ChangeNow refusals that no retry of the same request can change: a person must look. */
+const REFUSALS_FOR_REVIEW = new Set(['pair_is_inactive', 'not_valid_address', 'not_valid_extra_id', 'out_of_range', 'invalid_request']);
+
+export const OPEN_PAYOUT_STATUSES: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'needs_review'];
+
+export function newPayoutId(): string {
+  return `po_${randomBytes(8).toString('hex')}`;
+}
+
+export function enqueuePayoutRun(trx: Transaction<Database>, payoutId: string, runAt?: Date): Promise<void> {
+  return enqueue(trx, 'payout_run', { payoutId }, { jobKey: `payout_run:${payoutId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, ...(runAt && { runAt }) });
+}
+
+export function enqueuePayoutPoll(trx: Transaction<Database>, payoutId: string, runAt: Date): Promise<void> {
+  return enqueue(trx, 'payout_poll', { payoutId }, { jobKey: `payout_poll:${payoutId}`, jobKeyMode: 'replace', runAt, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+}
+
+export async function loadPayout(db: Db | Transaction<Database>, payoutId: string): Promise<Payout> {
+  return db.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).executeTakeFirstOrThrow();
+}
+
+/** The pair's "from" side: what payrail holds for the payout, on the host wallet's network. */
+function fromSide(payout: Payout) {
+  return { fromCurrency: payout.asset, fromNetwork: 'eth' };
+}
+
+function amountText(payout: Payout): string {
+  return formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
+}
+
+/** The owner takes exactly what the host wallet holds, on its network: no exchange, one transfer. */
+export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'payout_network'>): boolean {
+  return payout.payout_network === 'eth' && payout.payout_currency === payout.asset;
+}
+
+/**
+ * payout_instant: a credited instant payment's payout, opened once with its reservation in the ledger, then run.
+ * A payment refunded after its credit (in review) is not paid out.
+ */
+export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
+  const payoutId = await deps.db.transaction().execute(async (trx) => {
+    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+    if (!payment) throw new Error(`payment ${paymentId} not found`);
+    const existing = await trx.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).executeTakeFirst();
+    if (existing) return existing.payout_id;
+    if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
+      throw new Error(`payment ${paymentId} is not a credited instant payment`);
+    }
+    if (payment.review_reason !== null) {
+      deps.logger.warn({ event: 'payout_skipped', paymentId, reason: payment.review_reason }, 'payment in review: no instant payout');
+      return null;
+    }
+    const net = BigInt(payment.net_amount as string);
+    if (net === 0n) return null;
+    const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', payment.channel_id).executeTakeFirstOrThrow();
+    const id = newPayoutId();
+    await trx
+      .insertInto('payouts')
+      .values({
+        payout_id: id,
+        kind: 'instant',
+        channel_id: payment.channel_id,
+        payment_id: paymentId,
+        status: 'pending',
+        asset: payment.asset as 'eth',
+        amount: net,
+        payout_currency: channel.payout_currency,
+        payout_network: channel.payout_network,
+        wallet_address: channel.wallet_address,
+        reason: null,
+      })
+      .execute();
+    await trx.updateTable('payments').set({ payout_id: id, updated_at: sql`now()` }).where('payment_id', '=', paymentId).execute();
+    await postJournal(trx, { kind: 'payout_reserved', ref: id, entries: [
+      { account: accounts.channel(payment.channel_id, payment.asset), amount: -net },
+      { account: accounts.channelPayout(payment.channel_id, payment.asset), amount: net },
+    ] });
+    return id;
+  });
+  if (payoutId !== null) await runPayout(deps, payoutId);
+}
+
+/**
+ * payout_run: moves a payout as far as it can go now. A failure counts as an attempt; after PAYOUT_MAX_ATTEMPTS the
+ * payout goes to review instead of retrying forever.
+ */
+export async function runPayout(deps: StageDeps, payoutId: string): Promise<void> {
+  try {
+    await withRunLock(deps.db, `payout:${payoutId}`, () => advance(deps, payoutId));
+  } catch (error) {
+    if (error instanceof RunLocked || error instanceof TransferNotReady) throw error;
+    await recordFailure(deps, payoutId, error);
+  }
+}
+
+async function recordFailure(deps: StageDeps, payoutId: string, error: unknown): Promise<void> {
+  const message = error instanceof Error ? error.message : String(error);
+  const row = await deps.db
+    .updateTable('payouts')
+    .set({ attempts: sql`attempts + 1`, last_error: message, updated_at: sql`now()` })
+    .where('payout_id', '=', payoutId)
+    .where('status', 'in', ['pending', 'exchange_requested'])
+    .returning('attempts')
+    .executeTakeFirst();
+  if (!row) throw error;
+  const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: message };
+  if (error instanceof ChangeNowError && error.kind === 'permanent') deps.logger.error({ event: 'alert', alert: 'changenow_permanent_error', payoutId, ...fields }, 'ChangeNow refused a payout request');
+  if (row.attempts >= deps.settings.payoutMaxAttempts) {
+    await toReview(deps, payoutId, `gave up after ${row.attempts} failed attempts: ${message}`, 'payout_attempts_exhausted');
+    return;
+  }
+  deps.logger.warn({ event: 'payout_attempt_failed', payoutId, attempts: row.attempts, ...fields }, 'payout attempt failed; will retry');
+  throw error;
+}
+
+async function advance(deps: StageDeps, payoutId: string): Promise<void> {
+  let payout = await loadPayout(deps.db, payoutId);
+  if (payout.status === 'held') {
+    if (payout.hold_until !== null && payout.hold_until.getTime() > Date.now()) return;
+    const resumed = await deps.db.updateTable('payouts').set({ status: 'pending', hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payoutId).where('status', '=', 'held').returningAll().executeTakeFirst();
+    if (!resumed) return;
+    payout = resumed;
+  }
+  if (payout.status === 'pending') {
+    if (payout.approved_at === null && (await needsApproval(deps, payout))) {
+      await deps.db.updateTable('payouts').set({ status: 'awaiting_approval', updated_at: sql`now()` }).where('payout_id', '=', payoutId).where('status', '=', 'pending').execute();
+      deps.logger.warn({ event: 'payout_awaiting_approval', payoutId, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
+      return;
+    }
+    if (isDirect(payout)) {
+      await startDirectTransfer(deps, payout);
+      return;
+    }
+    if (!(await passesEstimate(deps, payout))) return;
+  }
+  if (payout.status === 'pending' || payout.status === 'exchange_requested') await createPayoutExchange(deps, payout);
+}
+
+/** Above PAYOUT_APPROVAL_ABOVE_USD (USDT at one USD; ETH valued through a ChangeNow estimate). */
+async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> {
+  const limit = deps.settings.payoutApprovalAboveUsdCents;
+  if (limit === null) return false;
+  if (payout.asset === 'usdt') return BigInt(payout.amount) > limit * USDT_UNITS_PER_CENT;
+  const estimate = await deps.exchange.estimate({ ...fromSide(payout), toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
+  return parseUnitsFloor(estimate.toAmount, 2).units > limit;
+}
+
+/** Asks ChangeNow whether the pair takes this amount before asking for an exchange. False when the payout stopped. */
+async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean> {
+  try {
+    await deps.exchange.estimate({ ...fromSide(payout), toCurrency: payout.payout_currency, toNetwork: payout.payout_network, fromAmount: amountText(payout) });
+    return true;
+  } catch (error) {
+    if (await stopOnRefusal(deps, payout, error)) return false;
+    throw error;
+  }
+}
+
+/** A refusal that ends this run: below the minimum holds the payout, a refused pair or address sends it to review. */
+async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): Promise<boolean> {
+  if (!(error instanceof ChangeNowError) || error.kind !== 'permanent') return false;
+  if (error.code === 'deposit_too_small') {
+    await hold(deps, payout.payout_id, `below ChangeNow's minimum for ${payout.asset} → ${payout.payout_currency}/${payout.payout_network}: ${error.message}`);
+    return true;
+  }
+  if (REFUSALS_FOR_REVIEW.has(error.code)) {
+    await toReview(deps, payout.payout_id, `ChangeNow refused the payout (${error.code}): ${error.message}`, 'changenow_permanent_error');
+    return true;
+  }
+  return false;
+}
+
+async function startDirectTransfer(deps: StageDeps, payout: Payout): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('payouts').select('status').where('payout_id', '=', payout.payout_id).forUpdate().executeTakeFirstOrThrow();
+    if (current.status !== 'pending') return;
+    const transferId = await createTransfer(trx, { purpose: 'payout', ref: payout.payout_id, asset: payout.asset, from: deps.hostAddress, to: payout.wallet_address, amount: BigInt(payout.amount) });
+    await trx.updateTable('payouts').set({ status: 'sent', transfer_id: transferId, last_error: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+  });
+  deps.logger.info({ event: 'payout_transfer_created', payoutId: payout.payout_id, asset: payout.asset }, 'direct payout transfer recorded');
+}
+
+async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<void> {
+  const payoutId = payout.payout_id;
+  const log = deps.logger.child({ payoutId });
+  let exchange: { id: string; payinAddress: string; toAmount: string | null } | undefined;
+  if (payout.status === 'exchange_requested') {
+    // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
+    const found = await deps.exchange.listExchanges({ userId: payoutId });
+    if (found.length > 1) {
+      await toReview(deps, payoutId, `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`, 'duplicate_exchanges');
+      return;
+    }
+    const [first] = found;
+    if (first) {
+      const matches = ['new', 'waiting'].includes(first.status) && first.expectedAmountFrom === amountText(payout) && first.payoutAddress.toLowerCase() === payout.wallet_address.toLowerCase();
+      if (!matches) {
+        await toReview(deps, payoutId, `found exchange ${first.id} (${first.status}, ${first.expectedAmountFrom ?? '?'} to ${first.payoutAddress}) does not match the payout`, 'exchange_mismatch');
+        return;
+      }
+      exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+    }
+  }
+
+  if (!exchange) {
+    const requested = await deps.db
+      .updateTable('payouts')
+      .set({ status: 'exchange_requested', updated_at: sql`now()` })
+      .where('payout_id', '=', payoutId)
+      .where('status', 'in', ['pending', 'exchange_requested'])
+      .returning('payout_id')
+      .executeTakeFirst();
+    // Cancelled meanwhile: ask for nothing.
+    if (!requested) return;
+    try {
+      const created = await deps.exchange.createExchange({
+        ...fromSide(payout),
+        toCurrency: payout.payout_currency,
+        toNetwork: payout.payout_network,
+        fromAmount: amountText(payout),
+        address: payout.wallet_address,
+        refundAddress: deps.hostAddress,
+        userId: payoutId,
+        payload: { payoutId },
+      });
+      exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+    } catch (error) {
+      if (await stopOnRefusal(deps, payout, error)) return;
+      throw error;
+    }
+    deps.crashPoint?.('payout_after_exchange_created');
+  }
+
+  const payin = exchange;
+  const recorded = await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('payouts').select('status').where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+    if (current.status !== 'exchange_requested') return false;
+    const transferId = await createTransfer(trx, { purpose: 'payout', ref: payoutId, asset: payout.asset, from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(payout.amount) });
+    const transfer = await trx.selectFrom('chain_transfers').select(['to_address', 'amount', 'asset']).where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
+    if (transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() || BigInt(transfer.amount) !== BigInt(payout.amount) || transfer.asset !== payout.asset) {
+      throw new Error(`payout ${payoutId}: its transfer pays ${transfer.amount} ${transfer.asset} to ${transfer.to_address}, not the exchange's ${payin.payinAddress}`);
+    }
+    await trx
+      .updateTable('payouts')
+      .set({ status: 'exchange_created', exchange_id: payin.id, payin_address: payin.payinAddress, expected_amount_out: payin.toAmount, transfer_id: transferId, last_error: null, updated_at: sql`now()` })
+      .where('payout_id', '=', payoutId)
+      .execute();
+    return true;
+  });
+  if (recorded) log.info({ event: 'payout_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress }, 'payout exchange created');
+}
+
+/** What happens to a payout when its transfer is mined, or never leaves. */
+export function payoutTransferHooks(deps: StageDeps): TransferHooks {
+  return {
+    async onConfirmed(trx, transfer) {
+      const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
+      if (payout.exchange_id === null) {
+        if (payout.status !== 'sent') return;
+        // Direct: the owner's wallet received the transfer itself.
+        await completeIn(trx, payout, { amountOut: amountText(payout), payoutHash: transfer.tx_hash, counterparty: accounts.payees(payout.asset) });
+        deps.logger.info({ event: 'payout_completed', payoutId: payout.payout_id, direct: true }, 'payout completed');
+        return;
+      }
+      if (payout.status !== 'exchange_created') return;
+      await trx
+        .updateTable('payouts')
+        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), updated_at: sql`now()` })
+        .where('payout_id', '=', payout.payout_id)
+        .execute();
+      await enqueuePayoutPoll(trx, payout.payout_id, new Date());
+    },
+    async onFailed(trx, transfer, reason) {
+      const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
+      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return;
+      await returnFundsIn(trx, payout, 'failed', `transfer ${transfer.transfer_id} ${reason}: the funds never left`);
+      deps.logger.error({ event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason }, 'payout transfer failed; funds back on the channel balance');
+    },
+  };
+}
+
+/** Completes a payout: the reserved funds leave the books to ChangeNow (or the owner), in one journal. */
+export async function completeIn(trx: Transaction<Database>, payout: Payout, result: { amountOut: string | null; payoutHash: string | null; counterparty: AccountRef }): Promise<void> {
+  const done = await trx
+    .updateTable('payouts')
+    .set({ status: 'completed', amount_out: result.amountOut, payout_hash: result.payoutHash, reason: null, completed_at: sql`now()`, updated_at: sql`now()` })
+    .where('payout_id', '=', payout.payout_id)
+    .where('status', '=', 'sent')
+    .returning('payout_id')
+    .executeTakeFirst();
+  if (!done) return;
+  const amount = BigInt(payout.amount);
+  await postJournal(trx, { kind: 'payout_completed', ref: payout.payout_id, entries: [
+    { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
+    { account: result.counterparty, amount },
+  ] });
+}
+
+/**
+ * Ends a payout whose funds are still (or again) ours: they go back to the channel's available balance, and a
+ * threshold batch's payments become free for the next batch.
+ */
+export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, status: 'failed' | 'cancelled', reason: string): Promise<void> {
+  await trx.updateTable('payouts').set({ status, reason, hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+  if (payout.kind === 'threshold') {
+    await trx.updateTable('payments').set({ payout_id: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+  }
+  const amount = BigInt(payout.amount);
+  await postJournal(trx, { kind: 'payout_returned', ref: payout.payout_id, entries: [
+    { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
+    { account: accounts.channel(payout.channel_id, payout.asset), amount },
+  ] });
+}
+
+async function hold(deps: StageDeps, payoutId: string, reason: string): Promise<void> {
+  const until = new Date(Date.now() + HOLD_RETRY_MS);
+  await deps.db.transaction().execute(async (trx) => {
+    const held = await trx
+      .updateTable('payouts')
+      .set({ status: 'held', reason, hold_until: until, updated_at: sql`now()` })
+      .where('payout_id', '=', payoutId)
+      .where('status', 'in', ['pending', 'exchange_requested'])
+      .returning('payout_id')
+      .executeTakeFirst();
+    if (held) await enqueuePayoutRun(trx, payoutId, until);
+  });
+  deps.logger.warn({ event: 'payout_held', payoutId, reason, until: until.toISOString() }, 'payout held until its balance grows or the hold ends');
+}
+
+/** A person decides: the payout keeps its reservation and stops until retried or cancelled. */
+export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string): Promise<void> {
+  await deps.db
+    .updateTable('payouts')
+    .set({ status: 'needs_review', reason, updated_at: sql`now()` })
+    .where('payout_id', '=', payoutId)
+    .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+    .execute();
+  deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
+}

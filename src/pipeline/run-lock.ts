@@ -1,0 +1,23 @@
+/**
+ * One run of a step per subject at a time, even when its job is delivered twice at once. A session advisory lock on
+ * a dedicated connection is held across the outside call: the step's intent row must commit before that call, so a
+ * row lock inside one transaction cannot cover it.
+ */
+import { sql } from 'kysely';
+import type { Db } from '../db/index.ts';
+
+export class RunLocked extends Error {
+  override name = 'RunLocked';
+}
+
+export async function withRunLock<T>(db: Db, key: string, run: () => Promise<T>): Promise<T> {
+  return db.connection().execute(async (conn) => {
+    const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${key})) as ok`.execute(conn);
+    if (!locked.rows[0]?.ok) throw new RunLocked(`${key} is being handled by another run`);
+    try {
+      return await run();
+    } finally {
+      await sql`select pg_advisory_unlock(hashtext(${key}))`.execute(conn);
+    }
+  });
+}
