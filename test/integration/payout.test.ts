@@ -1,0 +1,118 @@
+/**
+ * Payouts end to end on real parts: IPNs over HTTP → (conversion →) payout → ChangeNow simulator over HTTP → host
+ * wallet transfer on anvil → owner's wallet, checked on chain where the simulator pays out on the local chain, and
+ * in the ledger.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { parseUnits } from '../../src/money/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 9_100_000_000;
+let nextChannel = 1_003_100_000_001;
+
+async function start(env: Record<string, string> = {}) {
+  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env } });
+  return payrail;
+}
+
+function freshWallet(): string {
+  return privateKeyToAccount(generatePrivateKey()).address;
+}
+
+async function channel(body: Record<string, unknown>): Promise<string> {
+  const id = `-${nextChannel++}`;
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
+  expect([200, 201]).toContain(res.status);
+  return id;
+}
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(200);
+  return String(body.payment_id);
+}
+
+async function payoutsOf(channelId: string) {
+  return (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<Record<string, any>>;
+}
+
+async function settled(channelId: string, status = 'completed') {
+  return (await payoutsOf(channelId)).some((p) => p.status === status);
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('instant payouts', () => {
+  it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async () => {
+    await start();
+    const wallet = freshWallet();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    const exchangesBefore = outside.sim.exchanges.size;
+    const paymentId = await pay(id);
+    await eventually('the instant payout completed', () => settled(id));
+    const [payout] = await payoutsOf(id);
+    expect(payout).toMatchObject({ kind: 'instant', paymentId, status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '0.0047239', exchangeId: null });
+    expect(payout!.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
+    expect(await outside.balanceOf(wallet)).toBe(4_723_900_000_000_000n);
+    expect(outside.sim.exchanges.size).toBe(exchangesBefore);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async () => {
+    await start();
+    const wallet = freshWallet();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: wallet });
+    await pay(id);
+    await eventually('the instant payout completed', () => settled(id));
+    const [payout] = await payoutsOf(id);
+    // 0.0047239 ETH × 3000 − 1 USDT withdrawal fee
+    expect(payout).toMatchObject({ status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '13.1717' });
+    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
+    expect(exchange).toMatchObject({ status: 'finished', userId: payout!.payoutId, payoutAddress: wallet });
+    expect(await outside.usdtBalanceOf(wallet)).toBe(13_171_700n);
+    expect(await outside.balanceOf(exchange.payinAddress)).toBe(4_723_900_000_000_000n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('threshold payouts', () => {
+  it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    await pay(id);
+    await pay(id);
+    await eventually('the batch completed', () => settled(id), 60_000);
+    const [payout] = await payoutsOf(id);
+    expect(payout).toMatchObject({ kind: 'threshold', status: 'completed', asset: 'usdt', payoutCurrency: 'usdt', payoutNetwork: 'trx' });
+    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
+    expect(exchange).toMatchObject({ status: 'finished', fromCurrency: 'usdt', toCurrency: 'usdt', toNetwork: 'trx', payoutAddress: TRON_WALLET });
+    // The payin address received exactly the batch, in USDT.
+    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
