@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { startPayrail, type Payrail, type Roles } from '../../src/app.ts';
 import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -15,8 +16,31 @@ export interface TestPayrail extends Payrail {
   request(method: string, path: string, options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<{ status: number; body: any }>;
 }
 
+/** Collects payrail's log lines, parsed, for tests that check what was logged (alerts, say). */
+export interface LogSink {
+  readonly stream: NodeJS.WritableStream;
+  readonly lines: Array<Record<string, unknown>>;
+  /** The `alert` names logged so far (events with "event":"alert"). */
+  alerts(): string[];
+}
+
+export function logSink(): LogSink {
+  const lines: Array<Record<string, unknown>> = [];
+  let partial = '';
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const text = partial + chunk.toString('utf8');
+      const parts = text.split('\n');
+      partial = parts.pop() ?? '';
+      for (const part of parts) if (part.trim() !== '') lines.push(JSON.parse(part) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { stream, lines, alerts: () => lines.filter((l) => l.event === 'alert').map((l) => String(l.alert)) };
+}
+
 /** payrail on a test database, over real HTTP on an ephemeral port. */
-export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void } = {}): Promise<TestPayrail> {
+export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void; logs?: LogSink } = {}): Promise<TestPayrail> {
   const config = loadConfig({
     DATABASE_URL: db.url,
     PORT: '0',
@@ -31,7 +55,8 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
     HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
     ...options.env,
   });
-  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, createLogger({ level: config.LOG_LEVEL }), options.crashPoint ? { crashPoint: options.crashPoint } : {});
+  const logger = options.logs ? createLogger({ level: 'info', destination: options.logs.stream }) : createLogger({ level: config.LOG_LEVEL });
+  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, logger, options.crashPoint ? { crashPoint: options.crashPoint } : {});
   const url = payrail.url as string;
   return {
     ...payrail,
