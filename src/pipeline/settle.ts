@@ -63,7 +63,23 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     return;
   }
   if (status.status === 'refunded') {
-    await releasePayments(deps, conversionId, 'failed', `exchange refunded (refund ${status.refundHash ?? 'hash unknown'})`);
+    // The payments go back to pending only once the chain shows the whole ETH back on the host wallet.
+    const refunded = status.refundHash === null ? null : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
+    if (refunded === null) {
+      if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
+        await toReview(deps, conversionId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`);
+        log.error({ event: 'alert', alert: 'conversion_refund_missing', refundHash: status.refundHash }, 'refund not found on chain; sent to review');
+        return;
+      }
+      await pollLater();
+      return;
+    }
+    if (refunded < BigInt(conversion.amount_wei)) {
+      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(BigInt(conversion.amount_wei), 18)} ETH (refund ${status.refundHash})`);
+      log.error({ event: 'alert', alert: 'conversion_refund_short', refundHash: status.refundHash }, 'refund short of the ETH sent; sent to review');
+      return;
+    }
+    await releasePayments(deps, conversionId, 'failed', `exchange refunded (refund ${status.refundHash})`);
     log.error({ event: 'alert', alert: 'conversion_refunded' }, 'conversion exchange refunded; payments back to pending');
     return;
   }
