@@ -46,6 +46,17 @@ describe('host wallet on anvil', () => {
     expect(await client.getBalance({ address: recipient })).toBe(10n ** 15n + 1n);
   });
 
+  it('reads what a mined transaction sent in ETH to an address (refund checks), and null for an unknown hash', async () => {
+    const nonce = await wallet.pendingNonce();
+    const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 12_345n, nonce }, await wallet.fees());
+    expect(await wallet.nativeReceived(signed.hash, recipient)).toBeNull();
+    await wallet.broadcast(signed.rawTx);
+    await wallet.waitMined(signed.hash, 10_000);
+    expect(await wallet.nativeReceived(signed.hash, recipient)).toBe(12_345n);
+    // Sent to someone else: nothing for this address.
+    expect(await wallet.nativeReceived(signed.hash, wallet.address)).toBe(0n);
+  });
+
   it('reports a transfer it cannot pay for instead of sending it', async () => {
     const nonce = await wallet.pendingNonce();
     const signed = await wallet.sign({ to: recipient, asset: { kind: 'native' }, amount: 10n ** 19n, nonce }, await wallet.fees());
