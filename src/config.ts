@@ -60,12 +60,20 @@ const schema = z.object({
           return z.NEVER;
         }
         const [, name, token] = match as unknown as [string, string, string];
+        // Entries are named by position, never by their name: in a pair written the wrong way round ("token:name")
+        // the "name" is the secret, and the message must not print it.
+        const entry = entries.length + 1;
         if (token.length < 16) {
-          ctx.addIssue({ code: 'custom', message: `the token of "${name}" must be at least 16 characters` });
+          ctx.addIssue({ code: 'custom', message: `the token of entry ${entry} must be at least 16 characters (entries are name:token)` });
           return z.NEVER;
         }
-        if (name === 'admin' || entries.some((e) => e.name === name)) {
-          ctx.addIssue({ code: 'custom', message: `token name "${name}" is used twice ("admin" is ADMIN_TOKEN's)` });
+        if (name === 'admin') {
+          ctx.addIssue({ code: 'custom', message: 'the name "admin" is ADMIN_TOKEN\'s: choose another' });
+          return z.NEVER;
+        }
+        const same = entries.findIndex((e) => e.name === name);
+        if (same >= 0) {
+          ctx.addIssue({ code: 'custom', message: `entry ${entry} uses the name of entry ${same + 1}: each token needs its own name` });
           return z.NEVER;
         }
         entries.push({ name, token });

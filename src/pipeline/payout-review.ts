@@ -8,7 +8,7 @@
  */
 import { sql, type Transaction, type Updateable } from 'kysely';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
-import { enqueuePayoutPoll, enqueuePayoutRun, returnFundsIn, type Payout } from './payout.ts';
+import { enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, type Payout } from './payout.ts';
 
 export type PayoutAction = 'retry' | 'cancel' | 'approve';
 
@@ -50,21 +50,28 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   async retry(trx, payout, context) {
     const id = payout.payout_id;
     if (payout.status === 'held') {
-      await set(trx, id, { status: 'pending', hold_until: null });
+      await set(trx, id, { status: 'pending', hold_until: null, reason: null, attempts: 0, last_error: null });
       await enqueuePayoutRun(trx, id);
       return 'pending';
     }
     if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout cannot be retried (only needs_review or held)`);
     if (payout.exchange_id !== null && context.transferStatus === 'confirmed') {
       // The funds are at ChangeNow: look again, with a fresh deadline.
-      await set(trx, id, { status: 'sent', poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
+      await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
     if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transferStatus}: wait for it, it cannot be retried`);
     if (payout.transfer_id !== null) throw new PayoutActionRefused('its transfer failed and the funds never left: cancel it to return them to the channel');
+    if (isDirect(payout)) {
+      // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
+      // from pending, through the approval check to its one transfer.
+      await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null });
+      await enqueuePayoutRun(trx, id);
+      return 'pending';
+    }
     // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
-    await set(trx, id, { status: 'exchange_requested', attempts: 0, last_error: null });
+    await set(trx, id, { status: 'exchange_requested', reason: null, attempts: 0, last_error: null });
     await enqueuePayoutRun(trx, id);
     return 'exchange_requested';
   },

@@ -158,8 +158,7 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
   }
   if (payout.status === 'pending') {
     if (payout.approved_at === null && (await needsApproval(deps, payout))) {
-      await deps.db.updateTable('payouts').set({ status: 'awaiting_approval', updated_at: sql`now()` }).where('payout_id', '=', payoutId).where('status', '=', 'pending').execute();
-      deps.logger.warn({ event: 'payout_awaiting_approval', payoutId, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
+      await awaitApproval(deps, payout);
       return;
     }
     if (isDirect(payout)) {
@@ -169,6 +168,11 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
     if (!(await passesEstimate(deps, payout))) return;
   }
   if (payout.status === 'pending' || payout.status === 'exchange_requested') await createPayoutExchange(deps, payout);
+}
+
+async function awaitApproval(deps: StageDeps, payout: Payout): Promise<void> {
+  await deps.db.updateTable('payouts').set({ status: 'awaiting_approval', updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).where('status', '=', payout.status).execute();
+  deps.logger.warn({ event: 'payout_awaiting_approval', payoutId: payout.payout_id, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
 }
 
 /** Above PAYOUT_APPROVAL_ABOVE_USD (USDT at one USD; ETH valued through a ChangeNow estimate). */
@@ -234,6 +238,11 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+    } else if (payout.approved_at === null && (await needsApproval(deps, payout))) {
+      // A payout retried from review may have gone there before its approval check (its USD estimate kept failing).
+      // ChangeNow holds no exchange for it, so it can wait for approval like any payout above the limit.
+      await awaitApproval(deps, payout);
+      return;
     }
   }
 

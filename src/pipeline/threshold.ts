@@ -34,14 +34,21 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     if (balance === 0n) continue;
     const open = await trx.selectFrom('payouts').select(['payout_id', 'status', 'top_ups']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
     if (open) {
-      // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once.
+      // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An
+      // approval was for the smaller amount: the grown batch is checked against the limit again.
       if (open.status === 'held') {
         const n = open.top_ups + 1;
-        await trx
+        // Only if still held once the row is ours: since the read above its run may have resumed it (hold ended, or
+        // a person retried it) and be asking for an exchange of the amount it loaded, or a person cancelled it and
+        // returned its funds. Either way it keeps its amount and status; the balance stays available for the next batch.
+        const toppedUp = await trx
           .updateTable('payouts')
-          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, updated_at: sql`now()` })
+          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, approved_by: null, approved_at: null, updated_at: sql`now()` })
           .where('payout_id', '=', open.payout_id)
-          .execute();
+          .where('status', '=', 'held')
+          .returning('payout_id')
+          .executeTakeFirst();
+        if (!toppedUp) continue;
         await linkPayments(trx, channelId, open.payout_id);
         await enqueuePayoutRun(trx, open.payout_id);
         outcome.batchIds.push(open.payout_id);

@@ -88,4 +88,57 @@ describe('configuration', () => {
     expect(problems({ ...production, ADMIN_TOKEN: 'short' })).toEqual([expect.stringMatching(/^ADMIN_TOKEN: /)]);
     expect(problems({ ...production, PLATFORM_FEE_PERCENT: '3.0000001' })).toEqual([expect.stringMatching(/^PLATFORM_FEE_PERCENT: /)]);
   });
+  it('reads ADMIN_TOKENS as named tokens, each recorded under its name', () => {
+    const alice = 'alice-token-0123456789';
+    const bob = 'bob-token-0123456789ab';
+    expect(loadConfig(production).ADMIN_TOKENS).toEqual([]);
+    expect(loadConfig({ ...production, ADMIN_TOKENS: ` alice:${alice}, bob.ops:${bob}\n` }).ADMIN_TOKENS).toEqual([
+      { name: 'alice', token: alice },
+      { name: 'bob.ops', token: bob },
+    ]);
+  });
+
+  it('refuses a malformed ADMIN_TOKENS list without ever showing a token in the message', () => {
+    // Lower case, so a swapped pair ("token:name") reads as a well-formed name.
+    const token = 'q7zx-secret-token-4410';
+    const cases: Array<[string, RegExp]> = [
+      [token, /^ADMIN_TOKENS: must be name:token pairs/], // no name
+      [`alice:${token},`, /^ADMIN_TOKENS: must be name:token pairs/], // empty entry
+      [`Alice:${token}`, /^ADMIN_TOKENS: must be name:token pairs/], // upper-case name
+      [`${token}:alice`, /^ADMIN_TOKENS: the token of entry 1 must be at least 16 characters/], // swapped: the name is short
+      [`alice ${token}`, /^ADMIN_TOKENS: must be name:token pairs/],
+      [`bob:${token},alice:short-token`, /^ADMIN_TOKENS: the token of entry 2 must be at least 16 characters/],
+      [`alice:${token},alice:${token}x`, /^ADMIN_TOKENS: entry 2 uses the name of entry 1/],
+      [`${token}:bob-token-0123456789,${token}:alice-token-0123456789`, /^ADMIN_TOKENS: entry 2 uses the name of entry 1/], // swapped twice
+      [`admin:${token}`, /^ADMIN_TOKENS: the name "admin" is ADMIN_TOKEN's/],
+    ];
+    for (const [value, expected] of cases) {
+      const found = problems({ ...production, ADMIN_TOKENS: value });
+      expect(found, value).toEqual([expect.stringMatching(expected)]);
+      let message = '';
+      try {
+        loadConfig({ ...production, ADMIN_TOKENS: value });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message, value).not.toContain('secret-token');
+      expect(message, value).not.toContain('short-token');
+    }
+  });
+
+  it('reads PAYOUT_APPROVAL_ABOVE_USD as a USD amount (unset: no payout waits)', () => {
+    expect(loadConfig(production).PAYOUT_APPROVAL_ABOVE_USD).toBeUndefined();
+    expect(loadConfig({ ...production, PAYOUT_APPROVAL_ABOVE_USD: '250' }).PAYOUT_APPROVAL_ABOVE_USD).toBe('250');
+    expect(loadConfig({ ...production, PAYOUT_APPROVAL_ABOVE_USD: '250.50' }).PAYOUT_APPROVAL_ABOVE_USD).toBe('250.50');
+    for (const bad of ['-1', 'abc', '1.234', '1e3']) {
+      expect(problems({ ...production, PAYOUT_APPROVAL_ABOVE_USD: bad }), bad).toEqual([`PAYOUT_APPROVAL_ABOVE_USD: must be a USD amount such as 50 or 50.00 (got "${bad}")`]);
+    }
+  });
+
+  it('PAYRAIL_CRASH_AT takes the conversion and payout crash points, and nothing else', () => {
+    for (const point of ['after_exchange_created', 'after_broadcast', 'before_settle', 'payout_after_exchange_created', 'payout_after_broadcast', 'payout_before_complete']) {
+      expect(loadConfig({ ...production, PAYRAIL_CRASH_AT: point }).PAYRAIL_CRASH_AT).toBe(point);
+    }
+    expect(problems({ ...production, PAYRAIL_CRASH_AT: 'payout_somewhere' })).toEqual([expect.stringMatching(/^PAYRAIL_CRASH_AT: /)]);
+  });
 });

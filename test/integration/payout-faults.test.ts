@@ -1,0 +1,668 @@
+/**
+ * Payout failures end to end on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP): each one ends in
+ * its documented state with its alert, and no money is lost or paid twice — at most one exchange and one transfer per
+ * payout, on chain and in the ledger.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { formatUnits } from '../../src/money/index.ts';
+import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { freePort } from '../support/ports.ts';
+
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+// A valid Dogecoin P2PKH address (see test/unit/address.test.ts); the simulator has no pair for doge.
+const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
+/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
+const NET_WEI = 4_723_900_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+/** The instance requests go through; every started instance is in `running`, stopped after each test. */
+let payrail: TestPayrail | undefined;
+let running: TestPayrail[] = [];
+/** The first instance's log sink in a test. */
+let sink: LogSink | undefined;
+/** Set while a test has drained the host wallet: afterEach puts this balance back whatever happened. */
+let hostBalanceToRestore: bigint | undefined;
+let nextPaymentId = 9_200_000_000;
+let nextChannel = 1_003_200_000_001;
+
+async function start(env: Record<string, string> = {}, logs: LogSink = logSink()): Promise<TestPayrail> {
+  const instance = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env }, logs });
+  running.push(instance);
+  payrail ??= instance;
+  sink ??= logs;
+  return instance;
+}
+
+async function stopAll(): Promise<void> {
+  const all = running;
+  running = [];
+  payrail = undefined;
+  for (const instance of all) await instance.stop();
+}
+
+function freshWallet(): string {
+  return privateKeyToAccount(generatePrivateKey()).address;
+}
+
+async function channel(body: Record<string, unknown>): Promise<string> {
+  const id = `-${nextChannel++}`;
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
+  expect([200, 201]).toContain(res.status);
+  return id;
+}
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(200);
+  return String(body.payment_id);
+}
+
+interface PayoutRow {
+  payout_id: string;
+  kind: string;
+  status: string;
+  reason: string | null;
+  asset: string;
+  amount: string;
+  exchange_id: string | null;
+  payin_address: string | null;
+  transfer_id: string | null;
+  attempts: number;
+  last_error: string | null;
+  top_ups: number;
+  hold_until: Date | null;
+  amount_out: string | null;
+}
+
+async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
+  const { rows } = await db.pool.query<PayoutRow>(
+    `select payout_id, kind, status, reason, asset, amount::text, exchange_id, payin_address, transfer_id, attempts, last_error, top_ups, hold_until, amount_out
+     from payouts where channel_id = $1 order by created_at`,
+    [channelId],
+  );
+  return rows;
+}
+
+async function onlyPayout(channelId: string): Promise<PayoutRow> {
+  const rows = await payoutsOf(channelId);
+  expect(rows).toHaveLength(1);
+  return rows[0] as PayoutRow;
+}
+
+async function hasPayout(channelId: string, status: string): Promise<boolean> {
+  return (await payoutsOf(channelId)).some((p) => p.status === status);
+}
+
+function exchangesFor(payoutId: string) {
+  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+}
+
+async function transfersFor(payoutId: string) {
+  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string | null; nonce: string | null; to_address: string; amount: string }>(
+    "select transfer_id, status, tx_hash, nonce::text, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
+    [payoutId],
+  );
+  return rows;
+}
+
+/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
+async function balances(channelId: string): Promise<Record<string, string>> {
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1', [`channel:${channelId}%`]);
+  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+}
+
+async function journalKinds(ref: string): Promise<string[]> {
+  const { rows } = await db.pool.query<{ kind: string }>("select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id", [ref]);
+  return rows.map((r) => r.kind);
+}
+
+/** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
+function alertsFor(payoutId: string, logs: LogSink = sink!): string[] {
+  return logs.lines.filter((l) => l.event === 'alert' && (l.payoutId === payoutId || l.ref === payoutId)).map((l) => String(l.alert));
+}
+
+function distinct(names: string[]): string[] {
+  return [...new Set(names)].sort();
+}
+
+async function expectLedgerClean(): Promise<void> {
+  expect((await checkLedger(db.db)).problems).toEqual([]);
+}
+
+async function hostNonce(): Promise<number> {
+  return Number.parseInt(String(await rpc(outside.chain.rpcUrl, 'eth_getTransactionCount', [outside.hostAddress, 'latest'])), 16);
+}
+
+async function setHostBalance(wei: bigint): Promise<void> {
+  await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
+}
+
+async function conversionsDone(paymentIds: string[]): Promise<boolean> {
+  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
+  return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
+}
+
+async function usdtOfPayments(payoutId: string): Promise<bigint> {
+  const { rows } = await db.pool.query<{ total: string | null }>('select sum(usdt_amount)::text as total from payments where payout_id = $1', [payoutId]);
+  return BigInt(rows[0]?.total ?? '0');
+}
+
+/** Statements of this database waiting for a lock on payouts rows (a test holds one to order a race). */
+async function waitingOnPayouts(): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>(
+    `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%"payouts"%'`,
+  );
+  return rows[0]!.n;
+}
+
+/** Converts two payments of a new threshold channel (20 USD, USDT on trx) into a batch held below the minimum. */
+async function heldBatch(): Promise<{ id: string; held: PayoutRow; paymentIds: string[] }> {
+  outside.sim.setPair('usdt/eth->usdt/trx', { rate: '1', withdrawalFee: '1', minAmount: '100' });
+  const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+  const paymentIds = [await pay(id), await pay(id)];
+  await eventually('both payments converted', () => conversionsDone(paymentIds));
+  await eventually('the batch held', () => hasPayout(id, 'held'));
+  return { id, held: await onlyPayout(id), paymentIds };
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await stopAll();
+  sink = undefined;
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+  for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
+  if (hostBalanceToRestore !== undefined) {
+    await setHostBalance(hostBalanceToRestore);
+    hostBalanceToRestore = undefined;
+  }
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('exchange endings', () => {
+  it('a failed exchange sends the payout to review; the funds stay reserved', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    outside.sim.failNextExchange('failed');
+    await pay(id);
+    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
+
+    const payout = await onlyPayout(id);
+    expect(payout).toMatchObject({ kind: 'instant', status: 'needs_review', reason: 'exchange failed; the funds sent have not come back', asset: 'eth', amount: NET_WEI.toString() });
+    expect(alertsFor(payout.payout_id)).toEqual(['payout_exchange_failed']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    const exchanges = exchangesFor(payout.payout_id);
+    expect(exchanges).toHaveLength(1);
+    expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'failed' });
+    expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+    // The ETH went to the exchange and stayed there: nothing came back, nothing was sent twice.
+    expect(await outside.balanceOf(payout.payin_address!)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved']);
+    await expectLedgerClean();
+  });
+
+  it('a refunded instant exchange: the refund arrives on chain, the payout fails and the ETH is back on the channel', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    outside.sim.failNextExchange('refunded');
+    const paymentId = await pay(id);
+    await eventually('the payout failed', () => hasPayout(id, 'failed'));
+
+    const payout = await onlyPayout(id);
+    const [exchange] = exchangesFor(payout.payout_id);
+    expect(exchangesFor(payout.payout_id)).toHaveLength(1);
+    expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'refunded', refundAddress: outside.hostAddress });
+    expect(payout).toMatchObject({ status: 'failed', reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance` });
+    expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+    // On chain: the payin address got the ETH once, and the refund brought exactly that back to the host wallet.
+    expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
+    const refund = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionByHash', [exchange!.refundHash])) as { to: string; value: string };
+    expect(refund.to.toLowerCase()).toBe(outside.hostAddress.toLowerCase());
+    expect(BigInt(refund.value)).toBe(NET_WEI);
+    // The reservation went back to the channel's available balance.
+    expect(await balances(id)).toEqual({ 'channel/eth': NET_WEI.toString(), 'channel:payout/eth': '0' });
+    expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
+    const { rows } = await db.pool.query('select payout_id from payments where payment_id = $1', [paymentId]);
+    expect(rows).toEqual([{ payout_id: payout.payout_id }]);
+    await expectLedgerClean();
+  });
+
+  it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async () => {
+    await start();
+    // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.
+    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const paymentIds = [await pay(id), await pay(id)];
+    await eventually('both payments converted', () => conversionsDone(paymentIds));
+    const available = BigInt((await balances(id))['channel/usdt'] as string);
+    expect(available).toBeGreaterThan(20_000_000n);
+    const hostUsdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
+
+    outside.sim.failNextExchange('refunded');
+    const res = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET } });
+    expect(res.status).toBe(200);
+    await eventually('the batch failed', () => hasPayout(id, 'failed'));
+
+    const payout = await onlyPayout(id);
+    expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), status: 'failed' });
+    const exchanges = exchangesFor(payout.payout_id);
+    expect(exchanges).toHaveLength(1);
+    expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'refunded', fromCurrency: 'usdt', toNetwork: 'trx' });
+    expect(payout.reason).toBe(`exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`);
+    expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
+    // On chain: the payin address holds the batch; the host wallet got all of it back.
+    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
+    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(hostUsdtBefore);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': available.toString(), 'channel:payout/usdt': '0' });
+    expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
+    const { rows } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    expect(rows).toEqual([{ payout_id: null }, { payout_id: null }]);
+    await expectLedgerClean();
+
+    // Nothing was lost: the next threshold check batches the same USDT and the same payments, and it goes out.
+    const again = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET } });
+    expect(again.status).toBe(200);
+    await eventually('the second batch completed', () => hasPayout(id, 'completed'));
+    const second = (await payoutsOf(id))[1] as PayoutRow;
+    expect(second).toMatchObject({ status: 'completed', amount: available.toString() });
+    expect(await usdtOfPayments(second.payout_id)).toBe(available);
+    expect(exchangesFor(second.payout_id)).toHaveLength(1);
+    expect(await transfersFor(second.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    await expectLedgerClean();
+  });
+});
+
+describe('refusals and held batches', () => {
+  it("below ChangeNow's minimum: the batch is held without an exchange; the next settlement tops it up and it completes", async () => {
+    await start();
+    const { id, held } = await heldBatch();
+    expect(held).toMatchObject({ kind: 'threshold', status: 'held', top_ups: 0, exchange_id: null, transfer_id: null });
+    expect(held.reason).toMatch(/^below ChangeNow's minimum for usdt → usdt\/trx: .*minimal: 100\)$/);
+    expect(held.hold_until!.getTime()).toBeGreaterThan(Date.now());
+    const heldAmount = BigInt(held.amount);
+    expect(heldAmount).toBe(await usdtOfPayments(held.payout_id));
+    expect(exchangesFor(held.payout_id)).toHaveLength(0);
+    expect(await transfersFor(held.payout_id)).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': heldAmount.toString() });
+    expect(sink!.lines.some((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toBe(true);
+
+    outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
+    const more = await pay(id);
+    await eventually('the topped-up batch completed', () => hasPayout(id, 'completed'));
+
+    const done = await onlyPayout(id);
+    const added = await db.pool.query<{ usdt_amount: string; payout_id: string }>('select usdt_amount::text, payout_id from payments where payment_id = $1', [more]);
+    const addedUnits = BigInt(added.rows[0]!.usdt_amount);
+    expect(added.rows[0]!.payout_id).toBe(held.payout_id);
+    expect(done).toMatchObject({ payout_id: held.payout_id, status: 'completed', top_ups: 1, amount: (heldAmount + addedUnits).toString(), reason: null });
+    expect(await usdtOfPayments(done.payout_id)).toBe(heldAmount + addedUnits);
+    const exchanges = exchangesFor(done.payout_id);
+    expect(exchanges).toHaveLength(1);
+    expect(exchanges[0]).toMatchObject({ status: 'finished', expectedAmountFrom: formatUnits(heldAmount + addedUnits, 6), payoutAddress: TRON_WALLET });
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: (heldAmount + addedUnits).toString() }]);
+    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(heldAmount + addedUnits);
+    expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_topped_up', 'payout_completed']);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    // Held is a wait for more funds, not a fault: nothing to alert on.
+    expect(sink!.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('a top-up racing the held batch being resumed never changes the amount of a payout already on its way', async () => {
+    await start();
+    const { id, held } = await heldBatch();
+    const heldAmount = BigInt(held.amount);
+    outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
+    // Its hold has ended: the batch's next run resumes it.
+    await db.pool.query("update payouts set hold_until = now() - interval '1 second' where payout_id = $1", [held.payout_id]);
+
+    // Order the race with a row lock: the run resumes the batch first, the settlement that would top it up waits
+    // behind it (both queue on the batch's row while this transaction holds it).
+    const blocker = await db.pool.connect();
+    let more: string;
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
+      await db.pool.query("select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)", [held.payout_id]);
+      await eventually('the run waiting to resume the batch', async () => (await waitingOnPayouts()) === 1);
+      more = await pay(id);
+      await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
+    } finally {
+      await blocker.query('rollback');
+      blocker.release();
+    }
+    await eventually('the new payment converted', () => conversionsDone([more]));
+    await eventually('the batch completed', () => hasPayout(id, 'completed'));
+
+    const done = await onlyPayout(id);
+    const { rows: added } = await db.pool.query<{ usdt_amount: string; payout_id: string | null }>('select usdt_amount::text, payout_id from payments where payment_id = $1', [more]);
+    const addedUnits = BigInt(added[0]!.usdt_amount);
+    // What the payout says it paid is what its exchange expected and its transfer sent, and it is what its payments hold.
+    const exchanges = exchangesFor(done.payout_id);
+    expect(exchanges).toHaveLength(1);
+    const transfers = await transfersFor(done.payout_id);
+    expect(transfers).toMatchObject([{ status: 'confirmed' }]);
+    expect(transfers[0]!.amount).toBe(done.amount);
+    expect(exchanges[0]!.expectedAmountFrom).toBe(formatUnits(BigInt(done.amount), 6));
+    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(BigInt(done.amount));
+    expect(await usdtOfPayments(done.payout_id)).toBe(BigInt(done.amount));
+    // The run resumed the batch first: it left with what it held, and the new USDT waits on the channel.
+    expect(done).toMatchObject({ status: 'completed', top_ups: 0, amount: heldAmount.toString() });
+    expect(added[0]!.payout_id).toBeNull();
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': addedUnits.toString(), 'channel:payout/usdt': '0' });
+    expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(sink!.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('a top-up racing a person cancelling the held batch never brings the cancelled payout back', async () => {
+    await start();
+    const { id, held, paymentIds } = await heldBatch();
+    const heldAmount = BigInt(held.amount);
+    outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
+
+    // The cancel takes the batch's row first, the settlement that would top it up waits behind it.
+    const blocker = await db.pool.connect();
+    let more: string;
+    let cancelled: Promise<{ status: number; body: any }>;
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
+      cancelled = payrail!.request('POST', `/api/payouts/${held.payout_id}/cancel`);
+      await eventually('the cancel waiting on the batch', async () => (await waitingOnPayouts()) === 1);
+      more = await pay(id);
+      await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
+    } finally {
+      await blocker.query('rollback');
+      blocker.release();
+    }
+    expect((await cancelled).status).toBe(200);
+    await eventually('the new payment converted', () => conversionsDone([more]));
+
+    const payout = await onlyPayout(id);
+    expect(payout).toMatchObject({ payout_id: held.payout_id, status: 'cancelled', reason: 'cancelled by admin', amount: heldAmount.toString(), top_ups: 0, exchange_id: null });
+    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
+    expect(await transfersFor(payout.payout_id)).toEqual([]);
+    // Everything the channel earned is back on its balance, once: the held batch's USDT and the new payment's.
+    const { rows } = await db.pool.query<{ payout_id: string | null; usdt_amount: string }>('select payout_id, usdt_amount::text from payments where payment_id = any($1::numeric[])', [[...paymentIds, more]]);
+    expect(rows.map((r) => r.payout_id)).toEqual([null, null, null]);
+    const earned = rows.reduce((sum, r) => sum + BigInt(r.usdt_amount), 0n);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': earned.toString(), 'channel:payout/usdt': '0' });
+    expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
+    await expectLedgerClean();
+  });
+
+  it('a pair ChangeNow does not offer sends the payout to review with an alert; no exchange is created', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'doge', payoutNetwork: 'doge', walletAddress: DOGE_WALLET });
+    await pay(id);
+    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
+
+    const payout = await onlyPayout(id);
+    expect(payout).toMatchObject({ status: 'needs_review', reason: 'ChangeNow refused the payout (pair_is_inactive): ChangeNow estimate: HTTP 400 (pair_is_inactive: Pair is inactive)', attempts: 0, exchange_id: null });
+    expect(alertsFor(payout.payout_id)).toEqual(['changenow_permanent_error']);
+    expect(distinct(sink!.alerts())).toEqual(['changenow_permanent_error']);
+    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
+    expect([...outside.sim.exchanges.values()].filter((e) => e.payoutAddress === DOGE_WALLET)).toHaveLength(0);
+    expect(await transfersFor(payout.payout_id)).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    await expectLedgerClean();
+  });
+});
+
+describe('outages', () => {
+  it('a host wallet short of ETH: no broadcast, an alert, the payout waits; funded again it completes with one transfer', async () => {
+    await start();
+    const wallet = freshWallet();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    const balanceBefore = await outside.balanceOf(outside.hostAddress);
+    const nonceBefore = await hostNonce();
+    hostBalanceToRestore = balanceBefore;
+    await setHostBalance(0n);
+    await pay(id);
+    await eventually('the host wallet alert', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout !== undefined && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
+    });
+
+    const waiting = await onlyPayout(id);
+    expect(waiting).toMatchObject({ status: 'sent', exchange_id: null });
+    expect(await transfersFor(waiting.payout_id)).toMatchObject([{ transfer_id: waiting.transfer_id, status: 'intent', tx_hash: null, nonce: null }]);
+    expect(await hostNonce()).toBe(nonceBefore);
+    expect(await outside.balanceOf(wallet)).toBe(0n);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+
+    await setHostBalance(balanceBefore);
+    hostBalanceToRestore = undefined;
+    await eventually('the payout completed once funded', () => hasPayout(id, 'completed'));
+
+    const done = await onlyPayout(id);
+    expect(done).toMatchObject({ payout_id: waiting.payout_id, status: 'completed', amount_out: '0.0047239' });
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: waiting.transfer_id, status: 'confirmed' }]);
+    expect(exchangesFor(done.payout_id)).toHaveLength(0);
+    expect(await hostNonce()).toBe(nonceBefore + 1);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(distinct(sink!.alerts())).toEqual(['host_wallet_insufficient']);
+    await expectLedgerClean();
+  });
+
+  it('the chain unreachable: the exchange waits unpaid and nothing is broadcast; with the chain back it completes once', async () => {
+    const downLogs = logSink();
+    await start({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` }, downLogs);
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const nonceBefore = await hostNonce();
+    await pay(id);
+    await eventually('a failed send recorded', async () => {
+      const [payout] = await payoutsOf(id);
+      if (!payout?.transfer_id) return false;
+      const { rows } = await db.pool.query<{ attempts: number; last_error: string | null }>('select attempts, last_error from graphile_worker.jobs where key = $1', [`transfer_send:${payout.transfer_id}`]);
+      return (rows[0]?.attempts ?? 0) >= 1 && rows[0]?.last_error != null;
+    });
+    await stopAll();
+
+    const stuck = await onlyPayout(id);
+    expect(stuck.status).toBe('exchange_created');
+    expect(await transfersFor(stuck.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null }]);
+    expect(exchangesFor(stuck.payout_id)).toHaveLength(1);
+    expect(exchangesFor(stuck.payout_id)[0]).toMatchObject({ id: stuck.exchange_id, status: 'waiting' });
+    expect(await outside.balanceOf(stuck.payin_address!)).toBe(0n);
+    expect(await hostNonce()).toBe(nonceBefore);
+    expect(distinct(downLogs.alerts())).toEqual(['rpc_unreachable']);
+
+    const upLogs = logSink();
+    await start({}, upLogs);
+    await eventually('the payout completed with the chain back', () => hasPayout(id, 'completed'), 60_000);
+
+    const done = await onlyPayout(id);
+    expect(done).toMatchObject({ payout_id: stuck.payout_id, exchange_id: stuck.exchange_id, amount_out: '13.1717' });
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
+    expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
+    expect(await hostNonce()).toBe(nonceBefore + 1);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(upLogs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('ChangeNow down: attempts are counted, the payout waits, and once ChangeNow is back it completes with one exchange', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    await outside.sim.setFault('down');
+    await pay(id);
+    await eventually('a failed attempt recorded', async () => ((await payoutsOf(id))[0]?.attempts ?? 0) >= 1);
+
+    const waiting = await onlyPayout(id);
+    expect(waiting.status).toBe('pending');
+    expect(waiting.last_error).toMatch(/^ChangeNow estimate: /);
+    expect(exchangesFor(waiting.payout_id)).toHaveLength(0);
+    expect(await transfersFor(waiting.payout_id)).toEqual([]);
+    expect(sink!.lines.some((l) => l.event === 'payout_attempt_failed' && l.payoutId === waiting.payout_id)).toBe(true);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+
+    await outside.sim.setFault('none');
+    await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'), 60_000);
+
+    const done = await onlyPayout(id);
+    expect(done).toMatchObject({ payout_id: waiting.payout_id, status: 'completed', amount_out: '13.1717', last_error: null });
+    expect(done.attempts).toBeGreaterThanOrEqual(1);
+    const exchanges = exchangesFor(done.payout_id);
+    expect(exchanges).toHaveLength(1);
+    expect(exchanges[0]).toMatchObject({ id: done.exchange_id, status: 'finished' });
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+    expect(await outside.balanceOf(exchanges[0]!.payinAddress)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(sink!.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('ChangeNow down while the exchange is followed: the payout keeps polling, sent, and completes once ChangeNow is back', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    // Hold the payin transfer back (host wallet empty) until ChangeNow is down, so the outage falls on the polling.
+    const balanceBefore = await outside.balanceOf(outside.hostAddress);
+    hostBalanceToRestore = balanceBefore;
+    await setHostBalance(0n);
+    await pay(id);
+    await eventually('the exchange created, its transfer waiting for funds', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
+    });
+    await outside.sim.setFault('down');
+    await setHostBalance(balanceBefore);
+    hostBalanceToRestore = undefined;
+    await eventually('polls failing while ChangeNow is down', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout?.status === 'sent' && sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id);
+    });
+
+    const polling = await onlyPayout(id);
+    expect(polling).toMatchObject({ status: 'sent', attempts: 0 });
+    expect(await transfersFor(polling.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+    expect(await outside.balanceOf(polling.payin_address!)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+
+    await outside.sim.setFault('none');
+    await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'));
+    const done = await onlyPayout(id);
+    expect(done).toMatchObject({ payout_id: polling.payout_id, exchange_id: polling.exchange_id, amount_out: '13.1717' });
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    expect(await outside.balanceOf(done.payin_address!)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(distinct(sink!.alerts())).toEqual(['host_wallet_insufficient']);
+    await expectLedgerClean();
+  });
+
+  it('ChangeNow failing past PAYOUT_MAX_ATTEMPTS: the payout goes to review with an alert and stops retrying; a retry completes it', async () => {
+    await start({ PAYOUT_MAX_ATTEMPTS: '2' });
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    await outside.sim.setFault('5xx');
+    const paymentId = await pay(id);
+    await eventually('the payout in review', () => hasPayout(id, 'needs_review'), 30_000);
+
+    const payout = await onlyPayout(id);
+    expect(payout).toMatchObject({ status: 'needs_review', attempts: 2, exchange_id: null, transfer_id: null });
+    expect(payout.reason).toMatch(/^gave up after 2 failed attempts: ChangeNow estimate: HTTP 503/);
+    expect(alertsFor(payout.payout_id)).toEqual(['payout_attempts_exhausted']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_attempts_exhausted']);
+    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
+    expect(await transfersFor(payout.payout_id)).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    // Nothing keeps retrying behind the review.
+    const { rows: jobs } = await db.pool.query(
+      "select t.identifier from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where j.payload->>'paymentId' = $1 or j.payload->>'payoutId' = $2",
+      [paymentId, payout.payout_id],
+    );
+    expect(jobs).toEqual([]);
+    await expectLedgerClean();
+
+    // A person retries once ChangeNow is back: one exchange, one transfer, completed.
+    await outside.sim.setFault('none');
+    const retried = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/retry`);
+    expect(retried.status).toBe(200);
+    await eventually('the retried payout completed', () => hasPayout(id, 'completed'));
+    const done = await onlyPayout(id);
+    expect(done).toMatchObject({ payout_id: payout.payout_id, amount_out: '13.1717' });
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    await expectLedgerClean();
+  });
+});
+
+describe('two workers', () => {
+  it('racing on the same payouts: every payout completes with exactly one exchange and one transfer', async () => {
+    const logsA = logSink();
+    const logsB = logSink();
+    await start({}, logsA);
+    await start({}, logsB);
+    const nonceBefore = await hostNonce();
+    const channels: Array<{ id: string; wallet: string; direct: boolean; onEth: boolean }> = [];
+    for (let i = 0; i < 3; i++) {
+      channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }), wallet: TRON_WALLET, direct: false, onEth: false });
+    }
+    for (let i = 0; i < 2; i++) {
+      const wallet = freshWallet();
+      channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet }), wallet, direct: true, onEth: true });
+    }
+    const usdtWallet = freshWallet();
+    channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: usdtWallet }), wallet: usdtWallet, direct: false, onEth: true });
+
+    // Every payment's payout job delivered three times (the extra copies without a job key), to both workers.
+    for (const c of channels) {
+      const paymentId = await pay(c.id);
+      for (let copy = 0; copy < 2; copy++) {
+        await db.pool.query("select graphile_worker.add_job('payout_instant', json_build_object('paymentId', $1::text), max_attempts => 25)", [paymentId]);
+      }
+    }
+    // And each payout's run twice more, whatever state it has reached by then.
+    await eventually('every payout opened', async () => (await Promise.all(channels.map((c) => payoutsOf(c.id)))).every((rows) => rows.length > 0));
+    for (const c of channels) {
+      const [payout] = await payoutsOf(c.id);
+      for (let copy = 0; copy < 2; copy++) {
+        await db.pool.query("select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)", [payout!.payout_id]);
+      }
+    }
+    await eventually('every payout completed', async () => (await Promise.all(channels.map((c) => hasPayout(c.id, 'completed')))).every(Boolean), 60_000);
+
+    for (const c of channels) {
+      const payout = await onlyPayout(c.id);
+      expect(payout.status).toBe('completed');
+      const exchanges = exchangesFor(payout.payout_id);
+      expect(exchanges).toHaveLength(c.direct ? 0 : 1);
+      const transfers = await transfersFor(payout.payout_id);
+      expect(transfers).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+      if (!c.direct) expect(await outside.balanceOf(exchanges[0]!.payinAddress)).toBe(NET_WEI);
+      expect(await balances(c.id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+      expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
+    }
+    for (const c of channels.filter((x) => x.direct)) expect(await outside.balanceOf(c.wallet)).toBe(NET_WEI);
+    expect(await outside.usdtBalanceOf(usdtWallet)).toBe(13_171_700n);
+    // One host wallet transaction per payout, no more.
+    expect(await hostNonce()).toBe(nonceBefore + channels.length);
+    expect([...logsA.alerts(), ...logsB.alerts()]).toEqual([]);
+    await expectLedgerClean();
+  });
+});

@@ -1,0 +1,540 @@
+/**
+ * The manual side of payouts on real parts (IPNs over HTTP, the ChangeNow simulator over HTTP, transfers on anvil):
+ * reading payouts, approving the ones above PAYOUT_APPROVAL_ABOVE_USD, cancelling and retrying, each action kept in
+ * the audit log under the acting token's name, and refused (409, nothing changed, nothing logged) where unsafe.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { parseUnits } from '../../src/money/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+const ALICE = 'alice-admin-token-0123456789';
+const BOB = 'bob-admin-token-0123456789ab';
+/** One fixture payment's net ETH (0.00487 less the 3% fee), in wei. */
+const NET_WEI = 4_723_900_000_000_000n;
+/** What ChangeNow's simulator gives for it in USDT: 0.0047239 × 3000 − 1. */
+const NET_AS_USDT = '13.1717';
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 9_300_000_000;
+let nextChannel = 1_003_300_000_001;
+
+type Payout = Record<string, any>;
+
+async function start(env: Record<string, string> = {}) {
+  await payrail?.stop();
+  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env } });
+  return payrail;
+}
+
+function freshWallet(): string {
+  return privateKeyToAccount(generatePrivateKey()).address;
+}
+
+async function channel(body: Record<string, unknown>): Promise<string> {
+  const id = `-${nextChannel++}`;
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
+  expect([200, 201]).toContain(res.status);
+  return id;
+}
+
+const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(200);
+  return String(body.payment_id);
+}
+
+async function payoutsOf(channelId: string): Promise<Payout[]> {
+  const res = await payrail!.request('GET', `/api/payouts?channelId=${channelId}`);
+  expect(res.status).toBe(200);
+  return res.body.payouts;
+}
+
+async function getPayout(payoutId: string): Promise<Payout> {
+  const res = await payrail!.request('GET', `/api/payouts/${payoutId}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+/** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
+async function payoutIn(channelId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
+  await eventually(`a payout of ${channelId} ${status}`, async () => (await payoutsOf(channelId)).some((p) => p.status === status), timeoutMs);
+  const payouts = await payoutsOf(channelId);
+  expect(payouts).toHaveLength(1);
+  return payouts[0] as Payout;
+}
+
+async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
+  let last: Payout | undefined;
+  try {
+    await eventually(`payout ${payoutId} ${status}`, async () => (last = await getPayout(payoutId)).status === status, timeoutMs);
+  } catch (error) {
+    // Say where it ended up instead: a payout that went elsewhere is the finding.
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+  }
+  return getPayout(payoutId);
+}
+
+function act(payoutId: string, action: string, token: string | null | undefined) {
+  return payrail!.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
+}
+
+/** The channel's available balance and the part set aside in its payout, from the ledger's balance rows. */
+async function balances(channelId: string, asset: 'eth' | 'usdt') {
+  const rows = await db.db
+    .selectFrom('ledger_accounts')
+    .select(['code', 'balance'])
+    .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
+    .where('asset', '=', asset)
+    .execute();
+  const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
+  return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
+}
+
+function auditOf(payoutId: string) {
+  return db.db.selectFrom('audit_log').select(['actor', 'action', 'subject', 'details']).where('subject', '=', payoutId).orderBy('id').execute();
+}
+
+function exchangesOf(payoutId: string) {
+  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+}
+
+function transfersOf(payoutId: string) {
+  return db.db.selectFrom('chain_transfers').select(['transfer_id', 'status', 'to_address', 'amount']).where('purpose', '=', 'payout').where('ref', '=', payoutId).execute();
+}
+
+async function ledgerProblems() {
+  return (await checkLedger(db.db)).problems;
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('reading payouts', () => {
+  it('lists only payouts in review by status, and reads one by id (404 unknown, 400 malformed)', async () => {
+    await start();
+    outside.sim.failNextExchange('failed');
+    const inReview = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(inReview);
+    const review = await payoutIn(inReview, 'needs_review');
+    expect(review.reason).toContain('exchange failed');
+
+    const direct = await instant('eth', 'eth', freshWallet());
+    await pay(direct);
+    const done = await payoutIn(direct, 'completed');
+
+    const listed = await payrail!.request('GET', '/api/payouts?status=needs_review');
+    expect(listed.status).toBe(200);
+    const ids = (listed.body.payouts as Payout[]).map((p) => p.payoutId);
+    expect(ids).toContain(review.payoutId);
+    expect(ids).not.toContain(done.payoutId);
+    expect((listed.body.payouts as Payout[]).every((p) => p.status === 'needs_review')).toBe(true);
+    const completed = (await payrail!.request('GET', '/api/payouts?status=completed')).body.payouts as Payout[];
+    expect(completed.map((p) => p.payoutId)).toContain(done.payoutId);
+    expect(completed.map((p) => p.payoutId)).not.toContain(review.payoutId);
+
+    expect(await getPayout(review.payoutId)).toMatchObject({
+      payoutId: review.payoutId,
+      kind: 'instant',
+      channelId: inReview,
+      status: 'needs_review',
+      asset: 'eth',
+      amount: '0.0047239',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+      exchangeId: exchangesOf(review.payoutId)[0]!.id,
+    });
+
+    const unknown = await payrail!.request('GET', '/api/payouts/po_0000000000000000');
+    expect(unknown).toEqual({ status: 404, body: { error: 'payout po_0000000000000000 not found' } });
+    for (const bad of ['po_123', 'PO_0000000000000000', 'po_000000000000000g', 'po_00000000000000000', '123']) {
+      expect((await payrail!.request('GET', `/api/payouts/${bad}`)).status, bad).toBe(400);
+    }
+    expect((await payrail!.request('GET', '/api/payouts?status=stuck')).status).toBe(400);
+  });
+});
+
+describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
+  it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
+    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    await pay(id);
+    await pay(id);
+    const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
+    expect(waiting).toMatchObject({ kind: 'threshold', asset: 'usdt', approvedBy: null, approvedAt: null, exchangeId: null });
+    const units = parseUnits(waiting.amount, 6);
+    expect(units).toBeGreaterThan(20_000_000n);
+    expect(exchangesOf(waiting.payoutId)).toEqual([]);
+    expect(await transfersOf(waiting.payoutId)).toEqual([]);
+    expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: units });
+
+    const approved = await act(waiting.payoutId, 'approve', ALICE);
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({ payoutId: waiting.payoutId, status: 'pending', approvedBy: 'alice' });
+    expect(approved.body.approvedAt).toEqual(expect.any(String));
+
+    const done = await reaches(waiting.payoutId, 'completed', 60_000);
+    expect(done).toMatchObject({ approvedBy: 'alice', amount: waiting.amount });
+    expect(exchangesOf(done.payoutId)).toHaveLength(1);
+    expect(await transfersOf(done.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', amount: units.toString() })]);
+    expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: 0n });
+
+    const again = await act(done.payoutId, 'approve', ALICE);
+    expect(again.status).toBe(409);
+    expect(again.body.error).toContain('not awaiting approval');
+    expect(await auditOf(done.payoutId)).toEqual([
+      { actor: 'alice', action: 'payout.approve', subject: done.payoutId, details: { from: 'awaiting_approval', to: 'pending', reason: null } },
+    ]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('a batch and an instant payout under the limit go straight through; approving one not awaiting approval is refused', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
+    const batchChannel = await channel({ payoutStrategy: 'threshold', thresholdUsd: '10', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const wallet = freshWallet();
+    const instantChannel = await instant('usdt', 'eth', wallet);
+    await pay(batchChannel);
+    await pay(instantChannel);
+    const batch = await payoutIn(batchChannel, 'completed', 60_000);
+    const single = await payoutIn(instantChannel, 'completed');
+    expect(parseUnits(batch.amount, 6)).toBeLessThanOrEqual(20_000_000n);
+    expect(batch).toMatchObject({ kind: 'threshold', approvedBy: null, approvedAt: null });
+    expect(single).toMatchObject({ kind: 'instant', approvedBy: null, amountOut: NET_AS_USDT });
+    expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(NET_AS_USDT, 6));
+
+    for (const payout of [batch, single]) {
+      const refused = await act(payout.payoutId, 'approve', ALICE);
+      expect(refused.status).toBe(409);
+      expect(refused.body.error).toBe(`cannot approve payout ${payout.payoutId}: a completed payout is not awaiting approval`);
+      expect(await getPayout(payout.payoutId)).toMatchObject({ status: 'completed', approvedBy: null });
+      expect(await auditOf(payout.payoutId)).toEqual([]);
+    }
+  });
+
+  it('an instant ETH payout is valued in USD through a ChangeNow estimate: 13.17 is not above 13.17, but is above 13.16', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '13.17' });
+    const underWallet = freshWallet();
+    const under = await instant('eth', 'eth', underWallet);
+    await pay(under);
+    expect(await payoutIn(under, 'completed')).toMatchObject({ approvedBy: null, amountOut: '0.0047239' });
+
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '13.16' });
+    const overWallet = freshWallet();
+    const over = await instant('eth', 'eth', overWallet);
+    await pay(over);
+    const waiting = await payoutIn(over, 'awaiting_approval');
+    expect(await transfersOf(waiting.payoutId)).toEqual([]);
+    expect(await outside.balanceOf(overWallet)).toBe(0n);
+
+    expect((await act(waiting.payoutId, 'approve', BOB)).status).toBe(200);
+    expect(await reaches(waiting.payoutId, 'completed')).toMatchObject({ approvedBy: 'bob', exchangeId: null, amountOut: '0.0047239' });
+    expect(await outside.balanceOf(overWallet)).toBe(NET_WEI);
+    expect(await auditOf(waiting.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.approve', details: expect.objectContaining({ from: 'awaiting_approval', to: 'pending' }) })]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+});
+
+describe('cancel', () => {
+  it('bob cancels a batch awaiting approval: the funds go back to the channel and its payments are free for the next batch', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
+    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const paymentIds = [await pay(id), await pay(id)];
+    const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
+    const units = parseUnits(waiting.amount, 6);
+    const linked = await db.db.selectFrom('payments').select(['payment_id', 'payout_id']).where('channel_id', '=', id).orderBy('payment_id').execute();
+    expect(linked).toEqual(paymentIds.map((paymentId) => ({ payment_id: paymentId, payout_id: waiting.payoutId })));
+
+    const cancelled = await act(waiting.payoutId, 'cancel', BOB);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob', approvedBy: null });
+    expect(await balances(id, 'usdt')).toEqual({ available: units, reserved: 0n });
+    const unlinked = await db.db.selectFrom('payments').select('payout_id').where('channel_id', '=', id).execute();
+    expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
+    expect(exchangesOf(waiting.payoutId)).toEqual([]);
+    expect(await transfersOf(waiting.payoutId)).toEqual([]);
+
+    // Cancelled is final: neither approval nor another cancel revives it.
+    for (const action of ['approve', 'cancel', 'retry']) {
+      const refused = await act(waiting.payoutId, action, ALICE);
+      expect(refused.status, action).toBe(409);
+    }
+    expect(await getPayout(waiting.payoutId)).toMatchObject({ status: 'cancelled' });
+    expect(await auditOf(waiting.payoutId)).toEqual([
+      { actor: 'bob', action: 'payout.cancel', subject: waiting.payoutId, details: { from: 'awaiting_approval', to: 'cancelled', reason: null } },
+    ]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('bob cancels a payout in review that sent nothing (its pair inactive), and a held one: their ETH is available again', async () => {
+    await start();
+    const inactive = await instant('usdc', 'eth', freshWallet());
+    await pay(inactive);
+    const review = await payoutIn(inactive, 'needs_review');
+    expect(review.reason).toContain('pair_is_inactive');
+    expect(await transfersOf(review.payoutId)).toEqual([]);
+    expect(await balances(inactive, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
+
+    const cancelled = await act(review.payoutId, 'cancel', BOB);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob' });
+    expect(await balances(inactive, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
+    expect(await auditOf(review.payoutId)).toEqual([
+      { actor: 'bob', action: 'payout.cancel', subject: review.payoutId, details: { from: 'needs_review', to: 'cancelled', reason: review.reason } },
+    ]);
+
+    // A pair only this test uses, whose minimum is above one payment.
+    outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
+    const small = await instant('usdt', 'bsc', freshWallet());
+    await pay(small);
+    const held = await payoutIn(small, 'held');
+    expect(held.reason).toContain("below ChangeNow's minimum");
+    expect(held.holdUntil).toEqual(expect.any(String));
+    const released = await act(held.payoutId, 'cancel', BOB);
+    expect(released.status).toBe(200);
+    expect(released.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
+    expect(await balances(small, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
+    expect(exchangesOf(held.payoutId)).toEqual([]);
+    expect(await auditOf(held.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.cancel', details: expect.objectContaining({ from: 'held', to: 'cancelled' }) })]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('refuses to cancel a payout whose funds left (its exchange failed after the transfer) or a completed one, and changes nothing', async () => {
+    await start();
+    outside.sim.failNextExchange('failed');
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(id);
+    const review = await payoutIn(id, 'needs_review');
+    expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed' })]);
+    const before = { payout: await getPayout(review.payoutId), balances: await balances(id, 'eth') };
+    expect(before.balances).toEqual({ available: 0n, reserved: NET_WEI });
+
+    const refused = await act(review.payoutId, 'cancel', BOB);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toContain('the funds may have left');
+    expect(await getPayout(review.payoutId)).toEqual(before.payout);
+    expect(await balances(id, 'eth')).toEqual(before.balances);
+    expect(await auditOf(review.payoutId)).toEqual([]);
+
+    const direct = await instant('eth', 'eth', freshWallet());
+    await pay(direct);
+    const done = await payoutIn(direct, 'completed');
+    const refusedDone = await act(done.payoutId, 'cancel', BOB);
+    expect(refusedDone.status).toBe(409);
+    expect(refusedDone.body.error).toBe(`cannot cancel payout ${done.payoutId}: a completed payout cannot be cancelled`);
+    expect(await getPayout(done.payoutId)).toEqual(done);
+    expect(await balances(direct, 'eth')).toEqual({ available: 0n, reserved: 0n });
+    expect(await auditOf(done.payoutId)).toEqual([]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+});
+
+describe('retry', () => {
+  it('a payout whose funds are at ChangeNow, sent to review past its poll deadline, polls again on retry and completes: one exchange, one transfer', async () => {
+    await start({ CONVERSION_POLL_DEADLINE: '1ms' });
+    // Blocks are mined by hand, so ChangeNow can be made unreachable between the exchange and the first poll.
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const wallet = freshWallet();
+    const id = await instant('usdt', 'eth', wallet);
+    await pay(id);
+    const created = await payoutIn(id, 'exchange_created');
+    await eventually('the payout transfer broadcast', async () => (await transfersOf(created.payoutId)).some((t) => t.status === 'broadcast'));
+    await outside.sim.setFault('5xx');
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+
+    const stuck = await reaches(created.payoutId, 'needs_review');
+    expect(stuck.reason).toBe('no exchange status past the poll deadline (http_503)');
+    expect(await transfersOf(created.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed' })]);
+    // Its funds are at ChangeNow: cancelling is refused.
+    expect((await act(created.payoutId, 'cancel', BOB)).status).toBe(409);
+
+    await outside.sim.setFault('none');
+    const retried = await act(created.payoutId, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'sent' });
+    const done = await reaches(created.payoutId, 'completed');
+    expect(done).toMatchObject({ amountOut: NET_AS_USDT, exchangeId: created.exchangeId });
+    expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(NET_AS_USDT, 6));
+    expect(exchangesOf(created.payoutId)).toHaveLength(1);
+    expect(await transfersOf(created.payoutId)).toHaveLength(1);
+    expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
+
+    const again = await act(created.payoutId, 'retry', ALICE);
+    expect(again.status).toBe(409);
+    expect(again.body.error).toContain('a completed payout cannot be retried');
+    expect(await auditOf(created.payoutId)).toEqual([
+      { actor: 'alice', action: 'payout.retry', subject: created.payoutId, details: { from: 'needs_review', to: 'sent', reason: stuck.reason } },
+    ]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('a payout whose exchange failed is only looked at again on retry: back in review, no second exchange or transfer', async () => {
+    await start();
+    outside.sim.failNextExchange('failed');
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(id);
+    const review = await payoutIn(id, 'needs_review');
+    const retried = await act(review.payoutId, 'retry', undefined); // ADMIN_TOKEN: recorded as "admin"
+    expect(retried.status).toBe(200);
+    expect(retried.body.status).toBe('sent');
+    const again = await reaches(review.payoutId, 'needs_review');
+    expect(again.reason).toContain('exchange failed');
+    expect(exchangesOf(review.payoutId)).toHaveLength(1);
+    expect(await transfersOf(review.payoutId)).toHaveLength(1);
+    expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
+    expect(await auditOf(review.payoutId)).toEqual([
+      { actor: 'admin', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'sent', reason: review.reason } },
+    ]);
+  });
+
+  it('a payout in review before any transfer (its pair inactive) asks ChangeNow again on retry, once the pair is back, and completes', async () => {
+    await start();
+    const id = await instant('usdc', 'base', freshWallet());
+    await pay(id);
+    const review = await payoutIn(id, 'needs_review');
+    expect(review.reason).toContain('pair_is_inactive');
+    expect(exchangesOf(review.payoutId)).toEqual([]);
+    expect(await transfersOf(review.payoutId)).toEqual([]);
+
+    outside.sim.setPair('eth/eth->usdc/base', { rate: '3000', withdrawalFee: '1', minAmount: '0.001' });
+    const retried = await act(review.payoutId, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'exchange_requested', attempts: 0 });
+    const done = await reaches(review.payoutId, 'completed');
+    expect(done.amountOut).toBe(NET_AS_USDT);
+    expect(exchangesOf(review.payoutId)).toHaveLength(1);
+    expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', to_address: exchangesOf(review.payoutId)[0]!.payinAddress })]);
+    expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
+
+    expect((await act(review.payoutId, 'retry', ALICE)).status).toBe(409);
+    expect(await auditOf(review.payoutId)).toEqual([
+      { actor: 'alice', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'exchange_requested', reason: review.reason } },
+    ]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('a held payout runs again at once on retry', async () => {
+    await start();
+    outside.sim.setPair('eth/eth->usdt/matic', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
+    const id = await instant('usdt', 'matic', freshWallet());
+    await pay(id);
+    const held = await payoutIn(id, 'held');
+    outside.sim.setPair('eth/eth->usdt/matic', { rate: '3000', withdrawalFee: '1', minAmount: '0.001' });
+    const retried = await act(held.payoutId, 'retry', BOB);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'pending', holdUntil: null });
+    expect(await reaches(held.payoutId, 'completed')).toMatchObject({ amountOut: NET_AS_USDT });
+    expect(exchangesOf(held.payoutId)).toHaveLength(1);
+    expect(await auditOf(held.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.retry', details: expect.objectContaining({ from: 'held', to: 'pending' }) })]);
+  });
+
+  it('a direct payout sent to review before its transfer is retried as a direct transfer, never through an exchange', async () => {
+    // ChangeNow down while the payout is valued for the approval limit, and one attempt allowed: review.
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1000', PAYOUT_MAX_ATTEMPTS: '1' });
+    await outside.sim.setFault('5xx');
+    const wallet = freshWallet();
+    const id = await instant('eth', 'eth', wallet);
+    await pay(id);
+    const review = await payoutIn(id, 'needs_review');
+    expect(review.reason).toContain('gave up after 1 failed attempts');
+    await outside.sim.setFault('none');
+
+    const retried = await act(review.payoutId, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'pending', attempts: 0, lastError: null });
+    const done = await reaches(review.payoutId, 'completed');
+    expect(done).toMatchObject({ exchangeId: null, amountOut: '0.0047239' });
+    expect(exchangesOf(review.payoutId)).toEqual([]);
+    expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', to_address: wallet })]);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    expect(await auditOf(review.payoutId)).toEqual([
+      { actor: 'alice', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'pending', reason: review.reason } },
+    ]);
+    expect(await ledgerProblems()).toEqual([]);
+  });
+
+  it('a payout sent to review before its approval check still waits for approval after a retry', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '5', PAYOUT_MAX_ATTEMPTS: '1' });
+    await outside.sim.setFault('5xx');
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(id);
+    const review = await payoutIn(id, 'needs_review');
+    await outside.sim.setFault('none');
+
+    // ChangeNow may hold an exchange from an earlier attempt, so the retry looks there first; it holds none.
+    const retried = await act(review.payoutId, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body.status).toBe('exchange_requested');
+    const waiting = await reaches(review.payoutId, 'awaiting_approval');
+    expect(waiting.approvedBy).toBeNull();
+    expect(exchangesOf(review.payoutId)).toEqual([]);
+    expect(await transfersOf(review.payoutId)).toEqual([]);
+
+    expect((await act(review.payoutId, 'approve', BOB)).status).toBe(200);
+    expect(await reaches(review.payoutId, 'completed')).toMatchObject({ approvedBy: 'bob' });
+    expect(exchangesOf(review.payoutId)).toHaveLength(1);
+    expect((await auditOf(review.payoutId)).map((a) => [a.actor, a.action])).toEqual([
+      ['alice', 'payout.retry'],
+      ['bob', 'payout.approve'],
+    ]);
+  });
+});
+
+describe('access and bad requests', () => {
+  it('no token or a wrong one gets 401 for reading and acting; an unknown action is refused; nothing changes', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+    const id = await instant('eth', 'eth', freshWallet());
+    await pay(id);
+    const waiting = await payoutIn(id, 'awaiting_approval');
+    const requests: Array<[string, string]> = [
+      ['GET', '/api/payouts'],
+      ['GET', `/api/payouts?status=awaiting_approval`],
+      ['GET', `/api/payouts/${waiting.payoutId}`],
+      ['POST', `/api/payouts/${waiting.payoutId}/approve`],
+      ['POST', `/api/payouts/${waiting.payoutId}/cancel`],
+      ['POST', `/api/payouts/${waiting.payoutId}/retry`],
+    ];
+    for (const [method, path] of requests) {
+      for (const token of [null, 'wrong-admin-token-0123456789', `${ALICE}x`, '']) {
+        const res = await payrail!.request(method, path, { token });
+        expect(res.status, `${method} ${path} with ${JSON.stringify(token)}`).toBe(401);
+      }
+    }
+    const exploded = await act(waiting.payoutId, 'explode', ALICE);
+    // No such action: the route refuses it (400), or no route matches (404); either way nothing happens.
+    expect([400, 404]).toContain(exploded.status);
+    expect((await act('po_123', 'approve', ALICE)).status).toBe(400);
+    expect((await act('po_0000000000000000', 'approve', ALICE)).status).toBe(404);
+
+    expect(await getPayout(waiting.payoutId)).toEqual(waiting);
+    expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
+    expect(await auditOf(waiting.payoutId)).toEqual([]);
+    expect(await db.db.selectFrom('audit_log').select('id').where('action', 'like', 'payout.%').where('subject', 'in', [waiting.payoutId, 'po_0000000000000000', 'po_123']).execute()).toEqual([]);
+  });
+});
