@@ -101,6 +101,26 @@ describe('instant payouts', () => {
 });
 
 describe('threshold payouts', () => {
+  it('ETH on eth: the batch goes through one exchange USDT → ETH, and the owner receives the ETH on chain', async () => {
+    await start();
+    const wallet = freshWallet();
+    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    await pay(id);
+    await pay(id);
+    await eventually('the batch completed', () => settled(id), 60_000);
+    const [payout] = await payoutsOf(id);
+    expect(payout).toMatchObject({ kind: 'threshold', status: 'completed', asset: 'usdt', payoutCurrency: 'eth', payoutNetwork: 'eth' });
+    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
+    expect(exchange).toMatchObject({ status: 'finished', fromCurrency: 'usdt', toCurrency: 'eth', payoutAddress: wallet, userId: payout!.payoutId });
+    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
+    // What ChangeNow reports it paid is what the owner's wallet holds.
+    expect(await outside.balanceOf(wallet)).toBe(parseUnits(payout!.amountOut, 18));
+    expect(payout!.payoutHash).toBe(exchange.payoutHash);
+    const journals = await db.pool.query("select kind from ledger_journals where ref = $1 order by id", [payout!.payoutId]);
+    expect(journals.rows.map((r) => r.kind)).toEqual(['payout_reserved', 'payout_completed']);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
   it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async () => {
     await start();
     const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
