@@ -36,8 +36,11 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
     timer = undefined;
     last = Date.now();
     db.transaction()
-      // 'replace': a pending check is reused; one already running (or left locked by a dead worker) gets a successor.
-      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'replace', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 }))
+      // A pending check is reused; one already running (or left locked by a dead worker) gets a successor.
+      // 'preserve_run_at', not 'replace': 'replace' reset a pending check's run_at to now at every nudge, so under a
+      // job backlog deeper than the nudge interval it went to the back of the line each second and never ran while
+      // intake lasted (no conversion for the whole of a busy period).
+      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'preserve_run_at', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 }))
       .catch((error: Error) => logger.warn({ event: 'conversion_nudge_failed', err: error.message }, 'could not queue a conversion check; the cron run will'));
   };
   // Trailing throttle: every call is followed by a check within minIntervalMs, however many calls come at once.
