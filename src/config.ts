@@ -94,7 +94,8 @@ const schema = z.object({
     }),
   WORKER_CONCURRENCY: positiveInt.max(64).default(4),
   WORKER_POLL_INTERVAL_MS: positiveInt.max(60_000).default(1000),
-  PAYOUT_MAX_ATTEMPTS: positiveInt.max(100).default(10),
+  // Below the queue's own limit of 25 attempts per job, so a payout always reaches review before its job gives up.
+  PAYOUT_MAX_ATTEMPTS: positiveInt.max(20).default(10),
   /** Payouts worth more than this wait in awaiting_approval for POST /api/payouts/:id/approve. Unset: none wait. */
   PAYOUT_APPROVAL_ABOVE_USD: usdAmount.optional(),
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),

@@ -124,10 +124,20 @@ export interface ChainTransfersTable {
   raw_tx: string | null;
   block_number: NullableNumeric;
   gas_cost_wei: NullableNumeric;
+  broadcast_at: NullableTimestamp;
   attempts: Generated<number>;
   last_error: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface ChainRefundsTable {
+  tx_hash: string;
+  purpose: 'conversion' | 'payout';
+  ref: string;
+  asset: 'eth' | 'usdt';
+  amount: Numeric;
+  created_at: Generated<Date>;
 }
 
 export interface WalletNoncesTable {
@@ -212,6 +222,7 @@ export interface PayoutsTable {
 
 export interface Database {
   chain_transfers: ChainTransfersTable;
+  chain_refunds: ChainRefundsTable;
   wallet_nonces: WalletNoncesTable;
   conversions: ConversionsTable;
   conversion_payments: ConversionPaymentsTable;

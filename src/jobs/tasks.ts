@@ -9,6 +9,10 @@ export interface TaskPayloads {
   payout_run: { payoutId: string };
   /** Follow a sent payout's exchange until it ends. */
   payout_poll: { payoutId: string };
+  /** A threshold batch queued by an earlier version (payout id in batchId): run as payout_run. */
+  payout_batch: { batchId: string };
+  /** A channel's threshold check on its own (after its batch completed). */
+  threshold_check: { channelId: string };
   /** Gather pending payments into a conversion when there are enough (cron, and nudged by intake). */
   conversion_batch: Record<string, never>;
   /** Create the conversion's ChangeNow exchange and the transfer that pays it. */
@@ -23,4 +27,4 @@ export interface TaskPayloads {
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];

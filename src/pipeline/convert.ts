@@ -251,10 +251,6 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
   return enqueue(trx, 'conversion_poll', { conversionId }, { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS });
 }
 
-export async function releasePayments(deps: StageDeps, conversionId: string, status: 'failed', reason: string): Promise<void> {
-  await deps.db.transaction().execute((trx) => releasePaymentsIn(trx, conversionId, status, reason));
-}
-
 /** Ends a conversion whose ETH is still ours: its payments go back to pending, the reason is kept on the conversion. */
 export async function releasePaymentsIn(trx: Transaction<Database>, conversionId: string, status: 'failed', reason: string): Promise<void> {
   await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();

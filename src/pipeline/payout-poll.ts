@@ -9,6 +9,8 @@ import { ChangeNowError, type ExchangeStatus } from '../integrations/changenow/i
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
+import { ChainUnavailableError } from '../integrations/wallet/index.ts';
+import { claimRefund } from './refunds.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
 
 /** payout_poll */
@@ -54,13 +56,16 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
       await toReview(deps, payoutId, `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash})`, 'payout_refund_short');
       return;
     }
+    const refundHash = status.refundHash as string;
     const returned = await deps.db.transaction().execute(async (trx) => {
       const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
-      if (current.status !== 'sent') return false;
-      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${status.refundHash}); ${shown(amount)} back on the channel's balance`);
-      return true;
+      if (current.status !== 'sent') return 'moved';
+      if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'payout', ref: payoutId, asset: current.asset, amount: refunded }))) return 'hash_used';
+      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${refundHash}); ${shown(amount)} back on the channel's balance`);
+      return 'returned';
     });
-    if (returned) log.error({ event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash }, 'payout exchange refunded; funds back on the channel balance');
+    if (returned === 'hash_used') await toReview(deps, payoutId, `refund ${refundHash} already returned funds for something else`, 'payout_refund_reused');
+    if (returned === 'returned') log.error({ event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash }, 'payout exchange refunded; funds back on the channel balance');
     return;
   }
   if (status.status === 'failed' || status.status === 'expired') {
@@ -71,10 +76,19 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
   else await pollLater();
 }
 
-/** What the refund transaction brought back to the host wallet, in the payout's asset; null when not visible yet. */
+/**
+ * What the refund transaction brought back to the host wallet, in the payout's asset; null when not visible (yet),
+ * or when the chain cannot be asked now: the deadline, not a job failure, decides when to stop looking.
+ */
 async function refundedAmount(deps: StageDeps, payout: Payout, hash: Hex): Promise<bigint | null> {
   const host = deps.hostAddress as Hex;
-  if (payout.asset === 'eth') return deps.wallet.nativeReceived(hash, host);
-  if (!deps.usdtContract) return null;
-  return deps.wallet.tokenReceived(hash, deps.usdtContract, host);
+  try {
+    if (payout.asset === 'eth') return await deps.wallet.nativeReceived(hash, host);
+    if (!deps.usdtContract) return null;
+    return await deps.wallet.tokenReceived(hash, deps.usdtContract, host);
+  } catch (error) {
+    if (!(error instanceof ChainUnavailableError)) throw error;
+    deps.logger.warn({ event: 'payout_refund_check_failed', payoutId: payout.payout_id, err: error.message }, 'chain unreachable; checking the refund later');
+    return null;
+  }
 }

@@ -1,16 +1,23 @@
 /**
- * A person's actions on a payout: retry, cancel, approve. Each is allowed only from states where it is safe, takes
- * the payout's row lock (so it cannot race a running job's guarded transitions), and is kept in the audit log with
- * the acting token's name.
+ * A person's actions on a payout: retry, cancel, approve, resolve. Each is allowed only from states where it is
+ * safe, takes the payout's row lock (so it cannot race a running job's guarded transitions), and is kept in the
+ * audit log with the acting token's name.
  *
  * Whether funds may have left decides what is safe: a payout whose transfer exists and has not failed has (or may
- * have) sent them, so it is never cancelled; retrying it only looks at ChangeNow again.
+ * have) sent them, so it is never cancelled; retrying it only looks at ChangeNow again, and once a person knows
+ * what became of those funds, resolve records it (paid, or what came back).
  */
 import { sql, type Transaction, type Updateable } from 'kysely';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
-import { enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, type Payout } from './payout.ts';
+import { accounts } from '../ledger/index.ts';
+import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
+import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, type Payout } from './payout.ts';
+import { resumeTransfer, type Transfer } from './transfer.ts';
 
-export type PayoutAction = 'retry' | 'cancel' | 'approve';
+export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
+
+/** A person's finding about a payout in review whose funds left: the owner was paid, or (part of) them came back. */
+export type Resolution = { outcome: 'paid'; note?: string } | { outcome: 'returned'; amount: string; note?: string };
 
 export class PayoutActionRefused extends Error {
   override name = 'PayoutActionRefused';
@@ -22,16 +29,22 @@ export interface PayoutActionResult {
   readonly to: PayoutStatus;
 }
 
-export async function applyPayoutAction(db: Db, payoutId: string, action: PayoutAction, actor: string, pollDeadlineMs: number): Promise<PayoutActionResult | null> {
+export async function applyPayoutAction(
+  db: Db,
+  payoutId: string,
+  action: PayoutAction,
+  actor: string,
+  options: { pollDeadlineMs: number; resolution?: Resolution },
+): Promise<PayoutActionResult | null> {
   return db.transaction().execute(async (trx) => {
     const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirst();
     if (!payout) return null;
-    const transfer = payout.transfer_id === null ? undefined : await trx.selectFrom('chain_transfers').select('status').where('transfer_id', '=', payout.transfer_id).executeTakeFirst();
+    const transfer = payout.transfer_id === null ? undefined : await trx.selectFrom('chain_transfers').select(['transfer_id', 'status', 'from_address']).where('transfer_id', '=', payout.transfer_id).executeTakeFirst();
     const fundsMayHaveLeft = transfer !== undefined && transfer.status !== 'failed';
-    const to = await ACTIONS[action](trx, payout, { fundsMayHaveLeft, transferStatus: transfer?.status ?? null, actor, pollDeadlineMs });
+    const to = await ACTIONS[action](trx, payout, { fundsMayHaveLeft, transfer, actor, ...options });
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `payout.${action}`, subject: payoutId, details: JSON.stringify({ from: payout.status, to, reason: payout.reason }) })
+      .values({ actor, action: `payout.${action}`, subject: payoutId, details: JSON.stringify({ from: payout.status, to, reason: payout.reason, ...(options.resolution && action === 'resolve' && { resolution: options.resolution }) }) })
       .execute();
     return { payoutId, from: payout.status, to };
   });
@@ -39,9 +52,10 @@ export async function applyPayoutAction(db: Db, payoutId: string, action: Payout
 
 interface Context {
   fundsMayHaveLeft: boolean;
-  transferStatus: string | null;
+  transfer: Pick<Transfer, 'transfer_id' | 'status' | 'from_address'> | undefined;
   actor: string;
   pollDeadlineMs: number;
+  resolution?: Resolution;
 }
 
 type Handler = (trx: Transaction<Database>, payout: Payout, context: Context) => Promise<PayoutStatus>;
@@ -49,19 +63,35 @@ type Handler = (trx: Transaction<Database>, payout: Payout, context: Context) =>
 const ACTIONS: Record<PayoutAction, Handler> = {
   async retry(trx, payout, context) {
     const id = payout.payout_id;
+    const transferStatus = context.transfer?.status ?? null;
     if (payout.status === 'held') {
       await set(trx, id, { status: 'pending', hold_until: null, reason: null, attempts: 0, last_error: null });
       await enqueuePayoutRun(trx, id);
       return 'pending';
     }
-    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout cannot be retried (only needs_review or held)`);
-    if (payout.exchange_id !== null && context.transferStatus === 'confirmed') {
+    // A payout on its way whose job gave up (or was lost): queue the job for its state again; every step is
+    // idempotent, so a second job where one still exists changes nothing.
+    if (payout.status === 'pending' || payout.status === 'exchange_requested') {
+      await enqueuePayoutRun(trx, id);
+      return payout.status;
+    }
+    if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null)) {
+      if (context.transfer) await resumeTransfer(trx, context.transfer);
+      return payout.status;
+    }
+    if (payout.status === 'sent') {
+      await set(trx, id, { poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
+      await enqueuePayoutPoll(trx, id, new Date());
+      return 'sent';
+    }
+    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout cannot be retried`);
+    if (payout.exchange_id !== null && transferStatus === 'confirmed') {
       // The funds are at ChangeNow: look again, with a fresh deadline.
       await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
-    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transferStatus}: wait for it, it cannot be retried`);
+    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${transferStatus}: wait for it, it cannot be retried`);
     if (payout.transfer_id !== null) throw new PayoutActionRefused('its transfer failed and the funds never left: cancel it to return them to the channel');
     if (isDirect(payout)) {
       // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
@@ -78,7 +108,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   async cancel(trx, payout, context) {
     const cancellable: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'needs_review'];
     if (!cancellable.includes(payout.status)) throw new PayoutActionRefused(`a ${payout.status} payout cannot be cancelled`);
-    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transferStatus}: the funds may have left, so they cannot go back to the channel`);
+    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transfer?.status}: the funds may have left, so they cannot go back to the channel (resolve it instead)`);
     await returnFundsIn(trx, payout, 'cancelled', `cancelled by ${context.actor}`);
     return 'cancelled';
   },
@@ -87,6 +117,29 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     await set(trx, payout.payout_id, { status: 'pending', approved_by: context.actor, approved_at: new Date() });
     await enqueuePayoutRun(trx, payout.payout_id);
     return 'pending';
+  },
+  // The way out of review once the funds have left: a person records what happened to them.
+  async resolve(trx, payout, context) {
+    const resolution = context.resolution;
+    if (!resolution) throw new PayoutActionRefused('a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"..."}');
+    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout is not in review`);
+    if (context.transfer?.status !== 'confirmed') throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
+    const note = resolution.note ? `: ${resolution.note}` : '';
+    if (resolution.outcome === 'paid') {
+      const counterparty = payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
+      await completeIn(trx, payout, { amountOut: null, payoutHash: null, counterparty, reason: `resolved as paid by ${context.actor}${note}`, from: 'needs_review' });
+      return 'completed';
+    }
+    let returned: bigint;
+    try {
+      returned = parseUnits(resolution.amount, decimalsOf(payout.asset));
+    } catch (error) {
+      throw new PayoutActionRefused(`amount: ${(error as Error).message}`);
+    }
+    const amount = BigInt(payout.amount);
+    if (returned > amount) throw new PayoutActionRefused(`amount: more than the payout's ${formatUnits(amount, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()} cannot have come back`);
+    await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${resolution.amount} ${payout.asset.toUpperCase()} came back${note}`, returned);
+    return 'failed';
   },
 };
 

@@ -151,7 +151,11 @@ async function recordFailure(deps: StageDeps, payoutId: string, error: unknown):
 async function advance(deps: StageDeps, payoutId: string): Promise<void> {
   let payout = await loadPayout(deps.db, payoutId);
   if (payout.status === 'held') {
-    if (payout.hold_until !== null && payout.hold_until.getTime() > Date.now()) return;
+    if (payout.hold_until !== null && payout.hold_until.getTime() > Date.now()) {
+      // Woken early (clocks of the database and this worker differ, say): the hold keeps its job.
+      await deps.db.transaction().execute((trx) => enqueuePayoutRun(trx, payoutId, payout.hold_until as Date));
+      return;
+    }
     const resumed = await deps.db.updateTable('payouts').set({ status: 'pending', hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payoutId).where('status', '=', 'held').returningAll().executeTakeFirst();
     if (!resumed) return;
     payout = resumed;
@@ -171,8 +175,15 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
 }
 
 async function awaitApproval(deps: StageDeps, payout: Payout): Promise<void> {
-  await deps.db.updateTable('payouts').set({ status: 'awaiting_approval', updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).where('status', '=', payout.status).execute();
-  deps.logger.warn({ event: 'payout_awaiting_approval', payoutId: payout.payout_id, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
+  const waiting = await deps.db
+    .updateTable('payouts')
+    .set({ status: 'awaiting_approval', updated_at: sql`now()` })
+    .where('payout_id', '=', payout.payout_id)
+    .where('status', '=', payout.status)
+    .returning('payout_id')
+    .executeTakeFirst();
+  // A person has to act: an alert, not just a log line.
+  if (waiting) deps.logger.warn({ event: 'alert', alert: 'payout_awaiting_approval', payoutId: payout.payout_id, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
 }
 
 /** Above PAYOUT_APPROVAL_ABOVE_USD (USDT at one USD; ETH valued through a ChangeNow estimate). */
@@ -180,8 +191,14 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
   const limit = deps.settings.payoutApprovalAboveUsdCents;
   if (limit === null) return false;
   if (payout.asset === 'usdt') return BigInt(payout.amount) > limit * USDT_UNITS_PER_CENT;
-  const estimate = await deps.exchange.estimate({ ...fromSide(payout), toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
-  return parseUnitsFloor(estimate.toAmount, 2).units > limit;
+  try {
+    const estimate = await deps.exchange.estimate({ ...fromSide(payout), toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
+    return parseUnitsFloor(estimate.toAmount, 2).units > limit;
+  } catch (error) {
+    // Too small for ChangeNow to value is too small to need a person.
+    if (error instanceof ChangeNowError && error.code === 'deposit_too_small') return false;
+    throw error;
+  }
 }
 
 /** Asks ChangeNow whether the pair takes this amount before asking for an exchange. False when the payout stopped. */
@@ -223,9 +240,10 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
   const payoutId = payout.payout_id;
   const log = deps.logger.child({ payoutId });
   let exchange: { id: string; payinAddress: string; toAmount: string | null } | undefined;
-  if (payout.status === 'exchange_requested') {
-    // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
-    const found = await deps.exchange.listExchanges({ userId: payoutId });
+  {
+    // Look before asking: an earlier attempt may have asked ChangeNow and died before recording the answer (and the
+    // payout may have been held or approved since). An exchange that expired without a deposit is dead and harmless.
+    const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter((e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null));
     if (found.length > 1) {
       await toReview(deps, payoutId, `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`, 'duplicate_exchanges');
       return;
@@ -238,7 +256,7 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
-    } else if (payout.approved_at === null && (await needsApproval(deps, payout))) {
+    } else if (payout.status === 'exchange_requested' && payout.approved_at === null && (await needsApproval(deps, payout))) {
       // A payout retried from review may have gone there before its approval check (its USD estimate kept failing).
       // ChangeNow holds no exchange for it, so it can wait for approval like any payout above the limit.
       await awaitApproval(deps, payout);
@@ -278,7 +296,8 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
   const payin = exchange;
   const recorded = await deps.db.transaction().execute(async (trx) => {
     const current = await trx.selectFrom('payouts').select('status').where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
-    if (current.status !== 'exchange_requested') return false;
+    // pending: an exchange found before asking again (adopted); anything else: cancelled or moved on meanwhile.
+    if (current.status !== 'exchange_requested' && current.status !== 'pending') return false;
     const transferId = await createTransfer(trx, { purpose: 'payout', ref: payoutId, asset: payout.asset, from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(payout.amount) });
     const transfer = await trx.selectFrom('chain_transfers').select(['to_address', 'amount', 'asset']).where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
     if (transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() || BigInt(transfer.amount) !== BigInt(payout.amount) || transfer.asset !== payout.asset) {
@@ -300,13 +319,13 @@ export function payoutTransferHooks(deps: StageDeps): TransferHooks {
     async onConfirmed(trx, transfer) {
       const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
       if (payout.exchange_id === null) {
-        if (payout.status !== 'sent') return;
+        if (payout.status !== 'sent') return unexpected(deps, payout, 'confirmed');
         // Direct: the owner's wallet received the transfer itself.
         await completeIn(trx, payout, { amountOut: amountText(payout), payoutHash: transfer.tx_hash, counterparty: accounts.payees(payout.asset) });
         deps.logger.info({ event: 'payout_completed', payoutId: payout.payout_id, direct: true }, 'payout completed');
         return;
       }
-      if (payout.status !== 'exchange_created') return;
+      if (payout.status !== 'exchange_created') return unexpected(deps, payout, 'confirmed');
       await trx
         .updateTable('payouts')
         .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), updated_at: sql`now()` })
@@ -316,49 +335,68 @@ export function payoutTransferHooks(deps: StageDeps): TransferHooks {
     },
     async onFailed(trx, transfer, reason) {
       const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
-      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return;
+      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return unexpected(deps, payout, `failed (${reason})`);
       await returnFundsIn(trx, payout, 'failed', `transfer ${transfer.transfer_id} ${reason}: the funds never left`);
       deps.logger.error({ event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason }, 'payout transfer failed; funds back on the channel balance');
     },
   };
 }
 
-/** Completes a payout: the reserved funds leave the books to ChangeNow (or the owner), in one journal. */
-export async function completeIn(trx: Transaction<Database>, payout: Payout, result: { amountOut: string | null; payoutHash: string | null; counterparty: AccountRef }): Promise<void> {
+/** No path leads here; if one ever does, the transfer's outcome is recorded and a person is told. */
+function unexpected(deps: StageDeps, payout: Payout, outcome: string): void {
+  deps.logger.error({ event: 'alert', alert: 'payout_state_unexpected', payoutId: payout.payout_id, status: payout.status, outcome }, 'payout transfer ended while the payout was not waiting for it');
+}
+
+/**
+ * Completes a payout: the reserved funds leave the books to ChangeNow (or the owner), in one journal. A threshold
+ * channel's balance that grew meanwhile past its threshold gets its next batch.
+ */
+export async function completeIn(
+  trx: Transaction<Database>,
+  payout: Payout,
+  result: { amountOut: string | null; payoutHash: string | null; counterparty: AccountRef; reason?: string; from?: PayoutStatus },
+): Promise<void> {
   const done = await trx
     .updateTable('payouts')
-    .set({ status: 'completed', amount_out: result.amountOut, payout_hash: result.payoutHash, reason: null, completed_at: sql`now()`, updated_at: sql`now()` })
+    .set({ status: 'completed', amount_out: result.amountOut, payout_hash: result.payoutHash, reason: result.reason ?? null, completed_at: sql`now()`, updated_at: sql`now()` })
     .where('payout_id', '=', payout.payout_id)
-    .where('status', '=', 'sent')
+    .where('status', '=', result.from ?? 'sent')
     .returning('payout_id')
     .executeTakeFirst();
   if (!done) return;
   const amount = BigInt(payout.amount);
-  await postJournal(trx, { kind: 'payout_completed', ref: payout.payout_id, entries: [
+  const journal = await postJournal(trx, { kind: 'payout_completed', ref: payout.payout_id, entries: [
     { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
     { account: result.counterparty, amount },
   ] });
+  if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a completion journal`);
+  if (payout.kind === 'threshold') await enqueue(trx, 'threshold_check', { channelId: payout.channel_id }, { jobKey: `threshold_check:${payout.channel_id}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
 }
 
 /**
  * Ends a payout whose funds are still (or again) ours: they go back to the channel's available balance, and a
  * threshold batch's payments become free for the next batch.
  */
-export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, status: 'failed' | 'cancelled', reason: string): Promise<void> {
+export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, status: 'failed' | 'cancelled', reason: string, returned = BigInt(payout.amount)): Promise<void> {
   await trx.updateTable('payouts').set({ status, reason, hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
   if (payout.kind === 'threshold') {
     await trx.updateTable('payments').set({ payout_id: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
   }
   const amount = BigInt(payout.amount);
-  await postJournal(trx, { kind: 'payout_returned', ref: payout.payout_id, entries: [
+  if (returned < 0n || returned > amount) throw new Error(`payout ${payout.payout_id}: cannot return ${returned} of ${amount}`);
+  // What did not come back stayed with ChangeNow (a person's finding, see payout-review).
+  const entries = [
     { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
-    { account: accounts.channel(payout.channel_id, payout.asset), amount },
-  ] });
+    { account: accounts.channel(payout.channel_id, payout.asset), amount: returned },
+    { account: accounts.changenow(payout.asset), amount: amount - returned },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payout_returned', ref: payout.payout_id, entries });
+  if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a return journal`);
 }
 
 async function hold(deps: StageDeps, payoutId: string, reason: string): Promise<void> {
   const until = new Date(Date.now() + HOLD_RETRY_MS);
-  await deps.db.transaction().execute(async (trx) => {
+  const held = await deps.db.transaction().execute(async (trx) => {
     const held = await trx
       .updateTable('payouts')
       .set({ status: 'held', reason, hold_until: until, updated_at: sql`now()` })
@@ -367,17 +405,19 @@ async function hold(deps: StageDeps, payoutId: string, reason: string): Promise<
       .returning('payout_id')
       .executeTakeFirst();
     if (held) await enqueuePayoutRun(trx, payoutId, until);
+    return held !== undefined;
   });
-  deps.logger.warn({ event: 'payout_held', payoutId, reason, until: until.toISOString() }, 'payout held until its balance grows or the hold ends');
+  if (held) deps.logger.warn({ event: 'payout_held', payoutId, reason, until: until.toISOString() }, 'payout held until its balance grows or the hold ends');
 }
 
 /** A person decides: the payout keeps its reservation and stops until retried or cancelled. */
 export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string): Promise<void> {
-  await deps.db
+  const moved = await deps.db
     .updateTable('payouts')
     .set({ status: 'needs_review', reason, updated_at: sql`now()` })
     .where('payout_id', '=', payoutId)
     .where('status', 'not in', ['completed', 'failed', 'cancelled'])
-    .execute();
-  deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
+    .returning('payout_id')
+    .executeTakeFirst();
+  if (moved) deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
 }

@@ -7,7 +7,8 @@ import { sql } from 'kysely';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
-import { enqueuePoll, releasePayments, toReview } from './convert.ts';
+import { enqueuePoll, releasePaymentsIn, toReview } from './convert.ts';
+import { claimRefund } from './refunds.ts';
 import type { StageDeps } from './interfaces.ts';
 import { checkThresholds } from './threshold.ts';
 
@@ -79,7 +80,19 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
       log.error({ event: 'alert', alert: 'conversion_refund_short', refundHash: status.refundHash }, 'refund short of the ETH sent; sent to review');
       return;
     }
-    await releasePayments(deps, conversionId, 'failed', `exchange refunded (refund ${status.refundHash})`);
+    const refundHash = status.refundHash as string;
+    const claimed = await deps.db.transaction().execute(async (trx) => {
+      const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+      if (current.status !== 'sent') return true;
+      if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'conversion', ref: conversionId, asset: 'eth', amount: refunded }))) return false;
+      await releasePaymentsIn(trx, conversionId, 'failed', `exchange refunded (refund ${refundHash})`);
+      return true;
+    });
+    if (!claimed) {
+      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`);
+      log.error({ event: 'alert', alert: 'conversion_refund_reused', refundHash }, 'refund hash already used; sent to review');
+      return;
+    }
     log.error({ event: 'alert', alert: 'conversion_refunded' }, 'conversion exchange refunded; payments back to pending');
     return;
   }

@@ -9,16 +9,19 @@ import type { StageDeps } from './interfaces.ts';
 import { openInstantPayout, payoutTransferHooks, runPayout } from './payout.ts';
 import { pollPayout } from './payout-poll.ts';
 import { pollConversion } from './settle.ts';
+import { runThresholdCheck } from './threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
-export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
 
 const MAX_CONVERSIONS_PER_RUN = 20;
 
 const conversionPayload = z.object({ conversionId: z.string().min(1) });
 const transferPayload = z.object({ transferId: z.string().min(1) });
 const payoutPayload = z.object({ payoutId: z.string().min(1) });
+const batchPayload = z.object({ batchId: z.string().min(1) });
+const channelPayload = z.object({ channelId: z.string().min(1) });
 const paymentPayload = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/) });
 
 export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> {
@@ -30,6 +33,10 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     payout_instant: async (payload) => openInstantPayout(deps, paymentPayload.parse(payload).paymentId),
     payout_run: async (payload) => runPayout(deps, payoutPayload.parse(payload).payoutId),
     payout_poll: async (payload) => pollPayout(deps, payoutPayload.parse(payload).payoutId),
+    payout_batch: async (payload) => runPayout(deps, batchPayload.parse(payload).batchId),
+    threshold_check: async (payload) => {
+      await runThresholdCheck(deps.db, [channelPayload.parse(payload).channelId]);
+    },
     conversion_batch: async () => {
       // Drain a backlog larger than one conversion, within a bound.
       for (let i = 0; i < MAX_CONVERSIONS_PER_RUN; i++) if ((await batchPendingPayments(deps)) === null) break;

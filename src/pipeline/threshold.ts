@@ -35,7 +35,8 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     const open = await trx.selectFrom('payouts').select(['payout_id', 'status', 'top_ups']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
     if (open) {
       // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An
-      // approval was for the smaller amount: the grown batch is checked against the limit again.
+      // approval was for the smaller amount: the grown batch is checked against the limit again. A held batch has
+      // no exchange yet, so it also takes the channel's current payout currency, network and wallet.
       if (open.status === 'held') {
         const n = open.top_ups + 1;
         // Only if still held once the row is ours: since the read above its run may have resumed it (hold ended, or
@@ -43,7 +44,7 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
         // returned its funds. Either way it keeps its amount and status; the balance stays available for the next batch.
         const toppedUp = await trx
           .updateTable('payouts')
-          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, approved_by: null, approved_at: null, updated_at: sql`now()` })
+          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, approved_by: null, approved_at: null, payout_currency: channel.payout_currency, payout_network: channel.payout_network, wallet_address: channel.wallet_address, updated_at: sql`now()` })
           .where('payout_id', '=', open.payout_id)
           .where('status', '=', 'held')
           .returning('payout_id')

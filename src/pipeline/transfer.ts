@@ -93,6 +93,12 @@ async function load(deps: StageDeps, transferId: string): Promise<Transfer> {
   return deps.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
 }
 
+/** Queues the job that moves a transfer on from its state (a person's retry after its job gave up). */
+export async function resumeTransfer(trx: Transaction<Database>, transfer: Pick<Transfer, 'transfer_id' | 'status' | 'from_address'>): Promise<void> {
+  if (transfer.status === 'intent' || transfer.status === 'signed') await enqueueSend(trx, transfer.transfer_id, transfer.from_address);
+  else if (transfer.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id);
+}
+
 /** transfer_send: sign (once) and broadcast (as often as needed, always the same bytes). */
 export async function sendTransfer(deps: StageDeps, transferId: string): Promise<void> {
   let transfer = await load(deps, transferId);
@@ -109,6 +115,12 @@ export async function sendTransfer(deps: StageDeps, transferId: string): Promise
   if (seen.state === 'unknown') {
     const result = await deps.wallet.broadcast(transfer.raw_tx as Hex);
     deps.crashPoint?.(transfer.purpose === 'payout' ? 'payout_after_broadcast' : 'after_broadcast');
+    if (!result.ok && result.reason === 'insufficient_funds' && transfer.broadcast_at !== null) {
+      // It was on the network before (then dropped): it may still be mined from another node's pool, so it keeps
+      // its nonce and bytes; re-signing it with another nonce could pay twice.
+      log.error({ event: 'alert', alert: 'host_wallet_insufficient', txHash: hash, message: result.message }, 'the node refused a rebroadcast for lack of funds; kept signed');
+      throw new TransferNotReady(`host wallet cannot pay rebroadcast transfer ${transferId} yet; kept signed`);
+    }
     if (!result.ok && result.reason === 'insufficient_funds') {
       // The node has not taken it: release the nonce and wait for funds.
       await releaseForFunds(deps, transfer, result.message);
@@ -124,7 +136,7 @@ export async function sendTransfer(deps: StageDeps, transferId: string): Promise
     }
   }
   await deps.db.transaction().execute(async (trx) => {
-    await trx.updateTable('chain_transfers').set({ status: 'broadcast', updated_at: sql`now()` }).where('transfer_id', '=', transferId).where('status', '=', 'signed').execute();
+    await trx.updateTable('chain_transfers').set({ status: 'broadcast', broadcast_at: sql`coalesce(broadcast_at, now())`, updated_at: sql`now()` }).where('transfer_id', '=', transferId).where('status', '=', 'signed').execute();
     await enqueueConfirm(trx, transferId);
   });
   log.info({ event: 'transfer_broadcast', txHash: hash, nonce: transfer.nonce }, 'transfer broadcast');

@@ -39,3 +39,18 @@ alter table payouts add constraint payouts_kind_payment check ((kind = 'instant'
 drop index payouts_one_open_batch;
 create unique index payouts_one_open_batch on payouts (channel_id) where kind = 'threshold' and status not in ('completed', 'failed', 'cancelled');
 create index payouts_open on payouts (status, updated_at) where status not in ('completed', 'failed', 'cancelled');
+
+-- A transfer that was ever handed to the network may still be mined: it is never re-signed with another nonce.
+alter table chain_transfers add column broadcast_at timestamptz;
+
+-- Refunds credited back from chain transactions: one use per transaction hash, across conversions and payouts, so
+-- one refund (or a hash ChangeNow reports twice) can never return funds twice.
+create table chain_refunds (
+  tx_hash text primary key,
+  purpose text not null check (purpose in ('conversion', 'payout')),
+  ref text not null,
+  asset text not null check (asset in ('eth', 'usdt')),
+  amount numeric(78, 0) not null check (amount >= 0),
+  created_at timestamptz not null default now(),
+  unique (purpose, ref)
+);

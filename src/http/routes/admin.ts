@@ -22,8 +22,14 @@ const payoutQuery = z.object({
   kind: z.enum(['threshold', 'instant']).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 }).strict();
-const payoutParams = z.object({ payoutId: z.string().regex(/^po_[0-9a-f]{16}$/, 'must be a payout id such as po_0123456789abcdef') }).strict();
-const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve']) }).strict();
+const payoutParams = z.object({ payoutId: z.string().regex(/^p[ob]_[0-9a-f]{16}$/, 'must be a payout id such as po_0123456789abcdef') }).strict();
+const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve', 'resolve']) }).strict();
+const note = z.string().trim().min(1).max(500).optional();
+const resolutionBody = z.discriminatedUnion('outcome', [
+  z.object({ outcome: z.literal('paid'), note }).strict(),
+  // The amount that came back, as a decimal string in the payout's asset (never a JSON number).
+  z.object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,30})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), note }).strict(),
+]);
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 
 /** The admin API: every route behind the bearer token. */
@@ -69,12 +75,13 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     return payout;
   });
 
-  // retry / cancel / approve, each allowed only from a state where it is safe; kept with who and when.
+  // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
   app.post('/api/payouts/:payoutId/:action', async (request, reply) => {
     const { payoutId, action } = payoutActionParams.parse(request.params);
+    const resolution = action === 'resolve' ? resolutionBody.parse(request.body ?? {}) : undefined;
     const actor = request.actor ?? 'unknown';
     try {
-      const result = await applyPayoutAction(deps.db, payoutId, action, actor, deps.pollDeadlineMs);
+      const result = await applyPayoutAction(deps.db, payoutId, action, actor, { pollDeadlineMs: deps.pollDeadlineMs, ...(resolution && { resolution }) });
       if (!result) return reply.code(404).send({ error: `payout ${payoutId} not found` });
       request.log.warn({ event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to }, 'payout changed by hand');
       return await getPayout(deps.db, payoutId);
