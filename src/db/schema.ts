@@ -160,6 +160,8 @@ export interface ConversionsTable {
   expected_usdt: NullableNumeric;
   transfer_id: string | null;
   usdt_received: NullableNumeric;
+  /** The USDT payout transaction that settled it (lower case): unique, one payout credits one conversion. */
+  payout_hash: ColumnType<string | null, string | null | undefined, string | null>;
   rate: NullableNumeric;
   reason: string | null;
   last_error: string | null;

@@ -23,6 +23,11 @@ export class PayoutActionRefused extends Error {
   override name = 'PayoutActionRefused';
 }
 
+/** The request itself is wrong (an amount the asset cannot hold, say): a 400, whatever the payout's state. */
+export class PayoutActionInvalid extends Error {
+  override name = 'PayoutActionInvalid';
+}
+
 export interface PayoutActionResult {
   readonly payoutId: string;
   readonly from: PayoutStatus;
@@ -84,7 +89,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
-    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout cannot be retried`);
+    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be retried`);
     if (payout.exchange_id !== null && transferStatus === 'confirmed') {
       // The funds are at ChangeNow: look again, with a fresh deadline.
       await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
@@ -107,13 +112,13 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   },
   async cancel(trx, payout, context) {
     const cancellable: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'needs_review'];
-    if (!cancellable.includes(payout.status)) throw new PayoutActionRefused(`a ${payout.status} payout cannot be cancelled`);
+    if (!cancellable.includes(payout.status)) throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be cancelled`);
     if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transfer?.status}: the funds may have left, so they cannot go back to the channel (resolve it instead)`);
     await returnFundsIn(trx, payout, 'cancelled', `cancelled by ${context.actor}`);
     return 'cancelled';
   },
   async approve(trx, payout, context) {
-    if (payout.status !== 'awaiting_approval') throw new PayoutActionRefused(`a ${payout.status} payout is not awaiting approval`);
+    if (payout.status !== 'awaiting_approval') throw new PayoutActionRefused(`a payout in state ${payout.status} is not awaiting approval`);
     await set(trx, payout.payout_id, { status: 'pending', approved_by: context.actor, approved_at: new Date() });
     await enqueuePayoutRun(trx, payout.payout_id);
     return 'pending';
@@ -122,7 +127,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   async resolve(trx, payout, context) {
     const resolution = context.resolution;
     if (!resolution) throw new PayoutActionRefused('a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"..."}');
-    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a ${payout.status} payout is not in review`);
+    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} is not in review`);
     if (context.transfer?.status !== 'confirmed') throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';
     if (resolution.outcome === 'paid') {
@@ -134,7 +139,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     try {
       returned = parseUnits(resolution.amount, decimalsOf(payout.asset));
     } catch (error) {
-      throw new PayoutActionRefused(`amount: ${(error as Error).message}`);
+      throw new PayoutActionInvalid(`amount: ${(error as Error).message}`);
     }
     const amount = BigInt(payout.amount);
     if (returned > amount) throw new PayoutActionRefused(`amount: more than the payout's ${formatUnits(amount, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()} cannot have come back`);

@@ -60,7 +60,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
       return;
     }
     deps.crashPoint?.('before_settle');
-    await settle(deps, conversionId, status.amountTo);
+    await settle(deps, conversionId, status.amountTo, status.payoutHash);
     return;
   }
   if (status.status === 'refunded') {
@@ -109,11 +109,16 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   await pollLater();
 }
 
-async function settle(deps: StageDeps, conversionId: string, amountTo: string): Promise<void> {
+async function settle(deps: StageDeps, conversionId: string, amountTo: string, payoutHash: string): Promise<void> {
   const { units: usdtUnits, droppedFraction } = parseUnitsFloor(amountTo, 6);
+  const hash = payoutHash.toLowerCase();
   const settled = await deps.db.transaction().execute(async (trx) => {
     const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
     if (conversion.status !== 'sent') return false;
+    // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
+    // check a second time.
+    const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
+    if (other) return `hash_used:${other.conversion_id}` as const;
     const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
     const weights = rows.map((r) => BigInt(r.net_wei));
     const totalWei = weights.reduce((a, b) => a + b, 0n);
@@ -132,7 +137,7 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string): 
       where p.payment_id = s.payment_id`.execute(trx);
     await trx
       .updateTable('conversions')
-      .set({ status: 'completed', usdt_received: usdtUnits, rate, completed_at: sql`now()`, updated_at: sql`now()` })
+      .set({ status: 'completed', usdt_received: usdtUnits, rate, payout_hash: hash, completed_at: sql`now()`, updated_at: sql`now()` })
       .where('conversion_id', '=', conversionId)
       .execute();
     const channelIds = rows.map((r) => r.channel_id);
@@ -144,6 +149,11 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string): 
     for (const journal of thresholds.journals) await postJournal(trx, journal);
     return true;
   });
+  if (typeof settled === 'string') {
+    await toReview(deps, conversionId, `payout ${hash} already credited conversion ${settled.slice('hash_used:'.length)}`);
+    deps.logger.error({ event: 'alert', alert: 'conversion_payout_reused', conversionId, payoutHash: hash }, 'ChangeNow named a payout already credited; sent to review');
+    return;
+  }
   if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');
 }
 

@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -77,13 +78,15 @@ describe('conversion of pending ETH to USDT', () => {
     const all = [...a, ...b, ...c];
     await eventually('all six payments converted', () => allCompleted(all));
 
-    const { rows: conversions } = await db.pool.query('select conversion_id, status, amount_wei::text, usdt_received::text, rate::text, exchange_id, payin_address from conversions');
+    const { rows: conversions } = await db.pool.query('select conversion_id, status, amount_wei::text, usdt_received::text, rate::text, exchange_id, payin_address, payout_hash from conversions');
     expect(conversions).toHaveLength(1);
     const conversion = conversions[0];
     expect(conversion).toMatchObject({ status: 'completed', amount_wei: '28343400000000000', usdt_received: '84030200' });
     // USDT per ETH realized: 84.0302 / 0.0283434
     expect(conversion.rate).toBe('2964.718417691596');
     expect(outside.sim.exchanges.size).toBe(1);
+    // The USDT payout that settled it is kept: one payout hash credits one conversion.
+    expect(conversion.payout_hash).toBe(outside.sim.exchanges.get(conversion.exchange_id)!.payoutHash!.toLowerCase());
     expect(await outside.balanceOf(conversion.payin_address)).toBe(28_343_400_000_000_000n);
     // The simulator paid the USDT out on chain; the batch of channel 1 has left for its owner since: together they
     // hold exactly what the ledger shared out.
@@ -161,6 +164,35 @@ describe('conversion of pending ETH to USDT', () => {
     expect(rows[0].status).toBe('needs_review');
     expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
+  });
+
+  it('a payout hash ChangeNow already named for another conversion credits nothing: the second conversion goes to review', async () => {
+    await start({ CONVERSION_MIN_USD: '1' });
+    await channel('-1003000000010', '1000');
+    const firstIds = [await pay('-1003000000010')];
+    await eventually('the first conversion settled', () => allCompleted(firstIds));
+    const { rows: [settled] } = await db.pool.query("select c.exchange_id, c.payout_hash from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1", [firstIds[0]]);
+    const firstExchange = outside.sim.exchanges.get(settled.exchange_id)!;
+
+    // The same amount again; its exchange is made to report the first one's payout (a real USDT transfer to the
+    // host wallet, for the same amount) before its deposit is mined, as a misbehaving ChangeNow could.
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    try {
+      const ids = [await pay('-1003000000010')];
+      const conversionOf = async () => (await db.pool.query("select c.conversion_id, c.status, c.reason, c.exchange_id, t.status as transfer from conversions c join conversion_payments p using (conversion_id) left join chain_transfers t on t.purpose = 'conversion' and t.ref = c.conversion_id where p.payment_id = $1", [ids[0]])).rows[0];
+      await eventually('the second conversion transfer broadcast', async () => (await conversionOf())?.transfer === 'broadcast');
+      const second = await conversionOf();
+      Object.assign(outside.sim.exchanges.get(second.exchange_id)!, { status: 'finished', forcedEnd: null, amountFrom: firstExchange.amountFrom, amountTo: firstExchange.amountTo, payoutHash: firstExchange.payoutHash, depositReceivedAt: Date.now() });
+      await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+      await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+      await eventually('the second conversion in review', async () => (await conversionOf())?.status === 'needs_review');
+      expect((await conversionOf()).reason).toBe(`payout ${settled.payout_hash} already credited conversion ${(await db.pool.query('select conversion_id from conversions where payout_hash = $1', [settled.payout_hash])).rows[0].conversion_id}`);
+      // Only the first conversion's USDT is on the channel.
+      expect(await balances('-1003000000010')).toEqual({ 'channel/eth': '4723900000000000', 'channel/usdt': '13171700' });
+      expect((await checkLedger(db.db)).problems).toEqual([]);
+    } finally {
+      await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    }
   });
 
   it('an exchange ChangeNow refuses for good (too small) is not retried every interval: the payments are held', async () => {

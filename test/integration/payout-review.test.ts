@@ -231,7 +231,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     for (const payout of [batch, single]) {
       const refused = await act(payout.payoutId, 'approve', ALICE);
       expect(refused.status).toBe(409);
-      expect(refused.body.error).toBe(`cannot approve payout ${payout.payoutId}: a completed payout is not awaiting approval`);
+      expect(refused.body.error).toBe(`cannot approve payout ${payout.payoutId}: a payout in state completed is not awaiting approval`);
       expect(await getPayout(payout.payoutId)).toMatchObject({ status: 'completed', approvedBy: null });
       expect(await auditOf(payout.payoutId)).toEqual([]);
     }
@@ -346,7 +346,7 @@ describe('cancel', () => {
     const done = await payoutIn(direct, 'completed');
     const refusedDone = await act(done.payoutId, 'cancel', BOB);
     expect(refusedDone.status).toBe(409);
-    expect(refusedDone.body.error).toBe(`cannot cancel payout ${done.payoutId}: a completed payout cannot be cancelled`);
+    expect(refusedDone.body.error).toBe(`cannot cancel payout ${done.payoutId}: a payout in state completed cannot be cancelled`);
     expect(await getPayout(done.payoutId)).toEqual(done);
     expect(await balances(direct, 'eth')).toEqual({ available: 0n, reserved: 0n });
     expect(await auditOf(done.payoutId)).toEqual([]);
@@ -387,7 +387,7 @@ describe('retry', () => {
 
     const again = await act(created.payoutId, 'retry', ALICE);
     expect(again.status).toBe(409);
-    expect(again.body.error).toContain('a completed payout cannot be retried');
+    expect(again.body.error).toContain('a payout in state completed cannot be retried');
     expect(await auditOf(created.payoutId)).toEqual([
       { actor: 'alice', action: 'payout.retry', subject: created.payoutId, details: { from: 'needs_review', to: 'sent', reason: stuck.reason } },
     ]);

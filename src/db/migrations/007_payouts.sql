@@ -54,3 +54,6 @@ create table chain_refunds (
   created_at timestamptz not null default now(),
   unique (purpose, ref)
 );
+
+-- The USDT payout that settled a conversion: one transaction credits one conversion, whatever ChangeNow reports.
+alter table conversions add column payout_hash text unique;

@@ -2,7 +2,7 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
-import { applyPayoutAction, getPayment, getPayout, listPayouts, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyPayoutAction, getPayment, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
@@ -86,6 +86,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
       request.log.warn({ event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to }, 'payout changed by hand');
       return await getPayout(deps.db, payoutId);
     } catch (error) {
+      if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
       if (error instanceof PayoutActionRefused) return reply.code(409).send({ error: `cannot ${action} payout ${payoutId}: ${error.message}` });
       throw error;
     }

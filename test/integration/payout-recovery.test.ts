@@ -1,0 +1,863 @@
+/**
+ * The payout stage's recovery paths on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP): resolve as
+ * the way out of review once funds left, retry as resume of an in-flight payout whose job is gone, a refund hash
+ * returning funds once, the threshold check after a completed batch, legacy payout_batch jobs, the approval alert,
+ * and a held payout woken early keeping its job. Each ends in its documented state, with its alerts, audit rows and
+ * ledger balances, and no money created, lost or paid twice.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import type { Roles } from '../../src/app.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { formatUnits } from '../../src/money/index.ts';
+import type { CrashPoint } from '../../src/pipeline/index.ts';
+import { claimRefund } from '../../src/pipeline/refunds.ts';
+import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+const ALICE = 'alice-admin-token-0123456789';
+const BOB = 'bob-admin-token-0123456789ab';
+/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
+const NET_WEI = 4_723_900_000_000_000n;
+const REVIEW_REASON_FAILED = 'exchange failed; the funds sent have not come back';
+
+let outside: Outside;
+let db: TestDatabase;
+/** The instance requests go through; every started instance is in `running`, stopped after each test. */
+let payrail: TestPayrail | undefined;
+let running: TestPayrail[] = [];
+/** The first instance's log sink in a test. */
+let sink: LogSink | undefined;
+/** Set while a test has drained the host wallet: afterEach puts this balance back whatever happened. */
+let hostBalanceToRestore: bigint | undefined;
+let nextPaymentId = 9_400_000_000;
+let nextChannel = 1_003_400_000_001;
+
+async function start(env: Record<string, string> = {}, options: { logs?: LogSink; roles?: Roles; crashPoint?: (name: CrashPoint) => void } = {}): Promise<TestPayrail> {
+  const logs = options.logs ?? logSink();
+  const instance = await startTestPayrail(db, {
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env },
+    logs,
+    ...(options.roles && { roles: options.roles }),
+    ...(options.crashPoint && { crashPoint: options.crashPoint }),
+  });
+  running.push(instance);
+  payrail ??= instance;
+  sink ??= logs;
+  return instance;
+}
+
+async function stopAll(): Promise<void> {
+  const all = running;
+  running = [];
+  payrail = undefined;
+  for (const instance of all) await instance.stop();
+}
+
+function freshWallet(): string {
+  return privateKeyToAccount(generatePrivateKey()).address;
+}
+
+async function channel(body: Record<string, unknown>): Promise<string> {
+  const id = `-${nextChannel++}`;
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
+  expect([200, 201]).toContain(res.status);
+  return id;
+}
+
+const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
+const thresholdBody = (thresholdUsd: string) => ({ payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(200);
+  return String(body.payment_id);
+}
+
+interface PayoutRow {
+  payout_id: string;
+  kind: string;
+  status: string;
+  reason: string | null;
+  asset: string;
+  amount: string;
+  exchange_id: string | null;
+  payin_address: string | null;
+  transfer_id: string | null;
+  attempts: number;
+  last_error: string | null;
+  top_ups: number;
+  hold_until: Date | null;
+  amount_out: string | null;
+  poll_deadline_at: Date | null;
+  created_at: Date;
+  completed_at: Date | null;
+}
+
+async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
+  const { rows } = await db.pool.query<PayoutRow>(
+    `select payout_id, kind, status, reason, asset, amount::text, exchange_id, payin_address, transfer_id, attempts, last_error, top_ups, hold_until,
+            amount_out, poll_deadline_at, created_at, completed_at
+     from payouts where channel_id = $1 order by created_at`,
+    [channelId],
+  );
+  return rows;
+}
+
+async function onlyPayout(channelId: string): Promise<PayoutRow> {
+  const rows = await payoutsOf(channelId);
+  expect(rows).toHaveLength(1);
+  return rows[0] as PayoutRow;
+}
+
+async function payoutRow(payoutId: string): Promise<PayoutRow> {
+  const { rows } = await db.pool.query<{ channel_id: string }>('select channel_id from payouts where payout_id = $1', [payoutId]);
+  const all = await payoutsOf(rows[0]!.channel_id);
+  return all.find((p) => p.payout_id === payoutId) as PayoutRow;
+}
+
+async function hasPayout(channelId: string, status: string): Promise<boolean> {
+  return (await payoutsOf(channelId)).some((p) => p.status === status);
+}
+
+/** Waits for the payout to reach `status`; says where it ended up instead when it does not. */
+async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<PayoutRow> {
+  let last: PayoutRow | undefined;
+  try {
+    await eventually(`payout ${payoutId} ${status}`, async () => (last = await payoutRow(payoutId)).status === status, timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+  }
+  return payoutRow(payoutId);
+}
+
+async function getPayout(payoutId: string): Promise<Record<string, any>> {
+  const res = await payrail!.request('GET', `/api/payouts/${payoutId}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+function act(payoutId: string, action: string, token: string | undefined, body?: unknown) {
+  return payrail!.request('POST', `/api/payouts/${payoutId}/${action}`, { token, ...(body !== undefined && { body }) });
+}
+
+function exchangesFor(ref: string) {
+  return [...outside.sim.exchanges.values()].filter((e) => e.userId === ref);
+}
+
+async function transfersFor(payoutId: string) {
+  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string | null; to_address: string; amount: string }>(
+    "select transfer_id, status, tx_hash, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
+    [payoutId],
+  );
+  return rows;
+}
+
+/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
+async function balances(channelId: string): Promise<Record<string, string>> {
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1', [`channel:${channelId}%`]);
+  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+}
+
+/** One account's balance (0 when it has none yet). */
+async function balanceOf(code: string, asset: string): Promise<bigint> {
+  const { rows } = await db.pool.query<{ balance: string }>('select balance::text from ledger_accounts where code = $1 and asset = $2', [code, asset]);
+  return BigInt(rows[0]?.balance ?? '0');
+}
+
+async function journalKinds(ref: string): Promise<string[]> {
+  const { rows } = await db.pool.query<{ kind: string }>("select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id", [ref]);
+  return rows.map((r) => r.kind);
+}
+
+/** The entries of one journal, as `[account code, asset, amount]`. */
+async function journalEntries(kind: string, ref: string): Promise<Array<[string, string, string]>> {
+  const { rows } = await db.pool.query<{ code: string; asset: string; amount: string }>(
+    `select a.code, a.asset, e.amount::text from ledger_journals j join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
+     where j.kind = $1 and j.ref = $2 order by e.id`,
+    [kind, ref],
+  );
+  return rows.map((r) => [r.code, r.asset, r.amount]);
+}
+
+function auditOf(payoutId: string) {
+  return db.db.selectFrom('audit_log').select(['actor', 'action', 'subject', 'details']).where('subject', '=', payoutId).orderBy('id').execute();
+}
+
+/** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
+function alertsFor(ref: string, logs: LogSink = sink!): string[] {
+  return logs.lines.filter((l) => l.event === 'alert' && (l.payoutId === ref || l.ref === ref || l.conversionId === ref)).map((l) => String(l.alert));
+}
+
+function distinct(names: string[]): string[] {
+  return [...new Set(names)].sort();
+}
+
+async function expectLedgerClean(): Promise<void> {
+  expect((await checkLedger(db.db)).problems).toEqual([]);
+}
+
+async function setHostBalance(wei: bigint): Promise<void> {
+  await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
+}
+
+async function conversionsDone(paymentIds: string[]): Promise<boolean> {
+  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
+  return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
+}
+
+interface JobRow {
+  id: string;
+  task: string;
+  key: string | null;
+  run_at: Date;
+  attempts: number;
+  max_attempts: number;
+}
+
+/** Every queued job (runnable, waiting or given up) that moves this payout or its transfer on. */
+async function jobsFor(payoutId: string, transferId: string | null = null): Promise<JobRow[]> {
+  const { rows } = await db.pool.query<JobRow>(
+    `select j.id::text, t.identifier as task, j.key, j.run_at, j.attempts, j.max_attempts
+       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+      where j.payload->>'payoutId' = $1 or j.payload->>'batchId' = $1 or ($2::text is not null and j.payload->>'transferId' = $2)
+      order by j.id`,
+    [payoutId, transferId],
+  );
+  return rows;
+}
+
+async function jobExists(id: string): Promise<boolean> {
+  const { rows } = await db.pool.query('select 1 from graphile_worker._private_jobs where id = $1::bigint', [id]);
+  return rows.length > 0;
+}
+
+/** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
+async function convertedThresholdChannel(count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> {
+  const id = await channel(thresholdBody('1000'));
+  const paymentIds: string[] = [];
+  for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
+  await eventually('the payments converted', () => conversionsDone(paymentIds));
+  const available = BigInt((await balances(id))['channel/usdt'] as string);
+  return { id, paymentIds, available };
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await stopAll();
+  sink = undefined;
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+  for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
+  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+  if (hostBalanceToRestore !== undefined) {
+    await setHostBalance(hostBalanceToRestore);
+    hostBalanceToRestore = undefined;
+  }
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('resolve: the way out of review once the funds left', () => {
+  it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async () => {
+    await start();
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    outside.sim.failNextExchange('failed');
+    await pay(id);
+    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
+    const review = await onlyPayout(id);
+    expect(review).toMatchObject({ status: 'needs_review', reason: REVIEW_REASON_FAILED, amount: NET_WEI.toString() });
+    expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    const changenowBefore = await balanceOf('world:changenow', 'eth');
+
+    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid', note: 'owner confirmed' });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body).toMatchObject({ payoutId: review.payout_id, status: 'completed', reason: 'resolved as paid by alice: owner confirmed', amountOut: null, payoutHash: null });
+    expect(resolved.body.completedAt).toEqual(expect.any(String));
+
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect((await balanceOf('world:changenow', 'eth')) - changenowBefore).toBe(NET_WEI);
+    expect(await journalKinds(review.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await journalEntries('payout_completed', review.payout_id)).toEqual([
+      [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
+      ['world:changenow', 'eth', NET_WEI.toString()],
+    ]);
+    expect(exchangesFor(review.payout_id)).toHaveLength(1);
+    expect(await transfersFor(review.payout_id)).toHaveLength(1);
+    expect(await auditOf(review.payout_id)).toEqual([
+      { actor: 'alice', action: 'payout.resolve', subject: review.payout_id, details: { from: 'needs_review', to: 'completed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'paid', note: 'owner confirmed' } } },
+    ]);
+    expect(sink!.lines.filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id).map((l) => [l.action, l.actor, l.from, l.to])).toEqual([['resolve', 'alice', 'needs_review', 'completed']]);
+
+    // Resolved is final: resolving again, retrying or cancelling is refused and changes nothing.
+    const before = await getPayout(review.payout_id);
+    const again = await act(review.payout_id, 'resolve', BOB, { outcome: 'returned', amount: '0' });
+    expect(again).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: a payout in state completed is not in review` } });
+    expect((await act(review.payout_id, 'retry', BOB)).status).toBe(409);
+    expect((await act(review.payout_id, 'cancel', BOB)).status).toBe(409);
+    expect(await getPayout(review.payout_id)).toEqual(before);
+    expect(await auditOf(review.payout_id)).toHaveLength(1);
+    expect(alertsFor(review.payout_id)).toEqual(['payout_exchange_failed']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    await expectLedgerClean();
+  });
+
+  it('"returned" with a part: a threshold batch fails, the part goes back to the channel, the rest to ChangeNow, its payments are unlinked', async () => {
+    await start();
+    const { id, paymentIds, available } = await convertedThresholdChannel(2);
+    outside.sim.failNextExchange('failed');
+    expect((await payrail!.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
+    await eventually('the batch in review', () => hasPayout(id, 'needs_review'));
+    const review = await onlyPayout(id);
+    expect(review).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), reason: REVIEW_REASON_FAILED });
+    expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
+    const { rows: linked } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    expect(linked).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': available.toString() });
+
+    // More than the batch cannot have come back: refused, nothing changed.
+    const tooMuch = formatUnits(available + 1n, 6);
+    const refused = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: tooMuch });
+    expect(refused).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: amount: more than the payout's ${formatUnits(available, 6)} USDT cannot have come back` } });
+    expect(await onlyPayout(id)).toEqual(review);
+    expect(await auditOf(review.payout_id)).toEqual([]);
+
+    const changenowBefore = await balanceOf('world:changenow', 'usdt');
+    const part = 10_000_000n;
+    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10', note: 'partial refund seen on chain' });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body).toMatchObject({ status: 'failed', reason: 'resolved by alice: 10 USDT came back: partial refund seen on chain' });
+
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': part.toString(), 'channel:payout/usdt': '0' });
+    expect((await balanceOf('world:changenow', 'usdt')) - changenowBefore).toBe(available - part);
+    expect(await journalKinds(review.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
+    expect(await journalEntries('payout_returned', review.payout_id)).toEqual([
+      [`channel:${id}:payout`, 'usdt', (-available).toString()],
+      [`channel:${id}`, 'usdt', part.toString()],
+      ['world:changenow', 'usdt', (available - part).toString()],
+    ]);
+    const { rows: unlinked } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
+    expect(exchangesFor(review.payout_id)).toHaveLength(1);
+    expect(await transfersFor(review.payout_id)).toHaveLength(1);
+    expect(await auditOf(review.payout_id)).toEqual([
+      {
+        actor: 'alice',
+        action: 'payout.resolve',
+        subject: review.payout_id,
+        details: { from: 'needs_review', to: 'failed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'returned', amount: '10', note: 'partial refund seen on chain' } },
+      },
+    ]);
+    // Failed is final.
+    const again = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid' });
+    expect(again).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: a payout in state failed is not in review` } });
+    expect(await auditOf(review.payout_id)).toHaveLength(1);
+    // 10 USDT is below the channel's threshold: no new batch.
+    expect(await payoutsOf(id)).toHaveLength(1);
+    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    await expectLedgerClean();
+  });
+
+  it('is refused (409) while the funds never left or the payout is not in review, and a bad body is a 400; nothing changes', async () => {
+    await start();
+    // In review before any transfer: the pair is inactive at ChangeNow.
+    const inactive = await instant('usdc', 'eth', freshWallet());
+    await pay(inactive);
+    await eventually('the payout in review', () => hasPayout(inactive, 'needs_review'));
+    const review = await onlyPayout(inactive);
+    expect(review.reason).toContain('pair_is_inactive');
+    expect(await transfersFor(review.payout_id)).toEqual([]);
+    // Awaiting approval: not in review.
+    await stopAll();
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+    const big = await instant('eth', 'eth', freshWallet());
+    await pay(big);
+    await eventually('the payout awaiting approval', () => hasPayout(big, 'awaiting_approval'));
+    const waiting = await onlyPayout(big);
+    const before = { review: await getPayout(review.payout_id), waiting: await getPayout(waiting.payout_id), inactive: await balances(inactive), big: await balances(big) };
+
+    for (const body of [{ outcome: 'paid' }, { outcome: 'returned', amount: '0.001' }]) {
+      const refused = await act(review.payout_id, 'resolve', ALICE, body);
+      expect(refused, JSON.stringify(body)).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead` } });
+    }
+    const notInReview = await act(waiting.payout_id, 'resolve', ALICE, { outcome: 'paid' });
+    expect(notInReview).toEqual({ status: 409, body: { error: `cannot resolve payout ${waiting.payout_id}: a payout in state awaiting_approval is not in review` } });
+
+    // Each refused by the route before anything is read, naming the field at fault.
+    const badBodies: Array<[unknown, string]> = [
+      [undefined, 'outcome'],
+      [{}, 'outcome'],
+      [{ outcome: 'returned', amount: 1 }, 'amount'],
+      [{ outcome: 'returned', amount: '1e3' }, 'amount'],
+      [{ outcome: 'returned', amount: '-1' }, 'amount'],
+      [{ outcome: 'returned', amount: '0.0010000000000000001' }, 'amount'],
+      [{ outcome: 'returned' }, 'amount'],
+      [{ outcome: 'lost' }, 'outcome'],
+      [{ outcome: 'paid', extra: true }, 'body'],
+      [{ outcome: 'paid', amount: '1' }, 'body'],
+      [{ outcome: 'paid', note: '   ' }, 'note'],
+      [{ outcome: 'paid', note: 'x'.repeat(501) }, 'note'],
+      [[{ outcome: 'paid' }], 'body'],
+      ['paid', 'body'],
+    ];
+    for (const [body, field] of badBodies) {
+      const res = await act(review.payout_id, 'resolve', ALICE, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error, JSON.stringify(body)).toMatch(new RegExp(`^${field}: `));
+    }
+
+    expect(await getPayout(review.payout_id)).toEqual(before.review);
+    expect(await getPayout(waiting.payout_id)).toEqual(before.waiting);
+    expect(await balances(inactive)).toEqual(before.inactive);
+    expect(await balances(big)).toEqual(before.big);
+    expect(await auditOf(review.payout_id)).toEqual([]);
+    expect(await auditOf(waiting.payout_id)).toEqual([]);
+    await expectLedgerClean();
+  });
+});
+
+describe('retry as resume: an in-flight payout whose job is gone gets it back', () => {
+  it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async () => {
+    await start();
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    const balanceBefore = await outside.balanceOf(outside.hostAddress);
+    hostBalanceToRestore = balanceBefore;
+    await setHostBalance(0n);
+    await pay(id);
+    await eventually('the exchange created, its transfer waiting for funds', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
+    });
+    await stopAll();
+    const stuck = await onlyPayout(id);
+    expect(await transfersFor(stuck.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null }]);
+    // The job is lost: the payout would wait for ever.
+    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
+    expect(jobs.map((j) => j.key)).toEqual([`transfer_send:${stuck.transfer_id}`]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [jobs.map((j) => j.id)]);
+    await setHostBalance(balanceBefore);
+    hostBalanceToRestore = undefined;
+
+    const logs = logSink();
+    await start({}, { logs });
+    expect(await jobsFor(stuck.payout_id, stuck.transfer_id)).toEqual([]);
+    expect((await onlyPayout(id)).status).toBe('exchange_created');
+
+    const retried = await act(stuck.payout_id, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'exchange_created', exchangeId: stuck.exchange_id });
+    const done = await reaches(stuck.payout_id, 'completed');
+    expect(done).toMatchObject({ exchange_id: stuck.exchange_id, transfer_id: stuck.transfer_id, amount_out: '13.1717' });
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
+    expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await auditOf(stuck.payout_id)).toEqual([
+      { actor: 'alice', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'exchange_created', to: 'exchange_created', reason: null } },
+    ]);
+    expect(logs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('sent, its exchange followed and its poll job given up: retry polls again with a fresh deadline and the payout completes', async () => {
+    await start();
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(id);
+    await eventually('the payout transfer broadcast', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
+    });
+    // ChangeNow unreachable from the first poll on.
+    await outside.sim.setFault('5xx');
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await eventually('polls failing', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout?.status === 'sent' && sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id);
+    });
+    await stopAll();
+    const stuck = await onlyPayout(id);
+    expect(stuck.status).toBe('sent');
+    // Its poll job used up its attempts: nobody looks at ChangeNow for it any more.
+    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
+    expect(jobs.map((j) => j.key)).toEqual([`payout_poll:${stuck.payout_id}`]);
+    await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where id = $1::bigint", [jobs[0]!.id]);
+    await outside.sim.setFault('none');
+
+    const logs = logSink();
+    await start({}, { logs });
+    expect((await jobsFor(stuck.payout_id, stuck.transfer_id)).map((j) => [j.key, j.attempts === j.max_attempts])).toEqual([[`payout_poll:${stuck.payout_id}`, true]]);
+    expect((await onlyPayout(id)).status).toBe('sent');
+
+    const retried = await act(stuck.payout_id, 'retry', BOB);
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ status: 'sent', exchangeId: stuck.exchange_id });
+    const done = await reaches(stuck.payout_id, 'completed');
+    expect(done).toMatchObject({ exchange_id: stuck.exchange_id, amount_out: '13.1717' });
+    expect(done.poll_deadline_at!.getTime()).toBeGreaterThan(stuck.poll_deadline_at!.getTime());
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await auditOf(stuck.payout_id)).toEqual([
+      { actor: 'bob', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'sent', to: 'sent', reason: null } },
+    ]);
+    expect(logs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('a direct payout sent, its transfer broadcast and its confirm job lost: retry queues the confirmation and it completes', async () => {
+    await start();
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const wallet = freshWallet();
+    const id = await instant('eth', 'eth', wallet);
+    await pay(id);
+    await eventually('the direct transfer broadcast', async () => {
+      const [payout] = await payoutsOf(id);
+      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
+    });
+    // Stopping waits for the running confirmation (it waits a bounded time for a receipt that cannot come).
+    await stopAll();
+    const stuck = await onlyPayout(id);
+    expect(stuck).toMatchObject({ status: 'sent', exchange_id: null });
+    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
+    expect(jobs.map((j) => j.key)).toEqual([`transfer_confirm:${stuck.transfer_id}`]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [jobs.map((j) => j.id)]);
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+
+    const logs = logSink();
+    await start({}, { logs });
+    expect(await jobsFor(stuck.payout_id, stuck.transfer_id)).toEqual([]);
+    expect(await transfersFor(stuck.payout_id)).toMatchObject([{ status: 'broadcast' }]);
+
+    const retried = await act(stuck.payout_id, 'retry', ALICE);
+    expect(retried.status).toBe(200);
+    expect(retried.body.status).toBe('sent');
+    const done = await reaches(stuck.payout_id, 'completed');
+    expect(done).toMatchObject({ exchange_id: null, amount_out: '0.0047239' });
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed', to_address: wallet }]);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await journalEntries('payout_completed', stuck.payout_id)).toEqual([
+      [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
+      ['world:payees', 'eth', NET_WEI.toString()],
+    ]);
+    expect(await auditOf(stuck.payout_id)).toEqual([
+      { actor: 'alice', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'sent', to: 'sent', reason: null } },
+    ]);
+    expect(logs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+
+  it('a payout awaiting approval is not retried (409): approval is the way on', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+    const id = await instant('eth', 'eth', freshWallet());
+    await pay(id);
+    await eventually('the payout awaiting approval', () => hasPayout(id, 'awaiting_approval'));
+    const waiting = await onlyPayout(id);
+    const before = await getPayout(waiting.payout_id);
+    const refused = await act(waiting.payout_id, 'retry', ALICE);
+    expect(refused).toEqual({ status: 409, body: { error: `cannot retry payout ${waiting.payout_id}: a payout in state awaiting_approval cannot be retried` } });
+    expect(await getPayout(waiting.payout_id)).toEqual(before);
+    expect(await jobsFor(waiting.payout_id)).toEqual([]);
+    expect(await auditOf(waiting.payout_id)).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    await expectLedgerClean();
+  });
+});
+
+describe('a refund hash returns funds once', () => {
+  it('claimRefund: the same hash for the same ref is true again, for another ref or purpose false; concurrent claims, one wins', async () => {
+    const hash = `0x${'ab'.repeat(32)}`;
+    const claim = (ref: string, purpose: 'payout' | 'conversion' = 'payout', txHash = hash) =>
+      db.db.transaction().execute((trx) => claimRefund(trx, { txHash, purpose, ref, asset: 'eth', amount: 5n }));
+    expect(await claim('po_claim_a')).toBe(true);
+    expect(await claim('po_claim_a')).toBe(true);
+    // Hashes are compared without regard to case.
+    expect(await claim('po_claim_a', 'payout', hash.toUpperCase().replace('0X', '0x'))).toBe(true);
+    expect(await claim('po_claim_b')).toBe(false);
+    expect(await claim('po_claim_a', 'conversion')).toBe(false);
+    const { rows } = await db.pool.query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [hash]);
+    expect(rows).toEqual([{ tx_hash: hash, purpose: 'payout', ref: 'po_claim_a', asset: 'eth', amount: '5' }]);
+
+    // Two claims of one new hash in flight at once: the second waits for the first and loses.
+    const raced = `0x${'cd'.repeat(32)}`;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let claimedFirst!: () => void;
+    const firstIn = new Promise<void>((resolve) => (claimedFirst = resolve));
+    const first = db.db.transaction().execute(async (trx) => {
+      const ok = await claimRefund(trx, { txHash: raced, purpose: 'conversion', ref: 'cv_claim_x', asset: 'eth', amount: 7n });
+      claimedFirst();
+      await held;
+      return ok;
+    });
+    await firstIn;
+    const second = db.db.transaction().execute((trx) => claimRefund(trx, { txHash: raced, purpose: 'payout', ref: 'po_claim_y', asset: 'eth', amount: 7n }));
+    await eventually('the second claim waiting on the first', async () => {
+      const { rows: waiting } = await db.pool.query<{ n: number }>(
+        "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%chain_refunds%'",
+      );
+      return waiting[0]!.n === 1;
+    });
+    release();
+    expect(await first).toBe(true);
+    expect(await second).toBe(false);
+    const { rows: racedRows } = await db.pool.query('select purpose, ref from chain_refunds where tx_hash = $1', [raced]);
+    expect(racedRows).toEqual([{ purpose: 'conversion', ref: 'cv_claim_x' }]);
+  });
+
+  it('a refunded payout and a refunded conversion record their hash; a payout and a conversion reporting a used hash go to review', async () => {
+    await start();
+    // 1. A normal refunded payout: its hash is recorded for it.
+    const first = await instant('usdt', 'trx', TRON_WALLET);
+    outside.sim.failNextExchange('refunded');
+    await pay(first);
+    await eventually('the refunded payout failed', () => hasPayout(first, 'failed'));
+    const refundedPayout = await onlyPayout(first);
+    const [refundedExchange] = exchangesFor(refundedPayout.payout_id);
+    const hash = refundedExchange!.refundHash!;
+    expect(refundedPayout.reason).toBe(`exchange refunded (refund ${hash}); 0.0047239 ETH back on the channel's balance`);
+    expect(await balances(first)).toEqual({ 'channel/eth': NET_WEI.toString(), 'channel:payout/eth': '0' });
+    const refundsOf = (txHash: string) => db.pool.query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [txHash.toLowerCase()]).then((r) => r.rows);
+    expect(await refundsOf(hash)).toEqual([{ tx_hash: hash.toLowerCase(), purpose: 'payout', ref: refundedPayout.payout_id, asset: 'eth', amount: NET_WEI.toString() }]);
+
+    // 2. Another payout whose exchange reports that same refund (same amount, to the host wallet): the simulator's
+    // exchange is made to answer so before the payout's deposit is mined, as a misbehaving ChangeNow could.
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const second = await instant('usdt', 'trx', TRON_WALLET);
+    await pay(second);
+    await eventually('the second payout transfer broadcast', async () => {
+      const [payout] = await payoutsOf(second);
+      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
+    });
+    const reusing = await onlyPayout(second);
+    const [reusingExchange] = exchangesFor(reusing.payout_id);
+    Object.assign(reusingExchange!, { status: 'refunded', refundHash: hash, forcedEnd: null, amountFrom: '0.0047239', depositReceivedAt: Date.now() });
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    const reviewed = await reaches(reusing.payout_id, 'needs_review');
+    expect(reviewed.reason).toBe(`refund ${hash} already returned funds for something else`);
+    expect(alertsFor(reusing.payout_id)).toEqual(['payout_refund_reused']);
+    // Nothing came back for it: its funds stay reserved, the hash stays with the first payout.
+    expect(await balances(second)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await journalKinds(reusing.payout_id)).toEqual(['payout_reserved']);
+    expect(await refundsOf(hash)).toEqual([{ tx_hash: hash.toLowerCase(), purpose: 'payout', ref: refundedPayout.payout_id, asset: 'eth', amount: NET_WEI.toString() }]);
+
+    // 3. A conversion (one payment: the same amount of ETH) whose exchange reports that hash too.
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const thresholdChannel = await channel(thresholdBody('1000'));
+    const reusingPayment = await pay(thresholdChannel);
+    const conversionOf = async (paymentId: string) => {
+      const { rows } = await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string; transfer_status: string | null }>(
+        `select c.conversion_id, c.status, c.reason, c.amount_wei::text, t.status as transfer_status
+           from conversions c join conversion_payments p using (conversion_id)
+           left join chain_transfers t on t.purpose = 'conversion' and t.ref = c.conversion_id
+          where p.payment_id = $1 order by c.created_at desc limit 1`,
+        [paymentId],
+      );
+      return rows[0];
+    };
+    await eventually('the conversion transfer broadcast', async () => (await conversionOf(reusingPayment))?.transfer_status === 'broadcast');
+    const conversion = (await conversionOf(reusingPayment))!;
+    expect(conversion.amount_wei).toBe(NET_WEI.toString());
+    const [conversionExchange] = exchangesFor(conversion.conversion_id);
+    Object.assign(conversionExchange!, { status: 'refunded', refundHash: hash, forcedEnd: null, amountFrom: '0.0047239', depositReceivedAt: Date.now() });
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await eventually('the conversion in review', async () => (await conversionOf(reusingPayment))?.status === 'needs_review');
+    expect((await conversionOf(reusingPayment))!.reason).toBe(`refund ${hash} already returned funds for something else`);
+    expect(alertsFor(conversion.conversion_id)).toEqual(['conversion_refund_reused']);
+    expect(await balances(thresholdChannel)).toEqual({ 'channel/eth': NET_WEI.toString() });
+    expect(await refundsOf(hash)).toHaveLength(1);
+
+    // 4. A normal refunded conversion: its hash is recorded for it.
+    const otherChannel = await channel(thresholdBody('1000'));
+    outside.sim.failNextExchange('refunded');
+    const refundedPayment = await pay(otherChannel);
+    await eventually('the refunded conversion released', async () => (await conversionOf(refundedPayment))?.status === 'failed');
+    const refundedConversion = (await conversionOf(refundedPayment))!;
+    const conversionHash = exchangesFor(refundedConversion.conversion_id)[0]!.refundHash!;
+    expect(refundedConversion.reason).toBe(`exchange refunded (refund ${conversionHash})`);
+    expect(await refundsOf(conversionHash)).toEqual([
+      { tx_hash: conversionHash.toLowerCase(), purpose: 'conversion', ref: refundedConversion.conversion_id, asset: 'eth', amount: NET_WEI.toString() },
+    ]);
+    expect(distinct(sink!.alerts())).toEqual(['conversion_refund_reused', 'conversion_refunded', 'payout_refund_reused', 'payout_refunded']);
+    await expectLedgerClean();
+  });
+});
+
+describe('a completed threshold batch runs its channel threshold check', () => {
+  it('USDT settled past the threshold while a batch is in flight is batched when that batch completes, with no new payment or channel update', async () => {
+    // The first batch's completion is held back (its poll fails just before recording it) until the test lets go.
+    let holdCompletion = true;
+    let held = 0;
+    await start({}, {
+      crashPoint: (name) => {
+        if (name === 'payout_before_complete' && holdCompletion) {
+          held++;
+          throw new Error('completion held back by the test');
+        }
+      },
+    });
+    const id = await channel(thresholdBody('20'));
+    const firstPayments = [await pay(id), await pay(id)];
+    await eventually('the first batch finished at ChangeNow, its completion held back', async () => held > 0);
+    const inFlight = await onlyPayout(id);
+    expect(inFlight).toMatchObject({ kind: 'threshold', status: 'sent' });
+    const firstAmount = BigInt(inFlight.amount);
+
+    const laterPayments = [await pay(id), await pay(id)];
+    await eventually('the later payments converted', () => conversionsDone(laterPayments));
+    // Past the threshold, but the channel has a batch open: no second batch yet.
+    const waitingUsdt = BigInt((await balances(id))['channel/usdt'] as string);
+    expect(waitingUsdt).toBeGreaterThanOrEqual(20_000_000n);
+    expect(await payoutsOf(id)).toHaveLength(1);
+    const { rows: freeBefore } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [laterPayments]);
+    expect(freeBefore).toEqual([{ payout_id: null }, { payout_id: null }]);
+    const { rows: channelBefore } = await db.pool.query('select updated_at from channels where channel_id = $1', [id]);
+    const { rows: paymentCount } = await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id]);
+    expect(paymentCount[0]!.n).toBe(4);
+
+    holdCompletion = false;
+    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = $1', [`payout_poll:${inFlight.payout_id}`]);
+    await eventually('both batches completed', async () => {
+      const rows = await payoutsOf(id);
+      return rows.length === 2 && rows.every((p) => p.status === 'completed');
+    });
+
+    const [first, second] = (await payoutsOf(id)) as [PayoutRow, PayoutRow];
+    expect(first).toMatchObject({ payout_id: inFlight.payout_id, status: 'completed', amount: firstAmount.toString() });
+    expect(second).toMatchObject({ kind: 'threshold', status: 'completed', amount: waitingUsdt.toString(), top_ups: 0 });
+    expect(second.created_at.getTime()).toBeGreaterThanOrEqual(first.completed_at!.getTime());
+    const { rows: links } = await db.pool.query<{ payment_id: string; payout_id: string }>('select payment_id::text, payout_id from payments where channel_id = $1 order by payment_id', [id]);
+    expect(links).toEqual([...firstPayments.map((p) => ({ payment_id: p, payout_id: first.payout_id })), ...laterPayments.map((p) => ({ payment_id: p, payout_id: second.payout_id }))]);
+    for (const batch of [first, second]) {
+      expect(exchangesFor(batch.payout_id)).toHaveLength(1);
+      expect(await transfersFor(batch.payout_id)).toMatchObject([{ status: 'confirmed', amount: batch.amount }]);
+      expect(await journalKinds(batch.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
+    }
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    // Nothing else happened to the channel: no new payment, no update.
+    expect((await db.pool.query('select updated_at from channels where channel_id = $1', [id])).rows).toEqual(channelBefore);
+    expect((await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id])).rows[0]!.n).toBe(4);
+    expect(sink!.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+});
+
+describe('legacy payout_batch jobs', () => {
+  it('a pending batch queued as payout_batch by an earlier version is run as a payout and completes', async () => {
+    await start();
+    const { id, paymentIds, available } = await convertedThresholdChannel(2);
+    await stopAll();
+    // The batch is created with no worker running, and its job is swapped for the old task's.
+    const web = await start({}, { roles: { web: true, worker: false } });
+    expect((await web.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
+    const pending = await onlyPayout(id);
+    expect(pending).toMatchObject({ kind: 'threshold', status: 'pending', amount: available.toString(), exchange_id: null, transfer_id: null });
+    const jobs = await jobsFor(pending.payout_id);
+    expect(jobs.map((j) => [j.task, j.key])).toEqual([['payout_run', `payout_run:${pending.payout_id}`]]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = $1::bigint', [jobs[0]!.id]);
+    const { rows: legacy } = await db.pool.query<{ id: string }>(
+      "select (graphile_worker.add_job('payout_batch', json_build_object('batchId', $1::text), job_key => 'payout_batch:' || $1::text, max_attempts => 10)).id::text as id",
+      [pending.payout_id],
+    );
+    expect((await jobsFor(pending.payout_id)).map((j) => [j.task, j.key])).toEqual([['payout_batch', `payout_batch:${pending.payout_id}`]]);
+    await stopAll();
+
+    const logs = logSink();
+    await start({}, { logs });
+    const done = await reaches(pending.payout_id, 'completed');
+    expect(done).toMatchObject({ amount: available.toString(), attempts: 0 });
+    expect(await jobExists(legacy[0]!.id)).toBe(false);
+    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    expect(exchangesFor(done.payout_id)[0]).toMatchObject({ status: 'finished', expectedAmountFrom: formatUnits(available, 6), payoutAddress: TRON_WALLET });
+    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
+    const { rows: links } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    expect(links).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
+    expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(logs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  });
+});
+
+describe('approval wait alert', () => {
+  it('a payout above PAYOUT_APPROVAL_ABOVE_USD raises payout_awaiting_approval once, even when its run is delivered again', async () => {
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+    const id = await instant('eth', 'eth', freshWallet());
+    await pay(id);
+    await eventually('the payout awaiting approval', () => hasPayout(id, 'awaiting_approval'));
+    const waiting = await onlyPayout(id);
+    const alerts = () => sink!.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
+    expect(alerts()).toEqual([
+      expect.objectContaining({ event: 'alert', alert: 'payout_awaiting_approval', payoutId: waiting.payout_id, channelId: id, amount: '0.0047239', asset: 'eth' }),
+    ]);
+
+    // The same run again (a duplicate delivery): the payout does not change, so no second alert.
+    const { rows } = await db.pool.query<{ id: string }>("select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)).id::text as id", [waiting.payout_id]);
+    await eventually('the duplicate run done', async () => !(await jobExists(rows[0]!.id)));
+    expect((await onlyPayout(id)).status).toBe('awaiting_approval');
+    expect(alerts().map((l) => l.alert)).toEqual(['payout_awaiting_approval']);
+    expect(distinct(sink!.alerts())).toEqual(['payout_awaiting_approval']);
+    expect(await transfersFor(waiting.payout_id)).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    await expectLedgerClean();
+  });
+});
+
+describe('a held payout woken early', () => {
+  it('keeps its job at its hold end and stays held', async () => {
+    await start();
+    // A pair only this test uses, whose minimum is above one payment.
+    outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
+    const id = await instant('usdt', 'bsc', freshWallet());
+    await pay(id);
+    await eventually('the payout held', () => hasPayout(id, 'held'));
+    const held = await onlyPayout(id);
+    expect(held.hold_until!.getTime()).toBeGreaterThan(Date.now());
+    const atHoldEnd = async () => {
+      const { rows } = await db.pool.query<{ key: string; task: string; at_hold_end: boolean; attempts: number }>(
+        `select j.key, t.identifier as task, j.run_at = p.hold_until as at_hold_end, j.attempts
+           from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+           join payouts p on p.payout_id = j.payload->>'payoutId'
+          where p.payout_id = $1 order by j.id`,
+        [held.payout_id],
+      );
+      return rows;
+    };
+    expect(await atHoldEnd()).toEqual([{ key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 }]);
+
+    // Its run is woken now, long before the hold ends.
+    const { rows: woken } = await db.pool.query<{ id: string }>(
+      "select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), run_at => now(), max_attempts => 25, job_key => 'payout_run:' || $1::text, job_key_mode => 'replace')).id::text as id",
+      [held.payout_id],
+    );
+    await eventually('the early run done', async () => !(await jobExists(woken[0]!.id)));
+
+    expect(await atHoldEnd()).toEqual([{ key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 }]);
+    const after = await onlyPayout(id);
+    expect(after).toMatchObject({ status: 'held', reason: held.reason, exchange_id: null, transfer_id: null });
+    expect(after.hold_until!.getTime()).toBe(held.hold_until!.getTime());
+    expect(exchangesFor(held.payout_id)).toEqual([]);
+    expect(sink!.lines.filter((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toHaveLength(1);
+    expect(sink!.alerts()).toEqual([]);
+    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    await expectLedgerClean();
+  });
+});
