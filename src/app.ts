@@ -5,7 +5,7 @@
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
-import type { Config } from './config.ts';
+import { secretValues, type Config } from './config.ts';
 import { createChangeNowClient } from './integrations/changenow/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
@@ -161,7 +161,11 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           intake: { feePercent: config.PLATFORM_FEE_PERCENT },
           bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
           onThresholdCredit: nudge,
+          rateLimitPerMinute: config.WEBHOOK_RATE_LIMIT,
+          allowedSources: config.NOWPAYMENTS_ALLOWED_IPS,
         },
+        trustedProxies: config.TRUSTED_PROXY,
+        secrets: secretValues(config),
         health: {
           db: database.db,
           handledTasks: HANDLED_TASKS,

@@ -5,6 +5,7 @@
  * silently fall back to a default.
  */
 import { z } from 'zod';
+import { parseRangeList, type AddressRange } from './http/net.ts';
 import { parsePercent, type Percent } from './money/index.ts';
 
 export interface AdminTokenEntry {
@@ -19,7 +20,7 @@ export class ConfigError extends Error {
   }
 }
 
-const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_'];
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_'];
 
 const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
 const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
@@ -36,6 +37,16 @@ const duration = z.string().transform((text, ctx): number => {
   }
   return Number(match[1]) * (DURATION_UNITS_MS[match[2] as string] as number);
 });
+/** Comma-separated IPv4/IPv6 addresses and CIDR ranges; each bad entry is its own problem. Unset: an empty list. */
+const addressList = z
+  .string()
+  .optional()
+  .transform((text, ctx): AddressRange[] => {
+    if (text === undefined) return [];
+    const { ranges, problems } = parseRangeList(text);
+    for (const message of problems) ctx.addIssue({ code: 'custom', message });
+    return problems.length > 0 ? z.NEVER : ranges;
+  });
 const usdAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/, 'must be a USD amount such as 50 or 50.00');
 
 const schema = z.object({
@@ -99,6 +110,12 @@ const schema = z.object({
   /** Payouts worth more than this wait in awaiting_approval for POST /api/payouts/:id/approve. Unset: none wait. */
   PAYOUT_APPROVAL_ABOVE_USD: usdAmount.optional(),
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
+  /** IPN requests per minute per source address (an IPv6 source by its /64), per web process. 0: no limit. */
+  WEBHOOK_RATE_LIMIT: z.coerce.number({ error: 'must be a whole number (0: no limit)' }).int().min(0).max(1_000_000).default(600),
+  /** Unset: IPNs are taken from any address (the signature still decides). Set: from these addresses only, else 403. */
+  NOWPAYMENTS_ALLOWED_IPS: addressList,
+  /** The reverse proxies whose X-Forwarded-For is believed. Unset: the socket's address is the source. */
+  TRUSTED_PROXY: addressList,
   HEALTH_WORKER_STALE_SECONDS: positiveInt.default(30),
   WORKER_HEARTBEAT_INTERVAL: duration.default(5_000),
   HEALTH_QUEUE_MAX_AGE_SECONDS: positiveInt.default(300),
@@ -140,6 +157,11 @@ export interface Config extends Omit<Parsed, SecretName> {
 
 const SECRETS = ['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET', 'CHANGENOW_API_KEY', 'HOST_WALLET_PRIVATE_KEY'] as const;
 export type SecretName = (typeof SECRETS)[number];
+/**
+ * Values a config error never repeats: ADMIN_TOKENS holds tokens, the URLs may hold a password or an API key, and the
+ * address lists' messages name the bad entry themselves.
+ */
+const NOT_ECHOED = ['ADMIN_TOKENS', 'DATABASE_URL', 'ETH_RPC_URL', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
 
 export interface LoadOptions {
   /**
@@ -169,7 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (!result.success) {
     for (const issue of result.error.issues) {
       const name = String(issue.path[0] ?? '');
-      const shown = (SECRETS as readonly string[]).includes(name) || name === 'ADMIN_TOKENS' || input[name] === undefined ? '' : ` (got "${input[name]}")`;
+      const shown = (SECRETS as readonly string[]).includes(name) || NOT_ECHOED.includes(name) || input[name] === undefined ? '' : ` (got "${input[name]}")`;
       problems.push(`${issue.path.join('.')}: ${issue.message}${shown}`);
     }
   }
@@ -200,7 +222,45 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   return { ...result.data, ...(secrets as Pick<Config, SecretName>), embedded };
 }
 
-/** Values that must never appear in logs or API output. */
+/**
+ * Values that must never appear in logs or API output: the secrets, ADMIN_TOKENS' tokens, the wallet key's hex
+ * without its 0x, and the credentials a URL may carry (DATABASE_URL's password; ETH_RPC_URL's user and password and
+ * any path segment or query value of 16+ characters, where providers put API keys: /v3/<key>, ?apikey=<key>).
+ */
 export function secretValues(config: Config): string[] {
-  return [...SECRETS.map((name) => config[name]), ...config.ADMIN_TOKENS.map((t) => t.token)];
+  return [
+    ...SECRETS.map((name) => config[name]),
+    config.HOST_WALLET_PRIVATE_KEY.slice(2),
+    ...config.ADMIN_TOKENS.map((t) => t.token),
+    ...urlCredentials(config.DATABASE_URL, { pathKeys: false }),
+    ...urlCredentials(config.ETH_RPC_URL, { pathKeys: true }),
+  ];
+}
+
+const API_KEY_MIN_LENGTH = 16;
+
+function urlCredentials(text: string | undefined, options: { pathKeys: boolean }): string[] {
+  if (text === undefined) return [];
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  const both = (value: string) => {
+    found.push(value);
+    try {
+      found.push(decodeURIComponent(value));
+    } catch {
+      // not percent-encoded text: the raw form is enough
+    }
+  };
+  if (url.password) both(url.password);
+  if (options.pathKeys) {
+    if (url.username.length >= API_KEY_MIN_LENGTH) both(url.username);
+    for (const segment of url.pathname.split('/')) if (segment.length >= API_KEY_MIN_LENGTH) both(segment);
+    for (const [, value] of url.searchParams) if (value.length >= API_KEY_MIN_LENGTH) found.push(value);
+  }
+  return [...new Set(found)];
 }

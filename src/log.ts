@@ -2,12 +2,39 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
+/** Shorter values are not scrubbed: replacing a two-character "secret" would mangle every line that has it. */
+const MIN_SCRUBBED_LENGTH = 8;
+
+/**
+ * Replaces every occurrence of the secrets in a text with "[redacted]": as written, and as they appear inside a JSON
+ * string (a secret with a quote or a backslash is written escaped), ignoring case (a hex key may be printed in
+ * either). Longest first, so a secret that contains another is replaced whole.
+ */
+export function createScrubber(secrets: readonly string[]): (text: string) => string {
+  const forms = new Set<string>();
+  for (const secret of secrets) {
+    if (secret.length < MIN_SCRUBBED_LENGTH) continue;
+    forms.add(secret);
+    forms.add(JSON.stringify(secret).slice(1, -1));
+  }
+  if (forms.size === 0) return (text) => text;
+  const pattern = new RegExp(
+    [...forms]
+      .sort((a, b) => b.length - a.length)
+      .map((form) => form.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('|'),
+    'gi',
+  );
+  return (text) => text.replace(pattern, '[redacted]');
+}
+
 /**
  * Structured logs: events with ids, never prose with numbers pasted in. Authorization headers and signatures are
- * redacted by path; `secrets` are scrubbed from any string that would still carry one (an error message, say).
+ * redacted by path; `secrets` are scrubbed from every line written, whatever field carries them (an error message,
+ * a stack, an URL), including lines of child loggers.
  */
-export function createLogger(options: { level: string; secrets?: string[]; destination?: NodeJS.WritableStream }): Logger {
-  const secrets = (options.secrets ?? []).filter((s) => s.length > 0);
+export function createLogger(options: { level: string; secrets?: readonly string[]; destination?: NodeJS.WritableStream }): Logger {
+  const scrub = createScrubber(options.secrets ?? []);
   return pino(
     {
       level: options.level,
@@ -18,9 +45,7 @@ export function createLogger(options: { level: string; secrets?: string[]; desti
       },
       hooks: {
         streamWrite(line) {
-          let out = line;
-          for (const secret of secrets) out = out.split(secret).join('[redacted]');
-          return out;
+          return scrub(line);
         },
       },
     },

@@ -1,8 +1,9 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { ZodError } from 'zod';
 import { ChannelInputError } from '../channels/index.ts';
-import type { Logger } from '../log.ts';
+import { createScrubber, type Logger } from '../log.ts';
 import { bearerAuth, type AdminToken } from './auth.ts';
+import { addressMatcher, type AddressRange } from './net.ts';
 import { adminRoutes, type AdminDeps } from './routes/admin.ts';
 import { healthRoutes, type HealthDeps } from './routes/health.ts';
 import { webhookRoutes, type WebhookDeps } from './routes/webhooks.ts';
@@ -13,10 +14,22 @@ export interface HttpDeps {
   webhook: WebhookDeps;
   health: HealthDeps;
   admin: Omit<AdminDeps, 'requireAdmin'>;
+  /**
+   * The reverse proxies whose X-Forwarded-For is believed: behind one of them request.ip is the client it names;
+   * from any other address the header is ignored and the socket's address is the source. Absent or empty: no proxy.
+   */
+  trustedProxies?: readonly AddressRange[];
+  /** Values scrubbed from every response body, whatever put them there (an error message carrying an URL, say). */
+  secrets?: readonly string[];
 }
 
 export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
+  const proxies = deps.trustedProxies ?? [];
+  // fastify walks X-Forwarded-For from the right while this says the hop is a trusted proxy, starting with the
+  // socket's own address: a client that is not one of our proxies cannot put an address of its choice in request.ip.
+  const isTrustedProxy = addressMatcher(proxies);
   const app = (Fastify({
+    trustProxy: proxies.length > 0 ? (address: string) => isTrustedProxy(address) : false,
     loggerInstance: deps.logger.child({ component: 'http' }),
     // Our routes log the events that matter with their ids; per-request access lines would drown them.
     logController: new LogController({ disableRequestLogging: true }),
@@ -26,6 +39,12 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
   }) as unknown) as FastifyInstance;
+
+  if (deps.secrets !== undefined && deps.secrets.length > 0) {
+    const scrub = createScrubber(deps.secrets);
+    // Serialized bodies are strings by now; nothing here streams or sends buffers.
+    app.addHook('onSend', async (_request, _reply, payload) => (typeof payload === 'string' ? scrub(payload) : payload));
+  }
 
   app.setErrorHandler((error, request, reply) => {
     if (error instanceof ZodError) {

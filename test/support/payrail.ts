@@ -53,6 +53,8 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
     CHANGENOW_API_KEY: 'test-changenow-key-0123456789',
     ETH_RPC_URL: 'http://127.0.0.1:9',
     HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
+    // Tests send many IPNs from 127.0.0.1 within a minute; the limit is tested on its own (env WEBHOOK_RATE_LIMIT).
+    WEBHOOK_RATE_LIMIT: '0',
     ...options.env,
   });
   const logger = options.logs ? createLogger({ level: 'info', destination: options.logs.stream }) : createLogger({ level: config.LOG_LEVEL });

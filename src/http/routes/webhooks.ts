@@ -1,7 +1,9 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Db } from '../../db/index.ts';
 import { readIpn } from '../../integrations/nowpayments/index.ts';
 import { recordIpn, type IntakeSettings } from '../../pipeline/index.ts';
+import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
+import { createRateLimiter } from '../rate-limit.ts';
 
 export interface WebhookDeps {
   db: Db;
@@ -10,6 +12,10 @@ export interface WebhookDeps {
   bodyLimitBytes: number;
   /** Called after a threshold channel's credit committed: asks for a conversion check soon. */
   onThresholdCredit?: () => void;
+  /** Requests per minute per source address, in this process. Absent or 0: no limit. */
+  rateLimitPerMinute?: number;
+  /** Sources IPNs are taken from (request.ip: the client behind a trusted proxy). Absent or empty: any. */
+  allowedSources?: readonly AddressRange[];
 }
 
 /**
@@ -20,7 +26,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: deps.bodyLimitBytes }, (_request, body, done) => done(null, body));
 
-  app.post('/webhooks/nowpayments', async (request, reply) => {
+  app.post('/webhooks/nowpayments', { onRequest: sourceGuard(deps) }, async (request, reply) => {
     const raw = typeof request.body === 'string' ? request.body : '';
     const signature = request.headers['x-nowpayments-sig'];
     const reading = readIpn(raw, typeof signature === 'string' ? signature : undefined, deps.ipnSecret);
@@ -40,4 +46,35 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       ...(result.reviewReason && { reviewReason: result.reviewReason }),
     });
   });
+}
+
+/**
+ * Runs before the body is read: a source outside the allowlist gets 403, a source over its rate 429 with
+ * Retry-After; neither reaches the database. The allowlist comes first, so sources it refuses never take a place in
+ * the limiter's memory. Refusals are logged once per source and burst (a flood must not become a log flood).
+ */
+function sourceGuard(deps: WebhookDeps) {
+  const allowed = deps.allowedSources !== undefined && deps.allowedSources.length > 0 ? addressMatcher(deps.allowedSources) : undefined;
+  const limit = deps.rateLimitPerMinute ?? 0;
+  const limiter = limit > 0 ? createRateLimiter({ perMinute: limit }) : undefined;
+  const refusalLogGate = createRateLimiter({ perMinute: 1 });
+  return async function guard(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const source = request.ip;
+    if (allowed && !allowed(source)) {
+      if (refusalLogGate.take(sourceKey(source)).allowed) {
+        // A forwarded-for header that was not believed is the usual cause behind a proxy: TRUSTED_PROXY unset or wrong.
+        const forwardedIgnored = request.headers['x-forwarded-for'] !== undefined && source === request.socket.remoteAddress;
+        request.log.warn({ event: 'ipn_source_refused', source, forwardedIgnored }, 'IPN from an address outside NOWPAYMENTS_ALLOWED_IPS refused');
+      }
+      return reply.code(403).send({ error: 'source address not allowed' });
+    }
+    if (limiter) {
+      const decision = limiter.take(sourceKey(source));
+      if (!decision.allowed) {
+        if (decision.first) request.log.warn({ event: 'ipn_rate_limited', source: sourceKey(source), perMinute: limit }, 'IPN source over WEBHOOK_RATE_LIMIT');
+        return reply.code(429).header('retry-after', String(decision.retryAfterSeconds)).send({ error: `too many requests: at most ${limit} per minute per source` });
+      }
+    }
+    return undefined;
+  };
 }
