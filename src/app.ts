@@ -102,6 +102,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
       payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
       payoutApprovalAboveUsdCents: config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
+      walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
     },
     logger,
     ...(crashPoint && { crashPoint }),
@@ -123,6 +124,8 @@ export interface StartOptions {
   database?: Database;
   /** Test seam: simulate a crash at a named point of a stage. */
   crashPoint?: (name: CrashPoint) => void;
+  /** The worker's job runner stopped on its own (database lost): the process should exit non-zero to be restarted. */
+  onWorkerFailure?: (error: Error) => void;
 }
 
 export async function startPayrail(config: Config, roles: Roles, logger: Logger, options: StartOptions = {}): Promise<Payrail> {
@@ -148,6 +151,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
         staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
         heartbeatIntervalMs: config.WORKER_HEARTBEAT_INTERVAL,
+        ...(options.onWorkerFailure && { onUnexpectedStop: options.onWorkerFailure }),
       });
     }
     if (roles.web) {

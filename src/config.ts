@@ -20,7 +20,7 @@ export class ConfigError extends Error {
   }
 }
 
-const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_'];
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_', 'WALLET_'];
 
 const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
 const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
@@ -36,6 +36,18 @@ const duration = z.string().transform((text, ctx): number => {
     return z.NEVER;
   }
   return Number(match[1]) * (DURATION_UNITS_MS[match[2] as string] as number);
+});
+/** Longest WALLET_CHANGE_HOLD: beyond a month a hold is a stop, and a typo (240h for 24h) should not pass unnoticed. */
+const MAX_WALLET_CHANGE_HOLD_MS = 720 * 3_600_000;
+/** "0" (off) or a duration up to 720h. */
+const walletChangeHold = z.string().transform((text, ctx): number => {
+  if (text === '0') return 0;
+  const parsed = duration.safeParse(text);
+  if (!parsed.success || parsed.data > MAX_WALLET_CHANGE_HOLD_MS) {
+    ctx.addIssue({ code: 'custom', message: 'must be 0 (no hold) or a duration such as 30m or 24h, at most 720h' });
+    return z.NEVER;
+  }
+  return parsed.data;
 });
 /** Comma-separated IPv4/IPv6 addresses and CIDR ranges; each bad entry is its own problem. Unset: an empty list. */
 const addressList = z
@@ -109,6 +121,11 @@ const schema = z.object({
   PAYOUT_MAX_ATTEMPTS: positiveInt.max(20).default(10),
   /** Payouts worth more than this wait in awaiting_approval for POST /api/payouts/:id/approve. Unset: none wait. */
   PAYOUT_APPROVAL_ABOVE_USD: usdAmount.optional(),
+  /**
+   * A payout whose channel changed its payout wallet (address, currency or network) less than this ago is held until
+   * this long after the change. Unset or 0: no hold.
+   */
+  WALLET_CHANGE_HOLD: walletChangeHold.default(0),
   WEBHOOK_BODY_LIMIT_BYTES: positiveInt.max(1_048_576).default(65_536),
   /** IPN requests per minute per source address (an IPv6 source by its /64), per web process. 0: no limit. */
   WEBHOOK_RATE_LIMIT: z.coerce.number({ error: 'must be a whole number (0: no limit)' }).int().min(0).max(1_000_000).default(600),

@@ -37,11 +37,22 @@ export interface Channel {
   readonly payoutCurrency: string;
   readonly payoutNetwork: string;
   readonly walletAddress: string;
+  /** When the payout destination (wallet, currency or network) last changed; null: as created. */
+  readonly walletChangedAt: string | null;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
 
-export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string): Promise<{ channel: Channel; created: boolean }> {
+export interface UpsertResult {
+  channel: Channel;
+  created: boolean;
+  /** The channel existed and its payout destination (wallet address, currency or network) changed. */
+  walletChanged: boolean;
+  /** The channel as it was before, when it existed. */
+  before: Channel | null;
+}
+
+export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string): Promise<UpsertResult> {
   if (!CHANNEL_ID_RE.test(channelId)) throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
   const thresholdCents = parseThreshold(input);
   return db.transaction().execute(async (trx) => {
@@ -69,16 +80,19 @@ export async function upsertChannel(db: Db, channelId: string, input: ChannelInp
       .returningAll()
       .executeTakeFirstOrThrow();
     const channel = toChannel(row);
+    const previous = before ? toChannel(before) : null;
+    // The trigger on channels sets wallet_changed_at on exactly this condition.
+    const walletChanged = previous !== null && (previous.walletAddress !== channel.walletAddress || previous.payoutCurrency !== channel.payoutCurrency || previous.payoutNetwork !== channel.payoutNetwork);
     await trx
       .insertInto('audit_log')
       .values({
         actor,
         action: before ? 'channel.update' : 'channel.create',
         subject: `channel:${channelId}`,
-        details: JSON.stringify({ before: before ? toChannel(before) : null, after: channel }),
+        details: JSON.stringify({ before: previous, after: channel, ...(walletChanged && { walletChanged: true }) }),
       })
       .execute();
-    return { channel, created: before === undefined };
+    return { channel, created: before === undefined, walletChanged, before: previous };
   });
 }
 
@@ -127,6 +141,7 @@ function toChannel(row: Selectable<ChannelsTable>): Channel {
     payoutCurrency: row.payout_currency,
     payoutNetwork: row.payout_network,
     walletAddress: row.wallet_address,
+    walletChangedAt: row.wallet_changed_at === null ? null : row.wallet_changed_at.toISOString(),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };

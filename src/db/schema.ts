@@ -21,6 +21,8 @@ export interface ChannelsTable {
   payout_currency: string;
   payout_network: string;
   wallet_address: string;
+  /** Last change of wallet_address, payout_currency or payout_network (set by a trigger); null: never changed. */
+  wallet_changed_at: ColumnType<Date | null, never, never>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

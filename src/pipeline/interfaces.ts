@@ -28,6 +28,8 @@ export interface ConversionSettings {
   payoutMaxAttempts: number;
   /** Payouts worth more (USD cents) wait for a person's approval; null: none do. */
   payoutApprovalAboveUsdCents: bigint | null;
+  /** A payout to a channel whose payout wallet changed less than this ago is held until this long after the change; unset or 0: none is. */
+  walletChangeHoldMs?: number;
 }
 
 export interface StageDeps {

@@ -4,7 +4,8 @@
  * owner takes the held asset on the host wallet's own network.
  *
  *   pending ─► exchange_requested ─► exchange_created ─► sent ─► completed
- *      │ (held: below ChangeNow's minimum; awaiting_approval: above the approval limit)
+ *      │ (held: below ChangeNow's minimum, or its channel's wallet changed within WALLET_CHANGE_HOLD;
+ *      │  awaiting_approval: above the approval limit; needs_review: its wallet is not valid for its network)
  *      └─ direct: pending ─► sent (transfer recorded) ─► completed (transfer mined)
  *   and failed (funds back on the channel's balance), needs_review (a person decides), cancelled (by a person).
  *
@@ -16,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
+import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../channels/address.ts';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal, type AccountRef } from '../ledger/index.ts';
@@ -160,6 +162,12 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
     if (!resumed) return;
     payout = resumed;
   }
+  if (payout.status === 'pending' || payout.status === 'exchange_requested') {
+    // Before anything is asked of ChangeNow or the chain (and before the approval check): where the payout goes must
+    // be a valid address for its network, and not a wallet changed too recently.
+    if (!(await destinationValid(deps, payout))) return;
+    if (await heldForWalletChange(deps, payout)) return;
+  }
   if (payout.status === 'pending') {
     if (payout.approved_at === null && (await needsApproval(deps, payout))) {
       await awaitApproval(deps, payout);
@@ -172,6 +180,47 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
     if (!(await passesEstimate(deps, payout))) return;
   }
   if (payout.status === 'pending' || payout.status === 'exchange_requested') await createPayoutExchange(deps, payout);
+}
+
+/**
+ * The payout's wallet, checked again for its currency and network as at channel registration: a row edited by hand,
+ * or written under an older validator, must not reach ChangeNow or the chain. False when the payout went to review.
+ */
+async function destinationValid(deps: StageDeps, payout: Payout): Promise<boolean> {
+  const pair = await deps.db.selectFrom('supported_pairs').select('address_format').where('currency', '=', payout.payout_currency).where('network', '=', payout.payout_network).executeTakeFirst();
+  let problem: string | null;
+  if (!pair) problem = `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
+  else if (!(ADDRESS_FORMATS as readonly string[]).includes(pair.address_format)) problem = `supported_pairs has an unknown address format ${pair.address_format} for ${payout.payout_currency} on ${payout.payout_network}`;
+  else {
+    const invalid = checkAddress(pair.address_format as AddressFormat, payout.wallet_address);
+    problem = invalid === null ? null : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${pair.address_format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
+  }
+  if (problem === null) return true;
+  await toReview(deps, payout.payout_id, `${problem}; nothing was sent (cancel it to return its funds to the channel, and fix the channel's wallet)`, 'payout_address_invalid');
+  return false;
+}
+
+/**
+ * WALLET_CHANGE_HOLD: while the channel's payout destination changed less than the hold ago, none of its payouts is
+ * sent; each waits in `held` until the hold ends (its run re-holds it if woken, retried or topped up sooner). The
+ * database's clock decides, the one that recorded the change. True when this run must stop.
+ */
+async function heldForWalletChange(deps: StageDeps, payout: Payout): Promise<boolean> {
+  const holdMs = deps.settings.walletChangeHoldMs ?? 0;
+  if (holdMs <= 0) return false;
+  const channel = await deps.db
+    .selectFrom('channels')
+    .select(['wallet_changed_at', sql<Date>`now()`.as('now')])
+    .where('channel_id', '=', payout.channel_id)
+    .executeTakeFirst();
+  const changedAt = channel?.wallet_changed_at ?? null;
+  if (!channel || changedAt === null) return false;
+  const until = new Date(changedAt.getTime() + holdMs);
+  if (until.getTime() <= channel.now.getTime()) return false;
+  const reason = `wallet changed at ${changedAt.toISOString()}; held until ${until.toISOString()}`;
+  // Not held (cancelled meanwhile, say): this run stops all the same.
+  await hold(deps, payout.payout_id, reason, until, { channelId: payout.channel_id, hold: 'wallet_change' });
+  return true;
 }
 
 async function awaitApproval(deps: StageDeps, payout: Payout): Promise<void> {
@@ -394,8 +443,8 @@ export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, 
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a return journal`);
 }
 
-async function hold(deps: StageDeps, payoutId: string, reason: string): Promise<void> {
-  const until = new Date(Date.now() + HOLD_RETRY_MS);
+/** Parks a payout in `held` with its payout_run job at `until`. False when it was no longer pending or requested. */
+async function hold(deps: StageDeps, payoutId: string, reason: string, until = new Date(Date.now() + HOLD_RETRY_MS), fields: Record<string, string> = {}): Promise<boolean> {
   const held = await deps.db.transaction().execute(async (trx) => {
     const held = await trx
       .updateTable('payouts')
@@ -407,7 +456,8 @@ async function hold(deps: StageDeps, payoutId: string, reason: string): Promise<
     if (held) await enqueuePayoutRun(trx, payoutId, until);
     return held !== undefined;
   });
-  if (held) deps.logger.warn({ event: 'payout_held', payoutId, reason, until: until.toISOString() }, 'payout held until its balance grows or the hold ends');
+  if (held) deps.logger.warn({ event: 'payout_held', payoutId, ...fields, reason, until: until.toISOString() }, 'payout held until the hold ends');
+  return held;
 }
 
 /** A person decides: the payout keeps its reservation and stops until retried or cancelled. */

@@ -36,7 +36,9 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     if (open) {
       // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An
       // approval was for the smaller amount: the grown batch is checked against the limit again. A held batch has
-      // no exchange yet, so it also takes the channel's current payout currency, network and wallet.
+      // no exchange yet, so it also takes the channel's current payout currency, network and wallet. A batch held for
+      // a wallet change (WALLET_CHANGE_HOLD) is topped up the same way: its run checks the channel's wallet change
+      // before anything else and holds it again until the hold ends, whatever the top-up reset here.
       if (open.status === 'held') {
         const n = open.top_ups + 1;
         // Only if still held once the row is ours: since the read above its run may have resumed it (hold ended, or

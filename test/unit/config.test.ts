@@ -142,3 +142,28 @@ describe('configuration', () => {
     expect(problems({ ...production, PAYRAIL_CRASH_AT: 'payout_somewhere' })).toEqual([expect.stringMatching(/^PAYRAIL_CRASH_AT: /)]);
   });
 });
+
+describe('WALLET_CHANGE_HOLD', () => {
+  it('is off unless set: unset, empty and 0 mean no hold', () => {
+    expect(loadConfig(production).WALLET_CHANGE_HOLD).toBe(0);
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '' }).WALLET_CHANGE_HOLD).toBe(0);
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '0' }).WALLET_CHANGE_HOLD).toBe(0);
+  });
+
+  it('reads a duration in milliseconds, trimmed', () => {
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '24h' }).WALLET_CHANGE_HOLD).toBe(86_400_000);
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '90m\n' }).WALLET_CHANGE_HOLD).toBe(5_400_000);
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '2s' }).WALLET_CHANGE_HOLD).toBe(2_000);
+    expect(loadConfig({ ...production, WALLET_CHANGE_HOLD: '720h' }).WALLET_CHANGE_HOLD).toBe(720 * 3_600_000);
+  });
+
+  it('refuses anything else, naming the value, and a hold longer than 720h', () => {
+    for (const bad of ['24', '1d', '-1h', '1.5h', '0h', '00', 'off', '24 h', '721h', '43201m']) {
+      expect(problems({ ...production, WALLET_CHANGE_HOLD: bad }), bad).toEqual([`WALLET_CHANGE_HOLD: must be 0 (no hold) or a duration such as 30m or 24h, at most 720h (got "${bad}")`]);
+    }
+  });
+
+  it('a misspelt name stops the start instead of leaving payouts unheld', () => {
+    expect(problems({ ...production, WALLET_CHANGE_HOLDS: '24h' })).toEqual([expect.stringMatching(/^WALLET_CHANGE_HOLDS: unknown variable \(known: WALLET_CHANGE_HOLD\)/)]);
+  });
+});

@@ -1,4 +1,4 @@
-import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
@@ -7,7 +7,7 @@ import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
   db: Db;
-  requireAdmin: preHandlerAsyncHookHandler;
+  requireAdmin: onRequestAsyncHookHandler;
   intake: IntakeSettings;
   /** A payout's poll deadline, renewed when a person retries a payout whose funds are at ChangeNow. */
   pollDeadlineMs: number;
@@ -24,7 +24,10 @@ const payoutQuery = z.object({
 }).strict();
 const payoutParams = z.object({ payoutId: z.string().regex(/^p[ob]_[0-9a-f]{16}$/, 'must be a payout id such as po_0123456789abcdef') }).strict();
 const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve', 'resolve']) }).strict();
-const note = z.string().trim().min(1).max(500).optional();
+// The note goes into the audit log (jsonb) and the payout's reason (text): neither can hold U+0000, and jsonb refuses
+// an unpaired surrogate. Such a note was a 500 once the action had run (rolled back); it is a 400 now.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const note = z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional();
 const resolutionBody = z.discriminatedUnion('outcome', [
   z.object({ outcome: z.literal('paid'), note }).strict(),
   // The amount that came back, as a decimal string in the payout's asset (never a JSON number).
@@ -34,13 +37,31 @@ const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$
 
 /** The admin API: every route behind the bearer token. */
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  app.addHook('preHandler', deps.requireAdmin);
+  // onRequest, before the body is read: without a valid token the answer is 401 whatever the body (a malformed or
+  // oversized body from anyone used to get its 400/413/415 first, and was buffered and parsed unauthenticated).
+  app.addHook('onRequest', deps.requireAdmin);
 
   app.put('/api/channels/:channelId', async (request, reply) => {
     const { channelId } = channelParams.parse(request.params);
     const input = channelInputSchema.parse(request.body ?? {});
-    const { channel, created } = await upsertChannel(deps.db, channelId, input, request.actor ?? 'unknown');
-    request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor: request.actor }, 'channel saved');
+    const actor = request.actor ?? 'unknown';
+    const { channel, created, walletChanged, before } = await upsertChannel(deps.db, channelId, input, actor);
+    request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
+    if (walletChanged && before) {
+      // A stolen admin token's first move would be this: an alert (at warn, whatever else is quiet), never just a log line.
+      request.log.warn(
+        {
+          event: 'alert',
+          alert: 'channel_wallet_changed',
+          channelId,
+          actor,
+          from: { payoutCurrency: before.payoutCurrency, payoutNetwork: before.payoutNetwork, walletAddress: before.walletAddress },
+          to: { payoutCurrency: channel.payoutCurrency, payoutNetwork: channel.payoutNetwork, walletAddress: channel.walletAddress },
+          changedAt: channel.walletChangedAt,
+        },
+        'channel payout wallet changed',
+      );
+    }
     // Payments that arrived before the channel existed are credited now; a lowered threshold may be crossed already.
     const credited = await releaseUnknownChannelPayments(deps.db, channelId, deps.intake);
     if (credited.length > 0) request.log.info({ event: 'unknown_channel_payments_credited', channelId, payments: credited.length }, 'payments kept for an unknown channel credited');

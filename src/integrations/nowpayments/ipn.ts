@@ -76,7 +76,16 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
   }
   if (!signatureMatches(signature, canonical, secret)) return { ok: false, status: 401, error: 'invalid x-nowpayments-sig signature' };
 
-  const result = ipnSchema.safeParse(toSchemaInput(parsed));
+  let schemaInput: unknown;
+  try {
+    schemaInput = toSchemaInput(parsed);
+  } catch (error) {
+    // A signed body nested deeply enough to exhaust the stack here (this walk's frames are larger than the parser's
+    // and the canonicalizer's while the code is not yet optimized) is refused like one the parser gives up on; left
+    // uncaught it was a 500.
+    return { ok: false, status: 400, error: `body cannot be read: ${(error as Error).message}` };
+  }
+  const result = ipnSchema.safeParse(schemaInput);
   if (!result.success) {
     const reason = result.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
     return { ok: false, status: 400, error: reason };

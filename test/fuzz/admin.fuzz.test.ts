@@ -1,0 +1,735 @@
+/**
+ * Property-based fuzzing of the admin API over real HTTP, against a real database holding channels, payments (one
+ * kept for an unknown channel) and payouts seeded in every state a person can act on.
+ *
+ * Requests: PUT /api/channels/:id, GET /api/channels/:id, GET /api/payments/:id, GET /api/payouts?…,
+ * GET /api/payouts/:id, POST /api/payouts/:id/:action (retry | cancel | approve | resolve and anything else), with
+ * known, near-valid and hostile ids (percent-encoded unicode, malformed escapes, huge numbers), random query strings
+ * (duplicate and unknown parameters), bodies valid, one field off, or garbage (raw JSON with duplicate keys,
+ * __proto__, deep nesting, wrong content types, oversized), and every way of getting the bearer token wrong.
+ *
+ * Properties:
+ *   - without a valid token: 401 for every admin route (whatever the body), a router 404 elsewhere; never a 2xx,
+ *     never a handler's answer, and nothing written;
+ *   - with the token: never a 5xx; a 4xx writes nothing; a GET writes nothing; a 2xx is correct (what was read is
+ *     what the database holds, what was written is what was asked, kept in the audit log under the token's name);
+ *   - the process keeps answering (GET /health 200 after every property) and the ledger checks out at the end.
+ *
+ * A failure prints fast-check's seed and path; replay with FUZZ_SEED=<seed> FUZZ_PATH=<path>.
+ */
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { getAddress } from 'viem';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { accounts, checkLedger, postJournal } from '../../src/ledger/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { expectHealthy, fingerprint, fuzzParams, headerText, jsonValueText, nastyString, numberText, objectText, send, type RawResponse } from './support.ts';
+
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+const INSTANT = '-1005000000001';
+const THRESHOLD = '-1005000000002';
+/** Has a finished payment kept for review as unknown_channel until a PUT registers it. */
+const LATE = '-1005000000003';
+const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
+const PAYMENT_ID_RE = /^[1-9][0-9]{0,19}$/;
+const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
+const ACTIONS = ['retry', 'cancel', 'approve', 'resolve'] as const;
+const PAYOUT_STATUSES = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled'] as const;
+/** The name ADMIN_TOKEN's actions are recorded under. */
+const ACTOR = 'admin';
+
+let db: TestDatabase;
+let payrail: TestPayrail;
+let logs: LogSink;
+const paymentIds: string[] = [];
+const payoutIds: string[] = [];
+const channelIds = [INSTANT, THRESHOLD, LATE];
+
+// --- seeding --------------------------------------------------------------------------------------------------------
+
+let nextPaymentId = 8_200_000_000;
+let nextNonce = 1;
+
+async function pay(channelId: string): Promise<string> {
+  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+  const { raw, headers } = signed(body, IPN_SECRET);
+  const res = await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect([200, 202]).toContain(res.status);
+  paymentIds.push(String(body.payment_id));
+  return String(body.payment_id);
+}
+
+type TransferState = 'confirmed' | 'broadcast' | 'failed';
+
+/**
+ * A credited instant payment's payout in `status`, as the pipeline leaves it: the payout row, the payment linked to
+ * it and, while it is open, its reservation in the ledger; optionally with its on-chain transfer.
+ */
+async function seedPayout(status: (typeof PAYOUT_STATUSES)[number], transfer?: TransferState): Promise<string> {
+  const paymentId = await pay(INSTANT);
+  const payoutId = `po_${randomBytes(8).toString('hex')}`;
+  await db.db.transaction().execute(async (trx) => {
+    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
+    const net = BigInt(payment.net_amount as string);
+    let transferId: string | null = null;
+    if (transfer) {
+      transferId = `tr_${randomBytes(8).toString('hex')}`;
+      const signedTx = transfer !== 'failed';
+      await trx
+        .insertInto('chain_transfers')
+        .values({ transfer_id: transferId, purpose: 'payout', ref: payoutId, asset: 'eth', from_address: WALLET, to_address: WALLET, amount: net, status: transfer, ...(signedTx && { nonce: String(nextNonce++), tx_hash: `0x${randomBytes(32).toString('hex')}`, raw_tx: '0x00' }) })
+        .execute();
+    }
+    await trx
+      .insertInto('payouts')
+      .values({ payout_id: payoutId, kind: 'instant', channel_id: INSTANT, payment_id: paymentId, status, asset: 'eth', amount: net, payout_currency: 'eth', payout_network: 'eth', wallet_address: WALLET, reason: status === 'needs_review' ? 'seeded for fuzzing' : null, transfer_id: transferId })
+      .execute();
+    await trx.updateTable('payments').set({ payout_id: payoutId }).where('payment_id', '=', paymentId).execute();
+    if (!['completed', 'failed', 'cancelled'].includes(status)) {
+      await postJournal(trx, { kind: 'payout_reserved', ref: payoutId, entries: [
+        { account: accounts.channel(INSTANT, 'eth'), amount: -net },
+        { account: accounts.channelPayout(INSTANT, 'eth'), amount: net },
+      ] });
+    }
+  });
+  payoutIds.push(payoutId);
+  return payoutId;
+}
+
+// --- generators -----------------------------------------------------------------------------------------------------
+
+/** A path segment: `value` percent-encoded as a URI component, or `raw` text put in the path as it is. */
+type Segment = { value: string } | { raw: string };
+
+const encodable = (s: string) => {
+  try {
+    encodeURIComponent(s);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const RAW_SEGMENTS = ['..', '.', '%', '%ZZ', '%0', '%00', '%2F', '%2f..%2f', '%ED%A0%80', '%C0%AF', '%E2%80%AE', '%FF', ';', '*', "'", '@', '~', '%25', '%%', '%u0041', 'a%2Fb', '%20', '+', '-1%00', '1%0A'];
+const segment = (values: fc.Arbitrary<string>): fc.Arbitrary<Segment> =>
+  fc.oneof(
+    { arbitrary: values.filter(encodable).map((value) => ({ value })), weight: 6 },
+    { arbitrary: fc.constantFrom(...RAW_SEGMENTS).map((raw) => ({ raw })), weight: 1 },
+  );
+
+const digits = (minLength: number, maxLength: number) => fc.string({ unit: fc.constantFrom(...'0123456789'), minLength, maxLength });
+const nearNumbers = fc.constantFrom('0', '-0', '00', '01', '1e5', '1E+400', '1.5', '+1', ' 1', '1 ', '0x10', 'NaN', 'Infinity', '１', '١', '123456789012345678901', '99999999999999999999', '-99999999999999999999', '-999999999999999999999', '');
+const channelIdValue = fc.oneof(
+  { arbitrary: fc.constantFrom(INSTANT, THRESHOLD, LATE), weight: 8 },
+  { arbitrary: fc.tuple(fc.constantFrom('-', ''), fc.constantFrom(...'123456789'), digits(0, 19)).map(([s, a, b]) => s + a + b), weight: 2 },
+  { arbitrary: nearNumbers, weight: 2 },
+  { arbitrary: nastyString(24), weight: 1 },
+);
+const paymentIdValue = () =>
+  fc.oneof(
+    { arbitrary: fc.nat(1000).map((i) => paymentIds[i % Math.max(1, paymentIds.length)] ?? '1'), weight: 4 },
+    { arbitrary: fc.tuple(fc.constantFrom(...'123456789'), digits(0, 19)).map(([a, b]) => a + b), weight: 2 },
+    { arbitrary: nearNumbers, weight: 2 },
+    { arbitrary: nastyString(24), weight: 1 },
+  );
+const hex16 = fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 16, maxLength: 16 });
+const payoutIdValue = () =>
+  fc.oneof(
+    { arbitrary: fc.nat(1000).map((i) => payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000'), weight: 6 },
+    { arbitrary: hex16.map((h) => `po_${h}`), weight: 1 },
+    { arbitrary: hex16.map((h) => `pb_${h}`), weight: 1 },
+    {
+      arbitrary: fc.tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl')).map(([i, how]) => {
+        const id = payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000';
+        if (how === 'upper') return id.toUpperCase();
+        if (how === 'short') return id.slice(0, -1);
+        if (how === 'long') return `${id}0`;
+        if (how === 'prefix') return `px${id.slice(2)}`;
+        if (how === 'space') return ` ${id}`;
+        if (how === 'nul') return `${id}\u0000`;
+        return `\u202e${id}`;
+      }),
+      weight: 2,
+    },
+    { arbitrary: nastyString(24), weight: 1 },
+  );
+const actionValue = fc.oneof({ arbitrary: fc.constantFrom(...ACTIONS), weight: 6 }, { arbitrary: fc.constantFrom('RETRY', 'Cancel', 'approve ', 'delete', 'resolve\u0000', 'refund', '', 'retry;cancel'), weight: 1 }, { arbitrary: nastyString(10), weight: 1 });
+
+/** Query parameters as [name, value] pairs: mostly the four known ones with plausible values, sometimes repeated, odd or hostile. */
+const queryPair: fc.Arbitrary<[string, string]> = fc.oneof(
+  { arbitrary: channelIdValue.map((v): [string, string] => ['channelId', v]), weight: 3 },
+  { arbitrary: fc.oneof(fc.constantFrom(...PAYOUT_STATUSES), fc.constantFrom('PENDING', 'pending ', 'paid', ''), nastyString(8)).map((v): [string, string] => ['status', v]), weight: 3 },
+  { arbitrary: fc.constantFrom('instant', 'threshold', 'batch', 'Instant', '').map((v): [string, string] => ['kind', v]), weight: 2 },
+  { arbitrary: fc.oneof(fc.integer({ min: 1, max: 500 }).map(String), fc.constantFrom('501', '0', '-1', '1e2', '1.5', '0x10', ' 7', 'abc', '', '1E+400', 'Infinity', 'NaN', '99999999999999999999')).map((v): [string, string] => ['limit', v]), weight: 3 },
+  { arbitrary: fc.tuple(fc.constantFrom('offset', '__proto__', 'constructor', 'limit[]', 'status[0]', 'channelId.x', ''), nastyString(8)), weight: 1 },
+);
+const query = fc.oneof(
+  { arbitrary: fc.uniqueArray(queryPair, { maxLength: 4, selector: ([k]) => k }), weight: 5 },
+  { arbitrary: fc.array(queryPair, { maxLength: 5 }), weight: 1 },
+);
+
+/** A valid channel input, then the generator's chance to change one thing. */
+const validChannel = fc.constantFrom<Record<string, unknown>>(
+  { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
+  { payoutStrategy: 'instant', payoutCurrency: 'ETH', payoutNetwork: 'Eth', walletAddress: WALLET.toLowerCase() },
+  { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET },
+  { payoutStrategy: 'threshold', thresholdUsd: '0.01', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET },
+  { payoutStrategy: 'instant', thresholdUsd: null, payoutCurrency: 'usdc', payoutNetwork: 'base', walletAddress: WALLET.toUpperCase().replace('0X', '0x') },
+);
+const CHANNEL_FIELDS = ['payoutStrategy', 'thresholdUsd', 'payoutCurrency', 'payoutNetwork', 'walletAddress'];
+const channelFieldValue = fc.oneof(
+  fc.constantFrom('instant', 'threshold', 'INSTANT', 'weekly', '', '1e2', '-1', '0', '0.001', '100.001', '99999999999999999', '999999999999999.99', '1e-7', '-0', '1E+400', '١٠٠', 'usdt', 'eth', 'trx', 'sol', 'USDT', 'u', 'x'.repeat(13)),
+  fc.constantFrom(`${WALLET} `, ` ${WALLET}`, `${WALLET}\u0000`, WALLET.replace('8ba1', '8BA1'), '0x0000000000000000000000000000000000000000', WALLET.replace('0x', '0x\u202e'), WALLET.replace('a', 'а'), TRON_WALLET.slice(0, -1), `${TRON_WALLET}\u0000`, 'T'.repeat(34), 'x'.repeat(129)),
+  numberText.map(Number),
+  fc.jsonValue({ maxDepth: 2 }),
+  nastyString(40),
+);
+const channelBody = fc.oneof(
+  { arbitrary: validChannel, weight: 4 },
+  { arbitrary: fc.tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS), channelFieldValue).map(([b, k, v]) => ({ ...b, [k]: v })), weight: 5 },
+  { arbitrary: fc.tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS)).map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))), weight: 1 },
+  { arbitrary: fc.tuple(validChannel, nastyString(10), fc.jsonValue({ maxDepth: 1 })).map(([b, k, v]) => ({ ...b, [k]: v })), weight: 1 },
+);
+/** Notes of every kind: NUL, lone surrogates, RTL, blank, at and over the 500-character limit. */
+const note = fc.oneof(nastyString(40), fc.constantFrom('\u0000', 'a\u0000b', '\ud800', 'x\udc00', '\u202eevil', ' ', '\t\n', 'ok', 'x'.repeat(500), 'x'.repeat(501), ` ${'x'.repeat(500)} `), fc.integer({ min: 1, max: 700 }).map((n) => 'é'.repeat(n)));
+const resolutionBody = fc.oneof(
+  fc.record({ outcome: fc.constant('paid'), note }, { requiredKeys: ['outcome'] }),
+  fc.record({ outcome: fc.constant('returned'), amount: fc.oneof(fc.constantFrom('0', '0.001', '0.000000000000000001', '0.0000000000000000001', '1', '12.5', '1e-7', '-1', '1.', '.5', '00.1', '1'.repeat(31), '1'.repeat(30), '0.0047239', '0.0047240', ''), numberText.map(Number)), note }, { requiredKeys: ['outcome'] }),
+  fc.record({ outcome: fc.constantFrom('PAID', 'lost', '', 'returned '), amount: fc.constant('1') }, { requiredKeys: ['outcome'] }),
+  fc.tuple(fc.constantFrom('paid', 'returned'), nastyString(8), fc.jsonValue({ maxDepth: 1 })).map(([outcome, k, v]) => ({ outcome, amount: '0.001', [k]: v })),
+);
+
+type Body = { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'raw'; text: string; contentType: string | null };
+
+const CONTENT_TYPES = ['application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=utf-16', 'application/merge-patch+json', 'garbage', '', 'APPLICATION/JSON'];
+const rawJson = fc.oneof(
+  fc.constantFrom(
+    '{"outcome":"paid","outcome":"returned","amount":"0.001"}',
+    '{"outcome":"returned","amount":"0.001","amount":"1e400"}',
+    '{"payoutStrategy":"instant","payoutStrategy":"threshold","payoutCurrency":"eth","payoutNetwork":"eth","walletAddress":"0x8ba1f109551bD432803012645Ac136ddd64DBA72"}',
+    '{"__proto__":{"outcome":"paid"}}',
+    '{"outcome":"paid","__proto__":{"note":"x"}}',
+    '{"constructor":{"prototype":{"outcome":"paid"}}}',
+    '{"outcome":"paid","note":"\\u0000"}',
+    '{"outcome":"paid","note":"\\ud800"}',
+    '{"outcome":"paid"',
+    '{"outcome":"paid"}}',
+    '{"outcome":"paid"}{"outcome":"paid"}',
+    'null',
+    '[]',
+    '"paid"',
+    '1E+400',
+    '-0',
+    '',
+    ' ',
+    '\ufeff{"outcome":"paid"}',
+    'outcome=paid',
+  ),
+  fc.dictionary(fc.oneof(fc.constantFrom('outcome', 'amount', 'note', ...CHANNEL_FIELDS), nastyString(8)), jsonValueText, { maxKeys: 6 }).map((d) => objectText(Object.entries(d))),
+  fc.integer({ min: 1, max: 20_000 }).map((n) => `${'['.repeat(n)}${']'.repeat(n)}`),
+  fc.integer({ min: 60_000, max: 80_000 }).map((n) => JSON.stringify({ outcome: 'paid', note: 'x'.repeat(n) })),
+);
+const body = (typed: fc.Arbitrary<unknown>): fc.Arbitrary<Body> =>
+  fc.oneof(
+    { arbitrary: fc.constant({ kind: 'none' as const }), weight: 1 },
+    { arbitrary: typed.map((value) => ({ kind: 'json' as const, value })), weight: 8 },
+    { arbitrary: fc.jsonValue({ maxDepth: 3 }).map((value) => ({ kind: 'json' as const, value })), weight: 1 },
+    { arbitrary: fc.record({ kind: fc.constant('raw' as const), text: rawJson, contentType: fc.option(fc.constantFrom(...CONTENT_TYPES)) }), weight: 2 },
+  );
+
+type Route = 'put-channel' | 'get-channel' | 'get-payment' | 'list-payouts' | 'get-payout' | 'payout-action' | 'supported-pairs' | 'elsewhere';
+
+interface AdminRequest {
+  route: Route;
+  method: string;
+  segments: Segment[];
+  query: Array<[string, string]>;
+  body: Body;
+}
+
+const NO_QUERY = fc.constant<Array<[string, string]>>([]);
+const NO_BODY = fc.constant<Body>({ kind: 'none' });
+const fixedPath = (...names: string[]): fc.Arbitrary<Segment[]> => fc.constant(names.map((value) => ({ value })));
+
+const req = (a: fc.Arbitrary<AdminRequest>) => a;
+
+const adminRequest = (): fc.Arbitrary<AdminRequest> =>
+  fc.oneof(
+    req(fc.record({ route: fc.constant<Route>('put-channel'), method: fc.constant('PUT'), segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]), query: NO_QUERY, body: body(channelBody) })),
+    req(fc.record({ route: fc.constant<Route>('get-channel'), method: fc.constant('GET'), segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]), query: NO_QUERY, body: NO_BODY })),
+    req(fc.record({ route: fc.constant<Route>('get-payment'), method: fc.constantFrom('GET', 'HEAD'), segments: segment(paymentIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payments' }, s]), query: NO_QUERY, body: NO_BODY })),
+    req(fc.record({ route: fc.constant<Route>('list-payouts'), method: fc.constant('GET'), segments: fixedPath('api', 'payouts'), query, body: NO_BODY })),
+    req(fc.record({ route: fc.constant<Route>('get-payout'), method: fc.constant('GET'), segments: segment(payoutIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payouts' }, s]), query: NO_QUERY, body: NO_BODY })),
+    {
+      arbitrary: req(fc.record({ route: fc.constant<Route>('payout-action'), method: fc.constant('POST'), segments: fc.tuple(segment(payoutIdValue()), segment(actionValue)).map(([p, a]): Segment[] => [{ value: 'api' }, { value: 'payouts' }, p, a]), query: NO_QUERY, body: body(resolutionBody) })),
+      weight: 4,
+    },
+    req(fc.record({ route: fc.constant<Route>('supported-pairs'), method: fc.constant('GET'), segments: fixedPath('api', 'supported-pairs'), query: NO_QUERY, body: NO_BODY })),
+    // Anywhere else: other methods on admin paths, paths one segment off, unknown paths.
+    req(fc.record({
+      route: fc.constant<Route>('elsewhere'),
+      method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
+      segments: fc.oneof(
+        fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
+        fixedPath('api', 'channels'),
+        fixedPath('api'),
+        fixedPath('API', 'payouts'),
+        fc.array(segment(nastyString(12)), { maxLength: 4 }).map((s): Segment[] => [{ value: 'api' }, ...s, { value: 'zz' }]),
+      ),
+      query: NO_QUERY,
+      body: body(fc.jsonValue({ maxDepth: 2 })),
+    }).filter((r) => isRouted(r.method, r.segments) === false)),
+  );
+
+/**
+ * Would fastify route this method and these segments to an admin handler (before looking at the values)? Undefined
+ * when a segment is empty: whether the router takes "" for a parameter is its business.
+ */
+function isRouted(method: string, segments: Segment[]): boolean | undefined {
+  const text = segments.map((s) => ('value' in s ? s.value : s.raw));
+  if (text.some((t) => t === '')) return undefined;
+  const get = method === 'GET' || method === 'HEAD';
+  const [a, b, c, d] = text;
+  if (a !== 'api') return false;
+  if (text.length === 2) return get && (b === 'payouts' || b === 'supported-pairs');
+  if (text.length === 3) return (b === 'channels' && (get || method === 'PUT')) || (get && (b === 'payments' || b === 'payouts'));
+  if (text.length === 4) return method === 'POST' && b === 'payouts' && c !== undefined && d !== undefined;
+  return false;
+}
+
+type Auth = 'valid' | 'none' | 'wrong' | 'scheme-lowercase' | 'basic' | 'double-space' | 'padded' | 'suffix' | 'prefix' | 'token-only' | 'dup-valid-wrong' | 'dup-wrong-valid' | 'name-case' | 'comma' | 'empty' | 'bearer-only';
+const WRONG_AUTH: Auth[] = ['none', 'wrong', 'scheme-lowercase', 'basic', 'double-space', 'suffix', 'prefix', 'token-only', 'dup-wrong-valid', 'comma', 'empty', 'bearer-only'];
+const RIGHT_AUTH: Auth[] = ['valid', 'valid', 'valid', 'padded', 'dup-valid-wrong', 'name-case'];
+
+function authHeaders(auth: Auth, noise: string): Array<[string, string]> {
+  const h = (v: string): [string, string] => ['authorization', v];
+  switch (auth) {
+    case 'valid':
+      return [h(`Bearer ${ADMIN_TOKEN}`)];
+    case 'none':
+      return [];
+    case 'wrong':
+      return [h(`Bearer ${noise.replace(/\s/g, '') || 'x'}`)];
+    case 'scheme-lowercase':
+      return [h(`bearer ${ADMIN_TOKEN}`)];
+    case 'basic':
+      return [h(`Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`)];
+    case 'double-space':
+      return [h(`Bearer  ${ADMIN_TOKEN}`)];
+    case 'padded':
+      return [h(` Bearer ${ADMIN_TOKEN}\t`)];
+    case 'suffix':
+      return [h(`Bearer ${ADMIN_TOKEN}x`)];
+    case 'prefix':
+      return [h(`Bearer x${ADMIN_TOKEN}`)];
+    case 'token-only':
+      return [h(ADMIN_TOKEN)];
+    // node keeps the first of repeated Authorization headers and drops the rest.
+    case 'dup-valid-wrong':
+      return [h(`Bearer ${ADMIN_TOKEN}`), h('Bearer wrong')];
+    case 'dup-wrong-valid':
+      return [h('Bearer wrong'), h(`Bearer ${ADMIN_TOKEN}`)];
+    case 'name-case':
+      return [['AUTHORIZATION', `Bearer ${ADMIN_TOKEN}`]];
+    case 'comma':
+      return [h(`Bearer ${ADMIN_TOKEN}, Bearer ${ADMIN_TOKEN}`)];
+    case 'empty':
+      return [h('')];
+    case 'bearer-only':
+      return [h('Bearer')];
+  }
+}
+
+/** The query parameters actually sent (text that cannot be percent-encoded, such as a lone surrogate, is left out). */
+const sentQuery = (r: AdminRequest) => r.query.filter(([k, v]) => encodable(k) && encodable(v));
+
+function render(r: AdminRequest): { path: string; headers: Array<[string, string]>; body: Buffer | undefined } {
+  let path = `/${r.segments.map((s) => ('value' in s ? encodeURIComponent(s.value) : s.raw)).join('/')}`;
+  const q = sentQuery(r).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+  if (q.length > 0) path += `?${q.join('&')}`;
+  if (r.body.kind === 'none') return { path, headers: [], body: undefined };
+  if (r.body.kind === 'json') return { path, headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify(r.body.value) ?? 'null', 'utf8') };
+  return { path, headers: r.body.contentType === null ? [] : [['content-type', r.body.contentType]], body: Buffer.from(r.body.text, 'utf8') };
+}
+
+/** A path with a percent-escape that does not decode (to UTF-8) is refused by the router: 400 FST_ERR_BAD_URL. */
+function badUrl(r: AdminRequest): boolean {
+  return r.segments.some((s) => {
+    if ('value' in s) return false;
+    try {
+      decodeURIComponent(s.raw);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
+/** The decoded value of a segment, when the model knows it exactly (raw segments are left to the router). */
+const valueOf = (s: Segment | undefined): string | undefined => (s !== undefined && 'value' in s ? s.value : undefined);
+
+// --- the model's checks ---------------------------------------------------------------------------------------------
+
+const WRITE_KEYS = (f: Record<string, string | number>) => Object.keys(f);
+
+async function sendAdmin(r: AdminRequest, auth: Auth, noise: string): Promise<{ response: RawResponse; before: Record<string, string | number>; after: Record<string, string | number> }> {
+  const { path, headers, body } = render(r);
+  const before = await fingerprint(db);
+  const logged = logs.lines.length;
+  const response = await send(payrail.url, { method: r.method, path, headers: [...authHeaders(auth, noise), ...headers], ...(body !== undefined && { body }) });
+  if (response.status >= 500) {
+    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as { err?: { stack?: string } } | undefined;
+    expect.fail(`${r.method} ${path} → ${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 6).join(' | ') ?? 'no error logged'}`);
+  }
+  const after = await fingerprint(db);
+  return { response, before, after };
+}
+
+async function auditSince(before: Record<string, string | number>) {
+  const { rows } = await db.pool.query('select actor, action, subject, details from audit_log order by id desc limit $1', [(await fingerprint(db)).audit_log as number - (before.audit_log as number)]);
+  return rows;
+}
+
+/** With the token: the answer is right for what was asked, and a 2xx wrote exactly what it should. */
+async function checkAuthorized(r: AdminRequest, response: RawResponse, before: Record<string, string | number>, after: Record<string, string | number>): Promise<void> {
+  const context = `${r.method} ${render(r).path} → ${response.status} ${response.text.slice(0, 300)}`;
+  expect(response.status, context).toBeGreaterThanOrEqual(200);
+  if (badUrl(r)) expect(response.status, context).toBe(400);
+  if (response.status >= 400 || r.method === 'GET' || r.method === 'HEAD') {
+    for (const k of WRITE_KEYS(before)) expect(after[k], `${k}: ${context}`).toEqual(before[k]);
+  }
+  if (r.route === 'elsewhere') {
+    expect([404, ...(r.body.kind === 'none' ? [] : [400, 413, 415])], context).toContain(response.status);
+    return;
+  }
+  const param = valueOf(r.segments[2]);
+  const json = response.json;
+  // A request with a body can be refused for it before any route looks at its parameters.
+  const bodyRefusals = r.body.kind === 'none' ? [] : [400, 413, 415];
+  const refusedFor = (status: number) => expect([status, ...bodyRefusals], context).toContain(response.status);
+  switch (r.route) {
+    case 'get-channel':
+    case 'put-channel': {
+      if (param !== undefined && !CHANNEL_ID_RE.test(param)) refusedFor(400);
+      if (r.route === 'get-channel') {
+        if (response.status === 200) expect(json.channelId, context).toBe(param ?? json.channelId);
+        if (param !== undefined && CHANNEL_ID_RE.test(param)) {
+          const exists = (await db.pool.query('select 1 from channels where channel_id = $1', [param])).rowCount === 1;
+          expect(response.status, context).toBe(exists ? 200 : 404);
+        }
+        return;
+      }
+      if (response.status < 300) await checkChannelSaved(r, response, before, after, context);
+      return;
+    }
+    case 'get-payment': {
+      if (param === undefined) return;
+      if (!PAYMENT_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
+      const exists = (await db.pool.query('select 1 from payments where payment_id = $1', [param])).rowCount === 1;
+      expect(response.status, context).toBe(exists ? 200 : 404);
+      if (exists && r.method === 'GET') expect(json.paymentId, context).toBe(param);
+      return;
+    }
+    case 'get-payout': {
+      if (param === undefined) return;
+      if (!PAYOUT_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
+      const row = (await db.pool.query('select status from payouts where payout_id = $1', [param])).rows[0];
+      expect(response.status, context).toBe(row ? 200 : 404);
+      if (row) expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({ payoutId: param, status: row.status });
+      return;
+    }
+    case 'list-payouts': {
+      expect([200, 400], context).toContain(response.status);
+      if (response.status !== 200) return;
+      // What it listed matches what it was asked for (the parameters payrail accepted were single values).
+      const asked = Object.fromEntries(sentQuery(r));
+      expect(json.payouts.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
+      for (const p of json.payouts) {
+        if (asked.channelId !== undefined) expect(p.channelId, context).toBe(asked.channelId);
+        if (asked.status !== undefined) expect(p.status, context).toBe(asked.status);
+        if (asked.kind !== undefined) expect(p.kind, context).toBe(asked.kind);
+      }
+      return;
+    }
+    case 'payout-action': {
+      const action = valueOf(r.segments[3]);
+      if (param === undefined || action === undefined) return;
+      if (!PAYOUT_ID_RE.test(param) || !(ACTIONS as readonly string[]).includes(action)) return void refusedFor(400);
+      const row = (await db.pool.query('select status from payouts where payout_id = $1', [param])).rows[0];
+      if (!row) return void expect([400, 404, 413, 415], context).toContain(response.status);
+      if (response.status >= 300) return void expect([400, 409, 413, 415], context).toContain(response.status);
+      // Done: the payout as it now stands, and one audit entry under the token's name saying what changed.
+      expect(response.status, context).toBe(200);
+      expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({ payoutId: param, status: row.status });
+      expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
+      const [audit] = await auditSince(before);
+      expect(audit, context).toMatchObject({ actor: ACTOR, action: `payout.${action}`, subject: param, details: { to: row.status } });
+      return;
+    }
+    case 'supported-pairs':
+      expect(response.status, context).toBe(200);
+      expect(json.pairs.length, context).toBeGreaterThan(0);
+      return;
+  }
+}
+
+/** A saved channel is the input as asked (normalized), recorded in the audit log; its kept payments are released. */
+async function checkChannelSaved(r: AdminRequest, response: RawResponse, before: Record<string, string | number>, after: Record<string, string | number>, context: string): Promise<void> {
+  const channelId = valueOf(r.segments[2]);
+  expect([200, 201], context).toContain(response.status);
+  expect(r.body.kind, context).toBe('json');
+  if (channelId === undefined || r.body.kind !== 'json') return;
+  const input = r.body.value as Record<string, any>;
+  const isEvm = /^0x[0-9a-fA-F]{40}$/.test(input.walletAddress);
+  const expected = {
+    channelId,
+    payoutStrategy: input.payoutStrategy,
+    thresholdUsd: input.payoutStrategy === 'threshold' ? (response.json.thresholdUsd as string) : null,
+    payoutCurrency: String(input.payoutCurrency).toLowerCase(),
+    payoutNetwork: String(input.payoutNetwork).toLowerCase(),
+    walletAddress: isEvm ? getAddress(input.walletAddress.toLowerCase()) : input.walletAddress,
+  };
+  expect(response.json, context).toMatchObject(expected);
+  if (expected.thresholdUsd !== null) {
+    // The threshold as sent, to the cent (trailing zeros aside).
+    const [int, fraction = ''] = String(input.thresholdUsd).split('.');
+    expect(expected.thresholdUsd, context).toBe(`${int}.${fraction.replace(/0+$/, '').padEnd(2, '0')}`);
+  }
+  const { rows } = await db.pool.query('select payout_strategy, payout_currency, payout_network, wallet_address from channels where channel_id = $1', [channelId]);
+  expect(rows[0], context).toEqual({ payout_strategy: expected.payoutStrategy, payout_currency: expected.payoutCurrency, payout_network: expected.payoutNetwork, wallet_address: expected.walletAddress });
+  expect(after.channels, context).toBe((before.channels as number) + (response.status === 201 ? 1 : 0));
+  const [audit] = await auditSince(before);
+  expect(audit, context).toMatchObject({ actor: ACTOR, action: response.status === 201 ? 'channel.create' : 'channel.update', subject: `channel:${channelId}` });
+  const kept = await db.pool.query(`select count(*)::int as n from payments where channel_id = $1 and review_reason = 'unknown_channel'`, [channelId]);
+  expect(kept.rows[0].n, `payments still kept for ${channelId}: ${context}`).toBe(0);
+  if (!channelIds.includes(channelId)) channelIds.push(channelId);
+}
+
+// --- payout actions: a model of what each action may do from each state ------------------------------------------
+
+/** The states a person can find a payout in, as seeded (a direct ETH payout, so retry restarts it from pending). */
+const SEED_STATES = [
+  ['pending'],
+  ['held'],
+  ['awaiting_approval'],
+  ['exchange_requested'],
+  ['exchange_created', 'broadcast'],
+  ['sent', 'broadcast'],
+  ['needs_review'],
+  ['needs_review', 'failed'],
+  ['needs_review', 'confirmed'],
+  ['completed'],
+  ['failed'],
+  ['cancelled'],
+] as const satisfies ReadonlyArray<readonly [(typeof PAYOUT_STATUSES)[number], TransferState?]>;
+type SeedState = (typeof SEED_STATES)[number];
+
+const AMOUNT_RE = /^(0|[1-9][0-9]{0,30})(\.[0-9]{1,18})?$/;
+/** What the audit log and a text column can store: no NUL, no unpaired surrogate. */
+const STORABLE = (s: string) => !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+
+/** The resolution body's contract: {"outcome":"paid"} or {"outcome":"returned","amount":"<decimal>"}, an optional note. */
+function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'; amount: string } | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const b = value as Record<string, unknown>;
+  const allowed = b.outcome === 'paid' ? ['outcome', 'note'] : b.outcome === 'returned' ? ['outcome', 'amount', 'note'] : undefined;
+  if (!allowed || Object.keys(b).some((k) => !allowed.includes(k))) return undefined;
+  if (b.note !== undefined) {
+    if (typeof b.note !== 'string') return undefined;
+    const trimmed = b.note.trim();
+    if (trimmed.length < 1 || trimmed.length > 500 || !STORABLE(trimmed)) return undefined;
+  }
+  if (b.outcome === 'paid') return { outcome: 'paid' };
+  return typeof b.amount === 'string' && AMOUNT_RE.test(b.amount) ? { outcome: 'returned', amount: b.amount } : undefined;
+}
+
+function wei(text: string): bigint {
+  const [int = '0', fraction = ''] = text.split('.');
+  return BigInt(int + fraction.padEnd(18, '0'));
+}
+
+/** The model: the status an action leads to from a state, or 409 where it is refused; 400 for a bad resolution. */
+function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body: unknown, amount: bigint): { status: 200; to: string } | { status: 400 | 409 } {
+  const [status, transfer] = state;
+  if (action === 'resolve') {
+    const r = resolution(body);
+    if (!r) return { status: 400 };
+    if (status !== 'needs_review' || transfer !== 'confirmed') return { status: 409 };
+    if (r.outcome === 'paid') return { status: 200, to: 'completed' };
+    return wei(r.amount) > amount ? { status: 409 } : { status: 200, to: 'failed' };
+  }
+  if (action === 'approve') return status === 'awaiting_approval' ? { status: 200, to: 'pending' } : { status: 409 };
+  if (action === 'cancel') {
+    const cancellable = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'needs_review'].includes(status);
+    return cancellable && transfer !== 'confirmed' && transfer !== 'broadcast' ? { status: 200, to: 'cancelled' } : { status: 409 };
+  }
+  // retry
+  if (status === 'held') return { status: 200, to: 'pending' };
+  if (['pending', 'exchange_requested', 'exchange_created', 'sent'].includes(status)) return { status: 200, to: status };
+  if (status === 'needs_review' && transfer === undefined) return { status: 200, to: 'pending' };
+  return { status: 409 };
+}
+
+/** What fastify's JSON parser refuses as prototype poisoning (onProtoPoisoning / onConstructorPoisoning: 'error'). */
+function isPoisoned(node: unknown): boolean {
+  if (node === null || typeof node !== 'object') return false;
+  if (Array.isArray(node)) return node.some(isPoisoned);
+  const o = node as Record<string, unknown>;
+  if (Object.hasOwn(o, '__proto__')) return true;
+  const c = Object.hasOwn(o, 'constructor') ? o.constructor : undefined;
+  if (c !== null && typeof c === 'object' && Object.hasOwn(c, 'prototype')) return true;
+  return Object.values(o).some(isPoisoned);
+}
+
+/** Bodies an action may carry: none, a resolution (valid or one field off), any JSON at all. */
+const actionBody = fc.oneof(
+  { arbitrary: fc.constant<Body>({ kind: 'none' }), weight: 1 },
+  { arbitrary: resolutionBody.map((value): Body => ({ kind: 'json', value })), weight: 6 },
+  { arbitrary: fc.jsonValue({ maxDepth: 2 }).map((value): Body => ({ kind: 'json', value })), weight: 1 },
+);
+
+// --- the suite ------------------------------------------------------------------------------------------------------
+
+describe('the admin API under fuzzing', () => {
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    logs = logSink();
+    // Web only: no worker runs the jobs actions queue, so payouts stay in the states the fuzzing put them in.
+    payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
+    const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
+    expect((await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } })).status).toBe(201);
+    expect((await payrail.request('PUT', `/api/channels/${THRESHOLD}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } })).status).toBe(201);
+    await pay(THRESHOLD);
+    await pay(LATE);
+    for (const status of ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'completed', 'failed', 'cancelled'] as const) {
+      await seedPayout(status);
+      await seedPayout(status);
+    }
+    for (let i = 0; i < 3; i++) {
+      await seedPayout('needs_review');
+      await seedPayout('needs_review', 'confirmed');
+      await seedPayout('needs_review', 'failed');
+    }
+    await seedPayout('sent', 'broadcast');
+    await seedPayout('exchange_created', 'broadcast');
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectHealthy(payrail.url, db);
+  });
+
+  afterAll(async () => {
+    await payrail?.stop();
+    await db?.close();
+  });
+
+  it('without a valid bearer token: 401 on every admin route whatever the body, a router 404 elsewhere, and nothing written', async () => {
+    await fc.assert(
+      fc.asyncProperty(adminRequest(), fc.constantFrom(...WRONG_AUTH), headerText(30), async (r, auth, noise) => {
+        const { response, before, after } = await sendAdmin(r, auth, noise);
+        const context = `${auth}: ${r.method} ${render(r).path} → ${response.status} ${response.text.slice(0, 200)}`;
+        expect(after, context).toEqual(before);
+        const routed = isRouted(r.method, r.segments);
+        // A malformed escape in the path is refused by the router before any route is chosen.
+        if (badUrl(r)) return void expect(response.status, context).toBe(400);
+        if (routed === true || (routed === undefined && response.status !== 404)) {
+          expect(response.status, context).toBe(401);
+          expect(response.headers['www-authenticate'], context).toBe('Bearer');
+        } else if (response.status === 404) {
+          // Not an admin route: the router's 404, never a handler's ("payout … not found" would mean it ran).
+          if (r.method !== 'HEAD') expect(response.json?.error, context).toMatch(/^no route for /);
+        } else {
+          // The not-found handler runs after the body is read, so a body can be refused first (no handler ran).
+          expect(r.body.kind, context).not.toBe('none');
+          expect([400, 413, 415], context).toContain(response.status);
+        }
+      }),
+      fuzzParams(250),
+    );
+    await expectHealthy(payrail.url, db);
+  });
+
+  it('with the token: never a 5xx, a 4xx or a GET writes nothing, a 2xx is correct and audited', async () => {
+    await fc.assert(
+      fc.asyncProperty(adminRequest(), fc.constantFrom(...RIGHT_AUTH), async (r, auth) => {
+        const { response, before, after } = await sendAdmin(r, auth, '');
+        await checkAuthorized(r, response, before, after);
+      }),
+      fuzzParams(300),
+    );
+    await expectHealthy(payrail.url, db);
+  });
+
+  it('payout actions on a fresh payout in every state: exactly the transition the model allows, or 409 / 400 and nothing written', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...SEED_STATES), fc.constantFrom(...ACTIONS), actionBody, async (state, action, b) => {
+        const [status, transfer] = state;
+        const payoutId = await seedPayout(status, transfer);
+        const amount = BigInt((await db.pool.query('select amount::text as a from payouts where payout_id = $1', [payoutId])).rows[0].a);
+        const r: AdminRequest = { route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: action }], query: [], body: b };
+        const { response, before, after } = await sendAdmin(r, 'valid', '');
+        const value = b.kind === 'json' ? b.value : undefined;
+        // JSON bodies with a __proto__ key, or a constructor key holding a prototype, are refused by the parser.
+        const poisoned = b.kind === 'json' && isPoisoned(JSON.parse(JSON.stringify(b.value) ?? 'null'));
+        const expected = poisoned ? { status: 400 as const } : expectedAction(state, action, value, amount);
+        const context = `${status}${transfer ? `+${transfer}` : ''} ${action} ${JSON.stringify(value)?.slice(0, 200)} → ${response.status} ${response.text.slice(0, 200)}`;
+        expect(response.status, context).toBe(expected.status);
+        await checkAuthorized(r, response, before, after);
+        if (expected.status === 200) {
+          expect(response.json.status, context).toBe(expected.to);
+          // Funds that went back to the channel or left the books did so in exactly one journal.
+          const kind = expected.to === 'cancelled' || expected.to === 'failed' ? 'payout_returned' : expected.to === 'completed' ? 'payout_completed' : undefined;
+          if (kind) expect((await db.pool.query('select count(*)::int as n from ledger_journals where kind = $1 and ref = $2', [kind, payoutId])).rows[0].n, context).toBe(1);
+        }
+      }),
+      fuzzParams(120),
+    );
+    await expectHealthy(payrail.url, db);
+  });
+
+  // Regressions found by fuzzing (each was a 500 after the action ran and rolled back): a resolution note the audit
+  // log (jsonb) or the payout's reason (text) cannot hold.
+  it.each([
+    ['a NUL character', 'paid by hand\u0000'],
+    ['an unpaired high surrogate', 'paid \ud800'],
+    ['an unpaired low surrogate', '\udc00'],
+  ])('regression: a resolve note with %s is a 400 and writes nothing', async (_name, text) => {
+    const payoutId = await seedPayout('needs_review', 'confirmed');
+    for (const value of [{ outcome: 'paid', note: text }, { outcome: 'returned', amount: '0.001', note: text }]) {
+      const { response, before, after } = await sendAdmin({ route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: 'resolve' }], query: [], body: { kind: 'json', value } }, 'valid', '');
+      expect(response.status, response.text).toBe(400);
+      expect(response.json.error).toMatch(/^note: must not contain NUL or unpaired surrogate characters/);
+      expect(after).toEqual(before);
+    }
+    // A storable note still resolves it.
+    const ok = await payrail.request('POST', `/api/payouts/${payoutId}/resolve`, { body: { outcome: 'paid', note: 'paid by hand, checked on chain \u202e\u{1f4a9}' } });
+    expect(ok.status).toBe(200);
+    expect(ok.body.status).toBe('completed');
+  });
+
+  // Regression found by fuzzing: the token was checked after the body was read and parsed, so an unauthenticated
+  // request with a malformed, oversized or unsupported body got 400 / 413 / 415 instead of 401.
+  it.each([
+    ['malformed JSON', 'application/json', '{"outcome":"paid"'],
+    ['an unsupported content type', 'application/x-www-form-urlencoded', 'outcome=paid'],
+    ['a __proto__ key', 'application/json', '{"__proto__":{"outcome":"paid"}}'],
+    ['an oversized body', 'application/json', JSON.stringify({ outcome: 'paid', note: 'x'.repeat(70_000) })],
+  ])('regression: without a token, a body with %s gets 401 and writes nothing', async (_name, contentType, text) => {
+    const r: AdminRequest = { route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutIds[0] as string }, { value: 'resolve' }], query: [], body: { kind: 'raw', text, contentType } };
+    const { response, before, after } = await sendAdmin(r, 'none', '');
+    expect(response.status, response.text).toBe(401);
+    expect(response.headers['www-authenticate']).toBe('Bearer');
+    expect(after).toEqual(before);
+  });
+
+  it('afterwards: the ledger checks out and every payout still open holds its reservation', async () => {
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+    const { rows } = await db.pool.query(
+      `select coalesce(sum(amount), 0)::text as reserved from payouts where channel_id = $1 and status not in ('completed', 'failed', 'cancelled')`,
+      [INSTANT],
+    );
+    const balance = await db.pool.query(`select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = 'eth'`, [`channel:${INSTANT}:payout`]);
+    expect(balance.rows[0].b).toBe(rows[0].reserved);
+    await expectHealthy(payrail.url, db);
+  });
+});
