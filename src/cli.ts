@@ -74,10 +74,18 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function serve(config: Config, roles: Roles, logger: Logger): Promise<number> {
-  const payrail = await startPayrail(config, roles, logger);
+  // A worker whose job runner stopped on its own (database lost) shuts down and exits 1, so a supervisor restarts it,
+  // instead of idling (or exiting 0) with no jobs running.
+  let onWorkerFailure: (error: Error) => void = () => undefined;
+  const payrail = await startPayrail(config, roles, logger, { onWorkerFailure: (error) => onWorkerFailure(error) });
   if (payrail.url) process.stderr.write(`payrail listening on ${payrail.url}\n`);
   return new Promise<number>((resolve) => {
     let stopping = false;
+    let exitCode = 0;
+    onWorkerFailure = () => {
+      exitCode = 1;
+      shutdown('worker_failure');
+    };
     const shutdown = (signal: string) => {
       if (stopping) return;
       stopping = true;
@@ -88,7 +96,7 @@ async function serve(config: Config, roles: Roles, logger: Logger): Promise<numb
       }, SHUTDOWN_TIMEOUT_MS);
       timer.unref();
       payrail.stop().then(
-        () => resolve(0),
+        () => resolve(exitCode),
         (error: Error) => {
           logger.error({ event: 'shutdown_failed', err: error }, 'shutdown failed');
           resolve(1);

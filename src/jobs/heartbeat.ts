@@ -19,7 +19,7 @@ export interface HeartbeatOptions {
  * keep them for four hours). Steps are idempotent, so a job released from a frozen-but-alive process and run again
  * elsewhere repeats no outside effect.
  */
-export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise<{ stop(): Promise<void> }> {
+export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise<{ stop(options?: { keepRow?: boolean }): Promise<void> }> {
   const { workerId, logger } = options;
   let lastOwnBeatAt = 0;
   const beat = async () => {
@@ -56,9 +56,14 @@ export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise
   }, options.intervalMs);
   timer.unref();
   return {
-    async stop() {
+    /**
+     * keepRow: leave our row to go stale, so a live worker reaps (force-unlocks) the jobs and queues we may still hold
+     * (after our queue runner failed, its locks were never released; deleting the row would hide them for 4 hours).
+     */
+    async stop(stopOptions: { keepRow?: boolean } = {}) {
       clearInterval(timer);
       await pending;
+      if (stopOptions.keepRow) return;
       await db.deleteFrom('worker_heartbeats').where('worker_id', '=', workerId).execute().catch(() => undefined);
     },
   };

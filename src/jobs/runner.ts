@@ -17,6 +17,12 @@ export interface WorkerOptions {
   /** Seconds without a heartbeat after which another process's queue locks are released. */
   staleWorkerSeconds: number;
   heartbeatIntervalMs: number;
+  /**
+   * Called when the queue runner stops on its own (graphile-worker stops its runner when its pool of workers fails,
+   * e.g. while PostgreSQL restarts). Without this the process kept nothing alive and exited with status 0, silently,
+   * leaving no worker (found by the chaos run, fault restart_postgres).
+   */
+  onUnexpectedStop?: (error: Error) => void;
 }
 
 export interface RunningWorker {
@@ -73,7 +79,28 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       },
     },
   });
-  const heartbeat = await startHeartbeat(options.db, {
+  let stopping = false;
+  let failed = false;
+  let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
+  // The queue runner can give up while this process lives on: it stops when its pool of workers fails (database
+  // unreachable), and it aborts ("queue is in an inconsistent state") when it cannot record a job's completion or
+  // failure, leaving those jobs locked. Either way this process runs no more jobs, yet its heartbeat would keep
+  // saying it is alive, so nobody would release its locks (found by the chaos run, fault restart_postgres: the host
+  // wallet's transfer queue stayed locked and every transfer waited). So: say so, stop beating (the row goes stale and
+  // a live worker's reaper releases the locks), and let the process exit non-zero to be restarted.
+  const unexpected = (error: Error) => {
+    if (failed || stopping) return;
+    failed = true;
+    options.logger.error({ event: 'alert', alert: 'worker_runner_stopped', err: error.message }, 'the job queue runner stopped on its own; this worker runs no more jobs');
+    void heartbeat?.stop({ keepRow: true });
+    options.onUnexpectedStop?.(error);
+  };
+  events.on('pool:fatalError', ({ error }) => unexpected(error instanceof Error ? error : new Error(String(error))));
+  runner.promise.then(
+    () => unexpected(new Error('queue runner stopped')),
+    (error: unknown) => unexpected(error instanceof Error ? error : new Error(String(error))),
+  );
+  heartbeat = await startHeartbeat(options.db, {
     workerId,
     intervalMs: options.heartbeatIntervalMs,
     staleSeconds: options.staleWorkerSeconds,
@@ -84,7 +111,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   return {
     workerId,
     async stop() {
-      await heartbeat.stop();
+      stopping = true;
+      // A runner that failed left its locks: keep our heartbeat row so the survivors' reaper releases them.
+      await heartbeat?.stop({ keepRow: failed });
       await runner.stop();
       options.logger.info({ event: 'worker_stopped', workerId }, 'worker stopped');
     },

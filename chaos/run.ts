@@ -1,0 +1,200 @@
+/**
+ * One chaos run: the world, payrail as processes, payments with faults injected, a bounded settle, the checks.
+ * runChaos() is what `npm run chaos` (chaos/main.ts) and test/e2e/chaos.test.ts call.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { prepareDatabase } from '../src/app.ts';
+import { openPool, type DatabaseHandle } from '../src/db/index.ts';
+import { createLogger } from '../src/log.ts';
+import { runChecks, classify, diagnostics, liveJobKeys } from './checks.ts';
+import { clearFaults, inject, planFaults } from './faults.ts';
+import { sleep } from './net.ts';
+import { startChaosPostgres, type ChaosPostgres } from './postgres.ts';
+import { Fleet } from './processes.ts';
+import { Rng } from './rng.ts';
+import { makeChannels, planPayments, sendPayments } from './traffic.ts';
+import { startWorld, type World } from './world.ts';
+
+/** /health answers 200 once a worker's heartbeat is in: the workers are up before anything is sent. */
+async function waitForWorkers(webUrl: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const res = await fetch(`${webUrl}/health`).catch(() => undefined);
+    await res?.text();
+    if (res?.status === 200) return;
+    await sleep(200);
+  }
+  throw new Error(`no worker became healthy within ${timeoutMs} ms`);
+}
+
+export interface ChaosOptions {
+  seed: number;
+  payments: number;
+  channels: number;
+  workers: number;
+  faults: number;
+  databaseUrl?: string;
+  /** IPN requests in flight. */
+  concurrency: number;
+  /** Longest wait, after the last fault, for every payment to be paid out or visibly held. */
+  settleTimeoutMs: number;
+}
+
+export interface ChaosResult {
+  seed: number;
+  figures: string[];
+  violations: string[];
+  logFile: string;
+}
+
+export async function runChaos(options: ChaosOptions, print: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<ChaosResult> {
+  const started = Date.now();
+  const t = () => `[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s]`;
+  const say = (line: string) => print(`${t()} ${line}`);
+  say(`chaos seed ${options.seed} (replay: npm run chaos -- --seed ${options.seed} --payments ${options.payments} --channels ${options.channels} --workers ${options.workers} --faults ${options.faults})`);
+  const rng = new Rng(options.seed);
+  const logger = createLogger({ level: 'error', destination: process.stderr });
+  const logFile = path.join(os.tmpdir(), `payrail-chaos-${options.seed}-${process.pid}.log`);
+  const logStream = fs.createWriteStream(logFile);
+
+  let postgres: ChaosPostgres | undefined;
+  let db: DatabaseHandle | undefined;
+  let world: World | undefined;
+  let fleet: Fleet | undefined;
+  try {
+    postgres = await startChaosPostgres({ ...(options.databaseUrl && { databaseUrl: options.databaseUrl }), logger });
+    say(`database: ${postgres.description}`);
+    db = openPool(postgres.url, { max: 4, applicationName: 'payrail-chaos', logger: createLogger({ level: 'silent' }) });
+    await prepareDatabase(db, logger);
+    world = await startWorld(rng);
+    say(`chain ${world.chain.rpcUrl} (payrail uses the proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress}`);
+
+    const adminToken = `chaos-admin-${rng.hex32().slice(2, 34)}`;
+    const ipnSecret = `chaos-ipn-${rng.hex32().slice(2, 34)}`;
+    const env: Record<string, string> = {
+      DATABASE_URL: postgres.url,
+      DATABASE_POOL_MAX: '10',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      ADMIN_TOKEN: adminToken,
+      NOWPAYMENTS_IPN_SECRET: ipnSecret,
+      CHANGENOW_API_URL: world.sim.url,
+      CHANGENOW_API_KEY: world.simApiKey,
+      CHANGENOW_CONNECT_TIMEOUT: '1s',
+      CHANGENOW_TIMEOUT: '2s',
+      ETH_RPC_URL: world.proxy.url,
+      CHAIN_ID: String(world.chain.chainId),
+      USDT_CONTRACT: world.usdt,
+      HOST_WALLET_PRIVATE_KEY: world.hostKey,
+      WORKER_POLL_INTERVAL_MS: '100',
+      WORKER_HEARTBEAT_INTERVAL: '500ms',
+      HEALTH_WORKER_STALE_SECONDS: '3',
+      CONVERSION_MIN_USD: '20',
+      CONVERSION_MAX_WAIT: '2s',
+      CONVERSION_POLL_INTERVAL: '200ms',
+      WEBHOOK_RATE_LIMIT: '0',
+      LOG_LEVEL: 'warn',
+    };
+    let printedAlerts = 0;
+    fleet = new Fleet(env, options.workers, (line) => {
+      logStream.write(`${line.process} ${line.line}\n`);
+      if (line.json?.event === 'alert' && printedAlerts++ < 30) say(`  ${line.process} alert ${String(line.json.alert)}: ${String(line.json.msg ?? '')} ${String(line.json.err ?? line.json.reason ?? '')}`.slice(0, 300));
+    });
+    const webUrl = await fleet.startWeb();
+    const channels = makeChannels(rng, options.channels);
+    for (const ch of channels) {
+      const res = await fetch(`${webUrl}/api/channels/${ch.id}`, { method: 'PUT', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(ch.body) });
+      if (res.status !== 201 && res.status !== 200) throw new Error(`PUT channel ${ch.id}: ${res.status} ${await res.text()}`);
+    }
+    fleet.startWorkers();
+    await waitForWorkers(webUrl, 90_000);
+    say(`payrail: web ${webUrl}, ${options.workers} worker(s); ${channels.length} channels (${[...new Set(channels.map((c) => c.kind))].join(', ')})`);
+
+    const faults = planFaults(rng, options.faults, postgres.restartable);
+    const payments = planPayments(rng, channels, options.payments, ipnSecret);
+    say(`plan: ${payments.length} payments (${payments.reduce((n, p) => n + p.messages.length, 0)} IPNs), faults: ${faults.map((f) => `${f.kind}@${Math.round(f.atProgress * 100)}%`).join(', ') || 'none'}`);
+
+    let progress = 0;
+    let sendingDone = false;
+    const faultLog: string[] = [];
+    const faultRunner = (async () => {
+      for (const fault of faults) {
+        while (!sendingDone && progress < fault.atProgress * payments.length) await sleep(50);
+        await sleep(fault.pauseMs);
+        const what = await inject(fault, { world: world as World, fleet: fleet as Fleet, postgres: postgres as ChaosPostgres, log: say });
+        faultLog.push(`${fault.kind}: ${what}`);
+        say(`fault ${fault.kind}: ${what}`);
+      }
+    })();
+    let lastReport = Date.now();
+    const stats = await sendPayments(rng, payments, () => fleet?.webUrl(), {
+      concurrency: options.concurrency,
+      retryForMs: 60_000,
+      stopped: () => false,
+      onProgress: (done) => {
+        progress = done;
+        if (Date.now() - lastReport > 5_000) {
+          lastReport = Date.now();
+          say(`sent ${done}/${payments.length} payments`);
+        }
+      },
+    });
+    sendingDone = true;
+    say(`sending done: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
+    await faultRunner;
+    await clearFaults(world);
+    say('faults over; settling');
+
+    // Settle: until nothing is in flight (twice in a row), bounded.
+    const deadline = Date.now() + options.settleTimeoutMs;
+    let calm = 0;
+    let lastLine = 0;
+    while (Date.now() < deadline) {
+      try {
+        const outcomes = await classify(db.pool, payments);
+        const live = await liveJobKeys(db.pool);
+        const inFlight = outcomes.filter((o) => o.state === 'in_flight');
+        const openPayouts = Number((await db.pool.query<{ n: number }>("select count(*)::int as n from payouts where status in ('pending','exchange_requested','exchange_created','sent')")).rows[0]?.n ?? 0);
+        calm = inFlight.length === 0 && openPayouts === 0 ? calm + 1 : 0;
+        if (calm >= 2) break;
+        if (Date.now() - lastLine > 5_000) {
+          lastLine = Date.now();
+          const jobless = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
+          say(`settling: ${inFlight.length} payments in flight (${jobless.length} without a job${jobless[0] ? `, e.g. ${jobless[0].paymentId}: ${jobless[0].detail}` : ''}), ${openPayouts} open payouts`);
+        }
+      } catch (error) {
+        say(`settling: query failed (${(error as Error).message}); retrying`);
+      }
+      await sleep(1_000);
+    }
+    say(calm >= 2 ? 'settled' : `not settled within ${options.settleTimeoutMs / 1000} s; checking as it stands`);
+
+    const report = await runChecks(db, world, fleet, channels, payments);
+    const figures = [
+      `faults injected: ${faultLog.length}${faultLog.length ? ` (${faultLog.map((f) => f.split(':')[0]).join(', ')})` : ''}`,
+      `IPNs: ${stats.sent} sent, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
+      `processes that exited on their own (restarted by the run's supervisor): ${fleet.unexpectedExits.length}${fleet.unexpectedExits.length ? ` (${fleet.unexpectedExits.slice(0, 5).join('; ')})` : ''}`,
+      ...report.figures,
+    ];
+    const violations = [...report.violations];
+    if (stats.unexpected.length > 0) violations.push(`IPN answered with an unexpected status: ${stats.unexpected.slice(0, 5).join('; ')}`);
+    if (violations.length > 0) {
+      const lines = await diagnostics(db.pool).catch((error: Error) => [`diagnostics failed: ${error.message}`]);
+      logStream.write(`\n==== diagnostics\n${lines.join('\n')}\n`);
+    }
+    for (const f of figures) print(`  ${f}`);
+    print('');
+    for (const v of violations) print(`VIOLATION ${v}`);
+    print(violations.length === 0 ? `chaos OK (seed ${options.seed}), ${((Date.now() - started) / 1000).toFixed(0)} s; payrail logs in ${logFile}` : `chaos FAILED: ${violations.length} violation(s), seed ${options.seed}; payrail logs in ${logFile}`);
+    return { seed: options.seed, figures, violations, logFile };
+  } finally {
+    await fleet?.stop().catch(() => undefined);
+    if (world) await clearFaults(world).catch(() => undefined);
+    await world?.stop().catch(() => undefined);
+    await db?.close().catch(() => undefined);
+    await postgres?.stop().catch(() => undefined);
+    await new Promise<void>((resolve) => logStream.end(() => resolve()));
+  }
+}

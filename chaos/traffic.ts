@@ -1,0 +1,167 @@
+/**
+ * The channels of a run and the payments sent to them: signed NOWPayments IPNs in the fixtures' exact shape, with
+ * duplicates and out-of-order status sequences, interleaved across payments and sent concurrently. An IPN that does
+ * not get an answer (web down, database restarting) is sent again, as NOWPayments retries, within a bound.
+ */
+import fs from 'node:fs';
+import { LosslessNumber, parse, stringify } from 'lossless-json';
+import { privateKeyToAccount } from 'viem/accounts';
+import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
+import { sleep } from './net.ts';
+import type { Rng } from './rng.ts';
+
+const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.url);
+const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+const FIRST_PAYMENT_ID = 7_000_000_000;
+
+export type ChannelKind = 'instant_eth_direct' | 'instant_usdt_trx' | 'threshold_usdt_eth_direct' | 'threshold_usdt_trx';
+export const CHANNEL_KINDS: readonly ChannelKind[] = ['instant_eth_direct', 'instant_usdt_trx', 'threshold_usdt_eth_direct', 'threshold_usdt_trx'];
+
+export interface ChaosChannel {
+  id: string;
+  kind: ChannelKind;
+  body: Record<string, string>;
+  /** Paid directly on the local chain (a fresh address per channel): its balance is checked against the payouts. */
+  direct: boolean;
+  wallet: string;
+}
+
+/** `count` channels, the four kinds in turn; thresholds low enough (15–45 USD, a payment is ~13 USDT) that batches happen. */
+export function makeChannels(rng: Rng, count: number): ChaosChannel[] {
+  const channels: ChaosChannel[] = [];
+  for (let i = 0; i < count; i++) {
+    const kind = CHANNEL_KINDS[i % CHANNEL_KINDS.length] as ChannelKind;
+    const id = `-100900000${String(i).padStart(4, '0')}`;
+    const fresh = privateKeyToAccount(rng.hex32()).address;
+    const threshold = String(rng.pick([15, 25, 35, 45]));
+    const body: Record<string, string> =
+      kind === 'instant_eth_direct' ? { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: fresh }
+      : kind === 'instant_usdt_trx' ? { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }
+      : kind === 'threshold_usdt_eth_direct' ? { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: fresh }
+      : { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET };
+    channels.push({ id, kind, body, direct: kind === 'instant_eth_direct' || kind === 'threshold_usdt_eth_direct', wallet: body.walletAddress as string });
+  }
+  return channels;
+}
+
+type Status = 'waiting' | 'confirming' | 'finished';
+/** Status sequences as NOWPayments may deliver them: in order, repeated, finished before confirming, or never finished. */
+const SHAPES: ReadonlyArray<{ name: string; weight: number; statuses: Status[] }> = [
+  { name: 'in_order', weight: 30, statuses: ['waiting', 'confirming', 'finished'] },
+  { name: 'finished_twice', weight: 20, statuses: ['waiting', 'finished', 'finished'] },
+  { name: 'finished_before_confirming', weight: 20, statuses: ['finished', 'confirming'] },
+  { name: 'duplicates_shuffled', weight: 15, statuses: ['confirming', 'waiting', 'finished', 'confirming', 'finished'] },
+  { name: 'finished_only', weight: 10, statuses: ['finished'] },
+  { name: 'never_finished', weight: 5, statuses: ['waiting', 'confirming', 'waiting'] },
+];
+
+export interface PlannedPayment {
+  paymentId: string;
+  channel: ChaosChannel;
+  shape: string;
+  messages: Array<{ status: Status; raw: string; signature: string }>;
+  /** Whether a finished IPN of this payment was answered 200. */
+  acknowledged: boolean;
+}
+
+export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, secret: string): PlannedPayment[] {
+  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>> };
+  const byStatus = new Map(fixtures.sequence.map((b) => [String(b.payment_status), b]));
+  const totalWeight = SHAPES.reduce((s, x) => s + x.weight, 0);
+  const payments: PlannedPayment[] = [];
+  for (let i = 0; i < count; i++) {
+    const channel = rng.pick(channels);
+    let roll = rng.next() * totalWeight;
+    const shape = SHAPES.find((s) => (roll -= s.weight) < 0) ?? (SHAPES[0] as (typeof SHAPES)[number]);
+    const paymentId = String(FIRST_PAYMENT_ID + i);
+    const messages = shape.statuses.map((status) => {
+      const template = byStatus.get(status);
+      if (!template) throw new Error(`fixture has no ${status} IPN`);
+      const raw = stringify({ ...template, payment_id: new LosslessNumber(paymentId), order_id: `PGP-77|${channel.id}` }) as string;
+      return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret) };
+    });
+    payments.push({ paymentId, channel, shape: shape.name, messages, acknowledged: false });
+  }
+  return payments;
+}
+
+export interface SendStats {
+  sent: number;
+  retried: number;
+  /** IPNs given up on after every retry (never answered 200). */
+  gaveUp: string[];
+  /** Answers a valid signed IPN should never get (4xx, 202). */
+  unexpected: string[];
+}
+
+/**
+ * Sends every payment's IPNs: `concurrency` senders each pick a random payment among a small window of open ones and
+ * send its next message, so the statuses of one payment arrive spread out and mixed with others'. `onProgress` is
+ * called with the number of payments fully sent.
+ */
+export async function sendPayments(
+  rng: Rng,
+  payments: PlannedPayment[],
+  webUrl: () => string | undefined,
+  options: { concurrency: number; retryForMs: number; onProgress: (done: number) => void; stopped: () => boolean },
+): Promise<SendStats> {
+  const stats: SendStats = { sent: 0, retried: 0, gaveUp: [], unexpected: [] };
+  const queue = payments.map((p) => ({ p, next: 0 }));
+  const window: typeof queue = [];
+  let done = 0;
+  let cursor = 0;
+  const take = () => {
+    while (window.length < 24 && cursor < queue.length) window.push(queue[cursor++] as (typeof queue)[number]);
+    if (window.length === 0) return undefined;
+    const index = Math.floor(rng.next() * window.length);
+    const item = window[index] as (typeof queue)[number];
+    const message = item.p.messages[item.next++];
+    if (item.next >= item.p.messages.length) {
+      window.splice(index, 1);
+    }
+    return message ? { item, message, last: item.next >= item.p.messages.length } : undefined;
+  };
+  const sender = async () => {
+    for (;;) {
+      if (options.stopped()) return;
+      const next = take();
+      if (!next) return;
+      const { item, message } = next;
+      const status = await deliver(message, webUrl, options.retryForMs, stats);
+      stats.sent++;
+      if (status === 200 && message.status === 'finished') item.p.acknowledged = true;
+      else if (status === undefined) stats.gaveUp.push(`payment ${item.p.paymentId} ${message.status}`);
+      else if (status !== 200) stats.unexpected.push(`payment ${item.p.paymentId} ${message.status}: HTTP ${status}`);
+      if (next.last) options.onProgress(++done);
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, sender));
+  return stats;
+}
+
+/** One IPN until it gets a final answer (anything but 5xx / no answer), for at most retryForMs. */
+async function deliver(message: { raw: string; signature: string }, webUrl: () => string | undefined, retryForMs: number, stats: SendStats): Promise<number | undefined> {
+  const deadline = Date.now() + retryForMs;
+  let delay = 100;
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 0) stats.retried++;
+    const url = webUrl();
+    if (url) {
+      try {
+        const res = await fetch(`${url}/webhooks/nowpayments`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-nowpayments-sig': message.signature },
+          body: message.raw,
+          signal: AbortSignal.timeout(10_000),
+        });
+        await res.text();
+        if (res.status < 500) return res.status;
+      } catch {
+        // no answer: retried below
+      }
+    }
+    if (Date.now() > deadline) return undefined;
+    await sleep(delay);
+    delay = Math.min(delay * 2, 2_000);
+  }
+}
