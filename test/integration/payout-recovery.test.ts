@@ -6,7 +6,6 @@
  * ledger balances, and no money created, lost or paid twice.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import type { Roles } from '../../src/app.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
@@ -14,9 +13,9 @@ import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 const ALICE = 'alice-admin-token-0123456789';
@@ -58,26 +57,15 @@ async function stopAll(): Promise<void> {
   for (const instance of all) await instance.stop();
 }
 
-function freshWallet(): string {
-  return privateKeyToAccount(generatePrivateKey()).address;
-}
-
 async function channel(body: Record<string, unknown>): Promise<string> {
-  const id = `-${nextChannel++}`;
-  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
-  expect([200, 201]).toContain(res.status);
-  return id;
+  return saveChannel(payrail!, `-${nextChannel++}`, body);
 }
 
 const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
 const thresholdBody = (thresholdUsd: string) => ({ payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
 
 async function pay(channelId: string): Promise<string> {
-  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect(res.status).toBe(200);
-  return String(body.payment_id);
+  return sendFinished(payrail!, nextPaymentId++, channelId);
 }
 
 interface PayoutRow {

@@ -4,13 +4,12 @@
  * in the ledger.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
@@ -25,23 +24,12 @@ async function start(env: Record<string, string> = {}) {
   return payrail;
 }
 
-function freshWallet(): string {
-  return privateKeyToAccount(generatePrivateKey()).address;
-}
-
 async function channel(body: Record<string, unknown>): Promise<string> {
-  const id = `-${nextChannel++}`;
-  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body });
-  expect([200, 201]).toContain(res.status);
-  return id;
+  return saveChannel(payrail!, `-${nextChannel++}`, body);
 }
 
 async function pay(channelId: string): Promise<string> {
-  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect(res.status).toBe(200);
-  return String(body.payment_id);
+  return sendFinished(payrail!, nextPaymentId++, channelId);
 }
 
 async function payoutsOf(channelId: string) {

@@ -6,13 +6,12 @@
  * whose stored wallet is not valid for its network goes to review before any exchange or transfer.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, sendFinished } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 /** TRON_WALLET with its last character changed: the base58check checksum no longer matches. */
@@ -40,10 +39,6 @@ async function start(env: Record<string, string> = {}) {
   return payrail;
 }
 
-function freshWallet(): string {
-  return privateKeyToAccount(generatePrivateKey()).address;
-}
-
 async function put(channelId: string, body: Record<string, unknown>, token?: string) {
   const res = await payrail!.request('PUT', `/api/channels/${channelId}`, { body, token });
   expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
@@ -60,11 +55,7 @@ async function channel(body: Record<string, unknown>): Promise<string> {
 const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => ({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
 
 async function pay(channelId: string): Promise<string> {
-  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect(res.status).toBe(200);
-  return String(body.payment_id);
+  return sendFinished(payrail!, nextPaymentId++, channelId);
 }
 
 async function payoutsOf(channelId: string): Promise<Payout[]> {
