@@ -1,3 +1,4 @@
 export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type PairConfig, type Fault } from './changenow/index.ts';
 export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
 export { startLocalOutside, type LocalOutside } from './local.ts';
+export { freePort } from './ports.ts';

@@ -97,6 +97,16 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
     }
   };
 
+  /** The receipt, or null while the chain does not know the transaction as mined. */
+  const receiptOrNull = async (hash: Hex) => {
+    try {
+      return await client.getTransactionReceipt({ hash });
+    } catch (error) {
+      if (error instanceof TransactionReceiptNotFoundError) return null;
+      throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
+    }
+  };
+
   let chainVerified = false;
   const lookup = async (hash: Hex): Promise<TxLookup> => {
     try {
@@ -166,13 +176,8 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
     },
     lookup,
     async tokenReceived(hash, token, to) {
-      let receipt;
-      try {
-        receipt = await client.getTransactionReceipt({ hash });
-      } catch (error) {
-        if (error instanceof TransactionReceiptNotFoundError) return null;
-        throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
-      }
+      const receipt = await receiptOrNull(hash);
+      if (receipt === null) return null;
       if (receipt.status !== 'success') return 0n;
       const logs = parseEventLogs({ abi: erc20Abi, eventName: 'Transfer', logs: receipt.logs });
       return logs
@@ -180,13 +185,8 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
         .reduce((sum, log) => sum + log.args.value, 0n);
     },
     async nativeReceived(hash, to) {
-      let receipt;
-      try {
-        receipt = await client.getTransactionReceipt({ hash });
-      } catch (error) {
-        if (error instanceof TransactionReceiptNotFoundError) return null;
-        throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
-      }
+      const receipt = await receiptOrNull(hash);
+      if (receipt === null) return null;
       if (receipt.status !== 'success') return 0n;
       const tx = await guard('transaction', () => client.getTransaction({ hash }));
       return tx.to?.toLowerCase() === to.toLowerCase() ? tx.value : 0n;
