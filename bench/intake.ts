@@ -1,5 +1,6 @@
 /**
  * npm run bench:intake [-- --duration 10 --connections 50 --rate 500 --rate-connections 50 --warmup 2]
+ *                        [-- --history 1000000 --history-channels 1000 --probe 2000]
  *
  * Drives signed NOWPayments IPNs (each a NEW payment, status `finished`, so every request records AND credits a
  * payment) over loopback with autocannon against a running payrail, then the same load against a baseline route
@@ -12,6 +13,11 @@
  * WRITES into that database (a bench channel, payments, ledger entries, table bench_baseline): use a disposable one.
  * The worker role gets the outside world of a local run (anvil and the ChangeNow simulator, started here), so the
  * conversion stage batches the credited ETH while intake runs, as it would in `payrail start`.
+ *
+ * --history N first fills the (empty) database with N stored payments and everything the pipeline keeps for them
+ * (bench/history.ts: set-based SQL, minutes for a million), so intake can be compared on an empty and a full
+ * database. --probe N times N recordIpn calls in this process, one at a time on one connection, before the server
+ * starts: the database's own cost per payment, without HTTP, the client or concurrency.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
@@ -20,10 +26,16 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { privateKeyToAccount } from 'viem/accounts';
 import type { DatabaseHandle } from '../src/db/index.ts';
+import { channelInputSchema, upsertChannel } from '../src/channels/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
+import { parsePercent } from '../src/money/index.ts';
 import { startLocalOutside, type LocalOutside } from '../src/simulators/index.ts';
+import { mintLocalUsdt } from '../src/simulators/usdt/index.ts';
 import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
+import { HistoryInterrupted, seedHistory, type HistorySummary } from './history.ts';
+import { probeIntake, probeLines, type ProbeResult } from './probe.ts';
 import { busyShare, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procTicks, sleep, table, ticksToCores, type SignedIpn } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -60,6 +72,11 @@ interface Options {
   warmupS: number;
   /** Directory for a V8 CPU profile of the server child (node --cpu-prof), if asked for. */
   cpuProfDir?: string;
+  /** Stored payments to load before anything runs (0: none, an empty database as before). */
+  history: number;
+  historyChannels: number;
+  /** recordIpn calls timed in-process before the server starts (0: none). */
+  probe: number;
 }
 
 const USAGE = `usage: npm run bench:intake -- [options]
@@ -70,6 +87,10 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --rate-connections N  connections for the fixed-rate run (default: --connections)
   --warmup S            seconds of unmeasured warm-up before the intake and baseline runs (default 2; 0 = none)
   --cpu-prof DIR        write a V8 CPU profile of the server process (payrail + baseline) into DIR
+  --history N           first load N stored payments (credited, converted, paid out, with their ledger) into the
+                        empty database with set-based SQL, then VACUUM ANALYZE (default 0: none)
+  --history-channels N  channels the history is spread over; the bench's 64 come first (default 1000)
+  --probe N             time N recordIpn calls in-process, one at a time, before the server starts (default 0: none)
 
   DATABASE_URL=...      use this (disposable!) database instead of a temporary embedded PostgreSQL
 `;
@@ -84,6 +105,9 @@ function readOptions(argv: string[]): Options | undefined {
       'rate-connections': { type: 'string' },
       warmup: { type: 'string' },
       'cpu-prof': { type: 'string' },
+      history: { type: 'string' },
+      'history-channels': { type: 'string' },
+      probe: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -97,6 +121,9 @@ function readOptions(argv: string[]): Options | undefined {
     rateConnections: int('rate-connections', values['rate-connections'], connections, 1, 1000),
     warmupS: int('warmup', values.warmup, 2, 0, 600),
     ...(values['cpu-prof'] !== undefined && { cpuProfDir: path.resolve(values['cpu-prof']) }),
+    history: int('history', values.history, 0, 0, 9_000_000),
+    historyChannels: int('history-channels', values['history-channels'], 1000, BENCH_CHANNELS, 1_000_000),
+    probe: int('probe', values.probe, 0, 0, 1_000_000),
   };
 }
 
@@ -428,6 +455,37 @@ async function main(): Promise<number> {
       created_at timestamptz not null default now())`);
     const pgInfo = await readPgSettings(database);
     checkInterrupted();
+    const feePercent = parsePercent(process.env.PLATFORM_FEE_PERCENT?.trim() || '3');
+    const channelIds = Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index));
+
+    // -- a stored history, if asked for: before anything else touches the database
+    let history: HistorySummary | undefined;
+    if (opts.history > 0) {
+      process.stderr.write(`loading a history of ${opts.history} payments over ${opts.historyChannels} channels\n`);
+      history = await seedHistory(connectionString, {
+        payments: opts.history,
+        channels: opts.historyChannels,
+        benchChannels: BENCH_CHANNELS,
+        benchChannel: { thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100), payoutCurrency: CHANNEL_BODY.payoutCurrency, payoutNetwork: CHANNEL_BODY.payoutNetwork, walletAddress: CHANNEL_BODY.walletAddress },
+        firstChannelId: BigInt(BENCH_CHANNEL_ID),
+        fee: feePercent,
+        progress: (line) => process.stderr.write(`${line}\n`),
+        interrupted: () => interruption.interrupted,
+      });
+    }
+    checkInterrupted();
+
+    const runStartedAt = (await database.pool.query<{ now: Date }>('select now()')).rows[0]?.now ?? new Date(0);
+
+    // -- the database's own cost per payment: recordIpn in this process, one call at a time, nothing else running
+    let dbProbe: ProbeResult | undefined;
+    if (opts.probe > 0) {
+      const input = channelInputSchema.parse(CHANNEL_BODY);
+      for (const channelId of channelIds) await upsertChannel(database.db, channelId, input, 'bench');
+      process.stderr.write(`probe: ${opts.probe} recordIpn calls in-process, one at a time\n`);
+      dbProbe = await probeIntake({ connectionString, database, count: opts.probe, ipnSecret: secrets.ipnSecret, channelIds, fee: feePercent, logger });
+    }
+    checkInterrupted();
 
     // -- the worker's outside world: anvil (host wallet funded) and the ChangeNow simulator, as on a local run
     outside = await startLocalOutside({
@@ -438,6 +496,13 @@ async function main(): Promise<number> {
       hostPrivateKey: secrets.hostPrivateKey,
       logger,
     });
+    // The history's ledger owes its channels USDT (balances below their thresholds): the host wallet holds it, as it
+    // would after those conversions, so the payouts the run's credits complete are paid, not refused for funds.
+    if (history && outside.usdtContract) {
+      const { rows } = await database.pool.query<{ owed: string }>(`select coalesce(sum(balance), 0)::text as owed from ledger_accounts where asset = 'usdt' and code like 'channel:%'`);
+      const owed = BigInt(rows[0]?.owed ?? '0');
+      if (owed > 0n) await mintLocalUsdt(outside.rpcUrl, outside.usdtContract, secrets.hostPrivateKey, privateKeyToAccount(secrets.hostPrivateKey).address, owed);
+    }
     checkInterrupted();
 
     // -- payrail + baseline, in a child process
@@ -453,7 +518,10 @@ async function main(): Promise<number> {
 
     // -- bodies: measure what signing costs the client, then pre-sign
     const userId = String(Date.now());
-    const factory = new IpnFactory(userId, secrets.ipnSecret, Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index)));
+    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds);
+    // Every id the factory issues is >= its base: the range keeps these counts off a full scan of a large history.
+    const ownPaymentsSql = 'select count(*)::text as n from payments where user_id = $1 and payment_id >= $2';
+    const ownPaymentsParams = [userId, factory.base.toString()];
     const probe = presign(factory, 2_000);
     const signUs = (probe.ms * 1000) / probe.pool.length;
     const sent = new Set<string>();
@@ -475,7 +543,7 @@ async function main(): Promise<number> {
       warmups.push(warm);
       intakeConnectionsUsed += opts.connections;
       estimate = Math.max(200, warm.result.requests.average);
-      await quiesce(database, 'select count(*)::text as n from payments where user_id = $1', [userId]);
+      await quiesce(database, ownPaymentsSql, ownPaymentsParams);
     }
     checkInterrupted();
     const maxPoolSize = Math.ceil(estimate * 2 * (opts.durationS + 1)) + opts.connections;
@@ -487,7 +555,7 @@ async function main(): Promise<number> {
     const intakeMax = await runLoad({ label: 'intake (max)', url: intakeUrl, connections: opts.connections, durationS: opts.durationS, source: maxSource, sent, accepted }, processes);
     runs.push(intakeMax);
     intakeConnectionsUsed += opts.connections;
-    await quiesce(database, 'select count(*)::text as n from payments where user_id = $1', [userId]);
+    await quiesce(database, ownPaymentsSql, ownPaymentsParams);
     checkInterrupted();
 
     // -- 2. baseline: one plain INSERT per request, same connections and duration
@@ -513,12 +581,12 @@ async function main(): Promise<number> {
     );
     runs.push(intakeRate);
     intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
-    await quiesce(database, 'select count(*)::text as n from payments where user_id = $1', [userId]);
+    await quiesce(database, ownPaymentsSql, ownPaymentsParams);
 
     // -- reconcile the database with what the clients saw
     const { rows: paymentRows } = await database.pool.query<{ payment_id: string; credited: boolean; review_reason: string | null }>(
-      'select payment_id::text as payment_id, credited_at is not null as credited, review_reason from payments where user_id = $1',
-      [userId],
+      'select payment_id::text as payment_id, credited_at is not null as credited, review_reason from payments where user_id = $1 and payment_id >= $2',
+      ownPaymentsParams,
     );
     const stored = new Map(paymentRows.map((r) => [r.payment_id, r]));
     const missing = [...accepted].filter((id) => !stored.has(id));
@@ -530,7 +598,11 @@ async function main(): Promise<number> {
     const intake2xx = allWarmupAndRuns.filter((r) => r.spec.accepted).reduce((sum, r) => sum + r.result['2xx'], 0);
     const ledger = await checkLedger(database.db);
     const conversions = await database.pool
-      .query<{ status: string; n: string; payments: string }>('select status, count(*)::text as n, coalesce(sum(payment_count), 0)::text as payments from conversions group by status order by status')
+      .query<{ status: string; n: string; payments: string }>(
+        // Only the run's own: a loaded history holds thousands.
+        'select status, count(*)::text as n, coalesce(sum(payment_count), 0)::text as payments from conversions where created_at >= $1 group by status order by status',
+        [runStartedAt],
+      )
       .then(({ rows }) => rows.map((r) => `${r.status} ${r.n} (${r.payments} payments)`).join(', ') || 'none')
       .catch((error: Error) => `unavailable (${error.message})`);
 
@@ -542,6 +614,8 @@ async function main(): Promise<number> {
     out(`client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`);
     out(`          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`);
     out(`          client, payrail, and PostgreSQL share the same ${cpu.length} cores`);
+    out(historyLine(history));
+    if (dbProbe) lines.push(...probeLines(dbProbe));
     out();
     out(
       table(
@@ -604,7 +678,22 @@ async function main(): Promise<number> {
   }
 }
 
+function historyLine(history: HistorySummary | undefined): string {
+  if (!history) return 'history:  none (an empty database: only what the bench itself writes)';
+  const c = history.counts;
+  const n = (key: string) => (c[key] ?? 0).toLocaleString('en-US');
+  return [
+    `history:  ${n('payments')} stored payments loaded first over ${n('channels')} channels (bench/history.ts) in ${fmt(history.seconds, 0)} s`,
+    `(load ${fmt(history.loadSeconds, 0)} s, vacuum analyze + checkpoint + sync ${fmt(history.vacuumSeconds, 0)} s): ${n('conversions')} conversions, ${n('payouts')} payouts,`,
+    `${n('chain_transfers')} transfers, ${n('ledger_journals')} journals, ${n('ledger_entries')} entries, ${n('ledger_accounts')} accounts; database ${fmt(history.databaseBytes / 1024 ** 3, 2)} GiB`,
+  ].join('\n          ');
+}
+
 runBench(main, (error) => {
+  if (error instanceof HistoryInterrupted) {
+    process.stderr.write('bench interrupted while loading the history; cleaned up\n');
+    return 130;
+  }
   if (!(error instanceof Interrupted)) return undefined;
   process.stderr.write('bench interrupted; cleaned up\n');
   return 130;

@@ -1,0 +1,137 @@
+/**
+ * The intake benchmark's in-process probe (`npm run bench:intake -- --probe N`): N calls of payrail's recordIpn, one
+ * at a time on one dedicated connection, in the bench process, before the server starts. No HTTP, no client, no
+ * concurrency, no worker: what is left is the database's cost of one payment (its round trips, the statements, the
+ * commit's WAL flush). It reports the time per call, per statement (Kysely's query log), and the buffer pages the
+ * payment touched per table and index (pg_statio_*), which is what grows if a lookup or an index does not stay
+ * flat as the history grows. Nothing here is part of payrail.
+ */
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import type { Database, DatabaseHandle } from '../src/db/index.ts';
+import { readIpn, type Ipn } from '../src/integrations/nowpayments/index.ts';
+import type { Logger } from '../src/log.ts';
+import type { Percent } from '../src/money/index.ts';
+import { recordIpn } from '../src/pipeline/index.ts';
+import { fmt, IpnFactory, percentile, sleep } from './shared.ts';
+
+export interface ProbeOptions {
+  connectionString: string;
+  /** The driver's pool: reads the statistics (the probe's own connection only runs recordIpn). */
+  database: DatabaseHandle;
+  count: number;
+  ipnSecret: string;
+  channelIds: readonly string[];
+  fee: Percent;
+  logger: Logger;
+}
+
+export interface ProbeResult {
+  count: number;
+  warmup: number;
+  /** ms per recordIpn call, ascending. */
+  calls: Float64Array;
+  /** Statement -> total ms and count over the measured calls. */
+  statements: Map<string, { ms: number; n: number }>;
+  /** Buffer pages touched per relation over the measured calls (hit + read), and the reads alone. */
+  blocks: Array<{ relation: string; hit: number; read: number }>;
+  wallSeconds: number;
+}
+
+/** Statement names by how their SQL starts. */
+const STATEMENTS: Array<[RegExp, string]> = [
+  [/^begin/i, 'begin'],
+  [/^commit/i, 'commit'],
+  [/^select .* from "channels"/is, 'select channel'],
+  [/^insert into "payments"/i, 'insert payment'],
+  [/^select payrail_post_journal/i, 'post journal'],
+];
+
+const STATIO_SQL = `select relname as relation, coalesce(heap_blks_hit, 0)::text as hit, coalesce(heap_blks_read, 0)::text as read
+                    from pg_statio_user_tables
+                    union all
+                    select indexrelname, coalesce(idx_blks_hit, 0)::text, coalesce(idx_blks_read, 0)::text from pg_statio_user_indexes`;
+
+async function readStatio(database: DatabaseHandle): Promise<Map<string, { hit: number; read: number }>> {
+  const { rows } = await database.pool.query<{ relation: string; hit: string; read: string }>(STATIO_SQL);
+  return new Map(rows.map((r) => [r.relation, { hit: Number(r.hit), read: Number(r.read) }]));
+}
+
+export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
+  const warmup = Math.min(200, Math.max(10, Math.floor(options.count / 10)));
+  const factory = new IpnFactory(`9${Date.now()}`.slice(0, 15), options.ipnSecret, options.channelIds);
+  // Parsed and verified before timing: the probe times the database work only.
+  const ipns: Ipn[] = [];
+  for (let i = 0; i < warmup + options.count; i++) {
+    const body = factory.next();
+    const reading = readIpn(body.raw, body.signature, options.ipnSecret);
+    if (!reading.ok) throw new Error(`probe: a bench body was refused: ${reading.error}`);
+    ipns.push(reading.ipn);
+  }
+
+  const statements = new Map<string, { ms: number; n: number }>();
+  let measuring = false;
+  const pool = new pg.Pool({ connectionString: options.connectionString, max: 1, application_name: 'payrail-bench-probe', statement_timeout: 30_000 });
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool }),
+    log(event) {
+      if (!measuring) return;
+      const text = event.query.sql.trimStart();
+      const name = STATEMENTS.find(([re]) => re.test(text))?.[1] ?? `other: ${text.slice(0, 40)}`;
+      const entry = statements.get(name) ?? { ms: 0, n: 0 };
+      entry.ms += event.queryDurationMillis;
+      entry.n++;
+      statements.set(name, entry);
+    },
+  });
+  const settings = { feePercent: options.fee };
+  try {
+    for (const ipn of ipns.slice(0, warmup)) await recordIpn(db, ipn, settings);
+    // This backend's counters reach the shared statistics when it goes idle after asking for it.
+    await sql`select pg_stat_force_next_flush()`.execute(db);
+    await sleep(200);
+    const before = await readStatio(options.database);
+    measuring = true;
+    const calls = new Float64Array(options.count);
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < options.count; i++) {
+      const t0 = process.hrtime.bigint();
+      await recordIpn(db, ipns[warmup + i] as Ipn, settings);
+      calls[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+    }
+    const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+    measuring = false;
+    await sql`select pg_stat_force_next_flush()`.execute(db);
+    await sleep(200);
+    const after = await readStatio(options.database);
+    const blocks = [...after.entries()]
+      .map(([relation, a]) => {
+        const b = before.get(relation) ?? { hit: 0, read: 0 };
+        return { relation, hit: a.hit - b.hit, read: a.read - b.read };
+      })
+      .filter((x) => x.hit + x.read > 0)
+      .sort((x, y) => y.hit + y.read - (x.hit + x.read));
+    return { count: options.count, warmup, calls: calls.sort(), statements, blocks, wallSeconds };
+  } finally {
+    await db.destroy().catch(() => undefined);
+  }
+}
+
+/** The report's lines for a probe. */
+export function probeLines(probe: ProbeResult): string[] {
+  const n = probe.count;
+  const mean = probe.calls.reduce((a, b) => a + b, 0) / n;
+  const statements = [...probe.statements.entries()].map(([name, s]) => `${name} ${fmt(s.ms / n, 3)}`).join(', ');
+  const total = probe.blocks.reduce((sum, b) => sum + b.hit + b.read, 0);
+  const reads = probe.blocks.reduce((sum, b) => sum + b.read, 0);
+  const top = probe.blocks
+    .slice(0, 8)
+    .map((b) => `${b.relation} ${fmt((b.hit + b.read) / n, 2)}`)
+    .join(', ');
+  return [
+    `probe:    ${n} recordIpn calls in the bench process, one at a time on one connection, before the server starts (after ${probe.warmup} unmeasured)`,
+    `          per payment: mean ${fmt(mean, 3)} ms, p50 ${fmt(percentile(probe.calls, 50), 3)} ms, p99 ${fmt(percentile(probe.calls, 99), 3)} ms (${fmt(n / probe.wallSeconds, 0)} payments/s on one connection)`,
+    `          per statement, mean ms per payment: ${statements}`,
+    `          buffer pages touched per payment: ${fmt(total / n, 1)} (${fmt(reads / n, 2)} read from outside shared_buffers); by relation: ${top}`,
+  ];
+}
