@@ -224,7 +224,32 @@ export interface PayoutsTable {
   updated_at: Timestamp;
 }
 
+export type AlertSeverity = 'warning' | 'critical';
+
+export interface AlertsTable {
+  id: Generated<string>;
+  rule: string;
+  subject: string;
+  severity: AlertSeverity;
+  message: string;
+  details: ColumnType<Record<string, unknown>, Record<string, unknown> | string | undefined, Record<string, unknown> | string>;
+  first_seen_at: Timestamp;
+  last_seen_at: Timestamp;
+  resolved_at: NullableTimestamp;
+  resolved_by: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface ObservationsTable {
+  name: string;
+  ok: boolean;
+  value: ColumnType<string | null, string | null | undefined, string | null>;
+  detail: ColumnType<string | null, string | null | undefined, string | null>;
+  observed_at: Timestamp;
+}
+
 export interface Database {
+  alerts: AlertsTable;
+  observations: ObservationsTable;
   chain_transfers: ChainTransfersTable;
   chain_refunds: ChainRefundsTable;
   wallet_nonces: WalletNoncesTable;
