@@ -20,7 +20,7 @@ export class ConfigError extends Error {
   }
 }
 
-const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_', 'WALLET_'];
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_', 'WALLET_', 'ALERT_', 'RECONCILE_', 'METRICS_'];
 
 const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
 const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
@@ -59,6 +59,10 @@ const addressList = z
     for (const message of problems) ctx.addIssue({ code: 'custom', message });
     return problems.length > 0 ? z.NEVER : ranges;
   });
+/** A cron schedule: whole minutes from 1 to 59. */
+const cronMinutes = duration.refine((ms) => ms % 60_000 === 0 && ms >= 60_000 && ms <= 59 * 60_000, 'must be whole minutes from 1m to 59m (it is a cron schedule)');
+/** A decimal amount of a token, such as 0.5 or 250: a floor, compared in smallest units (never as a float). */
+const tokenAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,18})?$/, 'must be a decimal amount such as 0.5 or 250');
 const usdAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/, 'must be a USD amount such as 50 or 50.00');
 
 const schema = z.object({
@@ -145,15 +149,35 @@ const schema = z.object({
   /** The USDT token on the host wallet's chain (Tether's contract on Ethereum mainnet by default). */
   USDT_CONTRACT: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed contract address').default('0xdAC17F958D2ee523a2206206994597C13D831ec7'),
   HOST_WALLET_PRIVATE_KEY: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be 0x followed by 64 hex digits').optional(),
-  CONVERSION_INTERVAL: duration
-    .refine((ms) => ms % 60_000 === 0 && ms >= 60_000 && ms <= 59 * 60_000, 'must be whole minutes from 1m to 59m (it is a cron schedule)')
-    .default(60_000),
+  CONVERSION_INTERVAL: cronMinutes.default(60_000),
   CONVERSION_MIN_USD: usdAmount.default('50'),
   CONVERSION_MAX_WAIT: duration.default(3_600_000),
   CONVERSION_MAX_PAYMENTS: positiveInt.max(5_000).default(500),
   CONVERSION_POLL_INTERVAL: duration.default(15_000),
   CONVERSION_POLL_DEADLINE: duration.default(7_200_000),
   TRANSFER_CONFIRM_DEADLINE: duration.default(1_800_000),
+  /** How often the reconciler looks for conversions, payouts and transfers past their deadline. */
+  RECONCILE_INTERVAL: cronMinutes.default(60_000),
+  /** How often the alert rules are evaluated (and the host wallet, chain RPC and ChangeNow observed). */
+  ALERT_INTERVAL: cronMinutes.default(60_000),
+  /** Alerts are POSTed here as JSON when they fire and when they resolve, signed with ALERT_WEBHOOK_SECRET. */
+  ALERT_WEBHOOK_URL: httpUrl.optional(),
+  ALERT_WEBHOOK_SECRET: secret.optional(),
+  /** A conversion not completed this long after it was created is an alert. */
+  ALERT_CONVERSION_PENDING_AFTER: duration.default(3_600_000),
+  /** A task with more runnable jobs than this is an alert. */
+  ALERT_QUEUE_DEPTH: positiveInt.default(100),
+  /** A task whose oldest runnable job has waited longer than this is an alert. */
+  ALERT_QUEUE_AGE: duration.default(300_000),
+  /** Host wallet floors, in ETH and USDT: below them is an alert (before a transfer fails for lack of funds). */
+  ALERT_HOST_ETH_MIN: tokenAmount.default('0.05'),
+  ALERT_HOST_USDT_MIN: tokenAmount.default('100'),
+  /** A threshold channel whose available balance reached its threshold with no open batch for this long. */
+  ALERT_THRESHOLD_NO_BATCH_AFTER: duration.default(3_600_000),
+  /** Set: GET /metrics asks for this bearer token. Unset: /metrics is open (bind it to a private network). */
+  METRICS_TOKEN: secret.optional(),
+  /** A worker-only process (payrail worker) serves its own /metrics on this port when set. */
+  WORKER_METRICS_PORT: port.optional(),
   LOCAL_CHAIN_PORT: port.default(54330),
   LOCAL_CHANGENOW_PORT: port.default(54331),
   /** Fault injection for crash tests: the worker SIGKILLs itself on reaching this point. Never set in production. */
@@ -178,7 +202,7 @@ export type SecretName = (typeof SECRETS)[number];
  * Values a config error never repeats: ADMIN_TOKENS holds tokens, the URLs may hold a password or an API key, and the
  * address lists' messages name the bad entry themselves.
  */
-const NOT_ECHOED = ['ADMIN_TOKENS', 'DATABASE_URL', 'ETH_RPC_URL', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
+const NOT_ECHOED = ['ADMIN_TOKENS', 'DATABASE_URL', 'ETH_RPC_URL', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET', 'METRICS_TOKEN', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
 
 export interface LoadOptions {
   /**
@@ -228,6 +252,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (!embedded && result.success && result.data.CHAIN_ID !== 1 && input.USDT_CONTRACT === undefined) {
     problems.push(`USDT_CONTRACT: required when CHAIN_ID is not 1 (the default is Tether's mainnet contract)`);
   }
+  // An unsigned alert could be forged by anyone who can reach the receiver: no URL without its secret.
+  if (input.ALERT_WEBHOOK_URL !== undefined && input.ALERT_WEBHOOK_SECRET === undefined) {
+    problems.push('ALERT_WEBHOOK_SECRET: required when ALERT_WEBHOOK_URL is set (alerts are signed with it)');
+  }
   if (!embedded) {
     for (const name of ['CHANGENOW_API_URL', 'ETH_RPC_URL'] as const) {
       if (input[name] === undefined) problems.push(`${name}: required when DATABASE_URL is set (a local run starts a simulator instead)`);
@@ -249,6 +277,9 @@ export function secretValues(config: Config): string[] {
     ...SECRETS.map((name) => config[name]),
     config.HOST_WALLET_PRIVATE_KEY.slice(2),
     ...config.ADMIN_TOKENS.map((t) => t.token),
+    ...(config.ALERT_WEBHOOK_SECRET === undefined ? [] : [config.ALERT_WEBHOOK_SECRET]),
+    ...(config.METRICS_TOKEN === undefined ? [] : [config.METRICS_TOKEN]),
+    ...urlCredentials(config.ALERT_WEBHOOK_URL, { pathKeys: true }),
     ...urlCredentials(config.DATABASE_URL, { pathKeys: false }),
     ...urlCredentials(config.ETH_RPC_URL, { pathKeys: true }),
   ];

@@ -23,8 +23,14 @@ export interface TaskPayloads {
   transfer_send: { transferId: string };
   /** Wait for a broadcast transfer's receipt. */
   transfer_confirm: { transferId: string };
+  /** Find conversions, payouts and transfers past their deadline and drive them on, or to review (cron). */
+  reconcile: Record<string, never>;
+  /** Observe the outside world and evaluate the alert rules (cron). */
+  alerts_evaluate: Record<string, never>;
+  /** Send one alert's change (firing or resolved) to ALERT_WEBHOOK_URL. */
+  alert_notify: { alertId: string; state: 'firing' | 'resolved' };
 }
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile', 'alerts_evaluate', 'alert_notify'];
