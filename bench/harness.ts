@@ -45,14 +45,8 @@ export function beginRun<T>(readOptions: (argv: string[]) => T | undefined, usag
   return { options, logger: createLogger({ level: 'error', destination: process.stderr }), secrets: randomSecrets() };
 }
 
-/** `--name N`: a whole number between min and max, or `fallback` when the option is absent. */
-export function wholeNumberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
-  if (text === undefined) return fallback;
-  if (!/^[0-9]+$/.test(text)) throw new Error(`--${name} must be a whole number (got "${text}")`);
-  const n = Number.parseInt(text, 10);
-  if (n < min || n > max) throw new Error(`--${name} must be between ${min} and ${max} (got ${n})`);
-  return n;
-}
+/** `--name N`: a whole number between min and max (the demo's options check, shared). */
+export { wholeNumberOption } from '../src/demo/options.ts';
 
 /**
  * Runs the bench and exits with its code. `expected` turns a failure the bench anticipates into its exit code (after
@@ -141,15 +135,8 @@ export function payrailConfig(databaseUrl: string, secrets: BenchSecrets, outsid
   };
 }
 
-/** PUT /api/channels/<id>: anything but 200 or 201 stops the bench. */
-export async function putChannel(payrailUrl: string, adminToken: string, channelId: string, body: Record<string, string>): Promise<void> {
-  const put = await fetch(`${payrailUrl}/api/channels/${channelId}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (put.status !== 200 && put.status !== 201) throw new Error(`PUT /api/channels/${channelId} answered ${put.status}: ${await put.text()}`);
-}
+/** PUT /api/channels/<id>: anything but 200 or 201 stops the bench (shared with the demo). */
+export { putChannel } from '../src/demo/channels.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes

@@ -29,12 +29,12 @@ import { createPublicClient, erc20Abi, http, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
-import { CONVERSION_BATCH_QUEUE } from '../src/pipeline/convert.ts';
+import { IpnSendError, queueConversionCheck, sendIpns, type SendOutcome } from '../src/demo/ipns.ts';
 import { formatUnits } from '../src/money/index.ts';
 import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
 import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
-import { busyShare, childrenTicks, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procStatusKib, procTicks, sleep, table, ticksToCores, type SignedIpn } from './shared.ts';
+import { busyShare, childrenTicks, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procStatusKib, procTicks, sleep, table, ticksToCores } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
@@ -288,62 +288,10 @@ const WAITS_SQL =
          from pg_stat_activity a where a.application_name = 'payrail-webworker' and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Sending the IPNs
+// Sending the IPNs: src/demo/ipns.ts (sendIpns), shared with the demo
 
 class Aborted extends Error {
   override name = 'Aborted';
-}
-
-interface IntakeOutcome {
-  firstSentAt: number;
-  lastAnsweredAt: number;
-  /** Latency of every request, ms. */
-  latencies: Float64Array;
-}
-
-/**
- * Sends every body once, `concurrency` at a time, each on its own keep-alive connection (fetch's pool). Anything but
- * a 200 stops the sending: the bench aborts with the status and the body.
- */
-async function sendAll(url: string, bodies: SignedIpn[], concurrency: number, stopped: () => string | undefined): Promise<IntakeOutcome> {
-  const latencies = new Float64Array(bodies.length);
-  let nextIndex = 0;
-  let failure: string | undefined;
-  const firstSentAt = Date.now();
-  const worker = async () => {
-    for (;;) {
-      failure ??= stopped();
-      if (failure !== undefined) return;
-      const index = nextIndex++;
-      const body = bodies[index];
-      if (body === undefined) return;
-      bodies[index] = undefined as unknown as SignedIpn; // let a sent body be collected
-      const started = performance.now();
-      let status: number;
-      let text: string;
-      try {
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-nowpayments-sig': body.signature },
-          body: body.raw,
-          signal: AbortSignal.timeout(30_000),
-        });
-        status = res.status;
-        text = await res.text();
-      } catch (error) {
-        failure ??= `IPN for payment ${body.paymentId} failed: ${(error as Error).message}${(error as Error).cause ? ` (${String((error as Error).cause)})` : ''}`;
-        return;
-      }
-      latencies[index] = performance.now() - started;
-      if (status !== 200) {
-        failure ??= `IPN for payment ${body.paymentId} answered ${status}, not 200: ${text.slice(0, 300)}`;
-        return;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  if (failure !== undefined) throw new Aborted(failure);
-  return { firstSentAt, lastAnsweredAt: Date.now(), latencies: latencies.sort() };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -530,11 +478,16 @@ async function main(): Promise<number> {
         .catch(() => undefined)
         .finally(() => (progressBusy = false));
     }, PROGRESS_EVERY_MS);
-    let intake: IntakeOutcome;
+    let intake: SendOutcome;
     try {
-      intake = await sendAll(`${payrail.url}/webhooks/nowpayments`, signedBodies.pool, opts.concurrency, () =>
-        interruption.interrupted ? 'interrupted during intake' : Date.now() > deadline ? `deadline of ${opts.deadlineS} s passed during intake` : undefined,
-      );
+      intake = await sendIpns(`${payrail.url}/webhooks/nowpayments`, signedBodies.pool, {
+        concurrency: opts.concurrency,
+        stopped: () => (interruption.interrupted ? 'interrupted during intake' : Date.now() > deadline ? `deadline of ${opts.deadlineS} s passed during intake` : undefined),
+      });
+    } catch (error) {
+      // Anything but a 200 stops the bench: the status and the body are in the message.
+      if (error instanceof IpnSendError) throw new Aborted(error.message);
+      throw error;
     } finally {
       clearInterval(progress);
     }
@@ -567,13 +520,8 @@ async function main(): Promise<number> {
         throw new Aborted(`deadline of ${opts.deadlineS} s passed with ${thresholdPayments - last.completed} threshold payments not settled (pending ${last.pending}, converting ${last.converting}), ${instantPayments - last.instantPayouts} instant payments without a payout, ${payoutsAll - last.payoutsCompleted} payouts not completed`);
       }
       if (last.pending > 0) {
-        // Only when no conversion_batch job is queued or running, and as intake's nudge queues it (its key, key mode
-        // and queue): the bench never adds a second concurrent check of its own.
-        const { rowCount } = await database.pool.query(
-          `select graphile_worker.add_job('conversion_batch', '{}'::json, queue_name => '${CONVERSION_BATCH_QUEUE}', max_attempts => 1, job_key => 'conversion_batch:nudge', job_key_mode => 'preserve_run_at')
-           where not exists (select 1 from graphile_worker.jobs where task_identifier = 'conversion_batch' and (attempts < max_attempts or locked_at is not null))`,
-        );
-        drainJobs += rowCount ?? 0;
+        // Only when no conversion_batch job is queued or running (the demo's drain too): never a second concurrent check.
+        if (await queueConversionCheck(database.pool)) drainJobs++;
       }
       await sleep(DRAIN_EVERY_MS);
     }

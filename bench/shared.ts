@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'lossless-json';
+import type { SignedIpn } from '../src/demo/ipns.ts';
 import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
 
 const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.url);
@@ -14,11 +15,8 @@ const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.ur
 /** Payment ids are base + sequence; the sequence stays below this so ids keep 20 digits at most. */
 const MAX_SEQUENCE = 10_000_000n;
 
-export interface SignedIpn {
-  readonly paymentId: string;
-  readonly raw: string;
-  readonly signature: string;
-}
+/** A signed body as the senders in src/demo/ipns.ts take it. */
+export type { SignedIpn } from '../src/demo/ipns.ts';
 
 /**
  * Bodies in the fixtures' exact shape (the `finished` IPN), each with its own payment_id, spread round-robin over

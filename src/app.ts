@@ -6,15 +6,17 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
 import { secretValues, type Config } from './config.ts';
-import { createChangeNowClient } from './integrations/changenow/index.ts';
+import { createChangeNowClient, type ChangeNowObserver } from './integrations/changenow/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
 import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
-import { buildHttpApp } from './http/index.ts';
+import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
+import { createMetrics, type Metrics } from './metrics/index.ts';
 import { migrateQueue, startWorker, type RunningWorker } from './jobs/index.ts';
-import type { Logger } from './log.ts';
+import { createScrubber, type Logger } from './log.ts';
+import { ALERT_TASKS, alertCron, alertSettings, alertTasks, alertWebhook, storeEventAlert, type AlertDeps } from './alerts/index.ts';
 
 export interface Roles {
   web: boolean;
@@ -51,9 +53,27 @@ export async function prepareDatabase(database: DatabaseHandle, logger: Logger):
   return applied;
 }
 
+/** Every task this version runs: health and the queue alerts look at these queues only. */
+export const ALL_HANDLED_TASKS: readonly string[] = [...HANDLED_TASKS, ...ALERT_TASKS];
+
 /** Handlers by task. A task without a handler here keeps its jobs queued and visible until a version has one. */
-export function taskHandlers(deps: StageDeps): TaskList {
-  return pipelineTasks(deps) as TaskList;
+export function taskHandlers(deps: StageDeps, alerts?: AlertDeps): TaskList {
+  return { ...pipelineTasks(deps), ...(alerts && alertTasks(alerts)) } as TaskList;
+}
+
+/** The alert jobs' needs: the stages' database, wallet and ChangeNow client, and the alert configuration. */
+export function alertDeps(config: Config, stage: StageDeps): AlertDeps {
+  return {
+    db: stage.db,
+    logger: stage.logger,
+    wallet: stage.wallet,
+    exchange: stage.exchange,
+    usdtContract: stage.usdtContract,
+    settings: alertSettings(config, ALL_HANDLED_TASKS),
+    notify: config.ALERT_WEBHOOK_URL !== undefined,
+    webhook: alertWebhook(config),
+    scrub: createScrubber(secretValues(config)),
+  };
 }
 
 /** ChangeNow and the chain: the configured ones, or (local run) the simulator and anvil started here. */
@@ -85,11 +105,11 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
   return { rpcUrl, chainId: config.CHAIN_ID, changenowUrl: config.CHANGENOW_API_URL as string, stop: async () => undefined };
 }
 
-export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void): StageDeps {
+export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void, changenowObserver?: ChangeNowObserver): StageDeps {
   const wallet = createChainWallet({ rpcUrl: outside.rpcUrl, privateKey: config.HOST_WALLET_PRIVATE_KEY, chainId: outside.chainId, timeoutMs: 15_000 });
   return {
     db: database.db,
-    exchange: createChangeNowClient({ baseUrl: outside.changenowUrl, apiKey: config.CHANGENOW_API_KEY, connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT, responseTimeoutMs: config.CHANGENOW_TIMEOUT }),
+    exchange: createChangeNowClient({ baseUrl: outside.changenowUrl, apiKey: config.CHANGENOW_API_KEY, connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT, responseTimeoutMs: config.CHANGENOW_TIMEOUT, ...(changenowObserver && { observer: changenowObserver }) }),
     wallet,
     hostAddress: wallet.address,
     usdtContract: (outside.usdtContract ?? config.USDT_CONTRACT) as `0x${string}`,
@@ -105,6 +125,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
     },
     logger,
+    notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
     ...(crashPoint && { crashPoint }),
   };
 }
@@ -116,6 +137,10 @@ export interface Payrail {
   readonly url?: string;
   /** ChangeNow and chain endpoints in use (the local ones on a local run). */
   readonly outside?: LocalOutside;
+  /** This process's metrics (also served at /metrics). */
+  readonly metrics: Metrics;
+  /** Base URL of a worker-only process's own /metrics server (WORKER_METRICS_PORT). */
+  readonly metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -137,22 +162,31 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
   let outside: LocalOutside | undefined;
+  let metricsServer: MetricsServer | undefined;
+  const metrics = createMetrics();
   try {
     await prepareDatabase(database, logger);
     if (roles.worker) {
       outside = await openOutside(config, logger);
+      const stage = stageDeps(config, database, outside, logger, crashPoint, (call) => metrics.changenowCall(call));
       worker = await startWorker({
         pool: database.pool,
         db: database.db,
         logger,
-        taskList: taskHandlers(stageDeps(config, database, outside, logger, crashPoint)),
-        cron: pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL }),
+        taskList: taskHandlers(stage, alertDeps(config, stage)),
+        cron: [...pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL, reconcileIntervalMs: config.RECONCILE_INTERVAL }), ...alertCron({ intervalMs: config.ALERT_INTERVAL })],
+        storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
         staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
         heartbeatIntervalMs: config.WORKER_HEARTBEAT_INTERVAL,
         ...(options.onWorkerFailure && { onUnexpectedStop: options.onWorkerFailure }),
+        jobObserver: metrics.jobs,
       });
+      // A worker-only process's job and ChangeNow metrics exist only in its memory: it serves them itself.
+      if (!roles.web && config.WORKER_METRICS_PORT !== undefined) {
+        metricsServer = await startMetricsServer({ metrics, port: config.WORKER_METRICS_PORT, host: config.HOST, logger, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) });
+      }
     }
     if (roles.web) {
       const nudge = createConversionNudger(database.db, logger);
@@ -167,21 +201,25 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           onThresholdCredit: nudge,
           rateLimitPerMinute: config.WEBHOOK_RATE_LIMIT,
           allowedSources: config.NOWPAYMENTS_ALLOWED_IPS,
+          onAnswered: (answer) => metrics.ipnAnswered(answer),
         },
         trustedProxies: config.TRUSTED_PROXY,
         secrets: secretValues(config),
         health: {
           db: database.db,
-          handledTasks: HANDLED_TASKS,
+          handledTasks: ALL_HANDLED_TASKS,
           workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
         },
         admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
+        alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
+        metrics: { metrics, db: database.db, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) },
       });
       await http.listen({ port: config.PORT, host: config.HOST });
     }
   } catch (error) {
     await http?.close().catch(() => undefined);
+    await metricsServer?.close().catch(() => undefined);
     await worker?.stop().catch(() => undefined);
     await outside?.stop().catch(() => undefined);
     if (!existing) await database.shutdown().catch(() => undefined);
@@ -189,15 +227,18 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
   }
   const address = http?.server.address();
   const url = address && typeof address === 'object' ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : undefined;
-  logger.info({ event: 'payrail_started', roles, url }, 'payrail started');
+  logger.info({ event: 'payrail_started', roles, url, ...(metricsServer && { metricsUrl: metricsServer.url }) }, 'payrail started');
   return {
     database,
+    metrics,
+    ...(metricsServer && { metricsUrl: metricsServer.url }),
     ...(http && { http }),
     ...(url && { url }),
     ...(outside && { outside }),
     async stop() {
       // Stop taking requests, let running jobs finish, then release the outside world and the database.
       await http?.close();
+      await metricsServer?.close();
       await worker?.stop();
       await outside?.stop();
       if (!existing) await database.shutdown();

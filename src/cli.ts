@@ -1,13 +1,13 @@
 /**
- * payrail start | web | worker | migrate | check-ledger
+ * payrail start | web | worker | migrate | check-ledger | status | demo
  */
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.ts';
-import { ConfigError, loadConfig, secretValues, type Config, type SecretName } from './config.ts';
-import { checkLedger } from './ledger/index.ts';
+import { ConfigError, loadConfig, secretValues, type Config } from './config.ts';
+import { runDemo } from './demo/index.ts';
+import { localDevSecrets } from './dev-secrets.ts';
+import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { formatStatus, readOverview, WINDOW_HOURS_DEFAULT, WINDOW_HOURS_MAX } from './overview/index.ts';
 import { startChangeNowSimulator } from './simulators/index.ts';
 
 const USAGE = `usage: payrail <command>
@@ -17,6 +17,10 @@ const USAGE = `usage: payrail <command>
   worker        jobs only
   migrate       apply database migrations and exit
   check-ledger  recompute balances from entries and check the ledger invariants; exit 1 on any violation
+  status [--json] [--hours N]
+                what the dashboard shows (totals, pipeline, queues, alerts, host wallet, review queue), as text or JSON
+  demo [--payments N] [--channels N] [--outage] [--seed N] [--exit] [--data-dir PATH]
+                the whole pipeline on a fresh local payrail of its own, with progress and a summary (--help)
   sim changenow [--port N] [--api-key KEY] [--rpc-url URL] [--step-ms MS]
                 run the ChangeNow v2 simulator on its own
 `;
@@ -36,8 +40,15 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined ? 64 : 0;
   }
   if (command === 'sim') return simulate(argv.slice(1));
-  if (!(command in ROLES) && command !== 'migrate' && command !== 'check-ledger') {
+  // The demo builds its own configuration (own data dir, free ports), never the environment's.
+  if (command === 'demo') return runDemo(argv.slice(1));
+  if (!(command in ROLES) && command !== 'migrate' && command !== 'check-ledger' && command !== 'status') {
     process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
+    return 64;
+  }
+  const status = command === 'status' ? statusOptions(argv.slice(1)) : undefined;
+  if (typeof status === 'string') {
+    process.stderr.write(`${status}\nusage: payrail status [--json] [--hours N]   (N from 1 to ${WINDOW_HOURS_MAX}, default ${WINDOW_HOURS_DEFAULT})\n`);
     return 64;
   }
 
@@ -63,7 +74,12 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write('migrations applied\n');
       return 0;
     }
-    const report = await checkLedger(database.db);
+    if (status) {
+      const overview = await readOverview(database.db, { windowHours: status.hours });
+      process.stdout.write(status.json ? `${JSON.stringify(overview, null, 2)}\n` : formatStatus(overview));
+      return 0;
+    }
+    const report = await checkLedger(database.db, ledgerProgress());
     process.stdout.write(`ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`);
     for (const p of report.problems) process.stdout.write(`VIOLATION ${p.rule}: ${p.subject}: ${p.detail}\n`);
     process.stdout.write(report.ok ? 'ledger OK\n' : `ledger BROKEN: ${report.problems.length} violation(s)\n`);
@@ -71,6 +87,42 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await database.shutdown();
   }
+}
+
+function statusOptions(args: string[]): { json: boolean; hours: number } | string {
+  let json = false;
+  let hours = WINDOW_HOURS_DEFAULT;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--json') json = true;
+    else if (arg === '--hours' && /^[1-9][0-9]{0,2}$/.test(args[i + 1] ?? '') && Number(args[i + 1]) <= WINDOW_HOURS_MAX) hours = Number(args[++i]);
+    else return `payrail status: unexpected ${arg === '--hours' ? `--hours ${args[i + 1] ?? ''}` : `argument ${arg}`}`;
+  }
+  return { json, hours };
+}
+
+/**
+ * check-ledger reads every entry once per check: tens of seconds on millions of entries. At a terminal it says
+ * which check runs and for how long; in a pipe or a log it stays quiet (stdout carries the report either way).
+ */
+function ledgerProgress(): CheckLedgerOptions {
+  if (!process.stderr.isTTY) return {};
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    onCheck(name, index) {
+      clearInterval(timer);
+      const show = () => process.stderr.write(`\r\x1b[Kcheck-ledger [${index + 1}/${LEDGER_CHECKS.length}] ${name} · ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      show();
+      timer = setInterval(show, 500);
+      timer.unref();
+      // The last check is a quick count: clear the line once it is under way, before the report is printed.
+      if (index === LEDGER_CHECKS.length - 1) {
+        clearInterval(timer);
+        process.stderr.write('\r\x1b[K');
+      }
+    },
+  };
 }
 
 async function serve(config: Config, roles: Roles, logger: Logger): Promise<number> {
@@ -129,32 +181,6 @@ async function simulate(args: string[]): Promise<number> {
   });
   await sim.stop();
   return 0;
-}
-
-/**
- * A local run without secrets gets generated ones, kept in the data dir so they survive restarts, and printed so
- * the operator can use them. loadConfig only asks for them when no DATABASE_URL is set.
- */
-function localDevSecrets(dataDir: string, missing: SecretName[]): Partial<Record<SecretName, string>> {
-  const file = path.resolve(dataDir, 'dev-secrets.json');
-  let stored: Partial<Record<SecretName, string>> = {};
-  if (fs.existsSync(file)) stored = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Record<SecretName, string>>;
-  let changed = false;
-  for (const name of missing) {
-    if (!stored[name]) {
-      stored[name] = name === 'HOST_WALLET_PRIVATE_KEY' ? `0x${randomBytes(32).toString('hex')}` : randomBytes(24).toString('base64url');
-      changed = true;
-    }
-  }
-  if (changed) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-    fs.writeFileSync(file, JSON.stringify(stored, null, 2) + '\n', { mode: 0o600 });
-  }
-  process.stderr.write(`\nLOCAL RUN: no ${missing.join(' / ')} given, using generated development values (kept in ${file}):\n`);
-  // The wallet key is not printed: it lives in the file, and only ever holds local test ETH.
-  for (const name of missing) process.stderr.write(`  ${name}=${name === 'HOST_WALLET_PRIVATE_KEY' ? '(generated, see the file)' : stored[name]}\n`);
-  process.stderr.write('Set them in the environment for any real deployment.\n\n');
-  return stored;
 }
 
 main(process.argv.slice(2)).then(

@@ -174,6 +174,11 @@ const schema = z.object({
   ALERT_HOST_USDT_MIN: tokenAmount.default('100'),
   /** A threshold channel whose available balance reached its threshold with no open batch for this long. */
   ALERT_THRESHOLD_NO_BATCH_AFTER: duration.default(3_600_000),
+  /**
+   * An alert raised by an event (a refusal, a failed check) rather than a lasting state resolves on its own once it
+   * has not recurred for this long; a person can resolve it sooner.
+   */
+  ALERT_EVENT_RESOLVE_AFTER: duration.default(86_400_000),
   /** Set: GET /metrics asks for this bearer token. Unset: /metrics is open (bind it to a private network). */
   METRICS_TOKEN: secret.optional(),
   /** A worker-only process (payrail worker) serves its own /metrics on this port when set. */

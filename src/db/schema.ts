@@ -129,6 +129,9 @@ export interface ChainTransfersTable {
   broadcast_at: NullableTimestamp;
   attempts: Generated<number>;
   last_error: string | null;
+  /** Times the reconciler re-queued its job, and when it last did. */
+  reconcile_attempts: Generated<number>;
+  reconciled_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -168,6 +171,9 @@ export interface ConversionsTable {
   reason: string | null;
   last_error: string | null;
   poll_deadline_at: NullableTimestamp;
+  /** Times the reconciler re-queued its job, and when it last did. */
+  reconcile_attempts: Generated<number>;
+  reconciled_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
   completed_at: NullableTimestamp;
@@ -220,6 +226,9 @@ export interface PayoutsTable {
   approved_at: NullableTimestamp;
   completed_at: NullableTimestamp;
   top_ups: Generated<number>;
+  /** Times the reconciler re-queued its job, and when it last did. */
+  reconcile_attempts: Generated<number>;
+  reconciled_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

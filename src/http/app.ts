@@ -5,7 +5,11 @@ import { createScrubber, type Logger } from '../log.ts';
 import { bearerAuth, type AdminToken } from './auth.ts';
 import { addressMatcher, type AddressRange } from './net.ts';
 import { adminRoutes, type AdminDeps } from './routes/admin.ts';
+import { alertRoutes, type AlertRouteDeps } from './routes/alerts.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
 import { healthRoutes, type HealthDeps } from './routes/health.ts';
+import { metricsRoutes, type MetricsRouteDeps } from './routes/metrics.ts';
+import { overviewRoutes } from './routes/overview.ts';
 import { webhookRoutes, type WebhookDeps } from './routes/webhooks.ts';
 
 export interface HttpDeps {
@@ -14,6 +18,8 @@ export interface HttpDeps {
   webhook: WebhookDeps;
   health: HealthDeps;
   admin: Omit<AdminDeps, 'requireAdmin'>;
+  /** GET /api/alerts, POST /api/alerts/:id/resolve (admin token); absent: no such routes. */
+  alerts?: Omit<AlertRouteDeps, 'requireAdmin'>;
   /**
    * The reverse proxies whose X-Forwarded-For is believed: behind one of them request.ip is the client it names;
    * from any other address the header is ignored and the socket's address is the source. Absent or empty: no proxy.
@@ -21,6 +27,8 @@ export interface HttpDeps {
   trustedProxies?: readonly AddressRange[];
   /** Values scrubbed from every response body, whatever put them there (an error message carrying an URL, say). */
   secrets?: readonly string[];
+  /** GET /metrics; absent: no such route. */
+  metrics?: MetricsRouteDeps;
 }
 
 export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
@@ -59,7 +67,14 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }));
 
   await app.register(async (scope) => healthRoutes(scope, deps.health));
+  const metrics = deps.metrics;
+  if (metrics) await app.register(async (scope) => metricsRoutes(scope, metrics));
   await app.register(async (scope) => webhookRoutes(scope, deps.webhook));
   await app.register(async (scope) => adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) }));
+  const alerts = deps.alerts;
+  if (alerts) await app.register(async (scope) => alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) }));
+  await app.register(async (scope) => overviewRoutes(scope, { db: deps.admin.db, requireAdmin: bearerAuth(deps.adminTokens) }));
+  // The page and its assets are public (they hold no data); everything they show comes from /api/overview.
+  await app.register(async (scope) => dashboardRoutes(scope));
   return app;
 }

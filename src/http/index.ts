@@ -1,2 +1,3 @@
 export { buildHttpApp, type HttpDeps } from './app.ts';
 export type { AdminToken } from './auth.ts';
+export { startMetricsServer, type MetricsServer } from './metrics-server.ts';

@@ -2,3 +2,5 @@ export { enqueue, type EnqueueOptions } from './enqueue.ts';
 export { TASK_NAMES, type TaskName, type TaskPayloads } from './tasks.ts';
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { queueStats, liveWorkers, type TaskQueueStats } from './queue-stats.ts';
+export { type JobObserver, type JobResult } from './job-events.ts';
+export { periodic, PERIODIC } from './periodic.ts';

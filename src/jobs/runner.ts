@@ -5,6 +5,7 @@ import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type CronIt
 import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import { startHeartbeat } from './heartbeat.ts';
+import { watchJobs, type JobObserver } from './job-events.ts';
 
 export interface WorkerOptions {
   pool: pg.Pool;
@@ -23,6 +24,13 @@ export interface WorkerOptions {
    * leaving no worker (found by the chaos run, fault restart_postgres).
    */
   onUnexpectedStop?: (error: Error) => void;
+  /** Told of every job attempt (metrics). */
+  jobObserver?: JobObserver;
+  /**
+   * Stores an alert this runner logged (src/alerts' store, handed in by the composition root). Best effort: the
+   * database is often what just failed, and the log line stays the record then.
+   */
+  storeAlert?: (alert: { rule: string; subject: string; severity: 'warning' | 'critical'; message: string; details: Record<string, unknown> }) => Promise<void>;
 }
 
 export interface RunningWorker {
@@ -52,6 +60,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // Jobs are locked under the pool's id (workers' ids on older queue versions): record both.
   events.on('pool:create', ({ workerPool }) => queueWorkerIds.add(workerPool.id));
   events.on('worker:create', ({ worker }) => queueWorkerIds.add(worker.workerId));
+  if (options.jobObserver) watchJobs(events, options.jobObserver);
   // A job out of attempts is work nobody will do again on their own: say so loudly.
   events.on('job:failed', ({ job, error }) => {
     options.logger.error(
@@ -92,6 +101,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     if (failed || stopping) return;
     failed = true;
     options.logger.error({ event: 'alert', alert: 'worker_runner_stopped', err: error.message }, 'the job queue runner stopped on its own; this worker runs no more jobs');
+    options.storeAlert?.({ rule: 'worker_runner_stopped', subject: workerId, severity: 'critical', message: 'the job queue runner stopped on its own; this worker runs no more jobs', details: { workerId, err: error.message } }).catch(() => undefined);
     void heartbeat?.stop({ keepRow: true });
     options.onUnexpectedStop?.(error);
   };

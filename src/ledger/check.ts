@@ -15,12 +15,24 @@ export interface LedgerReport {
   readonly problems: LedgerProblem[];
 }
 
+/** The checks in the order they run, for progress reports (each is one query over the whole ledger). */
+export const LEDGER_CHECKS = ['journals balance', 'journals have two entries', 'balances match entries', 'no negative balance', 'payments match journals', 'counts'] as const;
+
+export interface CheckLedgerOptions {
+  /** Called before each check starts: `index` of LEDGER_CHECKS.length (the check takes seconds on millions of entries). */
+  onCheck?: (name: (typeof LEDGER_CHECKS)[number], index: number) => void;
+}
+
 /**
  * Recomputes every balance from the entries and checks the invariants the posting code asserts before writing:
  * the pair of the in-code check. Read-only; run it any time.
  */
-export async function checkLedger(db: Db): Promise<LedgerReport> {
+export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Promise<LedgerReport> {
   const problems: LedgerProblem[] = [];
+  let step = 0;
+  const starting = () => options.onCheck?.(LEDGER_CHECKS[step] as (typeof LEDGER_CHECKS)[number], step++);
+
+  starting();
 
   const unbalanced = await sql<{ journal_id: string; kind: string; ref: string; asset: string; total: string }>`
     select j.id as journal_id, j.kind, j.ref, a.asset, sum(e.amount)::text as total
@@ -30,6 +42,7 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
     problems.push({ rule: 'journal_balances', subject: `journal ${r.journal_id} (${r.kind}:${r.ref})`, detail: `${r.asset} entries sum to ${r.total}, not 0` });
   }
 
+  starting();
   const thin = await sql<{ id: string; kind: string; ref: string; n: string }>`
     select j.id, j.kind, j.ref, count(e.id)::text as n from ledger_journals j left join ledger_entries e on e.journal_id = j.id
     group by j.id having count(e.id) < 2`.execute(db);
@@ -37,6 +50,7 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
     problems.push({ rule: 'journal_entries', subject: `journal ${r.id} (${r.kind}:${r.ref})`, detail: `has ${r.n} entries, needs at least 2` });
   }
 
+  starting();
   const drifted = await sql<{ code: string; asset: string; balance: string; computed: string }>`
     select a.code, a.asset, a.balance::text as balance, coalesce(sum(e.amount), 0)::text as computed
     from ledger_accounts a left join ledger_entries e on e.account_id = a.id
@@ -45,6 +59,7 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
     problems.push({ rule: 'balance_matches_entries', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} but entries sum to ${r.computed}` });
   }
 
+  starting();
   const negative = await sql<{ code: string; asset: string; balance: string }>`
     select code, asset, balance::text as balance from ledger_accounts where not allow_negative and balance < 0`.execute(db);
   for (const r of negative.rows) {
@@ -52,6 +67,7 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
   }
 
   // Each credited payment's journal must carry exactly its gross in and its fee and net out.
+  starting();
   const payments = await sql<{ payment_id: string; gross_amount: string; inflow: string | null }>`
     with credits as (
       select j.ref, sum(e.amount) filter (where e.amount > 0) as inflow
@@ -64,6 +80,7 @@ export async function checkLedger(db: Db): Promise<LedgerReport> {
     problems.push({ rule: 'payment_matches_journal', subject: `payment ${r.payment_id}`, detail: `gross ${r.gross_amount} but its journal credits ${r.inflow ?? 'nothing'}` });
   }
 
+  starting();
   const counts = await sql<{ accounts: string; journals: string; entries: string }>`
     select (select count(*) from ledger_accounts)::text as accounts, (select count(*) from ledger_journals)::text as journals,
            (select count(*) from ledger_entries)::text as entries`.execute(db);

@@ -13,6 +13,7 @@ import { enqueue } from '../jobs/index.ts';
 import { formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { withRunLock } from './run-lock.ts';
+import { stageAlert } from './alert.ts';
 import { createTransfer, type TransferHooks } from './transfer.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
@@ -111,7 +112,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
       .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
       .where('payment_id', 'in', locked.map((p) => p.payment_id))
       .execute();
-    await enqueue(trx, 'conversion_exchange', { conversionId }, { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+    await enqueueConversionExchange(trx, conversionId);
     return true;
   });
   if (!created) return null;
@@ -127,7 +128,7 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
     .where('conversion_status', '=', 'pending')
     .execute();
   const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: (error as Error).message };
-  if (error instanceof ChangeNowError && error.kind === 'permanent') deps.logger.error({ event: 'alert', alert: 'changenow_permanent_error', ...fields }, 'ChangeNow refused a conversion estimate');
+  if (error instanceof ChangeNowError && error.kind === 'permanent') await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a conversion estimate', details: fields });
   else deps.logger.warn({ event: 'conversion_estimate_failed', ...fields }, 'conversion estimate failed; will retry');
 }
 
@@ -147,7 +148,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
     const found = await deps.exchange.listExchanges({ userId: conversionId });
     if (found.length > 1) {
       await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`);
-      log.error({ event: 'alert', alert: 'duplicate_exchanges', exchangeIds: found.map((e) => e.id) }, 'more than one exchange for a conversion');
+      await stageAlert(deps, log, { rule: 'duplicate_exchanges', subject: conversionId, severity: 'critical', message: 'more than one exchange for a conversion', details: { conversionId, exchangeIds: found.map((e) => e.id) } });
       return;
     }
     const [first] = found;
@@ -155,7 +156,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       const amount = formatUnits(BigInt(conversion.amount_wei), 18);
       if (!['new', 'waiting'].includes(first.status) || first.expectedAmountFrom !== amount) {
         await toReview(deps, conversionId, `found exchange ${first.id} is ${first.status} for ${first.expectedAmountFrom ?? '?'} ETH, expected a waiting exchange for ${amount}`);
-        log.error({ event: 'alert', alert: 'exchange_mismatch', exchangeId: first.id }, 'the exchange found for a conversion does not match it');
+        await stageAlert(deps, log, { rule: 'exchange_mismatch', subject: conversionId, severity: 'critical', message: 'the exchange found for a conversion does not match it', details: { conversionId, exchangeId: first.id } });
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -192,7 +193,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
             .execute();
           await releasePaymentsIn(trx, conversionId, 'failed', `changenow ${error.code}: ${error.message}`);
         });
-        log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try');
+        await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try', details: { code: error.code, endpoint: error.endpoint, conversionId } });
         return;
       }
       await deps.db.updateTable('conversions').set({ last_error: (error as Error).message, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
@@ -247,6 +248,10 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
   };
 }
 
+export function enqueueConversionExchange(trx: Transaction<Database>, conversionId: string): Promise<void> {
+  return enqueue(trx, 'conversion_exchange', { conversionId }, { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+}
+
 export function enqueuePoll(trx: Transaction<Database>, conversionId: string, runAt: Date): Promise<void> {
   return enqueue(trx, 'conversion_poll', { conversionId }, { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS });
 }
@@ -262,10 +267,15 @@ export async function releasePaymentsIn(trx: Transaction<Database>, conversionId
     .execute();
 }
 
-/** Ends a conversion whose ETH may be gone: a person decides, the payments stay out of every batch. */
-export async function toReview(deps: StageDeps, conversionId: string, reason: string): Promise<void> {
-  await deps.db.transaction().execute(async (trx) => {
+/**
+ * Ends a conversion whose ETH may be gone: a person decides, the payments stay out of every batch. In the caller's
+ * transaction when given one (the reconciler decides under the conversion's row lock).
+ */
+export async function toReview(deps: StageDeps, conversionId: string, reason: string, within?: Transaction<Database>): Promise<void> {
+  const review = async (trx: Transaction<Database>) => {
     await trx.updateTable('conversions').set({ status: 'needs_review', reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
     await trx.updateTable('payments').set({ conversion_status: 'failed', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
-  });
+  };
+  if (within) await review(within);
+  else await deps.db.transaction().execute(review);
 }

@@ -42,6 +42,8 @@ export interface StageDeps {
   usdtContract?: `0x${string}`;
   settings: ConversionSettings;
   logger: Logger;
+  /** ALERT_WEBHOOK_URL is set: alerts raised on the way are also queued for the webhook. */
+  notifyAlerts?: boolean;
   /** Test seam: called at named points between an outside effect and the commit that records it. */
   crashPoint?: (name: CrashPoint) => void;
 }

@@ -11,6 +11,7 @@ import { decimalsOf, formatUnits } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { ChainUnavailableError } from '../integrations/wallet/index.ts';
 import { claimRefund } from './refunds.ts';
+import { stageAlert } from './alert.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
 
 /** payout_poll */
@@ -27,7 +28,7 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
     // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
-    if (error.kind === 'permanent') log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused a payout status request');
+    if (error.kind === 'permanent') await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a payout status request', details: { payoutId, code: error.code, endpoint: error.endpoint } });
     else log.warn({ event: 'payout_poll_failed', code: error.code }, 'ChangeNow unreachable; polling the payout again later');
     if (pastDeadline) await toReview(deps, payoutId, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
     else await pollLater();

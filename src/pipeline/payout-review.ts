@@ -90,9 +90,10 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       return 'sent';
     }
     if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be retried`);
+    // Out of review, the reconciler's resumes start over: a person chose to try again.
     if (payout.exchange_id !== null && transferStatus === 'confirmed') {
       // The funds are at ChangeNow: look again, with a fresh deadline.
-      await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
+      await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs), reconcile_attempts: 0 });
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
@@ -101,12 +102,12 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     if (isDirect(payout)) {
       // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
       // from pending, through the approval check to its one transfer.
-      await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null });
+      await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
       await enqueuePayoutRun(trx, id);
       return 'pending';
     }
     // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
-    await set(trx, id, { status: 'exchange_requested', reason: null, attempts: 0, last_error: null });
+    await set(trx, id, { status: 'exchange_requested', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
     await enqueuePayoutRun(trx, id);
     return 'exchange_requested';
   },

@@ -25,6 +25,7 @@ import { decimalsOf, formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
 import { createTransfer, TransferNotReady, type TransferHooks } from './transfer.ts';
+import { stageAlert } from './alert.ts';
 
 export type Payout = Selectable<PayoutsTable>;
 
@@ -141,7 +142,7 @@ async function recordFailure(deps: StageDeps, payoutId: string, error: unknown):
     .executeTakeFirst();
   if (!row) throw error;
   const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: message };
-  if (error instanceof ChangeNowError && error.kind === 'permanent') deps.logger.error({ event: 'alert', alert: 'changenow_permanent_error', payoutId, ...fields }, 'ChangeNow refused a payout request');
+  if (error instanceof ChangeNowError && error.kind === 'permanent') await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a payout request', details: { payoutId, ...fields } });
   if (row.attempts >= deps.settings.payoutMaxAttempts) {
     await toReview(deps, payoutId, `gave up after ${row.attempts} failed attempts: ${message}`, 'payout_attempts_exhausted');
     return;
@@ -269,7 +270,11 @@ async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): P
     return true;
   }
   if (REFUSALS_FOR_REVIEW.has(error.code)) {
-    await toReview(deps, payout.payout_id, `ChangeNow refused the payout (${error.code}): ${error.message}`, 'changenow_permanent_error');
+    const reason = `ChangeNow refused the payout (${error.code}): ${error.message}`;
+    // toReview wrote the alert's log line; stored once per ChangeNow error code (the payout has its own review alert).
+    if (await toReview(deps, payout.payout_id, reason, 'changenow_permanent_error')) {
+      await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused the payout', details: { payoutId: payout.payout_id, code: error.code, endpoint: error.endpoint, reason } }, deps.db, { logged: true });
+    }
     return true;
   }
   return false;
@@ -460,9 +465,12 @@ async function hold(deps: StageDeps, payoutId: string, reason: string, until = n
   return held;
 }
 
-/** A person decides: the payout keeps its reservation and stops until retried or cancelled. */
-export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string): Promise<void> {
-  const moved = await deps.db
+/**
+ * A person decides: the payout keeps its reservation and stops until retried or cancelled. In the caller's transaction
+ * when given one (the reconciler decides under the payout's row lock). True when it moved.
+ */
+export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string, within: Db | Transaction<Database> = deps.db): Promise<boolean> {
+  const moved = await within
     .updateTable('payouts')
     .set({ status: 'needs_review', reason, updated_at: sql`now()` })
     .where('payout_id', '=', payoutId)
@@ -470,4 +478,5 @@ export async function toReview(deps: StageDeps, payoutId: string, reason: string
     .returning('payout_id')
     .executeTakeFirst();
   if (moved) deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
+  return moved !== undefined;
 }

@@ -9,6 +9,7 @@ import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
 import { enqueuePoll, releasePaymentsIn, toReview } from './convert.ts';
 import { claimRefund } from './refunds.ts';
+import { stageAlert } from './alert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { checkThresholds } from './threshold.ts';
 
@@ -25,11 +26,11 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
     // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
-    if (error.kind === 'permanent') log.error({ event: 'alert', alert: 'changenow_permanent_error', code: error.code, endpoint: error.endpoint }, 'ChangeNow refused a status request');
+    if (error.kind === 'permanent') await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a status request', details: { conversionId, code: error.code, endpoint: error.endpoint } });
     else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
     if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
       await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`);
-      log.error({ event: 'alert', alert: 'conversion_stuck', code: error.code }, 'no exchange status past the poll deadline; sent to review');
+      await stageAlert(deps, log, { rule: 'conversion_stuck', subject: conversionId, severity: 'critical', message: 'no exchange status past the poll deadline; sent to review', details: { conversionId, code: error.code } });
       return;
     }
     await pollLater();
@@ -39,7 +40,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   if (status.status === 'finished') {
     if (status.amountTo === null || status.payoutHash === null) {
       await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`);
-      log.error({ event: 'alert', alert: 'conversion_unverifiable' }, 'finished exchange without amount or payout hash; sent to review');
+      await stageAlert(deps, log, { rule: 'conversion_unverifiable', subject: conversionId, severity: 'critical', message: 'finished exchange without amount or payout hash; sent to review', details: { conversionId } });
       return;
     }
     // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
@@ -48,7 +49,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     if (received === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
         await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`);
-        log.error({ event: 'alert', alert: 'conversion_payout_missing', payoutHash: status.payoutHash }, 'ChangeNow payout not found on chain; sent to review');
+        await stageAlert(deps, log, { rule: 'conversion_payout_missing', subject: conversionId, severity: 'critical', message: 'ChangeNow payout not found on chain; sent to review', details: { conversionId, payoutHash: status.payoutHash } });
         return;
       }
       await pollLater();
@@ -56,7 +57,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     }
     if (received < expected) {
       await toReview(deps, conversionId, `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`);
-      log.error({ event: 'alert', alert: 'conversion_payout_short', payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() }, 'ChangeNow payout short; sent to review');
+      await stageAlert(deps, log, { rule: 'conversion_payout_short', subject: conversionId, severity: 'critical', message: 'ChangeNow payout short; sent to review', details: { conversionId, payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() } });
       return;
     }
     deps.crashPoint?.('before_settle');
@@ -69,7 +70,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     if (refunded === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
         await toReview(deps, conversionId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`);
-        log.error({ event: 'alert', alert: 'conversion_refund_missing', refundHash: status.refundHash }, 'refund not found on chain; sent to review');
+        await stageAlert(deps, log, { rule: 'conversion_refund_missing', subject: conversionId, severity: 'critical', message: 'refund not found on chain; sent to review', details: { conversionId, refundHash: status.refundHash } });
         return;
       }
       await pollLater();
@@ -77,7 +78,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     }
     if (refunded < BigInt(conversion.amount_wei)) {
       await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(BigInt(conversion.amount_wei), 18)} ETH (refund ${status.refundHash})`);
-      log.error({ event: 'alert', alert: 'conversion_refund_short', refundHash: status.refundHash }, 'refund short of the ETH sent; sent to review');
+      await stageAlert(deps, log, { rule: 'conversion_refund_short', subject: conversionId, severity: 'critical', message: 'refund short of the ETH sent; sent to review', details: { conversionId, refundHash: status.refundHash } });
       return;
     }
     const refundHash = status.refundHash as string;
@@ -90,20 +91,20 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     });
     if (!claimed) {
       await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`);
-      log.error({ event: 'alert', alert: 'conversion_refund_reused', refundHash }, 'refund hash already used; sent to review');
+      await stageAlert(deps, log, { rule: 'conversion_refund_reused', subject: conversionId, severity: 'critical', message: 'refund hash already used; sent to review', details: { conversionId, refundHash } });
       return;
     }
-    log.error({ event: 'alert', alert: 'conversion_refunded' }, 'conversion exchange refunded; payments back to pending');
+    await stageAlert(deps, log, { rule: 'conversion_refunded', subject: conversionId, severity: 'critical', message: 'conversion exchange refunded; payments back to pending', details: { conversionId } });
     return;
   }
   if (status.status === 'failed' || status.status === 'expired') {
     await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`);
-    log.error({ event: 'alert', alert: 'conversion_failed', exchangeStatus: status.status }, 'conversion exchange failed; sent to review');
+    await stageAlert(deps, log, { rule: 'conversion_failed', subject: conversionId, severity: 'critical', message: 'conversion exchange failed; sent to review', details: { conversionId, exchangeStatus: status.status } });
     return;
   }
   if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
     await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`);
-    log.error({ event: 'alert', alert: 'conversion_stuck', exchangeStatus: status.status }, 'conversion exchange past its deadline; sent to review');
+    await stageAlert(deps, log, { rule: 'conversion_stuck', subject: conversionId, severity: 'critical', message: 'conversion exchange past its deadline; sent to review', details: { conversionId, exchangeStatus: status.status } });
     return;
   }
   await pollLater();
@@ -151,7 +152,7 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
   });
   if (typeof settled === 'string') {
     await toReview(deps, conversionId, `payout ${hash} already credited conversion ${settled.slice('hash_used:'.length)}`);
-    deps.logger.error({ event: 'alert', alert: 'conversion_payout_reused', conversionId, payoutHash: hash }, 'ChangeNow named a payout already credited; sent to review');
+    await stageAlert(deps, deps.logger, { rule: 'conversion_payout_reused', subject: conversionId, severity: 'critical', message: 'ChangeNow named a payout already credited; sent to review', details: { conversionId, payoutHash: hash } });
     return;
   }
   if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');

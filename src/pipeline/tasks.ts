@@ -3,17 +3,18 @@
  */
 import type { CronItem, Task, TaskList } from 'graphile-worker';
 import { z } from 'zod';
-import type { TaskName } from '../jobs/index.ts';
+import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
 import { batchPendingPayments, conversionTransferHooks, CONVERSION_BATCH_QUEUE, createConversionExchange } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { openInstantPayout, payoutTransferHooks, runPayout } from './payout.ts';
 import { pollPayout } from './payout-poll.ts';
+import { reconcile } from './reconcile.ts';
 import { pollConversion } from './settle.ts';
 import { runThresholdCheck } from './threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
-export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm'];
+export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile'];
 
 const MAX_CONVERSIONS_PER_RUN = 20;
 
@@ -37,22 +38,35 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     threshold_check: async (payload) => {
       await runThresholdCheck(deps.db, [channelPayload.parse(payload).channelId]);
     },
-    conversion_batch: async () => {
+    conversion_batch: periodic('conversion_batch', async () => {
       // Drain a backlog larger than one conversion, within a bound.
       for (let i = 0; i < MAX_CONVERSIONS_PER_RUN; i++) if ((await batchPendingPayments(deps)) === null) break;
-    },
+    }),
     conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
     transfer_send: async (payload) => sendTransfer(deps, transferPayload.parse(payload).transferId),
     transfer_confirm: async (payload) => confirmTransfer(deps, hooks, transferPayload.parse(payload).transferId),
+    reconcile: periodic('reconcile', async () => {
+      await reconcile(deps);
+    }),
   };
 }
 
-/** Periodic jobs. The conversion batch runs every interval whether or not intake nudged it. */
-export function pipelineCron(options: { conversionIntervalMs: number }): CronItem[] {
-  const minutes = options.conversionIntervalMs / 60_000;
-  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59) throw new Error('conversion interval must be whole minutes from 1 to 59');
-  return [{ task: 'conversion_batch', match: `*/${minutes} * * * *`, identifier: 'conversion_batch', options: { backfillPeriod: 0, maxAttempts: 1, queueName: CONVERSION_BATCH_QUEUE } }];
+/**
+ * Periodic jobs. The conversion batch runs every interval whether or not intake nudged it; the reconciler every
+ * RECONCILE_INTERVAL (a missed run is not made up: the next one looks at everything again).
+ */
+export function pipelineCron(options: { conversionIntervalMs: number; reconcileIntervalMs: number }): CronItem[] {
+  return [
+    { task: 'conversion_batch', match: everyMinutes(options.conversionIntervalMs, 'conversion interval'), identifier: 'conversion_batch', options: { ...PERIODIC, queueName: CONVERSION_BATCH_QUEUE } },
+    { task: 'reconcile', match: everyMinutes(options.reconcileIntervalMs, 'reconcile interval'), identifier: 'reconcile', options: PERIODIC },
+  ];
+}
+
+function everyMinutes(ms: number, what: string): string {
+  const minutes = ms / 60_000;
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59) throw new Error(`${what} must be whole minutes from 1 to 59`);
+  return `*/${minutes} * * * *`;
 }
 
 export type { TaskList };

@@ -15,6 +15,7 @@ import type { TransferAsset } from '../integrations/wallet/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import type { StageDeps } from './interfaces.ts';
+import { stageAlert } from './alert.ts';
 
 export type Transfer = Selectable<ChainTransfersTable>;
 
@@ -118,20 +119,20 @@ export async function sendTransfer(deps: StageDeps, transferId: string): Promise
     if (!result.ok && result.reason === 'insufficient_funds' && transfer.broadcast_at !== null) {
       // It was on the network before (then dropped): it may still be mined from another node's pool, so it keeps
       // its nonce and bytes; re-signing it with another nonce could pay twice.
-      log.error({ event: 'alert', alert: 'host_wallet_insufficient', txHash: hash, message: result.message }, 'the node refused a rebroadcast for lack of funds; kept signed');
+      await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: 'eth', severity: 'critical', message: 'the node refused a rebroadcast for lack of funds; kept signed', details: { transferId, asset: transfer.asset, txHash: hash, message: result.message } });
       throw new TransferNotReady(`host wallet cannot pay rebroadcast transfer ${transferId} yet; kept signed`);
     }
     if (!result.ok && result.reason === 'insufficient_funds') {
       // The node has not taken it: release the nonce and wait for funds.
       await releaseForFunds(deps, transfer, result.message);
-      log.error({ event: 'alert', alert: 'host_wallet_insufficient', txHash: hash, message: result.message }, 'the node refused a host wallet transfer for lack of funds');
+      await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: 'eth', severity: 'critical', message: 'the node refused a host wallet transfer for lack of funds', details: { transferId, asset: transfer.asset, txHash: hash, message: result.message } });
       throw new TransferNotReady(`host wallet cannot pay transfer ${transferId} yet`);
     }
     if (!result.ok && (await deps.wallet.lookup(hash)).state === 'unknown') {
       // "Nonce too low" or an unexplained refusal, and our hash is not (yet) visible: a lagging node may simply not
       // show a transaction that is already mined. Never conclude it failed from that: keep it signed, retry later,
       // and let a person look if it persists.
-      log.error({ event: 'alert', alert: 'transfer_refused', reason: result.reason, txHash: hash, message: result.message }, 'the node refused a host wallet transfer');
+      await stageAlert(deps, log, { rule: 'transfer_refused', subject: transferId, severity: 'critical', message: 'the node refused a host wallet transfer', details: { transferId, reason: result.reason, txHash: hash, message: result.message } });
       throw new TransferNotReady(`transfer ${transferId} refused (${result.reason}); kept signed`);
     }
   }
@@ -153,7 +154,8 @@ async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger'
   const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
   // A transfer that cannot succeed is an alert, not a send.
   if (native < needNative || tokenShort) {
-    log.error({ event: 'alert', alert: 'host_wallet_insufficient', asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: native.toString() }, 'host wallet cannot pay this transfer');
+    // One alert per asset short (ETH also pays the gas of a USDT transfer), whichever transfers run into it.
+    await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: native < needNative ? 'eth' : 'usdt', severity: 'critical', message: 'host wallet cannot pay this transfer', details: { transferId: transfer.transfer_id, asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: native.toString() } });
     throw new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
   }
   return deps.db.transaction().execute(async (trx) => {
@@ -232,7 +234,7 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
     }
     const ageMs = Date.now() - current.updated_at.getTime();
     if (ageMs > deps.settings.transferConfirmDeadlineMs) {
-      log.error({ event: 'alert', alert: 'transfer_unconfirmed', ageMs }, 'transfer still pending past its deadline');
+      await stageAlert(deps, log, { rule: 'transfer_unconfirmed', subject: transferId, severity: 'critical', message: 'transfer still pending past its deadline', details: { transferId, txHash: current.tx_hash, ageMs } }, trx);
     }
     await enqueueConfirm(trx, transferId, new Date(Date.now() + CONFIRM_RECHECK_MS));
   });

@@ -2,3 +2,4 @@ export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type P
 export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
 export { startLocalOutside, type LocalOutside } from './local.ts';
 export { freePort } from './ports.ts';
+export { Rng, randomSeed } from './rng.ts';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { freePort } from '../support/ports.ts';
-import { runPayrail, waitForHealthy, type PayrailProcess } from '../support/process.ts';
+import { alive, runPayrail, waitForHealthy, type PayrailProcess } from '../support/process.ts';
 
 const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
 const IPN_SECRET = 'e2e-ipn-secret-0123456789abcdef';
@@ -36,15 +36,6 @@ async function api(method: string, route: string, body?: unknown) {
 
 function postmasterPid(): number {
   return Number.parseInt(fs.readFileSync(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0] ?? '', 10);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 beforeAll(async () => {

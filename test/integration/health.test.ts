@@ -92,9 +92,68 @@ describe('GET /health', () => {
       const res = await app.inject({ method: 'GET', url: '/health' });
       expect(res.statusCode).toBe(503);
       expect(res.json()).toMatchObject({ status: 'fail', failing: ['database', 'queue'], checks: { database: { ok: false }, queue: { ok: false, error: 'database unavailable' } } });
+      expect(res.json().checks.chain).toEqual({ ok: null, affectsStatus: false, detail: 'database unavailable' });
     } finally {
       await app.close();
       await dead.close();
+    }
+  });
+
+  it('says the chain and ChangeNow are not observed yet before a worker has looked', async () => {
+    await db.pool.query("delete from observations where name in ('chain_rpc', 'changenow')");
+    const web = await startTestPayrail(db, { roles: { web: true, worker: false } });
+    try {
+      const res = await web.request('GET', '/health', { token: null });
+      // 503 for the missing worker only: the outside world never decides the status.
+      expect(res.body.failing).toEqual(['queue']);
+      expect(res.body.warnings).toEqual([]);
+      expect(res.body.checks.chain).toEqual({ ok: null, affectsStatus: false, detail: 'not observed yet' });
+      expect(res.body.checks.changenow).toEqual({ ok: null, affectsStatus: false, detail: 'not observed yet' });
+      expect(res.body.checks.database.affectsStatus).toBe(true);
+    } finally {
+      await web.stop();
+    }
+  });
+
+  it('reports the chain RPC and ChangeNow from the last observation, and stays 200 while both are down', async () => {
+    const payrail = await startTestPayrail(db);
+    try {
+      await db.pool.query(`insert into observations (name, ok, value, detail, observed_at) values
+          ('chain_rpc', false, null, 'fetch failed: connect ECONNREFUSED 127.0.0.1:9', now() - interval '42 seconds'),
+          ('changenow', false, null, 'ChangeNow estimate: HTTP 503', now() - interval '7 seconds')
+        on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at`);
+      const res = await payrail.request('GET', '/health', { token: null });
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ status: 'ok', failing: [], warnings: ['chain', 'changenow'] });
+      // This worker's own alerts cron may observe meanwhile: it finds both down too (nothing listens on port 9).
+      for (const check of [res.body.checks.chain, res.body.checks.changenow]) {
+        expect(check).toMatchObject({ ok: false, affectsStatus: false });
+        expect(typeof check.detail).toBe('string');
+        expect(Date.parse(check.observedAt)).not.toBeNaN();
+      }
+    } finally {
+      await payrail.stop();
+    }
+  });
+
+  it('shows the block number, the age and the error of each observation', async () => {
+    // Web only, so no worker's observation replaces the ones written here.
+    const web = await startTestPayrail(db, { roles: { web: true, worker: false } });
+    try {
+      await db.pool.query(`insert into observations (name, ok, value, detail, observed_at) values
+          ('chain_rpc', true, '19000001', null, now() - interval '42 seconds'),
+          ('changenow', false, null, 'ChangeNow list: HTTP 503', now())
+        on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at`);
+      const res = await web.request('GET', '/health', { token: null });
+      expect(res.body.failing).toEqual(['queue']);
+      expect(res.body.warnings).toEqual(['changenow']);
+      expect(res.body.checks.chain).toMatchObject({ ok: true, affectsStatus: false, blockNumber: '19000001' });
+      expect(res.body.checks.chain.ageSeconds).toBeGreaterThanOrEqual(42);
+      expect(res.body.checks.chain.detail).toBeUndefined();
+      expect(res.body.checks.changenow).toMatchObject({ ok: false, affectsStatus: false, detail: 'ChangeNow list: HTTP 503' });
+      expect(res.body.checks.changenow.blockNumber).toBeUndefined();
+    } finally {
+      await web.stop();
     }
   });
 });

@@ -36,3 +36,13 @@ export async function waitForHealthy(url: string, proc: PayrailProcess, timeoutM
   }
   throw new Error(`payrail not healthy after ${timeoutMs}ms:\n${proc.output()}`);
 }
+
+/** Whether a process with this pid still exists (signal 0 checks without sending anything). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { Db } from '../../db/index.ts';
 import { liveWorkers, queueStats } from '../../jobs/index.ts';
+import { OBSERVATION } from '../../alerts/index.ts';
 
 export interface HealthDeps {
   db: Db;
@@ -12,13 +13,24 @@ export interface HealthDeps {
 }
 
 interface Check {
-  ok: boolean;
+  /** Null: not known (never observed, or the database that holds the observation is unavailable). */
+  ok: boolean | null;
+  /** Whether this check can make /health answer 503. */
+  affectsStatus: boolean;
   [detail: string]: unknown;
 }
+
+/** Reported outside-world checks: name in the response → observation written by the workers' alerts cron. */
+const REPORTED = { chain: OBSERVATION.chainRpc, changenow: OBSERVATION.changenow } as const;
+const MAX_DETAIL = 300;
 
 /**
  * GET /health: a real check. The database answers a query, at least one worker process has beaten recently, and no
  * handled task's oldest runnable job is older than the limit. 503 names the failing component.
+ *
+ * The chain RPC and ChangeNow are reported from the workers' last observation, and never make it 503: payrail keeps
+ * taking IPNs while either is down (the jobs that need them wait and retry), and a load balancer that took the web
+ * processes out of rotation for it would lose payments instead.
  */
 export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Promise<void> {
   app.get('/health', async (_request, reply) => {
@@ -26,9 +38,9 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
     const started = process.hrtime.bigint();
     try {
       await sql`select 1`.execute(deps.db);
-      checks.database = { ok: true, latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n) };
+      checks.database = { ok: true, affectsStatus: true, latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n) };
     } catch (error) {
-      checks.database = { ok: false, error: (error as Error).message };
+      checks.database = { ok: false, affectsStatus: true, error: (error as Error).message };
     }
     if (checks.database.ok) {
       try {
@@ -38,14 +50,50 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
           ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
           ...stale.map((s) => `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`),
         ];
-        checks.queue = { ok: problems.length === 0, workersAlive: workers, tasks: stats, ...(problems.length > 0 && { problems }) };
+        checks.queue = { ok: problems.length === 0, affectsStatus: true, workersAlive: workers, tasks: stats, ...(problems.length > 0 && { problems }) };
       } catch (error) {
-        checks.queue = { ok: false, error: (error as Error).message };
+        checks.queue = { ok: false, affectsStatus: true, error: (error as Error).message };
       }
     } else {
-      checks.queue = { ok: false, error: 'database unavailable' };
+      checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
     }
-    const failing = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
-    return reply.code(failing.length === 0 ? 200 : 503).send({ status: failing.length === 0 ? 'ok' : 'fail', failing, checks });
+    Object.assign(checks, await reportedChecks(deps.db, checks.database.ok === true));
+    const failing = Object.entries(checks).filter(([, c]) => c.affectsStatus && c.ok !== true).map(([name]) => name);
+    const warnings = Object.entries(checks).filter(([, c]) => !c.affectsStatus && c.ok === false).map(([name]) => name);
+    return reply.code(failing.length === 0 ? 200 : 503).send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
   });
+}
+
+async function reportedChecks(db: Db, databaseOk: boolean): Promise<Record<string, Check>> {
+  const unknown = (detail: string): Check => ({ ok: null, affectsStatus: false, detail });
+  const names = Object.values(REPORTED);
+  let rows: Array<{ name: string; ok: boolean; value: string | null; detail: string | null; observed_at: Date; age: string }> = [];
+  if (databaseOk) {
+    try {
+      rows = (
+        await sql<(typeof rows)[number]>`
+          select name, ok, value, detail, observed_at, greatest(0, floor(extract(epoch from now() - observed_at)))::text as age
+          from observations where name in (${sql.join(names)})`.execute(db)
+      ).rows;
+    } catch (error) {
+      return Object.fromEntries(Object.keys(REPORTED).map((key) => [key, unknown(`observations unavailable: ${(error as Error).message}`)]));
+    }
+  }
+  const checks: Record<string, Check> = {};
+  for (const [key, name] of Object.entries(REPORTED)) {
+    const row = rows.find((r) => r.name === name);
+    if (!databaseOk) checks[key] = unknown('database unavailable');
+    else if (!row) checks[key] = unknown('not observed yet');
+    else {
+      checks[key] = {
+        ok: row.ok,
+        affectsStatus: false,
+        observedAt: row.observed_at.toISOString(),
+        ageSeconds: Number(row.age),
+        ...(key === 'chain' && row.ok && row.value !== null && { blockNumber: row.value }),
+        ...(row.detail !== null && { detail: row.detail.length > MAX_DETAIL ? `${row.detail.slice(0, MAX_DETAIL)}…` : row.detail }),
+      };
+    }
+  }
+  return checks;
 }

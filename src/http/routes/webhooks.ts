@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Db } from '../../db/index.ts';
 import { readIpn } from '../../integrations/nowpayments/index.ts';
-import { recordIpn, type IntakeSettings } from '../../pipeline/index.ts';
+import { recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
 import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
 import { createRateLimiter } from '../rate-limit.ts';
 
@@ -16,6 +16,8 @@ export interface WebhookDeps {
   rateLimitPerMinute?: number;
   /** Sources IPNs are taken from (request.ip: the client behind a trusted proxy). Absent or empty: any. */
   allowedSources?: readonly AddressRange[];
+  /** Told of every answer, refusals included: its HTTP status and, when intake took the IPN, intake's outcome (metrics). */
+  onAnswered?: (answer: { status: number; outcome: IntakeOutcome | null }) => void;
 }
 
 /**
@@ -25,6 +27,11 @@ export interface WebhookDeps {
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: deps.bodyLimitBytes }, (_request, body, done) => done(null, body));
+  // Reported from onResponse, the one place every answer passes: the guard's 403 and 429 and the body limit's 413
+  // never reach the handler.
+  const outcomes = new WeakMap<FastifyRequest, IntakeOutcome>();
+  const onAnswered = deps.onAnswered;
+  if (onAnswered) app.addHook('onResponse', async (request, reply) => onAnswered({ status: reply.statusCode, outcome: outcomes.get(request) ?? null }));
 
   app.post('/webhooks/nowpayments', { onRequest: sourceGuard(deps) }, async (request, reply) => {
     const raw = typeof request.body === 'string' ? request.body : '';
@@ -35,6 +42,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       return reply.code(reading.status).send({ error: reading.error });
     }
     const result = await recordIpn(deps.db, reading.ipn, deps.intake);
+    outcomes.set(request, result.outcome);
     if (result.credited === 'threshold') deps.onThresholdCredit?.();
     const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, reviewReason: result.reviewReason };
     if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');

@@ -20,6 +20,7 @@ import {
   type ExchangeStatus,
 } from './responses.ts';
 import { fetchTransport, nodeTransport, TransportError, type Transport } from './transport.ts';
+import { observeClient, type ChangeNowObserver } from './observe.ts';
 
 export const API_KEY_HEADER = 'x-changenow-api-key';
 
@@ -33,6 +34,8 @@ export interface ChangeNowClientOptions {
   responseTimeoutMs: number;
   /** Replaces the built-in node:http transport (tests, instrumentation). */
   fetch?: typeof fetch;
+  /** Told of every call: endpoint, duration and how it ended (metrics). */
+  observer?: ChangeNowObserver;
 }
 
 export type ExchangeFlow = 'standard' | 'fixed-rate';
@@ -145,7 +148,7 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
     return result.data;
   }
 
-  return {
+  const client: ChangeNowClient = {
     async estimate(request) {
       const problem = checkPair(request) ?? checkEstimateAmounts(request);
       if (problem) throw invalid('estimate', problem);
@@ -214,6 +217,7 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
       return list.exchanges;
     },
   };
+  return options.observer ? observeClient(client, options.observer) : client;
 }
 
 function checkBaseUrl(baseUrl: string): URL {

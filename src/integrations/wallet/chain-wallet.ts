@@ -58,6 +58,8 @@ export interface ChainWallet {
   readonly chainId: number;
   pendingNonce(): Promise<number>;
   balance(asset: TransferAsset): Promise<bigint>;
+  /** The latest block the node knows (a cheap liveness read). */
+  blockNumber(): Promise<bigint>;
   /** EIP-1559 fees for a transaction now (a network call). */
   fees(): Promise<FeeQuote>;
   /** The most a transfer of this asset can cost in gas at these fees, in wei. */
@@ -134,6 +136,7 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
           ? client.getBalance({ address: account.address })
           : client.readContract({ address: asset.contract, abi: erc20Abi, functionName: 'balanceOf', args: [account.address] }),
       ),
+    blockNumber: () => guard('block number', () => client.getBlockNumber({ cacheTime: 0 })),
     async fees() {
       // Checked before the first transaction is priced (and so signed), even when the RPC was down at start.
       if (!chainVerified) {

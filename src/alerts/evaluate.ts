@@ -1,0 +1,155 @@
+/**
+ * One evaluation pass (the alerts_evaluate cron): observe the outside world, run every state rule, then in one
+ * transaction open what is new, touch what still fires, resolve what cleared, and resolve event alerts gone quiet.
+ * A session advisory lock makes concurrent passes (two workers, a slow pass overlapping the next) run one at a time:
+ * the other skips, so a stale pass can never reopen what a newer one resolved.
+ *
+ * Resolution semantics:
+ * - A state alert resolves on the first pass that finds its subject clear; if the condition returns, a new alert
+ *   opens (a new row, sent again).
+ * - A state alert a person resolves while its condition still holds stays resolved: it is acknowledged, and passes
+ *   only keep its last_seen_at (and evidence) current. Once a pass finds the condition clear, that is recorded in
+ *   its details (conditionClearedAt) and the next occurrence opens a new alert as usual.
+ * - An event alert resolves when it has not been raised again for ALERT_EVENT_RESOLVE_AFTER, or by hand; raised
+ *   again after that, it opens a new alert.
+ * - A rule that fails, or an observation that failed, leaves its alerts as they are: a blind pass resolves nothing.
+ */
+import { sql, type Transaction } from 'kysely';
+import type { Database, Db } from '../db/index.ts';
+import type { Logger } from '../log.ts';
+import { observeOutside, type Observation, type ObserveDeps } from './observe.ts';
+import { STATE_RULES, type AlertSettings, type RuleResult, type StateRule } from './rules.ts';
+import { cleanSubject, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
+import { cleanDetails, cleanText, shortError } from './text.ts';
+
+export interface EvaluateDeps extends ObserveDeps {
+  db: Db;
+  logger: Logger;
+  settings: AlertSettings;
+  /** ALERT_WEBHOOK_URL is set. */
+  notify: boolean;
+  /** Replaces STATE_RULES (tests). */
+  rules?: readonly StateRule[];
+}
+
+export interface EvaluationSummary {
+  /** Another pass held the lock: this one did nothing. */
+  skipped: boolean;
+  observations: Observation[];
+  opened: number;
+  resolved: number;
+  /** Rules that threw (an alert_rule_failed alert each); their alerts were left as they were. */
+  failedRules: string[];
+}
+
+/** hashtext() of this names the pass among advisory locks. */
+const PASS_LOCK = 'payrail:alerts_evaluate';
+
+/** Per process: when a throttled rule (the ledger check) last ran. */
+export type RuleMemory = Map<string, number>;
+
+export async function evaluateAlerts(deps: EvaluateDeps, memory: RuleMemory = new Map()): Promise<EvaluationSummary> {
+  return deps.db.connection().execute(async (conn) => {
+    const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${PASS_LOCK})) as ok`.execute(conn);
+    if (!locked.rows[0]?.ok) return { skipped: true, observations: [], opened: 0, resolved: 0, failedRules: [] };
+    try {
+      return await pass(deps, memory);
+    } finally {
+      await sql`select pg_advisory_unlock(hashtext(${PASS_LOCK}))`.execute(conn);
+    }
+  });
+}
+
+async function pass(deps: EvaluateDeps, memory: RuleMemory): Promise<EvaluationSummary> {
+  const observations = await observeOutside(deps);
+  const rules = deps.rules ?? STATE_RULES;
+  const results = new Map<StateRule, RuleResult>();
+  const failedRules: string[] = [];
+  for (const rule of rules) {
+    const every = rule.everyMs?.(deps.settings) ?? 0;
+    const last = memory.get(rule.name);
+    if (every > 0 && last !== undefined && Date.now() - last < every) continue;
+    try {
+      results.set(rule, await rule.evaluate({ db: deps.db, settings: deps.settings }));
+      memory.set(rule.name, Date.now());
+    } catch (error) {
+      failedRules.push(rule.name);
+      await raiseAlert(deps.db, { rule: 'alert_rule_failed', subject: rule.name, severity: 'warning', message: `alert rule ${rule.name} could not be evaluated: ${shortError(error)}`, details: { ruleName: rule.name, error: shortError(error) } }, { logger: deps.logger, notify: deps.notify });
+    }
+  }
+  const counts = await deps.db.transaction().execute(async (trx) => {
+    let opened = 0;
+    let resolved = 0;
+    for (const [rule, result] of results) {
+      const applied = await applyRule(trx, rule, result, deps);
+      opened += applied.opened;
+      resolved += applied.resolved;
+    }
+    resolved += (await resolveQuietEvents(trx, rules, deps)).length;
+    return { opened, resolved };
+  });
+  return { skipped: false, observations, failedRules, ...counts };
+}
+
+async function applyRule(trx: Transaction<Database>, rule: StateRule, result: RuleResult, deps: EvaluateDeps): Promise<{ opened: number; resolved: number }> {
+  const store: StoreOptions = { notify: deps.notify && rule.notify !== false };
+  const firing = new Map(result.firing.map((f) => [cleanSubject(f.subject), f]));
+  const unknown = new Set((result.unknown ?? []).map(cleanSubject));
+  const open = await trx.selectFrom('alerts').select(['id', 'subject']).where('rule', '=', rule.name).where('resolved_at', 'is', null).execute();
+  // Resolved by hand while the condition held, and not seen clear since: acknowledged.
+  const acknowledged = await trx
+    .selectFrom('alerts')
+    .select(['id', 'subject'])
+    .where('rule', '=', rule.name)
+    .where('resolved_by', 'is not', null)
+    .where(sql<boolean>`not (details ? 'conditionClearedAt')`)
+    .execute();
+  const openSubjects = new Set(open.map((a) => a.subject));
+  const ackBySubject = new Map(acknowledged.map((a) => [a.subject, a.id]));
+  let opened = 0;
+  for (const [subject, f] of firing) {
+    const alert = { rule: rule.name, subject, severity: rule.severity, message: f.message, details: f.details };
+    const ackId = openSubjects.has(subject) ? undefined : ackBySubject.get(subject);
+    if (ackId !== undefined) {
+      await trx.updateTable('alerts').set({ last_seen_at: sql`now()`, message: cleanText(f.message), details: JSON.stringify(cleanDetails(f.details)) }).where('id', '=', ackId).execute();
+      continue;
+    }
+    const row = await openOrTouch(trx, alert, store);
+    if (row.opened) {
+      opened += 1;
+      // Not event "alert": that line is for alerts raised where something happened (tests count them per step).
+      deps.logger[rule.severity === 'critical' ? 'error' : 'warn']({ ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id }, f.message);
+    }
+  }
+  const cleared = (subject: string) => !firing.has(subject) && !unknown.has(subject);
+  const resolved = await resolveOpen(trx, open.filter((a) => cleared(a.subject)).map((a) => a.id), store);
+  for (const row of resolved) logResolved(deps.logger, row, 'condition cleared');
+  const clearedAcks = acknowledged.filter((a) => cleared(a.subject)).map((a) => a.id);
+  if (clearedAcks.length > 0) {
+    await trx
+      .updateTable('alerts')
+      .set({ details: sql`details || jsonb_build_object('conditionClearedAt', now())` })
+      .where('id', 'in', clearedAcks)
+      .execute();
+  }
+  return { opened, resolved: resolved.length };
+}
+
+/** Event alerts (any rule that is not a state rule) not raised again within ALERT_EVENT_RESOLVE_AFTER. */
+async function resolveQuietEvents(trx: Transaction<Database>, rules: readonly StateRule[], deps: EvaluateDeps): Promise<AlertRow[]> {
+  const stateRules = [...new Set([...STATE_RULES, ...rules].map((r) => r.name))];
+  const quiet = await trx
+    .selectFrom('alerts')
+    .select('id')
+    .where('resolved_at', 'is', null)
+    .where('rule', 'not in', stateRules)
+    .where('last_seen_at', '<', sql<Date>`now() - ${deps.settings.eventResolveAfterMs} * interval '1 millisecond'`)
+    .execute();
+  const resolved = await resolveOpen(trx, quiet.map((q) => q.id), { notify: deps.notify });
+  for (const row of resolved) logResolved(deps.logger, row, 'not raised again within ALERT_EVENT_RESOLVE_AFTER');
+  return resolved;
+}
+
+function logResolved(logger: Logger, row: AlertRow, why: string): void {
+  logger.info({ event: 'alert_resolved', alert: row.rule, subject: row.subject, alertId: row.id, why }, 'alert resolved');
+}

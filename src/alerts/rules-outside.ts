@@ -1,0 +1,81 @@
+/** Rules about the outside world (from this pass's observations) and the ledger's own invariants. */
+import { checkLedger } from '../ledger/index.ts';
+import { formatUnits } from '../money/index.ts';
+import { OBSERVATION } from './observe.ts';
+import type { Firing, RuleContext, RuleResult, StateRule } from './rules.ts';
+
+async function observations(db: RuleContext['db']) {
+  const rows = await db.selectFrom('observations').selectAll().where('name', 'in', Object.values(OBSERVATION)).execute();
+  return new Map(rows.map((r) => [r.name, r]));
+}
+
+/** Below the floor before a transfer fails for lack of funds. Compared in smallest units, as integers. */
+const hostWalletLow: StateRule = {
+  name: 'host_wallet_low',
+  severity: 'warning',
+  async evaluate({ db, settings }) {
+    const seen = await observations(db);
+    const result: RuleResult = { firing: [], unknown: [] };
+    const assets = [
+      { subject: 'eth', name: OBSERVATION.hostEth, floor: settings.hostEthMinWei, decimals: 18 },
+      { subject: 'usdt', name: OBSERVATION.hostUsdt, floor: settings.hostUsdtMinUnits, decimals: 6 },
+    ];
+    for (const asset of assets) {
+      const row = seen.get(asset.name);
+      if (!row || !row.ok || row.value === null || !/^[0-9]+$/.test(row.value)) {
+        result.unknown?.push(asset.subject);
+        continue;
+      }
+      const balance = BigInt(row.value);
+      if (balance >= asset.floor) continue;
+      const shown = (units: bigint) => `${formatUnits(units, asset.decimals)} ${asset.subject.toUpperCase()}`;
+      result.firing.push({
+        subject: asset.subject,
+        message: `host wallet holds ${shown(balance)}, below its floor of ${shown(asset.floor)}`,
+        details: { asset: asset.subject, balance: shown(balance), floor: shown(asset.floor), units: balance, observedAt: row.observed_at },
+      });
+    }
+    return result;
+  },
+};
+
+function unreachable(name: string, observation: string, what: string): StateRule {
+  return {
+    name,
+    severity: 'critical',
+    async evaluate({ db }) {
+      const row = (await observations(db)).get(observation);
+      if (!row) return { firing: [], unknown: [observation] };
+      if (row.ok) return { firing: [] };
+      return { firing: [{ subject: observation, message: `${what} did not answer: ${row.detail ?? 'no detail'}`, details: { error: row.detail, observedAt: row.observed_at } }] };
+    },
+  };
+}
+
+const MAX_EXAMPLES = 5;
+
+/** One alert per broken invariant (not per account or journal: a broken ledger is one incident). */
+const ledgerInvariantBroken: StateRule = {
+  name: 'ledger_invariant_broken',
+  severity: 'critical',
+  everyMs: (settings) => settings.ledgerCheckEveryMs,
+  async evaluate({ db }) {
+    const report = await checkLedger(db);
+    const byRule = new Map<string, string[]>();
+    for (const p of report.problems) byRule.set(p.rule, [...(byRule.get(p.rule) ?? []), `${p.subject}: ${p.detail}`]);
+    return {
+      firing: [...byRule].map(([rule, problems]): Firing => ({
+        subject: rule,
+        message: `ledger invariant ${rule} broken (${problems.length}): ${problems[0]}`,
+        details: { invariant: rule, count: problems.length, examples: problems.slice(0, MAX_EXAMPLES) },
+      })),
+    };
+  },
+};
+
+export const outsideRules: readonly StateRule[] = [
+  hostWalletLow,
+  unreachable('chain_rpc_unreachable', OBSERVATION.chainRpc, 'the chain RPC (ETH_RPC_URL)'),
+  unreachable('changenow_unreachable', OBSERVATION.changenow, 'ChangeNow'),
+  ledgerInvariantBroken,
+];

@@ -1,0 +1,144 @@
+/**
+ * Rules about money on its way: conversions and payouts that need a person or take too long, and threshold channels
+ * whose balance waits without a batch.
+ */
+import { sql } from 'kysely';
+import { accounts } from '../ledger/index.ts';
+import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+import type { Firing, StateRule } from './rules.ts';
+import { formatAge } from './text.ts';
+
+/** A threshold is in USD cents, a balance in USDT units (USDT valued at one USD, as the threshold check does). */
+const USDT_UNITS_PER_CENT = 10n ** BigInt(decimalsOf('usdt') - decimalsOf('usd'));
+
+function amountText(units: string, asset: string): string {
+  return isAssetCode(asset) ? `${formatUnits(BigInt(units), decimalsOf(asset))} ${asset.toUpperCase()}` : `${units} ${asset} units`;
+}
+
+const conversionPendingTooLong: StateRule = {
+  name: 'conversion_pending_too_long',
+  severity: 'warning',
+  async evaluate({ db, settings }) {
+    const { rows } = await sql<{ conversion_id: string; status: string; amount_wei: string; payment_count: number; created_at: Date; age_s: number }>`
+      select conversion_id, status, amount_wei::text as amount_wei, payment_count, created_at, extract(epoch from now() - created_at)::int as age_s
+      from conversions
+      where status in ('pending', 'exchange_requested', 'exchange_created', 'sent')
+        and created_at < now() - ${settings.conversionPendingAfterMs} * interval '1 millisecond'
+      order by created_at`.execute(db);
+    return {
+      firing: rows.map((r) => ({
+        subject: r.conversion_id,
+        message: `conversion ${r.conversion_id} still ${r.status} ${formatAge(r.age_s)} after it was created`,
+        details: { conversionId: r.conversion_id, status: r.status, amount: amountText(r.amount_wei, 'eth'), payments: r.payment_count, createdAt: r.created_at, ageSeconds: r.age_s },
+      })),
+    };
+  },
+};
+
+const conversionNeedsReview: StateRule = {
+  name: 'conversion_needs_review',
+  severity: 'critical',
+  async evaluate({ db }) {
+    const rows = await db.selectFrom('conversions').select(['conversion_id', 'amount_wei', 'payment_count', 'exchange_id', 'reason', 'updated_at']).where('status', '=', 'needs_review').orderBy('updated_at').execute();
+    return {
+      firing: rows.map((r) => ({
+        subject: r.conversion_id,
+        message: `conversion ${r.conversion_id} needs review: ${r.reason ?? 'no reason recorded'}`,
+        details: { conversionId: r.conversion_id, amount: amountText(r.amount_wei, 'eth'), payments: r.payment_count, exchangeId: r.exchange_id, reason: r.reason, since: r.updated_at },
+      })),
+    };
+  },
+};
+
+/**
+ * Payments sent back to pending and held after ChangeNow refused their conversion for good (a bad key, an inactive
+ * pair): they are retried with a growing backoff, and each retry meets the same refusal until a person acts. The
+ * subject is ChangeNow's error code from the last refused conversion.
+ */
+const conversionHeld: StateRule = {
+  name: 'conversion_held',
+  severity: 'critical',
+  async evaluate({ db }) {
+    const held = await sql<{ payments: number; amount_wei: string; until: Date }>`
+      select count(*)::int as payments, coalesce(sum(net_amount), 0)::text as amount_wei, max(conversion_hold_until) as until
+      from payments where conversion_status = 'pending' and conversion_hold_until > now()`.execute(db);
+    const summary = held.rows[0];
+    if (!summary || summary.payments === 0) return { firing: [] };
+    const last = await db.selectFrom('conversions').select(['conversion_id', 'reason']).where('status', '=', 'failed').where('reason', 'like', 'changenow %').orderBy('updated_at', 'desc').limit(1).executeTakeFirst();
+    const code = /^changenow ([A-Za-z0-9_]+):/.exec(last?.reason ?? '')?.[1] ?? 'changenow';
+    return {
+      firing: [{
+        subject: code,
+        message: `${summary.payments} payments held after ChangeNow refused their conversion: ${last?.reason ?? 'reason unknown'}`,
+        details: { payments: summary.payments, amount: amountText(summary.amount_wei, 'eth'), heldUntil: summary.until, conversionId: last?.conversion_id ?? null, reason: last?.reason ?? null },
+      }],
+    };
+  },
+};
+
+function payoutRule(name: string, status: 'failed' | 'needs_review' | 'awaiting_approval', severity: StateRule['severity'], describe: string): StateRule {
+  return {
+    name,
+    severity,
+    async evaluate({ db }) {
+      const rows = await db.selectFrom('payouts').select(['payout_id', 'kind', 'channel_id', 'asset', 'amount', 'payout_currency', 'payout_network', 'reason', 'updated_at']).where('status', '=', status).orderBy('updated_at').execute();
+      return {
+        firing: rows.map((r): Firing => ({
+          subject: r.payout_id,
+          message: `payout ${r.payout_id} (channel ${r.channel_id}, ${amountText(r.amount, r.asset)}) ${describe}${r.reason ? `: ${r.reason}` : ''}`,
+          details: { payoutId: r.payout_id, kind: r.kind, channelId: r.channel_id, amount: amountText(r.amount, r.asset), payoutCurrency: r.payout_currency, payoutNetwork: r.payout_network, reason: r.reason, since: r.updated_at },
+        })),
+      };
+    },
+  };
+}
+
+/**
+ * A threshold channel whose available USDT reached its threshold (as the threshold check computes it) with no open
+ * batch, for longer than ALERT_THRESHOLD_NO_BATCH_AFTER. "Since" is the latest of: the balance's last change, the
+ * channel's last change (a lowered threshold), the channel's last batch ending.
+ */
+const thresholdNoBatch: StateRule = {
+  name: 'threshold_no_batch',
+  severity: 'warning',
+  async evaluate({ db, settings }) {
+    const { rows: channels } = await sql<{ channel_id: string; threshold: string; channel_updated_at: Date; last_batch_at: Date | null; now: Date }>`
+      select c.channel_id, c.threshold_usd_cents::text as threshold, c.updated_at as channel_updated_at, now() as now,
+             (select max(p.updated_at) from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold') as last_batch_at
+      from channels c
+      where c.payout_strategy = 'threshold' and c.threshold_usd_cents is not null
+        and not exists (select 1 from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold' and p.status not in ('completed', 'failed', 'cancelled'))`.execute(db);
+    if (channels.length === 0) return { firing: [] };
+    const codes = channels.map((c) => accounts.channel(c.channel_id, 'usdt').code);
+    const { rows: balances } = await sql<{ code: string; balance: string; updated_at: Date }>`
+      select code, balance::text as balance, updated_at from ledger_accounts where asset = 'usdt' and code = any(${codes}::text[])`.execute(db);
+    const byCode = new Map(balances.map((b) => [b.code, b]));
+    const firing: Firing[] = [];
+    for (const c of channels) {
+      const account = byCode.get(accounts.channel(c.channel_id, 'usdt').code);
+      if (!account) continue;
+      const balance = BigInt(account.balance);
+      const threshold = BigInt(c.threshold) * USDT_UNITS_PER_CENT;
+      if (balance === 0n || balance < threshold) continue;
+      const since = Math.max(account.updated_at.getTime(), c.channel_updated_at.getTime(), c.last_batch_at?.getTime() ?? 0);
+      const waitedMs = c.now.getTime() - since;
+      if (waitedMs <= settings.thresholdNoBatchAfterMs) continue;
+      firing.push({
+        subject: c.channel_id,
+        message: `channel ${c.channel_id} holds ${formatUnits(balance, 6)} USDT, at or over its threshold of ${formatUnits(BigInt(c.threshold), 2)} USD, with no payout batch for ${formatAge(waitedMs / 1_000)}`,
+        details: { channelId: c.channel_id, balance: `${formatUnits(balance, 6)} USDT`, threshold: `${formatUnits(BigInt(c.threshold), 2)} USD`, since: new Date(since), waitedSeconds: Math.floor(waitedMs / 1_000) },
+      });
+    }
+    return { firing };
+  },
+};
+
+export const pipelineRules: readonly StateRule[] = [
+  conversionPendingTooLong,
+  conversionNeedsReview,
+  conversionHeld,
+  payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance'),
+  payoutRule('payout_needs_review', 'needs_review', 'critical', 'needs review'),
+  payoutRule('payout_awaiting_approval', 'awaiting_approval', 'warning', 'waits for approval'),
+  thresholdNoBatch,
+];

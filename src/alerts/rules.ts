@@ -1,0 +1,78 @@
+/**
+ * State rules: each looks at the database (and the observations of the outside world written just before) and says
+ * which subjects are firing now. The evaluator opens what is new and resolves what cleared. A rule never writes.
+ */
+import type { AlertSeverity, Db } from '../db/index.ts';
+import { outsideRules } from './rules-outside.ts';
+import { pipelineRules } from './rules-pipeline.ts';
+import { queueRules } from './rules-queue.ts';
+
+export interface AlertSettings {
+  conversionPendingAfterMs: number;
+  queueDepth: number;
+  queueAgeMs: number;
+  hostEthMinWei: bigint;
+  hostUsdtMinUnits: bigint;
+  thresholdNoBatchAfterMs: number;
+  /** An event alert not raised again for this long resolves on its own. */
+  eventResolveAfterMs: number;
+  /** Tasks this version runs: only their queues can alert (others wait, visible, for a version that runs them). */
+  handledTasks: readonly string[];
+  /** The ledger check reads every entry: it runs at most this often per process (0: every pass). */
+  ledgerCheckEveryMs: number;
+}
+
+export interface Firing {
+  subject: string;
+  message: string;
+  details: Record<string, unknown>;
+}
+
+export interface RuleResult {
+  firing: Firing[];
+  /** Subjects this pass could not judge (their observation failed): their alerts stay as they are. */
+  unknown?: string[];
+}
+
+export interface RuleContext {
+  db: Db;
+  settings: AlertSettings;
+}
+
+export interface StateRule {
+  readonly name: string;
+  readonly severity: AlertSeverity;
+  /** False: never sent to the webhook (the rule about the webhook failing). */
+  readonly notify?: boolean;
+  /** Runs at most this often per process; skipped passes leave its alerts as they are. */
+  readonly everyMs?: (settings: AlertSettings) => number;
+  evaluate(context: RuleContext): Promise<RuleResult>;
+}
+
+export const STATE_RULES: readonly StateRule[] = [...pipelineRules, ...queueRules, ...outsideRules];
+
+/**
+ * Alerts raised by code paths where something happened, rather than evaluated from a state. They resolve when they
+ * have not recurred for ALERT_EVENT_RESOLVE_AFTER, or by hand. Listed for operators; any rule name not in
+ * STATE_RULES is treated as an event.
+ */
+export const EVENT_RULES = [
+  'changenow_permanent_error',
+  'host_wallet_insufficient',
+  'transfer_refused',
+  'transfer_unconfirmed',
+  'duplicate_exchanges',
+  'exchange_mismatch',
+  'conversion_stuck',
+  'conversion_unverifiable',
+  'conversion_payout_missing',
+  'conversion_payout_short',
+  'conversion_payout_reused',
+  'conversion_refund_missing',
+  'conversion_refund_short',
+  'conversion_refund_reused',
+  'conversion_refunded',
+  'conversion_failed',
+  'worker_runner_stopped',
+  'alert_rule_failed',
+] as const;

@@ -1,0 +1,36 @@
+/** Alert thresholds and the webhook, from configuration (the only place they come from). */
+import { ConfigError, type Config } from '../config.ts';
+import { parseUnits } from '../money/index.ts';
+import type { WebhookSettings } from './notify.ts';
+import { WEBHOOK_TIMEOUT_MS } from './notify.ts';
+import type { AlertSettings } from './rules.ts';
+
+/** The ledger check reads every entry: once per this per worker process is plenty for an invariant. */
+const LEDGER_CHECK_EVERY_MS = 10 * 60_000;
+
+/** Floors are parsed here, at start: a floor the asset cannot hold (7 decimals of USDT) stops the start. */
+export function alertSettings(config: Config, handledTasks: readonly string[]): AlertSettings {
+  const floor = (name: 'ALERT_HOST_ETH_MIN' | 'ALERT_HOST_USDT_MIN', decimals: number): bigint => {
+    try {
+      return parseUnits(config[name], decimals);
+    } catch (error) {
+      throw new ConfigError([`${name}: ${(error as Error).message}`]);
+    }
+  };
+  return {
+    conversionPendingAfterMs: config.ALERT_CONVERSION_PENDING_AFTER,
+    queueDepth: config.ALERT_QUEUE_DEPTH,
+    queueAgeMs: config.ALERT_QUEUE_AGE,
+    hostEthMinWei: floor('ALERT_HOST_ETH_MIN', 18),
+    hostUsdtMinUnits: floor('ALERT_HOST_USDT_MIN', 6),
+    thresholdNoBatchAfterMs: config.ALERT_THRESHOLD_NO_BATCH_AFTER,
+    eventResolveAfterMs: config.ALERT_EVENT_RESOLVE_AFTER,
+    handledTasks,
+    ledgerCheckEveryMs: LEDGER_CHECK_EVERY_MS,
+  };
+}
+
+export function alertWebhook(config: Config): WebhookSettings | undefined {
+  if (config.ALERT_WEBHOOK_URL === undefined || config.ALERT_WEBHOOK_SECRET === undefined) return undefined;
+  return { url: config.ALERT_WEBHOOK_URL, secret: config.ALERT_WEBHOOK_SECRET, timeoutMs: WEBHOOK_TIMEOUT_MS };
+}

@@ -1,0 +1,100 @@
+/** `payrail demo` command line: every value checked, a bad one is a usage error (exit 64), never a silent default. */
+import { parseArgs } from 'node:util';
+
+/**
+ * Long enough for jobs to fail and back off twice; short enough that their next retry (graphile-worker waits e^n s
+ * after the n-th failure: 2.7 s, 7.4 s, 20 s, ...) comes soon after ChangeNow is back, not a minute later.
+ */
+export const OUTAGE_SECONDS = 8;
+/** A steady stream, fast enough to be over in seconds, slow enough to watch the stages overlap. */
+export const IPNS_PER_SECOND = 20;
+
+export const DEMO_USAGE = `usage: payrail demo [options]      (npm run demo -- [options])
+
+Starts payrail on its embedded defaults (PostgreSQL, anvil, ChangeNow simulator) in a fresh data directory on free
+ports, registers channels, sends a stream of signed NOWPayments IPNs, shows each stage's progress until every payout
+has completed, prints a summary and keeps payrail running for its dashboard until Ctrl-C.
+
+  --payments N      payments to send (default 200; at least one per threshold channel)
+  --channels N      channels, threshold and instant in turn (default 8, at least 2)
+  --outage          take ChangeNow down for ${OUTAGE_SECONDS} s in the middle of the stream
+  --seed N          seed of the plan: channels, wallets, payments (default: random, printed)
+  --exit            exit after the summary instead of waiting for Ctrl-C
+  --data-dir PATH   new or empty directory to run in, kept afterwards (default: a temp dir, removed at exit)
+  --time-limit S    seconds from the first IPN until every payout has completed, else exit 1 with what is
+                    still open (default 600 plus the stream's own time, N / ${IPNS_PER_SECOND} s)
+`;
+
+export class DemoUsageError extends Error {
+  override name = 'DemoUsageError';
+}
+
+export interface DemoOptions {
+  payments: number;
+  channels: number;
+  outage: boolean;
+  seed: number;
+  /** False when the seed was drawn at random (it is printed so the run can be repeated). */
+  seedGiven: boolean;
+  exit: boolean;
+  dataDir?: string;
+  /** Unset: the default, which depends on the stream's length (see the usage). */
+  timeLimitS?: number;
+}
+
+/** `--name N`: a whole number between min and max, or `fallback` when the option is absent. */
+export function wholeNumberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  if (!/^[0-9]+$/.test(text)) throw new DemoUsageError(`--${name} must be a whole number (got "${text}")`);
+  const n = Number.parseInt(text, 10);
+  if (n < min || n > max) throw new DemoUsageError(`--${name} must be between ${min} and ${max} (got ${n})`);
+  return n;
+}
+
+/** The options, or undefined after --help. Throws DemoUsageError. */
+export function readDemoOptions(argv: string[], randomSeed: () => number): DemoOptions | undefined {
+  let values: ReturnType<typeof parse>['values'];
+  try {
+    values = parse(argv).values;
+  } catch (error) {
+    // node:util's messages name the option ("Unknown option '--paymnets'", "Option '--seed <value>' argument missing").
+    throw new DemoUsageError((error as Error).message);
+  }
+  if (values.help) return undefined;
+  const channels = wholeNumberOption('channels', values.channels, 8, 2, 100);
+  // Channels alternate threshold, instant: every threshold channel needs its closing payment.
+  const thresholdChannels = Math.ceil(channels / 2);
+  const payments = wholeNumberOption('payments', values.payments, 200, 1, 100_000);
+  if (payments < thresholdChannels) throw new DemoUsageError(`--payments must be at least ${thresholdChannels} with ${channels} channels (one closing payment per threshold channel; got ${payments})`);
+  const dataDir = values['data-dir'];
+  if (dataDir !== undefined && dataDir.trim() === '') throw new DemoUsageError('--data-dir must not be empty');
+  const seedText = values.seed;
+  return {
+    payments,
+    channels,
+    outage: values.outage === true,
+    seed: seedText === undefined ? randomSeed() : wholeNumberOption('seed', seedText, 0, 0, 2 ** 32 - 1),
+    seedGiven: seedText !== undefined,
+    exit: values.exit === true,
+    ...(dataDir !== undefined && { dataDir }),
+    ...(values['time-limit'] !== undefined && { timeLimitS: wholeNumberOption('time-limit', values['time-limit'], 0, 1, 24 * 3600) }),
+  };
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    options: {
+      payments: { type: 'string' },
+      channels: { type: 'string' },
+      outage: { type: 'boolean' },
+      seed: { type: 'string' },
+      exit: { type: 'boolean' },
+      'data-dir': { type: 'string' },
+      'time-limit': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+}

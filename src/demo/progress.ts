@@ -1,0 +1,115 @@
+/**
+ * Progress per stage on stderr, read from payrail's tables: payments received, threshold payments converted to USDT,
+ * payments paid out. On a terminal the bars redraw in place; anywhere else (a log, a test) one line per update, every
+ * few seconds, so the output stays readable.
+ */
+import type pg from 'pg';
+
+/** Counts of rows (never amounts). */
+export interface StageCounts {
+  received: number;
+  thresholdReceived: number;
+  pendingConversion: number;
+  converting: number;
+  converted: number;
+  conversions: number;
+  conversionsCompleted: number;
+  /** needs_review: nothing moves them on without a person. */
+  conversionsBlocked: number;
+  paidOut: number;
+  payouts: number;
+  payoutsCompleted: number;
+  payoutsOpen: number;
+  payoutsHeld: number;
+  /** needs_review, failed, cancelled or awaiting_approval: the demo cannot wait these out. */
+  payoutsBlocked: number;
+  paymentsInReview: number;
+}
+
+export async function readCounts(pool: pg.Pool): Promise<StageCounts> {
+  const { rows } = await pool.query<StageCounts>(
+    `select
+       (select count(*)::int from payments) as received,
+       (select count(*)::int from payments where payout_strategy = 'threshold') as "thresholdReceived",
+       (select count(*)::int from payments where conversion_status = 'pending') as "pendingConversion",
+       (select count(*)::int from payments where conversion_status = 'converting') as converting,
+       (select count(*)::int from payments where payout_strategy = 'threshold' and conversion_status = 'completed') as converted,
+       (select count(*)::int from conversions) as conversions,
+       (select count(*)::int from conversions where status = 'completed') as "conversionsCompleted",
+       (select count(*)::int from conversions where status = 'needs_review') as "conversionsBlocked",
+       (select count(*)::int from payments p join payouts po on po.payout_id = p.payout_id where po.status = 'completed') as "paidOut",
+       (select count(*)::int from payouts) as payouts,
+       (select count(*)::int from payouts where status = 'completed') as "payoutsCompleted",
+       (select count(*)::int from payouts where status not in ('completed', 'failed', 'cancelled')) as "payoutsOpen",
+       (select count(*)::int from payouts where status = 'held') as "payoutsHeld",
+       (select count(*)::int from payouts where status in ('needs_review', 'failed', 'cancelled', 'awaiting_approval')) as "payoutsBlocked",
+       (select count(*)::int from payments where review_reason is not null) as "paymentsInReview"`,
+  );
+  return rows[0] as StageCounts;
+}
+
+export interface Totals {
+  payments: number;
+  thresholdPayments: number;
+}
+
+const BAR_WIDTH = 30;
+/** Not on a terminal: one line at most this often (and whenever the note changes). */
+const LINE_EVERY_MS = 3_000;
+
+export function bar(done: number, total: number): string {
+  const filled = total <= 0 ? BAR_WIDTH : Math.min(BAR_WIDTH, Math.floor((done * BAR_WIDTH) / total));
+  return `[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}]`;
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1).padStart(6)} s`;
+}
+
+export class ProgressDisplay {
+  private drawnLines = 0;
+  private lastLineAt = 0;
+  private lastNote: string | undefined;
+
+  constructor(
+    private readonly out: NodeJS.WritableStream,
+    private readonly totals: Totals,
+    private readonly tty: boolean,
+  ) {}
+
+  /** The bars, as drawn on a terminal. */
+  lines(c: StageCounts, elapsedMs: number, note: string | undefined): string[] {
+    const width = String(this.totals.payments).length;
+    const n = (x: number) => String(x).padStart(width);
+    return [
+      `payrail demo ${seconds(elapsedMs)}`,
+      `  payments received   ${bar(c.received, this.totals.payments)} ${n(c.received)}/${this.totals.payments}`,
+      `  converted to USDT   ${bar(c.converted, this.totals.thresholdPayments)} ${n(c.converted)}/${this.totals.thresholdPayments} threshold payments  (${c.conversionsCompleted} of ${c.conversions} conversions completed)`,
+      `  payouts completed   ${bar(c.paidOut, this.totals.payments)} ${n(c.paidOut)}/${this.totals.payments} payments paid out  (${c.payoutsCompleted} of ${c.payouts} payouts completed)`,
+      `  ${note ?? ''}`,
+    ];
+  }
+
+  /** One line for a log. */
+  line(c: StageCounts, elapsedMs: number, note: string | undefined): string {
+    return `[${seconds(elapsedMs)}] received ${c.received}/${this.totals.payments} | converted ${c.converted}/${this.totals.thresholdPayments} (${c.conversionsCompleted}/${c.conversions} conversions) | paid out ${c.paidOut}/${this.totals.payments} (${c.payoutsCompleted}/${c.payouts} payouts)${note ? ` | ${note}` : ''}`;
+  }
+
+  update(c: StageCounts, elapsedMs: number, note: string | undefined, final = false): void {
+    if (this.tty) {
+      const lines = this.lines(c, elapsedMs, note);
+      // Back to the first line of the last drawing, then each line cleared and written again.
+      const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}F` : '';
+      this.out.write(up + lines.map((l) => `\x1b[2K${l}\n`).join(''));
+      this.drawnLines = lines.length;
+      return;
+    }
+    const now = Date.now();
+    // A note whose only change is a countdown is not news.
+    const noteKind = note?.replace(/[0-9]+/g, '#');
+    if (!final && noteKind === this.lastNote && now - this.lastLineAt < LINE_EVERY_MS) return;
+    this.lastLineAt = now;
+    this.lastNote = noteKind;
+    this.out.write(`${this.line(c, elapsedMs, note)}\n`);
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * What the demo did, from payrail's own tables and ledger: payments, fees, conversions, payouts, the host wallet's
+ * on-chain transactions, ChangeNow exchanges, the ledger check, and sums that must agree across stages. Amounts are
+ * summed in SQL NUMERIC and printed as exact decimals (formatUnits over bigint), never through a JavaScript number.
+ * When the demo gives up, `explainPending` says from the same tables what is still open and why.
+ */
+import type pg from 'pg';
+import type { Db } from '../db/index.ts';
+import { checkLedger, type LedgerReport } from '../ledger/index.ts';
+import { formatUnits } from '../money/index.ts';
+
+const eth = (wei: string | bigint) => `${formatUnits(BigInt(wei), 18)} ETH`;
+const usdt = (units: string | bigint) => `${formatUnits(BigInt(units), 6, { fixed: true })} USDT`;
+const usd = (text: string) => `${text} USD`;
+const yes = (ok: boolean) => (ok ? 'yes' : 'NO');
+
+export interface SummaryContext {
+  plannedPayments: number;
+  /** Exchanges the in-process ChangeNow simulator holds, to compare with what payrail recorded. */
+  simulatorExchanges?: number;
+  outage?: { startedAt: number; endedAt: number };
+}
+
+export interface Summary {
+  lines: string[];
+  ledger: LedgerReport;
+  /** Every payment paid out, every sum agreeing, the ledger balanced. */
+  ok: boolean;
+}
+
+interface Row {
+  [column: string]: string | number | null;
+}
+
+async function one(pool: pg.Pool, text: string, values: unknown[] = []): Promise<Row> {
+  return ((await pool.query<Row>(text, values)).rows[0] ?? {}) as Row;
+}
+
+async function all(pool: pg.Pool, text: string, values: unknown[] = []): Promise<Row[]> {
+  return (await pool.query<Row>(text, values)).rows;
+}
+
+const s = (row: Row, column: string): string => String(row[column] ?? '0');
+const n = (row: Row, column: string): number => Number(row[column] ?? 0);
+
+export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext): Promise<Summary> {
+  const out: string[] = [];
+  const line = (text = '') => out.push(text);
+
+  const pay = await one(
+    pool,
+    `select count(*)::int as n,
+            count(*) filter (where payout_strategy = 'threshold')::int as threshold,
+            count(*) filter (where payout_strategy = 'instant')::int as instant,
+            coalesce(sum(price_amount), 0)::text as price_usd,
+            coalesce(sum(gross_amount), 0)::text as gross, coalesce(sum(fee_amount), 0)::text as fee, coalesce(sum(net_amount), 0)::text as net,
+            coalesce(sum(net_amount) filter (where payout_strategy = 'threshold'), 0)::text as threshold_net,
+            coalesce(sum(net_amount) filter (where payout_strategy = 'instant'), 0)::text as instant_net,
+            coalesce(sum(usdt_amount) filter (where payout_strategy = 'threshold'), 0)::text as threshold_usdt,
+            string_agg(distinct fee_percent::text, ', ') as fee_percent,
+            (select count(*)::int from payments p join payouts po on po.payout_id = p.payout_id where po.status = 'completed') as paid_out
+     from payments`,
+  );
+  line('payments');
+  line(`  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`);
+  line(`  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`);
+  line(`  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`);
+  line(`  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`);
+  line(`  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout`);
+
+  const conv = await one(
+    pool,
+    `select count(*)::int as n, count(*) filter (where status = 'completed')::int as completed, count(exchange_id)::int as exchanges,
+            coalesce(sum(amount_wei) filter (where status = 'completed'), 0)::text as wei,
+            coalesce(sum(usdt_received) filter (where status = 'completed'), 0)::text as usdt,
+            coalesce(min(payment_count), 0)::int as min_p, coalesce(max(payment_count), 0)::int as max_p
+     from conversions`,
+  );
+  line();
+  line('conversions (threshold channels: pending ETH -> USDT in micro-batches, one exchange and one transfer each)');
+  line(`  completed       ${n(conv, 'completed')} of ${n(conv, 'n')} (${n(conv, 'min_p')} to ${n(conv, 'max_p')} payments each)`);
+  line(`  converted       ${eth(s(conv, 'wei'))} -> ${usdt(s(conv, 'usdt'))} received, shared out to the payments exactly`);
+
+  const payouts = await all(
+    pool,
+    `select kind, payout_currency as currency, payout_network as network, asset,
+            count(*)::int as n, count(*) filter (where status = 'completed')::int as completed, count(exchange_id)::int as exchanges,
+            coalesce(sum(amount), 0)::text as amount, coalesce(sum(amount_out::numeric) filter (where status = 'completed'), 0)::text as amount_out
+     from payouts group by 1, 2, 3, 4 order by 1 desc, 2, 3`,
+  );
+  const payoutTotal = payouts.reduce((sum, r) => sum + n(r, 'n'), 0);
+  const payoutsCompleted = payouts.reduce((sum, r) => sum + n(r, 'completed'), 0);
+  line();
+  line(`payouts         ${payoutsCompleted} of ${payoutTotal} completed`);
+  for (const r of payouts) {
+    const held = r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'));
+    const how = n(r, 'exchanges') === 0 ? 'direct transfer' : `${n(r, 'exchanges')} via ChangeNow`;
+    line(`  ${String(r.kind).padEnd(9)} ${`${r.currency} on ${r.network}`.padEnd(12)} ${String(n(r, 'completed')).padStart(4)} of ${String(n(r, 'n')).padEnd(4)} ${held} -> ${s(r, 'amount_out')} ${String(r.currency).toUpperCase()} to the owners (${how})`);
+  }
+
+  const transfers = await all(
+    pool,
+    `select purpose, asset, status, count(*)::int as n, coalesce(sum(amount), 0)::text as amount, coalesce(sum(gas_cost_wei), 0)::text as gas
+     from chain_transfers group by 1, 2, 3 order by 1, 2, 3`,
+  );
+  const gas = transfers.reduce((sum, r) => sum + BigInt(s(r, 'gas')), 0n);
+  line();
+  line(`on-chain transactions from the host wallet (chain_transfers): ${transfers.reduce((sum, r) => sum + n(r, 'n'), 0)}, gas ${eth(gas)}`);
+  for (const r of transfers) {
+    line(`  ${`${r.purpose} ${r.asset}`.padEnd(16)} ${String(r.status).padEnd(10)} ${String(n(r, 'n')).padStart(4)}  ${r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'))}`);
+  }
+
+  const payoutExchanges = payouts.reduce((sum, r) => sum + n(r, 'exchanges'), 0);
+  const exchanges = n(conv, 'exchanges') + payoutExchanges;
+  line();
+  line(`ChangeNow exchanges: ${exchanges} (${n(conv, 'exchanges')} conversions + ${payoutExchanges} payouts; one per payment would have been ${n(pay, 'n')})${context.simulatorExchanges === undefined ? '' : `; the simulator counted ${context.simulatorExchanges}`}`);
+
+  if (context.outage) {
+    const during = await one(
+      pool,
+      `select count(*)::int as recorded,
+              (select count(*)::int from payments where conversion_attempts > 1) as conversion_retries,
+              (select coalesce(sum(greatest(attempts - 1, 0)), 0)::int from payouts) as payout_retries
+       from payments where created_at between to_timestamp($1::numeric / 1000) and to_timestamp($2::numeric / 1000)`,
+      [String(context.outage.startedAt), String(context.outage.endedAt)],
+    );
+    line();
+    line(`ChangeNow outage: down for ${((context.outage.endedAt - context.outage.startedAt) / 1000).toFixed(1)} s; ${n(during, 'recorded')} payments were received and recorded meanwhile`);
+    line(`  (intake never calls ChangeNow); afterwards ${n(during, 'conversion_retries')} payments needed more than one conversion attempt and payouts retried ${n(during, 'payout_retries')} times`);
+  }
+
+  // Sums that must agree from one stage to the next: nothing lost, nothing paid twice.
+  const sums = await one(
+    pool,
+    `select (select coalesce(sum(amount), 0)::text from payouts where kind = 'threshold' and status = 'completed') as batched,
+            (select coalesce(sum(amount), 0)::text from payouts where kind = 'instant' and status = 'completed') as instant_paid,
+            (select coalesce(sum(balance), 0)::text from ledger_accounts where code like 'channel:%') as channel_balances,
+            (select count(*)::int from chain_transfers where status = 'confirmed') as confirmed,
+            (select count(*)::int from chain_transfers) as transfer_rows`,
+  );
+  const ledger = await checkLedger(db);
+  const everyPaid = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') === n(pay, 'n') && payoutsCompleted === payoutTotal;
+  const checks: Array<[string, boolean, string]> = [
+    ['every payment received and paid out, every payout completed', everyPaid, `${n(pay, 'paid_out')}/${context.plannedPayments} payments, ${payoutsCompleted}/${payoutTotal} payouts`],
+    ["threshold payments' net ETH == ETH the conversions sent", s(pay, 'threshold_net') === s(conv, 'wei'), `${eth(s(pay, 'threshold_net'))} vs ${eth(s(conv, 'wei'))}`],
+    ['USDT the conversions received == USDT credited to the payments', s(pay, 'threshold_usdt') === s(conv, 'usdt'), `${usdt(s(pay, 'threshold_usdt'))} vs ${usdt(s(conv, 'usdt'))}`],
+    ['threshold batches paid == that USDT', s(sums, 'batched') === s(pay, 'threshold_usdt'), usdt(s(sums, 'batched'))],
+    ["instant payouts paid == instant payments' net ETH", s(sums, 'instant_paid') === s(pay, 'instant_net'), eth(s(sums, 'instant_paid'))],
+    ['nothing left on any channel balance', BigInt(s(sums, 'channel_balances')) === 0n, `sum ${s(sums, 'channel_balances')} smallest units`],
+    ['one confirmed transfer per conversion and per payout', n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal, `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`],
+    ...(context.simulatorExchanges === undefined ? [] : [['exchanges recorded == exchanges at ChangeNow', exchanges === context.simulatorExchanges, `${exchanges} vs ${context.simulatorExchanges}`] as [string, boolean, string]]),
+  ];
+  line();
+  line('checks');
+  for (const [what, ok, detail] of checks) line(`  ${what.padEnd(64)} ${yes(ok)}  (${detail})`);
+  line();
+  line(`ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`);
+  line('  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be');
+  for (const p of ledger.problems.slice(0, 10)) line(`  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`);
+  return { lines: out, ledger, ok: ledger.ok && checks.every(([, ok]) => ok) };
+}
+
+/** What each open state waits for, so the list below reads as reasons, not only as state names. */
+const WAITING_FOR: Record<string, string> = {
+  'conversion pending': 'its exchange is to be asked for',
+  'conversion exchange_requested': 'ChangeNow is being asked for an exchange (retried while it does not answer)',
+  'conversion exchange_created': "the host wallet's ETH deposit to the exchange is being sent",
+  'conversion sent': 'ChangeNow is to finish the exchange and pay the USDT out',
+  'conversion failed': 'its payments went back to pending, to be tried again',
+  'conversion needs_review': 'a person must decide',
+  'payout pending': 'its job is to ask ChangeNow for an exchange, or send directly',
+  'payout exchange_requested': 'ChangeNow is being asked for an exchange (retried while it does not answer)',
+  'payout exchange_created': "the host wallet's deposit to the exchange is being sent",
+  'payout sent': 'the exchange to finish, or a direct transfer to be mined',
+  'payout held': "below ChangeNow's minimum or in a wallet change hold: it waits for more money or the hold's end",
+  'payout awaiting_approval': 'above PAYOUT_APPROVAL_ABOVE_USD: a person must approve it',
+  'payout needs_review': 'a person must decide',
+  'payout failed': 'its funds went back to the channel',
+  'payout cancelled': 'cancelled by a person',
+  'transfer intent': 'recorded, to be signed and broadcast (the host wallet sends one at a time, in nonce order)',
+  'transfer signed': 'signed, to be broadcast',
+  'transfer broadcast': 'broadcast, to be mined',
+  'transfer failed': 'never left: its conversion or payout decides what next',
+};
+const why = (kind: string, status: unknown) => WAITING_FOR[`${kind} ${String(status)}`] ?? 'no known next step';
+
+/** What is still open, and why, for a run that gave up waiting. */
+export async function explainPending(pool: pg.Pool, plannedPayments: number): Promise<string[]> {
+  const out: string[] = [];
+  const received = n(await one(pool, 'select count(*)::int as n from payments'), 'n');
+  if (received < plannedPayments) out.push(`  ${plannedPayments - received} IPNs sent were not recorded as payments`);
+  const review = await all(pool, `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`);
+  for (const r of review) out.push(`  ${n(r, 'n')} payments in review: ${r.reason}`);
+  const pending = await one(
+    pool,
+    `select count(*)::int as n, max(conversion_attempts)::int as attempts, round(extract(epoch from now() - min(credited_at)))::int as oldest_s,
+            count(*) filter (where conversion_hold_until > now())::int as held
+     from payments where conversion_status = 'pending'`,
+  );
+  if (n(pending, 'n') > 0) {
+    const refused = n(pending, 'held') > 0 ? `, ${n(pending, 'held')} held back after ChangeNow refused` : '';
+    out.push(`  ${n(pending, 'n')} threshold payments wait for a conversion: until ~CONVERSION_MIN_USD of them wait, or the oldest has waited CONVERSION_MAX_WAIT (oldest credited ${n(pending, 'oldest_s')} s ago, up to ${n(pending, 'attempts')} attempts${refused})`);
+  }
+  const conversions = await all(
+    pool,
+    `select status, count(*)::int as n, max(last_error) as last_error, max(reason) as reason from conversions where status <> 'completed' group by 1 order by 1`,
+  );
+  for (const r of conversions) out.push(`  ${n(r, 'n')} conversions ${r.status}: ${why('conversion', r.status)}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`);
+  const payouts = await all(
+    pool,
+    `select status, count(*)::int as n, max(attempts)::int as attempts, max(reason) as reason, max(last_error) as last_error, min(hold_until)::text as hold_until
+     from payouts where status <> 'completed' group by 1 order by 1`,
+  );
+  for (const r of payouts) {
+    out.push(
+      `  ${n(r, 'n')} payouts ${r.status}: ${why('payout', r.status)}${n(r, 'attempts') > 0 ? ` (up to ${n(r, 'attempts')} failed attempts)` : ''}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}${r.hold_until ? ` (held until ${r.hold_until})` : ''}`,
+    );
+  }
+  const unpaid = n(
+    await one(pool, `select count(*)::int as n from payments where conversion_status = 'completed' and payout_id is null and payout_strategy = 'threshold'`),
+    'n',
+  );
+  if (unpaid > 0) out.push(`  ${unpaid} converted payments wait on their channel's balance below its threshold`);
+  const transfers = await all(pool, `select status, count(*)::int as n, max(last_error) as last_error from chain_transfers where status <> 'confirmed' group by 1`);
+  for (const r of transfers) out.push(`  ${n(r, 'n')} on-chain transfers ${r.status}: ${why('transfer', r.status)}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`);
+  const jobs = await all(
+    pool,
+    `select task_identifier as task, count(*)::int as n, max(attempts)::int as attempts, max(last_error) as last_error, min(run_at)::text as next_run
+     from graphile_worker.jobs where last_error is not null group by 1 order by 1`,
+  );
+  for (const r of jobs) out.push(`  queue: ${n(r, 'n')} ${r.task} jobs failed before (up to ${n(r, 'attempts')} attempts, next run ${r.next_run}): ${String(r.last_error).split('\n')[0]?.slice(0, 160)}`);
+  if (out.length === 0) out.push('  nothing open in the tables: the last payouts were completing as the time ran out');
+  return out;
+}

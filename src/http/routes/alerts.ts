@@ -1,0 +1,49 @@
+import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
+import { z } from 'zod';
+import { getAlert, listAlerts, resolveAlertByHand } from '../../alerts/index.ts';
+import type { Db } from '../../db/index.ts';
+
+export interface AlertRouteDeps {
+  db: Db;
+  requireAdmin: onRequestAsyncHookHandler;
+  /** ALERT_WEBHOOK_URL is set: a resolution by hand is sent too. */
+  notify: boolean;
+}
+
+const listQuery = z.object({
+  state: z.enum(['open', 'resolved', 'all']).default('open'),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+}).strict();
+const alertParams = z.object({ alertId: z.string().regex(/^[1-9][0-9]{0,18}$/, 'must be an alert id such as 42') }).strict();
+// The note goes into the audit log (jsonb): no U+0000, no unpaired surrogate.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const resolveBody = z.object({ note: z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional() }).strict();
+
+/** GET /api/alerts and POST /api/alerts/:id/resolve, behind the admin token. */
+export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): Promise<void> {
+  // Before the body is read: without a valid token the answer is 401 whatever was sent.
+  app.addHook('onRequest', deps.requireAdmin);
+
+  app.get('/api/alerts', async (request) => {
+    const query = listQuery.parse(request.query);
+    return { alerts: await listAlerts(deps.db, query) };
+  });
+
+  app.get('/api/alerts/:alertId', async (request, reply) => {
+    const { alertId } = alertParams.parse(request.params);
+    const alert = await getAlert(deps.db, alertId);
+    if (!alert) return reply.code(404).send({ error: `alert ${alertId} not found` });
+    return alert;
+  });
+
+  app.post('/api/alerts/:alertId/resolve', async (request, reply) => {
+    const { alertId } = alertParams.parse(request.params);
+    const { note } = resolveBody.parse(request.body ?? {});
+    const actor = request.actor ?? 'unknown';
+    const result = await resolveAlertByHand(deps.db, alertId, actor, { notify: deps.notify, ...(note !== undefined && { note }) });
+    if (result.outcome === 'not_found') return reply.code(404).send({ error: `alert ${alertId} not found` });
+    if (result.outcome === 'already_resolved') return reply.code(409).send({ error: `alert ${alertId} is already resolved`, alert: result.alert });
+    request.log.warn({ event: 'alert_resolved_by_hand', alertId, rule: result.alert.rule, subject: result.alert.subject, actor }, 'alert resolved by hand');
+    return result.alert;
+  });
+}

@@ -1,0 +1,21 @@
+import type { FastifyInstance } from 'fastify';
+import type { Db } from '../../db/index.ts';
+import type { Metrics } from '../../metrics/index.ts';
+import { bearerAuth } from '../auth.ts';
+
+export interface MetricsRouteDeps {
+  metrics: Metrics;
+  /** Given: the database's figures are part of the scrape (web processes). Absent: this process's own only. */
+  db?: Db;
+  /** Set: the scrape needs `Authorization: Bearer <token>`. Unset: open (bind it to a private network). */
+  token?: string;
+}
+
+/** GET /metrics in Prometheus text format. */
+export async function metricsRoutes(app: FastifyInstance, deps: MetricsRouteDeps): Promise<void> {
+  const requireToken = deps.token === undefined ? undefined : bearerAuth([{ name: 'metrics', token: deps.token }]);
+  app.get('/metrics', { ...(requireToken && { onRequest: requireToken }) }, async (request, reply) => {
+    const text = await deps.metrics.render({ ...(deps.db && { db: deps.db }), logger: request.log });
+    return reply.header('content-type', deps.metrics.contentType).header('cache-control', 'no-store').send(text);
+  });
+}

@@ -1,0 +1,119 @@
+/**
+ * The overview as aligned text for a terminal (`payrail status`). Amounts are the overview's decimal strings,
+ * aligned on their decimal point by padding, never reformatted through a number.
+ */
+import type { AssetAmounts, Overview } from './types.ts';
+
+type Align = 'left' | 'right' | 'decimal';
+
+/** Columns padded to their widest cell; `decimal` columns line up on the point. */
+export function table(rows: readonly string[][], align: readonly Align[], indent = '  '): string[] {
+  const cells = rows.map((row) => [...row]);
+  align.forEach((mode, col) => {
+    if (mode !== 'decimal') return;
+    const parts = cells.map((row) => splitDecimal(row[col] ?? ''));
+    const whole = Math.max(0, ...parts.map((p) => p.whole.length));
+    const fraction = Math.max(0, ...parts.map((p) => p.fraction.length));
+    cells.forEach((row, i) => {
+      const p = parts[i] as { whole: string; fraction: string };
+      row[col] = p.whole.padStart(whole) + p.fraction.padEnd(fraction);
+    });
+  });
+  const widths = align.map((_, col) => Math.max(0, ...cells.map((row) => (row[col] ?? '').length)));
+  return cells.map((row) => indent + row.map((cell, col) => (align[col] === 'left' ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0))).join('  ').trimEnd());
+}
+
+/** "12.5 ETH" → whole "12", fraction ".5 ETH": the point is where columns meet. */
+function splitDecimal(text: string): { whole: string; fraction: string } {
+  const match = /^(-?[0-9]+)(.*)$/.exec(text);
+  if (!match) return { whole: text, fraction: '' };
+  const rest = match[2] ?? '';
+  return { whole: match[1] ?? '', fraction: rest.startsWith('.') ? rest : rest === '' ? '' : rest };
+}
+
+export function age(seconds: number | null): string {
+  if (seconds === null) return '-';
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours}h${String(minutes % 60).padStart(2, '0')}m`;
+  return `${Math.floor(hours / 24)}d${String(hours % 24).padStart(2, '0')}h`;
+}
+
+const amounts = (a: AssetAmounts) => Object.entries(a).map(([asset, text]) => `${text} ${asset.toUpperCase()}`);
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+const spaced = (key: string) => key.replace(/_/g, ' ');
+
+function counts(record: Record<string, number>): string {
+  return Object.entries(record).map(([key, n]) => `${spaced(key)} ${n}`).join(' · ');
+}
+
+export function formatStatus(o: Overview): string {
+  const out: string[] = [];
+  const section = (title: string) => out.push('', title);
+  out.push(`payrail status · ${o.generatedAt.replace('T', ' ').slice(0, 19)} UTC · window ${o.windowHours} h`);
+
+  section('TOTALS');
+  const t = o.totals;
+  const totalRows: string[][] = [];
+  const add = (label: string, values: string[]) => values.forEach((v, i) => totalRows.push([i === 0 ? label : '', v]));
+  add('received', amounts(t.received));
+  add('platform fees', amounts(t.platformFees));
+  add(`converted (${t.converted.count})`, [...amounts(t.converted.sent).map((v) => `${v} sent`), ...amounts(t.converted.received).map((v) => `${v} received`)]);
+  add('paid out', amounts(t.paidOut));
+  add('in flight', amounts(t.inFlight.total));
+  add('  of it in payouts', amounts(t.inFlight.reserved));
+  out.push(...table(totalRows, ['left', 'decimal']));
+
+  section('PIPELINE');
+  const payments = o.pipeline.payments;
+  const { completedInWindow, ...payoutStates } = o.pipeline.payouts;
+  out.push(
+    ...table(
+      [
+        ['payments', counts({ awaiting_conversion: payments.awaitingConversion, in_conversion: payments.inConversion, awaiting_payout: payments.awaitingPayout, in_review: payments.inReview, [`received_in_${o.windowHours}_h`]: payments.receivedInWindow })],
+        ['conversions', counts(o.pipeline.conversions)],
+        ['payouts', counts({ ...payoutStates, [`completed_in_${o.windowHours}_h`]: completedInWindow })],
+      ],
+      ['left', 'left'],
+    ),
+  );
+
+  section('QUEUES');
+  out.push(...table([['task', 'runnable', 'running', 'failed', 'oldest'], ...o.queues.map((q) => [q.task, String(q.runnable), String(q.running), String(q.failed), age(q.oldestRunnableAgeSeconds)])], ['left', 'right', 'right', 'right', 'right']));
+
+  section(`ALERTS (${o.alerts.open} open)`);
+  if (o.alerts.items.length === 0) out.push('  none');
+  out.push(...table(o.alerts.items.map((a) => [a.severity === 'critical' ? 'CRITICAL' : 'warning', a.rule, clip(a.subject, 40), clip(a.message, 80), age(a.ageSeconds)]), ['left', 'left', 'left', 'left', 'right']));
+  if (o.alerts.open > o.alerts.items.length) out.push(`  … and ${o.alerts.open - o.alerts.items.length} more`);
+
+  section('HOST WALLET AND SERVICES');
+  const wallet = (['eth', 'usdt'] as const).map((asset) => {
+    const b = o.hostWallet[asset];
+    if (b === null) return [`host wallet ${asset.toUpperCase()}`, 'not observed', ''];
+    return [`host wallet ${asset.toUpperCase()}`, b.amount === null ? `unknown${b.detail ? ` (${clip(b.detail, 60)})` : ''}` : `${b.amount} ${asset.toUpperCase()}`, `${age(b.ageSeconds)} ago`];
+  });
+  const services = o.services.map((s) => [s.name, `${s.ok ? 'ok' : 'FAILING'}${s.detail ? ` (${clip(s.detail, 60)})` : ''}`, `${age(s.ageSeconds)} ago`]);
+  out.push(...table([...wallet, ...services], ['left', 'left', 'right']));
+
+  section(`REVIEW QUEUE (${o.review.payouts.length} payouts${o.review.payments > 0 ? `, ${o.review.payments} payments` : ''})`);
+  if (o.review.payouts.length === 0) out.push('  nothing waits for a person');
+  out.push(...table(o.review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
+
+  section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, fullest ${o.channels.items.length} shown` : ''})`);
+  out.push(
+    ...table(
+      o.channels.items.map((c) => [
+        c.channelId,
+        c.strategy,
+        `${c.availableUsdt} USDT`,
+        c.thresholdUsd === null ? '' : `of ${c.thresholdUsd}`,
+        c.fillBps === null ? '' : `${Math.floor(c.fillBps / 100)}%`,
+        `${c.pendingEth} ETH pending`,
+      ]),
+      ['left', 'left', 'decimal', 'left', 'right', 'decimal'],
+    ),
+  );
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,218 @@
+/**
+ * The operator dashboard in a real browser (Debian's chromium driven by playwright-core) against a seeded database:
+ * no data without the token, the figures shown are the API's, the review buttons call the payout actions (confirm
+ * first, the API's refusal shown as it says it), and the page runs under its Content-Security-Policy without a
+ * violation. A screenshot is kept in test-artifacts/dashboard.png.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Overview } from '../../src/overview/index.ts';
+import { launchChromium } from '../support/chromium.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { insertAlert, observe, seedInstantPayout, settleConversion } from '../support/overview-seed.ts';
+import { ADMIN_TOKEN, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { saveChannel, sendFinished } from '../support/payouts.ts';
+import { ROOT } from '../support/process.ts';
+
+const THRESHOLD = '-1007000000001';
+const INSTANT = '-1007000000002';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const ARTIFACTS = path.join(ROOT, 'test-artifacts');
+
+let db: TestDatabase;
+let payrail: TestPayrail;
+let browser: Browser;
+let reviewId: string;
+let completedId: string;
+let alertId: string;
+/** What the page logged as errors, and every CSP violation it reported. */
+const problems: string[] = [];
+
+async function overview(): Promise<Overview> {
+  const res = await payrail.request('GET', '/api/overview');
+  expect(res.status).toBe(200);
+  return res.body as Overview;
+}
+
+async function newPage(): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1200 } });
+  page.on('console', (message) => {
+    const text = message.text();
+    // A 401 or 409 answer is logged by the browser as a failed load: expected here, and asserted on its own.
+    if (message.type() === 'error' && !text.startsWith('Failed to load resource: the server responded with a status of 4')) problems.push(`console: ${text}`);
+    if (message.type() === 'warning' && text.includes('Alpine')) problems.push(`console: ${text}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  // Scripts for the page are strings: this project compiles without the DOM's types.
+  await page.addInitScript({ content: "document.addEventListener('securitypolicyviolation', (e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));" });
+  return page;
+}
+
+async function signIn(page: Page): Promise<void> {
+  await page.goto(`${payrail.url}/`);
+  await page.fill('#token', ADMIN_TOKEN);
+  await page.click('[data-testid=signin] button[type=submit]');
+  await page.waitForSelector('[data-testid=total-received-eth]');
+}
+
+/** Text as shown, with the page's digit grouping taken out (it groups by string, "1,234.5"). */
+async function shown(page: Page, selector: string): Promise<string> {
+  return ((await page.textContent(selector)) ?? '').trim().replace(/,/g, '');
+}
+
+beforeAll(async () => {
+  browser = await launchChromium();
+  db = await createTestDatabase();
+  payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
+  await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '50', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
+  const threshold = [await sendFinished(payrail, 9_700_000_001, THRESHOLD), await sendFinished(payrail, 9_700_000_002, THRESHOLD), await sendFinished(payrail, 9_700_000_003, THRESHOLD)];
+  const instant = [await sendFinished(payrail, 9_700_000_011, INSTANT), await sendFinished(payrail, 9_700_000_012, INSTANT)];
+  await settleConversion(db.db, threshold.slice(0, 2), 30_000_000n);
+  completedId = await seedInstantPayout(db.db, instant[0] as string, 'completed', { via: 'direct' });
+  reviewId = await seedInstantPayout(db.db, instant[1] as string, 'needs_review');
+  alertId = await insertAlert(db.db, { rule: 'payout_review', subject: reviewId, severity: 'critical', message: `payout ${reviewId} is in review` });
+  await observe(db.db, 'host_wallet.eth', true, '2500000000000000000');
+  await observe(db.db, 'host_wallet.usdt', true, '1234567890');
+  await observe(db.db, 'changenow', false, null, 'HTTP 503 from /v2/exchange/estimated-amount');
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await payrail?.stop();
+  await db?.close();
+});
+
+describe('the dashboard', () => {
+  it('is served with a strict CSP from payrail itself, and /api/overview needs the token', async () => {
+    const page = await fetch(`${payrail.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(page.headers.get('content-security-policy')).not.toContain('unsafe');
+    for (const [asset, type] of [['/assets/app.js', 'text/javascript'], ['/assets/alpine.min.js', 'text/javascript'], ['/assets/chart.umd.min.js', 'text/javascript'], ['/assets/style.css', 'text/css']]) {
+      const res = await fetch(`${payrail.url}${asset}`);
+      expect(res.status, asset).toBe(200);
+      expect(res.headers.get('content-type'), asset).toContain(type as string);
+    }
+    for (const other of ['/assets/', '/assets/../package.json', '/web/app.js', '/assets/chart.umd.min.js.map', '/index.html']) {
+      expect((await fetch(`${payrail.url}${other}`)).status, other).toBe(404);
+    }
+    expect((await payrail.request('GET', '/api/overview', { token: null })).status).toBe(401);
+    expect((await payrail.request('GET', '/api/overview', { token: 'wrong-token-0123456789' })).status).toBe(401);
+    expect((await payrail.request('GET', '/api/overview?hours=0')).status).toBe(400);
+  });
+
+  it('shows no data without a token, and refuses a wrong one', async () => {
+    const page = await newPage();
+    await page.goto(`${payrail.url}/`);
+    await page.waitForSelector('[data-testid=signin]', { state: 'visible' });
+    const api = await overview();
+    expect(await page.locator('[data-testid=dashboard]').count()).toBe(0);
+    const text = await page.textContent('body');
+    expect(text).not.toContain(api.totals.received.eth as string);
+    expect(text).not.toContain(reviewId);
+
+    await page.fill('#token', 'wrong-token-0123456789');
+    await page.click('[data-testid=signin] button[type=submit]');
+    await page.waitForSelector('[data-testid=signin-error]', { state: 'visible' });
+    expect(await page.textContent('[data-testid=signin-error]')).toContain('refused');
+    expect(await page.locator('[data-testid=dashboard]').count()).toBe(0);
+    expect(await page.evaluate("sessionStorage.getItem('payrail.adminToken')")).toBeNull();
+    await page.close();
+  });
+
+  it('shows what GET /api/overview says: totals, payouts, alerts, channel bars, queues, host wallet', async () => {
+    const page = await newPage();
+    await signIn(page);
+    const api = await overview();
+
+    expect(await shown(page, '[data-testid=total-received-eth]')).toBe(api.totals.received.eth);
+    expect(await shown(page, '[data-testid=total-fees-eth]')).toBe(api.totals.platformFees.eth);
+    expect(await shown(page, '[data-testid=total-converted-sent-eth]')).toBe(api.totals.converted.sent.eth);
+    expect(await shown(page, '[data-testid=total-converted-received-usdt]')).toBe('30');
+    expect(await shown(page, '[data-testid=total-paid-eth]')).toBe(api.totals.paidOut.eth);
+    expect(await shown(page, '[data-testid=total-available-usdt]')).toBe(api.totals.inFlight.available.usdt);
+    expect(await shown(page, '[data-testid=total-reserved-eth]')).toBe(api.totals.inFlight.reserved.eth);
+    expect(api.totals.paidOut.eth).toBe('0.0047239');
+
+    for (const id of [reviewId, completedId]) {
+      const row = api.payouts.find((p) => p.payoutId === id);
+      expect(await shown(page, `[data-testid=payout-${id}] [data-role=state]`)).toBe(row?.status);
+    }
+    expect(await page.textContent(`[data-testid=alert-${alertId}]`)).toContain(`payout ${reviewId} is in review`);
+    expect(await shown(page, '[data-testid=payouts-needs_review] dd')).toBe(String(api.pipeline.payouts.needs_review));
+    expect(await shown(page, '[data-testid=payments-awaitingConversion] dd')).toBe(String(api.pipeline.payments.awaitingConversion));
+
+    const channel = api.channels.items.find((c) => c.channelId === THRESHOLD);
+    expect(channel).toMatchObject({ availableUsdt: '30', thresholdUsd: '50', fillBps: 6000 });
+    expect(await shown(page, `[data-testid=channel-${THRESHOLD}] [data-role=bar-label]`)).toBe('30 / 50 USDT · 60.00 %');
+    const width = await page.$eval(`[data-testid=channel-${THRESHOLD}] .fill`, (el) => (el as unknown as { style: { width: string } }).style.width);
+    expect(width).toBe('60%');
+
+    const queue = api.queues.find((q) => q.task === 'payout_instant');
+    expect(await shown(page, '[data-testid=queue-payout_instant] td:nth-child(2)')).toBe(String(queue?.runnable));
+    expect(await shown(page, '[data-testid=host-usdt] dd span')).toBe(`${api.hostWallet.usdt?.amount} USDT`);
+    expect(await page.textContent('[data-testid=service-changenow]')).toContain('failing');
+
+    // The chart draws the volume: Chart.js holds a chart on the canvas, its bars the API's basis points.
+    const bars = await page.evaluate("(() => { const chart = Chart.getChart(document.querySelector('[data-testid=volume-chart]')); return chart ? chart.data.datasets[0].data : null; })()");
+    expect(bars).toEqual(api.volume.buckets.map((b) => b.scaleBps.eth));
+
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('acts on the review queue: confirm first, the API refusal shown as it says it, then the change', async () => {
+    const page = await newPage();
+    await signIn(page);
+    const row = `[data-testid=review-${reviewId}]`;
+    await page.waitForSelector(row);
+
+    // Dismissed: nothing is sent.
+    page.once('dialog', (dialog) => void dialog.dismiss());
+    await page.click(`${row} button[data-action=cancel]`);
+    await page.waitForTimeout(300);
+    expect((await payrail.request('GET', `/api/payouts/${reviewId}`)).body.status).toBe('needs_review');
+
+    // Approve is not safe from review: 409, and the page shows the API's own words.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row} button[data-action=approve]`);
+    await page.waitForSelector('[data-testid=notice].error');
+    const refused = await payrail.request('POST', `/api/payouts/${reviewId}/approve`);
+    expect(refused.status).toBe(409);
+    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    expect((await payrail.request('GET', `/api/payouts/${reviewId}`)).body.status).toBe('needs_review');
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row} button[data-action=cancel]`);
+    await page.waitForSelector('[data-testid=notice].ok');
+    expect(await page.textContent('[data-testid=notice]')).toBe(`cancel: payout ${reviewId} is now cancelled.`);
+    const after = await payrail.request('GET', `/api/payouts/${reviewId}`);
+    expect(after.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by admin' });
+    // The page reloaded the overview: out of the review queue, shown as cancelled among the payouts.
+    await page.waitForSelector(row, { state: 'detached' });
+    expect(await shown(page, `[data-testid=payout-${reviewId}] [data-role=state]`)).toBe('cancelled');
+    expect((await overview()).review.payouts).toEqual([]);
+    await page.close();
+  });
+
+  it('refreshes without a reload', async () => {
+    const page = await newPage();
+    await signIn(page);
+    const before = await shown(page, '[data-testid=total-received-eth]');
+    await sendFinished(payrail, 9_700_000_021, INSTANT);
+    const expected = (await overview()).totals.received.eth;
+    expect(expected).not.toBe(before);
+    // Polled from here: waitForFunction would evaluate a string in the page, which its CSP refuses.
+    await expect.poll(() => shown(page, '[data-testid=total-received-eth]'), { timeout: 15_000, interval: 250 }).toBe(expected);
+    await page.close();
+  });
+
+  it('ran under its CSP without a violation or an error', () => {
+    expect(problems).toEqual([]);
+  });
+});

@@ -1,0 +1,140 @@
+/**
+ * `payrail demo` as a user runs it: the real CLI as its own process, on its own embedded PostgreSQL, anvil and
+ * ChangeNow simulator. Small counts keep each run to well under a minute.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { alive, runPayrail, type PayrailProcess } from '../support/process.ts';
+
+const running: PayrailProcess[] = [];
+const dataDirs: string[] = [];
+
+function demo(args: string[]): PayrailProcess {
+  const proc = runPayrail(['demo', ...args], {});
+  running.push(proc);
+  return proc;
+}
+
+/** The data dir the demo announced (so a failed run's leftovers can be cleaned up). */
+function announcedDataDir(output: string): string | undefined {
+  return /^ {2}data {6}(\S+) /m.exec(output)?.[1];
+}
+
+afterAll(() => {
+  for (const proc of running) {
+    if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
+    const dir = announcedDataDir(proc.output());
+    if (dir) dataDirs.push(dir);
+  }
+  for (const dir of dataDirs) {
+    // A run killed mid-way leaves its detached PostgreSQL: stop it before removing its files.
+    const pidFile = path.join(dir, 'pg', 'postmaster.pid');
+    if (fs.existsSync(pidFile)) {
+      const pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8').split('\n')[0] ?? '', 10);
+      if (Number.isInteger(pid) && alive(pid)) process.kill(pid, 'SIGQUIT');
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The figures every successful run must show. */
+function expectEverythingPaid(output: string, payments: number): void {
+  expect(output).toMatch(new RegExp(`received +${payments} of ${payments} sent`));
+  expect(output).toMatch(new RegExp(`paid out +${payments} of ${payments} payments are in a completed payout`));
+  expect(output).toMatch(/every payment received and paid out, every payout completed +yes/);
+  // Every check line says yes; none says NO.
+  const checks = output.slice(output.indexOf('\nchecks\n'), output.indexOf('\nledger check'));
+  expect(checks.split('\n').filter((l) => l.startsWith('  ')).length).toBeGreaterThanOrEqual(7);
+  expect(checks).not.toMatch(/ NO /);
+  expect(output).toMatch(/ledger check \(payrail check-ledger\): OK: \d+ accounts, \d+ journals, \d+ entries/);
+  expect(output).toMatch(/payouts +(\d+) of \1 completed/);
+  expect(output).toMatch(/on-chain transactions from the host wallet \(chain_transfers\): [1-9]\d*/);
+  expect(output).toMatch(/ChangeNow exchanges: (\d+) .*the simulator counted \1/);
+  // Amounts are exact decimals, never in a float's exponent form.
+  expect(output).not.toMatch(/\d[eE][+-]?\d+ (ETH|USDT|USD|BTC|SOL)\b/);
+  // Progress: lines while it ran (not a terminal: one line per update), ending with completion.
+  const progress = output.split('\n').filter((l) => /^\[ *\d+\.\d s\] received \d+\//.test(l));
+  expect(progress.length).toBeGreaterThanOrEqual(2);
+  expect(progress.at(-1)).toMatch(new RegExp(`received ${payments}/${payments} .*paid out ${payments}/${payments} .*every payout completed`));
+  expect(output).toMatch(/dashboard +http:\/\/127\.0\.0\.1:\d+\/ +\(web role of this payrail; admin token: \S+\)/);
+}
+
+describe('payrail demo', () => {
+  it('rejects bad options with exit code 64 and a message naming them', async () => {
+    const cases = [
+      [['--payments', 'lots'], '--payments must be a whole number'],
+      [['--channels', '1'], '--channels must be between 2 and 100'],
+      [['--paymnets', '5'], "Unknown option '--paymnets'"],
+      [['--payments', '2', '--channels', '8'], '--payments must be at least 4'],
+      [['--exit', 'now'], "Unexpected argument 'now'"],
+      // A directory with something in it: the figures must be this run's alone.
+      [['--data-dir', path.dirname(fileURLToPath(import.meta.url))], 'is not empty'],
+    ] as const;
+    // Side by side: each is a whole CLI start, and none starts anything.
+    const runs = cases.map(([args]) => demo([...args]));
+    for (const [i, [, message]] of cases.entries()) {
+      const proc = runs[i] as PayrailProcess;
+      expect(await proc.exited, proc.output()).toBe(64);
+      expect(proc.output()).toContain(message);
+    }
+  });
+
+  it('--payments 30 --exit: every payment paid out, the ledger balanced, progress shown', { timeout: 150_000 }, async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-demo-test-'));
+    dataDirs.push(dataDir);
+    fs.chmodSync(dataDir, 0o755);
+    const proc = demo(['--payments', '30', '--seed', '11', '--exit', '--data-dir', dataDir]);
+    const code = await proc.exited;
+    const output = proc.output();
+    expect(code, output).toBe(0);
+    expectEverythingPaid(output, 30);
+    expect(output).toContain('CONVERSION_MIN_USD=20');
+    // Given with --data-dir: kept, with payrail's log in it; its PostgreSQL stopped.
+    expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
+    expect(fs.existsSync(path.join(dataDir, 'pg', 'postmaster.pid'))).toBe(false);
+  });
+
+  it('gives up after --time-limit with exit 1, saying from the tables what is still open', { timeout: 120_000 }, async () => {
+    const proc = demo(['--payments', '20', '--channels', '4', '--time-limit', '1', '--exit']);
+    const code = await proc.exited;
+    const output = proc.output();
+    expect(code, output).toBe(1);
+    expect(output).toContain('the time limit of 1 s passed before every payout completed. Still open, from the tables:');
+    // Open work named by table and state, e.g. "3 payouts exchange_created" or "12 threshold payments wait for a conversion".
+    expect(output).toMatch(/\n {2}\d+ (payouts \w+|conversions \w+|threshold payments wait|IPNs sent|converted payments wait)/);
+    // A failed run keeps its data for a look (afterAll removes it).
+    const dataDir = announcedDataDir(output) as string;
+    expect(output).toContain(`data kept in ${dataDir}`);
+    expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
+  });
+
+  it('--outage: intake goes on while ChangeNow is down, everything completes after; then serves until Ctrl-C', { timeout: 150_000 }, async () => {
+    const proc = demo(['--payments', '24', '--channels', '4', '--outage']);
+    // Without --exit it keeps payrail up after the summary: the printed URL and token work, then SIGINT ends it.
+    const deadline = Date.now() + 140_000;
+    while (!proc.output().includes('Ctrl-C to stop') && proc.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    const output = proc.output();
+    expect(proc.child.exitCode, output).toBe(null);
+    expectEverythingPaid(output, 24);
+    expect(output).toMatch(/ChangeNow DOWN \(--outage, back in \d+ s\)/);
+    expect(output).toMatch(/ChangeNow back up after \d+ s down/);
+    expect(output).toMatch(/ChangeNow outage: down for \d+\.\d s; \d+ payments were received and recorded meanwhile/);
+    // IPNs were answered while ChangeNow was down: some payment arrived after the outage began.
+    const firstDown = output.split('\n').find((l) => l.includes('ChangeNow DOWN'));
+    expect(firstDown).toMatch(/received \d+\/24/);
+
+    const [, url, token] = /dashboard +(http:\/\/\S+)\/ +\(web role of this payrail; admin token: (\S+)\)/.exec(output) ?? [];
+    const payouts = await fetch(`${url}/api/payouts`, { headers: { authorization: `Bearer ${token}` } });
+    expect(payouts.status).toBe(200);
+
+    const dataDir = announcedDataDir(output) as string;
+    expect(fs.existsSync(dataDir)).toBe(true);
+    proc.child.kill('SIGINT');
+    expect(await proc.exited).toBe(0);
+    // A temp dir of its own: removed at exit.
+    expect(fs.existsSync(dataDir)).toBe(false);
+  });
+});

@@ -1,0 +1,102 @@
+/**
+ * `payrail status` as its own process against a seeded database: the text report names the figures, `--json` is the
+ * overview GET /api/overview serves, and bad arguments are refused before anything is opened.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Overview } from '../../src/overview/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { insertAlert, observe, seedInstantPayout } from '../support/overview-seed.ts';
+import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, UNUSED_WALLET_KEY, type TestPayrail } from '../support/payrail.ts';
+import { saveChannel, sendFinished } from '../support/payouts.ts';
+import { runPayrail } from '../support/process.ts';
+
+const INSTANT = '-1008000000001';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+
+let db: TestDatabase;
+let payrail: TestPayrail;
+let env: Record<string, string>;
+let reviewId: string;
+
+async function status(args: string[]): Promise<{ code: number | null; stdout: string; output: string }> {
+  const proc = runPayrail(['status', ...args], env);
+  let stdout = '';
+  proc.child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  const code = await proc.exited;
+  return { code, stdout, output: proc.output() };
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
+  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
+  await sendFinished(payrail, 9_800_000_001, INSTANT);
+  const second = await sendFinished(payrail, 9_800_000_002, INSTANT);
+  reviewId = await seedInstantPayout(db.db, second, 'needs_review');
+  await insertAlert(db.db, { rule: 'host_wallet_low', subject: 'eth', severity: 'critical', message: 'host wallet ETH below 0.05' });
+  await observe(db.db, 'host_wallet.eth', false, '10000000000000000', 'below the floor');
+  env = {
+    DATABASE_URL: db.url,
+    ADMIN_TOKEN,
+    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
+    CHANGENOW_API_URL: 'http://127.0.0.1:9',
+    CHANGENOW_API_KEY: 'test-changenow-key-0123456789',
+    ETH_RPC_URL: 'http://127.0.0.1:9',
+    HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
+    LOG_LEVEL: 'warn',
+  };
+});
+
+afterAll(async () => {
+  await payrail?.stop();
+  await db?.close();
+});
+
+describe('payrail status', () => {
+  it('prints the pipeline, queues, alerts, host wallet and review queue as aligned text', async () => {
+    const { code, stdout, output } = await status([]);
+    expect(code, output).toBe(0);
+    expect(stdout).toMatch(/^payrail status · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · window 24 h\n/);
+    expect(stdout).toMatch(/received\s+0\.00974 ETH/);
+    expect(stdout).toMatch(/platform fees\s+0\.0002922 ETH/);
+    expect(stdout).toContain('payouts      pending 0 · held 0');
+    expect(stdout).toContain('needs review 1');
+    expect(stdout).toMatch(/payout_instant\s+2\s+0\s+0\s+\d+s/);
+    expect(stdout).toMatch(/ALERTS \(1 open\)\n\s+CRITICAL\s+host_wallet_low\s+eth\s+host wallet ETH below 0\.05/);
+    expect(stdout).toMatch(/host wallet ETH\s+0\.01 ETH/);
+    expect(stdout).toMatch(new RegExp(`REVIEW QUEUE \\(1 payouts\\)\\n\\s+${reviewId}\\s+needs_review\\s+0\\.0047239 ETH\\s+${INSTANT}`));
+    // Every table's rows start in the same column.
+    const queueRows = stdout.split('\n').filter((line) => /^\s+(payout_|conversion_|transfer_)/.test(line));
+    expect(new Set(queueRows.map((line) => line.search(/\d/))).size).toBe(1);
+  });
+
+  it('--json prints the overview the API serves', async () => {
+    const { code, stdout, output } = await status(['--json', '--hours', '48']);
+    expect(code, output).toBe(0);
+    const fromCli = JSON.parse(stdout) as Overview;
+    const fromApi = (await payrail.request('GET', '/api/overview?hours=48')).body as Overview;
+    expect(fromCli.windowHours).toBe(48);
+    expect(fromCli.totals).toEqual(fromApi.totals);
+    expect(fromCli.pipeline).toEqual(fromApi.pipeline);
+    expect(fromCli.review.payouts.map((p) => p.payoutId)).toEqual([reviewId]);
+    expect(fromCli.volume.buckets.map((b) => b.received)).toEqual(fromApi.volume.buckets.map((b) => b.received));
+    expect(fromCli.totals.received).toEqual({ eth: '0.00974' });
+  });
+
+  it('refuses unknown arguments with the usage, exit 64', async () => {
+    for (const args of [['--yaml'], ['--hours', '1000']]) {
+      const { code, output } = await status(args);
+      expect(code, args.join(' ')).toBe(64);
+      expect(output).toContain('usage: payrail status [--json] [--hours N]');
+    }
+  });
+});
+
+describe('payrail check-ledger', () => {
+  it('keeps progress off a stderr that is not a terminal', async () => {
+    const proc = runPayrail(['check-ledger'], env);
+    expect(await proc.exited).toBe(0);
+    expect(proc.output()).toContain('ledger OK');
+    expect(proc.output()).not.toContain('check-ledger [');
+  });
+});

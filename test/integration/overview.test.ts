@@ -1,0 +1,222 @@
+/**
+ * readOverview against a seeded database: payments through signed IPNs (web role only, so nothing moves on its own),
+ * conversions, payouts, alerts and observations written as the stages and the alert engine leave them. Every figure
+ * is checked against what was seeded, and paid out (derived from ledger balances) against the sum of completed
+ * payouts, its pair.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { formatUnits } from '../../src/money/index.ts';
+import { fillBps, formatStatus, readOverview, volumeSeries, type Overview } from '../../src/overview/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { insertAlert, observe, seedCompletedBatch, seedInstantPayout, settleConversion } from '../support/overview-seed.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { saveChannel, sendFinished } from '../support/payouts.ts';
+
+/** One fixture payment: 0.00487 ETH gross, 3% fee. */
+const GROSS_WEI = 4_870_000_000_000_000n;
+const FEE_WEI = 146_100_000_000_000n;
+const NET_WEI = GROSS_WEI - FEE_WEI;
+const eth = (wei: bigint) => formatUnits(wei, 18);
+
+const THRESHOLD = '-1006000000001';
+const SMALL_THRESHOLD = '-1006000000002';
+const INSTANT = '-1006000000003';
+const UNKNOWN = '-1006000000009';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+
+let db: TestDatabase;
+let payrail: TestPayrail;
+let nextPaymentId = 9_600_000_000;
+const paid: Record<string, string[]> = { [THRESHOLD]: [], [SMALL_THRESHOLD]: [], [INSTANT]: [] };
+const ids: Record<string, string> = {};
+let overview: Overview;
+
+async function pay(channelId: string, times: number): Promise<void> {
+  for (let i = 0; i < times; i++) {
+    const id = await sendFinished(payrail, nextPaymentId++, channelId);
+    paid[channelId]?.push(id);
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
+  await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '50', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  await saveChannel(payrail, SMALL_THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '10', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
+  await pay(THRESHOLD, 4);
+  await pay(SMALL_THRESHOLD, 2);
+  await pay(INSTANT, 4);
+  // Kept for review (no such channel): answered 202.
+  const unknown = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${UNKNOWN}` }), IPN_SECRET);
+  expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: unknown.raw, headers: unknown.headers, token: null })).status).toBe(202);
+
+  const t = paid[THRESHOLD] as string[];
+  const s = paid[SMALL_THRESHOLD] as string[];
+  const i = paid[INSTANT] as string[];
+  ids.conversionA = await settleConversion(db.db, t.slice(0, 3), 42_000_000n);
+  ids.conversionB = await settleConversion(db.db, s, 12_500_000n);
+  ids.batch = await seedCompletedBatch(db.db, THRESHOLD, 20_000_000n);
+  ids.direct = await seedInstantPayout(db.db, i[0] as string, 'completed', { via: 'direct' });
+  ids.exchanged = await seedInstantPayout(db.db, i[1] as string, 'completed', { via: 'exchange' });
+  ids.review = await seedInstantPayout(db.db, i[2] as string, 'needs_review');
+  // ChangeNow kept 1,000 wei of this one: a loss, not a payout.
+  ids.failed = await seedInstantPayout(db.db, i[3] as string, 'failed', { returned: NET_WEI - 1000n });
+
+  ids.critical = await insertAlert(db.db, { rule: 'ledger_invariant', subject: 'ledger', severity: 'critical', message: 'ledger check found 1 violation' });
+  ids.warning = await insertAlert(db.db, { rule: 'payout_review', subject: ids.review, severity: 'warning', message: 'payout in review', details: { payoutId: ids.review } });
+  await insertAlert(db.db, { rule: 'queue_depth', subject: 'payout_run', severity: 'warning', message: 'resolved long ago', resolved: true });
+  await observe(db.db, 'host_wallet.eth', true, '1500000000000000000');
+  await observe(db.db, 'host_wallet.usdt', true, '250000000');
+  await observe(db.db, 'chain_rpc', true, '12345', 'block 12345');
+  await observe(db.db, 'changenow', false, null, 'HTTP 503');
+  overview = await readOverview(db.db);
+});
+
+afterAll(async () => {
+  await payrail?.stop();
+  await db?.close();
+});
+
+describe('readOverview', () => {
+  it('totals come from the ledger, exactly', () => {
+    expect(overview.totals).toEqual({
+      received: { eth: eth(10n * GROSS_WEI) },
+      platformFees: { eth: eth(10n * FEE_WEI) },
+      converted: { count: 2, sent: { eth: eth(5n * NET_WEI) }, received: { usdt: '54.5' } },
+      paidOut: { eth: eth(2n * NET_WEI), usdt: '20' },
+      inFlight: {
+        // THRESHOLD's unconverted payment, and INSTANT's failed payout back on its balance less the 1,000 wei kept.
+        available: { eth: eth(NET_WEI + NET_WEI - 1000n), usdt: '34.5' },
+        reserved: { eth: eth(NET_WEI), usdt: '0' },
+        total: { eth: eth(3n * NET_WEI - 1000n), usdt: '34.5' },
+      },
+    });
+  });
+
+  it('paid out derived from balances equals the sum of completed payouts (its pair), and the ledger checks out', async () => {
+    const { rows } = await sql<{ asset: string; units: string }>`select asset, sum(amount)::text as units from payouts where status = 'completed' group by asset`.execute(db.db);
+    const fromPayouts = Object.fromEntries(rows.map((r) => [r.asset, formatUnits(BigInt(r.units), r.asset === 'eth' ? 18 : 6)]));
+    expect(overview.totals.paidOut).toEqual(fromPayouts);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('counts payments by stage, conversions and payouts by state', () => {
+    expect(overview.pipeline.payments).toEqual({ awaitingConversion: 1, inConversion: 0, awaitingPayout: 5, inReview: 1, receivedInWindow: 10 });
+    expect(overview.pipeline.conversions).toMatchObject({ completed: 2, pending: 0, needs_review: 0 });
+    expect(overview.pipeline.payouts).toEqual({
+      pending: 0, held: 0, awaiting_approval: 0, exchange_requested: 0, exchange_created: 0, sent: 0, needs_review: 1, failed: 1, cancelled: 0, completedInWindow: 3,
+    });
+  });
+
+  it('lists recent conversions and payouts with state and age, open ones first', () => {
+    expect(overview.conversions.map((c) => [c.conversionId, c.status, c.paymentCount, c.sent, c.received])).toEqual([
+      [ids.conversionB, 'completed', 2, eth(2n * NET_WEI), '12.5'],
+      [ids.conversionA, 'completed', 3, eth(3n * NET_WEI), '42'],
+    ]);
+    expect(overview.payouts[0]).toMatchObject({ payoutId: ids.review, status: 'needs_review', asset: 'eth', amount: eth(NET_WEI), channelId: INSTANT });
+    expect(overview.payouts.slice(1).map((p) => [p.payoutId, p.status])).toEqual([
+      [ids.failed, 'failed'],
+      [ids.exchanged, 'completed'],
+      [ids.direct, 'completed'],
+      [ids.batch, 'completed'],
+    ]);
+    for (const row of [...overview.payouts, ...overview.conversions]) {
+      expect(row.ageSeconds).toBeGreaterThanOrEqual(0);
+      expect(row.inStateSeconds).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it('shows channels against their thresholds, fullest first, in exact basis points', () => {
+    expect(overview.channels).toMatchObject({ total: 3, threshold: 2, atThreshold: 1 });
+    expect(overview.channels.items.map((c) => [c.channelId, c.availableUsdt, c.thresholdUsd, c.fillBps, c.pendingEth])).toEqual([
+      [SMALL_THRESHOLD, '12.5', '10', 12_500, '0'],
+      [THRESHOLD, '22', '50', 4_400, eth(NET_WEI)],
+      [INSTANT, '0', null, null, eth(NET_WEI - 1000n)],
+    ]);
+    expect(overview.channels.items[2]?.reserved).toEqual({ eth: eth(NET_WEI) });
+  });
+
+  it('puts payouts in review in the review queue, and counts the payment kept for review', () => {
+    expect(overview.review.payouts.map((p) => [p.payoutId, p.status, p.reason])).toEqual([[ids.review, 'needs_review', 'seeded: exchange failed']]);
+    expect(overview.review.payouts[0]?.waitingSeconds).toBeGreaterThanOrEqual(0);
+    expect(overview.review.payments).toBe(1);
+  });
+
+  it('shows open alerts only, critical first', () => {
+    expect(overview.alerts.open).toBe(2);
+    expect(overview.alerts.items.map((a) => [a.id, a.rule, a.severity])).toEqual([
+      [ids.critical, 'ledger_invariant', 'critical'],
+      [ids.warning, 'payout_review', 'warning'],
+    ]);
+    expect(overview.alerts.items[1]?.details).toEqual({ payoutId: ids.review });
+  });
+
+  it('reads the host wallet in exact units and the other observations', () => {
+    expect(overview.hostWallet.eth).toMatchObject({ asset: 'eth', amount: '1.5', ok: true });
+    expect(overview.hostWallet.usdt).toMatchObject({ asset: 'usdt', amount: '250', ok: true });
+    expect(overview.services.map((s) => [s.name, s.ok, s.detail])).toEqual([
+      ['chain_rpc', true, 'block 12345'],
+      ['changenow', false, 'HTTP 503'],
+    ]);
+  });
+
+  it('lists every task with its queue depth, idle ones at zero', () => {
+    const instant = overview.queues.find((q) => q.task === 'payout_instant');
+    // One payout job per instant payment, waiting for a worker (none runs here).
+    expect(instant).toMatchObject({ runnable: 4, running: 0, failed: 0 });
+    expect(overview.queues.find((q) => q.task === 'reconcile')).toMatchObject({ runnable: 0, oldestRunnableAgeSeconds: null });
+  });
+
+  it('buckets what was received per hour over the window, the current hour last', async () => {
+    expect(overview.volume.hours).toBe(24);
+    expect(overview.volume.buckets).toHaveLength(24);
+    const last = overview.volume.buckets.at(-1);
+    expect(last).toMatchObject({ received: { eth: eth(10n * GROSS_WEI) }, payments: 10, scaleBps: { eth: 10_000 } });
+    expect(overview.volume.buckets.slice(0, -1).every((b) => b.payments === 0 && b.received.eth === '0')).toBe(true);
+    expect(overview.volume.peak).toEqual({ eth: eth(10n * GROSS_WEI) });
+    expect(Date.parse(last?.hour ?? '') % 3_600_000).toBe(0);
+    const wide = await readOverview(db.db, { windowHours: 48 });
+    expect(wide.volume.buckets).toHaveLength(48);
+    expect(wide.pipeline.payments.receivedInWindow).toBe(10);
+    await expect(readOverview(db.db, { windowHours: 0 })).rejects.toThrow(RangeError);
+  });
+
+  it('the text report names the same figures', () => {
+    const text = formatStatus(overview);
+    expect(text).toContain(`${eth(10n * GROSS_WEI)} ETH`);
+    expect(text).toMatch(/paid out\s+0\.0094478 ETH/);
+    expect(text).toContain('20 USDT');
+    expect(text).toMatch(/CRITICAL\s+ledger_invariant/);
+    expect(text).toContain(ids.review);
+    expect(text).toMatch(/host wallet ETH\s+1\.5 ETH/);
+    expect(text).toMatch(/payout_instant\s+4\s+0\s+0/);
+  });
+});
+
+describe('overview arithmetic', () => {
+  it('fills are exact basis points rounded down', () => {
+    expect(fillBps(0n, 5_000n)).toBe(0);
+    expect(fillBps(49_999_999n, 5_000n)).toBe(9_999);
+    expect(fillBps(50_000_000n, 5_000n)).toBe(10_000);
+    expect(fillBps(10n ** 30n, 1n)).toBe(Number((10n ** 30n * 10_000n) / 10_000n));
+  });
+
+  it('scales each hour against the peak without floats, and keeps empty hours', () => {
+    const since = new Date('2026-01-01T00:00:00Z');
+    const series = volumeSeries(since, 3, [
+      { hour: new Date('2026-01-01T00:00:00Z'), asset: 'eth', units: 1n, payments: 1 },
+      { hour: new Date('2026-01-01T02:00:00Z'), asset: 'eth', units: 3n, payments: 2 },
+    ]);
+    expect(series.buckets.map((b) => [b.hour, b.received.eth, b.payments, b.scaleBps.eth])).toEqual([
+      ['2026-01-01T00:00:00.000Z', '0.000000000000000001', 1, 3_333],
+      ['2026-01-01T01:00:00.000Z', '0', 0, 0],
+      ['2026-01-01T02:00:00.000Z', '0.000000000000000003', 2, 10_000],
+    ]);
+    expect(series.peak).toEqual({ eth: '0.000000000000000003' });
+    expect(volumeSeries(since, 2, []).buckets.map((b) => b.scaleBps.eth)).toEqual([0, 0]);
+  });
+});

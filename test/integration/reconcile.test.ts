@@ -1,0 +1,502 @@
+/**
+ * The reconciler on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP). Each stuck state is made on
+ * purpose: the stages are run by hand up to it (each step's job taken off the queue as a worker would), then the job
+ * that would move the item on is lost or given up. One pass (called directly) re-queues the stage's own job or sends
+ * the item to review; a worker then runs the jobs. Every item ends completed, with one exchange at ChangeNow and one
+ * transfer on chain, or in review with its reason. Items whose job is alive are left alone, and two passes at once,
+ * or a pass repeated, do nothing more than one.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { stageDeps, type Database } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { openPool, type DatabaseHandle } from '../../src/db/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { applyPayoutAction, HANDLED_TASKS, pipelineCron, reconcile, type CrashPoint, type ReconcileSummary, type StageDeps } from '../../src/pipeline/index.ts';
+import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
+import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
+import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
+
+/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
+const NET_WEI = 4_723_900_000_000_000n;
+/** What the simulator pays for it as USDT (3000 USDT/ETH less 1 USDT), in units. */
+const CONVERTED_USDT = '13171700';
+/** Deadlines counted from now: every job-less item is stuck at once. */
+const NOW = { stepMs: 0, pollIntervalMs: 0 };
+
+let outside: Outside;
+let db: TestDatabase;
+/** Takes IPNs; runs no jobs, so states built by hand stay put until a worker starts. */
+let web: TestPayrail;
+let worker: TestPayrail | undefined;
+let sink: LogSink;
+let deps: StageDeps;
+let extraPool: DatabaseHandle | undefined;
+let nextPaymentId = 9_770_000_000;
+let nextChannel = 1_007_700_000_001;
+
+function config() {
+  return loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET: IPN_SECRET, LOG_LEVEL: 'silent', CONVERSION_MIN_USD: '1', ...outside.env });
+}
+
+/** The stages' dependencies as a worker has them, on `handle`'s pool; `crashAt` makes that point throw. */
+function depsWith(options: { crashAt?: CrashPoint; handle?: DatabaseHandle } = {}): StageDeps {
+  const database: Database = { ...(options.handle ?? db), shutdown: async () => undefined };
+  const local = { rpcUrl: outside.chain.rpcUrl, chainId: outside.chain.chainId, changenowUrl: outside.sim.url, usdtContract: outside.usdt, stop: async () => undefined };
+  const crash = options.crashAt
+    ? (name: CrashPoint) => {
+        if (name === options.crashAt) throw new Error(`crashed at ${name} (test)`);
+      }
+    : undefined;
+  return stageDeps(config(), database, local, createLogger({ level: 'info', destination: sink.stream }), crash);
+}
+
+async function startWorker(logs?: LogSink): Promise<void> {
+  worker = await startTestPayrail(db, { roles: { web: false, worker: true }, env: { ...outside.env, CONVERSION_MIN_USD: '1' }, ...(logs && { logs }) });
+}
+
+// --- the pipeline by hand ---------------------------------------------------------------------------------------
+
+/** Runs a stage step as the worker would run its job: the job leaves the queue, the step runs. */
+async function byHand(key: string, step: () => Promise<unknown>): Promise<void> {
+  const { rowCount } = await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [key]);
+  expect(rowCount, `a job ${key}`).toBe(1);
+  await step();
+}
+
+const hooks = () => ({ conversion: conversionTransferHooks(deps), payout: payoutTransferHooks(deps) });
+
+async function pay(channelId: string): Promise<string> {
+  return sendFinished(web, nextPaymentId++, channelId);
+}
+
+/** A threshold payment (the threshold out of reach) batched into a conversion; its exchange job is queued. */
+async function newConversion(): Promise<string> {
+  const channelId = await saveChannel(web, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+  await pay(channelId);
+  const id = await batchPendingPayments(deps);
+  expect(id).not.toBeNull();
+  return id as string;
+}
+
+/** A conversion whose ETH reached ChangeNow: sent, its poll job queued. */
+async function conversionSent(): Promise<string> {
+  const id = await newConversion();
+  await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
+  const transferId = (await conversionRow(id)).transfer_id as string;
+  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+  await byHand(`transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks(), transferId));
+  expect(await conversionRow(id)).toMatchObject({ status: 'sent' });
+  return id;
+}
+
+async function instantPayment(currency = 'usdt', network = 'trx', wallet = TRON_WALLET): Promise<string> {
+  const channelId = await saveChannel(web, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: currency, payoutNetwork: network, walletAddress: wallet });
+  return pay(channelId);
+}
+
+/** An instant payout left in exchange_requested with its exchange made at ChangeNow and never recorded, no job. */
+async function payoutWithUnrecordedExchange(): Promise<string> {
+  const paymentId = await instantPayment();
+  const crashing = depsWith({ crashAt: 'payout_after_exchange_created' });
+  await byHand(`payout_instant:${paymentId}`, () => expect(openInstantPayout(crashing, paymentId)).rejects.toThrow('crashed at payout_after_exchange_created'));
+  const payout = await payoutOfPayment(paymentId);
+  expect(payout).toMatchObject({ status: 'exchange_requested', exchange_id: null, transfer_id: null, attempts: 1 });
+  expect(exchangesFor(payout.payout_id)).toHaveLength(1);
+  return payout.payout_id;
+}
+
+/** A conversion left in exchange_requested with its exchange made at ChangeNow and never recorded, no job. */
+async function conversionWithUnrecordedExchange(): Promise<string> {
+  const id = await newConversion();
+  const crashing = depsWith({ crashAt: 'after_exchange_created' });
+  await expect(createConversionExchange(crashing, id)).rejects.toThrow('crashed at after_exchange_created');
+  expect(await conversionRow(id)).toMatchObject({ status: 'exchange_requested', exchange_id: null, transfer_id: null });
+  expect(exchangesFor(id)).toHaveLength(1);
+  await loseJob(`conversion_exchange:${id}`);
+  return id;
+}
+
+/** An instant payout whose funds reached ChangeNow: sent, its poll job queued. */
+async function payoutSent(): Promise<string> {
+  const paymentId = await instantPayment();
+  await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+  const { payout_id: payoutId, transfer_id: transferId } = await payoutOfPayment(paymentId);
+  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId as string));
+  await byHand(`transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks(), transferId as string));
+  expect(await payoutRow(payoutId)).toMatchObject({ status: 'sent' });
+  return payoutId;
+}
+
+// --- jobs ---------------------------------------------------------------------------------------------------------
+
+async function loseJob(key: string): Promise<void> {
+  const { rowCount } = await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [key]);
+  expect(rowCount, `a job ${key} to lose`).toBe(1);
+}
+
+async function giveUpJob(key: string): Promise<void> {
+  const { rowCount } = await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where key = $1", [key]);
+  expect(rowCount, `a job ${key} to give up`).toBe(1);
+}
+
+/** The keys among these with a job that will still run, once per such job. */
+async function liveJobs(keys: string[]): Promise<string[]> {
+  const { rows } = await db.pool.query<{ key: string }>(
+    'select key from graphile_worker._private_jobs where key = any($1::text[]) and (locked_at is not null or attempts < max_attempts) order by key',
+    [keys],
+  );
+  return rows.map((r) => r.key);
+}
+
+async function jobRows(keys: string[]) {
+  const { rows } = await db.pool.query(
+    'select id::text, key, run_at, attempts, max_attempts, revision, locked_at, locked_by from graphile_worker._private_jobs where key = any($1::text[]) order by key',
+    [keys],
+  );
+  return rows;
+}
+
+// --- reads --------------------------------------------------------------------------------------------------------
+
+async function conversionRow(id: string) {
+  const { rows } = await db.pool.query(
+    'select status, reason, exchange_id, transfer_id, usdt_received::text, reconcile_attempts, reconciled_at from conversions where conversion_id = $1',
+    [id],
+  );
+  return rows[0];
+}
+
+async function payoutRow(id: string) {
+  const { rows } = await db.pool.query('select payout_id, status, reason, exchange_id, transfer_id, amount_out, attempts, reconcile_attempts from payouts where payout_id = $1', [id]);
+  return rows[0];
+}
+
+async function payoutOfPayment(paymentId: string) {
+  const { rows } = await db.pool.query<{ payout_id: string; transfer_id: string | null }>('select payout_id from payouts where payment_id = $1', [paymentId]);
+  return payoutRow(rows[0]!.payout_id);
+}
+
+async function transfersOf(purpose: string, ref: string) {
+  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string; to_address: string; amount: string }>(
+    'select transfer_id, status, tx_hash, lower(to_address) as to_address, amount::text from chain_transfers where purpose = $1 and ref = $2',
+    [purpose, ref],
+  );
+  return rows;
+}
+
+async function paymentStatuses(conversionId: string): Promise<string[]> {
+  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where conversion_id = $1', [conversionId]);
+  return rows.map((r) => r.conversion_status);
+}
+
+function exchangesFor(ref: string) {
+  return [...outside.sim.exchanges.values()].filter((e) => e.userId === ref);
+}
+
+/** The pass's actions as [kind, id, state, action], in the order taken. */
+function actionsOf(summary: ReconcileSummary): string[][] {
+  return summary.actions.map((a) => [a.kind, a.id, a.state, a.action]);
+}
+
+function actionLines(id: string) {
+  return sink.lines.filter((l) => l.event === 'reconcile_action' && l.id === id);
+}
+
+async function completes(kind: 'conversion' | 'payout', id: string): Promise<void> {
+  const row = () => (kind === 'conversion' ? conversionRow(id) : payoutRow(id));
+  let last: { status: string; reason: string | null } | undefined;
+  try {
+    await eventually(`${kind} ${id} completed`, async () => (last = await row()).status === 'completed');
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+  }
+}
+
+/** Completed through one exchange at ChangeNow paid by one confirmed transfer to its payin address. */
+async function expectOneExchangeOneTransfer(kind: 'conversion' | 'payout', id: string): Promise<void> {
+  const exchanges = exchangesFor(id);
+  expect(exchanges).toHaveLength(1);
+  const row = kind === 'conversion' ? await conversionRow(id) : await payoutRow(id);
+  expect(row.exchange_id).toBe(exchanges[0]!.id);
+  expect(await transfersOf(kind, id)).toMatchObject([{ transfer_id: row.transfer_id, status: 'confirmed', to_address: exchanges[0]!.payinAddress.toLowerCase(), amount: NET_WEI.toString() }]);
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+  web = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+});
+beforeEach(() => {
+  sink = logSink();
+  deps = depsWith();
+});
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  await extraPool?.close();
+  extraPool = undefined;
+  await outside.sim.setFault('none');
+});
+afterAll(async () => {
+  await web?.stop();
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('exchanges created at ChangeNow whose creation was never recorded', () => {
+  it('a conversion left in exchange_requested, its job lost: the pass resumes its stage, which adopts the exchange; settled with one exchange and one transfer', async () => {
+    const id = await conversionWithUnrecordedExchange();
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['conversion', id, 'exchange_requested', 'find_exchange']]);
+    expect(summary).toMatchObject({ ran: true, resumed: 1, reviewed: 0, moved: 0 });
+    expect(await liveJobs([`conversion_exchange:${id}`])).toEqual([`conversion_exchange:${id}`]);
+    expect(await conversionRow(id)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: 1, reconciled_at: expect.any(Date) });
+    expect(actionLines(id)).toEqual([
+      expect.objectContaining({ event: 'reconcile_action', kind: 'conversion', id, state: 'exchange_requested', action: 'find_exchange', reason: expect.stringMatching(/^no job moves it on \(unchanged in exchange_requested for \d+ s\)$/) }),
+    ]);
+
+    await startWorker();
+    await completes('conversion', id);
+    await expectOneExchangeOneTransfer('conversion', id);
+    expect(await conversionRow(id)).toMatchObject({ usdt_received: CONVERTED_USDT });
+    expect(await paymentStatuses(id)).toEqual(['completed']);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('an instant payout left in exchange_requested, its job lost: the pass resumes its run, which adopts the exchange; completed with one exchange and one transfer', async () => {
+    const payoutId = await payoutWithUnrecordedExchange();
+    expect(await liveJobs([`payout_run:${payoutId}`])).toEqual([]);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['payout', payoutId, 'exchange_requested', 'find_exchange']]);
+    expect(await liveJobs([`payout_run:${payoutId}`])).toEqual([`payout_run:${payoutId}`]);
+
+    await startWorker();
+    await completes('payout', payoutId);
+    await expectOneExchangeOneTransfer('payout', payoutId);
+    expect(await payoutRow(payoutId)).toMatchObject({ amount_out: '13.1717', reconcile_attempts: 1 });
+    expect(sink.alerts()).toEqual([]);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('lost and given-up jobs', () => {
+  it('a broadcast transfer with no confirm job: the pass re-queues the receipt lookup; the conversion settles on the same transaction', async () => {
+    const id = await newConversion();
+    await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
+    const transferId = (await conversionRow(id)).transfer_id as string;
+    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+    const [broadcast] = await transfersOf('conversion', id);
+    expect(broadcast).toMatchObject({ transfer_id: transferId, status: 'broadcast' });
+    await loseJob(`transfer_confirm:${transferId}`);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['transfer', transferId, 'broadcast', 'reconfirm']]);
+    expect(await liveJobs([`transfer_confirm:${transferId}`, `transfer_send:${transferId}`])).toEqual([`transfer_confirm:${transferId}`]);
+
+    await startWorker();
+    await completes('conversion', id);
+    await expectOneExchangeOneTransfer('conversion', id);
+    expect((await transfersOf('conversion', id))[0]!.tx_hash).toBe(broadcast!.tx_hash);
+    expect(await paymentStatuses(id)).toEqual(['completed']);
+  });
+
+  it('a sent payout whose poll job gave up: the pass re-polls under the same key; the payout completes', async () => {
+    const payoutId = await payoutSent();
+    await giveUpJob(`payout_poll:${payoutId}`);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['payout', payoutId, 'sent', 'repoll']]);
+    // The given-up job does not count, and is not doubled: one job will poll.
+    expect(await liveJobs([`payout_poll:${payoutId}`])).toEqual([`payout_poll:${payoutId}`]);
+
+    await startWorker();
+    await completes('payout', payoutId);
+    await expectOneExchangeOneTransfer('payout', payoutId);
+    expect(await payoutRow(payoutId)).toMatchObject({ amount_out: '13.1717' });
+  });
+
+  it('a conversion past its poll deadline, its poll job lost: the last look by its stage finds the exchange finished and settles it', async () => {
+    const id = await conversionSent();
+    await loseJob(`conversion_poll:${id}`);
+    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['conversion', id, 'sent', 'repoll']]);
+    expect(summary.actions[0]!.reason).toMatch(/^past its final deadline \S+ and no job moves it on \(unchanged in sent for \d+ s\): one last look by its stage$/);
+
+    await startWorker();
+    await completes('conversion', id);
+    await expectOneExchangeOneTransfer('conversion', id);
+    expect(await conversionRow(id)).toMatchObject({ usdt_received: CONVERTED_USDT });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('review when resuming has had its chance', () => {
+  it('a payout whose stage keeps dying goes to review after its resumes; a transfer that does sends its conversion there; each with the reason and its alert', async () => {
+    const payoutId = await payoutWithUnrecordedExchange();
+    // Three passes resume it; each time its job is lost again.
+    for (let resume = 1; resume <= 3; resume++) {
+      expect(actionsOf(await reconcile(deps, NOW))).toEqual([['payout', payoutId, 'exchange_requested', 'find_exchange']]);
+      expect(await payoutRow(payoutId)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: resume });
+      await loseJob(`payout_run:${payoutId}`);
+    }
+    const id = await newConversion();
+    await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
+    const transferId = (await conversionRow(id)).transfer_id as string;
+    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+    await loseJob(`transfer_confirm:${transferId}`);
+    await db.pool.query('update chain_transfers set reconcile_attempts = 3 where transfer_id = $1', [transferId]);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([
+      ['payout', payoutId, 'exchange_requested', 'review'],
+      ['transfer', transferId, 'broadcast', 'review'],
+    ]);
+    expect(summary).toMatchObject({ resumed: 0, reviewed: 2 });
+    const payoutReason = expect.stringMatching(/^stuck in exchange_requested: no job moves it on \(unchanged in exchange_requested for \d+ s\) after 3 resumes by the reconciler$/);
+    expect(await payoutRow(payoutId)).toMatchObject({ status: 'needs_review', reason: payoutReason });
+    expect(await conversionRow(id)).toMatchObject({
+      status: 'needs_review',
+      reason: expect.stringMatching(new RegExp(`^transfer ${transferId} stuck in broadcast: no job moves it on \\(unchanged in broadcast for \\d+ s\\) after 3 resumes by the reconciler$`)),
+    });
+    expect(await paymentStatuses(id)).toEqual(['failed']);
+    expect(summary.actions[1]!.reviewed).toEqual({ kind: 'conversion', id });
+    expect(sink.lines.filter((l) => l.event === 'alert').map((l) => [l.alert, l.payoutId ?? l.conversionId])).toEqual([
+      ['payout_stuck', payoutId],
+      ['conversion_stuck', id],
+    ]);
+    expect(actionLines(payoutId).at(-1)).toMatchObject({ action: 'review', reason: payoutReason });
+    expect(await liveJobs([`payout_run:${payoutId}`, `transfer_confirm:${transferId}`])).toEqual([]);
+
+    // In review they are a person's: the next pass leaves them.
+    expect(actionsOf(await reconcile(deps, NOW))).toEqual([]);
+    expect(exchangesFor(payoutId)).toHaveLength(1);
+
+    // A person's retry is the way on, with a fresh budget of resumes: the run adopts the one exchange.
+    expect(await applyPayoutAction(db.db, payoutId, 'retry', 'alice', { pollDeadlineMs: 60_000 })).toEqual({ payoutId, from: 'needs_review', to: 'exchange_requested' });
+    expect(await payoutRow(payoutId)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: 0 });
+    await startWorker();
+    await completes('payout', payoutId);
+    await expectOneExchangeOneTransfer('payout', payoutId);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a conversion past its poll deadline whose last look died too goes to review with the reason', async () => {
+    const id = await conversionSent();
+    await loseJob(`conversion_poll:${id}`);
+    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+    expect(actionsOf(await reconcile(deps, NOW))).toEqual([['conversion', id, 'sent', 'repoll']]);
+    // The last look's job gives up without a word (its worker died on each attempt, say).
+    await giveUpJob(`conversion_poll:${id}`);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['conversion', id, 'sent', 'review']]);
+    const row = await conversionRow(id);
+    expect(row.status).toBe('needs_review');
+    expect(row.reason).toMatch(/^stuck in sent past its final deadline \S+: no job moves it on \(unchanged in sent for \d+ s\) after the reconciler's last look$/);
+    expect(await paymentStatuses(id)).toEqual(['failed']);
+    expect(sink.alerts()).toEqual(['conversion_stuck']);
+  });
+});
+
+describe('items whose job is alive are left alone', () => {
+  it('a poll queued for later and a send running its last attempt: not stuck, however old; nothing queued or counted', async () => {
+    const id = await conversionSent();
+    const pollKey = `conversion_poll:${id}`;
+    await db.pool.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1", [pollKey]);
+    await db.pool.query("update conversions set updated_at = now() - interval '1 hour' where conversion_id = $1", [id]);
+    const paymentId = await instantPayment('eth', 'eth', freshWallet());
+    await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+    const direct = await payoutOfPayment(paymentId);
+    expect(direct).toMatchObject({ status: 'sent', exchange_id: null });
+    const sendKey = `transfer_send:${direct.transfer_id}`;
+    await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, locked_at = now(), locked_by = 'another-worker' where key = $1", [sendKey]);
+    const before = await jobRows([pollKey, sendKey]);
+    expect(before).toHaveLength(2);
+
+    const summary = await reconcile(deps, NOW);
+    expect(summary.actions).toEqual([]);
+    expect(summary).toMatchObject({ ran: true, examined: 2, alive: 2, resumed: 0, reviewed: 0 });
+    expect(await jobRows([pollKey, sendKey])).toEqual(before);
+    expect(await conversionRow(id)).toMatchObject({ status: 'sent', reconcile_attempts: 0 });
+    expect(sink.lines.filter((l) => l.event === 'reconcile_action')).toEqual([]);
+
+    // Let them run: both end on their own jobs.
+    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = $1', [pollKey]);
+    await db.pool.query('update graphile_worker._private_jobs set attempts = 0, locked_at = null, locked_by = null where key = $1', [sendKey]);
+    await startWorker();
+    await completes('conversion', id);
+    await completes('payout', direct.payout_id);
+  });
+});
+
+describe('passes at once, and again', () => {
+  it('two concurrent passes (two pools, as two workers) and a repeated one resume each item once; one exchange and one transfer each', async () => {
+    const conversionId = await conversionWithUnrecordedExchange();
+    const requestedPayout = await payoutWithUnrecordedExchange();
+    const sentPayout = await payoutSent();
+    await loseJob(`payout_poll:${sentPayout}`);
+    const keys = [`conversion_exchange:${conversionId}`, `payout_run:${requestedPayout}`, `payout_poll:${sentPayout}`];
+
+    extraPool = openPool(db.url, { max: 4, applicationName: 'payrail-test-second-worker', logger: createLogger({ level: 'silent' }) });
+    const other = depsWith({ handle: extraPool });
+    const passes = await Promise.all([reconcile(deps, NOW), reconcile(other, NOW)]);
+    expect(passes.some((p) => p.ran)).toBe(true);
+    const taken = passes.flatMap(actionsOf).sort((a, b) => a[1]!.localeCompare(b[1]!));
+    expect(taken).toEqual(
+      [
+        ['conversion', conversionId, 'exchange_requested', 'find_exchange'],
+        ['payout', requestedPayout, 'exchange_requested', 'find_exchange'],
+        ['payout', sentPayout, 'sent', 'repoll'],
+      ].sort((a, b) => a[1]!.localeCompare(b[1]!)),
+    );
+    expect(passes[0]!.resumed + passes[1]!.resumed).toBe(3);
+    expect(await liveJobs(keys)).toEqual([...keys].sort());
+
+    const again = await reconcile(deps, NOW);
+    expect(again).toMatchObject({ ran: true, resumed: 0, reviewed: 0, alive: 3, actions: [] });
+    expect(await liveJobs(keys)).toEqual([...keys].sort());
+    expect(await conversionRow(conversionId)).toMatchObject({ reconcile_attempts: 1 });
+    expect(await payoutRow(requestedPayout)).toMatchObject({ reconcile_attempts: 1 });
+    expect(await payoutRow(sentPayout)).toMatchObject({ reconcile_attempts: 1 });
+
+    await startWorker();
+    await completes('conversion', conversionId);
+    await completes('payout', requestedPayout);
+    await completes('payout', sentPayout);
+    await expectOneExchangeOneTransfer('conversion', conversionId);
+    await expectOneExchangeOneTransfer('payout', requestedPayout);
+    await expectOneExchangeOneTransfer('payout', sentPayout);
+    // Done items are not looked at again.
+    expect((await reconcile(deps, NOW)).actions).toEqual([]);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('the reconcile task', () => {
+  it('runs every RECONCILE_INTERVAL, once, without backfill; a worker runs it with the default deadlines', async () => {
+    expect(HANDLED_TASKS).toContain('reconcile');
+    expect(pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 300_000 })).toContainEqual({ task: 'reconcile', match: '*/5 * * * *', identifier: 'reconcile', options: { backfillPeriod: 0, maxAttempts: 1 } });
+    expect(() => pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 90_000 })).toThrow('reconcile interval must be whole minutes from 1 to 59');
+
+    const payoutId = await payoutSent();
+    await loseJob(`payout_poll:${payoutId}`);
+    // Unchanged for ten minutes: past the default deadline of a sent payout (a poll interval and a minute).
+    await db.pool.query("update payouts set updated_at = now() - interval '10 minutes' where payout_id = $1", [payoutId]);
+
+    const logs = logSink();
+    await startWorker(logs);
+    await db.pool.query("select graphile_worker.add_job('reconcile', '{}'::json, max_attempts => 1)");
+    await completes('payout', payoutId);
+    expect(logs.lines.filter((l) => l.event === 'reconcile_action' && l.id === payoutId)).toEqual([expect.objectContaining({ kind: 'payout', state: 'sent', action: 'repoll' })]);
+    await expectOneExchangeOneTransfer('payout', payoutId);
+  });
+});

@@ -1,0 +1,108 @@
+/**
+ * States of the pipeline written straight into the database, as the stages leave them (rows, links and balanced
+ * journals), for tests that read the overview of a pipeline that stands still (web role only, no worker).
+ */
+import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Db, PayoutStatus } from '../../src/db/index.ts';
+import { accounts, postJournal } from '../../src/ledger/index.ts';
+import { splitProportionally } from '../../src/money/index.ts';
+
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+
+/** A settled ETH → USDT conversion of pending threshold payments, as settle.ts books it. */
+export async function settleConversion(db: Db, paymentIds: readonly string[], usdtUnits: bigint): Promise<string> {
+  const conversionId = `cv_${randomBytes(8).toString('hex')}`;
+  await db.transaction().execute(async (trx) => {
+    const rows = await trx.selectFrom('payments').select(['payment_id', 'channel_id', 'net_amount']).where('payment_id', 'in', [...paymentIds]).where('conversion_status', '=', 'pending').orderBy('payment_id').execute();
+    if (rows.length !== paymentIds.length) throw new Error(`settleConversion: ${paymentIds.length - rows.length} payment(s) not pending`);
+    const weights = rows.map((r) => BigInt(r.net_amount as string));
+    const totalWei = weights.reduce((a, b) => a + b, 0n);
+    const shares = splitProportionally(usdtUnits, weights);
+    await trx.insertInto('conversions').values({ conversion_id: conversionId, status: 'completed', from_asset: 'eth', to_asset: 'usdt', amount_wei: totalWei, payment_count: rows.length, usdt_received: usdtUnits, expected_usdt: usdtUnits, completed_at: sql`now()` }).execute();
+    for (const [i, r] of rows.entries()) {
+      await trx.insertInto('conversion_payments').values({ conversion_id: conversionId, payment_id: r.payment_id, channel_id: r.channel_id, net_wei: weights[i] as bigint, usdt_share: shares[i] as bigint }).execute();
+      await trx.updateTable('payments').set({ conversion_status: 'completed', conversion_id: conversionId, usdt_amount: shares[i] as bigint }).where('payment_id', '=', r.payment_id).execute();
+    }
+    const entries = [{ account: accounts.changenow('eth'), amount: totalWei }, { account: accounts.changenow('usdt'), amount: -usdtUnits }];
+    for (const [i, r] of rows.entries()) {
+      entries.push({ account: accounts.channel(r.channel_id, 'eth'), amount: -(weights[i] as bigint) });
+      if ((shares[i] as bigint) > 0n) entries.push({ account: accounts.channel(r.channel_id, 'usdt'), amount: shares[i] as bigint });
+    }
+    await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries });
+  });
+  return conversionId;
+}
+
+export interface SeededPayout {
+  /** Where a completed payout's funds went: straight to the owner, or into a ChangeNow exchange. */
+  via?: 'direct' | 'exchange';
+  /** failed / cancelled: how much came back to the channel (all of it by default). */
+  returned?: bigint;
+}
+
+/**
+ * An instant payment's payout in `status` with its journals: reserved while open; reserved then completed, or
+ * reserved then returned, once ended.
+ */
+export async function seedInstantPayout(db: Db, paymentId: string, status: PayoutStatus, options: SeededPayout = {}): Promise<string> {
+  const payoutId = `po_${randomBytes(8).toString('hex')}`;
+  await db.transaction().execute(async (trx) => {
+    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
+    const net = BigInt(payment.net_amount as string);
+    const channelId = payment.channel_id;
+    const via = options.via ?? 'direct';
+    await trx
+      .insertInto('payouts')
+      .values({
+        payout_id: payoutId, kind: 'instant', channel_id: channelId, payment_id: paymentId, status, asset: 'eth', amount: net, payout_currency: via === 'direct' ? 'eth' : 'usdt', payout_network: 'eth', wallet_address: WALLET,
+        reason: status === 'needs_review' ? 'seeded: exchange failed' : status === 'awaiting_approval' ? 'above the approval limit' : null,
+        ...(status === 'completed' && { completed_at: sql`now()`, amount_out: '1' }),
+      })
+      .execute();
+    await trx.updateTable('payments').set({ payout_id: payoutId }).where('payment_id', '=', paymentId).execute();
+    await postJournal(trx, { kind: 'payout_reserved', ref: payoutId, entries: [{ account: accounts.channel(channelId, 'eth'), amount: -net }, { account: accounts.channelPayout(channelId, 'eth'), amount: net }] });
+    if (status === 'completed') {
+      const counterparty = via === 'direct' ? accounts.payees('eth') : accounts.changenow('eth');
+      await postJournal(trx, { kind: 'payout_completed', ref: payoutId, entries: [{ account: accounts.channelPayout(channelId, 'eth'), amount: -net }, { account: counterparty, amount: net }] });
+    }
+    if (status === 'failed' || status === 'cancelled') {
+      const returned = options.returned ?? net;
+      const entries = [
+        { account: accounts.channelPayout(channelId, 'eth'), amount: -net },
+        { account: accounts.channel(channelId, 'eth'), amount: returned },
+        { account: accounts.changenow('eth'), amount: net - returned },
+      ].filter((e) => e.amount !== 0n);
+      await postJournal(trx, { kind: 'payout_returned', ref: payoutId, entries });
+    }
+  });
+  return payoutId;
+}
+
+/** A threshold channel's batch of its available USDT, completed through an exchange (payout_reserved + payout_completed). */
+export async function seedCompletedBatch(db: Db, channelId: string, units: bigint): Promise<string> {
+  const payoutId = `po_${randomBytes(8).toString('hex')}`;
+  await db.transaction().execute(async (trx) => {
+    await trx.insertInto('payouts').values({ payout_id: payoutId, kind: 'threshold', channel_id: channelId, status: 'completed', asset: 'usdt', amount: units, payout_currency: 'usdt', payout_network: 'trx', wallet_address: WALLET, reason: null, completed_at: sql`now()`, amount_out: '1' }).execute();
+    await postJournal(trx, { kind: 'payout_reserved', ref: payoutId, entries: [{ account: accounts.channel(channelId, 'usdt'), amount: -units }, { account: accounts.channelPayout(channelId, 'usdt'), amount: units }] });
+    await postJournal(trx, { kind: 'payout_completed', ref: payoutId, entries: [{ account: accounts.channelPayout(channelId, 'usdt'), amount: -units }, { account: accounts.changenow('usdt'), amount: units }] });
+  });
+  return payoutId;
+}
+
+export async function insertAlert(db: Db, alert: { rule: string; subject: string; severity: 'warning' | 'critical'; message: string; details?: Record<string, unknown>; resolved?: boolean }): Promise<string> {
+  const row = await db
+    .insertInto('alerts')
+    .values({ rule: alert.rule, subject: alert.subject, severity: alert.severity, message: alert.message, details: JSON.stringify(alert.details ?? {}), ...(alert.resolved && { resolved_at: sql`now()` }) })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+export async function observe(db: Db, name: string, ok: boolean, value: string | null, detail: string | null = null): Promise<void> {
+  await db
+    .insertInto('observations')
+    .values({ name, ok, value, detail })
+    .onConflict((oc) => oc.column('name').doUpdateSet({ ok, value, detail, observed_at: sql`now()` }))
+    .execute();
+}

@@ -1,0 +1,408 @@
+/*
+ * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
+ * with the tab), refreshes it every few seconds, and calls the payout actions of the review queue.
+ *
+ * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
+ * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
+ */
+(() => {
+  'use strict';
+
+  const TOKEN_KEY = 'payrail.adminToken';
+  const REFRESH_MS = 5000;
+  const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
+  const ACTIONS = {
+    retry: 'Retry payout {id}? It resumes from where it stopped.',
+    approve: 'Approve payout {id}? It will be exchanged and sent.',
+    cancel: "Cancel payout {id}? Its funds go back to the channel's balance.",
+  };
+
+  /*
+   * Alpine's standard build compiles every x- expression with `new AsyncFunction`, which this page's
+   * Content-Security-Policy (script-src 'self', no 'unsafe-eval') refuses. As in Alpine's own CSP build, an
+   * expression here is a property path on the component ("view.totals", "signIn"): a value is read, a method is
+   * called (with the event, for @ handlers). Nothing is compiled; anything else is refused loudly.
+   */
+  const PATH_RE = /^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/;
+  function pathEvaluator(el, expression) {
+    const Alpine = window.Alpine;
+    const magics = {};
+    Alpine.injectMagics(magics, el);
+    const stack = [magics, ...Alpine.closestDataStack(el)];
+    return (receiver = () => {}, { scope = {}, params = [] } = {}) => {
+      const context = Alpine.mergeProxies([scope, ...stack]);
+      try {
+        if (typeof expression === 'function') return receiver(expression.apply(context, params));
+        const path = expression.trim();
+        if (!PATH_RE.test(path)) throw new Error(`not a property path: "${path}"`);
+        const value = path.split('.').reduce((object, key) => (object === null || object === undefined ? undefined : object[key]), context);
+        receiver(typeof value === 'function' ? value.apply(context, params) : value);
+      } catch (error) {
+        console.error(`dashboard: ${error.message}`, el);
+      }
+    };
+  }
+
+  // --- formatting: strings in, strings out ----------------------------------------------------------------------
+
+  /** "17892810.992358" → "17,892,810.992358", by string operations only. */
+  function groupDigits(decimal) {
+    if (typeof decimal !== 'string') return '–';
+    const [whole, fraction] = decimal.split('.');
+    const sign = whole.startsWith('-') ? '-' : '';
+    const digits = sign ? whole.slice(1) : whole;
+    const grouped = digits.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+    return sign + grouped + (fraction === undefined ? '' : `.${fraction}`);
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return '–';
+    if (seconds < 60) return `${seconds} s`;
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return `${hours} h ${minutes % 60} min`;
+    return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+  }
+
+  const upper = (asset) => String(asset).toUpperCase();
+  /** "awaitingConversion", "needs_review" → "awaiting conversion", "needs review". */
+  const label = (key) => key.replace(/_/g, ' ').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+  const percentOf = (bps) => `${Math.floor(bps / 100)}.${String(bps % 100).padStart(2, '0')} %`;
+
+  // --- the API's overview as the page shows it ------------------------------------------------------------------
+
+  function amountLines(prefix, amounts, caption = '') {
+    return Object.entries(amounts).map(([asset, text]) => ({
+      key: `${caption}${asset}`,
+      caption,
+      asset: upper(asset),
+      text: groupDigits(text),
+      testid: `${prefix}-${asset}`,
+    }));
+  }
+
+  function totalsView(t) {
+    return [
+      { key: 'received', label: 'Received', testid: 'total-received', lines: amountLines('total-received', t.received) },
+      { key: 'fees', label: 'Platform fees', testid: 'total-fees', lines: amountLines('total-fees', t.platformFees) },
+      {
+        key: 'converted',
+        label: `Converted (${t.converted.count})`,
+        testid: 'total-converted',
+        lines: [...amountLines('total-converted-sent', t.converted.sent, 'sent'), ...amountLines('total-converted-received', t.converted.received, 'got')],
+      },
+      { key: 'paid', label: 'Paid out', testid: 'total-paid', lines: amountLines('total-paid', t.paidOut) },
+      {
+        key: 'flight',
+        label: 'In flight',
+        testid: 'total-inflight',
+        lines: [...amountLines('total-available', t.inFlight.available, 'available'), ...amountLines('total-reserved', t.inFlight.reserved, 'in payouts')],
+      },
+    ];
+  }
+
+  function countsView(prefix, counts, attention, hours) {
+    return Object.entries(counts).map(([key, value]) => ({
+      key,
+      label: key.endsWith('InWindow') ? `${label(key.slice(0, -'InWindow'.length))} in ${hours} h` : label(key),
+      value: String(value),
+      cls: value > 0 && attention.includes(key) ? 'attention' : value === 0 ? 'zero' : '',
+      testid: `${prefix}-${key}`,
+    }));
+  }
+
+  function pipelineView(p, hours) {
+    return [
+      { key: 'payments', label: 'Payments', counts: countsView('payments', p.payments, ['inReview'], hours) },
+      { key: 'conversions', label: 'Conversions', counts: countsView('conversions', p.conversions, ['failed', 'needs_review'], hours) },
+      { key: 'payouts', label: 'Payouts', counts: countsView('payouts', p.payouts, ['failed', 'needs_review', 'awaiting_approval'], hours) },
+    ];
+  }
+
+  function payoutView(p, prefix) {
+    return {
+      ...p,
+      testid: `${prefix}-${p.payoutId}`,
+      stateClass: `state-${p.status}`,
+      amountText: groupDigits(p.amount),
+      assetText: upper(p.asset),
+      destination: `${upper(p.payoutCurrency)} on ${p.payoutNetwork}`,
+      reasonText: p.reason ?? '',
+      age: age(p.ageSeconds),
+      inState: age(p.inStateSeconds),
+      waiting: age(p.waitingSeconds),
+    };
+  }
+
+  function channelView(c) {
+    const hasThreshold = c.fillBps !== null;
+    return {
+      ...c,
+      testid: `channel-${c.channelId}`,
+      hasThreshold,
+      // The fill is drawn at most full; the label tells how far past the threshold a channel is.
+      fillStyle: { width: hasThreshold ? `${Math.min(c.fillBps, 10000) / 100}%` : '0%' },
+      fillClass: hasThreshold && c.fillBps >= 10000 ? 'full' : '',
+      barLabel: hasThreshold ? `${groupDigits(c.availableUsdt)} / ${groupDigits(c.thresholdUsd)} USDT · ${percentOf(c.fillBps)}` : `${groupDigits(c.availableUsdt)} USDT available`,
+      pendingEthText: groupDigits(c.pendingEth),
+      destination: `${upper(c.payoutCurrency)} on ${c.payoutNetwork}`,
+    };
+  }
+
+  function outsideView(o) {
+    const wallet = ['eth', 'usdt'].map((asset) => {
+      const b = o.hostWallet[asset];
+      return {
+        key: `host-${asset}`,
+        label: `Host wallet ${upper(asset)}`,
+        text: b === null ? 'not observed yet' : b.amount === null ? `unknown${b.detail ? ` (${b.detail})` : ''}` : `${groupDigits(b.amount)} ${upper(asset)}`,
+        age: b === null ? '' : `${age(b.ageSeconds)} ago`,
+        cls: b === null ? 'zero' : b.ok ? '' : 'attention',
+        testid: `host-${asset}`,
+      };
+    });
+    const services = o.services.map((s) => ({
+      key: s.name,
+      label: label(s.name),
+      text: `${s.ok ? 'ok' : 'failing'}${s.detail ? ` · ${s.detail}` : ''}`,
+      age: `${age(s.ageSeconds)} ago`,
+      cls: s.ok ? '' : 'attention',
+      testid: `service-${s.name}`,
+    }));
+    return [...wallet, ...services];
+  }
+
+  function present(o) {
+    const review = o.review.payouts.map((p) => payoutView(p, 'review'));
+    const payouts = o.payouts.map((p) => payoutView(p, 'payout'));
+    const conversions = o.conversions.map((c) => ({
+      ...c,
+      testid: `conversion-${c.conversionId}`,
+      stateClass: `state-${c.status}`,
+      sentText: `${groupDigits(c.sent)} ${upper(c.sentAsset)}`,
+      receivedText: c.received === null ? '–' : `${groupDigits(c.received)} ${upper(c.receivedAsset)}`,
+      age: age(c.ageSeconds),
+      inState: age(c.inStateSeconds),
+    }));
+    return {
+      generatedAt: new Date(o.generatedAt).toLocaleString(),
+      alerts: {
+        open: String(o.alerts.open),
+        none: o.alerts.open === 0,
+        items: o.alerts.items.map((a) => ({ ...a, severityClass: `alert ${a.severity}`, age: `for ${age(a.ageSeconds)}`, testid: `alert-${a.id}` })),
+      },
+      totals: totalsView(o.totals),
+      pipeline: pipelineView(o.pipeline, o.windowHours),
+      review: {
+        count: review.length,
+        none: review.length === 0,
+        items: review,
+        paymentsNote: o.review.payments > 0 ? `${o.review.payments} payment(s) kept for review (see GET /api/payments/:id).` : '',
+      },
+      channels: {
+        caption: `${o.channels.total} channels, ${o.channels.threshold} by threshold, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? ` · showing ${o.channels.items.length}` : ''}`,
+        items: o.channels.items.map(channelView),
+      },
+      payouts: { items: payouts, any: payouts.length > 0, none: payouts.length === 0 },
+      conversions: { items: conversions, any: conversions.length > 0, none: conversions.length === 0 },
+      queues: o.queues.map((q) => ({
+        ...q,
+        oldest: q.oldestRunnableAgeSeconds === null ? '–' : age(q.oldestRunnableAgeSeconds),
+        cls: q.failed > 0 ? 'attention' : q.runnable + q.running === 0 ? 'zero' : '',
+        testid: `queue-${q.task}`,
+      })),
+      outside: outsideView(o),
+      volume: {
+        caption: `per hour, last ${o.volume.hours} h · peak ${Object.entries(o.volume.peak).map(([a, v]) => `${groupDigits(v)} ${upper(a)}`).join(', ')}`,
+      },
+    };
+  }
+
+  // --- the chart (kept out of Alpine's reactive data: Chart.js must not be proxied) ------------------------------
+
+  let chart = null;
+  const SERIES_COLOURS = ['#2563eb', '#16a34a', '#9333ea'];
+
+  function drawVolume(volume) {
+    const canvas = document.getElementById('volume-chart');
+    if (!canvas || !window.Chart) return;
+    if (chart && chart.canvas !== canvas) {
+      chart.destroy();
+      chart = null;
+    }
+    const buckets = volume.buckets;
+    const assets = Object.keys(volume.peak);
+    const labels = buckets.map((b) => b.hour.slice(11, 16));
+    const datasets = [
+      ...assets.map((asset, i) => ({
+        type: 'bar',
+        label: `received ${upper(asset)}`,
+        data: buckets.map((b) => b.scaleBps[asset] ?? 0),
+        backgroundColor: SERIES_COLOURS[i % SERIES_COLOURS.length],
+        yAxisID: 'share',
+        asset,
+      })),
+      { type: 'line', label: 'payments', data: buckets.map((b) => b.payments), borderColor: '#f59e0b', pointRadius: 0, yAxisID: 'count' },
+    ];
+    if (chart) {
+      chart.data.labels = labels;
+      chart.data.datasets = datasets;
+      chart.$buckets = buckets;
+      chart.update('none');
+      return;
+    }
+    chart = new window.Chart(canvas, {
+      type: 'bar',
+      data: { labels, datasets },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        interaction: { mode: 'index', intersect: false },
+        scales: {
+          // Bars are each asset's share of its peak hour: the axis has no unit, the tooltip gives the exact amount.
+          share: { type: 'linear', position: 'left', min: 0, max: 10000, ticks: { display: false }, grid: { display: false } },
+          count: { type: 'linear', position: 'right', beginAtZero: true, suggestedMax: 1, ticks: { precision: 0 }, title: { display: true, text: 'payments' } },
+          x: { ticks: { maxTicksLimit: 12 } },
+        },
+        plugins: {
+          legend: { position: 'bottom' },
+          tooltip: {
+            callbacks: {
+              title: (items) => (items[0] ? `${chart.$buckets[items[0].dataIndex].hour.replace('T', ' ').slice(0, 16)} UTC` : ''),
+              label: (item) => {
+                const bucket = chart.$buckets[item.dataIndex];
+                if (item.dataset.asset) return `received ${groupDigits(bucket.received[item.dataset.asset])} ${upper(item.dataset.asset)}`;
+                return `${bucket.payments} payments`;
+              },
+            },
+          },
+        },
+      },
+    });
+    chart.$buckets = buckets;
+  }
+
+  // --- the component --------------------------------------------------------------------------------------------
+
+  function dashboard() {
+    return {
+      token: sessionStorage.getItem(TOKEN_KEY) ?? '',
+      hours: 24,
+      overview: null,
+      view: null,
+      error: '',
+      notice: { text: '', kind: '' },
+      loading: false,
+      failedAt: null,
+      timer: null,
+
+      init() {
+        if (this.token) this.load();
+        this.timer = setInterval(() => {
+          if (this.token && !document.hidden) this.load();
+        }, REFRESH_MS);
+      },
+      destroy() {
+        clearInterval(this.timer);
+      },
+
+      get signedIn() {
+        return this.token !== '';
+      },
+      get signedOut() {
+        return this.token === '';
+      },
+      get ready() {
+        return this.token !== '' && this.view !== null;
+      },
+      get statusText() {
+        if (this.failedAt) return `not updated since ${this.failedAt}: ${this.error}`;
+        return this.view ? `live · ${this.view.generatedAt}` : 'loading…';
+      },
+      get statusClass() {
+        return this.failedAt ? 'status stale' : 'status live';
+      },
+      get hoursClass() {
+        return { h24: this.hours === 24 ? 'active' : '', h48: this.hours === 48 ? 'active' : '' };
+      },
+
+      signIn() {
+        const value = this.$refs.token.value.trim();
+        if (!value) return;
+        this.token = value;
+        sessionStorage.setItem(TOKEN_KEY, value);
+        this.$refs.token.value = '';
+        this.error = '';
+        this.load();
+      },
+      signOut() {
+        sessionStorage.removeItem(TOKEN_KEY);
+        this.token = '';
+        this.overview = null;
+        this.view = null;
+        this.failedAt = null;
+        this.notice = { text: '', kind: '' };
+      },
+      setHours(event) {
+        this.hours = Number.parseInt(event.currentTarget.dataset.hours, 10) === 48 ? 48 : 24;
+        this.load();
+      },
+
+      async api(method, path) {
+        const response = await fetch(path, { method, headers: { authorization: `Bearer ${this.token}`, accept: 'application/json' }, cache: 'no-store' });
+        const body = await response.json().catch(() => ({}));
+        return { status: response.status, body };
+      },
+
+      async load() {
+        if (this.loading) return;
+        this.loading = true;
+        try {
+          const { status, body } = await this.api('GET', `/api/overview?hours=${this.hours}`);
+          if (status === 401) {
+            this.signOut();
+            this.error = 'The server refused this token.';
+            return;
+          }
+          if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
+          this.overview = body;
+          this.view = present(body);
+          this.failedAt = null;
+          this.error = '';
+          // The canvas exists once x-if has rendered the dashboard.
+          this.$nextTick(() => drawVolume(body.volume));
+        } catch (error) {
+          this.failedAt = new Date().toLocaleTimeString();
+          this.error = error.message;
+        } finally {
+          this.loading = false;
+        }
+      },
+
+      async act(event) {
+        const { action, payout } = event.currentTarget.dataset;
+        if (!ACTIONS[action] || !PAYOUT_ID_RE.test(payout ?? '')) return;
+        if (!window.confirm(ACTIONS[action].replace('{id}', payout))) return;
+        const { status, body } = await this.api('POST', `/api/payouts/${payout}/${action}`);
+        if (status === 200) {
+          this.notice = { text: `${action}: payout ${payout} is now ${body.status}.`, kind: 'ok' };
+        } else if (status === 401) {
+          this.signOut();
+          this.error = 'The server refused this token.';
+          return;
+        } else {
+          // 409: the action is not safe from the payout's state; the API says why.
+          this.notice = { text: body.error ?? `${action} failed (HTTP ${status})`, kind: 'error' };
+        }
+        await this.load();
+      },
+    };
+  }
+
+  document.addEventListener('alpine:init', () => {
+    window.Alpine.setEvaluator(pathEvaluator);
+    window.Alpine.data('dashboard', dashboard);
+  });
+})();
