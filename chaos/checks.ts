@@ -245,12 +245,16 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   fig(`ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`);
   if (ledgerHeld !== expected) violations.push(`ledger USDT ${ledgerHeld} ≠ chain-derived ${expected}`);
 
-  // 4. No job failed for good without an alert.
-  const failed = (await pool.query<{ id: string; task_identifier: string; last_error: string | null }>('select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts')).rows;
-  const alerted = new Set(fleet.alerts('job_failed_permanently').map((l) => String(l.json?.jobId)));
+  // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
+  // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
+  const failed = (await pool.query<{ id: string; task_identifier: string; last_error: string | null }>('select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null')).rows;
+  const stored = (await pool.query<{ subject: string; open: boolean }>("select subject, resolved_at is null as open from alerts where rule = 'job_failed_permanently'")).rows;
+  const alerted = new Set(stored.map((a) => a.subject));
   const silent = failed.filter((j) => !alerted.has(j.id));
-  fig(`jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts logged: ${alerted.size}; failed without an alert: ${silent.length}`);
+  fig(`jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`);
   if (silent.length > 0) violations.push(`job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`);
+  const storedByRule = (await pool.query<{ rule: string; n: number; open: number }>('select rule, count(*)::int as n, count(*) filter (where resolved_at is null)::int as open from alerts group by rule order by rule')).rows;
+  fig(`alerts stored: ${storedByRule.map((r) => `${r.rule} ×${r.n} (${r.open} open)`).join(', ') || 'none'}`);
   const otherAlerts = new Map<string, number>();
   for (const l of fleet.alerts()) otherAlerts.set(String(l.json?.alert), (otherAlerts.get(String(l.json?.alert)) ?? 0) + 1);
   fig(`alerts logged: ${[...otherAlerts.entries()].map(([a, n]) => `${a} ×${n}`).join(', ') || 'none'}`);

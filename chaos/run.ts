@@ -29,6 +29,29 @@ async function waitForWorkers(webUrl: string, timeoutMs: number): Promise<void> 
   throw new Error(`no worker became healthy within ${timeoutMs} ms`);
 }
 
+/**
+ * Waits until the workers' alerts_evaluate cron has run a whole pass that started after now (its observations are
+ * newer, and no pass is running), so the checks see the alerts payrail raised for what the settle left.
+ */
+async function awaitAlertPass(db: DatabaseHandle, timeoutMs: number): Promise<boolean> {
+  const since = new Date();
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const { rows } = await db.pool.query<{ observed: boolean; running: boolean }>(
+        `select exists (select 1 from observations where name = 'chain_rpc' and observed_at > $1) as observed,
+                exists (select 1 from graphile_worker.jobs where task_identifier = 'alerts_evaluate' and locked_at is not null) as running`,
+        [since],
+      );
+      if (rows[0]?.observed && !rows[0].running) return true;
+    } catch {
+      // the database may still be coming back from a restart fault: try again
+    }
+    await sleep(1_000);
+  }
+  return false;
+}
+
 export interface ChaosOptions {
   seed: number;
   payments: number;
@@ -170,6 +193,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       await sleep(1_000);
     }
     say(calm >= 2 ? 'settled' : `not settled within ${options.settleTimeoutMs / 1000} s; checking as it stands`);
+    say(`waiting for an alert evaluation pass after the settle (every ALERT_INTERVAL, 1m here): ${(await awaitAlertPass(db, 90_000)) ? 'done' : 'none within 90 s'}`);
 
     const report = await runChecks(db, world, fleet, channels, payments);
     const figures = [
