@@ -3,6 +3,7 @@
  */
 import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.ts';
 import { ConfigError, loadConfig, secretValues, type Config } from './config.ts';
+import { pendingMigrations } from './db/index.ts';
 import { runDemo } from './demo/index.ts';
 import { localDevSecrets } from './dev-secrets.ts';
 import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/index.ts';
@@ -54,7 +55,9 @@ async function main(argv: string[]): Promise<number> {
 
   let config: Config;
   try {
-    config = loadConfig(process.env, { devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing) });
+    // status and check-ledger only read: DATABASE_URL is all they need from a deployment.
+    const readOnly = command === 'status' || command === 'check-ledger';
+    config = loadConfig(process.env, { requireOutside: !readOnly, devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing) });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -69,10 +72,16 @@ async function main(argv: string[]): Promise<number> {
 
   const database = await openDatabase(config, logger, `payrail-${command}`);
   try {
-    await prepareDatabase(database, logger);
     if (command === 'migrate') {
+      await prepareDatabase(database, logger);
       process.stdout.write('migrations applied\n');
       return 0;
+    }
+    // A newer CLI pointed at production must not migrate it ahead of the release step, and a read-only role cannot.
+    const pending = await pendingMigrations(database.pool);
+    if (pending.length > 0) {
+      process.stderr.write(`the database schema is behind this version of payrail (not applied: ${pending.join(', ')}); run payrail migrate first\n`);
+      return 1;
     }
     if (status) {
       const overview = await readOverview(database.db, { windowHours: status.hours });

@@ -179,7 +179,10 @@ const schema = z.object({
    * has not recurred for this long; a person can resolve it sooner.
    */
   ALERT_EVENT_RESOLVE_AFTER: duration.default(86_400_000),
-  /** Set: GET /metrics asks for this bearer token. Unset: /metrics is open (bind it to a private network). */
+  /**
+   * Set: GET /metrics asks for this bearer token. Unset: /metrics is open (bind it to a private network). Set but
+   * empty: an error, never "no token".
+   */
   METRICS_TOKEN: secret.optional(),
   /** A worker-only process (payrail worker) serves its own /metrics on this port when set. */
   WORKER_METRICS_PORT: port.optional(),
@@ -215,6 +218,12 @@ export interface LoadOptions {
    * set: a deployment against a real database must be given its secrets.
    */
   devSecrets?: (missing: SecretName[]) => Partial<Record<SecretName, string>>;
+  /**
+   * False for commands that only read the database (status, check-ledger): an operator runs them with DATABASE_URL
+   * alone, without the deployment's secrets or ChangeNow and RPC URLs. Missing secrets are then empty strings, which
+   * those commands never use.
+   */
+  requireOutside?: boolean;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): Config {
@@ -233,6 +242,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   }
   // A deployment template's empty DATABASE_URL must not quietly become a local run with its own throwaway database.
   if (env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() === '') problems.push('DATABASE_URL: set but empty (unset it for a local run with the embedded database)');
+  // A secret store that delivered nothing must not quietly open /metrics to anyone who can reach the port.
+  if (env.METRICS_TOKEN !== undefined && env.METRICS_TOKEN.trim() === '') problems.push('METRICS_TOKEN: set but empty (unset it to serve /metrics without a token)');
   const result = schema.safeParse(input);
   if (!result.success) {
     for (const issue of result.error.issues) {
@@ -245,9 +256,11 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   const embedded = input.DATABASE_URL === undefined;
   const missing = SECRETS.filter((name) => input[name] === undefined);
   // Generated secrets are for a local run only: with a real database, a missing secret is an error.
-  const supplied = embedded && missing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(missing) : {};
+  const requireOutside = options.requireOutside ?? true;
+  const supplied = requireOutside && embedded && missing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(missing) : {};
   for (const name of missing) {
-    if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
+    if (!requireOutside) supplied[name] = '';
+    else if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
   }
   // A live worker must never look dead: its queue locks would be released while it still runs the jobs.
   if (result.success && result.data.HEALTH_WORKER_STALE_SECONDS * 1_000 < 3 * result.data.WORKER_HEARTBEAT_INTERVAL) {
@@ -261,7 +274,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (input.ALERT_WEBHOOK_URL !== undefined && input.ALERT_WEBHOOK_SECRET === undefined) {
     problems.push('ALERT_WEBHOOK_SECRET: required when ALERT_WEBHOOK_URL is set (alerts are signed with it)');
   }
-  if (!embedded) {
+  if (!embedded && requireOutside) {
     for (const name of ['CHANGENOW_API_URL', 'ETH_RPC_URL'] as const) {
       if (input[name] === undefined) problems.push(`${name}: required when DATABASE_URL is set (a local run starts a simulator instead)`);
     }

@@ -1,4 +1,4 @@
 export { openPool, type Db, type DatabaseHandle } from './pool.ts';
 export { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
-export { migrate, listMigrations } from './migrate.ts';
+export { migrate, listMigrations, pendingMigrations } from './migrate.ts';
 export type * from './schema.ts';

@@ -63,3 +63,13 @@ export async function migrate(pool: pg.Pool): Promise<string[]> {
   }
   return applied;
 }
+
+/**
+ * Migrations this version has that the database has not applied: read-only commands refuse to run against an older
+ * schema instead of migrating it themselves (that is the release step's job, `payrail migrate`).
+ */
+export async function pendingMigrations(pool: pg.Pool): Promise<string[]> {
+  const table = await pool.query<{ exists: boolean }>("select to_regclass('payrail_migrations') is not null as exists");
+  const done = table.rows[0]?.exists ? new Set((await pool.query<{ id: number }>('select id from payrail_migrations')).rows.map((r) => r.id)) : new Set<number>();
+  return listMigrations().filter((m) => !done.has(m.id)).map((m) => m.name);
+}

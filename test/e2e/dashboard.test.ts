@@ -77,7 +77,7 @@ beforeAll(async () => {
   await observe(db.db, 'host_wallet.eth', true, '2500000000000000000');
   await observe(db.db, 'host_wallet.usdt', true, '1234567890');
   await observe(db.db, 'changenow', false, null, 'HTTP 503 from /v2/exchange/estimated-amount');
-});
+}, 25 * 60_000); // a fresh machine may first install chromium with apt-get (see test/support/chromium.ts)
 
 afterAll(async () => {
   await browser?.close();
@@ -209,6 +209,16 @@ describe('the dashboard', () => {
     expect(expected).not.toBe(before);
     // Polled from here: waitForFunction would evaluate a string in the page, which its CSP refuses.
     await expect.poll(() => shown(page, '[data-testid=total-received-eth]'), { timeout: 15_000, interval: 250 }).toBe(expected);
+    await page.close();
+  });
+
+  it('shows text from the database as text: markup in an alert is never rendered', async () => {
+    const markup = '<img data-canary src=x onerror="document.title=1"><b data-canary>bold</b>';
+    const id = await insertAlert(db.db, { rule: 'exchange_mismatch', subject: '<script data-canary>', severity: 'warning', message: markup });
+    const page = await newPage();
+    await signIn(page);
+    await expect.poll(() => page.textContent(`[data-testid=alert-${id}]`), { timeout: 15_000, interval: 250 }).toContain(markup);
+    expect(await page.$$('[data-canary]')).toEqual([]);
     await page.close();
   });
 

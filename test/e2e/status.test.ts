@@ -93,6 +93,28 @@ describe('payrail status', () => {
 });
 
 describe('payrail check-ledger', () => {
+  it('needs nothing but DATABASE_URL from a deployment: no secrets, no ChangeNow or RPC URL', async () => {
+    const proc = runPayrail(['status'], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
+    expect(await proc.exited).toBe(0);
+    expect(proc.output()).toMatch(/^payrail status · /);
+  });
+
+  it('refuses a database whose schema is behind this version, and does not migrate it', async () => {
+    const { rows } = await db.pool.query<{ id: number; name: string }>('select id, name from payrail_migrations order by id desc limit 1');
+    const last = rows[0] as { id: number; name: string };
+    await db.pool.query('delete from payrail_migrations where id = $1', [last.id]);
+    try {
+      for (const command of ['status', 'check-ledger']) {
+        const proc = runPayrail([command], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
+        expect(await proc.exited).toBe(1);
+        expect(proc.output()).toContain(`the database schema is behind this version of payrail (not applied: ${last.name}); run payrail migrate first`);
+      }
+      expect((await db.pool.query('select 1 from payrail_migrations where id = $1', [last.id])).rowCount).toBe(0);
+    } finally {
+      await db.pool.query('insert into payrail_migrations (id, name) values ($1, $2)', [last.id, last.name]);
+    }
+  });
+
   it('keeps progress off a stderr that is not a terminal', async () => {
     const proc = runPayrail(['check-ledger'], env);
     expect(await proc.exited).toBe(0);

@@ -11,7 +11,8 @@ export const CHROMIUM_PATH = '/usr/bin/chromium';
 const APT_TIMEOUT_MS = 10 * 60_000;
 
 function apt(args: string[]): void {
-  execFileSync('apt-get', args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: APT_TIMEOUT_MS, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  // Wait for another apt run's lock instead of failing at once; no recommended packages (daemons a test never needs).
+  execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=120', ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: APT_TIMEOUT_MS, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
 }
 
 /** Makes sure /usr/bin/chromium exists; returns its path. */
@@ -22,7 +23,7 @@ export function ensureChromium(): string {
   for (const update of [false, true]) {
     try {
       if (update) apt(['update']);
-      apt(['install', '-y', 'chromium']);
+      apt(['install', '-y', '--no-install-recommends', 'chromium']);
       if (fs.existsSync(CHROMIUM_PATH)) return CHROMIUM_PATH;
       failures.push(`apt-get install chromium ran${update ? ' (after apt-get update)' : ''} but ${CHROMIUM_PATH} is still missing`);
     } catch (error) {
