@@ -130,6 +130,30 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
   };
 }
 
+/**
+ * Both are legal configurations, so neither stops the start; each is a choice an operator should have made knowingly.
+ * A local run (no DATABASE_URL) listens on 127.0.0.1 and holds nothing worth reading, so its open /metrics is not worth
+ * a line.
+ */
+function warnAboutMetricsExposure(config: Config, roles: Roles, logger: Logger): void {
+  if (!config.embedded && config.METRICS_TOKEN === undefined) {
+    if (roles.web) {
+      logger.warn(
+        { event: 'metrics_open', port: config.PORT },
+        'METRICS_TOKEN is unset: /metrics (payment counts, amounts paid out, host wallet balances) is served without a token on the same port as the public NOWPayments webhook; set METRICS_TOKEN or block /metrics at the proxy',
+      );
+    } else if (roles.worker && config.WORKER_METRICS_PORT !== undefined) {
+      logger.warn({ event: 'metrics_open', port: config.WORKER_METRICS_PORT }, 'METRICS_TOKEN is unset: /metrics is served without a token on WORKER_METRICS_PORT; set METRICS_TOKEN or keep that port private');
+    }
+  }
+  if (roles.worker && !roles.web && config.WORKER_METRICS_PORT === undefined) {
+    logger.warn(
+      { event: 'worker_metrics_off' },
+      'WORKER_METRICS_PORT is unset: this worker-only process serves no /metrics, so its job attempts and ChangeNow calls are not exposed anywhere',
+    );
+  }
+}
+
 export interface Payrail {
   readonly database: Database;
   readonly http?: FastifyInstance;
@@ -158,12 +182,13 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
   const crashAt = config.PAYRAIL_CRASH_AT;
   if (crashAt) logger.warn({ event: 'crash_injection_armed', point: crashAt }, 'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself');
   const crashPoint = options.crashPoint ?? (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
+  warnAboutMetricsExposure(config, roles, logger);
   const database = existing ?? (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
   let outside: LocalOutside | undefined;
   let metricsServer: MetricsServer | undefined;
-  const metrics = createMetrics();
+  const metrics = createMetrics({ alertIntervalMs: config.ALERT_INTERVAL });
   try {
     await prepareDatabase(database, logger);
     if (roles.worker) {
@@ -210,6 +235,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           handledTasks: ALL_HANDLED_TASKS,
           workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
+          alertIntervalMs: config.ALERT_INTERVAL,
         },
         admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },

@@ -18,6 +18,17 @@ import { queueStats, type TaskQueueStats } from '../jobs/index.ts';
 const STATEMENT_TIMEOUT = '5s';
 export const HISTORY_MAX_AGE_MS = 60_000;
 
+/**
+ * The workers' alerts cron refreshes each observation once per ALERT_INTERVAL. One missed refresh is a slow or busy
+ * worker; three mean nobody is looking any more (no worker, its cron failing), and the last value, however good it
+ * was, says nothing about now.
+ */
+const STALE_AFTER_INTERVALS = 3;
+
+export function observationStaleAfterSeconds(alertIntervalMs: number): number {
+  return (STALE_AFTER_INTERVALS * alertIntervalMs) / 1_000;
+}
+
 export interface Observation {
   readonly ok: boolean;
   readonly value: string | null;
@@ -39,7 +50,7 @@ export interface HistoryFigures {
   readonly endedPayouts: ReadonlyArray<{ state: string; kind: string; count: number }>;
   /** Completed payouts by payrail's asset (what left the host wallet for the owner), smallest units. */
   readonly paidOut: ReadonlyArray<{ asset: string; units: bigint }>;
-  /** When this read was made (Date.now()). */
+  /** When this read was made, by the clock the caller passed (milliseconds). */
   readonly readAt: number;
 }
 
@@ -81,7 +92,7 @@ export function readLiveFigures(db: Db): Promise<LiveFigures> {
   });
 }
 
-export function readHistoryFigures(db: Db): Promise<HistoryFigures> {
+export function readHistoryFigures(db: Db, now: () => number = Date.now): Promise<HistoryFigures> {
   return snapshot(db, async (trx) => {
     // A scan of the whole history must not take every core from intake for its duration.
     await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
@@ -102,7 +113,7 @@ export function readHistoryFigures(db: Db): Promise<HistoryFigures> {
       paymentsByStatus: payments.rows.map((r) => ({ status: r.status, count: r.n })),
       endedPayouts: [...ended.values()],
       paidOut: [...paidOut].map(([asset, units]) => ({ asset, units })),
-      readAt: Date.now(),
+      readAt: now(),
     };
   });
 }

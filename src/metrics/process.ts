@@ -2,7 +2,7 @@
  * What only this process knows: IPN answers, ChangeNow calls and job attempts. Each payrail instance has its own
  * Registry (never prom-client's global one), so several instances in one process — tests — count separately.
  */
-import { Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 import { isChangeNowError, type ChangeNowCall } from '../integrations/changenow/index.ts';
 import type { JobObserver } from '../jobs/index.ts';
 import type { IntakeOutcome } from '../pipeline/index.ts';
@@ -34,6 +34,23 @@ export function ipnOutcomeLabel(answer: IpnAnswer): string {
  * grow the series without bound, so codes past this many distinct ones are counted as "other".
  */
 const MAX_ERROR_CODES = 32;
+
+let runtime: Registry | undefined;
+
+/**
+ * Node's own figures (event-loop lag, heap, GC pauses, CPU, open handles), prefixed payrail_process_. One Registry
+ * for the whole process, made on first use and shared by every payrail instance in it: the figures belong to the
+ * process, not to an instance, and each collectDefaultMetrics call starts a native event-loop-delay monitor and a GC
+ * observer that prom-client gives no way to stop, so one call per instance would pile them up (tests start dozens).
+ * It is still not prom-client's global registry, which other libraries in the process may write to.
+ */
+export function runtimeRegistry(): Registry {
+  if (runtime === undefined) {
+    runtime = new Registry();
+    collectDefaultMetrics({ register: runtime, prefix: 'payrail_process_' });
+  }
+  return runtime;
+}
 
 export interface ProcessMetrics {
   readonly registry: Registry;

@@ -62,7 +62,7 @@ describe('GET /health', () => {
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
       webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
-      health: { db: db.db, handledTasks: ['health_probe' as TaskName], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
+      health: { db: db.db, handledTasks: ['health_probe' as TaskName], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
       admin: { db: db.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
@@ -85,7 +85,7 @@ describe('GET /health', () => {
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
       webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
-      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
+      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
       admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
@@ -153,6 +153,38 @@ describe('GET /health', () => {
       expect(res.body.checks.changenow).toMatchObject({ ok: false, affectsStatus: false, detail: 'ChangeNow list: HTTP 503' });
       expect(res.body.checks.changenow.blockNumber).toBeUndefined();
     } finally {
+      await web.stop();
+    }
+  });
+
+  it('reports an observation older than three alert intervals as stale, not as its last answer', async () => {
+    // Web only, so no worker refreshes the observations written here. ALERT_INTERVAL 1m: stale after 180 s.
+    const web = await startTestPayrail(db, { roles: { web: true, worker: false } });
+    const slow = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ALERT_INTERVAL: '5m' } }).catch(async (e) => {
+      await web.stop();
+      throw e;
+    });
+    try {
+      await db.pool.query(`insert into observations (name, ok, value, detail, observed_at) values
+          ('chain_rpc', true, '19000003', null, now() - interval '1 hour'),
+          ('changenow', true, null, null, now() - interval '200 seconds')
+        on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at`);
+      const res = await web.request('GET', '/health', { token: null });
+      // Stale is a warning, never a 503: only the missing worker fails this web-only process.
+      expect(res.body.failing).toEqual(['queue']);
+      expect(res.body.warnings).toEqual(['chain', 'changenow']);
+      expect(res.body.checks.chain).toMatchObject({ ok: false, affectsStatus: false, stale: true, detail: expect.stringMatching(/^last observed 36\d\ds ago \(stale\)$/) });
+      expect(res.body.checks.chain.blockNumber).toBeUndefined();
+      expect(res.body.checks.chain.ageSeconds).toBeGreaterThanOrEqual(3_600);
+      expect(res.body.checks.changenow).toMatchObject({ ok: false, affectsStatus: false, stale: true, detail: expect.stringMatching(/^last observed 20\ds ago \(stale\)$/) });
+
+      // The limit follows ALERT_INTERVAL: with 5m (stale after 900 s) the 200 s old answer still counts.
+      const longer = await slow.request('GET', '/health', { token: null });
+      expect(longer.body.warnings).toEqual(['chain']);
+      expect(longer.body.checks.changenow).toMatchObject({ ok: true, affectsStatus: false });
+      expect(longer.body.checks.changenow.stale).toBeUndefined();
+    } finally {
+      await slow.stop();
       await web.stop();
     }
   });

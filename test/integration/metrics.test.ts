@@ -3,6 +3,7 @@
  * figures (payments, queue, host wallet, alerts, amounts as exact decimals), the token, and a run through the worker
  * (ChangeNow calls and job attempts), in one process and split into web and worker processes.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPool } from '../../src/db/index.ts';
 import { buildHttpApp } from '../../src/http/index.ts';
@@ -13,7 +14,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { freePort } from '../support/ports.ts';
-import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { parseExposition, type Exposition } from '../support/prometheus.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
@@ -48,11 +49,17 @@ async function metrics(base: string, token?: string): Promise<Exposition> {
   return exposition;
 }
 
-/** payrail_ prefix, _total for counters only, durations in _seconds, HELP text on every family. */
+/**
+ * payrail_ prefix, _total for counters only, durations in _seconds, HELP text on every family. Node's own figures
+ * (payrail_process_) keep prom-client's standard names, which dashboards know, gauges such as
+ * nodejs_active_handles_total included.
+ */
 function expectConventions(exposition: Exposition): void {
+  expect(exposition.families.get('payrail_process_nodejs_eventloop_lag_p99_seconds')?.type).toBe('gauge');
   for (const family of exposition.families.values()) {
     expect(family.name, family.name).toMatch(/^payrail_[a-z0-9_]+$/);
     expect(family.help.length, family.name).toBeGreaterThan(10);
+    if (family.name.startsWith('payrail_process_')) continue;
     if (family.type === 'counter') expect(family.name).toMatch(/_total$/);
     else expect(family.name).not.toMatch(/_total$/);
     if (family.type === 'histogram') expect(family.name).toMatch(/_seconds$/);
@@ -211,14 +218,125 @@ describe('GET /metrics on a web process', () => {
     expect(after.value('payrail_ipn_received_total', { outcome: 'recorded' })).toBe('1');
   });
 
+  it('warns at start when /metrics is open on the webhook\'s port, and when a worker-only process serves no /metrics', async () => {
+    const exposure = async (roles: { web: boolean; worker: boolean }, env: Record<string, string> = {}) => {
+      const logs = logSink();
+      await start(db, { roles, env, logs });
+      return logs.lines.filter((l) => l.event === 'metrics_open' || l.event === 'worker_metrics_off').map((l) => [l.event, l.level]);
+    };
+    // startTestPayrail sets DATABASE_URL: these are deployments. 40 is pino's warn.
+    expect(await exposure({ web: true, worker: false })).toEqual([['metrics_open', 40]]);
+    expect(await exposure({ web: true, worker: false }, { METRICS_TOKEN })).toEqual([]);
+    expect(await exposure({ web: false, worker: true })).toEqual([['worker_metrics_off', 40]]);
+    expect(await exposure({ web: false, worker: true }, { WORKER_METRICS_PORT: '0', METRICS_TOKEN })).toEqual([]);
+    expect(await exposure({ web: false, worker: true }, { WORKER_METRICS_PORT: '0' })).toEqual([['metrics_open', 40]]);
+  });
+
+  it('keeps the last good history figures, waits a minute after a failed history read, and keeps payrail_database_up at 1', async () => {
+    // A role that may read everything but payments: the history read fails on a real permission error while the
+    // live read beside it (which never touches payments) goes on.
+    const reader = `metrics_reader_${randomBytes(4).toString('hex')}`;
+    const password = randomBytes(12).toString('hex');
+    await db.pool.query(`create role ${reader} login password '${password}'`);
+    await db.pool.query(`grant usage on schema public, graphile_worker to ${reader}`);
+    await db.pool.query(`grant select on all tables in schema public, graphile_worker to ${reader}`);
+    const url = new URL(db.url);
+    url.username = reader;
+    url.password = password;
+    const limited = openPool(url.toString(), { max: 2, applicationName: 'metrics-reader', logger: createLogger({ level: 'silent' }) });
+    let clock = Date.now();
+    const metricsOf = createMetrics({ alertIntervalMs: 60_000, now: () => clock });
+    const warnings: Array<Record<string, unknown>> = [];
+    const logger = { warn: (fields: Record<string, unknown>) => void warnings.push(fields) };
+    const scrapeNow = async () => parseExposition(await metricsOf.render({ db: limited.db, logger }));
+    try {
+      const good = await scrapeNow();
+      const finished = good.value('payrail_payments', { status: 'finished' });
+      expect(finished).toMatch(/^\d+$/);
+      expect(good.value('payrail_history_figures_age_seconds')).toBe('0');
+
+      await db.pool.query(`revoke select on payments from ${reader}`);
+      await db.pool.query(`insert into alerts (rule, subject, severity, message) values ('conversion_stuck', 'conv_history', 'critical', 'stuck')`);
+      clock += 61_000;
+      const failed = await scrapeNow();
+      expect(failed.value('payrail_database_up')).toBe('1');
+      expect(failed.value('payrail_payments', { status: 'finished' })).toBe(finished);
+      expect(failed.value('payrail_payouts', { state: 'completed', kind: 'threshold' })).toBe(good.value('payrail_payouts', { state: 'completed', kind: 'threshold' }));
+      expect(failed.value('payrail_paid_out_amount', { asset: 'usdt' })).toBe(good.value('payrail_paid_out_amount', { asset: 'usdt' }));
+      expect(failed.value('payrail_history_figures_age_seconds')).toBe('61');
+      // The live figures are this scrape's own.
+      expect(failed.value('payrail_alerts_firing', { rule: 'conversion_stuck', severity: 'critical' })).toBe('1');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ event: 'metrics_history_failed', err: expect.stringMatching(/permission denied/), servingAgeSeconds: 61 });
+
+      // Readable again, but the failed attempt started the minute: the next read waits until it has passed.
+      await db.pool.query(`grant select on payments to ${reader}`);
+      clock += 30_000;
+      const waiting = await scrapeNow();
+      expect(waiting.value('payrail_history_figures_age_seconds')).toBe('91');
+      expect(warnings).toHaveLength(1);
+      clock += 30_000;
+      const recovered = await scrapeNow();
+      expect(recovered.value('payrail_history_figures_age_seconds')).toBe('0');
+      expect(recovered.value('payrail_payments', { status: 'finished' })).toBe(finished);
+
+      // A process whose first history read fails leaves those families out: zero payments would be a false figure.
+      await db.pool.query(`revoke select on payments from ${reader}`);
+      const fresh = parseExposition(await createMetrics({ alertIntervalMs: 60_000 }).render({ db: limited.db, logger }));
+      expect(fresh.value('payrail_database_up')).toBe('1');
+      expect(fresh.families.has('payrail_payments')).toBe(false);
+      expect(fresh.families.has('payrail_history_figures_age_seconds')).toBe(false);
+      expect(fresh.families.has('payrail_paid_out_amount')).toBe(false);
+      expect(fresh.value('payrail_payouts', { state: 'completed', kind: 'instant' })).toBeUndefined();
+      expect(fresh.value('payrail_payouts', { state: 'pending', kind: 'instant' })).toMatch(/^\d+$/);
+      expect(fresh.value('payrail_alerts_firing', { rule: 'conversion_stuck', severity: 'critical' })).toBe('1');
+    } finally {
+      await limited.close();
+      await db.pool.query(`delete from alerts where subject = 'conv_history'`);
+      await db.pool.query(`drop owned by ${reader}`);
+      await db.pool.query(`drop role ${reader}`);
+    }
+  });
+
+  it('leaves out the up gauges and balances of an observation older than three alert intervals', async () => {
+    // Web only: no worker refreshes the observations written here. ALERT_INTERVAL 1m: stale after 180 s.
+    const web = await start(db, { roles: { web: true, worker: false } });
+    await db.pool.query(`insert into observations (name, ok, value, detail, observed_at) values
+        ('chain_rpc', true, '19000002', null, now() - interval '1 hour'),
+        ('changenow', true, null, null, now() - interval '181 seconds'),
+        ('host_wallet.eth', true, '1000000000000000000', null, now() - interval '1 hour'),
+        ('host_wallet.usdt', true, '5000000', null, now() - interval '170 seconds')
+      on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at`);
+    const m = await metrics(web.url);
+    expect(m.families.has('payrail_chain_rpc_up')).toBe(false);
+    expect(m.families.has('payrail_chain_block_number')).toBe(false);
+    expect(m.families.has('payrail_changenow_up')).toBe(false);
+    expect(m.value('payrail_host_wallet_balance', { asset: 'eth' })).toBeUndefined();
+    expect(m.value('payrail_host_wallet_balance', { asset: 'usdt' })).toBe('5');
+    expect({
+      chain: m.value('payrail_observation_stale', { name: 'chain_rpc' }),
+      changenow: m.value('payrail_observation_stale', { name: 'changenow' }),
+      eth: m.value('payrail_observation_stale', { name: 'host_wallet.eth' }),
+      usdt: m.value('payrail_observation_stale', { name: 'host_wallet.usdt' }),
+    }).toEqual({ chain: '1', changenow: '1', eth: '1', usdt: '0' });
+    expect(m.number('payrail_observation_age_seconds', { name: 'chain_rpc' })).toBeGreaterThanOrEqual(3_600);
+
+    // A longer ALERT_INTERVAL moves the line: with 5m, an hour-old observation is still stale, a 181 s one is not.
+    const slow = await start(db, { roles: { web: true, worker: false }, env: { ALERT_INTERVAL: '5m' } });
+    const s = await metrics(slow.url);
+    expect(s.families.has('payrail_chain_rpc_up')).toBe(false);
+    expect(s.value('payrail_changenow_up')).toBe('1');
+    expect(s.value('payrail_observation_stale', { name: 'changenow' })).toBe('0');
+  });
+
   it('still answers, with payrail_database_up 0, when the database cannot be read', async () => {
     const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, { max: 1, applicationName: 'dead', logger: createLogger({ level: 'silent' }) });
-    const metricsOf = createMetrics();
+    const metricsOf = createMetrics({ alertIntervalMs: 60_000 });
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
       webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024, onAnswered: (answer) => metricsOf.ipnAnswered(answer) },
-      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300 },
+      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
       admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
       metrics: { metrics: metricsOf, db: dead.db },
     });

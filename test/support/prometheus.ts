@@ -31,7 +31,9 @@ export interface Exposition {
 
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-const VALUE_RE = /^(NaN|[+-]Inf|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$/;
+// Prometheus reads a value with Go's strconv.ParseFloat, which matches NaN and Inf ignoring case: prom-client writes
+// an empty event-loop histogram's mean as "Nan", and a Prometheus server takes it.
+const VALUE_RE = /^(nan|[+-]inf|[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?)$/i;
 const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
 
 export function parseExposition(text: string): Exposition {

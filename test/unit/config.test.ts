@@ -79,6 +79,16 @@ describe('configuration', () => {
     expect(problems({ ...production, DATABASE_URL: '  ' })).toEqual(expect.arrayContaining([expect.stringMatching(/^DATABASE_URL: set but empty/)]));
   });
 
+  it('an empty METRICS_TOKEN is an error, not an open /metrics', () => {
+    for (const value of ['', '   ', '\n']) {
+      expect(problems({ ...production, METRICS_TOKEN: value })).toEqual([expect.stringMatching(/^METRICS_TOKEN: set but empty/)]);
+      // A local run too: the variable was set, so someone meant a token.
+      expect(problems({ METRICS_TOKEN: value })).toEqual(expect.arrayContaining([expect.stringMatching(/^METRICS_TOKEN: set but empty/)]));
+    }
+    expect(loadConfig(production).METRICS_TOKEN).toBeUndefined();
+    expect(loadConfig({ ...production, METRICS_TOKEN: ` ${'m'.repeat(20)}\n` }).METRICS_TOKEN).toBe('m'.repeat(20));
+  });
+
   it('a chain other than mainnet needs its own USDT contract', () => {
     expect(problems({ ...production, CHAIN_ID: '11155111' })).toEqual([expect.stringMatching(/^USDT_CONTRACT: required when CHAIN_ID is not 1/)]);
     expect(loadConfig({ ...production, CHAIN_ID: '11155111', USDT_CONTRACT: `0x${'12'.repeat(20)}` }).USDT_CONTRACT).toBe(`0x${'12'.repeat(20)}`);

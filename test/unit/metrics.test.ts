@@ -2,6 +2,7 @@
  * The pieces of /metrics that need no database: the exact writer for amounts, the IPN outcome labels, the ChangeNow
  * call observer (through the real client, with an injected fetch), and the bound on ChangeNow error codes.
  */
+import { register } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { ChangeNowError, createChangeNowClient, type ChangeNowCall } from '../../src/integrations/changenow/index.ts';
 import { createMetrics, exactAmount, gaugeFamily, ipnOutcomeLabel } from '../../src/metrics/index.ts';
@@ -77,7 +78,7 @@ describe('ChangeNow call observer', () => {
   });
 
   it('counts errors by endpoint, class and code, with a bounded number of codes', async () => {
-    const metrics = createMetrics();
+    const metrics = createMetrics({ alertIntervalMs: 60_000 });
     metrics.changenowCall({ endpoint: 'estimate', seconds: 0.2, sent: true, error: null });
     metrics.changenowCall({ endpoint: 'create', seconds: 0.1, sent: true, error: new Error('a bug') });
     // Codes a server made up, a new one per call: 'unexpected' took one of the 32 places, 31 more fit, 9 are "other".
@@ -91,5 +92,19 @@ describe('ChangeNow call observer', () => {
     expect(parsed.value('payrail_changenow_errors_total', { endpoint: 'by-id', class: 'permanent', code: 'other' })).toBe('9');
     expect(parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'by-id', result: 'error' })).toBe('40');
     expect(parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'estimate', result: 'ok' })).toBe('1');
+  });
+});
+
+describe('process figures', () => {
+  it('adds Node\'s own figures under payrail_process_ to every instance, from one registry that is not prom-client\'s global one', async () => {
+    const first = createMetrics({ alertIntervalMs: 60_000 });
+    const second = createMetrics({ alertIntervalMs: 60_000 });
+    for (const metrics of [first, second]) {
+      const parsed = parseExposition(await metrics.render());
+      expect(parsed.families.get('payrail_process_nodejs_eventloop_lag_p99_seconds')?.type).toBe('gauge');
+      expect(parsed.number('payrail_process_nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+      expect(parsed.families.get('payrail_process_process_cpu_seconds_total')?.type).toBe('counter');
+    }
+    expect(register.getMetricsAsArray()).toEqual([]);
   });
 });

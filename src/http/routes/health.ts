@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { Db } from '../../db/index.ts';
 import { liveWorkers, queueStats } from '../../jobs/index.ts';
 import { OBSERVATION } from '../../alerts/index.ts';
+import { observationStaleAfterSeconds } from '../../metrics/index.ts';
 
 export interface HealthDeps {
   db: Db;
@@ -10,6 +11,8 @@ export interface HealthDeps {
   handledTasks: readonly string[];
   workerStaleSeconds: number;
   queueMaxAgeSeconds: number;
+  /** ALERT_INTERVAL, in milliseconds: the workers refresh the chain and ChangeNow observations this often. */
+  alertIntervalMs: number;
 }
 
 interface Check {
@@ -30,7 +33,8 @@ const MAX_DETAIL = 300;
  *
  * The chain RPC and ChangeNow are reported from the workers' last observation, and never make it 503: payrail keeps
  * taking IPNs while either is down (the jobs that need them wait and retry), and a load balancer that took the web
- * processes out of rotation for it would lose payments instead.
+ * processes out of rotation for it would lose payments instead. An observation older than three alert intervals is
+ * reported as not ok (stale): nobody is looking any more, and its last answer says nothing about now.
  */
 export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Promise<void> {
   app.get('/health', async (_request, reply) => {
@@ -57,14 +61,14 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
     } else {
       checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
     }
-    Object.assign(checks, await reportedChecks(deps.db, checks.database.ok === true));
+    Object.assign(checks, await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)));
     const failing = Object.entries(checks).filter(([, c]) => c.affectsStatus && c.ok !== true).map(([name]) => name);
     const warnings = Object.entries(checks).filter(([, c]) => !c.affectsStatus && c.ok === false).map(([name]) => name);
     return reply.code(failing.length === 0 ? 200 : 503).send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
   });
 }
 
-async function reportedChecks(db: Db, databaseOk: boolean): Promise<Record<string, Check>> {
+async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: number): Promise<Record<string, Check>> {
   const unknown = (detail: string): Check => ({ ok: null, affectsStatus: false, detail });
   const names = Object.values(REPORTED);
   let rows: Array<{ name: string; ok: boolean; value: string | null; detail: string | null; observed_at: Date; age: string }> = [];
@@ -84,7 +88,9 @@ async function reportedChecks(db: Db, databaseOk: boolean): Promise<Record<strin
     const row = rows.find((r) => r.name === name);
     if (!databaseOk) checks[key] = unknown('database unavailable');
     else if (!row) checks[key] = unknown('not observed yet');
-    else {
+    else if (Number(row.age) > staleAfterSeconds) {
+      checks[key] = { ok: false, affectsStatus: false, stale: true, observedAt: row.observed_at.toISOString(), ageSeconds: Number(row.age), detail: `last observed ${row.age}s ago (stale)` };
+    } else {
       checks[key] = {
         ok: row.ok,
         affectsStatus: false,
