@@ -165,7 +165,14 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
 
   if (!exchange) {
     await deps.db.transaction().execute(async (trx) => {
-      await trx.updateTable('conversions').set({ status: 'exchange_requested', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('status', 'in', ['pending', 'exchange_requested']).execute();
+      // The reconciler's budget of resumes is per state: a new one starts at pending → exchange_requested, not at
+      // every attempt within exchange_requested (a stage that keeps dying there must still run out of it).
+      await trx
+        .updateTable('conversions')
+        .set({ status: 'exchange_requested', reconcile_attempts: sql<number>`case when status = 'exchange_requested' then reconcile_attempts else 0 end`, updated_at: sql`now()` })
+        .where('conversion_id', '=', conversionId)
+        .where('status', 'in', ['pending', 'exchange_requested'])
+        .execute();
       await trx
         .updateTable('payments')
         .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
@@ -184,15 +191,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
     } catch (error) {
       if (error instanceof ChangeNowError && error.kind === 'permanent') {
-        await deps.db.transaction().execute(async (trx) => {
-          // Back off before trying these payments again: 2^attempts minutes, at most a day.
-          await trx
-            .updateTable('payments')
-            .set({ conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'` })
-            .where('conversion_id', '=', conversionId)
-            .execute();
-          await releasePaymentsIn(trx, conversionId, 'failed', `changenow ${error.code}: ${error.message}`);
-        });
+        await deps.db.transaction().execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
         await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try', details: { code: error.code, endpoint: error.endpoint, conversionId } });
         return;
       }
@@ -220,6 +219,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
         expected_usdt: payin.toAmount === null ? null : parseUnitsFloor(payin.toAmount, 6).units,
         transfer_id: transferId,
         last_error: null,
+        reconcile_attempts: 0,
         updated_at: sql`now()`,
       })
       .where('conversion_id', '=', conversionId)
@@ -235,7 +235,7 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
     async onConfirmed(trx, transfer) {
       await trx
         .updateTable('conversions')
-        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), updated_at: sql`now()` })
+        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), reconcile_attempts: 0, updated_at: sql`now()` })
         .where('conversion_id', '=', transfer.ref)
         .where('status', '=', 'exchange_created')
         .execute();
@@ -265,6 +265,22 @@ export async function releasePaymentsIn(trx: Transaction<Database>, conversionId
     .where('conversion_id', '=', conversionId)
     .where('conversion_status', '=', 'converting')
     .execute();
+}
+
+/**
+ * Ends a conversion whose ETH never left, for a cause that may come back (a ChangeNow refusal, a stage that keeps
+ * dying): its payments go back to pending, held 2^attempts minutes (at most a day) before the next batch takes them.
+ * An exchange it may have made at ChangeNow is never funded, and ChangeNow expires it.
+ */
+export async function releaseWithHold(trx: Transaction<Database>, conversionId: string, reason: string): Promise<void> {
+  // Before the release, which takes the payments out of the conversion.
+  await trx
+    .updateTable('payments')
+    .set({ conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'` })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'converting')
+    .execute();
+  await releasePaymentsIn(trx, conversionId, 'failed', reason);
 }
 
 /**

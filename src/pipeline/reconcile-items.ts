@@ -1,15 +1,17 @@
 /**
- * The reconciler's reads and writes per kind of item: finding the items past a state's deadline, re-reading one under
- * its row lock, and the two things it ever does to one: re-queue its stage's own job (under the stage's job key), or
- * send it (or, for a transfer, its owner) to review through the stage's review path. No outside call is made here:
- * the stage jobs it queues ask ChangeNow and the chain.
+ * The reconciler's reads and writes per kind of item: finding the items past a state's deadline with no live job,
+ * re-reading one under its row lock, and what it ever does to one: re-queue its stage's own job (under the stage's job
+ * key), or give up on it as its rule says (see GiveUp): release a conversion whose ETH never left, send a conversion
+ * or payout to review through the stage's review path, or, for a transfer, re-queue its job with an alert. No outside
+ * call is made here: the stage jobs it queues ask ChangeNow and the chain.
  */
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
-import { enqueueConversionExchange, enqueuePoll, toReview as conversionToReview } from './convert.ts';
+import { stageAlert } from './alert.ts';
+import { enqueueConversionExchange, enqueuePoll, releaseWithHold, toReview as conversionToReview } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { enqueuePayoutPoll, enqueuePayoutRun, toReview as payoutToReview } from './payout.ts';
-import { jobKeysFor, type DeadlineRule, type ItemKind, type ReconcileSettings, type StuckItem } from './reconcile-rules.ts';
+import { jobKeySources, jobKeysFor, type DeadlineRule, type ItemKind, type ReconcileSettings, type StuckItem } from './reconcile-rules.ts';
 import { resumeTransfer } from './transfer.ts';
 
 export interface ItemRow extends StuckItem {
@@ -61,7 +63,8 @@ function extraCondition(rule: DeadlineRule): RawBuilder<unknown> {
   // A direct payout's `sent` waits for its transfer: the transfer is the item.
   if (rule.kind === 'payout' && rule.state === 'sent') return sql`and i.exchange_id is not null`;
   // Only a transfer its owner waits for: one whose owner went to review or ended is a person's (its intent is
-  // never sent for an owner a person is deciding about).
+  // never sent for an owner a person is deciding about). The reconciler itself never sends an owner to review
+  // because of its transfer, so an open transfer's owner stays waiting for it.
   if (rule.kind === 'transfer') {
     return sql`and (c.status = 'exchange_created' or p.status = 'exchange_created' or (p.status = 'sent' and p.exchange_id is null))`;
   }
@@ -100,10 +103,23 @@ function toItem(row: RawRow): ItemRow {
   };
 }
 
-/** Items in the rule's state for longer than its deadline, oldest first, at most `limit`. */
-export async function findPastDeadline(db: Db, rule: DeadlineRule, settings: ReconcileSettings, limit: number): Promise<ItemRow[]> {
-  const cutoff = sql`${sinceOf(rule)} < now() - ${rule.stuckAfterMs(settings)} * interval '1 millisecond'`;
-  const { rows } = await selectItems(rule, settings, cutoff, sql`order by ${sinceOf(rule)} limit ${limit}`).execute(db);
+/**
+ * No queued job with attempts left and no running job under any of the state's keys. In the query, not after it:
+ * polls and confirms do not touch updated_at, so healthy items would otherwise fill the oldest-first page at every
+ * pass and hide a stuck item behind them for ever. The key column has a unique index: one lookup per key.
+ */
+function noLiveJob(rule: DeadlineRule): RawBuilder<unknown> {
+  const { id } = TABLES[rule.kind];
+  const keys = jobKeySources(rule.kind, rule.state).map(({ task, of }) => sql`${`${task}:`}::text || ${of === 'id' ? sql`i.${sql.ref(id)}` : sql`i.payment_id::text`}`);
+  return sql`not exists (
+    select 1 from graphile_worker._private_jobs j
+     where j.key in (${sql.join(keys)}) and (j.locked_at is not null or j.attempts < j.max_attempts))`;
+}
+
+/** Items in the rule's state for longer than its deadline with no live job, oldest first, at most the per-state limit. */
+export async function findPastDeadline(db: Db, rule: DeadlineRule, settings: ReconcileSettings): Promise<ItemRow[]> {
+  const filter = sql`${sinceOf(rule)} < now() - ${rule.stuckAfterMs(settings)} * interval '1 millisecond' and ${noLiveJob(rule)}`;
+  const { rows } = await selectItems(rule, settings, filter, sql`order by ${sinceOf(rule)} limit ${settings.perStateLimit}`).execute(db);
   return rows.map(toItem);
 }
 
@@ -146,15 +162,57 @@ export async function resume(trx: Transaction<Database>, rule: DeadlineRule, ite
   await sql`update ${sql.table(table)} set reconcile_attempts = reconcile_attempts + 1, reconciled_at = now() where ${sql.ref(id)} = ${item.id}`.execute(trx);
 }
 
-/** The item (a transfer: its owner) to review through its stage's review path. Returns what went to review. */
-export async function review(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<{ kind: 'conversion' | 'payout'; id: string }> {
-  const owner = rule.kind === 'transfer' ? { kind: item.purpose as 'conversion' | 'payout', id: item.ref as string, reason: `transfer ${item.id} ${reason}` } : { kind: rule.kind, id: item.id, reason };
-  if (owner.kind === 'conversion') {
-    await conversionToReview(deps, owner.id, owner.reason, trx);
+/**
+ * A conversion or payout to review through its stage's review path. A transfer never comes here (its rule keeps
+ * resuming it).
+ */
+export async function review(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<void> {
+  if (rule.kind === 'conversion') {
+    await conversionToReview(deps, item.id, reason, trx);
     // The conversion review path leaves the alert to its caller, as every stage that sends one there does.
-    deps.logger.error({ event: 'alert', alert: 'conversion_stuck', conversionId: owner.id, reason: owner.reason }, 'conversion stuck; sent to review by the reconciler');
+    deps.logger.error({ event: 'alert', alert: 'conversion_stuck', conversionId: item.id, reason }, 'conversion stuck; sent to review by the reconciler');
+  } else if (rule.kind === 'payout') {
+    await payoutToReview(deps, item.id, reason, 'payout_stuck', trx);
   } else {
-    await payoutToReview(deps, owner.id, owner.reason, 'payout_stuck', trx);
+    throw new Error(`transfer ${item.id}: a transfer is never sent to review, its job is queued again`);
   }
-  return { kind: owner.kind, id: owner.id };
+}
+
+/**
+ * A conversion before its transfer, given up on: released (failed, payments back to pending with a hold) when its ETH
+ * provably never left, that is with no transfer or only a failed one; otherwise to review. An exchange it may have
+ * made at ChangeNow (recorded or not) is never funded, and ChangeNow expires an unfunded exchange on its own.
+ */
+export async function releaseOrReview(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<'release' | 'review'> {
+  const open = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', item.id).where('status', '<>', 'failed').executeTakeFirst();
+  if (open) {
+    await review(deps, trx, rule, item, `${reason}; its transfer ${open.transfer_id} is ${open.status}`);
+    return 'review';
+  }
+  await releaseWithHold(trx, item.id, `${reason}; its ETH never left: payments back to pending`);
+  await stageAlert(
+    deps,
+    deps.logger,
+    { rule: 'conversion_stuck', subject: item.id, severity: 'critical', message: 'conversion stuck before its ETH left; failed by the reconciler, its payments back to pending (held before the next batch)', details: { conversionId: item.id, state: item.state, reason } },
+    trx,
+  );
+  return 'release';
+}
+
+/** A transfer past its limits: its stage's job again (it only asks the chain about the stored hash), and an alert. */
+export async function resumeStuckTransfer(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<void> {
+  await resume(trx, rule, item);
+  await stageAlert(
+    deps,
+    deps.logger,
+    {
+      rule: 'transfer_stuck',
+      subject: item.id,
+      severity: 'critical',
+      message: `transfer stuck in ${item.state}; its job queued again (a person should find out why its stage keeps dying)`,
+      // Intent: never signed, so nothing left; signed or broadcast: its transaction may be in flight or mined.
+      details: { transferId: item.id, state: item.state, ownerKind: item.purpose, ownerId: item.ref, reason, resumes: item.resumes + 1, mayHaveLeft: item.state !== 'intent' },
+    },
+    trx,
+  );
 }

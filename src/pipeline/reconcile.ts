@@ -1,51 +1,58 @@
 /**
  * The reconciler (cron `reconcile`, every RECONCILE_INTERVAL): finds every conversion, payout and on-chain transfer
  * past its state's deadline with no job that will move it on (see reconcile-rules.ts), and drives it on by
- * re-queuing its stage's own job under the stage's own key, or sends it to review with the reason once resuming
- * has had its chance. What really happened is asked of ChangeNow and the chain by those stage jobs, which already
- * look before they act: a conversion or payout left in exchange_requested lists ChangeNow's exchanges by its id
- * (userId) and adopts the one it finds, so an exchange whose creation was never recorded is found, never made twice.
+ * re-queuing its stage's own job under the stage's own key. Once resuming has had its chance it gives up as the
+ * item's rule says: a conversion whose ETH never left is released (its payments back to pending), a conversion or
+ * payout whose money may have left goes to review with the reason, and a transfer is never given up (its job is
+ * queued again at every pass, with a transfer_stuck alert). What really happened is asked of ChangeNow and the chain
+ * by those stage jobs, which already look before they act: a conversion or payout left in exchange_requested lists
+ * ChangeNow's exchanges by its id (userId) and adopts the one it finds, so an exchange whose creation was never
+ * recorded is found, never made twice.
  *
  * Running it any number of times, concurrently, changes nothing more than running it once: one pass at a time holds
  * an advisory lock (another pass finding it held does nothing), each item is decided under its row lock with its jobs
  * looked up again there, and the jobs it queues carry the stage's key (a live job of that key is never doubled).
+ * An item that fails is alerted and skipped: the others of the pass, and later passes, go on.
  */
 import type { Logger } from '../log.ts';
+import { stageAlert } from './alert.ts';
 import type { StageDeps } from './interfaces.ts';
-import { findPastDeadline, keysOf, liveKeys, lockItem, resume, review, type ItemRow } from './reconcile-items.ts';
+import { findPastDeadline, keysOf, liveKeys, lockItem, releaseOrReview, resume, resumeStuckTransfer, review, type ItemRow } from './reconcile-items.ts';
 import { DEADLINES, decide, reconcileSettings, type DeadlineRule, type ItemKind, type ReconcileSettings, type ResumeAction } from './reconcile-rules.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
 
-/** Items looked at per state per pass: a backlog larger than this is worked through by the next passes. */
-const PER_STATE_LIMIT = 200;
 const PASS_LOCK = 'reconcile:pass';
 
 export interface ReconcileActionRecord {
   kind: ItemKind;
   id: string;
   state: string;
-  action: ResumeAction | 'review';
+  /** A resume (the stage's job queued again), or what giving up did: review, or release (a conversion whose ETH never left). */
+  action: ResumeAction | 'review' | 'release';
   reason: string;
-  /** For a review: what went to review (a transfer's owner). */
-  reviewed?: { kind: 'conversion' | 'payout'; id: string };
+  /** A transfer resumed past its limits: the alert raised with it. */
+  alert?: 'transfer_stuck';
 }
 
 export interface ReconcileSummary {
   /** False when another pass held the lock: this one looked at nothing. */
   ran: boolean;
-  /** Items past their state's deadline. */
+  /** Items past their state's deadline with no live job (at most the per-state limit of each state). */
   examined: number;
-  /** Of those, with a live job: left alone. */
+  /** Of those, with a job alive again by the time of the row lock: left alone. */
   alive: number;
   /** Moved on, or held by a running stage, between the look and the row lock: left alone. */
   moved: number;
   resumed: number;
   reviewed: number;
+  released: number;
+  /** Items whose decision failed (alerted as reconcile_item_failed); the pass went on with the next. */
+  failed: number;
   actions: ReconcileActionRecord[];
 }
 
 function emptySummary(ran: boolean): ReconcileSummary {
-  return { ran, examined: 0, alive: 0, moved: 0, resumed: 0, reviewed: 0, actions: [] };
+  return { ran, examined: 0, alive: 0, moved: 0, resumed: 0, reviewed: 0, released: 0, failed: 0, actions: [] };
 }
 
 export async function reconcile(deps: StageDeps, overrides: Partial<ReconcileSettings> = {}): Promise<ReconcileSummary> {
@@ -62,27 +69,31 @@ export async function reconcile(deps: StageDeps, overrides: Partial<ReconcileSet
 async function pass(deps: StageDeps, settings: ReconcileSettings): Promise<ReconcileSummary> {
   const summary = emptySummary(true);
   for (const rule of DEADLINES) {
-    const items = await findPastDeadline(deps.db, rule, settings, PER_STATE_LIMIT);
+    const items = await findPastDeadline(deps.db, rule, settings);
     summary.examined += items.length;
-    const live = await liveKeys(deps.db, items.flatMap((item) => keysOf(rule, item)));
     for (const item of items) {
-      if (keysOf(rule, item).some((key) => live.has(key))) {
-        summary.alive++;
+      let outcome: Awaited<ReturnType<typeof decideItem>>;
+      try {
+        outcome = await decideItem(deps, settings, rule, item.id);
+      } catch (error) {
+        // One item's failure (a row its stage cannot take, say) must not stop the pass at it, at every pass.
+        summary.failed++;
+        await itemFailed(deps, rule, item, error);
         continue;
       }
-      const outcome = await decideItem(deps, settings, rule, item.id);
       if (outcome === 'alive') summary.alive++;
       else if (outcome === 'moved') summary.moved++;
       else {
         summary.actions.push(outcome);
         if (outcome.action === 'review') summary.reviewed++;
+        else if (outcome.action === 'release') summary.released++;
         else summary.resumed++;
         logAction(deps.logger, outcome);
       }
     }
   }
   const { actions, ...counts } = summary;
-  if (actions.length > 0) deps.logger.info({ event: 'reconcile_pass', ...counts }, 'reconcile pass drove stuck items on');
+  if (actions.length > 0 || summary.failed > 0) deps.logger.info({ event: 'reconcile_pass', ...counts }, 'reconcile pass drove stuck items on');
   else deps.logger.debug({ event: 'reconcile_pass', ...counts }, 'reconcile pass: nothing stuck');
   return summary;
 }
@@ -99,12 +110,31 @@ async function decideItem(deps: StageDeps, settings: ReconcileSettings, rule: De
       await resume(trx, rule, item);
       return { ...record, action: rule.action };
     }
-    return { ...record, action: 'review' as const, reviewed: await review(deps, trx, rule, item, decision.reason) };
+    if (rule.giveUp === 'keep_resuming') {
+      await resumeStuckTransfer(deps, trx, rule, item, decision.reason);
+      return { ...record, action: rule.action, alert: 'transfer_stuck' as const };
+    }
+    if (rule.giveUp === 'release_or_review') return { ...record, action: await releaseOrReview(deps, trx, rule, item, decision.reason) };
+    await review(deps, trx, rule, item, decision.reason);
+    return { ...record, action: 'review' as const };
+  });
+}
+
+async function itemFailed(deps: StageDeps, rule: DeadlineRule, item: ItemRow, error: unknown): Promise<void> {
+  const err = error instanceof Error ? error.message : String(error);
+  deps.logger.error({ event: 'reconcile_item_failed', kind: rule.kind, id: item.id, state: rule.state, err }, 'reconciler could not decide an item; going on with the next');
+  // On the pool, outside the item's rolled-back transaction; a failure to store it is logged, never thrown.
+  await stageAlert(deps, deps.logger, {
+    rule: 'reconcile_item_failed',
+    subject: `${rule.kind}:${item.id}`,
+    severity: 'critical',
+    message: `the reconciler failed on a ${rule.kind} in ${rule.state}; it tries again at the next pass`,
+    details: { kind: rule.kind, id: item.id, state: rule.state, err },
   });
 }
 
 function logAction(logger: Logger, record: ReconcileActionRecord): void {
-  const fields = { event: 'reconcile_action', kind: record.kind, id: record.id, state: record.state, action: record.action, reason: record.reason, ...(record.reviewed && { reviewed: record.reviewed }) };
-  if (record.action === 'review') logger.warn(fields, 'reconciler sent a stuck item to review');
+  const fields = { event: 'reconcile_action', kind: record.kind, id: record.id, state: record.state, action: record.action, reason: record.reason, ...(record.alert && { alert: record.alert }) };
+  if (record.action === 'review' || record.action === 'release' || record.alert) logger.warn(fields, 'reconciler gave up resuming a stuck item');
   else logger.info(fields, 'reconciler resumed a stuck item');
 }

@@ -6,6 +6,9 @@
  * the chain about that hash and re-sends the same bytes at most (which the chain cannot execute twice). Sends of one
  * wallet run in one job queue, so nonces are assigned one at a time; a nonce whose transaction the node refused is
  * released, leaving no gap.
+ *
+ * Every change of state starts the reconciler's count of resumes (reconcile_attempts) afresh: it counts how often the
+ * stage died in one state, so a transfer that keeps moving is never taken for one that is stuck.
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Selectable, type Transaction } from 'kysely';
@@ -137,7 +140,7 @@ export async function sendTransfer(deps: StageDeps, transferId: string): Promise
     }
   }
   await deps.db.transaction().execute(async (trx) => {
-    await trx.updateTable('chain_transfers').set({ status: 'broadcast', broadcast_at: sql`coalesce(broadcast_at, now())`, updated_at: sql`now()` }).where('transfer_id', '=', transferId).where('status', '=', 'signed').execute();
+    await trx.updateTable('chain_transfers').set({ status: 'broadcast', broadcast_at: sql`coalesce(broadcast_at, now())`, reconcile_attempts: 0, updated_at: sql`now()` }).where('transfer_id', '=', transferId).where('status', '=', 'signed').execute();
     await enqueueConfirm(trx, transferId);
   });
   log.info({ event: 'transfer_broadcast', txHash: hash, nonce: transfer.nonce }, 'transfer broadcast');
@@ -172,7 +175,7 @@ async function sign(deps: StageDeps, transfer: Transfer, log: StageDeps['logger'
     await trx.updateTable('wallet_nonces').set({ next_nonce: String(nonce + 1), updated_at: sql`now()` }).where('address', '=', address).execute();
     return trx
       .updateTable('chain_transfers')
-      .set({ status: 'signed', nonce: String(nonce), tx_hash: signed.hash, raw_tx: signed.rawTx, attempts: sql`attempts + 1`, updated_at: sql`now()` })
+      .set({ status: 'signed', nonce: String(nonce), tx_hash: signed.hash, raw_tx: signed.rawTx, attempts: sql`attempts + 1`, reconcile_attempts: 0, updated_at: sql`now()` })
       .where('transfer_id', '=', transfer.transfer_id)
       .where('status', '=', 'intent')
       .returningAll()
@@ -191,7 +194,7 @@ async function releaseForFunds(deps: StageDeps, transfer: Transfer, message: str
     }
     await trx
       .updateTable('chain_transfers')
-      .set({ status: 'intent', nonce: null, tx_hash: null, raw_tx: null, last_error: message, updated_at: sql`now()` })
+      .set({ status: 'intent', nonce: null, tx_hash: null, raw_tx: null, last_error: message, reconcile_attempts: 0, updated_at: sql`now()` })
       .where('transfer_id', '=', transfer.transfer_id)
       .where('status', '=', 'signed')
       .execute();
@@ -227,7 +230,7 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
     }
     if (found.state === 'unknown') {
       // Dropped from the mempool (or the node restarted): send the same signed bytes again.
-      await trx.updateTable('chain_transfers').set({ status: 'signed', updated_at: sql`now()` }).where('transfer_id', '=', transferId).execute();
+      await trx.updateTable('chain_transfers').set({ status: 'signed', reconcile_attempts: 0, updated_at: sql`now()` }).where('transfer_id', '=', transferId).execute();
       await enqueueSend(trx, transferId, current.from_address);
       log.warn({ event: 'transfer_rebroadcast' }, 'transaction unknown to the node: broadcasting it again');
       return;

@@ -1,10 +1,12 @@
 /**
  * The reconciler on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP). Each stuck state is made on
  * purpose: the stages are run by hand up to it (each step's job taken off the queue as a worker would), then the job
- * that would move the item on is lost or given up. One pass (called directly) re-queues the stage's own job or sends
- * the item to review; a worker then runs the jobs. Every item ends completed, with one exchange at ChangeNow and one
- * transfer on chain, or in review with its reason. Items whose job is alive are left alone, and two passes at once,
- * or a pass repeated, do nothing more than one.
+ * that would move the item on is lost or given up. One pass (called directly) re-queues the stage's own job or, once
+ * resuming has had its chance, gives up as the item's rule says (review; a conversion whose ETH never left released;
+ * a transfer queued again, with an alert, never abandoned); a worker then runs the jobs. Every item ends completed,
+ * with one exchange at ChangeNow and one transfer on chain, released, or in review with its reason. Items whose job is
+ * alive are left alone (however many of them come first), an item that fails does not stop the pass, and two passes
+ * at once, or a pass repeated, do nothing more than one.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { stageDeps, type Database } from '../../src/app.ts';
@@ -194,6 +196,33 @@ async function paymentStatuses(conversionId: string): Promise<string[]> {
   return rows.map((r) => r.conversion_status);
 }
 
+async function transferRow(id: string) {
+  const { rows } = await db.pool.query('select status, reconcile_attempts from chain_transfers where transfer_id = $1', [id]);
+  return rows[0];
+}
+
+/** The payments a conversion took, by id (they stay listed there after a release). */
+async function paymentIdsOf(conversionId: string): Promise<string[]> {
+  const { rows } = await db.pool.query<{ payment_id: string }>('select payment_id::text from conversion_payments where conversion_id = $1 order by payment_id', [conversionId]);
+  return rows.map((r) => r.payment_id);
+}
+
+/** Where the payments a conversion once took are now. */
+async function paymentsOnceIn(conversionId: string) {
+  const { rows } = await db.pool.query(
+    `select p.conversion_status, p.conversion_id, coalesce(p.conversion_hold_until > now(), false) as held
+       from payments p join conversion_payments c on c.payment_id = p.payment_id where c.conversion_id = $1 order by p.payment_id`,
+    [conversionId],
+  );
+  return rows;
+}
+
+/** Open stored alerts of a rule about a subject. */
+async function openAlerts(rule: string, subject: string) {
+  const { rows } = await db.pool.query('select severity, details from alerts where rule = $1 and subject = $2 and resolved_at is null', [rule, subject]);
+  return rows;
+}
+
 function exchangesFor(ref: string) {
   return [...outside.sim.exchanges.values()].filter((e) => e.userId === ref);
 }
@@ -264,7 +293,8 @@ describe('exchanges created at ChangeNow whose creation was never recorded', () 
     await startWorker();
     await completes('conversion', id);
     await expectOneExchangeOneTransfer('conversion', id);
-    expect(await conversionRow(id)).toMatchObject({ usdt_received: CONVERTED_USDT });
+    // The resume counted in exchange_requested; each later state started its own count.
+    expect(await conversionRow(id)).toMatchObject({ usdt_received: CONVERTED_USDT, reconcile_attempts: 0 });
     expect(await paymentStatuses(id)).toEqual(['completed']);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -339,8 +369,8 @@ describe('lost and given-up jobs', () => {
   });
 });
 
-describe('review when resuming has had its chance', () => {
-  it('a payout whose stage keeps dying goes to review after its resumes; a transfer that does sends its conversion there; each with the reason and its alert', async () => {
+describe('giving up once resuming has had its chance', () => {
+  it('a payout whose stage keeps dying goes to review after its resumes; a transfer never does: past its limit it raises transfer_stuck and is queued again, then confirms and its conversion settles', async () => {
     const payoutId = await payoutWithUnrecordedExchange();
     // Three passes resume it; each time its job is lost again.
     for (let resume = 1; resume <= 3; resume++) {
@@ -358,25 +388,37 @@ describe('review when resuming has had its chance', () => {
     const summary = await reconcile(deps, NOW);
     expect(actionsOf(summary)).toEqual([
       ['payout', payoutId, 'exchange_requested', 'review'],
-      ['transfer', transferId, 'broadcast', 'review'],
+      ['transfer', transferId, 'broadcast', 'reconfirm'],
     ]);
-    expect(summary).toMatchObject({ resumed: 0, reviewed: 2 });
+    expect(summary).toMatchObject({ resumed: 1, reviewed: 1, released: 0 });
     const payoutReason = expect.stringMatching(/^stuck in exchange_requested: no job moves it on \(unchanged in exchange_requested for \d+ s\) after 3 resumes by the reconciler$/);
     expect(await payoutRow(payoutId)).toMatchObject({ status: 'needs_review', reason: payoutReason });
-    expect(await conversionRow(id)).toMatchObject({
-      status: 'needs_review',
-      reason: expect.stringMatching(new RegExp(`^transfer ${transferId} stuck in broadcast: no job moves it on \\(unchanged in broadcast for \\d+ s\\) after 3 resumes by the reconciler$`)),
-    });
-    expect(await paymentStatuses(id)).toEqual(['failed']);
-    expect(summary.actions[1]!.reviewed).toEqual({ kind: 'conversion', id });
-    expect(sink.lines.filter((l) => l.event === 'alert').map((l) => [l.alert, l.payoutId ?? l.conversionId])).toEqual([
+    const transferReason = expect.stringMatching(/^stuck in broadcast: no job moves it on \(unchanged in broadcast for \d+ s\) after 3 resumes by the reconciler$/);
+    expect(summary.actions[1]).toMatchObject({ alert: 'transfer_stuck', reason: transferReason });
+    // Its owner is not sent to review: it keeps waiting for the transfer, whose receipt lookup is queued again.
+    expect(await conversionRow(id)).toMatchObject({ status: 'exchange_created', reason: null });
+    expect(await paymentStatuses(id)).toEqual(['converting']);
+    expect(await transferRow(transferId)).toMatchObject({ status: 'broadcast', reconcile_attempts: 4 });
+    expect(await liveJobs([`payout_run:${payoutId}`, `transfer_confirm:${transferId}`])).toEqual([`transfer_confirm:${transferId}`]);
+    expect(await openAlerts('transfer_stuck', transferId)).toEqual([
+      { severity: 'critical', details: expect.objectContaining({ transferId, state: 'broadcast', ownerKind: 'conversion', ownerId: id, reason: transferReason, mayHaveLeft: true }) },
+    ]);
+    expect(sink.lines.filter((l) => l.event === 'alert').map((l) => [l.alert, l.payoutId ?? l.transferId])).toEqual([
       ['payout_stuck', payoutId],
-      ['conversion_stuck', id],
+      ['transfer_stuck', transferId],
     ]);
     expect(actionLines(payoutId).at(-1)).toMatchObject({ action: 'review', reason: payoutReason });
-    expect(await liveJobs([`payout_run:${payoutId}`, `transfer_confirm:${transferId}`])).toEqual([]);
+    expect(actionLines(transferId).at(-1)).toMatchObject({ action: 'reconfirm', alert: 'transfer_stuck', reason: transferReason });
 
-    // In review they are a person's: the next pass leaves them.
+    // Its job lost again: the next pass queues it again, and the alert stays one open alert.
+    await loseJob(`transfer_confirm:${transferId}`);
+    const next = await reconcile(deps, NOW);
+    expect(actionsOf(next)).toEqual([['transfer', transferId, 'broadcast', 'reconfirm']]);
+    expect(next.actions[0]!.alert).toBe('transfer_stuck');
+    expect(await liveJobs([`transfer_confirm:${transferId}`])).toEqual([`transfer_confirm:${transferId}`]);
+    expect(await openAlerts('transfer_stuck', transferId)).toHaveLength(1);
+
+    // The payout in review is a person's, and the transfer's job is alive: the next pass leaves both.
     expect(actionsOf(await reconcile(deps, NOW))).toEqual([]);
     expect(exchangesFor(payoutId)).toHaveLength(1);
 
@@ -386,6 +428,93 @@ describe('review when resuming has had its chance', () => {
     await startWorker();
     await completes('payout', payoutId);
     await expectOneExchangeOneTransfer('payout', payoutId);
+    // The transaction anvil mined is recorded, and the conversion moves on to settle on it.
+    await completes('conversion', id);
+    await expectOneExchangeOneTransfer('conversion', id);
+    expect((await transfersOf('conversion', id))[0]!.transfer_id).toBe(transferId);
+    expect(await paymentStatuses(id)).toEqual(['completed']);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('an intent transfer (never signed) past its limit is queued for its send again with transfer_stuck, its direct payout left waiting; it pays, its count started over at each state', async () => {
+    const paymentId = await instantPayment('eth', 'eth', freshWallet());
+    await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+    const payout = await payoutOfPayment(paymentId);
+    expect(payout).toMatchObject({ status: 'sent', exchange_id: null });
+    const transferId = payout.transfer_id as string;
+    await loseJob(`transfer_send:${transferId}`);
+    await db.pool.query('update chain_transfers set reconcile_attempts = 3 where transfer_id = $1', [transferId]);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['transfer', transferId, 'intent', 'resend']]);
+    expect(summary).toMatchObject({ resumed: 1, reviewed: 0, released: 0 });
+    expect(summary.actions[0]!.alert).toBe('transfer_stuck');
+    expect(await openAlerts('transfer_stuck', transferId)).toEqual([
+      { severity: 'critical', details: expect.objectContaining({ transferId, state: 'intent', ownerKind: 'payout', ownerId: payout.payout_id, mayHaveLeft: false }) },
+    ]);
+    expect(await payoutRow(payout.payout_id)).toMatchObject({ status: 'sent', reason: null });
+    expect(await transferRow(transferId)).toMatchObject({ status: 'intent', reconcile_attempts: 4 });
+    expect(await liveJobs([`transfer_send:${transferId}`])).toEqual([`transfer_send:${transferId}`]);
+
+    await startWorker();
+    await completes('payout', payout.payout_id);
+    // Signed, then broadcast: each a new state with a count of its own (mined is final, the count left as it was).
+    expect(await transferRow(transferId)).toMatchObject({ status: 'confirmed', reconcile_attempts: 0 });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a conversion given up before its ETH left is failed and its payments go back to pending, held; one with a transfer goes to review; the next batch converts the released payments', async () => {
+    const requested = await conversionWithUnrecordedExchange();
+    const pending = await newConversion();
+    await loseJob(`conversion_exchange:${pending}`);
+    const withTransfer = await newConversion();
+    await byHand(`conversion_exchange:${withTransfer}`, () => createConversionExchange(deps, withTransfer));
+    const transferId = (await conversionRow(withTransfer)).transfer_id as string;
+    // Forged (no stage does this): back in exchange_requested with its transfer recorded, whose send may still happen.
+    await loseJob(`transfer_send:${transferId}`);
+    await db.pool.query("update conversions set status = 'exchange_requested' where conversion_id = $1", [withTransfer]);
+    await db.pool.query('update conversions set reconcile_attempts = 3 where conversion_id = any($1::text[])', [[requested, pending, withTransfer]]);
+    const released = [...(await paymentIdsOf(pending)), ...(await paymentIdsOf(requested))];
+    expect(released).toHaveLength(2);
+
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([
+      ['conversion', pending, 'pending', 'release'],
+      ['conversion', requested, 'exchange_requested', 'release'],
+      ['conversion', withTransfer, 'exchange_requested', 'review'],
+    ]);
+    expect(summary).toMatchObject({ resumed: 0, released: 2, reviewed: 1 });
+    for (const [id, state] of [[pending, 'pending'], [requested, 'exchange_requested']] as const) {
+      expect(await conversionRow(id)).toMatchObject({
+        status: 'failed',
+        reason: expect.stringMatching(new RegExp(`^stuck in ${state}: no job moves it on \\(unchanged in ${state} for \\d+ s\\) after 3 resumes by the reconciler; its ETH never left: payments back to pending$`)),
+      });
+      // Back to pending, out of the conversion, and held before the next batch (as after a ChangeNow refusal).
+      expect(await paymentsOnceIn(id)).toEqual([{ conversion_status: 'pending', conversion_id: null, held: true }]);
+      expect(await openAlerts('conversion_stuck', id)).toEqual([{ severity: 'critical', details: expect.objectContaining({ conversionId: id, state }) }]);
+    }
+    expect(await liveJobs([`conversion_exchange:${pending}`, `conversion_exchange:${requested}`])).toEqual([]);
+    // The exchange made for it at ChangeNow is never funded; ChangeNow expires it.
+    expect(exchangesFor(requested)).toHaveLength(1);
+    // Its ETH may leave: a person decides.
+    expect(await conversionRow(withTransfer)).toMatchObject({
+      status: 'needs_review',
+      reason: expect.stringMatching(new RegExp(`after 3 resumes by the reconciler; its transfer ${transferId} is intent$`)),
+    });
+    expect(await paymentStatuses(withTransfer)).toEqual(['failed']);
+    expect(sink.alerts()).toEqual(['conversion_stuck', 'conversion_stuck', 'conversion_stuck']);
+    expect(actionsOf(await reconcile(deps, NOW))).toEqual([]);
+
+    // The hold over, the next batch takes both payments: one new conversion, one exchange, one transfer.
+    await db.pool.query("update payments set conversion_hold_until = now() - interval '1 second' where payment_id = any($1::numeric[])", [released]);
+    const next = await batchPendingPayments(deps);
+    expect(next).not.toBeNull();
+    expect(await paymentIdsOf(next as string)).toEqual([...released].sort());
+    await startWorker();
+    await completes('conversion', next as string);
+    expect(exchangesFor(next as string)).toHaveLength(1);
+    expect(await transfersOf('conversion', next as string)).toMatchObject([{ status: 'confirmed', amount: (2n * NET_WEI).toString() }]);
+    expect(await paymentStatuses(next as string)).toEqual(['completed', 'completed']);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
@@ -424,7 +553,8 @@ describe('items whose job is alive are left alone', () => {
 
     const summary = await reconcile(deps, NOW);
     expect(summary.actions).toEqual([]);
-    expect(summary).toMatchObject({ ran: true, examined: 2, alive: 2, resumed: 0, reviewed: 0 });
+    // Left out by the pass's query itself: a live job makes an item no candidate at all.
+    expect(summary).toMatchObject({ ran: true, examined: 0, alive: 0, resumed: 0, reviewed: 0, failed: 0 });
     expect(await jobRows([pollKey, sendKey])).toEqual(before);
     expect(await conversionRow(id)).toMatchObject({ status: 'sent', reconcile_attempts: 0 });
     expect(sink.lines.filter((l) => l.event === 'reconcile_action')).toEqual([]);
@@ -435,6 +565,76 @@ describe('items whose job is alive are left alone', () => {
     await startWorker();
     await completes('conversion', id);
     await completes('payout', direct.payout_id);
+  });
+});
+
+describe('healthy items do not hide a stuck one', () => {
+  it('more healthy sent conversions than the per-state limit, all older than a stuck one: the pass still reaches the stuck one and re-polls it', async () => {
+    const healthy: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const id = await conversionSent();
+      // Polling, its next poll later: a poll does not touch updated_at, so it only gets older while it is healthy.
+      await db.pool.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1", [`conversion_poll:${id}`]);
+      await db.pool.query("update conversions set updated_at = now() - interval '1 hour' where conversion_id = $1", [id]);
+      healthy.push(id);
+    }
+    const stuck = await conversionSent();
+    await loseJob(`conversion_poll:${stuck}`);
+
+    // A limit of 2 per state: the two oldest sent conversions are healthy, the stuck one comes after all three.
+    const summary = await reconcile(deps, { ...NOW, perStateLimit: 2 });
+    expect(actionsOf(summary)).toEqual([['conversion', stuck, 'sent', 'repoll']]);
+    expect(summary).toMatchObject({ examined: 1, alive: 0, resumed: 1 });
+    expect(await liveJobs([`conversion_poll:${stuck}`])).toEqual([`conversion_poll:${stuck}`]);
+
+    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = any($1::text[])', [healthy.map((id) => `conversion_poll:${id}`)]);
+    await startWorker();
+    for (const id of [...healthy, stuck]) await completes('conversion', id);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('an item that fails', () => {
+  it('is logged and alerted, and the pass goes on with the next item, at every pass; once its row is fixed it is resumed', async () => {
+    const failing = await newConversion();
+    await byHand(`conversion_exchange:${failing}`, () => createConversionExchange(deps, failing));
+    const badTransfer = (await conversionRow(failing)).transfer_id as string;
+    await loseJob(`transfer_send:${badTransfer}`);
+    const other = await newConversion();
+    await byHand(`conversion_exchange:${other}`, () => createConversionExchange(deps, other));
+    const otherTransfer = (await conversionRow(other)).transfer_id as string;
+    await byHand(`transfer_send:${otherTransfer}`, () => sendTransfer(deps, otherTransfer));
+    await loseJob(`transfer_confirm:${otherTransfer}`);
+    // A sending wallet so long that its send's job queue (wallet:<address>) is refused by graphile-worker (128 at most).
+    const { rows } = await db.pool.query<{ from_address: string }>('select from_address from chain_transfers where transfer_id = $1', [badTransfer]);
+    const hostAddress = rows[0]!.from_address;
+    await db.pool.query("update chain_transfers set from_address = repeat('f', 130) where transfer_id = $1", [badTransfer]);
+
+    // The intent transfer comes first in the pass (intent before broadcast) and fails; the broadcast one is resumed.
+    const summary = await reconcile(deps, NOW);
+    expect(actionsOf(summary)).toEqual([['transfer', otherTransfer, 'broadcast', 'reconfirm']]);
+    expect(summary).toMatchObject({ examined: 2, failed: 1, resumed: 1 });
+    expect(sink.lines.filter((l) => l.event === 'reconcile_item_failed')).toEqual([
+      expect.objectContaining({ kind: 'transfer', id: badTransfer, state: 'intent', err: expect.stringMatching(/queue/) }),
+    ]);
+    expect(await openAlerts('reconcile_item_failed', `transfer:${badTransfer}`)).toEqual([
+      { severity: 'critical', details: expect.objectContaining({ kind: 'transfer', id: badTransfer, state: 'intent', err: expect.stringMatching(/queue/) }) },
+    ]);
+    // Its failed decision left nothing behind.
+    expect(await transferRow(badTransfer)).toMatchObject({ status: 'intent', reconcile_attempts: 0 });
+    expect(await liveJobs([`transfer_send:${badTransfer}`])).toEqual([]);
+
+    // The next pass meets it again, and still finishes.
+    expect(await reconcile(deps, NOW)).toMatchObject({ ran: true, examined: 1, failed: 1, actions: [] });
+
+    await db.pool.query('update chain_transfers set from_address = $2 where transfer_id = $1', [badTransfer, hostAddress]);
+    expect(actionsOf(await reconcile(deps, NOW))).toEqual([['transfer', badTransfer, 'intent', 'resend']]);
+    await startWorker();
+    await completes('conversion', other);
+    await completes('conversion', failing);
+    await expectOneExchangeOneTransfer('conversion', other);
+    await expectOneExchangeOneTransfer('conversion', failing);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });
 
@@ -462,7 +662,7 @@ describe('passes at once, and again', () => {
     expect(await liveJobs(keys)).toEqual([...keys].sort());
 
     const again = await reconcile(deps, NOW);
-    expect(again).toMatchObject({ ran: true, resumed: 0, reviewed: 0, alive: 3, actions: [] });
+    expect(again).toMatchObject({ ran: true, examined: 0, resumed: 0, reviewed: 0, actions: [] });
     expect(await liveJobs(keys)).toEqual([...keys].sort());
     expect(await conversionRow(conversionId)).toMatchObject({ reconcile_attempts: 1 });
     expect(await payoutRow(requestedPayout)).toMatchObject({ reconcile_attempts: 1 });
