@@ -13,13 +13,16 @@
  * - An event alert resolves when it has not been raised again for ALERT_EVENT_RESOLVE_AFTER, or by hand; raised
  *   again after that, it opens a new alert.
  * - A rule that fails, or an observation that failed, leaves its alerts as they are: a blind pass resolves nothing.
+ * - An open state alert whose message and evidence are unchanged is not rewritten on every pass: its last_seen_at
+ *   is refreshed once it is stateTouchEveryMs old (15 minutes). Being open is what says it still fires.
+ * - Throttled rules (the ledger check) run once per their period across all workers, claimed in `observations`.
  */
 import { sql, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
-import { observeOutside, type Observation, type ObserveDeps } from './observe.ts';
+import { claimThrottled, observeOutside, recordThrottled, type Observation, type ObserveDeps } from './observe.ts';
 import { STATE_RULES, type AlertSettings, type RuleResult, type StateRule } from './rules.ts';
-import { cleanSubject, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
+import { cleanSubject, enqueueNotify, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
 import { cleanDetails, cleanText, shortError } from './text.ts';
 
 export interface EvaluateDeps extends ObserveDeps {
@@ -45,35 +48,35 @@ export interface EvaluationSummary {
 /** hashtext() of this names the pass among advisory locks. */
 const PASS_LOCK = 'payrail:alerts_evaluate';
 
-/** Per process: when a throttled rule (the ledger check) last ran. */
-export type RuleMemory = Map<string, number>;
-
-export async function evaluateAlerts(deps: EvaluateDeps, memory: RuleMemory = new Map()): Promise<EvaluationSummary> {
+export async function evaluateAlerts(deps: EvaluateDeps): Promise<EvaluationSummary> {
   return deps.db.connection().execute(async (conn) => {
     const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${PASS_LOCK})) as ok`.execute(conn);
     if (!locked.rows[0]?.ok) return { skipped: true, observations: [], opened: 0, resolved: 0, failedRules: [] };
     try {
-      return await pass(deps, memory);
+      return await pass(deps);
     } finally {
       await sql`select pg_advisory_unlock(hashtext(${PASS_LOCK}))`.execute(conn);
     }
   });
 }
 
-async function pass(deps: EvaluateDeps, memory: RuleMemory): Promise<EvaluationSummary> {
+async function pass(deps: EvaluateDeps): Promise<EvaluationSummary> {
   const observations = await observeOutside(deps);
   const rules = deps.rules ?? STATE_RULES;
   const results = new Map<StateRule, RuleResult>();
   const failedRules: string[] = [];
   for (const rule of rules) {
-    const every = rule.everyMs?.(deps.settings) ?? 0;
-    const last = memory.get(rule.name);
-    if (every > 0 && last !== undefined && Date.now() - last < every) continue;
+    const throttle = rule.throttle;
     try {
-      results.set(rule, await rule.evaluate({ db: deps.db, settings: deps.settings }));
-      memory.set(rule.name, Date.now());
+      // Claimed in the database before the run, not remembered in this process: any number of workers run the
+      // check once per period, and a run that fails or times out waits its period like any other.
+      if (throttle && !(await claimThrottled(deps.db, throttle.observation, throttle.everyMs(deps.settings)))) continue;
+      const result = await rule.evaluate({ db: deps.db, settings: deps.settings });
+      results.set(rule, result);
+      if (throttle) await recordRun(deps, { name: throttle.observation, ok: result.firing.length === 0, value: result.observedValue ?? String(result.firing.length), detail: null });
     } catch (error) {
       failedRules.push(rule.name);
+      if (throttle) await recordRun(deps, { name: throttle.observation, ok: false, value: null, detail: `check failed: ${shortError(error)}` });
       await raiseAlert(deps.db, { rule: 'alert_rule_failed', subject: rule.name, severity: 'warning', message: `alert rule ${rule.name} could not be evaluated: ${shortError(error)}`, details: { ruleName: rule.name, error: shortError(error) } }, { logger: deps.logger, notify: deps.notify });
     }
   }
@@ -91,8 +94,18 @@ async function pass(deps: EvaluateDeps, memory: RuleMemory): Promise<EvaluationS
   return { skipped: false, observations, failedRules, ...counts };
 }
 
+/** The outcome of a throttled run, for the dashboard and the next claim; a failure to write it only logs. */
+async function recordRun(deps: EvaluateDeps, observation: Observation): Promise<void> {
+  try {
+    await recordThrottled(deps.db, observation);
+  } catch (error) {
+    deps.logger.warn({ event: 'observation_store_failed', observation: observation.name, err: shortError(error) }, 'a throttled check ran but its result could not be stored');
+  }
+}
+
 async function applyRule(trx: Transaction<Database>, rule: StateRule, result: RuleResult, deps: EvaluateDeps): Promise<{ opened: number; resolved: number }> {
   const store: StoreOptions = { notify: deps.notify && rule.notify !== false };
+  const touchEveryMs = deps.settings.stateTouchEveryMs;
   const firing = new Map(result.firing.map((f) => [cleanSubject(f.subject), f]));
   const unknown = new Set((result.unknown ?? []).map(cleanSubject));
   const open = await trx.selectFrom('alerts').select(['id', 'subject']).where('rule', '=', rule.name).where('resolved_at', 'is', null).execute();
@@ -111,11 +124,19 @@ async function applyRule(trx: Transaction<Database>, rule: StateRule, result: Ru
     const alert = { rule: rule.name, subject, severity: rule.severity, message: f.message, details: f.details };
     const ackId = openSubjects.has(subject) ? undefined : ackBySubject.get(subject);
     if (ackId !== undefined) {
-      await trx.updateTable('alerts').set({ last_seen_at: sql`now()`, message: cleanText(f.message), details: JSON.stringify(cleanDetails(f.details)) }).where('id', '=', ackId).execute();
+      const message = cleanText(f.message);
+      const details = JSON.stringify(cleanDetails(f.details));
+      // As for an open alert (see openOrTouch): rewritten when its evidence changed or its last sighting got stale.
+      await trx
+        .updateTable('alerts')
+        .set({ last_seen_at: sql`now()`, message, details })
+        .where('id', '=', ackId)
+        .where(sql<boolean>`(message is distinct from ${message} or details is distinct from ${details}::jsonb or last_seen_at <= now() - ${touchEveryMs} * interval '1 millisecond')`)
+        .execute();
       continue;
     }
-    const row = await openOrTouch(trx, alert, store);
-    if (row.opened) {
+    const row = await openOrTouch(trx, alert, { ...store, unchangedTouchEveryMs: touchEveryMs });
+    if (row?.opened === true) {
       opened += 1;
       // Not event "alert": that line is for alerts raised where something happened (tests count them per step).
       deps.logger[rule.severity === 'critical' ? 'error' : 'warn']({ ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id }, f.message);
@@ -135,18 +156,26 @@ async function applyRule(trx: Transaction<Database>, rule: StateRule, result: Ru
   return { opened, resolved: resolved.length };
 }
 
-/** Event alerts (any rule that is not a state rule) not raised again within ALERT_EVENT_RESOLVE_AFTER. */
+/**
+ * Event alerts not raised again within ALERT_EVENT_RESOLVE_AFTER. One statement that decides and resolves: a raiser
+ * touching the alert meanwhile holds its row, and the statement then reads the new last_seen_at and leaves it open
+ * (a select-then-resolve would resolve an alert raised a moment ago). Events are every rule that is not a state rule,
+ * not only EVENT_RULES: an event rule someone forgot to list still resolves.
+ */
 async function resolveQuietEvents(trx: Transaction<Database>, rules: readonly StateRule[], deps: EvaluateDeps): Promise<AlertRow[]> {
   const stateRules = [...new Set([...STATE_RULES, ...rules].map((r) => r.name))];
-  const quiet = await trx
-    .selectFrom('alerts')
-    .select('id')
+  const resolved = await trx
+    .updateTable('alerts')
+    .set({ resolved_at: sql`now()` })
     .where('resolved_at', 'is', null)
     .where('rule', 'not in', stateRules)
     .where('last_seen_at', '<', sql<Date>`now() - ${deps.settings.eventResolveAfterMs} * interval '1 millisecond'`)
+    .returningAll()
     .execute();
-  const resolved = await resolveOpen(trx, quiet.map((q) => q.id), { notify: deps.notify });
-  for (const row of resolved) logResolved(deps.logger, row, 'not raised again within ALERT_EVENT_RESOLVE_AFTER');
+  for (const row of resolved) {
+    if (deps.notify) await enqueueNotify(trx, row.id, 'resolved');
+    logResolved(deps.logger, row, 'not raised again within ALERT_EVENT_RESOLVE_AFTER');
+  }
   return resolved;
 }
 

@@ -2,7 +2,8 @@
  * The alert webhook: one signed JSON POST per alert change (firing, resolved) to ALERT_WEBHOOK_URL, from the
  * alert_notify job queued with that change. A non-2xx answer, a timeout or a network error fails the job, and the
  * queue retries it with its backoff; a delivery can therefore arrive twice, and carries a stable delivery id
- * (x-payrail-delivery: <alertId>:<state>) for the receiver to drop the repeat.
+ * (x-payrail-delivery: <alertId>:<state>) for the receiver to drop the repeat. Deliveries run one at a time on their
+ * own queue (NOTIFY_QUEUE), and an alert resolved before its firing delivery went out is sent as resolved only.
  *
  * Signature: x-payrail-signature = "sha256=" + hex HMAC-SHA256(ALERT_WEBHOOK_SECRET, timestamp + "." + body), with
  * the unix-seconds timestamp in x-payrail-timestamp (a receiver refuses old ones, so a captured request cannot be
@@ -20,7 +21,7 @@ export interface WebhookSettings {
   timeoutMs: number;
 }
 
-/** Long enough for a slow receiver, short enough that a hung one does not hold a worker slot. */
+/** Long enough for a slow receiver, short enough that a hung one does not hold its queue's one slot for long. */
 export const WEBHOOK_TIMEOUT_MS = 10_000;
 /** How old a signed timestamp verifyAlertSignature accepts by default. */
 const DEFAULT_TOLERANCE_SECONDS = 300;
@@ -76,6 +77,15 @@ export async function deliverAlert(deps: NotifyDeps, alertId: string, state: Ale
   const row = await deps.db.selectFrom('alerts').selectAll().where('id', '=', alertId).executeTakeFirst();
   if (!row) {
     log.warn({ event: 'alert_notify_dropped' }, 'alert not found: delivery dropped');
+    return;
+  }
+  // An alert already resolved is not sent as firing. Its resolution queued its own delivery in the same transaction,
+  // which is waiting, running or done (a firing delivery that failed waits for its retry while later ones go), and
+  // carries the same evidence. Sent after the resolution, the firing would leave the alert open on the receiver's
+  // side for ever; sent before it, it pages someone for what is already over. The only resolutions without a
+  // delivery are those made while no webhook was configured, or of a rule never sent: silence suits those too.
+  if (state === 'firing' && row.resolved_at !== null) {
+    log.info({ event: 'alert_notify_dropped', rule: row.rule, subject: row.subject }, 'alert already resolved: firing delivery dropped, the resolution is sent instead');
     return;
   }
   const view = toView(row);

@@ -18,6 +18,8 @@ export const OBSERVATION = {
   chainRpc: 'chain_rpc',
   /** ChangeNow answering an authenticated read. */
   changenow: 'changenow',
+  /** The ledger invariant check's last run: ok = clean, value = problems found, observed_at = when it began. */
+  ledgerCheck: 'ledger_check',
 } as const;
 
 export interface ObserveDeps {
@@ -58,9 +60,40 @@ export async function observeOutside(deps: ObserveDeps): Promise<Observation[]> 
       }
     }),
   );
-  for (const o of observations) {
-    await sql`insert into observations (name, ok, value, detail, observed_at) values (${o.name}, ${o.ok}, ${o.value}, ${o.detail}, now())
-      on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at`.execute(deps.db);
-  }
+  for (const o of observations) await recordObservation(deps.db, o);
   return observations;
+}
+
+/**
+ * Writes an observation, keeping when its failing streak began: failing_since is the first failed observation's
+ * time, carried over while it keeps failing, and cleared by the first success. A row whose failing_since is older
+ * than its observed_at has therefore failed at least twice in a row.
+ */
+export async function recordObservation(db: Db, o: Observation): Promise<void> {
+  await sql`insert into observations (name, ok, value, detail, observed_at, failing_since)
+    values (${o.name}, ${o.ok}, ${o.value}, ${o.detail}, now(), case when ${o.ok} then null else now() end)
+    on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at,
+      failing_since = case when excluded.ok then null else coalesce(observations.failing_since, excluded.observed_at) end`.execute(db);
+}
+
+/**
+ * Claims a throttled check's turn: moves its row's observed_at to now when the last run started at least `everyMs`
+ * ago (or never ran), in its own statement, so the claim holds whether the run then succeeds, fails or never ends.
+ * Every worker process reads the same row: the check runs once per `everyMs` in all, not once per process. The
+ * last result (ok, value) stays until the run records its own; detail says a run is under way.
+ */
+export async function claimThrottled(db: Db, name: string, everyMs: number): Promise<boolean> {
+  const { rows } = await sql<{ name: string }>`
+    insert into observations (name, ok, value, detail, observed_at) values (${name}, false, null, 'running', now())
+    on conflict (name) do update set observed_at = now(), detail = 'running'
+      where observations.observed_at <= now() - ${everyMs} * interval '1 millisecond'
+    returning name`.execute(db);
+  return rows.length > 0;
+}
+
+/** The result of a claimed check, under the claim's observed_at (when the check began looking). */
+export async function recordThrottled(db: Db, o: Observation): Promise<void> {
+  await sql`update observations set ok = ${o.ok}, value = ${o.value}, detail = ${o.detail},
+      failing_since = case when ${o.ok} then null else coalesce(failing_since, observed_at) end
+    where name = ${o.name}`.execute(db);
 }

@@ -32,13 +32,18 @@ const hostWalletLow: StateRule = {
       result.firing.push({
         subject: asset.subject,
         message: `host wallet holds ${shown(balance)}, below its floor of ${shown(asset.floor)}`,
-        details: { asset: asset.subject, balance: shown(balance), floor: shown(asset.floor), units: balance, observedAt: row.observed_at },
+        // No observation time: it changes every pass (last_seen_at says it), and changed evidence rewrites the alert.
+        details: { asset: asset.subject, balance: shown(balance), floor: shown(asset.floor), units: balance },
       });
     }
     return result;
   },
 };
 
+/**
+ * Critical, so only an outage: the probe failed on two passes in a row (one timeout is noise, and would page
+ * someone and resolve a minute later). A single failure leaves the alert as it is; the first success resolves it.
+ */
 function unreachable(name: string, observation: string, what: string): StateRule {
   return {
     name,
@@ -47,7 +52,15 @@ function unreachable(name: string, observation: string, what: string): StateRule
       const row = (await observations(db)).get(observation);
       if (!row) return { firing: [], unknown: [observation] };
       if (row.ok) return { firing: [] };
-      return { firing: [{ subject: observation, message: `${what} did not answer: ${row.detail ?? 'no detail'}`, details: { error: row.detail, observedAt: row.observed_at } }] };
+      const since = row.failing_since;
+      if (since === null || since.getTime() >= row.observed_at.getTime()) return { firing: [], unknown: [observation] };
+      return {
+        firing: [{
+          subject: observation,
+          message: `${what} did not answer since ${since.toISOString()}: ${row.detail ?? 'no detail'}`,
+          details: { error: row.detail, failingSince: since },
+        }],
+      };
     },
   };
 }
@@ -58,12 +71,13 @@ const MAX_EXAMPLES = 5;
 const ledgerInvariantBroken: StateRule = {
   name: 'ledger_invariant_broken',
   severity: 'critical',
-  everyMs: (settings) => settings.ledgerCheckEveryMs,
+  throttle: { observation: OBSERVATION.ledgerCheck, everyMs: (settings) => settings.ledgerCheckEveryMs },
   async evaluate({ db }) {
     const report = await checkLedger(db);
     const byRule = new Map<string, string[]>();
     for (const p of report.problems) byRule.set(p.rule, [...(byRule.get(p.rule) ?? []), `${p.subject}: ${p.detail}`]);
     return {
+      observedValue: String(report.problems.length),
       firing: [...byRule].map(([rule, problems]): Firing => ({
         subject: rule,
         message: `ledger invariant ${rule} broken (${problems.length}): ${problems[0]}`,

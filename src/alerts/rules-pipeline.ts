@@ -5,7 +5,7 @@
 import { sql } from 'kysely';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
-import type { Firing, StateRule } from './rules.ts';
+import type { AlertSettings, Firing, StateRule } from './rules.ts';
 import { formatAge } from './text.ts';
 
 /** A threshold is in USD cents, a balance in USDT units (USDT valued at one USD, as the threshold check does). */
@@ -76,12 +76,19 @@ const conversionHeld: StateRule = {
   },
 };
 
-function payoutRule(name: string, status: 'failed' | 'needs_review' | 'awaiting_approval', severity: StateRule['severity'], describe: string): StateRule {
+/**
+ * @param recentMs Only payouts that reached the status within this long (a final status: the alert is about the
+ *   event, and resolves once it is that old); unset, every payout in the status (one that waits for a person).
+ */
+function payoutRule(name: string, status: 'failed' | 'needs_review' | 'awaiting_approval', severity: StateRule['severity'], describe: string, recentMs?: (settings: AlertSettings) => number): StateRule {
   return {
     name,
     severity,
-    async evaluate({ db }) {
-      const rows = await db.selectFrom('payouts').select(['payout_id', 'kind', 'channel_id', 'asset', 'amount', 'payout_currency', 'payout_network', 'reason', 'updated_at']).where('status', '=', status).orderBy('updated_at').execute();
+    async evaluate({ db, settings }) {
+      let query = db.selectFrom('payouts').select(['payout_id', 'kind', 'channel_id', 'asset', 'amount', 'payout_currency', 'payout_network', 'reason', 'updated_at']).where('status', '=', status);
+      // payouts_failed_recent (012) serves this: the rule reads the recent failures, not every failure ever.
+      if (recentMs !== undefined) query = query.where('updated_at', '>', sql<Date>`now() - ${recentMs(settings)} * interval '1 millisecond'`);
+      const rows = await query.orderBy('updated_at').execute();
       return {
         firing: rows.map((r): Firing => ({
           subject: r.payout_id,
@@ -95,8 +102,11 @@ function payoutRule(name: string, status: 'failed' | 'needs_review' | 'awaiting_
 
 /**
  * A threshold channel whose available USDT reached its threshold (as the threshold check computes it) with no open
- * batch, for longer than ALERT_THRESHOLD_NO_BATCH_AFTER. "Since" is the latest of: the balance's last change, the
- * channel's last change (a lowered threshold), the channel's last batch ending.
+ * batch, for longer than ALERT_THRESHOLD_NO_BATCH_AFTER. "Since" is the latest of: the channel's last batch ending
+ * (its threshold_check job runs after that) and the channel's last change (a lowered threshold, checked again). Not
+ * the balance's last change: settle runs the threshold check in the credit's own transaction, so a credit that
+ * leaves a channel over its threshold without a batch is already wrong, and an active channel's balance changes so
+ * often that counting from it would never alert.
  */
 const thresholdNoBatch: StateRule = {
   name: 'threshold_no_batch',
@@ -110,8 +120,8 @@ const thresholdNoBatch: StateRule = {
         and not exists (select 1 from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold' and p.status not in ('completed', 'failed', 'cancelled'))`.execute(db);
     if (channels.length === 0) return { firing: [] };
     const codes = channels.map((c) => accounts.channel(c.channel_id, 'usdt').code);
-    const { rows: balances } = await sql<{ code: string; balance: string; updated_at: Date }>`
-      select code, balance::text as balance, updated_at from ledger_accounts where asset = 'usdt' and code = any(${codes}::text[])`.execute(db);
+    const { rows: balances } = await sql<{ code: string; balance: string }>`
+      select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code = any(${codes}::text[])`.execute(db);
     const byCode = new Map(balances.map((b) => [b.code, b]));
     const firing: Firing[] = [];
     for (const c of channels) {
@@ -120,7 +130,7 @@ const thresholdNoBatch: StateRule = {
       const balance = BigInt(account.balance);
       const threshold = BigInt(c.threshold) * USDT_UNITS_PER_CENT;
       if (balance === 0n || balance < threshold) continue;
-      const since = Math.max(account.updated_at.getTime(), c.channel_updated_at.getTime(), c.last_batch_at?.getTime() ?? 0);
+      const since = Math.max(c.channel_updated_at.getTime(), c.last_batch_at?.getTime() ?? 0);
       const waitedMs = c.now.getTime() - since;
       if (waitedMs <= settings.thresholdNoBatchAfterMs) continue;
       firing.push({
@@ -137,7 +147,7 @@ export const pipelineRules: readonly StateRule[] = [
   conversionPendingTooLong,
   conversionNeedsReview,
   conversionHeld,
-  payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance'),
+  payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance', (settings) => settings.eventResolveAfterMs),
   payoutRule('payout_needs_review', 'needs_review', 'critical', 'needs review'),
   payoutRule('payout_awaiting_approval', 'awaiting_approval', 'warning', 'waits for approval'),
   thresholdNoBatch,

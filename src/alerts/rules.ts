@@ -18,8 +18,13 @@ export interface AlertSettings {
   eventResolveAfterMs: number;
   /** Tasks this version runs: only their queues can alert (others wait, visible, for a version that runs them). */
   handledTasks: readonly string[];
-  /** The ledger check reads every entry: it runs at most this often per process (0: every pass). */
+  /** The ledger check reads every entry: it runs at most this often across all workers (0: every pass). */
   ledgerCheckEveryMs: number;
+  /**
+   * An open state alert whose message and evidence did not change is rewritten (last_seen_at) only when its last
+   * sighting is older than this (0: every pass), so a pass over many long-open alerts writes nothing.
+   */
+  stateTouchEveryMs: number;
 }
 
 export interface Firing {
@@ -32,6 +37,8 @@ export interface RuleResult {
   firing: Firing[];
   /** Subjects this pass could not judge (their observation failed): their alerts stay as they are. */
   unknown?: string[];
+  /** A throttled rule's figure for its observation row (value); the number of subjects firing when unset. */
+  observedValue?: string;
 }
 
 export interface RuleContext {
@@ -44,8 +51,11 @@ export interface StateRule {
   readonly severity: AlertSeverity;
   /** False: never sent to the webhook (the rule about the webhook failing). */
   readonly notify?: boolean;
-  /** Runs at most this often per process; skipped passes leave its alerts as they are. */
-  readonly everyMs?: (settings: AlertSettings) => number;
+  /**
+   * Runs at most once per everyMs across every worker: its last run is the observation row of that name, claimed as
+   * the run starts (a run that fails or hangs counts too). Skipped passes leave its alerts as they are.
+   */
+  readonly throttle?: { readonly observation: string; readonly everyMs: (settings: AlertSettings) => number };
   evaluate(context: RuleContext): Promise<RuleResult>;
 }
 

@@ -5,8 +5,14 @@ import type { WebhookSettings } from './notify.ts';
 import { WEBHOOK_TIMEOUT_MS } from './notify.ts';
 import type { AlertSettings } from './rules.ts';
 
-/** The ledger check reads every entry: once per this per worker process is plenty for an invariant. */
+/** The ledger check reads every entry: once per this, across all workers, is plenty for an invariant. */
 const LEDGER_CHECK_EVERY_MS = 10 * 60_000;
+/**
+ * How stale an unchanged open state alert's last_seen_at may get. Open means still firing (a pass that finds it clear
+ * resolves it), so the time only tells a reader the evaluator still runs: a quarter of an hour is enough for that,
+ * and spares a write per open alert per pass. Passes further apart than this touch every time.
+ */
+const STATE_TOUCH_EVERY_MS = 15 * 60_000;
 
 /** Floors are parsed here, at start: a floor the asset cannot hold (7 decimals of USDT) stops the start. */
 export function alertSettings(config: Config, handledTasks: readonly string[]): AlertSettings {
@@ -27,6 +33,7 @@ export function alertSettings(config: Config, handledTasks: readonly string[]): 
     eventResolveAfterMs: config.ALERT_EVENT_RESOLVE_AFTER,
     handledTasks,
     ledgerCheckEveryMs: LEDGER_CHECK_EVERY_MS,
+    stateTouchEveryMs: STATE_TOUCH_EVERY_MS,
   };
 }
 

@@ -8,6 +8,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { AlertSeverity, AlertsTable, Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import type { Logger } from '../log.ts';
+import { STATE_RULES } from './rules.ts';
 import { cleanDetails, cleanText, shortError } from './text.ts';
 
 export interface AlertInput {
@@ -28,8 +29,25 @@ export interface StoreOptions {
 
 export type AlertState = 'firing' | 'resolved';
 
-/** A delivery retried with the queue's backoff (about 6 hours in all) before the alert_webhook_failed alert. */
+/**
+ * Attempts of one delivery before the alert_webhook_failed alert. graphile-worker waits exp(min(attempts, 10))
+ * seconds after each failed attempt: e^1 + ... + e^9 = 12,817 s, about 3 h 34 min between the first attempt and the
+ * tenth (plus each attempt's own time, up to WEBHOOK_TIMEOUT_MS, and any wait behind other deliveries).
+ */
 export const NOTIFY_MAX_ATTEMPTS = 10;
+
+/**
+ * Every delivery runs on this one named queue, one at a time: a receiver that hangs holds one worker slot (for
+ * WEBHOOK_TIMEOUT_MS per attempt), never the slots payment jobs need, and deliveries leave in the order they were
+ * queued. A failed attempt does not block the queue (the job waits for its retry while the next one runs), so a
+ * retried delivery can still arrive after a later one: see deliverAlert.
+ */
+export const NOTIFY_QUEUE = 'alert_notify';
+
+/** Rules whose alerts are never sent to the webhook (its own failure): neither their opening nor any resolution. */
+function isSilentRule(rule: string): boolean {
+  return STATE_RULES.some((r) => r.name === rule && r.notify === false);
+}
 
 export type AlertRow = Selectable<AlertsTable>;
 
@@ -71,23 +89,43 @@ export function inTransaction<T>(db: Kysely<Database>, work: (trx: Transaction<D
 
 export function enqueueNotify(trx: Transaction<Database>, alertId: string, state: AlertState): Promise<void> {
   // One delivery job per (alert, state), however often this is called; the receiver dedupes retries by the same key.
-  return enqueue(trx, 'alert_notify', { alertId, state }, { jobKey: `alert_notify:${alertId}:${state}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: NOTIFY_MAX_ATTEMPTS });
+  return enqueue(trx, 'alert_notify', { alertId, state }, { jobKey: `alert_notify:${alertId}:${state}`, jobKeyMode: 'unsafe_dedupe', queueName: NOTIFY_QUEUE, maxAttempts: NOTIFY_MAX_ATTEMPTS });
 }
 
 export function cleanSubject(subject: string): string {
   return cleanText(subject, 200) || '-';
 }
 
-/** Opens the alert, or touches the open one. `opened` is true when this call created the row. */
-export async function openOrTouch(trx: Transaction<Database>, alert: AlertInput, options: StoreOptions): Promise<{ id: string; opened: boolean }> {
+export interface TouchOptions extends StoreOptions {
+  /**
+   * Set (state alerts, by the evaluator): an open alert with the same severity, message and evidence is left as it
+   * is unless its last_seen_at is at least this old. Unset (events): always touched, since an event alert's
+   * last_seen_at decides when it goes quiet.
+   */
+  unchangedTouchEveryMs?: number;
+}
+
+/**
+ * Opens the alert, or touches the open one. `opened` is true when this call created the row; null when an open alert
+ * was left as it was (see unchangedTouchEveryMs).
+ */
+export async function openOrTouch(trx: Transaction<Database>, alert: AlertInput, options: TouchOptions): Promise<{ id: string; opened: boolean } | null> {
   const details = JSON.stringify(cleanDetails(alert.details));
+  const every = options.unchangedTouchEveryMs;
+  // Each touch writes a new row version and index entries (last_seen_at is indexed): skipped when nothing changed.
+  const touch = every === undefined
+    ? sql`true`
+    : sql`alerts.severity is distinct from excluded.severity or alerts.message is distinct from excluded.message
+        or alerts.details is distinct from excluded.details or alerts.last_seen_at <= now() - ${every} * interval '1 millisecond'`;
   const result = await sql<{ id: string; opened: boolean }>`
     insert into alerts (rule, subject, severity, message, details)
     values (${alert.rule}, ${cleanSubject(alert.subject)}, ${alert.severity}, ${cleanText(alert.message)}, ${details}::jsonb)
     on conflict (rule, subject) where resolved_at is null
     do update set last_seen_at = now(), severity = excluded.severity, message = excluded.message, details = excluded.details
+      where ${touch}
     returning id::text as id, (xmax = 0) as opened`.execute(trx);
-  const row = result.rows[0] as { id: string; opened: boolean };
+  const row = result.rows[0];
+  if (!row) return null;
   if (row.opened && options.notify) await enqueueNotify(trx, row.id, 'firing');
   return row;
 }
@@ -164,7 +202,8 @@ export async function getAlert(db: Kysely<Database>, id: string): Promise<AlertV
 export type HandResolution = { outcome: 'resolved'; alert: AlertView } | { outcome: 'not_found' } | { outcome: 'already_resolved'; alert: AlertView };
 
 /**
- * A person resolves an open alert: recorded with their name, in the audit log, and sent to the webhook. A state
+ * A person resolves an open alert: recorded with their name, in the audit log, and sent to the webhook (unless its
+ * rule never is: alert_webhook_failed was never sent, and its resolution would go to the failing webhook). A state
  * alert resolved while its condition still holds stays resolved (acknowledged) until the condition clears once;
  * see evaluate.ts.
  */
@@ -178,7 +217,7 @@ export async function resolveAlertByHand(db: Kysely<Database>, id: string, actor
       .insertInto('audit_log')
       .values({ actor, action: 'alert.resolve', subject: `alert:${id}`, details: JSON.stringify({ rule: row.rule, subject: row.subject, severity: row.severity, ...(options.note !== undefined && { note: options.note }) }) })
       .execute();
-    if (options.notify) await enqueueNotify(trx, id, 'resolved');
+    if (options.notify && !isSilentRule(row.rule)) await enqueueNotify(trx, id, 'resolved');
     return { outcome: 'resolved', alert: toView(resolved) };
   });
 }

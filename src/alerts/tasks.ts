@@ -2,7 +2,7 @@
 import type { CronItem, Task } from 'graphile-worker';
 import { z } from 'zod';
 import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
-import { evaluateAlerts, type EvaluateDeps, type RuleMemory } from './evaluate.ts';
+import { evaluateAlerts, type EvaluateDeps } from './evaluate.ts';
 import { deliverAlert, type NotifyDeps } from './notify.ts';
 
 export type AlertDeps = EvaluateDeps & NotifyDeps;
@@ -13,10 +13,9 @@ export const ALERT_TASKS: readonly TaskName[] = ['alerts_evaluate', 'alert_notif
 const notifyPayload = z.object({ alertId: z.string().regex(/^[1-9][0-9]{0,18}$/), state: z.enum(['firing', 'resolved']) });
 
 export function alertTasks(deps: AlertDeps): Partial<Record<TaskName, Task>> {
-  const memory: RuleMemory = new Map();
   return {
     alerts_evaluate: periodic('alerts_evaluate', async () => {
-      const summary = await evaluateAlerts(deps, memory);
+      const summary = await evaluateAlerts(deps);
       if (summary.skipped) deps.logger.info({ event: 'alerts_evaluate_skipped' }, 'another alert evaluation is running');
     }),
     alert_notify: async (payload) => {

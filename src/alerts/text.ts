@@ -11,8 +11,22 @@ const MAX_ITEMS = 50;
 const MAX_DEPTH = 5;
 
 export function cleanText(text: string, max = MAX_TEXT): string {
-  const cleaned = text.replace(UNSTORABLE_RE, '').replace(URL_RE, '[url]');
-  return cleaned.length > max ? `${cleaned.slice(0, max - 1)}…` : cleaned;
+  // URLs first: the limit then counts the text as it will be stored (a long URL is five characters of it).
+  const redacted = text.replace(URL_RE, '[url]');
+  // Stripped after the cut: a cut through a surrogate pair leaves half of it, and one unstorable character in an
+  // alert's text makes every evaluation pass fail on insert. The cut also steps back off a pair it would split, so
+  // the character is dropped whole rather than as a half.
+  let cut = redacted;
+  if (redacted.length > max) {
+    let end = max - 1;
+    if (end > 0 && isHighSurrogate(redacted.charCodeAt(end - 1))) end -= 1;
+    cut = `${redacted.slice(0, end)}…`;
+  }
+  return cut.replace(UNSTORABLE_RE, '');
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
 }
 
 /** Evidence as JSON: bigints (amounts) become decimal strings, never numbers; dates ISO text; errors their message. */

@@ -254,6 +254,8 @@ export interface ObservationsTable {
   value: ColumnType<string | null, string | null | undefined, string | null>;
   detail: ColumnType<string | null, string | null | undefined, string | null>;
   observed_at: Timestamp;
+  /** Migration 012: the first observation of the current failing streak; null while ok. */
+  failing_since: NullableTimestamp;
 }
 
 export interface Database {

@@ -84,7 +84,12 @@ export async function databaseMetricsText(live: LiveFigures, history: HistoryFig
   const stale = gauge('payrail_observation_stale', 'Whether an observation is older than three alert intervals (1), so its figures are left out as unknown, or current (0).', ['name']);
   for (const [name, observation] of live.observations) {
     ages.set({ name }, observation.ageSeconds);
-    stale.set({ name }, current.has(name) ? 0 : 1);
+    // The ledger check runs on its own, slower period (its age says when); staleness is about the outside world.
+    if (name !== OBSERVATION.ledgerCheck) stale.set({ name }, current.has(name) ? 0 : 1);
+  }
+  const ledger = live.observations.get(OBSERVATION.ledgerCheck);
+  if (ledger && ledger.value !== null && /^[0-9]{1,15}$/.test(ledger.value)) {
+    gauge('payrail_ledger_check_problems', 'Violations the last ledger invariant check found (0: balanced); its age is payrail_observation_age_seconds{name="ledger_check"}.').set(Number(ledger.value));
   }
 
   return (await registry.metrics()) + amountFamilies(live, history, current);

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { raiseAlert, verifyAlertSignature } from '../../src/alerts/index.ts';
+import { deliverAlert, raiseAlert, resolveAlertByHand, verifyAlertSignature } from '../../src/alerts/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually } from '../support/outside.ts';
@@ -24,6 +24,7 @@ interface Received {
 let db: TestDatabase;
 let payrail: TestPayrail;
 let receiver: http.Server;
+let hookUrl: string;
 const received: Received[] = [];
 /** Answers per attempt for the scripted delivery; any other delivery (a cron pass's alerts) is accepted at once. */
 const SCRIPT = [500, 302, 200];
@@ -53,8 +54,9 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const { port } = receiver.address() as AddressInfo;
+  hookUrl = `http://127.0.0.1:${port}/hook`;
   db = await createTestDatabase();
-  payrail = await startTestPayrail(db, { env: { ALERT_WEBHOOK_URL: `http://127.0.0.1:${port}/hook`, ALERT_WEBHOOK_SECRET: SECRET } });
+  payrail = await startTestPayrail(db, { env: { ALERT_WEBHOOK_URL: hookUrl, ALERT_WEBHOOK_SECRET: SECRET } });
 });
 
 afterAll(async () => {
@@ -123,5 +125,19 @@ describe('alert webhook', () => {
     const [resolved] = deliveries(`${id}:resolved`);
     expect(JSON.parse((resolved as Received).body)).toMatchObject({ id, state: 'resolved', resolvedAt: expect.any(String) });
     expect(verifyAlertSignature({ secret: SECRET, body: (resolved as Received).body, timestamp: resolved?.headers['x-payrail-timestamp'] as string, signature: resolved?.headers['x-payrail-signature'] as string })).toBe(true);
+  });
+
+  it('a firing delivery that goes out after its alert resolved is dropped; the resolution is sent', async () => {
+    const logger = createLogger({ level: 'silent' });
+    // As if its firing delivery were still waiting for a retry when a person resolved it.
+    await raiseAlert(payrail.database.db, { rule: 'transfer_refused', subject: 'tr_late', severity: 'critical', message: 'refused' }, { logger, notify: false });
+    const { rows } = await db.pool.query<{ id: string }>("select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_late'");
+    const id = (rows[0] as { id: string }).id;
+    expect(await resolveAlertByHand(db.db, id, 'admin', { notify: false })).toMatchObject({ outcome: 'resolved' });
+    const deps = { db: db.db, logger, webhook: { url: hookUrl, secret: SECRET, timeoutMs: 5_000 } };
+    await deliverAlert(deps, id, 'firing');
+    expect(deliveries(`${id}:firing`)).toEqual([]);
+    await deliverAlert(deps, id, 'resolved');
+    expect(deliveries(`${id}:resolved`).map((r) => [r.status, JSON.parse(r.body).state])).toEqual([[200, 'resolved']]);
   });
 });

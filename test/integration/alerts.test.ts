@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { ALL_HANDLED_TASKS } from '../../src/app.ts';
-import { alertSettings, evaluateAlerts, raiseAlert, STATE_RULES, type AlertSettings, type EvaluateDeps } from '../../src/alerts/index.ts';
+import { alertSettings, evaluateAlerts, raiseAlert, resolveAlertByHand, STATE_RULES, type AlertSettings, type EvaluateDeps, type StateRule } from '../../src/alerts/index.ts';
 import { upsertChannel } from '../../src/channels/index.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import { createChangeNowClient } from '../../src/integrations/changenow/index.ts';
@@ -20,7 +20,7 @@ import { rpc } from '../../src/simulators/index.ts';
 import { mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
-import { SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
 import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, UNUSED_WALLET_KEY, type TestPayrail } from '../support/payrail.ts';
 import { TRON_WALLET } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
@@ -37,7 +37,7 @@ let nextId = 1;
 beforeAll(async () => {
   [db, outside] = await Promise.all([createTestDatabase(), startOutside()]);
   const config = loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET: IPN_SECRET, HOST_WALLET_PRIVATE_KEY: outside.hostKey, ...outside.env });
-  // The ledger check runs every pass here (in a worker, at most every ten minutes).
+  // The ledger check runs every pass here (in production, at most every ten minutes across all workers).
   base = { ...alertSettings(config, ALL_HANDLED_TASKS), ledgerCheckEveryMs: 0 };
 });
 afterAll(async () => {
@@ -125,13 +125,22 @@ async function addJob(task: string, options: { runAtMinutesAgo?: number; maxAtte
   return (rows[0] as { id: string }).id;
 }
 
-async function notifyJobs(alertId: string): Promise<Array<{ key: string; max_attempts: number }>> {
-  const { rows } = await db.pool.query<{ key: string; max_attempts: number }>(
-    `select j.key, j.max_attempts from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+async function notifyJobs(alertId: string): Promise<Array<{ key: string; max_attempts: number; queue_name: string | null }>> {
+  const { rows } = await db.pool.query<{ key: string; max_attempts: number; queue_name: string | null }>(
+    `select j.key, j.max_attempts, q.queue_name from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+       left join graphile_worker._private_job_queues q on q.id = j.job_queue_id
      where t.identifier = 'alert_notify' and j.payload->>'alertId' = $1 order by j.id`,
     [alertId],
   );
   return rows;
+}
+
+/** Evaluation options under which an unchanged open state alert is touched on every pass. */
+const TOUCH_EVERY_PASS = { settings: { stateTouchEveryMs: 0 } };
+
+async function observation(name: string, database: TestDatabase = db): Promise<{ ok: boolean; value: string | null; detail: string | null; observed_at: Date; failing_since: Date | null } | undefined> {
+  const { rows } = await database.pool.query('select ok, value, detail, observed_at, failing_since from observations where name = $1', [name]);
+  return rows[0];
 }
 
 describe('observations', () => {
@@ -145,32 +154,59 @@ describe('observations', () => {
       { name: 'changenow', ok: true, value: null, detail: null },
       { name: 'host_wallet.eth', ok: true, value: wei.toString(), detail: null },
       { name: 'host_wallet.usdt', ok: true, value: (await outside.usdtBalanceOf(outside.hostAddress)).toString(), detail: null },
+      // The ledger check's last run: clean, no problems.
+      { name: 'ledger_check', ok: true, value: '0', detail: null },
     ]);
   });
 
-  it('an unreachable chain RPC and ChangeNow are recorded (no URL in the detail) and alerted; back, the alerts resolve', async () => {
+  it('an unreachable chain RPC and ChangeNow are recorded (no URL in the detail), alerted on the second failed pass in a row; back, the alerts resolve', async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
-    const summary = await evaluate({ rpcUrl: `${dead}/v3/secret-api-key-0123456789`, changenowUrl: dead });
+    const unreachable = { rpcUrl: `${dead}/v3/secret-api-key-0123456789`, changenowUrl: dead };
+    const summary = await evaluate(unreachable);
     expect(summary.observations.filter((o) => !o.ok).map((o) => o.name).sort()).toEqual(['chain_rpc', 'changenow', 'host_wallet.eth', 'host_wallet.usdt']);
-    const { rows } = await db.pool.query<{ name: string; detail: string }>("select name, detail from observations where not ok order by name");
+    const { rows } = await db.pool.query<{ name: string; detail: string; failing_since: Date | null; observed_at: Date }>("select name, detail, failing_since, observed_at from observations where not ok order by name");
     for (const row of rows) {
       expect(row.detail).toBeTruthy();
       expect(row.detail).not.toContain('http://');
       expect(row.detail).not.toContain('secret-api-key');
+      expect(row.failing_since).toEqual(row.observed_at);
     }
+    // One failed probe is not an outage yet.
+    expect(await alertsOf('chain_rpc_unreachable', 'chain_rpc')).toEqual([]);
+    expect(await alertsOf('changenow_unreachable', 'changenow')).toEqual([]);
+
+    await evaluate(unreachable);
     const rpcAlert = await onlyAlert('chain_rpc_unreachable', 'chain_rpc');
     expect(rpcAlert).toMatchObject({ severity: 'critical', resolved_at: null });
     expect(JSON.stringify(rpcAlert)).not.toContain('secret-api-key');
+    const since = (await observation('chain_rpc'))?.failing_since;
+    expect(since).toEqual(rows.find((r) => r.name === 'chain_rpc')?.failing_since);
+    expect(rpcAlert.details.failingSince).toBe(since?.toISOString());
     expect((await onlyAlert('changenow_unreachable', 'changenow')).resolved_at).toBeNull();
 
     await evaluate();
     expect((await onlyAlert('chain_rpc_unreachable', 'chain_rpc')).resolved_at).not.toBeNull();
     expect((await onlyAlert('changenow_unreachable', 'changenow')).resolved_at).not.toBeNull();
+    expect((await observation('chain_rpc'))?.failing_since).toBeNull();
+  });
+
+  it('a probe that fails once and then answers never alerts (no flapping)', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const before = { rpc: (await alertsOf('chain_rpc_unreachable', 'chain_rpc')).length, changenow: (await alertsOf('changenow_unreachable', 'changenow')).length };
+    await evaluate({ rpcUrl: dead, changenowUrl: dead });
+    expect((await observation('changenow'))?.failing_since).not.toBeNull();
+    await evaluate();
+    await evaluate({ rpcUrl: dead, changenowUrl: dead });
+    await evaluate();
+    expect(await alertsOf('chain_rpc_unreachable', 'chain_rpc')).toHaveLength(before.rpc);
+    expect(await alertsOf('changenow_unreachable', 'changenow')).toHaveLength(before.changenow);
+    expect((await observation('changenow'))?.failing_since).toBeNull();
   });
 
   it('a refused ChangeNow key is a failed observation with its reason', async () => {
     await outside.sim.setFault('401');
     try {
+      await evaluate();
       await evaluate();
       const alert = (await alertsOf('changenow_unreachable', 'changenow')).at(-1) as AlertRow;
       expect(alert.resolved_at).toBeNull();
@@ -232,7 +268,13 @@ describe('state rules fire and resolve', () => {
     const waiting = await insertPayout(await channel('threshold', '50'), 'awaiting_approval', null);
     const fired = await expectFiresThenResolves('payout_needs_review', review, () => db.pool.query("update payouts set status = 'cancelled' where payout_id = $1", [review]));
     expect(fired).toMatchObject({ severity: 'critical', details: { payoutId: review, amount: '60 USDT', reason: 'ChangeNow refused the payout (pair_is_inactive)' } });
-    await expectFiresThenResolves('payout_failed', failed, () => db.pool.query("update payouts set status = 'cancelled' where payout_id = $1", [failed]));
+    // Failed is final: the alert is about the failure, and resolves once it is older than ALERT_EVENT_RESOLVE_AFTER.
+    await expectFiresThenResolves('payout_failed', failed, () => db.pool.query("update payouts set updated_at = now() - ($2 + 60000) * interval '1 millisecond' where payout_id = $1", [failed, base.eventResolveAfterMs]));
+    // A payout that failed long ago is not read again (nor alerted).
+    const old = await insertPayout(await channel('threshold', '50'), 'failed', 'long ago');
+    await db.pool.query("update payouts set updated_at = now() - interval '30 days' where payout_id = $1", [old]);
+    await evaluate();
+    expect(await alertsOf('payout_failed', old)).toEqual([]);
     await expectFiresThenResolves('payout_awaiting_approval', waiting, () => db.pool.query("update payouts set status = 'pending', approved_by = 'alice', approved_at = now() where payout_id = $1", [waiting]));
   });
 
@@ -249,19 +291,32 @@ describe('state rules fire and resolve', () => {
     expect(fired).toMatchObject({ severity: 'critical', details: { payments: 1, amount: '0.0047239 ETH' } });
   });
 
-  it('a threshold channel over its threshold with no batch for longer than the limit', async () => {
+  it('a threshold channel over its threshold with no batch for longer than the limit, however often it is credited', async () => {
     const channelId = await channel('threshold', '50');
-    await db.db.transaction().execute((trx) => postJournal(trx, { kind: 'test_usdt_credit', ref: channelId, entries: [
-      { account: accounts.changenow('usdt'), amount: -60_000_000n },
-      { account: accounts.channel(channelId, 'usdt'), amount: 60_000_000n },
+    let credits = 0;
+    const credit = (units: bigint) => db.db.transaction().execute((trx) => postJournal(trx, { kind: 'test_usdt_credit', ref: `${channelId}:${credits++}`, entries: [
+      { account: accounts.changenow('usdt'), amount: -units },
+      { account: accounts.channel(channelId, 'usdt'), amount: units },
     ] }));
-    // Just credited: not yet an hour without a batch.
+    await credit(60_000_000n);
+    // The channel was just set up (its threshold just checked): within the grace.
     await evaluate();
     expect(await alertsOf('threshold_no_batch', channelId)).toEqual([]);
-    await db.pool.query("update ledger_accounts set updated_at = now() - interval '2 hours' where code = $1 and asset = 'usdt'", [accounts.channel(channelId, 'usdt').code]);
     await db.pool.query("update channels set updated_at = now() - interval '2 hours' where channel_id = $1", [channelId]);
-    const fired = await expectFiresThenResolves('threshold_no_batch', channelId, () => insertPayout(channelId, 'pending', null));
-    expect(fired.details).toMatchObject({ balance: '60 USDT', threshold: '50 USD' });
+    // Its last batch ended (cancelled, the funds back) half an hour ago: its threshold check may still be on its way.
+    const previous = await insertPayout(channelId, 'cancelled', 'cancelled by hand');
+    await db.pool.query("update payouts set updated_at = now() - interval '30 minutes' where payout_id = $1", [previous]);
+    await credit(1_000_000n);
+    await evaluate();
+    expect(await alertsOf('threshold_no_batch', channelId)).toEqual([]);
+    // Two hours since the batch ended: a credit a moment ago (the balance row just changed) does not restart the clock.
+    await db.pool.query("update payouts set updated_at = now() - interval '2 hours' where payout_id = $1", [previous]);
+    await credit(1_000_000n);
+    const fired = await expectFiresThenResolves('threshold_no_batch', channelId, async () => {
+      await credit(1_000_000n);
+      await insertPayout(channelId, 'pending', null);
+    });
+    expect(fired.details).toMatchObject({ balance: '62 USDT', threshold: '50 USD' });
   });
 
   it('a task with more runnable jobs than the limit, or an old runnable job', async () => {
@@ -301,6 +356,17 @@ describe('state rules fire and resolve', () => {
     await evaluate({ notify: true });
     expect((await onlyAlert('alert_webhook_failed', 'webhook')).resolved_at).not.toBeNull();
     expect(await notifyJobs(alert.id)).toEqual([]);
+
+    // Resolved by hand, it is not sent either (its resolution would go to the failing webhook).
+    const again = await addJob('alert_notify', { maxAttempts: 10, key: 'alert_notify:999998:firing' });
+    await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'alert webhook answered HTTP 503' where id = $1", [again]);
+    await evaluate({ notify: true });
+    const second = (await alertsOf('alert_webhook_failed', 'webhook')).at(-1) as AlertRow;
+    expect(second.resolved_at).toBeNull();
+    expect(await resolveAlertByHand(db.db, second.id, 'admin', { notify: true })).toMatchObject({ outcome: 'resolved' });
+    expect(await notifyJobs(second.id)).toEqual([]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = $1', [again]);
+    await evaluate({ notify: true });
   });
 
   it('a broken ledger invariant (tampered balance), one alert per invariant; repaired, it resolves', async () => {
@@ -325,6 +391,58 @@ describe('state rules fire and resolve', () => {
       await tamper.close();
     }
   });
+
+  it('the ledger check runs once per its period across processes: its last run is claimed in observations', async () => {
+    const tamper = await createTestDatabase({ prefix: 'tamper' });
+    try {
+      // A fresh deps each time, as two worker processes would have: nothing is remembered in memory.
+      const worker = () => ({ ...deps({ database: tamper, settings: { ledgerCheckEveryMs: 600_000 } }), rules: STATE_RULES.filter((r) => r.name === 'ledger_invariant_broken') });
+      await evaluateAlerts(worker());
+      const first = await observation('ledger_check', tamper);
+      expect(first).toMatchObject({ ok: true, value: '0', detail: null, failing_since: null });
+      const code = accounts.channel('-1003499999998', 'usdt').code;
+      await tamper.db.transaction().execute((trx) => postJournal(trx, { kind: 'test_usdt_credit', ref: 'throttle', entries: [
+        { account: accounts.changenow('usdt'), amount: -5n },
+        { account: accounts.channel('-1003499999998', 'usdt'), amount: 5n },
+      ] }));
+      await tamper.pool.query("update ledger_accounts set balance = balance + 1 where code = $1 and asset = 'usdt'", [code]);
+      // Within the period: the other worker does not run it (the broken balance waits for the next run).
+      await evaluateAlerts(worker());
+      expect(await alertsOf('ledger_invariant_broken', 'balance_matches_entries', tamper)).toEqual([]);
+      expect((await observation('ledger_check', tamper))?.observed_at).toEqual(first?.observed_at);
+      // The period over: it runs, finds the problem, and records it.
+      await tamper.pool.query("update observations set observed_at = now() - interval '11 minutes' where name = 'ledger_check'");
+      await evaluateAlerts(worker());
+      expect((await onlyAlert('ledger_invariant_broken', 'balance_matches_entries', tamper)).resolved_at).toBeNull();
+      const second = await observation('ledger_check', tamper);
+      expect(second).toMatchObject({ ok: false, value: '1', detail: null });
+      expect(second?.failing_since).toEqual(second?.observed_at);
+    } finally {
+      await tamper.close();
+    }
+  });
+
+  it('a throttled check that fails counts as its run: it is not retried every pass', async () => {
+    let runs = 0;
+    const failing: StateRule = {
+      name: 'test_throttled_check',
+      severity: 'warning',
+      throttle: { observation: 'test_throttled_check', everyMs: () => 600_000 },
+      async evaluate() {
+        runs += 1;
+        throw new Error('statement timeout');
+      },
+    };
+    try {
+      await evaluateAlerts({ ...deps(), rules: [failing] });
+      await evaluateAlerts({ ...deps(), rules: [failing] });
+      expect(runs).toBe(1);
+      expect(await observation('test_throttled_check')).toMatchObject({ ok: false, value: null, detail: 'check failed: statement timeout' });
+      expect(await onlyAlert('alert_rule_failed', 'test_throttled_check')).toMatchObject({ resolved_at: null, details: { error: 'statement timeout' } });
+    } finally {
+      await db.pool.query("delete from observations where name = 'test_throttled_check'");
+    }
+  });
 });
 
 describe('one alert, however many evaluate', () => {
@@ -332,7 +450,7 @@ describe('one alert, however many evaluate', () => {
     const id = await insertConversion('needs_review', { reason: 'concurrency' });
     await evaluate();
     const first = await onlyAlert('conversion_needs_review', id);
-    await evaluate();
+    await evaluate(TOUCH_EVERY_PASS);
     const again = await onlyAlert('conversion_needs_review', id);
     expect(again.id).toBe(first.id);
     expect(again.first_seen_at).toEqual(first.first_seen_at);
@@ -344,6 +462,30 @@ describe('one alert, however many evaluate', () => {
     expect(await alertsOf('conversion_needs_review', other)).toHaveLength(1);
     const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from (select rule, subject from alerts where resolved_at is null group by rule, subject having count(*) > 1) dup');
     expect(rows[0]?.n).toBe(0);
+  });
+
+  it('an open state alert is not rewritten by a pass that finds it unchanged, until its last sighting gets stale', async () => {
+    const id = await insertConversion('needs_review', { reason: 'unchanged' });
+    const version = async () => (await db.pool.query<{ xmin: string; last_seen_at: Date; message: string }>('select xmin::text, last_seen_at, message from alerts where rule = $1 and subject = $2 and resolved_at is null', ['conversion_needs_review', id])).rows[0];
+    await evaluate();
+    const first = await version();
+    await evaluate();
+    await evaluate();
+    // Same row version: no write at all.
+    expect(await version()).toEqual(first);
+    // The evidence changed: written at once.
+    await db.pool.query("update conversions set reason = 'changed' where conversion_id = $1", [id]);
+    await evaluate();
+    const changed = await version();
+    expect(changed?.xmin).not.toBe(first?.xmin);
+    expect(changed?.message).toContain('changed');
+    // Unchanged but last seen longer ago than stateTouchEveryMs: touched.
+    await db.pool.query("update alerts set last_seen_at = now() - interval '16 minutes' where rule = 'conversion_needs_review' and subject = $1", [id]);
+    const stale = await version();
+    await evaluate();
+    expect((await version())?.last_seen_at.getTime()).toBeGreaterThan(stale?.last_seen_at.getTime() ?? Infinity);
+    await db.pool.query("update conversions set status = 'failed' where conversion_id = $1", [id]);
+    await evaluate();
   });
 
   it('a pass finding another one running skips', async () => {
@@ -401,6 +543,30 @@ describe('resolution', () => {
     expect(rows.map((r) => r.resolved_at === null)).toEqual([false, true]);
   });
 
+  it('an event alert raised again while a pass resolves quiet ones stays open', async () => {
+    const alert = { rule: 'duplicate_exchanges', subject: 'conv_raced', severity: 'critical' as const, message: 'more than one exchange for a conversion' };
+    await raiseAlert(db.db, alert, { logger });
+    const open = await onlyAlert('duplicate_exchanges', 'conv_raced');
+    await db.pool.query("update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1", [open.id]);
+    // A raiser's touch, not yet committed, when the pass reaches its quiet events.
+    const raiser = new pg.Client({ connectionString: db.url });
+    await raiser.connect();
+    try {
+      await raiser.query('begin');
+      await raiser.query('update alerts set last_seen_at = now() where id = $1', [open.id]);
+      const pass = evaluate();
+      await eventually('the pass waiting for the raiser', async () => {
+        const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+        return (rows[0]?.n ?? 0) > 0;
+      });
+      await raiser.query('commit');
+      await pass;
+    } finally {
+      await raiser.end();
+    }
+    expect((await onlyAlert('duplicate_exchanges', 'conv_raced')).resolved_at).toBeNull();
+  });
+
   it('a state alert resolved by hand while its condition holds stays resolved; once the condition clears, the next occurrence opens a new one', async () => {
     const payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
     try {
@@ -412,8 +578,8 @@ describe('resolution', () => {
       expect(res.body).toMatchObject({ id: open.id, state: 'resolved', resolvedBy: 'admin' });
 
       // Still in review: passes do not reopen it, they keep its last sighting current.
-      await evaluate();
-      await evaluate();
+      await evaluate(TOUCH_EVERY_PASS);
+      await evaluate(TOUCH_EVERY_PASS);
       const acknowledged = await onlyAlert('conversion_needs_review', id);
       expect(acknowledged.resolved_by).toBe('admin');
       expect(acknowledged.last_seen_at.getTime()).toBeGreaterThan(acknowledged.resolved_at!.getTime());
@@ -442,15 +608,26 @@ describe('webhook jobs', () => {
     await raiseAlert(db.db, alert, { logger, notify: true });
     await raiseAlert(db.db, alert, { logger, notify: true });
     const row = await onlyAlert('transfer_refused', 'tr_told');
-    expect(await notifyJobs(row.id)).toEqual([{ key: `alert_notify:${row.id}:firing`, max_attempts: 10 }]);
+    expect(await notifyJobs(row.id)).toEqual([{ key: `alert_notify:${row.id}:firing`, max_attempts: 10, queue_name: 'alert_notify' }]);
 
     const id = await insertConversion('needs_review', { reason: 'told' });
     await evaluate({ notify: true });
     const opened = await onlyAlert('conversion_needs_review', id);
-    expect(await notifyJobs(opened.id)).toEqual([{ key: `alert_notify:${opened.id}:firing`, max_attempts: 10 }]);
+    expect(await notifyJobs(opened.id)).toEqual([{ key: `alert_notify:${opened.id}:firing`, max_attempts: 10, queue_name: 'alert_notify' }]);
     await db.pool.query("update conversions set status = 'failed' where conversion_id = $1", [id]);
     await evaluate({ notify: true });
     expect((await notifyJobs(opened.id)).map((j) => j.key)).toEqual([`alert_notify:${opened.id}:firing`, `alert_notify:${opened.id}:resolved`]);
+
+    // An event alert gone quiet queues its resolution in the same statement's transaction.
+    await raiseAlert(db.db, { rule: 'transfer_refused', subject: 'tr_quiet_told', severity: 'critical', message: 'refused' }, { logger, notify: true });
+    const quiet = await onlyAlert('transfer_refused', 'tr_quiet_told');
+    await db.pool.query("update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1", [quiet.id]);
+    await evaluate({ notify: true });
+    expect((await onlyAlert('transfer_refused', 'tr_quiet_told')).resolved_at).not.toBeNull();
+    expect(await notifyJobs(quiet.id)).toEqual([
+      { key: `alert_notify:${quiet.id}:firing`, max_attempts: 10, queue_name: 'alert_notify' },
+      { key: `alert_notify:${quiet.id}:resolved`, max_attempts: 10, queue_name: 'alert_notify' },
+    ]);
     await db.pool.query("delete from graphile_worker._private_jobs j using graphile_worker._private_tasks t where t.id = j.task_id and t.identifier = 'alert_notify'");
   });
 });
