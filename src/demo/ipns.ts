@@ -40,15 +40,18 @@ export interface PlannedPayment {
   readonly channel: DemoChannel;
   readonly priceCents: bigint;
   readonly plan: string;
-  /** The payment that carries its threshold channel over its threshold at the end of the stream. */
+  /**
+   * The payment that carries its threshold channel over its threshold at the end of the stream: the demo sends it once
+   * the channel's earlier payments are converted, so its USDT is the channel's last.
+   */
   readonly closing: boolean;
 }
 
 /**
  * `count` payments over the channels, drawn from the seed. The last one of each threshold channel is an annual plan
- * worth more than its threshold on its own, sent after every other payment: a batch is made only when a balance
- * reaches its threshold, so without it the last few payments of a channel would (rightly) wait for more money, and
- * the demo could not end with every payment paid out.
+ * worth more than its threshold on its own, sent after every other payment (the demo waits until the channel's
+ * earlier payments are converted): a batch is made only when a balance reaches its threshold, so without it the last
+ * few payments of a channel would (rightly) wait for more money, and the demo could not end with every payment paid out.
  */
 export function planPayments(rng: Rng, channels: readonly DemoChannel[], count: number): PlannedPayment[] {
   const closers = channels.filter((c) => c.strategy === 'threshold');

@@ -12,8 +12,9 @@ export const IPNS_PER_SECOND = 20;
 export const DEMO_USAGE = `usage: payrail demo [options]      (npm run demo -- [options])
 
 Starts payrail on its embedded defaults (PostgreSQL, anvil, ChangeNow simulator) in a fresh data directory on free
-ports, registers channels, sends a stream of signed NOWPayments IPNs, shows each stage's progress until every payout
-has completed, prints a summary and keeps payrail running for its dashboard until Ctrl-C.
+ports, registers channels, sends a stream of signed NOWPayments IPNs, shows each stage's progress until every payment
+is paid out (or converted and waiting below its channel's threshold, as the threshold strategy does), prints a summary
+and keeps payrail running for its dashboard until Ctrl-C.
 
   --payments N      payments to send (default 200; at least one per threshold channel)
   --channels N      channels, threshold and instant in turn (default 8, at least 2)
@@ -21,8 +22,9 @@ has completed, prints a summary and keeps payrail running for its dashboard unti
   --seed N          seed of the plan: channels, wallets, payments (default: random, printed)
   --exit            exit after the summary instead of waiting for Ctrl-C
   --data-dir PATH   new or empty directory to run in, kept afterwards (default: a temp dir, removed at exit)
-  --time-limit S    seconds from the first IPN until every payout has completed, else exit 1 with what is
-                    still open (default 600 plus the stream's own time, N / ${IPNS_PER_SECOND} s)
+  --time-limit S    seconds from the first IPN until done, else exit 1 with what is still open (default 600
+                    plus the stream's own time, N / ${IPNS_PER_SECOND} s); a run with nothing left that moves on
+                    by itself ends at once with the same diagnosis
 `;
 
 export class DemoUsageError extends Error {

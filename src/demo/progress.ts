@@ -1,9 +1,35 @@
 /**
  * Progress per stage on stderr, read from payrail's tables: payments received, threshold payments converted to USDT,
- * payments paid out. On a terminal the bars redraw in place; anywhere else (a log, a test) one line per update, every
- * few seconds, so the output stays readable.
+ * payments paid out (or converted and waiting below their channel's threshold). On a terminal the bars redraw in
+ * place; anywhere else (a log, a test) one line per update, every few seconds, so the output stays readable.
  */
 import type pg from 'pg';
+import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
+
+/**
+ * One row per channel with converted threshold payments in no payout: how many (`n`), their USDT, the channel's
+ * available USDT (`balance`) and threshold, what of the channel is still unconverted or in an open payout, and `waits`
+ * (1 or 0): whether these payments legitimately wait, as the threshold strategy makes them: nothing of the channel
+ * pending, converting or in an open payout, and its available USDT below its threshold. Such a balance waits for more
+ * money; nothing in payrail moves it on, and nothing should.
+ */
+export const UNPAID_BY_CHANNEL_SQL = `
+  select u.*,
+         case when u.threshold_cents is not null and u.unconverted = 0 and u.open_payouts = 0
+                   and u.balance::numeric < u.threshold_cents::numeric * ${USDT_UNITS_PER_CENT} then 1 else 0 end as waits
+  from (
+    select w.channel_id, w.n::int as n, w.usdt::text as usdt, coalesce(a.balance, 0)::text as balance, c.threshold_usd_cents::text as threshold_cents,
+           (select count(*)::int from payments q where q.channel_id = w.channel_id and q.conversion_status in ('pending', 'converting')) as unconverted,
+           (select count(*)::int from payouts o where o.channel_id = w.channel_id and o.status not in ('completed', 'failed', 'cancelled')) as open_payouts
+    from (select channel_id, count(*) as n, coalesce(sum(usdt_amount), 0) as usdt
+          from payments where payout_strategy = 'threshold' and conversion_status = 'completed' and payout_id is null group by 1) w
+    left join channels c on c.channel_id = w.channel_id
+    left join ledger_accounts a on a.code = 'channel:' || w.channel_id and a.asset = 'usdt'
+  ) u
+  order by u.channel_id`;
+
+/** Periodic or demo-queued work that runs whether or not anything is open: not a sign that the run moves on. */
+const IDLE_TASKS = ['conversion_batch', 'reconcile', 'alerts_evaluate', 'alert_notify'];
 
 /** Counts of rows (never amounts). */
 export interface StageCounts {
@@ -17,6 +43,14 @@ export interface StageCounts {
   /** needs_review: nothing moves them on without a person. */
   conversionsBlocked: number;
   paidOut: number;
+  /** Converted threshold payments in no payout whose channel legitimately waits below its threshold (UNPAID_BY_CHANNEL_SQL). */
+  waiting: number;
+  /** Conversions neither completed nor ended (failed, needs_review). */
+  conversionsOpen: number;
+  /** Host-wallet transfers neither confirmed nor failed. */
+  transfersOpen: number;
+  /** Pipeline jobs queued or running that can still run (not the periodic checks). */
+  jobsQueued: number;
   payouts: number;
   payoutsCompleted: number;
   payoutsOpen: number;
@@ -38,6 +72,11 @@ export async function readCounts(pool: pg.Pool): Promise<StageCounts> {
        (select count(*)::int from conversions where status = 'completed') as "conversionsCompleted",
        (select count(*)::int from conversions where status = 'needs_review') as "conversionsBlocked",
        (select count(*)::int from payments p join payouts po on po.payout_id = p.payout_id where po.status = 'completed') as "paidOut",
+       (select coalesce(sum(n), 0)::int from (${UNPAID_BY_CHANNEL_SQL}) u where u.waits = 1) as waiting,
+       (select count(*)::int from conversions where status not in ('completed', 'failed', 'needs_review')) as "conversionsOpen",
+       (select count(*)::int from chain_transfers where status not in ('confirmed', 'failed')) as "transfersOpen",
+       (select count(*)::int from graphile_worker.jobs
+         where task_identifier not in (${IDLE_TASKS.map((t) => `'${t}'`).join(', ')}) and (attempts < max_attempts or locked_at is not null)) as "jobsQueued",
        (select count(*)::int from payouts) as payouts,
        (select count(*)::int from payouts where status = 'completed') as "payoutsCompleted",
        (select count(*)::int from payouts where status not in ('completed', 'failed', 'cancelled')) as "payoutsOpen",
@@ -85,14 +124,14 @@ export class ProgressDisplay {
       `payrail demo ${seconds(elapsedMs)}`,
       `  payments received   ${bar(c.received, this.totals.payments)} ${n(c.received)}/${this.totals.payments}`,
       `  converted to USDT   ${bar(c.converted, this.totals.thresholdPayments)} ${n(c.converted)}/${this.totals.thresholdPayments} threshold payments  (${c.conversionsCompleted} of ${c.conversions} conversions completed)`,
-      `  payouts completed   ${bar(c.paidOut, this.totals.payments)} ${n(c.paidOut)}/${this.totals.payments} payments paid out  (${c.payoutsCompleted} of ${c.payouts} payouts completed)`,
+      `  payouts completed   ${bar(c.paidOut, this.totals.payments)} ${n(c.paidOut)}/${this.totals.payments} payments paid out  (${c.payoutsCompleted} of ${c.payouts} payouts completed; ${c.waiting} converted and waiting below their channel's threshold)`,
       `  ${note ?? ''}`,
     ];
   }
 
   /** One line for a log. */
   line(c: StageCounts, elapsedMs: number, note: string | undefined): string {
-    return `[${seconds(elapsedMs)}] received ${c.received}/${this.totals.payments} | converted ${c.converted}/${this.totals.thresholdPayments} (${c.conversionsCompleted}/${c.conversions} conversions) | paid out ${c.paidOut}/${this.totals.payments} (${c.payoutsCompleted}/${c.payouts} payouts)${note ? ` | ${note}` : ''}`;
+    return `[${seconds(elapsedMs)}] received ${c.received}/${this.totals.payments} | converted ${c.converted}/${this.totals.thresholdPayments} (${c.conversionsCompleted}/${c.conversions} conversions) | paid out ${c.paidOut}/${this.totals.payments} (${c.payoutsCompleted}/${c.payouts} payouts), ${c.waiting} waiting below threshold${note ? ` | ${note}` : ''}`;
   }
 
   update(c: StageCounts, elapsedMs: number, note: string | undefined, final = false): void {

@@ -8,6 +8,8 @@ import type pg from 'pg';
 import type { Db } from '../db/index.ts';
 import { checkLedger, type LedgerReport } from '../ledger/index.ts';
 import { formatUnits } from '../money/index.ts';
+import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
+import { UNPAID_BY_CHANNEL_SQL } from './progress.ts';
 
 const eth = (wei: string | bigint) => `${formatUnits(BigInt(wei), 18)} ETH`;
 const usdt = (units: string | bigint) => `${formatUnits(BigInt(units), 6, { fixed: true })} USDT`;
@@ -24,7 +26,11 @@ export interface SummaryContext {
 export interface Summary {
   lines: string[];
   ledger: LedgerReport;
-  /** Every payment paid out, every sum agreeing, the ledger balanced. */
+  /** Payments in a completed payout. */
+  paidOut: number;
+  /** Converted payments waiting on their channel's balance below its threshold, with nothing open for the channel. */
+  waiting: number;
+  /** Every payment paid out or waiting below its channel's threshold, every sum agreeing, the ledger balanced. */
   ok: boolean;
 }
 
@@ -66,7 +72,16 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   line(`  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`);
   line(`  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`);
   line(`  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`);
-  line(`  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout`);
+  // Converted threshold payments in no payout, per channel; those whose channel waits below its threshold with nothing
+  // open for it are a legitimate end state (see UNPAID_BY_CHANNEL_SQL).
+  const unpaid = await all(pool, UNPAID_BY_CHANNEL_SQL);
+  const waitingRows = unpaid.filter((r) => n(r, 'waits') === 1);
+  const waiting = waitingRows.reduce((sum, r) => sum + n(r, 'n'), 0);
+  const waitingUsdt = waitingRows.reduce((sum, r) => sum + BigInt(s(r, 'usdt')), 0n);
+  const waitingText = waiting === 0
+    ? "none converted and waiting below a channel's threshold"
+    : `${waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(waitingUsdt)} on ${waitingRows.length} channels)`;
+  line(`  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout; ${waitingText}`);
 
   const conv = await one(
     pool,
@@ -134,19 +149,36 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     pool,
     `select (select coalesce(sum(amount), 0)::text from payouts where kind = 'threshold' and status = 'completed') as batched,
             (select coalesce(sum(amount), 0)::text from payouts where kind = 'instant' and status = 'completed') as instant_paid,
-            (select coalesce(sum(balance), 0)::text from ledger_accounts where code like 'channel:%') as channel_balances,
+            (select coalesce(sum(balance), 0)::text from ledger_accounts
+              where code like 'channel:%' and not (asset = 'usdt' and code not like '%:payout')) as other_channel_balances,
             (select count(*)::int from chain_transfers where status = 'confirmed') as confirmed,
             (select count(*)::int from chain_transfers) as transfer_rows`,
   );
+  // Each channel's available USDT against the converted payments in no payout: equal, and below the threshold.
+  const usdtAccounts = await all(pool, `select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code like 'channel:%' and code not like '%:payout'`);
+  const balances = new Map<string, { balance: bigint; unpaid: bigint; waits: boolean }>();
+  for (const a of usdtAccounts) balances.set(String(a.code), { balance: BigInt(s(a, 'balance')), unpaid: 0n, waits: false });
+  for (const r of unpaid) {
+    const code = `channel:${String(r.channel_id)}`;
+    const entry = balances.get(code) ?? { balance: 0n, unpaid: 0n, waits: false };
+    balances.set(code, { ...entry, unpaid: BigInt(s(r, 'usdt')), waits: n(r, 'waits') === 1 });
+  }
+  const wrongBalances = [...balances].filter(([, b]) => b.balance !== b.unpaid || (b.balance > 0n && !b.waits));
+  const balancesOk = wrongBalances.length === 0 && BigInt(s(sums, 'other_channel_balances')) === 0n;
+  const balancesDetail = wrongBalances.length > 0
+    ? wrongBalances.slice(0, 3).map(([code, b]) => `${code} holds ${usdt(b.balance)}, its converted unpaid payments ${usdt(b.unpaid)}${b.waits ? '' : ', not below its threshold with nothing open'}`).join('; ')
+    : `${usdt(waitingUsdt)} on ${waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`;
+
   const ledger = await checkLedger(db);
-  const everyPaid = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') === n(pay, 'n') && payoutsCompleted === payoutTotal;
+  const accounted = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') + waiting === n(pay, 'n');
   const checks: Array<[string, boolean, string]> = [
-    ['every payment received and paid out, every payout completed', everyPaid, `${n(pay, 'paid_out')}/${context.plannedPayments} payments, ${payoutsCompleted}/${payoutTotal} payouts`],
+    ['every payment received, and paid out or waiting below threshold', accounted, `${n(pay, 'paid_out')} paid out + ${waiting} waiting of ${context.plannedPayments} payments`],
+    ['every payout completed', payoutsCompleted === payoutTotal, `${payoutsCompleted}/${payoutTotal} payouts`],
     ["threshold payments' net ETH == ETH the conversions sent", s(pay, 'threshold_net') === s(conv, 'wei'), `${eth(s(pay, 'threshold_net'))} vs ${eth(s(conv, 'wei'))}`],
     ['USDT the conversions received == USDT credited to the payments', s(pay, 'threshold_usdt') === s(conv, 'usdt'), `${usdt(s(pay, 'threshold_usdt'))} vs ${usdt(s(conv, 'usdt'))}`],
-    ['threshold batches paid == that USDT', s(sums, 'batched') === s(pay, 'threshold_usdt'), usdt(s(sums, 'batched'))],
+    ['threshold batches paid + USDT waiting == that USDT', BigInt(s(sums, 'batched')) + waitingUsdt === BigInt(s(pay, 'threshold_usdt')), `${usdt(s(sums, 'batched'))} + ${usdt(waitingUsdt)}`],
     ["instant payouts paid == instant payments' net ETH", s(sums, 'instant_paid') === s(pay, 'instant_net'), eth(s(sums, 'instant_paid'))],
-    ['nothing left on any channel balance', BigInt(s(sums, 'channel_balances')) === 0n, `sum ${s(sums, 'channel_balances')} smallest units`],
+    ["every channel balance below its threshold, == its waiting USDT", balancesOk, balancesDetail],
     ['one confirmed transfer per conversion and per payout', n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal, `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`],
     ...(context.simulatorExchanges === undefined ? [] : [['exchanges recorded == exchanges at ChangeNow', exchanges === context.simulatorExchanges, `${exchanges} vs ${context.simulatorExchanges}`] as [string, boolean, string]]),
   ];
@@ -157,7 +189,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   line(`ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`);
   line('  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be');
   for (const p of ledger.problems.slice(0, 10)) line(`  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`);
-  return { lines: out, ledger, ok: ledger.ok && checks.every(([, ok]) => ok) };
+  return { lines: out, ledger, paidOut: n(pay, 'paid_out'), waiting, ok: ledger.ok && checks.every(([, ok]) => ok) };
 }
 
 /** What each open state waits for, so the list below reads as reasons, not only as state names. */
@@ -184,11 +216,15 @@ const WAITING_FOR: Record<string, string> = {
 };
 const why = (kind: string, status: unknown) => WAITING_FOR[`${kind} ${String(status)}`] ?? 'no known next step';
 
-/** What is still open, and why, for a run that gave up waiting. */
-export async function explainPending(pool: pg.Pool, plannedPayments: number): Promise<string[]> {
+/**
+ * What is still open, and why, for a run that gave up waiting. `notSent`: closing payments the demo had not sent yet
+ * (each waits until its channel's earlier payments are converted).
+ */
+export async function explainPending(pool: pg.Pool, plannedPayments: number, notSent = 0): Promise<string[]> {
   const out: string[] = [];
   const received = n(await one(pool, 'select count(*)::int as n from payments'), 'n');
-  if (received < plannedPayments) out.push(`  ${plannedPayments - received} IPNs sent were not recorded as payments`);
+  if (notSent > 0) out.push(`  ${notSent} closing IPNs not sent yet: each waits until its channel's earlier payments are converted`);
+  if (received < plannedPayments - notSent) out.push(`  ${plannedPayments - notSent - received} IPNs sent were not recorded as payments`);
   const review = await all(pool, `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`);
   for (const r of review) out.push(`  ${n(r, 'n')} payments in review: ${r.reason}`);
   const pending = await one(
@@ -216,11 +252,15 @@ export async function explainPending(pool: pg.Pool, plannedPayments: number): Pr
       `  ${n(r, 'n')} payouts ${r.status}: ${why('payout', r.status)}${n(r, 'attempts') > 0 ? ` (up to ${n(r, 'attempts')} failed attempts)` : ''}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}${r.hold_until ? ` (held until ${r.hold_until})` : ''}`,
     );
   }
-  const unpaid = n(
-    await one(pool, `select count(*)::int as n from payments where conversion_status = 'completed' and payout_id is null and payout_strategy = 'threshold'`),
-    'n',
-  );
-  if (unpaid > 0) out.push(`  ${unpaid} converted payments wait on their channel's balance below its threshold`);
+  for (const r of await all(pool, UNPAID_BY_CHANNEL_SQL)) {
+    const threshold = r.threshold_cents === null ? 'no threshold' : `its threshold ${usdt(BigInt(s(r, 'threshold_cents')) * USDT_UNITS_PER_CENT)}`;
+    const state = `channel ${r.channel_id} holds ${usdt(s(r, 'balance'))}, ${threshold}; ${n(r, 'unconverted')} of its payments pending or converting, ${n(r, 'open_payouts')} open payouts`;
+    out.push(
+      n(r, 'waits') === 1
+        ? `  ${n(r, 'n')} converted payments wait on their channel's balance below its threshold, as the threshold strategy does (${state})`
+        : `  ${n(r, 'n')} converted payments are in no payout yet (${state})`,
+    );
+  }
   const transfers = await all(pool, `select status, count(*)::int as n, max(last_error) as last_error from chain_transfers where status <> 'confirmed' group by 1`);
   for (const r of transfers) out.push(`  ${n(r, 'n')} on-chain transfers ${r.status}: ${why('transfer', r.status)}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`);
   const jobs = await all(
