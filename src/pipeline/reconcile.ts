@@ -19,6 +19,7 @@ import { stageAlert } from './alert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { findPastDeadline, keysOf, liveKeys, lockItem, releaseOrReview, resume, resumeStuckTransfer, review, type ItemRow } from './reconcile-items.ts';
 import { DEADLINES, decide, reconcileSettings, type DeadlineRule, type ItemKind, type ReconcileSettings, type ResumeAction } from './reconcile-rules.ts';
+import { reopenInstantPayouts } from './reconcile-instant.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
 
 const PASS_LOCK = 'reconcile:pass';
@@ -48,11 +49,13 @@ export interface ReconcileSummary {
   released: number;
   /** Items whose decision failed (alerted as reconcile_item_failed); the pass went on with the next. */
   failed: number;
+  /** Credited instant payments whose payout was never opened and whose job was lost: payout_instant queued again. */
+  reopened: string[];
   actions: ReconcileActionRecord[];
 }
 
 function emptySummary(ran: boolean): ReconcileSummary {
-  return { ran, examined: 0, alive: 0, moved: 0, resumed: 0, reviewed: 0, released: 0, failed: 0, actions: [] };
+  return { ran, examined: 0, alive: 0, moved: 0, resumed: 0, reviewed: 0, released: 0, failed: 0, reopened: [], actions: [] };
 }
 
 export async function reconcile(deps: StageDeps, overrides: Partial<ReconcileSettings> = {}): Promise<ReconcileSummary> {
@@ -92,9 +95,13 @@ async function pass(deps: StageDeps, settings: ReconcileSettings): Promise<Recon
       }
     }
   }
-  const { actions, ...counts } = summary;
-  if (actions.length > 0 || summary.failed > 0) deps.logger.info({ event: 'reconcile_pass', ...counts }, 'reconcile pass drove stuck items on');
-  else deps.logger.debug({ event: 'reconcile_pass', ...counts }, 'reconcile pass: nothing stuck');
+  summary.reopened = await reopenInstantPayouts(deps.db, { stuckAfterMs: settings.stepMs, limit: settings.perStateLimit });
+  for (const paymentId of summary.reopened) {
+    deps.logger.warn({ event: 'reconcile_action', kind: 'payment', id: paymentId, state: 'credited', action: 'reopen_instant_payout', reason: 'credited instant payment with no payout and no live payout_instant job' }, 'reconciler queued a lost instant payout again');
+  }
+  const { actions, reopened, ...counts } = summary;
+  if (actions.length > 0 || reopened.length > 0 || summary.failed > 0) deps.logger.info({ event: 'reconcile_pass', ...counts, reopened: reopened.length }, 'reconcile pass drove stuck items on');
+  else deps.logger.debug({ event: 'reconcile_pass', ...counts, reopened: 0 }, 'reconcile pass: nothing stuck');
   return summary;
 }
 

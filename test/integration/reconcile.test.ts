@@ -369,6 +369,27 @@ describe('lost and given-up jobs', () => {
   });
 });
 
+describe('credited instant payments whose payout was never opened', () => {
+  it('a lost or given-up payout_instant job is queued again, once; a payment with a payout or a live job is left alone', async () => {
+    const lost = await instantPayment();
+    const gaveUp = await instantPayment();
+    const alive = await instantPayment();
+    const opened = await instantPayment();
+    await loseJob(`payout_instant:${lost}`);
+    await giveUpJob(`payout_instant:${gaveUp}`);
+    await byHand(`payout_instant:${opened}`, () => openInstantPayout(deps, opened));
+
+    const summary = await reconcile(deps, NOW);
+    expect([...summary.reopened].sort()).toEqual([lost, gaveUp].sort());
+    expect(await liveJobs([lost, gaveUp, alive].map((id) => `payout_instant:${id}`))).toEqual([lost, gaveUp, alive].map((id) => `payout_instant:${id}`).sort());
+    expect((await reconcile(deps, NOW)).reopened).toEqual([]);
+
+    for (const paymentId of [lost, gaveUp]) await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+    for (const paymentId of [lost, gaveUp]) expect(await payoutOfPayment(paymentId)).toMatchObject({ status: 'exchange_created' });
+    expect((await reconcile(deps, NOW)).reopened).toEqual([]);
+  });
+});
+
 describe('giving up once resuming has had its chance', () => {
   it('a payout whose stage keeps dying goes to review after its resumes; a transfer never does: past its limit it raises transfer_stuck and is queued again, then confirms and its conversion settles', async () => {
     const payoutId = await payoutWithUnrecordedExchange();
