@@ -15,10 +15,21 @@ const overviewQuery = z.object({
 /** GET /api/overview: everything the dashboard shows, in one read (src/overview), behind the admin token. */
 export async function overviewRoutes(app: FastifyInstance, deps: OverviewRouteDeps): Promise<void> {
   app.addHook('onRequest', deps.requireAdmin);
+  // Requests for the same window that arrive while a read is running share it: dashboards refreshing together cost
+  // the database one read. Nothing is kept after it: a page reloading after an action must see that action.
+  const running = new Map<number, ReturnType<typeof readOverview>>();
 
   app.get('/api/overview', async (request, reply) => {
     const { hours } = overviewQuery.parse(request.query);
-    const overview = await readOverview(deps.db, { windowHours: hours });
+    let read = running.get(hours);
+    if (read === undefined) {
+      const started = readOverview(deps.db, { windowHours: hours });
+      running.set(hours, started);
+      const forget = () => void (running.get(hours) === started && running.delete(hours));
+      started.then(forget, forget);
+      read = started;
+    }
+    const overview = await read;
     // Balances and alerts: never kept by a browser or a proxy.
     return reply.header('cache-control', 'no-store').send(overview);
   });
