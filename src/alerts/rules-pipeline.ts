@@ -35,6 +35,34 @@ const conversionPendingTooLong: StateRule = {
   },
 };
 
+/**
+ * Payments that no conversion took: the conversion rows' rule cannot see them (there is no row), and this is the old
+ * system's "stuck in swapping" seen from the payment's side (estimates failing, the batch cron not running). Held
+ * payments (a permanent ChangeNow refusal) have their own rule. One alert for all of them; cheap through the pending
+ * payments' index on credited_at.
+ */
+const paymentsAwaitingConversion: StateRule = {
+  name: 'payments_awaiting_conversion',
+  severity: 'warning',
+  async evaluate({ db, settings }) {
+    const { rows } = await sql<{ count: number; oldest: Date | null; age_s: number | null }>`
+      select count(*)::int as count, min(credited_at) as oldest, extract(epoch from now() - min(credited_at))::int as age_s
+      from payments
+      where conversion_status = 'pending'
+        and credited_at < now() - ${settings.paymentAwaitingConversionAfterMs} * interval '1 millisecond'
+        and (conversion_hold_until is null or conversion_hold_until <= now())`.execute(db);
+    const row = rows[0];
+    if (!row || row.count === 0) return { firing: [] };
+    return {
+      firing: [{
+        subject: 'payments',
+        message: `${row.count} credited payment(s) waited longer than CONVERSION_MAX_WAIT + ALERT_CONVERSION_PENDING_AFTER for a conversion; the oldest ${formatAge(row.age_s ?? 0)}`,
+        details: { payments: row.count, oldestCreditedAt: row.oldest, oldestAgeSeconds: row.age_s },
+      }],
+    };
+  },
+};
+
 const conversionNeedsReview: StateRule = {
   name: 'conversion_needs_review',
   severity: 'critical',
@@ -145,6 +173,7 @@ const thresholdNoBatch: StateRule = {
 
 export const pipelineRules: readonly StateRule[] = [
   conversionPendingTooLong,
+  paymentsAwaitingConversion,
   conversionNeedsReview,
   conversionHeld,
   payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance', (settings) => settings.eventResolveAfterMs),

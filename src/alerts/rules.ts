@@ -9,6 +9,11 @@ import { queueRules } from './rules-queue.ts';
 
 export interface AlertSettings {
   conversionPendingAfterMs: number;
+  /**
+   * A credited payment still waiting for a conversion this long is an alert: CONVERSION_MAX_WAIT (the longest a
+   * payment waits by design) plus ALERT_CONVERSION_PENDING_AFTER.
+   */
+  paymentAwaitingConversionAfterMs: number;
   queueDepth: number;
   queueAgeMs: number;
   hostEthMinWei: bigint;

@@ -25,6 +25,7 @@ export function alertSettings(config: Config, handledTasks: readonly string[]): 
   };
   return {
     conversionPendingAfterMs: config.ALERT_CONVERSION_PENDING_AFTER,
+    paymentAwaitingConversionAfterMs: config.CONVERSION_MAX_WAIT + config.ALERT_CONVERSION_PENDING_AFTER,
     queueDepth: config.ALERT_QUEUE_DEPTH,
     queueAgeMs: config.ALERT_QUEUE_AGE,
     hostEthMinWei: floor('ALERT_HOST_ETH_MIN', 18),

@@ -291,6 +291,27 @@ describe('state rules fire and resolve', () => {
     expect(fired).toMatchObject({ severity: 'critical', details: { payments: 1, amount: '0.0047239 ETH' } });
   });
 
+  it('credited payments no conversion took for longer than CONVERSION_MAX_WAIT + the limit: one alert; held ones are not counted', async () => {
+    const channelId = await channel('threshold', '50');
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const paymentId = String(nextPayment++);
+      const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}` }), IPN_SECRET);
+      const reading = readIpn(raw, headers['x-nowpayments-sig'], IPN_SECRET);
+      if (!reading.ok) throw new Error(reading.error);
+      await recordIpn(db.db, reading.ipn, { feePercent: parsePercent('3') });
+      ids.push(paymentId);
+    }
+    const [old, held, fresh] = ids as [string, string, string];
+    const past = base.paymentAwaitingConversionAfterMs + 60_000;
+    await db.pool.query("update payments set credited_at = now() - $2 * interval '1 millisecond' where payment_id = any($1::numeric[])", [[old, held], past]);
+    await db.pool.query("update payments set conversion_hold_until = now() + interval '1 hour' where payment_id = $1", [held]);
+    const fired = await expectFiresThenResolves('payments_awaiting_conversion', 'payments', () => db.pool.query("update payments set conversion_status = 'converting' where payment_id = $1", [old]));
+    expect(fired).toMatchObject({ severity: 'warning', details: { payments: 1 } });
+    expect(base.paymentAwaitingConversionAfterMs).toBe(2 * 3_600_000);
+    await db.pool.query("update payments set conversion_status = 'pending', credited_at = now(), conversion_hold_until = null where payment_id = any($1::numeric[])", [[old, held, fresh]]);
+  });
+
   it('a threshold channel over its threshold with no batch for longer than the limit, however often it is credited', async () => {
     const channelId = await channel('threshold', '50');
     let credits = 0;
