@@ -91,6 +91,16 @@ async function expectFiresThenResolves(rule: string, subject: string, clear: () 
   return fired;
 }
 
+/** A finished IPN for the channel recorded as intake would (credited, pending conversion); its payment id. */
+async function credit(channelId: string): Promise<string> {
+  const paymentId = String(nextPayment++);
+  const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}` }), IPN_SECRET);
+  const reading = readIpn(raw, headers['x-nowpayments-sig'], IPN_SECRET);
+  if (!reading.ok) throw new Error(reading.error);
+  await recordIpn(db.db, reading.ipn, { feePercent: parsePercent('3') });
+  return paymentId;
+}
+
 async function channel(strategy: 'threshold' | 'instant', thresholdUsd?: string): Promise<string> {
   const id = `-${nextChannel++}`;
   await upsertChannel(db.db, id, { payoutStrategy: strategy, ...(thresholdUsd && { thresholdUsd }), payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }, 'test');
@@ -280,11 +290,7 @@ describe('state rules fire and resolve', () => {
 
   it('payments held after ChangeNow refused their conversion (subject: its error code)', async () => {
     const channelId = await channel('threshold', '50');
-    const paymentId = String(nextPayment++);
-    const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}` }), IPN_SECRET);
-    const reading = readIpn(raw, headers['x-nowpayments-sig'], IPN_SECRET);
-    if (!reading.ok) throw new Error(reading.error);
-    await recordIpn(db.db, reading.ipn, { feePercent: parsePercent('3') });
+    const paymentId = await credit(channelId);
     await insertConversion('failed', { reason: 'changenow unauthorized: ChangeNow create: HTTP 401 unauthorized' });
     await db.pool.query("update payments set conversion_hold_until = now() + interval '2 hours' where payment_id = $1", [paymentId]);
     const fired = await expectFiresThenResolves('conversion_held', 'unauthorized', () => db.pool.query('update payments set conversion_hold_until = null where payment_id = $1', [paymentId]));
@@ -294,14 +300,7 @@ describe('state rules fire and resolve', () => {
   it('credited payments no conversion took for longer than CONVERSION_MAX_WAIT + the limit: one alert; held ones are not counted', async () => {
     const channelId = await channel('threshold', '50');
     const ids: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const paymentId = String(nextPayment++);
-      const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}` }), IPN_SECRET);
-      const reading = readIpn(raw, headers['x-nowpayments-sig'], IPN_SECRET);
-      if (!reading.ok) throw new Error(reading.error);
-      await recordIpn(db.db, reading.ipn, { feePercent: parsePercent('3') });
-      ids.push(paymentId);
-    }
+    for (let i = 0; i < 3; i++) ids.push(await credit(channelId));
     const [old, held, fresh] = ids as [string, string, string];
     const past = base.paymentAwaitingConversionAfterMs + 60_000;
     await db.pool.query("update payments set credited_at = now() - $2 * interval '1 millisecond' where payment_id = any($1::numeric[])", [[old, held], past]);
