@@ -34,6 +34,8 @@ describe('GET /health', () => {
       expect(res.status).toBe(503);
       expect(res.body).toMatchObject({ status: 'fail', failing: ['queue'], checks: { database: { ok: true }, queue: { ok: false, workersAlive: 0 } } });
       expect(res.body.checks.queue.problems).toEqual(['no worker seen in the last 30s']);
+      // The load balancer's check: this web process can still take IPNs, so it stays in rotation.
+      expect(await web.request('GET', '/health/live', { token: null })).toMatchObject({ status: 200, body: { status: 'ok' } });
     } finally {
       await web.stop();
     }
@@ -93,6 +95,9 @@ describe('GET /health', () => {
       expect(res.statusCode).toBe(503);
       expect(res.json()).toMatchObject({ status: 'fail', failing: ['database', 'queue'], checks: { database: { ok: false }, queue: { ok: false, error: 'database unavailable' } } });
       expect(res.json().checks.chain).toEqual({ ok: null, affectsStatus: false, detail: 'database unavailable' });
+      const live = await app.inject({ method: 'GET', url: '/health/live' });
+      expect(live.statusCode).toBe(503);
+      expect(live.json()).toMatchObject({ status: 'fail', error: expect.any(String) });
     } finally {
       await app.close();
       await dead.close();

@@ -37,6 +37,20 @@ const MAX_DETAIL = 300;
  * reported as not ok (stale): nobody is looking any more, and its last answer says nothing about now.
  */
 export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Promise<void> {
+  /**
+   * GET /health/live: whether this web process can take an IPN (its database answers), and nothing else. For the load
+   * balancer: a web process with a healthy database must stay in rotation while the workers are down or behind, or
+   * the IPNs it would have recorded are refused; /health is for monitoring the whole.
+   */
+  app.get('/health/live', async (_request, reply) => {
+    try {
+      await sql`select 1`.execute(deps.db);
+      return reply.code(200).send({ status: 'ok' });
+    } catch (error) {
+      return reply.code(503).send({ status: 'fail', error: (error as Error).message });
+    }
+  });
+
   app.get('/health', async (_request, reply) => {
     const checks: Record<string, Check> = {};
     const started = process.hrtime.bigint();
