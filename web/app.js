@@ -97,7 +97,11 @@
         key: 'flight',
         label: 'In flight',
         testid: 'total-inflight',
-        lines: [...amountLines('total-available', t.inFlight.available, 'available'), ...amountLines('total-reserved', t.inFlight.reserved, 'in payouts')],
+        lines: [
+          ...amountLines('total-available', t.inFlight.available, 'available'),
+          ...amountLines('total-converting', t.inFlight.converting, 'of which converting'),
+          ...amountLines('total-reserved', t.inFlight.reserved, 'in payouts'),
+        ],
       },
     ];
   }

@@ -23,6 +23,8 @@ export interface ConversionStates {
   readonly settledCount: number;
   /** Settled legs per asset pair (one pair today: ETH → USDT). */
   readonly settled: Array<{ fromAsset: string; toAsset: string; sentUnits: bigint; receivedUnits: bigint }>;
+  /** What conversions that have not ended took from their channels, per asset (still on those balances until settled). */
+  readonly openSent: Array<{ fromAsset: string; sentUnits: bigint }>;
 }
 
 export async function readConversionStates(db: Db): Promise<ConversionStates> {
@@ -34,15 +36,19 @@ export async function readConversionStates(db: Db): Promise<ConversionStates> {
   let openPayments = 0;
   let settledCount = 0;
   const settled: ConversionStates['settled'] = [];
+  const openSent: ConversionStates['openSent'] = [];
   for (const row of rows) {
     counts[row.status] = (counts[row.status] ?? 0) + row.n;
-    if (!ENDED.includes(row.status)) openPayments += Number.parseInt(row.payments, 10);
+    if (!ENDED.includes(row.status)) {
+      openPayments += Number.parseInt(row.payments, 10);
+      openSent.push({ fromAsset: row.from_asset, sentUnits: BigInt(row.sent) });
+    }
     if (row.status === 'completed') {
       settledCount += row.n;
       settled.push({ fromAsset: row.from_asset, toAsset: row.to_asset, sentUnits: BigInt(row.sent), receivedUnits: BigInt(row.received) });
     }
   }
-  return { counts, openPayments, settledCount, settled };
+  return { counts, openPayments, settledCount, settled, openSent };
 }
 
 type Row = {

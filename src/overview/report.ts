@@ -64,6 +64,7 @@ export function formatStatus(o: Overview): string {
   add('paid out', amounts(t.paidOut));
   add('in flight', amounts(t.inFlight.total));
   add('  of it in payouts', amounts(t.inFlight.reserved));
+  add('  of it converting', amounts(t.inFlight.converting));
   out.push(...table(totalRows, ['left', 'decimal']));
 
   section('PIPELINE');

@@ -71,6 +71,8 @@ export function totalsFrom(ledger: LedgerFigures, conversions: ConversionStates)
   for (const [asset, units] of sent) addUnits(paidOut, asset, -units);
   for (const [asset, units] of received) addUnits(paidOut, asset, units);
   for (const [asset, units] of ledger.returnLosses) addUnits(paidOut, asset, -units);
+  const converting: UnitsByAsset = new Map();
+  for (const c of conversions.openSent) addUnits(converting, c.fromAsset, c.sentUnits);
   return {
     received: toAmounts(ledger.received, ['eth']),
     platformFees: toAmounts(ledger.fees, ['eth']),
@@ -79,6 +81,7 @@ export function totalsFrom(ledger: LedgerFigures, conversions: ConversionStates)
     inFlight: {
       available: toAmounts(ledger.available, ['eth', 'usdt']),
       reserved: toAmounts(ledger.reserved, ['eth', 'usdt']),
+      converting: toAmounts(converting, ['eth']),
       total: toAmounts(sumUnits(ledger.available, ledger.reserved), ['eth', 'usdt']),
     },
   };

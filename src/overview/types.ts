@@ -41,7 +41,13 @@ export interface Totals {
   /** Completed payouts, in the asset each payout held (before ChangeNow exchanged it into the owner's currency). */
   readonly paidOut: AssetAmounts;
   /** Owed to channel owners and not paid yet: available on their balances, and set aside in open payouts. */
-  readonly inFlight: { readonly available: AssetAmounts; readonly reserved: AssetAmounts; readonly total: AssetAmounts };
+  readonly inFlight: {
+    readonly available: AssetAmounts;
+    readonly reserved: AssetAmounts;
+    /** Part of `available`: ETH in conversions not settled yet (the ledger moves it at settlement). */
+    readonly converting: AssetAmounts;
+    readonly total: AssetAmounts;
+  };
 }
 
 export interface PipelineCounts {

@@ -92,9 +92,22 @@ describe('readOverview', () => {
         // THRESHOLD's unconverted payment, and INSTANT's failed payout back on its balance less the 1,000 wei kept.
         available: { eth: eth(NET_WEI + NET_WEI - 1000n), usdt: '34.5' },
         reserved: { eth: eth(NET_WEI), usdt: '0' },
+        converting: { eth: '0' },
         total: { eth: eth(3n * NET_WEI - 1000n), usdt: '34.5' },
       },
     });
+  });
+
+  it('shows the ETH of conversions not settled yet as converting, part of what is available', async () => {
+    const id = 'cv_00000000000000aa';
+    await db.pool.query("insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count) values ($1, 'sent', 'eth', 'usdt', $2, 1)", [id, NET_WEI.toString()]);
+    try {
+      const now = await readOverview(db.db);
+      expect(now.totals.inFlight.converting).toEqual({ eth: eth(NET_WEI) });
+      expect(now.totals.inFlight.available).toEqual(overview.totals.inFlight.available);
+    } finally {
+      await db.pool.query('delete from conversions where conversion_id = $1', [id]);
+    }
   });
 
   it('paid out derived from balances equals the sum of completed payouts (its pair), and the ledger checks out', async () => {
