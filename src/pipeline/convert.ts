@@ -37,11 +37,7 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
     timer = undefined;
     last = Date.now();
     db.transaction()
-      // A pending check is reused; one already running (or left locked by a dead worker) gets a successor.
-      // 'preserve_run_at', not 'replace': 'replace' reset a pending check's run_at to now at every nudge, so under a
-      // job backlog deeper than the nudge interval it went to the back of the line each second and never ran while
-      // intake lasted (no conversion for the whole of a busy period).
-      .execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'preserve_run_at', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 }))
+      .execute(enqueueConversionBatch)
       .catch((error: Error) => logger.warn({ event: 'conversion_nudge_failed', err: error.message }, 'could not queue a conversion check; the cron run will'));
   };
   // Trailing throttle: every call is followed by a check within minIntervalMs, however many calls come at once.
@@ -246,6 +242,16 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
       await releasePaymentsIn(trx, transfer.ref, 'failed', `transfer ${transfer.transfer_id} ${reason}`);
     },
   };
+}
+
+/**
+ * A conversion_batch run soon, under the nudger's key. A pending check is reused; one already running (or left locked
+ * by a dead worker) gets a successor. 'preserve_run_at', not 'replace': 'replace' reset a pending check's run_at to now
+ * at every nudge, so under a job backlog deeper than the nudge interval it went to the back of the line each second
+ * and never ran while intake lasted (no conversion for the whole of a busy period).
+ */
+export function enqueueConversionBatch(trx: Transaction<Database>): Promise<void> {
+  return enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'preserve_run_at', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 });
 }
 
 export function enqueueConversionExchange(trx: Transaction<Database>, conversionId: string): Promise<void> {

@@ -6,6 +6,8 @@ export { listPayouts, getPayout, type PayoutView } from './payouts.ts';
 export { OPEN_PAYOUT_STATUSES, USDT_UNITS_PER_CENT } from './payout.ts';
 export { applyPayoutAction, PayoutActionInvalid, PayoutActionRefused, type PayoutAction } from './payout-review.ts';
 export { createConversionNudger } from './convert.ts';
+export { listConversions, getConversion, CONVERSION_STATES, type ConversionView } from './conversions.ts';
+export { applyConversionAction, ConversionActionRefused, type ConversionAction } from './conversion-review.ts';
 export { checkThresholds, runThresholdCheck } from './threshold.ts';
 export { reconcile, type ReconcileSummary, type ReconcileActionRecord } from './reconcile.ts';
 export { DEADLINES, type ReconcileSettings } from './reconcile-rules.ts';

@@ -1,9 +1,10 @@
 /**
  * Property-based fuzzing of the admin API over real HTTP, against a real database holding channels, payments (one
- * kept for an unknown channel) and payouts seeded in every state a person can act on.
+ * kept for an unknown channel), and payouts and conversions seeded in every state a person can act on.
  *
  * Requests: PUT /api/channels/:id, GET /api/channels/:id, GET /api/payments/:id, GET /api/payouts?…,
- * GET /api/payouts/:id, POST /api/payouts/:id/:action (retry | cancel | approve | resolve and anything else), with
+ * GET /api/payouts/:id, POST /api/payouts/:id/:action (retry | cancel | approve | resolve and anything else),
+ * GET /api/conversions?…, GET /api/conversions/:id, POST /api/conversions/:id/:action (retry and anything else), with
  * known, near-valid and hostile ids (percent-encoded unicode, malformed escapes, huge numbers), random query strings
  * (duplicate and unknown parameters), bodies valid, one field off, or garbage (raw JSON with duplicate keys,
  * __proto__, deep nesting, wrong content types, oversized), and every way of getting the bearer token wrong.
@@ -36,6 +37,8 @@ const LATE = '-1005000000003';
 const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
 const PAYMENT_ID_RE = /^[1-9][0-9]{0,19}$/;
 const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
+const CONVERSION_ID_RE = /^conv_[0-9a-f]{16}$/;
+const CONVERSION_STATUSES = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'] as const;
 const ACTIONS = ['retry', 'cancel', 'approve', 'resolve'] as const;
 const PAYOUT_STATUSES = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled'] as const;
 /** The name ADMIN_TOKEN's actions are recorded under. */
@@ -46,6 +49,7 @@ let payrail: TestPayrail;
 let logs: LogSink;
 const paymentIds: string[] = [];
 const payoutIds: string[] = [];
+const conversionIds: string[] = [];
 const channelIds = [INSTANT, THRESHOLD, LATE];
 
 // --- seeding --------------------------------------------------------------------------------------------------------
@@ -97,6 +101,39 @@ async function seedPayout(status: (typeof PAYOUT_STATUSES)[number], transfer?: T
   });
   payoutIds.push(payoutId);
   return payoutId;
+}
+
+/**
+ * A conversion of one fresh threshold payment in `status`, as the pipeline leaves it (its payment converting, or
+ * failed while in review), optionally with its on-chain transfer. No ledger rows: a conversion books only when settled.
+ */
+async function seedConversion(status: 'sent' | 'completed' | 'needs_review', transfer?: TransferState): Promise<string> {
+  const paymentId = await pay(THRESHOLD);
+  const conversionId = `conv_${randomBytes(8).toString('hex')}`;
+  await db.db.transaction().execute(async (trx) => {
+    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
+    const net = BigInt(payment.net_amount as string);
+    const transferId = transfer ? `tr_${randomBytes(8).toString('hex')}` : null;
+    const withExchange = transfer === 'confirmed' || transfer === 'broadcast';
+    await trx
+      .insertInto('conversions')
+      .values({ conversion_id: conversionId, status, from_asset: 'eth', to_asset: 'usdt', amount_wei: net, payment_count: 1, reason: status === 'needs_review' ? 'seeded for fuzzing' : null, ...(withExchange && { exchange_id: randomBytes(7).toString('hex'), payin_address: WALLET }) })
+      .execute();
+    if (transferId) {
+      await trx
+        .insertInto('chain_transfers')
+        .values({ transfer_id: transferId, purpose: 'conversion', ref: conversionId, asset: 'eth', from_address: WALLET, to_address: WALLET, amount: net, status: transfer as TransferState, ...(transfer !== 'failed' && { nonce: String(nextNonce++), tx_hash: `0x${randomBytes(32).toString('hex')}`, raw_tx: '0x00' }) })
+        .execute();
+      await trx.updateTable('conversions').set({ transfer_id: transferId }).where('conversion_id', '=', conversionId).execute();
+    }
+    // A completed seed keeps its payment pending: marking it completed would claim USDT the ledger never received.
+    if (status !== 'completed') {
+      await trx.insertInto('conversion_payments').values({ conversion_id: conversionId, payment_id: paymentId, channel_id: THRESHOLD, net_wei: net }).execute();
+      await trx.updateTable('payments').set({ conversion_status: status === 'needs_review' ? 'failed' : 'converting', conversion_id: conversionId }).where('payment_id', '=', paymentId).execute();
+    }
+  });
+  conversionIds.push(conversionId);
+  return conversionId;
 }
 
 // --- generators -----------------------------------------------------------------------------------------------------
@@ -155,6 +192,33 @@ const payoutIdValue = () =>
     },
     { arbitrary: nastyString(24), weight: 1 },
   );
+const conversionIdValue = () =>
+  fc.oneof(
+    { arbitrary: fc.nat(1000).map((i) => conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000'), weight: 6 },
+    { arbitrary: hex16.map((h) => `conv_${h}`), weight: 1 },
+    {
+      arbitrary: fc.tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul')).map(([i, how]) => {
+        const id = conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000';
+        if (how === 'upper') return id.toUpperCase();
+        if (how === 'short') return id.slice(0, -1);
+        if (how === 'long') return `${id}0`;
+        if (how === 'payout') return `po_${id.slice(5)}`;
+        if (how === 'space') return ` ${id}`;
+        return `${id}\u0000`;
+      }),
+      weight: 2,
+    },
+    { arbitrary: nastyString(24), weight: 1 },
+  );
+const conversionActionValue = fc.oneof({ arbitrary: fc.constant('retry'), weight: 6 }, { arbitrary: fc.constantFrom('RETRY', 'retry ', 'resolve', 'cancel', 'approve', '', 'retry;cancel'), weight: 2 }, { arbitrary: nastyString(10), weight: 1 });
+const conversionQuery = fc.uniqueArray(
+  fc.oneof(
+    { arbitrary: fc.oneof(fc.constantFrom(...CONVERSION_STATUSES), fc.constantFrom('NEEDS_REVIEW', 'sent ', 'cancelled', ''), nastyString(8)).map((v): [string, string] => ['status', v]), weight: 3 },
+    { arbitrary: fc.oneof(fc.integer({ min: 1, max: 500 }).map(String), fc.constantFrom('501', '0', '-1', '1e2', '1.5', 'abc', '', 'NaN')).map((v): [string, string] => ['limit', v]), weight: 3 },
+    { arbitrary: fc.tuple(fc.constantFrom('channelId', 'kind', '__proto__', 'status[]', ''), nastyString(8)), weight: 1 },
+  ),
+  { maxLength: 3, selector: ([k]) => k },
+);
 const actionValue = fc.oneof({ arbitrary: fc.constantFrom(...ACTIONS), weight: 6 }, { arbitrary: fc.constantFrom('RETRY', 'Cancel', 'approve ', 'delete', 'resolve\u0000', 'refund', '', 'retry;cancel'), weight: 1 }, { arbitrary: nastyString(10), weight: 1 });
 
 /** Query parameters as [name, value] pairs: mostly the four known ones with plausible values, sometimes repeated, odd or hostile. */
@@ -239,7 +303,7 @@ const body = (typed: fc.Arbitrary<unknown>): fc.Arbitrary<Body> =>
     { arbitrary: fc.record({ kind: fc.constant('raw' as const), text: rawJson, contentType: fc.option(fc.constantFrom(...CONTENT_TYPES)) }), weight: 2 },
   );
 
-type Route = 'put-channel' | 'get-channel' | 'get-payment' | 'list-payouts' | 'get-payout' | 'payout-action' | 'supported-pairs' | 'elsewhere';
+type Route = 'put-channel' | 'get-channel' | 'get-payment' | 'list-payouts' | 'get-payout' | 'payout-action' | 'list-conversions' | 'get-conversion' | 'conversion-action' | 'supported-pairs' | 'elsewhere';
 
 interface AdminRequest {
   route: Route;
@@ -266,6 +330,12 @@ const adminRequest = (): fc.Arbitrary<AdminRequest> =>
       arbitrary: req(fc.record({ route: fc.constant<Route>('payout-action'), method: fc.constant('POST'), segments: fc.tuple(segment(payoutIdValue()), segment(actionValue)).map(([p, a]): Segment[] => [{ value: 'api' }, { value: 'payouts' }, p, a]), query: NO_QUERY, body: body(resolutionBody) })),
       weight: 4,
     },
+    req(fc.record({ route: fc.constant<Route>('list-conversions'), method: fc.constant('GET'), segments: fixedPath('api', 'conversions'), query: conversionQuery, body: NO_BODY })),
+    req(fc.record({ route: fc.constant<Route>('get-conversion'), method: fc.constant('GET'), segments: segment(conversionIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'conversions' }, s]), query: NO_QUERY, body: NO_BODY })),
+    {
+      arbitrary: req(fc.record({ route: fc.constant<Route>('conversion-action'), method: fc.constant('POST'), segments: fc.tuple(segment(conversionIdValue()), segment(conversionActionValue)).map(([c, a]): Segment[] => [{ value: 'api' }, { value: 'conversions' }, c, a]), query: NO_QUERY, body: body(fc.jsonValue({ maxDepth: 2 })) })),
+      weight: 3,
+    },
     req(fc.record({ route: fc.constant<Route>('supported-pairs'), method: fc.constant('GET'), segments: fixedPath('api', 'supported-pairs'), query: NO_QUERY, body: NO_BODY })),
     // Anywhere else: other methods on admin paths, paths one segment off, unknown paths.
     req(fc.record({
@@ -273,6 +343,7 @@ const adminRequest = (): fc.Arbitrary<AdminRequest> =>
       method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
       segments: fc.oneof(
         fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
+        fixedPath('api', 'conversions', 'conv_0123456789abcdef', 'retry', 'x'),
         fixedPath('api', 'channels'),
         fixedPath('api'),
         fixedPath('API', 'payouts'),
@@ -293,9 +364,9 @@ function isRouted(method: string, segments: Segment[]): boolean | undefined {
   const get = method === 'GET' || method === 'HEAD';
   const [a, b, c, d] = text;
   if (a !== 'api') return false;
-  if (text.length === 2) return get && (b === 'payouts' || b === 'supported-pairs');
-  if (text.length === 3) return (b === 'channels' && (get || method === 'PUT')) || (get && (b === 'payments' || b === 'payouts'));
-  if (text.length === 4) return method === 'POST' && b === 'payouts' && c !== undefined && d !== undefined;
+  if (text.length === 2) return get && (b === 'payouts' || b === 'conversions' || b === 'supported-pairs');
+  if (text.length === 3) return (b === 'channels' && (get || method === 'PUT')) || (get && (b === 'payments' || b === 'payouts' || b === 'conversions'));
+  if (text.length === 4) return method === 'POST' && (b === 'payouts' || b === 'conversions') && c !== undefined && d !== undefined;
   return false;
 }
 
@@ -468,6 +539,41 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
       expect(audit, context).toMatchObject({ actor: ACTOR, action: `payout.${action}`, subject: param, details: { to: row.status } });
       return;
     }
+    case 'get-conversion': {
+      if (param === undefined) return;
+      if (!CONVERSION_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
+      const row = (await db.pool.query('select status from conversions where conversion_id = $1', [param])).rows[0];
+      expect(response.status, context).toBe(row ? 200 : 404);
+      if (row) expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({ conversionId: param, status: row.status });
+      return;
+    }
+    case 'list-conversions': {
+      expect([200, 400], context).toContain(response.status);
+      if (response.status !== 200) return;
+      const asked = Object.fromEntries(sentQuery(r));
+      expect(json.conversions.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
+      for (const c of json.conversions) {
+        if (asked.status !== undefined) expect(c.status, context).toBe(asked.status);
+        expect(c.amountEth, context).toMatch(/^(0|[1-9][0-9]*)(\.[0-9]+)?$/);
+      }
+      return;
+    }
+    case 'conversion-action': {
+      const action = valueOf(r.segments[3]);
+      if (param === undefined || action === undefined) return;
+      if (!CONVERSION_ID_RE.test(param) || action !== 'retry') return void refusedFor(400);
+      const row = (await db.pool.query('select status from conversions where conversion_id = $1', [param])).rows[0];
+      if (!row) return void expect([404, ...bodyRefusals], context).toContain(response.status);
+      if (response.status >= 300) return void expect([409, ...bodyRefusals], context).toContain(response.status);
+      // Retried out of review: back to sent (its ETH at ChangeNow) or failed (its ETH never left), audited.
+      expect(response.status, context).toBe(200);
+      expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({ conversionId: param, status: row.status });
+      expect(['sent', 'failed'], context).toContain(row.status);
+      expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
+      const [audit] = await auditSince(before);
+      expect(audit, context).toMatchObject({ actor: ACTOR, action: 'conversion.retry', subject: param, details: { from: 'needs_review', to: row.status } });
+      return;
+    }
     case 'supported-pairs':
       expect(response.status, context).toBe(200);
       expect(json.pairs.length, context).toBeGreaterThan(0);
@@ -614,6 +720,14 @@ describe('the admin API under fuzzing', () => {
     }
     await seedPayout('sent', 'broadcast');
     await seedPayout('exchange_created', 'broadcast');
+    for (let i = 0; i < 3; i++) {
+      await seedConversion('needs_review');
+      await seedConversion('needs_review', 'failed');
+      await seedConversion('needs_review', 'confirmed');
+      await seedConversion('needs_review', 'broadcast');
+    }
+    await seedConversion('sent', 'confirmed');
+    await seedConversion('completed', 'confirmed');
     expect((await checkLedger(db.db)).problems).toEqual([]);
     await expectHealthy(payrail.url, db);
   });

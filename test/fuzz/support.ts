@@ -87,6 +87,7 @@ export async function fingerprint(db: TestDatabase): Promise<Record<string, stri
       ${versions('ledger_entries', 'id')},
       ${versions('audit_log', 'id')},
       ${versions('chain_transfers', 'transfer_id')},
+      ${versions('conversions', 'conversion_id')},
       ${versions('graphile_worker._private_jobs', 'id', "where key is distinct from 'conversion_batch:nudge'")},
       (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
   const row = rows[0] as Record<string, string | number>;

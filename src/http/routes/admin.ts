@@ -2,14 +2,14 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import type { Db } from '../../db/index.ts';
-import { applyPayoutAction, getPayment, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyConversionAction, applyPayoutAction, CONVERSION_STATES, ConversionActionRefused, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
   db: Db;
   requireAdmin: onRequestAsyncHookHandler;
   intake: IntakeSettings;
-  /** A payout's poll deadline, renewed when a person retries a payout whose funds are at ChangeNow. */
+  /** A payout's or conversion's poll deadline, renewed when a person retries one whose funds are at ChangeNow. */
   pollDeadlineMs: number;
   /** Asks for a conversion check soon (after threshold credits). */
   onThresholdCredit?: () => void;
@@ -33,6 +33,13 @@ const resolutionBody = z.discriminatedUnion('outcome', [
   // The amount that came back, as a decimal string in the payout's asset (never a JSON number).
   z.object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,30})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), note }).strict(),
 ]);
+const conversionQuery = z.object({
+  status: z.enum(CONVERSION_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+}).strict();
+const conversionParams = z.object({ conversionId: z.string().regex(/^conv_[0-9a-f]{16}$/, 'must be a conversion id such as conv_0123456789abcdef') }).strict();
+// Retry only: see conversion-review.ts for why there is no resolve.
+const conversionActionParams = conversionParams.extend({ action: z.enum(['retry']) }).strict();
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 
 /** The admin API: every route behind the bearer token. */
@@ -109,6 +116,32 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     } catch (error) {
       if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
       if (error instanceof PayoutActionRefused) return reply.code(409).send({ error: `cannot ${action} payout ${payoutId}: ${error.message}` });
+      throw error;
+    }
+  });
+
+  app.get('/api/conversions', async (request) => {
+    const query = conversionQuery.parse(request.query);
+    return { conversions: await listConversions(deps.db, { ...query }) };
+  });
+
+  app.get('/api/conversions/:conversionId', async (request, reply) => {
+    const { conversionId } = conversionParams.parse(request.params);
+    const conversion = await getConversion(deps.db, conversionId);
+    if (!conversion) return reply.code(404).send({ error: `conversion ${conversionId} not found` });
+    return conversion;
+  });
+
+  app.post('/api/conversions/:conversionId/:action', async (request, reply) => {
+    const { conversionId, action } = conversionActionParams.parse(request.params);
+    const actor = request.actor ?? 'unknown';
+    try {
+      const result = await applyConversionAction(deps.db, conversionId, action, actor, { pollDeadlineMs: deps.pollDeadlineMs });
+      if (!result) return reply.code(404).send({ error: `conversion ${conversionId} not found` });
+      request.log.warn({ event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to }, 'conversion changed by hand');
+      return await getConversion(deps.db, conversionId);
+    } catch (error) {
+      if (error instanceof ConversionActionRefused) return reply.code(409).send({ error: `cannot ${action} conversion ${conversionId}: ${error.message}` });
       throw error;
     }
   });

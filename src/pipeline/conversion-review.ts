@@ -1,0 +1,78 @@
+/**
+ * A person's action on a conversion in review: retry. As for payouts (payout-review.ts), it is allowed only where it
+ * is safe, takes the conversion's row lock (so it cannot race a running job's guarded transitions), commits with the
+ * job that carries it on, and is kept in the audit log with the acting token's name.
+ *
+ * Where the ETH is decides what retry means: mined to ChangeNow's payin address, the exchange is looked at again
+ * (the poll settles only what the chain shows arrived, or sends it back to review); provably never sent (no
+ * transfer, or only a failed one), the conversion ends and its payments wait for the next batch; a transfer still on
+ * its way (intent, signed, broadcast) is its own jobs' and the reconciler's to follow, so retry is refused.
+ *
+ * There is deliberately no "resolve" here: booking an outcome that happened off chain (ChangeNow paid by hand, ETH
+ * returned elsewhere) needs ledger entries against ChangeNow and a design of its own.
+ */
+import { sql } from 'kysely';
+import type { ConversionState, Db } from '../db/index.ts';
+import { enqueueConversionBatch, enqueuePoll, releasePaymentsIn } from './convert.ts';
+
+export type ConversionAction = 'retry';
+
+export class ConversionActionRefused extends Error {
+  override name = 'ConversionActionRefused';
+}
+
+export interface ConversionActionResult {
+  readonly conversionId: string;
+  readonly from: ConversionState;
+  readonly to: ConversionState;
+}
+
+export async function applyConversionAction(
+  db: Db,
+  conversionId: string,
+  action: ConversionAction,
+  actor: string,
+  options: { pollDeadlineMs: number },
+): Promise<ConversionActionResult | null> {
+  return db.transaction().execute(async (trx) => {
+    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirst();
+    if (!conversion) return null;
+    if (conversion.status !== 'needs_review') throw new ConversionActionRefused(`a conversion in state ${conversion.status} cannot be retried`);
+    // By ref, not conversions.transfer_id: the stage creates at most one per conversion, recorded or not.
+    const transfer = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', conversionId).executeTakeFirst();
+
+    // In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
+    // which is what the poll's and the release's own guarded updates expect.
+    const reclaimPayments = () =>
+      trx.updateTable('payments').set({ conversion_status: 'converting', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'failed').execute();
+
+    let to: ConversionState;
+    if (transfer?.status === 'confirmed') {
+      if (conversion.exchange_id === null) throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is confirmed but no exchange is recorded: nothing to look at again`);
+      await reclaimPayments();
+      // A fresh deadline and budget: a person chose to look again, the reconciler's resumes start over.
+      await trx
+        .updateTable('conversions')
+        .set({ status: 'sent', reason: null, last_error: null, poll_deadline_at: new Date(Date.now() + options.pollDeadlineMs), reconcile_attempts: 0, updated_at: sql`now()` })
+        .where('conversion_id', '=', conversionId)
+        .execute();
+      await enqueuePoll(trx, conversionId, new Date());
+      to = 'sent';
+    } else if (transfer && transfer.status !== 'failed') {
+      throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`);
+    } else {
+      await reclaimPayments();
+      // No hold (unlike releaseWithHold): the cause was looked at by a person, not a refusal that may come back at once.
+      await trx.updateTable('payments').set({ conversion_hold_until: null }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
+      const never = transfer ? `its transfer ${transfer.transfer_id} failed` : 'no transfer was made';
+      await releasePaymentsIn(trx, conversionId, 'failed', `retried by ${actor}: ${never}, its ETH never left; payments back to pending (was: ${conversion.reason ?? 'no reason'})`);
+      await enqueueConversionBatch(trx);
+      to = 'failed';
+    }
+    await trx
+      .insertInto('audit_log')
+      .values({ actor, action: `conversion.${action}`, subject: conversionId, details: JSON.stringify({ from: conversion.status, to, reason: conversion.reason, transfer: transfer ? { id: transfer.transfer_id, status: transfer.status } : null }) })
+      .execute();
+    return { conversionId, from: conversion.status, to };
+  });
+}

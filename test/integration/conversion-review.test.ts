@@ -1,0 +1,257 @@
+/**
+ * The manual side of conversions on real parts (IPNs over HTTP, the ChangeNow simulator over HTTP, transfers on
+ * anvil): reading conversions, and retrying one in review, kept in the audit log under the acting token's name.
+ * Where the ETH is decides the retry: mined to ChangeNow → looked at again; never sent → payments back to the next
+ * batch; on its way → refused (409, nothing changed, nothing logged).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { toReview } from '../../src/pipeline/convert.ts';
+import type { StageDeps } from '../../src/pipeline/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { eventually, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
+import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+
+const ALICE = 'alice-admin-token-0123456789';
+/** What ChangeNow's simulator gives for one fixture payment's net ETH (0.0047239) in USDT units: × 3000 − 1. */
+const NET_AS_USDT_UNITS = '13171700';
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 9_500_000_000;
+let nextChannel = 1_003_500_000_001;
+
+type Conversion = Record<string, any>;
+
+async function start(env: Record<string, string> = {}) {
+  await payrail?.stop();
+  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env } });
+  return payrail;
+}
+
+/** A threshold channel far from its threshold: its USDT stays on its balance, no payout interferes. */
+function channel(): Promise<string> {
+  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+}
+
+const pay = (channelId: string) => sendFinished(payrail!, nextPaymentId++, channelId);
+
+async function conversionIdsOf(paymentId: string): Promise<string[]> {
+  const { rows } = await db.pool.query<{ conversion_id: string }>('select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [paymentId]);
+  return rows.map((r) => r.conversion_id);
+}
+
+async function get(conversionId: string): Promise<Conversion> {
+  const res = await payrail!.request('GET', `/api/conversions/${conversionId}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+async function reaches(conversionId: string, status: string, timeoutMs = 45_000): Promise<Conversion> {
+  let last: Conversion | undefined;
+  try {
+    await eventually(`conversion ${conversionId} ${status}`, async () => (last = await get(conversionId)).status === status, timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+  }
+  return last as Conversion;
+}
+
+/** The payment's (first) conversion, once it exists. */
+async function conversionOf(paymentId: string): Promise<string> {
+  await eventually(`a conversion for payment ${paymentId}`, async () => (await conversionIdsOf(paymentId)).length > 0);
+  return (await conversionIdsOf(paymentId))[0] as string;
+}
+
+const retry = (conversionId: string, token: string | null = ALICE) => payrail!.request('POST', `/api/conversions/${conversionId}/retry`, { token });
+
+function auditOf(subject: string) {
+  return db.db.selectFrom('audit_log').select(['actor', 'action', 'details']).where('subject', '=', subject).orderBy('id').execute();
+}
+
+async function payment(paymentId: string) {
+  const { rows } = await db.pool.query('select conversion_status, conversion_id, conversion_hold_until from payments where payment_id = $1', [paymentId]);
+  return rows[0];
+}
+
+async function channelUsdt(channelId: string): Promise<string> {
+  const { rows } = await db.pool.query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [`channel:${channelId}`]);
+  return rows[0]?.balance ?? '0';
+}
+
+const exchangesFor = (conversionId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
+
+/** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
+const review = (conversionId: string, reason: string) => toReview({ db: db.db } as unknown as StageDeps, conversionId, reason);
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('conversion review', () => {
+  it('reads conversions; retry after a failed exchange whose ETH was mined: back to sent, the poll decides (review again, then settled once ChangeNow finished it)', async () => {
+    await start();
+    const channelId = await channel();
+    outside.sim.failNextExchange('failed');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    const inReview = await reaches(id, 'needs_review');
+    expect(inReview).toMatchObject({
+      conversionId: id,
+      reason: 'exchange failed; the ETH sent has not come back',
+      amountEth: '0.0047239',
+      expectedUsdt: '13.1717',
+      usdtReceived: null,
+      paymentCount: 1,
+      transferStatus: 'confirmed',
+      exchangeId: expect.any(String),
+    });
+    const listed = await payrail!.request('GET', '/api/conversions?status=needs_review&limit=500');
+    expect(listed.status).toBe(200);
+    expect(listed.body.conversions.map((c: Conversion) => c.conversionId)).toContain(id);
+    expect(listed.body.conversions.every((c: Conversion) => c.status === 'needs_review')).toBe(true);
+    expect((await payrail!.request('GET', '/api/conversions?status=bogus')).status).toBe(400);
+    expect((await payrail!.request('GET', '/api/conversions?limit=0')).status).toBe(400);
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
+
+    // ChangeNow still reports it failed: the poll sends it back to review, with its reason.
+    const first = await retry(id);
+    expect(first.status).toBe(200);
+    expect(first.body.conversionId).toBe(id);
+    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.retry', details: { from: 'needs_review', to: 'sent', reason: 'exchange failed; the ETH sent has not come back', transfer: { id: expect.any(String), status: 'confirmed' } } }]);
+    await eventually('back in review', async () => {
+      const c = await get(id);
+      return c.status === 'needs_review' && c.reason === 'exchange failed; the ETH sent has not come back';
+    });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
+
+    // ChangeNow's support finishes the swap after all: the next retry's poll verifies the USDT on chain and settles.
+    const [exchange] = exchangesFor(id);
+    Object.assign(exchange!, { status: 'sending', forcedEnd: null });
+    expect((await retry(id)).status).toBe(200);
+    const settled = await reaches(id, 'completed');
+    expect(settled).toMatchObject({ usdtReceived: '13.1717', reason: null, payoutHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
+    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
+    expect(exchangesFor(id)).toHaveLength(1);
+    expect((await auditOf(id)).map((a) => a.details)).toMatchObject([{ to: 'sent' }, { from: 'needs_review', to: 'sent' }]);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+
+    // Completed: nothing to retry, nothing logged.
+    const refused = await retry(id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toBe(`cannot retry conversion ${id}: a conversion in state completed cannot be retried`);
+    expect(await auditOf(id)).toHaveLength(2);
+  });
+
+  it('retry with no transfer (ChangeNow held two exchanges for it): failed, payments pending again, converted by the next batch with one exchange more', async () => {
+    // Converted at once, without an estimate: the batch does not need ChangeNow before the exchange request.
+    await start({ CONVERSION_MAX_WAIT: '1ms' });
+    const channelId = await channel();
+    await outside.sim.setFault('5xx');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await eventually('the exchange request failed', async () => {
+      const { rows } = await db.pool.query('select status, last_error from conversions where conversion_id = $1', [id]);
+      return rows[0]?.status === 'exchange_requested' && rows[0]?.last_error !== null;
+    });
+    // Two exchanges for it at ChangeNow (requests that got through although their answers were lost): the stage's
+    // next attempt finds them and sends the conversion to review; neither is ever funded.
+    await outside.sim.setFault('none');
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${outside.sim.url}/v2/exchange`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-changenow-api-key': SIM_API_KEY },
+        body: JSON.stringify({ fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth', fromAmount: '0.0047239', address: outside.hostAddress, refundAddress: outside.hostAddress, userId: id }),
+      });
+      expect(res.status).toBe(200);
+    }
+    const inReview = await reaches(id, 'needs_review');
+    expect(inReview).toMatchObject({ reason: 'ChangeNow holds 2 exchanges for this conversion', transferStatus: null, exchangeId: null });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
+    const exchangesBefore = outside.sim.exchanges.size;
+
+    const res = await retry(id);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ conversionId: id, status: 'failed', reason: expect.stringMatching(/^retried by alice: no transfer was made, its ETH never left; payments back to pending \(was: ChangeNow holds 2 exchanges/) });
+    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.retry', details: { from: 'needs_review', to: 'failed', reason: 'ChangeNow holds 2 exchanges for this conversion', transfer: null } }]);
+
+    // The batch queued with the retry takes the payment: a second conversion, one more exchange, settled.
+    await eventually('converted by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    const ids = await conversionIdsOf(paymentId);
+    expect(ids).toHaveLength(2);
+    expect(ids[0]).toBe(id);
+    expect((await get(ids[1]!)).status).toBe('completed');
+    expect(outside.sim.exchanges.size).toBe(exchangesBefore + 1);
+    expect(exchangesFor(ids[1]!)).toHaveLength(1);
+    expect(exchangesFor(id).every((e) => e.status === 'waiting')).toBe(true);
+    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+    expect((await retry(id)).status).toBe(409);
+  });
+
+  it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async () => {
+    await start();
+    const channelId = await channel();
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
+    await review(id, 'stuck in exchange_created; its transfer is broadcast');
+
+    const before = await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id]);
+    const refused = await retry(id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatch(new RegExp(`^cannot retry conversion ${id}: its transfer \\S+ is broadcast: its own jobs and the reconciler follow it`));
+    expect((await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id])).rows).toEqual(before.rows);
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
+    expect(await auditOf(id)).toEqual([]);
+
+    // Mined: the ETH is at ChangeNow. ChangeNow unreachable, the retried conversion stays sent, and is refused there.
+    await outside.sim.setFault('5xx');
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await eventually('its transfer confirmed', async () => (await get(id)).transferStatus === 'confirmed');
+    expect((await get(id)).status).toBe('needs_review');
+    const res = await retry(id);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'sent', reason: null, transferStatus: 'confirmed' });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'converting', conversion_id: id });
+    const deadline = Date.parse(res.body.pollDeadlineAt);
+    expect(deadline).toBeGreaterThan(Date.now() + 3_600_000);
+    const fromSent = await retry(id);
+    expect(fromSent.status).toBe(409);
+    expect(fromSent.body.error).toBe(`cannot retry conversion ${id}: a conversion in state sent cannot be retried`);
+    expect(await auditOf(id)).toHaveLength(1);
+
+    await outside.sim.setFault('none');
+    await reaches(id, 'completed');
+    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+
+    expect((await retry('conv_0123456789abcdef')).status).toBe(404);
+    expect((await payrail!.request('GET', '/api/conversions/conv_0123456789abcdef')).status).toBe(404);
+    expect((await retry('conv_XYZ')).status).toBe(400);
+    expect((await payrail!.request('GET', '/api/conversions/po_0123456789abcdef')).status).toBe(400);
+    expect((await payrail!.request('POST', `/api/conversions/${id}/resolve`)).status).toBe(400);
+    expect((await retry(id, null)).status).toBe(401);
+    expect((await payrail!.request('GET', '/api/conversions', { token: null })).status).toBe(401);
+    expect((await payrail!.request('GET', `/api/conversions/${id}`, { token: 'wrong-token-0123456789abcdef' })).status).toBe(401);
+    expect(await auditOf(id)).toHaveLength(1);
+  });
+});
