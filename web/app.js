@@ -1,6 +1,6 @@
 /*
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
- * with the tab), refreshes it every few seconds, and calls the payout actions of the review queue.
+ * with the tab), refreshes it every few seconds, and calls the payout and conversion actions of the review queue.
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -10,11 +10,33 @@
 
   const TOKEN_KEY = 'payrail.adminToken';
   const REFRESH_MS = 5000;
-  const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
-  const ACTIONS = {
-    retry: 'Retry payout {id}? It resumes from where it stopped.',
-    approve: 'Approve payout {id}? It will be exchanged and sent.',
-    cancel: "Cancel payout {id}? Its funds go back to the channel's balance.",
+  /*
+   * What the review buttons may act on (a button's data-kind): the id a button must carry, the API path, and each
+   * action's confirmation. A button naming anything else sends nothing.
+   */
+  const SUBJECTS = {
+    payout: {
+      idRe: /^p[ob]_[0-9a-f]{16}$/,
+      path: 'payouts',
+      actions: {
+        retry: 'Retry payout {id}? It resumes from where it stopped.',
+        approve: 'Approve payout {id}? It will be exchanged and sent.',
+        cancel: "Cancel payout {id}? Its funds go back to the channel's balance.",
+      },
+      outcomes: {},
+    },
+    conversion: {
+      idRe: /^conv_[0-9a-f]{16}$/,
+      path: 'conversions',
+      actions: {
+        retry: 'Retry conversion {id}? If its ETH never left, it ends and its payments go into the next batch; if it was sent, ChangeNow is asked about it again.',
+      },
+      // A retried conversion "is now failed" when it worked: say what that means for its payments.
+      outcomes: {
+        failed: 'its ETH never left, its payments go into the next batch',
+        sent: 'ChangeNow is asked about it again',
+      },
+    },
   };
 
   /*
@@ -179,6 +201,15 @@
 
   function present(o) {
     const review = o.review.payouts.map((p) => payoutView(p, 'review'));
+    const reviewConversions = o.review.conversions.map((c) => ({
+      ...c,
+      testid: `review-${c.conversionId}`,
+      sentText: groupDigits(c.sent),
+      assetText: upper(c.sentAsset),
+      reasonText: c.reason ?? '',
+      waiting: age(c.waitingSeconds),
+    }));
+    const reviewCount = review.length + reviewConversions.length;
     const payouts = o.payouts.map((p) => payoutView(p, 'payout'));
     const conversions = o.conversions.map((c) => ({
       ...c,
@@ -199,9 +230,12 @@
       totals: totalsView(o.totals),
       pipeline: pipelineView(o.pipeline, o.windowHours),
       review: {
-        count: review.length,
-        none: review.length === 0,
+        count: reviewCount,
+        none: reviewCount === 0,
         items: review,
+        any: review.length > 0,
+        conversions: reviewConversions,
+        anyConversions: reviewConversions.length > 0,
         paymentsNote: o.review.payments > 0 ? `${o.review.payments} payment(s) kept for review (see GET /api/payments/:id).` : '',
       },
       channels: {
@@ -386,18 +420,20 @@
       },
 
       async act(event) {
-        const { action, payout } = event.currentTarget.dataset;
-        if (!ACTIONS[action] || !PAYOUT_ID_RE.test(payout ?? '')) return;
-        if (!window.confirm(ACTIONS[action].replace('{id}', payout))) return;
-        const { status, body } = await this.api('POST', `/api/payouts/${payout}/${action}`);
+        const { kind, action, id } = event.currentTarget.dataset;
+        const subject = Object.hasOwn(SUBJECTS, kind ?? '') ? SUBJECTS[kind] : null;
+        if (!subject || !Object.hasOwn(subject.actions, action ?? '') || !subject.idRe.test(id ?? '')) return;
+        if (!window.confirm(subject.actions[action].replace('{id}', id))) return;
+        const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`);
         if (status === 200) {
-          this.notice = { text: `${action}: payout ${payout} is now ${body.status}.`, kind: 'ok' };
+          const outcome = Object.hasOwn(subject.outcomes, body.status) ? `: ${subject.outcomes[body.status]}` : '';
+          this.notice = { text: `${action}: ${kind} ${id} is now ${body.status}${outcome}.`, kind: 'ok' };
         } else if (status === 401) {
           this.signOut();
           this.error = 'The server refused this token.';
           return;
         } else {
-          // 409: the action is not safe from the payout's state; the API says why.
+          // 409: the action is not safe from the subject's state; the API says why.
           this.notice = { text: body.error ?? `${action} failed (HTTP ${status})`, kind: 'error' };
         }
         await this.load();

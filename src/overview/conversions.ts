@@ -6,7 +6,7 @@
 import { sql } from 'kysely';
 import type { ConversionState, Db } from '../db/index.ts';
 import { formatAsset, seconds } from './amounts.ts';
-import type { ConversionRow } from './types.ts';
+import type { ConversionRow, ReviewConversion } from './types.ts';
 import type { LedgerWindow } from './window.ts';
 
 export const CONVERSION_STATES: readonly ConversionState[] = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'];
@@ -15,6 +15,8 @@ const ENDED: readonly ConversionState[] = ['completed', 'failed'];
 const RECENT_SETTLED = 10;
 /** Open conversions listed (there are a handful; more means something is stuck, and the count says so). */
 const OPEN_SHOWN = 50;
+/** Conversions in review listed; a handful at most, the pipeline's needs_review count says if there are more. */
+const REVIEW_SHOWN = 100;
 
 export interface ConversionStates {
   readonly counts: Record<ConversionState, number>;
@@ -92,5 +94,26 @@ export async function recentConversions(db: Db, window: LedgerWindow): Promise<C
     updatedAt: r.updated_at.toISOString(),
     ageSeconds: seconds(r.age),
     inStateSeconds: seconds(r.in_state),
+  }));
+}
+
+/**
+ * Conversions a person must act on (retry), the longest waiting first. `status = 'needs_review'` lies within the
+ * conversions_open partial index, so this never reads settled conversions.
+ */
+export async function reviewConversions(db: Db): Promise<ReviewConversion[]> {
+  const { rows } = await sql<{ conversion_id: string; reason: string | null; amount_wei: string; from_asset: string; payment_count: number; updated_at: Date; waiting: string }>`
+    select conversion_id, reason, amount_wei::text as amount_wei, from_asset, payment_count, updated_at,
+           extract(epoch from now() - updated_at)::bigint::text as waiting
+    from conversions where status = 'needs_review'
+    order by updated_at, conversion_id limit ${REVIEW_SHOWN}`.execute(db);
+  return rows.map((r) => ({
+    conversionId: r.conversion_id,
+    reason: r.reason,
+    sent: formatAsset(BigInt(r.amount_wei), r.from_asset),
+    sentAsset: r.from_asset,
+    paymentCount: r.payment_count,
+    updatedAt: r.updated_at.toISOString(),
+    waitingSeconds: Math.max(0, seconds(r.waiting)),
   }));
 }

@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
 import { openAlerts } from './alerts.ts';
 import { readChannels } from './channels.ts';
-import { readConversionStates, recentConversions } from './conversions.ts';
+import { readConversionStates, recentConversions, reviewConversions } from './conversions.ts';
 import { readObservations } from './observations.ts';
 import { paymentStages } from './payments.ts';
 import { payoutCounts, recentPayouts, reviewQueue } from './payouts.ts';
@@ -66,7 +66,7 @@ export async function readOverview(db: Db, options: { windowHours?: number } = {
         conversions: await recentConversions(trx, window),
         payouts: await recentPayouts(trx, window),
         channels: await readChannels(trx),
-        review: await reviewQueue(trx, stages.inReview, now),
+        review: { ...(await reviewQueue(trx, stages.inReview, now)), conversions: await reviewConversions(trx) },
         hostWallet: observed.hostWallet,
         services: observed.services,
         volume,

@@ -98,9 +98,11 @@ export function formatStatus(o: Overview): string {
   const services = o.services.map((s) => [s.name, `${s.ok ? 'ok' : 'FAILING'}${s.detail ? ` (${clip(s.detail, 60)})` : ''}`, `${age(s.ageSeconds)} ago`]);
   out.push(...table([...wallet, ...services], ['left', 'left', 'right']));
 
-  section(`REVIEW QUEUE (${o.review.payouts.length} payouts${o.review.payments > 0 ? `, ${o.review.payments} payments` : ''})`);
-  if (o.review.payouts.length === 0) out.push('  nothing waits for a person');
-  out.push(...table(o.review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
+  const review = o.review;
+  section(`REVIEW QUEUE (${review.payouts.length} payouts${review.conversions.length > 0 ? `, ${review.conversions.length} conversions` : ''}${review.payments > 0 ? `, ${review.payments} payments` : ''})`);
+  if (review.payouts.length === 0 && review.conversions.length === 0) out.push('  nothing waits for a person');
+  out.push(...table(review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
+  out.push(...table(review.conversions.map((c) => [c.conversionId, 'needs_review', `${c.sent} ${c.sentAsset.toUpperCase()}`, `${c.paymentCount} payments`, age(c.waitingSeconds), clip(c.reason ?? '', 70)]), ['left', 'left', 'decimal', 'right', 'right', 'left']));
 
   section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, fullest ${o.channels.items.length} shown` : ''})`);
   out.push(

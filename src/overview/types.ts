@@ -144,8 +144,22 @@ export interface ChannelRow {
 export interface ReviewQueue {
   /** Payouts a person must act on: in review (retry, cancel, resolve) or above the approval limit (approve, cancel). */
   readonly payouts: Array<PayoutView & { readonly waitingSeconds: number }>;
+  /** Conversions in review, oldest waiting first: retry (POST /api/conversions/:id/retry) is their only action. */
+  readonly conversions: ReviewConversion[];
   /** Payments kept for review (see pipeline.payments.inReview); they have no action here. */
   readonly payments: number;
+}
+
+export interface ReviewConversion {
+  readonly conversionId: string;
+  readonly reason: string | null;
+  /** What it took from the channels, in `sentAsset` (ETH). */
+  readonly sent: string;
+  readonly sentAsset: string;
+  readonly paymentCount: number;
+  readonly updatedAt: string;
+  /** Seconds since it went into review (its last change). */
+  readonly waitingSeconds: number;
 }
 
 export interface HostBalance {

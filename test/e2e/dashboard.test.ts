@@ -1,7 +1,7 @@
 /**
  * The operator dashboard in a real browser (Debian's chromium driven by playwright-core) against a seeded database:
- * no data without the token, the figures shown are the API's, the review buttons call the payout actions (confirm
- * first, the API's refusal shown as it says it), and the page runs under its Content-Security-Policy without a
+ * no data without the token, the figures shown are the API's, the review buttons call the payout and conversion
+ * actions (confirm first, the API's refusal shown as it says it), and the page runs under its Content-Security-Policy without a
  * violation. A screenshot is kept in test-artifacts/dashboard.png.
  */
 import fs from 'node:fs';
@@ -198,6 +198,70 @@ describe('the dashboard', () => {
     expect(await shown(page, `[data-testid=payout-${reviewId}] [data-role=state]`)).toBe('cancelled');
     expect((await overview()).review.payouts).toEqual([]);
     await page.close();
+  });
+
+  it('retries a conversion in review from the review queue: confirm first, the API refusal shown as it says it, then the change', async () => {
+    // In review with no transfer made: a retry ends it as failed, its ETH never having left. No payment is attached,
+    // so the release moves none (releasePaymentsIn updates whatever payments are linked, here none).
+    const id = 'conv_00000000000000c1';
+    // Its transfer is still an intent: its own jobs follow it, so a retry is refused (409).
+    const stuck = 'conv_00000000000000c2';
+    const insert = "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
+    await db.pool.query(insert, [id, '9447800000000000', 2, 'seeded: stage died twice', '10 minutes']);
+    await db.pool.query(insert, [stuck, '4723900000000000', 1, 'seeded: transfer unknown', '5 minutes']);
+    await db.pool.query("insert into chain_transfers (transfer_id, purpose, ref, asset, from_address, to_address, amount, status) values ('tx_seeded_c2', 'conversion', $1, 'eth', $2, $2, '4723900000000000', 'intent')", [stuck, WALLET]);
+    try {
+      const page = await newPage();
+      await signIn(page);
+      const row = `[data-testid=review-${id}]`;
+      const stuckRow = `[data-testid=review-${stuck}]`;
+      await page.waitForSelector(row);
+      expect((await overview()).review.conversions.map((c) => [c.conversionId, c.sent, c.sentAsset, c.paymentCount, c.reason])).toEqual([
+        [id, '0.0094478', 'eth', 2, 'seeded: stage died twice'],
+        [stuck, '0.0047239', 'eth', 1, 'seeded: transfer unknown'],
+      ]);
+      expect(await shown(page, `${row} td:nth-child(3)`)).toBe('0.0094478 ETH');
+      expect(await page.textContent(`${row} td:nth-child(4)`)).toBe('seeded: stage died twice');
+      expect(await page.textContent(`${row} td:nth-child(5)`)).toBe('10 min');
+      // The badge counts the conversions with the payouts (none left in review after the previous test).
+      expect(await shown(page, '[data-testid=review] h2 .count')).toBe('2');
+
+      // Dismissed: nothing is sent.
+      page.once('dialog', (dialog) => void dialog.dismiss());
+      await page.click(`${row} button[data-action=retry]`);
+      await page.waitForTimeout(300);
+      expect((await payrail.request('GET', `/api/conversions/${id}`)).body.status).toBe('needs_review');
+
+      page.once('dialog', (dialog) => void dialog.accept());
+      await page.click(`${stuckRow} button[data-action=retry]`);
+      await page.waitForSelector('[data-testid=notice].error');
+      const refused = await payrail.request('POST', `/api/conversions/${stuck}/retry`);
+      expect(refused.status).toBe(409);
+      expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+      expect((await payrail.request('GET', `/api/conversions/${stuck}`)).body.status).toBe('needs_review');
+
+      let asked = '';
+      page.once('dialog', (dialog) => {
+        asked = dialog.message();
+        void dialog.accept();
+      });
+      await page.click(`${row} button[data-action=retry]`);
+      await page.waitForSelector('[data-testid=notice].ok');
+      expect(asked).toContain(`Retry conversion ${id}?`);
+      expect(await page.textContent('[data-testid=notice]')).toBe(`retry: conversion ${id} is now failed: its ETH never left, its payments go into the next batch.`);
+      // The page reloaded the overview: out of the review queue, the refused one still in it.
+      await page.waitForSelector(row, { state: 'detached' });
+      expect(await page.locator(stuckRow).count()).toBe(1);
+      expect(await shown(page, '[data-testid=review] h2 .count')).toBe('1');
+      const after = await payrail.request('GET', `/api/conversions/${id}`);
+      expect(after.status).toBe(200);
+      expect(after.body).toMatchObject({ status: 'failed', reason: expect.stringMatching(/^retried by .+: no transfer was made/) });
+      expect((await overview()).review.conversions.map((c) => c.conversionId)).toEqual([stuck]);
+      await page.close();
+    } finally {
+      await db.pool.query("delete from chain_transfers where transfer_id = 'tx_seeded_c2'");
+      await db.pool.query('delete from conversions where conversion_id = $1', [stuck]);
+    }
   });
 
   it('refreshes without a reload', async () => {

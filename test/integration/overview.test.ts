@@ -157,6 +157,37 @@ describe('readOverview', () => {
     expect(overview.review.payouts.map((p) => [p.payoutId, p.status, p.reason])).toEqual([[ids.review, 'needs_review', 'seeded: exchange failed']]);
     expect(overview.review.payouts[0]?.waitingSeconds).toBeGreaterThanOrEqual(0);
     expect(overview.review.payments).toBe(1);
+    expect(overview.review.conversions).toEqual([]);
+  });
+
+  it('puts conversions in review in the review queue, the longest waiting first, and the text report lists them', async () => {
+    const older = 'conv_00000000000000b1';
+    const newer = 'conv_00000000000000b2';
+    const insert = "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
+    await db.pool.query(insert, [newer, NET_WEI.toString(), 1, 'seeded: transfer state unknown', '10 minutes']);
+    await db.pool.query(insert, [older, (3n * NET_WEI).toString(), 3, 'seeded: ChangeNow lost the exchange', '2 hours']);
+    try {
+      const now = await readOverview(db.db);
+      expect(now.review.conversions.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
+        { conversionId: older, reason: 'seeded: ChangeNow lost the exchange', sent: eth(3n * NET_WEI), sentAsset: 'eth', paymentCount: 3 },
+        { conversionId: newer, reason: 'seeded: transfer state unknown', sent: eth(NET_WEI), sentAsset: 'eth', paymentCount: 1 },
+      ]);
+      // updated_at was set from the database's clock: the wait is the interval plus the moments since the insert.
+      const [first, second] = now.review.conversions;
+      expect(first?.waitingSeconds).toBeGreaterThanOrEqual(7_200);
+      expect(first?.waitingSeconds).toBeLessThan(7_260);
+      expect(second?.waitingSeconds).toBeGreaterThanOrEqual(600);
+      expect(second?.waitingSeconds).toBeLessThan(660);
+      expect(now.review.payouts).toEqual(overview.review.payouts.map((p) => ({ ...p, waitingSeconds: expect.any(Number) })));
+
+      const text = formatStatus(now);
+      expect(text).toContain('REVIEW QUEUE (1 payouts, 2 conversions, 1 payments)');
+      expect(text).toMatch(new RegExp(`${older}\\s+needs_review\\s+${eth(3n * NET_WEI).replace('.', '\\.')} ETH\\s+3 payments\\s+2h00m\\s+seeded: ChangeNow lost the exchange`));
+      expect(text).toMatch(new RegExp(`${newer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+1 payments\\s+10m\\s+seeded: transfer state unknown`));
+      expect(text.indexOf(older)).toBeLessThan(text.indexOf(newer));
+    } finally {
+      await db.pool.query('delete from conversions where conversion_id = any($1)', [[older, newer]]);
+    }
   });
 
   it('shows open alerts only, critical first', () => {
