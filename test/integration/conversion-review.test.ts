@@ -10,7 +10,7 @@ import { toReview } from '../../src/pipeline/convert.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, resetFaults, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
@@ -94,9 +94,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await payrail?.stop();
   payrail = undefined;
-  await outside.sim.setFault('none');
-  outside.sim.failNextExchange(null);
-  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+  await resetFaults(outside);
 });
 afterAll(async () => {
   await db?.close();

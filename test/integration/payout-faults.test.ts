@@ -8,7 +8,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
 import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
@@ -169,9 +169,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await stopAll();
   sink = undefined;
-  await outside.sim.setFault('none');
-  outside.sim.failNextExchange(null);
-  for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
+  await resetFaults(outside);
   if (hostBalanceToRestore !== undefined) {
     await setHostBalance(hostBalanceToRestore);
     hostBalanceToRestore = undefined;

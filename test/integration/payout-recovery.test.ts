@@ -11,9 +11,9 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
 import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
-import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
@@ -243,10 +243,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await stopAll();
   sink = undefined;
-  await outside.sim.setFault('none');
-  outside.sim.failNextExchange(null);
-  for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
-  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+  await resetFaults(outside);
   if (hostBalanceToRestore !== undefined) {
     await setHostBalance(hostBalanceToRestore);
     hostBalanceToRestore = undefined;

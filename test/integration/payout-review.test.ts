@@ -8,7 +8,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
@@ -114,9 +114,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await payrail?.stop();
   payrail = undefined;
-  await outside.sim.setFault('none');
-  outside.sim.failNextExchange(null);
-  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+  await resetFaults(outside);
 });
 afterAll(async () => {
   await db?.close();

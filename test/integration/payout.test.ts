@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
@@ -47,8 +47,7 @@ beforeAll(async () => {
 afterEach(async () => {
   await payrail?.stop();
   payrail = undefined;
-  await outside.sim.setFault('none');
-  outside.sim.failNextExchange(null);
+  await resetFaults(outside);
 });
 afterAll(async () => {
   await db?.close();

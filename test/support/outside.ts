@@ -1,6 +1,6 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { createPublicClient, erc20Abi, http, type Address, type Hex } from 'viem';
-import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
+import { DEFAULT_PAIRS, rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { freePort } from './ports.ts';
 
@@ -65,4 +65,15 @@ export async function eventually(what: string, check: () => Promise<boolean>, ti
     await new Promise((r) => setTimeout(r, 150));
   }
   throw new Error(`timed out waiting for: ${what}`);
+}
+
+/**
+ * Undoes every fault a test may have set on the outside world: ChangeNow answering normally with its default pairs
+ * and no forced exchange outcome, and the chain mining each transaction at once.
+ */
+export async function resetFaults(outside: Outside): Promise<void> {
+  await outside.sim.setFault('none');
+  outside.sim.failNextExchange(null);
+  for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
+  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
 }
