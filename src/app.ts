@@ -9,7 +9,7 @@ import { secretValues, type Config } from './config.ts';
 import { createChangeNowClient, type ChangeNowObserver } from './integrations/changenow/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
-import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps } from './pipeline/index.ts';
+import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
@@ -120,6 +120,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       pollIntervalMs: config.CONVERSION_POLL_INTERVAL,
       pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
       transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
+      transfer: transferPolicy(config, outside.chainId),
       payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
       payoutApprovalAboveUsdCents: config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
       walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
@@ -127,6 +128,16 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
     logger,
     notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
     ...(crashPoint && { crashPoint }),
+  };
+}
+
+/** Mainnet's defaults are for a chain that reprices and reorganises; a local chain mines at once and never does. */
+export function transferPolicy(config: Config, chainId: number): TransferPolicy {
+  const mainnet = chainId === 1;
+  return {
+    bumpAfterMs: config.TRANSFER_BUMP_AFTER ?? (mainnet ? 180_000 : 30_000),
+    maxFeePerGasWei: parseUnits(config.TRANSFER_MAX_FEE_GWEI, 9),
+    confirmations: config.CHAIN_CONFIRMATIONS ?? (mainnet ? 12 : 1),
   };
 }
 

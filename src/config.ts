@@ -156,6 +156,16 @@ const schema = z.object({
   CONVERSION_POLL_INTERVAL: duration.default(15_000),
   CONVERSION_POLL_DEADLINE: duration.default(7_200_000),
   TRANSFER_CONFIRM_DEADLINE: duration.default(1_800_000),
+  /** A transfer not mined this long after its latest version was signed gets a replacement with higher fees. Default: 3m on chain 1, 30s elsewhere. */
+  TRANSFER_BUMP_AFTER: duration.optional(),
+  /** The most payrail ever offers per gas, in gwei (a decimal): at this ceiling a waiting transfer is alerted, not bumped. */
+  TRANSFER_MAX_FEE_GWEI: z.string().regex(/^(0|[1-9][0-9]{0,5})(\.[0-9]{1,9})?$/, 'must be a decimal amount of gwei such as 300 or 2.5').default('300')
+    .refine((text) => /[1-9]/.test(text), 'must be more than 0'),
+  /**
+   * When a mined transfer counts: a number of blocks (its own included), or the chain's 'safe' or 'finalized' tag.
+   * Default: 12 on chain 1, 1 elsewhere.
+   */
+  CHAIN_CONFIRMATIONS: z.union([z.enum(['safe', 'finalized']), positiveInt.max(1_000)], { error: 'must be a number of blocks (1 to 1000), safe or finalized' }).optional(),
   /** How often the reconciler looks for conversions, payouts and transfers past their deadline. */
   RECONCILE_INTERVAL: cronMinutes.default(60_000),
   /** How often the alert rules are evaluated (and the host wallet, chain RPC and ChangeNow observed). */

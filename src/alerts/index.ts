@@ -9,9 +9,10 @@
  *   threshold_no_batch: channel id                 queue_depth / queue_age: task name
  *   job_failed_permanently: job id                 alert_webhook_failed: "webhook" (never sent to the webhook)
  *   host_wallet_low: eth | usdt                    chain_rpc_unreachable: chain_rpc    changenow_unreachable: changenow
- *   ledger_invariant_broken: invariant name
+ *   ledger_invariant_broken: invariant name        transfer_needs_review: transfer id
  * Event rules (EVENT_RULES), raised by code paths with raiseAlert: changenow_permanent_error (error code),
- * host_wallet_insufficient (eth | usdt), transfer_refused / transfer_unconfirmed (transfer id), duplicate_exchanges,
+ * host_wallet_insufficient (eth | usdt), transfer_refused / transfer_unconfirmed / transfer_estimate_failed /
+ * transfer_fee_ceiling / transfer_nonce_taken / transfer_reorged / transfer_review / transfer_resolved (transfer id), duplicate_exchanges,
  * exchange_mismatch and conversion_* (conversion id), worker_runner_stopped (worker id), alert_rule_failed (rule).
  */
 export { raiseAlert, storeEventAlert, listAlerts, getAlert, resolveAlertByHand, NOTIFY_MAX_ATTEMPTS, type AlertInput, type AlertView, type AlertListState, type HandResolution, type RaiseOptions } from './store.ts';

@@ -78,6 +78,22 @@ const conversionNeedsReview: StateRule = {
   },
 };
 
+/** A transfer waits for a person (its nonce taken by another transaction, a token that moved something else). */
+const transferNeedsReview: StateRule = {
+  name: 'transfer_needs_review',
+  severity: 'critical',
+  async evaluate({ db }) {
+    const rows = await db.selectFrom('chain_transfers').select(['transfer_id', 'purpose', 'ref', 'asset', 'amount', 'nonce', 'tx_hash', 'reason', 'updated_at']).where('status', '=', 'needs_review').orderBy('updated_at').execute();
+    return {
+      firing: rows.map((r) => ({
+        subject: r.transfer_id,
+        message: `transfer ${r.transfer_id} (${r.purpose} ${r.ref}, ${amountText(r.amount, r.asset)}, nonce ${r.nonce}) needs review: ${r.reason ?? 'no reason recorded'}`,
+        details: { transferId: r.transfer_id, purpose: r.purpose, ref: r.ref, amount: amountText(r.amount, r.asset), nonce: r.nonce, txHash: r.tx_hash, reason: r.reason, since: r.updated_at },
+      })),
+    };
+  },
+};
+
 /**
  * Payments sent back to pending and held after ChangeNow refused their conversion for good (a bad key, an inactive
  * pair): they are retried with a growing backoff, and each retry meets the same refusal until a person acts. The
@@ -176,6 +192,7 @@ export const pipelineRules: readonly StateRule[] = [
   paymentsAwaitingConversion,
   conversionNeedsReview,
   conversionHeld,
+  transferNeedsReview,
   payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance', (settings) => settings.eventResolveAfterMs),
   payoutRule('payout_needs_review', 'needs_review', 'critical', 'needs review'),
   payoutRule('payout_awaiting_approval', 'awaiting_approval', 'warning', 'waits for approval'),

@@ -2,3 +2,4 @@ export { openPool, type Db, type DatabaseHandle } from './pool.ts';
 export { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
 export { migrate, listMigrations, pendingMigrations } from './migrate.ts';
 export type * from './schema.ts';
+export { TRANSFER_STATES, TRANSFER_ACTIONS_REQUESTED } from './schema.ts';

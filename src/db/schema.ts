@@ -109,8 +109,14 @@ export interface WorkerHeartbeatsTable {
 }
 
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+/** A nullable text column that an insert may leave out. */
+type OptionalText = ColumnType<string | null, string | null | undefined, string | null>;
 
-export type TransferStatus = 'intent' | 'signed' | 'broadcast' | 'confirmed' | 'failed';
+/** Every state a transfer can be in (see src/pipeline/transfer/model.ts); the database's CHECK lists the same. */
+export const TRANSFER_STATES = ['intent', 'signed', 'broadcast', 'confirmed', 'failed', 'needs_review'] as const;
+export type TransferStatus = (typeof TRANSFER_STATES)[number];
+export const TRANSFER_ACTIONS_REQUESTED = ['bump', 'cancel', 'resolve_mined', 'resolve_never_sent'] as const;
+export type TransferRequestedAction = (typeof TRANSFER_ACTIONS_REQUESTED)[number];
 
 export interface ChainTransfersTable {
   transfer_id: string;
@@ -132,8 +138,28 @@ export interface ChainTransfersTable {
   /** Times the reconciler re-queued its job, and when it last did. */
   reconcile_attempts: Generated<number>;
   reconciled_at: NullableTimestamp;
+  reason: OptionalText;
+  gas_limit: NullableNumeric;
+  block_hash: OptionalText;
+  nonce_taken_seen_at: NullableTimestamp;
+  requested_action: ColumnType<TransferRequestedAction | null, TransferRequestedAction | null | undefined, TransferRequestedAction | null>;
+  requested_hash: OptionalText;
+  requested_by: OptionalText;
+  requested_at: NullableTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface ChainTransferVersionsTable {
+  transfer_id: string;
+  version: number;
+  kind: 'transfer' | 'cancel';
+  tx_hash: string;
+  raw_tx: string;
+  gas_limit: NullableNumeric;
+  max_fee_per_gas: NullableNumeric;
+  max_priority_fee_per_gas: NullableNumeric;
+  created_at: Generated<Date>;
 }
 
 export interface ChainRefundsTable {
@@ -262,6 +288,7 @@ export interface Database {
   alerts: AlertsTable;
   observations: ObservationsTable;
   chain_transfers: ChainTransfersTable;
+  chain_transfer_versions: ChainTransferVersionsTable;
   chain_refunds: ChainRefundsTable;
   wallet_nonces: WalletNoncesTable;
   conversions: ConversionsTable;

@@ -14,7 +14,7 @@ import { formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { withRunLock } from './run-lock.ts';
 import { stageAlert } from './alert.ts';
-import { createTransfer, type TransferHooks } from './transfer.ts';
+import { createTransfer, type TransferHooks } from './transfer/index.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
 const HOLD_MAX_MINUTES = 24 * 60;
@@ -237,9 +237,9 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
         .execute();
       await enqueuePoll(trx, transfer.ref, new Date());
     },
-    async onFailed(trx, transfer, reason) {
+    async onFailed(trx, transfer, failure) {
       // The ETH never reached ChangeNow: the payments can simply wait for the next conversion.
-      await releasePaymentsIn(trx, transfer.ref, 'failed', `transfer ${transfer.transfer_id} ${reason}`);
+      await releasePaymentsIn(trx, transfer.ref, 'failed', `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}`);
     },
   };
 }

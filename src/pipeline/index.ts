@@ -1,7 +1,7 @@
 export { recordIpn, releaseUnknownChannelPayments, REVIEW, type IntakeResult, type IntakeOutcome, type IntakeSettings } from './intake.ts';
 export { getPayment, type PaymentView } from './payments.ts';
 export { pipelineTasks, pipelineCron, HANDLED_TASKS } from './tasks.ts';
-export { CRASH_POINTS, type StageDeps, type Exchange, type Wallet, type ConversionSettings, type CrashPoint } from './interfaces.ts';
+export { CRASH_POINTS, type StageDeps, type Exchange, type Wallet, type ConversionSettings, type CrashPoint, type TransferPolicy } from './interfaces.ts';
 export { listPayouts, getPayout, type PayoutView } from './payouts.ts';
 export { OPEN_PAYOUT_STATUSES, USDT_UNITS_PER_CENT } from './payout.ts';
 export { applyPayoutAction, PayoutActionInvalid, PayoutActionRefused, type PayoutAction } from './payout-review.ts';

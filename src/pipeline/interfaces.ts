@@ -24,12 +24,23 @@ export interface ConversionSettings {
   pollIntervalMs: number;
   pollDeadlineMs: number;
   transferConfirmDeadlineMs: number;
+  transfer: TransferPolicy;
   /** Transient failures a payout may have before it goes to review. */
   payoutMaxAttempts: number;
   /** Payouts worth more (USD cents) wait for a person's approval; null: none do. */
   payoutApprovalAboveUsdCents: bigint | null;
   /** A payout to a channel whose payout wallet changed less than this ago is held until this long after the change; unset or 0: none is. */
   walletChangeHoldMs?: number;
+}
+
+/** How transfers meet a chain that reprices and reorganises. */
+export interface TransferPolicy {
+  /** TRANSFER_BUMP_AFTER: a version not mined this long after it was signed is replaced with higher fees. */
+  bumpAfterMs: number;
+  /** TRANSFER_MAX_FEE_GWEI in wei: no version ever offers more per gas. */
+  maxFeePerGasWei: bigint;
+  /** CHAIN_CONFIRMATIONS: blocks deep (its own included), or a block tag that must cover the block. */
+  confirmations: number | 'safe' | 'finalized';
 }
 
 export interface StageDeps {

@@ -12,7 +12,7 @@ import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
 import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, type Payout } from './payout.ts';
-import { resumeTransfer, type Transfer } from './transfer.ts';
+import { resumeTransfer, type Transfer } from './transfer/index.ts';
 
 export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
 

@@ -24,7 +24,7 @@ import { accounts, postJournal, type AccountRef } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
-import { createTransfer, TransferNotReady, type TransferHooks } from './transfer.ts';
+import { createTransfer, TransferNotReady, type TransferHooks } from './transfer/index.ts';
 import { stageAlert } from './alert.ts';
 
 export type Payout = Selectable<PayoutsTable>;
@@ -387,11 +387,17 @@ export function payoutTransferHooks(deps: StageDeps): TransferHooks {
         .execute();
       await enqueuePayoutPoll(trx, payout.payout_id, new Date());
     },
-    async onFailed(trx, transfer, reason) {
+    async onFailed(trx, transfer, failure) {
       const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
-      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return unexpected(deps, payout, `failed (${reason})`);
-      await returnFundsIn(trx, payout, 'failed', `transfer ${transfer.transfer_id} ${reason}: the funds never left`);
-      deps.logger.error({ event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason }, 'payout transfer failed; funds back on the channel balance');
+      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return unexpected(deps, payout, `failed (${failure.code})`);
+      if (failure.code === 'estimate_failed') {
+        // The receiver (a contract that refuses it, a token blacklist) would make every try fail: a person decides,
+        // with the funds still reserved; cancel returns them to the channel (nothing was signed).
+        await toReview(deps, payout.payout_id, `transfer ${transfer.transfer_id}: ${failure.message}`, 'payout_transfer_would_fail', trx);
+        return;
+      }
+      await returnFundsIn(trx, payout, 'failed', `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}; the funds never left`);
+      deps.logger.error({ event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason: failure.code }, 'payout transfer failed; funds back on the channel balance');
     },
   };
 }

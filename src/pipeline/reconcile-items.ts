@@ -12,7 +12,7 @@ import { enqueueConversionExchange, enqueuePoll, releaseWithHold, toReview as co
 import type { StageDeps } from './interfaces.ts';
 import { enqueuePayoutPoll, enqueuePayoutRun, toReview as payoutToReview } from './payout.ts';
 import { jobKeySources, jobKeysFor, type DeadlineRule, type ItemKind, type ReconcileSettings, type StuckItem } from './reconcile-rules.ts';
-import { resumeTransfer } from './transfer.ts';
+import { resumeTransfer } from './transfer/index.ts';
 
 export interface ItemRow extends StuckItem {
   id: string;

@@ -11,7 +11,7 @@ import { pollPayout } from './payout-poll.ts';
 import { reconcile } from './reconcile.ts';
 import { pollConversion } from './settle.ts';
 import { runThresholdCheck } from './threshold.ts';
-import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer.ts';
+import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
 export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile'];
@@ -44,7 +44,7 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     }),
     conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
-    transfer_send: async (payload) => sendTransfer(deps, transferPayload.parse(payload).transferId),
+    transfer_send: async (payload) => sendTransfer(deps, hooks, transferPayload.parse(payload).transferId),
     transfer_confirm: async (payload) => confirmTransfer(deps, hooks, transferPayload.parse(payload).transferId),
     reconcile: periodic('reconcile', async () => {
       await reconcile(deps);

@@ -17,7 +17,7 @@ import { createLogger } from '../../src/log.ts';
 import { applyPayoutAction, HANDLED_TASKS, pipelineCron, reconcile, type CrashPoint, type ReconcileSummary, type StageDeps } from '../../src/pipeline/index.ts';
 import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
 import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
-import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer.ts';
+import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
@@ -90,7 +90,7 @@ async function conversionSent(): Promise<string> {
   const id = await newConversion();
   await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
   const transferId = (await conversionRow(id)).transfer_id as string;
-  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
   await byHand(`transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks(), transferId));
   expect(await conversionRow(id)).toMatchObject({ status: 'sent' });
   return id;
@@ -128,7 +128,7 @@ async function payoutSent(): Promise<string> {
   const paymentId = await instantPayment();
   await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
   const { payout_id: payoutId, transfer_id: transferId } = await payoutOfPayment(paymentId);
-  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId as string));
+  await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId as string));
   await byHand(`transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks(), transferId as string));
   expect(await payoutRow(payoutId)).toMatchObject({ status: 'sent' });
   return payoutId;
@@ -321,7 +321,7 @@ describe('lost and given-up jobs', () => {
     const id = await newConversion();
     await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
     const transferId = (await conversionRow(id)).transfer_id as string;
-    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
     const [broadcast] = await transfersOf('conversion', id);
     expect(broadcast).toMatchObject({ transfer_id: transferId, status: 'broadcast' });
     await loseJob(`transfer_confirm:${transferId}`);
@@ -402,7 +402,7 @@ describe('giving up once resuming has had its chance', () => {
     const id = await newConversion();
     await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
     const transferId = (await conversionRow(id)).transfer_id as string;
-    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, transferId));
+    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
     await loseJob(`transfer_confirm:${transferId}`);
     await db.pool.query('update chain_transfers set reconcile_attempts = 3 where transfer_id = $1', [transferId]);
 
@@ -624,7 +624,7 @@ describe('an item that fails', () => {
     const other = await newConversion();
     await byHand(`conversion_exchange:${other}`, () => createConversionExchange(deps, other));
     const otherTransfer = (await conversionRow(other)).transfer_id as string;
-    await byHand(`transfer_send:${otherTransfer}`, () => sendTransfer(deps, otherTransfer));
+    await byHand(`transfer_send:${otherTransfer}`, () => sendTransfer(deps, hooks(), otherTransfer));
     await loseJob(`transfer_confirm:${otherTransfer}`);
     // A sending wallet so long that its send's job queue (wallet:<address>) is refused by graphile-worker (128 at most).
     const { rows } = await db.pool.query<{ from_address: string }>('select from_address from chain_transfers where transfer_id = $1', [badTransfer]);

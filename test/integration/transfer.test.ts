@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
-import { confirmTransfer, createTransfer, sendTransfer, TransferNotReady, type TransferHooksByPurpose } from '../../src/pipeline/transfer.ts';
+import { confirmTransfer, createTransfer, sendTransfer, TransferNotReady, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startOutside, type Outside } from '../support/outside.ts';
 
@@ -30,7 +30,7 @@ beforeAll(async () => {
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,
-    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
+    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1 }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
     logger: createLogger({ level: 'silent' }),
   };
 });
@@ -50,7 +50,7 @@ describe('host wallet transfers', () => {
     // come back, as their jobs would be retried.
     let pending = ids;
     for (let round = 0; round < 50 && pending.length > 0; round++) {
-      const results = await Promise.allSettled(pending.map((id) => sendTransfer(deps, id)));
+      const results = await Promise.allSettled(pending.map((id) => sendTransfer(deps, hooks, id)));
       for (const r of results) if (r.status === 'rejected' && !(r.reason instanceof TransferNotReady)) throw r.reason;
       pending = pending.filter((_, i) => results[i]?.status === 'rejected');
     }
@@ -66,10 +66,10 @@ describe('host wallet transfers', () => {
   it('the same intent twice is one transfer; running its steps again sends nothing more', async () => {
     const first = await intent('once', 7n);
     expect(await intent('once', 7n)).toBe(first);
-    await sendTransfer(deps, first);
-    await sendTransfer(deps, first);
+    await sendTransfer(deps, hooks, first);
+    await sendTransfer(deps, hooks, first);
     await confirmTransfer(deps, hooks, first);
-    await sendTransfer(deps, first);
+    await sendTransfer(deps, hooks, first);
     await confirmTransfer(deps, hooks, first);
     expect(await outside.balanceOf(recipient)).toBe(10_052n);
     const { rows } = await db.pool.query("select count(*)::int as n from chain_transfers where ref = 'once'");
@@ -78,12 +78,12 @@ describe('host wallet transfers', () => {
 
   it('a transfer the wallet cannot pay is held before signing: no nonce used, the next transfer goes through', async () => {
     const tooBig = await intent('too-big', 10n ** 30n);
-    await expect(sendTransfer(deps, tooBig)).rejects.toBeInstanceOf(TransferNotReady);
+    await expect(sendTransfer(deps, hooks, tooBig)).rejects.toBeInstanceOf(TransferNotReady);
     const held = await db.db.selectFrom('chain_transfers').select(['status', 'nonce', 'tx_hash']).where('ref', '=', 'too-big').executeTakeFirstOrThrow();
     expect(held).toEqual({ status: 'intent', nonce: null, tx_hash: null });
 
     const next = await intent('after', 3n);
-    await sendTransfer(deps, next);
+    await sendTransfer(deps, hooks, next);
     await confirmTransfer(deps, hooks, next);
     const sent = await db.db.selectFrom('chain_transfers').select(['status', 'nonce']).where('ref', '=', 'after').executeTakeFirstOrThrow();
     expect(sent).toEqual({ status: 'confirmed', nonce: '11' });

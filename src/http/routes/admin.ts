@@ -1,8 +1,9 @@
 import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
-import type { Db } from '../../db/index.ts';
+import { TRANSFER_STATES, type Db } from '../../db/index.ts';
 import { applyConversionAction, applyPayoutAction, CONVERSION_STATES, ConversionActionRefused, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyTransferAction, getTransfer, listTransfers, TransferActionRefused } from '../../pipeline/transfer/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
 export interface AdminDeps {
@@ -40,6 +41,16 @@ const conversionQuery = z.object({
 const conversionParams = z.object({ conversionId: z.string().regex(/^conv_[0-9a-f]{16}$/, 'must be a conversion id such as conv_0123456789abcdef') }).strict();
 // Retry only: see conversion-review.ts for why there is no resolve.
 const conversionActionParams = conversionParams.extend({ action: z.enum(['retry']) }).strict();
+const transferQuery = z.object({
+  status: z.enum(TRANSFER_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+}).strict();
+const transferParams = z.object({ transferId: z.string().regex(/^tr_[0-9a-f]{16}$/, 'must be a transfer id such as tr_0123456789abcdef') }).strict();
+const transferActionParams = transferParams.extend({ action: z.enum(['bump', 'cancel', 'resolve', 'retry']) }).strict();
+const transferResolutionBody = z.discriminatedUnion('outcome', [
+  z.object({ outcome: z.literal('mined'), txHash: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash'), note }).strict(),
+  z.object({ outcome: z.literal('never_sent'), note }).strict(),
+]);
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 
 /** The admin API: every route behind the bearer token. */
@@ -142,6 +153,35 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
       return await getConversion(deps.db, conversionId);
     } catch (error) {
       if (error instanceof ConversionActionRefused) return reply.code(409).send({ error: `cannot ${action} conversion ${conversionId}: ${error.message}` });
+      throw error;
+    }
+  });
+
+  app.get('/api/transfers', async (request) => {
+    const query = transferQuery.parse(request.query);
+    return { transfers: await listTransfers(deps.db, { ...query }) };
+  });
+
+  app.get('/api/transfers/:transferId', async (request, reply) => {
+    const { transferId } = transferParams.parse(request.params);
+    const transfer = await getTransfer(deps.db, transferId);
+    if (!transfer) return reply.code(404).send({ error: `transfer ${transferId} not found` });
+    return transfer;
+  });
+
+  // bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
+  // retry takes a transfer out of review at once.
+  app.post('/api/transfers/:transferId/:action', async (request, reply) => {
+    const { transferId, action } = transferActionParams.parse(request.params);
+    const resolution = action === 'resolve' ? transferResolutionBody.parse(request.body ?? {}) : undefined;
+    const actor = request.actor ?? 'unknown';
+    try {
+      const result = await applyTransferAction(deps.db, transferId, action, actor, resolution);
+      if (!result) return reply.code(404).send({ error: `transfer ${transferId} not found` });
+      request.log.warn({ event: 'transfer_action', action, transferId, actor, from: result.from, to: result.to, requested: result.requested }, 'transfer action by hand');
+      return reply.code(result.requested === null ? 200 : 202).send(await getTransfer(deps.db, transferId));
+    } catch (error) {
+      if (error instanceof TransferActionRefused) return reply.code(409).send({ error: `cannot ${action} transfer ${transferId}: ${error.message}` });
       throw error;
     }
   });

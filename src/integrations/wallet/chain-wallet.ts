@@ -8,10 +8,14 @@ import {
   createPublicClient,
   encodeFunctionData,
   erc20Abi,
+  ExecutionRevertedError,
+  HttpRequestError,
   http,
+  InsufficientFundsError,
   keccak256,
   parseEventLogs,
   TransactionNotFoundError,
+  TimeoutError,
   TransactionReceiptNotFoundError,
   type Address,
   type Hex,
@@ -27,6 +31,28 @@ export interface TransferRequest {
   /** Smallest units (wei, or the token's base unit). */
   readonly amount: bigint;
   readonly nonce: number;
+  /** The gas limit (from estimateGas); a fixed one for the asset when left out. */
+  readonly gas?: bigint;
+}
+
+export type GasEstimate = { ok: true; gas: bigint } | { ok: false; reason: 'reverted' | 'insufficient_funds'; message: string };
+
+/** A mined transaction as the chain shows it now, with the ERC-20 Transfer logs it emitted. */
+export interface MinedReceipt {
+  readonly blockNumber: bigint;
+  readonly blockHash: Hex;
+  readonly success: boolean;
+  readonly gasCostWei: bigint;
+  readonly tokenTransfers: ReadonlyArray<{ token: Address; from: Address; to: Address; value: bigint }>;
+}
+
+export interface ChainTransaction {
+  readonly hash: Hex;
+  readonly from: Address;
+  readonly to: Address | null;
+  readonly value: bigint;
+  readonly nonce: number;
+  readonly input: Hex;
 }
 
 export interface FeeQuote {
@@ -47,7 +73,7 @@ export type TxLookup =
   | { state: 'pending' }
   | { state: 'unknown' };
 
-export type BroadcastResult = { ok: true } | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'rejected'; message: string };
+export type BroadcastResult = { ok: true } | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'underpriced' | 'rejected'; message: string };
 
 export class ChainUnavailableError extends Error {
   override name = 'ChainUnavailableError';
@@ -64,8 +90,19 @@ export interface ChainWallet {
   fees(): Promise<FeeQuote>;
   /** The most a transfer of this asset can cost in gas at these fees, in wei. */
   maxFeeWei(asset: TransferAsset, fees: FeeQuote): bigint;
+  /** Gas for the real call from the host wallet (a contract receiver needs more than 21,000), or why it would fail. */
+  estimateGas(request: Omit<TransferRequest, 'nonce' | 'gas'>): Promise<GasEstimate>;
   /** Signs locally (no network call): the hash is known before anything is broadcast. */
   sign(request: TransferRequest, fees: FeeQuote): Promise<SignedTransfer>;
+  /** A zero-value transfer to the host wallet itself at `nonce`: mined, it takes the nonce from every other version. */
+  signCancel(nonce: number, fees: FeeQuote): Promise<SignedTransfer>;
+  /** The receipt as the chain shows it now, or null while it shows none (not mined, reorganised away, lagging node). */
+  receipt(hash: Hex): Promise<MinedReceipt | null>;
+  transaction(hash: Hex): Promise<ChainTransaction | null>;
+  /** How many transactions of the host wallet are in the chain at `block` (a number, or the latest block). */
+  nonceAt(block: bigint | 'latest'): Promise<number>;
+  /** The number of the block a tag names: 'safe' and 'finalized' are what the chain says will not change. */
+  blockAt(tag: 'latest' | 'safe' | 'finalized'): Promise<bigint>;
   broadcast(rawTx: Hex): Promise<BroadcastResult>;
   lookup(hash: Hex): Promise<TxLookup>;
   /**
@@ -80,11 +117,26 @@ export interface ChainWallet {
 }
 
 const NATIVE_GAS = 21_000n;
+/** A cancel is a plain transfer to an account without code (the host wallet itself). */
+export const CANCEL_GAS = NATIVE_GAS;
 // ERC-20 transfers cost ~35-65k gas; a fixed ceiling keeps signing free of a network estimate call.
 const ERC20_GAS = 100_000n;
 
 function gasLimit(asset: TransferAsset): bigint {
   return asset.kind === 'native' ? NATIVE_GAS : ERC20_GAS;
+}
+
+/**
+ * The limit signed for an estimate: a transfer to an account without code costs exactly 21,000 and nothing can change
+ * that; anything running code gets a fifth more, for state that may change between the estimate and the block.
+ */
+export function gasWithMargin(estimate: bigint): bigint {
+  return estimate === NATIVE_GAS ? estimate : (estimate * 6n + 4n) / 5n;
+}
+
+function callOf(account: Address, request: { to: Address; asset: TransferAsset; amount: bigint }): { to: Address; value: bigint; data?: Hex } {
+  if (request.asset.kind === 'native') return { to: request.to, value: request.amount };
+  return { to: request.asset.contract, value: 0n, data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }) };
 }
 
 export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; chainId: number; timeoutMs: number }): ChainWallet {
@@ -147,19 +199,62 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
       return guard('fees', () => client.estimateFeesPerGas());
     },
     maxFeeWei: (asset, fees) => gasLimit(asset) * fees.maxFeePerGas,
+    async estimateGas(request) {
+      try {
+        const gas = await client.estimateGas({ account: account.address, ...callOf(account.address, request) });
+        return { ok: true, gas };
+      } catch (error) {
+        const base = error instanceof BaseError ? error : undefined;
+        const message = base ? base.shortMessage : (error as Error).message;
+        if (base?.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError)) throw new ChainUnavailableError(`estimate gas: ${message}`, { cause: error });
+        if (base?.walk((e) => e instanceof InsufficientFundsError)) return { ok: false, reason: 'insufficient_funds', message };
+        const text = `${base?.details ?? ''} ${message}`.toLowerCase();
+        if (base?.walk((e) => e instanceof ExecutionRevertedError) || text.includes('revert') || text.includes('gas required exceeds') || text.includes('out of gas')) {
+          return { ok: false, reason: 'reverted', message };
+        }
+        // Not a verdict on the call: look again later rather than fail a payout on an unexplained answer.
+        throw new ChainUnavailableError(`estimate gas: ${message}`, { cause: error });
+      }
+    },
     async sign(request, fees) {
-      const gas = gasLimit(request.asset);
+      const gas = request.gas ?? gasLimit(request.asset);
       const base = { chainId: options.chainId, nonce: request.nonce, gas, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
-      const rawTx =
-        request.asset.kind === 'native'
-          ? await account.signTransaction({ ...base, to: request.to, value: request.amount })
-          : await account.signTransaction({
-              ...base,
-              to: request.asset.contract,
-              value: 0n,
-              data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }),
-            });
+      const rawTx = await account.signTransaction({ ...base, ...callOf(account.address, request) });
       return { rawTx, hash: keccak256(rawTx), nonce: request.nonce, maxFeeWei: gas * fees.maxFeePerGas };
+    },
+    async signCancel(nonce, fees) {
+      const base = { chainId: options.chainId, nonce, gas: CANCEL_GAS, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
+      const rawTx = await account.signTransaction({ ...base, to: account.address, value: 0n });
+      return { rawTx, hash: keccak256(rawTx), nonce, maxFeeWei: CANCEL_GAS * fees.maxFeePerGas };
+    },
+    async receipt(hash) {
+      const receipt = await receiptOrNull(hash);
+      if (receipt === null) return null;
+      const transfers = parseEventLogs({ abi: erc20Abi, eventName: 'Transfer', logs: receipt.logs, strict: false });
+      return {
+        blockNumber: receipt.blockNumber,
+        blockHash: receipt.blockHash,
+        success: receipt.status === 'success',
+        gasCostWei: receipt.gasUsed * receipt.effectiveGasPrice,
+        tokenTransfers: transfers.flatMap((log) =>
+          log.args.from !== undefined && log.args.to !== undefined && log.args.value !== undefined ? [{ token: log.address, from: log.args.from, to: log.args.to, value: log.args.value }] : [],
+        ),
+      };
+    },
+    async transaction(hash) {
+      try {
+        const tx = await client.getTransaction({ hash });
+        return { hash: tx.hash, from: tx.from, to: tx.to ?? null, value: tx.value, nonce: tx.nonce, input: tx.input };
+      } catch (error) {
+        if (error instanceof TransactionNotFoundError) return null;
+        throw new ChainUnavailableError(`transaction: ${(error as Error).message}`, { cause: error });
+      }
+    },
+    nonceAt: (block) => guard('nonce', () => (block === 'latest' ? client.getTransactionCount({ address: account.address, blockTag: 'latest' }) : client.getTransactionCount({ address: account.address, blockNumber: block }))),
+    async blockAt(tag) {
+      if (tag === 'latest') return guard('block number', () => client.getBlockNumber({ cacheTime: 0 }));
+      const block = await guard(`${tag} block`, () => client.getBlock({ blockTag: tag }));
+      return block.number;
     },
     async broadcast(rawTx) {
       try {
@@ -171,6 +266,8 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
         if (text.includes('already known') || text.includes('already imported') || text.includes('transaction already exists')) return { ok: true };
         if (text.includes('insufficient funds')) return { ok: false, reason: 'insufficient_funds', message: text.trim() };
         if (text.includes('nonce too low')) return { ok: false, reason: 'nonce_too_low', message: text.trim() };
+        // A version at the same nonce with higher fees is already in the node's pool (or this one is not 10 % above it).
+        if (text.includes('underpriced') || text.includes('fee too low')) return { ok: false, reason: 'underpriced', message: text.trim() };
         if (text.includes('fetch failed') || text.includes('econnrefused') || text.includes('timed out') || text.includes('http request failed')) {
           throw new ChainUnavailableError(`broadcast: ${text.trim()}`, { cause: error });
         }

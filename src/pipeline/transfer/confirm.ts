@@ -1,0 +1,151 @@
+/**
+ * transfer_confirm: believe the chain. Each run asks the chain about every signed version of the transfer:
+ * - one is mined: it is booked once its block is deep enough (CHAIN_CONFIRMATIONS); until then it is watched, and a
+ *   receipt that disappears (a reorganisation) sends the same bytes again;
+ * - none is, and the chain's nonce has passed ours: another transaction took it (after a second look, to the review);
+ * - none is yet: the latest version is sent again if the node forgot it, or replaced with higher fees once it waited
+ *   TRANSFER_BUMP_AFTER.
+ * A person's requested action (bump, cancel, resolve) is carried out here, where the key and the chain are.
+ */
+import { sql } from 'kysely';
+import type { Hex } from 'viem';
+import type { Logger } from '../../log.ts';
+import { stageAlert } from '../alert.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { deepEnough, findMined, trustedBlock, type MinedVersion } from './chain-reads.ts';
+import { carryOutRequest } from './requests.ts';
+import { CONFIRM_RECHECK_MS, enqueueConfirm, loadTransfer, loadVersions, type Transfer, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
+import { outcomeOf, settleMined } from './settle.ts';
+import { broadcastVersion, replace } from './versions.ts';
+
+/** How long one run waits for a first receipt before it looks again later. */
+const CONFIRM_WAIT_MS = 15_000;
+/**
+ * The chain's nonce past ours is seen twice, this far apart, before a person is asked: one node's answer about the
+ * nonce and another's about our receipts can disagree for a moment behind a load-balanced RPC.
+ */
+export const NONCE_TAKEN_RECHECK_MS = 10_000;
+
+export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+  let transfer = await loadTransfer(deps.db, transferId);
+  const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref });
+  if (transfer.requested_action !== null && (transfer.status === 'broadcast' || transfer.status === 'needs_review')) {
+    await carryOutRequest(deps, hooks, transfer, log);
+    transfer = await loadTransfer(deps.db, transferId);
+  }
+  // needs_review waits for a person, whose action queues this job again.
+  if (transfer.status !== 'broadcast') return;
+  const versions = await loadVersions(deps.db, transferId);
+  const mined = await findMined(deps, versions, transfer.block_number === null ? CONFIRM_WAIT_MS : 0);
+  if (mined) {
+    if (await deepEnough(deps, mined.receipt.blockNumber)) {
+      const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
+      const booked = await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transferId, { ...mined, outcome }));
+      if (booked) await logOutcome(deps, log, transfer, mined, outcome.status, outcome.status === 'needs_review' ? outcome.reason : outcome.status === 'failed' ? outcome.failure.message : null);
+      return;
+    }
+    await watchMined(deps, transfer, mined, log);
+    return;
+  }
+  if (transfer.block_number !== null) {
+    await reorganisedAway(deps, transfer, versions, log);
+    return;
+  }
+  if (await nonceTaken(deps, transfer, versions, log)) return;
+  await keepOnNetwork(deps, transfer, versions, log);
+  await deps.db.transaction().execute(async (trx) => {
+    const ageMs = Date.now() - (transfer.broadcast_at ?? transfer.updated_at).getTime();
+    if (ageMs > deps.settings.transferConfirmDeadlineMs) {
+      await stageAlert(deps, log, { rule: 'transfer_unconfirmed', subject: transferId, severity: 'critical', message: 'transfer still not mined past its deadline', details: { transferId, txHash: transfer.tx_hash, versions: versions.length, ageMs } }, trx);
+    }
+    await enqueueConfirm(trx, transferId, new Date(Date.now() + CONFIRM_RECHECK_MS));
+  });
+}
+
+/** Mined, not deep enough yet: the block is remembered (so its disappearance is noticed) and looked at again. */
+async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersion, log: Logger): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    if (transfer.block_hash !== mined.receipt.blockHash) {
+      await trx
+        .updateTable('chain_transfers')
+        .set({ block_number: mined.receipt.blockNumber.toString(), block_hash: mined.receipt.blockHash, tx_hash: mined.version.tx_hash, raw_tx: mined.version.raw_tx, nonce_taken_seen_at: null, updated_at: sql`now()` })
+        .where('transfer_id', '=', transfer.transfer_id)
+        .where('status', '=', 'broadcast')
+        .execute();
+      log.info({ event: 'transfer_mined', txHash: mined.version.tx_hash, blockNumber: mined.receipt.blockNumber.toString() }, 'transfer mined; waiting for confirmations');
+    }
+    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+  });
+}
+
+/** A version seen mined has no receipt now: its block left the chain. Nothing was booked; the same bytes go again. */
+async function reorganisedAway(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
+  const seen = versions.find((v) => v.tx_hash === transfer.tx_hash) ?? versions.at(-1);
+  await stageAlert(deps, log, { rule: 'transfer_reorged', subject: transfer.transfer_id, severity: 'warning', message: 'a mined transfer left the chain (reorganisation); sent again, booked once mined again', details: { transferId: transfer.transfer_id, txHash: transfer.tx_hash, blockNumber: transfer.block_number, blockHash: transfer.block_hash } });
+  await deps.db.transaction().execute(async (trx) => {
+    await trx.updateTable('chain_transfers').set({ block_number: null, block_hash: null, updated_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+  });
+  if (seen) await broadcastVersion(deps, transfer.transfer_id, seen, log);
+}
+
+/**
+ * None of our versions is mined, yet the chain (at the block the confirmation policy trusts) counts a transaction at
+ * our nonce: someone else used it, and none of ours can ever be mined. Never re-signed at another nonce on that
+ * evidence: a person looks (resolve with the hash that paid, or as never sent).
+ */
+async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<boolean> {
+  const used = await deps.wallet.nonceAt(await trustedBlock(deps));
+  const ours = Number(transfer.nonce);
+  if (used <= ours) {
+    if (transfer.nonce_taken_seen_at !== null) {
+      await deps.db.updateTable('chain_transfers').set({ nonce_taken_seen_at: null }).where('transfer_id', '=', transfer.transfer_id).execute();
+    }
+    return false;
+  }
+  const seenAt = transfer.nonce_taken_seen_at;
+  if (seenAt === null || Date.now() - seenAt.getTime() < NONCE_TAKEN_RECHECK_MS) {
+    await deps.db.transaction().execute(async (trx) => {
+      if (seenAt === null) await trx.updateTable('chain_transfers').set({ nonce_taken_seen_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+      await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+    });
+    log.warn({ event: 'transfer_nonce_passed', nonce: ours, chainNonce: used }, 'the chain counts our nonce as used but shows none of our versions; looking again');
+    return true;
+  }
+  const reason = `nonce ${ours} was used by a transaction payrail did not sign: the chain counts ${used} transactions of the host wallet and shows none of this transfer's ${versions.length} version(s) mined`;
+  const moved = await deps.db
+    .updateTable('chain_transfers')
+    .set({ status: 'needs_review', reason, updated_at: sql`now()` })
+    .where('transfer_id', '=', transfer.transfer_id)
+    .where('status', '=', 'broadcast')
+    .returning('transfer_id')
+    .executeTakeFirst();
+  if (moved) {
+    await stageAlert(deps, log, { rule: 'transfer_nonce_taken', subject: transfer.transfer_id, severity: 'critical', message: 'another transaction took this transfer\'s nonce; it will never be mined as signed', details: { transferId: transfer.transfer_id, nonce: ours, chainNonce: used, hashes: versions.map((v) => v.tx_hash) } });
+  }
+  return true;
+}
+
+/** Not mined yet: replaced once it waited long enough, else sent again when the node no longer knows it. */
+async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
+  const latest = versions.at(-1);
+  if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
+  if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
+    const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`);
+    if (outcome.replaced) return;
+  }
+  if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null) await broadcastVersion(deps, transfer.transfer_id, latest, log);
+}
+
+async function logOutcome(deps: StageDeps, log: Logger, transfer: Transfer, mined: MinedVersion, status: string, reason: string | null): Promise<void> {
+  const fields = { txHash: mined.version.tx_hash, version: mined.version.version, kind: mined.version.kind, blockNumber: mined.receipt.blockNumber.toString(), gasCostWei: mined.receipt.gasCostWei.toString() };
+  if (status === 'confirmed') {
+    log.info({ event: 'transfer_confirmed', ...fields }, 'transfer confirmed');
+    return;
+  }
+  if (status === 'failed') {
+    log.warn({ event: 'transfer_failed', ...fields, reason }, 'transfer failed on chain; nothing moved');
+    return;
+  }
+  await stageAlert(deps, log, { rule: 'transfer_review', subject: transfer.transfer_id, severity: 'critical', message: 'a mined transfer did not move what was asked', details: { transferId: transfer.transfer_id, ...fields, reason } });
+}

@@ -1,0 +1,72 @@
+/**
+ * A transfer from the host wallet and the signed versions of it: what every step of the transfer aggregate shares.
+ *
+ * States: intent (no nonce yet) → broadcast (signed, and possibly on the network: written before the first broadcast
+ * call, never undone) → confirmed | failed, with needs_review for a person. `signed` is the state of rows written by
+ * versions that signed and broadcast in two steps; it is treated as possibly on the network too.
+ */
+import type { Selectable, Transaction } from 'kysely';
+import type { ChainTransfersTable, ChainTransferVersionsTable, Database, Db, TransferStatus } from '../../db/index.ts';
+import type { TransferAsset } from '../../integrations/wallet/index.ts';
+import { enqueue } from '../../jobs/index.ts';
+import type { StageDeps } from '../interfaces.ts';
+
+export type Transfer = Selectable<ChainTransfersTable>;
+export type TransferVersion = Selectable<ChainTransferVersionsTable>;
+
+/** Why a transfer failed: in every case nothing it was for reached its receiver. */
+export type FailureCode = 'reverted' | 'cancelled' | 'never_sent' | 'estimate_failed' | 'token_not_moved';
+
+export interface TransferFailure {
+  readonly code: FailureCode;
+  readonly message: string;
+}
+
+export interface TransferHooks {
+  /** In the transaction that marks the transfer confirmed. */
+  onConfirmed(trx: Transaction<Database>, transfer: Transfer): Promise<void>;
+  /** In the transaction that marks it failed: the funds never left the host wallet. */
+  onFailed(trx: Transaction<Database>, transfer: Transfer, failure: TransferFailure): Promise<void>;
+}
+
+export type TransferHooksByPurpose = Record<Transfer['purpose'], TransferHooks>;
+
+/** The step cannot go on yet (funds, a lock): its job is retried. */
+export class TransferNotReady extends Error {
+  override name = 'TransferNotReady';
+}
+
+/** States in which a transfer may be on the network, or mined without payrail knowing yet. */
+export const RELEASED_STATES: readonly TransferStatus[] = ['signed', 'broadcast', 'needs_review'];
+export const FINAL_STATES: readonly TransferStatus[] = ['confirmed', 'failed'];
+
+export const SEND_MAX_ATTEMPTS = 25;
+export const CONFIRM_RECHECK_MS = 5_000;
+
+export function enqueueSend(trx: Transaction<Database>, transferId: string, from: string): Promise<void> {
+  return enqueue(trx, 'transfer_send', { transferId }, { queueName: `wallet:${from.toLowerCase()}`, jobKey: `transfer_send:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS });
+}
+
+export function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date): Promise<void> {
+  return enqueue(trx, 'transfer_confirm', { transferId }, { jobKey: `transfer_confirm:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, ...(runAt && { runAt }) });
+}
+
+export function assetOf(deps: Pick<StageDeps, 'usdtContract'>, transfer: Pick<Transfer, 'asset'>): TransferAsset {
+  if (transfer.asset === 'eth') return { kind: 'native' };
+  if (!deps.usdtContract) throw new Error('USDT transfers need a USDT contract address');
+  return { kind: 'erc20', contract: deps.usdtContract };
+}
+
+export function loadTransfer(db: Db | Transaction<Database>, transferId: string): Promise<Transfer> {
+  return db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
+}
+
+export function loadVersions(db: Db | Transaction<Database>, transferId: string): Promise<TransferVersion[]> {
+  return db.selectFrom('chain_transfer_versions').selectAll().where('transfer_id', '=', transferId).orderBy('version').execute();
+}
+
+/** Queues the job that moves a transfer on from its state (a person's retry, the reconciler's resume). */
+export async function resumeTransfer(trx: Transaction<Database>, transfer: Pick<Transfer, 'transfer_id' | 'status' | 'from_address'>): Promise<void> {
+  if (transfer.status === 'intent' || transfer.status === 'signed') await enqueueSend(trx, transfer.transfer_id, transfer.from_address);
+  else if (transfer.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id);
+}

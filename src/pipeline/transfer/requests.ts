@@ -1,0 +1,97 @@
+/**
+ * A person's action on a transfer, carried out by the worker: it alone holds the host wallet's key and reads the
+ * chain. The web process checks the state and records the request (review.ts); here it is checked again against the
+ * chain and either done or refused with the reason in last_error. Every outcome clears the request.
+ */
+import { sql } from 'kysely';
+import type { Hex } from 'viem';
+import type { Logger } from '../../log.ts';
+import { stageAlert } from '../alert.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { deepEnough, findMined, trustedBlock } from './chain-reads.ts';
+import { enqueueConfirm, loadVersions, type Transfer, type TransferHooksByPurpose } from './model.ts';
+import { clearedRequest, failIn, outcomeOf, settleMined } from './settle.ts';
+import { replace } from './versions.ts';
+
+export async function carryOutRequest(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, log: Logger): Promise<void> {
+  const action = transfer.requested_action;
+  const by = transfer.requested_by ?? 'unknown';
+  let refusal: string | null = null;
+  try {
+    if (action === 'bump' || action === 'cancel') refusal = await replaceNow(deps, transfer, action, by, log);
+    else if (action === 'resolve_mined') refusal = await resolveMined(deps, hooks, transfer, transfer.requested_hash as Hex);
+    else if (action === 'resolve_never_sent') refusal = await resolveNeverSent(deps, hooks, transfer);
+  } catch (error) {
+    // The chain did not answer: the request stays, and the job's retry carries it out later.
+    log.warn({ event: 'transfer_request_deferred', action, err: (error as Error).message }, 'requested action deferred');
+    throw error;
+  }
+  await deps.db.transaction().execute(async (trx) => {
+    const cleared = await trx
+      .updateTable('chain_transfers')
+      .set({ ...clearedRequest, ...(refusal !== null && { last_error: `${action} requested by ${by} refused: ${refusal}` }), updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .where('requested_at', '=', transfer.requested_at)
+      .returning('status')
+      .executeTakeFirst();
+    if (cleared?.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id);
+  });
+  if (refusal !== null) log.warn({ event: 'transfer_request_refused', action, by, refusal }, 'requested action refused by what the chain shows');
+  else log.warn({ event: 'transfer_request_done', action, by }, 'requested action carried out');
+}
+
+/** bump: a replacement now; cancel: a zero-value self-transfer at the nonce. From review, watching starts again. */
+async function replaceNow(deps: StageDeps, transfer: Transfer, action: 'bump' | 'cancel', by: string, log: Logger): Promise<string | null> {
+  const versions = await loadVersions(deps.db, transfer.transfer_id);
+  const mined = await findMined(deps, versions, 0);
+  if (mined) return `version ${mined.version.version} (${mined.version.tx_hash}) is already mined`;
+  const outcome = await replace(deps, transfer, action === 'cancel' ? 'cancel' : (versions.at(-1)?.kind ?? 'transfer'), log, `${action} requested by ${by}`);
+  if (!outcome.replaced) return outcome.why;
+  if (transfer.status === 'needs_review') {
+    await deps.db.updateTable('chain_transfers').set({ status: 'broadcast', reason: null, nonce_taken_seen_at: null, updated_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'needs_review').execute();
+  }
+  return null;
+}
+
+/**
+ * A person names the transaction that paid: the chain must show it mined deep enough, sent by the host wallet at this
+ * transfer's nonce, and moving the amount to the receiver. One of our own versions is simply booked as mined.
+ */
+async function resolveMined(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, hash: Hex): Promise<string | null> {
+  const versions = await loadVersions(deps.db, transfer.transfer_id);
+  const receipt = await deps.wallet.receipt(hash);
+  if (receipt === null) return `the chain shows no mined transaction ${hash}`;
+  if (!(await deepEnough(deps, receipt.blockNumber))) return `${hash} is mined in block ${receipt.blockNumber}, not yet deep enough (CHAIN_CONFIRMATIONS); ask again later`;
+  const own = versions.find((v) => v.tx_hash.toLowerCase() === hash.toLowerCase());
+  const tx = await deps.wallet.transaction(hash);
+  if (tx === null) return `the chain shows no transaction ${hash}`;
+  if (tx.from.toLowerCase() !== transfer.from_address.toLowerCase()) return `${hash} was sent by ${tx.from}, not the host wallet`;
+  if (BigInt(tx.nonce) !== BigInt(transfer.nonce as string)) return `${hash} used nonce ${tx.nonce}, not this transfer's ${transfer.nonce}`;
+  if (!own) {
+    const pays = transfer.asset === 'eth' ? tx.to?.toLowerCase() === transfer.to_address.toLowerCase() && tx.value === BigInt(transfer.amount) : true;
+    if (!pays) return `${hash} sent ${tx.value} wei to ${tx.to}, not ${transfer.amount} to ${transfer.to_address}`;
+  }
+  const outcome = outcomeOf(transfer, own?.kind ?? 'transfer', receipt, deps.usdtContract);
+  if (!own && outcome.status !== 'confirmed') return `${hash} did not move ${transfer.amount} to ${transfer.to_address} (${outcome.status === 'failed' ? outcome.failure.message : outcome.reason})`;
+  const version = own ?? { tx_hash: hash, raw_tx: transfer.raw_tx as string };
+  await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transfer.transfer_id, { version, receipt, outcome }));
+  return null;
+}
+
+/**
+ * The transfer never executed: none of its versions has a receipt, and the chain counts a transaction at its nonce
+ * in a block the confirmation policy trusts (our cancel, or someone else's). Only then can its funds be ours again.
+ */
+async function resolveNeverSent(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer): Promise<string | null> {
+  const versions = await loadVersions(deps.db, transfer.transfer_id);
+  const mined = await findMined(deps, versions, 0);
+  if (mined) return `version ${mined.version.version} (${mined.version.tx_hash}) is mined: it was sent`;
+  const used = await deps.wallet.nonceAt(await trustedBlock(deps));
+  if (used <= Number(transfer.nonce)) return `nonce ${transfer.nonce} is not used yet in a trusted block (the chain counts ${used}): a version may still be mined; cancel it first`;
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+    await failIn(trx, hooks, current, { code: 'never_sent', message: `resolved as never sent by ${transfer.requested_by ?? 'unknown'}: nonce ${transfer.nonce} was used by another transaction` });
+  });
+  await stageAlert(deps, deps.logger, { rule: 'transfer_resolved', subject: transfer.transfer_id, severity: 'warning', message: 'a transfer was resolved as never sent; its funds are the owner\'s again', details: { transferId: transfer.transfer_id, by: transfer.requested_by, nonce: transfer.nonce, chainNonce: used } });
+  return null;
+}

@@ -1,0 +1,75 @@
+/**
+ * A person's actions on a transfer. The web process only checks the state and records the request (audited, under
+ * the transfer's row lock, with the job that carries it out); the worker, which holds the key and reads the chain,
+ * carries it out (requests.ts) and refuses it there too when the chain disagrees.
+ *
+ * - bump: a replacement with higher fees now; while broadcast and not seen mined.
+ * - cancel: a zero-value transfer to the host wallet at the same nonce; broadcast or in review, not seen mined. The
+ *   transfer fails only once the chain mines the cancel and none of its other versions.
+ * - resolve: with `txHash`, the transaction that paid (checked on chain); with `neverSent`, the chain must show the
+ *   nonce used by another transaction and none of ours mined.
+ * - retry: out of review, back to watching the chain (a nonce that only seemed taken, a lagging node).
+ */
+import { sql } from 'kysely';
+import type { Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
+import { enqueueConfirm } from './model.ts';
+
+export type TransferAction = 'bump' | 'cancel' | 'resolve' | 'retry';
+export type TransferResolution = { outcome: 'mined'; txHash: string; note?: string } | { outcome: 'never_sent'; note?: string };
+
+export class TransferActionRefused extends Error {
+  override name = 'TransferActionRefused';
+}
+
+export interface TransferActionResult {
+  readonly transferId: string;
+  readonly from: TransferStatus;
+  readonly to: TransferStatus;
+  /** What the worker will carry out, when the action is its to do. */
+  readonly requested: TransferRequestedAction | null;
+}
+
+const WATCHED: readonly TransferStatus[] = ['broadcast', 'needs_review'];
+
+export async function applyTransferAction(db: Db, transferId: string, action: TransferAction, actor: string, resolution?: TransferResolution): Promise<TransferActionResult | null> {
+  return db.transaction().execute(async (trx) => {
+    const transfer = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirst();
+    if (!transfer) return null;
+    const status = transfer.status;
+    if (transfer.requested_action !== null) {
+      throw new TransferActionRefused(`a ${transfer.requested_action} requested by ${transfer.requested_by} is still being carried out`);
+    }
+    let requested: TransferRequestedAction | null = null;
+    let to: TransferStatus = status;
+    if (action === 'retry') {
+      if (status !== 'needs_review') throw new TransferActionRefused(`a transfer in state ${status} is not in review`);
+      to = 'broadcast';
+      await trx.updateTable('chain_transfers').set({ status: 'broadcast', reason: null, nonce_taken_seen_at: null, reconcile_attempts: 0, updated_at: sql`now()` }).where('transfer_id', '=', transferId).execute();
+    } else {
+      if (!WATCHED.includes(status)) throw new TransferActionRefused(`a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`);
+      if (action === 'bump' && status !== 'broadcast') throw new TransferActionRefused('a transfer in review is not bumped: cancel or resolve it, or retry to watch it again');
+      if ((action === 'bump' || action === 'cancel') && transfer.block_number !== null) {
+        throw new TransferActionRefused(`it is mined in block ${transfer.block_number} and waits for its confirmations`);
+      }
+      if (action === 'resolve' && !resolution) throw new TransferActionRefused('a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}');
+      requested = action === 'bump' ? 'bump' : action === 'cancel' ? 'cancel' : resolution?.outcome === 'mined' ? 'resolve_mined' : 'resolve_never_sent';
+      await trx
+        .updateTable('chain_transfers')
+        .set({
+          requested_action: requested,
+          requested_hash: resolution?.outcome === 'mined' ? resolution.txHash.toLowerCase() : null,
+          requested_by: actor,
+          requested_at: sql`now()`,
+          updated_at: sql`now()`,
+        })
+        .where('transfer_id', '=', transferId)
+        .execute();
+    }
+    await enqueueConfirm(trx, transferId);
+    await trx
+      .insertInto('audit_log')
+      .values({ actor, action: `transfer.${action}`, subject: transferId, details: JSON.stringify({ from: status, to, reason: transfer.reason, ...(requested && { requested }), ...(resolution && { resolution }) }) })
+      .execute();
+    return { transferId, from: status, to, requested };
+  });
+}

@@ -1,0 +1,153 @@
+/**
+ * transfer_send: the intent becomes its first signed version and is marked as possibly on the network in one commit,
+ * before the first broadcast call. From that commit on the transfer keeps its nonce for good: only its own versions
+ * (the same bytes, a replacement, a cancel) may follow it, whatever a node answers, because an answer can be lost
+ * after the node took the transaction, and a second transaction at another nonce would pay twice.
+ */
+import { randomBytes } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
+import type { Hex } from 'viem';
+import type { Database } from '../../db/index.ts';
+import { gasWithMargin } from '../../integrations/wallet/index.ts';
+import type { Logger } from '../../log.ts';
+import { stageAlert } from '../alert.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { failIn } from './settle.ts';
+import { assetOf, enqueueConfirm, enqueueSend, loadTransfer, loadVersions, TransferNotReady, type Transfer, type TransferHooksByPurpose } from './model.ts';
+import { broadcastVersion, cappedFees, insertVersion } from './versions.ts';
+
+export interface TransferIntent {
+  purpose: Transfer['purpose'];
+  ref: string;
+  asset: Transfer['asset'];
+  from: string;
+  to: string;
+  amount: bigint;
+}
+
+/** Records the intent and queues its send, in the caller's transaction. Returns the existing one when present. */
+export async function createTransfer(trx: Transaction<Database>, intent: TransferIntent): Promise<string> {
+  const inserted = await trx
+    .insertInto('chain_transfers')
+    .values({
+      transfer_id: `tr_${randomBytes(8).toString('hex')}`,
+      purpose: intent.purpose,
+      ref: intent.ref,
+      asset: intent.asset,
+      from_address: intent.from,
+      to_address: intent.to,
+      amount: intent.amount,
+      status: 'intent',
+      nonce: null,
+      tx_hash: null,
+      raw_tx: null,
+      block_number: null,
+      gas_cost_wei: null,
+      last_error: null,
+    })
+    .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
+    .returning('transfer_id')
+    .executeTakeFirst();
+  if (!inserted) {
+    const existing = await trx.selectFrom('chain_transfers').select('transfer_id').where('purpose', '=', intent.purpose).where('ref', '=', intent.ref).executeTakeFirstOrThrow();
+    return existing.transfer_id;
+  }
+  await enqueueSend(trx, inserted.transfer_id, intent.from);
+  return inserted.transfer_id;
+}
+
+export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+  let transfer = await loadTransfer(deps.db, transferId);
+  const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref });
+  if (transfer.status === 'confirmed' || transfer.status === 'failed' || transfer.status === 'needs_review') return;
+  if (transfer.status === 'broadcast') {
+    // Released before: the confirm step owns it now (a lost confirm job is queued again here).
+    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transferId));
+    return;
+  }
+  if (transfer.status === 'intent') {
+    const signed = await signFirstVersion(deps, hooks, transfer, log);
+    if (signed === null) return;
+    transfer = signed;
+  } else {
+    transfer = await release(deps, transfer);
+  }
+  const versions = await loadVersions(deps.db, transferId);
+  const latest = versions.at(-1);
+  if (!latest) throw new Error(`transfer ${transferId} is released without a signed version`);
+  await broadcastVersion(deps, transferId, latest, log);
+  deps.crashPoint?.(transfer.purpose === 'payout' ? 'payout_after_broadcast' : 'after_broadcast');
+}
+
+/** A row signed by an earlier version but not marked as possibly sent: marked now, before any broadcast. */
+async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
+  return deps.db.transaction().execute(async (trx) => {
+    const released = await trx
+      .updateTable('chain_transfers')
+      .set({ status: 'broadcast', broadcast_at: sql`coalesce(broadcast_at, now())`, reconcile_attempts: 0, updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .where('status', '=', 'signed')
+      .returningAll()
+      .executeTakeFirst();
+    await enqueueConfirm(trx, transfer.transfer_id);
+    return released ?? loadTransfer(trx, transfer.transfer_id);
+  });
+}
+
+/**
+ * Checks the wallet can pay, estimates the gas of the real call, takes the next nonce and signs; the signed version
+ * and the release are one commit. A call the chain says would revert fails the transfer before anything is signed
+ * (the funds never leave); null then.
+ */
+async function signFirstVersion(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, log: Logger): Promise<Transfer | null> {
+  const asset = assetOf(deps, transfer);
+  const amount = BigInt(transfer.amount);
+  const to = transfer.to_address as Hex;
+  // Network reads first, outside the transaction: the nonce row lock below is held only while signing locally.
+  const fees = cappedFees(await deps.wallet.fees(), deps.settings.transfer.maxFeePerGasWei);
+  const native = await deps.wallet.balance({ kind: 'native' });
+  const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
+  if (tokenShort || (asset.kind === 'native' && native < amount)) throw await short(deps, log, transfer, tokenShort ? 'usdt' : 'eth', native);
+  const estimate = await deps.wallet.estimateGas({ to, asset, amount });
+  if (!estimate.ok && estimate.reason === 'insufficient_funds') throw await short(deps, log, transfer, 'eth', native);
+  if (!estimate.ok) {
+    const message = `gas estimate failed: the chain says this transfer would fail (${estimate.message})`;
+    await deps.db.transaction().execute(async (trx) => {
+      const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+      if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'estimate_failed', message });
+    });
+    await stageAlert(deps, log, { rule: 'transfer_estimate_failed', subject: transfer.transfer_id, severity: 'critical', message: 'a transfer would fail on chain (a receiver that reverts, a token that refuses it): nothing was signed', details: { transferId: transfer.transfer_id, purpose: transfer.purpose, ref: transfer.ref, to, asset: transfer.asset, amount: transfer.amount, message: estimate.message } });
+    return null;
+  }
+  const gas = gasWithMargin(estimate.gas);
+  if (native < gas * fees.maxFeePerGas + (asset.kind === 'native' ? amount : 0n)) throw await short(deps, log, transfer, 'eth', native);
+  const chainNonce = await deps.wallet.pendingNonce();
+  return deps.db.transaction().execute(async (trx) => {
+    const address = transfer.from_address.toLowerCase();
+    await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
+    const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
+    const current = await trx.selectFrom('chain_transfers').select('status').where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+    if (current.status !== 'intent') throw new TransferNotReady(`transfer ${transfer.transfer_id} moved to ${current.status} meanwhile`);
+    // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
+    const nonce = Math.max(Number(row.next_nonce), chainNonce);
+    const signed = await deps.wallet.sign({ to, asset, amount, nonce, gas }, fees);
+    await trx.updateTable('wallet_nonces').set({ next_nonce: String(nonce + 1), updated_at: sql`now()` }).where('address', '=', address).execute();
+    await insertVersion(trx, transfer.transfer_id, 1, 'transfer', signed, gas, fees);
+    const released = await trx
+      .updateTable('chain_transfers')
+      .set({ status: 'broadcast', nonce: String(nonce), tx_hash: signed.hash, raw_tx: signed.rawTx, gas_limit: gas, broadcast_at: sql`now()`, attempts: sql`attempts + 1`, reconcile_attempts: 0, updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .where('status', '=', 'intent')
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await enqueueConfirm(trx, transfer.transfer_id);
+    log.info({ event: 'transfer_signed', txHash: signed.hash, nonce, gas: gas.toString(), maxFeePerGas: fees.maxFeePerGas.toString() }, 'transfer signed and released');
+    return released;
+  });
+}
+
+/** One alert per asset short (ETH also pays the gas of a USDT transfer), whichever transfers run into it. */
+async function short(deps: StageDeps, log: Logger, transfer: Transfer, asset: 'eth' | 'usdt', nativeBalanceWei: bigint): Promise<TransferNotReady> {
+  await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: asset, severity: 'critical', message: 'host wallet cannot pay this transfer', details: { transferId: transfer.transfer_id, asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: nativeBalanceWei.toString() } });
+  return new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
+}
