@@ -267,7 +267,7 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
         if (text.includes('insufficient funds')) return { ok: false, reason: 'insufficient_funds', message: text.trim() };
         if (text.includes('nonce too low')) return { ok: false, reason: 'nonce_too_low', message: text.trim() };
         // A version at the same nonce with higher fees is already in the node's pool (or this one is not 10 % above it).
-        if (text.includes('underpriced') || text.includes('fee too low')) return { ok: false, reason: 'underpriced', message: text.trim() };
+        if (text.includes('underpriced') || text.includes('fee too low') || text.includes('less than block base fee')) return { ok: false, reason: 'underpriced', message: text.trim() };
         if (text.includes('fetch failed') || text.includes('econnrefused') || text.includes('timed out') || text.includes('http request failed')) {
           throw new ChainUnavailableError(`broadcast: ${text.trim()}`, { cause: error });
         }

@@ -1,0 +1,162 @@
+/**
+ * A JSON-RPC proxy in front of a node (anvil) that misbehaves like the RPC providers payrail meets on mainnet: it
+ * loses a broadcast's answer after the node took the transaction, answers "unknown" for hashes the node knows (a
+ * lagging node behind a load balancer), refuses sends, or is down. Faults apply per JSON-RPC call, also inside a
+ * batch. Without faults it forwards each call unchanged.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RpcFaults {
+  /**
+   * The next N eth_sendRawTransaction calls are forwarded to the upstream (so the node takes the transaction) but the
+   * client gets no answer: the socket is destroyed after the upstream answered.
+   */
+  dropSendAnswers?: number;
+  /**
+   * Lagging node: eth_getTransactionReceipt and eth_getTransactionByHash answer `null` (as for an unknown hash), for
+   * every hash (true) or only for the hashes listed (lower-case 0x hex).
+   */
+  lagging?: boolean | string[];
+  /**
+   * eth_sendRawTransaction answers a JSON-RPC error with this message without forwarding (e.g. "insufficient funds for
+   * gas * price + value").
+   */
+  refuseSends?: string | null;
+  /** Every call answers HTTP 503. */
+  down?: boolean;
+}
+
+export interface RpcProxy {
+  readonly url: string;
+  setFaults(faults: RpcFaults): void;
+  /** counts of calls per method seen so far */
+  calls(method: string): number;
+  stop(): Promise<void>;
+}
+
+interface RpcCall {
+  jsonrpc?: string;
+  id?: unknown;
+  method?: unknown;
+  params?: unknown;
+}
+
+/** A raw transaction is at most 128 KiB in geth's pool; a batch of a few of them fits. */
+const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BATCH_CALLS = 100;
+const UPSTREAM_TIMEOUT_MS = 10_000;
+const LOOKUPS = new Set(['eth_getTransactionReceipt', 'eth_getTransactionByHash']);
+
+export async function startRpcProxy(options: { upstream: string; port?: number }): Promise<RpcProxy> {
+  let faults: RpcFaults = {};
+  let sendAnswersToDrop = 0;
+  const counts = new Map<string, number>();
+
+  /** The answer the proxy gives itself, or undefined to forward the call. */
+  function fake(call: RpcCall): object | undefined {
+    if (call.method === 'eth_sendRawTransaction' && faults.refuseSends) {
+      return { jsonrpc: '2.0', id: call.id ?? null, error: { code: -32000, message: faults.refuseSends } };
+    }
+    if (typeof call.method === 'string' && LOOKUPS.has(call.method) && isLagging(call)) return { jsonrpc: '2.0', id: call.id ?? null, result: null };
+    return undefined;
+  }
+
+  function isLagging(call: RpcCall): boolean {
+    if (faults.lagging === true) return true;
+    if (!Array.isArray(faults.lagging) || !Array.isArray(call.params)) return false;
+    const hash = call.params[0];
+    return typeof hash === 'string' && faults.lagging.includes(hash.toLowerCase());
+  }
+
+  async function answer(call: RpcCall): Promise<object> {
+    if (typeof call !== 'object' || call === null) return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
+    return fake(call) ?? (await forward(options.upstream, call));
+  }
+
+  const server = http.createServer((req, res) => {
+    readBody(req)
+      .then(async (body) => {
+        if (body === undefined) return reply(res, 413, { error: 'body too large' });
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body);
+        } catch {
+          return reply(res, 200, { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
+        }
+        const batch = Array.isArray(parsed);
+        const calls = (batch ? parsed : [parsed]) as RpcCall[];
+        if (calls.length > MAX_BATCH_CALLS) return reply(res, 413, { error: `more than ${MAX_BATCH_CALLS} calls in a batch` });
+        for (const call of calls) {
+          const method = typeof call?.method === 'string' ? call.method : '?';
+          counts.set(method, (counts.get(method) ?? 0) + 1);
+        }
+        if (faults.down) return reply(res, 503, { error: 'down' });
+        // Forwarded sends whose answer is to be lost: decided before forwarding, so the count is exact under load.
+        const forwardedSends = calls.filter((call) => call?.method === 'eth_sendRawTransaction' && fake(call) === undefined).length;
+        const drop = forwardedSends > 0 && sendAnswersToDrop > 0;
+        if (drop) sendAnswersToDrop = Math.max(0, sendAnswersToDrop - forwardedSends);
+        const answers = await Promise.all(calls.map(answer));
+        if (drop) return void req.socket.destroy();
+        reply(res, 200, batch ? answers : answers[0]);
+      })
+      .catch((error: unknown) => reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    setFaults(next) {
+      faults = { ...next, lagging: Array.isArray(next.lagging) ? next.lagging.map((h) => h.toLowerCase()) : next.lagging };
+      sendAnswersToDrop = next.dropSendAnswers ?? 0;
+    },
+    calls: (method) => counts.get(method) ?? 0,
+    stop: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** The request body, or undefined when it is larger than MAX_BODY_BYTES (then the rest is not read). */
+function readBody(req: http.IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners('data');
+        req.pause();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+async function forward(upstream: string, call: RpcCall): Promise<object> {
+  const res = await fetch(upstream, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(call),
+    signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+  });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return (await res.json()) as object;
+}
+
+function reply(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  // A client that sent too much gets its answer and a closed connection, so the unread rest cannot poison keep-alive.
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(status === 413 ? { connection: 'close' } : {}) });
+  res.end(text);
+}
