@@ -138,6 +138,7 @@ export function transferPolicy(config: Config, chainId: number): TransferPolicy 
     bumpAfterMs: config.TRANSFER_BUMP_AFTER ?? (mainnet ? 180_000 : 30_000),
     maxFeePerGasWei: parseUnits(config.TRANSFER_MAX_FEE_GWEI, 9),
     confirmations: config.CHAIN_CONFIRMATIONS ?? (mainnet ? 12 : 1),
+    receiptWaitMs: 15_000,
   };
 }
 

@@ -41,6 +41,8 @@ export interface TransferPolicy {
   maxFeePerGasWei: bigint;
   /** CHAIN_CONFIRMATIONS: blocks deep (its own included), or a block tag that must cover the block. */
   confirmations: number | 'safe' | 'finalized';
+  /** How long one confirm run waits for a first receipt before it looks again later (not a setting: 15s in payrail). */
+  receiptWaitMs: number;
 }
 
 export interface StageDeps {

@@ -18,8 +18,6 @@ import { CONFIRM_RECHECK_MS, enqueueConfirm, loadTransfer, loadVersions, type Tr
 import { outcomeOf, settleMined } from './settle.ts';
 import { broadcastVersion, replace } from './versions.ts';
 
-/** How long one run waits for a first receipt before it looks again later. */
-const CONFIRM_WAIT_MS = 15_000;
 /**
  * The chain's nonce past ours is seen twice, this far apart, before a person is asked: one node's answer about the
  * nonce and another's about our receipts can disagree for a moment behind a load-balanced RPC.
@@ -36,7 +34,7 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
   // needs_review waits for a person, whose action queues this job again.
   if (transfer.status !== 'broadcast') return;
   const versions = await loadVersions(deps.db, transferId);
-  const mined = await findMined(deps, versions, transfer.block_number === null ? CONFIRM_WAIT_MS : 0);
+  const mined = await findMined(deps, versions, transfer.block_number === null ? deps.settings.transfer.receiptWaitMs : 0);
   if (mined) {
     if (await deepEnough(deps, mined.receipt.blockNumber)) {
       const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);

@@ -59,7 +59,8 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
           requested_action: requested,
           requested_hash: resolution?.outcome === 'mined' ? resolution.txHash.toLowerCase() : null,
           requested_by: actor,
-          requested_at: sql`now()`,
+          // Milliseconds, as a JS Date holds it: the worker clears the request it read, and not a newer one, by this value.
+          requested_at: sql`date_trunc('milliseconds', now())`,
           updated_at: sql`now()`,
         })
         .where('transfer_id', '=', transferId)
