@@ -1,0 +1,187 @@
+/**
+ * Payouts through the worker on a chain that behaves like mainnet: an owner whose address is a contract wallet, a fee
+ * spike under a waiting payout, a reorganisation of the payout's block, a receiver that refuses ETH; and the transfer
+ * admin API (list, detail with every signed version, actions refused where unsafe).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
+import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee } from '../../src/simulators/chain-faults.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
+import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+
+/** The net of the fixture's finished IPN after the 3 % fee, in wei. */
+const NET_WEI = 4_723_900_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 9_300_000_000;
+let nextChannel = 1_003_300_000_001;
+
+async function start(env: Record<string, string> = {}) {
+  payrail = await startTestPayrail(db, { env: { ...outside.env, ...env } });
+  return payrail;
+}
+
+async function instantEthChannel(wallet: string): Promise<string> {
+  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+}
+
+async function payoutOf(channelId: string): Promise<Record<string, any> | undefined> {
+  const payouts = (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<Record<string, any>>;
+  return payouts[0];
+}
+
+async function transferOf(channelId: string): Promise<Record<string, any> | undefined> {
+  const payout = await payoutOf(channelId);
+  const row = payout && (await db.db.selectFrom('chain_transfers').select('transfer_id').where('purpose', '=', 'payout').where('ref', '=', payout.payoutId).executeTakeFirst());
+  if (!row) return undefined;
+  return (await payrail!.request('GET', `/api/transfers/${row.transfer_id}`)).body as Record<string, any>;
+}
+
+async function receiptGas(hash: string): Promise<bigint> {
+  const receipt = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as { gasUsed: string; effectiveGasPrice: string };
+  return BigInt(receipt.gasUsed) * BigInt(receipt.effectiveGasPrice);
+}
+
+async function journalsOf(ref: string): Promise<string[]> {
+  return (await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()).map((j) => j.kind);
+}
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await resetFaults(outside);
+});
+afterAll(async () => {
+  await db?.close();
+  await outside?.stop();
+});
+
+describe('payouts on the chain as it behaves', () => {
+  it('an instant ETH payout to a contract wallet completes: its gas is estimated for the real call', async () => {
+    await start();
+    const wallet = freshWallet();
+    await makeContractWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    const transfer = await transferOf(id);
+    expect(BigInt(transfer!.gasLimit)).toBeGreaterThan(21_000n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a 10x fee spike under a waiting payout: one mined replacement, one payout, the real gas booked', async () => {
+    await start({ TRANSFER_BUMP_AFTER: '1s' });
+    await pausePool(outside.chain.rpcUrl);
+    const wallet = freshWallet();
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
+    await spikeBaseFee(outside.chain.rpcUrl, (await baseFee(outside.chain.rpcUrl)) * 10n);
+    await eventually('a replacement signed', async () => ((await transferOf(id))?.versions?.length ?? 0) >= 2);
+    await resumeMining(outside.chain.rpcUrl);
+    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    const transfer = await transferOf(id);
+    expect(transfer).toMatchObject({ status: 'confirmed', nonce: expect.any(String) });
+    const mined = transfer!.versions.find((v: { txHash: string }) => v.txHash === transfer!.txHash);
+    expect(mined.version).toBeGreaterThanOrEqual(2);
+    expect(BigInt(mined.maxFeePerGasWei)).toBeGreaterThan(BigInt(transfer!.versions[0].maxFeePerGasWei));
+    expect(BigInt(transfer!.gasCostWei)).toBe(await receiptGas(transfer!.txHash));
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    const payout = await payoutOf(id);
+    expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a reorganisation of the payout\'s block: sent again, booked once at CHAIN_CONFIRMATIONS deep', async () => {
+    await start({ CHAIN_CONFIRMATIONS: '3' });
+    const wallet = freshWallet();
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the transfer mined, not yet deep enough', async () => (await transferOf(id))?.blockNumber != null);
+    const first = await transferOf(id);
+    expect(first).toMatchObject({ status: 'broadcast' });
+    expect((await payoutOf(id))?.status).toBe('sent');
+
+    await reorg(outside.chain.rpcUrl, 1);
+    expect(await outside.balanceOf(wallet)).toBe(0n);
+    // Noticed, sent again with the same bytes, mined again in the new chain.
+    await eventually('the payout paid again on the new chain', async () => (await outside.balanceOf(wallet)) === NET_WEI);
+    await eventually('the transfer seen mined again', async () => {
+      const t = await transferOf(id);
+      return t?.blockNumber != null && t.blockHash !== first!.blockHash;
+    });
+    expect((await payoutOf(id))?.status).toBe('sent');
+    await mineBlocks(outside.chain.rpcUrl, 2);
+    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    const transfer = await transferOf(id);
+    expect(transfer).toMatchObject({ status: 'confirmed', txHash: first!.txHash });
+    expect(transfer!.versions).toHaveLength(1);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    const payout = await payoutOf(id);
+    expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
+    const alerts = await payrail!.request('GET', '/api/alerts?state=all');
+    expect(JSON.stringify(alerts.body)).toContain('transfer_reorged');
+  });
+
+  it('a receiver that refuses ETH: the payout goes to review before anything is signed, and cancel returns the funds', async () => {
+    await start();
+    const wallet = freshWallet();
+    await makeRejectingWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the payout in review', async () => (await payoutOf(id))?.status === 'needs_review');
+    const payout = await payoutOf(id);
+    expect(payout!.reason).toMatch(/gas estimate failed/);
+    const transfer = await transferOf(id);
+    expect(transfer).toMatchObject({ status: 'failed', lastError: 'estimate_failed', nonce: null, versions: [] });
+    const cancelled = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body.status).toBe('cancelled');
+    expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_returned']);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('the transfer admin API', () => {
+  it('lists by state, shows every version, and refuses what is unsafe (409), malformed (400) or unknown (404)', async () => {
+    await start();
+    const wallet = freshWallet();
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    const transfer = await transferOf(id);
+    expect(transfer!.versions).toEqual([expect.objectContaining({ version: 1, kind: 'transfer', txHash: transfer!.txHash, gasLimit: '21000' })]);
+
+    const confirmed = await payrail!.request('GET', '/api/transfers?status=confirmed');
+    expect(confirmed.status).toBe(200);
+    expect(confirmed.body.transfers.map((t: { transferId: string }) => t.transferId)).toContain(transfer!.transferId);
+    expect(confirmed.body.transfers.every((t: { status: string }) => t.status === 'confirmed')).toBe(true);
+
+    for (const action of ['bump', 'cancel', 'retry']) {
+      const refused = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/${action}`);
+      expect(refused.status).toBe(409);
+    }
+    const resolved = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: { outcome: 'never_sent' } });
+    expect(resolved.status).toBe(409);
+    expect((await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: { outcome: 'mined', txHash: '0x12' } })).status).toBe(400);
+    expect((await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: {} })).status).toBe(400);
+    expect((await payrail!.request('GET', '/api/transfers/tr_0000000000000000')).status).toBe(404);
+    expect((await payrail!.request('GET', '/api/transfers/nope')).status).toBe(400);
+    expect((await payrail!.request('GET', '/api/transfers?status=lost')).status).toBe(400);
+    expect((await payrail!.request('GET', '/api/transfers', { token: null })).status).toBe(401);
+    const audit = await db.db.selectFrom('audit_log').select('action').where('subject', '=', transfer!.transferId).execute();
+    expect(audit).toEqual([]);
+  });
+});
