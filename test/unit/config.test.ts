@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { transferPolicy } from '../../src/app.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 
 const production = {
@@ -175,5 +176,18 @@ describe('WALLET_CHANGE_HOLD', () => {
 
   it('a misspelt name stops the start instead of leaving payouts unheld', () => {
     expect(problems({ ...production, WALLET_CHANGE_HOLDS: '24h' })).toEqual([expect.stringMatching(/^WALLET_CHANGE_HOLDS: unknown variable \(known: WALLET_CHANGE_HOLD\)/)]);
+  });
+
+  it('transfer policy: mainnet and local defaults, exact gwei, and bad values named', () => {
+    const mainnet = transferPolicy(loadConfig(production), 1);
+    expect(mainnet).toEqual({ bumpAfterMs: 180_000, maxFeePerGasWei: 300_000_000_000n, confirmations: 12, receiptWaitMs: 15_000 });
+    expect(transferPolicy(loadConfig(production), 31337)).toMatchObject({ bumpAfterMs: 30_000, confirmations: 1 });
+    const set = transferPolicy(loadConfig({ ...production, TRANSFER_BUMP_AFTER: '90s', TRANSFER_MAX_FEE_GWEI: '2.000000001', CHAIN_CONFIRMATIONS: 'safe' }), 1);
+    expect(set).toMatchObject({ bumpAfterMs: 90_000, maxFeePerGasWei: 2_000_000_001n, confirmations: 'safe' });
+    expect(transferPolicy(loadConfig({ ...production, CHAIN_CONFIRMATIONS: '3' }), 1).confirmations).toBe(3);
+    const found = problems({ ...production, TRANSFER_BUMP_AFTER: 'soon', TRANSFER_MAX_FEE_GWEI: '0', CHAIN_CONFIRMATIONS: 'latest' });
+    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['CHAIN_CONFIRMATIONS', 'TRANSFER_BUMP_AFTER', 'TRANSFER_MAX_FEE_GWEI']);
+    expect(problems({ ...production, TRANSFER_MAX_FEE_GWEI: '1.0000000001' })).toEqual([expect.stringMatching(/^TRANSFER_MAX_FEE_GWEI: /)]);
+    expect(problems({ ...production, CHAIN_CONFIRMATIONS: '0' })).toEqual([expect.stringMatching(/^CHAIN_CONFIRMATIONS: /)]);
   });
 });
