@@ -30,7 +30,7 @@ beforeAll(async () => {
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,
-    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1 }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
+    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1, receiptWaitMs: 15_000 }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
     logger: createLogger({ level: 'silent' }),
   };
 });
