@@ -238,8 +238,11 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
       await enqueuePoll(trx, transfer.ref, new Date());
     },
     async onFailed(trx, transfer, failure) {
-      // The ETH never reached ChangeNow: the payments can simply wait for the next conversion.
-      await releasePaymentsIn(trx, transfer.ref, 'failed', `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}`);
+      const reason = `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}`;
+      // The ETH never reached ChangeNow: the payments wait for the next conversion; held first when the chain said the
+      // deposit would revert, since the next exchange's deposit address may do the same.
+      if (failure.code === 'estimate_failed') await releaseWithHold(trx, transfer.ref, reason);
+      else await releasePaymentsIn(trx, transfer.ref, 'failed', reason);
     },
   };
 }
@@ -264,7 +267,7 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
 
 /** Ends a conversion whose ETH is still ours: its payments go back to pending, the reason is kept on the conversion. */
 export async function releasePaymentsIn(trx: Transaction<Database>, conversionId: string, status: 'failed', reason: string): Promise<void> {
-  await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+  await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('status', 'not in', ['completed', 'failed']).execute();
   await trx
     .updateTable('payments')
     .set({ conversion_status: 'pending', conversion_id: null, updated_at: sql`now()` })

@@ -40,6 +40,18 @@ alter table chain_transfers
   add column requested_by text,
   add column requested_at timestamptz;
 
+-- A transfer in review may have no nonce: one that an earlier version released after a refused broadcast (its
+-- signed bytes forgotten, possibly still in a node's pool) is sent to a person below, never signed again unasked.
+alter table chain_transfers drop constraint chain_transfers_check;
+alter table chain_transfers add constraint chain_transfers_check check (
+  status in ('intent', 'failed')
+  or (status = 'needs_review' and nonce is null and tx_hash is null)
+  or (nonce is not null and tx_hash is not null and raw_tx is not null));
+update chain_transfers
+  set status = 'needs_review', updated_at = now(),
+      reason = 'released by an earlier version of payrail after a refused broadcast: the bytes it signed then may still be mined. Look for a transaction from the host wallet to ' || to_address || ' of this amount; resolve with its hash, or retry to sign it again'
+  where status = 'intent' and attempts > 0;
+
 -- "Broadcast" now means "may be on the network": written before the first broadcast call, never undone.
 comment on column chain_transfers.broadcast_at is 'committed before the first broadcast call: from then on the transfer keeps its nonce and is never re-signed at another';
 

@@ -5,6 +5,7 @@
  */
 import {
   BaseError,
+  BlockNotFoundError,
   createPublicClient,
   encodeFunctionData,
   erc20Abi,
@@ -103,6 +104,10 @@ export interface ChainWallet {
   nonceAt(block: bigint | 'latest'): Promise<number>;
   /** The number of the block a tag names: 'safe' and 'finalized' are what the chain says will not change. */
   blockAt(tag: 'latest' | 'safe' | 'finalized'): Promise<bigint>;
+  /** The hash of the block at `number` in the chain as the node sees it now, or null beyond its head. */
+  blockHash(number: bigint): Promise<Hex | null>;
+  /** The host wallet's transactions in the block at `number` (hash and nonce), for finding who used a nonce. */
+  hostTransactionsIn(number: bigint): Promise<Array<{ hash: Hex; nonce: number }>>;
   broadcast(rawTx: Hex): Promise<BroadcastResult>;
   lookup(hash: Hex): Promise<TxLookup>;
   /**
@@ -139,8 +144,19 @@ function callOf(account: Address, request: { to: Address; asset: TransferAsset; 
   return { to: request.asset.contract, value: 0n, data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }) };
 }
 
-export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; chainId: number; timeoutMs: number }): ChainWallet {
-  const account: PrivateKeyAccount = privateKeyToAccount(options.privateKey);
+/**
+ * With `address` instead of `privateKey`, a read-only wallet (check-ledger --chain, deposits): signing throws, and
+ * the key never has to reach a process that only reads.
+ */
+export function createChainWallet(options: { rpcUrl: string; chainId: number; timeoutMs: number } & ({ privateKey: Hex } | { address: Address })): ChainWallet {
+  const signer: PrivateKeyAccount | undefined = 'privateKey' in options ? privateKeyToAccount(options.privateKey) : undefined;
+  const account = {
+    address: signer?.address ?? (options as { address: Address }).address,
+    signTransaction: (...args: Parameters<PrivateKeyAccount['signTransaction']>) => {
+      if (!signer) throw new Error('this wallet only reads: it was made without the host wallet key');
+      return signer.signTransaction(...args);
+    },
+  };
   const client: PublicClient = createPublicClient({ transport: http(options.rpcUrl, { timeout: options.timeoutMs, retryCount: 0 }) });
   const guard = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
     try {
@@ -251,6 +267,18 @@ export function createChainWallet(options: { rpcUrl: string; privateKey: Hex; ch
       }
     },
     nonceAt: (block) => guard('nonce', () => (block === 'latest' ? client.getTransactionCount({ address: account.address, blockTag: 'latest' }) : client.getTransactionCount({ address: account.address, blockNumber: block }))),
+    async blockHash(number) {
+      try {
+        return (await client.getBlock({ blockNumber: number })).hash;
+      } catch (error) {
+        if (error instanceof BlockNotFoundError) return null;
+        throw new ChainUnavailableError(`block ${number}: ${(error as Error).message}`, { cause: error });
+      }
+    },
+    async hostTransactionsIn(number) {
+      const block = await guard(`block ${number}`, () => client.getBlock({ blockNumber: number, includeTransactions: true }));
+      return block.transactions.filter((tx) => tx.from.toLowerCase() === account.address.toLowerCase()).map((tx) => ({ hash: tx.hash, nonce: tx.nonce }));
+    },
     async blockAt(tag) {
       if (tag === 'latest') return guard('block number', () => client.getBlockNumber({ cacheTime: 0 }));
       const block = await guard(`${tag} block`, () => client.getBlock({ blockTag: tag }));

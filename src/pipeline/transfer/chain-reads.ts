@@ -23,11 +23,38 @@ export async function findMined(deps: StageDeps, versions: readonly TransferVers
   }
 }
 
-/** The block is as deep as CHAIN_CONFIRMATIONS asks (its own block counts as one), or covered by the tag named. */
-export async function deepEnough(deps: StageDeps, blockNumber: bigint): Promise<boolean> {
+/**
+ * The receipt's block is as deep as CHAIN_CONFIRMATIONS asks (its own block counts as one), or covered by the tag
+ * named, and is still the chain's block at that height when the depth is read: a receipt read just before a
+ * reorganisation (or from another node behind a balancer) names a block the chain no longer has.
+ */
+export async function deepEnough(deps: StageDeps, receipt: Pick<MinedReceipt, 'blockNumber' | 'blockHash'>): Promise<boolean> {
   const confirmations = deps.settings.transfer.confirmations;
-  if (typeof confirmations === 'number') return (await deps.wallet.blockAt('latest')) - blockNumber + 1n >= BigInt(confirmations);
-  return (await deps.wallet.blockAt(confirmations)) >= blockNumber;
+  const deep =
+    typeof confirmations === 'number'
+      ? (await deps.wallet.blockAt('latest')) - receipt.blockNumber + 1n >= BigInt(confirmations)
+      : (await deps.wallet.blockAt(confirmations)) >= receipt.blockNumber;
+  if (!deep) return false;
+  return (await deps.wallet.blockHash(receipt.blockNumber))?.toLowerCase() === receipt.blockHash.toLowerCase();
+}
+
+/**
+ * The host wallet's transaction that used `nonce`, in blocks up to `upTo`: the first block whose nonce count passes
+ * it (a binary search over the count, about 25 reads on mainnet), then that block's transaction at that nonce. Null
+ * when the count has not passed it by `upTo`. Only asked when our versions show no receipt: "nonce used" alone
+ * cannot tell our mined version (hidden by a lagging node) from someone else's.
+ */
+export async function nonceUser(deps: StageDeps, nonce: number, upTo: bigint): Promise<{ hash: string; blockNumber: bigint } | null> {
+  if ((await deps.wallet.nonceAt(upTo)) <= nonce) return null;
+  let low = 0n;
+  let high = upTo;
+  while (low < high) {
+    const middle = (low + high) / 2n;
+    if ((await deps.wallet.nonceAt(middle)) > nonce) high = middle;
+    else low = middle + 1n;
+  }
+  const used = (await deps.wallet.hostTransactionsIn(low)).find((tx) => tx.nonce === nonce);
+  return used ? { hash: used.hash, blockNumber: low } : null;
 }
 
 /** The newest block the confirmation policy trusts: what the nonce is read at. */

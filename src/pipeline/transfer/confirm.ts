@@ -12,7 +12,7 @@ import type { Hex } from 'viem';
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { deepEnough, findMined, trustedBlock, type MinedVersion } from './chain-reads.ts';
+import { deepEnough, findMined, nonceUser, trustedBlock, type MinedVersion } from './chain-reads.ts';
 import { carryOutRequest } from './requests.ts';
 import { CONFIRM_RECHECK_MS, enqueueConfirm, loadTransfer, loadVersions, type Transfer, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
 import { outcomeOf, settleMined } from './settle.ts';
@@ -36,7 +36,7 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
   const versions = await loadVersions(deps.db, transferId);
   const mined = await findMined(deps, versions, transfer.block_number === null ? deps.settings.transfer.receiptWaitMs : 0);
   if (mined) {
-    if (await deepEnough(deps, mined.receipt.blockNumber)) {
+    if (await deepEnough(deps, mined.receipt)) {
       const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
       const booked = await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transferId, { ...mined, outcome }));
       if (booked) await logOutcome(deps, log, transfer, mined, outcome.status, outcome.status === 'needs_review' ? outcome.reason : outcome.status === 'failed' ? outcome.failure.message : null);
@@ -76,10 +76,19 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
   });
 }
 
-/** A version seen mined has no receipt now: its block left the chain. Nothing was booked; the same bytes go again. */
+/**
+ * A version seen mined has no receipt now. If the chain still has the block it was seen in, a lagging node hides it:
+ * nothing changes. Otherwise its block left the chain: nothing was booked; the same bytes go again.
+ */
 async function reorganisedAway(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
+  const still = await deps.wallet.blockHash(BigInt(transfer.block_number as string));
+  if (still !== null && still.toLowerCase() === transfer.block_hash?.toLowerCase()) {
+    log.warn({ event: 'transfer_receipt_hidden', txHash: transfer.tx_hash, blockNumber: transfer.block_number }, 'its block is still in the chain but the node shows no receipt (a lagging node): looking again');
+    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS)));
+    return;
+  }
   const seen = versions.find((v) => v.tx_hash === transfer.tx_hash) ?? versions.at(-1);
-  await stageAlert(deps, log, { rule: 'transfer_reorged', subject: transfer.transfer_id, severity: 'warning', message: 'a mined transfer left the chain (reorganisation); sent again, booked once mined again', details: { transferId: transfer.transfer_id, txHash: transfer.tx_hash, blockNumber: transfer.block_number, blockHash: transfer.block_hash } });
+  await stageAlert(deps, log, { rule: 'transfer_reorged', subject: transfer.transfer_id, severity: 'warning', message: 'a mined transfer left the chain (reorganisation); sent again, booked once mined again', details: { transferId: transfer.transfer_id, txHash: transfer.tx_hash, blockNumber: transfer.block_number, blockHash: transfer.block_hash, blockHashNow: still } });
   await deps.db.transaction().execute(async (trx) => {
     await trx.updateTable('chain_transfers').set({ block_number: null, block_hash: null, updated_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
     await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
@@ -93,24 +102,35 @@ async function reorganisedAway(deps: StageDeps, transfer: Transfer, versions: re
  * evidence: a person looks (resolve with the hash that paid, or as never sent).
  */
 async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<boolean> {
-  const used = await deps.wallet.nonceAt(await trustedBlock(deps));
+  const trusted = await trustedBlock(deps);
   const ours = Number(transfer.nonce);
+  const used = await deps.wallet.nonceAt(trusted);
   if (used <= ours) {
     if (transfer.nonce_taken_seen_at !== null) {
-      await deps.db.updateTable('chain_transfers').set({ nonce_taken_seen_at: null }).where('transfer_id', '=', transfer.transfer_id).execute();
+      await deps.db.updateTable('chain_transfers').set({ nonce_taken_seen_at: null }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
     }
     return false;
   }
-  const seenAt = transfer.nonce_taken_seen_at;
-  if (seenAt === null || Date.now() - seenAt.getTime() < NONCE_TAKEN_RECHECK_MS) {
-    await deps.db.transaction().execute(async (trx) => {
-      if (seenAt === null) await trx.updateTable('chain_transfers').set({ nonce_taken_seen_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+  const recheck = (set: boolean) =>
+    deps.db.transaction().execute(async (trx) => {
+      if (set) await trx.updateTable('chain_transfers').set({ nonce_taken_seen_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
       await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
     });
-    log.warn({ event: 'transfer_nonce_passed', nonce: ours, chainNonce: used }, 'the chain counts our nonce as used but shows none of our versions; looking again');
+  // Who used it: one of our versions (its receipt hidden by a lagging node) is no reason for a person.
+  const user = await nonceUser(deps, ours, trusted);
+  const own = user && versions.find((v) => v.tx_hash.toLowerCase() === user.hash.toLowerCase());
+  if (!user || own) {
+    log.warn({ event: 'transfer_receipt_hidden', nonce: ours, chainNonce: used, usedBy: user?.hash ?? null }, 'our nonce is used, by one of our versions or by a transaction the node does not show: looking again');
+    await recheck(false);
     return true;
   }
-  const reason = `nonce ${ours} was used by a transaction payrail did not sign: the chain counts ${used} transactions of the host wallet and shows none of this transfer's ${versions.length} version(s) mined`;
+  const seenAt = transfer.nonce_taken_seen_at;
+  if (seenAt === null || Date.now() - seenAt.getTime() < NONCE_TAKEN_RECHECK_MS) {
+    await recheck(seenAt === null);
+    log.warn({ event: 'transfer_nonce_passed', nonce: ours, chainNonce: used, usedBy: user.hash }, 'another transaction used our nonce; looking again before asking a person');
+    return true;
+  }
+  const reason = `nonce ${ours} was used by a transaction payrail did not sign (${user.hash}, block ${user.blockNumber}); none of this transfer's ${versions.length} version(s) can be mined`;
   const moved = await deps.db
     .updateTable('chain_transfers')
     .set({ status: 'needs_review', reason, updated_at: sql`now()` })
@@ -119,7 +139,7 @@ async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonl
     .returning('transfer_id')
     .executeTakeFirst();
   if (moved) {
-    await stageAlert(deps, log, { rule: 'transfer_nonce_taken', subject: transfer.transfer_id, severity: 'critical', message: 'another transaction took this transfer\'s nonce; it will never be mined as signed', details: { transferId: transfer.transfer_id, nonce: ours, chainNonce: used, hashes: versions.map((v) => v.tx_hash) } });
+    await stageAlert(deps, log, { rule: 'transfer_nonce_taken', subject: transfer.transfer_id, severity: 'critical', message: 'another transaction took this transfer\'s nonce; it will never be mined as signed', details: { transferId: transfer.transfer_id, nonce: ours, chainNonce: used, usedBy: user.hash, usedInBlock: user.blockNumber.toString(), hashes: versions.map((v) => v.tx_hash) } });
   }
   return true;
 }
@@ -129,7 +149,7 @@ async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: read
   const latest = versions.at(-1);
   if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
   if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
-    const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`);
+    const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`, { olderThanMs: deps.settings.transfer.bumpAfterMs });
     if (outcome.replaced) return;
   }
   if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null) await broadcastVersion(deps, transfer.transfer_id, latest, log);

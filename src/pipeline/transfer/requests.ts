@@ -8,7 +8,7 @@ import type { Hex } from 'viem';
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { deepEnough, findMined, trustedBlock } from './chain-reads.ts';
+import { deepEnough, findMined, nonceUser, trustedBlock } from './chain-reads.ts';
 import { enqueueConfirm, loadVersions, type Transfer, type TransferHooksByPurpose } from './model.ts';
 import { clearedRequest, failIn, outcomeOf, settleMined } from './settle.ts';
 import { replace } from './versions.ts';
@@ -55,43 +55,52 @@ async function replaceNow(deps: StageDeps, transfer: Transfer, action: 'bump' | 
 
 /**
  * A person names the transaction that paid: the chain must show it mined deep enough, sent by the host wallet at this
- * transfer's nonce, and moving the amount to the receiver. One of our own versions is simply booked as mined.
+ * transfer's nonce (when it has one), and moving the amount to the receiver. One of our own versions is booked as
+ * mined; if it moved another amount than asked (a token taking a fee), the person's resolve accepts what the chain
+ * shows and the transfer is confirmed with that finding as its reason.
  */
 async function resolveMined(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, hash: Hex): Promise<string | null> {
   const versions = await loadVersions(deps.db, transfer.transfer_id);
   const receipt = await deps.wallet.receipt(hash);
   if (receipt === null) return `the chain shows no mined transaction ${hash}`;
-  if (!(await deepEnough(deps, receipt.blockNumber))) return `${hash} is mined in block ${receipt.blockNumber}, not yet deep enough (CHAIN_CONFIRMATIONS); ask again later`;
+  if (!(await deepEnough(deps, receipt))) return `${hash} is mined in block ${receipt.blockNumber}, not yet deep enough (CHAIN_CONFIRMATIONS); ask again later`;
   const own = versions.find((v) => v.tx_hash.toLowerCase() === hash.toLowerCase());
   const tx = await deps.wallet.transaction(hash);
   if (tx === null) return `the chain shows no transaction ${hash}`;
   if (tx.from.toLowerCase() !== transfer.from_address.toLowerCase()) return `${hash} was sent by ${tx.from}, not the host wallet`;
-  if (BigInt(tx.nonce) !== BigInt(transfer.nonce as string)) return `${hash} used nonce ${tx.nonce}, not this transfer's ${transfer.nonce}`;
+  if (transfer.nonce !== null && BigInt(tx.nonce) !== BigInt(transfer.nonce)) return `${hash} used nonce ${tx.nonce}, not this transfer's ${transfer.nonce}`;
   if (!own) {
     const pays = transfer.asset === 'eth' ? tx.to?.toLowerCase() === transfer.to_address.toLowerCase() && tx.value === BigInt(transfer.amount) : true;
     if (!pays) return `${hash} sent ${tx.value} wei to ${tx.to}, not ${transfer.amount} to ${transfer.to_address}`;
   }
-  const outcome = outcomeOf(transfer, own?.kind ?? 'transfer', receipt, deps.usdtContract);
-  if (!own && outcome.status !== 'confirmed') return `${hash} did not move ${transfer.amount} to ${transfer.to_address} (${outcome.status === 'failed' ? outcome.failure.message : outcome.reason})`;
-  const version = own ?? { tx_hash: hash, raw_tx: transfer.raw_tx as string };
+  const found = outcomeOf(transfer, own?.kind ?? 'transfer', receipt, deps.usdtContract);
+  if (!own && found.status !== 'confirmed') return `${hash} did not move ${transfer.amount} to ${transfer.to_address} (${found.status === 'failed' ? found.failure.message : found.reason})`;
+  const by = transfer.requested_by ?? 'unknown';
+  const outcome = found.status === 'needs_review' ? ({ status: 'confirmed', reason: `accepted by ${by} as mined: ${found.reason}` } as const) : found;
+  const version = own ?? { tx_hash: hash, raw_tx: transfer.raw_tx ?? '' };
   await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transfer.transfer_id, { version, receipt, outcome }));
   return null;
 }
 
 /**
- * The transfer never executed: none of its versions has a receipt, and the chain counts a transaction at its nonce
- * in a block the confirmation policy trusts (our cancel, or someone else's). Only then can its funds be ours again.
+ * The transfer never executed: none of its versions has a receipt, and the chain shows its nonce used, in a block the
+ * confirmation policy trusts, by a transaction that is not one of its versions (our cancel is one, and is settled by
+ * the confirm step). Only then can its funds be the owner's again.
  */
 async function resolveNeverSent(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer): Promise<string | null> {
+  if (transfer.nonce === null) return 'it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash or retry';
   const versions = await loadVersions(deps.db, transfer.transfer_id);
   const mined = await findMined(deps, versions, 0);
   if (mined) return `version ${mined.version.version} (${mined.version.tx_hash}) is mined: it was sent`;
-  const used = await deps.wallet.nonceAt(await trustedBlock(deps));
-  if (used <= Number(transfer.nonce)) return `nonce ${transfer.nonce} is not used yet in a trusted block (the chain counts ${used}): a version may still be mined; cancel it first`;
+  const trusted = await trustedBlock(deps);
+  const user = await nonceUser(deps, Number(transfer.nonce), trusted);
+  if (!user) return `nonce ${transfer.nonce} is not used yet in a trusted block: a version may still be mined; cancel it first`;
+  const own = versions.find((v) => v.tx_hash.toLowerCase() === user.hash.toLowerCase());
+  if (own) return `version ${own.version} (${own.tx_hash}) used the nonce in block ${user.blockNumber}: it was sent`;
   await deps.db.transaction().execute(async (trx) => {
     const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
-    await failIn(trx, hooks, current, { code: 'never_sent', message: `resolved as never sent by ${transfer.requested_by ?? 'unknown'}: nonce ${transfer.nonce} was used by another transaction` });
+    await failIn(trx, hooks, current, { code: 'never_sent', message: `resolved as never sent by ${transfer.requested_by ?? 'unknown'}: nonce ${transfer.nonce} was used by ${user.hash}` });
   });
-  await stageAlert(deps, deps.logger, { rule: 'transfer_resolved', subject: transfer.transfer_id, severity: 'warning', message: 'a transfer was resolved as never sent; its funds are the owner\'s again', details: { transferId: transfer.transfer_id, by: transfer.requested_by, nonce: transfer.nonce, chainNonce: used } });
+  await stageAlert(deps, deps.logger, { rule: 'transfer_resolved', subject: transfer.transfer_id, severity: 'warning', message: 'a transfer was resolved as never sent; its funds are the owner\'s again', details: { transferId: transfer.transfer_id, by: transfer.requested_by, nonce: transfer.nonce, usedBy: user.hash } });
   return null;
 }

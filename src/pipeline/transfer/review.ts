@@ -12,7 +12,7 @@
  */
 import { sql } from 'kysely';
 import type { Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
-import { enqueueConfirm } from './model.ts';
+import { enqueueConfirm, enqueueSend } from './model.ts';
 
 export type TransferAction = 'bump' | 'cancel' | 'resolve' | 'retry';
 export type TransferResolution = { outcome: 'mined'; txHash: string; note?: string } | { outcome: 'never_sent'; note?: string };
@@ -30,22 +30,37 @@ export interface TransferActionResult {
 }
 
 const WATCHED: readonly TransferStatus[] = ['broadcast', 'needs_review'];
+/** A request not carried out after this long (its job failing on an unreachable chain) may be replaced. */
+const STALE_REQUEST_MS = 10 * 60_000;
+const CLEARED = { requested_action: null, requested_hash: null, requested_by: null, requested_at: null } as const;
 
 export async function applyTransferAction(db: Db, transferId: string, action: TransferAction, actor: string, resolution?: TransferResolution): Promise<TransferActionResult | null> {
   return db.transaction().execute(async (trx) => {
     const transfer = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirst();
     if (!transfer) return null;
     const status = transfer.status;
-    if (transfer.requested_action !== null) {
+    // A request the worker could not carry out for long (the chain unreachable for days) must not lock every other.
+    const stale = transfer.requested_at !== null && Date.now() - transfer.requested_at.getTime() > STALE_REQUEST_MS;
+    if (transfer.requested_action !== null && !stale) {
       throw new TransferActionRefused(`a ${transfer.requested_action} requested by ${transfer.requested_by} is still being carried out`);
     }
+    const replacing = transfer.requested_action === null ? undefined : { action: transfer.requested_action, by: transfer.requested_by, at: transfer.requested_at };
     let requested: TransferRequestedAction | null = null;
     let to: TransferStatus = status;
     if (action === 'retry') {
       if (status !== 'needs_review') throw new TransferActionRefused(`a transfer in state ${status} is not in review`);
-      to = 'broadcast';
-      await trx.updateTable('chain_transfers').set({ status: 'broadcast', reason: null, nonce_taken_seen_at: null, reconcile_attempts: 0, updated_at: sql`now()` }).where('transfer_id', '=', transferId).execute();
+      // Without a nonce (released by an earlier version of payrail), it is signed afresh: the person checked that the
+      // bytes signed then were never mined.
+      to = transfer.nonce === null ? 'intent' : 'broadcast';
+      await trx
+        .updateTable('chain_transfers')
+        .set({ status: to, reason: null, nonce_taken_seen_at: null, reconcile_attempts: 0, ...CLEARED, updated_at: sql`now()` })
+        .where('transfer_id', '=', transferId)
+        .where('status', '=', 'needs_review')
+        .execute();
+      if (to === 'intent') await enqueueSend(trx, transferId, transfer.from_address);
     } else {
+      if ((action === 'bump' || action === 'cancel') && transfer.nonce === null) throw new TransferActionRefused('it has no nonce on record: resolve it with the hash that paid, or retry to sign it again');
       if (!WATCHED.includes(status)) throw new TransferActionRefused(`a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`);
       if (action === 'bump' && status !== 'broadcast') throw new TransferActionRefused('a transfer in review is not bumped: cancel or resolve it, or retry to watch it again');
       if ((action === 'bump' || action === 'cancel') && transfer.block_number !== null) {
@@ -66,10 +81,10 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
         .where('transfer_id', '=', transferId)
         .execute();
     }
-    await enqueueConfirm(trx, transferId);
+    if (to !== 'intent') await enqueueConfirm(trx, transferId);
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `transfer.${action}`, subject: transferId, details: JSON.stringify({ from: status, to, reason: transfer.reason, ...(requested && { requested }), ...(resolution && { resolution }) }) })
+      .values({ actor, action: `transfer.${action}`, subject: transferId, details: JSON.stringify({ from: status, to, reason: transfer.reason, ...(requested && { requested }), ...(resolution && { resolution }), ...(replacing && { replacing }) }) })
       .execute();
     return { transferId, from: status, to, requested };
   });

@@ -121,7 +121,10 @@ async function signFirstVersion(deps: StageDeps, hooks: TransferHooksByPurpose, 
   }
   const gas = gasWithMargin(estimate.gas);
   if (native < gas * fees.maxFeePerGas + (asset.kind === 'native' ? amount : 0n)) throw await short(deps, log, transfer, 'eth', native);
-  const chainNonce = await deps.wallet.pendingNonce();
+  // Mined transactions only: a pending one of someone else's may be forgotten by the pool, and a nonce taken after it
+  // would then never be mined (nor anything after it). Signing at its nonce instead, one of the two is mined; if it is
+  // theirs, the confirm step sees the nonce taken and asks a person.
+  const chainNonce = await deps.wallet.nonceAt('latest');
   return deps.db.transaction().execute(async (trx) => {
     const address = transfer.from_address.toLowerCase();
     await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();

@@ -6,9 +6,9 @@ import { sql, type Transaction } from 'kysely';
 import type { Database } from '../../db/index.ts';
 import type { MinedReceipt } from '../../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
-import { FINAL_STATES, type Transfer, type TransferFailure, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
+import { FINAL_STATES, RELEASED_STATES, type Transfer, type TransferFailure, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
 
-export type MinedOutcome = { status: 'confirmed' } | { status: 'failed'; failure: TransferFailure } | { status: 'needs_review'; reason: string };
+export type MinedOutcome = { status: 'confirmed'; reason?: string } | { status: 'failed'; failure: TransferFailure } | { status: 'needs_review'; reason: string };
 
 /**
  * What a mined version did, as the chain shows it. A token transfer counts only by its Transfer log of the whole amount
@@ -57,7 +57,7 @@ export async function settleMined(
       block_number: receipt.blockNumber.toString(),
       block_hash: receipt.blockHash,
       gas_cost_wei: receipt.gasCostWei.toString(),
-      reason: outcome.status === 'confirmed' ? null : outcome.status === 'failed' ? outcome.failure.message : outcome.reason,
+      reason: outcome.status === 'confirmed' ? (outcome.reason ?? null) : outcome.status === 'failed' ? outcome.failure.message : outcome.reason,
       last_error: outcome.status === 'failed' ? outcome.failure.code : null,
       nonce_taken_seen_at: null,
       ...clearedRequest,
@@ -65,6 +65,7 @@ export async function settleMined(
       updated_at: sql`now()`,
     })
     .where('transfer_id', '=', transferId)
+    .where('status', 'in', RELEASED_STATES)
     .returningAll()
     .executeTakeFirstOrThrow();
   if (outcome.status === 'confirmed') await hooks[done.purpose].onConfirmed(trx, done);

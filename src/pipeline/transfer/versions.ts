@@ -78,13 +78,17 @@ export type ReplaceOutcome = { replaced: true; version: TransferVersion } | { re
  * Signs the next version at the transfer's nonce (the same payment, or a cancel) with replacement fees, stores it,
  * then broadcasts it. Under the transfer's row lock, so two replacements of one transfer never race.
  */
-export async function replace(deps: StageDeps, transfer: Transfer, kind: TransferVersion['kind'], log: Logger, cause: string): Promise<ReplaceOutcome> {
+export async function replace(deps: StageDeps, transfer: Transfer, asked: TransferVersion['kind'], log: Logger, cause: string, options: { olderThanMs?: number } = {}): Promise<ReplaceOutcome> {
   const now = await deps.wallet.fees();
   const outcome = await deps.db.transaction().execute(async (trx): Promise<ReplaceOutcome> => {
     const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
     if (!RELEASED_STATES.includes(current.status) || current.nonce === null) return { replaced: false, why: `the transfer is ${current.status}` };
     if (current.block_number !== null) return { replaced: false, why: `a version is mined in block ${current.block_number}` };
     const last = await trx.selectFrom('chain_transfer_versions').selectAll().where('transfer_id', '=', transfer.transfer_id).orderBy('version', 'desc').limit(1).executeTakeFirstOrThrow();
+    // Read under the lock, not from the caller's snapshot: a run that looked before a person's cancel (or another
+    // run's bump) must neither sign the payment over that cancel nor bump twice.
+    if (options.olderThanMs !== undefined && Date.now() - last.created_at.getTime() < options.olderThanMs) return { replaced: false, why: `version ${last.version} was signed meanwhile` };
+    const kind = last.kind === 'cancel' ? 'cancel' : asked;
     const fees = replacementFees(feesOf(last), now, deps.settings.transfer.maxFeePerGasWei);
     if (fees === null) return { replaced: false, why: `the next bump over ${feesOf(last).maxFeePerGas} wei per gas passes TRANSFER_MAX_FEE_GWEI` };
     const nonce = Number(current.nonce);
@@ -105,7 +109,7 @@ export async function replace(deps: StageDeps, transfer: Transfer, kind: Transfe
     return outcome;
   }
   const { version } = outcome;
-  log.warn({ event: kind === 'cancel' ? 'transfer_cancel_signed' : 'transfer_replaced', version: version.version, txHash: version.tx_hash, maxFeePerGas: version.max_fee_per_gas, cause }, 'new version signed at the same nonce');
+  log.warn({ event: version.kind === 'cancel' ? 'transfer_cancel_signed' : 'transfer_replaced', version: version.version, txHash: version.tx_hash, maxFeePerGas: version.max_fee_per_gas, cause }, 'new version signed at the same nonce');
   await broadcastVersion(deps, transfer.transfer_id, version, log);
   return outcome;
 }
