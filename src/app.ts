@@ -11,6 +11,7 @@ import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
 import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
+import { recordDeposit } from './treasury/index.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
 import { createMetrics, type Metrics } from './metrics/index.ts';
@@ -69,6 +70,7 @@ export function alertDeps(config: Config, stage: StageDeps): AlertDeps {
     wallet: stage.wallet,
     exchange: stage.exchange,
     usdtContract: stage.usdtContract,
+    chain: { wallet: stage.wallet, usdtContract: stage.usdtContract },
     settings: alertSettings(config, ALL_HANDLED_TASKS),
     notify: config.ALERT_WEBHOOK_URL !== undefined,
     webhook: alertWebhook(config),
@@ -129,6 +131,12 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
     notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
     ...(crashPoint && { crashPoint }),
   };
+}
+
+/** A local run's host wallet was funded by a transfer just now: the ledger books it as the operator's capital. */
+async function bookLocalFunding(stage: StageDeps, txHash: `0x${string}`, config: Config, logger: Logger): Promise<void> {
+  const result = await recordDeposit(stage.db, { wallet: stage.wallet, usdtContract: stage.usdtContract, confirmations: transferPolicy(config, stage.wallet.chainId).confirmations }, { txHash, asset: 'eth', actor: 'local-run' });
+  logger.info({ event: 'local_funding_booked', txHash, wei: result.amount.toString(), booked: result.booked }, 'LOCAL RUN: the host wallet\'s funding booked as platform capital');
 }
 
 /** Mainnet's defaults are for a chain that reprices and reorganises; a local chain mines at once and never does. */
@@ -206,6 +214,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
     if (roles.worker) {
       outside = await openOutside(config, logger);
       const stage = stageDeps(config, database, outside, logger, crashPoint, (call) => metrics.changenowCall(call));
+      if (outside.fundingTxHash) await bookLocalFunding(stage, outside.fundingTxHash, config, logger);
       worker = await startWorker({
         pool: database.pool,
         db: database.db,

@@ -149,6 +149,8 @@ const schema = z.object({
   /** The USDT token on the host wallet's chain (Tether's contract on Ethereum mainnet by default). */
   USDT_CONTRACT: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed contract address').default('0xdAC17F958D2ee523a2206206994597C13D831ec7'),
   HOST_WALLET_PRIVATE_KEY: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be 0x followed by 64 hex digits').optional(),
+  /** The host wallet's address, for commands that only read the chain (check-ledger --chain, deposit) without the key. */
+  HOST_WALLET_ADDRESS: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed address').optional(),
   CONVERSION_INTERVAL: cronMinutes.default(60_000),
   CONVERSION_MIN_USD: usdAmount.default('50'),
   CONVERSION_MAX_WAIT: duration.default(3_600_000),

@@ -20,6 +20,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
+import type { ChainSide } from '../treasury/index.ts';
 import { claimThrottled, observeOutside, recordThrottled, type Observation, type ObserveDeps } from './observe.ts';
 import { STATE_RULES, type AlertSettings, type RuleResult, type StateRule } from './rules.ts';
 import { cleanSubject, enqueueNotify, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
@@ -27,6 +28,8 @@ import { cleanDetails, cleanText, shortError } from './text.ts';
 
 export interface EvaluateDeps extends ObserveDeps {
   db: Db;
+  /** The host wallet for rules that compare the ledger with the chain; unset, they see no chain. */
+  chain?: ChainSide | undefined;
   logger: Logger;
   settings: AlertSettings;
   /** ALERT_WEBHOOK_URL is set. */
@@ -71,7 +74,7 @@ async function pass(deps: EvaluateDeps): Promise<EvaluationSummary> {
       // Claimed in the database before the run, not remembered in this process: any number of workers run the
       // check once per period, and a run that fails or times out waits its period like any other.
       if (throttle && !(await claimThrottled(deps.db, throttle.observation, throttle.everyMs(deps.settings)))) continue;
-      const result = await rule.evaluate({ db: deps.db, settings: deps.settings });
+      const result = await rule.evaluate({ db: deps.db, settings: deps.settings, chain: deps.chain });
       results.set(rule, result);
       if (throttle) await recordRun(deps, { name: throttle.observation, ok: result.firing.length === 0, value: result.observedValue ?? String(result.firing.length), detail: null });
     } catch (error) {

@@ -20,6 +20,8 @@ export const OBSERVATION = {
   changenow: 'changenow',
   /** The ledger invariant check's last run: ok = clean, value = problems found, observed_at = when it began. */
   ledgerCheck: 'ledger_check',
+  /** The ledger against the chain's last run: ok = no difference, value = assets differing. */
+  ledgerChainCheck: 'ledger_chain_check',
 } as const;
 
 export interface ObserveDeps {

@@ -1,5 +1,7 @@
 /** Rules about the outside world (from this pass's observations) and the ledger's own invariants. */
 import { checkLedger } from '../ledger/index.ts';
+import { ChainUnavailableError } from '../integrations/wallet/index.ts';
+import { checkLedgerAgainstChain } from '../treasury/index.ts';
 import { formatUnits } from '../money/index.ts';
 import { OBSERVATION } from './observe.ts';
 import type { Firing, RuleContext, RuleResult, StateRule } from './rules.ts';
@@ -87,9 +89,50 @@ const ledgerInvariantBroken: StateRule = {
   },
 };
 
+/**
+ * Per asset, the host wallet on chain against the ledger (src/treasury/chain-check.ts): any difference is an alert
+ * with every term in its evidence. A difference that only money in transit explains (a ChangeNow payout arrived
+ * before its poll) is gone at the next check, which resolves it.
+ */
+const ledgerChainMismatch: StateRule = {
+  name: 'ledger_chain_mismatch',
+  severity: 'critical',
+  throttle: { observation: OBSERVATION.ledgerChainCheck, everyMs: (settings) => settings.ledgerChainCheckEveryMs },
+  async evaluate({ db, chain }) {
+    if (!chain) return { firing: [], observedValue: 'no chain' };
+    let report;
+    try {
+      report = await checkLedgerAgainstChain(db, chain);
+    } catch (error) {
+      // An unreachable RPC is chain_rpc_unreachable's to report: this check's alerts stay as they are.
+      if (error instanceof ChainUnavailableError) return { firing: [], unknown: ['eth', 'usdt'], observedValue: 'chain unreachable' };
+      throw error;
+    }
+    const differing = report.assets.filter((a) => a.difference !== 0n);
+    return {
+      observedValue: String(differing.length),
+      firing: differing.map((a): Firing => ({
+        subject: a.asset,
+        message: `the host wallet holds ${a.onChain} ${a.asset} units on chain, the ledger says ${a.expected}: off by ${a.difference}`,
+        details: {
+          hostAddress: report.hostAddress,
+          onChain: a.onChain.toString(),
+          ledgerHeld: a.ledgerHeld.toString(),
+          leftNotBooked: a.leftNotBooked.toString(),
+          gasNotBooked: a.gasNotBooked.toString(),
+          expected: a.expected.toString(),
+          difference: a.difference.toString(),
+          inFlight: a.inFlight.slice(0, MAX_EXAMPLES).map((t) => ({ ...t, amount: t.amount.toString() })),
+        },
+      })),
+    };
+  },
+};
+
 export const outsideRules: readonly StateRule[] = [
   hostWalletLow,
   unreachable('chain_rpc_unreachable', OBSERVATION.chainRpc, 'the chain RPC (ETH_RPC_URL)'),
   unreachable('changenow_unreachable', OBSERVATION.changenow, 'ChangeNow'),
   ledgerInvariantBroken,
+  ledgerChainMismatch,
 ];

@@ -3,6 +3,7 @@
  * which subjects are firing now. The evaluator opens what is new and resolves what cleared. A rule never writes.
  */
 import type { AlertSeverity, Db } from '../db/index.ts';
+import type { ChainSide } from '../treasury/index.ts';
 import { outsideRules } from './rules-outside.ts';
 import { pipelineRules } from './rules-pipeline.ts';
 import { queueRules } from './rules-queue.ts';
@@ -25,6 +26,8 @@ export interface AlertSettings {
   handledTasks: readonly string[];
   /** The ledger check reads every entry: it runs at most this often across all workers (0: every pass). */
   ledgerCheckEveryMs: number;
+  /** The ledger against the chain (host wallet balances): at most this often across all workers (0: every pass). */
+  ledgerChainCheckEveryMs: number;
   /**
    * An open state alert whose message and evidence did not change is rewritten (last_seen_at) only when its last
    * sighting is older than this (0: every pass), so a pass over many long-open alerts writes nothing.
@@ -49,6 +52,8 @@ export interface RuleResult {
 export interface RuleContext {
   db: Db;
   settings: AlertSettings;
+  /** The host wallet on chain, where the worker evaluating has one (rules comparing with the chain need it). */
+  chain?: ChainSide | undefined;
 }
 
 export interface StateRule {

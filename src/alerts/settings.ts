@@ -7,6 +7,8 @@ import type { AlertSettings } from './rules.ts';
 
 /** The ledger check reads every entry: once per this, across all workers, is plenty for an invariant. */
 const LEDGER_CHECK_EVERY_MS = 10 * 60_000;
+/** Hourly: it reads the host wallet's balances and the receipts of transfers mined and not booked yet. */
+const LEDGER_CHAIN_CHECK_EVERY_MS = 60 * 60_000;
 /**
  * How stale an unchanged open state alert's last_seen_at may get. Open means still firing (a pass that finds it clear
  * resolves it), so the time only tells a reader the evaluator still runs: a quarter of an hour is enough for that,
@@ -34,6 +36,7 @@ export function alertSettings(config: Config, handledTasks: readonly string[]): 
     eventResolveAfterMs: config.ALERT_EVENT_RESOLVE_AFTER,
     handledTasks,
     ledgerCheckEveryMs: LEDGER_CHECK_EVERY_MS,
+    ledgerChainCheckEveryMs: LEDGER_CHAIN_CHECK_EVERY_MS,
     stateTouchEveryMs: STATE_TOUCH_EVERY_MS,
   };
 }

@@ -13,13 +13,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
+import { privateKeyToAccount } from 'viem/accounts';
 import { startPayrail, type Payrail } from '../app.ts';
 import { loadConfig, secretValues, type Config } from '../config.ts';
 import { localDevSecrets } from '../dev-secrets.ts';
 import { createLogger } from '../log.ts';
-import { DEFAULT_PAIRS, freePort, randomSeed, Rng } from '../simulators/index.ts';
+import { createChainWallet } from '../integrations/wallet/index.ts';
+import { DEFAULT_PAIRS, freePort, randomSeed, Rng, startChainSender } from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
-import { finishedIpnBody, IpnSendError, planPayments, queueConversionCheck, sendIpns, signIpnBody, type PlannedPayment, type SendOutcome, type SignedIpn } from './ipns.ts';
+import { ethAmounts, finishedIpnBody, IpnSendError, planPayments, queueConversionCheck, sendIpns, signIpnBody, type PlannedPayment, type SendOutcome, type SignedIpn } from './ipns.ts';
 import { DEMO_USAGE, DemoUsageError, IPNS_PER_SECOND, OUTAGE_SECONDS, readDemoOptions, type DemoOptions } from './options.ts';
 import { ProgressDisplay, readCounts, type StageCounts } from './progress.ts';
 import { explainPending, summarize } from './summary.ts';
@@ -257,6 +259,13 @@ class Demo {
     const ethUsd = (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate;
     const now = new Date();
     const bodies = payments.map((p) => signIpnBody(p.paymentId, finishedIpnBody(p, ethUsd, now), config.NOWPAYMENTS_IPN_SECRET));
+    // NOWPayments forwards each payment's outcome to the host wallet before it sends `finished`: on the local chain too,
+    // so the host wallet holds what the ledger credits and the summary can compare ledger and chain.
+    const rpcUrl = payrail.outside?.rpcUrl;
+    if (!rpcUrl) throw new Error('the local run has no chain');
+    const host = privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
+    const nowpayments = await startChainSender(rpcUrl);
+    for (const p of payments) await nowpayments.send(host, ethAmounts(p.priceCents, ethUsd).outcomeWei);
     const totals = { payments: payments.length, thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length };
     this.out();
     this.out(`sending ${payments.length} signed finished IPNs to ${url}/webhooks/nowpayments, ${IPNS_PER_SECOND} a second (priced at ${ethUsd} USD/ETH, the simulator's rate;`);
@@ -336,6 +345,7 @@ class Demo {
     const summary = await summarize(payrail.database.db, pool, {
       plannedPayments: payments.length,
       simulatorExchanges: simulator.exchanges.size,
+      chain: { wallet: createChainWallet({ rpcUrl, address: host, chainId: payrail.outside?.chainId ?? config.CHAIN_ID, timeoutMs: 15_000 }), usdtContract: payrail.outside?.usdtContract },
       ...(outage && { outage }),
     });
     this.out();

@@ -7,6 +7,8 @@
 import type pg from 'pg';
 import type { Db } from '../db/index.ts';
 import { checkLedger, type LedgerReport } from '../ledger/index.ts';
+import { checkLedgerAgainstChain, type ChainSide } from '../treasury/index.ts';
+import { formatChainReport } from '../treasury/commands.ts';
 import { formatUnits } from '../money/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 import { UNPAID_BY_CHANNEL_SQL } from './progress.ts';
@@ -21,6 +23,8 @@ export interface SummaryContext {
   /** Exchanges the in-process ChangeNow simulator holds, to compare with what payrail recorded. */
   simulatorExchanges?: number;
   outage?: { startedAt: number; endedAt: number };
+  /** The host wallet on the local chain: its ETH and USDT are compared with the ledger (check-ledger --chain). */
+  chain?: ChainSide;
 }
 
 export interface Summary {
@@ -170,6 +174,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     : `${usdt(waitingUsdt)} on ${waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`;
 
   const ledger = await checkLedger(db);
+  const onChain = context.chain ? await checkLedgerAgainstChain(db, context.chain) : undefined;
   const accounted = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') + waiting === n(pay, 'n');
   const checks: Array<[string, boolean, string]> = [
     ['every payment received, and paid out or waiting below threshold', accounted, `${n(pay, 'paid_out')} paid out + ${waiting} waiting of ${context.plannedPayments} payments`],
@@ -180,6 +185,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     ["instant payouts paid == instant payments' net ETH", s(sums, 'instant_paid') === s(pay, 'instant_net'), eth(s(sums, 'instant_paid'))],
     ["every channel balance below its threshold, == its waiting USDT", balancesOk, balancesDetail],
     ['one confirmed transfer per conversion and per payout', n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal, `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`],
+    ...(onChain === undefined ? [] : [['host wallet on chain == ledger (check-ledger --chain)', onChain.ok, onChain.assets.map((a) => `${a.asset.toUpperCase()} ${a.difference === 0n ? 'equal' : `off by ${a.difference}`}`).join(', ')] as [string, boolean, string]]),
     ...(context.simulatorExchanges === undefined ? [] : [['exchanges recorded == exchanges at ChangeNow', exchanges === context.simulatorExchanges, `${exchanges} vs ${context.simulatorExchanges}`] as [string, boolean, string]]),
   ];
   line();
@@ -189,7 +195,11 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   line(`ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`);
   line('  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be');
   for (const p of ledger.problems.slice(0, 10)) line(`  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`);
-  return { lines: out, ledger, paidOut: n(pay, 'paid_out'), waiting, ok: ledger.ok && checks.every(([, ok]) => ok) };
+  if (onChain) {
+    line(`ledger against the chain (payrail check-ledger --chain): ${onChain.ok ? 'equal' : 'DIFFERENT'}`);
+    for (const l of formatChainReport(onChain).trimEnd().split('\n')) line(`  ${l}`);
+  }
+  return { lines: out, ledger, paidOut: n(pay, 'paid_out'), waiting, ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true) };
 }
 
 /** What each open state waits for, so the list below reads as reasons, not only as state names. */

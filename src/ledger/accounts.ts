@@ -32,6 +32,10 @@ export const accounts = {
   ethereum: (asset: string): AccountRef => ({ code: 'world:ethereum', asset, allowNegative: true }),
   /** Gas the platform paid for its own transfers: an expense, so it runs below zero. */
   networkCosts: (asset: string): AccountRef => ({ code: 'platform:network_costs', asset, allowNegative: true }),
+  /** Whoever funds the host wallet from outside (the operator): its deposits are booked from here. */
+  operator: (asset: string): AccountRef => ({ code: 'world:operator', asset, allowNegative: true }),
+  /** What the operator put on the host wallet (gas money, a float): the platform's own, not any channel's. */
+  capital: (asset: string): AccountRef => ({ code: 'platform:capital', asset, allowNegative: false }),
   /** What payrail owes a channel owner. */
   channel: (channelId: string, asset: string): AccountRef => ({ code: `channel:${channelId}`, asset, allowNegative: false }),
   /** A channel's balance set aside in a payout batch: no longer available, not yet paid. */

@@ -18,3 +18,4 @@ export {
   takeNonce,
 } from './chain-faults.ts';
 export { blacklistLocalUsdt, deployLocalUsdt, localUsdtAbi, mintLocalUsdt, setLocalUsdtReturnFalse } from './usdt/index.ts';
+export { startChainSender, type ChainSender } from './chain-sender.ts';

@@ -7,6 +7,7 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { deployLocalUsdt, mintLocalUsdt } from './usdt/index.ts';
 import type { Logger } from '../log.ts';
 import { rpc, startLocalChain, type LocalChain } from './chain.ts';
+import { startChainSender } from './chain-sender.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from './changenow/index.ts';
 
 export interface LocalOutside {
@@ -17,6 +18,8 @@ export interface LocalOutside {
   readonly changenowUrl: string;
   readonly simulator?: ChangeNowSimulator;
   readonly chain?: LocalChain;
+  /** The transaction that funded the host wallet on a fresh local chain: payrail books it as the operator's capital. */
+  readonly fundingTxHash?: `0x${string}`;
   stop(): Promise<void>;
 }
 
@@ -43,6 +46,7 @@ export async function startLocalOutside(options: {
     let chainId = options.chainId;
     let usdtContract: `0x${string}` | undefined;
     let treasuryKey: `0x${string}` | undefined;
+    let fundingTxHash: `0x${string}` | undefined;
     if (rpcUrl === undefined) {
       chain = await startLocalChain({
         port: options.chainPort,
@@ -51,7 +55,11 @@ export async function startLocalOutside(options: {
       rpcUrl = chain.rpcUrl;
       chainId = chain.chainId;
       const host = privateKeyToAccount(options.hostPrivateKey).address;
-      await rpc(rpcUrl, 'anvil_setBalance', [host, `0x${LOCAL_FUNDING_WEI.toString(16)}`]);
+      // Funded by a real transfer (as an operator would), once: a restarted local run keeps its chain and its books,
+      // and the ledger's record of that deposit keeps agreeing with the chain.
+      if (BigInt(String(await rpc(rpcUrl, 'eth_getBalance', [host, 'latest']))) === 0n) {
+        fundingTxHash = await (await startChainSender(rpcUrl)).send(host, LOCAL_FUNDING_WEI);
+      }
       // The simulator's treasury pays conversions out in LocalUSDT on this chain; its key is derived from the host
       // key so a restarted local run finds the same token (deployed at the treasury's first nonce).
       treasuryKey = keccak256(concat([options.hostPrivateKey, toHex('payrail-local-treasury')]));
@@ -85,6 +93,7 @@ export async function startLocalOutside(options: {
       changenowUrl,
       ...(simulator && { simulator }),
       ...(chain && { chain }),
+      ...(fundingTxHash && { fundingTxHash }),
       async stop() {
         await started.simulator?.stop();
         await started.chain?.stop();
