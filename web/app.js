@@ -1,6 +1,7 @@
 /*
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
- * with the tab), refreshes it every few seconds, and calls the payout and conversion actions of the review queue.
+ * with the tab), refreshes it every few seconds, and calls the payout, conversion and transfer actions of the review
+ * queue.
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -11,8 +12,9 @@
   const TOKEN_KEY = 'payrail.adminToken';
   const REFRESH_MS = 5000;
   /*
-   * What the review buttons may act on (a button's data-kind): the id a button must carry, the API path, and each
-   * action's confirmation. A button naming anything else sends nothing.
+   * What the review buttons may act on (a button's data-kind): the id a button must carry, the API path, each
+   * action's confirmation, and what an action posts (`bodies`; none by default). A button naming anything else sends
+   * nothing.
    */
   const SUBJECTS = {
     payout: {
@@ -36,6 +38,19 @@
         failed: 'its ETH never left, its payments go into the next batch',
         sent: 'ChangeNow is asked about it again',
       },
+    },
+    transfer: {
+      idRe: /^tr_[0-9a-f]{16}$/,
+      path: 'transfers',
+      actions: {
+        retry: 'Retry transfer {id}? It leaves review and payrail watches the chain for it again.',
+        cancel: 'Cancel transfer {id}? The worker signs a zero-value transaction to the host wallet at its nonce; the transfer fails only once the chain mines that cancel and none of its own versions.',
+        resolve:
+          'Resolve transfer {id} as never sent? The chain must show its nonce used by another transaction, and none of its own versions mined: the worker checks both and refuses otherwise. Only then does the transfer fail, and what it was paying is paid again.',
+      },
+      // The only resolution a button offers: "mined" needs the paying transaction's hash (POST it with the API).
+      bodies: { resolve: { outcome: 'never_sent' } },
+      outcomes: { broadcast: 'payrail watches the chain for it again' },
     },
   };
 
@@ -109,6 +124,16 @@
       { key: 'received', label: 'Received', testid: 'total-received', lines: amountLines('total-received', t.received) },
       { key: 'fees', label: 'Platform fees', testid: 'total-fees', lines: amountLines('total-fees', t.platformFees) },
       {
+        key: 'network',
+        label: 'Fees vs network costs',
+        testid: 'total-network',
+        lines: [
+          ...amountLines('total-network-fees', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.fees }, 'fees earned'),
+          ...amountLines('total-network-costs', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.networkCosts }, 'gas paid'),
+          ...amountLines('total-network-net', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.net }, 'net'),
+        ],
+      },
+      {
         key: 'converted',
         label: `Converted (${t.converted.count})`,
         testid: 'total-converted',
@@ -143,6 +168,7 @@
       { key: 'payments', label: 'Payments', counts: countsView('payments', p.payments, ['inReview'], hours) },
       { key: 'conversions', label: 'Conversions', counts: countsView('conversions', p.conversions, ['failed', 'needs_review'], hours) },
       { key: 'payouts', label: 'Payouts', counts: countsView('payouts', p.payouts, ['failed', 'needs_review', 'awaiting_approval'], hours) },
+      { key: 'transfers', label: 'Transfers', counts: countsView('transfers', p.transfers, ['needs_review'], hours) },
     ];
   }
 
@@ -161,6 +187,16 @@
     };
   }
 
+  /** A channel's payout waiting for a person, as its row says it (the overview's `payoutInReview`). */
+  function reviewNote(c) {
+    const w = c.payoutInReview;
+    if (w === null) return '';
+    const which = w.transferId === null ? w.payoutId : `transfer ${w.transferId} of ${w.payoutId}`;
+    const more = w.count > 1 ? ` (+${w.count - 1} more)` : '';
+    // A threshold channel gets no new batch while one is open: what it earns waits for the same person.
+    return `payout in review · ${which}${more}${c.strategy === 'threshold' ? ' · new payments wait for a person' : ''}`;
+  }
+
   function channelView(c) {
     const hasThreshold = c.fillBps !== null;
     return {
@@ -173,6 +209,8 @@
       barLabel: hasThreshold ? `${groupDigits(c.availableUsdt)} / ${groupDigits(c.thresholdUsd)} USDT · ${percentOf(c.fillBps)}` : `${groupDigits(c.availableUsdt)} USDT available`,
       pendingEthText: groupDigits(c.pendingEth),
       destination: `${upper(c.payoutCurrency)} on ${c.payoutNetwork}`,
+      reviewNote: reviewNote(c),
+      rowClass: c.payoutInReview === null ? '' : 'waiting',
     };
   }
 
@@ -209,7 +247,26 @@
       reasonText: c.reason ?? '',
       waiting: age(c.waitingSeconds),
     }));
-    const reviewCount = review.length + reviewConversions.length;
+    const reviewTransfers = o.review.transfers.map((t) => ({
+      ...t,
+      testid: `review-${t.transferId}`,
+      forText: `${t.purpose} ${t.ref}`,
+      amountText: groupDigits(t.amount),
+      assetText: upper(t.asset),
+      nonceText: t.nonce ?? '–',
+      // The hash shortened in the cell, whole in its tooltip.
+      txHashText: t.txHash === null ? '–' : `${t.txHash.slice(0, 10)}…${t.txHash.slice(-6)}`,
+      txHashTitle: t.txHash ?? '',
+      reasonText: t.reason ?? '',
+      lastErrorText: t.lastError === null ? '' : `last error: ${t.lastError}`,
+      requestedText: t.requested === null ? '' : `${label(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; the worker carries it out`,
+      // While a request waits for the worker, every other action is refused: no buttons until it is carried out.
+      canAct: t.requested === null,
+      // "Never sent" needs a nonce someone else used and none of its versions seen mined; otherwise the worker refuses.
+      canResolveNeverSent: t.requested === null && t.nonce !== null && t.blockNumber === null,
+      waiting: age(t.waitingSeconds),
+    }));
+    const reviewCount = review.length + reviewConversions.length + reviewTransfers.length;
     const payouts = o.payouts.map((p) => payoutView(p, 'payout'));
     const conversions = o.conversions.map((c) => ({
       ...c,
@@ -236,6 +293,8 @@
         any: review.length > 0,
         conversions: reviewConversions,
         anyConversions: reviewConversions.length > 0,
+        transfers: reviewTransfers,
+        anyTransfers: reviewTransfers.length > 0,
         paymentsNote: o.review.payments > 0 ? `${o.review.payments} payment(s) kept for review (see GET /api/payments/:id).` : '',
       },
       channels: {
@@ -388,10 +447,12 @@
         this.load();
       },
 
-      async api(method, path) {
-        const response = await fetch(path, { method, headers: { authorization: `Bearer ${this.token}`, accept: 'application/json' }, cache: 'no-store' });
-        const body = await response.json().catch(() => ({}));
-        return { status: response.status, body };
+      async api(method, path, body) {
+        const headers = { authorization: `Bearer ${this.token}`, accept: 'application/json' };
+        if (body !== undefined) headers['content-type'] = 'application/json';
+        const response = await fetch(path, { method, headers, cache: 'no-store', ...(body !== undefined && { body: JSON.stringify(body) }) });
+        const answer = await response.json().catch(() => ({}));
+        return { status: response.status, body: answer };
       },
 
       async load() {
@@ -424,10 +485,15 @@
         const subject = Object.hasOwn(SUBJECTS, kind ?? '') ? SUBJECTS[kind] : null;
         if (!subject || !Object.hasOwn(subject.actions, action ?? '') || !subject.idRe.test(id ?? '')) return;
         if (!window.confirm(subject.actions[action].replace('{id}', id))) return;
-        const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`);
+        const posted = subject.bodies && Object.hasOwn(subject.bodies, action) ? subject.bodies[action] : undefined;
+        const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`, posted);
         if (status === 200) {
           const outcome = Object.hasOwn(subject.outcomes, body.status) ? `: ${subject.outcomes[body.status]}` : '';
           this.notice = { text: `${action}: ${kind} ${id} is now ${body.status}${outcome}.`, kind: 'ok' };
+        } else if (status === 202) {
+          // Accepted, not done: the worker (which holds the key and reads the chain) carries it out, or refuses.
+          const requested = body.requested && typeof body.requested.action === 'string' ? label(body.requested.action) : action;
+          this.notice = { text: `${action}: ${requested} of ${kind} ${id} requested; the worker carries it out and the review queue shows what came of it.`, kind: 'ok' };
         } else if (status === 401) {
           this.signOut();
           this.error = 'The server refused this token.';

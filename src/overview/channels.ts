@@ -1,10 +1,15 @@
-/** Channels with their balances against their thresholds, from the ledger's channel accounts (≈ 3 per channel). */
+/**
+ * Channels with their balances against their thresholds, from the ledger's channel accounts (≈ 3 per channel), and
+ * the open payouts of each that wait for a person (payouts in review and payout transfers in review: two small
+ * partial indexes).
+ */
 import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 import { formatAsset, toAmounts } from './amounts.ts';
 import type { ChannelRow, ChannelsView } from './types.ts';
 
+/** The fullest channels shown; channels whose payout waits for a person are shown besides, wherever they rank. */
 export const CHANNELS_SHOWN = 50;
 
 type Row = {
@@ -17,6 +22,9 @@ type Row = {
   usdt_available: string;
   eth_reserved: string;
   usdt_reserved: string;
+  review_payout_id: string | null;
+  review_transfer_id: string | null;
+  review_payouts: number | null;
 };
 
 export async function readChannels(db: Db): Promise<ChannelsView> {
@@ -25,7 +33,7 @@ export async function readChannels(db: Db): Promise<ChannelsView> {
            count(*) filter (where c.payout_strategy = 'threshold')::int as threshold,
            count(*) filter (where c.payout_strategy = 'threshold' and coalesce(a.balance, 0) >= c.threshold_usd_cents * ${USDT_UNITS_PER_CENT.toString()}::numeric)::int as at_threshold
     from channels c left join ledger_accounts a on a.code = 'channel:' || c.channel_id and a.asset = 'usdt'`.execute(db);
-  // Ordered by fill in SQL only to pick the rows shown; the fill itself is computed exactly below.
+  // Ranked by fill in SQL only to pick the rows shown; the fill itself is computed exactly below.
   const { rows } = await sql<Row>`
     with balances as (
       select split_part(code, ':', 2) as channel_id,
@@ -33,16 +41,35 @@ export async function readChannels(db: Db): Promise<ChannelsView> {
              coalesce(sum(balance) filter (where asset = 'usdt' and code not like '%:payout'), 0) as usdt_available,
              coalesce(sum(balance) filter (where asset = 'eth' and code like '%:payout'), 0) as eth_reserved,
              coalesce(sum(balance) filter (where asset = 'usdt' and code like '%:payout'), 0) as usdt_reserved
-      from ledger_accounts where code like 'channel:%' group by 1)
-    select c.channel_id, c.payout_strategy, c.threshold_usd_cents::text as threshold_usd_cents, c.payout_currency, c.payout_network,
-           coalesce(b.eth_available, 0)::text as eth_available, coalesce(b.usdt_available, 0)::text as usdt_available,
-           coalesce(b.eth_reserved, 0)::text as eth_reserved, coalesce(b.usdt_reserved, 0)::text as usdt_reserved
-    from channels c left join balances b on b.channel_id = c.channel_id
-    order by (c.payout_strategy = 'threshold') desc,
-             coalesce(b.usdt_available, 0) / coalesce(c.threshold_usd_cents, 1) desc,
-             coalesce(b.eth_available, 0) + coalesce(b.eth_reserved, 0) desc,
-             c.channel_id
-    limit ${CHANNELS_SHOWN}`.execute(db);
+      from ledger_accounts where code like 'channel:%' group by 1),
+    waiting as (
+      select channel_id, payout_id, null::text as transfer_id, updated_at as since
+      from payouts where status = 'needs_review'
+      union all
+      select p.channel_id, p.payout_id, t.transfer_id, t.updated_at
+      from chain_transfers t join payouts p on p.payout_id = t.ref
+      where t.status = 'needs_review' and t.purpose = 'payout' and p.status not in ('completed', 'failed', 'cancelled')),
+    review as (
+      select channel_id, count(distinct payout_id)::int as payouts,
+             (array_agg(payout_id order by since, payout_id))[1] as payout_id,
+             (array_agg(transfer_id order by since, payout_id))[1] as transfer_id
+      from waiting group by channel_id),
+    ranked as (
+      select c.channel_id, c.payout_strategy, c.threshold_usd_cents, c.payout_currency, c.payout_network,
+             b.eth_available, b.usdt_available, b.eth_reserved, b.usdt_reserved,
+             row_number() over (
+               order by (c.payout_strategy = 'threshold') desc,
+                        coalesce(b.usdt_available, 0) / coalesce(c.threshold_usd_cents, 1) desc,
+                        coalesce(b.eth_available, 0) + coalesce(b.eth_reserved, 0) desc,
+                        c.channel_id) as rank
+      from channels c left join balances b on b.channel_id = c.channel_id)
+    select r.channel_id, r.payout_strategy, r.threshold_usd_cents::text as threshold_usd_cents, r.payout_currency, r.payout_network,
+           coalesce(r.eth_available, 0)::text as eth_available, coalesce(r.usdt_available, 0)::text as usdt_available,
+           coalesce(r.eth_reserved, 0)::text as eth_reserved, coalesce(r.usdt_reserved, 0)::text as usdt_reserved,
+           v.payout_id as review_payout_id, v.transfer_id as review_transfer_id, v.payouts as review_payouts
+    from ranked r left join review v on v.channel_id = r.channel_id
+    where r.rank <= ${CHANNELS_SHOWN} or v.channel_id is not null
+    order by r.rank`.execute(db);
   const c = counts.rows[0] ?? { total: 0, threshold: 0, at_threshold: 0 };
   return { total: c.total, threshold: c.threshold, atThreshold: c.at_threshold, items: rows.map(channelRow) };
 }
@@ -60,6 +87,7 @@ function channelRow(r: Row): ChannelRow {
     availableUsdt: formatAsset(availableUsdt, 'usdt'),
     reserved: toAmounts(new Map([['eth', BigInt(r.eth_reserved)], ['usdt', BigInt(r.usdt_reserved)]].filter(([, u]) => u !== 0n) as Array<[string, bigint]>)),
     fillBps: thresholdCents === null ? null : fillBps(availableUsdt, thresholdCents),
+    payoutInReview: r.review_payout_id === null ? null : { payoutId: r.review_payout_id, transferId: r.review_transfer_id, count: r.review_payouts ?? 1 },
   };
 }
 

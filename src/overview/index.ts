@@ -14,12 +14,13 @@ import { paymentStages } from './payments.ts';
 import { payoutCounts, recentPayouts, reviewQueue } from './payouts.ts';
 import { queueDepths } from './queues.ts';
 import { readLedgerFigures, totalsFrom } from './totals.ts';
+import { reviewTransfers, transferCounts } from './transfers.ts';
 import { readVolume } from './volume.ts';
 import { ledgerWindow } from './window.ts';
 import type { Overview } from './types.ts';
 
 export type * from './types.ts';
-export { fillBps } from './channels.ts';
+export { CHANNELS_SHOWN, fillBps } from './channels.ts';
 export { formatStatus } from './report.ts';
 export { volumeSeries } from './volume.ts';
 
@@ -60,13 +61,14 @@ export async function readOverview(db: Db, options: { windowHours?: number } = {
           },
           conversions: conversionStates.counts,
           payouts: await payoutCounts(trx, window),
+          transfers: await transferCounts(trx),
         },
         queues: await queueDepths(trx),
         alerts: await openAlerts(trx),
         conversions: await recentConversions(trx, window),
         payouts: await recentPayouts(trx, window),
         channels: await readChannels(trx),
-        review: { ...(await reviewQueue(trx, stages.inReview, now)), conversions: await reviewConversions(trx) },
+        review: { ...(await reviewQueue(trx, stages.inReview, now)), conversions: await reviewConversions(trx), transfers: await reviewTransfers(trx) },
         hostWallet: observed.hostWallet,
         services: observed.services,
         volume,

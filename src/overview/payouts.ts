@@ -79,8 +79,8 @@ export async function recentPayouts(db: Db, window: LedgerWindow): Promise<Payou
   }));
 }
 
-/** The payout part of the review queue; its conversions are read in conversions.ts. */
-export async function reviewQueue(db: Db, paymentsInReview: number, now: Date): Promise<Omit<ReviewQueue, 'conversions'>> {
+/** The payout part of the review queue; its conversions are read in conversions.ts, its transfers in transfers.ts. */
+export async function reviewQueue(db: Db, paymentsInReview: number, now: Date): Promise<Omit<ReviewQueue, 'conversions' | 'transfers'>> {
   const listed = [];
   for (const status of REVIEW_STATES) listed.push(...(await listPayouts(db, { status, limit: REVIEW_SHOWN })));
   const payouts = listed

@@ -2,7 +2,7 @@
  * The overview as aligned text for a terminal (`payrail status`). Amounts are the overview's decimal strings,
  * aligned on their decimal point by padding, never reformatted through a number.
  */
-import type { AssetAmounts, Overview } from './types.ts';
+import type { AssetAmounts, ChannelRow, Overview } from './types.ts';
 
 type Align = 'left' | 'right' | 'decimal';
 
@@ -49,6 +49,13 @@ function counts(record: Record<string, number>): string {
   return Object.entries(record).map(([key, n]) => `${spaced(key)} ${n}`).join(' · ');
 }
 
+/** A channel's payout waiting for a person, as its row says it. */
+function inReview(waiting: ChannelRow['payoutInReview']): string {
+  if (waiting === null) return '';
+  const more = waiting.count > 1 ? ` (+${waiting.count - 1} more)` : '';
+  return waiting.transferId === null ? `payout ${waiting.payoutId} in review${more}` : `payout ${waiting.payoutId}: transfer ${waiting.transferId} in review${more}`;
+}
+
 export function formatStatus(o: Overview): string {
   const out: string[] = [];
   const section = (title: string) => out.push('', title);
@@ -60,6 +67,9 @@ export function formatStatus(o: Overview): string {
   const add = (label: string, values: string[]) => values.forEach((v, i) => totalRows.push([i === 0 ? label : '', v]));
   add('received', amounts(t.received));
   add('platform fees', amounts(t.platformFees));
+  const gas = t.feesVsNetworkCosts;
+  add('network costs paid', [`${gas.networkCosts} ${gas.asset.toUpperCase()}`]);
+  add('fees less network costs', [`${gas.net} ${gas.asset.toUpperCase()}`]);
   add(`converted (${t.converted.count})`, [...amounts(t.converted.sent).map((v) => `${v} sent`), ...amounts(t.converted.received).map((v) => `${v} received`)]);
   add('paid out', amounts(t.paidOut));
   add('in flight', amounts(t.inFlight.total));
@@ -76,6 +86,7 @@ export function formatStatus(o: Overview): string {
         ['payments', counts({ awaiting_conversion: payments.awaitingConversion, in_conversion: payments.inConversion, awaiting_payout: payments.awaitingPayout, in_review: payments.inReview, [`received_in_${o.windowHours}_h`]: payments.receivedInWindow })],
         ['conversions', counts(o.pipeline.conversions)],
         ['payouts', counts({ ...payoutStates, [`completed_in_${o.windowHours}_h`]: completedInWindow })],
+        ['transfers', counts(o.pipeline.transfers)],
       ],
       ['left', 'left'],
     ),
@@ -99,12 +110,28 @@ export function formatStatus(o: Overview): string {
   out.push(...table([...wallet, ...services], ['left', 'left', 'right']));
 
   const review = o.review;
-  section(`REVIEW QUEUE (${review.payouts.length} payouts${review.conversions.length > 0 ? `, ${review.conversions.length} conversions` : ''}${review.payments > 0 ? `, ${review.payments} payments` : ''})`);
-  if (review.payouts.length === 0 && review.conversions.length === 0) out.push('  nothing waits for a person');
+  const listed = (n: number, noun: string) => (n > 0 ? `, ${n} ${noun}` : '');
+  section(`REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(review.payments, 'payments')})`);
+  if (review.payouts.length === 0 && review.conversions.length === 0 && review.transfers.length === 0) out.push('  nothing waits for a person');
   out.push(...table(review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
   out.push(...table(review.conversions.map((c) => [c.conversionId, 'needs_review', `${c.sent} ${c.sentAsset.toUpperCase()}`, `${c.paymentCount} payments`, age(c.waitingSeconds), clip(c.reason ?? '', 70)]), ['left', 'left', 'decimal', 'right', 'right', 'left']));
+  out.push(
+    ...table(
+      review.transfers.map((t) => [
+        t.transferId,
+        'needs_review',
+        `${t.amount} ${t.asset.toUpperCase()}`,
+        `${t.purpose} ${t.ref}`,
+        `nonce ${t.nonce ?? '-'}`,
+        age(t.waitingSeconds),
+        // A request the worker has not carried out yet is what happens next: it comes before the reason.
+        clip(`${t.requested ? `${spaced(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; ` : ''}${t.reason ?? ''}`, 90),
+      ]),
+      ['left', 'left', 'decimal', 'left', 'left', 'right', 'left'],
+    ),
+  );
 
-  section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, fullest ${o.channels.items.length} shown` : ''})`);
+  section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, ${o.channels.items.length} shown` : ''})`);
   out.push(
     ...table(
       o.channels.items.map((c) => [
@@ -114,8 +141,9 @@ export function formatStatus(o: Overview): string {
         c.thresholdUsd === null ? '' : `of ${c.thresholdUsd}`,
         c.fillBps === null ? '' : `${Math.floor(c.fillBps / 100)}%`,
         `${c.pendingEth} ETH pending`,
+        inReview(c.payoutInReview),
       ]),
-      ['left', 'left', 'decimal', 'left', 'right', 'decimal'],
+      ['left', 'left', 'decimal', 'left', 'right', 'decimal', 'left'],
     ),
   );
   return `${out.join('\n')}\n`;

@@ -3,7 +3,7 @@
  * string in its asset's unit (never a JSON number); counts, ages and basis points are integers.
  */
 import type { AlertView } from '../alerts/index.ts';
-import type { ConversionState, PayoutStatus } from '../db/index.ts';
+import type { ConversionState, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
 import type { TaskQueueStats } from '../jobs/index.ts';
 import type { PayoutView } from '../pipeline/index.ts';
 
@@ -36,6 +36,12 @@ export interface Totals {
   /** Gross amounts credited from NOWPayments (the fee included). */
   readonly received: AssetAmounts;
   readonly platformFees: AssetAmounts;
+  /**
+   * Platform fees earned against the gas payrail paid for its own host-wallet transfers, both in ETH (gas is paid in
+   * ETH): `networkCosts` is what the `network_fee` journals booked, `net` is fees − network costs (negative when gas
+   * cost more than the fees brought in).
+   */
+  readonly feesVsNetworkCosts: { readonly asset: 'eth'; readonly fees: string; readonly networkCosts: string; readonly net: string };
   /** Settled conversions: what was sent to ChangeNow and what came back. */
   readonly converted: { readonly count: number; readonly sent: AssetAmounts; readonly received: AssetAmounts };
   /** Completed payouts, in the asset each payout held (before ChangeNow exchanged it into the owner's currency). */
@@ -73,7 +79,14 @@ export interface PipelineCounts {
    * `completedInWindow`, and totals.paidOut for what they paid.
    */
   readonly payouts: Record<Exclude<PayoutStatus, 'completed'>, number> & { readonly completedInWindow: number };
+  /**
+   * Host-wallet transfers by open state. `confirmed` and `failed` are not counted (that reads every transfer ever
+   * made, one per conversion and per payout); the open ones are a small partial index.
+   */
+  readonly transfers: Record<OpenTransferStatus, number>;
 }
+
+export type OpenTransferStatus = Exclude<TransferStatus, 'confirmed' | 'failed'>;
 
 /** An open alert as the alerts module shows it, with its age. */
 export interface OpenAlertView extends Omit<AlertView, 'state' | 'resolvedAt' | 'resolvedBy'> {
@@ -120,7 +133,10 @@ export interface ChannelsView {
   readonly threshold: number;
   /** Threshold channels whose available USDT reached their threshold (a batch is due or open). */
   readonly atThreshold: number;
-  /** The fullest threshold channels first, then the others by balance; at most CHANNELS_SHOWN. */
+  /**
+   * The fullest threshold channels first, then the others by balance: at most CHANNELS_SHOWN of them, and besides
+   * every channel whose payout waits for a person (`payoutInReview`), in its place in that order.
+   */
   readonly items: ChannelRow[];
 }
 
@@ -139,6 +155,12 @@ export interface ChannelRow {
   readonly reserved: AssetAmounts;
   /** availableUsdt against the threshold in basis points (10000 = reached; may exceed it), null for instant channels. */
   readonly fillBps: number | null;
+  /**
+   * The channel's open payout that waits for a person, the longest waiting: the payout in needs_review itself, or its
+   * host-wallet transfer in needs_review (`transferId`); `count` open payouts of the channel wait so. A threshold
+   * channel gets no new batch while one is open, so every payment behind it waits for that person too. Null when none.
+   */
+  readonly payoutInReview: { readonly payoutId: string; readonly transferId: string | null; readonly count: number } | null;
 }
 
 export interface ReviewQueue {
@@ -146,8 +168,37 @@ export interface ReviewQueue {
   readonly payouts: Array<PayoutView & { readonly waitingSeconds: number }>;
   /** Conversions in review, oldest waiting first: retry (POST /api/conversions/:id/retry) is their only action. */
   readonly conversions: ReviewConversion[];
+  /**
+   * Host-wallet transfers in review, oldest waiting first: retry (POST /api/transfers/:id/retry), cancel, or resolve
+   * (the worker carries out the last two).
+   */
+  readonly transfers: ReviewTransfer[];
   /** Payments kept for review (see pipeline.payments.inReview); they have no action here. */
   readonly payments: number;
+}
+
+export interface ReviewTransfer {
+  readonly transferId: string;
+  /** What it pays: a conversion's ETH to ChangeNow, or a payout; `ref` is that conversion's or payout's id. */
+  readonly purpose: 'conversion' | 'payout';
+  readonly ref: string;
+  readonly asset: string;
+  /** In the asset's unit (ETH, USDT), not smallest units. */
+  readonly amount: string;
+  readonly nonce: string | null;
+  /** Its latest signed version's hash, or the mined one's once one of its versions was seen mined. */
+  readonly txHash: string | null;
+  /** The block one of its versions was seen mined in; null when none was (only then can it have never been sent). */
+  readonly blockNumber: string | null;
+  /** Why it is in review: a nonce taken by a transaction payrail did not sign, a token that moved another amount. */
+  readonly reason: string | null;
+  /** The last error, e.g. a person's earlier request the worker refused, and why. */
+  readonly lastError: string | null;
+  /** A person's action the worker has not carried out yet: until it has, every other action is refused. */
+  readonly requested: { readonly action: TransferRequestedAction; readonly by: string | null; readonly at: string | null } | null;
+  readonly updatedAt: string;
+  /** Seconds since its last change (into review, or a person's request). */
+  readonly waitingSeconds: number;
 }
 
 export interface ReviewConversion {

@@ -1,8 +1,8 @@
 /**
  * The operator dashboard in a real browser (Debian's chromium driven by playwright-core) against a seeded database:
- * no data without the token, the figures shown are the API's, the review buttons call the payout and conversion
- * actions (confirm first, the API's refusal shown as it says it), and the page runs under its Content-Security-Policy without a
- * violation. A screenshot is kept in test-artifacts/dashboard.png.
+ * no data without the token, the figures shown are the API's, the review buttons call the payout, conversion and
+ * transfer actions (confirm first, the API's refusal shown as it says it), and the page runs under its
+ * Content-Security-Policy without a violation. A screenshot is kept in test-artifacts/dashboard.png.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,13 +11,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Overview } from '../../src/overview/index.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { insertAlert, observe, seedInstantPayout, settleConversion } from '../support/overview-seed.ts';
+import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
 import { ADMIN_TOKEN, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { ROOT } from '../support/process.ts';
 
 const THRESHOLD = '-1007000000001';
 const INSTANT = '-1007000000002';
+/** A threshold channel whose batch waits behind a transfer in review (seeded by its test). */
+const WAITING = '-1007000000003';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
@@ -131,6 +133,9 @@ describe('the dashboard', () => {
 
     expect(await shown(page, '[data-testid=total-received-eth]')).toBe(api.totals.received.eth);
     expect(await shown(page, '[data-testid=total-fees-eth]')).toBe(api.totals.platformFees.eth);
+    expect(await shown(page, '[data-testid=total-network-fees-eth]')).toBe(api.totals.feesVsNetworkCosts.fees);
+    expect(await shown(page, '[data-testid=total-network-costs-eth]')).toBe('0');
+    expect(await shown(page, '[data-testid=total-network-net-eth]')).toBe(api.totals.feesVsNetworkCosts.fees);
     expect(await shown(page, '[data-testid=total-converted-sent-eth]')).toBe(api.totals.converted.sent.eth);
     expect(await shown(page, '[data-testid=total-converted-received-usdt]')).toBe('30');
     expect(await shown(page, '[data-testid=total-paid-eth]')).toBe(api.totals.paidOut.eth);
@@ -151,6 +156,9 @@ describe('the dashboard', () => {
     expect(await shown(page, `[data-testid=channel-${THRESHOLD}] [data-role=bar-label]`)).toBe('30 / 50 USDT · 60.00 %');
     const width = await page.$eval(`[data-testid=channel-${THRESHOLD}] .fill`, (el) => (el as unknown as { style: { width: string } }).style.width);
     expect(width).toBe('60%');
+    // INSTANT's payout is in review: its row says so; THRESHOLD waits for nobody.
+    expect(await page.textContent(`[data-testid=channel-${INSTANT}] [data-role=review-note]`)).toBe(`payout in review · ${reviewId}`);
+    expect(await page.isVisible(`[data-testid=channel-${THRESHOLD}] [data-role=review-note]`)).toBe(false);
 
     const queue = api.queues.find((q) => q.task === 'payout_instant');
     expect(await shown(page, '[data-testid=queue-payout_instant] td:nth-child(2)')).toBe(String(queue?.runnable));
@@ -262,6 +270,101 @@ describe('the dashboard', () => {
       await db.pool.query("delete from chain_transfers where transfer_id = 'tx_seeded_c2'");
       await db.pool.query('delete from conversions where conversion_id = $1', [stuck]);
     }
+  });
+
+  it('acts on host-wallet transfers in review: retry, cancel and resolve as never sent, confirm first, refusals as the API says them', async () => {
+    // WAITING's 25 USDT are in a batch whose token transfer is in review, its nonce taken; its reason carries markup.
+    await saveChannel(payrail, WAITING, { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+    await settleConversion(db.db, [await sendFinished(payrail, 9_700_000_031, WAITING), await sendFinished(payrail, 9_700_000_032, WAITING)], 25_000_000n);
+    const batch = await seedThresholdBatch(db.db, WAITING, 25_000_000n, 'exchange_created');
+    const markup = 'nonce 41 was taken by a transaction payrail did not sign <img data-canary src=x onerror="document.title=2"><b data-canary>bold</b>';
+    const taken = await seedTransfer(db.db, { purpose: 'payout', ref: batch, asset: 'usdt', amount: 25_000_000n, status: 'needs_review', nonce: 41, changedAgo: '15 minutes', reason: markup });
+    // Mined, but the token moved another amount: it was sent, so it can be neither cancelled nor resolved as never sent.
+    const mined = await seedTransfer(db.db, {
+      purpose: 'payout', ref: 'po_00000000000000d2', asset: 'usdt', amount: 5_000_000n, status: 'needs_review', nonce: 42, blockNumber: 777, changedAgo: '10 minutes',
+      reason: 'the token moved 4900000 units to the receiver, not the 5000000 asked',
+    });
+    const neverSent = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000d3', asset: 'eth', amount: 4_723_900_000_000_000n, status: 'needs_review', nonce: 43, changedAgo: '5 minutes', reason: 'nonce 43 was taken by a transaction payrail did not sign' });
+    await seedNetworkFee(db.db, mined, 21_000n * 40_000_000_000n);
+
+    const page = await newPage();
+    await signIn(page);
+    const row = (id: string) => `[data-testid=review-${id}]`;
+    await page.waitForSelector(row(taken));
+    const api = await overview();
+    expect(api.review.transfers.map((t) => [t.transferId, t.purpose, t.ref, t.amount, t.asset, t.nonce])).toEqual([
+      [taken, 'payout', batch, '25', 'usdt', '41'],
+      [mined, 'payout', 'po_00000000000000d2', '5', 'usdt', '42'],
+      [neverSent, 'conversion', 'conv_00000000000000d3', '0.0047239', 'eth', '43'],
+    ]);
+    expect(await page.textContent(`${row(taken)} [data-role=for]`)).toBe(`payout ${batch}`);
+    expect(await shown(page, `${row(taken)} [data-role=amount]`)).toBe('25 USDT');
+    expect(await shown(page, `${row(taken)} [data-role=nonce]`)).toBe('41');
+    expect(await page.textContent(`${row(taken)} [data-role=waiting]`)).toBe('15 min');
+    // The reason is text, never markup.
+    expect(await page.textContent(`${row(taken)} [data-role=reason]`)).toBe(markup);
+    expect(await page.$$('[data-canary]')).toEqual([]);
+    expect(await shown(page, '[data-testid=review] h2 .count')).toBe(String(api.review.payouts.length + api.review.conversions.length + 3));
+    expect(await shown(page, '[data-testid=transfers-needs_review] dd')).toBe('3');
+    // "Never sent" is offered only where no version was seen mined.
+    expect(await page.isVisible(`${row(taken)} button[data-action=resolve]`)).toBe(true);
+    expect(await page.isVisible(`${row(mined)} button[data-action=resolve]`)).toBe(false);
+    expect(await page.isVisible(`${row(mined)} button[data-action=cancel]`)).toBe(true);
+    // The channel's row says its batch waits for a person; the overview carries it.
+    expect(api.channels.items.find((c) => c.channelId === WAITING)?.payoutInReview).toEqual({ payoutId: batch, transferId: taken, count: 1 });
+    expect(await page.textContent(`[data-testid=channel-${WAITING}] [data-role=review-note]`)).toBe(`payout in review · transfer ${taken} of ${batch} · new payments wait for a person`);
+    // Fees against the gas paid, exactly as the API states them.
+    expect(api.totals.feesVsNetworkCosts.networkCosts).toBe('0.00084');
+    for (const [testid, value] of [['fees', api.totals.feesVsNetworkCosts.fees], ['costs', api.totals.feesVsNetworkCosts.networkCosts], ['net', api.totals.feesVsNetworkCosts.net]] as const) {
+      await expect.poll(() => shown(page, `[data-testid=total-network-${testid}-eth]`), { timeout: 15_000, interval: 250 }).toBe(value);
+    }
+
+    // Resolve as never sent: the confirmation says what the chain must show; dismissed, nothing is sent.
+    let asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.dismiss();
+    });
+    await page.click(`${row(neverSent)} button[data-action=resolve]`);
+    await page.waitForTimeout(300);
+    expect(asked).toContain(`Resolve transfer ${neverSent} as never sent?`);
+    expect(asked).toContain('The chain must show its nonce used by another transaction');
+    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({ status: 'needs_review', requested: null });
+
+    // Accepted: 202, the worker carries it out; the row shows the request instead of its buttons.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row(neverSent)} button[data-action=resolve]`);
+    await page.waitForSelector('[data-testid=notice].ok');
+    expect(await page.textContent('[data-testid=notice]')).toBe(`resolve: resolve never sent of transfer ${neverSent} requested; the worker carries it out and the review queue shows what came of it.`);
+    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({ status: 'needs_review', requested: { action: 'resolve_never_sent', by: expect.any(String) } });
+    await expect.poll(() => page.textContent(`${row(neverSent)} [data-role=requested]`), { timeout: 15_000, interval: 250 }).toMatch(/^resolve never sent requested by .+; the worker carries it out$/);
+    expect(await page.isVisible(`${row(neverSent)} button[data-action=retry]`)).toBe(false);
+
+    // Cancel is not safe once a version is mined: 409, and the page shows the API's own words.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row(mined)} button[data-action=cancel]`);
+    await page.waitForSelector('[data-testid=notice].error');
+    const refused = await payrail.request('POST', `/api/transfers/${mined}/cancel`);
+    expect(refused.status).toBe(409);
+    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    expect((await payrail.request('GET', `/api/transfers/${mined}`)).body).toMatchObject({ status: 'needs_review', requested: null });
+
+    // Retry: out of review at once (200), back to watching the chain; the channel waits for nobody any more.
+    asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.accept();
+    });
+    await page.click(`${row(taken)} button[data-action=retry]`);
+    await page.waitForSelector('[data-testid=notice].ok');
+    expect(asked).toContain(`Retry transfer ${taken}?`);
+    await expect.poll(() => page.textContent('[data-testid=notice]'), { timeout: 5_000, interval: 100 }).toBe(`retry: transfer ${taken} is now broadcast: payrail watches the chain for it again.`);
+    expect((await payrail.request('GET', `/api/transfers/${taken}`)).body).toMatchObject({ status: 'broadcast', reason: null });
+    await page.waitForSelector(row(taken), { state: 'detached' });
+    expect(await page.isVisible(`[data-testid=channel-${WAITING}] [data-role=review-note]`)).toBe(false);
+    expect((await overview()).review.transfers.map((t) => t.transferId)).toEqual([mined, neverSent]);
+    expect(await page.$$('[data-canary]')).toEqual([]);
+    await page.close();
   });
 
   it('refreshes without a reload', async () => {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Overview } from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { insertAlert, observe, seedInstantPayout } from '../support/overview-seed.ts';
+import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedTransfer } from '../support/overview-seed.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, UNUSED_WALLET_KEY, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { runPayrail } from '../support/process.ts';
@@ -17,6 +17,7 @@ let db: TestDatabase;
 let payrail: TestPayrail;
 let env: Record<string, string>;
 let reviewId: string;
+let transferId: string;
 
 async function status(args: string[]): Promise<{ code: number | null; stdout: string; output: string }> {
   const proc = runPayrail(['status', ...args], env);
@@ -33,6 +34,13 @@ beforeAll(async () => {
   await sendFinished(payrail, 9_800_000_001, INSTANT);
   const second = await sendFinished(payrail, 9_800_000_002, INSTANT);
   reviewId = await seedInstantPayout(db.db, second, 'needs_review');
+  // A transfer whose nonce another transaction took, and an earlier one, confirmed, whose gas was booked.
+  transferId = await seedTransfer(db.db, {
+    purpose: 'conversion', ref: 'conv_00000000000000f1', asset: 'eth', amount: 4_723_900_000_000_000n, status: 'needs_review', nonce: 5, changedAgo: '3 hours',
+    reason: 'nonce 5 was taken by a transaction payrail did not sign',
+  });
+  const confirmed = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000f0', asset: 'eth', amount: 4_723_900_000_000_000n, status: 'confirmed', nonce: 4, blockNumber: 90 });
+  await seedNetworkFee(db.db, confirmed, 21_000n * 10_000_000_000n);
   await insertAlert(db.db, { rule: 'host_wallet_low', subject: 'eth', severity: 'critical', message: 'host wallet ETH below 0.05' });
   await observe(db.db, 'host_wallet.eth', false, '10000000000000000', 'below the floor');
   env = {
@@ -59,12 +67,17 @@ describe('payrail status', () => {
     expect(stdout).toMatch(/^payrail status · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · window 24 h\n/);
     expect(stdout).toMatch(/received\s+0\.00974 ETH/);
     expect(stdout).toMatch(/platform fees\s+0\.0002922 ETH/);
+    expect(stdout).toMatch(/network costs paid\s+0\.00021 ETH/);
+    expect(stdout).toMatch(/fees less network costs\s+0\.0000822 ETH/);
     expect(stdout).toContain('payouts      pending 0 · held 0');
     expect(stdout).toContain('needs review 1');
+    expect(stdout).toContain('transfers    intent 0 · signed 0 · broadcast 0 · needs review 1');
     expect(stdout).toMatch(/payout_instant\s+2\s+0\s+0\s+\d+s/);
     expect(stdout).toMatch(/ALERTS \(1 open\)\n\s+CRITICAL\s+host_wallet_low\s+eth\s+host wallet ETH below 0\.05/);
     expect(stdout).toMatch(/host wallet ETH\s+0\.01 ETH/);
-    expect(stdout).toMatch(new RegExp(`REVIEW QUEUE \\(1 payouts\\)\\n\\s+${reviewId}\\s+needs_review\\s+0\\.0047239 ETH\\s+${INSTANT}`));
+    expect(stdout).toMatch(new RegExp(`REVIEW QUEUE \\(1 payouts, 1 transfers\\)\\n\\s+${reviewId}\\s+needs_review\\s+0\\.0047239 ETH\\s+${INSTANT}`));
+    expect(stdout).toMatch(new RegExp(`\\n  ${transferId}  needs_review  0\\.0047239 ETH  conversion conv_00000000000000f1  nonce 5  3h00m  nonce 5 was taken by a transaction payrail did not sign\\n`));
+    expect(stdout).toMatch(new RegExp(`${INSTANT}\\s+instant\\s+0 USDT.*payout ${reviewId} in review\\n`));
     // Every table's rows start in the same column.
     const queueRows = stdout.split('\n').filter((line) => /^\s+(payout_|conversion_|transfer_)/.test(line));
     expect(new Set(queueRows.map((line) => line.search(/\d/))).size).toBe(1);
@@ -79,6 +92,10 @@ describe('payrail status', () => {
     expect(fromCli.totals).toEqual(fromApi.totals);
     expect(fromCli.pipeline).toEqual(fromApi.pipeline);
     expect(fromCli.review.payouts.map((p) => p.payoutId)).toEqual([reviewId]);
+    expect(fromCli.review.transfers.map((t) => [t.transferId, t.amount, t.nonce, t.reason])).toEqual([[transferId, '0.0047239', '5', 'nonce 5 was taken by a transaction payrail did not sign']]);
+    expect(fromCli.pipeline.transfers).toEqual({ intent: 0, signed: 0, broadcast: 0, needs_review: 1 });
+    expect(fromCli.totals.feesVsNetworkCosts).toEqual({ asset: 'eth', fees: '0.0002922', networkCosts: '0.00021', net: '0.0000822' });
+    expect(fromCli.channels.items.find((c) => c.channelId === INSTANT)?.payoutInReview).toEqual({ payoutId: reviewId, transferId: null, count: 1 });
     expect(fromCli.volume.buckets.map((b) => b.received)).toEqual(fromApi.volume.buckets.map((b) => b.received));
     expect(fromCli.totals.received).toEqual({ eth: '0.00974' });
   });

@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
-import { fillBps, formatStatus, readOverview, volumeSeries, type Overview } from '../../src/overview/index.ts';
+import { CHANNELS_SHOWN, fillBps, formatStatus, readOverview, volumeSeries, type Overview } from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { insertAlert, observe, seedCompletedBatch, seedInstantPayout, settleConversion } from '../support/overview-seed.ts';
+import { insertAlert, observe, seedCompletedBatch, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
@@ -86,6 +86,8 @@ describe('readOverview', () => {
     expect(overview.totals).toEqual({
       received: { eth: eth(10n * GROSS_WEI) },
       platformFees: { eth: eth(10n * FEE_WEI) },
+      // No transfer was mined: no gas paid yet.
+      feesVsNetworkCosts: { asset: 'eth', fees: eth(10n * FEE_WEI), networkCosts: '0', net: eth(10n * FEE_WEI) },
       converted: { count: 2, sent: { eth: eth(5n * NET_WEI) }, received: { usdt: '54.5' } },
       paidOut: { eth: eth(2n * NET_WEI), usdt: '20' },
       inFlight: {
@@ -123,6 +125,7 @@ describe('readOverview', () => {
     expect(overview.pipeline.payouts).toEqual({
       pending: 0, held: 0, awaiting_approval: 0, exchange_requested: 0, exchange_created: 0, sent: 0, needs_review: 1, failed: 1, cancelled: 0, completedInWindow: 3,
     });
+    expect(overview.pipeline.transfers).toEqual({ intent: 0, signed: 0, broadcast: 0, needs_review: 0 });
   });
 
   it('lists recent conversions and payouts with state and age, open ones first', () => {
@@ -151,6 +154,28 @@ describe('readOverview', () => {
       [INSTANT, '0', null, null, eth(NET_WEI - 1000n)],
     ]);
     expect(overview.channels.items[2]?.reserved).toEqual({ eth: eth(NET_WEI) });
+    // INSTANT's payout is in review: its row says so; the others wait for nobody.
+    expect(overview.channels.items.map((c) => c.payoutInReview)).toEqual([null, null, { payoutId: ids.review, transferId: null, count: 1 }]);
+  });
+
+  it('shows every channel whose payout waits for a person, however many fuller channels there are', async () => {
+    // CHANNELS_SHOWN + 1 empty threshold channels rank before INSTANT (threshold channels first).
+    const first = 1_006_000_100_000;
+    await db.pool.query(
+      "insert into channels (channel_id, payout_strategy, threshold_usd_cents, payout_currency, payout_network, wallet_address) select '-' || (($1::bigint) + n), 'threshold', 1000, 'usdt', 'eth', $2 from generate_series(1, $3::int) n",
+      [first, WALLET, CHANNELS_SHOWN + 1],
+    );
+    try {
+      const now = await readOverview(db.db);
+      expect(now.channels.total).toBe(CHANNELS_SHOWN + 4);
+      expect(now.channels.items).toHaveLength(CHANNELS_SHOWN + 1);
+      expect(now.channels.items.slice(0, 2).map((c) => c.channelId)).toEqual([SMALL_THRESHOLD, THRESHOLD]);
+      // Ranked 54th: past the 50 shown, listed anyway, last (its place in the order).
+      expect(now.channels.items.at(-1)).toMatchObject({ channelId: INSTANT, payoutInReview: { payoutId: ids.review, transferId: null, count: 1 } });
+      expect(formatStatus(now)).toContain(`CHANNELS (${CHANNELS_SHOWN + 4}, 1 at threshold, ${CHANNELS_SHOWN + 1} shown)`);
+    } finally {
+      await db.pool.query("delete from channels where channel_id like '-10060001%'");
+    }
   });
 
   it('puts payouts in review in the review queue, and counts the payment kept for review', () => {
@@ -158,6 +183,7 @@ describe('readOverview', () => {
     expect(overview.review.payouts[0]?.waitingSeconds).toBeGreaterThanOrEqual(0);
     expect(overview.review.payments).toBe(1);
     expect(overview.review.conversions).toEqual([]);
+    expect(overview.review.transfers).toEqual([]);
   });
 
   it('puts conversions in review in the review queue, the longest waiting first, and the text report lists them', async () => {
@@ -238,6 +264,104 @@ describe('readOverview', () => {
     expect(text).toContain(ids.review);
     expect(text).toMatch(/host wallet ETH\s+1\.5 ETH/);
     expect(text).toMatch(/payout_instant\s+4\s+0\s+0/);
+  });
+});
+
+describe('readOverview of host-wallet transfers', () => {
+  // Seeded after the tests above read the overview of beforeAll: these journals stay (a ledger is never rewound).
+  const GAS_CONFIRMED_WEI = 21_000n * 30_000_000_000n;
+  const GAS_REVERTED_WEI = 48_113n * 31_500_000_001n;
+  const seeded: Record<string, string> = {};
+  let now: Overview;
+
+  beforeAll(async () => {
+    // SMALL_THRESHOLD's 12.5 USDT in a batch whose exchange was created and whose token transfer moved less.
+    seeded.batch = await seedThresholdBatch(db.db, SMALL_THRESHOLD, 12_500_000n, 'exchange_created');
+    seeded.batchTransfer = await seedTransfer(db.db, {
+      purpose: 'payout', ref: seeded.batch, asset: 'usdt', amount: 12_500_000n, status: 'needs_review', nonce: 17, blockNumber: 4_242, changedAgo: '2 hours',
+      txHash: `0x${'ab'.repeat(32)}`, reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked',
+    });
+    // A conversion's ETH whose nonce another transaction took; a person asked to cancel it, the worker has not yet.
+    seeded.conversionTransfer = await seedTransfer(db.db, {
+      purpose: 'conversion', ref: 'conv_00000000000000e1', asset: 'eth', amount: NET_WEI, status: 'needs_review', nonce: 18, changedAgo: '10 minutes',
+      txHash: `0x${'cd'.repeat(32)}`, reason: 'nonce 18 was taken by a transaction payrail did not sign',
+    });
+    // As review.ts records a request: the row changes (updated_at) with it.
+    await db.pool.query("update chain_transfers set requested_action = 'cancel', requested_by = 'admin', requested_at = date_trunc('milliseconds', now()), updated_at = now() where transfer_id = $1", [seeded.conversionTransfer]);
+    seeded.broadcast = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e2', asset: 'eth', amount: NET_WEI, status: 'broadcast', nonce: 19 });
+    // Ended transfers are not counted; their gas is.
+    seeded.confirmed = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e3', asset: 'eth', amount: NET_WEI, status: 'confirmed', nonce: 15, blockNumber: 4_000 });
+    seeded.reverted = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e4', asset: 'eth', amount: NET_WEI, status: 'failed', nonce: 16, blockNumber: 4_001, reason: 'reverted on chain' });
+    await seedNetworkFee(db.db, seeded.confirmed, GAS_CONFIRMED_WEI);
+    await seedNetworkFee(db.db, seeded.reverted, GAS_REVERTED_WEI);
+    now = await readOverview(db.db);
+  });
+
+  it('lists transfers in review, the longest waiting first, with amounts in the asset\'s unit and any request not carried out', () => {
+    expect(now.review.transfers.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
+      {
+        transferId: seeded.batchTransfer, purpose: 'payout', ref: seeded.batch, asset: 'usdt', amount: '12.5', nonce: '17', txHash: `0x${'ab'.repeat(32)}`, blockNumber: '4242',
+        reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked', lastError: null, requested: null,
+      },
+      {
+        transferId: seeded.conversionTransfer, purpose: 'conversion', ref: 'conv_00000000000000e1', asset: 'eth', amount: eth(NET_WEI), nonce: '18', txHash: `0x${'cd'.repeat(32)}`, blockNumber: null,
+        reason: 'nonce 18 was taken by a transaction payrail did not sign', lastError: null, requested: { action: 'cancel', by: 'admin', at: expect.any(String) },
+      },
+    ]);
+    const [older, newer] = now.review.transfers;
+    expect(older?.waitingSeconds).toBeGreaterThanOrEqual(7_200);
+    expect(older?.waitingSeconds).toBeLessThan(7_260);
+    // The request changed it (updated_at): its wait counts from then.
+    expect(newer?.waitingSeconds).toBeLessThan(60);
+    // The payout and conversion parts of the queue are untouched.
+    expect(now.review.payouts.map((p) => p.payoutId)).toEqual([ids.review]);
+    expect(now.review.conversions).toEqual([]);
+  });
+
+  it('counts transfers by open state only', () => {
+    expect(now.pipeline.transfers).toEqual({ intent: 0, signed: 0, broadcast: 1, needs_review: 2 });
+  });
+
+  it('flags the channel whose batch waits behind a transfer in review', () => {
+    const small = now.channels.items.find((c) => c.channelId === SMALL_THRESHOLD);
+    expect(small).toMatchObject({ availableUsdt: '0', reserved: { usdt: '12.5' }, payoutInReview: { payoutId: seeded.batch, transferId: seeded.batchTransfer, count: 1 } });
+    expect(now.channels.items.find((c) => c.channelId === THRESHOLD)?.payoutInReview).toBeNull();
+    expect(now.channels.items.find((c) => c.channelId === INSTANT)?.payoutInReview).toEqual({ payoutId: ids.review, transferId: null, count: 1 });
+  });
+
+  it('sets fees earned against network costs paid, exactly, and the costs equal the network_fee journals (their pair)', async () => {
+    const costs = GAS_CONFIRMED_WEI + GAS_REVERTED_WEI;
+    expect(now.totals.feesVsNetworkCosts).toEqual({ asset: 'eth', fees: eth(10n * FEE_WEI), networkCosts: eth(costs), net: eth(10n * FEE_WEI - costs) });
+    expect(now.totals.platformFees).toEqual({ eth: eth(10n * FEE_WEI) });
+    const { rows } = await sql<{ units: string }>`
+      select coalesce(sum(e.amount), 0)::text as units from ledger_journals j join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
+      where j.kind = 'network_fee' and a.code = 'platform:network_costs' and a.asset = 'eth'`.execute(db.db);
+    expect(eth(-BigInt(rows[0]?.units ?? '0'))).toBe(now.totals.feesVsNetworkCosts.networkCosts);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('shows a net loss as a negative amount when gas cost more than the fees', async () => {
+    const extra = 10n * FEE_WEI;
+    // A network_fee journal per transfer (one per (kind, ref)): a second mined transfer, its gas worth all the fees.
+    const expensive = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e5', asset: 'eth', amount: NET_WEI, status: 'confirmed', nonce: 20, blockNumber: 4_100 });
+    await seedNetworkFee(db.db, expensive, extra);
+    const after = await readOverview(db.db);
+    const net = 10n * FEE_WEI - (GAS_CONFIRMED_WEI + GAS_REVERTED_WEI + extra);
+    expect(net).toBeLessThan(0n);
+    expect(after.totals.feesVsNetworkCosts.net).toBe(`-${eth(-net)}`);
+    expect(formatStatus(after)).toMatch(new RegExp(`fees less network costs\\s+-${eth(-net).replace('.', '\\.')} ETH`));
+  });
+
+  it('the text report lists them in its review queue, counts and channels', () => {
+    const text = formatStatus(now);
+    expect(text).toContain('REVIEW QUEUE (1 payouts, 2 transfers, 1 payments)');
+    expect(text).toMatch(new RegExp(`${seeded.batchTransfer}\\s+needs_review\\s+12\\.5 USDT\\s+payout ${seeded.batch}\\s+nonce 17\\s+2h00m\\s+the token moved 12000000 units`));
+    expect(text).toMatch(new RegExp(`${seeded.conversionTransfer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+conversion conv_00000000000000e1\\s+nonce 18\\s+\\d+s\\s+cancel requested by admin; nonce 18 was taken`));
+    expect(text.indexOf(seeded.batchTransfer as string)).toBeLessThan(text.indexOf(seeded.conversionTransfer as string));
+    expect(text).toMatch(/transfers\s+intent 0 · signed 0 · broadcast 1 · needs review 2/);
+    expect(text).toMatch(new RegExp(`network costs paid\\s+${eth(GAS_CONFIRMED_WEI + GAS_REVERTED_WEI).replace('.', '\\.')} ETH`));
+    expect(text).toMatch(new RegExp(`${SMALL_THRESHOLD}\\s+threshold\\s+0 USDT.*payout ${seeded.batch}: transfer ${seeded.batchTransfer} in review`));
+    expect(text).toMatch(new RegExp(`${INSTANT}\\s+instant.*payout ${ids.review} in review`));
   });
 });
 

@@ -4,11 +4,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import type { Db, PayoutStatus } from '../../src/db/index.ts';
+import type { Db, PayoutStatus, TransferStatus } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { splitProportionally } from '../../src/money/index.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+/** The host wallet the seeded transfers are sent from (anvil's first account). */
+const HOST = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
 
 /** A settled ETH → USDT conversion of pending threshold payments, as settle.ts books it. */
 export async function settleConversion(db: Db, paymentIds: readonly string[], usdtUnits: bigint): Promise<string> {
@@ -81,13 +83,79 @@ export async function seedInstantPayout(db: Db, paymentId: string, status: Payou
 
 /** A threshold channel's batch of its available USDT, completed through an exchange (payout_reserved + payout_completed). */
 export async function seedCompletedBatch(db: Db, channelId: string, units: bigint): Promise<string> {
+  return seedThresholdBatch(db, channelId, units, 'completed');
+}
+
+/**
+ * A threshold channel's batch of `units` of its available USDT in `status`: reserved while open (payout_reserved),
+ * then completed through an exchange. Ended otherwise is not seeded here (seedInstantPayout books returns).
+ */
+export async function seedThresholdBatch(db: Db, channelId: string, units: bigint, status: Exclude<PayoutStatus, 'failed' | 'cancelled'>): Promise<string> {
   const payoutId = `po_${randomBytes(8).toString('hex')}`;
   await db.transaction().execute(async (trx) => {
-    await trx.insertInto('payouts').values({ payout_id: payoutId, kind: 'threshold', channel_id: channelId, status: 'completed', asset: 'usdt', amount: units, payout_currency: 'usdt', payout_network: 'trx', wallet_address: WALLET, reason: null, completed_at: sql`now()`, amount_out: '1' }).execute();
+    await trx
+      .insertInto('payouts')
+      .values({
+        payout_id: payoutId, kind: 'threshold', channel_id: channelId, status, asset: 'usdt', amount: units, payout_currency: 'usdt', payout_network: 'trx', wallet_address: WALLET,
+        reason: status === 'needs_review' ? 'seeded: exchange failed' : null,
+        ...(status === 'completed' && { completed_at: sql`now()`, amount_out: '1' }),
+      })
+      .execute();
     await postJournal(trx, { kind: 'payout_reserved', ref: payoutId, entries: [{ account: accounts.channel(channelId, 'usdt'), amount: -units }, { account: accounts.channelPayout(channelId, 'usdt'), amount: units }] });
-    await postJournal(trx, { kind: 'payout_completed', ref: payoutId, entries: [{ account: accounts.channelPayout(channelId, 'usdt'), amount: -units }, { account: accounts.changenow('usdt'), amount: units }] });
+    if (status === 'completed') {
+      await postJournal(trx, { kind: 'payout_completed', ref: payoutId, entries: [{ account: accounts.channelPayout(channelId, 'usdt'), amount: -units }, { account: accounts.changenow('usdt'), amount: units }] });
+    }
   });
   return payoutId;
+}
+
+export interface SeededTransfer {
+  purpose: 'conversion' | 'payout';
+  /** The conversion or payout it pays; a payout's transfer_id is linked to it. */
+  ref: string;
+  asset: 'eth' | 'usdt';
+  /** Smallest units. */
+  amount: bigint;
+  status: TransferStatus;
+  /** Null: never signed (an intent, or in review after an earlier version released it); no version then. */
+  nonce: number | null;
+  reason?: string;
+  /** Its latest version's hash (random when not given) once it has a nonce. */
+  txHash?: string;
+  /** Set when one of its versions was seen mined. */
+  blockNumber?: number;
+  /** How long ago it last changed, as a Postgres interval ('15 minutes'). */
+  changedAgo?: string;
+}
+
+/** A host-wallet transfer row as the transfer stages leave it (no signed versions: nothing here reads them). */
+export async function seedTransfer(db: Db, transfer: SeededTransfer): Promise<string> {
+  const transferId = `tr_${randomBytes(8).toString('hex')}`;
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('chain_transfers')
+      .values({
+        transfer_id: transferId, purpose: transfer.purpose, ref: transfer.ref, asset: transfer.asset, from_address: HOST, to_address: WALLET, amount: transfer.amount,
+        status: transfer.status, reason: transfer.reason ?? null,
+        // The table's check: a transfer with a nonce holds the signed bytes of its latest version and their hash.
+        ...(transfer.nonce === null
+          ? { nonce: null, tx_hash: null, raw_tx: null }
+          : { nonce: BigInt(transfer.nonce), tx_hash: transfer.txHash ?? `0x${randomBytes(32).toString('hex')}`, raw_tx: '0x02seeded' }),
+        block_number: transfer.blockNumber === undefined ? null : BigInt(transfer.blockNumber),
+        broadcast_at: sql`now() - ${transfer.changedAgo ?? '0 seconds'}::interval`,
+        updated_at: sql`now() - ${transfer.changedAgo ?? '0 seconds'}::interval`,
+      })
+      .execute();
+    if (transfer.purpose === 'payout') await trx.updateTable('payouts').set({ transfer_id: transferId }).where('payout_id', '=', transfer.ref).execute();
+  });
+  return transferId;
+}
+
+/** The gas a mined transfer cost, booked as transfer/settle.ts books it. */
+export async function seedNetworkFee(db: Db, transferId: string, gasWei: bigint): Promise<void> {
+  await db.transaction().execute((trx) =>
+    postJournal(trx, { kind: 'network_fee', ref: transferId, entries: [{ account: accounts.networkCosts('eth'), amount: -gasWei }, { account: accounts.ethereum('eth'), amount: gasWei }] }),
+  );
 }
 
 export async function insertAlert(db: Db, alert: { rule: string; subject: string; severity: 'warning' | 'critical'; message: string; details?: Record<string, unknown>; resolved?: boolean }): Promise<string> {
