@@ -1,6 +1,6 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { createPublicClient, erc20Abi, http, type Address, type Hex } from 'viem';
-import { DEFAULT_PAIRS, rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
+import { DEFAULT_PAIRS, rpc, startChainSender, startChangeNowSimulator, startLocalChain, type ChainSender, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { freePort } from './ports.ts';
 
@@ -12,6 +12,10 @@ export interface Outside {
   hostKey: Hex;
   hostAddress: Address;
   usdt: Address;
+  /** The transfer that funded the host wallet (10^20 wei), for tests that book it as capital. */
+  hostFundingTx: Hex;
+  /** Sends ETH as NOWPayments forwarding an outcome to the host wallet. */
+  nowpayments: ChainSender;
   env: Record<string, string>;
   balanceOf(address: string): Promise<bigint>;
   usdtBalanceOf(address: string): Promise<bigint>;
@@ -25,7 +29,11 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
   const hostAddress = privateKeyToAccount(hostKey).address;
   const treasuryKey = generatePrivateKey();
   const treasury = privateKeyToAccount(treasuryKey).address;
-  for (const address of [hostAddress, treasury]) await rpc(chain.rpcUrl, 'anvil_setBalance', [address, `0x${(10n ** 20n).toString(16)}`]);
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 20n).toString(16)}`]);
+  // The host wallet is funded by a real transfer, as an operator would: a test can book it as capital (deposit) and
+  // compare ledger and chain. NOWPayments' forwarding of outcomes is another sender, for tests that settle payments.
+  const hostFundingTx = await (await startChainSender(chain.rpcUrl)).send(hostAddress, 10n ** 20n);
+  const nowpayments = await startChainSender(chain.rpcUrl);
   // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would.
   const usdt = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
   await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
@@ -37,6 +45,8 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
     hostKey,
     hostAddress,
     usdt,
+    hostFundingTx,
+    nowpayments,
     env: {
       USDT_CONTRACT: usdt,
       CHANGENOW_API_URL: sim.url,

@@ -1,0 +1,133 @@
+/**
+ * The ledger against the chain: the operator's funding booked as capital from a real deposit (and refused when the
+ * chain does not show one), payments whose outcome NOWPayments forwarded on chain, paid out through conversions and
+ * payouts on anvil, and then `check-ledger --chain` finding the host wallet's ETH and USDT equal to the books; money
+ * the books do not know of is a difference, an alert, and exit 1 from the command.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { type Hex } from 'viem';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alertSettings, evaluateAlerts, STATE_RULES } from '../../src/alerts/index.ts';
+import { ALL_HANDLED_TASKS } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { checkLedgerAgainstChain, DepositRefused, recordDeposit } from '../../src/treasury/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
+import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+
+const run = promisify(execFile);
+/** The fixture's finished IPN forwards 0.00487 ETH to the host wallet. */
+const OUTCOME_WEI = 4_870_000_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail;
+let reader: ChainWallet;
+let nextPaymentId = 9_400_000_000;
+let nextChannel = 1_003_400_000_001;
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  reader = createChainWallet({ rpcUrl: outside.chain.rpcUrl, address: outside.hostAddress, chainId: outside.chain.chainId, timeoutMs: 5_000 });
+});
+afterAll(async () => {
+  await payrail?.stop();
+  await db?.close();
+  await outside?.stop();
+});
+
+const chainSide = () => ({ wallet: reader, usdtContract: outside.usdt });
+const depositChain = () => ({ wallet: reader, usdtContract: outside.usdt, confirmations: 1 });
+
+/** A payment as it really happens: NOWPayments forwards the outcome to the host wallet, then sends `finished`. */
+async function pay(channelId: string): Promise<void> {
+  await outside.nowpayments.send(outside.hostAddress, OUTCOME_WEI);
+  await sendFinished(payrail, nextPaymentId++, channelId);
+}
+
+describe('deposits', () => {
+  it('books the operator\'s funding once, from what the chain shows, and refuses what is not a deposit', async () => {
+    const first = await recordDeposit(db.db, depositChain(), { txHash: outside.hostFundingTx, asset: 'eth', actor: 'alice' });
+    expect(first).toMatchObject({ booked: true, amount: 10n ** 20n });
+    const again = await recordDeposit(db.db, depositChain(), { txHash: outside.hostFundingTx.toUpperCase().replace('0X', '0x'), asset: 'eth', actor: 'alice' });
+    expect(again.booked).toBe(false);
+    const journals = await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'wallet_deposit'");
+    expect(journals.rows[0].n).toBe(1);
+    expect((await db.pool.query("select actor from audit_log where action = 'wallet.deposit'")).rows).toEqual([{ actor: 'alice' }]);
+
+    await expect(recordDeposit(db.db, depositChain(), { txHash: `0x${'ab'.repeat(32)}`, asset: 'eth', actor: 'alice' })).rejects.toThrow(/no mined transaction/);
+    // The funding moved ETH, not USDT.
+    await expect(recordDeposit(db.db, depositChain(), { txHash: outside.hostFundingTx, asset: 'usdt', actor: 'alice' })).rejects.toBeInstanceOf(DepositRefused);
+    // ETH sent elsewhere is no deposit to the host wallet.
+    const elsewhere = await outside.nowpayments.send(freshWallet() as Hex, 1n);
+    await expect(recordDeposit(db.db, depositChain(), { txHash: elsewhere, asset: 'eth', actor: 'alice' })).rejects.toThrow(/sent no ETH to the host wallet/);
+    await expect(recordDeposit(db.db, depositChain(), { txHash: 'nope', asset: 'eth', actor: 'alice' })).rejects.toThrow(/transaction hash/);
+  });
+});
+
+describe('check-ledger --chain', () => {
+  it('after payments paid out through conversions and payouts on chain: the host wallet\'s ETH and USDT equal the books', async () => {
+    const instant = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const threshold = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    await pay(instant);
+    await pay(threshold);
+    await pay(threshold);
+    await pay(threshold);
+    const done = async () => {
+      const { rows } = await db.pool.query<{ open: number; completed: number }>(
+        `select (select count(*) from payouts where status not in ('completed', 'failed', 'cancelled'))::int as open,
+                (select count(*) from payouts where status = 'completed')::int as completed`,
+      );
+      const waiting = await db.pool.query<{ n: number }>("select count(*)::int as n from payments where conversion_status in ('pending', 'converting')");
+      return rows[0]!.open === 0 && rows[0]!.completed >= 2 && waiting.rows[0]!.n === 0;
+    };
+    await eventually('every payment converted and the payouts completed', done, 60_000);
+    const report = await checkLedgerAgainstChain(db.db, chainSide());
+    expect(report.assets.map((a) => [a.asset, a.difference])).toEqual([['eth', 0n], ['usdt', 0n]]);
+    expect(report.ok).toBe(true);
+    const usdt = report.assets.find((a) => a.asset === 'usdt')!;
+    // The threshold channel's USDT left in its batch; what it had below the threshold is still on the wallet.
+    expect(usdt.onChain).toBe(usdt.ledgerHeld);
+  });
+
+  it('money the books do not know of is a difference: the alert fires with every term, and the command exits 1 naming it', async () => {
+    await outside.nowpayments.send(outside.hostAddress, 12_345n);
+    const report = await checkLedgerAgainstChain(db.db, chainSide());
+    expect(report.assets.find((a) => a.asset === 'eth')?.difference).toBe(12_345n);
+
+    const config = loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN: 'a'.repeat(20), NOWPAYMENTS_IPN_SECRET: 'b'.repeat(20), CHANGENOW_API_URL: 'http://127.0.0.1:9', CHANGENOW_API_KEY: 'c'.repeat(20), ETH_RPC_URL: outside.chain.rpcUrl, HOST_WALLET_PRIVATE_KEY: outside.hostKey });
+    const settings = { ...alertSettings(config, ALL_HANDLED_TASKS), ledgerChainCheckEveryMs: 0 };
+    const rules = STATE_RULES.filter((r) => r.name === 'ledger_chain_mismatch');
+    const exchange = { listExchanges: async () => [] };
+    await evaluateAlerts({ db: db.db, logger: createLogger({ level: 'silent' }), wallet: reader, exchange, usdtContract: outside.usdt, settings, notify: false, rules, chain: chainSide() });
+    const { rows } = await db.pool.query("select subject, details from alerts where rule = 'ledger_chain_mismatch' and resolved_at is null");
+    expect(rows).toEqual([expect.objectContaining({ subject: 'eth' })]);
+    expect(rows[0].details).toMatchObject({ difference: '12345', onChain: expect.any(String), ledgerHeld: expect.any(String) });
+
+    const env = { ...process.env, DATABASE_URL: db.url, ETH_RPC_URL: outside.chain.rpcUrl, CHAIN_ID: String(outside.chain.chainId), HOST_WALLET_ADDRESS: outside.hostAddress, USDT_CONTRACT: outside.usdt, LOG_LEVEL: 'silent' };
+    const failed = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env }).then(() => null, (error: { code: number; stdout: string }) => error);
+    expect(failed?.code).toBe(1);
+    expect(failed?.stdout).toMatch(/ledger OK/);
+    expect(failed?.stdout).toMatch(/difference \(on chain − expected\) +0\.000000000000012345 ETH +MISMATCH/);
+    expect(failed?.stdout).toMatch(/ledger ≠ chain: ETH/);
+
+    // The operator books it (it was a deposit after all): equal again, and the command exits 0.
+    const hash = (await db.pool.query<{ ref: string }>("select ref from ledger_journals where kind = 'wallet_deposit'")).rows[0]!.ref;
+    expect(hash).toBe(outside.hostFundingTx.toLowerCase());
+    const extra = await outside.nowpayments.send(outside.hostAddress, 1n);
+    const booked = await run('node', ['bin/payrail.js', 'deposit', extra, '--asset', 'eth'], { env });
+    expect(booked.stdout).toMatch(/booked: .* brought 1 wei/);
+    // 12,345 wei still unbooked.
+    const still = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env }).then(() => 0, (error: { code: number }) => error.code);
+    expect(still).toBe(1);
+    const missing = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env: { ...env, ETH_RPC_URL: '' } }).then(() => null, (error: { code: number; stderr: string }) => error);
+    expect(missing?.code).toBe(78);
+    expect(missing?.stderr).toMatch(/ETH_RPC_URL/);
+  });
+});
