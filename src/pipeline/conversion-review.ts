@@ -58,6 +58,8 @@ export async function applyConversionAction(
         .execute();
       await enqueuePoll(trx, conversionId, new Date());
       to = 'sent';
+    } else if (transfer?.status === 'needs_review') {
+      throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${transfer.transfer_id}/…), and this conversion moves on from its outcome`);
     } else if (transfer && transfer.status !== 'failed') {
       throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`);
     } else {

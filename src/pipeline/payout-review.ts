@@ -81,6 +81,9 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       return payout.status;
     }
     if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null)) {
+      if (context.transfer?.status === 'needs_review') {
+        throw new PayoutActionRefused(`its transfer ${context.transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${context.transfer.transfer_id}/…), and this payout moves on from its outcome`);
+      }
       if (context.transfer) await resumeTransfer(trx, context.transfer);
       return payout.status;
     }

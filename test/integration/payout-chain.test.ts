@@ -154,6 +154,35 @@ describe('payouts on the chain as it behaves', () => {
   });
 });
 
+describe('a payout whose transfer is in review', () => {
+  it('is not retried (409 naming the transfer): the transfer\'s own retry puts it back to watching, and the payout completes from its outcome', async () => {
+    await start();
+    await pausePool(outside.chain.rpcUrl);
+    const wallet = freshWallet();
+    const id = await instantEthChannel(wallet);
+    await sendFinished(payrail!, nextPaymentId++, id);
+    await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
+    const transfer = await transferOf(id);
+    // As the confirm step leaves it when it sees the nonce taken (test/integration/transfer-chain.test.ts).
+    await db.pool.query("update chain_transfers set status = 'needs_review', reason = 'nonce 0 looked taken' where transfer_id = $1", [transfer!.transferId]);
+    const payout = await payoutOf(id);
+    const retried = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/retry`);
+    expect(retried.status).toBe(409);
+    expect(retried.body.error).toMatch(new RegExp(`its transfer ${transfer!.transferId} is in review`));
+    const cancelled = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
+    expect(cancelled.status).toBe(409);
+
+    const back = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/retry`);
+    expect(back.status).toBe(200);
+    expect(back.body.status).toBe('broadcast');
+    await resumeMining(outside.chain.rpcUrl);
+    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
+    const audit = await db.db.selectFrom('audit_log').select(['action', 'actor']).where('subject', '=', transfer!.transferId).execute();
+    expect(audit).toEqual([{ action: 'transfer.retry', actor: 'admin' }]);
+  });
+});
+
 describe('the transfer admin API', () => {
   it('lists by state, shows every version, and refuses what is unsafe (409), malformed (400) or unknown (404)', async () => {
     await start();
