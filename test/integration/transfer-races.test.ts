@@ -5,88 +5,16 @@
  * worker could not carry out. Each on anvil (and the RPC proxy), checked on chain.
  */
 import type { Address, Hex } from 'viem';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
-import { createLogger } from '../../src/log.ts';
-import type { StageDeps, TransferPolicy } from '../../src/pipeline/index.ts';
-import { applyTransferAction, confirmTransfer, createTransfer, sendTransfer, type TransferFailure, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
+import { describe, expect, it } from 'vitest';
+import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
+import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
-import { rpc, startRpcProxy, type RpcProxy } from '../../src/simulators/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
 import { dropTransaction, mineBlocks, pausePool, reorg, resumeMining, takeNonce } from '../../src/simulators/chain-faults.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { startOutside, type Outside } from '../support/outside.ts';
+import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
 
-let outside: Outside;
-let proxy: RpcProxy;
-let db: TestDatabase;
-
-beforeAll(async () => {
-  outside = await startOutside();
-  proxy = await startRpcProxy({ upstream: outside.chain.rpcUrl });
-  db = await createTestDatabase();
-});
-afterEach(async () => {
-  proxy.setFaults({});
-  await resumeMining(outside.chain.rpcUrl);
-});
-afterAll(async () => {
-  await proxy?.stop();
-  await db?.close();
-  await outside?.stop();
-});
-
-const GWEI = 10n ** 9n;
-const POLICY: TransferPolicy = { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * GWEI, confirmations: 1, receiptWaitMs: 0 };
-
-interface Rig {
-  deps: StageDeps;
-  wallet: ChainWallet;
-  hostKey: Hex;
-  hooks: TransferHooksByPurpose;
-  confirmed: string[];
-  failed: Array<{ ref: string; failure: TransferFailure }>;
-  intent(ref: string, amount: bigint, options?: { to?: Address; asset?: 'eth' | 'usdt' }): Promise<string>;
-  row(id: string): Promise<Record<string, unknown>>;
-  kinds(id: string): Promise<string[]>;
-}
-
-async function rig(options: { viaProxy?: boolean; policy?: Partial<TransferPolicy>; usdtContract?: Address } = {}): Promise<Rig> {
-  const hostKey = generatePrivateKey();
-  const address = privateKeyToAccount(hostKey).address;
-  await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [address, `0x${(10n ** 20n).toString(16)}`]);
-  const wallet = createChainWallet({ rpcUrl: options.viaProxy ? proxy.url : outside.chain.rpcUrl, privateKey: hostKey, chainId: outside.chain.chainId, timeoutMs: 3_000 });
-  const deps: StageDeps = {
-    db: db.db,
-    exchange: undefined as never,
-    wallet,
-    hostAddress: wallet.address,
-    usdtContract: options.usdtContract ?? outside.usdt,
-    settings: {
-      minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 600_000,
-      transfer: { ...POLICY, ...options.policy }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null,
-    },
-    logger: createLogger({ level: 'silent' }),
-  };
-  const confirmed: string[] = [];
-  const failed: Array<{ ref: string; failure: TransferFailure }> = [];
-  const record = { onConfirmed: async (_trx: unknown, t: { ref: string }) => void confirmed.push(t.ref), onFailed: async (_trx: unknown, t: { ref: string }, failure: TransferFailure) => void failed.push({ ref: t.ref, failure }) };
-  return {
-    deps, wallet, hostKey, hooks: { conversion: record, payout: record }, confirmed, failed,
-    intent: (ref, amount, o = {}) =>
-      db.db.transaction().execute((trx) => createTransfer(trx, { purpose: 'payout', ref: `${address}:${ref}`, asset: o.asset ?? 'eth', from: address, to: o.to ?? freshAddress(), amount })),
-    row: async (id) => db.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', id).executeTakeFirstOrThrow() as unknown as Promise<Record<string, unknown>>,
-    kinds: async (id) => (await db.db.selectFrom('chain_transfer_versions').select('kind').where('transfer_id', '=', id).orderBy('version').execute()).map((v) => v.kind),
-  };
-}
-
-function freshAddress(): Address {
-  return privateKeyToAccount(generatePrivateKey()).address;
-}
-
-async function chainNonce(address: string): Promise<number> {
-  return Number(BigInt((await rpc(outside.chain.rpcUrl, 'eth_getTransactionCount', [address, 'latest'])) as string));
-}
+const t = useTransferWorld();
+const { rig, receiptGas, chainNonce } = t;
 
 describe('a lagging node that hides a receipt', () => {
   it('seen mined before: the block is still there, so nothing is undone, never_sent is refused, and it is booked once the node catches up', async () => {
@@ -98,37 +26,37 @@ describe('a lagging node that hides a receipt', () => {
     const seen = await r.row(id);
     expect(seen.block_hash).not.toBeNull();
 
-    proxy.setFaults({ lagging: true }); // receipts and lookups answer null; the nonce count is honest
+    t.proxy.setFaults({ lagging: true }); // receipts and lookups answer null; the nonce count is honest
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', block_hash: seen.block_hash });
-    await applyTransferAction(db.db, id, 'resolve', 'alice', { outcome: 'never_sent' });
+    await applyTransferAction(t.db.db, id, 'resolve', 'alice', { outcome: 'never_sent' });
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', requested_action: null });
     expect((await r.row(id)).last_error).toMatch(/refused/);
 
-    proxy.setFaults({});
-    await mineBlocks(outside.chain.rpcUrl, 1);
+    t.proxy.setFaults({});
+    await mineBlocks(t.outside.chain.rpcUrl, 1);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
     expect(r.confirmed).toHaveLength(1);
     expect(r.failed).toEqual([]);
-    expect(await outside.balanceOf(to)).toBe(1_000_000n);
+    expect(await t.outside.balanceOf(to)).toBe(1_000_000n);
   });
 
   it('never seen mined: the nonce is used by one of our own versions, so it is not sent to review', async () => {
     const r = await rig({ viaProxy: true });
     const to = freshAddress();
-    proxy.setFaults({ lagging: true });
+    t.proxy.setFaults({ lagging: true });
     const id = await r.intent('lag-from-start', 5_000n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     await new Promise((resolve) => setTimeout(resolve, NONCE_TAKEN_RECHECK_MS));
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', nonce_taken_seen_at: null });
-    proxy.setFaults({});
+    t.proxy.setFaults({});
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
-    expect(await outside.balanceOf(to)).toBe(5_000n);
+    expect(await t.outside.balanceOf(to)).toBe(5_000n);
   });
 });
 
@@ -136,7 +64,7 @@ describe('a person\'s cancel and a running bump', () => {
   it('a confirm job that looked before the cancel bumps the cancel, never the payment: nothing reaches the receiver', async () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     const to = freshAddress();
-    await pausePool(outside.chain.rpcUrl);
+    await pausePool(t.outside.chain.rpcUrl);
     const id = await r.intent('cancel-race', 77_777n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     // Job A (graphile starts a second job of the same key while the first holds its lock) reaches the bump with its
@@ -148,16 +76,16 @@ describe('a person\'s cancel and a running bump', () => {
     const slowWallet: ChainWallet = { ...r.wallet, fees: async () => { reached(); await gate; return r.wallet.fees(); } };
     const jobA = confirmTransfer({ ...r.deps, wallet: slowWallet }, r.hooks, id);
     await atFees;
-    await applyTransferAction(db.db, id, 'cancel', 'carol');
+    await applyTransferAction(t.db.db, id, 'cancel', 'carol');
     await confirmTransfer(r.deps, r.hooks, id);
     expect((await r.kinds(id)).at(-1)).toBe('cancel');
     release();
     await jobA;
     expect((await r.kinds(id)).slice(1).every((k) => k === 'cancel')).toBe(true);
-    await resumeMining(outside.chain.rpcUrl);
+    await resumeMining(t.outside.chain.rpcUrl);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'failed', last_error: 'cancelled' });
-    expect(await outside.balanceOf(to)).toBe(0n);
+    expect(await t.outside.balanceOf(to)).toBe(0n);
   });
 });
 
@@ -174,8 +102,8 @@ describe('a receipt read just before a reorganisation', () => {
       blockAt: async (tag) => {
         if (armed && tag === 'latest') {
           armed = false;
-          await reorg(outside.chain.rpcUrl, 1);
-          await mineBlocks(outside.chain.rpcUrl, 1);
+          await reorg(t.outside.chain.rpcUrl, 1);
+          await mineBlocks(t.outside.chain.rpcUrl, 1);
         }
         return r.wallet.blockAt(tag);
       },
@@ -184,31 +112,31 @@ describe('a receipt read just before a reorganisation', () => {
     expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
     expect(r.confirmed).toEqual([]);
     await confirmTransfer(r.deps, r.hooks, id); // its block is gone: the same bytes again (anvil mines them at once)
-    expect(await outside.balanceOf(to)).toBe(424_242n);
-    await mineBlocks(outside.chain.rpcUrl, 1);
+    expect(await t.outside.balanceOf(to)).toBe(424_242n);
+    await mineBlocks(t.outside.chain.rpcUrl, 1);
     await confirmTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', nonce: '0' });
     expect(r.confirmed).toHaveLength(1);
-    expect(await outside.balanceOf(to)).toBe(424_242n);
+    expect(await t.outside.balanceOf(to)).toBe(424_242n);
   });
 });
 
 describe('an outside transaction pending at the next nonce, then forgotten by the pool', () => {
   it('the first nonce comes from mined transactions only: ours takes nonce 0 and is mined, no gap', async () => {
     const r = await rig();
-    await pausePool(outside.chain.rpcUrl);
-    const theirs = await takeNonce(outside.chain.rpcUrl, r.hostKey); // an operator's wallet app, pending at nonce 0
+    await pausePool(t.outside.chain.rpcUrl);
+    const theirs = await takeNonce(t.outside.chain.rpcUrl, r.hostKey); // an operator's wallet app, pending at nonce 0
     const to = freshAddress();
     const id = await r.intent('gap', 1_000n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ nonce: '0' });
-    await dropTransaction(outside.chain.rpcUrl, theirs); // pools forget
-    await resumeMining(outside.chain.rpcUrl);
+    await dropTransaction(t.outside.chain.rpcUrl, theirs); // pools forget
+    await resumeMining(t.outside.chain.rpcUrl);
     await confirmTransfer(r.deps, r.hooks, id); // unknown to the node: the same bytes again
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', nonce: '0' });
-    expect(await outside.balanceOf(to)).toBe(1_000n);
+    expect(await t.outside.balanceOf(to)).toBe(1_000n);
     expect(await chainNonce(r.wallet.address)).toBe(1);
   });
 });
@@ -224,7 +152,7 @@ const FEE_TOKEN: Hex = ('0x6001602435035f5260043533' + '7fddf252ad1be2c89b69c2b0
 describe('a mined token transfer that moved less than asked', () => {
   it('goes to review; a person resolving it with its own hash confirms it with that finding, and its owner moves on', async () => {
     const token = freshAddress();
-    await rpc(outside.chain.rpcUrl, 'anvil_setCode', [token, FEE_TOKEN]);
+    await rpc(t.outside.chain.rpcUrl, 'anvil_setCode', [token, FEE_TOKEN]);
     const r = await rig({ usdtContract: token });
     const id = await r.intent('fee-token', 1_000_000n, { asset: 'usdt' });
     await sendTransfer(r.deps, r.hooks, id);
@@ -232,8 +160,8 @@ describe('a mined token transfer that moved less than asked', () => {
     const row = await r.row(id);
     expect(row).toMatchObject({ status: 'needs_review' });
     expect(row.reason).toMatch(/moved 999999 units/);
-    await expect(applyTransferAction(db.db, id, 'cancel', 'dave')).rejects.toThrow(/mined in block/);
-    await applyTransferAction(db.db, id, 'resolve', 'dave', { outcome: 'mined', txHash: row.tx_hash as string });
+    await expect(applyTransferAction(t.db.db, id, 'cancel', 'dave')).rejects.toThrow(/mined in block/);
+    await applyTransferAction(t.db.db, id, 'resolve', 'dave', { outcome: 'mined', txHash: row.tx_hash as string });
     await confirmTransfer(r.deps, r.hooks, id);
     const resolved = await r.row(id);
     expect(resolved).toMatchObject({ status: 'confirmed', requested_action: null });
@@ -248,32 +176,32 @@ describe('a transfer released by an earlier version of payrail (no nonce, its ol
     const to = freshAddress();
     const id = await r.intent('legacy', 4_321n, { to });
     // As migration 014 leaves a row the old code released after a refused broadcast.
-    await db.pool.query("update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1", [id]);
-    await expect(applyTransferAction(db.db, id, 'bump', 'erin')).rejects.toThrow(/not bumped|no nonce/);
-    await expect(applyTransferAction(db.db, id, 'cancel', 'erin')).rejects.toThrow(/no nonce/);
-    await applyTransferAction(db.db, id, 'resolve', 'erin', { outcome: 'never_sent' });
+    await t.db.pool.query("update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1", [id]);
+    await expect(applyTransferAction(t.db.db, id, 'bump', 'erin')).rejects.toThrow(/not bumped|no nonce/);
+    await expect(applyTransferAction(t.db.db, id, 'cancel', 'erin')).rejects.toThrow(/no nonce/);
+    await applyTransferAction(t.db.db, id, 'resolve', 'erin', { outcome: 'never_sent' });
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'needs_review', requested_action: null });
     expect((await r.row(id)).last_error).toMatch(/no nonce on record/);
-    expect(await applyTransferAction(db.db, id, 'retry', 'erin')).toMatchObject({ from: 'needs_review', to: 'intent' });
+    expect(await applyTransferAction(t.db.db, id, 'retry', 'erin')).toMatchObject({ from: 'needs_review', to: 'intent' });
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', nonce: '0' });
-    expect(await outside.balanceOf(to)).toBe(4_321n);
+    expect(await t.outside.balanceOf(to)).toBe(4_321n);
   });
 });
 
 describe('a request the worker could not carry out', () => {
   it('blocks other requests while fresh, and is replaced (audited) once stale', async () => {
     const r = await rig();
-    await pausePool(outside.chain.rpcUrl);
+    await pausePool(t.outside.chain.rpcUrl);
     const id = await r.intent('stale-request', 9n);
     await sendTransfer(r.deps, r.hooks, id);
-    await applyTransferAction(db.db, id, 'bump', 'frank');
-    await expect(applyTransferAction(db.db, id, 'cancel', 'frank')).rejects.toThrow(/still being carried out/);
-    await db.pool.query("update chain_transfers set requested_at = now() - interval '11 minutes' where transfer_id = $1", [id]);
-    expect(await applyTransferAction(db.db, id, 'cancel', 'frank')).toMatchObject({ requested: 'cancel' });
-    const audit = await db.pool.query("select details from audit_log where subject = $1 order by id", [id]);
+    await applyTransferAction(t.db.db, id, 'bump', 'frank');
+    await expect(applyTransferAction(t.db.db, id, 'cancel', 'frank')).rejects.toThrow(/still being carried out/);
+    await t.db.pool.query("update chain_transfers set requested_at = now() - interval '11 minutes' where transfer_id = $1", [id]);
+    expect(await applyTransferAction(t.db.db, id, 'cancel', 'frank')).toMatchObject({ requested: 'cancel' });
+    const audit = await t.db.pool.query("select details from audit_log where subject = $1 order by id", [id]);
     expect(audit.rows.at(-1).details.replacing).toMatchObject({ action: 'bump', by: 'frank' });
   });
 });
