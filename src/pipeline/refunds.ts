@@ -4,6 +4,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { Database } from '../db/index.ts';
+import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
 
 export interface RefundClaim {
   txHash: string;
@@ -16,6 +17,8 @@ export interface RefundClaim {
 /** True when this hash is now recorded for this purpose and ref (or already was); false when something else used it. */
 export async function claimRefund(trx: Transaction<Database>, claim: RefundClaim): Promise<boolean> {
   const txHash = claim.txHash.toLowerCase();
+  await lockInboundHash(trx, txHash);
+  if (await isBookedDeposit(trx, txHash)) return false;
   await trx
     .insertInto('chain_refunds')
     .values({ tx_hash: txHash, purpose: claim.purpose, ref: claim.ref, asset: claim.asset, amount: claim.amount })

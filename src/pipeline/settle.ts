@@ -10,6 +10,7 @@ import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/inde
 import { enqueuePoll, releasePaymentsIn, toReview } from './convert.ts';
 import { claimRefund } from './refunds.ts';
 import { stageAlert } from './alert.ts';
+import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
 import type { StageDeps } from './interfaces.ts';
 import { checkThresholds } from './threshold.ts';
 
@@ -118,8 +119,10 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
     if (conversion.status !== 'sent') return false;
     // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
     // check a second time.
+    await lockInboundHash(trx, hash);
     const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
     if (other) return `hash_used:${other.conversion_id}` as const;
+    if (await isBookedDeposit(trx, hash)) return 'hash_deposit' as const;
     const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
     const weights = rows.map((r) => BigInt(r.net_wei));
     const totalWei = weights.reduce((a, b) => a + b, 0n);
@@ -151,7 +154,8 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
     return true;
   });
   if (typeof settled === 'string') {
-    await toReview(deps, conversionId, `payout ${hash} already credited conversion ${settled.slice('hash_used:'.length)}`);
+    const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already credited conversion ${settled.slice('hash_used:'.length)}`;
+    await toReview(deps, conversionId, `payout ${hash} ${usedBy}`);
     await stageAlert(deps, deps.logger, { rule: 'conversion_payout_reused', subject: conversionId, severity: 'critical', message: 'ChangeNow named a payout already credited; sent to review', details: { conversionId, payoutHash: hash } });
     return;
   }

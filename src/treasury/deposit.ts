@@ -5,9 +5,11 @@
  * transfer, a refund, a conversion's USDT payout): that money is on the books already.
  */
 import type { Hex } from 'viem';
-import type { Db } from '../db/index.ts';
+import type { Transaction } from 'kysely';
+import type { Database, Db } from '../db/index.ts';
 import type { ChainWallet } from '../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
+import { isBookedDeposit, lockInboundHash } from './inbound.ts';
 
 export type DepositAsset = 'eth' | 'usdt';
 
@@ -34,11 +36,11 @@ export interface DepositChain {
 export async function recordDeposit(db: Db, chain: DepositChain, input: { txHash: string; asset: DepositAsset; actor: string }): Promise<DepositResult> {
   const hash = input.txHash.toLowerCase();
   if (!/^0x[0-9a-f]{64}$/.test(hash)) throw new DepositRefused('txHash must be a 0x-prefixed transaction hash');
-  const existing = await db.selectFrom('ledger_journals').select('id').where('kind', '=', 'wallet_deposit').where('ref', '=', hash).executeTakeFirst();
-  await refuseKnownHash(db, hash);
   const amount = await depositedAmount(chain, hash as Hex, input.asset);
-  if (existing) return { txHash: hash, asset: input.asset, amount, booked: false };
   const booked = await db.transaction().execute(async (trx) => {
+    await lockInboundHash(trx, hash);
+    if (await isBookedDeposit(trx, hash)) return false;
+    await refuseKnownHash(trx, hash);
     const journal = await postJournal(trx, { kind: 'wallet_deposit', ref: hash, entries: [
       { account: accounts.operator(input.asset), amount: -amount },
       { account: accounts.capital(input.asset), amount },
@@ -51,8 +53,8 @@ export async function recordDeposit(db: Db, chain: DepositChain, input: { txHash
   return { txHash: hash, asset: input.asset, amount, booked };
 }
 
-async function refuseKnownHash(db: Db, hash: string): Promise<void> {
-  const known = await db
+async function refuseKnownHash(trx: Transaction<Database>, hash: string): Promise<void> {
+  const known = await trx
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom('chain_transfer_versions').select('tx_hash').where('tx_hash', '=', hash)).as('transfer'),
       eb.exists(eb.selectFrom('chain_refunds').select('tx_hash').where('tx_hash', '=', hash)).as('refund'),

@@ -13,6 +13,7 @@ import { ALL_HANDLED_TASKS } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
+import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { checkLedgerAgainstChain, DepositRefused, recordDeposit } from '../../src/treasury/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -129,5 +130,18 @@ describe('check-ledger --chain', () => {
     const missing = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env: { ...env, ETH_RPC_URL: '' } }).then(() => null, (error: { code: number; stderr: string }) => error);
     expect(missing?.code).toBe(78);
     expect(missing?.stderr).toMatch(/ETH_RPC_URL/);
+  });
+});
+
+describe('one inbound transaction, one use', () => {
+  it('a deposit cannot also be a refund, and a refund cannot also be a deposit', async () => {
+    const deposit = await outside.nowpayments.send(outside.hostAddress, 777n);
+    expect((await recordDeposit(db.db, depositChain(), { txHash: deposit, asset: 'eth', actor: 'alice' })).booked).toBe(true);
+    const claimed = await db.db.transaction().execute((trx) => claimRefund(trx, { txHash: deposit, purpose: 'payout', ref: 'po_0000000000000001', asset: 'eth', amount: 777n }));
+    expect(claimed).toBe(false);
+
+    const refund = await outside.nowpayments.send(outside.hostAddress, 888n);
+    expect(await db.db.transaction().execute((trx) => claimRefund(trx, { txHash: refund, purpose: 'payout', ref: 'po_0000000000000002', asset: 'eth', amount: 888n }))).toBe(true);
+    await expect(recordDeposit(db.db, depositChain(), { txHash: refund, asset: 'eth', actor: 'alice' })).rejects.toThrow(/refund already booked/);
   });
 });
