@@ -7,7 +7,7 @@ import { checkLedger } from '../src/ledger/index.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import type { Fleet } from './processes.ts';
 import type { ChaosChannel, PlannedPayment } from './traffic.ts';
-import type { World } from './world.ts';
+import type { OutsideTx, World } from './world.ts';
 
 const REVIEWABLE = ['held', 'needs_review', 'failed', 'cancelled', 'awaiting_approval'];
 
@@ -36,9 +36,27 @@ interface PaymentRow {
   payout_reason: string | null;
   payout_error: string | null;
   payout_transfer: string | null;
+  conv_transfer_status: string | null;
+  conv_transfer_reason: string | null;
+  payout_transfer_status: string | null;
+  payout_transfer_reason: string | null;
+  /** The channel's open threshold batch (when the payment is not in it): a payment can wait behind it. */
+  batch_id: string | null;
+  batch_status: string | null;
+  batch_reason: string | null;
+  batch_transfer_status: string | null;
+  batch_transfer_reason: string | null;
   channel_id: string;
   channel_usdt: string | null;
   threshold_units: string | null;
+}
+
+/** What the channel's open threshold batch waits for when a person must act on it (itself or its transfer); else null. */
+function batchWaitingForAPerson(r: PaymentRow): { what: string; reason: string | null } | null {
+  if (!r.batch_id) return null;
+  if (REVIEWABLE.includes(r.batch_status ?? '')) return { what: `batch ${r.batch_status}`, reason: r.batch_reason };
+  if (r.batch_transfer_status === 'needs_review') return { what: "batch's transfer in review", reason: r.batch_transfer_reason };
+  return null;
 }
 
 /** Where each acknowledged payment stands now. */
@@ -49,10 +67,20 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
             p.conversion_status, p.conversion_hold_until, p.conversion_id,
             c.status as conv_status, coalesce(c.reason, c.last_error) as conv_reason, c.transfer_id as conv_transfer,
             po.payout_id, po.status as payout_status, po.reason as payout_reason, po.last_error as payout_error, po.transfer_id as payout_transfer,
+            ct.status as conv_transfer_status, ct.reason as conv_transfer_reason, pt.status as payout_transfer_status, pt.reason as payout_transfer_reason,
+            b.payout_id as batch_id, b.status as batch_status, b.reason as batch_reason, b.transfer_status as batch_transfer_status, b.transfer_reason as batch_transfer_reason,
             p.channel_id, a.balance::text as channel_usdt, (ch.threshold_usd_cents * 10000)::numeric(78,0)::text as threshold_units
      from payments p
      left join conversions c on c.conversion_id = p.conversion_id
+     left join chain_transfers ct on ct.transfer_id = c.transfer_id
      left join payouts po on po.payout_id = coalesce((select payout_id from payouts where payment_id = p.payment_id), p.payout_id)
+     left join chain_transfers pt on pt.transfer_id = po.transfer_id
+     left join lateral (
+       select ob.payout_id, ob.status, coalesce(ob.reason, ob.last_error) as reason, obt.status as transfer_status, obt.reason as transfer_reason
+       from payouts ob left join chain_transfers obt on obt.transfer_id = ob.transfer_id
+       where ob.channel_id = p.channel_id and ob.kind = 'threshold' and ob.status not in ('completed', 'failed', 'cancelled')
+       order by ob.created_at limit 1
+     ) b on true
      left join channels ch on ch.channel_id = p.channel_id
      left join ledger_accounts a on a.code = 'channel:' || p.channel_id and a.asset = 'usdt'
      where p.payment_id = any($1::numeric[])`,
@@ -71,6 +99,12 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
         const reason = r.payout_reason ?? r.payout_error;
         return reason ? out('visible', `payout ${r.payout_status}: ${reason}`) : out('lost', `payout ${r.payout_id} ${r.payout_status} without a reason`);
       }
+      // Its transfer waits for a person (a nonce taken by another transaction): visible, with the transfer's reason.
+      if (r.payout_transfer_status === 'needs_review') {
+        return r.payout_transfer_reason
+          ? out('visible', `payout ${r.payout_status}, its transfer in review: ${r.payout_transfer_reason}`)
+          : out('lost', `payout ${r.payout_id}'s transfer ${r.payout_transfer} in review without a reason`);
+      }
       const keys = [`payout_run:${r.payout_id}`, `payout_poll:${r.payout_id}`];
       if (r.payout_transfer) keys.push(`transfer_send:${r.payout_transfer}`, `transfer_confirm:${r.payout_transfer}`);
       return out('in_flight', `payout ${r.payout_id} ${r.payout_status}`, keys);
@@ -88,6 +122,11 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
         if (r.conv_status === 'needs_review' || r.conv_status === 'failed') {
           return r.conv_reason ? out('visible', `conversion ${r.conv_status}: ${r.conv_reason}`) : out('lost', `conversion ${r.conversion_id} ${r.conv_status} without a reason`);
         }
+        if (r.conv_transfer_status === 'needs_review') {
+          return r.conv_transfer_reason
+            ? out('visible', `conversion ${r.conv_status}, its transfer in review: ${r.conv_transfer_reason}`)
+            : out('lost', `conversion ${r.conversion_id}'s transfer ${r.conv_transfer} in review without a reason`);
+        }
         const keys = [`conversion_exchange:${r.conversion_id}`, `conversion_poll:${r.conversion_id}`];
         if (r.conv_transfer) keys.push(`transfer_send:${r.conv_transfer}`, `transfer_confirm:${r.conv_transfer}`);
         return out('in_flight', `conversion ${r.conversion_id} ${r.conv_status}`, keys);
@@ -95,6 +134,13 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
       case 'completed':
         if (r.payout_id) return payout();
         if (r.threshold_units !== null && BigInt(r.channel_usdt ?? '0') >= BigInt(r.threshold_units)) {
+          // One open batch per channel: while it waits for a person, the channel's next batch waits behind it.
+          const behind = batchWaitingForAPerson(r);
+          if (behind) {
+            return behind.reason
+              ? out('visible', `converted, waiting behind its channel's ${behind.what}: ${behind.reason}`)
+              : out('lost', `waiting behind payout ${r.batch_id} (${behind.what}) without a reason`);
+          }
           return out('in_flight', `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`, [`threshold_check:${r.channel_id}`]);
         }
         return out('on_channel', `converted, on channel ${r.channel_id} below its threshold`);
@@ -138,8 +184,10 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   const stuck = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
   const lost = count('lost');
   fig(`payments: ${payments.length} planned, ${outcomes.length} acknowledged finished; paid out ${count('paid').length}, on channel below threshold ${count('on_channel').length}, held/review/failed with a reason ${count('visible').length}, still in flight with a job queued ${queued.length}, stuck without a job ${stuck.length}, lost ${lost.length}`);
+  // Reasons grouped without their ids, hashes, times and numbers.
+  const shape = (detail: string) => detail.replace(/\d{4}-\d\d-\d\dT[^ ]+|\b[a-z]{2}_[0-9a-f]{16}\b|0x[0-9a-fA-F]+|[0-9a-f-]{20,}/g, '…').replace(/\b\d+\b/g, 'N');
   const visibleReasons = new Map<string, number>();
-  for (const o of count('visible')) visibleReasons.set(o.detail.replace(/[0-9a-f-]{20,}|\d{4}-\d\d-\d\dT[^ ]+/g, '…'), (visibleReasons.get(o.detail.replace(/[0-9a-f-]{20,}|\d{4}-\d\d-\d\dT[^ ]+/g, '…')) ?? 0) + 1);
+  for (const o of count('visible')) visibleReasons.set(shape(o.detail), (visibleReasons.get(shape(o.detail)) ?? 0) + 1);
   for (const [reason, n] of visibleReasons) fig(`  visible: ${n} × ${reason}`);
   // After the bounded settle, work still in flight is not "visibly held with a reason": it did not finish in time.
   if (queued.length > 0) violations.push(`not settled: ${queued.length} payment(s) still in flight (a job is queued): ${examples(queued.map((o) => `${o.paymentId}: ${o.detail}`))}`);
@@ -159,14 +207,18 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   fig(`ChangeNow exchanges: ${exchanges.length} for ${byUser.size} conversions/payouts; with more than one: ${doubleExchanges.length}`);
   if (doubleExchanges.length > 0) violations.push(`double exchange: ${examples(doubleExchanges.map(([u, n]) => `${u}: ${n} exchanges`))}`);
 
-  const transfers = (await pool.query<{ purpose: string; ref: string; asset: string; to_address: string; amount: string; status: string; nonce: string | null }>(
-    'select purpose, ref, asset, lower(to_address) as to_address, amount::text, status, nonce::text from chain_transfers',
+  const transfers = (await pool.query<{ purpose: string; ref: string; asset: string; to_address: string; amount: string; status: string; nonce: string | null; last_error: string | null; reason: string | null }>(
+    'select purpose, ref, asset, lower(to_address) as to_address, amount::text, status, nonce::text, last_error, reason from chain_transfers',
   )).rows;
   const perRef = new Map<string, number>();
   for (const t of transfers) perRef.set(`${t.purpose}:${t.ref}`, (perRef.get(`${t.purpose}:${t.ref}`) ?? 0) + 1);
   const doubleTransfers = [...perRef.entries()].filter(([, n]) => n > 1);
-  fig(`chain transfers: ${transfers.length} (${transfers.filter((t) => t.status === 'confirmed').length} confirmed); purposes with more than one: ${doubleTransfers.length}`);
+  const byOutcome = new Map<string, number>();
+  for (const t of transfers) byOutcome.set(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status, (byOutcome.get(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status) ?? 0) + 1);
+  fig(`chain transfers: ${transfers.length} (${[...byOutcome.entries()].sort().map(([k, n]) => `${k} ${n}`).join(', ')}); purposes with more than one: ${doubleTransfers.length}`);
   if (doubleTransfers.length > 0) violations.push(`double transfer record: ${examples(doubleTransfers.map(([r, n]) => `${r}: ${n}`))}`);
+  const reviewWithoutReason = transfers.filter((t) => t.status === 'needs_review' && !t.reason);
+  if (reviewWithoutReason.length > 0) violations.push(`transfer in review without a reason: ${examples(reviewWithoutReason.map((t) => `${t.purpose}:${t.ref}`))}`);
 
   // What each payin address holds on chain equals what payrail recorded sending it: a second send would show here.
   let payinMismatch = 0;
@@ -183,10 +235,9 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   fig(`payin addresses whose on-chain balance differs from the confirmed transfers to them: ${payinMismatch} of ${exchanges.length}`);
   if (payinMismatch > 0) violations.push(`payin mismatch: ${examples(payinProblems)}`);
 
-  const hostNonce = await world.nonce(world.hostAddress);
-  const recorded = transfers.filter((t) => t.nonce !== null && t.status !== 'failed').length;
-  fig(`host wallet: ${hostNonce} transactions on chain, ${recorded} signed transfers recorded (not failed)`);
-  if (hostNonce !== recorded) violations.push(`host wallet sent ${hostNonce} transactions but payrail recorded ${recorded}`);
+  const nonces = await checkHostNonces(pool, world);
+  figures.push(...nonces.figures);
+  violations.push(...nonces.violations);
 
   // 3. Ledger clean, and what it says agrees with the chain.
   const ledger = await checkLedger(db.db);
@@ -283,4 +334,94 @@ export async function diagnostics(pool: pg.Pool): Promise<string[]> {
     ...(await q('open payouts', "select payout_id, kind, status, attempts, last_error, updated_at from payouts where status not in ('completed','failed','cancelled') order by updated_at limit 15")),
     ...(await q('open transfers', "select transfer_id, purpose, status, nonce, attempts, last_error from chain_transfers where status <> 'confirmed' order by created_at limit 15")),
   ];
+}
+
+/** Outcomes that used the transfer's nonce with a version of its own: mined (succeeded, reverted, a cancel, a token that moved nothing). */
+const OWN_MINED_FAILURES = ['reverted', 'cancelled', 'token_not_moved'];
+
+/**
+ * The host wallet's nonces, exactly. The chain counts N transactions from the host wallet: nonces 0..N-1, each used
+ * by exactly one mined transaction, either one of payrail's signed versions of a transfer (the first, a replacement,
+ * a cancel) or a transaction a nonce_taken fault sent from outside payrail. payrail's records must say which:
+ *
+ *   own     = nonces of transfers whose own version was mined: confirmed; failed as reverted, cancelled or
+ *             token_not_moved; in review for another cause than a taken nonce (a token that moved a wrong amount);
+ *   outside = nonces of the nonce_taken faults' transactions, mined.
+ *
+ * A transfer failed as never_sent (resolved by the operator after a nonce_taken fault), or in review with its nonce
+ * taken, used no nonce of its own: its nonce is in `outside`, where it is counted once (adding never_sent transfers
+ * and outside transactions would count those nonces twice). estimate_failed transfers were never signed (no nonce).
+ * So: own and outside are disjoint, never_sent ⊆ outside, and own ∪ outside = {0..N-1}, hence N = |own| + |outside|.
+ *
+ * The same is then read from the chain alone: of every signed version payrail stored, which are mined. At most one
+ * per transfer (a second would be a second payment), at the transfer's nonce, exactly for the transfers counted in
+ * `own`; and N = mined versions + mined outside transactions.
+ */
+async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport> {
+  const figures: string[] = [];
+  const violations: string[] = [];
+  const hostNonce = await world.nonce(world.hostAddress);
+  const transfers = (await pool.query<{ transfer_id: string; status: string; nonce: string | null; last_error: string | null }>(
+    'select transfer_id, status, nonce::text, last_error from chain_transfers where nonce is not null',
+  )).rows;
+  const outsideMined = (await mapBounded(world.outsideTxs, (o) => world.minedTx(o.hash))).flatMap((tx, i) => (tx ? [world.outsideTxs[i] as OutsideTx] : []));
+  const outside = new Set(outsideMined.map((o) => o.nonce));
+  const usedOwn = (t: (typeof transfers)[number]) =>
+    t.status === 'confirmed' || (t.status === 'failed' && OWN_MINED_FAILURES.includes(t.last_error ?? '')) || (t.status === 'needs_review' && !outside.has(Number(t.nonce)));
+  const own = transfers.filter(usedOwn);
+  const ownNonces = new Map<number, string[]>();
+  for (const t of own) ownNonces.set(Number(t.nonce), [...(ownNonces.get(Number(t.nonce)) ?? []), t.transfer_id]);
+  const neverSent = transfers.filter((t) => t.status === 'failed' && t.last_error === 'never_sent');
+  const open = transfers.filter((t) => !['confirmed', 'failed', 'needs_review'].includes(t.status));
+
+  const shared = [...ownNonces.entries()].filter(([, ids]) => ids.length > 1);
+  if (shared.length > 0) violations.push(`host nonce used by more than one transfer: ${shared.slice(0, 5).map(([n, ids]) => `${n}: ${ids.join(', ')}`).join('; ')}`);
+  const both = [...ownNonces.keys()].filter((n) => outside.has(n));
+  if (both.length > 0) violations.push(`host nonce both mined by payrail and taken from outside: ${both.slice(0, 5).join(', ')}`);
+  const unexplained = neverSent.filter((t) => !outside.has(Number(t.nonce)));
+  if (unexplained.length > 0) violations.push(`transfer failed as never_sent but no outside transaction took its nonce: ${unexplained.slice(0, 5).map((t) => `${t.transfer_id} (nonce ${t.nonce})`).join(', ')}`);
+  const accounted = ownNonces.size + outside.size;
+  const missing: number[] = [];
+  for (let n = 0; n < hostNonce && missing.length < 5; n++) if (!ownNonces.has(n) && !outside.has(n)) missing.push(n);
+  figures.push(`host wallet: ${hostNonce} transactions on chain = ${ownNonces.size} nonces used by payrail's transfers (confirmed, or failed as ${OWN_MINED_FAILURES.join('/')}) + ${outside.size} taken from outside (nonce_taken; ${neverSent.length} transfer(s) resolved never_sent at them)${open.length ? `; ${open.length} transfer(s) not final` : ''}`);
+  if (hostNonce !== accounted || missing.length > 0) {
+    violations.push(`host wallet sent ${hostNonce} transactions but payrail's transfers account for ${accounted} nonces (${ownNonces.size} own + ${outside.size} outside)${missing.length ? `; unaccounted nonces: ${missing.join(', ')}` : ''}${open.length ? `; not final: ${open.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}`).join(', ')}` : ''}`);
+  }
+
+  // From the chain alone: which stored versions are mined.
+  const versions = (await pool.query<{ transfer_id: string; version: number; tx_hash: string }>('select transfer_id, version, tx_hash from chain_transfer_versions')).rows;
+  const mined = await mapBounded(versions, (v) => world.minedTx(v.tx_hash as `0x${string}`));
+  const minedBy = new Map<string, Array<{ version: number; nonce: number }>>();
+  versions.forEach((v, i) => {
+    const tx = mined[i];
+    if (tx) minedBy.set(v.transfer_id, [...(minedBy.get(v.transfer_id) ?? []), { version: v.version, nonce: tx.nonce }]);
+  });
+  const minedCount = [...minedBy.values()].reduce((n, list) => n + list.length, 0);
+  const twice = [...minedBy.entries()].filter(([, list]) => list.length > 1);
+  if (twice.length > 0) violations.push(`transfer with more than one version mined: ${twice.slice(0, 5).map(([id, list]) => `${id}: versions ${list.map((m) => m.version).join(', ')}`).join('; ')}`);
+  const byId = new Map(transfers.map((t) => [t.transfer_id, t]));
+  const wrongNonce = [...minedBy.entries()].filter(([id, list]) => list.some((m) => String(m.nonce) !== byId.get(id)?.nonce));
+  if (wrongNonce.length > 0) violations.push(`mined version at another nonce than its transfer's: ${wrongNonce.slice(0, 5).map(([id]) => id).join(', ')}`);
+  const notMined = own.filter((t) => !minedBy.has(t.transfer_id));
+  if (notMined.length > 0) violations.push(`transfer booked as mined but none of its versions is on chain: ${notMined.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}`).join(', ')}`);
+  const minedUnbooked = transfers.filter((t) => minedBy.has(t.transfer_id) && !usedOwn(t) && !open.includes(t));
+  if (minedUnbooked.length > 0) violations.push(`transfer with a version on chain but not booked as mined: ${minedUnbooked.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}${t.last_error ? ` ${t.last_error}` : ''}`).join(', ')}`);
+  figures.push(`host wallet from the chain: ${minedCount} of ${versions.length} signed versions mined (one per transfer: ${twice.length === 0 ? 'yes' : 'no'}) + ${outsideMined.length} outside = ${minedCount + outsideMined.length} (chain: ${hostNonce})`);
+  if (minedCount + outsideMined.length !== hostNonce) violations.push(`host wallet: ${hostNonce} transactions on chain, but ${minedCount} mined versions + ${outsideMined.length} outside transactions`);
+  return { figures, violations };
+}
+
+/** Maps with at most `limit` calls in flight (a few thousand receipts read from anvil). */
+async function mapBounded<T, R>(items: readonly T[], fn: (item: T) => Promise<R>, limit = 16): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
 }

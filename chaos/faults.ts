@@ -2,11 +2,21 @@
  * The faults of a run, planned from the seed: what, when (a point in the sending progress, then a pause), and for
  * how long (bounded). They run one at a time, each undone before the next, and all are undone before the checks.
  */
+import { parseGwei } from 'viem';
+import { feeSpike, nonceTaken, poolDropped, reorgBlocks, type AdminApi } from './chain-faults.ts';
 import type { ChaosPostgres } from './postgres.ts';
 import type { Fleet } from './processes.ts';
 import type { Rng } from './rng.ts';
 import type { World } from './world.ts';
 import { sleep } from './net.ts';
+
+/** payrail's fee ceiling in the run (TRANSFER_MAX_FEE_GWEI): a nonce_taken fault outbids it, a fee spike stays under it. */
+export const TRANSFER_MAX_FEE_GWEI = '300';
+const CEILING_WEI = parseGwei(TRANSFER_MAX_FEE_GWEI);
+/** What the node answers a send while rpc_refusing: the answer that tempts a sender to sign again at another nonce. */
+const REFUSAL = 'insufficient funds for gas * price + value';
+/** "Every send while the fault lasts": more than any run makes. */
+const ALL_SENDS = 1_000_000;
 
 export type FaultKind =
   | 'kill_worker'
@@ -16,8 +26,14 @@ export type FaultKind =
   | 'changenow_401'
   | 'changenow_slow'
   | 'rpc_down'
+  | 'rpc_lost_answers'
+  | 'rpc_refusing'
   | 'exchange_failed'
-  | 'exchange_refunded';
+  | 'exchange_refunded'
+  | 'fee_spike'
+  | 'pool_dropped'
+  | 'reorg'
+  | 'nonce_taken';
 
 export interface PlannedFault {
   kind: FaultKind;
@@ -25,12 +41,15 @@ export interface PlannedFault {
   atProgress: number;
   pauseMs: number;
   durationMs: number;
-  /** kill_worker: which worker. */
+  /** kill_worker: which worker; reorg: depth (1 + target % 3) and from which host nonce transactions are dropped. */
   target: number;
 }
 
 export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean): PlannedFault[] {
-  const kinds: FaultKind[] = ['kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'rpc_down', 'exchange_failed', 'exchange_refunded'];
+  const kinds: FaultKind[] = [
+    'kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'rpc_down', 'rpc_lost_answers', 'rpc_refusing',
+    'exchange_failed', 'exchange_refunded', 'fee_spike', 'pool_dropped', 'reorg', 'nonce_taken',
+  ];
   if (canRestartPostgres) kinds.push('restart_postgres');
   // The first faults cover every kind once, in a seeded order, so a short run still sees each; then at random.
   const firstRound = rng.shuffle([...kinds]);
@@ -46,6 +65,10 @@ export interface FaultContext {
   world: World;
   fleet: Fleet;
   postgres: ChaosPostgres;
+  /** The admin API, for the operator's part of a fault (resolving a transfer whose nonce was taken). */
+  admin: AdminApi;
+  /** Work a fault leaves to go on beside the next faults (an operator's follow-up); awaited before the settle. */
+  followUp: (work: Promise<string>) => void;
   log: (line: string) => void;
 }
 
@@ -71,10 +94,31 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       return `ChangeNow ${mode} for ${d} ms`;
     }
     case 'rpc_down':
-      world.proxy.down();
+      world.proxy.setFaults({ down: true });
       await sleep(d);
-      world.proxy.up();
-      return `RPC refused for ${d} ms`;
+      world.proxy.setFaults({});
+      return `RPC answered 503 for ${d} ms`;
+    case 'rpc_lost_answers': {
+      // The node takes each send but its answer is lost, and lookups of any hash say unknown (a lagging node).
+      const sends = world.proxy.calls('eth_sendRawTransaction');
+      world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
+      await sleep(d);
+      world.proxy.setFaults({});
+      return `RPC lost every send's answer (the node took them) and lagged for ${d} ms: ${world.proxy.calls('eth_sendRawTransaction') - sends} send(s)`;
+    }
+    case 'rpc_refusing': {
+      // The double-payment trap: sends the node took without an answer, then, still lagging, the node refuses the
+      // same transfers as if the wallet could not pay. A sender that believed it would sign again at a new nonce.
+      const sends = world.proxy.calls('eth_sendRawTransaction');
+      const half = Math.round(d / 2);
+      world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
+      await sleep(half);
+      const lost = world.proxy.calls('eth_sendRawTransaction') - sends;
+      world.proxy.setFaults({ refuseSends: REFUSAL, lagging: true });
+      await sleep(d - half);
+      world.proxy.setFaults({});
+      return `RPC lost send answers and lagged for ${half} ms (${lost} send(s)), then refused sends ("${REFUSAL}") still lagging for ${d - half} ms (${world.proxy.calls('eth_sendRawTransaction') - sends - lost} send(s))`;
+    }
     case 'exchange_failed':
     case 'exchange_refunded': {
       const end = fault.kind === 'exchange_failed' ? 'failed' : 'refunded';
@@ -86,12 +130,22 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       const taken = world.sim.exchanges.size > before;
       return taken ? `next ChangeNow exchange set to end ${end}` : `next ChangeNow exchange set to end ${end} (no exchange created within 15 s)`;
     }
+    case 'fee_spike':
+      return feeSpike(world, d, CEILING_WEI);
+    case 'pool_dropped':
+      return poolDropped(world, d);
+    case 'reorg':
+      return reorgBlocks(world, 1 + (fault.target % 3), Math.floor(fault.target / 3));
+    case 'nonce_taken':
+      // Twice the ceiling: no replacement payrail signs can take the nonce back.
+      return nonceTaken(world, ctx.admin, CEILING_WEI * 2n, ctx.followUp);
   }
 }
 
 /** Undoes whatever may still be in effect (called before the checks, and on the way out). */
 export async function clearFaults(world: World): Promise<void> {
-  world.proxy.up();
+  world.proxy.setFaults({});
+  if (world.ticker.isHeld) await world.ticker.release();
   await world.sim.setFault('none');
   world.sim.failNextExchange(null);
 }

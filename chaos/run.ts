@@ -9,7 +9,7 @@ import { prepareDatabase } from '../src/app.ts';
 import { openPool, type DatabaseHandle } from '../src/db/index.ts';
 import { createLogger } from '../src/log.ts';
 import { runChecks, classify, diagnostics, liveJobKeys } from './checks.ts';
-import { clearFaults, inject, planFaults } from './faults.ts';
+import { clearFaults, inject, planFaults, TRANSFER_MAX_FEE_GWEI } from './faults.ts';
 import { sleep } from './net.ts';
 import { startChaosPostgres, type ChaosPostgres } from './postgres.ts';
 import { Fleet } from './processes.ts';
@@ -92,7 +92,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     db = openPool(postgres.url, { max: 4, applicationName: 'payrail-chaos', logger: createLogger({ level: 'silent' }) });
     await prepareDatabase(db, logger);
     world = await startWorld(rng);
-    say(`chain ${world.chain.rpcUrl} (payrail uses the proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress}`);
+    say(`chain ${world.chain.rpcUrl} (a block every ~1 s; payrail uses the RPC proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress}`);
 
     const adminToken = `chaos-admin-${rng.hex32().slice(2, 34)}`;
     const ipnSecret = `chaos-ipn-${rng.hex32().slice(2, 34)}`;
@@ -109,6 +109,10 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       CHANGENOW_TIMEOUT: '2s',
       ETH_RPC_URL: world.proxy.url,
       CHAIN_ID: String(world.chain.chainId),
+      // Booked only 4 blocks deep (the reorg fault replaces at most 3), replaced when unmined 2 s, at most 300 gwei.
+      CHAIN_CONFIRMATIONS: '4',
+      TRANSFER_BUMP_AFTER: '2s',
+      TRANSFER_MAX_FEE_GWEI,
       USDT_CONTRACT: world.usdt,
       HOST_WALLET_PRIVATE_KEY: world.hostKey,
       WORKER_POLL_INTERVAL_MS: '100',
@@ -127,13 +131,20 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     });
     const webUrl = await fleet.startWeb();
     const channels = makeChannels(rng, options.channels);
+    // Owners that misbehave on chain, before any payment: contract wallets (payouts need estimated gas) and a
+    // blacklisted USDT receiver (its payouts would revert: payrail sends them to review without signing).
+    for (const ch of channels) {
+      if (ch.owner === 'contract_wallet') await world.makeContractWallet(ch.wallet);
+      if (ch.owner === 'blacklisted') await world.blacklistUsdt(ch.wallet);
+    }
     for (const ch of channels) {
       const res = await fetch(`${webUrl}/api/channels/${ch.id}`, { method: 'PUT', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(ch.body) });
       if (res.status !== 201 && res.status !== 200) throw new Error(`PUT channel ${ch.id}: ${res.status} ${await res.text()}`);
     }
     fleet.startWorkers();
     await waitForWorkers(webUrl, 90_000);
-    say(`payrail: web ${webUrl}, ${options.workers} worker(s); ${channels.length} channels (${[...new Set(channels.map((c) => c.kind))].join(', ')})`);
+    const owners = (owner: string) => channels.filter((c) => c.owner === owner).map((c) => c.id).join(', ') || 'none';
+    say(`payrail: web ${webUrl}, ${options.workers} worker(s); ${channels.length} channels (${[...new Set(channels.map((c) => c.kind))].join(', ')}); contract wallet owners: ${owners('contract_wallet')}; blacklisted USDT owner: ${owners('blacklisted')}`);
 
     const faults = planFaults(rng, options.faults, postgres.restartable);
     const payments = planPayments(rng, channels, options.payments, ipnSecret);
@@ -141,14 +152,35 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
 
     let progress = 0;
     let sendingDone = false;
-    const faultLog: string[] = [];
+    const injected: string[] = [];
+    // A fault that could not be carried out is the harness's failure, reported as a violation (the run goes on).
+    const faultErrors: string[] = [];
+    const admin = { url: () => fleet?.webUrl(), token: adminToken };
+    const followUps: Array<Promise<void>> = [];
+    const followUp = (kind: string) => (work: Promise<string>) => {
+      followUps.push(work.then(
+        (line) => {
+          say(`fault ${kind} follow-up: ${line}`);
+        },
+        (error: Error) => {
+          faultErrors.push(`${kind} follow-up: ${error.message}`);
+          say(`fault ${kind} follow-up could not be carried out: ${error.message}`);
+        },
+      ));
+    };
     const faultRunner = (async () => {
       for (const fault of faults) {
         while (!sendingDone && progress < fault.atProgress * payments.length) await sleep(50);
         await sleep(fault.pauseMs);
-        const what = await inject(fault, { world: world as World, fleet: fleet as Fleet, postgres: postgres as ChaosPostgres, log: say });
-        faultLog.push(`${fault.kind}: ${what}`);
-        say(`fault ${fault.kind}: ${what}`);
+        try {
+          const what = await inject(fault, { world: world as World, fleet: fleet as Fleet, postgres: postgres as ChaosPostgres, admin, followUp: followUp(fault.kind), log: say });
+          injected.push(fault.kind);
+          say(`fault ${fault.kind}: ${what}`);
+        } catch (error) {
+          faultErrors.push(`${fault.kind}: ${(error as Error).message}`);
+          say(`fault ${fault.kind} could not be carried out: ${(error as Error).message}`);
+          await clearFaults(world as World).catch(() => undefined);
+        }
       }
     })();
     let lastReport = Date.now();
@@ -167,6 +199,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     sendingDone = true;
     say(`sending done: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
     await faultRunner;
+    await Promise.all(followUps);
     await clearFaults(world);
     say('faults over; settling');
 
@@ -179,7 +212,11 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
         const outcomes = await classify(db.pool, payments);
         const live = await liveJobKeys(db.pool);
         const inFlight = outcomes.filter((o) => o.state === 'in_flight');
-        const openPayouts = Number((await db.pool.query<{ n: number }>("select count(*)::int as n from payouts where status in ('pending','exchange_requested','exchange_created','sent')")).rows[0]?.n ?? 0);
+        // A payout whose transfer waits in review waits for a person, not for the system: it is not in flight.
+        const openPayouts = Number((await db.pool.query<{ n: number }>(
+          `select count(*)::int as n from payouts p left join chain_transfers t on t.transfer_id = p.transfer_id
+           where p.status in ('pending','exchange_requested','exchange_created','sent') and t.status is distinct from 'needs_review'`,
+        )).rows[0]?.n ?? 0);
         calm = inFlight.length === 0 && openPayouts === 0 ? calm + 1 : 0;
         if (calm >= 2) break;
         if (Date.now() - lastLine > 5_000) {
@@ -197,12 +234,13 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
 
     const report = await runChecks(db, world, fleet, channels, payments);
     const figures = [
-      `faults injected: ${faultLog.length}${faultLog.length ? ` (${faultLog.map((f) => f.split(':')[0]).join(', ')})` : ''}`,
+      `faults injected: ${injected.length}${injected.length ? ` (${injected.join(', ')})` : ''}${faultErrors.length ? `; ${faultErrors.length} not carried out` : ''}`,
+      `chain: ${world.ticker.blocks} ticker blocks (${world.ticker.failures} failed ticks); ${world.outsideTxs.length} host transaction(s) sent from outside payrail`,
       `IPNs: ${stats.sent} sent, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
       `processes that exited on their own (restarted by the run's supervisor): ${fleet.unexpectedExits.length}${fleet.unexpectedExits.length ? ` (${fleet.unexpectedExits.slice(0, 5).join('; ')})` : ''}`,
       ...report.figures,
     ];
-    const violations = [...report.violations];
+    const violations = [...report.violations, ...faultErrors.map((e) => `fault not carried out (harness): ${e}`)];
     if (stats.unexpected.length > 0) violations.push(`IPN answered with an unexpected status: ${stats.unexpected.slice(0, 5).join('; ')}`);
     if (violations.length > 0) {
       const lines = await diagnostics(db.pool).catch((error: Error) => [`diagnostics failed: ${error.message}`]);

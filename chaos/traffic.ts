@@ -24,9 +24,18 @@ export interface ChaosChannel {
   /** Paid directly on the local chain (a fresh address per channel): its balance is checked against the payouts. */
   direct: boolean;
   wallet: string;
+  /**
+   * What the owner's address is on chain: a plain account, a contract wallet that needs more than 21,000 gas to
+   * receive ETH (instant ETH owners), or blacklisted by LocalUSDT (a threshold USDT-on-eth owner: every transfer to it
+   * would revert, so its payouts go to review). Set up by the run before any payment.
+   */
+  owner: 'plain' | 'contract_wallet' | 'blacklisted';
 }
 
-/** `count` channels, the four kinds in turn; thresholds low enough (15–45 USD, a payment is ~13 USDT) that batches happen. */
+/**
+ * `count` channels, the four kinds in turn; thresholds low enough (15–45 USD, a payment is ~13 USDT) that batches
+ * happen. Some direct owners misbehave on chain (see `owner`).
+ */
 export function makeChannels(rng: Rng, count: number): ChaosChannel[] {
   const channels: ChaosChannel[] = [];
   for (let i = 0; i < count; i++) {
@@ -39,8 +48,15 @@ export function makeChannels(rng: Rng, count: number): ChaosChannel[] {
       : kind === 'instant_usdt_trx' ? { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }
       : kind === 'threshold_usdt_eth_direct' ? { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: fresh }
       : { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET };
-    channels.push({ id, kind, body, direct: kind === 'instant_eth_direct' || kind === 'threshold_usdt_eth_direct', wallet: body.walletAddress as string });
+    channels.push({ id, kind, body, direct: kind === 'instant_eth_direct' || kind === 'threshold_usdt_eth_direct', wallet: body.walletAddress as string, owner: 'plain' });
   }
+  // Every second instant ETH owner is a contract wallet; one threshold USDT-on-eth owner is blacklisted when there
+  // are two or more (so the run still pays some USDT directly).
+  channels.filter((c) => c.kind === 'instant_eth_direct').forEach((c, i) => {
+    if (i % 2 === 1) c.owner = 'contract_wallet';
+  });
+  const usdtOnEth = channels.filter((c) => c.kind === 'threshold_usdt_eth_direct');
+  if (usdtOnEth.length >= 2) rng.pick(usdtOnEth).owner = 'blacklisted';
   return channels;
 }
 

@@ -1,8 +1,12 @@
 /**
  * A short chaos run (chaos/run.ts) as part of the suite: a few hundred payments through one web and two worker
- * processes, with faults injected (worker SIGKILL, PostgreSQL restart, ChangeNow down/5xx/401/slow, RPC refused, a
- * failed or refunded exchange), then every check of the run: nothing lost, nothing paid twice, ledger and chain
- * agreeing, no job failed for good without an alert. A fixed seed, so a failure here replays with `npm run chaos`.
+ * processes against anvil (a block a second, CHAIN_CONFIRMATIONS=4, TRANSFER_BUMP_AFTER=2s), with a contract-wallet
+ * owner and a blacklisted USDT owner, and five faults: the first five of a seeded order of all fifteen kinds (this
+ * seed: the RPC losing send answers behind a lagging node, ChangeNow 401 and slow, a reorganisation that drops a host
+ * transaction, the RPC down; chaos/README.md lists the rest). Then every check of the run: nothing lost (held and
+ * review outcomes visible with their reason), nothing paid twice, every host-wallet nonce accounted for, ledger and
+ * chain agreeing, no job failed for good without an alert. A fixed seed, so a failure here replays with
+ * `npm run chaos`.
  */
 import { describe, expect, it } from 'vitest';
 import { runChaos } from '../../chaos/run.ts';
