@@ -595,7 +595,8 @@ describe('a refund hash returns funds once', () => {
     const second = db.db.transaction().execute((trx) => claimRefund(trx, { txHash: raced, purpose: 'payout', ref: 'po_claim_y', asset: 'eth', amount: 7n }));
     await eventually('the second claim waiting on the first', async () => {
       const { rows: waiting } = await db.pool.query<{ n: number }>(
-        "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%chain_refunds%'",
+        // On the hash's lock (one inbound transaction, one use: src/treasury/inbound.ts), taken before the row is looked at.
+        "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%pg_advisory_xact_lock%'",
       );
       return waiting[0]!.n === 1;
     });

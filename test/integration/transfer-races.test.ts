@@ -205,3 +205,31 @@ describe('a request the worker could not carry out', () => {
     expect(audit.rows.at(-1).details.replacing).toMatchObject({ action: 'bump', by: 'frank' });
   });
 });
+
+describe('a transfer waiting behind a lower nonce of ours that the pool forgot', () => {
+  it('is not bumped (it cannot be mined first): the forgotten one\'s check is asked for, it is sent again, both are mined', async () => {
+    const r = await rig({ policy: { bumpAfterMs: 0 } });
+    await pausePool(t.outside.chain.rpcUrl);
+    const first = await r.intent('gap-first', 11n);
+    await sendTransfer(r.deps, r.hooks, first);
+    const second = await r.intent('gap-second', 22n);
+    await sendTransfer(r.deps, r.hooks, second);
+    expect((await r.row(second)).nonce).toBe('1');
+    await dropTransaction(t.outside.chain.rpcUrl, (await r.row(first)).tx_hash as Hex);
+    await t.db.pool.query("delete from graphile_worker._private_jobs where key = $1", [`transfer_confirm:${first}`]);
+    await confirmTransfer(r.deps, r.hooks, second);
+    expect(await r.kinds(second)).toEqual(['transfer']);
+    const { rows } = await t.db.pool.query("select run_at <= now() as due from graphile_worker.jobs where key = $1", [`transfer_confirm:${first}`]);
+    expect(rows).toEqual([{ due: true }]);
+    await confirmTransfer(r.deps, r.hooks, first); // unknown to the node: replaced (bumpAfterMs 0) or sent again
+    await resumeMining(t.outside.chain.rpcUrl);
+    await confirmTransfer(r.deps, r.hooks, first);
+    // anvil forgets the later nonce with the earlier one: the second is sent again by its next look, then mined.
+    await confirmTransfer(r.deps, r.hooks, second);
+    await confirmTransfer(r.deps, r.hooks, second);
+    expect(await r.row(first)).toMatchObject({ status: 'confirmed', nonce: '0' });
+    expect(await r.row(second)).toMatchObject({ status: 'confirmed', nonce: '1' });
+    expect(await chainNonce(r.wallet.address)).toBe(2);
+  });
+});
+

@@ -34,7 +34,7 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
   // needs_review waits for a person, whose action queues this job again.
   if (transfer.status !== 'broadcast') return;
   const versions = await loadVersions(deps.db, transferId);
-  const mined = await findMined(deps, versions, transfer.block_number === null ? deps.settings.transfer.receiptWaitMs : 0);
+  const mined = await findMined(deps, versions, receiptWait(deps, transfer, versions));
   if (mined) {
     if (await deepEnough(deps, mined.receipt)) {
       const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
@@ -144,10 +144,42 @@ async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonl
   return true;
 }
 
-/** Not mined yet: replaced once it waited long enough, else sent again when the node no longer knows it. */
+/**
+ * A run waits for a receipt only while its latest version is new (the common case: mined within seconds), and never
+ * longer than until receiptWaitMs after it was signed. A transfer that waits longer (behind a stuck nonce, in a
+ * paused pool) is looked at again later instead: a job holding a worker slot for it would starve the very jobs that
+ * can unblock it (the stuck nonce's own, the sends).
+ */
+function receiptWait(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[]): number {
+  const latest = versions.at(-1);
+  if (transfer.block_number !== null || !latest) return 0;
+  return Math.max(0, deps.settings.transfer.receiptWaitMs - (Date.now() - latest.created_at.getTime()));
+}
+
+/**
+ * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction), this
+ * one cannot be mined before it: bumping it would only burn fees, so that transfer's own check is asked for now, which
+ * sends it again or replaces it. Otherwise: replaced once it waited long enough, else sent again when the node no
+ * longer knows it.
+ */
 async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
   const latest = versions.at(-1);
   if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
+  const mined = await deps.wallet.nonceAt('latest');
+  if (mined < Number(transfer.nonce)) {
+    const blocker = await deps.db
+      .selectFrom('chain_transfers')
+      .select('transfer_id')
+      .where('from_address', '=', transfer.from_address)
+      .where('nonce', '=', String(mined))
+      .where('status', '=', 'broadcast')
+      .executeTakeFirst();
+    if (blocker) {
+      await deps.db.transaction().execute((trx) => enqueueConfirm(trx, blocker.transfer_id));
+      log.info({ event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined }, 'waiting behind a lower nonce of ours: its check is asked for now');
+      return;
+    }
+  }
   if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
     const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`, { olderThanMs: deps.settings.transfer.bumpAfterMs });
     if (outcome.replaced) return;
