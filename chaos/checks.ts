@@ -4,6 +4,7 @@
  */
 import type pg from 'pg';
 import { checkLedger } from '../src/ledger/index.ts';
+import { checkLedgerAgainstChain } from '../src/treasury/index.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import type { Fleet } from './processes.ts';
 import type { ChaosChannel, PlannedPayment } from './traffic.ts';
@@ -296,6 +297,10 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   fig(`ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`);
   if (ledgerHeld !== expected) violations.push(`ledger USDT ${ledgerHeld} ≠ chain-derived ${expected}`);
 
+  const ledgerChain = await checkLedgerEqualsChain(db, world, payments);
+  figures.push(...ledgerChain.figures);
+  violations.push(...ledgerChain.violations);
+
   // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
   // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
   const failed = (await pool.query<{ id: string; task_identifier: string; last_error: string | null }>('select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null')).rows;
@@ -310,6 +315,57 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   for (const l of fleet.alerts()) otherAlerts.set(String(l.json?.alert), (otherAlerts.get(String(l.json?.alert)) ?? 0) + 1);
   fig(`alerts logged: ${[...otherAlerts.entries()].map(([a, n]) => `${a} ×${n}`).join(', ') || 'none'}`);
 
+  return { figures, violations };
+}
+
+/**
+ * Ledger = chain, as `payrail check-ledger --chain` sees it (checkLedgerAgainstChain with the host wallet read-only,
+ * on anvil directly): per asset, the host wallet's balance on chain equals the ledger's non-world accounts less
+ * transfers mined but not booked out and (ETH) gas not booked yet. Exact: after the settle nothing is in transit (a
+ * ChangeNow payout that reached the host wallet before payrail's poll would show as a difference only until that
+ * poll). The ETH that reaches the host wallet from outside is the run's own doing: the operator's funding (booked as
+ * capital when the run starts) and NOWPayments' forwarding of each finished payment's outcome (taken as arrived when
+ * payrail credits it), so a forward for a payment payrail never credited is printed beside the terms.
+ *
+ * One term payrail cannot book: the ETH that the host wallet's transactions from outside payrail spent (a nonce_taken
+ * fault's zero-value self-transfer, signed by another holder of the key, pays its gas from the host wallet, and no
+ * journal records it; payrail has no booking for an operator's own transaction). It is read from the chain (each
+ * mined outside transaction's gas, plus any value it sent away) and must be payrail's whole ETH difference, exactly.
+ */
+async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments: PlannedPayment[]): Promise<CheckReport> {
+  const figures: string[] = [];
+  const violations: string[] = [];
+  const forwarded = payments.filter((p) => p.forwardTx !== null);
+  const credited = new Set((await db.pool.query<{ id: string }>(
+    'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
+    [forwarded.map((p) => p.paymentId)],
+  )).rows.map((r) => r.id));
+  const uncredited = forwarded.filter((p) => !credited.has(p.paymentId));
+  const uncreditedWei = uncredited.reduce((sum, p) => sum + (p.outcomeWei ?? 0n), 0n);
+  const forwards = `NOWPayments forwarded ${forwarded.length} outcome(s), ${forwarded.reduce((sum, p) => sum + (p.outcomeWei ?? 0n), 0n)} wei; for payments payrail did not credit: ${uncredited.length} (${uncreditedWei} wei)${uncredited.length ? `: ${uncredited.slice(0, 5).map((p) => p.paymentId).join(', ')}` : ''}`;
+
+  const host = world.hostAddress.toLowerCase();
+  let outsideMined = 0;
+  let outsideSpentWei = 0n;
+  for (const o of world.outsideTxs) {
+    const receipt = await world.hostReader.receipt(o.hash);
+    if (!receipt) continue;
+    const tx = await world.hostReader.transaction(o.hash);
+    outsideMined++;
+    outsideSpentWei += receipt.gasCostWei + (tx && tx.to?.toLowerCase() !== host ? tx.value : 0n);
+  }
+
+  const report = await checkLedgerAgainstChain(db.db, { wallet: world.hostReader, usdtContract: world.usdt });
+  for (const a of report.assets) {
+    const outside = a.asset === 'eth' ? outsideSpentWei : 0n;
+    const terms = `on chain ${a.onChain}; ledger held by the platform ${a.ledgerHeld} − mined not booked out ${a.leftNotBooked} (${a.inFlight.length} transfer(s))${a.asset === 'eth' ? ` − gas of mined versions not booked ${a.gasNotBooked}` : ''} = expected ${a.expected}; difference ${a.difference}${a.asset === 'eth' ? ` (spent by ${outsideMined} host transaction(s) from outside payrail: ${outsideSpentWei})` : ''}`;
+    figures.push(`ledger = chain, ${a.asset}: ${terms}`);
+    if (a.difference !== -outside) {
+      const inFlight = a.inFlight.slice(0, 5).map((t) => `${t.transferId} ${t.purpose}:${t.ref} ${t.amount}`).join('; ');
+      violations.push(`ledger ≠ chain (${a.asset}): ${terms}; unexplained ${a.difference + outside}${inFlight ? `; mined not booked out: ${inFlight}${a.inFlight.length > 5 ? '; …' : ''}` : ''}${a.asset === 'eth' ? `; ${forwards}` : ''}`);
+    }
+  }
+  figures.push(forwards);
   return { figures, violations };
 }
 

@@ -8,14 +8,18 @@ import path from 'node:path';
 import { prepareDatabase } from '../src/app.ts';
 import { openPool, type DatabaseHandle } from '../src/db/index.ts';
 import { createLogger } from '../src/log.ts';
+import { recordDeposit } from '../src/treasury/index.ts';
 import { runChecks, classify, diagnostics, liveJobKeys } from './checks.ts';
 import { clearFaults, inject, planFaults, TRANSFER_MAX_FEE_GWEI } from './faults.ts';
 import { sleep } from './net.ts';
 import { startChaosPostgres, type ChaosPostgres } from './postgres.ts';
 import { Fleet } from './processes.ts';
 import { Rng } from './rng.ts';
-import { makeChannels, planPayments, sendPayments } from './traffic.ts';
+import { forwardOutcomes, makeChannels, planPayments, sendPayments } from './traffic.ts';
 import { startWorld, type World } from './world.ts';
+
+/** Booked 4 blocks deep (the reorg fault replaces at most 3). */
+const CHAIN_CONFIRMATIONS = 4;
 
 /** /health answers 200 once a worker's heartbeat is in: the workers are up before anything is sent. */
 async function waitForWorkers(webUrl: string, timeoutMs: number): Promise<void> {
@@ -91,8 +95,11 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     say(`database: ${postgres.description}`);
     db = openPool(postgres.url, { max: 4, applicationName: 'payrail-chaos', logger: createLogger({ level: 'silent' }) });
     await prepareDatabase(db, logger);
-    world = await startWorld(rng);
-    say(`chain ${world.chain.rpcUrl} (a block every ~1 s; payrail uses the RPC proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress}`);
+    world = await startWorld(rng, { confirmations: CHAIN_CONFIRMATIONS });
+    // The operator's funding of the host wallet is platform capital, booked as `payrail deposit` would: every wei the
+    // host wallet holds is then on the books, and the ledger = chain check can ask for equality.
+    const funding = await recordDeposit(db.db, { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS }, { txHash: world.hostFundingTx, asset: 'eth', actor: 'chaos' });
+    say(`chain ${world.chain.rpcUrl} (a block every ~1 s; payrail uses the RPC proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress} (funded by ${funding.txHash}: ${funding.amount} wei booked as capital)`);
 
     const adminToken = `chaos-admin-${rng.hex32().slice(2, 34)}`;
     const ipnSecret = `chaos-ipn-${rng.hex32().slice(2, 34)}`;
@@ -109,8 +116,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       CHANGENOW_TIMEOUT: '2s',
       ETH_RPC_URL: world.proxy.url,
       CHAIN_ID: String(world.chain.chainId),
-      // Booked only 4 blocks deep (the reorg fault replaces at most 3), replaced when unmined 2 s, at most 300 gwei.
-      CHAIN_CONFIRMATIONS: '4',
+      // Replaced when unmined 2 s, at most 300 gwei.
+      CHAIN_CONFIRMATIONS: String(CHAIN_CONFIRMATIONS),
       TRANSFER_BUMP_AFTER: '2s',
       TRANSFER_MAX_FEE_GWEI,
       USDT_CONTRACT: world.usdt,
@@ -149,6 +156,10 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     const faults = planFaults(rng, options.faults, postgres.restartable);
     const payments = planPayments(rng, channels, options.payments, ipnSecret);
     say(`plan: ${payments.length} payments (${payments.reduce((n, p) => n + p.messages.length, 0)} IPNs), faults: ${faults.map((f) => `${f.kind}@${Math.round(f.atProgress * 100)}%`).join(', ') || 'none'}`);
+    const forwardingStarted = Date.now();
+    const forwarded = await forwardOutcomes(payments, world.forwardToHost);
+    const forwardingLine = `NOWPayments forwarded ${forwarded.count} outcomes (${forwarded.wei} wei) to the host wallet, mined before any IPN, in ${((Date.now() - forwardingStarted) / 1000).toFixed(1)} s`;
+    say(forwardingLine);
 
     let progress = 0;
     let sendingDone = false;
@@ -184,6 +195,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       }
     })();
     let lastReport = Date.now();
+    const sendingStarted = Date.now();
     const stats = await sendPayments(rng, payments, () => fleet?.webUrl(), {
       concurrency: options.concurrency,
       retryForMs: 60_000,
@@ -197,7 +209,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       },
     });
     sendingDone = true;
-    say(`sending done: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
+    say(`sending done in ${((Date.now() - sendingStarted) / 1000).toFixed(1)} s: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
     await faultRunner;
     await Promise.all(followUps);
     await clearFaults(world);
@@ -237,6 +249,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       `faults injected: ${injected.length}${injected.length ? ` (${injected.join(', ')})` : ''}${faultErrors.length ? `; ${faultErrors.length} not carried out` : ''}`,
       `chain: ${world.ticker.blocks} ticker blocks (${world.ticker.failures} failed ticks); ${world.outsideTxs.length} host transaction(s) sent from outside payrail`,
       `IPNs: ${stats.sent} sent, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
+      forwardingLine,
       `processes that exited on their own (restarted by the run's supervisor): ${fleet.unexpectedExits.length}${fleet.unexpectedExits.length ? ` (${fleet.unexpectedExits.slice(0, 5).join('; ')})` : ''}`,
       ...report.figures,
     ];

@@ -1,10 +1,12 @@
 /**
  * The channels of a run and the payments sent to them: signed NOWPayments IPNs in the fixtures' exact shape, with
  * duplicates and out-of-order status sequences, interleaved across payments and sent concurrently. An IPN that does
- * not get an answer (web down, database restarting) is sent again, as NOWPayments retries, within a bound.
+ * not get an answer (web down, database restarting) is sent again, as NOWPayments retries, within a bound. Each
+ * payment's outcome is forwarded to the host wallet on chain before its first `finished` IPN, as NOWPayments does.
  */
 import fs from 'node:fs';
-import { LosslessNumber, parse, stringify } from 'lossless-json';
+import { isLosslessNumber, LosslessNumber, parse, stringify } from 'lossless-json';
+import { parseUnits, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
 import { sleep } from './net.ts';
@@ -76,8 +78,21 @@ export interface PlannedPayment {
   channel: ChaosChannel;
   shape: string;
   messages: Array<{ status: Status; raw: string; signature: string }>;
+  /** What NOWPayments forwards to the host wallet before `finished` (its outcome_amount, ETH): null if never finished. */
+  outcomeWei: bigint | null;
+  /** The forwarding transaction, once mined. */
+  forwardTx: Hex | null;
   /** Whether a finished IPN of this payment was answered 200. */
   acknowledged: boolean;
+}
+
+/** The finished IPN's outcome in wei, exactly from its decimal text (never through a JavaScript number). */
+function outcomeWei(raw: string): bigint {
+  const body = parse(raw) as { outcome_amount?: unknown; outcome_currency?: unknown };
+  if (body.outcome_currency !== 'eth') throw new Error(`finished IPN fixture forwards ${String(body.outcome_currency)}, not eth`);
+  const text = isLosslessNumber(body.outcome_amount) ? body.outcome_amount.value : undefined;
+  if (text === undefined || !/^[0-9]+(\.[0-9]{1,18})?$/.test(text)) throw new Error(`finished IPN fixture's outcome_amount ${String(text)} is not a decimal with at most 18 places`);
+  return parseUnits(text, 18);
 }
 
 export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, secret: string): PlannedPayment[] {
@@ -96,9 +111,25 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
       const raw = stringify({ ...template, payment_id: new LosslessNumber(paymentId), order_id: `PGP-77|${channel.id}` }) as string;
       return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret) };
     });
-    payments.push({ paymentId, channel, shape: shape.name, messages, acknowledged: false });
+    const finished = messages.find((m) => m.status === 'finished');
+    payments.push({ paymentId, channel, shape: shape.name, messages, outcomeWei: finished ? outcomeWei(finished.raw) : null, forwardTx: null, acknowledged: false });
   }
   return payments;
+}
+
+/**
+ * NOWPayments forwards each payment's outcome to the host wallet before it sends `finished`: here every payment with
+ * a finished IPN in its plan, mined, before the first IPN and the first fault (one key, one transaction each: a
+ * default run's ~1,900 take a few seconds on their own, and interleaved with the IPNs they held every sender up
+ * behind them and behind each chain fault's hold). Payments that never finish forward nothing.
+ */
+export async function forwardOutcomes(payments: PlannedPayment[], forward: (weis: readonly bigint[]) => Promise<Hex[]>): Promise<{ count: number; wei: bigint }> {
+  const finishing = payments.filter((p) => p.outcomeWei !== null);
+  const hashes = await forward(finishing.map((p) => p.outcomeWei as bigint));
+  finishing.forEach((p, i) => {
+    p.forwardTx = hashes[i] ?? null;
+  });
+  return { count: finishing.length, wei: finishing.reduce((sum, p) => sum + (p.outcomeWei as bigint), 0n) };
 }
 
 export interface SendStats {
