@@ -3,9 +3,11 @@
  * processes against anvil (a block a second, CHAIN_CONFIRMATIONS=4, TRANSFER_BUMP_AFTER=2s), with a contract-wallet
  * owner and a blacklisted USDT owner, and five faults: the first five of a seeded order of all fifteen kinds (this
  * seed: the RPC losing send answers behind a lagging node, ChangeNow 401 and slow, a reorganisation that drops a host
- * transaction, the RPC down; chaos/README.md lists the rest). Then every check of the run: nothing lost (held and
- * review outcomes visible with their reason), nothing paid twice, every host-wallet nonce accounted for, ledger and
- * chain agreeing, no job failed for good without an alert. A fixed seed, so a failure here replays with
+ * transaction, the RPC down; chaos/README.md lists the rest). The host wallet is funded by a real transfer booked as
+ * capital, and each finished payment's outcome is forwarded to it on chain before its IPNs, as NOWPayments does. Then
+ * every check of the run: nothing lost (held and review outcomes visible with their reason), nothing paid twice,
+ * every host-wallet nonce accounted for, the ledger equal to the chain in ETH and USDT as `payrail check-ledger
+ * --chain` computes it, no job failed for good without an alert. A fixed seed, so a failure here replays with
  * `npm run chaos`.
  */
 import { describe, expect, it } from 'vitest';

@@ -17,8 +17,12 @@ import { createTestDatabase, type TestDatabase } from './db.ts';
 import { startOutside, type Outside } from './outside.ts';
 
 export const GWEI = 10n ** 9n;
-/** No wait for a receipt inside a run: each case mines (or not) before it looks. */
-export const POLICY: TransferPolicy = { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * GWEI, confirmations: 1, receiptWaitMs: 0 };
+/**
+ * A run waits at most 2 s for a new version's receipt: anvil mines on arrival, but a loaded machine can answer the
+ * receipt a moment after the send returned (a case that then looked once found nothing). A case that keeps a version
+ * unmined (a paused pool) pays that wait once per version.
+ */
+export const POLICY: TransferPolicy = { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * GWEI, confirmations: 1, receiptWaitMs: 2_000 };
 
 export interface TransferWorld {
   outside: Outside;
