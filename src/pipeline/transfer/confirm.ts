@@ -158,8 +158,7 @@ function receiptWait(deps: StageDeps, transfer: Transfer, versions: readonly Tra
 
 /**
  * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction), this
- * one cannot be mined before it: bumping it would only burn fees, so that transfer's own check is asked for now, which
- * sends it again or replaces it. Otherwise: replaced once it waited long enough, else sent again when the node no
+ * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces it. Otherwise: replaced once it waited long enough, else sent again when the node no
  * longer knows it.
  */
 async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
@@ -175,8 +174,9 @@ async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: read
       .where('status', '=', 'broadcast')
       .executeTakeFirst();
     if (blocker) {
-      await deps.db.transaction().execute((trx) => enqueueConfirm(trx, blocker.transfer_id));
-      log.info({ event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined }, 'waiting behind a lower nonce of ours: its check is asked for now');
+      // Not re-queued from here: hundreds of waiters moving the blocker's job to "now" kept it behind the jobs already
+      // due (a chaos finding). Its own check runs on its own schedule and sends it again or replaces it.
+      log.info({ event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined }, 'waiting behind a lower nonce of ours: not bumped');
       return;
     }
   }
