@@ -230,3 +230,19 @@ describe('a transfer waiting behind a lower nonce of ours that the pool forgot',
   });
 });
 
+
+describe('a transfer the host wallet cannot pay yet', () => {
+  it('waits unsigned; a person cancels it: it fails before anything is signed, its owner is told, no nonce used', async () => {
+    const r = await rig();
+    const id = await r.intent('unpayable', 10n ** 30n);
+    await expect(sendTransfer(r.deps, r.hooks, id)).rejects.toThrow(/balance too low/);
+    expect(await applyTransferAction(t.db.db, id, 'cancel', 'gina')).toMatchObject({ from: 'intent', to: 'intent', requested: 'cancel' });
+    await sendTransfer(r.deps, r.hooks, id);
+    expect(await r.row(id)).toMatchObject({ status: 'failed', last_error: 'cancelled', nonce: null, requested_action: null });
+    expect(r.failed.map((f) => f.failure.code)).toEqual(['cancelled']);
+    expect(await r.versions(id)).toEqual([]);
+    const next = await r.intent('after-unpayable', 5n);
+    await sendTransfer(r.deps, r.hooks, next);
+    expect(await r.row(next)).toMatchObject({ nonce: '0' });
+  });
+});

@@ -59,6 +59,16 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
         .where('status', '=', 'needs_review')
         .execute();
       if (to === 'intent') await enqueueSend(trx, transferId, transfer.from_address);
+    } else if (action === 'cancel' && status === 'intent') {
+      // Nothing signed yet (it waits for the host wallet's funds, say): the send step ends it under its row lock,
+      // unless it signed meanwhile, in which case the confirm step carries the cancel out at the nonce.
+      requested = 'cancel';
+      await trx
+        .updateTable('chain_transfers')
+        .set({ requested_action: 'cancel', requested_hash: null, requested_by: actor, requested_at: sql`date_trunc('milliseconds', now())`, updated_at: sql`now()` })
+        .where('transfer_id', '=', transferId)
+        .execute();
+      await enqueueSend(trx, transferId, transfer.from_address);
     } else {
       if ((action === 'bump' || action === 'cancel') && transfer.nonce === null) throw new TransferActionRefused('it has no nonce on record: resolve it with the hash that paid, or retry to sign it again');
       if (!WATCHED.includes(status)) throw new TransferActionRefused(`a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`);
@@ -81,7 +91,7 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
         .where('transfer_id', '=', transferId)
         .execute();
     }
-    if (to !== 'intent') await enqueueConfirm(trx, transferId);
+    if (to !== 'intent' && !(action === 'cancel' && status === 'intent')) await enqueueConfirm(trx, transferId);
     await trx
       .insertInto('audit_log')
       .values({ actor, action: `transfer.${action}`, subject: transferId, details: JSON.stringify({ from: status, to, reason: transfer.reason, ...(requested && { requested }), ...(resolution && { resolution }), ...(replacing && { replacing }) }) })

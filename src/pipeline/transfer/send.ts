@@ -65,6 +65,10 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
     await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transferId));
     return;
   }
+  if (transfer.status === 'intent' && transfer.requested_action === 'cancel') {
+    await cancelUnsigned(deps, hooks, transfer, log);
+    return;
+  }
   if (transfer.status === 'intent') {
     const signed = await signFirstVersion(deps, hooks, transfer, log);
     if (signed === null) return;
@@ -77,6 +81,16 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
   if (!latest) throw new Error(`transfer ${transferId} is released without a signed version`);
   await broadcastVersion(deps, transferId, latest, log);
   deps.crashPoint?.(transfer.purpose === 'payout' ? 'payout_after_broadcast' : 'after_broadcast');
+}
+
+/** A person cancelled it before anything was signed: it fails under its row lock, and its owner's funds are free. */
+async function cancelUnsigned(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, log: Logger): Promise<void> {
+  const by = transfer.requested_by ?? 'unknown';
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+    if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'cancelled', message: `cancelled by ${by} before it was signed: nothing left the host wallet` });
+  });
+  log.warn({ event: 'transfer_cancelled_unsigned', by }, 'transfer cancelled before it was signed');
 }
 
 /** A row signed by an earlier version but not marked as possibly sent: marked now, before any broadcast. */
@@ -129,8 +143,9 @@ async function signFirstVersion(deps: StageDeps, hooks: TransferHooksByPurpose, 
     const address = transfer.from_address.toLowerCase();
     await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
     const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
-    const current = await trx.selectFrom('chain_transfers').select('status').where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+    const current = await trx.selectFrom('chain_transfers').select(['status', 'requested_action']).where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
     if (current.status !== 'intent') throw new TransferNotReady(`transfer ${transfer.transfer_id} moved to ${current.status} meanwhile`);
+    if (current.requested_action === 'cancel') throw new TransferNotReady(`transfer ${transfer.transfer_id} was cancelled before it was signed`);
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
     const nonce = Math.max(Number(row.next_nonce), chainNonce);
     const signed = await deps.wallet.sign({ to, asset, amount, nonce, gas }, fees);
