@@ -12,6 +12,7 @@ import { rpc } from '../../src/simulators/index.ts';
 import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee, takeNonce } from '../../src/simulators/chain-faults.ts';
 import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
+import { eventually } from '../support/outside.ts';
 
 const t = useTransferWorld();
 const { rig, receiptGas, chainNonce } = t;
@@ -24,7 +25,7 @@ describe('a broadcast whose answer is lost', () => {
     // The node takes the transaction (anvil mines it at once) but the answer never comes back.
     t.proxy.setFaults({ dropSendAnswers: 1 });
     await sendTransfer(r.deps, r.hooks, id);
-    expect(await t.outside.balanceOf(to)).toBe(1_000_000n);
+    await eventually('mined although its answer was lost', async () => (await t.outside.balanceOf(to)) === 1_000_000n, 5_000);
     const first = await r.row(id);
     expect(first).toMatchObject({ status: 'broadcast', nonce: '0' });
     // A lagging node knows neither the transaction nor its receipt, and a re-broadcast is refused for lack of funds:
@@ -268,7 +269,8 @@ describe('blocks that are not final at once', () => {
     expect(await t.outside.balanceOf(to)).toBe(0n);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', block_number: null });
-    expect(await t.outside.balanceOf(to)).toBe(8_888n); // sent again (anvil mines it at once)
+    // Sent again: anvil mines it at once, though under load a moment after the send's answer.
+    await eventually('sent again and mined', async () => (await t.outside.balanceOf(to)) === 8_888n, 5_000);
     expect(await t.db.db.selectFrom('alerts').select('rule').where('rule', '=', 'transfer_reorged').where('subject', '=', id).executeTakeFirst()).toBeDefined();
 
     await confirmTransfer(r.deps, r.hooks, id);
