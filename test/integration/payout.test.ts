@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
@@ -20,7 +21,7 @@ let nextPaymentId = 9_100_000_000;
 let nextChannel = 1_003_100_000_001;
 
 async function start(env: Record<string, string> = {}) {
-  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env } });
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env } });
   return payrail;
 }
 
@@ -43,6 +44,7 @@ async function settled(channelId: string, status = 'completed') {
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await payrail?.stop();
@@ -50,8 +52,12 @@ afterEach(async () => {
   await resetFaults(outside);
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('instant payouts', () => {

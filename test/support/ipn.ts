@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { parse } from 'lossless-json';
 import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/index.ts';
+import { decimalsOf, parseUnits } from '../../src/money/index.ts';
 
 const fixtures = JSON.parse(fs.readFileSync(new URL('../fixtures/nowpayments-ipn.json', import.meta.url), 'utf8')) as {
   sequence: Array<Record<string, unknown>>;
@@ -22,4 +23,11 @@ export function ipnBody(overrides: Record<string, unknown> = {}): Record<string,
 export function signed(body: Record<string, unknown> | string, secret: string): { raw: string; headers: Record<string, string> } {
   const raw = typeof body === 'string' ? body : JSON.stringify(body);
   return { raw, headers: { 'content-type': 'application/json', 'x-nowpayments-sig': signIpn(canonicalIpnJson(parse(raw)), secret) } };
+}
+
+/** A finished IPN's outcome in wei, read from its exact JSON text as intake reads it (never through a float). */
+export function outcomeWei(raw: string): bigint {
+  const body = parse(raw) as Record<string, unknown>;
+  if (body.outcome_currency !== 'eth') throw new Error(`outcome_currency ${String(body.outcome_currency)}: only ETH outcomes are forwarded`);
+  return parseUnits(String(body.outcome_amount), decimalsOf('eth'));
 }

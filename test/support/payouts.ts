@@ -17,10 +17,14 @@ export async function saveChannel(payrail: TestPayrail, id: string, body: Record
   return id;
 }
 
-/** A signed finished IPN for the channel, expecting it recorded (200); returns the payment id. */
+/**
+ * A signed finished IPN for the channel, expecting it recorded (200); returns the payment id. Its outcome reaches the
+ * host wallet on chain first, as NOWPayments forwards it before `finished`.
+ */
 export async function sendFinished(payrail: TestPayrail, paymentId: number, channelId: string): Promise<string> {
   const body = ipnBody({ payment_id: paymentId, order_id: `PGP-1|${channelId}` });
   const { raw, headers } = signed(body, IPN_SECRET);
+  await payrail.forwardOutcome(raw);
   const res = await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
   expect(res.status).toBe(200);
   return String(body.payment_id);

@@ -4,6 +4,9 @@ import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import type { TestDatabase } from './db.ts';
+import { privateKeyToAccount } from 'viem/accounts';
+import { outcomeWei } from './ipn.ts';
+import type { Outside } from './outside.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const IPN_SECRET = 'test-ipn-secret-0123456789abcdef';
@@ -14,6 +17,11 @@ export const UNUSED_WALLET_KEY = `0x${'11'.repeat(32)}`;
 export interface TestPayrail extends Payrail {
   readonly url: string;
   request(method: string, path: string, options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<{ status: number; body: any }>;
+  /**
+   * NOWPayments forwarding a finished IPN's outcome (exact wei of its outcome_amount) to this payrail's host wallet
+   * before the IPN is sent, so the chain holds what the ledger credits. Nothing when started without a chain.
+   */
+  forwardOutcome(raw: string): Promise<void>;
 }
 
 /** Collects payrail's log lines, parsed, for tests that check what was logged (alerts, say). */
@@ -40,7 +48,7 @@ export function logSink(): LogSink {
 }
 
 /** payrail on a test database, over real HTTP on an ephemeral port. */
-export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void; logs?: LogSink } = {}): Promise<TestPayrail> {
+export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void; logs?: LogSink; outside?: Outside } = {}): Promise<TestPayrail> {
   const config = loadConfig({
     DATABASE_URL: db.url,
     PORT: '0',
@@ -60,9 +68,14 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
   const logger = options.logs ? createLogger({ level: 'info', destination: options.logs.stream }) : createLogger({ level: config.LOG_LEVEL });
   const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, logger, options.crashPoint ? { crashPoint: options.crashPoint } : {});
   const url = payrail.url as string;
+  const host = config.HOST_WALLET_ADDRESS ?? privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY as `0x${string}`).address;
+  const outside = options.outside;
   return {
     ...payrail,
     url,
+    async forwardOutcome(raw) {
+      if (outside) await outside.nowpayments.send(host as `0x${string}`, outcomeWei(raw));
+    },
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
       const token = opts.token === undefined ? ADMIN_TOKEN : opts.token;
