@@ -10,7 +10,7 @@ import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { dropTransaction, mineBlocks, pausePool, reorg, resumeMining, takeNonce } from '../../src/simulators/chain-faults.ts';
+import { dropAllPending, dropTransaction, mineBlocks, pausePool, reorg, resumeMining, takeNonce } from '../../src/simulators/chain-faults.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
 
@@ -246,5 +246,28 @@ describe('a transfer the host wallet cannot pay yet', () => {
     const next = await r.intent('after-unpayable', 5n);
     await sendTransfer(r.deps, r.hooks, next);
     expect(await r.row(next)).toMatchObject({ nonce: '0' });
+  });
+});
+
+describe('a pool that forgot several transfers of ours', () => {
+  it('the ones waiting behind the lowest are handed to the node again without a bump: once it is mined, all are', async () => {
+    const r = await rig({ policy: { bumpAfterMs: 60_000 } });
+    const url = t.outside.chain.rpcUrl;
+    await pausePool(url);
+    const ids: string[] = [];
+    for (const amount of [1_001n, 1_002n, 1_003n]) {
+      const id = await r.intent(`forgotten-${amount}`, amount);
+      await sendTransfer(r.deps, r.hooks, id);
+      ids.push(id);
+    }
+    await dropAllPending(url);
+    // Behind a backlog of checks the waiters' come first; the lowest's own check sends it again last.
+    for (const id of [ids[2], ids[1], ids[0]] as string[]) await confirmTransfer(r.deps, r.hooks, id);
+    await mineBlocks(url, 1);
+    expect(await chainNonce(r.wallet.address)).toBe(3);
+    await resumeMining(url);
+    for (const id of ids) await confirmTransfer(r.deps, r.hooks, id);
+    for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    for (const id of ids) expect(await r.kinds(id)).toEqual(['transfer']);
   });
 });

@@ -175,8 +175,11 @@ async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: read
       .executeTakeFirst();
     if (blocker) {
       // Not re-queued from here: hundreds of waiters moving the blocker's job to "now" kept it behind the jobs already
-      // due (a chaos finding). Its own check runs on its own schedule and sends it again or replaces it.
+      // due (a chaos finding). Its own check runs on its own schedule and sends it again or replaces it. This one is
+      // only handed to the node again if the node forgot it (same bytes, no fee spent): otherwise, once the blocker is
+      // mined, each forgotten nonce above it would wait for its own next check, one nonce per check (a chaos finding).
       log.info({ event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined }, 'waiting behind a lower nonce of ours: not bumped');
+      await sendAgainIfForgotten(deps, transfer, latest, log);
       return;
     }
   }
@@ -184,6 +187,10 @@ async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: read
     const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`, { olderThanMs: deps.settings.transfer.bumpAfterMs });
     if (outcome.replaced) return;
   }
+  await sendAgainIfForgotten(deps, transfer, latest, log);
+}
+
+async function sendAgainIfForgotten(deps: StageDeps, transfer: Transfer, latest: TransferVersion, log: Logger): Promise<void> {
   if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null) await broadcastVersion(deps, transfer.transfer_id, latest, log);
 }
 
