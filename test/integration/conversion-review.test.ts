@@ -9,6 +9,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { toReview } from '../../src/pipeline/convert.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -28,7 +29,7 @@ type Conversion = Record<string, any>;
 
 async function start(env: Record<string, string> = {}) {
   await payrail?.stop();
-  payrail = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env } });
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env } });
   return payrail;
 }
 
@@ -90,6 +91,7 @@ const review = (conversionId: string, reason: string) => toReview({ db: db.db } 
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await payrail?.stop();
@@ -97,8 +99,12 @@ afterEach(async () => {
   await resetFaults(outside);
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('conversion review', () => {

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee } from '../../src/simulators/chain-faults.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -22,7 +23,7 @@ let nextPaymentId = 9_300_000_000;
 let nextChannel = 1_003_300_000_001;
 
 async function start(env: Record<string, string> = {}) {
-  payrail = await startTestPayrail(db, { env: { ...outside.env, ...env } });
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env } });
   return payrail;
 }
 
@@ -54,6 +55,7 @@ async function journalsOf(ref: string): Promise<string[]> {
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await payrail?.stop();
@@ -61,8 +63,12 @@ afterEach(async () => {
   await resetFaults(outside);
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('payouts on the chain as it behaves', () => {

@@ -87,3 +87,26 @@ export async function resetFaults(outside: Outside): Promise<void> {
   for (const [key, pair] of Object.entries(DEFAULT_PAIRS)) outside.sim.setPair(key, pair);
   await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
 }
+
+/**
+ * NOWPayments forwarding `wei` to `host`, mined before the caller goes on (it sends `finished` only after). A test
+ * that paused mining (to keep payrail's next transfer waiting) gets one block for the forward alone; anything else
+ * already waiting in the pool would be mined with it and change that test, so that is refused.
+ */
+export async function forwardOnChain(outside: Outside, host: Address, wei: bigint): Promise<void> {
+  const rpcUrl = outside.chain.rpcUrl;
+  if ((await rpc(rpcUrl, 'anvil_getAutomine', [])) === true) {
+    await outside.nowpayments.send(host, wei);
+    return;
+  }
+  if ((await pendingCount(rpcUrl)) !== 0) throw new Error('forwardOnChain: mining is paused with transactions waiting; forward the outcome before they are sent');
+  const sent = outside.nowpayments.send(host, wei);
+  await eventually('the forward in the pool', async () => (await pendingCount(rpcUrl)) === 1, 10_000);
+  await rpc(rpcUrl, 'evm_mine', []);
+  await sent;
+}
+
+async function pendingCount(rpcUrl: string): Promise<number> {
+  const status = (await rpc(rpcUrl, 'txpool_status', [])) as { pending: string | number };
+  return Number(status.pending);
+}

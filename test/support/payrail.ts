@@ -6,7 +6,7 @@ import { createLogger } from '../../src/log.ts';
 import type { TestDatabase } from './db.ts';
 import { privateKeyToAccount } from 'viem/accounts';
 import { outcomeWei } from './ipn.ts';
-import type { Outside } from './outside.ts';
+import { forwardOnChain, type Outside } from './outside.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const IPN_SECRET = 'test-ipn-secret-0123456789abcdef';
@@ -74,7 +74,7 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
     ...payrail,
     url,
     async forwardOutcome(raw) {
-      if (outside) await outside.nowpayments.send(host as `0x${string}`, outcomeWei(raw));
+      if (outside) await forwardOnChain(outside, host as `0x${string}`, outcomeWei(raw));
     },
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
