@@ -1,5 +1,5 @@
 /**
- * payrail start | web | worker | migrate | check-ledger [--chain] | deposit | status | demo
+ * payrail start | web | worker | migrate | check-ledger [--chain] | deposit | withdrawal | status | demo
  */
 import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.ts';
 import { ConfigError, loadConfig, secretValues, type Config } from './config.ts';
@@ -10,8 +10,8 @@ import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/in
 import { createLogger, type Logger } from './log.ts';
 import { formatStatus, readOverview, WINDOW_HOURS_DEFAULT, WINDOW_HOURS_MAX } from './overview/index.ts';
 import { startChangeNowSimulator } from './simulators/index.ts';
-import { checkLedgerAgainstChain, DepositRefused, recordDeposit } from './treasury/index.ts';
-import { formatChainReport, readOnlyWallet } from './treasury/commands.ts';
+import { checkLedgerAgainstChain } from './treasury/index.ts';
+import { bookingOptions, formatChainReport, readOnlyWallet, runBooking } from './treasury/commands.ts';
 import { transferPolicy } from './app.ts';
 
 const USAGE = `usage: payrail <command>
@@ -26,6 +26,9 @@ const USAGE = `usage: payrail <command>
   deposit <txHash> [--asset eth|usdt]
                 book a deposit of the operator's to the host wallet (gas money, a float) as platform capital, once the
                 chain shows it mined CHAIN_CONFIRMATIONS deep
+  withdrawal <txHash> [--from capital|fees]
+                book a transaction sent from the host key outside payrail (fees or capital taken out, a wallet app's
+                transaction): its gas as a network cost, the ETH and USDT it sent away from capital (default) or fees
   status [--json] [--hours N]
                 what the dashboard shows (totals, pipeline, queues, alerts, host wallet, review queue), as text or JSON
   demo [--payments N] [--channels N] [--outage] [--seed N] [--exit] [--data-dir PATH]
@@ -51,16 +54,16 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'sim') return simulate(argv.slice(1));
   // The demo builds its own configuration (own data dir, free ports), never the environment's.
   if (command === 'demo') return runDemo(argv.slice(1));
-  if (!(command in ROLES) && !['migrate', 'check-ledger', 'status', 'deposit'].includes(command)) {
+  if (!(command in ROLES) && !['migrate', 'check-ledger', 'status', 'deposit', 'withdrawal'].includes(command)) {
     process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
     return 64;
   }
   const status = command === 'status' ? statusOptions(argv.slice(1)) : undefined;
   const chainCheck = command === 'check-ledger' && argv.includes('--chain');
-  const deposit = command === 'deposit' ? depositOptions(argv.slice(1)) : undefined;
+  const booking = command === 'deposit' || command === 'withdrawal' ? bookingOptions(command, argv.slice(1)) : undefined;
   const extra = command === 'check-ledger' ? argv.slice(1).filter((a) => a !== '--chain') : [];
-  if (typeof deposit === 'string' || extra.length > 0) {
-    process.stderr.write(`${typeof deposit === 'string' ? deposit : `payrail check-ledger: unexpected argument ${extra[0]}`}\n${USAGE}`);
+  if (typeof booking === 'string' || extra.length > 0) {
+    process.stderr.write(`${typeof booking === 'string' ? booking : `payrail check-ledger: unexpected argument ${extra[0]}`}\n${USAGE}`);
     return 64;
   }
   if (typeof status === 'string') {
@@ -70,8 +73,8 @@ async function main(argv: string[]): Promise<number> {
 
   let config: Config;
   try {
-    // status and check-ledger only read: DATABASE_URL is all they need from a deployment.
-    const readOnly = command === 'status' || command === 'check-ledger' || command === 'deposit';
+    // status, check-ledger and the bookings only read the chain: DATABASE_URL is all they need from a deployment.
+    const readOnly = command === 'status' || command === 'check-ledger' || booking !== undefined;
     config = loadConfig(process.env, { requireOutside: !readOnly, devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing) });
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -103,23 +106,13 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(status.json ? `${JSON.stringify(overview, null, 2)}\n` : formatStatus(overview));
       return 0;
     }
-    const wallet = chainCheck || deposit ? readOnlyWallet(config) : undefined;
+    const wallet = chainCheck || booking ? readOnlyWallet(config) : undefined;
     if (typeof wallet === 'string') {
       process.stderr.write(`Invalid configuration:\n  - ${wallet}\n`);
       return 78;
     }
     const usdtContract = config.USDT_CONTRACT as `0x${string}`;
-    if (deposit && wallet) {
-      try {
-        const result = await recordDeposit(database.db, { wallet, usdtContract, confirmations: transferPolicy(config, config.CHAIN_ID).confirmations }, { ...deposit, actor: 'cli' });
-        process.stdout.write(`${result.booked ? 'booked' : 'already booked'}: ${result.txHash} brought ${result.amount} ${result.asset === 'eth' ? 'wei' : 'USDT units'} to the host wallet as platform capital\n`);
-        return 0;
-      } catch (error) {
-        if (!(error instanceof DepositRefused)) throw error;
-        process.stderr.write(`deposit refused: ${error.message}\n`);
-        return 1;
-      }
-    }
+    if (booking && wallet) return await runBooking(database.db, { wallet, usdtContract, confirmations: transferPolicy(config, config.CHAIN_ID).confirmations }, booking);
     const report = await checkLedger(database.db, ledgerProgress());
     process.stdout.write(`ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`);
     for (const p of report.problems) process.stdout.write(`VIOLATION ${p.rule}: ${p.subject}: ${p.detail}\n`);
@@ -143,17 +136,6 @@ function statusOptions(args: string[]): { json: boolean; hours: number } | strin
     else return `payrail status: unexpected ${arg === '--hours' ? `--hours ${args[i + 1] ?? ''}` : `argument ${arg}`}`;
   }
   return { json, hours };
-}
-
-function depositOptions(args: string[]): { txHash: string; asset: 'eth' | 'usdt' } | string {
-  const [txHash, ...rest] = args;
-  let asset: 'eth' | 'usdt' = 'eth';
-  if (txHash === undefined || !/^0x[0-9a-fA-F]{64}$/.test(txHash)) return 'payrail deposit: give the deposit\'s transaction hash (0x + 64 hex digits)';
-  for (let i = 0; i < rest.length; i++) {
-    if (rest[i] === '--asset' && (rest[i + 1] === 'eth' || rest[i + 1] === 'usdt')) asset = rest[++i] as 'eth' | 'usdt';
-    else return `payrail deposit: unexpected ${rest[i]} ${rest[i + 1] ?? ''}`.trim();
-  }
-  return { txHash, asset };
 }
 
 /**

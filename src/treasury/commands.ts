@@ -1,12 +1,51 @@
 /**
- * The command-line side of the treasury: `payrail check-ledger --chain` and `payrail deposit <txHash>`. Both only
- * read the chain, so they take the host wallet's address (HOST_WALLET_ADDRESS, or derived from the key when given).
+ * The command-line side of the treasury: `payrail check-ledger --chain`, `payrail deposit <txHash>` and
+ * `payrail withdrawal <txHash>`. They only read the chain, so they take the host wallet's address
+ * (HOST_WALLET_ADDRESS, or derived from the key when given).
  */
 import { privateKeyToAccount } from 'viem/accounts';
 import type { Config } from '../config.ts';
+import type { Db } from '../db/index.ts';
 import { createChainWallet, type ChainWallet } from '../integrations/wallet/index.ts';
 import { decimalsOf, formatUnits } from '../money/index.ts';
 import type { ChainReport } from './chain-check.ts';
+import { recordDeposit, type DepositAsset } from './deposit.ts';
+import { TreasuryRefused, type EvidenceChain } from './evidence.ts';
+import { recordWithdrawal, type WithdrawalSource } from './withdrawal.ts';
+
+const HASH = /^0x[0-9a-fA-F]{64}$/;
+
+export type Booking = { command: 'deposit'; txHash: string; asset: DepositAsset } | { command: 'withdrawal'; txHash: string; from: WithdrawalSource };
+
+/** `deposit <txHash> [--asset eth|usdt]` or `withdrawal <txHash> [--from capital|fees]`, or what is wrong with them. */
+export function bookingOptions(command: Booking['command'], args: readonly string[]): Booking | string {
+  const [txHash, ...rest] = args;
+  if (txHash === undefined || !HASH.test(txHash)) return `payrail ${command}: give the transaction's hash (0x + 64 hex digits)`;
+  const [flag, value, ...more] = rest;
+  if (flag === undefined) return command === 'deposit' ? { command, txHash, asset: 'eth' } : { command, txHash, from: 'capital' };
+  if (more.length === 0 && command === 'deposit' && flag === '--asset' && (value === 'eth' || value === 'usdt')) return { command, txHash, asset: value };
+  if (more.length === 0 && command === 'withdrawal' && flag === '--from' && (value === 'capital' || value === 'fees')) return { command, txHash, from: value };
+  return `payrail ${command}: unexpected ${rest.join(' ')}`;
+}
+
+/** Books the transaction and says what it booked; a refusal (nothing booked) is exit 1 with the reason. */
+export async function runBooking(db: Db, chain: EvidenceChain, booking: Booking): Promise<number> {
+  try {
+    if (booking.command === 'deposit') {
+      const r = await recordDeposit(db, chain, { txHash: booking.txHash, asset: booking.asset, actor: 'cli' });
+      process.stdout.write(`${r.booked ? 'booked' : 'already booked'}: ${r.txHash} brought ${units(r.amount, r.asset)} to the host wallet as platform capital\n`);
+    } else {
+      const r = await recordWithdrawal(db, chain, { txHash: booking.txHash, from: booking.from, actor: 'cli' });
+      const sent = [r.ethOut > 0n ? units(r.ethOut, 'eth') : '', r.usdtOut > 0n ? units(r.usdtOut, 'usdt') : ''].filter(Boolean).join(' and ');
+      process.stdout.write(`${r.booked ? 'booked' : 'already booked'}: ${r.txHash} from the host wallet: gas ${units(r.gasWei, 'eth')} as a network cost${sent ? `, ${sent} sent away, taken from the platform's ${booking.from}` : ''}\n`);
+    }
+    return 0;
+  } catch (error) {
+    if (!(error instanceof TreasuryRefused)) throw error;
+    process.stderr.write(`${booking.command} refused: ${error.message}\n`);
+    return 1;
+  }
+}
 
 /** The read-only wallet the commands use, or the reason it cannot be made from this configuration. */
 export function readOnlyWallet(config: Config): ChainWallet | string {

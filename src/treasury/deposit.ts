@@ -7,15 +7,11 @@
 import type { Hex } from 'viem';
 import type { Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
-import type { ChainWallet } from '../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
+import { deepTransaction, normalisedHash, TreasuryRefused, usdtOf, type EvidenceChain } from './evidence.ts';
 import { isBookedDeposit, lockInboundHash } from './inbound.ts';
 
 export type DepositAsset = 'eth' | 'usdt';
-
-export class DepositRefused extends Error {
-  override name = 'DepositRefused';
-}
 
 export interface DepositResult {
   readonly txHash: string;
@@ -26,17 +22,9 @@ export interface DepositResult {
   readonly booked: boolean;
 }
 
-export interface DepositChain {
-  readonly wallet: Pick<ChainWallet, 'address' | 'receipt' | 'transaction' | 'blockAt'>;
-  readonly usdtContract?: string | undefined;
-  /** CHAIN_CONFIRMATIONS: a deposit counts only this deep. */
-  readonly confirmations: number | 'safe' | 'finalized';
-}
-
-export async function recordDeposit(db: Db, chain: DepositChain, input: { txHash: string; asset: DepositAsset; actor: string }): Promise<DepositResult> {
-  const hash = input.txHash.toLowerCase();
-  if (!/^0x[0-9a-f]{64}$/.test(hash)) throw new DepositRefused('txHash must be a 0x-prefixed transaction hash');
-  const amount = await depositedAmount(chain, hash as Hex, input.asset);
+export async function recordDeposit(db: Db, chain: EvidenceChain, input: { txHash: string; asset: DepositAsset; actor: string }): Promise<DepositResult> {
+  const hash = normalisedHash(input.txHash);
+  const amount = await depositedAmount(chain, hash, input.asset);
   const booked = await db.transaction().execute(async (trx) => {
     await lockInboundHash(trx, hash);
     if (await isBookedDeposit(trx, hash)) return false;
@@ -61,32 +49,23 @@ async function refuseKnownHash(trx: Transaction<Database>, hash: string): Promis
       eb.exists(eb.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash)).as('conversion'),
     ])
     .executeTakeFirstOrThrow();
-  if (known.transfer) throw new DepositRefused(`${hash} is a transfer payrail signed, not a deposit`);
-  if (known.refund) throw new DepositRefused(`${hash} is a refund already booked`);
-  if (known.conversion) throw new DepositRefused(`${hash} is a conversion's USDT payout already booked`);
+  if (known.transfer) throw new TreasuryRefused(`${hash} is a transfer payrail signed, not a deposit`);
+  if (known.refund) throw new TreasuryRefused(`${hash} is a refund already booked`);
+  if (known.conversion) throw new TreasuryRefused(`${hash} is a conversion's USDT payout already booked`);
 }
 
-async function depositedAmount(chain: DepositChain, hash: Hex, asset: DepositAsset): Promise<bigint> {
+async function depositedAmount(chain: EvidenceChain, hash: Hex, asset: DepositAsset): Promise<bigint> {
   const host = chain.wallet.address.toLowerCase();
-  const receipt = await chain.wallet.receipt(hash);
-  if (receipt === null) throw new DepositRefused(`the chain shows no mined transaction ${hash}`);
-  if (!receipt.success) throw new DepositRefused(`${hash} reverted: it moved nothing`);
-  const deep =
-    typeof chain.confirmations === 'number'
-      ? (await chain.wallet.blockAt('latest')) - receipt.blockNumber + 1n >= BigInt(chain.confirmations)
-      : (await chain.wallet.blockAt(chain.confirmations)) >= receipt.blockNumber;
-  if (!deep) throw new DepositRefused(`${hash} is mined in block ${receipt.blockNumber} but not yet as deep as CHAIN_CONFIRMATIONS asks; record it later`);
-  const tx = await chain.wallet.transaction(hash);
-  if (tx === null) throw new DepositRefused(`the chain shows no transaction ${hash}`);
-  if (tx.from.toLowerCase() === host) throw new DepositRefused(`${hash} was sent by the host wallet itself`);
+  const { receipt, tx } = await deepTransaction(chain, hash);
+  if (!receipt.success) throw new TreasuryRefused(`${hash} reverted: it moved nothing`);
+  if (tx.from.toLowerCase() === host) throw new TreasuryRefused(`${hash} was sent by the host wallet itself (book it with payrail withdrawal)`);
   let amount: bigint;
   if (asset === 'eth') {
     amount = tx.to?.toLowerCase() === host ? tx.value : 0n;
   } else {
-    const token = chain.usdtContract?.toLowerCase();
-    if (token === undefined) throw new DepositRefused('no USDT contract is configured');
+    const token = usdtOf(chain);
     amount = receipt.tokenTransfers.filter((t) => t.token.toLowerCase() === token && t.to.toLowerCase() === host).reduce((sum, t) => sum + t.value, 0n);
   }
-  if (amount <= 0n) throw new DepositRefused(`${hash} sent no ${asset.toUpperCase()} to the host wallet ${chain.wallet.address}`);
+  if (amount <= 0n) throw new TreasuryRefused(`${hash} sent no ${asset.toUpperCase()} to the host wallet ${chain.wallet.address}`);
   return amount;
 }

@@ -1,2 +1,4 @@
-export { recordDeposit, DepositRefused, type DepositAsset, type DepositChain, type DepositResult } from './deposit.ts';
+export { recordDeposit, type DepositAsset, type DepositResult } from './deposit.ts';
+export { recordWithdrawal, type WithdrawalResult, type WithdrawalSource } from './withdrawal.ts';
+export { TreasuryRefused, type EvidenceChain } from './evidence.ts';
 export { checkLedgerAgainstChain, type ChainReport, type AssetReconciliation, type ChainSide } from './chain-check.ts';

@@ -6,7 +6,8 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { type Hex } from 'viem';
+import { createPublicClient, createWalletClient, erc20Abi, http, type Hex } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alertSettings, evaluateAlerts, STATE_RULES } from '../../src/alerts/index.ts';
 import { ALL_HANDLED_TASKS } from '../../src/app.ts';
@@ -14,7 +15,10 @@ import { loadConfig } from '../../src/config.ts';
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
-import { checkLedgerAgainstChain, DepositRefused, recordDeposit } from '../../src/treasury/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
+import { takeNonce } from '../../src/simulators/chain-faults.ts';
+import { mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
+import { checkLedgerAgainstChain, recordDeposit, recordWithdrawal, TreasuryRefused } from '../../src/treasury/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -64,7 +68,7 @@ describe('deposits', () => {
 
     await expect(recordDeposit(db.db, depositChain(), { txHash: `0x${'ab'.repeat(32)}`, asset: 'eth', actor: 'alice' })).rejects.toThrow(/no mined transaction/);
     // The funding moved ETH, not USDT.
-    await expect(recordDeposit(db.db, depositChain(), { txHash: outside.hostFundingTx, asset: 'usdt', actor: 'alice' })).rejects.toBeInstanceOf(DepositRefused);
+    await expect(recordDeposit(db.db, depositChain(), { txHash: outside.hostFundingTx, asset: 'usdt', actor: 'alice' })).rejects.toBeInstanceOf(TreasuryRefused);
     // ETH sent elsewhere is no deposit to the host wallet.
     const elsewhere = await outside.nowpayments.send(freshWallet() as Hex, 1n);
     await expect(recordDeposit(db.db, depositChain(), { txHash: elsewhere, asset: 'eth', actor: 'alice' })).rejects.toThrow(/sent no ETH to the host wallet/);
@@ -123,7 +127,7 @@ describe('check-ledger --chain', () => {
     expect(hash).toBe(outside.hostFundingTx.toLowerCase());
     const extra = await outside.nowpayments.send(outside.hostAddress, 1n);
     const booked = await run('node', ['bin/payrail.js', 'deposit', extra, '--asset', 'eth'], { env });
-    expect(booked.stdout).toMatch(/booked: .* brought 1 wei/);
+    expect(booked.stdout).toMatch(/booked: .* brought 0\.000000000000000001 ETH to the host wallet/);
     // 12,345 wei still unbooked.
     const still = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env }).then(() => 0, (error: { code: number }) => error.code);
     expect(still).toBe(1);
@@ -143,5 +147,79 @@ describe('one inbound transaction, one use', () => {
     const refund = await outside.nowpayments.send(outside.hostAddress, 888n);
     expect(await db.db.transaction().execute((trx) => claimRefund(trx, { txHash: refund, purpose: 'payout', ref: 'po_0000000000000002', asset: 'eth', amount: 888n }))).toBe(true);
     await expect(recordDeposit(db.db, depositChain(), { txHash: refund, asset: 'eth', actor: 'alice' })).rejects.toThrow(/refund already booked/);
+  });
+});
+
+describe('withdrawals: the host key used outside payrail', () => {
+  const ethDifference = async () => (await checkLedgerAgainstChain(db.db, chainSide())).assets.find((a) => a.asset === 'eth')!.difference;
+  const usdtDifference = async () => (await checkLedgerAgainstChain(db.db, chainSide())).assets.find((a) => a.asset === 'usdt')!.difference;
+  const held = async (code: string, asset: string) =>
+    BigInt((await db.pool.query<{ sum: string }>('select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2', [code, asset])).rows[0]!.sum);
+  const chain = () => createPublicClient({ transport: http(outside.chain.rpcUrl) });
+  const hostApp = () =>
+    createWalletClient({
+      account: privateKeyToAccount(outside.hostKey),
+      chain: { id: outside.chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [outside.chain.rpcUrl] } } },
+      transport: http(outside.chain.rpcUrl),
+    });
+  const mined = async (hash: Hex) => chain().waitForTransactionReceipt({ hash, timeout: 10_000 });
+  const withdrawal = (txHash: string, from: 'capital' | 'fees' = 'capital') => recordWithdrawal(db.db, depositChain(), { txHash, from, actor: 'alice' });
+
+  it('books what the chain shows it spent, once: its gas as a network cost, what it sent from capital or fees; ledger = chain again', async () => {
+    // A wallet app's zero-value self-transfer (the kind that takes a transfer's nonce): only its gas left the wallet.
+    const before = await ethDifference();
+    const selfTx = await takeNonce(outside.chain.rpcUrl, outside.hostKey);
+    const receipt = await mined(selfTx);
+    const gas = receipt.gasUsed * receipt.effectiveGasPrice;
+    expect(await ethDifference()).toBe(before - gas);
+    expect(await withdrawal(selfTx)).toMatchObject({ booked: true, gasWei: gas, ethOut: 0n, usdtOut: 0n });
+    expect(await ethDifference()).toBe(before);
+
+    // Earned fees taken out to the operator's own address.
+    const fees = await held('platform:fees#%', 'eth');
+    expect(fees).toBeGreaterThan(0n);
+    const out = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: fees / 2n });
+    await mined(out);
+    expect(await withdrawal(out, 'fees')).toMatchObject({ booked: true, ethOut: fees / 2n });
+    expect(await held('platform:fees#%', 'eth')).toBe(fees - fees / 2n);
+    expect(await ethDifference()).toBe(before);
+    expect((await withdrawal(out, 'fees')).booked).toBe(false);
+    expect((await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'wallet_withdrawal'")).rows[0].n).toBe(2);
+    expect((await db.pool.query("select actor from audit_log where action = 'wallet.withdrawal'")).rows).toEqual([{ actor: 'alice' }, { actor: 'alice' }]);
+
+    // More than the fees hold: refused and nothing booked (the rest of the wallet is the channels' money).
+    const tooMuch = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: fees });
+    await mined(tooMuch);
+    await expect(withdrawal(tooMuch, 'fees')).rejects.toThrow(/platform's fees hold .* less than/);
+    expect((await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'wallet_withdrawal'")).rows[0].n).toBe(2);
+    expect((await withdrawal(tooMuch, 'capital')).booked).toBe(true);
+    expect(await ethDifference()).toBe(before);
+  });
+
+  it('USDT sent out by the host key is taken from capital the operator deposited; payrail\'s own transfers and deposits are refused', async () => {
+    const before = await usdtDifference();
+    const minter = generatePrivateKey();
+    await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [privateKeyToAccount(minter).address, '0xde0b6b3a7640000']);
+    await mintLocalUsdt(outside.chain.rpcUrl, outside.usdt, minter, outside.hostAddress, 5_000_000n);
+    const mint = (await chain().getBlock({ blockTag: 'latest' })).transactions[0]!;
+    expect(await recordDeposit(db.db, depositChain(), { txHash: mint, asset: 'usdt', actor: 'alice' })).toMatchObject({ booked: true, amount: 5_000_000n });
+    const sent = await hostApp().writeContract({ address: outside.usdt, abi: erc20Abi, functionName: 'transfer', args: [freshWallet() as Hex, 3_000_000n] });
+    await mined(sent);
+    expect(await usdtDifference()).toBe(before - 3_000_000n);
+    expect(await withdrawal(sent)).toMatchObject({ booked: true, usdtOut: 3_000_000n });
+    expect(await usdtDifference()).toBe(before);
+    expect(await held('platform:capital', 'usdt')).toBe(2_000_000n);
+
+    const own = (await db.pool.query<{ tx_hash: string }>("select tx_hash from chain_transfers where status = 'confirmed' limit 1")).rows[0]!.tx_hash;
+    await expect(withdrawal(own)).rejects.toThrow(/payrail booked itself/);
+    await expect(withdrawal(mint)).rejects.toThrow(/not sent by the host wallet/);
+    await expect(recordDeposit(db.db, depositChain(), { txHash: sent, asset: 'usdt', actor: 'alice' })).rejects.toThrow(/sent by the host wallet itself/);
+
+    const env = { ...process.env, DATABASE_URL: db.url, ETH_RPC_URL: outside.chain.rpcUrl, CHAIN_ID: String(outside.chain.chainId), HOST_WALLET_ADDRESS: outside.hostAddress, USDT_CONTRACT: outside.usdt, LOG_LEVEL: 'silent' };
+    const again = await run('node', ['bin/payrail.js', 'withdrawal', sent], { env });
+    expect(again.stdout).toMatch(/already booked: .* 3 USDT sent away, taken from the platform's capital/);
+    const bad = await run('node', ['bin/payrail.js', 'withdrawal', sent, '--from', 'channels'], { env }).then(() => null, (error: { code: number; stderr: string }) => error);
+    expect(bad?.code).toBe(64);
+    expect(bad?.stderr).toMatch(/payrail withdrawal: unexpected --from channels/);
   });
 });

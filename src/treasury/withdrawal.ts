@@ -1,0 +1,115 @@
+/**
+ * A transaction sent from the host key outside payrail: the operator taking earned fees or capital out, a wallet
+ * app's transaction (one that took a transfer's nonce, say). payrail did not sign it, so nothing booked it; the chain
+ * still shows what it spent. Booked from the chain alone, once deep enough: its gas as the platform's network cost,
+ * the ETH it sent away and the USDT its Transfer logs moved out of the host wallet as money the platform gave out,
+ * taken from capital or from fees. Each hash once (journal wallet_withdrawal, ref = hash); never one of payrail's own
+ * transfers, whose gas and amounts are booked by the transfer itself.
+ */
+import type { Hex } from 'viem';
+import { sql, type Transaction } from 'kysely';
+import type { Database, Db } from '../db/index.ts';
+import { accounts, postJournal, type AccountRef, type EntryInput } from '../ledger/index.ts';
+import { deepTransaction, normalisedHash, TreasuryRefused, usdtOf, type EvidenceChain } from './evidence.ts';
+import { lockInboundHash } from './inbound.ts';
+
+/** Which of the platform's own balances pays what the transaction sent away (its gas is always a network cost). */
+export type WithdrawalSource = 'capital' | 'fees';
+
+export interface WithdrawalResult {
+  readonly txHash: string;
+  /** Smallest units that left the host wallet, gas included: wei, and USDT units. */
+  readonly gasWei: bigint;
+  readonly ethOut: bigint;
+  readonly usdtOut: bigint;
+  /** False when this hash was booked before (nothing changed). */
+  readonly booked: boolean;
+}
+
+export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { txHash: string; from: WithdrawalSource; actor: string }): Promise<WithdrawalResult> {
+  const hash = normalisedHash(input.txHash);
+  const spent = await spentBy(chain, hash);
+  const booked = await db.transaction().execute(async (trx) => {
+    await lockInboundHash(trx, hash);
+    const before = await trx.selectFrom('ledger_journals').select('id').where('kind', '=', 'wallet_withdrawal').where('ref', '=', hash).executeTakeFirst();
+    if (before) return false;
+    await refuseOwnTransfer(trx, hash);
+    const entries: EntryInput[] = [];
+    if (spent.gasWei > 0n) entries.push({ account: accounts.networkCosts('eth'), amount: -spent.gasWei }, { account: accounts.ethereum('eth'), amount: spent.gasWei });
+    for (const [asset, amount] of [['eth', spent.ethOut], ['usdt', spent.usdtOut]] as const) {
+      if (amount === 0n) continue;
+      entries.push(...(await takeFrom(trx, input.from, asset, amount)), { account: accounts.operator(asset), amount });
+    }
+    if (entries.length === 0) throw new TreasuryRefused(`${hash} spent nothing from the host wallet`);
+    const journal = await postJournal(trx, { kind: 'wallet_withdrawal', ref: hash, entries });
+    if (journal.posted) {
+      const details = { from: input.from, gasWei: spent.gasWei.toString(), ethOut: spent.ethOut.toString(), usdtOut: spent.usdtOut.toString() };
+      await trx.insertInto('audit_log').values({ actor: input.actor, action: 'wallet.withdrawal', subject: hash, details: JSON.stringify(details) }).execute();
+    }
+    return journal.posted;
+  });
+  return { txHash: hash, ...spent, booked };
+}
+
+/**
+ * What the host wallet lost to the transaction: all of its gas (paid even when it reverted), and, when it succeeded,
+ * the ETH value it sent to another address and the configured USDT its logs moved out (less any moved in).
+ */
+async function spentBy(chain: EvidenceChain, hash: Hex): Promise<Omit<WithdrawalResult, 'txHash' | 'booked'>> {
+  const host = chain.wallet.address.toLowerCase();
+  const { receipt, tx } = await deepTransaction(chain, hash);
+  if (tx.from.toLowerCase() !== host) throw new TreasuryRefused(`${hash} was not sent by the host wallet ${chain.wallet.address} (a deposit is booked with payrail deposit)`);
+  const ethOut = receipt.success && tx.to?.toLowerCase() !== host ? tx.value : 0n;
+  let usdtOut = 0n;
+  if (receipt.success && receipt.tokenTransfers.length > 0) {
+    const token = usdtOf(chain);
+    for (const t of receipt.tokenTransfers) {
+      if (t.token.toLowerCase() !== token) continue;
+      if (t.from.toLowerCase() === host) usdtOut += t.value;
+      if (t.to.toLowerCase() === host) usdtOut -= t.value;
+    }
+  }
+  if (usdtOut < 0n) throw new TreasuryRefused(`${hash} brought USDT to the host wallet: it is not a withdrawal`);
+  return { gasWei: receipt.gasCostWei, ethOut, usdtOut };
+}
+
+async function refuseOwnTransfer(trx: Transaction<Database>, hash: string): Promise<void> {
+  const own = await trx
+    .selectNoFrom((eb) => [
+      eb.exists(eb.selectFrom('chain_transfer_versions').select('tx_hash').where('tx_hash', '=', hash)).as('version'),
+      eb.exists(eb.selectFrom('chain_transfers').select('transfer_id').where(sql`lower(tx_hash)`, '=', hash)).as('transfer'),
+    ])
+    .executeTakeFirstOrThrow();
+  if (own.version || own.transfer) throw new TreasuryRefused(`${hash} is a transfer payrail booked itself, not a withdrawal`);
+}
+
+/**
+ * Entries taking `amount` from the platform's capital, or from its fee accounts (kept in shards: the fullest first).
+ * Refused, naming what is there, when the source holds less: the money would be a channel's.
+ */
+async function takeFrom(trx: Transaction<Database>, source: WithdrawalSource, asset: 'eth' | 'usdt', amount: bigint): Promise<EntryInput[]> {
+  const capital = accounts.capital(asset);
+  const fees = accounts.platformFees(asset, '0');
+  const rows = await trx
+    .selectFrom('ledger_accounts')
+    .select(['code', 'balance'])
+    .where('asset', '=', asset)
+    .where((eb) => (source === 'capital' ? eb('code', '=', capital.code) : eb('code', 'like', `${fees.code.split('#')[0]}#%`)))
+    .orderBy('balance', 'desc')
+    .orderBy('code')
+    .forUpdate()
+    .execute();
+  const held = rows.reduce((sum, r) => sum + BigInt(r.balance), 0n);
+  if (held < amount) throw new TreasuryRefused(`the platform's ${source} hold ${held} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${amount} this transaction sent away`);
+  const entries: EntryInput[] = [];
+  let left = amount;
+  for (const row of rows) {
+    if (left === 0n) break;
+    const take = BigInt(row.balance) < left ? BigInt(row.balance) : left;
+    if (take <= 0n) continue;
+    const account: AccountRef = source === 'capital' ? capital : { ...fees, code: row.code };
+    entries.push({ account, amount: -take });
+    left -= take;
+  }
+  return entries;
+}
