@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
 import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
@@ -26,13 +27,16 @@ let payrail: TestPayrail | undefined;
 let running: TestPayrail[] = [];
 /** The first instance's log sink in a test. */
 let sink: LogSink | undefined;
-/** Set while a test has drained the host wallet: afterEach puts this balance back whatever happened. */
-let hostBalanceToRestore: bigint | undefined;
+/**
+ * Set while a test has drained the host wallet: what was taken, put back on top of whatever arrived meanwhile (afterEach
+ * does it whatever happened), so the chain ends holding what the ledger says.
+ */
+let drained: bigint | undefined;
 let nextPaymentId = 9_200_000_000;
 let nextChannel = 1_003_200_000_001;
 
 async function start(env: Record<string, string> = {}, logs: LogSink = logSink()): Promise<TestPayrail> {
-  const instance = await startTestPayrail(db, { env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env }, logs });
+  const instance = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env }, logs });
   running.push(instance);
   payrail ??= instance;
   sink ??= logs;
@@ -50,8 +54,8 @@ async function channel(body: Record<string, unknown>): Promise<string> {
   return saveChannel(payrail!, `-${nextChannel++}`, body);
 }
 
-async function pay(channelId: string): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId);
+async function pay(channelId: string, options: Parameters<typeof sendFinished>[3] = {}): Promise<string> {
+  return sendFinished(payrail!, nextPaymentId++, channelId, options);
 }
 
 interface PayoutRow {
@@ -134,6 +138,17 @@ async function setHostBalance(wei: bigint): Promise<void> {
   await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
 }
 
+async function drainHost(): Promise<void> {
+  drained = await outside.balanceOf(outside.hostAddress);
+  await setHostBalance(0n);
+}
+
+async function refillHost(): Promise<void> {
+  if (drained === undefined) return;
+  await setHostBalance((await outside.balanceOf(outside.hostAddress)) + drained);
+  drained = undefined;
+}
+
 async function conversionsDone(paymentIds: string[]): Promise<boolean> {
   const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
   return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
@@ -165,19 +180,21 @@ async function heldBatch(): Promise<{ id: string; held: PayoutRow; paymentIds: s
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await stopAll();
   sink = undefined;
   await resetFaults(outside);
-  if (hostBalanceToRestore !== undefined) {
-    await setHostBalance(hostBalanceToRestore);
-    hostBalanceToRestore = undefined;
-  }
+  await refillHost();
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('exchange endings', () => {
@@ -422,11 +439,8 @@ describe('outages', () => {
     await start();
     const wallet = freshWallet();
     const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
-    const balanceBefore = await outside.balanceOf(outside.hostAddress);
     const nonceBefore = await hostNonce();
-    hostBalanceToRestore = balanceBefore;
-    await setHostBalance(0n);
-    await pay(id);
+    await pay(id, { afterForward: drainHost });
     await eventually('the host wallet alert', async () => {
       const [payout] = await payoutsOf(id);
       return payout !== undefined && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
@@ -439,8 +453,7 @@ describe('outages', () => {
     expect(await outside.balanceOf(wallet)).toBe(0n);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
-    await setHostBalance(balanceBefore);
-    hostBalanceToRestore = undefined;
+    await refillHost();
     await eventually('the payout completed once funded', () => hasPayout(id, 'completed'));
 
     const done = await onlyPayout(id);
@@ -527,17 +540,13 @@ describe('outages', () => {
     await start();
     const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
     // Hold the payin transfer back (host wallet empty) until ChangeNow is down, so the outage falls on the polling.
-    const balanceBefore = await outside.balanceOf(outside.hostAddress);
-    hostBalanceToRestore = balanceBefore;
-    await setHostBalance(0n);
-    await pay(id);
+    await pay(id, { afterForward: drainHost });
     await eventually('the exchange created, its transfer waiting for funds', async () => {
       const [payout] = await payoutsOf(id);
       return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
     });
     await outside.sim.setFault('down');
-    await setHostBalance(balanceBefore);
-    hostBalanceToRestore = undefined;
+    await refillHost();
     await eventually('polls failing while ChangeNow is down', async () => {
       const [payout] = await payoutsOf(id);
       return payout?.status === 'sent' && sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id);

@@ -12,6 +12,7 @@ import { formatUnits } from '../../src/money/index.ts';
 import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { rpc } from '../../src/simulators/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
 import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
@@ -31,14 +32,18 @@ let payrail: TestPayrail | undefined;
 let running: TestPayrail[] = [];
 /** The first instance's log sink in a test. */
 let sink: LogSink | undefined;
-/** Set while a test has drained the host wallet: afterEach puts this balance back whatever happened. */
-let hostBalanceToRestore: bigint | undefined;
+/**
+ * Set while a test has drained the host wallet: what was taken, put back on top of whatever arrived meanwhile (afterEach
+ * does it whatever happened), so the chain ends holding what the ledger says.
+ */
+let drained: bigint | undefined;
 let nextPaymentId = 9_400_000_000;
 let nextChannel = 1_003_400_000_001;
 
 async function start(env: Record<string, string> = {}, options: { logs?: LogSink; roles?: Roles; crashPoint?: (name: CrashPoint) => void } = {}): Promise<TestPayrail> {
   const logs = options.logs ?? logSink();
   const instance = await startTestPayrail(db, {
+    outside,
     env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env },
     logs,
     ...(options.roles && { roles: options.roles }),
@@ -64,8 +69,8 @@ async function channel(body: Record<string, unknown>): Promise<string> {
 const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
 const thresholdBody = (thresholdUsd: string) => ({ payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
 
-async function pay(channelId: string): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId);
+async function pay(channelId: string, options: Parameters<typeof sendFinished>[3] = {}): Promise<string> {
+  return sendFinished(payrail!, nextPaymentId++, channelId, options);
 }
 
 interface PayoutRow {
@@ -195,6 +200,17 @@ async function setHostBalance(wei: bigint): Promise<void> {
   await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
 }
 
+async function drainHost(): Promise<void> {
+  drained = await outside.balanceOf(outside.hostAddress);
+  await setHostBalance(0n);
+}
+
+async function refillHost(): Promise<void> {
+  if (drained === undefined) return;
+  await setHostBalance((await outside.balanceOf(outside.hostAddress)) + drained);
+  drained = undefined;
+}
+
 async function conversionsDone(paymentIds: string[]): Promise<boolean> {
   const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
   return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
@@ -239,19 +255,21 @@ async function convertedThresholdChannel(count: number): Promise<{ id: string; p
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await stopAll();
   sink = undefined;
   await resetFaults(outside);
-  if (hostBalanceToRestore !== undefined) {
-    await setHostBalance(hostBalanceToRestore);
-    hostBalanceToRestore = undefined;
-  }
+  await refillHost();
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('resolve: the way out of review once the funds left', () => {
@@ -321,6 +339,7 @@ describe('resolve: the way out of review once the funds left', () => {
 
     const changenowBefore = await balanceOf('world:changenow', 'usdt');
     const part = 10_000_000n;
+    await outside.changenowReturn(outside.hostAddress, part);
     const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10', note: 'partial refund seen on chain' });
     expect(resolved.status).toBe(200);
     expect(resolved.body).toMatchObject({ status: 'failed', reason: 'resolved by alice: 10 USDT came back: partial refund seen on chain' });
@@ -417,10 +436,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
   it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async () => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
-    const balanceBefore = await outside.balanceOf(outside.hostAddress);
-    hostBalanceToRestore = balanceBefore;
-    await setHostBalance(0n);
-    await pay(id);
+    await pay(id, { afterForward: drainHost });
     await eventually('the exchange created, its transfer waiting for funds', async () => {
       const [payout] = await payoutsOf(id);
       return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
@@ -432,8 +448,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
     expect(jobs.map((j) => j.key)).toEqual([`transfer_send:${stuck.transfer_id}`]);
     await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [jobs.map((j) => j.id)]);
-    await setHostBalance(balanceBefore);
-    hostBalanceToRestore = undefined;
+    await refillHost();
 
     const logs = logSink();
     await start({}, { logs });

@@ -16,6 +16,8 @@ export interface Outside {
   hostFundingTx: Hex;
   /** Sends ETH as NOWPayments forwarding an outcome to the host wallet. */
   nowpayments: ChainSender;
+  /** USDT ChangeNow sends back on chain (a failed exchange's refund, whole or in part), from a key of its own. */
+  changenowReturn(to: Address, units: bigint): Promise<void>;
   env: Record<string, string>;
   balanceOf(address: string): Promise<bigint>;
   usdtBalanceOf(address: string): Promise<bigint>;
@@ -37,6 +39,9 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
   // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would.
   const usdt = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
   await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
+  // Not the simulator's treasury: its own payouts use that key's nonces concurrently.
+  const returnsKey = generatePrivateKey();
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [privateKeyToAccount(returnsKey).address, `0x${(10n ** 20n).toString(16)}`]);
   const sim = await startChangeNowSimulator({ port: 0, apiKey: SIM_API_KEY, rpcUrl: chain.rpcUrl, stepMs: options.stepMs ?? 0, tokens: { usdt }, treasuryKey });
   const client = createPublicClient({ transport: http(chain.rpcUrl) });
   return {
@@ -47,6 +52,7 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
     usdt,
     hostFundingTx,
     nowpayments,
+    changenowReturn: (to, units) => mintLocalUsdt(chain.rpcUrl, usdt, returnsKey, to, units),
     env: {
       USDT_CONTRACT: usdt,
       CHANGENOW_API_URL: sim.url,

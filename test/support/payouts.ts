@@ -19,12 +19,14 @@ export async function saveChannel(payrail: TestPayrail, id: string, body: Record
 
 /**
  * A signed finished IPN for the channel, expecting it recorded (200); returns the payment id. Its outcome reaches the
- * host wallet on chain first, as NOWPayments forwards it before `finished`.
+ * host wallet on chain first, as NOWPayments forwards it before `finished`; `afterForward` runs between the two (a test
+ * that empties the host wallet does it there, so the forward cannot pay what the test means to leave unpaid).
  */
-export async function sendFinished(payrail: TestPayrail, paymentId: number, channelId: string): Promise<string> {
+export async function sendFinished(payrail: TestPayrail, paymentId: number, channelId: string, options: { afterForward?: () => Promise<void> } = {}): Promise<string> {
   const body = ipnBody({ payment_id: paymentId, order_id: `PGP-1|${channelId}` });
   const { raw, headers } = signed(body, IPN_SECRET);
   await payrail.forwardOutcome(raw);
+  await options.afterForward?.();
   const res = await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
   expect(res.status).toBe(200);
   return String(body.payment_id);
