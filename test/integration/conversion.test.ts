@@ -19,7 +19,7 @@ let payrail: TestPayrail | undefined;
 let nextPaymentId = 8_000_000_000;
 
 async function start(env: Record<string, string> = {}, crashPoint?: Parameters<typeof startTestPayrail>[1] extends infer O ? O extends { crashPoint?: infer C } ? C : never : never) {
-  payrail = await startTestPayrail(db, { env: { ...outside.env, ...env }, ...(crashPoint && { crashPoint }) });
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env }, ...(crashPoint && { crashPoint }) });
   return payrail;
 }
 
@@ -31,6 +31,7 @@ async function channel(id: string, thresholdUsd: string) {
 async function pay(channelId: string): Promise<string> {
   const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
   const { raw, headers } = signed(body, IPN_SECRET);
+  await payrail!.forwardOutcome(raw);
   const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
   expect(res.status).toBe(200);
   return String(body.payment_id);
@@ -200,6 +201,7 @@ describe('conversion of pending ETH to USDT', () => {
     await channel('-1003000000009', '1000');
     const body = ipnBody({ payment_id: nextPaymentId++, order_id: 'PGP-1|-1003000000009' });
     const { raw, headers } = signed(JSON.stringify(body).replace('"outcome_amount":0.00487', '"outcome_amount":0.0005'), IPN_SECRET);
+    await payrail!.forwardOutcome(raw);
     expect((await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
     const id = String(body.payment_id);
     // Below ChangeNow's minimum it waits; once it waited CONVERSION_MAX_WAIT an exchange is tried and refused.

@@ -18,6 +18,7 @@ import { applyPayoutAction, HANDLED_TASKS, pipelineCron, reconcile, type CrashPo
 import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
 import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
 import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
@@ -58,7 +59,7 @@ function depsWith(options: { crashAt?: CrashPoint; handle?: DatabaseHandle } = {
 }
 
 async function startWorker(logs?: LogSink): Promise<void> {
-  worker = await startTestPayrail(db, { roles: { web: false, worker: true }, env: { ...outside.env, CONVERSION_MIN_USD: '1' }, ...(logs && { logs }) });
+  worker = await startTestPayrail(db, { outside, roles: { web: false, worker: true }, env: { ...outside.env, CONVERSION_MIN_USD: '1' }, ...(logs && { logs }) });
 }
 
 // --- the pipeline by hand ---------------------------------------------------------------------------------------
@@ -258,7 +259,8 @@ async function expectOneExchangeOneTransfer(kind: 'conversion' | 'payout', id: s
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
-  web = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  await bookHostFunding(db, outside);
+  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
 });
 beforeEach(() => {
   sink = logSink();
@@ -273,8 +275,12 @@ afterEach(async () => {
 });
 afterAll(async () => {
   await web?.stop();
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('exchanges created at ChangeNow whose creation was never recorded', () => {
