@@ -10,6 +10,7 @@ import { buildHttpApp } from '../../src/http/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { createMetrics } from '../../src/metrics/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -80,6 +81,7 @@ async function postIpn(payrail: TestPayrail, raw: string, headers: Record<string
 async function pay(payrail: TestPayrail, channelId: string, overrides: Record<string, unknown> = {}): Promise<{ id: number; status: number }> {
   const id = nextPaymentId++;
   const { raw, headers } = signed(ipnBody({ payment_id: id, order_id: `PGP-1|${channelId}`, ...overrides }), IPN_SECRET);
+  await payrail.forwardOutcome(raw);
   return { id, status: await postIpn(payrail, raw, headers) };
 }
 
@@ -361,16 +363,21 @@ describe('GET /metrics through a worker run', () => {
   beforeAll(async () => {
     outside = await startOutside();
     db = await createTestDatabase();
+    await bookHostFunding(db, outside);
   });
   afterAll(async () => {
-    await db?.close();
-    await outside?.stop();
+    try {
+      if (db && outside) await expectLedgerEqualsChain(db, outside);
+    } finally {
+      await db?.close();
+      await outside?.stop();
+    }
   });
 
   it('payrail start: one /metrics carries ChangeNow calls, job attempts and the exact amounts converted and paid out', async () => {
     // Two payments are worth ≈ 27 USDT: the first alone stays below the 20 USD minimum, the second makes one
     // conversion of both, and the channel's balance is then over its 20 USD threshold: one batch, paid out.
-    const payrail = await start(db, { env: { ...outside.env, CONVERSION_MIN_USD: '20' } });
+    const payrail = await start(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '20' } });
     await channel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '20.00' });
     expect((await pay(payrail, THRESHOLD)).status).toBe(200);
     expect((await pay(payrail, THRESHOLD)).status).toBe(200);
@@ -402,8 +409,8 @@ describe('GET /metrics through a worker run', () => {
 
   it('payrail worker: serves its own /metrics on WORKER_METRICS_PORT, behind METRICS_TOKEN; the web process keeps the database figures', async () => {
     const port = await freePort();
-    const worker = await start(db, { roles: { web: false, worker: true }, env: { ...outside.env, WORKER_METRICS_PORT: String(port), METRICS_TOKEN } });
-    const web = await start(db, { roles: { web: true, worker: false }, env: { ...outside.env, METRICS_TOKEN } });
+    const worker = await start(db, { outside, roles: { web: false, worker: true }, env: { ...outside.env, WORKER_METRICS_PORT: String(port), METRICS_TOKEN } });
+    const web = await start(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, METRICS_TOKEN } });
     expect(worker.metricsUrl).toBe(`http://127.0.0.1:${port}`);
     const workerUrl = worker.metricsUrl as string;
     expect((await scrape(workerUrl)).status).toBe(401);
