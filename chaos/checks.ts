@@ -327,10 +327,10 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
  * capital when the run starts) and NOWPayments' forwarding of each finished payment's outcome (taken as arrived when
  * payrail credits it), so a forward for a payment payrail never credited is printed beside the terms.
  *
- * One term payrail cannot book: the ETH that the host wallet's transactions from outside payrail spent (a nonce_taken
- * fault's zero-value self-transfer, signed by another holder of the key, pays its gas from the host wallet, and no
- * journal records it; payrail has no booking for an operator's own transaction). It is read from the chain (each
- * mined outside transaction's gas, plus any value it sent away) and must be payrail's whole ETH difference, exactly.
+ * The host wallet's transactions from outside payrail (a nonce_taken fault's zero-value self-transfer, signed by
+ * another holder of the key, pays its gas from the host wallet) are booked by the operator with `payrail withdrawal`
+ * before the checks; what they spent is read from the chain and printed beside the terms, and the difference must
+ * still be exactly zero.
  */
 async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments: PlannedPayment[]): Promise<CheckReport> {
   const figures: string[] = [];
@@ -357,12 +357,11 @@ async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments
 
   const report = await checkLedgerAgainstChain(db.db, { wallet: world.hostReader, usdtContract: world.usdt });
   for (const a of report.assets) {
-    const outside = a.asset === 'eth' ? outsideSpentWei : 0n;
-    const terms = `on chain ${a.onChain}; ledger held by the platform ${a.ledgerHeld} − mined not booked out ${a.leftNotBooked} (${a.inFlight.length} transfer(s))${a.asset === 'eth' ? ` − gas of mined versions not booked ${a.gasNotBooked}` : ''} = expected ${a.expected}; difference ${a.difference}${a.asset === 'eth' ? ` (spent by ${outsideMined} host transaction(s) from outside payrail: ${outsideSpentWei})` : ''}`;
+    const terms = `on chain ${a.onChain}; ledger held by the platform ${a.ledgerHeld} − mined not booked out ${a.leftNotBooked} (${a.inFlight.length} transfer(s))${a.asset === 'eth' ? ` − gas of mined versions not booked ${a.gasNotBooked}` : ''} = expected ${a.expected}; difference ${a.difference}${a.asset === 'eth' ? ` (${outsideMined} host transaction(s) from outside payrail spent ${outsideSpentWei}, booked as withdrawals)` : ''}`;
     figures.push(`ledger = chain, ${a.asset}: ${terms}`);
-    if (a.difference !== -outside) {
+    if (a.difference !== 0n) {
       const inFlight = a.inFlight.slice(0, 5).map((t) => `${t.transferId} ${t.purpose}:${t.ref} ${t.amount}`).join('; ');
-      violations.push(`ledger ≠ chain (${a.asset}): ${terms}; unexplained ${a.difference + outside}${inFlight ? `; mined not booked out: ${inFlight}${a.inFlight.length > 5 ? '; …' : ''}` : ''}${a.asset === 'eth' ? `; ${forwards}` : ''}`);
+      violations.push(`ledger ≠ chain (${a.asset}): ${terms}; unexplained ${a.difference}${inFlight ? `; mined not booked out: ${inFlight}${a.inFlight.length > 5 ? '; …' : ''}` : ''}${a.asset === 'eth' ? `; ${forwards}` : ''}`);
     }
   }
   figures.push(forwards);

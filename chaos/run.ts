@@ -8,18 +8,22 @@ import path from 'node:path';
 import { prepareDatabase } from '../src/app.ts';
 import { openPool, type DatabaseHandle } from '../src/db/index.ts';
 import { createLogger } from '../src/log.ts';
-import { recordDeposit } from '../src/treasury/index.ts';
+import { recordDeposit, recordWithdrawal, TreasuryRefused } from '../src/treasury/index.ts';
 import { runChecks, classify, diagnostics, liveJobKeys } from './checks.ts';
 import { clearFaults, inject, planFaults, TRANSFER_MAX_FEE_GWEI } from './faults.ts';
 import { sleep } from './net.ts';
 import { startChaosPostgres, type ChaosPostgres } from './postgres.ts';
 import { Fleet } from './processes.ts';
 import { Rng } from './rng.ts';
-import { forwardOutcomes, makeChannels, planPayments, sendPayments } from './traffic.ts';
+import { forwardOutcomes, makeChannels, planPayments, sendPayments, type PlannedPayment } from './traffic.ts';
 import { startWorld, type World } from './world.ts';
 
 /** Booked 4 blocks deep (the reorg fault replaces at most 3). */
 const CHAIN_CONFIRMATIONS = 4;
+/** After the alert pass: long enough for conversions a 401 held to be converted and paid (a few batches). */
+const AFTER_ALERT_SETTLE_MS = 60_000;
+/** An outside transaction reaches CHAIN_CONFIRMATIONS deep in about that many ticker blocks. */
+const OUTSIDE_DEPTH_WAIT_MS = 15_000;
 
 /** /health answers 200 once a worker's heartbeat is in: the workers are up before anything is sent. */
 async function waitForWorkers(webUrl: string, timeoutMs: number): Promise<void> {
@@ -215,34 +219,12 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     await clearFaults(world);
     say('faults over; settling');
 
-    // Settle: until nothing is in flight (twice in a row), bounded.
-    const deadline = Date.now() + options.settleTimeoutMs;
-    let calm = 0;
-    let lastLine = 0;
-    while (Date.now() < deadline) {
-      try {
-        const outcomes = await classify(db.pool, payments);
-        const live = await liveJobKeys(db.pool);
-        const inFlight = outcomes.filter((o) => o.state === 'in_flight');
-        // A payout whose transfer waits in review waits for a person, not for the system: it is not in flight.
-        const openPayouts = Number((await db.pool.query<{ n: number }>(
-          `select count(*)::int as n from payouts p left join chain_transfers t on t.transfer_id = p.transfer_id
-           where p.status in ('pending','exchange_requested','exchange_created','sent') and t.status is distinct from 'needs_review'`,
-        )).rows[0]?.n ?? 0);
-        calm = inFlight.length === 0 && openPayouts === 0 ? calm + 1 : 0;
-        if (calm >= 2) break;
-        if (Date.now() - lastLine > 5_000) {
-          lastLine = Date.now();
-          const jobless = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
-          say(`settling: ${inFlight.length} payments in flight (${jobless.length} without a job${jobless[0] ? `, e.g. ${jobless[0].paymentId}: ${jobless[0].detail}` : ''}), ${openPayouts} open payouts`);
-        }
-      } catch (error) {
-        say(`settling: query failed (${(error as Error).message}); retrying`);
-      }
-      await sleep(1_000);
-    }
-    say(calm >= 2 ? 'settled' : `not settled within ${options.settleTimeoutMs / 1000} s; checking as it stands`);
+    const settled = await settle(db, payments, options.settleTimeoutMs, say);
+    say(settled ? 'settled' : `not settled within ${options.settleTimeoutMs / 1000} s; checking as it stands`);
     say(`waiting for an alert evaluation pass after the settle (every ALERT_INTERVAL, 1m here): ${(await awaitAlertPass(db, 90_000)) ? 'done' : 'none within 90 s'}`);
+    // Work can start again during that wait (conversions held by a 401 are released): the checks see it settled too.
+    if (settled && !(await settle(db, payments, AFTER_ALERT_SETTLE_MS, say))) say(`in flight again after the alert pass and not settled within ${AFTER_ALERT_SETTLE_MS / 1000} s`);
+    for (const line of await bookOutsideTransactions(db, world)) say(line);
 
     const report = await runChecks(db, world, fleet, channels, payments);
     const figures = [
@@ -272,4 +254,64 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     await postgres?.stop().catch(() => undefined);
     await new Promise<void>((resolve) => logStream.end(() => resolve()));
   }
+}
+
+/** Until nothing is in flight (twice in a row), bounded. True when it settled. */
+async function settle(db: DatabaseHandle, payments: PlannedPayment[], timeoutMs: number, say: (line: string) => void): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let calm = 0;
+  let lastLine = 0;
+  while (Date.now() < deadline) {
+    try {
+      const outcomes = await classify(db.pool, payments);
+      const live = await liveJobKeys(db.pool);
+      const inFlight = outcomes.filter((o) => o.state === 'in_flight');
+      // A payout whose transfer waits in review waits for a person, not for the system: it is not in flight.
+      const openPayouts = Number((await db.pool.query<{ n: number }>(
+        `select count(*)::int as n from payouts p left join chain_transfers t on t.transfer_id = p.transfer_id
+         where p.status in ('pending','exchange_requested','exchange_created','sent') and t.status is distinct from 'needs_review'`,
+      )).rows[0]?.n ?? 0);
+      calm = inFlight.length === 0 && openPayouts === 0 ? calm + 1 : 0;
+      if (calm >= 2) return true;
+      if (Date.now() - lastLine > 5_000) {
+        lastLine = Date.now();
+        const jobless = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
+        say(`settling: ${inFlight.length} payments in flight (${jobless.length} without a job${jobless[0] ? `, e.g. ${jobless[0].paymentId}: ${jobless[0].detail}` : ''}), ${openPayouts} open payouts`);
+      }
+    } catch (error) {
+      say(`settling: query failed (${(error as Error).message}); retrying`);
+    }
+    await sleep(1_000);
+  }
+  return false;
+}
+
+/**
+ * The operator's part after a nonce_taken: the wallet app's transaction spent gas from the host wallet outside
+ * payrail, and is booked with `payrail withdrawal` (recordWithdrawal) once deep enough, so ledger = chain is exact.
+ */
+async function bookOutsideTransactions(db: DatabaseHandle, world: World): Promise<string[]> {
+  const lines: string[] = [];
+  for (const o of world.outsideTxs) {
+    if (!(await world.hostReader.receipt(o.hash))) {
+      lines.push(`outside transaction ${o.hash} (nonce ${o.nonce}) not mined: nothing to book`);
+      continue;
+    }
+    const deadline = Date.now() + OUTSIDE_DEPTH_WAIT_MS;
+    for (;;) {
+      try {
+        const r = await recordWithdrawal(db.db, { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS }, { txHash: o.hash, from: 'capital', actor: 'chaos-operator' });
+        lines.push(`operator booked the outside transaction at nonce ${o.nonce} (payrail withdrawal): gas ${r.gasWei} wei, ${r.ethOut} wei sent away`);
+        break;
+      } catch (error) {
+        if (!(error instanceof TreasuryRefused)) throw error;
+        if (!error.message.includes('not yet as deep') || Date.now() > deadline) {
+          lines.push(`withdrawal of the outside transaction at nonce ${o.nonce} refused: ${error.message}`);
+          break;
+        }
+        await sleep(1_000);
+      }
+    }
+  }
+  return lines;
 }
