@@ -3,6 +3,7 @@
  * same end state as without the crash. The killed process's queue locks are released by the survivor's heartbeat.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -33,13 +34,18 @@ function worker(extra: Record<string, string> = {}): PayrailProcess {
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
-  web = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  await bookHostFunding(db, outside);
+  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
 });
 afterAll(async () => {
   for (const child of children) if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
   await web?.stop();
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('SIGKILL of a worker during a conversion', () => {
@@ -50,6 +56,7 @@ describe('SIGKILL of a worker during a conversion', () => {
     const doomed = worker({ PAYRAIL_CRASH_AT: point });
     const body = ipnBody({ payment_id: 9_100_000_000 + children.length, order_id: `PGP-1|${channelId}` });
     const { raw, headers } = signed(body, IPN_SECRET);
+    await web.forwardOutcome(raw);
     expect((await web.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
     await Promise.race([doomed.exited, new Promise((r) => setTimeout(r, 20_000))]);
     if (doomed.child.signalCode === null) throw new Error(`worker did not crash:\n${doomed.output()}`);

@@ -13,6 +13,7 @@ import { createPublicClient, http, type Hex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -49,14 +50,19 @@ function worker(extra: Record<string, string> = {}): PayrailProcess {
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
   // Intake only: every job runs in the worker processes below.
-  web = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
 });
 afterAll(async () => {
   for (const child of children) if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
   await web?.stop();
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 async function channel(body: Record<string, unknown>): Promise<string> {
@@ -67,6 +73,7 @@ async function channel(body: Record<string, unknown>): Promise<string> {
 
 async function pay(channelId: string): Promise<void> {
   const { raw, headers } = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` }), IPN_SECRET);
+  await web.forwardOutcome(raw);
   expect((await web.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
 }
 
