@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
-import type { Database, Db } from '../db/index.ts';
+import type { AlertInput } from '../alerts/index.ts';
+import type { ConversionState, Database, Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { enqueue } from '../jobs/index.ts';
@@ -143,16 +144,14 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
     // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
     const found = await deps.exchange.listExchanges({ userId: conversionId });
     if (found.length > 1) {
-      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`);
-      await stageAlert(deps, log, { rule: 'duplicate_exchanges', subject: conversionId, severity: 'critical', message: 'more than one exchange for a conversion', details: { conversionId, exchangeIds: found.map((e) => e.id) } });
+      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`, { rule: 'duplicate_exchanges', message: 'more than one exchange for a conversion', details: { exchangeIds: found.map((e) => e.id) } });
       return;
     }
     const [first] = found;
     if (first) {
       const amount = formatUnits(BigInt(conversion.amount_wei), 18);
       if (!['new', 'waiting'].includes(first.status) || first.expectedAmountFrom !== amount) {
-        await toReview(deps, conversionId, `found exchange ${first.id} is ${first.status} for ${first.expectedAmountFrom ?? '?'} ETH, expected a waiting exchange for ${amount}`);
-        await stageAlert(deps, log, { rule: 'exchange_mismatch', subject: conversionId, severity: 'critical', message: 'the exchange found for a conversion does not match it', details: { conversionId, exchangeId: first.id } });
+        await toReview(deps, conversionId, `found exchange ${first.id} is ${first.status} for ${first.expectedAmountFrom ?? '?'} ETH, expected a waiting exchange for ${amount}`, { rule: 'exchange_mismatch', message: 'the exchange found for a conversion does not match it', details: { exchangeId: first.id } });
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -292,15 +291,31 @@ export async function releaseWithHold(trx: Transaction<Database>, conversionId: 
   await releasePaymentsIn(trx, conversionId, 'failed', reason);
 }
 
+/** States a conversion leaves for needs_review: every one a stage still works on (never a final one). */
+export const CONVERSION_REVIEWABLE: readonly ConversionState[] = ['pending', 'exchange_requested', 'exchange_created', 'sent'];
+
+/** What the review tells a person, raised only when the conversion did move to review. */
+export type ReviewAlert = Pick<AlertInput, 'rule' | 'message'> & { details?: Record<string, unknown> };
+
 /**
- * Ends a conversion whose ETH may be gone: a person decides, the payments stay out of every batch. In the caller's
- * transaction when given one (the reconciler decides under the conversion's row lock).
+ * Ends a conversion whose ETH may be gone: a person decides, the payments stay out of every batch. Only from a state a
+ * stage still works on: a poll that looked before another run settled (a reaped worker still alive) must not turn a
+ * completed conversion into one in review, which a retry would settle again. True when it moved; the alert is raised
+ * then only. In the caller's transaction when given one (the reconciler decides under the conversion's row lock).
  */
-export async function toReview(deps: StageDeps, conversionId: string, reason: string, within?: Transaction<Database>): Promise<void> {
+export async function toReview(deps: StageDeps, conversionId: string, reason: string, alert: ReviewAlert | null, within?: Transaction<Database>): Promise<boolean> {
   const review = async (trx: Transaction<Database>) => {
-    await trx.updateTable('conversions').set({ status: 'needs_review', reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+    const moved = await trx
+      .updateTable('conversions')
+      .set({ status: 'needs_review', reason, updated_at: sql`now()` })
+      .where('conversion_id', '=', conversionId)
+      .where('status', 'in', CONVERSION_REVIEWABLE)
+      .returning('conversion_id')
+      .executeTakeFirst();
+    if (!moved) return false;
     await trx.updateTable('payments').set({ conversion_status: 'failed', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
+    if (alert) await stageAlert(deps, deps.logger.child({ conversionId }), { rule: alert.rule, subject: conversionId, severity: 'critical', message: alert.message, details: { conversionId, reason, ...alert.details } }, trx);
+    return true;
   };
-  if (within) await review(within);
-  else await deps.db.transaction().execute(review);
+  return within ? review(within) : deps.db.transaction().execute(review);
 }

@@ -168,9 +168,9 @@ export async function resume(trx: Transaction<Database>, rule: DeadlineRule, ite
  */
 export async function review(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<void> {
   if (rule.kind === 'conversion') {
-    await conversionToReview(deps, item.id, reason, trx);
-    // The conversion review path leaves the alert to its caller, as every stage that sends one there does.
-    deps.logger.error({ event: 'alert', alert: 'conversion_stuck', conversionId: item.id, reason }, 'conversion stuck; sent to review by the reconciler');
+    if (await conversionToReview(deps, item.id, reason, null, trx)) {
+      deps.logger.error({ event: 'alert', alert: 'conversion_stuck', conversionId: item.id, reason }, 'conversion stuck; sent to review by the reconciler');
+    }
   } else if (rule.kind === 'payout') {
     await payoutToReview(deps, item.id, reason, 'payout_stuck', trx);
   } else {

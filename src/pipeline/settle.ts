@@ -30,8 +30,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     if (error.kind === 'permanent') await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a status request', details: { conversionId, code: error.code, endpoint: error.endpoint } });
     else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
     if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`);
-      await stageAlert(deps, log, { rule: 'conversion_stuck', subject: conversionId, severity: 'critical', message: 'no exchange status past the poll deadline; sent to review', details: { conversionId, code: error.code } });
+      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`, { rule: 'conversion_stuck', message: 'no exchange status past the poll deadline; sent to review', details: { code: error.code } });
       return;
     }
     await pollLater();
@@ -40,8 +39,7 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
 
   if (status.status === 'finished') {
     if (status.amountTo === null || status.payoutHash === null) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`);
-      await stageAlert(deps, log, { rule: 'conversion_unverifiable', subject: conversionId, severity: 'critical', message: 'finished exchange without amount or payout hash; sent to review', details: { conversionId } });
+      await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`, { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' });
       return;
     }
     // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
@@ -49,16 +47,14 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     const received = deps.usdtContract ? await deps.wallet.tokenReceived(status.payoutHash as `0x${string}`, deps.usdtContract, deps.hostAddress as `0x${string}`) : null;
     if (received === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`);
-        await stageAlert(deps, log, { rule: 'conversion_payout_missing', subject: conversionId, severity: 'critical', message: 'ChangeNow payout not found on chain; sent to review', details: { conversionId, payoutHash: status.payoutHash } });
+        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`, { rule: 'conversion_payout_missing', message: 'ChangeNow payout not found on chain; sent to review', details: { payoutHash: status.payoutHash } });
         return;
       }
       await pollLater();
       return;
     }
     if (received < expected) {
-      await toReview(deps, conversionId, `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`);
-      await stageAlert(deps, log, { rule: 'conversion_payout_short', subject: conversionId, severity: 'critical', message: 'ChangeNow payout short; sent to review', details: { conversionId, payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() } });
+      await toReview(deps, conversionId, `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`, { rule: 'conversion_payout_short', message: 'ChangeNow payout short; sent to review', details: { payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() } });
       return;
     }
     deps.crashPoint?.('before_settle');
@@ -70,16 +66,14 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     const refunded = status.refundHash === null ? null : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
     if (refunded === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(deps, conversionId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`);
-        await stageAlert(deps, log, { rule: 'conversion_refund_missing', subject: conversionId, severity: 'critical', message: 'refund not found on chain; sent to review', details: { conversionId, refundHash: status.refundHash } });
+        await toReview(deps, conversionId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`, { rule: 'conversion_refund_missing', message: 'refund not found on chain; sent to review', details: { refundHash: status.refundHash } });
         return;
       }
       await pollLater();
       return;
     }
     if (refunded < BigInt(conversion.amount_wei)) {
-      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(BigInt(conversion.amount_wei), 18)} ETH (refund ${status.refundHash})`);
-      await stageAlert(deps, log, { rule: 'conversion_refund_short', subject: conversionId, severity: 'critical', message: 'refund short of the ETH sent; sent to review', details: { conversionId, refundHash: status.refundHash } });
+      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(BigInt(conversion.amount_wei), 18)} ETH (refund ${status.refundHash})`, { rule: 'conversion_refund_short', message: 'refund short of the ETH sent; sent to review', details: { refundHash: status.refundHash } });
       return;
     }
     const refundHash = status.refundHash as string;
@@ -91,21 +85,18 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
       return true;
     });
     if (!claimed) {
-      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`);
-      await stageAlert(deps, log, { rule: 'conversion_refund_reused', subject: conversionId, severity: 'critical', message: 'refund hash already used; sent to review', details: { conversionId, refundHash } });
+      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, { rule: 'conversion_refund_reused', message: 'refund hash already used; sent to review', details: { refundHash } });
       return;
     }
     await stageAlert(deps, log, { rule: 'conversion_refunded', subject: conversionId, severity: 'critical', message: 'conversion exchange refunded; payments back to pending', details: { conversionId } });
     return;
   }
   if (status.status === 'failed' || status.status === 'expired') {
-    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`);
-    await stageAlert(deps, log, { rule: 'conversion_failed', subject: conversionId, severity: 'critical', message: 'conversion exchange failed; sent to review', details: { conversionId, exchangeStatus: status.status } });
+    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`, { rule: 'conversion_failed', message: 'conversion exchange failed; sent to review', details: { exchangeStatus: status.status } });
     return;
   }
   if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`);
-    await stageAlert(deps, log, { rule: 'conversion_stuck', subject: conversionId, severity: 'critical', message: 'conversion exchange past its deadline; sent to review', details: { conversionId, exchangeStatus: status.status } });
+    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`, { rule: 'conversion_stuck', message: 'conversion exchange past its deadline; sent to review', details: { exchangeStatus: status.status } });
     return;
   }
   await pollLater();
@@ -155,8 +146,7 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
   });
   if (typeof settled === 'string') {
     const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already credited conversion ${settled.slice('hash_used:'.length)}`;
-    await toReview(deps, conversionId, `payout ${hash} ${usedBy}`);
-    await stageAlert(deps, deps.logger, { rule: 'conversion_payout_reused', subject: conversionId, severity: 'critical', message: 'ChangeNow named a payout already credited; sent to review', details: { conversionId, payoutHash: hash } });
+    await toReview(deps, conversionId, `payout ${hash} ${usedBy}`, { rule: 'conversion_payout_reused', message: 'ChangeNow named a payout already credited; sent to review', details: { payoutHash: hash } });
     return;
   }
   if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');

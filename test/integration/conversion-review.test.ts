@@ -86,7 +86,7 @@ async function channelUsdt(channelId: string): Promise<string> {
 const exchangesFor = (conversionId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
 
 /** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
-const review = (conversionId: string, reason: string) => toReview({ db: db.db } as unknown as StageDeps, conversionId, reason);
+const review = (conversionId: string, reason: string) => toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null);
 
 beforeAll(async () => {
   outside = await startOutside();
@@ -247,6 +247,16 @@ describe('conversion review', () => {
     await reaches(id, 'completed');
     expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
     expect((await checkLedger(db.db)).problems).toEqual([]);
+
+    // A poll that read `sent` before another run settled (a reaped worker still alive) decides on review late: the
+    // completed conversion stays completed, so no retry can settle it a second time.
+    expect(await review(id, 'a late poll: exchange still exchanging past the poll deadline')).toBe(false);
+    expect(await get(id)).toMatchObject({ status: 'completed', reason: null });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
+    const fromCompleted = await retry(id);
+    expect(fromCompleted.status).toBe(409);
+    expect(fromCompleted.body.error).toBe(`cannot retry conversion ${id}: a conversion in state completed cannot be retried`);
+    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
 
     expect((await retry('conv_0123456789abcdef')).status).toBe(404);
     expect((await payrail!.request('GET', '/api/conversions/conv_0123456789abcdef')).status).toBe(404);
