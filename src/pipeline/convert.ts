@@ -15,6 +15,7 @@ import { formatUnits, parseUnitsFloor } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { withRunLock } from './run-lock.ts';
 import { stageAlert } from './alert.ts';
+import { createdMismatch, statusMismatch, type ExchangeAsk } from './exchange-answer.ts';
 import { createTransfer, type TransferHooks } from './transfer/index.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
@@ -25,6 +26,11 @@ export const CONVERSION_BATCH_QUEUE = 'conversion_batch';
 
 /** Where ChangeNow should send what it owes us when a swap fails: the host wallet. */
 const PAIR = { fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth' } as const;
+
+/** A conversion's exchange: the batch's ETH in, USDT out to the host wallet, any refund back to it. */
+function askFor(deps: StageDeps, fromAmount: string): ExchangeAsk {
+  return { ...PAIR, fromAmount, payoutAddress: deps.hostAddress, refundAddress: deps.hostAddress };
+}
 
 /**
  * The check after intake: queue a conversion_batch run soon. It runs after the intake commit, at most once per
@@ -150,8 +156,9 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
     const [first] = found;
     if (first) {
       const amount = formatUnits(BigInt(conversion.amount_wei), 18);
-      if (!['new', 'waiting'].includes(first.status) || first.expectedAmountFrom !== amount) {
-        await toReview(deps, conversionId, `found exchange ${first.id} is ${first.status} for ${first.expectedAmountFrom ?? '?'} ETH, expected a waiting exchange for ${amount}`, { rule: 'exchange_mismatch', message: 'the exchange found for a conversion does not match it', details: { exchangeId: first.id } });
+      const wrong = ['new', 'waiting'].includes(first.status) ? statusMismatch(askFor(deps, amount), first) : `status ${first.status} (expected a waiting exchange)`;
+      if (wrong) {
+        await toReview(deps, conversionId, `found exchange ${first.id} does not match the conversion: ${wrong}`, { rule: 'exchange_mismatch', message: 'the exchange found for a conversion does not match it', details: { exchangeId: first.id } });
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -174,16 +181,10 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
         .where('conversion_id', '=', conversionId)
         .execute();
     });
+    const ask = askFor(deps, formatUnits(BigInt(conversion.amount_wei), 18));
+    let created;
     try {
-      const created = await deps.exchange.createExchange({
-        ...PAIR,
-        fromAmount: formatUnits(BigInt(conversion.amount_wei), 18),
-        address: deps.hostAddress,
-        refundAddress: deps.hostAddress,
-        userId: conversionId,
-        payload: { conversionId },
-      });
-      exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+      created = await deps.exchange.createExchange({ ...PAIR, fromAmount: ask.fromAmount, address: ask.payoutAddress, refundAddress: ask.refundAddress, userId: conversionId, payload: { conversionId } });
     } catch (error) {
       if (error instanceof ChangeNowError && error.kind === 'permanent') {
         await deps.db.transaction().execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
@@ -194,6 +195,13 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       throw error;
     }
     deps.crashPoint?.('after_exchange_created');
+    // Never funded when it is not the exchange asked for: it waits at ChangeNow until it expires.
+    const wrong = createdMismatch(ask, created);
+    if (wrong) {
+      await toReview(deps, conversionId, `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`, { rule: 'exchange_mismatch', message: 'ChangeNow answered a conversion exchange unlike the request; not funded', details: { exchangeId: created.id } });
+      return;
+    }
+    exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
   }
 
   const payin = exchange;

@@ -26,6 +26,7 @@ import type { StageDeps } from './interfaces.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
 import { createTransfer, TransferNotReady, type TransferHooks } from './transfer/index.ts';
 import { stageAlert } from './alert.ts';
+import { createdMismatch, statusMismatch, type ExchangeAsk } from './exchange-answer.ts';
 
 export type Payout = Selectable<PayoutsTable>;
 
@@ -58,8 +59,17 @@ export async function loadPayout(db: Db | Transaction<Database>, payoutId: strin
 }
 
 /** The pair's "from" side: what payrail holds for the payout, on the host wallet's network. */
-function fromSide(payout: Payout) {
-  return { fromCurrency: payout.asset, fromNetwork: 'eth' };
+/** A payout's exchange: the payout's amount from the host wallet, out to the owner's wallet, any refund back. */
+function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
+  return {
+    fromCurrency: payout.asset,
+    fromNetwork: 'eth',
+    toCurrency: payout.payout_currency,
+    toNetwork: payout.payout_network,
+    fromAmount: amountText(payout),
+    payoutAddress: payout.wallet_address,
+    refundAddress: deps.hostAddress,
+  };
 }
 
 function amountText(payout: Payout): string {
@@ -242,7 +252,7 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
   if (limit === null) return false;
   if (payout.asset === 'usdt') return BigInt(payout.amount) > limit * USDT_UNITS_PER_CENT;
   try {
-    const estimate = await deps.exchange.estimate({ ...fromSide(payout), toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
+    const estimate = await deps.exchange.estimate({ fromCurrency: payout.asset, fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
     return parseUnitsFloor(estimate.toAmount, 2).units > limit;
   } catch (error) {
     // Too small for ChangeNow to value is too small to need a person.
@@ -254,7 +264,7 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
 /** Asks ChangeNow whether the pair takes this amount before asking for an exchange. False when the payout stopped. */
 async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean> {
   try {
-    await deps.exchange.estimate({ ...fromSide(payout), toCurrency: payout.payout_currency, toNetwork: payout.payout_network, fromAmount: amountText(payout) });
+    await deps.exchange.estimate({ fromCurrency: payout.asset, fromNetwork: 'eth', toCurrency: payout.payout_currency, toNetwork: payout.payout_network, fromAmount: amountText(payout) });
     return true;
   } catch (error) {
     if (await stopOnRefusal(deps, payout, error)) return false;
@@ -304,9 +314,9 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
     }
     const [first] = found;
     if (first) {
-      const matches = ['new', 'waiting'].includes(first.status) && first.expectedAmountFrom === amountText(payout) && first.payoutAddress.toLowerCase() === payout.wallet_address.toLowerCase();
-      if (!matches) {
-        await toReview(deps, payoutId, `found exchange ${first.id} (${first.status}, ${first.expectedAmountFrom ?? '?'} to ${first.payoutAddress}) does not match the payout`, 'exchange_mismatch');
+      const wrong = ['new', 'waiting'].includes(first.status) ? statusMismatch(askFor(deps, payout), first) : `status ${first.status} (expected a waiting exchange)`;
+      if (wrong) {
+        await toReview(deps, payoutId, `found exchange ${first.id} does not match the payout: ${wrong}`, 'exchange_mismatch');
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -328,23 +338,32 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
       .executeTakeFirst();
     // Cancelled meanwhile: ask for nothing.
     if (!requested) return;
+    const ask = askFor(deps, payout);
+    let created;
     try {
-      const created = await deps.exchange.createExchange({
-        ...fromSide(payout),
-        toCurrency: payout.payout_currency,
-        toNetwork: payout.payout_network,
-        fromAmount: amountText(payout),
-        address: payout.wallet_address,
-        refundAddress: deps.hostAddress,
+      created = await deps.exchange.createExchange({
+        fromCurrency: ask.fromCurrency,
+        fromNetwork: ask.fromNetwork,
+        toCurrency: ask.toCurrency,
+        toNetwork: ask.toNetwork,
+        fromAmount: ask.fromAmount,
+        address: ask.payoutAddress,
+        refundAddress: ask.refundAddress,
         userId: payoutId,
         payload: { payoutId },
       });
-      exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
     } catch (error) {
       if (await stopOnRefusal(deps, payout, error)) return;
       throw error;
     }
     deps.crashPoint?.('payout_after_exchange_created');
+    // Never funded when it is not the exchange asked for (another payout address is someone else's money).
+    const wrong = createdMismatch(ask, created);
+    if (wrong) {
+      await toReview(deps, payoutId, `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`, 'exchange_mismatch');
+      return;
+    }
+    exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
   }
 
   const payin = exchange;

@@ -152,6 +152,12 @@ describe('ChangeNow client: happy paths', () => {
       fromAmount: '0.1455',
       toAmount: '435.49999999999994',
       payinExtraId: null,
+      // The request's echoes, compared with it before the exchange is funded.
+      fromCurrency: 'eth',
+      fromNetwork: 'eth',
+      toCurrency: 'usdt',
+      toNetwork: 'eth',
+      refundAddress: null,
     });
 
     const [request] = requests as [Recorded];

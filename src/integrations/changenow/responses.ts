@@ -28,6 +28,12 @@ export interface CreatedExchange {
   toAmount: string;
   /** Memo/tag the deposit must carry (XRP, XLM, TON…); null when the pay-in network needs none. */
   payinExtraId: string | null;
+  /** Echoes of the request, when ChangeNow sends them (null when it does not): compared with what was asked. */
+  fromCurrency: string | null;
+  toCurrency: string | null;
+  fromNetwork: string | null;
+  toNetwork: string | null;
+  refundAddress: string | null;
 }
 
 export interface ExchangeStatus {
@@ -86,6 +92,11 @@ export const createdExchangeSchema = z.object({
   fromAmount: amount,
   toAmount: amount,
   payinExtraId: optionalText,
+  fromCurrency: optionalText,
+  toCurrency: optionalText,
+  fromNetwork: optionalText,
+  toNetwork: optionalText,
+  refundAddress: optionalText,
 }) satisfies z.ZodType<CreatedExchange, unknown>;
 
 export const exchangeStatusSchema = z.object({

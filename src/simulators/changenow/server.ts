@@ -42,8 +42,18 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout'];
-export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | null;
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout', 'wrong_payout_address', 'wrong_amount'];
+/**
+ * How the next exchange misbehaves: it ends failed or refunded, finishes paying one unit short, or is created unlike
+ * the request (another payout address, or expecting twice the amount), as a compromised or buggy exchange could.
+ */
+export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | 'wrong_payout_address' | 'wrong_amount' | null;
+
+/** Another address of the same format: an EVM address at random, else the same text with its last character changed. */
+function otherAddress(address: string): string {
+  if (/^0x[0-9a-fA-F]{40}$/.test(address)) return privateKeyToAccount(generatePrivateKey()).address;
+  return `${address.slice(0, -1)}${address.endsWith('z') ? 'y' : 'z'}`;
+}
 
 export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
 export type ExchangeState = 'waiting' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
@@ -284,16 +294,16 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
         id: randomBytes(7).toString('hex'),
         status: 'waiting',
         fromCurrency: text('fromCurrency'), fromNetwork: text('fromNetwork'), toCurrency: text('toCurrency'), toNetwork: text('toNetwork'),
-        expectedAmountFrom: fromAmount.toFixed(),
+        expectedAmountFrom: (nextEnd === 'wrong_amount' ? fromAmount.mul(2) : fromAmount).toFixed(),
         expectedAmountTo: quote(pair, fromAmount, text('toCurrency')).toFixed(),
         amountFrom: null, amountTo: null,
         payinAddress: privateKeyToAccount(key).address, payinPrivateKey: key,
-        payoutAddress: input.address,
+        payoutAddress: nextEnd === 'wrong_payout_address' ? otherAddress(input.address) : input.address,
         refundAddress: typeof input.refundAddress === 'string' ? input.refundAddress : null,
         userId: typeof input.userId === 'string' ? input.userId : null,
         payload: input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload) ? (input.payload as Record<string, unknown>) : null,
         payinHash: null, payoutHash: null, refundHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
-        forcedEnd: nextEnd,
+        forcedEnd: nextEnd === 'wrong_payout_address' || nextEnd === 'wrong_amount' ? null : nextEnd,
       };
       nextEnd = null;
       exchanges.set(ex.id, ex);

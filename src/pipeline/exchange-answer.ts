@@ -1,0 +1,65 @@
+/**
+ * ChangeNow's answer compared with what payrail asked, before any money follows it: an exchange that would pay out
+ * to another address, take another amount, or swap other currencies is never funded. Every comparison names both
+ * values, so the review says what differed.
+ */
+import type { CreatedExchange, ExchangeStatus } from '../integrations/changenow/index.ts';
+import { normaliseAmount } from '../integrations/changenow/amount.ts';
+
+export interface ExchangeAsk {
+  readonly fromCurrency: string;
+  readonly fromNetwork: string;
+  readonly toCurrency: string;
+  readonly toNetwork: string;
+  /** Plain decimal text, as sent. */
+  readonly fromAmount: string;
+  readonly payoutAddress: string;
+  readonly refundAddress: string;
+}
+
+/** EVM addresses are compared without regard to their checksum letter case; every other format exactly. */
+function sameAddress(a: string, b: string): boolean {
+  const hex = /^0x[0-9a-fA-F]{40}$/;
+  return hex.test(a) && hex.test(b) ? a.toLowerCase() === b.toLowerCase() : a === b;
+}
+
+function sameAmount(a: string, b: string): boolean {
+  const left = normaliseAmount(a);
+  return left !== null && left === normaliseAmount(b);
+}
+
+type Check = readonly [field: string, asked: string, answered: string | null, same: (a: string, b: string) => boolean];
+
+function firstMismatch(checks: readonly Check[]): string | null {
+  const wrong = checks.filter(([, asked, answered, same]) => answered !== null && !same(asked, answered));
+  if (wrong.length === 0) return null;
+  return wrong.map(([field, asked, answered]) => `${field} ${answered ?? 'none'} (asked ${asked})`).join(', ');
+}
+
+const sameText = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+
+/** The create answer: payout address and amount always; currencies, networks and refund address when echoed. */
+export function createdMismatch(ask: ExchangeAsk, created: CreatedExchange): string | null {
+  return firstMismatch([
+    ['payoutAddress', ask.payoutAddress, created.payoutAddress, sameAddress],
+    ['fromAmount', ask.fromAmount, created.fromAmount, sameAmount],
+    ['refundAddress', ask.refundAddress, created.refundAddress, sameAddress],
+    ['fromCurrency', ask.fromCurrency, created.fromCurrency, sameText],
+    ['fromNetwork', ask.fromNetwork, created.fromNetwork, sameText],
+    ['toCurrency', ask.toCurrency, created.toCurrency, sameText],
+    ['toNetwork', ask.toNetwork, created.toNetwork, sameText],
+  ]);
+}
+
+/**
+ * An exchange found again by payrail's id (a crash between ChangeNow creating it and payrail recording it), or read
+ * at its end: it must pay the asked address, for the asked amount. At its end, `sentAmount` (what the chain shows
+ * payrail sent) is compared with the amount ChangeNow says it received.
+ */
+export function statusMismatch(ask: Pick<ExchangeAsk, 'payoutAddress' | 'fromAmount'>, status: ExchangeStatus, sentAmount?: string): string | null {
+  return firstMismatch([
+    ['payoutAddress', ask.payoutAddress, status.payoutAddress, sameAddress],
+    ['expectedAmountFrom', ask.fromAmount, status.expectedAmountFrom, sameAmount],
+    ...(sentAmount === undefined ? [] : [['amountFrom', sentAmount, status.amountFrom, sameAmount] as const]),
+  ]);
+}
