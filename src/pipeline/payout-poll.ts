@@ -12,6 +12,7 @@ import type { StageDeps } from './interfaces.ts';
 import { ChainUnavailableError } from '../integrations/wallet/index.ts';
 import { claimRefund } from './refunds.ts';
 import { stageAlert } from './alert.ts';
+import { statusMismatch } from './exchange-answer.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
 
 /** payout_poll */
@@ -36,6 +37,13 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
   }
 
   if (status.status === 'finished') {
+    // Paid out elsewhere, or for another deposit than the one the chain shows sent: never booked as the owner's.
+    const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
+    const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
+    if (wrong) {
+      await toReview(deps, payoutId, `exchange ${status.id} finished unlike the request: ${wrong}`, 'exchange_mismatch');
+      return;
+    }
     deps.crashPoint?.('payout_before_complete');
     await deps.db.transaction().execute(async (trx) => {
       const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();

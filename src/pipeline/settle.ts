@@ -8,6 +8,7 @@ import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
 import { enqueuePoll, releasePaymentsIn, toReview } from './convert.ts';
+import { statusMismatch } from './exchange-answer.ts';
 import { claimRefund } from './refunds.ts';
 import { stageAlert } from './alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
@@ -38,6 +39,13 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   }
 
   if (status.status === 'finished') {
+    // Paid out to another address than the host wallet, or for another deposit than the chain shows sent.
+    const sent = formatUnits(BigInt(conversion.amount_wei), 18);
+    const wrong = statusMismatch({ payoutAddress: deps.hostAddress, fromAmount: sent }, status, sent);
+    if (wrong) {
+      await toReview(deps, conversionId, `exchange ${status.id} finished unlike the request: ${wrong}`, { rule: 'exchange_mismatch', message: 'a conversion exchange finished unlike the request; not booked', details: { exchangeId: status.id } });
+      return;
+    }
     if (status.amountTo === null || status.payoutHash === null) {
       await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`, { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' });
       return;

@@ -66,6 +66,27 @@ describe('a conversion exchange created unlike the request', () => {
   });
 });
 
+describe('a conversion exchange that finishes unlike the request', () => {
+  it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async () => {
+    const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    outside.sim.failNextExchange('payout_elsewhere');
+    const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
+    const paymentId = await sendFinished(payrail, nextPaymentId++, channelId);
+    let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
+    await eventually('the conversion in review', async () => {
+      [conversion] = await query('select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentId]);
+      return conversion?.status === 'needs_review';
+    }, 20_000);
+    const [exchange] = exchangesFor(conversion!.conversion_id);
+    expect(exchange?.status).toBe('finished');
+    expect(conversion!.reason).toBe(`exchange ${exchange!.id} finished unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress})`);
+    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(usdtBefore);
+    expect(await outside.usdtBalanceOf(exchange!.payoutAddress)).toBeGreaterThan(0n);
+    expect(await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [paymentId])).toEqual([{ conversion_status: 'failed' }]);
+    expect(await query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [`channel:${channelId}`])).toEqual([]);
+  });
+});
+
 describe('a payout exchange created unlike the request', () => {
   it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async () => {
     const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });

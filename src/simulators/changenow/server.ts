@@ -42,12 +42,13 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout', 'wrong_payout_address', 'wrong_amount'];
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount'];
 /**
- * How the next exchange misbehaves: it ends failed or refunded, finishes paying one unit short, or is created unlike
- * the request (another payout address, or expecting twice the amount), as a compromised or buggy exchange could.
+ * How the next exchange misbehaves: it ends failed or refunded, finishes paying one unit short or paying another
+ * address, or is created unlike the request (another payout address, or expecting twice the amount), as a
+ * compromised or buggy exchange could.
  */
-export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | 'wrong_payout_address' | 'wrong_amount' | null;
+export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | null;
 
 /** Another address of the same format: an EVM address at random, else the same text with its last character changed. */
 function otherAddress(address: string): string {
@@ -189,6 +190,10 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     if (ex.forcedEnd === 'failed' || ex.forcedEnd === 'refunded') {
       ex.status = ex.forcedEnd;
       return;
+    }
+    if (ex.forcedEnd === 'payout_elsewhere') {
+      ex.payoutAddress = otherAddress(ex.payoutAddress);
+      ex.forcedEnd = null;
     }
     const pair = pairOf(ex.fromCurrency, ex.fromNetwork, ex.toCurrency, ex.toNetwork);
     const amountTo = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency);
