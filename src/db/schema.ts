@@ -90,6 +90,8 @@ export interface PaymentsTable {
   conversion_hold_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   usdt_amount: NullableNumeric;
   conversion_rate: NullableNumeric;
+  /** ETH ChangeNow kept when a conversion of this payment came back short; the next batch converts net − this. */
+  exchange_cost_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
   review_reason: string | null;
   conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
   payout_id: ColumnType<string | null, string | null | undefined, string | null>;
