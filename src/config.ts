@@ -20,7 +20,7 @@ export class ConfigError extends Error {
   }
 }
 
-const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_', 'WALLET_', 'ALERT_', 'RECONCILE_', 'METRICS_'];
+const OUR_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_', 'WEBHOOK_', 'TRUSTED_', 'WALLET_', 'ALERT_', 'RECONCILE_', 'METRICS_', 'PARTIAL_'];
 
 const port = z.coerce.number({ error: 'must be a port number' }).int().min(0).max(65535);
 const positiveInt = z.coerce.number({ error: 'must be a whole number' }).int().positive();
@@ -119,6 +119,24 @@ const schema = z.object({
         return z.NEVER;
       }
     }),
+  // ChangeNow refunds arrive less network fees: a refund at most this many percent short of what was sent settles by
+  // itself, the shortfall booked as ChangeNow's cost; a shorter one goes to a person.
+  CHANGENOW_REFUND_TOLERANCE: z
+    .string()
+    .default('2')
+    .transform((text, ctx): Percent => {
+      try {
+        return parsePercent(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
+  /**
+   * A partially_paid payment (less arrived than was asked): credited with its outcome_amount (credit), or kept for a
+   * person's credit or ignore (review).
+   */
+  PARTIAL_PAYMENTS: z.enum(['credit', 'review'], { error: 'must be credit or review' }).default('review'),
   WORKER_CONCURRENCY: positiveInt.max(64).default(4),
   WORKER_POLL_INTERVAL_MS: positiveInt.max(60_000).default(1000),
   // Below the queue's own limit of 25 attempts per job, so a payout always reaches review before its job gives up.

@@ -63,7 +63,7 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
 export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
   const candidates = await deps.db
     .selectFrom('payments')
-    .select(['payment_id', 'net_amount', 'credited_at'])
+    .select(['payment_id', 'credited_at', sql<string>`net_amount - exchange_cost_wei`.as('convertible')])
     .where('conversion_status', '=', 'pending')
     .where('review_reason', 'is', null)
     .where((eb) => eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]))
@@ -71,7 +71,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     .limit(deps.settings.maxPayments)
     .execute();
   if (candidates.length === 0) return null;
-  const totalWei = candidates.reduce((sum, p) => sum + BigInt(p.net_amount as string), 0n);
+  const totalWei = candidates.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
   const oldest = candidates[0]?.credited_at as Date;
   const waitedEnough = Date.now() - oldest.getTime() >= deps.settings.maxWaitMs;
   const ids = candidates.map((p) => p.payment_id);
@@ -93,7 +93,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
   const created = await deps.db.transaction().execute(async (trx) => {
     const locked = await trx
       .selectFrom('payments')
-      .select(['payment_id', 'channel_id', 'net_amount'])
+      .select(['payment_id', 'channel_id', sql<string>`net_amount - exchange_cost_wei`.as('convertible')])
       .where('payment_id', 'in', ids)
       .where('conversion_status', '=', 'pending')
       .where('review_reason', 'is', null)
@@ -104,11 +104,12 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     // Another run took some of them meanwhile: what is left is looked at again by the next run, never converted
     // on the strength of a valuation that included payments we do not hold.
     if (locked.length !== candidates.length) return false;
-    const amountWei = locked.reduce((sum, p) => sum + BigInt(p.net_amount as string), 0n);
+    // Less what an earlier exchange of the payment kept (a short refund): that ETH left the channel's balance.
+    const amountWei = locked.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
     await trx.insertInto('conversions').values({ conversion_id: conversionId, status: 'pending', from_asset: 'eth', to_asset: 'usdt', amount_wei: amountWei, payment_count: locked.length }).execute();
     await trx
       .insertInto('conversion_payments')
-      .values(locked.map((p) => ({ conversion_id: conversionId, payment_id: p.payment_id, channel_id: p.channel_id, net_wei: p.net_amount as string })))
+      .values(locked.map((p) => ({ conversion_id: conversionId, payment_id: p.payment_id, channel_id: p.channel_id, net_wei: p.convertible })))
       .execute();
     await trx
       .updateTable('payments')

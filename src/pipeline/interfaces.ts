@@ -2,6 +2,7 @@
  * What the pipeline needs from the outside world, as small interfaces: stages depend on these, and a test can hand
  * them the ChangeNow simulator and a wallet on anvil.
  */
+import type { Percent } from '../money/index.ts';
 import type { CreateExchangeRequest, CreatedExchange, Estimate, EstimateRequest, ExchangeStatus } from '../integrations/changenow/index.ts';
 import type { ChainWallet } from '../integrations/wallet/index.ts';
 import type { Db } from '../db/index.ts';
@@ -31,6 +32,11 @@ export interface ConversionSettings {
   payoutApprovalAboveUsdCents: bigint | null;
   /** A payout to a channel whose payout wallet changed less than this ago is held until this long after the change; unset or 0: none is. */
   walletChangeHoldMs?: number;
+  /**
+   * CHANGENOW_REFUND_TOLERANCE: a refund at most this short of what was sent (ChangeNow returns it less network fees)
+   * settles by itself, the shortfall booked as ChangeNow's cost; shorter goes to review. Unset: none is tolerated.
+   */
+  refundTolerance?: Percent;
 }
 
 /** How transfers meet a chain that reprices and reorganises. */

@@ -7,9 +7,9 @@ import { sql } from 'kysely';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
-import { enqueuePoll, releasePaymentsIn, toReview } from './convert.ts';
+import { enqueuePoll, toReview } from './convert.ts';
 import { statusMismatch } from './exchange-answer.ts';
-import { claimRefund } from './refunds.ts';
+import { returnConversionFunds, withinTolerance } from './conversion-outcomes.ts';
 import { stageAlert } from './alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
 import type { StageDeps } from './interfaces.ts';
@@ -80,17 +80,17 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
       await pollLater();
       return;
     }
-    if (refunded < BigInt(conversion.amount_wei)) {
-      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(BigInt(conversion.amount_wei), 18)} ETH (refund ${status.refundHash})`, { rule: 'conversion_refund_short', message: 'refund short of the ETH sent; sent to review', details: { refundHash: status.refundHash } });
+    const sent = BigInt(conversion.amount_wei);
+    if (!withinTolerance(sent, refunded, deps.settings.refundTolerance)) {
+      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(sent, 18)} ETH (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`, { rule: 'conversion_refund_short', message: 'refund short of the ETH sent; sent to review', details: { refundHash: status.refundHash } });
       return;
     }
     const refundHash = status.refundHash as string;
+    const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
     const claimed = await deps.db.transaction().execute(async (trx) => {
       const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
       if (current.status !== 'sent') return true;
-      if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'conversion', ref: conversionId, asset: 'eth', amount: refunded }))) return false;
-      await releasePaymentsIn(trx, conversionId, 'failed', `exchange refunded (refund ${refundHash})`);
-      return true;
+      return returnConversionFunds(trx, conversionId, refundHash, refunded, `exchange refunded (refund ${refundHash})${short}`);
     });
     if (!claimed) {
       await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, { rule: 'conversion_refund_reused', message: 'refund hash already used; sent to review', details: { refundHash } });

@@ -269,3 +269,34 @@ describe('conversion review', () => {
     expect(await auditOf(id)).toHaveLength(1);
   });
 });
+
+describe('a refund short of the ETH sent (ChangeNow returns it less network fees)', () => {
+  /** The fixture payment's net 0.0047239 ETH, refunded 1 % short by the simulator. */
+  const NET_WEI = 4_723_900_000_000_000n;
+  const SHORT_WEI = 47_239_000_000_000n;
+
+  it('within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow\'s cost, and the next batch converts what is left', async () => {
+    await start();
+    const channelId = await channel();
+    outside.sim.failNextExchange('refunded_short');
+    const paymentId = await pay(channelId);
+    const first = await conversionOf(paymentId);
+    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    const [refunded] = exchangesFor(first);
+    const conversions = (await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string }>(
+      'select c.conversion_id, c.status, c.reason, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [paymentId],
+    )).rows;
+    expect(conversions).toEqual([
+      { conversion_id: first, status: 'failed', reason: `exchange refunded (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`, amount_wei: NET_WEI.toString() },
+      { conversion_id: expect.any(String), status: 'completed', reason: null, amount_wei: (NET_WEI - SHORT_WEI).toString() },
+    ]);
+    expect((await db.pool.query('select exchange_cost_wei::text as cost from payments where payment_id = $1', [paymentId])).rows).toEqual([{ cost: SHORT_WEI.toString() }]);
+    const { rows } = await db.pool.query<{ code: string; amount: string }>(
+      "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'conversion_shortfall' and j.ref = $1 order by a.code", [first],
+    );
+    expect(rows).toEqual([{ code: `channel:${channelId}`, amount: (-SHORT_WEI).toString() }, { code: 'world:changenow', amount: SHORT_WEI.toString() }]);
+    // (0.0047239 − 0.000047239) ETH × 3000 − 1 USDT fee.
+    expect(await channelUsdt(channelId)).toBe('13029983');
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});

@@ -42,13 +42,14 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount'];
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount'];
 /**
- * How the next exchange misbehaves: it ends failed or refunded, finishes paying one unit short or paying another
+ * How the next exchange misbehaves: it ends failed or refunded (refunded_short: 1 % less, as network fees taken
+ * from a real refund would), finishes paying one unit short or paying another
  * address, or is created unlike the request (another payout address, or expecting twice the amount), as a
  * compromised or buggy exchange could.
  */
-export type ForcedEnd = 'failed' | 'refunded' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | null;
+export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | null;
 
 /** Another address of the same format: an EVM address at random, else the same text with its last character changed. */
 function otherAddress(address: string): string {
@@ -173,11 +174,14 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       return;
     }
     ex.updatedAt = new Date().toISOString();
-    if (ex.forcedEnd === 'refunded' && treasury && ex.refundAddress && ex.fromNetwork === 'eth' && (ex.fromCurrency === 'eth' || options.tokens?.[ex.fromCurrency])) {
+    const refunding = ex.forcedEnd === 'refunded' || ex.forcedEnd === 'refunded_short';
+    if (refunding && treasury && ex.refundAddress && ex.fromNetwork === 'eth' && (ex.fromCurrency === 'eth' || options.tokens?.[ex.fromCurrency])) {
       // The deposit goes back to the refund address on chain, as ChangeNow would send it: once per exchange.
       let pending = payouts.get(ex.id);
       if (!pending) {
-        pending = treasury.pay(ex.fromCurrency, ex.refundAddress as Address, new Decimal(ex.amountFrom as string));
+        const deposit = new Decimal(ex.amountFrom as string);
+        const back = ex.forcedEnd === 'refunded_short' ? deposit.mul('0.99').toDecimalPlaces(DECIMALS[ex.fromCurrency] ?? 18, BaseDecimal.ROUND_DOWN) : deposit;
+        pending = treasury.pay(ex.fromCurrency, ex.refundAddress as Address, back);
         payouts.set(ex.id, pending);
         pending.catch(() => payouts.delete(ex.id));
       }
@@ -187,8 +191,8 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       ex.status = 'refunded';
       return;
     }
-    if (ex.forcedEnd === 'failed' || ex.forcedEnd === 'refunded') {
-      ex.status = ex.forcedEnd;
+    if (ex.forcedEnd === 'failed' || refunding) {
+      ex.status = ex.forcedEnd === 'failed' ? 'failed' : 'refunded';
       return;
     }
     if (ex.forcedEnd === 'payout_elsewhere') {
