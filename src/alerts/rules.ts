@@ -101,4 +101,5 @@ export const EVENT_RULES = [
   'conversion_failed',
   'worker_runner_stopped',
   'alert_rule_failed',
+  'payment_review',
 ] as const;

@@ -99,7 +99,15 @@ export interface PaymentsTable {
   last_ipn: string;
   created_at: Timestamp;
   updated_at: Timestamp;
+  parent_payment_id: NullableNumeric;
+  reversed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  review_action: ColumnType<PaymentReviewAction | null, PaymentReviewAction | null | undefined, PaymentReviewAction | null>;
+  review_action_by: OptionalText;
+  review_action_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
+
+/** A person's decision on a payment in review (POST /api/payments/:id/credit|ignore|reverse). */
+export type PaymentReviewAction = 'credit' | 'ignore' | 'reverse';
 
 export interface WorkerHeartbeatsTable {
   worker_id: string;

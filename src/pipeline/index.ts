@@ -1,4 +1,5 @@
-export { recordIpn, releaseUnknownChannelPayments, REVIEW, type IntakeResult, type IntakeOutcome, type IntakeSettings } from './intake.ts';
+export { recordIpn, releaseUnknownChannelPayments, REVIEW, reviewCode, type IntakeResult, type IntakeOutcome, type IntakeSettings, type IntakeAlerting } from './intake.ts';
+export { applyPaymentAction, PaymentActionRefused, PAYMENT_ACTIONS, type PaymentActionResult } from './payment-review.ts';
 export { getPayment, type PaymentView } from './payments.ts';
 export { pipelineTasks, pipelineCron, HANDLED_TASKS } from './tasks.ts';
 export { CRASH_POINTS, type StageDeps, type Exchange, type Wallet, type ConversionSettings, type CrashPoint, type TransferPolicy } from './interfaces.ts';

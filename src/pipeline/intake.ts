@@ -8,15 +8,29 @@
  * and the credit is guarded twice, by `credited_at` and by the ledger's unique (kind, ref) journal key.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
+import { raiseAlert, storeEventAlert, type AlertInput } from '../alerts/index.ts';
 import type { Database, Db, PaymentsTable } from '../db/index.ts';
 import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
-import { decimalsOf, INTAKE_ASSETS, isAssetCode, parseUnits, splitFee, type AssetCode, type Percent } from '../money/index.ts';
+import type { Logger } from '../log.ts';
+import { decimalsOf, formatUnits, INTAKE_ASSETS, isAssetCode, parseUnits, splitFee, type AssetCode, type Percent } from '../money/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
+  /**
+   * PARTIAL_PAYMENTS: a `partially_paid` payment is credited with what its IPN's outcome_amount says (`credit`), or
+   * kept for a person (`review`, the default: less arrived than was asked, and only the merchant can say whether
+   * that buys the subscription).
+   */
+  readonly partialPayments?: 'credit' | 'review';
+}
+
+/** Where intake's alerts go: the caller's logger, and the webhook when ALERT_WEBHOOK_URL is set. */
+export interface IntakeAlerting {
+  readonly logger: Logger;
+  readonly notify: boolean;
 }
 
 export type IntakeOutcome =
@@ -54,28 +68,54 @@ const STATUS_RANK: Record<IpnStatus, number> = {
   refunded: 8,
 };
 
+/**
+ * Why a payment waits for a person. A reason is its code, alone or followed by ": " and the evidence (the code is
+ * what actions and tests match on: reviewCode).
+ */
 export const REVIEW = {
   unknownChannel: 'unknown_channel',
   conflictingOrder: 'conflicting_order_id',
   refundedAfterCredit: 'refunded_after_credit',
+  partiallyPaid: 'partially_paid',
+  foreignOutcome: 'foreign_outcome_currency',
+  outcomeChanged: 'outcome_amount_changed',
 } as const;
 
-export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Promise<IntakeResult> {
+export type ReviewCode = (typeof REVIEW)[keyof typeof REVIEW];
+
+export function reviewCode(reason: string | null): string | null {
+  if (reason === null) return null;
+  const colon = reason.indexOf(':');
+  return colon < 0 ? reason : reason.slice(0, colon);
+}
+
+/** The reasons intake alerts on when it sets them (unknown_channel and conflicting_order_id predate alerts here). */
+const ALERTED: Partial<Record<string, 'warning' | 'critical'>> = {
+  [REVIEW.partiallyPaid]: 'warning',
+  [REVIEW.foreignOutcome]: 'critical',
+  [REVIEW.outcomeChanged]: 'critical',
+  [REVIEW.refundedAfterCredit]: 'critical',
+};
+
+export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, alerting?: IntakeAlerting): Promise<IntakeResult> {
   return db.transaction().execute(async (trx) => {
     const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', ipn.channelId).executeTakeFirst();
+    const arrivalReason = reasonOnArrival(ipn, channel !== undefined, settings);
     // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
-    const creditOnInsert = ipn.status === 'finished' && channel !== undefined ? creditColumns(creditOf(ipn), channel.payout_strategy, settings) : undefined;
+    const basis = arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
+    const creditOnInsert = basis ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
     const inserted = await trx
       .insertInto('payments')
       .values({
         payment_id: ipn.paymentId,
         invoice_id: ipn.invoiceId,
+        parent_payment_id: ipn.parentPaymentId,
         order_id: ipn.orderId,
         user_id: ipn.userId,
         channel_id: ipn.channelId,
         status: ipn.status,
         ...reportedAmounts(ipn),
-        review_reason: channel ? null : REVIEW.unknownChannel,
+        review_reason: arrivalReason,
         last_ipn: ipn.json,
         ...creditOnInsert,
       })
@@ -86,9 +126,10 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
     let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
     // A later copy waits here for the first one's commit, then sees what it did.
     let current = inserted ?? (await trx.selectFrom('payments').selectAll().where('payment_id', '=', ipn.paymentId).forUpdate().executeTakeFirstOrThrow());
+    const reasonBefore = inserted ? null : current.review_reason;
 
     if (!inserted) {
-      const update = nextState(current, ipn, channel !== undefined);
+      const update = nextState(current, ipn, channel !== undefined, settings);
       if (update) {
         current = await trx
           .updateTable('payments')
@@ -103,41 +144,117 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings): Pro
     }
 
     let credited: IntakeResult['credited'] = null;
-    if (inserted && creditOnInsert) {
-      await creditEffects(trx, creditOf(ipn), channel!.payout_strategy, settings);
+    if (inserted && basis && creditOnInsert) {
+      await creditEffects(trx, basis, channel!.payout_strategy, settings);
       credited = channel!.payout_strategy;
-    } else if (current.status === 'finished' && current.credited_at === null && current.review_reason === null && channel) {
-      // Credit what the finished IPN reported (stored on the row), never the amounts of whichever copy came last.
+    } else if (creditsOnStatus(current.status, settings) && current.credited_at === null && current.review_reason === null && channel) {
+      // Credit what the crediting IPN reported (stored on the row), never the amounts of whichever copy came last.
       const stored = storedCredit(current);
-      await trx.updateTable('payments').set(creditColumns(stored, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
-      await creditEffects(trx, stored, channel.payout_strategy, settings);
-      credited = channel.payout_strategy;
+      if (stored) {
+        await trx.updateTable('payments').set(creditColumns(stored, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
+        await creditEffects(trx, stored, channel.payout_strategy, settings);
+        credited = channel.payout_strategy;
+      }
     }
     const reviewReason = current.review_reason;
+    if (reviewReason !== null && reviewReason !== reasonBefore) await alertReview(trx, current, alerting);
     return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, reviewReason };
   });
 }
 
 type PaymentRow = Selectable<PaymentsTable>;
 
+/** The statuses whose IPN credits the channel: `finished`, and `partially_paid` when PARTIAL_PAYMENTS=credit. */
+function creditsOnStatus(status: IpnStatus, settings: IntakeSettings): boolean {
+  return status === 'finished' || (status === 'partially_paid' && settings.partialPayments === 'credit');
+}
+
+/** Why a first IPN is kept for a person, or null. An outcome payrail cannot credit outranks everything else. */
+function reasonOnArrival(ipn: Ipn, channelKnown: boolean, settings: IntakeSettings): string | null {
+  if (ipn.outcomeAsset === null) return `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`;
+  if (!channelKnown) return REVIEW.unknownChannel;
+  if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) return REVIEW.partiallyPaid;
+  return null;
+}
+
+/** A partial payment waits for a person unless PARTIAL_PAYMENTS=credit and there is something to credit. */
+function partialNeedsPerson(ipn: Ipn, settings: IntakeSettings): boolean {
+  return settings.partialPayments !== 'credit' || ipn.outcomeUnits === null || ipn.outcomeUnits === 0n;
+}
+
 /** What a later copy of the IPN changes, or undefined when it changes nothing. */
-function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean) {
+function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, settings: IntakeSettings) {
   if (current.order_id !== ipn.orderId) {
     // The same payment id for another order: never re-route money on the word of a later message.
     return current.review_reason === null ? { review_reason: `${REVIEW.conflictingOrder}: ${ipn.orderId}` } : undefined;
   }
   const forward = STATUS_RANK[ipn.status] > STATUS_RANK[current.status];
+  const credited = current.credited_at !== null;
   let reviewReason = current.review_reason;
+  const code = reviewCode(reviewReason);
   // A channel registered after its first IPN clears that flag, so its payment can proceed.
-  if (reviewReason === REVIEW.unknownChannel && channelKnown) reviewReason = null;
-  if (forward && ipn.status === 'refunded' && current.credited_at !== null) reviewReason = REVIEW.refundedAfterCredit;
-  if (!forward && reviewReason === current.review_reason) return undefined;
+  if (code === REVIEW.unknownChannel && channelKnown) reviewReason = null;
+  // The rest of the money arrived: the finished IPN is credited as any other.
+  if (code === REVIEW.partiallyPaid && forward && ipn.status === 'finished' && !credited) reviewReason = null;
+  if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
+    reviewReason = REVIEW.refundedAfterCredit;
+  } else if (reviewReason === null && credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn)) {
+    // NOWPayments said another amount for money already credited: the credit stands until a person decides.
+    reviewReason = `${REVIEW.outcomeChanged}: credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+  } else if (reviewReason === null && !credited && forward) {
+    if (ipn.outcomeAsset === null) reviewReason = `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`;
+    else if (!channelKnown) reviewReason = REVIEW.unknownChannel;
+    else if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) reviewReason = REVIEW.partiallyPaid;
+  }
+  const parent = current.parent_payment_id === null && ipn.parentPaymentId !== null ? { parent_payment_id: ipn.parentPaymentId } : undefined;
+  if (!forward && reviewReason === current.review_reason && !parent) return undefined;
   return {
     review_reason: reviewReason,
+    ...parent,
     ...(forward && { status: ipn.status, last_ipn: ipn.json }),
     // Reported amounts follow the status until the credit fixes them.
-    ...(forward && current.credited_at === null && reportedAmounts(ipn)),
+    ...(forward && !credited && reportedAmounts(ipn)),
   };
+}
+
+/** A copy that speaks for the credited amount: any finished one, or one of the (partially paid) status credited. */
+function restatesCredit(current: PaymentRow, ipn: Ipn): boolean {
+  return ipn.status === 'finished' || (ipn.status === 'partially_paid' && current.status === 'partially_paid');
+}
+
+function outcomeDiffers(current: PaymentRow, ipn: Ipn): boolean {
+  return ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null || ipn.outcomeUnits !== BigInt(current.gross_amount);
+}
+
+function creditedText(row: PaymentRow): string {
+  const asset = row.asset ?? '';
+  return row.gross_amount !== null && isAssetCode(asset) ? `${formatUnits(BigInt(row.gross_amount), decimalsOf(asset))} ${asset}` : 'nothing';
+}
+
+/** The alert for a payment intake just kept for review, in the same transaction as the reason. */
+async function alertReview(trx: Transaction<Database>, row: PaymentRow, alerting: IntakeAlerting | undefined): Promise<void> {
+  const reason = row.review_reason as string;
+  const severity = ALERTED[reviewCode(reason) as string];
+  if (!severity) return;
+  const alert: AlertInput = {
+    rule: 'payment_review',
+    subject: row.payment_id,
+    severity,
+    message: `payment ${row.payment_id} (channel ${row.channel_id}, ${row.status}) kept for review: ${reason}`,
+    details: {
+      paymentId: row.payment_id,
+      channelId: row.channel_id,
+      status: row.status,
+      reason,
+      outcome: `${row.outcome_amount} ${row.outcome_currency}`,
+      actuallyPaid: `${row.actually_paid} ${row.pay_currency}`,
+      payAmount: `${row.pay_amount} ${row.pay_currency}`,
+      credited: row.credited_at === null ? null : creditedText(row),
+      parentPaymentId: row.parent_payment_id,
+    },
+  };
+  if (alerting) await raiseAlert(trx, alert, { logger: alerting.logger, notify: alerting.notify });
+  else await storeEventAlert(trx, alert, { notify: false });
 }
 
 function reportedAmounts(ipn: Ipn) {
@@ -152,7 +269,6 @@ function reportedAmounts(ipn: Ipn) {
   };
 }
 
-/** The credit as the payment row records it: the fee split and the payment's next step. */
 /**
  * A channel was registered (or changed): its payments kept for review as `unknown_channel` are released, and those
  * already `finished` are credited from their stored finished amounts, one transaction each. Returns the strategies
@@ -166,11 +282,17 @@ export async function releaseUnknownChannelPayments(db: Db, channelId: string, s
       const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).executeTakeFirst();
       const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', payment_id).forUpdate().executeTakeFirstOrThrow();
       if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
-      if (row.status !== 'finished' || row.credited_at !== null) {
+      const stored = storedCredit(row);
+      if (row.status === 'partially_paid' && (settings.partialPayments !== 'credit' || stored === null)) {
+        // Known now, it is the partial payment it always was: a person decides (PARTIAL_PAYMENTS=review).
+        const moved = await trx.updateTable('payments').set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` }).where('payment_id', '=', payment_id).where('review_reason', '=', REVIEW.unknownChannel).returningAll().executeTakeFirstOrThrow();
+        await alertReview(trx, moved, undefined);
+        return null;
+      }
+      if (!creditsOnStatus(row.status, settings) || row.credited_at !== null || stored === null) {
         await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
         return null;
       }
-      const stored = storedCredit(row);
       await trx.updateTable('payments').set({ ...creditColumns(stored, channel.payout_strategy, settings), review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
       await creditEffects(trx, stored, channel.payout_strategy, settings);
       return channel.payout_strategy;
@@ -181,7 +303,7 @@ export async function releaseUnknownChannelPayments(db: Db, channelId: string, s
 }
 
 /** What a credit is computed from: the payment, its channel, and the amount received in smallest units. */
-interface CreditBasis {
+export interface CreditBasis {
   readonly paymentId: string;
   readonly channelId: string;
   readonly asset: AssetCode;
@@ -189,17 +311,23 @@ interface CreditBasis {
 }
 
 function creditOf(ipn: Ipn): CreditBasis {
-  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeCurrency, grossUnits: ipn.outcomeUnits };
+  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null) throw new Error(`payment ${ipn.paymentId}: outcome currency ${ipn.outcomeCurrency} is not credited`);
+  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeAsset, grossUnits: ipn.outcomeUnits };
 }
 
-/** The credit from the amounts the row holds: those of the IPN that moved it to `finished`. */
-function storedCredit(row: PaymentRow): CreditBasis {
+/**
+ * The credit from the amounts the row holds: those of the IPN that moved it to its crediting status. Null when they
+ * cannot be credited (an outcome currency payrail does not credit, or nothing to credit).
+ */
+export function storedCredit(row: PaymentRow): CreditBasis | null {
   const asset = row.outcome_currency;
-  if (!isAssetCode(asset) || !INTAKE_ASSETS.includes(asset)) throw new Error(`payment ${row.payment_id} holds an outcome currency intake does not accept: ${asset}`);
-  return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits: parseUnits(row.outcome_amount, decimalsOf(asset)) };
+  if (!isAssetCode(asset) || !INTAKE_ASSETS.includes(asset)) return null;
+  const grossUnits = parseUnits(row.outcome_amount, decimalsOf(asset));
+  if (grossUnits <= 0n) return null;
+  return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits };
 }
 
-function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
+export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
   if (basis.grossUnits <= 0n) throw new Error(`payment ${basis.paymentId}: a finished payment must have a positive amount`);
   const { fee, net } = splitFee(basis.grossUnits, settings.feePercent);
   return {
@@ -219,7 +347,7 @@ function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', se
  * What a credit does besides the payment row, in the same transaction: the instant payout job, then the balanced
  * journal. The journal goes last: it locks balance rows, which stay locked until the commit.
  */
-async function creditEffects(trx: Transaction<Database>, basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
+export async function creditEffects(trx: Transaction<Database>, basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
   const { asset, grossUnits: gross, paymentId, channelId } = basis;
   const { fee, net } = splitFee(gross, settings.feePercent);
   if (strategy === 'instant') {

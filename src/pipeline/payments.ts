@@ -17,6 +17,14 @@ export interface PaymentView {
   readonly payoutStrategy: string | null;
   readonly creditedAt: string | null;
   readonly reviewReason: string | null;
+  /** The last decision a person took on it in review (credit, ignore, reverse), by whom and when. */
+  readonly reviewAction: { action: string; by: string | null; at: string | null } | null;
+  /** Set when a refund's reversal took the credit back (the credit's amounts stay as what was credited). */
+  readonly reversedAt: string | null;
+  /** A repeated deposit: the payment it followed (NOWPayments' parent_payment_id). */
+  readonly parentPaymentId: string | null;
+  /** The repeated deposits that followed this payment, oldest first (at most CHILDREN_SHOWN). */
+  readonly childPaymentIds: string[];
   readonly reported: { payCurrency: string; payAmount: string; actuallyPaid: string; priceAmount: string; priceCurrency: string; outcomeAmount: string; outcomeCurrency: string };
   readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; holdUntil: string | null; usdtAmount: string | null; rate: string | null };
   readonly ipnCount: number;
@@ -24,13 +32,18 @@ export interface PaymentView {
   readonly updatedAt: string;
 }
 
+/** A pay address reused without end must not make one payment's view unbounded. */
+export const CHILDREN_SHOWN = 100;
+
 export async function getPayment(db: Db, paymentId: string): Promise<PaymentView | undefined> {
   if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) return undefined;
   const row = await db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
-  return row ? toView(row) : undefined;
+  if (!row) return undefined;
+  const children = await db.selectFrom('payments').select('payment_id').where('parent_payment_id', '=', paymentId).orderBy('created_at').orderBy('payment_id').limit(CHILDREN_SHOWN).execute();
+  return toView(row, children.map((c) => c.payment_id));
 }
 
-function toView(row: Selectable<PaymentsTable>): PaymentView {
+function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): PaymentView {
   const amount = (units: string | null) => (units === null || row.asset === null || !isAssetCode(row.asset) ? null : formatUnits(BigInt(units), decimalsOf(row.asset)));
   return {
     paymentId: row.payment_id,
@@ -46,6 +59,10 @@ function toView(row: Selectable<PaymentsTable>): PaymentView {
     payoutStrategy: row.payout_strategy,
     creditedAt: row.credited_at?.toISOString() ?? null,
     reviewReason: row.review_reason,
+    reviewAction: row.review_action === null ? null : { action: row.review_action, by: row.review_action_by, at: row.review_action_at?.toISOString() ?? null },
+    reversedAt: row.reversed_at?.toISOString() ?? null,
+    parentPaymentId: row.parent_payment_id,
+    childPaymentIds,
     reported: {
       payCurrency: row.pay_currency,
       payAmount: row.pay_amount,

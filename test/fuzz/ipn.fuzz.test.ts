@@ -69,8 +69,10 @@ interface ValidIpn {
   outcomeAmount: string;
   amounts: { pay_amount: string; actually_paid: string; price_amount: string };
   currencies: { pay_currency: string; price_currency: string };
-  /** outcome_amount in wei. */
-  gross: bigint;
+  /** Lower-cased: any currency code is kept; only eth is credited. */
+  outcomeCurrency: string;
+  /** outcome_amount in wei; null for an outcome currency payrail does not credit. */
+  gross: bigint | null;
 }
 
 /** `unknown`: either answer is right; `ipn` is what a 2xx must then have recorded. */
@@ -153,8 +155,9 @@ function judgeContract(raw: string): Judgement {
     if (text === undefined || !PLAIN_RE.test(text)) return invalid(k);
     amounts[k] = text;
   }
-  if (currencies.outcome_currency !== 'eth') return invalid('outcome_currency not eth');
-  const gross = weiOf(amounts.outcome_amount as string);
+  // Another outcome currency is signed money all the same: kept for review, its amount only a plain decimal.
+  const foreign = currencies.outcome_currency !== 'eth';
+  const gross = foreign ? null : weiOf(amounts.outcome_amount as string);
   if (gross === undefined) return invalid('outcome_amount: more than 18 decimals');
   if (status === 'finished' && gross === 0n) return invalid('finished with a zero outcome_amount');
   return {
@@ -168,6 +171,7 @@ function judgeContract(raw: string): Judgement {
       outcomeAmount: amounts.outcome_amount as string,
       amounts: { pay_amount: amounts.pay_amount as string, actually_paid: amounts.actually_paid as string, price_amount: amounts.price_amount as string },
       currencies: { pay_currency: currencies.pay_currency as string, price_currency: currencies.price_currency as string },
+      outcomeCurrency: currencies.outcome_currency as string,
       gross,
     },
   };
@@ -454,15 +458,17 @@ async function expectRecorded(ipn: ValidIpn, response: RawResponse, existed: boo
   }
 
   const strategy = REGISTERED.get(ipn.channelId);
-  const credited = ipn.status === 'finished' && strategy !== undefined;
-  expect(response.json.outcome).toBe(strategy ? 'recorded' : 'review');
-  if (!strategy) expect(response.json.reviewReason).toBe('unknown_channel');
-  expect(row).toMatchObject({ status: ipn.status, order_id: ipn.orderId, user_id: ipn.userId, channel_id: ipn.channelId, outcome_currency: 'eth', ...ipn.currencies, ipn_count: 1 });
+  // PARTIAL_PAYMENTS is review here (the default).
+  const reason = ipn.gross === null ? `foreign_outcome_currency: ${ipn.outcomeCurrency}` : !strategy ? 'unknown_channel' : ipn.status === 'partially_paid' ? 'partially_paid' : null;
+  const credited = ipn.status === 'finished' && reason === null;
+  expect(response.json.outcome).toBe(reason === null ? 'recorded' : 'review');
+  expect(response.json.reviewReason ?? null).toBe(reason);
+  expect(row).toMatchObject({ status: ipn.status, order_id: ipn.orderId, user_id: ipn.userId, channel_id: ipn.channelId, outcome_currency: ipn.outcomeCurrency, ...ipn.currencies, ipn_count: 1 });
   expect(sameDecimal(row.outcome_amount, ipn.outcomeAmount), `outcome_amount ${row.outcome_amount} vs ${ipn.outcomeAmount}`).toBe(true);
   for (const [k, v] of Object.entries(ipn.amounts)) expect(sameDecimal(row[k], v), `${k} ${row[k]} vs ${v}`).toBe(true);
   expect(after.payments).toBe((before.payments as number) + 1);
 
-  if (credited) {
+  if (credited && ipn.gross !== null) {
     // The credit: exactly net = gross − floor(gross × 3%), in one balanced journal.
     const fee = (ipn.gross * FEE_PERCENT) / 100n;
     expect(row.credited_at).not.toBeNull();

@@ -191,3 +191,12 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect(problems({ ...production, CHAIN_CONFIRMATIONS: '0' })).toEqual([expect.stringMatching(/^CHAIN_CONFIRMATIONS: /)]);
   });
 });
+
+describe('PARTIAL_PAYMENTS', () => {
+  it('is review unless set to credit; anything else, or a misspelt name, stops the start', () => {
+    expect(loadConfig(production).PARTIAL_PAYMENTS).toBe('review');
+    expect(loadConfig({ ...production, PARTIAL_PAYMENTS: ' credit\n' }).PARTIAL_PAYMENTS).toBe('credit');
+    expect(problems({ ...production, PARTIAL_PAYMENTS: 'yes' })).toEqual(['PARTIAL_PAYMENTS: must be credit or review (got "yes")']);
+    expect(problems({ ...production, PARTIAL_PAYMENT: 'credit' })).toEqual([expect.stringMatching(/^PARTIAL_PAYMENT: unknown variable/)]);
+  });
+});

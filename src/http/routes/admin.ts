@@ -2,7 +2,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import { TRANSFER_STATES, type Db } from '../../db/index.ts';
-import { applyConversionAction, applyPayoutAction, CONVERSION_STATES, ConversionActionRefused, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { applyTransferAction, getTransfer, listTransfers, TransferActionRefused } from '../../pipeline/transfer/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
@@ -52,6 +52,8 @@ const transferResolutionBody = z.discriminatedUnion('outcome', [
   z.object({ outcome: z.literal('never_sent'), note }).strict(),
 ]);
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
+const paymentActionParams = paymentParams.extend({ action: z.enum(PAYMENT_ACTIONS) }).strict();
+const paymentActionBody = z.object({ note }).strict();
 
 /** The admin API: every route behind the bearer token. */
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -100,6 +102,23 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const payment = await getPayment(deps.db, paymentId);
     if (!payment) return reply.code(404).send({ error: `payment ${paymentId} not found` });
     return payment;
+  });
+
+  // credit / ignore / reverse a payment intake kept for review; each only from a reason where it is safe.
+  app.post('/api/payments/:paymentId/:action', async (request, reply) => {
+    const { paymentId, action } = paymentActionParams.parse(request.params);
+    const { note: text } = paymentActionBody.parse(request.body ?? {});
+    const actor = request.actor ?? 'unknown';
+    try {
+      const result = await applyPaymentAction(deps.db, paymentId, action, actor, deps.intake, text);
+      if (!result) return reply.code(404).send({ error: `payment ${paymentId} not found` });
+      request.log.warn({ event: 'payment_action', action, paymentId, actor, reason: result.reason, credited: result.credited }, 'payment in review decided by hand');
+      if (result.credited === 'threshold') deps.onThresholdCredit?.();
+      return await getPayment(deps.db, paymentId);
+    } catch (error) {
+      if (error instanceof PaymentActionRefused) return reply.code(409).send({ error: `cannot ${action} payment ${paymentId}: ${error.message}` });
+      throw error;
+    }
   });
 
   app.get('/api/payouts', async (request) => {

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Db } from '../../db/index.ts';
+import type { Logger } from '../../log.ts';
 import { readIpn } from '../../integrations/nowpayments/index.ts';
 import { recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
 import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
@@ -9,6 +10,8 @@ export interface WebhookDeps {
   db: Db;
   ipnSecret: string;
   intake: IntakeSettings;
+  /** ALERT_WEBHOOK_URL is set: intake's alerts (a payment kept for review) are sent there too. */
+  notifyAlerts?: boolean;
   bodyLimitBytes: number;
   /** Called after a threshold channel's credit committed: asks for a conversion check soon. */
   onThresholdCredit?: () => void;
@@ -41,7 +44,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       request.log.warn({ event: 'ipn_rejected', status: reading.status, reason: reading.error }, 'IPN rejected');
       return reply.code(reading.status).send({ error: reading.error });
     }
-    const result = await recordIpn(deps.db, reading.ipn, deps.intake);
+    // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
+    const result = await recordIpn(deps.db, reading.ipn, deps.intake, { logger: request.log as Logger, notify: deps.notifyAlerts === true });
     outcomes.set(request, result.outcome);
     if (result.credited === 'threshold') deps.onThresholdCredit?.();
     const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, reviewReason: result.reviewReason };

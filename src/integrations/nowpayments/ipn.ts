@@ -23,9 +23,14 @@ export interface Ipn {
   readonly priceAmount: string;
   readonly priceCurrency: string;
   readonly outcomeAmount: string;
-  readonly outcomeCurrency: AssetCode;
-  /** outcome_amount in the outcome asset's smallest unit. */
-  readonly outcomeUnits: bigint;
+  /** As NOWPayments names it: any currency its account pays out in, not only those payrail credits. */
+  readonly outcomeCurrency: string;
+  /** The asset payrail credits this outcome as, or null when it credits none (the IPN is kept for review). */
+  readonly outcomeAsset: AssetCode | null;
+  /** outcome_amount in the outcome asset's smallest unit; null with outcomeAsset. */
+  readonly outcomeUnits: bigint | null;
+  /** A repeated deposit to the same pay address: the payment it followed. */
+  readonly parentPaymentId: string | null;
   /** The body as received, re-serialized without loss (for the payment's record). */
   readonly json: string;
 }
@@ -48,6 +53,7 @@ const currency = z.string().regex(/^[a-zA-Z0-9]{2,20}$/, 'must be a currency cod
 const ipnSchema = z.object({
   payment_id: integerId,
   invoice_id: integerId.nullish(),
+  parent_payment_id: integerId.nullish(),
   payment_status: z.enum(PAYMENT_STATUSES),
   order_id: z.string().regex(ORDER_ID_RE, 'must look like PGP-{userId}|{channelId}'),
   pay_currency: currency,
@@ -91,18 +97,21 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
     return { ok: false, status: 400, error: reason };
   }
   const body = result.data;
-  if (!isAssetCode(body.outcome_currency) || !INTAKE_ASSETS.includes(body.outcome_currency)) {
-    return { ok: false, status: 400, error: `outcome_currency: "${body.outcome_currency}" is not accepted (accepted: ${INTAKE_ASSETS.join(', ')})` };
-  }
-  let outcomeUnits: bigint;
-  try {
-    outcomeUnits = parseUnits(body.outcome_amount, decimalsOf(body.outcome_currency));
-  } catch (error) {
-    if (error instanceof AmountError) return { ok: false, status: 400, error: `outcome_amount: ${error.message}` };
-    throw error;
-  }
-  if (body.payment_status === 'finished' && outcomeUnits === 0n) {
-    return { ok: false, status: 400, error: 'outcome_amount: a finished payment must have a positive outcome_amount' };
+  if (body.parent_payment_id === body.payment_id) return { ok: false, status: 400, error: 'parent_payment_id: a payment cannot be its own parent' };
+  // A signed outcome in a currency payrail does not credit is still a payment NOWPayments holds for us: it is kept
+  // (for review) rather than refused, or NOWPayments stops resending it and the money goes unrecorded.
+  const outcomeAsset = isAssetCode(body.outcome_currency) && INTAKE_ASSETS.includes(body.outcome_currency) ? body.outcome_currency : null;
+  let outcomeUnits: bigint | null = null;
+  if (outcomeAsset !== null) {
+    try {
+      outcomeUnits = parseUnits(body.outcome_amount, decimalsOf(outcomeAsset));
+    } catch (error) {
+      if (error instanceof AmountError) return { ok: false, status: 400, error: `outcome_amount: ${error.message}` };
+      throw error;
+    }
+    if (body.payment_status === 'finished' && outcomeUnits === 0n) {
+      return { ok: false, status: 400, error: 'outcome_amount: a finished payment must have a positive outcome_amount' };
+    }
   }
   const order = ORDER_ID_RE.exec(body.order_id) as RegExpExecArray;
   return {
@@ -121,7 +130,9 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
       priceCurrency: body.price_currency,
       outcomeAmount: body.outcome_amount,
       outcomeCurrency: body.outcome_currency,
+      outcomeAsset,
       outcomeUnits,
+      parentPaymentId: body.parent_payment_id ?? null,
       json: canonical,
     },
   };

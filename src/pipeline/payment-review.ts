@@ -1,0 +1,155 @@
+/**
+ * A person's decision on a payment intake kept for review: credit, ignore, or reverse. As for payouts and
+ * conversions, each is allowed only where it is safe, takes the payment's row lock (intake's copies of the IPN wait
+ * on it, and every write below names the state it leaves), and is kept in the audit log with the acting token's name.
+ *
+ * - credit: a `partially_paid` payment, credited with exactly its IPN's outcome_amount through intake's own credit
+ *   (the fee split, the journal ('payment_received', id), the conversion or payout job), once.
+ * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
+ *   IPN says it finished), a changed amount leaves the credit as it was booked.
+ * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
+ *   still on the channel's available balance: not converted, not in a payout. Anywhere else, the refusal says where
+ *   it went and the payment stays in review.
+ */
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { Database, Db, PaymentReviewAction, PaymentsTable } from '../db/index.ts';
+import { accounts, postJournal } from '../ledger/index.ts';
+import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+import { creditColumns, creditEffects, REVIEW, reviewCode, storedCredit, type IntakeSettings } from './intake.ts';
+
+export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse'] as const satisfies readonly PaymentReviewAction[];
+
+export class PaymentActionRefused extends Error {
+  override name = 'PaymentActionRefused';
+}
+
+export interface PaymentActionResult {
+  readonly paymentId: string;
+  /** The review reason the action resolved. */
+  readonly reason: string;
+  /** The strategy of the channel a credit went to (the caller asks for a conversion check), else null. */
+  readonly credited: 'instant' | 'threshold' | null;
+}
+
+type PaymentRow = Selectable<PaymentsTable>;
+
+/** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
+const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged];
+
+export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentReviewAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
+  return db.transaction().execute(async (trx) => {
+    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+    if (!payment) return null;
+    if (payment.review_reason === null) throw new PaymentActionRefused(`it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`);
+    const reason = payment.review_reason;
+    let credited: PaymentActionResult['credited'] = null;
+    let evidence: Record<string, unknown> = {};
+    if (action === 'credit') {
+      const done = await credit(trx, payment, settings);
+      credited = done.strategy;
+      evidence = done.evidence;
+    } else if (action === 'ignore') {
+      if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
+    } else {
+      evidence = await reverse(trx, payment);
+    }
+    const moved = await trx
+      .updateTable('payments')
+      .set({ review_reason: null, review_action: action, review_action_by: actor, review_action_at: sql`now()`, updated_at: sql`now()` })
+      .where('payment_id', '=', paymentId)
+      .where('review_reason', '=', reason)
+      .executeTakeFirst();
+    if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${paymentId} left review under its row lock`);
+    await trx
+      .insertInto('audit_log')
+      .values({ actor, action: `payment.${action}`, subject: paymentId, details: JSON.stringify({ reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) }) })
+      .execute();
+    return { paymentId, reason, credited };
+  });
+}
+
+/** What ignore cannot close, and what can. */
+function refusalHint(payment: PaymentRow): string {
+  const code = reviewCode(payment.review_reason);
+  if (code === REVIEW.refundedAfterCredit) return 'a refund after the credit cannot be ignored: reverse the credit (POST /api/payments/:id/reverse) once its money is back on the channel';
+  if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
+  return 'only a partial payment, an outcome currency payrail does not credit, or a changed outcome amount can be ignored';
+}
+
+async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
+  if (reviewCode(payment.review_reason) !== REVIEW.partiallyPaid) throw new PaymentActionRefused(`only a partially_paid payment in review is credited by hand (review reason: ${payment.review_reason})`);
+  if (payment.credited_at !== null) throw new PaymentActionRefused(`it was credited already at ${payment.credited_at.toISOString()}`);
+  // Its amounts are those of the partially_paid IPN only while that is its status (a later IPN's replace them).
+  if (payment.status !== 'partially_paid') throw new PaymentActionRefused(`its status is now ${payment.status}: the stored outcome_amount is no longer the partial payment's`);
+  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', payment.channel_id).executeTakeFirst();
+  if (!channel) throw new PaymentActionRefused(`channel ${payment.channel_id} is not registered`);
+  const basis = storedCredit(payment);
+  if (!basis) throw new PaymentActionRefused(`its outcome (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail can credit`);
+  const columns = creditColumns(basis, channel.payout_strategy, settings);
+  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', payment.payment_id).where('credited_at', 'is', null).where('status', '=', 'partially_paid').executeTakeFirst();
+  if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
+  await creditEffects(trx, basis, channel.payout_strategy, settings);
+  return {
+    strategy: channel.payout_strategy,
+    evidence: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString(), outcomeAmount: payment.outcome_amount },
+  };
+}
+
+async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
+  if (reviewCode(payment.review_reason) !== REVIEW.refundedAfterCredit) throw new PaymentActionRefused(`only a payment refunded after its credit is reversed (review reason: ${payment.review_reason})`);
+  if (payment.credited_at === null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('nothing was credited');
+  if (payment.reversed_at !== null) throw new PaymentActionRefused(`its credit was reversed already at ${payment.reversed_at.toISOString()}`);
+  const id = payment.payment_id;
+  const asset = payment.asset;
+  const gross = BigInt(payment.gross_amount as string);
+  const fee = BigInt(payment.fee_amount as string);
+  const net = BigInt(payment.net_amount as string);
+  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
+
+  await refuseIfMoved(trx, payment);
+  const channelAccount = accounts.channel(payment.channel_id, asset);
+  const feeAccount = accounts.platformFees(asset, id);
+  const held = await balanceOf(trx, channelAccount.code, asset);
+  if (held < net) throw new PaymentActionRefused(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(net)} credited: the rest has moved on`);
+  const fees = await balanceOf(trx, feeAccount.code, asset);
+  if (fees < fee) throw new PaymentActionRefused(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);
+
+  const entries = [
+    { account: accounts.nowpayments(asset, id), amount: gross },
+    { account: feeAccount, amount: -fee },
+    { account: channelAccount, amount: -net },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payment_reversed', ref: id, entries });
+  if (!journal.posted) throw new Error(`payment ${id} already has a reversal journal`);
+  // The guard names the state left: a threshold payment still pending, an instant one with no payout.
+  let update = trx.updateTable('payments').set({ reversed_at: sql`now()`, conversion_status: null }).where('payment_id', '=', id).where('reversed_at', 'is', null).where('payout_id', 'is', null);
+  update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', 'pending');
+  const moved = await update.executeTakeFirst();
+  if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
+  return { asset, gross: gross.toString(), fee: fee.toString(), net: net.toString(), journal: journal.journalId };
+}
+
+/** Refuses, saying where it went, when the payment's money has left the channel's available balance. */
+async function refuseIfMoved(trx: Transaction<Database>, payment: PaymentRow): Promise<void> {
+  const id = payment.payment_id;
+  const payout = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).executeTakeFirst();
+  if (payout) throw new PaymentActionRefused(`its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status}): act on the payout, or settle the refund outside payrail`);
+  if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
+    const conversion = payment.conversion_id ? await trx.selectFrom('conversions').select(['status']).where('conversion_id', '=', payment.conversion_id).executeTakeFirst() : undefined;
+    const where = payment.conversion_status === 'completed' ? 'was converted to USDT' : 'is being converted';
+    throw new PaymentActionRefused(`its ETH ${where} in conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
+  }
+  // Back to pending after a conversion that did not complete: its ETH may have gone to ChangeNow and come back short.
+  const earlier = await trx.selectFrom('conversion_payments').select('conversion_id').where('payment_id', '=', id).executeTakeFirst();
+  if (earlier) throw new PaymentActionRefused(`its ETH was in conversion ${earlier.conversion_id} before (back to pending since): what came back is not known to be all of it`);
+  if (payment.payout_strategy === 'instant') {
+    // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
+    if ((rows[0]?.n ?? 0) > 0) throw new PaymentActionRefused(`its instant payout job has not run yet: try again once it has (it skips a payment in review)`);
+  }
+}
+
+async function balanceOf(trx: Transaction<Database>, code: string, asset: string): Promise<bigint> {
+  const row = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', code).where('asset', '=', asset).forUpdate().executeTakeFirst();
+  return row ? BigInt(row.balance) : 0n;
+}

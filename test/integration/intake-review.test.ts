@@ -1,0 +1,451 @@
+/**
+ * Every signed IPN is kept: a partial payment, an outcome in a currency payrail does not credit, a changed amount for
+ * a credited payment, a refund after the credit, and repeated deposits are recorded and, where a person must decide,
+ * kept for review with an alert and the actions credit / ignore / reverse. Through real HTTP; the ledger checked after.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { parseUnits } from '../../src/money/index.ts';
+import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
+import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const THRESHOLD_CHANNEL = '-1001100000001';
+const INSTANT_CHANNEL = '-1001100000002';
+const CHANNEL = { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+
+let db: TestDatabase;
+let payrail: TestPayrail;
+let nextPaymentId = 7_000_000_000;
+
+function send(body: Record<string, unknown> | string, to: TestPayrail = payrail) {
+  const { raw, headers } = signed(body, IPN_SECRET);
+  return to.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+}
+
+function order(channelId: string) {
+  return `PGP-6271402111|${channelId}`;
+}
+
+function finishedFor(channelId: string, overrides: Record<string, unknown> = {}) {
+  return ipnBody({ payment_id: nextPaymentId++, order_id: order(channelId), ...overrides });
+}
+
+/** The partially_paid fixture: 0.003 of 0.00495 ETH paid, outcome 0.00294 ETH. */
+function partialFor(channelId: string, overrides: Record<string, unknown> = {}) {
+  return { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: order(channelId), ...overrides };
+}
+
+/** The same body with outcome_amount written as this exact JSON number. */
+function withOutcome(body: Record<string, unknown>, amountText: string): string {
+  const raw = JSON.stringify(body);
+  const replaced = raw.replace(/"outcome_amount":[0-9.e-]+/, `"outcome_amount":${amountText}`);
+  if (replaced === raw) throw new Error('outcome_amount not found');
+  return replaced;
+}
+
+async function payment(id: unknown, on: TestPayrail = payrail) {
+  return (await on.request('GET', `/api/payments/${id}`)).body;
+}
+
+function act(id: unknown, action: string, options: { body?: unknown; token?: string | null; on?: TestPayrail } = {}) {
+  return (options.on ?? payrail).request('POST', `/api/payments/${id}/${action}`, { ...(options.body !== undefined && { body: options.body }), ...(options.token !== undefined && { token: options.token }) });
+}
+
+async function available(channelId: string, on: TestPayrail = payrail): Promise<string> {
+  const res = await on.request('GET', `/api/channels/${channelId}`);
+  return res.body.balances?.find((b: { asset: string; account: string }) => b.asset === 'eth' && b.account === 'available')?.amount ?? '0';
+}
+
+async function journals(id: unknown, on: TestDatabase = db) {
+  const { rows } = await on.pool.query(`select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
+     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`, [String(id)]);
+  return rows as Array<{ kind: string; code: string; amount: string }>;
+}
+
+async function openAlert(id: unknown, on: TestPayrail = payrail) {
+  const { alerts } = (await on.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string; message: string; details: Record<string, unknown> }> };
+  return alerts.filter((a) => a.rule === 'payment_review' && a.subject === String(id));
+}
+
+async function audit(id: unknown, on: TestDatabase = db) {
+  const { rows } = await on.pool.query(`select actor, action, details from audit_log where subject = $1 order by id`, [String(id)]);
+  return rows as Array<{ actor: string; action: string; details: Record<string, unknown> }>;
+}
+
+function wei(eth: string): bigint {
+  return parseUnits(eth, 18);
+}
+
+function shardOf(id: unknown): string {
+  return String(BigInt(String(id)) % 16n).padStart(2, '0');
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  // Web only: instant payout jobs stay where intake left them; the file's last part runs a worker on its own database.
+  payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
+  expect((await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL } })).status).toBe(201);
+  expect((await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
+});
+
+afterAll(async () => {
+  await payrail?.stop();
+  await db?.close();
+});
+
+describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
+  it('is kept with the reason partially_paid, answered 202, alerted, and credits nothing; a copy changes nothing more', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    const before = await rowCounts(db);
+    const res = await send(body);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ paymentId: String(body.payment_id), status: 'partially_paid', outcome: 'review', reviewReason: 'partially_paid' });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid', creditedAt: null, grossAmount: null, reported: { actuallyPaid: '0.003', payAmount: '0.00495', outcomeAmount: '0.00294', outcomeCurrency: 'eth' } });
+    const alerts = await openAlert(body.payment_id);
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]).toMatchObject({ severity: 'warning', details: { paymentId: String(body.payment_id), channelId: THRESHOLD_CHANNEL, reason: 'partially_paid', outcome: '0.00294 eth', actuallyPaid: '0.003 eth', payAmount: '0.00495 eth' } });
+    expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
+
+    const again = await send(body);
+    expect(again.status).toBe(202);
+    expect(again.body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
+    expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
+    expect(await openAlert(body.payment_id)).toHaveLength(1);
+  });
+
+  it('credit books exactly the IPN outcome_amount through the normal credit, once, audited; a second credit is 409', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    expect((await send(body)).status).toBe(202);
+    const balanceBefore = await available(THRESHOLD_CHANNEL);
+    const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber agreed to a shorter plan' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({
+      status: 'partially_paid', reviewReason: null, asset: 'eth', grossAmount: '0.00294', feeAmount: '0.0000882', netAmount: '0.0028518', payoutStrategy: 'threshold',
+      conversion: { status: 'pending' }, reviewAction: { action: 'credit', by: 'admin' },
+    });
+    const shard = shardOf(body.payment_id);
+    expect(await journals(body.payment_id)).toEqual([
+      { kind: 'payment_received', code: `channel:${THRESHOLD_CHANNEL}`, amount: '2851800000000000' },
+      { kind: 'payment_received', code: `platform:fees#${shard}`, amount: '88200000000000' },
+      { kind: 'payment_received', code: `world:nowpayments#${shard}`, amount: '-2940000000000000' },
+    ]);
+    expect(wei(await available(THRESHOLD_CHANNEL)) - wei(balanceBefore)).toBe(2_851_800_000_000_000n);
+    expect(await audit(body.payment_id)).toEqual([
+      { actor: 'admin', action: 'payment.credit', details: expect.objectContaining({ reason: 'partially_paid', gross: '2940000000000000', fee: '88200000000000', net: '2851800000000000', outcomeAmount: '0.00294', note: 'the subscriber agreed to a shorter plan' }) },
+    ]);
+
+    const second = await act(body.payment_id, 'credit');
+    expect(second.status).toBe(409);
+    expect(second.body.error).toMatch(/^cannot credit payment \d+: it is not in review \(last decision: credit by admin\)/);
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    // The same partial IPN again: still credited once.
+    expect((await send(body)).body.outcome).toBe('unchanged');
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('credit on an instant channel queues its payout job in the same transaction, as intake does', async () => {
+    const body = partialFor(INSTANT_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [`payout_instant:${body.payment_id}`]);
+    expect(rows).toHaveLength(1);
+  });
+
+  it('20 concurrent credits of one payment credit it once', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    const answers = await Promise.all(Array.from({ length: 20 }, () => act(body.payment_id, 'credit')));
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(1);
+    expect(answers.filter((a) => a.status === 409)).toHaveLength(19);
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('ignore leaves it uncredited and out of review, audited; credit afterwards is 409; a later finished IPN is credited', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    const res = await act(body.payment_id, 'ignore');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: null, creditedAt: null, reviewAction: { action: 'ignore', by: 'admin' } });
+    expect(await journals(body.payment_id)).toEqual([]);
+    expect((await audit(body.payment_id)).map((a) => a.action)).toEqual(['payment.ignore']);
+    expect((await act(body.payment_id, 'credit')).status).toBe(409);
+    expect((await act(body.payment_id, 'ignore')).status).toBe(409);
+    // A copy of the partial IPN does not bring it back.
+    expect((await send(body)).status).toBe(200);
+    expect((await payment(body.payment_id)).reviewReason).toBeNull();
+
+    const finished = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
+    expect(finished.status).toBe(200);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00487', reviewReason: null });
+  });
+
+  it('the rest of the money arriving (finished) takes it out of review and credits the finished amount', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239' });
+  });
+
+  it('a partial payment for a channel registered later goes to review as partially_paid, not credited', async () => {
+    const late = '-1001100000077';
+    const body = partialFor(late);
+    expect((await send(body)).body.reviewReason).toBe('unknown_channel');
+    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL } })).status).toBe(201);
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'partially_paid', creditedAt: null });
+    expect(await openAlert(body.payment_id)).toHaveLength(1);
+  });
+});
+
+describe('PARTIAL_PAYMENTS=credit', () => {
+  let crediting: TestPayrail;
+  beforeAll(async () => {
+    crediting = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { PARTIAL_PAYMENTS: 'credit' } });
+  });
+  afterAll(async () => {
+    await crediting?.stop();
+  });
+
+  it('credits a partially_paid IPN with its outcome_amount at once, 200', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    const res = await send(body, crediting);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'partially_paid', outcome: 'recorded' });
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', netAmount: '0.0028518' });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect(await openAlert(body.payment_id)).toEqual([]);
+  });
+
+  it('a later finished IPN with another outcome_amount goes to review naming both amounts, alerted; the credit is not changed', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body, crediting);
+    const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, crediting);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: 'outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.00487 eth' });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00294' });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ credited: '0.00294 eth', outcome: '0.00294 eth' }) })]);
+  });
+});
+
+describe('an outcome_currency payrail does not credit', () => {
+  it.each(['usdc', 'usdt', 'doge', 'xyz'])('a signed IPN with outcome_currency "%s" is stored and answered 202 with a review reason, alerted, nothing credited', async (currency) => {
+    const body = finishedFor(THRESHOLD_CHANNEL, { outcome_currency: currency, outcome_amount: 14.5 });
+    const before = await rowCounts(db);
+    const res = await send(body);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: `foreign_outcome_currency: ${currency}` });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', creditedAt: null, reported: { outcomeAmount: '14.5', outcomeCurrency: currency } });
+    const after = await rowCounts(db);
+    expect(after.payments - before.payments).toBe(1);
+    expect(after.ledger_journals).toBe(before.ledger_journals);
+    expect(after.jobs).toBe(before.jobs);
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ outcome: `14.5 ${currency}` }) })]);
+    // A copy changes nothing.
+    expect((await send(body)).status).toBe(202);
+    expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
+  });
+
+  it('cannot be credited by hand (409); ignore closes it; registering its channel credits nothing', async () => {
+    const late = '-1001100000088';
+    const body = finishedFor(late, { outcome_currency: 'usdc', outcome_amount: 14.5 });
+    expect((await send(body)).body.reviewReason).toBe('foreign_outcome_currency: usdc');
+    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'foreign_outcome_currency: usdc', creditedAt: null });
+    const credit = await act(body.payment_id, 'credit');
+    expect(credit.status).toBe(409);
+    expect(credit.body.error).toContain('only a partially_paid payment in review is credited by hand (review reason: foreign_outcome_currency: usdc)');
+    expect((await act(body.payment_id, 'ignore')).status).toBe(200);
+    expect(await journals(body.payment_id)).toEqual([]);
+  });
+});
+
+describe('a later signed copy with another outcome_amount for a credited payment', () => {
+  it('goes to review with both amounts and is alerted; the credit stays; ignore keeps it as booked', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    expect((await send(body)).status).toBe(200);
+    const res = await send(withOutcome(body, '0.009'));
+    expect(res.status).toBe(202);
+    expect(res.body.reviewReason).toBe('outcome_amount_changed: credited 0.00487 eth; a later finished IPN says 0.009 eth');
+    expect(await payment(body.payment_id)).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reported: { outcomeAmount: '0.00487' } });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect(await openAlert(body.payment_id)).toHaveLength(1);
+    // A copy with the credited amount leaves the review as it is.
+    expect((await send(body)).status).toBe(202);
+    expect((await act(body.payment_id, 'credit')).status).toBe(409);
+    expect((await act(body.payment_id, 'reverse')).status).toBe(409);
+    expect((await act(body.payment_id, 'ignore')).status).toBe(200);
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00487' });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('the same amount written differently is not a change', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await send(withOutcome(body, '0.004870000'))).body.outcome).toBe('unchanged');
+  });
+});
+
+describe('refunded_after_credit: reverse', () => {
+  it('a refund after the credit is alerted; reverse takes the credit back with a journal while the ETH is on the channel, once', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    await send(body);
+    const balanceBefore = await available(THRESHOLD_CHANNEL);
+    const refund = await send({ ...body, payment_status: 'refunded' });
+    expect(refund.status).toBe(202);
+    expect(refund.body.reviewReason).toBe('refunded_after_credit');
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ reason: 'refunded_after_credit', credited: '0.00487 eth' }) })]);
+
+    const res = await act(body.payment_id, 'reverse', { body: { note: 'chargeback' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00487', conversion: { status: null }, reviewAction: { action: 'reverse', by: 'admin' } });
+    expect(res.body.reversedAt).not.toBeNull();
+    const shard = shardOf(body.payment_id);
+    expect((await journals(body.payment_id)).filter((j) => j.kind === 'payment_reversed')).toEqual([
+      { kind: 'payment_reversed', code: `channel:${THRESHOLD_CHANNEL}`, amount: '-4723900000000000' },
+      { kind: 'payment_reversed', code: `platform:fees#${shard}`, amount: '-146100000000000' },
+      { kind: 'payment_reversed', code: `world:nowpayments#${shard}`, amount: '4870000000000000' },
+    ]);
+    expect(wei(balanceBefore) - wei(await available(THRESHOLD_CHANNEL))).toBe(4_723_900_000_000_000n);
+    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.note])).toEqual([['payment.reverse', 'chargeback']]);
+
+    const again = await act(body.payment_id, 'reverse');
+    expect(again.status).toBe(409);
+    // Late copies of any status change nothing.
+    for (const status of ['finished', 'refunded']) expect((await send({ ...body, payment_status: status })).status).toBe(200);
+    expect(await journals(body.payment_id)).toHaveLength(6);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('an instant payment whose payout job has not run yet is refused (409) and stays in review', async () => {
+    const body = finishedFor(INSTANT_CHANNEL);
+    await send(body);
+    await send({ ...body, payment_status: 'refunded' });
+    const res = await act(body.payment_id, 'reverse');
+    expect(res.status).toBe(409);
+    expect(res.body.error).toMatch(/its instant payout job has not run yet/);
+    expect((await payment(body.payment_id)).reviewReason).toBe('refunded_after_credit');
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('ignore is refused for a refund after the credit, and reverse for anything else', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    await send(body);
+    await send({ ...body, payment_status: 'refunded' });
+    const ignore = await act(body.payment_id, 'ignore');
+    expect(ignore.status).toBe(409);
+    expect(ignore.body.error).toContain('reverse the credit');
+    const partial = partialFor(THRESHOLD_CHANNEL);
+    await send(partial);
+    const reverse = await act(partial.payment_id, 'reverse');
+    expect(reverse.status).toBe(409);
+    expect(reverse.body.error).toContain('only a payment refunded after its credit is reversed (review reason: partially_paid)');
+  });
+});
+
+describe('repeated deposits', () => {
+  it('an IPN with parent_payment_id is its own payment, linked both ways in the payment API, in either order', async () => {
+    const parent = finishedFor(THRESHOLD_CHANNEL);
+    const child = finishedFor(THRESHOLD_CHANNEL, { parent_payment_id: parent.payment_id });
+    // The child arrives first: it is recorded and credited on its own.
+    expect((await send(child)).status).toBe(200);
+    expect((await send(parent)).status).toBe(200);
+    const second = finishedFor(THRESHOLD_CHANNEL, { parent_payment_id: parent.payment_id });
+    expect((await send(second)).status).toBe(200);
+    expect(await payment(child.payment_id)).toMatchObject({ parentPaymentId: String(parent.payment_id), childPaymentIds: [], grossAmount: '0.00487' });
+    expect(await payment(parent.payment_id)).toMatchObject({ parentPaymentId: null, childPaymentIds: [String(child.payment_id), String(second.payment_id)] });
+    expect(await journals(child.payment_id)).toHaveLength(3);
+    expect(await journals(parent.payment_id)).toHaveLength(3);
+  });
+
+  it('a payment that names itself as its parent is refused with 400 and nothing written', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    const before = await rowCounts(db);
+    const res = await send({ ...body, parent_payment_id: body.payment_id });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe('parent_payment_id: a payment cannot be its own parent');
+    expect(await rowCounts(db)).toEqual(before);
+  });
+});
+
+describe('the payment actions as an API', () => {
+  it('404 for an unknown payment, 400 for a bad id, action or body, 401 without a token', async () => {
+    expect((await act(9_999_999_999, 'credit')).status).toBe(404);
+    expect((await act('abc', 'credit')).status).toBe(400);
+    expect((await act(1, 'refund')).status).toBe(400);
+    expect((await act(1, 'credit', { body: { note: 'x', amount: '1' } })).status).toBe(400);
+    expect((await act(1, 'credit', { token: null })).status).toBe(401);
+    expect((await act(1, 'credit', { token: 'wrong-token-0123456789' })).status).toBe(401);
+  });
+
+  it('a payment not in review is 409', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    await send(body);
+    for (const action of ['credit', 'ignore', 'reverse']) {
+      const res = await act(body.payment_id, action);
+      expect(res.status).toBe(409);
+      expect(res.body.error).toBe(`cannot ${action} payment ${body.payment_id}: it is not in review`);
+    }
+  });
+});
+
+describe('the ledger after all of the above', () => {
+  it('balances', async () => {
+    const report = await checkLedger(db.db);
+    expect(report.problems).toEqual([]);
+  });
+});
+
+describe('reverse once the money moved on (a worker running)', () => {
+  let moving: TestDatabase;
+  let worker: TestPayrail;
+  beforeAll(async () => {
+    moving = await createTestDatabase();
+    // No ChangeNow answers: a conversion waits in its exchange step, an instant payout in its first run.
+    worker = await startTestPayrail(moving, { env: { CONVERSION_MAX_WAIT: '1ms', PAYOUT_MAX_ATTEMPTS: '20' } });
+    expect((await worker.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL } })).status).toBe(201);
+    expect((await worker.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    if (moving) expect((await checkLedger(moving.db)).problems).toEqual([]);
+    await moving?.close();
+  });
+
+  async function until<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean): Promise<T> {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const value = await read();
+      if (ok(value)) return value;
+      if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(value)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  it('a threshold payment taken into a conversion: 409 naming the conversion, still in review, nothing booked', async () => {
+    const body = finishedFor(THRESHOLD_CHANNEL);
+    expect((await send(body, worker)).status).toBe(200);
+    const converting = await until('conversion', () => payment(body.payment_id, worker), (p) => p.conversion.status === 'converting');
+    expect(converting.conversion.status).toBe('converting');
+    expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+    const res = await act(body.payment_id, 'reverse', { on: worker });
+    expect(res.status).toBe(409);
+    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is being converted in conversion conv_[0-9a-f]{16} \(/);
+    expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
+    expect((await journals(body.payment_id, moving)).map((j) => j.kind)).not.toContain('payment_reversed');
+  });
+
+  it('an instant payment with its payout opened: 409 naming the payout', async () => {
+    const body = finishedFor(INSTANT_CHANNEL);
+    expect((await send(body, worker)).status).toBe(200);
+    const rows = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(body.payment_id)])).rows, (r) => r.length === 1);
+    expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+    const res = await act(body.payment_id, 'reverse', { on: worker });
+    expect(res.status).toBe(409);
+    expect(res.body.error).toContain(`its money is in instant payout ${rows[0].payout_id} (`);
+    expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
+  });
+});
