@@ -366,7 +366,7 @@ function isRouted(method: string, segments: Segment[]): boolean | undefined {
   if (a !== 'api') return false;
   if (text.length === 2) return get && (b === 'payouts' || b === 'conversions' || b === 'supported-pairs');
   if (text.length === 3) return (b === 'channels' && (get || method === 'PUT')) || (get && (b === 'payments' || b === 'payouts' || b === 'conversions'));
-  if (text.length === 4) return method === 'POST' && (b === 'payouts' || b === 'conversions') && c !== undefined && d !== undefined;
+  if (text.length === 4) return method === 'POST' && (b === 'payouts' || b === 'conversions' || b === 'payments') && c !== undefined && d !== undefined;
   return false;
 }
 
