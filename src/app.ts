@@ -9,9 +9,10 @@ import { secretValues, type Config } from './config.ts';
 import { createChangeNowClient, type ChangeNowObserver } from './integrations/changenow/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
-import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type CrashPoint, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
+import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type ConversionChain, type CrashPoint, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { recordDeposit } from './treasury/index.ts';
+import { readOnlyWallet } from './treasury/commands.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
 import { createMetrics, type Metrics } from './metrics/index.ts';
@@ -105,6 +106,16 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
   // A key pointed at the wrong chain must stop the start, not sign transactions for another network.
   if (served !== undefined && served !== config.CHAIN_ID) throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
   return { rpcUrl, chainId: config.CHAIN_ID, changenowUrl: config.CHANGENOW_API_URL as string, stop: async () => undefined };
+}
+
+/**
+ * What the web process reads the chain with for a person's conversion resolve: the local chain on a local run, else
+ * ETH_RPC_URL with the host wallet's address, read only (the key is the worker's). Undefined when neither is set.
+ */
+function conversionChain(config: Config, outside: LocalOutside | undefined): ConversionChain | undefined {
+  const wallet = readOnlyWallet(outside ? { ...config, ETH_RPC_URL: outside.rpcUrl, CHAIN_ID: outside.chainId } : config);
+  if (typeof wallet === 'string') return undefined;
+  return { wallet, hostAddress: wallet.address, usdtContract: outside?.usdtContract ?? config.USDT_CONTRACT };
 }
 
 export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void, changenowObserver?: ChangeNowObserver): StageDeps {
@@ -260,7 +271,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
           alertIntervalMs: config.ALERT_INTERVAL,
         },
-        admin: { db: database.db, intake: { feePercent: config.PLATFORM_FEE_PERCENT, partialPayments: config.PARTIAL_PAYMENTS }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
+        admin: { db: database.db, chain: conversionChain(config, outside), intake: { feePercent: config.PLATFORM_FEE_PERCENT, partialPayments: config.PARTIAL_PAYMENTS }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
         metrics: { metrics, db: database.db, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) },
       });

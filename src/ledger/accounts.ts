@@ -32,6 +32,8 @@ export const accounts = {
   ethereum: (asset: string): AccountRef => ({ code: 'world:ethereum', asset, allowNegative: true }),
   /** Gas the platform paid for its own transfers: an expense, so it runs below zero. */
   networkCosts: (asset: string): AccountRef => ({ code: 'platform:network_costs', asset, allowNegative: true }),
+  /** What the platform bore for its owners (a conversion's ETH lost at an exchange): an expense, below zero. */
+  platformLosses: (asset: string): AccountRef => ({ code: 'platform:losses', asset, allowNegative: true }),
   /** Whoever funds the host wallet from outside (the operator): its deposits are booked from here. */
   operator: (asset: string): AccountRef => ({ code: 'world:operator', asset, allowNegative: true }),
   /** What the operator put on the host wallet (gas money, a float): the platform's own, not any channel's. */

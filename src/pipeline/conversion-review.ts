@@ -8,8 +8,7 @@
  * transfer, or only a failed one), the conversion ends and its payments wait for the next batch; a transfer still on
  * its way (intent, signed, broadcast) is its own jobs' and the reconciler's to follow, so retry is refused.
  *
- * There is deliberately no "resolve" here: booking an outcome that happened off chain (ChangeNow paid by hand, ETH
- * returned elsewhere) needs ledger entries against ChangeNow and a design of its own.
+ * Once the ETH left and the exchange will not end by itself, the way out is a resolve (conversion-resolve.ts).
  */
 import { sql } from 'kysely';
 import type { ConversionState, Db } from '../db/index.ts';

@@ -5,6 +5,8 @@
  */
 import { sql } from 'kysely';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
+import type { Transaction } from 'kysely';
+import type { Database } from '../db/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally } from '../money/index.ts';
 import { enqueuePoll, toReview } from './convert.ts';
@@ -113,51 +115,58 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
 async function settle(deps: StageDeps, conversionId: string, amountTo: string, payoutHash: string): Promise<void> {
   const { units: usdtUnits, droppedFraction } = parseUnitsFloor(amountTo, 6);
   const hash = payoutHash.toLowerCase();
-  const settled = await deps.db.transaction().execute(async (trx) => {
-    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
-    if (conversion.status !== 'sent') return false;
-    // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
-    // check a second time.
-    await lockInboundHash(trx, hash);
-    const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
-    if (other) return `hash_used:${other.conversion_id}` as const;
-    if (await isBookedDeposit(trx, hash)) return 'hash_deposit' as const;
-    const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
-    const weights = rows.map((r) => BigInt(r.net_wei));
-    const totalWei = weights.reduce((a, b) => a + b, 0n);
-    if (totalWei !== BigInt(conversion.amount_wei)) throw new Error(`conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`);
-    const shares = splitProportionally(usdtUnits, weights);
-    const rate = usdtPerEth(usdtUnits, totalWei);
-
-    // Two statements for the whole batch, however many payments it carries.
-    const ids = rows.map((r) => r.payment_id);
-    const units = shares.map((x) => x.toString());
-    await sql`update conversion_payments c set usdt_share = s.share
-      from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
-      where c.conversion_id = ${conversionId} and c.payment_id = s.payment_id`.execute(trx);
-    await sql`update payments p set conversion_status = 'completed', usdt_amount = s.share, conversion_rate = ${rate}::numeric, updated_at = now()
-      from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
-      where p.payment_id = s.payment_id`.execute(trx);
-    await trx
-      .updateTable('conversions')
-      .set({ status: 'completed', usdt_received: usdtUnits, rate, payout_hash: hash, completed_at: sql`now()`, updated_at: sql`now()` })
-      .where('conversion_id', '=', conversionId)
-      .execute();
-    const channelIds = rows.map((r) => r.channel_id);
-    const incoming = new Map<string, bigint>();
-    channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
-    const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
-    // Journals last: their balance rows stay locked only from here to the commit.
-    await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits) });
-    for (const journal of thresholds.journals) await postJournal(trx, journal);
-    return true;
-  });
+  const settled = await deps.db.transaction().execute((trx) => settleIn(trx, conversionId, usdtUnits, hash, 'sent'));
   if (typeof settled === 'string') {
     const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already credited conversion ${settled.slice('hash_used:'.length)}`;
     await toReview(deps, conversionId, `payout ${hash} ${usedBy}`, { rule: 'conversion_payout_reused', message: 'ChangeNow named a payout already credited; sent to review', details: { payoutHash: hash } });
     return;
   }
   if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');
+}
+
+/**
+ * Books the conversion's USDT (`usdtUnits`, brought to the host wallet by `hash`) to its payments' channels, from
+ * `from` (the poll: sent; a person's resolve: needs_review). True when booked; false when the conversion was no
+ * longer in `from`; a string when the hash already credited another conversion or is an operator's deposit.
+ */
+export async function settleIn(trx: Transaction<Database>, conversionId: string, usdtUnits: bigint, hash: string, from: 'sent' | 'needs_review'): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
+  const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+  if (conversion.status !== from) return false;
+  // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
+  // check a second time.
+  await lockInboundHash(trx, hash);
+  const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
+  if (other) return `hash_used:${other.conversion_id}` as const;
+  if (await isBookedDeposit(trx, hash)) return 'hash_deposit' as const;
+  const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
+  const weights = rows.map((r) => BigInt(r.net_wei));
+  const totalWei = weights.reduce((a, b) => a + b, 0n);
+  if (totalWei !== BigInt(conversion.amount_wei)) throw new Error(`conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`);
+  const shares = splitProportionally(usdtUnits, weights);
+  const rate = usdtPerEth(usdtUnits, totalWei);
+
+  // Two statements for the whole batch, however many payments it carries.
+  const ids = rows.map((r) => r.payment_id);
+  const units = shares.map((x) => x.toString());
+  await sql`update conversion_payments c set usdt_share = s.share
+    from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
+    where c.conversion_id = ${conversionId} and c.payment_id = s.payment_id`.execute(trx);
+  await sql`update payments p set conversion_status = 'completed', usdt_amount = s.share, conversion_rate = ${rate}::numeric, updated_at = now()
+    from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
+    where p.payment_id = s.payment_id`.execute(trx);
+  await trx
+    .updateTable('conversions')
+    .set({ status: 'completed', usdt_received: usdtUnits, rate, payout_hash: hash, completed_at: sql`now()`, updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .execute();
+  const channelIds = rows.map((r) => r.channel_id);
+  const incoming = new Map<string, bigint>();
+  channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
+  const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
+  // Journals last: their balance rows stay locked only from here to the commit.
+  await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits) });
+  for (const journal of thresholds.journals) await postJournal(trx, journal);
+  return true;
 }
 
 /** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */

@@ -68,6 +68,7 @@ async function conversionOf(paymentId: string): Promise<string> {
 }
 
 const retry = (conversionId: string, token: string | null = ALICE) => payrail!.request('POST', `/api/conversions/${conversionId}/retry`, { token });
+const resolve = (conversionId: string, body: unknown, token: string | null = ALICE) => payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { token, body });
 
 function auditOf(subject: string) {
   return db.db.selectFrom('audit_log').select(['actor', 'action', 'details']).where('subject', '=', subject).orderBy('id').execute();
@@ -270,10 +271,11 @@ describe('conversion review', () => {
   });
 });
 
+/** The fixture payment's net 0.0047239 ETH, and 1 % of it: what the simulator's short refund keeps. */
+const NET_WEI = 4_723_900_000_000_000n;
+const SHORT_WEI = 47_239_000_000_000n;
+
 describe('a refund short of the ETH sent (ChangeNow returns it less network fees)', () => {
-  /** The fixture payment's net 0.0047239 ETH, refunded 1 % short by the simulator. */
-  const NET_WEI = 4_723_900_000_000_000n;
-  const SHORT_WEI = 47_239_000_000_000n;
 
   it('within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow\'s cost, and the next batch converts what is left', async () => {
     await start();
@@ -297,6 +299,76 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     expect(rows).toEqual([{ code: `channel:${channelId}`, amount: (-SHORT_WEI).toString() }, { code: 'world:changenow', amount: SHORT_WEI.toString() }]);
     // (0.0047239 − 0.000047239) ETH × 3000 − 1 USDT fee.
     expect(await channelUsdt(channelId)).toBe('13029983');
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+  it('beyond the tolerance goes to review; resolve "returned" with the refund read on chain books the shortfall and frees the payments', async () => {
+    await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
+    const channelId = await channel();
+    outside.sim.failNextExchange('refunded_short');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    const inReview = await reaches(id, 'needs_review');
+    const [refunded] = exchangesFor(id);
+    expect(inReview.reason).toBe(`exchange refunded 0.004676661 of 0.0047239 ETH (refund ${refunded!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`);
+
+    // The chain decides: a hash that brought no ETH, a USDT claim for an ETH refund, a loss without a reason.
+    const other = `0x${'ab'.repeat(32)}`;
+    const noEth = await resolve(id, { outcome: 'returned', txHash: other });
+    expect(noEth.status).toBe(409);
+    expect(noEth.body.error).toBe(`cannot resolve conversion ${id}: the chain shows no ETH brought to the host wallet by ${other}`);
+    expect((await resolve(id, { outcome: 'received', amount: '13', txHash: refunded!.refundHash })).status).toBe(409);
+    expect((await resolve(id, { outcome: 'lost' })).status).toBe(400);
+    expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash }, null)).status).toBe(401);
+    expect(await auditOf(id)).toEqual([]);
+
+    const res = await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash, note: 'ChangeNow kept its fee' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'failed' });
+    expect(res.body.reason).toBe(`resolved by alice as returned: ChangeNow kept its fee (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`);
+    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.resolve', details: expect.objectContaining({ from: 'needs_review', to: 'failed', arrived: (NET_WEI - SHORT_WEI).toString() }) }]);
+    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    expect(await channelUsdt(channelId)).toBe('13029983');
+    expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash })).status).toBe(409);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('resolve after a failed exchange whose ETH left', () => {
+  it('"received": USDT ChangeNow paid by hand, read on chain (the amount must match), settled to the channel once', async () => {
+    await start();
+    const channelId = await channel();
+    outside.sim.failNextExchange('failed');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await reaches(id, 'needs_review');
+    await outside.changenowReturn(outside.hostAddress, 13_000_000n);
+    const hash = ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }).transactions[0]!;
+    const wrong = await resolve(id, { outcome: 'received', amount: '13.5', txHash: hash });
+    expect(wrong.status).toBe(409);
+    expect(wrong.body.error).toBe(`cannot resolve conversion ${id}: ${hash} brought 13 USDT to the host wallet, not 13.5`);
+    const res = await resolve(id, { outcome: 'received', amount: '13', txHash: hash, note: 'paid by ChangeNow support' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'completed' });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
+    expect(await channelUsdt(channelId)).toBe('13000000');
+    expect((await resolve(id, { outcome: 'received', amount: '13', txHash: hash })).status).toBe(409);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('"lost": the platform bears it (platform:losses) and the payments go back to pending whole, converted by the next batch', async () => {
+    await start();
+    const channelId = await channel();
+    outside.sim.failNextExchange('failed');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await reaches(id, 'needs_review');
+    const res = await resolve(id, { outcome: 'lost', note: 'exchange closed, support unreachable' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'failed', reason: `resolved by alice as lost: exchange closed, support unreachable; 0.0047239 ETH booked as the platform's loss, payments back to pending` });
+    const losses = await db.pool.query("select balance::text from ledger_accounts where code = 'platform:losses' and asset = 'eth'");
+    expect(losses.rows).toEqual([{ balance: (-NET_WEI).toString() }]);
+    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });

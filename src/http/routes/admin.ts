@@ -2,7 +2,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import { TRANSFER_STATES, type Db } from '../../db/index.ts';
-import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, ConversionResolveRefused, resolveConversion, type ConversionChain, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
 import { applyTransferAction, getTransfer, listTransfers, TransferActionRefused } from '../../pipeline/transfer/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
@@ -12,6 +12,8 @@ export interface AdminDeps {
   intake: IntakeSettings;
   /** A payout's or conversion's poll deadline, renewed when a person retries one whose funds are at ChangeNow. */
   pollDeadlineMs: number;
+  /** The host wallet's incoming ETH and USDT read on chain, for a conversion's resolve; unset: resolve is refused. */
+  chain?: ConversionChain;
   /** Asks for a conversion check soon (after threshold credits). */
   onThresholdCredit?: () => void;
 }
@@ -39,8 +41,15 @@ const conversionQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(100),
 }).strict();
 const conversionParams = z.object({ conversionId: z.string().regex(/^conv_[0-9a-f]{16}$/, 'must be a conversion id such as conv_0123456789abcdef') }).strict();
-// Retry only: see conversion-review.ts for why there is no resolve.
-const conversionActionParams = conversionParams.extend({ action: z.enum(['retry']) }).strict();
+const conversionActionParams = conversionParams.extend({ action: z.enum(['retry', 'resolve']) }).strict();
+const txHash = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash');
+const conversionResolutionBody = z.discriminatedUnion('outcome', [
+  // The USDT that arrived, as a decimal string (never a JSON number), with the transaction that brought it.
+  z.object({ outcome: z.literal('received'), amount: z.string().regex(/^(0|[1-9][0-9]{0,30})(\.[0-9]{1,6})?$/, 'must be a decimal string such as "12.5"'), txHash, note }).strict(),
+  z.object({ outcome: z.literal('returned'), txHash, note }).strict(),
+  // Booking a loss needs a person's reason.
+  z.object({ outcome: z.literal('lost'), note: z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters') }).strict(),
+]);
 const transferQuery = z.object({
   status: z.enum(TRANSFER_STATES).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
@@ -162,16 +171,20 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     return conversion;
   });
 
+  // retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
   app.post('/api/conversions/:conversionId/:action', async (request, reply) => {
     const { conversionId, action } = conversionActionParams.parse(request.params);
+    const resolution = action === 'resolve' ? conversionResolutionBody.parse(request.body ?? {}) : undefined;
     const actor = request.actor ?? 'unknown';
     try {
-      const result = await applyConversionAction(deps.db, conversionId, action, actor, { pollDeadlineMs: deps.pollDeadlineMs });
+      const result = resolution
+        ? await resolveConversion(deps.db, deps.chain, conversionId, resolution, actor)
+        : await applyConversionAction(deps.db, conversionId, 'retry', actor, { pollDeadlineMs: deps.pollDeadlineMs });
       if (!result) return reply.code(404).send({ error: `conversion ${conversionId} not found` });
       request.log.warn({ event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to }, 'conversion changed by hand');
       return await getConversion(deps.db, conversionId);
     } catch (error) {
-      if (error instanceof ConversionActionRefused) return reply.code(409).send({ error: `cannot ${action} conversion ${conversionId}: ${error.message}` });
+      if (error instanceof ConversionActionRefused || error instanceof ConversionResolveRefused) return reply.code(409).send({ error: `cannot ${action} conversion ${conversionId}: ${error.message}` });
       throw error;
     }
   });

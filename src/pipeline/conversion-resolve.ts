@@ -1,0 +1,114 @@
+/**
+ * The way out of review for a conversion whose ETH left (its transfer to ChangeNow is confirmed) and whose exchange
+ * will not end by itself: a person says what became of the ETH, and the chain confirms it before anything is booked.
+ *
+ * - received: USDT reached the host wallet in the named transaction (read on chain, the amount must match); it is
+ *   settled to the payments' channels as a finished exchange would be.
+ * - returned: ETH came back in the named transaction (read on chain); whatever is short of what was sent is
+ *   ChangeNow's cost, shared among the payments, which go back to pending worth that much less.
+ * - lost: nothing came back and nothing will; the platform bears it (journal conversion_lost, platform:losses) and
+ *   the payments go back to pending whole, so the owners are paid as if it had not happened.
+ *
+ * Chain reads happen before the conversion's row lock; the transaction checks the state again.
+ */
+import { sql, type Transaction } from 'kysely';
+import type { Hex } from 'viem';
+import type { ConversionState, Database, Db } from '../db/index.ts';
+import type { ChainWallet } from '../integrations/wallet/index.ts';
+import { accounts, postJournal } from '../ledger/index.ts';
+import { formatUnits, parseUnits } from '../money/index.ts';
+import { returnConversionFunds } from './conversion-outcomes.ts';
+import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
+import { settleIn } from './settle.ts';
+
+export type ConversionResolution =
+  | { outcome: 'received'; amount: string; txHash: string; note?: string }
+  | { outcome: 'returned'; txHash: string; note?: string }
+  | { outcome: 'lost'; note: string };
+
+/** What the resolve reads the chain with: the host wallet's incoming ETH and USDT, read only. */
+export interface ConversionChain {
+  readonly wallet: Pick<ChainWallet, 'tokenReceived' | 'nativeReceived'>;
+  readonly hostAddress: string;
+  readonly usdtContract: string | undefined;
+}
+
+export class ConversionResolveRefused extends Error {
+  override name = 'ConversionResolveRefused';
+}
+
+/** What the chain shows arrived, in smallest units, or a refusal saying why it cannot be used. */
+async function arrived(chain: ConversionChain | undefined, resolution: ConversionResolution): Promise<bigint | null> {
+  if (resolution.outcome === 'lost') return null;
+  if (!chain) throw new ConversionResolveRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
+  const hash = resolution.txHash.toLowerCase() as Hex;
+  const host = chain.hostAddress as Hex;
+  if (resolution.outcome === 'returned') {
+    const eth = await chain.wallet.nativeReceived(hash, host);
+    if (eth === null || eth <= 0n) throw new ConversionResolveRefused(`the chain shows no ETH brought to the host wallet by ${hash}`);
+    return eth;
+  }
+  if (!chain.usdtContract) throw new ConversionResolveRefused('no USDT contract is configured');
+  const usdt = await chain.wallet.tokenReceived(hash, chain.usdtContract as Hex, host);
+  if (usdt === null || usdt <= 0n) throw new ConversionResolveRefused(`the chain shows no USDT brought to the host wallet by ${hash}`);
+  let said: bigint;
+  try {
+    said = parseUnits(resolution.amount, 6);
+  } catch (error) {
+    throw new ConversionResolveRefused(`amount: ${(error as Error).message}`);
+  }
+  if (said !== usdt) throw new ConversionResolveRefused(`${hash} brought ${formatUnits(usdt, 6)} USDT to the host wallet, not ${resolution.amount}`);
+  return usdt;
+}
+
+export async function resolveConversion(
+  db: Db,
+  chain: ConversionChain | undefined,
+  conversionId: string,
+  resolution: ConversionResolution,
+  actor: string,
+): Promise<{ conversionId: string; from: ConversionState; to: ConversionState } | null> {
+  const exists = await db.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).executeTakeFirst();
+  if (!exists) return null;
+  const amount = await arrived(chain, resolution);
+  return db.transaction().execute(async (trx) => {
+    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+    if (conversion.status !== 'needs_review') throw new ConversionResolveRefused(`a conversion in state ${conversion.status} is not in review`);
+    const transfer = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', conversionId).executeTakeFirst();
+    if (transfer?.status !== 'confirmed') throw new ConversionResolveRefused('its ETH never left (no confirmed transfer): retry it instead');
+    const note = resolution.note ? `: ${resolution.note}` : '';
+    const to = await apply(trx, conversionId, BigInt(conversion.amount_wei), resolution, amount, `resolved by ${actor} as ${resolution.outcome}${note}`);
+    await trx
+      .insertInto('audit_log')
+      .values({ actor, action: 'conversion.resolve', subject: conversionId, details: JSON.stringify({ from: conversion.status, to, reason: conversion.reason, resolution, arrived: amount?.toString() ?? null }) })
+      .execute();
+    return { conversionId, from: conversion.status, to };
+  });
+}
+
+async function apply(trx: Transaction<Database>, conversionId: string, sentWei: bigint, resolution: ConversionResolution, amount: bigint | null, reason: string): Promise<ConversionState> {
+  // In review its payments are 'failed'; each outcome below takes them from 'converting', as the poll's would.
+  await trx.updateTable('payments').set({ conversion_status: 'converting', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'failed').execute();
+  if (resolution.outcome === 'received') {
+    const settled = await settleIn(trx, conversionId, amount as bigint, resolution.txHash.toLowerCase(), 'needs_review');
+    if (settled !== true) throw new ConversionResolveRefused(settled === 'hash_deposit' ? `${resolution.txHash} is booked as an operator deposit` : `${resolution.txHash} already credited another conversion (${String(settled).replace('hash_used:', '')})`);
+    await trx.updateTable('conversions').set({ reason }).where('conversion_id', '=', conversionId).execute();
+    return 'completed';
+  }
+  if (resolution.outcome === 'returned') {
+    const returned = amount as bigint;
+    if (returned > sentWei) throw new ConversionResolveRefused(`${resolution.txHash} brought ${formatUnits(returned, 18)} ETH, more than the ${formatUnits(sentWei, 18)} sent`);
+    const short = returned < sentWei ? `; ${formatUnits(sentWei - returned, 18)} ETH short, booked as ChangeNow's cost` : '';
+    if (!(await returnConversionFunds(trx, conversionId, resolution.txHash, returned, `${reason} (refund ${resolution.txHash.toLowerCase()})${short}`))) {
+      throw new ConversionResolveRefused(`${resolution.txHash} already returned funds for something else`);
+    }
+    return 'failed';
+  }
+  await postJournal(trx, { kind: 'conversion_lost', ref: conversionId, entries: [
+    { account: accounts.platformLosses('eth'), amount: -sentWei },
+    { account: accounts.changenow('eth'), amount: sentWei },
+  ] });
+  await releasePaymentsIn(trx, conversionId, 'failed', `${reason}; ${formatUnits(sentWei, 18)} ETH booked as the platform's loss, payments back to pending`);
+  await enqueueConversionBatch(trx);
+  return 'failed';
+}
