@@ -2,3 +2,4 @@ export { AmountError, parseUnits, parseUnitsFloor, formatUnits, isPlainDecimal, 
 export { ASSET_DECIMALS, INTAKE_ASSETS, isAssetCode, decimalsOf, type AssetCode } from './assets.ts';
 export { parsePercent, splitFee, type Percent, type FeeSplit } from './fee.ts';
 export { splitProportionally } from './split.ts';
+export { withinTolerance } from './tolerance.ts';

@@ -5,17 +5,9 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
-import { splitProportionally, type Percent } from '../money/index.ts';
+import { splitProportionally } from '../money/index.ts';
 import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
 import { claimRefund } from './refunds.ts';
-
-/** A shortfall of at most `tolerance` percent of what was sent. */
-export function withinTolerance(sentWei: bigint, returnedWei: bigint, tolerance: Percent | undefined): boolean {
-  const short = sentWei - returnedWei;
-  if (short <= 0n) return true;
-  if (!tolerance) return false;
-  return short * 100n * tolerance.denominator <= sentWei * tolerance.numerator;
-}
 
 /**
  * The refund `refundHash` brought `returnedWei` of the conversion's ETH back: the hash is used for this conversion

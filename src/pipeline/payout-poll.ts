@@ -7,7 +7,7 @@
 import type { Hex } from 'viem';
 import { ChangeNowError, type ExchangeStatus } from '../integrations/changenow/index.ts';
 import { accounts } from '../ledger/index.ts';
-import { decimalsOf, formatUnits } from '../money/index.ts';
+import { decimalsOf, formatUnits, withinTolerance } from '../money/index.ts';
 import type { StageDeps } from './interfaces.ts';
 import { ChainUnavailableError } from '../integrations/wallet/index.ts';
 import { claimRefund } from './refunds.ts';
@@ -61,16 +61,19 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     }
     const amount = BigInt(payout.amount);
     const shown = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
-    if (refunded < amount) {
-      await toReview(deps, payoutId, `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash})`, 'payout_refund_short');
+    if (!withinTolerance(amount, refunded, deps.settings.refundTolerance)) {
+      await toReview(deps, payoutId, `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`, 'payout_refund_short');
       return;
     }
     const refundHash = status.refundHash as string;
+    // A refund less network fees: what did not come back is ChangeNow's cost; more than was sent is not the channel's.
+    const back = refunded < amount ? refunded : amount;
+    const short = back < amount ? `; ${shown(amount - back)} short, booked as ChangeNow's cost` : '';
     const returned = await deps.db.transaction().execute(async (trx) => {
       const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
       if (current.status !== 'sent') return 'moved';
       if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'payout', ref: payoutId, asset: current.asset, amount: refunded }))) return 'hash_used';
-      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${refundHash}); ${shown(amount)} back on the channel's balance`);
+      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${refundHash}); ${shown(back)} back on the channel's balance${short}`, back);
       return 'returned';
     });
     if (returned === 'hash_used') await toReview(deps, payoutId, `refund ${refundHash} already returned funds for something else`, 'payout_refund_reused');

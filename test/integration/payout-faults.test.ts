@@ -248,6 +248,45 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
+  it('a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow\'s cost', async () => {
+    await start();
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    outside.sim.failNextExchange('refunded_short');
+    await pay(id);
+    await eventually('the payout failed', () => hasPayout(id, 'failed'));
+    const payout = await onlyPayout(id);
+    const [exchange] = exchangesFor(payout.payout_id);
+    const back = NET_WEI - NET_WEI / 100n;
+    expect(payout.reason).toBe(`exchange refunded (refund ${exchange!.refundHash}); ${formatUnits(back, 18)} ETH back on the channel's balance; ${formatUnits(NET_WEI / 100n, 18)} ETH short, booked as ChangeNow's cost`);
+    expect(await balances(id)).toEqual({ 'channel/eth': back.toString(), 'channel:payout/eth': '0' });
+    const { rows } = await db.pool.query<{ code: string; amount: string }>(
+      "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'payout_returned' and j.ref = $1 order by a.code",
+      [payout.payout_id],
+    );
+    expect(rows).toEqual([
+      { code: `channel:${id}`, amount: back.toString() },
+      { code: `channel:${id}:payout`, amount: (-NET_WEI).toString() },
+      { code: 'world:changenow', amount: (NET_WEI / 100n).toString() },
+    ]);
+    await expectLedgerClean();
+  });
+
+  it('a refund short by more than CHANGENOW_REFUND_TOLERANCE goes to review', async () => {
+    await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
+    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    outside.sim.failNextExchange('refunded_short');
+    await pay(id);
+    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
+    const payout = await onlyPayout(id);
+    const [exchange] = exchangesFor(payout.payout_id);
+    expect(payout.reason).toBe(`exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`);
+    // A person resolves it with what came back: the ledger then matches the chain again.
+    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, { body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18) } });
+    expect(resolved.status).toBe(200);
+    expect(await balances(id)).toEqual({ 'channel/eth': (NET_WEI - NET_WEI / 100n).toString(), 'channel:payout/eth': '0' });
+    await expectLedgerClean();
+  });
+
   it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async () => {
     await start();
     // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AmountError, formatUnits, parsePercent, parseUnits, splitFee } from '../../src/money/index.ts';
+import { AmountError, formatUnits, parsePercent, parseUnits, splitFee, withinTolerance } from '../../src/money/index.ts';
 
 describe('parseUnits', () => {
   it.each([
@@ -116,5 +116,18 @@ describe('splitFee', () => {
 
   it('refuses a negative gross', () => {
     expect(() => splitFee(-1n, parsePercent('3'))).toThrow(AmountError);
+  });
+});
+
+describe('withinTolerance', () => {
+  it('takes a shortfall up to the percent of what was expected, exactly, and nothing short without one', () => {
+    const two = parsePercent('2');
+    expect(withinTolerance(1_000n, 980n, two)).toBe(true);
+    expect(withinTolerance(1_000n, 979n, two)).toBe(false);
+    expect(withinTolerance(1_000n, 1_000n, undefined)).toBe(true);
+    expect(withinTolerance(1_000n, 1_001n, undefined)).toBe(true);
+    expect(withinTolerance(1_000n, 999n, undefined)).toBe(false);
+    expect(withinTolerance(10n ** 18n, 10n ** 18n - 5n * 10n ** 15n, parsePercent('0.5'))).toBe(true);
+    expect(withinTolerance(10n ** 18n, 10n ** 18n - 5n * 10n ** 15n - 1n, parsePercent('0.5'))).toBe(false);
   });
 });
