@@ -9,7 +9,7 @@ import { localDevSecrets } from './dev-secrets.ts';
 import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { formatStatus, readOverview, WINDOW_HOURS_DEFAULT, WINDOW_HOURS_MAX } from './overview/index.ts';
-import { startChangeNowSimulator } from './simulators/index.ts';
+import { startChangeNowSimulator, startNowPaymentsSimulator } from './simulators/index.ts';
 import { checkLedgerAgainstChain } from './treasury/index.ts';
 import { bookingOptions, formatChainReport, readOnlyWallet, runBooking } from './treasury/commands.ts';
 import { transferPolicy } from './app.ts';
@@ -35,6 +35,9 @@ const USAGE = `usage: payrail <command>
                 the whole pipeline on a fresh local payrail of its own, with progress and a summary (--help)
   sim changenow [--port N] [--api-key KEY] [--rpc-url URL] [--step-ms MS]
                 run the ChangeNow v2 simulator on its own
+  sim nowpayments [--port N] [--api-key KEY]
+                run the NOWPayments API simulator on its own (GET /v1/payment/{id} for the payments POSTed to
+                /sim/payments)
 `;
 
 const ROLES: Record<string, Roles> = {
@@ -197,11 +200,12 @@ async function serve(config: Config, roles: Roles, logger: Logger): Promise<numb
   });
 }
 
-/** payrail sim changenow: the simulator as a standalone server, until SIGINT/SIGTERM. */
+/** payrail sim changenow | nowpayments: a simulator as a standalone server, until SIGINT/SIGTERM. */
 async function simulate(args: string[]): Promise<number> {
   const [what, ...rest] = args;
   const flags = new Map<string, string>();
   for (let i = 0; i < rest.length; i += 2) flags.set(rest[i] ?? '', rest[i + 1] ?? '');
+  if (what === 'nowpayments') return simulateNowPayments(flags);
   const port = Number.parseInt(flags.get('--port') ?? '0', 10);
   const stepMs = Number.parseInt(flags.get('--step-ms') ?? '2000', 10);
   const apiKey = flags.get('--api-key') ?? process.env.CHANGENOW_API_KEY?.trim();
@@ -212,6 +216,24 @@ async function simulate(args: string[]): Promise<number> {
   const rpcUrl = flags.get('--rpc-url');
   const sim = await startChangeNowSimulator({ port, apiKey, stepMs, ...(rpcUrl && { rpcUrl }) });
   process.stderr.write(`ChangeNow simulator listening on ${sim.url}${rpcUrl ? ` (reading ${rpcUrl})` : ' (no chain: deposits are never seen)'}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await sim.stop();
+  return 0;
+}
+
+async function simulateNowPayments(flags: Map<string, string>): Promise<number> {
+  const port = Number.parseInt(flags.get('--port') ?? '0', 10);
+  const apiKey = flags.get('--api-key') ?? process.env.NOWPAYMENTS_API_KEY?.trim();
+  const unknown = [...flags.keys()].filter((flag) => flag !== '--port' && flag !== '--api-key');
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || !apiKey || unknown.length > 0) {
+    process.stderr.write(`usage: payrail sim nowpayments --port N --api-key KEY\n(the key may come from NOWPAYMENTS_API_KEY)\n`);
+    return 64;
+  }
+  const sim = await startNowPaymentsSimulator({ port, apiKey });
+  process.stderr.write(`NOWPayments API simulator listening on ${sim.url}: GET /v1/payment/{id} (x-api-key), POST /sim/payments to register a payment, POST /sim/fault\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

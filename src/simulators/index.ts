@@ -1,4 +1,5 @@
 export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type PairConfig, type Fault } from './changenow/index.ts';
+export { startNowPaymentsSimulator, type NowPaymentsSimulator, type NowPaymentsFault } from './nowpayments/index.ts';
 export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
 export { startLocalOutside, type LocalOutside } from './local.ts';
 export { freePort } from './ports.ts';

@@ -1,0 +1,1 @@
+export { startNowPaymentsSimulator, type NowPaymentsSimulator, type NowPaymentsSimulatorOptions, type NowPaymentsFault } from './server.ts';

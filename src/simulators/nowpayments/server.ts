@@ -1,0 +1,212 @@
+/**
+ * A NOWPayments API simulator over real HTTP: GET /v1/payment/{payment_id} (header x-api-key) answered from the
+ * payments it was told about, the way NOWPayments answers from its books. Amounts leave as JSON numbers, as
+ * NOWPayments sends them, written from their exact text (never a float).
+ *
+ * It learns a payment by POST /sim/payments (the payment as NOWPayments holds it: an IPN body's fields), or in
+ * process through addPayment. Told another amount, status or currency than the IPN payrail receives, it disagrees
+ * with that IPN, as NOWPayments would with a forged one. Faults: down (connection refused), 5xx, slow.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
+
+export type NowPaymentsFault = 'none' | 'down' | '5xx' | 'slow';
+const FAULTS: readonly NowPaymentsFault[] = ['none', 'down', '5xx', 'slow'];
+
+/** Fields NOWPayments writes as JSON numbers. */
+const NUMBER_FIELDS = ['payment_id', 'invoice_id', 'parent_payment_id', 'purchase_id', 'price_amount', 'pay_amount', 'actually_paid', 'outcome_amount'];
+
+export interface NowPaymentsSimulatorOptions {
+  port: number;
+  apiKey: string;
+  /**
+   * Keeps the payments it was told about in this file (a local run: next to the database), so a restarted payrail
+   * still finds NOWPayments knowing the payments it took before, as the real one would.
+   */
+  statePath?: string;
+}
+
+export interface NowPaymentsSimulator {
+  readonly url: string;
+  /** Payments by id, as they are served (numbers as LosslessNumber). */
+  readonly payments: Map<string, Record<string, unknown>>;
+  /**
+   * Registers (or replaces) a payment: an IPN body (object or its exact JSON text), with `overrides` applied on top
+   * (another outcome_amount, payment_status or outcome_currency makes the API disagree with that IPN).
+   */
+  addPayment(body: Record<string, unknown> | string, overrides?: Record<string, unknown>): string;
+  setFault(fault: NowPaymentsFault, options?: { slowMs?: number }): Promise<void>;
+  /** GET /v1/payment calls that reached the simulator (answered or refused), since it started. */
+  readonly calls: () => number;
+  stop(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOptions): Promise<NowPaymentsSimulator> {
+  const payments = new Map<string, Record<string, unknown>>();
+  if (options.statePath && fs.existsSync(options.statePath)) {
+    // One payment per line, in the order they were told; a later line for the same id replaces the earlier one.
+    for (const line of fs.readFileSync(options.statePath, 'utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      const payment = parseLossless(line) as Record<string, unknown>;
+      payments.set(isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id), payment);
+    }
+  }
+  const save = (payment: Record<string, unknown>) => {
+    if (options.statePath) fs.appendFileSync(options.statePath, `${stringify(payment) ?? ''}\n`);
+  };
+  let fault: NowPaymentsFault = 'none';
+  let slowMs = 2_000;
+  let calls = 0;
+
+  const addPayment = (body: Record<string, unknown> | string, overrides: Record<string, unknown> = {}): string => {
+    const parsed: unknown = typeof body === 'string' ? parseLossless(body) : body;
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'a payment must be a JSON object');
+    const payment: Record<string, unknown> = { ...(parsed as Record<string, unknown>), ...overrides };
+    for (const field of NUMBER_FIELDS) {
+      const value = payment[field];
+      // Numeric text becomes a JSON number written exactly as given; anything else is served as it came.
+      if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value)) payment[field] = new LosslessNumber(value);
+      else if (typeof value === 'number') payment[field] = new LosslessNumber(String(value));
+    }
+    const id = isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id ?? '');
+    if (!/^[1-9][0-9]{0,19}$/.test(id)) throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
+    const now = new Date().toISOString();
+    const stored = { order_description: null, purchase_id: null, created_at: now, ...payment, updated_at: now };
+    payments.set(id, stored);
+    save(stored);
+    return id;
+  };
+
+  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<[number, unknown]> => {
+    const url = new URL(req.url ?? '/', 'http://sim');
+    if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
+    const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
+    if (req.method !== 'GET' || !match) throw new HttpError(404, 'NOT_FOUND', `no route ${req.method} ${url.pathname}`);
+    calls += 1;
+    if (req.headers['x-api-key'] !== options.apiKey) throw new HttpError(403, 'INVALID_API_KEY', 'Invalid api key');
+    if (fault === '5xx') throw new HttpError(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable');
+    if (fault === 'slow') {
+      await sleepUnlessGone(slowMs, res);
+      if (res.destroyed) throw new HttpError(499, 'client_closed', 'client closed the request');
+    }
+    const payment = payments.get(decodeURIComponent(match[1] ?? ''));
+    if (!payment) throw new HttpError(404, 'PAYMENT_NOT_FOUND', 'Payment not found');
+    return [200, payment];
+  };
+
+  const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<[number, unknown]> => {
+    if (method === 'POST' && url.pathname === '/sim/payments') {
+      let parsed: unknown;
+      try {
+        parsed = parseLossless(body || 'null');
+      } catch {
+        throw new HttpError(400, 'bad_request', 'body must be JSON');
+      }
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'body must be a payment (a JSON object, as an IPN body)');
+      const id = addPayment(parsed as Record<string, unknown>);
+      return [200, payments.get(id)];
+    }
+    if (method === 'GET' && url.pathname === '/sim/payments') return [200, { payments: [...payments.values()] }];
+    if (method === 'POST' && url.pathname === '/sim/fault') {
+      let input: { fault?: unknown; slowMs?: unknown };
+      try {
+        input = JSON.parse(body || '{}') as typeof input;
+      } catch {
+        throw new HttpError(400, 'bad_request', 'body must be JSON');
+      }
+      if (input === null || typeof input !== 'object') throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      if (input.fault !== undefined && !FAULTS.includes(input.fault as NowPaymentsFault)) throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
+      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+      if (input.slowMs !== undefined) slowMs = input.slowMs as number;
+      const next = input.fault as NowPaymentsFault | undefined;
+      if (next === 'down') {
+        // Going down closes every connection, this one included: answer first, then close.
+        res.once('finish', () => void control.setFault('down'));
+        return [200, { fault: 'down' }];
+      }
+      if (next !== undefined) await control.setFault(next);
+      return [200, { fault, slowMs }];
+    }
+    throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
+  };
+
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+      if (body.length > 1_000_000) req.destroy();
+    });
+    req.on('end', () => {
+      routes(req, res, body).then(
+        ([status, payload]) => send(res, status, payload),
+        (error: unknown) => {
+          if (error instanceof HttpError) send(res, error.status, { status: false, statusCode: error.status, code: error.code, message: error.message });
+          else send(res, 500, { status: false, statusCode: 500, code: 'INTERNAL_ERROR', message: (error as Error).message });
+        },
+      );
+    });
+  };
+
+  let server = await listen(handler, options.port);
+  const port = (server.address() as { port: number }).port;
+
+  const control: NowPaymentsSimulator = {
+    url: `http://127.0.0.1:${port}`,
+    payments,
+    addPayment,
+    calls: () => calls,
+    async setFault(next, opts = {}) {
+      if (opts.slowMs !== undefined) slowMs = opts.slowMs;
+      if (next === 'down' && fault !== 'down') await close(server);
+      if (next !== 'down' && fault === 'down') server = await listen(handler, port);
+      fault = next;
+    },
+    async stop() {
+      if (fault !== 'down') await close(server);
+    },
+  };
+  return control;
+}
+
+function listen(handler: http.RequestListener, port: number): Promise<http.Server> {
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(handler);
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+function close(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+/** Waits `ms`, or less if the connection closes first (the client gave up, the simulator stops). */
+function sleepUnlessGone(ms: number, res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    res.once('close', done);
+  });
+}
+
+function send(res: http.ServerResponse, status: number, payload: unknown): void {
+  if (res.destroyed || res.headersSent) return;
+  const text = stringify(payload) ?? 'null';
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(text);
+}
