@@ -5,11 +5,12 @@
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
-import { secretValues, type Config } from './config.ts';
+import { NOWPAYMENTS_DEFAULT_API_URL, secretValues, type Config } from './config.ts';
 import { createChangeNowClient, type ChangeNowObserver } from './integrations/changenow/index.ts';
+import { createNowPaymentsApi } from './integrations/nowpayments/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
-import { createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type ConversionChain, type CrashPoint, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
+import { confirmTasks, createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type ConfirmDeps, type ConversionChain, type CrashPoint, type IntakeSettings, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { recordDeposit } from './treasury/index.ts';
 import { readOnlyWallet } from './treasury/commands.ts';
@@ -59,8 +60,34 @@ export async function prepareDatabase(database: DatabaseHandle, logger: Logger):
 export const ALL_HANDLED_TASKS: readonly string[] = [...HANDLED_TASKS, ...ALERT_TASKS];
 
 /** Handlers by task. A task without a handler here keeps its jobs queued and visible until a version has one. */
-export function taskHandlers(deps: StageDeps, alerts?: AlertDeps): TaskList {
-  return { ...pipelineTasks(deps), ...(alerts && alertTasks(alerts)) } as TaskList;
+export function taskHandlers(deps: StageDeps, alerts?: AlertDeps, confirm?: ConfirmDeps): TaskList {
+  return { ...pipelineTasks(deps), ...(confirm && confirmTasks(confirm)), ...(alerts && alertTasks(alerts)) } as TaskList;
+}
+
+/**
+ * How intake credits: with NOWPAYMENTS_API_KEY set, only once NOWPayments' API agrees (the payment_confirm job). The
+ * web and worker processes must read the same configuration, or one credits what the other would check.
+ */
+export function intakeSettings(config: Config): IntakeSettings {
+  return {
+    feePercent: config.PLATFORM_FEE_PERCENT,
+    partialPayments: config.PARTIAL_PAYMENTS,
+    ...(config.NOWPAYMENTS_API_KEY !== undefined && { confirm: { deadlineMs: config.NOWPAYMENTS_CONFIRM_DEADLINE } }),
+  };
+}
+
+/** The payment_confirm job's needs: the API client (none without NOWPAYMENTS_API_KEY) and intake's credit settings. */
+export function confirmDeps(config: Config, stage: StageDeps, outside: LocalOutside, onThresholdCredit?: () => void): ConfirmDeps {
+  const apiKey = config.NOWPAYMENTS_API_KEY;
+  const baseUrl = outside.nowpaymentsUrl ?? config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL;
+  return {
+    db: stage.db,
+    logger: stage.logger,
+    notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
+    api: apiKey === undefined ? undefined : createNowPaymentsApi({ baseUrl, apiKey, timeoutMs: config.NOWPAYMENTS_TIMEOUT }),
+    intake: intakeSettings(config),
+    ...(onThresholdCredit && { onThresholdCredit }),
+  };
 }
 
 /** The alert jobs' needs: the stages' database, wallet and ChangeNow client, and the alert configuration. */
@@ -90,6 +117,8 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
       changenowPort: config.LOCAL_CHANGENOW_PORT,
       changenowApiKey: config.CHANGENOW_API_KEY,
       hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
+      // With a key and no URL, the local run confirms credits with its own NOWPayments simulator.
+      ...(config.NOWPAYMENTS_API_KEY !== undefined && { nowpayments: { ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }), port: config.LOCAL_NOWPAYMENTS_PORT, apiKey: config.NOWPAYMENTS_API_KEY } }),
       // The local chain keeps its state next to the database, so balances and nonces agree across restarts.
       stateDir: path.resolve(config.PAYRAIL_DATA_DIR),
       logger,
@@ -105,7 +134,13 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
   }
   // A key pointed at the wrong chain must stop the start, not sign transactions for another network.
   if (served !== undefined && served !== config.CHAIN_ID) throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
-  return { rpcUrl, chainId: config.CHAIN_ID, changenowUrl: config.CHANGENOW_API_URL as string, stop: async () => undefined };
+  return {
+    rpcUrl,
+    chainId: config.CHAIN_ID,
+    changenowUrl: config.CHANGENOW_API_URL as string,
+    ...(config.NOWPAYMENTS_API_KEY !== undefined && { nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL }),
+    stop: async () => undefined,
+  };
 }
 
 /**
@@ -115,7 +150,7 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
 function conversionChain(config: Config, outside: LocalOutside | undefined): ConversionChain | undefined {
   const wallet = readOnlyWallet(outside ? { ...config, ETH_RPC_URL: outside.rpcUrl, CHAIN_ID: outside.chainId } : config);
   if (typeof wallet === 'string') return undefined;
-  return { wallet, hostAddress: wallet.address, usdtContract: outside?.usdtContract ?? config.USDT_CONTRACT };
+  return { wallet, hostAddress: wallet.address, usdtContract: outside?.usdtContract ?? config.USDT_CONTRACT, confirmations: transferPolicy(config, outside?.chainId ?? config.CHAIN_ID).confirmations };
 }
 
 export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void, changenowObserver?: ChangeNowObserver): StageDeps {
@@ -215,6 +250,12 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
   if (crashAt) logger.warn({ event: 'crash_injection_armed', point: crashAt }, 'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself');
   const crashPoint = options.crashPoint ?? (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
   warnAboutMetricsExposure(config, roles, logger);
+  if (config.NOWPAYMENTS_API_KEY === undefined && config.CHAIN_ID === 1) {
+    logger.warn(
+      { event: 'ipn_credits_unconfirmed' },
+      'NOWPAYMENTS_API_KEY is unset on mainnet: a signed IPN is credited on its signature alone, so anyone holding the IPN secret can mint credits; set NOWPAYMENTS_API_KEY to have every credit confirmed with NOWPayments first',
+    );
+  }
   const database = existing ?? (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
@@ -231,7 +272,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         pool: database.pool,
         db: database.db,
         logger,
-        taskList: taskHandlers(stage, alertDeps(config, stage)),
+        taskList: taskHandlers(stage, alertDeps(config, stage), confirmDeps(config, stage, outside, createConversionNudger(database.db, logger))),
         cron: [...pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL, reconcileIntervalMs: config.RECONCILE_INTERVAL }), ...alertCron({ intervalMs: config.ALERT_INTERVAL })],
         storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
         concurrency: config.WORKER_CONCURRENCY,
@@ -254,7 +295,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         webhook: {
           db: database.db,
           ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
-          intake: { feePercent: config.PLATFORM_FEE_PERCENT, partialPayments: config.PARTIAL_PAYMENTS },
+          intake: intakeSettings(config),
           notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
           bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
           onThresholdCredit: nudge,
@@ -271,7 +312,7 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
           alertIntervalMs: config.ALERT_INTERVAL,
         },
-        admin: { db: database.db, chain: conversionChain(config, outside), intake: { feePercent: config.PLATFORM_FEE_PERCENT, partialPayments: config.PARTIAL_PAYMENTS }, pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
+        admin: { db: database.db, chain: conversionChain(config, outside), intake: intakeSettings(config), pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
         metrics: { metrics, db: database.db, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) },
       });

@@ -108,6 +108,16 @@ const schema = z.object({
       return entries;
     }),
   NOWPAYMENTS_IPN_SECRET: secret.optional(),
+  /**
+   * Set: a crediting IPN is credited only once NOWPayments' API (GET /v1/payment/{id}) agrees with it. Unset: the
+   * signed IPN alone is credited, as before (a leaked IPN secret can then mint credits).
+   */
+  NOWPAYMENTS_API_KEY: secret.optional(),
+  /** The API's base. Unset: https://api.nowpayments.io, or on a local run the simulator payrail starts. */
+  NOWPAYMENTS_API_URL: httpUrl.optional(),
+  /** How long an unreachable NOWPayments is asked again before the payment goes to review instead. */
+  NOWPAYMENTS_CONFIRM_DEADLINE: duration.refine((ms) => ms <= 86_400_000, 'must be at most 24h (the job retrying the check gives up later than that)').default(3_600_000),
+  NOWPAYMENTS_TIMEOUT: duration.refine((ms) => ms <= 120_000, 'must be at most 120s').default(15_000),
   PLATFORM_FEE_PERCENT: z
     .string()
     .default('3')
@@ -218,6 +228,7 @@ const schema = z.object({
   WORKER_METRICS_PORT: port.optional(),
   LOCAL_CHAIN_PORT: port.default(54330),
   LOCAL_CHANGENOW_PORT: port.default(54331),
+  LOCAL_NOWPAYMENTS_PORT: port.default(54332),
   /** Fault injection for crash tests: the worker SIGKILLs itself on reaching this point. Never set in production. */
   PAYRAIL_CRASH_AT: z.enum(['after_exchange_created', 'after_broadcast', 'before_settle', 'payout_after_exchange_created', 'payout_after_broadcast', 'payout_before_complete']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -234,6 +245,15 @@ export interface Config extends Omit<Parsed, SecretName> {
   embedded: boolean;
 }
 
+/** The public NOWPayments API, when NOWPAYMENTS_API_URL is unset outside a local run. */
+export const NOWPAYMENTS_DEFAULT_API_URL = 'https://api.nowpayments.io';
+
+/**
+ * Secrets a local run generates when missing, besides the required ones: the NOWPayments API key, so that the local
+ * default checks every credit with the simulator it starts (unless NOWPAYMENTS_API_URL points elsewhere).
+ */
+export type DevSecretName = SecretName | 'NOWPAYMENTS_API_KEY';
+
 const SECRETS = ['ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET', 'CHANGENOW_API_KEY', 'HOST_WALLET_PRIVATE_KEY'] as const;
 export type SecretName = (typeof SECRETS)[number];
 /**
@@ -247,7 +267,7 @@ export interface LoadOptions {
    * Supplies missing secrets for a local run (the caller prints that it did). Only honoured when no DATABASE_URL is
    * set: a deployment against a real database must be given its secrets.
    */
-  devSecrets?: (missing: SecretName[]) => Partial<Record<SecretName, string>>;
+  devSecrets?: (missing: DevSecretName[]) => Partial<Record<DevSecretName, string>>;
   /**
    * False for commands that only read the database (status, check-ledger): an operator runs them with DATABASE_URL
    * alone, without the deployment's secrets or ChangeNow and RPC URLs. Missing secrets are then empty strings, which
@@ -287,7 +307,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   const missing = SECRETS.filter((name) => input[name] === undefined);
   // Generated secrets are for a local run only: with a real database, a missing secret is an error.
   const requireOutside = options.requireOutside ?? true;
-  const supplied = requireOutside && embedded && missing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(missing) : {};
+  const devMissing: DevSecretName[] = [...missing, ...(input.NOWPAYMENTS_API_KEY === undefined && input.NOWPAYMENTS_API_URL === undefined ? (['NOWPAYMENTS_API_KEY'] as const) : [])];
+  const supplied = requireOutside && embedded && devMissing.length > 0 && options.devSecrets && problems.length === 0 ? options.devSecrets(devMissing) : {};
   for (const name of missing) {
     if (!requireOutside) supplied[name] = '';
     else if (supplied[name] === undefined) problems.push(`${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`);
@@ -312,7 +333,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (!result.success || problems.length > 0) throw new ConfigError(problems);
   const secrets = {} as Record<SecretName, string>;
   for (const name of SECRETS) secrets[name] = (result.data[name] ?? supplied[name]) as string;
-  return { ...result.data, ...(secrets as Pick<Config, SecretName>), embedded };
+  const apiKey = result.data.NOWPAYMENTS_API_KEY ?? supplied.NOWPAYMENTS_API_KEY;
+  return { ...result.data, ...(secrets as Pick<Config, SecretName>), ...(apiKey !== undefined && { NOWPAYMENTS_API_KEY: apiKey }), embedded };
 }
 
 /**
@@ -327,6 +349,7 @@ export function secretValues(config: Config): string[] {
     ...config.ADMIN_TOKENS.map((t) => t.token),
     ...(config.ALERT_WEBHOOK_SECRET === undefined ? [] : [config.ALERT_WEBHOOK_SECRET]),
     ...(config.METRICS_TOKEN === undefined ? [] : [config.METRICS_TOKEN]),
+    ...(config.NOWPAYMENTS_API_KEY === undefined ? [] : [config.NOWPAYMENTS_API_KEY]),
     ...urlCredentials(config.ALERT_WEBHOOK_URL, { pathKeys: true }),
     ...urlCredentials(config.DATABASE_URL, { pathKeys: false }),
     ...urlCredentials(config.ETH_RPC_URL, { pathKeys: true }),

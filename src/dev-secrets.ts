@@ -5,12 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SecretName } from './config.ts';
+import type { DevSecretName } from './config.ts';
 
-export function localDevSecrets(dataDir: string, missing: SecretName[], options: { announce?: boolean } = {}): Partial<Record<SecretName, string>> {
+export function localDevSecrets(dataDir: string, missing: DevSecretName[], options: { announce?: boolean } = {}): Partial<Record<DevSecretName, string>> {
   const file = path.resolve(dataDir, 'dev-secrets.json');
-  let stored: Partial<Record<SecretName, string>> = {};
-  if (fs.existsSync(file)) stored = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Record<SecretName, string>>;
+  let stored: Partial<Record<DevSecretName, string>> = {};
+  if (fs.existsSync(file)) stored = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Record<DevSecretName, string>>;
   let changed = false;
   for (const name of missing) {
     if (!stored[name]) {

@@ -14,7 +14,7 @@
  * host_wallet_insufficient (eth | usdt), transfer_refused / transfer_unconfirmed / transfer_estimate_failed /
  * transfer_fee_ceiling / transfer_nonce_taken / transfer_reorged / transfer_review / transfer_resolved (transfer id), duplicate_exchanges,
  * exchange_mismatch and conversion_* (conversion id), worker_runner_stopped (worker id), alert_rule_failed (rule),
- * payment_review (payment id).
+ * payment_review and payment_unconfirmed (payment id).
  */
 export { raiseAlert, storeEventAlert, listAlerts, getAlert, resolveAlertByHand, NOTIFY_MAX_ATTEMPTS, type AlertInput, type AlertView, type AlertListState, type HandResolution, type RaiseOptions } from './store.ts';
 export { evaluateAlerts, type EvaluateDeps, type EvaluationSummary } from './evaluate.ts';

@@ -102,4 +102,5 @@ export const EVENT_RULES = [
   'worker_runner_stopped',
   'alert_rule_failed',
   'payment_review',
+  'payment_unconfirmed',
 ] as const;

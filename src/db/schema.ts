@@ -104,6 +104,12 @@ export interface PaymentsTable {
   review_action: ColumnType<PaymentReviewAction | null, PaymentReviewAction | null | undefined, PaymentReviewAction | null>;
   review_action_by: OptionalText;
   review_action_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The NOWPayments API check of a crediting IPN (NOWPAYMENTS_API_KEY set): asked for, deadline, agreed. */
+  confirm_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  confirm_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  confirmed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  confirm_attempts: Generated<number>;
+  confirm_last_error: OptionalText;
 }
 
 /** A person's decision on a payment in review (POST /api/payments/:id/credit|ignore|reverse). */

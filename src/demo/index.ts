@@ -259,6 +259,9 @@ class Demo {
     const ethUsd = (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate;
     const now = new Date();
     const bodies = payments.map((p) => signIpnBody(p.paymentId, finishedIpnBody(p, ethUsd, now), config.NOWPAYMENTS_IPN_SECRET));
+    // NOWPayments knows every payment it sends an IPN for: the local run credits each once its simulator confirms it.
+    const nowpaymentsSim = payrail.outside?.nowpayments;
+    if (nowpaymentsSim) for (const b of bodies) nowpaymentsSim.addPayment(b.raw);
     // NOWPayments forwards each payment's outcome to the host wallet before it sends `finished`: on the local chain too,
     // so the host wallet holds what the ledger credits and the summary can compare ledger and chain.
     const rpcUrl = payrail.outside?.rpcUrl;

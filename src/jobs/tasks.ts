@@ -3,6 +3,8 @@
  * part of this version stays queued and visible (graphile-worker only fetches tasks it knows), never dropped.
  */
 export interface TaskPayloads {
+  /** A crediting IPN's payment: ask NOWPayments' API, credit once it agrees (NOWPAYMENTS_API_KEY set). */
+  payment_confirm: { paymentId: string };
   /** An instant channel's credited payment: open its payout (once), then run it. */
   payout_instant: { paymentId: string };
   /** Move a payout (threshold batch or instant) on: approval check, exchange, transfer. */
@@ -33,4 +35,4 @@ export interface TaskPayloads {
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile', 'alerts_evaluate', 'alert_notify'];
+export const TASK_NAMES: readonly TaskName[] = ['payment_confirm', 'payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile', 'alerts_evaluate', 'alert_notify'];

@@ -1,7 +1,8 @@
 export { recordIpn, releaseUnknownChannelPayments, REVIEW, reviewCode, type IntakeResult, type IntakeOutcome, type IntakeSettings, type IntakeAlerting } from './intake.ts';
 export { applyPaymentAction, PaymentActionRefused, PAYMENT_ACTIONS, type PaymentActionResult } from './payment-review.ts';
 export { getPayment, type PaymentView } from './payments.ts';
-export { pipelineTasks, pipelineCron, HANDLED_TASKS } from './tasks.ts';
+export { pipelineTasks, pipelineCron, confirmTasks, HANDLED_TASKS } from './tasks.ts';
+export { confirmPayment, ConfirmationPending, type ConfirmDeps, type ConfirmOutcome } from './payment-confirm.ts';
 export { CRASH_POINTS, type StageDeps, type Exchange, type Wallet, type ConversionSettings, type CrashPoint, type TransferPolicy } from './interfaces.ts';
 export { listPayouts, getPayout, type PayoutView } from './payouts.ts';
 export { OPEN_PAYOUT_STATUSES, USDT_UNITS_PER_CENT } from './payout.ts';

@@ -1,7 +1,9 @@
 /**
  * Intake: one NOWPayments IPN becomes, in ONE short transaction, the payment's record and, when it is the first
  * `finished` for a known channel, the fee split, the ledger credit and the next step (conversion pending or a payout
- * job). No outside call happens here; the webhook answers right after the commit.
+ * job). With NOWPAYMENTS_API_KEY set, that credit waits for NOWPayments' API to agree: intake queues the
+ * payment_confirm job instead, in the same transaction, and the job credits (payment-confirm.ts). No outside call
+ * happens here; the webhook answers right after the commit.
  *
  * Every IPN may arrive many times, concurrently and out of order. The payment row (primary key payment_id) is the
  * lock: the first insert wins, later copies wait on it and then see the committed state. Statuses only move forward,
@@ -25,7 +27,15 @@ export interface IntakeSettings {
    * that buys the subscription).
    */
   readonly partialPayments?: 'credit' | 'review';
+  /**
+   * NOWPAYMENTS_API_KEY is set: a crediting IPN is not credited on its signature alone; the payment_confirm job asks
+   * NOWPayments' API and credits once it agrees. deadlineMs: how long an unreachable API is asked again.
+   */
+  readonly confirm?: { readonly deadlineMs: number };
 }
+
+/** payment_confirm's attempts: far more than NOWPAYMENTS_CONFIRM_DEADLINE (at most 24h) takes with the queue's backoff. */
+export const CONFIRM_JOB_MAX_ATTEMPTS = 25;
 
 /** Where intake's alerts go: the caller's logger, and the webhook when ALERT_WEBHOOK_URL is set. */
 export interface IntakeAlerting {
@@ -49,6 +59,8 @@ export interface IntakeResult {
   readonly status: IpnStatus;
   /** The strategy of the channel this call credited, or null when it credited nothing. */
   readonly credited: 'instant' | 'threshold' | null;
+  /** The credit waits for NOWPayments' API (payment_confirm queued by this call or an earlier copy). */
+  readonly confirming: boolean;
   readonly reviewReason: string | null;
 }
 
@@ -79,6 +91,8 @@ export const REVIEW = {
   partiallyPaid: 'partially_paid',
   foreignOutcome: 'foreign_outcome_currency',
   outcomeChanged: 'outcome_amount_changed',
+  /** NOWPayments' API disagreed with the crediting IPN, knew no such payment, or stayed unreachable past the deadline. */
+  unconfirmed: 'payment_unconfirmed',
 } as const;
 
 export type ReviewCode = (typeof REVIEW)[keyof typeof REVIEW];
@@ -103,7 +117,8 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
     const arrivalReason = reasonOnArrival(ipn, channel !== undefined, settings);
     // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
     const basis = arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
-    const creditOnInsert = basis ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
+    const creditOnInsert = basis && !settings.confirm ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
+    const confirmOnInsert = basis && settings.confirm ? confirmColumns(settings.confirm, true) : undefined;
     const inserted = await trx
       .insertInto('payments')
       .values({
@@ -118,6 +133,7 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
         review_reason: arrivalReason,
         last_ipn: ipn.json,
         ...creditOnInsert,
+        ...confirmOnInsert,
       })
       .onConflict((oc) => oc.column('payment_id').doNothing())
       .returningAll()
@@ -144,13 +160,20 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
     }
 
     let credited: IntakeResult['credited'] = null;
+    let confirming = false;
     if (inserted && basis && creditOnInsert) {
       await creditEffects(trx, basis, channel!.payout_strategy, settings);
       credited = channel!.payout_strategy;
+    } else if (inserted && basis && confirmOnInsert) {
+      await enqueueConfirm(trx, ipn.paymentId);
+      confirming = true;
     } else if (creditsOnStatus(current.status, settings) && current.credited_at === null && current.review_reason === null && channel) {
       // Credit what the crediting IPN reported (stored on the row), never the amounts of whichever copy came last.
       const stored = storedCredit(current);
-      if (stored) {
+      if (stored && settings.confirm) {
+        await requestConfirmation(trx, ipn.paymentId, settings.confirm);
+        confirming = true;
+      } else if (stored) {
         await trx.updateTable('payments').set(creditColumns(stored, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
         await creditEffects(trx, stored, channel.payout_strategy, settings);
         credited = channel.payout_strategy;
@@ -158,14 +181,35 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
     }
     const reviewReason = current.review_reason;
     if (reviewReason !== null && reviewReason !== reasonBefore) await alertReview(trx, current, alerting);
-    return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, reviewReason };
+    return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, confirming, reviewReason };
   });
 }
 
 type PaymentRow = Selectable<PaymentsTable>;
 
+/** The check's clock starts with the first crediting IPN; a later copy keeps it (coalesce), never restarts it. */
+function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInsert = false) {
+  const deadline = sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`;
+  if (onInsert) return { confirm_requested_at: sql<Date>`now()`, confirm_deadline_at: deadline };
+  return { confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: sql<Date>`coalesce(confirm_deadline_at, ${deadline})` };
+}
+
+/**
+ * The credit of this payment waits for NOWPayments' API: the deadline is set (once) and payment_confirm queued, in the
+ * caller's transaction. Every copy of the IPN may call this: the job key keeps one job waiting, and a copy arriving
+ * while the job runs queues another run, which finds the payment credited or checks it again.
+ */
+export async function requestConfirmation(trx: Transaction<Database>, paymentId: string, confirm: NonNullable<IntakeSettings['confirm']>): Promise<void> {
+  await trx.updateTable('payments').set(confirmColumns(confirm)).where('payment_id', '=', paymentId).where('credited_at', 'is', null).execute();
+  await enqueueConfirm(trx, paymentId);
+}
+
+async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
+  await enqueue(trx, 'payment_confirm', { paymentId }, { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS });
+}
+
 /** The statuses whose IPN credits the channel: `finished`, and `partially_paid` when PARTIAL_PAYMENTS=credit. */
-function creditsOnStatus(status: IpnStatus, settings: IntakeSettings): boolean {
+export function creditsOnStatus(status: IpnStatus, settings: IntakeSettings): boolean {
   return status === 'finished' || (status === 'partially_paid' && settings.partialPayments === 'credit');
 }
 
@@ -291,6 +335,12 @@ export async function releaseUnknownChannelPayments(db: Db, channelId: string, s
       }
       if (!creditsOnStatus(row.status, settings) || row.credited_at !== null || stored === null) {
         await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
+        return null;
+      }
+      if (settings.confirm) {
+        // Known now, it is credited as any other: once NOWPayments' API agrees.
+        await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).where('review_reason', '=', REVIEW.unknownChannel).execute();
+        await requestConfirmation(trx, payment_id, settings.confirm);
         return null;
       }
       await trx.updateTable('payments').set({ ...creditColumns(stored, channel.payout_strategy, settings), review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();

@@ -34,7 +34,7 @@ export interface PaymentActionResult {
 type PaymentRow = Selectable<PaymentsTable>;
 
 /** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
-const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged];
+const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed];
 
 export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentReviewAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
@@ -73,7 +73,7 @@ function refusalHint(payment: PaymentRow): string {
   const code = reviewCode(payment.review_reason);
   if (code === REVIEW.refundedAfterCredit) return 'a refund after the credit cannot be ignored: reverse the credit (POST /api/payments/:id/reverse) once its money is back on the channel';
   if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
-  return 'only a partial payment, an outcome currency payrail does not credit, or a changed outcome amount can be ignored';
+  return 'only a partial payment, an outcome currency payrail does not credit, a changed outcome amount, or a payment NOWPayments did not confirm can be ignored';
 }
 
 async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {

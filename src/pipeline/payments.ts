@@ -27,6 +27,8 @@ export interface PaymentView {
   readonly childPaymentIds: string[];
   readonly reported: { payCurrency: string; payAmount: string; actuallyPaid: string; priceAmount: string; priceCurrency: string; outcomeAmount: string; outcomeCurrency: string };
   readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; holdUntil: string | null; usdtAmount: string | null; rate: string | null };
+  /** NOWPayments' check of the crediting IPN (NOWPAYMENTS_API_KEY set); null when none was asked for. */
+  readonly confirmation: { requestedAt: string; deadlineAt: string | null; confirmedAt: string | null; attempts: number; lastError: string | null } | null;
   readonly ipnCount: number;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -80,6 +82,10 @@ function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): Paym
       usdtAmount: row.usdt_amount === null ? null : formatUnits(BigInt(row.usdt_amount), decimalsOf('usdt')),
       rate: row.conversion_rate,
     },
+    confirmation:
+      row.confirm_requested_at === null
+        ? null
+        : { requestedAt: row.confirm_requested_at.toISOString(), deadlineAt: row.confirm_deadline_at?.toISOString() ?? null, confirmedAt: row.confirmed_at?.toISOString() ?? null, attempts: row.confirm_attempts, lastError: row.confirm_last_error },
     ipnCount: row.ipn_count,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),

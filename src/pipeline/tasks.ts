@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
 import { batchPendingPayments, conversionTransferHooks, CONVERSION_BATCH_QUEUE, createConversionExchange } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
+import { confirmPayment, type ConfirmDeps } from './payment-confirm.ts';
 import { openInstantPayout, payoutTransferHooks, runPayout } from './payout.ts';
 import { pollPayout } from './payout-poll.ts';
 import { reconcile } from './reconcile.ts';
@@ -14,7 +15,7 @@ import { runThresholdCheck } from './threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
-export const HANDLED_TASKS: readonly TaskName[] = ['payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile'];
+export const HANDLED_TASKS: readonly TaskName[] = ['payment_confirm', 'payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile'];
 
 const MAX_CONVERSIONS_PER_RUN = 20;
 
@@ -49,6 +50,15 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     reconcile: periodic('reconcile', async () => {
       await reconcile(deps);
     }),
+  };
+}
+
+/** The NOWPayments check of a crediting IPN: its own deps (the API client, intake's credit settings). */
+export function confirmTasks(deps: ConfirmDeps): Partial<Record<TaskName, Task>> {
+  return {
+    payment_confirm: async (payload) => {
+      await confirmPayment(deps, paymentPayload.parse(payload).paymentId);
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 /**
- * The outside world of a local run: anvil as the chain (host wallet funded) and the ChangeNow simulator reading it.
- * Started by `payrail start` when ETH_RPC_URL / CHANGENOW_API_URL are not set (only on a local run).
+ * The outside world of a local run: anvil as the chain (host wallet funded), the ChangeNow simulator reading it, and
+ * the NOWPayments API simulator that confirms credits. Started by `payrail start` when ETH_RPC_URL /
+ * CHANGENOW_API_URL / NOWPAYMENTS_API_URL are not set (only on a local run).
  */
 import { concat, getContractAddress, keccak256, toHex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
@@ -9,6 +10,7 @@ import type { Logger } from '../log.ts';
 import { rpc, startLocalChain, type LocalChain } from './chain.ts';
 import { startChainSender } from './chain-sender.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from './changenow/index.ts';
+import { startNowPaymentsSimulator, type NowPaymentsSimulator } from './nowpayments/index.ts';
 
 export interface LocalOutside {
   readonly rpcUrl: string;
@@ -17,6 +19,9 @@ export interface LocalOutside {
   readonly chainId: number;
   readonly changenowUrl: string;
   readonly simulator?: ChangeNowSimulator;
+  /** The NOWPayments API payrail confirms credits with: the one configured, or the simulator started here. */
+  readonly nowpaymentsUrl?: string;
+  readonly nowpayments?: NowPaymentsSimulator;
   readonly chain?: LocalChain;
   /** The transaction that funded the host wallet on a fresh local chain: payrail books it as the operator's capital. */
   readonly fundingTxHash?: `0x${string}`;
@@ -38,9 +43,12 @@ export async function startLocalOutside(options: {
   hostPrivateKey: `0x${string}`;
   stateDir?: string;
   logger: Logger;
+  /** The NOWPayments API: its simulator is started on `port` with `apiKey` unless `url` is given. Absent: none. */
+  nowpayments?: { url?: string; port: number; apiKey: string };
 }): Promise<LocalOutside> {
   let chain: LocalChain | undefined;
   let simulator: ChangeNowSimulator | undefined;
+  let nowpayments: NowPaymentsSimulator | undefined;
   try {
     let rpcUrl = options.rpcUrl;
     let chainId = options.chainId;
@@ -85,21 +93,31 @@ export async function startLocalOutside(options: {
       changenowUrl = simulator.url;
       options.logger.warn({ event: 'local_changenow_started', url: changenowUrl }, 'LOCAL RUN: started the ChangeNow simulator');
     }
-    const started = { chain, simulator };
+    let nowpaymentsUrl = options.nowpayments?.url;
+    if (options.nowpayments && nowpaymentsUrl === undefined) {
+      nowpayments = await startNowPaymentsSimulator({ port: options.nowpayments.port, apiKey: options.nowpayments.apiKey, ...(options.stateDir && { statePath: `${options.stateDir}/nowpayments-payments.jsonl` }) });
+      nowpaymentsUrl = nowpayments.url;
+      options.logger.warn({ event: 'local_nowpayments_started', url: nowpaymentsUrl }, 'LOCAL RUN: started the NOWPayments API simulator (payments are credited once it confirms them: register each with POST /sim/payments)');
+    }
+    const started = { chain, simulator, nowpayments };
     return {
       rpcUrl,
       chainId,
       ...(usdtContract && { usdtContract }),
       changenowUrl,
       ...(simulator && { simulator }),
+      ...(nowpaymentsUrl && { nowpaymentsUrl }),
+      ...(nowpayments && { nowpayments }),
       ...(chain && { chain }),
       ...(fundingTxHash && { fundingTxHash }),
       async stop() {
+        await started.nowpayments?.stop();
         await started.simulator?.stop();
         await started.chain?.stop();
       },
     };
   } catch (error) {
+    await nowpayments?.stop().catch(() => undefined);
     await simulator?.stop().catch(() => undefined);
     await chain?.stop().catch(() => undefined);
     throw error;

@@ -48,7 +48,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const result = await recordIpn(deps.db, reading.ipn, deps.intake, { logger: request.log as Logger, notify: deps.notifyAlerts === true });
     outcomes.set(request, result.outcome);
     if (result.credited === 'threshold') deps.onThresholdCredit?.();
-    const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, reviewReason: result.reviewReason };
+    const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, confirming: result.confirming, reviewReason: result.reviewReason };
     if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
     else request.log.info(log, 'IPN accepted');
     return reply.code(result.outcome === 'review' ? 202 : 200).send({

@@ -1,0 +1,263 @@
+/**
+ * Credits confirmed with NOWPayments: with NOWPAYMENTS_API_KEY set, a crediting IPN is stored and answered at once,
+ * and credited only once NOWPayments' API (the simulator, over real HTTP) agrees on status, outcome amount and
+ * currency. A disagreement, an unknown payment or an API unreachable past the deadline → review with a critical
+ * payment_unconfirmed alert, nothing credited. Without the key: credited on the IPN, as before. Ledger checked after each.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createNowPaymentsApi } from '../../src/integrations/nowpayments/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { confirmPayment } from '../../src/pipeline/index.ts';
+import { parsePercent } from '../../src/money/index.ts';
+import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+
+const API_KEY = 'test-nowpayments-api-key-0123456789';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const CHANNEL_ID = '-1001200000001';
+const CHANNEL = { payoutStrategy: 'threshold', thresholdUsd: '100000.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+
+let db: TestDatabase;
+let sim: NowPaymentsSimulator;
+let payrail: TestPayrail;
+let nextPaymentId = 8_000_000_000;
+
+function order(channelId = CHANNEL_ID) {
+  return `PGP-6271402111|${channelId}`;
+}
+
+function finished(overrides: Record<string, unknown> = {}) {
+  return ipnBody({ payment_id: nextPaymentId++, order_id: order(), ...overrides });
+}
+
+function partial(overrides: Record<string, unknown> = {}) {
+  return { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: order(), ...overrides };
+}
+
+function send(body: Record<string, unknown>, to: TestPayrail = payrail) {
+  const { raw, headers } = signed(body, IPN_SECRET);
+  return to.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+}
+
+/** NOWPayments holds the payment as the IPN describes it (overrides: as it really is, when the IPN lies). */
+function known(body: Record<string, unknown>, overrides: Record<string, unknown> = {}) {
+  sim.addPayment(signed(body, IPN_SECRET).raw, overrides);
+}
+
+async function payment(id: unknown, on: TestPayrail = payrail) {
+  return (await on.request('GET', `/api/payments/${id}`)).body;
+}
+
+async function journals(id: unknown, on: TestDatabase = db) {
+  const { rows } = await on.pool.query(`select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
+     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`, [String(id)]);
+  return rows as Array<{ kind: string; code: string; amount: string }>;
+}
+
+async function unconfirmedAlerts(id: unknown) {
+  const { alerts } = (await payrail.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string; message: string; details: Record<string, unknown> }> };
+  return alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(id));
+}
+
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (done(value)) return value;
+    if (Date.now() > until) throw new Error(`timed out; last value: ${JSON.stringify(value)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  sim = await startNowPaymentsSimulator({ port: 0, apiKey: API_KEY });
+  // Partial payments are credited here, so their check is exercised too; finished ones are credited either way.
+  payrail = await startTestPayrail(db, { env: { NOWPAYMENTS_API_KEY: API_KEY, NOWPAYMENTS_API_URL: sim.url, NOWPAYMENTS_TIMEOUT: '5s', PARTIAL_PAYMENTS: 'credit' } });
+  expect((await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+});
+
+afterEach(async () => {
+  await sim.setFault('none');
+  expect((await checkLedger(db.db)).problems).toEqual([]);
+});
+
+afterAll(async () => {
+  await payrail?.stop();
+  await sim?.stop();
+  await db?.close();
+});
+
+describe('with NOWPAYMENTS_API_KEY', () => {
+  it('answers the IPN at once, and credits only after NOWPayments agrees', async () => {
+    const body = finished();
+    known(body);
+    // The API answers slowly, so the moment between the IPN's answer and the credit can be looked at.
+    await sim.setFault('slow', { slowMs: 1_500 });
+    const callsBefore = sim.calls();
+    const res = await send(body);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ paymentId: String(body.payment_id), status: 'finished', outcome: 'recorded' });
+    const waiting = await payment(body.payment_id);
+    expect(waiting).toMatchObject({ status: 'finished', creditedAt: null, grossAmount: null, reviewReason: null, confirmation: { confirmedAt: null } });
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(sim.calls()).toBeGreaterThan(callsBefore);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null, conversion: { status: 'pending' } });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    expect((await journals(body.payment_id)).map((e) => e.kind)).toEqual(['payment_received', 'payment_received', 'payment_received']);
+  });
+
+  it('credits a partial payment (PARTIAL_PAYMENTS=credit) only after NOWPayments agrees too', async () => {
+    const body = partial();
+    known(body);
+    await sim.setFault('slow', { slowMs: 1_000 });
+    expect((await send(body)).status).toBe(200);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', creditedAt: null });
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(credited).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+  });
+
+  for (const [what, overrides, ipnSays, apiSays] of [
+    ['another outcome amount', { outcome_amount: '0.00087' }, 'IPN 0.00487', 'NOWPayments 0.00087'],
+    ['another status', { payment_status: 'partially_paid' }, 'IPN finished', 'NOWPayments partially_paid'],
+    ['another outcome currency', { outcome_currency: 'usdttrc20' }, 'IPN eth', 'NOWPayments usdttrc20'],
+  ] as const) {
+    it(`NOWPayments saying ${what} → review with both values and a critical payment_unconfirmed alert, nothing credited`, async () => {
+      const body = finished();
+      known(body, overrides);
+      expect((await send(body)).status).toBe(200);
+      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+      expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments disagrees with the IPN/);
+      expect(held.reviewReason).toContain(ipnSays);
+      expect(held.reviewReason).toContain(apiSays);
+      expect(held).toMatchObject({ creditedAt: null, grossAmount: null });
+      expect(await journals(body.payment_id)).toEqual([]);
+      const alerts = await unconfirmedAlerts(body.payment_id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ severity: 'critical', details: { paymentId: String(body.payment_id), ipn: { status: 'finished', outcomeAmount: '0.00487', outcomeCurrency: 'eth' } } });
+      expect(alerts[0]?.details.nowpayments).toBeTruthy();
+      // NOWPayments resending the IPN does not credit it either.
+      expect((await send(body)).status).toBe(202);
+      expect(await payment(body.payment_id)).toMatchObject({ creditedAt: null });
+    });
+  }
+
+  it('a payment NOWPayments does not know (a forged IPN) → review and alert, nothing credited', async () => {
+    const body = finished();
+    expect((await send(body)).status).toBe(200);
+    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+    expect(held.reviewReason).toMatch(new RegExp(`^payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}`));
+    expect(held.creditedAt).toBeNull();
+    expect(await journals(body.payment_id)).toEqual([]);
+    expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
+  });
+
+  it('NOWPayments down → not credited, retried; credited once it is back', async () => {
+    const body = finished();
+    known(body);
+    await sim.setFault('down');
+    expect((await send(body)).status).toBe(200);
+    const failing = await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    expect(failing).toMatchObject({ creditedAt: null, reviewReason: null });
+    expect(failing.confirmation.lastError).toMatch(/network|ECONNREFUSED|connect/i);
+    const { rows } = await db.pool.query(`select attempts, last_error from graphile_worker._private_jobs where key = $1`, [`payment_confirm:${body.payment_id}`]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].attempts).toBeGreaterThanOrEqual(1);
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    await sim.setFault('none');
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('NOWPayments answering 5xx past the deadline → review and alert, and never credited on the IPN alone', async () => {
+    const body = finished();
+    known(body);
+    await sim.setFault('5xx');
+    expect((await send(body)).status).toBe(200);
+    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    // The deadline passes (NOWPAYMENTS_CONFIRM_DEADLINE is an hour; the test moves the payment's deadline instead).
+    await db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
+    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
+    expect(held.reviewReason).toContain('HTTP 503');
+    expect(held.creditedAt).toBeNull();
+    expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
+
+    await sim.setFault('none');
+    expect((await send(body)).status).toBe(202);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(await payment(body.payment_id)).toMatchObject({ creditedAt: null });
+    expect(await journals(body.payment_id)).toEqual([]);
+  });
+
+  it('copies of the IPN and repeated runs of the check credit once', async () => {
+    const body = finished();
+    known(body);
+    await sim.setFault('slow', { slowMs: 500 });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => send(body)));
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+    // The check run by hand, three at once, besides the queue's job: every one of them may find it uncredited.
+    const deps = {
+      db: db.db,
+      logger: createLogger({ level: 'silent' }),
+      notifyAlerts: false,
+      api: createNowPaymentsApi({ baseUrl: sim.url, apiKey: API_KEY, timeoutMs: 5_000 }),
+      intake: { feePercent: parsePercent('3'), partialPayments: 'credit' as const, confirm: { deadlineMs: 3_600_000 } },
+    };
+    const runs = await Promise.all([confirmPayment(deps, String(body.payment_id)), confirmPayment(deps, String(body.payment_id)), confirmPayment(deps, String(body.payment_id))]);
+    expect(runs.filter((r) => r === 'credited').length).toBeLessThanOrEqual(1);
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    for (let i = 0; i < 5; i++) expect((await send(body)).body.outcome).toBe('unchanged');
+    expect(await confirmPayment(deps, String(body.payment_id))).toBe('nothing');
+    await db.pool.query(`select graphile_worker.add_job('payment_confirm', json_build_object('paymentId', $1::text))`, [String(body.payment_id)]);
+    await eventually(async () => (await db.pool.query(`select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`)).rows[0].n, (n) => n === 0);
+    const entries = await journals(body.payment_id);
+    expect(entries).toHaveLength(3);
+    expect(entries.find((e) => e.code === `channel:${CHANNEL_ID}`)?.amount).toBe('4723900000000000');
+    expect((await payment(body.payment_id)).ipnCount).toBe(25);
+  });
+});
+
+describe('without NOWPAYMENTS_API_KEY', () => {
+  let plain: TestPayrail;
+  let plainDb: TestDatabase;
+  const logs = logSink();
+
+  beforeAll(async () => {
+    plainDb = await createTestDatabase();
+    plain = await startTestPayrail(plainDb, { roles: { web: true, worker: false }, logs });
+    expect((await plain.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+  });
+
+  afterAll(async () => {
+    await plain?.stop();
+    await plainDb?.close();
+  });
+
+  it('credits from the signed IPN as before, asking nothing of NOWPayments, and warns at start on mainnet', async () => {
+    const warning = logs.lines.find((l) => l.event === 'ipn_credits_unconfirmed');
+    expect(warning).toBeDefined();
+    expect(String(warning?.msg)).toContain('NOWPAYMENTS_API_KEY');
+    const body = finished();
+    const callsBefore = sim.calls();
+    expect((await send(body, plain)).status).toBe(200);
+    const credited = await payment(body.payment_id, plain);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', confirmation: null });
+    expect(credited.creditedAt).not.toBeNull();
+    expect(await journals(body.payment_id, plainDb)).toHaveLength(3);
+    const { rows } = await plainDb.pool.query(`select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`);
+    expect(rows[0].n).toBe(0);
+    expect(sim.calls()).toBe(callsBefore);
+    expect((await checkLedger(plainDb.db)).problems).toEqual([]);
+  });
+});
