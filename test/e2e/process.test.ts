@@ -17,6 +17,8 @@ const CHANNEL = '-1002000000001';
 let dataDir: string;
 let env: Record<string, string>;
 let url: string;
+/** The local run's NOWPayments simulator: a local run credits a payment once it confirms it. */
+let nowpaymentsUrl: string;
 const running: PayrailProcess[] = [];
 
 function start(): PayrailProcess {
@@ -50,12 +52,14 @@ beforeAll(async () => {
     NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
     LOCAL_CHAIN_PORT: String(await freePort()),
     LOCAL_CHANGENOW_PORT: String(await freePort()),
+    LOCAL_NOWPAYMENTS_PORT: String(await freePort()),
     // Payments here must stay pending: this file is about intake surviving crashes, not conversion.
     CONVERSION_MIN_USD: '1000000',
     CONVERSION_MAX_WAIT: '2h',
     LOG_LEVEL: 'warn',
   };
   url = `http://127.0.0.1:${port}`;
+  nowpaymentsUrl = `http://127.0.0.1:${env.LOCAL_NOWPAYMENTS_PORT}`;
 });
 
 afterAll(async () => {
@@ -90,6 +94,8 @@ describe('crash safety of the embedded default', () => {
     for (let i = 0; i < 20; i++) {
       const body = ipnBody({ payment_id: 7_000_000_000 + i, order_id: `PGP-42|${CHANNEL}` });
       const { raw, headers } = signed(body, IPN_SECRET);
+      // NOWPayments knows the payment it sends an IPN for.
+      expect((await fetch(`${nowpaymentsUrl}/sim/payments`, { method: 'POST', body: raw })).status).toBe(200);
       const res = await fetch(`${url}/webhooks/nowpayments`, { method: 'POST', body: raw, headers });
       if (res.status === 200) acknowledged.push(String(body.payment_id));
     }
@@ -105,7 +111,12 @@ describe('crash safety of the embedded default', () => {
     await waitForHealthy(url, second);
     expect(postmasterPid()).toBe(pgPid);
     for (const id of acknowledged) {
-      const res = await api('GET', `/api/payments/${id}`);
+      // A payment acknowledged but not yet confirmed when payrail was killed is confirmed (and credited) after the restart.
+      let res = await api('GET', `/api/payments/${id}`);
+      for (let wait = 0; res.body.creditedAt === null && wait < 300; wait++) {
+        await new Promise((r) => setTimeout(r, 100));
+        res = await api('GET', `/api/payments/${id}`);
+      }
       expect(res.body).toMatchObject({ status: 'finished', netAmount: '0.0047239', conversion: { status: 'pending' } });
     }
     expect((await api('GET', `/api/channels/${CHANNEL}`)).body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.094478', units: '94478000000000000' }]);
