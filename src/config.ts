@@ -260,7 +260,7 @@ export type SecretName = (typeof SECRETS)[number];
  * Values a config error never repeats: ADMIN_TOKENS holds tokens, the URLs may hold a password or an API key, and the
  * address lists' messages name the bad entry themselves.
  */
-const NOT_ECHOED = ['ADMIN_TOKENS', 'DATABASE_URL', 'ETH_RPC_URL', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET', 'METRICS_TOKEN', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
+const NOT_ECHOED = ['ADMIN_TOKENS', 'NOWPAYMENTS_API_KEY', 'NOWPAYMENTS_API_URL', 'DATABASE_URL', 'ETH_RPC_URL', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET', 'METRICS_TOKEN', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
 
 export interface LoadOptions {
   /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { transferPolicy } from '../../src/app.ts';
-import { ConfigError, loadConfig } from '../../src/config.ts';
+import { ConfigError, loadConfig, secretValues } from '../../src/config.ts';
 
 const production = {
   DATABASE_URL: 'postgres://u:p@db.internal:5432/payrail',
@@ -64,6 +64,16 @@ describe('configuration', () => {
       expect.stringMatching(/^PLATFORM_FEE_PERCENTAGE: unknown variable/),
     ]);
     expect(problems({ ...production, NOWPAYMENTS_SECRET: 'x' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_SECRET: unknown variable/)]);
+  });
+
+  it('takes NOWPAYMENTS_API_KEY as a secret: too short stops the start naming it, set it is redacted, unset on a local run it is generated', () => {
+    expect(problems({ ...production, NOWPAYMENTS_API_KEY: 'short' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_API_KEY: must be at least 16 characters$/)]);
+    expect(problems({ ...production, NOWPAYMENTS_CONFIRM_DEADLINE: '48h' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_CONFIRM_DEADLINE: must be at most 24h/)]);
+    const key = 'nowpayments-api-key-0123456789';
+    expect(secretValues(loadConfig({ ...production, NOWPAYMENTS_API_KEY: key }))).toContain(key);
+    expect(loadConfig(production).NOWPAYMENTS_API_KEY).toBeUndefined();
+    const local = loadConfig({}, { devSecrets: (missing) => Object.fromEntries(missing.map((m) => [m, `generated-${m}-0123456789`])) });
+    expect(local.NOWPAYMENTS_API_KEY).toBe('generated-NOWPAYMENTS_API_KEY-0123456789');
   });
 
   it('refuses a conversion interval the cron cannot express', () => {
