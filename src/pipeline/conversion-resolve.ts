@@ -20,6 +20,7 @@ import { formatUnits, parseUnits } from '../money/index.ts';
 import { returnConversionFunds } from './conversion-outcomes.ts';
 import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
 import { settleIn } from './settle.ts';
+import { deepTransaction, TreasuryRefused } from '../treasury/evidence.ts';
 
 export type ConversionResolution =
   | { outcome: 'received'; amount: string; txHash: string; note?: string }
@@ -28,9 +29,11 @@ export type ConversionResolution =
 
 /** What the resolve reads the chain with: the host wallet's incoming ETH and USDT, read only. */
 export interface ConversionChain {
-  readonly wallet: Pick<ChainWallet, 'tokenReceived' | 'nativeReceived'>;
+  readonly wallet: Pick<ChainWallet, 'address' | 'tokenReceived' | 'nativeReceived' | 'receipt' | 'transaction' | 'blockAt'>;
   readonly hostAddress: string;
   readonly usdtContract: string | undefined;
+  /** CHAIN_CONFIRMATIONS: a named transaction counts only this deep. */
+  readonly confirmations: number | 'safe' | 'finalized';
 }
 
 export class ConversionResolveRefused extends Error {
@@ -43,6 +46,16 @@ async function arrived(chain: ConversionChain | undefined, resolution: Conversio
   if (!chain) throw new ConversionResolveRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
   const hash = resolution.txHash.toLowerCase() as Hex;
   const host = chain.hostAddress as Hex;
+  // Deep enough that a reorganisation cannot take it back, and from someone else: the host wallet sending to itself
+  // brings nothing back.
+  let sender: string;
+  try {
+    sender = (await deepTransaction(chain, hash)).tx.from;
+  } catch (error) {
+    if (error instanceof TreasuryRefused) throw new ConversionResolveRefused(error.message);
+    throw error;
+  }
+  if (sender.toLowerCase() === host.toLowerCase()) throw new ConversionResolveRefused(`${hash} was sent by the host wallet itself`);
   if (resolution.outcome === 'returned') {
     const eth = await chain.wallet.nativeReceived(hash, host);
     if (eth === null || eth <= 0n) throw new ConversionResolveRefused(`the chain shows no ETH brought to the host wallet by ${hash}`);
@@ -91,7 +104,7 @@ async function apply(trx: Transaction<Database>, conversionId: string, sentWei: 
   await trx.updateTable('payments').set({ conversion_status: 'converting', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'failed').execute();
   if (resolution.outcome === 'received') {
     const settled = await settleIn(trx, conversionId, amount as bigint, resolution.txHash.toLowerCase(), 'needs_review');
-    if (settled !== true) throw new ConversionResolveRefused(settled === 'hash_deposit' ? `${resolution.txHash} is booked as an operator deposit` : `${resolution.txHash} already credited another conversion (${String(settled).replace('hash_used:', '')})`);
+    if (settled !== true) throw new ConversionResolveRefused(settled === 'hash_deposit' ? `${resolution.txHash} is booked as an operator deposit` : `${resolution.txHash} ${settled === false ? 'could not be used: the conversion moved on' : `already ${settled.slice('hash_used:'.length)}`}`);
     await trx.updateTable('conversions').set({ reason }).where('conversion_id', '=', conversionId).execute();
     return 'completed';
   }

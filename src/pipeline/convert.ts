@@ -65,6 +65,8 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     .selectFrom('payments')
     .select(['payment_id', 'credited_at', sql<string>`net_amount - exchange_cost_wei`.as('convertible')])
     .where('conversion_status', '=', 'pending')
+    // A payment whose whole ETH an exchange kept has nothing left to convert.
+    .where(sql<bigint>`net_amount - exchange_cost_wei`, '>', 0n)
     .where('review_reason', 'is', null)
     .where((eb) => eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]))
     .orderBy('credited_at')

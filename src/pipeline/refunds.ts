@@ -19,6 +19,9 @@ export async function claimRefund(trx: Transaction<Database>, claim: RefundClaim
   const txHash = claim.txHash.toLowerCase();
   await lockInboundHash(trx, txHash);
   if (await isBookedDeposit(trx, txHash)) return false;
+  // A conversion's USDT payout already credited channels: it cannot also be a refund.
+  const payout = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', txHash).executeTakeFirst();
+  if (payout) return false;
   await trx
     .insertInto('chain_refunds')
     .values({ tx_hash: txHash, purpose: claim.purpose, ref: claim.ref, asset: claim.asset, amount: claim.amount })

@@ -91,9 +91,10 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
     const claimed = await deps.db.transaction().execute(async (trx) => {
       const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
-      if (current.status !== 'sent') return true;
+      if (current.status !== 'sent') return 'moved' as const;
       return returnConversionFunds(trx, conversionId, refundHash, refunded, `exchange refunded (refund ${refundHash})${short}`);
     });
+    if (claimed === 'moved') return;
     if (!claimed) {
       await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, { rule: 'conversion_refund_reused', message: 'refund hash already used; sent to review', details: { refundHash } });
       return;
@@ -117,7 +118,7 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
   const hash = payoutHash.toLowerCase();
   const settled = await deps.db.transaction().execute((trx) => settleIn(trx, conversionId, usdtUnits, hash, 'sent'));
   if (typeof settled === 'string') {
-    const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already credited conversion ${settled.slice('hash_used:'.length)}`;
+    const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already ${settled.slice('hash_used:'.length)}`;
     await toReview(deps, conversionId, `payout ${hash} ${usedBy}`, { rule: 'conversion_payout_reused', message: 'ChangeNow named a payout already credited; sent to review', details: { payoutHash: hash } });
     return;
   }
@@ -136,8 +137,11 @@ export async function settleIn(trx: Transaction<Database>, conversionId: string,
   // check a second time.
   await lockInboundHash(trx, hash);
   const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
-  if (other) return `hash_used:${other.conversion_id}` as const;
+  if (other) return `hash_used:credited conversion ${other.conversion_id}` as const;
   if (await isBookedDeposit(trx, hash)) return 'hash_deposit' as const;
+  // A refund already returned funds to a payout or conversion: the same USDT cannot also be this one's proceeds.
+  const refund = await trx.selectFrom('chain_refunds').select(['purpose', 'ref']).where('tx_hash', '=', hash).executeTakeFirst();
+  if (refund) return `hash_used:returned funds for ${refund.purpose} ${refund.ref}` as const;
   const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
   const weights = rows.map((r) => BigInt(r.net_wei));
   const totalWei = weights.reduce((a, b) => a + b, 0n);

@@ -37,6 +37,7 @@ export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { tx
     const entries: EntryInput[] = [];
     if (spent.gasWei > 0n) entries.push({ account: accounts.networkCosts('eth'), amount: -spent.gasWei }, { account: accounts.ethereum('eth'), amount: spent.gasWei });
     for (const [asset, amount] of [['eth', spent.ethOut], ['usdt', spent.usdtOut]] as const) {
+      await refuseBeyondPlatformMoney(trx, asset, amount + (asset === 'eth' ? spent.gasWei : 0n));
       if (amount === 0n) continue;
       entries.push(...(await takeFrom(trx, input.from, asset, amount)), { account: accounts.operator(asset), amount });
     }
@@ -78,9 +79,23 @@ async function refuseOwnTransfer(trx: Transaction<Database>, hash: string): Prom
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom('chain_transfer_versions').select('tx_hash').where('tx_hash', '=', hash)).as('version'),
       eb.exists(eb.selectFrom('chain_transfers').select('transfer_id').where(sql`lower(tx_hash)`, '=', hash)).as('transfer'),
+      eb.exists(eb.selectFrom('chain_transfers').select('transfer_id').where(sql`lower(requested_hash)`, '=', hash)).as('requested'),
     ])
     .executeTakeFirstOrThrow();
   if (own.version || own.transfer) throw new TreasuryRefused(`${hash} is a transfer payrail booked itself, not a withdrawal`);
+  if (own.requested) throw new TreasuryRefused(`${hash} is named in a transfer's resolve request: it is booked as that transfer`);
+}
+
+/**
+ * What the platform owns on the host wallet is its capital and fees less what it already paid (gas, losses it bore):
+ * a withdrawal beyond that net would spend channels' money, however large capital alone looks.
+ */
+async function refuseBeyondPlatformMoney(trx: Transaction<Database>, asset: 'eth' | 'usdt', leaving: bigint): Promise<void> {
+  if (leaving === 0n) return;
+  const own = await sql<{ net: string }>`select coalesce(sum(balance), 0)::text as net from ledger_accounts
+    where asset = ${asset} and (code in ('platform:capital', 'platform:network_costs', 'platform:losses') or code like 'platform:fees#%')`.execute(trx);
+  const net = BigInt(own.rows[0]?.net ?? '0');
+  if (net < leaving) throw new TreasuryRefused(`the platform's own ${asset.toUpperCase()} (capital and fees less gas and losses paid) is ${net} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${leaving} this transaction took: the rest is channels' money`);
 }
 
 /**

@@ -315,7 +315,7 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     const other = `0x${'ab'.repeat(32)}`;
     const noEth = await resolve(id, { outcome: 'returned', txHash: other });
     expect(noEth.status).toBe(409);
-    expect(noEth.body.error).toBe(`cannot resolve conversion ${id}: the chain shows no ETH brought to the host wallet by ${other}`);
+    expect(noEth.body.error).toBe(`cannot resolve conversion ${id}: the chain shows no mined transaction ${other}`);
     expect((await resolve(id, { outcome: 'received', amount: '13', txHash: refunded!.refundHash })).status).toBe(409);
     expect((await resolve(id, { outcome: 'lost' })).status).toBe(400);
     expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash }, null)).status).toBe(401);

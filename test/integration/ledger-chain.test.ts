@@ -222,4 +222,21 @@ describe('withdrawals: the host key used outside payrail', () => {
     expect(bad?.code).toBe(64);
     expect(bad?.stderr).toMatch(/payrail withdrawal: unexpected --from channels/);
   });
+  it('refuses a withdrawal beyond the platform\'s own money (capital and fees less gas paid): the rest of the wallet is the channels\'', async () => {
+    // A payment waits on its channel as ETH (ChangeNow down, nothing converts): the wallet holds more than the platform owns.
+    await outside.sim.setFault('down');
+    try {
+      const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+      await pay(channelId);
+      const platformNet =
+        (await held('platform:capital', 'eth')) + (await held('platform:fees#%', 'eth')) + (await held('platform:network_costs', 'eth')) + (await held('platform:losses', 'eth'));
+      expect(await held(`channel:${channelId}`, 'eth')).toBeGreaterThan(0n);
+      const out = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: platformNet });
+      await mined(out);
+      await expect(withdrawal(out)).rejects.toThrow(/the platform's own ETH \(capital and fees less gas and losses paid\) is .* less than the .* this transaction took: the rest is channels' money/);
+      expect((await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'wallet_withdrawal' and ref = $1", [out.toLowerCase()])).rows[0].n).toBe(0);
+    } finally {
+      await outside.sim.setFault('none');
+    }
+  });
 });

@@ -4,11 +4,14 @@
  * taken by someone else, a cancel, contract wallets, tokens that revert or return false, confirmations and
  * reorganisations. Each case checks what reached the receiver on chain, not only payrail's rows.
  */
-import { encodeAbiParameters, keccak256, type Address, type Hex } from 'viem';
+import { createWalletClient, encodeAbiParameters, http, keccak256, type Address, type Hex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { createChainWallet } from '../../src/integrations/wallet/index.ts';
+import { recordDeposit, recordWithdrawal } from '../../src/treasury/index.ts';
 import { describe, expect, it } from 'vitest';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
-import { rpc } from '../../src/simulators/index.ts';
+import { rpc, startChainSender } from '../../src/simulators/index.ts';
 import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee, takeNonce } from '../../src/simulators/chain-faults.ts';
 import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
@@ -144,6 +147,45 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     expect(await t.outside.balanceOf(to)).toBe(0n);
     const audit = await t.db.db.selectFrom('audit_log').select(['actor', 'action']).where('subject', '=', id).execute();
     expect(audit.map((a) => a.action)).toEqual(['transfer.resolve', 'transfer.resolve']);
+  });
+
+  it('a payment re-sent from a wallet app is booked once: as the transfer (resolve mined) or as a withdrawal, never both', async () => {
+    const r = await rig();
+    const url = t.outside.chain.rpcUrl;
+    // The platform's capital, deposited for real, so a withdrawal could be booked against it.
+    const funding = await (await startChainSender(url)).send(r.wallet.address, 10n ** 18n);
+    const chain = { wallet: createChainWallet({ rpcUrl: url, address: r.wallet.address, chainId: t.outside.chain.chainId, timeoutMs: 5_000 }), usdtContract: t.outside.usdt, confirmations: 1 as const };
+    await recordDeposit(t.db.db, chain, { txHash: funding, asset: 'eth', actor: 'ops' });
+    const to = freshAddress();
+    await pausePool(url);
+    const id = await r.intent('resent', 7_777n, { to });
+    await sendTransfer(r.deps, r.hooks, id);
+    const app = createWalletClient({ account: privateKeyToAccount(r.hostKey), chain: { id: t.outside.chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [url] } } }, transport: http(url) });
+    const theirs = await app.sendTransaction({ to, value: 7_777n, nonce: 0, gas: 21_000n, maxFeePerGas: 200n * GWEI, maxPriorityFeePerGas: 200n * GWEI });
+    await mineBlocks(url, 1);
+    await resumeMining(url);
+
+    // Named in a resolve request: it is that transfer's, not a withdrawal.
+    await applyTransferAction(t.db.db, id, 'resolve', 'alice', { outcome: 'mined', txHash: theirs });
+    const withdraw = () => recordWithdrawal(t.db.db, chain, { txHash: theirs, from: 'capital', actor: 'ops' });
+    await expect(withdraw()).rejects.toThrow(/named in a transfer's resolve request/);
+    await confirmTransfer(r.deps, r.hooks, id);
+    expect(await r.row(id)).toMatchObject({ status: 'confirmed', tx_hash: theirs });
+    await expect(withdraw()).rejects.toThrow(/a transfer payrail booked itself/);
+
+    // The other order: booked as a withdrawal first, a resolve naming it is refused.
+    const other = await r.intent('resent-2', 8_888n, { to });
+    await pausePool(url);
+    await sendTransfer(r.deps, r.hooks, other);
+    // Paying more than payrail ever offers (its fees follow recent blocks' tips, up to its ceiling).
+    const second = await app.sendTransaction({ to, value: 8_888n, nonce: 1, gas: 21_000n, maxFeePerGas: 1_000n * GWEI, maxPriorityFeePerGas: 1_000n * GWEI });
+    await mineBlocks(url, 1);
+    await resumeMining(url);
+    expect((await recordWithdrawal(t.db.db, chain, { txHash: second, from: 'capital', actor: 'ops' })).booked).toBe(true);
+    await applyTransferAction(t.db.db, other, 'resolve', 'alice', { outcome: 'mined', txHash: second });
+    await confirmTransfer(r.deps, r.hooks, other);
+    expect((await r.row(other)).last_error).toMatch(/booked as an operator's withdrawal already/);
+    expect(await r.row(other)).toMatchObject({ status: 'broadcast' });
   });
 
   it('resolve as never sent is refused while the nonce is unused: a version could still be mined', async () => {

@@ -3,6 +3,7 @@
  * chain. The web process checks the state and records the request (review.ts); here it is checked again against the
  * chain and either done or refused with the reason in last_error. Every outcome clears the request.
  */
+import { lockInboundHash } from '../../treasury/inbound.ts';
 import { sql } from 'kysely';
 import type { Hex } from 'viem';
 import type { Logger } from '../../log.ts';
@@ -78,8 +79,17 @@ async function resolveMined(deps: StageDeps, hooks: TransferHooksByPurpose, tran
   const by = transfer.requested_by ?? 'unknown';
   const outcome = found.status === 'needs_review' ? ({ status: 'confirmed', reason: `accepted by ${by} as mined: ${found.reason}` } as const) : found;
   const version = own ?? { tx_hash: hash, raw_tx: transfer.raw_tx ?? '' };
-  await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transfer.transfer_id, { version, receipt, outcome }));
-  return null;
+  return deps.db.transaction().execute(async (trx) => {
+    if (!own) {
+      // A transaction from the host key outside payrail is booked once: as this transfer, or as an operator's
+      // withdrawal (payrail withdrawal), never both. The same lock as the withdrawal's.
+      await lockInboundHash(trx, hash);
+      const withdrawn = await trx.selectFrom('ledger_journals').select('id').where('kind', '=', 'wallet_withdrawal').where('ref', '=', hash.toLowerCase()).executeTakeFirst();
+      if (withdrawn) return `${hash} is booked as an operator's withdrawal already`;
+    }
+    await settleMined(trx, hooks, transfer.transfer_id, { version, receipt, outcome });
+    return null;
+  });
 }
 
 /**
