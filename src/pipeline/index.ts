@@ -11,6 +11,7 @@ export { createConversionNudger } from './convert.ts';
 export { listConversions, getConversion, CONVERSION_STATES, type ConversionView } from './conversions.ts';
 export { applyConversionAction, ConversionActionRefused, type ConversionAction } from './conversion-review.ts';
 export { resolveConversion, ConversionResolveRefused, type ConversionChain, type ConversionResolution } from './conversion-resolve.ts';
-export { checkThresholds, runThresholdCheck } from './threshold.ts';
+export { checkThresholds, payChannelNow, PayNowRefused, runThresholdCheck } from './threshold.ts';
+export { rehomeChannelPayments, type Rehomed } from './strategy.ts';
 export { reconcile, type ReconcileSummary, type ReconcileActionRecord } from './reconcile.ts';
 export { DEADLINES, type ReconcileSettings } from './reconcile-rules.ts';

@@ -91,6 +91,11 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     if (!payment) throw new Error(`payment ${paymentId} not found`);
     const existing = await trx.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).executeTakeFirst();
     if (existing) return existing.payout_id;
+    if (payment.credited_at !== null && payment.payout_strategy === 'threshold') {
+      // Its channel switched to threshold before this job ran: the payment waits for a conversion instead.
+      deps.logger.info({ event: 'payout_skipped', paymentId, reason: 'channel switched to threshold' }, 'payment moved to conversion: no instant payout');
+      return null;
+    }
     if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
       throw new Error(`payment ${paymentId} is not a credited instant payment`);
     }

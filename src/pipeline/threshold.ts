@@ -23,11 +23,15 @@ export interface ThresholdOutcome {
  * @param incoming USDT units the caller is about to credit each channel (in a journal not yet posted): they count
  *   toward the threshold as if already booked.
  */
-export async function checkThresholds(trx: Transaction<Database>, channelIds: readonly string[], incoming: ReadonlyMap<string, bigint> = new Map()): Promise<ThresholdOutcome> {
+export async function checkThresholds(trx: Transaction<Database>, channelIds: readonly string[], incoming: ReadonlyMap<string, bigint> = new Map(), options: { now?: boolean } = {}): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
   for (const channelId of [...channelIds].sort()) {
     const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
-    if (!channel || channel.payout_strategy !== 'threshold' || channel.threshold_usd_cents === null) continue;
+    if (!channel) continue;
+    // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
+    // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
+    const due = options.now || channel.payout_strategy === 'instant' ? 0n : channel.threshold_usd_cents === null ? null : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
+    if (due === null) continue;
     const account = accounts.channel(channelId, 'usdt');
     const balanceRow = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', account.code).where('asset', '=', 'usdt').executeTakeFirst();
     const balance = BigInt(balanceRow?.balance ?? '0') + (incoming.get(channelId) ?? 0n);
@@ -59,7 +63,7 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
       }
       continue;
     }
-    if (balance < BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT) continue;
+    if (balance < due) continue;
 
     const payoutId = newPayoutId();
     await trx
@@ -98,5 +102,31 @@ export async function runThresholdCheck(db: Db, channelIds: readonly string[]): 
     const outcome = await checkThresholds(trx, channelIds);
     for (const journal of outcome.journals) await postJournal(trx, journal);
     return outcome.batchIds;
+  });
+}
+
+export class PayNowRefused extends Error {
+  override name = 'PayNowRefused';
+}
+
+/**
+ * A person's "pay this channel now": its whole available USDT in one batch whatever its threshold (ChangeNow's
+ * minimum still applies: below it the batch is held and tried again, as any batch). Refused while a batch is open
+ * or when there is nothing to pay. Audited. Null when the channel does not exist.
+ */
+export async function payChannelNow(db: Db, channelId: string, actor: string): Promise<string | null> {
+  return db.transaction().execute(async (trx) => {
+    const channel = await trx.selectFrom('channels').select('channel_id').where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+    if (!channel) return null;
+    const open = await trx.selectFrom('payouts').select(['payout_id', 'status']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
+    if (open) throw new PayNowRefused(`batch ${open.payout_id} is open (${open.status}): it pays the channel's balance when it runs`);
+    const row = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', accounts.channel(channelId, 'usdt').code).where('asset', '=', 'usdt').executeTakeFirst();
+    if (BigInt(row?.balance ?? '0') === 0n) throw new PayNowRefused('the channel holds no USDT to pay out (ETH waits for its conversion)');
+    const outcome = await checkThresholds(trx, [channelId], new Map(), { now: true });
+    const payoutId = outcome.batchIds[0];
+    if (!payoutId) throw new PayNowRefused('no batch could be opened');
+    for (const journal of outcome.journals) await postJournal(trx, journal);
+    await trx.insertInto('audit_log').values({ actor, action: 'channel.payout_now', subject: `channel:${channelId}`, details: JSON.stringify({ payoutId, amount: row?.balance }) }).execute();
+    return payoutId;
   });
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import { TRANSFER_STATES, type Db } from '../../db/index.ts';
-import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, ConversionResolveRefused, resolveConversion, type ConversionChain, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, ConversionResolveRefused, resolveConversion, type ConversionChain, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, payChannelNow, PayNowRefused, rehomeChannelPayments, type IntakeSettings } from '../../pipeline/index.ts';
 import { applyTransferAction, getTransfer, listTransfers, TransferActionRefused } from '../../pipeline/transfer/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
@@ -34,7 +34,8 @@ const note = z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s)
 const resolutionBody = z.discriminatedUnion('outcome', [
   z.object({ outcome: z.literal('paid'), note }).strict(),
   // The amount that came back, as a decimal string in the payout's asset (never a JSON number).
-  z.object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,30})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), note }).strict(),
+  // At most 30 integer digits, as every amount payrail parses: longer is bad input (400), not an amount too large.
+  z.object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), note }).strict(),
 ]);
 const conversionQuery = z.object({
   status: z.enum(CONVERSION_STATES).optional(),
@@ -45,7 +46,7 @@ const conversionActionParams = conversionParams.extend({ action: z.enum(['retry'
 const txHash = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash');
 const conversionResolutionBody = z.discriminatedUnion('outcome', [
   // The USDT that arrived, as a decimal string (never a JSON number), with the transaction that brought it.
-  z.object({ outcome: z.literal('received'), amount: z.string().regex(/^(0|[1-9][0-9]{0,30})(\.[0-9]{1,6})?$/, 'must be a decimal string such as "12.5"'), txHash, note }).strict(),
+  z.object({ outcome: z.literal('received'), amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,6})?$/, 'must be a decimal string such as "12.5"'), txHash, note }).strict(),
   z.object({ outcome: z.literal('returned'), txHash, note }).strict(),
   // Booking a loss needs a person's reason.
   z.object({ outcome: z.literal('lost'), note: z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters') }).strict(),
@@ -91,12 +92,33 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
         'channel payout wallet changed',
       );
     }
+    // A strategy switch strands nothing: payments waiting on the old strategy move to the new one.
+    const rehomed = await rehomeChannelPayments(deps.db, channelId);
+    if (rehomed.toConversion.length + rehomed.toInstant.length > 0) {
+      request.log.info({ event: 'channel_payments_rehomed', channelId, toConversion: rehomed.toConversion.length, toInstant: rehomed.toInstant.length }, 'payments moved to the channel\'s new strategy');
+    }
+    if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
     // Payments that arrived before the channel existed are credited now; a lowered threshold may be crossed already.
     const credited = await releaseUnknownChannelPayments(deps.db, channelId, deps.intake);
     if (credited.length > 0) request.log.info({ event: 'unknown_channel_payments_credited', channelId, payments: credited.length }, 'payments kept for an unknown channel credited');
     if (credited.includes('threshold')) deps.onThresholdCredit?.();
     await runThresholdCheck(deps.db, [channelId]);
     return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
+  });
+
+  // Pay the channel's whole available USDT now, whatever its threshold.
+  app.post('/api/channels/:channelId/payout', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const actor = request.actor ?? 'unknown';
+    try {
+      const payoutId = await payChannelNow(deps.db, channelId, actor);
+      if (!payoutId) return reply.code(404).send({ error: `channel ${channelId} not found` });
+      request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
+      return reply.code(201).send(await getPayout(deps.db, payoutId));
+    } catch (error) {
+      if (error instanceof PayNowRefused) return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
+      throw error;
+    }
   });
 
   app.get('/api/channels/:channelId', async (request, reply) => {
