@@ -632,7 +632,7 @@ const SEED_STATES = [
 ] as const satisfies ReadonlyArray<readonly [(typeof PAYOUT_STATUSES)[number], TransferState?]>;
 type SeedState = (typeof SEED_STATES)[number];
 
-const AMOUNT_RE = /^(0|[1-9][0-9]{0,30})(\.[0-9]{1,18})?$/;
+const AMOUNT_RE = /^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/;
 /** What the audit log and a text column can store: no NUL, no unpaired surrogate. */
 const STORABLE = (s: string) => !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
