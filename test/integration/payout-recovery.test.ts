@@ -690,8 +690,14 @@ describe('a refund hash returns funds once', () => {
     const otherChannel = await channel(thresholdBody('1000'));
     outside.sim.failNextExchange('refunded');
     const refundedPayment = await pay(otherChannel);
-    await eventually('the refunded conversion released', async () => (await conversionOf(refundedPayment))?.status === 'failed');
-    const refundedConversion = (await conversionOf(refundedPayment))!;
+    // Released, its payment is taken by the next batch at once: the refunded conversion is its first one.
+    const firstConversionOf = async (paymentId: string) =>
+      (await db.pool.query<{ conversion_id: string; status: string; reason: string | null }>(
+        'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at limit 1',
+        [paymentId],
+      )).rows[0];
+    await eventually('the refunded conversion released', async () => (await firstConversionOf(refundedPayment))?.status === 'failed');
+    const refundedConversion = (await firstConversionOf(refundedPayment))!;
     const conversionHash = exchangesFor(refundedConversion.conversion_id)[0]!.refundHash!;
     expect(refundedConversion.reason).toBe(`exchange refunded (refund ${conversionHash})`);
     expect(await refundsOf(conversionHash)).toEqual([
