@@ -131,12 +131,15 @@ const schema = z.object({
     }),
   // ChangeNow refunds arrive less network fees: a refund at most this many percent short of what was sent settles by
   // itself, the shortfall booked as ChangeNow's cost; a shorter one goes to a person.
+  // At most 10: a typo of 90 would write off nearly every refund to the channels with no person involved.
   CHANGENOW_REFUND_TOLERANCE: z
     .string()
     .default('2')
     .transform((text, ctx): Percent => {
       try {
-        return parsePercent(text);
+        const percent = parsePercent(text);
+        if (percent.numerator > 10n * percent.denominator) throw new Error(`must be at most 10 (percent), got ${text}`);
+        return percent;
       } catch (error) {
         ctx.addIssue({ code: 'custom', message: (error as Error).message });
         return z.NEVER;

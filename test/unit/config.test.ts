@@ -37,6 +37,11 @@ describe('configuration', () => {
     expect(config.PLATFORM_FEE_PERCENT.text).toBe('2.5');
   });
 
+  it('takes CHANGENOW_REFUND_TOLERANCE up to 10 percent and refuses more, naming it', () => {
+    expect(loadConfig({ ...production, CHANGENOW_REFUND_TOLERANCE: '10' }).CHANGENOW_REFUND_TOLERANCE).toMatchObject({ numerator: 10n, denominator: 1n });
+    expect(problems({ ...production, CHANGENOW_REFUND_TOLERANCE: '10.5' })).toEqual([expect.stringMatching(/^CHANGENOW_REFUND_TOLERANCE: must be at most 10/)]);
+  });
+
   it('names every bad variable in one message', () => {
     const found = problems({ DATABASE_URL: 'mysql://x', PORT: 'eighty', PLATFORM_FEE_PERCENT: '150', LOG_LEVEL: 'loud' });
     const names = found.map((p) => p.split(':')[0]);
