@@ -477,6 +477,19 @@ export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, 
   ].filter((e) => e.amount !== 0n);
   const journal = await postJournal(trx, { kind: 'payout_returned', ref: payout.payout_id, entries });
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a return journal`);
+  if (payout.kind === 'threshold' && status === 'failed') await checkAgainAfterFailedBatch(trx, payout.channel_id);
+}
+
+/**
+ * A failed batch's USDT is on the channel again, often above its threshold, and no credit may come to open the next
+ * batch: the channel's threshold check is queued, after 2^(n-1) minutes for the n-th batch in a row to fail (at most a
+ * day), so an exchange that keeps refunding is not asked again and again. A cancel is a person's decision: no check.
+ */
+async function checkAgainAfterFailedBatch(trx: Transaction<Database>, channelId: string): Promise<void> {
+  const recent = await trx.selectFrom('payouts').select('status').where('channel_id', '=', channelId).where('kind', '=', 'threshold').orderBy('created_at', 'desc').limit(12).execute();
+  const failedInARow = Math.max(1, recent.findIndex((p) => p.status !== 'failed') === -1 ? recent.length : recent.findIndex((p) => p.status !== 'failed'));
+  const delayMinutes = Math.min(2 ** (failedInARow - 1), 24 * 60);
+  await enqueue(trx, 'threshold_check', { channelId }, { jobKey: `threshold_check:${channelId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, runAt: new Date(Date.now() + delayMinutes * 60_000) });
 }
 
 /** Parks a payout in `held` with its payout_run job at `until`. False when it was no longer pending or requested. */

@@ -318,6 +318,12 @@ describe('exchange endings', () => {
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     const { rows } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
     expect(rows).toEqual([{ payout_id: null }, { payout_id: null }]);
+    // Nothing else may come to batch that USDT again: the channel's threshold check is queued, a minute out for the
+    // first batch in a row to fail (doubling for each further one), so the money is never stranded.
+    const check = await db.pool.query<{ due_in_s: number }>("select extract(epoch from run_at - now())::int as due_in_s from graphile_worker.jobs where key = $1", [`threshold_check:${id}`]);
+    expect(check.rows).toHaveLength(1);
+    expect(check.rows[0]!.due_in_s).toBeGreaterThan(30);
+    expect(check.rows[0]!.due_in_s).toBeLessThanOrEqual(60);
     await expectLedgerClean();
 
     // Nothing was lost: the next threshold check batches the same USDT and the same payments, and it goes out.
