@@ -487,7 +487,8 @@ export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, 
  */
 async function checkAgainAfterFailedBatch(trx: Transaction<Database>, channelId: string): Promise<void> {
   const recent = await trx.selectFrom('payouts').select('status').where('channel_id', '=', channelId).where('kind', '=', 'threshold').orderBy('created_at', 'desc').limit(12).execute();
-  const failedInARow = Math.max(1, recent.findIndex((p) => p.status !== 'failed') === -1 ? recent.length : recent.findIndex((p) => p.status !== 'failed'));
+  const firstNotFailed = recent.findIndex((p) => p.status !== 'failed');
+  const failedInARow = Math.max(1, firstNotFailed === -1 ? recent.length : firstNotFailed);
   const delayMinutes = Math.min(2 ** (failedInARow - 1), 24 * 60);
   await enqueue(trx, 'threshold_check', { channelId }, { jobKey: `threshold_check:${channelId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, runAt: new Date(Date.now() + delayMinutes * 60_000) });
 }
