@@ -467,10 +467,11 @@ async function auditSince(before: Record<string, string | number>) {
 async function checkAuthorized(r: AdminRequest, response: RawResponse, before: Record<string, string | number>, after: Record<string, string | number>): Promise<void> {
   const context = `${r.method} ${render(r).path} → ${response.status} ${response.text.slice(0, 300)}`;
   expect(response.status, context).toBeGreaterThanOrEqual(200);
-  if (badUrl(r)) expect(response.status, context).toBe(400);
   if (response.status >= 400 || r.method === 'GET' || r.method === 'HEAD') {
     for (const k of WRITE_KEYS(before)) expect(after[k], `${k}: ${context}`).toEqual(before[k]);
   }
+  // The router refuses the path before any route, or the 404 fallback, sees it.
+  if (badUrl(r)) return void expect(response.status, context).toBe(400);
   if (r.route === 'elsewhere') {
     expect([404, ...(r.body.kind === 'none' ? [] : [400, 413, 415])], context).toContain(response.status);
     return;
