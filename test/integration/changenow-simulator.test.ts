@@ -358,6 +358,56 @@ describe('ChangeNow simulator: faults', () => {
   });
 });
 
+describe('ChangeNow simulator: exchange edge cases', () => {
+  const simFault = (body: unknown) => fetch(`${sim.url}/sim/fault`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  it('below_estimate: finishes with amountTo that percent below its estimate, rounded down, and keeps the estimate', async () => {
+    const fromAmount = '0.0047239';
+    const wei = toUnits(fromAmount, ETH_DECIMALS);
+    sim.failNextExchange('below_estimate');
+    const five = await cn.createExchange(exchangeRequest(fromAmount));
+    expect(five.toAmount).toBe('13.1717');
+    await deposit(five.payinAddress, wei);
+    // 13.1717 × 0.95 = 12.513115, the default 5 %.
+    expect(await cn.getExchange(five.id)).toMatchObject({ status: 'finished', amountFrom: fromAmount, expectedAmountTo: '13.1717', amountTo: '12.513115' });
+
+    const res = await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: '3.01' });
+    expect(res.status).toBe(200);
+    const chosen = await cn.createExchange(exchangeRequest(fromAmount));
+    await deposit(chosen.payinAddress, wei);
+    // 13.1717 × 0.9699 = 12.77523183, rounded down to 6 decimals.
+    expect(await cn.getExchange(chosen.id)).toMatchObject({ status: 'finished', expectedAmountTo: '13.1717', amountTo: '12.775231' });
+
+    expect((await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: 'most' })).status).toBe(400);
+    expect((await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: 3 })).status).toBe(400);
+  });
+
+  it('verifying: the deposit sits in the AML check (verifying, no amountTo) until it clears, then the exchange finishes in full', async () => {
+    const fromAmount = '0.0052';
+    const wei = toUnits(fromAmount, ETH_DECIMALS);
+    expect((await simFault({ nextExchange: 'verifying', verifyingMs: 600_000 })).status).toBe(200);
+    const held = await cn.createExchange(exchangeRequest(fromAmount));
+    expect((await cn.getExchange(held.id)).status).toBe('waiting');
+    await deposit(held.payinAddress, wei);
+    for (let look = 0; look < 3; look++) {
+      expect(await cn.getExchange(held.id)).toMatchObject({ status: 'verifying', amountFrom: fromAmount, amountTo: null, payoutHash: null, refundHash: null });
+    }
+    sim.releaseVerification(held.id);
+    expect(await cn.getExchange(held.id)).toMatchObject({ status: 'finished', amountFrom: fromAmount, amountTo: expectedUsdtFor(wei) });
+    expect((await simFault({ nextExchange: 'verifying', verifyingMs: -1 })).status).toBe(400);
+  });
+
+  it('expired_funded: ends expired although the deposit arrived, with nothing paid out or refunded', async () => {
+    const fromAmount = '0.0061';
+    const wei = toUnits(fromAmount, ETH_DECIMALS);
+    sim.failNextExchange('expired_funded');
+    const lapsed = await cn.createExchange(exchangeRequest(fromAmount));
+    await deposit(lapsed.payinAddress, wei);
+    expect(await cn.getExchange(lapsed.id)).toMatchObject({ status: 'expired', amountFrom: fromAmount, amountTo: null, payoutHash: null, refundHash: null });
+    expect(await balanceOf(lapsed.payinAddress)).toBe(wei);
+  });
+});
+
 describe('ChangeNow simulator: listExchanges', () => {
   it('returns exactly the exchanges created with that userId', async () => {
     const mine = `conv_${randomUUID()}`;

@@ -42,14 +42,29 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount'];
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount', 'below_estimate', 'verifying', 'expired_funded'];
 /**
  * How the next exchange misbehaves: it ends failed or refunded (refunded_short: 1 % less, as network fees taken
  * from a real refund would), finishes paying one unit short or paying another
  * address, or is created unlike the request (another payout address, or expecting twice the amount), as a
- * compromised or buggy exchange could.
+ * compromised or buggy exchange could. below_estimate finishes paying (and reporting) a percentage less than its
+ * estimate, as a floating rate that moved against us; verifying holds the deposit in ChangeNow's AML check for a while
+ * before the exchange goes on; expired_funded ends `expired` although its deposit arrived, and returns nothing.
  */
-export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | null;
+export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | 'below_estimate' | 'verifying' | 'expired_funded' | null;
+
+/** How far below its estimate a below_estimate exchange finishes: well past payrail's default 3 % allowance. */
+export const DEFAULT_BELOW_ESTIMATE_PERCENT = '5';
+/** How long a verifying exchange sits in the AML check once its deposit is seen. */
+export const DEFAULT_VERIFYING_MS = 3_000;
+
+/** The knobs of a forced end that has them; the defaults above otherwise. */
+export interface ForcedEndOptions {
+  /** below_estimate: percent below the estimate (a decimal, 0 to below 100), rounded down to the currency's units. */
+  belowEstimatePercent?: string;
+  /** verifying: how long the AML check lasts once the deposit is seen (releaseVerification ends it sooner). */
+  verifyingMs?: number;
+}
 
 /** Another address of the same format: an EVM address at random, else the same text with its last character changed. */
 function otherAddress(address: string): string {
@@ -58,7 +73,7 @@ function otherAddress(address: string): string {
 }
 
 export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
-export type ExchangeState = 'waiting' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
+export type ExchangeState = 'waiting' | 'verifying' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
 
 export interface SimExchange {
   id: string;
@@ -83,9 +98,14 @@ export interface SimExchange {
   createdAt: string;
   updatedAt: string;
   depositReceivedAt: number | null;
-  /** A forced ending (failed/refunded) set by fault injection when the exchange was created. */
-  /** A forced ending set by fault injection: failed/refunded, or finished with a payout one unit short. */
+  /** A forced ending set by fault injection when the exchange was created (see ForcedEnd). */
   forcedEnd: ForcedEnd;
+  /** below_estimate: the percent amountTo falls below the estimate. */
+  belowEstimatePercent: string | null;
+  /** verifying: how long the AML check lasts once the deposit is seen. */
+  verifyingMs: number | null;
+  /** verifying: when the AML check ends (set when the deposit is seen); the later steps are timed from it. */
+  verifyingUntil: number | null;
 }
 
 export const DEFAULT_PAIRS: Record<string, PairConfig> = {
@@ -109,9 +129,10 @@ export interface ChangeNowSimulator {
   readonly url: string;
   readonly exchanges: Map<string, SimExchange>;
   setFault(fault: Fault, options?: { slowMs?: number }): Promise<void>;
-  /** The next created exchange ends in this status instead of finishing. */
   /** The next created exchange ends this way instead of finishing normally. */
-  failNextExchange(status: ForcedEnd): void;
+  failNextExchange(status: ForcedEnd, options?: ForcedEndOptions): void;
+  /** A verifying exchange leaves the AML check at its next look, whatever its verifyingMs. */
+  releaseVerification(exchangeId: string): void;
   setPair(key: string, pair: PairConfig): void;
   stop(): Promise<void>;
 }
@@ -130,6 +151,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   let fault: Fault = 'none';
   let slowMs = 2_000;
   let nextEnd: ForcedEnd = null;
+  let nextEndOptions: ForcedEndOptions = {};
   const payouts = new Map<string, Promise<string>>();
   const treasury = options.treasuryKey && options.rpcUrl ? createTreasury(options.rpcUrl, options.treasuryKey, options.tokens ?? {}) : undefined;
 
@@ -160,11 +182,23 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (ex.status !== 'waiting' || received === null || received.lte(0)) return;
       ex.amountFrom = received.toFixed();
       ex.depositReceivedAt = Date.now();
+      if (ex.forcedEnd === 'verifying') {
+        ex.verifyingUntil = ex.depositReceivedAt + (ex.verifyingMs ?? DEFAULT_VERIFYING_MS);
+        ex.status = 'verifying';
+      } else {
+        ex.status = 'confirming';
+      }
+      ex.updatedAt = new Date().toISOString();
+    }
+    if (ex.status === 'verifying') {
+      if (Date.now() < (ex.verifyingUntil as number)) return;
+      // Cleared: it goes on as an exchange whose deposit has just arrived.
+      ex.verifyingUntil = Date.now();
       ex.status = 'confirming';
       ex.updatedAt = new Date().toISOString();
     }
     if (ex.depositReceivedAt === null || !STATUS_STEPS.includes(ex.status)) return;
-    const step = stepMs === 0 ? STATUS_STEPS.length : Math.floor((Date.now() - ex.depositReceivedAt) / stepMs);
+    const step = stepMs === 0 ? STATUS_STEPS.length : Math.floor((Date.now() - (ex.verifyingUntil ?? ex.depositReceivedAt)) / stepMs);
     if (step < STATUS_STEPS.length) {
       const next = STATUS_STEPS[step] as ExchangeState;
       if (next !== ex.status) {
@@ -195,12 +229,17 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       ex.status = ex.forcedEnd === 'failed' ? 'failed' : 'refunded';
       return;
     }
+    if (ex.forcedEnd === 'expired_funded') {
+      ex.status = 'expired';
+      return;
+    }
     if (ex.forcedEnd === 'payout_elsewhere') {
       ex.payoutAddress = otherAddress(ex.payoutAddress);
       ex.forcedEnd = null;
     }
     const pair = pairOf(ex.fromCurrency, ex.fromNetwork, ex.toCurrency, ex.toNetwork);
-    const amountTo = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency);
+    const quoted = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency);
+    const amountTo = ex.forcedEnd === 'below_estimate' ? belowBy(quoted, ex.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT, ex.toCurrency) : quoted;
     let payoutHash = `0x${randomBytes(32).toString('hex')}`;
     if (treasury && ex.toNetwork === 'eth' && amountTo.gt(0) && (ex.toCurrency === 'eth' || options.tokens?.[ex.toCurrency])) {
       // One payout per exchange, however many polls arrive while it is being sent.
@@ -313,8 +352,12 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
         payload: input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload) ? (input.payload as Record<string, unknown>) : null,
         payinHash: null, payoutHash: null, refundHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
         forcedEnd: nextEnd === 'wrong_payout_address' || nextEnd === 'wrong_amount' ? null : nextEnd,
+        belowEstimatePercent: nextEnd === 'below_estimate' ? (nextEndOptions.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT) : null,
+        verifyingMs: nextEnd === 'verifying' ? (nextEndOptions.verifyingMs ?? DEFAULT_VERIFYING_MS) : null,
+        verifyingUntil: null,
       };
       nextEnd = null;
+      nextEndOptions = {};
       exchanges.set(ex.id, ex);
       return [200, {
         id: ex.id, fromAmount: num(ex.expectedAmountFrom), toAmount: num(ex.expectedAmountTo), flow: 'standard', type: 'direct',
@@ -340,7 +383,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
 
   const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<[number, unknown]> => {
     if (method === 'POST' && url.pathname === '/sim/fault') {
-      let input: { fault?: unknown; slowMs?: unknown; nextExchange?: unknown };
+      let input: { fault?: unknown; slowMs?: unknown; nextExchange?: unknown; belowEstimatePercent?: unknown; verifyingMs?: unknown };
       try {
         input = JSON.parse(body || '{}') as typeof input;
       } catch {
@@ -352,8 +395,17 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (input.nextExchange !== undefined && input.nextExchange !== null && !FORCED_ENDS.includes(input.nextExchange as string)) {
         throw new HttpError(400, 'bad_request', `nextExchange must be one of ${FORCED_ENDS.join(', ')} or null`);
       }
+      if (input.belowEstimatePercent !== undefined && !(typeof input.belowEstimatePercent === 'string' && isPercent(input.belowEstimatePercent))) {
+        throw new HttpError(400, 'bad_request', 'belowEstimatePercent must be a decimal string from 0 to below 100');
+      }
+      if (input.verifyingMs !== undefined && !(Number.isInteger(input.verifyingMs) && (input.verifyingMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'verifyingMs must be a whole number of ms');
       if (input.slowMs !== undefined) slowMs = input.slowMs as number;
-      if (input.nextExchange !== undefined) nextEnd = input.nextExchange as ForcedEnd;
+      if (input.nextExchange !== undefined) {
+        control.failNextExchange(input.nextExchange as ForcedEnd, {
+          ...(input.belowEstimatePercent !== undefined && { belowEstimatePercent: input.belowEstimatePercent as string }),
+          ...(input.verifyingMs !== undefined && { verifyingMs: input.verifyingMs as number }),
+        });
+      }
       const next = input.fault as Fault | undefined;
       if (next === 'down') {
         // Going down closes every connection, this one included: answer first, then close.
@@ -397,8 +449,14 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (next !== 'down' && fault === 'down') server = await listen(handler, port);
       fault = next;
     },
-    failNextExchange(status) {
+    failNextExchange(status, opts = {}) {
+      if (opts.belowEstimatePercent !== undefined && !isPercent(opts.belowEstimatePercent)) throw new Error(`belowEstimatePercent must be a decimal from 0 to below 100 (got ${opts.belowEstimatePercent})`);
       nextEnd = status;
+      nextEndOptions = opts;
+    },
+    releaseVerification(exchangeId) {
+      const ex = exchanges.get(exchangeId);
+      if (ex?.status === 'verifying') ex.verifyingUntil = Date.now();
     },
     setPair(key, pair) {
       pairs.set(key, pair);
@@ -464,6 +522,15 @@ function sleepUnlessGone(ms: number, res: http.ServerResponse): Promise<void> {
     const timer = setTimeout(done, ms);
     res.once('close', done);
   });
+}
+
+function isPercent(text: string): boolean {
+  return /^(0|[1-9][0-9]?)(\.[0-9]+)?$/.test(text);
+}
+
+/** `amount` less `percent` of it, rounded down to the currency's smallest unit: never less than `percent` below. */
+function belowBy(amount: Decimal, percent: string, currency: string): Decimal {
+  return amount.mul(new Decimal(100).minus(percent)).div(100).toDecimalPlaces(DECIMALS[currency] ?? 8, Decimal.ROUND_DOWN);
 }
 
 /** The exact text of a JSON amount: a number's source text (exponent form made plain, exactly) or a numeric string. */
