@@ -18,15 +18,15 @@
  *
  * A failure prints fast-check's seed and path; replay with FUZZ_SEED=<seed> FUZZ_PATH=<path>.
  */
-import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { getAddress } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accounts, checkLedger, postJournal } from '../../src/ledger/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
+import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { expectHealthy, fingerprint, fuzzParams, headerText, jsonValueText, nastyString, numberText, objectText, send, type RawResponse } from './support.ts';
+import { expectHealthy, fuzzParams, headerText, jsonValueText, nastyString, numberText, objectText, send, type RawResponse } from './support.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
@@ -55,7 +55,6 @@ const channelIds = [INSTANT, THRESHOLD, LATE];
 // --- seeding --------------------------------------------------------------------------------------------------------
 
 let nextPaymentId = 8_200_000_000;
-let nextNonce = 1;
 
 async function pay(channelId: string): Promise<string> {
   const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
@@ -66,74 +65,20 @@ async function pay(channelId: string): Promise<string> {
   return String(body.payment_id);
 }
 
-type TransferState = 'confirmed' | 'broadcast' | 'failed';
+type TransferState = Extract<SeedTransfer, 'confirmed' | 'broadcast' | 'failed'>;
 
-/**
- * A credited instant payment's payout in `status`, as the pipeline leaves it: the payout row, the payment linked to
- * it and, while it is open, its reservation in the ledger; optionally with its on-chain transfer.
- */
+let seed: Seeder;
+
 async function seedPayout(status: (typeof PAYOUT_STATUSES)[number], transfer?: TransferState): Promise<string> {
-  const paymentId = await pay(INSTANT);
-  const payoutId = `po_${randomBytes(8).toString('hex')}`;
-  await db.db.transaction().execute(async (trx) => {
-    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
-    const net = BigInt(payment.net_amount as string);
-    let transferId: string | null = null;
-    if (transfer) {
-      transferId = `tr_${randomBytes(8).toString('hex')}`;
-      const signedTx = transfer !== 'failed';
-      await trx
-        .insertInto('chain_transfers')
-        .values({ transfer_id: transferId, purpose: 'payout', ref: payoutId, asset: 'eth', from_address: WALLET, to_address: WALLET, amount: net, status: transfer, ...(signedTx && { nonce: String(nextNonce++), tx_hash: `0x${randomBytes(32).toString('hex')}`, raw_tx: '0x00' }) })
-        .execute();
-    }
-    await trx
-      .insertInto('payouts')
-      .values({ payout_id: payoutId, kind: 'instant', channel_id: INSTANT, payment_id: paymentId, status, asset: 'eth', amount: net, payout_currency: 'eth', payout_network: 'eth', wallet_address: WALLET, reason: status === 'needs_review' ? 'seeded for fuzzing' : null, transfer_id: transferId })
-      .execute();
-    await trx.updateTable('payments').set({ payout_id: payoutId }).where('payment_id', '=', paymentId).execute();
-    if (!['completed', 'failed', 'cancelled'].includes(status)) {
-      await postJournal(trx, { kind: 'payout_reserved', ref: payoutId, entries: [
-        { account: accounts.channel(INSTANT, 'eth'), amount: -net },
-        { account: accounts.channelPayout(INSTANT, 'eth'), amount: net },
-      ] });
-    }
-  });
-  payoutIds.push(payoutId);
-  return payoutId;
+  const { id } = await seed.payout(status, transfer ? { transfer } : {});
+  payoutIds.push(id);
+  return id;
 }
 
-/**
- * A conversion of one fresh threshold payment in `status`, as the pipeline leaves it (its payment converting, or
- * failed while in review), optionally with its on-chain transfer. No ledger rows: a conversion books only when settled.
- */
 async function seedConversion(status: 'sent' | 'completed' | 'needs_review', transfer?: TransferState): Promise<string> {
-  const paymentId = await pay(THRESHOLD);
-  const conversionId = `conv_${randomBytes(8).toString('hex')}`;
-  await db.db.transaction().execute(async (trx) => {
-    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
-    const net = BigInt(payment.net_amount as string);
-    const transferId = transfer ? `tr_${randomBytes(8).toString('hex')}` : null;
-    const withExchange = transfer === 'confirmed' || transfer === 'broadcast';
-    await trx
-      .insertInto('conversions')
-      .values({ conversion_id: conversionId, status, from_asset: 'eth', to_asset: 'usdt', amount_wei: net, payment_count: 1, reason: status === 'needs_review' ? 'seeded for fuzzing' : null, ...(withExchange && { exchange_id: randomBytes(7).toString('hex'), payin_address: WALLET }) })
-      .execute();
-    if (transferId) {
-      await trx
-        .insertInto('chain_transfers')
-        .values({ transfer_id: transferId, purpose: 'conversion', ref: conversionId, asset: 'eth', from_address: WALLET, to_address: WALLET, amount: net, status: transfer as TransferState, ...(transfer !== 'failed' && { nonce: String(nextNonce++), tx_hash: `0x${randomBytes(32).toString('hex')}`, raw_tx: '0x00' }) })
-        .execute();
-      await trx.updateTable('conversions').set({ transfer_id: transferId }).where('conversion_id', '=', conversionId).execute();
-    }
-    // A completed seed keeps its payment pending: marking it completed would claim USDT the ledger never received.
-    if (status !== 'completed') {
-      await trx.insertInto('conversion_payments').values({ conversion_id: conversionId, payment_id: paymentId, channel_id: THRESHOLD, net_wei: net }).execute();
-      await trx.updateTable('payments').set({ conversion_status: status === 'needs_review' ? 'failed' : 'converting', conversion_id: conversionId }).where('payment_id', '=', paymentId).execute();
-    }
-  });
-  conversionIds.push(conversionId);
-  return conversionId;
+  const { id } = await seed.conversion(status, transfer ? { transfer } : {});
+  conversionIds.push(id);
+  return id;
 }
 
 // --- generators -----------------------------------------------------------------------------------------------------
@@ -702,6 +647,7 @@ const actionBody = fc.oneof(
 describe('the admin API under fuzzing', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
+    seed = seeder({ db, pay, instantChannel: INSTANT, thresholdChannel: THRESHOLD, wallet: WALLET });
     logs = logSink();
     // Web only: no worker runs the jobs actions queue, so payouts stay in the states the fuzzing put them in.
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });

@@ -25,9 +25,9 @@ import { isLosslessNumber, parse } from 'lossless-json';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { expectHealthy, fingerprint, fuzzParams, headerText, jsonSpace, jsonValueText, nastyString, numberText, objectText, send, type RawRequest, type RawResponse } from './support.ts';
+import { expectHealthy, fuzzParams, headerText, jsonSpace, jsonValueText, nastyString, numberText, objectText, send, type RawRequest, type RawResponse } from './support.ts';
 
 const execFileAsync = promisify(execFile);
 

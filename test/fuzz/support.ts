@@ -1,6 +1,5 @@
 /**
- * Shared pieces of the HTTP fuzz suites: a raw HTTP client (duplicate headers, exact bytes), a fingerprint of every
- * table a request could write to (counts and row versions, so an UPDATE shows as well as an INSERT), a stand-in worker
+ * Shared pieces of the HTTP fuzz suites: a raw HTTP client (duplicate headers, exact bytes), a stand-in worker
  * heartbeat so GET /health can answer 200 from a web-only process, and generators of hostile text.
  */
 import http from 'node:http';
@@ -67,33 +66,6 @@ export function send(baseUrl: string, request: RawRequest): Promise<RawResponse>
     req.on('error', reject);
     req.end(body);
   });
-}
-
-/**
- * Every table a request could write to, as counts and as a digest of each row's version (xmin: any INSERT, UPDATE
- * or DELETE changes it, even an update that writes the same values). Two equal fingerprints mean nothing was
- * written. The conversion nudge's job row is left out: a threshold credit queues it on a timer up to a second later,
- * from an earlier (accepted) request.
- */
-export async function fingerprint(db: TestDatabase): Promise<Record<string, string | number>> {
-  const versions = (table: string, key: string, where = '') =>
-    `(select count(*)::int from ${table} t ${where}) as "${table}", (select md5(coalesce(string_agg(t.xmin::text, ',' order by t.${key}), '')) from ${table} t ${where}) as "${table}_versions"`;
-  const { rows } = await db.pool.query(`select
-      ${versions('payments', 'payment_id')},
-      ${versions('channels', 'channel_id')},
-      ${versions('payouts', 'payout_id')},
-      ${versions('ledger_accounts', 'id')},
-      ${versions('ledger_journals', 'id')},
-      ${versions('ledger_entries', 'id')},
-      ${versions('audit_log', 'id')},
-      ${versions('chain_transfers', 'transfer_id')},
-      ${versions('conversions', 'conversion_id')},
-      ${versions('graphile_worker._private_jobs', 'id', "where key is distinct from 'conversion_batch:nudge'")},
-      (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
-  const row = rows[0] as Record<string, string | number>;
-  // Short names for the counts the suites compare.
-  row.jobs = row['graphile_worker._private_jobs'] as number;
-  return row;
 }
 
 /**
