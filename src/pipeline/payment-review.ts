@@ -6,7 +6,8 @@
  * - credit: a `partially_paid` payment, credited with exactly its IPN's outcome_amount through intake's own credit
  *   (the fee split, the journal ('payment_received', id), the conversion or payout job), once.
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
- *   IPN says it finished), a changed amount leaves the credit as it was booked.
+ *   IPN says it finished), a changed amount leaves the credit as it was booked, and a refund after the credit whose
+ *   money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
  *   still on the channel's available balance: not converted, not in a payout. Anywhere else, the refusal says where
  *   it went and the payment stays in review.
@@ -14,7 +15,7 @@
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PaymentReviewAction, PaymentsTable } from '../db/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+import { decimalsOf, formatUnits, isAssetCode, type AssetCode } from '../money/index.ts';
 import { creditColumns, creditEffects, REVIEW, reviewCode, storedCredit, type IntakeSettings } from './intake.ts';
 
 export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse'] as const satisfies readonly PaymentReviewAction[];
@@ -49,7 +50,8 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
       credited = done.strategy;
       evidence = done.evidence;
     } else if (action === 'ignore') {
-      if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
+      if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
+      else if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
     } else {
       evidence = await reverse(trx, payment);
     }
@@ -71,7 +73,6 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
 /** What ignore cannot close, and what can. */
 function refusalHint(payment: PaymentRow): string {
   const code = reviewCode(payment.review_reason);
-  if (code === REVIEW.refundedAfterCredit) return 'a refund after the credit cannot be ignored: reverse the credit (POST /api/payments/:id/reverse) once its money is back on the channel';
   if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
   return 'only a partial payment, an outcome currency payrail does not credit, a changed outcome amount, or a payment NOWPayments did not confirm can be ignored';
 }
@@ -104,15 +105,11 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   const gross = BigInt(payment.gross_amount as string);
   const fee = BigInt(payment.fee_amount as string);
   const net = BigInt(payment.net_amount as string);
-  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
 
-  await refuseIfMoved(trx, payment);
+  const blocked = await reverseBlocked(trx, payment);
+  if (blocked) throw new PaymentActionRefused(blocked.lasting ? `${blocked.why}: ignore acknowledges the refund instead (the credit stays as booked; the refund is settled outside payrail)` : blocked.why);
   const channelAccount = accounts.channel(payment.channel_id, asset);
   const feeAccount = accounts.platformFees(asset, id);
-  const held = await balanceOf(trx, channelAccount.code, asset);
-  if (held < net) throw new PaymentActionRefused(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(net)} credited: the rest has moved on`);
-  const fees = await balanceOf(trx, feeAccount.code, asset);
-  if (fees < fee) throw new PaymentActionRefused(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);
 
   const entries = [
     { account: accounts.nowpayments(asset, id), amount: gross },
@@ -129,24 +126,50 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   return { asset, gross: gross.toString(), fee: fee.toString(), net: net.toString(), journal: journal.journalId };
 }
 
-/** Refuses, saying where it went, when the payment's money has left the channel's available balance. */
-async function refuseIfMoved(trx: Transaction<Database>, payment: PaymentRow): Promise<void> {
+/**
+ * A refund after the credit is acknowledged without taking the credit back only where reverse cannot take it: the
+ * money has moved on (a conversion, a payout, fees taken out), so nothing on payrail's books can be returned. While
+ * reverse can, it is the way (acknowledging would pay the owner for a payment the subscriber got back).
+ */
+async function acknowledgeRefund(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
+  const blocked = await reverseBlocked(trx, payment);
+  if (!blocked) throw new PaymentActionRefused('its money is still on the channel: reverse the credit (POST /api/payments/:id/reverse) rather than acknowledge the refund');
+  if (!blocked.lasting) throw new PaymentActionRefused(blocked.why);
+  return { moved: blocked.why };
+}
+
+/**
+ * Why the credit cannot be taken back now, or null when it can. `lasting`: its money has moved on and will not come
+ * back by waiting (ignore is then the way out); otherwise only a job has to run first.
+ */
+async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): Promise<{ why: string; lasting: boolean } | null> {
   const id = payment.payment_id;
+  const moved = (why: string) => ({ why, lasting: true });
   const payout = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).executeTakeFirst();
-  if (payout) throw new PaymentActionRefused(`its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status}): act on the payout, or settle the refund outside payrail`);
+  if (payout) return moved(`its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`);
   if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
     const conversion = payment.conversion_id ? await trx.selectFrom('conversions').select(['status']).where('conversion_id', '=', payment.conversion_id).executeTakeFirst() : undefined;
     const where = payment.conversion_status === 'completed' ? 'was converted to USDT' : 'is being converted';
-    throw new PaymentActionRefused(`its ETH ${where} in conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
+    return moved(`its ETH ${where} in conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
   }
   // Back to pending after a conversion that did not complete: its ETH may have gone to ChangeNow and come back short.
   const earlier = await trx.selectFrom('conversion_payments').select('conversion_id').where('payment_id', '=', id).executeTakeFirst();
-  if (earlier) throw new PaymentActionRefused(`its ETH was in conversion ${earlier.conversion_id} before (back to pending since): what came back is not known to be all of it`);
+  if (earlier) return moved(`its ETH was in conversion ${earlier.conversion_id} before (back to pending since): what came back is not known to be all of it`);
   if (payment.payout_strategy === 'instant') {
     // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
-    if ((rows[0]?.n ?? 0) > 0) throw new PaymentActionRefused(`its instant payout job has not run yet: try again once it has (it skips a payment in review)`);
+    if ((rows[0]?.n ?? 0) > 0) return { why: 'its instant payout job has not run yet: try again once it has (it skips a payment in review)', lasting: false };
   }
+  const asset = payment.asset as AssetCode;
+  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
+  const net = BigInt(payment.net_amount as string);
+  const fee = BigInt(payment.fee_amount as string);
+  const held = await balanceOf(trx, accounts.channel(payment.channel_id, asset).code, asset);
+  if (held < net) return moved(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(net)} credited: the rest has moved on`);
+  const feeAccount = accounts.platformFees(asset, id);
+  const fees = await balanceOf(trx, feeAccount.code, asset);
+  if (fees < fee) return moved(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);
+  return null;
 }
 
 async function balanceOf(trx: Transaction<Database>, code: string, asset: string): Promise<bigint> {

@@ -327,6 +327,10 @@ describe('refunded_after_credit: reverse', () => {
     const res = await act(body.payment_id, 'reverse');
     expect(res.status).toBe(409);
     expect(res.body.error).toMatch(/its instant payout job has not run yet/);
+    // Its money has not moved on: waiting is the way, not acknowledging the refund.
+    const ignore = await act(body.payment_id, 'ignore');
+    expect(ignore.status).toBe(409);
+    expect(ignore.body.error).toMatch(/its instant payout job has not run yet/);
     expect((await payment(body.payment_id)).reviewReason).toBe('refunded_after_credit');
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
@@ -447,5 +451,30 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect(res.status).toBe(409);
     expect(res.body.error).toContain(`its money is in instant payout ${rows[0].payout_id} (`);
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
+  });
+
+  it('ignore is the way out once the money moved on (a conversion, a payout): the credit stays as booked, the audit names where the money went, a copy of the refund does not reopen it', async () => {
+    const threshold = finishedFor(THRESHOLD_CHANNEL);
+    const instant = finishedFor(INSTANT_CHANNEL);
+    expect((await send(threshold, worker)).status).toBe(200);
+    expect((await send(instant, worker)).status).toBe(200);
+    await until('conversion', () => payment(threshold.payment_id, worker), (p) => p.conversion.status === 'converting');
+    await until('payout', async () => (await moving.pool.query(`select payout_id from payouts where payment_id = $1`, [String(instant.payment_id)])).rows, (r) => r.length === 1);
+    for (const [body, where] of [[threshold, /^its ETH is being converted in conversion conv_[0-9a-f]{16} /], [instant, /^its money is in instant payout po_[0-9a-f]{16} /]] as const) {
+      expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+      const reverse = await act(body.payment_id, 'reverse', { on: worker });
+      expect(reverse.status).toBe(409);
+      expect(reverse.body.error).toContain('ignore acknowledges the refund');
+      const res = await act(body.payment_id, 'ignore', { on: worker, body: { note: 'NOWPayments settles the refund with the subscriber' } });
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, reversedAt: null, grossAmount: '0.00487', netAmount: '0.0047239', reviewAction: { action: 'ignore', by: 'admin' } });
+      expect((await journals(body.payment_id, moving)).map((j) => j.kind)).toEqual(['payment_received', 'payment_received', 'payment_received']);
+      const entries = await audit(body.payment_id, moving);
+      expect(entries).toEqual([{ actor: 'admin', action: 'payment.ignore', details: expect.objectContaining({ reason: 'refunded_after_credit', note: 'NOWPayments settles the refund with the subscriber' }) }]);
+      expect(entries[0]!.details.moved).toMatch(where);
+      expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(200);
+      expect(await payment(body.payment_id, worker)).toMatchObject({ reviewReason: null, reviewAction: { action: 'ignore' } });
+    }
+    expect((await checkLedger(moving.db)).problems).toEqual([]);
   });
 });
