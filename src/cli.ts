@@ -26,9 +26,10 @@ const USAGE = `usage: payrail <command>
   deposit <txHash> [--asset eth|usdt]
                 book a deposit of the operator's to the host wallet (gas money, a float) as platform capital, once the
                 chain shows it mined CHAIN_CONFIRMATIONS deep
-  withdrawal <txHash> [--from capital|fees]
-                book a transaction sent from the host key outside payrail (fees or capital taken out, a wallet app's
-                transaction): its gas as a network cost, the ETH and USDT it sent away from capital (default) or fees
+  withdrawal <txHash> [--from capital|fees|refunds]
+                book a transaction sent from the host key outside payrail (fees or capital taken out, a reversed
+                payment's ETH sent back, a wallet app's transaction): its gas as a network cost, the ETH and USDT it
+                sent away from capital (default), fees, or the refunds owed
   status [--json] [--hours N]
                 what the dashboard shows (totals, pipeline, queues, alerts, host wallet, review queue), as text or JSON
   demo [--payments N] [--channels N] [--outage] [--seed N] [--exit] [--data-dir PATH]

@@ -38,6 +38,13 @@ export const accounts = {
   operator: (asset: string): AccountRef => ({ code: 'world:operator', asset, allowNegative: true }),
   /** What the operator put on the host wallet (gas money, a float): the platform's own, not any channel's. */
   capital: (asset: string): AccountRef => ({ code: 'platform:capital', asset, allowNegative: false }),
+  /**
+   * A reversed payment's ETH, still on the host wallet after its credit was taken back: the platform holds it for
+   * whoever the refund is owed to (NOWPayments may claim it), neither a channel's nor the platform's own.
+   */
+  refundsOwed: (asset: string): AccountRef => ({ code: 'platform:refunds_owed', asset, allowNegative: false }),
+  /** Whoever a reversed payment's ETH is sent back to (NOWPayments, or the subscriber). */
+  refunded: (asset: string): AccountRef => ({ code: 'world:refunds', asset, allowNegative: true }),
   /** What payrail owes a channel owner. */
   channel: (channelId: string, asset: string): AccountRef => ({ code: `channel:${channelId}`, asset, allowNegative: false }),
   /** A channel's balance set aside in a payout batch: no longer available, not yet paid. */

@@ -9,8 +9,9 @@
  *   IPN says it finished), a changed amount leaves the credit as it was booked, and a refund after the credit whose
  *   money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
- *   still on the channel's available balance: not converted, not in a payout. Anywhere else, the refusal says where
- *   it went and the payment stays in review.
+ *   still on the channel's available balance: not converted, not in a payout. The ETH is still on the host wallet,
+ *   so it moves to platform:refunds_owed (less what an exchange kept of it), not back to the world. Anywhere else,
+ *   the refusal says where it went and the payment stays in review.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PaymentReviewAction, PaymentsTable } from '../db/index.ts';
@@ -105,16 +106,18 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   const gross = BigInt(payment.gross_amount as string);
   const fee = BigInt(payment.fee_amount as string);
   const net = BigInt(payment.net_amount as string);
+  // What ChangeNow kept of it when a conversion came back short: the channel bore it, and the wallet no longer holds it.
+  const cost = BigInt(payment.exchange_cost_wei);
 
   const blocked = await reverseBlocked(trx, payment);
   if (blocked) throw new PaymentActionRefused(blocked.lasting ? `${blocked.why}: ignore acknowledges the refund instead (the credit stays as booked; the refund is settled outside payrail)` : blocked.why);
-  const channelAccount = accounts.channel(payment.channel_id, asset);
-  const feeAccount = accounts.platformFees(asset, id);
 
+  // The ETH NOWPayments forwarded is still on the host wallet: it stays on the platform's books, owed, until the
+  // transaction that sends it back is booked (payrail withdrawal --from refunds).
   const entries = [
-    { account: accounts.nowpayments(asset, id), amount: gross },
-    { account: feeAccount, amount: -fee },
-    { account: channelAccount, amount: -net },
+    { account: accounts.refundsOwed(asset), amount: gross - cost },
+    { account: accounts.platformFees(asset, id), amount: -fee },
+    { account: accounts.channel(payment.channel_id, asset), amount: -(net - cost) },
   ].filter((e) => e.amount !== 0n);
   const journal = await postJournal(trx, { kind: 'payment_reversed', ref: id, entries });
   if (!journal.posted) throw new Error(`payment ${id} already has a reversal journal`);
@@ -123,7 +126,7 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', 'pending');
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
-  return { asset, gross: gross.toString(), fee: fee.toString(), net: net.toString(), journal: journal.journalId };
+  return { asset, gross: gross.toString(), fee: fee.toString(), net: net.toString(), exchangeCost: cost.toString(), refundsOwed: (gross - cost).toString(), journal: journal.journalId };
 }
 
 /**
@@ -152,9 +155,8 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
     const where = payment.conversion_status === 'completed' ? 'was converted to USDT' : 'is being converted';
     return moved(`its ETH ${where} in conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
   }
-  // Back to pending after a conversion that did not complete: its ETH may have gone to ChangeNow and come back short.
-  const earlier = await trx.selectFrom('conversion_payments').select('conversion_id').where('payment_id', '=', id).executeTakeFirst();
-  if (earlier) return moved(`its ETH was in conversion ${earlier.conversion_id} before (back to pending since): what came back is not known to be all of it`);
+  // Back to pending after a conversion that did not complete, its ETH is known to the wei: what came back (a short
+  // refund's cost is on exchange_cost_wei), or what the platform bore (a lost conversion leaves the channel whole).
   if (payment.payout_strategy === 'instant') {
     // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
@@ -162,10 +164,10 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
   }
   const asset = payment.asset as AssetCode;
   const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
-  const net = BigInt(payment.net_amount as string);
+  const left = BigInt(payment.net_amount as string) - BigInt(payment.exchange_cost_wei);
   const fee = BigInt(payment.fee_amount as string);
   const held = await balanceOf(trx, accounts.channel(payment.channel_id, asset).code, asset);
-  if (held < net) return moved(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(net)} credited: the rest has moved on`);
+  if (held < left) return moved(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(left)} left of its credit: the rest has moved on`);
   const feeAccount = accounts.platformFees(asset, id);
   const fees = await balanceOf(trx, feeAccount.code, asset);
   if (fees < fee) return moved(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);

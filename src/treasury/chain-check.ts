@@ -1,8 +1,8 @@
 /**
  * The ledger against the chain: per asset, what the host wallet holds on chain against what the ledger says the
  * platform holds there. The ledger side is every account that is not the world's (channels' balances and their
- * payouts set aside, platform fees, the operator's capital, gas paid as a negative), less what the chain shows has
- * left but no journal has booked out yet:
+ * payouts set aside, platform fees, the operator's capital, refunds owed, gas paid as a negative), less what the
+ * chain shows has left but no journal has booked out yet:
  * - transfers mined (confirmed, or mined and waiting for their confirmations) whose conversion or payout has not
  *   booked its outcome (settled, completed, or returned);
  * - the gas of mined versions not booked yet (booked with the transfer's outcome).

@@ -17,14 +17,14 @@ const HASH = /^0x[0-9a-fA-F]{64}$/;
 
 export type Booking = { command: 'deposit'; txHash: string; asset: DepositAsset } | { command: 'withdrawal'; txHash: string; from: WithdrawalSource };
 
-/** `deposit <txHash> [--asset eth|usdt]` or `withdrawal <txHash> [--from capital|fees]`, or what is wrong with them. */
+/** `deposit <txHash> [--asset eth|usdt]` or `withdrawal <txHash> [--from capital|fees|refunds]`, or what is wrong with them. */
 export function bookingOptions(command: Booking['command'], args: readonly string[]): Booking | string {
   const [txHash, ...rest] = args;
   if (txHash === undefined || !HASH.test(txHash)) return `payrail ${command}: give the transaction's hash (0x + 64 hex digits)`;
   const [flag, value, ...more] = rest;
   if (flag === undefined) return command === 'deposit' ? { command, txHash, asset: 'eth' } : { command, txHash, from: 'capital' };
   if (more.length === 0 && command === 'deposit' && flag === '--asset' && (value === 'eth' || value === 'usdt')) return { command, txHash, asset: value };
-  if (more.length === 0 && command === 'withdrawal' && flag === '--from' && (value === 'capital' || value === 'fees')) return { command, txHash, from: value };
+  if (more.length === 0 && command === 'withdrawal' && flag === '--from' && (value === 'capital' || value === 'fees' || value === 'refunds')) return { command, txHash, from: value };
   return `payrail ${command}: unexpected ${rest.join(' ')}`;
 }
 
@@ -37,7 +37,8 @@ export async function runBooking(db: Db, chain: EvidenceChain, booking: Booking)
     } else {
       const r = await recordWithdrawal(db, chain, { txHash: booking.txHash, from: booking.from, actor: 'cli' });
       const sent = [r.ethOut > 0n ? units(r.ethOut, 'eth') : '', r.usdtOut > 0n ? units(r.usdtOut, 'usdt') : ''].filter(Boolean).join(' and ');
-      process.stdout.write(`${r.booked ? 'booked' : 'already booked'}: ${r.txHash} from the host wallet: gas ${units(r.gasWei, 'eth')} as a network cost${sent ? `, ${sent} sent away, taken from the platform's ${booking.from}` : ''}\n`);
+      const source = booking.from === 'refunds' ? 'the refunds owed (platform:refunds_owed)' : `the platform's ${booking.from}`;
+      process.stdout.write(`${r.booked ? 'booked' : 'already booked'}: ${r.txHash} from the host wallet: gas ${units(r.gasWei, 'eth')} as a network cost${sent ? `, ${sent} sent away, taken from ${source}` : ''}\n`);
     }
     return 0;
   } catch (error) {
@@ -69,7 +70,7 @@ export function formatChainReport(report: ChainReport): string {
     lines.push(
       `${a.asset.toUpperCase()}:`,
       `  on chain                                 ${units(a.onChain, a.asset)}`,
-      `  ledger, held by the platform             ${units(a.ledgerHeld, a.asset)}   (channels, payouts set aside, fees, capital, gas paid)`,
+      `  ledger, held by the platform             ${units(a.ledgerHeld, a.asset)}   (channels, payouts set aside, fees, capital, refunds owed, gas paid)`,
       `  − mined, not booked out yet              ${units(a.leftNotBooked, a.asset)}   (${a.inFlight.length} transfer(s)${a.inFlight.length ? `: ${a.inFlight.slice(0, 5).map((t) => `${t.transferId} ${t.purpose} ${t.ref}`).join(', ')}` : ''})`,
       ...(a.asset === 'eth' ? [`  − gas of mined versions, not booked yet  ${units(a.gasNotBooked, a.asset)}`] : []),
       `  = expected on chain                      ${units(a.expected, a.asset)}`,

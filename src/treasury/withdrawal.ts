@@ -3,7 +3,7 @@
  * app's transaction (one that took a transfer's nonce, say). payrail did not sign it, so nothing booked it; the chain
  * still shows what it spent. Booked from the chain alone, once deep enough: its gas as the platform's network cost,
  * the ETH it sent away and the USDT its Transfer logs moved out of the host wallet as money the platform gave out,
- * taken from capital or from fees. Each hash once (journal wallet_withdrawal, ref = hash); never one of payrail's own
+ * taken from capital or from fees, or, for a reversed payment's ETH sent back, from the refunds it owes. Each hash once (journal wallet_withdrawal, ref = hash); never one of payrail's own
  * transfers, whose gas and amounts are booked by the transfer itself.
  */
 import type { Hex } from 'viem';
@@ -13,8 +13,11 @@ import { accounts, postJournal, type AccountRef, type EntryInput } from '../ledg
 import { deepTransaction, normalisedHash, TreasuryRefused, usdtOf, type EvidenceChain } from './evidence.ts';
 import { lockInboundHash } from './inbound.ts';
 
-/** Which of the platform's own balances pays what the transaction sent away (its gas is always a network cost). */
-export type WithdrawalSource = 'capital' | 'fees';
+/**
+ * Which balance pays what the transaction sent away (its gas is always a network cost): the platform's own capital or
+ * fees, or the refunds it owes (reversed payments' ETH, sent back to NOWPayments or the subscriber).
+ */
+export type WithdrawalSource = 'capital' | 'fees' | 'refunds';
 
 export interface WithdrawalResult {
   readonly txHash: string;
@@ -37,9 +40,12 @@ export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { tx
     const entries: EntryInput[] = [];
     if (spent.gasWei > 0n) entries.push({ account: accounts.networkCosts('eth'), amount: -spent.gasWei }, { account: accounts.ethereum('eth'), amount: spent.gasWei });
     for (const [asset, amount] of [['eth', spent.ethOut], ['usdt', spent.usdtOut]] as const) {
-      await refuseBeyondPlatformMoney(trx, asset, amount + (asset === 'eth' ? spent.gasWei : 0n));
+      // Refunds owed are not the platform's own: they pay what was sent back, the platform's own money only the gas.
+      const own = input.from === 'refunds' ? 0n : amount;
+      await refuseBeyondPlatformMoney(trx, asset, own + (asset === 'eth' ? spent.gasWei : 0n));
       if (amount === 0n) continue;
-      entries.push(...(await takeFrom(trx, input.from, asset, amount)), { account: accounts.operator(asset), amount });
+      const to = input.from === 'refunds' ? accounts.refunded(asset) : accounts.operator(asset);
+      entries.push(...(await takeFrom(trx, input.from, asset, amount)), { account: to, amount });
     }
     if (entries.length === 0) throw new TreasuryRefused(`${hash} spent nothing from the host wallet`);
     const journal = await postJournal(trx, { kind: 'wallet_withdrawal', ref: hash, entries });
@@ -99,30 +105,31 @@ async function refuseBeyondPlatformMoney(trx: Transaction<Database>, asset: 'eth
 }
 
 /**
- * Entries taking `amount` from the platform's capital, or from its fee accounts (kept in shards: the fullest first).
- * Refused, naming what is there, when the source holds less: the money would be a channel's.
+ * Entries taking `amount` from the platform's capital, its fee accounts (kept in shards: the fullest first), or the
+ * refunds it owes. Refused, naming what is there, when the source holds less: the money would be a channel's.
  */
 async function takeFrom(trx: Transaction<Database>, source: WithdrawalSource, asset: 'eth' | 'usdt', amount: bigint): Promise<EntryInput[]> {
-  const capital = accounts.capital(asset);
+  const single = source === 'capital' ? accounts.capital(asset) : source === 'refunds' ? accounts.refundsOwed(asset) : undefined;
   const fees = accounts.platformFees(asset, '0');
   const rows = await trx
     .selectFrom('ledger_accounts')
     .select(['code', 'balance'])
     .where('asset', '=', asset)
-    .where((eb) => (source === 'capital' ? eb('code', '=', capital.code) : eb('code', 'like', `${fees.code.split('#')[0]}#%`)))
+    .where((eb) => (single ? eb('code', '=', single.code) : eb('code', 'like', `${fees.code.split('#')[0]}#%`)))
     .orderBy('balance', 'desc')
     .orderBy('code')
     .forUpdate()
     .execute();
   const held = rows.reduce((sum, r) => sum + BigInt(r.balance), 0n);
-  if (held < amount) throw new TreasuryRefused(`the platform's ${source} hold ${held} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${amount} this transaction sent away`);
+  const name = source === 'refunds' ? 'refunds owed' : source;
+  if (held < amount) throw new TreasuryRefused(`the platform's ${name} hold ${held} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${amount} this transaction sent away`);
   const entries: EntryInput[] = [];
   let left = amount;
   for (const row of rows) {
     if (left === 0n) break;
     const take = BigInt(row.balance) < left ? BigInt(row.balance) : left;
     if (take <= 0n) continue;
-    const account: AccountRef = source === 'capital' ? capital : { ...fees, code: row.code };
+    const account: AccountRef = single ?? { ...fees, code: row.code };
     entries.push({ account, amount: -take });
     left -= take;
   }

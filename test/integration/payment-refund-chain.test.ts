@@ -1,0 +1,217 @@
+/**
+ * A refund after the credit, on real parts (signed IPNs over HTTP, the ChangeNow simulator, anvil), with the ledger
+ * compared to the chain after every step: reverse keeps the ETH NOWPayments forwarded on the platform's books as
+ * refunds owed (it is still on the host wallet), `payrail withdrawal --from refunds` books the transaction that sends
+ * it back, a payment whose conversion came back short is reversed for what is left of it, and a refund whose money was
+ * paid out is acknowledged by ignore.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { createPublicClient, createWalletClient, http, type Hex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { checkLedgerAgainstChain } from '../../src/treasury/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+
+const run = promisify(execFile);
+
+/** The fixture's finished IPN: 0.00487 ETH forwarded, 3 % fee, the rest the channel's. */
+const GROSS_WEI = 4_870_000_000_000_000n;
+const FEE_WEI = 146_100_000_000_000n;
+const NET_WEI = 4_723_900_000_000_000n;
+/** What the simulator's short refund keeps of a conversion of one such payment (1 % of its net). */
+const SHORT_WEI = 47_239_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let reader: ChainWallet;
+let nextPaymentId = 9_600_000_000;
+let nextChannel = 1_003_600_000_001;
+
+async function start(env: Record<string, string> = {}) {
+  await payrail?.stop();
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env } });
+  return payrail;
+}
+
+/** A threshold channel far from its threshold. */
+function thresholdChannel(): Promise<string> {
+  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+}
+
+async function refund(paymentId: string, channelId: string) {
+  const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }), IPN_SECRET);
+  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+  expect(res.status).toBe(202);
+  expect(res.body.reviewReason).toBe('refunded_after_credit');
+}
+
+const act = (paymentId: string, action: string, body?: unknown) => payrail!.request('POST', `/api/payments/${paymentId}/${action}`, body === undefined ? {} : { body });
+
+async function ethDifference(): Promise<bigint> {
+  const report = await checkLedgerAgainstChain(db.db, { wallet: reader, usdtContract: outside.usdt });
+  return report.assets.find((a) => a.asset === 'eth')!.difference;
+}
+
+async function balance(code: string, asset = 'eth'): Promise<bigint> {
+  const { rows } = await db.pool.query<{ sum: string }>('select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2', [code, asset]);
+  return BigInt(rows[0]!.sum);
+}
+
+async function journal(kind: string, ref: string) {
+  const { rows } = await db.pool.query<{ code: string; amount: string }>(
+    'select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = $1 and j.ref = $2 order by a.code',
+    [kind, ref],
+  );
+  return rows;
+}
+
+const shardOf = (paymentId: string) => String(BigInt(paymentId) % 16n).padStart(2, '0');
+
+/** The host key used outside payrail, as an operator's wallet app would. */
+function hostApp() {
+  return createWalletClient({
+    account: privateKeyToAccount(outside.hostKey),
+    chain: { id: outside.chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [outside.chain.rpcUrl] } } },
+    transport: http(outside.chain.rpcUrl),
+  });
+}
+
+async function mined(hash: Hex) {
+  return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({ hash, timeout: 10_000 });
+}
+
+const cliEnv = () => ({ ...process.env, DATABASE_URL: db.url, ETH_RPC_URL: outside.chain.rpcUrl, CHAIN_ID: String(outside.chain.chainId), HOST_WALLET_ADDRESS: outside.hostAddress, USDT_CONTRACT: outside.usdt, LOG_LEVEL: 'silent' });
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+  await bookHostFunding(db, outside);
+  reader = createChainWallet({ rpcUrl: outside.chain.rpcUrl, address: outside.hostAddress, chainId: outside.chain.chainId, timeoutMs: 5_000 });
+});
+afterEach(async () => {
+  await payrail?.stop();
+  payrail = undefined;
+  await resetFaults(outside);
+});
+afterAll(async () => {
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+    if (db) expect((await checkLedger(db.db)).problems).toEqual([]);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
+});
+
+describe('reverse keeps ledger = chain', () => {
+  it('the reversed payment\'s ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back', async () => {
+    // Nothing converts: the payment's ETH stays on its channel until the refund.
+    await start({ CONVERSION_MIN_USD: '1000000', CONVERSION_MAX_WAIT: '24h' });
+    const channelId = await thresholdChannel();
+    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    expect(await ethDifference()).toBe(0n);
+    await refund(paymentId, channelId);
+
+    const res = await act(paymentId, 'reverse', { note: 'chargeback' });
+    expect(res.status).toBe(200);
+    expect(await journal('payment_reversed', paymentId)).toEqual([
+      { code: `channel:${channelId}`, amount: (-NET_WEI).toString() },
+      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
+      { code: 'platform:refunds_owed', amount: GROSS_WEI.toString() },
+    ]);
+    expect(await balance('platform:refunds_owed')).toBe(GROSS_WEI);
+    expect(await ethDifference()).toBe(0n);
+
+    // The operator sends the refunded ETH back (to NOWPayments, say) with the host key: a difference until booked.
+    const sent = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: GROSS_WEI });
+    const receipt = await mined(sent);
+    const gas = receipt.gasUsed * receipt.effectiveGasPrice;
+    expect(await ethDifference()).toBe(-(GROSS_WEI + gas));
+    const booked = await run('node', ['bin/payrail.js', 'withdrawal', sent, '--from', 'refunds'], { env: cliEnv() });
+    expect(booked.stdout).toMatch(/^booked: .* 0\.00487 ETH sent away, taken from the refunds owed \(platform:refunds_owed\)/);
+    expect(await journal('wallet_withdrawal', sent.toLowerCase())).toEqual([
+      { code: 'platform:network_costs', amount: (-gas).toString() },
+      { code: 'platform:refunds_owed', amount: (-GROSS_WEI).toString() },
+      { code: 'world:ethereum', amount: gas.toString() },
+      { code: 'world:refunds', amount: GROSS_WEI.toString() },
+    ]);
+    expect(await balance('platform:refunds_owed')).toBe(0n);
+    expect(await ethDifference()).toBe(0n);
+    expect((await db.pool.query("select actor, details->>'from' as source from audit_log where action = 'wallet.withdrawal' and subject = $1", [sent.toLowerCase()])).rows).toEqual([{ actor: 'cli', source: 'refunds' }]);
+
+    // Beyond what is owed: refused, nothing booked; it is the platform's own money that left (booked from capital).
+    const more = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: 1_000n });
+    await mined(more);
+    const refused = await run('node', ['bin/payrail.js', 'withdrawal', more, '--from', 'refunds'], { env: cliEnv() }).then(() => null, (error: { code: number; stderr: string }) => error);
+    expect(refused?.code).toBe(1);
+    expect(refused?.stderr).toMatch(/withdrawal refused: the platform's refunds owed hold 0 wei, less than the 1000 this transaction sent away/);
+    expect(await journal('wallet_withdrawal', more.toLowerCase())).toEqual([]);
+    await run('node', ['bin/payrail.js', 'withdrawal', more], { env: cliEnv() });
+    expect(await ethDifference()).toBe(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a payment whose conversion came back short is reversed for what is left of it: the channel gives back its net less the exchange cost, refunds owed get what the wallet holds for it', async () => {
+    // Beyond the tolerance, the short refund waits for a person; the refund IPN arrives meanwhile.
+    await start({ CONVERSION_MIN_USD: '1', CHANGENOW_REFUND_TOLERANCE: '0.5' });
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('refunded_short');
+    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    let conversionId = '';
+    await eventually('the conversion in review', async () => {
+      const { rows } = await db.pool.query<{ conversion_id: string; status: string }>('select c.conversion_id, c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentId]);
+      conversionId = rows[0]?.conversion_id ?? '';
+      return rows[0]?.status === 'needs_review';
+    });
+    await refund(paymentId, channelId);
+    const [exchange] = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
+    const returned = await payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { body: { outcome: 'returned', txHash: exchange!.refundHash } });
+    expect(returned.status).toBe(200);
+    // In review, the payment is no batch's: it waits on its channel, worth its net less what ChangeNow kept.
+    const { rows } = await db.pool.query('select conversion_status, exchange_cost_wei::text as cost from payments where payment_id = $1', [paymentId]);
+    expect(rows).toEqual([{ conversion_status: 'pending', cost: SHORT_WEI.toString() }]);
+    expect(await ethDifference()).toBe(0n);
+    const channelBefore = await balance(`channel:${channelId}`);
+
+    const res = await act(paymentId, 'reverse');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239', conversion: { status: null } });
+    expect(await journal('payment_reversed', paymentId)).toEqual([
+      { code: `channel:${channelId}`, amount: (-(NET_WEI - SHORT_WEI)).toString() },
+      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
+      { code: 'platform:refunds_owed', amount: (GROSS_WEI - SHORT_WEI).toString() },
+    ]);
+    expect(await balance(`channel:${channelId}`)).toBe(channelBefore - (NET_WEI - SHORT_WEI));
+    expect(await ethDifference()).toBe(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe('a refund whose money was paid out', () => {
+  it('reverse is 409 naming the completed payout; ignore acknowledges it and books nothing: ledger = chain', async () => {
+    await start();
+    const owner = freshWallet();
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: owner });
+    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    await eventually('the owner paid on chain', async () => (await outside.balanceOf(owner)) === NET_WEI);
+    await eventually('the payout completed', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows.length === 1);
+    await refund(paymentId, channelId);
+    const reverse = await act(paymentId, 'reverse');
+    expect(reverse.status).toBe(409);
+    expect(reverse.body.error).toMatch(/its money is in instant payout po_[0-9a-f]{16} \(completed\)/);
+    const res = await act(paymentId, 'ignore', { note: 'the owner keeps it; NOWPayments settles with the subscriber' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ reviewReason: null, reversedAt: null, reviewAction: { action: 'ignore' } });
+    expect(await journal('payment_reversed', paymentId)).toEqual([]);
+    expect(await ethDifference()).toBe(0n);
+  });
+});
