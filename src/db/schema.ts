@@ -92,6 +92,8 @@ export interface PaymentsTable {
   conversion_rate: NullableNumeric;
   /** ETH ChangeNow kept when a conversion of this payment came back short; the next batch converts net − this. */
   exchange_cost_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
+  /** The reported amounts are a partially_paid IPN's (kept when an expired or failed IPN follows): what credit books. */
+  partial_amounts: ColumnType<boolean, boolean | undefined, boolean>;
   review_reason: string | null;
   conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
   payout_id: ColumnType<string | null, string | null | undefined, string | null>;

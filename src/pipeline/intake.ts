@@ -130,6 +130,7 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
         channel_id: ipn.channelId,
         status: ipn.status,
         ...reportedAmounts(ipn),
+        partial_amounts: ipn.status === 'partially_paid',
         review_reason: arrivalReason,
         last_ipn: ipn.json,
         ...creditOnInsert,
@@ -240,11 +241,18 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   if (code === REVIEW.unknownChannel && channelKnown) reviewReason = null;
   // The rest of the money arrived: the finished IPN is credited as any other.
   if (code === REVIEW.partiallyPaid && forward && ipn.status === 'finished' && !credited) reviewReason = null;
+  // The rest never came (NOWPayments' real sequence: partially_paid, then expired): what did arrive is still the
+  // partial's to credit, and an expired IPN's outcome_amount is what was asked, not what came.
+  const partialEnds = forward && !credited && current.partial_amounts && (ipn.status === 'expired' || ipn.status === 'failed');
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
     reviewReason = REVIEW.refundedAfterCredit;
   } else if (reviewReason === null && credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn)) {
     // NOWPayments said another amount for money already credited: the credit stands until a person decides.
     reviewReason = `${REVIEW.outcomeChanged}: credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+  } else if (reviewReason === null && !credited && forward && partialEnds) {
+    // Waiting for NOWPayments' check (PARTIAL_PAYMENTS=credit), which can no longer agree: a person decides. A partial
+    // a person already ignored stays so.
+    if (current.review_action !== 'ignore') reviewReason = REVIEW.partiallyPaid;
   } else if (reviewReason === null && !credited && forward) {
     if (ipn.outcomeAsset === null) reviewReason = `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`;
     else if (!channelKnown) reviewReason = REVIEW.unknownChannel;
@@ -256,8 +264,8 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     review_reason: reviewReason,
     ...parent,
     ...(forward && { status: ipn.status, last_ipn: ipn.json }),
-    // Reported amounts follow the status until the credit fixes them.
-    ...(forward && !credited && reportedAmounts(ipn)),
+    // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
+    ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
   };
 }
 
@@ -327,7 +335,8 @@ export async function releaseUnknownChannelPayments(db: Db, channelId: string, s
       const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', payment_id).forUpdate().executeTakeFirstOrThrow();
       if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
       const stored = storedCredit(row);
-      if (row.status === 'partially_paid' && (settings.partialPayments !== 'credit' || stored === null)) {
+      // A partial that expired since is not credited on its own either, even under PARTIAL_PAYMENTS=credit.
+      if (row.partial_amounts && (settings.partialPayments !== 'credit' || stored === null || row.status !== 'partially_paid')) {
         // Known now, it is the partial payment it always was: a person decides (PARTIAL_PAYMENTS=review).
         const moved = await trx.updateTable('payments').set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` }).where('payment_id', '=', payment_id).where('review_reason', '=', REVIEW.unknownChannel).returningAll().executeTakeFirstOrThrow();
         await alertReview(trx, moved, undefined);

@@ -3,8 +3,9 @@
  * conversions, each is allowed only where it is safe, takes the payment's row lock (intake's copies of the IPN wait
  * on it, and every write below names the state it leaves), and is kept in the audit log with the acting token's name.
  *
- * - credit: a `partially_paid` payment, credited with exactly its IPN's outcome_amount through intake's own credit
- *   (the fee split, the journal ('payment_received', id), the conversion or payout job), once.
+ * - credit: a `partially_paid` payment (also once NOWPayments called it expired or failed: the partial money did
+ *   arrive), credited with exactly its partially_paid IPN's outcome_amount through intake's own credit (the fee
+ *   split, the journal ('payment_received', id), the conversion or payout job), once.
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, and a refund after the credit whose
  *   money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
@@ -81,14 +82,15 @@ function refusalHint(payment: PaymentRow): string {
 async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
   if (reviewCode(payment.review_reason) !== REVIEW.partiallyPaid) throw new PaymentActionRefused(`only a partially_paid payment in review is credited by hand (review reason: ${payment.review_reason})`);
   if (payment.credited_at !== null) throw new PaymentActionRefused(`it was credited already at ${payment.credited_at.toISOString()}`);
-  // Its amounts are those of the partially_paid IPN only while that is its status (a later IPN's replace them).
-  if (payment.status !== 'partially_paid') throw new PaymentActionRefused(`its status is now ${payment.status}: the stored outcome_amount is no longer the partial payment's`);
+  // Its amounts are a partially_paid IPN's while that is its status, or an expired or failed one followed it; any
+  // other later IPN's replace them.
+  if (!payment.partial_amounts) throw new PaymentActionRefused(`its status is now ${payment.status}: the stored outcome_amount is no longer the partial payment's`);
   const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', payment.channel_id).executeTakeFirst();
   if (!channel) throw new PaymentActionRefused(`channel ${payment.channel_id} is not registered`);
   const basis = storedCredit(payment);
   if (!basis) throw new PaymentActionRefused(`its outcome (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail can credit`);
   const columns = creditColumns(basis, channel.payout_strategy, settings);
-  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', payment.payment_id).where('credited_at', 'is', null).where('status', '=', 'partially_paid').executeTakeFirst();
+  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', payment.payment_id).where('credited_at', 'is', null).where('status', '=', payment.status).where('partial_amounts', '=', true).executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await creditEffects(trx, basis, channel.payout_strategy, settings);
   return {

@@ -123,6 +123,29 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(credited.confirmation.confirmedAt).not.toBeNull();
   });
 
+  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: credit books the partial, never the expired IPN\'s amount', async () => {
+    const body = partial();
+    known(body);
+    await sim.setFault('down');
+    expect((await send(body)).status).toBe(200);
+    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    // The rest never came: NOWPayments says expired now, so the check of the partial can no longer agree.
+    const expired = { ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id };
+    known(expired);
+    const res = await send(expired);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
+    await sim.setFault('none');
+    await eventually(async () => (await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [`payment_confirm:${body.payment_id}`])).rows[0].n, (n) => n === 0, 20_000);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    const credited = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
+    expect(credited.status).toBe(200);
+    expect(credited.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
   for (const [what, overrides, ipnSays, apiSays] of [
     ['another outcome amount', { outcome_amount: '0.00087' }, 'IPN 0.00487', 'NOWPayments 0.00087'],
     ['another status', { payment_status: 'partially_paid' }, 'IPN finished', 'NOWPayments partially_paid'],

@@ -37,6 +37,11 @@ function partialFor(channelId: string, overrides: Record<string, unknown> = {}) 
   return { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: order(channelId), ...overrides };
 }
 
+/** NOWPayments' expired IPN for the same payment: the rest never came (the fixture's amounts: 0 paid, 0.00487 asked). */
+function expiredFor(partial: Record<string, unknown>) {
+  return { ...structuredClone(fixtures.expired), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id };
+}
+
 /** The same body with outcome_amount written as this exact JSON number. */
 function withOutcome(body: Record<string, unknown>, amountText: string): string {
   const raw = JSON.stringify(body);
@@ -188,6 +193,53 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
     expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239' });
+  });
+
+  it('an expired IPN after the partial (the rest never came) keeps the partial in review with its own amounts: credit books what arrived, not what the expired IPN says was asked', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    expect((await send(body)).status).toBe(202);
+    const expired = await send(expiredFor(body));
+    expect(expired.status).toBe(202);
+    expect(expired.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
+    // The expired IPN's outcome_amount (0.00487) is the whole price converted, with actually_paid 0: not what came.
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' } });
+    expect(await openAlert(body.payment_id)).toHaveLength(1);
+    // A copy of either changes nothing.
+    expect((await send(expiredFor(body))).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
+    expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
+
+    const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber keeps a shorter plan' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'expired', reviewReason: null, grossAmount: '0.00294', feeAmount: '0.0000882', netAmount: '0.0028518', conversion: { status: 'pending' }, reviewAction: { action: 'credit' } });
+    expect((await journals(body.payment_id)).map((j) => [j.code, j.amount])).toEqual([
+      [`channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
+      [`platform:fees#${shardOf(body.payment_id)}`, '88200000000000'],
+      [`world:nowpayments#${shardOf(body.payment_id)}`, '-2940000000000000'],
+    ]);
+    expect((await act(body.payment_id, 'credit')).status).toBe(409);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('an expired IPN after a partial for a channel registered later: registering the channel opens the partial review, credit books the partial', async () => {
+    const late = '-1001100000078';
+    const body = partialFor(late);
+    expect((await send(body)).body.reviewReason).toBe('unknown_channel');
+    expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'unknown_channel' });
+    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL } })).status).toBe(201);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
+    const res = await act(body.payment_id, 'credit');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518' });
+  });
+
+  it('an expired IPN after an ignored partial leaves it closed and uncredited', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'ignore')).status).toBe(200);
+    const expired = await send(expiredFor(body));
+    expect(expired.status).toBe(200);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: null, creditedAt: null, reviewAction: { action: 'ignore' } });
+    expect(await journals(body.payment_id)).toEqual([]);
   });
 
   it('a partial payment for a channel registered later goes to review as partially_paid, not credited', async () => {
