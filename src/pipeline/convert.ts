@@ -275,14 +275,19 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
   return enqueue(trx, 'conversion_poll', { conversionId }, { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS });
 }
 
-/** Ends a conversion whose ETH is still ours: its payments go back to pending, the reason is kept on the conversion. */
+/**
+ * Ends a conversion whose ETH is still ours: its payments go back to pending, the reason is kept on the conversion.
+ * 'failed' ones too: a conversion in review keeps its payments so, out of every batch, and when its transfer then fails
+ * (a person's cancel, or never_sent) they are released here; left failed on a failed conversion, nothing would ever
+ * batch them again.
+ */
 export async function releasePaymentsIn(trx: Transaction<Database>, conversionId: string, status: 'failed', reason: string): Promise<void> {
   await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('status', 'not in', ['completed', 'failed']).execute();
   await trx
     .updateTable('payments')
     .set({ conversion_status: 'pending', conversion_id: null, updated_at: sql`now()` })
     .where('conversion_id', '=', conversionId)
-    .where('conversion_status', '=', 'converting')
+    .where('conversion_status', 'in', ['converting', 'failed'])
     .execute();
 }
 
@@ -297,7 +302,7 @@ export async function releaseWithHold(trx: Transaction<Database>, conversionId: 
     .updateTable('payments')
     .set({ conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'` })
     .where('conversion_id', '=', conversionId)
-    .where('conversion_status', '=', 'converting')
+    .where('conversion_status', 'in', ['converting', 'failed'])
     .execute();
   await releasePaymentsIn(trx, conversionId, 'failed', reason);
 }

@@ -271,6 +271,35 @@ describe('conversion review', () => {
   });
 });
 
+describe('a conversion in review whose transfer a person acts on', () => {
+  // Regression: the conversion failed with its payments left 'failed' on it, out of every batch for good.
+  it('cancelled and the cancel mined: the conversion fails and its payments are pending again, for the next batch', async () => {
+    await start();
+    const channelId = await channel();
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
+    await review(id, 'stuck in exchange_created; its transfer is broadcast');
+    expect((await retry(id)).status).toBe(409);
+    const { transfer_id: transferId } = (await db.pool.query('select transfer_id from chain_transfers where purpose = $1 and ref = $2', ['conversion', id])).rows[0];
+
+    expect((await payrail!.request('POST', `/api/transfers/${transferId}/cancel`, { token: ALICE })).status).toBe(202);
+    await eventually('the cancel signed', async () => (await db.pool.query("select 1 from chain_transfer_versions where transfer_id = $1 and kind = 'cancel'", [transferId])).rowCount === 1);
+    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    expect(await reaches(id, 'failed')).toMatchObject({ transferStatus: 'failed' });
+    expect(await payment(paymentId)).toMatchObject({ conversion_status: 'pending', conversion_id: null });
+    expect(await channelUsdt(channelId)).toBe('0');
+
+    // The next credit of the channel asks for a batch, which takes both.
+    const next = await pay(channelId);
+    await eventually('both converted', async () => (await payment(paymentId)).conversion_status === 'completed' && (await payment(next)).conversion_status === 'completed');
+    expect(await conversionIdsOf(paymentId)).toEqual([id, ...(await conversionIdsOf(next))]);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
 /** The fixture payment's net 0.0047239 ETH, and 1 % of it: what the simulator's short refund keeps. */
 const NET_WEI = 4_723_900_000_000_000n;
 const SHORT_WEI = 47_239_000_000_000n;
