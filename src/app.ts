@@ -173,6 +173,7 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       payoutApprovalAboveUsdCents: config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
       walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
       refundTolerance: config.CHANGENOW_REFUND_TOLERANCE,
+      maxSlippage: config.CHANGENOW_MAX_SLIPPAGE,
     },
     logger,
     notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,

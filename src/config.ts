@@ -63,6 +63,24 @@ const addressList = z
 const cronMinutes = duration.refine((ms) => ms % 60_000 === 0 && ms >= 60_000 && ms <= 59 * 60_000, 'must be whole minutes from 1m to 59m (it is a cron schedule)');
 /** A decimal amount of a token, such as 0.5 or 250: a floor, compared in smallest units (never as a float). */
 const tokenAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,18})?$/, 'must be a decimal amount such as 0.5 or 250');
+/**
+ * How far short of what was asked ChangeNow may fall with no person involved, in percent. At most 10: a typo of 90
+ * would write off nearly every refund, or book nearly any exchange result, without anyone looking.
+ */
+const changenowAllowance = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx): Percent => {
+      try {
+        const percent = parsePercent(text);
+        if (percent.numerator > 10n * percent.denominator) throw new Error(`must be at most 10 (percent), got ${text}`);
+        return percent;
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    });
 const usdAmount = z.string().regex(/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/, 'must be a USD amount such as 50 or 50.00');
 
 const schema = z.object({
@@ -131,20 +149,10 @@ const schema = z.object({
     }),
   // ChangeNow refunds arrive less network fees: a refund at most this many percent short of what was sent settles by
   // itself, the shortfall booked as ChangeNow's cost; a shorter one goes to a person.
-  // At most 10: a typo of 90 would write off nearly every refund to the channels with no person involved.
-  CHANGENOW_REFUND_TOLERANCE: z
-    .string()
-    .default('2')
-    .transform((text, ctx): Percent => {
-      try {
-        const percent = parsePercent(text);
-        if (percent.numerator > 10n * percent.denominator) throw new Error(`must be at most 10 (percent), got ${text}`);
-        return percent;
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: (error as Error).message });
-        return z.NEVER;
-      }
-    }),
+  CHANGENOW_REFUND_TOLERANCE: changenowAllowance('2'),
+  // A floating rate moves between the estimate and the swap: a finished exchange at most this many percent below the
+  // estimate recorded at its creation is booked; further below, a person decides.
+  CHANGENOW_MAX_SLIPPAGE: changenowAllowance('3'),
   /**
    * A partially_paid payment (less arrived than was asked): credited with its outcome_amount (credit), or kept for a
    * person's credit or ignore (review).

@@ -93,6 +93,7 @@ export const EVENT_RULES = [
   'conversion_unverifiable',
   'conversion_payout_missing',
   'conversion_payout_short',
+  'conversion_below_estimate',
   'conversion_payout_reused',
   'conversion_refund_missing',
   'conversion_refund_short',

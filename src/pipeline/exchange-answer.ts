@@ -5,6 +5,7 @@
  */
 import type { CreatedExchange, ExchangeStatus } from '../integrations/changenow/index.ts';
 import { normaliseAmount } from '../integrations/changenow/amount.ts';
+import { formatUnits, withinTolerance, type Percent } from '../money/index.ts';
 
 export interface ExchangeAsk {
   readonly fromCurrency: string;
@@ -86,4 +87,27 @@ export function statusMismatch(ask: Pick<ExchangeAsk, 'payoutAddress' | 'fromAmo
     // At the end ChangeNow must say what it received: a finished exchange without amountFrom is not checked blind.
     ...(sentAmount === undefined ? [] : [['amountFrom', sentAmount, status.amountFrom ?? 'none', sameAmount] as const]),
   ]);
+}
+
+const NO_SLIPPAGE: Percent = { numerator: 0n, denominator: 1n, text: '0' };
+
+/**
+ * At the end: an exchange that finished further below the estimate recorded at its creation than CHANGENOW_MAX_SLIPPAGE
+ * allows. Null when amountTo is at least estimate × (100 − p) / 100; otherwise both values and that limit, in
+ * `currency`. No rounding decides: both amounts are taken as whole numbers of their finest common decimal place and
+ * compared exactly, so an amountTo equal to the limit passes and one smallest unit below it does not. The limit is
+ * named exactly (it has at most the estimate's decimals plus the percent's plus two).
+ */
+export function belowEstimate(estimate: string, amountTo: string, currency: string, maxSlippage: Percent = NO_SLIPPAGE): string | null {
+  const expected = normaliseAmount(estimate);
+  const actual = normaliseAmount(amountTo);
+  if (expected === null || actual === null) throw new Error(`not amounts: estimate ${estimate}, amountTo ${amountTo}`);
+  const scale = Math.max(fractionDigits(expected), fractionDigits(actual));
+  const e = scaled(expected, scale);
+  if (withinTolerance(e, scaled(actual, scale), maxSlippage)) return null;
+  // 100 × denominator is a power of ten: the limit's decimals are the scale's plus its digits.
+  const hundred = 100n * maxSlippage.denominator;
+  const limit = formatUnits(e * (hundred - maxSlippage.numerator), scale + hundred.toString().length - 1);
+  const unit = currency.toUpperCase();
+  return `amountTo ${actual} ${unit}, estimate ${expected} ${unit}, lowest accepted ${limit} ${unit} (CHANGENOW_MAX_SLIPPAGE ${maxSlippage.text} %)`;
 }

@@ -37,6 +37,11 @@ export interface ConversionSettings {
    * settles by itself, the shortfall booked as ChangeNow's cost; shorter goes to review. Unset: none is tolerated.
    */
   refundTolerance?: Percent;
+  /**
+   * CHANGENOW_MAX_SLIPPAGE: a finished exchange whose amountTo is more than this below the estimate recorded at its
+   * creation is not booked; a person decides. Unset: none is allowed.
+   */
+  maxSlippage?: Percent;
 }
 
 /** How transfers meet a chain that reprices and reorganises. */

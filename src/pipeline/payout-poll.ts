@@ -12,7 +12,7 @@ import type { StageDeps } from './interfaces.ts';
 import { ChainUnavailableError } from '../integrations/wallet/index.ts';
 import { claimRefund } from './refunds.ts';
 import { stageAlert } from './alert.ts';
-import { statusMismatch } from './exchange-answer.ts';
+import { belowEstimate, statusMismatch } from './exchange-answer.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
 
 /** payout_poll */
@@ -42,6 +42,17 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
     if (wrong) {
       await toReview(deps, payoutId, `exchange ${status.id} finished unlike the request: ${wrong}`, 'exchange_mismatch');
+      return;
+    }
+    const below = payout.expected_amount_out === null || status.amountTo === null ? null : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
+    if (below) {
+      // The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow
+      // reports paying is kept with the review, so that a resolve as paid records what the owner received.
+      const amountTo = status.amountTo;
+      await deps.db.transaction().execute(async (trx) => {
+        if (!(await toReview(deps, payoutId, `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`, 'payout_below_estimate', trx))) return;
+        await trx.updateTable('payouts').set({ amount_out: amountTo, payout_hash: status.payoutHash }).where('payout_id', '=', payoutId).where('status', '=', 'needs_review').execute();
+      });
       return;
     }
     deps.crashPoint?.('payout_before_complete');

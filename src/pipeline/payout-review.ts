@@ -136,7 +136,8 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     const note = resolution.note ? `: ${resolution.note}` : '';
     if (resolution.outcome === 'paid') {
       const counterparty = payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
-      await completeIn(trx, payout, { amountOut: null, payoutHash: null, counterparty, reason: `resolved as paid by ${context.actor}${note}`, from: 'needs_review' });
+      // What ChangeNow reported paying when it went to review (an exchange finished below its estimate), else unknown.
+      await completeIn(trx, payout, { amountOut: payout.amount_out, payoutHash: payout.payout_hash, counterparty, reason: `resolved as paid by ${context.actor}${note}`, from: 'needs_review' });
       return 'completed';
     }
     let returned: bigint;

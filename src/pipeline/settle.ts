@@ -10,7 +10,7 @@ import type { Database } from '../db/index.ts';
 import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../money/index.ts';
 import { enqueuePoll, toReview } from './convert.ts';
-import { statusMismatch } from './exchange-answer.ts';
+import { belowEstimate, statusMismatch } from './exchange-answer.ts';
 import { returnConversionFunds } from './conversion-outcomes.ts';
 import { stageAlert } from './alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
@@ -52,8 +52,16 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
       await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`, { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' });
       return;
     }
-    // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
     const expected = parseUnitsFloor(status.amountTo, 6).units;
+    // Judged on what would be booked (6 decimals): a rate that moved further than CHANGENOW_MAX_SLIPPAGE is a person's
+    // call, though the USDT is on the host wallet; the way out is a resolve as received.
+    const estimate = conversion.expected_usdt === null ? null : formatUnits(BigInt(conversion.expected_usdt), 6);
+    const below = estimate === null ? null : belowEstimate(estimate, formatUnits(expected, 6), 'usdt', deps.settings.maxSlippage);
+    if (below) {
+      await toReview(deps, conversionId, `exchange ${status.id} finished below its estimate: ${below}; not booked`, { rule: 'conversion_below_estimate', message: 'conversion exchange finished further below its estimate than CHANGENOW_MAX_SLIPPAGE; not booked', details: { exchangeId: status.id, estimate, amountTo: status.amountTo, payoutHash: status.payoutHash } });
+      return;
+    }
+    // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
     const received = deps.usdtContract ? await deps.wallet.tokenReceived(status.payoutHash as `0x${string}`, deps.usdtContract, deps.hostAddress as `0x${string}`) : null;
     if (received === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {

@@ -1,21 +1,31 @@
 /**
  * ChangeNow's answers compared with what payrail asked (real PostgreSQL, anvil, the ChangeNow simulator over HTTP):
  * an exchange created to pay out elsewhere, or for another amount, is never funded; the conversion or payout goes to
- * review naming both values, and its way out leaves the ledger equal to the chain.
+ * review naming both values, and its way out leaves the ledger equal to the chain. So does an exchange that finishes
+ * further below its estimate than CHANGENOW_MAX_SLIPPAGE allows: it is not booked on ChangeNow's word.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
 
 const ALICE = 'alice-token-0123456789abcdef';
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+/** One fixture payment's net ETH (0.00487 less the 3 % fee), and what the simulator quotes for it: × 3000 − 1. */
+const NET_WEI = 4_723_900_000_000_000n;
+const ESTIMATE = '13.1717';
+/** The estimate less CHANGENOW_MAX_SLIPPAGE's default 3 %, exactly: 13.1717 × 0.97. */
+const LOWEST_ACCEPTED = '12.776549';
+/** What a below_estimate exchange pays by default: 13.1717 × 0.95. */
+const FIVE_BELOW = '12.513115';
 
 let outside: Outside;
 let db: TestDatabase;
 let payrail: TestPayrail;
+let logs: LogSink;
 let nextPaymentId = 9_700_000_000;
 let nextChannel = 1_003_700_000_001;
 
@@ -23,7 +33,8 @@ beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
   await bookHostFunding(db, outside);
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` } });
+  logs = logSink();
+  payrail = await startTestPayrail(db, { outside, logs, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` } });
 });
 afterEach(async () => {
   await resetFaults(outside);
@@ -40,6 +51,54 @@ afterAll(async () => {
 
 const query = async <T>(text: string, values: unknown[]): Promise<T[]> => (await db.pool.query(text, values)).rows as T[];
 const exchangesFor = (userId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === userId);
+/** The one exchange ChangeNow holds for a conversion or payout. */
+const exchangeFor = (userId: string) => {
+  const found = exchangesFor(userId);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+};
+const thresholdChannel = () => saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+const instantChannel = () => saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+const pay = (channelId: string) => sendFinished(payrail, nextPaymentId++, channelId);
+const expectLedgerClean = async () => expect((await checkLedger(db.db)).problems).toEqual([]);
+
+/** The id the query finds first, once it finds one. */
+async function idOnce(what: string, text: string, value: string): Promise<string> {
+  let id: string | undefined;
+  await eventually(what, async () => (id = (await query<{ id: string }>(text, [value]))[0]?.id) !== undefined);
+  return id as string;
+}
+const conversionOf = (paymentId: string) => idOnce(`a conversion for payment ${paymentId}`, 'select c.conversion_id as id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', paymentId);
+const onlyPayoutOf = (channelId: string) => idOnce(`a payout for channel ${channelId}`, 'select payout_id as id from payouts where channel_id = $1', channelId);
+
+async function read(kind: 'conversions' | 'payouts', id: string): Promise<Record<string, any>> {
+  const res = await payrail.request('GET', `/api/${kind}/${id}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+async function reaches(kind: 'conversions' | 'payouts', id: string, status: string): Promise<Record<string, any>> {
+  let last: Record<string, any> = {};
+  await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch((error: Error) => {
+    throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
+  });
+  return last;
+}
+const conversionReaches = (id: string, status: string) => reaches('conversions', id, status);
+const getPayout = (id: string) => read('payouts', id);
+const payoutReaches = (id: string, status: string) => reaches('payouts', id, status);
+
+/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
+async function balances(channelId: string): Promise<Record<string, string>> {
+  const rows = await query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1 and balance <> 0', [`channel:${channelId}%`]);
+  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+}
+
+async function journalKinds(ref: string): Promise<string[]> {
+  return (await query<{ kind: string }>('select kind from ledger_journals where ref = $1 order by id', [ref])).map((r) => r.kind);
+}
+
+const paymentConversionStatus = async (paymentId: string) => (await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [paymentId]))[0]?.conversion_status;
 
 describe('a conversion exchange created unlike the request', () => {
   it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async () => {
@@ -107,5 +166,82 @@ describe('a payout exchange created unlike the request', () => {
     expect(cancelled.status).toBe(200);
     const [balance] = await query<{ balance: string }>("select balance::text from ledger_accounts where code = $1 and asset = 'eth'", [`channel:${channelId}`]);
     expect(balance?.balance).toBe(payout!.amount);
+  });
+});
+
+describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate', () => {
+  it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async () => {
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('below_estimate');
+    const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    const inReview = await conversionReaches(id, 'needs_review');
+    const exchange = exchangeFor(id);
+    expect(exchange).toMatchObject({ status: 'finished', expectedAmountTo: ESTIMATE, amountTo: FIVE_BELOW });
+    expect(inReview).toMatchObject({
+      expectedUsdt: ESTIMATE,
+      usdtReceived: null,
+      transferStatus: 'confirmed',
+      reason: `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); not booked`,
+    });
+    expect(await query('select subject, severity from alerts where rule = $1', ['conversion_below_estimate'])).toEqual([{ subject: id, severity: 'critical' }]);
+    // The USDT is on the host wallet, but no channel has it.
+    expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(usdtBefore + 12_513_115n);
+    expect(await journalKinds(id)).toEqual([]);
+    expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
+    expect(await paymentConversionStatus(paymentId)).toBe('failed');
+
+    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, { token: ALICE, body: { outcome: 'received', amount: FIVE_BELOW, txHash: exchange.payoutHash, note: 'rate moved; accepted' } });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body).toMatchObject({ status: 'completed', usdtReceived: FIVE_BELOW, payoutHash: exchange.payoutHash });
+    expect(await paymentConversionStatus(paymentId)).toBe('completed');
+    expect(await balances(channelId)).toEqual({ 'channel/usdt': '12513115' });
+    expect(await journalKinds(id)).toEqual(['conversion_settled']);
+    await expectLedgerClean();
+  });
+
+  it('exactly 3 % below is at the limit: accepted and settled by itself', async () => {
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('below_estimate', { belowEstimatePercent: '3' });
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    const done = await conversionReaches(id, 'completed');
+    expect(exchangeFor(id)).toMatchObject({ expectedAmountTo: ESTIMATE, amountTo: LOWEST_ACCEPTED });
+    expect(done).toMatchObject({ expectedUsdt: ESTIMATE, usdtReceived: LOWEST_ACCEPTED, reason: null });
+    expect(await balances(channelId)).toEqual({ 'channel/usdt': '12776549' });
+    await expectLedgerClean();
+  });
+});
+
+describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', () => {
+  it('the owner has it, so it is not booked as completed but never paid again: review (a retry finds the same), then resolve "paid" keeps what ChangeNow paid', async () => {
+    const channelId = await instantChannel();
+    outside.sim.failNextExchange('below_estimate');
+    await pay(channelId);
+    const id = await onlyPayoutOf(channelId);
+    const inReview = await payoutReaches(id, 'needs_review');
+    const exchange = exchangeFor(id);
+    const reason = `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); the owner was paid that, not booked as completed`;
+    expect(inReview).toMatchObject({ expectedAmountOut: ESTIMATE, amountOut: FIVE_BELOW, payoutHash: exchange.payoutHash, reason });
+    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual(['payout_below_estimate']);
+    expect(await journalKinds(id)).toEqual(['payout_reserved']);
+    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+
+    // Looking again asks ChangeNow, which says the same: back in review, still one exchange, one transfer.
+    expect((await payrail.request('POST', `/api/payouts/${id}/retry`, { token: ALICE })).body).toMatchObject({ status: 'sent' });
+    await eventually('in review again', async () => (await getPayout(id)).status === 'needs_review' && logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).length === 2);
+    expect((await getPayout(id)).reason).toBe(reason);
+    exchangeFor(id);
+    expect(await query("select count(*)::int as n from chain_transfers where purpose = 'payout' and ref = $1", [id])).toEqual([{ n: 1 }]);
+    // Its funds left: cancelling would put them back on the channel and create money.
+    expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
+
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'paid', note: 'owner accepts the lower amount' } });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body).toMatchObject({ status: 'completed', amountOut: FIVE_BELOW, payoutHash: exchange.payoutHash, reason: 'resolved as paid by alice: owner accepts the lower amount' });
+    expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await balances(channelId)).toEqual({});
+    await expectLedgerClean();
   });
 });

@@ -42,6 +42,15 @@ describe('configuration', () => {
     expect(problems({ ...production, CHANGENOW_REFUND_TOLERANCE: '10.5' })).toEqual([expect.stringMatching(/^CHANGENOW_REFUND_TOLERANCE: must be at most 10/)]);
   });
 
+  it('takes CHANGENOW_MAX_SLIPPAGE as a percent, 3 by default, at most 10, and refuses anything else naming it', () => {
+    expect(loadConfig(production).CHANGENOW_MAX_SLIPPAGE).toMatchObject({ numerator: 3n, denominator: 1n });
+    expect(loadConfig({ ...production, CHANGENOW_MAX_SLIPPAGE: '0.75' }).CHANGENOW_MAX_SLIPPAGE).toMatchObject({ numerator: 75n, denominator: 100n });
+    expect(loadConfig({ ...production, CHANGENOW_MAX_SLIPPAGE: '0' }).CHANGENOW_MAX_SLIPPAGE).toMatchObject({ numerator: 0n });
+    expect(problems({ ...production, CHANGENOW_MAX_SLIPPAGE: '30' })).toEqual([expect.stringMatching(/^CHANGENOW_MAX_SLIPPAGE: must be at most 10/)]);
+    expect(problems({ ...production, CHANGENOW_MAX_SLIPPAGE: '3%' })).toEqual([expect.stringMatching(/^CHANGENOW_MAX_SLIPPAGE: percent must be a decimal/)]);
+    expect(problems({ ...production, CHANGENOW_MAX_SLIPAGE: '3' })).toEqual([expect.stringMatching(/^CHANGENOW_MAX_SLIPAGE: unknown variable/)]);
+  });
+
   it('names every bad variable in one message', () => {
     const found = problems({ DATABASE_URL: 'mysql://x', PORT: 'eighty', PLATFORM_FEE_PERCENT: '150', LOG_LEVEL: 'loud' });
     const names = found.map((p) => p.split(':')[0]);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createdMismatch, statusMismatch, type ExchangeAsk } from '../../src/pipeline/exchange-answer.ts';
+import { belowEstimate, createdMismatch, statusMismatch, type ExchangeAsk } from '../../src/pipeline/exchange-answer.ts';
+import { parsePercent } from '../../src/money/index.ts';
 import type { CreatedExchange, ExchangeStatus } from '../../src/integrations/changenow/index.ts';
 
 const ask: ExchangeAsk = {
@@ -34,5 +35,32 @@ describe('ChangeNow answers against the request', () => {
     expect(statusMismatch(ask, status)).toBeNull();
     expect(statusMismatch(ask, status, ask.fromAmount)).toBe(`amountFrom none (asked ${ask.fromAmount})`);
     expect(statusMismatch(ask, { ...status, amountFrom: ask.fromAmount }, ask.fromAmount)).toBeNull();
+  });
+});
+
+describe('a finished exchange against its estimate (CHANGENOW_MAX_SLIPPAGE)', () => {
+  const three = parsePercent('3');
+
+  it('accepts an amountTo at the limit exactly and refuses one smallest unit below it, naming both values and the limit', () => {
+    // 13.1717 × 0.97 = 12.776549: no rounding involved.
+    expect(belowEstimate('13.1717', '12.776549', 'usdt', three)).toBeNull();
+    expect(belowEstimate('13.1717', '12.776548', 'usdt', three)).toBe('amountTo 12.776548 USDT, estimate 13.1717 USDT, lowest accepted 12.776549 USDT (CHANGENOW_MAX_SLIPPAGE 3 %)');
+    expect(belowEstimate('13.1717', '13.5', 'usdt', three)).toBeNull();
+    expect(belowEstimate('13.1717', '13.1717', 'usdt')).toBeNull();
+  });
+
+  it('compares exactly whatever the digits: a limit finer than the currency is named in full, never rounded to pass', () => {
+    // 100 × (1 − 0.125 / 100) = 99.875: an amountTo must reach it, not a rounding of it.
+    const eighth = parsePercent('0.125');
+    expect(belowEstimate('100', '99.875', 'btc', eighth)).toBeNull();
+    expect(belowEstimate('100', '99.87499999999999', 'btc', eighth)).toBe('amountTo 99.87499999999999 BTC, estimate 100 BTC, lowest accepted 99.875 BTC (CHANGENOW_MAX_SLIPPAGE 0.125 %)');
+    // 0.0033 × 0.97 = 0.003201 exactly; an amount echoed with exponent notation is read exactly too.
+    expect(belowEstimate('0.0033', '3.201e-3', 'eth', three)).toBeNull();
+    expect(belowEstimate('13.1717', '12.7765489', 'usdt', three)).toMatch(/^amountTo 12\.7765489 USDT, estimate 13\.1717 USDT, lowest accepted 12\.776549 USDT/);
+  });
+
+  it('with no allowance (0, or unset) anything below the estimate is refused', () => {
+    expect(belowEstimate('13.1717', '13.171699', 'usdt', parsePercent('0'))).toBe('amountTo 13.171699 USDT, estimate 13.1717 USDT, lowest accepted 13.1717 USDT (CHANGENOW_MAX_SLIPPAGE 0 %)');
+    expect(belowEstimate('13.1717', '13.171699', 'usdt')).toMatch(/CHANGENOW_MAX_SLIPPAGE 0 %\)$/);
   });
 });
