@@ -89,6 +89,21 @@ const exchangesFor = (conversionId: string) => [...outside.sim.exchanges.values(
 /** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
 const review = (conversionId: string, reason: string) => toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null);
 
+/**
+ * A conversion sent to review while its transfer is broadcast and not mined (mining paused: the caller resumes it), as
+ * the reconciler does with one stuck before its ETH is known to have left.
+ */
+async function inReviewWhileBroadcast(): Promise<{ channelId: string; paymentId: string; id: string }> {
+  await start();
+  const channelId = await channel();
+  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+  const paymentId = await pay(channelId);
+  const id = await conversionOf(paymentId);
+  await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
+  await review(id, 'stuck in exchange_created; its transfer is broadcast');
+  return { channelId, paymentId, id };
+}
+
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
@@ -211,13 +226,7 @@ describe('conversion review', () => {
   });
 
   it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async () => {
-    await start();
-    const channelId = await channel();
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
-    await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
-    await review(id, 'stuck in exchange_created; its transfer is broadcast');
+    const { channelId, paymentId, id } = await inReviewWhileBroadcast();
 
     const before = await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id]);
     const refused = await retry(id);
@@ -274,13 +283,7 @@ describe('conversion review', () => {
 describe('a conversion in review whose transfer a person acts on', () => {
   // Regression: the conversion failed with its payments left 'failed' on it, out of every batch for good.
   it('cancelled and the cancel mined: the conversion fails and its payments are pending again, for the next batch', async () => {
-    await start();
-    const channelId = await channel();
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
-    await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
-    await review(id, 'stuck in exchange_created; its transfer is broadcast');
+    const { channelId, paymentId, id } = await inReviewWhileBroadcast();
     expect((await retry(id)).status).toBe(409);
     const { transfer_id: transferId } = (await db.pool.query('select transfer_id from chain_transfers where purpose = $1 and ref = $2', ['conversion', id])).rows[0];
 
