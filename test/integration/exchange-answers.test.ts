@@ -1,11 +1,14 @@
 /**
  * ChangeNow's answers compared with what payrail asked (real PostgreSQL, anvil, the ChangeNow simulator over HTTP):
  * an exchange created to pay out elsewhere, or for another amount, is never funded; the conversion or payout goes to
- * review naming both values, and its way out leaves the ledger equal to the chain. So does an exchange that finishes
- * further below its estimate than CHANGENOW_MAX_SLIPPAGE allows: it is not booked on ChangeNow's word.
+ * review naming both values, and its way out leaves the ledger equal to the chain. So do the edges of what ChangeNow
+ * promises: an exchange that finishes further below its estimate than CHANGENOW_MAX_SLIPPAGE allows is not booked on
+ * ChangeNow's word, one held in its AML check (`verifying`) is still in progress, and one that expires although its
+ * deposit arrived is never taken for money back on the channel.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { startChainSender } from '../../src/simulators/index.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
@@ -84,6 +87,7 @@ async function reaches(kind: 'conversions' | 'payouts', id: string, status: stri
   });
   return last;
 }
+const getConversion = (id: string) => read('conversions', id);
 const conversionReaches = (id: string, status: string) => reaches('conversions', id, status);
 const getPayout = (id: string) => read('payouts', id);
 const payoutReaches = (id: string, status: string) => reaches('payouts', id, status);
@@ -242,6 +246,91 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
     expect(resolved.body).toMatchObject({ status: 'completed', amountOut: FIVE_BELOW, payoutHash: exchange.payoutHash, reason: 'resolved as paid by alice: owner accepts the lower amount' });
     expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await balances(channelId)).toEqual({});
+    await expectLedgerClean();
+  });
+});
+
+describe('verifying: ChangeNow holds the deposit in its AML check', () => {
+  it('is an exchange in progress: polled on through the check, then settled in full', async () => {
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await eventually('polled three times while verifying', async () => [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 3));
+    expect(await getConversion(id)).toMatchObject({ status: 'sent', reason: null });
+    outside.sim.releaseVerification(exchangeFor(id).id);
+    const done = await conversionReaches(id, 'completed');
+    expect(done.usdtReceived).toBe(ESTIMATE);
+    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
+    await expectLedgerClean();
+  });
+
+  it('past the poll deadline: in review, never lost; once the check clears, a retry looks again and settles it', async () => {
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    await eventually('polled while verifying', async () => [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 1));
+    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+    const inReview = await conversionReaches(id, 'needs_review');
+    expect(inReview.reason).toBe('exchange still verifying past the poll deadline');
+    expect(await query('select subject from alerts where rule = $1', ['conversion_stuck'])).toEqual([{ subject: id }]);
+    const exchange = exchangeFor(id);
+    expect(exchange.status).toBe('verifying');
+    expect(await outside.balanceOf(exchange.payinAddress)).toBe(NET_WEI);
+    expect(await paymentConversionStatus(paymentId)).toBe('failed');
+
+    outside.sim.releaseVerification(exchange.id);
+    const retried = await payrail.request('POST', `/api/conversions/${id}/retry`, { token: ALICE });
+    expect(retried.body).toMatchObject({ status: 'sent' });
+    expect((await conversionReaches(id, 'completed')).usdtReceived).toBe(ESTIMATE);
+    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
+    await expectLedgerClean();
+  });
+});
+
+describe('expired although funded: ChangeNow kept the deposit and sent nothing back', () => {
+  it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async () => {
+    const channelId = await thresholdChannel();
+    outside.sim.failNextExchange('expired_funded');
+    const paymentId = await pay(channelId);
+    const id = await conversionOf(paymentId);
+    const inReview = await conversionReaches(id, 'needs_review');
+    const exchange = exchangeFor(id);
+    expect(exchange).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
+    expect(inReview.reason).toBe('exchange expired; the ETH sent has not come back');
+    expect(await paymentConversionStatus(paymentId)).toBe('failed');
+    expect(await query('select tx_hash from chain_refunds where ref = $1', [id])).toEqual([]);
+    expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
+
+    // ChangeNow's support sends the ETH back from a wallet of its own.
+    const support = await startChainSender(outside.chain.rpcUrl);
+    const back = await support.send(outside.hostAddress, NET_WEI);
+    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', txHash: back } });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body.status).toBe('failed');
+    await eventually('converted again by the next batch', async () => (await paymentConversionStatus(paymentId)) === 'completed');
+    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
+    await expectLedgerClean();
+  });
+
+  it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async () => {
+    const channelId = await instantChannel();
+    outside.sim.failNextExchange('expired_funded');
+    await pay(channelId);
+    const id = await onlyPayoutOf(channelId);
+    const inReview = await payoutReaches(id, 'needs_review');
+    expect(exchangeFor(id)).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
+    expect(inReview).toMatchObject({ reason: 'exchange expired; the funds sent have not come back', amountOut: null });
+    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+    expect(await journalKinds(id)).toEqual(['payout_reserved']);
+
+    const support = await startChainSender(outside.chain.rpcUrl);
+    await support.send(outside.hostAddress, NET_WEI);
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', amount: '0.0047239', note: 'returned by ChangeNow support' } });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body.status).toBe('failed');
+    expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
     await expectLedgerClean();
   });
 });

@@ -106,6 +106,8 @@ export interface SimExchange {
   verifyingMs: number | null;
   /** verifying: when the AML check ends (set when the deposit is seen); the later steps are timed from it. */
   verifyingUntil: number | null;
+  /** How many looks (by-id or list) found it verifying: a test sees its client kept asking through the check. */
+  verifyingLooks: number;
 }
 
 export const DEFAULT_PAIRS: Record<string, PairConfig> = {
@@ -191,7 +193,10 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       ex.updatedAt = new Date().toISOString();
     }
     if (ex.status === 'verifying') {
-      if (Date.now() < (ex.verifyingUntil as number)) return;
+      if (Date.now() < (ex.verifyingUntil as number)) {
+        ex.verifyingLooks++;
+        return;
+      }
       // Cleared: it goes on as an exchange whose deposit has just arrived.
       ex.verifyingUntil = Date.now();
       ex.status = 'confirming';
@@ -355,6 +360,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
         belowEstimatePercent: nextEnd === 'below_estimate' ? (nextEndOptions.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT) : null,
         verifyingMs: nextEnd === 'verifying' ? (nextEndOptions.verifyingMs ?? DEFAULT_VERIFYING_MS) : null,
         verifyingUntil: null,
+        verifyingLooks: 0,
       };
       nextEnd = null;
       nextEndOptions = {};
