@@ -1,10 +1,10 @@
 /**
  * Channels with their balances against their thresholds, from the ledger's channel accounts (≈ 3 per channel), and
  * the open payouts of each that wait for a person (payouts in review and payout transfers in review: two small
- * partial indexes).
+ * partial indexes), and the open threshold batch of each shown (the one-open-batch index).
  */
 import { sql } from 'kysely';
-import type { Db } from '../db/index.ts';
+import type { Db, PayoutStatus } from '../db/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 import { formatAsset, toAmounts } from './amounts.ts';
 import type { ChannelRow, ChannelsView } from './types.ts';
@@ -25,6 +25,8 @@ type Row = {
   review_payout_id: string | null;
   review_transfer_id: string | null;
   review_payouts: number | null;
+  open_batch_id: string | null;
+  open_batch_status: PayoutStatus | null;
 };
 
 export async function readChannels(db: Db): Promise<ChannelsView> {
@@ -66,8 +68,11 @@ export async function readChannels(db: Db): Promise<ChannelsView> {
     select r.channel_id, r.payout_strategy, r.threshold_usd_cents::text as threshold_usd_cents, r.payout_currency, r.payout_network,
            coalesce(r.eth_available, 0)::text as eth_available, coalesce(r.usdt_available, 0)::text as usdt_available,
            coalesce(r.eth_reserved, 0)::text as eth_reserved, coalesce(r.usdt_reserved, 0)::text as usdt_reserved,
-           v.payout_id as review_payout_id, v.transfer_id as review_transfer_id, v.payouts as review_payouts
+           v.payout_id as review_payout_id, v.transfer_id as review_transfer_id, v.payouts as review_payouts,
+           o.payout_id as open_batch_id, o.status as open_batch_status
     from ranked r left join review v on v.channel_id = r.channel_id
+    -- The predicate of payouts_one_open_batch, as payChannelNow's refusal reads it: at most one row per channel.
+    left join payouts o on o.channel_id = r.channel_id and o.kind = 'threshold' and o.status not in ('completed', 'failed', 'cancelled')
     where r.rank <= ${CHANNELS_SHOWN} or v.channel_id is not null
     order by r.rank`.execute(db);
   const c = counts.rows[0] ?? { total: 0, threshold: 0, at_threshold: 0 };
@@ -88,6 +93,9 @@ function channelRow(r: Row): ChannelRow {
     reserved: toAmounts(new Map([['eth', BigInt(r.eth_reserved)], ['usdt', BigInt(r.usdt_reserved)]].filter(([, u]) => u !== 0n) as Array<[string, bigint]>)),
     fillBps: thresholdCents === null ? null : fillBps(availableUsdt, thresholdCents),
     payoutInReview: r.review_payout_id === null ? null : { payoutId: r.review_payout_id, transferId: r.review_transfer_id, count: r.review_payouts ?? 1 },
+    openBatch: r.open_batch_id === null ? null : { payoutId: r.open_batch_id, status: r.open_batch_status as PayoutStatus },
+    // What payChannelNow checks before it opens a batch; it reads both again under the channel's lock.
+    canPayNow: availableUsdt > 0n && r.open_batch_id === null,
   };
 }
 

@@ -10,7 +10,7 @@ import { openAlerts } from './alerts.ts';
 import { readChannels } from './channels.ts';
 import { readConversionStates, recentConversions, reviewConversions } from './conversions.ts';
 import { readObservations } from './observations.ts';
-import { paymentStages } from './payments.ts';
+import { paymentStages, reviewPayments } from './payments.ts';
 import { payoutCounts, recentPayouts, reviewQueue } from './payouts.ts';
 import { queueDepths } from './queues.ts';
 import { readLedgerFigures, totalsFrom } from './totals.ts';
@@ -68,7 +68,7 @@ export async function readOverview(db: Db, options: { windowHours?: number } = {
         conversions: await recentConversions(trx, window),
         payouts: await recentPayouts(trx, window),
         channels: await readChannels(trx),
-        review: { ...(await reviewQueue(trx, stages.inReview, now)), conversions: await reviewConversions(trx), transfers: await reviewTransfers(trx) },
+        review: { payouts: await reviewQueue(trx, now), conversions: await reviewConversions(trx), transfers: await reviewTransfers(trx), payments: await reviewPayments(trx) },
         hostWallet: observed.hostWallet,
         services: observed.services,
         volume,

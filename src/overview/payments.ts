@@ -1,6 +1,12 @@
-/** Payments by pipeline stage, each a count over a small partial index (migrations 001, 005, 009). */
+/** Payments by pipeline stage, each a count over a small partial index (migrations 001, 005, 009), and those in review. */
 import { sql } from 'kysely';
-import type { Db } from '../db/index.ts';
+import type { Db, PaymentStatus } from '../db/index.ts';
+import { paymentActionsFor } from '../pipeline/index.ts';
+import { formatAsset, seconds } from './amounts.ts';
+import type { ReviewPayment } from './types.ts';
+
+/** Payments in review listed; the pipeline's inReview count says if there are more (unknown channels can pile up). */
+const REVIEW_SHOWN = 100;
 
 export interface PaymentStages {
   readonly awaitingConversion: number;
@@ -15,4 +21,62 @@ export async function paymentStages(db: Db): Promise<PaymentStages> {
            (select count(*) from payments where review_reason is not null)::int as in_review`.execute(db);
   const r = rows[0] ?? { awaiting_conversion: 0, awaiting_payout: 0, in_review: 0 };
   return { awaitingConversion: r.awaiting_conversion, awaitingPayout: r.awaiting_payout, inReview: r.in_review };
+}
+
+type Row = {
+  payment_id: string;
+  channel_id: string;
+  status: PaymentStatus;
+  review_reason: string;
+  pay_amount: string;
+  actually_paid: string;
+  pay_currency: string;
+  price_amount: string;
+  price_currency: string;
+  outcome_amount: string;
+  outcome_currency: string;
+  asset: string | null;
+  gross_amount: string | null;
+  net_amount: string | null;
+  credited_at: Date | null;
+  updated_at: Date;
+  waiting: string;
+};
+
+/**
+ * Payments a person must decide on, the longest waiting first. `review_reason is not null` is the payments_review
+ * partial index (on updated_at), so this never reads the credited history.
+ */
+export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
+  const { rows } = await sql<Row>`
+    select payment_id::text as payment_id, channel_id, status, review_reason,
+           pay_amount::text as pay_amount, actually_paid::text as actually_paid, pay_currency,
+           price_amount::text as price_amount, price_currency, outcome_amount::text as outcome_amount, outcome_currency,
+           asset, gross_amount::text as gross_amount, net_amount::text as net_amount, credited_at, updated_at,
+           extract(epoch from now() - updated_at)::bigint::text as waiting
+    from payments where review_reason is not null
+    order by updated_at, payment_id limit ${REVIEW_SHOWN}`.execute(db);
+  return rows.map((r) => ({
+    paymentId: r.payment_id,
+    channelId: r.channel_id,
+    status: r.status,
+    reason: r.review_reason,
+    actions: paymentActionsFor(r.review_reason),
+    reported: {
+      payAmount: r.pay_amount,
+      actuallyPaid: r.actually_paid,
+      payCurrency: r.pay_currency,
+      priceAmount: r.price_amount,
+      priceCurrency: r.price_currency,
+      outcomeAmount: r.outcome_amount,
+      outcomeCurrency: r.outcome_currency,
+    },
+    // A refund after the credit, or a changed amount: what is booked is what reverse takes back or ignore keeps.
+    credited:
+      r.credited_at === null || r.asset === null || r.gross_amount === null || r.net_amount === null
+        ? null
+        : { asset: r.asset, gross: formatAsset(BigInt(r.gross_amount), r.asset), net: formatAsset(BigInt(r.net_amount), r.asset) },
+    updatedAt: r.updated_at.toISOString(),
+    waitingSeconds: Math.max(0, seconds(r.waiting)),
+  }));
 }

@@ -79,12 +79,15 @@ export async function recentPayouts(db: Db, window: LedgerWindow): Promise<Payou
   }));
 }
 
-/** The payout part of the review queue; its conversions are read in conversions.ts, its transfers in transfers.ts. */
-export async function reviewQueue(db: Db, paymentsInReview: number, now: Date): Promise<Omit<ReviewQueue, 'conversions' | 'transfers'>> {
+/**
+ * The payout part of the review queue; its conversions are read in conversions.ts, its transfers in transfers.ts,
+ * its payments in payments.ts.
+ */
+export async function reviewQueue(db: Db, now: Date): Promise<ReviewQueue['payouts']> {
   const listed = [];
   for (const status of REVIEW_STATES) listed.push(...(await listPayouts(db, { status, limit: REVIEW_SHOWN })));
   const payouts = listed
     .map((p) => ({ ...p, waitingSeconds: Math.max(0, Math.floor((now.getTime() - Date.parse(p.updatedAt)) / 1000)) }))
     .sort((a, b) => b.waitingSeconds - a.waitingSeconds);
-  return { payouts, payments: paymentsInReview };
+  return payouts;
 }

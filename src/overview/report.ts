@@ -111,8 +111,10 @@ export function formatStatus(o: Overview): string {
 
   const review = o.review;
   const listed = (n: number, noun: string) => (n > 0 ? `, ${n} ${noun}` : '');
-  section(`REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(review.payments, 'payments')})`);
-  if (review.payouts.length === 0 && review.conversions.length === 0 && review.transfers.length === 0) out.push('  nothing waits for a person');
+  // Payments are counted whole (the pipeline's count): the list stops at 100, and unknown channels can pile up more.
+  const paymentsInReview = o.pipeline.payments.inReview;
+  section(`REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(paymentsInReview, 'payments')})`);
+  if (review.payouts.length === 0 && review.conversions.length === 0 && review.transfers.length === 0 && review.payments.length === 0) out.push('  nothing waits for a person');
   out.push(...table(review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
   out.push(...table(review.conversions.map((c) => [c.conversionId, 'needs_review', `${c.sent} ${c.sentAsset.toUpperCase()}`, `${c.paymentCount} payments`, age(c.waitingSeconds), clip(c.reason ?? '', 70)]), ['left', 'left', 'decimal', 'right', 'right', 'left']));
   out.push(
@@ -130,6 +132,23 @@ export function formatStatus(o: Overview): string {
       ['left', 'left', 'decimal', 'left', 'left', 'right', 'left'],
     ),
   );
+  out.push(
+    ...table(
+      review.payments.map((p) => [
+        `payment ${p.paymentId}`,
+        p.status,
+        // The outcome is what a credit would book; paid is what the payer sent, in their currency.
+        `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
+        `paid ${p.reported.actuallyPaid} of ${p.reported.payAmount} ${p.reported.payCurrency.toUpperCase()}`,
+        p.channelId,
+        age(p.waitingSeconds),
+        p.actions.length === 0 ? 'no action' : p.actions.join('/'),
+        clip(p.reason, 70),
+      ]),
+      ['left', 'left', 'decimal', 'left', 'left', 'right', 'left', 'left'],
+    ),
+  );
+  if (paymentsInReview > review.payments.length) out.push(`  … and ${paymentsInReview - review.payments.length} more payments`);
 
   section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, ${o.channels.items.length} shown` : ''})`);
   out.push(

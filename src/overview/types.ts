@@ -3,7 +3,7 @@
  * string in its asset's unit (never a JSON number); counts, ages and basis points are integers.
  */
 import type { AlertView } from '../alerts/index.ts';
-import type { ConversionState, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
+import type { ConversionState, PaymentReviewAction, PaymentStatus, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
 import type { TaskQueueStats } from '../jobs/index.ts';
 import type { PayoutView } from '../pipeline/index.ts';
 
@@ -161,6 +161,16 @@ export interface ChannelRow {
    * channel gets no new batch while one is open, so every payment behind it waits for that person too. Null when none.
    */
   readonly payoutInReview: { readonly payoutId: string; readonly transferId: string | null; readonly count: number } | null;
+  /**
+   * The channel's open threshold batch (at most one, whatever the channel's strategy now): while there is one,
+   * POST /api/channels/:id/payout is refused (409) and what the channel earns waits for that batch to end.
+   */
+  readonly openBatch: { readonly payoutId: string; readonly status: PayoutStatus } | null;
+  /**
+   * Whether "pay now" (POST /api/channels/:id/payout) has something to pay: USDT available and no open batch, as of
+   * this read. The API checks again under the channel's lock and answers 409 when that changed since.
+   */
+  readonly canPayNow: boolean;
 }
 
 export interface ReviewQueue {
@@ -173,8 +183,37 @@ export interface ReviewQueue {
    * (the worker carries out the last two).
    */
   readonly transfers: ReviewTransfer[];
-  /** Payments kept for review (see pipeline.payments.inReview); they have no action here. */
-  readonly payments: number;
+  /**
+   * Payments kept for review, the longest waiting first (at most 100; pipeline.payments.inReview counts them all):
+   * credit, ignore or reverse (POST /api/payments/:id/credit|ignore|reverse), as their reason allows.
+   */
+  readonly payments: ReviewPayment[];
+}
+
+export interface ReviewPayment {
+  readonly paymentId: string;
+  readonly channelId: string;
+  /** NOWPayments' status of the last IPN applied. */
+  readonly status: PaymentStatus;
+  /** Why it waits (the review reason: its code, then the evidence after ": "). */
+  readonly reason: string;
+  /** What the reason allows (README, Payments in review); empty for unknown_channel and conflicting_order_id. */
+  readonly actions: PaymentReviewAction[];
+  /** The last applied IPN's figures, as NOWPayments stated them (decimal strings in the named currencies). */
+  readonly reported: {
+    readonly payAmount: string;
+    readonly actuallyPaid: string;
+    readonly payCurrency: string;
+    readonly priceAmount: string;
+    readonly priceCurrency: string;
+    readonly outcomeAmount: string;
+    readonly outcomeCurrency: string;
+  };
+  /** What was credited to the channel (gross and net, in `asset`), null when nothing was. */
+  readonly credited: { readonly asset: string; readonly gross: string; readonly net: string } | null;
+  readonly updatedAt: string;
+  /** Seconds since its last change (into review, or a later IPN). */
+  readonly waitingSeconds: number;
 }
 
 export interface ReviewTransfer {

@@ -39,6 +39,22 @@ type PaymentRow = Selectable<PaymentsTable>;
 /** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
 const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed];
 
+/**
+ * The actions a review reason allows, as applyPaymentAction checks them (the overview offers these and no others).
+ * Allowed is not done: each still looks at the payment's state and where its money is, and refuses; a refund after
+ * the credit is offered both, reverse while its money is on the channel, ignore once it moved on.
+ */
+export function paymentActionsFor(reason: string | null): PaymentReviewAction[] {
+  const code = reviewCode(reason);
+  if (code === null) return [];
+  const allowed: Record<PaymentReviewAction, boolean> = {
+    credit: code === REVIEW.partiallyPaid,
+    ignore: IGNORABLE.includes(code) || code === REVIEW.refundedAfterCredit,
+    reverse: code === REVIEW.refundedAfterCredit,
+  };
+  return PAYMENT_ACTIONS.filter((action) => allowed[action]);
+}
+
 export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentReviewAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
     const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();

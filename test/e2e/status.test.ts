@@ -7,6 +7,7 @@ import type { Overview } from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedTransfer } from '../support/overview-seed.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, UNUSED_WALLET_KEY, type TestPayrail } from '../support/payrail.ts';
+import { fixtures, signed } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { runPayrail } from '../support/process.ts';
 
@@ -18,6 +19,8 @@ let payrail: TestPayrail;
 let env: Record<string, string>;
 let reviewId: string;
 let transferId: string;
+/** A partial payment kept for review (PARTIAL_PAYMENTS=review, the default). */
+const PARTIAL_ID = '9800000003';
 
 async function status(args: string[]): Promise<{ code: number | null; stdout: string; output: string }> {
   const proc = runPayrail(['status', ...args], env);
@@ -41,6 +44,8 @@ beforeAll(async () => {
   });
   const confirmed = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000f0', asset: 'eth', amount: 4_723_900_000_000_000n, status: 'confirmed', nonce: 4, blockNumber: 90 });
   await seedNetworkFee(db.db, confirmed, 21_000n * 10_000_000_000n);
+  const partial = signed({ ...structuredClone(fixtures.partially_paid), payment_id: Number(PARTIAL_ID), order_id: `PGP-1|${INSTANT}` }, IPN_SECRET);
+  expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: partial.raw, headers: partial.headers, token: null })).status).toBe(202);
   await insertAlert(db.db, { rule: 'host_wallet_low', subject: 'eth', severity: 'critical', message: 'host wallet ETH below 0.05' });
   await observe(db.db, 'host_wallet.eth', false, '10000000000000000', 'below the floor');
   env = {
@@ -73,10 +78,13 @@ describe('payrail status', () => {
     expect(stdout).toContain('needs review 1');
     expect(stdout).toContain('transfers    intent 0 · signed 0 · broadcast 0 · needs review 1');
     expect(stdout).toMatch(/payout_instant\s+2\s+0\s+0\s+\d+s/);
-    expect(stdout).toMatch(/ALERTS \(1 open\)\n\s+CRITICAL\s+host_wallet_low\s+eth\s+host wallet ETH below 0\.05/);
+    // The partial payment raised its warning when intake kept it; the critical alert comes first.
+    expect(stdout).toMatch(new RegExp(`ALERTS \\(2 open\\)\\n\\s+CRITICAL\\s+host_wallet_low\\s+eth\\s+host wallet ETH below 0\\.05.*\\n\\s+warning\\s+payment_review\\s+${PARTIAL_ID}\\s`));
     expect(stdout).toMatch(/host wallet ETH\s+0\.01 ETH/);
-    expect(stdout).toMatch(new RegExp(`REVIEW QUEUE \\(1 payouts, 1 transfers\\)\\n\\s+${reviewId}\\s+needs_review\\s+0\\.0047239 ETH\\s+${INSTANT}`));
+    expect(stdout).toMatch(new RegExp(`REVIEW QUEUE \\(1 payouts, 1 transfers, 1 payments\\)\\n\\s+${reviewId}\\s+needs_review\\s+0\\.0047239 ETH\\s+${INSTANT}`));
     expect(stdout).toMatch(new RegExp(`\\n  ${transferId}  needs_review  0\\.0047239 ETH  conversion conv_00000000000000f1  nonce 5  3h00m  nonce 5 was taken by a transaction payrail did not sign\\n`));
+    // The partial payment: NOWPayments' figures, the channel, and what a person may do (credit or ignore).
+    expect(stdout).toMatch(new RegExp(`\\n  payment ${PARTIAL_ID}\\s+partially_paid\\s+0\\.00294 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${INSTANT}\\s+\\S+\\s+credit/ignore\\s+partially_paid\\n`));
     expect(stdout).toMatch(new RegExp(`${INSTANT}\\s+instant\\s+0 USDT.*payout ${reviewId} in review\\n`));
     // Every table's rows start in the same column.
     const queueRows = stdout.split('\n').filter((line) => /^\s+(payout_|conversion_|transfer_)/.test(line));
@@ -92,6 +100,8 @@ describe('payrail status', () => {
     expect(fromCli.totals).toEqual(fromApi.totals);
     expect(fromCli.pipeline).toEqual(fromApi.pipeline);
     expect(fromCli.review.payouts.map((p) => p.payoutId)).toEqual([reviewId]);
+    expect(fromCli.review.payments.map((p) => [p.paymentId, p.channelId, p.reason, p.actions])).toEqual([[PARTIAL_ID, INSTANT, 'partially_paid', ['credit', 'ignore']]]);
+    expect(fromCli.review.payments).toEqual(fromApi.review.payments.map((p) => ({ ...p, waitingSeconds: expect.any(Number) })));
     expect(fromCli.review.transfers.map((t) => [t.transferId, t.amount, t.nonce, t.reason])).toEqual([[transferId, '0.0047239', '5', 'nonce 5 was taken by a transaction payrail did not sign']]);
     expect(fromCli.pipeline.transfers).toEqual({ intent: 0, signed: 0, broadcast: 0, needs_review: 1 });
     expect(fromCli.totals.feesVsNetworkCosts).toEqual({ asset: 'eth', fees: '0.0002922', networkCosts: '0.00021', net: '0.0000822' });

@@ -11,7 +11,7 @@ import { formatUnits } from '../../src/money/index.ts';
 import { CHANNELS_SHOWN, fillBps, formatStatus, readOverview, volumeSeries, type Overview } from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { insertAlert, observe, seedCompletedBatch, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
+import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 
@@ -51,6 +51,7 @@ beforeAll(async () => {
   await pay(SMALL_THRESHOLD, 2);
   await pay(INSTANT, 4);
   // Kept for review (no such channel): answered 202.
+  ids.unknown = String(nextPaymentId);
   const unknown = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${UNKNOWN}` }), IPN_SECRET);
   expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: unknown.raw, headers: unknown.headers, token: null })).status).toBe(202);
 
@@ -156,6 +157,8 @@ describe('readOverview', () => {
     expect(overview.channels.items[2]?.reserved).toEqual({ eth: eth(NET_WEI) });
     // INSTANT's payout is in review: its row says so; the others wait for nobody.
     expect(overview.channels.items.map((c) => c.payoutInReview)).toEqual([null, null, { payoutId: ids.review, transferId: null, count: 1 }]);
+    // THRESHOLD's batch completed: nothing open. INSTANT holds no USDT: nothing to pay now.
+    expect(overview.channels.items.map((c) => [c.openBatch, c.canPayNow])).toEqual([[null, true], [null, true], [null, false]]);
   });
 
   it('shows every channel whose payout waits for a person, however many fuller channels there are', async () => {
@@ -178,12 +181,44 @@ describe('readOverview', () => {
     }
   });
 
-  it('puts payouts in review in the review queue, and counts the payment kept for review', () => {
+  it('puts payouts in review in the review queue, and the payment kept for review with what NOWPayments reported', () => {
     expect(overview.review.payouts.map((p) => [p.payoutId, p.status, p.reason])).toEqual([[ids.review, 'needs_review', 'seeded: exchange failed']]);
     expect(overview.review.payouts[0]?.waitingSeconds).toBeGreaterThanOrEqual(0);
-    expect(overview.review.payments).toBe(1);
+    // No such channel: no action here (registering the channel releases it).
+    expect(overview.review.payments.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
+      {
+        paymentId: ids.unknown, channelId: UNKNOWN, status: 'finished', reason: 'unknown_channel', actions: [],
+        reported: { payAmount: '0.00495', actuallyPaid: '0.00495', payCurrency: 'eth', priceAmount: '15', priceCurrency: 'usd', outcomeAmount: '0.00487', outcomeCurrency: 'eth' },
+        credited: null,
+      },
+    ]);
+    expect(overview.review.payments.length).toBe(overview.pipeline.payments.inReview);
     expect(overview.review.conversions).toEqual([]);
     expect(overview.review.transfers).toEqual([]);
+  });
+
+  it('lists a partial payment in review with credit and ignore, the text report too; ignored, it leaves the queue', async () => {
+    const body = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${THRESHOLD}` };
+    const partial = signed(body, IPN_SECRET);
+    expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: partial.raw, headers: partial.headers, token: null })).status).toBe(202);
+    const id = String(body.payment_id);
+    const now = await readOverview(db.db);
+    // The longest waiting first: the unknown channel's payment came in before.
+    expect(now.review.payments.map((p) => [p.paymentId, p.channelId, p.status, p.reason, p.actions, p.reported.actuallyPaid, p.reported.payAmount, p.reported.outcomeAmount, p.credited])).toEqual([
+      [ids.unknown, UNKNOWN, 'finished', 'unknown_channel', [], '0.00495', '0.00495', '0.00487', null],
+      [id, THRESHOLD, 'partially_paid', 'partially_paid', ['credit', 'ignore'], '0.003', '0.00495', '0.00294', null],
+    ]);
+    expect(now.pipeline.payments.inReview).toBe(2);
+    // Nothing credited: the totals are the ledger's, as before.
+    expect(now.totals.received).toEqual(overview.totals.received);
+
+    const text = formatStatus(now);
+    expect(text).toContain('REVIEW QUEUE (1 payouts, 2 payments)');
+    expect(text).toMatch(new RegExp(`\\n  payment ${ids.unknown}\\s+finished\\s+0\\.00487 ETH\\s+paid 0\\.00495 of 0\\.00495 ETH\\s+${UNKNOWN}\\s+\\S+\\s+no action\\s+unknown_channel\\n`));
+    expect(text).toMatch(new RegExp(`\\n  payment ${id}\\s+partially_paid\\s+0\\.00294 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+partially_paid\\n`));
+
+    expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
+    expect((await readOverview(db.db)).review.payments.map((p) => p.paymentId)).toEqual([ids.unknown]);
   });
 
   it('puts conversions in review in the review queue, the longest waiting first, and the text report lists them', async () => {
@@ -362,6 +397,39 @@ describe('readOverview of host-wallet transfers', () => {
     expect(text).toMatch(new RegExp(`network costs paid\\s+${eth(GAS_CONFIRMED_WEI + GAS_REVERTED_WEI).replace('.', '\\.')} ETH`));
     expect(text).toMatch(new RegExp(`${SMALL_THRESHOLD}\\s+threshold\\s+0 USDT.*payout ${seeded.batch}: transfer ${seeded.batchTransfer} in review`));
     expect(text).toMatch(new RegExp(`${INSTANT}\\s+instant.*payout ${ids.review} in review`));
+  });
+});
+
+describe('readOverview of pay now', () => {
+  // Last in the file: the batch it opens stays open (web role only, no worker runs it).
+  const channel = async (id: string) => (await readOverview(db.db)).channels.items.find((c) => c.channelId === id);
+
+  it('offers pay now exactly where POST /api/channels/:id/payout pays: USDT available and no open batch', async () => {
+    // INSTANT holds no USDT; SMALL_THRESHOLD's batch is open (exchange_created, its transfer in review: above).
+    expect(await channel(INSTANT)).toMatchObject({ availableUsdt: '0', openBatch: null, canPayNow: false });
+    const small = await channel(SMALL_THRESHOLD);
+    expect(small).toMatchObject({ canPayNow: false, openBatch: { payoutId: expect.stringMatching(/^po_/), status: 'exchange_created' } });
+    const noUsdt = await payrail.request('POST', `/api/channels/${INSTANT}/payout`);
+    expect(noUsdt.status).toBe(409);
+    expect(noUsdt.body.error).toContain('holds no USDT');
+    const open = await payrail.request('POST', `/api/channels/${SMALL_THRESHOLD}/payout`);
+    expect(open.status).toBe(409);
+    expect(open.body.error).toContain(`batch ${small?.openBatch?.payoutId} is open (exchange_created)`);
+
+    // THRESHOLD: 22 USDT, below its 50 threshold, no batch open: paid now, and then its batch is the open one.
+    expect(await channel(THRESHOLD)).toMatchObject({ availableUsdt: '22', openBatch: null, canPayNow: true });
+    const paidNow = await payrail.request('POST', `/api/channels/${THRESHOLD}/payout`);
+    expect(paidNow.status).toBe(201);
+    expect(paidNow.body).toMatchObject({ kind: 'threshold', status: 'pending', asset: 'usdt', amount: '22' });
+    expect(await channel(THRESHOLD)).toMatchObject({ availableUsdt: '0', reserved: { usdt: '22' }, openBatch: { payoutId: paidNow.body.payoutId, status: 'pending' }, canPayNow: false });
+
+    // USDT arriving while the batch is open waits for it: available, and still no pay now.
+    await settleConversion(db.db, (paid[THRESHOLD] as string[]).slice(3), 5_000_000n);
+    expect(await channel(THRESHOLD)).toMatchObject({ availableUsdt: '5', openBatch: { payoutId: paidNow.body.payoutId }, canPayNow: false });
+    const again = await payrail.request('POST', `/api/channels/${THRESHOLD}/payout`);
+    expect(again.status).toBe(409);
+    expect(again.body.error).toContain(`batch ${paidNow.body.payoutId} is open (pending)`);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });
 
