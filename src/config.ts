@@ -271,7 +271,7 @@ export type SecretName = (typeof SECRETS)[number];
  * Values a config error never repeats: ADMIN_TOKENS holds tokens, the URLs may hold a password or an API key, and the
  * address lists' messages name the bad entry themselves.
  */
-const NOT_ECHOED = ['ADMIN_TOKENS', 'NOWPAYMENTS_API_KEY', 'NOWPAYMENTS_API_URL', 'DATABASE_URL', 'ETH_RPC_URL', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET', 'METRICS_TOKEN', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
+const NOT_ECHOED = ['ADMIN_TOKENS', 'NOWPAYMENTS_API_KEY', 'NOWPAYMENTS_API_URL', 'CHANGENOW_API_URL', 'DATABASE_URL', 'ETH_RPC_URL', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET', 'METRICS_TOKEN', 'NOWPAYMENTS_ALLOWED_IPS', 'TRUSTED_PROXY'];
 
 export interface LoadOptions {
   /**
@@ -364,6 +364,9 @@ export function secretValues(config: Config): string[] {
     ...urlCredentials(config.ALERT_WEBHOOK_URL, { pathKeys: true }),
     ...urlCredentials(config.DATABASE_URL, { pathKeys: false }),
     ...urlCredentials(config.ETH_RPC_URL, { pathKeys: true }),
+    // The services' API keys travel in headers, but a proxy in front of them may put credentials in the URL.
+    ...urlCredentials(config.NOWPAYMENTS_API_URL, { pathKeys: true }),
+    ...urlCredentials(config.CHANGENOW_API_URL, { pathKeys: true }),
   ];
 }
 

@@ -1,7 +1,7 @@
 /*
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
- * with the tab), refreshes it every few seconds, and calls the payout, conversion and transfer actions of the review
- * queue.
+ * with the tab), refreshes it every few seconds, calls the payout, conversion, transfer and payment actions of the
+ * review queue, and pays a channel now.
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -12,9 +12,10 @@
   const TOKEN_KEY = 'payrail.adminToken';
   const REFRESH_MS = 5000;
   /*
-   * What the review buttons may act on (a button's data-kind): the id a button must carry, the API path, each
-   * action's confirmation, and what an action posts (`bodies`; none by default). A button naming anything else sends
-   * nothing.
+   * What the action buttons may act on (a button's data-kind): the id a button must carry, the API path, each
+   * action's confirmation ({id}, and {amount}: the button's data-amount, the figure the page shows), what an action
+   * posts (`bodies`; none by default), and how its success reads (`done`; else the subject's new status). A button
+   * naming anything else sends nothing.
    */
   const SUBJECTS = {
     payout: {
@@ -51,6 +52,30 @@
       // The only resolution a button offers: "mined" needs the paying transaction's hash (POST it with the API).
       bodies: { resolve: { outcome: 'never_sent' } },
       outcomes: { broadcast: 'payrail watches the chain for it again' },
+    },
+    payment: {
+      idRe: /^[1-9][0-9]{0,19}$/,
+      path: 'payments',
+      actions: {
+        credit: 'Credit payment {id} with its partial outcome, {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout.',
+        ignore: 'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
+        reverse:
+          "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",
+      },
+      // A payment's status is NOWPayments' (partially_paid stays partially_paid): what changed is that it left review.
+      done: (body, id, action) => `${action}: payment ${id} left review (${body.reviewAction ? `${body.reviewAction.action} by ${body.reviewAction.by}` : action}).`,
+      outcomes: {},
+    },
+    channel: {
+      idRe: /^-?[1-9][0-9]{0,19}$/,
+      path: 'channels',
+      actions: {
+        payout:
+          "Pay channel {id} now? Its whole available USDT ({amount} when this page last read it) goes out in one batch, whatever its threshold. Below ChangeNow's minimum the batch is held and tried again, like any batch.",
+      },
+      // 201 with the batch: its id is what the operator follows in the payouts list.
+      done: (body, id) => `pay now: channel ${id}: batch ${body.payoutId} opened for ${groupDigits(body.amount)} ${upper(body.asset)} (${body.status}).`,
+      outcomes: {},
     },
   };
 
@@ -211,6 +236,33 @@
       destination: `${upper(c.payoutCurrency)} on ${c.payoutNetwork}`,
       reviewNote: reviewNote(c),
       rowClass: c.payoutInReview === null ? '' : 'waiting',
+      payNowDisabled: !c.canPayNow,
+      payNowAmount: `${groupDigits(c.availableUsdt)} USDT`,
+      // Why the button is off, from the same two facts the API checks (it answers 409 if they changed since).
+      payNowTitle: c.canPayNow ? `pay ${groupDigits(c.availableUsdt)} USDT now` : c.openBatch !== null ? `batch ${c.openBatch.payoutId} is open (${c.openBatch.status})` : 'no USDT available (ETH waits for its conversion)',
+      openBatchText: c.openBatch === null ? '' : `batch ${c.openBatch.payoutId} · ${c.openBatch.status}`,
+    };
+  }
+
+  /** What a payment in review shows: NOWPayments' figures as stated, and the actions its reason allows. */
+  function reviewPaymentView(p) {
+    const r = p.reported;
+    const noAction = p.reason.startsWith('unknown_channel') ? 'register the channel: its payments are released then' : 'no action';
+    return {
+      ...p,
+      testid: `review-payment-${p.paymentId}`,
+      outcomeText: groupDigits(r.outcomeAmount),
+      outcomeAsset: upper(r.outcomeCurrency),
+      paidText: `${groupDigits(r.actuallyPaid)} of ${groupDigits(r.payAmount)} ${upper(r.payCurrency)}`,
+      priceText: `${groupDigits(r.priceAmount)} ${upper(r.priceCurrency)}`,
+      creditedText: p.credited === null ? '–' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)} net`,
+      creditAmount: `${groupDigits(r.outcomeAmount)} ${upper(r.outcomeCurrency)}`,
+      reverseAmount: p.credited === null ? '' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)}`,
+      canCredit: p.actions.includes('credit'),
+      canIgnore: p.actions.includes('ignore'),
+      canReverse: p.actions.includes('reverse'),
+      noActionText: p.actions.length === 0 ? noAction : '',
+      waiting: age(p.waitingSeconds),
     };
   }
 
@@ -266,7 +318,9 @@
       canResolveNeverSent: t.requested === null && t.nonce !== null && t.blockNumber === null,
       waiting: age(t.waitingSeconds),
     }));
-    const reviewCount = review.length + reviewConversions.length + reviewTransfers.length;
+    const reviewPayments = o.review.payments.map(reviewPaymentView);
+    const reviewCount = review.length + reviewConversions.length + reviewTransfers.length + reviewPayments.length;
+    const paymentsInReview = o.pipeline.payments.inReview;
     const payouts = o.payouts.map((p) => payoutView(p, 'payout'));
     const conversions = o.conversions.map((c) => ({
       ...c,
@@ -295,7 +349,10 @@
         anyConversions: reviewConversions.length > 0,
         transfers: reviewTransfers,
         anyTransfers: reviewTransfers.length > 0,
-        paymentsNote: o.review.payments > 0 ? `${o.review.payments} payment(s) kept for review (see GET /api/payments/:id).` : '',
+        payments: reviewPayments,
+        anyPayments: reviewPayments.length > 0,
+        // The list stops at the longest waiting ones; the pipeline counts them all.
+        paymentsMore: paymentsInReview > reviewPayments.length ? `showing the ${reviewPayments.length} longest waiting of ${paymentsInReview} payments in review` : '',
       },
       channels: {
         caption: `${o.channels.total} channels, ${o.channels.threshold} by threshold, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? ` · showing ${o.channels.items.length}` : ''}`,
@@ -484,10 +541,13 @@
         const { kind, action, id } = event.currentTarget.dataset;
         const subject = Object.hasOwn(SUBJECTS, kind ?? '') ? SUBJECTS[kind] : null;
         if (!subject || !Object.hasOwn(subject.actions, action ?? '') || !subject.idRe.test(id ?? '')) return;
-        if (!window.confirm(subject.actions[action].replace('{id}', id))) return;
+        const asked = subject.actions[action].replace('{id}', id).replace('{amount}', event.currentTarget.dataset.amount || 'an amount this page does not show');
+        if (!window.confirm(asked)) return;
         const posted = subject.bodies && Object.hasOwn(subject.bodies, action) ? subject.bodies[action] : undefined;
         const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`, posted);
-        if (status === 200) {
+        if ((status === 200 || status === 201) && subject.done) {
+          this.notice = { text: subject.done(body, id, action), kind: 'ok' };
+        } else if (status === 200) {
           const outcome = Object.hasOwn(subject.outcomes, body.status) ? `: ${subject.outcomes[body.status]}` : '';
           this.notice = { text: `${action}: ${kind} ${id} is now ${body.status}${outcome}.`, kind: 'ok' };
         } else if (status === 202) {

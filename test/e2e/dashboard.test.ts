@@ -1,8 +1,9 @@
 /**
  * The operator dashboard in a real browser (Debian's chromium driven by playwright-core) against a seeded database:
- * no data without the token, the figures shown are the API's, the review buttons call the payout, conversion and
- * transfer actions (confirm first, the API's refusal shown as it says it), and the page runs under its
- * Content-Security-Policy without a violation. A screenshot is kept in test-artifacts/dashboard.png.
+ * no data without the token, the figures shown are the API's, the review buttons call the payout, conversion,
+ * transfer and payment actions and a channel's Pay now its payout (confirm first, the API's refusal shown as it says
+ * it), and the page runs under its Content-Security-Policy without a violation. A screenshot is kept in
+ * test-artifacts/dashboard.png.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,8 @@ import type { Overview } from '../../src/overview/index.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
-import { ADMIN_TOKEN, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { ROOT } from '../support/process.ts';
 
@@ -20,6 +22,10 @@ const THRESHOLD = '-1007000000001';
 const INSTANT = '-1007000000002';
 /** A threshold channel whose batch waits behind a transfer in review (seeded by its test). */
 const WAITING = '-1007000000003';
+/** A threshold channel another operator pays through the API while a page shows it (seeded by its test). */
+const ELSEWHERE = '-1007000000004';
+/** No channel of this id is registered: its payment waits in review. */
+const UNREGISTERED = '-1007000000009';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
@@ -52,11 +58,21 @@ async function newPage(): Promise<Page> {
   return page;
 }
 
-async function signIn(page: Page): Promise<void> {
+async function signIn(page: Page, options: { held?: boolean } = {}): Promise<void> {
+  if (options.held) await page.clock.install();
   await page.goto(`${payrail.url}/`);
+  // Held: the page's timers stop before it has a token, so it keeps the overview it reads at sign-in (and after its
+  // own actions) and never refreshes by itself; the page's clock only, the server's and the database's run as ever.
+  if (options.held) await page.clock.pauseAt(((await page.evaluate('Date.now()')) as number) + 1_000);
   await page.fill('#token', ADMIN_TOKEN);
   await page.click('[data-testid=signin] button[type=submit]');
   await page.waitForSelector('[data-testid=total-received-eth]');
+}
+
+/** A signed IPN as NOWPayments sends it; `status` is the answer's HTTP status. */
+async function sendIpn(body: Record<string, unknown>): Promise<number> {
+  const { raw, headers } = signed(body, IPN_SECRET);
+  return (await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status;
 }
 
 /** Text as shown, with the page's digit grouping taken out (it groups by string, "1,234.5"). */
@@ -386,6 +402,153 @@ describe('the dashboard', () => {
     await signIn(page);
     await expect.poll(() => page.textContent(`[data-testid=alert-${id}]`), { timeout: 15_000, interval: 250 }).toContain(markup);
     expect(await page.$$('[data-canary]')).toEqual([]);
+    await page.close();
+  });
+
+  it('lists payments in review with what NOWPayments reported and the actions their reason allows; an action from the page takes one out', async () => {
+    // Less arrived than was asked (credit or ignore); no such channel (no action here); refunded after its credit
+    // (reverse or ignore, both refused while its instant payout job has not run: no worker runs here).
+    const partial = { ...structuredClone(fixtures.partially_paid), payment_id: 9_700_000_041, order_id: `PGP-1|${THRESHOLD}` };
+    expect(await sendIpn(partial)).toBe(202);
+    expect(await sendIpn(ipnBody({ payment_id: 9_700_000_042, order_id: `PGP-1|${UNREGISTERED}` }))).toBe(202);
+    const refunded = await sendFinished(payrail, 9_700_000_043, INSTANT);
+    expect(await sendIpn(ipnBody({ payment_id: Number(refunded), order_id: `PGP-1|${INSTANT}`, payment_status: 'refunded' }))).toBe(202);
+    const [partialId, unknownId] = ['9700000041', '9700000042'];
+
+    const page = await newPage();
+    await signIn(page);
+    const row = (id: string) => `[data-testid=review-payment-${id}]`;
+    await page.waitForSelector(row(refunded));
+    const api = await overview();
+    expect(api.review.payments.map((p) => [p.paymentId, p.channelId, p.status, p.reason, p.actions, p.credited])).toEqual([
+      [partialId, THRESHOLD, 'partially_paid', 'partially_paid', ['credit', 'ignore'], null],
+      [unknownId, UNREGISTERED, 'finished', 'unknown_channel', [], null],
+      [refunded, INSTANT, 'refunded', 'refunded_after_credit', ['ignore', 'reverse'], { asset: 'eth', gross: '0.00487', net: '0.0047239' }],
+    ]);
+    expect(await shown(page, `${row(partialId)} [data-role=outcome]`)).toBe('0.00294 ETH');
+    expect(await shown(page, `${row(partialId)} [data-role=paid]`)).toBe('0.003 of 0.00495 ETH');
+    expect(await page.getAttribute(`${row(partialId)} [data-role=paid]`, 'title')).toBe('15 USD');
+    expect(await page.textContent(`${row(partialId)} [data-role=reason]`)).toBe('partially_paid');
+    expect(await page.textContent(`${row(partialId)} [data-role=channel]`)).toBe(THRESHOLD);
+    expect(await shown(page, `${row(refunded)} [data-role=credited]`)).toBe('0.0047239 ETH net');
+    // Each row offers what its reason allows, and nothing else.
+    const offered = async (id: string) => {
+      const out: string[] = [];
+      for (const action of ['credit', 'ignore', 'reverse']) if (await page.isVisible(`${row(id)} button[data-action=${action}]`)) out.push(action);
+      return out;
+    };
+    expect(await offered(partialId)).toEqual(['credit', 'ignore']);
+    expect(await offered(unknownId)).toEqual([]);
+    expect(await page.textContent(`${row(unknownId)} [data-role=no-action]`)).toBe('register the channel: its payments are released then');
+    expect(await offered(refunded)).toEqual(['ignore', 'reverse']);
+    const inQueue = api.review.payouts.length + api.review.conversions.length + api.review.transfers.length;
+    expect(await shown(page, '[data-testid=review] h2 .count')).toBe(String(inQueue + 3));
+    expect(await shown(page, '[data-testid=payments-inReview] dd')).toBe('3');
+
+    // Credit, dismissed: nothing is sent. The confirmation names the amount a credit books.
+    let asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.dismiss();
+    });
+    await page.click(`${row(partialId)} button[data-action=credit]`);
+    await page.waitForTimeout(300);
+    expect(asked).toContain(`Credit payment ${partialId} with its partial outcome, 0.00294 ETH?`);
+    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({ reviewReason: 'partially_paid', creditedAt: null });
+
+    // Reverse is refused while the instant payout job has not run: 409, the page shows the API's own words.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row(refunded)} button[data-action=reverse]`);
+    await page.waitForSelector('[data-testid=notice].error');
+    const refused = await payrail.request('POST', `/api/payments/${refunded}/reverse`);
+    expect(refused.status).toBe(409);
+    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    expect((await payrail.request('GET', `/api/payments/${refunded}`)).body).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null });
+
+    // Credit, accepted: booked once, out of review; the page reloads and the row is gone.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(`${row(partialId)} button[data-action=credit]`);
+    await page.waitForSelector('[data-testid=notice].ok');
+    expect(await page.textContent('[data-testid=notice]')).toBe(`credit: payment ${partialId} left review (credit by admin).`);
+    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({ reviewReason: null, grossAmount: '0.00294', reviewAction: { action: 'credit', by: 'admin' } });
+    await page.waitForSelector(row(partialId), { state: 'detached' });
+    expect(await page.locator(row(refunded)).count()).toBe(1);
+    expect((await overview()).review.payments.map((p) => p.paymentId)).toEqual([unknownId, refunded]);
+    await page.close();
+  });
+
+  it('pays a channel now from its row: the confirmation names the amount, the new batch is shown, the button is off while it is open', async () => {
+    const page = await newPage();
+    await signIn(page);
+    const row = (id: string) => `[data-testid=channel-${id}]`;
+    const button = (id: string) => `${row(id)} button[data-action=payout]`;
+    await page.waitForSelector(button(THRESHOLD));
+    const before = (await overview()).channels.items;
+    expect(before.find((c) => c.channelId === THRESHOLD)).toMatchObject({ availableUsdt: '30', openBatch: null, canPayNow: true });
+    expect(await page.isEnabled(button(THRESHOLD))).toBe(true);
+    // Off where the API would refuse, and the title says why: no USDT (INSTANT), a batch open (WAITING's, in review).
+    expect(await page.isDisabled(button(INSTANT))).toBe(true);
+    expect(await page.getAttribute(button(INSTANT), 'title')).toBe('no USDT available (ETH waits for its conversion)');
+    const waiting = before.find((c) => c.channelId === WAITING);
+    expect(await page.isDisabled(button(WAITING))).toBe(true);
+    expect(await page.getAttribute(button(WAITING), 'title')).toBe(`batch ${waiting?.openBatch?.payoutId} is open (exchange_created)`);
+    expect(await page.textContent(`${row(WAITING)} [data-role=open-batch]`)).toBe(`batch ${waiting?.openBatch?.payoutId} · exchange_created`);
+
+    // Dismissed: nothing is sent.
+    let asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.dismiss();
+    });
+    await page.click(button(THRESHOLD));
+    await page.waitForTimeout(300);
+    expect(asked).toContain(`Pay channel ${THRESHOLD} now? Its whole available USDT (30 USDT when this page last read it) goes out in one batch`);
+    expect((await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts).toEqual([]);
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(button(THRESHOLD));
+    await page.waitForSelector('[data-testid=notice].ok');
+    const batches = (await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts;
+    expect(batches).toMatchObject([{ status: 'pending', asset: 'usdt', amount: '30' }]);
+    const batch = batches[0].payoutId as string;
+    expect(await page.textContent('[data-testid=notice]')).toBe(`pay now: channel ${THRESHOLD}: batch ${batch} opened for 30 USDT (pending).`);
+    // The page reloaded the overview: the batch is open, listed among the payouts, and the button is off.
+    await page.waitForSelector(`${button(THRESHOLD)}:disabled`);
+    expect(await page.textContent(`${row(THRESHOLD)} [data-role=open-batch]`)).toBe(`batch ${batch} · pending`);
+    expect(await page.getAttribute(button(THRESHOLD), 'title')).toBe(`batch ${batch} is open (pending)`);
+    expect(await shown(page, `[data-testid=payout-${batch}] [data-role=state]`)).toBe('pending');
+    expect((await overview()).channels.items.find((c) => c.channelId === THRESHOLD)).toMatchObject({ availableUsdt: '0', reserved: { usdt: '30' }, canPayNow: false });
+    await page.close();
+  });
+
+  it('shows the API\'s 409 when another operator paid the channel after the page read it', async () => {
+    await saveChannel(payrail, ELSEWHERE, { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+    await settleConversion(db.db, [await sendFinished(payrail, 9_700_000_051, ELSEWHERE)], 14_500_000n);
+    const page = await newPage();
+    await signIn(page, { held: true });
+    const button = `[data-testid=channel-${ELSEWHERE}] button[data-action=payout]`;
+    await page.waitForSelector(button);
+    expect(await page.isEnabled(button)).toBe(true);
+
+    // Paid through the API meanwhile: the page still shows 14.5 USDT and no batch.
+    const elsewhere = await payrail.request('POST', `/api/channels/${ELSEWHERE}/payout`);
+    expect(elsewhere.status).toBe(201);
+    expect(await page.isEnabled(button)).toBe(true);
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click(button);
+    // Clicked on the stale page: its clock may run again (Alpine shows the notice on the next animation frame, and a
+    // refresh from here on reads the same state the answer came from).
+    await page.clock.resume();
+    await page.waitForSelector('[data-testid=notice].error');
+    const refused = await payrail.request('POST', `/api/channels/${ELSEWHERE}/payout`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toBe(`cannot pay channel ${ELSEWHERE} now: batch ${elsewhere.body.payoutId} is open (pending): it pays the channel's balance when it runs`);
+    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    // One batch, the other operator's; the page read the overview again after the answer and shows it.
+    expect((await payrail.request('GET', `/api/payouts?channelId=${ELSEWHERE}&kind=threshold`)).body.payouts.map((p: { payoutId: string }) => p.payoutId)).toEqual([elsewhere.body.payoutId]);
+    await page.waitForSelector(`${button}:disabled`);
+    expect(await page.textContent(`[data-testid=channel-${ELSEWHERE}] [data-role=open-batch]`)).toBe(`batch ${elsewhere.body.payoutId} · pending`);
     await page.close();
   });
 

@@ -83,6 +83,13 @@ describe('secret values', () => {
     expect(values).toEqual(expect.arrayContaining(['p@ss-word-0123456', 'p%40ss-word-0123456', 'project-secret-0123456789', 'project-id-0123456789', 'query-key-0123456789abc']));
   });
 
+  it('finds credentials and query keys in the NOWPayments and ChangeNow API URLs (a proxy in front of them)', () => {
+    const config = loadConfig({ ...production, NOWPAYMENTS_API_URL: 'https://np-proxy-user-0123456:np-pass-0123456789@proxy.example/np', CHANGENOW_API_URL: 'https://proxy.example/cn?token=cn-proxy-token-0123456789' });
+    const values = secretValues(config);
+    expect(values).toEqual(expect.arrayContaining(['np-proxy-user-0123456', 'np-pass-0123456789', 'cn-proxy-token-0123456789']));
+    expect(values).not.toContain('np');
+  });
+
   it('a malformed DATABASE_URL or ETH_RPC_URL is never repeated in the error (it may carry a password or a key)', () => {
     const message = (() => {
       try {
