@@ -197,7 +197,7 @@ export interface ReviewPayment {
   readonly status: PaymentStatus;
   /** Why it waits (the review reason: its code, then the evidence after ": "). */
   readonly reason: string;
-  /** What the reason allows (README, Payments in review); empty for unknown_channel and conflicting_order_id. */
+  /** What the reason allows (README, Payments in review); empty for unknown_channel. */
   readonly actions: PaymentReviewAction[];
   /** The last applied IPN's figures, as NOWPayments stated them (decimal strings in the named currencies). */
   readonly reported: {

@@ -7,8 +7,10 @@
  *   arrive), credited with exactly its partially_paid IPN's outcome_amount through intake's own credit (the fee
  *   split, the journal ('payment_received', id), the conversion or payout job), once.
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
- *   IPN says it finished), a changed amount leaves the credit as it was booked, and a refund after the credit whose
- *   money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
+ *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
+ *   with its first order (out of review, it is converted or paid out as any other: in review, nothing takes it), and a
+ *   refund after the credit whose money has moved on (where reverse cannot take it back) is acknowledged: the credit
+ *   stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
  *   still on the channel's available balance: not converted, not in a payout. The ETH is still on the host wallet,
  *   so it moves to platform:refunds_owed (less what an exchange kept of it), not back to the world. Anywhere else,
@@ -37,7 +39,7 @@ export interface PaymentActionResult {
 type PaymentRow = Selectable<PaymentsTable>;
 
 /** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
-const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed];
+const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed, REVIEW.conflictingOrder];
 
 /**
  * The actions a review reason allows, as applyPaymentAction checks them (the overview offers these and no others).
@@ -92,7 +94,7 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
 function refusalHint(payment: PaymentRow): string {
   const code = reviewCode(payment.review_reason);
   if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
-  return 'only a partial payment, an outcome currency payrail does not credit, a changed outcome amount, or a payment NOWPayments did not confirm can be ignored';
+  return 'only a partial payment, an outcome currency payrail does not credit, a changed outcome amount, a payment NOWPayments did not confirm, or a conflicting order can be ignored';
 }
 
 async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
