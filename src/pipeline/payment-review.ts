@@ -8,9 +8,8 @@
  *   split, the journal ('payment_received', id), the conversion or payout job), once.
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
- *   with its first order (out of review, it is converted or paid out as any other: in review, nothing takes it), and a
- *   refund after the credit whose money has moved on (where reverse cannot take it back) is acknowledged: the credit
- *   stays as booked.
+ *   with its first order (a threshold one is batched again: in review, no batch takes it), and a refund after the
+ *   credit whose money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
  *   still on the channel's available balance: not converted, not in a payout. The ETH is still on the host wallet,
  *   so it moves to platform:refunds_owed (less what an exchange kept of it), not back to the world. Anywhere else,
