@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
-import { startPayrail, type Payrail, type Roles } from '../../src/app.ts';
-import type { CrashPoint } from '../../src/pipeline/index.ts';
+import { stageDeps, startPayrail, type Database, type Payrail, type Roles } from '../../src/app.ts';
+import type { CrashPoint, StageDeps } from '../../src/pipeline/index.ts';
 import { loadConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/log.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
 import type { TestDatabase } from './db.ts';
 import { privateKeyToAccount } from 'viem/accounts';
 import { outcomeWei } from './ipn.ts';
@@ -96,4 +96,15 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
       return { status: response.status, body: parsed };
     },
   };
+}
+
+/**
+ * The stages' dependencies as a worker builds them (its configuration, ChangeNow client and wallet), on `db`'s pool: for
+ * a test that runs a job's function by hand, or several copies of it at once.
+ */
+export function workerStageDeps(db: TestDatabase, outside: Outside, options: { env?: Record<string, string>; logger?: Logger; crashPoint?: (name: CrashPoint) => void } = {}): StageDeps {
+  const config = loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET: IPN_SECRET, LOG_LEVEL: 'silent', ...outside.env, ...options.env });
+  const database: Database = { ...db, shutdown: async () => undefined };
+  const local = { rpcUrl: outside.chain.rpcUrl, chainId: outside.chain.chainId, changenowUrl: outside.sim.url, usdtContract: outside.usdt, stop: async () => undefined };
+  return stageDeps(config, database, local, options.logger ?? createLogger({ level: 'silent' }), options.crashPoint);
 }
