@@ -33,7 +33,7 @@ import { rpc, startNowPaymentsSimulator, type NowPaymentsSimulator } from '../..
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
+import { IPN_SECRET, runJobByHand, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel } from '../support/payouts.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 
@@ -239,11 +239,8 @@ async function registerChannelOf(paymentId: string): Promise<void> {
   await saveChannel(payrail, channelId, { payoutStrategy: 'threshold', thresholdUsd: '1000000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
 }
 
-/** The payment's payout_instant job, run by hand as the worker would: it leaves the queue, the step runs. */
 async function runInstantPayoutJob(paymentId: string): Promise<void> {
-  const { rowCount } = await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [`payout_instant:${paymentId}`]);
-  expect(rowCount).toBe(1);
-  await openInstantPayout(deps, paymentId);
+  await runJobByHand(db, `payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
 }
 
 /**

@@ -108,3 +108,10 @@ export function workerStageDeps(db: TestDatabase, outside: Outside, options: { e
   const local = { rpcUrl: outside.chain.rpcUrl, chainId: outside.chain.chainId, changenowUrl: outside.sim.url, usdtContract: outside.usdt, stop: async () => undefined };
   return stageDeps(config, database, local, options.logger ?? createLogger({ level: 'silent' }), options.crashPoint);
 }
+
+/** Runs a stage step as a worker runs its job: the job (queued under `key`) leaves the queue, then the step runs. */
+export async function runJobByHand<T>(db: TestDatabase, key: string, step: () => Promise<T>): Promise<T> {
+  const { rowCount } = await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [key]);
+  if (rowCount !== 1) throw new Error(`no job ${key} queued`);
+  return step();
+}
