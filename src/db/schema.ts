@@ -94,6 +94,13 @@ export interface PaymentsTable {
   exchange_cost_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
   /** The reported amounts are a partially_paid IPN's (kept when an expired or failed IPN follows): what credit books. */
   partial_amounts: ColumnType<boolean, boolean | undefined, boolean>;
+  /** The credit is a partially_paid IPN's: a later IPN saying more is a top-up. */
+  credited_partial: ColumnType<boolean, boolean | undefined, boolean>;
+  /** The last IPN that restated the credit otherwise: what a top-up credits to, what an ignore acknowledged. */
+  restated_outcome_amount: ColumnType<string | null, string | null | undefined, string | null>;
+  restated_outcome_currency: OptionalText;
+  /** Of net_amount, what conversions or the instant payout took before a top-up; the next batch converts the rest. */
+  net_moved_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
   review_reason: string | null;
   conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
   payout_id: ColumnType<string | null, string | null | undefined, string | null>;

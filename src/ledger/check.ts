@@ -66,13 +66,14 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
     problems.push({ rule: 'no_negative_balance', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} is below zero` });
   }
 
-  // Each credited payment's journal must carry exactly its gross in and its fee and net out.
+  // Each credited payment's journals (its credit and its top-ups, ref '<payment id>:<new gross>') must carry exactly
+  // its gross in and its fee and net out.
   starting();
   const payments = await sql<{ payment_id: string; gross_amount: string; inflow: string | null }>`
     with credits as (
-      select j.ref, sum(e.amount) filter (where e.amount > 0) as inflow
+      select split_part(j.ref, ':', 1) as ref, sum(e.amount) filter (where e.amount > 0) as inflow
       from ledger_journals j join ledger_entries e on e.journal_id = j.id
-      where j.kind = 'payment_received' group by j.ref)
+      where j.kind in ('payment_received', 'payment_topped_up') group by 1)
     select p.payment_id::text as payment_id, p.gross_amount::text as gross_amount, c.inflow::text as inflow
     from payments p left join credits c on c.ref = p.payment_id::text
     where (p.credited_at is not null and p.gross_amount is distinct from c.inflow) or (p.credited_at is null and c.ref is not null)`.execute(db);

@@ -63,10 +63,10 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
 export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
   const candidates = await deps.db
     .selectFrom('payments')
-    .select(['payment_id', 'credited_at', sql<string>`net_amount - exchange_cost_wei`.as('convertible')])
+    .select(['payment_id', 'credited_at', sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible')])
     .where('conversion_status', '=', 'pending')
-    // A payment whose whole ETH an exchange kept has nothing left to convert.
-    .where(sql<bigint>`net_amount - exchange_cost_wei`, '>', 0n)
+    // A payment whose whole ETH an exchange kept has nothing left to convert; a top-up's, only what came with it.
+    .where(sql<bigint>`net_amount - exchange_cost_wei - net_moved_wei`, '>', 0n)
     .where('review_reason', 'is', null)
     .where((eb) => eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]))
     .orderBy('credited_at')
@@ -95,7 +95,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
   const created = await deps.db.transaction().execute(async (trx) => {
     const locked = await trx
       .selectFrom('payments')
-      .select(['payment_id', 'channel_id', sql<string>`net_amount - exchange_cost_wei`.as('convertible')])
+      .select(['payment_id', 'channel_id', sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible')])
       .where('payment_id', 'in', ids)
       .where('conversion_status', '=', 'pending')
       .where('review_reason', 'is', null)

@@ -93,6 +93,8 @@ export const REVIEW = {
   outcomeChanged: 'outcome_amount_changed',
   /** NOWPayments' API disagreed with the crediting IPN, knew no such payment, or stayed unreachable past the deadline. */
   unconfirmed: 'payment_unconfirmed',
+  /** The rest of a payment credited as partial arrived: a later IPN says more than was credited. */
+  topUp: 'top_up',
 } as const;
 
 export type ReviewCode = (typeof REVIEW)[keyof typeof REVIEW];
@@ -109,6 +111,7 @@ const ALERTED: Partial<Record<string, 'warning' | 'critical'>> = {
   [REVIEW.foreignOutcome]: 'critical',
   [REVIEW.outcomeChanged]: 'critical',
   [REVIEW.refundedAfterCredit]: 'critical',
+  [REVIEW.topUp]: 'warning',
 };
 
 export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, alerting?: IntakeAlerting): Promise<IntakeResult> {
@@ -244,11 +247,24 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   // The rest never came (NOWPayments' real sequence: partially_paid, then expired): what did arrive is still the
   // partial's to credit, and an expired IPN's outcome_amount is what was asked, not what came.
   const partialEnds = forward && !credited && current.partial_amounts && (ipn.status === 'expired' || ipn.status === 'failed');
+  // More of an uncredited partial payment arrived (a later partially_paid IPN): its amounts are what a credit books.
+  // What was paid only grows, so a smaller one is an older copy.
+  const partialGrows = !forward && !credited && current.partial_amounts && ipn.status === 'partially_paid' && paysMore(current, ipn);
+  // A credited payment restated otherwise than the credit and than the last restatement a person looked at.
+  const restated = credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
+  let restatement = false;
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
     reviewReason = REVIEW.refundedAfterCredit;
-  } else if (reviewReason === null && credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn)) {
-    // NOWPayments said another amount for money already credited: the credit stands until a person decides.
-    reviewReason = `${REVIEW.outcomeChanged}: credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+  } else if (restated && (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp)) {
+    // The credit stands until a person decides: more than a partial credit is its rest arriving (creditable), any
+    // other amount NOWPayments restating it.
+    const more = topUpOf(current, ipn);
+    const says = `credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+    reviewReason = more === null ? `${REVIEW.outcomeChanged}: ${says}` : `${REVIEW.topUp}: ${says} (${formatUnits(more, decimalsOf(current.asset as AssetCode))} ${current.asset} more)`;
+    restatement = true;
+  } else if (partialGrows) {
+    // After an ignore, a person looks again at what arrived since.
+    if (reviewReason === null && current.review_action === 'ignore') reviewReason = REVIEW.partiallyPaid;
   } else if (reviewReason === null && !credited && forward && partialEnds) {
     // Waiting for NOWPayments' check (PARTIAL_PAYMENTS=credit), which can no longer agree: a person decides. A partial
     // a person already ignored stays so.
@@ -259,14 +275,43 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     else if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) reviewReason = REVIEW.partiallyPaid;
   }
   const parent = current.parent_payment_id === null && ipn.parentPaymentId !== null ? { parent_payment_id: ipn.parentPaymentId } : undefined;
-  if (!forward && reviewReason === current.review_reason && !parent) return undefined;
+  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !restatement) return undefined;
   return {
     review_reason: reviewReason,
     ...parent,
     ...(forward && { status: ipn.status, last_ipn: ipn.json }),
     // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
     ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
+    ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
+    ...(restatement && { restated_outcome_amount: ipn.outcomeAmount, restated_outcome_currency: ipn.outcomeCurrency }),
   };
+}
+
+/** An uncredited partial's next partially_paid IPN that says more arrived, in the same asset. */
+function paysMore(current: PaymentRow, ipn: Ipn): boolean {
+  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null || current.outcome_currency !== ipn.outcomeAsset) return false;
+  return ipn.outcomeUnits > parseUnits(current.outcome_amount, decimalsOf(ipn.outcomeAsset));
+}
+
+/** How much more than the partial credit the IPN says, in the credited asset; null when it is no top-up. */
+function topUpOf(current: PaymentRow, ipn: Ipn): bigint | null {
+  if (!current.credited_partial || ipn.outcomeAsset === null || ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null) return null;
+  const more = ipn.outcomeUnits - BigInt(current.gross_amount);
+  return more > 0n ? more : null;
+}
+
+/** After a person looked at a restatement (ignore), only another amount or currency is looked at again. */
+function restatedAgain(current: PaymentRow, ipn: Ipn): boolean {
+  if (current.restated_outcome_amount === null) return true;
+  return current.restated_outcome_currency !== ipn.outcomeCurrency || decimalKey(current.restated_outcome_amount) !== decimalKey(ipn.outcomeAmount);
+}
+
+/** A plain non-negative decimal without the zeros that do not change its value ("0.004870" and "0.00487" alike). */
+function decimalKey(text: string): string {
+  const [whole = '', fraction = ''] = text.split('.');
+  const int = whole.replace(/^0+(?=\d)/, '');
+  const frac = fraction.replace(/0+$/, '');
+  return frac === '' ? int : `${int}.${frac}`;
 }
 
 /** A copy that speaks for the credited amount: any finished one, or one of the (partially paid) status credited. */
@@ -302,6 +347,7 @@ async function alertReview(trx: Transaction<Database>, row: PaymentRow, alerting
       actuallyPaid: `${row.actually_paid} ${row.pay_currency}`,
       payAmount: `${row.pay_amount} ${row.pay_currency}`,
       credited: row.credited_at === null ? null : creditedText(row),
+      ...(row.restated_outcome_amount !== null && { restated: `${row.restated_outcome_amount} ${row.restated_outcome_currency}` }),
       parentPaymentId: row.parent_payment_id,
     },
   };
@@ -367,11 +413,13 @@ export interface CreditBasis {
   readonly channelId: string;
   readonly asset: AssetCode;
   readonly grossUnits: bigint;
+  /** The amounts are a partially_paid IPN's: its rest may arrive later (a top-up). */
+  readonly partial: boolean;
 }
 
 function creditOf(ipn: Ipn): CreditBasis {
   if (ipn.outcomeAsset === null || ipn.outcomeUnits === null) throw new Error(`payment ${ipn.paymentId}: outcome currency ${ipn.outcomeCurrency} is not credited`);
-  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeAsset, grossUnits: ipn.outcomeUnits };
+  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeAsset, grossUnits: ipn.outcomeUnits, partial: ipn.status === 'partially_paid' };
 }
 
 /**
@@ -383,7 +431,7 @@ export function storedCredit(row: PaymentRow): CreditBasis | null {
   if (!isAssetCode(asset) || !INTAKE_ASSETS.includes(asset)) return null;
   const grossUnits = parseUnits(row.outcome_amount, decimalsOf(asset));
   if (grossUnits <= 0n) return null;
-  return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits };
+  return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits, partial: row.partial_amounts };
 }
 
 export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
@@ -396,6 +444,7 @@ export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'thresho
     net_amount: net,
     fee_percent: settings.feePercent.text,
     payout_strategy: strategy,
+    credited_partial: basis.partial,
     credited_at: sql<Date>`now()`,
     // Threshold: the ETH waits to be converted with others; the conversion stage picks pending payments up.
     conversion_status: strategy === 'threshold' ? ('pending' as const) : null,

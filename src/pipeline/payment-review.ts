@@ -5,7 +5,8 @@
  *
  * - credit: a `partially_paid` payment (also once NOWPayments called it expired or failed: the partial money did
  *   arrive), credited with exactly its partially_paid IPN's outcome_amount through intake's own credit (the fee
- *   split, the journal ('payment_received', id), the conversion or payout job), once.
+ *   split, the journal ('payment_received', id), the conversion or payout job), once. A top-up (the rest of a
+ *   payment credited as partial, said by a later IPN) is credited as the difference only (creditTopUp).
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
  *   with its first order (a threshold one is batched again: in review, no batch takes it), and a refund after the
@@ -17,9 +18,11 @@
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PaymentReviewAction, PaymentsTable } from '../db/index.ts';
+import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, isAssetCode, type AssetCode } from '../money/index.ts';
+import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
 import { creditColumns, creditEffects, REVIEW, reviewCode, storedCredit, type IntakeSettings } from './intake.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse'] as const satisfies readonly PaymentReviewAction[];
 
@@ -38,7 +41,7 @@ export interface PaymentActionResult {
 type PaymentRow = Selectable<PaymentsTable>;
 
 /** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
-const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed, REVIEW.conflictingOrder];
+const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed, REVIEW.topUp, REVIEW.conflictingOrder];
 
 /**
  * The actions a review reason allows, as applyPaymentAction checks them (the overview offers these and no others).
@@ -49,7 +52,7 @@ export function paymentActionsFor(reason: string | null): PaymentReviewAction[] 
   const code = reviewCode(reason);
   if (code === null) return [];
   const allowed: Record<PaymentReviewAction, boolean> = {
-    credit: code === REVIEW.partiallyPaid,
+    credit: code === REVIEW.partiallyPaid || code === REVIEW.topUp,
     ignore: IGNORABLE.includes(code) || code === REVIEW.refundedAfterCredit,
     reverse: code === REVIEW.refundedAfterCredit,
   };
@@ -65,7 +68,7 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     let credited: PaymentActionResult['credited'] = null;
     let evidence: Record<string, unknown> = {};
     if (action === 'credit') {
-      const done = await credit(trx, payment, settings);
+      const done = reviewCode(reason) === REVIEW.topUp ? await creditTopUp(trx, payment, settings) : await credit(trx, payment, settings);
       credited = done.strategy;
       evidence = done.evidence;
     } else if (action === 'ignore') {
@@ -93,7 +96,7 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
 function refusalHint(payment: PaymentRow): string {
   const code = reviewCode(payment.review_reason);
   if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
-  return 'only a partial payment, an outcome currency payrail does not credit, a changed outcome amount, a payment NOWPayments did not confirm, or a conflicting order can be ignored';
+  return 'only a partial payment, a top-up, an outcome currency payrail does not credit, a changed outcome amount, a payment NOWPayments did not confirm, or a conflicting order can be ignored';
 }
 
 async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
@@ -113,6 +116,64 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
   return {
     strategy: channel.payout_strategy,
     evidence: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString(), outcomeAmount: payment.outcome_amount },
+  };
+}
+
+/**
+ * A top-up: the rest of a payment credited as partial arrived. Exactly the difference to the outcome the later IPN
+ * restated is credited, at the payment's own fee, on its own journal ('payment_topped_up', '<id>:<new gross>'): the
+ * first part is never credited again, and the same total never twice. The difference goes the first part's way: with
+ * it while that still waits (a pending conversion, an instant payout not opened yet), else to the next conversion on
+ * its own (net_moved_wei holds back what already went), whose USDT the channel is paid as any (at once when instant).
+ */
+async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
+  const id = payment.payment_id;
+  if (payment.credited_at === null || payment.reversed_at !== null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('it holds no credit to top up');
+  const asset = payment.asset;
+  if (payment.restated_outcome_amount === null || payment.restated_outcome_currency !== asset) throw new PaymentActionRefused(`no later IPN says more ${asset.toUpperCase()} than was credited`);
+  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
+  const total = parseUnits(payment.restated_outcome_amount, decimalsOf(asset));
+  const before = { gross: BigInt(payment.gross_amount as string), fee: BigInt(payment.fee_amount as string), net: BigInt(payment.net_amount as string) };
+  if (total <= before.gross) throw new PaymentActionRefused(`${show(before.gross)} is credited already, no less than the ${show(total)} the later IPN says`);
+  const gross = total - before.gross;
+  const { fee, net } = splitFee(gross, payment.fee_percent === null ? settings.feePercent : parsePercent(payment.fee_percent));
+
+  let way: { payout_strategy?: 'threshold'; conversion_status?: 'pending'; conversion_id?: null; net_moved_wei?: bigint } = {};
+  let payoutJob = false;
+  if (payment.payout_strategy === 'threshold') {
+    // Everything it had to convert was converted: the difference is all the next batch takes of it.
+    if (payment.conversion_status === 'completed') way = { conversion_status: 'pending', conversion_id: null, net_moved_wei: before.net - BigInt(payment.exchange_cost_wei) };
+    else if (payment.conversion_status !== 'pending') throw new PaymentActionRefused(`its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`);
+  } else {
+    // An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT.
+    const payout = await trx.selectFrom('payouts').select(['payout_id', 'amount']).where('payment_id', '=', id).executeTakeFirst();
+    if (payout) way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
+    else payoutJob = true;
+  }
+
+  let update = trx
+    .updateTable('payments')
+    .set({ gross_amount: total, fee_amount: before.fee + fee, net_amount: before.net + net, credited_partial: payment.status === 'partially_paid', ...way, updated_at: sql`now()` })
+    .where('payment_id', '=', id)
+    .where('gross_amount', '=', before.gross.toString())
+    .where('reversed_at', 'is', null)
+    .where('payout_strategy', '=', payment.payout_strategy as 'instant' | 'threshold');
+  update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', payment.conversion_status);
+  const moved = await update.executeTakeFirst();
+  if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
+  // Not paid out yet: its payout opens from the whole net, the difference included.
+  if (payoutJob) await enqueue(trx, 'payout_instant', { paymentId: id }, { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  const entries = [
+    { account: accounts.nowpayments(asset, id), amount: -gross },
+    { account: accounts.platformFees(asset, id), amount: fee },
+    { account: accounts.channel(payment.channel_id, asset), amount: net },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payment_topped_up', ref: `${id}:${total}`, entries });
+  if (!journal.posted) throw new Error(`payment ${id} already has a top-up to ${total}: refusing to credit twice`);
+  const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
+  return {
+    strategy: (converting ? 'threshold' : 'instant') as 'instant' | 'threshold',
+    evidence: { asset, creditedBefore: before.gross.toString(), total: total.toString(), gross: gross.toString(), fee: fee.toString(), net: net.toString(), netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(), journal: journal.journalId },
   };
 }
 
@@ -169,6 +230,8 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
   const moved = (why: string) => ({ why, lasting: true });
   const payout = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).executeTakeFirst();
   if (payout) return moved(`its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`);
+  const before = BigInt(payment.net_moved_wei);
+  if (before > 0n) return moved(`${formatUnits(before, decimalsOf(payment.asset as AssetCode))} ETH of it was converted or paid out before its top-up`);
   if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
     const conversion = payment.conversion_id ? await trx.selectFrom('conversions').select(['status']).where('conversion_id', '=', payment.conversion_id).executeTakeFirst() : undefined;
     const where = payment.conversion_status === 'completed' ? 'was converted to USDT' : 'is being converted';

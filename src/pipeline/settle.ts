@@ -163,7 +163,8 @@ export async function settleIn(trx: Transaction<Database>, conversionId: string,
   await sql`update conversion_payments c set usdt_share = s.share
     from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
     where c.conversion_id = ${conversionId} and c.payment_id = s.payment_id`.execute(trx);
-  await sql`update payments p set conversion_status = 'completed', usdt_amount = s.share, conversion_rate = ${rate}::numeric, updated_at = now()
+  // A topped-up payment's second conversion adds to what its first one brought.
+  await sql`update payments p set conversion_status = 'completed', usdt_amount = coalesce(p.usdt_amount, 0) + s.share, conversion_rate = ${rate}::numeric, updated_at = now()
     from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
     where p.payment_id = s.payment_id`.execute(trx);
   await trx

@@ -39,7 +39,7 @@ export async function rehomeChannelPayments(db: Db, channelId: string): Promise<
     }
     const { rows } = await sql<{ payment_id: string }>`
       update payments set payout_strategy = 'instant', conversion_status = null, conversion_hold_until = null, updated_at = now()
-      where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0
+      where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0 and net_moved_wei = 0
       returning payment_id::text`.execute(trx);
     for (const { payment_id: paymentId } of rows) {
       await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });

@@ -271,15 +271,124 @@ describe('PARTIAL_PAYMENTS=credit', () => {
     expect(await openAlert(body.payment_id)).toEqual([]);
   });
 
-  it('a later finished IPN with another outcome_amount goes to review naming both amounts, alerted; the credit is not changed', async () => {
+  it('a later finished IPN saying more (the rest arrived) goes to review as a top-up naming both amounts, alerted; the credit is not changed until a person credits the difference', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body, crediting);
     const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, crediting);
     expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: 'outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.00487 eth' });
+    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)' });
     expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00294' });
     expect(await journals(body.payment_id)).toHaveLength(3);
-    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ credited: '0.00294 eth', outcome: '0.00294 eth' }) })]);
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'warning', details: expect.objectContaining({ credited: '0.00294 eth', outcome: '0.00294 eth', restated: '0.00487 eth' }) })]);
+    const credit = await act(body.payment_id, 'credit', { on: crediting });
+    expect(credit.status).toBe(200);
+    expect(credit.body).toMatchObject({ grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', reviewReason: null });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a later finished IPN saying less than the credited partial is a changed amount: ignore only', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body, crediting);
+    const res = await send(withOutcome({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, '0.002'), crediting);
+    expect(res.status).toBe(202);
+    expect(res.body.reviewReason).toBe('outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.002 eth');
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical' })]);
+    expect((await act(body.payment_id, 'credit', { on: crediting })).status).toBe(409);
+    expect((await act(body.payment_id, 'ignore', { on: crediting })).status).toBe(200);
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+});
+
+describe('a top-up: the rest of a partial payment credited by hand arrives later', () => {
+  /** NOWPayments' finished IPN for the partial's payment: the fixture's 0.00487 ETH, or this outcome. */
+  function finishedAfter(partial: Record<string, unknown>, outcome?: string) {
+    const body = { ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id };
+    return outcome === undefined ? body : withOutcome(body, outcome);
+  }
+
+  it('goes to review naming both amounts; credit books exactly the difference (its own journal, the same fee), once; copies change nothing', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const res = await send(finishedAfter(body));
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ status: 'finished', outcome: 'review', reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)' });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00294', netAmount: '0.0028518' });
+    // The first part is credited already: neither ignore's nor reverse's, and the top-up is not credited by a copy.
+    expect((await act(body.payment_id, 'reverse')).status).toBe(409);
+    expect((await send(finishedAfter(body))).body).toMatchObject({ outcome: 'review' });
+
+    const answers = await Promise.all(Array.from({ length: 10 }, () => act(body.payment_id, 'credit', { body: { note: 'the subscriber paid the rest' } })));
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(1);
+    const credited = answers.find((a) => a.status === 200)!.body;
+    expect(credited).toMatchObject({ status: 'finished', reviewReason: null, grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', conversion: { status: 'pending' }, reviewAction: { action: 'credit' } });
+    const shard = shardOf(body.payment_id);
+    expect((await journals(body.payment_id)).map((j) => [j.kind, j.code, j.amount])).toEqual([
+      ['payment_received', `channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
+      ['payment_received', `platform:fees#${shard}`, '88200000000000'],
+      ['payment_received', `world:nowpayments#${shard}`, '-2940000000000000'],
+    ]);
+    expect(await journals(`${body.payment_id}:4870000000000000`)).toEqual([
+      { kind: 'payment_topped_up', code: `channel:${THRESHOLD_CHANNEL}`, amount: '1872100000000000' },
+      { kind: 'payment_topped_up', code: `platform:fees#${shard}`, amount: '57900000000000' },
+      { kind: 'payment_topped_up', code: `world:nowpayments#${shard}`, amount: '-1930000000000000' },
+    ]);
+    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.reason, a.details.gross, a.details.note])).toEqual([
+      ['payment.credit', 'partially_paid', '2940000000000000', undefined],
+      ['payment.credit', 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)', '1930000000000000', 'the subscriber paid the rest'],
+    ]);
+    // Copies of the finished IPN say what is credited now; nothing more to credit.
+    expect((await send(finishedAfter(body))).body.outcome).toBe('unchanged');
+    expect((await act(body.payment_id, 'credit')).status).toBe(409);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('after ignore, a copy of the ignored IPN leaves it closed; an IPN saying another amount again goes to review again, and its credit books the difference to that', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    expect((await send(finishedAfter(body, '0.004'))).body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.004 eth (0.00106 eth more)');
+    expect((await act(body.payment_id, 'ignore')).status).toBe(200);
+    const copy = await send(finishedAfter(body, '0.004'));
+    expect(copy.status).toBe(200);
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', reviewAction: { action: 'ignore' } });
+
+    const again = await send(finishedAfter(body));
+    expect(again.status).toBe(202);
+    expect(again.body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+    const res = await act(body.payment_id, 'credit');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239' });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('on an instant channel whose payout job has not run, the payout opens for the whole net', async () => {
+    const body = partialFor(INSTANT_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    expect((await send(finishedAfter(body))).status).toBe(202);
+    const res = await act(body.payment_id, 'credit');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ payoutStrategy: 'instant', grossAmount: '0.00487', netAmount: '0.0047239', conversion: { status: null } });
+    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [`payout_instant:${body.payment_id}`]);
+    expect(rows).toHaveLength(1);
+  });
+
+  it('an uncredited partial restated with more (a second partially_paid IPN) after ignore goes to review again with the new amounts; an older, smaller copy changes nothing', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'ignore')).status).toBe(200);
+    const more = withOutcome({ ...body, actually_paid: 0.004 }, '0.0039');
+    const res = await send(more);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid' });
+    expect(await payment(body.payment_id)).toMatchObject({ creditedAt: null, reported: { actuallyPaid: '0.004', outcomeAmount: '0.0039' } });
+    expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
+    expect((await payment(body.payment_id)).reported.outcomeAmount).toBe('0.0039');
+    const credit = await act(body.payment_id, 'credit');
+    expect(credit.status).toBe(200);
+    expect(credit.body).toMatchObject({ grossAmount: '0.0039' });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });
 

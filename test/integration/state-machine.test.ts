@@ -166,6 +166,7 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   { reason: 'partially_paid', where: 'not credited', seed: () => kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(THRESHOLD) }), actions: ['credit', 'ignore'] },
   { reason: 'foreign_outcome_currency', where: 'not credited', seed: () => kept(ipn(THRESHOLD, { outcome_currency: 'usdttrc20' })), actions: ['ignore'] },
   { reason: 'outcome_amount_changed', where: 'credited, on the channel', seed: async () => restated(await credited(THRESHOLD), { outcome_amount: 0.00486 }), actions: ['ignore'] },
+  { reason: 'top_up', where: 'credited as partial, on the channel', seed: async () => restated(await creditedPartial(THRESHOLD), { payment_status: 'finished', actually_paid: 0.00495, outcome_amount: 0.00487 }), actions: ['credit', 'ignore'] },
   { reason: 'refunded_after_credit', where: 'on the channel', seed: async () => restated(await credited(THRESHOLD), { payment_status: 'refunded' }), actions: ['reverse'] },
   { reason: 'refunded_after_credit', where: 'in a conversion', seed: async () => restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
   { reason: 'refunded_after_credit', where: 'in a payout', seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
@@ -209,6 +210,13 @@ async function credited(channelId: string): Promise<string> {
   const body = ipn(channelId);
   expect((await send(body)).status).toBe(200);
   return String(body.payment_id);
+}
+
+/** A partially_paid IPN kept for review and credited by hand. */
+async function creditedPartial(channelId: string): Promise<string> {
+  const id = await kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(channelId) });
+  expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
+  return id;
 }
 
 async function waiting(channelId: string): Promise<string> {

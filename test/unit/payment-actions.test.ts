@@ -31,7 +31,7 @@ describe('paymentActionsFor', () => {
 
   it('knows every reason README lists', () => {
     expect(table.map((row) => row.reason.split(':')[0])).toEqual([
-      'unknown_channel', 'conflicting_order_id', 'partially_paid', 'foreign_outcome_currency', 'outcome_amount_changed', 'refunded_after_credit', 'payment_unconfirmed',
+      'unknown_channel', 'conflicting_order_id', 'partially_paid', 'foreign_outcome_currency', 'outcome_amount_changed', 'top_up', 'refunded_after_credit', 'payment_unconfirmed',
     ]);
   });
 

@@ -1,0 +1,131 @@
+/**
+ * A top-up on real parts (signed IPNs over HTTP, the ChangeNow simulator, anvil): a partial payment credited by hand
+ * whose money already moved on (converted, or paid out as an instant payment), then the rest arriving (NOWPayments
+ * forwards it, then says `finished`). The difference is credited once and follows the first part's way: converted by
+ * the next batch, and paid out; ledger = chain at the end.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
+import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel } from '../support/payouts.ts';
+
+/** The partial fixture's outcome, and what the finished IPN after it says: 0.00294 then 0.00487 ETH. */
+const PARTIAL_WEI = 2_940_000_000_000_000n;
+const REST_WEI = 1_930_000_000_000_000n;
+/** Net of each part after the 3 % fee. */
+const PARTIAL_NET_WEI = 2_851_800_000_000_000n;
+const REST_NET_WEI = 1_872_100_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+let payrail: TestPayrail | undefined;
+let nextPaymentId = 9_700_000_000;
+let nextChannel = 1_003_700_000_001;
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+  await bookHostFunding(db, outside);
+  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+});
+afterEach(async () => {
+  await resetFaults(outside);
+});
+afterAll(async () => {
+  try {
+    await payrail?.stop();
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+    if (db) expect((await checkLedger(db.db)).problems).toEqual([]);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
+});
+
+async function send(body: Record<string, unknown>) {
+  const { raw, headers } = signed(body, IPN_SECRET);
+  return payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+}
+
+const act = (paymentId: string, action: string) => payrail!.request('POST', `/api/payments/${paymentId}/${action}`);
+
+/** NOWPayments forwards the partial outcome, says partially_paid, and a person credits it. */
+async function creditedPartial(channelId: string): Promise<Record<string, unknown>> {
+  const body = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` };
+  await outside.nowpayments.send(outside.hostAddress, PARTIAL_WEI);
+  expect((await send(body)).status).toBe(202);
+  expect((await act(String(body.payment_id), 'credit')).status).toBe(200);
+  return body;
+}
+
+/** NOWPayments forwards the rest, says finished with the whole outcome, and a person credits the difference. */
+async function creditedRest(partial: Record<string, unknown>): Promise<Record<string, any>> {
+  await outside.nowpayments.send(outside.hostAddress, REST_WEI);
+  const res = await send({ ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id });
+  expect(res.status).toBe(202);
+  expect(res.body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+  const credit = await act(String(partial.payment_id), 'credit');
+  expect(credit.status).toBe(200);
+  return credit.body;
+}
+
+async function conversionsOf(paymentId: string) {
+  const { rows } = await db.pool.query<{ status: string; net_wei: string }>(
+    'select c.status, p.net_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+    [paymentId],
+  );
+  return rows;
+}
+
+async function ethOf(channelId: string): Promise<bigint> {
+  const { rows } = await db.pool.query<{ balance: string }>("select balance::text from ledger_accounts where code = $1 and asset = 'eth'", [`channel:${channelId}`]);
+  return BigInt(rows[0]?.balance ?? '0');
+}
+
+describe('a top-up after the partial moved on', () => {
+  it('threshold: the partial was converted; the difference goes back to pending for exactly its own ETH and the next batch converts it', async () => {
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const partial = await creditedPartial(channelId);
+    const paymentId = String(partial.payment_id);
+    await eventually('the partial converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    const firstUsdt = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body.conversion.usdtAmount as string;
+
+    const credited = await creditedRest(partial);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null });
+    await eventually('the difference converted', async () => (await conversionsOf(paymentId)).filter((c) => c.status === 'completed').length === 2);
+    expect(await conversionsOf(paymentId)).toEqual([
+      { status: 'completed', net_wei: PARTIAL_NET_WEI.toString() },
+      { status: 'completed', net_wei: REST_NET_WEI.toString() },
+    ]);
+    expect(await ethOf(channelId)).toBe(0n);
+    const after = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body;
+    expect(after.conversion.status).toBe('completed');
+    // Both conversions' USDT: 0.0028518 and 0.0018721 ETH at 3000, less 1 USDT each.
+    expect(firstUsdt).toBe('7.5554');
+    expect(after.conversion.usdtAmount).toBe('12.1717');
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('instant: the partial was paid out; the difference is converted and paid to the owner as the channel\'s USDT', async () => {
+    const owner = freshWallet();
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
+    const partial = await creditedPartial(channelId);
+    const paymentId = String(partial.payment_id);
+    await eventually('the partial paid out', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows.length === 1);
+    const paid = await outside.usdtBalanceOf(owner);
+
+    const credited = await creditedRest(partial);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
+    await eventually('the difference converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    expect(await conversionsOf(paymentId)).toEqual([{ status: 'completed', net_wei: REST_NET_WEI.toString() }]);
+    // Its USDT is paid at once (an instant channel has no threshold): 0.0018721 ETH at 3000, less 1 USDT.
+    await eventually('the owner paid the difference', async () => (await outside.usdtBalanceOf(owner)) - paid === 4_616_300n);
+    await eventually('every payout completed', async () => (await db.pool.query("select 1 from payouts where channel_id = $1 and status <> 'completed'", [channelId])).rows.length === 0);
+    expect(await ethOf(channelId)).toBe(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
