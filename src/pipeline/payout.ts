@@ -99,7 +99,8 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
       throw new Error(`payment ${paymentId} is not a credited instant payment`);
     }
-    // A reversed credit's money went back to NOWPayments; a payment in review waits for a person.
+    // A reversed credit's money is owed back (platform:refunds_owed), not the owner's; a payment in review waits for
+    // a person.
     if (payment.review_reason !== null || payment.reversed_at !== null) {
       deps.logger.warn({ event: 'payout_skipped', paymentId, reason: payment.reversed_at !== null ? 'credit reversed' : payment.review_reason }, 'payment in review or reversed: no instant payout');
       return null;
