@@ -10,6 +10,7 @@
 import type { Hex } from 'viem';
 import { baseFee, dropAllPending, reorg, spikeBaseFee, takeNonce } from '../src/simulators/chain-faults.ts';
 import { rpc } from '../src/simulators/index.ts';
+import { admin, type AdminApi } from './admin.ts';
 import { sleep } from './net.ts';
 import type { World } from './world.ts';
 
@@ -185,11 +186,6 @@ export async function reorgBlocks(world: World, depth: number, pick: number): Pr
   }
 }
 
-export interface AdminApi {
-  url(): string | undefined;
-  token: string;
-}
-
 interface TransferView {
   transferId: string;
   status: string;
@@ -199,30 +195,6 @@ interface TransferView {
   requested: unknown;
   purpose: string;
   ref: string;
-}
-
-/** One admin API call; retried (bounded) while the web process is away or answers 5xx. */
-async function admin(api: AdminApi, method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const url = api.url();
-    if (url) {
-      try {
-        const res = await fetch(`${url}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${api.token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-          ...(body !== undefined && { body: JSON.stringify(body) }),
-          signal: AbortSignal.timeout(5_000),
-        });
-        const json = (await res.json()) as unknown;
-        if (res.status < 500) return { status: res.status, json };
-      } catch {
-        // no answer: try again below
-      }
-    }
-    if (Date.now() > deadline) throw new Error(`admin API ${method} ${path}: no answer within 15 s`);
-    await sleep(500);
-  }
 }
 
 /** Polls a transfer (bounded) until `done` holds; the last view seen. */

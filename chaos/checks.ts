@@ -26,6 +26,7 @@ interface PaymentRow {
   payout_strategy: string | null;
   credited: boolean;
   review_reason: string | null;
+  review_action: string | null;
   conversion_status: string | null;
   conversion_hold_until: Date | null;
   conversion_id: string | null;
@@ -64,7 +65,7 @@ function batchWaitingForAPerson(r: PaymentRow): { what: string; reason: string |
 export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promise<Outcome[]> {
   const acknowledged = payments.filter((p) => p.acknowledged).map((p) => p.paymentId);
   const { rows } = await pool.query<PaymentRow>(
-    `select p.payment_id::text, p.payout_strategy, p.credited_at is not null as credited, p.review_reason,
+    `select p.payment_id::text, p.payout_strategy, p.credited_at is not null as credited, p.review_reason, p.review_action,
             p.conversion_status, p.conversion_hold_until, p.conversion_id,
             c.status as conv_status, coalesce(c.reason, c.last_error) as conv_reason, c.transfer_id as conv_transfer,
             po.payout_id, po.status as payout_status, po.reason as payout_reason, po.last_error as payout_error, po.transfer_id as payout_transfer,
@@ -92,7 +93,11 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
     const r = byId.get(paymentId);
     const out = (state: Outcome['state'], detail: string, jobKeys: string[] = []): Outcome => ({ paymentId, state, detail, jobKeys });
     if (!r) return out('lost', 'acknowledged finished IPN but no payment row');
-    if (!r.credited) return r.review_reason ? out('visible', `payment in review: ${r.review_reason}`) : out('lost', 'acknowledged finished IPN but never credited');
+    if (!r.credited) {
+      if (r.review_reason) return out('visible', `payment in review: ${r.review_reason}`);
+      if (r.review_action === 'ignore') return out('visible', 'payment ignored by a person (nothing to credit)');
+      return out('lost', 'acknowledged IPN reporting money but never credited');
+    }
     const payout = (): Outcome => {
       if (!r.payout_id) return out('lost', 'no payout');
       if (r.payout_status === 'completed') return out('paid', `payout ${r.payout_id} completed`);
@@ -269,17 +274,19 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   const host = world.hostAddress.toLowerCase();
   const convStatus = new Map((await pool.query<{ id: string; status: string }>('select conversion_id as id, status from conversions')).rows.map((r) => [r.id, r.status]));
   const payoutStatus = new Map((await pool.query<{ id: string; status: string }>('select payout_id as id, status from payouts')).rows.map((r) => [r.id, r.status]));
-  const units = (text: string | null) => (text === null ? 0n : toUnits(text, 6));
   let paidToHost = 0n;
   let unbooked = 0n;
+  // What ChangeNow's transaction moved, read from the chain: a short payout or a short refund moves less than the
+  // exchange reports.
+  const movedToHost = async (hash: string | null) => (hash ? ((await world.hostReader.tokenReceived(hash as `0x${string}`, world.usdt, world.hostAddress)) ?? 0n) : 0n);
   for (const ex of exchanges) {
     if (ex.status === 'finished' && ex.toCurrency === 'usdt' && ex.toNetwork === 'eth' && ex.payoutAddress.toLowerCase() === host) {
-      const amount = units(ex.amountTo) - (ex.forcedEnd === 'short_payout' ? 1n : 0n);
+      const amount = await movedToHost(ex.payoutHash);
       paidToHost += amount;
       if (convStatus.get(ex.userId ?? '') !== 'completed') unbooked += amount;
     }
     if (ex.status === 'refunded' && ex.refundHash && ex.fromCurrency === 'usdt' && (ex.refundAddress ?? '').toLowerCase() === host) {
-      const amount = units(ex.amountFrom);
+      const amount = await movedToHost(ex.refundHash);
       paidToHost += amount;
       if (payoutStatus.get(ex.userId ?? '') !== 'failed') unbooked += amount;
     }
@@ -366,13 +373,6 @@ async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments
   }
   figures.push(forwards);
   return { figures, violations };
-}
-
-/** "12.5" with 6 decimals → 12500000n (exact; more decimals than `decimals` is an error). */
-function toUnits(text: string, decimals: number): bigint {
-  const [whole = '0', frac = ''] = text.split('.');
-  if (frac.length > decimals) throw new Error(`${text} has more than ${decimals} decimals`);
-  return BigInt(whole) * 10n ** BigInt(decimals) + BigInt(frac.padEnd(decimals, '0') || '0');
 }
 
 /** What the queue looks like, for a failed run's log: jobs by task and lock, locked queues, heartbeats. */

@@ -3,7 +3,9 @@
  * how long (bounded). They run one at a time, each undone before the next, and all are undone before the checks.
  */
 import { parseGwei } from 'viem';
-import { feeSpike, nonceTaken, poolDropped, reorgBlocks, type AdminApi } from './chain-faults.ts';
+import type { ForcedEnd } from '../src/simulators/changenow/server.ts';
+import type { AdminApi } from './admin.ts';
+import { feeSpike, nonceTaken, poolDropped, reorgBlocks } from './chain-faults.ts';
 import type { ChaosPostgres } from './postgres.ts';
 import type { Fleet } from './processes.ts';
 import type { Rng } from './rng.ts';
@@ -15,6 +17,20 @@ export const TRANSFER_MAX_FEE_GWEI = '300';
 const CEILING_WEI = parseGwei(TRANSFER_MAX_FEE_GWEI);
 /** What the node answers a send while rpc_refusing: the answer that tempts a sender to sign again at another nonce. */
 const REFUSAL = 'insufficient funds for gas * price + value';
+/**
+ * How the next exchange misbehaves, per fault kind (the fault's target picks one): it ends failed, or expired although
+ * funded (the deposit kept either way); refunds whole or short (within CHANGENOW_REFUND_TOLERANCE: settled by itself);
+ * finishes but pays a unit short, to another address, or 5 % below its estimate (beyond CHANGENOW_MAX_SLIPPAGE); is
+ * created unlike the request (another payout address, twice the amount: never funded); or sits in ChangeNow's
+ * `verifying` (its AML check) for 3 s before finishing.
+ */
+const EXCHANGE_ENDS = {
+  exchange_failed: ['failed', 'expired_funded'],
+  exchange_refunded: ['refunded', 'refunded_short'],
+  exchange_paid_wrong: ['short_payout', 'payout_elsewhere', 'below_estimate'],
+  exchange_answer_wrong: ['wrong_payout_address', 'wrong_amount'],
+  exchange_verifying: ['verifying'],
+} as const satisfies Record<string, readonly NonNullable<ForcedEnd>[]>;
 /** "Every send while the fault lasts": more than any run makes. */
 const ALL_SENDS = 1_000_000;
 
@@ -30,6 +46,9 @@ export type FaultKind =
   | 'rpc_refusing'
   | 'exchange_failed'
   | 'exchange_refunded'
+  | 'exchange_paid_wrong'
+  | 'exchange_answer_wrong'
+  | 'exchange_verifying'
   | 'fee_spike'
   | 'pool_dropped'
   | 'reorg'
@@ -48,7 +67,7 @@ export interface PlannedFault {
 export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean): PlannedFault[] {
   const kinds: FaultKind[] = [
     'kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'rpc_down', 'rpc_lost_answers', 'rpc_refusing',
-    'exchange_failed', 'exchange_refunded', 'fee_spike', 'pool_dropped', 'reorg', 'nonce_taken',
+    'exchange_failed', 'exchange_refunded', 'exchange_paid_wrong', 'exchange_answer_wrong', 'exchange_verifying', 'fee_spike', 'pool_dropped', 'reorg', 'nonce_taken',
   ];
   if (canRestartPostgres) kinds.push('restart_postgres');
   // The first faults cover every kind once, in a seeded order, so a short run still sees each; then at random.
@@ -120,15 +139,19 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       return `RPC lost send answers and lagged for ${half} ms (${lost} send(s)), then refused sends ("${REFUSAL}") still lagging for ${d - half} ms (${world.proxy.calls('eth_sendRawTransaction') - sends - lost} send(s))`;
     }
     case 'exchange_failed':
-    case 'exchange_refunded': {
-      const end = fault.kind === 'exchange_failed' ? 'failed' : 'refunded';
+    case 'exchange_refunded':
+    case 'exchange_paid_wrong':
+    case 'exchange_answer_wrong':
+    case 'exchange_verifying': {
+      const ends = EXCHANGE_ENDS[fault.kind];
+      const end = ends[fault.target % ends.length] as NonNullable<ForcedEnd>;
       const before = world.sim.exchanges.size;
       world.sim.failNextExchange(end);
       // Wait (bounded) for an exchange to take it, so the forced end is not cleared unused when the faults stop.
       const deadline = Date.now() + 15_000;
       while (world.sim.exchanges.size === before && Date.now() < deadline) await sleep(100);
       const taken = world.sim.exchanges.size > before;
-      return taken ? `next ChangeNow exchange set to end ${end}` : `next ChangeNow exchange set to end ${end} (no exchange created within 15 s)`;
+      return taken ? `next ChangeNow exchange set to ${end}` : `next ChangeNow exchange set to ${end} (no exchange created within 15 s)`;
     }
     case 'fee_spike':
       return feeSpike(world, d, CEILING_WEI);

@@ -12,6 +12,7 @@ import { recordDeposit, recordWithdrawal, TreasuryRefused } from '../src/treasur
 import { runChecks, classify, diagnostics, liveJobKeys } from './checks.ts';
 import { clearFaults, inject, planFaults, TRANSFER_MAX_FEE_GWEI } from './faults.ts';
 import { sleep } from './net.ts';
+import { Operator } from './operator.ts';
 import { startChaosPostgres, type ChaosPostgres } from './postgres.ts';
 import { Fleet } from './processes.ts';
 import { Rng } from './rng.ts';
@@ -22,6 +23,13 @@ import { startWorld, type World } from './world.ts';
 const CHAIN_CONFIRMATIONS = 4;
 /** After the alert pass: long enough for conversions a 401 held to be converted and paid (a few batches). */
 const AFTER_ALERT_SETTLE_MS = 60_000;
+/**
+ * After an operator's pass: a partial credited alone is below CONVERSION_MIN_USD, so it waits CONVERSION_MAX_WAIT and
+ * then the conversion batch's next cron run (CONVERSION_INTERVAL, a minute): two of those, and the payout after.
+ */
+const AFTER_OPERATOR_SETTLE_MS = 150_000;
+/** Review passes after the settle, at most (each followed by a settle when it changed something). */
+const OPERATOR_FINAL_PASSES = 4;
 /** An outside transaction reaches CHAIN_CONFIRMATIONS deep in about that many ticker blocks. */
 const OUTSIDE_DEPTH_WAIT_MS = 15_000;
 
@@ -165,6 +173,16 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     const forwardingLine = `NOWPayments forwarded ${forwarded.count} outcomes (${forwarded.wei} wei) to the host wallet, mined before any IPN, in ${((Date.now() - forwardingStarted) / 1000).toFixed(1)} s`;
     say(forwardingLine);
 
+    // The operator's work while payments flow: review passes, one pay-now, one strategy switch (planned after the
+    // faults and payments, so a seed's earlier plans are unchanged by it).
+    const operator = new Operator({ url: () => fleet?.webUrl(), token: adminToken }, db.pool, world);
+    const operatorPlan = [
+      ...[0.25, 0.5, 0.75].map((at) => ({ at, what: 'review' as const })),
+      { at: rng.next(), what: 'pay_now' as const },
+      { at: rng.next(), what: 'switch_strategy' as const },
+    ].sort((a, b) => a.at - b.at);
+    say(`operator plan: ${operatorPlan.map((o) => `${o.what}@${Math.round(o.at * 100)}%`).join(', ')}`);
+
     let progress = 0;
     let sendingDone = false;
     const injected: string[] = [];
@@ -198,6 +216,22 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
         }
       }
     })();
+    const operatorErrors: string[] = [];
+    const operatorRunner = (async () => {
+      for (const step of operatorPlan) {
+        while (!sendingDone && progress < step.at * payments.length) await sleep(50);
+        try {
+          const line =
+            step.what === 'review' ? `operator review pass: ${await operator.reviewPass()} action(s) took effect`
+            : step.what === 'pay_now' ? `operator: ${await operator.payNow(rng, channels)}`
+            : `operator: ${await operator.switchStrategy(rng, channels)}`;
+          say(line);
+        } catch (error) {
+          operatorErrors.push(`${step.what}: ${(error as Error).message}`);
+          say(`operator ${step.what} could not be carried out: ${(error as Error).message}`);
+        }
+      }
+    })();
     let lastReport = Date.now();
     const sendingStarted = Date.now();
     const stats = await sendPayments(rng, payments, () => fleet?.webUrl(), {
@@ -215,6 +249,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     sendingDone = true;
     say(`sending done in ${((Date.now() - sendingStarted) / 1000).toFixed(1)} s: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
     await faultRunner;
+    await operatorRunner;
     await Promise.all(followUps);
     await clearFaults(world);
     say('faults over; settling');
@@ -224,6 +259,17 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     say(`waiting for an alert evaluation pass after the settle (every ALERT_INTERVAL, 1m here): ${(await awaitAlertPass(db, 90_000)) ? 'done' : 'none within 90 s'}`);
     // Work can start again during that wait (conversions held by a 401 are released): the checks see it settled too.
     if (settled && !(await settle(db, payments, AFTER_ALERT_SETTLE_MS, say))) say(`in flight again after the alert pass and not settled within ${AFTER_ALERT_SETTLE_MS / 1000} s`);
+    // The operator works the review queues until a pass changes nothing (a retried conversion can come back to
+    // review), the system settling after each pass that did something.
+    for (let pass = 1; pass <= OPERATOR_FINAL_PASSES; pass++) {
+      const moved = await operator.reviewPass().catch((error: Error) => {
+        operatorErrors.push(`final review pass ${pass}: ${error.message}`);
+        return 0;
+      });
+      say(`operator final review pass ${pass}: ${moved} action(s) took effect`);
+      if (moved === 0) break;
+      if (!(await settle(db, payments, AFTER_OPERATOR_SETTLE_MS, say))) say(`not settled within ${AFTER_OPERATOR_SETTLE_MS / 1000} s after the operator's pass`);
+    }
     for (const line of await bookOutsideTransactions(db, world)) say(line);
 
     const report = await runChecks(db, world, fleet, channels, payments);
@@ -232,10 +278,16 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       `chain: ${world.ticker.blocks} ticker blocks (${world.ticker.failures} failed ticks); ${world.outsideTxs.length} host transaction(s) sent from outside payrail`,
       `IPNs: ${stats.sent} sent, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
       forwardingLine,
+      `operator: ${[...operator.log.taken.entries()].sort().map(([k, n]) => `${k} ×${n}`).join(', ') || 'nothing to do'}`,
       `processes that exited on their own (restarted by the run's supervisor): ${fleet.unexpectedExits.length}${fleet.unexpectedExits.length ? ` (${fleet.unexpectedExits.slice(0, 5).join('; ')})` : ''}`,
       ...report.figures,
     ];
-    const violations = [...report.violations, ...faultErrors.map((e) => `fault not carried out (harness): ${e}`)];
+    const violations = [
+      ...report.violations,
+      ...faultErrors.map((e) => `fault not carried out (harness): ${e}`),
+      ...operatorErrors.map((e) => `operator action not carried out (harness): ${e}`),
+      ...operator.log.unexpected.map((e) => `admin API answered the operator unexpectedly: ${e}`),
+    ];
     if (stats.unexpected.length > 0) violations.push(`IPN answered with an unexpected status: ${stats.unexpected.slice(0, 5).join('; ')}`);
     if (violations.length > 0) {
       const lines = await diagnostics(db.pool).catch((error: Error) => [`diagnostics failed: ${error.message}`]);

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import { isLosslessNumber, LosslessNumber, parse, stringify } from 'lossless-json';
-import { parseUnits, type Hex } from 'viem';
+import { formatUnits, parseUnits, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
 import { sleep } from './net.ts';
@@ -62,42 +62,84 @@ export function makeChannels(rng: Rng, count: number): ChaosChannel[] {
   return channels;
 }
 
-type Status = 'waiting' | 'confirming' | 'finished';
-/** Status sequences as NOWPayments may deliver them: in order, repeated, finished before confirming, or never finished. */
-const SHAPES: ReadonlyArray<{ name: string; weight: number; statuses: Status[] }> = [
-  { name: 'in_order', weight: 30, statuses: ['waiting', 'confirming', 'finished'] },
-  { name: 'finished_twice', weight: 20, statuses: ['waiting', 'finished', 'finished'] },
-  { name: 'finished_before_confirming', weight: 20, statuses: ['finished', 'confirming'] },
-  { name: 'duplicates_shuffled', weight: 15, statuses: ['confirming', 'waiting', 'finished', 'confirming', 'finished'] },
-  { name: 'finished_only', weight: 10, statuses: ['finished'] },
-  { name: 'never_finished', weight: 5, statuses: ['waiting', 'confirming', 'waiting'] },
+type Status = 'waiting' | 'confirming' | 'finished' | 'partially_paid';
+/**
+ * How a message of a shape is built from the fixture of its status: as it is, or
+ * - `foreign`: the outcome in a currency payrail does not credit (USDT on Tron), so nothing reaches the host wallet;
+ * - `restated`: a later copy restating the outcome as another amount (one unit more in the last decimal place).
+ */
+type Variant = 'foreign' | 'restated';
+interface Step {
+  status: Status;
+  variant?: Variant;
+}
+/**
+ * Status sequences as NOWPayments may deliver them: in order, repeated, finished before confirming, never finished;
+ * and the payments a person must look at: paid in part (and maybe topped up later), a foreign outcome, a restated
+ * amount, a repeated deposit (a payment of its own naming an earlier one as its parent).
+ */
+const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child?: true; ordered?: true }> = [
+  { name: 'in_order', weight: 30, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'finished' }] },
+  { name: 'finished_twice', weight: 20, steps: [{ status: 'waiting' }, { status: 'finished' }, { status: 'finished' }] },
+  { name: 'finished_before_confirming', weight: 20, steps: [{ status: 'finished' }, { status: 'confirming' }] },
+  { name: 'duplicates_shuffled', weight: 15, steps: [{ status: 'confirming' }, { status: 'waiting' }, { status: 'finished' }, { status: 'confirming' }, { status: 'finished' }] },
+  { name: 'finished_only', weight: 10, steps: [{ status: 'finished' }] },
+  { name: 'never_finished', weight: 5, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'waiting' }] },
+  { name: 'partially_paid', weight: 3, steps: [{ status: 'waiting' }, { status: 'partially_paid' }] },
+  { name: 'partial_then_finished', weight: 3, steps: [{ status: 'waiting' }, { status: 'partially_paid' }, { status: 'finished' }] },
+  { name: 'foreign_outcome', weight: 2, steps: [{ status: 'waiting' }, { status: 'finished', variant: 'foreign' }] },
+  // In order: a restated copy arriving first would be credited at its amount, not at the one NOWPayments forwarded.
+  { name: 'amount_restated', weight: 2, steps: [{ status: 'finished' }, { status: 'finished', variant: 'restated' }], ordered: true },
+  { name: 'repeated_deposit', weight: 3, steps: [{ status: 'confirming' }, { status: 'finished' }], child: true },
 ];
+
+/** The HTTP answers a message may get: 200 applied, 202 kept for review. */
+export type Answer = 200 | 202;
+
+export interface PlannedMessage {
+  status: Status;
+  raw: string;
+  signature: string;
+  /** What a correct intake answers (a person's credit may land between two messages: both are then right). */
+  answers: readonly Answer[];
+  /** A 2xx to this message means NOWPayments' report of money received was taken: the payment is acknowledged. */
+  reportsMoney: boolean;
+}
 
 export interface PlannedPayment {
   paymentId: string;
   channel: ChaosChannel;
   shape: string;
-  messages: Array<{ status: Status; raw: string; signature: string }>;
-  /** What NOWPayments forwards to the host wallet before `finished` (its outcome_amount, ETH): null if never finished. */
+  /** Its IPNs go one at a time, each after the previous one's answer. */
+  ordered: boolean;
+  messages: PlannedMessage[];
+  /** What NOWPayments forwards to the host wallet (ETH, the last ETH outcome it reports): null if nothing. */
   outcomeWei: bigint | null;
   /** The forwarding transaction, once mined. */
   forwardTx: Hex | null;
-  /** Whether a finished IPN of this payment was answered 200. */
+  /** Whether a message reporting money received was answered 2xx. */
   acknowledged: boolean;
 }
 
-/** The finished IPN's outcome in wei, exactly from its decimal text (never through a JavaScript number). */
+/** An IPN's outcome in wei, exactly from its decimal text (never through a JavaScript number). */
 function outcomeWei(raw: string): bigint {
   const body = parse(raw) as { outcome_amount?: unknown; outcome_currency?: unknown };
-  if (body.outcome_currency !== 'eth') throw new Error(`finished IPN fixture forwards ${String(body.outcome_currency)}, not eth`);
+  if (body.outcome_currency !== 'eth') throw new Error(`IPN fixture forwards ${String(body.outcome_currency)}, not eth`);
   const text = isLosslessNumber(body.outcome_amount) ? body.outcome_amount.value : undefined;
-  if (text === undefined || !/^[0-9]+(\.[0-9]{1,18})?$/.test(text)) throw new Error(`finished IPN fixture's outcome_amount ${String(text)} is not a decimal with at most 18 places`);
+  if (text === undefined || !/^[0-9]+(\.[0-9]{1,18})?$/.test(text)) throw new Error(`IPN fixture's outcome_amount ${String(text)} is not a decimal with at most 18 places`);
   return parseUnits(text, 18);
 }
 
+/** One unit more in the last decimal place of a decimal text ("0.00487" → "0.00488"), exactly. */
+function restate(text: string): string {
+  const places = text.split('.')[1]?.length ?? 0;
+  return formatUnits(parseUnits(text, places) + 1n, places);
+}
+
 export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, secret: string): PlannedPayment[] {
-  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>> };
-  const byStatus = new Map(fixtures.sequence.map((b) => [String(b.payment_status), b]));
+  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>>; partially_paid: Record<string, unknown> };
+  const byStatus = new Map<string, Record<string, unknown>>(fixtures.sequence.map((b) => [String(b.payment_status), b]));
+  byStatus.set('partially_paid', fixtures.partially_paid);
   const totalWeight = SHAPES.reduce((s, x) => s + x.weight, 0);
   const payments: PlannedPayment[] = [];
   for (let i = 0; i < count; i++) {
@@ -105,14 +147,34 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
     let roll = rng.next() * totalWeight;
     const shape = SHAPES.find((s) => (roll -= s.weight) < 0) ?? (SHAPES[0] as (typeof SHAPES)[number]);
     const paymentId = String(FIRST_PAYMENT_ID + i);
-    const messages = shape.statuses.map((status) => {
+    // A repeated deposit names an earlier payment of the run (the first one has none to name: a payment of its own).
+    const parent = shape.child && i > 0 ? String(FIRST_PAYMENT_ID + rng.int(0, i - 1)) : undefined;
+    // NOWPayments forwards the last ETH outcome it reports (a partial's, then the whole on finishing); a restated copy
+    // is a report, not a second forwarding.
+    let forwarded: string | undefined;
+    const messages = shape.steps.map(({ status, variant }): PlannedMessage => {
       const template = byStatus.get(status);
       if (!template) throw new Error(`fixture has no ${status} IPN`);
-      const raw = stringify({ ...template, payment_id: new LosslessNumber(paymentId), order_id: `PGP-77|${channel.id}` }) as string;
-      return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret) };
+      const body: Record<string, unknown> = { ...template, payment_id: new LosslessNumber(paymentId), order_id: `PGP-77|${channel.id}` };
+      if (parent !== undefined) body.parent_payment_id = new LosslessNumber(parent);
+      if (variant === 'foreign') Object.assign(body, { outcome_currency: 'usdttrc20', outcome_amount: new LosslessNumber('14.61') });
+      if (variant === 'restated') body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
+      const raw = stringify(body) as string;
+      const reportsMoney = status === 'finished' || status === 'partially_paid';
+      // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated amount; and any copy that
+      // arrives while its payment is in review (one payment's IPNs go concurrently unless its shape is ordered). A
+      // partial arriving after its finished changes nothing (200); a finished after a partial a person credited is a
+      // top-up to decide on (202).
+      const reviewed = shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
+      const answers: Answer[] =
+        variant !== undefined ? [202]
+        : status === 'partially_paid' ? (shape.steps.some((x) => x.status === 'finished') ? [200, 202] : [202])
+        : reviewed ? [200, 202]
+        : [200];
+      if (reportsMoney && variant === undefined) forwarded = raw;
+      return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
     });
-    const finished = messages.find((m) => m.status === 'finished');
-    payments.push({ paymentId, channel, shape: shape.name, messages, outcomeWei: finished ? outcomeWei(finished.raw) : null, forwardTx: null, acknowledged: false });
+    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined ? null : outcomeWei(forwarded), forwardTx: null, acknowledged: false });
   }
   return payments;
 }
@@ -137,7 +199,7 @@ export interface SendStats {
   retried: number;
   /** IPNs given up on after every retry (never answered 200). */
   gaveUp: string[];
-  /** Answers a valid signed IPN should never get (4xx, 202). */
+  /** Answers a valid signed IPN should never get (a 4xx, or 202 where nothing calls for review, and the reverse). */
   unexpected: string[];
 }
 
@@ -153,32 +215,39 @@ export async function sendPayments(
   options: { concurrency: number; retryForMs: number; onProgress: (done: number) => void; stopped: () => boolean },
 ): Promise<SendStats> {
   const stats: SendStats = { sent: 0, retried: 0, gaveUp: [], unexpected: [] };
-  const queue = payments.map((p) => ({ p, next: 0 }));
+  const queue = payments.map((p) => ({ p, next: 0, busy: false }));
   const window: typeof queue = [];
   let done = 0;
   let cursor = 0;
-  const take = () => {
+  const take = (): { item: (typeof queue)[number]; message: PlannedMessage; last: boolean } | 'wait' | undefined => {
     while (window.length < 24 && cursor < queue.length) window.push(queue[cursor++] as (typeof queue)[number]);
     if (window.length === 0) return undefined;
-    const index = Math.floor(rng.next() * window.length);
-    const item = window[index] as (typeof queue)[number];
+    // An ordered payment's next IPN waits for the answer to its previous one.
+    const ready = window.filter((i) => !(i.p.ordered && i.busy));
+    if (ready.length === 0) return 'wait';
+    const item = ready[Math.floor(rng.next() * ready.length)] as (typeof queue)[number];
     const message = item.p.messages[item.next++];
-    if (item.next >= item.p.messages.length) {
-      window.splice(index, 1);
-    }
-    return message ? { item, message, last: item.next >= item.p.messages.length } : undefined;
+    if (item.next >= item.p.messages.length) window.splice(window.indexOf(item), 1);
+    if (!message) return undefined;
+    item.busy = true;
+    return { item, message, last: item.next >= item.p.messages.length };
   };
   const sender = async () => {
     for (;;) {
       if (options.stopped()) return;
       const next = take();
+      if (next === 'wait') {
+        await sleep(20);
+        continue;
+      }
       if (!next) return;
       const { item, message } = next;
       const status = await deliver(message, webUrl, options.retryForMs, stats);
+      item.busy = false;
       stats.sent++;
-      if (status === 200 && message.status === 'finished') item.p.acknowledged = true;
-      else if (status === undefined) stats.gaveUp.push(`payment ${item.p.paymentId} ${message.status}`);
-      else if (status !== 200) stats.unexpected.push(`payment ${item.p.paymentId} ${message.status}: HTTP ${status}`);
+      if (status === undefined) stats.gaveUp.push(`payment ${item.p.paymentId} ${message.status}`);
+      else if (!(message.answers as readonly number[]).includes(status)) stats.unexpected.push(`payment ${item.p.paymentId} (${item.p.shape}) ${message.status}: HTTP ${status}, expected ${message.answers.join(' or ')}`);
+      else if (message.reportsMoney) item.p.acknowledged = true;
       if (next.last) options.onProgress(++done);
     }
   };
