@@ -1,10 +1,12 @@
 /**
  * A short chaos run (chaos/run.ts) as part of the suite: a few hundred payments through one web and two worker
  * processes against anvil (a block a second, CHAIN_CONFIRMATIONS=4, TRANSFER_BUMP_AFTER=2s), with a contract-wallet
- * owner and a blacklisted USDT owner, and five faults: the first five of a seeded order of all fifteen kinds (this
- * seed: the RPC losing send answers behind a lagging node, ChangeNow 401 and slow, a reorganisation that drops a host
- * transaction, the RPC down; chaos/README.md lists the rest). The host wallet is funded by a real transfer booked as
- * capital, and each finished payment's outcome is forwarded to it on chain before its IPNs, as NOWPayments does. Then
+ * owner and a blacklisted USDT owner, and five faults: the first five of a seeded order of all eighteen kinds (this
+ * seed: the RPC losing send answers behind a lagging node, ChangeNow down and slow, an exchange that fails after its
+ * deposit, the RPC down; chaos/README.md lists the rest). Some payments need a person (partial, foreign outcome,
+ * restated amount), and an operator works the review queues through the admin API mid-run and after the settle, pays
+ * a channel now and switches a channel's strategy. The host wallet is funded by a real transfer booked as capital,
+ * and each payment's outcome is forwarded to it on chain before its IPNs, as NOWPayments does. Then
  * every check of the run: nothing lost (held and review outcomes visible with their reason), nothing paid twice,
  * every host-wallet nonce accounted for, the ledger equal to the chain in ETH and USDT as `payrail check-ledger
  * --chain` computes it, no job failed for good without an alert. A fixed seed, so a failure here replays with
