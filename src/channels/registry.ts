@@ -2,10 +2,10 @@
  * The payee registry: how and where each channel owner is paid. Input is validated completely (strategy, threshold,
  * supported currency/network pair, address valid for that network) before anything is written.
  */
-import { sql, type Selectable } from 'kysely';
+import { sql, type Selectable, type Transaction } from 'kysely';
 import { getAddress } from 'viem';
 import { z } from 'zod';
-import type { ChannelsTable, Db } from '../db/index.ts';
+import type { ChannelsTable, Database, Db } from '../db/index.ts';
 import { AmountError, formatUnits, parseUnits } from '../money/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from './address.ts';
 
@@ -52,7 +52,11 @@ export interface UpsertResult {
   before: Channel | null;
 }
 
-export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string): Promise<UpsertResult> {
+/**
+ * `withinSave` runs in the save's own transaction, after the row is written: what must follow a change of the channel
+ * (moving its payments to a new strategy, with their jobs) commits with it or not at all.
+ */
+export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string, withinSave?: (trx: Transaction<Database>) => Promise<void>): Promise<UpsertResult> {
   if (!CHANNEL_ID_RE.test(channelId)) throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
   const thresholdCents = parseThreshold(input);
   return db.transaction().execute(async (trx) => {
@@ -92,6 +96,7 @@ export async function upsertChannel(db: Db, channelId: string, input: ChannelInp
         details: JSON.stringify({ before: previous, after: channel, ...(walletChanged && { walletChanged: true }) }),
       })
       .execute();
+    await withinSave?.(trx);
     return { channel, created: before === undefined, walletChanged, before: previous };
   });
 }

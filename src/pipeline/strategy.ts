@@ -1,6 +1,6 @@
 /**
- * A channel's payout strategy changed: no unit it holds may be stranded by the switch. Run after every channel save
- * (and safe to run any number of times: it looks at the channel's strategy now, not at what it was).
+ * A channel's payout strategy changed: no unit it holds may be stranded by the switch. Run in every channel save's
+ * transaction (and safe to run any number of times: it looks at the channel's strategy now, not at what it was).
  *
  * - Now threshold: credited instant payments whose ETH is on the channel (their payout failed or was cancelled, or
  *   was never opened) join the next conversion; an instant payout job still queued for one then skips it.
@@ -10,8 +10,8 @@
  * Payments in a conversion, or in a payout on its way, finish as they are and land on whatever strategy the channel
  * has when they settle.
  */
-import { sql } from 'kysely';
-import type { Db } from '../db/index.ts';
+import { sql, type Transaction } from 'kysely';
+import type { Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 import { enqueueConversionBatch } from './convert.ts';
@@ -23,27 +23,26 @@ export interface Rehomed {
   readonly toInstant: readonly string[];
 }
 
-export async function rehomeChannelPayments(db: Db, channelId: string): Promise<Rehomed> {
-  return db.transaction().execute(async (trx) => {
-    const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
-    if (!channel) return { toConversion: [], toInstant: [] };
-    if (channel.payout_strategy === 'threshold') {
-      const { rows } = await sql<{ payment_id: string }>`
-        update payments p set payout_strategy = 'threshold', conversion_status = 'pending', payout_id = null, updated_at = now()
-        where p.channel_id = ${channelId} and p.payout_strategy = 'instant' and p.credited_at is not null and p.reversed_at is null
-          and p.review_reason is null and p.net_amount > 0
-          and not exists (select 1 from payouts o where o.payment_id = p.payment_id and o.status not in ('failed', 'cancelled'))
-        returning p.payment_id::text`.execute(trx);
-      if (rows.length > 0) await enqueueConversionBatch(trx);
-      return { toConversion: rows.map((r) => r.payment_id), toInstant: [] };
-    }
+/** In the channel save's transaction (see upsertChannel), so a switch and its payments' moves commit together. */
+export async function rehomeChannelPayments(trx: Transaction<Database>, channelId: string): Promise<Rehomed> {
+  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+  if (!channel) return { toConversion: [], toInstant: [] };
+  if (channel.payout_strategy === 'threshold') {
     const { rows } = await sql<{ payment_id: string }>`
-      update payments set payout_strategy = 'instant', conversion_status = null, conversion_hold_until = null, updated_at = now()
-      where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0 and net_moved_wei = 0
-      returning payment_id::text`.execute(trx);
-    for (const { payment_id: paymentId } of rows) {
-      await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
-    }
-    return { toConversion: [], toInstant: rows.map((r) => r.payment_id) };
-  });
+      update payments p set payout_strategy = 'threshold', conversion_status = 'pending', payout_id = null, updated_at = now()
+      where p.channel_id = ${channelId} and p.payout_strategy = 'instant' and p.credited_at is not null and p.reversed_at is null
+        and p.review_reason is null and p.net_amount > 0
+        and not exists (select 1 from payouts o where o.payment_id = p.payment_id and o.status not in ('failed', 'cancelled'))
+      returning p.payment_id::text`.execute(trx);
+    if (rows.length > 0) await enqueueConversionBatch(trx);
+    return { toConversion: rows.map((r) => r.payment_id), toInstant: [] };
+  }
+  const { rows } = await sql<{ payment_id: string }>`
+    update payments set payout_strategy = 'instant', conversion_status = null, conversion_hold_until = null, updated_at = now()
+    where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0 and net_moved_wei = 0
+    returning payment_id::text`.execute(trx);
+  for (const { payment_id: paymentId } of rows) {
+    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  }
+  return { toConversion: [], toInstant: rows.map((r) => r.payment_id) };
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { channelInputSchema, getChannel, listSupportedPairs, upsertChannel, CHANNEL_ID_RE } from '../../channels/index.ts';
 import { TRANSFER_STATES, type Db } from '../../db/index.ts';
-import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, ConversionResolveRefused, resolveConversion, type ConversionChain, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, payChannelNow, PayNowRefused, rehomeChannelPayments, type IntakeSettings } from '../../pipeline/index.ts';
+import { applyConversionAction, applyPaymentAction, applyPayoutAction, PAYMENT_ACTIONS, PaymentActionRefused, CONVERSION_STATES, ConversionActionRefused, ConversionResolveRefused, resolveConversion, type ConversionChain, getConversion, getPayment, listConversions, getPayout, listPayouts, PayoutActionInvalid, PayoutActionRefused, releaseUnknownChannelPayments, runThresholdCheck, payChannelNow, PayNowRefused, rehomeChannelPayments, type IntakeSettings, type Rehomed } from '../../pipeline/index.ts';
 import { applyTransferAction, getTransfer, listTransfers, TransferActionRefused } from '../../pipeline/transfer/index.ts';
 import { channelSummary } from './channel-summary.ts';
 
@@ -75,7 +75,11 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const { channelId } = channelParams.parse(request.params);
     const input = channelInputSchema.parse(request.body ?? {});
     const actor = request.actor ?? 'unknown';
-    const { channel, created, walletChanged, before } = await upsertChannel(deps.db, channelId, input, actor);
+    // A strategy switch strands nothing: payments waiting on the old strategy move to the new one, in the same commit.
+    let rehomed: Rehomed = { toConversion: [], toInstant: [] };
+    const { channel, created, walletChanged, before } = await upsertChannel(deps.db, channelId, input, actor, async (trx) => {
+      rehomed = await rehomeChannelPayments(trx, channelId);
+    });
     request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
     if (walletChanged && before) {
       // A stolen admin token's first move would be this: an alert (at warn, whatever else is quiet), never just a log line.
@@ -92,8 +96,6 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
         'channel payout wallet changed',
       );
     }
-    // A strategy switch strands nothing: payments waiting on the old strategy move to the new one.
-    const rehomed = await rehomeChannelPayments(deps.db, channelId);
     if (rehomed.toConversion.length + rehomed.toInstant.length > 0) {
       request.log.info({ event: 'channel_payments_rehomed', channelId, toConversion: rehomed.toConversion.length, toInstant: rehomed.toInstant.length }, 'payments moved to the channel\'s new strategy');
     }
