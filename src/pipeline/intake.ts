@@ -250,6 +250,10 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   // More of an uncredited partial payment arrived (a later partially_paid IPN): its amounts are what a credit books.
   // What was paid only grows, so a smaller one is an older copy.
   const partialGrows = !forward && !credited && current.partial_amounts && ipn.status === 'partially_paid' && paysMore(current, ipn);
+  // NOWPayments' retries can deliver the expired (or failed) IPN before the partially_paid one. The status stays where
+  // it is, but the money the partial reports did arrive: it takes the partial's amounts as if it had come first, and
+  // a person decides, as for any partial that ended.
+  const latePartial = !forward && !credited && !current.partial_amounts && (current.status === 'expired' || current.status === 'failed') && ipn.status === 'partially_paid';
   // A credited payment restated otherwise than the credit and than the last restatement a person looked at.
   const restated = credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
   let restatement = false;
@@ -262,6 +266,8 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     const says = `credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
     reviewReason = more === null ? `${REVIEW.outcomeChanged}: ${says}` : `${REVIEW.topUp}: ${says} (${formatUnits(more, decimalsOf(current.asset as AssetCode))} ${current.asset} more)`;
     restatement = true;
+  } else if (latePartial) {
+    if (reviewReason === null && current.review_action !== 'ignore') reviewReason = ipn.outcomeAsset === null ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}` : channelKnown ? REVIEW.partiallyPaid : REVIEW.unknownChannel;
   } else if (partialGrows) {
     // After an ignore, a person looks again at what arrived since.
     if (reviewReason === null && current.review_action === 'ignore') reviewReason = REVIEW.partiallyPaid;
@@ -275,7 +281,7 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     else if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) reviewReason = REVIEW.partiallyPaid;
   }
   const parent = current.parent_payment_id === null && ipn.parentPaymentId !== null ? { parent_payment_id: ipn.parentPaymentId } : undefined;
-  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !restatement) return undefined;
+  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !latePartial && !restatement) return undefined;
   return {
     review_reason: reviewReason,
     ...parent,
@@ -283,6 +289,7 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
     ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
     ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
+    ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
     ...(restatement && { restated_outcome_amount: ipn.outcomeAmount, restated_outcome_currency: ipn.outcomeCurrency }),
   };
 }

@@ -232,6 +232,44 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect(res.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518' });
   });
 
+  it('an expired IPN that arrives before its partially_paid one (NOWPayments\' retries reordered them): the partial still reaches review with its own amounts, the status stays expired, credit books what arrived', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    const expired = await send(expiredFor(body));
+    expect(expired.status).toBe(200);
+    expect(expired.body).toMatchObject({ status: 'expired', outcome: 'recorded' });
+    const late = await send(body);
+    expect(late.status).toBe(202);
+    expect(late.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' } });
+    expect(await openAlert(body.payment_id)).toHaveLength(1);
+    // Copies of either, in any order, change nothing.
+    expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
+    expect((await send(body)).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
+    expect(await payment(body.payment_id)).toMatchObject({ reported: { outcomeAmount: '0.00294' } });
+
+    const res = await act(body.payment_id, 'credit');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'expired', reviewReason: null, grossAmount: '0.00294', netAmount: '0.0028518', conversion: { status: 'pending' } });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect((await send(body)).body).toMatchObject({ status: 'expired', outcome: 'unchanged' });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('statuses still only move forward: a partially_paid IPN after finished changes nothing, and a waiting one after partially_paid is no step back', async () => {
+    const finished = finishedFor(THRESHOLD_CHANNEL);
+    expect((await send(finished)).status).toBe(200);
+    const afterFinished = await send({ ...partialFor(THRESHOLD_CHANNEL), payment_id: finished.payment_id, invoice_id: finished.invoice_id, order_id: finished.order_id });
+    expect(afterFinished.status).toBe(200);
+    expect(afterFinished.body).toMatchObject({ status: 'finished', outcome: 'unchanged' });
+    expect(await payment(finished.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00487', reported: { outcomeAmount: '0.00487' } });
+
+    const unpaid = partialFor(THRESHOLD_CHANNEL);
+    const waiting = { ...structuredClone(fixtures.sequence[0]), payment_id: unpaid.payment_id, order_id: unpaid.order_id };
+    expect((await send(waiting)).body).toMatchObject({ status: 'waiting' });
+    expect((await send(unpaid)).body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid' });
+    expect((await send(waiting)).body).toMatchObject({ status: 'partially_paid', outcome: 'review' });
+  });
+
   it('an expired IPN after an ignored partial leaves it closed and uncredited', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body);
