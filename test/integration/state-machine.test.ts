@@ -138,7 +138,8 @@ const TRANSFER_TABLE: readonly TransferRow[] = [
   { state: 'mined', actions: { 'resolve mined': 'requested', 'resolve never_sent': 'requested' }, exit: { job: 'transfer_confirm' } },
   { state: 'requested', actions: {}, exit: { job: 'transfer_confirm' } },
   { state: 'needs_review', actions: { cancel: 'requested', 'resolve mined': 'requested', 'resolve never_sent': 'requested', retry: 'broadcast' } },
-  { state: 'unsigned_review', actions: { 'resolve mined': 'requested', 'resolve never_sent': 'requested', retry: 'intent' } },
+  // With no nonce the chain cannot show it unused: never_sent is refused up front (the worker would refuse it too).
+  { state: 'unsigned_review', actions: { 'resolve mined': 'requested', retry: 'intent' } },
   { state: 'confirmed', actions: {}, exit: 'final' },
   { state: 'failed', actions: {}, exit: 'final' },
 ];

@@ -181,10 +181,10 @@ describe('a transfer released by an earlier version of payrail (no nonce, its ol
     await t.db.pool.query("update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1", [id]);
     await expect(applyTransferAction(t.db.db, id, 'bump', 'erin')).rejects.toThrow(/not bumped|no nonce/);
     await expect(applyTransferAction(t.db.db, id, 'cancel', 'erin')).rejects.toThrow(/no nonce/);
-    await applyTransferAction(t.db.db, id, 'resolve', 'erin', { outcome: 'never_sent' });
-    await confirmTransfer(r.deps, r.hooks, id);
-    expect(await r.row(id)).toMatchObject({ status: 'needs_review', requested_action: null });
-    expect((await r.row(id)).last_error).toMatch(/no nonce on record/);
+    // Refused up front, as the worker would: with no nonce the chain cannot show it unused. Nothing is recorded.
+    await expect(applyTransferAction(t.db.db, id, 'resolve', 'erin', { outcome: 'never_sent' })).rejects.toThrow(/no nonce on record/);
+    expect(await r.row(id)).toMatchObject({ status: 'needs_review', requested_action: null, last_error: null });
+    expect((await t.db.pool.query("select count(*)::int as n from audit_log where subject = $1", [id])).rows[0].n).toBe(0);
     expect(await applyTransferAction(t.db.db, id, 'retry', 'erin')).toMatchObject({ from: 'needs_review', to: 'intent' });
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);

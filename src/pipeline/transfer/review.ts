@@ -7,7 +7,7 @@
  * - cancel: a zero-value transfer to the host wallet at the same nonce; broadcast or in review, not seen mined. The
  *   transfer fails only once the chain mines the cancel and none of its other versions.
  * - resolve: with `txHash`, the transaction that paid (checked on chain); with `neverSent`, the chain must show the
- *   nonce used by another transaction and none of ours mined.
+ *   nonce used by another transaction and none of ours mined (refused here for a transfer with no nonce on record).
  * - retry: out of review, back to watching the chain (a nonce that only seemed taken, a lagging node).
  */
 import { sql } from 'kysely';
@@ -77,6 +77,11 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
         throw new TransferActionRefused(`it is mined in block ${transfer.block_number} and waits for its confirmations`);
       }
       if (action === 'resolve' && !resolution) throw new TransferActionRefused('a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}');
+      // The worker could only refuse it: never_sent rests on the chain showing this transfer's nonce used by another
+      // transaction, and without a nonce there is nothing to look up.
+      if (action === 'resolve' && resolution?.outcome === 'never_sent' && transfer.nonce === null) {
+        throw new TransferActionRefused('it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash (outcome mined), or retry to sign it again');
+      }
       requested = action === 'bump' ? 'bump' : action === 'cancel' ? 'cancel' : resolution?.outcome === 'mined' ? 'resolve_mined' : 'resolve_never_sent';
       await trx
         .updateTable('chain_transfers')
