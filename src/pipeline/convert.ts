@@ -251,8 +251,13 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
       const reason = `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}`;
       // The ETH never reached ChangeNow: the payments wait for the next conversion; held first when the chain said the
       // deposit would revert, since the next exchange's deposit address may do the same.
-      if (failure.code === 'estimate_failed') await releaseWithHold(trx, transfer.ref, reason);
-      else await releasePaymentsIn(trx, transfer.ref, 'failed', reason);
+      if (failure.code === 'estimate_failed') {
+        await releaseWithHold(trx, transfer.ref, reason);
+      } else {
+        await releasePaymentsIn(trx, transfer.ref, 'failed', reason);
+        // Their ETH never left the host wallet: the next batch need not wait for the periodic check.
+        await enqueueConversionBatch(trx);
+      }
     },
   };
 }
