@@ -515,12 +515,18 @@ async function hold(deps: StageDeps, payoutId: string, reason: string, until = n
  * A person decides: the payout keeps its reservation and stops until retried or cancelled. In the caller's transaction
  * when given one (the reconciler decides under the payout's row lock). True when it moved.
  */
+/**
+ * From a state the pipeline works on only: a payout already in review keeps the reason a person is reading (a stale
+ * poll or run must not replace it, nor write what goes with its own reason).
+ */
+const PAYOUT_REVIEWABLE: readonly PayoutStatus[] = OPEN_PAYOUT_STATUSES.filter((s) => s !== 'needs_review');
+
 export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string, within: Db | Transaction<Database> = deps.db): Promise<boolean> {
   const moved = await within
     .updateTable('payouts')
     .set({ status: 'needs_review', reason, updated_at: sql`now()` })
     .where('payout_id', '=', payoutId)
-    .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+    .where('status', 'in', PAYOUT_REVIEWABLE)
     .returning('payout_id')
     .executeTakeFirst();
   if (moved) deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
