@@ -46,6 +46,7 @@ interface PaymentRow {
   batch_id: string | null;
   batch_status: string | null;
   batch_reason: string | null;
+  batch_transfer_id: string | null;
   batch_transfer_status: string | null;
   batch_transfer_reason: string | null;
   channel_id: string;
@@ -70,7 +71,7 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
             c.status as conv_status, coalesce(c.reason, c.last_error) as conv_reason, c.transfer_id as conv_transfer,
             po.payout_id, po.status as payout_status, po.reason as payout_reason, po.last_error as payout_error, po.transfer_id as payout_transfer,
             ct.status as conv_transfer_status, ct.reason as conv_transfer_reason, pt.status as payout_transfer_status, pt.reason as payout_transfer_reason,
-            b.payout_id as batch_id, b.status as batch_status, b.reason as batch_reason, b.transfer_status as batch_transfer_status, b.transfer_reason as batch_transfer_reason,
+            b.payout_id as batch_id, b.status as batch_status, b.reason as batch_reason, b.transfer_id as batch_transfer_id, b.transfer_status as batch_transfer_status, b.transfer_reason as batch_transfer_reason,
             p.channel_id, a.balance::text as channel_usdt, (ch.threshold_usd_cents * 10000)::numeric(78,0)::text as threshold_units
      from payments p
      left join conversions c on c.conversion_id = p.conversion_id
@@ -78,7 +79,7 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
      left join payouts po on po.payout_id = coalesce((select payout_id from payouts where payment_id = p.payment_id), p.payout_id)
      left join chain_transfers pt on pt.transfer_id = po.transfer_id
      left join lateral (
-       select ob.payout_id, ob.status, coalesce(ob.reason, ob.last_error) as reason, obt.status as transfer_status, obt.reason as transfer_reason
+       select ob.payout_id, ob.status, coalesce(ob.reason, ob.last_error) as reason, ob.transfer_id, obt.status as transfer_status, obt.reason as transfer_reason
        from payouts ob left join chain_transfers obt on obt.transfer_id = ob.transfer_id
        where ob.channel_id = p.channel_id and ob.kind = 'threshold' and ob.status not in ('completed', 'failed', 'cancelled')
        order by ob.created_at limit 1
@@ -146,6 +147,12 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
             return behind.reason
               ? out('visible', `converted, waiting behind its channel's ${behind.what}: ${behind.reason}`)
               : out('lost', `waiting behind payout ${r.batch_id} (${behind.what}) without a reason`);
+          }
+          // One open batch per channel: the USDT that arrives meanwhile waits for it to end (its end checks again).
+          if (r.batch_id) {
+            const keys = [`payout_run:${r.batch_id}`, `payout_poll:${r.batch_id}`];
+            if (r.batch_transfer_id) keys.push(`transfer_send:${r.batch_transfer_id}`, `transfer_confirm:${r.batch_transfer_id}`);
+            return out('in_flight', `converted, waiting behind its channel's open batch ${r.batch_id} (${r.batch_status})`, keys);
           }
           return out('in_flight', `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`, [`threshold_check:${r.channel_id}`]);
         }
