@@ -1,6 +1,6 @@
 /**
  * Following a sent payout's exchange until it ends. `finished`: completed, with the amount the owner received and
- * the payout hash. `refunded`: the refund is checked on chain; when the whole amount came back to the host wallet
+ * the payout hash (review when ChangeNow names no amount, or one too far below the estimate). `refunded`: the refund is checked on chain; when the whole amount came back to the host wallet
  * it returns to the channel's balance, otherwise a person decides. `failed`/`expired`, or no end by the deadline:
  * review. Every ending raises an alert except success.
  */
@@ -44,15 +44,21 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
       await toReview(deps, payoutId, `exchange ${status.id} finished unlike the request: ${wrong}`, 'exchange_mismatch');
       return;
     }
-    const below = payout.expected_amount_out === null || status.amountTo === null ? null : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
-    if (below) {
-      // The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow
-      // reports paying is kept with the review, so that a resolve as paid records what the owner received.
-      const amountTo = status.amountTo;
-      await deps.db.transaction().execute(async (trx) => {
-        if (!(await toReview(deps, payoutId, `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`, 'payout_below_estimate', trx))) return;
-        await trx.updateTable('payouts').set({ amount_out: amountTo, payout_hash: status.payoutHash }).where('payout_id', '=', payoutId).where('status', '=', 'needs_review').execute();
+    // The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow
+    // reports paying is kept with the review, so that a resolve as paid records what the owner received.
+    const finishedToReview = (reason: string, alert: string) =>
+      deps.db.transaction().execute(async (trx) => {
+        if (!(await toReview(deps, payoutId, reason, alert, trx))) return;
+        await trx.updateTable('payouts').set({ amount_out: status.amountTo, payout_hash: status.payoutHash }).where('payout_id', '=', payoutId).where('status', '=', 'needs_review').execute();
       });
+    if (status.amountTo === null) {
+      // Completed would book an amount nobody stated as the owner's; a conversion in this case goes to review too.
+      await finishedToReview(`exchange ${status.id} finished without amountTo: what the owner received is unknown; not booked as completed`, 'payout_unverifiable');
+      return;
+    }
+    const below = payout.expected_amount_out === null ? null : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
+    if (below) {
+      await finishedToReview(`exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`, 'payout_below_estimate');
       return;
     }
     deps.crashPoint?.('payout_before_complete');

@@ -406,6 +406,17 @@ describe('ChangeNow simulator: exchange edge cases', () => {
     expect(await cn.getExchange(lapsed.id)).toMatchObject({ status: 'expired', amountFrom: fromAmount, amountTo: null, payoutHash: null, refundHash: null });
     expect(await balanceOf(lapsed.payinAddress)).toBe(wei);
   });
+
+  it('no_amount_to: finishes and pays out as usual, but reports no amountTo', async () => {
+    const fromAmount = '0.0047239';
+    const wei = toUnits(fromAmount, ETH_DECIMALS);
+    expect((await simFault({ nextExchange: 'no_amount_to' })).status).toBe(200);
+    const silent = await cn.createExchange(exchangeRequest(fromAmount));
+    await deposit(silent.payinAddress, wei);
+    const finished = await cn.getExchange(silent.id);
+    expect(finished).toMatchObject({ status: 'finished', amountFrom: fromAmount, expectedAmountTo: '13.1717', amountTo: null });
+    expect(finished.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
+  });
 });
 
 describe('ChangeNow simulator: listExchanges', () => {

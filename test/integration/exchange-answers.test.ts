@@ -250,6 +250,31 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
   });
 });
 
+describe('a payout exchange that finishes without amountTo', () => {
+  it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async () => {
+    const channelId = await instantChannel();
+    outside.sim.failNextExchange('no_amount_to');
+    await pay(channelId);
+    const id = await onlyPayoutOf(channelId);
+    const inReview = await payoutReaches(id, 'needs_review');
+    const exchange = exchangeFor(id);
+    expect(exchange).toMatchObject({ status: 'finished', amountTo: null });
+    expect(inReview).toMatchObject({ reason: `exchange ${exchange.id} finished without amountTo: what the owner received is unknown; not booked as completed`, amountOut: null, payoutHash: exchange.payoutHash });
+    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual(['payout_unverifiable']);
+    expect(await journalKinds(id)).toEqual(['payout_reserved']);
+    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+    // Its funds left: back on the channel they would be paid twice.
+    expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
+
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'paid', note: 'ChangeNow support confirmed the payout' } });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body).toMatchObject({ status: 'completed', payoutHash: exchange.payoutHash });
+    expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
+    expect(await balances(channelId)).toEqual({});
+    await expectLedgerClean();
+  });
+});
+
 describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   it('is an exchange in progress: polled on through the check, then settled in full', async () => {
     const channelId = await thresholdChannel();

@@ -42,16 +42,17 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount', 'below_estimate', 'verifying', 'expired_funded'];
+const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount', 'below_estimate', 'verifying', 'expired_funded', 'no_amount_to'];
 /**
  * How the next exchange misbehaves: it ends failed or refunded (refunded_short: 1 % less, as network fees taken
  * from a real refund would), finishes paying one unit short or paying another
  * address, or is created unlike the request (another payout address, or expecting twice the amount), as a
  * compromised or buggy exchange could. below_estimate finishes paying (and reporting) a percentage less than its
  * estimate, as a floating rate that moved against us; verifying holds the deposit in ChangeNow's AML check for a while
- * before the exchange goes on; expired_funded ends `expired` although its deposit arrived, and returns nothing.
+ * before the exchange goes on; expired_funded ends `expired` although its deposit arrived, and returns nothing;
+ * no_amount_to finishes and pays as usual but reports no amountTo, as an exchange whose answer lost a field could.
  */
-export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | 'below_estimate' | 'verifying' | 'expired_funded' | null;
+export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | 'below_estimate' | 'verifying' | 'expired_funded' | 'no_amount_to' | null;
 
 /** How far below its estimate a below_estimate exchange finishes: well past payrail's default 3 % allowance. */
 export const DEFAULT_BELOW_ESTIMATE_PERCENT = '5';
@@ -259,7 +260,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       payoutHash = await pending;
     }
     if (ex.status === 'finished') return;
-    ex.amountTo = amountTo.toFixed();
+    ex.amountTo = ex.forcedEnd === 'no_amount_to' ? null : amountTo.toFixed();
     ex.payoutHash = payoutHash;
     ex.status = 'finished';
   };
