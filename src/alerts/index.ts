@@ -4,7 +4,7 @@
  *
  * State rules (rule: subject), evaluated by the alerts_evaluate cron:
  *   conversion_pending_too_long: conversion id    conversion_needs_review: conversion id
- *   payments_awaiting_conversion: "payments"
+ *   payments_awaiting_conversion: "payments"      payments_in_review: "payments"
  *   conversion_held: ChangeNow error code          payout_failed / payout_needs_review / payout_awaiting_approval: payout id
  *   threshold_no_batch: channel id                 queue_depth / queue_age: task name
  *   job_failed_permanently: job id                 alert_webhook_failed: "webhook" (never sent to the webhook)

@@ -63,6 +63,35 @@ const paymentsAwaitingConversion: StateRule = {
   },
 };
 
+/**
+ * Payments kept for review that nobody decided on yet. Intake raises `payment_review` (an event) as each arrives; an
+ * event resolves once it goes quiet, while the payment may still wait: this stays open until none does.
+ */
+const paymentsInReview: StateRule = {
+  name: 'payments_in_review',
+  severity: 'warning',
+  async evaluate({ db }) {
+    const { rows } = await sql<{ count: number; oldest_id: string | null; oldest: Date | null; age_s: number | null; reasons: Record<string, number> | null }>`
+      with waiting as (
+        select payment_id, updated_at, split_part(review_reason, ':', 1) as code from payments where review_reason is not null
+      )
+      select (select count(*)::int from waiting) as count,
+             (select payment_id::text from waiting order by updated_at, payment_id limit 1) as oldest_id,
+             (select min(updated_at) from waiting) as oldest,
+             (select extract(epoch from now() - min(updated_at))::int from waiting) as age_s,
+             (select jsonb_object_agg(code, n) from (select code, count(*)::int as n from waiting group by code) c) as reasons`.execute(db);
+    const row = rows[0];
+    if (!row || row.count === 0) return { firing: [] };
+    return {
+      firing: [{
+        subject: 'payments',
+        message: `${row.count} payment(s) wait in review for a person (credit, ignore or reverse); the oldest, ${row.oldest_id}, for ${formatAge(row.age_s ?? 0)}`,
+        details: { payments: row.count, oldestPaymentId: row.oldest_id, oldestSince: row.oldest, byReason: row.reasons ?? {} },
+      }],
+    };
+  },
+};
+
 const conversionNeedsReview: StateRule = {
   name: 'conversion_needs_review',
   severity: 'critical',
@@ -190,6 +219,7 @@ const thresholdNoBatch: StateRule = {
 export const pipelineRules: readonly StateRule[] = [
   conversionPendingTooLong,
   paymentsAwaitingConversion,
+  paymentsInReview,
   conversionNeedsReview,
   conversionHeld,
   transferNeedsReview,

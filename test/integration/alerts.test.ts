@@ -313,6 +313,19 @@ describe('state rules fire and resolve', () => {
     await db.pool.query("update payments set conversion_status = 'pending', credited_at = now(), conversion_hold_until = null where payment_id = any($1::numeric[])", [[old, held, fresh]]);
   });
 
+  it('payments waiting in review: one alert while any waits (the oldest named, counted per reason), resolved when none does', async () => {
+    const channelId = await channel('threshold', '50');
+    const [first, second] = [await credit(channelId), await credit(channelId)];
+    await db.pool.query("update payments set review_reason = 'partially_paid', updated_at = now() - interval '2 hours' where payment_id = $1", [first]);
+    await db.pool.query("update payments set review_reason = 'foreign_outcome_currency: usdttrc20' where payment_id = $1", [second]);
+    await evaluate();
+    expect(await onlyAlert('payments_in_review', 'payments')).toMatchObject({ details: { payments: 2, oldestPaymentId: first, byReason: { partially_paid: 1, foreign_outcome_currency: 1 } } });
+    await db.pool.query('update payments set review_reason = null where payment_id = $1', [first]);
+    // Still one waiting: the alert stays open, now naming the other.
+    const fired = await expectFiresThenResolves('payments_in_review', 'payments', () => db.pool.query('update payments set review_reason = null where payment_id = $1', [second]));
+    expect(fired).toMatchObject({ severity: 'warning', details: { payments: 1, oldestPaymentId: second, byReason: { foreign_outcome_currency: 1 } } });
+  });
+
   it('a threshold channel over its threshold with no batch for longer than the limit, however often it is credited', async () => {
     const channelId = await channel('threshold', '50');
     let credits = 0;
