@@ -20,14 +20,15 @@ const REFUSAL = 'insufficient funds for gas * price + value';
 /**
  * How the next exchange misbehaves, per fault kind (the fault's target picks one): it ends failed, or expired although
  * funded (the deposit kept either way); refunds whole or short (within CHANGENOW_REFUND_TOLERANCE: settled by itself);
- * finishes but pays a unit short, to another address, or 5 % below its estimate (beyond CHANGENOW_MAX_SLIPPAGE); is
+ * finishes but pays a unit short, to another address, 5 % below its estimate (beyond CHANGENOW_MAX_SLIPPAGE), or
+ * without saying how much (no amountTo); is
  * created unlike the request (another payout address, twice the amount: never funded); or sits in ChangeNow's
  * `verifying` (its AML check) for 3 s before finishing.
  */
 const EXCHANGE_ENDS = {
   exchange_failed: ['failed', 'expired_funded'],
   exchange_refunded: ['refunded', 'refunded_short'],
-  exchange_paid_wrong: ['short_payout', 'payout_elsewhere', 'below_estimate'],
+  exchange_paid_wrong: ['short_payout', 'payout_elsewhere', 'below_estimate', 'no_amount_to'],
   exchange_answer_wrong: ['wrong_payout_address', 'wrong_amount'],
   exchange_verifying: ['verifying'],
 } as const satisfies Record<string, readonly NonNullable<ForcedEnd>[]>;
