@@ -9,8 +9,9 @@
  *   payment credited as partial, said by a later IPN) is credited as the difference only (creditTopUp).
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
- *   with its first order (a threshold one is batched again: in review, no batch takes it), and a refund after the
- *   credit whose money has moved on (where reverse cannot take it back) is acknowledged: the credit stays as booked.
+ *   with its first order (a threshold one is batched again: in review, no batch takes it; an unpaid instant one gets
+ *   its payout job again), and a refund after the credit whose money has moved on (where reverse cannot take it
+ *   back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
  *   still on the channel's available balance: not converted, not in a payout. The ETH is still on the host wallet,
  *   so it moves to platform:refunds_owed (less what an exchange kept of it), not back to the world. Anywhere else,
@@ -74,6 +75,7 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     } else if (action === 'ignore') {
       if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
       else if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
+      else if (await payInstantCredit(trx, payment)) evidence = { payoutQueued: true };
     } else {
       evidence = await reverse(trx, payment);
     }
@@ -90,6 +92,19 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
       .execute();
     return { paymentId, reason, credited };
   });
+}
+
+/**
+ * An instant payment whose credit stands as booked leaves review unpaid when its payout job ran meanwhile (the job
+ * skips a payment in review, and nothing queues it again): its ETH would stay on the channel's balance for good. The
+ * job is queued with the review's close; under its key it is one job, and it opens nothing for a payment it paid.
+ */
+async function payInstantCredit(trx: Transaction<Database>, payment: PaymentRow): Promise<boolean> {
+  if (payment.credited_at === null || payment.reversed_at !== null || payment.payout_strategy !== 'instant') return false;
+  const payout = await trx.selectFrom('payouts').select('payout_id').where('payment_id', '=', payment.payment_id).executeTakeFirst();
+  if (payout) return false;
+  await enqueue(trx, 'payout_instant', { paymentId: payment.payment_id }, { jobKey: `payout_instant:${payment.payment_id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  return true;
 }
 
 /** What ignore cannot close, and what can. */

@@ -176,6 +176,10 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
     exit: { by: 'its payout_instant job, which skips a payment in review', run: runInstantPayoutJob, opens: 'reverse' },
   },
   { reason: 'payment_unconfirmed', where: 'not credited', seed: unconfirmed, actions: ['ignore'] },
+  // Its payout job ran while it was in review, and skipped it: the way out must queue what pays it.
+  { reason: 'conflicting_order_id', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await conflicting(await credited(INSTANT))), actions: ['ignore'] },
+  { reason: 'outcome_amount_changed', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await restated(await credited(INSTANT), { outcome_amount: 0.00486 })), actions: ['ignore'] },
+  { reason: 'top_up', where: 'instant, credited as partial, its payout job run while in review', seed: async () => jobRunInReview(await restated(await creditedPartial(INSTANT), { payment_status: 'finished', actually_paid: 0.00495, outcome_amount: 0.00487 })), actions: ['credit', 'ignore'] },
 ];
 
 // --- the world ------------------------------------------------------------------------------------------------------
@@ -250,6 +254,28 @@ async function registerChannelOf(paymentId: string): Promise<void> {
 
 async function runInstantPayoutJob(paymentId: string): Promise<void> {
   await runJobByHand(db, `payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+}
+
+/** The payment's payout job runs while it is in review (and skips it). */
+async function jobRunInReview(paymentId: string): Promise<string> {
+  await runInstantPayoutJob(paymentId);
+  expect(await db.db.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).execute(), 'no payout opened in review').toEqual([]);
+  return paymentId;
+}
+
+/**
+ * A credited instant payment out of review whose credit stands is paid: its payout opened, or the job that opens it
+ * queued (and, run, it opens the payout for its net). Else its ETH would stay on the channel's balance for good.
+ */
+async function expectInstantPaid(paymentId: string, label: string): Promise<void> {
+  const p = await db.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
+  if (p.credited_at === null || p.reversed_at !== null || p.payout_strategy !== 'instant' || p.review_reason !== null || p.status === 'refunded') return;
+  const opened = () => db.db.selectFrom('payouts').select(['payout_id', 'amount']).where('payment_id', '=', paymentId).execute();
+  if ((await opened()).length > 0) return;
+  const { rows } = await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [`payout_instant:${paymentId}`]);
+  expect(rows[0].n, `${label}: credited instant payment ${paymentId} has no payout and no payout job`).toBe(1);
+  await runInstantPayoutJob(paymentId);
+  expect((await opened()).map((r) => r.amount), label).toEqual([String(BigInt(p.net_amount as string) - BigInt(p.net_moved_wei))]);
 }
 
 /**
@@ -448,6 +474,7 @@ describe('payments in review: every action for every reason', () => {
       expect(after.review_reason).toBeNull();
       expect(after.credited_at !== null, 'credited').toBe(action === 'credit' || held.credited_at !== null);
       expect(after.reversed_at !== null, 'reversed').toBe(action === 'reverse');
+      await expectInstantPaid(id, `${row.reason} (${row.where}): ${action}`);
     }
   }, 120_000);
 });
