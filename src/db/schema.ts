@@ -101,6 +101,10 @@ export interface PaymentsTable {
   restated_outcome_currency: OptionalText;
   /** Of net_amount, what conversions or the instant payout took before a top-up; the next batch converts the rest. */
   net_moved_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
+  /** NOWPAYMENTS_API_KEY set: the restatement waits for NOWPayments' check until then; null once answered. */
+  restated_confirm_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** NOWPayments agreed with the restatement: a top-up a person may credit. */
+  restated_confirmed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   review_reason: string | null;
   conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
   payout_id: ColumnType<string | null, string | null | undefined, string | null>;

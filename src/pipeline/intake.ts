@@ -165,7 +165,11 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
 
     let credited: IntakeResult['credited'] = null;
     let confirming = false;
-    if (inserted && basis && creditOnInsert) {
+    if (settings.confirm && restatementAwaitsCheck(current)) {
+      // A top-up waits for NOWPayments' check before a person is asked: every copy queues it (one job waits).
+      await enqueueConfirm(trx, ipn.paymentId);
+      confirming = true;
+    } else if (inserted && basis && creditOnInsert) {
       await creditEffects(trx, basis, channel!.payout_strategy, settings);
       credited = channel!.payout_strategy;
     } else if (inserted && basis && confirmOnInsert) {
@@ -191,9 +195,21 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
 
 type PaymentRow = Selectable<PaymentsTable>;
 
+/**
+ * A credited payment whose restatement (more than its partial credit: a top-up) waits for NOWPayments' check: out of
+ * review (the credit stands as booked meanwhile), not reversed, the check's deadline set.
+ */
+export function restatementAwaitsCheck(row: PaymentRow): boolean {
+  return row.credited_at !== null && row.reversed_at === null && row.review_reason === null && row.restated_confirm_deadline_at !== null;
+}
+
+function deadlineIn(confirm: NonNullable<IntakeSettings['confirm']>) {
+  return sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`;
+}
+
 /** The check's clock starts with the first crediting IPN; a later copy keeps it (coalesce), never restarts it. */
 function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInsert = false) {
-  const deadline = sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`;
+  const deadline = deadlineIn(confirm);
   if (onInsert) return { confirm_requested_at: sql<Date>`now()`, confirm_deadline_at: deadline };
   return { confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: sql<Date>`coalesce(confirm_deadline_at, ${deadline})` };
 }
@@ -257,15 +273,24 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   // A credited payment restated otherwise than the credit and than the last restatement a person looked at.
   const restated = credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
   let restatement = false;
+  let checkRestatement = false;
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
     reviewReason = REVIEW.refundedAfterCredit;
-  } else if (restated && (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp)) {
+  } else if (restated && (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp || code === REVIEW.unconfirmed)) {
     // The credit stands until a person decides: more than a partial credit is its rest arriving (creditable), any
-    // other amount NOWPayments restating it.
+    // other amount NOWPayments restating it. A later restatement replaces one a person has not decided on, a top-up
+    // NOWPayments did not confirm included (its critical alert stays open): only the last one can still be credited.
     const more = topUpOf(current, ipn);
-    const says = `credited ${creditedText(current)}; a later ${ipn.status} IPN says ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
-    reviewReason = more === null ? `${REVIEW.outcomeChanged}: ${says}` : `${REVIEW.topUp}: ${says} (${formatUnits(more, decimalsOf(current.asset as AssetCode))} ${current.asset} more)`;
+    const says = restatementText(current, ipn.status, ipn.outcomeAmount, ipn.outcomeCurrency);
     restatement = true;
+    if (more !== null && settings.confirm) {
+      // With NOWPAYMENTS_API_KEY set, more money is creditable only once NOWPayments' API says it arrived: the
+      // payment_confirm job asks before a person is offered the credit (the signed IPN alone proves only the secret).
+      reviewReason = null;
+      checkRestatement = true;
+    } else {
+      reviewReason = more === null ? `${REVIEW.outcomeChanged}: ${says}` : topUpText(says, more, current.asset as AssetCode);
+    }
   } else if (latePartial) {
     if (reviewReason === null && current.review_action !== 'ignore') reviewReason = ipn.outcomeAsset === null ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}` : channelKnown ? REVIEW.partiallyPaid : REVIEW.unknownChannel;
   } else if (partialGrows) {
@@ -290,7 +315,13 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
     ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
     ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
-    ...(restatement && { restated_outcome_amount: ipn.outcomeAmount, restated_outcome_currency: ipn.outcomeCurrency }),
+    // A new restatement is not the one NOWPayments may have confirmed: it is checked again (with the key) or not at all.
+    ...(restatement && {
+      restated_outcome_amount: ipn.outcomeAmount,
+      restated_outcome_currency: ipn.outcomeCurrency,
+      restated_confirmed_at: null,
+      restated_confirm_deadline_at: checkRestatement && settings.confirm ? deadlineIn(settings.confirm) : null,
+    }),
   };
 }
 
@@ -305,6 +336,32 @@ function topUpOf(current: PaymentRow, ipn: Ipn): bigint | null {
   if (!current.credited_partial || ipn.outcomeAsset === null || ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null) return null;
   const more = ipn.outcomeUnits - BigInt(current.gross_amount);
   return more > 0n ? more : null;
+}
+
+function restatementText(current: PaymentRow, status: string, amount: string, currency: string): string {
+  return `credited ${creditedText(current)}; a later ${status} IPN says ${amount} ${currency}`;
+}
+
+function topUpText(says: string, more: bigint, asset: AssetCode): string {
+  return `${REVIEW.topUp}: ${says} (${formatUnits(more, decimalsOf(asset))} ${asset} more)`;
+}
+
+/**
+ * The top_up review reason of a credited payment from its stored restatement (the IPN that said more, whose status
+ * the row took), as intake words it: what payment_confirm offers once NOWPayments agreed. Null when it is no top-up.
+ */
+export function topUpReason(row: PaymentRow): string | null {
+  const { asset, restated_outcome_amount: amount, gross_amount: gross } = row;
+  if (amount === null || asset === null || row.restated_outcome_currency !== asset || !isAssetCode(asset) || gross === null || !row.credited_partial) return null;
+  const more = parseUnits(amount, decimalsOf(asset)) - BigInt(gross);
+  if (more <= 0n) return null;
+  return topUpText(restatementText(row, row.status, amount, asset), more, asset);
+}
+
+/** What the credit of a payment is, for the review reasons that name it. */
+export function creditedText(row: PaymentRow): string {
+  const asset = row.asset ?? '';
+  return row.gross_amount !== null && isAssetCode(asset) ? `${formatUnits(BigInt(row.gross_amount), decimalsOf(asset))} ${asset}` : 'nothing';
 }
 
 /** After a person looked at a restatement (ignore), only another amount or currency is looked at again. */
@@ -330,13 +387,8 @@ function outcomeDiffers(current: PaymentRow, ipn: Ipn): boolean {
   return ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null || ipn.outcomeUnits !== BigInt(current.gross_amount);
 }
 
-function creditedText(row: PaymentRow): string {
-  const asset = row.asset ?? '';
-  return row.gross_amount !== null && isAssetCode(asset) ? `${formatUnits(BigInt(row.gross_amount), decimalsOf(asset))} ${asset}` : 'nothing';
-}
-
-/** The alert for a payment intake just kept for review, in the same transaction as the reason. */
-async function alertReview(trx: Transaction<Database>, row: PaymentRow, alerting: IntakeAlerting | undefined): Promise<void> {
+/** The alert for a payment just kept for review, in the same transaction as the reason. */
+export async function alertReview(trx: Transaction<Database>, row: PaymentRow, alerting: IntakeAlerting | undefined): Promise<void> {
   const reason = row.review_reason as string;
   const severity = ALERTED[reviewCode(reason) as string];
   if (!severity) return;

@@ -12,14 +12,19 @@
  * - disagrees, or NOWPayments knows no such payment: review (payment_unconfirmed, both values) + a critical alert.
  * - no usable answer (down, 5xx, slow, our key refused): the attempt is recorded and the job fails, so the queue runs
  *   it again with its backoff; on the first run past the payment's confirm deadline it goes to review instead.
+ *
+ * A top-up (a later IPN saying more than a credited partial) is checked the same way before a person is offered its
+ * credit: the restated status, outcome amount and currency (and order) must be NOWPayments' own. Agreeing puts it in
+ * review as top_up (restated_confirmed_at: the credit action books the difference only then); anything else goes to
+ * review as payment_unconfirmed with both values and the critical alert. The credit already booked stands either way.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { raiseAlert } from '../alerts/index.ts';
 import type { Database, Db, PaymentsTable } from '../db/index.ts';
 import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../integrations/nowpayments/index.ts';
 import type { Logger } from '../log.ts';
-import { AmountError, decimalsOf, parseUnits } from '../money/index.ts';
-import { creditColumns, creditEffects, creditsOnStatus, REVIEW, storedCredit, type IntakeSettings } from './intake.ts';
+import { AmountError, decimalsOf, parseUnits, type AssetCode } from '../money/index.ts';
+import { alertReview, creditColumns, creditEffects, creditedText, creditsOnStatus, restatementAwaitsCheck, REVIEW, storedCredit, topUpReason, type CreditBasis, type IntakeSettings } from './intake.ts';
 
 export interface ConfirmDeps {
   readonly db: Db;
@@ -33,7 +38,8 @@ export interface ConfirmDeps {
   readonly onThresholdCredit?: () => void;
 }
 
-export type ConfirmOutcome = 'credited' | 'review' | 'nothing';
+/** offered: NOWPayments confirmed a top-up, which now waits in review for a person's credit. */
+export type ConfirmOutcome = 'credited' | 'offered' | 'review' | 'nothing';
 
 /** Thrown when NOWPayments gave no usable answer and the deadline is not past: the queue retries with its backoff. */
 export class ConfirmationPending extends Error {
@@ -49,7 +55,7 @@ export async function confirmPayment(deps: ConfirmDeps, paymentId: string): Prom
   const logger = deps.logger.child({ paymentId });
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     const seen = await deps.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
-    if (!seen || !awaitsConfirmation(seen, deps.intake)) return 'nothing';
+    if (!seen || checkOf(seen, deps.intake) === null) return 'nothing';
     if (!deps.api) throw new ConfirmationPending(`payment ${paymentId} waits for NOWPayments' confirmation, but NOWPAYMENTS_API_KEY is unset: it is not credited on its IPN alone`);
     const lookup = await deps.api.getPayment(paymentId);
     const verdict = await deps.db.transaction().execute((trx) => applyLookup(trx, deps, logger, seen, lookup));
@@ -60,51 +66,70 @@ export async function confirmPayment(deps: ConfirmDeps, paymentId: string): Prom
       if (verdict === 'threshold') deps.onThresholdCredit?.();
       return 'credited';
     }
+    if (verdict === 'offered') logger.info({ event: 'top_up_confirmed' }, 'NOWPayments confirmed the top-up: it waits for a person\'s credit');
     return verdict;
   }
   // Moved under us on every pass: whatever moves it queues its own check when it credits.
   return 'nothing';
 }
 
-/** A payment whose credit waits for this job: a crediting status, not credited, not in review, a check asked for. */
-function awaitsConfirmation(row: PaymentRow, settings: IntakeSettings): boolean {
-  return row.credited_at === null && row.review_reason === null && row.confirm_requested_at !== null && creditsOnStatus(row.status, settings) && storedCredit(row) !== null;
+/** What this job checks of a payment: its credit, or a top-up of its credit; null when it waits for neither. */
+type Check = 'credit' | 'top_up';
+
+/**
+ * credit: a crediting status, not credited, not in review, a check asked for. top_up: credited, its restatement's
+ * check asked for and not answered (restatementAwaitsCheck).
+ */
+function checkOf(row: PaymentRow, settings: IntakeSettings): Check | null {
+  if (row.credited_at === null && row.review_reason === null && row.confirm_requested_at !== null && creditsOnStatus(row.status, settings) && storedCredit(row) !== null) return 'credit';
+  if (restatementAwaitsCheck(row) && topUpReason(row) !== null) return 'top_up';
+  return null;
 }
 
 /** What was compared with NOWPayments: the row must still say this when the verdict is applied. */
 function sameClaim(a: PaymentRow, b: PaymentRow): boolean {
-  return a.status === b.status && a.outcome_amount === b.outcome_amount && a.outcome_currency === b.outcome_currency && a.order_id === b.order_id && a.channel_id === b.channel_id;
+  return (
+    a.status === b.status && a.outcome_amount === b.outcome_amount && a.outcome_currency === b.outcome_currency && a.order_id === b.order_id && a.channel_id === b.channel_id &&
+    a.gross_amount === b.gross_amount && a.restated_outcome_amount === b.restated_outcome_amount && a.restated_outcome_currency === b.restated_outcome_currency
+  );
 }
 
 async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, seen: PaymentRow, lookup: PaymentLookup): Promise<ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold'> {
   const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', seen.payment_id).forUpdate().executeTakeFirstOrThrow();
-  if (!awaitsConfirmation(row, deps.intake)) return 'nothing';
-  if (!sameClaim(seen, row)) return 'changed';
+  const check = checkOf(row, deps.intake);
+  if (check === null) return 'nothing';
+  if (check !== checkOf(seen, deps.intake) || !sameClaim(seen, row)) return 'changed';
   const id = row.payment_id;
-  const ipn = claimOf(row);
+  const ipn = claimOf(row, check);
+  // The evidence says which IPN was not confirmed: a top-up's names the credit it would add to.
+  const which = check === 'credit' ? 'the IPN' : `the top-up IPN (credited ${creditedText(row)})`;
 
   if (lookup.kind === 'unavailable') {
-    const { rows } = await sql<{ past: boolean }>`select now() >= ${row.confirm_deadline_at} as past`.execute(trx);
+    const deadline = check === 'credit' ? row.confirm_deadline_at : row.restated_confirm_deadline_at;
+    const { rows } = await sql<{ past: boolean }>`select now() >= ${deadline} as past`.execute(trx);
     if (rows[0]?.past !== true) {
-      await trx.updateTable('payments').set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: lookup.detail }).where('payment_id', '=', id).where('credited_at', 'is', null).where('review_reason', 'is', null).execute();
-      logger.warn({ event: 'payment_confirm_unavailable', detail: lookup.detail, attempts: row.confirm_attempts + 1 }, 'NOWPayments gave no usable answer: the check is retried');
+      await waiting(trx, row, check).set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: lookup.detail }).execute();
+      logger.warn({ event: 'payment_confirm_unavailable', check, detail: lookup.detail, attempts: row.confirm_attempts + 1 }, 'NOWPayments gave no usable answer: the check is retried');
       return 'retry';
     }
-    const reason = `${REVIEW.unconfirmed}: NOWPayments unreachable until the deadline (${row.confirm_deadline_at?.toISOString()}); last: ${lookup.detail}`;
-    await toReview(trx, deps, logger, row, reason, { ipn, nowpayments: null, error: lookup.detail, attempts: row.confirm_attempts + 1 });
+    const about = check === 'credit' ? '' : ` about the top-up IPN (credited ${creditedText(row)}, the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency})`;
+    const reason = `${REVIEW.unconfirmed}: NOWPayments unreachable until the deadline (${deadline?.toISOString()})${about}; last: ${lookup.detail}`;
+    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: null, error: lookup.detail, attempts: row.confirm_attempts + 1 });
     return 'review';
   }
   if (lookup.kind === 'not_found') {
-    const reason = `${REVIEW.unconfirmed}: NOWPayments knows no payment ${id}; the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
-    await toReview(trx, deps, logger, row, reason, { ipn, nowpayments: null, error: lookup.detail });
+    const reason = `${REVIEW.unconfirmed}: NOWPayments knows no payment ${id}; ${which} says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: null, error: lookup.detail });
     return 'review';
   }
-  const differences = compare(row, lookup.payment);
+  const asset = check === 'credit' ? (storedCredit(row) as CreditBasis).asset : (row.asset as AssetCode);
+  const differences = compare(ipn, asset, lookup.payment);
   if (differences.length > 0) {
-    const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with the IPN: ${differences.join('; ')}`;
-    await toReview(trx, deps, logger, row, reason, { ipn, nowpayments: lookup.payment, differences });
+    const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with ${which}: ${differences.join('; ')}`;
+    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: lookup.payment, differences });
     return 'review';
   }
+  if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
 
   const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', row.channel_id).executeTakeFirst();
   const basis = storedCredit(row);
@@ -122,18 +147,19 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
   return channel.payout_strategy;
 }
 
-function claimOf(row: PaymentRow) {
-  return { status: row.status, outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
+/** What the IPN under check says: the crediting IPN's stored amounts, or the restatement a top-up would credit to. */
+function claimOf(row: PaymentRow, check: Check) {
+  if (check === 'credit') return { status: row.status, outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
+  return { status: row.status, outcomeAmount: row.restated_outcome_amount as string, outcomeCurrency: row.restated_outcome_currency as string, orderId: row.order_id };
 }
 
 /** Each field the API contradicts, naming both values. Amounts are compared in the asset's smallest unit. */
-function compare(row: PaymentRow, api: ApiPayment): string[] {
+function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment): string[] {
   const differences: string[] = [];
-  if (api.status !== row.status) differences.push(`payment_status: IPN ${row.status}, NOWPayments ${api.status}`);
-  if (api.outcomeCurrency !== row.outcome_currency) differences.push(`outcome_currency: IPN ${row.outcome_currency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
-  const basis = storedCredit(row) as NonNullable<ReturnType<typeof storedCredit>>;
-  if (!sameUnits(api.outcomeAmount, basis.grossUnits, decimalsOf(basis.asset))) differences.push(`outcome_amount: IPN ${row.outcome_amount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
-  if (api.orderId !== null && api.orderId !== row.order_id) differences.push(`order_id: IPN ${row.order_id}, NOWPayments ${api.orderId}`);
+  if (api.status !== claim.status) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
+  if (api.outcomeCurrency !== claim.outcomeCurrency) differences.push(`outcome_currency: IPN ${claim.outcomeCurrency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
+  if (!sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
+  if (api.orderId !== null && api.orderId !== claim.orderId) differences.push(`order_id: IPN ${claim.orderId}, NOWPayments ${api.orderId}`);
   return differences;
 }
 
@@ -148,24 +174,49 @@ function sameUnits(text: string | null, units: bigint, decimals: number): boolea
   }
 }
 
-async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow, reason: string, evidence: Record<string, unknown>): Promise<void> {
-  const moved = await trx
-    .updateTable('payments')
-    .set({ review_reason: reason, updated_at: sql`now()`, ...(evidence.error !== undefined && { confirm_last_error: String(evidence.error) }) })
-    .where('payment_id', '=', row.payment_id)
-    .where('credited_at', 'is', null)
-    .where('review_reason', 'is', null)
+/** The payment's row while it still waits for this check, and only then: each verdict names the state it leaves. */
+function waiting(trx: Transaction<Database>, row: PaymentRow, check: Check) {
+  const update = trx.updateTable('payments').where('payment_id', '=', row.payment_id).where('review_reason', 'is', null);
+  if (check === 'credit') return update.where('credited_at', 'is', null);
+  return update.where('credited_at', 'is not', null).where('reversed_at', 'is', null).where('restated_confirm_deadline_at', 'is not', null).where('gross_amount', '=', row.gross_amount as string);
+}
+
+async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow, check: Check, reason: string, evidence: Record<string, unknown>): Promise<void> {
+  const moved = await waiting(trx, row, check)
+    .set({
+      review_reason: reason,
+      updated_at: sql`now()`,
+      ...(evidence.error !== undefined && { confirm_last_error: String(evidence.error) }),
+      // The top-up's check is answered: nothing more is asked unless another restatement comes.
+      ...(check === 'top_up' && { restated_confirm_deadline_at: null }),
+    })
     .executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${row.payment_id} changed under its row lock`);
+  const what = check === 'credit' ? 'not credited' : `its top-up not offered (credited ${creditedText(row)} stands)`;
   await raiseAlert(
     trx,
     {
       rule: 'payment_unconfirmed',
       subject: row.payment_id,
       severity: 'critical',
-      message: `payment ${row.payment_id} (channel ${row.channel_id}) not credited, kept for review: ${reason}`,
-      details: { paymentId: row.payment_id, channelId: row.channel_id, reason, ...evidence },
+      message: `payment ${row.payment_id} (channel ${row.channel_id}) ${what}, kept for review: ${reason}`,
+      details: { paymentId: row.payment_id, channelId: row.channel_id, reason, check, ...evidence },
     },
     { logger, notify: deps.notifyAlerts },
   );
+}
+
+/**
+ * NOWPayments agrees that more arrived: the top-up goes to review for a person's credit (top_up, alerted as intake
+ * alerts it), marked confirmed, which is what lets the credit action book the difference.
+ */
+async function offerTopUp(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow): Promise<'offered'> {
+  const reason = topUpReason(row) as string;
+  const offered = await waiting(trx, row, 'top_up')
+    .set({ review_reason: reason, restated_confirmed_at: sql`now()`, restated_confirm_deadline_at: null, confirm_last_error: null, updated_at: sql`now()` })
+    .returningAll()
+    .executeTakeFirst();
+  if (!offered) throw new Error(`payment ${row.payment_id} changed under its row lock`);
+  await alertReview(trx, offered, { logger, notify: deps.notifyAlerts });
+  return 'offered';
 }

@@ -6,7 +6,8 @@
  * - credit: a `partially_paid` payment (also once NOWPayments called it expired or failed: the partial money did
  *   arrive), credited with exactly its partially_paid IPN's outcome_amount through intake's own credit (the fee
  *   split, the journal ('payment_received', id), the conversion or payout job), once. A top-up (the rest of a
- *   payment credited as partial, said by a later IPN) is credited as the difference only (creditTopUp).
+ *   payment credited as partial, said by a later IPN) is credited as the difference only (creditTopUp), and with
+ *   NOWPAYMENTS_API_KEY set only once NOWPayments' API confirmed the later IPN (payment_confirm offers it then).
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
  *   with its first order (a threshold one is batched again: in review, no batch takes it; an unpaid instant one gets
@@ -146,6 +147,9 @@ async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, sett
   if (payment.credited_at === null || payment.reversed_at !== null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('it holds no credit to top up');
   const asset = payment.asset;
   if (payment.restated_outcome_amount === null || payment.restated_outcome_currency !== asset) throw new PaymentActionRefused(`no later IPN says more ${asset.toUpperCase()} than was credited`);
+  // With NOWPAYMENTS_API_KEY set, the signed IPN is not enough: NOWPayments' API must have said the same (payment_confirm
+  // marks it, and any later restatement clears the mark).
+  if (settings.confirm && payment.restated_confirmed_at === null) throw new PaymentActionRefused(`NOWPayments has not confirmed the later IPN's ${payment.restated_outcome_amount} ${asset.toUpperCase()}: only a top-up its API agreed with is credited`);
   const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
   const total = parseUnits(payment.restated_outcome_amount, decimalsOf(asset));
   const before = { gross: BigInt(payment.gross_amount as string), fee: BigInt(payment.fee_amount as string), net: BigInt(payment.net_amount as string) };

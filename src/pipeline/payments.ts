@@ -29,6 +29,12 @@ export interface PaymentView {
   readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; holdUntil: string | null; usdtAmount: string | null; rate: string | null };
   /** NOWPayments' check of the crediting IPN (NOWPAYMENTS_API_KEY set); null when none was asked for. */
   readonly confirmation: { requestedAt: string; deadlineAt: string | null; confirmedAt: string | null; attempts: number; lastError: string | null } | null;
+  /**
+   * The last IPN that restated a credited payment otherwise (a top-up, a changed amount), null when none did: its
+   * outcome, until when NOWPayments' check of it is waited for (null when not asked or answered), and when NOWPayments
+   * confirmed it (a top-up is creditable with NOWPAYMENTS_API_KEY set only then).
+   */
+  readonly restated: { outcomeAmount: string; outcomeCurrency: string; confirmDeadlineAt: string | null; confirmedAt: string | null } | null;
   readonly ipnCount: number;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -86,6 +92,10 @@ function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): Paym
       row.confirm_requested_at === null
         ? null
         : { requestedAt: row.confirm_requested_at.toISOString(), deadlineAt: row.confirm_deadline_at?.toISOString() ?? null, confirmedAt: row.confirmed_at?.toISOString() ?? null, attempts: row.confirm_attempts, lastError: row.confirm_last_error },
+    restated:
+      row.restated_outcome_amount === null
+        ? null
+        : { outcomeAmount: row.restated_outcome_amount, outcomeCurrency: row.restated_outcome_currency as string, confirmDeadlineAt: row.restated_confirm_deadline_at?.toISOString() ?? null, confirmedAt: row.restated_confirmed_at?.toISOString() ?? null },
     ipnCount: row.ipn_count,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),

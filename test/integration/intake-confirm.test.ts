@@ -222,6 +222,85 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(await journals(body.payment_id)).toEqual([]);
   });
 
+  describe('a top-up (a later IPN saying more than a credited partial) is offered only once NOWPayments agrees', () => {
+    /** A partial payment credited once NOWPayments agreed (PARTIAL_PAYMENTS=credit here): 0.00294 ETH. */
+    async function creditedPartial(): Promise<Record<string, unknown>> {
+      const body = partial();
+      known(body);
+      expect((await send(body)).status).toBe(200);
+      await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+      return body;
+    }
+    const finishedFor = (body: Record<string, unknown>, overrides: Record<string, unknown> = {}) => ipnBody({ payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id, ...overrides });
+    const topUpJournals = async (id: unknown) => (await journals(id)).length + (await journals(`${id}:4870000000000000`)).length + (await journals(`${id}:50000000000000000000`)).length;
+
+    it('a forged finished IPN saying 50 ETH while NOWPayments says partially_paid 0.00294 → review payment_unconfirmed with both values and a critical alert; never offered or credited', async () => {
+      const body = await creditedPartial();
+      // Signed with the IPN secret, but NOWPayments' books still hold the partial.
+      const forged = finishedFor(body, { outcome_amount: 50 });
+      const res = await send(forged);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
+      expect(res.body.reviewReason).toBeUndefined();
+      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+      expect(held.reviewReason).toBe('payment_unconfirmed: NOWPayments disagrees with the top-up IPN (credited 0.00294 eth): payment_status: IPN finished, NOWPayments partially_paid; outcome_amount: IPN 50, NOWPayments 0.00294');
+      expect(held).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', restated: { outcomeAmount: '50', outcomeCurrency: 'eth', confirmedAt: null } });
+      const alerts = await unconfirmedAlerts(body.payment_id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ severity: 'critical', details: { ipn: { status: 'finished', outcomeAmount: '50', outcomeCurrency: 'eth' }, nowpayments: { status: 'partially_paid', outcomeAmount: '0.00294' } } });
+
+      const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
+      expect(credit.status).toBe(409);
+      // Copies of the forgery change nothing; ignore closes it with the credit as it was booked.
+      expect((await send(forged)).status).toBe(202);
+      expect((await payrail.request('POST', `/api/payments/${body.payment_id}/ignore`)).status).toBe(200);
+      expect((await send(forged)).status).toBe(200);
+      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294' });
+      expect(await topUpJournals(body.payment_id)).toBe(3);
+    });
+
+    it('the real rest (NOWPayments says finished 0.00487) is offered as top_up once the check agrees, not before, and its credit books the difference', async () => {
+      const body = await creditedPartial();
+      const rest = finishedFor(body);
+      known(rest);
+      await sim.setFault('slow', { slowMs: 1_500 });
+      const res = await send(rest);
+      expect(res.status).toBe(200);
+      // Asked, not offered yet: a person cannot credit what NOWPayments has not confirmed.
+      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', restated: { outcomeAmount: '0.00487', confirmedAt: null } });
+      expect((await payrail.request('POST', `/api/payments/${body.payment_id}/credit`)).status).toBe(409);
+      const offered = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+      expect(offered.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+      expect(offered.restated.confirmedAt).not.toBeNull();
+      expect(await unconfirmedAlerts(body.payment_id)).toEqual([]);
+      const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
+      expect(credit.status).toBe(200);
+      expect(credit.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
+      expect((await journals(`${body.payment_id}:4870000000000000`)).map((e) => [e.kind, e.amount])).toEqual([
+        ['payment_topped_up', '1872100000000000'],
+        ['payment_topped_up', '57900000000000'],
+        ['payment_topped_up', '-1930000000000000'],
+      ]);
+    });
+
+    it('NOWPayments unreachable past the deadline → payment_unconfirmed; the top-up is never offered on the IPN alone', async () => {
+      const body = await creditedPartial();
+      const rest = finishedFor(body);
+      known(rest);
+      await sim.setFault('5xx');
+      expect((await send(rest)).status).toBe(200);
+      await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294' });
+      await db.pool.query(`update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
+      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+      expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN \(credited 0\.00294 eth, the IPN says finished 0\.00487 eth\); last: .*HTTP 503/);
+      expect(held.grossAmount).toBe('0.00294');
+      expect((await payrail.request('POST', `/api/payments/${body.payment_id}/credit`)).status).toBe(409);
+      expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
+      expect(await topUpJournals(body.payment_id)).toBe(3);
+    });
+  });
+
   it('copies of the IPN and repeated runs of the check credit once', async () => {
     const body = finished();
     known(body);
