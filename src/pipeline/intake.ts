@@ -197,10 +197,11 @@ type PaymentRow = Selectable<PaymentsTable>;
 
 /**
  * A credited payment whose restatement (more than its partial credit: a top-up) waits for NOWPayments' check: out of
- * review (the credit stands as booked meanwhile), not reversed, the check's deadline set.
+ * review (the credit stands as booked meanwhile), not reversed or refunded since (a refund ends what it could add to),
+ * the check's deadline set.
  */
 export function restatementAwaitsCheck(row: PaymentRow): boolean {
-  return row.credited_at !== null && row.reversed_at === null && row.review_reason === null && row.restated_confirm_deadline_at !== null;
+  return row.credited_at !== null && row.reversed_at === null && row.status !== 'refunded' && row.review_reason === null && row.restated_confirm_deadline_at !== null;
 }
 
 function deadlineIn(confirm: NonNullable<IntakeSettings['confirm']>) {
@@ -270,8 +271,9 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   // it is, but the money the partial reports did arrive: it takes the partial's amounts as if it had come first, and
   // a person decides, as for any partial that ended.
   const latePartial = !forward && !credited && !current.partial_amounts && (current.status === 'expired' || current.status === 'failed') && ipn.status === 'partially_paid';
-  // A credited payment restated otherwise than the credit and than the last restatement a person looked at.
-  const restated = credited && current.reversed_at === null && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
+  // A credited payment restated otherwise than the credit and than the last restatement a person looked at. Not once
+  // NOWPayments refunded it: a finished IPN after the refund is an older one retried, and no money arrives after it.
+  const restated = credited && current.reversed_at === null && current.status !== 'refunded' && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
   let restatement = false;
   let checkRestatement = false;
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {

@@ -145,6 +145,8 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
 async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
   const id = payment.payment_id;
   if (payment.credited_at === null || payment.reversed_at !== null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('it holds no credit to top up');
+  // After a refund nothing more arrives: a later IPN saying more is an older one retried, whatever review it opened.
+  if (payment.status === 'refunded') throw new PaymentActionRefused('NOWPayments refunded it: no top-up is credited on a refunded payment');
   const asset = payment.asset;
   if (payment.restated_outcome_amount === null || payment.restated_outcome_currency !== asset) throw new PaymentActionRefused(`no later IPN says more ${asset.toUpperCase()} than was credited`);
   // With NOWPAYMENTS_API_KEY set, the signed IPN is not enough: NOWPayments' API must have said the same (payment_confirm

@@ -110,6 +110,30 @@ describe('a top-up after the partial moved on', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
+  it('refunded: once NOWPayments refunded the payment (the refund acknowledged by ignore), a stale finished IPN saying more is no top-up: nothing opens, nothing is credited', async () => {
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const partial = await creditedPartial(channelId);
+    const paymentId = String(partial.payment_id);
+    await eventually('the partial converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    const refund = await send({ ...partial, payment_status: 'refunded' });
+    expect(refund.body.reviewReason).toBe('refunded_after_credit');
+    // Converted: reverse cannot take it back, ignore acknowledges the refund.
+    expect((await act(paymentId, 'reverse')).status).toBe(409);
+    expect((await act(paymentId, 'ignore')).status).toBe(200);
+
+    // NOWPayments' retry of a finished IPN from before the refund arrives late (nothing more was forwarded).
+    const stale = await send({ ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id });
+    expect(stale.status).toBe(200);
+    expect(stale.body).toMatchObject({ status: 'refunded', outcome: 'unchanged' });
+    const after = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body;
+    expect(after).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00294', restated: null, reviewAction: { action: 'ignore' } });
+    const credit = await act(paymentId, 'credit');
+    expect(credit.status).toBe(409);
+    const { rows } = await db.pool.query("select 1 from ledger_journals where kind = 'payment_topped_up' and ref like $1", [`${paymentId}:%`]);
+    expect(rows).toEqual([]);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
   it('instant: the partial was paid out; the difference is converted and paid to the owner as the channel\'s USDT', async () => {
     const owner = freshWallet();
     const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
