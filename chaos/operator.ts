@@ -113,13 +113,19 @@ export class Operator {
     return 0;
   }
 
-  /** Pays one of the threshold channels now, whatever its threshold (409 when it holds no USDT or a batch is open). */
+  /**
+   * Pays one of the threshold channels now, whatever its threshold: one the dashboard offers it for (USDT available,
+   * no batch open) when there is one, else any (then 409: no USDT, or a batch open).
+   */
   async payNow(rng: Rng, channels: readonly ChaosChannel[]): Promise<string> {
     const threshold = channels.filter((c) => c.body.payoutStrategy === 'threshold');
     if (threshold.length === 0) return 'pay now: no threshold channel';
-    const ch = rng.pick(threshold);
+    const { status: read, json } = await admin(this.api, 'GET', '/api/overview');
+    const offered = read === 200 ? new Set(((json as { channels?: { items?: Array<{ channelId: string; canPayNow: boolean }> } }).channels?.items ?? []).filter((c) => c.canPayNow).map((c) => c.channelId)) : new Set<string>();
+    const candidates = threshold.filter((c) => offered.has(c.id));
+    const ch = rng.pick(candidates.length > 0 ? candidates : threshold);
     const status = await this.act('channel pay now', 'POST', `/api/channels/${ch.id}/payout`, undefined, [201, 409]);
-    return `pay now on channel ${ch.id}: ${status}`;
+    return `pay now on channel ${ch.id}${offered.has(ch.id) ? ' (offered by the overview)' : ''}: ${status}`;
   }
 
   /**
