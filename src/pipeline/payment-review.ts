@@ -11,15 +11,16 @@
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
  *   with its first order (a threshold one is batched again: in review, no batch takes it; an unpaid instant one gets
- *   its payout job again), and a refund after the credit whose money has moved on (where reverse cannot take it
- *   back) is acknowledged: the credit stays as booked.
+ *   its payout job again), and a refund after the credit whose money has moved on for good (where reverse cannot
+ *   take it back, and waiting will not bring it back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
- *   still on the channel's available balance: not converted, not in a payout. The ETH is still on the host wallet,
- *   so it moves to platform:refunds_owed (less what an exchange kept of it), not back to the world. Anywhere else,
- *   the refusal says where it went and the payment stays in review.
+ *   still on the channel's available balance: not converted, not in a payout (one that failed or was cancelled
+ *   brought it back). The ETH is still on the host wallet, so it moves to platform:refunds_owed (less what an
+ *   exchange kept of it), not back to the world. Anywhere else, the refusal says where it is, and what to do while
+ *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
-import type { Database, Db, PaymentReviewAction, PaymentsTable } from '../db/index.ts';
+import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
@@ -222,8 +223,10 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   ].filter((e) => e.amount !== 0n);
   const journal = await postJournal(trx, { kind: 'payment_reversed', ref: id, entries });
   if (!journal.posted) throw new Error(`payment ${id} already has a reversal journal`);
-  // The guard names the state left: a threshold payment still pending, an instant one with no payout.
-  let update = trx.updateTable('payments').set({ reversed_at: sql`now()`, conversion_status: null }).where('payment_id', '=', id).where('reversed_at', 'is', null).where('payout_id', 'is', null);
+  // The guard names the state left: a threshold payment still pending, an instant one with no payout or only the one
+  // that failed or was cancelled (its ETH back on the channel; an ended payout never changes again).
+  let update = trx.updateTable('payments').set({ reversed_at: sql`now()`, conversion_status: null }).where('payment_id', '=', id).where('reversed_at', 'is', null);
+  update = payment.payout_id === null ? update.where('payout_id', 'is', null) : update.where('payout_id', '=', payment.payout_id);
   update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', 'pending');
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
@@ -232,8 +235,9 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
 
 /**
  * A refund after the credit is acknowledged without taking the credit back only where reverse cannot take it: the
- * money has moved on (a conversion, a payout, fees taken out), so nothing on payrail's books can be returned. While
- * reverse can, it is the way (acknowledging would pay the owner for a payment the subscriber got back).
+ * money has moved on for good (converted, paid out, kept by ChangeNow, fees taken out), so nothing on payrail's books
+ * can be returned. While reverse can, or could once a conversion or payout ends, it is the way (acknowledging would
+ * pay the owner for a payment the subscriber got back).
  */
 async function acknowledgeRefund(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
   const blocked = await reverseBlocked(trx, payment);
@@ -242,31 +246,54 @@ async function acknowledgeRefund(trx: Transaction<Database>, payment: PaymentRow
   return { moved: blocked.why };
 }
 
+/** Payout states that have sent nothing: a person's cancel returns the funds to the channel at once. */
+const PAYOUT_SENT_NOTHING: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval'];
+/** Payout states after which its funds never come back to the channel by themselves. */
+const PAYOUT_ENDED_BACK: readonly PayoutStatus[] = ['failed', 'cancelled'];
+
+/** What to do about a conversion or payout that has not ended, whichever way it ends. */
+const UNTIL_ENDED = 'once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it';
+
 /**
- * Why the credit cannot be taken back now, or null when it can. `lasting`: its money has moved on and will not come
- * back by waiting (ignore is then the way out); otherwise only a job has to run first.
+ * Why the credit cannot be taken back now, or null when it can. `lasting`: its money has moved on for good and will
+ * not come back by waiting (ignore is then the way out). Otherwise it may still come back: a payout that sent nothing
+ * (cancel it), a conversion or payout that has not ended (wait for it), or a job that has to run first; ignore is no
+ * way out then, or the money would be paid to the owner after all once it is back on the channel.
  */
 async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): Promise<{ why: string; lasting: boolean } | null> {
   const id = payment.payment_id;
+  const asset = payment.asset as AssetCode;
+  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
   const moved = (why: string) => ({ why, lasting: true });
-  const payout = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).executeTakeFirst();
-  if (payout) return moved(`its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`);
+  const waitFor = (why: string) => ({ why, lasting: false });
   const before = BigInt(payment.net_moved_wei);
-  if (before > 0n) return moved(`${formatUnits(before, decimalsOf(payment.asset as AssetCode))} ETH of it was converted or paid out before its top-up`);
+  if (before > 0n) return moved(`${show(before)} of it was converted or paid out before its top-up`);
   if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
     const conversion = payment.conversion_id ? await trx.selectFrom('conversions').select(['status']).where('conversion_id', '=', payment.conversion_id).executeTakeFirst() : undefined;
-    const where = payment.conversion_status === 'completed' ? 'was converted to USDT' : 'is being converted';
-    return moved(`its ETH ${where} in conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
+    const where = `conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}`;
+    if (payment.conversion_status === 'completed') return moved(`its ETH was converted to USDT in ${where}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
+    // Converting, or in review (its payments 'failed' until a person ends it): the ETH may come back (refunded,
+    // never sent), and the payment with it to the next batch.
+    return waitFor(`its ETH is in ${where}), which has not ended: wait for the conversion (${UNTIL_ENDED})`);
+  }
+  // Its own instant payout (one per payment), or the batch that pays its USDT.
+  const payouts = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).execute();
+  for (const payout of payouts) {
+    const named = `its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`;
+    if (payout.status === 'completed') return moved(named);
+    if (PAYOUT_SENT_NOTHING.includes(payout.status)) return waitFor(`${named}, which has sent nothing: cancel the payout (POST /api/payouts/${payout.payout_id}/cancel) to return its ETH to the channel, then reverse`);
+    if (!PAYOUT_ENDED_BACK.includes(payout.status)) return waitFor(`${named}, which has not ended: wait for the payout (${UNTIL_ENDED})`);
+    // Failed or cancelled: its funds are back on the channel, less what ChangeNow kept of a refund that came back short.
+    const kept = await keptByChangeNow(trx, payout.payout_id, payout.kind === 'instant' ? asset : 'usdt');
+    if (kept > 0n) return moved(`its ${payout.kind} payout ${payout.payout_id} (${payout.status}) came back ${formatUnits(kept, decimalsOf(payout.kind === 'instant' ? asset : 'usdt'))} short: ChangeNow kept it`);
+  }
+  if (payment.payout_strategy === 'instant' && payouts.length === 0) {
+    // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
+    if ((rows[0]?.n ?? 0) > 0) return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
   }
   // Back to pending after a conversion that did not complete, its ETH is known to the wei: what came back (a short
   // refund's cost is on exchange_cost_wei), or what the platform bore (a lost conversion leaves the channel whole).
-  if (payment.payout_strategy === 'instant') {
-    // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
-    const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
-    if ((rows[0]?.n ?? 0) > 0) return { why: 'its instant payout job has not run yet: try again once it has (it skips a payment in review)', lasting: false };
-  }
-  const asset = payment.asset as AssetCode;
-  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
   const left = BigInt(payment.net_amount as string) - BigInt(payment.exchange_cost_wei);
   const fee = BigInt(payment.fee_amount as string);
   const held = await balanceOf(trx, accounts.channel(payment.channel_id, asset).code, asset);
@@ -275,6 +302,21 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
   const fees = await balanceOf(trx, feeAccount.code, asset);
   if (fees < fee) return moved(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);
   return null;
+}
+
+/** What ChangeNow kept of an ended payout's funds (its return journal's share to world:changenow), 0 when all came back. */
+async function keptByChangeNow(trx: Transaction<Database>, payoutId: string, asset: AssetCode): Promise<bigint> {
+  const row = await trx
+    .selectFrom('ledger_entries as e')
+    .innerJoin('ledger_journals as j', 'j.id', 'e.journal_id')
+    .innerJoin('ledger_accounts as a', 'a.id', 'e.account_id')
+    .select('e.amount')
+    .where('j.kind', '=', 'payout_returned')
+    .where('j.ref', '=', payoutId)
+    .where('a.code', '=', accounts.changenow(asset).code)
+    .where('a.asset', '=', asset)
+    .executeTakeFirst();
+  return row ? BigInt(row.amount) : 0n;
 }
 
 async function balanceOf(trx: Transaction<Database>, code: string, asset: string): Promise<bigint> {

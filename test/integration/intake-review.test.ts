@@ -629,7 +629,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     }
   }
 
-  it('a threshold payment taken into a conversion: 409 naming the conversion, still in review, nothing booked', async () => {
+  it('a threshold payment taken into a conversion: 409 naming the conversion and that it has not ended, still in review, nothing booked', async () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
     const converting = await until('conversion', () => payment(body.payment_id, worker), (p) => p.conversion.status === 'converting');
@@ -637,7 +637,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
-    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is being converted in conversion conv_[0-9a-f]{16} \(/);
+    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is in conversion conv_[0-9a-f]{16} \(exchange_requested\), which has not ended: wait for the conversion /);
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
     expect((await journals(body.payment_id, moving)).map((j) => j.kind)).not.toContain('payment_reversed');
   });
@@ -653,28 +653,43 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
   });
 
-  it('ignore is the way out once the money moved on (a conversion, a payout): the credit stays as booked, the audit names where the money went, a copy of the refund does not reopen it', async () => {
+  it('a conversion that has not ended and a payout that sent nothing can still bring the money back: reverse and ignore are both 409 (wait for the conversion, cancel the payout), nothing booked; once the payout is cancelled its ETH is back on the channel and reverse takes the credit back', async () => {
     const threshold = finishedFor(THRESHOLD_CHANNEL);
     const instant = finishedFor(INSTANT_CHANNEL);
     expect((await send(threshold, worker)).status).toBe(200);
     expect((await send(instant, worker)).status).toBe(200);
     await until('conversion', () => payment(threshold.payment_id, worker), (p) => p.conversion.status === 'converting');
-    await until('payout', async () => (await moving.pool.query(`select payout_id from payouts where payment_id = $1`, [String(instant.payment_id)])).rows, (r) => r.length === 1);
-    for (const [body, where] of [[threshold, /^its ETH is being converted in conversion conv_[0-9a-f]{16} /], [instant, /^its money is in instant payout po_[0-9a-f]{16} /]] as const) {
+    const [payout] = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(instant.payment_id)])).rows, (r) => r.length === 1);
+    const cancelPath = `POST /api/payouts/${payout.payout_id}/cancel`;
+    for (const [body, why] of [
+      [threshold, /^its ETH is in conversion conv_[0-9a-f]{16} \(exchange_requested\), which has not ended: wait for the conversion \(once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it\)$/],
+      [instant, new RegExp(`^its money is in instant payout ${payout.payout_id} \\((pending|held)\\), which has sent nothing: cancel the payout \\(${cancelPath.replace(/\//g, '\\/')}\\) to return its ETH to the channel, then reverse$`)],
+    ] as const) {
       expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
-      const reverse = await act(body.payment_id, 'reverse', { on: worker });
-      expect(reverse.status).toBe(409);
-      expect(reverse.body.error).toContain('ignore acknowledges the refund');
-      const res = await act(body.payment_id, 'ignore', { on: worker, body: { note: 'NOWPayments settles the refund with the subscriber' } });
-      expect(res.status).toBe(200);
-      expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, reversedAt: null, grossAmount: '0.00487', netAmount: '0.0047239', reviewAction: { action: 'ignore', by: 'admin' } });
+      for (const action of ['reverse', 'ignore']) {
+        const res = await act(body.payment_id, action, { on: worker, body: { note: 'NOWPayments settles the refund with the subscriber' } });
+        expect(res.status, action).toBe(409);
+        expect(res.body.error.replace(/^cannot \w+ payment \d+: /, ''), action).toMatch(why);
+        expect(res.body.error, action).not.toContain('ignore acknowledges the refund instead');
+      }
+      expect(await payment(body.payment_id, worker)).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null });
       expect((await journals(body.payment_id, moving)).map((j) => j.kind)).toEqual(['payment_received', 'payment_received', 'payment_received']);
-      const entries = await audit(body.payment_id, moving);
-      expect(entries).toEqual([{ actor: 'admin', action: 'payment.ignore', details: expect.objectContaining({ reason: 'refunded_after_credit', note: 'NOWPayments settles the refund with the subscriber' }) }]);
-      expect(entries[0]!.details.moved).toMatch(where);
-      expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(200);
-      expect(await payment(body.payment_id, worker)).toMatchObject({ reviewReason: null, reviewAction: { action: 'ignore' } });
+      expect(await audit(body.payment_id, moving)).toEqual([]);
     }
+
+    // The payout sent nothing: cancelled, its ETH is the channel's again, and the refund takes it back.
+    expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
+    const reversed = await act(instant.payment_id, 'reverse', { on: worker, body: { note: 'chargeback' } });
+    expect(reversed.status).toBe(200);
+    expect(reversed.body).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
+    expect(reversed.body.reversedAt).not.toBeNull();
+    expect((await journals(instant.payment_id, moving)).filter((j) => j.kind === 'payment_reversed').map((j) => [j.code, j.amount])).toEqual([
+      [`channel:${INSTANT_CHANNEL}`, '-4723900000000000'],
+      [`platform:fees#${shardOf(instant.payment_id)}`, '-146100000000000'],
+      ['platform:refunds_owed', '4870000000000000'],
+    ]);
+    // Ignore was never the way: nothing acknowledged while the money could come back.
+    expect((await audit(instant.payment_id, moving)).map((a) => a.action)).toEqual(['payment.reverse']);
     expect((await checkLedger(moving.db)).problems).toEqual([]);
   });
 });

@@ -2,8 +2,8 @@
  * A refund after the credit, on real parts (signed IPNs over HTTP, the ChangeNow simulator, anvil), with the ledger
  * compared to the chain after every step: reverse keeps the ETH NOWPayments forwarded on the platform's books as
  * refunds owed (it is still on the host wallet), `payrail withdrawal --from refunds` books the transaction that sends
- * it back, a payment whose conversion came back short is reversed for what is left of it, and a refund whose money was
- * paid out is acknowledged by ignore.
+ * it back, a payment whose conversion came back short is reversed for what is left of it, a refund whose money was
+ * paid out is acknowledged by ignore, and one whose payout failed (its ETH back on the channel) is reversed.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -213,5 +213,32 @@ describe('a refund whose money was paid out', () => {
     expect(res.body).toMatchObject({ reviewReason: null, reversedAt: null, reviewAction: { action: 'ignore' } });
     expect(await journal('payment_reversed', paymentId)).toEqual([]);
     expect(await ethDifference()).toBe(0n);
+  });
+});
+
+describe('a refund whose money came back', () => {
+  it('the instant payout\'s exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain', async () => {
+    await start();
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    outside.sim.failNextExchange('refunded');
+    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    await eventually('the payout failed, refunded in full', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows.length === 1);
+    expect(await balance(`channel:${channelId}`)).toBe(NET_WEI);
+    await refund(paymentId, channelId);
+
+    const ignore = await act(paymentId, 'ignore');
+    expect(ignore.status).toBe(409);
+    expect(ignore.body.error).toContain('reverse the credit');
+    const res = await act(paymentId, 'reverse', { note: 'chargeback' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
+    expect(await journal('payment_reversed', paymentId)).toEqual([
+      { code: `channel:${channelId}`, amount: (-NET_WEI).toString() },
+      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
+      { code: 'platform:refunds_owed', amount: GROSS_WEI.toString() },
+    ]);
+    expect(await balance(`channel:${channelId}`)).toBe(0n);
+    expect(await ethDifference()).toBe(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });

@@ -27,6 +27,7 @@ import { formatUnits, parsePercent } from '../../src/money/index.ts';
 import { confirmPayment, DEADLINES, type StageDeps } from '../../src/pipeline/index.ts';
 import { conversionTransferHooks } from '../../src/pipeline/convert.ts';
 import { isDirect, openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
+import { settleIn } from '../../src/pipeline/settle.ts';
 import { failIn, settleMined } from '../../src/pipeline/transfer/settle.ts';
 import type { TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
 import { rpc, startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
@@ -169,8 +170,24 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   { reason: 'outcome_amount_changed', where: 'credited, on the channel', seed: async () => restated(await credited(THRESHOLD), { outcome_amount: 0.00486 }), actions: ['ignore'] },
   { reason: 'top_up', where: 'credited as partial, on the channel', seed: async () => restated(await creditedPartial(THRESHOLD), { payment_status: 'finished', actually_paid: 0.00495, outcome_amount: 0.00487 }), actions: ['credit', 'ignore'] },
   { reason: 'refunded_after_credit', where: 'on the channel', seed: async () => restated(await credited(THRESHOLD), { payment_status: 'refunded' }), actions: ['reverse'] },
-  { reason: 'refunded_after_credit', where: 'in a conversion', seed: async () => restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
-  { reason: 'refunded_after_credit', where: 'in a payout', seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
+  // Where its money may still come back (a conversion or payout not ended), neither reverse nor ignore yet: waiting, or
+  // a cancel of a payout that sent nothing, decides which.
+  {
+    reason: 'refunded_after_credit', where: 'in a conversion that has not ended (sent)', seed: async () => restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }), actions: [],
+    exit: { by: 'its conversion settling (as conversion_poll settles a finished exchange)', run: settleConversionOf, opens: 'ignore' },
+  },
+  {
+    reason: 'refunded_after_credit', where: 'in a conversion in review, its ETH never sent', seed: async () => restated((await seed.conversion('needs_review')).paymentId, { payment_status: 'refunded' }), actions: [],
+    exit: { by: 'a person\'s retry of its conversion (its ETH back on the channel)', run: retryConversionOf, opens: 'reverse' },
+  },
+  {
+    reason: 'refunded_after_credit', where: 'in a payout that sent nothing (pending)', seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }), actions: [],
+    exit: { by: 'a person\'s cancel of its payout (its ETH back on the channel)', run: cancelPayoutOf, opens: 'reverse' },
+  },
+  { reason: 'refunded_after_credit', where: 'converted (its conversion completed)', seed: async () => restated((await seed.conversion('completed')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
+  { reason: 'refunded_after_credit', where: 'paid out (its payout completed)', seed: async () => restated((await seed.payout('completed')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
+  { reason: 'refunded_after_credit', where: 'its payout failed (its ETH back on the channel)', seed: async () => restated((await seed.payout('failed')).paymentId, { payment_status: 'refunded' }), actions: ['reverse'] },
+  { reason: 'refunded_after_credit', where: 'its payout cancelled (its ETH back on the channel)', seed: async () => restated((await seed.payout('cancelled')).paymentId, { payment_status: 'refunded' }), actions: ['reverse'] },
   {
     reason: 'refunded_after_credit', where: 'instant, its payout job not run yet', seed: async () => restated(await credited(INSTANT), { payment_status: 'refunded' }), actions: [],
     exit: { by: 'its payout_instant job, which skips a payment in review', run: runInstantPayoutJob, opens: 'reverse' },
@@ -254,6 +271,25 @@ async function registerChannelOf(paymentId: string): Promise<void> {
 
 async function runInstantPayoutJob(paymentId: string): Promise<void> {
   await runJobByHand(db, `payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+}
+
+/** The payment's conversion settles as conversion_poll settles a finished exchange (its USDT to the channel). */
+async function settleConversionOf(paymentId: string): Promise<void> {
+  const { rows: [p] } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  const settled = await db.db.transaction().execute((trx) => settleIn(trx, p.conversion_id, 1_000n, `0x${'ee'.repeat(32)}`, 'sent'));
+  expect(settled).toBe(true);
+}
+
+/** A person retries the payment's conversion in review (POST /api/conversions/:id/retry). */
+async function retryConversionOf(paymentId: string): Promise<void> {
+  const { rows: [p] } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  expect((await payrail.request('POST', `/api/conversions/${p.conversion_id}/retry`)).status).toBe(200);
+}
+
+/** A person cancels the payment's payout (POST /api/payouts/:id/cancel). */
+async function cancelPayoutOf(paymentId: string): Promise<void> {
+  const { rows: [p] } = await db.pool.query('select payout_id from payouts where payment_id = $1', [paymentId]);
+  expect((await payrail.request('POST', `/api/payouts/${p.payout_id}/cancel`)).status).toBe(200);
 }
 
 /** The payment's payout job runs while it is in review (and skips it). */
