@@ -207,10 +207,16 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   if (lost.length > 0) violations.push(`lost: ${lost.length} acknowledged payment(s): ${examples(lost.map((o) => `${o.paymentId}: ${o.detail}`))}`);
   if (stuck.length > 0) violations.push(`stuck: ${stuck.length} payment(s) in flight with no job to move them: ${examples(stuck.map((o) => `${o.paymentId}: ${o.detail}`))}`);
 
+  const creditedOf = async (ids: string[]) => (await pool.query<{ id: string }>('select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null', [ids])).rows;
   const neverFinished = payments.filter((p) => p.shape === 'never_finished').map((p) => p.paymentId);
-  const wronglyCredited = (await pool.query<{ id: string }>('select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null', [neverFinished])).rows;
+  const wronglyCredited = await creditedOf(neverFinished);
   fig(`never-finished payments: ${neverFinished.length}, credited ${wronglyCredited.length}`);
   if (wronglyCredited.length > 0) violations.push(`credited without a finished IPN: ${examples(wronglyCredited.map((r) => r.id))}`);
+  // A leaked IPN secret must not mint money: NOWPayments' API knows no such payment.
+  const forged = payments.filter((p) => p.shape === 'forged').map((p) => p.paymentId);
+  const forgedCredited = await creditedOf(forged);
+  fig(`forged payments (signed, unknown to NOWPayments' API): ${forged.length}, credited ${forgedCredited.length}`);
+  if (forgedCredited.length > 0) violations.push(`forged payment credited: ${examples(forgedCredited.map((r) => r.id))}`);
 
   // 2. Nothing twice: one exchange per conversion / payout, one transfer per exchange, chain agrees.
   const exchanges = [...world.sim.exchanges.values()];

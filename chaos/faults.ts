@@ -42,6 +42,7 @@ export type FaultKind =
   | 'changenow_5xx'
   | 'changenow_401'
   | 'changenow_slow'
+  | 'nowpayments_unavailable'
   | 'rpc_down'
   | 'rpc_lost_answers'
   | 'rpc_refusing'
@@ -67,7 +68,7 @@ export interface PlannedFault {
 
 export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean): PlannedFault[] {
   const kinds: FaultKind[] = [
-    'kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'rpc_down', 'rpc_lost_answers', 'rpc_refusing',
+    'kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'nowpayments_unavailable', 'rpc_down', 'rpc_lost_answers', 'rpc_refusing',
     'exchange_failed', 'exchange_refunded', 'exchange_paid_wrong', 'exchange_answer_wrong', 'exchange_verifying', 'fee_spike', 'pool_dropped', 'reorg', 'nonce_taken',
   ];
   if (canRestartPostgres) kinds.push('restart_postgres');
@@ -112,6 +113,14 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       await sleep(d);
       await world.sim.setFault('none');
       return `ChangeNow ${mode} for ${d} ms`;
+    }
+    case 'nowpayments_unavailable': {
+      // Credits wait: each confirmation is asked again with the queue's backoff, never credited on the IPN's word.
+      const mode = (['down', '5xx', 'slow'] as const)[fault.target % 3] as 'down' | '5xx' | 'slow';
+      await world.nowpaymentsApi.setFault(mode, mode === 'slow' ? { slowMs: 3_000 } : {});
+      await sleep(d);
+      await world.nowpaymentsApi.setFault('none');
+      return `NOWPayments' API ${mode} for ${d} ms`;
     }
     case 'rpc_down':
       world.proxy.setFaults({ down: true });
@@ -171,5 +180,6 @@ export async function clearFaults(world: World): Promise<void> {
   world.proxy.setFaults({});
   if (world.ticker.isHeld) await world.ticker.release();
   await world.sim.setFault('none');
+  await world.nowpaymentsApi.setFault('none');
   world.sim.failNextExchange(null);
 }

@@ -124,6 +124,9 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       NOWPAYMENTS_IPN_SECRET: ipnSecret,
       CHANGENOW_API_URL: world.sim.url,
       CHANGENOW_API_KEY: world.simApiKey,
+      NOWPAYMENTS_API_URL: world.nowpaymentsApi.url,
+      NOWPAYMENTS_API_KEY: world.nowpaymentsApiKey,
+      NOWPAYMENTS_TIMEOUT: '2s',
       CHANGENOW_CONNECT_TIMEOUT: '1s',
       CHANGENOW_TIMEOUT: '2s',
       ETH_RPC_URL: world.proxy.url,
@@ -168,6 +171,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     const faults = planFaults(rng, options.faults, postgres.restartable);
     const payments = planPayments(rng, channels, options.payments, ipnSecret);
     say(`plan: ${payments.length} payments (${payments.reduce((n, p) => n + p.messages.length, 0)} IPNs), faults: ${faults.map((f) => `${f.kind}@${Math.round(f.atProgress * 100)}%`).join(', ') || 'none'}`);
+    // What NOWPayments' books say of each real payment (a forged one it never heard of), before any IPN.
+    for (const p of payments) if (p.truth !== null) world.nowpaymentsApi.addPayment(p.truth);
     const forwardingStarted = Date.now();
     const forwarded = await forwardOutcomes(payments, world.forwardToHost);
     const forwardingLine = `NOWPayments forwarded ${forwarded.count} outcomes (${forwarded.wei} wei) to the host wallet, mined before any IPN, in ${((Date.now() - forwardingStarted) / 1000).toFixed(1)} s`;

@@ -78,7 +78,7 @@ interface Step {
  * and the payments a person must look at: paid in part (and maybe topped up later), a foreign outcome, a restated
  * amount, a repeated deposit (a payment of its own naming an earlier one as its parent).
  */
-const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child?: true; ordered?: true }> = [
+const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child?: true; ordered?: true; forged?: true }> = [
   { name: 'in_order', weight: 30, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'finished' }] },
   { name: 'finished_twice', weight: 20, steps: [{ status: 'waiting' }, { status: 'finished' }, { status: 'finished' }] },
   { name: 'finished_before_confirming', weight: 20, steps: [{ status: 'finished' }, { status: 'confirming' }] },
@@ -91,6 +91,8 @@ const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child
   // In order: a restated copy arriving first would be credited at its amount, not at the one NOWPayments forwarded.
   { name: 'amount_restated', weight: 2, steps: [{ status: 'finished' }, { status: 'finished', variant: 'restated' }], ordered: true },
   { name: 'repeated_deposit', weight: 3, steps: [{ status: 'confirming' }, { status: 'finished' }], child: true },
+  // Signed with the IPN secret (a leak) for a payment NOWPayments never had: nothing forwarded, never to be credited.
+  { name: 'forged', weight: 2, steps: [{ status: 'finished' }], forged: true },
 ];
 
 /** The HTTP answers a message may get: 200 applied, 202 kept for review. */
@@ -117,6 +119,11 @@ export interface PlannedPayment {
   outcomeWei: bigint | null;
   /** The forwarding transaction, once mined. */
   forwardTx: Hex | null;
+  /**
+   * The payment as NOWPayments' API reports it (its books: the IPN of the money it forwarded, else its last status),
+   * registered with the NOWPayments simulator before any IPN; null for a forged payment it never had.
+   */
+  truth: string | null;
   /** Whether a message reporting money received was answered 2xx. */
   acknowledged: boolean;
 }
@@ -161,20 +168,24 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
       if (variant === 'restated') body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
       const raw = stringify(body) as string;
       const reportsMoney = status === 'finished' || status === 'partially_paid';
-      // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated amount; and any copy that
+      // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated credit; and any copy that
       // arrives while its payment is in review (one payment's IPNs go concurrently unless its shape is ordered). A
       // partial arriving after its finished changes nothing (200); a finished after a partial a person credited is a
       // top-up to decide on (202).
-      const reviewed = shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
+      const reviewed = shape.forged === true || shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
       const answers: Answer[] =
-        variant !== undefined ? [202]
+        variant === 'foreign' ? [202]
+        // Restating a credit is kept for review; a copy arriving while the first waits for NOWPayments' confirmation
+        // changes nothing (200): the credit is what NOWPayments' API confirms.
+        : variant === 'restated' ? [200, 202]
         : status === 'partially_paid' ? (shape.steps.some((x) => x.status === 'finished') ? [200, 202] : [202])
         : reviewed ? [200, 202]
         : [200];
-      if (reportsMoney && variant === undefined) forwarded = raw;
+      if (reportsMoney && variant === undefined && !shape.forged) forwarded = raw;
       return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
     });
-    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined ? null : outcomeWei(forwarded), forwardTx: null, acknowledged: false });
+    const truth = shape.forged ? null : (forwarded ?? (messages.at(-1) as PlannedMessage).raw);
+    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined || shape.forged ? null : outcomeWei(forwarded), forwardTx: null, truth, acknowledged: false });
   }
   return payments;
 }

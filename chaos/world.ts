@@ -11,7 +11,7 @@ import { createPublicClient, erc20Abi, http, parseGwei, type Address, type Hex }
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { createChainWallet, type ChainWallet } from '../src/integrations/wallet/index.ts';
 import { makeContractWallet, pausePool, resumeMining } from '../src/simulators/chain-faults.ts';
-import { rpc, startChainSender, startChangeNowSimulator, startLocalChain, startRpcProxy, type ChangeNowSimulator, type LocalChain, type RpcProxy } from '../src/simulators/index.ts';
+import { rpc, startChainSender, startChangeNowSimulator, startLocalChain, startNowPaymentsSimulator, startRpcProxy, type ChangeNowSimulator, type LocalChain, type NowPaymentsSimulator, type RpcProxy } from '../src/simulators/index.ts';
 import { blacklistLocalUsdt, deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
 import { freePort, sleep } from './net.ts';
 import type { Rng } from './rng.ts';
@@ -145,6 +145,9 @@ export interface World {
   ticker: BlockTicker;
   sim: ChangeNowSimulator;
   simApiKey: string;
+  /** NOWPayments' API as payrail's credits are confirmed with it: it knows the run's real payments, not forged ones. */
+  nowpaymentsApi: NowPaymentsSimulator;
+  nowpaymentsApiKey: string;
   hostKey: Hex;
   hostAddress: Address;
   /** The operator's transfer that funded the host wallet, mined `confirmations` deep before startWorld returns. */
@@ -202,6 +205,10 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
     const simApiKey = `chaos-sim-key-${rng.int(1e8, 1e9 - 1)}`;
     const sim = await startChangeNowSimulator({ port: 0, apiKey: simApiKey, rpcUrl: chain.rpcUrl, stepMs: 0, tokens: { usdt }, treasuryKey });
     stops.unshift(() => sim.stop());
+    // NOWPayments' API: every credit is confirmed with it (NOWPAYMENTS_API_KEY set), as a deployment should run.
+    const nowpaymentsApiKey = `chaos-np-key-${rng.int(1e8, 1e9 - 1)}`;
+    const nowpaymentsApi = await startNowPaymentsSimulator({ port: 0, apiKey: nowpaymentsApiKey });
+    stops.unshift(() => nowpaymentsApi.stop());
     const client = createPublicClient({ transport: http(chain.rpcUrl) });
     return {
       chain,
@@ -209,6 +216,8 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
       ticker,
       sim,
       simApiKey,
+      nowpaymentsApi,
+      nowpaymentsApiKey,
       hostKey,
       hostAddress,
       hostFundingTx,
