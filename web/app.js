@@ -61,9 +61,13 @@
         ignore: 'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
         reverse:
           "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",
+        recheck: "Ask NOWPayments again about payment {id}? It leaves review and waits for NOWPayments' check with a fresh deadline: credited only if NOWPayments' API now agrees with the IPN, back in review otherwise.",
       },
       // A payment's status is NOWPayments' (partially_paid stays partially_paid): what changed is that it left review.
-      done: (body, id, action) => `${action}: payment ${id} left review (${body.reviewAction ? `${body.reviewAction.action} by ${body.reviewAction.by}` : action}).`,
+      done: (body, id, action) =>
+        action === 'recheck'
+          ? `recheck: payment ${id} left review; NOWPayments is asked again, and its answer credits it or puts it back in review.`
+          : `${action}: payment ${id} left review (${body.reviewAction ? `${body.reviewAction.action} by ${body.reviewAction.by}` : action}).`,
       outcomes: {},
     },
     channel: {
@@ -261,6 +265,7 @@
       canCredit: p.actions.includes('credit'),
       canIgnore: p.actions.includes('ignore'),
       canReverse: p.actions.includes('reverse'),
+      canRecheck: p.actions.includes('recheck'),
       noActionText: p.actions.length === 0 ? noAction : '',
       waiting: age(p.waitingSeconds),
     };

@@ -3,7 +3,8 @@
  * string in its asset's unit (never a JSON number); counts, ages and basis points are integers.
  */
 import type { AlertView } from '../alerts/index.ts';
-import type { ConversionState, PaymentReviewAction, PaymentStatus, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
+import type { ConversionState, PaymentStatus, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
+import type { PaymentAction } from '../pipeline/index.ts';
 import type { TaskQueueStats } from '../jobs/index.ts';
 import type { PayoutView } from '../pipeline/index.ts';
 
@@ -185,7 +186,7 @@ export interface ReviewQueue {
   readonly transfers: ReviewTransfer[];
   /**
    * Payments kept for review, the longest waiting first (at most 100; pipeline.payments.inReview counts them all):
-   * credit, ignore or reverse (POST /api/payments/:id/credit|ignore|reverse), as their reason allows.
+   * credit, ignore, reverse or recheck (POST /api/payments/:id/credit|ignore|reverse|recheck), as their reason allows.
    */
   readonly payments: ReviewPayment[];
 }
@@ -198,7 +199,7 @@ export interface ReviewPayment {
   /** Why it waits (the review reason: its code, then the evidence after ": "). */
   readonly reason: string;
   /** What the reason allows (README, Payments in review); empty for unknown_channel. */
-  readonly actions: PaymentReviewAction[];
+  readonly actions: PaymentAction[];
   /** The last applied IPN's figures, as NOWPayments stated them (decimal strings in the named currencies). */
   readonly reported: {
     readonly payAmount: string;

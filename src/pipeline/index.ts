@@ -1,5 +1,5 @@
 export { recordIpn, releaseUnknownChannelPayments, REVIEW, reviewCode, type IntakeResult, type IntakeOutcome, type IntakeSettings, type IntakeAlerting } from './intake.ts';
-export { applyPaymentAction, PaymentActionRefused, PAYMENT_ACTIONS, paymentActionsFor, type PaymentActionResult } from './payment-review.ts';
+export { applyPaymentAction, PaymentActionRefused, PAYMENT_ACTIONS, paymentActionsFor, type PaymentAction, type PaymentActionResult } from './payment-review.ts';
 export { getPayment, type PaymentView } from './payments.ts';
 export { pipelineTasks, pipelineCron, confirmTasks, HANDLED_TASKS } from './tasks.ts';
 export { confirmPayment, ConfirmationPending, type ConfirmDeps, type ConfirmOutcome } from './payment-confirm.ts';

@@ -225,7 +225,7 @@ export async function requestConfirmation(trx: Transaction<Database>, paymentId:
   await enqueueConfirm(trx, paymentId);
 }
 
-async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
+export async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
   await enqueue(trx, 'payment_confirm', { paymentId }, { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS });
 }
 

@@ -19,15 +19,20 @@
  *   exchange kept of it), not back to the world. Anywhere else, the refusal says where it is, and what to do while
  *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
-import { sql, type Selectable, type Transaction } from 'kysely';
+import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
-import { creditColumns, creditEffects, REVIEW, reviewCode, storedCredit, type IntakeSettings } from './intake.ts';
+import { creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, REVIEW, reviewCode, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
-export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse'] as const satisfies readonly PaymentReviewAction[];
+/**
+ * credit, ignore and reverse are a person's decision (kept on the payment as review_action); recheck decides nothing
+ * itself: it hands the payment back to NOWPayments' check, whose answer decides.
+ */
+export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse', 'recheck'] as const satisfies readonly (PaymentReviewAction | 'recheck')[];
+export type PaymentAction = (typeof PAYMENT_ACTIONS)[number];
 
 export class PaymentActionRefused extends Error {
   override name = 'PaymentActionRefused';
@@ -51,18 +56,19 @@ const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcom
  * Allowed is not done: each still looks at the payment's state and where its money is, and refuses; a refund after
  * the credit is offered both, reverse while its money is on the channel, ignore once it moved on.
  */
-export function paymentActionsFor(reason: string | null): PaymentReviewAction[] {
+export function paymentActionsFor(reason: string | null): PaymentAction[] {
   const code = reviewCode(reason);
   if (code === null) return [];
-  const allowed: Record<PaymentReviewAction, boolean> = {
+  const allowed: Record<PaymentAction, boolean> = {
     credit: code === REVIEW.partiallyPaid || code === REVIEW.topUp,
     ignore: IGNORABLE.includes(code) || code === REVIEW.refundedAfterCredit,
     reverse: code === REVIEW.refundedAfterCredit,
+    recheck: code === REVIEW.unconfirmed,
   };
   return PAYMENT_ACTIONS.filter((action) => allowed[action]);
 }
 
-export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentReviewAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
+export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
     const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
     if (!payment) return null;
@@ -78,12 +84,16 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
       if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
       else if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
       else if (await payInstantCredit(trx, payment)) evidence = { payoutQueued: true };
+    } else if (action === 'recheck') {
+      evidence = await recheck(trx, payment, settings);
     } else {
       evidence = await reverse(trx, payment);
     }
+    // A recheck is no decision on the payment: NOWPayments' answer makes it (the audit log keeps who asked).
+    const decided = action === 'recheck' ? {} : { review_action: action, review_action_by: actor, review_action_at: sql<Date>`now()` };
     const moved = await trx
       .updateTable('payments')
-      .set({ review_reason: null, review_action: action, review_action_by: actor, review_action_at: sql`now()`, updated_at: sql`now()` })
+      .set({ review_reason: null, ...decided, updated_at: sql`now()` })
       .where('payment_id', '=', paymentId)
       .where('review_reason', '=', reason)
       .executeTakeFirst();
@@ -107,6 +117,55 @@ async function payInstantCredit(trx: Transaction<Database>, payment: PaymentRow)
   if (payout) return false;
   await enqueue(trx, 'payout_instant', { paymentId: payment.payment_id }, { jobKey: `payout_instant:${payment.payment_id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
   return true;
+}
+
+/**
+ * NOWPayments is asked again about a payment its check did not confirm (it disagreed, knew no such payment, or gave no
+ * usable answer until the deadline, as in an outage): the payment leaves review waiting for payment_confirm again,
+ * with a fresh deadline, and the job credits it (or, for a top-up, offers it as top_up) only if the API now agrees,
+ * exactly as for a first check. Nothing is booked here; a disagreement, or no answer until the new deadline, puts it
+ * back in review.
+ */
+async function recheck(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<Record<string, unknown>> {
+  if (reviewCode(payment.review_reason) !== REVIEW.unconfirmed) throw new PaymentActionRefused(`only a payment NOWPayments did not confirm is checked again (review reason: ${payment.review_reason})`);
+  if (!settings.confirm) throw new PaymentActionRefused('NOWPAYMENTS_API_KEY is unset: there is no NOWPayments API to ask, and a payment is never credited on its IPN alone');
+  const deadline = sql<Date>`now() + make_interval(secs => ${settings.confirm.deadlineMs / 1000})`;
+  if (payment.credited_at !== null) return recheckTopUp(trx, payment, deadline);
+  // An ended partial (expired or failed after its partially_paid IPN): NOWPayments' API now describes the expired
+  // payment, whose outcome_amount is what was asked, so it can never again agree with the partial's amount.
+  if (payment.partial_amounts && (payment.status === 'expired' || payment.status === 'failed')) {
+    throw new PaymentActionRefused(`NOWPayments ${payment.status} the partial payment since: its API no longer describes what arrived (${payment.outcome_amount} ${payment.outcome_currency}), so it can never confirm it; ignore closes the review`);
+  }
+  if (!creditsOnStatus(payment.status, settings) || storedCredit(payment) === null) throw new PaymentActionRefused(`its status ${payment.status} (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail credits, whatever NOWPayments says`);
+  const asked = await trx
+    .updateTable('payments')
+    .set({ confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: deadline })
+    .where('payment_id', '=', payment.payment_id)
+    .where('review_reason', '=', payment.review_reason)
+    .where('credited_at', 'is', null)
+    .returning('confirm_deadline_at')
+    .executeTakeFirst();
+  if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
+  await enqueueConfirm(trx, payment.payment_id);
+  return { confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null, previousDeadline: payment.confirm_deadline_at?.toISOString() ?? null };
+}
+
+/** A credited payment's top-up NOWPayments did not confirm: its restatement waits for the check again. */
+async function recheckTopUp(trx: Transaction<Database>, payment: PaymentRow, deadline: RawBuilder<Date>): Promise<Record<string, unknown>> {
+  if (payment.reversed_at !== null || payment.status === 'refunded') throw new PaymentActionRefused('NOWPayments refunded it: no top-up of its credit is checked');
+  if (topUpReason(payment) === null) throw new PaymentActionRefused(`it was credited already at ${(payment.credited_at as Date).toISOString()}, and no later IPN says more than that credit`);
+  const asked = await trx
+    .updateTable('payments')
+    .set({ restated_confirm_deadline_at: deadline, restated_confirmed_at: null })
+    .where('payment_id', '=', payment.payment_id)
+    .where('review_reason', '=', payment.review_reason)
+    .where('gross_amount', '=', payment.gross_amount as string)
+    .where('reversed_at', 'is', null)
+    .returning('restated_confirm_deadline_at')
+    .executeTakeFirst();
+  if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
+  await enqueueConfirm(trx, payment.payment_id);
+  return { topUp: `${payment.restated_outcome_amount} ${payment.restated_outcome_currency}`, confirmDeadline: asked.restated_confirm_deadline_at?.toISOString() ?? null };
 }
 
 /** What ignore cannot close, and what can. */

@@ -299,6 +299,32 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
       expect(await topUpJournals(body.payment_id)).toBe(3);
     });
+
+    it('unconfirmed through an outage, then asked again (recheck) once NOWPayments answers: offered as top_up only when its API agrees, and its credit books the difference', async () => {
+      const body = await creditedPartial();
+      const rest = finishedFor(body);
+      known(rest);
+      const attempts = (await payment(body.payment_id)).confirmation.attempts as number;
+      await sim.setFault('down');
+      expect((await send(rest)).status).toBe(200);
+      await eventually(() => payment(body.payment_id), (p) => p.confirmation.attempts > attempts);
+      await db.pool.query(`update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
+      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+      expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN/);
+
+      await sim.setFault('none');
+      const asked = await payrail.request('POST', `/api/payments/${body.payment_id}/recheck`);
+      expect(asked.status).toBe(200);
+      expect(asked.body).toMatchObject({ reviewReason: null, grossAmount: '0.00294', restated: { outcomeAmount: '0.00487', confirmedAt: null } });
+      expect(asked.body.restated.confirmDeadlineAt).not.toBeNull();
+      const offered = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+      expect(offered.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+      expect(offered.restated.confirmedAt).not.toBeNull();
+      const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
+      expect(credit.status).toBe(200);
+      expect(credit.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
+      expect(await topUpJournals(body.payment_id)).toBe(6);
+    });
   });
 
   it('copies of the IPN and repeated runs of the check credit once', async () => {
@@ -327,6 +353,105 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(entries).toHaveLength(3);
     expect(entries.find((e) => e.code === `channel:${CHANNEL_ID}`)?.amount).toBe('4723900000000000');
     expect((await payment(body.payment_id)).ipnCount).toBe(25);
+  });
+});
+
+describe('recheck: a payment NOWPayments did not confirm is asked about again', () => {
+  const recheck = (id: unknown, body?: unknown) => payrail.request('POST', `/api/payments/${id}/recheck`, body === undefined ? {} : { body });
+  const audits = async (id: unknown) => (await db.pool.query(`select action, details from audit_log where subject = $1 order by id`, [String(id)])).rows as Array<{ action: string; details: Record<string, unknown> }>;
+  /** The payment's confirmation deadline passes now (NOWPAYMENTS_CONFIRM_DEADLINE is an hour). */
+  const deadlinePasses = (id: unknown) => db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(id)]);
+
+  /** NOWPayments down until the payment's deadline: in review as payment_unconfirmed, nothing credited. */
+  async function unreachableUntilDeadline(body: Record<string, unknown>) {
+    await sim.setFault('down');
+    expect((await send(body)).status).toBe(200);
+    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    await deadlinePasses(body.payment_id);
+    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
+    return held;
+  }
+
+  it('after an outage past the deadline: a recheck while NOWPayments is still down leaves it uncredited and back in review at the new deadline; once it is up, a recheck credits it, once', async () => {
+    const body = finished();
+    known(body);
+    const held = await unreachableUntilDeadline(body);
+    expect(held.creditedAt).toBeNull();
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    // Still down: it waits for the check again, with a fresh deadline, and is never credited on the IPN.
+    const asked = await recheck(body.payment_id, { note: 'NOWPayments had an outage' });
+    expect(asked.status).toBe(200);
+    expect(asked.body).toMatchObject({ reviewReason: null, creditedAt: null, reviewAction: null });
+    expect(Date.parse(asked.body.confirmation.deadlineAt)).toBeGreaterThan(Date.now() + 3_000_000);
+    const attempts = asked.body.confirmation.attempts as number;
+    await eventually(() => payment(body.payment_id), (p) => p.confirmation.attempts > attempts, 20_000);
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, creditedAt: null });
+    await deadlinePasses(body.payment_id);
+    const again = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    expect(again).toMatchObject({ creditedAt: null });
+    expect(again.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    await sim.setFault('none');
+    expect((await recheck(body.payment_id)).status).toBe(200);
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null, conversion: { status: 'pending' } });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect((await audits(body.payment_id)).map((a) => a.action)).toEqual(['payment.recheck', 'payment.recheck']);
+    expect((await audits(body.payment_id))[0]?.details).toMatchObject({ reason: held.reviewReason, note: 'NOWPayments had an outage', confirmDeadline: asked.body.confirmation.deadlineAt });
+    // Out of review and credited: nothing to recheck.
+    expect((await recheck(body.payment_id)).status).toBe(409);
+  });
+
+  it('never credits on the IPN alone: NOWPayments still disagreeing puts it back in review naming both values; once its API agrees, the recheck credits it', async () => {
+    const body = finished();
+    known(body, { outcome_amount: '0.00087' });
+    expect((await send(body)).status).toBe(200);
+    await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+    expect((await recheck(body.payment_id)).status).toBe(200);
+    const again = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+    expect(again.reviewReason).toContain('outcome_amount: IPN 0.00487, NOWPayments 0.00087');
+    expect(again.creditedAt).toBeNull();
+    expect(await journals(body.payment_id)).toEqual([]);
+
+    known(body);
+    expect((await recheck(body.payment_id)).status).toBe(200);
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('a partial payment the check did not confirm, expired since: recheck is refused (NOWPayments can no longer confirm what arrived), ignore closes it, nothing credited', async () => {
+    const body = partial();
+    known(body);
+    await unreachableUntilDeadline(body);
+    const expired = { ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id };
+    known(expired);
+    await sim.setFault('none');
+    expect((await send(expired)).body).toMatchObject({ status: 'expired', reviewReason: expect.stringMatching(/^payment_unconfirmed: /) });
+    const refused = await recheck(body.payment_id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatch(/NOWPayments expired the partial payment since: its API no longer describes what arrived \(0\.00294 eth\)/);
+    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: expect.stringMatching(/^payment_unconfirmed: /), confirmation: { attempts: expect.any(Number) } });
+    expect((await payrail.request('POST', `/api/payments/${body.payment_id}/ignore`)).status).toBe(200);
+    expect(await journals(body.payment_id)).toEqual([]);
+    expect((await audits(body.payment_id)).map((a) => a.action)).toEqual(['payment.ignore']);
+  });
+
+  it('is refused (409, nothing written) for any other review reason, and out of review', async () => {
+    const foreign = finished({ outcome_currency: 'usdttrc20' });
+    expect((await send(foreign)).status).toBe(202);
+    const refused = await recheck(foreign.payment_id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toContain('only a payment NOWPayments did not confirm is checked again');
+    expect(await payment(foreign.payment_id)).toMatchObject({ reviewReason: 'foreign_outcome_currency: usdttrc20' });
+    expect(await audits(foreign.payment_id)).toEqual([]);
+    const waiting = { ...structuredClone(fixtures.sequence[0]), payment_id: nextPaymentId++, order_id: order() };
+    expect((await send(waiting)).status).toBe(200);
+    expect((await recheck(waiting.payment_id)).status).toBe(409);
   });
 });
 

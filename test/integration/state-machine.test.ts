@@ -145,7 +145,7 @@ const TRANSFER_TABLE: readonly TransferRow[] = [
   { state: 'failed', actions: {}, exit: 'final' },
 ];
 
-const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse'] as const;
+const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse', 'recheck'] as const;
 type PaymentAction = (typeof PAYMENT_ACTIONS)[number];
 
 interface PaymentRow {
@@ -158,9 +158,11 @@ interface PaymentRow {
   readonly actions: readonly PaymentAction[];
   /** How it leaves review when no action of the table does: by itself, or by opening an action of the table. */
   readonly exit?: { readonly by: string; run(paymentId: string): Promise<void>; readonly opens?: PaymentAction };
+  /** The actions are asked of a payrail that confirms credits with NOWPayments (NOWPAYMENTS_API_KEY set). */
+  readonly confirming?: true;
 }
 
-/** README's review reasons (POST /api/payments/:id/credit|ignore|reverse), with where the money is where it decides. */
+/** README's review reasons (POST /api/payments/:id/credit|ignore|reverse|recheck), with where the money is where it decides. */
 const PAYMENT_TABLE: readonly PaymentRow[] = [
   { reason: 'unknown_channel', where: 'not credited', seed: () => kept(ipn(unregisteredChannel())), actions: [], exit: { by: 'registering its channel (PUT /api/channels/:id)', run: registerChannelOf } },
   { reason: 'conflicting_order_id', where: 'credited, on the channel', seed: async () => conflicting(await credited(THRESHOLD)), actions: ['ignore'] },
@@ -192,7 +194,8 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
     reason: 'refunded_after_credit', where: 'instant, its payout job not run yet', seed: async () => restated(await credited(INSTANT), { payment_status: 'refunded' }), actions: [],
     exit: { by: 'its payout_instant job, which skips a payment in review', run: runInstantPayoutJob, opens: 'reverse' },
   },
-  { reason: 'payment_unconfirmed', where: 'not credited', seed: unconfirmed, actions: ['ignore'] },
+  { reason: 'payment_unconfirmed', where: 'not credited', seed: unconfirmed, actions: ['ignore', 'recheck'], confirming: true },
+  { reason: 'payment_unconfirmed', where: 'not credited, NOWPAYMENTS_API_KEY unset since: nothing to ask', seed: unconfirmed, actions: ['ignore'] },
   // Its payout job ran while it was in review, and skipped it: the way out must queue what pays it.
   { reason: 'conflicting_order_id', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await conflicting(await credited(INSTANT))), actions: ['ignore'] },
   { reason: 'outcome_amount_changed', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await restated(await credited(INSTANT), { outcome_amount: 0.00486 })), actions: ['ignore'] },
@@ -211,6 +214,8 @@ let nextChannel = 1_008_800_000_100;
 let outside: Outside;
 let db: TestDatabase;
 let payrail: TestPayrail;
+/** The same database, asked by a payrail that confirms credits with NOWPayments (web only, as payrail). */
+let confirming: TestPayrail;
 let nowpayments: NowPaymentsSimulator;
 let seed: Seeder;
 let deps: StageDeps;
@@ -319,17 +324,17 @@ async function expectInstantPaid(paymentId: string, label: string): Promise<void
  * payment_confirm job (run by hand) keeps it for review.
  */
 async function unconfirmed(): Promise<string> {
-  const confirming = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { NOWPAYMENTS_API_KEY: NOWPAYMENTS_KEY, NOWPAYMENTS_API_URL: nowpayments.url } });
-  try {
-    const body = ipn(THRESHOLD);
-    expect((await send(body, confirming)).status).toBe(200);
-    const api = createNowPaymentsApi({ baseUrl: nowpayments.url, apiKey: NOWPAYMENTS_KEY, timeoutMs: 5_000 });
-    const intake = { feePercent: parsePercent('3'), partialPayments: 'review' as const, confirm: { deadlineMs: 3_600_000 } };
-    expect(await confirmPayment({ db: db.db, logger: createLogger({ level: 'silent' }), notifyAlerts: false, api, intake }, String(body.payment_id))).toBe('review');
-    return String(body.payment_id);
-  } finally {
-    await confirming.stop();
-  }
+  const body = ipn(THRESHOLD);
+  expect((await send(body, confirming)).status).toBe(200);
+  expect(await runConfirmJob(String(body.payment_id))).toBe('review');
+  return String(body.payment_id);
+}
+
+/** The payment_confirm job as a worker with NOWPAYMENTS_API_KEY runs it. */
+function runConfirmJob(paymentId: string) {
+  const api = createNowPaymentsApi({ baseUrl: nowpayments.url, apiKey: NOWPAYMENTS_KEY, timeoutMs: 5_000 });
+  const intake = { feePercent: parsePercent('3'), partialPayments: 'review' as const, confirm: { deadlineMs: 3_600_000 } };
+  return runJobByHand(db, `payment_confirm:${paymentId}`, () => confirmPayment({ db: db.db, logger: createLogger({ level: 'silent' }), notifyAlerts: false, api, intake }, paymentId));
 }
 
 beforeAll(async () => {
@@ -338,6 +343,7 @@ beforeAll(async () => {
   nowpayments = await startNowPaymentsSimulator({ port: 0, apiKey: NOWPAYMENTS_KEY });
   // Web only: no worker runs the jobs actions queue, so every row stays in the state an action put it in.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, env: outside.env });
+  confirming = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, NOWPAYMENTS_API_KEY: NOWPAYMENTS_KEY, NOWPAYMENTS_API_URL: nowpayments.url } });
   await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
   await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '1000000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
   seed = seeder({ db, pay: credited, instantChannel: INSTANT, thresholdChannel: THRESHOLD, wallet: WALLET });
@@ -346,6 +352,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await confirming?.stop();
   await payrail?.stop();
   await nowpayments?.stop();
   await db?.close();
@@ -389,9 +396,9 @@ async function lastAudit(): Promise<{ action: string; subject: string }> {
  * One action over HTTP: refused (409, nothing written), or answered `status` with the action audited and everything
  * consistent afterwards. Returns the answer.
  */
-async function attempt(path: string, body: unknown, expected: { status: 200 | 202; audit: string; subject: string } | null, context: string) {
+async function attempt(path: string, body: unknown, expected: { status: 200 | 202; audit: string; subject: string } | null, context: string, to: TestPayrail = payrail) {
   const before = await fingerprint(db);
-  const res = await payrail.request('POST', path, body === undefined ? {} : { body });
+  const res = await to.request('POST', path, body === undefined ? {} : { body });
   const said = `${context} → ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`;
   if (!expected) {
     expect(res.status, said).toBe(409);
@@ -503,14 +510,17 @@ describe('payments in review: every action for every reason', () => {
       const { rows: [held] } = await db.pool.query('select review_reason, credited_at from payments where payment_id = $1', [id]);
       expect(held.review_reason.split(':')[0], 'seeded for its reason').toBe(row.reason);
       const allowed = row.actions.includes(action);
-      const res = await attempt(`/api/payments/${id}/${action}`, { note: 'looked at by a person' }, allowed ? { status: 200, audit: `payment.${action}`, subject: id } : null, `${row.reason} (${row.where}): ${action}`);
+      const res = await attempt(`/api/payments/${id}/${action}`, { note: 'looked at by a person' }, allowed ? { status: 200, audit: `payment.${action}`, subject: id } : null, `${row.reason} (${row.where}): ${action}`, row.confirming ? confirming : payrail);
       if (!allowed) continue;
-      expect(res.body).toMatchObject({ reviewReason: null, reviewAction: { action } });
+      // A recheck decides nothing itself: NOWPayments' answer to the check it queues does.
+      expect(res.body).toMatchObject({ reviewReason: null, reviewAction: action === 'recheck' ? null : { action } });
       const { rows: [after] } = await db.pool.query('select review_reason, credited_at, reversed_at from payments where payment_id = $1', [id]);
       expect(after.review_reason).toBeNull();
       expect(after.credited_at !== null, 'credited').toBe(action === 'credit' || held.credited_at !== null);
       expect(after.reversed_at !== null, 'reversed').toBe(action === 'reverse');
       await expectInstantPaid(id, `${row.reason} (${row.where}): ${action}`);
+      // NOWPayments knows no such payment: its check, run again, keeps it for review, still uncredited.
+      if (action === 'recheck') expect(await runConfirmJob(id)).toBe('review');
     }
   }, 120_000);
 });

@@ -11,7 +11,7 @@ import { PAYMENT_ACTIONS, paymentActionsFor } from '../../src/pipeline/index.ts'
 /** Each row of the table: the reason as README writes it (`code: <evidence>`), and the actions with a mark. */
 function readmeTable(): Array<{ reason: string; actions: string[] }> {
   const lines = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8').split('\n');
-  const header = lines.findIndex((line) => line.startsWith('| reason | when | credit | ignore | reverse |'));
+  const header = lines.findIndex((line) => line.startsWith(`| reason | when | ${PAYMENT_ACTIONS.join(' | ')} |`));
   if (header < 0) throw new Error('README has no "Payments in review" table');
   const rows = [];
   for (const line of lines.slice(header + 2)) {

@@ -137,7 +137,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     return payment;
   });
 
-  // credit / ignore / reverse a payment intake kept for review; each only from a reason where it is safe.
+  // credit / ignore / reverse / recheck a payment intake kept for review; each only from a reason where it is safe.
   app.post('/api/payments/:paymentId/:action', async (request, reply) => {
     const { paymentId, action } = paymentActionParams.parse(request.params);
     const { note: text } = paymentActionBody.parse(request.body ?? {});
