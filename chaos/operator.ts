@@ -2,8 +2,9 @@
  * The run's operator: a person working the review queues through the admin API while payments flow, and again
  * after the settle, deciding from what ChangeNow (the simulator) and the chain show, as a careful operator would:
  *
- * - a payment in review is credited when payrail allows it (money reported received: a partial, a top-up), else
- *   ignored (a foreign outcome, a restated amount: nothing to credit);
+ * - a payment in review is credited when payrail allows it (money reported received: a partial, a top-up); one
+ *   NOWPayments' API did not confirm is asked about once more (recheck); else it is ignored (a foreign outcome, a
+ *   restated amount, a forgery: nothing to credit);
  * - a conversion in review is resolved with what became of its ETH: the USDT ChangeNow paid the host wallet
  *   (`received`, the amount read from the chain), the ETH it refunded (`returned`), or nothing anyone can recover
  *   (`lost`: paid elsewhere, failed); retried when its exchange was never funded;
@@ -48,6 +49,8 @@ function exchangeOf(world: World, id: string): SimExchange | undefined {
 }
 
 export class Operator {
+  private readonly rechecked = new Set<string>();
+
   constructor(
     private readonly api: AdminApi,
     private readonly pool: pg.Pool,
@@ -71,7 +74,15 @@ export class Operator {
     for (const p of rows) {
       const credited = await this.act('payment credit', 'POST', `/api/payments/${p.id}/credit`);
       moved += ok(credited);
-      if (credited === 409) moved += ok(await this.act('payment ignore', 'POST', `/api/payments/${p.id}/ignore`, { note: `chaos operator: ${p.reason}` }));
+      if (credited !== 409) continue;
+      // NOWPayments did not confirm it: asked once more (an outage may have ended), then given up on.
+      if (p.reason.startsWith('payment_unconfirmed') && !this.rechecked.has(p.id)) {
+        this.rechecked.add(p.id);
+        const asked = await this.act('payment recheck', 'POST', `/api/payments/${p.id}/recheck`);
+        moved += ok(asked);
+        if (asked !== 409) continue;
+      }
+      moved += ok(await this.act('payment ignore', 'POST', `/api/payments/${p.id}/ignore`, { note: `chaos operator: ${p.reason}` }));
     }
     for (const c of await this.listed('/api/conversions?status=needs_review&limit=500', 'conversions')) moved += ok(await this.conversion(c.conversionId as string));
     for (const p of await this.listed('/api/payouts?status=needs_review&limit=500', 'payouts')) {
