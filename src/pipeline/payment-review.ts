@@ -219,17 +219,26 @@ async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, sett
   const gross = total - before.gross;
   const { fee, net } = splitFee(gross, payment.fee_percent === null ? settings.feePercent : parsePercent(payment.fee_percent));
 
-  let way: { payout_strategy?: 'threshold'; conversion_status?: 'pending'; conversion_id?: null; net_moved_wei?: bigint } = {};
+  let way: { payout_strategy?: 'threshold'; conversion_status?: 'pending'; conversion_id?: null; net_moved_wei?: bigint; payout_id?: null } = {};
   let payoutJob = false;
   if (payment.payout_strategy === 'threshold') {
     // Everything it had to convert was converted: the difference is all the next batch takes of it.
     if (payment.conversion_status === 'completed') way = { conversion_status: 'pending', conversion_id: null, net_moved_wei: before.net - BigInt(payment.exchange_cost_wei) };
     else if (payment.conversion_status !== 'pending') throw new PaymentActionRefused(`its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`);
   } else {
-    // An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT.
-    const payout = await trx.selectFrom('payouts').select(['payout_id', 'amount']).where('payment_id', '=', id).executeTakeFirst();
-    if (payout) way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
-    else payoutJob = true;
+    // An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT,
+    // with whatever of the first part the payout did not take for good.
+    const payout = await trx.selectFrom('payouts').select(['payout_id', 'amount', 'status']).where('payment_id', '=', id).executeTakeFirst();
+    if (!payout) payoutJob = true;
+    else if (payout.status === 'completed') way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
+    else if (PAYOUT_ENDED_BACK.includes(payout.status)) {
+      // Failed or cancelled: its ETH is back on the channel, less what ChangeNow kept of a refund that came back short.
+      // Counting the payout's amount as moved would leave that ETH on the channel, never converted or paid.
+      way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: await keptByChangeNow(trx, payout.payout_id, asset), payout_id: null };
+    } else {
+      // Under way, it may still fail and bring its ETH back: how much moved on is known only once it ends.
+      throw new PaymentActionRefused(`its ETH is in instant payout ${payout.payout_id} (${payout.status}): credit the rest once that payout has ended${PAYOUT_SENT_NOTHING.includes(payout.status) ? ' (cancel it while it has sent nothing)' : ''}`);
+    }
   }
 
   let update = trx
@@ -240,6 +249,7 @@ async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, sett
     .where('reversed_at', 'is', null)
     .where('payout_strategy', '=', payment.payout_strategy as 'instant' | 'threshold');
   update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', payment.conversion_status);
+  update = payment.payout_id === null ? update.where('payout_id', 'is', null) : update.where('payout_id', '=', payment.payout_id);
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
   // Not paid out yet: its payout opens from the whole net, the difference included.

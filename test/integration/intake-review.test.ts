@@ -637,7 +637,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
-    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is in conversion conv_[0-9a-f]{16} \(exchange_requested\), which has not ended: wait for the conversion /);
+    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion /);
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
     expect((await journals(body.payment_id, moving)).map((j) => j.kind)).not.toContain('payment_reversed');
   });
@@ -653,6 +653,28 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
   });
 
+  it('a top-up of an instant payment whose payout has not ended is refused (409 naming the payout); once the payout is cancelled (its ETH back on the channel) the credit sends the whole net to the next conversion', async () => {
+    const body: Record<string, unknown> = partialFor(INSTANT_CHANNEL);
+    expect((await send(body, worker)).status).toBe(202);
+    expect((await act(body.payment_id, 'credit', { on: worker })).status).toBe(200);
+    const [payout] = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(body.payment_id)])).rows, (r) => r.length === 1);
+    const finished = await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id }, worker);
+    expect(finished.body.reviewReason).toMatch(/^top_up: /);
+    const refused = await act(body.payment_id, 'credit', { on: worker });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatch(new RegExp(`^cannot credit payment \\d+: its ETH is in instant payout ${payout.payout_id} \\((pending|held)\\): credit the rest once that payout has ended \\(cancel it while it has sent nothing\\)$`));
+    expect(await payment(body.payment_id, worker)).toMatchObject({ grossAmount: '0.00294', reviewReason: expect.stringMatching(/^top_up: /) });
+
+    expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
+    const credit = await act(body.payment_id, 'credit', { on: worker });
+    expect(credit.status).toBe(200);
+    expect(credit.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null });
+    // Nothing of it moved on for good: the next conversion takes all of its net (the cancelled payout's ETH with the rest).
+    const { rows } = await moving.pool.query('select net_moved_wei::text as moved, payout_id from payments where payment_id = $1', [String(body.payment_id)]);
+    expect(rows).toEqual([{ moved: '0', payout_id: null }]);
+    expect((await checkLedger(moving.db)).problems).toEqual([]);
+  });
+
   it('a conversion that has not ended and a payout that sent nothing can still bring the money back: reverse and ignore are both 409 (wait for the conversion, cancel the payout), nothing booked; once the payout is cancelled its ETH is back on the channel and reverse takes the credit back', async () => {
     const threshold = finishedFor(THRESHOLD_CHANNEL);
     const instant = finishedFor(INSTANT_CHANNEL);
@@ -662,7 +684,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     const [payout] = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(instant.payment_id)])).rows, (r) => r.length === 1);
     const cancelPath = `POST /api/payouts/${payout.payout_id}/cancel`;
     for (const [body, why] of [
-      [threshold, /^its ETH is in conversion conv_[0-9a-f]{16} \(exchange_requested\), which has not ended: wait for the conversion \(once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it\)$/],
+      [threshold, /^its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion \(once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it\)$/],
       [instant, new RegExp(`^its money is in instant payout ${payout.payout_id} \\((pending|held)\\), which has sent nothing: cancel the payout \\(${cancelPath.replace(/\//g, '\\/')}\\) to return its ETH to the channel, then reverse$`)],
     ] as const) {
       expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);

@@ -134,6 +134,26 @@ describe('a top-up after the partial moved on', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
+  it('instant: the partial\'s payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel\'s USDT', async () => {
+    const owner = freshWallet();
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
+    outside.sim.failNextExchange('refunded');
+    const partial = await creditedPartial(channelId);
+    const paymentId = String(partial.payment_id);
+    await eventually('the partial\'s payout failed, refunded in full', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows.length === 1);
+    expect(await ethOf(channelId)).toBe(PARTIAL_NET_WEI);
+
+    const credited = await creditedRest(partial);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', conversion: { status: 'pending' }, reviewReason: null });
+    await eventually('the whole net converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    expect(await conversionsOf(paymentId)).toEqual([{ status: 'completed', net_wei: (PARTIAL_NET_WEI + REST_NET_WEI).toString() }]);
+    // 0.0047239 ETH at 3000, less 1 USDT, paid at once (an instant channel has no threshold).
+    await eventually('the owner paid the whole net', async () => (await outside.usdtBalanceOf(owner)) === 13_171_700n);
+    await eventually('every open payout ended', async () => (await db.pool.query("select 1 from payouts where channel_id = $1 and status not in ('completed', 'failed')", [channelId])).rows.length === 0);
+    expect(await ethOf(channelId)).toBe(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
   it('instant: the partial was paid out; the difference is converted and paid to the owner as the channel\'s USDT', async () => {
     const owner = freshWallet();
     const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
