@@ -8,7 +8,7 @@
  * - a conversion in review is resolved with what became of its ETH: the USDT ChangeNow paid the host wallet
  *   (`received`, the amount read from the chain), the ETH it refunded (`returned`), or nothing anyone can recover
  *   (`lost`: paid elsewhere, failed); retried when its exchange was never funded;
- * - a payout in review is retried when its exchange was never funded (created unlike the request), resolved as paid
+ * - a payout in review is cancelled when its exchange was never funded (created unlike the request), resolved as paid
  *   when ChangeNow paid the owner's wallet (below its estimate); the others stay visible for a person with more to go
  *   on than the run has;
  * - mid-run, one channel is paid now (`POST /api/channels/:id/payout`) and one exchange-paid channel switches
@@ -38,6 +38,8 @@ export function newOperatorLog(): OperatorLog {
 interface Listed {
   conversionId?: string;
   payoutId?: string;
+  kind?: 'threshold' | 'instant';
+  channelId?: string;
   walletAddress?: string;
 }
 
@@ -87,7 +89,14 @@ export class Operator {
     for (const c of await this.listed('/api/conversions?status=needs_review&limit=500', 'conversions')) moved += ok(await this.conversion(c.conversionId as string));
     for (const p of await this.listed('/api/payouts?status=needs_review&limit=500', 'payouts')) {
       const ex = exchangeOf(this.world, p.payoutId as string);
-      if (ex && ex.amountFrom === null) moved += ok(await this.act('payout retry (exchange never funded)', 'POST', `/api/payouts/${p.payoutId}/retry`));
+      // Its funds never left: cancelled back to the channel (a retry would adopt the same exchange, found by payrail's
+      // id at ChangeNow, and come back to review).
+      if (ex && ex.amountFrom === null) {
+        const cancelled = await this.act('payout cancel (exchange never funded)', 'POST', `/api/payouts/${p.payoutId}/cancel`);
+        moved += ok(cancelled);
+        // A batch's USDT is back on its channel, which nothing batches again until another credit: paid now.
+        if (cancelled === 200 && p.kind === 'threshold') moved += ok(await this.act('channel pay now (after its batch was cancelled)', 'POST', `/api/channels/${p.channelId}/payout`, undefined, [201, 409]));
+      }
       else if (ex?.status === 'finished' && ex.payoutAddress === p.walletAddress) {
         // Paid to the owner's wallet, for less than estimated: the owner has it.
         moved += ok(await this.act('payout resolve paid', 'POST', `/api/payouts/${p.payoutId}/resolve`, { outcome: 'paid', note: `chaos operator: ChangeNow paid ${ex.amountTo ?? '?'} to the owner's wallet` }));
