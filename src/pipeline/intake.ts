@@ -247,6 +247,22 @@ function partialNeedsPerson(ipn: Ipn, settings: IntakeSettings): boolean {
   return settings.partialPayments !== 'credit' || ipn.outcomeUnits === null || ipn.outcomeUnits === 0n;
 }
 
+/**
+ * Why an uncredited payment out of review waits for a person, judged from what it holds now (its last applied status
+ * and the amounts it keeps) as intake judges an IPN, or null when nothing does (it is credited, creditable, or waits
+ * for more IPNs). For a payment whose review for another reason held back what its own IPNs called for.
+ */
+export function standingReason(row: PaymentRow, channelKnown: boolean, settings: IntakeSettings): string | null {
+  if (row.credited_at !== null) return null;
+  const asset = row.outcome_currency;
+  if (!isAssetCode(asset) || !INTAKE_ASSETS.includes(asset)) return `${REVIEW.foreignOutcome}: ${row.outcome_currency}`;
+  if (!channelKnown) return REVIEW.unknownChannel;
+  // A partial still partially_paid is credited on its own only under PARTIAL_PAYMENTS=credit; one that ended (expired
+  // or failed after it) never is.
+  if (row.partial_amounts && (row.status !== 'partially_paid' || settings.partialPayments !== 'credit' || storedCredit(row) === null)) return REVIEW.partiallyPaid;
+  return null;
+}
+
 /** What a later copy of the IPN changes, or undefined when it changes nothing. */
 function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, settings: IntakeSettings) {
   if (current.order_id !== ipn.orderId) {

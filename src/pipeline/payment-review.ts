@@ -10,8 +10,9 @@
  *   NOWPAYMENTS_API_KEY set only once NOWPayments' API confirmed the later IPN (payment_confirm offers it then).
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
  *   IPN says it finished), a changed amount leaves the credit as it was booked, a conflicting order leaves the payment
- *   with its first order (a threshold one is batched again: in review, no batch takes it; an unpaid instant one gets
- *   its payout job again), and a refund after the credit whose money has moved on for good (where reverse cannot
+ *   with its first order and does what that order's IPNs called for while it was in review (a threshold one is
+ *   batched again: in review, no batch takes it; an unpaid instant one gets its payout job again; an uncredited one
+ *   is credited, or goes to the review its amounts need: resumeFirstOrder), and a refund after the credit whose money has moved on for good (where reverse cannot
  *   take it back, and waiting will not bring it back) is acknowledged: the credit stays as booked.
  * - reverse: a refund after the credit takes the credit back (journal ('payment_reversed', id)) while its money is
  *   still on the channel's available balance: not converted, not in a payout (one that failed or was cancelled
@@ -24,7 +25,7 @@ import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } f
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
-import { creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, REVIEW, reviewCode, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
+import { alertReview, creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, requestConfirmation, REVIEW, reviewCode, standingReason, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 /**
@@ -76,6 +77,8 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     const reason = payment.review_reason;
     let credited: PaymentActionResult['credited'] = null;
     let evidence: Record<string, unknown> = {};
+    // The review the payment goes to instead of none, when closing this one leaves another decision to a person.
+    let next: string | null = null;
     if (action === 'credit') {
       const done = reviewCode(reason) === REVIEW.topUp ? await creditTopUp(trx, payment, settings) : await credit(trx, payment, settings);
       credited = done.strategy;
@@ -83,7 +86,10 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     } else if (action === 'ignore') {
       if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
       else if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
-      else if (await payInstantCredit(trx, payment)) evidence = { payoutQueued: true };
+      else {
+        if (reviewCode(reason) === REVIEW.conflictingOrder) ({ evidence, credited, next } = await resumeFirstOrder(trx, payment, settings));
+        if (await payInstantCredit(trx, payment)) evidence = { ...evidence, payoutQueued: true };
+      }
     } else if (action === 'recheck') {
       evidence = await recheck(trx, payment, settings);
     } else {
@@ -93,11 +99,13 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     const decided = action === 'recheck' ? {} : { review_action: action, review_action_by: actor, review_action_at: sql<Date>`now()` };
     const moved = await trx
       .updateTable('payments')
-      .set({ review_reason: null, ...decided, updated_at: sql`now()` })
+      .set({ review_reason: next, ...decided, updated_at: sql`now()` })
       .where('payment_id', '=', paymentId)
       .where('review_reason', '=', reason)
+      .returningAll()
       .executeTakeFirst();
-    if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${paymentId} left review under its row lock`);
+    if (!moved) throw new Error(`payment ${paymentId} left review under its row lock`);
+    if (next !== null) await alertReview(trx, moved, undefined);
     await trx
       .insertInto('audit_log')
       .values({ actor, action: `payment.${action}`, subject: paymentId, details: JSON.stringify({ reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) }) })
@@ -166,6 +174,37 @@ async function recheckTopUp(trx: Transaction<Database>, payment: PaymentRow, dea
   if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await enqueueConfirm(trx, payment.payment_id);
   return { topUp: `${payment.restated_outcome_amount} ${payment.restated_outcome_currency}`, confirmDeadline: asked.restated_confirm_deadline_at?.toISOString() ?? null };
+}
+
+/**
+ * A conflicting order closed by ignore: the payment goes on with its first order from where it stands, as if the other
+ * order's IPN had never come. While it was in review, its first order's IPNs were stored but nothing they called for
+ * was done, and no copy of them need come again: an uncredited payment in a crediting status is credited now (through
+ * NOWPayments' check when NOWPAYMENTS_API_KEY is set, as intake would), one whose amounts need a person goes to that
+ * review instead (a partial, say), and a credited one whose top-up waited for NOWPayments' check has it asked again.
+ */
+async function resumeFirstOrder(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<{ evidence: Record<string, unknown>; credited: PaymentActionResult['credited']; next: string | null }> {
+  const id = payment.payment_id;
+  const nothing = { evidence: {}, credited: null, next: null };
+  if (payment.credited_at !== null) {
+    if (!settings.confirm || payment.restated_confirm_deadline_at === null || payment.reversed_at !== null || payment.status === 'refunded') return nothing;
+    await enqueueConfirm(trx, id);
+    return { ...nothing, evidence: { topUpCheck: 'queued' } };
+  }
+  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', payment.channel_id).executeTakeFirst();
+  const standing = standingReason(payment, channel !== undefined, settings);
+  if (standing !== null) return { ...nothing, next: standing };
+  const basis = storedCredit(payment);
+  if (!channel || !basis || !creditsOnStatus(payment.status, settings)) return nothing;
+  if (settings.confirm) {
+    await requestConfirmation(trx, id, settings.confirm);
+    return { ...nothing, evidence: { confirming: true } };
+  }
+  const columns = creditColumns(basis, channel.payout_strategy, settings);
+  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', id).where('credited_at', 'is', null).where('status', '=', payment.status).executeTakeFirst();
+  if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
+  await creditEffects(trx, basis, channel.payout_strategy, settings);
+  return { ...nothing, credited: channel.payout_strategy, evidence: { credited: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString() } } };
 }
 
 /** What ignore cannot close, and what can. */

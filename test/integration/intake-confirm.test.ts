@@ -327,6 +327,24 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     });
   });
 
+  it('a conflicting order ignored before the credit: the first order\'s finished IPN, kept while in review, goes to NOWPayments\' check with the ignore and is credited once it agrees', async () => {
+    const body = finished();
+    const first = { ...structuredClone(fixtures.sequence[0]), payment_id: body.payment_id, order_id: body.order_id };
+    expect((await send(first)).status).toBe(200);
+    expect((await send({ ...first, order_id: `PGP-2|${CHANNEL_ID}` })).body.reviewReason).toBe(`conflicting_order_id: PGP-2|${CHANNEL_ID}`);
+    known(body);
+    expect((await send(body)).status).toBe(202);
+    await sim.setFault('slow', { slowMs: 1_000 });
+    const res = await payrail.request('POST', `/api/payments/${body.payment_id}/ignore`);
+    expect(res.status).toBe(200);
+    // Not on the IPN's word: the check is asked for, and the credit waits for it.
+    expect(res.body).toMatchObject({ status: 'finished', reviewReason: null, creditedAt: null, confirmation: { confirmedAt: null } });
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(credited).toMatchObject({ grossAmount: '0.00487', orderId: body.order_id, reviewReason: null });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
   it('copies of the IPN and repeated runs of the check credit once', async () => {
     const body = finished();
     known(body);

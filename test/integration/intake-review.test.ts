@@ -575,6 +575,50 @@ describe('repeated deposits', () => {
   });
 });
 
+describe('a conflicting order ignored before the credit', () => {
+  /** The payment waits (order A), an IPN names order B for it (review), and A's next IPN arrives while it is in review. */
+  async function conflictedThen(next: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const first = { ...structuredClone(fixtures.sequence[0]), payment_id: next.payment_id, order_id: next.order_id };
+    expect((await send(first)).status).toBe(200);
+    const other = await send({ ...first, order_id: `PGP-2|${THRESHOLD_CHANNEL}` });
+    expect(other.body.reviewReason).toBe(`conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}`);
+    const res = await send(next);
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ status: next.payment_status, reviewReason: `conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}` });
+    expect(await payment(next.payment_id)).toMatchObject({ creditedAt: null });
+    return next;
+  }
+
+  it('its first order\'s finished IPN, kept while it was in review, is credited by the ignore (no copy of it need come again)', async () => {
+    const body = await conflictedThen(finishedFor(THRESHOLD_CHANNEL));
+    const res = await act(body.payment_id, 'ignore', { body: { note: 'order B was the subscriber\'s mistake' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'finished', orderId: body.order_id, reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', conversion: { status: 'pending' }, reviewAction: { action: 'ignore' } });
+    expect(res.body.creditedAt).not.toBeNull();
+    expect((await journals(body.payment_id)).map((j) => [j.kind, j.amount])).toEqual([
+      ['payment_received', '4723900000000000'],
+      ['payment_received', '146100000000000'],
+      ['payment_received', '-4870000000000000'],
+    ]);
+    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.credited])).toEqual([['payment.ignore', expect.objectContaining({ gross: '4870000000000000' })]]);
+    // A copy of the finished IPN credits nothing more.
+    expect((await send(body)).body.outcome).toBe('unchanged');
+    expect(await journals(body.payment_id)).toHaveLength(3);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('its first order\'s partially_paid IPN (PARTIAL_PAYMENTS=review) goes to review as partially_paid with the ignore, creditable as any partial', async () => {
+    const body = await conflictedThen(partialFor(THRESHOLD_CHANNEL));
+    const res = await act(body.payment_id, 'ignore');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid', creditedAt: null, reviewAction: { action: 'ignore' } });
+    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ details: expect.objectContaining({ reason: 'partially_paid' }) })]);
+    const credit = await act(body.payment_id, 'credit');
+    expect(credit.status).toBe(200);
+    expect(credit.body).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
+  });
+});
+
 describe('the payment actions as an API', () => {
   it('404 for an unknown payment, 400 for a bad id, action or body, 401 without a token', async () => {
     expect((await act(9_999_999_999, 'credit')).status).toBe(404);

@@ -160,6 +160,8 @@ interface PaymentRow {
   readonly exit?: { readonly by: string; run(paymentId: string): Promise<void>; readonly opens?: PaymentAction };
   /** The actions are asked of a payrail that confirms credits with NOWPayments (NOWPAYMENTS_API_KEY set). */
   readonly confirming?: true;
+  /** Actions besides credit that credit an uncredited payment (what it waited for while in review). */
+  readonly credits?: readonly PaymentAction[];
 }
 
 /** README's review reasons (POST /api/payments/:id/credit|ignore|reverse|recheck), with where the money is where it decides. */
@@ -167,6 +169,8 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   { reason: 'unknown_channel', where: 'not credited', seed: () => kept(ipn(unregisteredChannel())), actions: [], exit: { by: 'registering its channel (PUT /api/channels/:id)', run: registerChannelOf } },
   { reason: 'conflicting_order_id', where: 'credited, on the channel', seed: async () => conflicting(await credited(THRESHOLD)), actions: ['ignore'] },
   { reason: 'conflicting_order_id', where: 'not credited (waiting)', seed: async () => conflicting(await waiting(THRESHOLD)), actions: ['ignore'] },
+  // Its first order's finished IPN came while it was in review: nothing else would ever credit it.
+  { reason: 'conflicting_order_id', where: 'not credited, its first order finished while in review', seed: async () => finishedInReview(await conflicting(await waiting(THRESHOLD))), actions: ['ignore'], credits: ['ignore'] },
   { reason: 'partially_paid', where: 'not credited', seed: () => kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(THRESHOLD) }), actions: ['credit', 'ignore'] },
   { reason: 'foreign_outcome_currency', where: 'not credited', seed: () => kept(ipn(THRESHOLD, { outcome_currency: 'usdttrc20' })), actions: ['ignore'] },
   { reason: 'outcome_amount_changed', where: 'credited, on the channel', seed: async () => restated(await credited(THRESHOLD), { outcome_amount: 0.00486 }), actions: ['ignore'] },
@@ -262,6 +266,13 @@ async function kept(body: Record<string, unknown>): Promise<string> {
 /** A later copy of the payment's IPN with `changes`, kept for review (202). */
 async function restated(paymentId: string, changes: Record<string, unknown>): Promise<string> {
   return kept({ ...(bodies.get(paymentId) as Record<string, unknown>), ...changes });
+}
+
+/** The payment's first order finishes while it is in review (kept, not credited). */
+async function finishedInReview(paymentId: string): Promise<string> {
+  const first = bodies.get(paymentId) as Record<string, unknown>;
+  await kept(ipnBody({ payment_id: first.payment_id, order_id: orderOf(THRESHOLD) }));
+  return paymentId;
 }
 
 /** The same payment id for another order. */
@@ -516,7 +527,7 @@ describe('payments in review: every action for every reason', () => {
       expect(res.body).toMatchObject({ reviewReason: null, reviewAction: action === 'recheck' ? null : { action } });
       const { rows: [after] } = await db.pool.query('select review_reason, credited_at, reversed_at from payments where payment_id = $1', [id]);
       expect(after.review_reason).toBeNull();
-      expect(after.credited_at !== null, 'credited').toBe(action === 'credit' || held.credited_at !== null);
+      expect(after.credited_at !== null, 'credited').toBe(action === 'credit' || (row.credits ?? []).includes(action) || held.credited_at !== null);
       expect(after.reversed_at !== null, 'reversed').toBe(action === 'reverse');
       await expectInstantPaid(id, `${row.reason} (${row.where}): ${action}`);
       // NOWPayments knows no such payment: its check, run again, keeps it for review, still uncredited.
