@@ -15,7 +15,8 @@
    * What the action buttons may act on (a button's data-kind): the id a button must carry, the API path, each
    * action's confirmation ({id}, and {amount}: the button's data-amount, the figure the page shows), what an action
    * posts (`bodies`; none by default), and how its success reads (`done`; else the subject's new status). A button
-   * naming anything else sends nothing.
+   * naming anything else sends nothing. `bindsReason`: the action also posts the review reason its row shows (the
+   * button's data-reason) as `expectedReason`, so the API refuses it if the reason changed since the page read it.
    */
   const SUBJECTS = {
     payout: {
@@ -63,6 +64,8 @@
           "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",
         recheck: "Ask NOWPayments again about payment {id}? It leaves review and waits for NOWPayments' check with a fresh deadline: credited only if NOWPayments' API now agrees with the IPN, back in review otherwise.",
       },
+      // What a person decides on is the reason shown: a refund can turn a top-up into refunded_after_credit meanwhile.
+      bindsReason: true,
       // A payment's status is NOWPayments' (partially_paid stays partially_paid): what changed is that it left review.
       done: (body, id, action) =>
         action === 'recheck'
@@ -543,12 +546,13 @@
       },
 
       async act(event) {
-        const { kind, action, id } = event.currentTarget.dataset;
+        const { kind, action, id, reason } = event.currentTarget.dataset;
         const subject = Object.hasOwn(SUBJECTS, kind ?? '') ? SUBJECTS[kind] : null;
         if (!subject || !Object.hasOwn(subject.actions, action ?? '') || !subject.idRe.test(id ?? '')) return;
         const asked = subject.actions[action].replace('{id}', id).replace('{amount}', event.currentTarget.dataset.amount || 'an amount this page does not show');
         if (!window.confirm(asked)) return;
-        const posted = subject.bodies && Object.hasOwn(subject.bodies, action) ? subject.bodies[action] : undefined;
+        let posted = subject.bodies && Object.hasOwn(subject.bodies, action) ? subject.bodies[action] : undefined;
+        if (subject.bindsReason && typeof reason === 'string' && reason !== '') posted = { ...posted, expectedReason: reason };
         const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`, posted);
         if ((status === 200 || status === 201) && subject.done) {
           this.notice = { text: subject.done(body, id, action), kind: 'ok' };

@@ -69,10 +69,18 @@ export function paymentActionsFor(reason: string | null): PaymentAction[] {
   return PAYMENT_ACTIONS.filter((action) => allowed[action]);
 }
 
-export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentAction, actor: string, settings: IntakeSettings, note?: string): Promise<PaymentActionResult | null> {
+/**
+ * `expectedReason`: the exact review reason the person saw when deciding. A reason can change between the look and the
+ * click (a refund turns a top-up into refunded_after_credit, a new restatement replaces the last): the action then
+ * applies to what the person did not see, so it is refused, naming the reason now held.
+ */
+export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentAction, actor: string, settings: IntakeSettings, note?: string, expectedReason?: string): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
     const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
     if (!payment) return null;
+    if (expectedReason !== undefined && payment.review_reason !== expectedReason) {
+      throw new PaymentActionRefused(`its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`);
+    }
     if (payment.review_reason === null) throw new PaymentActionRefused(`it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`);
     const reason = payment.review_reason;
     let credited: PaymentActionResult['credited'] = null;

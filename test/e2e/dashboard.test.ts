@@ -465,9 +465,12 @@ describe('the dashboard', () => {
     expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
     expect((await payrail.request('GET', `/api/payments/${refunded}`)).body).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null });
 
-    // Credit, accepted: booked once, out of review; the page reloads and the row is gone.
+    // Credit, accepted: booked once, out of review; the page reloads and the row is gone. It posts the reason the row
+    // shows, so the API refuses it if the reason changed since the page read it.
     page.once('dialog', (dialog) => void dialog.accept());
+    const posted = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith(`/api/payments/${partialId}/credit`));
     await page.click(`${row(partialId)} button[data-action=credit]`);
+    expect((await posted).postDataJSON()).toEqual({ expectedReason: 'partially_paid' });
     await page.waitForSelector('[data-testid=notice].ok');
     expect(await page.textContent('[data-testid=notice]')).toBe(`credit: payment ${partialId} left review (credit by admin).`);
     expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({ reviewReason: null, grossAmount: '0.00294', reviewAction: { action: 'credit', by: 'admin' } });

@@ -619,6 +619,43 @@ describe('a conflicting order ignored before the credit', () => {
   });
 });
 
+describe('an action bound to the reason the person saw (expectedReason)', () => {
+  it('a top-up that became refunded_after_credit between view and click is not ignored: 409 naming the current reason, nothing written; the reason now shown is acted on', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    expect((await act(body.payment_id, 'credit', { body: { expectedReason: 'partially_paid' } })).status).toBe(200);
+    const topUp = await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: (body as Record<string, unknown>).invoice_id, order_id: body.order_id });
+    const shown = topUp.body.reviewReason as string;
+    expect(shown).toMatch(/^top_up: /);
+    // NOWPayments refunds the payment before the person clicks Ignore on the top-up they are looking at.
+    expect((await send({ ...body, payment_status: 'refunded' })).body.reviewReason).toBe('refunded_after_credit');
+    const auditBefore = await audit(body.payment_id);
+    for (const action of ['ignore', 'credit']) {
+      const res = await act(body.payment_id, action, { body: { expectedReason: shown } });
+      expect(res.status, action).toBe(409);
+      expect(res.body.error, action).toBe(`cannot ${action} payment ${body.payment_id}: its review reason is now refunded_after_credit, not the one shown (${shown}): look at it again`);
+    }
+    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null, grossAmount: '0.00294' });
+    expect(await audit(body.payment_id)).toEqual(auditBefore);
+
+    const reversed = await act(body.payment_id, 'reverse', { body: { expectedReason: 'refunded_after_credit', note: 'chargeback' } });
+    expect(reversed.status).toBe(200);
+    expect(reversed.body).toMatchObject({ reviewReason: null, reviewAction: { action: 'reverse' } });
+    // Out of review: the reason shown no longer holds either.
+    const late = await act(body.payment_id, 'ignore', { body: { expectedReason: 'refunded_after_credit' } });
+    expect(late.status).toBe(409);
+    expect(late.body.error).toBe(`cannot ignore payment ${body.payment_id}: its review reason is now none (it is not in review), not the one shown (refunded_after_credit): look at it again`);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('an empty or non-string expectedReason is bad input (400)', async () => {
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body);
+    for (const expectedReason of ['', 7, null]) expect((await act(body.payment_id, 'ignore', { body: { expectedReason } })).status).toBe(400);
+    expect((await payment(body.payment_id)).reviewReason).toBe('partially_paid');
+  });
+});
+
 describe('the payment actions as an API', () => {
   it('404 for an unknown payment, 400 for a bad id, action or body, 401 without a token', async () => {
     expect((await act(9_999_999_999, 'credit')).status).toBe(404);

@@ -63,7 +63,8 @@ const transferResolutionBody = z.discriminatedUnion('outcome', [
 ]);
 const paymentParams = z.object({ paymentId: z.string().regex(/^[1-9][0-9]{0,19}$/, 'must be a NOWPayments payment id') });
 const paymentActionParams = paymentParams.extend({ action: z.enum(PAYMENT_ACTIONS) }).strict();
-const paymentActionBody = z.object({ note }).strict();
+// The exact review reason the person acted on (what the dashboard showed): the action is refused if it changed since.
+const paymentActionBody = z.object({ note, expectedReason: z.string().min(1).max(2000).optional() }).strict();
 
 /** The admin API: every route behind the bearer token. */
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -140,10 +141,10 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   // credit / ignore / reverse / recheck a payment intake kept for review; each only from a reason where it is safe.
   app.post('/api/payments/:paymentId/:action', async (request, reply) => {
     const { paymentId, action } = paymentActionParams.parse(request.params);
-    const { note: text } = paymentActionBody.parse(request.body ?? {});
+    const { note: text, expectedReason } = paymentActionBody.parse(request.body ?? {});
     const actor = request.actor ?? 'unknown';
     try {
-      const result = await applyPaymentAction(deps.db, paymentId, action, actor, deps.intake, text);
+      const result = await applyPaymentAction(deps.db, paymentId, action, actor, deps.intake, text, expectedReason);
       if (!result) return reply.code(404).send({ error: `payment ${paymentId} not found` });
       request.log.warn({ event: 'payment_action', action, paymentId, actor, reason: result.reason, credited: result.credited }, 'payment in review decided by hand');
       if (result.credited === 'threshold') deps.onThresholdCredit?.();
