@@ -11,7 +11,7 @@ import { sql, type Transaction, type Updateable } from 'kysely';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
-import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, type Payout } from './payout.ts';
+import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, UNLIKE_REQUEST, type Payout } from './payout.ts';
 import { resumeTransfer, type Transfer } from './transfer/index.ts';
 
 export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
@@ -102,6 +102,9 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     }
     if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${transferStatus}: wait for it, it cannot be retried`);
     if (payout.transfer_id !== null) throw new PayoutActionRefused('its transfer failed and the funds never left: cancel it to return them to the channel');
+    if (Object.values(UNLIKE_REQUEST).some((prefix) => payout.reason?.startsWith(prefix))) {
+      throw new PayoutActionRefused('the exchange ChangeNow holds for it is not the one asked for, and a retry would find it again: cancel the payout to return its funds to the channel (nothing was sent)');
+    }
     if (isDirect(payout)) {
       // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
       // from pending, through the approval check to its one transfer.

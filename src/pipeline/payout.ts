@@ -40,6 +40,12 @@ export const USDT_UNITS_PER_CENT = 10n ** 4n;
 /** ChangeNow refusals that no retry of the same request can change: a person must look. */
 const REFUSALS_FOR_REVIEW = new Set(['pair_is_inactive', 'not_valid_address', 'not_valid_extra_id', 'out_of_range', 'invalid_request']);
 
+/**
+ * How the review reasons of an exchange that ChangeNow holds for the payout, unlike the request and never funded,
+ * begin: a retry would look for the payout's exchange by its id at ChangeNow and find that one again.
+ */
+export const UNLIKE_REQUEST = { created: 'ChangeNow created exchange', found: 'found exchange' } as const;
+
 export const OPEN_PAYOUT_STATUSES: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'needs_review'];
 
 export function newPayoutId(): string {
@@ -323,7 +329,7 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
     if (first) {
       const wrong = ['new', 'waiting'].includes(first.status) ? statusMismatch(askFor(deps, payout), first) : `status ${first.status} (expected a waiting exchange)`;
       if (wrong) {
-        await toReview(deps, payoutId, `found exchange ${first.id} does not match the payout: ${wrong}`, 'exchange_mismatch');
+        await toReview(deps, payoutId, `${UNLIKE_REQUEST.found} ${first.id} does not match the payout: ${wrong}`, 'exchange_mismatch');
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -367,7 +373,7 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
     // Never funded when it is not the exchange asked for (another payout address is someone else's money).
     const wrong = createdMismatch(ask, created);
     if (wrong) {
-      await toReview(deps, payoutId, `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`, 'exchange_mismatch');
+      await toReview(deps, payoutId, `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`, 'exchange_mismatch');
       return;
     }
     exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };

@@ -166,6 +166,13 @@ describe('a payout exchange created unlike the request', () => {
     expect(await query("select transfer_id from chain_transfers where purpose = 'payout' and ref = $1", [payout!.payout_id])).toEqual([]);
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
 
+    // A retry would look for the payout's exchange at ChangeNow, find this one again and come back to review.
+    const retried = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/retry`, { token: ALICE });
+    expect(retried.status).toBe(409);
+    expect(retried.body.error).toMatch(/a retry would find it again: cancel the payout/);
+    const [still] = await query<{ status: string }>('select status from payouts where payout_id = $1', [payout!.payout_id]);
+    expect(still?.status).toBe('needs_review');
+
     const cancelled = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/cancel`, { token: ALICE });
     expect(cancelled.status).toBe(200);
     const [balance] = await query<{ balance: string }>("select balance::text from ledger_accounts where code = $1 and asset = 'eth'", [`channel:${channelId}`]);
