@@ -58,7 +58,7 @@
       idRe: /^[1-9][0-9]{0,19}$/,
       path: 'payments',
       actions: {
-        credit: 'Credit payment {id} with its partial outcome, {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout.',
+        credit: 'Credit payment {id} with {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout.',
         ignore: 'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
         reverse:
           "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",
@@ -251,6 +251,17 @@
     };
   }
 
+  /**
+   * What a payment's credit books, as its confirmation names it: the API's `creditable` (a partial's outcome, or a
+   * top-up's difference to the credit, never the partial's outcome again).
+   */
+  function creditText(p) {
+    if (p.creditable === null || p.creditable === undefined) return '';
+    const amount = `${groupDigits(p.creditable.amount)} ${upper(p.creditable.asset)}`;
+    if (!p.reason.startsWith('top_up') || p.credited === null) return `its partial outcome, ${amount}`;
+    return `the rest of its top-up, ${amount} (the ${groupDigits(p.credited.gross)} ${upper(p.credited.asset)} credited stays as booked)`;
+  }
+
   /** What a payment in review shows: NOWPayments' figures as stated, and the actions its reason allows. */
   function reviewPaymentView(p) {
     const r = p.reported;
@@ -263,7 +274,7 @@
       paidText: `${groupDigits(r.actuallyPaid)} of ${groupDigits(r.payAmount)} ${upper(r.payCurrency)}`,
       priceText: `${groupDigits(r.priceAmount)} ${upper(r.priceCurrency)}`,
       creditedText: p.credited === null ? '–' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)} net`,
-      creditAmount: `${groupDigits(r.outcomeAmount)} ${upper(r.outcomeCurrency)}`,
+      creditAmount: creditText(p),
       reverseAmount: p.credited === null ? '' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)}`,
       canCredit: p.actions.includes('credit'),
       canIgnore: p.actions.includes('ignore'),

@@ -1,7 +1,8 @@
 /** Payments by pipeline stage, each a count over a small partial index (migrations 001, 005, 009), and those in review. */
 import { sql } from 'kysely';
 import type { Db, PaymentStatus } from '../db/index.ts';
-import { paymentActionsFor } from '../pipeline/index.ts';
+import { decimalsOf, isAssetCode, parseUnits } from '../money/index.ts';
+import { paymentActionsFor, REVIEW, reviewCode } from '../pipeline/index.ts';
 import { formatAsset, seconds } from './amounts.ts';
 import type { ReviewPayment } from './types.ts';
 
@@ -38,6 +39,8 @@ type Row = {
   asset: string | null;
   gross_amount: string | null;
   net_amount: string | null;
+  restated_outcome_amount: string | null;
+  restated_outcome_currency: string | null;
   credited_at: Date | null;
   updated_at: Date;
   waiting: string;
@@ -52,7 +55,8 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
     select payment_id::text as payment_id, channel_id, status, review_reason,
            pay_amount::text as pay_amount, actually_paid::text as actually_paid, pay_currency,
            price_amount::text as price_amount, price_currency, outcome_amount::text as outcome_amount, outcome_currency,
-           asset, gross_amount::text as gross_amount, net_amount::text as net_amount, credited_at, updated_at,
+           asset, gross_amount::text as gross_amount, net_amount::text as net_amount,
+           restated_outcome_amount::text as restated_outcome_amount, restated_outcome_currency, credited_at, updated_at,
            extract(epoch from now() - updated_at)::bigint::text as waiting
     from payments where review_reason is not null
     order by updated_at, payment_id limit ${REVIEW_SHOWN}`.execute(db);
@@ -76,7 +80,22 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
       r.credited_at === null || r.asset === null || r.gross_amount === null || r.net_amount === null
         ? null
         : { asset: r.asset, gross: formatAsset(BigInt(r.gross_amount), r.asset), net: formatAsset(BigInt(r.net_amount), r.asset) },
+    creditable: creditable(r),
     updatedAt: r.updated_at.toISOString(),
     waitingSeconds: Math.max(0, seconds(r.waiting)),
   }));
+}
+
+/**
+ * What the credit action would book (README, Payments in review): a partial's stored outcome, or a top-up's
+ * difference between the later IPN's outcome and the gross already credited. The confirmation a person answers names
+ * this, never the partial's outcome for a top-up.
+ */
+function creditable(r: Row): ReviewPayment['creditable'] {
+  const code = reviewCode(r.review_reason);
+  if (code === REVIEW.partiallyPaid) return { asset: r.outcome_currency, amount: r.outcome_amount };
+  const { asset, restated_outcome_amount: restated, gross_amount: gross } = r;
+  if (code !== REVIEW.topUp || restated === null || asset === null || r.restated_outcome_currency !== asset || gross === null || !isAssetCode(asset)) return null;
+  const more = parseUnits(restated, decimalsOf(asset)) - BigInt(gross);
+  return more > 0n ? { asset, amount: formatAsset(more, asset) } : null;
 }

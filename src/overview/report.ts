@@ -137,8 +137,9 @@ export function formatStatus(o: Overview): string {
       review.payments.map((p) => [
         `payment ${p.paymentId}`,
         p.status,
-        // The outcome is what a credit would book; paid is what the payer sent, in their currency.
-        `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
+        // What a credit would book where the reason allows one (a top-up's difference, not the partial's outcome), else
+        // NOWPayments' outcome; paid is what the payer sent, in their currency.
+        p.creditable ? `${p.creditable.amount} ${p.creditable.asset.toUpperCase()}` : `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
         `paid ${p.reported.actuallyPaid} of ${p.reported.payAmount} ${p.reported.payCurrency.toUpperCase()}`,
         p.channelId,
         age(p.waitingSeconds),

@@ -212,6 +212,11 @@ export interface ReviewPayment {
   };
   /** What was credited to the channel (gross and net, in `asset`), null when nothing was. */
   readonly credited: { readonly asset: string; readonly gross: string; readonly net: string } | null;
+  /**
+   * What a credit would book now (gross, in `asset`): a partial's outcome, or a top-up's difference to what was
+   * credited (not the partial's outcome, which `reported` still shows); null when the reason allows no credit.
+   */
+  readonly creditable: { readonly asset: string; readonly amount: string } | null;
   readonly updatedAt: string;
   /** Seconds since its last change (into review, or a later IPN). */
   readonly waitingSeconds: number;

@@ -555,6 +555,30 @@ describe('the dashboard', () => {
     await page.close();
   });
 
+  it('a top-up\'s credit confirmation names the difference the credit books, not the partial\'s outcome', async () => {
+    const partial: Record<string, unknown> = { ...structuredClone(fixtures.partially_paid), payment_id: 9_700_000_061, order_id: `PGP-1|${THRESHOLD}` };
+    const id = String(partial.payment_id);
+    expect(await sendIpn(partial)).toBe(202);
+    expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
+    expect(await sendIpn(ipnBody({ payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id }))).toBe(202);
+    const page = await newPage();
+    await signIn(page);
+    const row = `[data-testid=review-payment-${id}]`;
+    await page.waitForSelector(row);
+    expect(await page.textContent(`${row} [data-role=reason]`)).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+    let asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.dismiss();
+    });
+    await page.click(`${row} button[data-action=credit]`);
+    await page.waitForTimeout(300);
+    expect(asked).toContain(`Credit payment ${id} with the rest of its top-up, 0.00193 ETH (the 0.00294 ETH credited stays as booked)?`);
+    expect((await payrail.request('GET', `/api/payments/${id}`)).body).toMatchObject({ grossAmount: '0.00294', reviewReason: expect.stringMatching(/^top_up: /) });
+    expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
+    await page.close();
+  });
+
   it('ran under its CSP without a violation or an error', () => {
     expect(problems).toEqual([]);
   });

@@ -190,6 +190,7 @@ describe('readOverview', () => {
         paymentId: ids.unknown, channelId: UNKNOWN, status: 'finished', reason: 'unknown_channel', actions: [],
         reported: { payAmount: '0.00495', actuallyPaid: '0.00495', payCurrency: 'eth', priceAmount: '15', priceCurrency: 'usd', outcomeAmount: '0.00487', outcomeCurrency: 'eth' },
         credited: null,
+        creditable: null,
       },
     ]);
     expect(overview.review.payments.length).toBe(overview.pipeline.payments.inReview);
@@ -454,5 +455,27 @@ describe('overview arithmetic', () => {
     ]);
     expect(series.peak).toEqual({ eth: '0.000000000000000003' });
     expect(volumeSeries(since, 2, []).buckets.map((b) => b.scaleBps.eth)).toEqual([0, 0]);
+  });
+});
+
+describe('readOverview of a top-up in review', () => {
+  it('says what a credit would book: the difference to the partial credit, not the partial\'s outcome (the text report too)', async () => {
+    const body: Record<string, unknown> = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${THRESHOLD}` };
+    const id = String(body.payment_id);
+    const send = async (ipn: Record<string, unknown>) => {
+      const { raw, headers } = signed(ipn, IPN_SECRET);
+      return payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+    };
+    expect((await send(body)).status).toBe(202);
+    expect((await readOverview(db.db)).review.payments.find((p) => p.paymentId === id)?.creditable).toEqual({ asset: 'eth', amount: '0.00294' });
+    expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
+    expect((await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id })).body.reviewReason).toMatch(/^top_up: /);
+
+    const now = await readOverview(db.db);
+    const topUp = now.review.payments.find((p) => p.paymentId === id);
+    expect(topUp).toMatchObject({ reason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)', actions: ['credit', 'ignore'], reported: { outcomeAmount: '0.00294' }, credited: { asset: 'eth', gross: '0.00294' }, creditable: { asset: 'eth', amount: '0.00193' } });
+    expect(formatStatus(now)).toMatch(new RegExp(`\\n  payment ${id}\\s+finished\\s+0\\.00193 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+top_up: `));
+    expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });
