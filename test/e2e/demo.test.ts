@@ -62,6 +62,7 @@ function expectEverythingPaid(output: string, payments: number): void {
   expect(checks.split('\n').filter((l) => l.startsWith('  ')).length).toBeGreaterThanOrEqual(9);
   expect(checks).not.toMatch(/ NO /);
   expect(output).toMatch(/ledger check \(payrail check-ledger\): OK: \d+ accounts, \d+ journals, \d+ entries/);
+  expect(output).toMatch(/host wallet on chain == ledger \(check-ledger --chain\) +yes +\(ETH equal, USDT equal\)/);
   expect(output).toMatch(/payouts +(\d+) of \1 completed/);
   expect(output).toMatch(/on-chain transactions from the host wallet \(chain_transfers\): [1-9]\d*/);
   expect(output).toMatch(/ChangeNow exchanges: (\d+) .*the simulator counted \1/);

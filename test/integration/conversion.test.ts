@@ -1,13 +1,15 @@
 /**
  * Conversion end to end on real parts: IPNs over HTTP → payments pending → one ChangeNow exchange (simulator over
  * HTTP) paid by one ETH transfer on anvil → settlement shared exactly → the channel over its threshold gets one batch,
- * which is paid out (USDT on the host wallet's network: one direct ERC-20 transfer).
+ * which is paid out (USDT on the host wallet's network: one direct ERC-20 transfer). Every review is left by a
+ * person's action, and the host wallet holds what the ledger says after the file (check-ledger --chain).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
@@ -46,6 +48,13 @@ async function allCompleted(ids: string[]) {
   return (await conversionStatuses(ids)).every((s) => s === 'completed');
 }
 
+/** A person's resolve of the (latest) conversion in review holding the payment. */
+async function resolveConversionOf(paymentId: string, body: unknown) {
+  const { rows } = await db.pool.query("select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'needs_review'", [paymentId]);
+  expect(rows).toHaveLength(1);
+  return payrail!.request('POST', `/api/conversions/${rows[0].conversion_id}/resolve`, { body });
+}
+
 async function balances(channelId: string): Promise<Record<string, string>> {
   const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>("select code, asset, balance::text from ledger_accounts where code like $1", [`channel:${channelId}%`]);
   return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
@@ -54,6 +63,7 @@ async function balances(channelId: string): Promise<Record<string, string>> {
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
+  await bookHostFunding(db, outside);
 });
 afterEach(async () => {
   await payrail?.stop();
@@ -61,8 +71,12 @@ afterEach(async () => {
   await outside.sim.setFault('none');
 });
 afterAll(async () => {
-  await db?.close();
-  await outside?.stop();
+  try {
+    if (db && outside) await expectLedgerEqualsChain(db, outside);
+  } finally {
+    await db?.close();
+    await outside?.stop();
+  }
 });
 
 describe('conversion of pending ETH to USDT', () => {
@@ -142,7 +156,7 @@ describe('conversion of pending ETH to USDT', () => {
     expect((await balances('-1003000000006'))['channel/usdt']).toBe('13171700');
   });
 
-  it('a failed exchange whose ETH did not come back goes to review; the payment never counts toward a payout', async () => {
+  it('a failed exchange whose ETH did not come back goes to review, never toward a payout; resolved as lost, it converts again', async () => {
     await start({ CONVERSION_MIN_USD: '1' });
     await channel('-1003000000007', '1');
     outside.sim.failNextExchange('failed');
@@ -153,9 +167,14 @@ describe('conversion of pending ETH to USDT', () => {
     expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
     const { rows: batches } = await db.pool.query("select count(*)::int as n from payouts where channel_id = '-1003000000007'");
     expect(batches[0].n).toBe(0);
+
+    // The way out when ChangeNow keeps the ETH: booked as the platform's loss, the payment converted again.
+    const lost = await resolveConversionOf(ids[0]!, { outcome: 'lost', note: 'exchange failed, ETH not returned' });
+    expect(lost).toMatchObject({ status: 200, body: { status: 'failed' } });
+    await eventually('converted again', () => allCompleted(ids));
   });
 
-  it('a payout short of what ChangeNow reports is not booked: the conversion goes to review', async () => {
+  it('a payout short of what ChangeNow reports is not booked: review, then resolve received books what the chain shows', async () => {
     await start({ CONVERSION_MIN_USD: '1' });
     await channel('-1003000000008', '1000');
     outside.sim.failNextExchange('short_payout');
@@ -165,9 +184,15 @@ describe('conversion of pending ETH to USDT', () => {
     expect(rows[0].status).toBe('needs_review');
     expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
+
+    // The way out: what the chain shows arrived is booked, not what ChangeNow said.
+    const hash = /payout (0x[0-9a-f]{64})/.exec(rows[0].reason)![1];
+    const received = await resolveConversionOf(ids[0]!, { outcome: 'received', amount: '13.171699', txHash: hash });
+    expect(received).toMatchObject({ status: 200, body: { status: 'completed' } });
+    expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '0', 'channel/usdt': '13171699' });
   });
 
-  it('a payout hash ChangeNow already named for another conversion credits nothing: the second conversion goes to review', async () => {
+  it('a payout hash ChangeNow already named for another conversion credits nothing: review, then resolved as lost', async () => {
     await start({ CONVERSION_MIN_USD: '1' });
     await channel('-1003000000010', '1000');
     const firstIds = [await pay('-1003000000010')];
@@ -191,6 +216,11 @@ describe('conversion of pending ETH to USDT', () => {
       // Only the first conversion's USDT is on the channel.
       expect(await balances('-1003000000010')).toEqual({ 'channel/eth': '4723900000000000', 'channel/usdt': '13171700' });
       expect((await checkLedger(db.db)).problems).toEqual([]);
+
+      // Its ETH went to ChangeNow and no USDT of its own came back: the way out books the loss.
+      await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+      expect((await resolveConversionOf(ids[0]!, { outcome: 'lost', note: 'ChangeNow named another payout' })).status).toBe(200);
+      await eventually('converted again', () => allCompleted(ids));
     } finally {
       await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
     }
