@@ -213,7 +213,7 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   fig(`never-finished payments: ${neverFinished.length}, credited ${wronglyCredited.length}`);
   if (wronglyCredited.length > 0) violations.push(`credited without a finished IPN: ${examples(wronglyCredited.map((r) => r.id))}`);
   // A leaked IPN secret must not mint money: NOWPayments' API knows no such payment.
-  const forged = payments.filter((p) => p.shape === 'forged').map((p) => p.paymentId);
+  const forged = payments.filter((p) => p.forged).map((p) => p.paymentId);
   const forgedCredited = await creditedOf(forged);
   fig(`forged payments (signed, unknown to NOWPayments' API): ${forged.length}, credited ${forgedCredited.length}`);
   if (forgedCredited.length > 0) violations.push(`forged payment credited: ${examples(forgedCredited.map((r) => r.id))}`);

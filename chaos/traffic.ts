@@ -93,6 +93,8 @@ const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child
   { name: 'repeated_deposit', weight: 3, steps: [{ status: 'confirming' }, { status: 'finished' }], child: true },
   // Signed with the IPN secret (a leak) for a payment NOWPayments never had: nothing forwarded, never to be credited.
   { name: 'forged', weight: 2, steps: [{ status: 'finished' }], forged: true },
+  // The same leak as a partial payment: kept for a person, whose credit must wait for NOWPayments' API like any.
+  { name: 'forged_partial', weight: 1, steps: [{ status: 'partially_paid' }], forged: true },
 ];
 
 /** The HTTP answers a message may get: 200 applied, 202 kept for review. */
@@ -126,6 +128,8 @@ export interface PlannedPayment {
   truth: string | null;
   /** Whether a message reporting money received was answered 2xx. */
   acknowledged: boolean;
+  /** Signed with the IPN secret for a payment NOWPayments never had: never to be credited. */
+  forged: boolean;
 }
 
 /** An IPN's outcome in wei, exactly from its decimal text (never through a JavaScript number). */
@@ -185,7 +189,7 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
       return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
     });
     const truth = shape.forged ? null : (forwarded ?? (messages.at(-1) as PlannedMessage).raw);
-    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined || shape.forged ? null : outcomeWei(forwarded), forwardTx: null, truth, acknowledged: false });
+    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined || shape.forged ? null : outcomeWei(forwarded), forwardTx: null, truth, acknowledged: false, forged: shape.forged === true });
   }
   return payments;
 }

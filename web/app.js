@@ -58,7 +58,7 @@
       idRe: /^[1-9][0-9]{0,19}$/,
       path: 'payments',
       actions: {
-        credit: 'Credit payment {id} with {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout.',
+        credit: "Credit payment {id} with {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout. Where payrail asks NOWPayments' API, it is booked only once the API confirms the payment (otherwise it comes back in review as payment_unconfirmed).",
         ignore: 'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
         reverse:
           "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",

@@ -229,6 +229,15 @@ export async function enqueueConfirm(trx: Transaction<Database>, paymentId: stri
   await enqueue(trx, 'payment_confirm', { paymentId }, { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS });
 }
 
+/**
+ * A partial payment a person decided to credit (review_action credit) that is not credited yet: with
+ * NOWPAYMENTS_API_KEY set, the decision waits for NOWPayments' check like a crediting IPN (payment_confirm credits it
+ * once the API agrees), so a forged partial is never credited on a person's word either.
+ */
+export function partialCreditDecided(row: PaymentRow): boolean {
+  return row.review_action === 'credit' && row.partial_amounts && row.credited_at === null;
+}
+
 /** The statuses whose IPN credits the channel: `finished`, and `partially_paid` when PARTIAL_PAYMENTS=credit. */
 export function creditsOnStatus(status: IpnStatus, settings: IntakeSettings): boolean {
   return status === 'finished' || (status === 'partially_paid' && settings.partialPayments === 'credit');

@@ -1,6 +1,7 @@
 /**
- * payment_confirm: a crediting IPN (finished, or partially_paid under PARTIAL_PAYMENTS=credit) is credited only once
- * NOWPayments' API agrees with it on status, outcome amount and currency, and on the order when the API names one.
+ * payment_confirm: a crediting IPN (finished, or partially_paid under PARTIAL_PAYMENTS=credit), or a partial payment a
+ * person decided to credit, is credited only once NOWPayments' API agrees with it on status, outcome amount and
+ * currency, and on the order when the API names one.
  * The IPN's signature proves only that someone holds the IPN secret; the API answers from NOWPayments' books.
  *
  * The call happens outside any transaction; its verdict is applied in one transaction under the payment's row lock,
@@ -24,7 +25,7 @@ import type { Database, Db, PaymentsTable } from '../db/index.ts';
 import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../integrations/nowpayments/index.ts';
 import type { Logger } from '../log.ts';
 import { AmountError, decimalsOf, parseUnits, type AssetCode } from '../money/index.ts';
-import { alertReview, creditColumns, creditEffects, creditedText, creditsOnStatus, restatementAwaitsCheck, REVIEW, storedCredit, topUpReason, type CreditBasis, type IntakeSettings } from './intake.ts';
+import { alertReview, creditColumns, creditEffects, creditedText, creditsOnStatus, partialCreditDecided, restatementAwaitsCheck, REVIEW, storedCredit, topUpReason, type CreditBasis, type IntakeSettings } from './intake.ts';
 
 export interface ConfirmDeps {
   readonly db: Db;
@@ -77,11 +78,12 @@ export async function confirmPayment(deps: ConfirmDeps, paymentId: string): Prom
 type Check = 'credit' | 'top_up';
 
 /**
- * credit: a crediting status, not credited, not in review, a check asked for. top_up: credited, its restatement's
- * check asked for and not answered (restatementAwaitsCheck).
+ * credit: a crediting status (or a partial a person decided to credit), not credited, not in review, a check asked
+ * for. top_up: credited, its restatement's check asked for and not answered (restatementAwaitsCheck).
  */
 function checkOf(row: PaymentRow, settings: IntakeSettings): Check | null {
-  if (row.credited_at === null && row.review_reason === null && row.confirm_requested_at !== null && creditsOnStatus(row.status, settings) && storedCredit(row) !== null) return 'credit';
+  const creditable = creditsOnStatus(row.status, settings) || partialCreditDecided(row);
+  if (row.credited_at === null && row.review_reason === null && row.confirm_requested_at !== null && creditable && storedCredit(row) !== null) return 'credit';
   if (restatementAwaitsCheck(row) && topUpReason(row) !== null) return 'top_up';
   return null;
 }
@@ -123,7 +125,7 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
     return 'review';
   }
   const asset = check === 'credit' ? (storedCredit(row) as CreditBasis).asset : (row.asset as AssetCode);
-  const differences = compare(ipn, asset, lookup.payment);
+  const differences = compare(ipn, asset, lookup.payment, check === 'credit' && endedPartial(row));
   if (differences.length > 0) {
     const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with ${which}: ${differences.join('; ')}`;
     await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: lookup.payment, differences });
@@ -153,12 +155,25 @@ function claimOf(row: PaymentRow, check: Check) {
   return { status: row.status, outcomeAmount: row.restated_outcome_amount as string, outcomeCurrency: row.restated_outcome_currency as string, orderId: row.order_id };
 }
 
-/** Each field the API contradicts, naming both values. Amounts are compared in the asset's smallest unit. */
-function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment): string[] {
+/** A partial payment NOWPayments ended since (expired or failed after it): its row keeps the partial's amounts. */
+function endedPartial(row: PaymentRow): boolean {
+  return row.partial_amounts && row.status !== 'partially_paid';
+}
+
+/**
+ * Each field the API contradicts, naming both values. Amounts are compared in the asset's smallest unit.
+ *
+ * `ended`: a partial payment a person credits after NOWPayments ended it. Its API then describes the ended payment,
+ * whose outcome_amount is what was asked, not what arrived: it must know the payment, for that order, as ended so (or
+ * still as partially_paid, when the amount is compared too). A forged IPN names a payment NOWPayments does not have.
+ */
+function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment, ended = false): string[] {
   const differences: string[] = [];
-  if (api.status !== claim.status) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
+  const stillPartial = ended && api.status === 'partially_paid';
+  if (api.status !== claim.status && !stillPartial) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
   if (api.outcomeCurrency !== claim.outcomeCurrency) differences.push(`outcome_currency: IPN ${claim.outcomeCurrency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
-  if (!sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
+  const amountShown = !ended || stillPartial;
+  if (amountShown && !sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
   if (api.orderId !== null && api.orderId !== claim.orderId) differences.push(`order_id: IPN ${claim.orderId}, NOWPayments ${api.orderId}`);
   return differences;
 }

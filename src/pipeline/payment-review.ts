@@ -5,7 +5,9 @@
  *
  * - credit: a `partially_paid` payment (also once NOWPayments called it expired or failed: the partial money did
  *   arrive), credited with exactly its partially_paid IPN's outcome_amount through intake's own credit (the fee
- *   split, the journal ('payment_received', id), the conversion or payout job), once. A top-up (the rest of a
+ *   split, the journal ('payment_received', id), the conversion or payout job), once. With NOWPAYMENTS_API_KEY set,
+ *   the decision is kept and payment_confirm books it once NOWPayments' API knows the payment (a forged partial is
+ *   never credited on a person's word: it goes to payment_unconfirmed). A top-up (the rest of a
  *   payment credited as partial, said by a later IPN) is credited as the difference only (creditTopUp), and with
  *   NOWPAYMENTS_API_KEY set only once NOWPayments' API confirmed the later IPN (payment_confirm offers it then).
  * - ignore: the payment is left as it is: a partial or foreign-currency payment is never credited (unless a later
@@ -25,7 +27,7 @@ import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } f
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
-import { alertReview, creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, requestConfirmation, REVIEW, reviewCode, standingReason, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
+import { alertReview, creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, partialCreditDecided, requestConfirmation, REVIEW, reviewCode, standingReason, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 /**
@@ -148,11 +150,12 @@ async function recheck(trx: Transaction<Database>, payment: PaymentRow, settings
   const deadline = sql<Date>`now() + make_interval(secs => ${settings.confirm.deadlineMs / 1000})`;
   if (payment.credited_at !== null) return recheckTopUp(trx, payment, deadline);
   // An ended partial (expired or failed after its partially_paid IPN): NOWPayments' API now describes the expired
-  // payment, whose outcome_amount is what was asked, so it can never again agree with the partial's amount.
-  if (payment.partial_amounts && (payment.status === 'expired' || payment.status === 'failed')) {
+  // payment, whose outcome_amount is what was asked, so it can never again agree with the partial's amount. Only a
+  // person's decision to credit it has its check compare what the API still shows (the payment, its order, its end).
+  if (payment.partial_amounts && (payment.status === 'expired' || payment.status === 'failed') && !partialCreditDecided(payment)) {
     throw new PaymentActionRefused(`NOWPayments ${payment.status} the partial payment since: its API no longer describes what arrived (${payment.outcome_amount} ${payment.outcome_currency}), so it can never confirm it; ignore closes the review`);
   }
-  if (!creditsOnStatus(payment.status, settings) || storedCredit(payment) === null) throw new PaymentActionRefused(`its status ${payment.status} (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail credits, whatever NOWPayments says`);
+  if (!(creditsOnStatus(payment.status, settings) || partialCreditDecided(payment)) || storedCredit(payment) === null) throw new PaymentActionRefused(`its status ${payment.status} (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail credits, whatever NOWPayments says`);
   const asked = await trx
     .updateTable('payments')
     .set({ confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: deadline })
@@ -232,6 +235,9 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
   if (!channel) throw new PaymentActionRefused(`channel ${payment.channel_id} is not registered`);
   const basis = storedCredit(payment);
   if (!basis) throw new PaymentActionRefused(`its outcome (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail can credit`);
+  // With NOWPAYMENTS_API_KEY set, a person's word is no more proof than the signed IPN: the decision is kept
+  // (review_action credit) and payment_confirm credits it once NOWPayments' API agrees, with a fresh deadline.
+  if (settings.confirm) return { strategy: null, evidence: await creditOnceConfirmed(trx, payment, settings.confirm) };
   const columns = creditColumns(basis, channel.payout_strategy, settings);
   const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', payment.payment_id).where('credited_at', 'is', null).where('status', '=', payment.status).where('partial_amounts', '=', true).executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
@@ -240,6 +246,21 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
     strategy: channel.payout_strategy,
     evidence: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString(), outcomeAmount: payment.outcome_amount },
   };
+}
+
+/** The partial waits for NOWPayments' check (the caller marks the decision, which is what the check credits on). */
+async function creditOnceConfirmed(trx: Transaction<Database>, payment: PaymentRow, confirm: NonNullable<IntakeSettings['confirm']>): Promise<Record<string, unknown>> {
+  const asked = await trx
+    .updateTable('payments')
+    .set({ confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})` })
+    .where('payment_id', '=', payment.payment_id)
+    .where('credited_at', 'is', null)
+    .where('review_reason', '=', payment.review_reason as string)
+    .returning('confirm_deadline_at')
+    .executeTakeFirst();
+  if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
+  await enqueueConfirm(trx, payment.payment_id);
+  return { confirming: true, outcomeAmount: payment.outcome_amount, confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null };
 }
 
 /**

@@ -123,7 +123,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(credited.confirmation.confirmedAt).not.toBeNull();
   });
 
-  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: credit books the partial, never the expired IPN\'s amount', async () => {
+  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person\'s credit books the partial once NOWPayments knows it expired, never the expired IPN\'s amount', async () => {
     const body = partial();
     known(body);
     await sim.setFault('down');
@@ -140,9 +140,12 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
     expect(await journals(body.payment_id)).toEqual([]);
 
-    const credited = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
-    expect(credited.status).toBe(200);
-    expect(credited.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null });
+    // A person's credit waits for NOWPayments too: its API knows the payment, for this order, as expired.
+    const decided = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
+    expect(decided.status).toBe(200);
+    expect(decided.body).toMatchObject({ creditedAt: null, reviewReason: null });
+    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(credited).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null });
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
 
@@ -470,6 +473,85 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     const waiting = { ...structuredClone(fixtures.sequence[0]), payment_id: nextPaymentId++, order_id: order() };
     expect((await send(waiting)).status).toBe(200);
     expect((await recheck(waiting.payment_id)).status).toBe(409);
+  });
+});
+
+describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits for NOWPayments' API too", () => {
+  let reviewed: TestPayrail;
+  let reviewedDb: TestDatabase;
+  const credit = (id: unknown) => reviewed.request('POST', `/api/payments/${id}/credit`);
+  const expiredOf = (body: Record<string, unknown>) => ({ ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id });
+
+  beforeAll(async () => {
+    reviewedDb = await createTestDatabase();
+    reviewed = await startTestPayrail(reviewedDb, { env: { NOWPAYMENTS_API_KEY: API_KEY, NOWPAYMENTS_API_URL: sim.url, NOWPAYMENTS_TIMEOUT: '5s', PARTIAL_PAYMENTS: 'review' } });
+    expect((await reviewed.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+  });
+
+  afterEach(async () => {
+    expect((await checkLedger(reviewedDb.db)).problems).toEqual([]);
+  });
+
+  afterAll(async () => {
+    await reviewed?.stop();
+    await reviewedDb?.close();
+  });
+
+  async function creditedLater(id: unknown) {
+    const res = await credit(id);
+    expect(res.status).toBe(200);
+    // The decision is the person's; the credit waits for NOWPayments' answer.
+    expect(res.body).toMatchObject({ creditedAt: null, reviewReason: null, reviewAction: { action: 'credit' } });
+    return eventually(() => payment(id, reviewed), (p) => p.creditedAt !== null || p.reviewReason !== null, 20_000);
+  }
+
+  it('a forged partially_paid IPN (signed, unknown to NOWPayments) a person credits is never credited: payment_unconfirmed with a critical alert', async () => {
+    const body = partial();
+    expect((await send(body, reviewed)).status).toBe(202);
+    const held = await creditedLater(body.payment_id);
+    expect(held).toMatchObject({ creditedAt: null, grossAmount: null });
+    expect(held.reviewReason).toBe(`payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}; the IPN says partially_paid 0.00294 eth`);
+    expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
+    const { alerts } = (await reviewed.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string }> };
+    expect(alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(body.payment_id))).toMatchObject([{ severity: 'critical' }]);
+    // A recheck asks again, and cannot credit it either; ignore closes it.
+    expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/recheck`)).status).toBe(200);
+    const again = await eventually(() => payment(body.payment_id, reviewed), (p) => p.reviewReason !== null, 20_000);
+    expect(again).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/) });
+    expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/ignore`)).status).toBe(200);
+    expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
+  });
+
+  it('a partial NOWPayments holds as the IPN says is credited with its amount once the API agrees, once', async () => {
+    const body = partial();
+    known(body);
+    expect((await send(body, reviewed)).status).toBe(202);
+    const credited = await creditedLater(body.payment_id);
+    expect(credited).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null, reviewAction: { action: 'credit' } });
+    expect(credited.confirmation.confirmedAt).not.toBeNull();
+    expect(await journals(body.payment_id, reviewedDb)).toHaveLength(3);
+    // A second click finds it credited.
+    expect((await credit(body.payment_id)).status).toBe(409);
+  });
+
+  it('a partial that ended (expired since): NOWPayments must know the payment as expired for that order; the partial amount is what is credited', async () => {
+    const body = partial();
+    known(body);
+    expect((await send(body, reviewed)).status).toBe(202);
+    known(expiredOf(body));
+    expect((await send(expiredOf(body), reviewed)).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
+    const credited = await creditedLater(body.payment_id);
+    expect(credited).toMatchObject({ status: 'expired', grossAmount: '0.00294', reviewReason: null });
+    expect(await journals(body.payment_id, reviewedDb)).toHaveLength(3);
+  });
+
+  it('a forged ended partial (partially_paid then expired, both unknown to NOWPayments) is never credited', async () => {
+    const body = partial();
+    expect((await send(body, reviewed)).status).toBe(202);
+    expect((await send(expiredOf(body), reviewed)).status).toBe(202);
+    const held = await creditedLater(body.payment_id);
+    expect(held).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/) });
+    expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
   });
 });
 
