@@ -12,15 +12,13 @@
  * Chain reads happen before the conversion's row lock; the transaction checks the state again.
  */
 import { sql, type Transaction } from 'kysely';
-import type { Hex } from 'viem';
 import type { ConversionState, Database, Db } from '../db/index.ts';
-import type { ChainWallet } from '../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { formatUnits, parseUnits } from '../money/index.ts';
 import { returnConversionFunds } from './conversion-outcomes.ts';
+import { inboundAmount, InboundRefused, type HostChainReader } from './inbound.ts';
 import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
 import { settleIn } from './settle.ts';
-import { deepTransaction, TreasuryRefused } from '../treasury/evidence.ts';
 
 export type ConversionResolution =
   | { outcome: 'received'; amount: string; txHash: string; note?: string }
@@ -28,13 +26,7 @@ export type ConversionResolution =
   | { outcome: 'lost'; note: string };
 
 /** What the resolve reads the chain with: the host wallet's incoming ETH and USDT, read only. */
-export interface ConversionChain {
-  readonly wallet: Pick<ChainWallet, 'address' | 'tokenReceived' | 'nativeReceived' | 'receipt' | 'transaction' | 'blockAt'>;
-  readonly hostAddress: string;
-  readonly usdtContract: string | undefined;
-  /** CHAIN_CONFIRMATIONS: a named transaction counts only this deep. */
-  readonly confirmations: number | 'safe' | 'finalized';
-}
+export type ConversionChain = HostChainReader;
 
 export class ConversionResolveRefused extends Error {
   override name = 'ConversionResolveRefused';
@@ -43,35 +35,22 @@ export class ConversionResolveRefused extends Error {
 /** What the chain shows arrived, in smallest units, or a refusal saying why it cannot be used. */
 async function arrived(chain: ConversionChain | undefined, resolution: ConversionResolution): Promise<bigint | null> {
   if (resolution.outcome === 'lost') return null;
-  if (!chain) throw new ConversionResolveRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
-  const hash = resolution.txHash.toLowerCase() as Hex;
-  const host = chain.hostAddress as Hex;
-  // Deep enough that a reorganisation cannot take it back, and from someone else: the host wallet sending to itself
-  // brings nothing back.
-  let sender: string;
+  let amount: bigint;
   try {
-    sender = (await deepTransaction(chain, hash)).tx.from;
+    amount = await inboundAmount(chain, resolution.txHash, resolution.outcome === 'returned' ? 'eth' : 'usdt');
   } catch (error) {
-    if (error instanceof TreasuryRefused) throw new ConversionResolveRefused(error.message);
+    if (error instanceof InboundRefused) throw new ConversionResolveRefused(error.message);
     throw error;
   }
-  if (sender.toLowerCase() === host.toLowerCase()) throw new ConversionResolveRefused(`${hash} was sent by the host wallet itself`);
-  if (resolution.outcome === 'returned') {
-    const eth = await chain.wallet.nativeReceived(hash, host);
-    if (eth === null || eth <= 0n) throw new ConversionResolveRefused(`the chain shows no ETH brought to the host wallet by ${hash}`);
-    return eth;
-  }
-  if (!chain.usdtContract) throw new ConversionResolveRefused('no USDT contract is configured');
-  const usdt = await chain.wallet.tokenReceived(hash, chain.usdtContract as Hex, host);
-  if (usdt === null || usdt <= 0n) throw new ConversionResolveRefused(`the chain shows no USDT brought to the host wallet by ${hash}`);
+  if (resolution.outcome === 'returned') return amount;
   let said: bigint;
   try {
     said = parseUnits(resolution.amount, 6);
   } catch (error) {
     throw new ConversionResolveRefused(`amount: ${(error as Error).message}`);
   }
-  if (said !== usdt) throw new ConversionResolveRefused(`${hash} brought ${formatUnits(usdt, 6)} USDT to the host wallet, not ${resolution.amount}`);
-  return usdt;
+  if (said !== amount) throw new ConversionResolveRefused(`${resolution.txHash.toLowerCase()} brought ${formatUnits(amount, 6)} USDT to the host wallet, not ${resolution.amount}`);
+  return amount;
 }
 
 export async function resolveConversion(

@@ -11,13 +11,18 @@ import { sql, type Transaction, type Updateable } from 'kysely';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
+import { inboundAmount, InboundRefused, type HostChainReader } from './inbound.ts';
 import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, UNLIKE_REQUEST, type Payout } from './payout.ts';
+import { claimRefund } from './refunds.ts';
 import { resumeTransfer, type Transfer } from './transfer/index.ts';
 
 export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
 
-/** A person's finding about a payout in review whose funds left: the owner was paid, or (part of) them came back. */
-export type Resolution = { outcome: 'paid'; note?: string } | { outcome: 'returned'; amount: string; note?: string };
+/**
+ * A person's finding about a payout in review whose funds left: the owner was paid, or (part of) them came back, in
+ * the transaction named (read on chain before anything is booked; none when nothing came back).
+ */
+export type Resolution = { outcome: 'paid'; note?: string } | { outcome: 'returned'; amount: string; txHash?: string; note?: string };
 
 export class PayoutActionRefused extends Error {
   override name = 'PayoutActionRefused';
@@ -39,14 +44,27 @@ export async function applyPayoutAction(
   payoutId: string,
   action: PayoutAction,
   actor: string,
-  options: { pollDeadlineMs: number; resolution?: Resolution },
+  options: { pollDeadlineMs: number; resolution?: Resolution; chain?: HostChainReader | undefined },
 ): Promise<PayoutActionResult | null> {
+  // The chain is read before the payout's row lock (a slow node must not hold it); the transaction checks the state.
+  let arrived: bigint | undefined;
+  const resolution = options.resolution;
+  if (action === 'resolve' && resolution?.outcome === 'returned' && resolution.txHash !== undefined) {
+    const seen = await db.selectFrom('payouts').select('asset').where('payout_id', '=', payoutId).executeTakeFirst();
+    if (!seen) return null;
+    try {
+      arrived = await inboundAmount(options.chain, resolution.txHash, seen.asset);
+    } catch (error) {
+      if (error instanceof InboundRefused) throw new PayoutActionRefused(error.message);
+      throw error;
+    }
+  }
   return db.transaction().execute(async (trx) => {
     const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirst();
     if (!payout) return null;
     const transfer = payout.transfer_id === null ? undefined : await trx.selectFrom('chain_transfers').select(['transfer_id', 'status', 'from_address']).where('transfer_id', '=', payout.transfer_id).executeTakeFirst();
     const fundsMayHaveLeft = transfer !== undefined && transfer.status !== 'failed';
-    const to = await ACTIONS[action](trx, payout, { fundsMayHaveLeft, transfer, actor, ...options });
+    const to = await ACTIONS[action](trx, payout, { fundsMayHaveLeft, transfer, actor, pollDeadlineMs: options.pollDeadlineMs, arrived, ...(resolution && { resolution }) });
     await trx
       .insertInto('audit_log')
       .values({ actor, action: `payout.${action}`, subject: payoutId, details: JSON.stringify({ from: payout.status, to, reason: payout.reason, ...(options.resolution && action === 'resolve' && { resolution: options.resolution }) }) })
@@ -61,6 +79,8 @@ interface Context {
   actor: string;
   pollDeadlineMs: number;
   resolution?: Resolution;
+  /** What the chain shows the resolution's txHash brought to the host wallet, in the payout's asset. */
+  arrived: bigint | undefined;
 }
 
 type Handler = (trx: Transaction<Database>, payout: Payout, context: Context) => Promise<PayoutStatus>;
@@ -133,7 +153,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   // The way out of review once the funds have left: a person records what happened to them.
   async resolve(trx, payout, context) {
     const resolution = context.resolution;
-    if (!resolution) throw new PayoutActionRefused('a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"..."}');
+    if (!resolution) throw new PayoutActionRefused('a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"...","txHash":"0x..."}');
     if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} is not in review`);
     if (context.transfer?.status !== 'confirmed') throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';
@@ -150,8 +170,19 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       throw new PayoutActionInvalid(`amount: ${(error as Error).message}`);
     }
     const amount = BigInt(payout.amount);
-    if (returned > amount) throw new PayoutActionRefused(`amount: more than the payout's ${formatUnits(amount, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()} cannot have come back`);
-    await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${resolution.amount} ${payout.asset.toUpperCase()} came back${note}`, returned);
+    const show = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
+    // Believe the chain: what the owner's channel gets back is what a transaction brought to the host wallet.
+    if (resolution.txHash === undefined) {
+      if (returned > 0n) throw new PayoutActionInvalid('txHash: name the transaction that brought the funds back to the host wallet (read on chain); without one, only amount "0" (nothing came back) is recorded');
+    } else {
+      if (context.arrived !== returned) throw new PayoutActionRefused(`${resolution.txHash.toLowerCase()} brought ${show(context.arrived ?? 0n)} to the host wallet, not ${resolution.amount}`);
+    }
+    if (returned > amount) throw new PayoutActionRefused(`amount: more than the payout's ${show(amount)} cannot have come back`);
+    if (resolution.txHash !== undefined && !(await claimRefund(trx, { txHash: resolution.txHash, purpose: 'payout', ref: payout.payout_id, asset: payout.asset, amount: returned }))) {
+      throw new PayoutActionRefused(`${resolution.txHash.toLowerCase()} already backs something else (another refund, a conversion's payout or an operator deposit)`);
+    }
+    const evidence = resolution.txHash === undefined ? 'nothing came back' : `${resolution.amount} ${payout.asset.toUpperCase()} came back (refund ${resolution.txHash.toLowerCase()})`;
+    await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${evidence}${note}`, returned);
     return 'failed';
   },
 };

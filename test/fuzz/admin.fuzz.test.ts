@@ -205,7 +205,15 @@ const channelBody = fc.oneof(
 const note = fc.oneof(nastyString(40), fc.constantFrom('\u0000', 'a\u0000b', '\ud800', 'x\udc00', '\u202eevil', ' ', '\t\n', 'ok', 'x'.repeat(500), 'x'.repeat(501), ` ${'x'.repeat(500)} `), fc.integer({ min: 1, max: 700 }).map((n) => 'é'.repeat(n)));
 const resolutionBody = fc.oneof(
   fc.record({ outcome: fc.constant('paid'), note }, { requiredKeys: ['outcome'] }),
-  fc.record({ outcome: fc.constant('returned'), amount: fc.oneof(fc.constantFrom('0', '0.001', '0.000000000000000001', '0.0000000000000000001', '1', '12.5', '1e-7', '-1', '1.', '.5', '00.1', '1'.repeat(31), '1'.repeat(30), '0.0047239', '0.0047240', ''), numberText.map(Number)), note }, { requiredKeys: ['outcome'] }),
+  fc.record(
+    {
+      outcome: fc.constant('returned'),
+      amount: fc.oneof(fc.constantFrom('0', '0.0', '0.001', '0.000000000000000001', '0.0000000000000000001', '1', '12.5', '1e-7', '-1', '1.', '.5', '00.1', '1'.repeat(31), '1'.repeat(30), '0.0047239', '0.0047240', ''), numberText.map(Number)),
+      txHash: fc.constantFrom(`0x${'ab'.repeat(32)}`, `0x${'AB'.repeat(32)}`, '0x12', `${'ab'.repeat(32)}`, ''),
+      note,
+    },
+    { requiredKeys: ['outcome'] },
+  ),
   fc.record({ outcome: fc.constantFrom('PAID', 'lost', '', 'returned '), amount: fc.constant('1') }, { requiredKeys: ['outcome'] }),
   fc.tuple(fc.constantFrom('paid', 'returned'), nastyString(8), fc.jsonValue({ maxDepth: 1 })).map(([outcome, k, v]) => ({ outcome, amount: '0.001', [k]: v })),
 );
@@ -582,11 +590,14 @@ const AMOUNT_RE = /^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/;
 /** What the audit log and a text column can store: no NUL, no unpaired surrogate. */
 const STORABLE = (s: string) => !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
-/** The resolution body's contract: {"outcome":"paid"} or {"outcome":"returned","amount":"<decimal>"}, an optional note. */
-function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'; amount: string } | undefined {
+/**
+ * The resolution body's contract: {"outcome":"paid"} or {"outcome":"returned","amount":"<decimal>","txHash":"0x…"},
+ * an optional note; the hash may be left out only when nothing came back (amount 0).
+ */
+function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'; amount: string; txHash?: string } | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
   const b = value as Record<string, unknown>;
-  const allowed = b.outcome === 'paid' ? ['outcome', 'note'] : b.outcome === 'returned' ? ['outcome', 'amount', 'note'] : undefined;
+  const allowed = b.outcome === 'paid' ? ['outcome', 'note'] : b.outcome === 'returned' ? ['outcome', 'amount', 'txHash', 'note'] : undefined;
   if (!allowed || Object.keys(b).some((k) => !allowed.includes(k))) return undefined;
   if (b.note !== undefined) {
     if (typeof b.note !== 'string') return undefined;
@@ -594,7 +605,9 @@ function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'
     if (trimmed.length < 1 || trimmed.length > 500 || !STORABLE(trimmed)) return undefined;
   }
   if (b.outcome === 'paid') return { outcome: 'paid' };
-  return typeof b.amount === 'string' && AMOUNT_RE.test(b.amount) ? { outcome: 'returned', amount: b.amount } : undefined;
+  if (typeof b.amount !== 'string' || !AMOUNT_RE.test(b.amount)) return undefined;
+  if (b.txHash === undefined) return wei(b.amount) === 0n ? { outcome: 'returned', amount: b.amount } : undefined;
+  return typeof b.txHash === 'string' && /^0x[0-9a-fA-F]{64}$/.test(b.txHash) ? { outcome: 'returned', amount: b.amount, txHash: b.txHash } : undefined;
 }
 
 function wei(text: string): bigint {
@@ -610,7 +623,9 @@ function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body
     if (!r) return { status: 400 };
     if (status !== 'needs_review' || transfer !== 'confirmed') return { status: 409 };
     if (r.outcome === 'paid') return { status: 200, to: 'completed' };
-    return wei(r.amount) > amount ? { status: 409 } : { status: 200, to: 'failed' };
+    // A named transaction must have brought exactly that amount back (read on chain): a made-up one never did.
+    if (r.txHash !== undefined) return { status: 409 };
+    return { status: 200, to: 'failed' };
   }
   if (action === 'approve') return status === 'awaiting_approval' ? { status: 200, to: 'pending' } : { status: 409 };
   if (action === 'cancel') {
@@ -756,7 +771,7 @@ describe('the admin API under fuzzing', () => {
     ['an unpaired low surrogate', '\udc00'],
   ])('regression: a resolve note with %s is a 400 and writes nothing', async (_name, text) => {
     const payoutId = await seedPayout('needs_review', 'confirmed');
-    for (const value of [{ outcome: 'paid', note: text }, { outcome: 'returned', amount: '0.001', note: text }]) {
+    for (const value of [{ outcome: 'paid', note: text }, { outcome: 'returned', amount: '0', note: text }]) {
       const { response, before, after } = await sendAdmin({ route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: 'resolve' }], query: [], body: { kind: 'json', value } }, 'valid', '');
       expect(response.status, response.text).toBe(400);
       expect(response.json.error).toMatch(/^note: must not contain NUL or unpaired surrogate characters/);

@@ -358,8 +358,8 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     expect(await journalKinds(id)).toEqual(['payout_reserved']);
 
     const support = await startChainSender(outside.chain.rpcUrl);
-    await support.send(outside.hostAddress, NET_WEI);
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', amount: '0.0047239', note: 'returned by ChangeNow support' } });
+    const refund = await support.send(outside.hostAddress, NET_WEI);
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', amount: '0.0047239', txHash: refund, note: 'returned by ChangeNow support' } });
     expect(resolved.status).toBe(200);
     expect(resolved.body.status).toBe('failed');
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });

@@ -281,7 +281,8 @@ describe('exchange endings', () => {
     const [exchange] = exchangesFor(payout.payout_id);
     expect(payout.reason).toBe(`exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`);
     // A person resolves it with what came back: the ledger then matches the chain again.
-    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, { body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18) } });
+    // The refund ChangeNow recorded is the evidence: the amount is what that transaction brought.
+    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, { body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash } });
     expect(resolved.status).toBe(200);
     expect(await balances(id)).toEqual({ 'channel/eth': (NET_WEI - NET_WEI / 100n).toString(), 'channel:payout/eth': '0' });
     await expectLedgerClean();

@@ -243,6 +243,11 @@ async function jobExists(id: string): Promise<boolean> {
 }
 
 /** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
+/** The hash of the last transaction mined (anvil mines each at once). */
+async function lastMinedHash(): Promise<string> {
+  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }).transactions[0] as string;
+}
+
 async function convertedThresholdChannel(count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> {
   const id = await channel(thresholdBody('1000'));
   const paymentIds: string[] = [];
@@ -330,19 +335,25 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(linked).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': available.toString() });
 
-    // More than the batch cannot have come back: refused, nothing changed.
-    const tooMuch = formatUnits(available + 1n, 6);
-    const refused = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: tooMuch });
-    expect(refused).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: amount: more than the payout's ${formatUnits(available, 6)} USDT cannot have come back` } });
+    // Believe the chain: an amount is booked only as the transaction that brought it shows it, and that transaction
+    // backs one thing. Each refusal changes nothing.
+    const unbacked = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10' });
+    expect(unbacked).toEqual({ status: 400, body: { error: 'txHash: required when amount is above 0: the transaction that brought the funds back to the host wallet (read on chain)' } });
+    const { rows: [conversion] } = await db.pool.query('select c.payout_hash, c.usdt_received::text as usdt from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentIds[0]]);
+    const taken = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: formatUnits(BigInt(conversion.usdt), 6), txHash: conversion.payout_hash });
+    expect(taken).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: ${conversion.payout_hash} already backs something else (another refund, a conversion's payout or an operator deposit)` } });
+    const part = 10_000_000n;
+    await outside.changenowReturn(outside.hostAddress, part);
+    const refundHash = await lastMinedHash();
+    const wrong = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10.5', txHash: refundHash });
+    expect(wrong).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: ${refundHash} brought 10 USDT to the host wallet, not 10.5` } });
     expect(await onlyPayout(id)).toEqual(review);
     expect(await auditOf(review.payout_id)).toEqual([]);
 
     const changenowBefore = await balanceOf('world:changenow', 'usdt');
-    const part = 10_000_000n;
-    await outside.changenowReturn(outside.hostAddress, part);
-    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10', note: 'partial refund seen on chain' });
+    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' });
     expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ status: 'failed', reason: 'resolved by alice: 10 USDT came back: partial refund seen on chain' });
+    expect(resolved.body).toMatchObject({ status: 'failed', reason: `resolved by alice: 10 USDT came back (refund ${refundHash}): partial refund seen on chain` });
 
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': part.toString(), 'channel:payout/usdt': '0' });
     expect((await balanceOf('world:changenow', 'usdt')) - changenowBefore).toBe(available - part);
@@ -361,7 +372,7 @@ describe('resolve: the way out of review once the funds left', () => {
         actor: 'alice',
         action: 'payout.resolve',
         subject: review.payout_id,
-        details: { from: 'needs_review', to: 'failed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'returned', amount: '10', note: 'partial refund seen on chain' } },
+        details: { from: 'needs_review', to: 'failed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' } },
       },
     ]);
     // Failed is final.
@@ -392,7 +403,7 @@ describe('resolve: the way out of review once the funds left', () => {
     const waiting = await onlyPayout(big);
     const before = { review: await getPayout(review.payout_id), waiting: await getPayout(waiting.payout_id), inactive: await balances(inactive), big: await balances(big) };
 
-    for (const body of [{ outcome: 'paid' }, { outcome: 'returned', amount: '0.001' }]) {
+    for (const body of [{ outcome: 'paid' }, { outcome: 'returned', amount: '0' }]) {
       const refused = await act(review.payout_id, 'resolve', ALICE, body);
       expect(refused, JSON.stringify(body)).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead` } });
     }
@@ -408,6 +419,8 @@ describe('resolve: the way out of review once the funds left', () => {
       [{ outcome: 'returned', amount: '-1' }, 'amount'],
       [{ outcome: 'returned', amount: '0.0010000000000000001' }, 'amount'],
       [{ outcome: 'returned' }, 'amount'],
+      [{ outcome: 'returned', amount: '0.001' }, 'txHash'],
+      [{ outcome: 'returned', amount: '0.001', txHash: '0x12' }, 'txHash'],
       [{ outcome: 'lost' }, 'outcome'],
       [{ outcome: 'paid', extra: true }, 'body'],
       [{ outcome: 'paid', amount: '1' }, 'body'],

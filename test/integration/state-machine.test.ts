@@ -445,6 +445,11 @@ async function conversionResolution(action: ConversionAction, conversionId: stri
   return { outcome: 'returned', txHash: await outside.nowpayments.send(outside.hostAddress, (BigInt(rows[0].wei) * 99n) / 100n) };
 }
 
+/** Half a payout's ETH back on the host wallet, and the resolve that books it with its transaction. */
+async function payoutReturned(wei: bigint): Promise<Record<string, string>> {
+  return { outcome: 'returned', amount: formatUnits(wei, 18), txHash: await outside.nowpayments.send(outside.hostAddress, wei) };
+}
+
 const conversionLabel = (r: ConversionRow) => `${r.state}${r.transfer ? ` (transfer ${r.transfer})` : ''}`;
 const payoutLabel = (r: PayoutRow) => `${r.state} ${r.route}${r.transfer ? ` (transfer ${r.transfer})` : ''}`;
 const transferOption = (transfer: SeedTransfer | null) => (transfer ? { transfer } : {});
@@ -480,7 +485,7 @@ describe('payouts: every action in every state', () => {
     for (const action of PAYOUT_ACTIONS) {
       const { id } = await seedPayout(row);
       const { rows: [payout] } = await db.pool.query('select amount::text from payouts where payout_id = $1', [id]);
-      const body = action === 'resolve paid' ? { outcome: 'paid', note: 'paid by hand' } : action === 'resolve returned' ? { outcome: 'returned', amount: formatUnits(BigInt(payout.amount) / 2n, 18) } : undefined;
+      const body = action === 'resolve paid' ? { outcome: 'paid', note: 'paid by hand' } : action === 'resolve returned' ? await payoutReturned(BigInt(payout.amount) / 2n) : undefined;
       const verb = action.startsWith('resolve') ? 'resolve' : action;
       const to = row.actions[action];
       const res = await attempt(`/api/payouts/${id}/${verb}`, body, to ? { status: 200, audit: `payout.${verb}`, subject: id } : null, `${payoutLabel(row)}: ${action}`);

@@ -31,11 +31,16 @@ const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cance
 // an unpaired surrogate. Such a note was a 500 once the action had run (rolled back); it is a 400 now.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const note = z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional();
+const txHash = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash');
 const resolutionBody = z.discriminatedUnion('outcome', [
   z.object({ outcome: z.literal('paid'), note }).strict(),
-  // The amount that came back, as a decimal string in the payout's asset (never a JSON number).
+  // The amount that came back, as a decimal string in the payout's asset (never a JSON number), with the transaction
+  // that brought it (read on chain; none when nothing came back).
   // At most 30 integer digits, as every amount payrail parses: longer is bad input (400), not an amount too large.
-  z.object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), note }).strict(),
+  z
+    .object({ outcome: z.literal('returned'), amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'), txHash: txHash.optional(), note })
+    .strict()
+    .refine((b) => b.txHash !== undefined || /^0(\.0+)?$/.test(b.amount), { path: ['txHash'], message: 'required when amount is above 0: the transaction that brought the funds back to the host wallet (read on chain)' }),
 ]);
 const conversionQuery = z.object({
   status: z.enum(CONVERSION_STATES).optional(),
@@ -43,7 +48,6 @@ const conversionQuery = z.object({
 }).strict();
 const conversionParams = z.object({ conversionId: z.string().regex(/^conv_[0-9a-f]{16}$/, 'must be a conversion id such as conv_0123456789abcdef') }).strict();
 const conversionActionParams = conversionParams.extend({ action: z.enum(['retry', 'resolve']) }).strict();
-const txHash = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash');
 const conversionResolutionBody = z.discriminatedUnion('outcome', [
   // The USDT that arrived, as a decimal string (never a JSON number), with the transaction that brought it.
   z.object({ outcome: z.literal('received'), amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,6})?$/, 'must be a decimal string such as "12.5"'), txHash, note }).strict(),
@@ -173,7 +177,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const resolution = action === 'resolve' ? resolutionBody.parse(request.body ?? {}) : undefined;
     const actor = request.actor ?? 'unknown';
     try {
-      const result = await applyPayoutAction(deps.db, payoutId, action, actor, { pollDeadlineMs: deps.pollDeadlineMs, ...(resolution && { resolution }) });
+      const result = await applyPayoutAction(deps.db, payoutId, action, actor, { pollDeadlineMs: deps.pollDeadlineMs, chain: deps.chain, ...(resolution && { resolution }) });
       if (!result) return reply.code(404).send({ error: `payout ${payoutId} not found` });
       request.log.warn({ event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to }, 'payout changed by hand');
       return await getPayout(deps.db, payoutId);
