@@ -87,9 +87,10 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
-  const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config) });
-
   const roles = ROLES[command];
+  // A service logs to stdout, where its supervisor collects it. A one-shot command's stdout is its answer (piped to
+  // jq, say): its log goes to stderr.
+  const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), ...(!roles && { destination: process.stderr }) });
   if (roles) return serve(config, roles, logger);
 
   const database = await openDatabase(config, logger, `payrail-${command}`);

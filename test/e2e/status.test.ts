@@ -2,6 +2,9 @@
  * `payrail status` as its own process against a seeded database: the text report names the figures, `--json` is the
  * overview GET /api/overview serves, and bad arguments are refused before anything is opened.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Overview } from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -115,6 +118,31 @@ describe('payrail status', () => {
       const { code, output } = await status(args);
       expect(code, args.join(' ')).toBe(64);
       expect(output).toContain('usage: payrail status [--json] [--hours N]');
+    }
+  });
+});
+
+describe('payrail status on the embedded default', () => {
+  it('--json prints the JSON alone on stdout (piped to jq as a new user would), the log on stderr', { timeout: 120_000 }, async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-status-embedded-'));
+    // Run as root, embedded PostgreSQL's initdb runs as another user, who must be able to enter the directory.
+    fs.chmodSync(dataDir, 0o755);
+    try {
+      // No DATABASE_URL: each command starts the embedded PostgreSQL in the data directory, and logs that it did.
+      const local = { PAYRAIL_DATA_DIR: dataDir, LOG_LEVEL: 'info' };
+      const migrate = runPayrail(['migrate'], local);
+      expect(await migrate.exited, migrate.output()).toBe(0);
+      const proc = runPayrail(['status', '--json'], local);
+      let stdout = '';
+      let stderr = '';
+      proc.child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      proc.child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      expect(await proc.exited, proc.output()).toBe(0);
+      expect(() => JSON.parse(stdout), stdout.slice(0, 300)).not.toThrow();
+      expect(JSON.parse(stdout)).toMatchObject({ windowHours: 24, pipeline: expect.any(Object), totals: expect.any(Object) });
+      expect(stderr).toContain('embedded_pg_started');
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
