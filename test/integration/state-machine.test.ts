@@ -14,8 +14,8 @@
  * leads is a row of the table that is final or left in turn. The transfer's outcomes (mined, or never executed) are
  * driven through the owners' own hooks, as the worker's transfer steps call them.
  *
- * The payout, transfer and payment tables are README's; the conversion table is the source of README's conversion
- * states.
+ * The payout, transfer and payment tables are those of docs/architecture.md; the conversion table is the source of
+ * its conversion states.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConversionState, PayoutStatus, TransferRequestedAction, TransferStatus } from '../../src/db/index.ts';
@@ -59,7 +59,7 @@ interface ConversionRow {
 
 /**
  * Conversion states, with the transfer beneath where it decides what an action does, and what a person may do in
- * each. README's table of conversion states is written from this one.
+ * each. The table of conversion states in docs/architecture.md is written from this one.
  */
 const CONVERSION_TABLE: readonly ConversionRow[] = [
   { state: 'pending', transfer: null, meaning: 'pending payments batched; no exchange asked for yet', eth: 'on the host wallet', actions: {}, exit: { job: 'conversion_exchange' } },
@@ -94,7 +94,7 @@ interface PayoutRow {
   readonly exit?: Exit;
 }
 
-/** README's payout states (POST /api/payouts/:id/retry|cancel|approve|resolve), with the transfer beneath and the route where they decide. */
+/** The payout states of docs/architecture.md (POST /api/payouts/:id/retry|cancel|approve|resolve), with the transfer beneath and the route where they decide. */
 const PAYOUT_TABLE: readonly PayoutRow[] = [
   { state: 'pending', transfer: null, route: 'direct', actions: { retry: 'pending', cancel: 'cancelled' }, exit: { job: 'payout_run' } },
   { state: 'held', transfer: null, route: 'direct', actions: { retry: 'pending', cancel: 'cancelled' }, exit: { job: 'payout_run' } },
@@ -131,7 +131,7 @@ interface TransferRow {
   readonly exit?: Exit;
 }
 
-/** README's transfer states (POST /api/transfers/:id/bump|cancel|resolve|retry), with the conditions the API checks. */
+/** The transfer states of docs/architecture.md (POST /api/transfers/:id/bump|cancel|resolve|retry), with the conditions the API checks. */
 const TRANSFER_TABLE: readonly TransferRow[] = [
   { state: 'intent', actions: { cancel: 'requested' }, exit: { job: 'transfer_send' } },
   { state: 'signed', actions: {}, exit: { job: 'transfer_send' } },
@@ -164,7 +164,7 @@ interface PaymentRow {
   readonly credits?: readonly PaymentAction[];
 }
 
-/** README's review reasons (POST /api/payments/:id/credit|ignore|reverse|recheck), with where the money is where it decides. */
+/** The review reasons of docs/architecture.md (POST /api/payments/:id/credit|ignore|reverse|recheck), with where the money is where it decides. */
 const PAYMENT_TABLE: readonly PaymentRow[] = [
   { reason: 'unknown_channel', where: 'not credited', seed: () => kept(ipn(unregisteredChannel())), actions: [], exit: { by: 'registering its channel (PUT /api/channels/:id)', run: registerChannelOf } },
   { reason: 'conflicting_order_id', where: 'credited, on the channel', seed: async () => conflicting(await credited(THRESHOLD)), actions: ['ignore'] },
