@@ -1,6 +1,5 @@
 /** Rules about the job queue: backlogs, and jobs nobody will run again. */
-import { sql } from 'kysely';
-import { queueStats } from '../jobs/index.ts';
+import { failedJobs, queueStats, type FailedJob } from '../jobs/index.ts';
 import type { Firing, StateRule } from './rules.ts';
 import { cleanText, formatAge } from './text.ts';
 
@@ -33,30 +32,6 @@ const queueAge: StateRule = {
     };
   },
 };
-
-interface FailedJob {
-  id: string;
-  task: string;
-  key: string | null;
-  attempts: number;
-  max_attempts: number;
-  last_error: string | null;
-  updated_at: Date;
-}
-
-/**
- * Jobs out of attempts and not running (a running job is on its last attempt, not failed). The queue keeps them until
- * someone removes or reschedules them, and so does the alert. This also covers jobs whose worker died on their last
- * attempt: the queue's job:failed event never fired for them, so nothing else would tell.
- */
-async function failedJobs(db: Parameters<StateRule['evaluate']>[0]['db']): Promise<FailedJob[]> {
-  const { rows } = await sql<FailedJob>`
-    select j.id::text as id, t.identifier as task, j.key, j.attempts, j.max_attempts, j.last_error, j.updated_at
-    from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-    where j.attempts >= j.max_attempts and j.locked_at is null
-    order by j.id`.execute(db);
-  return rows;
-}
 
 function firstLine(text: string | null): string | null {
   return text === null ? null : cleanText(text.split('\n')[0] ?? '', 500);

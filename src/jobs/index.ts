@@ -1,6 +1,7 @@
 export { enqueue, type EnqueueOptions } from './enqueue.ts';
 export { TASK_NAMES, type TaskName, type TaskPayloads } from './tasks.ts';
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
-export { queueStats, liveWorkers, type TaskQueueStats } from './queue-stats.ts';
+export { liveWorkers } from './queue-stats.ts';
+export { failedJobs, jobWithKeyExists, liveJobKeys, noLiveJobWithKey, queueStats, type FailedJob, type TaskQueueStats } from './queue-state.ts';
 export { type JobObserver, type JobResult } from './job-events.ts';
 export { periodic, PERIODIC } from './periodic.ts';

@@ -1,4 +1,5 @@
 import type { Task } from 'graphile-worker';
+import { removeFailedRuns } from './queue-state.ts';
 
 /** A periodic run is tried once: the next tick is its retry, and a missed tick is not made up. */
 export const PERIODIC = { backfillPeriod: 0, maxAttempts: 1 } as const;
@@ -12,13 +13,7 @@ export const PERIODIC = { backfillPeriod: 0, maxAttempts: 1 } as const;
 export function periodic(task: string, handler: Task): Task {
   return async (payload, helpers) => {
     await handler(payload, helpers);
-    const { rowCount } = await helpers.withPgClient((client) =>
-      client.query(
-        `delete from graphile_worker._private_jobs j using graphile_worker._private_tasks t
-          where t.id = j.task_id and t.identifier = $1 and j.attempts >= j.max_attempts and j.locked_at is null and j.id < $2::bigint`,
-        [task, helpers.job.id],
-      ),
-    );
-    if (rowCount) helpers.logger.info(`${task}: removed ${rowCount} earlier failed run(s) after a successful one`);
+    const removed = await helpers.withPgClient((client) => removeFailedRuns(client, task, helpers.job.id));
+    if (removed > 0) helpers.logger.info(`${task}: removed ${removed} earlier failed run(s) after a successful one`);
   };
 }

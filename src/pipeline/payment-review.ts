@@ -24,7 +24,7 @@
  */
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../db/index.ts';
-import { enqueue } from '../jobs/index.ts';
+import { enqueue, jobWithKeyExists } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
 import { alertReview, creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, partialCreditDecided, requestConfirmation, REVIEW, reviewCode, standingReason, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
@@ -426,8 +426,7 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
   }
   if (payment.payout_strategy === 'instant' && payouts.length === 0) {
     // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
-    const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker._private_jobs where key = ${`payout_instant:${id}`}`.execute(trx);
-    if ((rows[0]?.n ?? 0) > 0) return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
+    if (await jobWithKeyExists(trx, `payout_instant:${id}`)) return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
   }
   // Back to pending after a conversion that did not complete, its ETH is known to the wei: what came back (a short
   // refund's cost is on exchange_cost_wei), or what the platform bore (a lost conversion leaves the channel whole).

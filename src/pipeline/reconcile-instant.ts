@@ -7,7 +7,7 @@
  */
 import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
-import { enqueue } from '../jobs/index.ts';
+import { enqueue, noLiveJobWithKey } from '../jobs/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 export async function reopenInstantPayouts(db: Db, options: { stuckAfterMs: number; limit: number }): Promise<string[]> {
@@ -19,8 +19,7 @@ export async function reopenInstantPayouts(db: Db, options: { stuckAfterMs: numb
        and p.net_amount > 0
        and p.credited_at < now() - make_interval(secs => ${options.stuckAfterMs / 1_000})
        and not exists (select 1 from payouts o where o.payment_id = p.payment_id)
-       and not exists (select 1 from graphile_worker._private_jobs j
-                        where j.key = 'payout_instant:' || p.payment_id and (j.locked_at is not null or j.attempts < j.max_attempts))
+       and ${noLiveJobWithKey([sql`'payout_instant:' || p.payment_id`])}
      order by p.credited_at
      limit ${options.limit}`.execute(db);
   const ids = rows.map((r) => r.payment_id);

@@ -7,6 +7,7 @@
  */
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
+import { noLiveJobWithKey } from '../jobs/index.ts';
 import { stageAlert } from './alert.ts';
 import { enqueueConversionExchange, enqueuePoll, releaseWithHold, toReview as conversionToReview } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
@@ -111,9 +112,7 @@ function toItem(row: RawRow): ItemRow {
 function noLiveJob(rule: DeadlineRule): RawBuilder<unknown> {
   const { id } = TABLES[rule.kind];
   const keys = jobKeySources(rule.kind, rule.state).map(({ task, of }) => sql`${`${task}:`}::text || ${of === 'id' ? sql`i.${sql.ref(id)}` : sql`i.payment_id::text`}`);
-  return sql`not exists (
-    select 1 from graphile_worker._private_jobs j
-     where j.key in (${sql.join(keys)}) and (j.locked_at is not null or j.attempts < j.max_attempts))`;
+  return noLiveJobWithKey(keys);
 }
 
 /** Items in the rule's state for longer than its deadline with no live job, oldest first, at most the per-state limit. */
@@ -136,15 +135,6 @@ export async function lockItem(trx: Transaction<Database>, rule: DeadlineRule, s
 
 export function keysOf(rule: DeadlineRule, item: ItemRow): string[] {
   return jobKeysFor(rule.kind, rule.state, item.id, item.paymentId);
-}
-
-/** Of these job keys, the ones with a job that will still run: queued with attempts left, or running now. */
-export async function liveKeys(db: Db | Transaction<Database>, keys: readonly string[]): Promise<Set<string>> {
-  if (keys.length === 0) return new Set();
-  const { rows } = await sql<{ key: string }>`
-    select key from graphile_worker._private_jobs
-     where key = any(${[...keys]}::text[]) and (locked_at is not null or attempts < max_attempts)`.execute(db);
-  return new Set(rows.map((r) => r.key));
 }
 
 /** Queues the stage's own job for the item's state, under the stage's key, and counts the resume. */

@@ -17,10 +17,11 @@
 import type { Logger } from '../log.ts';
 import { stageAlert } from './alert.ts';
 import type { StageDeps } from './interfaces.ts';
-import { findPastDeadline, keysOf, liveKeys, lockItem, releaseOrReview, resume, resumeStuckTransfer, review, type ItemRow } from './reconcile-items.ts';
+import { findPastDeadline, keysOf, lockItem, releaseOrReview, resume, resumeStuckTransfer, review, type ItemRow } from './reconcile-items.ts';
 import { DEADLINES, decide, reconcileSettings, type DeadlineRule, type ItemKind, type ReconcileSettings, type ResumeAction } from './reconcile-rules.ts';
 import { reopenInstantPayouts } from './reconcile-instant.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
+import { liveJobKeys } from '../jobs/index.ts';
 
 const PASS_LOCK = 'reconcile:pass';
 
@@ -110,7 +111,7 @@ async function decideItem(deps: StageDeps, settings: ReconcileSettings, rule: De
   return deps.db.transaction().execute(async (trx) => {
     const item: ItemRow | null = await lockItem(trx, rule, settings, id);
     if (item === null) return 'moved';
-    if ((await liveKeys(trx, keysOf(rule, item))).size > 0) return 'alive';
+    if ((await liveJobKeys(trx, keysOf(rule, item))).size > 0) return 'alive';
     const decision = decide(item, item.now, settings);
     const record = { kind: rule.kind, id, state: item.state, reason: decision.reason };
     if (decision.do === 'resume') {

@@ -1,0 +1,110 @@
+/**
+ * What payrail reads of the queue's state, in one place, through graphile-worker's public surface: the
+ * `graphile_worker.jobs` view and its SQL functions (add_job in enqueue.ts, force_unlock_workers in heartbeat.ts,
+ * complete_jobs here). Its `_private_*` tables are its own and change between releases without notice; the view and
+ * the functions are what it keeps. test/integration/queue-surface.test.ts pins every column and function used here
+ * and in those two modules, so an upgrade that changes them fails there first.
+ */
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+import type { Database } from '../db/index.ts';
+
+/** The pool or a transaction: a read inside a transaction sees what it wrote. */
+type Reader = Kysely<Database>;
+
+/** A job that will still run: queued with attempts left, or running now (a running job may be on its last attempt). */
+const LIVE = sql`(j.locked_at is not null or j.attempts < j.max_attempts)`;
+
+/**
+ * An SQL condition, for use inside a query over payrail's own tables: no live job exists under any of these keys.
+ * The view passes the key down to the queue's unique index on it: one lookup per key.
+ */
+export function noLiveJobWithKey(keys: readonly RawBuilder<unknown>[]): RawBuilder<unknown> {
+  return sql`not exists (select 1 from graphile_worker.jobs j where j.key in (${sql.join(keys)}) and ${LIVE})`;
+}
+
+/** Of these job keys, the ones with a job that will still run. */
+export async function liveJobKeys(db: Reader, keys: readonly string[]): Promise<Set<string>> {
+  if (keys.length === 0) return new Set();
+  const { rows } = await sql<{ key: string }>`
+    select j.key from graphile_worker.jobs j where j.key = any(${[...keys]}::text[]) and ${LIVE}`.execute(db);
+  return new Set(rows.map((r) => r.key));
+}
+
+/** Whether any job exists under this key, whatever its state (queued, running, or out of attempts). */
+export async function jobWithKeyExists(db: Reader, key: string): Promise<boolean> {
+  const { rows } = await sql<{ found: boolean }>`select exists (select 1 from graphile_worker.jobs where key = ${key}) as found`.execute(db);
+  return rows[0]?.found === true;
+}
+
+export interface FailedJob {
+  id: string;
+  task: string;
+  key: string | null;
+  attempts: number;
+  max_attempts: number;
+  last_error: string | null;
+  updated_at: Date;
+}
+
+/**
+ * Jobs out of attempts and not running (a running job is on its last attempt, not failed). The queue keeps them until
+ * someone removes or reschedules them. This also covers jobs whose worker died on their last attempt: the queue's
+ * job:failed event never fired for them.
+ */
+export async function failedJobs(db: Reader): Promise<FailedJob[]> {
+  const { rows } = await sql<FailedJob>`
+    select j.id::text as id, j.task_identifier as task, j.key, j.attempts, j.max_attempts, j.last_error, j.updated_at
+      from graphile_worker.jobs j
+     where j.attempts >= j.max_attempts and j.locked_at is null
+     order by j.id`.execute(db);
+  return rows;
+}
+
+export interface TaskQueueStats {
+  readonly task: string;
+  /** Due now and not locked: waiting for a worker. */
+  readonly runnable: number;
+  readonly running: number;
+  /** Out of attempts: needs a human. */
+  readonly failed: number;
+  readonly oldestRunnableAgeSeconds: number | null;
+}
+
+export async function queueStats(db: Reader): Promise<TaskQueueStats[]> {
+  // Available: not locked and attempts left (the queue's own definition, which the view leaves out as a column).
+  const available = sql`(j.locked_at is null and j.attempts < j.max_attempts)`;
+  const result = await sql<{ task: string; runnable: number; running: number; failed: number; oldest_age: string | null }>`
+    select j.task_identifier as task,
+           count(*) filter (where ${available} and j.run_at <= now())::int as runnable,
+           count(*) filter (where j.locked_at is not null)::int as running,
+           count(*) filter (where j.attempts >= j.max_attempts)::int as failed,
+           extract(epoch from now() - min(j.run_at) filter (where ${available} and j.run_at <= now()))::bigint::text as oldest_age
+      from graphile_worker.jobs j
+     group by j.task_identifier order by j.task_identifier`.execute(db);
+  return result.rows.map((r) => ({
+    task: r.task,
+    runnable: r.runnable,
+    running: r.running,
+    failed: r.failed,
+    oldestRunnableAgeSeconds: r.oldest_age === null ? null : Number(r.oldest_age),
+  }));
+}
+
+/** The piece of a pg client a task's helpers.withPgClient hands over. */
+interface PgClient {
+  query(text: string, values: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }>;
+}
+
+/**
+ * Removes the runs of `task` older than job `beforeJobId` that are out of attempts and not running, through the
+ * queue's complete_jobs (which leaves a locked job alone). Returns how many it removed.
+ */
+export async function removeFailedRuns(client: PgClient, task: string, beforeJobId: string): Promise<number> {
+  const { rows } = await client.query(
+    `select count(*)::int as removed from graphile_worker.complete_jobs(array(
+       select j.id from graphile_worker.jobs j
+        where j.task_identifier = $1 and j.attempts >= j.max_attempts and j.locked_at is null and j.id < $2::bigint))`,
+    [task, beforeJobId],
+  );
+  return Number(rows[0]?.removed ?? 0);
+}
