@@ -301,6 +301,7 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   const restated = credited && current.reversed_at === null && current.status !== 'refunded' && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
   let restatement = false;
   let checkRestatement = false;
+  let decisionVoided = false;
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
     reviewReason = REVIEW.refundedAfterCredit;
   } else if (restated && (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp || code === REVIEW.unconfirmed)) {
@@ -321,12 +322,15 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   } else if (latePartial) {
     if (reviewReason === null && current.review_action !== 'ignore') reviewReason = ipn.outcomeAsset === null ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}` : channelKnown ? REVIEW.partiallyPaid : REVIEW.unknownChannel;
   } else if (partialGrows) {
-    // After an ignore, a person looks again at what arrived since.
-    if (reviewReason === null && current.review_action === 'ignore') reviewReason = REVIEW.partiallyPaid;
+    // After an ignore, a person looks again at what arrived since; after a credit not booked yet too: the decision was
+    // for the amount the person saw, and waiting for NOWPayments' check it must not book another one.
+    if (reviewReason === null && (current.review_action === 'ignore' || partialCreditDecided(current))) reviewReason = REVIEW.partiallyPaid;
+    decisionVoided = partialCreditDecided(current);
   } else if (reviewReason === null && !credited && forward && partialEnds) {
     // Waiting for NOWPayments' check (PARTIAL_PAYMENTS=credit), which can no longer agree: a person decides. A partial
-    // a person already ignored stays so.
-    if (current.review_action !== 'ignore') reviewReason = REVIEW.partiallyPaid;
+    // a person already ignored stays so; one a person decided to credit stays with that check, which compares the
+    // partial's amount with what NOWPayments' books still hold of it.
+    if (current.review_action !== 'ignore' && !partialCreditDecided(current)) reviewReason = REVIEW.partiallyPaid;
   } else if (reviewReason === null && !credited && forward) {
     if (ipn.outcomeAsset === null) reviewReason = `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`;
     else if (!channelKnown) reviewReason = REVIEW.unknownChannel;
@@ -342,6 +346,7 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
     ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
     ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
+    ...(decisionVoided && { review_action: null, review_action_by: null, review_action_at: null }),
     // A new restatement is not the one NOWPayments may have confirmed: it is checked again (with the key) or not at all.
     ...(restatement && {
       restated_outcome_amount: ipn.outcomeAmount,

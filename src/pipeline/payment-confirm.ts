@@ -70,7 +70,10 @@ export async function confirmPayment(deps: ConfirmDeps, paymentId: string): Prom
     if (verdict === 'offered') logger.info({ event: 'top_up_confirmed' }, 'NOWPayments confirmed the top-up: it waits for a person\'s credit');
     return verdict;
   }
-  // Moved under us on every pass: whatever moves it queues its own check when it credits.
+  // Moved under us on every pass. Still waiting for this check (a partial whose amounts kept growing, say): the queue
+  // runs it again with its backoff; nothing else may queue it.
+  const last = await deps.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
+  if (last && checkOf(last, deps.intake) !== null) throw new ConfirmationPending(`payment ${paymentId} changed during each of ${MAX_PASSES} checks: asked again`);
   return 'nothing';
 }
 
@@ -125,7 +128,7 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
     return 'review';
   }
   const asset = check === 'credit' ? (storedCredit(row) as CreditBasis).asset : (row.asset as AssetCode);
-  const differences = compare(ipn, asset, lookup.payment, check === 'credit' && endedPartial(row));
+  const differences = compare(ipn, asset, lookup.payment);
   if (differences.length > 0) {
     const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with ${which}: ${differences.join('; ')}`;
     await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: lookup.payment, differences });
@@ -151,29 +154,22 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
 
 /** What the IPN under check says: the crediting IPN's stored amounts, or the restatement a top-up would credit to. */
 function claimOf(row: PaymentRow, check: Check) {
+  // A partial NOWPayments ended since keeps the partial IPN's amounts: that IPN is what is checked. NOWPayments' books
+  // keep a partial payment as partially_paid with what arrived; an API that says expired (its outcome_amount then is
+  // what was asked) cannot confirm what arrived, and the check disagrees.
+  if (check === 'credit' && row.partial_amounts) return { status: 'partially_paid', outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
   if (check === 'credit') return { status: row.status, outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
   return { status: row.status, outcomeAmount: row.restated_outcome_amount as string, outcomeCurrency: row.restated_outcome_currency as string, orderId: row.order_id };
 }
 
-/** A partial payment NOWPayments ended since (expired or failed after it): its row keeps the partial's amounts. */
-function endedPartial(row: PaymentRow): boolean {
-  return row.partial_amounts && row.status !== 'partially_paid';
-}
-
 /**
  * Each field the API contradicts, naming both values. Amounts are compared in the asset's smallest unit.
- *
- * `ended`: a partial payment a person credits after NOWPayments ended it. Its API then describes the ended payment,
- * whose outcome_amount is what was asked, not what arrived: it must know the payment, for that order, as ended so (or
- * still as partially_paid, when the amount is compared too). A forged IPN names a payment NOWPayments does not have.
  */
-function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment, ended = false): string[] {
+function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment): string[] {
   const differences: string[] = [];
-  const stillPartial = ended && api.status === 'partially_paid';
-  if (api.status !== claim.status && !stillPartial) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
+  if (api.status !== claim.status) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
   if (api.outcomeCurrency !== claim.outcomeCurrency) differences.push(`outcome_currency: IPN ${claim.outcomeCurrency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
-  const amountShown = !ended || stillPartial;
-  if (amountShown && !sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
+  if (!sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
   if (api.orderId !== null && api.orderId !== claim.orderId) differences.push(`order_id: IPN ${claim.orderId}, NOWPayments ${api.orderId}`);
   return differences;
 }

@@ -123,15 +123,14 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(credited.confirmation.confirmedAt).not.toBeNull();
   });
 
-  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person\'s credit books the partial once NOWPayments knows it expired, never the expired IPN\'s amount', async () => {
+  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person\'s credit books the partial once NOWPayments\' API agrees with it, never the expired IPN\'s amount', async () => {
     const body = partial();
     known(body);
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
     await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
-    // The rest never came: NOWPayments says expired now, so the check of the partial can no longer agree.
+    // The rest never came: NOWPayments expires the payment (its IPN), while its books keep the partial as it arrived.
     const expired = { ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id };
-    known(expired);
     const res = await send(expired);
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
@@ -140,7 +139,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
     expect(await journals(body.payment_id)).toEqual([]);
 
-    // A person's credit waits for NOWPayments too: its API knows the payment, for this order, as expired.
+    // A person's credit waits for NOWPayments too: its API holds the partial, for this order, with that amount.
     const decided = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
     expect(decided.status).toBe(200);
     expect(decided.body).toMatchObject({ creditedAt: null, reviewReason: null });
@@ -534,15 +533,53 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect((await credit(body.payment_id)).status).toBe(409);
   });
 
-  it('a partial that ended (expired since): NOWPayments must know the payment as expired for that order; the partial amount is what is credited', async () => {
+  it('a partial that ended (expired since) is credited with the partial amount once NOWPayments\' books hold that partial', async () => {
     const body = partial();
     known(body);
     expect((await send(body, reviewed)).status).toBe(202);
-    known(expiredOf(body));
     expect((await send(expiredOf(body), reviewed)).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
     const credited = await creditedLater(body.payment_id);
     expect(credited).toMatchObject({ status: 'expired', grossAmount: '0.00294', reviewReason: null });
     expect(await journals(body.payment_id, reviewedDb)).toHaveLength(3);
+  });
+
+  it('an API that says expired cannot confirm what arrived: payment_unconfirmed, nothing credited', async () => {
+    const body = partial();
+    known(expiredOf(body));
+    expect((await send(body, reviewed)).status).toBe(202);
+    expect((await send(expiredOf(body), reviewed)).status).toBe(202);
+    const held = await creditedLater(body.payment_id);
+    expect(held).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments disagrees with the IPN: payment_status: IPN partially_paid, NOWPayments expired; outcome_amount: IPN 0\.00294/) });
+    expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
+  });
+
+  it('more arriving after the decision (a larger partially_paid IPN, real or forged) sends it back to review: the decision was for the amount seen', async () => {
+    const body = partial();
+    known(body);
+    expect((await send(body, reviewed)).status).toBe(202);
+    await sim.setFault('down');
+    expect((await credit(body.payment_id)).body).toMatchObject({ creditedAt: null, reviewReason: null, reviewAction: { action: 'credit' } });
+    // Signed with the IPN secret: 50 ETH "arrived" while the check waits for NOWPayments.
+    expect((await send({ ...body, outcome_amount: 50 }, reviewed)).status).toBe(202);
+    const again = await payment(body.payment_id, reviewed);
+    expect(again).toMatchObject({ creditedAt: null, reviewReason: 'partially_paid', reviewAction: null, reported: { outcomeAmount: '50' } });
+    await sim.setFault('none');
+    await eventually(async () => (await reviewedDb.pool.query('select count(*)::int as n from graphile_worker.jobs where key = $1', [`payment_confirm:${body.payment_id}`])).rows[0].n, (n) => n === 0, 20_000);
+    expect(await payment(body.payment_id, reviewed)).toMatchObject({ creditedAt: null, reviewReason: 'partially_paid' });
+    expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
+  });
+
+  it('NOWPayments expiring the payment after the decision keeps the decision: the check books the partial', async () => {
+    const body = partial();
+    known(body);
+    expect((await send(body, reviewed)).status).toBe(202);
+    await sim.setFault('down');
+    expect((await credit(body.payment_id)).status).toBe(200);
+    expect(await send(expiredOf(body), reviewed)).toMatchObject({ status: 200, body: { status: 'expired' } });
+    expect(await payment(body.payment_id, reviewed)).toMatchObject({ status: 'expired', reviewReason: null, reviewAction: { action: 'credit' } });
+    await sim.setFault('none');
+    const credited = await eventually(() => payment(body.payment_id, reviewed), (p) => p.creditedAt !== null || p.reviewReason !== null, 30_000);
+    expect(credited).toMatchObject({ status: 'expired', grossAmount: '0.00294', reviewReason: null });
   });
 
   it('a forged ended partial (partially_paid then expired, both unknown to NOWPayments) is never credited', async () => {
