@@ -298,7 +298,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
       // An empty value is a missing value, never an empty secret or a zero.
       if (value !== '') input[name] = value;
     } else if (OUR_PREFIXES.some((prefix) => name.startsWith(prefix))) {
-      problems.push(`${name}: unknown variable (known: ${[...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ') || 'see README'})`);
+      problems.push(`${name}: unknown variable (known: ${[...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ') || 'see docs/configuration.md'})`);
     }
   }
   // A deployment template's empty DATABASE_URL must not quietly become a local run with its own throwaway database.

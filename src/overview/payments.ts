@@ -87,7 +87,7 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
 }
 
 /**
- * What the credit action would book (README, Payments in review): a partial's stored outcome, or a top-up's
+ * What the credit action would book (docs/architecture.md, Payments in review): a partial's stored outcome, or a top-up's
  * difference between the later IPN's outcome and the gross already credited. The confirmation a person answers names
  * this, never the partial's outcome for a top-up.
  */

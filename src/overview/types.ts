@@ -198,7 +198,7 @@ export interface ReviewPayment {
   readonly status: PaymentStatus;
   /** Why it waits (the review reason: its code, then the evidence after ": "). */
   readonly reason: string;
-  /** What the reason allows (README, Payments in review); empty for unknown_channel. */
+  /** What the reason allows (docs/architecture.md, Payments in review); empty for unknown_channel. */
   readonly actions: PaymentAction[];
   /** The last applied IPN's figures, as NOWPayments stated them (decimal strings in the named currencies). */
   readonly reported: {
