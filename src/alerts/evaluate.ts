@@ -22,7 +22,8 @@ import type { Database, Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import type { ChainSide } from '../treasury/index.ts';
 import { claimThrottled, observeOutside, recordThrottled, type Observation, type ObserveDeps } from './observe.ts';
-import { STATE_RULES, type AlertSettings, type RuleResult, type StateRule } from './rules.ts';
+import type { AlertSettings, RuleResult, StateRule } from './rule-types.ts';
+import { STATE_RULES } from './rules.ts';
 import { cleanSubject, enqueueNotify, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
 import { cleanDetails, cleanText, shortError } from './text.ts';
 

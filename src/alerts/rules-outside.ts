@@ -4,7 +4,7 @@ import { ChainUnavailableError } from '../integrations/wallet/index.ts';
 import { checkLedgerAgainstChain } from '../treasury/index.ts';
 import { formatUnits } from '../money/index.ts';
 import { OBSERVATION } from './observe.ts';
-import type { Firing, RuleContext, RuleResult, StateRule } from './rules.ts';
+import type { Firing, RuleContext, RuleResult, StateRule } from './rule-types.ts';
 
 async function observations(db: RuleContext['db']) {
   const rows = await db.selectFrom('observations').selectAll().where('name', 'in', Object.values(OBSERVATION)).execute();

@@ -5,7 +5,7 @@
 import { sql } from 'kysely';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
-import type { AlertSettings, Firing, StateRule } from './rules.ts';
+import type { AlertSettings, Firing, StateRule } from './rule-types.ts';
 import { formatAge } from './text.ts';
 
 /** A threshold is in USD cents, a balance in USDT units (USDT valued at one USD, as the threshold check does). */

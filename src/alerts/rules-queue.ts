@@ -1,6 +1,6 @@
 /** Rules about the job queue: backlogs, and jobs nobody will run again. */
 import { failedJobs, queueStats, type FailedJob } from '../jobs/index.ts';
-import type { Firing, StateRule } from './rules.ts';
+import type { Firing, StateRule } from './rule-types.ts';
 import { cleanText, formatAge } from './text.ts';
 
 const queueDepth: StateRule = {

@@ -3,7 +3,7 @@ import { ConfigError, type Config } from '../config.ts';
 import { parseUnits } from '../money/index.ts';
 import type { WebhookSettings } from './notify.ts';
 import { WEBHOOK_TIMEOUT_MS } from './notify.ts';
-import type { AlertSettings } from './rules.ts';
+import type { AlertSettings } from './rule-types.ts';
 
 /** The ledger check reads every entry: once per this, across all workers, is plenty for an invariant. */
 const LEDGER_CHECK_EVERY_MS = 10 * 60_000;
