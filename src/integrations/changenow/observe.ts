@@ -3,8 +3,8 @@
  * the client's owner supplies (metrics). Wrapping the finished client keeps the request code free of bookkeeping and
  * sees every way a call can end, including the checks made after a response arrived.
  */
-import type { ChangeNowClient, CreateExchangeRequest, EstimateRequest, ExchangeListFilter } from './client.ts';
 import { ChangeNowError, type ChangeNowEndpoint } from './errors.ts';
+import type { ChangeNowClient, CreateExchangeRequest, EstimateRequest, ExchangeListFilter } from './types.ts';
 
 export interface ChangeNowCall {
   readonly endpoint: ChangeNowEndpoint;
