@@ -61,7 +61,7 @@ export const ALL_HANDLED_TASKS: readonly string[] = [...HANDLED_TASKS, ...ALERT_
 
 /** Handlers by task. A task without a handler here keeps its jobs queued and visible until a version has one. */
 export function taskHandlers(deps: StageDeps, alerts?: AlertDeps, confirm?: ConfirmDeps): TaskList {
-  return { ...pipelineTasks(deps), ...(confirm && confirmTasks(confirm)), ...(alerts && alertTasks(alerts)) } as TaskList;
+  return { ...pipelineTasks(deps), ...(confirm && confirmTasks(confirm)), ...(alerts && alertTasks(alerts)) };
 }
 
 /**
@@ -139,7 +139,7 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
     chainId: config.CHAIN_ID,
     changenowUrl: config.CHANGENOW_API_URL as string,
     ...(config.NOWPAYMENTS_API_KEY !== undefined && { nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL }),
-    stop: async () => undefined,
+    stop: () => Promise.resolve(),
   };
 }
 

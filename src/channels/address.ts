@@ -51,6 +51,7 @@ function checkGeneric(address: string): string | null {
   if (address.trim() !== address) return 'address has leading or trailing whitespace';
   // Look-alike Unicode characters (Cyrillic "а", full-width digits) are a known
   // address-spoofing trick; every supported format is plain ASCII.
+  // eslint-disable-next-line no-control-regex -- the range is all of ASCII, control characters included, on purpose
   if (/[^\x00-\x7f]/.test(address)) return 'address contains non-ASCII characters';
   return null;
 }

@@ -185,7 +185,7 @@ function initCluster(bins: Binaries, clusterDir: string, password: string, runAs
     );
   } catch (error) {
     const stderr = (error as { stderr?: Buffer }).stderr?.toString() ?? '';
-    throw new Error(`initdb failed: ${stderr || (error as Error).message}`);
+    throw new Error(`initdb failed: ${stderr || (error as Error).message}`, { cause: error });
   } finally {
     fs.rmSync(pwfile, { force: true });
   }

@@ -43,7 +43,7 @@ interface Row {
 }
 
 async function one(pool: pg.Pool, text: string, values: unknown[] = []): Promise<Row> {
-  return ((await pool.query<Row>(text, values)).rows[0] ?? {}) as Row;
+  return (await pool.query<Row>(text, values)).rows[0] ?? {};
 }
 
 async function all(pool: pg.Pool, text: string, values: unknown[] = []): Promise<Row[]> {

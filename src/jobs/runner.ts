@@ -41,9 +41,11 @@ export interface RunningWorker {
 function workerLogger(logger: Logger): WorkerLogger {
   return new WorkerLogger((scope) => (level, message, meta) => {
     const fields = { component: 'graphile-worker', ...scope, ...meta };
-    if (level === 'error') logger.error(fields, message);
-    else if (level === 'warning') logger.warn(fields, message);
-    else if (level === 'info') logger.info(fields, message);
+    // graphile-worker's LogLevel is an ambient const enum, which isolatedModules cannot read: compare its text.
+    const name: string = level;
+    if (name === 'error') logger.error(fields, message);
+    else if (name === 'warning') logger.warn(fields, message);
+    else if (name === 'info') logger.info(fields, message);
     else logger.debug(fields, message);
   });
 }
@@ -90,6 +92,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   });
   let stopping = false;
   let failed = false;
+  // eslint-disable-next-line prefer-const -- assigned once below, but `unexpected` can run before then: it must read undefined, not a const in its temporal dead zone
   let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
   // The queue runner can give up while this process lives on: it stops when its pool of workers fails (database
   // unreachable), and it aborts ("queue is in an inconsistent state") when it cannot record a job's completion or

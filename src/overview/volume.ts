@@ -25,7 +25,7 @@ export function volumeSeries(since: Date, hours: number, rows: Array<{ hour: Dat
   const byHour = new Map<number, { units: UnitsByAsset; payments: number }>();
   const peak: UnitsByAsset = new Map();
   for (const row of rows) {
-    const bucket = byHour.get(row.hour.getTime()) ?? { units: new Map(), payments: 0 };
+    const bucket = byHour.get(row.hour.getTime()) ?? { units: new Map<string, bigint>(), payments: 0 };
     addUnits(bucket.units, row.asset, row.units);
     bucket.payments += row.payments;
     byHour.set(row.hour.getTime(), bucket);

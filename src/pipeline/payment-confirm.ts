@@ -192,7 +192,7 @@ function waiting(trx: Transaction<Database>, row: PaymentRow, check: Check) {
   return update.where('credited_at', 'is not', null).where('reversed_at', 'is', null).where('restated_confirm_deadline_at', 'is not', null).where('gross_amount', '=', row.gross_amount as string);
 }
 
-async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow, check: Check, reason: string, evidence: Record<string, unknown>): Promise<void> {
+async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow, check: Check, reason: string, evidence: Record<string, unknown> & { error?: string }): Promise<void> {
   const moved = await waiting(trx, row, check)
     .set({
       review_reason: reason,

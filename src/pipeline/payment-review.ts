@@ -270,7 +270,7 @@ async function creditOnceConfirmed(trx: Transaction<Database>, payment: PaymentR
  * it while that still waits (a pending conversion, an instant payout not opened yet), else to the next conversion on
  * its own (net_moved_wei holds back what already went), whose USDT the channel is paid as any (at once when instant).
  */
-async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
+async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<{ strategy: 'instant' | 'threshold'; evidence: Record<string, unknown> }> {
   const id = payment.payment_id;
   if (payment.credited_at === null || payment.reversed_at !== null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('it holds no credit to top up');
   // After a refund nothing more arrives: a later IPN saying more is an older one retried, whatever review it opened.
@@ -331,7 +331,7 @@ async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, sett
   if (!journal.posted) throw new Error(`payment ${id} already has a top-up to ${total}: refusing to credit twice`);
   const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
   return {
-    strategy: (converting ? 'threshold' : 'instant') as 'instant' | 'threshold',
+    strategy: converting ? 'threshold' : 'instant',
     evidence: { asset, creditedBefore: before.gross.toString(), total: total.toString(), gross: gross.toString(), fee: fee.toString(), net: net.toString(), netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(), journal: journal.journalId },
   };
 }

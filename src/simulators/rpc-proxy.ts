@@ -65,7 +65,7 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
   function isLagging(call: RpcCall): boolean {
     if (faults.lagging === true) return true;
     if (!Array.isArray(faults.lagging) || !Array.isArray(call.params)) return false;
-    const hash = call.params[0];
+    const hash: unknown = call.params[0];
     return typeof hash === 'string' && faults.lagging.includes(hash.toLowerCase());
   }
 

@@ -29,6 +29,7 @@ const payoutParams = z.object({ payoutId: z.string().regex(/^p[ob]_[0-9a-f]{16}$
 const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve', 'resolve']) }).strict();
 // The note goes into the audit log (jsonb) and the payout's reason (text): neither can hold U+0000, and jsonb refuses
 // an unpaired surrogate. Such a note was a 500 once the action had run (rolled back); it is a 400 now.
+// eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const note = z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional();
 const txHash = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed transaction hash');
@@ -71,6 +72,7 @@ const paymentActionParams = paymentParams.extend({ action: z.enum(PAYMENT_ACTION
 const paymentActionBody = z.object({ note, expectedReason: z.string().min(1).max(2000).optional() }).strict();
 
 /** The admin API: every route behind the bearer token. */
+// eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   // onRequest, before the body is read: without a valid token the answer is 401 whatever the body (a malformed or
   // oversized body from anyone used to get its 400/413/415 first, and was buffered and parsed unauthenticated).

@@ -16,10 +16,12 @@ const listQuery = z.object({
 }).strict();
 const alertParams = z.object({ alertId: z.string().regex(/^[1-9][0-9]{0,18}$/, 'must be an alert id such as 42') }).strict();
 // The note goes into the audit log (jsonb): no U+0000, no unpaired surrogate.
+// eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const resolveBody = z.object({ note: z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional() }).strict();
 
 /** GET /api/alerts and POST /api/alerts/:id/resolve, behind the admin token. */
+// eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): Promise<void> {
   // Before the body is read: without a valid token the answer is 401 whatever was sent.
   app.addHook('onRequest', deps.requireAdmin);

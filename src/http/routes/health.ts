@@ -36,6 +36,7 @@ const MAX_DETAIL = 300;
  * processes out of rotation for it would lose payments instead. An observation older than three alert intervals is
  * reported as not ok (stale): nobody is looking any more, and its last answer says nothing about now.
  */
+// eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Promise<void> {
   /**
    * GET /health/live: whether this web process can take an IPN (its database answers), and nothing else. For the load

@@ -12,6 +12,7 @@ export interface MetricsRouteDeps {
 }
 
 /** GET /metrics in Prometheus text format. */
+// eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function metricsRoutes(app: FastifyInstance, deps: MetricsRouteDeps): Promise<void> {
   const requireToken = deps.token === undefined ? undefined : bearerAuth([{ name: 'metrics', token: deps.token }]);
   app.get('/metrics', { ...(requireToken && { onRequest: requireToken }) }, async (request, reply) => {

@@ -27,6 +27,7 @@ export interface WebhookDeps {
  * POST /webhooks/nowpayments. The raw body is kept as text (the signature covers it and amounts are parsed from it
  * losslessly), so this scope replaces the JSON parser for every content type.
  */
+// eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: deps.bodyLimitBytes }, (_request, body, done) => done(null, body));

@@ -242,6 +242,7 @@ function readErrorBody(value: unknown, apiKey: string): ErrorBody | null {
 /** ChangeNow's words go into our messages and logs: one line, bounded, never the key. */
 function cleanText(value: string | null, apiKey: string): string | null {
   if (value === null) return null;
+  // eslint-disable-next-line no-control-regex -- control characters are what this replaces: the text is kept on one line
   const oneLine = redact(value, apiKey).replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
   return oneLine.length > MAX_TEXT ? `${oneLine.slice(0, MAX_TEXT)}…` : oneLine;
 }

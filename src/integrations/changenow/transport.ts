@@ -157,6 +157,7 @@ function raceDeadline<T>(signal: AbortSignal, onAbort: () => Error, work: () => 
       },
       (error: unknown) => {
         signal.removeEventListener('abort', abort);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes on work()'s own rejection, whatever it is
         reject(error);
       },
     );
@@ -165,7 +166,7 @@ function raceDeadline<T>(signal: AbortSignal, onAbort: () => Error, work: () => 
 
 async function readCapped(response: Response): Promise<Uint8Array> {
   if (response.body === null) return new Uint8Array(0);
-  const reader = response.body.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {

@@ -337,7 +337,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       }
       if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'body must be a JSON object');
       const input = parsed as Record<string, unknown>;
-      const text = (k: string) => (typeof input[k] === 'string' ? (input[k] as string).toLowerCase() : '');
+      const text = (k: string) => (typeof input[k] === 'string' ? input[k].toLowerCase() : '');
       const pair = pairOf(text('fromCurrency'), text('fromNetwork'), text('toCurrency'), text('toNetwork'));
       const fromAmount = amountParam(amountText(input.fromAmount), 'fromAmount');
       if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
@@ -409,7 +409,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (input.slowMs !== undefined) slowMs = input.slowMs as number;
       if (input.nextExchange !== undefined) {
         control.failNextExchange(input.nextExchange as ForcedEnd, {
-          ...(input.belowEstimatePercent !== undefined && { belowEstimatePercent: input.belowEstimatePercent as string }),
+          ...(input.belowEstimatePercent !== undefined && { belowEstimatePercent: input.belowEstimatePercent }),
           ...(input.verifyingMs !== undefined && { verifyingMs: input.verifyingMs as number }),
         });
       }

@@ -75,6 +75,7 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value)) payment[field] = new LosslessNumber(value);
       else if (typeof value === 'number') payment[field] = new LosslessNumber(String(value));
     }
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- any JSON value becomes text as String() writes it, on purpose: the check below decides
     const id = isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id ?? '');
     if (!/^[1-9][0-9]{0,19}$/.test(id)) throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
     const now = new Date().toISOString();
