@@ -177,7 +177,8 @@ export function childReady<T>(
         value = ready(line);
       } catch (error) {
         clearTimeout(timer);
-        reject(error as Error);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes on what ready() threw, whatever it is
+        reject(error);
         return;
       }
       if (value !== undefined) {

@@ -23,7 +23,7 @@ export async function admin(api: AdminApi, method: 'GET' | 'POST' | 'PUT', path:
           ...(body !== undefined && { body: JSON.stringify(body) }),
           signal: AbortSignal.timeout(5_000),
         });
-        const json = (await res.json()) as unknown;
+        const json = await res.json();
         if (res.status < 500) return { status: res.status, json };
       } catch {
         // no answer: try again below

@@ -133,8 +133,8 @@ async function blockTxs(world: World, head: number, depth: number): Promise<Bloc
 export async function reorgBlocks(world: World, depth: number, pick: number): Promise<string> {
   const host = world.hostAddress.toLowerCase();
   const deadline = Date.now() + HOST_TX_WAIT_MS;
-  let head = 0;
-  let txs: BlockTx[] = [];
+  let head: number;
+  let txs: BlockTx[];
   for (;;) {
     await world.ticker.hold();
     try {

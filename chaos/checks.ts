@@ -481,7 +481,7 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
 
 /** Maps with at most `limit` calls in flight (a few thousand receipts read from anvil). */
 async function mapBounded<T, R>(items: readonly T[], fn: (item: T) => Promise<R>, limit = 16): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out: R[] = new Array<R>(items.length);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {

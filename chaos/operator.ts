@@ -17,7 +17,7 @@
  * Every answer but a 2xx or a 409 (an action not safe from the state it found, or already taken) is a violation.
  */
 import type pg from 'pg';
-import { formatUnits, type Address, type Hex } from 'viem';
+import { formatUnits, type Hex } from 'viem';
 import type { SimExchange } from '../src/simulators/changenow/server.ts';
 import { admin, type AdminApi } from './admin.ts';
 import type { Rng } from './rng.ts';
@@ -120,7 +120,7 @@ export class Operator {
     if (!ex || ex.amountFrom === null) return this.act('conversion retry (exchange never funded)', 'POST', `${path}/retry`);
     const host = this.world.hostAddress.toLowerCase();
     if (ex.status === 'finished' && ex.payoutAddress.toLowerCase() === host && ex.payoutHash) {
-      const units = await this.world.hostReader.tokenReceived(ex.payoutHash as Hex, this.world.usdt, this.world.hostAddress as Address);
+      const units = await this.world.hostReader.tokenReceived(ex.payoutHash as Hex, this.world.usdt, this.world.hostAddress);
       if (units === null) return 0;
       return this.act('conversion resolve received', 'POST', `${path}/resolve`, { outcome: 'received', amount: formatUnits(units, 6), txHash: ex.payoutHash, note: 'chaos operator: ChangeNow paid the host wallet' });
     }

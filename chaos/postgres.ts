@@ -61,9 +61,7 @@ async function freshDatabase(serverUrl: string): Promise<ChaosPostgres> {
     url: url.toString(),
     restartable: false,
     description: `database ${name} created on the server of --database-url (kept after the run)`,
-    restart: async () => {
-      throw new Error('restart_postgres needs the embedded PostgreSQL the run starts itself');
-    },
-    stop: async () => undefined,
+    restart: () => Promise.reject(new Error('restart_postgres needs the embedded PostgreSQL the run starts itself')),
+    stop: () => Promise.resolve(),
   };
 }

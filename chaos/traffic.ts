@@ -156,6 +156,7 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
   for (let i = 0; i < count; i++) {
     const channel = rng.pick(channels);
     let roll = rng.next() * totalWeight;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it: SHAPES[0] may be undefined (noUncheckedIndexedAccess)
     const shape = SHAPES.find((s) => (roll -= s.weight) < 0) ?? (SHAPES[0] as (typeof SHAPES)[number]);
     const paymentId = String(FIRST_PAYMENT_ID + i);
     // A repeated deposit names an earlier payment of the run (the first one has none to name: a payment of its own).

@@ -44,7 +44,7 @@ interface Def {
   readonly defaultValue?: unknown;
 }
 
-const defOf = (schema: z.ZodType): Def => schema._zod.def as unknown as Def;
+const defOf = (schema: z.ZodType): Def => schema._zod.def;
 const code = (text: string): string => `\`${text}\``;
 
 const DURATION_UNITS: ReadonlyArray<readonly [string, number]> = [['h', 3_600_000], ['m', 60_000], ['s', 1_000], ['ms', 1]];
@@ -64,12 +64,13 @@ let loaded: Promise<{ shape: Record<string, z.ZodType>; config: typeof import('.
 function readSchema(): Promise<{ shape: Record<string, z.ZodType>; config: typeof import('../src/config.ts') }> {
   loaded ??= (async () => {
     const registry = z.globalRegistry;
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called below as add.call(this, …), with the registry as `this`
     const add = registry.add;
     const described: z.ZodType[] = [];
     registry.add = function watched(this: typeof registry, schema, ...meta) {
       described.push(schema as unknown as z.ZodType);
       return add.call(this, schema, ...meta);
-    } as typeof add;
+    };
     let config: typeof import('../src/config.ts');
     try {
       config = await import('../src/config.ts');
@@ -78,7 +79,7 @@ function readSchema(): Promise<{ shape: Record<string, z.ZodType>; config: typeo
     }
     const object = described.find((schema): schema is z.ZodObject => schema instanceof z.ZodObject && (schema.description ?? '').startsWith(SCHEMA_DESCRIPTION_START));
     if (object === undefined) throw new Error(`src/config.ts registered no schema described as "${SCHEMA_DESCRIPTION_START}…" (was it loaded before this script read it?)`);
-    return { shape: object.shape as Record<string, z.ZodType>, config };
+    return { shape: object.shape, config };
   })();
   return loaded;
 }
