@@ -63,7 +63,7 @@ async function signIn(page: Page, options: { held?: boolean } = {}): Promise<voi
   await page.goto(`${payrail.url}/`);
   // Held: the page's timers stop before it has a token, so it keeps the overview it reads at sign-in (and after its
   // own actions) and never refreshes by itself; the page's clock only, the server's and the database's run as ever.
-  if (options.held) await page.clock.pauseAt(((await page.evaluate('Date.now()')) as number) + 1_000);
+  if (options.held) await page.clock.pauseAt((await page.evaluate<number>('Date.now()')) + 1_000);
   await page.fill('#token', ADMIN_TOKEN);
   await page.click('[data-testid=signin] button[type=submit]');
   await page.waitForSelector('[data-testid=total-received-eth]');

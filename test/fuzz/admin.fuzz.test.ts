@@ -588,6 +588,7 @@ type SeedState = (typeof SEED_STATES)[number];
 
 const AMOUNT_RE = /^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/;
 /** What the audit log and a text column can store: no NUL, no unpaired surrogate. */
+// eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
 const STORABLE = (s: string) => !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
 /**
@@ -616,7 +617,7 @@ function wei(text: string): bigint {
 }
 
 /** The model: the status an action leads to from a state, or 409 where it is refused; 400 for a bad resolution. */
-function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body: unknown, amount: bigint): { status: 200; to: string } | { status: 400 | 409 } {
+function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body: unknown): { status: 200; to: string } | { status: 400 | 409 } {
   const [status, transfer] = state;
   if (action === 'resolve') {
     const r = resolution(body);
@@ -741,13 +742,12 @@ describe('the admin API under fuzzing', () => {
       fc.asyncProperty(fc.constantFrom(...SEED_STATES), fc.constantFrom(...ACTIONS), actionBody, async (state, action, b) => {
         const [status, transfer] = state;
         const payoutId = await seedPayout(status, transfer);
-        const amount = BigInt((await db.pool.query('select amount::text as a from payouts where payout_id = $1', [payoutId])).rows[0].a);
         const r: AdminRequest = { route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: action }], query: [], body: b };
         const { response, before, after } = await sendAdmin(r, 'valid', '');
         const value = b.kind === 'json' ? b.value : undefined;
         // JSON bodies with a __proto__ key, or a constructor key holding a prototype, are refused by the parser.
         const poisoned = b.kind === 'json' && isPoisoned(JSON.parse(JSON.stringify(b.value) ?? 'null'));
-        const expected = poisoned ? { status: 400 as const } : expectedAction(state, action, value, amount);
+        const expected = poisoned ? { status: 400 as const } : expectedAction(state, action, value);
         const context = `${status}${transfer ? `+${transfer}` : ''} ${action} ${JSON.stringify(value)?.slice(0, 200)} → ${response.status} ${response.text.slice(0, 200)}`;
         expect(response.status, context).toBe(expected.status);
         await checkAuthorized(r, response, before, after);

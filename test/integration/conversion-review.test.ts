@@ -56,7 +56,7 @@ async function reaches(conversionId: string, status: string, timeoutMs = 45_000)
   try {
     await eventually(`conversion ${conversionId} ${status}`, async () => (last = await get(conversionId)).status === status, timeoutMs);
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
   }
   return last as Conversion;
 }

@@ -4,7 +4,6 @@ import { openPool } from '../../src/db/index.ts';
 import { buildHttpApp } from '../../src/http/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import { createLogger } from '../../src/log.ts';
-import type { TaskName } from '../../src/jobs/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { freePort } from '../support/ports.ts';
 import { startTestPayrail } from '../support/payrail.ts';
@@ -64,7 +63,7 @@ describe('GET /health', () => {
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
       webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
-      health: { db: db.db, handledTasks: ['health_probe' as TaskName], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
+      health: { db: db.db, handledTasks: ['health_probe'], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
       admin: { db: db.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {

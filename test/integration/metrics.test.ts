@@ -383,7 +383,7 @@ describe('GET /metrics through a worker run', () => {
     expect((await pay(payrail, THRESHOLD)).status).toBe(200);
     await eventually('the batch paid out', async () => (await db.pool.query("select 1 from payouts where status = 'completed'")).rows.length === 1);
 
-    const m = await metrics(payrail.url as string);
+    const m = await metrics(payrail.url);
     const calls = (endpoint: string) => m.number('payrail_changenow_request_duration_seconds_count', { endpoint, result: 'ok' }) ?? 0;
     expect(calls('estimate')).toBeGreaterThanOrEqual(1);
     expect(calls('create')).toBe(1);

@@ -71,7 +71,7 @@ async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Pr
     await eventually(`payout ${payoutId} ${status}`, async () => (last = await getPayout(payoutId)).status === status, timeoutMs);
   } catch (error) {
     // Say where it ended up instead: a payout that went elsewhere is the finding.
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
   }
   return getPayout(payoutId);
 }

@@ -243,7 +243,7 @@ async function completes(kind: 'conversion' | 'payout', id: string): Promise<voi
   try {
     await eventually(`${kind} ${id} completed`, async () => (last = await row()).status === 'completed');
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
   }
 }
 
@@ -685,7 +685,7 @@ describe('passes at once, and again', () => {
         ['payout', sentPayout, 'sent', 'repoll'],
       ].sort((a, b) => a[1]!.localeCompare(b[1]!)),
     );
-    expect(passes[0]!.resumed + passes[1]!.resumed).toBe(3);
+    expect(passes[0].resumed + passes[1].resumed).toBe(3);
     expect(await liveJobs(keys)).toEqual([...keys].sort());
 
     const again = await reconcile(deps, NOW);

@@ -124,7 +124,7 @@ it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credit
         await new Promise((r) => setTimeout(r, offsets[i]));
         return [actor, await act[actor]()] as const;
       }));
-      const answers = new Map<Actor, { status: number; body: any } | unknown>();
+      const answers = new Map<Actor, unknown>();
       for (const result of results) {
         expect(result.status, `${context}: ${result.status === 'rejected' ? String(result.reason) : ''}`).toBe('fulfilled');
         if (result.status === 'fulfilled') answers.set(result.value[0], result.value[1]);

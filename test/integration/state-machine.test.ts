@@ -157,7 +157,7 @@ interface PaymentRow {
   /** The actions allowed; each takes the payment out of review. */
   readonly actions: readonly PaymentAction[];
   /** How it leaves review when no action of the table does: by itself, or by opening an action of the table. */
-  readonly exit?: { readonly by: string; run(paymentId: string): Promise<void>; readonly opens?: PaymentAction };
+  readonly exit?: { readonly by: string; readonly run: (paymentId: string) => Promise<void>; readonly opens?: PaymentAction };
   /** The actions are asked of a payrail that confirms credits with NOWPayments (NOWPAYMENTS_API_KEY set). */
   readonly confirming?: true;
   /** Actions besides credit that credit an uncredited payment (what it waited for while in review). */

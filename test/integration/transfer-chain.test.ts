@@ -4,7 +4,7 @@
  * taken by someone else, a cancel, contract wallets, tokens that revert or return false, confirmations and
  * reorganisations. Each case checks what reached the receiver on chain, not only payrail's rows.
  */
-import { createWalletClient, encodeAbiParameters, http, keccak256, type Address, type Hex } from 'viem';
+import { createWalletClient, encodeAbiParameters, http, keccak256 } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { recordDeposit, recordWithdrawal } from '../../src/treasury/index.ts';

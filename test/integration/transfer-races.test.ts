@@ -4,18 +4,18 @@
  * that the pool forgets, a token that moves less than asked, a transfer released by an earlier version, a request the
  * worker could not carry out. Each on anvil (and the RPC proxy), checked on chain.
  */
-import type { Address, Hex } from 'viem';
+import type { Hex } from 'viem';
 import { describe, expect, it } from 'vitest';
 import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { dropAllPending, dropTransaction, mineBlocks, pausePool, reorg, resumeMining, takeNonce } from '../../src/simulators/chain-faults.ts';
-import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
+import { freshAddress, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
 
 const t = useTransferWorld();
-const { rig, receiptGas, chainNonce } = t;
+const { rig, chainNonce } = t;
 
 describe('a lagging node that hides a receipt', () => {
   it('seen mined before: the block is still there, so nothing is undone, never_sent is refused, and it is booked once the node catches up', async () => {

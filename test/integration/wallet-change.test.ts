@@ -83,7 +83,7 @@ async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Pr
   try {
     await eventually(`payout ${payoutId} ${status}`, async () => (last = await getPayout(payoutId)).status === status, timeoutMs);
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`);
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
   }
   return getPayout(payoutId);
 }

@@ -68,7 +68,7 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
   const logger = options.logs ? createLogger({ level: 'info', destination: options.logs.stream }) : createLogger({ level: config.LOG_LEVEL });
   const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, logger, options.crashPoint ? { crashPoint: options.crashPoint } : {});
   const url = payrail.url as string;
-  const host = config.HOST_WALLET_ADDRESS ?? privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY as `0x${string}`).address;
+  const host = config.HOST_WALLET_ADDRESS ?? privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
   const outside = options.outside;
   return {
     ...payrail,

@@ -96,7 +96,7 @@ export async function rig(world: TransferWorld, options: { viaProxy?: boolean; p
     deps, wallet, hostKey, hooks: { conversion: record, payout: record }, confirmed, failed, versions,
     intent: (ref, amount, o = {}) =>
       db.db.transaction().execute((trx) => createTransfer(trx, { purpose: 'payout', ref: `${address}:${ref}`, asset: o.asset ?? 'eth', from: address, to: o.to ?? freshAddress(), amount })),
-    row: async (id) => db.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', id).executeTakeFirstOrThrow() as unknown as Promise<Record<string, unknown>>,
+    row: async (id) => db.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', id).executeTakeFirstOrThrow(),
     kinds: async (id) => (await versions(id)).map((v) => v.kind),
     async gasBooked(id) {
       const { rows } = await db.pool.query<{ amount: string }>(

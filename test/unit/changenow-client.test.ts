@@ -489,14 +489,14 @@ describe('ChangeNow client: injected fetch', () => {
   it('sends the same request through it and reads the body losslessly', async () => {
     const seen: { url: string; init: RequestInit | undefined }[] = [];
     const fakeFetch = (async (input: string | URL | Request, init?: RequestInit) => {
-      seen.push({ url: String(input), init });
+      seen.push({ url: input instanceof Request ? input.url : String(input), init });
       return new Response(fixture('create'), { status: 200, headers: { 'content-type': 'application/json' } });
     }) as typeof fetch;
     const created = await client({ baseUrl: 'https://api.example.test', fetch: fakeFetch }).createExchange(createRequest);
     expect(created.toAmount).toBe('435.49999999999994');
     expect(seen[0]?.url).toBe('https://api.example.test/v2/exchange');
     expect((seen[0]?.init?.headers as Record<string, string>)['x-changenow-api-key']).toBe(API_KEY);
-    expect(String(seen[0]?.init?.body)).toContain('"fromAmount":0.1455');
+    expect(seen[0]?.init?.body).toContain('"fromAmount":0.1455');
   });
 
   it('enforces the response deadline even if fetch ignores its signal', async () => {
