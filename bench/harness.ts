@@ -30,7 +30,10 @@ export interface BenchStart<T> {
  * Reads the command line. When there is nothing to run, returns the exit code instead: 0 after --help (usage on
  * stdout), 64 after a bad option (the message and usage on stderr).
  */
-export function beginRun<T>(readOptions: (argv: string[]) => T | undefined, usage: string): BenchStart<T> | { exitCode: number } {
+export function beginRun<T>(
+  readOptions: (argv: string[]) => T | undefined,
+  usage: string,
+): BenchStart<T> | { exitCode: number } {
   let options: T | undefined;
   try {
     options = readOptions(process.argv.slice(2));
@@ -116,7 +119,11 @@ export interface BenchOutside {
 }
 
 /** payrail's environment for a bench run: the bench's database and outside world, loopback only, warn-level logs. */
-export function payrailConfig(databaseUrl: string, secrets: BenchSecrets, outside: BenchOutside): Record<string, string> {
+export function payrailConfig(
+  databaseUrl: string,
+  secrets: BenchSecrets,
+  outside: BenchOutside,
+): Record<string, string> {
   return {
     DATABASE_URL: databaseUrl,
     PORT: '0',
@@ -234,13 +241,22 @@ export class BenchPostgres {
     // As root, PostgreSQL runs as the postgres system user, which must be able to enter this dir.
     fs.chmodSync(this.tempDir, 0o755);
     process.stderr.write(`starting embedded PostgreSQL in ${this.tempDir}\n`);
-    this.embedded = await startEmbeddedPostgres({ dataDir: this.tempDir, port: await freePort(), logger: this.logger, database: 'payrail_bench' });
+    this.embedded = await startEmbeddedPostgres({
+      dataDir: this.tempDir,
+      port: await freePort(),
+      logger: this.logger,
+      database: 'payrail_bench',
+    });
     return this.embedded.connectionString;
   }
 
   /** Opens the driver's pool (application name payrail-bench-driver) and migrates the database. */
   async open(connectionString: string, poolMax: number): Promise<DatabaseHandle> {
-    this.database = openPool(connectionString, { max: poolMax, applicationName: 'payrail-bench-driver', logger: this.logger });
+    this.database = openPool(connectionString, {
+      max: poolMax,
+      applicationName: 'payrail-bench-driver',
+      logger: this.logger,
+    });
     await prepareDatabase(this.database, this.logger);
     return this.database;
   }
@@ -252,7 +268,9 @@ export class BenchPostgres {
 
   async close(): Promise<void> {
     await this.database?.close().catch(() => undefined);
-    await this.embedded?.stop().catch((error: Error) => process.stderr.write(`stopping embedded PostgreSQL: ${error.message}\n`));
+    await this.embedded
+      ?.stop()
+      .catch((error: Error) => process.stderr.write(`stopping embedded PostgreSQL: ${error.message}\n`));
     if (this.tempDir) fs.rmSync(this.tempDir, { recursive: true, force: true });
   }
 }

@@ -45,7 +45,18 @@ const PAYMENT_ID_BASE = 5_000_000_000;
 const HISTORY_HOST = '0x00000000000000000000000000000000000a11ce';
 
 /** The tables the load writes. */
-const LOADED_TABLES = ['channels', 'payments', 'conversions', 'conversion_payments', 'payouts', 'chain_transfers', 'wallet_nonces', 'ledger_accounts', 'ledger_journals', 'ledger_entries'];
+const LOADED_TABLES = [
+  'channels',
+  'payments',
+  'conversions',
+  'conversion_payments',
+  'payouts',
+  'chain_transfers',
+  'wallet_nonces',
+  'ledger_accounts',
+  'ledger_journals',
+  'ledger_entries',
+];
 
 export interface HistoryOptions {
   payments: number;
@@ -88,16 +99,23 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
   const counts: Record<string, number> = {};
   try {
     await client.query('set statement_timeout = 0');
-    const busy = await client.query<{ payments: string; journals: string }>('select (select count(*) from payments)::text as payments, (select count(*) from ledger_journals)::text as journals');
+    const busy = await client.query<{ payments: string; journals: string }>(
+      'select (select count(*) from payments)::text as payments, (select count(*) from ledger_journals)::text as journals',
+    );
     if (busy.rows[0]?.payments !== '0' || busy.rows[0]?.journals !== '0') {
-      throw new Error(`--history needs an empty database (it holds ${busy.rows[0]?.payments} payments, ${busy.rows[0]?.journals} journals)`);
+      throw new Error(
+        `--history needs an empty database (it holds ${busy.rows[0]?.payments} payments, ${busy.rows[0]?.journals} journals)`,
+      );
     }
 
     await client.query('begin');
     try {
       await client.query('set local session_replication_role = replica');
     } catch (error) {
-      throw new Error(`--history loads with foreign-key triggers off and needs a superuser connection: ${(error as Error).message}`, { cause: error });
+      throw new Error(
+        `--history loads with foreign-key triggers off and needs a superuser connection: ${(error as Error).message}`,
+        { cause: error },
+      );
     }
     await client.query(`set local synchronous_commit = off`);
     await client.query(`set local work_mem = '256MB'`);
@@ -121,16 +139,16 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
       [LOADED_TABLES],
     );
     for (const index of secondary) await client.query(`drop index ${index.name}`);
-    options.progress(`history: ${secondary.length} secondary indexes dropped for the load (${secondary.map((i) => i.name).join(', ')})`);
+    options.progress(
+      `history: ${secondary.length} secondary indexes dropped for the load (${secondary.map((i) => i.name).join(', ')})`,
+    );
 
     const bench = options.benchChannel;
-    await client.query(`create temp table h_bench on commit drop as
-      select $1::numeric as threshold_cents, $2::text as payout_currency, $3::text as payout_network, $4::text as wallet`, [
-      bench.thresholdCents,
-      bench.payoutCurrency,
-      bench.payoutNetwork,
-      bench.walletAddress,
-    ]);
+    await client.query(
+      `create temp table h_bench on commit drop as
+      select $1::numeric as threshold_cents, $2::text as payout_currency, $3::text as payout_network, $4::text as wallet`,
+      [bench.thresholdCents, bench.payoutCurrency, bench.payoutNetwork, bench.walletAddress],
+    );
 
     // -- channels
     await step(
@@ -276,7 +294,10 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
               19000000 + nonce * 2, gas, 1, at, at + interval '15 seconds', at + interval '1 second'
        from h_tr order by at, transfer_id`,
     );
-    await step('wallet_nonces', `insert into wallet_nonces (address, next_nonce, updated_at) select '${HISTORY_HOST}', count(*), max(at) from h_tr having count(*) > 0`);
+    await step(
+      'wallet_nonces',
+      `insert into wallet_nonces (address, next_nonce, updated_at) select '${HISTORY_HOST}', count(*), max(at) from h_tr having count(*) > 0`,
+    );
 
     counts.conversions = await step(
       'conversions',
@@ -433,17 +454,24 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
        where e.amount <> 0
        order by j.id, e.n`,
     );
-    await client.query(`select setval(pg_get_serial_sequence('ledger_journals', 'id'), greatest((select max(id) from ledger_journals), 1))`);
+    await client.query(
+      `select setval(pg_get_serial_sequence('ledger_journals', 'id'), greatest((select max(id) from ledger_journals), 1))`,
+    );
     await step(
       'balances from entries',
       `update ledger_accounts a set balance = s.total, updated_at = s.last
        from (select account_id, sum(amount) as total, max(created_at) as last from ledger_entries group by account_id) s where a.id = s.account_id`,
     );
-    await step('accounts without entries', `delete from ledger_accounts a where not exists (select 1 from ledger_entries e where e.account_id = a.id)`);
+    await step(
+      'accounts without entries',
+      `delete from ledger_accounts a where not exists (select 1 from ledger_entries e where e.account_id = a.id)`,
+    );
 
     const i0 = Date.now();
     for (const index of secondary) await client.query(index.def);
-    options.progress(`history: ${secondary.length} secondary indexes built, ${((Date.now() - i0) / 1000).toFixed(1)} s`);
+    options.progress(
+      `history: ${secondary.length} secondary indexes built, ${((Date.now() - i0) / 1000).toFixed(1)} s`,
+    );
 
     // -- the foreign keys the load did not have checked, checked at once
     const t0 = Date.now();
@@ -461,7 +489,8 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
        union all select 'payments without their journal', count(*)::text from payments p where not exists (select 1 from ledger_journals j where j.kind = 'payment_received' and j.ref = p.payment_id::text)`,
     );
     const broken = orphans.rows.filter((r) => r.n !== '0');
-    if (broken.length > 0) throw new Error(`history: foreign keys broken: ${broken.map((r) => `${r.name} ${r.n}`).join(', ')}`);
+    if (broken.length > 0)
+      throw new Error(`history: foreign keys broken: ${broken.map((r) => `${r.name} ${r.n}`).join(', ')}`);
     options.progress(`history: foreign keys checked, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (options.interrupted?.()) throw new HistoryInterrupted('history load interrupted');
     await client.query('commit');
@@ -469,8 +498,12 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
 
     // -- as a database that has run for months: vacuumed (hint bits, visibility map), analyzed, checkpointed
     const v0 = Date.now();
-    await client.query('vacuum (analyze) payments, ledger_entries, ledger_journals, ledger_accounts, conversions, conversion_payments, payouts, chain_transfers, channels, wallet_nonces');
-    await client.query('checkpoint').catch((error: Error) => options.progress(`history: checkpoint refused (${error.message})`));
+    await client.query(
+      'vacuum (analyze) payments, ledger_entries, ledger_journals, ledger_accounts, conversions, conversion_payments, payouts, chain_transfers, channels, wallet_nonces',
+    );
+    await client
+      .query('checkpoint')
+      .catch((error: Error) => options.progress(`history: checkpoint refused (${error.message})`));
     // The load leaves gigabytes of dirty pages in the OS cache: written back now, not during the measured runs.
     try {
       execFileSync('sync', { stdio: 'ignore', timeout: 300_000 });
@@ -488,7 +521,13 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
     counts.ledger_entries = Number(row?.entries ?? 0);
     counts.ledger_journals = Number(row?.journals ?? 0);
     counts.ledger_accounts = Number(row?.accounts ?? 0);
-    return { seconds: (Date.now() - started) / 1000, loadSeconds, vacuumSeconds, counts, databaseBytes: Number(row?.bytes ?? 0) };
+    return {
+      seconds: (Date.now() - started) / 1000,
+      loadSeconds,
+      vacuumSeconds,
+      counts,
+      databaseBytes: Number(row?.bytes ?? 0),
+    };
   } catch (error) {
     await client.query('rollback').catch(() => undefined);
     throw error;

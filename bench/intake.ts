@@ -33,10 +33,41 @@ import { checkLedger } from '../src/ledger/index.ts';
 import { parsePercent } from '../src/money/index.ts';
 import { startLocalOutside, type LocalOutside } from '../src/simulators/index.ts';
 import { mintLocalUsdt } from '../src/simulators/usdt/index.ts';
-import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
+import {
+  assertLoopback,
+  BenchPostgres,
+  beginRun,
+  childReady,
+  Interruption,
+  ledgerLines,
+  OutputTail,
+  payrailConfig,
+  putChannel,
+  readPgSettings,
+  reportHeader,
+  runBench,
+  stopChild,
+  WaitSampler,
+  wholeNumberOption as int,
+} from './harness.ts';
 import { HistoryInterrupted, seedHistory, type HistorySummary } from './history.ts';
 import { probeIntake, probeLines, type ProbeResult } from './probe.ts';
-import { busyShare, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procTicks, sleep, table, ticksToCores, type SignedIpn } from './shared.ts';
+import {
+  busyShare,
+  cpuUsageCores,
+  fmt,
+  freePort,
+  IpnFactory,
+  machineTicks,
+  percentile,
+  postgresTicks,
+  presign,
+  procTicks,
+  sleep,
+  table,
+  ticksToCores,
+  type SignedIpn,
+} from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
@@ -313,7 +344,13 @@ function sampleCpu(serverPid: number | undefined, postmasterPid: number | undefi
   if (!machine) return undefined;
   const server = serverPid === undefined ? undefined : procTicks(serverPid);
   const postgres = postgresTicks(postmasterPid);
-  return { at: process.hrtime.bigint(), machine, parent: process.cpuUsage(), ...(server !== undefined && { server }), ...(postgres !== undefined && { postgres }) };
+  return {
+    at: process.hrtime.bigint(),
+    machine,
+    parent: process.cpuUsage(),
+    ...(server !== undefined && { server }),
+    ...(postgres !== undefined && { postgres }),
+  };
 }
 
 function cpuDelta(a: CpuSample, b: CpuSample): CpuUsage {
@@ -322,7 +359,10 @@ function cpuDelta(a: CpuSample, b: CpuSample): CpuUsage {
   const client = cpuUsageCores(a.parent, b.parent, seconds);
   const server = ticksToCores(a.server, b.server, seconds);
   const postgres = ticksToCores(a.postgres, b.postgres, seconds);
-  const other = server !== undefined && postgres !== undefined ? Math.max(0, machineBusy * os.cpus().length - client - server - postgres) : undefined;
+  const other =
+    server !== undefined && postgres !== undefined
+      ? Math.max(0, machineBusy * os.cpus().length - client - server - postgres)
+      : undefined;
   return {
     machineBusy,
     client,
@@ -345,7 +385,11 @@ interface ServerChild {
 
 async function startServerChild(env: NodeJS.ProcessEnv, cpuProfDir: string | undefined): Promise<ServerChild> {
   const profiling = cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`];
-  const child = spawn(process.execPath, [...profiling, '--import', 'tsx', SERVER_ENTRY], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...profiling, '--import', 'tsx', SERVER_ENTRY], {
+    cwd: ROOT,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   const stderr = new OutputTail(20);
   // The child's logs (warn and above) are kept, not streamed: printing them during a run would cost client CPU.
   readline.createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', stderr.keep);
@@ -363,7 +407,10 @@ async function startServerChild(env: NodeJS.ProcessEnv, cpuProfDir: string | und
     SERVER_READY_TIMEOUT_MS,
     {
       timedOut: () => new Error(`bench server not ready after ${SERVER_READY_TIMEOUT_MS} ms`),
-      exited: (code, signal) => new Error(`bench server exited before it was ready (code ${code}, signal ${signal}):\n${stderr.tail.join('\n')}`),
+      exited: (code, signal) =>
+        new Error(
+          `bench server exited before it was ready (code ${code}, signal ${signal}):\n${stderr.tail.join('\n')}`,
+        ),
     },
   );
   for (const url of [ready.payrail, ready.baseline]) assertLoopback('bench server', url);
@@ -410,12 +457,21 @@ function describeCpu(run: RunOutcome): string[] {
   const c = run.cpu;
   if (!c) return [run.spec.label, '-', '-', '-', '-', '-'];
   const cores = (n: number | undefined) => (n === undefined ? '-' : fmt(n, 2));
-  return [run.spec.label, `${fmt(c.machineBusy * 100, 0)}%`, cores(c.client), cores(c.server), cores(c.postgres), cores(c.other)];
+  return [
+    run.spec.label,
+    `${fmt(c.machineBusy * 100, 0)}%`,
+    cores(c.client),
+    cores(c.server),
+    cores(c.postgres),
+    cores(c.other),
+  ];
 }
 
 function reportProblems(run: RunOutcome): void {
   if (run.result.non2xx === 0 && run.result.errors === 0) return;
-  process.stdout.write(`\n!! ${run.spec.label}: ${run.result.non2xx} non-2xx responses, ${run.result.errors} errors (${run.result.timeouts} timeouts)\n`);
+  process.stdout.write(
+    `\n!! ${run.spec.label}: ${run.result.non2xx} non-2xx responses, ${run.result.errors} errors (${run.result.timeouts} timeouts)\n`,
+  );
   for (const [status, n] of run.non2xx) process.stdout.write(`   status ${status}: ${n}\n`);
   for (const sample of run.errorSamples) process.stdout.write(`   e.g. ${sample}\n`);
 }
@@ -466,7 +522,12 @@ async function main(): Promise<number> {
         payments: opts.history,
         channels: opts.historyChannels,
         benchChannels: BENCH_CHANNELS,
-        benchChannel: { thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100), payoutCurrency: CHANNEL_BODY.payoutCurrency, payoutNetwork: CHANNEL_BODY.payoutNetwork, walletAddress: CHANNEL_BODY.walletAddress },
+        benchChannel: {
+          thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100),
+          payoutCurrency: CHANNEL_BODY.payoutCurrency,
+          payoutNetwork: CHANNEL_BODY.payoutNetwork,
+          walletAddress: CHANNEL_BODY.walletAddress,
+        },
         firstChannelId: BigInt(BENCH_CHANNEL_ID),
         fee: feePercent,
         progress: (line) => process.stderr.write(`${line}\n`),
@@ -483,7 +544,15 @@ async function main(): Promise<number> {
       const input = channelInputSchema.parse(CHANNEL_BODY);
       for (const channelId of channelIds) await upsertChannel(database.db, channelId, input, 'bench');
       process.stderr.write(`probe: ${opts.probe} recordIpn calls in-process, one at a time\n`);
-      dbProbe = await probeIntake({ connectionString, database, count: opts.probe, ipnSecret: secrets.ipnSecret, channelIds, fee: feePercent, logger });
+      dbProbe = await probeIntake({
+        connectionString,
+        database,
+        count: opts.probe,
+        ipnSecret: secrets.ipnSecret,
+        channelIds,
+        fee: feePercent,
+        logger,
+      });
     }
     checkInterrupted();
 
@@ -499,9 +568,18 @@ async function main(): Promise<number> {
     // The history's ledger owes its channels USDT (balances below their thresholds): the host wallet holds it, as it
     // would after those conversions, so the payouts the run's credits complete are paid, not refused for funds.
     if (history && outside.usdtContract) {
-      const { rows } = await database.pool.query<{ owed: string }>(`select coalesce(sum(balance), 0)::text as owed from ledger_accounts where asset = 'usdt' and code like 'channel:%'`);
+      const { rows } = await database.pool.query<{ owed: string }>(
+        `select coalesce(sum(balance), 0)::text as owed from ledger_accounts where asset = 'usdt' and code like 'channel:%'`,
+      );
       const owed = BigInt(rows[0]?.owed ?? '0');
-      if (owed > 0n) await mintLocalUsdt(outside.rpcUrl, outside.usdtContract, secrets.hostPrivateKey, privateKeyToAccount(secrets.hostPrivateKey).address, owed);
+      if (owed > 0n)
+        await mintLocalUsdt(
+          outside.rpcUrl,
+          outside.usdtContract,
+          secrets.hostPrivateKey,
+          privateKeyToAccount(secrets.hostPrivateKey).address,
+          owed,
+        );
     }
     checkInterrupted();
 
@@ -514,7 +592,8 @@ async function main(): Promise<number> {
     checkInterrupted();
 
     // -- the channels the bench payments credit
-    for (let index = 0; index < BENCH_CHANNELS; index++) await putChannel(server.payrailUrl, secrets.adminToken, benchChannelId(index), CHANNEL_BODY);
+    for (let index = 0; index < BENCH_CHANNELS; index++)
+      await putChannel(server.payrailUrl, secrets.adminToken, benchChannelId(index), CHANNEL_BODY);
 
     // -- bodies: measure what signing costs the client, then pre-sign
     const userId = String(Date.now());
@@ -527,7 +606,11 @@ async function main(): Promise<number> {
     const sent = new Set<string>();
     const accepted = new Set<string>();
     const postmasterPid = pg.postmasterPid();
-    const processes: Observed = { database, ...(serverPid !== undefined && { serverPid }), ...(postmasterPid !== undefined && { postmasterPid }) };
+    const processes: Observed = {
+      database,
+      ...(serverPid !== undefined && { serverPid }),
+      ...(postmasterPid !== undefined && { postmasterPid }),
+    };
     const runs: RunOutcome[] = [];
     const warmups: RunOutcome[] = [];
     let intakeConnectionsUsed = 0;
@@ -537,7 +620,15 @@ async function main(): Promise<number> {
     if (opts.warmupS > 0) {
       process.stderr.write(`warm-up: intake ${opts.warmupS} s\n`);
       const warm = await runLoad(
-        { label: 'warm-up intake', url: intakeUrl, connections: opts.connections, durationS: opts.warmupS, source: new FreshBodies(probe.pool, factory), sent, accepted },
+        {
+          label: 'warm-up intake',
+          url: intakeUrl,
+          connections: opts.connections,
+          durationS: opts.warmupS,
+          source: new FreshBodies(probe.pool, factory),
+          sent,
+          accepted,
+        },
         processes,
       );
       warmups.push(warm);
@@ -552,31 +643,78 @@ async function main(): Promise<number> {
     const baselinePool = maxPool.slice(0, Math.min(maxPool.length, 20_000)); // kept for the baseline, which may repeat them
     const maxSource = new FreshBodies(maxPool, factory);
     process.stderr.write(`run: intake, ${opts.connections} connections, ${opts.durationS} s\n`);
-    const intakeMax = await runLoad({ label: 'intake (max)', url: intakeUrl, connections: opts.connections, durationS: opts.durationS, source: maxSource, sent, accepted }, processes);
+    const intakeMax = await runLoad(
+      {
+        label: 'intake (max)',
+        url: intakeUrl,
+        connections: opts.connections,
+        durationS: opts.durationS,
+        source: maxSource,
+        sent,
+        accepted,
+      },
+      processes,
+    );
     runs.push(intakeMax);
     intakeConnectionsUsed += opts.connections;
     await quiesce(database, ownPaymentsSql, ownPaymentsParams);
     checkInterrupted();
 
     // -- 2. baseline: one plain INSERT per request, same connections and duration
-    const baselineBefore = Number((await database.pool.query<{ n: string }>('select coalesce(max(id), 0)::text as n from bench_baseline')).rows[0]?.n ?? '0');
+    const baselineBefore = Number(
+      (await database.pool.query<{ n: string }>('select coalesce(max(id), 0)::text as n from bench_baseline')).rows[0]
+        ?.n ?? '0',
+    );
     if (opts.warmupS > 0) {
       process.stderr.write(`warm-up: baseline ${opts.warmupS} s\n`);
-      warmups.push(await runLoad({ label: 'warm-up baseline', url: server.baselineUrl, connections: opts.connections, durationS: opts.warmupS, source: new CyclingBodies(baselinePool) }, processes));
+      warmups.push(
+        await runLoad(
+          {
+            label: 'warm-up baseline',
+            url: server.baselineUrl,
+            connections: opts.connections,
+            durationS: opts.warmupS,
+            source: new CyclingBodies(baselinePool),
+          },
+          processes,
+        ),
+      );
     }
     checkInterrupted();
     process.stderr.write(`run: baseline, ${opts.connections} connections, ${opts.durationS} s\n`);
-    const baselineRun = await runLoad({ label: 'baseline (1 INSERT)', url: server.baselineUrl, connections: opts.connections, durationS: opts.durationS, source: new CyclingBodies(baselinePool) }, processes);
+    const baselineRun = await runLoad(
+      {
+        label: 'baseline (1 INSERT)',
+        url: server.baselineUrl,
+        connections: opts.connections,
+        durationS: opts.durationS,
+        source: new CyclingBodies(baselinePool),
+      },
+      processes,
+    );
     runs.push(baselineRun);
-    const baselineRows = await quiesce(database, 'select count(*)::text as n from bench_baseline where id > $1', [baselineBefore]);
+    const baselineRows = await quiesce(database, 'select count(*)::text as n from bench_baseline where id > $1', [
+      baselineBefore,
+    ]);
     checkInterrupted();
 
     // -- 3. intake at a fixed rate
     const ratePoolSize = Math.ceil(opts.rate * (opts.durationS + 2) * 1.2) + opts.rateConnections;
     const rateSource = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
-    process.stderr.write(`run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`);
+    process.stderr.write(
+      `run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`,
+    );
     const intakeRate = await runLoad(
-      { label: `intake @${opts.rate} req/s`, url: intakeUrl, connections: opts.rateConnections, durationS: opts.durationS, overallRate: opts.rate, source: rateSource, sent, accepted },
+      {
+        label: `intake @${opts.rate} req/s`,
+        url: intakeUrl,
+        connections: opts.rateConnections,
+        durationS: opts.durationS,
+        overallRate: opts.rate,
+        source: rateSource,
+        sent,
+        accepted,
+      },
       processes,
     );
     runs.push(intakeRate);
@@ -584,7 +722,11 @@ async function main(): Promise<number> {
     await quiesce(database, ownPaymentsSql, ownPaymentsParams);
 
     // -- reconcile the database with what the clients saw
-    const { rows: paymentRows } = await database.pool.query<{ payment_id: string; credited: boolean; review_reason: string | null }>(
+    const { rows: paymentRows } = await database.pool.query<{
+      payment_id: string;
+      credited: boolean;
+      review_reason: string | null;
+    }>(
       'select payment_id::text as payment_id, credited_at is not null as credited, review_reason from payments where user_id = $1 and payment_id >= $2',
       ownPaymentsParams,
     );
@@ -611,8 +753,12 @@ async function main(): Promise<number> {
     const lines: string[] = [];
     const out = (text = '') => lines.push(text);
     lines.push(...reportHeader('intake', pgInfo, pg.embedded ? 'embedded, temp dir' : 'DATABASE_URL'));
-    out(`client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`);
-    out(`          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`);
+    out(
+      `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`,
+    );
+    out(
+      `          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`,
+    );
     out(`          client, payrail, and PostgreSQL share the same ${cpu.length} cores`);
     out(historyLine(history));
     if (dbProbe) lines.push(...probeLines(dbProbe));
@@ -623,18 +769,24 @@ async function main(): Promise<number> {
         runs.map(describeRun),
       ),
     );
-    out('  req/s = autocannon mean of 1-s samples; p50/p99/max over every 2xx latency; "ac" = autocannon histogram (whole ms)');
+    out(
+      '  req/s = autocannon mean of 1-s samples; p50/p99/max over every 2xx latency; "ac" = autocannon histogram (whole ms)',
+    );
     out();
     const ratio = intakeMax.result.requests.average / baselineRun.result.requests.average;
     const p99AtRate = percentile(intakeRate.latencies, 99);
     const achievedRate = intakeRate.result.requests.average;
     out(`ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`);
-    out(`p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`);
+    out(
+      `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
+    );
     out();
     out('CPU during each run (machine busy %, and cores used by each party):');
     out(table(['run', 'busy', 'client', 'payrail', 'postgres', 'other'], runs.map(describeCpu)));
     out();
-    out(`database sessions of payrail / the baseline, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms):`);
+    out(
+      `database sessions of payrail / the baseline, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms):`,
+    );
     for (const run of runs) {
       const top = run.waits.top(6);
       out(`  ${run.spec.label}:${top.length === 0 ? ' (none)' : ''}`);
@@ -645,14 +797,18 @@ async function main(): Promise<number> {
     out(`  intake requests sent (incl. warm-up):   ${sent.size}`);
     out(`  intake 2xx responses (incl. warm-up):   ${intake2xx} (distinct payment ids: ${accepted.size})`);
     out(`  payments recorded by the bench:         ${paymentRows.length}`);
-    out(`  every 2xx payment id in the database:   ${missing.length === 0 ? 'yes' : `NO, ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})`}`);
+    out(
+      `  every 2xx payment id in the database:   ${missing.length === 0 ? 'yes' : `NO, ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})`}`,
+    );
     out(`  payments never sent by the bench:       ${unsent}`);
     out(`  sent but not recorded:                  ${sent.size - (paymentRows.length - unsent)}`);
     out(
       `  payments count == 2xx:                  ${paymentRows.length === intake2xx ? 'yes' : `no: ${unanswered} more, the requests in flight when autocannon closed its sockets at the end of each run (committed, answer dropped; at most ${intakeConnectionsUsed})`}`,
     );
     out(`  payments not credited / in review:      ${uncredited} / ${inReview}`);
-    out(`  baseline rows inserted:                 ${baselineRows} for ${allWarmupAndRuns.filter((r) => r.spec.url === server?.baselineUrl).reduce((s, r) => s + r.result['2xx'], 0)} 2xx`);
+    out(
+      `  baseline rows inserted:                 ${baselineRows} for ${allWarmupAndRuns.filter((r) => r.spec.url === server?.baselineUrl).reduce((s, r) => s + r.result['2xx'], 0)} 2xx`,
+    );
     out(`  conversions by the worker meanwhile:    ${conversions}`);
     lines.push(...ledgerLines(ledger));
     lines.push(...server.stderr.report('server log lines at warn or above'));
@@ -672,8 +828,13 @@ async function main(): Promise<number> {
     return healthy ? 0 : 1;
   } finally {
     interruption.release();
-    if (server) await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) => process.stderr.write(`stopping the bench server: ${error.message}\n`));
-    await outside?.stop().catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
+    if (server)
+      await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) =>
+        process.stderr.write(`stopping the bench server: ${error.message}\n`),
+      );
+    await outside
+      ?.stop()
+      .catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
     await pg.close();
   }
 }

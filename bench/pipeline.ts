@@ -31,10 +31,48 @@ import type { DatabaseHandle } from '../src/db/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
 import { IpnSendError, queueConversionCheck, sendIpns, type SendOutcome } from '../src/demo/ipns.ts';
 import { formatUnits } from '../src/money/index.ts';
-import { rpc, startChangeNowSimulator, startLocalChain, type ChangeNowSimulator, type LocalChain } from '../src/simulators/index.ts';
+import {
+  rpc,
+  startChangeNowSimulator,
+  startLocalChain,
+  type ChangeNowSimulator,
+  type LocalChain,
+} from '../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
-import { assertLoopback, BenchPostgres, beginRun, childReady, Interruption, ledgerLines, OutputTail, payrailConfig, putChannel, readPgSettings, reportHeader, runBench, stopChild, WaitSampler, wholeNumberOption as int } from './harness.ts';
-import { busyShare, childrenTicks, cpuUsageCores, fmt, freePort, IpnFactory, machineTicks, percentile, postgresTicks, presign, procStatusKib, procTicks, sleep, table, ticksToCores } from './shared.ts';
+import {
+  assertLoopback,
+  BenchPostgres,
+  beginRun,
+  childReady,
+  Interruption,
+  ledgerLines,
+  OutputTail,
+  payrailConfig,
+  putChannel,
+  readPgSettings,
+  reportHeader,
+  runBench,
+  stopChild,
+  WaitSampler,
+  wholeNumberOption as int,
+} from './harness.ts';
+import {
+  busyShare,
+  childrenTicks,
+  cpuUsageCores,
+  fmt,
+  freePort,
+  IpnFactory,
+  machineTicks,
+  percentile,
+  postgresTicks,
+  presign,
+  procStatusKib,
+  procTicks,
+  sleep,
+  table,
+  ticksToCores,
+} from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
@@ -62,10 +100,22 @@ function benchChannels(thresholdCount: number, instantCount: number): BenchChann
     const id = (FIRST_CHANNEL_ID - BigInt(i)).toString();
     if (i < thresholdCount) {
       const tron = i % 2 === 0;
-      channels.push({ id, strategy: 'threshold', payoutCurrency: 'usdt', payoutNetwork: tron ? 'trx' : 'eth', wallet: tron ? TRON_WALLET : fresh() });
+      channels.push({
+        id,
+        strategy: 'threshold',
+        payoutCurrency: 'usdt',
+        payoutNetwork: tron ? 'trx' : 'eth',
+        wallet: tron ? TRON_WALLET : fresh(),
+      });
     } else {
       const direct = (i - thresholdCount) % 2 === 0;
-      channels.push({ id, strategy: 'instant', payoutCurrency: direct ? 'eth' : 'usdt', payoutNetwork: direct ? 'eth' : 'trx', wallet: direct ? fresh() : TRON_WALLET });
+      channels.push({
+        id,
+        strategy: 'instant',
+        payoutCurrency: direct ? 'eth' : 'usdt',
+        payoutNetwork: direct ? 'eth' : 'trx',
+        wallet: direct ? fresh() : TRON_WALLET,
+      });
     }
   }
   return channels;
@@ -131,11 +181,13 @@ function readOptions(argv: string[]): Options | undefined {
   if (values.help) return undefined;
   const duration = (name: string, text: string | undefined, fallback: string): string => {
     if (text === undefined) return fallback;
-    if (!/^[1-9][0-9]{0,8}(ms|s|m|h)$/.test(text)) throw new Error(`--${name} must be a duration such as 500ms, 5s, 1m (got "${text}")`);
+    if (!/^[1-9][0-9]{0,8}(ms|s|m|h)$/.test(text))
+      throw new Error(`--${name} must be a duration such as 500ms, 5s, 1m (got "${text}")`);
     return text;
   };
   const minUsd = values['min-usd'] ?? '500';
-  if (!/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/.test(minUsd)) throw new Error(`--min-usd must be a USD amount such as 500 or 12.50 (got "${minUsd}")`);
+  if (!/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/.test(minUsd))
+    throw new Error(`--min-usd must be a USD amount such as 500 or 12.50 (got "${minUsd}")`);
   return {
     payments: int('payments', values.payments, 10_000, 1, 1_000_000),
     channels: int('channels', values.channels, 200, 1, 10_000),
@@ -173,7 +225,21 @@ interface PayrailChild {
 }
 
 /** Variables with one of payrail's prefixes are not inherited: the child gets exactly the configuration printed. */
-const PAYRAIL_PREFIXES = ['PAYRAIL_', 'NOWPAYMENTS_', 'CHANGENOW_', 'PLATFORM_', 'PAYOUT_', 'CONVERSION_', 'HOST_WALLET_', 'HEALTH_', 'WORKER_', 'EMBEDDED_PG_', 'ADMIN_', 'LOCAL_', 'TRANSFER_'];
+const PAYRAIL_PREFIXES = [
+  'PAYRAIL_',
+  'NOWPAYMENTS_',
+  'CHANGENOW_',
+  'PLATFORM_',
+  'PAYOUT_',
+  'CONVERSION_',
+  'HOST_WALLET_',
+  'HEALTH_',
+  'WORKER_',
+  'EMBEDDED_PG_',
+  'ADMIN_',
+  'LOCAL_',
+  'TRANSFER_',
+];
 const PAYRAIL_PLAIN = ['PORT', 'HOST', 'DATABASE_URL', 'DATABASE_POOL_MAX', 'CHAIN_ID', 'ETH_RPC_URL', 'LOG_LEVEL'];
 
 function childEnvironment(config: Record<string, string>): NodeJS.ProcessEnv {
@@ -199,7 +265,8 @@ async function startPayrailChild(env: NodeJS.ProcessEnv): Promise<PayrailChild> 
     READY_TIMEOUT_MS,
     {
       timedOut: () => new Error(`payrail did not start within ${READY_TIMEOUT_MS} ms:\n${output.tail.join('\n')}`),
-      exited: (code, signal) => new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
+      exited: (code, signal) =>
+        new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
     },
   );
   assertLoopback('payrail', url);
@@ -219,7 +286,8 @@ class MemorySampler {
     this.timer.unref();
   }
   sample(): void {
-    if (this.childPid !== undefined) this.peakChildKib = Math.max(this.peakChildKib, procStatusKib(this.childPid, 'VmRSS') ?? 0);
+    if (this.childPid !== undefined)
+      this.peakChildKib = Math.max(this.peakChildKib, procStatusKib(this.childPid, 'VmRSS') ?? 0);
     this.peakSelfKib = Math.max(this.peakSelfKib, Math.round(process.memoryUsage.rss() / 1024));
   }
   stop(): void {
@@ -267,7 +335,8 @@ function cpuLine(a: CpuSample, b: CpuSample): string {
   const anvil = ticksToCores(a.anvil, b.anvil, seconds);
   const n = os.cpus().length;
   const busy = a.machine && b.machine ? busyShare(a.machine, b.machine) : undefined;
-  const other = busy === undefined ? undefined : Math.max(0, busy * n - bench - (payrail ?? 0) - (postgres ?? 0) - (anvil ?? 0));
+  const other =
+    busy === undefined ? undefined : Math.max(0, busy * n - bench - (payrail ?? 0) - (postgres ?? 0) - (anvil ?? 0));
   const c = (x: number | undefined) => (x === undefined ? '-' : fmt(x, 2));
   return `machine ${busy === undefined ? '-' : `${fmt(busy * 100, 0)}%`} busy of ${n} cores; cores used: payrail ${c(payrail)}, postgres ${c(postgres)}, bench+simulator ${fmt(bench, 2)}, anvil ${c(anvil)}, other processes ${c(other)}`;
 }
@@ -360,7 +429,9 @@ interface OnChainCheck {
 async function checkPaidOnChain(database: DatabaseHandle, rpcUrl: string, usdt: Address): Promise<OnChainCheck> {
   const client = createPublicClient({ transport: http(rpcUrl) });
   const balance = (asset: string, address: string) =>
-    asset === 'eth' ? client.getBalance({ address: address as Address }) : client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] });
+    asset === 'eth'
+      ? client.getBalance({ address: address as Address })
+      : client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] });
   const direct = (
     await database.pool.query<{ address: string; asset: string; amount: string }>(
       "select wallet_address as address, asset, sum(amount)::text as amount from payouts where exchange_id is null and status = 'completed' group by wallet_address, asset",
@@ -377,7 +448,8 @@ async function checkPaidOnChain(database: DatabaseHandle, rpcUrl: string, usdt: 
     const reader = async () => {
       for (let row = rows[next++]; row !== undefined; row = rows[next++]) {
         const held = await balance(row.asset, row.address);
-        if (held !== BigInt(row.amount)) problems.push(`${row.address} holds ${held} ${row.asset}, payouts say ${row.amount}`);
+        if (held !== BigInt(row.amount))
+          problems.push(`${row.address} holds ${held} ${row.asset}, payouts say ${row.amount}`);
       }
     };
     await Promise.all(Array.from({ length: 16 }, reader));
@@ -385,7 +457,14 @@ async function checkPaidOnChain(database: DatabaseHandle, rpcUrl: string, usdt: 
   };
   const directProblems = await mismatches(direct);
   const payinProblems = await mismatches(payins);
-  return { directWallets: direct.length, directOk: directProblems.length === 0, directProblems, payins: payins.length, payinOk: payinProblems.length === 0, payinProblems };
+  return {
+    directWallets: direct.length,
+    directOk: directProblems.length === 0,
+    directProblems,
+    payins: payins.length,
+    payinOk: payinProblems.length === 0,
+    payinProblems,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -427,12 +506,24 @@ async function main(): Promise<number> {
     await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 21n).toString(16)}`]);
     const usdtContract = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
     await mintLocalUsdt(chain.rpcUrl, usdtContract, treasuryKey, treasury, 10n ** 15n);
-    sim = await startChangeNowSimulator({ port: 0, apiKey: secrets.changenowApiKey, rpcUrl: chain.rpcUrl, stepMs: 0, tokens: { usdt: usdtContract }, treasuryKey });
+    sim = await startChangeNowSimulator({
+      port: 0,
+      apiKey: secrets.changenowApiKey,
+      rpcUrl: chain.rpcUrl,
+      stepMs: 0,
+      tokens: { usdt: usdtContract },
+      treasuryKey,
+    });
     checkInterrupted();
 
     // -- payrail, as `payrail start` with the configuration below
     const config: Record<string, string> = {
-      ...payrailConfig(databaseUrl, secrets, { changenowUrl: sim.url, rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdtContract }),
+      ...payrailConfig(databaseUrl, secrets, {
+        changenowUrl: sim.url,
+        rpcUrl: chain.rpcUrl,
+        chainId: chain.chainId,
+        usdtContract,
+      }),
       ...opts.env,
     };
     payrail = await startPayrailChild(childEnvironment(config));
@@ -445,12 +536,18 @@ async function main(): Promise<number> {
     const channelIds = channels.map((c) => c.id);
     for (const [i, c] of channels.entries()) {
       const body = { payoutCurrency: c.payoutCurrency, payoutNetwork: c.payoutNetwork, walletAddress: c.wallet };
-      if (c.strategy === 'threshold') await putChannel(payrail.url, secrets.adminToken, c.id, { payoutStrategy: 'threshold', thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`, ...body });
+      if (c.strategy === 'threshold')
+        await putChannel(payrail.url, secrets.adminToken, c.id, {
+          payoutStrategy: 'threshold',
+          thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`,
+          ...body,
+        });
       else await putChannel(payrail.url, secrets.adminToken, c.id, { payoutStrategy: 'instant', ...body });
     }
     // Payment i goes to channel i mod C (IpnFactory's round-robin).
     let instantPayments = 0;
-    for (let i = 0; i < opts.payments; i++) if ((channels[i % channels.length] as BenchChannel).strategy === 'instant') instantPayments++;
+    for (let i = 0; i < opts.payments; i++)
+      if ((channels[i % channels.length] as BenchChannel).strategy === 'instant') instantPayments++;
     const thresholdPayments = opts.payments - instantPayments;
     checkInterrupted();
 
@@ -482,7 +579,12 @@ async function main(): Promise<number> {
     try {
       intake = await sendIpns(`${payrail.url}/webhooks/nowpayments`, signedBodies.pool, {
         concurrency: opts.concurrency,
-        stopped: () => (interruption.interrupted ? 'interrupted during intake' : Date.now() > deadline ? `deadline of ${opts.deadlineS} s passed during intake` : undefined),
+        stopped: () =>
+          interruption.interrupted
+            ? 'interrupted during intake'
+            : Date.now() > deadline
+              ? `deadline of ${opts.deadlineS} s passed during intake`
+              : undefined,
       });
     } catch (error) {
       // Anything but a 200 stops the bench: the status and the body are in the message.
@@ -491,7 +593,9 @@ async function main(): Promise<number> {
     } finally {
       clearInterval(progress);
     }
-    process.stderr.write(`intake done: ${opts.payments} IPNs answered 200 in ${fmt((intake.lastAnsweredAt - intake.firstSentAt) / 1000, 2)} s\n`);
+    process.stderr.write(
+      `intake done: ${opts.payments} IPNs answered 200 in ${fmt((intake.lastAnsweredAt - intake.firstSentAt) / 1000, 2)} s\n`,
+    );
 
     // -- drain: the cron runs only every minute, so queue a conversion check every second while payments are pending
     let drainJobs = 0;
@@ -508,16 +612,34 @@ async function main(): Promise<number> {
       // payment is converted no further batch can appear: done when every payout there is (and one per instant
       // payment) is completed.
       const payoutsAll = last.thresholdPayouts + last.instantPayouts;
-      if (last.completed === thresholdPayments && last.instantPayouts === instantPayments && last.payoutsCompleted === payoutsAll) break;
-      if (last.failed > 0 || last.review > 0) throw new Aborted(`${last.failed} payments failed conversion, ${last.review} conversions need review: the pipeline cannot complete`);
+      if (
+        last.completed === thresholdPayments &&
+        last.instantPayouts === instantPayments &&
+        last.payoutsCompleted === payoutsAll
+      )
+        break;
+      if (last.failed > 0 || last.review > 0)
+        throw new Aborted(
+          `${last.failed} payments failed conversion, ${last.review} conversions need review: the pipeline cannot complete`,
+        );
       if (last.payoutsStuck > 0) {
-        const stuck = await database.pool.query<{ payout_id: string; kind: string; status: string; reason: string | null; last_error: string | null }>(
+        const stuck = await database.pool.query<{
+          payout_id: string;
+          kind: string;
+          status: string;
+          reason: string | null;
+          last_error: string | null;
+        }>(
           `select payout_id, kind, status, reason, last_error from payouts where status in ${STUCK_PAYOUT_STATUSES} order by created_at limit 5`,
         );
-        throw new Aborted(`${last.payoutsStuck} payouts cannot complete on their own: ${stuck.rows.map((r) => `${r.payout_id} (${r.kind}) ${r.status}: ${r.reason ?? r.last_error ?? ''}`).join('; ')}`);
+        throw new Aborted(
+          `${last.payoutsStuck} payouts cannot complete on their own: ${stuck.rows.map((r) => `${r.payout_id} (${r.kind}) ${r.status}: ${r.reason ?? r.last_error ?? ''}`).join('; ')}`,
+        );
       }
       if (Date.now() > deadline) {
-        throw new Aborted(`deadline of ${opts.deadlineS} s passed with ${thresholdPayments - last.completed} threshold payments not settled (pending ${last.pending}, converting ${last.converting}), ${instantPayments - last.instantPayouts} instant payments without a payout, ${payoutsAll - last.payoutsCompleted} payouts not completed`);
+        throw new Aborted(
+          `deadline of ${opts.deadlineS} s passed with ${thresholdPayments - last.completed} threshold payments not settled (pending ${last.pending}, converting ${last.converting}), ${instantPayments - last.instantPayouts} instant payments without a payout, ${payoutsAll - last.payoutsCompleted} payouts not completed`,
+        );
       }
       if (last.pending > 0) {
         // Only when no conversion_batch job is queued or running (the demo's drain too): never a second concurrent check.
@@ -535,7 +657,11 @@ async function main(): Promise<number> {
     const selfHwmKib = procStatusKib('self', 'VmHWM');
     const epochMs = (column: string) => `(extract(epoch from ${column}) * 1000)::bigint::text`;
     const timing = (
-      await database.pool.query<{ last_converted_ms: string | null; last_instant_ms: string | null; last_payout_ms: string | null }>(
+      await database.pool.query<{
+        last_converted_ms: string | null;
+        last_instant_ms: string | null;
+        last_payout_ms: string | null;
+      }>(
         `select ${epochMs(`(select max(completed_at) from conversions where status = 'completed')`)} as last_converted_ms,
                 ${epochMs(`(select max(completed_at) from payouts where kind = 'instant' and status = 'completed')`)} as last_instant_ms,
                 ${epochMs(`(select max(completed_at) from payouts where status = 'completed')`)} as last_payout_ms`,
@@ -547,7 +673,18 @@ async function main(): Promise<number> {
     // A payment is settled when its channel holds its value in the payout asset: converted (threshold) or paid out (instant).
     const lastSettledAt = Math.max(lastConvertedAt ?? 0, lastInstantAt ?? 0);
     const conv = (
-      await database.pool.query<{ total: number; with_exchange: number; completed: number; under_min: number; under_min_early: number; min_p: number; avg_p: string; max_p: number; avg_ms: string; max_ms: string }>(
+      await database.pool.query<{
+        total: number;
+        with_exchange: number;
+        completed: number;
+        under_min: number;
+        under_min_early: number;
+        min_p: number;
+        avg_p: string;
+        max_p: number;
+        avg_ms: string;
+        max_ms: string;
+      }>(
         `select count(*)::int as total, count(exchange_id)::int as with_exchange, count(*) filter (where status = 'completed')::int as completed,
                 count(*) filter (where usdt_received < $1::numeric * 1000000)::int as under_min,
                 count(*) filter (where usdt_received < $1::numeric * 1000000 and created_at - (
@@ -571,7 +708,18 @@ async function main(): Promise<number> {
     ).rows;
     // Host wallet transfers, by what they paid for: a conversion, a threshold batch, an instant payout.
     const transfers = (
-      await database.pool.query<{ conversion: number; threshold: number; instant: number; other: number; payout_rows: number; payout_refs: number; avg_ms: string | null; p50_ms: string | null; max_ms: string | null; span_ms: string | null }>(
+      await database.pool.query<{
+        conversion: number;
+        threshold: number;
+        instant: number;
+        other: number;
+        payout_rows: number;
+        payout_refs: number;
+        avg_ms: string | null;
+        p50_ms: string | null;
+        max_ms: string | null;
+        span_ms: string | null;
+      }>(
         `select count(*) filter (where t.status = 'confirmed' and t.purpose = 'conversion')::int as conversion,
                 count(*) filter (where t.status = 'confirmed' and t.purpose = 'payout' and p.kind = 'threshold')::int as threshold,
                 count(*) filter (where t.status = 'confirmed' and t.purpose = 'payout' and p.kind = 'instant')::int as instant,
@@ -585,7 +733,17 @@ async function main(): Promise<number> {
               cross join lateral (select case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.created_at) * 1000 end as ms) w left join payouts p on t.purpose = 'payout' and p.payout_id = t.ref`,
       )
     ).rows[0];
-    interface PayoutKindRow { n: number; completed: number; with_exchange: number; direct: number; channels: number; amount: string; avg_ms: string | null; p50_ms: string | null; max_ms: string | null }
+    interface PayoutKindRow {
+      n: number;
+      completed: number;
+      with_exchange: number;
+      direct: number;
+      channels: number;
+      amount: string;
+      avg_ms: string | null;
+      p50_ms: string | null;
+      max_ms: string | null;
+    }
     // Threshold: batch created -> completed. Instant: payment credited -> payout completed (the owner's wait).
     const payoutKinds = (
       await database.pool.query<PayoutKindRow & { kind: 'threshold' | 'instant' }>(
@@ -598,11 +756,31 @@ async function main(): Promise<number> {
          group by po.kind`,
       )
     ).rows;
-    const noPayouts: PayoutKindRow = { n: 0, completed: 0, with_exchange: 0, direct: 0, channels: 0, amount: '0', avg_ms: null, p50_ms: null, max_ms: null };
+    const noPayouts: PayoutKindRow = {
+      n: 0,
+      completed: 0,
+      with_exchange: 0,
+      direct: 0,
+      channels: 0,
+      amount: '0',
+      avg_ms: null,
+      p50_ms: null,
+      max_ms: null,
+    };
     const thresholdPo = payoutKinds.find((r) => r.kind === 'threshold') ?? noPayouts;
     const instantPo = payoutKinds.find((r) => r.kind === 'instant') ?? noPayouts;
     const sums = (
-      await database.pool.query<{ shared: string; received: string; eth_net: string; eth_sent: string; instant_net: string; instant_paid: string; batched_usdt: string; batched_payments: number; reserved_left: string }>(
+      await database.pool.query<{
+        shared: string;
+        received: string;
+        eth_net: string;
+        eth_sent: string;
+        instant_net: string;
+        instant_paid: string;
+        batched_usdt: string;
+        batched_payments: number;
+        reserved_left: string;
+      }>(
         `select (select coalesce(sum(usdt_amount), 0)::text from payments where user_id = $1 and payout_strategy = 'threshold') as shared,
                 (select coalesce(sum(usdt_received), 0)::text from conversions where status = 'completed') as received,
                 (select coalesce(sum(net_amount), 0)::text from payments where user_id = $1 and payout_strategy = 'threshold') as eth_net,
@@ -632,7 +810,8 @@ async function main(): Promise<number> {
     const usdtReceived = BigInt(sums?.received ?? '-1');
     const moneyOk = usdtShared === usdtReceived && BigInt(sums?.eth_net ?? '0') === BigInt(sums?.eth_sent ?? '-1');
     const instantOk = BigInt(sums?.instant_net ?? '0') === BigInt(sums?.instant_paid ?? '-1');
-    const batchesOk = BigInt(sums?.batched_usdt ?? '0') === BigInt(thresholdPo.amount) && BigInt(sums?.reserved_left ?? '-1') === 0n;
+    const batchesOk =
+      BigInt(sums?.batched_usdt ?? '0') === BigInt(thresholdPo.amount) && BigInt(sums?.reserved_left ?? '-1') === 0n;
     const usdt = (units: bigint) => `${units / 10n ** 6n}.${(units % 10n ** 6n).toString().padStart(6, '0')}`;
     const payoutCount = thresholdPo.n + instantPo.n;
     const payoutsCompleted = thresholdPo.completed + instantPo.completed;
@@ -641,91 +820,208 @@ async function main(): Promise<number> {
     const confirmed = (transfers?.conversion ?? 0) + (transfers?.threshold ?? 0) + (transfers?.instant ?? 0);
     const thresholdExchanges = (conv?.with_exchange ?? 0) + thresholdPo.with_exchange;
     const thresholdTransfers = (transfers?.conversion ?? 0) + (transfers?.threshold ?? 0);
-    const everyPayoutDone = last.completed === thresholdPayments && instantPo.n === instantPayments && payoutsCompleted === payoutCount;
+    const everyPayoutDone =
+      last.completed === thresholdPayments && instantPo.n === instantPayments && payoutsCompleted === payoutCount;
     const exchangesOk = allExchanges === simExchanges;
     // One confirmed transfer per conversion and per payout, and no payout with two transfer rows.
-    const transfersOk = confirmed === (conv?.total ?? 0) + payoutCount && transfers?.other === 0 && transfers?.payout_rows === payoutCount && transfers?.payout_refs === payoutCount;
+    const transfersOk =
+      confirmed === (conv?.total ?? 0) + payoutCount &&
+      transfers?.other === 0 &&
+      transfers?.payout_rows === payoutCount &&
+      transfers?.payout_refs === payoutCount;
     const instantShare = fmt((instantPayments * 100) / n, 1);
     const lines: string[] = [];
     const out = (text = '') => lines.push(text);
     lines.push(...reportHeader('pipeline', pgInfo, 'embedded, temp dir'));
-    out(`outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`);
-    out(`payrail:  node bin/payrail.js start (web + worker, one process), DATABASE_POOL_MAX=10 (default), CONVERSION_INTERVAL=1m (default)`);
-    out(`          ${Object.entries(opts.env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
-    out(`load:     ${n} payments (new, status finished, 0.00487 ETH each), round-robin over ${opts.channels} threshold channels (thresholds ${THRESHOLD_STEP_USD}..${THRESHOLD_STEP_USD * BigInt(opts.channels)} USD)`);
-    out(`          and ${opts.instantChannels} instant channels: ${thresholdPayments} threshold payments, ${instantPayments} instant (${instantShare} %);`);
-    out(`          ${opts.concurrency} IPNs in flight (fetch, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`);
-    out(`          are pending and no conversion_batch job is queued or running, the bench queues one (${drainJobs} queued)`);
-    out(`payouts:  threshold channels alternate USDT on Tron (batch through a USDT -> USDT/TRC-20 exchange) and USDT on Ethereum`);
-    out(`          (direct ERC-20 transfer); instant channels alternate ETH on Ethereum (direct ETH transfer, no exchange) and USDT on`);
-    out(`          Tron (ETH -> USDT/TRC-20 exchange). On-chain transfers = the host wallet's (chain_transfers), not ChangeNow's own payouts.`);
+    out(
+      `outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`,
+    );
+    out(
+      `payrail:  node bin/payrail.js start (web + worker, one process), DATABASE_POOL_MAX=10 (default), CONVERSION_INTERVAL=1m (default)`,
+    );
+    out(
+      `          ${Object.entries(opts.env)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}`,
+    );
+    out(
+      `load:     ${n} payments (new, status finished, 0.00487 ETH each), round-robin over ${opts.channels} threshold channels (thresholds ${THRESHOLD_STEP_USD}..${THRESHOLD_STEP_USD * BigInt(opts.channels)} USD)`,
+    );
+    out(
+      `          and ${opts.instantChannels} instant channels: ${thresholdPayments} threshold payments, ${instantPayments} instant (${instantShare} %);`,
+    );
+    out(
+      `          ${opts.concurrency} IPNs in flight (fetch, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`,
+    );
+    out(
+      `          are pending and no conversion_batch job is queued or running, the bench queues one (${drainJobs} queued)`,
+    );
+    out(
+      `payouts:  threshold channels alternate USDT on Tron (batch through a USDT -> USDT/TRC-20 exchange) and USDT on Ethereum`,
+    );
+    out(
+      `          (direct ERC-20 transfer); instant channels alternate ETH on Ethereum (direct ETH transfer, no exchange) and USDT on`,
+    );
+    out(
+      `          Tron (ETH -> USDT/TRC-20 exchange). On-chain transfers = the host wallet's (chain_transfers), not ChangeNow's own payouts.`,
+    );
     out();
     const ms = (text: string | null) => (text === null ? '-' : fmt(Number(text) / 1000, 2));
     out(
       table(
         ['measure', 'value'],
         [
-          ['payments/s, first IPN sent -> last payment settled', `${fmt(n / totalS, 1)}  (${n} in ${fmt(totalS, 2)} s; settled: converted, or paid out if instant)`],
+          [
+            'payments/s, first IPN sent -> last payment settled',
+            `${fmt(n / totalS, 1)}  (${n} in ${fmt(totalS, 2)} s; settled: converted, or paid out if instant)`,
+          ],
           ['intake phase (first IPN sent -> last 200)', `${fmt(intakeS, 2)} s  (${fmt(n / intakeS, 1)} IPN/s)`],
-          ['  IPN latency p50 / p99 / max', `${fmt(percentile(intake.latencies, 50), 1)} / ${fmt(percentile(intake.latencies, 99), 1)} / ${fmt(percentile(intake.latencies, 100), 1)} ms`],
+          [
+            '  IPN latency p50 / p99 / max',
+            `${fmt(percentile(intake.latencies, 50), 1)} / ${fmt(percentile(intake.latencies, 99), 1)} / ${fmt(percentile(intake.latencies, 100), 1)} ms`,
+          ],
           ['after intake: last 200 -> last payment settled', `${fmt(tailS, 2)} s`],
-          ['payouts/s, first IPN sent -> last payout completed', payoutsS === undefined ? '- (no payout)' : `${fmt(payoutCount / payoutsS, 1)}  (${payoutCount} in ${fmt(payoutsS, 2)} s: ${thresholdPo.n} threshold, ${instantPo.n} instant)`],
-          ['  after intake: last 200 -> last payout completed', lastPayoutAt === undefined ? '-' : `${fmt((lastPayoutAt - intake.lastAnsweredAt) / 1000, 2)} s`],
-          ['  instant: payment credited -> paid, avg / p50 / max', `${ms(instantPo.avg_ms)} / ${ms(instantPo.p50_ms)} / ${ms(instantPo.max_ms)} s`],
-          ['  threshold batch created -> paid, avg / p50 / max', `${ms(thresholdPo.avg_ms)} / ${ms(thresholdPo.p50_ms)} / ${ms(thresholdPo.max_ms)} s`],
-          ['ChangeNow exchanges, all (simulator counted)', `${allExchanges} (${simExchanges})  = ${per1000(allExchanges)} per 1,000 payments`],
-          ['  threshold channels (conversions + batches)', `${conv?.with_exchange} + ${thresholdPo.with_exchange} = ${thresholdExchanges}  = ${perThousand(thresholdExchanges, thresholdPayments)} per 1,000 threshold payments`],
-          ['  instant channels (one per non-direct payout)', `${instantPo.with_exchange}  = ${perThousand(instantPo.with_exchange, instantPayments)} per 1,000 instant payments`],
+          [
+            'payouts/s, first IPN sent -> last payout completed',
+            payoutsS === undefined
+              ? '- (no payout)'
+              : `${fmt(payoutCount / payoutsS, 1)}  (${payoutCount} in ${fmt(payoutsS, 2)} s: ${thresholdPo.n} threshold, ${instantPo.n} instant)`,
+          ],
+          [
+            '  after intake: last 200 -> last payout completed',
+            lastPayoutAt === undefined ? '-' : `${fmt((lastPayoutAt - intake.lastAnsweredAt) / 1000, 2)} s`,
+          ],
+          [
+            '  instant: payment credited -> paid, avg / p50 / max',
+            `${ms(instantPo.avg_ms)} / ${ms(instantPo.p50_ms)} / ${ms(instantPo.max_ms)} s`,
+          ],
+          [
+            '  threshold batch created -> paid, avg / p50 / max',
+            `${ms(thresholdPo.avg_ms)} / ${ms(thresholdPo.p50_ms)} / ${ms(thresholdPo.max_ms)} s`,
+          ],
+          [
+            'ChangeNow exchanges, all (simulator counted)',
+            `${allExchanges} (${simExchanges})  = ${per1000(allExchanges)} per 1,000 payments`,
+          ],
+          [
+            '  threshold channels (conversions + batches)',
+            `${conv?.with_exchange} + ${thresholdPo.with_exchange} = ${thresholdExchanges}  = ${perThousand(thresholdExchanges, thresholdPayments)} per 1,000 threshold payments`,
+          ],
+          [
+            '  instant channels (one per non-direct payout)',
+            `${instantPo.with_exchange}  = ${perThousand(instantPo.with_exchange, instantPayments)} per 1,000 instant payments`,
+          ],
           ['  replaced system (one exchange per payment)', `${n}  = 1000.00 per 1,000 payments`],
-          ['on-chain transfers, all (host wallet, confirmed)', `${confirmed}  = ${per1000(confirmed)} per 1,000 payments (not confirmed: ${transfers?.other})`],
-          ['  threshold channels (conversions + batches)', `${transfers?.conversion} + ${transfers?.threshold} = ${thresholdTransfers}  = ${perThousand(thresholdTransfers, thresholdPayments)} per 1,000 threshold payments`],
-          ['  instant channels (one per payout)', `${transfers?.instant}  = ${perThousand(transfers?.instant ?? 0, instantPayments)} per 1,000 instant payments`],
-          ['  one wallet, one send at a time: intent -> mined', `avg ${ms(transfers?.avg_ms ?? null)} / p50 ${ms(transfers?.p50_ms ?? null)} / max ${ms(transfers?.max_ms ?? null)} s; ${transfers?.span_ms ? fmt(confirmed / (Number(transfers.span_ms) / 1000), 1) : '-'} confirmed/s from the first intent to the last`],
+          [
+            'on-chain transfers, all (host wallet, confirmed)',
+            `${confirmed}  = ${per1000(confirmed)} per 1,000 payments (not confirmed: ${transfers?.other})`,
+          ],
+          [
+            '  threshold channels (conversions + batches)',
+            `${transfers?.conversion} + ${transfers?.threshold} = ${thresholdTransfers}  = ${perThousand(thresholdTransfers, thresholdPayments)} per 1,000 threshold payments`,
+          ],
+          [
+            '  instant channels (one per payout)',
+            `${transfers?.instant}  = ${perThousand(transfers?.instant ?? 0, instantPayments)} per 1,000 instant payments`,
+          ],
+          [
+            '  one wallet, one send at a time: intent -> mined',
+            `avg ${ms(transfers?.avg_ms ?? null)} / p50 ${ms(transfers?.p50_ms ?? null)} / max ${ms(transfers?.max_ms ?? null)} s; ${transfers?.span_ms ? fmt(confirmed / (Number(transfers.span_ms) / 1000), 1) : '-'} confirmed/s from the first intent to the last`,
+          ],
           ['payments per conversion min / avg / max', `${conv?.min_p} / ${conv?.avg_p} / ${conv?.max_p}`],
-          ['conversions that received < CONVERSION_MIN_USD', `${conv?.under_min} (${conv?.under_min_early} before their oldest payment waited CONVERSION_MAX_WAIT)`],
+          [
+            'conversions that received < CONVERSION_MIN_USD',
+            `${conv?.under_min} (${conv?.under_min_early} before their oldest payment waited CONVERSION_MAX_WAIT)`,
+          ],
           ['conversion created -> settled, avg / max', `${conv?.avg_ms} / ${conv?.max_ms} ms`],
-          ['payout batches (threshold)', `${thresholdPo.n} (${thresholdPo.channels} channels, ${usdt(BigInt(thresholdPo.amount))} USDT, ${sums?.batched_payments} payments; ${thresholdPo.with_exchange} via exchange, ${thresholdPo.direct} direct)`],
-          ['instant payouts', `${instantPo.n} (${instantPo.channels} channels, ${formatUnits(BigInt(instantPo.amount), 18)} ETH; ${instantPo.with_exchange} via exchange, ${instantPo.direct} direct)`],
+          [
+            'payout batches (threshold)',
+            `${thresholdPo.n} (${thresholdPo.channels} channels, ${usdt(BigInt(thresholdPo.amount))} USDT, ${sums?.batched_payments} payments; ${thresholdPo.with_exchange} via exchange, ${thresholdPo.direct} direct)`,
+          ],
+          [
+            'instant payouts',
+            `${instantPo.n} (${instantPo.channels} channels, ${formatUnits(BigInt(instantPo.amount), 18)} ETH; ${instantPo.with_exchange} via exchange, ${instantPo.direct} direct)`,
+          ],
           ['peak RSS payrail (VmHWM / sampled VmRSS max)', `${mib(childHwmKib)} / ${mib(memory.peakChildKib)}`],
-          ['peak RSS bench process (VmHWM / maxRSS)', `${mib(selfHwmKib)} / ${mib(selfMaxRssKib)}  (holds the signed bodies, the simulator)`],
+          [
+            'peak RSS bench process (VmHWM / maxRSS)',
+            `${mib(selfHwmKib)} / ${mib(selfMaxRssKib)}  (holds the signed bodies, the simulator)`,
+          ],
         ],
       ),
     );
     out(`CPU, first IPN -> completion: ${cpuLine(cpuStart, cpuEnd)}`);
     out();
     out('checks:');
-    out(`  every payment settled, every payout completed:                       ${everyPayoutDone ? 'yes' : 'NO'} (threshold ${last.completed}/${thresholdPayments} converted, conversions ${conv?.completed}/${conv?.total}; instant payouts ${instantPo.n}/${instantPayments}; payouts ${payoutsCompleted}/${payoutCount} completed)`);
-    out(`  sum threshold payments.usdt_amount == sum conversions.usdt_received: ${usdtShared === usdtReceived ? 'yes' : 'NO'} (${usdt(usdtShared)} vs ${usdt(usdtReceived)} USDT)`);
-    out(`  sum threshold payments.net_amount == sum conversions.amount_wei:     ${sums?.eth_net === sums?.eth_sent ? 'yes' : 'NO'} (${sums?.eth_net} vs ${sums?.eth_sent} wei)`);
-    out(`  sum instant payments.net_amount == sum instant payouts paid:         ${instantOk ? 'yes' : 'NO'} (${sums?.instant_net} vs ${sums?.instant_paid} wei)`);
-    out(`  batches == their payments' USDT, nothing left reserved:              ${batchesOk ? 'yes' : 'NO'} (${usdt(BigInt(sums?.batched_usdt ?? '0'))} vs ${usdt(BigInt(thresholdPo.amount))} USDT; reserved left ${sums?.reserved_left})`);
+    out(
+      `  every payment settled, every payout completed:                       ${everyPayoutDone ? 'yes' : 'NO'} (threshold ${last.completed}/${thresholdPayments} converted, conversions ${conv?.completed}/${conv?.total}; instant payouts ${instantPo.n}/${instantPayments}; payouts ${payoutsCompleted}/${payoutCount} completed)`,
+    );
+    out(
+      `  sum threshold payments.usdt_amount == sum conversions.usdt_received: ${usdtShared === usdtReceived ? 'yes' : 'NO'} (${usdt(usdtShared)} vs ${usdt(usdtReceived)} USDT)`,
+    );
+    out(
+      `  sum threshold payments.net_amount == sum conversions.amount_wei:     ${sums?.eth_net === sums?.eth_sent ? 'yes' : 'NO'} (${sums?.eth_net} vs ${sums?.eth_sent} wei)`,
+    );
+    out(
+      `  sum instant payments.net_amount == sum instant payouts paid:         ${instantOk ? 'yes' : 'NO'} (${sums?.instant_net} vs ${sums?.instant_paid} wei)`,
+    );
+    out(
+      `  batches == their payments' USDT, nothing left reserved:              ${batchesOk ? 'yes' : 'NO'} (${usdt(BigInt(sums?.batched_usdt ?? '0'))} vs ${usdt(BigInt(thresholdPo.amount))} USDT; reserved left ${sums?.reserved_left})`,
+    );
     for (const u of underMin) {
       const at = (Number(u.at_ms) - intake.firstSentAt) / 1000;
-      out(`  note: a conversion of ${u.payments} payments (${usdt(BigInt(u.usdt))} USDT, under CONVERSION_MIN_USD) was created at ${fmt(at, 2)} s (${at * 1000 <= intake.lastAnsweredAt - intake.firstSentAt ? 'during intake' : 'after intake'}), its oldest payment had waited ${u.waited_ms} ms`);
+      out(
+        `  note: a conversion of ${u.payments} payments (${usdt(BigInt(u.usdt))} USDT, under CONVERSION_MIN_USD) was created at ${fmt(at, 2)} s (${at * 1000 <= intake.lastAnsweredAt - intake.firstSentAt ? 'during intake' : 'after intake'}), its oldest payment had waited ${u.waited_ms} ms`,
+      );
     }
-    out(`  exchanges (conversions + payouts) == simulator's count:              ${exchangesOk ? 'yes' : 'NO'} (${conv?.with_exchange} + ${payoutExchanges} vs ${simExchanges})`);
-    out(`  one confirmed transfer per conversion and per payout, none other:    ${transfersOk ? 'yes' : 'NO'} (${confirmed} confirmed for ${conv?.total} conversions + ${payoutCount} payouts; payout rows ${transfers?.payout_rows}, payouts with one ${transfers?.payout_refs})`);
-    out(`  on chain: owners paid directly hold exactly their payouts:           ${onChain.directOk ? 'yes' : 'NO'} (${onChain.directWallets} wallets${onChain.directProblems.length ? `; ${onChain.directProblems.slice(0, 3).join('; ')}` : ''})`);
-    out(`  on chain: each payout exchange's payin holds exactly its payout:     ${onChain.payinOk ? 'yes' : 'NO'} (${onChain.payins} addresses${onChain.payinProblems.length ? `; ${onChain.payinProblems.slice(0, 3).join('; ')}` : ''})`);
+    out(
+      `  exchanges (conversions + payouts) == simulator's count:              ${exchangesOk ? 'yes' : 'NO'} (${conv?.with_exchange} + ${payoutExchanges} vs ${simExchanges})`,
+    );
+    out(
+      `  one confirmed transfer per conversion and per payout, none other:    ${transfersOk ? 'yes' : 'NO'} (${confirmed} confirmed for ${conv?.total} conversions + ${payoutCount} payouts; payout rows ${transfers?.payout_rows}, payouts with one ${transfers?.payout_refs})`,
+    );
+    out(
+      `  on chain: owners paid directly hold exactly their payouts:           ${onChain.directOk ? 'yes' : 'NO'} (${onChain.directWallets} wallets${onChain.directProblems.length ? `; ${onChain.directProblems.slice(0, 3).join('; ')}` : ''})`,
+    );
+    out(
+      `  on chain: each payout exchange's payin holds exactly its payout:     ${onChain.payinOk ? 'yes' : 'NO'} (${onChain.payins} addresses${onChain.payinProblems.length ? `; ${onChain.payinProblems.slice(0, 3).join('; ')}` : ''})`,
+    );
     lines.push(...ledgerLines(ledger));
     out();
-    out(`payrail's database sessions, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms, ${waits.samples} samples):`);
+    out(
+      `payrail's database sessions, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms, ${waits.samples} samples):`,
+    );
     for (const line of waits.top(8)) out(`  ${line}`);
     lines.push(...payrail.output.report('payrail output lines (warn and above, plus its start banner)'));
     process.stdout.write(lines.join('\n') + '\n');
-    const healthy = everyPayoutDone && moneyOk && instantOk && batchesOk && ledger.ok && exchangesOk && transfersOk && onChain.directOk && onChain.payinOk;
+    const healthy =
+      everyPayoutDone &&
+      moneyOk &&
+      instantOk &&
+      batchesOk &&
+      ledger.ok &&
+      exchangesOk &&
+      transfersOk &&
+      onChain.directOk &&
+      onChain.payinOk;
     return healthy ? 0 : 1;
   } finally {
     interruption.release();
     memory?.stop();
     void waits?.stop();
     if (payrail) {
-      await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS).catch((error: Error) => process.stderr.write(`stopping payrail: ${error.message}\n`));
+      await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS).catch((error: Error) =>
+        process.stderr.write(`stopping payrail: ${error.message}\n`),
+      );
       if (payrail.child.exitCode !== 0 && payrail.child.exitCode !== null) {
-        process.stderr.write(`payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.output.tail.slice(-10).join('\n')}\n`);
+        process.stderr.write(
+          `payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.output.tail.slice(-10).join('\n')}\n`,
+        );
       }
     }
-    await sim?.stop().catch((error: Error) => process.stderr.write(`stopping the ChangeNow simulator: ${error.message}\n`));
+    await sim
+      ?.stop()
+      .catch((error: Error) => process.stderr.write(`stopping the ChangeNow simulator: ${error.message}\n`));
     await chain?.stop().catch((error: Error) => process.stderr.write(`stopping anvil: ${error.message}\n`));
     await pg.close();
   }

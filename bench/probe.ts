@@ -71,7 +71,12 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
 
   const statements = new Map<string, { ms: number; n: number }>();
   let measuring = false;
-  const pool = new pg.Pool({ connectionString: options.connectionString, max: 1, application_name: 'payrail-bench-probe', statement_timeout: 30_000 });
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: 1,
+    application_name: 'payrail-bench-probe',
+    statement_timeout: 30_000,
+  });
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({ pool }),
     log(event) {

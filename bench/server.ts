@@ -41,7 +41,9 @@ async function main(): Promise<void> {
     connectionTimeoutMillis: 10_000,
     statement_timeout: 30_000,
   });
-  baselinePool.on('error', (error) => logger.warn({ event: 'baseline_client_error', err: error.message }, 'baseline client lost'));
+  baselinePool.on('error', (error) =>
+    logger.warn({ event: 'baseline_client_error', err: error.message }, 'baseline client lost'),
+  );
   const baseline = Fastify({ logger: false, bodyLimit: 64 * 1024 });
 
   let stopping = false;

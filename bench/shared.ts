@@ -81,7 +81,10 @@ export function sleep(ms: number): Promise<void> {
 /** The postmaster's pid of a cluster directory, from its postmaster.pid. */
 export function readPostmasterPid(clusterDir: string): number | undefined {
   try {
-    const pid = Number.parseInt(fs.readFileSync(path.join(clusterDir, 'postmaster.pid'), 'utf8').split('\n')[0] ?? '', 10);
+    const pid = Number.parseInt(
+      fs.readFileSync(path.join(clusterDir, 'postmaster.pid'), 'utf8').split('\n')[0] ?? '',
+      10,
+    );
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
@@ -116,7 +119,8 @@ export function fmt(n: number, digits = 1): string {
 /** A plain text table: first column left-aligned, the others right-aligned. */
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -217,7 +221,11 @@ export function busyShare(before: { busy: number; all: number }, after: { busy: 
 }
 
 /** Cores used on average (1.0 = one full core) between two tick counts `seconds` apart; undefined if either is. */
-export function ticksToCores(before: number | undefined, after: number | undefined, seconds: number): number | undefined {
+export function ticksToCores(
+  before: number | undefined,
+  after: number | undefined,
+  seconds: number,
+): number | undefined {
   return before === undefined || after === undefined ? undefined : (after - before) / CLK_TCK / seconds;
 }
 

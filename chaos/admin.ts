@@ -11,7 +11,12 @@ export interface AdminApi {
  * One admin API call; retried (bounded) while the web process is away or answers 5xx. Every action is safe to send
  * again: a repeat of one that took effect is refused with 409 (its state has moved on).
  */
-export async function admin(api: AdminApi, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+export async function admin(
+  api: AdminApi,
+  method: 'GET' | 'POST' | 'PUT',
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     const url = api.url();
@@ -19,7 +24,10 @@ export async function admin(api: AdminApi, method: 'GET' | 'POST' | 'PUT', path:
       try {
         const res = await fetch(`${url}${path}`, {
           method,
-          headers: { authorization: `Bearer ${api.token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+          headers: {
+            authorization: `Bearer ${api.token}`,
+            ...(body !== undefined && { 'content-type': 'application/json' }),
+          },
           ...(body !== undefined && { body: JSON.stringify(body) }),
           signal: AbortSignal.timeout(5_000),
         });

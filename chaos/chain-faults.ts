@@ -38,7 +38,11 @@ interface BlockTx {
 
 /** The host wallet's mined and pending transaction counts, read from anvil. */
 async function hostCounts(world: World): Promise<{ latest: number; pending: number }> {
-  const [latest, pending] = await Promise.all(['latest', 'pending'].map(async (tag) => Number(await rpc(world.chain.rpcUrl, 'eth_getTransactionCount', [world.hostAddress, tag]))));
+  const [latest, pending] = await Promise.all(
+    ['latest', 'pending'].map(async (tag) =>
+      Number(await rpc(world.chain.rpcUrl, 'eth_getTransactionCount', [world.hostAddress, tag])),
+    ),
+  );
   return { latest: latest as number, pending: pending as number };
 }
 
@@ -55,13 +59,21 @@ async function waitForHostPending(world: World, boundMs: number): Promise<number
 
 /** The host wallet's transactions in anvil's pool (ready and queued). */
 async function hostPool(world: World): Promise<PoolTx[]> {
-  const content = (await rpc(world.chain.rpcUrl, 'txpool_content', [])) as Record<'pending' | 'queued', Record<string, Record<string, { hash: Hex; nonce: Hex; maxFeePerGas?: Hex; gasPrice?: Hex }>>>;
+  const content = (await rpc(world.chain.rpcUrl, 'txpool_content', [])) as Record<
+    'pending' | 'queued',
+    Record<string, Record<string, { hash: Hex; nonce: Hex; maxFeePerGas?: Hex; gasPrice?: Hex }>>
+  >;
   const host = world.hostAddress.toLowerCase();
   const txs: PoolTx[] = [];
   for (const part of [content.pending, content.queued]) {
     for (const [sender, byNonce] of Object.entries(part ?? {})) {
       if (sender.toLowerCase() !== host) continue;
-      for (const tx of Object.values(byNonce)) txs.push({ hash: tx.hash, nonce: Number(tx.nonce), maxFeePerGas: BigInt(tx.maxFeePerGas ?? tx.gasPrice ?? '0x0') });
+      for (const tx of Object.values(byNonce))
+        txs.push({
+          hash: tx.hash,
+          nonce: Number(tx.nonce),
+          maxFeePerGas: BigInt(tx.maxFeePerGas ?? tx.gasPrice ?? '0x0'),
+        });
     }
   }
   return txs.sort((a, b) => a.nonce - b.nonce);
@@ -115,8 +127,12 @@ export async function poolDropped(world: World, holdMs: number): Promise<string>
 async function blockTxs(world: World, head: number, depth: number): Promise<BlockTx[]> {
   const txs: BlockTx[] = [];
   for (let offset = 0; offset < depth; offset++) {
-    const block = (await rpc(world.chain.rpcUrl, 'eth_getBlockByNumber', [`0x${(head - depth + 1 + offset).toString(16)}`, true])) as { transactions: Array<{ hash: Hex; from: string; nonce: Hex }> };
-    for (const tx of block.transactions) txs.push({ hash: tx.hash, from: tx.from.toLowerCase(), nonce: Number(tx.nonce), offset });
+    const block = (await rpc(world.chain.rpcUrl, 'eth_getBlockByNumber', [
+      `0x${(head - depth + 1 + offset).toString(16)}`,
+      true,
+    ])) as { transactions: Array<{ hash: Hex; from: string; nonce: Hex }> };
+    for (const tx of block.transactions)
+      txs.push({ hash: tx.hash, from: tx.from.toLowerCase(), nonce: Number(tx.nonce), offset });
   }
   return txs;
 }
@@ -160,7 +176,8 @@ export async function reorgBlocks(world: World, depth: number, pick: number): Pr
     let poolDropped = 0;
     if (dropFrom !== undefined) {
       for (const tx of await hostPool(world)) {
-        if (tx.nonce > dropFrom && (await rpc(world.chain.rpcUrl, 'anvil_dropTransaction', [tx.hash])) !== null) poolDropped++;
+        if (tx.nonce > dropFrom && (await rpc(world.chain.rpcUrl, 'anvil_dropTransaction', [tx.hash])) !== null)
+          poolDropped++;
       }
     }
     const kept = txs.filter((tx) => !droppedHashes.has(tx.hash));
@@ -175,11 +192,14 @@ export async function reorgBlocks(world: World, depth: number, pick: number): Pr
     await reorg(world.chain.rpcUrl, depth, reinclude);
     const after = await hostCounts(world);
     const expected = dropFrom ?? before.latest;
-    if (after.latest !== expected) throw new Error(`reorg: the host wallet counts ${after.latest} transactions after it, expected ${expected}`);
+    if (after.latest !== expected)
+      throw new Error(`reorg: the host wallet counts ${after.latest} transactions after it, expected ${expected}`);
     const gone = (await Promise.all(kept.map((tx) => known(world, tx.hash)))).filter((k) => !k).length;
     if (gone > 0) throw new Error(`reorg: ${gone} re-included transaction(s) are unknown after it`);
     return `last ${depth} block(s) up to ${head} reorganised: ${txs.length} transaction(s), ${hostTxs.length} of the host wallet; ${
-      dropped.length === 0 ? 'all re-included' : `host nonces ${dropFrom}..${dropped.at(-1)?.nonce} dropped (${poolDropped} waiting above them dropped from the pool), the rest re-included`
+      dropped.length === 0
+        ? 'all re-included'
+        : `host nonces ${dropFrom}..${dropped.at(-1)?.nonce} dropped (${poolDropped} waiting above them dropped from the pool), the rest re-included`
     }`;
   } finally {
     await world.ticker.release();
@@ -198,7 +218,12 @@ interface TransferView {
 }
 
 /** Polls a transfer (bounded) until `done` holds; the last view seen. */
-async function watchTransfer(api: AdminApi, transferId: string, boundMs: number, done: (t: TransferView) => boolean): Promise<TransferView | undefined> {
+async function watchTransfer(
+  api: AdminApi,
+  transferId: string,
+  boundMs: number,
+  done: (t: TransferView) => boolean,
+): Promise<TransferView | undefined> {
   const deadline = Date.now() + boundMs;
   let last: TransferView | undefined;
   for (;;) {
@@ -216,7 +241,12 @@ async function watchTransfer(api: AdminApi, transferId: string, boundMs: number,
  * part goes on beside the next faults (`followUp`, awaited before the settle): once payrail has put the transfer in
  * review (two looks 10 s apart, ~20–35 s), resolve it through the admin API as never sent.
  */
-export async function nonceTaken(world: World, api: AdminApi, feeWei: bigint, followUp: (work: Promise<string>) => void): Promise<string> {
+export async function nonceTaken(
+  world: World,
+  api: AdminApi,
+  feeWei: bigint,
+  followUp: (work: Promise<string>) => void,
+): Promise<string> {
   let nonce: number | null;
   let hash: Hex;
   let transfer: TransferView | undefined;
@@ -244,14 +274,27 @@ export async function nonceTaken(world: World, api: AdminApi, feeWei: bigint, fo
 async function resolveNeverSent(api: AdminApi, transfer: TransferView): Promise<string> {
   const what = `transfer ${transfer.transferId} (nonce ${transfer.nonce})`;
   const review = await watchTransfer(api, transfer.transferId, REVIEW_WAIT_MS, (t) => t.status !== 'broadcast');
-  if (review?.status !== 'needs_review') return `${what}; not in review within ${REVIEW_WAIT_MS / 1000} s (${review?.status ?? 'unread'}), left as it is`;
-  let answer = await admin(api, 'POST', `/api/transfers/${transfer.transferId}/resolve`, { outcome: 'never_sent', note: 'chaos nonce_taken' });
+  if (review?.status !== 'needs_review')
+    return `${what}; not in review within ${REVIEW_WAIT_MS / 1000} s (${review?.status ?? 'unread'}), left as it is`;
+  let answer = await admin(api, 'POST', `/api/transfers/${transfer.transferId}/resolve`, {
+    outcome: 'never_sent',
+    note: 'chaos nonce_taken',
+  });
   for (let i = 0; answer.status === 409 && i < 5; i++) {
     await sleep(1_000);
-    answer = await admin(api, 'POST', `/api/transfers/${transfer.transferId}/resolve`, { outcome: 'never_sent', note: 'chaos nonce_taken' });
+    answer = await admin(api, 'POST', `/api/transfers/${transfer.transferId}/resolve`, {
+      outcome: 'never_sent',
+      note: 'chaos nonce_taken',
+    });
   }
-  if (answer.status !== 202) return `${what}; in review, resolve as never_sent answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 200)}`;
+  if (answer.status !== 202)
+    return `${what}; in review, resolve as never_sent answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 200)}`;
   // Carried out by a worker: done when the transfer left review, or the request was cleared as refused.
-  const end = await watchTransfer(api, transfer.transferId, RESOLVED_WAIT_MS, (t) => t.status !== 'needs_review' || (t.requested === null && (t.lastError ?? '').includes('refused')));
+  const end = await watchTransfer(
+    api,
+    transfer.transferId,
+    RESOLVED_WAIT_MS,
+    (t) => t.status !== 'needs_review' || (t.requested === null && (t.lastError ?? '').includes('refused')),
+  );
   return `${what}; in review, resolved as never_sent: ${end?.status ?? 'unread'}${end?.lastError ? ` (${end.lastError})` : ''}`;
 }

@@ -58,7 +58,8 @@ interface PaymentRow {
 function batchWaitingForAPerson(r: PaymentRow): { what: string; reason: string | null } | null {
   if (!r.batch_id) return null;
   if (REVIEWABLE.includes(r.batch_status ?? '')) return { what: `batch ${r.batch_status}`, reason: r.batch_reason };
-  if (r.batch_transfer_status === 'needs_review') return { what: "batch's transfer in review", reason: r.batch_transfer_reason };
+  if (r.batch_transfer_status === 'needs_review')
+    return { what: "batch's transfer in review", reason: r.batch_transfer_reason };
   return null;
 }
 
@@ -92,7 +93,12 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
   const byId = new Map(rows.map((r) => [r.payment_id, r]));
   return acknowledged.map((paymentId): Outcome => {
     const r = byId.get(paymentId);
-    const out = (state: Outcome['state'], detail: string, jobKeys: string[] = []): Outcome => ({ paymentId, state, detail, jobKeys });
+    const out = (state: Outcome['state'], detail: string, jobKeys: string[] = []): Outcome => ({
+      paymentId,
+      state,
+      detail,
+      jobKeys,
+    });
     if (!r) return out('lost', 'acknowledged finished IPN but no payment row');
     if (!r.credited) {
       if (r.review_reason) return out('visible', `payment in review: ${r.review_reason}`);
@@ -104,7 +110,9 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
       if (r.payout_status === 'completed') return out('paid', `payout ${r.payout_id} completed`);
       if (REVIEWABLE.includes(r.payout_status ?? '')) {
         const reason = r.payout_reason ?? r.payout_error;
-        return reason ? out('visible', `payout ${r.payout_status}: ${reason}`) : out('lost', `payout ${r.payout_id} ${r.payout_status} without a reason`);
+        return reason
+          ? out('visible', `payout ${r.payout_status}: ${reason}`)
+          : out('lost', `payout ${r.payout_id} ${r.payout_status} without a reason`);
       }
       // Its transfer waits for a person (a nonce taken by another transaction): visible, with the transfer's reason.
       if (r.payout_transfer_status === 'needs_review') {
@@ -127,7 +135,9 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
           : out('in_flight', 'waiting for a conversion', ['conversion_batch']);
       case 'converting': {
         if (r.conv_status === 'needs_review' || r.conv_status === 'failed') {
-          return r.conv_reason ? out('visible', `conversion ${r.conv_status}: ${r.conv_reason}`) : out('lost', `conversion ${r.conversion_id} ${r.conv_status} without a reason`);
+          return r.conv_reason
+            ? out('visible', `conversion ${r.conv_status}: ${r.conv_reason}`)
+            : out('lost', `conversion ${r.conversion_id} ${r.conv_status} without a reason`);
         }
         if (r.conv_transfer_status === 'needs_review') {
           return r.conv_transfer_reason
@@ -151,21 +161,34 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
           // One open batch per channel: the USDT that arrives meanwhile waits for it to end (its end checks again).
           if (r.batch_id) {
             const keys = [`payout_run:${r.batch_id}`, `payout_poll:${r.batch_id}`];
-            if (r.batch_transfer_id) keys.push(`transfer_send:${r.batch_transfer_id}`, `transfer_confirm:${r.batch_transfer_id}`);
-            return out('in_flight', `converted, waiting behind its channel's open batch ${r.batch_id} (${r.batch_status})`, keys);
+            if (r.batch_transfer_id)
+              keys.push(`transfer_send:${r.batch_transfer_id}`, `transfer_confirm:${r.batch_transfer_id}`);
+            return out(
+              'in_flight',
+              `converted, waiting behind its channel's open batch ${r.batch_id} (${r.batch_status})`,
+              keys,
+            );
           }
-          return out('in_flight', `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`, [`threshold_check:${r.channel_id}`]);
+          return out(
+            'in_flight',
+            `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`,
+            [`threshold_check:${r.channel_id}`],
+          );
         }
         return out('on_channel', `converted, on channel ${r.channel_id} below its threshold`);
       default:
-        return r.conversion_status === 'failed' ? out('visible', 'conversion failed') : out('lost', `threshold payment with conversion status ${r.conversion_status}`);
+        return r.conversion_status === 'failed'
+          ? out('visible', 'conversion failed')
+          : out('lost', `threshold payment with conversion status ${r.conversion_status}`);
     }
   });
 }
 
 /** Keys of jobs still to run (not failed for good). */
 export async function liveJobKeys(pool: pg.Pool): Promise<Set<string>> {
-  const { rows } = await pool.query<{ key: string | null; task_identifier: string }>('select key, task_identifier from graphile_worker.jobs where attempts < max_attempts');
+  const { rows } = await pool.query<{ key: string | null; task_identifier: string }>(
+    'select key, task_identifier from graphile_worker.jobs where attempts < max_attempts',
+  );
   const keys = new Set<string>();
   for (const r of rows) {
     if (r.key) keys.add(r.key);
@@ -181,12 +204,19 @@ export interface CheckReport {
   violations: string[];
 }
 
-export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, channels: ChaosChannel[], payments: PlannedPayment[]): Promise<CheckReport> {
+export async function runChecks(
+  db: DatabaseHandle,
+  world: World,
+  fleet: Fleet,
+  channels: ChaosChannel[],
+  payments: PlannedPayment[],
+): Promise<CheckReport> {
   const figures: string[] = [];
   const violations: string[] = [];
   const pool = db.pool;
   const fig = (line: string) => figures.push(line);
-  const examples = (items: string[]) => items.slice(0, 5).join('; ') + (items.length > 5 ? `; … (${items.length} in all)` : '');
+  const examples = (items: string[]) =>
+    items.slice(0, 5).join('; ') + (items.length > 5 ? `; … (${items.length} in all)` : '');
 
   // 1. Nothing lost.
   const outcomes = await classify(pool, payments);
@@ -196,62 +226,122 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
   const queued = inFlight.filter((o) => o.jobKeys.some((k) => live.has(k)));
   const stuck = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
   const lost = count('lost');
-  fig(`payments: ${payments.length} planned, ${outcomes.length} acknowledged finished; paid out ${count('paid').length}, on channel below threshold ${count('on_channel').length}, held/review/failed with a reason ${count('visible').length}, still in flight with a job queued ${queued.length}, stuck without a job ${stuck.length}, lost ${lost.length}`);
+  fig(
+    `payments: ${payments.length} planned, ${outcomes.length} acknowledged finished; paid out ${count('paid').length}, on channel below threshold ${count('on_channel').length}, held/review/failed with a reason ${count('visible').length}, still in flight with a job queued ${queued.length}, stuck without a job ${stuck.length}, lost ${lost.length}`,
+  );
   // Reasons grouped without their ids, hashes, times and numbers.
-  const shape = (detail: string) => detail.replace(/\d{4}-\d\d-\d\dT[^ ]+|\b[a-z]{2}_[0-9a-f]{16}\b|0x[0-9a-fA-F]+|[0-9a-f-]{20,}/g, '…').replace(/\b\d+\b/g, 'N');
+  const shape = (detail: string) =>
+    detail
+      .replace(/\d{4}-\d\d-\d\dT[^ ]+|\b[a-z]{2}_[0-9a-f]{16}\b|0x[0-9a-fA-F]+|[0-9a-f-]{20,}/g, '…')
+      .replace(/\b\d+\b/g, 'N');
   const visibleReasons = new Map<string, number>();
   for (const o of count('visible')) visibleReasons.set(shape(o.detail), (visibleReasons.get(shape(o.detail)) ?? 0) + 1);
   for (const [reason, n] of visibleReasons) fig(`  visible: ${n} × ${reason}`);
   // After the bounded settle, work still in flight is not "visibly held with a reason": it did not finish in time.
-  if (queued.length > 0) violations.push(`not settled: ${queued.length} payment(s) still in flight (a job is queued): ${examples(queued.map((o) => `${o.paymentId}: ${o.detail}`))}`);
-  if (lost.length > 0) violations.push(`lost: ${lost.length} acknowledged payment(s): ${examples(lost.map((o) => `${o.paymentId}: ${o.detail}`))}`);
-  if (stuck.length > 0) violations.push(`stuck: ${stuck.length} payment(s) in flight with no job to move them: ${examples(stuck.map((o) => `${o.paymentId}: ${o.detail}`))}`);
+  if (queued.length > 0)
+    violations.push(
+      `not settled: ${queued.length} payment(s) still in flight (a job is queued): ${examples(queued.map((o) => `${o.paymentId}: ${o.detail}`))}`,
+    );
+  if (lost.length > 0)
+    violations.push(
+      `lost: ${lost.length} acknowledged payment(s): ${examples(lost.map((o) => `${o.paymentId}: ${o.detail}`))}`,
+    );
+  if (stuck.length > 0)
+    violations.push(
+      `stuck: ${stuck.length} payment(s) in flight with no job to move them: ${examples(stuck.map((o) => `${o.paymentId}: ${o.detail}`))}`,
+    );
 
-  const creditedOf = async (ids: string[]) => (await pool.query<{ id: string }>('select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null', [ids])).rows;
+  const creditedOf = async (ids: string[]) =>
+    (
+      await pool.query<{ id: string }>(
+        'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
+        [ids],
+      )
+    ).rows;
   const neverFinished = payments.filter((p) => p.shape === 'never_finished').map((p) => p.paymentId);
   const wronglyCredited = await creditedOf(neverFinished);
   fig(`never-finished payments: ${neverFinished.length}, credited ${wronglyCredited.length}`);
-  if (wronglyCredited.length > 0) violations.push(`credited without a finished IPN: ${examples(wronglyCredited.map((r) => r.id))}`);
+  if (wronglyCredited.length > 0)
+    violations.push(`credited without a finished IPN: ${examples(wronglyCredited.map((r) => r.id))}`);
   // A leaked IPN secret must not mint money: NOWPayments' API knows no such payment.
   const forged = payments.filter((p) => p.forged).map((p) => p.paymentId);
   const forgedCredited = await creditedOf(forged);
   fig(`forged payments (signed, unknown to NOWPayments' API): ${forged.length}, credited ${forgedCredited.length}`);
-  if (forgedCredited.length > 0) violations.push(`forged payment credited: ${examples(forgedCredited.map((r) => r.id))}`);
+  if (forgedCredited.length > 0)
+    violations.push(`forged payment credited: ${examples(forgedCredited.map((r) => r.id))}`);
 
   // 2. Nothing twice: one exchange per conversion / payout, one transfer per exchange, chain agrees.
   const exchanges = [...world.sim.exchanges.values()];
   const byUser = new Map<string, number>();
   for (const ex of exchanges) byUser.set(ex.userId ?? '(none)', (byUser.get(ex.userId ?? '(none)') ?? 0) + 1);
   const doubleExchanges = [...byUser.entries()].filter(([, n]) => n > 1);
-  fig(`ChangeNow exchanges: ${exchanges.length} for ${byUser.size} conversions/payouts; with more than one: ${doubleExchanges.length}`);
-  if (doubleExchanges.length > 0) violations.push(`double exchange: ${examples(doubleExchanges.map(([u, n]) => `${u}: ${n} exchanges`))}`);
+  fig(
+    `ChangeNow exchanges: ${exchanges.length} for ${byUser.size} conversions/payouts; with more than one: ${doubleExchanges.length}`,
+  );
+  if (doubleExchanges.length > 0)
+    violations.push(`double exchange: ${examples(doubleExchanges.map(([u, n]) => `${u}: ${n} exchanges`))}`);
 
-  const transfers = (await pool.query<{ purpose: string; ref: string; asset: string; to_address: string; amount: string; status: string; nonce: string | null; last_error: string | null; reason: string | null }>(
-    'select purpose, ref, asset, lower(to_address) as to_address, amount::text, status, nonce::text, last_error, reason from chain_transfers',
-  )).rows;
+  const transfers = (
+    await pool.query<{
+      purpose: string;
+      ref: string;
+      asset: string;
+      to_address: string;
+      amount: string;
+      status: string;
+      nonce: string | null;
+      last_error: string | null;
+      reason: string | null;
+    }>(
+      'select purpose, ref, asset, lower(to_address) as to_address, amount::text, status, nonce::text, last_error, reason from chain_transfers',
+    )
+  ).rows;
   const perRef = new Map<string, number>();
   for (const t of transfers) perRef.set(`${t.purpose}:${t.ref}`, (perRef.get(`${t.purpose}:${t.ref}`) ?? 0) + 1);
   const doubleTransfers = [...perRef.entries()].filter(([, n]) => n > 1);
   const byOutcome = new Map<string, number>();
-  for (const t of transfers) byOutcome.set(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status, (byOutcome.get(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status) ?? 0) + 1);
-  fig(`chain transfers: ${transfers.length} (${[...byOutcome.entries()].sort().map(([k, n]) => `${k} ${n}`).join(', ')}); purposes with more than one: ${doubleTransfers.length}`);
-  if (doubleTransfers.length > 0) violations.push(`double transfer record: ${examples(doubleTransfers.map(([r, n]) => `${r}: ${n}`))}`);
+  for (const t of transfers)
+    byOutcome.set(
+      t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status,
+      (byOutcome.get(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status) ?? 0) + 1,
+    );
+  fig(
+    `chain transfers: ${transfers.length} (${[...byOutcome.entries()]
+      .sort()
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}); purposes with more than one: ${doubleTransfers.length}`,
+  );
+  if (doubleTransfers.length > 0)
+    violations.push(`double transfer record: ${examples(doubleTransfers.map(([r, n]) => `${r}: ${n}`))}`);
   const reviewWithoutReason = transfers.filter((t) => t.status === 'needs_review' && !t.reason);
-  if (reviewWithoutReason.length > 0) violations.push(`transfer in review without a reason: ${examples(reviewWithoutReason.map((t) => `${t.purpose}:${t.ref}`))}`);
+  if (reviewWithoutReason.length > 0)
+    violations.push(
+      `transfer in review without a reason: ${examples(reviewWithoutReason.map((t) => `${t.purpose}:${t.ref}`))}`,
+    );
 
   // What each payin address holds on chain equals what payrail recorded sending it: a second send would show here.
   let payinMismatch = 0;
   const payinProblems: string[] = [];
   for (const ex of exchanges) {
-    const sent = transfers.filter((t) => t.to_address === ex.payinAddress.toLowerCase() && t.status === 'confirmed').reduce((s, t) => s + BigInt(t.amount), 0n);
-    const held = ex.fromCurrency === 'eth' ? await world.ethBalance(ex.payinAddress) : await world.usdtBalance(ex.payinAddress);
+    const sent = transfers
+      .filter((t) => t.to_address === ex.payinAddress.toLowerCase() && t.status === 'confirmed')
+      .reduce((s, t) => s + BigInt(t.amount), 0n);
+    const held =
+      ex.fromCurrency === 'eth' ? await world.ethBalance(ex.payinAddress) : await world.usdtBalance(ex.payinAddress);
     if (held !== sent) {
       payinMismatch++;
-      const statuses = transfers.filter((t) => t.to_address === ex.payinAddress.toLowerCase()).map((t) => t.status).join(',');
-      payinProblems.push(`exchange ${ex.id} (${ex.userId}): payin holds ${held}, confirmed transfers ${sent} [${statuses || 'none'}]`);
+      const statuses = transfers
+        .filter((t) => t.to_address === ex.payinAddress.toLowerCase())
+        .map((t) => t.status)
+        .join(',');
+      payinProblems.push(
+        `exchange ${ex.id} (${ex.userId}): payin holds ${held}, confirmed transfers ${sent} [${statuses || 'none'}]`,
+      );
     }
   }
-  fig(`payin addresses whose on-chain balance differs from the confirmed transfers to them: ${payinMismatch} of ${exchanges.length}`);
+  fig(
+    `payin addresses whose on-chain balance differs from the confirmed transfers to them: ${payinMismatch} of ${exchanges.length}`,
+  );
   if (payinMismatch > 0) violations.push(`payin mismatch: ${examples(payinProblems)}`);
 
   const nonces = await checkHostNonces(pool, world);
@@ -260,14 +350,18 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
 
   // 3. Ledger clean, and what it says agrees with the chain.
   const ledger = await checkLedger(db.db);
-  fig(`checkLedger: ${ledger.ok ? 'clean' : `${ledger.problems.length} problem(s)`} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries)`);
+  fig(
+    `checkLedger: ${ledger.ok ? 'clean' : `${ledger.problems.length} problem(s)`} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries)`,
+  );
   for (const p of ledger.problems) violations.push(`ledger ${p.rule}: ${p.subject}: ${p.detail}`);
 
-  const directPayouts = (await pool.query<{ wallet: string; asset: string; completed: string; open: string }>(
-    `select lower(wallet_address) as wallet, asset, coalesce(sum(amount) filter (where status = 'completed'), 0)::text as completed,
+  const directPayouts = (
+    await pool.query<{ wallet: string; asset: string; completed: string; open: string }>(
+      `select lower(wallet_address) as wallet, asset, coalesce(sum(amount) filter (where status = 'completed'), 0)::text as completed,
             count(*) filter (where status not in ('completed', 'failed', 'cancelled'))::text as open
      from payouts where exchange_id is null and payout_network = 'eth' group by 1, 2`,
-  )).rows;
+    )
+  ).rows;
   let directBad = 0;
   for (const ch of channels.filter((c) => c.direct)) {
     const asset = ch.kind === 'instant_eth_direct' ? 'eth' : 'usdt';
@@ -276,45 +370,83 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
     const onChain = asset === 'eth' ? await world.ethBalance(ch.wallet) : await world.usdtBalance(ch.wallet);
     if (onChain !== completed) {
       directBad++;
-      violations.push(`direct owner ${ch.wallet} (channel ${ch.id}): holds ${onChain} ${asset} on chain, completed direct payouts ${completed} (${row?.open ?? 0} still open)`);
+      violations.push(
+        `direct owner ${ch.wallet} (channel ${ch.id}): holds ${onChain} ${asset} on chain, completed direct payouts ${completed} (${row?.open ?? 0} still open)`,
+      );
     }
   }
-  fig(`direct payout owners whose on-chain balance differs from their completed direct payouts: ${directBad} of ${channels.filter((c) => c.direct).length}`);
+  fig(
+    `direct payout owners whose on-chain balance differs from their completed direct payouts: ${directBad} of ${channels.filter((c) => c.direct).length}`,
+  );
 
   // Host USDT: on chain = what ChangeNow paid it (conversions, USDT refunds) − USDT it sent; and the ledger's USDT
   // held by the platform (every non-world account) = that, plus USDT that left for payouts not yet booked out,
   // minus USDT that arrived but is not booked (conversions not settled, refunds of payouts not returned).
   const host = world.hostAddress.toLowerCase();
-  const convStatus = new Map((await pool.query<{ id: string; status: string }>('select conversion_id as id, status from conversions')).rows.map((r) => [r.id, r.status]));
-  const payoutStatus = new Map((await pool.query<{ id: string; status: string }>('select payout_id as id, status from payouts')).rows.map((r) => [r.id, r.status]));
+  const convStatus = new Map(
+    (await pool.query<{ id: string; status: string }>('select conversion_id as id, status from conversions')).rows.map(
+      (r) => [r.id, r.status],
+    ),
+  );
+  const payoutStatus = new Map(
+    (await pool.query<{ id: string; status: string }>('select payout_id as id, status from payouts')).rows.map((r) => [
+      r.id,
+      r.status,
+    ]),
+  );
   let paidToHost = 0n;
   let unbooked = 0n;
   // What ChangeNow's transaction moved, read from the chain: a short payout or a short refund moves less than the
   // exchange reports.
-  const movedToHost = async (hash: string | null) => (hash ? ((await world.hostReader.tokenReceived(hash as `0x${string}`, world.usdt, world.hostAddress)) ?? 0n) : 0n);
+  const movedToHost = async (hash: string | null) =>
+    hash ? ((await world.hostReader.tokenReceived(hash as `0x${string}`, world.usdt, world.hostAddress)) ?? 0n) : 0n;
   for (const ex of exchanges) {
-    if (ex.status === 'finished' && ex.toCurrency === 'usdt' && ex.toNetwork === 'eth' && ex.payoutAddress.toLowerCase() === host) {
+    if (
+      ex.status === 'finished' &&
+      ex.toCurrency === 'usdt' &&
+      ex.toNetwork === 'eth' &&
+      ex.payoutAddress.toLowerCase() === host
+    ) {
       const amount = await movedToHost(ex.payoutHash);
       paidToHost += amount;
       if (convStatus.get(ex.userId ?? '') !== 'completed') unbooked += amount;
     }
-    if (ex.status === 'refunded' && ex.refundHash && ex.fromCurrency === 'usdt' && (ex.refundAddress ?? '').toLowerCase() === host) {
+    if (
+      ex.status === 'refunded' &&
+      ex.refundHash &&
+      ex.fromCurrency === 'usdt' &&
+      (ex.refundAddress ?? '').toLowerCase() === host
+    ) {
       const amount = await movedToHost(ex.refundHash);
       paidToHost += amount;
       if (payoutStatus.get(ex.userId ?? '') !== 'failed') unbooked += amount;
     }
   }
-  const usdtSent = transfers.filter((t) => t.asset === 'usdt' && t.status === 'confirmed').reduce((s, t) => s + BigInt(t.amount), 0n);
-  const leftNotBooked = (await pool.query<{ n: string }>(
-    `select coalesce(sum(t.amount), 0)::text as n from chain_transfers t join payouts p on p.transfer_id = t.transfer_id
+  const usdtSent = transfers
+    .filter((t) => t.asset === 'usdt' && t.status === 'confirmed')
+    .reduce((s, t) => s + BigInt(t.amount), 0n);
+  const leftNotBooked =
+    (
+      await pool.query<{ n: string }>(
+        `select coalesce(sum(t.amount), 0)::text as n from chain_transfers t join payouts p on p.transfer_id = t.transfer_id
      where t.asset = 'usdt' and t.status = 'confirmed' and p.status not in ('completed', 'failed', 'cancelled')`,
-  )).rows[0]?.n ?? '0';
+      )
+    ).rows[0]?.n ?? '0';
   const hostUsdt = await world.usdtBalance(world.hostAddress);
   fig(`host USDT on chain ${hostUsdt}; ChangeNow paid it ${paidToHost}, it sent ${usdtSent}`);
-  if (hostUsdt !== paidToHost - usdtSent) violations.push(`host USDT on chain ${hostUsdt} ≠ received ${paidToHost} − sent ${usdtSent}`);
-  const ledgerHeld = BigInt((await pool.query<{ n: string }>("select coalesce(sum(balance), 0)::text as n from ledger_accounts where asset = 'usdt' and code not like 'world:%'")).rows[0]?.n ?? '0');
+  if (hostUsdt !== paidToHost - usdtSent)
+    violations.push(`host USDT on chain ${hostUsdt} ≠ received ${paidToHost} − sent ${usdtSent}`);
+  const ledgerHeld = BigInt(
+    (
+      await pool.query<{ n: string }>(
+        "select coalesce(sum(balance), 0)::text as n from ledger_accounts where asset = 'usdt' and code not like 'world:%'",
+      )
+    ).rows[0]?.n ?? '0',
+  );
   const expected = hostUsdt + BigInt(leftNotBooked) - unbooked;
-  fig(`ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`);
+  fig(
+    `ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`,
+  );
   if (ledgerHeld !== expected) violations.push(`ledger USDT ${ledgerHeld} ≠ chain-derived ${expected}`);
 
   const ledgerChain = await checkLedgerEqualsChain(db, world, payments);
@@ -323,16 +455,34 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
 
   // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
   // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
-  const failed = (await pool.query<{ id: string; task_identifier: string; last_error: string | null }>('select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null')).rows;
-  const stored = (await pool.query<{ subject: string; open: boolean }>("select subject, resolved_at is null as open from alerts where rule = 'job_failed_permanently'")).rows;
+  const failed = (
+    await pool.query<{ id: string; task_identifier: string; last_error: string | null }>(
+      'select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null',
+    )
+  ).rows;
+  const stored = (
+    await pool.query<{ subject: string; open: boolean }>(
+      "select subject, resolved_at is null as open from alerts where rule = 'job_failed_permanently'",
+    )
+  ).rows;
   const alerted = new Set(stored.map((a) => a.subject));
   const silent = failed.filter((j) => !alerted.has(j.id));
-  fig(`jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`);
-  if (silent.length > 0) violations.push(`job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`);
-  const storedByRule = (await pool.query<{ rule: string; n: number; open: number }>('select rule, count(*)::int as n, count(*) filter (where resolved_at is null)::int as open from alerts group by rule order by rule')).rows;
+  fig(
+    `jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`,
+  );
+  if (silent.length > 0)
+    violations.push(
+      `job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`,
+    );
+  const storedByRule = (
+    await pool.query<{ rule: string; n: number; open: number }>(
+      'select rule, count(*)::int as n, count(*) filter (where resolved_at is null)::int as open from alerts group by rule order by rule',
+    )
+  ).rows;
   fig(`alerts stored: ${storedByRule.map((r) => `${r.rule} ×${r.n} (${r.open} open)`).join(', ') || 'none'}`);
   const otherAlerts = new Map<string, number>();
-  for (const l of fleet.alerts()) otherAlerts.set(String(l.json?.alert), (otherAlerts.get(String(l.json?.alert)) ?? 0) + 1);
+  for (const l of fleet.alerts())
+    otherAlerts.set(String(l.json?.alert), (otherAlerts.get(String(l.json?.alert)) ?? 0) + 1);
   fig(`alerts logged: ${[...otherAlerts.entries()].map(([a, n]) => `${a} ×${n}`).join(', ') || 'none'}`);
 
   return { figures, violations };
@@ -352,17 +502,32 @@ export async function runChecks(db: DatabaseHandle, world: World, fleet: Fleet, 
  * before the checks; what they spent is read from the chain and printed beside the terms, and the difference must
  * still be exactly zero.
  */
-async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments: PlannedPayment[]): Promise<CheckReport> {
+async function checkLedgerEqualsChain(
+  db: DatabaseHandle,
+  world: World,
+  payments: PlannedPayment[],
+): Promise<CheckReport> {
   const figures: string[] = [];
   const violations: string[] = [];
   const forwarded = payments.filter((p) => p.forwardTx !== null);
-  const credited = new Set((await db.pool.query<{ id: string }>(
-    'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
-    [forwarded.map((p) => p.paymentId)],
-  )).rows.map((r) => r.id));
+  const credited = new Set(
+    (
+      await db.pool.query<{ id: string }>(
+        'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
+        [forwarded.map((p) => p.paymentId)],
+      )
+    ).rows.map((r) => r.id),
+  );
   const uncredited = forwarded.filter((p) => !credited.has(p.paymentId));
   const uncreditedWei = uncredited.reduce((sum, p) => sum + (p.outcomeWei ?? 0n), 0n);
-  const forwards = `NOWPayments forwarded ${forwarded.length} outcome(s), ${forwarded.reduce((sum, p) => sum + (p.outcomeWei ?? 0n), 0n)} wei; for payments payrail did not credit: ${uncredited.length} (${uncreditedWei} wei)${uncredited.length ? `: ${uncredited.slice(0, 5).map((p) => p.paymentId).join(', ')}` : ''}`;
+  const forwards = `NOWPayments forwarded ${forwarded.length} outcome(s), ${forwarded.reduce((sum, p) => sum + (p.outcomeWei ?? 0n), 0n)} wei; for payments payrail did not credit: ${uncredited.length} (${uncreditedWei} wei)${
+    uncredited.length
+      ? `: ${uncredited
+          .slice(0, 5)
+          .map((p) => p.paymentId)
+          .join(', ')}`
+      : ''
+  }`;
 
   const host = world.hostAddress.toLowerCase();
   let outsideMined = 0;
@@ -380,8 +545,13 @@ async function checkLedgerEqualsChain(db: DatabaseHandle, world: World, payments
     const terms = `on chain ${a.onChain}; ledger held by the platform ${a.ledgerHeld} − mined not booked out ${a.leftNotBooked} (${a.inFlight.length} transfer(s))${a.asset === 'eth' ? ` − gas of mined versions not booked ${a.gasNotBooked}` : ''} = expected ${a.expected}; difference ${a.difference}${a.asset === 'eth' ? ` (${outsideMined} host transaction(s) from outside payrail spent ${outsideSpentWei}, booked as withdrawals)` : ''}`;
     figures.push(`ledger = chain, ${a.asset}: ${terms}`);
     if (a.difference !== 0n) {
-      const inFlight = a.inFlight.slice(0, 5).map((t) => `${t.transferId} ${t.purpose}:${t.ref} ${t.amount}`).join('; ');
-      violations.push(`ledger ≠ chain (${a.asset}): ${terms}; unexplained ${a.difference}${inFlight ? `; mined not booked out: ${inFlight}${a.inFlight.length > 5 ? '; …' : ''}` : ''}${a.asset === 'eth' ? `; ${forwards}` : ''}`);
+      const inFlight = a.inFlight
+        .slice(0, 5)
+        .map((t) => `${t.transferId} ${t.purpose}:${t.ref} ${t.amount}`)
+        .join('; ');
+      violations.push(
+        `ledger ≠ chain (${a.asset}): ${terms}; unexplained ${a.difference}${inFlight ? `; mined not booked out: ${inFlight}${a.inFlight.length > 5 ? '; …' : ''}` : ''}${a.asset === 'eth' ? `; ${forwards}` : ''}`,
+      );
     }
   }
   figures.push(forwards);
@@ -395,12 +565,24 @@ export async function diagnostics(pool: pg.Pool): Promise<string[]> {
     return [`-- ${title}`, ...rows.map((r) => JSON.stringify(r))];
   };
   return [
-    ...(await q('jobs', `select task_identifier, queue_name, locked_by is not null as locked, count(*)::int as n, min(run_at) as first_run_at, max(attempts) as max_attempts_used, min(locked_at) as oldest_lock, max(last_error) as an_error
-                         from graphile_worker.jobs group by 1, 2, 3 order by 1`)),
-    ...(await q('locked queues', 'select queue_name, locked_at, locked_by from graphile_worker._private_job_queues where locked_by is not null')),
+    ...(await q(
+      'jobs',
+      `select task_identifier, queue_name, locked_by is not null as locked, count(*)::int as n, min(run_at) as first_run_at, max(attempts) as max_attempts_used, min(locked_at) as oldest_lock, max(last_error) as an_error
+                         from graphile_worker.jobs group by 1, 2, 3 order by 1`,
+    )),
+    ...(await q(
+      'locked queues',
+      'select queue_name, locked_at, locked_by from graphile_worker._private_job_queues where locked_by is not null',
+    )),
     ...(await q('worker heartbeats', 'select worker_id, last_seen_at, queue_worker_ids from worker_heartbeats')),
-    ...(await q('open payouts', "select payout_id, kind, status, attempts, last_error, updated_at from payouts where status not in ('completed','failed','cancelled') order by updated_at limit 15")),
-    ...(await q('open transfers', "select transfer_id, purpose, status, nonce, attempts, last_error from chain_transfers where status <> 'confirmed' order by created_at limit 15")),
+    ...(await q(
+      'open payouts',
+      "select payout_id, kind, status, attempts, last_error, updated_at from payouts where status not in ('completed','failed','cancelled') order by updated_at limit 15",
+    )),
+    ...(await q(
+      'open transfers',
+      "select transfer_id, purpose, status, nonce, attempts, last_error from chain_transfers where status <> 'confirmed' order by created_at limit 15",
+    )),
   ];
 }
 
@@ -429,13 +611,19 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
   const figures: string[] = [];
   const violations: string[] = [];
   const hostNonce = await world.nonce(world.hostAddress);
-  const transfers = (await pool.query<{ transfer_id: string; status: string; nonce: string | null; last_error: string | null }>(
-    'select transfer_id, status, nonce::text, last_error from chain_transfers where nonce is not null',
-  )).rows;
-  const outsideMined = (await mapBounded(world.outsideTxs, (o) => world.minedTx(o.hash))).flatMap((tx, i) => (tx ? [world.outsideTxs[i] as OutsideTx] : []));
+  const transfers = (
+    await pool.query<{ transfer_id: string; status: string; nonce: string | null; last_error: string | null }>(
+      'select transfer_id, status, nonce::text, last_error from chain_transfers where nonce is not null',
+    )
+  ).rows;
+  const outsideMined = (await mapBounded(world.outsideTxs, (o) => world.minedTx(o.hash))).flatMap((tx, i) =>
+    tx ? [world.outsideTxs[i] as OutsideTx] : [],
+  );
   const outside = new Set(outsideMined.map((o) => o.nonce));
   const usedOwn = (t: (typeof transfers)[number]) =>
-    t.status === 'confirmed' || (t.status === 'failed' && OWN_MINED_FAILURES.includes(t.last_error ?? '')) || (t.status === 'needs_review' && !outside.has(Number(t.nonce)));
+    t.status === 'confirmed' ||
+    (t.status === 'failed' && OWN_MINED_FAILURES.includes(t.last_error ?? '')) ||
+    (t.status === 'needs_review' && !outside.has(Number(t.nonce)));
   const own = transfers.filter(usedOwn);
   const ownNonces = new Map<number, string[]>();
   for (const t of own) ownNonces.set(Number(t.nonce), [...(ownNonces.get(Number(t.nonce)) ?? []), t.transfer_id]);
@@ -443,39 +631,99 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
   const open = transfers.filter((t) => !['confirmed', 'failed', 'needs_review'].includes(t.status));
 
   const shared = [...ownNonces.entries()].filter(([, ids]) => ids.length > 1);
-  if (shared.length > 0) violations.push(`host nonce used by more than one transfer: ${shared.slice(0, 5).map(([n, ids]) => `${n}: ${ids.join(', ')}`).join('; ')}`);
+  if (shared.length > 0)
+    violations.push(
+      `host nonce used by more than one transfer: ${shared
+        .slice(0, 5)
+        .map(([n, ids]) => `${n}: ${ids.join(', ')}`)
+        .join('; ')}`,
+    );
   const both = [...ownNonces.keys()].filter((n) => outside.has(n));
-  if (both.length > 0) violations.push(`host nonce both mined by payrail and taken from outside: ${both.slice(0, 5).join(', ')}`);
+  if (both.length > 0)
+    violations.push(`host nonce both mined by payrail and taken from outside: ${both.slice(0, 5).join(', ')}`);
   const unexplained = neverSent.filter((t) => !outside.has(Number(t.nonce)));
-  if (unexplained.length > 0) violations.push(`transfer failed as never_sent but no outside transaction took its nonce: ${unexplained.slice(0, 5).map((t) => `${t.transfer_id} (nonce ${t.nonce})`).join(', ')}`);
+  if (unexplained.length > 0)
+    violations.push(
+      `transfer failed as never_sent but no outside transaction took its nonce: ${unexplained
+        .slice(0, 5)
+        .map((t) => `${t.transfer_id} (nonce ${t.nonce})`)
+        .join(', ')}`,
+    );
   const accounted = ownNonces.size + outside.size;
   const missing: number[] = [];
   for (let n = 0; n < hostNonce && missing.length < 5; n++) if (!ownNonces.has(n) && !outside.has(n)) missing.push(n);
-  figures.push(`host wallet: ${hostNonce} transactions on chain = ${ownNonces.size} nonces used by payrail's transfers (confirmed, or failed as ${OWN_MINED_FAILURES.join('/')}) + ${outside.size} taken from outside (nonce_taken; ${neverSent.length} transfer(s) resolved never_sent at them)${open.length ? `; ${open.length} transfer(s) not final` : ''}`);
+  figures.push(
+    `host wallet: ${hostNonce} transactions on chain = ${ownNonces.size} nonces used by payrail's transfers (confirmed, or failed as ${OWN_MINED_FAILURES.join('/')}) + ${outside.size} taken from outside (nonce_taken; ${neverSent.length} transfer(s) resolved never_sent at them)${open.length ? `; ${open.length} transfer(s) not final` : ''}`,
+  );
   if (hostNonce !== accounted || missing.length > 0) {
-    violations.push(`host wallet sent ${hostNonce} transactions but payrail's transfers account for ${accounted} nonces (${ownNonces.size} own + ${outside.size} outside)${missing.length ? `; unaccounted nonces: ${missing.join(', ')}` : ''}${open.length ? `; not final: ${open.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}`).join(', ')}` : ''}`);
+    violations.push(
+      `host wallet sent ${hostNonce} transactions but payrail's transfers account for ${accounted} nonces (${ownNonces.size} own + ${outside.size} outside)${missing.length ? `; unaccounted nonces: ${missing.join(', ')}` : ''}${
+        open.length
+          ? `; not final: ${open
+              .slice(0, 5)
+              .map((t) => `${t.transfer_id} ${t.status}`)
+              .join(', ')}`
+          : ''
+      }`,
+    );
   }
 
   // From the chain alone: which stored versions are mined.
-  const versions = (await pool.query<{ transfer_id: string; version: number; tx_hash: string }>('select transfer_id, version, tx_hash from chain_transfer_versions')).rows;
+  const versions = (
+    await pool.query<{ transfer_id: string; version: number; tx_hash: string }>(
+      'select transfer_id, version, tx_hash from chain_transfer_versions',
+    )
+  ).rows;
   const mined = await mapBounded(versions, (v) => world.minedTx(v.tx_hash as `0x${string}`));
   const minedBy = new Map<string, Array<{ version: number; nonce: number }>>();
   versions.forEach((v, i) => {
     const tx = mined[i];
-    if (tx) minedBy.set(v.transfer_id, [...(minedBy.get(v.transfer_id) ?? []), { version: v.version, nonce: tx.nonce }]);
+    if (tx)
+      minedBy.set(v.transfer_id, [...(minedBy.get(v.transfer_id) ?? []), { version: v.version, nonce: tx.nonce }]);
   });
   const minedCount = [...minedBy.values()].reduce((n, list) => n + list.length, 0);
   const twice = [...minedBy.entries()].filter(([, list]) => list.length > 1);
-  if (twice.length > 0) violations.push(`transfer with more than one version mined: ${twice.slice(0, 5).map(([id, list]) => `${id}: versions ${list.map((m) => m.version).join(', ')}`).join('; ')}`);
+  if (twice.length > 0)
+    violations.push(
+      `transfer with more than one version mined: ${twice
+        .slice(0, 5)
+        .map(([id, list]) => `${id}: versions ${list.map((m) => m.version).join(', ')}`)
+        .join('; ')}`,
+    );
   const byId = new Map(transfers.map((t) => [t.transfer_id, t]));
-  const wrongNonce = [...minedBy.entries()].filter(([id, list]) => list.some((m) => String(m.nonce) !== byId.get(id)?.nonce));
-  if (wrongNonce.length > 0) violations.push(`mined version at another nonce than its transfer's: ${wrongNonce.slice(0, 5).map(([id]) => id).join(', ')}`);
+  const wrongNonce = [...minedBy.entries()].filter(([id, list]) =>
+    list.some((m) => String(m.nonce) !== byId.get(id)?.nonce),
+  );
+  if (wrongNonce.length > 0)
+    violations.push(
+      `mined version at another nonce than its transfer's: ${wrongNonce
+        .slice(0, 5)
+        .map(([id]) => id)
+        .join(', ')}`,
+    );
   const notMined = own.filter((t) => !minedBy.has(t.transfer_id));
-  if (notMined.length > 0) violations.push(`transfer booked as mined but none of its versions is on chain: ${notMined.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}`).join(', ')}`);
+  if (notMined.length > 0)
+    violations.push(
+      `transfer booked as mined but none of its versions is on chain: ${notMined
+        .slice(0, 5)
+        .map((t) => `${t.transfer_id} ${t.status}`)
+        .join(', ')}`,
+    );
   const minedUnbooked = transfers.filter((t) => minedBy.has(t.transfer_id) && !usedOwn(t) && !open.includes(t));
-  if (minedUnbooked.length > 0) violations.push(`transfer with a version on chain but not booked as mined: ${minedUnbooked.slice(0, 5).map((t) => `${t.transfer_id} ${t.status}${t.last_error ? ` ${t.last_error}` : ''}`).join(', ')}`);
-  figures.push(`host wallet from the chain: ${minedCount} of ${versions.length} signed versions mined (one per transfer: ${twice.length === 0 ? 'yes' : 'no'}) + ${outsideMined.length} outside = ${minedCount + outsideMined.length} (chain: ${hostNonce})`);
-  if (minedCount + outsideMined.length !== hostNonce) violations.push(`host wallet: ${hostNonce} transactions on chain, but ${minedCount} mined versions + ${outsideMined.length} outside transactions`);
+  if (minedUnbooked.length > 0)
+    violations.push(
+      `transfer with a version on chain but not booked as mined: ${minedUnbooked
+        .slice(0, 5)
+        .map((t) => `${t.transfer_id} ${t.status}${t.last_error ? ` ${t.last_error}` : ''}`)
+        .join(', ')}`,
+    );
+  figures.push(
+    `host wallet from the chain: ${minedCount} of ${versions.length} signed versions mined (one per transfer: ${twice.length === 0 ? 'yes' : 'no'}) + ${outsideMined.length} outside = ${minedCount + outsideMined.length} (chain: ${hostNonce})`,
+  );
+  if (minedCount + outsideMined.length !== hostNonce)
+    violations.push(
+      `host wallet: ${hostNonce} transactions on chain, but ${minedCount} mined versions + ${outsideMined.length} outside transactions`,
+    );
   return { figures, violations };
 }
 

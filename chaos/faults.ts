@@ -68,8 +68,24 @@ export interface PlannedFault {
 
 export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean): PlannedFault[] {
   const kinds: FaultKind[] = [
-    'kill_worker', 'changenow_down', 'changenow_5xx', 'changenow_401', 'changenow_slow', 'nowpayments_unavailable', 'rpc_down', 'rpc_lost_answers', 'rpc_refusing',
-    'exchange_failed', 'exchange_refunded', 'exchange_paid_wrong', 'exchange_answer_wrong', 'exchange_verifying', 'fee_spike', 'pool_dropped', 'reorg', 'nonce_taken',
+    'kill_worker',
+    'changenow_down',
+    'changenow_5xx',
+    'changenow_401',
+    'changenow_slow',
+    'nowpayments_unavailable',
+    'rpc_down',
+    'rpc_lost_answers',
+    'rpc_refusing',
+    'exchange_failed',
+    'exchange_refunded',
+    'exchange_paid_wrong',
+    'exchange_answer_wrong',
+    'exchange_verifying',
+    'fee_spike',
+    'pool_dropped',
+    'reorg',
+    'nonce_taken',
   ];
   if (canRestartPostgres) kinds.push('restart_postgres');
   // The first faults cover every kind once, in a seeded order, so a short run still sees each; then at random.
@@ -77,7 +93,13 @@ export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean)
   const faults: PlannedFault[] = [];
   for (let i = 0; i < count; i++) {
     const kind = i < firstRound.length ? (firstRound[i] as FaultKind) : rng.pick(kinds);
-    faults.push({ kind, atProgress: rng.next(), pauseMs: rng.int(0, 1_500), durationMs: rng.int(1_000, 4_000), target: rng.int(0, 63) });
+    faults.push({
+      kind,
+      atProgress: rng.next(),
+      pauseMs: rng.int(0, 1_500),
+      durationMs: rng.int(1_000, 4_000),
+      target: rng.int(0, 63),
+    });
   }
   return faults.sort((a, b) => a.atProgress - b.atProgress);
 }
@@ -161,7 +183,9 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       const deadline = Date.now() + 15_000;
       while (world.sim.exchanges.size === before && Date.now() < deadline) await sleep(100);
       const taken = world.sim.exchanges.size > before;
-      return taken ? `next ChangeNow exchange set to ${end}` : `next ChangeNow exchange set to ${end} (no exchange created within 15 s)`;
+      return taken
+        ? `next ChangeNow exchange set to ${end}`
+        : `next ChangeNow exchange set to ${end} (no exchange created within 15 s)`;
     }
     case 'fee_spike':
       return feeSpike(world, d, CEILING_WEI);

@@ -37,7 +37,8 @@ function readOptions(argv: string[]): ChaosOptions | undefined {
   if (values.help) return undefined;
   const int = (name: string, text: string | undefined, fallback: number, min: number, max: number) => {
     if (text === undefined) return fallback;
-    if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
+    if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max)
+      throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
     return Number(text);
   };
   return {

@@ -60,11 +60,18 @@ export class Operator {
     readonly log: OperatorLog = newOperatorLog(),
   ) {}
 
-  private async act(what: string, method: 'POST' | 'PUT', path: string, body?: unknown, allowed: readonly number[] = [200, 201, 202, 409]): Promise<number> {
+  private async act(
+    what: string,
+    method: 'POST' | 'PUT',
+    path: string,
+    body?: unknown,
+    allowed: readonly number[] = [200, 201, 202, 409],
+  ): Promise<number> {
     const { status, json } = await admin(this.api, method, path, body);
     const key = `${what}: ${status}`;
     this.log.taken.set(key, (this.log.taken.get(key) ?? 0) + 1);
-    if (!allowed.includes(status)) this.log.unexpected.push(`${what} ${path} → ${status} ${JSON.stringify(json).slice(0, 200)}`);
+    if (!allowed.includes(status))
+      this.log.unexpected.push(`${what} ${path} → ${status} ${JSON.stringify(json).slice(0, 200)}`);
     return status;
   }
 
@@ -72,7 +79,9 @@ export class Operator {
   async reviewPass(): Promise<number> {
     let moved = 0;
     const ok = (status: number) => (status < 300 ? 1 : 0);
-    const { rows } = await this.pool.query<{ id: string; reason: string }>('select payment_id::text as id, review_reason as reason from payments where review_reason is not null order by payment_id');
+    const { rows } = await this.pool.query<{ id: string; reason: string }>(
+      'select payment_id::text as id, review_reason as reason from payments where review_reason is not null order by payment_id',
+    );
     for (const p of rows) {
       const credited = await this.act('payment credit', 'POST', `/api/payments/${p.id}/credit`);
       moved += ok(credited);
@@ -84,22 +93,44 @@ export class Operator {
         moved += ok(asked);
         if (asked !== 409) continue;
       }
-      moved += ok(await this.act('payment ignore', 'POST', `/api/payments/${p.id}/ignore`, { note: `chaos operator: ${p.reason}` }));
+      moved += ok(
+        await this.act('payment ignore', 'POST', `/api/payments/${p.id}/ignore`, {
+          note: `chaos operator: ${p.reason}`,
+        }),
+      );
     }
-    for (const c of await this.listed('/api/conversions?status=needs_review&limit=500', 'conversions')) moved += ok(await this.conversion(c.conversionId as string));
+    for (const c of await this.listed('/api/conversions?status=needs_review&limit=500', 'conversions'))
+      moved += ok(await this.conversion(c.conversionId as string));
     for (const p of await this.listed('/api/payouts?status=needs_review&limit=500', 'payouts')) {
       const ex = exchangeOf(this.world, p.payoutId as string);
       // Its funds never left: cancelled back to the channel (a retry would adopt the same exchange, found by payrail's
       // id at ChangeNow, and come back to review).
       if (ex && ex.amountFrom === null) {
-        const cancelled = await this.act('payout cancel (exchange never funded)', 'POST', `/api/payouts/${p.payoutId}/cancel`);
+        const cancelled = await this.act(
+          'payout cancel (exchange never funded)',
+          'POST',
+          `/api/payouts/${p.payoutId}/cancel`,
+        );
         moved += ok(cancelled);
         // A batch's USDT is back on its channel, which nothing batches again until another credit: paid now.
-        if (cancelled === 200 && p.kind === 'threshold') moved += ok(await this.act('channel pay now (after its batch was cancelled)', 'POST', `/api/channels/${p.channelId}/payout`, undefined, [201, 409]));
-      }
-      else if (ex?.status === 'finished' && ex.payoutAddress === p.walletAddress) {
+        if (cancelled === 200 && p.kind === 'threshold')
+          moved += ok(
+            await this.act(
+              'channel pay now (after its batch was cancelled)',
+              'POST',
+              `/api/channels/${p.channelId}/payout`,
+              undefined,
+              [201, 409],
+            ),
+          );
+      } else if (ex?.status === 'finished' && ex.payoutAddress === p.walletAddress) {
         // Paid to the owner's wallet, for less than estimated: the owner has it.
-        moved += ok(await this.act('payout resolve paid', 'POST', `/api/payouts/${p.payoutId}/resolve`, { outcome: 'paid', note: `chaos operator: ChangeNow paid ${ex.amountTo ?? '?'} to the owner's wallet` }));
+        moved += ok(
+          await this.act('payout resolve paid', 'POST', `/api/payouts/${p.payoutId}/resolve`, {
+            outcome: 'paid',
+            note: `chaos operator: ChangeNow paid ${ex.amountTo ?? '?'} to the owner's wallet`,
+          }),
+        );
       }
     }
     return moved;
@@ -117,18 +148,35 @@ export class Operator {
   private async conversion(id: string): Promise<number> {
     const path = `/api/conversions/${id}`;
     const ex = exchangeOf(this.world, id);
-    if (!ex || ex.amountFrom === null) return this.act('conversion retry (exchange never funded)', 'POST', `${path}/retry`);
+    if (!ex || ex.amountFrom === null)
+      return this.act('conversion retry (exchange never funded)', 'POST', `${path}/retry`);
     const host = this.world.hostAddress.toLowerCase();
     if (ex.status === 'finished' && ex.payoutAddress.toLowerCase() === host && ex.payoutHash) {
-      const units = await this.world.hostReader.tokenReceived(ex.payoutHash as Hex, this.world.usdt, this.world.hostAddress);
+      const units = await this.world.hostReader.tokenReceived(
+        ex.payoutHash as Hex,
+        this.world.usdt,
+        this.world.hostAddress,
+      );
       if (units === null) return 0;
-      return this.act('conversion resolve received', 'POST', `${path}/resolve`, { outcome: 'received', amount: formatUnits(units, 6), txHash: ex.payoutHash, note: 'chaos operator: ChangeNow paid the host wallet' });
+      return this.act('conversion resolve received', 'POST', `${path}/resolve`, {
+        outcome: 'received',
+        amount: formatUnits(units, 6),
+        txHash: ex.payoutHash,
+        note: 'chaos operator: ChangeNow paid the host wallet',
+      });
     }
     if (ex.status === 'refunded' && ex.refundHash) {
-      return this.act('conversion resolve returned', 'POST', `${path}/resolve`, { outcome: 'returned', txHash: ex.refundHash, note: 'chaos operator: ChangeNow refunded' });
+      return this.act('conversion resolve returned', 'POST', `${path}/resolve`, {
+        outcome: 'returned',
+        txHash: ex.refundHash,
+        note: 'chaos operator: ChangeNow refunded',
+      });
     }
     if (ex.status === 'finished' || ex.status === 'failed' || ex.status === 'expired') {
-      return this.act('conversion resolve lost', 'POST', `${path}/resolve`, { outcome: 'lost', note: `chaos operator: exchange ${ex.status}${ex.status === 'finished' ? ` paying ${ex.payoutAddress}` : ''}, nothing came back` });
+      return this.act('conversion resolve lost', 'POST', `${path}/resolve`, {
+        outcome: 'lost',
+        note: `chaos operator: exchange ${ex.status}${ex.status === 'finished' ? ` paying ${ex.payoutAddress}` : ''}, nothing came back`,
+      });
     }
     return 0;
   }
@@ -141,7 +189,17 @@ export class Operator {
     const threshold = channels.filter((c) => c.body.payoutStrategy === 'threshold');
     if (threshold.length === 0) return 'pay now: no threshold channel';
     const { status: read, json } = await admin(this.api, 'GET', '/api/overview');
-    const offered = read === 200 ? new Set(((json as { channels?: { items?: Array<{ channelId: string; canPayNow: boolean }> } }).channels?.items ?? []).filter((c) => c.canPayNow).map((c) => c.channelId)) : new Set<string>();
+    const offered =
+      read === 200
+        ? new Set(
+            (
+              (json as { channels?: { items?: Array<{ channelId: string; canPayNow: boolean }> } }).channels?.items ??
+              []
+            )
+              .filter((c) => c.canPayNow)
+              .map((c) => c.channelId),
+          )
+        : new Set<string>();
     const candidates = threshold.filter((c) => offered.has(c.id));
     const ch = rng.pick(candidates.length > 0 ? candidates : threshold);
     const status = await this.act('channel pay now', 'POST', `/api/channels/${ch.id}/payout`, undefined, [201, 409]);
@@ -157,7 +215,10 @@ export class Operator {
     if (trx.length === 0) return 'strategy switch: no Tron channel';
     const ch = rng.pick(trx);
     const { thresholdUsd: _dropped, ...rest } = ch.body;
-    const body = ch.body.payoutStrategy === 'instant' ? { ...rest, payoutStrategy: 'threshold', thresholdUsd: '25' } : { ...rest, payoutStrategy: 'instant' };
+    const body =
+      ch.body.payoutStrategy === 'instant'
+        ? { ...rest, payoutStrategy: 'threshold', thresholdUsd: '25' }
+        : { ...rest, payoutStrategy: 'instant' };
     const status = await this.act('channel strategy switch', 'PUT', `/api/channels/${ch.id}`, body, [200]);
     if (status === 200) ch.body = body;
     return `channel ${ch.id} switched from ${rest.payoutStrategy} to ${body.payoutStrategy}: ${status}`;

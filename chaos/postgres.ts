@@ -22,7 +22,11 @@ export interface ChaosPostgres {
   stop(): Promise<void>;
 }
 
-export async function startChaosPostgres(options: { databaseUrl?: string; logger: Logger; keep?: boolean }): Promise<ChaosPostgres> {
+export async function startChaosPostgres(options: {
+  databaseUrl?: string;
+  logger: Logger;
+  keep?: boolean;
+}): Promise<ChaosPostgres> {
   if (options.databaseUrl) return freshDatabase(options.databaseUrl);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-chaos-pg-'));
   // As root, PostgreSQL runs as the postgres system user, which must be able to enter this dir.

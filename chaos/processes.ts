@@ -32,7 +32,11 @@ export class PayrailProcess {
     env: Record<string, string>,
     onLine: (line: LogLine) => void,
   ) {
-    this.child = spawn(process.execPath, [BIN, role], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [BIN, role], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const take = (line: string) => {
       const listening = /^payrail listening on (http:\/\/\S+)$/.exec(line);
       if (listening) this.url = listening[1];

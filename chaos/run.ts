@@ -88,11 +88,16 @@ export interface ChaosResult {
   logFile: string;
 }
 
-export async function runChaos(options: ChaosOptions, print: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<ChaosResult> {
+export async function runChaos(
+  options: ChaosOptions,
+  print: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<ChaosResult> {
   const started = Date.now();
   const t = () => `[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s]`;
   const say = (line: string) => print(`${t()} ${line}`);
-  say(`chaos seed ${options.seed} (replay: npm run chaos -- --seed ${options.seed} --payments ${options.payments} --channels ${options.channels} --workers ${options.workers} --faults ${options.faults})`);
+  say(
+    `chaos seed ${options.seed} (replay: npm run chaos -- --seed ${options.seed} --payments ${options.payments} --channels ${options.channels} --workers ${options.workers} --faults ${options.faults})`,
+  );
   const rng = new Rng(options.seed);
   const logger = createLogger({ level: 'error', destination: process.stderr });
   const logFile = path.join(os.tmpdir(), `payrail-chaos-${options.seed}-${process.pid}.log`);
@@ -105,13 +110,23 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
   try {
     postgres = await startChaosPostgres({ ...(options.databaseUrl && { databaseUrl: options.databaseUrl }), logger });
     say(`database: ${postgres.description}`);
-    db = openPool(postgres.url, { max: 4, applicationName: 'payrail-chaos', logger: createLogger({ level: 'silent' }) });
+    db = openPool(postgres.url, {
+      max: 4,
+      applicationName: 'payrail-chaos',
+      logger: createLogger({ level: 'silent' }),
+    });
     await prepareDatabase(db, logger);
     world = await startWorld(rng, { confirmations: CHAIN_CONFIRMATIONS });
     // The operator's funding of the host wallet is platform capital, booked as `payrail deposit` would: every wei the
     // host wallet holds is then on the books, and the ledger = chain check can ask for equality.
-    const funding = await recordDeposit(db.db, { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS }, { txHash: world.hostFundingTx, asset: 'eth', actor: 'chaos' });
-    say(`chain ${world.chain.rpcUrl} (a block every ~1 s; payrail uses the RPC proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress} (funded by ${funding.txHash}: ${funding.amount} wei booked as capital)`);
+    const funding = await recordDeposit(
+      db.db,
+      { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS },
+      { txHash: world.hostFundingTx, asset: 'eth', actor: 'chaos' },
+    );
+    say(
+      `chain ${world.chain.rpcUrl} (a block every ~1 s; payrail uses the RPC proxy ${world.proxy.url}), ChangeNow simulator ${world.sim.url}, host wallet ${world.hostAddress} (funded by ${funding.txHash}: ${funding.amount} wei booked as capital)`,
+    );
 
     const adminToken = `chaos-admin-${rng.hex32().slice(2, 34)}`;
     const ipnSecret = `chaos-ipn-${rng.hex32().slice(2, 34)}`;
@@ -149,8 +164,13 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     let printedAlerts = 0;
     fleet = new Fleet(env, options.workers, (line) => {
       logStream.write(`${line.process} ${line.line}\n`);
-      // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a pino err field that is an object prints as [object Object]; a fix would change what the run prints
-      if (line.json?.event === 'alert' && printedAlerts++ < 30) say(`  ${line.process} alert ${String(line.json.alert)}: ${String(line.json.msg ?? '')} ${String(line.json.err ?? line.json.reason ?? '')}`.slice(0, 300));
+      if (line.json?.event === 'alert' && printedAlerts++ < 30)
+        say(
+          `  ${line.process} alert ${String(line.json.alert)}: ${logText(line.json.msg)} ${logText(line.json.err ?? line.json.reason)}`.slice(
+            0,
+            300,
+          ),
+        );
     });
     const webUrl = await fleet.startWeb();
     const channels = makeChannels(rng, options.channels);
@@ -161,17 +181,30 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       if (ch.owner === 'blacklisted') await world.blacklistUsdt(ch.wallet);
     }
     for (const ch of channels) {
-      const res = await fetch(`${webUrl}/api/channels/${ch.id}`, { method: 'PUT', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(ch.body) });
-      if (res.status !== 201 && res.status !== 200) throw new Error(`PUT channel ${ch.id}: ${res.status} ${await res.text()}`);
+      const res = await fetch(`${webUrl}/api/channels/${ch.id}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(ch.body),
+      });
+      if (res.status !== 201 && res.status !== 200)
+        throw new Error(`PUT channel ${ch.id}: ${res.status} ${await res.text()}`);
     }
     fleet.startWorkers();
     await waitForWorkers(webUrl, 90_000);
-    const owners = (owner: string) => channels.filter((c) => c.owner === owner).map((c) => c.id).join(', ') || 'none';
-    say(`payrail: web ${webUrl}, ${options.workers} worker(s); ${channels.length} channels (${[...new Set(channels.map((c) => c.kind))].join(', ')}); contract wallet owners: ${owners('contract_wallet')}; blacklisted USDT owner: ${owners('blacklisted')}`);
+    const owners = (owner: string) =>
+      channels
+        .filter((c) => c.owner === owner)
+        .map((c) => c.id)
+        .join(', ') || 'none';
+    say(
+      `payrail: web ${webUrl}, ${options.workers} worker(s); ${channels.length} channels (${[...new Set(channels.map((c) => c.kind))].join(', ')}); contract wallet owners: ${owners('contract_wallet')}; blacklisted USDT owner: ${owners('blacklisted')}`,
+    );
 
     const faults = planFaults(rng, options.faults, postgres.restartable);
     const payments = planPayments(rng, channels, options.payments, ipnSecret);
-    say(`plan: ${payments.length} payments (${payments.reduce((n, p) => n + p.messages.length, 0)} IPNs), faults: ${faults.map((f) => `${f.kind}@${Math.round(f.atProgress * 100)}%`).join(', ') || 'none'}`);
+    say(
+      `plan: ${payments.length} payments (${payments.reduce((n, p) => n + p.messages.length, 0)} IPNs), faults: ${faults.map((f) => `${f.kind}@${Math.round(f.atProgress * 100)}%`).join(', ') || 'none'}`,
+    );
     // What NOWPayments' books say of each real payment (a forged one it never heard of), before any IPN.
     for (const p of payments) if (p.truth !== null) world.nowpaymentsApi.addPayment(p.truth);
     const forwardingStarted = Date.now();
@@ -197,15 +230,17 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     const admin = { url: () => fleet?.webUrl(), token: adminToken };
     const followUps: Array<Promise<void>> = [];
     const followUp = (kind: string) => (work: Promise<string>) => {
-      followUps.push(work.then(
-        (line) => {
-          say(`fault ${kind} follow-up: ${line}`);
-        },
-        (error: Error) => {
-          faultErrors.push(`${kind} follow-up: ${error.message}`);
-          say(`fault ${kind} follow-up could not be carried out: ${error.message}`);
-        },
-      ));
+      followUps.push(
+        work.then(
+          (line) => {
+            say(`fault ${kind} follow-up: ${line}`);
+          },
+          (error: Error) => {
+            faultErrors.push(`${kind} follow-up: ${error.message}`);
+            say(`fault ${kind} follow-up could not be carried out: ${error.message}`);
+          },
+        ),
+      );
     };
     const faultRunner = (async () => {
       for (const fault of faults) {
@@ -228,9 +263,11 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
         while (!sendingDone && progress < step.at * payments.length) await sleep(50);
         try {
           const line =
-            step.what === 'review' ? `operator review pass: ${await operator.reviewPass()} action(s) took effect`
-            : step.what === 'pay_now' ? `operator: ${await operator.payNow(rng, channels)}`
-            : `operator: ${await operator.switchStrategy(rng, channels)}`;
+            step.what === 'review'
+              ? `operator review pass: ${await operator.reviewPass()} action(s) took effect`
+              : step.what === 'pay_now'
+                ? `operator: ${await operator.payNow(rng, channels)}`
+                : `operator: ${await operator.switchStrategy(rng, channels)}`;
           say(line);
         } catch (error) {
           operatorErrors.push(`${step.what}: ${(error as Error).message}`);
@@ -253,7 +290,9 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       },
     });
     sendingDone = true;
-    say(`sending done in ${((Date.now() - sendingStarted) / 1000).toFixed(1)} s: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`);
+    say(
+      `sending done in ${((Date.now() - sendingStarted) / 1000).toFixed(1)} s: ${stats.sent} IPNs, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
+    );
     await faultRunner;
     await operatorRunner;
     await Promise.all(followUps);
@@ -262,9 +301,12 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
 
     const settled = await settle(db, payments, options.settleTimeoutMs, say);
     say(settled ? 'settled' : `not settled within ${options.settleTimeoutMs / 1000} s; checking as it stands`);
-    say(`waiting for an alert evaluation pass after the settle (every ALERT_INTERVAL, 1m here): ${(await awaitAlertPass(db, 90_000)) ? 'done' : 'none within 90 s'}`);
+    say(
+      `waiting for an alert evaluation pass after the settle (every ALERT_INTERVAL, 1m here): ${(await awaitAlertPass(db, 90_000)) ? 'done' : 'none within 90 s'}`,
+    );
     // Work can start again during that wait (conversions held by a 401 are released): the checks see it settled too.
-    if (settled && !(await settle(db, payments, AFTER_ALERT_SETTLE_MS, say))) say(`in flight again after the alert pass and not settled within ${AFTER_ALERT_SETTLE_MS / 1000} s`);
+    if (settled && !(await settle(db, payments, AFTER_ALERT_SETTLE_MS, say)))
+      say(`in flight again after the alert pass and not settled within ${AFTER_ALERT_SETTLE_MS / 1000} s`);
     // The operator works the review queues until a pass changes nothing (a retried conversion can come back to
     // review), the system settling after each pass that did something.
     for (let pass = 1; pass <= OPERATOR_FINAL_PASSES; pass++) {
@@ -274,7 +316,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       });
       say(`operator final review pass ${pass}: ${moved} action(s) took effect`);
       if (moved === 0) break;
-      if (!(await settle(db, payments, AFTER_OPERATOR_SETTLE_MS, say))) say(`not settled within ${AFTER_OPERATOR_SETTLE_MS / 1000} s after the operator's pass`);
+      if (!(await settle(db, payments, AFTER_OPERATOR_SETTLE_MS, say)))
+        say(`not settled within ${AFTER_OPERATOR_SETTLE_MS / 1000} s after the operator's pass`);
     }
     for (const line of await bookOutsideTransactions(db, world)) say(line);
 
@@ -284,7 +327,12 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       `chain: ${world.ticker.blocks} ticker blocks (${world.ticker.failures} failed ticks); ${world.outsideTxs.length} host transaction(s) sent from outside payrail`,
       `IPNs: ${stats.sent} sent, ${stats.retried} retries, ${stats.gaveUp.length} given up, ${stats.unexpected.length} unexpected answers`,
       forwardingLine,
-      `operator: ${[...operator.log.taken.entries()].sort().map(([k, n]) => `${k} ×${n}`).join(', ') || 'nothing to do'}`,
+      `operator: ${
+        [...operator.log.taken.entries()]
+          .sort()
+          .map(([k, n]) => `${k} ×${n}`)
+          .join(', ') || 'nothing to do'
+      }`,
       `processes that exited on their own (restarted by the run's supervisor): ${fleet.unexpectedExits.length}${fleet.unexpectedExits.length ? ` (${fleet.unexpectedExits.slice(0, 5).join('; ')})` : ''}`,
       ...report.figures,
     ];
@@ -294,7 +342,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
       ...operatorErrors.map((e) => `operator action not carried out (harness): ${e}`),
       ...operator.log.unexpected.map((e) => `admin API answered the operator unexpectedly: ${e}`),
     ];
-    if (stats.unexpected.length > 0) violations.push(`IPN answered with an unexpected status: ${stats.unexpected.slice(0, 5).join('; ')}`);
+    if (stats.unexpected.length > 0)
+      violations.push(`IPN answered with an unexpected status: ${stats.unexpected.slice(0, 5).join('; ')}`);
     if (violations.length > 0) {
       const lines = await diagnostics(db.pool).catch((error: Error) => [`diagnostics failed: ${error.message}`]);
       logStream.write(`\n==== diagnostics\n${lines.join('\n')}\n`);
@@ -302,7 +351,11 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     for (const f of figures) print(`  ${f}`);
     print('');
     for (const v of violations) print(`VIOLATION ${v}`);
-    print(violations.length === 0 ? `chaos OK (seed ${options.seed}), ${((Date.now() - started) / 1000).toFixed(0)} s; payrail logs in ${logFile}` : `chaos FAILED: ${violations.length} violation(s), seed ${options.seed}; payrail logs in ${logFile}`);
+    print(
+      violations.length === 0
+        ? `chaos OK (seed ${options.seed}), ${((Date.now() - started) / 1000).toFixed(0)} s; payrail logs in ${logFile}`
+        : `chaos FAILED: ${violations.length} violation(s), seed ${options.seed}; payrail logs in ${logFile}`,
+    );
     return { seed: options.seed, figures, violations, logFile };
   } finally {
     await fleet?.stop().catch(() => undefined);
@@ -315,7 +368,12 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
 }
 
 /** Until nothing is in flight (twice in a row), bounded. True when it settled. */
-async function settle(db: DatabaseHandle, payments: PlannedPayment[], timeoutMs: number, say: (line: string) => void): Promise<boolean> {
+async function settle(
+  db: DatabaseHandle,
+  payments: PlannedPayment[],
+  timeoutMs: number,
+  say: (line: string) => void,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   let calm = 0;
   let lastLine = 0;
@@ -325,16 +383,22 @@ async function settle(db: DatabaseHandle, payments: PlannedPayment[], timeoutMs:
       const live = await liveJobKeys(db.pool);
       const inFlight = outcomes.filter((o) => o.state === 'in_flight');
       // A payout whose transfer waits in review waits for a person, not for the system: it is not in flight.
-      const openPayouts = Number((await db.pool.query<{ n: number }>(
-        `select count(*)::int as n from payouts p left join chain_transfers t on t.transfer_id = p.transfer_id
+      const openPayouts = Number(
+        (
+          await db.pool.query<{ n: number }>(
+            `select count(*)::int as n from payouts p left join chain_transfers t on t.transfer_id = p.transfer_id
          where p.status in ('pending','exchange_requested','exchange_created','sent') and t.status is distinct from 'needs_review'`,
-      )).rows[0]?.n ?? 0);
+          )
+        ).rows[0]?.n ?? 0,
+      );
       calm = inFlight.length === 0 && openPayouts === 0 ? calm + 1 : 0;
       if (calm >= 2) return true;
       if (Date.now() - lastLine > 5_000) {
         lastLine = Date.now();
         const jobless = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
-        say(`settling: ${inFlight.length} payments in flight (${jobless.length} without a job${jobless[0] ? `, e.g. ${jobless[0].paymentId}: ${jobless[0].detail}` : ''}), ${openPayouts} open payouts`);
+        say(
+          `settling: ${inFlight.length} payments in flight (${jobless.length} without a job${jobless[0] ? `, e.g. ${jobless[0].paymentId}: ${jobless[0].detail}` : ''}), ${openPayouts} open payouts`,
+        );
       }
     } catch (error) {
       say(`settling: query failed (${(error as Error).message}); retrying`);
@@ -358,8 +422,14 @@ async function bookOutsideTransactions(db: DatabaseHandle, world: World): Promis
     const deadline = Date.now() + OUTSIDE_DEPTH_WAIT_MS;
     for (;;) {
       try {
-        const r = await recordWithdrawal(db.db, { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS }, { txHash: o.hash, from: 'capital', actor: 'chaos-operator' });
-        lines.push(`operator booked the outside transaction at nonce ${o.nonce} (payrail withdrawal): gas ${r.gasWei} wei, ${r.ethOut} wei sent away`);
+        const r = await recordWithdrawal(
+          db.db,
+          { wallet: world.hostReader, usdtContract: world.usdt, confirmations: CHAIN_CONFIRMATIONS },
+          { txHash: o.hash, from: 'capital', actor: 'chaos-operator' },
+        );
+        lines.push(
+          `operator booked the outside transaction at nonce ${o.nonce} (payrail withdrawal): gas ${r.gasWei} wei, ${r.ethOut} wei sent away`,
+        );
         break;
       } catch (error) {
         if (!(error instanceof TreasuryRefused)) throw error;
@@ -372,4 +442,10 @@ async function bookOutsideTransactions(db: DatabaseHandle, world: World): Promis
     }
   }
   return lines;
+}
+
+/** A log line's field as text: a string as it is, an object (a pino err) as its JSON, nothing as nothing. */
+function logText(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  return typeof value === 'string' ? value : JSON.stringify(value);
 }

@@ -16,8 +16,14 @@ const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.ur
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 const FIRST_PAYMENT_ID = 7_000_000_000;
 
-export type ChannelKind = 'instant_eth_direct' | 'instant_usdt_trx' | 'threshold_usdt_eth_direct' | 'threshold_usdt_trx';
-export const CHANNEL_KINDS: readonly ChannelKind[] = ['instant_eth_direct', 'instant_usdt_trx', 'threshold_usdt_eth_direct', 'threshold_usdt_trx'];
+export type ChannelKind =
+  'instant_eth_direct' | 'instant_usdt_trx' | 'threshold_usdt_eth_direct' | 'threshold_usdt_trx';
+export const CHANNEL_KINDS: readonly ChannelKind[] = [
+  'instant_eth_direct',
+  'instant_usdt_trx',
+  'threshold_usdt_eth_direct',
+  'threshold_usdt_trx',
+];
 
 export interface ChaosChannel {
   id: string;
@@ -46,17 +52,41 @@ export function makeChannels(rng: Rng, count: number): ChaosChannel[] {
     const fresh = privateKeyToAccount(rng.hex32()).address;
     const threshold = String(rng.pick([15, 25, 35, 45]));
     const body: Record<string, string> =
-      kind === 'instant_eth_direct' ? { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: fresh }
-      : kind === 'instant_usdt_trx' ? { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }
-      : kind === 'threshold_usdt_eth_direct' ? { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: fresh }
-      : { payoutStrategy: 'threshold', thresholdUsd: threshold, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET };
-    channels.push({ id, kind, body, direct: kind === 'instant_eth_direct' || kind === 'threshold_usdt_eth_direct', wallet: body.walletAddress as string, owner: 'plain' });
+      kind === 'instant_eth_direct'
+        ? { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: fresh }
+        : kind === 'instant_usdt_trx'
+          ? { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }
+          : kind === 'threshold_usdt_eth_direct'
+            ? {
+                payoutStrategy: 'threshold',
+                thresholdUsd: threshold,
+                payoutCurrency: 'usdt',
+                payoutNetwork: 'eth',
+                walletAddress: fresh,
+              }
+            : {
+                payoutStrategy: 'threshold',
+                thresholdUsd: threshold,
+                payoutCurrency: 'usdt',
+                payoutNetwork: 'trx',
+                walletAddress: TRON_WALLET,
+              };
+    channels.push({
+      id,
+      kind,
+      body,
+      direct: kind === 'instant_eth_direct' || kind === 'threshold_usdt_eth_direct',
+      wallet: body.walletAddress as string,
+      owner: 'plain',
+    });
   }
   // Every second instant ETH owner is a contract wallet; one threshold USDT-on-eth owner is blacklisted when there
   // are two or more (so the run still pays some USDT directly).
-  channels.filter((c) => c.kind === 'instant_eth_direct').forEach((c, i) => {
-    if (i % 2 === 1) c.owner = 'contract_wallet';
-  });
+  channels
+    .filter((c) => c.kind === 'instant_eth_direct')
+    .forEach((c, i) => {
+      if (i % 2 === 1) c.owner = 'contract_wallet';
+    });
   const usdtOnEth = channels.filter((c) => c.kind === 'threshold_usdt_eth_direct');
   if (usdtOnEth.length >= 2) rng.pick(usdtOnEth).owner = 'blacklisted';
   return channels;
@@ -78,18 +108,52 @@ interface Step {
  * and the payments a person must look at: paid in part (and maybe topped up later), a foreign outcome, a restated
  * amount, a repeated deposit (a payment of its own naming an earlier one as its parent).
  */
-const SHAPES: ReadonlyArray<{ name: string; weight: number; steps: Step[]; child?: true; ordered?: true; forged?: true }> = [
+const SHAPES: ReadonlyArray<{
+  name: string;
+  weight: number;
+  steps: Step[];
+  child?: true;
+  ordered?: true;
+  forged?: true;
+}> = [
   { name: 'in_order', weight: 30, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'finished' }] },
-  { name: 'finished_twice', weight: 20, steps: [{ status: 'waiting' }, { status: 'finished' }, { status: 'finished' }] },
+  {
+    name: 'finished_twice',
+    weight: 20,
+    steps: [{ status: 'waiting' }, { status: 'finished' }, { status: 'finished' }],
+  },
   { name: 'finished_before_confirming', weight: 20, steps: [{ status: 'finished' }, { status: 'confirming' }] },
-  { name: 'duplicates_shuffled', weight: 15, steps: [{ status: 'confirming' }, { status: 'waiting' }, { status: 'finished' }, { status: 'confirming' }, { status: 'finished' }] },
+  {
+    name: 'duplicates_shuffled',
+    weight: 15,
+    steps: [
+      { status: 'confirming' },
+      { status: 'waiting' },
+      { status: 'finished' },
+      { status: 'confirming' },
+      { status: 'finished' },
+    ],
+  },
   { name: 'finished_only', weight: 10, steps: [{ status: 'finished' }] },
-  { name: 'never_finished', weight: 5, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'waiting' }] },
+  {
+    name: 'never_finished',
+    weight: 5,
+    steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'waiting' }],
+  },
   { name: 'partially_paid', weight: 3, steps: [{ status: 'waiting' }, { status: 'partially_paid' }] },
-  { name: 'partial_then_finished', weight: 3, steps: [{ status: 'waiting' }, { status: 'partially_paid' }, { status: 'finished' }] },
+  {
+    name: 'partial_then_finished',
+    weight: 3,
+    steps: [{ status: 'waiting' }, { status: 'partially_paid' }, { status: 'finished' }],
+  },
   { name: 'foreign_outcome', weight: 2, steps: [{ status: 'waiting' }, { status: 'finished', variant: 'foreign' }] },
   // In order: a restated copy arriving first would be credited at its amount, not at the one NOWPayments forwarded.
-  { name: 'amount_restated', weight: 2, steps: [{ status: 'finished' }, { status: 'finished', variant: 'restated' }], ordered: true },
+  {
+    name: 'amount_restated',
+    weight: 2,
+    steps: [{ status: 'finished' }, { status: 'finished', variant: 'restated' }],
+    ordered: true,
+  },
   { name: 'repeated_deposit', weight: 3, steps: [{ status: 'confirming' }, { status: 'finished' }], child: true },
   // Signed with the IPN secret (a leak) for a payment NOWPayments never had: nothing forwarded, never to be credited.
   { name: 'forged', weight: 2, steps: [{ status: 'finished' }], forged: true },
@@ -135,9 +199,11 @@ export interface PlannedPayment {
 /** An IPN's outcome in wei, exactly from its decimal text (never through a JavaScript number). */
 function outcomeWei(raw: string): bigint {
   const body = parse(raw) as { outcome_amount?: unknown; outcome_currency?: unknown };
-  if (body.outcome_currency !== 'eth') throw new Error(`IPN fixture forwards ${String(body.outcome_currency)}, not eth`);
+  if (body.outcome_currency !== 'eth')
+    throw new Error(`IPN fixture forwards ${String(body.outcome_currency)}, not eth`);
   const text = isLosslessNumber(body.outcome_amount) ? body.outcome_amount.value : undefined;
-  if (text === undefined || !/^[0-9]+(\.[0-9]{1,18})?$/.test(text)) throw new Error(`IPN fixture's outcome_amount ${String(text)} is not a decimal with at most 18 places`);
+  if (text === undefined || !/^[0-9]+(\.[0-9]{1,18})?$/.test(text))
+    throw new Error(`IPN fixture's outcome_amount ${String(text)} is not a decimal with at most 18 places`);
   return parseUnits(text, 18);
 }
 
@@ -148,8 +214,13 @@ function restate(text: string): string {
 }
 
 export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, secret: string): PlannedPayment[] {
-  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>>; partially_paid: Record<string, unknown> };
-  const byStatus = new Map<string, Record<string, unknown>>(fixtures.sequence.map((b) => [String(b.payment_status), b]));
+  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as {
+    sequence: Array<Record<string, unknown>>;
+    partially_paid: Record<string, unknown>;
+  };
+  const byStatus = new Map<string, Record<string, unknown>>(
+    fixtures.sequence.map((b) => [String(b.payment_status), b]),
+  );
   byStatus.set('partially_paid', fixtures.partially_paid);
   const totalWeight = SHAPES.reduce((s, x) => s + x.weight, 0);
   const payments: PlannedPayment[] = [];
@@ -167,30 +238,54 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
     const messages = shape.steps.map(({ status, variant }): PlannedMessage => {
       const template = byStatus.get(status);
       if (!template) throw new Error(`fixture has no ${status} IPN`);
-      const body: Record<string, unknown> = { ...template, payment_id: new LosslessNumber(paymentId), order_id: `PGP-77|${channel.id}` };
+      const body: Record<string, unknown> = {
+        ...template,
+        payment_id: new LosslessNumber(paymentId),
+        order_id: `PGP-77|${channel.id}`,
+      };
       if (parent !== undefined) body.parent_payment_id = new LosslessNumber(parent);
-      if (variant === 'foreign') Object.assign(body, { outcome_currency: 'usdttrc20', outcome_amount: new LosslessNumber('14.61') });
-      if (variant === 'restated') body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
+      if (variant === 'foreign')
+        Object.assign(body, { outcome_currency: 'usdttrc20', outcome_amount: new LosslessNumber('14.61') });
+      if (variant === 'restated')
+        body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
       const raw = stringify(body) as string;
       const reportsMoney = status === 'finished' || status === 'partially_paid';
       // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated credit; and any copy that
       // arrives while its payment is in review (one payment's IPNs go concurrently unless its shape is ordered). A
       // partial arriving after its finished changes nothing (200); a finished after a partial a person credited is a
       // top-up to decide on (202).
-      const reviewed = shape.forged === true || shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
+      const reviewed =
+        shape.forged === true || shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
       const answers: Answer[] =
-        variant === 'foreign' ? [202]
-        // Restating a credit is kept for review; a copy arriving while the first waits for NOWPayments' confirmation
-        // changes nothing (200): the credit is what NOWPayments' API confirms.
-        : variant === 'restated' ? [200, 202]
-        : status === 'partially_paid' ? (shape.steps.some((x) => x.status === 'finished') ? [200, 202] : [202])
-        : reviewed ? [200, 202]
-        : [200];
+        variant === 'foreign'
+          ? [202]
+          : // Restating a credit is kept for review; a copy arriving while the first waits for NOWPayments' confirmation
+            // changes nothing (200): the credit is what NOWPayments' API confirms.
+            variant === 'restated'
+            ? [200, 202]
+            : status === 'partially_paid'
+              ? shape.steps.some((x) => x.status === 'finished')
+                ? [200, 202]
+                : [202]
+              : reviewed
+                ? [200, 202]
+                : [200];
       if (reportsMoney && variant === undefined && !shape.forged) forwarded = raw;
       return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
     });
     const truth = shape.forged ? null : (forwarded ?? (messages.at(-1) as PlannedMessage).raw);
-    payments.push({ paymentId, channel, shape: shape.name, ordered: shape.ordered === true, messages, outcomeWei: forwarded === undefined || shape.forged ? null : outcomeWei(forwarded), forwardTx: null, truth, acknowledged: false, forged: shape.forged === true });
+    payments.push({
+      paymentId,
+      channel,
+      shape: shape.name,
+      ordered: shape.ordered === true,
+      messages,
+      outcomeWei: forwarded === undefined || shape.forged ? null : outcomeWei(forwarded),
+      forwardTx: null,
+      truth,
+      acknowledged: false,
+      forged: shape.forged === true,
+    });
   }
   return payments;
 }
@@ -201,7 +296,10 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
  * default run's ~1,900 take a few seconds on their own, and interleaved with the IPNs they held every sender up
  * behind them and behind each chain fault's hold). Payments that never finish forward nothing.
  */
-export async function forwardOutcomes(payments: PlannedPayment[], forward: (weis: readonly bigint[]) => Promise<Hex[]>): Promise<{ count: number; wei: bigint }> {
+export async function forwardOutcomes(
+  payments: PlannedPayment[],
+  forward: (weis: readonly bigint[]) => Promise<Hex[]>,
+): Promise<{ count: number; wei: bigint }> {
   const finishing = payments.filter((p) => p.outcomeWei !== null);
   const hashes = await forward(finishing.map((p) => p.outcomeWei as bigint));
   finishing.forEach((p, i) => {
@@ -262,7 +360,10 @@ export async function sendPayments(
       item.busy = false;
       stats.sent++;
       if (status === undefined) stats.gaveUp.push(`payment ${item.p.paymentId} ${message.status}`);
-      else if (!(message.answers as readonly number[]).includes(status)) stats.unexpected.push(`payment ${item.p.paymentId} (${item.p.shape}) ${message.status}: HTTP ${status}, expected ${message.answers.join(' or ')}`);
+      else if (!(message.answers as readonly number[]).includes(status))
+        stats.unexpected.push(
+          `payment ${item.p.paymentId} (${item.p.shape}) ${message.status}: HTTP ${status}, expected ${message.answers.join(' or ')}`,
+        );
       else if (message.reportsMoney) item.p.acknowledged = true;
       if (next.last) options.onProgress(++done);
     }
@@ -272,7 +373,12 @@ export async function sendPayments(
 }
 
 /** One IPN until it gets a final answer (anything but 5xx / no answer), for at most retryForMs. */
-async function deliver(message: { raw: string; signature: string }, webUrl: () => string | undefined, retryForMs: number, stats: SendStats): Promise<number | undefined> {
+async function deliver(
+  message: { raw: string; signature: string },
+  webUrl: () => string | undefined,
+  retryForMs: number,
+  stats: SendStats,
+): Promise<number | undefined> {
   const deadline = Date.now() + retryForMs;
   let delay = 100;
   for (let attempt = 0; ; attempt++) {

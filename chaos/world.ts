@@ -11,7 +11,18 @@ import { createPublicClient, erc20Abi, http, parseGwei, type Address, type Hex }
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { createChainWallet, type ChainWallet } from '../src/integrations/wallet/index.ts';
 import { makeContractWallet, pausePool, resumeMining } from '../src/simulators/chain-faults.ts';
-import { rpc, startChainSender, startChangeNowSimulator, startLocalChain, startNowPaymentsSimulator, startRpcProxy, type ChangeNowSimulator, type LocalChain, type NowPaymentsSimulator, type RpcProxy } from '../src/simulators/index.ts';
+import {
+  rpc,
+  startChainSender,
+  startChangeNowSimulator,
+  startLocalChain,
+  startNowPaymentsSimulator,
+  startRpcProxy,
+  type ChangeNowSimulator,
+  type LocalChain,
+  type NowPaymentsSimulator,
+  type RpcProxy,
+} from '../src/simulators/index.ts';
 import { blacklistLocalUsdt, deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
 import { freePort, sleep } from './net.ts';
 import type { Rng } from './rng.ts';
@@ -81,14 +92,20 @@ export class BlockTicker {
 }
 
 /** One JSON-RPC batch of reads: each call's result in order; any error throws. */
-async function rpcBatch(rpcUrl: string, calls: ReadonlyArray<{ method: string; params: unknown[] }>, timeoutMs = 10_000): Promise<unknown[]> {
+async function rpcBatch(
+  rpcUrl: string,
+  calls: ReadonlyArray<{ method: string; params: unknown[] }>,
+  timeoutMs = 10_000,
+): Promise<unknown[]> {
   const res = await fetch(rpcUrl, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(calls.map((c, id) => ({ jsonrpc: '2.0', id, ...c }))),
     signal: AbortSignal.timeout(timeoutMs),
   });
-  const answers = new Map(((await res.json()) as Array<{ id: number; result?: unknown; error?: { message: string } }>).map((a) => [a.id, a]));
+  const answers = new Map(
+    ((await res.json()) as Array<{ id: number; result?: unknown; error?: { message: string } }>).map((a) => [a.id, a]),
+  );
   return calls.map((c, id) => {
     const answer = answers.get(id);
     if (!answer || answer.error) throw new Error(`${c.method}: ${answer?.error?.message ?? 'no answer in the batch'}`);
@@ -105,7 +122,11 @@ async function rpcBatch(rpcUrl: string, calls: ReadonlyArray<{ method: string; p
  * account's next nonce for good (seen in 1 of 5 runs of 1,900 sends; foundry-rs/foundry#10122 is the like). Funded
  * with anvil_setBalance, as startChainSender's keys are.
  */
-async function startForwarder(rpcUrl: string, chainId: number, ticker: BlockTicker): Promise<(to: Address, weis: readonly bigint[]) => Promise<Hex[]>> {
+async function startForwarder(
+  rpcUrl: string,
+  chainId: number,
+  ticker: BlockTicker,
+): Promise<(to: Address, weis: readonly bigint[]) => Promise<Hex[]>> {
   const account = privateKeyToAccount(generatePrivateKey());
   await rpc(rpcUrl, 'anvil_setBalance', [account.address, `0x${FORWARDER_FUNDING_WEI.toString(16)}`]);
   let nonce = 0;
@@ -116,7 +137,16 @@ async function startForwarder(rpcUrl: string, chainId: number, ticker: BlockTick
       await ticker.hold();
       try {
         for (const wei of weis.slice(start, start + FORWARD_BATCH_MAX)) {
-          const rawTx = await account.signTransaction({ chainId, type: 'eip1559', nonce, to, value: wei, gas: 21_000n, maxFeePerGas: FORWARD_MAX_FEE_WEI, maxPriorityFeePerGas: FORWARD_TIP_WEI });
+          const rawTx = await account.signTransaction({
+            chainId,
+            type: 'eip1559',
+            nonce,
+            to,
+            value: wei,
+            gas: 21_000n,
+            maxFeePerGas: FORWARD_MAX_FEE_WEI,
+            maxPriorityFeePerGas: FORWARD_TIP_WEI,
+          });
           batch.push((await rpc(rpcUrl, 'eth_sendRawTransaction', [rawTx])) as Hex);
           nonce++;
         }
@@ -124,9 +154,15 @@ async function startForwarder(rpcUrl: string, chainId: number, ticker: BlockTick
       } finally {
         await ticker.release();
       }
-      const receipts = (await rpcBatch(rpcUrl, batch.map((hash) => ({ method: 'eth_getTransactionReceipt', params: [hash] })))) as Array<{ status: Hex } | null>;
+      const receipts = (await rpcBatch(
+        rpcUrl,
+        batch.map((hash) => ({ method: 'eth_getTransactionReceipt', params: [hash] })),
+      )) as Array<{ status: Hex } | null>;
       const unmined = batch.filter((_, i) => receipts[i]?.status !== '0x1');
-      if (unmined.length > 0) throw new Error(`forwards not mined (or reverted) in the block mined for them: ${unmined.slice(0, 5).join(', ')}${unmined.length > 5 ? ', …' : ''}`);
+      if (unmined.length > 0)
+        throw new Error(
+          `forwards not mined (or reverted) in the block mined for them: ${unmined.slice(0, 5).join(', ')}${unmined.length > 5 ? ', …' : ''}`,
+        );
       hashes.push(...batch);
     }
     return hashes;
@@ -203,7 +239,14 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
       if (ticker.isHeld) await ticker.release();
     });
     const simApiKey = `chaos-sim-key-${rng.int(1e8, 1e9 - 1)}`;
-    const sim = await startChangeNowSimulator({ port: 0, apiKey: simApiKey, rpcUrl: chain.rpcUrl, stepMs: 0, tokens: { usdt }, treasuryKey });
+    const sim = await startChangeNowSimulator({
+      port: 0,
+      apiKey: simApiKey,
+      rpcUrl: chain.rpcUrl,
+      stepMs: 0,
+      tokens: { usdt },
+      treasuryKey,
+    });
     stops.unshift(() => sim.stop());
     // NOWPayments' API: every credit is confirmed with it (NOWPAYMENTS_API_KEY set), as a deployment should run.
     const nowpaymentsApiKey = `chaos-np-key-${rng.int(1e8, 1e9 - 1)}`;
@@ -221,14 +264,23 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
       hostKey,
       hostAddress,
       hostFundingTx,
-      hostReader: createChainWallet({ rpcUrl: chain.rpcUrl, address: hostAddress, chainId: chain.chainId, timeoutMs: 10_000 }),
+      hostReader: createChainWallet({
+        rpcUrl: chain.rpcUrl,
+        address: hostAddress,
+        chainId: chain.chainId,
+        timeoutMs: 10_000,
+      }),
       usdt,
       outsideTxs: [],
       ethBalance: (address) => client.getBalance({ address: address as Address }),
-      usdtBalance: (address) => client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
+      usdtBalance: (address) =>
+        client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
       nonce: (address) => client.getTransactionCount({ address: address as Address }),
       async minedTx(hash) {
-        const tx = (await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])) as { nonce: Hex; blockNumber: Hex | null } | null;
+        const tx = (await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])) as {
+          nonce: Hex;
+          blockNumber: Hex | null;
+        } | null;
         return tx?.blockNumber ? { nonce: Number(tx.nonce), blockNumber: Number(tx.blockNumber) } : null;
       },
       makeContractWallet: (address) => makeContractWallet(chain.rpcUrl, address as Address),

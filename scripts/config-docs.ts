@@ -47,7 +47,12 @@ interface Def {
 const defOf = (schema: z.ZodType): Def => schema._zod.def;
 const code = (text: string): string => `\`${text}\``;
 
-const DURATION_UNITS: ReadonlyArray<readonly [string, number]> = [['h', 3_600_000], ['m', 60_000], ['s', 1_000], ['ms', 1]];
+const DURATION_UNITS: ReadonlyArray<readonly [string, number]> = [
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1_000],
+  ['ms', 1],
+];
 /** Milliseconds in the largest unit that divides them: 3_600_000 → "1h", 15_000 → "15s". */
 function formatDuration(ms: number): string {
   const [unit, size] = DURATION_UNITS.find(([, size]) => ms % size === 0) ?? ['ms', 1];
@@ -77,8 +82,14 @@ function readSchema(): Promise<{ shape: Record<string, z.ZodType>; config: typeo
     } finally {
       registry.add = add;
     }
-    const object = described.find((schema): schema is z.ZodObject => schema instanceof z.ZodObject && (schema.description ?? '').startsWith(SCHEMA_DESCRIPTION_START));
-    if (object === undefined) throw new Error(`src/config.ts registered no schema described as "${SCHEMA_DESCRIPTION_START}…" (was it loaded before this script read it?)`);
+    const object = described.find(
+      (schema): schema is z.ZodObject =>
+        schema instanceof z.ZodObject && (schema.description ?? '').startsWith(SCHEMA_DESCRIPTION_START),
+    );
+    if (object === undefined)
+      throw new Error(
+        `src/config.ts registered no schema described as "${SCHEMA_DESCRIPTION_START}…" (was it loaded before this script read it?)`,
+      );
     return { shape: object.shape, config };
   })();
   return loaded;
@@ -137,11 +148,13 @@ async function readVariables(): Promise<Variable[]> {
     CHAIN_CONFIRMATIONS: `${code(String(mainnet.confirmations))} on chain 1, ${code(String(elsewhere.confirmations))} elsewhere`,
     ALERT_WEBHOOK_SECRET: 'required with the URL',
   };
-  for (const name of [...required, ...Object.keys(outside)]) if (!(name in shape)) throw new Error(`${name} is not in the schema`);
+  for (const name of [...required, ...Object.keys(outside)])
+    if (!(name in shape)) throw new Error(`${name} is not in the schema`);
 
   return Object.entries(shape).map(([name, schema]): Variable => {
     const meaning = schema.description;
-    if (meaning === undefined || meaning.trim() === '') throw new Error(`${name} has no description: add .describe(…) to it in src/config.ts`);
+    if (meaning === undefined || meaning.trim() === '')
+      throw new Error(`${name} has no description: add .describe(…) to it in src/config.ts`);
     const found = schemaDefault(schema);
     const value = found && writtenDefault(name, found.value, found.parser);
     let defaultText: string;
@@ -160,7 +173,7 @@ function renderMarkdown(variables: readonly Variable[]): string {
   return [
     '# Configuration',
     '',
-    '<!-- Generated from src/config.ts by `npm run docs:config`: edit the schema\'s descriptions, not this file. -->',
+    "<!-- Generated from src/config.ts by `npm run docs:config`: edit the schema's descriptions, not this file. -->",
     '',
     'payrail is configured by environment variables only. This page is generated from the schema that reads them',
     '(`src/config.ts`), so it lists every variable payrail knows; [`.env.example`](../.env.example), generated with it,',
@@ -168,7 +181,7 @@ function renderMarkdown(variables: readonly Variable[]): string {
     '',
     'Read and validated in one place (`src/config.ts`). Values are trimmed; an empty value counts as missing. Any',
     'invalid value stops the start with one message naming every bad variable (exit code 78), and an unknown variable',
-    'with one of payrail\'s prefixes (`PAYRAIL_`, `NOWPAYMENTS_`, `PLATFORM_`, `PAYOUT_`, `WORKER_`, `HEALTH_`,',
+    "with one of payrail's prefixes (`PAYRAIL_`, `NOWPAYMENTS_`, `PLATFORM_`, `PAYOUT_`, `WORKER_`, `HEALTH_`,",
     '`EMBEDDED_PG_`, `ADMIN_`, `CHANGENOW_`, `CONVERSION_`, `HOST_WALLET_`, `LOCAL_`, `TRANSFER_`, `WEBHOOK_`,',
     '`TRUSTED_`, `WALLET_`, `ALERT_`, `RECONCILE_`, `METRICS_`, `PARTIAL_`) is refused, so a misspelt name never falls back',
     'to a default (`TRUSTED_PROXIES` stops the start instead of leaving the proxy untrusted, `WALLET_CHANGE_HOLDS`',
@@ -187,7 +200,7 @@ function renderMarkdown(variables: readonly Variable[]): string {
 
 function renderEnvExample(variables: readonly Variable[]): string {
   const lines = [
-    '# payrail\'s environment variables, every one, commented out with its default (an empty value counts as unset).',
+    "# payrail's environment variables, every one, commented out with its default (an empty value counts as unset).",
     '# Generated from src/config.ts by `npm run docs:config`; what each one means: docs/configuration.md.',
     '#',
     '# With no DATABASE_URL, `npm start` is a local run: an embedded PostgreSQL, a local chain and simulators, and',
@@ -197,7 +210,8 @@ function renderEnvExample(variables: readonly Variable[]): string {
   ];
   for (const v of variables) {
     if (v.defaultText === 'required*') lines.push(`# ${v.name}: required when DATABASE_URL is set`);
-    else if (v.defaultValue === undefined && v.defaultText !== 'unset') lines.push(`# ${v.name}: default ${v.defaultText.replace(/`/g, '')}`);
+    else if (v.defaultValue === undefined && v.defaultText !== 'unset')
+      lines.push(`# ${v.name}: default ${v.defaultText.replace(/`/g, '')}`);
     lines.push(`# ${v.name}=${v.defaultValue ?? ''}`);
   }
   lines.push('');

@@ -10,7 +10,19 @@ import { createChangeNowClient, type ChangeNowObserver } from './integrations/ch
 import { createNowPaymentsApi } from './integrations/nowpayments/index.ts';
 import { createChainWallet } from './integrations/wallet/index.ts';
 import { parseUnits } from './money/index.ts';
-import { confirmTasks, createConversionNudger, HANDLED_TASKS, pipelineCron, pipelineTasks, type ConfirmDeps, type ConversionChain, type CrashPoint, type IntakeSettings, type StageDeps, type TransferPolicy } from './pipeline/index.ts';
+import {
+  confirmTasks,
+  createConversionNudger,
+  HANDLED_TASKS,
+  pipelineCron,
+  pipelineTasks,
+  type ConfirmDeps,
+  type ConversionChain,
+  type CrashPoint,
+  type IntakeSettings,
+  type StageDeps,
+  type TransferPolicy,
+} from './pipeline/index.ts';
 import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts';
 import { recordDeposit } from './treasury/index.ts';
 import { readOnlyWallet } from './treasury/commands.ts';
@@ -19,7 +31,15 @@ import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/ind
 import { createMetrics, type Metrics } from './metrics/index.ts';
 import { migrateQueue, startWorker, type RunningWorker } from './jobs/index.ts';
 import { createScrubber, type Logger } from './log.ts';
-import { ALERT_TASKS, alertCron, alertSettings, alertTasks, alertWebhook, storeEventAlert, type AlertDeps } from './alerts/index.ts';
+import {
+  ALERT_TASKS,
+  alertCron,
+  alertSettings,
+  alertTasks,
+  alertWebhook,
+  storeEventAlert,
+  type AlertDeps,
+} from './alerts/index.ts';
 
 export interface Roles {
   web: boolean;
@@ -77,14 +97,22 @@ export function intakeSettings(config: Config): IntakeSettings {
 }
 
 /** The payment_confirm job's needs: the API client (none without NOWPAYMENTS_API_KEY) and intake's credit settings. */
-export function confirmDeps(config: Config, stage: StageDeps, outside: LocalOutside, onThresholdCredit?: () => void): ConfirmDeps {
+export function confirmDeps(
+  config: Config,
+  stage: StageDeps,
+  outside: LocalOutside,
+  onThresholdCredit?: () => void,
+): ConfirmDeps {
   const apiKey = config.NOWPAYMENTS_API_KEY;
   const baseUrl = outside.nowpaymentsUrl ?? config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL;
   return {
     db: stage.db,
     logger: stage.logger,
     notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
-    api: apiKey === undefined ? undefined : createNowPaymentsApi({ baseUrl, apiKey, timeoutMs: config.NOWPAYMENTS_TIMEOUT }),
+    api:
+      apiKey === undefined
+        ? undefined
+        : createNowPaymentsApi({ baseUrl, apiKey, timeoutMs: config.NOWPAYMENTS_TIMEOUT }),
     intake: intakeSettings(config),
     ...(onThresholdCredit && { onThresholdCredit }),
   };
@@ -118,7 +146,13 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
       changenowApiKey: config.CHANGENOW_API_KEY,
       hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
       // With a key and no URL, the local run confirms credits with its own NOWPayments simulator.
-      ...(config.NOWPAYMENTS_API_KEY !== undefined && { nowpayments: { ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }), port: config.LOCAL_NOWPAYMENTS_PORT, apiKey: config.NOWPAYMENTS_API_KEY } }),
+      ...(config.NOWPAYMENTS_API_KEY !== undefined && {
+        nowpayments: {
+          ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }),
+          port: config.LOCAL_NOWPAYMENTS_PORT,
+          apiKey: config.NOWPAYMENTS_API_KEY,
+        },
+      }),
       // The local chain keeps its state next to the database, so balances and nonces agree across restarts.
       stateDir: path.resolve(config.PAYRAIL_DATA_DIR),
       logger,
@@ -130,15 +164,21 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
     served = Number.parseInt(String(await rpc(rpcUrl, 'eth_chainId', [])), 16);
   } catch (error) {
     // An RPC outage must not keep the worker from everything else; transfers wait and retry until it is back.
-    logger.error({ event: 'alert', alert: 'rpc_unreachable', err: (error as Error).message }, 'ETH_RPC_URL unreachable at start');
+    logger.error(
+      { event: 'alert', alert: 'rpc_unreachable', err: (error as Error).message },
+      'ETH_RPC_URL unreachable at start',
+    );
   }
   // A key pointed at the wrong chain must stop the start, not sign transactions for another network.
-  if (served !== undefined && served !== config.CHAIN_ID) throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
+  if (served !== undefined && served !== config.CHAIN_ID)
+    throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
   return {
     rpcUrl,
     chainId: config.CHAIN_ID,
     changenowUrl: config.CHANGENOW_API_URL as string,
-    ...(config.NOWPAYMENTS_API_KEY !== undefined && { nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL }),
+    ...(config.NOWPAYMENTS_API_KEY !== undefined && {
+      nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL,
+    }),
     stop: () => Promise.resolve(),
   };
 }
@@ -148,16 +188,41 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
  * ETH_RPC_URL with the host wallet's address, read only (the key is the worker's). Undefined when neither is set.
  */
 function conversionChain(config: Config, outside: LocalOutside | undefined): ConversionChain | undefined {
-  const wallet = readOnlyWallet(outside ? { ...config, ETH_RPC_URL: outside.rpcUrl, CHAIN_ID: outside.chainId } : config);
+  const wallet = readOnlyWallet(
+    outside ? { ...config, ETH_RPC_URL: outside.rpcUrl, CHAIN_ID: outside.chainId } : config,
+  );
   if (typeof wallet === 'string') return undefined;
-  return { wallet, hostAddress: wallet.address, usdtContract: outside?.usdtContract ?? config.USDT_CONTRACT, confirmations: transferPolicy(config, outside?.chainId ?? config.CHAIN_ID).confirmations };
+  return {
+    wallet,
+    hostAddress: wallet.address,
+    usdtContract: outside?.usdtContract ?? config.USDT_CONTRACT,
+    confirmations: transferPolicy(config, outside?.chainId ?? config.CHAIN_ID).confirmations,
+  };
 }
 
-export function stageDeps(config: Config, database: Database, outside: LocalOutside, logger: Logger, crashPoint?: (name: CrashPoint) => void, changenowObserver?: ChangeNowObserver): StageDeps {
-  const wallet = createChainWallet({ rpcUrl: outside.rpcUrl, privateKey: config.HOST_WALLET_PRIVATE_KEY, chainId: outside.chainId, timeoutMs: 15_000 });
+export function stageDeps(
+  config: Config,
+  database: Database,
+  outside: LocalOutside,
+  logger: Logger,
+  crashPoint?: (name: CrashPoint) => void,
+  changenowObserver?: ChangeNowObserver,
+): StageDeps {
+  const wallet = createChainWallet({
+    rpcUrl: outside.rpcUrl,
+    privateKey: config.HOST_WALLET_PRIVATE_KEY,
+    chainId: outside.chainId,
+    timeoutMs: 15_000,
+  });
   return {
     db: database.db,
-    exchange: createChangeNowClient({ baseUrl: outside.changenowUrl, apiKey: config.CHANGENOW_API_KEY, connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT, responseTimeoutMs: config.CHANGENOW_TIMEOUT, ...(changenowObserver && { observer: changenowObserver }) }),
+    exchange: createChangeNowClient({
+      baseUrl: outside.changenowUrl,
+      apiKey: config.CHANGENOW_API_KEY,
+      connectTimeoutMs: config.CHANGENOW_CONNECT_TIMEOUT,
+      responseTimeoutMs: config.CHANGENOW_TIMEOUT,
+      ...(changenowObserver && { observer: changenowObserver }),
+    }),
     wallet,
     hostAddress: wallet.address,
     usdtContract: (outside.usdtContract ?? config.USDT_CONTRACT) as `0x${string}`,
@@ -170,7 +235,8 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
       transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
       transfer: transferPolicy(config, outside.chainId),
       payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
-      payoutApprovalAboveUsdCents: config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
+      payoutApprovalAboveUsdCents:
+        config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
       walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
       refundTolerance: config.CHANGENOW_REFUND_TOLERANCE,
       maxSlippage: config.CHANGENOW_MAX_SLIPPAGE,
@@ -182,9 +248,25 @@ export function stageDeps(config: Config, database: Database, outside: LocalOuts
 }
 
 /** A local run's host wallet was funded by a transfer just now: the ledger books it as the operator's capital. */
-async function bookLocalFunding(stage: StageDeps, txHash: `0x${string}`, config: Config, logger: Logger): Promise<void> {
-  const result = await recordDeposit(stage.db, { wallet: stage.wallet, usdtContract: stage.usdtContract, confirmations: transferPolicy(config, stage.wallet.chainId).confirmations }, { txHash, asset: 'eth', actor: 'local-run' });
-  logger.info({ event: 'local_funding_booked', txHash, wei: result.amount.toString(), booked: result.booked }, 'LOCAL RUN: the host wallet\'s funding booked as platform capital');
+async function bookLocalFunding(
+  stage: StageDeps,
+  txHash: `0x${string}`,
+  config: Config,
+  logger: Logger,
+): Promise<void> {
+  const result = await recordDeposit(
+    stage.db,
+    {
+      wallet: stage.wallet,
+      usdtContract: stage.usdtContract,
+      confirmations: transferPolicy(config, stage.wallet.chainId).confirmations,
+    },
+    { txHash, asset: 'eth', actor: 'local-run' },
+  );
+  logger.info(
+    { event: 'local_funding_booked', txHash, wei: result.amount.toString(), booked: result.booked },
+    "LOCAL RUN: the host wallet's funding booked as platform capital",
+  );
 }
 
 /** Mainnet's defaults are for a chain that reprices and reorganises; a local chain mines at once and never does. */
@@ -211,7 +293,10 @@ function warnAboutMetricsExposure(config: Config, roles: Roles, logger: Logger):
         'METRICS_TOKEN is unset: /metrics (payment counts, amounts paid out, host wallet balances) is served without a token on the same port as the public NOWPayments webhook; set METRICS_TOKEN or block /metrics at the proxy',
       );
     } else if (roles.worker && config.WORKER_METRICS_PORT !== undefined) {
-      logger.warn({ event: 'metrics_open', port: config.WORKER_METRICS_PORT }, 'METRICS_TOKEN is unset: /metrics is served without a token on WORKER_METRICS_PORT; set METRICS_TOKEN or keep that port private');
+      logger.warn(
+        { event: 'metrics_open', port: config.WORKER_METRICS_PORT },
+        'METRICS_TOKEN is unset: /metrics is served without a token on WORKER_METRICS_PORT; set METRICS_TOKEN or keep that port private',
+      );
     }
   }
   if (roles.worker && !roles.web && config.WORKER_METRICS_PORT === undefined) {
@@ -245,11 +330,22 @@ export interface StartOptions {
   onWorkerFailure?: (error: Error) => void;
 }
 
-export async function startPayrail(config: Config, roles: Roles, logger: Logger, options: StartOptions = {}): Promise<Payrail> {
+export async function startPayrail(
+  config: Config,
+  roles: Roles,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<Payrail> {
   const existing = options.database;
   const crashAt = config.PAYRAIL_CRASH_AT;
-  if (crashAt) logger.warn({ event: 'crash_injection_armed', point: crashAt }, 'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself');
-  const crashPoint = options.crashPoint ?? (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
+  if (crashAt)
+    logger.warn(
+      { event: 'crash_injection_armed', point: crashAt },
+      'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself',
+    );
+  const crashPoint =
+    options.crashPoint ??
+    (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
   warnAboutMetricsExposure(config, roles, logger);
   if (config.NOWPAYMENTS_API_KEY === undefined && config.CHAIN_ID === 1) {
     logger.warn(
@@ -257,7 +353,9 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
       'NOWPAYMENTS_API_KEY is unset on mainnet: a signed IPN is credited on its signature alone, so anyone holding the IPN secret can mint credits; set NOWPAYMENTS_API_KEY to have every credit confirmed with NOWPayments first',
     );
   }
-  const database = existing ?? (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
+  const database =
+    existing ??
+    (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
   let worker: RunningWorker | undefined;
   let http: FastifyInstance | undefined;
   let outside: LocalOutside | undefined;
@@ -273,8 +371,18 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
         pool: database.pool,
         db: database.db,
         logger,
-        taskList: taskHandlers(stage, alertDeps(config, stage), confirmDeps(config, stage, outside, createConversionNudger(database.db, logger))),
-        cron: [...pipelineCron({ conversionIntervalMs: config.CONVERSION_INTERVAL, reconcileIntervalMs: config.RECONCILE_INTERVAL }), ...alertCron({ intervalMs: config.ALERT_INTERVAL })],
+        taskList: taskHandlers(
+          stage,
+          alertDeps(config, stage),
+          confirmDeps(config, stage, outside, createConversionNudger(database.db, logger)),
+        ),
+        cron: [
+          ...pipelineCron({
+            conversionIntervalMs: config.CONVERSION_INTERVAL,
+            reconcileIntervalMs: config.RECONCILE_INTERVAL,
+          }),
+          ...alertCron({ intervalMs: config.ALERT_INTERVAL }),
+        ],
         storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
@@ -285,7 +393,13 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
       });
       // A worker-only process's job and ChangeNow metrics exist only in its memory: it serves them itself.
       if (!roles.web && config.WORKER_METRICS_PORT !== undefined) {
-        metricsServer = await startMetricsServer({ metrics, port: config.WORKER_METRICS_PORT, host: config.HOST, logger, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) });
+        metricsServer = await startMetricsServer({
+          metrics,
+          port: config.WORKER_METRICS_PORT,
+          host: config.HOST,
+          logger,
+          ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
+        });
       }
     }
     if (roles.web) {
@@ -313,9 +427,19 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
           queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
           alertIntervalMs: config.ALERT_INTERVAL,
         },
-        admin: { db: database.db, chain: conversionChain(config, outside), intake: intakeSettings(config), pollDeadlineMs: config.CONVERSION_POLL_DEADLINE, onThresholdCredit: nudge },
+        admin: {
+          db: database.db,
+          chain: conversionChain(config, outside),
+          intake: intakeSettings(config),
+          pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
+          onThresholdCredit: nudge,
+        },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
-        metrics: { metrics, db: database.db, ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }) },
+        metrics: {
+          metrics,
+          db: database.db,
+          ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
+        },
       });
       await http.listen({ port: config.PORT, host: config.HOST });
     }
@@ -328,8 +452,14 @@ export async function startPayrail(config: Config, roles: Roles, logger: Logger,
     throw error;
   }
   const address = http?.server.address();
-  const url = address && typeof address === 'object' ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : undefined;
-  logger.info({ event: 'payrail_started', roles, url, ...(metricsServer && { metricsUrl: metricsServer.url }) }, 'payrail started');
+  const url =
+    address && typeof address === 'object'
+      ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+      : undefined;
+  logger.info(
+    { event: 'payrail_started', roles, url, ...(metricsServer && { metricsUrl: metricsServer.url }) },
+    'payrail started',
+  );
   return {
     database,
     metrics,

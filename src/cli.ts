@@ -64,14 +64,19 @@ async function main(argv: string[]): Promise<number> {
   }
   const status = command === 'status' ? statusOptions(argv.slice(1)) : undefined;
   const chainCheck = command === 'check-ledger' && argv.includes('--chain');
-  const booking = command === 'deposit' || command === 'withdrawal' ? bookingOptions(command, argv.slice(1)) : undefined;
+  const booking =
+    command === 'deposit' || command === 'withdrawal' ? bookingOptions(command, argv.slice(1)) : undefined;
   const extra = command === 'check-ledger' ? argv.slice(1).filter((a) => a !== '--chain') : [];
   if (typeof booking === 'string' || extra.length > 0) {
-    process.stderr.write(`${typeof booking === 'string' ? booking : `payrail check-ledger: unexpected argument ${extra[0]}`}\n${USAGE}`);
+    process.stderr.write(
+      `${typeof booking === 'string' ? booking : `payrail check-ledger: unexpected argument ${extra[0]}`}\n${USAGE}`,
+    );
     return 64;
   }
   if (typeof status === 'string') {
-    process.stderr.write(`${status}\nusage: payrail status [--json] [--hours N]   (N from 1 to ${WINDOW_HOURS_MAX}, default ${WINDOW_HOURS_DEFAULT})\n`);
+    process.stderr.write(
+      `${status}\nusage: payrail status [--json] [--hours N]   (N from 1 to ${WINDOW_HOURS_MAX}, default ${WINDOW_HOURS_DEFAULT})\n`,
+    );
     return 64;
   }
 
@@ -79,7 +84,10 @@ async function main(argv: string[]): Promise<number> {
   try {
     // status, check-ledger and the bookings only read the chain: DATABASE_URL is all they need from a deployment.
     const readOnly = command === 'status' || command === 'check-ledger' || booking !== undefined;
-    config = loadConfig(process.env, { requireOutside: !readOnly, devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing) });
+    config = loadConfig(process.env, {
+      requireOutside: !readOnly,
+      devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing),
+    });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -90,7 +98,11 @@ async function main(argv: string[]): Promise<number> {
   const roles = ROLES[command];
   // A service logs to stdout, where its supervisor collects it. A one-shot command's stdout is its answer (piped to
   // jq, say): its log goes to stderr.
-  const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), ...(!roles && { destination: process.stderr }) });
+  const logger = createLogger({
+    level: config.LOG_LEVEL,
+    secrets: secretValues(config),
+    ...(!roles && { destination: process.stderr }),
+  });
   if (roles) return serve(config, roles, logger);
 
   const database = await openDatabase(config, logger, `payrail-${command}`);
@@ -103,7 +115,9 @@ async function main(argv: string[]): Promise<number> {
     // A newer CLI pointed at production must not migrate it ahead of the release step, and a read-only role cannot.
     const pending = await pendingMigrations(database.pool);
     if (pending.length > 0) {
-      process.stderr.write(`the database schema is behind this version of payrail (not applied: ${pending.join(', ')}); run payrail migrate first\n`);
+      process.stderr.write(
+        `the database schema is behind this version of payrail (not applied: ${pending.join(', ')}); run payrail migrate first\n`,
+      );
       return 1;
     }
     if (status) {
@@ -117,9 +131,16 @@ async function main(argv: string[]): Promise<number> {
       return 78;
     }
     const usdtContract = config.USDT_CONTRACT as `0x${string}`;
-    if (booking && wallet) return await runBooking(database.db, { wallet, usdtContract, confirmations: transferPolicy(config, config.CHAIN_ID).confirmations }, booking);
+    if (booking && wallet)
+      return await runBooking(
+        database.db,
+        { wallet, usdtContract, confirmations: transferPolicy(config, config.CHAIN_ID).confirmations },
+        booking,
+      );
     const report = await checkLedger(database.db, ledgerProgress());
-    process.stdout.write(`ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`);
+    process.stdout.write(
+      `ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`,
+    );
     for (const p of report.problems) process.stdout.write(`VIOLATION ${p.rule}: ${p.subject}: ${p.detail}\n`);
     process.stdout.write(report.ok ? 'ledger OK\n' : `ledger BROKEN: ${report.problems.length} violation(s)\n`);
     if (!wallet) return report.ok ? 0 : 1;
@@ -137,7 +158,12 @@ function statusOptions(args: string[]): { json: boolean; hours: number } | strin
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '--json') json = true;
-    else if (arg === '--hours' && /^[1-9][0-9]{0,2}$/.test(args[i + 1] ?? '') && Number(args[i + 1]) <= WINDOW_HOURS_MAX) hours = Number(args[++i]);
+    else if (
+      arg === '--hours' &&
+      /^[1-9][0-9]{0,2}$/.test(args[i + 1] ?? '') &&
+      Number(args[i + 1]) <= WINDOW_HOURS_MAX
+    )
+      hours = Number(args[++i]);
     else return `payrail status: unexpected ${arg === '--hours' ? `--hours ${args[i + 1] ?? ''}` : `argument ${arg}`}`;
   }
   return { json, hours };
@@ -154,7 +180,10 @@ function ledgerProgress(): CheckLedgerOptions {
   return {
     onCheck(name, index) {
       clearInterval(timer);
-      const show = () => process.stderr.write(`\r\x1b[Kcheck-ledger [${index + 1}/${LEDGER_CHECKS.length}] ${name} · ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const show = () =>
+        process.stderr.write(
+          `\r\x1b[Kcheck-ledger [${index + 1}/${LEDGER_CHECKS.length}] ${name} · ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        );
       show();
       timer = setInterval(show, 500);
       timer.unref();
@@ -211,13 +240,24 @@ async function simulate(args: string[]): Promise<number> {
   const port = Number.parseInt(flags.get('--port') ?? '0', 10);
   const stepMs = Number.parseInt(flags.get('--step-ms') ?? '2000', 10);
   const apiKey = flags.get('--api-key') ?? process.env.CHANGENOW_API_KEY?.trim();
-  if (what !== 'changenow' || !Number.isInteger(port) || port < 0 || !Number.isInteger(stepMs) || stepMs < 0 || !apiKey) {
-    process.stderr.write(`usage: payrail sim changenow --port N --api-key KEY [--rpc-url URL] [--step-ms MS]\n(the key may come from CHANGENOW_API_KEY)\n`);
+  if (
+    what !== 'changenow' ||
+    !Number.isInteger(port) ||
+    port < 0 ||
+    !Number.isInteger(stepMs) ||
+    stepMs < 0 ||
+    !apiKey
+  ) {
+    process.stderr.write(
+      `usage: payrail sim changenow --port N --api-key KEY [--rpc-url URL] [--step-ms MS]\n(the key may come from CHANGENOW_API_KEY)\n`,
+    );
     return 64;
   }
   const rpcUrl = flags.get('--rpc-url');
   const sim = await startChangeNowSimulator({ port, apiKey, stepMs, ...(rpcUrl && { rpcUrl }) });
-  process.stderr.write(`ChangeNow simulator listening on ${sim.url}${rpcUrl ? ` (reading ${rpcUrl})` : ' (no chain: deposits are never seen)'}\n`);
+  process.stderr.write(
+    `ChangeNow simulator listening on ${sim.url}${rpcUrl ? ` (reading ${rpcUrl})` : ' (no chain: deposits are never seen)'}\n`,
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
@@ -231,11 +271,15 @@ async function simulateNowPayments(flags: Map<string, string>): Promise<number> 
   const apiKey = flags.get('--api-key') ?? process.env.NOWPAYMENTS_API_KEY?.trim();
   const unknown = [...flags.keys()].filter((flag) => flag !== '--port' && flag !== '--api-key');
   if (!Number.isInteger(port) || port < 0 || port > 65535 || !apiKey || unknown.length > 0) {
-    process.stderr.write(`usage: payrail sim nowpayments --port N --api-key KEY\n(the key may come from NOWPAYMENTS_API_KEY)\n`);
+    process.stderr.write(
+      `usage: payrail sim nowpayments --port N --api-key KEY\n(the key may come from NOWPAYMENTS_API_KEY)\n`,
+    );
     return 64;
   }
   const sim = await startNowPaymentsSimulator({ port, apiKey });
-  process.stderr.write(`NOWPayments API simulator listening on ${sim.url}: GET /v1/payment/{id} (x-api-key), POST /sim/payments to register a payment, POST /sim/fault\n`);
+  process.stderr.write(
+    `NOWPayments API simulator listening on ${sim.url}: GET /v1/payment/{id} (x-api-key), POST /sim/payments to register a payment, POST /sim/fault\n`,
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -33,7 +33,11 @@ export function createScrubber(secrets: readonly string[]): (text: string) => st
  * redacted by path; `secrets` are scrubbed from every line written, whatever field carries them (an error message,
  * a stack, an URL), including lines of child loggers.
  */
-export function createLogger(options: { level: string; secrets?: readonly string[]; destination?: NodeJS.WritableStream }): Logger {
+export function createLogger(options: {
+  level: string;
+  secrets?: readonly string[];
+  destination?: NodeJS.WritableStream;
+}): Logger {
   const scrub = createScrubber(options.secrets ?? []);
   return pino(
     {

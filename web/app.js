@@ -33,7 +33,8 @@
       idRe: /^conv_[0-9a-f]{16}$/,
       path: 'conversions',
       actions: {
-        retry: 'Retry conversion {id}? If its ETH never left, it ends and its payments go into the next batch; if it was sent, ChangeNow is asked about it again.',
+        retry:
+          'Retry conversion {id}? If its ETH never left, it ends and its payments go into the next batch; if it was sent, ChangeNow is asked about it again.',
       },
       // A retried conversion "is now failed" when it worked: say what that means for its payments.
       outcomes: {
@@ -46,7 +47,8 @@
       path: 'transfers',
       actions: {
         retry: 'Retry transfer {id}? It leaves review and payrail watches the chain for it again.',
-        cancel: 'Cancel transfer {id}? The worker signs a zero-value transaction to the host wallet at its nonce; the transfer fails only once the chain mines that cancel and none of its own versions.',
+        cancel:
+          'Cancel transfer {id}? The worker signs a zero-value transaction to the host wallet at its nonce; the transfer fails only once the chain mines that cancel and none of its own versions.',
         resolve:
           'Resolve transfer {id} as never sent? The chain must show its nonce used by another transaction, and none of its own versions mined: the worker checks both and refuses otherwise. Only then does the transfer fail, and what it was paying is paid again.',
       },
@@ -58,11 +60,14 @@
       idRe: /^[1-9][0-9]{0,19}$/,
       path: 'payments',
       actions: {
-        credit: "Credit payment {id} with {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout. Where payrail asks NOWPayments' API, it is booked only once the API confirms the payment (otherwise it comes back in review as payment_unconfirmed).",
-        ignore: 'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
+        credit:
+          "Credit payment {id} with {amount}? It is booked once, as a finished payment would be: the fee split, then its conversion or payout. Where payrail asks NOWPayments' API, it is booked only once the API confirms the payment (otherwise it comes back in review as payment_unconfirmed).",
+        ignore:
+          'Ignore payment {id}? Its review closes and nothing is booked or undone: uncredited it stays uncredited, credited it stays as it was booked.',
         reverse:
           "Reverse payment {id}'s credit ({amount} net to its channel)? NOWPayments refunded it: the credit is taken back while its money is still on the channel's available balance; if it has moved on, payrail refuses and says where it went (ignore then closes the review, the credit kept as booked).",
-        recheck: "Ask NOWPayments again about payment {id}? It leaves review and waits for NOWPayments' check with a fresh deadline: credited only if NOWPayments' API now agrees with the IPN, back in review otherwise.",
+        recheck:
+          "Ask NOWPayments again about payment {id}? It leaves review and waits for NOWPayments' check with a fresh deadline: credited only if NOWPayments' API now agrees with the IPN, back in review otherwise.",
       },
       // What a person decides on is the reason shown: a refund can turn a top-up into refunded_after_credit meanwhile.
       bindsReason: true,
@@ -81,7 +86,8 @@
           "Pay channel {id} now? Its whole available USDT ({amount} when this page last read it) goes out in one batch, whatever its threshold. Below ChangeNow's minimum the batch is held and tried again, like any batch.",
       },
       // 201 with the batch: its id is what the operator follows in the payouts list.
-      done: (body, id) => `pay now: channel ${id}: batch ${body.payoutId} opened for ${groupDigits(body.amount)} ${upper(body.asset)} (${body.status}).`,
+      done: (body, id) =>
+        `pay now: channel ${id}: batch ${body.payoutId} opened for ${groupDigits(body.amount)} ${upper(body.asset)} (${body.status}).`,
       outcomes: {},
     },
   };
@@ -104,7 +110,9 @@
         if (typeof expression === 'function') return receiver(expression.apply(context, params));
         const path = expression.trim();
         if (!PATH_RE.test(path)) throw new Error(`not a property path: "${path}"`);
-        const value = path.split('.').reduce((object, key) => (object === null || object === undefined ? undefined : object[key]), context);
+        const value = path
+          .split('.')
+          .reduce((object, key) => (object === null || object === undefined ? undefined : object[key]), context);
         receiver(typeof value === 'function' ? value.apply(context, params) : value);
       } catch (error) {
         console.error(`dashboard: ${error.message}`, el);
@@ -136,7 +144,11 @@
 
   const upper = (asset) => String(asset).toUpperCase();
   /** "awaitingConversion", "needs_review" → "awaiting conversion", "needs review". */
-  const label = (key) => key.replace(/_/g, ' ').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+  const label = (key) =>
+    key
+      .replace(/_/g, ' ')
+      .replace(/([a-z])([A-Z])/g, '$1 $2')
+      .toLowerCase();
   const percentOf = (bps) => `${Math.floor(bps / 100)}.${String(bps % 100).padStart(2, '0')} %`;
 
   // --- the API's overview as the page shows it ------------------------------------------------------------------
@@ -153,15 +165,28 @@
 
   function totalsView(t) {
     return [
-      { key: 'received', label: 'Received', testid: 'total-received', lines: amountLines('total-received', t.received) },
+      {
+        key: 'received',
+        label: 'Received',
+        testid: 'total-received',
+        lines: amountLines('total-received', t.received),
+      },
       { key: 'fees', label: 'Platform fees', testid: 'total-fees', lines: amountLines('total-fees', t.platformFees) },
       {
         key: 'network',
         label: 'Fees vs network costs',
         testid: 'total-network',
         lines: [
-          ...amountLines('total-network-fees', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.fees }, 'fees earned'),
-          ...amountLines('total-network-costs', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.networkCosts }, 'gas paid'),
+          ...amountLines(
+            'total-network-fees',
+            { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.fees },
+            'fees earned',
+          ),
+          ...amountLines(
+            'total-network-costs',
+            { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.networkCosts },
+            'gas paid',
+          ),
           ...amountLines('total-network-net', { [t.feesVsNetworkCosts.asset]: t.feesVsNetworkCosts.net }, 'net'),
         ],
       },
@@ -169,7 +194,10 @@
         key: 'converted',
         label: `Converted (${t.converted.count})`,
         testid: 'total-converted',
-        lines: [...amountLines('total-converted-sent', t.converted.sent, 'sent'), ...amountLines('total-converted-received', t.converted.received, 'got')],
+        lines: [
+          ...amountLines('total-converted-sent', t.converted.sent, 'sent'),
+          ...amountLines('total-converted-received', t.converted.received, 'got'),
+        ],
       },
       { key: 'paid', label: 'Paid out', testid: 'total-paid', lines: amountLines('total-paid', t.paidOut) },
       {
@@ -198,8 +226,16 @@
   function pipelineView(p, hours) {
     return [
       { key: 'payments', label: 'Payments', counts: countsView('payments', p.payments, ['inReview'], hours) },
-      { key: 'conversions', label: 'Conversions', counts: countsView('conversions', p.conversions, ['failed', 'needs_review'], hours) },
-      { key: 'payouts', label: 'Payouts', counts: countsView('payouts', p.payouts, ['failed', 'needs_review', 'awaiting_approval'], hours) },
+      {
+        key: 'conversions',
+        label: 'Conversions',
+        counts: countsView('conversions', p.conversions, ['failed', 'needs_review'], hours),
+      },
+      {
+        key: 'payouts',
+        label: 'Payouts',
+        counts: countsView('payouts', p.payouts, ['failed', 'needs_review', 'awaiting_approval'], hours),
+      },
       { key: 'transfers', label: 'Transfers', counts: countsView('transfers', p.transfers, ['needs_review'], hours) },
     ];
   }
@@ -238,7 +274,9 @@
       // The fill is drawn at most full; the label tells how far past the threshold a channel is.
       fillStyle: { width: hasThreshold ? `${Math.min(c.fillBps, 10000) / 100}%` : '0%' },
       fillClass: hasThreshold && c.fillBps >= 10000 ? 'full' : '',
-      barLabel: hasThreshold ? `${groupDigits(c.availableUsdt)} / ${groupDigits(c.thresholdUsd)} USDT · ${percentOf(c.fillBps)}` : `${groupDigits(c.availableUsdt)} USDT available`,
+      barLabel: hasThreshold
+        ? `${groupDigits(c.availableUsdt)} / ${groupDigits(c.thresholdUsd)} USDT · ${percentOf(c.fillBps)}`
+        : `${groupDigits(c.availableUsdt)} USDT available`,
       pendingEthText: groupDigits(c.pendingEth),
       destination: `${upper(c.payoutCurrency)} on ${c.payoutNetwork}`,
       reviewNote: reviewNote(c),
@@ -246,7 +284,11 @@
       payNowDisabled: !c.canPayNow,
       payNowAmount: `${groupDigits(c.availableUsdt)} USDT`,
       // Why the button is off, from the same two facts the API checks (it answers 409 if they changed since).
-      payNowTitle: c.canPayNow ? `pay ${groupDigits(c.availableUsdt)} USDT now` : c.openBatch !== null ? `batch ${c.openBatch.payoutId} is open (${c.openBatch.status})` : 'no USDT available (ETH waits for its conversion)',
+      payNowTitle: c.canPayNow
+        ? `pay ${groupDigits(c.availableUsdt)} USDT now`
+        : c.openBatch !== null
+          ? `batch ${c.openBatch.payoutId} is open (${c.openBatch.status})`
+          : 'no USDT available (ETH waits for its conversion)',
       openBatchText: c.openBatch === null ? '' : `batch ${c.openBatch.payoutId} · ${c.openBatch.status}`,
     };
   }
@@ -265,7 +307,9 @@
   /** What a payment in review shows: NOWPayments' figures as stated, and the actions its reason allows. */
   function reviewPaymentView(p) {
     const r = p.reported;
-    const noAction = p.reason.startsWith('unknown_channel') ? 'register the channel: its payments are released then' : 'no action';
+    const noAction = p.reason.startsWith('unknown_channel')
+      ? 'register the channel: its payments are released then'
+      : 'no action';
     return {
       ...p,
       testid: `review-payment-${p.paymentId}`,
@@ -291,7 +335,12 @@
       return {
         key: `host-${asset}`,
         label: `Host wallet ${upper(asset)}`,
-        text: b === null ? 'not observed yet' : b.amount === null ? `unknown${b.detail ? ` (${b.detail})` : ''}` : `${groupDigits(b.amount)} ${upper(asset)}`,
+        text:
+          b === null
+            ? 'not observed yet'
+            : b.amount === null
+              ? `unknown${b.detail ? ` (${b.detail})` : ''}`
+              : `${groupDigits(b.amount)} ${upper(asset)}`,
         age: b === null ? '' : `${age(b.ageSeconds)} ago`,
         cls: b === null ? 'zero' : b.ok ? '' : 'attention',
         testid: `host-${asset}`,
@@ -330,7 +379,10 @@
       txHashTitle: t.txHash ?? '',
       reasonText: t.reason ?? '',
       lastErrorText: t.lastError === null ? '' : `last error: ${t.lastError}`,
-      requestedText: t.requested === null ? '' : `${label(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; the worker carries it out`,
+      requestedText:
+        t.requested === null
+          ? ''
+          : `${label(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; the worker carries it out`,
       // While a request waits for the worker, every other action is refused: no buttons until it is carried out.
       canAct: t.requested === null,
       // "Never sent" needs a nonce someone else used and none of its versions seen mined; otherwise the worker refuses.
@@ -355,7 +407,12 @@
       alerts: {
         open: String(o.alerts.open),
         none: o.alerts.open === 0,
-        items: o.alerts.items.map((a) => ({ ...a, severityClass: `alert ${a.severity}`, age: `for ${age(a.ageSeconds)}`, testid: `alert-${a.id}` })),
+        items: o.alerts.items.map((a) => ({
+          ...a,
+          severityClass: `alert ${a.severity}`,
+          age: `for ${age(a.ageSeconds)}`,
+          testid: `alert-${a.id}`,
+        })),
       },
       totals: totalsView(o.totals),
       pipeline: pipelineView(o.pipeline, o.windowHours),
@@ -371,7 +428,10 @@
         payments: reviewPayments,
         anyPayments: reviewPayments.length > 0,
         // The list stops at the longest waiting ones; the pipeline counts them all.
-        paymentsMore: paymentsInReview > reviewPayments.length ? `showing the ${reviewPayments.length} longest waiting of ${paymentsInReview} payments in review` : '',
+        paymentsMore:
+          paymentsInReview > reviewPayments.length
+            ? `showing the ${reviewPayments.length} longest waiting of ${paymentsInReview} payments in review`
+            : '',
       },
       channels: {
         caption: `${o.channels.total} channels, ${o.channels.threshold} by threshold, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? ` · showing ${o.channels.items.length}` : ''}`,
@@ -387,7 +447,9 @@
       })),
       outside: outsideView(o),
       volume: {
-        caption: `per hour, last ${o.volume.hours} h · peak ${Object.entries(o.volume.peak).map(([a, v]) => `${groupDigits(v)} ${upper(a)}`).join(', ')}`,
+        caption: `per hour, last ${o.volume.hours} h · peak ${Object.entries(o.volume.peak)
+          .map(([a, v]) => `${groupDigits(v)} ${upper(a)}`)
+          .join(', ')}`,
       },
     };
   }
@@ -416,7 +478,14 @@
         yAxisID: 'share',
         asset,
       })),
-      { type: 'line', label: 'payments', data: buckets.map((b) => b.payments), borderColor: '#f59e0b', pointRadius: 0, yAxisID: 'count' },
+      {
+        type: 'line',
+        label: 'payments',
+        data: buckets.map((b) => b.payments),
+        borderColor: '#f59e0b',
+        pointRadius: 0,
+        yAxisID: 'count',
+      },
     ];
     if (chart) {
       chart.data.labels = labels;
@@ -435,18 +504,34 @@
         interaction: { mode: 'index', intersect: false },
         scales: {
           // Bars are each asset's share of its peak hour: the axis has no unit, the tooltip gives the exact amount.
-          share: { type: 'linear', position: 'left', min: 0, max: 10000, ticks: { display: false }, grid: { display: false } },
-          count: { type: 'linear', position: 'right', beginAtZero: true, suggestedMax: 1, ticks: { precision: 0 }, title: { display: true, text: 'payments' } },
+          share: {
+            type: 'linear',
+            position: 'left',
+            min: 0,
+            max: 10000,
+            ticks: { display: false },
+            grid: { display: false },
+          },
+          count: {
+            type: 'linear',
+            position: 'right',
+            beginAtZero: true,
+            suggestedMax: 1,
+            ticks: { precision: 0 },
+            title: { display: true, text: 'payments' },
+          },
           x: { ticks: { maxTicksLimit: 12 } },
         },
         plugins: {
           legend: { position: 'bottom' },
           tooltip: {
             callbacks: {
-              title: (items) => (items[0] ? `${chart.$buckets[items[0].dataIndex].hour.replace('T', ' ').slice(0, 16)} UTC` : ''),
+              title: (items) =>
+                items[0] ? `${chart.$buckets[items[0].dataIndex].hour.replace('T', ' ').slice(0, 16)} UTC` : '',
               label: (item) => {
                 const bucket = chart.$buckets[item.dataIndex];
-                if (item.dataset.asset) return `received ${groupDigits(bucket.received[item.dataset.asset])} ${upper(item.dataset.asset)}`;
+                if (item.dataset.asset)
+                  return `received ${groupDigits(bucket.received[item.dataset.asset])} ${upper(item.dataset.asset)}`;
                 return `${bucket.payments} payments`;
               },
             },
@@ -526,7 +611,12 @@
       async api(method, path, body) {
         const headers = { authorization: `Bearer ${this.token}`, accept: 'application/json' };
         if (body !== undefined) headers['content-type'] = 'application/json';
-        const response = await fetch(path, { method, headers, cache: 'no-store', ...(body !== undefined && { body: JSON.stringify(body) }) });
+        const response = await fetch(path, {
+          method,
+          headers,
+          cache: 'no-store',
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+        });
         const answer = await response.json().catch(() => ({}));
         return { status: response.status, body: answer };
       },
@@ -560,10 +650,13 @@
         const { kind, action, id, reason } = event.currentTarget.dataset;
         const subject = Object.hasOwn(SUBJECTS, kind ?? '') ? SUBJECTS[kind] : null;
         if (!subject || !Object.hasOwn(subject.actions, action ?? '') || !subject.idRe.test(id ?? '')) return;
-        const asked = subject.actions[action].replace('{id}', id).replace('{amount}', event.currentTarget.dataset.amount || 'an amount this page does not show');
+        const asked = subject.actions[action]
+          .replace('{id}', id)
+          .replace('{amount}', event.currentTarget.dataset.amount || 'an amount this page does not show');
         if (!window.confirm(asked)) return;
         let posted = subject.bodies && Object.hasOwn(subject.bodies, action) ? subject.bodies[action] : undefined;
-        if (subject.bindsReason && typeof reason === 'string' && reason !== '') posted = { ...posted, expectedReason: reason };
+        if (subject.bindsReason && typeof reason === 'string' && reason !== '')
+          posted = { ...posted, expectedReason: reason };
         const { status, body } = await this.api('POST', `/api/${subject.path}/${id}/${action}`, posted);
         if ((status === 200 || status === 201) && subject.done) {
           this.notice = { text: subject.done(body, id, action), kind: 'ok' };
@@ -572,8 +665,12 @@
           this.notice = { text: `${action}: ${kind} ${id} is now ${body.status}${outcome}.`, kind: 'ok' };
         } else if (status === 202) {
           // Accepted, not done: the worker (which holds the key and reads the chain) carries it out, or refuses.
-          const requested = body.requested && typeof body.requested.action === 'string' ? label(body.requested.action) : action;
-          this.notice = { text: `${action}: ${requested} of ${kind} ${id} requested; the worker carries it out and the review queue shows what came of it.`, kind: 'ok' };
+          const requested =
+            body.requested && typeof body.requested.action === 'string' ? label(body.requested.action) : action;
+          this.notice = {
+            text: `${action}: ${requested} of ${kind} ${id} requested; the worker carries it out and the review queue shows what came of it.`,
+            kind: 'ok',
+          };
         } else if (status === 401) {
           this.signOut();
           this.error = 'The server refused this token.';

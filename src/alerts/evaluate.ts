@@ -24,7 +24,15 @@ import type { ChainSide } from '../treasury/index.ts';
 import { claimThrottled, observeOutside, recordThrottled, type Observation, type ObserveDeps } from './observe.ts';
 import type { AlertSettings, RuleResult, StateRule } from './rule-types.ts';
 import { STATE_RULES } from './rules.ts';
-import { cleanSubject, enqueueNotify, openOrTouch, raiseAlert, resolveOpen, type AlertRow, type StoreOptions } from './store.ts';
+import {
+  cleanSubject,
+  enqueueNotify,
+  openOrTouch,
+  raiseAlert,
+  resolveOpen,
+  type AlertRow,
+  type StoreOptions,
+} from './store.ts';
 import { cleanDetails, cleanText, shortError } from './text.ts';
 
 export interface EvaluateDeps extends ObserveDeps {
@@ -77,11 +85,33 @@ async function pass(deps: EvaluateDeps): Promise<EvaluationSummary> {
       if (throttle && !(await claimThrottled(deps.db, throttle.observation, throttle.everyMs(deps.settings)))) continue;
       const result = await rule.evaluate({ db: deps.db, settings: deps.settings, chain: deps.chain });
       results.set(rule, result);
-      if (throttle) await recordRun(deps, { name: throttle.observation, ok: result.firing.length === 0, value: result.observedValue ?? String(result.firing.length), detail: null });
+      if (throttle)
+        await recordRun(deps, {
+          name: throttle.observation,
+          ok: result.firing.length === 0,
+          value: result.observedValue ?? String(result.firing.length),
+          detail: null,
+        });
     } catch (error) {
       failedRules.push(rule.name);
-      if (throttle) await recordRun(deps, { name: throttle.observation, ok: false, value: null, detail: `check failed: ${shortError(error)}` });
-      await raiseAlert(deps.db, { rule: 'alert_rule_failed', subject: rule.name, severity: 'warning', message: `alert rule ${rule.name} could not be evaluated: ${shortError(error)}`, details: { ruleName: rule.name, error: shortError(error) } }, { logger: deps.logger, notify: deps.notify });
+      if (throttle)
+        await recordRun(deps, {
+          name: throttle.observation,
+          ok: false,
+          value: null,
+          detail: `check failed: ${shortError(error)}`,
+        });
+      await raiseAlert(
+        deps.db,
+        {
+          rule: 'alert_rule_failed',
+          subject: rule.name,
+          severity: 'warning',
+          message: `alert rule ${rule.name} could not be evaluated: ${shortError(error)}`,
+          details: { ruleName: rule.name, error: shortError(error) },
+        },
+        { logger: deps.logger, notify: deps.notify },
+      );
     }
   }
   const counts = await deps.db.transaction().execute(async (trx) => {
@@ -103,16 +133,29 @@ async function recordRun(deps: EvaluateDeps, observation: Observation): Promise<
   try {
     await recordThrottled(deps.db, observation);
   } catch (error) {
-    deps.logger.warn({ event: 'observation_store_failed', observation: observation.name, err: shortError(error) }, 'a throttled check ran but its result could not be stored');
+    deps.logger.warn(
+      { event: 'observation_store_failed', observation: observation.name, err: shortError(error) },
+      'a throttled check ran but its result could not be stored',
+    );
   }
 }
 
-async function applyRule(trx: Transaction<Database>, rule: StateRule, result: RuleResult, deps: EvaluateDeps): Promise<{ opened: number; resolved: number }> {
+async function applyRule(
+  trx: Transaction<Database>,
+  rule: StateRule,
+  result: RuleResult,
+  deps: EvaluateDeps,
+): Promise<{ opened: number; resolved: number }> {
   const store: StoreOptions = { notify: deps.notify && rule.notify !== false };
   const touchEveryMs = deps.settings.stateTouchEveryMs;
   const firing = new Map(result.firing.map((f) => [cleanSubject(f.subject), f]));
   const unknown = new Set((result.unknown ?? []).map(cleanSubject));
-  const open = await trx.selectFrom('alerts').select(['id', 'subject']).where('rule', '=', rule.name).where('resolved_at', 'is', null).execute();
+  const open = await trx
+    .selectFrom('alerts')
+    .select(['id', 'subject'])
+    .where('rule', '=', rule.name)
+    .where('resolved_at', 'is', null)
+    .execute();
   // Resolved by hand while the condition held, and not seen clear since: acknowledged.
   const acknowledged = await trx
     .selectFrom('alerts')
@@ -135,7 +178,9 @@ async function applyRule(trx: Transaction<Database>, rule: StateRule, result: Ru
         .updateTable('alerts')
         .set({ last_seen_at: sql`now()`, message, details })
         .where('id', '=', ackId)
-        .where(sql<boolean>`(message is distinct from ${message} or details is distinct from ${details}::jsonb or last_seen_at <= now() - ${touchEveryMs} * interval '1 millisecond')`)
+        .where(
+          sql<boolean>`(message is distinct from ${message} or details is distinct from ${details}::jsonb or last_seen_at <= now() - ${touchEveryMs} * interval '1 millisecond')`,
+        )
         .execute();
       continue;
     }
@@ -143,11 +188,18 @@ async function applyRule(trx: Transaction<Database>, rule: StateRule, result: Ru
     if (row?.opened === true) {
       opened += 1;
       // Not event "alert": that line is for alerts raised where something happened (tests count them per step).
-      deps.logger[rule.severity === 'critical' ? 'error' : 'warn']({ ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id }, f.message);
+      deps.logger[rule.severity === 'critical' ? 'error' : 'warn'](
+        { ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id },
+        f.message,
+      );
     }
   }
   const cleared = (subject: string) => !firing.has(subject) && !unknown.has(subject);
-  const resolved = await resolveOpen(trx, open.filter((a) => cleared(a.subject)).map((a) => a.id), store);
+  const resolved = await resolveOpen(
+    trx,
+    open.filter((a) => cleared(a.subject)).map((a) => a.id),
+    store,
+  );
   for (const row of resolved) logResolved(deps.logger, row, 'condition cleared');
   const clearedAcks = acknowledged.filter((a) => cleared(a.subject)).map((a) => a.id);
   if (clearedAcks.length > 0) {
@@ -166,7 +218,11 @@ async function applyRule(trx: Transaction<Database>, rule: StateRule, result: Ru
  * (a select-then-resolve would resolve an alert raised a moment ago). Events are every rule that is not a state rule,
  * not only EVENT_RULES: an event rule someone forgot to list still resolves.
  */
-async function resolveQuietEvents(trx: Transaction<Database>, rules: readonly StateRule[], deps: EvaluateDeps): Promise<AlertRow[]> {
+async function resolveQuietEvents(
+  trx: Transaction<Database>,
+  rules: readonly StateRule[],
+  deps: EvaluateDeps,
+): Promise<AlertRow[]> {
   const stateRules = [...new Set([...STATE_RULES, ...rules].map((r) => r.name))];
   const resolved = await trx
     .updateTable('alerts')
@@ -184,5 +240,8 @@ async function resolveQuietEvents(trx: Transaction<Database>, rules: readonly St
 }
 
 function logResolved(logger: Logger, row: AlertRow, why: string): void {
-  logger.info({ event: 'alert_resolved', alert: row.rule, subject: row.subject, alertId: row.id, why }, 'alert resolved');
+  logger.info(
+    { event: 'alert_resolved', alert: row.rule, subject: row.subject, alertId: row.id, why },
+    'alert resolved',
+  );
 }

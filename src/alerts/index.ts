@@ -16,11 +16,30 @@
  * exchange_mismatch and conversion_* (conversion id), worker_runner_stopped (worker id), alert_rule_failed (rule),
  * payment_review and payment_unconfirmed (payment id).
  */
-export { raiseAlert, storeEventAlert, listAlerts, getAlert, resolveAlertByHand, NOTIFY_MAX_ATTEMPTS, type AlertInput, type AlertView, type AlertListState, type HandResolution, type RaiseOptions } from './store.ts';
+export {
+  raiseAlert,
+  storeEventAlert,
+  listAlerts,
+  getAlert,
+  resolveAlertByHand,
+  NOTIFY_MAX_ATTEMPTS,
+  type AlertInput,
+  type AlertView,
+  type AlertListState,
+  type HandResolution,
+  type RaiseOptions,
+} from './store.ts';
 export { evaluateAlerts, type EvaluateDeps, type EvaluationSummary } from './evaluate.ts';
 export { STATE_RULES, EVENT_RULES } from './rules.ts';
 export type { AlertSettings, StateRule, RuleResult, Firing } from './rule-types.ts';
 export { OBSERVATION, observeOutside, type Observation } from './observe.ts';
-export { deliverAlert, verifyAlertSignature, signAlertBody, WEBHOOK_TIMEOUT_MS, type WebhookSettings, type AlertPayload } from './notify.ts';
+export {
+  deliverAlert,
+  verifyAlertSignature,
+  signAlertBody,
+  WEBHOOK_TIMEOUT_MS,
+  type WebhookSettings,
+  type AlertPayload,
+} from './notify.ts';
 export { alertTasks, alertCron, ALERT_TASKS, type AlertDeps } from './tasks.ts';
 export { alertSettings, alertWebhook } from './settings.ts';

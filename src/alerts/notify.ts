@@ -44,7 +44,14 @@ export function signAlertBody(secret: string, timestamp: string, body: string): 
 }
 
 /** For receivers (and tests): the signature matches the raw body and timestamp, and the timestamp is recent. */
-export function verifyAlertSignature(input: { secret: string; body: string; timestamp: string | undefined; signature: string | undefined; toleranceSeconds?: number; nowSeconds?: number }): boolean {
+export function verifyAlertSignature(input: {
+  secret: string;
+  body: string;
+  timestamp: string | undefined;
+  signature: string | undefined;
+  toleranceSeconds?: number;
+  nowSeconds?: number;
+}): boolean {
   const { timestamp, signature } = input;
   if (timestamp === undefined || signature === undefined || !/^[0-9]{1,12}$/.test(timestamp)) return false;
   const now = input.nowSeconds ?? Math.floor(Date.now() / 1_000);
@@ -85,7 +92,10 @@ export async function deliverAlert(deps: NotifyDeps, alertId: string, state: Ale
   // side for ever; sent before it, it pages someone for what is already over. The only resolutions without a
   // delivery are those made while no webhook was configured, or of a rule never sent: silence suits those too.
   if (state === 'firing' && row.resolved_at !== null) {
-    log.info({ event: 'alert_notify_dropped', rule: row.rule, subject: row.subject }, 'alert already resolved: firing delivery dropped, the resolution is sent instead');
+    log.info(
+      { event: 'alert_notify_dropped', rule: row.rule, subject: row.subject },
+      'alert already resolved: firing delivery dropped, the resolution is sent instead',
+    );
     return;
   }
   const view = toView(row);
@@ -124,8 +134,12 @@ export async function deliverAlert(deps: NotifyDeps, alertId: string, state: Ale
     throw new WebhookDeliveryError(`alert webhook unreachable: ${reason(error)}`);
   }
   await response.body?.cancel().catch(() => undefined);
-  if (response.status < 200 || response.status > 299) throw new WebhookDeliveryError(`alert webhook answered HTTP ${response.status}`);
-  log.info({ event: 'alert_notified', rule: view.rule, subject: view.subject, status: response.status }, 'alert sent to the webhook');
+  if (response.status < 200 || response.status > 299)
+    throw new WebhookDeliveryError(`alert webhook answered HTTP ${response.status}`);
+  log.info(
+    { event: 'alert_notified', rule: view.rule, subject: view.subject, status: response.status },
+    'alert sent to the webhook',
+  );
 }
 
 function reason(error: unknown): string {

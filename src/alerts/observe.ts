@@ -46,13 +46,20 @@ export async function observeOutside(deps: ObserveDeps): Promise<Observation[]> 
   const probes: Array<[string, () => Promise<string | null>]> = [
     [OBSERVATION.hostEth, async () => (await deps.wallet.balance({ kind: 'native' })).toString()],
     [OBSERVATION.chainRpc, async () => (await deps.wallet.blockNumber()).toString()],
-    [OBSERVATION.changenow, async () => {
-      await deps.exchange.listExchanges({ userId: PROBE_USER_ID });
-      return null;
-    }],
+    [
+      OBSERVATION.changenow,
+      async () => {
+        await deps.exchange.listExchanges({ userId: PROBE_USER_ID });
+        return null;
+      },
+    ],
   ];
   const usdt = deps.usdtContract;
-  if (usdt !== undefined) probes.push([OBSERVATION.hostUsdt, async () => (await deps.wallet.balance({ kind: 'erc20', contract: usdt })).toString()]);
+  if (usdt !== undefined)
+    probes.push([
+      OBSERVATION.hostUsdt,
+      async () => (await deps.wallet.balance({ kind: 'erc20', contract: usdt })).toString(),
+    ]);
   const observations = await Promise.all(
     probes.map(async ([name, probe]): Promise<Observation> => {
       try {
@@ -75,7 +82,9 @@ export async function recordObservation(db: Db, o: Observation): Promise<void> {
   await sql`insert into observations (name, ok, value, detail, observed_at, failing_since)
     values (${o.name}, ${o.ok}, ${o.value}, ${o.detail}, now(), case when ${o.ok} then null else now() end)
     on conflict (name) do update set ok = excluded.ok, value = excluded.value, detail = excluded.detail, observed_at = excluded.observed_at,
-      failing_since = case when excluded.ok then null else coalesce(observations.failing_since, excluded.observed_at) end`.execute(db);
+      failing_since = case when excluded.ok then null else coalesce(observations.failing_since, excluded.observed_at) end`.execute(
+    db,
+  );
 }
 
 /**

@@ -7,7 +7,11 @@ import { OBSERVATION } from './observe.ts';
 import type { Firing, RuleContext, RuleResult, StateRule } from './rule-types.ts';
 
 async function observations(db: RuleContext['db']) {
-  const rows = await db.selectFrom('observations').selectAll().where('name', 'in', Object.values(OBSERVATION)).execute();
+  const rows = await db
+    .selectFrom('observations')
+    .selectAll()
+    .where('name', 'in', Object.values(OBSERVATION))
+    .execute();
   return new Map(rows.map((r) => [r.name, r]));
 }
 
@@ -57,11 +61,13 @@ function unreachable(name: string, observation: string, what: string): StateRule
       const since = row.failing_since;
       if (since === null || since.getTime() >= row.observed_at.getTime()) return { firing: [], unknown: [observation] };
       return {
-        firing: [{
-          subject: observation,
-          message: `${what} did not answer since ${since.toISOString()}: ${row.detail ?? 'no detail'}`,
-          details: { error: row.detail, failingSince: since },
-        }],
+        firing: [
+          {
+            subject: observation,
+            message: `${what} did not answer since ${since.toISOString()}: ${row.detail ?? 'no detail'}`,
+            details: { error: row.detail, failingSince: since },
+          },
+        ],
       };
     },
   };
@@ -105,7 +111,8 @@ const ledgerChainMismatch: StateRule = {
       report = await checkLedgerAgainstChain(db, chain);
     } catch (error) {
       // An unreachable RPC is chain_rpc_unreachable's to report: this check's alerts stay as they are.
-      if (error instanceof ChainUnavailableError) return { firing: [], unknown: ['eth', 'usdt'], observedValue: 'chain unreachable' };
+      if (error instanceof ChainUnavailableError)
+        return { firing: [], unknown: ['eth', 'usdt'], observedValue: 'chain unreachable' };
       throw error;
     }
     const differing = report.assets.filter((a) => a.difference !== 0n);

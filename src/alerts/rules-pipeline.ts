@@ -12,14 +12,23 @@ import { formatAge } from './text.ts';
 const USDT_UNITS_PER_CENT = 10n ** BigInt(decimalsOf('usdt') - decimalsOf('usd'));
 
 function amountText(units: string, asset: string): string {
-  return isAssetCode(asset) ? `${formatUnits(BigInt(units), decimalsOf(asset))} ${asset.toUpperCase()}` : `${units} ${asset} units`;
+  return isAssetCode(asset)
+    ? `${formatUnits(BigInt(units), decimalsOf(asset))} ${asset.toUpperCase()}`
+    : `${units} ${asset} units`;
 }
 
 const conversionPendingTooLong: StateRule = {
   name: 'conversion_pending_too_long',
   severity: 'warning',
   async evaluate({ db, settings }) {
-    const { rows } = await sql<{ conversion_id: string; status: string; amount_wei: string; payment_count: number; created_at: Date; age_s: number }>`
+    const { rows } = await sql<{
+      conversion_id: string;
+      status: string;
+      amount_wei: string;
+      payment_count: number;
+      created_at: Date;
+      age_s: number;
+    }>`
       select conversion_id, status, amount_wei::text as amount_wei, payment_count, created_at, extract(epoch from now() - created_at)::int as age_s
       from conversions
       where status in ('pending', 'exchange_requested', 'exchange_created', 'sent')
@@ -29,7 +38,14 @@ const conversionPendingTooLong: StateRule = {
       firing: rows.map((r) => ({
         subject: r.conversion_id,
         message: `conversion ${r.conversion_id} still ${r.status} ${formatAge(r.age_s)} after it was created`,
-        details: { conversionId: r.conversion_id, status: r.status, amount: amountText(r.amount_wei, 'eth'), payments: r.payment_count, createdAt: r.created_at, ageSeconds: r.age_s },
+        details: {
+          conversionId: r.conversion_id,
+          status: r.status,
+          amount: amountText(r.amount_wei, 'eth'),
+          payments: r.payment_count,
+          createdAt: r.created_at,
+          ageSeconds: r.age_s,
+        },
       })),
     };
   },
@@ -54,11 +70,13 @@ const paymentsAwaitingConversion: StateRule = {
     const row = rows[0];
     if (!row || row.count === 0) return { firing: [] };
     return {
-      firing: [{
-        subject: 'payments',
-        message: `${row.count} credited payment(s) waited longer than CONVERSION_MAX_WAIT + ALERT_CONVERSION_PENDING_AFTER for a conversion; the oldest ${formatAge(row.age_s ?? 0)}`,
-        details: { payments: row.count, oldestCreditedAt: row.oldest, oldestAgeSeconds: row.age_s },
-      }],
+      firing: [
+        {
+          subject: 'payments',
+          message: `${row.count} credited payment(s) waited longer than CONVERSION_MAX_WAIT + ALERT_CONVERSION_PENDING_AFTER for a conversion; the oldest ${formatAge(row.age_s ?? 0)}`,
+          details: { payments: row.count, oldestCreditedAt: row.oldest, oldestAgeSeconds: row.age_s },
+        },
+      ],
     };
   },
 };
@@ -71,7 +89,13 @@ const paymentsInReview: StateRule = {
   name: 'payments_in_review',
   severity: 'warning',
   async evaluate({ db }) {
-    const { rows } = await sql<{ count: number; oldest_id: string | null; oldest: Date | null; age_s: number | null; reasons: Record<string, number> | null }>`
+    const { rows } = await sql<{
+      count: number;
+      oldest_id: string | null;
+      oldest: Date | null;
+      age_s: number | null;
+      reasons: Record<string, number> | null;
+    }>`
       with waiting as (
         select payment_id, updated_at, split_part(review_reason, ':', 1) as code from payments where review_reason is not null
       )
@@ -79,15 +103,24 @@ const paymentsInReview: StateRule = {
              (select payment_id::text from waiting order by updated_at, payment_id limit 1) as oldest_id,
              (select min(updated_at) from waiting) as oldest,
              (select extract(epoch from now() - min(updated_at))::int from waiting) as age_s,
-             (select jsonb_object_agg(code, n) from (select code, count(*)::int as n from waiting group by code) c) as reasons`.execute(db);
+             (select jsonb_object_agg(code, n) from (select code, count(*)::int as n from waiting group by code) c) as reasons`.execute(
+      db,
+    );
     const row = rows[0];
     if (!row || row.count === 0) return { firing: [] };
     return {
-      firing: [{
-        subject: 'payments',
-        message: `${row.count} payment(s) wait in review for a person (credit, ignore or reverse); the oldest, ${row.oldest_id}, for ${formatAge(row.age_s ?? 0)}`,
-        details: { payments: row.count, oldestPaymentId: row.oldest_id, oldestSince: row.oldest, byReason: row.reasons ?? {} },
-      }],
+      firing: [
+        {
+          subject: 'payments',
+          message: `${row.count} payment(s) wait in review for a person (credit, ignore or reverse); the oldest, ${row.oldest_id}, for ${formatAge(row.age_s ?? 0)}`,
+          details: {
+            payments: row.count,
+            oldestPaymentId: row.oldest_id,
+            oldestSince: row.oldest,
+            byReason: row.reasons ?? {},
+          },
+        },
+      ],
     };
   },
 };
@@ -96,12 +129,24 @@ const conversionNeedsReview: StateRule = {
   name: 'conversion_needs_review',
   severity: 'critical',
   async evaluate({ db }) {
-    const rows = await db.selectFrom('conversions').select(['conversion_id', 'amount_wei', 'payment_count', 'exchange_id', 'reason', 'updated_at']).where('status', '=', 'needs_review').orderBy('updated_at').execute();
+    const rows = await db
+      .selectFrom('conversions')
+      .select(['conversion_id', 'amount_wei', 'payment_count', 'exchange_id', 'reason', 'updated_at'])
+      .where('status', '=', 'needs_review')
+      .orderBy('updated_at')
+      .execute();
     return {
       firing: rows.map((r) => ({
         subject: r.conversion_id,
         message: `conversion ${r.conversion_id} needs review: ${r.reason ?? 'no reason recorded'}`,
-        details: { conversionId: r.conversion_id, amount: amountText(r.amount_wei, 'eth'), payments: r.payment_count, exchangeId: r.exchange_id, reason: r.reason, since: r.updated_at },
+        details: {
+          conversionId: r.conversion_id,
+          amount: amountText(r.amount_wei, 'eth'),
+          payments: r.payment_count,
+          exchangeId: r.exchange_id,
+          reason: r.reason,
+          since: r.updated_at,
+        },
       })),
     };
   },
@@ -112,12 +157,26 @@ const transferNeedsReview: StateRule = {
   name: 'transfer_needs_review',
   severity: 'critical',
   async evaluate({ db }) {
-    const rows = await db.selectFrom('chain_transfers').select(['transfer_id', 'purpose', 'ref', 'asset', 'amount', 'nonce', 'tx_hash', 'reason', 'updated_at']).where('status', '=', 'needs_review').orderBy('updated_at').execute();
+    const rows = await db
+      .selectFrom('chain_transfers')
+      .select(['transfer_id', 'purpose', 'ref', 'asset', 'amount', 'nonce', 'tx_hash', 'reason', 'updated_at'])
+      .where('status', '=', 'needs_review')
+      .orderBy('updated_at')
+      .execute();
     return {
       firing: rows.map((r) => ({
         subject: r.transfer_id,
         message: `transfer ${r.transfer_id} (${r.purpose} ${r.ref}, ${amountText(r.amount, r.asset)}, nonce ${r.nonce}) needs review: ${r.reason ?? 'no reason recorded'}`,
-        details: { transferId: r.transfer_id, purpose: r.purpose, ref: r.ref, amount: amountText(r.amount, r.asset), nonce: r.nonce, txHash: r.tx_hash, reason: r.reason, since: r.updated_at },
+        details: {
+          transferId: r.transfer_id,
+          purpose: r.purpose,
+          ref: r.ref,
+          amount: amountText(r.amount, r.asset),
+          nonce: r.nonce,
+          txHash: r.tx_hash,
+          reason: r.reason,
+          since: r.updated_at,
+        },
       })),
     };
   },
@@ -137,14 +196,29 @@ const conversionHeld: StateRule = {
       from payments where conversion_status = 'pending' and conversion_hold_until > now()`.execute(db);
     const summary = held.rows[0];
     if (!summary || summary.payments === 0) return { firing: [] };
-    const last = await db.selectFrom('conversions').select(['conversion_id', 'reason']).where('status', '=', 'failed').where('reason', 'like', 'changenow %').orderBy('updated_at', 'desc').limit(1).executeTakeFirst();
+    const last = await db
+      .selectFrom('conversions')
+      .select(['conversion_id', 'reason'])
+      .where('status', '=', 'failed')
+      .where('reason', 'like', 'changenow %')
+      .orderBy('updated_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
     const code = /^changenow ([A-Za-z0-9_]+):/.exec(last?.reason ?? '')?.[1] ?? 'changenow';
     return {
-      firing: [{
-        subject: code,
-        message: `${summary.payments} payments held after ChangeNow refused their conversion: ${last?.reason ?? 'reason unknown'}`,
-        details: { payments: summary.payments, amount: amountText(summary.amount_wei, 'eth'), heldUntil: summary.until, conversionId: last?.conversion_id ?? null, reason: last?.reason ?? null },
-      }],
+      firing: [
+        {
+          subject: code,
+          message: `${summary.payments} payments held after ChangeNow refused their conversion: ${last?.reason ?? 'reason unknown'}`,
+          details: {
+            payments: summary.payments,
+            amount: amountText(summary.amount_wei, 'eth'),
+            heldUntil: summary.until,
+            conversionId: last?.conversion_id ?? null,
+            reason: last?.reason ?? null,
+          },
+        },
+      ],
     };
   },
 };
@@ -153,20 +227,49 @@ const conversionHeld: StateRule = {
  * @param recentMs Only payouts that reached the status within this long (a final status: the alert is about the
  *   event, and resolves once it is that old); unset, every payout in the status (one that waits for a person).
  */
-function payoutRule(name: string, status: 'failed' | 'needs_review' | 'awaiting_approval', severity: StateRule['severity'], describe: string, recentMs?: (settings: AlertSettings) => number): StateRule {
+function payoutRule(
+  name: string,
+  status: 'failed' | 'needs_review' | 'awaiting_approval',
+  severity: StateRule['severity'],
+  describe: string,
+  recentMs?: (settings: AlertSettings) => number,
+): StateRule {
   return {
     name,
     severity,
     async evaluate({ db, settings }) {
-      let query = db.selectFrom('payouts').select(['payout_id', 'kind', 'channel_id', 'asset', 'amount', 'payout_currency', 'payout_network', 'reason', 'updated_at']).where('status', '=', status);
+      let query = db
+        .selectFrom('payouts')
+        .select([
+          'payout_id',
+          'kind',
+          'channel_id',
+          'asset',
+          'amount',
+          'payout_currency',
+          'payout_network',
+          'reason',
+          'updated_at',
+        ])
+        .where('status', '=', status);
       // payouts_failed_recent (012) serves this: the rule reads the recent failures, not every failure ever.
-      if (recentMs !== undefined) query = query.where('updated_at', '>', sql<Date>`now() - ${recentMs(settings)} * interval '1 millisecond'`);
+      if (recentMs !== undefined)
+        query = query.where('updated_at', '>', sql<Date>`now() - ${recentMs(settings)} * interval '1 millisecond'`);
       const rows = await query.orderBy('updated_at').execute();
       return {
         firing: rows.map((r): Firing => ({
           subject: r.payout_id,
           message: `payout ${r.payout_id} (channel ${r.channel_id}, ${amountText(r.amount, r.asset)}) ${describe}${r.reason ? `: ${r.reason}` : ''}`,
-          details: { payoutId: r.payout_id, kind: r.kind, channelId: r.channel_id, amount: amountText(r.amount, r.asset), payoutCurrency: r.payout_currency, payoutNetwork: r.payout_network, reason: r.reason, since: r.updated_at },
+          details: {
+            payoutId: r.payout_id,
+            kind: r.kind,
+            channelId: r.channel_id,
+            amount: amountText(r.amount, r.asset),
+            payoutCurrency: r.payout_currency,
+            payoutNetwork: r.payout_network,
+            reason: r.reason,
+            since: r.updated_at,
+          },
         })),
       };
     },
@@ -185,16 +288,26 @@ const thresholdNoBatch: StateRule = {
   name: 'threshold_no_batch',
   severity: 'warning',
   async evaluate({ db, settings }) {
-    const { rows: channels } = await sql<{ channel_id: string; threshold: string; channel_updated_at: Date; last_batch_at: Date | null; now: Date }>`
+    const { rows: channels } = await sql<{
+      channel_id: string;
+      threshold: string;
+      channel_updated_at: Date;
+      last_batch_at: Date | null;
+      now: Date;
+    }>`
       select c.channel_id, c.threshold_usd_cents::text as threshold, c.updated_at as channel_updated_at, now() as now,
              (select max(p.updated_at) from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold') as last_batch_at
       from channels c
       where c.payout_strategy = 'threshold' and c.threshold_usd_cents is not null
-        and not exists (select 1 from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold' and p.status not in ('completed', 'failed', 'cancelled'))`.execute(db);
+        and not exists (select 1 from payouts p where p.channel_id = c.channel_id and p.kind = 'threshold' and p.status not in ('completed', 'failed', 'cancelled'))`.execute(
+      db,
+    );
     if (channels.length === 0) return { firing: [] };
     const codes = channels.map((c) => accounts.channel(c.channel_id, 'usdt').code);
     const { rows: balances } = await sql<{ code: string; balance: string }>`
-      select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code = any(${codes}::text[])`.execute(db);
+      select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code = any(${codes}::text[])`.execute(
+      db,
+    );
     const byCode = new Map(balances.map((b) => [b.code, b]));
     const firing: Firing[] = [];
     for (const c of channels) {
@@ -209,7 +322,13 @@ const thresholdNoBatch: StateRule = {
       firing.push({
         subject: c.channel_id,
         message: `channel ${c.channel_id} holds ${formatUnits(balance, 6)} USDT, at or over its threshold of ${formatUnits(BigInt(c.threshold), 2)} USD, with no payout batch for ${formatAge(waitedMs / 1_000)}`,
-        details: { channelId: c.channel_id, balance: `${formatUnits(balance, 6)} USDT`, threshold: `${formatUnits(BigInt(c.threshold), 2)} USD`, since: new Date(since), waitedSeconds: Math.floor(waitedMs / 1_000) },
+        details: {
+          channelId: c.channel_id,
+          balance: `${formatUnits(balance, 6)} USDT`,
+          threshold: `${formatUnits(BigInt(c.threshold), 2)} USD`,
+          since: new Date(since),
+          waitedSeconds: Math.floor(waitedMs / 1_000),
+        },
       });
     }
     return { firing };
@@ -223,7 +342,13 @@ export const pipelineRules: readonly StateRule[] = [
   conversionNeedsReview,
   conversionHeld,
   transferNeedsReview,
-  payoutRule('payout_failed', 'failed', 'warning', 'failed; its funds are back on the channel balance', (settings) => settings.eventResolveAfterMs),
+  payoutRule(
+    'payout_failed',
+    'failed',
+    'warning',
+    'failed; its funds are back on the channel balance',
+    (settings) => settings.eventResolveAfterMs,
+  ),
   payoutRule('payout_needs_review', 'needs_review', 'critical', 'needs review'),
   payoutRule('payout_awaiting_approval', 'awaiting_approval', 'warning', 'waits for approval'),
   thresholdNoBatch,

@@ -7,7 +7,9 @@ const queueDepth: StateRule = {
   name: 'queue_depth',
   severity: 'warning',
   async evaluate({ db, settings }) {
-    const stats = (await queueStats(db)).filter((s) => settings.handledTasks.includes(s.task) && s.runnable > settings.queueDepth);
+    const stats = (await queueStats(db)).filter(
+      (s) => settings.handledTasks.includes(s.task) && s.runnable > settings.queueDepth,
+    );
     return {
       firing: stats.map((s) => ({
         subject: s.task,
@@ -22,12 +24,23 @@ const queueAge: StateRule = {
   name: 'queue_age',
   severity: 'critical',
   async evaluate({ db, settings }) {
-    const stats = (await queueStats(db)).filter((s) => settings.handledTasks.includes(s.task) && s.oldestRunnableAgeSeconds !== null && s.oldestRunnableAgeSeconds * 1_000 > settings.queueAgeMs);
+    const stats = (await queueStats(db)).filter(
+      (s) =>
+        settings.handledTasks.includes(s.task) &&
+        s.oldestRunnableAgeSeconds !== null &&
+        s.oldestRunnableAgeSeconds * 1_000 > settings.queueAgeMs,
+    );
     return {
       firing: stats.map((s) => ({
         subject: s.task,
         message: `the oldest runnable ${s.task} job has waited ${formatAge(s.oldestRunnableAgeSeconds ?? 0)} (limit ${formatAge(settings.queueAgeMs / 1_000)})`,
-        details: { task: s.task, oldestRunnableAgeSeconds: s.oldestRunnableAgeSeconds, runnable: s.runnable, running: s.running, limitSeconds: settings.queueAgeMs / 1_000 },
+        details: {
+          task: s.task,
+          oldestRunnableAgeSeconds: s.oldestRunnableAgeSeconds,
+          runnable: s.runnable,
+          running: s.running,
+          limitSeconds: settings.queueAgeMs / 1_000,
+        },
       })),
     };
   },
@@ -47,7 +60,15 @@ const jobFailedPermanently: StateRule = {
       firing: jobs.map((j): Firing => ({
         subject: j.id,
         message: `${j.task} job ${j.id}${j.key ? ` (${j.key})` : ''} used up its ${j.max_attempts} attempts: ${firstLine(j.last_error) ?? 'no error recorded'}`,
-        details: { jobId: j.id, task: j.task, jobKey: j.key, attempts: j.attempts, maxAttempts: j.max_attempts, lastError: firstLine(j.last_error), failedAt: j.updated_at },
+        details: {
+          jobId: j.id,
+          task: j.task,
+          jobKey: j.key,
+          attempts: j.attempts,
+          maxAttempts: j.max_attempts,
+          lastError: firstLine(j.last_error),
+          failedAt: j.updated_at,
+        },
       })),
     };
   },
@@ -62,11 +83,18 @@ const alertWebhookFailed: StateRule = {
     if (jobs.length === 0) return { firing: [] };
     const last = jobs[jobs.length - 1] as FailedJob;
     return {
-      firing: [{
-        subject: 'webhook',
-        message: `${jobs.length} alert deliveries to ALERT_WEBHOOK_URL gave up: ${firstLine(last.last_error) ?? 'no error recorded'}`,
-        details: { failedDeliveries: jobs.length, jobIds: jobs.slice(-20).map((j) => j.id), deliveries: jobs.slice(-20).map((j) => j.key), lastError: firstLine(last.last_error) },
-      }],
+      firing: [
+        {
+          subject: 'webhook',
+          message: `${jobs.length} alert deliveries to ALERT_WEBHOOK_URL gave up: ${firstLine(last.last_error) ?? 'no error recorded'}`,
+          details: {
+            failedDeliveries: jobs.length,
+            jobIds: jobs.slice(-20).map((j) => j.id),
+            deliveries: jobs.slice(-20).map((j) => j.key),
+            lastError: firstLine(last.last_error),
+          },
+        },
+      ],
     };
   },
 };

@@ -89,7 +89,17 @@ export function inTransaction<T>(db: Kysely<Database>, work: (trx: Transaction<D
 
 export function enqueueNotify(trx: Transaction<Database>, alertId: string, state: AlertState): Promise<void> {
   // One delivery job per (alert, state), however often this is called; the receiver dedupes retries by the same key.
-  return enqueue(trx, 'alert_notify', { alertId, state }, { jobKey: `alert_notify:${alertId}:${state}`, jobKeyMode: 'unsafe_dedupe', queueName: NOTIFY_QUEUE, maxAttempts: NOTIFY_MAX_ATTEMPTS });
+  return enqueue(
+    trx,
+    'alert_notify',
+    { alertId, state },
+    {
+      jobKey: `alert_notify:${alertId}:${state}`,
+      jobKeyMode: 'unsafe_dedupe',
+      queueName: NOTIFY_QUEUE,
+      maxAttempts: NOTIFY_MAX_ATTEMPTS,
+    },
+  );
 }
 
 export function cleanSubject(subject: string): string {
@@ -109,13 +119,18 @@ export interface TouchOptions extends StoreOptions {
  * Opens the alert, or touches the open one. `opened` is true when this call created the row; null when an open alert
  * was left as it was (see unchangedTouchEveryMs).
  */
-export async function openOrTouch(trx: Transaction<Database>, alert: AlertInput, options: TouchOptions): Promise<{ id: string; opened: boolean } | null> {
+export async function openOrTouch(
+  trx: Transaction<Database>,
+  alert: AlertInput,
+  options: TouchOptions,
+): Promise<{ id: string; opened: boolean } | null> {
   const details = JSON.stringify(cleanDetails(alert.details));
   const every = options.unchangedTouchEveryMs;
   // Each touch writes a new row version and index entries (last_seen_at is indexed): skipped when nothing changed.
-  const touch = every === undefined
-    ? sql`true`
-    : sql`alerts.severity is distinct from excluded.severity or alerts.message is distinct from excluded.message
+  const touch =
+    every === undefined
+      ? sql`true`
+      : sql`alerts.severity is distinct from excluded.severity or alerts.message is distinct from excluded.message
         or alerts.details is distinct from excluded.details or alerts.last_seen_at <= now() - ${every} * interval '1 millisecond'`;
   const result = await sql<{ id: string; opened: boolean }>`
     insert into alerts (rule, subject, severity, message, details)
@@ -131,7 +146,11 @@ export async function openOrTouch(trx: Transaction<Database>, alert: AlertInput,
 }
 
 /** Resolves these alerts if still open (the condition cleared, or the event went quiet); returns those it resolved. */
-export async function resolveOpen(trx: Transaction<Database>, ids: readonly string[], options: StoreOptions): Promise<AlertRow[]> {
+export async function resolveOpen(
+  trx: Transaction<Database>,
+  ids: readonly string[],
+  options: StoreOptions,
+): Promise<AlertRow[]> {
   if (ids.length === 0) return [];
   const rows = await trx
     .updateTable('alerts')
@@ -167,7 +186,10 @@ export async function raiseAlert(db: Kysely<Database>, alert: AlertInput, option
   try {
     await db.transaction().execute((trx) => openOrTouch(trx, alert, store));
   } catch (error) {
-    options.logger.warn({ event: 'alert_store_failed', alert: alert.rule, err: shortError(error) }, 'the alert was logged but could not be stored');
+    options.logger.warn(
+      { event: 'alert_store_failed', alert: alert.rule, err: shortError(error) },
+      'the alert was logged but could not be stored',
+    );
   }
 }
 
@@ -187,8 +209,16 @@ function logAlert(logger: Logger, alert: AlertInput): void {
 
 export type AlertListState = 'open' | 'resolved' | 'all';
 
-export async function listAlerts(db: Kysely<Database>, filter: { state: AlertListState; limit: number }): Promise<AlertView[]> {
-  let query = db.selectFrom('alerts').selectAll().orderBy('last_seen_at', 'desc').orderBy('id', 'desc').limit(filter.limit);
+export async function listAlerts(
+  db: Kysely<Database>,
+  filter: { state: AlertListState; limit: number },
+): Promise<AlertView[]> {
+  let query = db
+    .selectFrom('alerts')
+    .selectAll()
+    .orderBy('last_seen_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(filter.limit);
   if (filter.state === 'open') query = query.where('resolved_at', 'is', null);
   if (filter.state === 'resolved') query = query.where('resolved_at', 'is not', null);
   return (await query.execute()).map(toView);
@@ -199,7 +229,10 @@ export async function getAlert(db: Kysely<Database>, id: string): Promise<AlertV
   return row ? toView(row) : null;
 }
 
-export type HandResolution = { outcome: 'resolved'; alert: AlertView } | { outcome: 'not_found' } | { outcome: 'already_resolved'; alert: AlertView };
+export type HandResolution =
+  | { outcome: 'resolved'; alert: AlertView }
+  | { outcome: 'not_found' }
+  | { outcome: 'already_resolved'; alert: AlertView };
 
 /**
  * A person resolves an open alert: recorded with their name, in the audit log, and sent to the webhook (unless its
@@ -207,15 +240,35 @@ export type HandResolution = { outcome: 'resolved'; alert: AlertView } | { outco
  * alert resolved while its condition still holds stays resolved (acknowledged) until the condition clears once;
  * see evaluate.ts.
  */
-export async function resolveAlertByHand(db: Kysely<Database>, id: string, actor: string, options: StoreOptions & { note?: string }): Promise<HandResolution> {
+export async function resolveAlertByHand(
+  db: Kysely<Database>,
+  id: string,
+  actor: string,
+  options: StoreOptions & { note?: string },
+): Promise<HandResolution> {
   return inTransaction(db, async (trx) => {
     const row = await trx.selectFrom('alerts').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
     if (!row) return { outcome: 'not_found' };
     if (row.resolved_at !== null) return { outcome: 'already_resolved', alert: toView(row) };
-    const resolved = await trx.updateTable('alerts').set({ resolved_at: sql`now()`, resolved_by: actor }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
+    const resolved = await trx
+      .updateTable('alerts')
+      .set({ resolved_at: sql`now()`, resolved_by: actor })
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: 'alert.resolve', subject: `alert:${id}`, details: JSON.stringify({ rule: row.rule, subject: row.subject, severity: row.severity, ...(options.note !== undefined && { note: options.note }) }) })
+      .values({
+        actor,
+        action: 'alert.resolve',
+        subject: `alert:${id}`,
+        details: JSON.stringify({
+          rule: row.rule,
+          subject: row.subject,
+          severity: row.severity,
+          ...(options.note !== undefined && { note: options.note }),
+        }),
+      })
       .execute();
     if (options.notify && !isSilentRule(row.rule)) await enqueueNotify(trx, id, 'resolved');
     return { outcome: 'resolved', alert: toView(resolved) };

@@ -59,7 +59,8 @@ function cleanValue(value: unknown, depth: number): unknown {
 /** A short, URL-free message for an error from outside (viem errors carry a shortMessage without the URL). */
 export function shortError(error: unknown): string {
   const short = (error as { shortMessage?: unknown } | null)?.shortMessage;
-  const text = typeof short === 'string' && short !== '' ? short : error instanceof Error ? error.message : String(error);
+  const text =
+    typeof short === 'string' && short !== '' ? short : error instanceof Error ? error.message : String(error);
   return cleanText(text.split('\n')[0] ?? '', 300);
 }
 

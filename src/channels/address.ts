@@ -152,9 +152,7 @@ function checkXmr(address: string): string | null {
 // ---------------------------------------------------------------------------
 
 const BASE58_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
-const BASE58_INDEX: ReadonlyMap<string, number> = new Map(
-  [...BASE58_ALPHABET].map((char, index) => [char, index]),
-);
+const BASE58_INDEX: ReadonlyMap<string, number> = new Map([...BASE58_ALPHABET].map((char, index) => [char, index]));
 
 /** Decodes bitcoin-alphabet base58; null on any character outside the alphabet. */
 function decodeBase58(input: string): Uint8Array | null {
@@ -245,7 +243,8 @@ type Bech32Decoded = { hrp: string; data: number[]; variant: 'bech32' | 'bech32m
 function decodeBech32(input: string): Bech32Decoded | string {
   if (input.length > 90) return 'bech32 address is longer than 90 characters';
   // BIP-173 allows all-upper or all-lower (uppercase suits QR codes) but never a mix.
-  if (input !== input.toLowerCase() && input !== input.toUpperCase()) return 'bech32 address mixes upper and lower case';
+  if (input !== input.toLowerCase() && input !== input.toUpperCase())
+    return 'bech32 address mixes upper and lower case';
   const lower = input.toLowerCase();
   const separator = lower.lastIndexOf('1');
   if (separator < 1 || separator + 7 > lower.length) return 'bech32 separator misplaced or data too short';

@@ -22,8 +22,14 @@ export const channelInputSchema = z
   .object({
     payoutStrategy: z.enum(['instant', 'threshold']),
     thresholdUsd: z.string().nullish(),
-    payoutCurrency: z.string().regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a currency code').transform((s) => s.toLowerCase()),
-    payoutNetwork: z.string().regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a network code').transform((s) => s.toLowerCase()),
+    payoutCurrency: z
+      .string()
+      .regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a currency code')
+      .transform((s) => s.toLowerCase()),
+    payoutNetwork: z
+      .string()
+      .regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a network code')
+      .transform((s) => s.toLowerCase()),
     walletAddress: z.string().min(1).max(128),
   })
   .strict();
@@ -56,8 +62,15 @@ export interface UpsertResult {
  * `withinSave` runs in the save's own transaction, after the row is written: what must follow a change of the channel
  * (moving its payments to a new strategy, with their jobs) commits with it or not at all.
  */
-export async function upsertChannel(db: Db, channelId: string, input: ChannelInput, actor: string, withinSave?: (trx: Transaction<Database>) => Promise<void>): Promise<UpsertResult> {
-  if (!CHANNEL_ID_RE.test(channelId)) throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
+export async function upsertChannel(
+  db: Db,
+  channelId: string,
+  input: ChannelInput,
+  actor: string,
+  withinSave?: (trx: Transaction<Database>) => Promise<void>,
+): Promise<UpsertResult> {
+  if (!CHANNEL_ID_RE.test(channelId))
+    throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
   const thresholdCents = parseThreshold(input);
   return db.transaction().execute(async (trx) => {
     const pair = await trx
@@ -66,10 +79,18 @@ export async function upsertChannel(db: Db, channelId: string, input: ChannelInp
       .where('currency', '=', input.payoutCurrency)
       .where('network', '=', input.payoutNetwork)
       .executeTakeFirst();
-    if (!pair) throw new ChannelInputError(`payout pair ${input.payoutCurrency} on ${input.payoutNetwork} is not supported (GET /api/supported-pairs lists them)`);
+    if (!pair)
+      throw new ChannelInputError(
+        `payout pair ${input.payoutCurrency} on ${input.payoutNetwork} is not supported (GET /api/supported-pairs lists them)`,
+      );
     const walletAddress = normalizeAddress(pair.address_format, input.walletAddress);
 
-    const before = await trx.selectFrom('channels').selectAll().where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+    const before = await trx
+      .selectFrom('channels')
+      .selectAll()
+      .where('channel_id', '=', channelId)
+      .forUpdate()
+      .executeTakeFirst();
     const values = {
       payout_strategy: input.payoutStrategy,
       threshold_usd_cents: thresholdCents,
@@ -86,7 +107,11 @@ export async function upsertChannel(db: Db, channelId: string, input: ChannelInp
     const channel = toChannel(row);
     const previous = before ? toChannel(before) : null;
     // The trigger on channels sets wallet_changed_at on exactly this condition.
-    const walletChanged = previous !== null && (previous.walletAddress !== channel.walletAddress || previous.payoutCurrency !== channel.payoutCurrency || previous.payoutNetwork !== channel.payoutNetwork);
+    const walletChanged =
+      previous !== null &&
+      (previous.walletAddress !== channel.walletAddress ||
+        previous.payoutCurrency !== channel.payoutCurrency ||
+        previous.payoutNetwork !== channel.payoutNetwork);
     await trx
       .insertInto('audit_log')
       .values({
@@ -108,13 +133,21 @@ export async function getChannel(db: Db, channelId: string): Promise<Channel | u
 }
 
 export async function listSupportedPairs(db: Db): Promise<Array<{ currency: string; network: string }>> {
-  return db.selectFrom('supported_pairs').select(['currency', 'network']).orderBy('currency').orderBy('network').execute();
+  return db
+    .selectFrom('supported_pairs')
+    .select(['currency', 'network'])
+    .orderBy('currency')
+    .orderBy('network')
+    .execute();
 }
 
 function parseThreshold(input: ChannelInput): bigint | null {
   const text = input.thresholdUsd ?? null;
   if (input.payoutStrategy === 'instant') {
-    if (text !== null) throw new ChannelInputError('thresholdUsd applies only to the threshold strategy; omit it or send null for instant');
+    if (text !== null)
+      throw new ChannelInputError(
+        'thresholdUsd applies only to the threshold strategy; omit it or send null for instant',
+      );
     return null;
   }
   if (text === null) throw new ChannelInputError('thresholdUsd is required for the threshold strategy');
@@ -131,7 +164,8 @@ function parseThreshold(input: ChannelInput): bigint | null {
 }
 
 function normalizeAddress(format: string, address: string): string {
-  if (!(ADDRESS_FORMATS as readonly string[]).includes(format)) throw new Error(`supported_pairs has an unknown address format: ${format}`);
+  if (!(ADDRESS_FORMATS as readonly string[]).includes(format))
+    throw new Error(`supported_pairs has an unknown address format: ${format}`);
   const problem = checkAddress(format as AddressFormat, address);
   if (problem) throw new ChannelInputError(`walletAddress is not a valid ${format} address: ${problem}`);
   // One spelling per EVM address, so a wallet change is a real change and never a change of letter case.
@@ -142,7 +176,8 @@ function toChannel(row: Selectable<ChannelsTable>): Channel {
   return {
     channelId: row.channel_id,
     payoutStrategy: row.payout_strategy,
-    thresholdUsd: row.threshold_usd_cents === null ? null : formatUnits(BigInt(row.threshold_usd_cents), 2, { fixed: true }),
+    thresholdUsd:
+      row.threshold_usd_cents === null ? null : formatUnits(BigInt(row.threshold_usd_cents), 2, { fixed: true }),
     payoutCurrency: row.payout_currency,
     payoutNetwork: row.payout_network,
     walletAddress: row.wallet_address,

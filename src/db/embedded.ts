@@ -64,7 +64,10 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     port = running.port;
     if (await waitUntilReady(port, password, 15_000)) {
       adopted = true;
-      log.warn({ event: 'embedded_pg_adopted', pid: running.pid, port }, 'adopted a PostgreSQL server left running by an earlier process');
+      log.warn(
+        { event: 'embedded_pg_adopted', pid: running.pid, port },
+        'adopted a PostgreSQL server left running by an earlier process',
+      );
     } else {
       log.warn({ event: 'embedded_pg_unresponsive', pid: running.pid }, 'stopping an unresponsive leftover server');
       await stopPid(running.pid);
@@ -74,7 +77,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   if (!adopted) {
     await launch(bins, clusterDir, dataDir, port, runAs);
     if (!(await waitUntilReady(port, password, READY_TIMEOUT_MS))) {
-      throw new Error(`embedded PostgreSQL did not become ready on port ${port}; last log lines:\n${tail(path.join(dataDir, 'postgres.log'))}`);
+      throw new Error(
+        `embedded PostgreSQL did not become ready on port ${port}; last log lines:\n${tail(path.join(dataDir, 'postgres.log'))}`,
+      );
     }
     log.info({ event: 'embedded_pg_started', port }, 'embedded PostgreSQL started');
   }
@@ -98,7 +103,10 @@ async function loadBinaries(): Promise<Binaries> {
   try {
     return (await import(name)) as Binaries;
   } catch (error) {
-    throw new Error(`no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL instead`, { cause: error });
+    throw new Error(
+      `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL instead`,
+      { cause: error },
+    );
   }
 }
 
@@ -115,7 +123,9 @@ function searchableByOthers(dir: string): boolean {
 
 function assertReachable(dir: string, variable: string): void {
   if (!searchableByOthers(dir)) {
-    throw new Error(`PostgreSQL runs as the postgres system user, which cannot reach ${dir} (a parent directory is closed to others); set ${variable} to a path it can reach, such as /var/lib/payrail`);
+    throw new Error(
+      `PostgreSQL runs as the postgres system user, which cannot reach ${dir} (a parent directory is closed to others); set ${variable} to a path it can reach, such as /var/lib/payrail`,
+    );
   }
 }
 
@@ -127,7 +137,9 @@ function assertReachable(dir: string, variable: string): void {
 function reachableBinaries(bins: Binaries): Binaries {
   const nativeDir = path.dirname(path.dirname(bins.postgres));
   if (searchableByOthers(path.dirname(bins.postgres))) return bins;
-  const version = fs.readFileSync(path.join(nativeDir, '..', 'package.json'), 'utf8').match(/"version":\s*"([^"]+)"/)?.[1] ?? 'unknown';
+  const version =
+    fs.readFileSync(path.join(nativeDir, '..', 'package.json'), 'utf8').match(/"version":\s*"([^"]+)"/)?.[1] ??
+    'unknown';
   const target = path.join(os.tmpdir(), `payrail-postgres-${process.platform}-${process.arch}-${version}`);
   if (!fs.existsSync(path.join(target, 'bin', 'postgres'))) {
     const staging = `${target}.${process.pid}.tmp`;
@@ -152,7 +164,14 @@ function ensurePostgresUser(): { uid: number; gid: number } {
   try {
     return lookup();
   } catch {
-    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', SUPERUSER]);
+    execFileSync('useradd', [
+      '--system',
+      '--user-group',
+      '--no-create-home',
+      '--shell',
+      '/usr/sbin/nologin',
+      SUPERUSER,
+    ]);
     return lookup();
   }
 }
@@ -180,7 +199,14 @@ function initCluster(bins: Binaries, clusterDir: string, password: string, runAs
     }
     execFileSync(
       bins.initdb,
-      [`--pgdata=${clusterDir}`, `--username=${SUPERUSER}`, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--encoding=UTF8', '--locale=C'],
+      [
+        `--pgdata=${clusterDir}`,
+        `--username=${SUPERUSER}`,
+        `--pwfile=${pwfile}`,
+        '--auth=scram-sha-256',
+        '--encoding=UTF8',
+        '--locale=C',
+      ],
       { stdio: 'pipe', ...runAs, env: { ...process.env, LC_ALL: 'C' } },
     );
   } catch (error) {
@@ -191,14 +217,31 @@ function initCluster(bins: Binaries, clusterDir: string, password: string, runAs
   }
 }
 
-async function launch(bins: Binaries, clusterDir: string, dataDir: string, port: number, runAs?: { uid: number; gid: number }): Promise<void> {
+async function launch(
+  bins: Binaries,
+  clusterDir: string,
+  dataDir: string,
+  port: number,
+  runAs?: { uid: number; gid: number },
+): Promise<void> {
   const logFile = path.join(dataDir, 'postgres.log');
   const fd = fs.openSync(logFile, 'a', 0o644);
   if (runAs) fs.fchownSync(fd, runAs.uid, runAs.gid);
   try {
     const child = spawn(
       bins.postgres,
-      ['-D', clusterDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
+      [
+        '-D',
+        clusterDir,
+        '-p',
+        String(port),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        'unix_socket_directories=',
+        '-c',
+        'max_connections=200',
+      ],
       { detached: true, stdio: ['ignore', fd, fd], ...runAs, env: { ...process.env, LC_ALL: 'C' } },
     );
     child.unref();
@@ -275,7 +318,14 @@ function processAlive(pid: number): boolean {
 async function waitUntilReady(port: number, password: string, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const client = new pg.Client({ host: '127.0.0.1', port, user: SUPERUSER, password, database: 'postgres', connectionTimeoutMillis: 2_000 });
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: SUPERUSER,
+      password,
+      database: 'postgres',
+      connectionTimeoutMillis: 2_000,
+    });
     try {
       await client.connect();
       await client.query('select 1');

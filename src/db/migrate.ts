@@ -26,7 +26,11 @@ export function listMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .map((file) => {
       const match = FILE_RE.exec(file);
       if (!match) throw new Error(`migration file name must look like 001_name.sql: ${file}`);
-      return { id: Number.parseInt(match[1] ?? '', 10), name: file, sql: fs.readFileSync(path.join(dir, file), 'utf8') };
+      return {
+        id: Number.parseInt(match[1] ?? '', 10),
+        name: file,
+        sql: fs.readFileSync(path.join(dir, file), 'utf8'),
+      };
     })
     .sort((a, b) => a.id - b.id);
   migrations.forEach((m, index) => {
@@ -43,7 +47,9 @@ export async function migrate(pool: pg.Pool): Promise<string[]> {
     await client.query('select pg_advisory_lock($1)', [LOCK_KEY]);
     await client.query(`create table if not exists payrail_migrations (
       id integer primary key, name text not null, applied_at timestamptz not null default now())`);
-    const done = new Set((await client.query<{ id: number }>('select id from payrail_migrations')).rows.map((r) => r.id));
+    const done = new Set(
+      (await client.query<{ id: number }>('select id from payrail_migrations')).rows.map((r) => r.id),
+    );
     for (const migration of listMigrations()) {
       if (done.has(migration.id)) continue;
       await client.query('begin');
@@ -70,6 +76,10 @@ export async function migrate(pool: pg.Pool): Promise<string[]> {
  */
 export async function pendingMigrations(pool: pg.Pool): Promise<string[]> {
   const table = await pool.query<{ exists: boolean }>("select to_regclass('payrail_migrations') is not null as exists");
-  const done = table.rows[0]?.exists ? new Set((await pool.query<{ id: number }>('select id from payrail_migrations')).rows.map((r) => r.id)) : new Set<number>();
-  return listMigrations().filter((m) => !done.has(m.id)).map((m) => m.name);
+  const done = table.rows[0]?.exists
+    ? new Set((await pool.query<{ id: number }>('select id from payrail_migrations')).rows.map((r) => r.id))
+    : new Set<number>();
+  return listMigrations()
+    .filter((m) => !done.has(m.id))
+    .map((m) => m.name);
 }

@@ -15,7 +15,10 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
-export function openPool(connectionString: string, options: { max: number; applicationName: string; logger: Logger }): DatabaseHandle {
+export function openPool(
+  connectionString: string,
+  options: { max: number; applicationName: string; logger: Logger },
+): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
     max: options.max,
@@ -27,7 +30,8 @@ export function openPool(connectionString: string, options: { max: number; appli
   });
   // An idle client losing its server (a PostgreSQL restart) emits here; without a listener it would crash the
   // process. The pool replaces the client; the next query reports any lasting outage.
-  const onClientError = (error: Error) => options.logger.warn({ event: 'db_client_error', err: error.message }, 'database client lost');
+  const onClientError = (error: Error) =>
+    options.logger.warn({ event: 'db_client_error', err: error.message }, 'database client lost');
   pool.on('error', onClientError);
   pool.on('connect', (client) => client.on('error', onClientError));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

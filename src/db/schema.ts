@@ -60,7 +60,16 @@ export interface LedgerEntriesTable {
   created_at: Timestamp;
 }
 
-export type PaymentStatus = 'waiting' | 'confirming' | 'confirmed' | 'sending' | 'partially_paid' | 'finished' | 'failed' | 'refunded' | 'expired';
+export type PaymentStatus =
+  | 'waiting'
+  | 'confirming'
+  | 'confirmed'
+  | 'sending'
+  | 'partially_paid'
+  | 'finished'
+  | 'failed'
+  | 'refunded'
+  | 'expired';
 export type ConversionStatus = 'pending' | 'converting' | 'completed' | 'failed';
 
 export interface PaymentsTable {
@@ -114,7 +123,11 @@ export interface PaymentsTable {
   updated_at: Timestamp;
   parent_payment_id: NullableNumeric;
   reversed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
-  review_action: ColumnType<PaymentReviewAction | null, PaymentReviewAction | null | undefined, PaymentReviewAction | null>;
+  review_action: ColumnType<
+    PaymentReviewAction | null,
+    PaymentReviewAction | null | undefined,
+    PaymentReviewAction | null
+  >;
   review_action_by: OptionalText;
   review_action_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** The NOWPayments API check of a crediting IPN (NOWPAYMENTS_API_KEY set): asked for, deadline, agreed. */
@@ -171,7 +184,11 @@ export interface ChainTransfersTable {
   gas_limit: NullableNumeric;
   block_hash: OptionalText;
   nonce_taken_seen_at: NullableTimestamp;
-  requested_action: ColumnType<TransferRequestedAction | null, TransferRequestedAction | null | undefined, TransferRequestedAction | null>;
+  requested_action: ColumnType<
+    TransferRequestedAction | null,
+    TransferRequestedAction | null | undefined,
+    TransferRequestedAction | null
+  >;
   requested_hash: OptionalText;
   requested_by: OptionalText;
   requested_at: NullableTimestamp;
@@ -206,7 +223,8 @@ export interface WalletNoncesTable {
   updated_at: Timestamp;
 }
 
-export type ConversionState = 'pending' | 'exchange_requested' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review';
+export type ConversionState =
+  'pending' | 'exchange_requested' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review';
 
 export interface ConversionsTable {
   conversion_id: string;
@@ -296,7 +314,11 @@ export interface AlertsTable {
   subject: string;
   severity: AlertSeverity;
   message: string;
-  details: ColumnType<Record<string, unknown>, Record<string, unknown> | string | undefined, Record<string, unknown> | string>;
+  details: ColumnType<
+    Record<string, unknown>,
+    Record<string, unknown> | string | undefined,
+    Record<string, unknown> | string
+  >;
   first_seen_at: Timestamp;
   last_seen_at: Timestamp;
   resolved_at: NullableTimestamp;

@@ -31,16 +31,40 @@ interface Profile {
  * a channel gets a batch or two during the stream and one more at its end.
  */
 const PROFILES: readonly Profile[] = [
-  { strategy: 'threshold', currency: 'usdt', network: 'eth', thresholdUsd: 100n, route: 'USDT ERC-20, direct from the host wallet' },
+  {
+    strategy: 'threshold',
+    currency: 'usdt',
+    network: 'eth',
+    thresholdUsd: 100n,
+    route: 'USDT ERC-20, direct from the host wallet',
+  },
   { strategy: 'instant', currency: 'eth', network: 'eth', route: 'ETH, direct from the host wallet' },
-  { strategy: 'threshold', currency: 'usdt', network: 'trx', thresholdUsd: 150n, route: 'USDT -> USDT TRC-20 via ChangeNow' },
+  {
+    strategy: 'threshold',
+    currency: 'usdt',
+    network: 'trx',
+    thresholdUsd: 150n,
+    route: 'USDT -> USDT TRC-20 via ChangeNow',
+  },
   { strategy: 'instant', currency: 'usdt', network: 'trx', route: 'ETH -> USDT TRC-20 via ChangeNow' },
-  { strategy: 'threshold', currency: 'eth', network: 'eth', thresholdUsd: 200n, route: 'USDT -> ETH via ChangeNow (paid on the local chain)' },
+  {
+    strategy: 'threshold',
+    currency: 'eth',
+    network: 'eth',
+    thresholdUsd: 200n,
+    route: 'USDT -> ETH via ChangeNow (paid on the local chain)',
+  },
   { strategy: 'instant', currency: 'btc', network: 'btc', route: 'ETH -> BTC via ChangeNow' },
   { strategy: 'threshold', currency: 'btc', network: 'btc', thresholdUsd: 250n, route: 'USDT -> BTC via ChangeNow' },
   { strategy: 'instant', currency: 'sol', network: 'sol', route: 'ETH -> SOL via ChangeNow' },
   { strategy: 'threshold', currency: 'sol', network: 'sol', thresholdUsd: 120n, route: 'USDT -> SOL via ChangeNow' },
-  { strategy: 'threshold', currency: 'usdt', network: 'bsc', thresholdUsd: 180n, route: 'USDT -> USDT BEP-20 via ChangeNow' },
+  {
+    strategy: 'threshold',
+    currency: 'usdt',
+    network: 'bsc',
+    thresholdUsd: 180n,
+    route: 'USDT -> USDT BEP-20 via ChangeNow',
+  },
 ];
 
 const FIRST_CHANNEL_ID = -1001500000001n;
@@ -66,7 +90,9 @@ export function demoChannels(rng: Rng, count: number): DemoChannel[] {
 export function channelBody(channel: DemoChannel): Record<string, string> {
   return {
     payoutStrategy: channel.strategy,
-    ...(channel.thresholdCents !== undefined && { thresholdUsd: `${channel.thresholdCents / 100n}.${(channel.thresholdCents % 100n).toString().padStart(2, '0')}` }),
+    ...(channel.thresholdCents !== undefined && {
+      thresholdUsd: `${channel.thresholdCents / 100n}.${(channel.thresholdCents % 100n).toString().padStart(2, '0')}`,
+    }),
     payoutCurrency: channel.payoutCurrency,
     payoutNetwork: channel.payoutNetwork,
     walletAddress: channel.walletAddress,
@@ -74,13 +100,19 @@ export function channelBody(channel: DemoChannel): Record<string, string> {
 }
 
 /** PUT /api/channels/<id> with an admin token: anything but 200 or 201 is an error naming the answer. */
-export async function putChannel(payrailUrl: string, adminToken: string, channelId: string, body: Record<string, string>): Promise<void> {
+export async function putChannel(
+  payrailUrl: string,
+  adminToken: string,
+  channelId: string,
+  body: Record<string, string>,
+): Promise<void> {
   const put = await fetch(`${payrailUrl}/api/channels/${channelId}`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
-  if (put.status !== 200 && put.status !== 201) throw new Error(`PUT /api/channels/${channelId} answered ${put.status}: ${await put.text()}`);
+  if (put.status !== 200 && put.status !== 201)
+    throw new Error(`PUT /api/channels/${channelId} answered ${put.status}: ${await put.text()}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -99,7 +131,9 @@ function freshAddress(rng: Rng, network: string): string {
       return privateKeyToAccount(rng.hex32()).address;
     case 'trx':
       // A Tron address is the EVM address of the same key behind a 0x41 byte, in base58check.
-      return base58check(Uint8Array.from([0x41, ...Buffer.from(privateKeyToAccount(rng.hex32()).address.slice(2), 'hex')]));
+      return base58check(
+        Uint8Array.from([0x41, ...Buffer.from(privateKeyToAccount(rng.hex32()).address.slice(2), 'hex')]),
+      );
     case 'btc':
       // Legacy P2PKH: version 0x00 and a 20-byte key hash.
       return base58check(Uint8Array.from([0x00, ...randomBytes(rng, 20)]));

@@ -21,8 +21,26 @@ import { createLogger } from '../log.ts';
 import { createChainWallet } from '../integrations/wallet/index.ts';
 import { DEFAULT_PAIRS, freePort, randomSeed, Rng, startChainSender } from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
-import { ethAmounts, finishedIpnBody, IpnSendError, planPayments, queueConversionCheck, sendIpns, signIpnBody, type PlannedPayment, type SendOutcome, type SignedIpn } from './ipns.ts';
-import { DEMO_USAGE, DemoUsageError, IPNS_PER_SECOND, OUTAGE_SECONDS, readDemoOptions, type DemoOptions } from './options.ts';
+import {
+  ethAmounts,
+  finishedIpnBody,
+  IpnSendError,
+  planPayments,
+  queueConversionCheck,
+  sendIpns,
+  signIpnBody,
+  type PlannedPayment,
+  type SendOutcome,
+  type SignedIpn,
+} from './ipns.ts';
+import {
+  DEMO_USAGE,
+  DemoUsageError,
+  IPNS_PER_SECOND,
+  OUTAGE_SECONDS,
+  readDemoOptions,
+  type DemoOptions,
+} from './options.ts';
 import { ProgressDisplay, readCounts, type StageCounts } from './progress.ts';
 import { explainPending, summarize } from './summary.ts';
 
@@ -61,7 +79,14 @@ function isDone(c: StageCounts, payments: number): boolean {
 
 /** Nothing that moves on by itself: no payment pending or converting, no conversion, payout or transfer open, no job queued. */
 function isIdle(c: StageCounts): boolean {
-  return c.pendingConversion === 0 && c.converting === 0 && c.conversionsOpen === 0 && c.payoutsOpen === 0 && c.transfersOpen === 0 && c.jobsQueued === 0;
+  return (
+    c.pendingConversion === 0 &&
+    c.converting === 0 &&
+    c.conversionsOpen === 0 &&
+    c.payoutsOpen === 0 &&
+    c.transfersOpen === 0 &&
+    c.jobsQueued === 0
+  );
 }
 
 /** What the sender has done so far, for the progress note. */
@@ -84,31 +109,55 @@ interface StreamOutcome extends SendOutcome {
  * below its threshold after the closing batch: correct, but not the demo's point. Sent once the channel's payments are
  * converted, its USDT is the channel's last.
  */
-async function sendStream(url: string, pool: pg.Pool, payments: readonly PlannedPayment[], bodies: readonly SignedIpn[], state: StreamState, stopped: () => string | undefined): Promise<StreamOutcome> {
+async function sendStream(
+  url: string,
+  pool: pg.Pool,
+  payments: readonly PlannedPayment[],
+  bodies: readonly SignedIpn[],
+  state: StreamState,
+  stopped: () => string | undefined,
+): Promise<StreamOutcome> {
   const streamBodies = bodies.filter((_, i) => !payments[i]?.closing);
-  let closing = payments.flatMap((p, i) => (p.closing ? [{ channelId: p.channel.id, body: bodies[i] as SignedIpn }] : []));
+  let closing = payments.flatMap((p, i) =>
+    p.closing ? [{ channelId: p.channel.id, body: bodies[i] as SignedIpn }] : [],
+  );
   state.closingLeft = closing.length;
-  const first = await sendIpns(url, streamBodies, { concurrency: IPN_CONCURRENCY, perSecond: IPNS_PER_SECOND, stopped });
+  const first = await sendIpns(url, streamBodies, {
+    concurrency: IPN_CONCURRENCY,
+    perSecond: IPNS_PER_SECOND,
+    stopped,
+  });
   state.streamSent = true;
   const latencies = [...first.latencies];
   let lastAnsweredAt = first.lastAnsweredAt;
   while (closing.length > 0) {
     const reason = stopped();
     if (reason !== undefined) throw new IpnSendError(`${closing.length} closing IPNs were not sent: ${reason}`);
-    const { rows } = await pool.query<{ channel_id: string }>(`select distinct channel_id from payments where conversion_status in ('pending', 'converting')`);
+    const { rows } = await pool.query<{ channel_id: string }>(
+      `select distinct channel_id from payments where conversion_status in ('pending', 'converting')`,
+    );
     const unconverted = new Set(rows.map((r) => r.channel_id));
     const ready = closing.filter((c) => !unconverted.has(c.channelId));
     if (ready.length === 0) {
       await new Promise((resolve) => setTimeout(resolve, TICK_MS));
       continue;
     }
-    const outcome = await sendIpns(url, ready.map((c) => c.body), { concurrency: IPN_CONCURRENCY, stopped });
+    const outcome = await sendIpns(
+      url,
+      ready.map((c) => c.body),
+      { concurrency: IPN_CONCURRENCY, stopped },
+    );
     latencies.push(...outcome.latencies);
     lastAnsweredAt = outcome.lastAnsweredAt;
     closing = closing.filter((c) => !ready.includes(c));
     state.closingLeft = closing.length;
   }
-  return { firstSentAt: first.firstSentAt, streamAnsweredAt: first.lastAnsweredAt, lastAnsweredAt, latencies: Float64Array.from(latencies).sort() };
+  return {
+    firstSentAt: first.firstSentAt,
+    streamAnsweredAt: first.lastAnsweredAt,
+    lastAnsweredAt,
+    latencies: Float64Array.from(latencies).sort(),
+  };
 }
 
 class DemoFailure extends Error {
@@ -150,7 +199,10 @@ function prepareDataDir(given: string | undefined): { dir: string; temporary: bo
   const dir = path.resolve(given);
   if (fs.existsSync(dir)) {
     if (!fs.statSync(dir).isDirectory()) throw new DemoUsageError(`--data-dir ${dir} is not a directory`);
-    if (fs.readdirSync(dir).length > 0) throw new DemoUsageError(`--data-dir ${dir} is not empty: the demo starts from a fresh database (give a new or empty directory)`);
+    if (fs.readdirSync(dir).length > 0)
+      throw new DemoUsageError(
+        `--data-dir ${dir} is not empty: the demo starts from a fresh database (give a new or empty directory)`,
+      );
   }
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   return { dir, temporary: false };
@@ -168,7 +220,12 @@ class Demo {
   ) {}
 
   async run(): Promise<number> {
-    const ports = { web: await freePort(), postgres: await freePort(), chain: await freePort(), changenow: await freePort() };
+    const ports = {
+      web: await freePort(),
+      postgres: await freePort(),
+      chain: await freePort(),
+      changenow: await freePort(),
+    };
     const env: Record<string, string> = {
       PAYRAIL_DATA_DIR: this.dataDir,
       HOST: '127.0.0.1',
@@ -179,7 +236,9 @@ class Demo {
       LOG_LEVEL: 'info',
       ...Object.fromEntries(DEMO_SETTINGS.map(([name, value]) => [name, value])),
     };
-    const config = loadConfig(env, { devSecrets: (missing) => localDevSecrets(this.dataDir, missing, { announce: false }) });
+    const config = loadConfig(env, {
+      devSecrets: (missing) => localDevSecrets(this.dataDir, missing, { announce: false }),
+    });
     const logFile = path.join(this.dataDir, 'payrail.log');
     const logStream = fs.createWriteStream(logFile, { flags: 'a' });
     const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), destination: logStream });
@@ -224,7 +283,9 @@ class Demo {
       process.off('SIGTERM', signals);
       if (code !== 0 && code !== 130) keep = true;
       if (keep) {
-        process.stderr.write(`data kept in ${this.dataDir} (payrail.log, the database)${this.temporary ? '; remove it when done' : ''}\n`);
+        process.stderr.write(
+          `data kept in ${this.dataDir} (payrail.log, the database)${this.temporary ? '; remove it when done' : ''}\n`,
+        );
       } else {
         fs.rmSync(this.dataDir, { recursive: true, force: true });
       }
@@ -234,12 +295,22 @@ class Demo {
 
   private header(ports: Record<string, number>, logFile: string): void {
     const o = this.options;
-    this.out(`payrail demo: ${o.payments} payments over ${o.channels} channels, seed ${o.seed}${o.seedGiven ? '' : ` (repeat this run with --seed ${o.seed})`}${o.outage ? `, a ${OUTAGE_SECONDS} s ChangeNow outage in the middle` : ''}`);
-    this.out(`  data      ${this.dataDir} (${this.temporary ? 'temporary: removed at exit' : 'kept'}); payrail's log: ${logFile}`);
-    this.out(`  ports     web ${ports.web}, PostgreSQL ${ports.postgres}, anvil ${ports.chain}, ChangeNow simulator ${ports.changenow} (free ports: a running npm start is not touched)`);
-    this.out('  settings  changed from the defaults so that payouts happen within seconds (payrail is otherwise as `payrail start` runs it):');
+    this.out(
+      `payrail demo: ${o.payments} payments over ${o.channels} channels, seed ${o.seed}${o.seedGiven ? '' : ` (repeat this run with --seed ${o.seed})`}${o.outage ? `, a ${OUTAGE_SECONDS} s ChangeNow outage in the middle` : ''}`,
+    );
+    this.out(
+      `  data      ${this.dataDir} (${this.temporary ? 'temporary: removed at exit' : 'kept'}); payrail's log: ${logFile}`,
+    );
+    this.out(
+      `  ports     web ${ports.web}, PostgreSQL ${ports.postgres}, anvil ${ports.chain}, ChangeNow simulator ${ports.changenow} (free ports: a running npm start is not touched)`,
+    );
+    this.out(
+      '  settings  changed from the defaults so that payouts happen within seconds (payrail is otherwise as `payrail start` runs it):',
+    );
     for (const [name, value, why] of DEMO_SETTINGS) this.out(`              ${`${name}=${value}`.padEnd(30)} ${why}`);
-    this.out("            and while payments wait, the demo queues a conversion check every second, as intake's nudge does (payrail's own");
+    this.out(
+      "            and while payments wait, the demo queues a conversion check every second, as intake's nudge does (payrail's own",
+    );
     this.out('            cron looks every CONVERSION_INTERVAL, 1 minute at least)');
   }
 
@@ -258,7 +329,9 @@ class Demo {
     const payments = planPayments(rng, channels, this.options.payments);
     const ethUsd = (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate;
     const now = new Date();
-    const bodies = payments.map((p) => signIpnBody(p.paymentId, finishedIpnBody(p, ethUsd, now), config.NOWPAYMENTS_IPN_SECRET));
+    const bodies = payments.map((p) =>
+      signIpnBody(p.paymentId, finishedIpnBody(p, ethUsd, now), config.NOWPAYMENTS_IPN_SECRET),
+    );
     // NOWPayments knows every payment it sends an IPN for: the local run credits each once its simulator confirms it.
     const nowpaymentsSim = payrail.outside?.nowpayments;
     if (nowpaymentsSim) for (const b of bodies) nowpaymentsSim.addPayment(b.raw);
@@ -269,11 +342,20 @@ class Demo {
     const host = privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
     const nowpayments = await startChainSender(rpcUrl);
     for (const p of payments) await nowpayments.send(host, ethAmounts(p.priceCents, ethUsd).outcomeWei);
-    const totals = { payments: payments.length, thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length };
+    const totals = {
+      payments: payments.length,
+      thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length,
+    };
     this.out();
-    this.out(`sending ${payments.length} signed finished IPNs to ${url}/webhooks/nowpayments, ${IPNS_PER_SECOND} a second (priced at ${ethUsd} USD/ETH, the simulator's rate;`);
-    this.out(`the last payment of each threshold channel is an annual plan above its threshold, sent once the channel's earlier payments`);
-    this.out(`are converted, so every payment ends paid out; a payment converted after it would wait below the threshold, as the strategy does)`);
+    this.out(
+      `sending ${payments.length} signed finished IPNs to ${url}/webhooks/nowpayments, ${IPNS_PER_SECOND} a second (priced at ${ethUsd} USD/ETH, the simulator's rate;`,
+    );
+    this.out(
+      `the last payment of each threshold channel is an annual plan above its threshold, sent once the channel's earlier payments`,
+    );
+    this.out(
+      `are converted, so every payment ends paid out; a payment converted after it would wait below the threshold, as the strategy does)`,
+    );
 
     const progress = new ProgressDisplay(process.stderr, totals, process.stderr.isTTY === true);
     const startedAt = Date.now();
@@ -284,7 +366,9 @@ class Demo {
     // Set when the run ends early (time limit, a blocked payout): the rest of the stream is not sent.
     let halted = false;
     const stream: StreamState = { streamSent: false, closingLeft: payments.filter((p) => p.closing).length };
-    const sending = sendStream(`${url}/webhooks/nowpayments`, pool, payments, bodies, stream, () => (this.interrupted ? 'interrupted' : halted ? 'the demo stopped' : undefined)).then(
+    const sending = sendStream(`${url}/webhooks/nowpayments`, pool, payments, bodies, stream, () =>
+      this.interrupted ? 'interrupted' : halted ? 'the demo stopped' : undefined,
+    ).then(
       (outcome) => void (sent = outcome),
       (error: Error) => void (sendError = error),
     );
@@ -310,27 +394,47 @@ class Demo {
         const note = this.note(counts, sent !== undefined, stream, outage);
         progress.update(counts, Date.now() - startedAt, note);
         if (this.interrupted) throw new DemoFailure('interrupted');
-        if (sendError) throw new DemoFailure(sendError instanceof IpnSendError ? sendError.message : `sending IPNs failed: ${sendError.message}`);
+        if (sendError)
+          throw new DemoFailure(
+            sendError instanceof IpnSendError ? sendError.message : `sending IPNs failed: ${sendError.message}`,
+          );
         const outageOver = !outage || outage.endedAt > 0;
         if (sent !== undefined && outageOver && isDone(counts, totals.payments)) break;
         // Idle (nothing that moves on by itself) while every IPN is sent and ChangeNow is up, yet not done: stuck.
         stuckSince = sent !== undefined && outageOver && isIdle(counts) ? (stuckSince ?? Date.now()) : undefined;
-        const blocked = this.blocked(counts, sent !== undefined, totals.payments, stuckSince === undefined ? 0 : Date.now() - stuckSince);
-        if (blocked) throw new DemoFailure(`${blocked}. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`);
+        const blocked = this.blocked(
+          counts,
+          sent !== undefined,
+          totals.payments,
+          stuckSince === undefined ? 0 : Date.now() - stuckSince,
+        );
+        if (blocked)
+          throw new DemoFailure(
+            `${blocked}. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`,
+          );
         if (Date.now() > deadline) {
-          throw new DemoFailure(`the time limit of ${timeLimitS} s passed before every payout completed. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`);
+          throw new DemoFailure(
+            `the time limit of ${timeLimitS} s passed before every payout completed. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`,
+          );
         }
         if (counts.pendingConversion > 0) await queueConversionCheck(pool);
         // The next tick, or the outage's start or end if sooner, so the outage begins halfway through the stream.
-        const outageDue = !this.options.outage ? Infinity : outage === undefined ? outageAt : outage.endedAt === 0 ? outage.startedAt + OUTAGE_SECONDS * 1000 : Infinity;
+        const outageDue = !this.options.outage
+          ? Infinity
+          : outage === undefined
+            ? outageAt
+            : outage.endedAt === 0
+              ? outage.startedAt + OUTAGE_SECONDS * 1000
+              : Infinity;
         await new Promise<void>((resolve) => {
           wake = resolve;
           setTimeout(resolve, Math.max(0, Math.min(TICK_MS, outageDue - Date.now())));
         });
       }
-      const final = counts.waiting === 0
-        ? 'done: every payment paid out, every payout completed'
-        : `done: ${counts.paidOut} paid out, ${counts.waiting} converted and waiting below their channel's threshold; every payout completed`;
+      const final =
+        counts.waiting === 0
+          ? 'done: every payment paid out, every payout completed'
+          : `done: ${counts.paidOut} paid out, ${counts.waiting} converted and waiting below their channel's threshold; every payout completed`;
       progress.update(counts, Date.now() - startedAt, final, true);
     } finally {
       halted = true;
@@ -348,13 +452,22 @@ class Demo {
     const summary = await summarize(payrail.database.db, pool, {
       plannedPayments: payments.length,
       simulatorExchanges: simulator.exchanges.size,
-      chain: { wallet: createChainWallet({ rpcUrl, address: host, chainId: payrail.outside?.chainId ?? config.CHAIN_ID, timeoutMs: 15_000 }), usdtContract: payrail.outside?.usdtContract },
+      chain: {
+        wallet: createChainWallet({
+          rpcUrl,
+          address: host,
+          chainId: payrail.outside?.chainId ?? config.CHAIN_ID,
+          timeoutMs: 15_000,
+        }),
+        usdtContract: payrail.outside?.usdtContract,
+      },
       ...(outage && { outage }),
     });
     this.out();
-    const outcome = summary.waiting === 0
-      ? `every payment paid out (${summary.paidOut})`
-      : `paid out ${summary.paidOut}; ${summary.waiting} converted and waiting below their channel's threshold, as the threshold strategy does`;
+    const outcome =
+      summary.waiting === 0
+        ? `every payment paid out (${summary.paidOut})`
+        : `paid out ${summary.paidOut}; ${summary.waiting} converted and waiting below their channel's threshold, as the threshold strategy does`;
     this.out(`== summary: done ${elapsedS} s after the first IPN (${intake}): ${outcome}; every payout completed ==`);
     this.out();
     for (const line of summary.lines) this.out(line);
@@ -370,21 +483,30 @@ class Demo {
 
   private printChannels(channels: readonly DemoChannel[]): void {
     this.out();
-    this.out(`registered ${channels.length} channels (PUT /api/channels/:id with the admin token), each owner with a fresh wallet:`);
+    this.out(
+      `registered ${channels.length} channels (PUT /api/channels/:id with the admin token), each owner with a fresh wallet:`,
+    );
     for (const c of channels) {
       const threshold = c.thresholdCents === undefined ? 'instant' : `threshold ${c.thresholdCents / 100n} USD`;
       this.out(`  ${c.id}  ${threshold.padEnd(18)} ${c.route.padEnd(52)} ${c.walletAddress}`);
     }
   }
 
-  private note(c: StageCounts, streamDone: boolean, stream: StreamState, outage: { startedAt: number; endedAt: number } | undefined): string {
+  private note(
+    c: StageCounts,
+    streamDone: boolean,
+    stream: StreamState,
+    outage: { startedAt: number; endedAt: number } | undefined,
+  ): string {
     if (outage && outage.endedAt === 0) {
       const left = Math.max(0, Math.ceil((outage.startedAt + OUTAGE_SECONDS * 1000 - Date.now()) / 1000));
       return `ChangeNow DOWN (--outage, back in ${left} s): IPNs are still answered and recorded; exchanges wait and retry`;
     }
-    if (outage) return `ChangeNow back up after ${((outage.endedAt - outage.startedAt) / 1000).toFixed(0)} s down: the waiting jobs retry and catch up`;
+    if (outage)
+      return `ChangeNow back up after ${((outage.endedAt - outage.startedAt) / 1000).toFixed(0)} s down: the waiting jobs retry and catch up`;
     if (this.options.outage) return 'sending IPNs; ChangeNow goes down when half are sent';
-    if (stream.streamSent && stream.closingLeft > 0) return `stream sent; ${stream.closingLeft} closing payments wait until their channel's earlier payments are converted`;
+    if (stream.streamSent && stream.closingLeft > 0)
+      return `stream sent; ${stream.closingLeft} closing payments wait until their channel's earlier payments are converted`;
     if (!streamDone) return 'sending IPNs';
     if (c.pendingConversion > 0 || c.converting > 0) return 'all IPNs answered; converting and paying out';
     return 'all IPNs answered; paying out';
@@ -396,11 +518,13 @@ class Demo {
    * yet not done: nothing moves it on any more, and waiting for the time limit would only delay the same diagnosis.
    */
   private blocked(c: StageCounts, streamDone: boolean, payments: number, idleMs: number): string | undefined {
-    if (c.payoutsBlocked > 0) return `${c.payoutsBlocked} payouts failed, need review, approval, or were cancelled: they do not complete on their own`;
+    if (c.payoutsBlocked > 0)
+      return `${c.payoutsBlocked} payouts failed, need review, approval, or were cancelled: they do not complete on their own`;
     if (c.conversionsBlocked > 0) return `${c.conversionsBlocked} conversions need review`;
     if (c.paymentsInReview > 0) return `${c.paymentsInReview} payments are in review`;
     // A payout below ChangeNow's minimum waits an hour for more money; with nothing left to convert, none comes.
-    if (c.payoutsHeld > 0 && streamDone && c.pendingConversion === 0 && c.converting === 0) return `${c.payoutsHeld} payouts are held (below ChangeNow's minimum, or a wallet change hold)`;
+    if (c.payoutsHeld > 0 && streamDone && c.pendingConversion === 0 && c.converting === 0)
+      return `${c.payoutsHeld} payouts are held (below ChangeNow's minimum, or a wallet change hold)`;
     if (idleMs >= STUCK_AFTER_MS) {
       const rest = payments - c.paidOut - c.waiting;
       return `stuck: nothing pending, converting, in flight or open for ${(idleMs / 1000).toFixed(1)} s, yet ${rest} of ${payments} payments are neither paid out nor waiting below their channel's threshold (${c.received} received, ${c.paidOut} paid out, ${c.waiting} waiting): nothing moves them on`;
@@ -411,7 +535,9 @@ class Demo {
   /** The dashboard stays up until Ctrl-C (or SIGTERM). */
   private async keepRunning(payrail: Payrail, config: Config): Promise<number> {
     this.out();
-    this.out(`payrail keeps running for the dashboard: open ${payrail.url}/ and paste the admin token ${config.ADMIN_TOKEN}`);
+    this.out(
+      `payrail keeps running for the dashboard: open ${payrail.url}/ and paste the admin token ${config.ADMIN_TOKEN}`,
+    );
     this.out('Ctrl-C to stop (add --exit to end after the summary)');
     if (!this.interrupted) await new Promise<void>((resolve) => (this.onInterrupt = resolve));
     return 0;

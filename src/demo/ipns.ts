@@ -63,7 +63,14 @@ export function planPayments(rng: Rng, channels: readonly DemoChannel[], count: 
   for (let i = 0; i < count - closers.length; i++) {
     let roll = rng.int(1, totalWeight);
     const plan = PLANS.find((p) => (roll -= p.weight) <= 0) as (typeof PLANS)[number];
-    payments.push({ paymentId: id(), userId: userId(), channel: rng.pick(channels), priceCents: plan.cents, plan: plan.name, closing: false });
+    payments.push({
+      paymentId: id(),
+      userId: userId(),
+      channel: rng.pick(channels),
+      priceCents: plan.cents,
+      plan: plan.name,
+      closing: false,
+    });
   }
   for (const channel of closers) {
     const threshold = channel.thresholdCents as bigint;
@@ -82,7 +89,8 @@ export function ethAmounts(priceCents: bigint, ethUsd: string): { payWei: bigint
   const exactWei = (priceCents * 10n ** 18n * 10n ** 6n) / (rateMicros * 100n);
   const payWei = exactWei - (exactWei % ETH_STEP_WEI);
   // NOWPayments' cut rounded up to its 8 decimals, so the outcome never exceeds what was paid minus the cut.
-  const cut = (payWei * NOWPAYMENTS_FEE_PER_MILLE + 1000n * ETH_STEP_WEI - 1n) / (1000n * ETH_STEP_WEI) * ETH_STEP_WEI;
+  const cut =
+    ((payWei * NOWPAYMENTS_FEE_PER_MILLE + 1000n * ETH_STEP_WEI - 1n) / (1000n * ETH_STEP_WEI)) * ETH_STEP_WEI;
   return { payWei, outcomeWei: payWei - cut };
 }
 
@@ -113,7 +121,12 @@ export function finishedIpnBody(payment: PlannedPayment, ethUsd: string, at: Dat
     updated_at: time,
     outcome_amount: eth(outcomeWei),
     outcome_currency: 'eth',
-    fee: { currency: 'eth', depositFee: new LosslessNumber('0'), withdrawalFee: eth(payWei - outcomeWei), serviceFee: new LosslessNumber('0') },
+    fee: {
+      currency: 'eth',
+      depositFee: new LosslessNumber('0'),
+      withdrawalFee: eth(payWei - outcomeWei),
+      serviceFee: new LosslessNumber('0'),
+    },
   };
 }
 

@@ -45,7 +45,13 @@ export interface DemoOptions {
 }
 
 /** `--name N`: a whole number between min and max, or `fallback` when the option is absent. */
-export function wholeNumberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+export function wholeNumberOption(
+  name: string,
+  text: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   if (text === undefined) return fallback;
   if (!/^[0-9]+$/.test(text)) throw new DemoUsageError(`--${name} must be a whole number (got "${text}")`);
   const n = Number.parseInt(text, 10);
@@ -67,7 +73,10 @@ export function readDemoOptions(argv: string[], randomSeed: () => number): DemoO
   // Channels alternate threshold, instant: every threshold channel needs its closing payment.
   const thresholdChannels = Math.ceil(channels / 2);
   const payments = wholeNumberOption('payments', values.payments, 200, 1, 100_000);
-  if (payments < thresholdChannels) throw new DemoUsageError(`--payments must be at least ${thresholdChannels} with ${channels} channels (one closing payment per threshold channel; got ${payments})`);
+  if (payments < thresholdChannels)
+    throw new DemoUsageError(
+      `--payments must be at least ${thresholdChannels} with ${channels} channels (one closing payment per threshold channel; got ${payments})`,
+    );
   const dataDir = values['data-dir'];
   if (dataDir !== undefined && dataDir.trim() === '') throw new DemoUsageError('--data-dir must not be empty');
   const seedText = values.seed;
@@ -79,7 +88,9 @@ export function readDemoOptions(argv: string[], randomSeed: () => number): DemoO
     seedGiven: seedText !== undefined,
     exit: values.exit === true,
     ...(dataDir !== undefined && { dataDir }),
-    ...(values['time-limit'] !== undefined && { timeLimitS: wholeNumberOption('time-limit', values['time-limit'], 0, 1, 24 * 3600) }),
+    ...(values['time-limit'] !== undefined && {
+      timeLimitS: wholeNumberOption('time-limit', values['time-limit'], 0, 1, 24 * 3600),
+    }),
   };
 }
 

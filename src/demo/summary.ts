@@ -72,19 +72,26 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
      from payments`,
   );
   line('payments');
-  line(`  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`);
+  line(
+    `  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`,
+  );
   line(`  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`);
-  line(`  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`);
-  line(`  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`);
+  line(
+    `  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`,
+  );
+  line(
+    `  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`,
+  );
   // Converted threshold payments in no payout, per channel; those whose channel waits below its threshold with nothing
   // open for it are a legitimate end state (see UNPAID_BY_CHANNEL_SQL).
   const unpaid = await all(pool, UNPAID_BY_CHANNEL_SQL);
   const waitingRows = unpaid.filter((r) => n(r, 'waits') === 1);
   const waiting = waitingRows.reduce((sum, r) => sum + n(r, 'n'), 0);
   const waitingUsdt = waitingRows.reduce((sum, r) => sum + BigInt(s(r, 'usdt')), 0n);
-  const waitingText = waiting === 0
-    ? "none converted and waiting below a channel's threshold"
-    : `${waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(waitingUsdt)} on ${waitingRows.length} channels)`;
+  const waitingText =
+    waiting === 0
+      ? "none converted and waiting below a channel's threshold"
+      : `${waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(waitingUsdt)} on ${waitingRows.length} channels)`;
   line(`  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout; ${waitingText}`);
 
   const conv = await one(
@@ -97,8 +104,12 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   );
   line();
   line('conversions (threshold channels: pending ETH -> USDT in micro-batches, one exchange and one transfer each)');
-  line(`  completed       ${n(conv, 'completed')} of ${n(conv, 'n')} (${n(conv, 'min_p')} to ${n(conv, 'max_p')} payments each)`);
-  line(`  converted       ${eth(s(conv, 'wei'))} -> ${usdt(s(conv, 'usdt'))} received, shared out to the payments exactly`);
+  line(
+    `  completed       ${n(conv, 'completed')} of ${n(conv, 'n')} (${n(conv, 'min_p')} to ${n(conv, 'max_p')} payments each)`,
+  );
+  line(
+    `  converted       ${eth(s(conv, 'wei'))} -> ${usdt(s(conv, 'usdt'))} received, shared out to the payments exactly`,
+  );
 
   const payouts = await all(
     pool,
@@ -114,7 +125,9 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   for (const r of payouts) {
     const held = r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'));
     const how = n(r, 'exchanges') === 0 ? 'direct transfer' : `${n(r, 'exchanges')} via ChangeNow`;
-    line(`  ${String(r.kind).padEnd(9)} ${`${r.currency} on ${r.network}`.padEnd(12)} ${String(n(r, 'completed')).padStart(4)} of ${String(n(r, 'n')).padEnd(4)} ${held} -> ${s(r, 'amount_out')} ${String(r.currency).toUpperCase()} to the owners (${how})`);
+    line(
+      `  ${String(r.kind).padEnd(9)} ${`${r.currency} on ${r.network}`.padEnd(12)} ${String(n(r, 'completed')).padStart(4)} of ${String(n(r, 'n')).padEnd(4)} ${held} -> ${s(r, 'amount_out')} ${String(r.currency).toUpperCase()} to the owners (${how})`,
+    );
   }
 
   const transfers = await all(
@@ -124,15 +137,21 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   );
   const gas = transfers.reduce((sum, r) => sum + BigInt(s(r, 'gas')), 0n);
   line();
-  line(`on-chain transactions from the host wallet (chain_transfers): ${transfers.reduce((sum, r) => sum + n(r, 'n'), 0)}, gas ${eth(gas)}`);
+  line(
+    `on-chain transactions from the host wallet (chain_transfers): ${transfers.reduce((sum, r) => sum + n(r, 'n'), 0)}, gas ${eth(gas)}`,
+  );
   for (const r of transfers) {
-    line(`  ${`${r.purpose} ${r.asset}`.padEnd(16)} ${String(r.status).padEnd(10)} ${String(n(r, 'n')).padStart(4)}  ${r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'))}`);
+    line(
+      `  ${`${r.purpose} ${r.asset}`.padEnd(16)} ${String(r.status).padEnd(10)} ${String(n(r, 'n')).padStart(4)}  ${r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'))}`,
+    );
   }
 
   const payoutExchanges = payouts.reduce((sum, r) => sum + n(r, 'exchanges'), 0);
   const exchanges = n(conv, 'exchanges') + payoutExchanges;
   line();
-  line(`ChangeNow exchanges: ${exchanges} (${n(conv, 'exchanges')} conversions + ${payoutExchanges} payouts; one per payment would have been ${n(pay, 'n')})${context.simulatorExchanges === undefined ? '' : `; the simulator counted ${context.simulatorExchanges}`}`);
+  line(
+    `ChangeNow exchanges: ${exchanges} (${n(conv, 'exchanges')} conversions + ${payoutExchanges} payouts; one per payment would have been ${n(pay, 'n')})${context.simulatorExchanges === undefined ? '' : `; the simulator counted ${context.simulatorExchanges}`}`,
+  );
 
   if (context.outage) {
     const during = await one(
@@ -144,8 +163,12 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
       [String(context.outage.startedAt), String(context.outage.endedAt)],
     );
     line();
-    line(`ChangeNow outage: down for ${((context.outage.endedAt - context.outage.startedAt) / 1000).toFixed(1)} s; ${n(during, 'recorded')} payments were received and recorded meanwhile`);
-    line(`  (intake never calls ChangeNow); afterwards ${n(during, 'conversion_retries')} payments needed more than one conversion attempt and payouts retried ${n(during, 'payout_retries')} times`);
+    line(
+      `ChangeNow outage: down for ${((context.outage.endedAt - context.outage.startedAt) / 1000).toFixed(1)} s; ${n(during, 'recorded')} payments were received and recorded meanwhile`,
+    );
+    line(
+      `  (intake never calls ChangeNow); afterwards ${n(during, 'conversion_retries')} payments needed more than one conversion attempt and payouts retried ${n(during, 'payout_retries')} times`,
+    );
   }
 
   // Sums that must agree from one stage to the next: nothing lost, nothing paid twice.
@@ -159,9 +182,13 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
             (select count(*)::int from chain_transfers) as transfer_rows`,
   );
   // Each channel's available USDT against the converted payments in no payout: equal, and below the threshold.
-  const usdtAccounts = await all(pool, `select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code like 'channel:%' and code not like '%:payout'`);
+  const usdtAccounts = await all(
+    pool,
+    `select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code like 'channel:%' and code not like '%:payout'`,
+  );
   const balances = new Map<string, { balance: bigint; unpaid: bigint; waits: boolean }>();
-  for (const a of usdtAccounts) balances.set(String(a.code), { balance: BigInt(s(a, 'balance')), unpaid: 0n, waits: false });
+  for (const a of usdtAccounts)
+    balances.set(String(a.code), { balance: BigInt(s(a, 'balance')), unpaid: 0n, waits: false });
   for (const r of unpaid) {
     const code = `channel:${String(r.channel_id)}`;
     const entry = balances.get(code) ?? { balance: 0n, unpaid: 0n, waits: false };
@@ -169,37 +196,96 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   }
   const wrongBalances = [...balances].filter(([, b]) => b.balance !== b.unpaid || (b.balance > 0n && !b.waits));
   const balancesOk = wrongBalances.length === 0 && BigInt(s(sums, 'other_channel_balances')) === 0n;
-  const balancesDetail = wrongBalances.length > 0
-    ? wrongBalances.slice(0, 3).map(([code, b]) => `${code} holds ${usdt(b.balance)}, its converted unpaid payments ${usdt(b.unpaid)}${b.waits ? '' : ', not below its threshold with nothing open'}`).join('; ')
-    : `${usdt(waitingUsdt)} on ${waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`;
+  const balancesDetail =
+    wrongBalances.length > 0
+      ? wrongBalances
+          .slice(0, 3)
+          .map(
+            ([code, b]) =>
+              `${code} holds ${usdt(b.balance)}, its converted unpaid payments ${usdt(b.unpaid)}${b.waits ? '' : ', not below its threshold with nothing open'}`,
+          )
+          .join('; ')
+      : `${usdt(waitingUsdt)} on ${waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`;
 
   const ledger = await checkLedger(db);
   const onChain = context.chain ? await checkLedgerAgainstChain(db, context.chain) : undefined;
   const accounted = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') + waiting === n(pay, 'n');
   const checks: Array<[string, boolean, string]> = [
-    ['every payment received, and paid out or waiting below threshold', accounted, `${n(pay, 'paid_out')} paid out + ${waiting} waiting of ${context.plannedPayments} payments`],
+    [
+      'every payment received, and paid out or waiting below threshold',
+      accounted,
+      `${n(pay, 'paid_out')} paid out + ${waiting} waiting of ${context.plannedPayments} payments`,
+    ],
     ['every payout completed', payoutsCompleted === payoutTotal, `${payoutsCompleted}/${payoutTotal} payouts`],
-    ["threshold payments' net ETH == ETH the conversions sent", s(pay, 'threshold_net') === s(conv, 'wei'), `${eth(s(pay, 'threshold_net'))} vs ${eth(s(conv, 'wei'))}`],
-    ['USDT the conversions received == USDT credited to the payments', s(pay, 'threshold_usdt') === s(conv, 'usdt'), `${usdt(s(pay, 'threshold_usdt'))} vs ${usdt(s(conv, 'usdt'))}`],
-    ['threshold batches paid + USDT waiting == that USDT', BigInt(s(sums, 'batched')) + waitingUsdt === BigInt(s(pay, 'threshold_usdt')), `${usdt(s(sums, 'batched'))} + ${usdt(waitingUsdt)}`],
-    ["instant payouts paid == instant payments' net ETH", s(sums, 'instant_paid') === s(pay, 'instant_net'), eth(s(sums, 'instant_paid'))],
-    ["every channel balance below its threshold, == its waiting USDT", balancesOk, balancesDetail],
-    ['one confirmed transfer per conversion and per payout', n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal, `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`],
-    ...(onChain === undefined ? [] : [['host wallet on chain == ledger (check-ledger --chain)', onChain.ok, onChain.assets.map((a) => `${a.asset.toUpperCase()} ${a.difference === 0n ? 'equal' : `off by ${a.difference}`}`).join(', ')] as [string, boolean, string]]),
-    ...(context.simulatorExchanges === undefined ? [] : [['exchanges recorded == exchanges at ChangeNow', exchanges === context.simulatorExchanges, `${exchanges} vs ${context.simulatorExchanges}`] as [string, boolean, string]]),
+    [
+      "threshold payments' net ETH == ETH the conversions sent",
+      s(pay, 'threshold_net') === s(conv, 'wei'),
+      `${eth(s(pay, 'threshold_net'))} vs ${eth(s(conv, 'wei'))}`,
+    ],
+    [
+      'USDT the conversions received == USDT credited to the payments',
+      s(pay, 'threshold_usdt') === s(conv, 'usdt'),
+      `${usdt(s(pay, 'threshold_usdt'))} vs ${usdt(s(conv, 'usdt'))}`,
+    ],
+    [
+      'threshold batches paid + USDT waiting == that USDT',
+      BigInt(s(sums, 'batched')) + waitingUsdt === BigInt(s(pay, 'threshold_usdt')),
+      `${usdt(s(sums, 'batched'))} + ${usdt(waitingUsdt)}`,
+    ],
+    [
+      "instant payouts paid == instant payments' net ETH",
+      s(sums, 'instant_paid') === s(pay, 'instant_net'),
+      eth(s(sums, 'instant_paid')),
+    ],
+    ['every channel balance below its threshold, == its waiting USDT', balancesOk, balancesDetail],
+    [
+      'one confirmed transfer per conversion and per payout',
+      n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal,
+      `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`,
+    ],
+    ...(onChain === undefined
+      ? []
+      : [
+          [
+            'host wallet on chain == ledger (check-ledger --chain)',
+            onChain.ok,
+            onChain.assets
+              .map((a) => `${a.asset.toUpperCase()} ${a.difference === 0n ? 'equal' : `off by ${a.difference}`}`)
+              .join(', '),
+          ] as [string, boolean, string],
+        ]),
+    ...(context.simulatorExchanges === undefined
+      ? []
+      : [
+          [
+            'exchanges recorded == exchanges at ChangeNow',
+            exchanges === context.simulatorExchanges,
+            `${exchanges} vs ${context.simulatorExchanges}`,
+          ] as [string, boolean, string],
+        ]),
   ];
   line();
   line('checks');
   for (const [what, ok, detail] of checks) line(`  ${what.padEnd(64)} ${yes(ok)}  (${detail})`);
   line();
-  line(`ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`);
-  line('  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be');
+  line(
+    `ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`,
+  );
+  line(
+    '  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be',
+  );
   for (const p of ledger.problems.slice(0, 10)) line(`  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`);
   if (onChain) {
     line(`ledger against the chain (payrail check-ledger --chain): ${onChain.ok ? 'equal' : 'DIFFERENT'}`);
     for (const l of formatChainReport(onChain).trimEnd().split('\n')) line(`  ${l}`);
   }
-  return { lines: out, ledger, paidOut: n(pay, 'paid_out'), waiting, ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true) };
+  return {
+    lines: out,
+    ledger,
+    paidOut: n(pay, 'paid_out'),
+    waiting,
+    ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true),
+  };
 }
 
 /** What each open state waits for, so the list below reads as reasons, not only as state names. */
@@ -233,9 +319,14 @@ const why = (kind: string, status: unknown) => WAITING_FOR[`${kind} ${String(sta
 export async function explainPending(pool: pg.Pool, plannedPayments: number, notSent = 0): Promise<string[]> {
   const out: string[] = [];
   const received = n(await one(pool, 'select count(*)::int as n from payments'), 'n');
-  if (notSent > 0) out.push(`  ${notSent} closing IPNs not sent yet: each waits until its channel's earlier payments are converted`);
-  if (received < plannedPayments - notSent) out.push(`  ${plannedPayments - notSent - received} IPNs sent were not recorded as payments`);
-  const review = await all(pool, `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`);
+  if (notSent > 0)
+    out.push(`  ${notSent} closing IPNs not sent yet: each waits until its channel's earlier payments are converted`);
+  if (received < plannedPayments - notSent)
+    out.push(`  ${plannedPayments - notSent - received} IPNs sent were not recorded as payments`);
+  const review = await all(
+    pool,
+    `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`,
+  );
   for (const r of review) out.push(`  ${n(r, 'n')} payments in review: ${r.reason}`);
   const pending = await one(
     pool,
@@ -245,13 +336,18 @@ export async function explainPending(pool: pg.Pool, plannedPayments: number, not
   );
   if (n(pending, 'n') > 0) {
     const refused = n(pending, 'held') > 0 ? `, ${n(pending, 'held')} held back after ChangeNow refused` : '';
-    out.push(`  ${n(pending, 'n')} threshold payments wait for a conversion: until ~CONVERSION_MIN_USD of them wait, or the oldest has waited CONVERSION_MAX_WAIT (oldest credited ${n(pending, 'oldest_s')} s ago, up to ${n(pending, 'attempts')} attempts${refused})`);
+    out.push(
+      `  ${n(pending, 'n')} threshold payments wait for a conversion: until ~CONVERSION_MIN_USD of them wait, or the oldest has waited CONVERSION_MAX_WAIT (oldest credited ${n(pending, 'oldest_s')} s ago, up to ${n(pending, 'attempts')} attempts${refused})`,
+    );
   }
   const conversions = await all(
     pool,
     `select status, count(*)::int as n, max(last_error) as last_error, max(reason) as reason from conversions where status <> 'completed' group by 1 order by 1`,
   );
-  for (const r of conversions) out.push(`  ${n(r, 'n')} conversions ${r.status}: ${why('conversion', r.status)}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`);
+  for (const r of conversions)
+    out.push(
+      `  ${n(r, 'n')} conversions ${r.status}: ${why('conversion', r.status)}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`,
+    );
   const payouts = await all(
     pool,
     `select status, count(*)::int as n, max(attempts)::int as attempts, max(reason) as reason, max(last_error) as last_error, min(hold_until)::text as hold_until
@@ -263,7 +359,10 @@ export async function explainPending(pool: pg.Pool, plannedPayments: number, not
     );
   }
   for (const r of await all(pool, UNPAID_BY_CHANNEL_SQL)) {
-    const threshold = r.threshold_cents === null ? 'no threshold' : `its threshold ${usdt(BigInt(s(r, 'threshold_cents')) * USDT_UNITS_PER_CENT)}`;
+    const threshold =
+      r.threshold_cents === null
+        ? 'no threshold'
+        : `its threshold ${usdt(BigInt(s(r, 'threshold_cents')) * USDT_UNITS_PER_CENT)}`;
     const state = `channel ${r.channel_id} holds ${usdt(s(r, 'balance'))}, ${threshold}; ${n(r, 'unconverted')} of its payments pending or converting, ${n(r, 'open_payouts')} open payouts`;
     out.push(
       n(r, 'waits') === 1
@@ -271,14 +370,23 @@ export async function explainPending(pool: pg.Pool, plannedPayments: number, not
         : `  ${n(r, 'n')} converted payments are in no payout yet (${state})`,
     );
   }
-  const transfers = await all(pool, `select status, count(*)::int as n, max(last_error) as last_error from chain_transfers where status <> 'confirmed' group by 1`);
-  for (const r of transfers) out.push(`  ${n(r, 'n')} on-chain transfers ${r.status}: ${why('transfer', r.status)}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`);
+  const transfers = await all(
+    pool,
+    `select status, count(*)::int as n, max(last_error) as last_error from chain_transfers where status <> 'confirmed' group by 1`,
+  );
+  for (const r of transfers)
+    out.push(
+      `  ${n(r, 'n')} on-chain transfers ${r.status}: ${why('transfer', r.status)}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`,
+    );
   const jobs = await all(
     pool,
     `select task_identifier as task, count(*)::int as n, max(attempts)::int as attempts, max(last_error) as last_error, min(run_at)::text as next_run
      from graphile_worker.jobs where last_error is not null group by 1 order by 1`,
   );
-  for (const r of jobs) out.push(`  queue: ${n(r, 'n')} ${r.task} jobs failed before (up to ${n(r, 'attempts')} attempts, next run ${r.next_run}): ${String(r.last_error).split('\n')[0]?.slice(0, 160)}`);
+  for (const r of jobs)
+    out.push(
+      `  queue: ${n(r, 'n')} ${r.task} jobs failed before (up to ${n(r, 'attempts')} attempts, next run ${r.next_run}): ${String(r.last_error).split('\n')[0]?.slice(0, 160)}`,
+    );
   if (out.length === 0) out.push('  nothing open in the tables: the last payouts were completing as the time ran out');
   return out;
 }

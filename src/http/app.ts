@@ -36,7 +36,7 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   // fastify walks X-Forwarded-For from the right while this says the hop is a trusted proxy, starting with the
   // socket's own address: a client that is not one of our proxies cannot put an address of its choice in request.ip.
   const isTrustedProxy = addressMatcher(proxies);
-  const app = (Fastify({
+  const app = Fastify({
     trustProxy: proxies.length > 0 ? (address: string) => isTrustedProxy(address) : false,
     loggerInstance: deps.logger.child({ component: 'http' }),
     // Our routes log the events that matter with their ids; per-request access lines would drown them.
@@ -46,34 +46,46 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
-  }) as unknown) as FastifyInstance;
+  }) as unknown as FastifyInstance;
 
   if (deps.secrets !== undefined && deps.secrets.length > 0) {
     const scrub = createScrubber(deps.secrets);
     // Serialized bodies are strings by now; nothing here streams or sends buffers.
-    app.addHook('onSend', async (_request, _reply, payload) => (typeof payload === 'string' ? scrub(payload) : payload));
+    app.addHook('onSend', async (_request, _reply, payload) =>
+      typeof payload === 'string' ? scrub(payload) : payload,
+    );
   }
 
   app.setErrorHandler((error, request, reply) => {
     if (error instanceof ZodError) {
-      return reply.code(400).send({ error: error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ') });
+      return reply
+        .code(400)
+        .send({ error: error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ') });
     }
     if (error instanceof ChannelInputError) return reply.code(400).send({ error: error.message });
     const status = (error as { statusCode?: number }).statusCode;
-    if (status !== undefined && status >= 400 && status < 500) return reply.code(status).send({ error: (error as Error).message });
+    if (status !== undefined && status >= 400 && status < 500)
+      return reply.code(status).send({ error: (error as Error).message });
     request.log.error({ event: 'request_failed', err: error, url: request.url }, 'request failed');
     return reply.code(500).send({ error: 'internal error' });
   });
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }),
+  );
 
   await app.register(async (scope) => healthRoutes(scope, deps.health));
   const metrics = deps.metrics;
   if (metrics) await app.register(async (scope) => metricsRoutes(scope, metrics));
   await app.register(async (scope) => webhookRoutes(scope, deps.webhook));
-  await app.register(async (scope) => adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) }));
+  await app.register(async (scope) =>
+    adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) }),
+  );
   const alerts = deps.alerts;
-  if (alerts) await app.register(async (scope) => alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) }));
-  await app.register(async (scope) => overviewRoutes(scope, { db: deps.admin.db, requireAdmin: bearerAuth(deps.adminTokens) }));
+  if (alerts)
+    await app.register(async (scope) => alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) }));
+  await app.register(async (scope) =>
+    overviewRoutes(scope, { db: deps.admin.db, requireAdmin: bearerAuth(deps.adminTokens) }),
+  );
   // The page and its assets are public (they hold no data); everything they show comes from /api/overview.
   await app.register(async (scope) => dashboardRoutes(scope));
   return app;

@@ -12,14 +12,24 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(options: { metrics: Metrics; port: number; host: string; token?: string; logger: Logger }): Promise<MetricsServer> {
+export async function startMetricsServer(options: {
+  metrics: Metrics;
+  port: number;
+  host: string;
+  token?: string;
+  logger: Logger;
+}): Promise<MetricsServer> {
   const app = Fastify({
     loggerInstance: options.logger.child({ component: 'metrics-http' }),
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }));
-  await app.register(async (scope) => metricsRoutes(scope, { metrics: options.metrics, ...(options.token !== undefined && { token: options.token }) }));
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }),
+  );
+  await app.register(async (scope) =>
+    metricsRoutes(scope, { metrics: options.metrics, ...(options.token !== undefined && { token: options.token }) }),
+  );
   try {
     await app.listen({ port: options.port, host: options.host });
   } catch (error) {
@@ -27,6 +37,9 @@ export async function startMetricsServer(options: { metrics: Metrics; port: numb
     throw error;
   }
   const address = app.server.address();
-  const url = address && typeof address === 'object' ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : '';
+  const url =
+    address && typeof address === 'object'
+      ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+      : '';
   return { url, close: () => app.close() };
 }

@@ -102,7 +102,8 @@ export function parseRange(text: string): AddressRange | string {
   let prefix = max;
   if (slash >= 0) {
     const prefixText = text.slice(slash + 1);
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText) || Number(prefixText) > max) return `"${text}": the prefix length must be 0 to ${max}`;
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText) || Number(prefixText) > max)
+      return `"${text}": the prefix length must be 0 to ${max}`;
     prefix = Number(prefixText);
   }
   if (prefix === 0) return `"${text}" would match every address: list the addresses, or leave the variable unset`;

@@ -54,7 +54,8 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   // Map iteration order is insertion order: deleting and re-inserting on every use keeps it least recently used first.
   const buckets = new Map<string, Bucket>();
 
-  const refilled = (bucket: Bucket, t: number): number => Math.min(capacity, bucket.tokens + Math.max(0, t - bucket.at) * perMs);
+  const refilled = (bucket: Bucket, t: number): number =>
+    Math.min(capacity, bucket.tokens + Math.max(0, t - bucket.at) * perMs);
 
   function sweep(t: number): void {
     for (let i = 0; i < SWEEP_PER_TAKE; i++) {

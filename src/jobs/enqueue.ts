@@ -20,7 +20,12 @@ export interface EnqueueOptions {
  * The one way to queue work: inside the caller's transaction, so the job exists if and only if the state change
  * that calls for it committed.
  */
-export async function enqueue<T extends TaskName>(trx: Transaction<Database>, task: T, payload: TaskPayloads[T], options: EnqueueOptions): Promise<void> {
+export async function enqueue<T extends TaskName>(
+  trx: Transaction<Database>,
+  task: T,
+  payload: TaskPayloads[T],
+  options: EnqueueOptions,
+): Promise<void> {
   await sql`select graphile_worker.add_job(
       identifier => ${task},
       payload => ${JSON.stringify(payload)}::json,

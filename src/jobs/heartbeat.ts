@@ -19,7 +19,10 @@ export interface HeartbeatOptions {
  * keep them for four hours). Steps are idempotent, so a job released from a frozen-but-alive process and run again
  * elsewhere repeats no outside effect.
  */
-export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise<{ stop(options?: { keepRow?: boolean }): Promise<void> }> {
+export async function startHeartbeat(
+  db: Db,
+  options: HeartbeatOptions,
+): Promise<{ stop(options?: { keepRow?: boolean }): Promise<void> }> {
   const { workerId, logger } = options;
   let lastOwnBeatAt = 0;
   const beat = async () => {
@@ -42,7 +45,10 @@ export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise
           select graphile_worker.force_unlock_workers(coalesce((select array_agg(id) from dead, unnest(dead.queue_worker_ids) as id), '{}')))
         select dead.worker_id, dead.queue_worker_ids from dead, unlocked`.execute(db);
       for (const row of reaped.rows) {
-        logger.warn({ event: 'worker_reaped', deadWorkerId: row.worker_id, queueWorkerIds: row.queue_worker_ids }, 'released the queue locks of a worker that stopped beating');
+        logger.warn(
+          { event: 'worker_reaped', deadWorkerId: row.worker_id, queueWorkerIds: row.queue_worker_ids },
+          'released the queue locks of a worker that stopped beating',
+        );
       }
     } catch (error) {
       logger.warn({ event: 'heartbeat_failed', workerId, err: (error as Error).message }, 'worker heartbeat failed');
@@ -64,7 +70,11 @@ export async function startHeartbeat(db: Db, options: HeartbeatOptions): Promise
       clearInterval(timer);
       await pending;
       if (stopOptions.keepRow) return;
-      await db.deleteFrom('worker_heartbeats').where('worker_id', '=', workerId).execute().catch(() => undefined);
+      await db
+        .deleteFrom('worker_heartbeats')
+        .where('worker_id', '=', workerId)
+        .execute()
+        .catch(() => undefined);
     },
   };
 }

@@ -2,6 +2,14 @@ export { enqueue, type EnqueueOptions } from './enqueue.ts';
 export { TASK_NAMES, type TaskName, type TaskPayloads } from './tasks.ts';
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { liveWorkers } from './queue-stats.ts';
-export { failedJobs, jobWithKeyExists, liveJobKeys, noLiveJobWithKey, queueStats, type FailedJob, type TaskQueueStats } from './queue-state.ts';
+export {
+  failedJobs,
+  jobWithKeyExists,
+  liveJobKeys,
+  noLiveJobWithKey,
+  queueStats,
+  type FailedJob,
+  type TaskQueueStats,
+} from './queue-state.ts';
 export { type JobObserver, type JobResult } from './job-events.ts';
 export { periodic, PERIODIC } from './periodic.ts';

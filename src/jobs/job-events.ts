@@ -28,7 +28,8 @@ export function watchJobs(events: WorkerEvents, observer: JobObserver): void {
   const finish = (job: Job, result: JobResult): void => {
     const started = startedAt.get(job);
     startedAt.delete(job);
-    if (started !== undefined) safely(() => observer.finished(job.task_identifier, (performance.now() - started) / 1_000, result));
+    if (started !== undefined)
+      safely(() => observer.finished(job.task_identifier, (performance.now() - started) / 1_000, result));
   };
   events.on('job:start', ({ job }) => {
     startedAt.set(job, performance.now());

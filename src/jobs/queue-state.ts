@@ -32,7 +32,9 @@ export async function liveJobKeys(db: Reader, keys: readonly string[]): Promise<
 
 /** Whether any job exists under this key, whatever its state (queued, running, or out of attempts). */
 export async function jobWithKeyExists(db: Reader, key: string): Promise<boolean> {
-  const { rows } = await sql<{ found: boolean }>`select exists (select 1 from graphile_worker.jobs where key = ${key}) as found`.execute(db);
+  const { rows } = await sql<{
+    found: boolean;
+  }>`select exists (select 1 from graphile_worker.jobs where key = ${key}) as found`.execute(db);
   return rows[0]?.found === true;
 }
 
@@ -73,7 +75,13 @@ export interface TaskQueueStats {
 export async function queueStats(db: Reader): Promise<TaskQueueStats[]> {
   // Available: not locked and attempts left (the queue's own definition, which the view leaves out as a column).
   const available = sql`(j.locked_at is null and j.attempts < j.max_attempts)`;
-  const result = await sql<{ task: string; runnable: number; running: number; failed: number; oldest_age: string | null }>`
+  const result = await sql<{
+    task: string;
+    runnable: number;
+    running: number;
+    failed: number;
+    oldest_age: string | null;
+  }>`
     select j.task_identifier as task,
            count(*) filter (where ${available} and j.run_at <= now())::int as runnable,
            count(*) filter (where j.locked_at is not null)::int as running,

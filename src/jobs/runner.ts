@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
-import { parseCronItems, run, runMigrations, Logger as WorkerLogger, type CronItem, type Runner, type TaskList } from 'graphile-worker';
+import {
+  parseCronItems,
+  run,
+  runMigrations,
+  Logger as WorkerLogger,
+  type CronItem,
+  type Runner,
+  type TaskList,
+} from 'graphile-worker';
 import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import { startHeartbeat } from './heartbeat.ts';
@@ -30,7 +38,13 @@ export interface WorkerOptions {
    * Stores an alert this runner logged (src/alerts' store, handed in by the composition root). Best effort: the
    * database is often what just failed, and the log line stays the record then.
    */
-  storeAlert?: (alert: { rule: string; subject: string; severity: 'warning' | 'critical'; message: string; details: Record<string, unknown> }) => Promise<void>;
+  storeAlert?: (alert: {
+    rule: string;
+    subject: string;
+    severity: 'warning' | 'critical';
+    message: string;
+    details: Record<string, unknown>;
+  }) => Promise<void>;
 }
 
 export interface RunningWorker {
@@ -66,7 +80,15 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // A job out of attempts is work nobody will do again on their own: say so loudly.
   events.on('job:failed', ({ job, error }) => {
     options.logger.error(
-      { event: 'alert', alert: 'job_failed_permanently', task: job.task_identifier, jobId: job.id, jobKey: job.key, attempts: job.attempts, err: (error as Error)?.message },
+      {
+        event: 'alert',
+        alert: 'job_failed_permanently',
+        task: job.task_identifier,
+        jobId: job.id,
+        jobKey: job.key,
+        attempts: job.attempts,
+        err: (error as Error)?.message,
+      },
       'a job used up its attempts',
     );
   });
@@ -103,8 +125,19 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const unexpected = (error: Error) => {
     if (failed || stopping) return;
     failed = true;
-    options.logger.error({ event: 'alert', alert: 'worker_runner_stopped', err: error.message }, 'the job queue runner stopped on its own; this worker runs no more jobs');
-    options.storeAlert?.({ rule: 'worker_runner_stopped', subject: workerId, severity: 'critical', message: 'the job queue runner stopped on its own; this worker runs no more jobs', details: { workerId, err: error.message } }).catch(() => undefined);
+    options.logger.error(
+      { event: 'alert', alert: 'worker_runner_stopped', err: error.message },
+      'the job queue runner stopped on its own; this worker runs no more jobs',
+    );
+    options
+      .storeAlert?.({
+        rule: 'worker_runner_stopped',
+        subject: workerId,
+        severity: 'critical',
+        message: 'the job queue runner stopped on its own; this worker runs no more jobs',
+        details: { workerId, err: error.message },
+      })
+      .catch(() => undefined);
     void heartbeat?.stop({ keepRow: true });
     options.onUnexpectedStop?.(error);
   };

@@ -35,4 +35,19 @@ export interface TaskPayloads {
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = ['payment_confirm', 'payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile', 'alerts_evaluate', 'alert_notify'];
+export const TASK_NAMES: readonly TaskName[] = [
+  'payment_confirm',
+  'payout_instant',
+  'payout_run',
+  'payout_poll',
+  'payout_batch',
+  'threshold_check',
+  'conversion_batch',
+  'conversion_exchange',
+  'conversion_poll',
+  'transfer_send',
+  'transfer_confirm',
+  'reconcile',
+  'alerts_evaluate',
+  'alert_notify',
+];

@@ -21,9 +21,17 @@ function shard(code: string, key: string): string {
 
 export const accounts = {
   /** NOWPayments, which settles subscribers' payments to the platform (sharded by payment id). */
-  nowpayments: (asset: string, paymentId: string): AccountRef => ({ code: shard('world:nowpayments', paymentId), asset, allowNegative: true }),
+  nowpayments: (asset: string, paymentId: string): AccountRef => ({
+    code: shard('world:nowpayments', paymentId),
+    asset,
+    allowNegative: true,
+  }),
   /** The platform's fee revenue (sharded by payment id). */
-  platformFees: (asset: string, paymentId: string): AccountRef => ({ code: shard('platform:fees', paymentId), asset, allowNegative: false }),
+  platformFees: (asset: string, paymentId: string): AccountRef => ({
+    code: shard('platform:fees', paymentId),
+    asset,
+    allowNegative: false,
+  }),
   /** ChangeNow, which takes ETH in and gives USDT out. */
   changenow: (asset: string): AccountRef => ({ code: 'world:changenow', asset, allowNegative: true }),
   /** Channel owners' own wallets, paid directly by the host wallet (a payout needing no exchange). */
@@ -46,9 +54,17 @@ export const accounts = {
   /** Whoever a reversed payment's ETH is sent back to (NOWPayments, or the subscriber). */
   refunded: (asset: string): AccountRef => ({ code: 'world:refunds', asset, allowNegative: true }),
   /** What payrail owes a channel owner. */
-  channel: (channelId: string, asset: string): AccountRef => ({ code: `channel:${channelId}`, asset, allowNegative: false }),
+  channel: (channelId: string, asset: string): AccountRef => ({
+    code: `channel:${channelId}`,
+    asset,
+    allowNegative: false,
+  }),
   /** A channel's balance set aside in a payout batch: no longer available, not yet paid. */
-  channelPayout: (channelId: string, asset: string): AccountRef => ({ code: `channel:${channelId}:payout`, asset, allowNegative: false }),
+  channelPayout: (channelId: string, asset: string): AccountRef => ({
+    code: `channel:${channelId}:payout`,
+    asset,
+    allowNegative: false,
+  }),
 };
 
 export function accountKey(ref: { code: string; asset: string }): string {

@@ -16,7 +16,14 @@ export interface LedgerReport {
 }
 
 /** The checks in the order they run, for progress reports (each is one query over the whole ledger). */
-export const LEDGER_CHECKS = ['journals balance', 'journals have two entries', 'balances match entries', 'no negative balance', 'payments match journals', 'counts'] as const;
+export const LEDGER_CHECKS = [
+  'journals balance',
+  'journals have two entries',
+  'balances match entries',
+  'no negative balance',
+  'payments match journals',
+  'counts',
+] as const;
 
 export interface CheckLedgerOptions {
   /** Called before each check starts: `index` of LEDGER_CHECKS.length (the check takes seconds on millions of entries). */
@@ -39,7 +46,11 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
     from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id
     group by j.id, j.kind, j.ref, a.asset having sum(e.amount) <> 0`.execute(db);
   for (const r of unbalanced.rows) {
-    problems.push({ rule: 'journal_balances', subject: `journal ${r.journal_id} (${r.kind}:${r.ref})`, detail: `${r.asset} entries sum to ${r.total}, not 0` });
+    problems.push({
+      rule: 'journal_balances',
+      subject: `journal ${r.journal_id} (${r.kind}:${r.ref})`,
+      detail: `${r.asset} entries sum to ${r.total}, not 0`,
+    });
   }
 
   starting();
@@ -47,7 +58,11 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
     select j.id, j.kind, j.ref, count(e.id)::text as n from ledger_journals j left join ledger_entries e on e.journal_id = j.id
     group by j.id having count(e.id) < 2`.execute(db);
   for (const r of thin.rows) {
-    problems.push({ rule: 'journal_entries', subject: `journal ${r.id} (${r.kind}:${r.ref})`, detail: `has ${r.n} entries, needs at least 2` });
+    problems.push({
+      rule: 'journal_entries',
+      subject: `journal ${r.id} (${r.kind}:${r.ref})`,
+      detail: `has ${r.n} entries, needs at least 2`,
+    });
   }
 
   starting();
@@ -56,14 +71,24 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
     from ledger_accounts a left join ledger_entries e on e.account_id = a.id
     group by a.id having a.balance <> coalesce(sum(e.amount), 0)`.execute(db);
   for (const r of drifted.rows) {
-    problems.push({ rule: 'balance_matches_entries', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} but entries sum to ${r.computed}` });
+    problems.push({
+      rule: 'balance_matches_entries',
+      subject: `account ${r.code}/${r.asset}`,
+      detail: `balance ${r.balance} but entries sum to ${r.computed}`,
+    });
   }
 
   starting();
   const negative = await sql<{ code: string; asset: string; balance: string }>`
-    select code, asset, balance::text as balance from ledger_accounts where not allow_negative and balance < 0`.execute(db);
+    select code, asset, balance::text as balance from ledger_accounts where not allow_negative and balance < 0`.execute(
+    db,
+  );
   for (const r of negative.rows) {
-    problems.push({ rule: 'no_negative_balance', subject: `account ${r.code}/${r.asset}`, detail: `balance ${r.balance} is below zero` });
+    problems.push({
+      rule: 'no_negative_balance',
+      subject: `account ${r.code}/${r.asset}`,
+      detail: `balance ${r.balance} is below zero`,
+    });
   }
 
   // Each credited payment's journals (its credit and its top-ups, ref '<payment id>:<new gross>') must carry exactly
@@ -76,9 +101,15 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
       where j.kind in ('payment_received', 'payment_topped_up') group by 1)
     select p.payment_id::text as payment_id, p.gross_amount::text as gross_amount, c.inflow::text as inflow
     from payments p left join credits c on c.ref = p.payment_id::text
-    where (p.credited_at is not null and p.gross_amount is distinct from c.inflow) or (p.credited_at is null and c.ref is not null)`.execute(db);
+    where (p.credited_at is not null and p.gross_amount is distinct from c.inflow) or (p.credited_at is null and c.ref is not null)`.execute(
+    db,
+  );
   for (const r of payments.rows) {
-    problems.push({ rule: 'payment_matches_journal', subject: `payment ${r.payment_id}`, detail: `gross ${r.gross_amount} but its journal credits ${r.inflow ?? 'nothing'}` });
+    problems.push({
+      rule: 'payment_matches_journal',
+      subject: `payment ${r.payment_id}`,
+      detail: `gross ${r.gross_amount} but its journal credits ${r.inflow ?? 'nothing'}`,
+    });
   }
 
   starting();
@@ -86,5 +117,11 @@ export async function checkLedger(db: Db, options: CheckLedgerOptions = {}): Pro
     select (select count(*) from ledger_accounts)::text as accounts, (select count(*) from ledger_journals)::text as journals,
            (select count(*) from ledger_entries)::text as entries`.execute(db);
   const c = counts.rows[0] ?? { accounts: '0', journals: '0', entries: '0' };
-  return { ok: problems.length === 0, accounts: Number(c.accounts), journals: Number(c.journals), entries: Number(c.entries), problems };
+  return {
+    ok: problems.length === 0,
+    accounts: Number(c.accounts),
+    journals: Number(c.journals),
+    entries: Number(c.entries),
+    problems,
+  };
 }

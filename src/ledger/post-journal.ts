@@ -23,14 +23,21 @@ export class UnbalancedJournalError extends Error {
 
 /** Checks a journal before it is written: non-zero entries, and every asset sums to zero. */
 export function assertBalanced(journal: JournalInput): void {
-  if (journal.entries.length < 2) throw new UnbalancedJournalError(`journal ${journal.kind}:${journal.ref} needs at least two entries`);
+  if (journal.entries.length < 2)
+    throw new UnbalancedJournalError(`journal ${journal.kind}:${journal.ref} needs at least two entries`);
   const sums = new Map<string, bigint>();
   for (const entry of journal.entries) {
-    if (entry.amount === 0n) throw new UnbalancedJournalError(`journal ${journal.kind}:${journal.ref} has a zero entry on ${accountKey(entry.account)}`);
+    if (entry.amount === 0n)
+      throw new UnbalancedJournalError(
+        `journal ${journal.kind}:${journal.ref} has a zero entry on ${accountKey(entry.account)}`,
+      );
     sums.set(entry.account.asset, (sums.get(entry.account.asset) ?? 0n) + entry.amount);
   }
   for (const [asset, sum] of sums) {
-    if (sum !== 0n) throw new UnbalancedJournalError(`journal ${journal.kind}:${journal.ref} does not balance in ${asset}: off by ${sum}`);
+    if (sum !== 0n)
+      throw new UnbalancedJournalError(
+        `journal ${journal.kind}:${journal.ref} does not balance in ${asset}: off by ${sum}`,
+      );
   }
 }
 
@@ -45,9 +52,16 @@ export async function postJournal(trx: Transaction<Database>, journal: JournalIn
   const result = await sql<{ id: string | null }>`select payrail_post_journal(
       ${journal.kind}, ${journal.ref},
       ${e.map((x) => x.account.code)}::text[], ${e.map((x) => x.account.asset)}::text[],
-      ${e.map((x) => x.account.allowNegative)}::boolean[], ${e.map((x) => x.amount.toString())}::numeric[]) as id`.execute(trx);
+      ${e.map((x) => x.account.allowNegative)}::boolean[], ${e.map((x) => x.amount.toString())}::numeric[]) as id`.execute(
+    trx,
+  );
   const id = result.rows[0]?.id ?? null;
   if (id !== null) return { posted: true, journalId: id };
-  const existing = await trx.selectFrom('ledger_journals').select('id').where('kind', '=', journal.kind).where('ref', '=', journal.ref).executeTakeFirstOrThrow();
+  const existing = await trx
+    .selectFrom('ledger_journals')
+    .select('id')
+    .where('kind', '=', journal.kind)
+    .where('ref', '=', journal.ref)
+    .executeTakeFirstOrThrow();
   return { posted: false, journalId: existing.id };
 }

@@ -67,7 +67,10 @@ function snapshot<T>(db: Db, read: (trx: Transaction<Database>) => Promise<T>): 
 
 export function readLiveFigures(db: Db): Promise<LiveFigures> {
   return snapshot(db, async (trx) => {
-    const conversions = await sql<{ status: string; n: number }>`select status, count(*)::int as n from conversions group by status`.execute(trx);
+    const conversions = await sql<{
+      status: string;
+      n: number;
+    }>`select status, count(*)::int as n from conversions group by status`.execute(trx);
     const payouts = await sql<{ status: string; kind: string; n: number }>`
       select status, kind, count(*)::int as n from payouts
       -- Written as the payouts_open index's own predicate (literals, not parameters), so the planner uses it.
@@ -76,9 +79,13 @@ export function readLiveFigures(db: Db): Promise<LiveFigures> {
       select coalesce(sum(amount_wei), 0)::text as eth, coalesce(sum(usdt_received), 0)::text as usdt
       from conversions where status = 'completed'`.execute(trx);
     const alerts = await sql<{ rule: string; severity: string; n: number }>`
-      select rule, severity, count(*)::int as n from alerts where resolved_at is null group by rule, severity`.execute(trx);
+      select rule, severity, count(*)::int as n from alerts where resolved_at is null group by rule, severity`.execute(
+      trx,
+    );
     const observations = await sql<{ name: string; ok: boolean; value: string | null; age: string }>`
-      select name, ok, value, greatest(0, extract(epoch from now() - observed_at))::text as age from observations`.execute(trx);
+      select name, ok, value, greatest(0, extract(epoch from now() - observed_at))::text as age from observations`.execute(
+      trx,
+    );
     const queue = await queueStats(trx);
     const totals = converted.rows[0] ?? { eth: '0', usdt: '0' };
     return {
@@ -87,7 +94,9 @@ export function readLiveFigures(db: Db): Promise<LiveFigures> {
       queue,
       alertsFiring: alerts.rows.map((r) => ({ rule: r.rule, severity: r.severity, count: r.n })),
       converted: { eth: BigInt(totals.eth), usdt: BigInt(totals.usdt) },
-      observations: new Map(observations.rows.map((r) => [r.name, { ok: r.ok, value: r.value, ageSeconds: Number(r.age) }])),
+      observations: new Map(
+        observations.rows.map((r) => [r.name, { ok: r.ok, value: r.value, ageSeconds: Number(r.age) }]),
+      ),
     };
   });
 }
@@ -96,7 +105,10 @@ export function readHistoryFigures(db: Db, now: () => number = Date.now): Promis
   return snapshot(db, async (trx) => {
     // A scan of the whole history must not take every core from intake for its duration.
     await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
-    const payments = await sql<{ status: string; n: number }>`select status, count(*)::int as n from payments group by status`.execute(trx);
+    const payments = await sql<{
+      status: string;
+      n: number;
+    }>`select status, count(*)::int as n from payments group by status`.execute(trx);
     const payouts = await sql<{ status: string; kind: string; asset: string; n: number; units: string }>`
       select status, kind, asset, count(*)::int as n, sum(amount)::text as units
       from payouts where status in ('completed', 'failed', 'cancelled') group by status, kind, asset`.execute(trx);

@@ -24,7 +24,8 @@ export function gaugeFamily(name: string, help: string, samples: readonly ExactS
   if (!METRIC_NAME_RE.test(name)) throw new Error(`metric name ${JSON.stringify(name)} is not a Prometheus name`);
   const lines = [`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} gauge`];
   for (const sample of samples) {
-    if (!DECIMAL_RE.test(sample.value)) throw new Error(`${name}: ${JSON.stringify(sample.value)} is not a plain decimal`);
+    if (!DECIMAL_RE.test(sample.value))
+      throw new Error(`${name}: ${JSON.stringify(sample.value)} is not a plain decimal`);
     lines.push(`${name}${labelText(sample.labels)} ${sample.value}`);
   }
   return `${lines.join('\n')}\n`;
@@ -32,7 +33,8 @@ export function gaugeFamily(name: string, help: string, samples: readonly ExactS
 
 function labelText(labels: Readonly<Record<string, string>>): string {
   const pairs = Object.entries(labels).map(([key, value]) => {
-    if (!LABEL_NAME_RE.test(key) || key.startsWith('__')) throw new Error(`label name ${JSON.stringify(key)} is not a Prometheus label name`);
+    if (!LABEL_NAME_RE.test(key) || key.startsWith('__'))
+      throw new Error(`label name ${JSON.stringify(key)} is not a Prometheus label name`);
     return `${key}="${escapeLabelValue(value)}"`;
   });
   return pairs.length === 0 ? '' : `{${pairs.join(',')}}`;

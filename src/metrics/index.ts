@@ -5,7 +5,13 @@
  */
 import { Gauge, Registry } from 'prom-client';
 import type { Db } from '../db/index.ts';
-import { HISTORY_MAX_AGE_MS, observationStaleAfterSeconds, readHistoryFigures, readLiveFigures, type HistoryFigures } from './database.ts';
+import {
+  HISTORY_MAX_AGE_MS,
+  observationStaleAfterSeconds,
+  readHistoryFigures,
+  readLiveFigures,
+  type HistoryFigures,
+} from './database.ts';
 import { databaseMetricsText } from './scrape.ts';
 import { createProcessMetrics, runtimeRegistry, type ProcessMetrics } from './process.ts';
 
@@ -60,10 +66,16 @@ export function createMetrics(options: MetricsOptions): Metrics {
       if (db === undefined) return own;
       try {
         const liveFigures = await live(db);
-        const figures = await databaseMetricsText(liveFigures, await history(db, logger), { now: now(), observationStaleAfterSeconds: staleAfter });
+        const figures = await databaseMetricsText(liveFigures, await history(db, logger), {
+          now: now(),
+          observationStaleAfterSeconds: staleAfter,
+        });
         return own + (await databaseUp(1)) + figures;
       } catch (error) {
-        logger?.warn({ event: 'metrics_database_failed', err: (error as Error).message }, 'metrics: the database figures could not be read');
+        logger?.warn(
+          { event: 'metrics_database_failed', err: (error as Error).message },
+          'metrics: the database figures could not be read',
+        );
         return own + (await databaseUp(0));
       }
     },
@@ -90,7 +102,12 @@ function historyCache(now: () => number): (db: Db, logger?: WarnLogger) => Promi
           },
           (error: unknown) => {
             logger?.warn(
-              { event: 'metrics_history_failed', err: (error as Error).message, retryInSeconds: HISTORY_MAX_AGE_MS / 1_000, ...(last && { servingAgeSeconds: Math.max(0, (now() - last.readAt) / 1_000) }) },
+              {
+                event: 'metrics_history_failed',
+                err: (error as Error).message,
+                retryInSeconds: HISTORY_MAX_AGE_MS / 1_000,
+                ...(last && { servingAgeSeconds: Math.max(0, (now() - last.readAt) / 1_000) }),
+              },
               'metrics: the history figures could not be read; serving the last good ones',
             );
           },
@@ -117,6 +134,10 @@ function shared<T>(read: (db: Db) => Promise<T>): (db: Db) => Promise<T> {
 
 async function databaseUp(value: number): Promise<string> {
   const registry = new Registry();
-  new Gauge({ name: 'payrail_database_up', help: 'Whether this scrape could read the live database figures (1) or not (0); a failed history read alone leaves it at 1.', registers: [registry] }).set(value);
+  new Gauge({
+    name: 'payrail_database_up',
+    help: 'Whether this scrape could read the live database figures (1) or not (0); a failed history read alone leaves it at 1.',
+    registers: [registry],
+  }).set(value);
   return registry.metrics();
 }

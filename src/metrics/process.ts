@@ -15,7 +15,15 @@ const REFUSALS: Record<number, string> = {
   413: 'too_large',
   429: 'rate_limited',
 };
-export const IPN_OUTCOMES = ['recorded', 'advanced', 'unchanged', 'review', ...Object.values(REFUSALS), 'refused_other', 'error'] as const;
+export const IPN_OUTCOMES = [
+  'recorded',
+  'advanced',
+  'unchanged',
+  'review',
+  ...Object.values(REFUSALS),
+  'refused_other',
+  'error',
+] as const;
 
 export interface IpnAnswer {
   readonly status: number;
@@ -63,7 +71,12 @@ export function createProcessMetrics(): ProcessMetrics {
   const registry = new Registry();
   const registers = [registry];
 
-  const ipns = new Counter({ name: 'payrail_ipn_received_total', help: 'NOWPayments IPN requests answered, by outcome (intake outcome when accepted, refusal reason otherwise).', labelNames: ['outcome'], registers });
+  const ipns = new Counter({
+    name: 'payrail_ipn_received_total',
+    help: 'NOWPayments IPN requests answered, by outcome (intake outcome when accepted, refusal reason otherwise).',
+    labelNames: ['outcome'],
+    registers,
+  });
   for (const outcome of IPN_OUTCOMES) ipns.inc({ outcome }, 0);
 
   const changenowDuration = new Histogram({
@@ -101,8 +114,18 @@ export function createProcessMetrics(): ProcessMetrics {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers,
   });
-  const jobAttempts = new Counter({ name: 'payrail_job_attempts_total', help: 'Job attempts finished by this process, by task and result (success or error).', labelNames: ['task', 'result'], registers });
-  const jobsExhausted = new Counter({ name: 'payrail_job_failures_total', help: 'Jobs that used up their attempts in this process (left failed in the queue), by task.', labelNames: ['task'], registers });
+  const jobAttempts = new Counter({
+    name: 'payrail_job_attempts_total',
+    help: 'Job attempts finished by this process, by task and result (success or error).',
+    labelNames: ['task', 'result'],
+    registers,
+  });
+  const jobsExhausted = new Counter({
+    name: 'payrail_job_failures_total',
+    help: 'Jobs that used up their attempts in this process (left failed in the queue), by task.',
+    labelNames: ['task'],
+    registers,
+  });
 
   return {
     registry,
@@ -110,9 +133,15 @@ export function createProcessMetrics(): ProcessMetrics {
       ipns.inc({ outcome: ipnOutcomeLabel(answer) });
     },
     changenowCall(call) {
-      if (call.sent) changenowDuration.observe({ endpoint: call.endpoint, result: call.error === null ? 'ok' : 'error' }, call.seconds);
+      if (call.sent)
+        changenowDuration.observe(
+          { endpoint: call.endpoint, result: call.error === null ? 'ok' : 'error' },
+          call.seconds,
+        );
       if (call.error === null) return;
-      const [errorClass, code] = isChangeNowError(call.error) ? [call.error.kind, call.error.code] : ['unexpected', 'unexpected'];
+      const [errorClass, code] = isChangeNowError(call.error)
+        ? [call.error.kind, call.error.code]
+        : ['unexpected', 'unexpected'];
       changenowErrors.inc({ endpoint: call.endpoint, class: errorClass, code: codeLabel(code) });
     },
     jobs: {

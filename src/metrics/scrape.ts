@@ -15,8 +15,27 @@ import { TASK_NAMES } from '../jobs/index.ts';
 import type { HistoryFigures, LiveFigures, Observation } from './database.ts';
 import { exactAmount, gaugeFamily, type ExactSample } from './exposition.ts';
 
-const CONVERSION_STATES: readonly ConversionState[] = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'];
-const PAYOUT_STATES: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled'];
+const CONVERSION_STATES: readonly ConversionState[] = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+];
+const PAYOUT_STATES: readonly PayoutStatus[] = [
+  'pending',
+  'held',
+  'awaiting_approval',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+  'cancelled',
+];
 /** The states the history read counts; the live read counts the others (the same split as its SQL). */
 const ENDED_PAYOUT_STATES: readonly PayoutStatus[] = ['completed', 'failed', 'cancelled'];
 const PAYOUT_KINDS = ['threshold', 'instant'] as const;
@@ -29,10 +48,15 @@ export interface ScrapeOptions {
   readonly observationStaleAfterSeconds: number;
 }
 
-export async function databaseMetricsText(live: LiveFigures, history: HistoryFigures | undefined, options: ScrapeOptions): Promise<string> {
+export async function databaseMetricsText(
+  live: LiveFigures,
+  history: HistoryFigures | undefined,
+  options: ScrapeOptions,
+): Promise<string> {
   const registry = new Registry();
   const registers = [registry];
-  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) => new Gauge<L>({ name, help, labelNames, registers });
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Gauge<L>({ name, help, labelNames, registers });
 
   if (history) {
     gauge(
@@ -48,15 +72,25 @@ export async function databaseMetricsText(live: LiveFigures, history: HistoryFig
   for (const state of CONVERSION_STATES) conversions.set({ state }, 0);
   for (const row of live.conversionsByState) conversions.set({ state: row.state }, row.count);
 
-  const payouts = gauge('payrail_payouts', 'Payouts, by state and kind (threshold batch or instant).', ['state', 'kind']);
+  const payouts = gauge('payrail_payouts', 'Payouts, by state and kind (threshold batch or instant).', [
+    'state',
+    'kind',
+  ]);
   const known = history ? PAYOUT_STATES : PAYOUT_STATES.filter((state) => !ENDED_PAYOUT_STATES.includes(state));
   for (const state of known) for (const kind of PAYOUT_KINDS) payouts.set({ state, kind }, 0);
-  for (const row of [...live.openPayouts, ...(history?.endedPayouts ?? [])]) payouts.set({ state: row.state, kind: row.kind }, row.count);
+  for (const row of [...live.openPayouts, ...(history?.endedPayouts ?? [])])
+    payouts.set({ state: row.state, kind: row.kind }, row.count);
 
   const runnable = gauge('payrail_queue_runnable_jobs', 'Jobs due and waiting for a worker, by task.', ['task']);
   const running = gauge('payrail_queue_running_jobs', 'Jobs locked by a worker, by task.', ['task']);
-  const failed = gauge('payrail_queue_failed_jobs', 'Jobs out of attempts, kept in the queue for a person, by task.', ['task']);
-  const oldest = gauge('payrail_queue_oldest_runnable_age_seconds', 'Age of the oldest runnable job since it was due, by task (0: none waiting).', ['task']);
+  const failed = gauge('payrail_queue_failed_jobs', 'Jobs out of attempts, kept in the queue for a person, by task.', [
+    'task',
+  ]);
+  const oldest = gauge(
+    'payrail_queue_oldest_runnable_age_seconds',
+    'Age of the oldest runnable job since it was due, by task (0: none waiting).',
+    ['task'],
+  );
   for (const task of TASK_NAMES) for (const g of [runnable, running, failed, oldest]) g.set({ task }, 0);
   for (const task of live.queue) {
     runnable.set({ task: task.task }, task.runnable);
@@ -70,18 +104,38 @@ export async function databaseMetricsText(live: LiveFigures, history: HistoryFig
 
   // A stale observation's up gauge is left out, not kept at its last value: an alert on "up == 0" must not stay quiet
   // because the last look, an hour ago, went well. payrail_observation_stale says why the series is gone.
-  const current = new Map([...live.observations].filter(([, observation]) => observation.ageSeconds <= options.observationStaleAfterSeconds));
+  const current = new Map(
+    [...live.observations].filter(([, observation]) => observation.ageSeconds <= options.observationStaleAfterSeconds),
+  );
   const chain = current.get(OBSERVATION.chainRpc);
   if (chain) {
-    gauge('payrail_chain_rpc_up', 'Whether the chain RPC answered at its last observation (1) or not (0); absent when that observation is stale.').set(chain.ok ? 1 : 0);
+    gauge(
+      'payrail_chain_rpc_up',
+      'Whether the chain RPC answered at its last observation (1) or not (0); absent when that observation is stale.',
+    ).set(chain.ok ? 1 : 0);
     // A block number is a count, not money, and stays far below 2^53.
     const block = chain.ok && chain.value !== null && /^[0-9]{1,15}$/.test(chain.value) ? Number(chain.value) : null;
-    if (block !== null) gauge('payrail_chain_block_number', 'Latest block number the chain RPC reported at its last observation.').set(block);
+    if (block !== null)
+      gauge('payrail_chain_block_number', 'Latest block number the chain RPC reported at its last observation.').set(
+        block,
+      );
   }
   const changenow = current.get(OBSERVATION.changenow);
-  if (changenow) gauge('payrail_changenow_up', 'Whether ChangeNow answered at its last observation (1) or not (0); absent when that observation is stale.').set(changenow.ok ? 1 : 0);
-  const ages = gauge('payrail_observation_age_seconds', 'Seconds since a worker last observed the outside world, by observation.', ['name']);
-  const stale = gauge('payrail_observation_stale', 'Whether an observation is older than three alert intervals (1), so its figures are left out as unknown, or current (0).', ['name']);
+  if (changenow)
+    gauge(
+      'payrail_changenow_up',
+      'Whether ChangeNow answered at its last observation (1) or not (0); absent when that observation is stale.',
+    ).set(changenow.ok ? 1 : 0);
+  const ages = gauge(
+    'payrail_observation_age_seconds',
+    'Seconds since a worker last observed the outside world, by observation.',
+    ['name'],
+  );
+  const stale = gauge(
+    'payrail_observation_stale',
+    'Whether an observation is older than three alert intervals (1), so its figures are left out as unknown, or current (0).',
+    ['name'],
+  );
   for (const [name, observation] of live.observations) {
     ages.set({ name }, observation.ageSeconds);
     // The ledger check runs on its own, slower period (its age says when); staleness is about the outside world.
@@ -89,13 +143,20 @@ export async function databaseMetricsText(live: LiveFigures, history: HistoryFig
   }
   const ledger = live.observations.get(OBSERVATION.ledgerCheck);
   if (ledger && ledger.value !== null && /^[0-9]{1,15}$/.test(ledger.value)) {
-    gauge('payrail_ledger_check_problems', 'Violations the last ledger invariant check found (0: balanced); its age is payrail_observation_age_seconds{name="ledger_check"}.').set(Number(ledger.value));
+    gauge(
+      'payrail_ledger_check_problems',
+      'Violations the last ledger invariant check found (0: balanced); its age is payrail_observation_age_seconds{name="ledger_check"}.',
+    ).set(Number(ledger.value));
   }
 
   return (await registry.metrics()) + amountFamilies(live, history, current);
 }
 
-function amountFamilies(live: LiveFigures, history: HistoryFigures | undefined, current: ReadonlyMap<string, Observation>): string {
+function amountFamilies(
+  live: LiveFigures,
+  history: HistoryFigures | undefined,
+  current: ReadonlyMap<string, Observation>,
+): string {
   const families = [
     gaugeFamily('payrail_conversion_input_amount', 'ETH sent to ChangeNow by completed conversions, in ETH (exact).', [
       { labels: { asset: 'eth' }, value: exactAmount(live.converted.eth, decimalsOf('eth')) },
@@ -107,24 +168,41 @@ function amountFamilies(live: LiveFigures, history: HistoryFigures | undefined, 
   if (history) {
     const paidOut = new Map<string, bigint>(PAYOUT_ASSETS.map((asset) => [asset, 0n]));
     for (const row of history.paidOut) paidOut.set(row.asset, row.units);
-    families.push(gaugeFamily('payrail_paid_out_amount', 'Amount of completed payouts by the asset payrail paid them from, in that asset (exact).', amountSamples(paidOut)));
+    families.push(
+      gaugeFamily(
+        'payrail_paid_out_amount',
+        'Amount of completed payouts by the asset payrail paid them from, in that asset (exact).',
+        amountSamples(paidOut),
+      ),
+    );
   }
-  families.push(gaugeFamily('payrail_host_wallet_balance', 'Host wallet balance at its last observation, by asset, in that asset (exact); absent while that observation is stale.', hostBalances(current)));
+  families.push(
+    gaugeFamily(
+      'payrail_host_wallet_balance',
+      'Host wallet balance at its last observation, by asset, in that asset (exact); absent while that observation is stale.',
+      hostBalances(current),
+    ),
+  );
   return families.join('');
 }
 
 function amountSamples(units: ReadonlyMap<string, bigint>): ExactSample[] {
   const samples: ExactSample[] = [];
   // An asset without a known number of decimals cannot be written exactly; its rows stay in the database for the API.
-  for (const [asset, value] of units) if (isAssetCode(asset)) samples.push({ labels: { asset }, value: exactAmount(value, decimalsOf(asset)) });
+  for (const [asset, value] of units)
+    if (isAssetCode(asset)) samples.push({ labels: { asset }, value: exactAmount(value, decimalsOf(asset)) });
   return samples;
 }
 
 function hostBalances(current: ReadonlyMap<string, Observation>): ExactSample[] {
   const units = new Map<string, bigint>();
-  for (const [asset, name] of [['eth', OBSERVATION.hostEth], ['usdt', OBSERVATION.hostUsdt]] as const) {
+  for (const [asset, name] of [
+    ['eth', OBSERVATION.hostEth],
+    ['usdt', OBSERVATION.hostUsdt],
+  ] as const) {
     const observation = current.get(name);
-    if (observation?.ok && observation.value !== null && /^[0-9]{1,40}$/.test(observation.value)) units.set(asset, BigInt(observation.value));
+    if (observation?.ok && observation.value !== null && /^[0-9]{1,40}$/.test(observation.value))
+      units.set(asset, BigInt(observation.value));
   }
   return amountSamples(units);
 }

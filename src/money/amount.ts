@@ -20,7 +20,8 @@ export const MAX_INTEGER_DIGITS = 30;
  */
 export function parseUnits(text: string, decimals: number): bigint {
   if (text.startsWith('-')) throw new AmountError(`amount must not be negative (got "${clip(text)}")`);
-  if (/[eE]/.test(text)) throw new AmountError(`amount must be a plain decimal, exponent notation is refused (got "${clip(text)}")`);
+  if (/[eE]/.test(text))
+    throw new AmountError(`amount must be a plain decimal, exponent notation is refused (got "${clip(text)}")`);
   const match = DECIMAL_RE.exec(text);
   if (!match) throw new AmountError(`amount must be a plain decimal such as "0.00487" (got "${clip(text)}")`);
   const integerPart = match[1] ?? '0';
@@ -64,5 +65,8 @@ export function parseUnitsFloor(text: string, decimals: number): { units: bigint
   const fraction = match[2] ?? '';
   const kept = fraction.slice(0, decimals);
   const dropped = fraction.slice(decimals).replace(/0+$/, '');
-  return { units: parseUnits(`${match[1] ?? '0'}${kept ? `.${kept}` : ''}`, decimals), droppedFraction: dropped ? `0.${'0'.repeat(decimals)}${dropped}` : '0' };
+  return {
+    units: parseUnits(`${match[1] ?? '0'}${kept ? `.${kept}` : ''}`, decimals),
+    droppedFraction: dropped ? `0.${'0'.repeat(decimals)}${dropped}` : '0',
+  };
 }

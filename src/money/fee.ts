@@ -12,7 +12,8 @@ const PERCENT_RE = /^(0|[1-9][0-9]?)(?:\.([0-9]{1,6}))?$/;
 /** Parses "3", "2.5", "0.125" (at most 6 decimals) into an exact fraction; 0 <= p < 100. */
 export function parsePercent(text: string): Percent {
   const match = PERCENT_RE.exec(text);
-  if (!match) throw new AmountError(`percent must be a decimal from 0 to below 100 with at most 6 decimals (got "${text}")`);
+  if (!match)
+    throw new AmountError(`percent must be a decimal from 0 to below 100 with at most 6 decimals (got "${text}")`);
   const fraction = match[2] ?? '';
   return {
     numerator: BigInt((match[1] ?? '0') + fraction),

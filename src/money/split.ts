@@ -18,6 +18,7 @@ export function splitProportionally(total: bigint, weights: readonly bigint[]): 
     left -= 1n;
   }
   const sum = shares.reduce((a, b) => a + b, 0n);
-  if (sum !== total || shares.some((s) => s < 0n)) throw new Error(`proportional split invariant broken: ${sum} != ${total}`);
+  if (sum !== total || shares.some((s) => s < 0n))
+    throw new Error(`proportional split invariant broken: ${sum} != ${total}`);
   return shares;
 }

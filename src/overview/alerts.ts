@@ -8,7 +8,17 @@ const ALERTS_SHOWN = 100;
 
 export async function openAlerts(db: Db): Promise<{ open: number; items: OpenAlertView[] }> {
   const count = await sql<{ n: number }>`select count(*)::int as n from alerts where resolved_at is null`.execute(db);
-  const { rows } = await sql<{ id: string; rule: string; subject: string; severity: AlertSeverity; message: string; details: Record<string, unknown>; first_seen_at: Date; last_seen_at: Date; age: string }>`
+  const { rows } = await sql<{
+    id: string;
+    rule: string;
+    subject: string;
+    severity: AlertSeverity;
+    message: string;
+    details: Record<string, unknown>;
+    first_seen_at: Date;
+    last_seen_at: Date;
+    age: string;
+  }>`
     select id::text as id, rule, subject, severity, message, details, first_seen_at, last_seen_at,
            extract(epoch from now() - first_seen_at)::bigint::text as age
     from alerts where resolved_at is null

@@ -16,7 +16,8 @@ export function addUnits(target: UnitsByAsset, asset: string, units: bigint): vo
 /** `always` assets are listed even at zero, so a total reads "0" rather than vanishing. */
 export function toAmounts(units: UnitsByAsset, always: readonly string[] = []): AssetAmounts {
   const out: AssetAmounts = {};
-  for (const asset of [...new Set([...always, ...units.keys()])].sort()) out[asset] = formatAsset(units.get(asset) ?? 0n, asset);
+  for (const asset of [...new Set([...always, ...units.keys()])].sort())
+    out[asset] = formatAsset(units.get(asset) ?? 0n, asset);
   return out;
 }
 

@@ -34,7 +34,9 @@ export async function readChannels(db: Db): Promise<ChannelsView> {
     select count(*)::int as total,
            count(*) filter (where c.payout_strategy = 'threshold')::int as threshold,
            count(*) filter (where c.payout_strategy = 'threshold' and coalesce(a.balance, 0) >= c.threshold_usd_cents * ${USDT_UNITS_PER_CENT.toString()}::numeric)::int as at_threshold
-    from channels c left join ledger_accounts a on a.code = 'channel:' || c.channel_id and a.asset = 'usdt'`.execute(db);
+    from channels c left join ledger_accounts a on a.code = 'channel:' || c.channel_id and a.asset = 'usdt'`.execute(
+    db,
+  );
   // Ranked by fill in SQL only to pick the rows shown; the fill itself is computed exactly below.
   const { rows } = await sql<Row>`
     with balances as (
@@ -90,10 +92,21 @@ function channelRow(r: Row): ChannelRow {
     thresholdUsd: thresholdCents === null ? null : formatAsset(thresholdCents, 'usd'),
     pendingEth: formatAsset(BigInt(r.eth_available), 'eth'),
     availableUsdt: formatAsset(availableUsdt, 'usdt'),
-    reserved: toAmounts(new Map([['eth', BigInt(r.eth_reserved)], ['usdt', BigInt(r.usdt_reserved)]].filter(([, u]) => u !== 0n) as Array<[string, bigint]>)),
+    reserved: toAmounts(
+      new Map(
+        [
+          ['eth', BigInt(r.eth_reserved)],
+          ['usdt', BigInt(r.usdt_reserved)],
+        ].filter(([, u]) => u !== 0n) as Array<[string, bigint]>,
+      ),
+    ),
     fillBps: thresholdCents === null ? null : fillBps(availableUsdt, thresholdCents),
-    payoutInReview: r.review_payout_id === null ? null : { payoutId: r.review_payout_id, transferId: r.review_transfer_id, count: r.review_payouts ?? 1 },
-    openBatch: r.open_batch_id === null ? null : { payoutId: r.open_batch_id, status: r.open_batch_status as PayoutStatus },
+    payoutInReview:
+      r.review_payout_id === null
+        ? null
+        : { payoutId: r.review_payout_id, transferId: r.review_transfer_id, count: r.review_payouts ?? 1 },
+    openBatch:
+      r.open_batch_id === null ? null : { payoutId: r.open_batch_id, status: r.open_batch_status as PayoutStatus },
     // What payChannelNow checks before it opens a batch; it reads both again under the channel's lock.
     canPayNow: availableUsdt > 0n && r.open_batch_id === null,
   };

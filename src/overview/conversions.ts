@@ -9,7 +9,15 @@ import { formatAsset, seconds } from './amounts.ts';
 import type { ConversionRow, ReviewConversion } from './types.ts';
 import type { LedgerWindow } from './window.ts';
 
-export const CONVERSION_STATES: readonly ConversionState[] = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'];
+export const CONVERSION_STATES: readonly ConversionState[] = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+];
 const ENDED: readonly ConversionState[] = ['completed', 'failed'];
 /** Settled conversions listed besides the open ones. */
 const RECENT_SETTLED = 10;
@@ -30,7 +38,15 @@ export interface ConversionStates {
 }
 
 export async function readConversionStates(db: Db): Promise<ConversionStates> {
-  const { rows } = await sql<{ status: ConversionState; from_asset: string; to_asset: string; n: number; payments: string; sent: string; received: string }>`
+  const { rows } = await sql<{
+    status: ConversionState;
+    from_asset: string;
+    to_asset: string;
+    n: number;
+    payments: string;
+    sent: string;
+    received: string;
+  }>`
     select status, from_asset, to_asset, count(*)::int as n, sum(payment_count)::text as payments,
            sum(amount_wei)::text as sent, coalesce(sum(usdt_received), 0)::text as received
     from conversions group by 1, 2, 3`.execute(db);
@@ -47,7 +63,12 @@ export async function readConversionStates(db: Db): Promise<ConversionStates> {
     }
     if (row.status === 'completed') {
       settledCount += row.n;
-      settled.push({ fromAsset: row.from_asset, toAsset: row.to_asset, sentUnits: BigInt(row.sent), receivedUnits: BigInt(row.received) });
+      settled.push({
+        fromAsset: row.from_asset,
+        toAsset: row.to_asset,
+        sentUnits: BigInt(row.sent),
+        receivedUnits: BigInt(row.received),
+      });
     }
   }
   return { counts, openPayments, settledCount, settled, openSent };
@@ -102,7 +123,15 @@ export async function recentConversions(db: Db, window: LedgerWindow): Promise<C
  * conversions_open partial index, so this never reads settled conversions.
  */
 export async function reviewConversions(db: Db): Promise<ReviewConversion[]> {
-  const { rows } = await sql<{ conversion_id: string; reason: string | null; amount_wei: string; from_asset: string; payment_count: number; updated_at: Date; waiting: string }>`
+  const { rows } = await sql<{
+    conversion_id: string;
+    reason: string | null;
+    amount_wei: string;
+    from_asset: string;
+    payment_count: number;
+    updated_at: Date;
+    waiting: string;
+  }>`
     select conversion_id, reason, amount_wei::text as amount_wei, from_asset, payment_count, updated_at,
            extract(epoch from now() - updated_at)::bigint::text as waiting
     from conversions where status = 'needs_review'

@@ -31,7 +31,8 @@ const STATEMENT_TIMEOUT = '5s';
 
 export async function readOverview(db: Db, options: { windowHours?: number } = {}): Promise<Overview> {
   const hours = options.windowHours ?? WINDOW_HOURS_DEFAULT;
-  if (!Number.isInteger(hours) || hours < 1 || hours > WINDOW_HOURS_MAX) throw new RangeError(`windowHours must be an integer from 1 to ${WINDOW_HOURS_MAX}`);
+  if (!Number.isInteger(hours) || hours < 1 || hours > WINDOW_HOURS_MAX)
+    throw new RangeError(`windowHours must be an integer from 1 to ${WINDOW_HOURS_MAX}`);
   return db
     .transaction()
     .setIsolationLevel('repeatable read')
@@ -68,7 +69,12 @@ export async function readOverview(db: Db, options: { windowHours?: number } = {
         conversions: await recentConversions(trx, window),
         payouts: await recentPayouts(trx, window),
         channels: await readChannels(trx),
-        review: { payouts: await reviewQueue(trx, now), conversions: await reviewConversions(trx), transfers: await reviewTransfers(trx), payments: await reviewPayments(trx) },
+        review: {
+          payouts: await reviewQueue(trx, now),
+          conversions: await reviewConversions(trx),
+          transfers: await reviewTransfers(trx),
+          payments: await reviewPayments(trx),
+        },
         hostWallet: observed.hostWallet,
         services: observed.services,
         volume,

@@ -17,7 +17,14 @@ export interface Observed {
 }
 
 export async function readObservations(db: Db): Promise<Observed> {
-  const { rows } = await sql<{ name: string; ok: boolean; value: string | null; detail: string | null; observed_at: Date; age: string }>`
+  const { rows } = await sql<{
+    name: string;
+    ok: boolean;
+    value: string | null;
+    detail: string | null;
+    observed_at: Date;
+    age: string;
+  }>`
     select name, ok, value, detail, observed_at, extract(epoch from now() - observed_at)::bigint::text as age
     from observations order by name`.execute(db);
   const hostWallet: { eth: HostBalance | null; usdt: HostBalance | null } = { eth: null, usdt: null };

@@ -79,7 +79,11 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
     credited:
       r.credited_at === null || r.asset === null || r.gross_amount === null || r.net_amount === null
         ? null
-        : { asset: r.asset, gross: formatAsset(BigInt(r.gross_amount), r.asset), net: formatAsset(BigInt(r.net_amount), r.asset) },
+        : {
+            asset: r.asset,
+            gross: formatAsset(BigInt(r.gross_amount), r.asset),
+            net: formatAsset(BigInt(r.net_amount), r.asset),
+          },
     creditable: creditable(r),
     updatedAt: r.updated_at.toISOString(),
     waitingSeconds: Math.max(0, seconds(r.waiting)),
@@ -95,7 +99,15 @@ function creditable(r: Row): ReviewPayment['creditable'] {
   const code = reviewCode(r.review_reason);
   if (code === REVIEW.partiallyPaid) return { asset: r.outcome_currency, amount: r.outcome_amount };
   const { asset, restated_outcome_amount: restated, gross_amount: gross } = r;
-  if (code !== REVIEW.topUp || restated === null || asset === null || r.restated_outcome_currency !== asset || gross === null || !isAssetCode(asset)) return null;
+  if (
+    code !== REVIEW.topUp ||
+    restated === null ||
+    asset === null ||
+    r.restated_outcome_currency !== asset ||
+    gross === null ||
+    !isAssetCode(asset)
+  )
+    return null;
   const more = parseUnits(restated, decimalsOf(asset)) - BigInt(gross);
   return more > 0n ? { asset, amount: formatAsset(more, asset) } : null;
 }

@@ -19,16 +19,24 @@ const REVIEW_SHOWN = 100;
 
 export async function payoutCounts(db: Db, window: LedgerWindow): Promise<PipelineCounts['payouts']> {
   const open = await sql<{ status: PayoutStatus; n: number }>`
-    select status, count(*)::int as n from payouts where status not in ('completed', 'failed', 'cancelled') group by status`.execute(db);
+    select status, count(*)::int as n from payouts where status not in ('completed', 'failed', 'cancelled') group by status`.execute(
+    db,
+  );
   const returned = await sql<{ status: PayoutStatus; n: number }>`
     select p.status, count(*)::int as n from ledger_journals j join payouts p on p.payout_id = j.ref
     where j.kind = 'payout_returned' group by p.status`.execute(db);
   const completed = await sql<{ n: number }>`
     select count(*)::int as n from ledger_journals
-    where id > ${window.afterJournalId}::bigint and kind = 'payout_completed' and created_at >= ${window.since}::timestamptz`.execute(db);
-  const counts = { ...Object.fromEntries([...OPEN_PAYOUT_STATUSES, 'failed', 'cancelled'].map((s) => [s, 0])), completedInWindow: completed.rows[0]?.n ?? 0 } as PipelineCounts['payouts'];
+    where id > ${window.afterJournalId}::bigint and kind = 'payout_completed' and created_at >= ${window.since}::timestamptz`.execute(
+    db,
+  );
+  const counts = {
+    ...Object.fromEntries([...OPEN_PAYOUT_STATUSES, 'failed', 'cancelled'].map((s) => [s, 0])),
+    completedInWindow: completed.rows[0]?.n ?? 0,
+  } as PipelineCounts['payouts'];
   const writable = counts as Record<string, number>;
-  for (const row of [...open.rows, ...returned.rows]) if (row.status !== 'completed') writable[row.status] = (writable[row.status] ?? 0) + row.n;
+  for (const row of [...open.rows, ...returned.rows])
+    if (row.status !== 'completed') writable[row.status] = (writable[row.status] ?? 0) + row.n;
   return counts;
 }
 

@@ -20,7 +20,14 @@ export function table(rows: readonly string[][], align: readonly Align[], indent
     });
   });
   const widths = align.map((_, col) => Math.max(0, ...cells.map((row) => (row[col] ?? '').length)));
-  return cells.map((row) => indent + row.map((cell, col) => (align[col] === 'left' ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0))).join('  ').trimEnd());
+  return cells.map(
+    (row) =>
+      indent +
+      row
+        .map((cell, col) => (align[col] === 'left' ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0)))
+        .join('  ')
+        .trimEnd(),
+  );
 }
 
 /** "12.5 ETH" → whole "12", fraction ".5 ETH": the point is where columns meet. */
@@ -46,14 +53,18 @@ const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0
 const spaced = (key: string) => key.replace(/_/g, ' ');
 
 function counts(record: Record<string, number>): string {
-  return Object.entries(record).map(([key, n]) => `${spaced(key)} ${n}`).join(' · ');
+  return Object.entries(record)
+    .map(([key, n]) => `${spaced(key)} ${n}`)
+    .join(' · ');
 }
 
 /** A channel's payout waiting for a person, as its row says it. */
 function inReview(waiting: ChannelRow['payoutInReview']): string {
   if (waiting === null) return '';
   const more = waiting.count > 1 ? ` (+${waiting.count - 1} more)` : '';
-  return waiting.transferId === null ? `payout ${waiting.payoutId} in review${more}` : `payout ${waiting.payoutId}: transfer ${waiting.transferId} in review${more}`;
+  return waiting.transferId === null
+    ? `payout ${waiting.payoutId} in review${more}`
+    : `payout ${waiting.payoutId}: transfer ${waiting.transferId} in review${more}`;
 }
 
 export function formatStatus(o: Overview): string {
@@ -70,7 +81,10 @@ export function formatStatus(o: Overview): string {
   const gas = t.feesVsNetworkCosts;
   add('network costs paid', [`${gas.networkCosts} ${gas.asset.toUpperCase()}`]);
   add('fees less network costs', [`${gas.net} ${gas.asset.toUpperCase()}`]);
-  add(`converted (${t.converted.count})`, [...amounts(t.converted.sent).map((v) => `${v} sent`), ...amounts(t.converted.received).map((v) => `${v} received`)]);
+  add(`converted (${t.converted.count})`, [
+    ...amounts(t.converted.sent).map((v) => `${v} sent`),
+    ...amounts(t.converted.received).map((v) => `${v} received`),
+  ]);
   add('paid out', amounts(t.paidOut));
   add('in flight', amounts(t.inFlight.total));
   add('  of it in payouts', amounts(t.inFlight.reserved));
@@ -83,7 +97,16 @@ export function formatStatus(o: Overview): string {
   out.push(
     ...table(
       [
-        ['payments', counts({ awaiting_conversion: payments.awaitingConversion, in_conversion: payments.inConversion, awaiting_payout: payments.awaitingPayout, in_review: payments.inReview, [`received_in_${o.windowHours}_h`]: payments.receivedInWindow })],
+        [
+          'payments',
+          counts({
+            awaiting_conversion: payments.awaitingConversion,
+            in_conversion: payments.inConversion,
+            awaiting_payout: payments.awaitingPayout,
+            in_review: payments.inReview,
+            [`received_in_${o.windowHours}_h`]: payments.receivedInWindow,
+          }),
+        ],
         ['conversions', counts(o.pipeline.conversions)],
         ['payouts', counts({ ...payoutStates, [`completed_in_${o.windowHours}_h`]: completedInWindow })],
         ['transfers', counts(o.pipeline.transfers)],
@@ -93,30 +116,95 @@ export function formatStatus(o: Overview): string {
   );
 
   section('QUEUES');
-  out.push(...table([['task', 'runnable', 'running', 'failed', 'oldest'], ...o.queues.map((q) => [q.task, String(q.runnable), String(q.running), String(q.failed), age(q.oldestRunnableAgeSeconds)])], ['left', 'right', 'right', 'right', 'right']));
+  out.push(
+    ...table(
+      [
+        ['task', 'runnable', 'running', 'failed', 'oldest'],
+        ...o.queues.map((q) => [
+          q.task,
+          String(q.runnable),
+          String(q.running),
+          String(q.failed),
+          age(q.oldestRunnableAgeSeconds),
+        ]),
+      ],
+      ['left', 'right', 'right', 'right', 'right'],
+    ),
+  );
 
   section(`ALERTS (${o.alerts.open} open)`);
   if (o.alerts.items.length === 0) out.push('  none');
-  out.push(...table(o.alerts.items.map((a) => [a.severity === 'critical' ? 'CRITICAL' : 'warning', a.rule, clip(a.subject, 40), clip(a.message, 80), age(a.ageSeconds)]), ['left', 'left', 'left', 'left', 'right']));
+  out.push(
+    ...table(
+      o.alerts.items.map((a) => [
+        a.severity === 'critical' ? 'CRITICAL' : 'warning',
+        a.rule,
+        clip(a.subject, 40),
+        clip(a.message, 80),
+        age(a.ageSeconds),
+      ]),
+      ['left', 'left', 'left', 'left', 'right'],
+    ),
+  );
   if (o.alerts.open > o.alerts.items.length) out.push(`  … and ${o.alerts.open - o.alerts.items.length} more`);
 
   section('HOST WALLET AND SERVICES');
   const wallet = (['eth', 'usdt'] as const).map((asset) => {
     const b = o.hostWallet[asset];
     if (b === null) return [`host wallet ${asset.toUpperCase()}`, 'not observed', ''];
-    return [`host wallet ${asset.toUpperCase()}`, b.amount === null ? `unknown${b.detail ? ` (${clip(b.detail, 60)})` : ''}` : `${b.amount} ${asset.toUpperCase()}`, `${age(b.ageSeconds)} ago`];
+    return [
+      `host wallet ${asset.toUpperCase()}`,
+      b.amount === null ? `unknown${b.detail ? ` (${clip(b.detail, 60)})` : ''}` : `${b.amount} ${asset.toUpperCase()}`,
+      `${age(b.ageSeconds)} ago`,
+    ];
   });
-  const services = o.services.map((s) => [s.name, `${s.ok ? 'ok' : 'FAILING'}${s.detail ? ` (${clip(s.detail, 60)})` : ''}`, `${age(s.ageSeconds)} ago`]);
+  const services = o.services.map((s) => [
+    s.name,
+    `${s.ok ? 'ok' : 'FAILING'}${s.detail ? ` (${clip(s.detail, 60)})` : ''}`,
+    `${age(s.ageSeconds)} ago`,
+  ]);
   out.push(...table([...wallet, ...services], ['left', 'left', 'right']));
 
   const review = o.review;
   const listed = (n: number, noun: string) => (n > 0 ? `, ${n} ${noun}` : '');
   // Payments are counted whole (the pipeline's count): the list stops at 100, and unknown channels can pile up more.
   const paymentsInReview = o.pipeline.payments.inReview;
-  section(`REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(paymentsInReview, 'payments')})`);
-  if (review.payouts.length === 0 && review.conversions.length === 0 && review.transfers.length === 0 && review.payments.length === 0) out.push('  nothing waits for a person');
-  out.push(...table(review.payouts.map((p) => [p.payoutId, p.status, `${p.amount} ${p.asset.toUpperCase()}`, p.channelId, age(p.waitingSeconds), clip(p.reason ?? '', 70)]), ['left', 'left', 'decimal', 'left', 'right', 'left']));
-  out.push(...table(review.conversions.map((c) => [c.conversionId, 'needs_review', `${c.sent} ${c.sentAsset.toUpperCase()}`, `${c.paymentCount} payments`, age(c.waitingSeconds), clip(c.reason ?? '', 70)]), ['left', 'left', 'decimal', 'right', 'right', 'left']));
+  section(
+    `REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(paymentsInReview, 'payments')})`,
+  );
+  if (
+    review.payouts.length === 0 &&
+    review.conversions.length === 0 &&
+    review.transfers.length === 0 &&
+    review.payments.length === 0
+  )
+    out.push('  nothing waits for a person');
+  out.push(
+    ...table(
+      review.payouts.map((p) => [
+        p.payoutId,
+        p.status,
+        `${p.amount} ${p.asset.toUpperCase()}`,
+        p.channelId,
+        age(p.waitingSeconds),
+        clip(p.reason ?? '', 70),
+      ]),
+      ['left', 'left', 'decimal', 'left', 'right', 'left'],
+    ),
+  );
+  out.push(
+    ...table(
+      review.conversions.map((c) => [
+        c.conversionId,
+        'needs_review',
+        `${c.sent} ${c.sentAsset.toUpperCase()}`,
+        `${c.paymentCount} payments`,
+        age(c.waitingSeconds),
+        clip(c.reason ?? '', 70),
+      ]),
+      ['left', 'left', 'decimal', 'right', 'right', 'left'],
+    ),
+  );
   out.push(
     ...table(
       review.transfers.map((t) => [
@@ -127,7 +215,10 @@ export function formatStatus(o: Overview): string {
         `nonce ${t.nonce ?? '-'}`,
         age(t.waitingSeconds),
         // A request the worker has not carried out yet is what happens next: it comes before the reason.
-        clip(`${t.requested ? `${spaced(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; ` : ''}${t.reason ?? ''}`, 90),
+        clip(
+          `${t.requested ? `${spaced(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; ` : ''}${t.reason ?? ''}`,
+          90,
+        ),
       ]),
       ['left', 'left', 'decimal', 'left', 'left', 'right', 'left'],
     ),
@@ -139,7 +230,9 @@ export function formatStatus(o: Overview): string {
         p.status,
         // What a credit would book where the reason allows one (a top-up's difference, not the partial's outcome), else
         // NOWPayments' outcome; paid is what the payer sent, in their currency.
-        p.creditable ? `${p.creditable.amount} ${p.creditable.asset.toUpperCase()}` : `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
+        p.creditable
+          ? `${p.creditable.amount} ${p.creditable.asset.toUpperCase()}`
+          : `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
         `paid ${p.reported.actuallyPaid} of ${p.reported.payAmount} ${p.reported.payCurrency.toUpperCase()}`,
         p.channelId,
         age(p.waitingSeconds),
@@ -149,9 +242,12 @@ export function formatStatus(o: Overview): string {
       ['left', 'left', 'decimal', 'left', 'left', 'right', 'left', 'left'],
     ),
   );
-  if (paymentsInReview > review.payments.length) out.push(`  … and ${paymentsInReview - review.payments.length} more payments`);
+  if (paymentsInReview > review.payments.length)
+    out.push(`  … and ${paymentsInReview - review.payments.length} more payments`);
 
-  section(`CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, ${o.channels.items.length} shown` : ''})`);
+  section(
+    `CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, ${o.channels.items.length} shown` : ''})`,
+  );
   out.push(
     ...table(
       o.channels.items.map((c) => [

@@ -63,8 +63,12 @@ export async function readLedgerFigures(db: Db): Promise<LedgerFigures> {
     where j.kind = 'payout_returned' and a.code = 'world:changenow'
     group by a.asset`.execute(db);
 
-  const figures = Object.fromEntries([...BUCKETS.map((b) => [b, new Map()]), ['returnLosses', new Map()]]) as Record<keyof LedgerFigures, UnitsByAsset>;
-  for (const row of balances.rows) addUnits(figures[row.bucket], row.asset, NEGATED.has(row.bucket) ? -BigInt(row.units) : BigInt(row.units));
+  const figures = Object.fromEntries([...BUCKETS.map((b) => [b, new Map()]), ['returnLosses', new Map()]]) as Record<
+    keyof LedgerFigures,
+    UnitsByAsset
+  >;
+  for (const row of balances.rows)
+    addUnits(figures[row.bucket], row.asset, NEGATED.has(row.bucket) ? -BigInt(row.units) : BigInt(row.units));
   for (const row of losses.rows) addUnits(figures.returnLosses, row.asset, BigInt(row.units));
   return figures;
 }
@@ -87,8 +91,17 @@ export function totalsFrom(ledger: LedgerFigures, conversions: ConversionStates)
   return {
     received: toAmounts(ledger.received, ['eth']),
     platformFees: toAmounts(ledger.fees, ['eth']),
-    feesVsNetworkCosts: { asset: 'eth', fees: formatAsset(feesEth, 'eth'), networkCosts: formatAsset(networkCostsEth, 'eth'), net: formatAsset(feesEth - networkCostsEth, 'eth') },
-    converted: { count: conversions.settledCount, sent: toAmounts(sent, ['eth']), received: toAmounts(received, ['usdt']) },
+    feesVsNetworkCosts: {
+      asset: 'eth',
+      fees: formatAsset(feesEth, 'eth'),
+      networkCosts: formatAsset(networkCostsEth, 'eth'),
+      net: formatAsset(feesEth - networkCostsEth, 'eth'),
+    },
+    converted: {
+      count: conversions.settledCount,
+      sent: toAmounts(sent, ['eth']),
+      received: toAmounts(received, ['usdt']),
+    },
     paidOut: toAmounts(paidOut, ['eth', 'usdt']),
     inFlight: {
       available: toAmounts(ledger.available, ['eth', 'usdt']),

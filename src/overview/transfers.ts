@@ -15,7 +15,9 @@ const REVIEW_SHOWN = 100;
 export async function transferCounts(db: Db): Promise<PipelineCounts['transfers']> {
   // The same predicate as the chain_transfers_open index, so the planner can prove the index covers it.
   const { rows } = await sql<{ status: OpenTransferStatus; n: number }>`
-    select status, count(*)::int as n from chain_transfers where status not in ('confirmed', 'failed') group by status`.execute(db);
+    select status, count(*)::int as n from chain_transfers where status not in ('confirmed', 'failed') group by status`.execute(
+    db,
+  );
   const counts = Object.fromEntries(OPEN_STATES.map((s) => [s, 0])) as Record<OpenTransferStatus, number>;
   for (const row of rows) counts[row.status] = (counts[row.status] ?? 0) + row.n;
   return counts;
@@ -58,7 +60,10 @@ export async function reviewTransfers(db: Db): Promise<ReviewTransfer[]> {
     blockNumber: r.block_number,
     reason: r.reason,
     lastError: r.last_error,
-    requested: r.requested_action === null ? null : { action: r.requested_action, by: r.requested_by, at: r.requested_at?.toISOString() ?? null },
+    requested:
+      r.requested_action === null
+        ? null
+        : { action: r.requested_action, by: r.requested_by, at: r.requested_at?.toISOString() ?? null },
     updatedAt: r.updated_at.toISOString(),
     waitingSeconds: Math.max(0, seconds(r.waiting)),
   }));

@@ -3,7 +3,13 @@
  * string in its asset's unit (never a JSON number); counts, ages and basis points are integers.
  */
 import type { AlertView } from '../alerts/index.ts';
-import type { ConversionState, PaymentStatus, PayoutStatus, TransferRequestedAction, TransferStatus } from '../db/index.ts';
+import type {
+  ConversionState,
+  PaymentStatus,
+  PayoutStatus,
+  TransferRequestedAction,
+  TransferStatus,
+} from '../db/index.ts';
 import type { PaymentAction } from '../pipeline/index.ts';
 import type { TaskQueueStats } from '../jobs/index.ts';
 import type { PayoutView } from '../pipeline/index.ts';
@@ -42,7 +48,12 @@ export interface Totals {
    * ETH): `networkCosts` is what the `network_fee` journals booked, `net` is fees − network costs (negative when gas
    * cost more than the fees brought in).
    */
-  readonly feesVsNetworkCosts: { readonly asset: 'eth'; readonly fees: string; readonly networkCosts: string; readonly net: string };
+  readonly feesVsNetworkCosts: {
+    readonly asset: 'eth';
+    readonly fees: string;
+    readonly networkCosts: string;
+    readonly net: string;
+  };
   /** Settled conversions: what was sent to ChangeNow and what came back. */
   readonly converted: { readonly count: number; readonly sent: AssetAmounts; readonly received: AssetAmounts };
   /** Completed payouts, in the asset each payout held (before ChangeNow exchanged it into the owner's currency). */
@@ -161,7 +172,11 @@ export interface ChannelRow {
    * host-wallet transfer in needs_review (`transferId`); `count` open payouts of the channel wait so. A threshold
    * channel gets no new batch while one is open, so every payment behind it waits for that person too. Null when none.
    */
-  readonly payoutInReview: { readonly payoutId: string; readonly transferId: string | null; readonly count: number } | null;
+  readonly payoutInReview: {
+    readonly payoutId: string;
+    readonly transferId: string | null;
+    readonly count: number;
+  } | null;
   /**
    * The channel's open threshold batch (at most one, whatever the channel's strategy now): while there is one,
    * POST /api/channels/:id/payout is refused (409) and what the channel earns waits for that batch to end.
@@ -240,7 +255,11 @@ export interface ReviewTransfer {
   /** The last error, e.g. a person's earlier request the worker refused, and why. */
   readonly lastError: string | null;
   /** A person's action the worker has not carried out yet: until it has, every other action is refused. */
-  readonly requested: { readonly action: TransferRequestedAction; readonly by: string | null; readonly at: string | null } | null;
+  readonly requested: {
+    readonly action: TransferRequestedAction;
+    readonly by: string | null;
+    readonly at: string | null;
+  } | null;
   readonly updatedAt: string;
   /** Seconds since its last change (into review, or a person's request). */
   readonly waitingSeconds: number;

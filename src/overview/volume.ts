@@ -17,11 +17,19 @@ export async function readVolume(db: Db, window: LedgerWindow, hours: number): P
     where j.id > ${window.afterJournalId}::bigint and j.kind = 'payment_received' and j.created_at >= ${window.since}::timestamptz
       and a.code like 'world:nowpayments#%'
     group by 1, 2`.execute(db);
-  return volumeSeries(window.since, hours, rows.map((r) => ({ hour: r.hour, asset: r.asset, units: BigInt(r.units), payments: r.payments })));
+  return volumeSeries(
+    window.since,
+    hours,
+    rows.map((r) => ({ hour: r.hour, asset: r.asset, units: BigInt(r.units), payments: r.payments })),
+  );
 }
 
 /** Every hour of the window, empty ones included, each asset scaled against its own peak hour (pure). */
-export function volumeSeries(since: Date, hours: number, rows: Array<{ hour: Date; asset: string; units: bigint; payments: number }>): VolumeSeries {
+export function volumeSeries(
+  since: Date,
+  hours: number,
+  rows: Array<{ hour: Date; asset: string; units: bigint; payments: number }>,
+): VolumeSeries {
   const byHour = new Map<number, { units: UnitsByAsset; payments: number }>();
   const peak: UnitsByAsset = new Map();
   for (const row of rows) {
@@ -30,7 +38,8 @@ export function volumeSeries(since: Date, hours: number, rows: Array<{ hour: Dat
     bucket.payments += row.payments;
     byHour.set(row.hour.getTime(), bucket);
   }
-  for (const bucket of byHour.values()) for (const [asset, units] of bucket.units) if (units > (peak.get(asset) ?? 0n)) peak.set(asset, units);
+  for (const bucket of byHour.values())
+    for (const [asset, units] of bucket.units) if (units > (peak.get(asset) ?? 0n)) peak.set(asset, units);
   const assets = [...new Set(['eth', ...peak.keys()])].sort();
   const buckets: VolumeBucket[] = [];
   for (let i = 0; i < hours; i++) {
@@ -42,7 +51,12 @@ export function volumeSeries(since: Date, hours: number, rows: Array<{ hour: Dat
       const top = peak.get(asset) ?? 0n;
       scaleBps[asset] = top === 0n ? 0 : Number(((units.get(asset) ?? 0n) * 10_000n) / top);
     }
-    buckets.push({ hour: new Date(start).toISOString(), received: toAmounts(units, assets), payments: bucket?.payments ?? 0, scaleBps });
+    buckets.push({
+      hour: new Date(start).toISOString(),
+      received: toAmounts(units, assets),
+      payments: bucket?.payments ?? 0,
+      scaleBps,
+    });
   }
   return { hours, buckets, peak: toAmounts(peak, assets) };
 }

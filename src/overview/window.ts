@@ -21,11 +21,15 @@ export interface LedgerWindow {
 }
 
 export async function ledgerWindow(db: Db, hours: number): Promise<LedgerWindow> {
-  const start = await sql<{ since: Date }>`select date_trunc('hour', now()) - make_interval(hours => ${hours - 1}) as since`.execute(db);
+  const start = await sql<{
+    since: Date;
+  }>`select date_trunc('hour', now()) - make_interval(hours => ${hours - 1}) as since`.execute(db);
   const since = (start.rows[0] as { since: Date }).since;
   // Its own statement, so the bound reaches the next queries as a value the planner sees (a sub-select would be
   // planned as "a third of the table" and read it all).
   const bound = await sql<{ id: string }>`
-    select coalesce(max(id), 0)::text as id from ledger_journals where created_at < ${since}::timestamptz - ${BOUND_SLACK}::interval`.execute(db);
+    select coalesce(max(id), 0)::text as id from ledger_journals where created_at < ${since}::timestamptz - ${BOUND_SLACK}::interval`.execute(
+    db,
+  );
   return { since, afterJournalId: (bound.rows[0] as { id: string }).id };
 }

@@ -8,6 +8,12 @@ import type { StageDeps } from './interfaces.ts';
  * An event alert raised by a stage: the same log line as before (through the stage's logger, with its bound ids),
  * stored, and sent to the webhook when one is configured. In `db` when given (the caller's transaction).
  */
-export function stageAlert(deps: StageDeps, logger: Logger, alert: AlertInput, db: Kysely<Database> = deps.db, options: { logged?: boolean } = {}): Promise<void> {
+export function stageAlert(
+  deps: StageDeps,
+  logger: Logger,
+  alert: AlertInput,
+  db: Kysely<Database> = deps.db,
+  options: { logged?: boolean } = {},
+): Promise<void> {
   return raiseAlert(db, alert, { logger, notify: deps.notifyAlerts === true, ...options });
 }

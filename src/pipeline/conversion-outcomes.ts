@@ -15,9 +15,28 @@ import { claimRefund } from './refunds.ts';
  * their channels to ChangeNow, each payment remembers what it lost (exchange_cost_wei), and the payments go back to
  * pending, worth that much less. False when the hash already returned funds for something else (nothing changed).
  */
-export async function returnConversionFunds(trx: Transaction<Database>, conversionId: string, refundHash: string, returnedWei: bigint, reason: string): Promise<boolean> {
-  const conversion = await trx.selectFrom('conversions').select(['amount_wei']).where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
-  if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'conversion', ref: conversionId, asset: 'eth', amount: returnedWei }))) return false;
+export async function returnConversionFunds(
+  trx: Transaction<Database>,
+  conversionId: string,
+  refundHash: string,
+  returnedWei: bigint,
+  reason: string,
+): Promise<boolean> {
+  const conversion = await trx
+    .selectFrom('conversions')
+    .select(['amount_wei'])
+    .where('conversion_id', '=', conversionId)
+    .executeTakeFirstOrThrow();
+  if (
+    !(await claimRefund(trx, {
+      txHash: refundHash,
+      purpose: 'conversion',
+      ref: conversionId,
+      asset: 'eth',
+      amount: returnedWei,
+    }))
+  )
+    return false;
   // More than was sent is not booked to anyone here: `check-ledger --chain` shows the surplus for a person.
   const shortfall = BigInt(conversion.amount_wei) - returnedWei;
   if (shortfall > 0n) await bookShortfall(trx, conversionId, shortfall);
@@ -28,8 +47,16 @@ export async function returnConversionFunds(trx: Transaction<Database>, conversi
 }
 
 async function bookShortfall(trx: Transaction<Database>, conversionId: string, shortfall: bigint): Promise<void> {
-  const rows = await trx.selectFrom('conversion_payments').select(['payment_id', 'channel_id', 'net_wei']).where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
-  const shares = splitProportionally(shortfall, rows.map((r) => BigInt(r.net_wei)));
+  const rows = await trx
+    .selectFrom('conversion_payments')
+    .select(['payment_id', 'channel_id', 'net_wei'])
+    .where('conversion_id', '=', conversionId)
+    .orderBy('payment_id')
+    .execute();
+  const shares = splitProportionally(
+    shortfall,
+    rows.map((r) => BigInt(r.net_wei)),
+  );
   const ids = rows.map((r) => r.payment_id);
   const units = shares.map((x) => x.toString());
   await sql`update payments p set exchange_cost_wei = p.exchange_cost_wei + s.share, updated_at = now()
@@ -38,7 +65,8 @@ async function bookShortfall(trx: Transaction<Database>, conversionId: string, s
   const byChannel = new Map<string, bigint>();
   rows.forEach((r, i) => byChannel.set(r.channel_id, (byChannel.get(r.channel_id) ?? 0n) + (shares[i] as bigint)));
   const entries: EntryInput[] = [];
-  for (const [channelId, amount] of byChannel) if (amount > 0n) entries.push({ account: accounts.channel(channelId, 'eth'), amount: -amount });
+  for (const [channelId, amount] of byChannel)
+    if (amount > 0n) entries.push({ account: accounts.channel(channelId, 'eth'), amount: -amount });
   entries.push({ account: accounts.changenow('eth'), amount: shortfall });
   await postJournal(trx, { kind: 'conversion_shortfall', ref: conversionId, entries });
 }

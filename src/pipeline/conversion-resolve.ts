@@ -49,7 +49,10 @@ async function arrived(chain: ConversionChain | undefined, resolution: Conversio
   } catch (error) {
     throw new ConversionResolveRefused(`amount: ${(error as Error).message}`);
   }
-  if (said !== amount) throw new ConversionResolveRefused(`${resolution.txHash.toLowerCase()} brought ${formatUnits(amount, 6)} USDT to the host wallet, not ${resolution.amount}`);
+  if (said !== amount)
+    throw new ConversionResolveRefused(
+      `${resolution.txHash.toLowerCase()} brought ${formatUnits(amount, 6)} USDT to the host wallet, not ${resolution.amount}`,
+    );
   return amount;
 }
 
@@ -60,47 +63,125 @@ export async function resolveConversion(
   resolution: ConversionResolution,
   actor: string,
 ): Promise<{ conversionId: string; from: ConversionState; to: ConversionState } | null> {
-  const exists = await db.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).executeTakeFirst();
+  const exists = await db
+    .selectFrom('conversions')
+    .select('status')
+    .where('conversion_id', '=', conversionId)
+    .executeTakeFirst();
   if (!exists) return null;
   const amount = await arrived(chain, resolution);
   return db.transaction().execute(async (trx) => {
-    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
-    if (conversion.status !== 'needs_review') throw new ConversionResolveRefused(`a conversion in state ${conversion.status} is not in review`);
-    const transfer = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', conversionId).executeTakeFirst();
-    if (transfer?.status !== 'confirmed') throw new ConversionResolveRefused('its ETH never left (no confirmed transfer): retry it instead');
+    const conversion = await trx
+      .selectFrom('conversions')
+      .selectAll()
+      .where('conversion_id', '=', conversionId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (conversion.status !== 'needs_review')
+      throw new ConversionResolveRefused(`a conversion in state ${conversion.status} is not in review`);
+    const transfer = await trx
+      .selectFrom('chain_transfers')
+      .select(['transfer_id', 'status'])
+      .where('purpose', '=', 'conversion')
+      .where('ref', '=', conversionId)
+      .executeTakeFirst();
+    if (transfer?.status !== 'confirmed')
+      throw new ConversionResolveRefused('its ETH never left (no confirmed transfer): retry it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';
-    const to = await apply(trx, conversionId, BigInt(conversion.amount_wei), resolution, amount, `resolved by ${actor} as ${resolution.outcome}${note}`);
+    const to = await apply(
+      trx,
+      conversionId,
+      BigInt(conversion.amount_wei),
+      resolution,
+      amount,
+      `resolved by ${actor} as ${resolution.outcome}${note}`,
+    );
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: 'conversion.resolve', subject: conversionId, details: JSON.stringify({ from: conversion.status, to, reason: conversion.reason, resolution, arrived: amount?.toString() ?? null }) })
+      .values({
+        actor,
+        action: 'conversion.resolve',
+        subject: conversionId,
+        details: JSON.stringify({
+          from: conversion.status,
+          to,
+          reason: conversion.reason,
+          resolution,
+          arrived: amount?.toString() ?? null,
+        }),
+      })
       .execute();
     return { conversionId, from: conversion.status, to };
   });
 }
 
-async function apply(trx: Transaction<Database>, conversionId: string, sentWei: bigint, resolution: ConversionResolution, amount: bigint | null, reason: string): Promise<ConversionState> {
+async function apply(
+  trx: Transaction<Database>,
+  conversionId: string,
+  sentWei: bigint,
+  resolution: ConversionResolution,
+  amount: bigint | null,
+  reason: string,
+): Promise<ConversionState> {
   // In review its payments are 'failed'; each outcome below takes them from 'converting', as the poll's would.
-  await trx.updateTable('payments').set({ conversion_status: 'converting', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'failed').execute();
+  await trx
+    .updateTable('payments')
+    .set({ conversion_status: 'converting', updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'failed')
+    .execute();
   if (resolution.outcome === 'received') {
-    const settled = await settleIn(trx, conversionId, amount as bigint, resolution.txHash.toLowerCase(), 'needs_review');
-    if (settled !== true) throw new ConversionResolveRefused(settled === 'hash_deposit' ? `${resolution.txHash} is booked as an operator deposit` : `${resolution.txHash} ${settled === false ? 'could not be used: the conversion moved on' : `already ${settled.slice('hash_used:'.length)}`}`);
+    const settled = await settleIn(
+      trx,
+      conversionId,
+      amount as bigint,
+      resolution.txHash.toLowerCase(),
+      'needs_review',
+    );
+    if (settled !== true)
+      throw new ConversionResolveRefused(
+        settled === 'hash_deposit'
+          ? `${resolution.txHash} is booked as an operator deposit`
+          : `${resolution.txHash} ${settled === false ? 'could not be used: the conversion moved on' : `already ${settled.slice('hash_used:'.length)}`}`,
+      );
     await trx.updateTable('conversions').set({ reason }).where('conversion_id', '=', conversionId).execute();
     return 'completed';
   }
   if (resolution.outcome === 'returned') {
     const returned = amount as bigint;
-    if (returned > sentWei) throw new ConversionResolveRefused(`${resolution.txHash} brought ${formatUnits(returned, 18)} ETH, more than the ${formatUnits(sentWei, 18)} sent`);
-    const short = returned < sentWei ? `; ${formatUnits(sentWei - returned, 18)} ETH short, booked as ChangeNow's cost` : '';
-    if (!(await returnConversionFunds(trx, conversionId, resolution.txHash, returned, `${reason} (refund ${resolution.txHash.toLowerCase()})${short}`))) {
+    if (returned > sentWei)
+      throw new ConversionResolveRefused(
+        `${resolution.txHash} brought ${formatUnits(returned, 18)} ETH, more than the ${formatUnits(sentWei, 18)} sent`,
+      );
+    const short =
+      returned < sentWei ? `; ${formatUnits(sentWei - returned, 18)} ETH short, booked as ChangeNow's cost` : '';
+    if (
+      !(await returnConversionFunds(
+        trx,
+        conversionId,
+        resolution.txHash,
+        returned,
+        `${reason} (refund ${resolution.txHash.toLowerCase()})${short}`,
+      ))
+    ) {
       throw new ConversionResolveRefused(`${resolution.txHash} already returned funds for something else`);
     }
     return 'failed';
   }
-  await postJournal(trx, { kind: 'conversion_lost', ref: conversionId, entries: [
-    { account: accounts.platformLosses('eth'), amount: -sentWei },
-    { account: accounts.changenow('eth'), amount: sentWei },
-  ] });
-  await releasePaymentsIn(trx, conversionId, 'failed', `${reason}; ${formatUnits(sentWei, 18)} ETH booked as the platform's loss, payments back to pending`);
+  await postJournal(trx, {
+    kind: 'conversion_lost',
+    ref: conversionId,
+    entries: [
+      { account: accounts.platformLosses('eth'), amount: -sentWei },
+      { account: accounts.changenow('eth'), amount: sentWei },
+    ],
+  });
+  await releasePaymentsIn(
+    trx,
+    conversionId,
+    'failed',
+    `${reason}; ${formatUnits(sentWei, 18)} ETH booked as the platform's loss, payments back to pending`,
+  );
   await enqueueConversionBatch(trx);
   return 'failed';
 }

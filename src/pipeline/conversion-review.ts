@@ -34,45 +34,95 @@ export async function applyConversionAction(
   options: { pollDeadlineMs: number },
 ): Promise<ConversionActionResult | null> {
   return db.transaction().execute(async (trx) => {
-    const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirst();
+    const conversion = await trx
+      .selectFrom('conversions')
+      .selectAll()
+      .where('conversion_id', '=', conversionId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!conversion) return null;
-    if (conversion.status !== 'needs_review') throw new ConversionActionRefused(`a conversion in state ${conversion.status} cannot be retried`);
+    if (conversion.status !== 'needs_review')
+      throw new ConversionActionRefused(`a conversion in state ${conversion.status} cannot be retried`);
     // By ref, not conversions.transfer_id: the stage creates at most one per conversion, recorded or not.
-    const transfer = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', conversionId).executeTakeFirst();
+    const transfer = await trx
+      .selectFrom('chain_transfers')
+      .select(['transfer_id', 'status'])
+      .where('purpose', '=', 'conversion')
+      .where('ref', '=', conversionId)
+      .executeTakeFirst();
 
     // In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
     // which is what the poll's and the release's own guarded updates expect.
     const reclaimPayments = () =>
-      trx.updateTable('payments').set({ conversion_status: 'converting', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'failed').execute();
+      trx
+        .updateTable('payments')
+        .set({ conversion_status: 'converting', updated_at: sql`now()` })
+        .where('conversion_id', '=', conversionId)
+        .where('conversion_status', '=', 'failed')
+        .execute();
 
     let to: ConversionState;
     if (transfer?.status === 'confirmed') {
-      if (conversion.exchange_id === null) throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is confirmed but no exchange is recorded: nothing to look at again`);
+      if (conversion.exchange_id === null)
+        throw new ConversionActionRefused(
+          `its transfer ${transfer.transfer_id} is confirmed but no exchange is recorded: nothing to look at again`,
+        );
       await reclaimPayments();
       // A fresh deadline and budget: a person chose to look again, the reconciler's resumes start over.
       await trx
         .updateTable('conversions')
-        .set({ status: 'sent', reason: null, last_error: null, poll_deadline_at: new Date(Date.now() + options.pollDeadlineMs), reconcile_attempts: 0, updated_at: sql`now()` })
+        .set({
+          status: 'sent',
+          reason: null,
+          last_error: null,
+          poll_deadline_at: new Date(Date.now() + options.pollDeadlineMs),
+          reconcile_attempts: 0,
+          updated_at: sql`now()`,
+        })
         .where('conversion_id', '=', conversionId)
         .execute();
       await enqueuePoll(trx, conversionId, new Date());
       to = 'sent';
     } else if (transfer?.status === 'needs_review') {
-      throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${transfer.transfer_id}/…), and this conversion moves on from its outcome`);
+      throw new ConversionActionRefused(
+        `its transfer ${transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${transfer.transfer_id}/…), and this conversion moves on from its outcome`,
+      );
     } else if (transfer && transfer.status !== 'failed') {
-      throw new ConversionActionRefused(`its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`);
+      throw new ConversionActionRefused(
+        `its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`,
+      );
     } else {
       await reclaimPayments();
       // No hold (unlike releaseWithHold): the cause was looked at by a person, not a refusal that may come back at once.
-      await trx.updateTable('payments').set({ conversion_hold_until: null }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
+      await trx
+        .updateTable('payments')
+        .set({ conversion_hold_until: null })
+        .where('conversion_id', '=', conversionId)
+        .where('conversion_status', '=', 'converting')
+        .execute();
       const never = transfer ? `its transfer ${transfer.transfer_id} failed` : 'no transfer was made';
-      await releasePaymentsIn(trx, conversionId, 'failed', `retried by ${actor}: ${never}, its ETH never left; payments back to pending (was: ${conversion.reason ?? 'no reason'})`);
+      await releasePaymentsIn(
+        trx,
+        conversionId,
+        'failed',
+        `retried by ${actor}: ${never}, its ETH never left; payments back to pending (was: ${conversion.reason ?? 'no reason'})`,
+      );
       await enqueueConversionBatch(trx);
       to = 'failed';
     }
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `conversion.${action}`, subject: conversionId, details: JSON.stringify({ from: conversion.status, to, reason: conversion.reason, transfer: transfer ? { id: transfer.transfer_id, status: transfer.status } : null }) })
+      .values({
+        actor,
+        action: `conversion.${action}`,
+        subject: conversionId,
+        details: JSON.stringify({
+          from: conversion.status,
+          to,
+          reason: conversion.reason,
+          transfer: transfer ? { id: transfer.transfer_id, status: transfer.status } : null,
+        }),
+      })
       .execute();
     return { conversionId, from: conversion.status, to };
   });

@@ -3,7 +3,15 @@ import type { Selectable } from 'kysely';
 import type { ConversionState, ConversionsTable, Db, TransferStatus } from '../db/index.ts';
 import { formatUnits } from '../money/index.ts';
 
-export const CONVERSION_STATES = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'] as const satisfies readonly ConversionState[];
+export const CONVERSION_STATES = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+] as const satisfies readonly ConversionState[];
 
 export interface ConversionView {
   readonly conversionId: string;
@@ -34,13 +42,23 @@ function select(db: Db) {
   // conversion row records its id.
   return db
     .selectFrom('conversions')
-    .leftJoin('chain_transfers', (join) => join.onRef('chain_transfers.ref', '=', 'conversions.conversion_id').on('chain_transfers.purpose', '=', 'conversion'))
+    .leftJoin('chain_transfers', (join) =>
+      join
+        .onRef('chain_transfers.ref', '=', 'conversions.conversion_id')
+        .on('chain_transfers.purpose', '=', 'conversion'),
+    )
     .selectAll('conversions')
     .select(['chain_transfers.status as transfer_status', 'chain_transfers.tx_hash as payin_hash']);
 }
 
-export async function listConversions(db: Db, filter: { status?: ConversionState; limit: number }): Promise<ConversionView[]> {
-  let query = select(db).orderBy('conversions.created_at', 'desc').orderBy('conversions.conversion_id').limit(filter.limit);
+export async function listConversions(
+  db: Db,
+  filter: { status?: ConversionState; limit: number },
+): Promise<ConversionView[]> {
+  let query = select(db)
+    .orderBy('conversions.created_at', 'desc')
+    .orderBy('conversions.conversion_id')
+    .limit(filter.limit);
   if (filter.status !== undefined) query = query.where('conversions.status', '=', filter.status);
   return (await query.execute()).map(toView);
 }

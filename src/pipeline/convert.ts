@@ -45,7 +45,12 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
     last = Date.now();
     db.transaction()
       .execute(enqueueConversionBatch)
-      .catch((error: Error) => logger.warn({ event: 'conversion_nudge_failed', err: error.message }, 'could not queue a conversion check; the cron run will'));
+      .catch((error: Error) =>
+        logger.warn(
+          { event: 'conversion_nudge_failed', err: error.message },
+          'could not queue a conversion check; the cron run will',
+        ),
+      );
   };
   // Trailing throttle: every call is followed by a check within minIntervalMs, however many calls come at once.
   return () => {
@@ -63,7 +68,11 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
 export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
   const candidates = await deps.db
     .selectFrom('payments')
-    .select(['payment_id', 'credited_at', sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible')])
+    .select([
+      'payment_id',
+      'credited_at',
+      sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible'),
+    ])
     .where('conversion_status', '=', 'pending')
     // A payment whose whole ETH an exchange kept has nothing left to convert; a top-up's, only what came with it.
     .where(sql<bigint>`net_amount - exchange_cost_wei - net_moved_wei`, '>', 0n)
@@ -95,7 +104,11 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
   const created = await deps.db.transaction().execute(async (trx) => {
     const locked = await trx
       .selectFrom('payments')
-      .select(['payment_id', 'channel_id', sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible')])
+      .select([
+        'payment_id',
+        'channel_id',
+        sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible'),
+      ])
       .where('payment_id', 'in', ids)
       .where('conversion_status', '=', 'pending')
       .where('review_reason', 'is', null)
@@ -108,21 +121,51 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     if (locked.length !== candidates.length) return false;
     // Less what an earlier exchange of the payment kept (a short refund): that ETH left the channel's balance.
     const amountWei = locked.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
-    await trx.insertInto('conversions').values({ conversion_id: conversionId, status: 'pending', from_asset: 'eth', to_asset: 'usdt', amount_wei: amountWei, payment_count: locked.length }).execute();
+    await trx
+      .insertInto('conversions')
+      .values({
+        conversion_id: conversionId,
+        status: 'pending',
+        from_asset: 'eth',
+        to_asset: 'usdt',
+        amount_wei: amountWei,
+        payment_count: locked.length,
+      })
+      .execute();
     await trx
       .insertInto('conversion_payments')
-      .values(locked.map((p) => ({ conversion_id: conversionId, payment_id: p.payment_id, channel_id: p.channel_id, net_wei: p.convertible })))
+      .values(
+        locked.map((p) => ({
+          conversion_id: conversionId,
+          payment_id: p.payment_id,
+          channel_id: p.channel_id,
+          net_wei: p.convertible,
+        })),
+      )
       .execute();
     await trx
       .updateTable('payments')
       .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
-      .where('payment_id', 'in', locked.map((p) => p.payment_id))
+      .where(
+        'payment_id',
+        'in',
+        locked.map((p) => p.payment_id),
+      )
       .execute();
     await enqueueConversionExchange(trx, conversionId);
     return true;
   });
   if (!created) return null;
-  deps.logger.info({ event: 'conversion_created', conversionId, payments: candidates.length, amountWei: totalWei.toString(), waitedEnough }, 'conversion created');
+  deps.logger.info(
+    {
+      event: 'conversion_created',
+      conversionId,
+      payments: candidates.length,
+      amountWei: totalWei.toString(),
+      waitedEnough,
+    },
+    'conversion created',
+  );
   return conversionId;
 }
 
@@ -133,8 +176,18 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
     .where('payment_id', 'in', paymentIds)
     .where('conversion_status', '=', 'pending')
     .execute();
-  const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: (error as Error).message };
-  if (error instanceof ChangeNowError && error.kind === 'permanent') await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a conversion estimate', details: fields });
+  const fields =
+    error instanceof ChangeNowError
+      ? { code: error.code, kind: error.kind, endpoint: error.endpoint }
+      : { err: (error as Error).message };
+  if (error instanceof ChangeNowError && error.kind === 'permanent')
+    await stageAlert(deps, deps.logger, {
+      rule: 'changenow_permanent_error',
+      subject: error.code,
+      severity: 'critical',
+      message: 'ChangeNow refused a conversion estimate',
+      details: fields,
+    });
   else deps.logger.warn({ event: 'conversion_estimate_failed', ...fields }, 'conversion estimate failed; will retry');
 }
 
@@ -144,7 +197,11 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
 }
 
 async function createExchangeLocked(deps: StageDeps, conversionId: string): Promise<void> {
-  const conversion = await deps.db.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
+  const conversion = await deps.db
+    .selectFrom('conversions')
+    .selectAll()
+    .where('conversion_id', '=', conversionId)
+    .executeTakeFirstOrThrow();
   const log = deps.logger.child({ conversionId });
   if (conversion.status !== 'pending' && conversion.status !== 'exchange_requested') return;
 
@@ -153,15 +210,25 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
     // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
     const found = await deps.exchange.listExchanges({ userId: conversionId });
     if (found.length > 1) {
-      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`, { rule: 'duplicate_exchanges', message: 'more than one exchange for a conversion', details: { exchangeIds: found.map((e) => e.id) } });
+      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`, {
+        rule: 'duplicate_exchanges',
+        message: 'more than one exchange for a conversion',
+        details: { exchangeIds: found.map((e) => e.id) },
+      });
       return;
     }
     const [first] = found;
     if (first) {
       const amount = formatUnits(BigInt(conversion.amount_wei), 18);
-      const wrong = ['new', 'waiting'].includes(first.status) ? statusMismatch(askFor(deps, amount), first) : `status ${first.status} (expected a waiting exchange)`;
+      const wrong = ['new', 'waiting'].includes(first.status)
+        ? statusMismatch(askFor(deps, amount), first)
+        : `status ${first.status} (expected a waiting exchange)`;
       if (wrong) {
-        await toReview(deps, conversionId, `found exchange ${first.id} does not match the conversion: ${wrong}`, { rule: 'exchange_mismatch', message: 'the exchange found for a conversion does not match it', details: { exchangeId: first.id } });
+        await toReview(deps, conversionId, `found exchange ${first.id} does not match the conversion: ${wrong}`, {
+          rule: 'exchange_mismatch',
+          message: 'the exchange found for a conversion does not match it',
+          details: { exchangeId: first.id },
+        });
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
@@ -174,7 +241,11 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       // every attempt within exchange_requested (a stage that keeps dying there must still run out of it).
       await trx
         .updateTable('conversions')
-        .set({ status: 'exchange_requested', reconcile_attempts: sql<number>`case when status = 'exchange_requested' then reconcile_attempts else 0 end`, updated_at: sql`now()` })
+        .set({
+          status: 'exchange_requested',
+          reconcile_attempts: sql<number>`case when status = 'exchange_requested' then reconcile_attempts else 0 end`,
+          updated_at: sql`now()`,
+        })
         .where('conversion_id', '=', conversionId)
         .where('status', 'in', ['pending', 'exchange_requested'])
         .execute();
@@ -187,21 +258,49 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
     const ask = askFor(deps, formatUnits(BigInt(conversion.amount_wei), 18));
     let created;
     try {
-      created = await deps.exchange.createExchange({ ...PAIR, fromAmount: ask.fromAmount, address: ask.payoutAddress, refundAddress: ask.refundAddress, userId: conversionId, payload: { conversionId } });
+      created = await deps.exchange.createExchange({
+        ...PAIR,
+        fromAmount: ask.fromAmount,
+        address: ask.payoutAddress,
+        refundAddress: ask.refundAddress,
+        userId: conversionId,
+        payload: { conversionId },
+      });
     } catch (error) {
       if (error instanceof ChangeNowError && error.kind === 'permanent') {
-        await deps.db.transaction().execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
-        await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try', details: { code: error.code, endpoint: error.endpoint, conversionId } });
+        await deps.db
+          .transaction()
+          .execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
+        await stageAlert(deps, log, {
+          rule: 'changenow_permanent_error',
+          subject: error.code,
+          severity: 'critical',
+          message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try',
+          details: { code: error.code, endpoint: error.endpoint, conversionId },
+        });
         return;
       }
-      await deps.db.updateTable('conversions').set({ last_error: (error as Error).message, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).execute();
+      await deps.db
+        .updateTable('conversions')
+        .set({ last_error: (error as Error).message, updated_at: sql`now()` })
+        .where('conversion_id', '=', conversionId)
+        .execute();
       throw error;
     }
     deps.crashPoint?.('after_exchange_created');
     // Never funded when it is not the exchange asked for: it waits at ChangeNow until it expires.
     const wrong = createdMismatch(ask, created);
     if (wrong) {
-      await toReview(deps, conversionId, `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`, { rule: 'exchange_mismatch', message: 'ChangeNow answered a conversion exchange unlike the request; not funded', details: { exchangeId: created.id } });
+      await toReview(
+        deps,
+        conversionId,
+        `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`,
+        {
+          rule: 'exchange_mismatch',
+          message: 'ChangeNow answered a conversion exchange unlike the request; not funded',
+          details: { exchangeId: created.id },
+        },
+      );
       return;
     }
     exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
@@ -209,12 +308,33 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
 
   const payin = exchange;
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+    const current = await trx
+      .selectFrom('conversions')
+      .select('status')
+      .where('conversion_id', '=', conversionId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
     if (current.status !== 'exchange_requested') return;
-    const transferId = await createTransfer(trx, { purpose: 'conversion', ref: conversionId, asset: 'eth', from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(conversion.amount_wei) });
-    const transfer = await trx.selectFrom('chain_transfers').select(['to_address', 'amount']).where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
-    if (transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() || BigInt(transfer.amount) !== BigInt(conversion.amount_wei)) {
-      throw new Error(`conversion ${conversionId}: its transfer pays ${transfer.to_address}, not the exchange's ${payin.payinAddress}`);
+    const transferId = await createTransfer(trx, {
+      purpose: 'conversion',
+      ref: conversionId,
+      asset: 'eth',
+      from: deps.hostAddress,
+      to: payin.payinAddress,
+      amount: BigInt(conversion.amount_wei),
+    });
+    const transfer = await trx
+      .selectFrom('chain_transfers')
+      .select(['to_address', 'amount'])
+      .where('transfer_id', '=', transferId)
+      .executeTakeFirstOrThrow();
+    if (
+      transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
+      BigInt(transfer.amount) !== BigInt(conversion.amount_wei)
+    ) {
+      throw new Error(
+        `conversion ${conversionId}: its transfer pays ${transfer.to_address}, not the exchange's ${payin.payinAddress}`,
+      );
     }
     await trx
       .updateTable('conversions')
@@ -232,7 +352,10 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       .where('status', '=', 'exchange_requested')
       .execute();
   });
-  log.info({ event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress }, 'conversion exchange created');
+  log.info(
+    { event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
+    'conversion exchange created',
+  );
 }
 
 /** What happens to a conversion when its ETH transfer is mined, or never leaves. */
@@ -241,7 +364,12 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
     async onConfirmed(trx, transfer) {
       await trx
         .updateTable('conversions')
-        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), reconcile_attempts: 0, updated_at: sql`now()` })
+        .set({
+          status: 'sent',
+          poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs),
+          reconcile_attempts: 0,
+          updated_at: sql`now()`,
+        })
         .where('conversion_id', '=', transfer.ref)
         .where('status', '=', 'exchange_created')
         .execute();
@@ -269,15 +397,35 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
  * and never ran while intake lasted (no conversion for the whole of a busy period).
  */
 export function enqueueConversionBatch(trx: Transaction<Database>): Promise<void> {
-  return enqueue(trx, 'conversion_batch', {}, { jobKey: 'conversion_batch:nudge', jobKeyMode: 'preserve_run_at', queueName: CONVERSION_BATCH_QUEUE, maxAttempts: 1 });
+  return enqueue(
+    trx,
+    'conversion_batch',
+    {},
+    {
+      jobKey: 'conversion_batch:nudge',
+      jobKeyMode: 'preserve_run_at',
+      queueName: CONVERSION_BATCH_QUEUE,
+      maxAttempts: 1,
+    },
+  );
 }
 
 export function enqueueConversionExchange(trx: Transaction<Database>, conversionId: string): Promise<void> {
-  return enqueue(trx, 'conversion_exchange', { conversionId }, { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+  return enqueue(
+    trx,
+    'conversion_exchange',
+    { conversionId },
+    { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS },
+  );
 }
 
 export function enqueuePoll(trx: Transaction<Database>, conversionId: string, runAt: Date): Promise<void> {
-  return enqueue(trx, 'conversion_poll', { conversionId }, { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS });
+  return enqueue(
+    trx,
+    'conversion_poll',
+    { conversionId },
+    { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS },
+  );
 }
 
 /**
@@ -286,8 +434,18 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
  * (a person's cancel, or never_sent) they are released here; left failed on a failed conversion, nothing would ever
  * batch them again.
  */
-export async function releasePaymentsIn(trx: Transaction<Database>, conversionId: string, status: 'failed', reason: string): Promise<void> {
-  await trx.updateTable('conversions').set({ status, reason, updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('status', 'not in', ['completed', 'failed']).execute();
+export async function releasePaymentsIn(
+  trx: Transaction<Database>,
+  conversionId: string,
+  status: 'failed',
+  reason: string,
+): Promise<void> {
+  await trx
+    .updateTable('conversions')
+    .set({ status, reason, updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .where('status', 'not in', ['completed', 'failed'])
+    .execute();
   await trx
     .updateTable('payments')
     .set({ conversion_status: 'pending', conversion_id: null, updated_at: sql`now()` })
@@ -305,7 +463,9 @@ export async function releaseWithHold(trx: Transaction<Database>, conversionId: 
   // Before the release, which takes the payments out of the conversion.
   await trx
     .updateTable('payments')
-    .set({ conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'` })
+    .set({
+      conversion_hold_until: sql`now() + least(power(2, conversion_attempts), ${HOLD_MAX_MINUTES}) * interval '1 minute'`,
+    })
     .where('conversion_id', '=', conversionId)
     .where('conversion_status', 'in', ['converting', 'failed'])
     .execute();
@@ -313,7 +473,12 @@ export async function releaseWithHold(trx: Transaction<Database>, conversionId: 
 }
 
 /** States a conversion leaves for needs_review: every one a stage still works on (never a final one). */
-export const CONVERSION_REVIEWABLE: readonly ConversionState[] = ['pending', 'exchange_requested', 'exchange_created', 'sent'];
+export const CONVERSION_REVIEWABLE: readonly ConversionState[] = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+];
 
 /** What the review tells a person, raised only when the conversion did move to review. */
 export type ReviewAlert = Pick<AlertInput, 'rule' | 'message'> & { details?: Record<string, unknown> };
@@ -324,7 +489,13 @@ export type ReviewAlert = Pick<AlertInput, 'rule' | 'message'> & { details?: Rec
  * completed conversion into one in review, which a retry would settle again. True when it moved; the alert is raised
  * then only. In the caller's transaction when given one (the reconciler decides under the conversion's row lock).
  */
-export async function toReview(deps: StageDeps, conversionId: string, reason: string, alert: ReviewAlert | null, within?: Transaction<Database>): Promise<boolean> {
+export async function toReview(
+  deps: StageDeps,
+  conversionId: string,
+  reason: string,
+  alert: ReviewAlert | null,
+  within?: Transaction<Database>,
+): Promise<boolean> {
   const review = async (trx: Transaction<Database>) => {
     const moved = await trx
       .updateTable('conversions')
@@ -334,8 +505,25 @@ export async function toReview(deps: StageDeps, conversionId: string, reason: st
       .returning('conversion_id')
       .executeTakeFirst();
     if (!moved) return false;
-    await trx.updateTable('payments').set({ conversion_status: 'failed', updated_at: sql`now()` }).where('conversion_id', '=', conversionId).where('conversion_status', '=', 'converting').execute();
-    if (alert) await stageAlert(deps, deps.logger.child({ conversionId }), { rule: alert.rule, subject: conversionId, severity: 'critical', message: alert.message, details: { conversionId, reason, ...alert.details } }, trx);
+    await trx
+      .updateTable('payments')
+      .set({ conversion_status: 'failed', updated_at: sql`now()` })
+      .where('conversion_id', '=', conversionId)
+      .where('conversion_status', '=', 'converting')
+      .execute();
+    if (alert)
+      await stageAlert(
+        deps,
+        deps.logger.child({ conversionId }),
+        {
+          rule: alert.rule,
+          subject: conversionId,
+          severity: 'critical',
+          message: alert.message,
+          details: { conversionId, reason, ...alert.details },
+        },
+        trx,
+      );
     return true;
   };
   return within ? review(within) : deps.db.transaction().execute(review);

@@ -80,7 +80,11 @@ export function createdMismatch(ask: ExchangeAsk, created: CreatedExchange): str
  * at its end: it must pay the asked address, for the asked amount. At its end, `sentAmount` (what the chain shows
  * payrail sent) is compared with the amount ChangeNow says it received.
  */
-export function statusMismatch(ask: Pick<ExchangeAsk, 'payoutAddress' | 'fromAmount'>, status: ExchangeStatus, sentAmount?: string): string | null {
+export function statusMismatch(
+  ask: Pick<ExchangeAsk, 'payoutAddress' | 'fromAmount'>,
+  status: ExchangeStatus,
+  sentAmount?: string,
+): string | null {
   return firstMismatch([
     ['payoutAddress', ask.payoutAddress, status.payoutAddress, sameAddress],
     ['expectedAmountFrom', ask.fromAmount, status.expectedAmountFrom, sameAmount],
@@ -98,7 +102,12 @@ const NO_SLIPPAGE: Percent = { numerator: 0n, denominator: 1n, text: '0' };
  * compared exactly, so an amountTo equal to the limit passes and one smallest unit below it does not. The limit is
  * named exactly (it has at most the estimate's decimals plus the percent's plus two).
  */
-export function belowEstimate(estimate: string, amountTo: string, currency: string, maxSlippage: Percent = NO_SLIPPAGE): string | null {
+export function belowEstimate(
+  estimate: string,
+  amountTo: string,
+  currency: string,
+  maxSlippage: Percent = NO_SLIPPAGE,
+): string | null {
   const expected = normaliseAmount(estimate);
   const actual = normaliseAmount(amountTo);
   if (expected === null || actual === null) throw new Error(`not amounts: estimate ${estimate}, amountTo ${amountTo}`);

@@ -10,7 +10,10 @@ import { deepTransaction, TreasuryRefused } from '../treasury/evidence.ts';
 
 /** What a resolve reads the chain with: the host wallet's incoming ETH and USDT, read only. */
 export interface HostChainReader {
-  readonly wallet: Pick<ChainWallet, 'address' | 'tokenReceived' | 'nativeReceived' | 'receipt' | 'transaction' | 'blockAt'>;
+  readonly wallet: Pick<
+    ChainWallet,
+    'address' | 'tokenReceived' | 'nativeReceived' | 'receipt' | 'transaction' | 'blockAt'
+  >;
   readonly hostAddress: string;
   readonly usdtContract: string | undefined;
   /** CHAIN_CONFIRMATIONS: a named transaction counts only this deep. */
@@ -23,8 +26,13 @@ export class InboundRefused extends Error {
 }
 
 /** The smallest units of `asset` that `txHash` brought to the host wallet (> 0), or a refusal saying why not. */
-export async function inboundAmount(chain: HostChainReader | undefined, txHash: string, asset: 'eth' | 'usdt'): Promise<bigint> {
-  if (!chain) throw new InboundRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
+export async function inboundAmount(
+  chain: HostChainReader | undefined,
+  txHash: string,
+  asset: 'eth' | 'usdt',
+): Promise<bigint> {
+  if (!chain)
+    throw new InboundRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
   const hash = txHash.toLowerCase() as Hex;
   const host = chain.hostAddress as Hex;
   let sender: string;
@@ -34,14 +42,17 @@ export async function inboundAmount(chain: HostChainReader | undefined, txHash: 
     if (error instanceof TreasuryRefused) throw new InboundRefused(error.message);
     throw error;
   }
-  if (sender.toLowerCase() === host.toLowerCase()) throw new InboundRefused(`${hash} was sent by the host wallet itself`);
+  if (sender.toLowerCase() === host.toLowerCase())
+    throw new InboundRefused(`${hash} was sent by the host wallet itself`);
   if (asset === 'eth') {
     const eth = await chain.wallet.nativeReceived(hash, host);
-    if (eth === null || eth <= 0n) throw new InboundRefused(`the chain shows no ETH brought to the host wallet by ${hash}`);
+    if (eth === null || eth <= 0n)
+      throw new InboundRefused(`the chain shows no ETH brought to the host wallet by ${hash}`);
     return eth;
   }
   if (!chain.usdtContract) throw new InboundRefused('no USDT contract is configured');
   const usdt = await chain.wallet.tokenReceived(hash, chain.usdtContract as Hex, host);
-  if (usdt === null || usdt <= 0n) throw new InboundRefused(`the chain shows no USDT brought to the host wallet by ${hash}`);
+  if (usdt === null || usdt <= 0n)
+    throw new InboundRefused(`the chain shows no USDT brought to the host wallet by ${hash}`);
   return usdt;
 }

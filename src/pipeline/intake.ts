@@ -16,7 +16,16 @@ import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
 import type { Logger } from '../log.ts';
-import { decimalsOf, formatUnits, INTAKE_ASSETS, isAssetCode, parseUnits, splitFee, type AssetCode, type Percent } from '../money/index.ts';
+import {
+  decimalsOf,
+  formatUnits,
+  INTAKE_ASSETS,
+  isAssetCode,
+  parseUnits,
+  splitFee,
+  type AssetCode,
+  type Percent,
+} from '../money/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 export interface IntakeSettings {
@@ -114,13 +123,24 @@ const ALERTED: Partial<Record<string, 'warning' | 'critical'>> = {
   [REVIEW.topUp]: 'warning',
 };
 
-export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, alerting?: IntakeAlerting): Promise<IntakeResult> {
+export async function recordIpn(
+  db: Db,
+  ipn: Ipn,
+  settings: IntakeSettings,
+  alerting?: IntakeAlerting,
+): Promise<IntakeResult> {
   return db.transaction().execute(async (trx) => {
-    const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', ipn.channelId).executeTakeFirst();
+    const channel = await trx
+      .selectFrom('channels')
+      .selectAll()
+      .where('channel_id', '=', ipn.channelId)
+      .executeTakeFirst();
     const arrivalReason = reasonOnArrival(ipn, channel !== undefined, settings);
     // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
-    const basis = arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
-    const creditOnInsert = basis && !settings.confirm ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
+    const basis =
+      arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
+    const creditOnInsert =
+      basis && !settings.confirm ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
     const confirmOnInsert = basis && settings.confirm ? confirmColumns(settings.confirm, true) : undefined;
     const inserted = await trx
       .insertInto('payments')
@@ -145,7 +165,14 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
 
     let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
     // A later copy waits here for the first one's commit, then sees what it did.
-    let current = inserted ?? (await trx.selectFrom('payments').selectAll().where('payment_id', '=', ipn.paymentId).forUpdate().executeTakeFirstOrThrow());
+    let current =
+      inserted ??
+      (await trx
+        .selectFrom('payments')
+        .selectAll()
+        .where('payment_id', '=', ipn.paymentId)
+        .forUpdate()
+        .executeTakeFirstOrThrow());
     const reasonBefore = inserted ? null : current.review_reason;
 
     if (!inserted) {
@@ -159,7 +186,11 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
           .executeTakeFirstOrThrow();
         outcome = 'advanced';
       } else {
-        await trx.updateTable('payments').set({ ipn_count: sql`ipn_count + 1` }).where('payment_id', '=', ipn.paymentId).execute();
+        await trx
+          .updateTable('payments')
+          .set({ ipn_count: sql`ipn_count + 1` })
+          .where('payment_id', '=', ipn.paymentId)
+          .execute();
       }
     }
 
@@ -175,21 +206,37 @@ export async function recordIpn(db: Db, ipn: Ipn, settings: IntakeSettings, aler
     } else if (inserted && basis && confirmOnInsert) {
       await enqueueConfirm(trx, ipn.paymentId);
       confirming = true;
-    } else if (creditsOnStatus(current.status, settings) && current.credited_at === null && current.review_reason === null && channel) {
+    } else if (
+      creditsOnStatus(current.status, settings) &&
+      current.credited_at === null &&
+      current.review_reason === null &&
+      channel
+    ) {
       // Credit what the crediting IPN reported (stored on the row), never the amounts of whichever copy came last.
       const stored = storedCredit(current);
       if (stored && settings.confirm) {
         await requestConfirmation(trx, ipn.paymentId, settings.confirm);
         confirming = true;
       } else if (stored) {
-        await trx.updateTable('payments').set(creditColumns(stored, channel.payout_strategy, settings)).where('payment_id', '=', ipn.paymentId).execute();
+        await trx
+          .updateTable('payments')
+          .set(creditColumns(stored, channel.payout_strategy, settings))
+          .where('payment_id', '=', ipn.paymentId)
+          .execute();
         await creditEffects(trx, stored, channel.payout_strategy, settings);
         credited = channel.payout_strategy;
       }
     }
     const reviewReason = current.review_reason;
     if (reviewReason !== null && reviewReason !== reasonBefore) await alertReview(trx, current, alerting);
-    return { outcome: reviewReason ? 'review' : outcome, paymentId: ipn.paymentId, status: current.status, credited, confirming, reviewReason };
+    return {
+      outcome: reviewReason ? 'review' : outcome,
+      paymentId: ipn.paymentId,
+      status: current.status,
+      credited,
+      confirming,
+      reviewReason,
+    };
   });
 }
 
@@ -201,7 +248,13 @@ type PaymentRow = Selectable<PaymentsTable>;
  * the check's deadline set.
  */
 export function restatementAwaitsCheck(row: PaymentRow): boolean {
-  return row.credited_at !== null && row.reversed_at === null && row.status !== 'refunded' && row.review_reason === null && row.restated_confirm_deadline_at !== null;
+  return (
+    row.credited_at !== null &&
+    row.reversed_at === null &&
+    row.status !== 'refunded' &&
+    row.review_reason === null &&
+    row.restated_confirm_deadline_at !== null
+  );
 }
 
 function deadlineIn(confirm: NonNullable<IntakeSettings['confirm']>) {
@@ -212,7 +265,10 @@ function deadlineIn(confirm: NonNullable<IntakeSettings['confirm']>) {
 function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInsert = false) {
   const deadline = deadlineIn(confirm);
   if (onInsert) return { confirm_requested_at: sql<Date>`now()`, confirm_deadline_at: deadline };
-  return { confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: sql<Date>`coalesce(confirm_deadline_at, ${deadline})` };
+  return {
+    confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`,
+    confirm_deadline_at: sql<Date>`coalesce(confirm_deadline_at, ${deadline})`,
+  };
 }
 
 /**
@@ -220,13 +276,27 @@ function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInser
  * caller's transaction. Every copy of the IPN may call this: the job key keeps one job waiting, and a copy arriving
  * while the job runs queues another run, which finds the payment credited or checks it again.
  */
-export async function requestConfirmation(trx: Transaction<Database>, paymentId: string, confirm: NonNullable<IntakeSettings['confirm']>): Promise<void> {
-  await trx.updateTable('payments').set(confirmColumns(confirm)).where('payment_id', '=', paymentId).where('credited_at', 'is', null).execute();
+export async function requestConfirmation(
+  trx: Transaction<Database>,
+  paymentId: string,
+  confirm: NonNullable<IntakeSettings['confirm']>,
+): Promise<void> {
+  await trx
+    .updateTable('payments')
+    .set(confirmColumns(confirm))
+    .where('payment_id', '=', paymentId)
+    .where('credited_at', 'is', null)
+    .execute();
   await enqueueConfirm(trx, paymentId);
 }
 
 export async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
-  await enqueue(trx, 'payment_confirm', { paymentId }, { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS });
+  await enqueue(
+    trx,
+    'payment_confirm',
+    { paymentId },
+    { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS },
+  );
 }
 
 /**
@@ -268,7 +338,11 @@ export function standingReason(row: PaymentRow, channelKnown: boolean, settings:
   if (!channelKnown) return REVIEW.unknownChannel;
   // A partial still partially_paid is credited on its own only under PARTIAL_PAYMENTS=credit; one that ended (expired
   // or failed after it) never is.
-  if (row.partial_amounts && (row.status !== 'partially_paid' || settings.partialPayments !== 'credit' || storedCredit(row) === null)) return REVIEW.partiallyPaid;
+  if (
+    row.partial_amounts &&
+    (row.status !== 'partially_paid' || settings.partialPayments !== 'credit' || storedCredit(row) === null)
+  )
+    return REVIEW.partiallyPaid;
   return null;
 }
 
@@ -288,23 +362,39 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
   if (code === REVIEW.partiallyPaid && forward && ipn.status === 'finished' && !credited) reviewReason = null;
   // The rest never came (NOWPayments' real sequence: partially_paid, then expired): what did arrive is still the
   // partial's to credit, and an expired IPN's outcome_amount is what was asked, not what came.
-  const partialEnds = forward && !credited && current.partial_amounts && (ipn.status === 'expired' || ipn.status === 'failed');
+  const partialEnds =
+    forward && !credited && current.partial_amounts && (ipn.status === 'expired' || ipn.status === 'failed');
   // More of an uncredited partial payment arrived (a later partially_paid IPN): its amounts are what a credit books.
   // What was paid only grows, so a smaller one is an older copy.
-  const partialGrows = !forward && !credited && current.partial_amounts && ipn.status === 'partially_paid' && paysMore(current, ipn);
+  const partialGrows =
+    !forward && !credited && current.partial_amounts && ipn.status === 'partially_paid' && paysMore(current, ipn);
   // NOWPayments' retries can deliver the expired (or failed) IPN before the partially_paid one. The status stays where
   // it is, but the money the partial reports did arrive: it takes the partial's amounts as if it had come first, and
   // a person decides, as for any partial that ended.
-  const latePartial = !forward && !credited && !current.partial_amounts && (current.status === 'expired' || current.status === 'failed') && ipn.status === 'partially_paid';
+  const latePartial =
+    !forward &&
+    !credited &&
+    !current.partial_amounts &&
+    (current.status === 'expired' || current.status === 'failed') &&
+    ipn.status === 'partially_paid';
   // A credited payment restated otherwise than the credit and than the last restatement a person looked at. Not once
   // NOWPayments refunded it: a finished IPN after the refund is an older one retried, and no money arrives after it.
-  const restated = credited && current.reversed_at === null && current.status !== 'refunded' && restatesCredit(current, ipn) && outcomeDiffers(current, ipn) && restatedAgain(current, ipn);
+  const restated =
+    credited &&
+    current.reversed_at === null &&
+    current.status !== 'refunded' &&
+    restatesCredit(current, ipn) &&
+    outcomeDiffers(current, ipn) &&
+    restatedAgain(current, ipn);
   let restatement = false;
   let checkRestatement = false;
   let decisionVoided = false;
   if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
     reviewReason = REVIEW.refundedAfterCredit;
-  } else if (restated && (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp || code === REVIEW.unconfirmed)) {
+  } else if (
+    restated &&
+    (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp || code === REVIEW.unconfirmed)
+  ) {
     // The credit stands until a person decides: more than a partial credit is its rest arriving (creditable), any
     // other amount NOWPayments restating it. A later restatement replaces one a person has not decided on, a top-up
     // NOWPayments did not confirm included (its critical alert stays open): only the last one can still be credited.
@@ -317,14 +407,22 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
       reviewReason = null;
       checkRestatement = true;
     } else {
-      reviewReason = more === null ? `${REVIEW.outcomeChanged}: ${says}` : topUpText(says, more, current.asset as AssetCode);
+      reviewReason =
+        more === null ? `${REVIEW.outcomeChanged}: ${says}` : topUpText(says, more, current.asset as AssetCode);
     }
   } else if (latePartial) {
-    if (reviewReason === null && current.review_action !== 'ignore') reviewReason = ipn.outcomeAsset === null ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}` : channelKnown ? REVIEW.partiallyPaid : REVIEW.unknownChannel;
+    if (reviewReason === null && current.review_action !== 'ignore')
+      reviewReason =
+        ipn.outcomeAsset === null
+          ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`
+          : channelKnown
+            ? REVIEW.partiallyPaid
+            : REVIEW.unknownChannel;
   } else if (partialGrows) {
     // After an ignore, a person looks again at what arrived since; after a credit not booked yet too: the decision was
     // for the amount the person saw, and waiting for NOWPayments' check it must not book another one.
-    if (reviewReason === null && (current.review_action === 'ignore' || partialCreditDecided(current))) reviewReason = REVIEW.partiallyPaid;
+    if (reviewReason === null && (current.review_action === 'ignore' || partialCreditDecided(current)))
+      reviewReason = REVIEW.partiallyPaid;
     decisionVoided = partialCreditDecided(current);
   } else if (reviewReason === null && !credited && forward && partialEnds) {
     // Waiting for NOWPayments' check (PARTIAL_PAYMENTS=credit), which can no longer agree: a person decides. A partial
@@ -336,14 +434,20 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     else if (!channelKnown) reviewReason = REVIEW.unknownChannel;
     else if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) reviewReason = REVIEW.partiallyPaid;
   }
-  const parent = current.parent_payment_id === null && ipn.parentPaymentId !== null ? { parent_payment_id: ipn.parentPaymentId } : undefined;
-  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !latePartial && !restatement) return undefined;
+  const parent =
+    current.parent_payment_id === null && ipn.parentPaymentId !== null
+      ? { parent_payment_id: ipn.parentPaymentId }
+      : undefined;
+  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !latePartial && !restatement)
+    return undefined;
   return {
     review_reason: reviewReason,
     ...parent,
     ...(forward && { status: ipn.status, last_ipn: ipn.json }),
     // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
-    ...(forward && !credited && !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
+    ...(forward &&
+      !credited &&
+      !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
     ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
     ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
     ...(decisionVoided && { review_action: null, review_action_by: null, review_action_at: null }),
@@ -359,13 +463,21 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
 
 /** An uncredited partial's next partially_paid IPN that says more arrived, in the same asset. */
 function paysMore(current: PaymentRow, ipn: Ipn): boolean {
-  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null || current.outcome_currency !== ipn.outcomeAsset) return false;
+  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null || current.outcome_currency !== ipn.outcomeAsset)
+    return false;
   return ipn.outcomeUnits > parseUnits(current.outcome_amount, decimalsOf(ipn.outcomeAsset));
 }
 
 /** How much more than the partial credit the IPN says, in the credited asset; null when it is no top-up. */
 function topUpOf(current: PaymentRow, ipn: Ipn): bigint | null {
-  if (!current.credited_partial || ipn.outcomeAsset === null || ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null) return null;
+  if (
+    !current.credited_partial ||
+    ipn.outcomeAsset === null ||
+    ipn.outcomeAsset !== current.asset ||
+    ipn.outcomeUnits === null ||
+    current.gross_amount === null
+  )
+    return null;
   const more = ipn.outcomeUnits - BigInt(current.gross_amount);
   return more > 0n ? more : null;
 }
@@ -384,7 +496,15 @@ function topUpText(says: string, more: bigint, asset: AssetCode): string {
  */
 export function topUpReason(row: PaymentRow): string | null {
   const { asset, restated_outcome_amount: amount, gross_amount: gross } = row;
-  if (amount === null || asset === null || row.restated_outcome_currency !== asset || !isAssetCode(asset) || gross === null || !row.credited_partial) return null;
+  if (
+    amount === null ||
+    asset === null ||
+    row.restated_outcome_currency !== asset ||
+    !isAssetCode(asset) ||
+    gross === null ||
+    !row.credited_partial
+  )
+    return null;
   const more = parseUnits(amount, decimalsOf(asset)) - BigInt(gross);
   if (more <= 0n) return null;
   return topUpText(restatementText(row, row.status, amount, asset), more, asset);
@@ -393,13 +513,18 @@ export function topUpReason(row: PaymentRow): string | null {
 /** What the credit of a payment is, for the review reasons that name it. */
 export function creditedText(row: PaymentRow): string {
   const asset = row.asset ?? '';
-  return row.gross_amount !== null && isAssetCode(asset) ? `${formatUnits(BigInt(row.gross_amount), decimalsOf(asset))} ${asset}` : 'nothing';
+  return row.gross_amount !== null && isAssetCode(asset)
+    ? `${formatUnits(BigInt(row.gross_amount), decimalsOf(asset))} ${asset}`
+    : 'nothing';
 }
 
 /** After a person looked at a restatement (ignore), only another amount or currency is looked at again. */
 function restatedAgain(current: PaymentRow, ipn: Ipn): boolean {
   if (current.restated_outcome_amount === null) return true;
-  return current.restated_outcome_currency !== ipn.outcomeCurrency || decimalKey(current.restated_outcome_amount) !== decimalKey(ipn.outcomeAmount);
+  return (
+    current.restated_outcome_currency !== ipn.outcomeCurrency ||
+    decimalKey(current.restated_outcome_amount) !== decimalKey(ipn.outcomeAmount)
+  );
 }
 
 /** A plain non-negative decimal without the zeros that do not change its value ("0.004870" and "0.00487" alike). */
@@ -416,11 +541,20 @@ function restatesCredit(current: PaymentRow, ipn: Ipn): boolean {
 }
 
 function outcomeDiffers(current: PaymentRow, ipn: Ipn): boolean {
-  return ipn.outcomeAsset !== current.asset || ipn.outcomeUnits === null || current.gross_amount === null || ipn.outcomeUnits !== BigInt(current.gross_amount);
+  return (
+    ipn.outcomeAsset !== current.asset ||
+    ipn.outcomeUnits === null ||
+    current.gross_amount === null ||
+    ipn.outcomeUnits !== BigInt(current.gross_amount)
+  );
 }
 
 /** The alert for a payment just kept for review, in the same transaction as the reason. */
-export async function alertReview(trx: Transaction<Database>, row: PaymentRow, alerting: IntakeAlerting | undefined): Promise<void> {
+export async function alertReview(
+  trx: Transaction<Database>,
+  row: PaymentRow,
+  alerting: IntakeAlerting | undefined,
+): Promise<void> {
   const reason = row.review_reason as string;
   const severity = ALERTED[reviewCode(reason) as string];
   if (!severity) return;
@@ -438,7 +572,9 @@ export async function alertReview(trx: Transaction<Database>, row: PaymentRow, a
       actuallyPaid: `${row.actually_paid} ${row.pay_currency}`,
       payAmount: `${row.pay_amount} ${row.pay_currency}`,
       credited: row.credited_at === null ? null : creditedText(row),
-      ...(row.restated_outcome_amount !== null && { restated: `${row.restated_outcome_amount} ${row.restated_outcome_currency}` }),
+      ...(row.restated_outcome_amount !== null && {
+        restated: `${row.restated_outcome_amount} ${row.restated_outcome_currency}`,
+      }),
       parentPaymentId: row.parent_payment_id,
     },
   };
@@ -463,33 +599,77 @@ function reportedAmounts(ipn: Ipn) {
  * already `finished` are credited from their stored finished amounts, one transaction each. Returns the strategies
  * credited, so the caller can ask for a conversion check.
  */
-export async function releaseUnknownChannelPayments(db: Db, channelId: string, settings: IntakeSettings): Promise<Array<'instant' | 'threshold'>> {
-  const waiting = await db.selectFrom('payments').select('payment_id').where('channel_id', '=', channelId).where('review_reason', '=', REVIEW.unknownChannel).execute();
+export async function releaseUnknownChannelPayments(
+  db: Db,
+  channelId: string,
+  settings: IntakeSettings,
+): Promise<Array<'instant' | 'threshold'>> {
+  const waiting = await db
+    .selectFrom('payments')
+    .select('payment_id')
+    .where('channel_id', '=', channelId)
+    .where('review_reason', '=', REVIEW.unknownChannel)
+    .execute();
   const credited: Array<'instant' | 'threshold'> = [];
   for (const { payment_id } of waiting) {
     const strategy = await db.transaction().execute(async (trx) => {
-      const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).executeTakeFirst();
-      const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', payment_id).forUpdate().executeTakeFirstOrThrow();
+      const channel = await trx
+        .selectFrom('channels')
+        .select('payout_strategy')
+        .where('channel_id', '=', channelId)
+        .executeTakeFirst();
+      const row = await trx
+        .selectFrom('payments')
+        .selectAll()
+        .where('payment_id', '=', payment_id)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
       const stored = storedCredit(row);
       // A partial that expired since is not credited on its own either, even under PARTIAL_PAYMENTS=credit.
-      if (row.partial_amounts && (settings.partialPayments !== 'credit' || stored === null || row.status !== 'partially_paid')) {
+      if (
+        row.partial_amounts &&
+        (settings.partialPayments !== 'credit' || stored === null || row.status !== 'partially_paid')
+      ) {
         // Known now, it is the partial payment it always was: a person decides (PARTIAL_PAYMENTS=review).
-        const moved = await trx.updateTable('payments').set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` }).where('payment_id', '=', payment_id).where('review_reason', '=', REVIEW.unknownChannel).returningAll().executeTakeFirstOrThrow();
+        const moved = await trx
+          .updateTable('payments')
+          .set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` })
+          .where('payment_id', '=', payment_id)
+          .where('review_reason', '=', REVIEW.unknownChannel)
+          .returningAll()
+          .executeTakeFirstOrThrow();
         await alertReview(trx, moved, undefined);
         return null;
       }
       if (!creditsOnStatus(row.status, settings) || row.credited_at !== null || stored === null) {
-        await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
+        await trx
+          .updateTable('payments')
+          .set({ review_reason: null, updated_at: sql`now()` })
+          .where('payment_id', '=', payment_id)
+          .execute();
         return null;
       }
       if (settings.confirm) {
         // Known now, it is credited as any other: once NOWPayments' API agrees.
-        await trx.updateTable('payments').set({ review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).where('review_reason', '=', REVIEW.unknownChannel).execute();
+        await trx
+          .updateTable('payments')
+          .set({ review_reason: null, updated_at: sql`now()` })
+          .where('payment_id', '=', payment_id)
+          .where('review_reason', '=', REVIEW.unknownChannel)
+          .execute();
         await requestConfirmation(trx, payment_id, settings.confirm);
         return null;
       }
-      await trx.updateTable('payments').set({ ...creditColumns(stored, channel.payout_strategy, settings), review_reason: null, updated_at: sql`now()` }).where('payment_id', '=', payment_id).execute();
+      await trx
+        .updateTable('payments')
+        .set({
+          ...creditColumns(stored, channel.payout_strategy, settings),
+          review_reason: null,
+          updated_at: sql`now()`,
+        })
+        .where('payment_id', '=', payment_id)
+        .execute();
       await creditEffects(trx, stored, channel.payout_strategy, settings);
       return channel.payout_strategy;
     });
@@ -509,8 +689,15 @@ export interface CreditBasis {
 }
 
 function creditOf(ipn: Ipn): CreditBasis {
-  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null) throw new Error(`payment ${ipn.paymentId}: outcome currency ${ipn.outcomeCurrency} is not credited`);
-  return { paymentId: ipn.paymentId, channelId: ipn.channelId, asset: ipn.outcomeAsset, grossUnits: ipn.outcomeUnits, partial: ipn.status === 'partially_paid' };
+  if (ipn.outcomeAsset === null || ipn.outcomeUnits === null)
+    throw new Error(`payment ${ipn.paymentId}: outcome currency ${ipn.outcomeCurrency} is not credited`);
+  return {
+    paymentId: ipn.paymentId,
+    channelId: ipn.channelId,
+    asset: ipn.outcomeAsset,
+    grossUnits: ipn.outcomeUnits,
+    partial: ipn.status === 'partially_paid',
+  };
 }
 
 /**
@@ -526,7 +713,8 @@ export function storedCredit(row: PaymentRow): CreditBasis | null {
 }
 
 export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
-  if (basis.grossUnits <= 0n) throw new Error(`payment ${basis.paymentId}: a finished payment must have a positive amount`);
+  if (basis.grossUnits <= 0n)
+    throw new Error(`payment ${basis.paymentId}: a finished payment must have a positive amount`);
   const { fee, net } = splitFee(basis.grossUnits, settings.feePercent);
   return {
     asset: basis.asset,
@@ -546,11 +734,21 @@ export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'thresho
  * What a credit does besides the payment row, in the same transaction: the instant payout job, then the balanced
  * journal. The journal goes last: it locks balance rows, which stay locked until the commit.
  */
-export async function creditEffects(trx: Transaction<Database>, basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings): Promise<void> {
+export async function creditEffects(
+  trx: Transaction<Database>,
+  basis: CreditBasis,
+  strategy: 'instant' | 'threshold',
+  settings: IntakeSettings,
+): Promise<void> {
   const { asset, grossUnits: gross, paymentId, channelId } = basis;
   const { fee, net } = splitFee(gross, settings.feePercent);
   if (strategy === 'instant') {
-    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+    await enqueue(
+      trx,
+      'payout_instant',
+      { paymentId },
+      { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    );
   }
   const entries = [
     { account: accounts.nowpayments(asset, paymentId), amount: -gross },

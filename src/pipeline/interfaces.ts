@@ -3,7 +3,13 @@
  * them the ChangeNow simulator and a wallet on anvil.
  */
 import type { Percent } from '../money/index.ts';
-import type { CreateExchangeRequest, CreatedExchange, Estimate, EstimateRequest, ExchangeStatus } from '../integrations/changenow/index.ts';
+import type {
+  CreateExchangeRequest,
+  CreatedExchange,
+  Estimate,
+  EstimateRequest,
+  ExchangeStatus,
+} from '../integrations/changenow/index.ts';
 import type { ChainWallet } from '../integrations/wallet/index.ts';
 import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
@@ -72,5 +78,12 @@ export interface StageDeps {
   crashPoint?: (name: CrashPoint) => void;
 }
 
-export const CRASH_POINTS = ['after_exchange_created', 'after_broadcast', 'before_settle', 'payout_after_exchange_created', 'payout_after_broadcast', 'payout_before_complete'] as const;
+export const CRASH_POINTS = [
+  'after_exchange_created',
+  'after_broadcast',
+  'before_settle',
+  'payout_after_exchange_created',
+  'payout_after_broadcast',
+  'payout_before_complete',
+] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];

@@ -25,7 +25,20 @@ import type { Database, Db, PaymentsTable } from '../db/index.ts';
 import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../integrations/nowpayments/index.ts';
 import type { Logger } from '../log.ts';
 import { AmountError, decimalsOf, parseUnits, type AssetCode } from '../money/index.ts';
-import { alertReview, creditColumns, creditEffects, creditedText, creditsOnStatus, partialCreditDecided, restatementAwaitsCheck, REVIEW, storedCredit, topUpReason, type CreditBasis, type IntakeSettings } from './intake.ts';
+import {
+  alertReview,
+  creditColumns,
+  creditEffects,
+  creditedText,
+  creditsOnStatus,
+  partialCreditDecided,
+  restatementAwaitsCheck,
+  REVIEW,
+  storedCredit,
+  topUpReason,
+  type CreditBasis,
+  type IntakeSettings,
+} from './intake.ts';
 
 export interface ConfirmDeps {
   readonly db: Db;
@@ -55,25 +68,37 @@ const MAX_PASSES = 3;
 export async function confirmPayment(deps: ConfirmDeps, paymentId: string): Promise<ConfirmOutcome> {
   const logger = deps.logger.child({ paymentId });
   for (let pass = 0; pass < MAX_PASSES; pass++) {
-    const seen = await deps.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
+    const seen = await deps.db
+      .selectFrom('payments')
+      .selectAll()
+      .where('payment_id', '=', paymentId)
+      .executeTakeFirst();
     if (!seen || checkOf(seen, deps.intake) === null) return 'nothing';
-    if (!deps.api) throw new ConfirmationPending(`payment ${paymentId} waits for NOWPayments' confirmation, but NOWPAYMENTS_API_KEY is unset: it is not credited on its IPN alone`);
+    if (!deps.api)
+      throw new ConfirmationPending(
+        `payment ${paymentId} waits for NOWPayments' confirmation, but NOWPAYMENTS_API_KEY is unset: it is not credited on its IPN alone`,
+      );
     const lookup = await deps.api.getPayment(paymentId);
     const verdict = await deps.db.transaction().execute((trx) => applyLookup(trx, deps, logger, seen, lookup));
     if (verdict === 'changed') continue;
-    if (verdict === 'retry') throw new ConfirmationPending(`NOWPayments gave no usable answer about payment ${paymentId}: ${(lookup as { detail: string }).detail}`);
+    if (verdict === 'retry')
+      throw new ConfirmationPending(
+        `NOWPayments gave no usable answer about payment ${paymentId}: ${(lookup as { detail: string }).detail}`,
+      );
     if (verdict === 'threshold' || verdict === 'instant') {
       logger.info({ event: 'payment_confirmed', strategy: verdict }, 'NOWPayments confirmed the payment: credited');
       if (verdict === 'threshold') deps.onThresholdCredit?.();
       return 'credited';
     }
-    if (verdict === 'offered') logger.info({ event: 'top_up_confirmed' }, 'NOWPayments confirmed the top-up: it waits for a person\'s credit');
+    if (verdict === 'offered')
+      logger.info({ event: 'top_up_confirmed' }, "NOWPayments confirmed the top-up: it waits for a person's credit");
     return verdict;
   }
   // Moved under us on every pass. Still waiting for this check (a partial whose amounts kept growing, say): the queue
   // runs it again with its backoff; nothing else may queue it.
   const last = await deps.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
-  if (last && checkOf(last, deps.intake) !== null) throw new ConfirmationPending(`payment ${paymentId} changed during each of ${MAX_PASSES} checks: asked again`);
+  if (last && checkOf(last, deps.intake) !== null)
+    throw new ConfirmationPending(`payment ${paymentId} changed during each of ${MAX_PASSES} checks: asked again`);
   return 'nothing';
 }
 
@@ -86,7 +111,14 @@ type Check = 'credit' | 'top_up';
  */
 function checkOf(row: PaymentRow, settings: IntakeSettings): Check | null {
   const creditable = creditsOnStatus(row.status, settings) || partialCreditDecided(row);
-  if (row.credited_at === null && row.review_reason === null && row.confirm_requested_at !== null && creditable && storedCredit(row) !== null) return 'credit';
+  if (
+    row.credited_at === null &&
+    row.review_reason === null &&
+    row.confirm_requested_at !== null &&
+    creditable &&
+    storedCredit(row) !== null
+  )
+    return 'credit';
   if (restatementAwaitsCheck(row) && topUpReason(row) !== null) return 'top_up';
   return null;
 }
@@ -94,13 +126,30 @@ function checkOf(row: PaymentRow, settings: IntakeSettings): Check | null {
 /** What was compared with NOWPayments: the row must still say this when the verdict is applied. */
 function sameClaim(a: PaymentRow, b: PaymentRow): boolean {
   return (
-    a.status === b.status && a.outcome_amount === b.outcome_amount && a.outcome_currency === b.outcome_currency && a.order_id === b.order_id && a.channel_id === b.channel_id &&
-    a.gross_amount === b.gross_amount && a.restated_outcome_amount === b.restated_outcome_amount && a.restated_outcome_currency === b.restated_outcome_currency
+    a.status === b.status &&
+    a.outcome_amount === b.outcome_amount &&
+    a.outcome_currency === b.outcome_currency &&
+    a.order_id === b.order_id &&
+    a.channel_id === b.channel_id &&
+    a.gross_amount === b.gross_amount &&
+    a.restated_outcome_amount === b.restated_outcome_amount &&
+    a.restated_outcome_currency === b.restated_outcome_currency
   );
 }
 
-async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, seen: PaymentRow, lookup: PaymentLookup): Promise<ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold'> {
-  const row = await trx.selectFrom('payments').selectAll().where('payment_id', '=', seen.payment_id).forUpdate().executeTakeFirstOrThrow();
+async function applyLookup(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  logger: Logger,
+  seen: PaymentRow,
+  lookup: PaymentLookup,
+): Promise<ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold'> {
+  const row = await trx
+    .selectFrom('payments')
+    .selectAll()
+    .where('payment_id', '=', seen.payment_id)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
   const check = checkOf(row, deps.intake);
   if (check === null) return 'nothing';
   if (check !== checkOf(seen, deps.intake) || !sameClaim(seen, row)) return 'changed';
@@ -113,13 +162,26 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
     const deadline = check === 'credit' ? row.confirm_deadline_at : row.restated_confirm_deadline_at;
     const { rows } = await sql<{ past: boolean }>`select now() >= ${deadline} as past`.execute(trx);
     if (rows[0]?.past !== true) {
-      await waiting(trx, row, check).set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: lookup.detail }).execute();
-      logger.warn({ event: 'payment_confirm_unavailable', check, detail: lookup.detail, attempts: row.confirm_attempts + 1 }, 'NOWPayments gave no usable answer: the check is retried');
+      await waiting(trx, row, check)
+        .set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: lookup.detail })
+        .execute();
+      logger.warn(
+        { event: 'payment_confirm_unavailable', check, detail: lookup.detail, attempts: row.confirm_attempts + 1 },
+        'NOWPayments gave no usable answer: the check is retried',
+      );
       return 'retry';
     }
-    const about = check === 'credit' ? '' : ` about the top-up IPN (credited ${creditedText(row)}, the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency})`;
+    const about =
+      check === 'credit'
+        ? ''
+        : ` about the top-up IPN (credited ${creditedText(row)}, the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency})`;
     const reason = `${REVIEW.unconfirmed}: NOWPayments unreachable until the deadline (${deadline?.toISOString()})${about}; last: ${lookup.detail}`;
-    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: null, error: lookup.detail, attempts: row.confirm_attempts + 1 });
+    await toReview(trx, deps, logger, row, check, reason, {
+      ipn,
+      nowpayments: null,
+      error: lookup.detail,
+      attempts: row.confirm_attempts + 1,
+    });
     return 'review';
   }
   if (lookup.kind === 'not_found') {
@@ -136,12 +198,21 @@ async function applyLookup(trx: Transaction<Database>, deps: ConfirmDeps, logger
   }
   if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
 
-  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', row.channel_id).executeTakeFirst();
+  const channel = await trx
+    .selectFrom('channels')
+    .select('payout_strategy')
+    .where('channel_id', '=', row.channel_id)
+    .executeTakeFirst();
   const basis = storedCredit(row);
   if (!channel || !basis) return 'nothing';
   const credited = await trx
     .updateTable('payments')
-    .set({ ...creditColumns(basis, channel.payout_strategy, deps.intake), confirmed_at: sql`now()`, confirm_last_error: null, updated_at: sql`now()` })
+    .set({
+      ...creditColumns(basis, channel.payout_strategy, deps.intake),
+      confirmed_at: sql`now()`,
+      confirm_last_error: null,
+      updated_at: sql`now()`,
+    })
     .where('payment_id', '=', id)
     .where('credited_at', 'is', null)
     .where('review_reason', 'is', null)
@@ -157,9 +228,26 @@ function claimOf(row: PaymentRow, check: Check) {
   // A partial NOWPayments ended since keeps the partial IPN's amounts: that IPN is what is checked. NOWPayments' books
   // keep a partial payment as partially_paid with what arrived; an API that says expired (its outcome_amount then is
   // what was asked) cannot confirm what arrived, and the check disagrees.
-  if (check === 'credit' && row.partial_amounts) return { status: 'partially_paid', outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
-  if (check === 'credit') return { status: row.status, outcomeAmount: row.outcome_amount, outcomeCurrency: row.outcome_currency, orderId: row.order_id };
-  return { status: row.status, outcomeAmount: row.restated_outcome_amount as string, outcomeCurrency: row.restated_outcome_currency as string, orderId: row.order_id };
+  if (check === 'credit' && row.partial_amounts)
+    return {
+      status: 'partially_paid',
+      outcomeAmount: row.outcome_amount,
+      outcomeCurrency: row.outcome_currency,
+      orderId: row.order_id,
+    };
+  if (check === 'credit')
+    return {
+      status: row.status,
+      outcomeAmount: row.outcome_amount,
+      outcomeCurrency: row.outcome_currency,
+      orderId: row.order_id,
+    };
+  return {
+    status: row.status,
+    outcomeAmount: row.restated_outcome_amount as string,
+    outcomeCurrency: row.restated_outcome_currency as string,
+    orderId: row.order_id,
+  };
 }
 
 /**
@@ -168,9 +256,12 @@ function claimOf(row: PaymentRow, check: Check) {
 function compare(claim: ReturnType<typeof claimOf>, asset: AssetCode, api: ApiPayment): string[] {
   const differences: string[] = [];
   if (api.status !== claim.status) differences.push(`payment_status: IPN ${claim.status}, NOWPayments ${api.status}`);
-  if (api.outcomeCurrency !== claim.outcomeCurrency) differences.push(`outcome_currency: IPN ${claim.outcomeCurrency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
-  if (!sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset))) differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
-  if (api.orderId !== null && api.orderId !== claim.orderId) differences.push(`order_id: IPN ${claim.orderId}, NOWPayments ${api.orderId}`);
+  if (api.outcomeCurrency !== claim.outcomeCurrency)
+    differences.push(`outcome_currency: IPN ${claim.outcomeCurrency}, NOWPayments ${api.outcomeCurrency ?? 'none'}`);
+  if (!sameUnits(api.outcomeAmount, parseUnits(claim.outcomeAmount, decimalsOf(asset)), decimalsOf(asset)))
+    differences.push(`outcome_amount: IPN ${claim.outcomeAmount}, NOWPayments ${api.outcomeAmount ?? 'none'}`);
+  if (api.orderId !== null && api.orderId !== claim.orderId)
+    differences.push(`order_id: IPN ${claim.orderId}, NOWPayments ${api.orderId}`);
   return differences;
 }
 
@@ -187,12 +278,27 @@ function sameUnits(text: string | null, units: bigint, decimals: number): boolea
 
 /** The payment's row while it still waits for this check, and only then: each verdict names the state it leaves. */
 function waiting(trx: Transaction<Database>, row: PaymentRow, check: Check) {
-  const update = trx.updateTable('payments').where('payment_id', '=', row.payment_id).where('review_reason', 'is', null);
+  const update = trx
+    .updateTable('payments')
+    .where('payment_id', '=', row.payment_id)
+    .where('review_reason', 'is', null);
   if (check === 'credit') return update.where('credited_at', 'is', null);
-  return update.where('credited_at', 'is not', null).where('reversed_at', 'is', null).where('restated_confirm_deadline_at', 'is not', null).where('gross_amount', '=', row.gross_amount as string);
+  return update
+    .where('credited_at', 'is not', null)
+    .where('reversed_at', 'is', null)
+    .where('restated_confirm_deadline_at', 'is not', null)
+    .where('gross_amount', '=', row.gross_amount as string);
 }
 
-async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow, check: Check, reason: string, evidence: Record<string, unknown> & { error?: string }): Promise<void> {
+async function toReview(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  logger: Logger,
+  row: PaymentRow,
+  check: Check,
+  reason: string,
+  evidence: Record<string, unknown> & { error?: string },
+): Promise<void> {
   const moved = await waiting(trx, row, check)
     .set({
       review_reason: reason,
@@ -221,10 +327,21 @@ async function toReview(trx: Transaction<Database>, deps: ConfirmDeps, logger: L
  * NOWPayments agrees that more arrived: the top-up goes to review for a person's credit (top_up, alerted as intake
  * alerts it), marked confirmed, which is what lets the credit action book the difference.
  */
-async function offerTopUp(trx: Transaction<Database>, deps: ConfirmDeps, logger: Logger, row: PaymentRow): Promise<'offered'> {
+async function offerTopUp(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  logger: Logger,
+  row: PaymentRow,
+): Promise<'offered'> {
   const reason = topUpReason(row) as string;
   const offered = await waiting(trx, row, 'top_up')
-    .set({ review_reason: reason, restated_confirmed_at: sql`now()`, restated_confirm_deadline_at: null, confirm_last_error: null, updated_at: sql`now()` })
+    .set({
+      review_reason: reason,
+      restated_confirmed_at: sql`now()`,
+      restated_confirm_deadline_at: null,
+      confirm_last_error: null,
+      updated_at: sql`now()`,
+    })
     .returningAll()
     .executeTakeFirst();
   if (!offered) throw new Error(`payment ${row.payment_id} changed under its row lock`);

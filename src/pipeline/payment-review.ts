@@ -26,15 +26,39 @@ import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely'
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../db/index.ts';
 import { enqueue, jobWithKeyExists } from '../jobs/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, isAssetCode, parsePercent, parseUnits, splitFee, type AssetCode } from '../money/index.ts';
-import { alertReview, creditColumns, creditEffects, creditsOnStatus, enqueueConfirm, partialCreditDecided, requestConfirmation, REVIEW, reviewCode, standingReason, storedCredit, topUpReason, type IntakeSettings } from './intake.ts';
+import {
+  decimalsOf,
+  formatUnits,
+  isAssetCode,
+  parsePercent,
+  parseUnits,
+  splitFee,
+  type AssetCode,
+} from '../money/index.ts';
+import {
+  alertReview,
+  creditColumns,
+  creditEffects,
+  creditsOnStatus,
+  enqueueConfirm,
+  partialCreditDecided,
+  requestConfirmation,
+  REVIEW,
+  reviewCode,
+  standingReason,
+  storedCredit,
+  topUpReason,
+  type IntakeSettings,
+} from './intake.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
 /**
  * credit, ignore and reverse are a person's decision (kept on the payment as review_action); recheck decides nothing
  * itself: it hands the payment back to NOWPayments' check, whose answer decides.
  */
-export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse', 'recheck'] as const satisfies readonly (PaymentReviewAction | 'recheck')[];
+export const PAYMENT_ACTIONS = ['credit', 'ignore', 'reverse', 'recheck'] as const satisfies readonly (
+  PaymentReviewAction | 'recheck'
+)[];
 export type PaymentAction = (typeof PAYMENT_ACTIONS)[number];
 
 export class PaymentActionRefused extends Error {
@@ -52,7 +76,14 @@ export interface PaymentActionResult {
 type PaymentRow = Selectable<PaymentsTable>;
 
 /** Reasons `ignore` may close: nothing is credited that was not, and nothing booked is undone. */
-const IGNORABLE: readonly string[] = [REVIEW.partiallyPaid, REVIEW.foreignOutcome, REVIEW.outcomeChanged, REVIEW.unconfirmed, REVIEW.topUp, REVIEW.conflictingOrder];
+const IGNORABLE: readonly string[] = [
+  REVIEW.partiallyPaid,
+  REVIEW.foreignOutcome,
+  REVIEW.outcomeChanged,
+  REVIEW.unconfirmed,
+  REVIEW.topUp,
+  REVIEW.conflictingOrder,
+];
 
 /**
  * The actions a review reason allows, as applyPaymentAction checks them (the overview offers these and no others).
@@ -76,28 +107,51 @@ export function paymentActionsFor(reason: string | null): PaymentAction[] {
  * click (a refund turns a top-up into refunded_after_credit, a new restatement replaces the last): the action then
  * applies to what the person did not see, so it is refused, naming the reason now held.
  */
-export async function applyPaymentAction(db: Db, paymentId: string, action: PaymentAction, actor: string, settings: IntakeSettings, note?: string, expectedReason?: string): Promise<PaymentActionResult | null> {
+export async function applyPaymentAction(
+  db: Db,
+  paymentId: string,
+  action: PaymentAction,
+  actor: string,
+  settings: IntakeSettings,
+  note?: string,
+  expectedReason?: string,
+): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
-    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+    const payment = await trx
+      .selectFrom('payments')
+      .selectAll()
+      .where('payment_id', '=', paymentId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!payment) return null;
     if (expectedReason !== undefined && payment.review_reason !== expectedReason) {
-      throw new PaymentActionRefused(`its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`);
+      throw new PaymentActionRefused(
+        `its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`,
+      );
     }
-    if (payment.review_reason === null) throw new PaymentActionRefused(`it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`);
+    if (payment.review_reason === null)
+      throw new PaymentActionRefused(
+        `it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`,
+      );
     const reason = payment.review_reason;
     let credited: PaymentActionResult['credited'] = null;
     let evidence: Record<string, unknown> = {};
     // The review the payment goes to instead of none, when closing this one leaves another decision to a person.
     let next: string | null = null;
     if (action === 'credit') {
-      const done = reviewCode(reason) === REVIEW.topUp ? await creditTopUp(trx, payment, settings) : await credit(trx, payment, settings);
+      const done =
+        reviewCode(reason) === REVIEW.topUp
+          ? await creditTopUp(trx, payment, settings)
+          : await credit(trx, payment, settings);
       credited = done.strategy;
       evidence = done.evidence;
     } else if (action === 'ignore') {
       if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
-      else if (!IGNORABLE.includes(reviewCode(reason) as string)) throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
+      else if (!IGNORABLE.includes(reviewCode(reason) as string))
+        throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
       else {
-        if (reviewCode(reason) === REVIEW.conflictingOrder) ({ evidence, credited, next } = await resumeFirstOrder(trx, payment, settings));
+        if (reviewCode(reason) === REVIEW.conflictingOrder)
+          ({ evidence, credited, next } = await resumeFirstOrder(trx, payment, settings));
         if (await payInstantCredit(trx, payment)) evidence = { ...evidence, payoutQueued: true };
       }
     } else if (action === 'recheck') {
@@ -106,7 +160,10 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
       evidence = await reverse(trx, payment);
     }
     // A recheck is no decision on the payment: NOWPayments' answer makes it (the audit log keeps who asked).
-    const decided = action === 'recheck' ? {} : { review_action: action, review_action_by: actor, review_action_at: sql<Date>`now()` };
+    const decided =
+      action === 'recheck'
+        ? {}
+        : { review_action: action, review_action_by: actor, review_action_at: sql<Date>`now()` };
     const moved = await trx
       .updateTable('payments')
       .set({ review_reason: next, ...decided, updated_at: sql`now()` })
@@ -118,7 +175,12 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
     if (next !== null) await alertReview(trx, moved, undefined);
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `payment.${action}`, subject: paymentId, details: JSON.stringify({ reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) }) })
+      .values({
+        actor,
+        action: `payment.${action}`,
+        subject: paymentId,
+        details: JSON.stringify({ reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) }),
+      })
       .execute();
     return { paymentId, reason, credited };
   });
@@ -130,10 +192,24 @@ export async function applyPaymentAction(db: Db, paymentId: string, action: Paym
  * job is queued with the review's close; under its key it is one job, and it opens nothing for a payment it paid.
  */
 async function payInstantCredit(trx: Transaction<Database>, payment: PaymentRow): Promise<boolean> {
-  if (payment.credited_at === null || payment.reversed_at !== null || payment.payout_strategy !== 'instant') return false;
-  const payout = await trx.selectFrom('payouts').select('payout_id').where('payment_id', '=', payment.payment_id).executeTakeFirst();
+  if (payment.credited_at === null || payment.reversed_at !== null || payment.payout_strategy !== 'instant')
+    return false;
+  const payout = await trx
+    .selectFrom('payouts')
+    .select('payout_id')
+    .where('payment_id', '=', payment.payment_id)
+    .executeTakeFirst();
   if (payout) return false;
-  await enqueue(trx, 'payout_instant', { paymentId: payment.payment_id }, { jobKey: `payout_instant:${payment.payment_id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  await enqueue(
+    trx,
+    'payout_instant',
+    { paymentId: payment.payment_id },
+    {
+      jobKey: `payout_instant:${payment.payment_id}`,
+      jobKeyMode: 'unsafe_dedupe',
+      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+    },
+  );
   return true;
 }
 
@@ -144,18 +220,37 @@ async function payInstantCredit(trx: Transaction<Database>, payment: PaymentRow)
  * exactly as for a first check. Nothing is booked here; a disagreement, or no answer until the new deadline, puts it
  * back in review.
  */
-async function recheck(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<Record<string, unknown>> {
-  if (reviewCode(payment.review_reason) !== REVIEW.unconfirmed) throw new PaymentActionRefused(`only a payment NOWPayments did not confirm is checked again (review reason: ${payment.review_reason})`);
-  if (!settings.confirm) throw new PaymentActionRefused('NOWPAYMENTS_API_KEY is unset: there is no NOWPayments API to ask, and a payment is never credited on its IPN alone');
+async function recheck(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  settings: IntakeSettings,
+): Promise<Record<string, unknown>> {
+  if (reviewCode(payment.review_reason) !== REVIEW.unconfirmed)
+    throw new PaymentActionRefused(
+      `only a payment NOWPayments did not confirm is checked again (review reason: ${payment.review_reason})`,
+    );
+  if (!settings.confirm)
+    throw new PaymentActionRefused(
+      'NOWPAYMENTS_API_KEY is unset: there is no NOWPayments API to ask, and a payment is never credited on its IPN alone',
+    );
   const deadline = sql<Date>`now() + make_interval(secs => ${settings.confirm.deadlineMs / 1000})`;
   if (payment.credited_at !== null) return recheckTopUp(trx, payment, deadline);
   // An ended partial (expired or failed after its partially_paid IPN): NOWPayments' API now describes the expired
   // payment, whose outcome_amount is what was asked, so it can never again agree with the partial's amount. Only a
   // person's decision to credit it has its check compare what the API still shows (the payment, its order, its end).
-  if (payment.partial_amounts && (payment.status === 'expired' || payment.status === 'failed') && !partialCreditDecided(payment)) {
-    throw new PaymentActionRefused(`NOWPayments ${payment.status} the partial payment since: its API no longer describes what arrived (${payment.outcome_amount} ${payment.outcome_currency}), so it can never confirm it; ignore closes the review`);
+  if (
+    payment.partial_amounts &&
+    (payment.status === 'expired' || payment.status === 'failed') &&
+    !partialCreditDecided(payment)
+  ) {
+    throw new PaymentActionRefused(
+      `NOWPayments ${payment.status} the partial payment since: its API no longer describes what arrived (${payment.outcome_amount} ${payment.outcome_currency}), so it can never confirm it; ignore closes the review`,
+    );
   }
-  if (!(creditsOnStatus(payment.status, settings) || partialCreditDecided(payment)) || storedCredit(payment) === null) throw new PaymentActionRefused(`its status ${payment.status} (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail credits, whatever NOWPayments says`);
+  if (!(creditsOnStatus(payment.status, settings) || partialCreditDecided(payment)) || storedCredit(payment) === null)
+    throw new PaymentActionRefused(
+      `its status ${payment.status} (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail credits, whatever NOWPayments says`,
+    );
   const asked = await trx
     .updateTable('payments')
     .set({ confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: deadline })
@@ -166,13 +261,24 @@ async function recheck(trx: Transaction<Database>, payment: PaymentRow, settings
     .executeTakeFirst();
   if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await enqueueConfirm(trx, payment.payment_id);
-  return { confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null, previousDeadline: payment.confirm_deadline_at?.toISOString() ?? null };
+  return {
+    confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null,
+    previousDeadline: payment.confirm_deadline_at?.toISOString() ?? null,
+  };
 }
 
 /** A credited payment's top-up NOWPayments did not confirm: its restatement waits for the check again. */
-async function recheckTopUp(trx: Transaction<Database>, payment: PaymentRow, deadline: RawBuilder<Date>): Promise<Record<string, unknown>> {
-  if (payment.reversed_at !== null || payment.status === 'refunded') throw new PaymentActionRefused('NOWPayments refunded it: no top-up of its credit is checked');
-  if (topUpReason(payment) === null) throw new PaymentActionRefused(`it was credited already at ${(payment.credited_at as Date).toISOString()}, and no later IPN says more than that credit`);
+async function recheckTopUp(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  deadline: RawBuilder<Date>,
+): Promise<Record<string, unknown>> {
+  if (payment.reversed_at !== null || payment.status === 'refunded')
+    throw new PaymentActionRefused('NOWPayments refunded it: no top-up of its credit is checked');
+  if (topUpReason(payment) === null)
+    throw new PaymentActionRefused(
+      `it was credited already at ${(payment.credited_at as Date).toISOString()}, and no later IPN says more than that credit`,
+    );
   const asked = await trx
     .updateTable('payments')
     .set({ restated_confirm_deadline_at: deadline, restated_confirmed_at: null })
@@ -184,7 +290,10 @@ async function recheckTopUp(trx: Transaction<Database>, payment: PaymentRow, dea
     .executeTakeFirst();
   if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await enqueueConfirm(trx, payment.payment_id);
-  return { topUp: `${payment.restated_outcome_amount} ${payment.restated_outcome_currency}`, confirmDeadline: asked.restated_confirm_deadline_at?.toISOString() ?? null };
+  return {
+    topUp: `${payment.restated_outcome_amount} ${payment.restated_outcome_currency}`,
+    confirmDeadline: asked.restated_confirm_deadline_at?.toISOString() ?? null,
+  };
 }
 
 /**
@@ -194,15 +303,29 @@ async function recheckTopUp(trx: Transaction<Database>, payment: PaymentRow, dea
  * NOWPayments' check when NOWPAYMENTS_API_KEY is set, as intake would), one whose amounts need a person goes to that
  * review instead (a partial, say), and a credited one whose top-up waited for NOWPayments' check has it asked again.
  */
-async function resumeFirstOrder(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<{ evidence: Record<string, unknown>; credited: PaymentActionResult['credited']; next: string | null }> {
+async function resumeFirstOrder(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  settings: IntakeSettings,
+): Promise<{ evidence: Record<string, unknown>; credited: PaymentActionResult['credited']; next: string | null }> {
   const id = payment.payment_id;
   const nothing = { evidence: {}, credited: null, next: null };
   if (payment.credited_at !== null) {
-    if (!settings.confirm || payment.restated_confirm_deadline_at === null || payment.reversed_at !== null || payment.status === 'refunded') return nothing;
+    if (
+      !settings.confirm ||
+      payment.restated_confirm_deadline_at === null ||
+      payment.reversed_at !== null ||
+      payment.status === 'refunded'
+    )
+      return nothing;
     await enqueueConfirm(trx, id);
     return { ...nothing, evidence: { topUpCheck: 'queued' } };
   }
-  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', payment.channel_id).executeTakeFirst();
+  const channel = await trx
+    .selectFrom('channels')
+    .select('payout_strategy')
+    .where('channel_id', '=', payment.channel_id)
+    .executeTakeFirst();
   const standing = standingReason(payment, channel !== undefined, settings);
   if (standing !== null) return { ...nothing, next: standing };
   const basis = storedCredit(payment);
@@ -212,47 +335,99 @@ async function resumeFirstOrder(trx: Transaction<Database>, payment: PaymentRow,
     return { ...nothing, evidence: { confirming: true } };
   }
   const columns = creditColumns(basis, channel.payout_strategy, settings);
-  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', id).where('credited_at', 'is', null).where('status', '=', payment.status).executeTakeFirst();
+  const updated = await trx
+    .updateTable('payments')
+    .set(columns)
+    .where('payment_id', '=', id)
+    .where('credited_at', 'is', null)
+    .where('status', '=', payment.status)
+    .executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
   await creditEffects(trx, basis, channel.payout_strategy, settings);
-  return { ...nothing, credited: channel.payout_strategy, evidence: { credited: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString() } } };
+  return {
+    ...nothing,
+    credited: channel.payout_strategy,
+    evidence: {
+      credited: {
+        asset: basis.asset,
+        gross: columns.gross_amount.toString(),
+        fee: columns.fee_amount.toString(),
+        net: columns.net_amount.toString(),
+      },
+    },
+  };
 }
 
 /** What ignore cannot close, and what can. */
 function refusalHint(payment: PaymentRow): string {
   const code = reviewCode(payment.review_reason);
-  if (code === REVIEW.unknownChannel) return 'register the channel (PUT /api/channels/:id): its payments are released then';
+  if (code === REVIEW.unknownChannel)
+    return 'register the channel (PUT /api/channels/:id): its payments are released then';
   return 'only a partial payment, a top-up, an outcome currency payrail does not credit, a changed outcome amount, a payment NOWPayments did not confirm, or a conflicting order can be ignored';
 }
 
 async function credit(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings) {
-  if (reviewCode(payment.review_reason) !== REVIEW.partiallyPaid) throw new PaymentActionRefused(`only a partially_paid payment in review is credited by hand (review reason: ${payment.review_reason})`);
-  if (payment.credited_at !== null) throw new PaymentActionRefused(`it was credited already at ${payment.credited_at.toISOString()}`);
+  if (reviewCode(payment.review_reason) !== REVIEW.partiallyPaid)
+    throw new PaymentActionRefused(
+      `only a partially_paid payment in review is credited by hand (review reason: ${payment.review_reason})`,
+    );
+  if (payment.credited_at !== null)
+    throw new PaymentActionRefused(`it was credited already at ${payment.credited_at.toISOString()}`);
   // Its amounts are a partially_paid IPN's while that is its status, or an expired or failed one followed it; any
   // other later IPN's replace them.
-  if (!payment.partial_amounts) throw new PaymentActionRefused(`its status is now ${payment.status}: the stored outcome_amount is no longer the partial payment's`);
-  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', payment.channel_id).executeTakeFirst();
+  if (!payment.partial_amounts)
+    throw new PaymentActionRefused(
+      `its status is now ${payment.status}: the stored outcome_amount is no longer the partial payment's`,
+    );
+  const channel = await trx
+    .selectFrom('channels')
+    .select('payout_strategy')
+    .where('channel_id', '=', payment.channel_id)
+    .executeTakeFirst();
   if (!channel) throw new PaymentActionRefused(`channel ${payment.channel_id} is not registered`);
   const basis = storedCredit(payment);
-  if (!basis) throw new PaymentActionRefused(`its outcome (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail can credit`);
+  if (!basis)
+    throw new PaymentActionRefused(
+      `its outcome (${payment.outcome_amount} ${payment.outcome_currency}) is nothing payrail can credit`,
+    );
   // With NOWPAYMENTS_API_KEY set, a person's word is no more proof than the signed IPN: the decision is kept
   // (review_action credit) and payment_confirm credits it once NOWPayments' API agrees, with a fresh deadline.
   if (settings.confirm) return { strategy: null, evidence: await creditOnceConfirmed(trx, payment, settings.confirm) };
   const columns = creditColumns(basis, channel.payout_strategy, settings);
-  const updated = await trx.updateTable('payments').set(columns).where('payment_id', '=', payment.payment_id).where('credited_at', 'is', null).where('status', '=', payment.status).where('partial_amounts', '=', true).executeTakeFirst();
+  const updated = await trx
+    .updateTable('payments')
+    .set(columns)
+    .where('payment_id', '=', payment.payment_id)
+    .where('credited_at', 'is', null)
+    .where('status', '=', payment.status)
+    .where('partial_amounts', '=', true)
+    .executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await creditEffects(trx, basis, channel.payout_strategy, settings);
   return {
     strategy: channel.payout_strategy,
-    evidence: { asset: basis.asset, gross: columns.gross_amount.toString(), fee: columns.fee_amount.toString(), net: columns.net_amount.toString(), outcomeAmount: payment.outcome_amount },
+    evidence: {
+      asset: basis.asset,
+      gross: columns.gross_amount.toString(),
+      fee: columns.fee_amount.toString(),
+      net: columns.net_amount.toString(),
+      outcomeAmount: payment.outcome_amount,
+    },
   };
 }
 
 /** The partial waits for NOWPayments' check (the caller marks the decision, which is what the check credits on). */
-async function creditOnceConfirmed(trx: Transaction<Database>, payment: PaymentRow, confirm: NonNullable<IntakeSettings['confirm']>): Promise<Record<string, unknown>> {
+async function creditOnceConfirmed(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  confirm: NonNullable<IntakeSettings['confirm']>,
+): Promise<Record<string, unknown>> {
   const asked = await trx
     .updateTable('payments')
-    .set({ confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`, confirm_deadline_at: sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})` })
+    .set({
+      confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`,
+      confirm_deadline_at: sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`,
+    })
     .where('payment_id', '=', payment.payment_id)
     .where('credited_at', 'is', null)
     .where('review_reason', '=', payment.review_reason as string)
@@ -260,7 +435,11 @@ async function creditOnceConfirmed(trx: Transaction<Database>, payment: PaymentR
     .executeTakeFirst();
   if (!asked) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
   await enqueueConfirm(trx, payment.payment_id);
-  return { confirming: true, outcomeAmount: payment.outcome_amount, confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null };
+  return {
+    confirming: true,
+    outcomeAmount: payment.outcome_amount,
+    confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null,
+  };
 }
 
 /**
@@ -270,58 +449,128 @@ async function creditOnceConfirmed(trx: Transaction<Database>, payment: PaymentR
  * it while that still waits (a pending conversion, an instant payout not opened yet), else to the next conversion on
  * its own (net_moved_wei holds back what already went), whose USDT the channel is paid as any (at once when instant).
  */
-async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<{ strategy: 'instant' | 'threshold'; evidence: Record<string, unknown> }> {
+async function creditTopUp(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  settings: IntakeSettings,
+): Promise<{ strategy: 'instant' | 'threshold'; evidence: Record<string, unknown> }> {
   const id = payment.payment_id;
-  if (payment.credited_at === null || payment.reversed_at !== null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('it holds no credit to top up');
+  if (
+    payment.credited_at === null ||
+    payment.reversed_at !== null ||
+    payment.asset === null ||
+    !isAssetCode(payment.asset)
+  )
+    throw new PaymentActionRefused('it holds no credit to top up');
   // After a refund nothing more arrives: a later IPN saying more is an older one retried, whatever review it opened.
-  if (payment.status === 'refunded') throw new PaymentActionRefused('NOWPayments refunded it: no top-up is credited on a refunded payment');
+  if (payment.status === 'refunded')
+    throw new PaymentActionRefused('NOWPayments refunded it: no top-up is credited on a refunded payment');
   const asset = payment.asset;
-  if (payment.restated_outcome_amount === null || payment.restated_outcome_currency !== asset) throw new PaymentActionRefused(`no later IPN says more ${asset.toUpperCase()} than was credited`);
+  if (payment.restated_outcome_amount === null || payment.restated_outcome_currency !== asset)
+    throw new PaymentActionRefused(`no later IPN says more ${asset.toUpperCase()} than was credited`);
   // With NOWPAYMENTS_API_KEY set, the signed IPN is not enough: NOWPayments' API must have said the same (payment_confirm
   // marks it, and any later restatement clears the mark).
-  if (settings.confirm && payment.restated_confirmed_at === null) throw new PaymentActionRefused(`NOWPayments has not confirmed the later IPN's ${payment.restated_outcome_amount} ${asset.toUpperCase()}: only a top-up its API agreed with is credited`);
+  if (settings.confirm && payment.restated_confirmed_at === null)
+    throw new PaymentActionRefused(
+      `NOWPayments has not confirmed the later IPN's ${payment.restated_outcome_amount} ${asset.toUpperCase()}: only a top-up its API agreed with is credited`,
+    );
   const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
   const total = parseUnits(payment.restated_outcome_amount, decimalsOf(asset));
-  const before = { gross: BigInt(payment.gross_amount as string), fee: BigInt(payment.fee_amount as string), net: BigInt(payment.net_amount as string) };
-  if (total <= before.gross) throw new PaymentActionRefused(`${show(before.gross)} is credited already, no less than the ${show(total)} the later IPN says`);
+  const before = {
+    gross: BigInt(payment.gross_amount as string),
+    fee: BigInt(payment.fee_amount as string),
+    net: BigInt(payment.net_amount as string),
+  };
+  if (total <= before.gross)
+    throw new PaymentActionRefused(
+      `${show(before.gross)} is credited already, no less than the ${show(total)} the later IPN says`,
+    );
   const gross = total - before.gross;
-  const { fee, net } = splitFee(gross, payment.fee_percent === null ? settings.feePercent : parsePercent(payment.fee_percent));
+  const { fee, net } = splitFee(
+    gross,
+    payment.fee_percent === null ? settings.feePercent : parsePercent(payment.fee_percent),
+  );
 
-  let way: { payout_strategy?: 'threshold'; conversion_status?: 'pending'; conversion_id?: null; net_moved_wei?: bigint; payout_id?: null } = {};
+  let way: {
+    payout_strategy?: 'threshold';
+    conversion_status?: 'pending';
+    conversion_id?: null;
+    net_moved_wei?: bigint;
+    payout_id?: null;
+  } = {};
   let payoutJob = false;
   if (payment.payout_strategy === 'threshold') {
     // Everything it had to convert was converted: the difference is all the next batch takes of it.
-    if (payment.conversion_status === 'completed') way = { conversion_status: 'pending', conversion_id: null, net_moved_wei: before.net - BigInt(payment.exchange_cost_wei) };
-    else if (payment.conversion_status !== 'pending') throw new PaymentActionRefused(`its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`);
+    if (payment.conversion_status === 'completed')
+      way = {
+        conversion_status: 'pending',
+        conversion_id: null,
+        net_moved_wei: before.net - BigInt(payment.exchange_cost_wei),
+      };
+    else if (payment.conversion_status !== 'pending')
+      throw new PaymentActionRefused(
+        `its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`,
+      );
   } else {
     // An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT,
     // with whatever of the first part the payout did not take for good.
-    const payout = await trx.selectFrom('payouts').select(['payout_id', 'amount', 'status']).where('payment_id', '=', id).executeTakeFirst();
+    const payout = await trx
+      .selectFrom('payouts')
+      .select(['payout_id', 'amount', 'status'])
+      .where('payment_id', '=', id)
+      .executeTakeFirst();
     if (!payout) payoutJob = true;
-    else if (payout.status === 'completed') way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
+    else if (payout.status === 'completed')
+      way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
     else if (PAYOUT_ENDED_BACK.includes(payout.status)) {
       // Failed or cancelled: its ETH is back on the channel, less what ChangeNow kept of a refund that came back short.
       // Counting the payout's amount as moved would leave that ETH on the channel, never converted or paid.
-      way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: await keptByChangeNow(trx, payout.payout_id, asset), payout_id: null };
+      way = {
+        payout_strategy: 'threshold',
+        conversion_status: 'pending',
+        net_moved_wei: await keptByChangeNow(trx, payout.payout_id, asset),
+        payout_id: null,
+      };
     } else {
       // Under way, it may still fail and bring its ETH back: how much moved on is known only once it ends.
-      throw new PaymentActionRefused(`its ETH is in instant payout ${payout.payout_id} (${payout.status}): credit the rest once that payout has ended${PAYOUT_SENT_NOTHING.includes(payout.status) ? ' (cancel it while it has sent nothing)' : ''}`);
+      throw new PaymentActionRefused(
+        `its ETH is in instant payout ${payout.payout_id} (${payout.status}): credit the rest once that payout has ended${PAYOUT_SENT_NOTHING.includes(payout.status) ? ' (cancel it while it has sent nothing)' : ''}`,
+      );
     }
   }
 
   let update = trx
     .updateTable('payments')
-    .set({ gross_amount: total, fee_amount: before.fee + fee, net_amount: before.net + net, credited_partial: payment.status === 'partially_paid', ...way, updated_at: sql`now()` })
+    .set({
+      gross_amount: total,
+      fee_amount: before.fee + fee,
+      net_amount: before.net + net,
+      credited_partial: payment.status === 'partially_paid',
+      ...way,
+      updated_at: sql`now()`,
+    })
     .where('payment_id', '=', id)
     .where('gross_amount', '=', before.gross.toString())
     .where('reversed_at', 'is', null)
     .where('payout_strategy', '=', payment.payout_strategy as 'instant' | 'threshold');
-  update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', payment.conversion_status);
-  update = payment.payout_id === null ? update.where('payout_id', 'is', null) : update.where('payout_id', '=', payment.payout_id);
+  update =
+    payment.conversion_status === null
+      ? update.where('conversion_status', 'is', null)
+      : update.where('conversion_status', '=', payment.conversion_status);
+  update =
+    payment.payout_id === null
+      ? update.where('payout_id', 'is', null)
+      : update.where('payout_id', '=', payment.payout_id);
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
   // Not paid out yet: its payout opens from the whole net, the difference included.
-  if (payoutJob) await enqueue(trx, 'payout_instant', { paymentId: id }, { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  if (payoutJob)
+    await enqueue(
+      trx,
+      'payout_instant',
+      { paymentId: id },
+      { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    );
   const entries = [
     { account: accounts.nowpayments(asset, id), amount: -gross },
     { account: accounts.platformFees(asset, id), amount: fee },
@@ -332,14 +581,28 @@ async function creditTopUp(trx: Transaction<Database>, payment: PaymentRow, sett
   const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
   return {
     strategy: converting ? 'threshold' : 'instant',
-    evidence: { asset, creditedBefore: before.gross.toString(), total: total.toString(), gross: gross.toString(), fee: fee.toString(), net: net.toString(), netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(), journal: journal.journalId },
+    evidence: {
+      asset,
+      creditedBefore: before.gross.toString(),
+      total: total.toString(),
+      gross: gross.toString(),
+      fee: fee.toString(),
+      net: net.toString(),
+      netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(),
+      journal: journal.journalId,
+    },
   };
 }
 
 async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
-  if (reviewCode(payment.review_reason) !== REVIEW.refundedAfterCredit) throw new PaymentActionRefused(`only a payment refunded after its credit is reversed (review reason: ${payment.review_reason})`);
-  if (payment.credited_at === null || payment.asset === null || !isAssetCode(payment.asset)) throw new PaymentActionRefused('nothing was credited');
-  if (payment.reversed_at !== null) throw new PaymentActionRefused(`its credit was reversed already at ${payment.reversed_at.toISOString()}`);
+  if (reviewCode(payment.review_reason) !== REVIEW.refundedAfterCredit)
+    throw new PaymentActionRefused(
+      `only a payment refunded after its credit is reversed (review reason: ${payment.review_reason})`,
+    );
+  if (payment.credited_at === null || payment.asset === null || !isAssetCode(payment.asset))
+    throw new PaymentActionRefused('nothing was credited');
+  if (payment.reversed_at !== null)
+    throw new PaymentActionRefused(`its credit was reversed already at ${payment.reversed_at.toISOString()}`);
   const id = payment.payment_id;
   const asset = payment.asset;
   const gross = BigInt(payment.gross_amount as string);
@@ -349,7 +612,12 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   const cost = BigInt(payment.exchange_cost_wei);
 
   const blocked = await reverseBlocked(trx, payment);
-  if (blocked) throw new PaymentActionRefused(blocked.lasting ? `${blocked.why}: ignore acknowledges the refund instead (the credit stays as booked; the refund is settled outside payrail)` : blocked.why);
+  if (blocked)
+    throw new PaymentActionRefused(
+      blocked.lasting
+        ? `${blocked.why}: ignore acknowledges the refund instead (the credit stays as booked; the refund is settled outside payrail)`
+        : blocked.why,
+    );
 
   // The ETH NOWPayments forwarded is still on the host wallet: it stays on the platform's books, owed, until the
   // transaction that sends it back is booked (payrail withdrawal --from refunds).
@@ -362,12 +630,30 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
   if (!journal.posted) throw new Error(`payment ${id} already has a reversal journal`);
   // The guard names the state left: a threshold payment still pending, an instant one with no payout or only the one
   // that failed or was cancelled (its ETH back on the channel; an ended payout never changes again).
-  let update = trx.updateTable('payments').set({ reversed_at: sql`now()`, conversion_status: null }).where('payment_id', '=', id).where('reversed_at', 'is', null);
-  update = payment.payout_id === null ? update.where('payout_id', 'is', null) : update.where('payout_id', '=', payment.payout_id);
-  update = payment.conversion_status === null ? update.where('conversion_status', 'is', null) : update.where('conversion_status', '=', 'pending');
+  let update = trx
+    .updateTable('payments')
+    .set({ reversed_at: sql`now()`, conversion_status: null })
+    .where('payment_id', '=', id)
+    .where('reversed_at', 'is', null);
+  update =
+    payment.payout_id === null
+      ? update.where('payout_id', 'is', null)
+      : update.where('payout_id', '=', payment.payout_id);
+  update =
+    payment.conversion_status === null
+      ? update.where('conversion_status', 'is', null)
+      : update.where('conversion_status', '=', 'pending');
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
-  return { asset, gross: gross.toString(), fee: fee.toString(), net: net.toString(), exchangeCost: cost.toString(), refundsOwed: (gross - cost).toString(), journal: journal.journalId };
+  return {
+    asset,
+    gross: gross.toString(),
+    fee: fee.toString(),
+    net: net.toString(),
+    exchangeCost: cost.toString(),
+    refundsOwed: (gross - cost).toString(),
+    journal: journal.journalId,
+  };
 }
 
 /**
@@ -378,7 +664,10 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
  */
 async function acknowledgeRefund(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
   const blocked = await reverseBlocked(trx, payment);
-  if (!blocked) throw new PaymentActionRefused('its money is still on the channel: reverse the credit (POST /api/payments/:id/reverse) rather than acknowledge the refund');
+  if (!blocked)
+    throw new PaymentActionRefused(
+      'its money is still on the channel: reverse the credit (POST /api/payments/:id/reverse) rather than acknowledge the refund',
+    );
   if (!blocked.lasting) throw new PaymentActionRefused(blocked.why);
   return { moved: blocked.why };
 }
@@ -389,7 +678,8 @@ const PAYOUT_SENT_NOTHING: readonly PayoutStatus[] = ['pending', 'held', 'awaiti
 const PAYOUT_ENDED_BACK: readonly PayoutStatus[] = ['failed', 'cancelled'];
 
 /** What to do about a conversion or payout that has not ended, whichever way it ends. */
-const UNTIL_ENDED = 'once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it';
+const UNTIL_ENDED =
+  'once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it';
 
 /**
  * Why the credit cannot be taken back now, or null when it can. `lasting`: its money has moved on for good and will
@@ -397,7 +687,10 @@ const UNTIL_ENDED = 'once it completed, ignore acknowledges the refund; once it 
  * (cancel it), a conversion or payout that has not ended (wait for it), or a job that has to run first; ignore is no
  * way out then, or the money would be paid to the owner after all once it is back on the channel.
  */
-async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): Promise<{ why: string; lasting: boolean } | null> {
+async function reverseBlocked(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+): Promise<{ why: string; lasting: boolean } | null> {
   const id = payment.payment_id;
   const asset = payment.asset as AssetCode;
   const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
@@ -406,37 +699,66 @@ async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): 
   const before = BigInt(payment.net_moved_wei);
   if (before > 0n) return moved(`${show(before)} of it was converted or paid out before its top-up`);
   if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
-    const conversion = payment.conversion_id ? await trx.selectFrom('conversions').select(['status']).where('conversion_id', '=', payment.conversion_id).executeTakeFirst() : undefined;
+    const conversion = payment.conversion_id
+      ? await trx
+          .selectFrom('conversions')
+          .select(['status'])
+          .where('conversion_id', '=', payment.conversion_id)
+          .executeTakeFirst()
+      : undefined;
     const where = `conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}`;
-    if (payment.conversion_status === 'completed') return moved(`its ETH was converted to USDT in ${where}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`);
+    if (payment.conversion_status === 'completed')
+      return moved(
+        `its ETH was converted to USDT in ${where}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`,
+      );
     // Converting, or in review (its payments 'failed' until a person ends it): the ETH may come back (refunded,
     // never sent), and the payment with it to the next batch.
     return waitFor(`its ETH is in ${where}), which has not ended: wait for the conversion (${UNTIL_ENDED})`);
   }
   // Its own instant payout (one per payment), or the batch that pays its USDT.
-  const payouts = await trx.selectFrom('payouts').select(['payout_id', 'status', 'kind']).where((eb) => eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])])).execute();
+  const payouts = await trx
+    .selectFrom('payouts')
+    .select(['payout_id', 'status', 'kind'])
+    .where((eb) =>
+      eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])]),
+    )
+    .execute();
   for (const payout of payouts) {
     const named = `its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`;
     if (payout.status === 'completed') return moved(named);
-    if (PAYOUT_SENT_NOTHING.includes(payout.status)) return waitFor(`${named}, which has sent nothing: cancel the payout (POST /api/payouts/${payout.payout_id}/cancel) to return its ETH to the channel, then reverse`);
-    if (!PAYOUT_ENDED_BACK.includes(payout.status)) return waitFor(`${named}, which has not ended: wait for the payout (${UNTIL_ENDED})`);
+    if (PAYOUT_SENT_NOTHING.includes(payout.status))
+      return waitFor(
+        `${named}, which has sent nothing: cancel the payout (POST /api/payouts/${payout.payout_id}/cancel) to return its ETH to the channel, then reverse`,
+      );
+    if (!PAYOUT_ENDED_BACK.includes(payout.status))
+      return waitFor(`${named}, which has not ended: wait for the payout (${UNTIL_ENDED})`);
     // Failed or cancelled: its funds are back on the channel, less what ChangeNow kept of a refund that came back short.
     const kept = await keptByChangeNow(trx, payout.payout_id, payout.kind === 'instant' ? asset : 'usdt');
-    if (kept > 0n) return moved(`its ${payout.kind} payout ${payout.payout_id} (${payout.status}) came back ${formatUnits(kept, decimalsOf(payout.kind === 'instant' ? asset : 'usdt'))} short: ChangeNow kept it`);
+    if (kept > 0n)
+      return moved(
+        `its ${payout.kind} payout ${payout.payout_id} (${payout.status}) came back ${formatUnits(kept, decimalsOf(payout.kind === 'instant' ? asset : 'usdt'))} short: ChangeNow kept it`,
+      );
   }
   if (payment.payout_strategy === 'instant' && payouts.length === 0) {
     // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
-    if (await jobWithKeyExists(trx, `payout_instant:${id}`)) return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
+    if (await jobWithKeyExists(trx, `payout_instant:${id}`))
+      return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
   }
   // Back to pending after a conversion that did not complete, its ETH is known to the wei: what came back (a short
   // refund's cost is on exchange_cost_wei), or what the platform bore (a lost conversion leaves the channel whole).
   const left = BigInt(payment.net_amount as string) - BigInt(payment.exchange_cost_wei);
   const fee = BigInt(payment.fee_amount as string);
   const held = await balanceOf(trx, accounts.channel(payment.channel_id, asset).code, asset);
-  if (held < left) return moved(`channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(left)} left of its credit: the rest has moved on`);
+  if (held < left)
+    return moved(
+      `channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(left)} left of its credit: the rest has moved on`,
+    );
   const feeAccount = accounts.platformFees(asset, id);
   const fees = await balanceOf(trx, feeAccount.code, asset);
-  if (fees < fee) return moved(`the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`);
+  if (fees < fee)
+    return moved(
+      `the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`,
+    );
   return null;
 }
 
@@ -456,6 +778,12 @@ async function keptByChangeNow(trx: Transaction<Database>, payoutId: string, ass
 }
 
 async function balanceOf(trx: Transaction<Database>, code: string, asset: string): Promise<bigint> {
-  const row = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', code).where('asset', '=', asset).forUpdate().executeTakeFirst();
+  const row = await trx
+    .selectFrom('ledger_accounts')
+    .select('balance')
+    .where('code', '=', code)
+    .where('asset', '=', asset)
+    .forUpdate()
+    .executeTakeFirst();
   return row ? BigInt(row.balance) : 0n;
 }

@@ -25,16 +25,42 @@ export interface PaymentView {
   readonly parentPaymentId: string | null;
   /** The repeated deposits that followed this payment, oldest first (at most CHILDREN_SHOWN). */
   readonly childPaymentIds: string[];
-  readonly reported: { payCurrency: string; payAmount: string; actuallyPaid: string; priceAmount: string; priceCurrency: string; outcomeAmount: string; outcomeCurrency: string };
-  readonly conversion: { status: string | null; attempts: number; lastAttemptAt: string | null; holdUntil: string | null; usdtAmount: string | null; rate: string | null };
+  readonly reported: {
+    payCurrency: string;
+    payAmount: string;
+    actuallyPaid: string;
+    priceAmount: string;
+    priceCurrency: string;
+    outcomeAmount: string;
+    outcomeCurrency: string;
+  };
+  readonly conversion: {
+    status: string | null;
+    attempts: number;
+    lastAttemptAt: string | null;
+    holdUntil: string | null;
+    usdtAmount: string | null;
+    rate: string | null;
+  };
   /** NOWPayments' check of the crediting IPN (NOWPAYMENTS_API_KEY set); null when none was asked for. */
-  readonly confirmation: { requestedAt: string; deadlineAt: string | null; confirmedAt: string | null; attempts: number; lastError: string | null } | null;
+  readonly confirmation: {
+    requestedAt: string;
+    deadlineAt: string | null;
+    confirmedAt: string | null;
+    attempts: number;
+    lastError: string | null;
+  } | null;
   /**
    * The last IPN that restated a credited payment otherwise (a top-up, a changed amount), null when none did: its
    * outcome, until when NOWPayments' check of it is waited for (null when not asked or answered), and when NOWPayments
    * confirmed it (a top-up is creditable with NOWPAYMENTS_API_KEY set only then).
    */
-  readonly restated: { outcomeAmount: string; outcomeCurrency: string; confirmDeadlineAt: string | null; confirmedAt: string | null } | null;
+  readonly restated: {
+    outcomeAmount: string;
+    outcomeCurrency: string;
+    confirmDeadlineAt: string | null;
+    confirmedAt: string | null;
+  } | null;
   readonly ipnCount: number;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -47,12 +73,25 @@ export async function getPayment(db: Db, paymentId: string): Promise<PaymentView
   if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) return undefined;
   const row = await db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirst();
   if (!row) return undefined;
-  const children = await db.selectFrom('payments').select('payment_id').where('parent_payment_id', '=', paymentId).orderBy('created_at').orderBy('payment_id').limit(CHILDREN_SHOWN).execute();
-  return toView(row, children.map((c) => c.payment_id));
+  const children = await db
+    .selectFrom('payments')
+    .select('payment_id')
+    .where('parent_payment_id', '=', paymentId)
+    .orderBy('created_at')
+    .orderBy('payment_id')
+    .limit(CHILDREN_SHOWN)
+    .execute();
+  return toView(
+    row,
+    children.map((c) => c.payment_id),
+  );
 }
 
 function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): PaymentView {
-  const amount = (units: string | null) => (units === null || row.asset === null || !isAssetCode(row.asset) ? null : formatUnits(BigInt(units), decimalsOf(row.asset)));
+  const amount = (units: string | null) =>
+    units === null || row.asset === null || !isAssetCode(row.asset)
+      ? null
+      : formatUnits(BigInt(units), decimalsOf(row.asset));
   return {
     paymentId: row.payment_id,
     channelId: row.channel_id,
@@ -67,7 +106,10 @@ function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): Paym
     payoutStrategy: row.payout_strategy,
     creditedAt: row.credited_at?.toISOString() ?? null,
     reviewReason: row.review_reason,
-    reviewAction: row.review_action === null ? null : { action: row.review_action, by: row.review_action_by, at: row.review_action_at?.toISOString() ?? null },
+    reviewAction:
+      row.review_action === null
+        ? null
+        : { action: row.review_action, by: row.review_action_by, at: row.review_action_at?.toISOString() ?? null },
     reversedAt: row.reversed_at?.toISOString() ?? null,
     parentPaymentId: row.parent_payment_id,
     childPaymentIds,
@@ -91,11 +133,22 @@ function toView(row: Selectable<PaymentsTable>, childPaymentIds: string[]): Paym
     confirmation:
       row.confirm_requested_at === null
         ? null
-        : { requestedAt: row.confirm_requested_at.toISOString(), deadlineAt: row.confirm_deadline_at?.toISOString() ?? null, confirmedAt: row.confirmed_at?.toISOString() ?? null, attempts: row.confirm_attempts, lastError: row.confirm_last_error },
+        : {
+            requestedAt: row.confirm_requested_at.toISOString(),
+            deadlineAt: row.confirm_deadline_at?.toISOString() ?? null,
+            confirmedAt: row.confirmed_at?.toISOString() ?? null,
+            attempts: row.confirm_attempts,
+            lastError: row.confirm_last_error,
+          },
     restated:
       row.restated_outcome_amount === null
         ? null
-        : { outcomeAmount: row.restated_outcome_amount, outcomeCurrency: row.restated_outcome_currency as string, confirmDeadlineAt: row.restated_confirm_deadline_at?.toISOString() ?? null, confirmedAt: row.restated_confirmed_at?.toISOString() ?? null },
+        : {
+            outcomeAmount: row.restated_outcome_amount,
+            outcomeCurrency: row.restated_outcome_currency as string,
+            confirmDeadlineAt: row.restated_confirm_deadline_at?.toISOString() ?? null,
+            confirmedAt: row.restated_confirmed_at?.toISOString() ?? null,
+          },
     ipnCount: row.ipn_count,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),

@@ -21,7 +21,10 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
   if (payout.status !== 'sent' || payout.exchange_id === null) return;
   const log = deps.logger.child({ payoutId, exchangeId: payout.exchange_id });
   const pastDeadline = payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime();
-  const pollLater = () => deps.db.transaction().execute((trx) => enqueuePayoutPoll(trx, payoutId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+  const pollLater = () =>
+    deps.db
+      .transaction()
+      .execute((trx) => enqueuePayoutPoll(trx, payoutId, new Date(Date.now() + deps.settings.pollIntervalMs)));
 
   let status: ExchangeStatus;
   try {
@@ -29,9 +32,21 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
     // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
-    if (error.kind === 'permanent') await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a payout status request', details: { payoutId, code: error.code, endpoint: error.endpoint } });
-    else log.warn({ event: 'payout_poll_failed', code: error.code }, 'ChangeNow unreachable; polling the payout again later');
-    if (pastDeadline) await toReview(deps, payoutId, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
+    if (error.kind === 'permanent')
+      await stageAlert(deps, log, {
+        rule: 'changenow_permanent_error',
+        subject: error.code,
+        severity: 'critical',
+        message: 'ChangeNow refused a payout status request',
+        details: { payoutId, code: error.code, endpoint: error.endpoint },
+      });
+    else
+      log.warn(
+        { event: 'payout_poll_failed', code: error.code },
+        'ChangeNow unreachable; polling the payout again later',
+      );
+    if (pastDeadline)
+      await toReview(deps, payoutId, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
     else await pollLater();
     return;
   }
@@ -41,7 +56,12 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
     const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
     if (wrong) {
-      await toReview(deps, payoutId, `exchange ${status.id} finished unlike the request: ${wrong}`, 'exchange_mismatch');
+      await toReview(
+        deps,
+        payoutId,
+        `exchange ${status.id} finished unlike the request: ${wrong}`,
+        'exchange_mismatch',
+      );
       return;
     }
     // The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow
@@ -49,37 +69,79 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     const finishedToReview = (reason: string, alert: string) =>
       deps.db.transaction().execute(async (trx) => {
         if (!(await toReview(deps, payoutId, reason, alert, trx))) return;
-        await trx.updateTable('payouts').set({ amount_out: status.amountTo, payout_hash: status.payoutHash }).where('payout_id', '=', payoutId).where('status', '=', 'needs_review').execute();
+        await trx
+          .updateTable('payouts')
+          .set({ amount_out: status.amountTo, payout_hash: status.payoutHash })
+          .where('payout_id', '=', payoutId)
+          .where('status', '=', 'needs_review')
+          .execute();
       });
     if (status.amountTo === null) {
       // Completed would book an amount nobody stated as the owner's; a conversion in this case goes to review too.
-      await finishedToReview(`exchange ${status.id} finished without amountTo: what the owner received is unknown; not booked as completed`, 'payout_unverifiable');
+      await finishedToReview(
+        `exchange ${status.id} finished without amountTo: what the owner received is unknown; not booked as completed`,
+        'payout_unverifiable',
+      );
       return;
     }
-    const below = payout.expected_amount_out === null ? null : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
+    const below =
+      payout.expected_amount_out === null
+        ? null
+        : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
     if (below) {
-      await finishedToReview(`exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`, 'payout_below_estimate');
+      await finishedToReview(
+        `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`,
+        'payout_below_estimate',
+      );
       return;
     }
     deps.crashPoint?.('payout_before_complete');
     await deps.db.transaction().execute(async (trx) => {
-      const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
-      await completeIn(trx, current, { amountOut: status.amountTo, payoutHash: status.payoutHash, counterparty: accounts.changenow(current.asset) });
+      const current = await trx
+        .selectFrom('payouts')
+        .selectAll()
+        .where('payout_id', '=', payoutId)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
+      await completeIn(trx, current, {
+        amountOut: status.amountTo,
+        payoutHash: status.payoutHash,
+        counterparty: accounts.changenow(current.asset),
+      });
     });
-    log.info({ event: 'payout_completed', amountOut: status.amountTo, currency: payout.payout_currency, payoutHash: status.payoutHash }, 'payout completed');
+    log.info(
+      {
+        event: 'payout_completed',
+        amountOut: status.amountTo,
+        currency: payout.payout_currency,
+        payoutHash: status.payoutHash,
+      },
+      'payout completed',
+    );
     return;
   }
   if (status.status === 'refunded') {
     const refunded = status.refundHash === null ? null : await refundedAmount(deps, payout, status.refundHash as Hex);
     if (refunded === null) {
-      if (pastDeadline) await toReview(deps, payoutId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`, 'payout_refund_missing');
+      if (pastDeadline)
+        await toReview(
+          deps,
+          payoutId,
+          `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
+          'payout_refund_missing',
+        );
       else await pollLater();
       return;
     }
     const amount = BigInt(payout.amount);
     const shown = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
     if (!withinTolerance(amount, refunded, deps.settings.refundTolerance)) {
-      await toReview(deps, payoutId, `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`, 'payout_refund_short');
+      await toReview(
+        deps,
+        payoutId,
+        `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+        'payout_refund_short',
+      );
       return;
     }
     const refundHash = status.refundHash as string;
@@ -87,21 +149,57 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     const back = refunded < amount ? refunded : amount;
     const short = back < amount ? `; ${shown(amount - back)} short, booked as ChangeNow's cost` : '';
     const returned = await deps.db.transaction().execute(async (trx) => {
-      const current = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+      const current = await trx
+        .selectFrom('payouts')
+        .selectAll()
+        .where('payout_id', '=', payoutId)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       if (current.status !== 'sent') return 'moved';
-      if (!(await claimRefund(trx, { txHash: refundHash, purpose: 'payout', ref: payoutId, asset: current.asset, amount: refunded }))) return 'hash_used';
-      await returnFundsIn(trx, current, 'failed', `exchange refunded (refund ${refundHash}); ${shown(back)} back on the channel's balance${short}`, back);
+      if (
+        !(await claimRefund(trx, {
+          txHash: refundHash,
+          purpose: 'payout',
+          ref: payoutId,
+          asset: current.asset,
+          amount: refunded,
+        }))
+      )
+        return 'hash_used';
+      await returnFundsIn(
+        trx,
+        current,
+        'failed',
+        `exchange refunded (refund ${refundHash}); ${shown(back)} back on the channel's balance${short}`,
+        back,
+      );
       return 'returned';
     });
-    if (returned === 'hash_used') await toReview(deps, payoutId, `refund ${refundHash} already returned funds for something else`, 'payout_refund_reused');
-    if (returned === 'returned') log.error({ event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash }, 'payout exchange refunded; funds back on the channel balance');
+    if (returned === 'hash_used')
+      await toReview(
+        deps,
+        payoutId,
+        `refund ${refundHash} already returned funds for something else`,
+        'payout_refund_reused',
+      );
+    if (returned === 'returned')
+      log.error(
+        { event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash },
+        'payout exchange refunded; funds back on the channel balance',
+      );
     return;
   }
   if (status.status === 'failed' || status.status === 'expired') {
-    await toReview(deps, payoutId, `exchange ${status.status}; the funds sent have not come back`, 'payout_exchange_failed');
+    await toReview(
+      deps,
+      payoutId,
+      `exchange ${status.status}; the funds sent have not come back`,
+      'payout_exchange_failed',
+    );
     return;
   }
-  if (pastDeadline) await toReview(deps, payoutId, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
+  if (pastDeadline)
+    await toReview(deps, payoutId, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
   else await pollLater();
 }
 
@@ -117,7 +215,10 @@ async function refundedAmount(deps: StageDeps, payout: Payout, hash: Hex): Promi
     return await deps.wallet.tokenReceived(hash, deps.usdtContract, host);
   } catch (error) {
     if (!(error instanceof ChainUnavailableError)) throw error;
-    deps.logger.warn({ event: 'payout_refund_check_failed', payoutId: payout.payout_id, err: error.message }, 'chain unreachable; checking the refund later');
+    deps.logger.warn(
+      { event: 'payout_refund_check_failed', payoutId: payout.payout_id, err: error.message },
+      'chain unreachable; checking the refund later',
+    );
     return null;
   }
 }

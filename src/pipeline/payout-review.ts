@@ -12,7 +12,15 @@ import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
 import { inboundAmount, InboundRefused, type HostChainReader } from './inbound.ts';
-import { completeIn, enqueuePayoutPoll, enqueuePayoutRun, isDirect, returnFundsIn, UNLIKE_REQUEST, type Payout } from './payout.ts';
+import {
+  completeIn,
+  enqueuePayoutPoll,
+  enqueuePayoutRun,
+  isDirect,
+  returnFundsIn,
+  UNLIKE_REQUEST,
+  type Payout,
+} from './payout.ts';
 import { claimRefund } from './refunds.ts';
 import { resumeTransfer, type Transfer } from './transfer/index.ts';
 
@@ -22,7 +30,8 @@ export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
  * A person's finding about a payout in review whose funds left: the owner was paid, or (part of) them came back, in
  * the transaction named (read on chain before anything is booked; none when nothing came back).
  */
-export type Resolution = { outcome: 'paid'; note?: string } | { outcome: 'returned'; amount: string; txHash?: string; note?: string };
+export type Resolution =
+  { outcome: 'paid'; note?: string } | { outcome: 'returned'; amount: string; txHash?: string; note?: string };
 
 export class PayoutActionRefused extends Error {
   override name = 'PayoutActionRefused';
@@ -60,14 +69,43 @@ export async function applyPayoutAction(
     }
   }
   return db.transaction().execute(async (trx) => {
-    const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirst();
+    const payout = await trx
+      .selectFrom('payouts')
+      .selectAll()
+      .where('payout_id', '=', payoutId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!payout) return null;
-    const transfer = payout.transfer_id === null ? undefined : await trx.selectFrom('chain_transfers').select(['transfer_id', 'status', 'from_address']).where('transfer_id', '=', payout.transfer_id).executeTakeFirst();
+    const transfer =
+      payout.transfer_id === null
+        ? undefined
+        : await trx
+            .selectFrom('chain_transfers')
+            .select(['transfer_id', 'status', 'from_address'])
+            .where('transfer_id', '=', payout.transfer_id)
+            .executeTakeFirst();
     const fundsMayHaveLeft = transfer !== undefined && transfer.status !== 'failed';
-    const to = await ACTIONS[action](trx, payout, { fundsMayHaveLeft, transfer, actor, pollDeadlineMs: options.pollDeadlineMs, arrived, ...(resolution && { resolution }) });
+    const to = await ACTIONS[action](trx, payout, {
+      fundsMayHaveLeft,
+      transfer,
+      actor,
+      pollDeadlineMs: options.pollDeadlineMs,
+      arrived,
+      ...(resolution && { resolution }),
+    });
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `payout.${action}`, subject: payoutId, details: JSON.stringify({ from: payout.status, to, reason: payout.reason, ...(options.resolution && action === 'resolve' && { resolution: options.resolution }) }) })
+      .values({
+        actor,
+        action: `payout.${action}`,
+        subject: payoutId,
+        details: JSON.stringify({
+          from: payout.status,
+          to,
+          reason: payout.reason,
+          ...(options.resolution && action === 'resolve' && { resolution: options.resolution }),
+        }),
+      })
       .execute();
     return { payoutId, from: payout.status, to };
   });
@@ -102,7 +140,9 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     }
     if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null)) {
       if (context.transfer?.status === 'needs_review') {
-        throw new PayoutActionRefused(`its transfer ${context.transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${context.transfer.transfer_id}/…), and this payout moves on from its outcome`);
+        throw new PayoutActionRefused(
+          `its transfer ${context.transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${context.transfer.transfer_id}/…), and this payout moves on from its outcome`,
+        );
       }
       if (context.transfer) await resumeTransfer(trx, context.transfer);
       return payout.status;
@@ -112,18 +152,30 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
-    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be retried`);
+    if (payout.status !== 'needs_review')
+      throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be retried`);
     // Out of review, the reconciler's resumes start over: a person chose to try again.
     if (payout.exchange_id !== null && transferStatus === 'confirmed') {
       // The funds are at ChangeNow: look again, with a fresh deadline.
-      await set(trx, id, { status: 'sent', reason: null, poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs), reconcile_attempts: 0 });
+      await set(trx, id, {
+        status: 'sent',
+        reason: null,
+        poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs),
+        reconcile_attempts: 0,
+      });
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
-    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${transferStatus}: wait for it, it cannot be retried`);
-    if (payout.transfer_id !== null) throw new PayoutActionRefused('its transfer failed and the funds never left: cancel it to return them to the channel');
+    if (context.fundsMayHaveLeft)
+      throw new PayoutActionRefused(`its transfer is ${transferStatus}: wait for it, it cannot be retried`);
+    if (payout.transfer_id !== null)
+      throw new PayoutActionRefused(
+        'its transfer failed and the funds never left: cancel it to return them to the channel',
+      );
     if (Object.values(UNLIKE_REQUEST).some((prefix) => payout.reason?.startsWith(prefix))) {
-      throw new PayoutActionRefused('the exchange ChangeNow holds for it is not the one asked for, and a retry would find it again: cancel the payout to return its funds to the channel (nothing was sent)');
+      throw new PayoutActionRefused(
+        'the exchange ChangeNow holds for it is not the one asked for, and a retry would find it again: cancel the payout to return its funds to the channel (nothing was sent)',
+      );
     }
     if (isDirect(payout)) {
       // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
@@ -133,19 +185,36 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       return 'pending';
     }
     // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
-    await set(trx, id, { status: 'exchange_requested', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
+    await set(trx, id, {
+      status: 'exchange_requested',
+      reason: null,
+      attempts: 0,
+      last_error: null,
+      reconcile_attempts: 0,
+    });
     await enqueuePayoutRun(trx, id);
     return 'exchange_requested';
   },
   async cancel(trx, payout, context) {
-    const cancellable: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'needs_review'];
-    if (!cancellable.includes(payout.status)) throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be cancelled`);
-    if (context.fundsMayHaveLeft) throw new PayoutActionRefused(`its transfer is ${context.transfer?.status}: the funds may have left, so they cannot go back to the channel (resolve it instead)`);
+    const cancellable: readonly PayoutStatus[] = [
+      'pending',
+      'held',
+      'awaiting_approval',
+      'exchange_requested',
+      'needs_review',
+    ];
+    if (!cancellable.includes(payout.status))
+      throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be cancelled`);
+    if (context.fundsMayHaveLeft)
+      throw new PayoutActionRefused(
+        `its transfer is ${context.transfer?.status}: the funds may have left, so they cannot go back to the channel (resolve it instead)`,
+      );
     await returnFundsIn(trx, payout, 'cancelled', `cancelled by ${context.actor}`);
     return 'cancelled';
   },
   async approve(trx, payout, context) {
-    if (payout.status !== 'awaiting_approval') throw new PayoutActionRefused(`a payout in state ${payout.status} is not awaiting approval`);
+    if (payout.status !== 'awaiting_approval')
+      throw new PayoutActionRefused(`a payout in state ${payout.status} is not awaiting approval`);
     await set(trx, payout.payout_id, { status: 'pending', approved_by: context.actor, approved_at: new Date() });
     await enqueuePayoutRun(trx, payout.payout_id);
     return 'pending';
@@ -153,14 +222,26 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   // The way out of review once the funds have left: a person records what happened to them.
   async resolve(trx, payout, context) {
     const resolution = context.resolution;
-    if (!resolution) throw new PayoutActionRefused('a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"...","txHash":"0x..."}');
-    if (payout.status !== 'needs_review') throw new PayoutActionRefused(`a payout in state ${payout.status} is not in review`);
-    if (context.transfer?.status !== 'confirmed') throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
+    if (!resolution)
+      throw new PayoutActionRefused(
+        'a resolution is required: {"outcome":"paid"} or {"outcome":"returned","amount":"...","txHash":"0x..."}',
+      );
+    if (payout.status !== 'needs_review')
+      throw new PayoutActionRefused(`a payout in state ${payout.status} is not in review`);
+    if (context.transfer?.status !== 'confirmed')
+      throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';
     if (resolution.outcome === 'paid') {
-      const counterparty = payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
+      const counterparty =
+        payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
       // What ChangeNow reported paying when it went to review (an exchange finished below its estimate), else unknown.
-      await completeIn(trx, payout, { amountOut: payout.amount_out, payoutHash: payout.payout_hash, counterparty, reason: `resolved as paid by ${context.actor}${note}`, from: 'needs_review' });
+      await completeIn(trx, payout, {
+        amountOut: payout.amount_out,
+        payoutHash: payout.payout_hash,
+        counterparty,
+        reason: `resolved as paid by ${context.actor}${note}`,
+        from: 'needs_review',
+      });
       return 'completed';
     }
     let returned: bigint;
@@ -173,20 +254,45 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     const show = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
     // Believe the chain: what the owner's channel gets back is what a transaction brought to the host wallet.
     if (resolution.txHash === undefined) {
-      if (returned > 0n) throw new PayoutActionInvalid('txHash: name the transaction that brought the funds back to the host wallet (read on chain); without one, only amount "0" (nothing came back) is recorded');
+      if (returned > 0n)
+        throw new PayoutActionInvalid(
+          'txHash: name the transaction that brought the funds back to the host wallet (read on chain); without one, only amount "0" (nothing came back) is recorded',
+        );
     } else {
-      if (context.arrived !== returned) throw new PayoutActionRefused(`${resolution.txHash.toLowerCase()} brought ${show(context.arrived ?? 0n)} to the host wallet, not ${resolution.amount}`);
+      if (context.arrived !== returned)
+        throw new PayoutActionRefused(
+          `${resolution.txHash.toLowerCase()} brought ${show(context.arrived ?? 0n)} to the host wallet, not ${resolution.amount}`,
+        );
     }
-    if (returned > amount) throw new PayoutActionRefused(`amount: more than the payout's ${show(amount)} cannot have come back`);
-    if (resolution.txHash !== undefined && !(await claimRefund(trx, { txHash: resolution.txHash, purpose: 'payout', ref: payout.payout_id, asset: payout.asset, amount: returned }))) {
-      throw new PayoutActionRefused(`${resolution.txHash.toLowerCase()} already backs something else (another refund, a conversion's payout or an operator deposit)`);
+    if (returned > amount)
+      throw new PayoutActionRefused(`amount: more than the payout's ${show(amount)} cannot have come back`);
+    if (
+      resolution.txHash !== undefined &&
+      !(await claimRefund(trx, {
+        txHash: resolution.txHash,
+        purpose: 'payout',
+        ref: payout.payout_id,
+        asset: payout.asset,
+        amount: returned,
+      }))
+    ) {
+      throw new PayoutActionRefused(
+        `${resolution.txHash.toLowerCase()} already backs something else (another refund, a conversion's payout or an operator deposit)`,
+      );
     }
-    const evidence = resolution.txHash === undefined ? 'nothing came back' : `${resolution.amount} ${payout.asset.toUpperCase()} came back (refund ${resolution.txHash.toLowerCase()})`;
+    const evidence =
+      resolution.txHash === undefined
+        ? 'nothing came back'
+        : `${resolution.amount} ${payout.asset.toUpperCase()} came back (refund ${resolution.txHash.toLowerCase()})`;
     await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${evidence}${note}`, returned);
     return 'failed';
   },
 };
 
 async function set(trx: Transaction<Database>, payoutId: string, values: Updateable<PayoutsTable>): Promise<void> {
-  await trx.updateTable('payouts').set({ ...values, updated_at: sql`now()` }).where('payout_id', '=', payoutId).execute();
+  await trx
+    .updateTable('payouts')
+    .set({ ...values, updated_at: sql`now()` })
+    .where('payout_id', '=', payoutId)
+    .execute();
 }

@@ -38,7 +38,13 @@ const HOLD_RETRY_MS = 60 * 60_000;
 export const USDT_UNITS_PER_CENT = 10n ** 4n;
 
 /** ChangeNow refusals that no retry of the same request can change: a person must look. */
-const REFUSALS_FOR_REVIEW = new Set(['pair_is_inactive', 'not_valid_address', 'not_valid_extra_id', 'out_of_range', 'invalid_request']);
+const REFUSALS_FOR_REVIEW = new Set([
+  'pair_is_inactive',
+  'not_valid_address',
+  'not_valid_extra_id',
+  'out_of_range',
+  'invalid_request',
+]);
 
 /**
  * How the review reasons of an exchange that ChangeNow holds for the payout, unlike the request and never funded,
@@ -46,18 +52,41 @@ const REFUSALS_FOR_REVIEW = new Set(['pair_is_inactive', 'not_valid_address', 'n
  */
 export const UNLIKE_REQUEST = { created: 'ChangeNow created exchange', found: 'found exchange' } as const;
 
-export const OPEN_PAYOUT_STATUSES: readonly PayoutStatus[] = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'needs_review'];
+export const OPEN_PAYOUT_STATUSES: readonly PayoutStatus[] = [
+  'pending',
+  'held',
+  'awaiting_approval',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'needs_review',
+];
 
 export function newPayoutId(): string {
   return `po_${randomBytes(8).toString('hex')}`;
 }
 
 export function enqueuePayoutRun(trx: Transaction<Database>, payoutId: string, runAt?: Date): Promise<void> {
-  return enqueue(trx, 'payout_run', { payoutId }, { jobKey: `payout_run:${payoutId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, ...(runAt && { runAt }) });
+  return enqueue(
+    trx,
+    'payout_run',
+    { payoutId },
+    {
+      jobKey: `payout_run:${payoutId}`,
+      jobKeyMode: 'replace',
+      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+      ...(runAt && { runAt }),
+    },
+  );
 }
 
 export function enqueuePayoutPoll(trx: Transaction<Database>, payoutId: string, runAt: Date): Promise<void> {
-  return enqueue(trx, 'payout_poll', { payoutId }, { jobKey: `payout_poll:${payoutId}`, jobKeyMode: 'replace', runAt, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  return enqueue(
+    trx,
+    'payout_poll',
+    { payoutId },
+    { jobKey: `payout_poll:${payoutId}`, jobKeyMode: 'replace', runAt, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+  );
 }
 
 export async function loadPayout(db: Db | Transaction<Database>, payoutId: string): Promise<Payout> {
@@ -93,13 +122,25 @@ export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'pay
  */
 export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
   const payoutId = await deps.db.transaction().execute(async (trx) => {
-    const payment = await trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+    const payment = await trx
+      .selectFrom('payments')
+      .selectAll()
+      .where('payment_id', '=', paymentId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!payment) throw new Error(`payment ${paymentId} not found`);
-    const existing = await trx.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).executeTakeFirst();
+    const existing = await trx
+      .selectFrom('payouts')
+      .select('payout_id')
+      .where('payment_id', '=', paymentId)
+      .executeTakeFirst();
     if (existing) return existing.payout_id;
     if (payment.credited_at !== null && payment.payout_strategy === 'threshold') {
       // Its channel switched to threshold before this job ran: the payment waits for a conversion instead.
-      deps.logger.info({ event: 'payout_skipped', paymentId, reason: 'channel switched to threshold' }, 'payment moved to conversion: no instant payout');
+      deps.logger.info(
+        { event: 'payout_skipped', paymentId, reason: 'channel switched to threshold' },
+        'payment moved to conversion: no instant payout',
+      );
       return null;
     }
     if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
@@ -108,12 +149,23 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     // A reversed credit's money is owed back (platform:refunds_owed), not the owner's; a payment in review waits for
     // a person.
     if (payment.review_reason !== null || payment.reversed_at !== null) {
-      deps.logger.warn({ event: 'payout_skipped', paymentId, reason: payment.reversed_at !== null ? 'credit reversed' : payment.review_reason }, 'payment in review or reversed: no instant payout');
+      deps.logger.warn(
+        {
+          event: 'payout_skipped',
+          paymentId,
+          reason: payment.reversed_at !== null ? 'credit reversed' : payment.review_reason,
+        },
+        'payment in review or reversed: no instant payout',
+      );
       return null;
     }
     const net = BigInt(payment.net_amount as string);
     if (net === 0n) return null;
-    const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', payment.channel_id).executeTakeFirstOrThrow();
+    const channel = await trx
+      .selectFrom('channels')
+      .selectAll()
+      .where('channel_id', '=', payment.channel_id)
+      .executeTakeFirstOrThrow();
     const id = newPayoutId();
     await trx
       .insertInto('payouts')
@@ -131,11 +183,19 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
         reason: null,
       })
       .execute();
-    await trx.updateTable('payments').set({ payout_id: id, updated_at: sql`now()` }).where('payment_id', '=', paymentId).execute();
-    await postJournal(trx, { kind: 'payout_reserved', ref: id, entries: [
-      { account: accounts.channel(payment.channel_id, payment.asset), amount: -net },
-      { account: accounts.channelPayout(payment.channel_id, payment.asset), amount: net },
-    ] });
+    await trx
+      .updateTable('payments')
+      .set({ payout_id: id, updated_at: sql`now()` })
+      .where('payment_id', '=', paymentId)
+      .execute();
+    await postJournal(trx, {
+      kind: 'payout_reserved',
+      ref: id,
+      entries: [
+        { account: accounts.channel(payment.channel_id, payment.asset), amount: -net },
+        { account: accounts.channelPayout(payment.channel_id, payment.asset), amount: net },
+      ],
+    });
     return id;
   });
   if (payoutId !== null) await runPayout(deps, payoutId);
@@ -164,13 +224,31 @@ async function recordFailure(deps: StageDeps, payoutId: string, error: unknown):
     .returning('attempts')
     .executeTakeFirst();
   if (!row) throw error;
-  const fields = error instanceof ChangeNowError ? { code: error.code, kind: error.kind, endpoint: error.endpoint } : { err: message };
-  if (error instanceof ChangeNowError && error.kind === 'permanent') await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a payout request', details: { payoutId, ...fields } });
+  const fields =
+    error instanceof ChangeNowError
+      ? { code: error.code, kind: error.kind, endpoint: error.endpoint }
+      : { err: message };
+  if (error instanceof ChangeNowError && error.kind === 'permanent')
+    await stageAlert(deps, deps.logger, {
+      rule: 'changenow_permanent_error',
+      subject: error.code,
+      severity: 'critical',
+      message: 'ChangeNow refused a payout request',
+      details: { payoutId, ...fields },
+    });
   if (row.attempts >= deps.settings.payoutMaxAttempts) {
-    await toReview(deps, payoutId, `gave up after ${row.attempts} failed attempts: ${message}`, 'payout_attempts_exhausted');
+    await toReview(
+      deps,
+      payoutId,
+      `gave up after ${row.attempts} failed attempts: ${message}`,
+      'payout_attempts_exhausted',
+    );
     return;
   }
-  deps.logger.warn({ event: 'payout_attempt_failed', payoutId, attempts: row.attempts, ...fields }, 'payout attempt failed; will retry');
+  deps.logger.warn(
+    { event: 'payout_attempt_failed', payoutId, attempts: row.attempts, ...fields },
+    'payout attempt failed; will retry',
+  );
   throw error;
 }
 
@@ -182,7 +260,13 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
       await deps.db.transaction().execute((trx) => enqueuePayoutRun(trx, payoutId, payout.hold_until as Date));
       return;
     }
-    const resumed = await deps.db.updateTable('payouts').set({ status: 'pending', hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payoutId).where('status', '=', 'held').returningAll().executeTakeFirst();
+    const resumed = await deps.db
+      .updateTable('payouts')
+      .set({ status: 'pending', hold_until: null, updated_at: sql`now()` })
+      .where('payout_id', '=', payoutId)
+      .where('status', '=', 'held')
+      .returningAll()
+      .executeTakeFirst();
     if (!resumed) return;
     payout = resumed;
   }
@@ -211,16 +295,30 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
  * or written under an older validator, must not reach ChangeNow or the chain. False when the payout went to review.
  */
 async function destinationValid(deps: StageDeps, payout: Payout): Promise<boolean> {
-  const pair = await deps.db.selectFrom('supported_pairs').select('address_format').where('currency', '=', payout.payout_currency).where('network', '=', payout.payout_network).executeTakeFirst();
+  const pair = await deps.db
+    .selectFrom('supported_pairs')
+    .select('address_format')
+    .where('currency', '=', payout.payout_currency)
+    .where('network', '=', payout.payout_network)
+    .executeTakeFirst();
   let problem: string | null;
   if (!pair) problem = `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
-  else if (!(ADDRESS_FORMATS as readonly string[]).includes(pair.address_format)) problem = `supported_pairs has an unknown address format ${pair.address_format} for ${payout.payout_currency} on ${payout.payout_network}`;
+  else if (!(ADDRESS_FORMATS as readonly string[]).includes(pair.address_format))
+    problem = `supported_pairs has an unknown address format ${pair.address_format} for ${payout.payout_currency} on ${payout.payout_network}`;
   else {
     const invalid = checkAddress(pair.address_format as AddressFormat, payout.wallet_address);
-    problem = invalid === null ? null : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${pair.address_format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
+    problem =
+      invalid === null
+        ? null
+        : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${pair.address_format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
   }
   if (problem === null) return true;
-  await toReview(deps, payout.payout_id, `${problem}; nothing was sent (cancel it to return its funds to the channel, and fix the channel's wallet)`, 'payout_address_invalid');
+  await toReview(
+    deps,
+    payout.payout_id,
+    `${problem}; nothing was sent (cancel it to return its funds to the channel, and fix the channel's wallet)`,
+    'payout_address_invalid',
+  );
   return false;
 }
 
@@ -256,7 +354,18 @@ async function awaitApproval(deps: StageDeps, payout: Payout): Promise<void> {
     .returning('payout_id')
     .executeTakeFirst();
   // A person has to act: an alert, not just a log line.
-  if (waiting) deps.logger.warn({ event: 'alert', alert: 'payout_awaiting_approval', payoutId: payout.payout_id, channelId: payout.channel_id, amount: amountText(payout), asset: payout.asset }, 'payout above the approval limit waits for approval');
+  if (waiting)
+    deps.logger.warn(
+      {
+        event: 'alert',
+        alert: 'payout_awaiting_approval',
+        payoutId: payout.payout_id,
+        channelId: payout.channel_id,
+        amount: amountText(payout),
+        asset: payout.asset,
+      },
+      'payout above the approval limit waits for approval',
+    );
 }
 
 /** Above PAYOUT_APPROVAL_ABOVE_USD (USDT at one USD; ETH valued through a ChangeNow estimate). */
@@ -265,7 +374,13 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
   if (limit === null) return false;
   if (payout.asset === 'usdt') return BigInt(payout.amount) > limit * USDT_UNITS_PER_CENT;
   try {
-    const estimate = await deps.exchange.estimate({ fromCurrency: payout.asset, fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth', fromAmount: amountText(payout) });
+    const estimate = await deps.exchange.estimate({
+      fromCurrency: payout.asset,
+      fromNetwork: 'eth',
+      toCurrency: 'usdt',
+      toNetwork: 'eth',
+      fromAmount: amountText(payout),
+    });
     return parseUnitsFloor(estimate.toAmount, 2).units > limit;
   } catch (error) {
     // Too small for ChangeNow to value is too small to need a person.
@@ -277,7 +392,13 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
 /** Asks ChangeNow whether the pair takes this amount before asking for an exchange. False when the payout stopped. */
 async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean> {
   try {
-    await deps.exchange.estimate({ fromCurrency: payout.asset, fromNetwork: 'eth', toCurrency: payout.payout_currency, toNetwork: payout.payout_network, fromAmount: amountText(payout) });
+    await deps.exchange.estimate({
+      fromCurrency: payout.asset,
+      fromNetwork: 'eth',
+      toCurrency: payout.payout_currency,
+      toNetwork: payout.payout_network,
+      fromAmount: amountText(payout),
+    });
     return true;
   } catch (error) {
     if (await stopOnRefusal(deps, payout, error)) return false;
@@ -289,14 +410,30 @@ async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean>
 async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): Promise<boolean> {
   if (!(error instanceof ChangeNowError) || error.kind !== 'permanent') return false;
   if (error.code === 'deposit_too_small') {
-    await hold(deps, payout.payout_id, `below ChangeNow's minimum for ${payout.asset} → ${payout.payout_currency}/${payout.payout_network}: ${error.message}`);
+    await hold(
+      deps,
+      payout.payout_id,
+      `below ChangeNow's minimum for ${payout.asset} → ${payout.payout_currency}/${payout.payout_network}: ${error.message}`,
+    );
     return true;
   }
   if (REFUSALS_FOR_REVIEW.has(error.code)) {
     const reason = `ChangeNow refused the payout (${error.code}): ${error.message}`;
     // toReview wrote the alert's log line; stored once per ChangeNow error code (the payout has its own review alert).
     if (await toReview(deps, payout.payout_id, reason, 'changenow_permanent_error')) {
-      await stageAlert(deps, deps.logger, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused the payout', details: { payoutId: payout.payout_id, code: error.code, endpoint: error.endpoint, reason } }, deps.db, { logged: true });
+      await stageAlert(
+        deps,
+        deps.logger,
+        {
+          rule: 'changenow_permanent_error',
+          subject: error.code,
+          severity: 'critical',
+          message: 'ChangeNow refused the payout',
+          details: { payoutId: payout.payout_id, code: error.code, endpoint: error.endpoint, reason },
+        },
+        deps.db,
+        { logged: true },
+      );
     }
     return true;
   }
@@ -305,12 +442,31 @@ async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): P
 
 async function startDirectTransfer(deps: StageDeps, payout: Payout): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx.selectFrom('payouts').select('status').where('payout_id', '=', payout.payout_id).forUpdate().executeTakeFirstOrThrow();
+    const current = await trx
+      .selectFrom('payouts')
+      .select('status')
+      .where('payout_id', '=', payout.payout_id)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
     if (current.status !== 'pending') return;
-    const transferId = await createTransfer(trx, { purpose: 'payout', ref: payout.payout_id, asset: payout.asset, from: deps.hostAddress, to: payout.wallet_address, amount: BigInt(payout.amount) });
-    await trx.updateTable('payouts').set({ status: 'sent', transfer_id: transferId, last_error: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+    const transferId = await createTransfer(trx, {
+      purpose: 'payout',
+      ref: payout.payout_id,
+      asset: payout.asset,
+      from: deps.hostAddress,
+      to: payout.wallet_address,
+      amount: BigInt(payout.amount),
+    });
+    await trx
+      .updateTable('payouts')
+      .set({ status: 'sent', transfer_id: transferId, last_error: null, updated_at: sql`now()` })
+      .where('payout_id', '=', payout.payout_id)
+      .execute();
   });
-  deps.logger.info({ event: 'payout_transfer_created', payoutId: payout.payout_id, asset: payout.asset }, 'direct payout transfer recorded');
+  deps.logger.info(
+    { event: 'payout_transfer_created', payoutId: payout.payout_id, asset: payout.asset },
+    'direct payout transfer recorded',
+  );
 }
 
 async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<void> {
@@ -320,20 +476,38 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
   {
     // Look before asking: an earlier attempt may have asked ChangeNow and died before recording the answer (and the
     // payout may have been held or approved since). An exchange that expired without a deposit is dead and harmless.
-    const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter((e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null));
+    const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter(
+      (e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null),
+    );
     if (found.length > 1) {
-      await toReview(deps, payoutId, `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`, 'duplicate_exchanges');
+      await toReview(
+        deps,
+        payoutId,
+        `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`,
+        'duplicate_exchanges',
+      );
       return;
     }
     const [first] = found;
     if (first) {
-      const wrong = ['new', 'waiting'].includes(first.status) ? statusMismatch(askFor(deps, payout), first) : `status ${first.status} (expected a waiting exchange)`;
+      const wrong = ['new', 'waiting'].includes(first.status)
+        ? statusMismatch(askFor(deps, payout), first)
+        : `status ${first.status} (expected a waiting exchange)`;
       if (wrong) {
-        await toReview(deps, payoutId, `${UNLIKE_REQUEST.found} ${first.id} does not match the payout: ${wrong}`, 'exchange_mismatch');
+        await toReview(
+          deps,
+          payoutId,
+          `${UNLIKE_REQUEST.found} ${first.id} does not match the payout: ${wrong}`,
+          'exchange_mismatch',
+        );
         return;
       }
       exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
-    } else if (payout.status === 'exchange_requested' && payout.approved_at === null && (await needsApproval(deps, payout))) {
+    } else if (
+      payout.status === 'exchange_requested' &&
+      payout.approved_at === null &&
+      (await needsApproval(deps, payout))
+    ) {
       // A payout retried from review may have gone there before its approval check (its USD estimate kept failing).
       // ChangeNow holds no exchange for it, so it can wait for approval like any payout above the limit.
       await awaitApproval(deps, payout);
@@ -373,7 +547,12 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
     // Never funded when it is not the exchange asked for (another payout address is someone else's money).
     const wrong = createdMismatch(ask, created);
     if (wrong) {
-      await toReview(deps, payoutId, `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`, 'exchange_mismatch');
+      await toReview(
+        deps,
+        payoutId,
+        `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`,
+        'exchange_mismatch',
+      );
       return;
     }
     exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
@@ -381,62 +560,132 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
 
   const payin = exchange;
   const recorded = await deps.db.transaction().execute(async (trx) => {
-    const current = await trx.selectFrom('payouts').select('status').where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+    const current = await trx
+      .selectFrom('payouts')
+      .select('status')
+      .where('payout_id', '=', payoutId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
     // pending: an exchange found before asking again (adopted); anything else: cancelled or moved on meanwhile.
     if (current.status !== 'exchange_requested' && current.status !== 'pending') return false;
-    const transferId = await createTransfer(trx, { purpose: 'payout', ref: payoutId, asset: payout.asset, from: deps.hostAddress, to: payin.payinAddress, amount: BigInt(payout.amount) });
-    const transfer = await trx.selectFrom('chain_transfers').select(['to_address', 'amount', 'asset']).where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
-    if (transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() || BigInt(transfer.amount) !== BigInt(payout.amount) || transfer.asset !== payout.asset) {
-      throw new Error(`payout ${payoutId}: its transfer pays ${transfer.amount} ${transfer.asset} to ${transfer.to_address}, not the exchange's ${payin.payinAddress}`);
+    const transferId = await createTransfer(trx, {
+      purpose: 'payout',
+      ref: payoutId,
+      asset: payout.asset,
+      from: deps.hostAddress,
+      to: payin.payinAddress,
+      amount: BigInt(payout.amount),
+    });
+    const transfer = await trx
+      .selectFrom('chain_transfers')
+      .select(['to_address', 'amount', 'asset'])
+      .where('transfer_id', '=', transferId)
+      .executeTakeFirstOrThrow();
+    if (
+      transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
+      BigInt(transfer.amount) !== BigInt(payout.amount) ||
+      transfer.asset !== payout.asset
+    ) {
+      throw new Error(
+        `payout ${payoutId}: its transfer pays ${transfer.amount} ${transfer.asset} to ${transfer.to_address}, not the exchange's ${payin.payinAddress}`,
+      );
     }
     await trx
       .updateTable('payouts')
-      .set({ status: 'exchange_created', exchange_id: payin.id, payin_address: payin.payinAddress, expected_amount_out: payin.toAmount, transfer_id: transferId, last_error: null, updated_at: sql`now()` })
+      .set({
+        status: 'exchange_created',
+        exchange_id: payin.id,
+        payin_address: payin.payinAddress,
+        expected_amount_out: payin.toAmount,
+        transfer_id: transferId,
+        last_error: null,
+        updated_at: sql`now()`,
+      })
       .where('payout_id', '=', payoutId)
       .execute();
     return true;
   });
-  if (recorded) log.info({ event: 'payout_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress }, 'payout exchange created');
+  if (recorded)
+    log.info(
+      { event: 'payout_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
+      'payout exchange created',
+    );
 }
 
 /** What happens to a payout when its transfer is mined, or never leaves. */
 export function payoutTransferHooks(deps: StageDeps): TransferHooks {
   return {
     async onConfirmed(trx, transfer) {
-      const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
+      const payout = await trx
+        .selectFrom('payouts')
+        .selectAll()
+        .where('payout_id', '=', transfer.ref)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       if (payout.exchange_id === null) {
         if (payout.status !== 'sent') return unexpected(deps, payout, 'confirmed');
         // Direct: the owner's wallet received the transfer itself.
-        await completeIn(trx, payout, { amountOut: amountText(payout), payoutHash: transfer.tx_hash, counterparty: accounts.payees(payout.asset) });
+        await completeIn(trx, payout, {
+          amountOut: amountText(payout),
+          payoutHash: transfer.tx_hash,
+          counterparty: accounts.payees(payout.asset),
+        });
         deps.logger.info({ event: 'payout_completed', payoutId: payout.payout_id, direct: true }, 'payout completed');
         return;
       }
       if (payout.status !== 'exchange_created') return unexpected(deps, payout, 'confirmed');
       await trx
         .updateTable('payouts')
-        .set({ status: 'sent', poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs), updated_at: sql`now()` })
+        .set({
+          status: 'sent',
+          poll_deadline_at: new Date(Date.now() + deps.settings.pollDeadlineMs),
+          updated_at: sql`now()`,
+        })
         .where('payout_id', '=', payout.payout_id)
         .execute();
       await enqueuePayoutPoll(trx, payout.payout_id, new Date());
     },
     async onFailed(trx, transfer, failure) {
-      const payout = await trx.selectFrom('payouts').selectAll().where('payout_id', '=', transfer.ref).forUpdate().executeTakeFirstOrThrow();
-      if (payout.status !== 'exchange_created' && payout.status !== 'sent') return unexpected(deps, payout, `failed (${failure.code})`);
+      const payout = await trx
+        .selectFrom('payouts')
+        .selectAll()
+        .where('payout_id', '=', transfer.ref)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
+      if (payout.status !== 'exchange_created' && payout.status !== 'sent')
+        return unexpected(deps, payout, `failed (${failure.code})`);
       if (failure.code === 'estimate_failed') {
         // The receiver (a contract that refuses it, a token blacklist) would make every try fail: a person decides,
         // with the funds still reserved; cancel returns them to the channel (nothing was signed).
-        await toReview(deps, payout.payout_id, `transfer ${transfer.transfer_id}: ${failure.message}`, 'payout_transfer_would_fail', trx);
+        await toReview(
+          deps,
+          payout.payout_id,
+          `transfer ${transfer.transfer_id}: ${failure.message}`,
+          'payout_transfer_would_fail',
+          trx,
+        );
         return;
       }
-      await returnFundsIn(trx, payout, 'failed', `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}; the funds never left`);
-      deps.logger.error({ event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason: failure.code }, 'payout transfer failed; funds back on the channel balance');
+      await returnFundsIn(
+        trx,
+        payout,
+        'failed',
+        `transfer ${transfer.transfer_id} ${failure.code}: ${failure.message}; the funds never left`,
+      );
+      deps.logger.error(
+        { event: 'alert', alert: 'payout_failed', payoutId: payout.payout_id, reason: failure.code },
+        'payout transfer failed; funds back on the channel balance',
+      );
     },
   };
 }
 
 /** No path leads here; if one ever does, the transfer's outcome is recorded and a person is told. */
 function unexpected(deps: StageDeps, payout: Payout, outcome: string): void {
-  deps.logger.error({ event: 'alert', alert: 'payout_state_unexpected', payoutId: payout.payout_id, status: payout.status, outcome }, 'payout transfer ended while the payout was not waiting for it');
+  deps.logger.error(
+    { event: 'alert', alert: 'payout_state_unexpected', payoutId: payout.payout_id, status: payout.status, outcome },
+    'payout transfer ended while the payout was not waiting for it',
+  );
 }
 
 /**
@@ -446,36 +695,74 @@ function unexpected(deps: StageDeps, payout: Payout, outcome: string): void {
 export async function completeIn(
   trx: Transaction<Database>,
   payout: Payout,
-  result: { amountOut: string | null; payoutHash: string | null; counterparty: AccountRef; reason?: string; from?: PayoutStatus },
+  result: {
+    amountOut: string | null;
+    payoutHash: string | null;
+    counterparty: AccountRef;
+    reason?: string;
+    from?: PayoutStatus;
+  },
 ): Promise<void> {
   const done = await trx
     .updateTable('payouts')
-    .set({ status: 'completed', amount_out: result.amountOut, payout_hash: result.payoutHash, reason: result.reason ?? null, completed_at: sql`now()`, updated_at: sql`now()` })
+    .set({
+      status: 'completed',
+      amount_out: result.amountOut,
+      payout_hash: result.payoutHash,
+      reason: result.reason ?? null,
+      completed_at: sql`now()`,
+      updated_at: sql`now()`,
+    })
     .where('payout_id', '=', payout.payout_id)
     .where('status', '=', result.from ?? 'sent')
     .returning('payout_id')
     .executeTakeFirst();
   if (!done) return;
   const amount = BigInt(payout.amount);
-  const journal = await postJournal(trx, { kind: 'payout_completed', ref: payout.payout_id, entries: [
-    { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
-    { account: result.counterparty, amount },
-  ] });
+  const journal = await postJournal(trx, {
+    kind: 'payout_completed',
+    ref: payout.payout_id,
+    entries: [
+      { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
+      { account: result.counterparty, amount },
+    ],
+  });
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a completion journal`);
-  if (payout.kind === 'threshold') await enqueue(trx, 'threshold_check', { channelId: payout.channel_id }, { jobKey: `threshold_check:${payout.channel_id}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+  if (payout.kind === 'threshold')
+    await enqueue(
+      trx,
+      'threshold_check',
+      { channelId: payout.channel_id },
+      { jobKey: `threshold_check:${payout.channel_id}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    );
 }
 
 /**
  * Ends a payout whose funds are still (or again) ours: they go back to the channel's available balance, and a
  * threshold batch's payments become free for the next batch.
  */
-export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, status: 'failed' | 'cancelled', reason: string, returned = BigInt(payout.amount)): Promise<void> {
-  await trx.updateTable('payouts').set({ status, reason, hold_until: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+export async function returnFundsIn(
+  trx: Transaction<Database>,
+  payout: Payout,
+  status: 'failed' | 'cancelled',
+  reason: string,
+  returned = BigInt(payout.amount),
+): Promise<void> {
+  await trx
+    .updateTable('payouts')
+    .set({ status, reason, hold_until: null, updated_at: sql`now()` })
+    .where('payout_id', '=', payout.payout_id)
+    .execute();
   if (payout.kind === 'threshold') {
-    await trx.updateTable('payments').set({ payout_id: null, updated_at: sql`now()` }).where('payout_id', '=', payout.payout_id).execute();
+    await trx
+      .updateTable('payments')
+      .set({ payout_id: null, updated_at: sql`now()` })
+      .where('payout_id', '=', payout.payout_id)
+      .execute();
   }
   const amount = BigInt(payout.amount);
-  if (returned < 0n || returned > amount) throw new Error(`payout ${payout.payout_id}: cannot return ${returned} of ${amount}`);
+  if (returned < 0n || returned > amount)
+    throw new Error(`payout ${payout.payout_id}: cannot return ${returned} of ${amount}`);
   // What did not come back stayed with ChangeNow (a person's finding, see payout-review).
   const entries = [
     { account: accounts.channelPayout(payout.channel_id, payout.asset), amount: -amount },
@@ -493,15 +780,38 @@ export async function returnFundsIn(trx: Transaction<Database>, payout: Payout, 
  * day), so an exchange that keeps refunding is not asked again and again. A cancel is a person's decision: no check.
  */
 async function checkAgainAfterFailedBatch(trx: Transaction<Database>, channelId: string): Promise<void> {
-  const recent = await trx.selectFrom('payouts').select('status').where('channel_id', '=', channelId).where('kind', '=', 'threshold').orderBy('created_at', 'desc').limit(12).execute();
+  const recent = await trx
+    .selectFrom('payouts')
+    .select('status')
+    .where('channel_id', '=', channelId)
+    .where('kind', '=', 'threshold')
+    .orderBy('created_at', 'desc')
+    .limit(12)
+    .execute();
   const firstNotFailed = recent.findIndex((p) => p.status !== 'failed');
   const failedInARow = Math.max(1, firstNotFailed === -1 ? recent.length : firstNotFailed);
   const delayMinutes = Math.min(2 ** (failedInARow - 1), 24 * 60);
-  await enqueue(trx, 'threshold_check', { channelId }, { jobKey: `threshold_check:${channelId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, runAt: new Date(Date.now() + delayMinutes * 60_000) });
+  await enqueue(
+    trx,
+    'threshold_check',
+    { channelId },
+    {
+      jobKey: `threshold_check:${channelId}`,
+      jobKeyMode: 'replace',
+      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+      runAt: new Date(Date.now() + delayMinutes * 60_000),
+    },
+  );
 }
 
 /** Parks a payout in `held` with its payout_run job at `until`. False when it was no longer pending or requested. */
-async function hold(deps: StageDeps, payoutId: string, reason: string, until = new Date(Date.now() + HOLD_RETRY_MS), fields: Record<string, string> = {}): Promise<boolean> {
+async function hold(
+  deps: StageDeps,
+  payoutId: string,
+  reason: string,
+  until = new Date(Date.now() + HOLD_RETRY_MS),
+  fields: Record<string, string> = {},
+): Promise<boolean> {
   const held = await deps.db.transaction().execute(async (trx) => {
     const held = await trx
       .updateTable('payouts')
@@ -513,7 +823,11 @@ async function hold(deps: StageDeps, payoutId: string, reason: string, until = n
     if (held) await enqueuePayoutRun(trx, payoutId, until);
     return held !== undefined;
   });
-  if (held) deps.logger.warn({ event: 'payout_held', payoutId, ...fields, reason, until: until.toISOString() }, 'payout held until the hold ends');
+  if (held)
+    deps.logger.warn(
+      { event: 'payout_held', payoutId, ...fields, reason, until: until.toISOString() },
+      'payout held until the hold ends',
+    );
   return held;
 }
 
@@ -527,7 +841,13 @@ async function hold(deps: StageDeps, payoutId: string, reason: string, until = n
  */
 const PAYOUT_REVIEWABLE: readonly PayoutStatus[] = OPEN_PAYOUT_STATUSES.filter((s) => s !== 'needs_review');
 
-export async function toReview(deps: StageDeps, payoutId: string, reason: string, alert: string, within: Db | Transaction<Database> = deps.db): Promise<boolean> {
+export async function toReview(
+  deps: StageDeps,
+  payoutId: string,
+  reason: string,
+  alert: string,
+  within: Db | Transaction<Database> = deps.db,
+): Promise<boolean> {
   const moved = await within
     .updateTable('payouts')
     .set({ status: 'needs_review', reason, updated_at: sql`now()` })

@@ -33,7 +33,10 @@ export interface PayoutView {
   readonly completedAt: string | null;
 }
 
-export async function listPayouts(db: Db, filter: { channelId?: string; status?: PayoutStatus; kind?: 'threshold' | 'instant'; limit: number }): Promise<PayoutView[]> {
+export async function listPayouts(
+  db: Db,
+  filter: { channelId?: string; status?: PayoutStatus; kind?: 'threshold' | 'instant'; limit: number },
+): Promise<PayoutView[]> {
   let query = db
     .selectFrom('payouts')
     .leftJoin('chain_transfers', 'chain_transfers.transfer_id', 'payouts.transfer_id')

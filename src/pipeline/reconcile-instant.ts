@@ -10,7 +10,10 @@ import type { Db } from '../db/index.ts';
 import { enqueue, noLiveJobWithKey } from '../jobs/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
 
-export async function reopenInstantPayouts(db: Db, options: { stuckAfterMs: number; limit: number }): Promise<string[]> {
+export async function reopenInstantPayouts(
+  db: Db,
+  options: { stuckAfterMs: number; limit: number },
+): Promise<string[]> {
   const { rows } = await sql<{ payment_id: string }>`
     select p.payment_id::text as payment_id
       from payments p
@@ -26,7 +29,13 @@ export async function reopenInstantPayouts(db: Db, options: { stuckAfterMs: numb
   if (ids.length === 0) return ids;
   await db.transaction().execute(async (trx) => {
     // replace: a job of this key that gave up is set aside and a fresh one queued (unsafe_dedupe would keep the dead one).
-    for (const paymentId of ids) await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+    for (const paymentId of ids)
+      await enqueue(
+        trx,
+        'payout_instant',
+        { paymentId },
+        { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+      );
   });
   return ids;
 }

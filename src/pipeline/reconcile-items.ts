@@ -12,7 +12,14 @@ import { stageAlert } from './alert.ts';
 import { enqueueConversionExchange, enqueuePoll, releaseWithHold, toReview as conversionToReview } from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { enqueuePayoutPoll, enqueuePayoutRun, toReview as payoutToReview } from './payout.ts';
-import { jobKeySources, jobKeysFor, type DeadlineRule, type ItemKind, type ReconcileSettings, type StuckItem } from './reconcile-rules.ts';
+import {
+  jobKeySources,
+  jobKeysFor,
+  type DeadlineRule,
+  type ItemKind,
+  type ReconcileSettings,
+  type StuckItem,
+} from './reconcile-rules.ts';
 import { resumeTransfer } from './transfer/index.ts';
 
 export interface ItemRow extends StuckItem {
@@ -72,7 +79,12 @@ function extraCondition(rule: DeadlineRule): RawBuilder<unknown> {
   return sql``;
 }
 
-function selectItems(rule: DeadlineRule, settings: ReconcileSettings, filter: RawBuilder<unknown>, tail: RawBuilder<unknown>): RawBuilder<RawRow> {
+function selectItems(
+  rule: DeadlineRule,
+  settings: ReconcileSettings,
+  filter: RawBuilder<unknown>,
+  tail: RawBuilder<unknown>,
+): RawBuilder<RawRow> {
   const { table, id } = TABLES[rule.kind];
   const transfer = rule.kind === 'transfer';
   return sql<RawRow>`
@@ -111,14 +123,21 @@ function toItem(row: RawRow): ItemRow {
  */
 function noLiveJob(rule: DeadlineRule): RawBuilder<unknown> {
   const { id } = TABLES[rule.kind];
-  const keys = jobKeySources(rule.kind, rule.state).map(({ task, of }) => sql`${`${task}:`}::text || ${of === 'id' ? sql`i.${sql.ref(id)}` : sql`i.payment_id::text`}`);
+  const keys = jobKeySources(rule.kind, rule.state).map(
+    ({ task, of }) => sql`${`${task}:`}::text || ${of === 'id' ? sql`i.${sql.ref(id)}` : sql`i.payment_id::text`}`,
+  );
   return noLiveJobWithKey(keys);
 }
 
 /** Items in the rule's state for longer than its deadline with no live job, oldest first, at most the per-state limit. */
 export async function findPastDeadline(db: Db, rule: DeadlineRule, settings: ReconcileSettings): Promise<ItemRow[]> {
   const filter = sql`${sinceOf(rule)} < now() - ${rule.stuckAfterMs(settings)} * interval '1 millisecond' and ${noLiveJob(rule)}`;
-  const { rows } = await selectItems(rule, settings, filter, sql`order by ${sinceOf(rule)} limit ${settings.perStateLimit}`).execute(db);
+  const { rows } = await selectItems(
+    rule,
+    settings,
+    filter,
+    sql`order by ${sinceOf(rule)} limit ${settings.perStateLimit}`,
+  ).execute(db);
   return rows.map(toItem);
 }
 
@@ -126,7 +145,12 @@ export async function findPastDeadline(db: Db, rule: DeadlineRule, settings: Rec
  * The item again, under its row lock, if still in the rule's state. Null when it moved on, or when a stage holds its
  * row right now (that stage is alive and working on it).
  */
-export async function lockItem(trx: Transaction<Database>, rule: DeadlineRule, settings: ReconcileSettings, id: string): Promise<ItemRow | null> {
+export async function lockItem(
+  trx: Transaction<Database>,
+  rule: DeadlineRule,
+  settings: ReconcileSettings,
+  id: string,
+): Promise<ItemRow | null> {
   const { id: idColumn } = TABLES[rule.kind];
   const lock = rule.kind === 'transfer' ? sql`for update of i skip locked` : sql`for update skip locked`;
   const { rows } = await selectItems(rule, settings, sql`i.${sql.ref(idColumn)} = ${id}`, lock).execute(trx);
@@ -146,20 +170,35 @@ export async function resume(trx: Transaction<Database>, rule: DeadlineRule, ite
     if (rule.action === 'repoll') await enqueuePayoutPoll(trx, item.id, new Date());
     else await enqueuePayoutRun(trx, item.id);
   } else {
-    await resumeTransfer(trx, { transfer_id: item.id, status: item.state as 'intent' | 'signed' | 'broadcast', from_address: item.fromAddress as string });
+    await resumeTransfer(trx, {
+      transfer_id: item.id,
+      status: item.state as 'intent' | 'signed' | 'broadcast',
+      from_address: item.fromAddress as string,
+    });
   }
   const { table, id } = TABLES[rule.kind];
-  await sql`update ${sql.table(table)} set reconcile_attempts = reconcile_attempts + 1, reconciled_at = now() where ${sql.ref(id)} = ${item.id}`.execute(trx);
+  await sql`update ${sql.table(table)} set reconcile_attempts = reconcile_attempts + 1, reconciled_at = now() where ${sql.ref(id)} = ${item.id}`.execute(
+    trx,
+  );
 }
 
 /**
  * A conversion or payout to review through its stage's review path. A transfer never comes here (its rule keeps
  * resuming it).
  */
-export async function review(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<void> {
+export async function review(
+  deps: StageDeps,
+  trx: Transaction<Database>,
+  rule: DeadlineRule,
+  item: ItemRow,
+  reason: string,
+): Promise<void> {
   if (rule.kind === 'conversion') {
     if (await conversionToReview(deps, item.id, reason, null, trx)) {
-      deps.logger.error({ event: 'alert', alert: 'conversion_stuck', conversionId: item.id, reason }, 'conversion stuck; sent to review by the reconciler');
+      deps.logger.error(
+        { event: 'alert', alert: 'conversion_stuck', conversionId: item.id, reason },
+        'conversion stuck; sent to review by the reconciler',
+      );
     }
   } else if (rule.kind === 'payout') {
     await payoutToReview(deps, item.id, reason, 'payout_stuck', trx);
@@ -173,8 +212,20 @@ export async function review(deps: StageDeps, trx: Transaction<Database>, rule: 
  * provably never left, that is with no transfer or only a failed one; otherwise to review. An exchange it may have
  * made at ChangeNow (recorded or not) is never funded, and ChangeNow expires an unfunded exchange on its own.
  */
-export async function releaseOrReview(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<'release' | 'review'> {
-  const open = await trx.selectFrom('chain_transfers').select(['transfer_id', 'status']).where('purpose', '=', 'conversion').where('ref', '=', item.id).where('status', '<>', 'failed').executeTakeFirst();
+export async function releaseOrReview(
+  deps: StageDeps,
+  trx: Transaction<Database>,
+  rule: DeadlineRule,
+  item: ItemRow,
+  reason: string,
+): Promise<'release' | 'review'> {
+  const open = await trx
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'status'])
+    .where('purpose', '=', 'conversion')
+    .where('ref', '=', item.id)
+    .where('status', '<>', 'failed')
+    .executeTakeFirst();
   if (open) {
     await review(deps, trx, rule, item, `${reason}; its transfer ${open.transfer_id} is ${open.status}`);
     return 'review';
@@ -183,14 +234,27 @@ export async function releaseOrReview(deps: StageDeps, trx: Transaction<Database
   await stageAlert(
     deps,
     deps.logger,
-    { rule: 'conversion_stuck', subject: item.id, severity: 'critical', message: 'conversion stuck before its ETH left; failed by the reconciler, its payments back to pending (held before the next batch)', details: { conversionId: item.id, state: item.state, reason } },
+    {
+      rule: 'conversion_stuck',
+      subject: item.id,
+      severity: 'critical',
+      message:
+        'conversion stuck before its ETH left; failed by the reconciler, its payments back to pending (held before the next batch)',
+      details: { conversionId: item.id, state: item.state, reason },
+    },
     trx,
   );
   return 'release';
 }
 
 /** A transfer past its limits: its stage's job again (it only asks the chain about the stored hash), and an alert. */
-export async function resumeStuckTransfer(deps: StageDeps, trx: Transaction<Database>, rule: DeadlineRule, item: ItemRow, reason: string): Promise<void> {
+export async function resumeStuckTransfer(
+  deps: StageDeps,
+  trx: Transaction<Database>,
+  rule: DeadlineRule,
+  item: ItemRow,
+  reason: string,
+): Promise<void> {
   await resume(trx, rule, item);
   await stageAlert(
     deps,
@@ -201,7 +265,15 @@ export async function resumeStuckTransfer(deps: StageDeps, trx: Transaction<Data
       severity: 'critical',
       message: `transfer stuck in ${item.state}; its job queued again (a person should find out why its stage keeps dying)`,
       // Intent: never signed, so nothing left; signed or broadcast: its transaction may be in flight or mined.
-      details: { transferId: item.id, state: item.state, ownerKind: item.purpose, ownerId: item.ref, reason, resumes: item.resumes + 1, mayHaveLeft: item.state !== 'intent' },
+      details: {
+        transferId: item.id,
+        state: item.state,
+        ownerKind: item.purpose,
+        ownerId: item.ref,
+        reason,
+        resumes: item.resumes + 1,
+        mayHaveLeft: item.state !== 'intent',
+      },
     },
     trx,
   );

@@ -56,7 +56,10 @@ export const DEFAULT_STEP_MS = 60_000;
 export const DEFAULT_MAX_RESUMES = 3;
 export const DEFAULT_PER_STATE_LIMIT = 200;
 
-export function reconcileSettings(stage: ConversionSettings, overrides: Partial<ReconcileSettings> = {}): ReconcileSettings {
+export function reconcileSettings(
+  stage: ConversionSettings,
+  overrides: Partial<ReconcileSettings> = {},
+): ReconcileSettings {
   return {
     stepMs: DEFAULT_STEP_MS,
     pollIntervalMs: stage.pollIntervalMs,
@@ -105,18 +108,98 @@ const pollThenStep = (s: ReconcileSettings) => s.pollIntervalMs + s.stepMs;
 
 /** The deadline table: one row per state the reconciler drives on. */
 export const DEADLINES: readonly DeadlineRule[] = [
-  { kind: 'conversion', state: 'pending', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'resume_exchange', giveUp: 'release_or_review' },
-  { kind: 'conversion', state: 'exchange_requested', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'find_exchange', giveUp: 'release_or_review' },
-  { kind: 'conversion', state: 'sent', since: 'updated_at', stuckAfterMs: pollThenStep, finalDeadline: 'poll_deadline_at', action: 'repoll', giveUp: 'review' },
-  { kind: 'payout', state: 'pending', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'resume_run', giveUp: 'review' },
-  { kind: 'payout', state: 'held', since: 'hold_until', stuckAfterMs: step, finalDeadline: null, action: 'resume_run', giveUp: 'review' },
-  { kind: 'payout', state: 'exchange_requested', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'find_exchange', giveUp: 'review' },
+  {
+    kind: 'conversion',
+    state: 'pending',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'resume_exchange',
+    giveUp: 'release_or_review',
+  },
+  {
+    kind: 'conversion',
+    state: 'exchange_requested',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'find_exchange',
+    giveUp: 'release_or_review',
+  },
+  {
+    kind: 'conversion',
+    state: 'sent',
+    since: 'updated_at',
+    stuckAfterMs: pollThenStep,
+    finalDeadline: 'poll_deadline_at',
+    action: 'repoll',
+    giveUp: 'review',
+  },
+  {
+    kind: 'payout',
+    state: 'pending',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'resume_run',
+    giveUp: 'review',
+  },
+  {
+    kind: 'payout',
+    state: 'held',
+    since: 'hold_until',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'resume_run',
+    giveUp: 'review',
+  },
+  {
+    kind: 'payout',
+    state: 'exchange_requested',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'find_exchange',
+    giveUp: 'review',
+  },
   // With an exchange only: a direct payout's `sent` waits for its transfer, which is looked at below.
-  { kind: 'payout', state: 'sent', since: 'updated_at', stuckAfterMs: pollThenStep, finalDeadline: 'poll_deadline_at', action: 'repoll', giveUp: 'review' },
+  {
+    kind: 'payout',
+    state: 'sent',
+    since: 'updated_at',
+    stuckAfterMs: pollThenStep,
+    finalDeadline: 'poll_deadline_at',
+    action: 'repoll',
+    giveUp: 'review',
+  },
   // Transfers whose owner is waiting for them (a conversion or payout in exchange_created, a direct payout sent).
-  { kind: 'transfer', state: 'intent', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'resend', giveUp: 'keep_resuming' },
-  { kind: 'transfer', state: 'signed', since: 'updated_at', stuckAfterMs: step, finalDeadline: null, action: 'resend', giveUp: 'keep_resuming' },
-  { kind: 'transfer', state: 'broadcast', since: 'updated_at', stuckAfterMs: step, finalDeadline: 'broadcast_at + TRANSFER_CONFIRM_DEADLINE', action: 'reconfirm', giveUp: 'keep_resuming' },
+  {
+    kind: 'transfer',
+    state: 'intent',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'resend',
+    giveUp: 'keep_resuming',
+  },
+  {
+    kind: 'transfer',
+    state: 'signed',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: null,
+    action: 'resend',
+    giveUp: 'keep_resuming',
+  },
+  {
+    kind: 'transfer',
+    state: 'broadcast',
+    since: 'updated_at',
+    stuckAfterMs: step,
+    finalDeadline: 'broadcast_at + TRANSFER_CONFIRM_DEADLINE',
+    action: 'reconfirm',
+    giveUp: 'keep_resuming',
+  },
 ];
 
 /** A job key of the stages: `task:` followed by the item's id, or by its payment's id. */
@@ -134,7 +217,10 @@ export function jobKeySources(kind: ItemKind, state: string): JobKeySource[] {
   if (kind === 'payout') {
     if (state === 'sent') return [{ task: 'payout_poll', of: 'id' }];
     // An instant payout is opened and first run inside its payment's payout_instant job.
-    return [{ task: 'payout_run', of: 'id' }, { task: 'payout_instant', of: 'payment_id' }];
+    return [
+      { task: 'payout_run', of: 'id' },
+      { task: 'payout_instant', of: 'payment_id' },
+    ];
   }
   return [{ task: state === 'broadcast' ? 'transfer_confirm' : 'transfer_send', of: 'id' }];
 }
@@ -164,13 +250,22 @@ export interface StuckItem {
 export function decide(item: StuckItem, now: Date, settings: ReconcileSettings): Decision {
   const noJob = `no job moves it on (unchanged in ${item.state} for ${item.idleSeconds} s)`;
   if (item.resumes >= settings.maxResumes) {
-    return { do: 'give_up', reason: `stuck in ${item.state}: ${noJob} after ${item.resumes} resumes by the reconciler` };
+    return {
+      do: 'give_up',
+      reason: `stuck in ${item.state}: ${noJob} after ${item.resumes} resumes by the reconciler`,
+    };
   }
   if (item.finalAt !== null && now.getTime() > item.finalAt.getTime()) {
     if (item.reconciledAt !== null && item.reconciledAt.getTime() > item.finalAt.getTime()) {
-      return { do: 'give_up', reason: `stuck in ${item.state} past its final deadline ${item.finalAt.toISOString()}: ${noJob} after the reconciler's last look` };
+      return {
+        do: 'give_up',
+        reason: `stuck in ${item.state} past its final deadline ${item.finalAt.toISOString()}: ${noJob} after the reconciler's last look`,
+      };
     }
-    return { do: 'resume', reason: `past its final deadline ${item.finalAt.toISOString()} and ${noJob}: one last look by its stage` };
+    return {
+      do: 'resume',
+      reason: `past its final deadline ${item.finalAt.toISOString()} and ${noJob}: one last look by its stage`,
+    };
   }
   return { do: 'resume', reason: noJob };
 }

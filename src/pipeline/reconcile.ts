@@ -17,8 +17,25 @@
 import type { Logger } from '../log.ts';
 import { stageAlert } from './alert.ts';
 import type { StageDeps } from './interfaces.ts';
-import { findPastDeadline, keysOf, lockItem, releaseOrReview, resume, resumeStuckTransfer, review, type ItemRow } from './reconcile-items.ts';
-import { DEADLINES, decide, reconcileSettings, type DeadlineRule, type ItemKind, type ReconcileSettings, type ResumeAction } from './reconcile-rules.ts';
+import {
+  findPastDeadline,
+  keysOf,
+  lockItem,
+  releaseOrReview,
+  resume,
+  resumeStuckTransfer,
+  review,
+  type ItemRow,
+} from './reconcile-items.ts';
+import {
+  DEADLINES,
+  decide,
+  reconcileSettings,
+  type DeadlineRule,
+  type ItemKind,
+  type ReconcileSettings,
+  type ResumeAction,
+} from './reconcile-rules.ts';
 import { reopenInstantPayouts } from './reconcile-instant.ts';
 import { RunLocked, withRunLock } from './run-lock.ts';
 import { liveJobKeys } from '../jobs/index.ts';
@@ -56,10 +73,24 @@ export interface ReconcileSummary {
 }
 
 function emptySummary(ran: boolean): ReconcileSummary {
-  return { ran, examined: 0, alive: 0, moved: 0, resumed: 0, reviewed: 0, released: 0, failed: 0, reopened: [], actions: [] };
+  return {
+    ran,
+    examined: 0,
+    alive: 0,
+    moved: 0,
+    resumed: 0,
+    reviewed: 0,
+    released: 0,
+    failed: 0,
+    reopened: [],
+    actions: [],
+  };
 }
 
-export async function reconcile(deps: StageDeps, overrides: Partial<ReconcileSettings> = {}): Promise<ReconcileSummary> {
+export async function reconcile(
+  deps: StageDeps,
+  overrides: Partial<ReconcileSettings> = {},
+): Promise<ReconcileSummary> {
   const settings = reconcileSettings(deps.settings, overrides);
   try {
     return await withRunLock(deps.db, PASS_LOCK, () => pass(deps, settings));
@@ -96,18 +127,40 @@ async function pass(deps: StageDeps, settings: ReconcileSettings): Promise<Recon
       }
     }
   }
-  summary.reopened = await reopenInstantPayouts(deps.db, { stuckAfterMs: settings.stepMs, limit: settings.perStateLimit });
+  summary.reopened = await reopenInstantPayouts(deps.db, {
+    stuckAfterMs: settings.stepMs,
+    limit: settings.perStateLimit,
+  });
   for (const paymentId of summary.reopened) {
-    deps.logger.warn({ event: 'reconcile_action', kind: 'payment', id: paymentId, state: 'credited', action: 'reopen_instant_payout', reason: 'credited instant payment with no payout and no live payout_instant job' }, 'reconciler queued a lost instant payout again');
+    deps.logger.warn(
+      {
+        event: 'reconcile_action',
+        kind: 'payment',
+        id: paymentId,
+        state: 'credited',
+        action: 'reopen_instant_payout',
+        reason: 'credited instant payment with no payout and no live payout_instant job',
+      },
+      'reconciler queued a lost instant payout again',
+    );
   }
   const { actions, reopened, ...counts } = summary;
-  if (actions.length > 0 || reopened.length > 0 || summary.failed > 0) deps.logger.info({ event: 'reconcile_pass', ...counts, reopened: reopened.length }, 'reconcile pass drove stuck items on');
+  if (actions.length > 0 || reopened.length > 0 || summary.failed > 0)
+    deps.logger.info(
+      { event: 'reconcile_pass', ...counts, reopened: reopened.length },
+      'reconcile pass drove stuck items on',
+    );
   else deps.logger.debug({ event: 'reconcile_pass', ...counts, reopened: 0 }, 'reconcile pass: nothing stuck');
   return summary;
 }
 
 /** One item, decided under its row lock: its state and its jobs are read again there, so a stage that moved it wins. */
-async function decideItem(deps: StageDeps, settings: ReconcileSettings, rule: DeadlineRule, id: string): Promise<ReconcileActionRecord | 'alive' | 'moved'> {
+async function decideItem(
+  deps: StageDeps,
+  settings: ReconcileSettings,
+  rule: DeadlineRule,
+  id: string,
+): Promise<ReconcileActionRecord | 'alive' | 'moved'> {
   return deps.db.transaction().execute(async (trx) => {
     const item: ItemRow | null = await lockItem(trx, rule, settings, id);
     if (item === null) return 'moved';
@@ -122,7 +175,8 @@ async function decideItem(deps: StageDeps, settings: ReconcileSettings, rule: De
       await resumeStuckTransfer(deps, trx, rule, item, decision.reason);
       return { ...record, action: rule.action, alert: 'transfer_stuck' as const };
     }
-    if (rule.giveUp === 'release_or_review') return { ...record, action: await releaseOrReview(deps, trx, rule, item, decision.reason) };
+    if (rule.giveUp === 'release_or_review')
+      return { ...record, action: await releaseOrReview(deps, trx, rule, item, decision.reason) };
     await review(deps, trx, rule, item, decision.reason);
     return { ...record, action: 'review' as const };
   });
@@ -130,7 +184,10 @@ async function decideItem(deps: StageDeps, settings: ReconcileSettings, rule: De
 
 async function itemFailed(deps: StageDeps, rule: DeadlineRule, item: ItemRow, error: unknown): Promise<void> {
   const err = error instanceof Error ? error.message : String(error);
-  deps.logger.error({ event: 'reconcile_item_failed', kind: rule.kind, id: item.id, state: rule.state, err }, 'reconciler could not decide an item; going on with the next');
+  deps.logger.error(
+    { event: 'reconcile_item_failed', kind: rule.kind, id: item.id, state: rule.state, err },
+    'reconciler could not decide an item; going on with the next',
+  );
   // On the pool, outside the item's rolled-back transaction; a failure to store it is logged, never thrown.
   await stageAlert(deps, deps.logger, {
     rule: 'reconcile_item_failed',
@@ -142,7 +199,16 @@ async function itemFailed(deps: StageDeps, rule: DeadlineRule, item: ItemRow, er
 }
 
 function logAction(logger: Logger, record: ReconcileActionRecord): void {
-  const fields = { event: 'reconcile_action', kind: record.kind, id: record.id, state: record.state, action: record.action, reason: record.reason, ...(record.alert && { alert: record.alert }) };
-  if (record.action === 'review' || record.action === 'release' || record.alert) logger.warn(fields, 'reconciler gave up resuming a stuck item');
+  const fields = {
+    event: 'reconcile_action',
+    kind: record.kind,
+    id: record.id,
+    state: record.state,
+    action: record.action,
+    reason: record.reason,
+    ...(record.alert && { alert: record.alert }),
+  };
+  if (record.action === 'review' || record.action === 'release' || record.alert)
+    logger.warn(fields, 'reconciler gave up resuming a stuck item');
   else logger.info(fields, 'reconciler resumed a stuck item');
 }

@@ -20,13 +20,21 @@ export async function claimRefund(trx: Transaction<Database>, claim: RefundClaim
   await lockInboundHash(trx, txHash);
   if (await isBookedDeposit(trx, txHash)) return false;
   // A conversion's USDT payout already credited channels: it cannot also be a refund.
-  const payout = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', txHash).executeTakeFirst();
+  const payout = await trx
+    .selectFrom('conversions')
+    .select('conversion_id')
+    .where('payout_hash', '=', txHash)
+    .executeTakeFirst();
   if (payout) return false;
   await trx
     .insertInto('chain_refunds')
     .values({ tx_hash: txHash, purpose: claim.purpose, ref: claim.ref, asset: claim.asset, amount: claim.amount })
     .onConflict((oc) => oc.doNothing())
     .execute();
-  const row = await trx.selectFrom('chain_refunds').select(['purpose', 'ref']).where('tx_hash', '=', txHash).executeTakeFirstOrThrow();
+  const row = await trx
+    .selectFrom('chain_refunds')
+    .select(['purpose', 'ref'])
+    .where('tx_hash', '=', txHash)
+    .executeTakeFirstOrThrow();
   return row.purpose === claim.purpose && row.ref === claim.ref;
 }

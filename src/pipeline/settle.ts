@@ -19,10 +19,17 @@ import { checkThresholds } from './threshold.ts';
 
 /** conversion_poll */
 export async function pollConversion(deps: StageDeps, conversionId: string): Promise<void> {
-  const conversion = await deps.db.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).executeTakeFirstOrThrow();
+  const conversion = await deps.db
+    .selectFrom('conversions')
+    .selectAll()
+    .where('conversion_id', '=', conversionId)
+    .executeTakeFirstOrThrow();
   if (conversion.status !== 'sent') return;
   const log = deps.logger.child({ conversionId, exchangeId: conversion.exchange_id });
-  const pollLater = () => deps.db.transaction().execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+  const pollLater = () =>
+    deps.db
+      .transaction()
+      .execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
 
   let status;
   try {
@@ -30,10 +37,21 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
     // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
-    if (error.kind === 'permanent') await stageAlert(deps, log, { rule: 'changenow_permanent_error', subject: error.code, severity: 'critical', message: 'ChangeNow refused a status request', details: { conversionId, code: error.code, endpoint: error.endpoint } });
+    if (error.kind === 'permanent')
+      await stageAlert(deps, log, {
+        rule: 'changenow_permanent_error',
+        subject: error.code,
+        severity: 'critical',
+        message: 'ChangeNow refused a status request',
+        details: { conversionId, code: error.code, endpoint: error.endpoint },
+      });
     else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
     if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`, { rule: 'conversion_stuck', message: 'no exchange status past the poll deadline; sent to review', details: { code: error.code } });
+      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`, {
+        rule: 'conversion_stuck',
+        message: 'no exchange status past the poll deadline; sent to review',
+        details: { code: error.code },
+      });
       return;
     }
     await pollLater();
@@ -45,34 +63,67 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     const sent = formatUnits(BigInt(conversion.amount_wei), 18);
     const wrong = statusMismatch({ payoutAddress: deps.hostAddress, fromAmount: sent }, status, sent);
     if (wrong) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished unlike the request: ${wrong}`, { rule: 'exchange_mismatch', message: 'a conversion exchange finished unlike the request; not booked', details: { exchangeId: status.id } });
+      await toReview(deps, conversionId, `exchange ${status.id} finished unlike the request: ${wrong}`, {
+        rule: 'exchange_mismatch',
+        message: 'a conversion exchange finished unlike the request; not booked',
+        details: { exchangeId: status.id },
+      });
       return;
     }
     if (status.amountTo === null || status.payoutHash === null) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`, { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' });
+      await toReview(
+        deps,
+        conversionId,
+        `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`,
+        { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' },
+      );
       return;
     }
     const expected = parseUnitsFloor(status.amountTo, 6).units;
     // Judged on what would be booked (6 decimals): a rate that moved further than CHANGENOW_MAX_SLIPPAGE is a person's
     // call, though the USDT is on the host wallet; the way out is a resolve as received.
     const estimate = conversion.expected_usdt === null ? null : formatUnits(BigInt(conversion.expected_usdt), 6);
-    const below = estimate === null ? null : belowEstimate(estimate, formatUnits(expected, 6), 'usdt', deps.settings.maxSlippage);
+    const below =
+      estimate === null ? null : belowEstimate(estimate, formatUnits(expected, 6), 'usdt', deps.settings.maxSlippage);
     if (below) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished below its estimate: ${below}; not booked`, { rule: 'conversion_below_estimate', message: 'conversion exchange finished further below its estimate than CHANGENOW_MAX_SLIPPAGE; not booked', details: { exchangeId: status.id, estimate, amountTo: status.amountTo, payoutHash: status.payoutHash } });
+      await toReview(deps, conversionId, `exchange ${status.id} finished below its estimate: ${below}; not booked`, {
+        rule: 'conversion_below_estimate',
+        message: 'conversion exchange finished further below its estimate than CHANGENOW_MAX_SLIPPAGE; not booked',
+        details: { exchangeId: status.id, estimate, amountTo: status.amountTo, payoutHash: status.payoutHash },
+      });
       return;
     }
     // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
-    const received = deps.usdtContract ? await deps.wallet.tokenReceived(status.payoutHash as `0x${string}`, deps.usdtContract, deps.hostAddress as `0x${string}`) : null;
+    const received = deps.usdtContract
+      ? await deps.wallet.tokenReceived(
+          status.payoutHash as `0x${string}`,
+          deps.usdtContract,
+          deps.hostAddress as `0x${string}`,
+        )
+      : null;
     if (received === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`, { rule: 'conversion_payout_missing', message: 'ChangeNow payout not found on chain; sent to review', details: { payoutHash: status.payoutHash } });
+        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`, {
+          rule: 'conversion_payout_missing',
+          message: 'ChangeNow payout not found on chain; sent to review',
+          details: { payoutHash: status.payoutHash },
+        });
         return;
       }
       await pollLater();
       return;
     }
     if (received < expected) {
-      await toReview(deps, conversionId, `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`, { rule: 'conversion_payout_short', message: 'ChangeNow payout short; sent to review', details: { payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() } });
+      await toReview(
+        deps,
+        conversionId,
+        `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`,
+        {
+          rule: 'conversion_payout_short',
+          message: 'ChangeNow payout short; sent to review',
+          details: { payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() },
+        },
+      );
       return;
     }
     deps.crashPoint?.('before_settle');
@@ -81,10 +132,22 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   }
   if (status.status === 'refunded') {
     // The payments go back to pending only once the chain shows the whole ETH back on the host wallet.
-    const refunded = status.refundHash === null ? null : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
+    const refunded =
+      status.refundHash === null
+        ? null
+        : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
     if (refunded === null) {
       if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(deps, conversionId, `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`, { rule: 'conversion_refund_missing', message: 'refund not found on chain; sent to review', details: { refundHash: status.refundHash } });
+        await toReview(
+          deps,
+          conversionId,
+          `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
+          {
+            rule: 'conversion_refund_missing',
+            message: 'refund not found on chain; sent to review',
+            details: { refundHash: status.refundHash },
+          },
+        );
         return;
       }
       await pollLater();
@@ -92,30 +155,68 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     }
     const sent = BigInt(conversion.amount_wei);
     if (!withinTolerance(sent, refunded, deps.settings.refundTolerance)) {
-      await toReview(deps, conversionId, `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(sent, 18)} ETH (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`, { rule: 'conversion_refund_short', message: 'refund short of the ETH sent; sent to review', details: { refundHash: status.refundHash } });
+      await toReview(
+        deps,
+        conversionId,
+        `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(sent, 18)} ETH (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+        {
+          rule: 'conversion_refund_short',
+          message: 'refund short of the ETH sent; sent to review',
+          details: { refundHash: status.refundHash },
+        },
+      );
       return;
     }
     const refundHash = status.refundHash as string;
     const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
     const claimed = await deps.db.transaction().execute(async (trx) => {
-      const current = await trx.selectFrom('conversions').select('status').where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+      const current = await trx
+        .selectFrom('conversions')
+        .select('status')
+        .where('conversion_id', '=', conversionId)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       if (current.status !== 'sent') return 'moved' as const;
-      return returnConversionFunds(trx, conversionId, refundHash, refunded, `exchange refunded (refund ${refundHash})${short}`);
+      return returnConversionFunds(
+        trx,
+        conversionId,
+        refundHash,
+        refunded,
+        `exchange refunded (refund ${refundHash})${short}`,
+      );
     });
     if (claimed === 'moved') return;
     if (!claimed) {
-      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, { rule: 'conversion_refund_reused', message: 'refund hash already used; sent to review', details: { refundHash } });
+      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, {
+        rule: 'conversion_refund_reused',
+        message: 'refund hash already used; sent to review',
+        details: { refundHash },
+      });
       return;
     }
-    await stageAlert(deps, log, { rule: 'conversion_refunded', subject: conversionId, severity: 'critical', message: 'conversion exchange refunded; payments back to pending', details: { conversionId } });
+    await stageAlert(deps, log, {
+      rule: 'conversion_refunded',
+      subject: conversionId,
+      severity: 'critical',
+      message: 'conversion exchange refunded; payments back to pending',
+      details: { conversionId },
+    });
     return;
   }
   if (status.status === 'failed' || status.status === 'expired') {
-    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`, { rule: 'conversion_failed', message: 'conversion exchange failed; sent to review', details: { exchangeStatus: status.status } });
+    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`, {
+      rule: 'conversion_failed',
+      message: 'conversion exchange failed; sent to review',
+      details: { exchangeStatus: status.status },
+    });
     return;
   }
   if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`, { rule: 'conversion_stuck', message: 'conversion exchange past its deadline; sent to review', details: { exchangeStatus: status.status } });
+    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`, {
+      rule: 'conversion_stuck',
+      message: 'conversion exchange past its deadline; sent to review',
+      details: { exchangeStatus: status.status },
+    });
     return;
   }
   await pollLater();
@@ -126,11 +227,20 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
   const hash = payoutHash.toLowerCase();
   const settled = await deps.db.transaction().execute((trx) => settleIn(trx, conversionId, usdtUnits, hash, 'sent'));
   if (typeof settled === 'string') {
-    const usedBy = settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already ${settled.slice('hash_used:'.length)}`;
-    await toReview(deps, conversionId, `payout ${hash} ${usedBy}`, { rule: 'conversion_payout_reused', message: 'ChangeNow named a payout already credited; sent to review', details: { payoutHash: hash } });
+    const usedBy =
+      settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already ${settled.slice('hash_used:'.length)}`;
+    await toReview(deps, conversionId, `payout ${hash} ${usedBy}`, {
+      rule: 'conversion_payout_reused',
+      message: 'ChangeNow named a payout already credited; sent to review',
+      details: { payoutHash: hash },
+    });
     return;
   }
-  if (settled) deps.logger.info({ event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction }, 'conversion settled');
+  if (settled)
+    deps.logger.info(
+      { event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction },
+      'conversion settled',
+    );
 }
 
 /**
@@ -138,22 +248,50 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
  * `from` (the poll: sent; a person's resolve: needs_review). True when booked; false when the conversion was no
  * longer in `from`; a string when the hash already credited another conversion or is an operator's deposit.
  */
-export async function settleIn(trx: Transaction<Database>, conversionId: string, usdtUnits: bigint, hash: string, from: 'sent' | 'needs_review'): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
-  const conversion = await trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate().executeTakeFirstOrThrow();
+export async function settleIn(
+  trx: Transaction<Database>,
+  conversionId: string,
+  usdtUnits: bigint,
+  hash: string,
+  from: 'sent' | 'needs_review',
+): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
+  const conversion = await trx
+    .selectFrom('conversions')
+    .selectAll()
+    .where('conversion_id', '=', conversionId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
   if (conversion.status !== from) return false;
   // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
   // check a second time.
   await lockInboundHash(trx, hash);
-  const other = await trx.selectFrom('conversions').select('conversion_id').where('payout_hash', '=', hash).where('conversion_id', '<>', conversionId).executeTakeFirst();
+  const other = await trx
+    .selectFrom('conversions')
+    .select('conversion_id')
+    .where('payout_hash', '=', hash)
+    .where('conversion_id', '<>', conversionId)
+    .executeTakeFirst();
   if (other) return `hash_used:credited conversion ${other.conversion_id}` as const;
   if (await isBookedDeposit(trx, hash)) return 'hash_deposit' as const;
   // A refund already returned funds to a payout or conversion: the same USDT cannot also be this one's proceeds.
-  const refund = await trx.selectFrom('chain_refunds').select(['purpose', 'ref']).where('tx_hash', '=', hash).executeTakeFirst();
+  const refund = await trx
+    .selectFrom('chain_refunds')
+    .select(['purpose', 'ref'])
+    .where('tx_hash', '=', hash)
+    .executeTakeFirst();
   if (refund) return `hash_used:returned funds for ${refund.purpose} ${refund.ref}` as const;
-  const rows = await trx.selectFrom('conversion_payments').selectAll().where('conversion_id', '=', conversionId).orderBy('payment_id').execute();
+  const rows = await trx
+    .selectFrom('conversion_payments')
+    .selectAll()
+    .where('conversion_id', '=', conversionId)
+    .orderBy('payment_id')
+    .execute();
   const weights = rows.map((r) => BigInt(r.net_wei));
   const totalWei = weights.reduce((a, b) => a + b, 0n);
-  if (totalWei !== BigInt(conversion.amount_wei)) throw new Error(`conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`);
+  if (totalWei !== BigInt(conversion.amount_wei))
+    throw new Error(
+      `conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`,
+    );
   const shares = splitProportionally(usdtUnits, weights);
   const rate = usdtPerEth(usdtUnits, totalWei);
 
@@ -169,7 +307,14 @@ export async function settleIn(trx: Transaction<Database>, conversionId: string,
     where p.payment_id = s.payment_id`.execute(trx);
   await trx
     .updateTable('conversions')
-    .set({ status: 'completed', usdt_received: usdtUnits, rate, payout_hash: hash, completed_at: sql`now()`, updated_at: sql`now()` })
+    .set({
+      status: 'completed',
+      usdt_received: usdtUnits,
+      rate,
+      payout_hash: hash,
+      completed_at: sql`now()`,
+      updated_at: sql`now()`,
+    })
     .where('conversion_id', '=', conversionId)
     .execute();
   const channelIds = rows.map((r) => r.channel_id);
@@ -177,13 +322,23 @@ export async function settleIn(trx: Transaction<Database>, conversionId: string,
   channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
   const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
   // Journals last: their balance rows stay locked only from here to the commit.
-  await postJournal(trx, { kind: 'conversion_settled', ref: conversionId, entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits) });
+  await postJournal(trx, {
+    kind: 'conversion_settled',
+    ref: conversionId,
+    entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits),
+  });
   for (const journal of thresholds.journals) await postJournal(trx, journal);
   return true;
 }
 
 /** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */
-function settlementEntries(channelIds: string[], weights: bigint[], shares: bigint[], totalWei: bigint, usdtUnits: bigint): EntryInput[] {
+function settlementEntries(
+  channelIds: string[],
+  weights: bigint[],
+  shares: bigint[],
+  totalWei: bigint,
+  usdtUnits: bigint,
+): EntryInput[] {
   const ethByChannel = new Map<string, bigint>();
   const usdtByChannel = new Map<string, bigint>();
   channelIds.forEach((id, i) => {
@@ -194,7 +349,8 @@ function settlementEntries(channelIds: string[], weights: bigint[], shares: bigi
   for (const [id, wei] of ethByChannel) entries.push({ account: accounts.channel(id, 'eth'), amount: -wei });
   if (usdtUnits > 0n) {
     entries.push({ account: accounts.changenow('usdt'), amount: -usdtUnits });
-    for (const [id, units] of usdtByChannel) if (units > 0n) entries.push({ account: accounts.channel(id, 'usdt'), amount: units });
+    for (const [id, units] of usdtByChannel)
+      if (units > 0n) entries.push({ account: accounts.channel(id, 'usdt'), amount: units });
   }
   return entries;
 }
@@ -203,4 +359,3 @@ function settlementEntries(channelIds: string[], weights: bigint[], shares: bigi
 export function usdtPerEth(usdtUnits: bigint, wei: bigint): string {
   return formatUnits((usdtUnits * 10n ** 24n) / wei, 12);
 }
-

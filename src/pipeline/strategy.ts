@@ -25,7 +25,12 @@ export interface Rehomed {
 
 /** In the channel save's transaction (see upsertChannel), so a switch and its payments' moves commit together. */
 export async function rehomeChannelPayments(trx: Transaction<Database>, channelId: string): Promise<Rehomed> {
-  const channel = await trx.selectFrom('channels').select('payout_strategy').where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+  const channel = await trx
+    .selectFrom('channels')
+    .select('payout_strategy')
+    .where('channel_id', '=', channelId)
+    .forUpdate()
+    .executeTakeFirst();
   if (!channel) return { toConversion: [], toInstant: [] };
   if (channel.payout_strategy === 'threshold') {
     const { rows } = await sql<{ payment_id: string }>`
@@ -42,7 +47,12 @@ export async function rehomeChannelPayments(trx: Transaction<Database>, channelI
     where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0 and net_moved_wei = 0
     returning payment_id::text`.execute(trx);
   for (const { payment_id: paymentId } of rows) {
-    await enqueue(trx, 'payout_instant', { paymentId }, { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS });
+    await enqueue(
+      trx,
+      'payout_instant',
+      { paymentId },
+      { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    );
   }
   return { toConversion: [], toInstant: rows.map((r) => r.payment_id) };
 }

@@ -4,7 +4,12 @@
 import type { CronItem, Task, TaskList } from 'graphile-worker';
 import { z } from 'zod';
 import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
-import { batchPendingPayments, conversionTransferHooks, CONVERSION_BATCH_QUEUE, createConversionExchange } from './convert.ts';
+import {
+  batchPendingPayments,
+  conversionTransferHooks,
+  CONVERSION_BATCH_QUEUE,
+  createConversionExchange,
+} from './convert.ts';
 import type { StageDeps } from './interfaces.ts';
 import { confirmPayment, type ConfirmDeps } from './payment-confirm.ts';
 import { openInstantPayout, payoutTransferHooks, runPayout } from './payout.ts';
@@ -15,7 +20,20 @@ import { runThresholdCheck } from './threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
-export const HANDLED_TASKS: readonly TaskName[] = ['payment_confirm', 'payout_instant', 'payout_run', 'payout_poll', 'payout_batch', 'threshold_check', 'conversion_batch', 'conversion_exchange', 'conversion_poll', 'transfer_send', 'transfer_confirm', 'reconcile'];
+export const HANDLED_TASKS: readonly TaskName[] = [
+  'payment_confirm',
+  'payout_instant',
+  'payout_run',
+  'payout_poll',
+  'payout_batch',
+  'threshold_check',
+  'conversion_batch',
+  'conversion_exchange',
+  'conversion_poll',
+  'transfer_send',
+  'transfer_confirm',
+  'reconcile',
+];
 
 const MAX_CONVERSIONS_PER_RUN = 20;
 
@@ -43,7 +61,8 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
       // Drain a backlog larger than one conversion, within a bound.
       for (let i = 0; i < MAX_CONVERSIONS_PER_RUN; i++) if ((await batchPendingPayments(deps)) === null) break;
     }),
-    conversion_exchange: async (payload) => createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
+    conversion_exchange: async (payload) =>
+      createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),
     transfer_send: async (payload) => sendTransfer(deps, hooks, transferPayload.parse(payload).transferId),
     transfer_confirm: async (payload) => confirmTransfer(deps, hooks, transferPayload.parse(payload).transferId),
@@ -68,14 +87,25 @@ export function confirmTasks(deps: ConfirmDeps): Partial<Record<TaskName, Task>>
  */
 export function pipelineCron(options: { conversionIntervalMs: number; reconcileIntervalMs: number }): CronItem[] {
   return [
-    { task: 'conversion_batch', match: everyMinutes(options.conversionIntervalMs, 'conversion interval'), identifier: 'conversion_batch', options: { ...PERIODIC, queueName: CONVERSION_BATCH_QUEUE } },
-    { task: 'reconcile', match: everyMinutes(options.reconcileIntervalMs, 'reconcile interval'), identifier: 'reconcile', options: PERIODIC },
+    {
+      task: 'conversion_batch',
+      match: everyMinutes(options.conversionIntervalMs, 'conversion interval'),
+      identifier: 'conversion_batch',
+      options: { ...PERIODIC, queueName: CONVERSION_BATCH_QUEUE },
+    },
+    {
+      task: 'reconcile',
+      match: everyMinutes(options.reconcileIntervalMs, 'reconcile interval'),
+      identifier: 'reconcile',
+      options: PERIODIC,
+    },
   ];
 }
 
 function everyMinutes(ms: number, what: string): string {
   const minutes = ms / 60_000;
-  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59) throw new Error(`${what} must be whole minutes from 1 to 59`);
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 59)
+    throw new Error(`${what} must be whole minutes from 1 to 59`);
   return `*/${minutes} * * * *`;
 }
 

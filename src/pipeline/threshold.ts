@@ -23,20 +23,46 @@ export interface ThresholdOutcome {
  * @param incoming USDT units the caller is about to credit each channel (in a journal not yet posted): they count
  *   toward the threshold as if already booked.
  */
-export async function checkThresholds(trx: Transaction<Database>, channelIds: readonly string[], incoming: ReadonlyMap<string, bigint> = new Map(), options: { now?: boolean } = {}): Promise<ThresholdOutcome> {
+export async function checkThresholds(
+  trx: Transaction<Database>,
+  channelIds: readonly string[],
+  incoming: ReadonlyMap<string, bigint> = new Map(),
+  options: { now?: boolean } = {},
+): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
   for (const channelId of [...channelIds].sort()) {
-    const channel = await trx.selectFrom('channels').selectAll().where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+    const channel = await trx
+      .selectFrom('channels')
+      .selectAll()
+      .where('channel_id', '=', channelId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!channel) continue;
     // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
     // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
-    const due = options.now || channel.payout_strategy === 'instant' ? 0n : channel.threshold_usd_cents === null ? null : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
+    const due =
+      options.now || channel.payout_strategy === 'instant'
+        ? 0n
+        : channel.threshold_usd_cents === null
+          ? null
+          : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
     if (due === null) continue;
     const account = accounts.channel(channelId, 'usdt');
-    const balanceRow = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', account.code).where('asset', '=', 'usdt').executeTakeFirst();
+    const balanceRow = await trx
+      .selectFrom('ledger_accounts')
+      .select('balance')
+      .where('code', '=', account.code)
+      .where('asset', '=', 'usdt')
+      .executeTakeFirst();
     const balance = BigInt(balanceRow?.balance ?? '0') + (incoming.get(channelId) ?? 0n);
     if (balance === 0n) continue;
-    const open = await trx.selectFrom('payouts').select(['payout_id', 'status', 'top_ups']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
+    const open = await trx
+      .selectFrom('payouts')
+      .select(['payout_id', 'status', 'top_ups'])
+      .where('channel_id', '=', channelId)
+      .where('kind', '=', 'threshold')
+      .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+      .executeTakeFirst();
     if (open) {
       // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An
       // approval was for the smaller amount: the grown batch is checked against the limit again. A held batch has
@@ -50,7 +76,19 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
         // returned its funds. Either way it keeps its amount and status; the balance stays available for the next batch.
         const toppedUp = await trx
           .updateTable('payouts')
-          .set({ amount: sql`amount + ${balance.toString()}::numeric`, top_ups: n, status: 'pending', hold_until: null, reason: null, approved_by: null, approved_at: null, payout_currency: channel.payout_currency, payout_network: channel.payout_network, wallet_address: channel.wallet_address, updated_at: sql`now()` })
+          .set({
+            amount: sql`amount + ${balance.toString()}::numeric`,
+            top_ups: n,
+            status: 'pending',
+            hold_until: null,
+            reason: null,
+            approved_by: null,
+            approved_at: null,
+            payout_currency: channel.payout_currency,
+            payout_network: channel.payout_network,
+            wallet_address: channel.wallet_address,
+            updated_at: sql`now()`,
+          })
           .where('payout_id', '=', open.payout_id)
           .where('status', '=', 'held')
           .returning('payout_id')
@@ -68,7 +106,18 @@ export async function checkThresholds(trx: Transaction<Database>, channelIds: re
     const payoutId = newPayoutId();
     await trx
       .insertInto('payouts')
-      .values({ payout_id: payoutId, kind: 'threshold', channel_id: channelId, status: 'pending', asset: 'usdt', amount: balance, payout_currency: channel.payout_currency, payout_network: channel.payout_network, wallet_address: channel.wallet_address, reason: null })
+      .values({
+        payout_id: payoutId,
+        kind: 'threshold',
+        channel_id: channelId,
+        status: 'pending',
+        asset: 'usdt',
+        amount: balance,
+        payout_currency: channel.payout_currency,
+        payout_network: channel.payout_network,
+        wallet_address: channel.wallet_address,
+        reason: null,
+      })
       .execute();
     await linkPayments(trx, channelId, payoutId);
     await enqueuePayoutRun(trx, payoutId);
@@ -90,10 +139,14 @@ function linkPayments(trx: Transaction<Database>, channelId: string, payoutId: s
 
 /** The channel's available USDT set aside for its batch. */
 function reservation(kind: string, ref: string, channelId: string, amount: bigint): JournalInput {
-  return { kind, ref, entries: [
-    { account: accounts.channel(channelId, 'usdt'), amount: -amount },
-    { account: accounts.channelPayout(channelId, 'usdt'), amount },
-  ] };
+  return {
+    kind,
+    ref,
+    entries: [
+      { account: accounts.channel(channelId, 'usdt'), amount: -amount },
+      { account: accounts.channelPayout(channelId, 'usdt'), amount },
+    ],
+  };
 }
 
 /** The check on its own (after a channel's threshold or strategy changed): batches, then their journals. */
@@ -116,17 +169,45 @@ export class PayNowRefused extends Error {
  */
 export async function payChannelNow(db: Db, channelId: string, actor: string): Promise<string | null> {
   return db.transaction().execute(async (trx) => {
-    const channel = await trx.selectFrom('channels').select('channel_id').where('channel_id', '=', channelId).forUpdate().executeTakeFirst();
+    const channel = await trx
+      .selectFrom('channels')
+      .select('channel_id')
+      .where('channel_id', '=', channelId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!channel) return null;
-    const open = await trx.selectFrom('payouts').select(['payout_id', 'status']).where('channel_id', '=', channelId).where('kind', '=', 'threshold').where('status', 'not in', ['completed', 'failed', 'cancelled']).executeTakeFirst();
-    if (open) throw new PayNowRefused(`batch ${open.payout_id} is open (${open.status}): it pays the channel's balance when it runs`);
-    const row = await trx.selectFrom('ledger_accounts').select('balance').where('code', '=', accounts.channel(channelId, 'usdt').code).where('asset', '=', 'usdt').executeTakeFirst();
-    if (BigInt(row?.balance ?? '0') === 0n) throw new PayNowRefused('the channel holds no USDT to pay out (ETH waits for its conversion)');
+    const open = await trx
+      .selectFrom('payouts')
+      .select(['payout_id', 'status'])
+      .where('channel_id', '=', channelId)
+      .where('kind', '=', 'threshold')
+      .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+      .executeTakeFirst();
+    if (open)
+      throw new PayNowRefused(
+        `batch ${open.payout_id} is open (${open.status}): it pays the channel's balance when it runs`,
+      );
+    const row = await trx
+      .selectFrom('ledger_accounts')
+      .select('balance')
+      .where('code', '=', accounts.channel(channelId, 'usdt').code)
+      .where('asset', '=', 'usdt')
+      .executeTakeFirst();
+    if (BigInt(row?.balance ?? '0') === 0n)
+      throw new PayNowRefused('the channel holds no USDT to pay out (ETH waits for its conversion)');
     const outcome = await checkThresholds(trx, [channelId], new Map(), { now: true });
     const payoutId = outcome.batchIds[0];
     if (!payoutId) throw new PayNowRefused('no batch could be opened');
     for (const journal of outcome.journals) await postJournal(trx, journal);
-    await trx.insertInto('audit_log').values({ actor, action: 'channel.payout_now', subject: `channel:${channelId}`, details: JSON.stringify({ payoutId, amount: row?.balance }) }).execute();
+    await trx
+      .insertInto('audit_log')
+      .values({
+        actor,
+        action: 'channel.payout_now',
+        subject: `channel:${channelId}`,
+        details: JSON.stringify({ payoutId, amount: row?.balance }),
+      })
+      .execute();
     return payoutId;
   });
 }

@@ -40,7 +40,8 @@ export async function resumeMining(rpcUrl: string): Promise<void> {
 
 /** Mines `count` blocks now, taking from the pool what fits (transactions priced under the base fee are evicted). */
 export async function mineBlocks(rpcUrl: string, count: number): Promise<void> {
-  if (!Number.isInteger(count) || count < 1 || count > 10_000) throw new Error(`mineBlocks: count ${count} out of 1..10000`);
+  if (!Number.isInteger(count) || count < 1 || count > 10_000)
+    throw new Error(`mineBlocks: count ${count} out of 1..10000`);
   await rpc(rpcUrl, 'anvil_mine', [`0x${count.toString(16)}`]);
 }
 
@@ -76,10 +77,15 @@ export async function dropTransaction(rpcUrl: string, hash: Hex): Promise<boolea
  * the first replaced height), the "left the chain and came back in another block" case. (anvil_rollback, by
  * contrast, removes blocks and lowers the height; its transactions vanish the same way.)
  */
-export async function reorg(rpcUrl: string, depth: number, reinclude: { rawTx: Hex; blockOffset: number }[] = []): Promise<void> {
+export async function reorg(
+  rpcUrl: string,
+  depth: number,
+  reinclude: { rawTx: Hex; blockOffset: number }[] = [],
+): Promise<void> {
   if (!Number.isInteger(depth) || depth < 1 || depth > 64) throw new Error(`reorg: depth ${depth} out of 1..64`);
   for (const { blockOffset } of reinclude) {
-    if (!Number.isInteger(blockOffset) || blockOffset < 0 || blockOffset >= depth) throw new Error(`reorg: blockOffset ${blockOffset} out of 0..${depth - 1}`);
+    if (!Number.isInteger(blockOffset) || blockOffset < 0 || blockOffset >= depth)
+      throw new Error(`reorg: blockOffset ${blockOffset} out of 0..${depth - 1}`);
   }
   await rpc(rpcUrl, 'anvil_reorg', [depth, reinclude.map(({ rawTx, blockOffset }) => [rawTx, blockOffset])]);
 }
@@ -89,16 +95,28 @@ export async function reorg(rpcUrl: string, depth: number, reinclude: { rawTx: H
  * sent straight to anvil at the pending nonce. Returns its hash. `nonce` takes a given nonce instead (a replacement
  * of a pending transaction: anvil then wants a strictly higher max fee, pass `maxFeePerGasWei`).
  */
-export async function takeNonce(rpcUrl: string, privateKey: Hex, options: { nonce?: number; maxFeePerGasWei?: bigint } = {}): Promise<Hex> {
+export async function takeNonce(
+  rpcUrl: string,
+  privateKey: Hex,
+  options: { nonce?: number; maxFeePerGasWei?: bigint } = {},
+): Promise<Hex> {
   const account = privateKeyToAccount(privateKey);
   const transport = http(rpcUrl, { timeout: TIMEOUT_MS, retryCount: 0 });
   const client = createPublicClient({ transport });
   const id = await client.getChainId();
-  const chain = { id, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } };
+  const chain = {
+    id,
+    name: 'local',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  };
   const wallet = createWalletClient({ account, chain, transport });
   const nonce = options.nonce ?? (await client.getTransactionCount({ address: account.address, blockTag: 'pending' }));
   // Tip = max fee when given, so a replacement also outbids on the tip (geth wants both raised by 10 %).
-  const fees = options.maxFeePerGasWei === undefined ? {} : { maxFeePerGas: options.maxFeePerGasWei, maxPriorityFeePerGas: options.maxFeePerGasWei };
+  const fees =
+    options.maxFeePerGasWei === undefined
+      ? {}
+      : { maxFeePerGas: options.maxFeePerGasWei, maxPriorityFeePerGas: options.maxFeePerGasWei };
   return wallet.sendTransaction({ to: account.address, value: 0n, nonce, gas: 21_000n, ...fees });
 }
 

@@ -24,7 +24,12 @@ export async function startChainSender(rpcUrl: string): Promise<ChainSender> {
   const transport = http(rpcUrl, { timeout: TIMEOUT_MS });
   const client = createPublicClient({ pollingInterval: 50, transport });
   const id = await client.getChainId();
-  const chain = { id, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } };
+  const chain = {
+    id,
+    name: 'local',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  };
   const wallet = createWalletClient({ account, chain, transport });
   let queue: Promise<unknown> = Promise.resolve();
   return {

@@ -33,7 +33,11 @@ export function anvilBinary(): string {
   const pkg = `@foundry-rs/anvil-${process.platform}-${arch}`;
   const require = createRequire(import.meta.url);
   try {
-    return path.join(path.dirname(require.resolve(`${pkg}/package.json`)), 'bin', process.platform === 'win32' ? 'anvil.exe' : 'anvil');
+    return path.join(
+      path.dirname(require.resolve(`${pkg}/package.json`)),
+      'bin',
+      process.platform === 'win32' ? 'anvil.exe' : 'anvil',
+    );
   } catch (error) {
     throw new Error(`anvil binary package ${pkg} is not installed; run npm install`, { cause: error });
   }
@@ -48,7 +52,8 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
     const pid = options.pidFile ? adoptablePid(options.pidFile) : undefined;
     return { rpcUrl, chainId, stop: async () => (pid === undefined ? undefined : stopPid(pid)) };
   }
-  if (running !== undefined) throw new Error(`port ${options.port} serves chain ${running}, not the local chain ${chainId}`);
+  if (running !== undefined)
+    throw new Error(`port ${options.port} serves chain ${running}, not the local chain ${chainId}`);
   const args = ['--host', '127.0.0.1', '--port', String(options.port), '--chain-id', String(chainId), '--silent'];
   if (options.blockTimeSeconds !== undefined) args.push('--block-time', String(options.blockTimeSeconds));
   if (options.statePath) args.push('--state', options.statePath, '--state-interval', '2');

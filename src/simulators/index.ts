@@ -1,4 +1,10 @@
-export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type PairConfig, type Fault } from './changenow/index.ts';
+export {
+  startChangeNowSimulator,
+  DEFAULT_PAIRS,
+  type ChangeNowSimulator,
+  type PairConfig,
+  type Fault,
+} from './changenow/index.ts';
 export { startNowPaymentsSimulator, type NowPaymentsSimulator, type NowPaymentsFault } from './nowpayments/index.ts';
 export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
 export { startLocalOutside, type LocalOutside } from './local.ts';
@@ -18,5 +24,11 @@ export {
   spikeBaseFee,
   takeNonce,
 } from './chain-faults.ts';
-export { blacklistLocalUsdt, deployLocalUsdt, localUsdtAbi, mintLocalUsdt, setLocalUsdtReturnFalse } from './usdt/index.ts';
+export {
+  blacklistLocalUsdt,
+  deployLocalUsdt,
+  localUsdtAbi,
+  mintLocalUsdt,
+  setLocalUsdtReturnFalse,
+} from './usdt/index.ts';
 export { startChainSender, type ChainSender } from './chain-sender.ts';

@@ -58,7 +58,10 @@ export async function startLocalOutside(options: {
     if (rpcUrl === undefined) {
       chain = await startLocalChain({
         port: options.chainPort,
-        ...(options.stateDir && { statePath: `${options.stateDir}/anvil-state.json`, pidFile: `${options.stateDir}/anvil.pid` }),
+        ...(options.stateDir && {
+          statePath: `${options.stateDir}/anvil-state.json`,
+          pidFile: `${options.stateDir}/anvil.pid`,
+        }),
       });
       rpcUrl = chain.rpcUrl;
       chainId = chain.chainId;
@@ -76,10 +79,14 @@ export async function startLocalOutside(options: {
       usdtContract = getContractAddress({ from: treasury, nonce: 0n });
       if ((await rpc(rpcUrl, 'eth_getCode', [usdtContract, 'latest'])) === '0x') {
         const deployed = await deployLocalUsdt(rpcUrl, treasuryKey);
-        if (deployed.toLowerCase() !== usdtContract.toLowerCase()) throw new Error(`LocalUSDT deployed at ${deployed}, expected ${usdtContract}`);
+        if (deployed.toLowerCase() !== usdtContract.toLowerCase())
+          throw new Error(`LocalUSDT deployed at ${deployed}, expected ${usdtContract}`);
         await mintLocalUsdt(rpcUrl, usdtContract, treasuryKey, treasury, LOCAL_TREASURY_USDT);
       }
-      options.logger.warn({ event: 'local_chain_started', rpcUrl, chainId, hostAddress: host, usdtContract }, 'LOCAL RUN: started anvil as the chain, funded the host wallet, deployed LocalUSDT');
+      options.logger.warn(
+        { event: 'local_chain_started', rpcUrl, chainId, hostAddress: host, usdtContract },
+        'LOCAL RUN: started anvil as the chain, funded the host wallet, deployed LocalUSDT',
+      );
     }
     let changenowUrl = options.changenowUrl;
     if (changenowUrl === undefined) {
@@ -91,13 +98,23 @@ export async function startLocalOutside(options: {
         ...(usdtContract && treasuryKey && { tokens: { usdt: usdtContract }, treasuryKey }),
       });
       changenowUrl = simulator.url;
-      options.logger.warn({ event: 'local_changenow_started', url: changenowUrl }, 'LOCAL RUN: started the ChangeNow simulator');
+      options.logger.warn(
+        { event: 'local_changenow_started', url: changenowUrl },
+        'LOCAL RUN: started the ChangeNow simulator',
+      );
     }
     let nowpaymentsUrl = options.nowpayments?.url;
     if (options.nowpayments && nowpaymentsUrl === undefined) {
-      nowpayments = await startNowPaymentsSimulator({ port: options.nowpayments.port, apiKey: options.nowpayments.apiKey, ...(options.stateDir && { statePath: `${options.stateDir}/nowpayments-payments.jsonl` }) });
+      nowpayments = await startNowPaymentsSimulator({
+        port: options.nowpayments.port,
+        apiKey: options.nowpayments.apiKey,
+        ...(options.stateDir && { statePath: `${options.stateDir}/nowpayments-payments.jsonl` }),
+      });
       nowpaymentsUrl = nowpayments.url;
-      options.logger.warn({ event: 'local_nowpayments_started', url: nowpaymentsUrl }, 'LOCAL RUN: started the NOWPayments API simulator (payments are credited once it confirms them: register each with POST /sim/payments)');
+      options.logger.warn(
+        { event: 'local_nowpayments_started', url: nowpaymentsUrl },
+        'LOCAL RUN: started the NOWPayments API simulator (payments are credited once it confirms them: register each with POST /sim/payments)',
+      );
     }
     const started = { chain, simulator, nowpayments };
     return {

@@ -38,7 +38,10 @@ export class Rng {
   /** A 0x-prefixed 32-byte hex string (private keys). Never zero in practice; reduced below secp256k1's order by the caller if needed. */
   hex32(): `0x${string}` {
     let out = '';
-    for (let i = 0; i < 8; i++) out += Math.floor(this.next() * 2 ** 32).toString(16).padStart(8, '0');
+    for (let i = 0; i < 8; i++)
+      out += Math.floor(this.next() * 2 ** 32)
+        .toString(16)
+        .padStart(8, '0');
     // Keep the first byte below 0xff so the key is always below the curve order.
     return `0x${out.replace(/^ff/, '7f')}`;
   }

@@ -58,7 +58,8 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
     if (call.method === 'eth_sendRawTransaction' && faults.refuseSends) {
       return { jsonrpc: '2.0', id: call.id ?? null, error: { code: -32000, message: faults.refuseSends } };
     }
-    if (typeof call.method === 'string' && LOOKUPS.has(call.method) && isLagging(call)) return { jsonrpc: '2.0', id: call.id ?? null, result: null };
+    if (typeof call.method === 'string' && LOOKUPS.has(call.method) && isLagging(call))
+      return { jsonrpc: '2.0', id: call.id ?? null, result: null };
     return undefined;
   }
 
@@ -70,7 +71,8 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
   }
 
   async function answer(call: RpcCall): Promise<object> {
-    if (typeof call !== 'object' || call === null) return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
+    if (typeof call !== 'object' || call === null)
+      return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
     return fake(call) ?? (await forward(options.upstream, call));
   }
 
@@ -86,21 +88,26 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
         }
         const batch = Array.isArray(parsed);
         const calls = (batch ? parsed : [parsed]) as RpcCall[];
-        if (calls.length > MAX_BATCH_CALLS) return reply(res, 413, { error: `more than ${MAX_BATCH_CALLS} calls in a batch` });
+        if (calls.length > MAX_BATCH_CALLS)
+          return reply(res, 413, { error: `more than ${MAX_BATCH_CALLS} calls in a batch` });
         for (const call of calls) {
           const method = typeof call?.method === 'string' ? call.method : '?';
           counts.set(method, (counts.get(method) ?? 0) + 1);
         }
         if (faults.down) return reply(res, 503, { error: 'down' });
         // Forwarded sends whose answer is to be lost: decided before forwarding, so the count is exact under load.
-        const forwardedSends = calls.filter((call) => call?.method === 'eth_sendRawTransaction' && fake(call) === undefined).length;
+        const forwardedSends = calls.filter(
+          (call) => call?.method === 'eth_sendRawTransaction' && fake(call) === undefined,
+        ).length;
         const drop = forwardedSends > 0 && sendAnswersToDrop > 0;
         if (drop) sendAnswersToDrop = Math.max(0, sendAnswersToDrop - forwardedSends);
         const answers = await Promise.all(calls.map(answer));
         if (drop) return void req.socket.destroy();
         reply(res, 200, batch ? answers : answers[0]);
       })
-      .catch((error: unknown) => reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }));
+      .catch((error: unknown) =>
+        reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }),
+      );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -111,7 +118,10 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
   return {
     url: `http://127.0.0.1:${port}`,
     setFaults(next) {
-      faults = { ...next, lagging: Array.isArray(next.lagging) ? next.lagging.map((h) => h.toLowerCase()) : next.lagging };
+      faults = {
+        ...next,
+        lagging: Array.isArray(next.lagging) ? next.lagging.map((h) => h.toLowerCase()) : next.lagging,
+      };
       sendAnswersToDrop = next.dropSendAnswers ?? 0;
     },
     calls: (method) => counts.get(method) ?? 0,
@@ -157,6 +167,10 @@ async function forward(upstream: string, call: RpcCall): Promise<object> {
 function reply(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   // A client that sent too much gets its answer and a closed connection, so the unread rest cannot poison keep-alive.
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(status === 413 ? { connection: 'close' } : {}) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...(status === 413 ? { connection: 'close' } : {}),
+  });
   res.end(text);
 }

@@ -59,14 +59,27 @@ export async function checkLedgerAgainstChain(db: Db, chain: ChainSide): Promise
   const results: AssetReconciliation[] = [];
   for (const asset of assets) {
     const { rows } = await sql<{ held: string }>`
-      select coalesce(sum(balance), 0)::text as held from ledger_accounts where asset = ${asset} and code not like 'world:%'`.execute(db);
+      select coalesce(sum(balance), 0)::text as held from ledger_accounts where asset = ${asset} and code not like 'world:%'`.execute(
+      db,
+    );
     const ledgerHeld = BigInt(rows[0]?.held ?? '0');
     const inFlight = mined.left.filter((m) => m.asset === asset);
     const leftNotBooked = inFlight.reduce((sum, m) => sum + m.amount, 0n);
     const gasNotBooked = asset === 'eth' ? mined.gas : 0n;
-    const onChain = await chain.wallet.balance(asset === 'eth' ? { kind: 'native' } : { kind: 'erc20', contract: chain.usdtContract as `0x${string}` });
+    const onChain = await chain.wallet.balance(
+      asset === 'eth' ? { kind: 'native' } : { kind: 'erc20', contract: chain.usdtContract as `0x${string}` },
+    );
     const expected = ledgerHeld - leftNotBooked - gasNotBooked;
-    results.push({ asset, onChain, ledgerHeld, leftNotBooked, gasNotBooked, expected, difference: onChain - expected, inFlight: inFlight.map(({ asset: _asset, ...m }) => m) });
+    results.push({
+      asset,
+      onChain,
+      ledgerHeld,
+      leftNotBooked,
+      gasNotBooked,
+      expected,
+      difference: onChain - expected,
+      inFlight: inFlight.map(({ asset: _asset, ...m }) => m),
+    });
   }
   return { ok: results.every((r) => r.difference === 0n), hostAddress: chain.wallet.address, assets: results };
 }
@@ -83,17 +96,30 @@ interface Mined {
  */
 async function minedNotBooked(db: Db, chain: ChainSide): Promise<Mined> {
   // Open owners only (the open-status indexes of conversions and payouts): the history of booked ones is never read.
-  const { rows } = await sql<{ transfer_id: string; purpose: string; ref: string; asset: string; amount: string; status: string; tx_hash: string; kind: string | null }>`
+  const { rows } = await sql<{
+    transfer_id: string;
+    purpose: string;
+    ref: string;
+    asset: string;
+    amount: string;
+    status: string;
+    tx_hash: string;
+    kind: string | null;
+  }>`
     select t.transfer_id, t.purpose, t.ref, t.asset, t.amount::text as amount, t.status, t.tx_hash, v.kind
     from chain_transfers t
     left join chain_transfer_versions v on v.tx_hash = t.tx_hash
     where t.block_number is not null and t.status in ('confirmed', 'broadcast') and t.transfer_id in (
       select transfer_id from conversions where status not in ('completed', 'failed') and transfer_id is not null
       union all
-      select transfer_id from payouts where status not in ('completed', 'failed', 'cancelled') and transfer_id is not null)`.execute(db);
+      select transfer_id from payouts where status not in ('completed', 'failed', 'cancelled') and transfer_id is not null)`.execute(
+    db,
+  );
   // Mined, waiting for confirmations, whatever its owner: its gas is spent and not booked yet.
   const { rows: waiting } = await sql<{ transfer_id: string; tx_hash: string }>`
-    select transfer_id, tx_hash from chain_transfers where status = 'broadcast' and block_number is not null`.execute(db);
+    select transfer_id, tx_hash from chain_transfers where status = 'broadcast' and block_number is not null`.execute(
+    db,
+  );
   const receipts = new Map<string, MinedReceipt | null>();
   let gas = 0n;
   for (const w of waiting) {
@@ -105,8 +131,16 @@ async function minedNotBooked(db: Db, chain: ChainSide): Promise<Mined> {
   const left: Mined['left'] = [];
   for (const r of rows) {
     const receipt = receipts.get(r.transfer_id);
-    const moved = r.status === 'confirmed' || (receipt !== undefined && receipt !== null && receipt.success && r.kind !== 'cancel');
-    if (moved) left.push({ transferId: r.transfer_id, purpose: r.purpose, ref: r.ref, asset: r.asset, amount: BigInt(r.amount) });
+    const moved =
+      r.status === 'confirmed' || (receipt !== undefined && receipt !== null && receipt.success && r.kind !== 'cancel');
+    if (moved)
+      left.push({
+        transferId: r.transfer_id,
+        purpose: r.purpose,
+        ref: r.ref,
+        asset: r.asset,
+        amount: BigInt(r.amount),
+      });
   }
   return { left, gas };
 }

@@ -22,19 +22,35 @@ export interface DepositResult {
   readonly booked: boolean;
 }
 
-export async function recordDeposit(db: Db, chain: EvidenceChain, input: { txHash: string; asset: DepositAsset; actor: string }): Promise<DepositResult> {
+export async function recordDeposit(
+  db: Db,
+  chain: EvidenceChain,
+  input: { txHash: string; asset: DepositAsset; actor: string },
+): Promise<DepositResult> {
   const hash = normalisedHash(input.txHash);
   const amount = await depositedAmount(chain, hash, input.asset);
   const booked = await db.transaction().execute(async (trx) => {
     await lockInboundHash(trx, hash);
     if (await isBookedDeposit(trx, hash)) return false;
     await refuseKnownHash(trx, hash);
-    const journal = await postJournal(trx, { kind: 'wallet_deposit', ref: hash, entries: [
-      { account: accounts.operator(input.asset), amount: -amount },
-      { account: accounts.capital(input.asset), amount },
-    ] });
+    const journal = await postJournal(trx, {
+      kind: 'wallet_deposit',
+      ref: hash,
+      entries: [
+        { account: accounts.operator(input.asset), amount: -amount },
+        { account: accounts.capital(input.asset), amount },
+      ],
+    });
     if (journal.posted) {
-      await trx.insertInto('audit_log').values({ actor: input.actor, action: 'wallet.deposit', subject: hash, details: JSON.stringify({ asset: input.asset, amount: amount.toString() }) }).execute();
+      await trx
+        .insertInto('audit_log')
+        .values({
+          actor: input.actor,
+          action: 'wallet.deposit',
+          subject: hash,
+          details: JSON.stringify({ asset: input.asset, amount: amount.toString() }),
+        })
+        .execute();
     }
     return journal.posted;
   });
@@ -58,14 +74,18 @@ async function depositedAmount(chain: EvidenceChain, hash: Hex, asset: DepositAs
   const host = chain.wallet.address.toLowerCase();
   const { receipt, tx } = await deepTransaction(chain, hash);
   if (!receipt.success) throw new TreasuryRefused(`${hash} reverted: it moved nothing`);
-  if (tx.from.toLowerCase() === host) throw new TreasuryRefused(`${hash} was sent by the host wallet itself (book it with payrail withdrawal)`);
+  if (tx.from.toLowerCase() === host)
+    throw new TreasuryRefused(`${hash} was sent by the host wallet itself (book it with payrail withdrawal)`);
   let amount: bigint;
   if (asset === 'eth') {
     amount = tx.to?.toLowerCase() === host ? tx.value : 0n;
   } else {
     const token = usdtOf(chain);
-    amount = receipt.tokenTransfers.filter((t) => t.token.toLowerCase() === token && t.to.toLowerCase() === host).reduce((sum, t) => sum + t.value, 0n);
+    amount = receipt.tokenTransfers
+      .filter((t) => t.token.toLowerCase() === token && t.to.toLowerCase() === host)
+      .reduce((sum, t) => sum + t.value, 0n);
   }
-  if (amount <= 0n) throw new TreasuryRefused(`${hash} sent no ${asset.toUpperCase()} to the host wallet ${chain.wallet.address}`);
+  if (amount <= 0n)
+    throw new TreasuryRefused(`${hash} sent no ${asset.toUpperCase()} to the host wallet ${chain.wallet.address}`);
   return amount;
 }

@@ -23,14 +23,20 @@ export function normalisedHash(txHash: string): Hex {
   return hash as Hex;
 }
 
-export async function deepTransaction(chain: EvidenceChain, hash: Hex): Promise<{ receipt: MinedReceipt; tx: ChainTransaction }> {
+export async function deepTransaction(
+  chain: EvidenceChain,
+  hash: Hex,
+): Promise<{ receipt: MinedReceipt; tx: ChainTransaction }> {
   const receipt = await chain.wallet.receipt(hash);
   if (receipt === null) throw new TreasuryRefused(`the chain shows no mined transaction ${hash}`);
   const deep =
     typeof chain.confirmations === 'number'
       ? (await chain.wallet.blockAt('latest')) - receipt.blockNumber + 1n >= BigInt(chain.confirmations)
       : (await chain.wallet.blockAt(chain.confirmations)) >= receipt.blockNumber;
-  if (!deep) throw new TreasuryRefused(`${hash} is mined in block ${receipt.blockNumber} but not yet as deep as CHAIN_CONFIRMATIONS asks; record it later`);
+  if (!deep)
+    throw new TreasuryRefused(
+      `${hash} is mined in block ${receipt.blockNumber} but not yet as deep as CHAIN_CONFIRMATIONS asks; record it later`,
+    );
   const tx = await chain.wallet.transaction(hash);
   if (tx === null) throw new TreasuryRefused(`the chain shows no transaction ${hash}`);
   return { receipt, tx };

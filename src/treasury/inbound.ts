@@ -12,6 +12,11 @@ export async function lockInboundHash(trx: Transaction<Database>, hash: string):
 
 /** True when the hash is booked as an operator's deposit. */
 export async function isBookedDeposit(trx: Transaction<Database>, hash: string): Promise<boolean> {
-  const row = await trx.selectFrom('ledger_journals').select('id').where('kind', '=', 'wallet_deposit').where('ref', '=', hash.toLowerCase()).executeTakeFirst();
+  const row = await trx
+    .selectFrom('ledger_journals')
+    .select('id')
+    .where('kind', '=', 'wallet_deposit')
+    .where('ref', '=', hash.toLowerCase())
+    .executeTakeFirst();
   return row !== undefined;
 }

@@ -29,17 +29,33 @@ export interface WithdrawalResult {
   readonly booked: boolean;
 }
 
-export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { txHash: string; from: WithdrawalSource; actor: string }): Promise<WithdrawalResult> {
+export async function recordWithdrawal(
+  db: Db,
+  chain: EvidenceChain,
+  input: { txHash: string; from: WithdrawalSource; actor: string },
+): Promise<WithdrawalResult> {
   const hash = normalisedHash(input.txHash);
   const spent = await spentBy(chain, hash);
   const booked = await db.transaction().execute(async (trx) => {
     await lockInboundHash(trx, hash);
-    const before = await trx.selectFrom('ledger_journals').select('id').where('kind', '=', 'wallet_withdrawal').where('ref', '=', hash).executeTakeFirst();
+    const before = await trx
+      .selectFrom('ledger_journals')
+      .select('id')
+      .where('kind', '=', 'wallet_withdrawal')
+      .where('ref', '=', hash)
+      .executeTakeFirst();
     if (before) return false;
     await refuseOwnTransfer(trx, hash);
     const entries: EntryInput[] = [];
-    if (spent.gasWei > 0n) entries.push({ account: accounts.networkCosts('eth'), amount: -spent.gasWei }, { account: accounts.ethereum('eth'), amount: spent.gasWei });
-    for (const [asset, amount] of [['eth', spent.ethOut], ['usdt', spent.usdtOut]] as const) {
+    if (spent.gasWei > 0n)
+      entries.push(
+        { account: accounts.networkCosts('eth'), amount: -spent.gasWei },
+        { account: accounts.ethereum('eth'), amount: spent.gasWei },
+      );
+    for (const [asset, amount] of [
+      ['eth', spent.ethOut],
+      ['usdt', spent.usdtOut],
+    ] as const) {
       // Refunds owed are not the platform's own: they pay what was sent back, the platform's own money only the gas.
       const own = input.from === 'refunds' ? 0n : amount;
       await refuseBeyondPlatformMoney(trx, asset, own + (asset === 'eth' ? spent.gasWei : 0n));
@@ -50,8 +66,16 @@ export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { tx
     if (entries.length === 0) throw new TreasuryRefused(`${hash} spent nothing from the host wallet`);
     const journal = await postJournal(trx, { kind: 'wallet_withdrawal', ref: hash, entries });
     if (journal.posted) {
-      const details = { from: input.from, gasWei: spent.gasWei.toString(), ethOut: spent.ethOut.toString(), usdtOut: spent.usdtOut.toString() };
-      await trx.insertInto('audit_log').values({ actor: input.actor, action: 'wallet.withdrawal', subject: hash, details: JSON.stringify(details) }).execute();
+      const details = {
+        from: input.from,
+        gasWei: spent.gasWei.toString(),
+        ethOut: spent.ethOut.toString(),
+        usdtOut: spent.usdtOut.toString(),
+      };
+      await trx
+        .insertInto('audit_log')
+        .values({ actor: input.actor, action: 'wallet.withdrawal', subject: hash, details: JSON.stringify(details) })
+        .execute();
     }
     return journal.posted;
   });
@@ -65,7 +89,10 @@ export async function recordWithdrawal(db: Db, chain: EvidenceChain, input: { tx
 async function spentBy(chain: EvidenceChain, hash: Hex): Promise<Omit<WithdrawalResult, 'txHash' | 'booked'>> {
   const host = chain.wallet.address.toLowerCase();
   const { receipt, tx } = await deepTransaction(chain, hash);
-  if (tx.from.toLowerCase() !== host) throw new TreasuryRefused(`${hash} was not sent by the host wallet ${chain.wallet.address} (a deposit is booked with payrail deposit)`);
+  if (tx.from.toLowerCase() !== host)
+    throw new TreasuryRefused(
+      `${hash} was not sent by the host wallet ${chain.wallet.address} (a deposit is booked with payrail deposit)`,
+    );
   const ethOut = receipt.success && tx.to?.toLowerCase() !== host ? tx.value : 0n;
   let usdtOut = 0n;
   if (receipt.success && receipt.tokenTransfers.length > 0) {
@@ -84,32 +111,63 @@ async function refuseOwnTransfer(trx: Transaction<Database>, hash: string): Prom
   const own = await trx
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom('chain_transfer_versions').select('tx_hash').where('tx_hash', '=', hash)).as('version'),
-      eb.exists(eb.selectFrom('chain_transfers').select('transfer_id').where(sql`lower(tx_hash)`, '=', hash)).as('transfer'),
-      eb.exists(eb.selectFrom('chain_transfers').select('transfer_id').where(sql`lower(requested_hash)`, '=', hash)).as('requested'),
+      eb
+        .exists(
+          eb
+            .selectFrom('chain_transfers')
+            .select('transfer_id')
+            .where(sql`lower(tx_hash)`, '=', hash),
+        )
+        .as('transfer'),
+      eb
+        .exists(
+          eb
+            .selectFrom('chain_transfers')
+            .select('transfer_id')
+            .where(sql`lower(requested_hash)`, '=', hash),
+        )
+        .as('requested'),
     ])
     .executeTakeFirstOrThrow();
-  if (own.version || own.transfer) throw new TreasuryRefused(`${hash} is a transfer payrail booked itself, not a withdrawal`);
-  if (own.requested) throw new TreasuryRefused(`${hash} is named in a transfer's resolve request: it is booked as that transfer`);
+  if (own.version || own.transfer)
+    throw new TreasuryRefused(`${hash} is a transfer payrail booked itself, not a withdrawal`);
+  if (own.requested)
+    throw new TreasuryRefused(`${hash} is named in a transfer's resolve request: it is booked as that transfer`);
 }
 
 /**
  * What the platform owns on the host wallet is its capital and fees less what it already paid (gas, losses it bore):
  * a withdrawal beyond that net would spend channels' money, however large capital alone looks.
  */
-async function refuseBeyondPlatformMoney(trx: Transaction<Database>, asset: 'eth' | 'usdt', leaving: bigint): Promise<void> {
+async function refuseBeyondPlatformMoney(
+  trx: Transaction<Database>,
+  asset: 'eth' | 'usdt',
+  leaving: bigint,
+): Promise<void> {
   if (leaving === 0n) return;
   const own = await sql<{ net: string }>`select coalesce(sum(balance), 0)::text as net from ledger_accounts
-    where asset = ${asset} and (code in ('platform:capital', 'platform:network_costs', 'platform:losses') or code like 'platform:fees#%')`.execute(trx);
+    where asset = ${asset} and (code in ('platform:capital', 'platform:network_costs', 'platform:losses') or code like 'platform:fees#%')`.execute(
+    trx,
+  );
   const net = BigInt(own.rows[0]?.net ?? '0');
-  if (net < leaving) throw new TreasuryRefused(`the platform's own ${asset.toUpperCase()} (capital and fees less gas and losses paid) is ${net} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${leaving} this transaction took: the rest is channels' money`);
+  if (net < leaving)
+    throw new TreasuryRefused(
+      `the platform's own ${asset.toUpperCase()} (capital and fees less gas and losses paid) is ${net} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${leaving} this transaction took: the rest is channels' money`,
+    );
 }
 
 /**
  * Entries taking `amount` from the platform's capital, its fee accounts (kept in shards: the fullest first), or the
  * refunds it owes. Refused, naming what is there, when the source holds less: the money would be a channel's.
  */
-async function takeFrom(trx: Transaction<Database>, source: WithdrawalSource, asset: 'eth' | 'usdt', amount: bigint): Promise<EntryInput[]> {
-  const single = source === 'capital' ? accounts.capital(asset) : source === 'refunds' ? accounts.refundsOwed(asset) : undefined;
+async function takeFrom(
+  trx: Transaction<Database>,
+  source: WithdrawalSource,
+  asset: 'eth' | 'usdt',
+  amount: bigint,
+): Promise<EntryInput[]> {
+  const single =
+    source === 'capital' ? accounts.capital(asset) : source === 'refunds' ? accounts.refundsOwed(asset) : undefined;
   const fees = accounts.platformFees(asset, '0');
   const rows = await trx
     .selectFrom('ledger_accounts')
@@ -122,7 +180,10 @@ async function takeFrom(trx: Transaction<Database>, source: WithdrawalSource, as
     .execute();
   const held = rows.reduce((sum, r) => sum + BigInt(r.balance), 0n);
   const name = source === 'refunds' ? 'refunds owed' : source;
-  if (held < amount) throw new TreasuryRefused(`the platform's ${name} hold ${held} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${amount} this transaction sent away`);
+  if (held < amount)
+    throw new TreasuryRefused(
+      `the platform's ${name} hold ${held} ${asset === 'eth' ? 'wei' : 'USDT units'}, less than the ${amount} this transaction sent away`,
+    );
   const entries: EntryInput[] = [];
   let left = amount;
   for (const row of rows) {

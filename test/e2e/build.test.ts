@@ -23,7 +23,11 @@ interface Run {
 
 /** A process of plain Node, with only PATH and HOME from this one's environment. */
 function run(args: string[], env: Record<string, string>): Run {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => ((stdout += chunk.toString()), (output += chunk.toString())));
@@ -46,17 +50,29 @@ afterAll(async () => {
 
 /** Every JavaScript file under dir. */
 function jsFiles(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? jsFiles(path.join(dir, e.name)) : e.name.endsWith('.js') ? [path.join(dir, e.name)] : []));
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) =>
+      e.isDirectory() ? jsFiles(path.join(dir, e.name)) : e.name.endsWith('.js') ? [path.join(dir, e.name)] : [],
+    );
 }
 
 describe('npm run build', () => {
   it('emits JavaScript whose relative imports name .js files, with every migration beside its reader', () => {
     const files = jsFiles(path.join(ROOT, 'dist'));
     expect(files.length).toBeGreaterThan(50);
-    const tsImports = files.filter((f) => /\bfrom\s+['"]\.{1,2}\/[^'"]*\.ts['"]|import\(\s*['"]\.{1,2}\/[^'"]*\.ts['"]/.test(fs.readFileSync(f, 'utf8')));
+    const tsImports = files.filter((f) =>
+      /\bfrom\s+['"]\.{1,2}\/[^'"]*\.ts['"]|import\(\s*['"]\.{1,2}\/[^'"]*\.ts['"]/.test(fs.readFileSync(f, 'utf8')),
+    );
     expect(tsImports).toEqual([]);
-    const migrations = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith('.sql')).sort();
-    expect(migrations(path.join(ROOT, 'dist', 'db', 'migrations'))).toEqual(migrations(path.join(ROOT, 'src', 'db', 'migrations')));
+    const migrations = (dir: string) =>
+      fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.sql'))
+        .sort();
+    expect(migrations(path.join(ROOT, 'dist', 'db', 'migrations'))).toEqual(
+      migrations(path.join(ROOT, 'src', 'db', 'migrations')),
+    );
   });
 
   it('runs with plain Node: status --json and check-ledger against a deployment database', async () => {
@@ -86,11 +102,18 @@ describe('npm run build', () => {
       const deadline = Date.now() + 45_000;
       let live = 0;
       while (live !== 200 && Date.now() < deadline) {
-        live = await fetch(`${url}/health/live`).then((r) => r.status, () => 0);
+        live = await fetch(`${url}/health/live`).then(
+          (r) => r.status,
+          () => 0,
+        );
         if (live !== 200) await new Promise((r) => setTimeout(r, 200));
       }
       expect(live, web.output()).toBe(200);
-      for (const [route, type] of [['/', 'text/html'], ['/assets/app.js', 'text/javascript'], ['/assets/alpine.min.js', 'text/javascript']] as const) {
+      for (const [route, type] of [
+        ['/', 'text/html'],
+        ['/assets/app.js', 'text/javascript'],
+        ['/assets/alpine.min.js', 'text/javascript'],
+      ] as const) {
         const res = await fetch(url + route);
         expect(res.status, route).toBe(200);
         expect(res.headers.get('content-type'), route).toContain(type);

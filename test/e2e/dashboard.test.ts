@@ -12,7 +12,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Overview } from '../../src/overview/index.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
+import {
+  insertAlert,
+  observe,
+  seedInstantPayout,
+  seedNetworkFee,
+  seedThresholdBatch,
+  seedTransfer,
+  settleConversion,
+} from '../support/overview-seed.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
@@ -49,12 +57,19 @@ async function newPage(): Promise<Page> {
   page.on('console', (message) => {
     const text = message.text();
     // A 401 or 409 answer is logged by the browser as a failed load: expected here, and asserted on its own.
-    if (message.type() === 'error' && !text.startsWith('Failed to load resource: the server responded with a status of 4')) problems.push(`console: ${text}`);
+    if (
+      message.type() === 'error' &&
+      !text.startsWith('Failed to load resource: the server responded with a status of 4')
+    )
+      problems.push(`console: ${text}`);
     if (message.type() === 'warning' && text.includes('Alpine')) problems.push(`console: ${text}`);
   });
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   // Scripts for the page are strings: this project compiles without the DOM's types.
-  await page.addInitScript({ content: "document.addEventListener('securitypolicyviolation', (e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));" });
+  await page.addInitScript({
+    content:
+      "document.addEventListener('securitypolicyviolation', (e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));",
+  });
   return page;
 }
 
@@ -84,14 +99,37 @@ beforeAll(async () => {
   browser = await launchChromium();
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '50', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
-  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
-  const threshold = [await sendFinished(payrail, 9_700_000_001, THRESHOLD), await sendFinished(payrail, 9_700_000_002, THRESHOLD), await sendFinished(payrail, 9_700_000_003, THRESHOLD)];
-  const instant = [await sendFinished(payrail, 9_700_000_011, INSTANT), await sendFinished(payrail, 9_700_000_012, INSTANT)];
+  await saveChannel(payrail, THRESHOLD, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '50',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await saveChannel(payrail, INSTANT, {
+    payoutStrategy: 'instant',
+    payoutCurrency: 'eth',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  const threshold = [
+    await sendFinished(payrail, 9_700_000_001, THRESHOLD),
+    await sendFinished(payrail, 9_700_000_002, THRESHOLD),
+    await sendFinished(payrail, 9_700_000_003, THRESHOLD),
+  ];
+  const instant = [
+    await sendFinished(payrail, 9_700_000_011, INSTANT),
+    await sendFinished(payrail, 9_700_000_012, INSTANT),
+  ];
   await settleConversion(db.db, threshold.slice(0, 2), 30_000_000n);
   completedId = await seedInstantPayout(db.db, instant[0] as string, 'completed', { via: 'direct' });
   reviewId = await seedInstantPayout(db.db, instant[1] as string, 'needs_review');
-  alertId = await insertAlert(db.db, { rule: 'payout_review', subject: reviewId, severity: 'critical', message: `payout ${reviewId} is in review` });
+  alertId = await insertAlert(db.db, {
+    rule: 'payout_review',
+    subject: reviewId,
+    severity: 'critical',
+    message: `payout ${reviewId} is in review`,
+  });
   await observe(db.db, 'host_wallet.eth', true, '2500000000000000000');
   await observe(db.db, 'host_wallet.usdt', true, '1234567890');
   await observe(db.db, 'changenow', false, null, 'HTTP 503 from /v2/exchange/estimated-amount');
@@ -110,12 +148,23 @@ describe('the dashboard', () => {
     expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
     expect(page.headers.get('content-security-policy')).not.toContain('unsafe');
-    for (const [asset, type] of [['/assets/app.js', 'text/javascript'], ['/assets/alpine.min.js', 'text/javascript'], ['/assets/chart.umd.min.js', 'text/javascript'], ['/assets/style.css', 'text/css']]) {
+    for (const [asset, type] of [
+      ['/assets/app.js', 'text/javascript'],
+      ['/assets/alpine.min.js', 'text/javascript'],
+      ['/assets/chart.umd.min.js', 'text/javascript'],
+      ['/assets/style.css', 'text/css'],
+    ]) {
       const res = await fetch(`${payrail.url}${asset}`);
       expect(res.status, asset).toBe(200);
       expect(res.headers.get('content-type'), asset).toContain(type as string);
     }
-    for (const other of ['/assets/', '/assets/../package.json', '/web/app.js', '/assets/chart.umd.min.js.map', '/index.html']) {
+    for (const other of [
+      '/assets/',
+      '/assets/../package.json',
+      '/web/app.js',
+      '/assets/chart.umd.min.js.map',
+      '/index.html',
+    ]) {
       expect((await fetch(`${payrail.url}${other}`)).status, other).toBe(404);
     }
     expect((await payrail.request('GET', '/api/overview', { token: null })).status).toBe(401);
@@ -165,15 +214,24 @@ describe('the dashboard', () => {
     }
     expect(await page.textContent(`[data-testid=alert-${alertId}]`)).toContain(`payout ${reviewId} is in review`);
     expect(await shown(page, '[data-testid=payouts-needs_review] dd')).toBe(String(api.pipeline.payouts.needs_review));
-    expect(await shown(page, '[data-testid=payments-awaitingConversion] dd')).toBe(String(api.pipeline.payments.awaitingConversion));
+    expect(await shown(page, '[data-testid=payments-awaitingConversion] dd')).toBe(
+      String(api.pipeline.payments.awaitingConversion),
+    );
 
     const channel = api.channels.items.find((c) => c.channelId === THRESHOLD);
     expect(channel).toMatchObject({ availableUsdt: '30', thresholdUsd: '50', fillBps: 6000 });
-    expect(await shown(page, `[data-testid=channel-${THRESHOLD}] [data-role=bar-label]`)).toBe('30 / 50 USDT · 60.00 %');
-    const width = await page.$eval(`[data-testid=channel-${THRESHOLD}] .fill`, (el) => (el as unknown as { style: { width: string } }).style.width);
+    expect(await shown(page, `[data-testid=channel-${THRESHOLD}] [data-role=bar-label]`)).toBe(
+      '30 / 50 USDT · 60.00 %',
+    );
+    const width = await page.$eval(
+      `[data-testid=channel-${THRESHOLD}] .fill`,
+      (el) => (el as unknown as { style: { width: string } }).style.width,
+    );
     expect(width).toBe('60%');
     // INSTANT's payout is in review: its row says so; THRESHOLD waits for nobody.
-    expect(await page.textContent(`[data-testid=channel-${INSTANT}] [data-role=review-note]`)).toBe(`payout in review · ${reviewId}`);
+    expect(await page.textContent(`[data-testid=channel-${INSTANT}] [data-role=review-note]`)).toBe(
+      `payout in review · ${reviewId}`,
+    );
     expect(await page.isVisible(`[data-testid=channel-${THRESHOLD}] [data-role=review-note]`)).toBe(false);
 
     const queue = api.queues.find((q) => q.task === 'payout_instant');
@@ -182,7 +240,9 @@ describe('the dashboard', () => {
     expect(await page.textContent('[data-testid=service-changenow]')).toContain('failing');
 
     // The chart draws the volume: Chart.js holds a chart on the canvas, its bars the API's basis points.
-    const bars = await page.evaluate("(() => { const chart = Chart.getChart(document.querySelector('[data-testid=volume-chart]')); return chart ? chart.data.datasets[0].data : null; })()");
+    const bars = await page.evaluate(
+      "(() => { const chart = Chart.getChart(document.querySelector('[data-testid=volume-chart]')); return chart ? chart.data.datasets[0].data : null; })()",
+    );
     expect(bars).toEqual(api.volume.buckets.map((b) => b.scaleBps.eth));
 
     fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -230,17 +290,29 @@ describe('the dashboard', () => {
     const id = 'conv_00000000000000c1';
     // Its transfer is still an intent: its own jobs follow it, so a retry is refused (409).
     const stuck = 'conv_00000000000000c2';
-    const insert = "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
+    const insert =
+      "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
     await db.pool.query(insert, [id, '9447800000000000', 2, 'seeded: stage died twice', '10 minutes']);
     await db.pool.query(insert, [stuck, '4723900000000000', 1, 'seeded: transfer unknown', '5 minutes']);
-    await db.pool.query("insert into chain_transfers (transfer_id, purpose, ref, asset, from_address, to_address, amount, status) values ('tx_seeded_c2', 'conversion', $1, 'eth', $2, $2, '4723900000000000', 'intent')", [stuck, WALLET]);
+    await db.pool.query(
+      "insert into chain_transfers (transfer_id, purpose, ref, asset, from_address, to_address, amount, status) values ('tx_seeded_c2', 'conversion', $1, 'eth', $2, $2, '4723900000000000', 'intent')",
+      [stuck, WALLET],
+    );
     try {
       const page = await newPage();
       await signIn(page);
       const row = `[data-testid=review-${id}]`;
       const stuckRow = `[data-testid=review-${stuck}]`;
       await page.waitForSelector(row);
-      expect((await overview()).review.conversions.map((c) => [c.conversionId, c.sent, c.sentAsset, c.paymentCount, c.reason])).toEqual([
+      expect(
+        (await overview()).review.conversions.map((c) => [
+          c.conversionId,
+          c.sent,
+          c.sentAsset,
+          c.paymentCount,
+          c.reason,
+        ]),
+      ).toEqual([
         [id, '0.0094478', 'eth', 2, 'seeded: stage died twice'],
         [stuck, '0.0047239', 'eth', 1, 'seeded: transfer unknown'],
       ]);
@@ -272,14 +344,19 @@ describe('the dashboard', () => {
       await page.click(`${row} button[data-action=retry]`);
       await page.waitForSelector('[data-testid=notice].ok');
       expect(asked).toContain(`Retry conversion ${id}?`);
-      expect(await page.textContent('[data-testid=notice]')).toBe(`retry: conversion ${id} is now failed: its ETH never left, its payments go into the next batch.`);
+      expect(await page.textContent('[data-testid=notice]')).toBe(
+        `retry: conversion ${id} is now failed: its ETH never left, its payments go into the next batch.`,
+      );
       // The page reloaded the overview: out of the review queue, the refused one still in it.
       await page.waitForSelector(row, { state: 'detached' });
       expect(await page.locator(stuckRow).count()).toBe(1);
       expect(await shown(page, '[data-testid=review] h2 .count')).toBe('1');
       const after = await payrail.request('GET', `/api/conversions/${id}`);
       expect(after.status).toBe(200);
-      expect(after.body).toMatchObject({ status: 'failed', reason: expect.stringMatching(/^retried by .+: no transfer was made/) });
+      expect(after.body).toMatchObject({
+        status: 'failed',
+        reason: expect.stringMatching(/^retried by .+: no transfer was made/),
+      });
       expect((await overview()).review.conversions.map((c) => c.conversionId)).toEqual([stuck]);
       await page.close();
     } finally {
@@ -290,17 +367,53 @@ describe('the dashboard', () => {
 
   it('acts on host-wallet transfers in review: retry, cancel and resolve as never sent, confirm first, refusals as the API says them', async () => {
     // WAITING's 25 USDT are in a batch whose token transfer is in review, its nonce taken; its reason carries markup.
-    await saveChannel(payrail, WAITING, { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
-    await settleConversion(db.db, [await sendFinished(payrail, 9_700_000_031, WAITING), await sendFinished(payrail, 9_700_000_032, WAITING)], 25_000_000n);
+    await saveChannel(payrail, WAITING, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+    });
+    await settleConversion(
+      db.db,
+      [await sendFinished(payrail, 9_700_000_031, WAITING), await sendFinished(payrail, 9_700_000_032, WAITING)],
+      25_000_000n,
+    );
     const batch = await seedThresholdBatch(db.db, WAITING, 25_000_000n, 'exchange_created');
-    const markup = 'nonce 41 was taken by a transaction payrail did not sign <img data-canary src=x onerror="document.title=2"><b data-canary>bold</b>';
-    const taken = await seedTransfer(db.db, { purpose: 'payout', ref: batch, asset: 'usdt', amount: 25_000_000n, status: 'needs_review', nonce: 41, changedAgo: '15 minutes', reason: markup });
+    const markup =
+      'nonce 41 was taken by a transaction payrail did not sign <img data-canary src=x onerror="document.title=2"><b data-canary>bold</b>';
+    const taken = await seedTransfer(db.db, {
+      purpose: 'payout',
+      ref: batch,
+      asset: 'usdt',
+      amount: 25_000_000n,
+      status: 'needs_review',
+      nonce: 41,
+      changedAgo: '15 minutes',
+      reason: markup,
+    });
     // Mined, but the token moved another amount: it was sent, so it can be neither cancelled nor resolved as never sent.
     const mined = await seedTransfer(db.db, {
-      purpose: 'payout', ref: 'po_00000000000000d2', asset: 'usdt', amount: 5_000_000n, status: 'needs_review', nonce: 42, blockNumber: 777, changedAgo: '10 minutes',
+      purpose: 'payout',
+      ref: 'po_00000000000000d2',
+      asset: 'usdt',
+      amount: 5_000_000n,
+      status: 'needs_review',
+      nonce: 42,
+      blockNumber: 777,
+      changedAgo: '10 minutes',
       reason: 'the token moved 4900000 units to the receiver, not the 5000000 asked',
     });
-    const neverSent = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000d3', asset: 'eth', amount: 4_723_900_000_000_000n, status: 'needs_review', nonce: 43, changedAgo: '5 minutes', reason: 'nonce 43 was taken by a transaction payrail did not sign' });
+    const neverSent = await seedTransfer(db.db, {
+      purpose: 'conversion',
+      ref: 'conv_00000000000000d3',
+      asset: 'eth',
+      amount: 4_723_900_000_000_000n,
+      status: 'needs_review',
+      nonce: 43,
+      changedAgo: '5 minutes',
+      reason: 'nonce 43 was taken by a transaction payrail did not sign',
+    });
     await seedNetworkFee(db.db, mined, 21_000n * 40_000_000_000n);
 
     const page = await newPage();
@@ -320,19 +433,33 @@ describe('the dashboard', () => {
     // The reason is text, never markup.
     expect(await page.textContent(`${row(taken)} [data-role=reason]`)).toBe(markup);
     expect(await page.$$('[data-canary]')).toEqual([]);
-    expect(await shown(page, '[data-testid=review] h2 .count')).toBe(String(api.review.payouts.length + api.review.conversions.length + 3));
+    expect(await shown(page, '[data-testid=review] h2 .count')).toBe(
+      String(api.review.payouts.length + api.review.conversions.length + 3),
+    );
     expect(await shown(page, '[data-testid=transfers-needs_review] dd')).toBe('3');
     // "Never sent" is offered only where no version was seen mined.
     expect(await page.isVisible(`${row(taken)} button[data-action=resolve]`)).toBe(true);
     expect(await page.isVisible(`${row(mined)} button[data-action=resolve]`)).toBe(false);
     expect(await page.isVisible(`${row(mined)} button[data-action=cancel]`)).toBe(true);
     // The channel's row says its batch waits for a person; the overview carries it.
-    expect(api.channels.items.find((c) => c.channelId === WAITING)?.payoutInReview).toEqual({ payoutId: batch, transferId: taken, count: 1 });
-    expect(await page.textContent(`[data-testid=channel-${WAITING}] [data-role=review-note]`)).toBe(`payout in review · transfer ${taken} of ${batch} · new payments wait for a person`);
+    expect(api.channels.items.find((c) => c.channelId === WAITING)?.payoutInReview).toEqual({
+      payoutId: batch,
+      transferId: taken,
+      count: 1,
+    });
+    expect(await page.textContent(`[data-testid=channel-${WAITING}] [data-role=review-note]`)).toBe(
+      `payout in review · transfer ${taken} of ${batch} · new payments wait for a person`,
+    );
     // Fees against the gas paid, exactly as the API states them.
     expect(api.totals.feesVsNetworkCosts.networkCosts).toBe('0.00084');
-    for (const [testid, value] of [['fees', api.totals.feesVsNetworkCosts.fees], ['costs', api.totals.feesVsNetworkCosts.networkCosts], ['net', api.totals.feesVsNetworkCosts.net]] as const) {
-      await expect.poll(() => shown(page, `[data-testid=total-network-${testid}-eth]`), { timeout: 15_000, interval: 250 }).toBe(value);
+    for (const [testid, value] of [
+      ['fees', api.totals.feesVsNetworkCosts.fees],
+      ['costs', api.totals.feesVsNetworkCosts.networkCosts],
+      ['net', api.totals.feesVsNetworkCosts.net],
+    ] as const) {
+      await expect
+        .poll(() => shown(page, `[data-testid=total-network-${testid}-eth]`), { timeout: 15_000, interval: 250 })
+        .toBe(value);
     }
 
     // Resolve as never sent: the confirmation says what the chain must show; dismissed, nothing is sent.
@@ -345,15 +472,25 @@ describe('the dashboard', () => {
     await page.waitForTimeout(300);
     expect(asked).toContain(`Resolve transfer ${neverSent} as never sent?`);
     expect(asked).toContain('The chain must show its nonce used by another transaction');
-    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({ status: 'needs_review', requested: null });
+    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({
+      status: 'needs_review',
+      requested: null,
+    });
 
     // Accepted: 202, the worker carries it out; the row shows the request instead of its buttons.
     page.once('dialog', (dialog) => void dialog.accept());
     await page.click(`${row(neverSent)} button[data-action=resolve]`);
     await page.waitForSelector('[data-testid=notice].ok');
-    expect(await page.textContent('[data-testid=notice]')).toBe(`resolve: resolve never sent of transfer ${neverSent} requested; the worker carries it out and the review queue shows what came of it.`);
-    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({ status: 'needs_review', requested: { action: 'resolve_never_sent', by: expect.any(String) } });
-    await expect.poll(() => page.textContent(`${row(neverSent)} [data-role=requested]`), { timeout: 15_000, interval: 250 }).toMatch(/^resolve never sent requested by .+; the worker carries it out$/);
+    expect(await page.textContent('[data-testid=notice]')).toBe(
+      `resolve: resolve never sent of transfer ${neverSent} requested; the worker carries it out and the review queue shows what came of it.`,
+    );
+    expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({
+      status: 'needs_review',
+      requested: { action: 'resolve_never_sent', by: expect.any(String) },
+    });
+    await expect
+      .poll(() => page.textContent(`${row(neverSent)} [data-role=requested]`), { timeout: 15_000, interval: 250 })
+      .toMatch(/^resolve never sent requested by .+; the worker carries it out$/);
     expect(await page.isVisible(`${row(neverSent)} button[data-action=retry]`)).toBe(false);
 
     // Cancel is not safe once a version is mined: 409, and the page shows the API's own words.
@@ -363,7 +500,10 @@ describe('the dashboard', () => {
     const refused = await payrail.request('POST', `/api/transfers/${mined}/cancel`);
     expect(refused.status).toBe(409);
     expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
-    expect((await payrail.request('GET', `/api/transfers/${mined}`)).body).toMatchObject({ status: 'needs_review', requested: null });
+    expect((await payrail.request('GET', `/api/transfers/${mined}`)).body).toMatchObject({
+      status: 'needs_review',
+      requested: null,
+    });
 
     // Retry: out of review at once (200), back to watching the chain; the channel waits for nobody any more.
     asked = '';
@@ -374,8 +514,13 @@ describe('the dashboard', () => {
     await page.click(`${row(taken)} button[data-action=retry]`);
     await page.waitForSelector('[data-testid=notice].ok');
     expect(asked).toContain(`Retry transfer ${taken}?`);
-    await expect.poll(() => page.textContent('[data-testid=notice]'), { timeout: 5_000, interval: 100 }).toBe(`retry: transfer ${taken} is now broadcast: payrail watches the chain for it again.`);
-    expect((await payrail.request('GET', `/api/transfers/${taken}`)).body).toMatchObject({ status: 'broadcast', reason: null });
+    await expect
+      .poll(() => page.textContent('[data-testid=notice]'), { timeout: 5_000, interval: 100 })
+      .toBe(`retry: transfer ${taken} is now broadcast: payrail watches the chain for it again.`);
+    expect((await payrail.request('GET', `/api/transfers/${taken}`)).body).toMatchObject({
+      status: 'broadcast',
+      reason: null,
+    });
     await page.waitForSelector(row(taken), { state: 'detached' });
     expect(await page.isVisible(`[data-testid=channel-${WAITING}] [data-role=review-note]`)).toBe(false);
     expect((await overview()).review.transfers.map((t) => t.transferId)).toEqual([mined, neverSent]);
@@ -391,16 +536,25 @@ describe('the dashboard', () => {
     const expected = (await overview()).totals.received.eth;
     expect(expected).not.toBe(before);
     // Polled from here: waitForFunction would evaluate a string in the page, which its CSP refuses.
-    await expect.poll(() => shown(page, '[data-testid=total-received-eth]'), { timeout: 15_000, interval: 250 }).toBe(expected);
+    await expect
+      .poll(() => shown(page, '[data-testid=total-received-eth]'), { timeout: 15_000, interval: 250 })
+      .toBe(expected);
     await page.close();
   });
 
   it('shows text from the database as text: markup in an alert is never rendered', async () => {
     const markup = '<img data-canary src=x onerror="document.title=1"><b data-canary>bold</b>';
-    const id = await insertAlert(db.db, { rule: 'exchange_mismatch', subject: '<script data-canary>', severity: 'warning', message: markup });
+    const id = await insertAlert(db.db, {
+      rule: 'exchange_mismatch',
+      subject: '<script data-canary>',
+      severity: 'warning',
+      message: markup,
+    });
     const page = await newPage();
     await signIn(page);
-    await expect.poll(() => page.textContent(`[data-testid=alert-${id}]`), { timeout: 15_000, interval: 250 }).toContain(markup);
+    await expect
+      .poll(() => page.textContent(`[data-testid=alert-${id}]`), { timeout: 15_000, interval: 250 })
+      .toContain(markup);
     expect(await page.$$('[data-canary]')).toEqual([]);
     await page.close();
   });
@@ -408,11 +562,19 @@ describe('the dashboard', () => {
   it('lists payments in review with what NOWPayments reported and the actions their reason allows; an action from the page takes one out', async () => {
     // Less arrived than was asked (credit or ignore); no such channel (no action here); refunded after its credit
     // (reverse or ignore, both refused while its instant payout job has not run: no worker runs here).
-    const partial = { ...structuredClone(fixtures.partially_paid), payment_id: 9_700_000_041, order_id: `PGP-1|${THRESHOLD}` };
+    const partial = {
+      ...structuredClone(fixtures.partially_paid),
+      payment_id: 9_700_000_041,
+      order_id: `PGP-1|${THRESHOLD}`,
+    };
     expect(await sendIpn(partial)).toBe(202);
     expect(await sendIpn(ipnBody({ payment_id: 9_700_000_042, order_id: `PGP-1|${UNREGISTERED}` }))).toBe(202);
     const refunded = await sendFinished(payrail, 9_700_000_043, INSTANT);
-    expect(await sendIpn(ipnBody({ payment_id: Number(refunded), order_id: `PGP-1|${INSTANT}`, payment_status: 'refunded' }))).toBe(202);
+    expect(
+      await sendIpn(
+        ipnBody({ payment_id: Number(refunded), order_id: `PGP-1|${INSTANT}`, payment_status: 'refunded' }),
+      ),
+    ).toBe(202);
     const [partialId, unknownId] = ['9700000041', '9700000042'];
 
     const page = await newPage();
@@ -420,10 +582,19 @@ describe('the dashboard', () => {
     const row = (id: string) => `[data-testid=review-payment-${id}]`;
     await page.waitForSelector(row(refunded));
     const api = await overview();
-    expect(api.review.payments.map((p) => [p.paymentId, p.channelId, p.status, p.reason, p.actions, p.credited])).toEqual([
+    expect(
+      api.review.payments.map((p) => [p.paymentId, p.channelId, p.status, p.reason, p.actions, p.credited]),
+    ).toEqual([
       [partialId, THRESHOLD, 'partially_paid', 'partially_paid', ['credit', 'ignore'], null],
       [unknownId, UNREGISTERED, 'finished', 'unknown_channel', [], null],
-      [refunded, INSTANT, 'refunded', 'refunded_after_credit', ['ignore', 'reverse'], { asset: 'eth', gross: '0.00487', net: '0.0047239' }],
+      [
+        refunded,
+        INSTANT,
+        'refunded',
+        'refunded_after_credit',
+        ['ignore', 'reverse'],
+        { asset: 'eth', gross: '0.00487', net: '0.0047239' },
+      ],
     ]);
     expect(await shown(page, `${row(partialId)} [data-role=outcome]`)).toBe('0.00294 ETH');
     expect(await shown(page, `${row(partialId)} [data-role=paid]`)).toBe('0.003 of 0.00495 ETH');
@@ -434,12 +605,15 @@ describe('the dashboard', () => {
     // Each row offers what its reason allows, and nothing else.
     const offered = async (id: string) => {
       const out: string[] = [];
-      for (const action of ['credit', 'ignore', 'reverse']) if (await page.isVisible(`${row(id)} button[data-action=${action}]`)) out.push(action);
+      for (const action of ['credit', 'ignore', 'reverse'])
+        if (await page.isVisible(`${row(id)} button[data-action=${action}]`)) out.push(action);
       return out;
     };
     expect(await offered(partialId)).toEqual(['credit', 'ignore']);
     expect(await offered(unknownId)).toEqual([]);
-    expect(await page.textContent(`${row(unknownId)} [data-role=no-action]`)).toBe('register the channel: its payments are released then');
+    expect(await page.textContent(`${row(unknownId)} [data-role=no-action]`)).toBe(
+      'register the channel: its payments are released then',
+    );
     expect(await offered(refunded)).toEqual(['ignore', 'reverse']);
     const inQueue = api.review.payouts.length + api.review.conversions.length + api.review.transfers.length;
     expect(await shown(page, '[data-testid=review] h2 .count')).toBe(String(inQueue + 3));
@@ -454,7 +628,10 @@ describe('the dashboard', () => {
     await page.click(`${row(partialId)} button[data-action=credit]`);
     await page.waitForTimeout(300);
     expect(asked).toContain(`Credit payment ${partialId} with its partial outcome, 0.00294 ETH?`);
-    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({ reviewReason: 'partially_paid', creditedAt: null });
+    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+    });
 
     // Reverse is refused while the instant payout job has not run: 409, the page shows the API's own words.
     page.once('dialog', (dialog) => void dialog.accept());
@@ -463,17 +640,28 @@ describe('the dashboard', () => {
     const refused = await payrail.request('POST', `/api/payments/${refunded}/reverse`);
     expect(refused.status).toBe(409);
     expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
-    expect((await payrail.request('GET', `/api/payments/${refunded}`)).body).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null });
+    expect((await payrail.request('GET', `/api/payments/${refunded}`)).body).toMatchObject({
+      reviewReason: 'refunded_after_credit',
+      reversedAt: null,
+    });
 
     // Credit, accepted: booked once, out of review; the page reloads and the row is gone. It posts the reason the row
     // shows, so the API refuses it if the reason changed since the page read it.
     page.once('dialog', (dialog) => void dialog.accept());
-    const posted = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith(`/api/payments/${partialId}/credit`));
+    const posted = page.waitForRequest(
+      (r) => r.method() === 'POST' && r.url().endsWith(`/api/payments/${partialId}/credit`),
+    );
     await page.click(`${row(partialId)} button[data-action=credit]`);
     expect((await posted).postDataJSON()).toEqual({ expectedReason: 'partially_paid' });
     await page.waitForSelector('[data-testid=notice].ok');
-    expect(await page.textContent('[data-testid=notice]')).toBe(`credit: payment ${partialId} left review (credit by admin).`);
-    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({ reviewReason: null, grossAmount: '0.00294', reviewAction: { action: 'credit', by: 'admin' } });
+    expect(await page.textContent('[data-testid=notice]')).toBe(
+      `credit: payment ${partialId} left review (credit by admin).`,
+    );
+    expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({
+      reviewReason: null,
+      grossAmount: '0.00294',
+      reviewAction: { action: 'credit', by: 'admin' },
+    });
     await page.waitForSelector(row(partialId), { state: 'detached' });
     expect(await page.locator(row(refunded)).count()).toBe(1);
     expect((await overview()).review.payments.map((p) => p.paymentId)).toEqual([unknownId, refunded]);
@@ -487,15 +675,23 @@ describe('the dashboard', () => {
     const button = (id: string) => `${row(id)} button[data-action=payout]`;
     await page.waitForSelector(button(THRESHOLD));
     const before = (await overview()).channels.items;
-    expect(before.find((c) => c.channelId === THRESHOLD)).toMatchObject({ availableUsdt: '30', openBatch: null, canPayNow: true });
+    expect(before.find((c) => c.channelId === THRESHOLD)).toMatchObject({
+      availableUsdt: '30',
+      openBatch: null,
+      canPayNow: true,
+    });
     expect(await page.isEnabled(button(THRESHOLD))).toBe(true);
     // Off where the API would refuse, and the title says why: no USDT (INSTANT), a batch open (WAITING's, in review).
     expect(await page.isDisabled(button(INSTANT))).toBe(true);
     expect(await page.getAttribute(button(INSTANT), 'title')).toBe('no USDT available (ETH waits for its conversion)');
     const waiting = before.find((c) => c.channelId === WAITING);
     expect(await page.isDisabled(button(WAITING))).toBe(true);
-    expect(await page.getAttribute(button(WAITING), 'title')).toBe(`batch ${waiting?.openBatch?.payoutId} is open (exchange_created)`);
-    expect(await page.textContent(`${row(WAITING)} [data-role=open-batch]`)).toBe(`batch ${waiting?.openBatch?.payoutId} · exchange_created`);
+    expect(await page.getAttribute(button(WAITING), 'title')).toBe(
+      `batch ${waiting?.openBatch?.payoutId} is open (exchange_created)`,
+    );
+    expect(await page.textContent(`${row(WAITING)} [data-role=open-batch]`)).toBe(
+      `batch ${waiting?.openBatch?.payoutId} · exchange_created`,
+    );
 
     // Dismissed: nothing is sent.
     let asked = '';
@@ -505,8 +701,12 @@ describe('the dashboard', () => {
     });
     await page.click(button(THRESHOLD));
     await page.waitForTimeout(300);
-    expect(asked).toContain(`Pay channel ${THRESHOLD} now? Its whole available USDT (30 USDT when this page last read it) goes out in one batch`);
-    expect((await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts).toEqual([]);
+    expect(asked).toContain(
+      `Pay channel ${THRESHOLD} now? Its whole available USDT (30 USDT when this page last read it) goes out in one batch`,
+    );
+    expect((await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts).toEqual(
+      [],
+    );
 
     page.once('dialog', (dialog) => void dialog.accept());
     await page.click(button(THRESHOLD));
@@ -514,18 +714,30 @@ describe('the dashboard', () => {
     const batches = (await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts;
     expect(batches).toMatchObject([{ status: 'pending', asset: 'usdt', amount: '30' }]);
     const batch = batches[0].payoutId as string;
-    expect(await page.textContent('[data-testid=notice]')).toBe(`pay now: channel ${THRESHOLD}: batch ${batch} opened for 30 USDT (pending).`);
+    expect(await page.textContent('[data-testid=notice]')).toBe(
+      `pay now: channel ${THRESHOLD}: batch ${batch} opened for 30 USDT (pending).`,
+    );
     // The page reloaded the overview: the batch is open, listed among the payouts, and the button is off.
     await page.waitForSelector(`${button(THRESHOLD)}:disabled`);
     expect(await page.textContent(`${row(THRESHOLD)} [data-role=open-batch]`)).toBe(`batch ${batch} · pending`);
     expect(await page.getAttribute(button(THRESHOLD), 'title')).toBe(`batch ${batch} is open (pending)`);
     expect(await shown(page, `[data-testid=payout-${batch}] [data-role=state]`)).toBe('pending');
-    expect((await overview()).channels.items.find((c) => c.channelId === THRESHOLD)).toMatchObject({ availableUsdt: '0', reserved: { usdt: '30' }, canPayNow: false });
+    expect((await overview()).channels.items.find((c) => c.channelId === THRESHOLD)).toMatchObject({
+      availableUsdt: '0',
+      reserved: { usdt: '30' },
+      canPayNow: false,
+    });
     await page.close();
   });
 
-  it('shows the API\'s 409 when another operator paid the channel after the page read it', async () => {
-    await saveChannel(payrail, ELSEWHERE, { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  it("shows the API's 409 when another operator paid the channel after the page read it", async () => {
+    await saveChannel(payrail, ELSEWHERE, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '100',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+    });
     await settleConversion(db.db, [await sendFinished(payrail, 9_700_000_051, ELSEWHERE)], 14_500_000n);
     const page = await newPage();
     await signIn(page, { held: true });
@@ -546,26 +758,44 @@ describe('the dashboard', () => {
     await page.waitForSelector('[data-testid=notice].error');
     const refused = await payrail.request('POST', `/api/channels/${ELSEWHERE}/payout`);
     expect(refused.status).toBe(409);
-    expect(refused.body.error).toBe(`cannot pay channel ${ELSEWHERE} now: batch ${elsewhere.body.payoutId} is open (pending): it pays the channel's balance when it runs`);
+    expect(refused.body.error).toBe(
+      `cannot pay channel ${ELSEWHERE} now: batch ${elsewhere.body.payoutId} is open (pending): it pays the channel's balance when it runs`,
+    );
     expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
     // One batch, the other operator's; the page read the overview again after the answer and shows it.
-    expect((await payrail.request('GET', `/api/payouts?channelId=${ELSEWHERE}&kind=threshold`)).body.payouts.map((p: { payoutId: string }) => p.payoutId)).toEqual([elsewhere.body.payoutId]);
+    expect(
+      (await payrail.request('GET', `/api/payouts?channelId=${ELSEWHERE}&kind=threshold`)).body.payouts.map(
+        (p: { payoutId: string }) => p.payoutId,
+      ),
+    ).toEqual([elsewhere.body.payoutId]);
     await page.waitForSelector(`${button}:disabled`);
-    expect(await page.textContent(`[data-testid=channel-${ELSEWHERE}] [data-role=open-batch]`)).toBe(`batch ${elsewhere.body.payoutId} · pending`);
+    expect(await page.textContent(`[data-testid=channel-${ELSEWHERE}] [data-role=open-batch]`)).toBe(
+      `batch ${elsewhere.body.payoutId} · pending`,
+    );
     await page.close();
   });
 
-  it('a top-up\'s credit confirmation names the difference the credit books, not the partial\'s outcome', async () => {
-    const partial: Record<string, unknown> = { ...structuredClone(fixtures.partially_paid), payment_id: 9_700_000_061, order_id: `PGP-1|${THRESHOLD}` };
+  it("a top-up's credit confirmation names the difference the credit books, not the partial's outcome", async () => {
+    const partial: Record<string, unknown> = {
+      ...structuredClone(fixtures.partially_paid),
+      payment_id: 9_700_000_061,
+      order_id: `PGP-1|${THRESHOLD}`,
+    };
     const id = String(partial.payment_id);
     expect(await sendIpn(partial)).toBe(202);
     expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
-    expect(await sendIpn(ipnBody({ payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id }))).toBe(202);
+    expect(
+      await sendIpn(
+        ipnBody({ payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id }),
+      ),
+    ).toBe(202);
     const page = await newPage();
     await signIn(page);
     const row = `[data-testid=review-payment-${id}]`;
     await page.waitForSelector(row);
-    expect(await page.textContent(`${row} [data-role=reason]`)).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+    expect(await page.textContent(`${row} [data-role=reason]`)).toBe(
+      'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+    );
     let asked = '';
     page.once('dialog', (dialog) => {
       asked = dialog.message();
@@ -573,8 +803,13 @@ describe('the dashboard', () => {
     });
     await page.click(`${row} button[data-action=credit]`);
     await page.waitForTimeout(300);
-    expect(asked).toContain(`Credit payment ${id} with the rest of its top-up, 0.00193 ETH (the 0.00294 ETH credited stays as booked)?`);
-    expect((await payrail.request('GET', `/api/payments/${id}`)).body).toMatchObject({ grossAmount: '0.00294', reviewReason: expect.stringMatching(/^top_up: /) });
+    expect(asked).toContain(
+      `Credit payment ${id} with the rest of its top-up, 0.00193 ETH (the 0.00294 ETH credited stays as booked)?`,
+    );
+    expect((await payrail.request('GET', `/api/payments/${id}`)).body).toMatchObject({
+      grossAmount: '0.00294',
+      reviewReason: expect.stringMatching(/^top_up: /),
+    });
     expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
     await page.close();
   });

@@ -51,12 +51,26 @@ const TIME_LIMIT_S = 90;
  */
 function expectEverythingPaid(output: string, payments: number): void {
   expect(output).toMatch(new RegExp(`received +${payments} of ${payments} sent`));
-  expect(output).toMatch(new RegExp(`paid out +${payments} of ${payments} payments are in a completed payout; none converted and waiting below a channel's threshold`));
-  expect(output).toMatch(new RegExp(`== summary: done \\d+\\.\\d s after the first IPN .*: every payment paid out \\(${payments}\\); every payout completed ==`));
-  expect(output).toMatch(new RegExp(`every payment received, and paid out or waiting below threshold +yes +\\(${payments} paid out \\+ 0 waiting of ${payments} payments\\)`));
+  expect(output).toMatch(
+    new RegExp(
+      `paid out +${payments} of ${payments} payments are in a completed payout; none converted and waiting below a channel's threshold`,
+    ),
+  );
+  expect(output).toMatch(
+    new RegExp(
+      `== summary: done \\d+\\.\\d s after the first IPN .*: every payment paid out \\(${payments}\\); every payout completed ==`,
+    ),
+  );
+  expect(output).toMatch(
+    new RegExp(
+      `every payment received, and paid out or waiting below threshold +yes +\\(${payments} paid out \\+ 0 waiting of ${payments} payments\\)`,
+    ),
+  );
   expect(output).toMatch(/every payout completed +yes/);
   expect(output).toMatch(/threshold batches paid \+ USDT waiting == that USDT +yes/);
-  expect(output).toMatch(/every channel balance below its threshold, == its waiting USDT +yes +\(0\.000000 USDT on 0 channels/);
+  expect(output).toMatch(
+    /every channel balance below its threshold, == its waiting USDT +yes +\(0\.000000 USDT on 0 channels/,
+  );
   // Every check line says yes; none says NO.
   const checks = output.slice(output.indexOf('\nchecks\n'), output.indexOf('\nledger check'));
   expect(checks.split('\n').filter((l) => l.startsWith('  ')).length).toBeGreaterThanOrEqual(9);
@@ -71,7 +85,11 @@ function expectEverythingPaid(output: string, payments: number): void {
   // Progress: lines while it ran (not a terminal: one line per update), ending with completion.
   const progress = output.split('\n').filter((l) => /^\[ *\d+\.\d s\] received \d+\//.test(l));
   expect(progress.length).toBeGreaterThanOrEqual(2);
-  expect(progress.at(-1)).toMatch(new RegExp(`received ${payments}/${payments} .*paid out ${payments}/${payments} .*, 0 waiting below threshold \\| done: every payment paid out, every payout completed`));
+  expect(progress.at(-1)).toMatch(
+    new RegExp(
+      `received ${payments}/${payments} .*paid out ${payments}/${payments} .*, 0 waiting below threshold \\| done: every payment paid out, every payout completed`,
+    ),
+  );
   expect(output).toMatch(/dashboard +http:\/\/127\.0\.0\.1:\d+\/ +\(web role of this payrail; admin token: \S+\)/);
 }
 
@@ -95,60 +113,90 @@ describe('payrail demo', () => {
     }
   });
 
-  it('--payments 30 --exit: every payment paid out, the ledger balanced, progress shown', { timeout: 150_000 }, async () => {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-demo-test-'));
-    dataDirs.push(dataDir);
-    fs.chmodSync(dataDir, 0o755);
-    const proc = demo(['--payments', '30', '--seed', '11', '--exit', '--time-limit', String(TIME_LIMIT_S), '--data-dir', dataDir]);
-    const code = await proc.exited;
-    const output = proc.output();
-    expect(code, output).toBe(0);
-    expectEverythingPaid(output, 30);
-    expect(output).toContain('CONVERSION_MIN_USD=20');
-    // Given with --data-dir: kept, with payrail's log in it; its PostgreSQL stopped.
-    expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
-    expect(fs.existsSync(path.join(dataDir, 'pg', 'postmaster.pid'))).toBe(false);
-  });
+  it(
+    '--payments 30 --exit: every payment paid out, the ledger balanced, progress shown',
+    { timeout: 150_000 },
+    async () => {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'payrail-demo-test-'));
+      dataDirs.push(dataDir);
+      fs.chmodSync(dataDir, 0o755);
+      const proc = demo([
+        '--payments',
+        '30',
+        '--seed',
+        '11',
+        '--exit',
+        '--time-limit',
+        String(TIME_LIMIT_S),
+        '--data-dir',
+        dataDir,
+      ]);
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(0);
+      expectEverythingPaid(output, 30);
+      expect(output).toContain('CONVERSION_MIN_USD=20');
+      // Given with --data-dir: kept, with payrail's log in it; its PostgreSQL stopped.
+      expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
+      expect(fs.existsSync(path.join(dataDir, 'pg', 'postmaster.pid'))).toBe(false);
+    },
+  );
 
-  it('gives up after --time-limit with exit 1, saying from the tables what is still open', { timeout: 120_000 }, async () => {
-    const proc = demo(['--payments', '20', '--channels', '4', '--time-limit', '1', '--exit']);
-    const code = await proc.exited;
-    const output = proc.output();
-    expect(code, output).toBe(1);
-    expect(output).toContain('the time limit of 1 s passed before every payout completed. Still open, from the tables:');
-    // Open work named by table and state, e.g. "3 payouts exchange_created" or "12 threshold payments wait for a conversion".
-    expect(output).toMatch(/\n {2}\d+ (payouts \w+|conversions \w+|threshold payments wait|IPNs sent|converted payments wait)/);
-    // A failed run keeps its data for a look (afterAll removes it).
-    const dataDir = announcedDataDir(output) as string;
-    expect(output).toContain(`data kept in ${dataDir}`);
-    expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
-  });
+  it(
+    'gives up after --time-limit with exit 1, saying from the tables what is still open',
+    { timeout: 120_000 },
+    async () => {
+      const proc = demo(['--payments', '20', '--channels', '4', '--time-limit', '1', '--exit']);
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(1);
+      expect(output).toContain(
+        'the time limit of 1 s passed before every payout completed. Still open, from the tables:',
+      );
+      // Open work named by table and state, e.g. "3 payouts exchange_created" or "12 threshold payments wait for a conversion".
+      expect(output).toMatch(
+        /\n {2}\d+ (payouts \w+|conversions \w+|threshold payments wait|IPNs sent|converted payments wait)/,
+      );
+      // A failed run keeps its data for a look (afterAll removes it).
+      const dataDir = announcedDataDir(output) as string;
+      expect(output).toContain(`data kept in ${dataDir}`);
+      expect(fs.existsSync(path.join(dataDir, 'payrail.log'))).toBe(true);
+    },
+  );
 
-  it('--outage: intake goes on while ChangeNow is down, everything completes after; then serves until Ctrl-C', { timeout: 150_000 }, async () => {
-    const proc = demo(['--payments', '24', '--channels', '4', '--outage', '--time-limit', String(TIME_LIMIT_S)]);
-    // Without --exit it keeps payrail up after the summary: the printed URL and token work, then SIGINT ends it.
-    const deadline = Date.now() + 140_000;
-    while (!proc.output().includes('Ctrl-C to stop') && proc.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-    const output = proc.output();
-    expect(proc.child.exitCode, output).toBe(null);
-    expectEverythingPaid(output, 24);
-    expect(output).toMatch(/ChangeNow DOWN \(--outage, back in \d+ s\)/);
-    expect(output).toMatch(/ChangeNow back up after \d+ s down/);
-    // IPNs kept being answered and recorded while ChangeNow was down (the outage starts halfway through the stream).
-    expect(output).toMatch(/ChangeNow outage: down for \d+\.\d s; [1-9]\d* payments were received and recorded meanwhile/);
-    // IPNs were answered while ChangeNow was down: some payment arrived after the outage began.
-    const firstDown = output.split('\n').find((l) => l.includes('ChangeNow DOWN'));
-    expect(firstDown).toMatch(/received \d+\/24/);
+  it(
+    '--outage: intake goes on while ChangeNow is down, everything completes after; then serves until Ctrl-C',
+    { timeout: 150_000 },
+    async () => {
+      const proc = demo(['--payments', '24', '--channels', '4', '--outage', '--time-limit', String(TIME_LIMIT_S)]);
+      // Without --exit it keeps payrail up after the summary: the printed URL and token work, then SIGINT ends it.
+      const deadline = Date.now() + 140_000;
+      while (!proc.output().includes('Ctrl-C to stop') && proc.child.exitCode === null && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 200));
+      const output = proc.output();
+      expect(proc.child.exitCode, output).toBe(null);
+      expectEverythingPaid(output, 24);
+      expect(output).toMatch(/ChangeNow DOWN \(--outage, back in \d+ s\)/);
+      expect(output).toMatch(/ChangeNow back up after \d+ s down/);
+      // IPNs kept being answered and recorded while ChangeNow was down (the outage starts halfway through the stream).
+      expect(output).toMatch(
+        /ChangeNow outage: down for \d+\.\d s; [1-9]\d* payments were received and recorded meanwhile/,
+      );
+      // IPNs were answered while ChangeNow was down: some payment arrived after the outage began.
+      const firstDown = output.split('\n').find((l) => l.includes('ChangeNow DOWN'));
+      expect(firstDown).toMatch(/received \d+\/24/);
 
-    const [, url, token] = /dashboard +(http:\/\/\S+)\/ +\(web role of this payrail; admin token: (\S+)\)/.exec(output) ?? [];
-    const payouts = await fetch(`${url}/api/payouts`, { headers: { authorization: `Bearer ${token}` } });
-    expect(payouts.status).toBe(200);
+      const [, url, token] =
+        /dashboard +(http:\/\/\S+)\/ +\(web role of this payrail; admin token: (\S+)\)/.exec(output) ?? [];
+      const payouts = await fetch(`${url}/api/payouts`, { headers: { authorization: `Bearer ${token}` } });
+      expect(payouts.status).toBe(200);
 
-    const dataDir = announcedDataDir(output) as string;
-    expect(fs.existsSync(dataDir)).toBe(true);
-    proc.child.kill('SIGINT');
-    expect(await proc.exited).toBe(0);
-    // A temp dir of its own: removed at exit.
-    expect(fs.existsSync(dataDir)).toBe(false);
-  });
+      const dataDir = announcedDataDir(output) as string;
+      expect(fs.existsSync(dataDir)).toBe(true);
+      proc.child.kill('SIGINT');
+      expect(await proc.exited).toBe(0);
+      // A temp dir of its own: removed at exit.
+      expect(fs.existsSync(dataDir)).toBe(false);
+    },
+  );
 });

@@ -52,10 +52,15 @@ beforeAll(async () => {
   db = await createTestDatabase();
   await bookHostFunding(db, outside);
   // Intake only: every job runs in the worker processes below.
-  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  web = await startTestPayrail(db, {
+    outside,
+    roles: { web: true, worker: false },
+    env: { ...outside.env, CONVERSION_MIN_USD: '1' },
+  });
 });
 afterAll(async () => {
-  for (const child of children) if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
+  for (const child of children)
+    if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGKILL');
   await web?.stop();
   try {
     if (db && outside) await expectLedgerEqualsChain(db, outside);
@@ -78,12 +83,28 @@ async function pay(channelId: string): Promise<void> {
 }
 
 async function payoutRow(channelId: string) {
-  const { rows } = await db.pool.query('select payout_id, kind, status, asset, amount::text, amount_out, exchange_id, payin_address, wallet_address from payouts where channel_id = $1', [channelId]);
-  return rows as Array<{ payout_id: string; kind: string; status: string; asset: string; amount: string; amount_out: string | null; exchange_id: string | null; payin_address: string | null; wallet_address: string }>;
+  const { rows } = await db.pool.query(
+    'select payout_id, kind, status, asset, amount::text, amount_out, exchange_id, payin_address, wallet_address from payouts where channel_id = $1',
+    [channelId],
+  );
+  return rows as Array<{
+    payout_id: string;
+    kind: string;
+    status: string;
+    asset: string;
+    amount: string;
+    amount_out: string | null;
+    exchange_id: string | null;
+    payin_address: string | null;
+    wallet_address: string;
+  }>;
 }
 
 async function payoutTransfers(payoutId: string) {
-  const { rows } = await db.pool.query("select status, to_address, amount::text, tx_hash from chain_transfers where purpose = 'payout' and ref = $1", [payoutId]);
+  const { rows } = await db.pool.query(
+    "select status, to_address, amount::text, tx_hash from chain_transfers where purpose = 'payout' and ref = $1",
+    [payoutId],
+  );
   return rows as Array<{ status: string; to_address: string; amount: string; tx_hash: string | null }>;
 }
 
@@ -93,7 +114,9 @@ function exchangesOf(payoutId: string) {
 
 /** The state between the outside effect and the commit that records it, as the kill at `point` left it. */
 async function expectLeftBehind(point: Point, payoutId: string): Promise<void> {
-  const [payout] = await db.pool.query('select status from payouts where payout_id = $1', [payoutId]).then((r) => r.rows);
+  const [payout] = await db.pool
+    .query('select status from payouts where payout_id = $1', [payoutId])
+    .then((r) => r.rows);
   const transfers = await payoutTransfers(payoutId);
   if (point === 'payout_after_exchange_created') {
     // ChangeNow holds the exchange; payrail has only its intent.
@@ -106,7 +129,9 @@ async function expectLeftBehind(point: Point, payoutId: string): Promise<void> {
     expect(payout.status).toBe('exchange_created');
     expect(transfers.map((t) => t.status)).toEqual(['broadcast']);
     const [exchange] = exchangesOf(payoutId);
-    const mined = await createPublicClient({ transport: http(outside.chain.rpcUrl) }).getTransactionReceipt({ hash: transfers[0]!.tx_hash as Hex });
+    const mined = await createPublicClient({ transport: http(outside.chain.rpcUrl) }).getTransactionReceipt({
+      hash: transfers[0]!.tx_hash as Hex,
+    });
     expect(mined.status).toBe('success');
     expect(exchange?.payinAddress.toLowerCase()).toBe(transfers[0]!.to_address.toLowerCase());
   } else {
@@ -125,7 +150,8 @@ async function killAndRecover(point: Point, channelId: string, payments: number)
   const doomed = worker({ PAYRAIL_CRASH_AT: point });
   for (let i = 0; i < payments; i++) await pay(channelId);
   await Promise.race([doomed.exited, new Promise((r) => setTimeout(r, 30_000))]);
-  if (doomed.child.signalCode === null) throw new Error(`worker did not crash at ${point} (exit ${doomed.child.exitCode}):\n${doomed.output()}`);
+  if (doomed.child.signalCode === null)
+    throw new Error(`worker did not crash at ${point} (exit ${doomed.child.exitCode}):\n${doomed.output()}`);
   expect(doomed.child.signalCode).toBe('SIGKILL');
   expect(doomed.output()).toContain('crash_injection_armed');
 
@@ -134,9 +160,17 @@ async function killAndRecover(point: Point, channelId: string, payments: number)
   await expectLeftBehind(point, open.payout_id);
 
   const survivor = worker();
-  await eventually(`payout completed after a SIGKILL at ${point}`, async () => (await payoutRow(channelId))[0]?.status === 'completed', 45_000).catch(async (error: Error) => {
-    const jobs = await db.pool.query('select task_identifier, attempts, max_attempts, locked_by, run_at, last_error from graphile_worker.jobs');
-    throw new Error(`${error.message}\npayouts: ${JSON.stringify(await payoutRow(channelId))}\njobs: ${JSON.stringify(jobs.rows)}\nkilled worker:\n${doomed.output()}\nsurvivor:\n${survivor.output()}`);
+  await eventually(
+    `payout completed after a SIGKILL at ${point}`,
+    async () => (await payoutRow(channelId))[0]?.status === 'completed',
+    45_000,
+  ).catch(async (error: Error) => {
+    const jobs = await db.pool.query(
+      'select task_identifier, attempts, max_attempts, locked_by, run_at, last_error from graphile_worker.jobs',
+    );
+    throw new Error(
+      `${error.message}\npayouts: ${JSON.stringify(await payoutRow(channelId))}\njobs: ${JSON.stringify(jobs.rows)}\nkilled worker:\n${doomed.output()}\nsurvivor:\n${survivor.output()}`,
+    );
   });
   survivor.child.kill('SIGTERM');
   expect(await survivor.exited).toBe(0);
@@ -150,7 +184,12 @@ async function killAndRecover(point: Point, channelId: string, payments: number)
   const exchanges = exchangesOf(payout.payout_id);
   expect(exchanges).toHaveLength(1);
   const exchange = exchanges[0]!;
-  expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'finished', payinAddress: payout.payin_address, payoutAddress: payout.wallet_address });
+  expect(exchange).toMatchObject({
+    id: payout.exchange_id,
+    status: 'finished',
+    payinAddress: payout.payin_address,
+    payoutAddress: payout.wallet_address,
+  });
   expect(payout.amount_out).toBe(exchange.amountTo);
 
   // One transfer, confirmed, of exactly the payout's amount to the exchange's payin address.
@@ -164,30 +203,60 @@ async function killAndRecover(point: Point, channelId: string, payments: number)
 }
 
 describe('SIGKILL of a worker during a payout', () => {
-  it.each(POINTS)('instant ETH → USDT on eth, killed at %s: restart pays the owner once, through one exchange and one transfer', async (point) => {
-    const wallet = privateKeyToAccount(generatePrivateKey()).address;
-    const channelId = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: wallet });
-    const { payout, exchange } = await killAndRecover(point, channelId, 1);
+  it.each(POINTS)(
+    'instant ETH → USDT on eth, killed at %s: restart pays the owner once, through one exchange and one transfer',
+    async (point) => {
+      const wallet = privateKeyToAccount(generatePrivateKey()).address;
+      const channelId = await channel({
+        payoutStrategy: 'instant',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: wallet,
+      });
+      const { payout, exchange } = await killAndRecover(point, channelId, 1);
 
-    expect(payout).toMatchObject({ kind: 'instant', asset: 'eth', amount: '4723900000000000', amount_out: '13.1717' });
-    // The payin address got the payment's net ETH once; the owner got the payout's amount out once, on chain.
-    expect(await outside.balanceOf(exchange.payinAddress)).toBe(4_723_900_000_000_000n);
-    expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(payout.amount_out as string, 6));
-    expect(await outside.usdtBalanceOf(wallet)).toBe(13_171_700n);
-  });
+      expect(payout).toMatchObject({
+        kind: 'instant',
+        asset: 'eth',
+        amount: '4723900000000000',
+        amount_out: '13.1717',
+      });
+      // The payin address got the payment's net ETH once; the owner got the payout's amount out once, on chain.
+      expect(await outside.balanceOf(exchange.payinAddress)).toBe(4_723_900_000_000_000n);
+      expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(payout.amount_out as string, 6));
+      expect(await outside.usdtBalanceOf(wallet)).toBe(13_171_700n);
+    },
+  );
 
-  it.each(POINTS)('threshold batch USDT → USDT on trx, killed at %s: restart finishes it with one exchange and one transfer', async (point) => {
-    const channelId = await channel({ payoutStrategy: 'threshold', thresholdUsd: '5', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
-    const { payout, exchange } = await killAndRecover(point, channelId, 1);
+  it.each(POINTS)(
+    'threshold batch USDT → USDT on trx, killed at %s: restart finishes it with one exchange and one transfer',
+    async (point) => {
+      const channelId = await channel({
+        payoutStrategy: 'threshold',
+        thresholdUsd: '5',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'trx',
+        walletAddress: TRON_WALLET,
+      });
+      const { payout, exchange } = await killAndRecover(point, channelId, 1);
 
-    // One payment's conversion (0.0047239 ETH × 3000 − 1 USDT) makes the batch; its exchange takes 1 USDT more.
-    expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: '13171700', amount_out: '12.1717' });
-    expect(exchange).toMatchObject({ fromCurrency: 'usdt', toCurrency: 'usdt', toNetwork: 'trx', payoutAddress: TRON_WALLET });
-    // The payin address received the batch once, in USDT.
-    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(13_171_700n);
-    // The channel's USDT all left in the batch: nothing available, nothing reserved.
-    const { rows } = await db.pool.query("select code, balance::text from ledger_accounts where code like $1 and asset = 'usdt' order by code", [`%${channelId}%`]);
-    expect(rows.map((r) => r.balance)).toEqual(rows.map(() => '0'));
-    expect(rows.length).toBeGreaterThan(0);
-  });
+      // One payment's conversion (0.0047239 ETH × 3000 − 1 USDT) makes the batch; its exchange takes 1 USDT more.
+      expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: '13171700', amount_out: '12.1717' });
+      expect(exchange).toMatchObject({
+        fromCurrency: 'usdt',
+        toCurrency: 'usdt',
+        toNetwork: 'trx',
+        payoutAddress: TRON_WALLET,
+      });
+      // The payin address received the batch once, in USDT.
+      expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(13_171_700n);
+      // The channel's USDT all left in the batch: nothing available, nothing reserved.
+      const { rows } = await db.pool.query(
+        "select code, balance::text from ledger_accounts where code like $1 and asset = 'usdt' order by code",
+        [`%${channelId}%`],
+      );
+      expect(rows.map((r) => r.balance)).toEqual(rows.map(() => '0'));
+      expect(rows.length).toBeGreaterThan(0);
+    },
+  );
 });

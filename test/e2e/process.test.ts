@@ -30,7 +30,10 @@ function start(): PayrailProcess {
 async function api(method: string, route: string, body?: unknown) {
   const res = await fetch(url + route, {
     method,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    headers: {
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+      ...(body !== undefined && { 'content-type': 'application/json' }),
+    },
     ...(body !== undefined && { body: JSON.stringify(body) }),
   });
   return { status: res.status, body: (await res.json()) as any };
@@ -75,10 +78,22 @@ afterAll(async () => {
 
 describe('configuration errors stop the start', () => {
   it('exits 78 with one message naming every bad variable, and starts nothing', async () => {
-    const proc = runPayrail(['start'], { DATABASE_URL: 'mysql://nope', PORT: 'http', PLATFORM_FEE_PERCENT: '3,5', NOWPAYMENTS_IPN_SECERT: 'typo' });
+    const proc = runPayrail(['start'], {
+      DATABASE_URL: 'mysql://nope',
+      PORT: 'http',
+      PLATFORM_FEE_PERCENT: '3,5',
+      NOWPAYMENTS_IPN_SECERT: 'typo',
+    });
     expect(await proc.exited).toBe(78);
     const out = proc.output();
-    for (const name of ['DATABASE_URL', 'PORT', 'PLATFORM_FEE_PERCENT', 'NOWPAYMENTS_IPN_SECERT', 'ADMIN_TOKEN', 'NOWPAYMENTS_IPN_SECRET']) {
+    for (const name of [
+      'DATABASE_URL',
+      'PORT',
+      'PLATFORM_FEE_PERCENT',
+      'NOWPAYMENTS_IPN_SECERT',
+      'ADMIN_TOKEN',
+      'NOWPAYMENTS_IPN_SECRET',
+    ]) {
       expect(out).toContain(`${name}:`);
     }
   });
@@ -90,7 +105,17 @@ describe('crash safety of the embedded default', () => {
   it('starts on a fresh data dir, takes payments, and keeps them through a SIGKILL of payrail', async () => {
     const first = start();
     await waitForHealthy(url, first);
-    expect((await api('PUT', `/api/channels/${CHANNEL}`, { payoutStrategy: 'threshold', thresholdUsd: '50', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' })).status).toBe(201);
+    expect(
+      (
+        await api('PUT', `/api/channels/${CHANNEL}`, {
+          payoutStrategy: 'threshold',
+          thresholdUsd: '50',
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'eth',
+          walletAddress: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
+        })
+      ).status,
+    ).toBe(201);
     for (let i = 0; i < 20; i++) {
       const body = ipnBody({ payment_id: 7_000_000_000 + i, order_id: `PGP-42|${CHANNEL}` });
       const { raw, headers } = signed(body, IPN_SECRET);
@@ -119,7 +144,9 @@ describe('crash safety of the embedded default', () => {
       }
       expect(res.body).toMatchObject({ status: 'finished', netAmount: '0.0047239', conversion: { status: 'pending' } });
     }
-    expect((await api('GET', `/api/channels/${CHANNEL}`)).body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.094478', units: '94478000000000000' }]);
+    expect((await api('GET', `/api/channels/${CHANNEL}`)).body.balances).toEqual([
+      { account: 'available', asset: 'eth', amount: '0.094478', units: '94478000000000000' },
+    ]);
     second.child.kill('SIGKILL');
     await second.exited;
   });

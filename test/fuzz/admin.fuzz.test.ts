@@ -25,8 +25,25 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
-import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { expectHealthy, fuzzParams, headerText, jsonValueText, nastyString, numberText, objectText, send, type RawResponse } from './support.ts';
+import {
+  ADMIN_TOKEN,
+  IPN_SECRET,
+  logSink,
+  startTestPayrail,
+  type LogSink,
+  type TestPayrail,
+} from '../support/payrail.ts';
+import {
+  expectHealthy,
+  fuzzParams,
+  headerText,
+  jsonValueText,
+  nastyString,
+  numberText,
+  objectText,
+  send,
+  type RawResponse,
+} from './support.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
@@ -38,9 +55,28 @@ const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
 const PAYMENT_ID_RE = /^[1-9][0-9]{0,19}$/;
 const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
 const CONVERSION_ID_RE = /^conv_[0-9a-f]{16}$/;
-const CONVERSION_STATUSES = ['pending', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review'] as const;
+const CONVERSION_STATUSES = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+] as const;
 const ACTIONS = ['retry', 'cancel', 'approve', 'resolve'] as const;
-const PAYOUT_STATUSES = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'exchange_created', 'sent', 'completed', 'failed', 'needs_review', 'cancelled'] as const;
+const PAYOUT_STATUSES = [
+  'pending',
+  'held',
+  'awaiting_approval',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+  'cancelled',
+] as const;
 /** The name ADMIN_TOKEN's actions are recorded under. */
 const ACTOR = 'admin';
 
@@ -75,7 +111,10 @@ async function seedPayout(status: (typeof PAYOUT_STATUSES)[number], transfer?: T
   return id;
 }
 
-async function seedConversion(status: 'sent' | 'completed' | 'needs_review', transfer?: TransferState): Promise<string> {
+async function seedConversion(
+  status: 'sent' | 'completed' | 'needs_review',
+  transfer?: TransferState,
+): Promise<string> {
   const { id } = await seed.conversion(status, transfer ? { transfer } : {});
   conversionIds.push(id);
   return id;
@@ -94,18 +133,71 @@ const encodable = (s: string) => {
     return false;
   }
 };
-const RAW_SEGMENTS = ['..', '.', '%', '%ZZ', '%0', '%00', '%2F', '%2f..%2f', '%ED%A0%80', '%C0%AF', '%E2%80%AE', '%FF', ';', '*', "'", '@', '~', '%25', '%%', '%u0041', 'a%2Fb', '%20', '+', '-1%00', '1%0A'];
+const RAW_SEGMENTS = [
+  '..',
+  '.',
+  '%',
+  '%ZZ',
+  '%0',
+  '%00',
+  '%2F',
+  '%2f..%2f',
+  '%ED%A0%80',
+  '%C0%AF',
+  '%E2%80%AE',
+  '%FF',
+  ';',
+  '*',
+  "'",
+  '@',
+  '~',
+  '%25',
+  '%%',
+  '%u0041',
+  'a%2Fb',
+  '%20',
+  '+',
+  '-1%00',
+  '1%0A',
+];
 const segment = (values: fc.Arbitrary<string>): fc.Arbitrary<Segment> =>
   fc.oneof(
     { arbitrary: values.filter(encodable).map((value) => ({ value })), weight: 6 },
     { arbitrary: fc.constantFrom(...RAW_SEGMENTS).map((raw) => ({ raw })), weight: 1 },
   );
 
-const digits = (minLength: number, maxLength: number) => fc.string({ unit: fc.constantFrom(...'0123456789'), minLength, maxLength });
-const nearNumbers = fc.constantFrom('0', '-0', '00', '01', '1e5', '1E+400', '1.5', '+1', ' 1', '1 ', '0x10', 'NaN', 'Infinity', '１', '١', '123456789012345678901', '99999999999999999999', '-99999999999999999999', '-999999999999999999999', '');
+const digits = (minLength: number, maxLength: number) =>
+  fc.string({ unit: fc.constantFrom(...'0123456789'), minLength, maxLength });
+const nearNumbers = fc.constantFrom(
+  '0',
+  '-0',
+  '00',
+  '01',
+  '1e5',
+  '1E+400',
+  '1.5',
+  '+1',
+  ' 1',
+  '1 ',
+  '0x10',
+  'NaN',
+  'Infinity',
+  '１',
+  '١',
+  '123456789012345678901',
+  '99999999999999999999',
+  '-99999999999999999999',
+  '-999999999999999999999',
+  '',
+);
 const channelIdValue = fc.oneof(
   { arbitrary: fc.constantFrom(INSTANT, THRESHOLD, LATE), weight: 8 },
-  { arbitrary: fc.tuple(fc.constantFrom('-', ''), fc.constantFrom(...'123456789'), digits(0, 19)).map(([s, a, b]) => s + a + b), weight: 2 },
+  {
+    arbitrary: fc
+      .tuple(fc.constantFrom('-', ''), fc.constantFrom(...'123456789'), digits(0, 19))
+      .map(([s, a, b]) => s + a + b),
+    weight: 2,
+  },
   { arbitrary: nearNumbers, weight: 2 },
   { arbitrary: nastyString(24), weight: 1 },
 );
@@ -119,60 +211,141 @@ const paymentIdValue = () =>
 const hex16 = fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 16, maxLength: 16 });
 const payoutIdValue = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000'), weight: 6 },
+    {
+      arbitrary: fc.nat(1000).map((i) => payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000'),
+      weight: 6,
+    },
     { arbitrary: hex16.map((h) => `po_${h}`), weight: 1 },
     { arbitrary: hex16.map((h) => `pb_${h}`), weight: 1 },
     {
-      arbitrary: fc.tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl')).map(([i, how]) => {
-        const id = payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000';
-        if (how === 'upper') return id.toUpperCase();
-        if (how === 'short') return id.slice(0, -1);
-        if (how === 'long') return `${id}0`;
-        if (how === 'prefix') return `px${id.slice(2)}`;
-        if (how === 'space') return ` ${id}`;
-        if (how === 'nul') return `${id}\u0000`;
-        return `\u202e${id}`;
-      }),
+      arbitrary: fc
+        .tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl'))
+        .map(([i, how]) => {
+          const id = payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000';
+          if (how === 'upper') return id.toUpperCase();
+          if (how === 'short') return id.slice(0, -1);
+          if (how === 'long') return `${id}0`;
+          if (how === 'prefix') return `px${id.slice(2)}`;
+          if (how === 'space') return ` ${id}`;
+          if (how === 'nul') return `${id}\u0000`;
+          return `\u202e${id}`;
+        }),
       weight: 2,
     },
     { arbitrary: nastyString(24), weight: 1 },
   );
 const conversionIdValue = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000'), weight: 6 },
+    {
+      arbitrary: fc
+        .nat(1000)
+        .map((i) => conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000'),
+      weight: 6,
+    },
     { arbitrary: hex16.map((h) => `conv_${h}`), weight: 1 },
     {
-      arbitrary: fc.tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul')).map(([i, how]) => {
-        const id = conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000';
-        if (how === 'upper') return id.toUpperCase();
-        if (how === 'short') return id.slice(0, -1);
-        if (how === 'long') return `${id}0`;
-        if (how === 'payout') return `po_${id.slice(5)}`;
-        if (how === 'space') return ` ${id}`;
-        return `${id}\u0000`;
-      }),
+      arbitrary: fc
+        .tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul'))
+        .map(([i, how]) => {
+          const id = conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000';
+          if (how === 'upper') return id.toUpperCase();
+          if (how === 'short') return id.slice(0, -1);
+          if (how === 'long') return `${id}0`;
+          if (how === 'payout') return `po_${id.slice(5)}`;
+          if (how === 'space') return ` ${id}`;
+          return `${id}\u0000`;
+        }),
       weight: 2,
     },
     { arbitrary: nastyString(24), weight: 1 },
   );
-const conversionActionValue = fc.oneof({ arbitrary: fc.constant('retry'), weight: 6 }, { arbitrary: fc.constantFrom('RETRY', 'retry ', 'resolve', 'cancel', 'approve', '', 'retry;cancel'), weight: 2 }, { arbitrary: nastyString(10), weight: 1 });
+const conversionActionValue = fc.oneof(
+  { arbitrary: fc.constant('retry'), weight: 6 },
+  { arbitrary: fc.constantFrom('RETRY', 'retry ', 'resolve', 'cancel', 'approve', '', 'retry;cancel'), weight: 2 },
+  { arbitrary: nastyString(10), weight: 1 },
+);
 const conversionQuery = fc.uniqueArray(
   fc.oneof(
-    { arbitrary: fc.oneof(fc.constantFrom(...CONVERSION_STATUSES), fc.constantFrom('NEEDS_REVIEW', 'sent ', 'cancelled', ''), nastyString(8)).map((v): [string, string] => ['status', v]), weight: 3 },
-    { arbitrary: fc.oneof(fc.integer({ min: 1, max: 500 }).map(String), fc.constantFrom('501', '0', '-1', '1e2', '1.5', 'abc', '', 'NaN')).map((v): [string, string] => ['limit', v]), weight: 3 },
-    { arbitrary: fc.tuple(fc.constantFrom('channelId', 'kind', '__proto__', 'status[]', ''), nastyString(8)), weight: 1 },
+    {
+      arbitrary: fc
+        .oneof(
+          fc.constantFrom(...CONVERSION_STATUSES),
+          fc.constantFrom('NEEDS_REVIEW', 'sent ', 'cancelled', ''),
+          nastyString(8),
+        )
+        .map((v): [string, string] => ['status', v]),
+      weight: 3,
+    },
+    {
+      arbitrary: fc
+        .oneof(
+          fc.integer({ min: 1, max: 500 }).map(String),
+          fc.constantFrom('501', '0', '-1', '1e2', '1.5', 'abc', '', 'NaN'),
+        )
+        .map((v): [string, string] => ['limit', v]),
+      weight: 3,
+    },
+    {
+      arbitrary: fc.tuple(fc.constantFrom('channelId', 'kind', '__proto__', 'status[]', ''), nastyString(8)),
+      weight: 1,
+    },
   ),
   { maxLength: 3, selector: ([k]) => k },
 );
-const actionValue = fc.oneof({ arbitrary: fc.constantFrom(...ACTIONS), weight: 6 }, { arbitrary: fc.constantFrom('RETRY', 'Cancel', 'approve ', 'delete', 'resolve\u0000', 'refund', '', 'retry;cancel'), weight: 1 }, { arbitrary: nastyString(10), weight: 1 });
+const actionValue = fc.oneof(
+  { arbitrary: fc.constantFrom(...ACTIONS), weight: 6 },
+  {
+    arbitrary: fc.constantFrom('RETRY', 'Cancel', 'approve ', 'delete', 'resolve\u0000', 'refund', '', 'retry;cancel'),
+    weight: 1,
+  },
+  { arbitrary: nastyString(10), weight: 1 },
+);
 
 /** Query parameters as [name, value] pairs: mostly the four known ones with plausible values, sometimes repeated, odd or hostile. */
 const queryPair: fc.Arbitrary<[string, string]> = fc.oneof(
   { arbitrary: channelIdValue.map((v): [string, string] => ['channelId', v]), weight: 3 },
-  { arbitrary: fc.oneof(fc.constantFrom(...PAYOUT_STATUSES), fc.constantFrom('PENDING', 'pending ', 'paid', ''), nastyString(8)).map((v): [string, string] => ['status', v]), weight: 3 },
-  { arbitrary: fc.constantFrom('instant', 'threshold', 'batch', 'Instant', '').map((v): [string, string] => ['kind', v]), weight: 2 },
-  { arbitrary: fc.oneof(fc.integer({ min: 1, max: 500 }).map(String), fc.constantFrom('501', '0', '-1', '1e2', '1.5', '0x10', ' 7', 'abc', '', '1E+400', 'Infinity', 'NaN', '99999999999999999999')).map((v): [string, string] => ['limit', v]), weight: 3 },
-  { arbitrary: fc.tuple(fc.constantFrom('offset', '__proto__', 'constructor', 'limit[]', 'status[0]', 'channelId.x', ''), nastyString(8)), weight: 1 },
+  {
+    arbitrary: fc
+      .oneof(fc.constantFrom(...PAYOUT_STATUSES), fc.constantFrom('PENDING', 'pending ', 'paid', ''), nastyString(8))
+      .map((v): [string, string] => ['status', v]),
+    weight: 3,
+  },
+  {
+    arbitrary: fc
+      .constantFrom('instant', 'threshold', 'batch', 'Instant', '')
+      .map((v): [string, string] => ['kind', v]),
+    weight: 2,
+  },
+  {
+    arbitrary: fc
+      .oneof(
+        fc.integer({ min: 1, max: 500 }).map(String),
+        fc.constantFrom(
+          '501',
+          '0',
+          '-1',
+          '1e2',
+          '1.5',
+          '0x10',
+          ' 7',
+          'abc',
+          '',
+          '1E+400',
+          'Infinity',
+          'NaN',
+          '99999999999999999999',
+        ),
+      )
+      .map((v): [string, string] => ['limit', v]),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.tuple(
+      fc.constantFrom('offset', '__proto__', 'constructor', 'limit[]', 'status[0]', 'channelId.x', ''),
+      nastyString(8),
+    ),
+    weight: 1,
+  },
 );
 const query = fc.oneof(
   { arbitrary: fc.uniqueArray(queryPair, { maxLength: 4, selector: ([k]) => k }), weight: 5 },
@@ -183,44 +356,167 @@ const query = fc.oneof(
 const validChannel = fc.constantFrom<Record<string, unknown>>(
   { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
   { payoutStrategy: 'instant', payoutCurrency: 'ETH', payoutNetwork: 'Eth', walletAddress: WALLET.toLowerCase() },
-  { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET },
-  { payoutStrategy: 'threshold', thresholdUsd: '0.01', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET },
-  { payoutStrategy: 'instant', thresholdUsd: null, payoutCurrency: 'usdc', payoutNetwork: 'base', walletAddress: WALLET.toUpperCase().replace('0X', '0x') },
+  {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '100.00',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  },
+  {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '0.01',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'trx',
+    walletAddress: TRON_WALLET,
+  },
+  {
+    payoutStrategy: 'instant',
+    thresholdUsd: null,
+    payoutCurrency: 'usdc',
+    payoutNetwork: 'base',
+    walletAddress: WALLET.toUpperCase().replace('0X', '0x'),
+  },
 );
 const CHANNEL_FIELDS = ['payoutStrategy', 'thresholdUsd', 'payoutCurrency', 'payoutNetwork', 'walletAddress'];
 const channelFieldValue = fc.oneof(
-  fc.constantFrom('instant', 'threshold', 'INSTANT', 'weekly', '', '1e2', '-1', '0', '0.001', '100.001', '99999999999999999', '999999999999999.99', '1e-7', '-0', '1E+400', '١٠٠', 'usdt', 'eth', 'trx', 'sol', 'USDT', 'u', 'x'.repeat(13)),
-  fc.constantFrom(`${WALLET} `, ` ${WALLET}`, `${WALLET}\u0000`, WALLET.replace('8ba1', '8BA1'), '0x0000000000000000000000000000000000000000', WALLET.replace('0x', '0x\u202e'), WALLET.replace('a', 'а'), TRON_WALLET.slice(0, -1), `${TRON_WALLET}\u0000`, 'T'.repeat(34), 'x'.repeat(129)),
+  fc.constantFrom(
+    'instant',
+    'threshold',
+    'INSTANT',
+    'weekly',
+    '',
+    '1e2',
+    '-1',
+    '0',
+    '0.001',
+    '100.001',
+    '99999999999999999',
+    '999999999999999.99',
+    '1e-7',
+    '-0',
+    '1E+400',
+    '١٠٠',
+    'usdt',
+    'eth',
+    'trx',
+    'sol',
+    'USDT',
+    'u',
+    'x'.repeat(13),
+  ),
+  fc.constantFrom(
+    `${WALLET} `,
+    ` ${WALLET}`,
+    `${WALLET}\u0000`,
+    WALLET.replace('8ba1', '8BA1'),
+    '0x0000000000000000000000000000000000000000',
+    WALLET.replace('0x', '0x\u202e'),
+    WALLET.replace('a', 'а'),
+    TRON_WALLET.slice(0, -1),
+    `${TRON_WALLET}\u0000`,
+    'T'.repeat(34),
+    'x'.repeat(129),
+  ),
   numberText.map(Number),
   fc.jsonValue({ maxDepth: 2 }),
   nastyString(40),
 );
 const channelBody = fc.oneof(
   { arbitrary: validChannel, weight: 4 },
-  { arbitrary: fc.tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS), channelFieldValue).map(([b, k, v]) => ({ ...b, [k]: v })), weight: 5 },
-  { arbitrary: fc.tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS)).map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))), weight: 1 },
-  { arbitrary: fc.tuple(validChannel, nastyString(10), fc.jsonValue({ maxDepth: 1 })).map(([b, k, v]) => ({ ...b, [k]: v })), weight: 1 },
+  {
+    arbitrary: fc
+      .tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS), channelFieldValue)
+      .map(([b, k, v]) => ({ ...b, [k]: v })),
+    weight: 5,
+  },
+  {
+    arbitrary: fc
+      .tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS))
+      .map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))),
+    weight: 1,
+  },
+  {
+    arbitrary: fc
+      .tuple(validChannel, nastyString(10), fc.jsonValue({ maxDepth: 1 }))
+      .map(([b, k, v]) => ({ ...b, [k]: v })),
+    weight: 1,
+  },
 );
 /** Notes of every kind: NUL, lone surrogates, RTL, blank, at and over the 500-character limit. */
-const note = fc.oneof(nastyString(40), fc.constantFrom('\u0000', 'a\u0000b', '\ud800', 'x\udc00', '\u202eevil', ' ', '\t\n', 'ok', 'x'.repeat(500), 'x'.repeat(501), ` ${'x'.repeat(500)} `), fc.integer({ min: 1, max: 700 }).map((n) => 'é'.repeat(n)));
+const note = fc.oneof(
+  nastyString(40),
+  fc.constantFrom(
+    '\u0000',
+    'a\u0000b',
+    '\ud800',
+    'x\udc00',
+    '\u202eevil',
+    ' ',
+    '\t\n',
+    'ok',
+    'x'.repeat(500),
+    'x'.repeat(501),
+    ` ${'x'.repeat(500)} `,
+  ),
+  fc.integer({ min: 1, max: 700 }).map((n) => 'é'.repeat(n)),
+);
 const resolutionBody = fc.oneof(
   fc.record({ outcome: fc.constant('paid'), note }, { requiredKeys: ['outcome'] }),
   fc.record(
     {
       outcome: fc.constant('returned'),
-      amount: fc.oneof(fc.constantFrom('0', '0.0', '0.001', '0.000000000000000001', '0.0000000000000000001', '1', '12.5', '1e-7', '-1', '1.', '.5', '00.1', '1'.repeat(31), '1'.repeat(30), '0.0047239', '0.0047240', ''), numberText.map(Number)),
+      amount: fc.oneof(
+        fc.constantFrom(
+          '0',
+          '0.0',
+          '0.001',
+          '0.000000000000000001',
+          '0.0000000000000000001',
+          '1',
+          '12.5',
+          '1e-7',
+          '-1',
+          '1.',
+          '.5',
+          '00.1',
+          '1'.repeat(31),
+          '1'.repeat(30),
+          '0.0047239',
+          '0.0047240',
+          '',
+        ),
+        numberText.map(Number),
+      ),
       txHash: fc.constantFrom(`0x${'ab'.repeat(32)}`, `0x${'AB'.repeat(32)}`, '0x12', `${'ab'.repeat(32)}`, ''),
       note,
     },
     { requiredKeys: ['outcome'] },
   ),
-  fc.record({ outcome: fc.constantFrom('PAID', 'lost', '', 'returned '), amount: fc.constant('1') }, { requiredKeys: ['outcome'] }),
-  fc.tuple(fc.constantFrom('paid', 'returned'), nastyString(8), fc.jsonValue({ maxDepth: 1 })).map(([outcome, k, v]) => ({ outcome, amount: '0.001', [k]: v })),
+  fc.record(
+    { outcome: fc.constantFrom('PAID', 'lost', '', 'returned '), amount: fc.constant('1') },
+    { requiredKeys: ['outcome'] },
+  ),
+  fc
+    .tuple(fc.constantFrom('paid', 'returned'), nastyString(8), fc.jsonValue({ maxDepth: 1 }))
+    .map(([outcome, k, v]) => ({ outcome, amount: '0.001', [k]: v })),
 );
 
-type Body = { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'raw'; text: string; contentType: string | null };
+type Body =
+  { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'raw'; text: string; contentType: string | null };
 
-const CONTENT_TYPES = ['application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=utf-16', 'application/merge-patch+json', 'garbage', '', 'APPLICATION/JSON'];
+const CONTENT_TYPES = [
+  'application/json',
+  'application/json; charset=utf-8',
+  'text/plain',
+  'application/x-www-form-urlencoded',
+  'multipart/form-data; boundary=x',
+  'application/json; charset=utf-16',
+  'application/merge-patch+json',
+  'garbage',
+  '',
+  'APPLICATION/JSON',
+];
 const rawJson = fc.oneof(
   fc.constantFrom(
     '{"outcome":"paid","outcome":"returned","amount":"0.001"}',
@@ -244,7 +540,13 @@ const rawJson = fc.oneof(
     '\ufeff{"outcome":"paid"}',
     'outcome=paid',
   ),
-  fc.dictionary(fc.oneof(fc.constantFrom('outcome', 'amount', 'note', ...CHANNEL_FIELDS), nastyString(8)), jsonValueText, { maxKeys: 6 }).map((d) => objectText(Object.entries(d))),
+  fc
+    .dictionary(
+      fc.oneof(fc.constantFrom('outcome', 'amount', 'note', ...CHANNEL_FIELDS), nastyString(8)),
+      jsonValueText,
+      { maxKeys: 6 },
+    )
+    .map((d) => objectText(Object.entries(d))),
   fc.integer({ min: 1, max: 20_000 }).map((n) => `${'['.repeat(n)}${']'.repeat(n)}`),
   fc.integer({ min: 60_000, max: 80_000 }).map((n) => JSON.stringify({ outcome: 'paid', note: 'x'.repeat(n) })),
 );
@@ -253,10 +555,28 @@ const body = (typed: fc.Arbitrary<unknown>): fc.Arbitrary<Body> =>
     { arbitrary: fc.constant({ kind: 'none' as const }), weight: 1 },
     { arbitrary: typed.map((value) => ({ kind: 'json' as const, value })), weight: 8 },
     { arbitrary: fc.jsonValue({ maxDepth: 3 }).map((value) => ({ kind: 'json' as const, value })), weight: 1 },
-    { arbitrary: fc.record({ kind: fc.constant('raw' as const), text: rawJson, contentType: fc.option(fc.constantFrom(...CONTENT_TYPES)) }), weight: 2 },
+    {
+      arbitrary: fc.record({
+        kind: fc.constant('raw' as const),
+        text: rawJson,
+        contentType: fc.option(fc.constantFrom(...CONTENT_TYPES)),
+      }),
+      weight: 2,
+    },
   );
 
-type Route = 'put-channel' | 'get-channel' | 'get-payment' | 'list-payouts' | 'get-payout' | 'payout-action' | 'list-conversions' | 'get-conversion' | 'conversion-action' | 'supported-pairs' | 'elsewhere';
+type Route =
+  | 'put-channel'
+  | 'get-channel'
+  | 'get-payment'
+  | 'list-payouts'
+  | 'get-payout'
+  | 'payout-action'
+  | 'list-conversions'
+  | 'get-conversion'
+  | 'conversion-action'
+  | 'supported-pairs'
+  | 'elsewhere';
 
 interface AdminRequest {
   route: Route;
@@ -274,37 +594,127 @@ const req = (a: fc.Arbitrary<AdminRequest>) => a;
 
 const adminRequest = (): fc.Arbitrary<AdminRequest> =>
   fc.oneof(
-    req(fc.record({ route: fc.constant<Route>('put-channel'), method: fc.constant('PUT'), segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]), query: NO_QUERY, body: body(channelBody) })),
-    req(fc.record({ route: fc.constant<Route>('get-channel'), method: fc.constant('GET'), segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]), query: NO_QUERY, body: NO_BODY })),
-    req(fc.record({ route: fc.constant<Route>('get-payment'), method: fc.constantFrom('GET', 'HEAD'), segments: segment(paymentIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payments' }, s]), query: NO_QUERY, body: NO_BODY })),
-    req(fc.record({ route: fc.constant<Route>('list-payouts'), method: fc.constant('GET'), segments: fixedPath('api', 'payouts'), query, body: NO_BODY })),
-    req(fc.record({ route: fc.constant<Route>('get-payout'), method: fc.constant('GET'), segments: segment(payoutIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payouts' }, s]), query: NO_QUERY, body: NO_BODY })),
+    req(
+      fc.record({
+        route: fc.constant<Route>('put-channel'),
+        method: fc.constant('PUT'),
+        segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]),
+        query: NO_QUERY,
+        body: body(channelBody),
+      }),
+    ),
+    req(
+      fc.record({
+        route: fc.constant<Route>('get-channel'),
+        method: fc.constant('GET'),
+        segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]),
+        query: NO_QUERY,
+        body: NO_BODY,
+      }),
+    ),
+    req(
+      fc.record({
+        route: fc.constant<Route>('get-payment'),
+        method: fc.constantFrom('GET', 'HEAD'),
+        segments: segment(paymentIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payments' }, s]),
+        query: NO_QUERY,
+        body: NO_BODY,
+      }),
+    ),
+    req(
+      fc.record({
+        route: fc.constant<Route>('list-payouts'),
+        method: fc.constant('GET'),
+        segments: fixedPath('api', 'payouts'),
+        query,
+        body: NO_BODY,
+      }),
+    ),
+    req(
+      fc.record({
+        route: fc.constant<Route>('get-payout'),
+        method: fc.constant('GET'),
+        segments: segment(payoutIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payouts' }, s]),
+        query: NO_QUERY,
+        body: NO_BODY,
+      }),
+    ),
     {
-      arbitrary: req(fc.record({ route: fc.constant<Route>('payout-action'), method: fc.constant('POST'), segments: fc.tuple(segment(payoutIdValue()), segment(actionValue)).map(([p, a]): Segment[] => [{ value: 'api' }, { value: 'payouts' }, p, a]), query: NO_QUERY, body: body(resolutionBody) })),
+      arbitrary: req(
+        fc.record({
+          route: fc.constant<Route>('payout-action'),
+          method: fc.constant('POST'),
+          segments: fc
+            .tuple(segment(payoutIdValue()), segment(actionValue))
+            .map(([p, a]): Segment[] => [{ value: 'api' }, { value: 'payouts' }, p, a]),
+          query: NO_QUERY,
+          body: body(resolutionBody),
+        }),
+      ),
       weight: 4,
     },
-    req(fc.record({ route: fc.constant<Route>('list-conversions'), method: fc.constant('GET'), segments: fixedPath('api', 'conversions'), query: conversionQuery, body: NO_BODY })),
-    req(fc.record({ route: fc.constant<Route>('get-conversion'), method: fc.constant('GET'), segments: segment(conversionIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'conversions' }, s]), query: NO_QUERY, body: NO_BODY })),
+    req(
+      fc.record({
+        route: fc.constant<Route>('list-conversions'),
+        method: fc.constant('GET'),
+        segments: fixedPath('api', 'conversions'),
+        query: conversionQuery,
+        body: NO_BODY,
+      }),
+    ),
+    req(
+      fc.record({
+        route: fc.constant<Route>('get-conversion'),
+        method: fc.constant('GET'),
+        segments: segment(conversionIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'conversions' }, s]),
+        query: NO_QUERY,
+        body: NO_BODY,
+      }),
+    ),
     {
-      arbitrary: req(fc.record({ route: fc.constant<Route>('conversion-action'), method: fc.constant('POST'), segments: fc.tuple(segment(conversionIdValue()), segment(conversionActionValue)).map(([c, a]): Segment[] => [{ value: 'api' }, { value: 'conversions' }, c, a]), query: NO_QUERY, body: body(fc.jsonValue({ maxDepth: 2 })) })),
+      arbitrary: req(
+        fc.record({
+          route: fc.constant<Route>('conversion-action'),
+          method: fc.constant('POST'),
+          segments: fc
+            .tuple(segment(conversionIdValue()), segment(conversionActionValue))
+            .map(([c, a]): Segment[] => [{ value: 'api' }, { value: 'conversions' }, c, a]),
+          query: NO_QUERY,
+          body: body(fc.jsonValue({ maxDepth: 2 })),
+        }),
+      ),
       weight: 3,
     },
-    req(fc.record({ route: fc.constant<Route>('supported-pairs'), method: fc.constant('GET'), segments: fixedPath('api', 'supported-pairs'), query: NO_QUERY, body: NO_BODY })),
+    req(
+      fc.record({
+        route: fc.constant<Route>('supported-pairs'),
+        method: fc.constant('GET'),
+        segments: fixedPath('api', 'supported-pairs'),
+        query: NO_QUERY,
+        body: NO_BODY,
+      }),
+    ),
     // Anywhere else: other methods on admin paths, paths one segment off, unknown paths.
-    req(fc.record({
-      route: fc.constant<Route>('elsewhere'),
-      method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
-      segments: fc.oneof(
-        fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
-        fixedPath('api', 'conversions', 'conv_0123456789abcdef', 'retry', 'x'),
-        fixedPath('api', 'channels'),
-        fixedPath('api'),
-        fixedPath('API', 'payouts'),
-        fc.array(segment(nastyString(12)), { maxLength: 4 }).map((s): Segment[] => [{ value: 'api' }, ...s, { value: 'zz' }]),
-      ),
-      query: NO_QUERY,
-      body: body(fc.jsonValue({ maxDepth: 2 })),
-    }).filter((r) => isRouted(r.method, r.segments) === false)),
+    req(
+      fc
+        .record({
+          route: fc.constant<Route>('elsewhere'),
+          method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
+          segments: fc.oneof(
+            fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
+            fixedPath('api', 'conversions', 'conv_0123456789abcdef', 'retry', 'x'),
+            fixedPath('api', 'channels'),
+            fixedPath('api'),
+            fixedPath('API', 'payouts'),
+            fc
+              .array(segment(nastyString(12)), { maxLength: 4 })
+              .map((s): Segment[] => [{ value: 'api' }, ...s, { value: 'zz' }]),
+          ),
+          query: NO_QUERY,
+          body: body(fc.jsonValue({ maxDepth: 2 })),
+        })
+        .filter((r) => isRouted(r.method, r.segments) === false),
+    ),
   );
 
 /**
@@ -318,13 +728,52 @@ function isRouted(method: string, segments: Segment[]): boolean | undefined {
   const [a, b, c, d] = text;
   if (a !== 'api') return false;
   if (text.length === 2) return get && (b === 'payouts' || b === 'conversions' || b === 'supported-pairs');
-  if (text.length === 3) return (b === 'channels' && (get || method === 'PUT')) || (get && (b === 'payments' || b === 'payouts' || b === 'conversions'));
-  if (text.length === 4) return method === 'POST' && (b === 'payouts' || b === 'conversions' || b === 'payments') && c !== undefined && d !== undefined;
+  if (text.length === 3)
+    return (
+      (b === 'channels' && (get || method === 'PUT')) ||
+      (get && (b === 'payments' || b === 'payouts' || b === 'conversions'))
+    );
+  if (text.length === 4)
+    return (
+      method === 'POST' &&
+      (b === 'payouts' || b === 'conversions' || b === 'payments') &&
+      c !== undefined &&
+      d !== undefined
+    );
   return false;
 }
 
-type Auth = 'valid' | 'none' | 'wrong' | 'scheme-lowercase' | 'basic' | 'double-space' | 'padded' | 'suffix' | 'prefix' | 'token-only' | 'dup-valid-wrong' | 'dup-wrong-valid' | 'name-case' | 'comma' | 'empty' | 'bearer-only';
-const WRONG_AUTH: Auth[] = ['none', 'wrong', 'scheme-lowercase', 'basic', 'double-space', 'suffix', 'prefix', 'token-only', 'dup-wrong-valid', 'comma', 'empty', 'bearer-only'];
+type Auth =
+  | 'valid'
+  | 'none'
+  | 'wrong'
+  | 'scheme-lowercase'
+  | 'basic'
+  | 'double-space'
+  | 'padded'
+  | 'suffix'
+  | 'prefix'
+  | 'token-only'
+  | 'dup-valid-wrong'
+  | 'dup-wrong-valid'
+  | 'name-case'
+  | 'comma'
+  | 'empty'
+  | 'bearer-only';
+const WRONG_AUTH: Auth[] = [
+  'none',
+  'wrong',
+  'scheme-lowercase',
+  'basic',
+  'double-space',
+  'suffix',
+  'prefix',
+  'token-only',
+  'dup-wrong-valid',
+  'comma',
+  'empty',
+  'bearer-only',
+];
 const RIGHT_AUTH: Auth[] = ['valid', 'valid', 'valid', 'padded', 'dup-valid-wrong', 'name-case'];
 
 function authHeaders(auth: Auth, noise: string): Array<[string, string]> {
@@ -374,8 +823,17 @@ function render(r: AdminRequest): { path: string; headers: Array<[string, string
   const q = sentQuery(r).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
   if (q.length > 0) path += `?${q.join('&')}`;
   if (r.body.kind === 'none') return { path, headers: [], body: undefined };
-  if (r.body.kind === 'json') return { path, headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify(r.body.value) ?? 'null', 'utf8') };
-  return { path, headers: r.body.contentType === null ? [] : [['content-type', r.body.contentType]], body: Buffer.from(r.body.text, 'utf8') };
+  if (r.body.kind === 'json')
+    return {
+      path,
+      headers: [['content-type', 'application/json']],
+      body: Buffer.from(JSON.stringify(r.body.value) ?? 'null', 'utf8'),
+    };
+  return {
+    path,
+    headers: r.body.contentType === null ? [] : [['content-type', r.body.contentType]],
+    body: Buffer.from(r.body.text, 'utf8'),
+  };
 }
 
 /** A path with a percent-escape that does not decode (to UTF-8) is refused by the router: 400 FST_ERR_BAD_URL. */
@@ -398,26 +856,46 @@ const valueOf = (s: Segment | undefined): string | undefined => (s !== undefined
 
 const WRITE_KEYS = (f: Record<string, string | number>) => Object.keys(f);
 
-async function sendAdmin(r: AdminRequest, auth: Auth, noise: string): Promise<{ response: RawResponse; before: Record<string, string | number>; after: Record<string, string | number> }> {
+async function sendAdmin(
+  r: AdminRequest,
+  auth: Auth,
+  noise: string,
+): Promise<{ response: RawResponse; before: Record<string, string | number>; after: Record<string, string | number> }> {
   const { path, headers, body } = render(r);
   const before = await fingerprint(db);
   const logged = logs.lines.length;
-  const response = await send(payrail.url, { method: r.method, path, headers: [...authHeaders(auth, noise), ...headers], ...(body !== undefined && { body }) });
+  const response = await send(payrail.url, {
+    method: r.method,
+    path,
+    headers: [...authHeaders(auth, noise), ...headers],
+    ...(body !== undefined && { body }),
+  });
   if (response.status >= 500) {
-    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as { err?: { stack?: string } } | undefined;
-    expect.fail(`${r.method} ${path} → ${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 6).join(' | ') ?? 'no error logged'}`);
+    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as
+      { err?: { stack?: string } } | undefined;
+    expect.fail(
+      `${r.method} ${path} → ${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 6).join(' | ') ?? 'no error logged'}`,
+    );
   }
   const after = await fingerprint(db);
   return { response, before, after };
 }
 
 async function auditSince(before: Record<string, string | number>) {
-  const { rows } = await db.pool.query('select actor, action, subject, details from audit_log order by id desc limit $1', [(await fingerprint(db)).audit_log as number - (before.audit_log as number)]);
+  const { rows } = await db.pool.query(
+    'select actor, action, subject, details from audit_log order by id desc limit $1',
+    [((await fingerprint(db)).audit_log as number) - (before.audit_log as number)],
+  );
   return rows;
 }
 
 /** With the token: the answer is right for what was asked, and a 2xx wrote exactly what it should. */
-async function checkAuthorized(r: AdminRequest, response: RawResponse, before: Record<string, string | number>, after: Record<string, string | number>): Promise<void> {
+async function checkAuthorized(
+  r: AdminRequest,
+  response: RawResponse,
+  before: Record<string, string | number>,
+  after: Record<string, string | number>,
+): Promise<void> {
   const context = `${r.method} ${render(r).path} → ${response.status} ${response.text.slice(0, 300)}`;
   expect(response.status, context).toBeGreaterThanOrEqual(200);
   if (response.status >= 400 || r.method === 'GET' || r.method === 'HEAD') {
@@ -462,7 +940,11 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
       if (!PAYOUT_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
       const row = (await db.pool.query('select status from payouts where payout_id = $1', [param])).rows[0];
       expect(response.status, context).toBe(row ? 200 : 404);
-      if (row) expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({ payoutId: param, status: row.status });
+      if (row)
+        expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({
+          payoutId: param,
+          status: row.status,
+        });
       return;
     }
     case 'list-payouts': {
@@ -487,10 +969,18 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
       if (response.status >= 300) return void expect([400, 409, 413, 415], context).toContain(response.status);
       // Done: the payout as it now stands, and one audit entry under the token's name saying what changed.
       expect(response.status, context).toBe(200);
-      expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({ payoutId: param, status: row.status });
+      expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({
+        payoutId: param,
+        status: row.status,
+      });
       expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
       const [audit] = await auditSince(before);
-      expect(audit, context).toMatchObject({ actor: ACTOR, action: `payout.${action}`, subject: param, details: { to: row.status } });
+      expect(audit, context).toMatchObject({
+        actor: ACTOR,
+        action: `payout.${action}`,
+        subject: param,
+        details: { to: row.status },
+      });
       return;
     }
     case 'get-conversion': {
@@ -498,14 +988,20 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
       if (!CONVERSION_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
       const row = (await db.pool.query('select status from conversions where conversion_id = $1', [param])).rows[0];
       expect(response.status, context).toBe(row ? 200 : 404);
-      if (row) expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({ conversionId: param, status: row.status });
+      if (row)
+        expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({
+          conversionId: param,
+          status: row.status,
+        });
       return;
     }
     case 'list-conversions': {
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
       const asked = Object.fromEntries(sentQuery(r));
-      expect(json.conversions.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
+      expect(json.conversions.length, context).toBeLessThanOrEqual(
+        asked.limit === undefined ? 100 : Number(asked.limit),
+      );
       for (const c of json.conversions) {
         if (asked.status !== undefined) expect(c.status, context).toBe(asked.status);
         expect(c.amountEth, context).toMatch(/^(0|[1-9][0-9]*)(\.[0-9]+)?$/);
@@ -521,11 +1017,19 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
       if (response.status >= 300) return void expect([409, ...bodyRefusals], context).toContain(response.status);
       // Retried out of review: back to sent (its ETH at ChangeNow) or failed (its ETH never left), audited.
       expect(response.status, context).toBe(200);
-      expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({ conversionId: param, status: row.status });
+      expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({
+        conversionId: param,
+        status: row.status,
+      });
       expect(['sent', 'failed'], context).toContain(row.status);
       expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
       const [audit] = await auditSince(before);
-      expect(audit, context).toMatchObject({ actor: ACTOR, action: 'conversion.retry', subject: param, details: { from: 'needs_review', to: row.status } });
+      expect(audit, context).toMatchObject({
+        actor: ACTOR,
+        action: 'conversion.retry',
+        subject: param,
+        details: { from: 'needs_review', to: row.status },
+      });
       return;
     }
     case 'supported-pairs':
@@ -536,7 +1040,13 @@ async function checkAuthorized(r: AdminRequest, response: RawResponse, before: R
 }
 
 /** A saved channel is the input as asked (normalized), recorded in the audit log; its kept payments are released. */
-async function checkChannelSaved(r: AdminRequest, response: RawResponse, before: Record<string, string | number>, after: Record<string, string | number>, context: string): Promise<void> {
+async function checkChannelSaved(
+  r: AdminRequest,
+  response: RawResponse,
+  before: Record<string, string | number>,
+  after: Record<string, string | number>,
+  context: string,
+): Promise<void> {
   const channelId = valueOf(r.segments[2]);
   expect([200, 201], context).toContain(response.status);
   expect(r.body.kind, context).toBe('json');
@@ -557,12 +1067,27 @@ async function checkChannelSaved(r: AdminRequest, response: RawResponse, before:
     const [int, fraction = ''] = String(input.thresholdUsd).split('.');
     expect(expected.thresholdUsd, context).toBe(`${int}.${fraction.replace(/0+$/, '').padEnd(2, '0')}`);
   }
-  const { rows } = await db.pool.query('select payout_strategy, payout_currency, payout_network, wallet_address from channels where channel_id = $1', [channelId]);
-  expect(rows[0], context).toEqual({ payout_strategy: expected.payoutStrategy, payout_currency: expected.payoutCurrency, payout_network: expected.payoutNetwork, wallet_address: expected.walletAddress });
+  const { rows } = await db.pool.query(
+    'select payout_strategy, payout_currency, payout_network, wallet_address from channels where channel_id = $1',
+    [channelId],
+  );
+  expect(rows[0], context).toEqual({
+    payout_strategy: expected.payoutStrategy,
+    payout_currency: expected.payoutCurrency,
+    payout_network: expected.payoutNetwork,
+    wallet_address: expected.walletAddress,
+  });
   expect(after.channels, context).toBe((before.channels as number) + (response.status === 201 ? 1 : 0));
   const [audit] = await auditSince(before);
-  expect(audit, context).toMatchObject({ actor: ACTOR, action: response.status === 201 ? 'channel.create' : 'channel.update', subject: `channel:${channelId}` });
-  const kept = await db.pool.query(`select count(*)::int as n from payments where channel_id = $1 and review_reason = 'unknown_channel'`, [channelId]);
+  expect(audit, context).toMatchObject({
+    actor: ACTOR,
+    action: response.status === 201 ? 'channel.create' : 'channel.update',
+    subject: `channel:${channelId}`,
+  });
+  const kept = await db.pool.query(
+    `select count(*)::int as n from payments where channel_id = $1 and review_reason = 'unknown_channel'`,
+    [channelId],
+  );
   expect(kept.rows[0].n, `payments still kept for ${channelId}: ${context}`).toBe(0);
   if (!channelIds.includes(channelId)) channelIds.push(channelId);
 }
@@ -588,17 +1113,25 @@ type SeedState = (typeof SEED_STATES)[number];
 
 const AMOUNT_RE = /^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/;
 /** What the audit log and a text column can store: no NUL, no unpaired surrogate. */
-// eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
-const STORABLE = (s: string) => !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+const STORABLE = (s: string) =>
+  // eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
+  !/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 
 /**
  * The resolution body's contract: {"outcome":"paid"} or {"outcome":"returned","amount":"<decimal>","txHash":"0x…"},
  * an optional note; the hash may be left out only when nothing came back (amount 0).
  */
-function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'; amount: string; txHash?: string } | undefined {
+function resolution(
+  value: unknown,
+): { outcome: 'paid' } | { outcome: 'returned'; amount: string; txHash?: string } | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
   const b = value as Record<string, unknown>;
-  const allowed = b.outcome === 'paid' ? ['outcome', 'note'] : b.outcome === 'returned' ? ['outcome', 'amount', 'txHash', 'note'] : undefined;
+  const allowed =
+    b.outcome === 'paid'
+      ? ['outcome', 'note']
+      : b.outcome === 'returned'
+        ? ['outcome', 'amount', 'txHash', 'note']
+        : undefined;
   if (!allowed || Object.keys(b).some((k) => !allowed.includes(k))) return undefined;
   if (b.note !== undefined) {
     if (typeof b.note !== 'string') return undefined;
@@ -608,7 +1141,9 @@ function resolution(value: unknown): { outcome: 'paid' } | { outcome: 'returned'
   if (b.outcome === 'paid') return { outcome: 'paid' };
   if (typeof b.amount !== 'string' || !AMOUNT_RE.test(b.amount)) return undefined;
   if (b.txHash === undefined) return wei(b.amount) === 0n ? { outcome: 'returned', amount: b.amount } : undefined;
-  return typeof b.txHash === 'string' && /^0x[0-9a-fA-F]{64}$/.test(b.txHash) ? { outcome: 'returned', amount: b.amount, txHash: b.txHash } : undefined;
+  return typeof b.txHash === 'string' && /^0x[0-9a-fA-F]{64}$/.test(b.txHash)
+    ? { outcome: 'returned', amount: b.amount, txHash: b.txHash }
+    : undefined;
 }
 
 function wei(text: string): bigint {
@@ -617,7 +1152,11 @@ function wei(text: string): bigint {
 }
 
 /** The model: the status an action leads to from a state, or 409 where it is refused; 400 for a bad resolution. */
-function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body: unknown): { status: 200; to: string } | { status: 400 | 409 } {
+function expectedAction(
+  state: SeedState,
+  action: (typeof ACTIONS)[number],
+  body: unknown,
+): { status: 200; to: string } | { status: 400 | 409 } {
   const [status, transfer] = state;
   if (action === 'resolve') {
     const r = resolution(body);
@@ -631,11 +1170,14 @@ function expectedAction(state: SeedState, action: (typeof ACTIONS)[number], body
   if (action === 'approve') return status === 'awaiting_approval' ? { status: 200, to: 'pending' } : { status: 409 };
   if (action === 'cancel') {
     const cancellable = ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'needs_review'].includes(status);
-    return cancellable && transfer !== 'confirmed' && transfer !== 'broadcast' ? { status: 200, to: 'cancelled' } : { status: 409 };
+    return cancellable && transfer !== 'confirmed' && transfer !== 'broadcast'
+      ? { status: 200, to: 'cancelled' }
+      : { status: 409 };
   }
   // retry
   if (status === 'held') return { status: 200, to: 'pending' };
-  if (['pending', 'exchange_requested', 'exchange_created', 'sent'].includes(status)) return { status: 200, to: status };
+  if (['pending', 'exchange_requested', 'exchange_created', 'sent'].includes(status))
+    return { status: 200, to: status };
   if (status === 'needs_review' && transfer === undefined) return { status: 200, to: 'pending' };
   return { status: 409 };
 }
@@ -668,11 +1210,34 @@ describe('the admin API under fuzzing', () => {
     // Web only: no worker runs the jobs actions queue, so payouts stay in the states the fuzzing put them in.
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
     const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-    expect((await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } })).status).toBe(201);
-    expect((await payrail.request('PUT', `/api/channels/${THRESHOLD}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } })).status).toBe(201);
+    expect(
+      (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
+        .status,
+    ).toBe(201);
+    expect(
+      (
+        await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
+          body: {
+            payoutStrategy: 'threshold',
+            thresholdUsd: '100.00',
+            payoutCurrency: 'usdt',
+            payoutNetwork: 'eth',
+            walletAddress: WALLET,
+          },
+        })
+      ).status,
+    ).toBe(201);
     await pay(THRESHOLD);
     await pay(LATE);
-    for (const status of ['pending', 'held', 'awaiting_approval', 'exchange_requested', 'completed', 'failed', 'cancelled'] as const) {
+    for (const status of [
+      'pending',
+      'held',
+      'awaiting_approval',
+      'exchange_requested',
+      'completed',
+      'failed',
+      'cancelled',
+    ] as const) {
       await seedPayout(status);
       await seedPayout(status);
     }
@@ -739,25 +1304,50 @@ describe('the admin API under fuzzing', () => {
 
   it('payout actions on a fresh payout in every state: exactly the transition the model allows, or 409 / 400 and nothing written', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...SEED_STATES), fc.constantFrom(...ACTIONS), actionBody, async (state, action, b) => {
-        const [status, transfer] = state;
-        const payoutId = await seedPayout(status, transfer);
-        const r: AdminRequest = { route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: action }], query: [], body: b };
-        const { response, before, after } = await sendAdmin(r, 'valid', '');
-        const value = b.kind === 'json' ? b.value : undefined;
-        // JSON bodies with a __proto__ key, or a constructor key holding a prototype, are refused by the parser.
-        const poisoned = b.kind === 'json' && isPoisoned(JSON.parse(JSON.stringify(b.value) ?? 'null'));
-        const expected = poisoned ? { status: 400 as const } : expectedAction(state, action, value);
-        const context = `${status}${transfer ? `+${transfer}` : ''} ${action} ${JSON.stringify(value)?.slice(0, 200)} → ${response.status} ${response.text.slice(0, 200)}`;
-        expect(response.status, context).toBe(expected.status);
-        await checkAuthorized(r, response, before, after);
-        if (expected.status === 200) {
-          expect(response.json.status, context).toBe(expected.to);
-          // Funds that went back to the channel or left the books did so in exactly one journal.
-          const kind = expected.to === 'cancelled' || expected.to === 'failed' ? 'payout_returned' : expected.to === 'completed' ? 'payout_completed' : undefined;
-          if (kind) expect((await db.pool.query('select count(*)::int as n from ledger_journals where kind = $1 and ref = $2', [kind, payoutId])).rows[0].n, context).toBe(1);
-        }
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(...SEED_STATES),
+        fc.constantFrom(...ACTIONS),
+        actionBody,
+        async (state, action, b) => {
+          const [status, transfer] = state;
+          const payoutId = await seedPayout(status, transfer);
+          const r: AdminRequest = {
+            route: 'payout-action',
+            method: 'POST',
+            segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: action }],
+            query: [],
+            body: b,
+          };
+          const { response, before, after } = await sendAdmin(r, 'valid', '');
+          const value = b.kind === 'json' ? b.value : undefined;
+          // JSON bodies with a __proto__ key, or a constructor key holding a prototype, are refused by the parser.
+          const poisoned = b.kind === 'json' && isPoisoned(JSON.parse(JSON.stringify(b.value) ?? 'null'));
+          const expected = poisoned ? { status: 400 as const } : expectedAction(state, action, value);
+          const context = `${status}${transfer ? `+${transfer}` : ''} ${action} ${JSON.stringify(value)?.slice(0, 200)} → ${response.status} ${response.text.slice(0, 200)}`;
+          expect(response.status, context).toBe(expected.status);
+          await checkAuthorized(r, response, before, after);
+          if (expected.status === 200) {
+            expect(response.json.status, context).toBe(expected.to);
+            // Funds that went back to the channel or left the books did so in exactly one journal.
+            const kind =
+              expected.to === 'cancelled' || expected.to === 'failed'
+                ? 'payout_returned'
+                : expected.to === 'completed'
+                  ? 'payout_completed'
+                  : undefined;
+            if (kind)
+              expect(
+                (
+                  await db.pool.query('select count(*)::int as n from ledger_journals where kind = $1 and ref = $2', [
+                    kind,
+                    payoutId,
+                  ])
+                ).rows[0].n,
+                context,
+              ).toBe(1);
+          }
+        },
+      ),
       fuzzParams(120),
     );
     await expectHealthy(payrail.url, db);
@@ -771,14 +1361,29 @@ describe('the admin API under fuzzing', () => {
     ['an unpaired low surrogate', '\udc00'],
   ])('regression: a resolve note with %s is a 400 and writes nothing', async (_name, text) => {
     const payoutId = await seedPayout('needs_review', 'confirmed');
-    for (const value of [{ outcome: 'paid', note: text }, { outcome: 'returned', amount: '0', note: text }]) {
-      const { response, before, after } = await sendAdmin({ route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: 'resolve' }], query: [], body: { kind: 'json', value } }, 'valid', '');
+    for (const value of [
+      { outcome: 'paid', note: text },
+      { outcome: 'returned', amount: '0', note: text },
+    ]) {
+      const { response, before, after } = await sendAdmin(
+        {
+          route: 'payout-action',
+          method: 'POST',
+          segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: 'resolve' }],
+          query: [],
+          body: { kind: 'json', value },
+        },
+        'valid',
+        '',
+      );
       expect(response.status, response.text).toBe(400);
       expect(response.json.error).toMatch(/^note: must not contain NUL or unpaired surrogate characters/);
       expect(after).toEqual(before);
     }
     // A storable note still resolves it.
-    const ok = await payrail.request('POST', `/api/payouts/${payoutId}/resolve`, { body: { outcome: 'paid', note: 'paid by hand, checked on chain \u202e\u{1f4a9}' } });
+    const ok = await payrail.request('POST', `/api/payouts/${payoutId}/resolve`, {
+      body: { outcome: 'paid', note: 'paid by hand, checked on chain \u202e\u{1f4a9}' },
+    });
     expect(ok.status).toBe(200);
     expect(ok.body.status).toBe('completed');
   });
@@ -791,7 +1396,13 @@ describe('the admin API under fuzzing', () => {
     ['a __proto__ key', 'application/json', '{"__proto__":{"outcome":"paid"}}'],
     ['an oversized body', 'application/json', JSON.stringify({ outcome: 'paid', note: 'x'.repeat(70_000) })],
   ])('regression: without a token, a body with %s gets 401 and writes nothing', async (_name, contentType, text) => {
-    const r: AdminRequest = { route: 'payout-action', method: 'POST', segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutIds[0] as string }, { value: 'resolve' }], query: [], body: { kind: 'raw', text, contentType } };
+    const r: AdminRequest = {
+      route: 'payout-action',
+      method: 'POST',
+      segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutIds[0] as string }, { value: 'resolve' }],
+      query: [],
+      body: { kind: 'raw', text, contentType },
+    };
     const { response, before, after } = await sendAdmin(r, 'none', '');
     expect(response.status, response.text).toBe(401);
     expect(response.headers['www-authenticate']).toBe('Bearer');
@@ -804,7 +1415,10 @@ describe('the admin API under fuzzing', () => {
       `select coalesce(sum(amount), 0)::text as reserved from payouts where channel_id = $1 and status not in ('completed', 'failed', 'cancelled')`,
       [INSTANT],
     );
-    const balance = await db.pool.query(`select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = 'eth'`, [`channel:${INSTANT}:payout`]);
+    const balance = await db.pool.query(
+      `select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = 'eth'`,
+      [`channel:${INSTANT}:payout`],
+    );
     expect(balance.rows[0].b).toBe(rows[0].reserved);
     await expectHealthy(payrail.url, db);
   });

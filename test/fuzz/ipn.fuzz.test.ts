@@ -27,7 +27,19 @@ import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/in
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { expectHealthy, fuzzParams, headerText, jsonSpace, jsonValueText, nastyString, numberText, objectText, send, type RawRequest, type RawResponse } from './support.ts';
+import {
+  expectHealthy,
+  fuzzParams,
+  headerText,
+  jsonSpace,
+  jsonValueText,
+  nastyString,
+  numberText,
+  objectText,
+  send,
+  type RawRequest,
+  type RawResponse,
+} from './support.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -47,9 +59,31 @@ const WEBHOOK = '/webhooks/nowpayments';
 const BODY_LIMIT = 65_536;
 const ETH_DECIMALS = 18;
 
-const STATUSES = ['waiting', 'confirming', 'confirmed', 'sending', 'partially_paid', 'finished', 'failed', 'refunded', 'expired'] as const;
+const STATUSES = [
+  'waiting',
+  'confirming',
+  'confirmed',
+  'sending',
+  'partially_paid',
+  'finished',
+  'failed',
+  'refunded',
+  'expired',
+] as const;
 type Status = (typeof STATUSES)[number];
-const SCHEMA_KEYS = ['payment_id', 'invoice_id', 'payment_status', 'order_id', 'pay_currency', 'pay_amount', 'actually_paid', 'price_amount', 'price_currency', 'outcome_amount', 'outcome_currency'] as const;
+const SCHEMA_KEYS = [
+  'payment_id',
+  'invoice_id',
+  'payment_status',
+  'order_id',
+  'pay_currency',
+  'pay_amount',
+  'actually_paid',
+  'price_amount',
+  'price_currency',
+  'outcome_amount',
+  'outcome_currency',
+] as const;
 const REQUIRED_KEYS = SCHEMA_KEYS.filter((k) => k !== 'invoice_id');
 
 // --- the model: what the IPN contract accepts, written from the spec, not from the implementation -------------------
@@ -76,7 +110,10 @@ interface ValidIpn {
 }
 
 /** `unknown`: either answer is right; `ipn` is what a 2xx must then have recorded. */
-type Judgement = { verdict: 'valid'; ipn: ValidIpn } | { verdict: 'invalid'; why: string } | { verdict: 'unknown'; why: string; ipn?: ValidIpn };
+type Judgement =
+  | { verdict: 'valid'; ipn: ValidIpn }
+  | { verdict: 'invalid'; why: string }
+  | { verdict: 'unknown'; why: string; ipn?: ValidIpn };
 
 /** ETH amount text in wei; trailing zeros past 18 decimals are harmless, any other digit there is not. */
 function weiOf(text: string): bigint | undefined {
@@ -112,7 +149,8 @@ const MODEL_MAX_NESTING = 512;
  */
 function judge(raw: string): Judgement {
   const judgement = judgeContract(raw);
-  if (judgement.verdict === 'valid' && nesting(raw) > MODEL_MAX_NESTING) return { verdict: 'unknown', why: 'nested deeper than any IPN', ipn: judgement.ipn };
+  if (judgement.verdict === 'valid' && nesting(raw) > MODEL_MAX_NESTING)
+    return { verdict: 'unknown', why: 'nested deeper than any IPN', ipn: judgement.ipn };
   return judgement;
 }
 
@@ -125,10 +163,12 @@ function judgeContract(raw: string): Judgement {
     if (error instanceof RangeError) return { verdict: 'unknown', why: 'nesting too deep to judge here' };
     return { verdict: 'invalid', why: `not JSON (${(error as Error).message})` };
   }
-  if (body === null || typeof body !== 'object' || Array.isArray(body) || isLosslessNumber(body)) return { verdict: 'invalid', why: 'not a JSON object' };
+  if (body === null || typeof body !== 'object' || Array.isArray(body) || isLosslessNumber(body))
+    return { verdict: 'invalid', why: 'not a JSON object' };
   const b = body as Record<string, unknown>;
   const field = (k: string): unknown => (Object.hasOwn(b, k) ? b[k] : undefined);
-  const numberOrString = (v: unknown): string | undefined => (isLosslessNumber(v) ? v.value : typeof v === 'string' ? v : undefined);
+  const numberOrString = (v: unknown): string | undefined =>
+    isLosslessNumber(v) ? v.value : typeof v === 'string' ? v : undefined;
   const invalid = (why: string): Judgement => ({ verdict: 'invalid', why });
 
   const paymentId = numberOrString(field('payment_id'));
@@ -169,8 +209,15 @@ function judgeContract(raw: string): Judgement {
       userId: order[1] as string,
       channelId: order[2] as string,
       outcomeAmount: amounts.outcome_amount as string,
-      amounts: { pay_amount: amounts.pay_amount as string, actually_paid: amounts.actually_paid as string, price_amount: amounts.price_amount as string },
-      currencies: { pay_currency: currencies.pay_currency as string, price_currency: currencies.price_currency as string },
+      amounts: {
+        pay_amount: amounts.pay_amount as string,
+        actually_paid: amounts.actually_paid as string,
+        price_amount: amounts.price_amount as string,
+      },
+      currencies: {
+        pay_currency: currencies.pay_currency as string,
+        price_currency: currencies.price_currency as string,
+      },
       outcomeCurrency: currencies.outcome_currency as string,
       gross,
     },
@@ -186,7 +233,8 @@ function sameDecimal(a: string, b: string): boolean {
 // --- generators -----------------------------------------------------------------------------------------------------
 
 const DIGITS = [...'0123456789'];
-const digits = (minLength: number, maxLength: number) => fc.string({ unit: fc.constantFrom(...DIGITS), minLength, maxLength });
+const digits = (minLength: number, maxLength: number) =>
+  fc.string({ unit: fc.constantFrom(...DIGITS), minLength, maxLength });
 const integerPart = fc.oneof(
   fc.constant('0'),
   fc.integer({ min: 1, max: 100 }).map(String),
@@ -198,9 +246,13 @@ const plainDecimal = (significant: number) =>
     const all = (fraction + '0'.repeat(zeros)).slice(0, 30);
     return all ? `${int}.${all}` : int;
   });
-const telegramId = fc.oneof(fc.integer({ min: 1, max: 9_999_999 }).map(String), fc.tuple(fc.constantFrom(...'123456789'), digits(0, 19)).map(([a, b]) => a + b));
+const telegramId = fc.oneof(
+  fc.integer({ min: 1, max: 9_999_999 }).map(String),
+  fc.tuple(fc.constantFrom(...'123456789'), digits(0, 19)).map(([a, b]) => a + b),
+);
 /** A currency code as written: case varies (the contract lowercases it). */
-const currencyCode = (code: string) => fc.constantFrom(code, code.toUpperCase(), code[0]!.toUpperCase() + code.slice(1));
+const currencyCode = (code: string) =>
+  fc.constantFrom(code, code.toUpperCase(), code[0]!.toUpperCase() + code.slice(1));
 
 interface IpnSpec {
   channel: string;
@@ -228,7 +280,10 @@ const ipnSpec: fc.Arbitrary<IpnSpec> = fc
   .record({
     channel: fc.constantFrom(INSTANT, INSTANT, THRESHOLD, THRESHOLD, UNREGISTERED),
     userId: telegramId,
-    status: fc.oneof({ arbitrary: fc.constant('finished'), weight: 4 }, { arbitrary: fc.constantFrom(...STATUSES), weight: 1 }),
+    status: fc.oneof(
+      { arbitrary: fc.constant('finished'), weight: 4 },
+      { arbitrary: fc.constantFrom(...STATUSES), weight: 1 },
+    ),
     outcome: plainDecimal(ETH_DECIMALS),
     invoice: fc.constantFrom('absent', 'null', 'number', 'string'),
     outcomeCurrency: currencyCode('eth'),
@@ -320,8 +375,29 @@ function realSignature(raw: string, secret = IPN_SECRET): string | undefined {
 }
 
 /** Content types a sender may use; payrail reads the body as text whatever the type. */
-const GOOD_CONTENT_TYPES = ['application/json', 'application/json; charset=utf-8', 'text/plain', 'application/octet-stream', 'application/x-www-form-urlencoded', 'APPLICATION/JSON', 'application/json; charset=latin1', 'application/json; charset=utf-16'];
-const BAD_CONTENT_TYPES = ['', 'garbage', ';;;', 'application/json, text/plain', '*/*', 'application/', '/json', 'multipart/form-data; boundary=zzz', 'application/jsonp', 'text/plain; charset=\u00ff', 'application/json;;charset'];
+const GOOD_CONTENT_TYPES = [
+  'application/json',
+  'application/json; charset=utf-8',
+  'text/plain',
+  'application/octet-stream',
+  'application/x-www-form-urlencoded',
+  'APPLICATION/JSON',
+  'application/json; charset=latin1',
+  'application/json; charset=utf-16',
+];
+const BAD_CONTENT_TYPES = [
+  '',
+  'garbage',
+  ';;;',
+  'application/json, text/plain',
+  '*/*',
+  'application/',
+  '/json',
+  'multipart/form-data; boundary=zzz',
+  'application/jsonp',
+  'text/plain; charset=\u00ff',
+  'application/json;;charset',
+];
 const contentType: fc.Arbitrary<string | null> = fc.oneof(
   { arbitrary: fc.constant(null), weight: 1 },
   { arbitrary: fc.constantFrom(...GOOD_CONTENT_TYPES), weight: 4 },
@@ -350,14 +426,27 @@ interface Attempt {
 }
 
 /** `expectedSignature`: the body's real signature when this process cannot compute it (nesting too deep for its stack). */
-function attempt(body: Buffer | string, headers: Array<[string, string]>, contentTypeValue: string | null, expectedSignature?: string): Attempt {
+function attempt(
+  body: Buffer | string,
+  headers: Array<[string, string]>,
+  contentTypeValue: string | null,
+  expectedSignature?: string,
+): Attempt {
   const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
   const raw = buffer.toString('utf8');
-  const all: Array<[string, string]> = contentTypeValue === null ? [...headers] : [['content-type', contentTypeValue], ...headers];
-  const sigs = all.filter(([n]) => n.toLowerCase() === 'x-nowpayments-sig').map(([, v]) => v.replace(/^[ \t]+|[ \t]+$/g, ''));
+  const all: Array<[string, string]> =
+    contentTypeValue === null ? [...headers] : [['content-type', contentTypeValue], ...headers];
+  const sigs = all
+    .filter(([n]) => n.toLowerCase() === 'x-nowpayments-sig')
+    .map(([, v]) => v.replace(/^[ \t]+|[ \t]+$/g, ''));
   const expected = expectedSignature ?? realSignature(raw);
   const signatureValid = expected !== undefined && sigs.length === 1 && (sigs[0] as string).toLowerCase() === expected;
-  return { request: { method: 'POST', path: WEBHOOK, headers: all, body: buffer }, raw, signatureValid, contentTypeGood: isGoodContentType(contentTypeValue) };
+  return {
+    request: { method: 'POST', path: WEBHOOK, headers: all, body: buffer },
+    raw,
+    signatureValid,
+    contentTypeGood: isGoodContentType(contentTypeValue),
+  };
 }
 
 async function paymentRow(paymentId: string): Promise<Record<string, any> | undefined> {
@@ -417,8 +506,11 @@ async function exercise(a: Attempt): Promise<RawResponse> {
   const logged = logs.lines.length;
   const response = await send(payrail.url, a.request);
   if (response.status >= 500) {
-    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as { err?: { message?: string; stack?: string } } | undefined;
-    expect.fail(`${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 8).join(' | ') ?? 'no error logged'}`);
+    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as
+      { err?: { message?: string; stack?: string } } | undefined;
+    expect.fail(
+      `${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 8).join(' | ') ?? 'no error logged'}`,
+    );
   }
   const context = `${response.status} ${response.text.slice(0, 300)} (expected ${expectation}${judgement.verdict === 'invalid' ? `: ${judgement.why}` : ''})`;
   expect(response.status, context).toBeLessThan(500);
@@ -438,7 +530,12 @@ async function exercise(a: Attempt): Promise<RawResponse> {
   return response;
 }
 
-async function expectRecorded(ipn: ValidIpn, response: RawResponse, existed: boolean, before: Record<string, string | number>): Promise<void> {
+async function expectRecorded(
+  ipn: ValidIpn,
+  response: RawResponse,
+  existed: boolean,
+  before: Record<string, string | number>,
+): Promise<void> {
   const after = await fingerprint(db);
   const row = await paymentRow(ipn.paymentId);
   expect(row, `accepted payment ${ipn.paymentId} has no row`).toBeDefined();
@@ -446,7 +543,17 @@ async function expectRecorded(ipn: ValidIpn, response: RawResponse, existed: boo
   expect(response.json).toMatchObject({ paymentId: ipn.paymentId, status: row.status });
   expect(response.json.outcome === 'review').toBe(response.status === 202);
   // Nothing outside the payment, its journal and its job is ever touched by an IPN.
-  for (const k of ['channels', 'channels_versions', 'payouts', 'payouts_versions', 'audit_log', 'audit_log_versions', 'chain_transfers', 'chain_transfers_versions']) expect(after[k], k).toEqual(before[k]);
+  for (const k of [
+    'channels',
+    'channels_versions',
+    'payouts',
+    'payouts_versions',
+    'audit_log',
+    'audit_log_versions',
+    'chain_transfers',
+    'chain_transfers_versions',
+  ])
+    expect(after[k], k).toEqual(before[k]);
   await expectConsistentCredit(row);
 
   if (existed) {
@@ -459,12 +566,30 @@ async function expectRecorded(ipn: ValidIpn, response: RawResponse, existed: boo
 
   const strategy = REGISTERED.get(ipn.channelId);
   // PARTIAL_PAYMENTS is review here (the default).
-  const reason = ipn.gross === null ? `foreign_outcome_currency: ${ipn.outcomeCurrency}` : !strategy ? 'unknown_channel' : ipn.status === 'partially_paid' ? 'partially_paid' : null;
+  const reason =
+    ipn.gross === null
+      ? `foreign_outcome_currency: ${ipn.outcomeCurrency}`
+      : !strategy
+        ? 'unknown_channel'
+        : ipn.status === 'partially_paid'
+          ? 'partially_paid'
+          : null;
   const credited = ipn.status === 'finished' && reason === null;
   expect(response.json.outcome).toBe(reason === null ? 'recorded' : 'review');
   expect(response.json.reviewReason ?? null).toBe(reason);
-  expect(row).toMatchObject({ status: ipn.status, order_id: ipn.orderId, user_id: ipn.userId, channel_id: ipn.channelId, outcome_currency: ipn.outcomeCurrency, ...ipn.currencies, ipn_count: 1 });
-  expect(sameDecimal(row.outcome_amount, ipn.outcomeAmount), `outcome_amount ${row.outcome_amount} vs ${ipn.outcomeAmount}`).toBe(true);
+  expect(row).toMatchObject({
+    status: ipn.status,
+    order_id: ipn.orderId,
+    user_id: ipn.userId,
+    channel_id: ipn.channelId,
+    outcome_currency: ipn.outcomeCurrency,
+    ...ipn.currencies,
+    ipn_count: 1,
+  });
+  expect(
+    sameDecimal(row.outcome_amount, ipn.outcomeAmount),
+    `outcome_amount ${row.outcome_amount} vs ${ipn.outcomeAmount}`,
+  ).toBe(true);
   for (const [k, v] of Object.entries(ipn.amounts)) expect(sameDecimal(row[k], v), `${k} ${row[k]} vs ${v}`).toBe(true);
   expect(after.payments).toBe((before.payments as number) + 1);
 
@@ -472,7 +597,13 @@ async function expectRecorded(ipn: ValidIpn, response: RawResponse, existed: boo
     // The credit: exactly net = gross − floor(gross × 3%), in one balanced journal.
     const fee = (ipn.gross * FEE_PERCENT) / 100n;
     expect(row.credited_at).not.toBeNull();
-    expect({ gross: row.gross_amount, fee: row.fee_amount, net: row.net_amount, strategy: row.payout_strategy, asset: row.asset }).toEqual({
+    expect({
+      gross: row.gross_amount,
+      fee: row.fee_amount,
+      net: row.net_amount,
+      strategy: row.payout_strategy,
+      asset: row.asset,
+    }).toEqual({
       gross: String(ipn.gross),
       fee: String(fee),
       net: String(ipn.gross - fee),
@@ -504,21 +635,104 @@ type Mutation =
 const quoted = (arb: fc.Arbitrary<string>) => arb.map((s) => JSON.stringify(s));
 /** Values one step from valid, per field. */
 const nearValue: Record<string, fc.Arbitrary<string>> = {
-  payment_id: fc.oneof(numberText, quoted(numberText), fc.constantFrom('0', '"0"', '"01"', '-5077125051', '5077125051.0', '5e9', '123456789012345678901', '"12345678901234567890"', '12345678901234567890', 'true', 'null', '"\\u0031"', '" 1"')),
+  payment_id: fc.oneof(
+    numberText,
+    quoted(numberText),
+    fc.constantFrom(
+      '0',
+      '"0"',
+      '"01"',
+      '-5077125051',
+      '5077125051.0',
+      '5e9',
+      '123456789012345678901',
+      '"12345678901234567890"',
+      '12345678901234567890',
+      'true',
+      'null',
+      '"\\u0031"',
+      '" 1"',
+    ),
+  ),
   invoice_id: fc.oneof(numberText, quoted(numberText), fc.constantFrom('null', '0', '"x"', '1.5', 'true', '{}', '[]')),
-  payment_status: fc.oneof(quoted(fc.constantFrom(...STATUSES)), quoted(fc.constantFrom('FINISHED', 'finished ', ' finished', 'finishe', 'Finished', 'finished\u0000', '\u202efinished', 'fіnished', 'paid', '')), quoted(nastyString(12)), fc.constantFrom('1', 'null', '["finished"]')),
+  payment_status: fc.oneof(
+    quoted(fc.constantFrom(...STATUSES)),
+    quoted(
+      fc.constantFrom(
+        'FINISHED',
+        'finished ',
+        ' finished',
+        'finishe',
+        'Finished',
+        'finished\u0000',
+        '\u202efinished',
+        'fіnished',
+        'paid',
+        '',
+      ),
+    ),
+    quoted(nastyString(12)),
+    fc.constantFrom('1', 'null', '["finished"]'),
+  ),
   order_id: fc.oneof(
-    fc.tuple(fc.constantFrom('PGP-', 'pgp-', 'PGP', 'PGP--', 'PGP-0', ' PGP-', 'PGP-\u202e'), telegramId, fc.constantFrom('|', '||', '/', '|+', '|-0', '| ', '|\u0000'), fc.constantFrom(INSTANT, THRESHOLD, UNREGISTERED, '1', '-1', '123456789012345678901', '1e5', '１'), fc.constantFrom('', '', '|x', ' ', '\n', '\u0000')).map((parts) => JSON.stringify(parts.join(''))),
-    fc.tuple(telegramId, fc.constantFrom(INSTANT, THRESHOLD, UNREGISTERED)).map(([u, c]) => JSON.stringify(`PGP-${u}|${c}`)),
+    fc
+      .tuple(
+        fc.constantFrom('PGP-', 'pgp-', 'PGP', 'PGP--', 'PGP-0', ' PGP-', 'PGP-\u202e'),
+        telegramId,
+        fc.constantFrom('|', '||', '/', '|+', '|-0', '| ', '|\u0000'),
+        fc.constantFrom(INSTANT, THRESHOLD, UNREGISTERED, '1', '-1', '123456789012345678901', '1e5', '１'),
+        fc.constantFrom('', '', '|x', ' ', '\n', '\u0000'),
+      )
+      .map((parts) => JSON.stringify(parts.join(''))),
+    fc
+      .tuple(telegramId, fc.constantFrom(INSTANT, THRESHOLD, UNREGISTERED))
+      .map(([u, c]) => JSON.stringify(`PGP-${u}|${c}`)),
     quoted(nastyString(30)),
     fc.constantFrom('6271402111', 'null'),
   ),
-  pay_currency: fc.oneof(quoted(fc.constantFrom('eth', 'ETH', 'e', 'x'.repeat(21), 'et h', 'eth\u0000', 'еth', '')), quoted(nastyString(22)), fc.constantFrom('1', 'null')),
-  price_currency: fc.oneof(quoted(fc.constantFrom('usd', 'USD', 'u', 'x'.repeat(20), 'x'.repeat(21), 'us$', '')), quoted(nastyString(22))),
-  outcome_currency: fc.oneof(quoted(fc.constantFrom('eth', 'ETH', 'usdt', 'usdc', 'usd', 'btc', 'weth', 'eth ', 'еth', 'ethereum', '')), quoted(nastyString(8)), fc.constantFrom('null', '1')),
-  outcome_amount: fc.oneof(numberText, quoted(numberText), plainDecimal(30), quoted(plainDecimal(30)), fc.constantFrom('0.0048700000000000001', '0.000000000000000001', '0.0000000000000000001', '0.100000000000000000000000000000', '0.1000000000000000000000000000000', '-0', '"-0"', '"+1"', '" 1"', '"1 "', '"1."', '".5"', '"0x10"', '"1_000"', '"١"', 'NaN', 'Infinity', '"Infinity"')),
+  pay_currency: fc.oneof(
+    quoted(fc.constantFrom('eth', 'ETH', 'e', 'x'.repeat(21), 'et h', 'eth\u0000', 'еth', '')),
+    quoted(nastyString(22)),
+    fc.constantFrom('1', 'null'),
+  ),
+  price_currency: fc.oneof(
+    quoted(fc.constantFrom('usd', 'USD', 'u', 'x'.repeat(20), 'x'.repeat(21), 'us$', '')),
+    quoted(nastyString(22)),
+  ),
+  outcome_currency: fc.oneof(
+    quoted(fc.constantFrom('eth', 'ETH', 'usdt', 'usdc', 'usd', 'btc', 'weth', 'eth ', 'еth', 'ethereum', '')),
+    quoted(nastyString(8)),
+    fc.constantFrom('null', '1'),
+  ),
+  outcome_amount: fc.oneof(
+    numberText,
+    quoted(numberText),
+    plainDecimal(30),
+    quoted(plainDecimal(30)),
+    fc.constantFrom(
+      '0.0048700000000000001',
+      '0.000000000000000001',
+      '0.0000000000000000001',
+      '0.100000000000000000000000000000',
+      '0.1000000000000000000000000000000',
+      '-0',
+      '"-0"',
+      '"+1"',
+      '" 1"',
+      '"1 "',
+      '"1."',
+      '".5"',
+      '"0x10"',
+      '"1_000"',
+      '"١"',
+      'NaN',
+      'Infinity',
+      '"Infinity"',
+    ),
+  ),
 };
-for (const k of ['pay_amount', 'actually_paid', 'price_amount']) nearValue[k] = nearValue.outcome_amount as fc.Arbitrary<string>;
+for (const k of ['pay_amount', 'actually_paid', 'price_amount'])
+  nearValue[k] = nearValue.outcome_amount as fc.Arbitrary<string>;
 
 /**
  * Deep nesting, from shallow to far beyond any stack, closed or not, as a compact description (counterexamples stay
@@ -530,23 +744,83 @@ interface Deep {
   shape: 'array' | 'object' | 'mixed';
   closed: boolean;
 }
-const deep: fc.Arbitrary<Deep> = fc.record({ depth: fc.oneof(fc.integer({ min: 1, max: 3_000 }), fc.integer({ min: 3_000, max: 32_000 })), shape: fc.constantFrom('array', 'object', 'mixed'), closed: fc.boolean() });
+const deep: fc.Arbitrary<Deep> = fc.record({
+  depth: fc.oneof(fc.integer({ min: 1, max: 3_000 }), fc.integer({ min: 3_000, max: 32_000 })),
+  shape: fc.constantFrom('array', 'object', 'mixed'),
+  closed: fc.boolean(),
+});
 
 function deepText({ depth, shape, closed }: Deep): string {
-  const open = shape === 'array' ? '['.repeat(depth) : shape === 'object' ? '{"a":'.repeat(depth) : '[{"a":'.repeat(Math.ceil(depth / 2));
-  const close = shape === 'array' ? ']'.repeat(depth) : shape === 'object' ? '}'.repeat(depth) : '}]'.repeat(Math.ceil(depth / 2));
+  const open =
+    shape === 'array'
+      ? '['.repeat(depth)
+      : shape === 'object'
+        ? '{"a":'.repeat(depth)
+        : '[{"a":'.repeat(Math.ceil(depth / 2));
+  const close =
+    shape === 'array' ? ']'.repeat(depth) : shape === 'object' ? '}'.repeat(depth) : '}]'.repeat(Math.ceil(depth / 2));
   const leaf = shape === 'array' ? '' : '1';
   return open + leaf + (closed ? close : close.slice(1));
 }
 
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  { arbitrary: fc.constantFrom(...SCHEMA_KEYS).chain((key) => (nearValue[key] as fc.Arbitrary<string>).map((value) => ({ kind: 'set' as const, key, value }))), weight: 8 },
-  { arbitrary: fc.record({ kind: fc.constant('set' as const), key: fc.constantFrom(...SCHEMA_KEYS, 'fee', 'order_description', '__proto__', 'constructor'), value: jsonValueText }), weight: 4 },
-  { arbitrary: fc.record({ kind: fc.constant('set-deep' as const), key: fc.constantFrom('deep', 'fee', '__proto__', 'outcome_amount'), deep }), weight: 2 },
+  {
+    arbitrary: fc
+      .constantFrom(...SCHEMA_KEYS)
+      .chain((key) => (nearValue[key] as fc.Arbitrary<string>).map((value) => ({ kind: 'set' as const, key, value }))),
+    weight: 8,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('set' as const),
+      key: fc.constantFrom(...SCHEMA_KEYS, 'fee', 'order_description', '__proto__', 'constructor'),
+      value: jsonValueText,
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('set-deep' as const),
+      key: fc.constantFrom('deep', 'fee', '__proto__', 'outcome_amount'),
+      deep,
+    }),
+    weight: 2,
+  },
   { arbitrary: fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom(...SCHEMA_KEYS) }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('duplicate' as const), key: fc.constantFrom(...SCHEMA_KEYS), value: fc.option(fc.oneof(jsonValueText, fc.constantFrom('"finished"', '"waiting"', '"eth"', '0.00487', '1'))) }), weight: 3 },
-  { arbitrary: fc.record({ kind: fc.constant('rename' as const), key: fc.constantFrom(...REQUIRED_KEYS), to: fc.constantFrom('Payment_id', 'payment_id ', 'payment-id', 'paymentId', 'outcome_amount\u0000', 'outcome_amount\u200b', 'order_іd', '__proto__', 'constructor', '') }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('wrap' as const), how: fc.constantFrom('array', 'string', 'nested', 'trailing', 'bom', 'truncate') }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('duplicate' as const),
+      key: fc.constantFrom(...SCHEMA_KEYS),
+      value: fc.option(fc.oneof(jsonValueText, fc.constantFrom('"finished"', '"waiting"', '"eth"', '0.00487', '1'))),
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('rename' as const),
+      key: fc.constantFrom(...REQUIRED_KEYS),
+      to: fc.constantFrom(
+        'Payment_id',
+        'payment_id ',
+        'payment-id',
+        'paymentId',
+        'outcome_amount\u0000',
+        'outcome_amount\u200b',
+        'order_іd',
+        '__proto__',
+        'constructor',
+        '',
+      ),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('wrap' as const),
+      how: fc.constantFrom('array', 'string', 'nested', 'trailing', 'bom', 'truncate'),
+    }),
+    weight: 1,
+  },
 );
 
 function applyMutation(pairs: Array<[string, string]>, m: Mutation, space: string): string {
@@ -597,23 +871,93 @@ type GarbageBody =
   | { kind: 'fixed'; text: string };
 
 const garbageBody: fc.Arbitrary<GarbageBody> = fc.oneof(
-  fc.record({ kind: fc.constant('bytes' as const), bytes: fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: 200 }) }),
+  fc.record({
+    kind: fc.constant('bytes' as const),
+    bytes: fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: 200 }),
+  }),
   fc.record({ kind: fc.constant('text' as const), text: nastyString(200) }),
   fc.record({ kind: fc.constant('json' as const), text: fc.json({ maxDepth: 4 }) }),
-  fc.record({ kind: fc.constant('object' as const), pairs: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...SCHEMA_KEYS), nastyString(10)), jsonValueText), { maxLength: 14 }) }),
+  fc.record({
+    kind: fc.constant('object' as const),
+    pairs: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...SCHEMA_KEYS), nastyString(10)), jsonValueText), {
+      maxLength: 14,
+    }),
+  }),
   { arbitrary: fc.record({ kind: fc.constant('ipn' as const), spec: ipnSpec }), weight: 3 },
   fc.record({ kind: fc.constant('deep' as const), deep, inIpn: fc.boolean() }),
-  fc.record({ kind: fc.constant('huge' as const), size: fc.integer({ min: BODY_LIMIT - 64, max: 90_000 }), inIpn: fc.boolean() }),
-  fc.record({ kind: fc.constant('fixed' as const), text: fc.constantFrom('', ' ', 'null', 'true', '0', '-0', '1E+400', '""', '[]', '{}', '{"":""}', 'payment_id=1&payment_status=finished', '{"a":1,"a":2}', '{"__proto__":{"payment_status":"finished"}}', '\u0000', '\ufeff{}', '{"a":"\\ud800"}', '{"a":"\\u0000"}', '{"a":1}{"b":2}', '{"a":1e999999999}') }),
+  fc.record({
+    kind: fc.constant('huge' as const),
+    size: fc.integer({ min: BODY_LIMIT - 64, max: 90_000 }),
+    inIpn: fc.boolean(),
+  }),
+  fc.record({
+    kind: fc.constant('fixed' as const),
+    text: fc.constantFrom(
+      '',
+      ' ',
+      'null',
+      'true',
+      '0',
+      '-0',
+      '1E+400',
+      '""',
+      '[]',
+      '{}',
+      '{"":""}',
+      'payment_id=1&payment_status=finished',
+      '{"a":1,"a":2}',
+      '{"__proto__":{"payment_status":"finished"}}',
+      '\u0000',
+      '\ufeff{}',
+      '{"a":"\\ud800"}',
+      '{"a":"\\u0000"}',
+      '{"a":1}{"b":2}',
+      '{"a":1e999999999}',
+    ),
+  }),
 );
 
 type SignatureHeader =
-  | 'none' | 'empty' | 'valid' | 'valid-upper' | 'valid-padded' | 'valid-name-case' | 'random-hex' | 'random-text' | 'other-secret' | 'raw-hmac'
-  | 'other-body' | 'truncated' | 'extended' | 'dup-valid-invalid' | 'dup-invalid-valid' | 'dup-valid-valid' | 'comma-joined' | 'sha256-length';
+  | 'none'
+  | 'empty'
+  | 'valid'
+  | 'valid-upper'
+  | 'valid-padded'
+  | 'valid-name-case'
+  | 'random-hex'
+  | 'random-text'
+  | 'other-secret'
+  | 'raw-hmac'
+  | 'other-body'
+  | 'truncated'
+  | 'extended'
+  | 'dup-valid-invalid'
+  | 'dup-invalid-valid'
+  | 'dup-valid-valid'
+  | 'comma-joined'
+  | 'sha256-length';
 
 const signatureHeader = fc.constantFrom<SignatureHeader>(
-  'none', 'empty', 'valid', 'valid', 'valid', 'valid-upper', 'valid-padded', 'valid-name-case', 'random-hex', 'random-text', 'other-secret', 'raw-hmac',
-  'other-body', 'truncated', 'extended', 'dup-valid-invalid', 'dup-invalid-valid', 'dup-valid-valid', 'comma-joined', 'sha256-length',
+  'none',
+  'empty',
+  'valid',
+  'valid',
+  'valid',
+  'valid-upper',
+  'valid-padded',
+  'valid-name-case',
+  'random-hex',
+  'random-text',
+  'other-secret',
+  'raw-hmac',
+  'other-body',
+  'truncated',
+  'extended',
+  'dup-valid-invalid',
+  'dup-invalid-valid',
+  'dup-valid-valid',
+  'comma-joined',
+  'sha256-length',
 );
 
 function garbageText(body: GarbageBody, paymentId: string): Buffer | string {
@@ -629,11 +973,16 @@ function garbageText(body: GarbageBody, paymentId: string): Buffer | string {
     case 'ipn':
       return objectText(ipnPairs(body.spec, paymentId));
     case 'deep':
-      return body.inIpn ? objectText([...ipnPairs(BASE_SPEC, paymentId), ['deep', deepText(body.deep)]]) : deepText(body.deep);
+      return body.inIpn
+        ? objectText([...ipnPairs(BASE_SPEC, paymentId), ['deep', deepText(body.deep)]])
+        : deepText(body.deep);
     case 'huge': {
       if (!body.inIpn) return 'x'.repeat(body.size);
       const base = objectText(ipnPairs(BASE_SPEC, paymentId));
-      return objectText([...ipnPairs(BASE_SPEC, paymentId), ['padding', JSON.stringify('p'.repeat(Math.max(0, body.size - base.length - 14)))]]);
+      return objectText([
+        ...ipnPairs(BASE_SPEC, paymentId),
+        ['padding', JSON.stringify('p'.repeat(Math.max(0, body.size - base.length - 14)))],
+      ]);
     }
   }
 }
@@ -660,7 +1009,11 @@ function signatureHeaders(kind: SignatureHeader, raw: string, noise: string, kno
     case 'random-text':
       return [h(noise)];
     case 'other-secret':
-      return [h(realSignature(raw, 'another-ipn-secret-0123456789abcdef') ?? hmac(raw, 'another-ipn-secret-0123456789abcdef'))];
+      return [
+        h(
+          realSignature(raw, 'another-ipn-secret-0123456789abcdef') ?? hmac(raw, 'another-ipn-secret-0123456789abcdef'),
+        ),
+      ];
     case 'raw-hmac':
       return [h(hmac(raw))];
     case 'other-body':
@@ -718,8 +1071,17 @@ describe('POST /webhooks/nowpayments under fuzzing', () => {
     logs = logSink();
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
     const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-    expect((await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } })).status).toBe(201);
-    expect((await payrail.request('PUT', `/api/channels/${THRESHOLD}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel } })).status).toBe(201);
+    expect(
+      (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
+        .status,
+    ).toBe(201);
+    expect(
+      (
+        await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
+          body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel },
+        })
+      ).status,
+    ).toBe(201);
     await expectHealthy(payrail.url, db);
   });
 
@@ -748,7 +1110,11 @@ describe('POST /webhooks/nowpayments under fuzzing', () => {
   // The same bug without JIT timing: interpreter-only, the walk overflowed at ~2,250 levels while the parser and the
   // canonicalizer still managed; readIpn must return a refusal there, never throw.
   it('regression (deterministic, node --jitless): readIpn refuses signed bodies nested up to 8,000 objects deep, never throws', async () => {
-    const child = await execFileAsync(process.execPath, ['--jitless', '--import', 'tsx', fileURLToPath(new URL('./deep-ipn.child.ts', import.meta.url))], { encoding: 'utf8' });
+    const child = await execFileAsync(
+      process.execPath,
+      ['--jitless', '--import', 'tsx', fileURLToPath(new URL('./deep-ipn.child.ts', import.meta.url))],
+      { encoding: 'utf8' },
+    );
     const results = JSON.parse(child.stdout.trim().split('\n').pop() as string) as Record<string, string>;
     expect(Object.entries(results).filter(([, r]) => r.startsWith('threw'))).toEqual([]);
     // The range reaches depths where the stack runs out: otherwise it would prove nothing.
@@ -757,19 +1123,28 @@ describe('POST /webhooks/nowpayments under fuzzing', () => {
 
   it('valid signed IPNs (any key order, spacing, number or string amounts, extra unicode fields) are recorded exactly, and a replay credits nothing', async () => {
     await fc.assert(
-      fc.asyncProperty(ipnSpec, fc.constantFrom(...GOOD_CONTENT_TYPES, null), fc.constantFrom<SignatureHeader>('valid', 'valid', 'valid-upper', 'valid-padded', 'valid-name-case'), fc.boolean(), async (spec, ct, sig, replay) => {
-        const raw = objectText(ipnPairs(spec, freshPaymentId()), spec.space);
-        fc.pre(Buffer.byteLength(raw, 'utf8') <= BODY_LIMIT);
-        const a = attempt(raw, signatureHeaders(sig, raw, ''), ct);
-        expect(a.signatureValid).toBe(true);
-        expect(judge(a.raw).verdict).toBe('valid');
-        const first = await exercise(a);
-        expect([200, 202]).toContain(first.status);
-        if (replay) {
-          const again = await exercise(a);
-          expect(again.json).toMatchObject({ paymentId: first.json.paymentId, outcome: first.json.outcome === 'review' ? 'review' : 'unchanged' });
-        }
-      }),
+      fc.asyncProperty(
+        ipnSpec,
+        fc.constantFrom(...GOOD_CONTENT_TYPES, null),
+        fc.constantFrom<SignatureHeader>('valid', 'valid', 'valid-upper', 'valid-padded', 'valid-name-case'),
+        fc.boolean(),
+        async (spec, ct, sig, replay) => {
+          const raw = objectText(ipnPairs(spec, freshPaymentId()), spec.space);
+          fc.pre(Buffer.byteLength(raw, 'utf8') <= BODY_LIMIT);
+          const a = attempt(raw, signatureHeaders(sig, raw, ''), ct);
+          expect(a.signatureValid).toBe(true);
+          expect(judge(a.raw).verdict).toBe('valid');
+          const first = await exercise(a);
+          expect([200, 202]).toContain(first.status);
+          if (replay) {
+            const again = await exercise(a);
+            expect(again.json).toMatchObject({
+              paymentId: first.json.paymentId,
+              outcome: first.json.outcome === 'review' ? 'review' : 'unchanged',
+            });
+          }
+        },
+      ),
       fuzzParams(150),
     );
     await expectHealthy(payrail.url, db);
@@ -801,9 +1176,14 @@ describe('POST /webhooks/nowpayments under fuzzing', () => {
   });
 
   it('afterwards: every channel holds exactly the nets of its credited payments, and the ledger checks out', async () => {
-    const { rows } = await db.pool.query(`select channel_id, sum(net_amount)::text as nets from payments where credited_at is not null group by channel_id`);
+    const { rows } = await db.pool.query(
+      `select channel_id, sum(net_amount)::text as nets from payments where credited_at is not null group by channel_id`,
+    );
     for (const { channel_id, nets } of rows) {
-      const balance = await db.pool.query(`select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = 'eth'`, [`channel:${channel_id}`]);
+      const balance = await db.pool.query(
+        `select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = 'eth'`,
+        [`channel:${channel_id}`],
+      );
       expect(balance.rows[0].b, `channel ${channel_id}`).toBe(nets);
     }
     expect(rows.length).toBeGreaterThan(0);

@@ -43,26 +43,35 @@ export function send(baseUrl: string, request: RawRequest): Promise<RawResponse>
   // Raw header lists get no defaults from node: Host is required by HTTP/1.1 (and by node's server).
   const flat: string[] = ['host', url.host];
   for (const [name, value] of request.headers) flat.push(name, value);
-  const body = request.body === undefined ? undefined : Buffer.isBuffer(request.body) ? request.body : Buffer.from(request.body, 'utf8');
+  const body =
+    request.body === undefined
+      ? undefined
+      : Buffer.isBuffer(request.body)
+        ? request.body
+        : Buffer.from(request.body, 'utf8');
   // Like fetch: a POST or PUT without a body says so (content-length: 0); node would otherwise send it chunked.
   const length = body?.length ?? (['POST', 'PUT', 'PATCH', 'DELETE'].includes(request.method) ? 0 : undefined);
-  if (length !== undefined && !request.headers.some(([n]) => n.toLowerCase() === 'content-length')) flat.push('content-length', String(length));
+  if (length !== undefined && !request.headers.some(([n]) => n.toLowerCase() === 'content-length'))
+    flat.push('content-length', String(length));
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, method: request.method, path: request.path, headers: flat, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-      });
-    });
+    const req = http.request(
+      { host: url.hostname, port: url.port, method: request.method, path: request.path, headers: flat, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -80,18 +89,88 @@ export async function expectHealthy(baseUrl: string, db: TestDatabase): Promise<
 }
 
 /** Characters that break naive code: NUL, lone surrogates, bidi overrides, BOM, line separators, quotes, escapes. */
-export const NASTY_CHARS = ['\u0000', '\u0001', '\u001f', '\u007f', '\ud800', '\udbff', '\udc00', '\udfff', '\u202e', '\u202d', '\u200f', '\u061c', '\u2066', '\ufeff', '\ufffe', '\uffff', '\u2028', '\u2029', '"', '\\', '/', '%', '%00', '\r\n', '\t', '\u{1f4a9}', '\u0430', '\uff11', 'e\u0301', '$', '{', '}', '[', ']', ':', ',', '|', '-'];
+export const NASTY_CHARS = [
+  '\u0000',
+  '\u0001',
+  '\u001f',
+  '\u007f',
+  '\ud800',
+  '\udbff',
+  '\udc00',
+  '\udfff',
+  '\u202e',
+  '\u202d',
+  '\u200f',
+  '\u061c',
+  '\u2066',
+  '\ufeff',
+  '\ufffe',
+  '\uffff',
+  '\u2028',
+  '\u2029',
+  '"',
+  '\\',
+  '/',
+  '%',
+  '%00',
+  '\r\n',
+  '\t',
+  '\u{1f4a9}',
+  '\u0430',
+  '\uff11',
+  'e\u0301',
+  '$',
+  '{',
+  '}',
+  '[',
+  ']',
+  ':',
+  ',',
+  '|',
+  '-',
+];
 
 /** Any text, weighted toward the hostile: unicode of every plane, lone surrogates, RTL, NUL, JSON syntax. */
 export const nastyString = (maxLength = 40): fc.Arbitrary<string> =>
-  fc.string({ unit: fc.oneof({ arbitrary: fc.constantFrom(...NASTY_CHARS), weight: 2 }, { arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }), weight: 2 }, { arbitrary: fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 1 }), weight: 3 }), maxLength });
+  fc.string({
+    unit: fc.oneof(
+      { arbitrary: fc.constantFrom(...NASTY_CHARS), weight: 2 },
+      { arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }), weight: 2 },
+      { arbitrary: fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 1 }), weight: 3 },
+    ),
+    maxLength,
+  });
 
 /** JSON number text a lossless parser keeps as written: exponents, negative zero, far past any float's range. */
 export const numberText: fc.Arbitrary<string> = fc.oneof(
-  fc.constantFrom('0', '-0', '-0.0', '0.0', '1e-7', '1E+400', '1e400', '-1e400', '4.87e-3', '487E-5', '1E0', '0e0', '1.5', '-1', '9007199254740993', '0.1', '1e-400', '123456789012345678901', '99999999999999999999'),
+  fc.constantFrom(
+    '0',
+    '-0',
+    '-0.0',
+    '0.0',
+    '1e-7',
+    '1E+400',
+    '1e400',
+    '-1e400',
+    '4.87e-3',
+    '487E-5',
+    '1E0',
+    '0e0',
+    '1.5',
+    '-1',
+    '9007199254740993',
+    '0.1',
+    '1e-400',
+    '123456789012345678901',
+    '99999999999999999999',
+  ),
   fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }).map(String),
-  fc.tuple(fc.bigInt({ min: 0n, max: 10n ** 35n }), fc.bigInt({ min: 0n, max: 10n ** 35n })).map(([i, f]) => `${i}.${f}`),
-  fc.tuple(fc.integer({ min: -9, max: 9 }), fc.integer({ min: -500, max: 500 }), fc.constantFrom('e', 'E', 'e+', 'E-')).map(([m, e, s]) => `${m}${s}${Math.abs(e)}`),
+  fc
+    .tuple(fc.bigInt({ min: 0n, max: 10n ** 35n }), fc.bigInt({ min: 0n, max: 10n ** 35n }))
+    .map(([i, f]) => `${i}.${f}`),
+  fc
+    .tuple(fc.integer({ min: -9, max: 9 }), fc.integer({ min: -500, max: 500 }), fc.constantFrom('e', 'E', 'e+', 'E-'))
+    .map(([m, e, s]) => `${m}${s}${Math.abs(e)}`),
   fc.integer({ min: 1, max: 400 }).map((n) => '9'.repeat(n)),
   fc.integer({ min: 1, max: 400 }).map((n) => `0.${'0'.repeat(n)}1`),
 );
@@ -101,7 +180,23 @@ export const jsonValueText: fc.Arbitrary<string> = fc.oneof(
   { arbitrary: numberText, weight: 4 },
   { arbitrary: nastyString().map((s) => JSON.stringify(s)), weight: 3 },
   { arbitrary: numberText.map((n) => JSON.stringify(n)), weight: 2 },
-  { arbitrary: fc.constantFrom('null', 'true', 'false', '{}', '[]', '""', '" "', '"\\u0000"', '"\\ud800"', '"\\udc00x"', '{"__proto__":{"x":1}}', '{"constructor":{"prototype":{"x":1}}}'), weight: 2 },
+  {
+    arbitrary: fc.constantFrom(
+      'null',
+      'true',
+      'false',
+      '{}',
+      '[]',
+      '""',
+      '" "',
+      '"\\u0000"',
+      '"\\ud800"',
+      '"\\udc00x"',
+      '{"__proto__":{"x":1}}',
+      '{"constructor":{"prototype":{"x":1}}}',
+    ),
+    weight: 2,
+  },
   { arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)), weight: 1 },
   { arbitrary: fc.integer({ min: 1, max: 200 }).map((n) => `${'['.repeat(n)}${']'.repeat(n)}`), weight: 1 },
   { arbitrary: fc.integer({ min: 1, max: 2000 }).map((n) => JSON.stringify('x'.repeat(n * 10))), weight: 1 },
@@ -114,7 +209,12 @@ export function objectText(pairs: ReadonlyArray<readonly [string, string]>, spac
 
 /** Header values node will put on the wire: tab, printable ASCII and Latin-1 (CR, LF and NUL are refused by the client). */
 export const headerText = (maxLength: number): fc.Arbitrary<string> =>
-  fc.string({ unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0xa0, max: 0xff }), fc.constant(9)).map((c) => String.fromCharCode(c)), maxLength });
+  fc.string({
+    unit: fc
+      .oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0xa0, max: 0xff }), fc.constant(9))
+      .map((c) => String.fromCharCode(c)),
+    maxLength,
+  });
 
 /** Whitespace JSON allows between tokens. */
 export const jsonSpace = fc.constantFrom('', '', '', ' ', '\n', '\t', ' \r\n ');

@@ -44,7 +44,9 @@ beforeAll(async () => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      const attempt = received.filter((r) => r.path === '/hook' && r.headers['x-payrail-delivery'] === req.headers['x-payrail-delivery']).length;
+      const attempt = received.filter(
+        (r) => r.path === '/hook' && r.headers['x-payrail-delivery'] === req.headers['x-payrail-delivery'],
+      ).length;
       const status = req.url === '/hook' && scripted(body) ? (SCRIPT[attempt] ?? 200) : 200;
       received.push({ path: req.url ?? '', headers: req.headers, body, status });
       if (status === 302) res.writeHead(302, { location: '/stolen' });
@@ -81,21 +83,42 @@ async function notifyJobsLeft(alertId: string): Promise<number> {
 describe('alert webhook', () => {
   it('retries a failed delivery with the same delivery id, signs every attempt, never follows a redirect', async () => {
     const logger = createLogger({ level: 'silent' });
-    await raiseAlert(payrail.database.db, { rule: 'transfer_refused', subject: 'tr_webhook', severity: 'critical', message: 'the node refused a host wallet transfer', details: { transferId: 'tr_webhook', amount: 5n, note: `admin token ${ADMIN_TOKEN}` } }, { logger, notify: true });
-    const { rows } = await db.pool.query<{ id: string }>("select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_webhook'");
+    await raiseAlert(
+      payrail.database.db,
+      {
+        rule: 'transfer_refused',
+        subject: 'tr_webhook',
+        severity: 'critical',
+        message: 'the node refused a host wallet transfer',
+        details: { transferId: 'tr_webhook', amount: 5n, note: `admin token ${ADMIN_TOKEN}` },
+      },
+      { logger, notify: true },
+    );
+    const { rows } = await db.pool.query<{ id: string }>(
+      "select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_webhook'",
+    );
     const id = (rows[0] as { id: string }).id;
     const delivery = `${id}:firing`;
 
     await eventually('the delivery accepted', async () => deliveries(delivery).some((r) => r.status === 200));
     await eventually('its job done', async () => (await notifyJobsLeft(id)) === 0);
     const attempts = deliveries(delivery);
-    expect(attempts.map((r) => [r.path, r.status])).toEqual([['/hook', 500], ['/hook', 302], ['/hook', 200]]);
+    expect(attempts.map((r) => [r.path, r.status])).toEqual([
+      ['/hook', 500],
+      ['/hook', 302],
+      ['/hook', 200],
+    ]);
     expect(received.filter((r) => r.path !== '/hook')).toEqual([]);
 
     for (const attempt of attempts) {
       expect(attempt.headers['content-type']).toBe('application/json');
       expect(attempt.headers['x-payrail-signature']).toMatch(/^sha256=[0-9a-f]{64}$/);
-      const signed = { secret: SECRET, body: attempt.body, timestamp: attempt.headers['x-payrail-timestamp'] as string, signature: attempt.headers['x-payrail-signature'] as string };
+      const signed = {
+        secret: SECRET,
+        body: attempt.body,
+        timestamp: attempt.headers['x-payrail-timestamp'] as string,
+        signature: attempt.headers['x-payrail-signature'] as string,
+      };
       expect(verifyAlertSignature(signed)).toBe(true);
       expect(verifyAlertSignature({ ...signed, secret: 'another-secret-0123456789' })).toBe(false);
       expect(verifyAlertSignature({ ...signed, body: attempt.body.replace('tr_webhook', 'tr_forged00') })).toBe(false);
@@ -117,21 +140,42 @@ describe('alert webhook', () => {
   });
 
   it('a resolution by hand is delivered as resolved', async () => {
-    const { rows } = await db.pool.query<{ id: string }>("select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_webhook'");
+    const { rows } = await db.pool.query<{ id: string }>(
+      "select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_webhook'",
+    );
     const id = (rows[0] as { id: string }).id;
     const res = await payrail.request('POST', `/api/alerts/${id}/resolve`);
     expect(res.status).toBe(200);
-    await eventually('the resolution delivered', async () => deliveries(`${id}:resolved`).some((r) => r.status === 200));
+    await eventually('the resolution delivered', async () =>
+      deliveries(`${id}:resolved`).some((r) => r.status === 200),
+    );
     const [resolved] = deliveries(`${id}:resolved`);
-    expect(JSON.parse((resolved as Received).body)).toMatchObject({ id, state: 'resolved', resolvedAt: expect.any(String) });
-    expect(verifyAlertSignature({ secret: SECRET, body: (resolved as Received).body, timestamp: resolved?.headers['x-payrail-timestamp'] as string, signature: resolved?.headers['x-payrail-signature'] as string })).toBe(true);
+    expect(JSON.parse((resolved as Received).body)).toMatchObject({
+      id,
+      state: 'resolved',
+      resolvedAt: expect.any(String),
+    });
+    expect(
+      verifyAlertSignature({
+        secret: SECRET,
+        body: (resolved as Received).body,
+        timestamp: resolved?.headers['x-payrail-timestamp'] as string,
+        signature: resolved?.headers['x-payrail-signature'] as string,
+      }),
+    ).toBe(true);
   });
 
   it('a firing delivery that goes out after its alert resolved is dropped; the resolution is sent', async () => {
     const logger = createLogger({ level: 'silent' });
     // As if its firing delivery were still waiting for a retry when a person resolved it.
-    await raiseAlert(payrail.database.db, { rule: 'transfer_refused', subject: 'tr_late', severity: 'critical', message: 'refused' }, { logger, notify: false });
-    const { rows } = await db.pool.query<{ id: string }>("select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_late'");
+    await raiseAlert(
+      payrail.database.db,
+      { rule: 'transfer_refused', subject: 'tr_late', severity: 'critical', message: 'refused' },
+      { logger, notify: false },
+    );
+    const { rows } = await db.pool.query<{ id: string }>(
+      "select id::text from alerts where rule = 'transfer_refused' and subject = 'tr_late'",
+    );
     const id = (rows[0] as { id: string }).id;
     expect(await resolveAlertByHand(db.db, id, 'admin', { notify: false })).toMatchObject({ outcome: 'resolved' });
     const deps = { db: db.db, logger, webhook: { url: hookUrl, secret: SECRET, timeoutMs: 5_000 } };

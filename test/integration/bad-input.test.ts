@@ -78,7 +78,10 @@ const rows: BadRow[] = [
   },
   {
     name: 'wrong signature (well-formed hex, wrong value)',
-    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'ab'.repeat(64) } }),
+    build: (id) => ({
+      raw: JSON.stringify(body(id)),
+      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'ab'.repeat(64) },
+    }),
     status: 401,
     error: SIGNATURE_ERROR,
   },
@@ -116,7 +119,10 @@ const rows: BadRow[] = [
     name: 'signature too short (64 hex chars, a SHA-256 length)',
     build: (id) => {
       const { raw, headers } = validlySigned(body(id));
-      return { raw, headers: { ...headers, 'x-nowpayments-sig': (headers['x-nowpayments-sig'] as string).slice(0, 64) } };
+      return {
+        raw,
+        headers: { ...headers, 'x-nowpayments-sig': (headers['x-nowpayments-sig'] as string).slice(0, 64) },
+      };
     },
     status: 401,
     error: SIGNATURE_ERROR,
@@ -132,7 +138,10 @@ const rows: BadRow[] = [
   },
   {
     name: 'signature not hex (128 chars)',
-    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'z'.repeat(128) } }),
+    build: (id) => ({
+      raw: JSON.stringify(body(id)),
+      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'z'.repeat(128) },
+    }),
     status: 401,
     error: SIGNATURE_ERROR,
   },
@@ -140,7 +149,10 @@ const rows: BadRow[] = [
   // --- not a JSON object ---------------------------------------------------------------------------------------
   {
     name: 'body not JSON',
-    build: () => ({ raw: 'payment_id=1&payment_status=finished', headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('payment_id=1&payment_status=finished') } }),
+    build: () => ({
+      raw: 'payment_id=1&payment_status=finished',
+      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('payment_id=1&payment_status=finished') },
+    }),
     status: 400,
     error: "body is not valid JSON: JSON value expected but got 'p' at position 0",
   },
@@ -194,35 +206,101 @@ const rows: BadRow[] = [
   },
 
   // --- required fields -----------------------------------------------------------------------------------------
-  { name: 'missing payment_id', build: (id) => validlySigned(without(id, 'payment_id')), status: 400, error: 'payment_id: Invalid input' },
-  { name: 'missing order_id', build: (id) => validlySigned(without(id, 'order_id')), status: 400, error: 'order_id: Invalid input: expected string, received undefined' },
-  { name: 'missing outcome_amount', build: (id) => validlySigned(without(id, 'outcome_amount')), status: 400, error: 'outcome_amount: Invalid input' },
-  { name: 'missing outcome_currency', build: (id) => validlySigned(without(id, 'outcome_currency')), status: 400, error: 'outcome_currency: Invalid input: expected string, received undefined' },
-  { name: 'missing payment_status', build: (id) => validlySigned(without(id, 'payment_status')), status: 400, error: STATUS_ERROR },
+  {
+    name: 'missing payment_id',
+    build: (id) => validlySigned(without(id, 'payment_id')),
+    status: 400,
+    error: 'payment_id: Invalid input',
+  },
+  {
+    name: 'missing order_id',
+    build: (id) => validlySigned(without(id, 'order_id')),
+    status: 400,
+    error: 'order_id: Invalid input: expected string, received undefined',
+  },
+  {
+    name: 'missing outcome_amount',
+    build: (id) => validlySigned(without(id, 'outcome_amount')),
+    status: 400,
+    error: 'outcome_amount: Invalid input',
+  },
+  {
+    name: 'missing outcome_currency',
+    build: (id) => validlySigned(without(id, 'outcome_currency')),
+    status: 400,
+    error: 'outcome_currency: Invalid input: expected string, received undefined',
+  },
+  {
+    name: 'missing payment_status',
+    build: (id) => validlySigned(without(id, 'payment_status')),
+    status: 400,
+    error: STATUS_ERROR,
+  },
 
   // --- payment_id ----------------------------------------------------------------------------------------------
-  { name: 'payment_id as a boolean', build: (id) => validlySigned(body(id, { payment_id: true })), status: 400, error: 'payment_id: Invalid input' },
-  { name: 'payment_id negative', build: (id) => validlySigned(body(id, { payment_id: -id })), status: 400, error: 'payment_id: must be a positive integer' },
-  { name: 'payment_id zero', build: (id) => validlySigned(body(id, { payment_id: 0 })), status: 400, error: 'payment_id: must be a positive integer' },
-  { name: 'payment_id with decimals (1.5)', build: (id) => validlySigned(body(id, { payment_id: 1.5 })), status: 400, error: 'payment_id: must be a positive integer' },
   {
-    name: 'payment_id with 21 digits',
-    build: (id) => validlySigned(JSON.stringify(body(id)).replace(`"payment_id":${id}`, '"payment_id":123456789012345678901')),
+    name: 'payment_id as a boolean',
+    build: (id) => validlySigned(body(id, { payment_id: true })),
+    status: 400,
+    error: 'payment_id: Invalid input',
+  },
+  {
+    name: 'payment_id negative',
+    build: (id) => validlySigned(body(id, { payment_id: -id })),
     status: 400,
     error: 'payment_id: must be a positive integer',
   },
-  { name: 'payment_id as a non-numeric string', build: (id) => validlySigned(body(id, { payment_id: 'abc' })), status: 400, error: 'payment_id: must be a positive integer' },
+  {
+    name: 'payment_id zero',
+    build: (id) => validlySigned(body(id, { payment_id: 0 })),
+    status: 400,
+    error: 'payment_id: must be a positive integer',
+  },
+  {
+    name: 'payment_id with decimals (1.5)',
+    build: (id) => validlySigned(body(id, { payment_id: 1.5 })),
+    status: 400,
+    error: 'payment_id: must be a positive integer',
+  },
+  {
+    name: 'payment_id with 21 digits',
+    build: (id) =>
+      validlySigned(JSON.stringify(body(id)).replace(`"payment_id":${id}`, '"payment_id":123456789012345678901')),
+    status: 400,
+    error: 'payment_id: must be a positive integer',
+  },
+  {
+    name: 'payment_id as a non-numeric string',
+    build: (id) => validlySigned(body(id, { payment_id: 'abc' })),
+    status: 400,
+    error: 'payment_id: must be a positive integer',
+  },
 
   // --- outcome_amount ------------------------------------------------------------------------------------------
-  { name: 'outcome_amount negative', build: (id) => validlySigned(body(id, { outcome_amount: -0.00487 })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  {
+    name: 'outcome_amount negative',
+    build: (id) => validlySigned(body(id, { outcome_amount: -0.00487 })),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
   {
     name: 'outcome_amount zero with status finished',
     build: (id) => validlySigned(body(id, { outcome_amount: 0 })),
     status: 400,
     error: 'outcome_amount: a finished payment must have a positive outcome_amount',
   },
-  { name: 'outcome_amount in exponent notation (4.87e-3)', build: (id) => validlySigned(withOutcomeText(id, '4.87e-3')), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
-  { name: 'outcome_amount in exponent notation (487E-5)', build: (id) => validlySigned(withOutcomeText(id, '487E-5')), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
+  {
+    name: 'outcome_amount in exponent notation (4.87e-3)',
+    build: (id) => validlySigned(withOutcomeText(id, '4.87e-3')),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
+  {
+    name: 'outcome_amount in exponent notation (487E-5)',
+    build: (id) => validlySigned(withOutcomeText(id, '487E-5')),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
   {
     name: 'outcome_amount with 19 decimals (ETH has 18)',
     build: (id) => validlySigned(withOutcomeText(id, '0.0048700000000000001')),
@@ -235,23 +313,88 @@ const rows: BadRow[] = [
     status: 400,
     error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
   },
-  { name: 'outcome_amount as a string "abc"', build: (id) => validlySigned(body(id, { outcome_amount: 'abc' })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
-  { name: 'outcome_amount as a string with a sign "-1"', build: (id) => validlySigned(body(id, { outcome_amount: '-1' })), status: 400, error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}` },
-  { name: 'outcome_amount as an object', build: (id) => validlySigned(body(id, { outcome_amount: { value: '0.00487' } })), status: 400, error: 'outcome_amount: Invalid input' },
-  { name: 'outcome_amount null', build: (id) => validlySigned(body(id, { outcome_amount: null })), status: 400, error: 'outcome_amount: Invalid input' },
+  {
+    name: 'outcome_amount as a string "abc"',
+    build: (id) => validlySigned(body(id, { outcome_amount: 'abc' })),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
+  {
+    name: 'outcome_amount as a string with a sign "-1"',
+    build: (id) => validlySigned(body(id, { outcome_amount: '-1' })),
+    status: 400,
+    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  },
+  {
+    name: 'outcome_amount as an object',
+    build: (id) => validlySigned(body(id, { outcome_amount: { value: '0.00487' } })),
+    status: 400,
+    error: 'outcome_amount: Invalid input',
+  },
+  {
+    name: 'outcome_amount null',
+    build: (id) => validlySigned(body(id, { outcome_amount: null })),
+    status: 400,
+    error: 'outcome_amount: Invalid input',
+  },
 
   // --- payment_status ------------------------------------------------------------------------------------------
-  { name: 'unknown payment_status "paid"', build: (id) => validlySigned(body(id, { payment_status: 'paid' })), status: 400, error: STATUS_ERROR },
-  { name: 'payment_status in upper case "FINISHED"', build: (id) => validlySigned(body(id, { payment_status: 'FINISHED' })), status: 400, error: STATUS_ERROR },
+  {
+    name: 'unknown payment_status "paid"',
+    build: (id) => validlySigned(body(id, { payment_status: 'paid' })),
+    status: 400,
+    error: STATUS_ERROR,
+  },
+  {
+    name: 'payment_status in upper case "FINISHED"',
+    build: (id) => validlySigned(body(id, { payment_status: 'FINISHED' })),
+    status: 400,
+    error: STATUS_ERROR,
+  },
 
   // --- order_id ------------------------------------------------------------------------------------------------
-  { name: 'order_id "PGP-123" (no channel)', build: (id) => validlySigned(body(id, { order_id: 'PGP-123' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id "PGP-abc|-100123" (user id not a number)', build: (id) => validlySigned(body(id, { order_id: 'PGP-abc|-100123' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id "PGP-1|-100123|x" (trailing part)', build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-100123|x' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id "ORDER-1|-100123" (wrong prefix)', build: (id) => validlySigned(body(id, { order_id: 'ORDER-1|-100123' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id "PGP-01|-100123" (leading zero)', build: (id) => validlySigned(body(id, { order_id: 'PGP-01|-100123' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id "PGP-1|-0100123" (channel id with leading zero)', build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-0100123' })), status: 400, error: ORDER_ID_ERROR },
-  { name: 'order_id as a number', build: (id) => validlySigned(body(id, { order_id: 6271402111 })), status: 400, error: 'order_id: Invalid input: expected string' },
+  {
+    name: 'order_id "PGP-123" (no channel)',
+    build: (id) => validlySigned(body(id, { order_id: 'PGP-123' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id "PGP-abc|-100123" (user id not a number)',
+    build: (id) => validlySigned(body(id, { order_id: 'PGP-abc|-100123' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id "PGP-1|-100123|x" (trailing part)',
+    build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-100123|x' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id "ORDER-1|-100123" (wrong prefix)',
+    build: (id) => validlySigned(body(id, { order_id: 'ORDER-1|-100123' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id "PGP-01|-100123" (leading zero)',
+    build: (id) => validlySigned(body(id, { order_id: 'PGP-01|-100123' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id "PGP-1|-0100123" (channel id with leading zero)',
+    build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-0100123' })),
+    status: 400,
+    error: ORDER_ID_ERROR,
+  },
+  {
+    name: 'order_id as a number',
+    build: (id) => validlySigned(body(id, { order_id: 6271402111 })),
+    status: 400,
+    error: 'order_id: Invalid input: expected string',
+  },
 
   // --- outcome_currency ----------------------------------------------------------------------------------------
   // A signed outcome in a currency payrail does not credit (doge, usdt) is kept for review, not refused:
@@ -284,7 +427,10 @@ const rows: BadRow[] = [
     // Within the body limit: the parser itself must refuse it (stack exhaustion is caught, not a 500).
     name: 'deeply nested JSON within the body limit (30,000 levels, closed)',
     build: (id) => {
-      const raw = JSON.stringify(body(id)).replace('"order_description"', `"deep":${'['.repeat(30_000)}${']'.repeat(30_000)},"order_description"`);
+      const raw = JSON.stringify(body(id)).replace(
+        '"order_description"',
+        `"deep":${'['.repeat(30_000)}${']'.repeat(30_000)},"order_description"`,
+      );
       return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
     },
     status: 400,
@@ -303,16 +449,33 @@ describe('POST /webhooks/nowpayments refuses bad input and writes nothing', () =
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
 
     const channel = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, {
-      body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET },
+      body: {
+        payoutStrategy: 'threshold',
+        thresholdUsd: '100.00',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: WALLET,
+      },
     });
     expect(channel.status).toBe(201);
 
     // One valid finished IPN, so every table a refusal could touch already has rows.
     const valid = signed(body(nextPaymentId++), IPN_SECRET);
-    const accepted = await payrail.request('POST', '/webhooks/nowpayments', { raw: valid.raw, headers: valid.headers, token: null });
+    const accepted = await payrail.request('POST', '/webhooks/nowpayments', {
+      raw: valid.raw,
+      headers: valid.headers,
+      token: null,
+    });
     expect(accepted.status).toBe(200);
     expect(accepted.body).toMatchObject({ outcome: 'recorded', status: 'finished' });
-    expect(await rowCounts(db)).toMatchObject({ payments: 1, channels: 1, ledger_journals: 1, ledger_entries: 3, audit_log: 1, ipn_count: 1 });
+    expect(await rowCounts(db)).toMatchObject({
+      payments: 1,
+      channels: 1,
+      ledger_journals: 1,
+      ledger_entries: 3,
+      audit_log: 1,
+      ipn_count: 1,
+    });
   });
 
   afterAll(async () => {
@@ -328,7 +491,11 @@ describe('POST /webhooks/nowpayments refuses bad input and writes nothing', () =
   // lossless-json parses a top-level number into a LosslessNumber object: the guard must still call it what it is.
   it('a bare JSON number body is refused as "body must be a JSON object"', async () => {
     const request = validlySigned('5077125052');
-    const response = await payrail.request('POST', '/webhooks/nowpayments', { raw: request.raw, headers: request.headers, token: null });
+    const response = await payrail.request('POST', '/webhooks/nowpayments', {
+      raw: request.raw,
+      headers: request.headers,
+      token: null,
+    });
     expect(response.status).toBe(400);
     expect(response.body).toEqual({ error: 'body must be a JSON object' });
   });
@@ -336,7 +503,11 @@ describe('POST /webhooks/nowpayments refuses bad input and writes nothing', () =
   it.each(rows)('$name → $status', async (row) => {
     const request = row.build(nextPaymentId++);
     const before = await rowCounts(db);
-    const response = await payrail.request('POST', '/webhooks/nowpayments', { raw: request.raw, headers: request.headers, token: null });
+    const response = await payrail.request('POST', '/webhooks/nowpayments', {
+      raw: request.raw,
+      headers: request.headers,
+      token: null,
+    });
     expect(response.status).toBe(row.status);
     expect(response.body).toEqual({ error: expect.any(String) });
     if (row.error !== undefined) expect(response.body.error).toContain(row.error);

@@ -1,4 +1,13 @@
-import { createPublicClient, createWalletClient, http, keccak256, parseEventLogs, parseGwei, type Address, type Hex } from 'viem';
+import {
+  createPublicClient,
+  createWalletClient,
+  http,
+  keccak256,
+  parseEventLogs,
+  parseGwei,
+  type Address,
+  type Hex,
+} from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalChain, rpc, type LocalChain } from '../../src/simulators/chain.ts';
@@ -16,7 +25,13 @@ import {
   takeNonce,
 } from '../../src/simulators/chain-faults.ts';
 import { startRpcProxy, type RpcProxy } from '../../src/simulators/rpc-proxy.ts';
-import { blacklistLocalUsdt, deployLocalUsdt, localUsdtAbi, mintLocalUsdt, setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
+import {
+  blacklistLocalUsdt,
+  deployLocalUsdt,
+  localUsdtAbi,
+  mintLocalUsdt,
+  setLocalUsdtReturnFalse,
+} from '../../src/simulators/usdt/index.ts';
 import { freePort } from '../support/ports.ts';
 
 const WAIT_MS = 10_000;
@@ -41,23 +56,50 @@ async function funded(url = chain.rpcUrl) {
   const key = generatePrivateKey();
   const account = privateKeyToAccount(key);
   await rpc(chain.rpcUrl, 'anvil_setBalance', [account.address, `0x${(10n ** 20n).toString(16)}`]);
-  const local = { id: chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [url] } } };
+  const local = {
+    id: chain.chainId,
+    name: 'local',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [url] } },
+  };
   // No retries: a lost answer must reach the test as the error a client sees, not be papered over by a resend.
   const transport = http(url, { timeout: WAIT_MS, retryCount: 0 });
-  return { key, account, client: createPublicClient({ chain: local, transport }), wallet: createWalletClient({ account, chain: local, transport }) };
+  return {
+    key,
+    account,
+    client: createPublicClient({ chain: local, transport }),
+    wallet: createWalletClient({ account, chain: local, transport }),
+  };
 }
 
 const anvil = () => createPublicClient({ transport: http(chain.rpcUrl, { timeout: WAIT_MS }), pollingInterval: 50 });
 const stranger = (): Address => privateKeyToAccount(generatePrivateKey()).address;
 
-async function signTransfer(from: Awaited<ReturnType<typeof funded>>, to: Address, valueWei: bigint, nonce?: number): Promise<Hex> {
+async function signTransfer(
+  from: Awaited<ReturnType<typeof funded>>,
+  to: Address,
+  valueWei: bigint,
+  nonce?: number,
+): Promise<Hex> {
   const n = nonce ?? (await anvil().getTransactionCount({ address: from.account.address, blockTag: 'pending' }));
   const fee = (await baseFee(chain.rpcUrl)) * 2n + parseGwei('1');
-  return from.wallet.signTransaction({ to, value: valueWei, nonce: n, gas: 21_000n, maxFeePerGas: fee, maxPriorityFeePerGas: parseGwei('1') });
+  return from.wallet.signTransaction({
+    to,
+    value: valueWei,
+    nonce: n,
+    gas: 21_000n,
+    maxFeePerGas: fee,
+    maxPriorityFeePerGas: parseGwei('1'),
+  });
 }
 
 async function post(url: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(WAIT_MS) });
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(WAIT_MS),
+  });
 }
 
 describe('RPC proxy faults', () => {
@@ -127,7 +169,9 @@ describe('RPC proxy faults', () => {
     const raw = await signTransfer(sender, stranger(), 1n);
     const nonce = await anvil().getTransactionCount({ address: sender.account.address, blockTag: 'pending' });
     proxy.setFaults({ refuseSends: 'insufficient funds for gas * price + value' });
-    await expect(sender.wallet.sendRawTransaction({ serializedTransaction: raw })).rejects.toThrow(/insufficient funds/);
+    await expect(sender.wallet.sendRawTransaction({ serializedTransaction: raw })).rejects.toThrow(
+      /insufficient funds/,
+    );
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hashOf(raw)])).toBeNull();
     expect(await anvil().getTransactionCount({ address: sender.account.address, blockTag: 'pending' })).toBe(nonce);
   });
@@ -140,7 +184,12 @@ describe('RPC proxy faults', () => {
   });
 
   it('answers 413 to a body over the bound, without forwarding it', async () => {
-    const res = await post(proxy.url, { jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: ['x'.repeat(2 * 1024 * 1024)] });
+    const res = await post(proxy.url, {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'eth_chainId',
+      params: ['x'.repeat(2 * 1024 * 1024)],
+    });
     expect(res.status).toBe(413);
   });
 });
@@ -167,7 +216,9 @@ describe('receivers that are contracts', () => {
     const sender = await funded();
     const wall = stranger();
     await makeRejectingWallet(chain.rpcUrl, wall);
-    await expect(anvil().estimateGas({ account: sender.account.address, to: wall, value: 1n })).rejects.toThrow(/revert/i);
+    await expect(anvil().estimateGas({ account: sender.account.address, to: wall, value: 1n })).rejects.toThrow(
+      /revert/i,
+    );
   });
 });
 
@@ -229,7 +280,9 @@ describe('fees and the pool', () => {
     const first = await signTransfer(sender, stranger(), 1n, 0);
     await sender.wallet.sendRawTransaction({ serializedTransaction: first });
     const same = await signTransfer(sender, stranger(), 2n, 0);
-    await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [same])).rejects.toThrow(/replacement transaction underpriced/);
+    await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [same])).rejects.toThrow(
+      /replacement transaction underpriced/,
+    );
     await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [first])).rejects.toThrow(/transaction already imported/);
     await mineBlocks(chain.rpcUrl, 1);
     await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [first])).rejects.toThrow(/nonce too low/);
@@ -277,8 +330,13 @@ describe('reorganisations and a shared key', () => {
   it('takeNonce at a given nonce replaces our waiting transaction', async () => {
     const sender = await funded();
     await pausePool(chain.rpcUrl);
-    const ours = await sender.wallet.sendRawTransaction({ serializedTransaction: await signTransfer(sender, stranger(), 1n, 0) });
-    const taken = await takeNonce(chain.rpcUrl, sender.key, { nonce: 0, maxFeePerGasWei: (await baseFee(chain.rpcUrl)) * 2n + parseGwei('2') });
+    const ours = await sender.wallet.sendRawTransaction({
+      serializedTransaction: await signTransfer(sender, stranger(), 1n, 0),
+    });
+    const taken = await takeNonce(chain.rpcUrl, sender.key, {
+      nonce: 0,
+      maxFeePerGasWei: (await baseFee(chain.rpcUrl)) * 2n + parseGwei('2'),
+    });
     await mineBlocks(chain.rpcUrl, 1);
     expect((await anvil().getTransactionReceipt({ hash: taken })).status).toBe('success');
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionReceipt', [ours])).toBeNull();
@@ -294,11 +352,22 @@ describe('LocalUSDT misbehaving like real tokens', () => {
     const to = stranger();
     const call = { address: token, abi: localUsdtAbi } as const;
     const transfer = async (units: bigint) => {
-      const hash = await owner.wallet.writeContract({ ...call, functionName: 'transfer', args: [to, units], gas: 100_000n });
+      const hash = await owner.wallet.writeContract({
+        ...call,
+        functionName: 'transfer',
+        args: [to, units],
+        gas: 100_000n,
+      });
       return anvil().waitForTransactionReceipt({ hash, timeout: WAIT_MS });
     };
     const balanceOf = (who: Address) => anvil().readContract({ ...call, functionName: 'balanceOf', args: [who] });
-    const simulate = (units: bigint) => anvil().simulateContract({ ...call, account: owner.account.address, functionName: 'transfer', args: [to, units] });
+    const simulate = (units: bigint) =>
+      anvil().simulateContract({
+        ...call,
+        account: owner.account.address,
+        functionName: 'transfer',
+        args: [to, units],
+      });
     return { owner, token, to, call, transfer, balanceOf, simulate };
   }
 

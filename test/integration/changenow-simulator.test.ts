@@ -39,11 +39,21 @@ let cn: ChangeNowClient;
 const payout = privateKeyToAccount(generatePrivateKey()).address;
 
 function clientFor(target: ChangeNowSimulator, overrides: Partial<ChangeNowClientOptions> = {}): ChangeNowClient {
-  return createChangeNowClient({ baseUrl: target.url, apiKey: API_KEY, connectTimeoutMs: 2_000, responseTimeoutMs: 5_000, ...overrides });
+  return createChangeNowClient({
+    baseUrl: target.url,
+    apiKey: API_KEY,
+    connectTimeoutMs: 2_000,
+    responseTimeoutMs: 5_000,
+    ...overrides,
+  });
 }
 
 async function rpc(method: string, params: unknown[]): Promise<unknown> {
-  const res = await fetch(chain.rpcUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) });
+  const res = await fetch(chain.rpcUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
   return ((await res.json()) as { result: unknown }).result;
 }
 
@@ -74,7 +84,10 @@ function expectedUsdtFor(wei: bigint): string {
 /** Sends exactly `wei` from the host wallet to `to` and waits for it to be mined. */
 async function deposit(to: string, wei: bigint): Promise<void> {
   const nonce = await wallet.pendingNonce();
-  const signed = await wallet.sign({ to: to as Address, asset: { kind: 'native' }, amount: wei, nonce }, await wallet.fees());
+  const signed = await wallet.sign(
+    { to: to as Address, asset: { kind: 'native' }, amount: wei, nonce },
+    await wallet.fees(),
+  );
   expect(await wallet.broadcast(signed.rawTx)).toEqual({ ok: true });
   expect(await wallet.waitMined(signed.hash, 15_000)).toMatchObject({ state: 'mined', success: true });
 }
@@ -125,8 +138,11 @@ async function startRpcProxy(target: string): Promise<RpcProxy> {
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
       // The answer is read from the chain now; only its delivery waits.
-      const answer = fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.text());
-      const deliver = () => void answer.then((text) => res.writeHead(200, { 'content-type': 'application/json' }).end(text));
+      const answer = fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then(
+        (r) => r.text(),
+      );
+      const deliver = () =>
+        void answer.then((text) => res.writeHead(200, { 'content-type': 'application/json' }).end(text));
       if (hold && body.includes('"eth_getBalance"')) {
         const arrived = hold;
         hold = null;
@@ -179,23 +195,64 @@ afterAll(async () => {
 
 describe('ChangeNow simulator: estimates', () => {
   it('eth→usdt for 0.1455 is exactly 435.5 (rate 3000, withdrawal fee 1)', async () => {
-    const estimate = await cn.estimate({ fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', toNetwork: 'eth', fromAmount: '0.1455' });
-    expect(estimate).toEqual({ fromAmount: '0.1455', toAmount: '435.5', depositFee: '0', withdrawalFee: '1', rateId: null, validUntil: null });
+    const estimate = await cn.estimate({
+      fromCurrency: 'eth',
+      toCurrency: 'usdt',
+      fromNetwork: 'eth',
+      toNetwork: 'eth',
+      fromAmount: '0.1455',
+    });
+    expect(estimate).toEqual({
+      fromAmount: '0.1455',
+      toAmount: '435.5',
+      depositFee: '0',
+      withdrawalFee: '1',
+      rateId: null,
+      validUntil: null,
+    });
   });
 
   it('below the 0.001 minimum → permanent deposit_too_small', async () => {
-    const error = await failure(cn.estimate({ fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', toNetwork: 'eth', fromAmount: '0.000999' }));
-    expect(error).toMatchObject({ kind: 'permanent', code: 'deposit_too_small', httpStatus: 400, endpoint: 'estimate' });
+    const error = await failure(
+      cn.estimate({
+        fromCurrency: 'eth',
+        toCurrency: 'usdt',
+        fromNetwork: 'eth',
+        toNetwork: 'eth',
+        fromAmount: '0.000999',
+      }),
+    );
+    expect(error).toMatchObject({
+      kind: 'permanent',
+      code: 'deposit_too_small',
+      httpStatus: 400,
+      endpoint: 'estimate',
+    });
   });
 
   it('an unknown pair → permanent pair_is_inactive', async () => {
-    const error = await failure(cn.estimate({ fromCurrency: 'eth', toCurrency: 'doge', fromNetwork: 'eth', toNetwork: 'doge', fromAmount: '1' }));
+    const error = await failure(
+      cn.estimate({ fromCurrency: 'eth', toCurrency: 'doge', fromNetwork: 'eth', toNetwork: 'doge', fromAmount: '1' }),
+    );
     expect(error).toMatchObject({ kind: 'permanent', code: 'pair_is_inactive', httpStatus: 400, endpoint: 'estimate' });
   });
 
   it('a wrong API key → permanent unauthorized', async () => {
-    const wrong = createChangeNowClient({ baseUrl: sim.url, apiKey: 'not-the-key', connectTimeoutMs: 2_000, responseTimeoutMs: 5_000 });
-    const error = await failure(wrong.estimate({ fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', toNetwork: 'eth', fromAmount: '0.1455' }));
+    const wrong = createChangeNowClient({
+      baseUrl: sim.url,
+      apiKey: 'not-the-key',
+      connectTimeoutMs: 2_000,
+      responseTimeoutMs: 5_000,
+    });
+    const error = await failure(
+      wrong.estimate({
+        fromCurrency: 'eth',
+        toCurrency: 'usdt',
+        fromNetwork: 'eth',
+        toNetwork: 'eth',
+        fromAmount: '0.1455',
+      }),
+    );
     expect(error).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'estimate' });
   });
 });
@@ -206,7 +263,12 @@ describe('ChangeNow simulator: an exchange paid on chain', () => {
     const wei = toUnits(fromAmount, ETH_DECIMALS);
     const request = exchangeRequest(fromAmount);
     const created = await cn.createExchange(request);
-    expect(created).toMatchObject({ fromAmount, toAmount: expectedUsdtFor(wei), payoutAddress: payout, payinExtraId: null });
+    expect(created).toMatchObject({
+      fromAmount,
+      toAmount: expectedUsdtFor(wei),
+      payoutAddress: payout,
+      payinExtraId: null,
+    });
 
     const waiting = await cn.getExchange(created.id);
     expect(waiting).toMatchObject({
@@ -247,7 +309,11 @@ describe('ChangeNow simulator: an exchange paid on chain', () => {
     const slow = proxied.getExchange(created.id); // sees the deposit, but its answer is held back
     await arrived;
     const fast = await proxied.getExchange(created.id); // sees the deposit and finishes the exchange
-    expect(fast).toMatchObject({ status: 'finished', amountFrom: fromAmount, amountTo: expectedUsdtFor(toUnits(fromAmount, ETH_DECIMALS)) });
+    expect(fast).toMatchObject({
+      status: 'finished',
+      amountFrom: fromAmount,
+      amountTo: expectedUsdtFor(toUnits(fromAmount, ETH_DECIMALS)),
+    });
     proxy.release();
     // The late sighting of the same deposit changes nothing: same status, same payout hash, same updatedAt.
     expect(await slow).toEqual(fast);
@@ -283,7 +349,13 @@ describe('ChangeNow simulator: an exchange paid on chain', () => {
 });
 
 describe('ChangeNow simulator: faults', () => {
-  const estimateRequest = { fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', toNetwork: 'eth', fromAmount: '0.1455' } as const;
+  const estimateRequest = {
+    fromCurrency: 'eth',
+    toCurrency: 'usdt',
+    fromNetwork: 'eth',
+    toNetwork: 'eth',
+    fromAmount: '0.1455',
+  } as const;
 
   it('down → transient network (connection refused); back up on the same port it answers again', async () => {
     expect((await cn.estimate(estimateRequest)).toAmount).toBe('435.5');
@@ -295,9 +367,14 @@ describe('ChangeNow simulator: faults', () => {
     for (let attempt = 0; attempt < 20 && !errors.some((error) => error.message.includes('ECONNREFUSED')); attempt++) {
       errors.push(await failure(cn.estimate(estimateRequest)));
     }
-    for (const error of errors) expect(error).toMatchObject({ kind: 'transient', code: 'network', httpStatus: null, endpoint: 'estimate' });
+    for (const error of errors)
+      expect(error).toMatchObject({ kind: 'transient', code: 'network', httpStatus: null, endpoint: 'estimate' });
     expect(errors[errors.length - 1]?.message).toContain('ECONNREFUSED');
-    expect(await failure(cn.getExchange('aaaaaaaaaaaaaa'))).toMatchObject({ kind: 'transient', code: 'network', endpoint: 'by-id' });
+    expect(await failure(cn.getExchange('aaaaaaaaaaaaaa'))).toMatchObject({
+      kind: 'transient',
+      code: 'network',
+      endpoint: 'by-id',
+    });
 
     await sim.setFault('none');
     expect(sim.url).toBe(url);
@@ -305,7 +382,11 @@ describe('ChangeNow simulator: faults', () => {
   });
 
   it('down through the /sim/fault route answers before going down', async () => {
-    const res = await fetch(`${sim.url}/sim/fault`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fault":"down"}' });
+    const res = await fetch(`${sim.url}/sim/fault`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"fault":"down"}',
+    });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ fault: 'down' });
     let error: ChangeNowError | undefined;
@@ -324,42 +405,69 @@ describe('ChangeNow simulator: faults', () => {
 
   it('5xx → transient', async () => {
     await sim.setFault('5xx');
-    expect(await failure(cn.estimate(estimateRequest))).toMatchObject({ kind: 'transient', code: 'http_503', httpStatus: 503, endpoint: 'estimate' });
-    expect(await failure(cn.listExchanges({ userId: 'conv_any' }))).toMatchObject({ kind: 'transient', code: 'http_503', endpoint: 'list' });
+    expect(await failure(cn.estimate(estimateRequest))).toMatchObject({
+      kind: 'transient',
+      code: 'http_503',
+      httpStatus: 503,
+      endpoint: 'estimate',
+    });
+    expect(await failure(cn.listExchanges({ userId: 'conv_any' }))).toMatchObject({
+      kind: 'transient',
+      code: 'http_503',
+      endpoint: 'list',
+    });
   });
 
   it('401 → permanent unauthorized even with the right key', async () => {
     await sim.setFault('401');
-    expect(await failure(cn.createExchange(exchangeRequest('0.01')))).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'create' });
+    expect(await failure(cn.createExchange(exchangeRequest('0.01')))).toMatchObject({
+      kind: 'permanent',
+      code: 'unauthorized',
+      httpStatus: 401,
+      endpoint: 'create',
+    });
   });
 
   it('slow beyond the response deadline → transient timeout; then answers again', async () => {
     await sim.setFault('slow', { slowMs: 3_000 });
     const impatient = clientFor(sim, { responseTimeoutMs: 300 });
-    expect(await failure(impatient.estimate(estimateRequest))).toMatchObject({ kind: 'transient', code: 'timeout', httpStatus: null, endpoint: 'estimate' });
+    expect(await failure(impatient.estimate(estimateRequest))).toMatchObject({
+      kind: 'transient',
+      code: 'timeout',
+      httpStatus: null,
+      endpoint: 'estimate',
+    });
     await sim.setFault('none');
     expect((await impatient.estimate(estimateRequest)).toAmount).toBe('435.5');
   });
 
-  it.each(['failed', 'refunded'] as const)('failNextExchange(%s): after the deposit that exchange ends so, with no amountTo', async (end) => {
-    sim.failNextExchange(end);
-    const fromAmount = '0.0031';
-    const wei = toUnits(fromAmount, ETH_DECIMALS);
-    const doomed = await cn.createExchange(exchangeRequest(fromAmount));
-    expect((await cn.getExchange(doomed.id)).status).toBe('waiting');
-    await deposit(doomed.payinAddress, wei);
-    const ended = await cn.getExchange(doomed.id);
-    expect(ended).toMatchObject({ status: end, amountFrom: fromAmount, amountTo: null, payoutHash: null });
+  it.each(['failed', 'refunded'] as const)(
+    'failNextExchange(%s): after the deposit that exchange ends so, with no amountTo',
+    async (end) => {
+      sim.failNextExchange(end);
+      const fromAmount = '0.0031';
+      const wei = toUnits(fromAmount, ETH_DECIMALS);
+      const doomed = await cn.createExchange(exchangeRequest(fromAmount));
+      expect((await cn.getExchange(doomed.id)).status).toBe('waiting');
+      await deposit(doomed.payinAddress, wei);
+      const ended = await cn.getExchange(doomed.id);
+      expect(ended).toMatchObject({ status: end, amountFrom: fromAmount, amountTo: null, payoutHash: null });
 
-    // Only that one: the next exchange finishes normally.
-    const next = await cn.createExchange(exchangeRequest(fromAmount));
-    await deposit(next.payinAddress, wei);
-    expect(await cn.getExchange(next.id)).toMatchObject({ status: 'finished', amountTo: expectedUsdtFor(wei) });
-  });
+      // Only that one: the next exchange finishes normally.
+      const next = await cn.createExchange(exchangeRequest(fromAmount));
+      await deposit(next.payinAddress, wei);
+      expect(await cn.getExchange(next.id)).toMatchObject({ status: 'finished', amountTo: expectedUsdtFor(wei) });
+    },
+  );
 });
 
 describe('ChangeNow simulator: exchange edge cases', () => {
-  const simFault = (body: unknown) => fetch(`${sim.url}/sim/fault`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const simFault = (body: unknown) =>
+    fetch(`${sim.url}/sim/fault`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   it('below_estimate: finishes with amountTo that percent below its estimate, rounded down, and keeps the estimate', async () => {
     const fromAmount = '0.0047239';
@@ -369,14 +477,23 @@ describe('ChangeNow simulator: exchange edge cases', () => {
     expect(five.toAmount).toBe('13.1717');
     await deposit(five.payinAddress, wei);
     // 13.1717 × 0.95 = 12.513115, the default 5 %.
-    expect(await cn.getExchange(five.id)).toMatchObject({ status: 'finished', amountFrom: fromAmount, expectedAmountTo: '13.1717', amountTo: '12.513115' });
+    expect(await cn.getExchange(five.id)).toMatchObject({
+      status: 'finished',
+      amountFrom: fromAmount,
+      expectedAmountTo: '13.1717',
+      amountTo: '12.513115',
+    });
 
     const res = await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: '3.01' });
     expect(res.status).toBe(200);
     const chosen = await cn.createExchange(exchangeRequest(fromAmount));
     await deposit(chosen.payinAddress, wei);
     // 13.1717 × 0.9699 = 12.77523183, rounded down to 6 decimals.
-    expect(await cn.getExchange(chosen.id)).toMatchObject({ status: 'finished', expectedAmountTo: '13.1717', amountTo: '12.775231' });
+    expect(await cn.getExchange(chosen.id)).toMatchObject({
+      status: 'finished',
+      expectedAmountTo: '13.1717',
+      amountTo: '12.775231',
+    });
 
     expect((await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: 'most' })).status).toBe(400);
     expect((await simFault({ nextExchange: 'below_estimate', belowEstimatePercent: 3 })).status).toBe(400);
@@ -390,10 +507,20 @@ describe('ChangeNow simulator: exchange edge cases', () => {
     expect((await cn.getExchange(held.id)).status).toBe('waiting');
     await deposit(held.payinAddress, wei);
     for (let look = 0; look < 3; look++) {
-      expect(await cn.getExchange(held.id)).toMatchObject({ status: 'verifying', amountFrom: fromAmount, amountTo: null, payoutHash: null, refundHash: null });
+      expect(await cn.getExchange(held.id)).toMatchObject({
+        status: 'verifying',
+        amountFrom: fromAmount,
+        amountTo: null,
+        payoutHash: null,
+        refundHash: null,
+      });
     }
     sim.releaseVerification(held.id);
-    expect(await cn.getExchange(held.id)).toMatchObject({ status: 'finished', amountFrom: fromAmount, amountTo: expectedUsdtFor(wei) });
+    expect(await cn.getExchange(held.id)).toMatchObject({
+      status: 'finished',
+      amountFrom: fromAmount,
+      amountTo: expectedUsdtFor(wei),
+    });
     expect((await simFault({ nextExchange: 'verifying', verifyingMs: -1 })).status).toBe(400);
   });
 
@@ -403,7 +530,13 @@ describe('ChangeNow simulator: exchange edge cases', () => {
     sim.failNextExchange('expired_funded');
     const lapsed = await cn.createExchange(exchangeRequest(fromAmount));
     await deposit(lapsed.payinAddress, wei);
-    expect(await cn.getExchange(lapsed.id)).toMatchObject({ status: 'expired', amountFrom: fromAmount, amountTo: null, payoutHash: null, refundHash: null });
+    expect(await cn.getExchange(lapsed.id)).toMatchObject({
+      status: 'expired',
+      amountFrom: fromAmount,
+      amountTo: null,
+      payoutHash: null,
+      refundHash: null,
+    });
     expect(await balanceOf(lapsed.payinAddress)).toBe(wei);
   });
 
@@ -414,7 +547,12 @@ describe('ChangeNow simulator: exchange edge cases', () => {
     const silent = await cn.createExchange(exchangeRequest(fromAmount));
     await deposit(silent.payinAddress, wei);
     const finished = await cn.getExchange(silent.id);
-    expect(finished).toMatchObject({ status: 'finished', amountFrom: fromAmount, expectedAmountTo: '13.1717', amountTo: null });
+    expect(finished).toMatchObject({
+      status: 'finished',
+      amountFrom: fromAmount,
+      expectedAmountTo: '13.1717',
+      amountTo: null,
+    });
     expect(finished.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
   });
 });
@@ -429,7 +567,8 @@ describe('ChangeNow simulator: listExchanges', () => {
 
     const listed = await cn.listExchanges({ userId: mine });
     expect(listed.map((exchange) => exchange.id).sort()).toEqual([first.id, second.id].sort());
-    for (const exchange of listed) expect(exchange).toMatchObject({ userId: mine, status: 'waiting', payload: { conversionId: mine } });
+    for (const exchange of listed)
+      expect(exchange).toMatchObject({ userId: mine, status: 'waiting', payload: { conversionId: mine } });
     expect(listed.find((exchange) => exchange.id === first.id)?.expectedAmountFrom).toBe('0.01');
     expect(listed.find((exchange) => exchange.id === second.id)?.expectedAmountFrom).toBe('0.03');
 
@@ -443,7 +582,12 @@ describe('ChangeNow simulator: listExchanges', () => {
     const created = await cn.createExchange(exchangeRequest(fromAmount, mine));
     await deposit(created.payinAddress, toUnits(fromAmount, ETH_DECIMALS));
     const [listed] = await cn.listExchanges({ userId: mine });
-    expect(listed).toMatchObject({ id: created.id, status: 'finished', amountFrom: fromAmount, amountTo: expectedUsdtFor(toUnits(fromAmount, ETH_DECIMALS)) });
+    expect(listed).toMatchObject({
+      id: created.id,
+      status: 'finished',
+      amountFrom: fromAmount,
+      amountTo: expectedUsdtFor(toUnits(fromAmount, ETH_DECIMALS)),
+    });
     expect(await cn.getExchange(created.id)).toEqual(listed);
   });
 });
@@ -453,11 +597,19 @@ describe('ChangeNow simulator: the create body', () => {
     const conversionId = `conv_${randomUUID()}`;
     // A payload field named fromAmount before the real one, and the real one in exponent form: 1.5e-2 = 0.015.
     const body = `{"payload":{"fromAmount":"7","n":0.30000000000000004},"fromCurrency":"eth","toCurrency":"usdt","fromNetwork":"eth","toNetwork":"eth","address":"${payout}","userId":"${conversionId}","fromAmount":1.5e-2}`;
-    const res = await fetch(`${sim.url}/v2/exchange`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-changenow-api-key': API_KEY }, body });
+    const res = await fetch(`${sim.url}/v2/exchange`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-changenow-api-key': API_KEY },
+      body,
+    });
     expect(res.status).toBe(200);
     const text = await res.text();
     expect(text).toContain('"fromAmount":0.015,');
     const [listed] = await cn.listExchanges({ userId: conversionId });
-    expect(listed).toMatchObject({ expectedAmountFrom: '0.015', expectedAmountTo: '44', payload: { fromAmount: '7', n: '0.30000000000000004' } });
+    expect(listed).toMatchObject({
+      expectedAmountFrom: '0.015',
+      expectedAmountTo: '44',
+      payload: { fromAmount: '7', n: '0.30000000000000004' },
+    });
   });
 });

@@ -18,7 +18,13 @@ const TRON_CHANNEL = '-1001000000002';
 const REFUSED_CHANNEL = '-1001000000099';
 const UNKNOWN_CHANNEL = '-1009999999999';
 
-const thresholdInput = { payoutStrategy: 'threshold', thresholdUsd: '100.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+const thresholdInput = {
+  payoutStrategy: 'threshold',
+  thresholdUsd: '100.00',
+  payoutCurrency: 'usdt',
+  payoutNetwork: 'eth',
+  walletAddress: WALLET,
+};
 
 interface AuditRow {
   actor: string;
@@ -43,7 +49,10 @@ describe('channel registry API', () => {
   });
 
   async function auditRows(channelId: string): Promise<AuditRow[]> {
-    const { rows } = await db.pool.query<AuditRow>('select actor, action, subject, details from audit_log where subject = $1 order by id', [`channel:${channelId}`]);
+    const { rows } = await db.pool.query<AuditRow>(
+      'select actor, action, subject, details from audit_log where subject = $1 order by id',
+      [`channel:${channelId}`],
+    );
     return rows;
   }
 
@@ -57,15 +66,55 @@ describe('channel registry API', () => {
     }
     it.each<AuthRow>([
       { name: 'PUT without a token', method: 'PUT', path: `/api/channels/${CHANNEL_ID}`, token: null, headers: {} },
-      { name: 'PUT with a wrong token', method: 'PUT', path: `/api/channels/${CHANNEL_ID}`, token: `${ADMIN_TOKEN}x`, headers: {} },
-      { name: 'PUT with an empty bearer token', method: 'PUT', path: `/api/channels/${CHANNEL_ID}`, token: '', headers: {} },
-      { name: 'PUT with the token in Basic scheme', method: 'PUT', path: `/api/channels/${CHANNEL_ID}`, token: null, headers: { authorization: `Basic ${ADMIN_TOKEN}` } },
-      { name: 'GET channel without a token', method: 'GET', path: `/api/channels/${CHANNEL_ID}`, token: null, headers: {} },
-      { name: 'GET channel with a wrong token', method: 'GET', path: `/api/channels/${CHANNEL_ID}`, token: 'wrong-token', headers: {} },
-      { name: 'GET supported pairs without a token', method: 'GET', path: '/api/supported-pairs', token: null, headers: {} },
+      {
+        name: 'PUT with a wrong token',
+        method: 'PUT',
+        path: `/api/channels/${CHANNEL_ID}`,
+        token: `${ADMIN_TOKEN}x`,
+        headers: {},
+      },
+      {
+        name: 'PUT with an empty bearer token',
+        method: 'PUT',
+        path: `/api/channels/${CHANNEL_ID}`,
+        token: '',
+        headers: {},
+      },
+      {
+        name: 'PUT with the token in Basic scheme',
+        method: 'PUT',
+        path: `/api/channels/${CHANNEL_ID}`,
+        token: null,
+        headers: { authorization: `Basic ${ADMIN_TOKEN}` },
+      },
+      {
+        name: 'GET channel without a token',
+        method: 'GET',
+        path: `/api/channels/${CHANNEL_ID}`,
+        token: null,
+        headers: {},
+      },
+      {
+        name: 'GET channel with a wrong token',
+        method: 'GET',
+        path: `/api/channels/${CHANNEL_ID}`,
+        token: 'wrong-token',
+        headers: {},
+      },
+      {
+        name: 'GET supported pairs without a token',
+        method: 'GET',
+        path: '/api/supported-pairs',
+        token: null,
+        headers: {},
+      },
     ])('$name → 401, nothing written', async ({ method, path, token, headers }) => {
       const before = await rowCounts(db);
-      const response = await payrail.request(method, path, { token, headers, ...(method === 'PUT' && { body: thresholdInput }) });
+      const response = await payrail.request(method, path, {
+        token,
+        headers,
+        ...(method === 'PUT' && { body: thresholdInput }),
+      });
       expect(response.status).toBe(401);
       expect(response.body).toEqual({ error: 'missing or invalid bearer token' });
       expect(await rowCounts(db)).toEqual(before);
@@ -96,18 +145,28 @@ describe('channel registry API', () => {
       });
       createdAt = response.body.createdAt;
       expect(new Date(createdAt).toISOString()).toBe(createdAt);
-      expect(await rowCounts(db)).toEqual({ ...before, channels: before.channels + 1, audit_log: before.audit_log + 1 });
+      expect(await rowCounts(db)).toEqual({
+        ...before,
+        channels: before.channels + 1,
+        audit_log: before.audit_log + 1,
+      });
 
       const audit = await auditRows(CHANNEL_ID);
       expect(audit).toHaveLength(1);
       expect(audit[0]).toMatchObject({ actor: 'admin', action: 'channel.create', subject: `channel:${CHANNEL_ID}` });
       expect(audit[0]!.details.before).toBeNull();
-      expect(audit[0]!.details.after).toMatchObject({ channelId: CHANNEL_ID, thresholdUsd: '100.00', walletAddress: WALLET });
+      expect(audit[0]!.details.after).toMatchObject({
+        channelId: CHANNEL_ID,
+        thresholdUsd: '100.00',
+        walletAddress: WALLET,
+      });
     });
 
     it('updates the channel: 200, createdAt kept, one more audit row with before and after', async () => {
       const before = await rowCounts(db);
-      const response = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: { ...thresholdInput, thresholdUsd: '250.5' } });
+      const response = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, {
+        body: { ...thresholdInput, thresholdUsd: '250.5' },
+      });
       expect(response.status).toBe(200);
       expect(response.body).toEqual({
         channelId: CHANNEL_ID,
@@ -159,9 +218,13 @@ describe('channel registry API', () => {
     it('a refused update leaves the channel as it was and writes nothing', async () => {
       const before = await rowCounts(db);
       const stored = await payrail.request('GET', `/api/channels/${CHANNEL_ID}`);
-      const response = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: { ...thresholdInput, walletAddress: WALLET_BAD_CHECKSUM } });
+      const response = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, {
+        body: { ...thresholdInput, walletAddress: WALLET_BAD_CHECKSUM },
+      });
       expect(response.status).toBe(400);
-      expect(response.body).toEqual({ error: 'walletAddress is not a valid evm address: EIP-55 checksum does not match' });
+      expect(response.body).toEqual({
+        error: 'walletAddress is not a valid evm address: EIP-55 checksum does not match',
+      });
       expect(await rowCounts(db)).toEqual(before);
       expect(await payrail.request('GET', `/api/channels/${CHANNEL_ID}`)).toEqual(stored);
     });
@@ -194,22 +257,66 @@ describe('channel registry API', () => {
     const { walletAddress: _omitWallet, ...withoutWallet } = thresholdInput;
 
     it.each([
-      { name: 'threshold strategy without thresholdUsd', body: withoutThreshold, error: 'thresholdUsd is required for the threshold strategy' },
-      { name: 'threshold strategy with thresholdUsd null', body: { ...thresholdInput, thresholdUsd: null }, error: 'thresholdUsd is required for the threshold strategy' },
-      { name: 'thresholdUsd "0"', body: { ...thresholdInput, thresholdUsd: '0' }, error: 'thresholdUsd must be greater than 0' },
-      { name: 'thresholdUsd "0.00"', body: { ...thresholdInput, thresholdUsd: '0.00' }, error: 'thresholdUsd must be greater than 0' },
-      { name: 'thresholdUsd "-5"', body: { ...thresholdInput, thresholdUsd: '-5' }, error: 'thresholdUsd: amount must not be negative' },
-      { name: 'thresholdUsd "10.001"', body: { ...thresholdInput, thresholdUsd: '10.001' }, error: 'thresholdUsd: amount has more decimals than the asset allows (2)' },
-      { name: 'thresholdUsd "1e3"', body: { ...thresholdInput, thresholdUsd: '1e3' }, error: 'thresholdUsd: amount must be a plain decimal, exponent notation is refused' },
-      { name: 'thresholdUsd ""', body: { ...thresholdInput, thresholdUsd: '' }, error: 'thresholdUsd: amount must be a plain decimal' },
-      { name: 'thresholdUsd implausibly large', body: { ...thresholdInput, thresholdUsd: '1000000000000000' }, error: 'thresholdUsd is implausibly large' },
-      { name: 'thresholdUsd as a number (100)', body: { ...thresholdInput, thresholdUsd: 100 }, error: 'thresholdUsd: Invalid input: expected string, received number' },
+      {
+        name: 'threshold strategy without thresholdUsd',
+        body: withoutThreshold,
+        error: 'thresholdUsd is required for the threshold strategy',
+      },
+      {
+        name: 'threshold strategy with thresholdUsd null',
+        body: { ...thresholdInput, thresholdUsd: null },
+        error: 'thresholdUsd is required for the threshold strategy',
+      },
+      {
+        name: 'thresholdUsd "0"',
+        body: { ...thresholdInput, thresholdUsd: '0' },
+        error: 'thresholdUsd must be greater than 0',
+      },
+      {
+        name: 'thresholdUsd "0.00"',
+        body: { ...thresholdInput, thresholdUsd: '0.00' },
+        error: 'thresholdUsd must be greater than 0',
+      },
+      {
+        name: 'thresholdUsd "-5"',
+        body: { ...thresholdInput, thresholdUsd: '-5' },
+        error: 'thresholdUsd: amount must not be negative',
+      },
+      {
+        name: 'thresholdUsd "10.001"',
+        body: { ...thresholdInput, thresholdUsd: '10.001' },
+        error: 'thresholdUsd: amount has more decimals than the asset allows (2)',
+      },
+      {
+        name: 'thresholdUsd "1e3"',
+        body: { ...thresholdInput, thresholdUsd: '1e3' },
+        error: 'thresholdUsd: amount must be a plain decimal, exponent notation is refused',
+      },
+      {
+        name: 'thresholdUsd ""',
+        body: { ...thresholdInput, thresholdUsd: '' },
+        error: 'thresholdUsd: amount must be a plain decimal',
+      },
+      {
+        name: 'thresholdUsd implausibly large',
+        body: { ...thresholdInput, thresholdUsd: '1000000000000000' },
+        error: 'thresholdUsd is implausibly large',
+      },
+      {
+        name: 'thresholdUsd as a number (100)',
+        body: { ...thresholdInput, thresholdUsd: 100 },
+        error: 'thresholdUsd: Invalid input: expected string, received number',
+      },
       {
         name: 'instant strategy with a thresholdUsd',
         body: { ...thresholdInput, payoutStrategy: 'instant' },
         error: 'thresholdUsd applies only to the threshold strategy; omit it or send null for instant',
       },
-      { name: 'unknown payoutStrategy "weekly"', body: { ...thresholdInput, payoutStrategy: 'weekly' }, error: 'payoutStrategy: Invalid option: expected one of "instant"|"threshold"' },
+      {
+        name: 'unknown payoutStrategy "weekly"',
+        body: { ...thresholdInput, payoutStrategy: 'weekly' },
+        error: 'payoutStrategy: Invalid option: expected one of "instant"|"threshold"',
+      },
       {
         name: 'unsupported pair: usdt on btc',
         body: { ...thresholdInput, payoutNetwork: 'btc' },
@@ -245,10 +352,26 @@ describe('channel registry API', () => {
         body: { ...thresholdInput, walletAddress: `${WALLET} ` },
         error: 'walletAddress is not a valid evm address: address has leading or trailing whitespace',
       },
-      { name: 'unknown extra field (strict schema)', body: { ...thresholdInput, memo: 'hello' }, error: 'body: Unrecognized key: "memo"' },
-      { name: 'missing walletAddress', body: withoutWallet, error: 'walletAddress: Invalid input: expected string, received undefined' },
-      { name: 'empty walletAddress', body: { ...thresholdInput, walletAddress: '' }, error: 'walletAddress: Too small: expected string to have >=1 characters' },
-      { name: 'body is an array', body: [thresholdInput], error: 'body: Invalid input: expected object, received array' },
+      {
+        name: 'unknown extra field (strict schema)',
+        body: { ...thresholdInput, memo: 'hello' },
+        error: 'body: Unrecognized key: "memo"',
+      },
+      {
+        name: 'missing walletAddress',
+        body: withoutWallet,
+        error: 'walletAddress: Invalid input: expected string, received undefined',
+      },
+      {
+        name: 'empty walletAddress',
+        body: { ...thresholdInput, walletAddress: '' },
+        error: 'walletAddress: Too small: expected string to have >=1 characters',
+      },
+      {
+        name: 'body is an array',
+        body: [thresholdInput],
+        error: 'body: Invalid input: expected object, received array',
+      },
     ])('$name', async ({ body, error }) => {
       const before = await rowCounts(db);
       const response = await payrail.request('PUT', `/api/channels/${REFUSED_CHANNEL}`, { body });
@@ -260,11 +383,22 @@ describe('channel registry API', () => {
     });
 
     it.each([
-      { name: 'body not JSON', raw: '{"payoutStrategy":"threshold",', error: "Body is not valid JSON but content-type is set to 'application/json'" },
-      { name: 'body with a __proto__ key', raw: JSON.stringify(thresholdInput).replace('{', '{"__proto__":{"admin":true},'), error: "Body is not valid JSON but content-type is set to 'application/json'" },
+      {
+        name: 'body not JSON',
+        raw: '{"payoutStrategy":"threshold",',
+        error: "Body is not valid JSON but content-type is set to 'application/json'",
+      },
+      {
+        name: 'body with a __proto__ key',
+        raw: JSON.stringify(thresholdInput).replace('{', '{"__proto__":{"admin":true},'),
+        error: "Body is not valid JSON but content-type is set to 'application/json'",
+      },
     ])('$name', async ({ raw, error }) => {
       const before = await rowCounts(db);
-      const response = await payrail.request('PUT', `/api/channels/${REFUSED_CHANNEL}`, { raw, headers: { 'content-type': 'application/json' } });
+      const response = await payrail.request('PUT', `/api/channels/${REFUSED_CHANNEL}`, {
+        raw,
+        headers: { 'content-type': 'application/json' },
+      });
       expect(response.status).toBe(400);
       expect(response.body).toEqual({ error: expect.any(String) });
       expect(response.body.error).toContain(error);
@@ -275,10 +409,15 @@ describe('channel registry API', () => {
 
   describe('accepted addresses', () => {
     it('a lowercase EVM address is accepted and stored checksummed', async () => {
-      const response = await payrail.request('PUT', `/api/channels/${LOWERCASE_CHANNEL}`, { body: { ...thresholdInput, walletAddress: WALLET.toLowerCase() } });
+      const response = await payrail.request('PUT', `/api/channels/${LOWERCASE_CHANNEL}`, {
+        body: { ...thresholdInput, walletAddress: WALLET.toLowerCase() },
+      });
       expect(response.status).toBe(201);
       expect(response.body.walletAddress).toBe(WALLET);
-      const stored = await db.pool.query<{ wallet_address: string }>('select wallet_address from channels where channel_id = $1', [LOWERCASE_CHANNEL]);
+      const stored = await db.pool.query<{ wallet_address: string }>(
+        'select wallet_address from channels where channel_id = $1',
+        [LOWERCASE_CHANNEL],
+      );
       expect(stored.rows).toEqual([{ wallet_address: WALLET }]);
       expect((await payrail.request('GET', `/api/channels/${LOWERCASE_CHANNEL}`)).body.walletAddress).toBe(WALLET);
       const audit = await auditRows(LOWERCASE_CHANNEL);
@@ -287,10 +426,24 @@ describe('channel registry API', () => {
 
     it('a Tron address is accepted for usdt on trx (instant, thresholdUsd null)', async () => {
       const response = await payrail.request('PUT', `/api/channels/${TRON_CHANNEL}`, {
-        body: { payoutStrategy: 'instant', thresholdUsd: null, payoutCurrency: 'USDT', payoutNetwork: 'TRX', walletAddress: TRON_WALLET },
+        body: {
+          payoutStrategy: 'instant',
+          thresholdUsd: null,
+          payoutCurrency: 'USDT',
+          payoutNetwork: 'TRX',
+          walletAddress: TRON_WALLET,
+        },
       });
       expect(response.status).toBe(201);
-      expect(response.body).toMatchObject({ channelId: TRON_CHANNEL, payoutStrategy: 'instant', thresholdUsd: null, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET, balances: [] });
+      expect(response.body).toMatchObject({
+        channelId: TRON_CHANNEL,
+        payoutStrategy: 'instant',
+        thresholdUsd: null,
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'trx',
+        walletAddress: TRON_WALLET,
+        balances: [],
+      });
       const audit = await auditRows(TRON_CHANNEL);
       expect(audit.map((a) => [a.actor, a.action])).toEqual([['admin', 'channel.create']]);
     });
@@ -309,13 +462,19 @@ describe('channel registry API', () => {
 
   it('after a finished IPN, GET shows the net ETH balance (0.00487 minus 3% = 0.0047239)', async () => {
     const ipn = signed(ipnBody({ payment_id: 7_200_000_001, order_id: `PGP-6271402111|${CHANNEL_ID}` }), IPN_SECRET);
-    const accepted = await payrail.request('POST', '/webhooks/nowpayments', { raw: ipn.raw, headers: ipn.headers, token: null });
+    const accepted = await payrail.request('POST', '/webhooks/nowpayments', {
+      raw: ipn.raw,
+      headers: ipn.headers,
+      token: null,
+    });
     expect(accepted.status).toBe(200);
     expect(accepted.body).toEqual({ paymentId: '7200000001', status: 'finished', outcome: 'recorded' });
 
     const response = await payrail.request('GET', `/api/channels/${CHANNEL_ID}`);
     expect(response.status).toBe(200);
-    expect(response.body.balances).toEqual([{ account: 'available', asset: 'eth', amount: '0.0047239', units: '4723900000000000' }]);
+    expect(response.body.balances).toEqual([
+      { account: 'available', asset: 'eth', amount: '0.0047239', units: '4723900000000000' },
+    ]);
     expect(response.body).toMatchObject({ pendingEth: '0.0047239', availableUsdt: '0', openPayouts: [] });
     // Other channels are untouched.
     expect((await payrail.request('GET', `/api/channels/${LOWERCASE_CHANNEL}`)).body.balances).toEqual([]);

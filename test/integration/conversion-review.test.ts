@@ -29,19 +29,31 @@ type Conversion = Record<string, any>;
 
 async function start(env: Record<string, string> = {}) {
   await payrail?.stop();
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env } });
+  payrail = await startTestPayrail(db, {
+    outside,
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env },
+  });
   return payrail;
 }
 
 /** A threshold channel far from its threshold: its USDT stays on its balance, no payout interferes. */
 function channel(): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+  return saveChannel(payrail!, `-${nextChannel++}`, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: freshWallet(),
+  });
 }
 
 const pay = (channelId: string) => sendFinished(payrail!, nextPaymentId++, channelId);
 
 async function conversionIdsOf(paymentId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ conversion_id: string }>('select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [paymentId]);
+  const { rows } = await db.pool.query<{ conversion_id: string }>(
+    'select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+    [paymentId],
+  );
   return rows.map((r) => r.conversion_id);
 }
 
@@ -54,9 +66,15 @@ async function get(conversionId: string): Promise<Conversion> {
 async function reaches(conversionId: string, status: string, timeoutMs = 45_000): Promise<Conversion> {
   let last: Conversion | undefined;
   try {
-    await eventually(`conversion ${conversionId} ${status}`, async () => (last = await get(conversionId)).status === status, timeoutMs);
+    await eventually(
+      `conversion ${conversionId} ${status}`,
+      async () => (last = await get(conversionId)).status === status,
+      timeoutMs,
+    );
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
   }
   return last as Conversion;
 }
@@ -67,33 +85,49 @@ async function conversionOf(paymentId: string): Promise<string> {
   return (await conversionIdsOf(paymentId))[0] as string;
 }
 
-const retry = (conversionId: string, token: string | null = ALICE) => payrail!.request('POST', `/api/conversions/${conversionId}/retry`, { token });
-const resolve = (conversionId: string, body: unknown, token: string | null = ALICE) => payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { token, body });
+const retry = (conversionId: string, token: string | null = ALICE) =>
+  payrail!.request('POST', `/api/conversions/${conversionId}/retry`, { token });
+const resolve = (conversionId: string, body: unknown, token: string | null = ALICE) =>
+  payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { token, body });
 
 function auditOf(subject: string) {
-  return db.db.selectFrom('audit_log').select(['actor', 'action', 'details']).where('subject', '=', subject).orderBy('id').execute();
+  return db.db
+    .selectFrom('audit_log')
+    .select(['actor', 'action', 'details'])
+    .where('subject', '=', subject)
+    .orderBy('id')
+    .execute();
 }
 
 async function payment(paymentId: string) {
-  const { rows } = await db.pool.query('select conversion_status, conversion_id, conversion_hold_until from payments where payment_id = $1', [paymentId]);
+  const { rows } = await db.pool.query(
+    'select conversion_status, conversion_id, conversion_hold_until from payments where payment_id = $1',
+    [paymentId],
+  );
   return rows[0];
 }
 
 async function channelUsdt(channelId: string): Promise<string> {
-  const { rows } = await db.pool.query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [`channel:${channelId}`]);
+  const { rows } = await db.pool.query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [
+    `channel:${channelId}`,
+  ]);
   return rows[0]?.balance ?? '0';
 }
 
-const exchangesFor = (conversionId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
+const exchangesFor = (conversionId: string) =>
+  [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
 
 /** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
-const review = (conversionId: string, reason: string) => toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null);
+const review = (conversionId: string, reason: string) =>
+  toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null);
 
 /**
  * A conversion sent to review while its transfer is broadcast and not mined (mining paused: the caller resumes it), as
  * the reconciler does with one stuck before its ETH is known to have left.
  */
-async function inReviewWhileBroadcast(env: Record<string, string> = {}): Promise<{ channelId: string; paymentId: string; id: string }> {
+async function inReviewWhileBroadcast(
+  env: Record<string, string> = {},
+): Promise<{ channelId: string; paymentId: string; id: string }> {
   await start(env);
   const channelId = await channel();
   await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
@@ -153,7 +187,18 @@ describe('conversion review', () => {
     const first = await retry(id);
     expect(first.status).toBe(200);
     expect(first.body.conversionId).toBe(id);
-    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.retry', details: { from: 'needs_review', to: 'sent', reason: 'exchange failed; the ETH sent has not come back', transfer: { id: expect.any(String), status: 'confirmed' } } }]);
+    expect(await auditOf(id)).toEqual([
+      {
+        actor: 'alice',
+        action: 'conversion.retry',
+        details: {
+          from: 'needs_review',
+          to: 'sent',
+          reason: 'exchange failed; the ETH sent has not come back',
+          transfer: { id: expect.any(String), status: 'confirmed' },
+        },
+      },
+    ]);
     await eventually('back in review', async () => {
       const c = await get(id);
       return c.status === 'needs_review' && c.reason === 'exchange failed; the ETH sent has not come back';
@@ -165,11 +210,18 @@ describe('conversion review', () => {
     Object.assign(exchange!, { status: 'sending', forcedEnd: null });
     expect((await retry(id)).status).toBe(200);
     const settled = await reaches(id, 'completed');
-    expect(settled).toMatchObject({ usdtReceived: '13.1717', reason: null, payoutHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) });
+    expect(settled).toMatchObject({
+      usdtReceived: '13.1717',
+      reason: null,
+      payoutHash: expect.stringMatching(/^0x[0-9a-f]{64}$/),
+    });
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
     expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
     expect(exchangesFor(id)).toHaveLength(1);
-    expect((await auditOf(id)).map((a) => a.details)).toMatchObject([{ to: 'sent' }, { from: 'needs_review', to: 'sent' }]);
+    expect((await auditOf(id)).map((a) => a.details)).toMatchObject([
+      { to: 'sent' },
+      { from: 'needs_review', to: 'sent' },
+    ]);
     expect((await checkLedger(db.db)).problems).toEqual([]);
 
     // Completed: nothing to retry, nothing logged.
@@ -197,22 +249,55 @@ describe('conversion review', () => {
       const res = await fetch(`${outside.sim.url}/v2/exchange`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-changenow-api-key': SIM_API_KEY },
-        body: JSON.stringify({ fromCurrency: 'eth', fromNetwork: 'eth', toCurrency: 'usdt', toNetwork: 'eth', fromAmount: '0.0047239', address: outside.hostAddress, refundAddress: outside.hostAddress, userId: id }),
+        body: JSON.stringify({
+          fromCurrency: 'eth',
+          fromNetwork: 'eth',
+          toCurrency: 'usdt',
+          toNetwork: 'eth',
+          fromAmount: '0.0047239',
+          address: outside.hostAddress,
+          refundAddress: outside.hostAddress,
+          userId: id,
+        }),
       });
       expect(res.status).toBe(200);
     }
     const inReview = await reaches(id, 'needs_review');
-    expect(inReview).toMatchObject({ reason: 'ChangeNow holds 2 exchanges for this conversion', transferStatus: null, exchangeId: null });
+    expect(inReview).toMatchObject({
+      reason: 'ChangeNow holds 2 exchanges for this conversion',
+      transferStatus: null,
+      exchangeId: null,
+    });
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
     const exchangesBefore = outside.sim.exchanges.size;
 
     const res = await retry(id);
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ conversionId: id, status: 'failed', reason: expect.stringMatching(/^retried by alice: no transfer was made, its ETH never left; payments back to pending \(was: ChangeNow holds 2 exchanges/) });
-    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.retry', details: { from: 'needs_review', to: 'failed', reason: 'ChangeNow holds 2 exchanges for this conversion', transfer: null } }]);
+    expect(res.body).toMatchObject({
+      conversionId: id,
+      status: 'failed',
+      reason: expect.stringMatching(
+        /^retried by alice: no transfer was made, its ETH never left; payments back to pending \(was: ChangeNow holds 2 exchanges/,
+      ),
+    });
+    expect(await auditOf(id)).toEqual([
+      {
+        actor: 'alice',
+        action: 'conversion.retry',
+        details: {
+          from: 'needs_review',
+          to: 'failed',
+          reason: 'ChangeNow holds 2 exchanges for this conversion',
+          transfer: null,
+        },
+      },
+    ]);
 
     // The batch queued with the retry takes the payment: a second conversion, one more exchange, settled.
-    await eventually('converted by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    await eventually(
+      'converted by the next batch',
+      async () => (await payment(paymentId)).conversion_status === 'completed',
+    );
     const ids = await conversionIdsOf(paymentId);
     expect(ids).toHaveLength(2);
     expect(ids[0]).toBe(id);
@@ -228,11 +313,19 @@ describe('conversion review', () => {
   it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async () => {
     const { channelId, paymentId, id } = await inReviewWhileBroadcast();
 
-    const before = await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id]);
+    const before = await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [
+      id,
+    ]);
     const refused = await retry(id);
     expect(refused.status).toBe(409);
-    expect(refused.body.error).toMatch(new RegExp(`^cannot retry conversion ${id}: its transfer \\S+ is broadcast: its own jobs and the reconciler follow it`));
-    expect((await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id])).rows).toEqual(before.rows);
+    expect(refused.body.error).toMatch(
+      new RegExp(
+        `^cannot retry conversion ${id}: its transfer \\S+ is broadcast: its own jobs and the reconciler follow it`,
+      ),
+    );
+    expect(
+      (await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [id])).rows,
+    ).toEqual(before.rows);
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
     expect(await auditOf(id)).toEqual([]);
 
@@ -265,7 +358,9 @@ describe('conversion review', () => {
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
     const fromCompleted = await retry(id);
     expect(fromCompleted.status).toBe(409);
-    expect(fromCompleted.body.error).toBe(`cannot retry conversion ${id}: a conversion in state completed cannot be retried`);
+    expect(fromCompleted.body.error).toBe(
+      `cannot retry conversion ${id}: a conversion in state completed cannot be retried`,
+    );
     expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
 
     expect((await retry('conv_0123456789abcdef')).status).toBe(404);
@@ -275,7 +370,9 @@ describe('conversion review', () => {
     expect((await payrail!.request('POST', `/api/conversions/${id}/resolve`)).status).toBe(400);
     expect((await retry(id, null)).status).toBe(401);
     expect((await payrail!.request('GET', '/api/conversions', { token: null })).status).toBe(401);
-    expect((await payrail!.request('GET', `/api/conversions/${id}`, { token: 'wrong-token-0123456789abcdef' })).status).toBe(401);
+    expect(
+      (await payrail!.request('GET', `/api/conversions/${id}`, { token: 'wrong-token-0123456789abcdef' })).status,
+    ).toBe(401);
     expect(await auditOf(id)).toHaveLength(1);
   });
 });
@@ -286,16 +383,30 @@ describe('a conversion in review whose transfer a person acts on', () => {
     // The periodic check is far off: only the batch the release queues can take the payment again in time.
     const { channelId, paymentId, id } = await inReviewWhileBroadcast({ CONVERSION_INTERVAL: '59m' });
     expect((await retry(id)).status).toBe(409);
-    const { transfer_id: transferId } = (await db.pool.query('select transfer_id from chain_transfers where purpose = $1 and ref = $2', ['conversion', id])).rows[0];
+    const { transfer_id: transferId } = (
+      await db.pool.query('select transfer_id from chain_transfers where purpose = $1 and ref = $2', ['conversion', id])
+    ).rows[0];
 
     expect((await payrail!.request('POST', `/api/transfers/${transferId}/cancel`, { token: ALICE })).status).toBe(202);
-    await eventually('the cancel signed', async () => (await db.pool.query("select 1 from chain_transfer_versions where transfer_id = $1 and kind = 'cancel'", [transferId])).rowCount === 1);
+    await eventually(
+      'the cancel signed',
+      async () =>
+        (
+          await db.pool.query("select 1 from chain_transfer_versions where transfer_id = $1 and kind = 'cancel'", [
+            transferId,
+          ])
+        ).rowCount === 1,
+    );
     await rpc(outside.chain.rpcUrl, 'evm_mine', []);
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
     expect(await reaches(id, 'failed')).toMatchObject({ transferStatus: 'failed' });
     expect((await payment(paymentId)).conversion_id).not.toBe(id);
 
-    await eventually('converted again, with no other credit', async () => (await payment(paymentId)).conversion_status === 'completed', 30_000);
+    await eventually(
+      'converted again, with no other credit',
+      async () => (await payment(paymentId)).conversion_status === 'completed',
+      30_000,
+    );
     const [first, second, ...more] = await conversionIdsOf(paymentId);
     expect({ first, more }).toEqual({ first: id, more: [] });
     expect(second).toBe((await payment(paymentId)).conversion_id);
@@ -309,27 +420,49 @@ const NET_WEI = 4_723_900_000_000_000n;
 const SHORT_WEI = 47_239_000_000_000n;
 
 describe('a refund short of the ETH sent (ChangeNow returns it less network fees)', () => {
-
-  it('within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow\'s cost, and the next batch converts what is left', async () => {
+  it("within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow's cost, and the next batch converts what is left", async () => {
     await start();
     const channelId = await channel();
     outside.sim.failNextExchange('refunded_short');
     const paymentId = await pay(channelId);
     const first = await conversionOf(paymentId);
-    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
-    const [refunded] = exchangesFor(first);
-    const conversions = (await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string }>(
-      'select c.conversion_id, c.status, c.reason, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [paymentId],
-    )).rows;
-    expect(conversions).toEqual([
-      { conversion_id: first, status: 'failed', reason: `exchange refunded (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`, amount_wei: NET_WEI.toString() },
-      { conversion_id: expect.any(String), status: 'completed', reason: null, amount_wei: (NET_WEI - SHORT_WEI).toString() },
-    ]);
-    expect((await db.pool.query('select exchange_cost_wei::text as cost from payments where payment_id = $1', [paymentId])).rows).toEqual([{ cost: SHORT_WEI.toString() }]);
-    const { rows } = await db.pool.query<{ code: string; amount: string }>(
-      "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'conversion_shortfall' and j.ref = $1 order by a.code", [first],
+    await eventually(
+      'converted again by the next batch',
+      async () => (await payment(paymentId)).conversion_status === 'completed',
     );
-    expect(rows).toEqual([{ code: `channel:${channelId}`, amount: (-SHORT_WEI).toString() }, { code: 'world:changenow', amount: SHORT_WEI.toString() }]);
+    const [refunded] = exchangesFor(first);
+    const conversions = (
+      await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string }>(
+        'select c.conversion_id, c.status, c.reason, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+        [paymentId],
+      )
+    ).rows;
+    expect(conversions).toEqual([
+      {
+        conversion_id: first,
+        status: 'failed',
+        reason: `exchange refunded (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`,
+        amount_wei: NET_WEI.toString(),
+      },
+      {
+        conversion_id: expect.any(String),
+        status: 'completed',
+        reason: null,
+        amount_wei: (NET_WEI - SHORT_WEI).toString(),
+      },
+    ]);
+    expect(
+      (await db.pool.query('select exchange_cost_wei::text as cost from payments where payment_id = $1', [paymentId]))
+        .rows,
+    ).toEqual([{ cost: SHORT_WEI.toString() }]);
+    const { rows } = await db.pool.query<{ code: string; amount: string }>(
+      "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'conversion_shortfall' and j.ref = $1 order by a.code",
+      [first],
+    );
+    expect(rows).toEqual([
+      { code: `channel:${channelId}`, amount: (-SHORT_WEI).toString() },
+      { code: 'world:changenow', amount: SHORT_WEI.toString() },
+    ]);
     // (0.0047239 − 0.000047239) ETH × 3000 − 1 USDT fee.
     expect(await channelUsdt(channelId)).toBe('13029983');
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -342,7 +475,9 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     const id = await conversionOf(paymentId);
     const inReview = await reaches(id, 'needs_review');
     const [refunded] = exchangesFor(id);
-    expect(inReview.reason).toBe(`exchange refunded 0.004676661 of 0.0047239 ETH (refund ${refunded!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`);
+    expect(inReview.reason).toBe(
+      `exchange refunded 0.004676661 of 0.0047239 ETH (refund ${refunded!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+    );
 
     // The chain decides: a hash that brought no ETH, a USDT claim for an ETH refund, a loss without a reason.
     const other = `0x${'ab'.repeat(32)}`;
@@ -354,12 +489,31 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash }, null)).status).toBe(401);
     expect(await auditOf(id)).toEqual([]);
 
-    const res = await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash, note: 'ChangeNow kept its fee' });
+    const res = await resolve(id, {
+      outcome: 'returned',
+      txHash: refunded!.refundHash,
+      note: 'ChangeNow kept its fee',
+    });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'failed' });
-    expect(res.body.reason).toBe(`resolved by alice as returned: ChangeNow kept its fee (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`);
-    expect(await auditOf(id)).toEqual([{ actor: 'alice', action: 'conversion.resolve', details: expect.objectContaining({ from: 'needs_review', to: 'failed', arrived: (NET_WEI - SHORT_WEI).toString() }) }]);
-    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    expect(res.body.reason).toBe(
+      `resolved by alice as returned: ChangeNow kept its fee (refund ${refunded!.refundHash}); 0.000047239 ETH short, booked as ChangeNow's cost`,
+    );
+    expect(await auditOf(id)).toEqual([
+      {
+        actor: 'alice',
+        action: 'conversion.resolve',
+        details: expect.objectContaining({
+          from: 'needs_review',
+          to: 'failed',
+          arrived: (NET_WEI - SHORT_WEI).toString(),
+        }),
+      },
+    ]);
+    await eventually(
+      'converted again by the next batch',
+      async () => (await payment(paymentId)).conversion_status === 'completed',
+    );
     expect(await channelUsdt(channelId)).toBe('13029983');
     expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash })).status).toBe(409);
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -375,11 +529,20 @@ describe('resolve after a failed exchange whose ETH left', () => {
     const id = await conversionOf(paymentId);
     await reaches(id, 'needs_review');
     await outside.changenowReturn(outside.hostAddress, 13_000_000n);
-    const hash = ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }).transactions[0]!;
+    const hash = (
+      (await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }
+    ).transactions[0]!;
     const wrong = await resolve(id, { outcome: 'received', amount: '13.5', txHash: hash });
     expect(wrong.status).toBe(409);
-    expect(wrong.body.error).toBe(`cannot resolve conversion ${id}: ${hash} brought 13 USDT to the host wallet, not 13.5`);
-    const res = await resolve(id, { outcome: 'received', amount: '13', txHash: hash, note: 'paid by ChangeNow support' });
+    expect(wrong.body.error).toBe(
+      `cannot resolve conversion ${id}: ${hash} brought 13 USDT to the host wallet, not 13.5`,
+    );
+    const res = await resolve(id, {
+      outcome: 'received',
+      amount: '13',
+      txHash: hash,
+      note: 'paid by ChangeNow support',
+    });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'completed' });
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
@@ -397,10 +560,18 @@ describe('resolve after a failed exchange whose ETH left', () => {
     await reaches(id, 'needs_review');
     const res = await resolve(id, { outcome: 'lost', note: 'exchange closed, support unreachable' });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'failed', reason: `resolved by alice as lost: exchange closed, support unreachable; 0.0047239 ETH booked as the platform's loss, payments back to pending` });
-    const losses = await db.pool.query("select balance::text from ledger_accounts where code = 'platform:losses' and asset = 'eth'");
+    expect(res.body).toMatchObject({
+      status: 'failed',
+      reason: `resolved by alice as lost: exchange closed, support unreachable; 0.0047239 ETH booked as the platform's loss, payments back to pending`,
+    });
+    const losses = await db.pool.query(
+      "select balance::text from ledger_accounts where code = 'platform:losses' and asset = 'eth'",
+    );
     expect(losses.rows).toEqual([{ balance: (-NET_WEI).toString() }]);
-    await eventually('converted again by the next batch', async () => (await payment(paymentId)).conversion_status === 'completed');
+    await eventually(
+      'converted again by the next batch',
+      async () => (await payment(paymentId)).conversion_status === 'completed',
+    );
     expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });

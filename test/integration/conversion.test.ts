@@ -20,13 +20,28 @@ let db: TestDatabase;
 let payrail: TestPayrail | undefined;
 let nextPaymentId = 8_000_000_000;
 
-async function start(env: Record<string, string> = {}, crashPoint?: Parameters<typeof startTestPayrail>[1] extends infer O ? O extends { crashPoint?: infer C } ? C : never : never) {
+async function start(
+  env: Record<string, string> = {},
+  crashPoint?: Parameters<typeof startTestPayrail>[1] extends infer O
+    ? O extends { crashPoint?: infer C }
+      ? C
+      : never
+    : never,
+) {
   payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env }, ...(crashPoint && { crashPoint }) });
   return payrail;
 }
 
 async function channel(id: string, thresholdUsd: string) {
-  const res = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+  const res = await payrail!.request('PUT', `/api/channels/${id}`, {
+    body: {
+      payoutStrategy: 'threshold',
+      thresholdUsd,
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+    },
+  });
   expect([200, 201]).toContain(res.status);
 }
 
@@ -40,7 +55,10 @@ async function pay(channelId: string): Promise<string> {
 }
 
 async function conversionStatuses(ids: string[]) {
-  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [ids]);
+  const { rows } = await db.pool.query<{ conversion_status: string }>(
+    'select conversion_status from payments where payment_id = any($1::numeric[])',
+    [ids],
+  );
   return rows.map((r) => r.conversion_status);
 }
 
@@ -50,14 +68,22 @@ async function allCompleted(ids: string[]) {
 
 /** A person's resolve of the (latest) conversion in review holding the payment. */
 async function resolveConversionOf(paymentId: string, body: unknown) {
-  const { rows } = await db.pool.query("select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'needs_review'", [paymentId]);
+  const { rows } = await db.pool.query(
+    "select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'needs_review'",
+    [paymentId],
+  );
   expect(rows).toHaveLength(1);
   return payrail!.request('POST', `/api/conversions/${rows[0].conversion_id}/resolve`, { body });
 }
 
 async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>("select code, asset, balance::text from ledger_accounts where code like $1", [`channel:${channelId}%`]);
-  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
+    'select code, asset, balance::text from ledger_accounts where code like $1',
+    [`channel:${channelId}%`],
+  );
+  return Object.fromEntries(
+    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+  );
 }
 
 beforeAll(async () => {
@@ -93,10 +119,16 @@ describe('conversion of pending ETH to USDT', () => {
     const all = [...a, ...b, ...c];
     await eventually('all six payments converted', () => allCompleted(all));
 
-    const { rows: conversions } = await db.pool.query('select conversion_id, status, amount_wei::text, usdt_received::text, rate::text, exchange_id, payin_address, payout_hash from conversions');
+    const { rows: conversions } = await db.pool.query(
+      'select conversion_id, status, amount_wei::text, usdt_received::text, rate::text, exchange_id, payin_address, payout_hash from conversions',
+    );
     expect(conversions).toHaveLength(1);
     const conversion = conversions[0];
-    expect(conversion).toMatchObject({ status: 'completed', amount_wei: '28343400000000000', usdt_received: '84030200' });
+    expect(conversion).toMatchObject({
+      status: 'completed',
+      amount_wei: '28343400000000000',
+      usdt_received: '84030200',
+    });
     // USDT per ETH realized: 84.0302 / 0.0283434
     expect(conversion.rate).toBe('2964.718417691596');
     expect(outside.sim.exchanges.size).toBe(1);
@@ -105,38 +137,68 @@ describe('conversion of pending ETH to USDT', () => {
     expect(await outside.balanceOf(conversion.payin_address)).toBe(28_343_400_000_000_000n);
     // The simulator paid the USDT out on chain; the batch of channel 1 has left for its owner since: together they
     // hold exactly what the ledger shared out.
-    await eventually('the batch paid out', async () => (await db.pool.query("select status from payouts where channel_id = '-1003000000001'")).rows[0]?.status === 'completed');
+    await eventually(
+      'the batch paid out',
+      async () =>
+        (await db.pool.query("select status from payouts where channel_id = '-1003000000001'")).rows[0]?.status ===
+        'completed',
+    );
     expect(await outside.usdtBalanceOf(WALLET)).toBe(42_015_101n);
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(84_030_200n - 42_015_101n);
 
     // 84,030,200 units over six equal weights: 14,005,033 each and two units of remainder, to the first two.
     const payment = (id: string) => payrail!.request('GET', `/api/payments/${id}`).then((r) => r.body);
-    expect((await payment(a[0]!)).conversion).toMatchObject({ status: 'completed', usdtAmount: '14.005034', rate: '2964.718417691596', attempts: 1 });
+    expect((await payment(a[0]!)).conversion).toMatchObject({
+      status: 'completed',
+      usdtAmount: '14.005034',
+      rate: '2964.718417691596',
+      attempts: 1,
+    });
     expect((await payment(a[2]!)).conversion.usdtAmount).toBe('14.005033');
 
-    expect(await balances('-1003000000001')).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(await balances('-1003000000001')).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': '0',
+      'channel:payout/usdt': '0',
+    });
     expect(await balances('-1003000000002')).toEqual({ 'channel/eth': '0', 'channel/usdt': '28010066' });
     expect(await balances('-1003000000003')).toEqual({ 'channel/eth': '0', 'channel/usdt': '14005033' });
 
     const { rows: batches } = await db.pool.query('select channel_id, status, amount::text from payouts');
     expect(batches).toEqual([{ channel_id: '-1003000000001', status: 'completed', amount: '42015101' }]);
-    const { rows: batched } = await db.pool.query('select count(*)::int as n from payments where payout_id is not null');
+    const { rows: batched } = await db.pool.query(
+      'select count(*)::int as n from payments where payout_id is not null',
+    );
     expect(batched[0].n).toBe(3);
     expect((await checkLedger(db.db)).problems).toEqual([]);
 
     const summary = (await payrail!.request('GET', '/api/channels/-1003000000001')).body;
     expect(summary).toMatchObject({ pendingEth: '0', availableUsdt: '0', openPayouts: [] });
-    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '28.010066', openPayouts: [] });
+    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({
+      availableUsdt: '28.010066',
+      openPayouts: [],
+    });
     const listed = (await payrail!.request('GET', '/api/payouts?channelId=-1003000000001')).body;
     expect(listed.payouts).toHaveLength(1);
-    expect(listed.payouts[0]).toMatchObject({ kind: 'threshold', status: 'completed', amount: '42.015101', payoutCurrency: 'usdt', payoutNetwork: 'eth', amountOut: '42.015101', exchangeId: null });
+    expect(listed.payouts[0]).toMatchObject({
+      kind: 'threshold',
+      status: 'completed',
+      amount: '42.015101',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      amountOut: '42.015101',
+      exchangeId: null,
+    });
     expect((await payrail!.request('GET', '/api/payouts?status=completed')).body.payouts).toHaveLength(1);
     expect((await payrail!.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
 
     // Lowering a threshold below the available balance batches it at once, without waiting for another settlement.
     await channel('-1003000000002', '20');
     expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0' });
-    await eventually('the second batch paid out', async () => (await outside.usdtBalanceOf(WALLET)) === 42_015_101n + 28_010_066n);
+    await eventually(
+      'the second batch paid out',
+      async () => (await outside.usdtBalanceOf(WALLET)) === 42_015_101n + 28_010_066n,
+    );
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
@@ -146,12 +208,18 @@ describe('conversion of pending ETH to USDT', () => {
     outside.sim.failNextExchange('refunded');
     const ids = [await pay('-1003000000006')];
     await eventually('the refunded conversion released', async () => {
-      const { rows } = await db.pool.query("select status, reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'", [ids[0]]);
+      const { rows } = await db.pool.query(
+        "select status, reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'",
+        [ids[0]],
+      );
       return rows.length === 1 && /^exchange refunded/.test(rows[0].reason);
     });
     await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
     await eventually('converted by a second conversion', () => allCompleted(ids));
-    const { rows } = await db.pool.query('select c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', [ids[0]]);
+    const { rows } = await db.pool.query(
+      'select c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+      [ids[0]],
+    );
     expect(rows.map((r) => r.status)).toEqual(['failed', 'completed']);
     expect((await balances('-1003000000006'))['channel/usdt']).toBe('13171700');
   });
@@ -162,10 +230,15 @@ describe('conversion of pending ETH to USDT', () => {
     outside.sim.failNextExchange('failed');
     const ids = [await pay('-1003000000007')];
     await eventually('the conversion in review', async () => (await conversionStatuses(ids))[0] === 'failed');
-    const { rows } = await db.pool.query('select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [ids[0]]);
+    const { rows } = await db.pool.query(
+      'select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+      [ids[0]],
+    );
     expect(rows).toEqual([{ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' }]);
     expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
-    const { rows: batches } = await db.pool.query("select count(*)::int as n from payouts where channel_id = '-1003000000007'");
+    const { rows: batches } = await db.pool.query(
+      "select count(*)::int as n from payouts where channel_id = '-1003000000007'",
+    );
     expect(batches[0].n).toBe(0);
 
     // The way out when ChangeNow keeps the ETH: booked as the platform's loss, the payment converted again.
@@ -180,7 +253,10 @@ describe('conversion of pending ETH to USDT', () => {
     outside.sim.failNextExchange('short_payout');
     const ids = [await pay('-1003000000008')];
     await eventually('the short payout in review', async () => (await conversionStatuses(ids))[0] === 'failed');
-    const { rows } = await db.pool.query('select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [ids[0]]);
+    const { rows } = await db.pool.query(
+      'select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+      [ids[0]],
+    );
     expect(rows[0].status).toBe('needs_review');
     expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
@@ -197,7 +273,12 @@ describe('conversion of pending ETH to USDT', () => {
     await channel('-1003000000010', '1000');
     const firstIds = [await pay('-1003000000010')];
     await eventually('the first conversion settled', () => allCompleted(firstIds));
-    const { rows: [settled] } = await db.pool.query("select c.exchange_id, c.payout_hash from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1", [firstIds[0]]);
+    const {
+      rows: [settled],
+    } = await db.pool.query(
+      'select c.exchange_id, c.payout_hash from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+      [firstIds[0]],
+    );
     const firstExchange = outside.sim.exchanges.get(settled.exchange_id)!;
 
     // The same amount again; its exchange is made to report the first one's payout (a real USDT transfer to the
@@ -205,21 +286,47 @@ describe('conversion of pending ETH to USDT', () => {
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
     try {
       const ids = [await pay('-1003000000010')];
-      const conversionOf = async () => (await db.pool.query("select c.conversion_id, c.status, c.reason, c.exchange_id, t.status as transfer from conversions c join conversion_payments p using (conversion_id) left join chain_transfers t on t.purpose = 'conversion' and t.ref = c.conversion_id where p.payment_id = $1", [ids[0]])).rows[0];
-      await eventually('the second conversion transfer broadcast', async () => (await conversionOf())?.transfer === 'broadcast');
+      const conversionOf = async () =>
+        (
+          await db.pool.query(
+            "select c.conversion_id, c.status, c.reason, c.exchange_id, t.status as transfer from conversions c join conversion_payments p using (conversion_id) left join chain_transfers t on t.purpose = 'conversion' and t.ref = c.conversion_id where p.payment_id = $1",
+            [ids[0]],
+          )
+        ).rows[0];
+      await eventually(
+        'the second conversion transfer broadcast',
+        async () => (await conversionOf())?.transfer === 'broadcast',
+      );
       const second = await conversionOf();
-      Object.assign(outside.sim.exchanges.get(second.exchange_id)!, { status: 'finished', forcedEnd: null, amountFrom: firstExchange.amountFrom, amountTo: firstExchange.amountTo, payoutHash: firstExchange.payoutHash, depositReceivedAt: Date.now() });
+      Object.assign(outside.sim.exchanges.get(second.exchange_id)!, {
+        status: 'finished',
+        forcedEnd: null,
+        amountFrom: firstExchange.amountFrom,
+        amountTo: firstExchange.amountTo,
+        payoutHash: firstExchange.payoutHash,
+        depositReceivedAt: Date.now(),
+      });
       await rpc(outside.chain.rpcUrl, 'evm_mine', []);
       await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
-      await eventually('the second conversion in review', async () => (await conversionOf())?.status === 'needs_review');
-      expect((await conversionOf()).reason).toBe(`payout ${settled.payout_hash} already credited conversion ${(await db.pool.query('select conversion_id from conversions where payout_hash = $1', [settled.payout_hash])).rows[0].conversion_id}`);
+      await eventually(
+        'the second conversion in review',
+        async () => (await conversionOf())?.status === 'needs_review',
+      );
+      expect((await conversionOf()).reason).toBe(
+        `payout ${settled.payout_hash} already credited conversion ${(await db.pool.query('select conversion_id from conversions where payout_hash = $1', [settled.payout_hash])).rows[0].conversion_id}`,
+      );
       // Only the first conversion's USDT is on the channel.
-      expect(await balances('-1003000000010')).toEqual({ 'channel/eth': '4723900000000000', 'channel/usdt': '13171700' });
+      expect(await balances('-1003000000010')).toEqual({
+        'channel/eth': '4723900000000000',
+        'channel/usdt': '13171700',
+      });
       expect((await checkLedger(db.db)).problems).toEqual([]);
 
       // Its ETH went to ChangeNow and no USDT of its own came back: the way out books the loss.
       await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
-      expect((await resolveConversionOf(ids[0]!, { outcome: 'lost', note: 'ChangeNow named another payout' })).status).toBe(200);
+      expect(
+        (await resolveConversionOf(ids[0]!, { outcome: 'lost', note: 'ChangeNow named another payout' })).status,
+      ).toBe(200);
       await eventually('converted again', () => allCompleted(ids));
     } finally {
       await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
@@ -230,7 +337,10 @@ describe('conversion of pending ETH to USDT', () => {
     await start({ CONVERSION_MIN_USD: '1', CONVERSION_MAX_WAIT: '1s' });
     await channel('-1003000000009', '1000');
     const body = ipnBody({ payment_id: nextPaymentId++, order_id: 'PGP-1|-1003000000009' });
-    const { raw, headers } = signed(JSON.stringify(body).replace('"outcome_amount":0.00487', '"outcome_amount":0.0005'), IPN_SECRET);
+    const { raw, headers } = signed(
+      JSON.stringify(body).replace('"outcome_amount":0.00487', '"outcome_amount":0.0005'),
+      IPN_SECRET,
+    );
     await payrail!.forwardOutcome(raw);
     expect((await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
     const id = String(body.payment_id);
@@ -238,7 +348,10 @@ describe('conversion of pending ETH to USDT', () => {
     await new Promise((r) => setTimeout(r, 1_200));
     await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
     await eventually('the refused conversion', async () => {
-      const { rows } = await db.pool.query("select c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'", [id]);
+      const { rows } = await db.pool.query(
+        "select c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'failed'",
+        [id],
+      );
       return rows.length === 1 && /^changenow deposit_too_small/.test(rows[0].reason);
     });
     const payment = (await payrail!.request('GET', `/api/payments/${id}`)).body;
@@ -247,10 +360,14 @@ describe('conversion of pending ETH to USDT', () => {
     // Another run right away leaves it alone.
     await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
     await eventually('the batch run done', async () => {
-      const { rows } = await db.pool.query("select count(*)::int as n from graphile_worker.jobs where task_identifier = 'conversion_batch'");
+      const { rows } = await db.pool.query(
+        "select count(*)::int as n from graphile_worker.jobs where task_identifier = 'conversion_batch'",
+      );
       return rows[0].n === 0;
     });
-    const { rows } = await db.pool.query('select count(*)::int as n from conversion_payments where payment_id = $1', [id]);
+    const { rows } = await db.pool.query('select count(*)::int as n from conversion_payments where payment_id = $1', [
+      id,
+    ]);
     expect(rows[0].n).toBe(1);
   });
 
@@ -260,7 +377,10 @@ describe('conversion of pending ETH to USDT', () => {
     await outside.sim.setFault('down');
     const ids = [await pay('-1003000000004'), await pay('-1003000000004')];
     await eventually('a failed attempt recorded', async () => {
-      const { rows } = await db.pool.query('select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])', [ids]);
+      const { rows } = await db.pool.query(
+        'select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])',
+        [ids],
+      );
       return rows[0].n >= 1;
     });
     expect(await conversionStatuses(ids)).toEqual(['pending', 'pending']);
@@ -286,28 +406,37 @@ describe('conversion of pending ETH to USDT', () => {
 });
 
 describe('crash safety', () => {
-  it.each(['after_exchange_created', 'after_broadcast', 'before_settle'] as const)('dying %s: one exchange, one transfer, same end state', async (point) => {
-    let crashed = false;
-    await start({ CONVERSION_MIN_USD: '1' }, (name) => {
-      if (name === point && !crashed) {
-        crashed = true;
-        throw new Error(`simulated crash ${name}`);
-      }
-    });
-    const channelId = `-10030000001${['after_exchange_created', 'after_broadcast', 'before_settle'].indexOf(point)}`;
-    await channel(channelId, '1000');
-    const id = await pay(channelId);
-    await eventually(`converted despite a crash ${point}`, () => allCompleted([id]), 60_000);
-    expect(crashed).toBe(true);
-    const { rows } = await db.pool.query('select c.conversion_id, c.exchange_id, c.payin_address, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [id]);
-    expect(rows).toHaveLength(1);
-    const conversion = rows[0];
-    const exchanges = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversion.conversion_id);
-    expect(exchanges).toHaveLength(1);
-    const { rows: transfers } = await db.pool.query("select status from chain_transfers where purpose = 'conversion' and ref = $1", [conversion.conversion_id]);
-    expect(transfers).toEqual([{ status: 'confirmed' }]);
-    expect(await outside.balanceOf(conversion.payin_address)).toBe(BigInt(conversion.amount_wei));
-    // One payment: 0.0047239 ETH × 3000 − 1 USDT fee.
-    expect((await balances(channelId))['channel/usdt']).toBe('13171700');
-  });
+  it.each(['after_exchange_created', 'after_broadcast', 'before_settle'] as const)(
+    'dying %s: one exchange, one transfer, same end state',
+    async (point) => {
+      let crashed = false;
+      await start({ CONVERSION_MIN_USD: '1' }, (name) => {
+        if (name === point && !crashed) {
+          crashed = true;
+          throw new Error(`simulated crash ${name}`);
+        }
+      });
+      const channelId = `-10030000001${['after_exchange_created', 'after_broadcast', 'before_settle'].indexOf(point)}`;
+      await channel(channelId, '1000');
+      const id = await pay(channelId);
+      await eventually(`converted despite a crash ${point}`, () => allCompleted([id]), 60_000);
+      expect(crashed).toBe(true);
+      const { rows } = await db.pool.query(
+        'select c.conversion_id, c.exchange_id, c.payin_address, c.amount_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+        [id],
+      );
+      expect(rows).toHaveLength(1);
+      const conversion = rows[0];
+      const exchanges = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversion.conversion_id);
+      expect(exchanges).toHaveLength(1);
+      const { rows: transfers } = await db.pool.query(
+        "select status from chain_transfers where purpose = 'conversion' and ref = $1",
+        [conversion.conversion_id],
+      );
+      expect(transfers).toEqual([{ status: 'confirmed' }]);
+      expect(await outside.balanceOf(conversion.payin_address)).toBe(BigInt(conversion.amount_wei));
+      // One payment: 0.0047239 ETH × 3000 − 1 USDT fee.
+      expect((await balances(channelId))['channel/usdt']).toBe('13171700');
+    },
+  );
 });

@@ -37,7 +37,11 @@ beforeAll(async () => {
   db = await createTestDatabase();
   await bookHostFunding(db, outside);
   logs = logSink();
-  payrail = await startTestPayrail(db, { outside, logs, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` } });
+  payrail = await startTestPayrail(db, {
+    outside,
+    logs,
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
+  });
 });
 afterEach(async () => {
   await resetFaults(outside);
@@ -52,7 +56,8 @@ afterAll(async () => {
   }
 });
 
-const query = async <T>(text: string, values: unknown[]): Promise<T[]> => (await db.pool.query(text, values)).rows as T[];
+const query = async <T>(text: string, values: unknown[]): Promise<T[]> =>
+  (await db.pool.query(text, values)).rows as T[];
 const exchangesFor = (userId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === userId);
 /** The one exchange ChangeNow holds for a conversion or payout. */
 const exchangeFor = (userId: string) => {
@@ -60,8 +65,21 @@ const exchangeFor = (userId: string) => {
   expect(found).toHaveLength(1);
   return found[0]!;
 };
-const thresholdChannel = () => saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
-const instantChannel = () => saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+const thresholdChannel = () =>
+  saveChannel(payrail, `-${nextChannel++}`, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: freshWallet(),
+  });
+const instantChannel = () =>
+  saveChannel(payrail, `-${nextChannel++}`, {
+    payoutStrategy: 'instant',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'trx',
+    walletAddress: TRON_WALLET,
+  });
 const pay = (channelId: string) => sendFinished(payrail, nextPaymentId++, channelId);
 const expectLedgerClean = async () => expect((await checkLedger(db.db)).problems).toEqual([]);
 
@@ -71,8 +89,14 @@ async function idOnce(what: string, text: string, value: string): Promise<string
   await eventually(what, async () => (id = (await query<{ id: string }>(text, [value]))[0]?.id) !== undefined);
   return id as string;
 }
-const conversionOf = (paymentId: string) => idOnce(`a conversion for payment ${paymentId}`, 'select c.conversion_id as id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at', paymentId);
-const onlyPayoutOf = (channelId: string) => idOnce(`a payout for channel ${channelId}`, 'select payout_id as id from payouts where channel_id = $1', channelId);
+const conversionOf = (paymentId: string) =>
+  idOnce(
+    `a conversion for payment ${paymentId}`,
+    'select c.conversion_id as id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+    paymentId,
+  );
+const onlyPayoutOf = (channelId: string) =>
+  idOnce(`a payout for channel ${channelId}`, 'select payout_id as id from payouts where channel_id = $1', channelId);
 
 async function read(kind: 'conversions' | 'payouts', id: string): Promise<Record<string, any>> {
   const res = await payrail.request('GET', `/api/${kind}/${id}`);
@@ -82,9 +106,11 @@ async function read(kind: 'conversions' | 'payouts', id: string): Promise<Record
 
 async function reaches(kind: 'conversions' | 'payouts', id: string, status: string): Promise<Record<string, any>> {
   let last: Record<string, any> = {};
-  await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch((error: Error) => {
-    throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
-  });
+  await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch(
+    (error: Error) => {
+      throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
+    },
+  );
   return last;
 }
 const getConversion = (id: string) => read('conversions', id);
@@ -94,88 +120,165 @@ const payoutReaches = (id: string, status: string) => reaches('payouts', id, sta
 
 /** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
 async function balances(channelId: string): Promise<Record<string, string>> {
-  const rows = await query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1 and balance <> 0', [`channel:${channelId}%`]);
-  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+  const rows = await query<{ code: string; asset: string; balance: string }>(
+    'select code, asset, balance::text from ledger_accounts where code like $1 and balance <> 0',
+    [`channel:${channelId}%`],
+  );
+  return Object.fromEntries(
+    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+  );
 }
 
 async function journalKinds(ref: string): Promise<string[]> {
-  return (await query<{ kind: string }>('select kind from ledger_journals where ref = $1 order by id', [ref])).map((r) => r.kind);
+  return (await query<{ kind: string }>('select kind from ledger_journals where ref = $1 order by id', [ref])).map(
+    (r) => r.kind,
+  );
 }
 
-const paymentConversionStatus = async (paymentId: string) => (await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [paymentId]))[0]?.conversion_status;
+const paymentConversionStatus = async (paymentId: string) =>
+  (
+    await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
+      paymentId,
+    ])
+  )[0]?.conversion_status;
 
 describe('a conversion exchange created unlike the request', () => {
   it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
     outside.sim.failNextExchange('wrong_payout_address');
     const paymentId = await sendFinished(payrail, nextPaymentId++, channelId);
     let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
     await eventually('the conversion in review', async () => {
-      [conversion] = await query('select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentId]);
+      [conversion] = await query(
+        'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+        [paymentId],
+      );
       return conversion?.status === 'needs_review';
     });
     const id = conversion!.conversion_id;
     const [exchange] = exchangesFor(id);
     expect(exchange?.payoutAddress.toLowerCase()).not.toBe(outside.hostAddress.toLowerCase());
-    expect(conversion!.reason).toBe(`ChangeNow created exchange ${exchange!.id} unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress}); not funded`);
-    expect(await query("select transfer_id from chain_transfers where purpose = 'conversion' and ref = $1", [id])).toEqual([]);
+    expect(conversion!.reason).toBe(
+      `ChangeNow created exchange ${exchange!.id} unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress}); not funded`,
+    );
+    expect(
+      await query("select transfer_id from chain_transfers where purpose = 'conversion' and ref = $1", [id]),
+    ).toEqual([]);
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
     expect(await query("select subject from alerts where rule = 'exchange_mismatch'", [])).toEqual([{ subject: id }]);
 
     const retried = await payrail.request('POST', `/api/conversions/${id}/retry`, { token: ALICE });
     expect(retried.status).toBe(200);
-    await eventually('converted by a new batch', async () => (await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [paymentId]))[0]?.conversion_status === 'completed');
+    await eventually(
+      'converted by a new batch',
+      async () =>
+        (
+          await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
+            paymentId,
+          ])
+        )[0]?.conversion_status === 'completed',
+    );
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
   });
 });
 
 describe('a conversion exchange that finishes unlike the request', () => {
   it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
     outside.sim.failNextExchange('payout_elsewhere');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
     const paymentId = await sendFinished(payrail, nextPaymentId++, channelId);
     let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
-    await eventually('the conversion in review', async () => {
-      [conversion] = await query('select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentId]);
-      return conversion?.status === 'needs_review';
-    }, 20_000);
+    await eventually(
+      'the conversion in review',
+      async () => {
+        [conversion] = await query(
+          'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+          [paymentId],
+        );
+        return conversion?.status === 'needs_review';
+      },
+      20_000,
+    );
     const [exchange] = exchangesFor(conversion!.conversion_id);
     expect(exchange?.status).toBe('finished');
-    expect(conversion!.reason).toBe(`exchange ${exchange!.id} finished unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress})`);
+    expect(conversion!.reason).toBe(
+      `exchange ${exchange!.id} finished unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress})`,
+    );
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(usdtBefore);
     expect(await outside.usdtBalanceOf(exchange!.payoutAddress)).toBeGreaterThan(0n);
-    expect(await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [paymentId])).toEqual([{ conversion_status: 'failed' }]);
-    expect(await query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [`channel:${channelId}`])).toEqual([]);
+    expect(
+      await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
+        paymentId,
+      ]),
+    ).toEqual([{ conversion_status: 'failed' }]);
+    expect(
+      await query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [
+        `channel:${channelId}`,
+      ]),
+    ).toEqual([]);
   });
 });
 
 describe('a payout exchange created unlike the request', () => {
   it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('wrong_amount');
     await sendFinished(payrail, nextPaymentId++, channelId);
-    let payout: { payout_id: string; status: string; reason: string | null; amount: string; transfer_id: string | null } | undefined;
+    let payout:
+      | { payout_id: string; status: string; reason: string | null; amount: string; transfer_id: string | null }
+      | undefined;
     await eventually('the payout in review', async () => {
-      [payout] = await query('select payout_id, status, reason, amount::text, transfer_id from payouts where channel_id = $1', [channelId]);
+      [payout] = await query(
+        'select payout_id, status, reason, amount::text, transfer_id from payouts where channel_id = $1',
+        [channelId],
+      );
       return payout?.status === 'needs_review';
     });
     const [exchange] = exchangesFor(payout!.payout_id);
-    expect(payout!.reason).toMatch(new RegExp(`^ChangeNow created exchange ${exchange!.id} unlike the request: fromAmount ${exchange!.expectedAmountFrom.replace('.', '\\.')} \\(asked 0\\.0047239\\); not funded$`));
+    expect(payout!.reason).toMatch(
+      new RegExp(
+        `^ChangeNow created exchange ${exchange!.id} unlike the request: fromAmount ${exchange!.expectedAmountFrom.replace('.', '\\.')} \\(asked 0\\.0047239\\); not funded$`,
+      ),
+    );
     expect(payout!.transfer_id).toBeNull();
-    expect(await query("select transfer_id from chain_transfers where purpose = 'payout' and ref = $1", [payout!.payout_id])).toEqual([]);
+    expect(
+      await query("select transfer_id from chain_transfers where purpose = 'payout' and ref = $1", [payout!.payout_id]),
+    ).toEqual([]);
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
 
     // A retry would look for the payout's exchange at ChangeNow, find this one again and come back to review.
     const retried = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/retry`, { token: ALICE });
     expect(retried.status).toBe(409);
     expect(retried.body.error).toMatch(/a retry would find it again: cancel the payout/);
-    const [still] = await query<{ status: string }>('select status from payouts where payout_id = $1', [payout!.payout_id]);
+    const [still] = await query<{ status: string }>('select status from payouts where payout_id = $1', [
+      payout!.payout_id,
+    ]);
     expect(still?.status).toBe('needs_review');
 
     const cancelled = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/cancel`, { token: ALICE });
     expect(cancelled.status).toBe(200);
-    const [balance] = await query<{ balance: string }>("select balance::text from ledger_accounts where code = $1 and asset = 'eth'", [`channel:${channelId}`]);
+    const [balance] = await query<{ balance: string }>(
+      "select balance::text from ledger_accounts where code = $1 and asset = 'eth'",
+      [`channel:${channelId}`],
+    );
     expect(balance?.balance).toBe(payout!.amount);
   });
 });
@@ -196,16 +299,25 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
       transferStatus: 'confirmed',
       reason: `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); not booked`,
     });
-    expect(await query('select subject, severity from alerts where rule = $1', ['conversion_below_estimate'])).toEqual([{ subject: id, severity: 'critical' }]);
+    expect(await query('select subject, severity from alerts where rule = $1', ['conversion_below_estimate'])).toEqual([
+      { subject: id, severity: 'critical' },
+    ]);
     // The USDT is on the host wallet, but no channel has it.
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(usdtBefore + 12_513_115n);
     expect(await journalKinds(id)).toEqual([]);
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
     expect(await paymentConversionStatus(paymentId)).toBe('failed');
 
-    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, { token: ALICE, body: { outcome: 'received', amount: FIVE_BELOW, txHash: exchange.payoutHash, note: 'rate moved; accepted' } });
+    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, {
+      token: ALICE,
+      body: { outcome: 'received', amount: FIVE_BELOW, txHash: exchange.payoutHash, note: 'rate moved; accepted' },
+    });
     expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ status: 'completed', usdtReceived: FIVE_BELOW, payoutHash: exchange.payoutHash });
+    expect(resolved.body).toMatchObject({
+      status: 'completed',
+      usdtReceived: FIVE_BELOW,
+      payoutHash: exchange.payoutHash,
+    });
     expect(await paymentConversionStatus(paymentId)).toBe('completed');
     expect(await balances(channelId)).toEqual({ 'channel/usdt': '12513115' });
     expect(await journalKinds(id)).toEqual(['conversion_settled']);
@@ -234,23 +346,47 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
     const inReview = await payoutReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     const reason = `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); the owner was paid that, not booked as completed`;
-    expect(inReview).toMatchObject({ expectedAmountOut: ESTIMATE, amountOut: FIVE_BELOW, payoutHash: exchange.payoutHash, reason });
-    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual(['payout_below_estimate']);
+    expect(inReview).toMatchObject({
+      expectedAmountOut: ESTIMATE,
+      amountOut: FIVE_BELOW,
+      payoutHash: exchange.payoutHash,
+      reason,
+    });
+    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual([
+      'payout_below_estimate',
+    ]);
     expect(await journalKinds(id)).toEqual(['payout_reserved']);
     expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
 
     // Looking again asks ChangeNow, which says the same: back in review, still one exchange, one transfer.
-    expect((await payrail.request('POST', `/api/payouts/${id}/retry`, { token: ALICE })).body).toMatchObject({ status: 'sent' });
-    await eventually('in review again', async () => (await getPayout(id)).status === 'needs_review' && logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).length === 2);
+    expect((await payrail.request('POST', `/api/payouts/${id}/retry`, { token: ALICE })).body).toMatchObject({
+      status: 'sent',
+    });
+    await eventually(
+      'in review again',
+      async () =>
+        (await getPayout(id)).status === 'needs_review' &&
+        logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).length === 2,
+    );
     expect((await getPayout(id)).reason).toBe(reason);
     exchangeFor(id);
-    expect(await query("select count(*)::int as n from chain_transfers where purpose = 'payout' and ref = $1", [id])).toEqual([{ n: 1 }]);
+    expect(
+      await query("select count(*)::int as n from chain_transfers where purpose = 'payout' and ref = $1", [id]),
+    ).toEqual([{ n: 1 }]);
     // Its funds left: cancelling would put them back on the channel and create money.
     expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
 
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'paid', note: 'owner accepts the lower amount' } });
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
+      token: ALICE,
+      body: { outcome: 'paid', note: 'owner accepts the lower amount' },
+    });
     expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ status: 'completed', amountOut: FIVE_BELOW, payoutHash: exchange.payoutHash, reason: 'resolved as paid by alice: owner accepts the lower amount' });
+    expect(resolved.body).toMatchObject({
+      status: 'completed',
+      amountOut: FIVE_BELOW,
+      payoutHash: exchange.payoutHash,
+      reason: 'resolved as paid by alice: owner accepts the lower amount',
+    });
     expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await balances(channelId)).toEqual({});
     await expectLedgerClean();
@@ -266,14 +402,23 @@ describe('a payout exchange that finishes without amountTo', () => {
     const inReview = await payoutReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     expect(exchange).toMatchObject({ status: 'finished', amountTo: null });
-    expect(inReview).toMatchObject({ reason: `exchange ${exchange.id} finished without amountTo: what the owner received is unknown; not booked as completed`, amountOut: null, payoutHash: exchange.payoutHash });
-    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual(['payout_unverifiable']);
+    expect(inReview).toMatchObject({
+      reason: `exchange ${exchange.id} finished without amountTo: what the owner received is unknown; not booked as completed`,
+      amountOut: null,
+      payoutHash: exchange.payoutHash,
+    });
+    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual([
+      'payout_unverifiable',
+    ]);
     expect(await journalKinds(id)).toEqual(['payout_reserved']);
     expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
     // Its funds left: back on the channel they would be paid twice.
     expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
 
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'paid', note: 'ChangeNow support confirmed the payout' } });
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
+      token: ALICE,
+      body: { outcome: 'paid', note: 'ChangeNow support confirmed the payout' },
+    });
     expect(resolved.status).toBe(200);
     expect(resolved.body).toMatchObject({ status: 'completed', payoutHash: exchange.payoutHash });
     expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
@@ -288,7 +433,9 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
     outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
-    await eventually('polled three times while verifying', async () => [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 3));
+    await eventually('polled three times while verifying', async () =>
+      [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 3),
+    );
     expect(await getConversion(id)).toMatchObject({ status: 'sent', reason: null });
     outside.sim.releaseVerification(exchangeFor(id).id);
     const done = await conversionReaches(id, 'completed');
@@ -302,8 +449,13 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
     outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
-    await eventually('polled while verifying', async () => [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 1));
-    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+    await eventually('polled while verifying', async () =>
+      [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 1),
+    );
+    await db.pool.query(
+      "update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1",
+      [id],
+    );
     const inReview = await conversionReaches(id, 'needs_review');
     expect(inReview.reason).toBe('exchange still verifying past the poll deadline');
     expect(await query('select subject from alerts where rule = $1', ['conversion_stuck'])).toEqual([{ subject: id }]);
@@ -338,10 +490,16 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     // ChangeNow's support sends the ETH back from a wallet of its own.
     const support = await startChainSender(outside.chain.rpcUrl);
     const back = await support.send(outside.hostAddress, NET_WEI);
-    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', txHash: back } });
+    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, {
+      token: ALICE,
+      body: { outcome: 'returned', txHash: back },
+    });
     expect(resolved.status).toBe(200);
     expect(resolved.body.status).toBe('failed');
-    await eventually('converted again by the next batch', async () => (await paymentConversionStatus(paymentId)) === 'completed');
+    await eventually(
+      'converted again by the next batch',
+      async () => (await paymentConversionStatus(paymentId)) === 'completed',
+    );
     expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
     await expectLedgerClean();
   });
@@ -359,7 +517,10 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
 
     const support = await startChainSender(outside.chain.rpcUrl);
     const refund = await support.send(outside.hostAddress, NET_WEI);
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, { token: ALICE, body: { outcome: 'returned', amount: '0.0047239', txHash: refund, note: 'returned by ChangeNow support' } });
+    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
+      token: ALICE,
+      body: { outcome: 'returned', amount: '0.0047239', txHash: refund, note: 'returned by ChangeNow support' },
+    });
     expect(resolved.status).toBe(200);
     expect(resolved.body.status).toBe('failed');
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });

@@ -20,7 +20,11 @@ describe('GET /health', () => {
     try {
       const res = await payrail.request('GET', '/health', { token: null });
       expect(res.status).toBe(200);
-      expect(res.body).toMatchObject({ status: 'ok', failing: [], checks: { database: { ok: true }, queue: { ok: true, workersAlive: 1 } } });
+      expect(res.body).toMatchObject({
+        status: 'ok',
+        failing: [],
+        checks: { database: { ok: true }, queue: { ok: true, workersAlive: 1 } },
+      });
     } finally {
       await payrail.stop();
     }
@@ -31,10 +35,17 @@ describe('GET /health', () => {
     try {
       const res = await web.request('GET', '/health', { token: null });
       expect(res.status).toBe(503);
-      expect(res.body).toMatchObject({ status: 'fail', failing: ['queue'], checks: { database: { ok: true }, queue: { ok: false, workersAlive: 0 } } });
+      expect(res.body).toMatchObject({
+        status: 'fail',
+        failing: ['queue'],
+        checks: { database: { ok: true }, queue: { ok: false, workersAlive: 0 } },
+      });
       expect(res.body.checks.queue.problems).toEqual(['no worker seen in the last 30s']);
       // The load balancer's check: this web process can still take IPNs, so it stays in rotation.
-      expect(await web.request('GET', '/health/live', { token: null })).toMatchObject({ status: 200, body: { status: 'ok' } });
+      expect(await web.request('GET', '/health/live', { token: null })).toMatchObject({
+        status: 200,
+        body: { status: 'ok' },
+      });
     } finally {
       await web.stop();
     }
@@ -62,17 +73,32 @@ describe('GET /health', () => {
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
-      webhook: { db: db.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
-      health: { db: db.db, handledTasks: ['health_probe'], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
+      webhook: {
+        db: db.db,
+        ipnSecret: 'x'.repeat(16),
+        intake: { feePercent: parsePercent('3') },
+        bodyLimitBytes: 1024,
+      },
+      health: {
+        db: db.db,
+        handledTasks: ['health_probe'],
+        workerStaleSeconds: 30,
+        queueMaxAgeSeconds: 300,
+        alertIntervalMs: 60_000,
+      },
       admin: { db: db.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
-      await sql`select graphile_worker.add_job('health_probe', '{}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(db.db);
+      await sql`select graphile_worker.add_job('health_probe', '{}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(
+        db.db,
+      );
       const res = await app.inject({ method: 'GET', url: '/health' });
       expect(res.statusCode).toBe(503);
       const body = res.json();
       expect(body.failing).toEqual(['queue']);
-      expect(body.checks.queue.problems[0]).toMatch(/^health_probe: oldest runnable job waited 60\d{1}s \(limit 300s\)$/);
+      expect(body.checks.queue.problems[0]).toMatch(
+        /^health_probe: oldest runnable job waited 60\d{1}s \(limit 300s\)$/,
+      );
     } finally {
       await sql`select graphile_worker.remove_job('health-test')`.execute(db.db);
       await app.close();
@@ -81,18 +107,37 @@ describe('GET /health', () => {
   });
 
   it('answers 503 naming the database when it cannot be reached', async () => {
-    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, { max: 1, applicationName: 'dead', logger: createLogger({ level: 'silent' }) });
+    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, {
+      max: 1,
+      applicationName: 'dead',
+      logger: createLogger({ level: 'silent' }),
+    });
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
-      webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024 },
-      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
+      webhook: {
+        db: dead.db,
+        ipnSecret: 'x'.repeat(16),
+        intake: { feePercent: parsePercent('3') },
+        bodyLimitBytes: 1024,
+      },
+      health: {
+        db: dead.db,
+        handledTasks: [],
+        workerStaleSeconds: 30,
+        queueMaxAgeSeconds: 300,
+        alertIntervalMs: 60_000,
+      },
       admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
     });
     try {
       const res = await app.inject({ method: 'GET', url: '/health' });
       expect(res.statusCode).toBe(503);
-      expect(res.json()).toMatchObject({ status: 'fail', failing: ['database', 'queue'], checks: { database: { ok: false }, queue: { ok: false, error: 'database unavailable' } } });
+      expect(res.json()).toMatchObject({
+        status: 'fail',
+        failing: ['database', 'queue'],
+        checks: { database: { ok: false }, queue: { ok: false, error: 'database unavailable' } },
+      });
       expect(res.json().checks.chain).toEqual({ ok: null, affectsStatus: false, detail: 'database unavailable' });
       const live = await app.inject({ method: 'GET', url: '/health/live' });
       expect(live.statusCode).toBe(503);
@@ -154,7 +199,11 @@ describe('GET /health', () => {
       expect(res.body.checks.chain).toMatchObject({ ok: true, affectsStatus: false, blockNumber: '19000001' });
       expect(res.body.checks.chain.ageSeconds).toBeGreaterThanOrEqual(42);
       expect(res.body.checks.chain.detail).toBeUndefined();
-      expect(res.body.checks.changenow).toMatchObject({ ok: false, affectsStatus: false, detail: 'ChangeNow list: HTTP 503' });
+      expect(res.body.checks.changenow).toMatchObject({
+        ok: false,
+        affectsStatus: false,
+        detail: 'ChangeNow list: HTTP 503',
+      });
       expect(res.body.checks.changenow.blockNumber).toBeUndefined();
     } finally {
       await web.stop();
@@ -164,7 +213,10 @@ describe('GET /health', () => {
   it('reports an observation older than three alert intervals as stale, not as its last answer', async () => {
     // Web only, so no worker refreshes the observations written here. ALERT_INTERVAL 1m: stale after 180 s.
     const web = await startTestPayrail(db, { roles: { web: true, worker: false } });
-    const slow = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ALERT_INTERVAL: '5m' } }).catch(async (e) => {
+    const slow = await startTestPayrail(db, {
+      roles: { web: true, worker: false },
+      env: { ALERT_INTERVAL: '5m' },
+    }).catch(async (e) => {
       await web.stop();
       throw e;
     });
@@ -177,10 +229,20 @@ describe('GET /health', () => {
       // Stale is a warning, never a 503: only the missing worker fails this web-only process.
       expect(res.body.failing).toEqual(['queue']);
       expect(res.body.warnings).toEqual(['chain', 'changenow']);
-      expect(res.body.checks.chain).toMatchObject({ ok: false, affectsStatus: false, stale: true, detail: expect.stringMatching(/^last observed 36\d\ds ago \(stale\)$/) });
+      expect(res.body.checks.chain).toMatchObject({
+        ok: false,
+        affectsStatus: false,
+        stale: true,
+        detail: expect.stringMatching(/^last observed 36\d\ds ago \(stale\)$/),
+      });
       expect(res.body.checks.chain.blockNumber).toBeUndefined();
       expect(res.body.checks.chain.ageSeconds).toBeGreaterThanOrEqual(3_600);
-      expect(res.body.checks.changenow).toMatchObject({ ok: false, affectsStatus: false, stale: true, detail: expect.stringMatching(/^last observed 20\ds ago \(stale\)$/) });
+      expect(res.body.checks.changenow).toMatchObject({
+        ok: false,
+        affectsStatus: false,
+        stale: true,
+        detail: expect.stringMatching(/^last observed 20\ds ago \(stale\)$/),
+      });
 
       // The limit follows ALERT_INTERVAL: with 5m (stale after 900 s) the 200 s old answer still counts.
       const longer = await slow.request('GET', '/health', { token: null });

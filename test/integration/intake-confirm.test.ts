@@ -18,7 +18,13 @@ import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../supp
 const API_KEY = 'test-nowpayments-api-key-0123456789';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const CHANNEL_ID = '-1001200000001';
-const CHANNEL = { payoutStrategy: 'threshold', thresholdUsd: '100000.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+const CHANNEL = {
+  payoutStrategy: 'threshold',
+  thresholdUsd: '100000.00',
+  payoutCurrency: 'usdt',
+  payoutNetwork: 'eth',
+  walletAddress: WALLET,
+};
 
 let db: TestDatabase;
 let sim: NowPaymentsSimulator;
@@ -52,13 +58,24 @@ async function payment(id: unknown, on: TestPayrail = payrail) {
 }
 
 async function journals(id: unknown, on: TestDatabase = db) {
-  const { rows } = await on.pool.query(`select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
-     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`, [String(id)]);
+  const { rows } = await on.pool.query(
+    `select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
+     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`,
+    [String(id)],
+  );
   return rows as Array<{ kind: string; code: string; amount: string }>;
 }
 
 async function unconfirmedAlerts(id: unknown) {
-  const { alerts } = (await payrail.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string; message: string; details: Record<string, unknown> }> };
+  const { alerts } = (await payrail.request('GET', '/api/alerts?state=open&limit=500')).body as {
+    alerts: Array<{
+      rule: string;
+      subject: string;
+      severity: string;
+      message: string;
+      details: Record<string, unknown>;
+    }>;
+  };
   return alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(id));
 }
 
@@ -76,7 +93,14 @@ beforeAll(async () => {
   db = await createTestDatabase();
   sim = await startNowPaymentsSimulator({ port: 0, apiKey: API_KEY });
   // Partial payments are credited here, so their check is exercised too; finished ones are credited either way.
-  payrail = await startTestPayrail(db, { env: { NOWPAYMENTS_API_KEY: API_KEY, NOWPAYMENTS_API_URL: sim.url, NOWPAYMENTS_TIMEOUT: '5s', PARTIAL_PAYMENTS: 'credit' } });
+  payrail = await startTestPayrail(db, {
+    env: {
+      NOWPAYMENTS_API_KEY: API_KEY,
+      NOWPAYMENTS_API_URL: sim.url,
+      NOWPAYMENTS_TIMEOUT: '5s',
+      PARTIAL_PAYMENTS: 'credit',
+    },
+  });
   expect((await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
 });
 
@@ -102,14 +126,34 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ paymentId: String(body.payment_id), status: 'finished', outcome: 'recorded' });
     const waiting = await payment(body.payment_id);
-    expect(waiting).toMatchObject({ status: 'finished', creditedAt: null, grossAmount: null, reviewReason: null, confirmation: { confirmedAt: null } });
+    expect(waiting).toMatchObject({
+      status: 'finished',
+      creditedAt: null,
+      grossAmount: null,
+      reviewReason: null,
+      confirmation: { confirmedAt: null },
+    });
     expect(await journals(body.payment_id)).toEqual([]);
 
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+    );
     expect(sim.calls()).toBeGreaterThan(callsBefore);
-    expect(credited).toMatchObject({ grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null, conversion: { status: 'pending' } });
+    expect(credited).toMatchObject({
+      grossAmount: '0.00487',
+      feeAmount: '0.0001461',
+      netAmount: '0.0047239',
+      payoutStrategy: 'threshold',
+      reviewReason: null,
+      conversion: { status: 'pending' },
+    });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
-    expect((await journals(body.payment_id)).map((e) => e.kind)).toEqual(['payment_received', 'payment_received', 'payment_received']);
+    expect((await journals(body.payment_id)).map((e) => e.kind)).toEqual([
+      'payment_received',
+      'payment_received',
+      'payment_received',
+    ]);
   });
 
   it('credits a partial payment (PARTIAL_PAYMENTS=credit) only after NOWPayments agrees too', async () => {
@@ -118,32 +162,60 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     await sim.setFault('slow', { slowMs: 1_000 });
     expect((await send(body)).status).toBe(200);
     expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', creditedAt: null });
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+    );
     expect(credited).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
   });
 
-  it('a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person\'s credit books the partial once NOWPayments\' API agrees with it, never the expired IPN\'s amount', async () => {
+  it("a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person's credit books the partial once NOWPayments' API agrees with it, never the expired IPN's amount", async () => {
     const body = partial();
     known(body);
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    await eventually(
+      () => payment(body.payment_id),
+      (p) => p.confirmation?.attempts >= 1,
+    );
     // The rest never came: NOWPayments expires the payment (its IPN), while its books keep the partial as it arrived.
-    const expired = { ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id };
+    const expired = {
+      ...structuredClone(fixtures.expired),
+      payment_id: body.payment_id,
+      invoice_id: fixtures.partially_paid.invoice_id,
+      order_id: body.order_id,
+    };
     const res = await send(expired);
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
     await sim.setFault('none');
-    await eventually(async () => (await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [`payment_confirm:${body.payment_id}`])).rows[0].n, (n) => n === 0, 20_000);
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
+    await eventually(
+      async () =>
+        (
+          await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [
+            `payment_confirm:${body.payment_id}`,
+          ])
+        ).rows[0].n,
+      (n) => n === 0,
+      20_000,
+    );
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      reported: { outcomeAmount: '0.00294' },
+    });
     expect(await journals(body.payment_id)).toEqual([]);
 
     // A person's credit waits for NOWPayments too: its API holds the partial, for this order, with that amount.
     const decided = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
     expect(decided.status).toBe(200);
     expect(decided.body).toMatchObject({ creditedAt: null, reviewReason: null });
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+    );
     expect(credited).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null });
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
@@ -157,7 +229,10 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const body = finished();
       known(body, overrides);
       expect((await send(body)).status).toBe(200);
-      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+      const held = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+      );
       expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments disagrees with the IPN/);
       expect(held.reviewReason).toContain(ipnSays);
       expect(held.reviewReason).toContain(apiSays);
@@ -165,7 +240,13 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       expect(await journals(body.payment_id)).toEqual([]);
       const alerts = await unconfirmedAlerts(body.payment_id);
       expect(alerts).toHaveLength(1);
-      expect(alerts[0]).toMatchObject({ severity: 'critical', details: { paymentId: String(body.payment_id), ipn: { status: 'finished', outcomeAmount: '0.00487', outcomeCurrency: 'eth' } } });
+      expect(alerts[0]).toMatchObject({
+        severity: 'critical',
+        details: {
+          paymentId: String(body.payment_id),
+          ipn: { status: 'finished', outcomeAmount: '0.00487', outcomeCurrency: 'eth' },
+        },
+      });
       expect(alerts[0]?.details.nowpayments).toBeTruthy();
       // NOWPayments resending the IPN does not credit it either.
       expect((await send(body)).status).toBe(202);
@@ -176,8 +257,13 @@ describe('with NOWPAYMENTS_API_KEY', () => {
   it('a payment NOWPayments does not know (a forged IPN) → review and alert, nothing credited', async () => {
     const body = finished();
     expect((await send(body)).status).toBe(200);
-    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
-    expect(held.reviewReason).toMatch(new RegExp(`^payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}`));
+    const held = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+    );
+    expect(held.reviewReason).toMatch(
+      new RegExp(`^payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}`),
+    );
     expect(held.creditedAt).toBeNull();
     expect(await journals(body.payment_id)).toEqual([]);
     expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
@@ -188,16 +274,26 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     known(body);
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    const failing = await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    const failing = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.confirmation?.attempts >= 1,
+    );
     expect(failing).toMatchObject({ creditedAt: null, reviewReason: null });
     expect(failing.confirmation.lastError).toMatch(/network|ECONNREFUSED|connect/i);
-    const { rows } = await db.pool.query(`select attempts, last_error from graphile_worker._private_jobs where key = $1`, [`payment_confirm:${body.payment_id}`]);
+    const { rows } = await db.pool.query(
+      `select attempts, last_error from graphile_worker._private_jobs where key = $1`,
+      [`payment_confirm:${body.payment_id}`],
+    );
     expect(rows).toHaveLength(1);
     expect(rows[0].attempts).toBeGreaterThanOrEqual(1);
     expect(await journals(body.payment_id)).toEqual([]);
 
     await sim.setFault('none');
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+      20_000,
+    );
     expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id)).toHaveLength(3);
@@ -208,10 +304,19 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     known(body);
     await sim.setFault('5xx');
     expect((await send(body)).status).toBe(200);
-    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    await eventually(
+      () => payment(body.payment_id),
+      (p) => p.confirmation?.attempts >= 1,
+    );
     // The deadline passes (NOWPAYMENTS_CONFIRM_DEADLINE is an hour; the test moves the payment's deadline instead).
-    await db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
-    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    await db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [
+      String(body.payment_id),
+    ]);
+    const held = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+      20_000,
+    );
     expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     expect(held.reviewReason).toContain('HTTP 503');
     expect(held.creditedAt).toBeNull();
@@ -230,11 +335,18 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const body = partial();
       known(body);
       expect((await send(body)).status).toBe(200);
-      await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+      await eventually(
+        () => payment(body.payment_id),
+        (p) => p.creditedAt !== null,
+      );
       return body;
     }
-    const finishedFor = (body: Record<string, unknown>, overrides: Record<string, unknown> = {}) => ipnBody({ payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id, ...overrides });
-    const topUpJournals = async (id: unknown) => (await journals(id)).length + (await journals(`${id}:4870000000000000`)).length + (await journals(`${id}:50000000000000000000`)).length;
+    const finishedFor = (body: Record<string, unknown>, overrides: Record<string, unknown> = {}) =>
+      ipnBody({ payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id, ...overrides });
+    const topUpJournals = async (id: unknown) =>
+      (await journals(id)).length +
+      (await journals(`${id}:4870000000000000`)).length +
+      (await journals(`${id}:50000000000000000000`)).length;
 
     it('a forged finished IPN saying 50 ETH while NOWPayments says partially_paid 0.00294 → review payment_unconfirmed with both values and a critical alert; never offered or credited', async () => {
       const body = await creditedPartial();
@@ -244,12 +356,27 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
       expect(res.body.reviewReason).toBeUndefined();
-      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
-      expect(held.reviewReason).toBe('payment_unconfirmed: NOWPayments disagrees with the top-up IPN (credited 0.00294 eth): payment_status: IPN finished, NOWPayments partially_paid; outcome_amount: IPN 50, NOWPayments 0.00294');
-      expect(held).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', restated: { outcomeAmount: '50', outcomeCurrency: 'eth', confirmedAt: null } });
+      const held = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+      );
+      expect(held.reviewReason).toBe(
+        'payment_unconfirmed: NOWPayments disagrees with the top-up IPN (credited 0.00294 eth): payment_status: IPN finished, NOWPayments partially_paid; outcome_amount: IPN 50, NOWPayments 0.00294',
+      );
+      expect(held).toMatchObject({
+        grossAmount: '0.00294',
+        netAmount: '0.0028518',
+        restated: { outcomeAmount: '50', outcomeCurrency: 'eth', confirmedAt: null },
+      });
       const alerts = await unconfirmedAlerts(body.payment_id);
       expect(alerts).toHaveLength(1);
-      expect(alerts[0]).toMatchObject({ severity: 'critical', details: { ipn: { status: 'finished', outcomeAmount: '50', outcomeCurrency: 'eth' }, nowpayments: { status: 'partially_paid', outcomeAmount: '0.00294' } } });
+      expect(alerts[0]).toMatchObject({
+        severity: 'critical',
+        details: {
+          ipn: { status: 'finished', outcomeAmount: '50', outcomeCurrency: 'eth' },
+          nowpayments: { status: 'partially_paid', outcomeAmount: '0.00294' },
+        },
+      });
 
       const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
       expect(credit.status).toBe(409);
@@ -269,10 +396,19 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const res = await send(rest);
       expect(res.status).toBe(200);
       // Asked, not offered yet: a person cannot credit what NOWPayments has not confirmed.
-      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', restated: { outcomeAmount: '0.00487', confirmedAt: null } });
+      expect(await payment(body.payment_id)).toMatchObject({
+        reviewReason: null,
+        grossAmount: '0.00294',
+        restated: { outcomeAmount: '0.00487', confirmedAt: null },
+      });
       expect((await payrail.request('POST', `/api/payments/${body.payment_id}/credit`)).status).toBe(409);
-      const offered = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
-      expect(offered.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+      const offered = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+      );
+      expect(offered.reviewReason).toBe(
+        'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+      );
       expect(offered.restated.confirmedAt).not.toBeNull();
       expect(await unconfirmedAlerts(body.payment_id)).toEqual([]);
       const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
@@ -291,11 +427,23 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       known(rest);
       await sim.setFault('5xx');
       expect((await send(rest)).status).toBe(200);
-      await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+      await eventually(
+        () => payment(body.payment_id),
+        (p) => p.confirmation?.attempts >= 1,
+      );
       expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294' });
-      await db.pool.query(`update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
-      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
-      expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN \(credited 0\.00294 eth, the IPN says finished 0\.00487 eth\); last: .*HTTP 503/);
+      await db.pool.query(
+        `update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`,
+        [String(body.payment_id)],
+      );
+      const held = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+        20_000,
+      );
+      expect(held.reviewReason).toMatch(
+        /^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN \(credited 0\.00294 eth, the IPN says finished 0\.00487 eth\); last: .*HTTP 503/,
+      );
       expect(held.grossAmount).toBe('0.00294');
       expect((await payrail.request('POST', `/api/payments/${body.payment_id}/credit`)).status).toBe(409);
       expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
@@ -309,18 +457,40 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const attempts = (await payment(body.payment_id)).confirmation.attempts as number;
       await sim.setFault('down');
       expect((await send(rest)).status).toBe(200);
-      await eventually(() => payment(body.payment_id), (p) => p.confirmation.attempts > attempts);
-      await db.pool.query(`update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(body.payment_id)]);
-      const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
-      expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN/);
+      await eventually(
+        () => payment(body.payment_id),
+        (p) => p.confirmation.attempts > attempts,
+      );
+      await db.pool.query(
+        `update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`,
+        [String(body.payment_id)],
+      );
+      const held = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+        20_000,
+      );
+      expect(held.reviewReason).toMatch(
+        /^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN/,
+      );
 
       await sim.setFault('none');
       const asked = await payrail.request('POST', `/api/payments/${body.payment_id}/recheck`);
       expect(asked.status).toBe(200);
-      expect(asked.body).toMatchObject({ reviewReason: null, grossAmount: '0.00294', restated: { outcomeAmount: '0.00487', confirmedAt: null } });
+      expect(asked.body).toMatchObject({
+        reviewReason: null,
+        grossAmount: '0.00294',
+        restated: { outcomeAmount: '0.00487', confirmedAt: null },
+      });
       expect(asked.body.restated.confirmDeadlineAt).not.toBeNull();
-      const offered = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
-      expect(offered.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+      const offered = await eventually(
+        () => payment(body.payment_id),
+        (p) => p.reviewReason !== null,
+        20_000,
+      );
+      expect(offered.reviewReason).toBe(
+        'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+      );
       expect(offered.restated.confirmedAt).not.toBeNull();
       const credit = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
       expect(credit.status).toBe(200);
@@ -329,19 +499,29 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     });
   });
 
-  it('a conflicting order ignored before the credit: the first order\'s finished IPN, kept while in review, goes to NOWPayments\' check with the ignore and is credited once it agrees', async () => {
+  it("a conflicting order ignored before the credit: the first order's finished IPN, kept while in review, goes to NOWPayments' check with the ignore and is credited once it agrees", async () => {
     const body = finished();
     const first = { ...structuredClone(fixtures.sequence[0]), payment_id: body.payment_id, order_id: body.order_id };
     expect((await send(first)).status).toBe(200);
-    expect((await send({ ...first, order_id: `PGP-2|${CHANNEL_ID}` })).body.reviewReason).toBe(`conflicting_order_id: PGP-2|${CHANNEL_ID}`);
+    expect((await send({ ...first, order_id: `PGP-2|${CHANNEL_ID}` })).body.reviewReason).toBe(
+      `conflicting_order_id: PGP-2|${CHANNEL_ID}`,
+    );
     known(body);
     expect((await send(body)).status).toBe(202);
     await sim.setFault('slow', { slowMs: 1_000 });
     const res = await payrail.request('POST', `/api/payments/${body.payment_id}/ignore`);
     expect(res.status).toBe(200);
     // Not on the IPN's word: the check is asked for, and the credit waits for it.
-    expect(res.body).toMatchObject({ status: 'finished', reviewReason: null, creditedAt: null, confirmation: { confirmedAt: null } });
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    expect(res.body).toMatchObject({
+      status: 'finished',
+      reviewReason: null,
+      creditedAt: null,
+      confirmation: { confirmedAt: null },
+    });
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+    );
     expect(credited).toMatchObject({ grossAmount: '0.00487', orderId: body.order_id, reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id)).toHaveLength(3);
@@ -361,14 +541,31 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       api: createNowPaymentsApi({ baseUrl: sim.url, apiKey: API_KEY, timeoutMs: 5_000 }),
       intake: { feePercent: parsePercent('3'), partialPayments: 'credit' as const, confirm: { deadlineMs: 3_600_000 } },
     };
-    const runs = await Promise.all([confirmPayment(deps, String(body.payment_id)), confirmPayment(deps, String(body.payment_id)), confirmPayment(deps, String(body.payment_id))]);
+    const runs = await Promise.all([
+      confirmPayment(deps, String(body.payment_id)),
+      confirmPayment(deps, String(body.payment_id)),
+      confirmPayment(deps, String(body.payment_id)),
+    ]);
     expect(runs.filter((r) => r === 'credited').length).toBeLessThanOrEqual(1);
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+    );
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     for (let i = 0; i < 5; i++) expect((await send(body)).body.outcome).toBe('unchanged');
     expect(await confirmPayment(deps, String(body.payment_id))).toBe('nothing');
-    await db.pool.query(`select graphile_worker.add_job('payment_confirm', json_build_object('paymentId', $1::text))`, [String(body.payment_id)]);
-    await eventually(async () => (await db.pool.query(`select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`)).rows[0].n, (n) => n === 0);
+    await db.pool.query(`select graphile_worker.add_job('payment_confirm', json_build_object('paymentId', $1::text))`, [
+      String(body.payment_id),
+    ]);
+    await eventually(
+      async () =>
+        (
+          await db.pool.query(
+            `select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`,
+          )
+        ).rows[0].n,
+      (n) => n === 0,
+    );
     const entries = await journals(body.payment_id);
     expect(entries).toHaveLength(3);
     expect(entries.find((e) => e.code === `channel:${CHANNEL_ID}`)?.amount).toBe('4723900000000000');
@@ -377,18 +574,31 @@ describe('with NOWPAYMENTS_API_KEY', () => {
 });
 
 describe('recheck: a payment NOWPayments did not confirm is asked about again', () => {
-  const recheck = (id: unknown, body?: unknown) => payrail.request('POST', `/api/payments/${id}/recheck`, body === undefined ? {} : { body });
-  const audits = async (id: unknown) => (await db.pool.query(`select action, details from audit_log where subject = $1 order by id`, [String(id)])).rows as Array<{ action: string; details: Record<string, unknown> }>;
+  const recheck = (id: unknown, body?: unknown) =>
+    payrail.request('POST', `/api/payments/${id}/recheck`, body === undefined ? {} : { body });
+  const audits = async (id: unknown) =>
+    (await db.pool.query(`select action, details from audit_log where subject = $1 order by id`, [String(id)]))
+      .rows as Array<{ action: string; details: Record<string, unknown> }>;
   /** The payment's confirmation deadline passes now (NOWPAYMENTS_CONFIRM_DEADLINE is an hour). */
-  const deadlinePasses = (id: unknown) => db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [String(id)]);
+  const deadlinePasses = (id: unknown) =>
+    db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [
+      String(id),
+    ]);
 
   /** NOWPayments down until the payment's deadline: in review as payment_unconfirmed, nothing credited. */
   async function unreachableUntilDeadline(body: Record<string, unknown>) {
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    await eventually(() => payment(body.payment_id), (p) => p.confirmation?.attempts >= 1);
+    await eventually(
+      () => payment(body.payment_id),
+      (p) => p.confirmation?.attempts >= 1,
+    );
     await deadlinePasses(body.payment_id);
-    const held = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    const held = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+      20_000,
+    );
     expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     return held;
   }
@@ -406,22 +616,43 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     expect(asked.body).toMatchObject({ reviewReason: null, creditedAt: null, reviewAction: null });
     expect(Date.parse(asked.body.confirmation.deadlineAt)).toBeGreaterThan(Date.now() + 3_000_000);
     const attempts = asked.body.confirmation.attempts as number;
-    await eventually(() => payment(body.payment_id), (p) => p.confirmation.attempts > attempts, 20_000);
+    await eventually(
+      () => payment(body.payment_id),
+      (p) => p.confirmation.attempts > attempts,
+      20_000,
+    );
     expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, creditedAt: null });
     await deadlinePasses(body.payment_id);
-    const again = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null, 20_000);
+    const again = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+      20_000,
+    );
     expect(again).toMatchObject({ creditedAt: null });
     expect(again.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     expect(await journals(body.payment_id)).toEqual([]);
 
     await sim.setFault('none');
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
-    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null, conversion: { status: 'pending' } });
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+      20_000,
+    );
+    expect(credited).toMatchObject({
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      reviewReason: null,
+      conversion: { status: 'pending' },
+    });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id)).toHaveLength(3);
     expect((await audits(body.payment_id)).map((a) => a.action)).toEqual(['payment.recheck', 'payment.recheck']);
-    expect((await audits(body.payment_id))[0]?.details).toMatchObject({ reason: held.reviewReason, note: 'NOWPayments had an outage', confirmDeadline: asked.body.confirmation.deadlineAt });
+    expect((await audits(body.payment_id))[0]?.details).toMatchObject({
+      reason: held.reviewReason,
+      note: 'NOWPayments had an outage',
+      confirmDeadline: asked.body.confirmation.deadlineAt,
+    });
     // Out of review and credited: nothing to recheck.
     expect((await recheck(body.payment_id)).status).toBe(409);
   });
@@ -430,16 +661,26 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     const body = finished();
     known(body, { outcome_amount: '0.00087' });
     expect((await send(body)).status).toBe(200);
-    await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+    await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+    );
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const again = await eventually(() => payment(body.payment_id), (p) => p.reviewReason !== null);
+    const again = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.reviewReason !== null,
+    );
     expect(again.reviewReason).toContain('outcome_amount: IPN 0.00487, NOWPayments 0.00087');
     expect(again.creditedAt).toBeNull();
     expect(await journals(body.payment_id)).toEqual([]);
 
     known(body);
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const credited = await eventually(() => payment(body.payment_id), (p) => p.creditedAt !== null, 20_000);
+    const credited = await eventually(
+      () => payment(body.payment_id),
+      (p) => p.creditedAt !== null,
+      20_000,
+    );
     expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
@@ -448,14 +689,28 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     const body = partial();
     known(body);
     await unreachableUntilDeadline(body);
-    const expired = { ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id };
+    const expired = {
+      ...structuredClone(fixtures.expired),
+      payment_id: body.payment_id,
+      invoice_id: fixtures.partially_paid.invoice_id,
+      order_id: body.order_id,
+    };
     known(expired);
     await sim.setFault('none');
-    expect((await send(expired)).body).toMatchObject({ status: 'expired', reviewReason: expect.stringMatching(/^payment_unconfirmed: /) });
+    expect((await send(expired)).body).toMatchObject({
+      status: 'expired',
+      reviewReason: expect.stringMatching(/^payment_unconfirmed: /),
+    });
     const refused = await recheck(body.payment_id);
     expect(refused.status).toBe(409);
-    expect(refused.body.error).toMatch(/NOWPayments expired the partial payment since: its API no longer describes what arrived \(0\.00294 eth\)/);
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: expect.stringMatching(/^payment_unconfirmed: /), confirmation: { attempts: expect.any(Number) } });
+    expect(refused.body.error).toMatch(
+      /NOWPayments expired the partial payment since: its API no longer describes what arrived \(0\.00294 eth\)/,
+    );
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: expect.stringMatching(/^payment_unconfirmed: /),
+      confirmation: { attempts: expect.any(Number) },
+    });
     expect((await payrail.request('POST', `/api/payments/${body.payment_id}/ignore`)).status).toBe(200);
     expect(await journals(body.payment_id)).toEqual([]);
     expect((await audits(body.payment_id)).map((a) => a.action)).toEqual(['payment.ignore']);
@@ -479,11 +734,23 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
   let reviewed: TestPayrail;
   let reviewedDb: TestDatabase;
   const credit = (id: unknown) => reviewed.request('POST', `/api/payments/${id}/credit`);
-  const expiredOf = (body: Record<string, unknown>) => ({ ...structuredClone(fixtures.expired), payment_id: body.payment_id, invoice_id: fixtures.partially_paid.invoice_id, order_id: body.order_id });
+  const expiredOf = (body: Record<string, unknown>) => ({
+    ...structuredClone(fixtures.expired),
+    payment_id: body.payment_id,
+    invoice_id: fixtures.partially_paid.invoice_id,
+    order_id: body.order_id,
+  });
 
   beforeAll(async () => {
     reviewedDb = await createTestDatabase();
-    reviewed = await startTestPayrail(reviewedDb, { env: { NOWPAYMENTS_API_KEY: API_KEY, NOWPAYMENTS_API_URL: sim.url, NOWPAYMENTS_TIMEOUT: '5s', PARTIAL_PAYMENTS: 'review' } });
+    reviewed = await startTestPayrail(reviewedDb, {
+      env: {
+        NOWPAYMENTS_API_KEY: API_KEY,
+        NOWPAYMENTS_API_URL: sim.url,
+        NOWPAYMENTS_TIMEOUT: '5s',
+        PARTIAL_PAYMENTS: 'review',
+      },
+    });
     expect((await reviewed.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
   });
 
@@ -501,7 +768,11 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect(res.status).toBe(200);
     // The decision is the person's; the credit waits for NOWPayments' answer.
     expect(res.body).toMatchObject({ creditedAt: null, reviewReason: null, reviewAction: { action: 'credit' } });
-    return eventually(() => payment(id, reviewed), (p) => p.creditedAt !== null || p.reviewReason !== null, 20_000);
+    return eventually(
+      () => payment(id, reviewed),
+      (p) => p.creditedAt !== null || p.reviewReason !== null,
+      20_000,
+    );
   }
 
   it('a forged partially_paid IPN (signed, unknown to NOWPayments) a person credits is never credited: payment_unconfirmed with a critical alert', async () => {
@@ -509,14 +780,27 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect((await send(body, reviewed)).status).toBe(202);
     const held = await creditedLater(body.payment_id);
     expect(held).toMatchObject({ creditedAt: null, grossAmount: null });
-    expect(held.reviewReason).toBe(`payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}; the IPN says partially_paid 0.00294 eth`);
+    expect(held.reviewReason).toBe(
+      `payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}; the IPN says partially_paid 0.00294 eth`,
+    );
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
-    const { alerts } = (await reviewed.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string }> };
-    expect(alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(body.payment_id))).toMatchObject([{ severity: 'critical' }]);
+    const { alerts } = (await reviewed.request('GET', '/api/alerts?state=open&limit=500')).body as {
+      alerts: Array<{ rule: string; subject: string; severity: string }>;
+    };
+    expect(
+      alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(body.payment_id)),
+    ).toMatchObject([{ severity: 'critical' }]);
     // A recheck asks again, and cannot credit it either; ignore closes it.
     expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/recheck`)).status).toBe(200);
-    const again = await eventually(() => payment(body.payment_id, reviewed), (p) => p.reviewReason !== null, 20_000);
-    expect(again).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/) });
+    const again = await eventually(
+      () => payment(body.payment_id, reviewed),
+      (p) => p.reviewReason !== null,
+      20_000,
+    );
+    expect(again).toMatchObject({
+      creditedAt: null,
+      reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/),
+    });
     expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/ignore`)).status).toBe(200);
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
   });
@@ -526,18 +810,26 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     known(body);
     expect((await send(body, reviewed)).status).toBe(202);
     const credited = await creditedLater(body.payment_id);
-    expect(credited).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null, reviewAction: { action: 'credit' } });
+    expect(credited).toMatchObject({
+      grossAmount: '0.00294',
+      netAmount: '0.0028518',
+      reviewReason: null,
+      reviewAction: { action: 'credit' },
+    });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id, reviewedDb)).toHaveLength(3);
     // A second click finds it credited.
     expect((await credit(body.payment_id)).status).toBe(409);
   });
 
-  it('a partial that ended (expired since) is credited with the partial amount once NOWPayments\' books hold that partial', async () => {
+  it("a partial that ended (expired since) is credited with the partial amount once NOWPayments' books hold that partial", async () => {
     const body = partial();
     known(body);
     expect((await send(body, reviewed)).status).toBe(202);
-    expect((await send(expiredOf(body), reviewed)).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
+    expect((await send(expiredOf(body), reviewed)).body).toMatchObject({
+      status: 'expired',
+      reviewReason: 'partially_paid',
+    });
     const credited = await creditedLater(body.payment_id);
     expect(credited).toMatchObject({ status: 'expired', grossAmount: '0.00294', reviewReason: null });
     expect(await journals(body.payment_id, reviewedDb)).toHaveLength(3);
@@ -549,7 +841,12 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect((await send(body, reviewed)).status).toBe(202);
     expect((await send(expiredOf(body), reviewed)).status).toBe(202);
     const held = await creditedLater(body.payment_id);
-    expect(held).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments disagrees with the IPN: payment_status: IPN partially_paid, NOWPayments expired; outcome_amount: IPN 0\.00294/) });
+    expect(held).toMatchObject({
+      creditedAt: null,
+      reviewReason: expect.stringMatching(
+        /^payment_unconfirmed: NOWPayments disagrees with the IPN: payment_status: IPN partially_paid, NOWPayments expired; outcome_amount: IPN 0\.00294/,
+      ),
+    });
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
   });
 
@@ -558,14 +855,35 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     known(body);
     expect((await send(body, reviewed)).status).toBe(202);
     await sim.setFault('down');
-    expect((await credit(body.payment_id)).body).toMatchObject({ creditedAt: null, reviewReason: null, reviewAction: { action: 'credit' } });
+    expect((await credit(body.payment_id)).body).toMatchObject({
+      creditedAt: null,
+      reviewReason: null,
+      reviewAction: { action: 'credit' },
+    });
     // Signed with the IPN secret: 50 ETH "arrived" while the check waits for NOWPayments.
     expect((await send({ ...body, outcome_amount: 50 }, reviewed)).status).toBe(202);
     const again = await payment(body.payment_id, reviewed);
-    expect(again).toMatchObject({ creditedAt: null, reviewReason: 'partially_paid', reviewAction: null, reported: { outcomeAmount: '50' } });
+    expect(again).toMatchObject({
+      creditedAt: null,
+      reviewReason: 'partially_paid',
+      reviewAction: null,
+      reported: { outcomeAmount: '50' },
+    });
     await sim.setFault('none');
-    await eventually(async () => (await reviewedDb.pool.query('select count(*)::int as n from graphile_worker.jobs where key = $1', [`payment_confirm:${body.payment_id}`])).rows[0].n, (n) => n === 0, 20_000);
-    expect(await payment(body.payment_id, reviewed)).toMatchObject({ creditedAt: null, reviewReason: 'partially_paid' });
+    await eventually(
+      async () =>
+        (
+          await reviewedDb.pool.query('select count(*)::int as n from graphile_worker.jobs where key = $1', [
+            `payment_confirm:${body.payment_id}`,
+          ])
+        ).rows[0].n,
+      (n) => n === 0,
+      20_000,
+    );
+    expect(await payment(body.payment_id, reviewed)).toMatchObject({
+      creditedAt: null,
+      reviewReason: 'partially_paid',
+    });
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
   });
 
@@ -576,9 +894,17 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     await sim.setFault('down');
     expect((await credit(body.payment_id)).status).toBe(200);
     expect(await send(expiredOf(body), reviewed)).toMatchObject({ status: 200, body: { status: 'expired' } });
-    expect(await payment(body.payment_id, reviewed)).toMatchObject({ status: 'expired', reviewReason: null, reviewAction: { action: 'credit' } });
+    expect(await payment(body.payment_id, reviewed)).toMatchObject({
+      status: 'expired',
+      reviewReason: null,
+      reviewAction: { action: 'credit' },
+    });
     await sim.setFault('none');
-    const credited = await eventually(() => payment(body.payment_id, reviewed), (p) => p.creditedAt !== null || p.reviewReason !== null, 30_000);
+    const credited = await eventually(
+      () => payment(body.payment_id, reviewed),
+      (p) => p.creditedAt !== null || p.reviewReason !== null,
+      30_000,
+    );
     expect(credited).toMatchObject({ status: 'expired', grossAmount: '0.00294', reviewReason: null });
   });
 
@@ -587,7 +913,10 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect((await send(body, reviewed)).status).toBe(202);
     expect((await send(expiredOf(body), reviewed)).status).toBe(202);
     const held = await creditedLater(body.payment_id);
-    expect(held).toMatchObject({ creditedAt: null, reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/) });
+    expect(held).toMatchObject({
+      creditedAt: null,
+      reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/),
+    });
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
   });
 });
@@ -619,7 +948,9 @@ describe('without NOWPAYMENTS_API_KEY', () => {
     expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', confirmation: null });
     expect(credited.creditedAt).not.toBeNull();
     expect(await journals(body.payment_id, plainDb)).toHaveLength(3);
-    const { rows } = await plainDb.pool.query(`select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`);
+    const { rows } = await plainDb.pool.query(
+      `select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'payment_confirm'`,
+    );
     expect(rows[0].n).toBe(0);
     expect(sim.calls()).toBe(callsBefore);
     expect((await checkLedger(plainDb.db)).problems).toEqual([]);

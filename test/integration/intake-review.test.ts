@@ -34,12 +34,22 @@ function finishedFor(channelId: string, overrides: Record<string, unknown> = {})
 
 /** The partially_paid fixture: 0.003 of 0.00495 ETH paid, outcome 0.00294 ETH. */
 function partialFor(channelId: string, overrides: Record<string, unknown> = {}) {
-  return { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: order(channelId), ...overrides };
+  return {
+    ...structuredClone(fixtures.partially_paid),
+    payment_id: nextPaymentId++,
+    order_id: order(channelId),
+    ...overrides,
+  };
 }
 
 /** NOWPayments' expired IPN for the same payment: the rest never came (the fixture's amounts: 0 paid, 0.00487 asked). */
 function expiredFor(partial: Record<string, unknown>) {
-  return { ...structuredClone(fixtures.expired), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id };
+  return {
+    ...structuredClone(fixtures.expired),
+    payment_id: partial.payment_id,
+    invoice_id: partial.invoice_id,
+    order_id: partial.order_id,
+  };
 }
 
 /** The same body with outcome_amount written as this exact JSON number. */
@@ -55,27 +65,46 @@ async function payment(id: unknown, on: TestPayrail = payrail) {
 }
 
 function act(id: unknown, action: string, options: { body?: unknown; token?: string | null; on?: TestPayrail } = {}) {
-  return (options.on ?? payrail).request('POST', `/api/payments/${id}/${action}`, { ...(options.body !== undefined && { body: options.body }), ...(options.token !== undefined && { token: options.token }) });
+  return (options.on ?? payrail).request('POST', `/api/payments/${id}/${action}`, {
+    ...(options.body !== undefined && { body: options.body }),
+    ...(options.token !== undefined && { token: options.token }),
+  });
 }
 
 async function available(channelId: string, on: TestPayrail = payrail): Promise<string> {
   const res = await on.request('GET', `/api/channels/${channelId}`);
-  return res.body.balances?.find((b: { asset: string; account: string }) => b.asset === 'eth' && b.account === 'available')?.amount ?? '0';
+  return (
+    res.body.balances?.find((b: { asset: string; account: string }) => b.asset === 'eth' && b.account === 'available')
+      ?.amount ?? '0'
+  );
 }
 
 async function journals(id: unknown, on: TestDatabase = db) {
-  const { rows } = await on.pool.query(`select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
-     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`, [String(id)]);
+  const { rows } = await on.pool.query(
+    `select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
+     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`,
+    [String(id)],
+  );
   return rows as Array<{ kind: string; code: string; amount: string }>;
 }
 
 async function openAlert(id: unknown, on: TestPayrail = payrail) {
-  const { alerts } = (await on.request('GET', '/api/alerts?state=open&limit=500')).body as { alerts: Array<{ rule: string; subject: string; severity: string; message: string; details: Record<string, unknown> }> };
+  const { alerts } = (await on.request('GET', '/api/alerts?state=open&limit=500')).body as {
+    alerts: Array<{
+      rule: string;
+      subject: string;
+      severity: string;
+      message: string;
+      details: Record<string, unknown>;
+    }>;
+  };
   return alerts.filter((a) => a.rule === 'payment_review' && a.subject === String(id));
 }
 
 async function audit(id: unknown, on: TestDatabase = db) {
-  const { rows } = await on.pool.query(`select actor, action, details from audit_log where subject = $1 order by id`, [String(id)]);
+  const { rows } = await on.pool.query(`select actor, action, details from audit_log where subject = $1 order by id`, [
+    String(id),
+  ]);
   return rows as Array<{ actor: string; action: string; details: Record<string, unknown> }>;
 }
 
@@ -91,8 +120,20 @@ beforeAll(async () => {
   db = await createTestDatabase();
   // Web only: instant payout jobs stay where intake left them; the file's last part runs a worker on its own database.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  expect((await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL } })).status).toBe(201);
-  expect((await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
+  expect(
+    (
+      await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
+        body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL },
+      })
+    ).status,
+  ).toBe(201);
+  expect(
+    (
+      await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
+        body: { payoutStrategy: 'instant', ...CHANNEL },
+      })
+    ).status,
+  ).toBe(201);
 });
 
 afterAll(async () => {
@@ -106,11 +147,32 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const before = await rowCounts(db);
     const res = await send(body);
     expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ paymentId: String(body.payment_id), status: 'partially_paid', outcome: 'review', reviewReason: 'partially_paid' });
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid', creditedAt: null, grossAmount: null, reported: { actuallyPaid: '0.003', payAmount: '0.00495', outcomeAmount: '0.00294', outcomeCurrency: 'eth' } });
+    expect(res.body).toMatchObject({
+      paymentId: String(body.payment_id),
+      status: 'partially_paid',
+      outcome: 'review',
+      reviewReason: 'partially_paid',
+    });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'partially_paid',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      grossAmount: null,
+      reported: { actuallyPaid: '0.003', payAmount: '0.00495', outcomeAmount: '0.00294', outcomeCurrency: 'eth' },
+    });
     const alerts = await openAlert(body.payment_id);
     expect(alerts).toHaveLength(1);
-    expect(alerts[0]).toMatchObject({ severity: 'warning', details: { paymentId: String(body.payment_id), channelId: THRESHOLD_CHANNEL, reason: 'partially_paid', outcome: '0.00294 eth', actuallyPaid: '0.003 eth', payAmount: '0.00495 eth' } });
+    expect(alerts[0]).toMatchObject({
+      severity: 'warning',
+      details: {
+        paymentId: String(body.payment_id),
+        channelId: THRESHOLD_CHANNEL,
+        reason: 'partially_paid',
+        outcome: '0.00294 eth',
+        actuallyPaid: '0.003 eth',
+        payAmount: '0.00495 eth',
+      },
+    });
     expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
 
     const again = await send(body);
@@ -127,8 +189,15 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber agreed to a shorter plan' } });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({
-      status: 'partially_paid', reviewReason: null, asset: 'eth', grossAmount: '0.00294', feeAmount: '0.0000882', netAmount: '0.0028518', payoutStrategy: 'threshold',
-      conversion: { status: 'pending' }, reviewAction: { action: 'credit', by: 'admin' },
+      status: 'partially_paid',
+      reviewReason: null,
+      asset: 'eth',
+      grossAmount: '0.00294',
+      feeAmount: '0.0000882',
+      netAmount: '0.0028518',
+      payoutStrategy: 'threshold',
+      conversion: { status: 'pending' },
+      reviewAction: { action: 'credit', by: 'admin' },
     });
     const shard = shardOf(body.payment_id);
     expect(await journals(body.payment_id)).toEqual([
@@ -138,12 +207,25 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     ]);
     expect(wei(await available(THRESHOLD_CHANNEL)) - wei(balanceBefore)).toBe(2_851_800_000_000_000n);
     expect(await audit(body.payment_id)).toEqual([
-      { actor: 'admin', action: 'payment.credit', details: expect.objectContaining({ reason: 'partially_paid', gross: '2940000000000000', fee: '88200000000000', net: '2851800000000000', outcomeAmount: '0.00294', note: 'the subscriber agreed to a shorter plan' }) },
+      {
+        actor: 'admin',
+        action: 'payment.credit',
+        details: expect.objectContaining({
+          reason: 'partially_paid',
+          gross: '2940000000000000',
+          fee: '88200000000000',
+          net: '2851800000000000',
+          outcomeAmount: '0.00294',
+          note: 'the subscriber agreed to a shorter plan',
+        }),
+      },
     ]);
 
     const second = await act(body.payment_id, 'credit');
     expect(second.status).toBe(409);
-    expect(second.body.error).toMatch(/^cannot credit payment \d+: it is not in review \(last decision: credit by admin\)/);
+    expect(second.body.error).toMatch(
+      /^cannot credit payment \d+: it is not in review \(last decision: credit by admin\)/,
+    );
     expect(await journals(body.payment_id)).toHaveLength(3);
     // The same partial IPN again: still credited once.
     expect((await send(body)).body.outcome).toBe('unchanged');
@@ -154,7 +236,9 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(INSTANT_CHANNEL);
     await send(body);
     expect((await act(body.payment_id, 'credit')).status).toBe(200);
-    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [`payout_instant:${body.payment_id}`]);
+    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [
+      `payout_instant:${body.payment_id}`,
+    ]);
     expect(rows).toHaveLength(1);
   });
 
@@ -172,7 +256,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     await send(body);
     const res = await act(body.payment_id, 'ignore');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: null, creditedAt: null, reviewAction: { action: 'ignore', by: 'admin' } });
+    expect(res.body).toMatchObject({
+      status: 'partially_paid',
+      reviewReason: null,
+      creditedAt: null,
+      reviewAction: { action: 'ignore', by: 'admin' },
+    });
     expect(await journals(body.payment_id)).toEqual([]);
     expect((await audit(body.payment_id)).map((a) => a.action)).toEqual(['payment.ignore']);
     expect((await act(body.payment_id, 'credit')).status).toBe(409);
@@ -183,7 +272,11 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
 
     const finished = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
     expect(finished.status).toBe(200);
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00487', reviewReason: null });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'finished',
+      grossAmount: '0.00487',
+      reviewReason: null,
+    });
   });
 
   it('the rest of the money arriving (finished) takes it out of review and credits the finished amount', async () => {
@@ -192,7 +285,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239' });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'finished',
+      reviewReason: null,
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+    });
   });
 
   it('an expired IPN after the partial (the rest never came) keeps the partial in review with its own amounts: credit books what arrived, not what the expired IPN says was asked', async () => {
@@ -202,7 +300,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect(expired.status).toBe(202);
     expect(expired.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
     // The expired IPN's outcome_amount (0.00487) is the whole price converted, with actually_paid 0: not what came.
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' } });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' },
+    });
     expect(await openAlert(body.payment_id)).toHaveLength(1);
     // A copy of either changes nothing.
     expect((await send(expiredFor(body))).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
@@ -210,7 +313,15 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
 
     const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber keeps a shorter plan' } });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'expired', reviewReason: null, grossAmount: '0.00294', feeAmount: '0.0000882', netAmount: '0.0028518', conversion: { status: 'pending' }, reviewAction: { action: 'credit' } });
+    expect(res.body).toMatchObject({
+      status: 'expired',
+      reviewReason: null,
+      grossAmount: '0.00294',
+      feeAmount: '0.0000882',
+      netAmount: '0.0028518',
+      conversion: { status: 'pending' },
+      reviewAction: { action: 'credit' },
+    });
     expect((await journals(body.payment_id)).map((j) => [j.code, j.amount])).toEqual([
       [`channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
       [`platform:fees#${shardOf(body.payment_id)}`, '88200000000000'],
@@ -225,14 +336,25 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(late);
     expect((await send(body)).body.reviewReason).toBe('unknown_channel');
     expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'unknown_channel' });
-    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL } })).status).toBe(201);
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { outcomeAmount: '0.00294' } });
+    expect(
+      (
+        await payrail.request('PUT', `/api/channels/${late}`, {
+          body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL },
+        })
+      ).status,
+    ).toBe(201);
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      reported: { outcomeAmount: '0.00294' },
+    });
     const res = await act(body.payment_id, 'credit');
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518' });
   });
 
-  it('an expired IPN that arrives before its partially_paid one (NOWPayments\' retries reordered them): the partial still reaches review with its own amounts, the status stays expired, credit books what arrived', async () => {
+  it("an expired IPN that arrives before its partially_paid one (NOWPayments' retries reordered them): the partial still reaches review with its own amounts, the status stays expired, credit books what arrived", async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     const expired = await send(expiredFor(body));
     expect(expired.status).toBe(200);
@@ -240,7 +362,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const late = await send(body);
     expect(late.status).toBe(202);
     expect(late.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: 'partially_paid', creditedAt: null, reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' } });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' },
+    });
     expect(await openAlert(body.payment_id)).toHaveLength(1);
     // Copies of either, in any order, change nothing.
     expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
@@ -249,7 +376,13 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
 
     const res = await act(body.payment_id, 'credit');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'expired', reviewReason: null, grossAmount: '0.00294', netAmount: '0.0028518', conversion: { status: 'pending' } });
+    expect(res.body).toMatchObject({
+      status: 'expired',
+      reviewReason: null,
+      grossAmount: '0.00294',
+      netAmount: '0.0028518',
+      conversion: { status: 'pending' },
+    });
     expect(await journals(body.payment_id)).toHaveLength(3);
     expect((await send(body)).body).toMatchObject({ status: 'expired', outcome: 'unchanged' });
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -258,13 +391,26 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
   it('statuses still only move forward: a partially_paid IPN after finished changes nothing, and a waiting one after partially_paid is no step back', async () => {
     const finished = finishedFor(THRESHOLD_CHANNEL);
     expect((await send(finished)).status).toBe(200);
-    const afterFinished = await send({ ...partialFor(THRESHOLD_CHANNEL), payment_id: finished.payment_id, invoice_id: finished.invoice_id, order_id: finished.order_id });
+    const afterFinished = await send({
+      ...partialFor(THRESHOLD_CHANNEL),
+      payment_id: finished.payment_id,
+      invoice_id: finished.invoice_id,
+      order_id: finished.order_id,
+    });
     expect(afterFinished.status).toBe(200);
     expect(afterFinished.body).toMatchObject({ status: 'finished', outcome: 'unchanged' });
-    expect(await payment(finished.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00487', reported: { outcomeAmount: '0.00487' } });
+    expect(await payment(finished.payment_id)).toMatchObject({
+      status: 'finished',
+      grossAmount: '0.00487',
+      reported: { outcomeAmount: '0.00487' },
+    });
 
     const unpaid = partialFor(THRESHOLD_CHANNEL);
-    const waiting = { ...structuredClone(fixtures.sequence[0]), payment_id: unpaid.payment_id, order_id: unpaid.order_id };
+    const waiting = {
+      ...structuredClone(fixtures.sequence[0]),
+      payment_id: unpaid.payment_id,
+      order_id: unpaid.order_id,
+    };
     expect((await send(waiting)).body).toMatchObject({ status: 'waiting' });
     expect((await send(unpaid)).body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid' });
     expect((await send(waiting)).body).toMatchObject({ status: 'partially_paid', outcome: 'review' });
@@ -276,7 +422,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect((await act(body.payment_id, 'ignore')).status).toBe(200);
     const expired = await send(expiredFor(body));
     expect(expired.status).toBe(200);
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'expired', reviewReason: null, creditedAt: null, reviewAction: { action: 'ignore' } });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'expired',
+      reviewReason: null,
+      creditedAt: null,
+      reviewAction: { action: 'ignore' },
+    });
     expect(await journals(body.payment_id)).toEqual([]);
   });
 
@@ -284,7 +435,13 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const late = '-1001100000077';
     const body = partialFor(late);
     expect((await send(body)).body.reviewReason).toBe('unknown_channel');
-    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL } })).status).toBe(201);
+    expect(
+      (
+        await payrail.request('PUT', `/api/channels/${late}`, {
+          body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL },
+        })
+      ).status,
+    ).toBe(201);
     expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'partially_paid', creditedAt: null });
     expect(await openAlert(body.payment_id)).toHaveLength(1);
   });
@@ -293,7 +450,10 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
 describe('PARTIAL_PAYMENTS=credit', () => {
   let crediting: TestPayrail;
   beforeAll(async () => {
-    crediting = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { PARTIAL_PAYMENTS: 'credit' } });
+    crediting = await startTestPayrail(db, {
+      roles: { web: true, worker: false },
+      env: { PARTIAL_PAYMENTS: 'credit' },
+    });
   });
   afterAll(async () => {
     await crediting?.stop();
@@ -304,7 +464,11 @@ describe('PARTIAL_PAYMENTS=credit', () => {
     const res = await send(body, crediting);
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'partially_paid', outcome: 'recorded' });
-    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', netAmount: '0.0028518' });
+    expect(await payment(body.payment_id)).toMatchObject({
+      reviewReason: null,
+      grossAmount: '0.00294',
+      netAmount: '0.0028518',
+    });
     expect(await journals(body.payment_id)).toHaveLength(3);
     expect(await openAlert(body.payment_id)).toEqual([]);
   });
@@ -314,22 +478,40 @@ describe('PARTIAL_PAYMENTS=credit', () => {
     await send(body, crediting);
     const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, crediting);
     expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)' });
+    expect(res.body).toMatchObject({
+      outcome: 'review',
+      reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+    });
     expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00294' });
     expect(await journals(body.payment_id)).toHaveLength(3);
-    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'warning', details: expect.objectContaining({ credited: '0.00294 eth', outcome: '0.00294 eth', restated: '0.00487 eth' }) })]);
+    expect(await openAlert(body.payment_id)).toEqual([
+      expect.objectContaining({
+        severity: 'warning',
+        details: expect.objectContaining({ credited: '0.00294 eth', outcome: '0.00294 eth', restated: '0.00487 eth' }),
+      }),
+    ]);
     const credit = await act(body.payment_id, 'credit', { on: crediting });
     expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({ grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', reviewReason: null });
+    expect(credit.body).toMatchObject({
+      grossAmount: '0.00487',
+      feeAmount: '0.0001461',
+      netAmount: '0.0047239',
+      reviewReason: null,
+    });
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('a later finished IPN saying less than the credited partial is a changed amount: ignore only', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body, crediting);
-    const res = await send(withOutcome({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, '0.002'), crediting);
+    const res = await send(
+      withOutcome({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, '0.002'),
+      crediting,
+    );
     expect(res.status).toBe(202);
-    expect(res.body.reviewReason).toBe('outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.002 eth');
+    expect(res.body.reviewReason).toBe(
+      'outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.002 eth',
+    );
     expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical' })]);
     expect((await act(body.payment_id, 'credit', { on: crediting })).status).toBe(409);
     expect((await act(body.payment_id, 'ignore', { on: crediting })).status).toBe(200);
@@ -340,7 +522,12 @@ describe('PARTIAL_PAYMENTS=credit', () => {
 describe('a top-up: the rest of a partial payment credited by hand arrives later', () => {
   /** NOWPayments' finished IPN for the partial's payment: the fixture's 0.00487 ETH, or this outcome. */
   function finishedAfter(partial: Record<string, unknown>, outcome?: string) {
-    const body = { ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id };
+    const body = {
+      ...ipnBody(),
+      payment_id: partial.payment_id,
+      invoice_id: partial.invoice_id,
+      order_id: partial.order_id,
+    };
     return outcome === undefined ? body : withOutcome(body, outcome);
   }
 
@@ -350,16 +537,36 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     expect((await act(body.payment_id, 'credit')).status).toBe(200);
     const res = await send(finishedAfter(body));
     expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ status: 'finished', outcome: 'review', reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)' });
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', grossAmount: '0.00294', netAmount: '0.0028518' });
+    expect(res.body).toMatchObject({
+      status: 'finished',
+      outcome: 'review',
+      reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+    });
+    expect(await payment(body.payment_id)).toMatchObject({
+      status: 'finished',
+      grossAmount: '0.00294',
+      netAmount: '0.0028518',
+    });
     // The first part is credited already: neither ignore's nor reverse's, and the top-up is not credited by a copy.
     expect((await act(body.payment_id, 'reverse')).status).toBe(409);
     expect((await send(finishedAfter(body))).body).toMatchObject({ outcome: 'review' });
 
-    const answers = await Promise.all(Array.from({ length: 10 }, () => act(body.payment_id, 'credit', { body: { note: 'the subscriber paid the rest' } })));
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        act(body.payment_id, 'credit', { body: { note: 'the subscriber paid the rest' } }),
+      ),
+    );
     expect(answers.filter((a) => a.status === 200)).toHaveLength(1);
     const credited = answers.find((a) => a.status === 200)!.body;
-    expect(credited).toMatchObject({ status: 'finished', reviewReason: null, grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239', conversion: { status: 'pending' }, reviewAction: { action: 'credit' } });
+    expect(credited).toMatchObject({
+      status: 'finished',
+      reviewReason: null,
+      grossAmount: '0.00487',
+      feeAmount: '0.0001461',
+      netAmount: '0.0047239',
+      conversion: { status: 'pending' },
+      reviewAction: { action: 'credit' },
+    });
     const shard = shardOf(body.payment_id);
     expect((await journals(body.payment_id)).map((j) => [j.kind, j.code, j.amount])).toEqual([
       ['payment_received', `channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
@@ -371,9 +578,16 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
       { kind: 'payment_topped_up', code: `platform:fees#${shard}`, amount: '57900000000000' },
       { kind: 'payment_topped_up', code: `world:nowpayments#${shard}`, amount: '-1930000000000000' },
     ]);
-    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.reason, a.details.gross, a.details.note])).toEqual([
+    expect(
+      (await audit(body.payment_id)).map((a) => [a.action, a.details.reason, a.details.gross, a.details.note]),
+    ).toEqual([
       ['payment.credit', 'partially_paid', '2940000000000000', undefined],
-      ['payment.credit', 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)', '1930000000000000', 'the subscriber paid the rest'],
+      [
+        'payment.credit',
+        'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+        '1930000000000000',
+        'the subscriber paid the rest',
+      ],
     ]);
     // Copies of the finished IPN say what is credited now; nothing more to credit.
     expect((await send(finishedAfter(body))).body.outcome).toBe('unchanged');
@@ -385,15 +599,23 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body);
     expect((await act(body.payment_id, 'credit')).status).toBe(200);
-    expect((await send(finishedAfter(body, '0.004'))).body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.004 eth (0.00106 eth more)');
+    expect((await send(finishedAfter(body, '0.004'))).body.reviewReason).toBe(
+      'top_up: credited 0.00294 eth; a later finished IPN says 0.004 eth (0.00106 eth more)',
+    );
     expect((await act(body.payment_id, 'ignore')).status).toBe(200);
     const copy = await send(finishedAfter(body, '0.004'));
     expect(copy.status).toBe(200);
-    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294', reviewAction: { action: 'ignore' } });
+    expect(await payment(body.payment_id)).toMatchObject({
+      reviewReason: null,
+      grossAmount: '0.00294',
+      reviewAction: { action: 'ignore' },
+    });
 
     const again = await send(finishedAfter(body));
     expect(again.status).toBe(202);
-    expect(again.body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+    expect(again.body.reviewReason).toBe(
+      'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+    );
     const res = await act(body.payment_id, 'credit');
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239' });
@@ -407,8 +629,15 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     expect((await send(finishedAfter(body))).status).toBe(202);
     const res = await act(body.payment_id, 'credit');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ payoutStrategy: 'instant', grossAmount: '0.00487', netAmount: '0.0047239', conversion: { status: null } });
-    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [`payout_instant:${body.payment_id}`]);
+    expect(res.body).toMatchObject({
+      payoutStrategy: 'instant',
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      conversion: { status: null },
+    });
+    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [
+      `payout_instant:${body.payment_id}`,
+    ]);
     expect(rows).toHaveLength(1);
   });
 
@@ -420,7 +649,10 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     const res = await send(more);
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid' });
-    expect(await payment(body.payment_id)).toMatchObject({ creditedAt: null, reported: { actuallyPaid: '0.004', outcomeAmount: '0.0039' } });
+    expect(await payment(body.payment_id)).toMatchObject({
+      creditedAt: null,
+      reported: { actuallyPaid: '0.004', outcomeAmount: '0.0039' },
+    });
     expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
     expect((await payment(body.payment_id)).reported.outcomeAmount).toBe('0.0039');
     const credit = await act(body.payment_id, 'credit');
@@ -431,32 +663,52 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
 });
 
 describe('an outcome_currency payrail does not credit', () => {
-  it.each(['usdc', 'usdt', 'doge', 'xyz'])('a signed IPN with outcome_currency "%s" is stored and answered 202 with a review reason, alerted, nothing credited', async (currency) => {
-    const body = finishedFor(THRESHOLD_CHANNEL, { outcome_currency: currency, outcome_amount: 14.5 });
-    const before = await rowCounts(db);
-    const res = await send(body);
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ outcome: 'review', reviewReason: `foreign_outcome_currency: ${currency}` });
-    expect(await payment(body.payment_id)).toMatchObject({ status: 'finished', creditedAt: null, reported: { outcomeAmount: '14.5', outcomeCurrency: currency } });
-    const after = await rowCounts(db);
-    expect(after.payments - before.payments).toBe(1);
-    expect(after.ledger_journals).toBe(before.ledger_journals);
-    expect(after.jobs).toBe(before.jobs);
-    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ outcome: `14.5 ${currency}` }) })]);
-    // A copy changes nothing.
-    expect((await send(body)).status).toBe(202);
-    expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
-  });
+  it.each(['usdc', 'usdt', 'doge', 'xyz'])(
+    'a signed IPN with outcome_currency "%s" is stored and answered 202 with a review reason, alerted, nothing credited',
+    async (currency) => {
+      const body = finishedFor(THRESHOLD_CHANNEL, { outcome_currency: currency, outcome_amount: 14.5 });
+      const before = await rowCounts(db);
+      const res = await send(body);
+      expect(res.status).toBe(202);
+      expect(res.body).toMatchObject({ outcome: 'review', reviewReason: `foreign_outcome_currency: ${currency}` });
+      expect(await payment(body.payment_id)).toMatchObject({
+        status: 'finished',
+        creditedAt: null,
+        reported: { outcomeAmount: '14.5', outcomeCurrency: currency },
+      });
+      const after = await rowCounts(db);
+      expect(after.payments - before.payments).toBe(1);
+      expect(after.ledger_journals).toBe(before.ledger_journals);
+      expect(after.jobs).toBe(before.jobs);
+      expect(await openAlert(body.payment_id)).toEqual([
+        expect.objectContaining({
+          severity: 'critical',
+          details: expect.objectContaining({ outcome: `14.5 ${currency}` }),
+        }),
+      ]);
+      // A copy changes nothing.
+      expect((await send(body)).status).toBe(202);
+      expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
+    },
+  );
 
   it('cannot be credited by hand (409); ignore closes it; registering its channel credits nothing', async () => {
     const late = '-1001100000088';
     const body = finishedFor(late, { outcome_currency: 'usdc', outcome_amount: 14.5 });
     expect((await send(body)).body.reviewReason).toBe('foreign_outcome_currency: usdc');
-    expect((await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
-    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'foreign_outcome_currency: usdc', creditedAt: null });
+    expect(
+      (await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', ...CHANNEL } }))
+        .status,
+    ).toBe(201);
+    expect(await payment(body.payment_id)).toMatchObject({
+      reviewReason: 'foreign_outcome_currency: usdc',
+      creditedAt: null,
+    });
     const credit = await act(body.payment_id, 'credit');
     expect(credit.status).toBe(409);
-    expect(credit.body.error).toContain('only a partially_paid payment in review is credited by hand (review reason: foreign_outcome_currency: usdc)');
+    expect(credit.body.error).toContain(
+      'only a partially_paid payment in review is credited by hand (review reason: foreign_outcome_currency: usdc)',
+    );
     expect((await act(body.payment_id, 'ignore')).status).toBe(200);
     expect(await journals(body.payment_id)).toEqual([]);
   });
@@ -468,8 +720,14 @@ describe('a later signed copy with another outcome_amount for a credited payment
     expect((await send(body)).status).toBe(200);
     const res = await send(withOutcome(body, '0.009'));
     expect(res.status).toBe(202);
-    expect(res.body.reviewReason).toBe('outcome_amount_changed: credited 0.00487 eth; a later finished IPN says 0.009 eth');
-    expect(await payment(body.payment_id)).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reported: { outcomeAmount: '0.00487' } });
+    expect(res.body.reviewReason).toBe(
+      'outcome_amount_changed: credited 0.00487 eth; a later finished IPN says 0.009 eth',
+    );
+    expect(await payment(body.payment_id)).toMatchObject({
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      reported: { outcomeAmount: '0.00487' },
+    });
     expect(await journals(body.payment_id)).toHaveLength(3);
     expect(await openAlert(body.payment_id)).toHaveLength(1);
     // A copy with the credited amount leaves the review as it is.
@@ -496,11 +754,22 @@ describe('refunded_after_credit: reverse', () => {
     const refund = await send({ ...body, payment_status: 'refunded' });
     expect(refund.status).toBe(202);
     expect(refund.body.reviewReason).toBe('refunded_after_credit');
-    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ severity: 'critical', details: expect.objectContaining({ reason: 'refunded_after_credit', credited: '0.00487 eth' }) })]);
+    expect(await openAlert(body.payment_id)).toEqual([
+      expect.objectContaining({
+        severity: 'critical',
+        details: expect.objectContaining({ reason: 'refunded_after_credit', credited: '0.00487 eth' }),
+      }),
+    ]);
 
     const res = await act(body.payment_id, 'reverse', { body: { note: 'chargeback' } });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00487', conversion: { status: null }, reviewAction: { action: 'reverse', by: 'admin' } });
+    expect(res.body).toMatchObject({
+      status: 'refunded',
+      reviewReason: null,
+      grossAmount: '0.00487',
+      conversion: { status: null },
+      reviewAction: { action: 'reverse', by: 'admin' },
+    });
     expect(res.body.reversedAt).not.toBeNull();
     const shard = shardOf(body.payment_id);
     // The ETH is still on the host wallet: owed, on the platform's books, until it is sent back.
@@ -510,12 +779,15 @@ describe('refunded_after_credit: reverse', () => {
       { kind: 'payment_reversed', code: 'platform:refunds_owed', amount: '4870000000000000' },
     ]);
     expect(wei(balanceBefore) - wei(await available(THRESHOLD_CHANNEL))).toBe(4_723_900_000_000_000n);
-    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.note])).toEqual([['payment.reverse', 'chargeback']]);
+    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.note])).toEqual([
+      ['payment.reverse', 'chargeback'],
+    ]);
 
     const again = await act(body.payment_id, 'reverse');
     expect(again.status).toBe(409);
     // Late copies of any status change nothing.
-    for (const status of ['finished', 'refunded']) expect((await send({ ...body, payment_status: status })).status).toBe(200);
+    for (const status of ['finished', 'refunded'])
+      expect((await send({ ...body, payment_status: status })).status).toBe(200);
     expect(await journals(body.payment_id)).toHaveLength(6);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -546,7 +818,9 @@ describe('refunded_after_credit: reverse', () => {
     await send(partial);
     const reverse = await act(partial.payment_id, 'reverse');
     expect(reverse.status).toBe(409);
-    expect(reverse.body.error).toContain('only a payment refunded after its credit is reversed (review reason: partially_paid)');
+    expect(reverse.body.error).toContain(
+      'only a payment refunded after its credit is reversed (review reason: partially_paid)',
+    );
   });
 });
 
@@ -559,8 +833,15 @@ describe('repeated deposits', () => {
     expect((await send(parent)).status).toBe(200);
     const second = finishedFor(THRESHOLD_CHANNEL, { parent_payment_id: parent.payment_id });
     expect((await send(second)).status).toBe(200);
-    expect(await payment(child.payment_id)).toMatchObject({ parentPaymentId: String(parent.payment_id), childPaymentIds: [], grossAmount: '0.00487' });
-    expect(await payment(parent.payment_id)).toMatchObject({ parentPaymentId: null, childPaymentIds: [String(child.payment_id), String(second.payment_id)] });
+    expect(await payment(child.payment_id)).toMatchObject({
+      parentPaymentId: String(parent.payment_id),
+      childPaymentIds: [],
+      grossAmount: '0.00487',
+    });
+    expect(await payment(parent.payment_id)).toMatchObject({
+      parentPaymentId: null,
+      childPaymentIds: [String(child.payment_id), String(second.payment_id)],
+    });
     expect(await journals(child.payment_id)).toHaveLength(3);
     expect(await journals(parent.payment_id)).toHaveLength(3);
   });
@@ -584,35 +865,56 @@ describe('a conflicting order ignored before the credit', () => {
     expect(other.body.reviewReason).toBe(`conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}`);
     const res = await send(next);
     expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ status: next.payment_status, reviewReason: `conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}` });
+    expect(res.body).toMatchObject({
+      status: next.payment_status,
+      reviewReason: `conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}`,
+    });
     expect(await payment(next.payment_id)).toMatchObject({ creditedAt: null });
     return next;
   }
 
-  it('its first order\'s finished IPN, kept while it was in review, is credited by the ignore (no copy of it need come again)', async () => {
+  it("its first order's finished IPN, kept while it was in review, is credited by the ignore (no copy of it need come again)", async () => {
     const body = await conflictedThen(finishedFor(THRESHOLD_CHANNEL));
-    const res = await act(body.payment_id, 'ignore', { body: { note: 'order B was the subscriber\'s mistake' } });
+    const res = await act(body.payment_id, 'ignore', { body: { note: "order B was the subscriber's mistake" } });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'finished', orderId: body.order_id, reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', conversion: { status: 'pending' }, reviewAction: { action: 'ignore' } });
+    expect(res.body).toMatchObject({
+      status: 'finished',
+      orderId: body.order_id,
+      reviewReason: null,
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      payoutStrategy: 'threshold',
+      conversion: { status: 'pending' },
+      reviewAction: { action: 'ignore' },
+    });
     expect(res.body.creditedAt).not.toBeNull();
     expect((await journals(body.payment_id)).map((j) => [j.kind, j.amount])).toEqual([
       ['payment_received', '4723900000000000'],
       ['payment_received', '146100000000000'],
       ['payment_received', '-4870000000000000'],
     ]);
-    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.credited])).toEqual([['payment.ignore', expect.objectContaining({ gross: '4870000000000000' })]]);
+    expect((await audit(body.payment_id)).map((a) => [a.action, a.details.credited])).toEqual([
+      ['payment.ignore', expect.objectContaining({ gross: '4870000000000000' })],
+    ]);
     // A copy of the finished IPN credits nothing more.
     expect((await send(body)).body.outcome).toBe('unchanged');
     expect(await journals(body.payment_id)).toHaveLength(3);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('its first order\'s partially_paid IPN (PARTIAL_PAYMENTS=review) goes to review as partially_paid with the ignore, creditable as any partial', async () => {
+  it("its first order's partially_paid IPN (PARTIAL_PAYMENTS=review) goes to review as partially_paid with the ignore, creditable as any partial", async () => {
     const body = await conflictedThen(partialFor(THRESHOLD_CHANNEL));
     const res = await act(body.payment_id, 'ignore');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid', creditedAt: null, reviewAction: { action: 'ignore' } });
-    expect(await openAlert(body.payment_id)).toEqual([expect.objectContaining({ details: expect.objectContaining({ reason: 'partially_paid' }) })]);
+    expect(res.body).toMatchObject({
+      status: 'partially_paid',
+      reviewReason: 'partially_paid',
+      creditedAt: null,
+      reviewAction: { action: 'ignore' },
+    });
+    expect(await openAlert(body.payment_id)).toEqual([
+      expect.objectContaining({ details: expect.objectContaining({ reason: 'partially_paid' }) }),
+    ]);
     const credit = await act(body.payment_id, 'credit');
     expect(credit.status).toBe(200);
     expect(credit.body).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
@@ -624,7 +926,12 @@ describe('an action bound to the reason the person saw (expectedReason)', () => 
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body);
     expect((await act(body.payment_id, 'credit', { body: { expectedReason: 'partially_paid' } })).status).toBe(200);
-    const topUp = await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: (body as Record<string, unknown>).invoice_id, order_id: body.order_id });
+    const topUp = await send({
+      ...ipnBody(),
+      payment_id: body.payment_id,
+      invoice_id: (body as Record<string, unknown>).invoice_id,
+      order_id: body.order_id,
+    });
     const shown = topUp.body.reviewReason as string;
     expect(shown).toMatch(/^top_up: /);
     // NOWPayments refunds the payment before the person clicks Ignore on the top-up they are looking at.
@@ -633,25 +940,36 @@ describe('an action bound to the reason the person saw (expectedReason)', () => 
     for (const action of ['ignore', 'credit']) {
       const res = await act(body.payment_id, action, { body: { expectedReason: shown } });
       expect(res.status, action).toBe(409);
-      expect(res.body.error, action).toBe(`cannot ${action} payment ${body.payment_id}: its review reason is now refunded_after_credit, not the one shown (${shown}): look at it again`);
+      expect(res.body.error, action).toBe(
+        `cannot ${action} payment ${body.payment_id}: its review reason is now refunded_after_credit, not the one shown (${shown}): look at it again`,
+      );
     }
-    expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null, grossAmount: '0.00294' });
+    expect(await payment(body.payment_id)).toMatchObject({
+      reviewReason: 'refunded_after_credit',
+      reversedAt: null,
+      grossAmount: '0.00294',
+    });
     expect(await audit(body.payment_id)).toEqual(auditBefore);
 
-    const reversed = await act(body.payment_id, 'reverse', { body: { expectedReason: 'refunded_after_credit', note: 'chargeback' } });
+    const reversed = await act(body.payment_id, 'reverse', {
+      body: { expectedReason: 'refunded_after_credit', note: 'chargeback' },
+    });
     expect(reversed.status).toBe(200);
     expect(reversed.body).toMatchObject({ reviewReason: null, reviewAction: { action: 'reverse' } });
     // Out of review: the reason shown no longer holds either.
     const late = await act(body.payment_id, 'ignore', { body: { expectedReason: 'refunded_after_credit' } });
     expect(late.status).toBe(409);
-    expect(late.body.error).toBe(`cannot ignore payment ${body.payment_id}: its review reason is now none (it is not in review), not the one shown (refunded_after_credit): look at it again`);
+    expect(late.body.error).toBe(
+      `cannot ignore payment ${body.payment_id}: its review reason is now none (it is not in review), not the one shown (refunded_after_credit): look at it again`,
+    );
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('an empty or non-string expectedReason is bad input (400)', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body);
-    for (const expectedReason of ['', 7, null]) expect((await act(body.payment_id, 'ignore', { body: { expectedReason } })).status).toBe(400);
+    for (const expectedReason of ['', 7, null])
+      expect((await act(body.payment_id, 'ignore', { body: { expectedReason } })).status).toBe(400);
     expect((await payment(body.payment_id)).reviewReason).toBe('partially_paid');
   });
 });
@@ -691,8 +1009,20 @@ describe('reverse once the money moved on (a worker running)', () => {
     moving = await createTestDatabase();
     // No ChangeNow answers: a conversion waits in its exchange step, an instant payout in its first run.
     worker = await startTestPayrail(moving, { env: { CONVERSION_MAX_WAIT: '1ms', PAYOUT_MAX_ATTEMPTS: '20' } });
-    expect((await worker.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL } })).status).toBe(201);
-    expect((await worker.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, { body: { payoutStrategy: 'instant', ...CHANNEL } })).status).toBe(201);
+    expect(
+      (
+        await worker.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
+          body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL },
+        })
+      ).status,
+    ).toBe(201);
+    expect(
+      (
+        await worker.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
+          body: { payoutStrategy: 'instant', ...CHANNEL },
+        })
+      ).status,
+    ).toBe(201);
   });
   afterAll(async () => {
     await worker?.stop();
@@ -713,12 +1043,18 @@ describe('reverse once the money moved on (a worker running)', () => {
   it('a threshold payment taken into a conversion: 409 naming the conversion and that it has not ended, still in review, nothing booked', async () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
-    const converting = await until('conversion', () => payment(body.payment_id, worker), (p) => p.conversion.status === 'converting');
+    const converting = await until(
+      'conversion',
+      () => payment(body.payment_id, worker),
+      (p) => p.conversion.status === 'converting',
+    );
     expect(converting.conversion.status).toBe('converting');
     expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
-    expect(res.body.error).toMatch(/^cannot reverse payment \d+: its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion /);
+    expect(res.body.error).toMatch(
+      /^cannot reverse payment \d+: its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion /,
+    );
     expect((await payment(body.payment_id, worker)).reviewReason).toBe('refunded_after_credit');
     expect((await journals(body.payment_id, moving)).map((j) => j.kind)).not.toContain('payment_reversed');
   });
@@ -726,7 +1062,16 @@ describe('reverse once the money moved on (a worker running)', () => {
   it('an instant payment with its payout opened: 409 naming the payout', async () => {
     const body = finishedFor(INSTANT_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
-    const rows = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(body.payment_id)])).rows, (r) => r.length === 1);
+    const rows = await until(
+      'payout',
+      async () =>
+        (
+          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
+            String(body.payment_id),
+          ])
+        ).rows,
+      (r) => r.length === 1,
+    );
     expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
@@ -738,20 +1083,47 @@ describe('reverse once the money moved on (a worker running)', () => {
     const body: Record<string, unknown> = partialFor(INSTANT_CHANNEL);
     expect((await send(body, worker)).status).toBe(202);
     expect((await act(body.payment_id, 'credit', { on: worker })).status).toBe(200);
-    const [payout] = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(body.payment_id)])).rows, (r) => r.length === 1);
-    const finished = await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id }, worker);
+    const [payout] = await until(
+      'payout',
+      async () =>
+        (
+          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
+            String(body.payment_id),
+          ])
+        ).rows,
+      (r) => r.length === 1,
+    );
+    const finished = await send(
+      { ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id },
+      worker,
+    );
     expect(finished.body.reviewReason).toMatch(/^top_up: /);
     const refused = await act(body.payment_id, 'credit', { on: worker });
     expect(refused.status).toBe(409);
-    expect(refused.body.error).toMatch(new RegExp(`^cannot credit payment \\d+: its ETH is in instant payout ${payout.payout_id} \\((pending|held)\\): credit the rest once that payout has ended \\(cancel it while it has sent nothing\\)$`));
-    expect(await payment(body.payment_id, worker)).toMatchObject({ grossAmount: '0.00294', reviewReason: expect.stringMatching(/^top_up: /) });
+    expect(refused.body.error).toMatch(
+      new RegExp(
+        `^cannot credit payment \\d+: its ETH is in instant payout ${payout.payout_id} \\((pending|held)\\): credit the rest once that payout has ended \\(cancel it while it has sent nothing\\)$`,
+      ),
+    );
+    expect(await payment(body.payment_id, worker)).toMatchObject({
+      grossAmount: '0.00294',
+      reviewReason: expect.stringMatching(/^top_up: /),
+    });
 
     expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
     const credit = await act(body.payment_id, 'credit', { on: worker });
     expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null });
+    expect(credit.body).toMatchObject({
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      payoutStrategy: 'threshold',
+      reviewReason: null,
+    });
     // Nothing of it moved on for good: the next conversion takes all of its net (the cancelled payout's ETH with the rest).
-    const { rows } = await moving.pool.query('select net_moved_wei::text as moved, payout_id from payments where payment_id = $1', [String(body.payment_id)]);
+    const { rows } = await moving.pool.query(
+      'select net_moved_wei::text as moved, payout_id from payments where payment_id = $1',
+      [String(body.payment_id)],
+    );
     expect(rows).toEqual([{ moved: '0', payout_id: null }]);
     expect((await checkLedger(moving.db)).problems).toEqual([]);
   });
@@ -761,22 +1133,53 @@ describe('reverse once the money moved on (a worker running)', () => {
     const instant = finishedFor(INSTANT_CHANNEL);
     expect((await send(threshold, worker)).status).toBe(200);
     expect((await send(instant, worker)).status).toBe(200);
-    await until('conversion', () => payment(threshold.payment_id, worker), (p) => p.conversion.status === 'converting');
-    const [payout] = await until('payout', async () => (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(instant.payment_id)])).rows, (r) => r.length === 1);
+    await until(
+      'conversion',
+      () => payment(threshold.payment_id, worker),
+      (p) => p.conversion.status === 'converting',
+    );
+    const [payout] = await until(
+      'payout',
+      async () =>
+        (
+          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
+            String(instant.payment_id),
+          ])
+        ).rows,
+      (r) => r.length === 1,
+    );
     const cancelPath = `POST /api/payouts/${payout.payout_id}/cancel`;
     for (const [body, why] of [
-      [threshold, /^its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion \(once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it\)$/],
-      [instant, new RegExp(`^its money is in instant payout ${payout.payout_id} \\((pending|held)\\), which has sent nothing: cancel the payout \\(${cancelPath.replace(/\//g, '\\/')}\\) to return its ETH to the channel, then reverse$`)],
+      [
+        threshold,
+        /^its ETH is in conversion conv_[0-9a-f]{16} \((pending|exchange_requested)\), which has not ended: wait for the conversion \(once it completed, ignore acknowledges the refund; once it failed, its ETH is back on the channel and reverse takes it\)$/,
+      ],
+      [
+        instant,
+        new RegExp(
+          `^its money is in instant payout ${payout.payout_id} \\((pending|held)\\), which has sent nothing: cancel the payout \\(${cancelPath.replace(/\//g, '\\/')}\\) to return its ETH to the channel, then reverse$`,
+        ),
+      ],
     ] as const) {
       expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
       for (const action of ['reverse', 'ignore']) {
-        const res = await act(body.payment_id, action, { on: worker, body: { note: 'NOWPayments settles the refund with the subscriber' } });
+        const res = await act(body.payment_id, action, {
+          on: worker,
+          body: { note: 'NOWPayments settles the refund with the subscriber' },
+        });
         expect(res.status, action).toBe(409);
         expect(res.body.error.replace(/^cannot \w+ payment \d+: /, ''), action).toMatch(why);
         expect(res.body.error, action).not.toContain('ignore acknowledges the refund instead');
       }
-      expect(await payment(body.payment_id, worker)).toMatchObject({ reviewReason: 'refunded_after_credit', reversedAt: null });
-      expect((await journals(body.payment_id, moving)).map((j) => j.kind)).toEqual(['payment_received', 'payment_received', 'payment_received']);
+      expect(await payment(body.payment_id, worker)).toMatchObject({
+        reviewReason: 'refunded_after_credit',
+        reversedAt: null,
+      });
+      expect((await journals(body.payment_id, moving)).map((j) => j.kind)).toEqual([
+        'payment_received',
+        'payment_received',
+        'payment_received',
+      ]);
       expect(await audit(body.payment_id, moving)).toEqual([]);
     }
 
@@ -784,9 +1187,17 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
     const reversed = await act(instant.payment_id, 'reverse', { on: worker, body: { note: 'chargeback' } });
     expect(reversed.status).toBe(200);
-    expect(reversed.body).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
+    expect(reversed.body).toMatchObject({
+      status: 'refunded',
+      reviewReason: null,
+      reviewAction: { action: 'reverse' },
+    });
     expect(reversed.body.reversedAt).not.toBeNull();
-    expect((await journals(instant.payment_id, moving)).filter((j) => j.kind === 'payment_reversed').map((j) => [j.code, j.amount])).toEqual([
+    expect(
+      (await journals(instant.payment_id, moving))
+        .filter((j) => j.kind === 'payment_reversed')
+        .map((j) => [j.code, j.amount]),
+    ).toEqual([
       [`channel:${INSTANT_CHANNEL}`, '-4723900000000000'],
       [`platform:fees#${shardOf(instant.payment_id)}`, '-146100000000000'],
       ['platform:refunds_owed', '4870000000000000'],

@@ -27,8 +27,11 @@ async function balance(channelId: string, asset = 'eth'): Promise<string | undef
 }
 
 async function jobsFor(task: string) {
-  const { rows } = await db.pool.query(`select j.key, j.payload, j.max_attempts from graphile_worker._private_jobs j
-     join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = $1 order by j.id`, [task]);
+  const { rows } = await db.pool.query(
+    `select j.key, j.payload, j.max_attempts from graphile_worker._private_jobs j
+     join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = $1 order by j.id`,
+    [task],
+  );
   return rows;
 }
 
@@ -37,8 +40,20 @@ beforeAll(async () => {
   // Web only: no worker picks the instant payout jobs up, so they can be inspected where intake left them.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
   const channel = { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
-  expect((await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel } })).status).toBe(201);
-  expect((await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, { body: { payoutStrategy: 'instant', ...channel } })).status).toBe(201);
+  expect(
+    (
+      await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
+        body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel },
+      })
+    ).status,
+  ).toBe(201);
+  expect(
+    (
+      await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
+        body: { payoutStrategy: 'instant', ...channel },
+      })
+    ).status,
+  ).toBe(201);
 });
 
 afterAll(async () => {
@@ -67,8 +82,11 @@ describe('a finished IPN for a threshold channel', () => {
       conversion: { status: 'pending', attempts: 0, lastAttemptAt: null, usdtAmount: null, rate: null },
     });
     expect(await balance(THRESHOLD_CHANNEL)).toBe('0.0047239');
-    const { rows } = await db.pool.query(`select a.code, e.amount::text from ledger_entries e join ledger_accounts a on a.id = e.account_id
-      join ledger_journals j on j.id = e.journal_id where j.kind = 'payment_received' and j.ref = $1 order by a.code`, [String(body.payment_id)]);
+    const { rows } = await db.pool.query(
+      `select a.code, e.amount::text from ledger_entries e join ledger_accounts a on a.id = e.account_id
+      join ledger_journals j on j.id = e.journal_id where j.kind = 'payment_received' and j.ref = $1 order by a.code`,
+      [String(body.payment_id)],
+    );
     // The platform's and NOWPayments' accounts are sharded by payment id (16 shards).
     const shard = String(BigInt(body.payment_id as number) % 16n).padStart(2, '0');
     expect(rows).toEqual([
@@ -87,7 +105,9 @@ describe('a finished IPN for an instant channel', () => {
     const payment = (await payrail.request('GET', `/api/payments/${body.payment_id}`)).body;
     expect(payment).toMatchObject({ netAmount: '0.0047239', payoutStrategy: 'instant', conversion: { status: null } });
     const jobs = await jobsFor('payout_instant');
-    expect(jobs).toEqual([{ key: `payout_instant:${body.payment_id}`, payload: { paymentId: String(body.payment_id) }, max_attempts: 25 }]);
+    expect(jobs).toEqual([
+      { key: `payout_instant:${body.payment_id}`, payload: { paymentId: String(body.payment_id) }, max_attempts: 25 },
+    ]);
   });
 });
 
@@ -140,11 +160,15 @@ describe('statuses only move forward', () => {
     const before = await balance(THRESHOLD_CHANNEL);
     const reversed = [...fixtures.sequence].reverse();
     const outcomes: string[] = [];
-    for (const step of reversed) outcomes.push((await send({ ...step, payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` })).body.outcome);
+    for (const step of reversed)
+      outcomes.push((await send({ ...step, payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` })).body.outcome);
     expect(outcomes).toEqual(['recorded', 'unchanged', 'unchanged', 'unchanged', 'unchanged']);
     const payment = (await payrail.request('GET', `/api/payments/${id}`)).body;
     expect(payment).toMatchObject({ status: 'finished', netAmount: '0.0047239' });
-    expect(BigInt((await balance(THRESHOLD_CHANNEL))!.replace('.', '').padEnd(20, '0')) > BigInt(before!.replace('.', '').padEnd(20, '0'))).toBe(true);
+    expect(
+      BigInt((await balance(THRESHOLD_CHANNEL))!.replace('.', '').padEnd(20, '0')) >
+        BigInt(before!.replace('.', '').padEnd(20, '0')),
+    ).toBe(true);
   });
 
   it('every permutation of the sequence ends finished with exactly one credit', async () => {
@@ -158,7 +182,8 @@ describe('statuses only move forward', () => {
     for (const order of orders) {
       const id = nextPaymentId++;
       const before = await rowCounts(db);
-      for (const index of order) await send({ ...fixtures.sequence[index], payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` });
+      for (const index of order)
+        await send({ ...fixtures.sequence[index], payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` });
       const payment = (await payrail.request('GET', `/api/payments/${id}`)).body;
       expect(payment.status, `order ${order}`).toBe('finished');
       const after = await rowCounts(db);
@@ -174,7 +199,12 @@ describe('statuses only move forward', () => {
       // A partial payment is kept for a person by default (PARTIAL_PAYMENTS=review; intake-review.test.ts).
       expect(res.status).toBe(body.payment_status === 'partially_paid' ? 202 : 200);
       const payment = (await payrail.request('GET', `/api/payments/${id}`)).body;
-      expect(payment).toMatchObject({ status: body.payment_status, creditedAt: null, grossAmount: null, conversion: { status: null } });
+      expect(payment).toMatchObject({
+        status: body.payment_status,
+        creditedAt: null,
+        grossAmount: null,
+        conversion: { status: null },
+      });
       const after = await rowCounts(db);
       expect(after.payments - before.payments).toBe(1);
       expect(after.ledger_journals).toBe(before.ledger_journals);
@@ -186,7 +216,10 @@ describe('statuses only move forward', () => {
     await send({ ...fixtures.expired, payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` });
     const res = await send(finishedFor(THRESHOLD_CHANNEL, { payment_id: id, order_id: `PGP-1|${THRESHOLD_CHANNEL}` }));
     expect(res.body.outcome).toBe('advanced');
-    expect((await payrail.request('GET', `/api/payments/${id}`)).body).toMatchObject({ status: 'finished', netAmount: '0.0047239' });
+    expect((await payrail.request('GET', `/api/payments/${id}`)).body).toMatchObject({
+      status: 'finished',
+      netAmount: '0.0047239',
+    });
   });
 
   it('a refund after the credit does not undo the ledger silently: it goes to review', async () => {
@@ -201,7 +234,10 @@ describe('statuses only move forward', () => {
 });
 
 function after(now: RowCounts, before: RowCounts) {
-  return { ledger_journals: now.ledger_journals - before.ledger_journals, ledger_entries: now.ledger_entries - before.ledger_entries };
+  return {
+    ledger_journals: now.ledger_journals - before.ledger_journals,
+    ledger_entries: now.ledger_entries - before.ledger_entries,
+  };
 }
 
 describe('unknown channels and conflicting data', () => {
@@ -213,7 +249,12 @@ describe('unknown channels and conflicting data', () => {
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ outcome: 'review', reviewReason: 'unknown_channel' });
     const payment = (await payrail.request('GET', `/api/payments/${body.payment_id}`)).body;
-    expect(payment).toMatchObject({ channelId: unknown, status: 'finished', reviewReason: 'unknown_channel', creditedAt: null });
+    expect(payment).toMatchObject({
+      channelId: unknown,
+      status: 'finished',
+      reviewReason: 'unknown_channel',
+      creditedAt: null,
+    });
     const now = await rowCounts(db);
     expect(now.payments - before.payments).toBe(1);
     expect(now.ledger_journals).toBe(before.ledger_journals);
@@ -224,14 +265,34 @@ describe('unknown channels and conflicting data', () => {
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
     const before = await rowCounts(db);
-    const res = await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+    const res = await payrail.request('PUT', `/api/channels/${late}`, {
+      body: {
+        payoutStrategy: 'threshold',
+        thresholdUsd: '100',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: WALLET,
+      },
+    });
     expect(res.status).toBe(201);
     expect(res.body.pendingEth).toBe('0.0047239');
-    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({ reviewReason: null, netAmount: '0.0047239', conversion: { status: 'pending' } });
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({
+      reviewReason: null,
+      netAmount: '0.0047239',
+      conversion: { status: 'pending' },
+    });
     const after = await rowCounts(db);
     expect(after.ledger_journals - before.ledger_journals).toBe(1);
     // Saving the channel again credits nothing more.
-    await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '100', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET } });
+    await payrail.request('PUT', `/api/channels/${late}`, {
+      body: {
+        payoutStrategy: 'threshold',
+        thresholdUsd: '100',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: WALLET,
+      },
+    });
     expect((await rowCounts(db)).ledger_journals).toBe(after.ledger_journals);
   });
 
@@ -239,10 +300,15 @@ describe('unknown channels and conflicting data', () => {
     const late = '-1008888888888';
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
-    await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET } });
+    await payrail.request('PUT', `/api/channels/${late}`, {
+      body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
+    });
     const res = await send(body);
     expect(res.status).toBe(200);
-    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({ reviewReason: null, netAmount: '0.0047239' });
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({
+      reviewReason: null,
+      netAmount: '0.0047239',
+    });
     expect(await balance(late)).toBe('0.0047239');
   });
 
@@ -250,11 +316,20 @@ describe('unknown channels and conflicting data', () => {
     const late = '-1008888888887';
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
-    await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET } });
-    const stale = JSON.stringify({ ...body, payment_status: 'confirming' }).replace('"outcome_amount":0.00487', '"outcome_amount":0.009');
+    await payrail.request('PUT', `/api/channels/${late}`, {
+      body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
+    });
+    const stale = JSON.stringify({ ...body, payment_status: 'confirming' }).replace(
+      '"outcome_amount":0.00487',
+      '"outcome_amount":0.009',
+    );
     const res = await send(stale);
     expect(res.status).toBe(200);
-    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({ status: 'finished', grossAmount: '0.00487', netAmount: '0.0047239' });
+    expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({
+      status: 'finished',
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+    });
   });
 
   it('never re-routes a payment to another order on the word of a later IPN', async () => {
@@ -274,7 +349,10 @@ describe('fee rounding at the edge of the smallest unit', () => {
       ['0.000000000000000001', '0', '0.000000000000000001'],
       ['0.000000000000000034', '0.000000000000000001', '0.000000000000000033'],
     ]) {
-      const raw = JSON.stringify(finishedFor(THRESHOLD_CHANNEL)).replace('"outcome_amount":0.00487', `"outcome_amount":${amount}`);
+      const raw = JSON.stringify(finishedFor(THRESHOLD_CHANNEL)).replace(
+        '"outcome_amount":0.00487',
+        `"outcome_amount":${amount}`,
+      );
       const res = await send(raw);
       expect(res.status).toBe(200);
       const payment = (await payrail.request('GET', `/api/payments/${res.body.paymentId}`)).body;

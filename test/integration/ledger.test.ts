@@ -16,35 +16,53 @@ describe('postJournal', () => {
   it('refuses an unbalanced journal before writing anything', async () => {
     await expect(
       db.db.transaction().execute((trx) =>
-        postJournal(trx, { kind: 'test', ref: 'unbalanced', entries: [
-          { account: accounts.changenow('eth'), amount: -10n },
-          { account: accounts.channel('-1001', 'eth'), amount: 9n },
-        ] }),
+        postJournal(trx, {
+          kind: 'test',
+          ref: 'unbalanced',
+          entries: [
+            { account: accounts.changenow('eth'), amount: -10n },
+            { account: accounts.channel('-1001', 'eth'), amount: 9n },
+          ],
+        }),
       ),
     ).rejects.toThrow(UnbalancedJournalError);
-    expect((await sql<{ n: number }>`select count(*)::int as n from ledger_journals`.execute(db.db)).rows[0]?.n).toBe(0);
+    expect((await sql<{ n: number }>`select count(*)::int as n from ledger_journals`.execute(db.db)).rows[0]?.n).toBe(
+      0,
+    );
   });
 
   it('books a journal once per (kind, ref)', async () => {
-    const journal = { kind: 'test', ref: 'once', entries: [
-      { account: accounts.changenow('eth'), amount: -10n },
-      { account: accounts.channel('-1001', 'eth'), amount: 10n },
-    ] };
+    const journal = {
+      kind: 'test',
+      ref: 'once',
+      entries: [
+        { account: accounts.changenow('eth'), amount: -10n },
+        { account: accounts.channel('-1001', 'eth'), amount: 10n },
+      ],
+    };
     const first = await db.db.transaction().execute((trx) => postJournal(trx, journal));
     const second = await db.db.transaction().execute((trx) => postJournal(trx, journal));
     expect(first.posted).toBe(true);
     expect(second).toEqual({ posted: false, journalId: first.journalId });
-    const balance = await db.db.selectFrom('ledger_accounts').select('balance').where('code', '=', 'channel:-1001').executeTakeFirstOrThrow();
+    const balance = await db.db
+      .selectFrom('ledger_accounts')
+      .select('balance')
+      .where('code', '=', 'channel:-1001')
+      .executeTakeFirstOrThrow();
     expect(balance.balance).toBe('10');
   });
 
   it('never lets a channel balance go below zero (the database refuses it)', async () => {
     await expect(
       db.db.transaction().execute((trx) =>
-        postJournal(trx, { kind: 'test', ref: 'overdraw', entries: [
-          { account: accounts.channel('-1001', 'eth'), amount: -11n },
-          { account: accounts.changenow('eth'), amount: 11n },
-        ] }),
+        postJournal(trx, {
+          kind: 'test',
+          ref: 'overdraw',
+          entries: [
+            { account: accounts.channel('-1001', 'eth'), amount: -11n },
+            { account: accounts.changenow('eth'), amount: 11n },
+          ],
+        }),
       ),
     ).rejects.toThrow(/ledger_accounts_check|violates check constraint/);
   });
@@ -67,7 +85,11 @@ describe('checkLedger', () => {
     const report = await checkLedger(db.db);
     expect(report.ok).toBe(false);
     expect(report.problems).toEqual([
-      { rule: 'balance_matches_entries', subject: 'account channel:-1001/eth', detail: 'balance 11 but entries sum to 10' },
+      {
+        rule: 'balance_matches_entries',
+        subject: 'account channel:-1001/eth',
+        detail: 'balance 11 but entries sum to 10',
+      },
     ]);
     await sql`update ledger_accounts set balance = balance - 1 where code = 'channel:-1001'`.execute(db.db);
   });

@@ -36,8 +36,13 @@ afterEach(async () => {
   for (const payrail of started.splice(0)) await payrail.stop();
 });
 
-async function scrape(base: string, token?: string): Promise<{ status: number; contentType: string | null; text: string }> {
-  const response = await fetch(`${base}/metrics`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+async function scrape(
+  base: string,
+  token?: string,
+): Promise<{ status: number; contentType: string | null; text: string }> {
+  const response = await fetch(`${base}/metrics`, {
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+  });
   return { status: response.status, contentType: response.headers.get('content-type'), text: await response.text() };
 }
 
@@ -68,7 +73,9 @@ function expectConventions(exposition: Exposition): void {
 }
 
 async function channel(payrail: TestPayrail, id: string, body: Record<string, string>) {
-  const res = await payrail.request('PUT', `/api/channels/${id}`, { body: { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET, ...body } });
+  const res = await payrail.request('PUT', `/api/channels/${id}`, {
+    body: { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET, ...body },
+  });
   expect([200, 201]).toContain(res.status);
 }
 
@@ -78,9 +85,16 @@ async function postIpn(payrail: TestPayrail, raw: string, headers: Record<string
   return response.status;
 }
 
-async function pay(payrail: TestPayrail, channelId: string, overrides: Record<string, unknown> = {}): Promise<{ id: number; status: number }> {
+async function pay(
+  payrail: TestPayrail,
+  channelId: string,
+  overrides: Record<string, unknown> = {},
+): Promise<{ id: number; status: number }> {
   const id = nextPaymentId++;
-  const { raw, headers } = signed(ipnBody({ payment_id: id, order_id: `PGP-1|${channelId}`, ...overrides }), IPN_SECRET);
+  const { raw, headers } = signed(
+    ipnBody({ payment_id: id, order_id: `PGP-1|${channelId}`, ...overrides }),
+    IPN_SECRET,
+  );
   await payrail.forwardOutcome(raw);
   return { id, status: await postIpn(payrail, raw, headers) };
 }
@@ -109,17 +123,28 @@ describe('GET /metrics on a web process', () => {
     expect(await postIpn(web, again.raw, again.headers)).toBe(200);
     const waiting = fixtures.sequence.find((b) => b.payment_status === 'waiting') as Record<string, unknown>;
     const second = nextPaymentId++;
-    const asWaiting = signed({ ...structuredClone(waiting), payment_id: second, order_id: `PGP-1|${INSTANT}` }, IPN_SECRET);
+    const asWaiting = signed(
+      { ...structuredClone(waiting), payment_id: second, order_id: `PGP-1|${INSTANT}` },
+      IPN_SECRET,
+    );
     expect(await postIpn(web, asWaiting.raw, asWaiting.headers)).toBe(200);
     const confirming = fixtures.sequence.find((b) => b.payment_status === 'confirming') as Record<string, unknown>;
-    const asConfirming = signed({ ...structuredClone(confirming), payment_id: second, order_id: `PGP-1|${INSTANT}` }, IPN_SECRET);
+    const asConfirming = signed(
+      { ...structuredClone(confirming), payment_id: second, order_id: `PGP-1|${INSTANT}` },
+      IPN_SECRET,
+    );
     expect(await postIpn(web, asConfirming.raw, asConfirming.headers)).toBe(200);
     expect((await pay(web, '-1003599999999')).status).toBe(202); // unknown channel: kept for review
 
     const good = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${INSTANT}` }), IPN_SECRET);
     expect(await postIpn(web, good.raw, { ...good.headers, 'x-nowpayments-sig': 'f'.repeat(128) })).toBe(401);
     expect(await postIpn(web, 'not json', { 'content-type': 'application/json', 'x-nowpayments-sig': 'ab' })).toBe(400);
-    expect(await postIpn(web, `{"pad":"${'x'.repeat(5_000)}"}`, { 'content-type': 'application/json', 'x-nowpayments-sig': 'ab' })).toBe(413);
+    expect(
+      await postIpn(web, `{"pad":"${'x'.repeat(5_000)}"}`, {
+        'content-type': 'application/json',
+        'x-nowpayments-sig': 'ab',
+      }),
+    ).toBe(413);
     // Other routes are not IPNs.
     expect((await fetch(`${web.url}/webhooks/nowpayments`)).status).toBe(404);
 
@@ -131,7 +156,9 @@ describe('GET /metrics on a web process', () => {
     await db.pool.query(`insert into alerts (rule, subject, severity, message) values
       ('queue_depth', 'payout_instant', 'critical', 'deep'),
       ('host_wallet_low', 'usdt', 'warning', 'low')`);
-    await db.pool.query(`insert into alerts (rule, subject, severity, message, resolved_at) values ('queue_depth', 'transfer_send', 'critical', 'was deep', now())`);
+    await db.pool.query(
+      `insert into alerts (rule, subject, severity, message, resolved_at) values ('queue_depth', 'transfer_send', 'critical', 'was deep', now())`,
+    );
 
     const m = await metrics(web.url);
     const ipn = (outcome: string) => m.value('payrail_ipn_received_total', { outcome });
@@ -146,7 +173,18 @@ describe('GET /metrics on a web process', () => {
       source_refused: ipn('source_refused'),
       rate_limited: ipn('rate_limited'),
       error: ipn('error'),
-    }).toEqual({ recorded: '2', unchanged: '1', advanced: '1', review: '1', bad_signature: '1', invalid: '1', too_large: '1', source_refused: '0', rate_limited: '0', error: '0' });
+    }).toEqual({
+      recorded: '2',
+      unchanged: '1',
+      advanced: '1',
+      review: '1',
+      bad_signature: '1',
+      invalid: '1',
+      too_large: '1',
+      source_refused: '0',
+      rate_limited: '0',
+      error: '0',
+    });
 
     expect(m.value('payrail_database_up')).toBe('1');
     expect(m.value('payrail_payments', { status: 'finished' })).toBe('2');
@@ -175,8 +213,11 @@ describe('GET /metrics on a web process', () => {
     expect(m.samples('payrail_job_attempts_total')).toEqual([]);
   });
 
-  it('keeps each payrail instance\'s counts apart, and counts the guard\'s refusals (403, 429)', async () => {
-    const guarded = await start(db, { roles: { web: true, worker: false }, env: { NOWPAYMENTS_ALLOWED_IPS: '10.0.0.0/8' } });
+  it("keeps each payrail instance's counts apart, and counts the guard's refusals (403, 429)", async () => {
+    const guarded = await start(db, {
+      roles: { web: true, worker: false },
+      env: { NOWPAYMENTS_ALLOWED_IPS: '10.0.0.0/8' },
+    });
     const limited = await start(db, { roles: { web: true, worker: false }, env: { WEBHOOK_RATE_LIMIT: '1' } });
     expect((await pay(guarded, INSTANT)).status).toBe(403);
     expect((await pay(guarded, INSTANT)).status).toBe(403);
@@ -187,8 +228,15 @@ describe('GET /metrics on a web process', () => {
 
     const g = await metrics(guarded.url);
     const l = await metrics(limited.url);
-    expect([g.value('payrail_ipn_received_total', { outcome: 'source_refused' }), g.value('payrail_ipn_received_total', { outcome: 'rate_limited' })]).toEqual(['2', '0']);
-    expect([l.value('payrail_ipn_received_total', { outcome: 'source_refused' }), l.value('payrail_ipn_received_total', { outcome: 'rate_limited' }), l.value('payrail_ipn_received_total', { outcome: 'review' })]).toEqual(['0', '2', '1']);
+    expect([
+      g.value('payrail_ipn_received_total', { outcome: 'source_refused' }),
+      g.value('payrail_ipn_received_total', { outcome: 'rate_limited' }),
+    ]).toEqual(['2', '0']);
+    expect([
+      l.value('payrail_ipn_received_total', { outcome: 'source_refused' }),
+      l.value('payrail_ipn_received_total', { outcome: 'rate_limited' }),
+      l.value('payrail_ipn_received_total', { outcome: 'review' }),
+    ]).toEqual(['0', '2', '1']);
   });
 
   it('asks for METRICS_TOKEN when it is set', async () => {
@@ -211,7 +259,9 @@ describe('GET /metrics on a web process', () => {
     const web = await start(db, { roles: { web: true, worker: false } });
     const before = await metrics(web.url);
     const finished = before.value('payrail_payments', { status: 'finished' });
-    await db.pool.query(`insert into alerts (rule, subject, severity, message) values ('conversion_pending', 'conv_x', 'warning', 'late')`);
+    await db.pool.query(
+      `insert into alerts (rule, subject, severity, message) values ('conversion_pending', 'conv_x', 'warning', 'late')`,
+    );
     expect((await pay(web, INSTANT)).status).toBe(200);
     const after = await metrics(web.url);
     expect(after.value('payrail_payments', { status: 'finished' })).toBe(finished);
@@ -220,11 +270,13 @@ describe('GET /metrics on a web process', () => {
     expect(after.value('payrail_ipn_received_total', { outcome: 'recorded' })).toBe('1');
   });
 
-  it('warns at start when /metrics is open on the webhook\'s port, and when a worker-only process serves no /metrics', async () => {
+  it("warns at start when /metrics is open on the webhook's port, and when a worker-only process serves no /metrics", async () => {
     const exposure = async (roles: { web: boolean; worker: boolean }, env: Record<string, string> = {}) => {
       const logs = logSink();
       await start(db, { roles, env, logs });
-      return logs.lines.filter((l) => l.event === 'metrics_open' || l.event === 'worker_metrics_off').map((l) => [l.event, l.level]);
+      return logs.lines
+        .filter((l) => l.event === 'metrics_open' || l.event === 'worker_metrics_off')
+        .map((l) => [l.event, l.level]);
     };
     // startTestPayrail sets DATABASE_URL: these are deployments. 40 is pino's warn.
     expect(await exposure({ web: true, worker: false })).toEqual([['metrics_open', 40]]);
@@ -245,7 +297,11 @@ describe('GET /metrics on a web process', () => {
     const url = new URL(db.url);
     url.username = reader;
     url.password = password;
-    const limited = openPool(url.toString(), { max: 2, applicationName: 'metrics-reader', logger: createLogger({ level: 'silent' }) });
+    const limited = openPool(url.toString(), {
+      max: 2,
+      applicationName: 'metrics-reader',
+      logger: createLogger({ level: 'silent' }),
+    });
     let clock = Date.now();
     const metricsOf = createMetrics({ alertIntervalMs: 60_000, now: () => clock });
     const warnings: Array<Record<string, unknown>> = [];
@@ -258,18 +314,28 @@ describe('GET /metrics on a web process', () => {
       expect(good.value('payrail_history_figures_age_seconds')).toBe('0');
 
       await db.pool.query(`revoke select on payments from ${reader}`);
-      await db.pool.query(`insert into alerts (rule, subject, severity, message) values ('conversion_stuck', 'conv_history', 'critical', 'stuck')`);
+      await db.pool.query(
+        `insert into alerts (rule, subject, severity, message) values ('conversion_stuck', 'conv_history', 'critical', 'stuck')`,
+      );
       clock += 61_000;
       const failed = await scrapeNow();
       expect(failed.value('payrail_database_up')).toBe('1');
       expect(failed.value('payrail_payments', { status: 'finished' })).toBe(finished);
-      expect(failed.value('payrail_payouts', { state: 'completed', kind: 'threshold' })).toBe(good.value('payrail_payouts', { state: 'completed', kind: 'threshold' }));
-      expect(failed.value('payrail_paid_out_amount', { asset: 'usdt' })).toBe(good.value('payrail_paid_out_amount', { asset: 'usdt' }));
+      expect(failed.value('payrail_payouts', { state: 'completed', kind: 'threshold' })).toBe(
+        good.value('payrail_payouts', { state: 'completed', kind: 'threshold' }),
+      );
+      expect(failed.value('payrail_paid_out_amount', { asset: 'usdt' })).toBe(
+        good.value('payrail_paid_out_amount', { asset: 'usdt' }),
+      );
       expect(failed.value('payrail_history_figures_age_seconds')).toBe('61');
       // The live figures are this scrape's own.
       expect(failed.value('payrail_alerts_firing', { rule: 'conversion_stuck', severity: 'critical' })).toBe('1');
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatchObject({ event: 'metrics_history_failed', err: expect.stringMatching(/permission denied/), servingAgeSeconds: 61 });
+      expect(warnings[0]).toMatchObject({
+        event: 'metrics_history_failed',
+        err: expect.stringMatching(/permission denied/),
+        servingAgeSeconds: 61,
+      });
 
       // Readable again, but the failed attempt started the minute: the next read waits until it has passed.
       await db.pool.query(`grant select on payments to ${reader}`);
@@ -284,7 +350,9 @@ describe('GET /metrics on a web process', () => {
 
       // A process whose first history read fails leaves those families out: zero payments would be a false figure.
       await db.pool.query(`revoke select on payments from ${reader}`);
-      const fresh = parseExposition(await createMetrics({ alertIntervalMs: 60_000 }).render({ db: limited.db, logger }));
+      const fresh = parseExposition(
+        await createMetrics({ alertIntervalMs: 60_000 }).render({ db: limited.db, logger }),
+      );
       expect(fresh.value('payrail_database_up')).toBe('1');
       expect(fresh.families.has('payrail_payments')).toBe(false);
       expect(fresh.families.has('payrail_history_figures_age_seconds')).toBe(false);
@@ -332,18 +400,43 @@ describe('GET /metrics on a web process', () => {
   });
 
   it('still answers, with payrail_database_up 0, when the database cannot be read', async () => {
-    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, { max: 1, applicationName: 'dead', logger: createLogger({ level: 'silent' }) });
+    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, {
+      max: 1,
+      applicationName: 'dead',
+      logger: createLogger({ level: 'silent' }),
+    });
     const metricsOf = createMetrics({ alertIntervalMs: 60_000 });
     const app = await buildHttpApp({
       logger: createLogger({ level: 'silent' }),
       adminTokens: [],
-      webhook: { db: dead.db, ipnSecret: 'x'.repeat(16), intake: { feePercent: parsePercent('3') }, bodyLimitBytes: 1024, onAnswered: (answer) => metricsOf.ipnAnswered(answer) },
-      health: { db: dead.db, handledTasks: [], workerStaleSeconds: 30, queueMaxAgeSeconds: 300, alertIntervalMs: 60_000 },
+      webhook: {
+        db: dead.db,
+        ipnSecret: 'x'.repeat(16),
+        intake: { feePercent: parsePercent('3') },
+        bodyLimitBytes: 1024,
+        onAnswered: (answer) => metricsOf.ipnAnswered(answer),
+      },
+      health: {
+        db: dead.db,
+        handledTasks: [],
+        workerStaleSeconds: 30,
+        queueMaxAgeSeconds: 300,
+        alertIntervalMs: 60_000,
+      },
       admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
       metrics: { metrics: metricsOf, db: dead.db },
     });
     try {
-      expect((await app.inject({ method: 'POST', url: '/webhooks/nowpayments', payload: 'x', headers: { 'content-type': 'application/json' } })).statusCode).toBe(401);
+      expect(
+        (
+          await app.inject({
+            method: 'POST',
+            url: '/webhooks/nowpayments',
+            payload: 'x',
+            headers: { 'content-type': 'application/json' },
+          })
+        ).statusCode,
+      ).toBe(401);
       const res = await app.inject({ method: 'GET', url: '/metrics' });
       expect(res.statusCode).toBe(200);
       const m = parseExposition(res.body);
@@ -381,10 +474,14 @@ describe('GET /metrics through a worker run', () => {
     await channel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '20.00' });
     expect((await pay(payrail, THRESHOLD)).status).toBe(200);
     expect((await pay(payrail, THRESHOLD)).status).toBe(200);
-    await eventually('the batch paid out', async () => (await db.pool.query("select 1 from payouts where status = 'completed'")).rows.length === 1);
+    await eventually(
+      'the batch paid out',
+      async () => (await db.pool.query("select 1 from payouts where status = 'completed'")).rows.length === 1,
+    );
 
     const m = await metrics(payrail.url);
-    const calls = (endpoint: string) => m.number('payrail_changenow_request_duration_seconds_count', { endpoint, result: 'ok' }) ?? 0;
+    const calls = (endpoint: string) =>
+      m.number('payrail_changenow_request_duration_seconds_count', { endpoint, result: 'ok' }) ?? 0;
     expect(calls('estimate')).toBeGreaterThanOrEqual(1);
     expect(calls('create')).toBe(1);
     expect(calls('by-id')).toBeGreaterThanOrEqual(1);
@@ -401,16 +498,30 @@ describe('GET /metrics through a worker run', () => {
     expect(m.value('payrail_ipn_received_total', { outcome: 'recorded' })).toBe('2');
     expect(m.value('payrail_conversions', { state: 'completed' })).toBe('1');
     expect(m.value('payrail_payouts', { state: 'completed', kind: 'threshold' })).toBe('1');
-    expect(m.value('payrail_conversion_input_amount', { asset: 'eth' })).toBe(await decimalFromDb(db, "select sum(amount_wei) from conversions where status = 'completed'", 18));
-    expect(m.value('payrail_converted_amount', { asset: 'usdt' })).toBe(await decimalFromDb(db, "select sum(usdt_received) from conversions where status = 'completed'", 6));
-    expect(m.value('payrail_paid_out_amount', { asset: 'usdt' })).toBe(await decimalFromDb(db, "select sum(amount) from payouts where status = 'completed' and asset = 'usdt'", 6));
+    expect(m.value('payrail_conversion_input_amount', { asset: 'eth' })).toBe(
+      await decimalFromDb(db, "select sum(amount_wei) from conversions where status = 'completed'", 18),
+    );
+    expect(m.value('payrail_converted_amount', { asset: 'usdt' })).toBe(
+      await decimalFromDb(db, "select sum(usdt_received) from conversions where status = 'completed'", 6),
+    );
+    expect(m.value('payrail_paid_out_amount', { asset: 'usdt' })).toBe(
+      await decimalFromDb(db, "select sum(amount) from payouts where status = 'completed' and asset = 'usdt'", 6),
+    );
     expect(m.value('payrail_converted_amount', { asset: 'usdt' })).toMatch(/^2\d\.\d+$/);
   });
 
   it('payrail worker: serves its own /metrics on WORKER_METRICS_PORT, behind METRICS_TOKEN; the web process keeps the database figures', async () => {
     const port = await freePort();
-    const worker = await start(db, { outside, roles: { web: false, worker: true }, env: { ...outside.env, WORKER_METRICS_PORT: String(port), METRICS_TOKEN } });
-    const web = await start(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, METRICS_TOKEN } });
+    const worker = await start(db, {
+      outside,
+      roles: { web: false, worker: true },
+      env: { ...outside.env, WORKER_METRICS_PORT: String(port), METRICS_TOKEN },
+    });
+    const web = await start(db, {
+      outside,
+      roles: { web: true, worker: false },
+      env: { ...outside.env, METRICS_TOKEN },
+    });
     expect(worker.metricsUrl).toBe(`http://127.0.0.1:${port}`);
     const workerUrl = worker.metricsUrl as string;
     expect((await scrape(workerUrl)).status).toBe(401);
@@ -418,10 +529,19 @@ describe('GET /metrics through a worker run', () => {
 
     // A threshold credit nudges a conversion check: the worker runs it and asks ChangeNow for an estimate.
     expect((await pay(web, THRESHOLD)).status).toBe(200);
-    await eventually('the worker ran a conversion check', async () => ((await metrics(workerUrl, METRICS_TOKEN)).number('payrail_job_attempts_total', { task: 'conversion_batch', result: 'success' }) ?? 0) >= 1);
+    await eventually(
+      'the worker ran a conversion check',
+      async () =>
+        ((await metrics(workerUrl, METRICS_TOKEN)).number('payrail_job_attempts_total', {
+          task: 'conversion_batch',
+          result: 'success',
+        }) ?? 0) >= 1,
+    );
 
     const w = await metrics(workerUrl, METRICS_TOKEN);
-    expect(w.number('payrail_changenow_request_duration_seconds_count', { endpoint: 'estimate', result: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(
+      w.number('payrail_changenow_request_duration_seconds_count', { endpoint: 'estimate', result: 'ok' }),
+    ).toBeGreaterThanOrEqual(1);
     expect(w.families.has('payrail_payments')).toBe(false);
     expect(w.value('payrail_ipn_received_total', { outcome: 'recorded' })).toBe('0');
 

@@ -15,7 +15,9 @@ beforeAll(async () => {
 afterAll(async () => db?.close());
 
 async function nudgeJobs() {
-  const { rows } = await db.pool.query<{ id: string; run_at: Date }>("select id::text, run_at from graphile_worker._private_jobs where key = 'conversion_batch:nudge'");
+  const { rows } = await db.pool.query<{ id: string; run_at: Date }>(
+    "select id::text, run_at from graphile_worker._private_jobs where key = 'conversion_batch:nudge'",
+  );
   return rows;
 }
 

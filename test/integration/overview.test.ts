@@ -8,9 +8,25 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits } from '../../src/money/index.ts';
-import { CHANNELS_SHOWN, fillBps, formatStatus, readOverview, volumeSeries, type Overview } from '../../src/overview/index.ts';
+import {
+  CHANNELS_SHOWN,
+  fillBps,
+  formatStatus,
+  readOverview,
+  volumeSeries,
+  type Overview,
+} from '../../src/overview/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { insertAlert, observe, seedCompletedBatch, seedInstantPayout, seedNetworkFee, seedThresholdBatch, seedTransfer, settleConversion } from '../support/overview-seed.ts';
+import {
+  insertAlert,
+  observe,
+  seedCompletedBatch,
+  seedInstantPayout,
+  seedNetworkFee,
+  seedThresholdBatch,
+  seedTransfer,
+  settleConversion,
+} from '../support/overview-seed.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
@@ -44,16 +60,41 @@ async function pay(channelId: string, times: number): Promise<void> {
 beforeAll(async () => {
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '50', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
-  await saveChannel(payrail, SMALL_THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '10', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
-  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
+  await saveChannel(payrail, THRESHOLD, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '50',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await saveChannel(payrail, SMALL_THRESHOLD, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '10',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await saveChannel(payrail, INSTANT, {
+    payoutStrategy: 'instant',
+    payoutCurrency: 'eth',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
   await pay(THRESHOLD, 4);
   await pay(SMALL_THRESHOLD, 2);
   await pay(INSTANT, 4);
   // Kept for review (no such channel): answered 202.
   ids.unknown = String(nextPaymentId);
   const unknown = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${UNKNOWN}` }), IPN_SECRET);
-  expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: unknown.raw, headers: unknown.headers, token: null })).status).toBe(202);
+  expect(
+    (
+      await payrail.request('POST', '/webhooks/nowpayments', {
+        raw: unknown.raw,
+        headers: unknown.headers,
+        token: null,
+      })
+    ).status,
+  ).toBe(202);
 
   const t = paid[THRESHOLD] as string[];
   const s = paid[SMALL_THRESHOLD] as string[];
@@ -67,9 +108,26 @@ beforeAll(async () => {
   // ChangeNow kept 1,000 wei of this one: a loss, not a payout.
   ids.failed = await seedInstantPayout(db.db, i[3] as string, 'failed', { returned: NET_WEI - 1000n });
 
-  ids.critical = await insertAlert(db.db, { rule: 'ledger_invariant', subject: 'ledger', severity: 'critical', message: 'ledger check found 1 violation' });
-  ids.warning = await insertAlert(db.db, { rule: 'payout_review', subject: ids.review, severity: 'warning', message: 'payout in review', details: { payoutId: ids.review } });
-  await insertAlert(db.db, { rule: 'queue_depth', subject: 'payout_run', severity: 'warning', message: 'resolved long ago', resolved: true });
+  ids.critical = await insertAlert(db.db, {
+    rule: 'ledger_invariant',
+    subject: 'ledger',
+    severity: 'critical',
+    message: 'ledger check found 1 violation',
+  });
+  ids.warning = await insertAlert(db.db, {
+    rule: 'payout_review',
+    subject: ids.review,
+    severity: 'warning',
+    message: 'payout in review',
+    details: { payoutId: ids.review },
+  });
+  await insertAlert(db.db, {
+    rule: 'queue_depth',
+    subject: 'payout_run',
+    severity: 'warning',
+    message: 'resolved long ago',
+    resolved: true,
+  });
   await observe(db.db, 'host_wallet.eth', true, '1500000000000000000');
   await observe(db.db, 'host_wallet.usdt', true, '250000000');
   await observe(db.db, 'chain_rpc', true, '12345', 'block 12345');
@@ -103,7 +161,10 @@ describe('readOverview', () => {
 
   it('shows the ETH of conversions not settled yet as converting, part of what is available', async () => {
     const id = 'cv_00000000000000aa';
-    await db.pool.query("insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count) values ($1, 'sent', 'eth', 'usdt', $2, 1)", [id, NET_WEI.toString()]);
+    await db.pool.query(
+      "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count) values ($1, 'sent', 'eth', 'usdt', $2, 1)",
+      [id, NET_WEI.toString()],
+    );
     try {
       const now = await readOverview(db.db);
       expect(now.totals.inFlight.converting).toEqual({ eth: eth(NET_WEI) });
@@ -114,17 +175,37 @@ describe('readOverview', () => {
   });
 
   it('paid out derived from balances equals the sum of completed payouts (its pair), and the ledger checks out', async () => {
-    const { rows } = await sql<{ asset: string; units: string }>`select asset, sum(amount)::text as units from payouts where status = 'completed' group by asset`.execute(db.db);
-    const fromPayouts = Object.fromEntries(rows.map((r) => [r.asset, formatUnits(BigInt(r.units), r.asset === 'eth' ? 18 : 6)]));
+    const { rows } = await sql<{
+      asset: string;
+      units: string;
+    }>`select asset, sum(amount)::text as units from payouts where status = 'completed' group by asset`.execute(db.db);
+    const fromPayouts = Object.fromEntries(
+      rows.map((r) => [r.asset, formatUnits(BigInt(r.units), r.asset === 'eth' ? 18 : 6)]),
+    );
     expect(overview.totals.paidOut).toEqual(fromPayouts);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('counts payments by stage, conversions and payouts by state', () => {
-    expect(overview.pipeline.payments).toEqual({ awaitingConversion: 1, inConversion: 0, awaitingPayout: 5, inReview: 1, receivedInWindow: 10 });
+    expect(overview.pipeline.payments).toEqual({
+      awaitingConversion: 1,
+      inConversion: 0,
+      awaitingPayout: 5,
+      inReview: 1,
+      receivedInWindow: 10,
+    });
     expect(overview.pipeline.conversions).toMatchObject({ completed: 2, pending: 0, needs_review: 0 });
     expect(overview.pipeline.payouts).toEqual({
-      pending: 0, held: 0, awaiting_approval: 0, exchange_requested: 0, exchange_created: 0, sent: 0, needs_review: 1, failed: 1, cancelled: 0, completedInWindow: 3,
+      pending: 0,
+      held: 0,
+      awaiting_approval: 0,
+      exchange_requested: 0,
+      exchange_created: 0,
+      sent: 0,
+      needs_review: 1,
+      failed: 1,
+      cancelled: 0,
+      completedInWindow: 3,
     });
     expect(overview.pipeline.transfers).toEqual({ intent: 0, signed: 0, broadcast: 0, needs_review: 0 });
   });
@@ -134,7 +215,13 @@ describe('readOverview', () => {
       [ids.conversionB, 'completed', 2, eth(2n * NET_WEI), '12.5'],
       [ids.conversionA, 'completed', 3, eth(3n * NET_WEI), '42'],
     ]);
-    expect(overview.payouts[0]).toMatchObject({ payoutId: ids.review, status: 'needs_review', asset: 'eth', amount: eth(NET_WEI), channelId: INSTANT });
+    expect(overview.payouts[0]).toMatchObject({
+      payoutId: ids.review,
+      status: 'needs_review',
+      asset: 'eth',
+      amount: eth(NET_WEI),
+      channelId: INSTANT,
+    });
     expect(overview.payouts.slice(1).map((p) => [p.payoutId, p.status])).toEqual([
       [ids.failed, 'failed'],
       [ids.exchanged, 'completed'],
@@ -149,16 +236,26 @@ describe('readOverview', () => {
 
   it('shows channels against their thresholds, fullest first, in exact basis points', () => {
     expect(overview.channels).toMatchObject({ total: 3, threshold: 2, atThreshold: 1 });
-    expect(overview.channels.items.map((c) => [c.channelId, c.availableUsdt, c.thresholdUsd, c.fillBps, c.pendingEth])).toEqual([
+    expect(
+      overview.channels.items.map((c) => [c.channelId, c.availableUsdt, c.thresholdUsd, c.fillBps, c.pendingEth]),
+    ).toEqual([
       [SMALL_THRESHOLD, '12.5', '10', 12_500, '0'],
       [THRESHOLD, '22', '50', 4_400, eth(NET_WEI)],
       [INSTANT, '0', null, null, eth(NET_WEI - 1000n)],
     ]);
     expect(overview.channels.items[2]?.reserved).toEqual({ eth: eth(NET_WEI) });
     // INSTANT's payout is in review: its row says so; the others wait for nobody.
-    expect(overview.channels.items.map((c) => c.payoutInReview)).toEqual([null, null, { payoutId: ids.review, transferId: null, count: 1 }]);
+    expect(overview.channels.items.map((c) => c.payoutInReview)).toEqual([
+      null,
+      null,
+      { payoutId: ids.review, transferId: null, count: 1 },
+    ]);
     // THRESHOLD's batch completed: nothing open. INSTANT holds no USDT: nothing to pay now.
-    expect(overview.channels.items.map((c) => [c.openBatch, c.canPayNow])).toEqual([[null, true], [null, true], [null, false]]);
+    expect(overview.channels.items.map((c) => [c.openBatch, c.canPayNow])).toEqual([
+      [null, true],
+      [null, true],
+      [null, false],
+    ]);
   });
 
   it('shows every channel whose payout waits for a person, however many fuller channels there are', async () => {
@@ -174,21 +271,40 @@ describe('readOverview', () => {
       expect(now.channels.items).toHaveLength(CHANNELS_SHOWN + 1);
       expect(now.channels.items.slice(0, 2).map((c) => c.channelId)).toEqual([SMALL_THRESHOLD, THRESHOLD]);
       // Ranked 54th: past the 50 shown, listed anyway, last (its place in the order).
-      expect(now.channels.items.at(-1)).toMatchObject({ channelId: INSTANT, payoutInReview: { payoutId: ids.review, transferId: null, count: 1 } });
-      expect(formatStatus(now)).toContain(`CHANNELS (${CHANNELS_SHOWN + 4}, 1 at threshold, ${CHANNELS_SHOWN + 1} shown)`);
+      expect(now.channels.items.at(-1)).toMatchObject({
+        channelId: INSTANT,
+        payoutInReview: { payoutId: ids.review, transferId: null, count: 1 },
+      });
+      expect(formatStatus(now)).toContain(
+        `CHANNELS (${CHANNELS_SHOWN + 4}, 1 at threshold, ${CHANNELS_SHOWN + 1} shown)`,
+      );
     } finally {
       await db.pool.query("delete from channels where channel_id like '-10060001%'");
     }
   });
 
   it('puts payouts in review in the review queue, and the payment kept for review with what NOWPayments reported', () => {
-    expect(overview.review.payouts.map((p) => [p.payoutId, p.status, p.reason])).toEqual([[ids.review, 'needs_review', 'seeded: exchange failed']]);
+    expect(overview.review.payouts.map((p) => [p.payoutId, p.status, p.reason])).toEqual([
+      [ids.review, 'needs_review', 'seeded: exchange failed'],
+    ]);
     expect(overview.review.payouts[0]?.waitingSeconds).toBeGreaterThanOrEqual(0);
     // No such channel: no action here (registering the channel releases it).
     expect(overview.review.payments.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
       {
-        paymentId: ids.unknown, channelId: UNKNOWN, status: 'finished', reason: 'unknown_channel', actions: [],
-        reported: { payAmount: '0.00495', actuallyPaid: '0.00495', payCurrency: 'eth', priceAmount: '15', priceCurrency: 'usd', outcomeAmount: '0.00487', outcomeCurrency: 'eth' },
+        paymentId: ids.unknown,
+        channelId: UNKNOWN,
+        status: 'finished',
+        reason: 'unknown_channel',
+        actions: [],
+        reported: {
+          payAmount: '0.00495',
+          actuallyPaid: '0.00495',
+          payCurrency: 'eth',
+          priceAmount: '15',
+          priceCurrency: 'usd',
+          outcomeAmount: '0.00487',
+          outcomeCurrency: 'eth',
+        },
         credited: null,
         creditable: null,
       },
@@ -199,13 +315,37 @@ describe('readOverview', () => {
   });
 
   it('lists a partial payment in review with credit and ignore, the text report too; ignored, it leaves the queue', async () => {
-    const body = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${THRESHOLD}` };
+    const body = {
+      ...structuredClone(fixtures.partially_paid),
+      payment_id: nextPaymentId++,
+      order_id: `PGP-1|${THRESHOLD}`,
+    };
     const partial = signed(body, IPN_SECRET);
-    expect((await payrail.request('POST', '/webhooks/nowpayments', { raw: partial.raw, headers: partial.headers, token: null })).status).toBe(202);
+    expect(
+      (
+        await payrail.request('POST', '/webhooks/nowpayments', {
+          raw: partial.raw,
+          headers: partial.headers,
+          token: null,
+        })
+      ).status,
+    ).toBe(202);
     const id = String(body.payment_id);
     const now = await readOverview(db.db);
     // The longest waiting first: the unknown channel's payment came in before.
-    expect(now.review.payments.map((p) => [p.paymentId, p.channelId, p.status, p.reason, p.actions, p.reported.actuallyPaid, p.reported.payAmount, p.reported.outcomeAmount, p.credited])).toEqual([
+    expect(
+      now.review.payments.map((p) => [
+        p.paymentId,
+        p.channelId,
+        p.status,
+        p.reason,
+        p.actions,
+        p.reported.actuallyPaid,
+        p.reported.payAmount,
+        p.reported.outcomeAmount,
+        p.credited,
+      ]),
+    ).toEqual([
       [ids.unknown, UNKNOWN, 'finished', 'unknown_channel', [], '0.00495', '0.00495', '0.00487', null],
       [id, THRESHOLD, 'partially_paid', 'partially_paid', ['credit', 'ignore'], '0.003', '0.00495', '0.00294', null],
     ]);
@@ -215,8 +355,16 @@ describe('readOverview', () => {
 
     const text = formatStatus(now);
     expect(text).toContain('REVIEW QUEUE (1 payouts, 2 payments)');
-    expect(text).toMatch(new RegExp(`\\n  payment ${ids.unknown}\\s+finished\\s+0\\.00487 ETH\\s+paid 0\\.00495 of 0\\.00495 ETH\\s+${UNKNOWN}\\s+\\S+\\s+no action\\s+unknown_channel\\n`));
-    expect(text).toMatch(new RegExp(`\\n  payment ${id}\\s+partially_paid\\s+0\\.00294 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+partially_paid\\n`));
+    expect(text).toMatch(
+      new RegExp(
+        `\\n  payment ${ids.unknown}\\s+finished\\s+0\\.00487 ETH\\s+paid 0\\.00495 of 0\\.00495 ETH\\s+${UNKNOWN}\\s+\\S+\\s+no action\\s+unknown_channel\\n`,
+      ),
+    );
+    expect(text).toMatch(
+      new RegExp(
+        `\\n  payment ${id}\\s+partially_paid\\s+0\\.00294 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+partially_paid\\n`,
+      ),
+    );
 
     expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
     expect((await readOverview(db.db)).review.payments.map((p) => p.paymentId)).toEqual([ids.unknown]);
@@ -225,14 +373,33 @@ describe('readOverview', () => {
   it('puts conversions in review in the review queue, the longest waiting first, and the text report lists them', async () => {
     const older = 'conv_00000000000000b1';
     const newer = 'conv_00000000000000b2';
-    const insert = "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
+    const insert =
+      "insert into conversions (conversion_id, status, from_asset, to_asset, amount_wei, payment_count, reason, updated_at) values ($1, 'needs_review', 'eth', 'usdt', $2, $3, $4, now() - $5::interval)";
     await db.pool.query(insert, [newer, NET_WEI.toString(), 1, 'seeded: transfer state unknown', '10 minutes']);
-    await db.pool.query(insert, [older, (3n * NET_WEI).toString(), 3, 'seeded: ChangeNow lost the exchange', '2 hours']);
+    await db.pool.query(insert, [
+      older,
+      (3n * NET_WEI).toString(),
+      3,
+      'seeded: ChangeNow lost the exchange',
+      '2 hours',
+    ]);
     try {
       const now = await readOverview(db.db);
       expect(now.review.conversions.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
-        { conversionId: older, reason: 'seeded: ChangeNow lost the exchange', sent: eth(3n * NET_WEI), sentAsset: 'eth', paymentCount: 3 },
-        { conversionId: newer, reason: 'seeded: transfer state unknown', sent: eth(NET_WEI), sentAsset: 'eth', paymentCount: 1 },
+        {
+          conversionId: older,
+          reason: 'seeded: ChangeNow lost the exchange',
+          sent: eth(3n * NET_WEI),
+          sentAsset: 'eth',
+          paymentCount: 3,
+        },
+        {
+          conversionId: newer,
+          reason: 'seeded: transfer state unknown',
+          sent: eth(NET_WEI),
+          sentAsset: 'eth',
+          paymentCount: 1,
+        },
       ]);
       // updated_at was set from the database's clock: the wait is the interval plus the moments since the insert.
       const [first, second] = now.review.conversions;
@@ -240,12 +407,22 @@ describe('readOverview', () => {
       expect(first?.waitingSeconds).toBeLessThan(7_260);
       expect(second?.waitingSeconds).toBeGreaterThanOrEqual(600);
       expect(second?.waitingSeconds).toBeLessThan(660);
-      expect(now.review.payouts).toEqual(overview.review.payouts.map((p) => ({ ...p, waitingSeconds: expect.any(Number) })));
+      expect(now.review.payouts).toEqual(
+        overview.review.payouts.map((p) => ({ ...p, waitingSeconds: expect.any(Number) })),
+      );
 
       const text = formatStatus(now);
       expect(text).toContain('REVIEW QUEUE (1 payouts, 2 conversions, 1 payments)');
-      expect(text).toMatch(new RegExp(`${older}\\s+needs_review\\s+${eth(3n * NET_WEI).replace('.', '\\.')} ETH\\s+3 payments\\s+2h00m\\s+seeded: ChangeNow lost the exchange`));
-      expect(text).toMatch(new RegExp(`${newer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+1 payments\\s+10m\\s+seeded: transfer state unknown`));
+      expect(text).toMatch(
+        new RegExp(
+          `${older}\\s+needs_review\\s+${eth(3n * NET_WEI).replace('.', '\\.')} ETH\\s+3 payments\\s+2h00m\\s+seeded: ChangeNow lost the exchange`,
+        ),
+      );
+      expect(text).toMatch(
+        new RegExp(
+          `${newer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+1 payments\\s+10m\\s+seeded: transfer state unknown`,
+        ),
+      );
       expect(text.indexOf(older)).toBeLessThan(text.indexOf(newer));
     } finally {
       await db.pool.query('delete from conversions where conversion_id = any($1)', [[older, newer]]);
@@ -274,7 +451,10 @@ describe('readOverview', () => {
     const instant = overview.queues.find((q) => q.task === 'payout_instant');
     // One payout job per instant payment, waiting for a worker (none runs here).
     expect(instant).toMatchObject({ runnable: 4, running: 0, failed: 0 });
-    expect(overview.queues.find((q) => q.task === 'reconcile')).toMatchObject({ runnable: 0, oldestRunnableAgeSeconds: null });
+    expect(overview.queues.find((q) => q.task === 'reconcile')).toMatchObject({
+      runnable: 0,
+      oldestRunnableAgeSeconds: null,
+    });
   });
 
   it('buckets what was received per hour over the window, the current hour last', async () => {
@@ -314,34 +494,94 @@ describe('readOverview of host-wallet transfers', () => {
     // SMALL_THRESHOLD's 12.5 USDT in a batch whose exchange was created and whose token transfer moved less.
     seeded.batch = await seedThresholdBatch(db.db, SMALL_THRESHOLD, 12_500_000n, 'exchange_created');
     seeded.batchTransfer = await seedTransfer(db.db, {
-      purpose: 'payout', ref: seeded.batch, asset: 'usdt', amount: 12_500_000n, status: 'needs_review', nonce: 17, blockNumber: 4_242, changedAgo: '2 hours',
-      txHash: `0x${'ab'.repeat(32)}`, reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked',
+      purpose: 'payout',
+      ref: seeded.batch,
+      asset: 'usdt',
+      amount: 12_500_000n,
+      status: 'needs_review',
+      nonce: 17,
+      blockNumber: 4_242,
+      changedAgo: '2 hours',
+      txHash: `0x${'ab'.repeat(32)}`,
+      reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked',
     });
     // A conversion's ETH whose nonce another transaction took; a person asked to cancel it, the worker has not yet.
     seeded.conversionTransfer = await seedTransfer(db.db, {
-      purpose: 'conversion', ref: 'conv_00000000000000e1', asset: 'eth', amount: NET_WEI, status: 'needs_review', nonce: 18, changedAgo: '10 minutes',
-      txHash: `0x${'cd'.repeat(32)}`, reason: 'nonce 18 was taken by a transaction payrail did not sign',
+      purpose: 'conversion',
+      ref: 'conv_00000000000000e1',
+      asset: 'eth',
+      amount: NET_WEI,
+      status: 'needs_review',
+      nonce: 18,
+      changedAgo: '10 minutes',
+      txHash: `0x${'cd'.repeat(32)}`,
+      reason: 'nonce 18 was taken by a transaction payrail did not sign',
     });
     // As review.ts records a request: the row changes (updated_at) with it.
-    await db.pool.query("update chain_transfers set requested_action = 'cancel', requested_by = 'admin', requested_at = date_trunc('milliseconds', now()), updated_at = now() where transfer_id = $1", [seeded.conversionTransfer]);
-    seeded.broadcast = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e2', asset: 'eth', amount: NET_WEI, status: 'broadcast', nonce: 19 });
+    await db.pool.query(
+      "update chain_transfers set requested_action = 'cancel', requested_by = 'admin', requested_at = date_trunc('milliseconds', now()), updated_at = now() where transfer_id = $1",
+      [seeded.conversionTransfer],
+    );
+    seeded.broadcast = await seedTransfer(db.db, {
+      purpose: 'conversion',
+      ref: 'conv_00000000000000e2',
+      asset: 'eth',
+      amount: NET_WEI,
+      status: 'broadcast',
+      nonce: 19,
+    });
     // Ended transfers are not counted; their gas is.
-    seeded.confirmed = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e3', asset: 'eth', amount: NET_WEI, status: 'confirmed', nonce: 15, blockNumber: 4_000 });
-    seeded.reverted = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e4', asset: 'eth', amount: NET_WEI, status: 'failed', nonce: 16, blockNumber: 4_001, reason: 'reverted on chain' });
+    seeded.confirmed = await seedTransfer(db.db, {
+      purpose: 'conversion',
+      ref: 'conv_00000000000000e3',
+      asset: 'eth',
+      amount: NET_WEI,
+      status: 'confirmed',
+      nonce: 15,
+      blockNumber: 4_000,
+    });
+    seeded.reverted = await seedTransfer(db.db, {
+      purpose: 'conversion',
+      ref: 'conv_00000000000000e4',
+      asset: 'eth',
+      amount: NET_WEI,
+      status: 'failed',
+      nonce: 16,
+      blockNumber: 4_001,
+      reason: 'reverted on chain',
+    });
     await seedNetworkFee(db.db, seeded.confirmed, GAS_CONFIRMED_WEI);
     await seedNetworkFee(db.db, seeded.reverted, GAS_REVERTED_WEI);
     now = await readOverview(db.db);
   });
 
-  it('lists transfers in review, the longest waiting first, with amounts in the asset\'s unit and any request not carried out', () => {
+  it("lists transfers in review, the longest waiting first, with amounts in the asset's unit and any request not carried out", () => {
     expect(now.review.transfers.map(({ waitingSeconds: _, updatedAt: __, ...rest }) => rest)).toEqual([
       {
-        transferId: seeded.batchTransfer, purpose: 'payout', ref: seeded.batch, asset: 'usdt', amount: '12.5', nonce: '17', txHash: `0x${'ab'.repeat(32)}`, blockNumber: '4242',
-        reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked', lastError: null, requested: null,
+        transferId: seeded.batchTransfer,
+        purpose: 'payout',
+        ref: seeded.batch,
+        asset: 'usdt',
+        amount: '12.5',
+        nonce: '17',
+        txHash: `0x${'ab'.repeat(32)}`,
+        blockNumber: '4242',
+        reason: 'the token moved 12000000 units to the receiver, not the 12500000 asked',
+        lastError: null,
+        requested: null,
       },
       {
-        transferId: seeded.conversionTransfer, purpose: 'conversion', ref: 'conv_00000000000000e1', asset: 'eth', amount: eth(NET_WEI), nonce: '18', txHash: `0x${'cd'.repeat(32)}`, blockNumber: null,
-        reason: 'nonce 18 was taken by a transaction payrail did not sign', lastError: null, requested: { action: 'cancel', by: 'admin', at: expect.any(String) },
+        transferId: seeded.conversionTransfer,
+        purpose: 'conversion',
+        ref: 'conv_00000000000000e1',
+        asset: 'eth',
+        amount: eth(NET_WEI),
+        nonce: '18',
+        txHash: `0x${'cd'.repeat(32)}`,
+        blockNumber: null,
+        reason: 'nonce 18 was taken by a transaction payrail did not sign',
+        lastError: null,
+        requested: { action: 'cancel', by: 'admin', at: expect.any(String) },
       },
     ]);
     const [older, newer] = now.review.transfers;
@@ -360,14 +600,27 @@ describe('readOverview of host-wallet transfers', () => {
 
   it('flags the channel whose batch waits behind a transfer in review', () => {
     const small = now.channels.items.find((c) => c.channelId === SMALL_THRESHOLD);
-    expect(small).toMatchObject({ availableUsdt: '0', reserved: { usdt: '12.5' }, payoutInReview: { payoutId: seeded.batch, transferId: seeded.batchTransfer, count: 1 } });
+    expect(small).toMatchObject({
+      availableUsdt: '0',
+      reserved: { usdt: '12.5' },
+      payoutInReview: { payoutId: seeded.batch, transferId: seeded.batchTransfer, count: 1 },
+    });
     expect(now.channels.items.find((c) => c.channelId === THRESHOLD)?.payoutInReview).toBeNull();
-    expect(now.channels.items.find((c) => c.channelId === INSTANT)?.payoutInReview).toEqual({ payoutId: ids.review, transferId: null, count: 1 });
+    expect(now.channels.items.find((c) => c.channelId === INSTANT)?.payoutInReview).toEqual({
+      payoutId: ids.review,
+      transferId: null,
+      count: 1,
+    });
   });
 
   it('sets fees earned against network costs paid, exactly, and the costs equal the network_fee journals (their pair)', async () => {
     const costs = GAS_CONFIRMED_WEI + GAS_REVERTED_WEI;
-    expect(now.totals.feesVsNetworkCosts).toEqual({ asset: 'eth', fees: eth(10n * FEE_WEI), networkCosts: eth(costs), net: eth(10n * FEE_WEI - costs) });
+    expect(now.totals.feesVsNetworkCosts).toEqual({
+      asset: 'eth',
+      fees: eth(10n * FEE_WEI),
+      networkCosts: eth(costs),
+      net: eth(10n * FEE_WEI - costs),
+    });
     expect(now.totals.platformFees).toEqual({ eth: eth(10n * FEE_WEI) });
     const { rows } = await sql<{ units: string }>`
       select coalesce(sum(e.amount), 0)::text as units from ledger_journals j join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
@@ -379,7 +632,15 @@ describe('readOverview of host-wallet transfers', () => {
   it('shows a net loss as a negative amount when gas cost more than the fees', async () => {
     const extra = 10n * FEE_WEI;
     // A network_fee journal per transfer (one per (kind, ref)): a second mined transfer, its gas worth all the fees.
-    const expensive = await seedTransfer(db.db, { purpose: 'conversion', ref: 'conv_00000000000000e5', asset: 'eth', amount: NET_WEI, status: 'confirmed', nonce: 20, blockNumber: 4_100 });
+    const expensive = await seedTransfer(db.db, {
+      purpose: 'conversion',
+      ref: 'conv_00000000000000e5',
+      asset: 'eth',
+      amount: NET_WEI,
+      status: 'confirmed',
+      nonce: 20,
+      blockNumber: 4_100,
+    });
     await seedNetworkFee(db.db, expensive, extra);
     const after = await readOverview(db.db);
     const net = 10n * FEE_WEI - (GAS_CONFIRMED_WEI + GAS_REVERTED_WEI + extra);
@@ -391,12 +652,28 @@ describe('readOverview of host-wallet transfers', () => {
   it('the text report lists them in its review queue, counts and channels', () => {
     const text = formatStatus(now);
     expect(text).toContain('REVIEW QUEUE (1 payouts, 2 transfers, 1 payments)');
-    expect(text).toMatch(new RegExp(`${seeded.batchTransfer}\\s+needs_review\\s+12\\.5 USDT\\s+payout ${seeded.batch}\\s+nonce 17\\s+2h00m\\s+the token moved 12000000 units`));
-    expect(text).toMatch(new RegExp(`${seeded.conversionTransfer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+conversion conv_00000000000000e1\\s+nonce 18\\s+\\d+s\\s+cancel requested by admin; nonce 18 was taken`));
-    expect(text.indexOf(seeded.batchTransfer as string)).toBeLessThan(text.indexOf(seeded.conversionTransfer as string));
+    expect(text).toMatch(
+      new RegExp(
+        `${seeded.batchTransfer}\\s+needs_review\\s+12\\.5 USDT\\s+payout ${seeded.batch}\\s+nonce 17\\s+2h00m\\s+the token moved 12000000 units`,
+      ),
+    );
+    expect(text).toMatch(
+      new RegExp(
+        `${seeded.conversionTransfer}\\s+needs_review\\s+${eth(NET_WEI).replace('.', '\\.')} ETH\\s+conversion conv_00000000000000e1\\s+nonce 18\\s+\\d+s\\s+cancel requested by admin; nonce 18 was taken`,
+      ),
+    );
+    expect(text.indexOf(seeded.batchTransfer as string)).toBeLessThan(
+      text.indexOf(seeded.conversionTransfer as string),
+    );
     expect(text).toMatch(/transfers\s+intent 0 · signed 0 · broadcast 1 · needs review 2/);
-    expect(text).toMatch(new RegExp(`network costs paid\\s+${eth(GAS_CONFIRMED_WEI + GAS_REVERTED_WEI).replace('.', '\\.')} ETH`));
-    expect(text).toMatch(new RegExp(`${SMALL_THRESHOLD}\\s+threshold\\s+0 USDT.*payout ${seeded.batch}: transfer ${seeded.batchTransfer} in review`));
+    expect(text).toMatch(
+      new RegExp(`network costs paid\\s+${eth(GAS_CONFIRMED_WEI + GAS_REVERTED_WEI).replace('.', '\\.')} ETH`),
+    );
+    expect(text).toMatch(
+      new RegExp(
+        `${SMALL_THRESHOLD}\\s+threshold\\s+0 USDT.*payout ${seeded.batch}: transfer ${seeded.batchTransfer} in review`,
+      ),
+    );
     expect(text).toMatch(new RegExp(`${INSTANT}\\s+instant.*payout ${ids.review} in review`));
   });
 });
@@ -409,7 +686,10 @@ describe('readOverview of pay now', () => {
     // INSTANT holds no USDT; SMALL_THRESHOLD's batch is open (exchange_created, its transfer in review: above).
     expect(await channel(INSTANT)).toMatchObject({ availableUsdt: '0', openBatch: null, canPayNow: false });
     const small = await channel(SMALL_THRESHOLD);
-    expect(small).toMatchObject({ canPayNow: false, openBatch: { payoutId: expect.stringMatching(/^po_/), status: 'exchange_created' } });
+    expect(small).toMatchObject({
+      canPayNow: false,
+      openBatch: { payoutId: expect.stringMatching(/^po_/), status: 'exchange_created' },
+    });
     const noUsdt = await payrail.request('POST', `/api/channels/${INSTANT}/payout`);
     expect(noUsdt.status).toBe(409);
     expect(noUsdt.body.error).toContain('holds no USDT');
@@ -422,11 +702,20 @@ describe('readOverview of pay now', () => {
     const paidNow = await payrail.request('POST', `/api/channels/${THRESHOLD}/payout`);
     expect(paidNow.status).toBe(201);
     expect(paidNow.body).toMatchObject({ kind: 'threshold', status: 'pending', asset: 'usdt', amount: '22' });
-    expect(await channel(THRESHOLD)).toMatchObject({ availableUsdt: '0', reserved: { usdt: '22' }, openBatch: { payoutId: paidNow.body.payoutId, status: 'pending' }, canPayNow: false });
+    expect(await channel(THRESHOLD)).toMatchObject({
+      availableUsdt: '0',
+      reserved: { usdt: '22' },
+      openBatch: { payoutId: paidNow.body.payoutId, status: 'pending' },
+      canPayNow: false,
+    });
 
     // USDT arriving while the batch is open waits for it: available, and still no pay now.
     await settleConversion(db.db, (paid[THRESHOLD] as string[]).slice(3), 5_000_000n);
-    expect(await channel(THRESHOLD)).toMatchObject({ availableUsdt: '5', openBatch: { payoutId: paidNow.body.payoutId }, canPayNow: false });
+    expect(await channel(THRESHOLD)).toMatchObject({
+      availableUsdt: '5',
+      openBatch: { payoutId: paidNow.body.payoutId },
+      canPayNow: false,
+    });
     const again = await payrail.request('POST', `/api/channels/${THRESHOLD}/payout`);
     expect(again.status).toBe(409);
     expect(again.body.error).toContain(`batch ${paidNow.body.payoutId} is open (pending)`);
@@ -459,22 +748,42 @@ describe('overview arithmetic', () => {
 });
 
 describe('readOverview of a top-up in review', () => {
-  it('says what a credit would book: the difference to the partial credit, not the partial\'s outcome (the text report too)', async () => {
-    const body: Record<string, unknown> = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${THRESHOLD}` };
+  it("says what a credit would book: the difference to the partial credit, not the partial's outcome (the text report too)", async () => {
+    const body: Record<string, unknown> = {
+      ...structuredClone(fixtures.partially_paid),
+      payment_id: nextPaymentId++,
+      order_id: `PGP-1|${THRESHOLD}`,
+    };
     const id = String(body.payment_id);
     const send = async (ipn: Record<string, unknown>) => {
       const { raw, headers } = signed(ipn, IPN_SECRET);
       return payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
     };
     expect((await send(body)).status).toBe(202);
-    expect((await readOverview(db.db)).review.payments.find((p) => p.paymentId === id)?.creditable).toEqual({ asset: 'eth', amount: '0.00294' });
+    expect((await readOverview(db.db)).review.payments.find((p) => p.paymentId === id)?.creditable).toEqual({
+      asset: 'eth',
+      amount: '0.00294',
+    });
     expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
-    expect((await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id })).body.reviewReason).toMatch(/^top_up: /);
+    expect(
+      (await send({ ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id }))
+        .body.reviewReason,
+    ).toMatch(/^top_up: /);
 
     const now = await readOverview(db.db);
     const topUp = now.review.payments.find((p) => p.paymentId === id);
-    expect(topUp).toMatchObject({ reason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)', actions: ['credit', 'ignore'], reported: { outcomeAmount: '0.00294' }, credited: { asset: 'eth', gross: '0.00294' }, creditable: { asset: 'eth', amount: '0.00193' } });
-    expect(formatStatus(now)).toMatch(new RegExp(`\\n  payment ${id}\\s+finished\\s+0\\.00193 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+top_up: `));
+    expect(topUp).toMatchObject({
+      reason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+      actions: ['credit', 'ignore'],
+      reported: { outcomeAmount: '0.00294' },
+      credited: { asset: 'eth', gross: '0.00294' },
+      creditable: { asset: 'eth', amount: '0.00193' },
+    });
+    expect(formatStatus(now)).toMatch(
+      new RegExp(
+        `\\n  payment ${id}\\s+finished\\s+0\\.00193 ETH\\s+paid 0\\.003 of 0\\.00495 ETH\\s+${THRESHOLD}\\s+\\S+\\s+credit/ignore\\s+top_up: `,
+      ),
+    );
     expect((await payrail.request('POST', `/api/payments/${id}/ignore`)).status).toBe(200);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });

@@ -44,17 +44,27 @@ async function start(env: Record<string, string> = {}) {
 
 /** A threshold channel far from its threshold. */
 function thresholdChannel(): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+  return saveChannel(payrail!, `-${nextChannel++}`, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: freshWallet(),
+  });
 }
 
 async function refund(paymentId: string, channelId: string) {
-  const { raw, headers } = signed(ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }), IPN_SECRET);
+  const { raw, headers } = signed(
+    ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }),
+    IPN_SECRET,
+  );
   const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
   expect(res.status).toBe(202);
   expect(res.body.reviewReason).toBe('refunded_after_credit');
 }
 
-const act = (paymentId: string, action: string, body?: unknown) => payrail!.request('POST', `/api/payments/${paymentId}/${action}`, body === undefined ? {} : { body });
+const act = (paymentId: string, action: string, body?: unknown) =>
+  payrail!.request('POST', `/api/payments/${paymentId}/${action}`, body === undefined ? {} : { body });
 
 async function ethDifference(): Promise<bigint> {
   const report = await checkLedgerAgainstChain(db.db, { wallet: reader, usdtContract: outside.usdt });
@@ -62,7 +72,10 @@ async function ethDifference(): Promise<bigint> {
 }
 
 async function balance(code: string, asset = 'eth'): Promise<bigint> {
-  const { rows } = await db.pool.query<{ sum: string }>('select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2', [code, asset]);
+  const { rows } = await db.pool.query<{ sum: string }>(
+    'select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2',
+    [code, asset],
+  );
   return BigInt(rows[0]!.sum);
 }
 
@@ -80,22 +93,43 @@ const shardOf = (paymentId: string) => String(BigInt(paymentId) % 16n).padStart(
 function hostApp() {
   return createWalletClient({
     account: privateKeyToAccount(outside.hostKey),
-    chain: { id: outside.chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [outside.chain.rpcUrl] } } },
+    chain: {
+      id: outside.chain.chainId,
+      name: 'local',
+      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+      rpcUrls: { default: { http: [outside.chain.rpcUrl] } },
+    },
     transport: http(outside.chain.rpcUrl),
   });
 }
 
 async function mined(hash: Hex) {
-  return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({ hash, timeout: 10_000 });
+  return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({
+    hash,
+    timeout: 10_000,
+  });
 }
 
-const cliEnv = () => ({ ...process.env, DATABASE_URL: db.url, ETH_RPC_URL: outside.chain.rpcUrl, CHAIN_ID: String(outside.chain.chainId), HOST_WALLET_ADDRESS: outside.hostAddress, USDT_CONTRACT: outside.usdt, LOG_LEVEL: 'silent' });
+const cliEnv = () => ({
+  ...process.env,
+  DATABASE_URL: db.url,
+  ETH_RPC_URL: outside.chain.rpcUrl,
+  CHAIN_ID: String(outside.chain.chainId),
+  HOST_WALLET_ADDRESS: outside.hostAddress,
+  USDT_CONTRACT: outside.usdt,
+  LOG_LEVEL: 'silent',
+});
 
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
   await bookHostFunding(db, outside);
-  reader = createChainWallet({ rpcUrl: outside.chain.rpcUrl, address: outside.hostAddress, chainId: outside.chain.chainId, timeoutMs: 5_000 });
+  reader = createChainWallet({
+    rpcUrl: outside.chain.rpcUrl,
+    address: outside.hostAddress,
+    chainId: outside.chain.chainId,
+    timeoutMs: 5_000,
+  });
 });
 afterEach(async () => {
   await payrail?.stop();
@@ -113,7 +147,7 @@ afterAll(async () => {
 });
 
 describe('reverse keeps ledger = chain', () => {
-  it('the reversed payment\'s ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back', async () => {
+  it("the reversed payment's ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back", async () => {
     // Nothing converts: the payment's ETH stays on its channel until the refund.
     await start({ CONVERSION_MIN_USD: '1000000', CONVERSION_MAX_WAIT: '24h' });
     const channelId = await thresholdChannel();
@@ -137,7 +171,9 @@ describe('reverse keeps ledger = chain', () => {
     const gas = receipt.gasUsed * receipt.effectiveGasPrice;
     expect(await ethDifference()).toBe(-(GROSS_WEI + gas));
     const booked = await run('node', ['bin/payrail.js', 'withdrawal', sent, '--from', 'refunds'], { env: cliEnv() });
-    expect(booked.stdout).toMatch(/^booked: .* 0\.00487 ETH sent away, taken from the refunds owed \(platform:refunds_owed\)/);
+    expect(booked.stdout).toMatch(
+      /^booked: .* 0\.00487 ETH sent away, taken from the refunds owed \(platform:refunds_owed\)/,
+    );
     expect(await journal('wallet_withdrawal', sent.toLowerCase())).toEqual([
       { code: 'platform:network_costs', amount: (-gas).toString() },
       { code: 'platform:refunds_owed', amount: (-GROSS_WEI).toString() },
@@ -146,14 +182,28 @@ describe('reverse keeps ledger = chain', () => {
     ]);
     expect(await balance('platform:refunds_owed')).toBe(0n);
     expect(await ethDifference()).toBe(0n);
-    expect((await db.pool.query("select actor, details->>'from' as source from audit_log where action = 'wallet.withdrawal' and subject = $1", [sent.toLowerCase()])).rows).toEqual([{ actor: 'cli', source: 'refunds' }]);
+    expect(
+      (
+        await db.pool.query(
+          "select actor, details->>'from' as source from audit_log where action = 'wallet.withdrawal' and subject = $1",
+          [sent.toLowerCase()],
+        )
+      ).rows,
+    ).toEqual([{ actor: 'cli', source: 'refunds' }]);
 
     // Beyond what is owed: refused, nothing booked; it is the platform's own money that left (booked from capital).
     const more = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: 1_000n });
     await mined(more);
-    const refused = await run('node', ['bin/payrail.js', 'withdrawal', more, '--from', 'refunds'], { env: cliEnv() }).then(() => null, (error: { code: number; stderr: string }) => error);
+    const refused = await run('node', ['bin/payrail.js', 'withdrawal', more, '--from', 'refunds'], {
+      env: cliEnv(),
+    }).then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    );
     expect(refused?.code).toBe(1);
-    expect(refused?.stderr).toMatch(/withdrawal refused: the platform's refunds owed hold 0 wei, less than the 1000 this transaction sent away/);
+    expect(refused?.stderr).toMatch(
+      /withdrawal refused: the platform's refunds owed hold 0 wei, less than the 1000 this transaction sent away/,
+    );
     expect(await journal('wallet_withdrawal', more.toLowerCase())).toEqual([]);
     await run('node', ['bin/payrail.js', 'withdrawal', more], { env: cliEnv() });
     expect(await ethDifference()).toBe(0n);
@@ -168,23 +218,37 @@ describe('reverse keeps ledger = chain', () => {
     const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
     let conversionId = '';
     await eventually('the conversion in review', async () => {
-      const { rows } = await db.pool.query<{ conversion_id: string; status: string }>('select c.conversion_id, c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentId]);
+      const { rows } = await db.pool.query<{ conversion_id: string; status: string }>(
+        'select c.conversion_id, c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+        [paymentId],
+      );
       conversionId = rows[0]?.conversion_id ?? '';
       return rows[0]?.status === 'needs_review';
     });
     await refund(paymentId, channelId);
     const [exchange] = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
-    const returned = await payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { body: { outcome: 'returned', txHash: exchange!.refundHash } });
+    const returned = await payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, {
+      body: { outcome: 'returned', txHash: exchange!.refundHash },
+    });
     expect(returned.status).toBe(200);
     // In review, the payment is no batch's: it waits on its channel, worth its net less what ChangeNow kept.
-    const { rows } = await db.pool.query('select conversion_status, exchange_cost_wei::text as cost from payments where payment_id = $1', [paymentId]);
+    const { rows } = await db.pool.query(
+      'select conversion_status, exchange_cost_wei::text as cost from payments where payment_id = $1',
+      [paymentId],
+    );
     expect(rows).toEqual([{ conversion_status: 'pending', cost: SHORT_WEI.toString() }]);
     expect(await ethDifference()).toBe(0n);
     const channelBefore = await balance(`channel:${channelId}`);
 
     const res = await act(paymentId, 'reverse');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00487', netAmount: '0.0047239', conversion: { status: null } });
+    expect(res.body).toMatchObject({
+      status: 'refunded',
+      reviewReason: null,
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      conversion: { status: null },
+    });
     expect(await journal('payment_reversed', paymentId)).toEqual([
       { code: `channel:${channelId}`, amount: (-(NET_WEI - SHORT_WEI)).toString() },
       { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
@@ -200,10 +264,20 @@ describe('a refund whose money was paid out', () => {
   it('reverse is 409 naming the completed payout; ignore acknowledges it and books nothing: ledger = chain', async () => {
     await start();
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: owner });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: owner,
+    });
     const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
     await eventually('the owner paid on chain', async () => (await outside.balanceOf(owner)) === NET_WEI);
-    await eventually('the payout completed', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows.length === 1);
+    await eventually(
+      'the payout completed',
+      async () =>
+        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows
+          .length === 1,
+    );
     await refund(paymentId, channelId);
     const reverse = await act(paymentId, 'reverse');
     expect(reverse.status).toBe(409);
@@ -217,12 +291,22 @@ describe('a refund whose money was paid out', () => {
 });
 
 describe('a refund whose money came back', () => {
-  it('the instant payout\'s exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain', async () => {
+  it("the instant payout's exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain", async () => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
     outside.sim.failNextExchange('refunded');
     const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
-    await eventually('the payout failed, refunded in full', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows.length === 1);
+    await eventually(
+      'the payout failed, refunded in full',
+      async () =>
+        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows
+          .length === 1,
+    );
     expect(await balance(`channel:${channelId}`)).toBe(NET_WEI);
     await refund(paymentId, channelId);
 

@@ -55,7 +55,11 @@ const act = (paymentId: string, action: string) => payrail!.request('POST', `/ap
 
 /** NOWPayments forwards the partial outcome, says partially_paid, and a person credits it. */
 async function creditedPartial(channelId: string): Promise<Record<string, unknown>> {
-  const body = { ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` };
+  const body = {
+    ...structuredClone(fixtures.partially_paid),
+    payment_id: nextPaymentId++,
+    order_id: `PGP-1|${channelId}`,
+  };
   await outside.nowpayments.send(outside.hostAddress, PARTIAL_WEI);
   expect((await send(body)).status).toBe(202);
   expect((await act(String(body.payment_id), 'credit')).status).toBe(200);
@@ -65,9 +69,16 @@ async function creditedPartial(channelId: string): Promise<Record<string, unknow
 /** NOWPayments forwards the rest, says finished with the whole outcome, and a person credits the difference. */
 async function creditedRest(partial: Record<string, unknown>): Promise<Record<string, any>> {
   await outside.nowpayments.send(outside.hostAddress, REST_WEI);
-  const res = await send({ ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id });
+  const res = await send({
+    ...ipnBody(),
+    payment_id: partial.payment_id,
+    invoice_id: partial.invoice_id,
+    order_id: partial.order_id,
+  });
   expect(res.status).toBe(202);
-  expect(res.body.reviewReason).toBe('top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)');
+  expect(res.body.reviewReason).toBe(
+    'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+  );
   const credit = await act(String(partial.payment_id), 'credit');
   expect(credit.status).toBe(200);
   return credit.body;
@@ -82,21 +93,41 @@ async function conversionsOf(paymentId: string) {
 }
 
 async function ethOf(channelId: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ balance: string }>("select balance::text from ledger_accounts where code = $1 and asset = 'eth'", [`channel:${channelId}`]);
+  const { rows } = await db.pool.query<{ balance: string }>(
+    "select balance::text from ledger_accounts where code = $1 and asset = 'eth'",
+    [`channel:${channelId}`],
+  );
   return BigInt(rows[0]?.balance ?? '0');
 }
 
 describe('a top-up after the partial moved on', () => {
   it('threshold: the partial was converted; the difference goes back to pending for exactly its own ETH and the next batch converts it', async () => {
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
     const partial = await creditedPartial(channelId);
     const paymentId = String(partial.payment_id);
-    await eventually('the partial converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
-    const firstUsdt = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body.conversion.usdtAmount as string;
+    await eventually('the partial converted', async () =>
+      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
+    );
+    const firstUsdt = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body.conversion
+      .usdtAmount as string;
 
     const credited = await creditedRest(partial);
-    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', reviewReason: null });
-    await eventually('the difference converted', async () => (await conversionsOf(paymentId)).filter((c) => c.status === 'completed').length === 2);
+    expect(credited).toMatchObject({
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      payoutStrategy: 'threshold',
+      reviewReason: null,
+    });
+    await eventually(
+      'the difference converted',
+      async () => (await conversionsOf(paymentId)).filter((c) => c.status === 'completed').length === 2,
+    );
     expect(await conversionsOf(paymentId)).toEqual([
       { status: 'completed', net_wei: PARTIAL_NET_WEI.toString() },
       { status: 'completed', net_wei: REST_NET_WEI.toString() },
@@ -111,10 +142,18 @@ describe('a top-up after the partial moved on', () => {
   });
 
   it('refunded: once NOWPayments refunded the payment (the refund acknowledged by ignore), a stale finished IPN saying more is no top-up: nothing opens, nothing is credited', async () => {
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
     const partial = await creditedPartial(channelId);
     const paymentId = String(partial.payment_id);
-    await eventually('the partial converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    await eventually('the partial converted', async () =>
+      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
+    );
     const refund = await send({ ...partial, payment_status: 'refunded' });
     expect(refund.body.reviewReason).toBe('refunded_after_credit');
     // Converted: reverse cannot take it back, ignore acknowledges the refund.
@@ -122,53 +161,115 @@ describe('a top-up after the partial moved on', () => {
     expect((await act(paymentId, 'ignore')).status).toBe(200);
 
     // NOWPayments' retry of a finished IPN from before the refund arrives late (nothing more was forwarded).
-    const stale = await send({ ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id });
+    const stale = await send({
+      ...ipnBody(),
+      payment_id: partial.payment_id,
+      invoice_id: partial.invoice_id,
+      order_id: partial.order_id,
+    });
     expect(stale.status).toBe(200);
     expect(stale.body).toMatchObject({ status: 'refunded', outcome: 'unchanged' });
     const after = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body;
-    expect(after).toMatchObject({ status: 'refunded', reviewReason: null, grossAmount: '0.00294', restated: null, reviewAction: { action: 'ignore' } });
+    expect(after).toMatchObject({
+      status: 'refunded',
+      reviewReason: null,
+      grossAmount: '0.00294',
+      restated: null,
+      reviewAction: { action: 'ignore' },
+    });
     const credit = await act(paymentId, 'credit');
     expect(credit.status).toBe(409);
-    const { rows } = await db.pool.query("select 1 from ledger_journals where kind = 'payment_topped_up' and ref like $1", [`${paymentId}:%`]);
+    const { rows } = await db.pool.query(
+      "select 1 from ledger_journals where kind = 'payment_topped_up' and ref like $1",
+      [`${paymentId}:%`],
+    );
     expect(rows).toEqual([]);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('instant: the partial\'s payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel\'s USDT', async () => {
+  it("instant: the partial's payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel's USDT", async () => {
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: owner,
+    });
     outside.sim.failNextExchange('refunded');
     const partial = await creditedPartial(channelId);
     const paymentId = String(partial.payment_id);
-    await eventually('the partial\'s payout failed, refunded in full', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows.length === 1);
+    await eventually(
+      "the partial's payout failed, refunded in full",
+      async () =>
+        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows
+          .length === 1,
+    );
     expect(await ethOf(channelId)).toBe(PARTIAL_NET_WEI);
 
     const credited = await creditedRest(partial);
-    expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', payoutStrategy: 'threshold', conversion: { status: 'pending' }, reviewReason: null });
-    await eventually('the whole net converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
-    expect(await conversionsOf(paymentId)).toEqual([{ status: 'completed', net_wei: (PARTIAL_NET_WEI + REST_NET_WEI).toString() }]);
+    expect(credited).toMatchObject({
+      grossAmount: '0.00487',
+      netAmount: '0.0047239',
+      payoutStrategy: 'threshold',
+      conversion: { status: 'pending' },
+      reviewReason: null,
+    });
+    await eventually('the whole net converted', async () =>
+      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
+    );
+    expect(await conversionsOf(paymentId)).toEqual([
+      { status: 'completed', net_wei: (PARTIAL_NET_WEI + REST_NET_WEI).toString() },
+    ]);
     // 0.0047239 ETH at 3000, less 1 USDT, paid at once (an instant channel has no threshold).
     await eventually('the owner paid the whole net', async () => (await outside.usdtBalanceOf(owner)) === 13_171_700n);
-    await eventually('every open payout ended', async () => (await db.pool.query("select 1 from payouts where channel_id = $1 and status not in ('completed', 'failed')", [channelId])).rows.length === 0);
+    await eventually(
+      'every open payout ended',
+      async () =>
+        (
+          await db.pool.query("select 1 from payouts where channel_id = $1 and status not in ('completed', 'failed')", [
+            channelId,
+          ])
+        ).rows.length === 0,
+    );
     expect(await ethOf(channelId)).toBe(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('instant: the partial was paid out; the difference is converted and paid to the owner as the channel\'s USDT', async () => {
+  it("instant: the partial was paid out; the difference is converted and paid to the owner as the channel's USDT", async () => {
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: owner });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: owner,
+    });
     const partial = await creditedPartial(channelId);
     const paymentId = String(partial.payment_id);
-    await eventually('the partial paid out', async () => (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows.length === 1);
+    await eventually(
+      'the partial paid out',
+      async () =>
+        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows
+          .length === 1,
+    );
     const paid = await outside.usdtBalanceOf(owner);
 
     const credited = await creditedRest(partial);
     expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
-    await eventually('the difference converted', async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    await eventually('the difference converted', async () =>
+      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
+    );
     expect(await conversionsOf(paymentId)).toEqual([{ status: 'completed', net_wei: REST_NET_WEI.toString() }]);
     // Its USDT is paid at once (an instant channel has no threshold): 0.0018721 ETH at 3000, less 1 USDT.
-    await eventually('the owner paid the difference', async () => (await outside.usdtBalanceOf(owner)) - paid === 4_616_300n);
-    await eventually('every payout completed', async () => (await db.pool.query("select 1 from payouts where channel_id = $1 and status <> 'completed'", [channelId])).rows.length === 0);
+    await eventually(
+      'the owner paid the difference',
+      async () => (await outside.usdtBalanceOf(owner)) - paid === 4_616_300n,
+    );
+    await eventually(
+      'every payout completed',
+      async () =>
+        (await db.pool.query("select 1 from payouts where channel_id = $1 and status <> 'completed'", [channelId])).rows
+          .length === 0,
+    );
     expect(await ethOf(channelId)).toBe(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });

@@ -6,7 +6,16 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee } from '../../src/simulators/chain-faults.ts';
+import {
+  baseFee,
+  makeContractWallet,
+  makeRejectingWallet,
+  mineBlocks,
+  pausePool,
+  reorg,
+  resumeMining,
+  spikeBaseFee,
+} from '../../src/simulators/chain-faults.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
@@ -28,28 +37,47 @@ async function start(env: Record<string, string> = {}) {
 }
 
 async function instantEthChannel(wallet: string): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+  return saveChannel(payrail!, `-${nextChannel++}`, {
+    payoutStrategy: 'instant',
+    payoutCurrency: 'eth',
+    payoutNetwork: 'eth',
+    walletAddress: wallet,
+  });
 }
 
 async function payoutOf(channelId: string): Promise<Record<string, any> | undefined> {
-  const payouts = (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<Record<string, any>>;
+  const payouts = (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
+    Record<string, any>
+  >;
   return payouts[0];
 }
 
 async function transferOf(channelId: string): Promise<Record<string, any> | undefined> {
   const payout = await payoutOf(channelId);
-  const row = payout && (await db.db.selectFrom('chain_transfers').select('transfer_id').where('purpose', '=', 'payout').where('ref', '=', payout.payoutId).executeTakeFirst());
+  const row =
+    payout &&
+    (await db.db
+      .selectFrom('chain_transfers')
+      .select('transfer_id')
+      .where('purpose', '=', 'payout')
+      .where('ref', '=', payout.payoutId)
+      .executeTakeFirst());
   if (!row) return undefined;
   return (await payrail!.request('GET', `/api/transfers/${row.transfer_id}`)).body as Record<string, any>;
 }
 
 async function receiptGas(hash: string): Promise<bigint> {
-  const receipt = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as { gasUsed: string; effectiveGasPrice: string };
+  const receipt = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as {
+    gasUsed: string;
+    effectiveGasPrice: string;
+  };
   return BigInt(receipt.gasUsed) * BigInt(receipt.effectiveGasPrice);
 }
 
 async function journalsOf(ref: string): Promise<string[]> {
-  return (await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()).map((j) => j.kind);
+  return (await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()).map(
+    (j) => j.kind,
+  );
 }
 
 beforeAll(async () => {
@@ -109,12 +137,15 @@ describe('payouts on the chain as it behaves', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('a reorganisation of the payout\'s block: sent again, booked once at CHAIN_CONFIRMATIONS deep', async () => {
+  it("a reorganisation of the payout's block: sent again, booked once at CHAIN_CONFIRMATIONS deep", async () => {
     await start({ CHAIN_CONFIRMATIONS: '3' });
     const wallet = freshWallet();
     const id = await instantEthChannel(wallet);
     await sendFinished(payrail!, nextPaymentId++, id);
-    await eventually('the transfer mined, not yet deep enough', async () => (await transferOf(id))?.blockNumber != null);
+    await eventually(
+      'the transfer mined, not yet deep enough',
+      async () => (await transferOf(id))?.blockNumber != null,
+    );
     const first = await transferOf(id);
     expect(first).toMatchObject({ status: 'broadcast' });
     expect((await payoutOf(id))?.status).toBe('sent');
@@ -122,7 +153,10 @@ describe('payouts on the chain as it behaves', () => {
     await reorg(outside.chain.rpcUrl, 1);
     expect(await outside.balanceOf(wallet)).toBe(0n);
     // Noticed, sent again with the same bytes, mined again in the new chain.
-    await eventually('the payout paid again on the new chain', async () => (await outside.balanceOf(wallet)) === NET_WEI);
+    await eventually(
+      'the payout paid again on the new chain',
+      async () => (await outside.balanceOf(wallet)) === NET_WEI,
+    );
     await eventually('the transfer seen mined again', async () => {
       const t = await transferOf(id);
       return t?.blockNumber != null && t.blockHash !== first!.blockHash;
@@ -161,7 +195,7 @@ describe('payouts on the chain as it behaves', () => {
 });
 
 describe('a payout whose transfer is in review', () => {
-  it('is not retried (409 naming the transfer): the transfer\'s own retry puts it back to watching, and the payout completes from its outcome', async () => {
+  it("is not retried (409 naming the transfer): the transfer's own retry puts it back to watching, and the payout completes from its outcome", async () => {
     await start();
     await pausePool(outside.chain.rpcUrl);
     const wallet = freshWallet();
@@ -170,7 +204,10 @@ describe('a payout whose transfer is in review', () => {
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
     const transfer = await transferOf(id);
     // As the confirm step leaves it when it sees the nonce taken (test/integration/transfer-chain.test.ts).
-    await db.pool.query("update chain_transfers set status = 'needs_review', reason = 'nonce 0 looked taken' where transfer_id = $1", [transfer!.transferId]);
+    await db.pool.query(
+      "update chain_transfers set status = 'needs_review', reason = 'nonce 0 looked taken' where transfer_id = $1",
+      [transfer!.transferId],
+    );
     const payout = await payoutOf(id);
     const retried = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/retry`);
     expect(retried.status).toBe(409);
@@ -184,7 +221,11 @@ describe('a payout whose transfer is in review', () => {
     await resumeMining(outside.chain.rpcUrl);
     await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    const audit = await db.db.selectFrom('audit_log').select(['action', 'actor']).where('subject', '=', transfer!.transferId).execute();
+    const audit = await db.db
+      .selectFrom('audit_log')
+      .select(['action', 'actor'])
+      .where('subject', '=', transfer!.transferId)
+      .execute();
     expect(audit).toEqual([{ action: 'transfer.retry', actor: 'admin' }]);
   });
 });
@@ -197,7 +238,9 @@ describe('the transfer admin API', () => {
     await sendFinished(payrail!, nextPaymentId++, id);
     await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
     const transfer = await transferOf(id);
-    expect(transfer!.versions).toEqual([expect.objectContaining({ version: 1, kind: 'transfer', txHash: transfer!.txHash, gasLimit: '21000' })]);
+    expect(transfer!.versions).toEqual([
+      expect.objectContaining({ version: 1, kind: 'transfer', txHash: transfer!.txHash, gasLimit: '21000' }),
+    ]);
 
     const confirmed = await payrail!.request('GET', '/api/transfers?status=confirmed');
     expect(confirmed.status).toBe(200);
@@ -208,15 +251,29 @@ describe('the transfer admin API', () => {
       const refused = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/${action}`);
       expect(refused.status).toBe(409);
     }
-    const resolved = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: { outcome: 'never_sent' } });
+    const resolved = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
+      body: { outcome: 'never_sent' },
+    });
     expect(resolved.status).toBe(409);
-    expect((await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: { outcome: 'mined', txHash: '0x12' } })).status).toBe(400);
-    expect((await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: {} })).status).toBe(400);
+    expect(
+      (
+        await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
+          body: { outcome: 'mined', txHash: '0x12' },
+        })
+      ).status,
+    ).toBe(400);
+    expect(
+      (await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: {} })).status,
+    ).toBe(400);
     expect((await payrail!.request('GET', '/api/transfers/tr_0000000000000000')).status).toBe(404);
     expect((await payrail!.request('GET', '/api/transfers/nope')).status).toBe(400);
     expect((await payrail!.request('GET', '/api/transfers?status=lost')).status).toBe(400);
     expect((await payrail!.request('GET', '/api/transfers', { token: null })).status).toBe(401);
-    const audit = await db.db.selectFrom('audit_log').select('action').where('subject', '=', transfer!.transferId).execute();
+    const audit = await db.db
+      .selectFrom('audit_log')
+      .select('action')
+      .where('subject', '=', transfer!.transferId)
+      .execute();
     expect(audit).toEqual([]);
   });
 });

@@ -36,7 +36,11 @@ let nextPaymentId = 9_200_000_000;
 let nextChannel = 1_003_200_000_001;
 
 async function start(env: Record<string, string> = {}, logs: LogSink = logSink()): Promise<TestPayrail> {
-  const instance = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env }, logs });
+  const instance = await startTestPayrail(db, {
+    outside,
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env },
+    logs,
+  });
   running.push(instance);
   payrail ??= instance;
   sink ??= logs;
@@ -99,7 +103,14 @@ function exchangesFor(payoutId: string) {
 }
 
 async function transfersFor(payoutId: string) {
-  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string | null; nonce: string | null; to_address: string; amount: string }>(
+  const { rows } = await db.pool.query<{
+    transfer_id: string;
+    status: string;
+    tx_hash: string | null;
+    nonce: string | null;
+    to_address: string;
+    amount: string;
+  }>(
     "select transfer_id, status, tx_hash, nonce::text, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
     [payoutId],
   );
@@ -108,18 +119,28 @@ async function transfersFor(payoutId: string) {
 
 /** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
 async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1', [`channel:${channelId}%`]);
-  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
+    'select code, asset, balance::text from ledger_accounts where code like $1',
+    [`channel:${channelId}%`],
+  );
+  return Object.fromEntries(
+    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+  );
 }
 
 async function journalKinds(ref: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ kind: string }>("select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id", [ref]);
+  const { rows } = await db.pool.query<{ kind: string }>(
+    "select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id",
+    [ref],
+  );
   return rows.map((r) => r.kind);
 }
 
 /** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
 function alertsFor(payoutId: string, logs: LogSink = sink!): string[] {
-  return logs.lines.filter((l) => l.event === 'alert' && (l.payoutId === payoutId || l.ref === payoutId)).map((l) => String(l.alert));
+  return logs.lines
+    .filter((l) => l.event === 'alert' && (l.payoutId === payoutId || l.ref === payoutId))
+    .map((l) => String(l.alert));
 }
 
 function distinct(names: string[]): string[] {
@@ -131,7 +152,10 @@ async function expectLedgerClean(): Promise<void> {
 }
 
 async function hostNonce(): Promise<number> {
-  return Number.parseInt(String(await rpc(outside.chain.rpcUrl, 'eth_getTransactionCount', [outside.hostAddress, 'latest'])), 16);
+  return Number.parseInt(
+    String(await rpc(outside.chain.rpcUrl, 'eth_getTransactionCount', [outside.hostAddress, 'latest'])),
+    16,
+  );
 }
 
 async function setHostBalance(wei: bigint): Promise<void> {
@@ -150,12 +174,18 @@ async function refillHost(): Promise<void> {
 }
 
 async function conversionsDone(paymentIds: string[]): Promise<boolean> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
+  const { rows } = await db.pool.query<{ conversion_status: string }>(
+    'select conversion_status from payments where payment_id = any($1::numeric[])',
+    [paymentIds],
+  );
   return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
 }
 
 async function usdtOfPayments(payoutId: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ total: string | null }>('select sum(usdt_amount)::text as total from payments where payout_id = $1', [payoutId]);
+  const { rows } = await db.pool.query<{ total: string | null }>(
+    'select sum(usdt_amount)::text as total from payments where payout_id = $1',
+    [payoutId],
+  );
   return BigInt(rows[0]?.total ?? '0');
 }
 
@@ -170,7 +200,13 @@ async function waitingOnPayouts(): Promise<number> {
 /** Converts two payments of a new threshold channel (20 USD, USDT on trx) into a batch held below the minimum. */
 async function heldBatch(): Promise<{ id: string; held: PayoutRow; paymentIds: string[] }> {
   outside.sim.setPair('usdt/eth->usdt/trx', { rate: '1', withdrawalFee: '1', minAmount: '100' });
-  const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+  const id = await channel({
+    payoutStrategy: 'threshold',
+    thresholdUsd: '20',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'trx',
+    walletAddress: TRON_WALLET,
+  });
   const paymentIds = [await pay(id), await pay(id)];
   await eventually('both payments converted', () => conversionsDone(paymentIds));
   await eventually('the batch held', () => hasPayout(id, 'held'));
@@ -200,13 +236,24 @@ afterAll(async () => {
 describe('exchange endings', () => {
   it('a failed exchange sends the payout to review; the funds stay reserved', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('failed');
     await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
 
     const payout = await onlyPayout(id);
-    expect(payout).toMatchObject({ kind: 'instant', status: 'needs_review', reason: 'exchange failed; the funds sent have not come back', asset: 'eth', amount: NET_WEI.toString() });
+    expect(payout).toMatchObject({
+      kind: 'instant',
+      status: 'needs_review',
+      reason: 'exchange failed; the funds sent have not come back',
+      asset: 'eth',
+      amount: NET_WEI.toString(),
+    });
     expect(alertsFor(payout.payout_id)).toEqual(['payout_exchange_failed']);
     expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
     const exchanges = exchangesFor(payout.payout_id);
@@ -222,7 +269,12 @@ describe('exchange endings', () => {
 
   it('a refunded instant exchange: the refund arrives on chain, the payout fails and the ETH is back on the channel', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(id);
     await eventually('the payout failed', () => hasPayout(id, 'failed'));
@@ -231,13 +283,19 @@ describe('exchange endings', () => {
     const [exchange] = exchangesFor(payout.payout_id);
     expect(exchangesFor(payout.payout_id)).toHaveLength(1);
     expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'refunded', refundAddress: outside.hostAddress });
-    expect(payout).toMatchObject({ status: 'failed', reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance` });
+    expect(payout).toMatchObject({
+      status: 'failed',
+      reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance`,
+    });
     expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
     expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // On chain: the payin address got the ETH once, and the refund brought exactly that back to the host wallet.
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
-    const refund = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionByHash', [exchange!.refundHash])) as { to: string; value: string };
+    const refund = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionByHash', [exchange!.refundHash])) as {
+      to: string;
+      value: string;
+    };
     expect(refund.to.toLowerCase()).toBe(outside.hostAddress.toLowerCase());
     expect(BigInt(refund.value)).toBe(NET_WEI);
     // The reservation went back to the channel's available balance.
@@ -248,16 +306,23 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
-  it('a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow\'s cost', async () => {
+  it("a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow's cost", async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('refunded_short');
     await pay(id);
     await eventually('the payout failed', () => hasPayout(id, 'failed'));
     const payout = await onlyPayout(id);
     const [exchange] = exchangesFor(payout.payout_id);
     const back = NET_WEI - NET_WEI / 100n;
-    expect(payout.reason).toBe(`exchange refunded (refund ${exchange!.refundHash}); ${formatUnits(back, 18)} ETH back on the channel's balance; ${formatUnits(NET_WEI / 100n, 18)} ETH short, booked as ChangeNow's cost`);
+    expect(payout.reason).toBe(
+      `exchange refunded (refund ${exchange!.refundHash}); ${formatUnits(back, 18)} ETH back on the channel's balance; ${formatUnits(NET_WEI / 100n, 18)} ETH short, booked as ChangeNow's cost`,
+    );
     expect(await balances(id)).toEqual({ 'channel/eth': back.toString(), 'channel:payout/eth': '0' });
     const { rows } = await db.pool.query<{ code: string; amount: string }>(
       "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'payout_returned' and j.ref = $1 order by a.code",
@@ -273,25 +338,43 @@ describe('exchange endings', () => {
 
   it('a refund short by more than CHANGENOW_REFUND_TOLERANCE goes to review', async () => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('refunded_short');
     await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
     const payout = await onlyPayout(id);
     const [exchange] = exchangesFor(payout.payout_id);
-    expect(payout.reason).toBe(`exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`);
+    expect(payout.reason).toBe(
+      `exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+    );
     // A person resolves it with what came back: the ledger then matches the chain again.
     // The refund ChangeNow recorded is the evidence: the amount is what that transaction brought.
-    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, { body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash } });
+    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, {
+      body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash },
+    });
     expect(resolved.status).toBe(200);
-    expect(await balances(id)).toEqual({ 'channel/eth': (NET_WEI - NET_WEI / 100n).toString(), 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual({
+      'channel/eth': (NET_WEI - NET_WEI / 100n).toString(),
+      'channel:payout/eth': '0',
+    });
     await expectLedgerClean();
   });
 
   it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async () => {
     await start();
     // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.
-    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const paymentIds = [await pay(id), await pay(id)];
     await eventually('both payments converted', () => conversionsDone(paymentIds));
     const available = BigInt((await balances(id))['channel/usdt'] as string);
@@ -299,7 +382,15 @@ describe('exchange endings', () => {
     const hostUsdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
 
     outside.sim.failNextExchange('refunded');
-    const res = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET } });
+    const res = await payrail!.request('PUT', `/api/channels/${id}`, {
+      body: {
+        payoutStrategy: 'threshold',
+        thresholdUsd: '20',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'trx',
+        walletAddress: TRON_WALLET,
+      },
+    });
     expect(res.status).toBe(200);
     await eventually('the batch failed', () => hasPayout(id, 'failed'));
 
@@ -307,28 +398,52 @@ describe('exchange endings', () => {
     expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), status: 'failed' });
     const exchanges = exchangesFor(payout.payout_id);
     expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'refunded', fromCurrency: 'usdt', toNetwork: 'trx' });
-    expect(payout.reason).toBe(`exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`);
+    expect(exchanges[0]).toMatchObject({
+      id: payout.exchange_id,
+      status: 'refunded',
+      fromCurrency: 'usdt',
+      toNetwork: 'trx',
+    });
+    expect(payout.reason).toBe(
+      `exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`,
+    );
     expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
     expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     // On chain: the payin address holds the batch; the host wallet got all of it back.
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(hostUsdtBefore);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': available.toString(), 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': available.toString(),
+      'channel:payout/usdt': '0',
+    });
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
-    const { rows } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    const { rows } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [
+      paymentIds,
+    ]);
     expect(rows).toEqual([{ payout_id: null }, { payout_id: null }]);
     // Nothing else may come to batch that USDT again: the channel's threshold check is queued, a minute out for the
     // first batch in a row to fail (doubling for each further one), so the money is never stranded.
-    const check = await db.pool.query<{ due_in_s: number }>("select extract(epoch from run_at - now())::int as due_in_s from graphile_worker.jobs where key = $1", [`threshold_check:${id}`]);
+    const check = await db.pool.query<{ due_in_s: number }>(
+      'select extract(epoch from run_at - now())::int as due_in_s from graphile_worker.jobs where key = $1',
+      [`threshold_check:${id}`],
+    );
     expect(check.rows).toHaveLength(1);
     expect(check.rows[0]!.due_in_s).toBeGreaterThan(30);
     expect(check.rows[0]!.due_in_s).toBeLessThanOrEqual(60);
     await expectLedgerClean();
 
     // Nothing was lost: the next threshold check batches the same USDT and the same payments, and it goes out.
-    const again = await payrail!.request('PUT', `/api/channels/${id}`, { body: { payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET } });
+    const again = await payrail!.request('PUT', `/api/channels/${id}`, {
+      body: {
+        payoutStrategy: 'threshold',
+        thresholdUsd: '20',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'trx',
+        walletAddress: TRON_WALLET,
+      },
+    });
     expect(again.status).toBe(200);
     await eventually('the second batch completed', () => hasPayout(id, 'completed'));
     const second = (await payoutsOf(id))[1] as PayoutRow;
@@ -353,7 +468,11 @@ describe('refusals and held batches', () => {
     expect(heldAmount).toBe(await usdtOfPayments(held.payout_id));
     expect(exchangesFor(held.payout_id)).toHaveLength(0);
     expect(await transfersFor(held.payout_id)).toEqual([]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': heldAmount.toString() });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': '0',
+      'channel:payout/usdt': heldAmount.toString(),
+    });
     expect(sink!.lines.some((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toBe(true);
 
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
@@ -361,15 +480,30 @@ describe('refusals and held batches', () => {
     await eventually('the topped-up batch completed', () => hasPayout(id, 'completed'));
 
     const done = await onlyPayout(id);
-    const added = await db.pool.query<{ usdt_amount: string; payout_id: string }>('select usdt_amount::text, payout_id from payments where payment_id = $1', [more]);
+    const added = await db.pool.query<{ usdt_amount: string; payout_id: string }>(
+      'select usdt_amount::text, payout_id from payments where payment_id = $1',
+      [more],
+    );
     const addedUnits = BigInt(added.rows[0]!.usdt_amount);
     expect(added.rows[0]!.payout_id).toBe(held.payout_id);
-    expect(done).toMatchObject({ payout_id: held.payout_id, status: 'completed', top_ups: 1, amount: (heldAmount + addedUnits).toString(), reason: null });
+    expect(done).toMatchObject({
+      payout_id: held.payout_id,
+      status: 'completed',
+      top_ups: 1,
+      amount: (heldAmount + addedUnits).toString(),
+      reason: null,
+    });
     expect(await usdtOfPayments(done.payout_id)).toBe(heldAmount + addedUnits);
     const exchanges = exchangesFor(done.payout_id);
     expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({ status: 'finished', expectedAmountFrom: formatUnits(heldAmount + addedUnits, 6), payoutAddress: TRON_WALLET });
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: (heldAmount + addedUnits).toString() }]);
+    expect(exchanges[0]).toMatchObject({
+      status: 'finished',
+      expectedAmountFrom: formatUnits(heldAmount + addedUnits, 6),
+      payoutAddress: TRON_WALLET,
+    });
+    expect(await transfersFor(done.payout_id)).toMatchObject([
+      { status: 'confirmed', amount: (heldAmount + addedUnits).toString() },
+    ]);
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(heldAmount + addedUnits);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_topped_up', 'payout_completed']);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
@@ -384,7 +518,9 @@ describe('refusals and held batches', () => {
     const heldAmount = BigInt(held.amount);
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
     // Its hold has ended: the batch's next run resumes it.
-    await db.pool.query("update payouts set hold_until = now() - interval '1 second' where payout_id = $1", [held.payout_id]);
+    await db.pool.query("update payouts set hold_until = now() - interval '1 second' where payout_id = $1", [
+      held.payout_id,
+    ]);
 
     // Order the race with a row lock: the run resumes the batch first, the settlement that would top it up waits
     // behind it (both queue on the batch's row while this transaction holds it).
@@ -393,7 +529,10 @@ describe('refusals and held batches', () => {
     try {
       await blocker.query('begin');
       await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
-      await db.pool.query("select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)", [held.payout_id]);
+      await db.pool.query(
+        "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
+        [held.payout_id],
+      );
       await eventually('the run waiting to resume the batch', async () => (await waitingOnPayouts()) === 1);
       more = await pay(id);
       await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
@@ -405,7 +544,10 @@ describe('refusals and held batches', () => {
     await eventually('the batch completed', () => hasPayout(id, 'completed'));
 
     const done = await onlyPayout(id);
-    const { rows: added } = await db.pool.query<{ usdt_amount: string; payout_id: string | null }>('select usdt_amount::text, payout_id from payments where payment_id = $1', [more]);
+    const { rows: added } = await db.pool.query<{ usdt_amount: string; payout_id: string | null }>(
+      'select usdt_amount::text, payout_id from payments where payment_id = $1',
+      [more],
+    );
     const addedUnits = BigInt(added[0]!.usdt_amount);
     // What the payout says it paid is what its exchange expected and its transfer sent, and it is what its payments hold.
     const exchanges = exchangesFor(done.payout_id);
@@ -419,7 +561,11 @@ describe('refusals and held batches', () => {
     // The run resumed the batch first: it left with what it held, and the new USDT waits on the channel.
     expect(done).toMatchObject({ status: 'completed', top_ups: 0, amount: heldAmount.toString() });
     expect(added[0]!.payout_id).toBeNull();
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': addedUnits.toString(), 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': addedUnits.toString(),
+      'channel:payout/usdt': '0',
+    });
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(sink!.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -450,26 +596,51 @@ describe('refusals and held batches', () => {
     await eventually('the new payment converted', () => conversionsDone([more]));
 
     const payout = await onlyPayout(id);
-    expect(payout).toMatchObject({ payout_id: held.payout_id, status: 'cancelled', reason: 'cancelled by admin', amount: heldAmount.toString(), top_ups: 0, exchange_id: null });
+    expect(payout).toMatchObject({
+      payout_id: held.payout_id,
+      status: 'cancelled',
+      reason: 'cancelled by admin',
+      amount: heldAmount.toString(),
+      top_ups: 0,
+      exchange_id: null,
+    });
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
     expect(await transfersFor(payout.payout_id)).toEqual([]);
     // Everything the channel earned is back on its balance, once: the held batch's USDT and the new payment's.
-    const { rows } = await db.pool.query<{ payout_id: string | null; usdt_amount: string }>('select payout_id, usdt_amount::text from payments where payment_id = any($1::numeric[])', [[...paymentIds, more]]);
+    const { rows } = await db.pool.query<{ payout_id: string | null; usdt_amount: string }>(
+      'select payout_id, usdt_amount::text from payments where payment_id = any($1::numeric[])',
+      [[...paymentIds, more]],
+    );
     expect(rows.map((r) => r.payout_id)).toEqual([null, null, null]);
     const earned = rows.reduce((sum, r) => sum + BigInt(r.usdt_amount), 0n);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': earned.toString(), 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': earned.toString(),
+      'channel:payout/usdt': '0',
+    });
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     await expectLedgerClean();
   });
 
   it('a pair ChangeNow does not offer sends the payout to review with an alert; no exchange is created', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'doge', payoutNetwork: 'doge', walletAddress: DOGE_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'doge',
+      payoutNetwork: 'doge',
+      walletAddress: DOGE_WALLET,
+    });
     await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
 
     const payout = await onlyPayout(id);
-    expect(payout).toMatchObject({ status: 'needs_review', reason: 'ChangeNow refused the payout (pair_is_inactive): ChangeNow estimate: HTTP 400 (pair_is_inactive: Pair is inactive)', attempts: 0, exchange_id: null });
+    expect(payout).toMatchObject({
+      status: 'needs_review',
+      reason:
+        'ChangeNow refused the payout (pair_is_inactive): ChangeNow estimate: HTTP 400 (pair_is_inactive: Pair is inactive)',
+      attempts: 0,
+      exchange_id: null,
+    });
     expect(alertsFor(payout.payout_id)).toEqual(['changenow_permanent_error']);
     expect(distinct(sink!.alerts())).toEqual(['changenow_permanent_error']);
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
@@ -484,7 +655,12 @@ describe('outages', () => {
   it('a host wallet short of ETH: no broadcast, an alert, the payout waits; funded again it completes with one transfer', async () => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: wallet,
+    });
     const nonceBefore = await hostNonce();
     await pay(id, { afterForward: drainHost });
     await eventually('the host wallet alert', async () => {
@@ -494,7 +670,9 @@ describe('outages', () => {
 
     const waiting = await onlyPayout(id);
     expect(waiting).toMatchObject({ status: 'sent', exchange_id: null });
-    expect(await transfersFor(waiting.payout_id)).toMatchObject([{ transfer_id: waiting.transfer_id, status: 'intent', tx_hash: null, nonce: null }]);
+    expect(await transfersFor(waiting.payout_id)).toMatchObject([
+      { transfer_id: waiting.transfer_id, status: 'intent', tx_hash: null, nonce: null },
+    ]);
     expect(await hostNonce()).toBe(nonceBefore);
     expect(await outside.balanceOf(wallet)).toBe(0n);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
@@ -504,7 +682,9 @@ describe('outages', () => {
 
     const done = await onlyPayout(id);
     expect(done).toMatchObject({ payout_id: waiting.payout_id, status: 'completed', amount_out: '0.0047239' });
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: waiting.transfer_id, status: 'confirmed' }]);
+    expect(await transfersFor(done.payout_id)).toMatchObject([
+      { transfer_id: waiting.transfer_id, status: 'confirmed' },
+    ]);
     expect(exchangesFor(done.payout_id)).toHaveLength(0);
     expect(await hostNonce()).toBe(nonceBefore + 1);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
@@ -516,20 +696,30 @@ describe('outages', () => {
   it('the chain unreachable: the exchange waits unpaid and nothing is broadcast; with the chain back it completes once', async () => {
     const downLogs = logSink();
     await start({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` }, downLogs);
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const nonceBefore = await hostNonce();
     await pay(id);
     await eventually('a failed send recorded', async () => {
       const [payout] = await payoutsOf(id);
       if (!payout?.transfer_id) return false;
-      const { rows } = await db.pool.query<{ attempts: number; last_error: string | null }>('select attempts, last_error from graphile_worker.jobs where key = $1', [`transfer_send:${payout.transfer_id}`]);
+      const { rows } = await db.pool.query<{ attempts: number; last_error: string | null }>(
+        'select attempts, last_error from graphile_worker.jobs where key = $1',
+        [`transfer_send:${payout.transfer_id}`],
+      );
       return (rows[0]?.attempts ?? 0) >= 1 && rows[0]?.last_error != null;
     });
     await stopAll();
 
     const stuck = await onlyPayout(id);
     expect(stuck.status).toBe('exchange_created');
-    expect(await transfersFor(stuck.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null }]);
+    expect(await transfersFor(stuck.payout_id)).toMatchObject([
+      { transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null },
+    ]);
     expect(exchangesFor(stuck.payout_id)).toHaveLength(1);
     expect(exchangesFor(stuck.payout_id)[0]).toMatchObject({ id: stuck.exchange_id, status: 'waiting' });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(0n);
@@ -553,7 +743,12 @@ describe('outages', () => {
 
   it('ChangeNow down: attempts are counted, the payout waits, and once ChangeNow is back it completes with one exchange', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     await outside.sim.setFault('down');
     await pay(id);
     await eventually('a failed attempt recorded', async () => ((await payoutsOf(id))[0]?.attempts ?? 0) >= 1);
@@ -570,7 +765,12 @@ describe('outages', () => {
     await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'), 60_000);
 
     const done = await onlyPayout(id);
-    expect(done).toMatchObject({ payout_id: waiting.payout_id, status: 'completed', amount_out: '13.1717', last_error: null });
+    expect(done).toMatchObject({
+      payout_id: waiting.payout_id,
+      status: 'completed',
+      amount_out: '13.1717',
+      last_error: null,
+    });
     expect(done.attempts).toBeGreaterThanOrEqual(1);
     const exchanges = exchangesFor(done.payout_id);
     expect(exchanges).toHaveLength(1);
@@ -584,7 +784,12 @@ describe('outages', () => {
 
   it('ChangeNow down while the exchange is followed: the payout keeps polling, sent, and completes once ChangeNow is back', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     // Hold the payin transfer back (host wallet empty) until ChangeNow is down, so the outage falls on the polling.
     await pay(id, { afterForward: drainHost });
     await eventually('the exchange created, its transfer waiting for funds', async () => {
@@ -595,7 +800,10 @@ describe('outages', () => {
     await refillHost();
     await eventually('polls failing while ChangeNow is down', async () => {
       const [payout] = await payoutsOf(id);
-      return payout?.status === 'sent' && sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id);
+      return (
+        payout?.status === 'sent' &&
+        sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
+      );
     });
 
     const polling = await onlyPayout(id);
@@ -607,7 +815,11 @@ describe('outages', () => {
     await outside.sim.setFault('none');
     await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'));
     const done = await onlyPayout(id);
-    expect(done).toMatchObject({ payout_id: polling.payout_id, exchange_id: polling.exchange_id, amount_out: '13.1717' });
+    expect(done).toMatchObject({
+      payout_id: polling.payout_id,
+      exchange_id: polling.exchange_id,
+      amount_out: '13.1717',
+    });
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
     expect(await outside.balanceOf(done.payin_address!)).toBe(NET_WEI);
@@ -618,7 +830,12 @@ describe('outages', () => {
 
   it('ChangeNow failing past PAYOUT_MAX_ATTEMPTS: the payout goes to review with an alert and stops retrying; a retry completes it', async () => {
     await start({ PAYOUT_MAX_ATTEMPTS: '2' });
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     await outside.sim.setFault('5xx');
     const paymentId = await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'), 30_000);
@@ -662,31 +879,73 @@ describe('two workers', () => {
     const nonceBefore = await hostNonce();
     const channels: Array<{ id: string; wallet: string; direct: boolean; onEth: boolean }> = [];
     for (let i = 0; i < 3; i++) {
-      channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET }), wallet: TRON_WALLET, direct: false, onEth: false });
+      channels.push({
+        id: await channel({
+          payoutStrategy: 'instant',
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'trx',
+          walletAddress: TRON_WALLET,
+        }),
+        wallet: TRON_WALLET,
+        direct: false,
+        onEth: false,
+      });
     }
     for (let i = 0; i < 2; i++) {
       const wallet = freshWallet();
-      channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet }), wallet, direct: true, onEth: true });
+      channels.push({
+        id: await channel({
+          payoutStrategy: 'instant',
+          payoutCurrency: 'eth',
+          payoutNetwork: 'eth',
+          walletAddress: wallet,
+        }),
+        wallet,
+        direct: true,
+        onEth: true,
+      });
     }
     const usdtWallet = freshWallet();
-    channels.push({ id: await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: usdtWallet }), wallet: usdtWallet, direct: false, onEth: true });
+    channels.push({
+      id: await channel({
+        payoutStrategy: 'instant',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: usdtWallet,
+      }),
+      wallet: usdtWallet,
+      direct: false,
+      onEth: true,
+    });
 
     // Every payment's payout job delivered three times (the extra copies without a job key), to both workers.
     for (const c of channels) {
       const paymentId = await pay(c.id);
       for (let copy = 0; copy < 2; copy++) {
-        await db.pool.query("select graphile_worker.add_job('payout_instant', json_build_object('paymentId', $1::text), max_attempts => 25)", [paymentId]);
+        await db.pool.query(
+          "select graphile_worker.add_job('payout_instant', json_build_object('paymentId', $1::text), max_attempts => 25)",
+          [paymentId],
+        );
       }
     }
     // And each payout's run twice more, whatever state it has reached by then.
-    await eventually('every payout opened', async () => (await Promise.all(channels.map((c) => payoutsOf(c.id)))).every((rows) => rows.length > 0));
+    await eventually('every payout opened', async () =>
+      (await Promise.all(channels.map((c) => payoutsOf(c.id)))).every((rows) => rows.length > 0),
+    );
     for (const c of channels) {
       const [payout] = await payoutsOf(c.id);
       for (let copy = 0; copy < 2; copy++) {
-        await db.pool.query("select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)", [payout!.payout_id]);
+        await db.pool.query(
+          "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
+          [payout!.payout_id],
+        );
       }
     }
-    await eventually('every payout completed', async () => (await Promise.all(channels.map((c) => hasPayout(c.id, 'completed')))).every(Boolean), 60_000);
+    await eventually(
+      'every payout completed',
+      async () => (await Promise.all(channels.map((c) => hasPayout(c.id, 'completed')))).every(Boolean),
+      60_000,
+    );
 
     for (const c of channels) {
       const payout = await onlyPayout(c.id);

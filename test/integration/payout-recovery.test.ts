@@ -40,7 +40,10 @@ let drained: bigint | undefined;
 let nextPaymentId = 9_400_000_000;
 let nextChannel = 1_003_400_000_001;
 
-async function start(env: Record<string, string> = {}, options: { logs?: LogSink; roles?: Roles; crashPoint?: (name: CrashPoint) => void } = {}): Promise<TestPayrail> {
+async function start(
+  env: Record<string, string> = {},
+  options: { logs?: LogSink; roles?: Roles; crashPoint?: (name: CrashPoint) => void } = {},
+): Promise<TestPayrail> {
   const logs = options.logs ?? logSink();
   const instance = await startTestPayrail(db, {
     outside,
@@ -66,8 +69,15 @@ async function channel(body: Record<string, unknown>): Promise<string> {
   return saveChannel(payrail!, `-${nextChannel++}`, body);
 }
 
-const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
-const thresholdBody = (thresholdUsd: string) => ({ payoutStrategy: 'threshold', thresholdUsd, payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
+  channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
+const thresholdBody = (thresholdUsd: string) => ({
+  payoutStrategy: 'threshold',
+  thresholdUsd,
+  payoutCurrency: 'usdt',
+  payoutNetwork: 'trx',
+  walletAddress: TRON_WALLET,
+});
 
 async function pay(channelId: string, options: Parameters<typeof sendFinished>[3] = {}): Promise<string> {
   return sendFinished(payrail!, nextPaymentId++, channelId, options);
@@ -110,7 +120,9 @@ async function onlyPayout(channelId: string): Promise<PayoutRow> {
 }
 
 async function payoutRow(payoutId: string): Promise<PayoutRow> {
-  const { rows } = await db.pool.query<{ channel_id: string }>('select channel_id from payouts where payout_id = $1', [payoutId]);
+  const { rows } = await db.pool.query<{ channel_id: string }>('select channel_id from payouts where payout_id = $1', [
+    payoutId,
+  ]);
   const all = await payoutsOf(rows[0]!.channel_id);
   return all.find((p) => p.payout_id === payoutId) as PayoutRow;
 }
@@ -123,9 +135,15 @@ async function hasPayout(channelId: string, status: string): Promise<boolean> {
 async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<PayoutRow> {
   let last: PayoutRow | undefined;
   try {
-    await eventually(`payout ${payoutId} ${status}`, async () => (last = await payoutRow(payoutId)).status === status, timeoutMs);
+    await eventually(
+      `payout ${payoutId} ${status}`,
+      async () => (last = await payoutRow(payoutId)).status === status,
+      timeoutMs,
+    );
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
   }
   return payoutRow(payoutId);
 }
@@ -145,7 +163,13 @@ function exchangesFor(ref: string) {
 }
 
 async function transfersFor(payoutId: string) {
-  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string | null; to_address: string; amount: string }>(
+  const { rows } = await db.pool.query<{
+    transfer_id: string;
+    status: string;
+    tx_hash: string | null;
+    to_address: string;
+    amount: string;
+  }>(
     "select transfer_id, status, tx_hash, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
     [payoutId],
   );
@@ -154,18 +178,29 @@ async function transfersFor(payoutId: string) {
 
 /** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
 async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>('select code, asset, balance::text from ledger_accounts where code like $1', [`channel:${channelId}%`]);
-  return Object.fromEntries(rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]));
+  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
+    'select code, asset, balance::text from ledger_accounts where code like $1',
+    [`channel:${channelId}%`],
+  );
+  return Object.fromEntries(
+    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+  );
 }
 
 /** One account's balance (0 when it has none yet). */
 async function balanceOf(code: string, asset: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ balance: string }>('select balance::text from ledger_accounts where code = $1 and asset = $2', [code, asset]);
+  const { rows } = await db.pool.query<{ balance: string }>(
+    'select balance::text from ledger_accounts where code = $1 and asset = $2',
+    [code, asset],
+  );
   return BigInt(rows[0]?.balance ?? '0');
 }
 
 async function journalKinds(ref: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ kind: string }>("select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id", [ref]);
+  const { rows } = await db.pool.query<{ kind: string }>(
+    "select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id",
+    [ref],
+  );
   return rows.map((r) => r.kind);
 }
 
@@ -180,12 +215,19 @@ async function journalEntries(kind: string, ref: string): Promise<Array<[string,
 }
 
 function auditOf(payoutId: string) {
-  return db.db.selectFrom('audit_log').select(['actor', 'action', 'subject', 'details']).where('subject', '=', payoutId).orderBy('id').execute();
+  return db.db
+    .selectFrom('audit_log')
+    .select(['actor', 'action', 'subject', 'details'])
+    .where('subject', '=', payoutId)
+    .orderBy('id')
+    .execute();
 }
 
 /** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
 function alertsFor(ref: string, logs: LogSink = sink!): string[] {
-  return logs.lines.filter((l) => l.event === 'alert' && (l.payoutId === ref || l.ref === ref || l.conversionId === ref)).map((l) => String(l.alert));
+  return logs.lines
+    .filter((l) => l.event === 'alert' && (l.payoutId === ref || l.ref === ref || l.conversionId === ref))
+    .map((l) => String(l.alert));
 }
 
 function distinct(names: string[]): string[] {
@@ -212,7 +254,10 @@ async function refillHost(): Promise<void> {
 }
 
 async function conversionsDone(paymentIds: string[]): Promise<boolean> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where payment_id = any($1::numeric[])', [paymentIds]);
+  const { rows } = await db.pool.query<{ conversion_status: string }>(
+    'select conversion_status from payments where payment_id = any($1::numeric[])',
+    [paymentIds],
+  );
   return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
 }
 
@@ -245,10 +290,13 @@ async function jobExists(id: string): Promise<boolean> {
 /** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
 /** The hash of the last transaction mined (anvil mines each at once). */
 async function lastMinedHash(): Promise<string> {
-  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }).transactions[0] as string;
+  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] })
+    .transactions[0] as string;
 }
 
-async function convertedThresholdChannel(count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> {
+async function convertedThresholdChannel(
+  count: number,
+): Promise<{ id: string; paymentIds: string[]; available: bigint }> {
   const id = await channel(thresholdBody('1000'));
   const paymentIds: string[] = [];
   for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
@@ -292,7 +340,13 @@ describe('resolve: the way out of review once the funds left', () => {
 
     const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid', note: 'owner confirmed' });
     expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ payoutId: review.payout_id, status: 'completed', reason: 'resolved as paid by alice: owner confirmed', amountOut: null, payoutHash: null });
+    expect(resolved.body).toMatchObject({
+      payoutId: review.payout_id,
+      status: 'completed',
+      reason: 'resolved as paid by alice: owner confirmed',
+      amountOut: null,
+      payoutHash: null,
+    });
     expect(resolved.body.completedAt).toEqual(expect.any(String));
 
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
@@ -305,14 +359,31 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(exchangesFor(review.payout_id)).toHaveLength(1);
     expect(await transfersFor(review.payout_id)).toHaveLength(1);
     expect(await auditOf(review.payout_id)).toEqual([
-      { actor: 'alice', action: 'payout.resolve', subject: review.payout_id, details: { from: 'needs_review', to: 'completed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'paid', note: 'owner confirmed' } } },
+      {
+        actor: 'alice',
+        action: 'payout.resolve',
+        subject: review.payout_id,
+        details: {
+          from: 'needs_review',
+          to: 'completed',
+          reason: REVIEW_REASON_FAILED,
+          resolution: { outcome: 'paid', note: 'owner confirmed' },
+        },
+      },
     ]);
-    expect(sink!.lines.filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id).map((l) => [l.action, l.actor, l.from, l.to])).toEqual([['resolve', 'alice', 'needs_review', 'completed']]);
+    expect(
+      sink!.lines
+        .filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id)
+        .map((l) => [l.action, l.actor, l.from, l.to]),
+    ).toEqual([['resolve', 'alice', 'needs_review', 'completed']]);
 
     // Resolved is final: resolving again, retrying or cancelling is refused and changes nothing.
     const before = await getPayout(review.payout_id);
     const again = await act(review.payout_id, 'resolve', BOB, { outcome: 'returned', amount: '0' });
-    expect(again).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: a payout in state completed is not in review` } });
+    expect(again).toEqual({
+      status: 409,
+      body: { error: `cannot resolve payout ${review.payout_id}: a payout in state completed is not in review` },
+    });
     expect((await act(review.payout_id, 'retry', BOB)).status).toBe(409);
     expect((await act(review.payout_id, 'cancel', BOB)).status).toBe(409);
     expect(await getPayout(review.payout_id)).toEqual(before);
@@ -329,33 +400,86 @@ describe('resolve: the way out of review once the funds left', () => {
     expect((await payrail!.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
     await eventually('the batch in review', () => hasPayout(id, 'needs_review'));
     const review = await onlyPayout(id);
-    expect(review).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), reason: REVIEW_REASON_FAILED });
+    expect(review).toMatchObject({
+      kind: 'threshold',
+      asset: 'usdt',
+      amount: available.toString(),
+      reason: REVIEW_REASON_FAILED,
+    });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
-    const { rows: linked } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    const { rows: linked } = await db.pool.query(
+      'select payout_id from payments where payment_id = any($1::numeric[])',
+      [paymentIds],
+    );
     expect(linked).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': available.toString() });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': '0',
+      'channel:payout/usdt': available.toString(),
+    });
 
     // Believe the chain: an amount is booked only as the transaction that brought it shows it, and that transaction
     // backs one thing. Each refusal changes nothing.
     const unbacked = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10' });
-    expect(unbacked).toEqual({ status: 400, body: { error: 'txHash: required when amount is above 0: the transaction that brought the funds back to the host wallet (read on chain)' } });
-    const { rows: [conversion] } = await db.pool.query('select c.payout_hash, c.usdt_received::text as usdt from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1', [paymentIds[0]]);
-    const taken = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: formatUnits(BigInt(conversion.usdt), 6), txHash: conversion.payout_hash });
-    expect(taken).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: ${conversion.payout_hash} already backs something else (another refund, a conversion's payout or an operator deposit)` } });
+    expect(unbacked).toEqual({
+      status: 400,
+      body: {
+        error:
+          'txHash: required when amount is above 0: the transaction that brought the funds back to the host wallet (read on chain)',
+      },
+    });
+    const {
+      rows: [conversion],
+    } = await db.pool.query(
+      'select c.payout_hash, c.usdt_received::text as usdt from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+      [paymentIds[0]],
+    );
+    const taken = await act(review.payout_id, 'resolve', ALICE, {
+      outcome: 'returned',
+      amount: formatUnits(BigInt(conversion.usdt), 6),
+      txHash: conversion.payout_hash,
+    });
+    expect(taken).toEqual({
+      status: 409,
+      body: {
+        error: `cannot resolve payout ${review.payout_id}: ${conversion.payout_hash} already backs something else (another refund, a conversion's payout or an operator deposit)`,
+      },
+    });
     const part = 10_000_000n;
     await outside.changenowReturn(outside.hostAddress, part);
     const refundHash = await lastMinedHash();
-    const wrong = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10.5', txHash: refundHash });
-    expect(wrong).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: ${refundHash} brought 10 USDT to the host wallet, not 10.5` } });
+    const wrong = await act(review.payout_id, 'resolve', ALICE, {
+      outcome: 'returned',
+      amount: '10.5',
+      txHash: refundHash,
+    });
+    expect(wrong).toEqual({
+      status: 409,
+      body: {
+        error: `cannot resolve payout ${review.payout_id}: ${refundHash} brought 10 USDT to the host wallet, not 10.5`,
+      },
+    });
     expect(await onlyPayout(id)).toEqual(review);
     expect(await auditOf(review.payout_id)).toEqual([]);
 
     const changenowBefore = await balanceOf('world:changenow', 'usdt');
-    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' });
+    const resolved = await act(review.payout_id, 'resolve', ALICE, {
+      outcome: 'returned',
+      amount: '10',
+      txHash: refundHash,
+      note: 'partial refund seen on chain',
+    });
     expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ status: 'failed', reason: `resolved by alice: 10 USDT came back (refund ${refundHash}): partial refund seen on chain` });
+    expect(resolved.body).toMatchObject({
+      status: 'failed',
+      reason: `resolved by alice: 10 USDT came back (refund ${refundHash}): partial refund seen on chain`,
+    });
 
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': part.toString(), 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': part.toString(),
+      'channel:payout/usdt': '0',
+    });
     expect((await balanceOf('world:changenow', 'usdt')) - changenowBefore).toBe(available - part);
     expect(await journalKinds(review.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     expect(await journalEntries('payout_returned', review.payout_id)).toEqual([
@@ -363,7 +487,10 @@ describe('resolve: the way out of review once the funds left', () => {
       [`channel:${id}`, 'usdt', part.toString()],
       ['world:changenow', 'usdt', (available - part).toString()],
     ]);
-    const { rows: unlinked } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    const { rows: unlinked } = await db.pool.query(
+      'select payout_id from payments where payment_id = any($1::numeric[])',
+      [paymentIds],
+    );
     expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
     expect(exchangesFor(review.payout_id)).toHaveLength(1);
     expect(await transfersFor(review.payout_id)).toHaveLength(1);
@@ -372,12 +499,20 @@ describe('resolve: the way out of review once the funds left', () => {
         actor: 'alice',
         action: 'payout.resolve',
         subject: review.payout_id,
-        details: { from: 'needs_review', to: 'failed', reason: REVIEW_REASON_FAILED, resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' } },
+        details: {
+          from: 'needs_review',
+          to: 'failed',
+          reason: REVIEW_REASON_FAILED,
+          resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
+        },
       },
     ]);
     // Failed is final.
     const again = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid' });
-    expect(again).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: a payout in state failed is not in review` } });
+    expect(again).toEqual({
+      status: 409,
+      body: { error: `cannot resolve payout ${review.payout_id}: a payout in state failed is not in review` },
+    });
     expect(await auditOf(review.payout_id)).toHaveLength(1);
     // 10 USDT is below the channel's threshold: no new batch.
     expect(await payoutsOf(id)).toHaveLength(1);
@@ -401,14 +536,29 @@ describe('resolve: the way out of review once the funds left', () => {
     await pay(big);
     await eventually('the payout awaiting approval', () => hasPayout(big, 'awaiting_approval'));
     const waiting = await onlyPayout(big);
-    const before = { review: await getPayout(review.payout_id), waiting: await getPayout(waiting.payout_id), inactive: await balances(inactive), big: await balances(big) };
+    const before = {
+      review: await getPayout(review.payout_id),
+      waiting: await getPayout(waiting.payout_id),
+      inactive: await balances(inactive),
+      big: await balances(big),
+    };
 
     for (const body of [{ outcome: 'paid' }, { outcome: 'returned', amount: '0' }]) {
       const refused = await act(review.payout_id, 'resolve', ALICE, body);
-      expect(refused, JSON.stringify(body)).toEqual({ status: 409, body: { error: `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead` } });
+      expect(refused, JSON.stringify(body)).toEqual({
+        status: 409,
+        body: {
+          error: `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead`,
+        },
+      });
     }
     const notInReview = await act(waiting.payout_id, 'resolve', ALICE, { outcome: 'paid' });
-    expect(notInReview).toEqual({ status: 409, body: { error: `cannot resolve payout ${waiting.payout_id}: a payout in state awaiting_approval is not in review` } });
+    expect(notInReview).toEqual({
+      status: 409,
+      body: {
+        error: `cannot resolve payout ${waiting.payout_id}: a payout in state awaiting_approval is not in review`,
+      },
+    });
 
     // Each refused by the route before anything is read, naming the field at fault.
     const badBodies: Array<[unknown, string]> = [
@@ -456,11 +606,15 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     });
     await stopAll();
     const stuck = await onlyPayout(id);
-    expect(await transfersFor(stuck.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null }]);
+    expect(await transfersFor(stuck.payout_id)).toMatchObject([
+      { transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null },
+    ]);
     // The job is lost: the payout would wait for ever.
     const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
     expect(jobs.map((j) => j.key)).toEqual([`transfer_send:${stuck.transfer_id}`]);
-    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [jobs.map((j) => j.id)]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
+      jobs.map((j) => j.id),
+    ]);
     await refillHost();
 
     const logs = logSink();
@@ -472,13 +626,22 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(retried.status).toBe(200);
     expect(retried.body).toMatchObject({ status: 'exchange_created', exchangeId: stuck.exchange_id });
     const done = await reaches(stuck.payout_id, 'completed');
-    expect(done).toMatchObject({ exchange_id: stuck.exchange_id, transfer_id: stuck.transfer_id, amount_out: '13.1717' });
+    expect(done).toMatchObject({
+      exchange_id: stuck.exchange_id,
+      transfer_id: stuck.transfer_id,
+      amount_out: '13.1717',
+    });
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
     expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect(await auditOf(stuck.payout_id)).toEqual([
-      { actor: 'alice', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'exchange_created', to: 'exchange_created', reason: null } },
+      {
+        actor: 'alice',
+        action: 'payout.retry',
+        subject: stuck.payout_id,
+        details: { from: 'exchange_created', to: 'exchange_created', reason: null },
+      },
     ]);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -499,7 +662,10 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
     await eventually('polls failing', async () => {
       const [payout] = await payoutsOf(id);
-      return payout?.status === 'sent' && sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id);
+      return (
+        payout?.status === 'sent' &&
+        sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
+      );
     });
     await stopAll();
     const stuck = await onlyPayout(id);
@@ -507,12 +673,17 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     // Its poll job used up its attempts: nobody looks at ChangeNow for it any more.
     const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
     expect(jobs.map((j) => j.key)).toEqual([`payout_poll:${stuck.payout_id}`]);
-    await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where id = $1::bigint", [jobs[0]!.id]);
+    await db.pool.query(
+      "update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where id = $1::bigint",
+      [jobs[0]!.id],
+    );
     await outside.sim.setFault('none');
 
     const logs = logSink();
     await start({}, { logs });
-    expect((await jobsFor(stuck.payout_id, stuck.transfer_id)).map((j) => [j.key, j.attempts === j.max_attempts])).toEqual([[`payout_poll:${stuck.payout_id}`, true]]);
+    expect(
+      (await jobsFor(stuck.payout_id, stuck.transfer_id)).map((j) => [j.key, j.attempts === j.max_attempts]),
+    ).toEqual([[`payout_poll:${stuck.payout_id}`, true]]);
     expect((await onlyPayout(id)).status).toBe('sent');
 
     const retried = await act(stuck.payout_id, 'retry', BOB);
@@ -525,7 +696,12 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect(await auditOf(stuck.payout_id)).toEqual([
-      { actor: 'bob', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'sent', to: 'sent', reason: null } },
+      {
+        actor: 'bob',
+        action: 'payout.retry',
+        subject: stuck.payout_id,
+        details: { from: 'sent', to: 'sent', reason: null },
+      },
     ]);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -547,7 +723,9 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(stuck).toMatchObject({ status: 'sent', exchange_id: null });
     const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
     expect(jobs.map((j) => j.key)).toEqual([`transfer_confirm:${stuck.transfer_id}`]);
-    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [jobs.map((j) => j.id)]);
+    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
+      jobs.map((j) => j.id),
+    ]);
     await rpc(outside.chain.rpcUrl, 'evm_mine', []);
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
@@ -562,7 +740,9 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(retried.body.status).toBe('sent');
     const done = await reaches(stuck.payout_id, 'completed');
     expect(done).toMatchObject({ exchange_id: null, amount_out: '0.0047239' });
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed', to_address: wallet }]);
+    expect(await transfersFor(done.payout_id)).toMatchObject([
+      { transfer_id: stuck.transfer_id, status: 'confirmed', to_address: wallet },
+    ]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect(await journalEntries('payout_completed', stuck.payout_id)).toEqual([
@@ -570,7 +750,12 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       ['world:payees', 'eth', NET_WEI.toString()],
     ]);
     expect(await auditOf(stuck.payout_id)).toEqual([
-      { actor: 'alice', action: 'payout.retry', subject: stuck.payout_id, details: { from: 'sent', to: 'sent', reason: null } },
+      {
+        actor: 'alice',
+        action: 'payout.retry',
+        subject: stuck.payout_id,
+        details: { from: 'sent', to: 'sent', reason: null },
+      },
     ]);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -584,7 +769,12 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     const waiting = await onlyPayout(id);
     const before = await getPayout(waiting.payout_id);
     const refused = await act(waiting.payout_id, 'retry', ALICE);
-    expect(refused).toEqual({ status: 409, body: { error: `cannot retry payout ${waiting.payout_id}: a payout in state awaiting_approval cannot be retried` } });
+    expect(refused).toEqual({
+      status: 409,
+      body: {
+        error: `cannot retry payout ${waiting.payout_id}: a payout in state awaiting_approval cannot be retried`,
+      },
+    });
     expect(await getPayout(waiting.payout_id)).toEqual(before);
     expect(await jobsFor(waiting.payout_id)).toEqual([]);
     expect(await auditOf(waiting.payout_id)).toEqual([]);
@@ -604,7 +794,10 @@ describe('a refund hash returns funds once', () => {
     expect(await claim('po_claim_a', 'payout', hash.toUpperCase().replace('0X', '0x'))).toBe(true);
     expect(await claim('po_claim_b')).toBe(false);
     expect(await claim('po_claim_a', 'conversion')).toBe(false);
-    const { rows } = await db.pool.query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [hash]);
+    const { rows } = await db.pool.query(
+      'select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1',
+      [hash],
+    );
     expect(rows).toEqual([{ tx_hash: hash, purpose: 'payout', ref: 'po_claim_a', asset: 'eth', amount: '5' }]);
 
     // Two claims of one new hash in flight at once: the second waits for the first and loses.
@@ -614,13 +807,23 @@ describe('a refund hash returns funds once', () => {
     let claimedFirst!: () => void;
     const firstIn = new Promise<void>((resolve) => (claimedFirst = resolve));
     const first = db.db.transaction().execute(async (trx) => {
-      const ok = await claimRefund(trx, { txHash: raced, purpose: 'conversion', ref: 'cv_claim_x', asset: 'eth', amount: 7n });
+      const ok = await claimRefund(trx, {
+        txHash: raced,
+        purpose: 'conversion',
+        ref: 'cv_claim_x',
+        asset: 'eth',
+        amount: 7n,
+      });
       claimedFirst();
       await held;
       return ok;
     });
     await firstIn;
-    const second = db.db.transaction().execute((trx) => claimRefund(trx, { txHash: raced, purpose: 'payout', ref: 'po_claim_y', asset: 'eth', amount: 7n }));
+    const second = db.db
+      .transaction()
+      .execute((trx) =>
+        claimRefund(trx, { txHash: raced, purpose: 'payout', ref: 'po_claim_y', asset: 'eth', amount: 7n }),
+      );
     await eventually('the second claim waiting on the first', async () => {
       const { rows: waiting } = await db.pool.query<{ n: number }>(
         // On the hash's lock (one inbound transaction, one use: src/treasury/inbound.ts), taken before the row is looked at.
@@ -631,7 +834,9 @@ describe('a refund hash returns funds once', () => {
     release();
     expect(await first).toBe(true);
     expect(await second).toBe(false);
-    const { rows: racedRows } = await db.pool.query('select purpose, ref from chain_refunds where tx_hash = $1', [raced]);
+    const { rows: racedRows } = await db.pool.query('select purpose, ref from chain_refunds where tx_hash = $1', [
+      raced,
+    ]);
     expect(racedRows).toEqual([{ purpose: 'conversion', ref: 'cv_claim_x' }]);
   });
 
@@ -645,10 +850,25 @@ describe('a refund hash returns funds once', () => {
     const refundedPayout = await onlyPayout(first);
     const [refundedExchange] = exchangesFor(refundedPayout.payout_id);
     const hash = refundedExchange!.refundHash!;
-    expect(refundedPayout.reason).toBe(`exchange refunded (refund ${hash}); 0.0047239 ETH back on the channel's balance`);
+    expect(refundedPayout.reason).toBe(
+      `exchange refunded (refund ${hash}); 0.0047239 ETH back on the channel's balance`,
+    );
     expect(await balances(first)).toEqual({ 'channel/eth': NET_WEI.toString(), 'channel:payout/eth': '0' });
-    const refundsOf = (txHash: string) => db.pool.query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [txHash.toLowerCase()]).then((r) => r.rows);
-    expect(await refundsOf(hash)).toEqual([{ tx_hash: hash.toLowerCase(), purpose: 'payout', ref: refundedPayout.payout_id, asset: 'eth', amount: NET_WEI.toString() }]);
+    const refundsOf = (txHash: string) =>
+      db.pool
+        .query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [
+          txHash.toLowerCase(),
+        ])
+        .then((r) => r.rows);
+    expect(await refundsOf(hash)).toEqual([
+      {
+        tx_hash: hash.toLowerCase(),
+        purpose: 'payout',
+        ref: refundedPayout.payout_id,
+        asset: 'eth',
+        amount: NET_WEI.toString(),
+      },
+    ]);
 
     // 2. Another payout whose exchange reports that same refund (same amount, to the host wallet): the simulator's
     // exchange is made to answer so before the payout's deposit is mined, as a misbehaving ChangeNow could.
@@ -661,7 +881,13 @@ describe('a refund hash returns funds once', () => {
     });
     const reusing = await onlyPayout(second);
     const [reusingExchange] = exchangesFor(reusing.payout_id);
-    Object.assign(reusingExchange!, { status: 'refunded', refundHash: hash, forcedEnd: null, amountFrom: '0.0047239', depositReceivedAt: Date.now() });
+    Object.assign(reusingExchange!, {
+      status: 'refunded',
+      refundHash: hash,
+      forcedEnd: null,
+      amountFrom: '0.0047239',
+      depositReceivedAt: Date.now(),
+    });
     await rpc(outside.chain.rpcUrl, 'evm_mine', []);
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
     const reviewed = await reaches(reusing.payout_id, 'needs_review');
@@ -670,14 +896,28 @@ describe('a refund hash returns funds once', () => {
     // Nothing came back for it: its funds stay reserved, the hash stays with the first payout.
     expect(await balances(second)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     expect(await journalKinds(reusing.payout_id)).toEqual(['payout_reserved']);
-    expect(await refundsOf(hash)).toEqual([{ tx_hash: hash.toLowerCase(), purpose: 'payout', ref: refundedPayout.payout_id, asset: 'eth', amount: NET_WEI.toString() }]);
+    expect(await refundsOf(hash)).toEqual([
+      {
+        tx_hash: hash.toLowerCase(),
+        purpose: 'payout',
+        ref: refundedPayout.payout_id,
+        asset: 'eth',
+        amount: NET_WEI.toString(),
+      },
+    ]);
 
     // 3. A conversion (one payment: the same amount of ETH) whose exchange reports that hash too.
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
     const thresholdChannel = await channel(thresholdBody('1000'));
     const reusingPayment = await pay(thresholdChannel);
     const conversionOf = async (paymentId: string) => {
-      const { rows } = await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string; transfer_status: string | null }>(
+      const { rows } = await db.pool.query<{
+        conversion_id: string;
+        status: string;
+        reason: string | null;
+        amount_wei: string;
+        transfer_status: string | null;
+      }>(
         `select c.conversion_id, c.status, c.reason, c.amount_wei::text, t.status as transfer_status
            from conversions c join conversion_payments p using (conversion_id)
            left join chain_transfers t on t.purpose = 'conversion' and t.ref = c.conversion_id
@@ -686,15 +926,29 @@ describe('a refund hash returns funds once', () => {
       );
       return rows[0];
     };
-    await eventually('the conversion transfer broadcast', async () => (await conversionOf(reusingPayment))?.transfer_status === 'broadcast');
+    await eventually(
+      'the conversion transfer broadcast',
+      async () => (await conversionOf(reusingPayment))?.transfer_status === 'broadcast',
+    );
     const conversion = (await conversionOf(reusingPayment))!;
     expect(conversion.amount_wei).toBe(NET_WEI.toString());
     const [conversionExchange] = exchangesFor(conversion.conversion_id);
-    Object.assign(conversionExchange!, { status: 'refunded', refundHash: hash, forcedEnd: null, amountFrom: '0.0047239', depositReceivedAt: Date.now() });
+    Object.assign(conversionExchange!, {
+      status: 'refunded',
+      refundHash: hash,
+      forcedEnd: null,
+      amountFrom: '0.0047239',
+      depositReceivedAt: Date.now(),
+    });
     await rpc(outside.chain.rpcUrl, 'evm_mine', []);
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
-    await eventually('the conversion in review', async () => (await conversionOf(reusingPayment))?.status === 'needs_review');
-    expect((await conversionOf(reusingPayment))!.reason).toBe(`refund ${hash} already returned funds for something else`);
+    await eventually(
+      'the conversion in review',
+      async () => (await conversionOf(reusingPayment))?.status === 'needs_review',
+    );
+    expect((await conversionOf(reusingPayment))!.reason).toBe(
+      `refund ${hash} already returned funds for something else`,
+    );
     expect(alertsFor(conversion.conversion_id)).toEqual(['conversion_refund_reused']);
     expect(await balances(thresholdChannel)).toEqual({ 'channel/eth': NET_WEI.toString() });
     expect(await refundsOf(hash)).toHaveLength(1);
@@ -705,18 +959,34 @@ describe('a refund hash returns funds once', () => {
     const refundedPayment = await pay(otherChannel);
     // Released, its payment is taken by the next batch at once: the refunded conversion is its first one.
     const firstConversionOf = async (paymentId: string) =>
-      (await db.pool.query<{ conversion_id: string; status: string; reason: string | null }>(
-        'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at limit 1',
-        [paymentId],
-      )).rows[0];
-    await eventually('the refunded conversion released', async () => (await firstConversionOf(refundedPayment))?.status === 'failed');
+      (
+        await db.pool.query<{ conversion_id: string; status: string; reason: string | null }>(
+          'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at limit 1',
+          [paymentId],
+        )
+      ).rows[0];
+    await eventually(
+      'the refunded conversion released',
+      async () => (await firstConversionOf(refundedPayment))?.status === 'failed',
+    );
     const refundedConversion = (await firstConversionOf(refundedPayment))!;
     const conversionHash = exchangesFor(refundedConversion.conversion_id)[0]!.refundHash!;
     expect(refundedConversion.reason).toBe(`exchange refunded (refund ${conversionHash})`);
     expect(await refundsOf(conversionHash)).toEqual([
-      { tx_hash: conversionHash.toLowerCase(), purpose: 'conversion', ref: refundedConversion.conversion_id, asset: 'eth', amount: NET_WEI.toString() },
+      {
+        tx_hash: conversionHash.toLowerCase(),
+        purpose: 'conversion',
+        ref: refundedConversion.conversion_id,
+        asset: 'eth',
+        amount: NET_WEI.toString(),
+      },
     ]);
-    expect(distinct(sink!.alerts())).toEqual(['conversion_refund_reused', 'conversion_refunded', 'payout_refund_reused', 'payout_refunded']);
+    expect(distinct(sink!.alerts())).toEqual([
+      'conversion_refund_reused',
+      'conversion_refunded',
+      'payout_refund_reused',
+      'payout_refunded',
+    ]);
     await expectLedgerClean();
   });
 });
@@ -726,14 +996,17 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     // The first batch's completion is held back (its poll fails just before recording it) until the test lets go.
     let holdCompletion = true;
     let held = 0;
-    await start({}, {
-      crashPoint: (name) => {
-        if (name === 'payout_before_complete' && holdCompletion) {
-          held++;
-          throw new Error('completion held back by the test');
-        }
+    await start(
+      {},
+      {
+        crashPoint: (name) => {
+          if (name === 'payout_before_complete' && holdCompletion) {
+            held++;
+            throw new Error('completion held back by the test');
+          }
+        },
       },
-    });
+    );
     const id = await channel(thresholdBody('20'));
     const firstPayments = [await pay(id), await pay(id)];
     await eventually('the first batch finished at ChangeNow, its completion held back', async () => held > 0);
@@ -747,14 +1020,22 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     const waitingUsdt = BigInt((await balances(id))['channel/usdt'] as string);
     expect(waitingUsdt).toBeGreaterThanOrEqual(20_000_000n);
     expect(await payoutsOf(id)).toHaveLength(1);
-    const { rows: freeBefore } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [laterPayments]);
+    const { rows: freeBefore } = await db.pool.query(
+      'select payout_id from payments where payment_id = any($1::numeric[])',
+      [laterPayments],
+    );
     expect(freeBefore).toEqual([{ payout_id: null }, { payout_id: null }]);
     const { rows: channelBefore } = await db.pool.query('select updated_at from channels where channel_id = $1', [id]);
-    const { rows: paymentCount } = await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id]);
+    const { rows: paymentCount } = await db.pool.query<{ n: number }>(
+      'select count(*)::int as n from payments where channel_id = $1',
+      [id],
+    );
     expect(paymentCount[0]!.n).toBe(4);
 
     holdCompletion = false;
-    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = $1', [`payout_poll:${inFlight.payout_id}`]);
+    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = $1', [
+      `payout_poll:${inFlight.payout_id}`,
+    ]);
     await eventually('both batches completed', async () => {
       const rows = await payoutsOf(id);
       return rows.length === 2 && rows.every((p) => p.status === 'completed');
@@ -762,10 +1043,21 @@ describe('a completed threshold batch runs its channel threshold check', () => {
 
     const [first, second] = (await payoutsOf(id)) as [PayoutRow, PayoutRow];
     expect(first).toMatchObject({ payout_id: inFlight.payout_id, status: 'completed', amount: firstAmount.toString() });
-    expect(second).toMatchObject({ kind: 'threshold', status: 'completed', amount: waitingUsdt.toString(), top_ups: 0 });
+    expect(second).toMatchObject({
+      kind: 'threshold',
+      status: 'completed',
+      amount: waitingUsdt.toString(),
+      top_ups: 0,
+    });
     expect(second.created_at.getTime()).toBeGreaterThanOrEqual(first.completed_at!.getTime());
-    const { rows: links } = await db.pool.query<{ payment_id: string; payout_id: string }>('select payment_id::text, payout_id from payments where channel_id = $1 order by payment_id', [id]);
-    expect(links).toEqual([...firstPayments.map((p) => ({ payment_id: p, payout_id: first.payout_id })), ...laterPayments.map((p) => ({ payment_id: p, payout_id: second.payout_id }))]);
+    const { rows: links } = await db.pool.query<{ payment_id: string; payout_id: string }>(
+      'select payment_id::text, payout_id from payments where channel_id = $1 order by payment_id',
+      [id],
+    );
+    expect(links).toEqual([
+      ...firstPayments.map((p) => ({ payment_id: p, payout_id: first.payout_id })),
+      ...laterPayments.map((p) => ({ payment_id: p, payout_id: second.payout_id })),
+    ]);
     for (const batch of [first, second]) {
       expect(exchangesFor(batch.payout_id)).toHaveLength(1);
       expect(await transfersFor(batch.payout_id)).toMatchObject([{ status: 'confirmed', amount: batch.amount }]);
@@ -773,8 +1065,13 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     }
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     // Nothing else happened to the channel: no new payment, no update.
-    expect((await db.pool.query('select updated_at from channels where channel_id = $1', [id])).rows).toEqual(channelBefore);
-    expect((await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id])).rows[0]!.n).toBe(4);
+    expect((await db.pool.query('select updated_at from channels where channel_id = $1', [id])).rows).toEqual(
+      channelBefore,
+    );
+    expect(
+      (await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id]))
+        .rows[0]!.n,
+    ).toBe(4);
     expect(sink!.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -789,7 +1086,13 @@ describe('legacy payout_batch jobs', () => {
     const web = await start({}, { roles: { web: true, worker: false } });
     expect((await web.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
     const pending = await onlyPayout(id);
-    expect(pending).toMatchObject({ kind: 'threshold', status: 'pending', amount: available.toString(), exchange_id: null, transfer_id: null });
+    expect(pending).toMatchObject({
+      kind: 'threshold',
+      status: 'pending',
+      amount: available.toString(),
+      exchange_id: null,
+      transfer_id: null,
+    });
     const jobs = await jobsFor(pending.payout_id);
     expect(jobs.map((j) => [j.task, j.key])).toEqual([['payout_run', `payout_run:${pending.payout_id}`]]);
     await db.pool.query('delete from graphile_worker._private_jobs where id = $1::bigint', [jobs[0]!.id]);
@@ -797,7 +1100,9 @@ describe('legacy payout_batch jobs', () => {
       "select (graphile_worker.add_job('payout_batch', json_build_object('batchId', $1::text), job_key => 'payout_batch:' || $1::text, max_attempts => 10)).id::text as id",
       [pending.payout_id],
     );
-    expect((await jobsFor(pending.payout_id)).map((j) => [j.task, j.key])).toEqual([['payout_batch', `payout_batch:${pending.payout_id}`]]);
+    expect((await jobsFor(pending.payout_id)).map((j) => [j.task, j.key])).toEqual([
+      ['payout_batch', `payout_batch:${pending.payout_id}`],
+    ]);
     await stopAll();
 
     const logs = logSink();
@@ -806,9 +1111,16 @@ describe('legacy payout_batch jobs', () => {
     expect(done).toMatchObject({ amount: available.toString(), attempts: 0 });
     expect(await jobExists(legacy[0]!.id)).toBe(false);
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(exchangesFor(done.payout_id)[0]).toMatchObject({ status: 'finished', expectedAmountFrom: formatUnits(available, 6), payoutAddress: TRON_WALLET });
+    expect(exchangesFor(done.payout_id)[0]).toMatchObject({
+      status: 'finished',
+      expectedAmountFrom: formatUnits(available, 6),
+      payoutAddress: TRON_WALLET,
+    });
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
-    const { rows: links } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [paymentIds]);
+    const { rows: links } = await db.pool.query(
+      'select payout_id from payments where payment_id = any($1::numeric[])',
+      [paymentIds],
+    );
     expect(links).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
@@ -826,11 +1138,21 @@ describe('approval wait alert', () => {
     const waiting = await onlyPayout(id);
     const alerts = () => sink!.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
     expect(alerts()).toEqual([
-      expect.objectContaining({ event: 'alert', alert: 'payout_awaiting_approval', payoutId: waiting.payout_id, channelId: id, amount: '0.0047239', asset: 'eth' }),
+      expect.objectContaining({
+        event: 'alert',
+        alert: 'payout_awaiting_approval',
+        payoutId: waiting.payout_id,
+        channelId: id,
+        amount: '0.0047239',
+        asset: 'eth',
+      }),
     ]);
 
     // The same run again (a duplicate delivery): the payout does not change, so no second alert.
-    const { rows } = await db.pool.query<{ id: string }>("select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)).id::text as id", [waiting.payout_id]);
+    const { rows } = await db.pool.query<{ id: string }>(
+      "select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)).id::text as id",
+      [waiting.payout_id],
+    );
     await eventually('the duplicate run done', async () => !(await jobExists(rows[0]!.id)));
     expect((await onlyPayout(id)).status).toBe('awaiting_approval');
     expect(alerts().map((l) => l.alert)).toEqual(['payout_awaiting_approval']);
@@ -861,7 +1183,9 @@ describe('a held payout woken early', () => {
       );
       return rows;
     };
-    expect(await atHoldEnd()).toEqual([{ key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 }]);
+    expect(await atHoldEnd()).toEqual([
+      { key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 },
+    ]);
 
     // Its run is woken now, long before the hold ends.
     const { rows: woken } = await db.pool.query<{ id: string }>(
@@ -870,7 +1194,9 @@ describe('a held payout woken early', () => {
     );
     await eventually('the early run done', async () => !(await jobExists(woken[0]!.id)));
 
-    expect(await atHoldEnd()).toEqual([{ key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 }]);
+    expect(await atHoldEnd()).toEqual([
+      { key: `payout_run:${held.payout_id}`, task: 'payout_run', at_hold_end: true, attempts: 0 },
+    ]);
     const after = await onlyPayout(id);
     expect(after).toMatchObject({ status: 'held', reason: held.reason, exchange_id: null, transfer_id: null });
     expect(after.hold_until!.getTime()).toBe(held.hold_until!.getTime());

@@ -31,7 +31,10 @@ type Payout = Record<string, any>;
 
 async function start(env: Record<string, string> = {}) {
   await payrail?.stop();
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env } });
+  payrail = await startTestPayrail(db, {
+    outside,
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env },
+  });
   return payrail;
 }
 
@@ -39,7 +42,8 @@ async function channel(body: Record<string, unknown>): Promise<string> {
   return saveChannel(payrail!, `-${nextChannel++}`, body);
 }
 
-const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
+const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
+  channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
 
 async function pay(channelId: string): Promise<string> {
   return sendFinished(payrail!, nextPaymentId++, channelId);
@@ -59,7 +63,11 @@ async function getPayout(payoutId: string): Promise<Payout> {
 
 /** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
 async function payoutIn(channelId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
-  await eventually(`a payout of ${channelId} ${status}`, async () => (await payoutsOf(channelId)).some((p) => p.status === status), timeoutMs);
+  await eventually(
+    `a payout of ${channelId} ${status}`,
+    async () => (await payoutsOf(channelId)).some((p) => p.status === status),
+    timeoutMs,
+  );
   const payouts = await payoutsOf(channelId);
   expect(payouts).toHaveLength(1);
   return payouts[0] as Payout;
@@ -68,10 +76,16 @@ async function payoutIn(channelId: string, status: string, timeoutMs = 45_000): 
 async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
   let last: Payout | undefined;
   try {
-    await eventually(`payout ${payoutId} ${status}`, async () => (last = await getPayout(payoutId)).status === status, timeoutMs);
+    await eventually(
+      `payout ${payoutId} ${status}`,
+      async () => (last = await getPayout(payoutId)).status === status,
+      timeoutMs,
+    );
   } catch (error) {
     // Say where it ended up instead: a payout that went elsewhere is the finding.
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
   }
   return getPayout(payoutId);
 }
@@ -93,7 +107,12 @@ async function balances(channelId: string, asset: 'eth' | 'usdt') {
 }
 
 function auditOf(payoutId: string) {
-  return db.db.selectFrom('audit_log').select(['actor', 'action', 'subject', 'details']).where('subject', '=', payoutId).orderBy('id').execute();
+  return db.db
+    .selectFrom('audit_log')
+    .select(['actor', 'action', 'subject', 'details'])
+    .where('subject', '=', payoutId)
+    .orderBy('id')
+    .execute();
 }
 
 function exchangesOf(payoutId: string) {
@@ -101,7 +120,12 @@ function exchangesOf(payoutId: string) {
 }
 
 function transfersOf(payoutId: string) {
-  return db.db.selectFrom('chain_transfers').select(['transfer_id', 'status', 'to_address', 'amount']).where('purpose', '=', 'payout').where('ref', '=', payoutId).execute();
+  return db.db
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'status', 'to_address', 'amount'])
+    .where('purpose', '=', 'payout')
+    .where('ref', '=', payoutId)
+    .execute();
 }
 
 async function ledgerProblems() {
@@ -175,11 +199,23 @@ describe('reading payouts', () => {
 describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
   it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async () => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     await pay(id);
     await pay(id);
     const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
-    expect(waiting).toMatchObject({ kind: 'threshold', asset: 'usdt', approvedBy: null, approvedAt: null, exchangeId: null });
+    expect(waiting).toMatchObject({
+      kind: 'threshold',
+      asset: 'usdt',
+      approvedBy: null,
+      approvedAt: null,
+      exchangeId: null,
+    });
     const units = parseUnits(waiting.amount, 6);
     expect(units).toBeGreaterThan(20_000_000n);
     expect(exchangesOf(waiting.payoutId)).toEqual([]);
@@ -194,21 +230,34 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     const done = await reaches(waiting.payoutId, 'completed', 60_000);
     expect(done).toMatchObject({ approvedBy: 'alice', amount: waiting.amount });
     expect(exchangesOf(done.payoutId)).toHaveLength(1);
-    expect(await transfersOf(done.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', amount: units.toString() })]);
+    expect(await transfersOf(done.payoutId)).toEqual([
+      expect.objectContaining({ status: 'confirmed', amount: units.toString() }),
+    ]);
     expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: 0n });
 
     const again = await act(done.payoutId, 'approve', ALICE);
     expect(again.status).toBe(409);
     expect(again.body.error).toContain('not awaiting approval');
     expect(await auditOf(done.payoutId)).toEqual([
-      { actor: 'alice', action: 'payout.approve', subject: done.payoutId, details: { from: 'awaiting_approval', to: 'pending', reason: null } },
+      {
+        actor: 'alice',
+        action: 'payout.approve',
+        subject: done.payoutId,
+        details: { from: 'awaiting_approval', to: 'pending', reason: null },
+      },
     ]);
     expect(await ledgerProblems()).toEqual([]);
   });
 
   it('a batch and an instant payout under the limit go straight through; approving one not awaiting approval is refused', async () => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const batchChannel = await channel({ payoutStrategy: 'threshold', thresholdUsd: '10', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const batchChannel = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '10',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const wallet = freshWallet();
     const instantChannel = await instant('usdt', 'eth', wallet);
     await pay(batchChannel);
@@ -223,7 +272,9 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     for (const payout of [batch, single]) {
       const refused = await act(payout.payoutId, 'approve', ALICE);
       expect(refused.status).toBe(409);
-      expect(refused.body.error).toBe(`cannot approve payout ${payout.payoutId}: a payout in state completed is not awaiting approval`);
+      expect(refused.body.error).toBe(
+        `cannot approve payout ${payout.payoutId}: a payout in state completed is not awaiting approval`,
+      );
       expect(await getPayout(payout.payoutId)).toMatchObject({ status: 'completed', approvedBy: null });
       expect(await auditOf(payout.payoutId)).toEqual([]);
     }
@@ -245,9 +296,19 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     expect(await outside.balanceOf(overWallet)).toBe(0n);
 
     expect((await act(waiting.payoutId, 'approve', BOB)).status).toBe(200);
-    expect(await reaches(waiting.payoutId, 'completed')).toMatchObject({ approvedBy: 'bob', exchangeId: null, amountOut: '0.0047239' });
+    expect(await reaches(waiting.payoutId, 'completed')).toMatchObject({
+      approvedBy: 'bob',
+      exchangeId: null,
+      amountOut: '0.0047239',
+    });
     expect(await outside.balanceOf(overWallet)).toBe(NET_WEI);
-    expect(await auditOf(waiting.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.approve', details: expect.objectContaining({ from: 'awaiting_approval', to: 'pending' }) })]);
+    expect(await auditOf(waiting.payoutId)).toEqual([
+      expect.objectContaining({
+        actor: 'bob',
+        action: 'payout.approve',
+        details: expect.objectContaining({ from: 'awaiting_approval', to: 'pending' }),
+      }),
+    ]);
     expect(await ledgerProblems()).toEqual([]);
   });
 });
@@ -255,11 +316,22 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
 describe('cancel', () => {
   it('bob cancels a batch awaiting approval: the funds go back to the channel and its payments are free for the next batch', async () => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const paymentIds = [await pay(id), await pay(id)];
     const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
     const units = parseUnits(waiting.amount, 6);
-    const linked = await db.db.selectFrom('payments').select(['payment_id', 'payout_id']).where('channel_id', '=', id).orderBy('payment_id').execute();
+    const linked = await db.db
+      .selectFrom('payments')
+      .select(['payment_id', 'payout_id'])
+      .where('channel_id', '=', id)
+      .orderBy('payment_id')
+      .execute();
     expect(linked).toEqual(paymentIds.map((paymentId) => ({ payment_id: paymentId, payout_id: waiting.payoutId })));
 
     const cancelled = await act(waiting.payoutId, 'cancel', BOB);
@@ -278,7 +350,12 @@ describe('cancel', () => {
     }
     expect(await getPayout(waiting.payoutId)).toMatchObject({ status: 'cancelled' });
     expect(await auditOf(waiting.payoutId)).toEqual([
-      { actor: 'bob', action: 'payout.cancel', subject: waiting.payoutId, details: { from: 'awaiting_approval', to: 'cancelled', reason: null } },
+      {
+        actor: 'bob',
+        action: 'payout.cancel',
+        subject: waiting.payoutId,
+        details: { from: 'awaiting_approval', to: 'cancelled', reason: null },
+      },
     ]);
     expect(await ledgerProblems()).toEqual([]);
   });
@@ -297,7 +374,12 @@ describe('cancel', () => {
     expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob' });
     expect(await balances(inactive, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     expect(await auditOf(review.payoutId)).toEqual([
-      { actor: 'bob', action: 'payout.cancel', subject: review.payoutId, details: { from: 'needs_review', to: 'cancelled', reason: review.reason } },
+      {
+        actor: 'bob',
+        action: 'payout.cancel',
+        subject: review.payoutId,
+        details: { from: 'needs_review', to: 'cancelled', reason: review.reason },
+      },
     ]);
 
     // A pair only this test uses, whose minimum is above one payment.
@@ -312,7 +394,13 @@ describe('cancel', () => {
     expect(released.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
     expect(await balances(small, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     expect(exchangesOf(held.payoutId)).toEqual([]);
-    expect(await auditOf(held.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.cancel', details: expect.objectContaining({ from: 'held', to: 'cancelled' }) })]);
+    expect(await auditOf(held.payoutId)).toEqual([
+      expect.objectContaining({
+        actor: 'bob',
+        action: 'payout.cancel',
+        details: expect.objectContaining({ from: 'held', to: 'cancelled' }),
+      }),
+    ]);
     expect(await ledgerProblems()).toEqual([]);
   });
 
@@ -338,7 +426,9 @@ describe('cancel', () => {
     const done = await payoutIn(direct, 'completed');
     const refusedDone = await act(done.payoutId, 'cancel', BOB);
     expect(refusedDone.status).toBe(409);
-    expect(refusedDone.body.error).toBe(`cannot cancel payout ${done.payoutId}: a payout in state completed cannot be cancelled`);
+    expect(refusedDone.body.error).toBe(
+      `cannot cancel payout ${done.payoutId}: a payout in state completed cannot be cancelled`,
+    );
     expect(await getPayout(done.payoutId)).toEqual(done);
     expect(await balances(direct, 'eth')).toEqual({ available: 0n, reserved: 0n });
     expect(await auditOf(done.payoutId)).toEqual([]);
@@ -355,7 +445,9 @@ describe('retry', () => {
     const id = await instant('usdt', 'eth', wallet);
     await pay(id);
     const created = await payoutIn(id, 'exchange_created');
-    await eventually('the payout transfer broadcast', async () => (await transfersOf(created.payoutId)).some((t) => t.status === 'broadcast'));
+    await eventually('the payout transfer broadcast', async () =>
+      (await transfersOf(created.payoutId)).some((t) => t.status === 'broadcast'),
+    );
     await outside.sim.setFault('5xx');
     await rpc(outside.chain.rpcUrl, 'evm_mine', []);
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
@@ -381,7 +473,12 @@ describe('retry', () => {
     expect(again.status).toBe(409);
     expect(again.body.error).toContain('a payout in state completed cannot be retried');
     expect(await auditOf(created.payoutId)).toEqual([
-      { actor: 'alice', action: 'payout.retry', subject: created.payoutId, details: { from: 'needs_review', to: 'sent', reason: stuck.reason } },
+      {
+        actor: 'alice',
+        action: 'payout.retry',
+        subject: created.payoutId,
+        details: { from: 'needs_review', to: 'sent', reason: stuck.reason },
+      },
     ]);
     expect(await ledgerProblems()).toEqual([]);
   });
@@ -401,7 +498,12 @@ describe('retry', () => {
     expect(await transfersOf(review.payoutId)).toHaveLength(1);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
     expect(await auditOf(review.payoutId)).toEqual([
-      { actor: 'admin', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'sent', reason: review.reason } },
+      {
+        actor: 'admin',
+        action: 'payout.retry',
+        subject: review.payoutId,
+        details: { from: 'needs_review', to: 'sent', reason: review.reason },
+      },
     ]);
   });
 
@@ -421,12 +523,19 @@ describe('retry', () => {
     const done = await reaches(review.payoutId, 'completed');
     expect(done.amountOut).toBe(NET_AS_USDT);
     expect(exchangesOf(review.payoutId)).toHaveLength(1);
-    expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', to_address: exchangesOf(review.payoutId)[0]!.payinAddress })]);
+    expect(await transfersOf(review.payoutId)).toEqual([
+      expect.objectContaining({ status: 'confirmed', to_address: exchangesOf(review.payoutId)[0]!.payinAddress }),
+    ]);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
 
     expect((await act(review.payoutId, 'retry', ALICE)).status).toBe(409);
     expect(await auditOf(review.payoutId)).toEqual([
-      { actor: 'alice', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'exchange_requested', reason: review.reason } },
+      {
+        actor: 'alice',
+        action: 'payout.retry',
+        subject: review.payoutId,
+        details: { from: 'needs_review', to: 'exchange_requested', reason: review.reason },
+      },
     ]);
     expect(await ledgerProblems()).toEqual([]);
   });
@@ -443,7 +552,13 @@ describe('retry', () => {
     expect(retried.body).toMatchObject({ status: 'pending', holdUntil: null });
     expect(await reaches(held.payoutId, 'completed')).toMatchObject({ amountOut: NET_AS_USDT });
     expect(exchangesOf(held.payoutId)).toHaveLength(1);
-    expect(await auditOf(held.payoutId)).toEqual([expect.objectContaining({ actor: 'bob', action: 'payout.retry', details: expect.objectContaining({ from: 'held', to: 'pending' }) })]);
+    expect(await auditOf(held.payoutId)).toEqual([
+      expect.objectContaining({
+        actor: 'bob',
+        action: 'payout.retry',
+        details: expect.objectContaining({ from: 'held', to: 'pending' }),
+      }),
+    ]);
   });
 
   it('a direct payout sent to review before its transfer is retried as a direct transfer, never through an exchange', async () => {
@@ -463,10 +578,17 @@ describe('retry', () => {
     const done = await reaches(review.payoutId, 'completed');
     expect(done).toMatchObject({ exchangeId: null, amountOut: '0.0047239' });
     expect(exchangesOf(review.payoutId)).toEqual([]);
-    expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed', to_address: wallet })]);
+    expect(await transfersOf(review.payoutId)).toEqual([
+      expect.objectContaining({ status: 'confirmed', to_address: wallet }),
+    ]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     expect(await auditOf(review.payoutId)).toEqual([
-      { actor: 'alice', action: 'payout.retry', subject: review.payoutId, details: { from: 'needs_review', to: 'pending', reason: review.reason } },
+      {
+        actor: 'alice',
+        action: 'payout.retry',
+        subject: review.payoutId,
+        details: { from: 'needs_review', to: 'pending', reason: review.reason },
+      },
     ]);
     expect(await ledgerProblems()).toEqual([]);
   });
@@ -527,6 +649,13 @@ describe('access and bad requests', () => {
     expect(await getPayout(waiting.payoutId)).toEqual(waiting);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
     expect(await auditOf(waiting.payoutId)).toEqual([]);
-    expect(await db.db.selectFrom('audit_log').select('id').where('action', 'like', 'payout.%').where('subject', 'in', [waiting.payoutId, 'po_0000000000000000', 'po_123']).execute()).toEqual([]);
+    expect(
+      await db.db
+        .selectFrom('audit_log')
+        .select('id')
+        .where('action', 'like', 'payout.%')
+        .where('subject', 'in', [waiting.payoutId, 'po_0000000000000000', 'po_123'])
+        .execute(),
+    ).toEqual([]);
   });
 });

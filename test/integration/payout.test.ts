@@ -34,7 +34,9 @@ async function pay(channelId: string): Promise<string> {
 }
 
 async function payoutsOf(channelId: string) {
-  return (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<Record<string, any>>;
+  return (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
+    Record<string, any>
+  >;
 }
 
 async function settled(channelId: string, status = 'completed') {
@@ -64,12 +66,25 @@ describe('instant payouts', () => {
   it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async () => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: wallet,
+    });
     const exchangesBefore = outside.sim.exchanges.size;
     const paymentId = await pay(id);
     await eventually('the instant payout completed', () => settled(id));
     const [payout] = await payoutsOf(id);
-    expect(payout).toMatchObject({ kind: 'instant', paymentId, status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '0.0047239', exchangeId: null });
+    expect(payout).toMatchObject({
+      kind: 'instant',
+      paymentId,
+      status: 'completed',
+      asset: 'eth',
+      amount: '0.0047239',
+      amountOut: '0.0047239',
+      exchangeId: null,
+    });
     expect(payout!.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
     expect(await outside.balanceOf(wallet)).toBe(4_723_900_000_000_000n);
     expect(outside.sim.exchanges.size).toBe(exchangesBefore);
@@ -79,7 +94,12 @@ describe('instant payouts', () => {
   it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async () => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({ payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: wallet });
+    const id = await channel({
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: wallet,
+    });
     await pay(id);
     await eventually('the instant payout completed', () => settled(id));
     const [payout] = await payoutsOf(id);
@@ -97,33 +117,71 @@ describe('threshold payouts', () => {
   it('ETH on eth: the batch goes through one exchange USDT → ETH, and the owner receives the ETH on chain', async () => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet });
+    const id = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: wallet,
+    });
     await pay(id);
     await pay(id);
     await eventually('the batch completed', () => settled(id), 60_000);
     const [payout] = await payoutsOf(id);
-    expect(payout).toMatchObject({ kind: 'threshold', status: 'completed', asset: 'usdt', payoutCurrency: 'eth', payoutNetwork: 'eth' });
+    expect(payout).toMatchObject({
+      kind: 'threshold',
+      status: 'completed',
+      asset: 'usdt',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+    });
     const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
-    expect(exchange).toMatchObject({ status: 'finished', fromCurrency: 'usdt', toCurrency: 'eth', payoutAddress: wallet, userId: payout!.payoutId });
+    expect(exchange).toMatchObject({
+      status: 'finished',
+      fromCurrency: 'usdt',
+      toCurrency: 'eth',
+      payoutAddress: wallet,
+      userId: payout!.payoutId,
+    });
     expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
     // What ChangeNow reports it paid is what the owner's wallet holds.
     expect(await outside.balanceOf(wallet)).toBe(parseUnits(payout!.amountOut, 18));
     expect(payout!.payoutHash).toBe(exchange.payoutHash);
-    const journals = await db.pool.query("select kind from ledger_journals where ref = $1 order by id", [payout!.payoutId]);
+    const journals = await db.pool.query('select kind from ledger_journals where ref = $1 order by id', [
+      payout!.payoutId,
+    ]);
     expect(journals.rows.map((r) => r.kind)).toEqual(['payout_reserved', 'payout_completed']);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async () => {
     await start();
-    const id = await channel({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const id = await channel({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     await pay(id);
     await pay(id);
     await eventually('the batch completed', () => settled(id), 60_000);
     const [payout] = await payoutsOf(id);
-    expect(payout).toMatchObject({ kind: 'threshold', status: 'completed', asset: 'usdt', payoutCurrency: 'usdt', payoutNetwork: 'trx' });
+    expect(payout).toMatchObject({
+      kind: 'threshold',
+      status: 'completed',
+      asset: 'usdt',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+    });
     const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
-    expect(exchange).toMatchObject({ status: 'finished', fromCurrency: 'usdt', toCurrency: 'usdt', toNetwork: 'trx', payoutAddress: TRON_WALLET });
+    expect(exchange).toMatchObject({
+      status: 'finished',
+      fromCurrency: 'usdt',
+      toCurrency: 'usdt',
+      toNetwork: 'trx',
+      payoutAddress: TRON_WALLET,
+    });
     // The payin address received exactly the batch, in USDT.
     expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
     expect((await checkLedger(db.db)).problems).toEqual([]);

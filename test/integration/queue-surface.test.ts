@@ -6,7 +6,14 @@
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enqueue, failedJobs, jobWithKeyExists, liveJobKeys, noLiveJobWithKey, queueStats } from '../../src/jobs/index.ts';
+import {
+  enqueue,
+  failedJobs,
+  jobWithKeyExists,
+  liveJobKeys,
+  noLiveJobWithKey,
+  queueStats,
+} from '../../src/jobs/index.ts';
 import { removeFailedRuns } from '../../src/jobs/queue-state.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -21,14 +28,31 @@ afterAll(async () => {
 
 /** The job with this key, as the view shows it. */
 async function jobId(key: string): Promise<string> {
-  const { rows } = await db.pool.query<{ id: string }>('select id::text as id from graphile_worker.jobs where key = $1', [key]);
+  const { rows } = await db.pool.query<{ id: string }>(
+    'select id::text as id from graphile_worker.jobs where key = $1',
+    [key],
+  );
   return rows[0]!.id;
 }
 
 describe('the queue surface payrail uses', () => {
   it('graphile_worker.jobs has every column payrail reads', async () => {
-    const { rows } = await db.pool.query<{ column_name: string }>("select column_name from information_schema.columns where table_schema = 'graphile_worker' and table_name = 'jobs'");
-    expect(rows.map((r) => r.column_name)).toEqual(expect.arrayContaining(['id', 'task_identifier', 'key', 'run_at', 'attempts', 'max_attempts', 'locked_at', 'last_error', 'updated_at']));
+    const { rows } = await db.pool.query<{ column_name: string }>(
+      "select column_name from information_schema.columns where table_schema = 'graphile_worker' and table_name = 'jobs'",
+    );
+    expect(rows.map((r) => r.column_name)).toEqual(
+      expect.arrayContaining([
+        'id',
+        'task_identifier',
+        'key',
+        'run_at',
+        'attempts',
+        'max_attempts',
+        'locked_at',
+        'last_error',
+        'updated_at',
+      ]),
+    );
   });
 
   it('the SQL functions payrail calls exist with the arguments it passes', async () => {
@@ -39,7 +63,15 @@ describe('the queue surface payrail uses', () => {
     );
     const byName = new Map(rows.map((r) => [r.name, r.args]));
     // add_job is called with named arguments (enqueue.ts): each name, with its type.
-    for (const arg of ['identifier text', 'payload json', 'queue_name text', 'run_at timestamp with time zone', 'max_attempts integer', 'job_key text', 'job_key_mode text']) {
+    for (const arg of [
+      'identifier text',
+      'payload json',
+      'queue_name text',
+      'run_at timestamp with time zone',
+      'max_attempts integer',
+      'job_key text',
+      'job_key_mode text',
+    ]) {
       expect(byName.get('add_job')).toContain(arg);
     }
     expect(byName.get('complete_jobs')).toBe('job_ids bigint[]');
@@ -51,7 +83,9 @@ describe('readers of the queue state', () => {
   it('a queued job is live under its key; out of attempts it is failed, no longer live, and removable once a later run succeeded', async () => {
     const key = 'conversion_batch:surface-test';
     await db.db.transaction().execute((trx) => enqueue(trx, 'conversion_batch', {}, { jobKey: key, maxAttempts: 3 }));
-    const noLive = async () => (await sql<{ none: boolean }>`select ${noLiveJobWithKey([sql`${key}::text`])} as none`.execute(db.db)).rows[0]?.none;
+    const noLive = async () =>
+      (await sql<{ none: boolean }>`select ${noLiveJobWithKey([sql`${key}::text`])} as none`.execute(db.db)).rows[0]
+        ?.none;
 
     expect(await liveJobKeys(db.db, [key, 'conversion_batch:other'])).toEqual(new Set([key]));
     expect(await jobWithKeyExists(db.db, key)).toBe(true);
@@ -64,8 +98,13 @@ describe('readers of the queue state', () => {
     expect(await liveJobKeys(db.db, [key])).toEqual(new Set());
     expect(await noLive()).toBe(true);
     expect(await jobWithKeyExists(db.db, key)).toBe(true);
-    expect(await failedJobs(db.db)).toEqual([expect.objectContaining({ id, task: 'conversion_batch', key, last_error: 'failed on purpose' })]);
-    expect((await queueStats(db.db)).find((s) => s.task === 'conversion_batch')).toMatchObject({ runnable: 0, failed: 1 });
+    expect(await failedJobs(db.db)).toEqual([
+      expect.objectContaining({ id, task: 'conversion_batch', key, last_error: 'failed on purpose' }),
+    ]);
+    expect((await queueStats(db.db)).find((s) => s.task === 'conversion_batch')).toMatchObject({
+      runnable: 0,
+      failed: 1,
+    });
 
     // Only runs before the successful one are removed.
     const client = await db.pool.connect();

@@ -14,14 +14,29 @@ import { loadConfig } from '../../src/config.ts';
 import { openPool, type DatabaseHandle } from '../../src/db/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
-import { applyPayoutAction, HANDLED_TASKS, pipelineCron, reconcile, type CrashPoint, type ReconcileSummary, type StageDeps } from '../../src/pipeline/index.ts';
+import {
+  applyPayoutAction,
+  HANDLED_TASKS,
+  pipelineCron,
+  reconcile,
+  type CrashPoint,
+  type ReconcileSummary,
+  type StageDeps,
+} from '../../src/pipeline/index.ts';
 import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
 import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
 import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import {
+  ADMIN_TOKEN,
+  IPN_SECRET,
+  logSink,
+  startTestPayrail,
+  type LogSink,
+  type TestPayrail,
+} from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
@@ -43,13 +58,26 @@ let nextPaymentId = 9_770_000_000;
 let nextChannel = 1_007_700_000_001;
 
 function config() {
-  return loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET: IPN_SECRET, LOG_LEVEL: 'silent', CONVERSION_MIN_USD: '1', ...outside.env });
+  return loadConfig({
+    DATABASE_URL: db.url,
+    ADMIN_TOKEN,
+    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
+    LOG_LEVEL: 'silent',
+    CONVERSION_MIN_USD: '1',
+    ...outside.env,
+  });
 }
 
 /** The stages' dependencies as a worker has them, on `handle`'s pool; `crashAt` makes that point throw. */
 function depsWith(options: { crashAt?: CrashPoint; handle?: DatabaseHandle } = {}): StageDeps {
   const database: Database = { ...(options.handle ?? db), shutdown: async () => undefined };
-  const local = { rpcUrl: outside.chain.rpcUrl, chainId: outside.chain.chainId, changenowUrl: outside.sim.url, usdtContract: outside.usdt, stop: async () => undefined };
+  const local = {
+    rpcUrl: outside.chain.rpcUrl,
+    chainId: outside.chain.chainId,
+    changenowUrl: outside.sim.url,
+    usdtContract: outside.usdt,
+    stop: async () => undefined,
+  };
   const crash = options.crashAt
     ? (name: CrashPoint) => {
         if (name === options.crashAt) throw new Error(`crashed at ${name} (test)`);
@@ -59,7 +87,12 @@ function depsWith(options: { crashAt?: CrashPoint; handle?: DatabaseHandle } = {
 }
 
 async function startWorker(logs?: LogSink): Promise<void> {
-  worker = await startTestPayrail(db, { outside, roles: { web: false, worker: true }, env: { ...outside.env, CONVERSION_MIN_USD: '1' }, ...(logs && { logs }) });
+  worker = await startTestPayrail(db, {
+    outside,
+    roles: { web: false, worker: true },
+    env: { ...outside.env, CONVERSION_MIN_USD: '1' },
+    ...(logs && { logs }),
+  });
 }
 
 // --- the pipeline by hand ---------------------------------------------------------------------------------------
@@ -79,7 +112,13 @@ async function pay(channelId: string): Promise<string> {
 
 /** A threshold payment (the threshold out of reach) batched into a conversion; its exchange job is queued. */
 async function newConversion(): Promise<string> {
-  const channelId = await saveChannel(web, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+  const channelId = await saveChannel(web, `-${nextChannel++}`, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'trx',
+    walletAddress: TRON_WALLET,
+  });
   await pay(channelId);
   const id = await batchPendingPayments(deps);
   expect(id).not.toBeNull();
@@ -98,7 +137,12 @@ async function conversionSent(): Promise<string> {
 }
 
 async function instantPayment(currency = 'usdt', network = 'trx', wallet = TRON_WALLET): Promise<string> {
-  const channelId = await saveChannel(web, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: currency, payoutNetwork: network, walletAddress: wallet });
+  const channelId = await saveChannel(web, `-${nextChannel++}`, {
+    payoutStrategy: 'instant',
+    payoutCurrency: currency,
+    payoutNetwork: network,
+    walletAddress: wallet,
+  });
   return pay(channelId);
 }
 
@@ -106,7 +150,9 @@ async function instantPayment(currency = 'usdt', network = 'trx', wallet = TRON_
 async function payoutWithUnrecordedExchange(): Promise<string> {
   const paymentId = await instantPayment();
   const crashing = depsWith({ crashAt: 'payout_after_exchange_created' });
-  await byHand(`payout_instant:${paymentId}`, () => expect(openInstantPayout(crashing, paymentId)).rejects.toThrow('crashed at payout_after_exchange_created'));
+  await byHand(`payout_instant:${paymentId}`, () =>
+    expect(openInstantPayout(crashing, paymentId)).rejects.toThrow('crashed at payout_after_exchange_created'),
+  );
   const payout = await payoutOfPayment(paymentId);
   expect(payout).toMatchObject({ status: 'exchange_requested', exchange_id: null, transfer_id: null, attempts: 1 });
   expect(exchangesFor(payout.payout_id)).toHaveLength(1);
@@ -143,7 +189,10 @@ async function loseJob(key: string): Promise<void> {
 }
 
 async function giveUpJob(key: string): Promise<void> {
-  const { rowCount } = await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where key = $1", [key]);
+  const { rowCount } = await db.pool.query(
+    "update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where key = $1",
+    [key],
+  );
   expect(rowCount, `a job ${key} to give up`).toBe(1);
 }
 
@@ -175,17 +224,29 @@ async function conversionRow(id: string) {
 }
 
 async function payoutRow(id: string) {
-  const { rows } = await db.pool.query('select payout_id, status, reason, exchange_id, transfer_id, amount_out, attempts, reconcile_attempts from payouts where payout_id = $1', [id]);
+  const { rows } = await db.pool.query(
+    'select payout_id, status, reason, exchange_id, transfer_id, amount_out, attempts, reconcile_attempts from payouts where payout_id = $1',
+    [id],
+  );
   return rows[0];
 }
 
 async function payoutOfPayment(paymentId: string) {
-  const { rows } = await db.pool.query<{ payout_id: string; transfer_id: string | null }>('select payout_id from payouts where payment_id = $1', [paymentId]);
+  const { rows } = await db.pool.query<{ payout_id: string; transfer_id: string | null }>(
+    'select payout_id from payouts where payment_id = $1',
+    [paymentId],
+  );
   return payoutRow(rows[0]!.payout_id);
 }
 
 async function transfersOf(purpose: string, ref: string) {
-  const { rows } = await db.pool.query<{ transfer_id: string; status: string; tx_hash: string; to_address: string; amount: string }>(
+  const { rows } = await db.pool.query<{
+    transfer_id: string;
+    status: string;
+    tx_hash: string;
+    to_address: string;
+    amount: string;
+  }>(
     'select transfer_id, status, tx_hash, lower(to_address) as to_address, amount::text from chain_transfers where purpose = $1 and ref = $2',
     [purpose, ref],
   );
@@ -193,18 +254,27 @@ async function transfersOf(purpose: string, ref: string) {
 }
 
 async function paymentStatuses(conversionId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>('select conversion_status from payments where conversion_id = $1', [conversionId]);
+  const { rows } = await db.pool.query<{ conversion_status: string }>(
+    'select conversion_status from payments where conversion_id = $1',
+    [conversionId],
+  );
   return rows.map((r) => r.conversion_status);
 }
 
 async function transferRow(id: string) {
-  const { rows } = await db.pool.query('select status, reconcile_attempts from chain_transfers where transfer_id = $1', [id]);
+  const { rows } = await db.pool.query(
+    'select status, reconcile_attempts from chain_transfers where transfer_id = $1',
+    [id],
+  );
   return rows[0];
 }
 
 /** The payments a conversion took, by id (they stay listed there after a release). */
 async function paymentIdsOf(conversionId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ payment_id: string }>('select payment_id::text from conversion_payments where conversion_id = $1 order by payment_id', [conversionId]);
+  const { rows } = await db.pool.query<{ payment_id: string }>(
+    'select payment_id::text from conversion_payments where conversion_id = $1 order by payment_id',
+    [conversionId],
+  );
   return rows.map((r) => r.payment_id);
 }
 
@@ -220,7 +290,10 @@ async function paymentsOnceIn(conversionId: string) {
 
 /** Open stored alerts of a rule about a subject. */
 async function openAlerts(rule: string, subject: string) {
-  const { rows } = await db.pool.query('select severity, details from alerts where rule = $1 and subject = $2 and resolved_at is null', [rule, subject]);
+  const { rows } = await db.pool.query(
+    'select severity, details from alerts where rule = $1 and subject = $2 and resolved_at is null',
+    [rule, subject],
+  );
   return rows;
 }
 
@@ -243,7 +316,9 @@ async function completes(kind: 'conversion' | 'payout', id: string): Promise<voi
   try {
     await eventually(`${kind} ${id} completed`, async () => (last = await row()).status === 'completed');
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
   }
 }
 
@@ -253,14 +328,25 @@ async function expectOneExchangeOneTransfer(kind: 'conversion' | 'payout', id: s
   expect(exchanges).toHaveLength(1);
   const row = kind === 'conversion' ? await conversionRow(id) : await payoutRow(id);
   expect(row.exchange_id).toBe(exchanges[0]!.id);
-  expect(await transfersOf(kind, id)).toMatchObject([{ transfer_id: row.transfer_id, status: 'confirmed', to_address: exchanges[0]!.payinAddress.toLowerCase(), amount: NET_WEI.toString() }]);
+  expect(await transfersOf(kind, id)).toMatchObject([
+    {
+      transfer_id: row.transfer_id,
+      status: 'confirmed',
+      to_address: exchanges[0]!.payinAddress.toLowerCase(),
+      amount: NET_WEI.toString(),
+    },
+  ]);
 }
 
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
   await bookHostFunding(db, outside);
-  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
+  web = await startTestPayrail(db, {
+    outside,
+    roles: { web: true, worker: false },
+    env: { ...outside.env, CONVERSION_MIN_USD: '1' },
+  });
 });
 beforeEach(() => {
   sink = logSink();
@@ -291,9 +377,20 @@ describe('exchanges created at ChangeNow whose creation was never recorded', () 
     expect(actionsOf(summary)).toEqual([['conversion', id, 'exchange_requested', 'find_exchange']]);
     expect(summary).toMatchObject({ ran: true, resumed: 1, reviewed: 0, moved: 0 });
     expect(await liveJobs([`conversion_exchange:${id}`])).toEqual([`conversion_exchange:${id}`]);
-    expect(await conversionRow(id)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: 1, reconciled_at: expect.any(Date) });
+    expect(await conversionRow(id)).toMatchObject({
+      status: 'exchange_requested',
+      reconcile_attempts: 1,
+      reconciled_at: expect.any(Date),
+    });
     expect(actionLines(id)).toEqual([
-      expect.objectContaining({ event: 'reconcile_action', kind: 'conversion', id, state: 'exchange_requested', action: 'find_exchange', reason: expect.stringMatching(/^no job moves it on \(unchanged in exchange_requested for \d+ s\)$/) }),
+      expect.objectContaining({
+        event: 'reconcile_action',
+        kind: 'conversion',
+        id,
+        state: 'exchange_requested',
+        action: 'find_exchange',
+        reason: expect.stringMatching(/^no job moves it on \(unchanged in exchange_requested for \d+ s\)$/),
+      }),
     ]);
 
     await startWorker();
@@ -334,7 +431,9 @@ describe('lost and given-up jobs', () => {
 
     const summary = await reconcile(deps, NOW);
     expect(actionsOf(summary)).toEqual([['transfer', transferId, 'broadcast', 'reconfirm']]);
-    expect(await liveJobs([`transfer_confirm:${transferId}`, `transfer_send:${transferId}`])).toEqual([`transfer_confirm:${transferId}`]);
+    expect(await liveJobs([`transfer_confirm:${transferId}`, `transfer_send:${transferId}`])).toEqual([
+      `transfer_confirm:${transferId}`,
+    ]);
 
     await startWorker();
     await completes('conversion', id);
@@ -361,11 +460,16 @@ describe('lost and given-up jobs', () => {
   it('a conversion past its poll deadline, its poll job lost: the last look by its stage finds the exchange finished and settles it', async () => {
     const id = await conversionSent();
     await loseJob(`conversion_poll:${id}`);
-    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+    await db.pool.query(
+      "update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1",
+      [id],
+    );
 
     const summary = await reconcile(deps, NOW);
     expect(actionsOf(summary)).toEqual([['conversion', id, 'sent', 'repoll']]);
-    expect(summary.actions[0]!.reason).toMatch(/^past its final deadline \S+ and no job moves it on \(unchanged in sent for \d+ s\): one last look by its stage$/);
+    expect(summary.actions[0]!.reason).toMatch(
+      /^past its final deadline \S+ and no job moves it on \(unchanged in sent for \d+ s\): one last look by its stage$/,
+    );
 
     await startWorker();
     await completes('conversion', id);
@@ -387,11 +491,15 @@ describe('credited instant payments whose payout was never opened', () => {
 
     const summary = await reconcile(deps, NOW);
     expect([...summary.reopened].sort()).toEqual([lost, gaveUp].sort());
-    expect(await liveJobs([lost, gaveUp, alive].map((id) => `payout_instant:${id}`))).toEqual([lost, gaveUp, alive].map((id) => `payout_instant:${id}`).sort());
+    expect(await liveJobs([lost, gaveUp, alive].map((id) => `payout_instant:${id}`))).toEqual(
+      [lost, gaveUp, alive].map((id) => `payout_instant:${id}`).sort(),
+    );
     expect((await reconcile(deps, NOW)).reopened).toEqual([]);
 
-    for (const paymentId of [lost, gaveUp]) await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
-    for (const paymentId of [lost, gaveUp]) expect(await payoutOfPayment(paymentId)).toMatchObject({ status: 'exchange_created' });
+    for (const paymentId of [lost, gaveUp])
+      await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
+    for (const paymentId of [lost, gaveUp])
+      expect(await payoutOfPayment(paymentId)).toMatchObject({ status: 'exchange_created' });
     expect((await reconcile(deps, NOW)).reopened).toEqual([]);
   });
 });
@@ -401,7 +509,9 @@ describe('giving up once resuming has had its chance', () => {
     const payoutId = await payoutWithUnrecordedExchange();
     // Three passes resume it; each time its job is lost again.
     for (let resume = 1; resume <= 3; resume++) {
-      expect(actionsOf(await reconcile(deps, NOW))).toEqual([['payout', payoutId, 'exchange_requested', 'find_exchange']]);
+      expect(actionsOf(await reconcile(deps, NOW))).toEqual([
+        ['payout', payoutId, 'exchange_requested', 'find_exchange'],
+      ]);
       expect(await payoutRow(payoutId)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: resume });
       await loseJob(`payout_run:${payoutId}`);
     }
@@ -418,24 +528,44 @@ describe('giving up once resuming has had its chance', () => {
       ['transfer', transferId, 'broadcast', 'reconfirm'],
     ]);
     expect(summary).toMatchObject({ resumed: 1, reviewed: 1, released: 0 });
-    const payoutReason = expect.stringMatching(/^stuck in exchange_requested: no job moves it on \(unchanged in exchange_requested for \d+ s\) after 3 resumes by the reconciler$/);
+    const payoutReason = expect.stringMatching(
+      /^stuck in exchange_requested: no job moves it on \(unchanged in exchange_requested for \d+ s\) after 3 resumes by the reconciler$/,
+    );
     expect(await payoutRow(payoutId)).toMatchObject({ status: 'needs_review', reason: payoutReason });
-    const transferReason = expect.stringMatching(/^stuck in broadcast: no job moves it on \(unchanged in broadcast for \d+ s\) after 3 resumes by the reconciler$/);
+    const transferReason = expect.stringMatching(
+      /^stuck in broadcast: no job moves it on \(unchanged in broadcast for \d+ s\) after 3 resumes by the reconciler$/,
+    );
     expect(summary.actions[1]).toMatchObject({ alert: 'transfer_stuck', reason: transferReason });
     // Its owner is not sent to review: it keeps waiting for the transfer, whose receipt lookup is queued again.
     expect(await conversionRow(id)).toMatchObject({ status: 'exchange_created', reason: null });
     expect(await paymentStatuses(id)).toEqual(['converting']);
     expect(await transferRow(transferId)).toMatchObject({ status: 'broadcast', reconcile_attempts: 4 });
-    expect(await liveJobs([`payout_run:${payoutId}`, `transfer_confirm:${transferId}`])).toEqual([`transfer_confirm:${transferId}`]);
+    expect(await liveJobs([`payout_run:${payoutId}`, `transfer_confirm:${transferId}`])).toEqual([
+      `transfer_confirm:${transferId}`,
+    ]);
     expect(await openAlerts('transfer_stuck', transferId)).toEqual([
-      { severity: 'critical', details: expect.objectContaining({ transferId, state: 'broadcast', ownerKind: 'conversion', ownerId: id, reason: transferReason, mayHaveLeft: true }) },
+      {
+        severity: 'critical',
+        details: expect.objectContaining({
+          transferId,
+          state: 'broadcast',
+          ownerKind: 'conversion',
+          ownerId: id,
+          reason: transferReason,
+          mayHaveLeft: true,
+        }),
+      },
     ]);
     expect(sink.lines.filter((l) => l.event === 'alert').map((l) => [l.alert, l.payoutId ?? l.transferId])).toEqual([
       ['payout_stuck', payoutId],
       ['transfer_stuck', transferId],
     ]);
     expect(actionLines(payoutId).at(-1)).toMatchObject({ action: 'review', reason: payoutReason });
-    expect(actionLines(transferId).at(-1)).toMatchObject({ action: 'reconfirm', alert: 'transfer_stuck', reason: transferReason });
+    expect(actionLines(transferId).at(-1)).toMatchObject({
+      action: 'reconfirm',
+      alert: 'transfer_stuck',
+      reason: transferReason,
+    });
 
     // Its job lost again: the next pass queues it again, and the alert stays one open alert.
     await loseJob(`transfer_confirm:${transferId}`);
@@ -450,7 +580,11 @@ describe('giving up once resuming has had its chance', () => {
     expect(exchangesFor(payoutId)).toHaveLength(1);
 
     // A person's retry is the way on, with a fresh budget of resumes: the run adopts the one exchange.
-    expect(await applyPayoutAction(db.db, payoutId, 'retry', 'alice', { pollDeadlineMs: 60_000 })).toEqual({ payoutId, from: 'needs_review', to: 'exchange_requested' });
+    expect(await applyPayoutAction(db.db, payoutId, 'retry', 'alice', { pollDeadlineMs: 60_000 })).toEqual({
+      payoutId,
+      from: 'needs_review',
+      to: 'exchange_requested',
+    });
     expect(await payoutRow(payoutId)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: 0 });
     await startWorker();
     await completes('payout', payoutId);
@@ -477,7 +611,16 @@ describe('giving up once resuming has had its chance', () => {
     expect(summary).toMatchObject({ resumed: 1, reviewed: 0, released: 0 });
     expect(summary.actions[0]!.alert).toBe('transfer_stuck');
     expect(await openAlerts('transfer_stuck', transferId)).toEqual([
-      { severity: 'critical', details: expect.objectContaining({ transferId, state: 'intent', ownerKind: 'payout', ownerId: payout.payout_id, mayHaveLeft: false }) },
+      {
+        severity: 'critical',
+        details: expect.objectContaining({
+          transferId,
+          state: 'intent',
+          ownerKind: 'payout',
+          ownerId: payout.payout_id,
+          mayHaveLeft: false,
+        }),
+      },
     ]);
     expect(await payoutRow(payout.payout_id)).toMatchObject({ status: 'sent', reason: null });
     expect(await transferRow(transferId)).toMatchObject({ status: 'intent', reconcile_attempts: 4 });
@@ -499,8 +642,12 @@ describe('giving up once resuming has had its chance', () => {
     const transferId = (await conversionRow(withTransfer)).transfer_id as string;
     // Forged (no stage does this): back in exchange_requested with its transfer recorded, whose send may still happen.
     await loseJob(`transfer_send:${transferId}`);
-    await db.pool.query("update conversions set status = 'exchange_requested' where conversion_id = $1", [withTransfer]);
-    await db.pool.query('update conversions set reconcile_attempts = 3 where conversion_id = any($1::text[])', [[requested, pending, withTransfer]]);
+    await db.pool.query("update conversions set status = 'exchange_requested' where conversion_id = $1", [
+      withTransfer,
+    ]);
+    await db.pool.query('update conversions set reconcile_attempts = 3 where conversion_id = any($1::text[])', [
+      [requested, pending, withTransfer],
+    ]);
     const released = [...(await paymentIdsOf(pending)), ...(await paymentIdsOf(requested))];
     expect(released).toHaveLength(2);
 
@@ -511,14 +658,23 @@ describe('giving up once resuming has had its chance', () => {
       ['conversion', withTransfer, 'exchange_requested', 'review'],
     ]);
     expect(summary).toMatchObject({ resumed: 0, released: 2, reviewed: 1 });
-    for (const [id, state] of [[pending, 'pending'], [requested, 'exchange_requested']] as const) {
+    for (const [id, state] of [
+      [pending, 'pending'],
+      [requested, 'exchange_requested'],
+    ] as const) {
       expect(await conversionRow(id)).toMatchObject({
         status: 'failed',
-        reason: expect.stringMatching(new RegExp(`^stuck in ${state}: no job moves it on \\(unchanged in ${state} for \\d+ s\\) after 3 resumes by the reconciler; its ETH never left: payments back to pending$`)),
+        reason: expect.stringMatching(
+          new RegExp(
+            `^stuck in ${state}: no job moves it on \\(unchanged in ${state} for \\d+ s\\) after 3 resumes by the reconciler; its ETH never left: payments back to pending$`,
+          ),
+        ),
       });
       // Back to pending, out of the conversion, and held before the next batch (as after a ChangeNow refusal).
       expect(await paymentsOnceIn(id)).toEqual([{ conversion_status: 'pending', conversion_id: null, held: true }]);
-      expect(await openAlerts('conversion_stuck', id)).toEqual([{ severity: 'critical', details: expect.objectContaining({ conversionId: id, state }) }]);
+      expect(await openAlerts('conversion_stuck', id)).toEqual([
+        { severity: 'critical', details: expect.objectContaining({ conversionId: id, state }) },
+      ]);
     }
     expect(await liveJobs([`conversion_exchange:${pending}`, `conversion_exchange:${requested}`])).toEqual([]);
     // The exchange made for it at ChangeNow is never funded; ChangeNow expires it.
@@ -526,21 +682,28 @@ describe('giving up once resuming has had its chance', () => {
     // Its ETH may leave: a person decides.
     expect(await conversionRow(withTransfer)).toMatchObject({
       status: 'needs_review',
-      reason: expect.stringMatching(new RegExp(`after 3 resumes by the reconciler; its transfer ${transferId} is intent$`)),
+      reason: expect.stringMatching(
+        new RegExp(`after 3 resumes by the reconciler; its transfer ${transferId} is intent$`),
+      ),
     });
     expect(await paymentStatuses(withTransfer)).toEqual(['failed']);
     expect(sink.alerts()).toEqual(['conversion_stuck', 'conversion_stuck', 'conversion_stuck']);
     expect(actionsOf(await reconcile(deps, NOW))).toEqual([]);
 
     // The hold over, the next batch takes both payments: one new conversion, one exchange, one transfer.
-    await db.pool.query("update payments set conversion_hold_until = now() - interval '1 second' where payment_id = any($1::numeric[])", [released]);
+    await db.pool.query(
+      "update payments set conversion_hold_until = now() - interval '1 second' where payment_id = any($1::numeric[])",
+      [released],
+    );
     const next = await batchPendingPayments(deps);
     expect(next).not.toBeNull();
     expect(await paymentIdsOf(next as string)).toEqual([...released].sort());
     await startWorker();
     await completes('conversion', next as string);
     expect(exchangesFor(next as string)).toHaveLength(1);
-    expect(await transfersOf('conversion', next as string)).toMatchObject([{ status: 'confirmed', amount: (2n * NET_WEI).toString() }]);
+    expect(await transfersOf('conversion', next as string)).toMatchObject([
+      { status: 'confirmed', amount: (2n * NET_WEI).toString() },
+    ]);
     expect(await paymentStatuses(next as string)).toEqual(['completed', 'completed']);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -548,7 +711,10 @@ describe('giving up once resuming has had its chance', () => {
   it('a conversion past its poll deadline whose last look died too goes to review with the reason', async () => {
     const id = await conversionSent();
     await loseJob(`conversion_poll:${id}`);
-    await db.pool.query("update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1", [id]);
+    await db.pool.query(
+      "update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1",
+      [id],
+    );
     expect(actionsOf(await reconcile(deps, NOW))).toEqual([['conversion', id, 'sent', 'repoll']]);
     // The last look's job gives up without a word (its worker died on each attempt, say).
     await giveUpJob(`conversion_poll:${id}`);
@@ -557,7 +723,9 @@ describe('giving up once resuming has had its chance', () => {
     expect(actionsOf(summary)).toEqual([['conversion', id, 'sent', 'review']]);
     const row = await conversionRow(id);
     expect(row.status).toBe('needs_review');
-    expect(row.reason).toMatch(/^stuck in sent past its final deadline \S+: no job moves it on \(unchanged in sent for \d+ s\) after the reconciler's last look$/);
+    expect(row.reason).toMatch(
+      /^stuck in sent past its final deadline \S+: no job moves it on \(unchanged in sent for \d+ s\) after the reconciler's last look$/,
+    );
     expect(await paymentStatuses(id)).toEqual(['failed']);
     expect(sink.alerts()).toEqual(['conversion_stuck']);
   });
@@ -567,14 +735,19 @@ describe('items whose job is alive are left alone', () => {
   it('a poll queued for later and a send running its last attempt: not stuck, however old; nothing queued or counted', async () => {
     const id = await conversionSent();
     const pollKey = `conversion_poll:${id}`;
-    await db.pool.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1", [pollKey]);
+    await db.pool.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1", [
+      pollKey,
+    ]);
     await db.pool.query("update conversions set updated_at = now() - interval '1 hour' where conversion_id = $1", [id]);
     const paymentId = await instantPayment('eth', 'eth', freshWallet());
     await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
     const direct = await payoutOfPayment(paymentId);
     expect(direct).toMatchObject({ status: 'sent', exchange_id: null });
     const sendKey = `transfer_send:${direct.transfer_id}`;
-    await db.pool.query("update graphile_worker._private_jobs set attempts = max_attempts, locked_at = now(), locked_by = 'another-worker' where key = $1", [sendKey]);
+    await db.pool.query(
+      "update graphile_worker._private_jobs set attempts = max_attempts, locked_at = now(), locked_by = 'another-worker' where key = $1",
+      [sendKey],
+    );
     const before = await jobRows([pollKey, sendKey]);
     expect(before).toHaveLength(2);
 
@@ -588,7 +761,10 @@ describe('items whose job is alive are left alone', () => {
 
     // Let them run: both end on their own jobs.
     await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = $1', [pollKey]);
-    await db.pool.query('update graphile_worker._private_jobs set attempts = 0, locked_at = null, locked_by = null where key = $1', [sendKey]);
+    await db.pool.query(
+      'update graphile_worker._private_jobs set attempts = 0, locked_at = null, locked_by = null where key = $1',
+      [sendKey],
+    );
     await startWorker();
     await completes('conversion', id);
     await completes('payout', direct.payout_id);
@@ -601,8 +777,13 @@ describe('healthy items do not hide a stuck one', () => {
     for (let i = 0; i < 3; i++) {
       const id = await conversionSent();
       // Polling, its next poll later: a poll does not touch updated_at, so it only gets older while it is healthy.
-      await db.pool.query("update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1", [`conversion_poll:${id}`]);
-      await db.pool.query("update conversions set updated_at = now() - interval '1 hour' where conversion_id = $1", [id]);
+      await db.pool.query(
+        "update graphile_worker._private_jobs set run_at = now() + interval '1 hour' where key = $1",
+        [`conversion_poll:${id}`],
+      );
+      await db.pool.query("update conversions set updated_at = now() - interval '1 hour' where conversion_id = $1", [
+        id,
+      ]);
       healthy.push(id);
     }
     const stuck = await conversionSent();
@@ -614,7 +795,9 @@ describe('healthy items do not hide a stuck one', () => {
     expect(summary).toMatchObject({ examined: 1, alive: 0, resumed: 1 });
     expect(await liveJobs([`conversion_poll:${stuck}`])).toEqual([`conversion_poll:${stuck}`]);
 
-    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = any($1::text[])', [healthy.map((id) => `conversion_poll:${id}`)]);
+    await db.pool.query('update graphile_worker._private_jobs set run_at = now() where key = any($1::text[])', [
+      healthy.map((id) => `conversion_poll:${id}`),
+    ]);
     await startWorker();
     for (const id of [...healthy, stuck]) await completes('conversion', id);
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -633,19 +816,37 @@ describe('an item that fails', () => {
     await byHand(`transfer_send:${otherTransfer}`, () => sendTransfer(deps, hooks(), otherTransfer));
     await loseJob(`transfer_confirm:${otherTransfer}`);
     // A sending wallet so long that its send's job queue (wallet:<address>) is refused by graphile-worker (128 at most).
-    const { rows } = await db.pool.query<{ from_address: string }>('select from_address from chain_transfers where transfer_id = $1', [badTransfer]);
+    const { rows } = await db.pool.query<{ from_address: string }>(
+      'select from_address from chain_transfers where transfer_id = $1',
+      [badTransfer],
+    );
     const hostAddress = rows[0]!.from_address;
-    await db.pool.query("update chain_transfers set from_address = repeat('f', 130) where transfer_id = $1", [badTransfer]);
+    await db.pool.query("update chain_transfers set from_address = repeat('f', 130) where transfer_id = $1", [
+      badTransfer,
+    ]);
 
     // The intent transfer comes first in the pass (intent before broadcast) and fails; the broadcast one is resumed.
     const summary = await reconcile(deps, NOW);
     expect(actionsOf(summary)).toEqual([['transfer', otherTransfer, 'broadcast', 'reconfirm']]);
     expect(summary).toMatchObject({ examined: 2, failed: 1, resumed: 1 });
     expect(sink.lines.filter((l) => l.event === 'reconcile_item_failed')).toEqual([
-      expect.objectContaining({ kind: 'transfer', id: badTransfer, state: 'intent', err: expect.stringMatching(/queue/) }),
+      expect.objectContaining({
+        kind: 'transfer',
+        id: badTransfer,
+        state: 'intent',
+        err: expect.stringMatching(/queue/),
+      }),
     ]);
     expect(await openAlerts('reconcile_item_failed', `transfer:${badTransfer}`)).toEqual([
-      { severity: 'critical', details: expect.objectContaining({ kind: 'transfer', id: badTransfer, state: 'intent', err: expect.stringMatching(/queue/) }) },
+      {
+        severity: 'critical',
+        details: expect.objectContaining({
+          kind: 'transfer',
+          id: badTransfer,
+          state: 'intent',
+          err: expect.stringMatching(/queue/),
+        }),
+      },
     ]);
     // Its failed decision left nothing behind.
     expect(await transferRow(badTransfer)).toMatchObject({ status: 'intent', reconcile_attempts: 0 });
@@ -654,7 +855,10 @@ describe('an item that fails', () => {
     // The next pass meets it again, and still finishes.
     expect(await reconcile(deps, NOW)).toMatchObject({ ran: true, examined: 1, failed: 1, actions: [] });
 
-    await db.pool.query('update chain_transfers set from_address = $2 where transfer_id = $1', [badTransfer, hostAddress]);
+    await db.pool.query('update chain_transfers set from_address = $2 where transfer_id = $1', [
+      badTransfer,
+      hostAddress,
+    ]);
     expect(actionsOf(await reconcile(deps, NOW))).toEqual([['transfer', badTransfer, 'intent', 'resend']]);
     await startWorker();
     await completes('conversion', other);
@@ -673,7 +877,11 @@ describe('passes at once, and again', () => {
     await loseJob(`payout_poll:${sentPayout}`);
     const keys = [`conversion_exchange:${conversionId}`, `payout_run:${requestedPayout}`, `payout_poll:${sentPayout}`];
 
-    extraPool = openPool(db.url, { max: 4, applicationName: 'payrail-test-second-worker', logger: createLogger({ level: 'silent' }) });
+    extraPool = openPool(db.url, {
+      max: 4,
+      applicationName: 'payrail-test-second-worker',
+      logger: createLogger({ level: 'silent' }),
+    });
     const other = depsWith({ handle: extraPool });
     const passes = await Promise.all([reconcile(deps, NOW), reconcile(other, NOW)]);
     expect(passes.some((p) => p.ran)).toBe(true);
@@ -711,19 +919,30 @@ describe('passes at once, and again', () => {
 describe('the reconcile task', () => {
   it('runs every RECONCILE_INTERVAL, once, without backfill; a worker runs it with the default deadlines', async () => {
     expect(HANDLED_TASKS).toContain('reconcile');
-    expect(pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 300_000 })).toContainEqual({ task: 'reconcile', match: '*/5 * * * *', identifier: 'reconcile', options: { backfillPeriod: 0, maxAttempts: 1 } });
-    expect(() => pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 90_000 })).toThrow('reconcile interval must be whole minutes from 1 to 59');
+    expect(pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 300_000 })).toContainEqual({
+      task: 'reconcile',
+      match: '*/5 * * * *',
+      identifier: 'reconcile',
+      options: { backfillPeriod: 0, maxAttempts: 1 },
+    });
+    expect(() => pipelineCron({ conversionIntervalMs: 60_000, reconcileIntervalMs: 90_000 })).toThrow(
+      'reconcile interval must be whole minutes from 1 to 59',
+    );
 
     const payoutId = await payoutSent();
     await loseJob(`payout_poll:${payoutId}`);
     // Unchanged for ten minutes: past the default deadline of a sent payout (a poll interval and a minute).
-    await db.pool.query("update payouts set updated_at = now() - interval '10 minutes' where payout_id = $1", [payoutId]);
+    await db.pool.query("update payouts set updated_at = now() - interval '10 minutes' where payout_id = $1", [
+      payoutId,
+    ]);
 
     const logs = logSink();
     await startWorker(logs);
     await db.pool.query("select graphile_worker.add_job('reconcile', '{}'::json, max_attempts => 1)");
     await completes('payout', payoutId);
-    expect(logs.lines.filter((l) => l.event === 'reconcile_action' && l.id === payoutId)).toEqual([expect.objectContaining({ kind: 'payout', state: 'sent', action: 'repoll' })]);
+    expect(logs.lines.filter((l) => l.event === 'reconcile_action' && l.id === payoutId)).toEqual([
+      expect.objectContaining({ kind: 'payout', state: 'sent', action: 'repoll' }),
+    ]);
     await expectOneExchangeOneTransfer('payout', payoutId);
   });
 });

@@ -70,7 +70,13 @@ async function conversion(id: string) {
  * the exchange's payout as ChangeNow reports it and the chain shows it.
  */
 async function finishedConversion(start: 'sent' | 'needs_review') {
-  const channelId = await saveChannel(web, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: freshWallet() });
+  const channelId = await saveChannel(web, `-${nextChannel++}`, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: freshWallet(),
+  });
   const paymentId = await sendFinished(web, nextPaymentId++, channelId);
   const id = (await batchPendingPayments(deps)) as string;
   expect(id).not.toBeNull();
@@ -83,14 +89,21 @@ async function finishedConversion(start: 'sent' | 'needs_review') {
   const exchangeId = (await conversion(id)).exchange_id as string;
   if (start === 'needs_review') {
     await runJobByHand(db, `conversion_poll:${id}`, () => conversionPoll(id));
-    expect(await conversion(id)).toMatchObject({ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' });
+    expect(await conversion(id)).toMatchObject({
+      status: 'needs_review',
+      reason: 'exchange failed; the ETH sent has not come back',
+    });
     // ChangeNow's support finishes the swap after all.
     Object.assign(outside.sim.exchanges.get(exchangeId) as object, { status: 'sending', forcedEnd: null });
   }
   let finished: Awaited<ReturnType<StageDeps['exchange']['getExchange']>> | undefined;
   await eventually('the exchange finished and paid out on chain', async () => {
     finished = await deps.exchange.getExchange(exchangeId);
-    return finished.status === 'finished' && finished.payoutHash !== null && (await deps.wallet.receipt(finished.payoutHash as `0x${string}`)) !== null;
+    return (
+      finished.status === 'finished' &&
+      finished.payoutHash !== null &&
+      (await deps.wallet.receipt(finished.payoutHash as `0x${string}`)) !== null
+    );
   });
   const units = parseUnitsFloor(finished!.amountTo as string, 6).units;
   return { id, channelId, paymentId, payoutHash: (finished!.payoutHash as string).toLowerCase(), units };
@@ -107,7 +120,10 @@ const rounds = fc.record({
 });
 
 it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credited once, the conversion ends completed', async () => {
-  const seed = process.env.FUZZ_SEED === undefined ? {} : { seed: Number(process.env.FUZZ_SEED), ...(process.env.FUZZ_PATH && { path: process.env.FUZZ_PATH }) };
+  const seed =
+    process.env.FUZZ_SEED === undefined
+      ? {}
+      : { seed: Number(process.env.FUZZ_SEED), ...(process.env.FUZZ_PATH && { path: process.env.FUZZ_PATH }) };
   await fc.assert(
     fc.asyncProperty(rounds, async ({ start, order, offsets }) => {
       await resetFaults(outside);
@@ -118,15 +134,27 @@ it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credit
         poll: () => conversionPoll(id),
         'reaped poll': () => conversionPoll(id),
         retry: () => web.request('POST', `/api/conversions/${id}/retry`),
-        resolve: () => web.request('POST', `/api/conversions/${id}/resolve`, { body: { outcome: 'received', amount: formatUnits(units, 6), txHash: payoutHash, note: 'ChangeNow paid it after all' } }),
+        resolve: () =>
+          web.request('POST', `/api/conversions/${id}/resolve`, {
+            body: {
+              outcome: 'received',
+              amount: formatUnits(units, 6),
+              txHash: payoutHash,
+              note: 'ChangeNow paid it after all',
+            },
+          }),
       };
-      const results = await Promise.allSettled(order.map(async (actor, i) => {
-        await new Promise((r) => setTimeout(r, offsets[i]));
-        return [actor, await act[actor]()] as const;
-      }));
+      const results = await Promise.allSettled(
+        order.map(async (actor, i) => {
+          await new Promise((r) => setTimeout(r, offsets[i]));
+          return [actor, await act[actor]()] as const;
+        }),
+      );
       const answers = new Map<Actor, unknown>();
       for (const result of results) {
-        expect(result.status, `${context}: ${result.status === 'rejected' ? String(result.reason) : ''}`).toBe('fulfilled');
+        expect(result.status, `${context}: ${result.status === 'rejected' ? String(result.reason) : ''}`).toBe(
+          'fulfilled',
+        );
         if (result.status === 'fulfilled') answers.set(result.value[0], result.value[1]);
       }
       const retried = answers.get('retry') as { status: number; body: any };
@@ -138,16 +166,35 @@ it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credit
       expect(acted, context).toBe(start === 'needs_review' ? 1 : 0);
 
       // A poll job the retry queued runs later, as a worker would run it.
-      const { rows: queued } = await db.pool.query('select 1 from graphile_worker._private_jobs where key = $1', [`conversion_poll:${id}`]);
+      const { rows: queued } = await db.pool.query('select 1 from graphile_worker._private_jobs where key = $1', [
+        `conversion_poll:${id}`,
+      ]);
       if (queued.length > 0) await runJobByHand(db, `conversion_poll:${id}`, () => conversionPoll(id));
 
-      expect(await conversion(id), context).toMatchObject({ status: 'completed', payout_hash: payoutHash, usdt_received: units.toString() });
-      const { rows: settled } = await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'conversion_settled' and ref = $1", [id]);
+      expect(await conversion(id), context).toMatchObject({
+        status: 'completed',
+        payout_hash: payoutHash,
+        usdt_received: units.toString(),
+      });
+      const { rows: settled } = await db.pool.query(
+        "select count(*)::int as n from ledger_journals where kind = 'conversion_settled' and ref = $1",
+        [id],
+      );
       expect(settled[0].n, `${context}: settlement journals`).toBe(1);
-      const { rows: balance } = await db.pool.query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [`channel:${channelId}`]);
+      const { rows: balance } = await db.pool.query(
+        "select balance::text from ledger_accounts where code = $1 and asset = 'usdt'",
+        [`channel:${channelId}`],
+      );
       expect(balance[0]?.balance, `${context}: the channel's USDT`).toBe(units.toString());
-      const { rows: payment } = await db.pool.query('select conversion_status, conversion_id, usdt_amount::text from payments where payment_id = $1', [paymentId]);
-      expect(payment[0], context).toEqual({ conversion_status: 'completed', conversion_id: id, usdt_amount: units.toString() });
+      const { rows: payment } = await db.pool.query(
+        'select conversion_status, conversion_id, usdt_amount::text from payments where payment_id = $1',
+        [paymentId],
+      );
+      expect(payment[0], context).toEqual({
+        conversion_status: 'completed',
+        conversion_id: id,
+        usdt_amount: units.toString(),
+      });
       expect((await checkLedger(db.db)).problems, context).toEqual([]);
     }),
     { numRuns: ROUNDS, ...seed },

@@ -62,22 +62,122 @@ interface ConversionRow {
  * each. The table of conversion states in docs/architecture.md is written from this one.
  */
 const CONVERSION_TABLE: readonly ConversionRow[] = [
-  { state: 'pending', transfer: null, meaning: 'pending payments batched; no exchange asked for yet', eth: 'on the host wallet', actions: {}, exit: { job: 'conversion_exchange' } },
-  { state: 'exchange_requested', transfer: null, meaning: 'exchange asked for at ChangeNow, its answer not recorded yet', eth: 'on the host wallet', actions: {}, exit: { job: 'conversion_exchange' } },
-  { state: 'exchange_created', transfer: 'intent', meaning: 'exchange recorded; the ETH transfer to its payin address not signed yet', eth: 'on the host wallet', actions: {}, exit: 'its transfer' },
-  { state: 'exchange_created', transfer: 'broadcast', meaning: 'exchange recorded; its transfer signed and possibly on the network', eth: 'leaving', actions: {}, exit: 'its transfer' },
-  { state: 'exchange_created', transfer: 'needs_review', meaning: 'exchange recorded; its transfer waits for a person', eth: 'leaving, or on the host wallet', actions: {}, exit: 'its transfer' },
-  { state: 'sent', transfer: 'confirmed', meaning: 'transfer mined: ChangeNow is polled until the exchange ends', eth: 'at ChangeNow', actions: {}, exit: { job: 'conversion_poll' } },
-  { state: 'completed', transfer: 'confirmed', meaning: 'the USDT the chain shows arrived is split among the payments\' channels', eth: 'gone (USDT on the channels)', actions: {}, exit: 'final' },
-  { state: 'failed', transfer: null, meaning: 'its ETH never left, came back (a shortfall booked as ChangeNow\'s cost), or was lost (the platform\'s); payments back to pending', eth: 'back on the channels', actions: {}, exit: 'final' },
-  { state: 'failed', transfer: 'failed', meaning: 'its transfer failed: the ETH never left; payments back to pending', eth: 'back on the channels', actions: {}, exit: 'final' },
-  { state: 'needs_review', transfer: null, meaning: 'a person decides (reason); no transfer was made', eth: 'on the host wallet', actions: { retry: 'failed' } },
-  { state: 'needs_review', transfer: 'failed', meaning: 'a person decides; its transfer failed, the ETH never left', eth: 'on the host wallet', actions: { retry: 'failed' } },
-  { state: 'needs_review', transfer: 'intent', meaning: 'a person decides; its transfer is not signed yet: act on the transfer', eth: 'on the host wallet', actions: {}, exit: 'its transfer' },
-  { state: 'needs_review', transfer: 'broadcast', meaning: 'a person decides; its transfer is on its way: retry and resolve wait for it', eth: 'leaving', actions: {}, exit: 'its transfer' },
-  { state: 'needs_review', transfer: 'needs_review', meaning: 'a person decides; its transfer is in review too: act on the transfer', eth: 'leaving, or on the host wallet', actions: {}, exit: 'its transfer' },
   {
-    state: 'needs_review', transfer: 'confirmed', meaning: 'a person decides; its ETH left (the exchange failed, expired, refunded short, …)', eth: 'at ChangeNow',
+    state: 'pending',
+    transfer: null,
+    meaning: 'pending payments batched; no exchange asked for yet',
+    eth: 'on the host wallet',
+    actions: {},
+    exit: { job: 'conversion_exchange' },
+  },
+  {
+    state: 'exchange_requested',
+    transfer: null,
+    meaning: 'exchange asked for at ChangeNow, its answer not recorded yet',
+    eth: 'on the host wallet',
+    actions: {},
+    exit: { job: 'conversion_exchange' },
+  },
+  {
+    state: 'exchange_created',
+    transfer: 'intent',
+    meaning: 'exchange recorded; the ETH transfer to its payin address not signed yet',
+    eth: 'on the host wallet',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'exchange_created',
+    transfer: 'broadcast',
+    meaning: 'exchange recorded; its transfer signed and possibly on the network',
+    eth: 'leaving',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'exchange_created',
+    transfer: 'needs_review',
+    meaning: 'exchange recorded; its transfer waits for a person',
+    eth: 'leaving, or on the host wallet',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'sent',
+    transfer: 'confirmed',
+    meaning: 'transfer mined: ChangeNow is polled until the exchange ends',
+    eth: 'at ChangeNow',
+    actions: {},
+    exit: { job: 'conversion_poll' },
+  },
+  {
+    state: 'completed',
+    transfer: 'confirmed',
+    meaning: "the USDT the chain shows arrived is split among the payments' channels",
+    eth: 'gone (USDT on the channels)',
+    actions: {},
+    exit: 'final',
+  },
+  {
+    state: 'failed',
+    transfer: null,
+    meaning:
+      "its ETH never left, came back (a shortfall booked as ChangeNow's cost), or was lost (the platform's); payments back to pending",
+    eth: 'back on the channels',
+    actions: {},
+    exit: 'final',
+  },
+  {
+    state: 'failed',
+    transfer: 'failed',
+    meaning: 'its transfer failed: the ETH never left; payments back to pending',
+    eth: 'back on the channels',
+    actions: {},
+    exit: 'final',
+  },
+  {
+    state: 'needs_review',
+    transfer: null,
+    meaning: 'a person decides (reason); no transfer was made',
+    eth: 'on the host wallet',
+    actions: { retry: 'failed' },
+  },
+  {
+    state: 'needs_review',
+    transfer: 'failed',
+    meaning: 'a person decides; its transfer failed, the ETH never left',
+    eth: 'on the host wallet',
+    actions: { retry: 'failed' },
+  },
+  {
+    state: 'needs_review',
+    transfer: 'intent',
+    meaning: 'a person decides; its transfer is not signed yet: act on the transfer',
+    eth: 'on the host wallet',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'needs_review',
+    transfer: 'broadcast',
+    meaning: 'a person decides; its transfer is on its way: retry and resolve wait for it',
+    eth: 'leaving',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'needs_review',
+    transfer: 'needs_review',
+    meaning: 'a person decides; its transfer is in review too: act on the transfer',
+    eth: 'leaving, or on the host wallet',
+    actions: {},
+    exit: 'its transfer',
+  },
+  {
+    state: 'needs_review',
+    transfer: 'confirmed',
+    meaning: 'a person decides; its ETH left (the exchange failed, expired, refunded short, …)',
+    eth: 'at ChangeNow',
     actions: { retry: 'sent', 'resolve received': 'completed', 'resolve returned': 'failed', 'resolve lost': 'failed' },
   },
 ];
@@ -96,12 +196,42 @@ interface PayoutRow {
 
 /** The payout states of docs/architecture.md (POST /api/payouts/:id/retry|cancel|approve|resolve), with the transfer beneath and the route where they decide. */
 const PAYOUT_TABLE: readonly PayoutRow[] = [
-  { state: 'pending', transfer: null, route: 'direct', actions: { retry: 'pending', cancel: 'cancelled' }, exit: { job: 'payout_run' } },
-  { state: 'held', transfer: null, route: 'direct', actions: { retry: 'pending', cancel: 'cancelled' }, exit: { job: 'payout_run' } },
+  {
+    state: 'pending',
+    transfer: null,
+    route: 'direct',
+    actions: { retry: 'pending', cancel: 'cancelled' },
+    exit: { job: 'payout_run' },
+  },
+  {
+    state: 'held',
+    transfer: null,
+    route: 'direct',
+    actions: { retry: 'pending', cancel: 'cancelled' },
+    exit: { job: 'payout_run' },
+  },
   { state: 'awaiting_approval', transfer: null, route: 'direct', actions: { cancel: 'cancelled', approve: 'pending' } },
-  { state: 'exchange_requested', transfer: null, route: 'exchange', actions: { retry: 'exchange_requested', cancel: 'cancelled' }, exit: { job: 'payout_run' } },
-  { state: 'exchange_created', transfer: 'intent', route: 'exchange', actions: { retry: 'exchange_created' }, exit: 'its transfer' },
-  { state: 'exchange_created', transfer: 'broadcast', route: 'exchange', actions: { retry: 'exchange_created' }, exit: 'its transfer' },
+  {
+    state: 'exchange_requested',
+    transfer: null,
+    route: 'exchange',
+    actions: { retry: 'exchange_requested', cancel: 'cancelled' },
+    exit: { job: 'payout_run' },
+  },
+  {
+    state: 'exchange_created',
+    transfer: 'intent',
+    route: 'exchange',
+    actions: { retry: 'exchange_created' },
+    exit: 'its transfer',
+  },
+  {
+    state: 'exchange_created',
+    transfer: 'broadcast',
+    route: 'exchange',
+    actions: { retry: 'exchange_created' },
+    exit: 'its transfer',
+  },
   { state: 'exchange_created', transfer: 'needs_review', route: 'exchange', actions: {}, exit: 'its transfer' },
   { state: 'sent', transfer: 'confirmed', route: 'exchange', actions: { retry: 'sent' }, exit: { job: 'payout_poll' } },
   { state: 'sent', transfer: 'broadcast', route: 'direct', actions: { retry: 'sent' }, exit: 'its transfer' },
@@ -110,19 +240,39 @@ const PAYOUT_TABLE: readonly PayoutRow[] = [
   { state: 'failed', transfer: null, route: 'direct', actions: {}, exit: 'final' },
   { state: 'cancelled', transfer: null, route: 'direct', actions: {}, exit: 'final' },
   { state: 'needs_review', transfer: null, route: 'direct', actions: { retry: 'pending', cancel: 'cancelled' } },
-  { state: 'needs_review', transfer: null, route: 'exchange', actions: { retry: 'exchange_requested', cancel: 'cancelled' } },
+  {
+    state: 'needs_review',
+    transfer: null,
+    route: 'exchange',
+    actions: { retry: 'exchange_requested', cancel: 'cancelled' },
+  },
   { state: 'needs_review', transfer: 'failed', route: 'exchange', actions: { cancel: 'cancelled' } },
   { state: 'needs_review', transfer: 'intent', route: 'exchange', actions: {}, exit: 'its transfer' },
   { state: 'needs_review', transfer: 'broadcast', route: 'exchange', actions: {}, exit: 'its transfer' },
   { state: 'needs_review', transfer: 'needs_review', route: 'exchange', actions: {}, exit: 'its transfer' },
-  { state: 'needs_review', transfer: 'confirmed', route: 'direct', actions: { 'resolve paid': 'completed', 'resolve returned': 'failed' } },
-  { state: 'needs_review', transfer: 'confirmed', route: 'exchange', actions: { retry: 'sent', 'resolve paid': 'completed', 'resolve returned': 'failed' } },
+  {
+    state: 'needs_review',
+    transfer: 'confirmed',
+    route: 'direct',
+    actions: { 'resolve paid': 'completed', 'resolve returned': 'failed' },
+  },
+  {
+    state: 'needs_review',
+    transfer: 'confirmed',
+    route: 'exchange',
+    actions: { retry: 'sent', 'resolve paid': 'completed', 'resolve returned': 'failed' },
+  },
 ];
 
 const TRANSFER_ACTIONS = ['bump', 'cancel', 'resolve mined', 'resolve never_sent', 'retry'] as const;
 type TransferAction = (typeof TRANSFER_ACTIONS)[number];
 /** What the API records for the worker to carry out (202): the transfer keeps its state until the worker has. */
-const REQUESTED: Record<Exclude<TransferAction, 'retry'>, TransferRequestedAction> = { bump: 'bump', cancel: 'cancel', 'resolve mined': 'resolve_mined', 'resolve never_sent': 'resolve_never_sent' };
+const REQUESTED: Record<Exclude<TransferAction, 'retry'>, TransferRequestedAction> = {
+  bump: 'bump',
+  cancel: 'cancel',
+  'resolve mined': 'resolve_mined',
+  'resolve never_sent': 'resolve_never_sent',
+};
 
 interface TransferRow {
   readonly state: SeedTransfer;
@@ -135,10 +285,31 @@ interface TransferRow {
 const TRANSFER_TABLE: readonly TransferRow[] = [
   { state: 'intent', actions: { cancel: 'requested' }, exit: { job: 'transfer_send' } },
   { state: 'signed', actions: {}, exit: { job: 'transfer_send' } },
-  { state: 'broadcast', actions: { bump: 'requested', cancel: 'requested', 'resolve mined': 'requested', 'resolve never_sent': 'requested' }, exit: { job: 'transfer_confirm' } },
-  { state: 'mined', actions: { 'resolve mined': 'requested', 'resolve never_sent': 'requested' }, exit: { job: 'transfer_confirm' } },
+  {
+    state: 'broadcast',
+    actions: {
+      bump: 'requested',
+      cancel: 'requested',
+      'resolve mined': 'requested',
+      'resolve never_sent': 'requested',
+    },
+    exit: { job: 'transfer_confirm' },
+  },
+  {
+    state: 'mined',
+    actions: { 'resolve mined': 'requested', 'resolve never_sent': 'requested' },
+    exit: { job: 'transfer_confirm' },
+  },
   { state: 'requested', actions: {}, exit: { job: 'transfer_confirm' } },
-  { state: 'needs_review', actions: { cancel: 'requested', 'resolve mined': 'requested', 'resolve never_sent': 'requested', retry: 'broadcast' } },
+  {
+    state: 'needs_review',
+    actions: {
+      cancel: 'requested',
+      'resolve mined': 'requested',
+      'resolve never_sent': 'requested',
+      retry: 'broadcast',
+    },
+  },
   // With no nonce the chain cannot show it unused: never_sent is refused up front (the worker would refuse it too).
   { state: 'unsigned_review', actions: { 'resolve mined': 'requested', retry: 'intent' } },
   { state: 'confirmed', actions: {}, exit: 'final' },
@@ -157,7 +328,11 @@ interface PaymentRow {
   /** The actions allowed; each takes the payment out of review. */
   readonly actions: readonly PaymentAction[];
   /** How it leaves review when no action of the table does: by itself, or by opening an action of the table. */
-  readonly exit?: { readonly by: string; readonly run: (paymentId: string) => Promise<void>; readonly opens?: PaymentAction };
+  readonly exit?: {
+    readonly by: string;
+    readonly run: (paymentId: string) => Promise<void>;
+    readonly opens?: PaymentAction;
+  };
   /** The actions are asked of a payrail that confirms credits with NOWPayments (NOWPAYMENTS_API_KEY set). */
   readonly confirming?: true;
   /** Actions besides credit that credit an uncredited payment (what it waited for while in review). */
@@ -166,44 +341,175 @@ interface PaymentRow {
 
 /** The review reasons of docs/architecture.md (POST /api/payments/:id/credit|ignore|reverse|recheck), with where the money is where it decides. */
 const PAYMENT_TABLE: readonly PaymentRow[] = [
-  { reason: 'unknown_channel', where: 'not credited', seed: () => kept(ipn(unregisteredChannel())), actions: [], exit: { by: 'registering its channel (PUT /api/channels/:id)', run: registerChannelOf } },
-  { reason: 'conflicting_order_id', where: 'credited, on the channel', seed: async () => conflicting(await credited(THRESHOLD)), actions: ['ignore'] },
-  { reason: 'conflicting_order_id', where: 'not credited (waiting)', seed: async () => conflicting(await waiting(THRESHOLD)), actions: ['ignore'] },
+  {
+    reason: 'unknown_channel',
+    where: 'not credited',
+    seed: () => kept(ipn(unregisteredChannel())),
+    actions: [],
+    exit: { by: 'registering its channel (PUT /api/channels/:id)', run: registerChannelOf },
+  },
+  {
+    reason: 'conflicting_order_id',
+    where: 'credited, on the channel',
+    seed: async () => conflicting(await credited(THRESHOLD)),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'conflicting_order_id',
+    where: 'not credited (waiting)',
+    seed: async () => conflicting(await waiting(THRESHOLD)),
+    actions: ['ignore'],
+  },
   // Its first order's finished IPN came while it was in review: nothing else would ever credit it.
-  { reason: 'conflicting_order_id', where: 'not credited, its first order finished while in review', seed: async () => finishedInReview(await conflicting(await waiting(THRESHOLD))), actions: ['ignore'], credits: ['ignore'] },
-  { reason: 'partially_paid', where: 'not credited', seed: () => kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(THRESHOLD) }), actions: ['credit', 'ignore'] },
-  { reason: 'foreign_outcome_currency', where: 'not credited', seed: () => kept(ipn(THRESHOLD, { outcome_currency: 'usdttrc20' })), actions: ['ignore'] },
-  { reason: 'outcome_amount_changed', where: 'credited, on the channel', seed: async () => restated(await credited(THRESHOLD), { outcome_amount: 0.00486 }), actions: ['ignore'] },
-  { reason: 'top_up', where: 'credited as partial, on the channel', seed: async () => restated(await creditedPartial(THRESHOLD), { payment_status: 'finished', actually_paid: 0.00495, outcome_amount: 0.00487 }), actions: ['credit', 'ignore'] },
-  { reason: 'refunded_after_credit', where: 'on the channel', seed: async () => restated(await credited(THRESHOLD), { payment_status: 'refunded' }), actions: ['reverse'] },
+  {
+    reason: 'conflicting_order_id',
+    where: 'not credited, its first order finished while in review',
+    seed: async () => finishedInReview(await conflicting(await waiting(THRESHOLD))),
+    actions: ['ignore'],
+    credits: ['ignore'],
+  },
+  {
+    reason: 'partially_paid',
+    where: 'not credited',
+    seed: () =>
+      kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(THRESHOLD) }),
+    actions: ['credit', 'ignore'],
+  },
+  {
+    reason: 'foreign_outcome_currency',
+    where: 'not credited',
+    seed: () => kept(ipn(THRESHOLD, { outcome_currency: 'usdttrc20' })),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'outcome_amount_changed',
+    where: 'credited, on the channel',
+    seed: async () => restated(await credited(THRESHOLD), { outcome_amount: 0.00486 }),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'top_up',
+    where: 'credited as partial, on the channel',
+    seed: async () =>
+      restated(await creditedPartial(THRESHOLD), {
+        payment_status: 'finished',
+        actually_paid: 0.00495,
+        outcome_amount: 0.00487,
+      }),
+    actions: ['credit', 'ignore'],
+  },
+  {
+    reason: 'refunded_after_credit',
+    where: 'on the channel',
+    seed: async () => restated(await credited(THRESHOLD), { payment_status: 'refunded' }),
+    actions: ['reverse'],
+  },
   // Where its money may still come back (a conversion or payout not ended), neither reverse nor ignore yet: waiting, or
   // a cancel of a payout that sent nothing, decides which.
   {
-    reason: 'refunded_after_credit', where: 'in a conversion that has not ended (sent)', seed: async () => restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }), actions: [],
-    exit: { by: 'its conversion settling (as conversion_poll settles a finished exchange)', run: settleConversionOf, opens: 'ignore' },
+    reason: 'refunded_after_credit',
+    where: 'in a conversion that has not ended (sent)',
+    seed: async () =>
+      restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }),
+    actions: [],
+    exit: {
+      by: 'its conversion settling (as conversion_poll settles a finished exchange)',
+      run: settleConversionOf,
+      opens: 'ignore',
+    },
   },
   {
-    reason: 'refunded_after_credit', where: 'in a conversion in review, its ETH never sent', seed: async () => restated((await seed.conversion('needs_review')).paymentId, { payment_status: 'refunded' }), actions: [],
-    exit: { by: 'a person\'s retry of its conversion (its ETH back on the channel)', run: retryConversionOf, opens: 'reverse' },
+    reason: 'refunded_after_credit',
+    where: 'in a conversion in review, its ETH never sent',
+    seed: async () => restated((await seed.conversion('needs_review')).paymentId, { payment_status: 'refunded' }),
+    actions: [],
+    exit: {
+      by: "a person's retry of its conversion (its ETH back on the channel)",
+      run: retryConversionOf,
+      opens: 'reverse',
+    },
   },
   {
-    reason: 'refunded_after_credit', where: 'in a payout that sent nothing (pending)', seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }), actions: [],
-    exit: { by: 'a person\'s cancel of its payout (its ETH back on the channel)', run: cancelPayoutOf, opens: 'reverse' },
+    reason: 'refunded_after_credit',
+    where: 'in a payout that sent nothing (pending)',
+    seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }),
+    actions: [],
+    exit: {
+      by: "a person's cancel of its payout (its ETH back on the channel)",
+      run: cancelPayoutOf,
+      opens: 'reverse',
+    },
   },
-  { reason: 'refunded_after_credit', where: 'converted (its conversion completed)', seed: async () => restated((await seed.conversion('completed')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
-  { reason: 'refunded_after_credit', where: 'paid out (its payout completed)', seed: async () => restated((await seed.payout('completed')).paymentId, { payment_status: 'refunded' }), actions: ['ignore'] },
-  { reason: 'refunded_after_credit', where: 'its payout failed (its ETH back on the channel)', seed: async () => restated((await seed.payout('failed')).paymentId, { payment_status: 'refunded' }), actions: ['reverse'] },
-  { reason: 'refunded_after_credit', where: 'its payout cancelled (its ETH back on the channel)', seed: async () => restated((await seed.payout('cancelled')).paymentId, { payment_status: 'refunded' }), actions: ['reverse'] },
   {
-    reason: 'refunded_after_credit', where: 'instant, its payout job not run yet', seed: async () => restated(await credited(INSTANT), { payment_status: 'refunded' }), actions: [],
+    reason: 'refunded_after_credit',
+    where: 'converted (its conversion completed)',
+    seed: async () => restated((await seed.conversion('completed')).paymentId, { payment_status: 'refunded' }),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'refunded_after_credit',
+    where: 'paid out (its payout completed)',
+    seed: async () => restated((await seed.payout('completed')).paymentId, { payment_status: 'refunded' }),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'refunded_after_credit',
+    where: 'its payout failed (its ETH back on the channel)',
+    seed: async () => restated((await seed.payout('failed')).paymentId, { payment_status: 'refunded' }),
+    actions: ['reverse'],
+  },
+  {
+    reason: 'refunded_after_credit',
+    where: 'its payout cancelled (its ETH back on the channel)',
+    seed: async () => restated((await seed.payout('cancelled')).paymentId, { payment_status: 'refunded' }),
+    actions: ['reverse'],
+  },
+  {
+    reason: 'refunded_after_credit',
+    where: 'instant, its payout job not run yet',
+    seed: async () => restated(await credited(INSTANT), { payment_status: 'refunded' }),
+    actions: [],
     exit: { by: 'its payout_instant job, which skips a payment in review', run: runInstantPayoutJob, opens: 'reverse' },
   },
-  { reason: 'payment_unconfirmed', where: 'not credited', seed: unconfirmed, actions: ['ignore', 'recheck'], confirming: true },
-  { reason: 'payment_unconfirmed', where: 'not credited, NOWPAYMENTS_API_KEY unset since: nothing to ask', seed: unconfirmed, actions: ['ignore'] },
+  {
+    reason: 'payment_unconfirmed',
+    where: 'not credited',
+    seed: unconfirmed,
+    actions: ['ignore', 'recheck'],
+    confirming: true,
+  },
+  {
+    reason: 'payment_unconfirmed',
+    where: 'not credited, NOWPAYMENTS_API_KEY unset since: nothing to ask',
+    seed: unconfirmed,
+    actions: ['ignore'],
+  },
   // Its payout job ran while it was in review, and skipped it: the way out must queue what pays it.
-  { reason: 'conflicting_order_id', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await conflicting(await credited(INSTANT))), actions: ['ignore'] },
-  { reason: 'outcome_amount_changed', where: 'instant, its payout job run while in review', seed: async () => jobRunInReview(await restated(await credited(INSTANT), { outcome_amount: 0.00486 })), actions: ['ignore'] },
-  { reason: 'top_up', where: 'instant, credited as partial, its payout job run while in review', seed: async () => jobRunInReview(await restated(await creditedPartial(INSTANT), { payment_status: 'finished', actually_paid: 0.00495, outcome_amount: 0.00487 })), actions: ['credit', 'ignore'] },
+  {
+    reason: 'conflicting_order_id',
+    where: 'instant, its payout job run while in review',
+    seed: async () => jobRunInReview(await conflicting(await credited(INSTANT))),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'outcome_amount_changed',
+    where: 'instant, its payout job run while in review',
+    seed: async () => jobRunInReview(await restated(await credited(INSTANT), { outcome_amount: 0.00486 })),
+    actions: ['ignore'],
+  },
+  {
+    reason: 'top_up',
+    where: 'instant, credited as partial, its payout job run while in review',
+    seed: async () =>
+      jobRunInReview(
+        await restated(await creditedPartial(INSTANT), {
+          payment_status: 'finished',
+          actually_paid: 0.00495,
+          outcome_amount: 0.00487,
+        }),
+      ),
+    actions: ['credit', 'ignore'],
+  },
 ];
 
 // --- the world ------------------------------------------------------------------------------------------------------
@@ -228,7 +534,8 @@ let hooks: TransferHooksByPurpose;
 const bodies = new Map<string, Record<string, unknown>>();
 
 const orderOf = (channelId: string) => `PGP-1|${channelId}`;
-const ipn = (channelId: string, overrides: Record<string, unknown> = {}) => ipnBody({ payment_id: nextPaymentId++, order_id: orderOf(channelId), ...overrides });
+const ipn = (channelId: string, overrides: Record<string, unknown> = {}) =>
+  ipnBody({ payment_id: nextPaymentId++, order_id: orderOf(channelId), ...overrides });
 
 async function send(body: Record<string, unknown>, to: TestPayrail = payrail) {
   bodies.set(String(body.payment_id), body);
@@ -245,13 +552,21 @@ async function credited(channelId: string): Promise<string> {
 
 /** A partially_paid IPN kept for review and credited by hand. */
 async function creditedPartial(channelId: string): Promise<string> {
-  const id = await kept({ ...structuredClone(fixtures.partially_paid), payment_id: nextPaymentId++, order_id: orderOf(channelId) });
+  const id = await kept({
+    ...structuredClone(fixtures.partially_paid),
+    payment_id: nextPaymentId++,
+    order_id: orderOf(channelId),
+  });
   expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
   return id;
 }
 
 async function waiting(channelId: string): Promise<string> {
-  const body = { ...structuredClone(fixtures.sequence.find((b) => b.payment_status === 'waiting') as Record<string, unknown>), payment_id: nextPaymentId++, order_id: orderOf(channelId) };
+  const body = {
+    ...structuredClone(fixtures.sequence.find((b) => b.payment_status === 'waiting') as Record<string, unknown>),
+    payment_id: nextPaymentId++,
+    order_id: orderOf(channelId),
+  };
   expect((await send(body)).status).toBe(200);
   return String(body.payment_id);
 }
@@ -282,7 +597,13 @@ const unregisteredChannel = () => `-${nextChannel++}`;
 
 async function registerChannelOf(paymentId: string): Promise<void> {
   const channelId = String(bodies.get(paymentId)?.order_id).split('|')[1] as string;
-  await saveChannel(payrail, channelId, { payoutStrategy: 'threshold', thresholdUsd: '1000000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  await saveChannel(payrail, channelId, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
 }
 
 async function runInstantPayoutJob(paymentId: string): Promise<void> {
@@ -291,27 +612,38 @@ async function runInstantPayoutJob(paymentId: string): Promise<void> {
 
 /** The payment's conversion settles as conversion_poll settles a finished exchange (its USDT to the channel). */
 async function settleConversionOf(paymentId: string): Promise<void> {
-  const { rows: [p] } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
-  const settled = await db.db.transaction().execute((trx) => settleIn(trx, p.conversion_id, 1_000n, `0x${'ee'.repeat(32)}`, 'sent'));
+  const {
+    rows: [p],
+  } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  const settled = await db.db
+    .transaction()
+    .execute((trx) => settleIn(trx, p.conversion_id, 1_000n, `0x${'ee'.repeat(32)}`, 'sent'));
   expect(settled).toBe(true);
 }
 
 /** A person retries the payment's conversion in review (POST /api/conversions/:id/retry). */
 async function retryConversionOf(paymentId: string): Promise<void> {
-  const { rows: [p] } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  const {
+    rows: [p],
+  } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
   expect((await payrail.request('POST', `/api/conversions/${p.conversion_id}/retry`)).status).toBe(200);
 }
 
 /** A person cancels the payment's payout (POST /api/payouts/:id/cancel). */
 async function cancelPayoutOf(paymentId: string): Promise<void> {
-  const { rows: [p] } = await db.pool.query('select payout_id from payouts where payment_id = $1', [paymentId]);
+  const {
+    rows: [p],
+  } = await db.pool.query('select payout_id from payouts where payment_id = $1', [paymentId]);
   expect((await payrail.request('POST', `/api/payouts/${p.payout_id}/cancel`)).status).toBe(200);
 }
 
 /** The payment's payout job runs while it is in review (and skips it). */
 async function jobRunInReview(paymentId: string): Promise<string> {
   await runInstantPayoutJob(paymentId);
-  expect(await db.db.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).execute(), 'no payout opened in review').toEqual([]);
+  expect(
+    await db.db.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).execute(),
+    'no payout opened in review',
+  ).toEqual([]);
   return paymentId;
 }
 
@@ -320,14 +652,31 @@ async function jobRunInReview(paymentId: string): Promise<string> {
  * queued (and, run, it opens the payout for its net). Else its ETH would stay on the channel's balance for good.
  */
 async function expectInstantPaid(paymentId: string, label: string): Promise<void> {
-  const p = await db.db.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).executeTakeFirstOrThrow();
-  if (p.credited_at === null || p.reversed_at !== null || p.payout_strategy !== 'instant' || p.review_reason !== null || p.status === 'refunded') return;
-  const opened = () => db.db.selectFrom('payouts').select(['payout_id', 'amount']).where('payment_id', '=', paymentId).execute();
+  const p = await db.db
+    .selectFrom('payments')
+    .selectAll()
+    .where('payment_id', '=', paymentId)
+    .executeTakeFirstOrThrow();
+  if (
+    p.credited_at === null ||
+    p.reversed_at !== null ||
+    p.payout_strategy !== 'instant' ||
+    p.review_reason !== null ||
+    p.status === 'refunded'
+  )
+    return;
+  const opened = () =>
+    db.db.selectFrom('payouts').select(['payout_id', 'amount']).where('payment_id', '=', paymentId).execute();
   if ((await opened()).length > 0) return;
-  const { rows } = await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [`payout_instant:${paymentId}`]);
+  const { rows } = await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [
+    `payout_instant:${paymentId}`,
+  ]);
   expect(rows[0].n, `${label}: credited instant payment ${paymentId} has no payout and no payout job`).toBe(1);
   await runInstantPayoutJob(paymentId);
-  expect((await opened()).map((r) => r.amount), label).toEqual([String(BigInt(p.net_amount as string) - BigInt(p.net_moved_wei))]);
+  expect(
+    (await opened()).map((r) => r.amount),
+    label,
+  ).toEqual([String(BigInt(p.net_amount as string) - BigInt(p.net_moved_wei))]);
 }
 
 /**
@@ -344,8 +693,17 @@ async function unconfirmed(): Promise<string> {
 /** The payment_confirm job as a worker with NOWPAYMENTS_API_KEY runs it. */
 function runConfirmJob(paymentId: string) {
   const api = createNowPaymentsApi({ baseUrl: nowpayments.url, apiKey: NOWPAYMENTS_KEY, timeoutMs: 5_000 });
-  const intake = { feePercent: parsePercent('3'), partialPayments: 'review' as const, confirm: { deadlineMs: 3_600_000 } };
-  return runJobByHand(db, `payment_confirm:${paymentId}`, () => confirmPayment({ db: db.db, logger: createLogger({ level: 'silent' }), notifyAlerts: false, api, intake }, paymentId));
+  const intake = {
+    feePercent: parsePercent('3'),
+    partialPayments: 'review' as const,
+    confirm: { deadlineMs: 3_600_000 },
+  };
+  return runJobByHand(db, `payment_confirm:${paymentId}`, () =>
+    confirmPayment(
+      { db: db.db, logger: createLogger({ level: 'silent' }), notifyAlerts: false, api, intake },
+      paymentId,
+    ),
+  );
 }
 
 beforeAll(async () => {
@@ -354,9 +712,23 @@ beforeAll(async () => {
   nowpayments = await startNowPaymentsSimulator({ port: 0, apiKey: NOWPAYMENTS_KEY });
   // Web only: no worker runs the jobs actions queue, so every row stays in the state an action put it in.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, env: outside.env });
-  confirming = await startTestPayrail(db, { roles: { web: true, worker: false }, env: { ...outside.env, NOWPAYMENTS_API_KEY: NOWPAYMENTS_KEY, NOWPAYMENTS_API_URL: nowpayments.url } });
-  await saveChannel(payrail, INSTANT, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET });
-  await saveChannel(payrail, THRESHOLD, { payoutStrategy: 'threshold', thresholdUsd: '1000000', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET });
+  confirming = await startTestPayrail(db, {
+    roles: { web: true, worker: false },
+    env: { ...outside.env, NOWPAYMENTS_API_KEY: NOWPAYMENTS_KEY, NOWPAYMENTS_API_URL: nowpayments.url },
+  });
+  await saveChannel(payrail, INSTANT, {
+    payoutStrategy: 'instant',
+    payoutCurrency: 'eth',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await saveChannel(payrail, THRESHOLD, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '1000000',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
   seed = seeder({ db, pay: credited, instantChannel: INSTANT, thresholdChannel: THRESHOLD, wallet: WALLET });
   deps = workerStageDeps(db, outside);
   hooks = { conversion: conversionTransferHooks(deps), payout: payoutTransferHooks(deps) };
@@ -407,7 +779,13 @@ async function lastAudit(): Promise<{ action: string; subject: string }> {
  * One action over HTTP: refused (409, nothing written), or answered `status` with the action audited and everything
  * consistent afterwards. Returns the answer.
  */
-async function attempt(path: string, body: unknown, expected: { status: 200 | 202; audit: string; subject: string } | null, context: string, to: TestPayrail = payrail) {
+async function attempt(
+  path: string,
+  body: unknown,
+  expected: { status: 200 | 202; audit: string; subject: string } | null,
+  context: string,
+  to: TestPayrail = payrail,
+) {
   const before = await fingerprint(db);
   const res = await to.request('POST', path, body === undefined ? {} : { body });
   const said = `${context} → ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`;
@@ -423,13 +801,17 @@ async function attempt(path: string, body: unknown, expected: { status: 200 | 20
 }
 
 async function journals(kind: string, ref: string): Promise<number> {
-  const { rows } = await db.pool.query('select count(*)::int as n from ledger_journals where kind = $1 and ref = $2', [kind, ref]);
+  const { rows } = await db.pool.query('select count(*)::int as n from ledger_journals where kind = $1 and ref = $2', [
+    kind,
+    ref,
+  ]);
   return rows[0].n;
 }
 
 /** The hash of the last transaction mined (anvil mines each at once). */
 async function lastMinedHash(): Promise<string> {
-  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }).transactions[0] as string;
+  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] })
+    .transactions[0] as string;
 }
 
 /** A resolve's body, with what the chain must show for it sent first (USDT to the host wallet, or ETH back). */
@@ -440,20 +822,30 @@ async function conversionResolution(action: ConversionAction, conversionId: stri
     await outside.changenowReturn(outside.hostAddress, units);
     return { outcome: 'received', amount: formatUnits(units, 6), txHash: await lastMinedHash() };
   }
-  const { rows } = await db.pool.query('select amount_wei::text as wei from conversions where conversion_id = $1', [conversionId]);
+  const { rows } = await db.pool.query('select amount_wei::text as wei from conversions where conversion_id = $1', [
+    conversionId,
+  ]);
   // 1 % short: ChangeNow kept its fee, booked as its cost.
-  return { outcome: 'returned', txHash: await outside.nowpayments.send(outside.hostAddress, (BigInt(rows[0].wei) * 99n) / 100n) };
+  return {
+    outcome: 'returned',
+    txHash: await outside.nowpayments.send(outside.hostAddress, (BigInt(rows[0].wei) * 99n) / 100n),
+  };
 }
 
 /** Half a payout's ETH back on the host wallet, and the resolve that books it with its transaction. */
 async function payoutReturned(wei: bigint): Promise<Record<string, string>> {
-  return { outcome: 'returned', amount: formatUnits(wei, 18), txHash: await outside.nowpayments.send(outside.hostAddress, wei) };
+  return {
+    outcome: 'returned',
+    amount: formatUnits(wei, 18),
+    txHash: await outside.nowpayments.send(outside.hostAddress, wei),
+  };
 }
 
 const conversionLabel = (r: ConversionRow) => `${r.state}${r.transfer ? ` (transfer ${r.transfer})` : ''}`;
 const payoutLabel = (r: PayoutRow) => `${r.state} ${r.route}${r.transfer ? ` (transfer ${r.transfer})` : ''}`;
 const transferOption = (transfer: SeedTransfer | null) => (transfer ? { transfer } : {});
-const seedPayout = (r: Pick<PayoutRow, 'state' | 'transfer' | 'route'>) => seed.payout(r.state, { ...transferOption(r.transfer), exchange: r.route === 'exchange' });
+const seedPayout = (r: Pick<PayoutRow, 'state' | 'transfer' | 'route'>) =>
+  seed.payout(r.state, { ...transferOption(r.transfer), exchange: r.route === 'exchange' });
 
 /** A transfer in `state`, under a payout in the state the pipeline leaves it in meanwhile. */
 function seedTransfer(state: SeedTransfer) {
@@ -464,87 +856,156 @@ function seedTransfer(state: SeedTransfer) {
 // --- every action in every state ------------------------------------------------------------------------------------
 
 describe('conversions: every action in every state', () => {
-  it.each(CONVERSION_TABLE.map((r) => [conversionLabel(r), r] as const))('%s', async (_, row) => {
-    for (const action of CONVERSION_ACTIONS) {
-      const { id } = await seed.conversion(row.state, transferOption(row.transfer));
-      const to = row.actions[action];
-      const body = action === 'retry' ? undefined : await conversionResolution(action, id);
-      const res = await attempt(`/api/conversions/${id}/${action === 'retry' ? 'retry' : 'resolve'}`, body, to ? { status: 200, audit: `conversion.${action === 'retry' ? 'retry' : 'resolve'}`, subject: id } : null, `${conversionLabel(row)}: ${action}`);
-      if (!to) continue;
-      expect(res.body.status, action).toBe(to);
-      const { rows } = await db.pool.query('select status from conversions where conversion_id = $1', [id]);
-      expect(rows[0].status, action).toBe(to);
-      expect(await journals('conversion_settled', id), action).toBe(to === 'completed' ? 1 : 0);
-      expect(await journals('conversion_lost', id), action).toBe(action === 'resolve lost' ? 1 : 0);
-    }
-  }, 120_000);
+  it.each(CONVERSION_TABLE.map((r) => [conversionLabel(r), r] as const))(
+    '%s',
+    async (_, row) => {
+      for (const action of CONVERSION_ACTIONS) {
+        const { id } = await seed.conversion(row.state, transferOption(row.transfer));
+        const to = row.actions[action];
+        const body = action === 'retry' ? undefined : await conversionResolution(action, id);
+        const res = await attempt(
+          `/api/conversions/${id}/${action === 'retry' ? 'retry' : 'resolve'}`,
+          body,
+          to ? { status: 200, audit: `conversion.${action === 'retry' ? 'retry' : 'resolve'}`, subject: id } : null,
+          `${conversionLabel(row)}: ${action}`,
+        );
+        if (!to) continue;
+        expect(res.body.status, action).toBe(to);
+        const { rows } = await db.pool.query('select status from conversions where conversion_id = $1', [id]);
+        expect(rows[0].status, action).toBe(to);
+        expect(await journals('conversion_settled', id), action).toBe(to === 'completed' ? 1 : 0);
+        expect(await journals('conversion_lost', id), action).toBe(action === 'resolve lost' ? 1 : 0);
+      }
+    },
+    120_000,
+  );
 });
 
 describe('payouts: every action in every state', () => {
-  it.each(PAYOUT_TABLE.map((r) => [payoutLabel(r), r] as const))('%s', async (_, row) => {
-    for (const action of PAYOUT_ACTIONS) {
-      const { id } = await seedPayout(row);
-      const { rows: [payout] } = await db.pool.query('select amount::text from payouts where payout_id = $1', [id]);
-      const body = action === 'resolve paid' ? { outcome: 'paid', note: 'paid by hand' } : action === 'resolve returned' ? await payoutReturned(BigInt(payout.amount) / 2n) : undefined;
-      const verb = action.startsWith('resolve') ? 'resolve' : action;
-      const to = row.actions[action];
-      const res = await attempt(`/api/payouts/${id}/${verb}`, body, to ? { status: 200, audit: `payout.${verb}`, subject: id } : null, `${payoutLabel(row)}: ${action}`);
-      if (!to) continue;
-      expect(res.body.status, action).toBe(to);
-      const { rows } = await db.pool.query('select status from payouts where payout_id = $1', [id]);
-      expect(rows[0].status, action).toBe(to);
-      expect(await journals('payout_returned', id), action).toBe(to === 'failed' || to === 'cancelled' ? 1 : 0);
-      expect(await journals('payout_completed', id), action).toBe(to === 'completed' ? 1 : 0);
-    }
-  }, 120_000);
+  it.each(PAYOUT_TABLE.map((r) => [payoutLabel(r), r] as const))(
+    '%s',
+    async (_, row) => {
+      for (const action of PAYOUT_ACTIONS) {
+        const { id } = await seedPayout(row);
+        const {
+          rows: [payout],
+        } = await db.pool.query('select amount::text from payouts where payout_id = $1', [id]);
+        const body =
+          action === 'resolve paid'
+            ? { outcome: 'paid', note: 'paid by hand' }
+            : action === 'resolve returned'
+              ? await payoutReturned(BigInt(payout.amount) / 2n)
+              : undefined;
+        const verb = action.startsWith('resolve') ? 'resolve' : action;
+        const to = row.actions[action];
+        const res = await attempt(
+          `/api/payouts/${id}/${verb}`,
+          body,
+          to ? { status: 200, audit: `payout.${verb}`, subject: id } : null,
+          `${payoutLabel(row)}: ${action}`,
+        );
+        if (!to) continue;
+        expect(res.body.status, action).toBe(to);
+        const { rows } = await db.pool.query('select status from payouts where payout_id = $1', [id]);
+        expect(rows[0].status, action).toBe(to);
+        expect(await journals('payout_returned', id), action).toBe(to === 'failed' || to === 'cancelled' ? 1 : 0);
+        expect(await journals('payout_completed', id), action).toBe(to === 'completed' ? 1 : 0);
+      }
+    },
+    120_000,
+  );
 });
 
 describe('transfers: every action in every state', () => {
-  it.each(TRANSFER_TABLE.map((r) => [r.state, r] as const))('%s', async (_, row) => {
-    for (const action of TRANSFER_ACTIONS) {
-      const { transferId } = await seedTransfer(row.state);
-      const id = transferId as string;
-      const body = action === 'resolve mined' ? { outcome: 'mined', txHash: `0x${'ab'.repeat(32)}` } : action === 'resolve never_sent' ? { outcome: 'never_sent' } : undefined;
-      const verb = action.startsWith('resolve') ? 'resolve' : action;
-      const to = row.actions[action];
-      const { rows: [before] } = await db.pool.query('select status from chain_transfers where transfer_id = $1', [id]);
-      const res = await attempt(`/api/transfers/${id}/${verb}`, body, to ? { status: to === 'requested' ? 202 : 200, audit: `transfer.${verb}`, subject: id } : null, `${row.state}: ${action}`);
-      if (!to) continue;
-      const status = to === 'requested' ? before.status : to;
-      const requested = to === 'requested' ? REQUESTED[action as Exclude<TransferAction, 'retry'>] : null;
-      expect({ status: res.body.status, requested: res.body.requested?.action ?? null }, action).toEqual({ status, requested });
-      const { rows } = await db.pool.query('select status, requested_action from chain_transfers where transfer_id = $1', [id]);
-      expect(rows[0], action).toEqual({ status, requested_action: requested });
-    }
-  }, 120_000);
+  it.each(TRANSFER_TABLE.map((r) => [r.state, r] as const))(
+    '%s',
+    async (_, row) => {
+      for (const action of TRANSFER_ACTIONS) {
+        const { transferId } = await seedTransfer(row.state);
+        const id = transferId as string;
+        const body =
+          action === 'resolve mined'
+            ? { outcome: 'mined', txHash: `0x${'ab'.repeat(32)}` }
+            : action === 'resolve never_sent'
+              ? { outcome: 'never_sent' }
+              : undefined;
+        const verb = action.startsWith('resolve') ? 'resolve' : action;
+        const to = row.actions[action];
+        const {
+          rows: [before],
+        } = await db.pool.query('select status from chain_transfers where transfer_id = $1', [id]);
+        const res = await attempt(
+          `/api/transfers/${id}/${verb}`,
+          body,
+          to ? { status: to === 'requested' ? 202 : 200, audit: `transfer.${verb}`, subject: id } : null,
+          `${row.state}: ${action}`,
+        );
+        if (!to) continue;
+        const status = to === 'requested' ? before.status : to;
+        const requested = to === 'requested' ? REQUESTED[action as Exclude<TransferAction, 'retry'>] : null;
+        expect({ status: res.body.status, requested: res.body.requested?.action ?? null }, action).toEqual({
+          status,
+          requested,
+        });
+        const { rows } = await db.pool.query(
+          'select status, requested_action from chain_transfers where transfer_id = $1',
+          [id],
+        );
+        expect(rows[0], action).toEqual({ status, requested_action: requested });
+      }
+    },
+    120_000,
+  );
 });
 
 describe('payments in review: every action for every reason', () => {
-  it.each(PAYMENT_TABLE.map((r) => [`${r.reason} (${r.where})`, r] as const))('%s', async (_, row) => {
-    for (const action of PAYMENT_ACTIONS) {
-      const id = await row.seed();
-      const { rows: [held] } = await db.pool.query('select review_reason, credited_at from payments where payment_id = $1', [id]);
-      expect(held.review_reason.split(':')[0], 'seeded for its reason').toBe(row.reason);
-      const allowed = row.actions.includes(action);
-      const res = await attempt(`/api/payments/${id}/${action}`, { note: 'looked at by a person' }, allowed ? { status: 200, audit: `payment.${action}`, subject: id } : null, `${row.reason} (${row.where}): ${action}`, row.confirming ? confirming : payrail);
-      if (!allowed) continue;
-      // A recheck decides nothing itself: NOWPayments' answer to the check it queues does.
-      expect(res.body).toMatchObject({ reviewReason: null, reviewAction: action === 'recheck' ? null : { action } });
-      const { rows: [after] } = await db.pool.query('select review_reason, credited_at, reversed_at from payments where payment_id = $1', [id]);
-      expect(after.review_reason).toBeNull();
-      expect(after.credited_at !== null, 'credited').toBe(action === 'credit' || (row.credits ?? []).includes(action) || held.credited_at !== null);
-      expect(after.reversed_at !== null, 'reversed').toBe(action === 'reverse');
-      await expectInstantPaid(id, `${row.reason} (${row.where}): ${action}`);
-      // NOWPayments knows no such payment: its check, run again, keeps it for review, still uncredited.
-      if (action === 'recheck') expect(await runConfirmJob(id)).toBe('review');
-    }
-  }, 120_000);
+  it.each(PAYMENT_TABLE.map((r) => [`${r.reason} (${r.where})`, r] as const))(
+    '%s',
+    async (_, row) => {
+      for (const action of PAYMENT_ACTIONS) {
+        const id = await row.seed();
+        const {
+          rows: [held],
+        } = await db.pool.query('select review_reason, credited_at from payments where payment_id = $1', [id]);
+        expect(held.review_reason.split(':')[0], 'seeded for its reason').toBe(row.reason);
+        const allowed = row.actions.includes(action);
+        const res = await attempt(
+          `/api/payments/${id}/${action}`,
+          { note: 'looked at by a person' },
+          allowed ? { status: 200, audit: `payment.${action}`, subject: id } : null,
+          `${row.reason} (${row.where}): ${action}`,
+          row.confirming ? confirming : payrail,
+        );
+        if (!allowed) continue;
+        // A recheck decides nothing itself: NOWPayments' answer to the check it queues does.
+        expect(res.body).toMatchObject({ reviewReason: null, reviewAction: action === 'recheck' ? null : { action } });
+        const {
+          rows: [after],
+        } = await db.pool.query('select review_reason, credited_at, reversed_at from payments where payment_id = $1', [
+          id,
+        ]);
+        expect(after.review_reason).toBeNull();
+        expect(after.credited_at !== null, 'credited').toBe(
+          action === 'credit' || (row.credits ?? []).includes(action) || held.credited_at !== null,
+        );
+        expect(after.reversed_at !== null, 'reversed').toBe(action === 'reverse');
+        await expectInstantPaid(id, `${row.reason} (${row.where}): ${action}`);
+        // NOWPayments knows no such payment: its check, run again, keeps it for review, still uncredited.
+        if (action === 'recheck') expect(await runConfirmJob(id)).toBe('review');
+      }
+    },
+    120_000,
+  );
 });
 
 // --- no dead ends ---------------------------------------------------------------------------------------------------
 
 /** A transfer's state as the tables name it. */
-function seedStateOf(t: { status: TransferStatus; block_number: string | null; requested_action: string | null; nonce: string | null } | undefined): SeedTransfer | null {
+function seedStateOf(
+  t:
+    | { status: TransferStatus; block_number: string | null; requested_action: string | null; nonce: string | null }
+    | undefined,
+): SeedTransfer | null {
   if (!t) return null;
   if (t.status === 'broadcast' && t.requested_action !== null) return 'requested';
   if (t.status === 'broadcast' && t.block_number !== null) return 'mined';
@@ -553,14 +1014,26 @@ function seedStateOf(t: { status: TransferStatus; block_number: string | null; r
 }
 
 async function transferOf(purpose: 'conversion' | 'payout', ref: string) {
-  return db.db.selectFrom('chain_transfers').selectAll().where('purpose', '=', purpose).where('ref', '=', ref).executeTakeFirst();
+  return db.db
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('purpose', '=', purpose)
+    .where('ref', '=', ref)
+    .executeTakeFirst();
 }
 
 /** The row a conversion is in now; a final state's row whatever lies beneath. */
 async function conversionRowNow(id: string): Promise<ConversionRow | undefined> {
-  const { status } = await db.db.selectFrom('conversions').select('status').where('conversion_id', '=', id).executeTakeFirstOrThrow();
+  const { status } = await db.db
+    .selectFrom('conversions')
+    .select('status')
+    .where('conversion_id', '=', id)
+    .executeTakeFirstOrThrow();
   const transfer = seedStateOf(await transferOf('conversion', id));
-  return CONVERSION_TABLE.find((r) => r.state === status && r.transfer === transfer) ?? CONVERSION_TABLE.find((r) => r.state === status && r.exit === 'final');
+  return (
+    CONVERSION_TABLE.find((r) => r.state === status && r.transfer === transfer) ??
+    CONVERSION_TABLE.find((r) => r.state === status && r.exit === 'final')
+  );
 }
 
 /** The row a payout is in now; a final state's row whatever lies beneath. */
@@ -568,32 +1041,67 @@ async function payoutRowNow(id: string): Promise<PayoutRow | undefined> {
   const payout = await db.db.selectFrom('payouts').selectAll().where('payout_id', '=', id).executeTakeFirstOrThrow();
   const transfer = seedStateOf(await transferOf('payout', id));
   const route = isDirect(payout) ? 'direct' : 'exchange';
-  return PAYOUT_TABLE.find((r) => r.state === payout.status && r.transfer === transfer && r.route === route) ?? PAYOUT_TABLE.find((r) => r.state === payout.status && r.exit === 'final');
+  return (
+    PAYOUT_TABLE.find((r) => r.state === payout.status && r.transfer === transfer && r.route === route) ??
+    PAYOUT_TABLE.find((r) => r.state === payout.status && r.exit === 'final')
+  );
 }
 
-const RECEIPT = { blockNumber: 1n, blockHash: `0x${'cd'.repeat(32)}` as const, success: true, gasCostWei: 0n, tokenTransfers: [] };
+const RECEIPT = {
+  blockNumber: 1n,
+  blockHash: `0x${'cd'.repeat(32)}` as const,
+  success: true,
+  gasCostWei: 0n,
+  tokenTransfers: [],
+};
 
 /** The transfer's outcome as the worker books it: mined (its version confirmed), or provably never executed. */
 async function transferEnds(transferId: string, outcome: 'mined' | 'never executed'): Promise<void> {
   await db.db.transaction().execute(async (trx) => {
-    const t = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirstOrThrow();
+    const t = await trx
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('transfer_id', '=', transferId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
     if (outcome === 'mined') {
-      expect(await settleMined(trx, hooks, transferId, { version: { tx_hash: t.tx_hash as string, raw_tx: t.raw_tx as string }, receipt: RECEIPT, outcome: { status: 'confirmed' } })).toBe(true);
+      expect(
+        await settleMined(trx, hooks, transferId, {
+          version: { tx_hash: t.tx_hash as string, raw_tx: t.raw_tx as string },
+          receipt: RECEIPT,
+          outcome: { status: 'confirmed' },
+        }),
+      ).toBe(true);
     } else {
-      await failIn(trx, hooks, t, t.status === 'intent' ? { code: 'cancelled', message: 'cancelled before it was signed' } : { code: 'never_sent', message: 'its nonce was used by another transaction' });
+      await failIn(
+        trx,
+        hooks,
+        t,
+        t.status === 'intent'
+          ? { code: 'cancelled', message: 'cancelled before it was signed' }
+          : { code: 'never_sent', message: 'its nonce was used by another transaction' },
+      );
     }
   });
 }
 
 /** Outcomes a transfer in this state can still have (one never signed cannot be mined without being signed first). */
-const outcomesOf = (transfer: SeedTransfer | null): Array<'mined' | 'never executed'> => (transfer === 'intent' ? ['never executed'] : ['mined', 'never executed']);
+const outcomesOf = (transfer: SeedTransfer | null): Array<'mined' | 'never executed'> =>
+  transfer === 'intent' ? ['never executed'] : ['mined', 'never executed'];
 
 /** A row is left: by an action of its table, by the reconciler's own job for it, or (checked by the caller) by its transfer. */
-function leftBy(kind: 'conversion' | 'payout' | 'transfer', state: string, row: { actions: object; exit?: Exit }): string[] {
+function leftBy(
+  kind: 'conversion' | 'payout' | 'transfer',
+  state: string,
+  row: { actions: object; exit?: Exit },
+): string[] {
   const ways = Object.keys(row.actions).map((a) => `action ${a}`);
   if (row.exit && typeof row.exit === 'object') {
     // The reconciler queues the stage's own job again when it is lost: the table of deadlines covers this state.
-    expect(DEADLINES.some((d) => d.kind === kind && d.state === state), `${kind} ${state}: the reconciler has no deadline for it, so a lost ${row.exit.job} job would leave it stuck`).toBe(true);
+    expect(
+      DEADLINES.some((d) => d.kind === kind && d.state === state),
+      `${kind} ${state}: the reconciler has no deadline for it, so a lost ${row.exit.job} job would leave it stuck`,
+    ).toBe(true);
     ways.push(`job ${row.exit.job}`);
   }
   if (row.exit === 'its transfer') ways.push('its transfer');
@@ -602,48 +1110,74 @@ function leftBy(kind: 'conversion' | 'payout' | 'transfer', state: string, row: 
 
 describe('no dead ends', () => {
   it('every state that is not final is left by an action or by the pipeline; a transfer beneath is left in turn', () => {
-    for (const row of CONVERSION_TABLE) if (row.exit !== 'final') expect(leftBy('conversion', row.state, row), conversionLabel(row)).not.toEqual([]);
-    for (const row of PAYOUT_TABLE) if (row.exit !== 'final') expect(leftBy('payout', row.state, row), payoutLabel(row)).not.toEqual([]);
-    for (const row of TRANSFER_TABLE) if (row.exit !== 'final') expect(leftBy('transfer', row.state === 'mined' || row.state === 'requested' ? 'broadcast' : row.state, row), row.state).not.toEqual([]);
+    for (const row of CONVERSION_TABLE)
+      if (row.exit !== 'final') expect(leftBy('conversion', row.state, row), conversionLabel(row)).not.toEqual([]);
+    for (const row of PAYOUT_TABLE)
+      if (row.exit !== 'final') expect(leftBy('payout', row.state, row), payoutLabel(row)).not.toEqual([]);
+    for (const row of TRANSFER_TABLE)
+      if (row.exit !== 'final')
+        expect(
+          leftBy('transfer', row.state === 'mined' || row.state === 'requested' ? 'broadcast' : row.state, row),
+          row.state,
+        ).not.toEqual([]);
     for (const row of [...CONVERSION_TABLE, ...PAYOUT_TABLE]) {
       if (row.exit !== 'its transfer') continue;
       const beneath = TRANSFER_TABLE.find((t) => t.state === row.transfer);
-      expect(beneath && beneath.exit !== 'final', `${row.state} waits for a transfer that is ${row.transfer}`).toBe(true);
+      expect(beneath && beneath.exit !== 'final', `${row.state} waits for a transfer that is ${row.transfer}`).toBe(
+        true,
+      );
     }
   });
 
-  it.each(CONVERSION_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [conversionLabel(r), r] as const))('conversion %s: whatever its transfer does, it lands in a state that is final or left', async (name, row) => {
-    for (const outcome of outcomesOf(row.transfer)) {
-      const { id, transferId } = await seed.conversion(row.state, transferOption(row.transfer));
-      await transferEnds(transferId as string, outcome);
-      const now = await conversionRowNow(id);
-      const context = `${name}, its transfer ${outcome}: now ${now ? conversionLabel(now) : 'in no state of the table'}`;
-      expect(now, context).toBeDefined();
-      expect(now!.exit === 'final' || leftBy('conversion', now!.state, now!).length > 0, context).toBe(true);
-      await expectConsistent(context);
-    }
-  });
+  it.each(CONVERSION_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [conversionLabel(r), r] as const))(
+    'conversion %s: whatever its transfer does, it lands in a state that is final or left',
+    async (name, row) => {
+      for (const outcome of outcomesOf(row.transfer)) {
+        const { id, transferId } = await seed.conversion(row.state, transferOption(row.transfer));
+        await transferEnds(transferId as string, outcome);
+        const now = await conversionRowNow(id);
+        const context = `${name}, its transfer ${outcome}: now ${now ? conversionLabel(now) : 'in no state of the table'}`;
+        expect(now, context).toBeDefined();
+        expect(now!.exit === 'final' || leftBy('conversion', now!.state, now!).length > 0, context).toBe(true);
+        await expectConsistent(context);
+      }
+    },
+  );
 
-  it.each(PAYOUT_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [payoutLabel(r), r] as const))('payout %s: whatever its transfer does, it lands in a state that is final or left', async (name, row) => {
-    for (const outcome of outcomesOf(row.transfer)) {
-      const { id, transferId } = await seedPayout(row);
-      await transferEnds(transferId as string, outcome);
-      const now = await payoutRowNow(id);
-      const context = `${name}, its transfer ${outcome}: now ${now ? payoutLabel(now) : 'in no state of the table'}`;
-      expect(now, context).toBeDefined();
-      expect(now!.exit === 'final' || leftBy('payout', now!.state, now!).length > 0, context).toBe(true);
-      await expectConsistent(context);
-    }
-  });
+  it.each(PAYOUT_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [payoutLabel(r), r] as const))(
+    'payout %s: whatever its transfer does, it lands in a state that is final or left',
+    async (name, row) => {
+      for (const outcome of outcomesOf(row.transfer)) {
+        const { id, transferId } = await seedPayout(row);
+        await transferEnds(transferId as string, outcome);
+        const now = await payoutRowNow(id);
+        const context = `${name}, its transfer ${outcome}: now ${now ? payoutLabel(now) : 'in no state of the table'}`;
+        expect(now, context).toBeDefined();
+        expect(now!.exit === 'final' || leftBy('payout', now!.state, now!).length > 0, context).toBe(true);
+        await expectConsistent(context);
+      }
+    },
+  );
 
-  it.each(PAYMENT_TABLE.filter((r) => r.actions.length === 0).map((r) => [`${r.reason} (${r.where})`, r] as const))('payment %s: left by the pipeline', async (name, row) => {
-    expect(row.exit, `${name}: no action and no other way out of review`).toBeDefined();
-    const { by, run, opens } = row.exit!;
-    const id = await row.seed();
-    await run(id);
-    if (opens) await attempt(`/api/payments/${id}/${opens}`, undefined, { status: 200, audit: `payment.${opens}`, subject: id }, `${name}, after ${by}: ${opens}`);
-    const { rows: [now] } = await db.pool.query('select review_reason from payments where payment_id = $1', [id]);
-    expect(now.review_reason, `${name}, after ${by}`).toBeNull();
-    await expectConsistent(name);
-  });
+  it.each(PAYMENT_TABLE.filter((r) => r.actions.length === 0).map((r) => [`${r.reason} (${r.where})`, r] as const))(
+    'payment %s: left by the pipeline',
+    async (name, row) => {
+      expect(row.exit, `${name}: no action and no other way out of review`).toBeDefined();
+      const { by, run, opens } = row.exit!;
+      const id = await row.seed();
+      await run(id);
+      if (opens)
+        await attempt(
+          `/api/payments/${id}/${opens}`,
+          undefined,
+          { status: 200, audit: `payment.${opens}`, subject: id },
+          `${name}, after ${by}: ${opens}`,
+        );
+      const {
+        rows: [now],
+      } = await db.pool.query('select review_reason from payments where payment_id = $1', [id]);
+      expect(now.review_reason, `${name}, after ${by}`).toBeNull();
+      await expectConsistent(name);
+    },
+  );
 });

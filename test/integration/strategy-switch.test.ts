@@ -42,26 +42,57 @@ async function start(env: Record<string, string> = {}): Promise<TestPayrail> {
   return payrail;
 }
 const pay = (channelId: string) => sendFinished(payrail!, nextPaymentId++, channelId);
-const put = (channelId: string, body: Record<string, unknown>) => payrail!.request('PUT', `/api/channels/${channelId}`, { body });
+const put = (channelId: string, body: Record<string, unknown>) =>
+  payrail!.request('PUT', `/api/channels/${channelId}`, { body });
 const payouts = async (channelId: string) =>
-  (await db.pool.query<{ payout_id: string; kind: string; status: string; asset: string; amount: string }>('select payout_id, kind, status, asset, amount::text from payouts where channel_id = $1 order by created_at', [channelId])).rows;
+  (
+    await db.pool.query<{ payout_id: string; kind: string; status: string; asset: string; amount: string }>(
+      'select payout_id, kind, status, asset, amount::text from payouts where channel_id = $1 order by created_at',
+      [channelId],
+    )
+  ).rows;
 const balance = async (channelId: string, asset: string) =>
-  BigInt((await db.pool.query<{ b: string }>('select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = $2', [`channel:${channelId}`, asset])).rows[0]!.b);
+  BigInt(
+    (
+      await db.pool.query<{ b: string }>(
+        'select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = $2',
+        [`channel:${channelId}`, asset],
+      )
+    ).rows[0]!.b,
+  );
 const paymentRow = async (paymentId: string) =>
-  (await db.pool.query('select payout_strategy, conversion_status from payments where payment_id = $1', [paymentId])).rows[0];
+  (await db.pool.query('select payout_strategy, conversion_status from payments where payment_id = $1', [paymentId]))
+    .rows[0];
 
 describe('threshold → instant', () => {
   it('USDT already on the channel is paid out as one batch at once', async () => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const paymentId = await pay(channelId);
     await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
     const usdt = await balance(channelId, 'usdt');
     expect(usdt).toBeGreaterThan(0n);
     expect(await payouts(channelId)).toEqual([]);
-    expect((await put(channelId, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET })).status).toBe(200);
+    expect(
+      (
+        await put(channelId, {
+          payoutStrategy: 'instant',
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'trx',
+          walletAddress: TRON_WALLET,
+        })
+      ).status,
+    ).toBe(200);
     await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
-    expect(await payouts(channelId)).toMatchObject([{ kind: 'threshold', asset: 'usdt', amount: usdt.toString(), status: 'completed' }]);
+    expect(await payouts(channelId)).toMatchObject([
+      { kind: 'threshold', asset: 'usdt', amount: usdt.toString(), status: 'completed' },
+    ]);
     expect(await balance(channelId, 'usdt')).toBe(0n);
   });
 
@@ -69,12 +100,32 @@ describe('threshold → instant', () => {
     // A batch waits until it is worth 1,000 USD or an hour passed: these two never start converting.
     await start({ CONVERSION_MIN_USD: '1000' });
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: owner });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: owner,
+    });
     const ids = [await pay(channelId), await pay(channelId)];
-    for (const id of ids) expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'threshold', conversion_status: 'pending' });
-    expect((await put(channelId, { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: owner })).status).toBe(200);
-    await eventually('both paid', async () => (await payouts(channelId)).filter((p) => p.status === 'completed').length === 2);
-    for (const id of ids) expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'instant', conversion_status: null });
+    for (const id of ids)
+      expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'threshold', conversion_status: 'pending' });
+    expect(
+      (
+        await put(channelId, {
+          payoutStrategy: 'instant',
+          payoutCurrency: 'eth',
+          payoutNetwork: 'eth',
+          walletAddress: owner,
+        })
+      ).status,
+    ).toBe(200);
+    await eventually(
+      'both paid',
+      async () => (await payouts(channelId)).filter((p) => p.status === 'completed').length === 2,
+    );
+    for (const id of ids)
+      expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'instant', conversion_status: null });
     expect(await outside.balanceOf(owner)).toBe(2n * 4_723_900_000_000_000n);
     expect(await balance(channelId, 'eth')).toBe(0n);
   });
@@ -83,12 +134,27 @@ describe('threshold → instant', () => {
 describe('instant → threshold', () => {
   it('ETH back on the channel from a refunded instant payout joins the next conversion', async () => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'instant', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(channelId);
     await eventually('the instant payout failed', async () => (await payouts(channelId))[0]?.status === 'failed');
     expect(await balance(channelId, 'eth')).toBe(4_723_900_000_000_000n);
-    expect((await put(channelId, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET })).status).toBe(200);
+    expect(
+      (
+        await put(channelId, {
+          payoutStrategy: 'threshold',
+          thresholdUsd: '1000',
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'trx',
+          walletAddress: TRON_WALLET,
+        })
+      ).status,
+    ).toBe(200);
     await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
     expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'threshold' });
     expect(await balance(channelId, 'eth')).toBe(0n);
@@ -100,7 +166,13 @@ describe('instant → threshold', () => {
 describe('POST /api/channels/:id/payout', () => {
   it('pays the whole available USDT now, whatever the threshold; refused while a batch is open or with nothing to pay', async () => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'trx', walletAddress: TRON_WALLET });
+    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
     const paymentId = await pay(channelId);
     await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
     const usdt = await balance(channelId, 'usdt');
@@ -111,7 +183,9 @@ describe('POST /api/channels/:id/payout', () => {
     expect(usdt).toBe(13_171_700n);
     const again = await payrail!.request('POST', `/api/channels/${channelId}/payout`);
     expect(again.status).toBe(409);
-    expect(again.body.error).toBe(`cannot pay channel ${channelId} now: batch ${res.body.payoutId} is open (${(await payouts(channelId))[0]!.status}): it pays the channel's balance when it runs`);
+    expect(again.body.error).toBe(
+      `cannot pay channel ${channelId} now: batch ${res.body.payoutId} is open (${(await payouts(channelId))[0]!.status}): it pays the channel's balance when it runs`,
+    );
     await outside.sim.setFault('none');
     await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
     const empty = await payrail!.request('POST', `/api/channels/${channelId}/payout`);

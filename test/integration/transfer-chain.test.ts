@@ -12,7 +12,17 @@ import { describe, expect, it } from 'vitest';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc, startChainSender } from '../../src/simulators/index.ts';
-import { baseFee, makeContractWallet, makeRejectingWallet, mineBlocks, pausePool, reorg, resumeMining, spikeBaseFee, takeNonce } from '../../src/simulators/chain-faults.ts';
+import {
+  baseFee,
+  makeContractWallet,
+  makeRejectingWallet,
+  mineBlocks,
+  pausePool,
+  reorg,
+  resumeMining,
+  spikeBaseFee,
+  takeNonce,
+} from '../../src/simulators/chain-faults.ts';
 import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
@@ -28,7 +38,11 @@ describe('a broadcast whose answer is lost', () => {
     // The node takes the transaction (anvil mines it at once) but the answer never comes back.
     t.proxy.setFaults({ dropSendAnswers: 1 });
     await sendTransfer(r.deps, r.hooks, id);
-    await eventually('mined although its answer was lost', async () => (await t.outside.balanceOf(to)) === 1_000_000n, 5_000);
+    await eventually(
+      'mined although its answer was lost',
+      async () => (await t.outside.balanceOf(to)) === 1_000_000n,
+      5_000,
+    );
     const first = await r.row(id);
     expect(first).toMatchObject({ status: 'broadcast', nonce: '0' });
     // A lagging node knows neither the transaction nor its receipt, and a re-broadcast is refused for lack of funds:
@@ -53,7 +67,12 @@ describe('a broadcast whose answer is lost', () => {
     const to = freshAddress();
     const id = await r.intent('unsent', 777n, { to });
     // The connection drops before the call leaves (or the process dies there): released, nothing on the node.
-    r.deps.wallet = { ...r.wallet, broadcast: async () => { throw new Error('socket hang up'); } };
+    r.deps.wallet = {
+      ...r.wallet,
+      broadcast: async () => {
+        throw new Error('socket hang up');
+      },
+    };
     await sendTransfer(r.deps, r.hooks, id);
     r.deps.wallet = r.wallet;
     expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
@@ -78,8 +97,16 @@ describe('fees that move under a waiting transfer', () => {
     await confirmTransfer(r.deps, r.hooks, id);
     const versions = await r.versions(id);
     expect(versions.map((v) => v.kind)).toEqual(['transfer', 'transfer']);
-    const fees = await t.db.db.selectFrom('chain_transfer_versions').select(['max_fee_per_gas', 'max_priority_fee_per_gas']).where('transfer_id', '=', id).orderBy('version').execute();
-    const [f1, f2] = fees as [{ max_fee_per_gas: string; max_priority_fee_per_gas: string }, { max_fee_per_gas: string; max_priority_fee_per_gas: string }];
+    const fees = await t.db.db
+      .selectFrom('chain_transfer_versions')
+      .select(['max_fee_per_gas', 'max_priority_fee_per_gas'])
+      .where('transfer_id', '=', id)
+      .orderBy('version')
+      .execute();
+    const [f1, f2] = fees as [
+      { max_fee_per_gas: string; max_priority_fee_per_gas: string },
+      { max_fee_per_gas: string; max_priority_fee_per_gas: string },
+    ];
     // Both fees at least 10 % higher (the nodes' rule), and above the new base fee.
     expect(BigInt(f2.max_fee_per_gas) * 10n).toBeGreaterThanOrEqual(BigInt(f1.max_fee_per_gas) * 11n);
     expect(BigInt(f2.max_priority_fee_per_gas) * 10n).toBeGreaterThanOrEqual(BigInt(f1.max_priority_fee_per_gas) * 11n);
@@ -105,7 +132,12 @@ describe('fees that move under a waiting transfer', () => {
     await confirmTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.versions(id)).toHaveLength(1);
-    const alert = await t.db.db.selectFrom('alerts').select(['rule', 'subject']).where('rule', '=', 'transfer_fee_ceiling').where('subject', '=', id).executeTakeFirst();
+    const alert = await t.db.db
+      .selectFrom('alerts')
+      .select(['rule', 'subject'])
+      .where('rule', '=', 'transfer_fee_ceiling')
+      .where('subject', '=', id)
+      .executeTakeFirst();
     expect(alert).toBeDefined();
     await resumeMining(t.outside.chain.rpcUrl);
     await confirmTransfer(r.deps, r.hooks, id);
@@ -114,7 +146,7 @@ describe('fees that move under a waiting transfer', () => {
 });
 
 describe('a nonce taken by a transaction payrail did not sign', () => {
-  it('is seen twice, goes to review with an alert, is never re-signed; resolved as never sent it fails and the funds are the owner\'s again', async () => {
+  it("is seen twice, goes to review with an alert, is never re-signed; resolved as never sent it fails and the funds are the owner's again", async () => {
     const r = await rig();
     const to = freshAddress();
     await pausePool(t.outside.chain.rpcUrl);
@@ -131,7 +163,14 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     const review = await r.row(id);
     expect(review).toMatchObject({ status: 'needs_review', nonce: '0' });
     expect(review.reason).toMatch(/nonce 0 was used by a transaction payrail did not sign/);
-    expect(await t.db.db.selectFrom('alerts').select('rule').where('rule', '=', 'transfer_nonce_taken').where('subject', '=', id).executeTakeFirst()).toBeDefined();
+    expect(
+      await t.db.db
+        .selectFrom('alerts')
+        .select('rule')
+        .where('rule', '=', 'transfer_nonce_taken')
+        .where('subject', '=', id)
+        .executeTakeFirst(),
+    ).toBeDefined();
     expect(await r.versions(id)).toHaveLength(1);
 
     // Their transaction did not pay our receiver: resolving with it is refused by what the chain shows.
@@ -154,14 +193,39 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     const url = t.outside.chain.rpcUrl;
     // The platform's capital, deposited for real, so a withdrawal could be booked against it.
     const funding = await (await startChainSender(url)).send(r.wallet.address, 10n ** 18n);
-    const chain = { wallet: createChainWallet({ rpcUrl: url, address: r.wallet.address, chainId: t.outside.chain.chainId, timeoutMs: 5_000 }), usdtContract: t.outside.usdt, confirmations: 1 as const };
+    const chain = {
+      wallet: createChainWallet({
+        rpcUrl: url,
+        address: r.wallet.address,
+        chainId: t.outside.chain.chainId,
+        timeoutMs: 5_000,
+      }),
+      usdtContract: t.outside.usdt,
+      confirmations: 1 as const,
+    };
     await recordDeposit(t.db.db, chain, { txHash: funding, asset: 'eth', actor: 'ops' });
     const to = freshAddress();
     await pausePool(url);
     const id = await r.intent('resent', 7_777n, { to });
     await sendTransfer(r.deps, r.hooks, id);
-    const app = createWalletClient({ account: privateKeyToAccount(r.hostKey), chain: { id: t.outside.chain.chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [url] } } }, transport: http(url) });
-    const theirs = await app.sendTransaction({ to, value: 7_777n, nonce: 0, gas: 21_000n, maxFeePerGas: 200n * GWEI, maxPriorityFeePerGas: 200n * GWEI });
+    const app = createWalletClient({
+      account: privateKeyToAccount(r.hostKey),
+      chain: {
+        id: t.outside.chain.chainId,
+        name: 'local',
+        nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+        rpcUrls: { default: { http: [url] } },
+      },
+      transport: http(url),
+    });
+    const theirs = await app.sendTransaction({
+      to,
+      value: 7_777n,
+      nonce: 0,
+      gas: 21_000n,
+      maxFeePerGas: 200n * GWEI,
+      maxPriorityFeePerGas: 200n * GWEI,
+    });
     await mineBlocks(url, 1);
     await resumeMining(url);
 
@@ -178,10 +242,19 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     await pausePool(url);
     await sendTransfer(r.deps, r.hooks, other);
     // Paying more than payrail ever offers (its fees follow recent blocks' tips, up to its ceiling).
-    const second = await app.sendTransaction({ to, value: 8_888n, nonce: 1, gas: 21_000n, maxFeePerGas: 1_000n * GWEI, maxPriorityFeePerGas: 1_000n * GWEI });
+    const second = await app.sendTransaction({
+      to,
+      value: 8_888n,
+      nonce: 1,
+      gas: 21_000n,
+      maxFeePerGas: 1_000n * GWEI,
+      maxPriorityFeePerGas: 1_000n * GWEI,
+    });
     await mineBlocks(url, 1);
     await resumeMining(url);
-    expect((await recordWithdrawal(t.db.db, chain, { txHash: second, from: 'capital', actor: 'ops' })).booked).toBe(true);
+    expect((await recordWithdrawal(t.db.db, chain, { txHash: second, from: 'capital', actor: 'ops' })).booked).toBe(
+      true,
+    );
     await applyTransferAction(t.db.db, other, 'resolve', 'alice', { outcome: 'mined', txHash: second });
     await confirmTransfer(r.deps, r.hooks, other);
     expect((await r.row(other)).last_error).toMatch(/booked as an operator's withdrawal already/);
@@ -248,10 +321,22 @@ describe('receivers and tokens as they are', () => {
     await makeRejectingWallet(t.outside.chain.rpcUrl, to);
     const id = await r.intent('rejecting', 10n, { to });
     await sendTransfer(r.deps, r.hooks, id);
-    expect(await r.row(id)).toMatchObject({ status: 'failed', last_error: 'estimate_failed', nonce: null, tx_hash: null });
+    expect(await r.row(id)).toMatchObject({
+      status: 'failed',
+      last_error: 'estimate_failed',
+      nonce: null,
+      tx_hash: null,
+    });
     expect(r.failed.map((f) => f.failure.code)).toEqual(['estimate_failed']);
     expect(await r.versions(id)).toEqual([]);
-    expect(await t.db.db.selectFrom('alerts').select('rule').where('rule', '=', 'transfer_estimate_failed').where('subject', '=', id).executeTakeFirst()).toBeDefined();
+    expect(
+      await t.db.db
+        .selectFrom('alerts')
+        .select('rule')
+        .where('rule', '=', 'transfer_estimate_failed')
+        .where('subject', '=', id)
+        .executeTakeFirst(),
+    ).toBeDefined();
     // The next transfer takes nonce 0.
     const next = await r.intent('after-rejecting', 10n);
     await sendTransfer(r.deps, r.hooks, next);
@@ -313,7 +398,14 @@ describe('blocks that are not final at once', () => {
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', block_number: null });
     // Sent again: anvil mines it at once, though under load a moment after the send's answer.
     await eventually('sent again and mined', async () => (await t.outside.balanceOf(to)) === 8_888n, 5_000);
-    expect(await t.db.db.selectFrom('alerts').select('rule').where('rule', '=', 'transfer_reorged').where('subject', '=', id).executeTakeFirst()).toBeDefined();
+    expect(
+      await t.db.db
+        .selectFrom('alerts')
+        .select('rule')
+        .where('rule', '=', 'transfer_reorged')
+        .where('subject', '=', id)
+        .executeTakeFirst(),
+    ).toBeDefined();
 
     await confirmTransfer(r.deps, r.hooks, id);
     expect(r.confirmed).toEqual([]);

@@ -10,7 +10,15 @@ import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { dropAllPending, dropTransaction, mineBlocks, pausePool, reorg, resumeMining, takeNonce } from '../../src/simulators/chain-faults.ts';
+import {
+  dropAllPending,
+  dropTransaction,
+  mineBlocks,
+  pausePool,
+  reorg,
+  resumeMining,
+  takeNonce,
+} from '../../src/simulators/chain-faults.ts';
 import { freshAddress, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
 
@@ -61,7 +69,7 @@ describe('a lagging node that hides a receipt', () => {
   });
 });
 
-describe('a person\'s cancel and a running bump', () => {
+describe("a person's cancel and a running bump", () => {
   it('a confirm job that looked before the cancel bumps the cancel, never the payment: nothing reaches the receiver', async () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     const to = freshAddress();
@@ -74,7 +82,14 @@ describe('a person\'s cancel and a running bump', () => {
     const atFees = new Promise<void>((resolve) => (reached = resolve));
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const slowWallet: ChainWallet = { ...r.wallet, fees: async () => { reached(); await gate; return r.wallet.fees(); } };
+    const slowWallet: ChainWallet = {
+      ...r.wallet,
+      fees: async () => {
+        reached();
+        await gate;
+        return r.wallet.fees();
+      },
+    };
     const jobA = confirmTransfer({ ...r.deps, wallet: slowWallet }, r.hooks, id);
     await atFees;
     await applyTransferAction(t.db.db, id, 'cancel', 'carol');
@@ -91,7 +106,7 @@ describe('a person\'s cancel and a running bump', () => {
 });
 
 describe('a receipt read just before a reorganisation', () => {
-  it('is not booked: its block is no longer the chain\'s at that height; sent again and booked once', async () => {
+  it("is not booked: its block is no longer the chain's at that height; sent again and booked once", async () => {
     const r = await rig({ policy: { confirmations: 2 } });
     const to = freshAddress();
     const id = await r.intent('stale-receipt', 424_242n, { to });
@@ -149,7 +164,9 @@ describe('an outside transaction pending at the next nonce, then forgotten by th
  *   PUSH1 1 PUSH1 0x24 CALLDATALOAD SUB PUSH0 MSTORE  PUSH1 4 CALLDATALOAD CALLER PUSH32 <Transfer> PUSH1 0x20 PUSH0 LOG3
  *   PUSH0 NOT PUSH0 MSTORE PUSH1 0x20 PUSH0 RETURN
  */
-const FEE_TOKEN: Hex = ('0x6001602435035f5260043533' + '7fddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef' + '60205fa35f195f5260205ff3') as Hex;
+const FEE_TOKEN: Hex = ('0x6001602435035f5260043533' +
+  '7fddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef' +
+  '60205fa35f195f5260205ff3') as Hex;
 
 describe('a mined token transfer that moved less than asked', () => {
   it('goes to review; a person resolving it with its own hash confirms it with that finding, and its owner moves on', async () => {
@@ -178,14 +195,24 @@ describe('a transfer released by an earlier version of payrail (no nonce, its ol
     const to = freshAddress();
     const id = await r.intent('legacy', 4_321n, { to });
     // As migration 014 leaves a row the old code released after a refused broadcast.
-    await t.db.pool.query("update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1", [id]);
+    await t.db.pool.query(
+      "update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1",
+      [id],
+    );
     await expect(applyTransferAction(t.db.db, id, 'bump', 'erin')).rejects.toThrow(/not bumped|no nonce/);
     await expect(applyTransferAction(t.db.db, id, 'cancel', 'erin')).rejects.toThrow(/no nonce/);
     // Refused up front, as the worker would: with no nonce the chain cannot show it unused. Nothing is recorded.
-    await expect(applyTransferAction(t.db.db, id, 'resolve', 'erin', { outcome: 'never_sent' })).rejects.toThrow(/no nonce on record/);
+    await expect(applyTransferAction(t.db.db, id, 'resolve', 'erin', { outcome: 'never_sent' })).rejects.toThrow(
+      /no nonce on record/,
+    );
     expect(await r.row(id)).toMatchObject({ status: 'needs_review', requested_action: null, last_error: null });
-    expect((await t.db.pool.query("select count(*)::int as n from audit_log where subject = $1", [id])).rows[0].n).toBe(0);
-    expect(await applyTransferAction(t.db.db, id, 'retry', 'erin')).toMatchObject({ from: 'needs_review', to: 'intent' });
+    expect((await t.db.pool.query('select count(*)::int as n from audit_log where subject = $1', [id])).rows[0].n).toBe(
+      0,
+    );
+    expect(await applyTransferAction(t.db.db, id, 'retry', 'erin')).toMatchObject({
+      from: 'needs_review',
+      to: 'intent',
+    });
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', nonce: '0' });
@@ -201,15 +228,18 @@ describe('a request the worker could not carry out', () => {
     await sendTransfer(r.deps, r.hooks, id);
     await applyTransferAction(t.db.db, id, 'bump', 'frank');
     await expect(applyTransferAction(t.db.db, id, 'cancel', 'frank')).rejects.toThrow(/still being carried out/);
-    await t.db.pool.query("update chain_transfers set requested_at = now() - interval '11 minutes' where transfer_id = $1", [id]);
+    await t.db.pool.query(
+      "update chain_transfers set requested_at = now() - interval '11 minutes' where transfer_id = $1",
+      [id],
+    );
     expect(await applyTransferAction(t.db.db, id, 'cancel', 'frank')).toMatchObject({ requested: 'cancel' });
-    const audit = await t.db.pool.query("select details from audit_log where subject = $1 order by id", [id]);
+    const audit = await t.db.pool.query('select details from audit_log where subject = $1 order by id', [id]);
     expect(audit.rows.at(-1).details.replacing).toMatchObject({ action: 'bump', by: 'frank' });
   });
 });
 
 describe('a transfer waiting behind a lower nonce of ours that the pool forgot', () => {
-  it('is not bumped (it cannot be mined first); the forgotten one\'s own check sends it again; both are mined', async () => {
+  it("is not bumped (it cannot be mined first); the forgotten one's own check sends it again; both are mined", async () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     await pausePool(t.outside.chain.rpcUrl);
     const first = await r.intent('gap-first', 11n);
@@ -232,15 +262,23 @@ describe('a transfer waiting behind a lower nonce of ours that the pool forgot',
   });
 });
 
-
 describe('a transfer the host wallet cannot pay yet', () => {
   it('waits unsigned; a person cancels it: it fails before anything is signed, its owner is told, no nonce used', async () => {
     const r = await rig();
     const id = await r.intent('unpayable', 10n ** 30n);
     await expect(sendTransfer(r.deps, r.hooks, id)).rejects.toThrow(/balance too low/);
-    expect(await applyTransferAction(t.db.db, id, 'cancel', 'gina')).toMatchObject({ from: 'intent', to: 'intent', requested: 'cancel' });
+    expect(await applyTransferAction(t.db.db, id, 'cancel', 'gina')).toMatchObject({
+      from: 'intent',
+      to: 'intent',
+      requested: 'cancel',
+    });
     await sendTransfer(r.deps, r.hooks, id);
-    expect(await r.row(id)).toMatchObject({ status: 'failed', last_error: 'cancelled', nonce: null, requested_action: null });
+    expect(await r.row(id)).toMatchObject({
+      status: 'failed',
+      last_error: 'cancelled',
+      nonce: null,
+      requested_action: null,
+    });
     expect(r.failed.map((f) => f.failure.code)).toEqual(['cancelled']);
     expect(await r.versions(id)).toEqual([]);
     const next = await r.intent('after-unpayable', 5n);

@@ -7,7 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
-import { confirmTransfer, createTransfer, sendTransfer, TransferNotReady, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
+import {
+  confirmTransfer,
+  createTransfer,
+  sendTransfer,
+  TransferNotReady,
+  type TransferHooksByPurpose,
+} from '../../src/pipeline/transfer/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startOutside, type Outside } from '../support/outside.ts';
 
@@ -24,13 +30,28 @@ const recipient = privateKeyToAccount(generatePrivateKey()).address;
 beforeAll(async () => {
   outside = await startOutside();
   db = await createTestDatabase();
-  const wallet = createChainWallet({ rpcUrl: outside.chain.rpcUrl, privateKey: outside.hostKey, chainId: outside.chain.chainId, timeoutMs: 10_000 });
+  const wallet = createChainWallet({
+    rpcUrl: outside.chain.rpcUrl,
+    privateKey: outside.hostKey,
+    chainId: outside.chain.chainId,
+    timeoutMs: 10_000,
+  });
   deps = {
     db: db.db,
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,
-    settings: { minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 60_000, transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1, receiptWaitMs: 15_000 }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null },
+    settings: {
+      minUsdCents: 0n,
+      maxWaitMs: 0,
+      maxPayments: 1,
+      pollIntervalMs: 1,
+      pollDeadlineMs: 1,
+      transferConfirmDeadlineMs: 60_000,
+      transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1, receiptWaitMs: 15_000 },
+      payoutMaxAttempts: 1,
+      payoutApprovalAboveUsdCents: null,
+    },
     logger: createLogger({ level: 'silent' }),
   };
 });
@@ -40,7 +61,11 @@ afterAll(async () => {
 });
 
 async function intent(ref: string, amount: bigint): Promise<string> {
-  return db.db.transaction().execute((trx) => createTransfer(trx, { purpose: 'conversion', ref, asset: 'eth', from: deps.hostAddress, to: recipient, amount }));
+  return db.db
+    .transaction()
+    .execute((trx) =>
+      createTransfer(trx, { purpose: 'conversion', ref, asset: 'eth', from: deps.hostAddress, to: recipient, amount }),
+    );
 }
 
 describe('host wallet transfers', () => {
@@ -79,13 +104,21 @@ describe('host wallet transfers', () => {
   it('a transfer the wallet cannot pay is held before signing: no nonce used, the next transfer goes through', async () => {
     const tooBig = await intent('too-big', 10n ** 30n);
     await expect(sendTransfer(deps, hooks, tooBig)).rejects.toBeInstanceOf(TransferNotReady);
-    const held = await db.db.selectFrom('chain_transfers').select(['status', 'nonce', 'tx_hash']).where('ref', '=', 'too-big').executeTakeFirstOrThrow();
+    const held = await db.db
+      .selectFrom('chain_transfers')
+      .select(['status', 'nonce', 'tx_hash'])
+      .where('ref', '=', 'too-big')
+      .executeTakeFirstOrThrow();
     expect(held).toEqual({ status: 'intent', nonce: null, tx_hash: null });
 
     const next = await intent('after', 3n);
     await sendTransfer(deps, hooks, next);
     await confirmTransfer(deps, hooks, next);
-    const sent = await db.db.selectFrom('chain_transfers').select(['status', 'nonce']).where('ref', '=', 'after').executeTakeFirstOrThrow();
+    const sent = await db.db
+      .selectFrom('chain_transfers')
+      .select(['status', 'nonce'])
+      .where('ref', '=', 'after')
+      .executeTakeFirstOrThrow();
     expect(sent).toEqual({ status: 'confirmed', nonce: '11' });
     expect(await deps.wallet.pendingNonce()).toBe(12);
   });

@@ -36,7 +36,11 @@ type Payout = Record<string, any>;
 async function start(env: Record<string, string> = {}) {
   await payrail?.stop();
   logs = logSink();
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env }, logs });
+  payrail = await startTestPayrail(db, {
+    outside,
+    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env },
+    logs,
+  });
   return payrail;
 }
 
@@ -53,7 +57,12 @@ async function channel(body: Record<string, unknown>): Promise<string> {
   return id;
 }
 
-const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => ({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
+const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => ({
+  payoutStrategy: 'instant',
+  payoutCurrency,
+  payoutNetwork,
+  walletAddress,
+});
 
 async function pay(channelId: string): Promise<string> {
   return sendFinished(payrail!, nextPaymentId++, channelId);
@@ -74,16 +83,25 @@ async function getPayout(payoutId: string): Promise<Payout> {
 /** The payout of a payment, once opened. */
 async function payoutOfPayment(channelId: string, paymentId: string): Promise<Payout> {
   let found: Payout | undefined;
-  await eventually(`a payout for payment ${paymentId}`, async () => (found = (await payoutsOf(channelId)).find((p) => p.paymentId === paymentId)) !== undefined);
+  await eventually(
+    `a payout for payment ${paymentId}`,
+    async () => (found = (await payoutsOf(channelId)).find((p) => p.paymentId === paymentId)) !== undefined,
+  );
   return found!;
 }
 
 async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
   let last: Payout | undefined;
   try {
-    await eventually(`payout ${payoutId} ${status}`, async () => (last = await getPayout(payoutId)).status === status, timeoutMs);
+    await eventually(
+      `payout ${payoutId} ${status}`,
+      async () => (last = await getPayout(payoutId)).status === status,
+      timeoutMs,
+    );
   } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, { cause: error });
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
   }
   return getPayout(payoutId);
 }
@@ -108,11 +126,18 @@ function exchangesOf(payoutId: string) {
 }
 
 function transfersOf(payoutId: string) {
-  return db.db.selectFrom('chain_transfers').select(['transfer_id', 'status', 'to_address', 'amount', 'created_at']).where('purpose', '=', 'payout').where('ref', '=', payoutId).execute();
+  return db.db
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'status', 'to_address', 'amount', 'created_at'])
+    .where('purpose', '=', 'payout')
+    .where('ref', '=', payoutId)
+    .execute();
 }
 
 function walletAlerts(channelId: string) {
-  return logs.lines.filter((l) => l.event === 'alert' && l.alert === 'channel_wallet_changed' && l.channelId === channelId);
+  return logs.lines.filter(
+    (l) => l.event === 'alert' && l.alert === 'channel_wallet_changed' && l.channelId === channelId,
+  );
 }
 
 function heldLines(payoutId: string) {
@@ -120,10 +145,16 @@ function heldLines(payoutId: string) {
 }
 
 function auditOf(channelId: string) {
-  return db.db.selectFrom('audit_log').select(['actor', 'action', 'details']).where('subject', '=', `channel:${channelId}`).orderBy('id').execute();
+  return db.db
+    .selectFrom('audit_log')
+    .select(['actor', 'action', 'details'])
+    .where('subject', '=', `channel:${channelId}`)
+    .orderBy('id')
+    .execute();
 }
 
-const holdReason = (changedAt: string, holdMs: number) => `wallet changed at ${changedAt}; held until ${new Date(Date.parse(changedAt) + holdMs).toISOString()}`;
+const holdReason = (changedAt: string, holdMs: number) =>
+  `wallet changed at ${changedAt}; held until ${new Date(Date.parse(changedAt) + holdMs).toISOString()}`;
 
 beforeAll(async () => {
   outside = await startOutside();
@@ -150,12 +181,26 @@ describe('recording and alerting a wallet change', () => {
     const id = await channel(instantBody('eth', 'eth', wallet));
     expect((await payrail!.request('GET', `/api/channels/${id}`)).body.walletChangedAt).toBeNull();
 
-    expect((await put(id, { payoutStrategy: 'threshold', thresholdUsd: '500', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: wallet })).walletChangedAt).toBeNull();
+    expect(
+      (
+        await put(id, {
+          payoutStrategy: 'threshold',
+          thresholdUsd: '500',
+          payoutCurrency: 'eth',
+          payoutNetwork: 'eth',
+          walletAddress: wallet,
+        })
+      ).walletChangedAt,
+    ).toBeNull();
     expect((await put(id, instantBody('eth', 'eth', wallet))).walletChangedAt).toBeNull();
     // The same address in another letter case is the same wallet (stored in one spelling).
     expect((await put(id, instantBody('ETH', 'ETH', wallet.toLowerCase()))).walletChangedAt).toBeNull();
     expect(walletAlerts(id)).toEqual([]);
-    const row = await db.db.selectFrom('channels').select('wallet_changed_at').where('channel_id', '=', id).executeTakeFirstOrThrow();
+    const row = await db.db
+      .selectFrom('channels')
+      .select('wallet_changed_at')
+      .where('channel_id', '=', id)
+      .executeTakeFirstOrThrow();
     expect(row.wallet_changed_at).toBeNull();
 
     // A new channel's first payout is not held, even with the hold on.
@@ -180,9 +225,24 @@ describe('recording and alerting a wallet change', () => {
       }),
     ]);
     const audit = await auditOf(id);
-    expect(audit.map((a) => a.action)).toEqual(['channel.create', 'channel.update', 'channel.update', 'channel.update', 'channel.update']);
-    expect(audit.map((a) => (a.details as Record<string, unknown>).walletChanged ?? false)).toEqual([false, false, false, false, true]);
-    expect(audit[4]).toMatchObject({ actor: 'alice', details: { after: { payoutNetwork: 'bsc', walletChangedAt: moved.walletChangedAt } } });
+    expect(audit.map((a) => a.action)).toEqual([
+      'channel.create',
+      'channel.update',
+      'channel.update',
+      'channel.update',
+      'channel.update',
+    ]);
+    expect(audit.map((a) => (a.details as Record<string, unknown>).walletChanged ?? false)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    expect(audit[4]).toMatchObject({
+      actor: 'alice',
+      details: { after: { payoutNetwork: 'bsc', walletChangedAt: moved.walletChangedAt } },
+    });
   });
 });
 
@@ -195,23 +255,36 @@ describe('WALLET_CHANGE_HOLD', () => {
     const changed = await put(id, instantBody('usdt', 'eth', newWallet), ALICE);
     const changedAt = changed.walletChangedAt as string;
     expect(new Date(changedAt).toISOString()).toBe(changedAt);
-    expect(walletAlerts(id)).toEqual([expect.objectContaining({ actor: 'alice', changedAt, to: expect.objectContaining({ walletAddress: newWallet }) })]);
+    expect(walletAlerts(id)).toEqual([
+      expect.objectContaining({ actor: 'alice', changedAt, to: expect.objectContaining({ walletAddress: newWallet }) }),
+    ]);
     expect(logs.alerts()).toContain('channel_wallet_changed');
 
     const paymentId = await pay(id);
     const opened = await payoutOfPayment(id, paymentId);
     const held = await reaches(opened.payoutId, 'held');
     const until = new Date(Date.parse(changedAt) + HOUR_MS).toISOString();
-    expect(held).toMatchObject({ reason: holdReason(changedAt, HOUR_MS), holdUntil: until, walletAddress: newWallet, exchangeId: null, approvedAt: null });
+    expect(held).toMatchObject({
+      reason: holdReason(changedAt, HOUR_MS),
+      holdUntil: until,
+      walletAddress: newWallet,
+      exchangeId: null,
+      approvedAt: null,
+    });
     expect(exchangesOf(held.payoutId)).toEqual([]);
     expect(await transfersOf(held.payoutId)).toEqual([]);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
     await eventually('the hold logged', async () => heldLines(held.payoutId).length === 1);
-    expect(heldLines(held.payoutId)[0]).toMatchObject({ channelId: id, hold: 'wallet_change', reason: held.reason, until });
+    expect(heldLines(held.payoutId)[0]).toMatchObject({
+      channelId: id,
+      hold: 'wallet_change',
+      reason: held.reason,
+      until,
+    });
 
     // Its job waits for the end of the hold.
     const job = await db.pool.query<{ run_at: Date }>(
-      "select run_at from graphile_worker._private_jobs where key = $1",
+      'select run_at from graphile_worker._private_jobs where key = $1',
       [`payout_run:${held.payoutId}`],
     );
     expect(job.rows.map((r) => r.run_at.toISOString())).toEqual([until]);
@@ -248,14 +321,17 @@ describe('WALLET_CHANGE_HOLD', () => {
 
     const done = await reaches(opened.payoutId, 'completed');
     expect(done).toMatchObject({ walletAddress: newWallet, amountOut: NET_AS_USDT });
-    expect(exchangesOf(done.payoutId)).toEqual([expect.objectContaining({ payoutAddress: newWallet, status: 'finished' })]);
+    expect(exchangesOf(done.payoutId)).toEqual([
+      expect.objectContaining({ payoutAddress: newWallet, status: 'finished' }),
+    ]);
     expect(await outside.usdtBalanceOf(newWallet)).toBe(parseUnits(NET_AS_USDT, 6));
     expect(await outside.usdtBalanceOf(oldWallet)).toBe(0n);
     // Whenever the payout first ran, nothing left before the end of the hold (both times from the database's clock).
     const [transfer] = await transfersOf(done.payoutId);
     expect(transfer!.created_at.getTime()).toBeGreaterThanOrEqual(Date.parse(changedAt) + holdMs);
     // Every hold it went through (normally one, unless the payout first ran after the hold) named the change.
-    for (const line of heldLines(done.payoutId)) expect(line).toMatchObject({ hold: 'wallet_change', reason: holdReason(changedAt, holdMs) });
+    for (const line of heldLines(done.payoutId))
+      expect(line).toMatchObject({ hold: 'wallet_change', reason: holdReason(changedAt, holdMs) });
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -267,7 +343,9 @@ describe('WALLET_CHANGE_HOLD', () => {
     const id = await channel(instantBody('eth', 'eth', oldWallet));
     const changed = await put(id, instantBody('eth', 'eth', newWallet));
     expect(changed.walletChangedAt).toEqual(expect.any(String));
-    expect(walletAlerts(id)).toEqual([expect.objectContaining({ level: 40, actor: 'admin', to: expect.objectContaining({ walletAddress: newWallet }) })]);
+    expect(walletAlerts(id)).toEqual([
+      expect.objectContaining({ level: 40, actor: 'admin', to: expect.objectContaining({ walletAddress: newWallet }) }),
+    ]);
 
     const paymentId = await pay(id);
     const opened = await payoutOfPayment(id, paymentId);
@@ -282,15 +360,30 @@ describe('WALLET_CHANGE_HOLD', () => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
     const oldWallet = freshWallet();
     const newWallet = freshWallet();
-    const body = (walletAddress: string) => ({ payoutStrategy: 'threshold', thresholdUsd: '20', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress });
+    const body = (walletAddress: string) => ({
+      payoutStrategy: 'threshold',
+      thresholdUsd: '20',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress,
+    });
     const id = await channel(body(oldWallet));
     const changedAt = (await put(id, body(newWallet))).walletChangedAt as string;
     await pay(id);
     await pay(id);
     let batch: Payout | undefined;
-    await eventually('the batch held', async () => (batch = (await payoutsOf(id)).find((p) => p.status === 'held')) !== undefined, 60_000);
+    await eventually(
+      'the batch held',
+      async () => (batch = (await payoutsOf(id)).find((p) => p.status === 'held')) !== undefined,
+      60_000,
+    );
     const until = new Date(Date.parse(changedAt) + HOUR_MS).toISOString();
-    expect(batch).toMatchObject({ kind: 'threshold', reason: holdReason(changedAt, HOUR_MS), holdUntil: until, walletAddress: newWallet });
+    expect(batch).toMatchObject({
+      kind: 'threshold',
+      reason: holdReason(changedAt, HOUR_MS),
+      holdUntil: until,
+      walletAddress: newWallet,
+    });
     const firstAmount = parseUnits(batch!.amount, 6);
 
     // More balance: the held batch is topped up (and set pending by the top-up); its run holds it again.
@@ -298,13 +391,23 @@ describe('WALLET_CHANGE_HOLD', () => {
     await eventually(
       'the batch topped up and held again',
       async () => {
-        const row = await db.db.selectFrom('payouts').select(['status', 'top_ups']).where('payout_id', '=', batch!.payoutId).executeTakeFirstOrThrow();
+        const row = await db.db
+          .selectFrom('payouts')
+          .select(['status', 'top_ups'])
+          .where('payout_id', '=', batch!.payoutId)
+          .executeTakeFirstOrThrow();
         return row.top_ups === 1 && row.status === 'held';
       },
       60_000,
     );
     const topped = await getPayout(batch!.payoutId);
-    expect(topped).toMatchObject({ status: 'held', reason: holdReason(changedAt, HOUR_MS), holdUntil: until, walletAddress: newWallet, exchangeId: null });
+    expect(topped).toMatchObject({
+      status: 'held',
+      reason: holdReason(changedAt, HOUR_MS),
+      holdUntil: until,
+      walletAddress: newWallet,
+      exchangeId: null,
+    });
     const toppedAmount = parseUnits(topped.amount, 6);
     expect(toppedAmount).toBeGreaterThan(firstAmount);
     expect(exchangesOf(batch!.payoutId)).toEqual([]);
@@ -332,11 +435,17 @@ describe('the payout run checks the stored wallet for its network', () => {
     );
     expect(exchangesOf(review.payoutId)).toEqual([]);
     expect(await transfersOf(review.payoutId)).toEqual([]);
-    await eventually('the alert logged', async () => logs.lines.some((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId));
+    await eventually('the alert logged', async () =>
+      logs.lines.some((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId),
+    );
 
     // Retrying changes nothing while the address is bad: back in review, still nothing asked of ChangeNow.
     expect((await act(review.payoutId, 'retry')).status).toBe(200);
-    await eventually('back in review', async () => logs.lines.filter((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId).length === 2);
+    await eventually(
+      'back in review',
+      async () =>
+        logs.lines.filter((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId).length === 2,
+    );
     expect(await getPayout(review.payoutId)).toMatchObject({ status: 'needs_review', reason: review.reason });
     expect(exchangesOf(review.payoutId)).toEqual([]);
     expect(await transfersOf(review.payoutId)).toEqual([]);
@@ -350,7 +459,10 @@ describe('the payout run checks the stored wallet for its network', () => {
     await put(id, instantBody('eth', 'eth', freshWallet()));
     const paymentId = await pay(id);
     const held = await reaches((await payoutOfPayment(id, paymentId)).payoutId, 'held');
-    await db.pool.query('update payouts set wallet_address = $1 where payout_id = $2', ['0x0000000000000000000000000000000000000000', held.payoutId]);
+    await db.pool.query('update payouts set wallet_address = $1 where payout_id = $2', [
+      '0x0000000000000000000000000000000000000000',
+      held.payoutId,
+    ]);
 
     expect((await act(held.payoutId, 'retry')).status).toBe(200);
     const review = await reaches(held.payoutId, 'needs_review');

@@ -25,12 +25,19 @@ function freshIpn(): { id: string; raw: string; headers: Record<string, string> 
 }
 
 /** POSTs a correctly signed, new IPN; `forwardedFor` sets X-Forwarded-For as a proxy (or a liar) would. */
-async function postIpn(payrail: TestPayrail, options: { forwardedFor?: string; raw?: string; signature?: string } = {}) {
+async function postIpn(
+  payrail: TestPayrail,
+  options: { forwardedFor?: string; raw?: string; signature?: string } = {},
+) {
   const ipn = freshIpn();
   const headers: Record<string, string> = { ...ipn.headers };
   if (options.forwardedFor !== undefined) headers['x-forwarded-for'] = options.forwardedFor;
   if (options.signature !== undefined) headers['x-nowpayments-sig'] = options.signature;
-  const response = await fetch(`${payrail.url}/webhooks/nowpayments`, { method: 'POST', headers, body: options.raw ?? ipn.raw });
+  const response = await fetch(`${payrail.url}/webhooks/nowpayments`, {
+    method: 'POST',
+    headers,
+    body: options.raw ?? ipn.raw,
+  });
   const text = await response.text();
   return { id: ipn.id, status: response.status, retryAfter: response.headers.get('retry-after'), body: text };
 }
@@ -44,7 +51,13 @@ beforeAll(async () => {
   db = await createTestDatabase();
   // A threshold channel: a credit queues no payout job, and an IPN for it is answered 200 (not kept for review).
   const admin = await start({});
-  const channel = { payoutStrategy: 'threshold', thresholdUsd: '100000.00', payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: '0x8ba1f109551bD432803012645Ac136ddd64DBA72' };
+  const channel = {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '100000.00',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
+  };
   expect((await admin.request('PUT', `/api/channels/${CHANNEL}`, { body: channel })).status).toBe(201);
 });
 
@@ -78,7 +91,7 @@ describe('rate limit per source (WEBHOOK_RATE_LIMIT)', () => {
     expect((await fetch(`${payrail.url}/health`)).status).not.toBe(429);
   });
 
-  it('counts each client behind the trusted proxy on its own, and ignores a client\'s own X-Forwarded-For entries', async () => {
+  it("counts each client behind the trusted proxy on its own, and ignores a client's own X-Forwarded-For entries", async () => {
     const payrail = await start({ WEBHOOK_RATE_LIMIT: '3', TRUSTED_PROXY: '127.0.0.1' });
     for (let i = 0; i < 3; i++) expect((await postIpn(payrail, { forwardedFor: '198.51.100.1' })).status).toBe(200);
     expect((await postIpn(payrail, { forwardedFor: '198.51.100.1' })).status).toBe(429);
@@ -87,7 +100,8 @@ describe('rate limit per source (WEBHOOK_RATE_LIMIT)', () => {
     // Another client has its own allowance.
     expect((await postIpn(payrail, { forwardedFor: '198.51.100.2' })).status).toBe(200);
     // IPv6 clients are counted by /64: a fresh address in the same /64 does not get a fresh allowance.
-    for (let i = 1; i <= 3; i++) expect((await postIpn(payrail, { forwardedFor: `2001:db8:0:1::${i}` })).status).toBe(200);
+    for (let i = 1; i <= 3; i++)
+      expect((await postIpn(payrail, { forwardedFor: `2001:db8:0:1::${i}` })).status).toBe(200);
     expect((await postIpn(payrail, { forwardedFor: '2001:db8:0:1:ffff::9' })).status).toBe(429);
     expect((await postIpn(payrail, { forwardedFor: '2001:db8:0:2::1' })).status).toBe(200);
   });
@@ -152,7 +166,10 @@ describe('trusted proxy (TRUSTED_PROXY)', () => {
     const spoofed = await postIpn(payrail, { forwardedFor: '203.0.113.5' });
     expect(spoofed.status).toBe(403);
     expect(await rowCounts(db)).toEqual(before);
-    expect(logs.lines.find((l) => l.event === 'ipn_source_refused')).toMatchObject({ source: '127.0.0.1', forwardedIgnored: true });
+    expect(logs.lines.find((l) => l.event === 'ipn_source_refused')).toMatchObject({
+      source: '127.0.0.1',
+      forwardedIgnored: true,
+    });
   });
 });
 
@@ -161,14 +178,24 @@ describe('body limit (WEBHOOK_BODY_LIMIT_BYTES)', () => {
     const payrail = await start({ WEBHOOK_BODY_LIMIT_BYTES: '2048' });
     const before = await rowCounts(db);
     const id = nextPaymentId++;
-    const big = signed(ipnBody({ payment_id: id, order_id: `PGP-1|${CHANNEL}`, order_description: 'x'.repeat(4096) }), IPN_SECRET);
-    const response = await fetch(`${payrail.url}/webhooks/nowpayments`, { method: 'POST', headers: big.headers, body: big.raw });
+    const big = signed(
+      ipnBody({ payment_id: id, order_id: `PGP-1|${CHANNEL}`, order_description: 'x'.repeat(4096) }),
+      IPN_SECRET,
+    );
+    const response = await fetch(`${payrail.url}/webhooks/nowpayments`, {
+      method: 'POST',
+      headers: big.headers,
+      body: big.raw,
+    });
     expect(response.status).toBe(413);
     expect(await rowCounts(db)).toEqual(before);
     expect(await paymentExists(String(id))).toBe(false);
     // Just under the limit goes through.
     const small = freshIpn();
     expect(small.raw.length).toBeLessThan(2048);
-    expect((await fetch(`${payrail.url}/webhooks/nowpayments`, { method: 'POST', headers: small.headers, body: small.raw })).status).toBe(200);
+    expect(
+      (await fetch(`${payrail.url}/webhooks/nowpayments`, { method: 'POST', headers: small.headers, body: small.raw }))
+        .status,
+    ).toBe(200);
   });
 });

@@ -12,7 +12,11 @@ const APT_TIMEOUT_MS = 10 * 60_000;
 
 function apt(args: string[]): void {
   // Wait for another apt run's lock instead of failing at once; no recommended packages (daemons a test never needs).
-  execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=120', ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: APT_TIMEOUT_MS, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=120', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: APT_TIMEOUT_MS,
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
 }
 
 /** Makes sure /usr/bin/chromium exists; returns its path. */
@@ -25,10 +29,14 @@ export function ensureChromium(): string {
       if (update) apt(['update']);
       apt(['install', '-y', '--no-install-recommends', 'chromium']);
       if (fs.existsSync(CHROMIUM_PATH)) return CHROMIUM_PATH;
-      failures.push(`apt-get install chromium ran${update ? ' (after apt-get update)' : ''} but ${CHROMIUM_PATH} is still missing`);
+      failures.push(
+        `apt-get install chromium ran${update ? ' (after apt-get update)' : ''} but ${CHROMIUM_PATH} is still missing`,
+      );
     } catch (error) {
       const e = error as Error & { stderr?: Buffer };
-      failures.push(`${update ? 'apt-get update + install' : 'apt-get install'}: ${(e.stderr?.toString() || e.message).trim().split('\n').slice(-3).join(' | ')}`);
+      failures.push(
+        `${update ? 'apt-get update + install' : 'apt-get install'}: ${(e.stderr?.toString() || e.message).trim().split('\n').slice(-3).join(' | ')}`,
+      );
     }
   }
   throw new Error(

@@ -25,7 +25,11 @@ export async function createTestDatabase(options: { prefix?: 'test' | 'tamper' }
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const handle = openPool(url.toString(), { max: 10, applicationName: 'payrail-test', logger: createLogger({ level: 'silent' }) });
+  const handle = openPool(url.toString(), {
+    max: 10,
+    applicationName: 'payrail-test',
+    logger: createLogger({ level: 'silent' }),
+  });
   return { ...handle, url: url.toString(), name };
 }
 

@@ -44,7 +44,11 @@ export async function teardown(): Promise<void> {
   adminUrl.pathname = '/postgres';
   const client = new pg.Client({ connectionString: adminUrl.toString() });
   await client.connect();
-  const dbs = (await client.query<{ datname: string }>("select datname from pg_database where datname like 'test\\_%' order by datname")).rows;
+  const dbs = (
+    await client.query<{ datname: string }>(
+      "select datname from pg_database where datname like 'test\\_%' order by datname",
+    )
+  ).rows;
   await client.end();
   const broken: string[] = [];
   const logger = createLogger({ level: 'silent' });
@@ -54,7 +58,8 @@ export async function teardown(): Promise<void> {
     const handle = openPool(url.toString(), { max: 1, applicationName: 'payrail-test-teardown', logger });
     try {
       const report = await checkLedger(handle.db);
-      if (!report.ok) broken.push(`${datname}: ${report.problems.map((p) => `${p.rule} ${p.subject} ${p.detail}`).join('; ')}`);
+      if (!report.ok)
+        broken.push(`${datname}: ${report.problems.map((p) => `${p.rule} ${p.subject} ${p.detail}`).join('; ')}`);
     } finally {
       await handle.close();
     }

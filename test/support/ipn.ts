@@ -20,14 +20,21 @@ export function ipnBody(overrides: Record<string, unknown> = {}): Record<string,
 }
 
 /** Signs a body the way NOWPayments does. `raw` lets a test send exact JSON text (numbers as written). */
-export function signed(body: Record<string, unknown> | string, secret: string): { raw: string; headers: Record<string, string> } {
+export function signed(
+  body: Record<string, unknown> | string,
+  secret: string,
+): { raw: string; headers: Record<string, string> } {
   const raw = typeof body === 'string' ? body : JSON.stringify(body);
-  return { raw, headers: { 'content-type': 'application/json', 'x-nowpayments-sig': signIpn(canonicalIpnJson(parse(raw)), secret) } };
+  return {
+    raw,
+    headers: { 'content-type': 'application/json', 'x-nowpayments-sig': signIpn(canonicalIpnJson(parse(raw)), secret) },
+  };
 }
 
 /** A finished IPN's outcome in wei, read from its exact JSON text as intake reads it (never through a float). */
 export function outcomeWei(raw: string): bigint {
   const body = parse(raw) as Record<string, unknown>;
-  if (body.outcome_currency !== 'eth') throw new Error(`outcome_currency ${String(body.outcome_currency)}: only ETH outcomes are forwarded`);
+  if (body.outcome_currency !== 'eth')
+    throw new Error(`outcome_currency ${String(body.outcome_currency)}: only ETH outcomes are forwarded`);
   return parseUnits(String(body.outcome_amount), decimalsOf('eth'));
 }

@@ -23,13 +23,26 @@ export function hostChainOf(outside: Outside, hostAddress: Address = outside.hos
 }
 
 function reader(chain: HostChain): ChainWallet {
-  return createChainWallet({ rpcUrl: chain.rpcUrl, address: chain.hostAddress, chainId: chain.chainId, timeoutMs: 15_000 });
+  return createChainWallet({
+    rpcUrl: chain.rpcUrl,
+    address: chain.hostAddress,
+    chainId: chain.chainId,
+    timeoutMs: 15_000,
+  });
 }
 
 /** Books a transfer that funded the host wallet as platform capital (the world's own funding by default). */
-export async function bookHostFunding(db: DatabaseHandle, outside: Outside, options: { txHash?: Hex; hostAddress?: Address } = {}): Promise<void> {
+export async function bookHostFunding(
+  db: DatabaseHandle,
+  outside: Outside,
+  options: { txHash?: Hex; hostAddress?: Address } = {},
+): Promise<void> {
   const chain = hostChainOf(outside, options.hostAddress);
-  await recordDeposit(db.db, { wallet: reader(chain), usdtContract: chain.usdt, confirmations: 1 }, { txHash: options.txHash ?? outside.hostFundingTx, asset: 'eth', actor: 'test-operator' });
+  await recordDeposit(
+    db.db,
+    { wallet: reader(chain), usdtContract: chain.usdt, confirmations: 1 },
+    { txHash: options.txHash ?? outside.hostFundingTx, asset: 'eth', actor: 'test-operator' },
+  );
 }
 
 /**

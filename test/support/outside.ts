@@ -1,6 +1,15 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { createPublicClient, erc20Abi, http, type Address, type Hex } from 'viem';
-import { DEFAULT_PAIRS, rpc, startChainSender, startChangeNowSimulator, startLocalChain, type ChainSender, type ChangeNowSimulator, type LocalChain } from '../../src/simulators/index.ts';
+import {
+  DEFAULT_PAIRS,
+  rpc,
+  startChainSender,
+  startChangeNowSimulator,
+  startLocalChain,
+  type ChainSender,
+  type ChangeNowSimulator,
+  type LocalChain,
+} from '../../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { freePort } from './ports.ts';
 
@@ -41,8 +50,18 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
   await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
   // Not the simulator's treasury: its own payouts use that key's nonces concurrently.
   const returnsKey = generatePrivateKey();
-  await rpc(chain.rpcUrl, 'anvil_setBalance', [privateKeyToAccount(returnsKey).address, `0x${(10n ** 20n).toString(16)}`]);
-  const sim = await startChangeNowSimulator({ port: 0, apiKey: SIM_API_KEY, rpcUrl: chain.rpcUrl, stepMs: options.stepMs ?? 0, tokens: { usdt }, treasuryKey });
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [
+    privateKeyToAccount(returnsKey).address,
+    `0x${(10n ** 20n).toString(16)}`,
+  ]);
+  const sim = await startChangeNowSimulator({
+    port: 0,
+    apiKey: SIM_API_KEY,
+    rpcUrl: chain.rpcUrl,
+    stepMs: options.stepMs ?? 0,
+    tokens: { usdt },
+    treasuryKey,
+  });
   const client = createPublicClient({ transport: http(chain.rpcUrl) });
   return {
     chain,
@@ -65,7 +84,8 @@ export async function startOutside(options: { stepMs?: number } = {}): Promise<O
       CONVERSION_POLL_INTERVAL: '200ms',
     },
     balanceOf: (address) => client.getBalance({ address: address as Address }),
-    usdtBalanceOf: (address) => client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
+    usdtBalanceOf: (address) =>
+      client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
     async stop() {
       await sim.stop();
       await chain.stop();
@@ -105,7 +125,10 @@ export async function forwardOnChain(outside: Outside, host: Address, wei: bigin
     await outside.nowpayments.send(host, wei);
     return;
   }
-  if ((await pendingCount(rpcUrl)) !== 0) throw new Error('forwardOnChain: mining is paused with transactions waiting; forward the outcome before they are sent');
+  if ((await pendingCount(rpcUrl)) !== 0)
+    throw new Error(
+      'forwardOnChain: mining is paused with transactions waiting; forward the outcome before they are sent',
+    );
   const sent = outside.nowpayments.send(host, wei);
   await eventually('the forward in the pool', async () => (await pendingCount(rpcUrl)) === 1, 10_000);
   await rpc(rpcUrl, 'evm_mine', []);

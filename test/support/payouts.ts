@@ -22,7 +22,12 @@ export async function saveChannel(payrail: TestPayrail, id: string, body: Record
  * host wallet on chain first, as NOWPayments forwards it before `finished`; `afterForward` runs between the two (a test
  * that empties the host wallet does it there, so the forward cannot pay what the test means to leave unpaid).
  */
-export async function sendFinished(payrail: TestPayrail, paymentId: number, channelId: string, options: { afterForward?: () => Promise<void> } = {}): Promise<string> {
+export async function sendFinished(
+  payrail: TestPayrail,
+  paymentId: number,
+  channelId: string,
+  options: { afterForward?: () => Promise<void> } = {},
+): Promise<string> {
   const body = ipnBody({ payment_id: paymentId, order_id: `PGP-1|${channelId}` });
   const { raw, headers } = signed(body, IPN_SECRET);
   await payrail.forwardOutcome(raw);

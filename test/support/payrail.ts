@@ -16,7 +16,11 @@ export const UNUSED_WALLET_KEY = `0x${'11'.repeat(32)}`;
 
 export interface TestPayrail extends Payrail {
   readonly url: string;
-  request(method: string, path: string, options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<{ status: number; body: any }>;
+  request(
+    method: string,
+    path: string,
+    options?: { body?: unknown; token?: string | null; headers?: Record<string, string>; raw?: string },
+  ): Promise<{ status: number; body: any }>;
   /**
    * NOWPayments forwarding a finished IPN's outcome (exact wei of its outcome_amount) to this payrail's host wallet
    * before the IPN is sent, so the chain holds what the ledger credits. Nothing when started without a chain.
@@ -48,7 +52,16 @@ export function logSink(): LogSink {
 }
 
 /** payrail on a test database, over real HTTP on an ephemeral port. */
-export async function startTestPayrail(db: TestDatabase, options: { roles?: Roles; env?: Record<string, string>; crashPoint?: (name: CrashPoint) => void; logs?: LogSink; outside?: Outside } = {}): Promise<TestPayrail> {
+export async function startTestPayrail(
+  db: TestDatabase,
+  options: {
+    roles?: Roles;
+    env?: Record<string, string>;
+    crashPoint?: (name: CrashPoint) => void;
+    logs?: LogSink;
+    outside?: Outside;
+  } = {},
+): Promise<TestPayrail> {
   const config = loadConfig({
     DATABASE_URL: db.url,
     PORT: '0',
@@ -65,8 +78,15 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
     WEBHOOK_RATE_LIMIT: '0',
     ...options.env,
   });
-  const logger = options.logs ? createLogger({ level: 'info', destination: options.logs.stream }) : createLogger({ level: config.LOG_LEVEL });
-  const payrail = await startPayrail(config, options.roles ?? { web: true, worker: true }, logger, options.crashPoint ? { crashPoint: options.crashPoint } : {});
+  const logger = options.logs
+    ? createLogger({ level: 'info', destination: options.logs.stream })
+    : createLogger({ level: config.LOG_LEVEL });
+  const payrail = await startPayrail(
+    config,
+    options.roles ?? { web: true, worker: true },
+    logger,
+    options.crashPoint ? { crashPoint: options.crashPoint } : {},
+  );
   const url = payrail.url as string;
   const host = config.HOST_WALLET_ADDRESS ?? privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
   const outside = options.outside;
@@ -102,10 +122,27 @@ export async function startTestPayrail(db: TestDatabase, options: { roles?: Role
  * The stages' dependencies as a worker builds them (its configuration, ChangeNow client and wallet), on `db`'s pool: for
  * a test that runs a job's function by hand, or several copies of it at once.
  */
-export function workerStageDeps(db: TestDatabase, outside: Outside, options: { env?: Record<string, string>; logger?: Logger; crashPoint?: (name: CrashPoint) => void } = {}): StageDeps {
-  const config = loadConfig({ DATABASE_URL: db.url, ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET: IPN_SECRET, LOG_LEVEL: 'silent', ...outside.env, ...options.env });
+export function workerStageDeps(
+  db: TestDatabase,
+  outside: Outside,
+  options: { env?: Record<string, string>; logger?: Logger; crashPoint?: (name: CrashPoint) => void } = {},
+): StageDeps {
+  const config = loadConfig({
+    DATABASE_URL: db.url,
+    ADMIN_TOKEN,
+    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
+    LOG_LEVEL: 'silent',
+    ...outside.env,
+    ...options.env,
+  });
   const database: Database = { ...db, shutdown: async () => undefined };
-  const local = { rpcUrl: outside.chain.rpcUrl, chainId: outside.chain.chainId, changenowUrl: outside.sim.url, usdtContract: outside.usdt, stop: async () => undefined };
+  const local = {
+    rpcUrl: outside.chain.rpcUrl,
+    chainId: outside.chain.chainId,
+    changenowUrl: outside.sim.url,
+    usdtContract: outside.usdt,
+    stop: async () => undefined,
+  };
   return stageDeps(config, database, local, options.logger ?? createLogger({ level: 'silent' }), options.crashPoint);
 }
 

@@ -38,7 +38,10 @@ const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
 
 export function parseExposition(text: string): Exposition {
   if (text !== '' && !text.endsWith('\n')) throw new Error('exposition must end with a newline');
-  const families = new Map<string, { name: string; type: MetricType | undefined; help: string | undefined; samples: Sample[] }>();
+  const families = new Map<
+    string,
+    { name: string; type: MetricType | undefined; help: string | undefined; samples: Sample[] }
+  >();
   const seenSeries = new Set<string>();
   const closed = new Set<string>();
   let current: string | undefined;
@@ -84,9 +87,10 @@ export function parseExposition(text: string): Exposition {
     const f = family(owner);
     enter(owner, line);
     const key = `${sample.name}${JSON.stringify(Object.entries(sample.labels).sort())}`;
-    if (seenSeries.has(key)) throw new Error(`line ${line}: series ${sample.name} ${JSON.stringify(sample.labels)} written twice`);
+    if (seenSeries.has(key))
+      throw new Error(`line ${line}: series ${sample.name} ${JSON.stringify(sample.labels)} written twice`);
     seenSeries.add(key);
-    if ((f.type === 'histogram' && sample.name === `${owner}_bucket`) !== ('le' in sample.labels)) {
+    if ((f.type === 'histogram' && sample.name === `${owner}_bucket`) !== 'le' in sample.labels) {
       throw new Error(`line ${line}: "le" label only on histogram buckets (${sample.name})`);
     }
     f.samples.push(sample);
@@ -152,7 +156,8 @@ function parseSample(raw: string, line: number): Sample {
   }
   const rest = raw.slice(at);
   const parts = /^ (\S+)(?: (-?\d+))?$/.exec(rest);
-  if (!parts || !VALUE_RE.test(parts[1] as string)) throw new Error(`line ${line}: bad value in ${JSON.stringify(raw)}`);
+  if (!parts || !VALUE_RE.test(parts[1] as string))
+    throw new Error(`line ${line}: bad value in ${JSON.stringify(raw)}`);
   return { name, labels, value: parts[1] as string };
 }
 
@@ -181,7 +186,12 @@ function promNumber(text: string): number {
 
 function checkHistogram(name: string, samples: readonly Sample[]): void {
   const groups = new Map<string, { buckets: Array<[number, number]>; count?: number }>();
-  const keyOf = (labels: Readonly<Record<string, string>>) => JSON.stringify(Object.entries(labels).filter(([k]) => k !== 'le').sort());
+  const keyOf = (labels: Readonly<Record<string, string>>) =>
+    JSON.stringify(
+      Object.entries(labels)
+        .filter(([k]) => k !== 'le')
+        .sort(),
+    );
   for (const s of samples) {
     const group = groups.get(keyOf(s.labels)) ?? { buckets: [] };
     groups.set(keyOf(s.labels), group);
@@ -191,10 +201,12 @@ function checkHistogram(name: string, samples: readonly Sample[]): void {
   for (const [labels, group] of groups) {
     const inf = group.buckets.find(([le]) => le === Infinity);
     if (!inf) throw new Error(`histogram ${name}${labels}: no +Inf bucket`);
-    if (inf[1] !== group.count) throw new Error(`histogram ${name}${labels}: +Inf bucket ${inf[1]} is not the count ${group.count}`);
+    if (inf[1] !== group.count)
+      throw new Error(`histogram ${name}${labels}: +Inf bucket ${inf[1]} is not the count ${group.count}`);
     const sorted = [...group.buckets].sort((x, y) => x[0] - y[0]);
     sorted.forEach(([, v], i) => {
-      if (i > 0 && v < (sorted[i - 1] as [number, number])[1]) throw new Error(`histogram ${name}${labels}: buckets not cumulative`);
+      if (i > 0 && v < (sorted[i - 1] as [number, number])[1])
+        throw new Error(`histogram ${name}${labels}: buckets not cumulative`);
     });
   }
 }

@@ -9,7 +9,11 @@ import { afterAll, afterEach, beforeAll } from 'vitest';
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
 import type { StageDeps, TransferPolicy } from '../../src/pipeline/index.ts';
-import { createTransfer, type TransferFailure, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
+import {
+  createTransfer,
+  type TransferFailure,
+  type TransferHooksByPurpose,
+} from '../../src/pipeline/transfer/index.ts';
 import { rpc, startRpcProxy, type RpcProxy } from '../../src/simulators/index.ts';
 import { resumeMining } from '../../src/simulators/chain-faults.ts';
 import { mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
@@ -22,7 +26,12 @@ export const GWEI = 10n ** 9n;
  * receipt a moment after the send returned (a case that then looked once found nothing). A case that keeps a version
  * unmined (a paused pool) pays that wait once per version.
  */
-export const POLICY: TransferPolicy = { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * GWEI, confirmations: 1, receiptWaitMs: 2_000 };
+export const POLICY: TransferPolicy = {
+  bumpAfterMs: 60_000,
+  maxFeePerGasWei: 300n * GWEI,
+  confirmations: 1,
+  receiptWaitMs: 2_000,
+};
 
 export interface TransferWorld {
   outside: Outside;
@@ -69,13 +78,21 @@ export interface Rig {
 }
 
 /** A fresh funded host wallet with USDT (minted by another key, so its first nonce is 0), directly or through the proxy. */
-export async function rig(world: TransferWorld, options: { viaProxy?: boolean; policy?: Partial<TransferPolicy>; usdtContract?: Address } = {}): Promise<Rig> {
+export async function rig(
+  world: TransferWorld,
+  options: { viaProxy?: boolean; policy?: Partial<TransferPolicy>; usdtContract?: Address } = {},
+): Promise<Rig> {
   const { outside, proxy, db } = world;
   const hostKey = generatePrivateKey();
   const address = privateKeyToAccount(hostKey).address;
   await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [address, `0x${(10n ** 20n).toString(16)}`]);
   await mintLocalUsdt(outside.chain.rpcUrl, outside.usdt, outside.hostKey, address, 10n ** 12n);
-  const wallet = createChainWallet({ rpcUrl: options.viaProxy ? proxy.url : outside.chain.rpcUrl, privateKey: hostKey, chainId: outside.chain.chainId, timeoutMs: 3_000 });
+  const wallet = createChainWallet({
+    rpcUrl: options.viaProxy ? proxy.url : outside.chain.rpcUrl,
+    privateKey: hostKey,
+    chainId: outside.chain.chainId,
+    timeoutMs: 3_000,
+  });
   const deps: StageDeps = {
     db: db.db,
     exchange: undefined as never,
@@ -83,20 +100,53 @@ export async function rig(world: TransferWorld, options: { viaProxy?: boolean; p
     hostAddress: wallet.address,
     usdtContract: options.usdtContract ?? outside.usdt,
     settings: {
-      minUsdCents: 0n, maxWaitMs: 0, maxPayments: 1, pollIntervalMs: 1, pollDeadlineMs: 1, transferConfirmDeadlineMs: 600_000,
-      transfer: { ...POLICY, ...options.policy }, payoutMaxAttempts: 1, payoutApprovalAboveUsdCents: null,
+      minUsdCents: 0n,
+      maxWaitMs: 0,
+      maxPayments: 1,
+      pollIntervalMs: 1,
+      pollDeadlineMs: 1,
+      transferConfirmDeadlineMs: 600_000,
+      transfer: { ...POLICY, ...options.policy },
+      payoutMaxAttempts: 1,
+      payoutApprovalAboveUsdCents: null,
     },
     logger: createLogger({ level: 'silent' }),
   };
   const confirmed: string[] = [];
   const failed: Array<{ ref: string; failure: TransferFailure }> = [];
-  const record = { onConfirmed: async (_trx: unknown, t: { ref: string }) => void confirmed.push(t.ref), onFailed: async (_trx: unknown, t: { ref: string }, failure: TransferFailure) => void failed.push({ ref: t.ref, failure }) };
-  const versions = (id: string) => db.db.selectFrom('chain_transfer_versions').select(['version', 'kind', 'tx_hash']).where('transfer_id', '=', id).orderBy('version').execute();
+  const record = {
+    onConfirmed: async (_trx: unknown, t: { ref: string }) => void confirmed.push(t.ref),
+    onFailed: async (_trx: unknown, t: { ref: string }, failure: TransferFailure) =>
+      void failed.push({ ref: t.ref, failure }),
+  };
+  const versions = (id: string) =>
+    db.db
+      .selectFrom('chain_transfer_versions')
+      .select(['version', 'kind', 'tx_hash'])
+      .where('transfer_id', '=', id)
+      .orderBy('version')
+      .execute();
   return {
-    deps, wallet, hostKey, hooks: { conversion: record, payout: record }, confirmed, failed, versions,
+    deps,
+    wallet,
+    hostKey,
+    hooks: { conversion: record, payout: record },
+    confirmed,
+    failed,
+    versions,
     intent: (ref, amount, o = {}) =>
-      db.db.transaction().execute((trx) => createTransfer(trx, { purpose: 'payout', ref: `${address}:${ref}`, asset: o.asset ?? 'eth', from: address, to: o.to ?? freshAddress(), amount })),
-    row: async (id) => db.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', id).executeTakeFirstOrThrow(),
+      db.db.transaction().execute((trx) =>
+        createTransfer(trx, {
+          purpose: 'payout',
+          ref: `${address}:${ref}`,
+          asset: o.asset ?? 'eth',
+          from: address,
+          to: o.to ?? freshAddress(),
+          amount,
+        }),
+      ),
+    row: async (id) =>
+      db.db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', id).executeTakeFirstOrThrow(),
     kinds: async (id) => (await versions(id)).map((v) => v.kind),
     async gasBooked(id) {
       const { rows } = await db.pool.query<{ amount: string }>(
@@ -114,14 +164,19 @@ export function freshAddress(): Address {
 
 /** What a mined transaction cost in gas, from its receipt on anvil. */
 export async function receiptGas(world: TransferWorld, hash: string): Promise<bigint> {
-  const receipt = (await rpc(world.outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as { gasUsed: Hex; effectiveGasPrice: Hex } | null;
+  const receipt = (await rpc(world.outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as {
+    gasUsed: Hex;
+    effectiveGasPrice: Hex;
+  } | null;
   if (!receipt) throw new Error(`no receipt for ${hash}`);
   return BigInt(receipt.gasUsed) * BigInt(receipt.effectiveGasPrice);
 }
 
 /** The host wallet's mined transaction count. */
 export async function chainNonce(world: TransferWorld, address: string): Promise<number> {
-  return Number(BigInt((await rpc(world.outside.chain.rpcUrl, 'eth_getTransactionCount', [address, 'latest'])) as string));
+  return Number(
+    BigInt((await rpc(world.outside.chain.rpcUrl, 'eth_getTransactionCount', [address, 'latest'])) as string),
+  );
 }
 
 /** The world for one test file: started before its cases, reset after each, stopped at its end. */

@@ -440,19 +440,16 @@ describe('ton', () => {
 });
 
 describe('xmr', () => {
-  const generalFund =
-    '44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A';
+  const generalFund = '44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A';
   const body = (seed: string, length: number): string =>
     [...seededBytes(seed, length)].map((b) => B58[b % 58]).join('');
 
-  it.each([
-    generalFund,
-    '8' + body('xmr-sub', 94),
-    '4' + body('xmr-std', 94),
-    '4' + body('xmr-int', 105),
-  ])('accepts %s', (address) => {
-    expectValid('xmr', address);
-  });
+  it.each([generalFund, '8' + body('xmr-sub', 94), '4' + body('xmr-std', 94), '4' + body('xmr-int', 105)])(
+    'accepts %s',
+    (address) => {
+      expectValid('xmr', address);
+    },
+  );
 
   it('rejects wrong prefixes', () => {
     expectInvalid('xmr', '5' + generalFund.slice(1), /start with '4' or '8'/);

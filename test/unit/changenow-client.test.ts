@@ -6,7 +6,12 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ChangeNowError, createChangeNowClient, normaliseAmount, type ChangeNowClient } from '../../src/integrations/changenow/index.ts';
+import {
+  ChangeNowError,
+  createChangeNowClient,
+  normaliseAmount,
+  type ChangeNowClient,
+} from '../../src/integrations/changenow/index.ts';
 import { freePort } from '../support/ports.ts';
 
 const API_KEY = 'cn-test-key-5f1d9a7c3e0b42d8';
@@ -54,7 +59,13 @@ function respond(next: Answer): void {
 }
 
 function client(overrides: Partial<Parameters<typeof createChangeNowClient>[0]> = {}): ChangeNowClient {
-  return createChangeNowClient({ baseUrl, apiKey: API_KEY, connectTimeoutMs: 2000, responseTimeoutMs: 5000, ...overrides });
+  return createChangeNowClient({
+    baseUrl,
+    apiKey: API_KEY,
+    connectTimeoutMs: 2000,
+    responseTimeoutMs: 5000,
+    ...overrides,
+  });
 }
 
 async function failure(promise: Promise<unknown>): Promise<ChangeNowError> {
@@ -71,7 +82,13 @@ async function failure(promise: Promise<unknown>): Promise<ChangeNowError> {
   throw new Error('expected the call to fail');
 }
 
-const estimateRequest = { fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', toNetwork: 'eth', fromAmount: '0.1455' } as const;
+const estimateRequest = {
+  fromCurrency: 'eth',
+  toCurrency: 'usdt',
+  fromNetwork: 'eth',
+  toNetwork: 'eth',
+  fromAmount: '0.1455',
+} as const;
 const createRequest = {
   fromCurrency: 'eth',
   toCurrency: 'usdt',
@@ -88,7 +105,12 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      requests.push({ method: req.method ?? '', url: new URL(req.url ?? '/', 'http://local'), headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      requests.push({
+        method: req.method ?? '',
+        url: new URL(req.url ?? '/', 'http://local'),
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       if (answer.hang) return;
       res.writeHead(answer.status ?? 200, { 'content-type': answer.contentType ?? 'application/json' });
       res.end(answer.body ?? '');
@@ -112,7 +134,14 @@ describe('ChangeNow client: happy paths', () => {
   it('estimate: GET /v2/exchange/estimated-amount with the key header and query, exact amounts back', async () => {
     respond({ body: fixture('estimate') });
     const estimate = await client().estimate(estimateRequest);
-    expect(estimate).toEqual({ fromAmount: '0.1455', toAmount: '435.49999999999994', depositFee: '0', withdrawalFee: '1', rateId: null, validUntil: null });
+    expect(estimate).toEqual({
+      fromAmount: '0.1455',
+      toAmount: '435.49999999999994',
+      depositFee: '0',
+      withdrawalFee: '1',
+      rateId: null,
+      validUntil: null,
+    });
 
     expect(requests).toHaveLength(1);
     const [request] = requests as [Recorded];
@@ -131,9 +160,24 @@ describe('ChangeNow client: happy paths', () => {
   });
 
   it('estimate: a fixed-rate reverse estimate asks for a rate id and returns it', async () => {
-    respond({ body: '{"fromAmount":0.15,"toAmount":435,"rateId":"r-123","validUntil":"2026-11-28T18:20:00.000Z","depositFee":null}' });
-    const estimate = await client().estimate({ ...estimateRequest, fromAmount: undefined, toAmount: '435', flow: 'fixed-rate', type: 'reverse' });
-    expect(estimate).toEqual({ fromAmount: '0.15', toAmount: '435', depositFee: null, withdrawalFee: null, rateId: 'r-123', validUntil: '2026-11-28T18:20:00.000Z' });
+    respond({
+      body: '{"fromAmount":0.15,"toAmount":435,"rateId":"r-123","validUntil":"2026-11-28T18:20:00.000Z","depositFee":null}',
+    });
+    const estimate = await client().estimate({
+      ...estimateRequest,
+      fromAmount: undefined,
+      toAmount: '435',
+      flow: 'fixed-rate',
+      type: 'reverse',
+    });
+    expect(estimate).toEqual({
+      fromAmount: '0.15',
+      toAmount: '435',
+      depositFee: null,
+      withdrawalFee: null,
+      rateId: 'r-123',
+      validUntil: '2026-11-28T18:20:00.000Z',
+    });
     const params = (requests[0] as Recorded).url.searchParams;
     expect(params.get('toAmount')).toBe('435');
     expect(params.has('fromAmount')).toBe(false);
@@ -144,7 +188,10 @@ describe('ChangeNow client: happy paths', () => {
 
   it('createExchange: POST /v2/exchange with fromAmount as the exact JSON number text', async () => {
     respond({ body: fixture('create') });
-    const created = await client().createExchange({ ...createRequest, refundAddress: '0x1111111111111111111111111111111111111111' });
+    const created = await client().createExchange({
+      ...createRequest,
+      refundAddress: '0x1111111111111111111111111111111111111111',
+    });
     expect(created).toEqual({
       id: 'ff1441c86e178b',
       payinAddress: '0xf29568fa162015486e5323b74f9a1cd041fe1bab',
@@ -236,7 +283,12 @@ describe('ChangeNow client: amount text', () => {
   it('normalises exponent amounts in a response exactly', async () => {
     respond({ body: '{"fromAmount":1e-7,"toAmount":4.35e+2,"depositFee":1.5E-3,"withdrawalFee":0.000}' });
     const estimate = await client().estimate(estimateRequest);
-    expect(estimate).toMatchObject({ fromAmount: '0.0000001', toAmount: '435', depositFee: '0.0015', withdrawalFee: '0' });
+    expect(estimate).toMatchObject({
+      fromAmount: '0.0000001',
+      toAmount: '435',
+      depositFee: '0.0015',
+      withdrawalFee: '0',
+    });
   });
 
   it.each([
@@ -257,7 +309,23 @@ describe('ChangeNow client: amount text', () => {
     expect(normaliseAmount(text)).toBe(expected);
   });
 
-  it.each(['-1', '-0.5', '-1e-7', 'NaN', 'Infinity', '', '.5', '01', '1.', '1e', '0x10', ' 1', '1e999999999', '1e-40', '1e31'])('normaliseAmount refuses %j', (text) => {
+  it.each([
+    '-1',
+    '-0.5',
+    '-1e-7',
+    'NaN',
+    'Infinity',
+    '',
+    '.5',
+    '01',
+    '1.',
+    '1e',
+    '0x10',
+    ' 1',
+    '1e999999999',
+    '1e-40',
+    '1e31',
+  ])('normaliseAmount refuses %j', (text) => {
     expect(normaliseAmount(text)).toBeNull();
   });
 
@@ -269,7 +337,12 @@ describe('ChangeNow client: amount text', () => {
   ])('refuses %s as a transient malformed response', async (_name, body) => {
     respond({ body });
     const error = await failure(client().estimate(estimateRequest));
-    expect(error).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'estimate' });
+    expect(error).toMatchObject({
+      kind: 'transient',
+      code: 'malformed_response',
+      httpStatus: 200,
+      endpoint: 'estimate',
+    });
   });
 
   it('refuses an amount that is not a plain decimal before sending anything', async () => {
@@ -291,7 +364,12 @@ describe('ChangeNow client: error classification', () => {
 
   it('403 → permanent unauthorized', async () => {
     respond({ status: 403, body: '<html>Forbidden</html>', contentType: 'text/html' });
-    expect(await failure(client().getExchange('ff1441c86e178b'))).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 403, endpoint: 'by-id' });
+    expect(await failure(client().getExchange('ff1441c86e178b'))).toMatchObject({
+      kind: 'permanent',
+      code: 'unauthorized',
+      httpStatus: 403,
+      endpoint: 'by-id',
+    });
   });
 
   it('400 pair_is_inactive → permanent pair_is_inactive', async () => {
@@ -320,31 +398,56 @@ describe('ChangeNow client: error classification', () => {
     [302, '', 'http_302'],
   ])('%i without a usable reason → permanent %s', async (status, body, code) => {
     respond({ status, body });
-    expect(await failure(client().estimate(estimateRequest))).toMatchObject({ kind: 'permanent', code, httpStatus: status });
+    expect(await failure(client().estimate(estimateRequest))).toMatchObject({
+      kind: 'permanent',
+      code,
+      httpStatus: status,
+    });
   });
 
   it.each([429, 500, 502, 503, 504])('%i → transient', async (status) => {
-    respond({ status, body: status === 502 ? '<html><body>502 Bad Gateway</body></html>' : '{"error":"internal","message":"try later"}', contentType: status === 502 ? 'text/html' : 'application/json' });
+    respond({
+      status,
+      body: status === 502 ? '<html><body>502 Bad Gateway</body></html>' : '{"error":"internal","message":"try later"}',
+      contentType: status === 502 ? 'text/html' : 'application/json',
+    });
     const error = await failure(client().estimate(estimateRequest));
-    expect(error).toMatchObject({ kind: 'transient', code: `http_${status}`, httpStatus: status, endpoint: 'estimate' });
+    expect(error).toMatchObject({
+      kind: 'transient',
+      code: `http_${status}`,
+      httpStatus: status,
+      endpoint: 'estimate',
+    });
   });
 
   it('a 200 with a gateway page or truncated JSON → transient malformed_response', async () => {
     for (const body of ['<html><body>502 Bad Gateway</body></html>', '{"fromAmount":0.1455,"toAm', '']) {
       respond({ body });
       const error = await failure(client().estimate(estimateRequest));
-      expect(error).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'estimate' });
+      expect(error).toMatchObject({
+        kind: 'transient',
+        code: 'malformed_response',
+        httpStatus: 200,
+        endpoint: 'estimate',
+      });
     }
   });
 
   it('an unknown exchange status → transient malformed_response', async () => {
     respond({ body: fixture('byIdWaiting').replace('"waiting"', '"teleporting"') });
-    expect(await failure(client().getExchange('ff1441c86e178b'))).toMatchObject({ kind: 'transient', code: 'malformed_response' });
+    expect(await failure(client().getExchange('ff1441c86e178b'))).toMatchObject({
+      kind: 'transient',
+      code: 'malformed_response',
+    });
   });
 
   it('by-id answering for another exchange → transient malformed_response', async () => {
     respond({ body: fixture('byIdWaiting') });
-    expect(await failure(client().getExchange('aaaaaaaaaaaaaa'))).toMatchObject({ kind: 'transient', code: 'malformed_response', endpoint: 'by-id' });
+    expect(await failure(client().getExchange('aaaaaaaaaaaaaa'))).toMatchObject({
+      kind: 'transient',
+      code: 'malformed_response',
+      endpoint: 'by-id',
+    });
   });
 
   it('a server that accepts but never answers → transient timeout', async () => {
@@ -362,7 +465,9 @@ describe('ChangeNow client: error classification', () => {
     await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
     try {
       const port = (slow.address() as AddressInfo).port;
-      const error = await failure(client({ baseUrl: `http://127.0.0.1:${port}`, responseTimeoutMs: 300 }).estimate(estimateRequest));
+      const error = await failure(
+        client({ baseUrl: `http://127.0.0.1:${port}`, responseTimeoutMs: 300 }).estimate(estimateRequest),
+      );
       expect(error).toMatchObject({ kind: 'transient', code: 'timeout' });
     } finally {
       slow.closeAllConnections();
@@ -392,9 +497,15 @@ describe('ChangeNow client: error classification', () => {
   it('refuses a malformed request without sending it', async () => {
     const cn = client();
     expect(await failure(cn.getExchange('../../admin'))).toMatchObject({ kind: 'permanent', code: 'invalid_request' });
-    expect(await failure(cn.estimate({ ...estimateRequest, fromAmount: undefined }))).toMatchObject({ code: 'invalid_request' });
-    expect(await failure(cn.estimate({ ...estimateRequest, toAmount: '1' }))).toMatchObject({ code: 'invalid_request' });
-    expect(await failure(cn.estimate({ ...estimateRequest, fromCurrency: 'eth&flow=x' }))).toMatchObject({ code: 'invalid_request' });
+    expect(await failure(cn.estimate({ ...estimateRequest, fromAmount: undefined }))).toMatchObject({
+      code: 'invalid_request',
+    });
+    expect(await failure(cn.estimate({ ...estimateRequest, toAmount: '1' }))).toMatchObject({
+      code: 'invalid_request',
+    });
+    expect(await failure(cn.estimate({ ...estimateRequest, fromCurrency: 'eth&flow=x' }))).toMatchObject({
+      code: 'invalid_request',
+    });
     expect(requests).toHaveLength(0);
   });
 });
@@ -407,11 +518,23 @@ describe('ChangeNow client: listExchanges', () => {
   it('GET /v2/exchanges?userId=… with the key header, exact amounts back in the by-id shape', async () => {
     respond({ body: listBody() });
     const exchanges = await client().listExchanges({ userId: 'conv_01J' });
-    expect(exchanges.map((exchange) => [exchange.id, exchange.status, exchange.amountFrom, exchange.amountTo, exchange.expectedAmountTo])).toEqual([
+    expect(
+      exchanges.map((exchange) => [
+        exchange.id,
+        exchange.status,
+        exchange.amountFrom,
+        exchange.amountTo,
+        exchange.expectedAmountTo,
+      ]),
+    ).toEqual([
       ['ff1441c86e178b', 'finished', '0.1455', '435.499999', '435.49999999999994'],
       ['0a1b2c3d4e5f60', 'waiting', null, null, '435.49999999999994'],
     ]);
-    expect(exchanges[1]).toMatchObject({ userId: 'conv_01J', payload: { conversionId: 'conv_01J' }, payinAddress: '0xf29568fa162015486e5323b74f9a1cd041fe1bab' });
+    expect(exchanges[1]).toMatchObject({
+      userId: 'conv_01J',
+      payload: { conversionId: 'conv_01J' },
+      payinAddress: '0xf29568fa162015486e5323b74f9a1cd041fe1bab',
+    });
 
     const [request] = requests as [Recorded];
     expect(request.method).toBe('GET');
@@ -436,35 +559,69 @@ describe('ChangeNow client: listExchanges', () => {
 
   it('an exchange of another userId (a filter the server ignored) → transient malformed_response', async () => {
     respond({ body: listBody() });
-    expect(await failure(client().listExchanges({ userId: 'conv_other' }))).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'list' });
+    expect(await failure(client().listExchanges({ userId: 'conv_other' }))).toMatchObject({
+      kind: 'transient',
+      code: 'malformed_response',
+      httpStatus: 200,
+      endpoint: 'list',
+    });
   });
 
   it.each([
     ['no exchanges array', '{"count":0}'],
     ['a malformed exchange', '{"count":1,"exchanges":[{"id":"ff1441c86e178b","status":"teleporting"}]}'],
-    ['a count below the listed exchanges', `{"count":1,"exchanges":[${fixture('byIdWaiting')},${fixture('byIdFinished')}]}`],
+    [
+      'a count below the listed exchanges',
+      `{"count":1,"exchanges":[${fixture('byIdWaiting')},${fixture('byIdFinished')}]}`,
+    ],
     ['a fractional count', '{"count":1.5,"exchanges":[]}'],
     ['a bare array', `[${fixture('byIdWaiting')}]`],
   ])('%s → transient malformed_response', async (_name, body) => {
     respond({ body });
-    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'list' });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({
+      kind: 'transient',
+      code: 'malformed_response',
+      httpStatus: 200,
+      endpoint: 'list',
+    });
   });
 
   it('classifies HTTP failures like the other calls', async () => {
     respond({ status: 401, body: fixture('errorUnauthorized') });
-    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'list' });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({
+      kind: 'permanent',
+      code: 'unauthorized',
+      httpStatus: 401,
+      endpoint: 'list',
+    });
     respond({ status: 503, body: '{"error":"internal","message":"try later"}' });
-    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'http_503', endpoint: 'list' });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({
+      kind: 'transient',
+      code: 'http_503',
+      endpoint: 'list',
+    });
     respond({ hang: true });
-    expect(await failure(client({ responseTimeoutMs: 300 }).listExchanges({ userId: 'conv_01J' }))).toMatchObject({ kind: 'transient', code: 'timeout', endpoint: 'list' });
+    expect(await failure(client({ responseTimeoutMs: 300 }).listExchanges({ userId: 'conv_01J' }))).toMatchObject({
+      kind: 'transient',
+      code: 'timeout',
+      endpoint: 'list',
+    });
   });
 
   it('refuses a missing or empty userId without sending anything', async () => {
     const cn = client();
     for (const userId of ['', '   ', 'x'.repeat(201)]) {
-      expect(await failure(cn.listExchanges({ userId }))).toMatchObject({ kind: 'permanent', code: 'invalid_request', httpStatus: null, endpoint: 'list' });
+      expect(await failure(cn.listExchanges({ userId }))).toMatchObject({
+        kind: 'permanent',
+        code: 'invalid_request',
+        httpStatus: null,
+        endpoint: 'list',
+      });
     }
-    expect(await failure(cn.listExchanges({} as { userId: string }))).toMatchObject({ code: 'invalid_request', endpoint: 'list' });
+    expect(await failure(cn.listExchanges({} as { userId: string }))).toMatchObject({
+      code: 'invalid_request',
+      endpoint: 'list',
+    });
     expect(requests).toHaveLength(0);
   });
 });
@@ -492,7 +649,9 @@ describe('ChangeNow client: injected fetch', () => {
       seen.push({ url: input instanceof Request ? input.url : String(input), init });
       return new Response(fixture('create'), { status: 200, headers: { 'content-type': 'application/json' } });
     }) as typeof fetch;
-    const created = await client({ baseUrl: 'https://api.example.test', fetch: fakeFetch }).createExchange(createRequest);
+    const created = await client({ baseUrl: 'https://api.example.test', fetch: fakeFetch }).createExchange(
+      createRequest,
+    );
     expect(created.toAmount).toBe('435.49999999999994');
     expect(seen[0]?.url).toBe('https://api.example.test/v2/exchange');
     expect((seen[0]?.init?.headers as Record<string, string>)['x-changenow-api-key']).toBe(API_KEY);
@@ -507,7 +666,9 @@ describe('ChangeNow client: injected fetch', () => {
 
   it('classifies a fetch network failure as transient', async () => {
     const refusedFetch = (async () => {
-      throw new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
+      throw new TypeError('fetch failed', {
+        cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
+      });
     }) as typeof fetch;
     const error = await failure(client({ fetch: refusedFetch }).estimate(estimateRequest));
     expect(error).toMatchObject({ kind: 'transient', code: 'network' });

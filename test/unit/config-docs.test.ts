@@ -19,7 +19,10 @@ describe('configuration docs', () => {
     const rows = files['docs/configuration.md'].split('\n').filter((line) => line.startsWith('| `'));
     expect(rows.length).toBeGreaterThan(60);
     for (const row of rows) {
-      const cells = row.split(/(?<!\\)\|/).slice(1, -1).map((cell) => cell.trim());
+      const cells = row
+        .split(/(?<!\\)\|/)
+        .slice(1, -1)
+        .map((cell) => cell.trim());
       expect(cells, row).toHaveLength(3);
       expect(cells[1], row).not.toBe('');
       expect(cells[2], row).not.toBe('');
@@ -27,6 +30,10 @@ describe('configuration docs', () => {
     // Every variable is there, commented out: a copy of the file changes nothing until a line is uncommented.
     const env = files['.env.example'].split('\n').filter((line) => line !== '');
     expect(env.every((line) => line.startsWith('#'))).toBe(true);
-    for (const row of rows) expect(env.some((line) => line.startsWith(`# ${/`([A-Z0-9_]+)`/.exec(row)?.[1]}=`)), row).toBe(true);
+    for (const row of rows)
+      expect(
+        env.some((line) => line.startsWith(`# ${/`([A-Z0-9_]+)`/.exec(row)?.[1]}=`)),
+        row,
+      ).toBe(true);
   });
 });

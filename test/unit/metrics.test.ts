@@ -25,7 +25,10 @@ describe('exact amount series', () => {
     const parsed = parseExposition(text);
     expect(parsed.value('payrail_test_amount', { asset: 'usdt' })).toBe('12345.678901');
     expect(parsed.value('payrail_test_amount', { asset: 'we"ird\\one\n' })).toBe('0');
-    expect(parsed.families.get('payrail_test_amount')).toMatchObject({ type: 'gauge', help: 'An amount\nover two lines.' });
+    expect(parsed.families.get('payrail_test_amount')).toMatchObject({
+      type: 'gauge',
+      help: 'An amount\nover two lines.',
+    });
     expect(() => gaugeFamily('payrail_x', 'h', [{ labels: {}, value: '1e3' }])).toThrow(/not a plain decimal/);
     expect(() => gaugeFamily('payrail-x', 'h', [])).toThrow(/not a Prometheus name/);
     expect(() => gaugeFamily('payrail_x', 'h', [{ labels: { __name__: 'x' }, value: '1' }])).toThrow(/label name/);
@@ -36,7 +39,9 @@ describe('IPN outcome labels', () => {
   it('names an accepted IPN by intake outcome and a refusal by its reason', () => {
     expect(ipnOutcomeLabel({ status: 200, outcome: 'recorded' })).toBe('recorded');
     expect(ipnOutcomeLabel({ status: 202, outcome: 'review' })).toBe('review');
-    expect([400, 401, 403, 413, 429, 415, 500, 503].map((status) => ipnOutcomeLabel({ status, outcome: null }))).toEqual([
+    expect(
+      [400, 401, 403, 413, 429, 415, 500, 503].map((status) => ipnOutcomeLabel({ status, outcome: null })),
+    ).toEqual([
       'invalid',
       'bad_signature',
       'source_refused',
@@ -58,18 +63,35 @@ const ESTIMATE = { fromCurrency: 'eth', toCurrency: 'usdt', fromNetwork: 'eth', 
 describe('ChangeNow call observer', () => {
   it('reports every call once with its endpoint and outcome, and never changes the outcome', async () => {
     const calls: ChangeNowCall[] = [];
-    const options = { baseUrl: 'http://changenow.invalid', apiKey: 'cn-test-key-0123456789', connectTimeoutMs: 1000, responseTimeoutMs: 1000, observer: (call: ChangeNowCall) => calls.push(call) };
+    const options = {
+      baseUrl: 'http://changenow.invalid',
+      apiKey: 'cn-test-key-0123456789',
+      connectTimeoutMs: 1000,
+      responseTimeoutMs: 1000,
+      observer: (call: ChangeNowCall) => calls.push(call),
+    };
     const ok = createChangeNowClient({ ...options, fetch: answering(200, { fromAmount: 0.1, toAmount: 299.5 }) });
     expect((await ok.estimate(ESTIMATE)).toAmount).toBe('299.5');
-    const refused = createChangeNowClient({ ...options, fetch: answering(401, { error: 'unauthorized', message: 'bad key' }) });
+    const refused = createChangeNowClient({
+      ...options,
+      fetch: answering(401, { error: 'unauthorized', message: 'bad key' }),
+    });
     await expect(refused.getExchange('abc123')).rejects.toMatchObject({ kind: 'permanent', code: 'unauthorized' });
-    await expect(refused.estimate({ ...ESTIMATE, fromAmount: '1e3' })).rejects.toMatchObject({ code: 'invalid_request' });
-    const throwing = createChangeNowClient({ ...options, observer: () => {
-      throw new Error('a metrics bug');
-    }, fetch: answering(200, { fromAmount: 0.1, toAmount: 299.5 }) });
+    await expect(refused.estimate({ ...ESTIMATE, fromAmount: '1e3' })).rejects.toMatchObject({
+      code: 'invalid_request',
+    });
+    const throwing = createChangeNowClient({
+      ...options,
+      observer: () => {
+        throw new Error('a metrics bug');
+      },
+      fetch: answering(200, { fromAmount: 0.1, toAmount: 299.5 }),
+    });
     expect((await throwing.estimate(ESTIMATE)).toAmount).toBe('299.5');
 
-    expect(calls.map((c) => [c.endpoint, c.sent, c.error === null ? 'ok' : (c.error as { code: string }).code])).toEqual([
+    expect(
+      calls.map((c) => [c.endpoint, c.sent, c.error === null ? 'ok' : (c.error as { code: string }).code]),
+    ).toEqual([
       ['estimate', true, 'ok'],
       ['by-id', true, 'unauthorized'],
       ['estimate', false, 'invalid_request'],
@@ -83,20 +105,39 @@ describe('ChangeNow call observer', () => {
     metrics.changenowCall({ endpoint: 'create', seconds: 0.1, sent: true, error: new Error('a bug') });
     // Codes a server made up, a new one per call: 'unexpected' took one of the 32 places, 31 more fit, 9 are "other".
     for (let i = 0; i < 40; i++) {
-      metrics.changenowCall({ endpoint: 'by-id', seconds: 0.1, sent: true, error: new ChangeNowError({ kind: 'permanent', code: `made_up_${i}`, httpStatus: 400, endpoint: 'by-id', detail: 'x' }) });
+      metrics.changenowCall({
+        endpoint: 'by-id',
+        seconds: 0.1,
+        sent: true,
+        error: new ChangeNowError({
+          kind: 'permanent',
+          code: `made_up_${i}`,
+          httpStatus: 400,
+          endpoint: 'by-id',
+          detail: 'x',
+        }),
+      });
     }
     const parsed = parseExposition(await metrics.render());
-    expect(parsed.value('payrail_changenow_errors_total', { endpoint: 'create', class: 'unexpected', code: 'unexpected' })).toBe('1');
+    expect(
+      parsed.value('payrail_changenow_errors_total', { endpoint: 'create', class: 'unexpected', code: 'unexpected' }),
+    ).toBe('1');
     const byId = parsed.samples('payrail_changenow_errors_total').filter((s) => s.labels.endpoint === 'by-id');
     expect(byId).toHaveLength(32);
-    expect(parsed.value('payrail_changenow_errors_total', { endpoint: 'by-id', class: 'permanent', code: 'other' })).toBe('9');
-    expect(parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'by-id', result: 'error' })).toBe('40');
-    expect(parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'estimate', result: 'ok' })).toBe('1');
+    expect(
+      parsed.value('payrail_changenow_errors_total', { endpoint: 'by-id', class: 'permanent', code: 'other' }),
+    ).toBe('9');
+    expect(
+      parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'by-id', result: 'error' }),
+    ).toBe('40');
+    expect(
+      parsed.value('payrail_changenow_request_duration_seconds_count', { endpoint: 'estimate', result: 'ok' }),
+    ).toBe('1');
   });
 });
 
 describe('process figures', () => {
-  it('adds Node\'s own figures under payrail_process_ to every instance, from one registry that is not prom-client\'s global one', async () => {
+  it("adds Node's own figures under payrail_process_ to every instance, from one registry that is not prom-client's global one", async () => {
     const first = createMetrics({ alertIntervalMs: 60_000 });
     const second = createMetrics({ alertIntervalMs: 60_000 });
     for (const metrics of [first, second]) {

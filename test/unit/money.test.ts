@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AmountError, formatUnits, parsePercent, parseUnits, splitFee, withinTolerance } from '../../src/money/index.ts';
+import {
+  AmountError,
+  formatUnits,
+  parsePercent,
+  parseUnits,
+  splitFee,
+  withinTolerance,
+} from '../../src/money/index.ts';
 
 describe('parseUnits', () => {
   it.each([
@@ -83,7 +90,9 @@ describe('splitFee', () => {
 
   const percent = fc
     .tuple(fc.integer({ min: 0, max: 99 }), fc.integer({ min: 0, max: 999_999 }), fc.integer({ min: 0, max: 6 }))
-    .map(([whole, frac, digits]) => parsePercent(digits === 0 ? String(whole) : `${whole}.${String(frac).padStart(6, '0').slice(0, digits)}`));
+    .map(([whole, frac, digits]) =>
+      parsePercent(digits === 0 ? String(whole) : `${whole}.${String(frac).padStart(6, '0').slice(0, digits)}`),
+    );
 
   it('property: fee + net == gross, nothing negative, fee never above the exact percentage', () => {
     fc.assert(
@@ -101,16 +110,20 @@ describe('splitFee', () => {
 
   it('property: splitting never creates money across many payments', () => {
     fc.assert(
-      fc.property(fc.array(fc.bigInt({ min: 1n, max: 10n ** 20n }), { minLength: 1, maxLength: 50 }), percent, (grosses, p) => {
-        let total = 0n;
-        let parts = 0n;
-        for (const g of grosses) {
-          const { fee, net } = splitFee(g, p);
-          total += g;
-          parts += fee + net;
-        }
-        expect(parts).toBe(total);
-      }),
+      fc.property(
+        fc.array(fc.bigInt({ min: 1n, max: 10n ** 20n }), { minLength: 1, maxLength: 50 }),
+        percent,
+        (grosses, p) => {
+          let total = 0n;
+          let parts = 0n;
+          for (const g of grosses) {
+            const { fee, net } = splitFee(g, p);
+            total += g;
+            parts += fee + net;
+          }
+          expect(parts).toBe(total);
+        },
+      ),
     );
   });
 

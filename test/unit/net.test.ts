@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { addressMatcher, parseAddress, parseRange, parseRangeList, sourceKey, type AddressRange } from '../../src/http/net.ts';
+import {
+  addressMatcher,
+  parseAddress,
+  parseRange,
+  parseRangeList,
+  sourceKey,
+  type AddressRange,
+} from '../../src/http/net.ts';
 
 function ranges(...texts: string[]): AddressRange[] {
   const { ranges: parsed, problems } = parseRangeList(texts.join(','));
@@ -19,7 +26,26 @@ describe('address parsing', () => {
   });
 
   it('refuses what is not an address', () => {
-    for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.4 ', ' 1.2.3.4', 'a.b.c.d', '1:2:3:4:5:6:7:8:9', '1::2::3', ':::', ':1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8::', '12345::', 'g::1', '1.2.3.4::', 'localhost', '1.2.3.4/24']) {
+    for (const bad of [
+      '',
+      '1.2.3',
+      '1.2.3.4.5',
+      '256.1.1.1',
+      '01.2.3.4',
+      '1.2.3.4 ',
+      ' 1.2.3.4',
+      'a.b.c.d',
+      '1:2:3:4:5:6:7:8:9',
+      '1::2::3',
+      ':::',
+      ':1:2:3:4:5:6:7',
+      '1:2:3:4:5:6:7:8::',
+      '12345::',
+      'g::1',
+      '1.2.3.4::',
+      'localhost',
+      '1.2.3.4/24',
+    ]) {
       expect(parseAddress(bad), bad).toBeUndefined();
     }
   });
@@ -33,11 +59,35 @@ describe('address parsing', () => {
 
 describe('CIDR ranges', () => {
   it('match the addresses inside and nothing outside, at every kind of boundary', () => {
-    const match = addressMatcher(ranges('10.0.0.0/8', '192.168.1.128/25', '203.0.113.7', '2001:db8:abcd::/48', '2001:db8:ffff::1'));
-    for (const inside of ['10.0.0.0', '10.255.255.255', '192.168.1.128', '192.168.1.255', '203.0.113.7', '2001:db8:abcd::', '2001:db8:abcd:ffff:ffff:ffff:ffff:ffff', '2001:db8:ffff::1']) {
+    const match = addressMatcher(
+      ranges('10.0.0.0/8', '192.168.1.128/25', '203.0.113.7', '2001:db8:abcd::/48', '2001:db8:ffff::1'),
+    );
+    for (const inside of [
+      '10.0.0.0',
+      '10.255.255.255',
+      '192.168.1.128',
+      '192.168.1.255',
+      '203.0.113.7',
+      '2001:db8:abcd::',
+      '2001:db8:abcd:ffff:ffff:ffff:ffff:ffff',
+      '2001:db8:ffff::1',
+    ]) {
       expect(match(inside), inside).toBe(true);
     }
-    for (const outside of ['11.0.0.0', '9.255.255.255', '192.168.1.127', '192.168.2.128', '203.0.113.8', '203.0.113.6', '2001:db8:abce::', '2001:db8:ffff::2', '::1', 'not an address', '', undefined]) {
+    for (const outside of [
+      '11.0.0.0',
+      '9.255.255.255',
+      '192.168.1.127',
+      '192.168.2.128',
+      '203.0.113.8',
+      '203.0.113.6',
+      '2001:db8:abce::',
+      '2001:db8:ffff::2',
+      '::1',
+      'not an address',
+      '',
+      undefined,
+    ]) {
       expect(match(outside), String(outside)).toBe(false);
     }
   });
@@ -71,7 +121,10 @@ describe('CIDR ranges', () => {
     expect(parseRange('10.0.0.0/-1')).toMatch(/prefix length/);
     expect(parseRange('0.0.0.0/0')).toMatch(/would match every address/);
     expect(parseRange('::/0')).toMatch(/would match every address/);
-    expect(parseRangeList('10.0.0.1,,10.0.0.300, 10.0.0.2 ').problems).toEqual(['entry 2 is empty', '"10.0.0.300" is not an IPv4 or IPv6 address or CIDR range']);
+    expect(parseRangeList('10.0.0.1,,10.0.0.300, 10.0.0.2 ').problems).toEqual([
+      'entry 2 is empty',
+      '"10.0.0.300" is not an IPv4 or IPv6 address or CIDR range',
+    ]);
   });
 });
 

@@ -16,7 +16,10 @@ function docsTable(): Array<{ reason: string; actions: string[] }> {
   const rows = [];
   for (const line of lines.slice(header + 2)) {
     if (!line.startsWith('|')) break;
-    const cells = line.split('|').slice(1, -1).map((cell) => cell.trim());
+    const cells = line
+      .split('|')
+      .slice(1, -1)
+      .map((cell) => cell.trim());
     const reason = /`([^`]+)`/.exec(cells[0] ?? '')?.[1];
     if (reason === undefined) throw new Error(`docs/architecture.md: a table row without a reason: ${line}`);
     // A mark or a condition ("once its money moved on"): allowed, the API then checks the payment's state.
@@ -31,7 +34,14 @@ describe('paymentActionsFor', () => {
 
   it('knows every reason docs/architecture.md lists', () => {
     expect(table.map((row) => row.reason.split(':')[0])).toEqual([
-      'unknown_channel', 'conflicting_order_id', 'partially_paid', 'foreign_outcome_currency', 'outcome_amount_changed', 'top_up', 'refunded_after_credit', 'payment_unconfirmed',
+      'unknown_channel',
+      'conflicting_order_id',
+      'partially_paid',
+      'foreign_outcome_currency',
+      'outcome_amount_changed',
+      'top_up',
+      'refunded_after_credit',
+      'payment_unconfirmed',
     ]);
   });
 

@@ -23,8 +23,16 @@ describe('token bucket rate limiter', () => {
   it('keeps each source to its own bucket', () => {
     const c = clock();
     const limiter = createRateLimiter({ perMinute: 2, now: c.now });
-    expect([limiter.take('a'), limiter.take('a'), limiter.take('a')].map((d) => d.allowed)).toEqual([true, true, false]);
-    expect([limiter.take('b'), limiter.take('b'), limiter.take('b')].map((d) => d.allowed)).toEqual([true, true, false]);
+    expect([limiter.take('a'), limiter.take('a'), limiter.take('a')].map((d) => d.allowed)).toEqual([
+      true,
+      true,
+      false,
+    ]);
+    expect([limiter.take('b'), limiter.take('b'), limiter.take('b')].map((d) => d.allowed)).toEqual([
+      true,
+      true,
+      false,
+    ]);
   });
 
   it('sustains exactly the rate over time, never more', () => {

@@ -35,12 +35,18 @@ describe('webhook hardening settings', () => {
     expect(loadConfig({ ...production, WEBHOOK_RATE_LIMIT: '0' }).WEBHOOK_RATE_LIMIT).toBe(0);
     expect(loadConfig({ ...production, WEBHOOK_RATE_LIMIT: ' 120\n' }).WEBHOOK_RATE_LIMIT).toBe(120);
     for (const bad of ['-1', '1.5', 'lots', '1000001']) {
-      expect(problems({ ...production, WEBHOOK_RATE_LIMIT: bad }), bad).toEqual([expect.stringMatching(/^WEBHOOK_RATE_LIMIT: /)]);
+      expect(problems({ ...production, WEBHOOK_RATE_LIMIT: bad }), bad).toEqual([
+        expect.stringMatching(/^WEBHOOK_RATE_LIMIT: /),
+      ]);
     }
   });
 
   it('reads the allowlist and the trusted proxy as address lists', () => {
-    const config = loadConfig({ ...production, NOWPAYMENTS_ALLOWED_IPS: ' 203.0.113.7, 198.51.100.0/24 ,2001:db8::/32', TRUSTED_PROXY: '10.0.0.5' });
+    const config = loadConfig({
+      ...production,
+      NOWPAYMENTS_ALLOWED_IPS: ' 203.0.113.7, 198.51.100.0/24 ,2001:db8::/32',
+      TRUSTED_PROXY: '10.0.0.5',
+    });
     const allowed = addressMatcher(config.NOWPAYMENTS_ALLOWED_IPS);
     expect(['203.0.113.7', '198.51.100.42', '2001:db8::9'].map(allowed)).toEqual([true, true, true]);
     expect(['203.0.113.8', '10.0.0.5'].map(allowed)).toEqual([false, false]);
@@ -55,21 +61,42 @@ describe('webhook hardening settings', () => {
       'TRUSTED_PROXY: "10.0.0.0/40": the prefix length must be 0 to 32',
       'TRUSTED_PROXY: entry 2 is empty',
     ]);
-    expect(problems({ ...production, TRUSTED_PROXY: '0.0.0.0/0' })).toEqual([expect.stringMatching(/^TRUSTED_PROXY: .*would match every address/)]);
+    expect(problems({ ...production, TRUSTED_PROXY: '0.0.0.0/0' })).toEqual([
+      expect.stringMatching(/^TRUSTED_PROXY: .*would match every address/),
+    ]);
   });
 
   it('a misspelt TRUSTED_ or WEBHOOK_ variable is refused, not ignored', () => {
-    expect(problems({ ...production, TRUSTED_PROXIES: '10.0.0.5' })).toEqual([expect.stringMatching(/^TRUSTED_PROXIES: unknown variable \(known: TRUSTED_PROXY\)/)]);
-    expect(problems({ ...production, WEBHOOK_RATE_LIMITS: '10' })).toEqual([expect.stringMatching(/^WEBHOOK_RATE_LIMITS: unknown variable/)]);
-    expect(problems({ ...production, NOWPAYMENTS_ALLOWED_IP: '10.0.0.5' })).toEqual([expect.stringMatching(/^NOWPAYMENTS_ALLOWED_IP: unknown variable/)]);
+    expect(problems({ ...production, TRUSTED_PROXIES: '10.0.0.5' })).toEqual([
+      expect.stringMatching(/^TRUSTED_PROXIES: unknown variable \(known: TRUSTED_PROXY\)/),
+    ]);
+    expect(problems({ ...production, WEBHOOK_RATE_LIMITS: '10' })).toEqual([
+      expect.stringMatching(/^WEBHOOK_RATE_LIMITS: unknown variable/),
+    ]);
+    expect(problems({ ...production, NOWPAYMENTS_ALLOWED_IP: '10.0.0.5' })).toEqual([
+      expect.stringMatching(/^NOWPAYMENTS_ALLOWED_IP: unknown variable/),
+    ]);
   });
 });
 
 describe('secret values', () => {
   it('include every secret, the named tokens, the bare wallet key and the credentials in the URLs', () => {
-    const config = loadConfig({ ...production, ADMIN_TOKENS: 'alice:alice-token-0123456789,bob:bob-token-0123456789ab' });
+    const config = loadConfig({
+      ...production,
+      ADMIN_TOKENS: 'alice:alice-token-0123456789,bob:bob-token-0123456789ab',
+    });
     const values = secretValues(config);
-    for (const expected of [production.ADMIN_TOKEN, production.NOWPAYMENTS_IPN_SECRET, production.CHANGENOW_API_KEY, production.HOST_WALLET_PRIVATE_KEY, 'ab'.repeat(32), 'alice-token-0123456789', 'bob-token-0123456789ab', 'db-password-0123456789', '0123456789abcdef0123456789abcdef']) {
+    for (const expected of [
+      production.ADMIN_TOKEN,
+      production.NOWPAYMENTS_IPN_SECRET,
+      production.CHANGENOW_API_KEY,
+      production.HOST_WALLET_PRIVATE_KEY,
+      'ab'.repeat(32),
+      'alice-token-0123456789',
+      'bob-token-0123456789ab',
+      'db-password-0123456789',
+      '0123456789abcdef0123456789abcdef',
+    ]) {
       expect(values).toContain(expected);
     }
     // Short path segments are not secrets: "v3" must not be scrubbed from every log line.
@@ -77,23 +104,46 @@ describe('secret values', () => {
     expect(values).not.toContain('payrail');
   });
 
-  it('finds keys in an RPC URL\'s query and user part, and a percent-encoded database password', () => {
-    const config = loadConfig({ ...production, DATABASE_URL: 'postgres://payrail:p%40ss-word-0123456@db/payrail', ETH_RPC_URL: 'https://project-id-0123456789:project-secret-0123456789@rpc.example/?apikey=query-key-0123456789abc' });
+  it("finds keys in an RPC URL's query and user part, and a percent-encoded database password", () => {
+    const config = loadConfig({
+      ...production,
+      DATABASE_URL: 'postgres://payrail:p%40ss-word-0123456@db/payrail',
+      ETH_RPC_URL:
+        'https://project-id-0123456789:project-secret-0123456789@rpc.example/?apikey=query-key-0123456789abc',
+    });
     const values = secretValues(config);
-    expect(values).toEqual(expect.arrayContaining(['p@ss-word-0123456', 'p%40ss-word-0123456', 'project-secret-0123456789', 'project-id-0123456789', 'query-key-0123456789abc']));
+    expect(values).toEqual(
+      expect.arrayContaining([
+        'p@ss-word-0123456',
+        'p%40ss-word-0123456',
+        'project-secret-0123456789',
+        'project-id-0123456789',
+        'query-key-0123456789abc',
+      ]),
+    );
   });
 
   it('finds credentials and query keys in the NOWPayments and ChangeNow API URLs (a proxy in front of them)', () => {
-    const config = loadConfig({ ...production, NOWPAYMENTS_API_URL: 'https://np-proxy-user-0123456:np-pass-0123456789@proxy.example/np', CHANGENOW_API_URL: 'https://proxy.example/cn?token=cn-proxy-token-0123456789' });
+    const config = loadConfig({
+      ...production,
+      NOWPAYMENTS_API_URL: 'https://np-proxy-user-0123456:np-pass-0123456789@proxy.example/np',
+      CHANGENOW_API_URL: 'https://proxy.example/cn?token=cn-proxy-token-0123456789',
+    });
     const values = secretValues(config);
-    expect(values).toEqual(expect.arrayContaining(['np-proxy-user-0123456', 'np-pass-0123456789', 'cn-proxy-token-0123456789']));
+    expect(values).toEqual(
+      expect.arrayContaining(['np-proxy-user-0123456', 'np-pass-0123456789', 'cn-proxy-token-0123456789']),
+    );
     expect(values).not.toContain('np');
   });
 
   it('a malformed DATABASE_URL or ETH_RPC_URL is never repeated in the error (it may carry a password or a key)', () => {
     const message = (() => {
       try {
-        loadConfig({ ...production, DATABASE_URL: 'postgres//payrail:hunter2-secret-pw@db/payrail', ETH_RPC_URL: 'mainnet.infura.io/v3/rpc-key-secret-0123456789' });
+        loadConfig({
+          ...production,
+          DATABASE_URL: 'postgres//payrail:hunter2-secret-pw@db/payrail',
+          ETH_RPC_URL: 'mainnet.infura.io/v3/rpc-key-secret-0123456789',
+        });
       } catch (error) {
         return (error as Error).message;
       }

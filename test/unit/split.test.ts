@@ -5,7 +5,14 @@ import { usdtPerEth } from '../../src/pipeline/settle.ts';
 
 describe('splitProportionally (largest remainder)', () => {
   it('shares 84,030,200 units among six equal weights: remainder to the first', () => {
-    expect(splitProportionally(84_030_200n, Array(6).fill(1n))).toEqual([14005034n, 14005034n, 14005033n, 14005033n, 14005033n, 14005033n]);
+    expect(splitProportionally(84_030_200n, Array(6).fill(1n))).toEqual([
+      14005034n,
+      14005034n,
+      14005033n,
+      14005033n,
+      14005033n,
+      14005033n,
+    ]);
   });
 
   it('gives the remainder to the largest fractions, not to the largest weights', () => {
@@ -21,17 +28,21 @@ describe('splitProportionally (largest remainder)', () => {
 
   it('property: sums exactly, no share negative, each within one unit of its exact proportion', () => {
     fc.assert(
-      fc.property(fc.bigInt({ min: 0n, max: 10n ** 30n }), fc.array(fc.bigInt({ min: 1n, max: 10n ** 24n }), { minLength: 1, maxLength: 60 }), (total, weights) => {
-        const shares = splitProportionally(total, weights);
-        const sumWeights = weights.reduce((a, b) => a + b, 0n);
-        expect(shares.reduce((a, b) => a + b, 0n)).toBe(total);
-        shares.forEach((share, i) => {
-          expect(share >= 0n).toBe(true);
-          // |share - total*w/W| < 1  ⇔  |share*W - total*w| < W
-          const diff = share * sumWeights - total * (weights[i] as bigint);
-          expect((diff < 0n ? -diff : diff) < sumWeights).toBe(true);
-        });
-      }),
+      fc.property(
+        fc.bigInt({ min: 0n, max: 10n ** 30n }),
+        fc.array(fc.bigInt({ min: 1n, max: 10n ** 24n }), { minLength: 1, maxLength: 60 }),
+        (total, weights) => {
+          const shares = splitProportionally(total, weights);
+          const sumWeights = weights.reduce((a, b) => a + b, 0n);
+          expect(shares.reduce((a, b) => a + b, 0n)).toBe(total);
+          shares.forEach((share, i) => {
+            expect(share >= 0n).toBe(true);
+            // |share - total*w/W| < 1  ⇔  |share*W - total*w| < W
+            const diff = share * sumWeights - total * (weights[i] as bigint);
+            expect((diff < 0n ? -diff : diff) < sumWeights).toBe(true);
+          });
+        },
+      ),
       { numRuns: 1000 },
     );
   });

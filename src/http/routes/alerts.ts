@@ -10,15 +10,29 @@ export interface AlertRouteDeps {
   notify: boolean;
 }
 
-const listQuery = z.object({
-  state: z.enum(['open', 'resolved', 'all']).default('open'),
-  limit: z.coerce.number().int().min(1).max(500).default(100),
-}).strict();
-const alertParams = z.object({ alertId: z.string().regex(/^[1-9][0-9]{0,18}$/, 'must be an alert id such as 42') }).strict();
+const listQuery = z
+  .object({
+    state: z.enum(['open', 'resolved', 'all']).default('open'),
+    limit: z.coerce.number().int().min(1).max(500).default(100),
+  })
+  .strict();
+const alertParams = z
+  .object({ alertId: z.string().regex(/^[1-9][0-9]{0,18}$/, 'must be an alert id such as 42') })
+  .strict();
 // The note goes into the audit log (jsonb): no U+0000, no unpaired surrogate.
 // eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const resolveBody = z.object({ note: z.string().trim().min(1).max(500).refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters').optional() }).strict();
+const resolveBody = z
+  .object({
+    note: z
+      .string()
+      .trim()
+      .min(1)
+      .max(500)
+      .refine((s) => !UNSTORABLE.test(s), 'must not contain NUL or unpaired surrogate characters')
+      .optional(),
+  })
+  .strict();
 
 /** GET /api/alerts and POST /api/alerts/:id/resolve, behind the admin token. */
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
@@ -42,10 +56,17 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     const { alertId } = alertParams.parse(request.params);
     const { note } = resolveBody.parse(request.body ?? {});
     const actor = request.actor ?? 'unknown';
-    const result = await resolveAlertByHand(deps.db, alertId, actor, { notify: deps.notify, ...(note !== undefined && { note }) });
+    const result = await resolveAlertByHand(deps.db, alertId, actor, {
+      notify: deps.notify,
+      ...(note !== undefined && { note }),
+    });
     if (result.outcome === 'not_found') return reply.code(404).send({ error: `alert ${alertId} not found` });
-    if (result.outcome === 'already_resolved') return reply.code(409).send({ error: `alert ${alertId} is already resolved`, alert: result.alert });
-    request.log.warn({ event: 'alert_resolved_by_hand', alertId, rule: result.alert.rule, subject: result.alert.subject, actor }, 'alert resolved by hand');
+    if (result.outcome === 'already_resolved')
+      return reply.code(409).send({ error: `alert ${alertId} is already resolved`, alert: result.alert });
+    request.log.warn(
+      { event: 'alert_resolved_by_hand', alertId, rule: result.alert.rule, subject: result.alert.subject, actor },
+      'alert resolved by hand',
+    );
     return result.alert;
   });
 }

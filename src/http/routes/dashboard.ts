@@ -40,9 +40,17 @@ const ASSETS: readonly Asset[] = [
   { route: '/', file: path.join(WEB, 'index.html'), type: 'text/html; charset=utf-8' },
   { route: '/assets/app.js', file: path.join(WEB, 'app.js'), type: 'text/javascript; charset=utf-8' },
   { route: '/assets/style.css', file: path.join(WEB, 'style.css'), type: 'text/css; charset=utf-8' },
-  { route: '/assets/alpine.min.js', file: requireFrom.resolve('alpinejs/dist/cdn.min.js'), type: 'text/javascript; charset=utf-8' },
+  {
+    route: '/assets/alpine.min.js',
+    file: requireFrom.resolve('alpinejs/dist/cdn.min.js'),
+    type: 'text/javascript; charset=utf-8',
+  },
   // chart.js exports no subpath for its UMD build: it sits beside the CommonJS entry.
-  { route: '/assets/chart.umd.min.js', file: path.join(path.dirname(requireFrom.resolve('chart.js')), 'chart.umd.min.js'), type: 'text/javascript; charset=utf-8' },
+  {
+    route: '/assets/chart.umd.min.js',
+    file: path.join(path.dirname(requireFrom.resolve('chart.js')), 'chart.umd.min.js'),
+    type: 'text/javascript; charset=utf-8',
+  },
 ];
 
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns

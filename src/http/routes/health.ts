@@ -57,36 +57,70 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
     const started = process.hrtime.bigint();
     try {
       await sql`select 1`.execute(deps.db);
-      checks.database = { ok: true, affectsStatus: true, latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n) };
+      checks.database = {
+        ok: true,
+        affectsStatus: true,
+        latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n),
+      };
     } catch (error) {
       checks.database = { ok: false, affectsStatus: true, error: (error as Error).message };
     }
     if (checks.database.ok) {
       try {
-        const [workers, stats] = await Promise.all([liveWorkers(deps.db, deps.workerStaleSeconds), queueStats(deps.db)]);
-        const stale = stats.filter((s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds);
+        const [workers, stats] = await Promise.all([
+          liveWorkers(deps.db, deps.workerStaleSeconds),
+          queueStats(deps.db),
+        ]);
+        const stale = stats.filter(
+          (s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds,
+        );
         const problems = [
           ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
-          ...stale.map((s) => `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`),
+          ...stale.map(
+            (s) =>
+              `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`,
+          ),
         ];
-        checks.queue = { ok: problems.length === 0, affectsStatus: true, workersAlive: workers, tasks: stats, ...(problems.length > 0 && { problems }) };
+        checks.queue = {
+          ok: problems.length === 0,
+          affectsStatus: true,
+          workersAlive: workers,
+          tasks: stats,
+          ...(problems.length > 0 && { problems }),
+        };
       } catch (error) {
         checks.queue = { ok: false, affectsStatus: true, error: (error as Error).message };
       }
     } else {
       checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
     }
-    Object.assign(checks, await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)));
-    const failing = Object.entries(checks).filter(([, c]) => c.affectsStatus && c.ok !== true).map(([name]) => name);
-    const warnings = Object.entries(checks).filter(([, c]) => !c.affectsStatus && c.ok === false).map(([name]) => name);
-    return reply.code(failing.length === 0 ? 200 : 503).send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
+    Object.assign(
+      checks,
+      await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)),
+    );
+    const failing = Object.entries(checks)
+      .filter(([, c]) => c.affectsStatus && c.ok !== true)
+      .map(([name]) => name);
+    const warnings = Object.entries(checks)
+      .filter(([, c]) => !c.affectsStatus && c.ok === false)
+      .map(([name]) => name);
+    return reply
+      .code(failing.length === 0 ? 200 : 503)
+      .send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
   });
 }
 
 async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: number): Promise<Record<string, Check>> {
   const unknown = (detail: string): Check => ({ ok: null, affectsStatus: false, detail });
   const names = Object.values(REPORTED);
-  let rows: Array<{ name: string; ok: boolean; value: string | null; detail: string | null; observed_at: Date; age: string }> = [];
+  let rows: Array<{
+    name: string;
+    ok: boolean;
+    value: string | null;
+    detail: string | null;
+    observed_at: Date;
+    age: string;
+  }> = [];
   if (databaseOk) {
     try {
       rows = (
@@ -95,7 +129,9 @@ async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: nu
           from observations where name in (${sql.join(names)})`.execute(db)
       ).rows;
     } catch (error) {
-      return Object.fromEntries(Object.keys(REPORTED).map((key) => [key, unknown(`observations unavailable: ${(error as Error).message}`)]));
+      return Object.fromEntries(
+        Object.keys(REPORTED).map((key) => [key, unknown(`observations unavailable: ${(error as Error).message}`)]),
+      );
     }
   }
   const checks: Record<string, Check> = {};
@@ -104,7 +140,14 @@ async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: nu
     if (!databaseOk) checks[key] = unknown('database unavailable');
     else if (!row) checks[key] = unknown('not observed yet');
     else if (Number(row.age) > staleAfterSeconds) {
-      checks[key] = { ok: false, affectsStatus: false, stale: true, observedAt: row.observed_at.toISOString(), ageSeconds: Number(row.age), detail: `last observed ${row.age}s ago (stale)` };
+      checks[key] = {
+        ok: false,
+        affectsStatus: false,
+        stale: true,
+        observedAt: row.observed_at.toISOString(),
+        ageSeconds: Number(row.age),
+        detail: `last observed ${row.age}s ago (stale)`,
+      };
     } else {
       checks[key] = {
         ok: row.ok,
@@ -112,7 +155,9 @@ async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: nu
         observedAt: row.observed_at.toISOString(),
         ageSeconds: Number(row.age),
         ...(key === 'chain' && row.ok && row.value !== null && { blockNumber: row.value }),
-        ...(row.detail !== null && { detail: row.detail.length > MAX_DETAIL ? `${row.detail.slice(0, MAX_DETAIL)}…` : row.detail }),
+        ...(row.detail !== null && {
+          detail: row.detail.length > MAX_DETAIL ? `${row.detail.slice(0, MAX_DETAIL)}…` : row.detail,
+        }),
       };
     }
   }

@@ -8,9 +8,11 @@ export interface OverviewRouteDeps {
   requireAdmin: onRequestAsyncHookHandler;
 }
 
-const overviewQuery = z.object({
-  hours: z.coerce.number().int().min(1).max(WINDOW_HOURS_MAX).default(WINDOW_HOURS_DEFAULT),
-}).strict();
+const overviewQuery = z
+  .object({
+    hours: z.coerce.number().int().min(1).max(WINDOW_HOURS_MAX).default(WINDOW_HOURS_DEFAULT),
+  })
+  .strict();
 
 /** GET /api/overview: everything the dashboard shows, in one read (src/overview), behind the admin token. */
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns

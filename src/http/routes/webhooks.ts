@@ -30,12 +30,17 @@ export interface WebhookDeps {
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: deps.bodyLimitBytes }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: deps.bodyLimitBytes }, (_request, body, done) =>
+    done(null, body),
+  );
   // Reported from onResponse, the one place every answer passes: the guard's 403 and 429 and the body limit's 413
   // never reach the handler.
   const outcomes = new WeakMap<FastifyRequest, IntakeOutcome>();
   const onAnswered = deps.onAnswered;
-  if (onAnswered) app.addHook('onResponse', async (request, reply) => onAnswered({ status: reply.statusCode, outcome: outcomes.get(request) ?? null }));
+  if (onAnswered)
+    app.addHook('onResponse', async (request, reply) =>
+      onAnswered({ status: reply.statusCode, outcome: outcomes.get(request) ?? null }),
+    );
 
   app.post('/webhooks/nowpayments', { onRequest: sourceGuard(deps) }, async (request, reply) => {
     const raw = typeof request.body === 'string' ? request.body : '';
@@ -46,10 +51,21 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       return reply.code(reading.status).send({ error: reading.error });
     }
     // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
-    const result = await recordIpn(deps.db, reading.ipn, deps.intake, { logger: request.log as Logger, notify: deps.notifyAlerts === true });
+    const result = await recordIpn(deps.db, reading.ipn, deps.intake, {
+      logger: request.log as Logger,
+      notify: deps.notifyAlerts === true,
+    });
     outcomes.set(request, result.outcome);
     if (result.credited === 'threshold') deps.onThresholdCredit?.();
-    const log = { event: 'ipn_accepted', paymentId: result.paymentId, status: result.status, outcome: result.outcome, credited: result.credited, confirming: result.confirming, reviewReason: result.reviewReason };
+    const log = {
+      event: 'ipn_accepted',
+      paymentId: result.paymentId,
+      status: result.status,
+      outcome: result.outcome,
+      credited: result.credited,
+      confirming: result.confirming,
+      reviewReason: result.reviewReason,
+    };
     if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
     else request.log.info(log, 'IPN accepted');
     return reply.code(result.outcome === 'review' ? 202 : 200).send({
@@ -67,7 +83,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
  * the limiter's memory. Refusals are logged once per source and burst (a flood must not become a log flood).
  */
 function sourceGuard(deps: WebhookDeps) {
-  const allowed = deps.allowedSources !== undefined && deps.allowedSources.length > 0 ? addressMatcher(deps.allowedSources) : undefined;
+  const allowed =
+    deps.allowedSources !== undefined && deps.allowedSources.length > 0
+      ? addressMatcher(deps.allowedSources)
+      : undefined;
   const limit = deps.rateLimitPerMinute ?? 0;
   const limiter = limit > 0 ? createRateLimiter({ perMinute: limit }) : undefined;
   const refusalLogGate = createRateLimiter({ perMinute: 1 });
@@ -76,16 +95,27 @@ function sourceGuard(deps: WebhookDeps) {
     if (allowed && !allowed(source)) {
       if (refusalLogGate.take(sourceKey(source)).allowed) {
         // A forwarded-for header that was not believed is the usual cause behind a proxy: TRUSTED_PROXY unset or wrong.
-        const forwardedIgnored = request.headers['x-forwarded-for'] !== undefined && source === request.socket.remoteAddress;
-        request.log.warn({ event: 'ipn_source_refused', source, forwardedIgnored }, 'IPN from an address outside NOWPAYMENTS_ALLOWED_IPS refused');
+        const forwardedIgnored =
+          request.headers['x-forwarded-for'] !== undefined && source === request.socket.remoteAddress;
+        request.log.warn(
+          { event: 'ipn_source_refused', source, forwardedIgnored },
+          'IPN from an address outside NOWPAYMENTS_ALLOWED_IPS refused',
+        );
       }
       return reply.code(403).send({ error: 'source address not allowed' });
     }
     if (limiter) {
       const decision = limiter.take(sourceKey(source));
       if (!decision.allowed) {
-        if (decision.first) request.log.warn({ event: 'ipn_rate_limited', source: sourceKey(source), perMinute: limit }, 'IPN source over WEBHOOK_RATE_LIMIT');
-        return reply.code(429).header('retry-after', String(decision.retryAfterSeconds)).send({ error: `too many requests: at most ${limit} per minute per source` });
+        if (decision.first)
+          request.log.warn(
+            { event: 'ipn_rate_limited', source: sourceKey(source), perMinute: limit },
+            'IPN source over WEBHOOK_RATE_LIMIT',
+          );
+        return reply
+          .code(429)
+          .header('retry-after', String(decision.retryAfterSeconds))
+          .send({ error: `too many requests: at most ${limit} per minute per source` });
       }
     }
     return undefined;

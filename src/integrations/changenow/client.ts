@@ -7,7 +7,13 @@
 import { LosslessNumber, parse, stringify } from 'lossless-json';
 import type { z } from 'zod';
 import { isPlainDecimal } from '../../money/index.ts';
-import { ChangeNowError, errorFromHttpStatus, type ChangeNowEndpoint, type ChangeNowErrorInit, type ErrorBody } from './errors.ts';
+import {
+  ChangeNowError,
+  errorFromHttpStatus,
+  type ChangeNowEndpoint,
+  type ChangeNowErrorInit,
+  type ErrorBody,
+} from './errors.ts';
 import {
   createdExchangeSchema,
   describeIssues,
@@ -50,16 +56,24 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
   }
   for (const name of ['connectTimeoutMs', 'responseTimeoutMs'] as const) {
     const value = options[name];
-    if (!Number.isInteger(value) || value <= 0) throw new RangeError(`ChangeNow client: ${name} must be a positive whole number of milliseconds`);
+    if (!Number.isInteger(value) || value <= 0)
+      throw new RangeError(`ChangeNow client: ${name} must be a positive whole number of milliseconds`);
   }
   const transport: Transport = options.fetch
     ? fetchTransport(options.fetch, { responseTimeoutMs: options.responseTimeoutMs })
     : nodeTransport({ connectTimeoutMs: options.connectTimeoutMs, responseTimeoutMs: options.responseTimeoutMs });
 
   /** Builds our own errors with the key scrubbed from the text (HTTP error bodies are scrubbed in readErrorBody). */
-  const failure = (init: ChangeNowErrorInit): ChangeNowError => new ChangeNowError({ ...init, detail: redact(init.detail, apiKey) });
+  const failure = (init: ChangeNowErrorInit): ChangeNowError =>
+    new ChangeNowError({ ...init, detail: redact(init.detail, apiKey) });
   const invalid = (endpoint: ChangeNowEndpoint, detail: string): ChangeNowError =>
-    failure({ kind: 'permanent', code: 'invalid_request', httpStatus: null, endpoint, detail: `request not sent: ${detail}` });
+    failure({
+      kind: 'permanent',
+      code: 'invalid_request',
+      httpStatus: null,
+      endpoint,
+      detail: `request not sent: ${detail}`,
+    });
 
   function url(path: string, query: Record<string, string | undefined> = {}): URL {
     const target = new URL(base.href);
@@ -68,7 +82,13 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
     return target;
   }
 
-  async function call<S extends z.ZodType>(endpoint: ChangeNowEndpoint, method: 'GET' | 'POST', target: URL, body: string | null, schema: S): Promise<z.output<S>> {
+  async function call<S extends z.ZodType>(
+    endpoint: ChangeNowEndpoint,
+    method: 'GET' | 'POST',
+    target: URL,
+    body: string | null,
+    schema: S,
+  ): Promise<z.output<S>> {
     const headers: Record<string, string> = { accept: 'application/json', [API_KEY_HEADER]: apiKey };
     if (body !== null) headers['content-type'] = 'application/json';
     let status: number;
@@ -77,9 +97,30 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
       ({ status, bytes } = await transport({ method, url: target, headers, body }));
     } catch (error) {
       if (!(error instanceof TransportError)) throw error;
-      if (error.reason === 'timeout') throw failure({ kind: 'transient', code: 'timeout', httpStatus: null, endpoint, detail: `timeout: ${error.detail}` });
-      if (error.reason === 'too_large') throw failure({ kind: 'transient', code: 'malformed_response', httpStatus: null, endpoint, detail: error.detail });
-      throw failure({ kind: 'transient', code: 'network', httpStatus: null, endpoint, detail: error.detail, cause: error.cause });
+      if (error.reason === 'timeout')
+        throw failure({
+          kind: 'transient',
+          code: 'timeout',
+          httpStatus: null,
+          endpoint,
+          detail: `timeout: ${error.detail}`,
+        });
+      if (error.reason === 'too_large')
+        throw failure({
+          kind: 'transient',
+          code: 'malformed_response',
+          httpStatus: null,
+          endpoint,
+          detail: error.detail,
+        });
+      throw failure({
+        kind: 'transient',
+        code: 'network',
+        httpStatus: null,
+        endpoint,
+        detail: error.detail,
+        cause: error.cause,
+      });
     }
 
     const json = parseJson(bytes);
@@ -87,7 +128,13 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
       throw errorFromHttpStatus(endpoint, status, json.ok ? readErrorBody(json.value, apiKey) : null);
     }
     const malformed = (why: string) =>
-      failure({ kind: 'transient', code: 'malformed_response', httpStatus: status, endpoint, detail: `HTTP ${status} with a malformed body: ${why}` });
+      failure({
+        kind: 'transient',
+        code: 'malformed_response',
+        httpStatus: status,
+        endpoint,
+        detail: `HTTP ${status} with a malformed body: ${why}`,
+      });
     if (!json.ok) throw malformed(json.error);
     const result = schema.safeParse(json.value);
     if (!result.success) throw malformed(describeIssues(result.error));
@@ -138,10 +185,17 @@ export function createChangeNowClient(options: ChangeNowClientOptions): ChangeNo
     },
 
     async getExchange(id) {
-      if (typeof id !== 'string' || !EXCHANGE_ID_RE.test(id)) throw invalid('by-id', 'id must be a ChangeNow exchange id');
+      if (typeof id !== 'string' || !EXCHANGE_ID_RE.test(id))
+        throw invalid('by-id', 'id must be a ChangeNow exchange id');
       const status = await call('by-id', 'GET', url('/v2/exchange/by-id', { id }), null, exchangeStatusSchema);
       if (status.id !== id) {
-        throw failure({ kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint: 'by-id', detail: `asked for exchange ${id}, got ${JSON.stringify(status.id.slice(0, 64))}` });
+        throw failure({
+          kind: 'transient',
+          code: 'malformed_response',
+          httpStatus: 200,
+          endpoint: 'by-id',
+          detail: `asked for exchange ${id}, got ${JSON.stringify(status.id.slice(0, 64))}`,
+        });
       }
       return status;
     },
@@ -173,14 +227,20 @@ function checkBaseUrl(baseUrl: string): URL {
   } catch {
     throw new TypeError('ChangeNow client: baseUrl must be an absolute http(s) URL');
   }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new TypeError('ChangeNow client: baseUrl must use http or https');
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+    throw new TypeError('ChangeNow client: baseUrl must use http or https');
   if (parsed.search !== '' || parsed.hash !== '' || parsed.username !== '' || parsed.password !== '') {
     throw new TypeError('ChangeNow client: baseUrl must not carry a query, fragment or credentials');
   }
   return parsed;
 }
 
-function checkPair(request: { fromCurrency: string; toCurrency: string; fromNetwork: string; toNetwork: string }): string | null {
+function checkPair(request: {
+  fromCurrency: string;
+  toCurrency: string;
+  fromNetwork: string;
+  toNetwork: string;
+}): string | null {
   for (const field of ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'] as const) {
     const value = request[field];
     if (typeof value !== 'string' || !TICKER_RE.test(value)) return `${field} must be a ticker such as "usdt" or "eth"`;
@@ -189,7 +249,8 @@ function checkPair(request: { fromCurrency: string; toCurrency: string; fromNetw
 }
 
 function checkEstimateAmounts(request: EstimateRequest): string | null {
-  const [needed, refused] = request.type === 'reverse' ? (['toAmount', 'fromAmount'] as const) : (['fromAmount', 'toAmount'] as const);
+  const [needed, refused] =
+    request.type === 'reverse' ? (['toAmount', 'fromAmount'] as const) : (['fromAmount', 'toAmount'] as const);
   if (request[refused] !== undefined) return `${refused} must not be given for a ${request.type ?? 'direct'} estimate`;
   const value = request[needed];
   if (value === undefined) return `${needed} is required for a ${request.type ?? 'direct'} estimate`;
@@ -197,12 +258,16 @@ function checkEstimateAmounts(request: EstimateRequest): string | null {
 }
 
 function checkCreate(request: CreateExchangeRequest): string | null {
-  if (typeof request.fromAmount !== 'string' || !isPlainDecimal(request.fromAmount)) return 'fromAmount must be a plain decimal such as "0.1455"';
+  if (typeof request.fromAmount !== 'string' || !isPlainDecimal(request.fromAmount))
+    return 'fromAmount must be a plain decimal such as "0.1455"';
   if (!isShortText(request.address)) return 'address must be a non-empty string';
-  if (request.refundAddress !== undefined && !isShortText(request.refundAddress)) return 'refundAddress must be a non-empty string when given';
+  if (request.refundAddress !== undefined && !isShortText(request.refundAddress))
+    return 'refundAddress must be a non-empty string when given';
   if (!isShortText(request.userId)) return 'userId must be a non-empty string';
-  if (request.rateId !== undefined && !isShortText(request.rateId)) return 'rateId must be a non-empty string when given';
-  if (request.payload === null || typeof request.payload !== 'object' || Array.isArray(request.payload)) return 'payload must be an object of strings';
+  if (request.rateId !== undefined && !isShortText(request.rateId))
+    return 'rateId must be a non-empty string when given';
+  if (request.payload === null || typeof request.payload !== 'object' || Array.isArray(request.payload))
+    return 'payload must be an object of strings';
   for (const [key, value] of Object.entries(request.payload)) {
     if (typeof value !== 'string') return `payload.${key} must be a string`;
   }
@@ -242,8 +307,10 @@ function readErrorBody(value: unknown, apiKey: string): ErrorBody | null {
 /** ChangeNow's words go into our messages and logs: one line, bounded, never the key. */
 function cleanText(value: string | null, apiKey: string): string | null {
   if (value === null) return null;
-  // eslint-disable-next-line no-control-regex -- control characters are what this replaces: the text is kept on one line
-  const oneLine = redact(value, apiKey).replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  const oneLine = redact(value, apiKey)
+    // eslint-disable-next-line no-control-regex -- control characters are what this replaces: the text is kept on one line
+    .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+    .trim();
   return oneLine.length > MAX_TEXT ? `${oneLine.slice(0, MAX_TEXT)}…` : oneLine;
 }
 

@@ -67,15 +67,29 @@ export interface ErrorBody {
 }
 
 /** Classifies a non-2xx HTTP answer. `body` is null when the body was not a `{ error, message }` object. */
-export function errorFromHttpStatus(endpoint: ChangeNowEndpoint, status: number, body: ErrorBody | null): ChangeNowError {
+export function errorFromHttpStatus(
+  endpoint: ChangeNowEndpoint,
+  status: number,
+  body: ErrorBody | null,
+): ChangeNowError {
   const said = describeBody(body);
   const base = { endpoint, httpStatus: status };
   if (status === 401 || status === 403) {
-    return new ChangeNowError({ ...base, kind: 'permanent', code: 'unauthorized', detail: `HTTP ${status} unauthorized${said}` });
+    return new ChangeNowError({
+      ...base,
+      kind: 'permanent',
+      code: 'unauthorized',
+      detail: `HTTP ${status} unauthorized${said}`,
+    });
   }
   if (status === 408) {
     // A request timeout reported by the server (or a proxy in front of it) is a timeout like ours.
-    return new ChangeNowError({ ...base, kind: 'transient', code: 'timeout', detail: `HTTP 408 request timeout${said}` });
+    return new ChangeNowError({
+      ...base,
+      kind: 'transient',
+      code: 'timeout',
+      detail: `HTTP 408 request timeout${said}`,
+    });
   }
   if (status === 429 || (status >= 500 && status <= 599)) {
     return new ChangeNowError({ ...base, kind: 'transient', code: `http_${status}`, detail: `HTTP ${status}${said}` });

@@ -8,6 +8,12 @@ export type {
   ExchangeType,
 } from './types.ts';
 export { ChangeNowError, isChangeNowError, type ChangeNowEndpoint, type ChangeNowErrorKind } from './errors.ts';
-export { EXCHANGE_STATUSES, type Estimate, type CreatedExchange, type ExchangeStatus, type ExchangeStatusName } from './responses.ts';
+export {
+  EXCHANGE_STATUSES,
+  type Estimate,
+  type CreatedExchange,
+  type ExchangeStatus,
+  type ExchangeStatusName,
+} from './responses.ts';
 export { normaliseAmount } from './amount.ts';
 export { observeClient, type ChangeNowCall, type ChangeNowObserver } from './observe.ts';

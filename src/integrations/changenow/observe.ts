@@ -26,7 +26,8 @@ export function observeClient(client: ChangeNowClient, observer: ChangeNowObserv
       // Instrumentation must never change the outcome of a call that moved money.
     }
   };
-  const timed = <A extends unknown[], R>(endpoint: ChangeNowEndpoint, run: (...args: A) => Promise<R>) =>
+  const timed =
+    <A extends unknown[], R>(endpoint: ChangeNowEndpoint, run: (...args: A) => Promise<R>) =>
     async (...args: A): Promise<R> => {
       const started = performance.now();
       const seconds = () => (performance.now() - started) / 1_000;

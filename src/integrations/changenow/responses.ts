@@ -7,7 +7,18 @@ import { isLosslessNumber, type LosslessNumber } from 'lossless-json';
 import { z } from 'zod';
 import { normaliseAmount } from './amount.ts';
 
-export const EXCHANGE_STATUSES = ['new', 'waiting', 'confirming', 'exchanging', 'sending', 'finished', 'failed', 'refunded', 'verifying', 'expired'] as const;
+export const EXCHANGE_STATUSES = [
+  'new',
+  'waiting',
+  'confirming',
+  'exchanging',
+  'sending',
+  'finished',
+  'failed',
+  'refunded',
+  'verifying',
+  'expired',
+] as const;
 export type ExchangeStatusName = (typeof EXCHANGE_STATUSES)[number];
 
 export interface Estimate {
@@ -56,7 +67,9 @@ export interface ExchangeStatus {
 }
 
 const amount = z
-  .custom<LosslessNumber | string>((value) => isLosslessNumber(value) || typeof value === 'string', { message: 'must be a number' })
+  .custom<LosslessNumber | string>((value) => isLosslessNumber(value) || typeof value === 'string', {
+    message: 'must be a number',
+  })
   .transform((value, ctx): string => {
     const text = typeof value === 'string' ? value : value.value;
     const normalised = normaliseAmount(text);
@@ -112,7 +125,9 @@ export const exchangeStatusSchema = z.object({
   payoutHash: optionalText,
   refundHash: optionalText,
   userId: optionalText,
-  payload: orNull(z.record(z.string(), z.unknown()).transform((record) => numbersToText(record) as Record<string, unknown>)),
+  payload: orNull(
+    z.record(z.string(), z.unknown()).transform((record) => numbersToText(record) as Record<string, unknown>),
+  ),
   updatedAt: optionalText,
 }) satisfies z.ZodType<ExchangeStatus, unknown>;
 
@@ -137,14 +152,24 @@ export const exchangeListSchema = z
   .superRefine((list, ctx) => {
     // `count` may be the total over every page, never fewer than the exchanges on this one.
     if (list.count < list.exchanges.length) {
-      ctx.addIssue({ code: 'custom', path: ['count'], message: `says ${list.count} but ${list.exchanges.length} exchanges were listed` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['count'],
+        message: `says ${list.count} but ${list.exchanges.length} exchanges were listed`,
+      });
     }
   });
 
 /** The `{ error, message }` body ChangeNow sends with 4xx answers. */
 export const errorBodySchema = z.object({
-  error: z.string().nullish().transform((value) => value ?? null),
-  message: z.string().nullish().transform((value) => value ?? null),
+  error: z
+    .string()
+    .nullish()
+    .transform((value) => value ?? null),
+  message: z
+    .string()
+    .nullish()
+    .transform((value) => value ?? null),
 });
 
 /** Replaces LosslessNumbers by their source text, so callers never see lossless-json types. */

@@ -99,16 +99,21 @@ export function nodeTransport(timeouts: TransportTimeouts): Transport {
         incoming.on('data', (chunk: Buffer) => {
           size += chunk.length;
           if (size > MAX_RESPONSE_BYTES) {
-            settle(() => reject(new TransportError('too_large', `response body larger than ${MAX_RESPONSE_BYTES} bytes`)));
+            settle(() =>
+              reject(new TransportError('too_large', `response body larger than ${MAX_RESPONSE_BYTES} bytes`)),
+            );
             outgoing.destroy();
             return;
           }
           chunks.push(chunk);
         });
-        incoming.on('end', () => settle(() => resolve({ status: incoming.statusCode ?? 0, bytes: Buffer.concat(chunks) })));
+        incoming.on('end', () =>
+          settle(() => resolve({ status: incoming.statusCode ?? 0, bytes: Buffer.concat(chunks) })),
+        );
         incoming.on('error', (error) => settle(() => reject(networkError(error))));
         incoming.on('close', () => {
-          if (!incoming.complete) settle(() => reject(new TransportError('network', 'connection closed before the response was complete')));
+          if (!incoming.complete)
+            settle(() => reject(new TransportError('network', 'connection closed before the response was complete')));
         });
       });
 
@@ -124,14 +129,22 @@ export function nodeTransport(timeouts: TransportTimeouts): Transport {
     });
 }
 
-export function fetchTransport(fetchImpl: typeof fetch, timeouts: Pick<TransportTimeouts, 'responseTimeoutMs'>): Transport {
+export function fetchTransport(
+  fetchImpl: typeof fetch,
+  timeouts: Pick<TransportTimeouts, 'responseTimeoutMs'>,
+): Transport {
   return async (request) => {
     const { responseTimeoutMs } = timeouts;
     const deadline = AbortSignal.timeout(responseTimeoutMs);
     const timedOut = () => new TransportError('timeout', `no complete response within ${responseTimeoutMs} ms`);
     try {
       return await raceDeadline(deadline, timedOut, async () => {
-        const init: RequestInit = { method: request.method, headers: request.headers, signal: deadline, redirect: 'manual' };
+        const init: RequestInit = {
+          method: request.method,
+          headers: request.headers,
+          signal: deadline,
+          redirect: 'manual',
+        };
         if (request.body !== null) init.body = request.body;
         const response = await fetchImpl(request.url, init);
         return { status: response.status, bytes: await readCapped(response) };

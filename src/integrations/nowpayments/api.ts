@@ -41,24 +41,36 @@ export interface NowPaymentsApiOptions {
 }
 
 export function createNowPaymentsApi(options: NowPaymentsApiOptions): NowPaymentsApi {
-  const transport = options.transport ?? nodeTransport({ connectTimeoutMs: Math.min(5_000, options.timeoutMs), responseTimeoutMs: options.timeoutMs });
+  const transport =
+    options.transport ??
+    nodeTransport({ connectTimeoutMs: Math.min(5_000, options.timeoutMs), responseTimeoutMs: options.timeoutMs });
   const base = options.baseUrl.replace(/\/+$/, '');
   return {
     async getPayment(paymentId) {
       if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) throw new Error(`not a NOWPayments payment id: ${paymentId}`);
       let response;
       try {
-        response = await transport({ method: 'GET', url: new URL(`${base}/v1/payment/${paymentId}`), headers: { [NOWPAYMENTS_API_KEY_HEADER]: options.apiKey, accept: 'application/json' }, body: null });
+        response = await transport({
+          method: 'GET',
+          url: new URL(`${base}/v1/payment/${paymentId}`),
+          headers: { [NOWPAYMENTS_API_KEY_HEADER]: options.apiKey, accept: 'application/json' },
+          body: null,
+        });
       } catch (error) {
         if (error instanceof TransportError) return { kind: 'unavailable', detail: `${error.reason}: ${error.detail}` };
         return { kind: 'unavailable', detail: (error as Error).message };
       }
       const text = Buffer.from(response.bytes).toString('utf8');
       if (response.status === 404) return { kind: 'not_found', detail: `404 ${clip(text)}` };
-      if (response.status !== 200) return { kind: 'unavailable', detail: `HTTP ${response.status}${response.status === 401 || response.status === 403 ? ' (is NOWPAYMENTS_API_KEY right?)' : ''}: ${clip(text)}` };
+      if (response.status !== 200)
+        return {
+          kind: 'unavailable',
+          detail: `HTTP ${response.status}${response.status === 401 || response.status === 403 ? ' (is NOWPAYMENTS_API_KEY right?)' : ''}: ${clip(text)}`,
+        };
       const read = readPayment(text);
       if (typeof read === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${read}` };
-      if (read.paymentId !== paymentId) return { kind: 'unavailable', detail: `answer is about payment ${read.paymentId}, not ${paymentId}` };
+      if (read.paymentId !== paymentId)
+        return { kind: 'unavailable', detail: `answer is about payment ${read.paymentId}, not ${paymentId}` };
       return { kind: 'found', payment: read };
     },
   };
@@ -72,7 +84,8 @@ export function readPayment(text: string): ApiPayment | string {
   } catch (error) {
     return `not JSON: ${(error as Error).message}`;
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed)) return 'not a JSON object';
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
+    return 'not a JSON object';
   const body = parsed as Record<string, unknown>;
   const id = numberOrString(body.payment_id);
   if (id === null || !/^[1-9][0-9]{0,19}$/.test(id)) return 'payment_id missing or not a positive integer';
@@ -83,7 +96,10 @@ export function readPayment(text: string): ApiPayment | string {
     outcomeAmount = raw === null ? null : normaliseAmount(raw);
     if (outcomeAmount === null) return 'outcome_amount is not a non-negative number';
   }
-  const outcomeCurrency = typeof body.outcome_currency === 'string' && body.outcome_currency !== '' ? body.outcome_currency.toLowerCase() : null;
+  const outcomeCurrency =
+    typeof body.outcome_currency === 'string' && body.outcome_currency !== ''
+      ? body.outcome_currency.toLowerCase()
+      : null;
   const orderId = typeof body.order_id === 'string' && body.order_id !== '' ? body.order_id : null;
   return { paymentId: id, status: body.payment_status.toLowerCase(), outcomeAmount, outcomeCurrency, orderId };
 }

@@ -4,10 +4,28 @@
  */
 import { isLosslessNumber, parse } from 'lossless-json';
 import { z } from 'zod';
-import { AmountError, decimalsOf, INTAKE_ASSETS, isAssetCode, isPlainDecimal, parseUnits, type AssetCode } from '../../money/index.ts';
+import {
+  AmountError,
+  decimalsOf,
+  INTAKE_ASSETS,
+  isAssetCode,
+  isPlainDecimal,
+  parseUnits,
+  type AssetCode,
+} from '../../money/index.ts';
 import { canonicalIpnJson, signatureMatches } from './signature.ts';
 
-export const PAYMENT_STATUSES = ['waiting', 'confirming', 'confirmed', 'sending', 'partially_paid', 'finished', 'failed', 'refunded', 'expired'] as const;
+export const PAYMENT_STATUSES = [
+  'waiting',
+  'confirming',
+  'confirmed',
+  'sending',
+  'partially_paid',
+  'finished',
+  'failed',
+  'refunded',
+  'expired',
+] as const;
 export type IpnStatus = (typeof PAYMENT_STATUSES)[number];
 
 export interface Ipn {
@@ -46,9 +64,14 @@ class JsonNumber {
 const ORDER_ID_RE = /^PGP-([1-9][0-9]{0,19})\|(-?[1-9][0-9]{0,19})$/;
 
 const numberText = z.union([z.instanceof(JsonNumber).transform((n) => n.text), z.string()]);
-const decimal = numberText.refine(isPlainDecimal, { message: 'must be a non-negative plain decimal (no sign, no exponent)' });
+const decimal = numberText.refine(isPlainDecimal, {
+  message: 'must be a non-negative plain decimal (no sign, no exponent)',
+});
 const integerId = numberText.refine((t) => /^[1-9][0-9]{0,19}$/.test(t), { message: 'must be a positive integer' });
-const currency = z.string().regex(/^[a-zA-Z0-9]{2,20}$/, 'must be a currency code').transform((s) => s.toLowerCase());
+const currency = z
+  .string()
+  .regex(/^[a-zA-Z0-9]{2,20}$/, 'must be a currency code')
+  .transform((s) => s.toLowerCase());
 
 const ipnSchema = z.object({
   payment_id: integerId,
@@ -66,21 +89,24 @@ const ipnSchema = z.object({
 });
 
 export function readIpn(rawBody: string, signature: string | undefined, secret: string): IpnReading {
-  if (signature === undefined || signature.length === 0) return { ok: false, status: 401, error: 'missing x-nowpayments-sig header' };
+  if (signature === undefined || signature.length === 0)
+    return { ok: false, status: 401, error: 'missing x-nowpayments-sig header' };
   let parsed: unknown;
   try {
     parsed = parse(rawBody);
   } catch (error) {
     return { ok: false, status: 400, error: `body is not valid JSON: ${(error as Error).message}` };
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed)) return { ok: false, status: 400, error: 'body must be a JSON object' };
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
+    return { ok: false, status: 400, error: 'body must be a JSON object' };
   let canonical: string;
   try {
     canonical = canonicalIpnJson(parsed);
   } catch (error) {
     return { ok: false, status: 400, error: `body cannot be canonicalized: ${(error as Error).message}` };
   }
-  if (!signatureMatches(signature, canonical, secret)) return { ok: false, status: 401, error: 'invalid x-nowpayments-sig signature' };
+  if (!signatureMatches(signature, canonical, secret))
+    return { ok: false, status: 401, error: 'invalid x-nowpayments-sig signature' };
 
   let schemaInput: unknown;
   try {
@@ -97,10 +123,12 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
     return { ok: false, status: 400, error: reason };
   }
   const body = result.data;
-  if (body.parent_payment_id === body.payment_id) return { ok: false, status: 400, error: 'parent_payment_id: a payment cannot be its own parent' };
+  if (body.parent_payment_id === body.payment_id)
+    return { ok: false, status: 400, error: 'parent_payment_id: a payment cannot be its own parent' };
   // A signed outcome in a currency payrail does not credit is still a payment NOWPayments holds for us: it is kept
   // (for review) rather than refused, or NOWPayments stops resending it and the money goes unrecorded.
-  const outcomeAsset = isAssetCode(body.outcome_currency) && INTAKE_ASSETS.includes(body.outcome_currency) ? body.outcome_currency : null;
+  const outcomeAsset =
+    isAssetCode(body.outcome_currency) && INTAKE_ASSETS.includes(body.outcome_currency) ? body.outcome_currency : null;
   let outcomeUnits: bigint | null = null;
   if (outcomeAsset !== null) {
     try {
@@ -110,7 +138,11 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
       throw error;
     }
     if (body.payment_status === 'finished' && outcomeUnits === 0n) {
-      return { ok: false, status: 400, error: 'outcome_amount: a finished payment must have a positive outcome_amount' };
+      return {
+        ok: false,
+        status: 400,
+        error: 'outcome_amount: a finished payment must have a positive outcome_amount',
+      };
     }
   }
   const order = ORDER_ID_RE.exec(body.order_id) as RegExpExecArray;

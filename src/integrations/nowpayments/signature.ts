@@ -31,7 +31,12 @@ function sortKeysDeep(value: unknown): unknown {
     const sorted: Record<string, unknown> = {};
     // defineProperty, not assignment: a "__proto__" key must stay a key (and stay signed), not become a prototype.
     for (const key of Object.keys(value).sort()) {
-      Object.defineProperty(sorted, key, { value: sortKeysDeep((value as Record<string, unknown>)[key]), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(sorted, key, {
+        value: sortKeysDeep((value as Record<string, unknown>)[key]),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return sorted;
   }

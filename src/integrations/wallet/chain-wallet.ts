@@ -36,7 +36,8 @@ export interface TransferRequest {
   readonly gas?: bigint;
 }
 
-export type GasEstimate = { ok: true; gas: bigint } | { ok: false; reason: 'reverted' | 'insufficient_funds'; message: string };
+export type GasEstimate =
+  { ok: true; gas: bigint } | { ok: false; reason: 'reverted' | 'insufficient_funds'; message: string };
 
 /** A mined transaction as the chain shows it now, with the ERC-20 Transfer logs it emitted. */
 export interface MinedReceipt {
@@ -74,7 +75,9 @@ export type TxLookup =
   | { state: 'pending' }
   | { state: 'unknown' };
 
-export type BroadcastResult = { ok: true } | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'underpriced' | 'rejected'; message: string };
+export type BroadcastResult =
+  | { ok: true }
+  | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'underpriced' | 'rejected'; message: string };
 
 export class ChainUnavailableError extends Error {
   override name = 'ChainUnavailableError';
@@ -139,17 +142,27 @@ export function gasWithMargin(estimate: bigint): bigint {
   return estimate === NATIVE_GAS ? estimate : (estimate * 6n + 4n) / 5n;
 }
 
-function callOf(account: Address, request: { to: Address; asset: TransferAsset; amount: bigint }): { to: Address; value: bigint; data?: Hex } {
+function callOf(
+  account: Address,
+  request: { to: Address; asset: TransferAsset; amount: bigint },
+): { to: Address; value: bigint; data?: Hex } {
   if (request.asset.kind === 'native') return { to: request.to, value: request.amount };
-  return { to: request.asset.contract, value: 0n, data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }) };
+  return {
+    to: request.asset.contract,
+    value: 0n,
+    data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [request.to, request.amount] }),
+  };
 }
 
 /**
  * With `address` instead of `privateKey`, a read-only wallet (check-ledger --chain, deposits): signing throws, and
  * the key never has to reach a process that only reads.
  */
-export function createChainWallet(options: { rpcUrl: string; chainId: number; timeoutMs: number } & ({ privateKey: Hex } | { address: Address })): ChainWallet {
-  const signer: PrivateKeyAccount | undefined = 'privateKey' in options ? privateKeyToAccount(options.privateKey) : undefined;
+export function createChainWallet(
+  options: { rpcUrl: string; chainId: number; timeoutMs: number } & ({ privateKey: Hex } | { address: Address }),
+): ChainWallet {
+  const signer: PrivateKeyAccount | undefined =
+    'privateKey' in options ? privateKeyToAccount(options.privateKey) : undefined;
   const account = {
     address: signer?.address ?? (options as { address: Address }).address,
     signTransaction: (...args: Parameters<PrivateKeyAccount['signTransaction']>) => {
@@ -157,13 +170,18 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
       return signer.signTransaction(...args);
     },
   };
-  const client: PublicClient = createPublicClient({ transport: http(options.rpcUrl, { timeout: options.timeoutMs, retryCount: 0 }) });
+  const client: PublicClient = createPublicClient({
+    transport: http(options.rpcUrl, { timeout: options.timeoutMs, retryCount: 0 }),
+  });
   const guard = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
     try {
       return await call();
     } catch (error) {
       if (error instanceof TransactionNotFoundError || error instanceof TransactionReceiptNotFoundError) throw error;
-      throw new ChainUnavailableError(`${what}: ${error instanceof BaseError ? error.shortMessage : (error as Error).message}`, { cause: error });
+      throw new ChainUnavailableError(
+        `${what}: ${error instanceof BaseError ? error.shortMessage : (error as Error).message}`,
+        { cause: error },
+      );
     }
   };
 
@@ -181,9 +199,15 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
   const lookup = async (hash: Hex): Promise<TxLookup> => {
     try {
       const receipt = await client.getTransactionReceipt({ hash });
-      return { state: 'mined', blockNumber: receipt.blockNumber, success: receipt.status === 'success', gasCostWei: receipt.gasUsed * receipt.effectiveGasPrice };
+      return {
+        state: 'mined',
+        blockNumber: receipt.blockNumber,
+        success: receipt.status === 'success',
+        gasCostWei: receipt.gasUsed * receipt.effectiveGasPrice,
+      };
     } catch (error) {
-      if (!(error instanceof TransactionReceiptNotFoundError)) throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
+      if (!(error instanceof TransactionReceiptNotFoundError))
+        throw new ChainUnavailableError(`receipt: ${(error as Error).message}`, { cause: error });
     }
     try {
       await client.getTransaction({ hash });
@@ -197,19 +221,26 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
   return {
     address: account.address,
     chainId: options.chainId,
-    pendingNonce: () => guard('nonce', () => client.getTransactionCount({ address: account.address, blockTag: 'pending' })),
+    pendingNonce: () =>
+      guard('nonce', () => client.getTransactionCount({ address: account.address, blockTag: 'pending' })),
     balance: (asset) =>
       guard('balance', () =>
         asset.kind === 'native'
           ? client.getBalance({ address: account.address })
-          : client.readContract({ address: asset.contract, abi: erc20Abi, functionName: 'balanceOf', args: [account.address] }),
+          : client.readContract({
+              address: asset.contract,
+              abi: erc20Abi,
+              functionName: 'balanceOf',
+              args: [account.address],
+            }),
       ),
     blockNumber: () => guard('block number', () => client.getBlockNumber({ cacheTime: 0 })),
     async fees() {
       // Checked before the first transaction is priced (and so signed), even when the RPC was down at start.
       if (!chainVerified) {
         const served = await guard('chain id', () => client.getChainId());
-        if (served !== options.chainId) throw new Error(`the RPC serves chain ${served}, not chain ${options.chainId}: refusing to sign`);
+        if (served !== options.chainId)
+          throw new Error(`the RPC serves chain ${served}, not chain ${options.chainId}: refusing to sign`);
         chainVerified = true;
       }
       return guard('fees', () => client.estimateFeesPerGas());
@@ -222,10 +253,17 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
       } catch (error) {
         const base = error instanceof BaseError ? error : undefined;
         const message = base ? base.shortMessage : (error as Error).message;
-        if (base?.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError)) throw new ChainUnavailableError(`estimate gas: ${message}`, { cause: error });
-        if (base?.walk((e) => e instanceof InsufficientFundsError)) return { ok: false, reason: 'insufficient_funds', message };
+        if (base?.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError))
+          throw new ChainUnavailableError(`estimate gas: ${message}`, { cause: error });
+        if (base?.walk((e) => e instanceof InsufficientFundsError))
+          return { ok: false, reason: 'insufficient_funds', message };
         const text = `${base?.details ?? ''} ${message}`.toLowerCase();
-        if (base?.walk((e) => e instanceof ExecutionRevertedError) || text.includes('revert') || text.includes('gas required exceeds') || text.includes('out of gas')) {
+        if (
+          base?.walk((e) => e instanceof ExecutionRevertedError) ||
+          text.includes('revert') ||
+          text.includes('gas required exceeds') ||
+          text.includes('out of gas')
+        ) {
           return { ok: false, reason: 'reverted', message };
         }
         // Not a verdict on the call: look again later rather than fail a payout on an unexplained answer.
@@ -234,12 +272,26 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
     },
     async sign(request, fees) {
       const gas = request.gas ?? gasLimit(request.asset);
-      const base = { chainId: options.chainId, nonce: request.nonce, gas, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
+      const base = {
+        chainId: options.chainId,
+        nonce: request.nonce,
+        gas,
+        maxFeePerGas: fees.maxFeePerGas,
+        maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+        type: 'eip1559' as const,
+      };
       const rawTx = await account.signTransaction({ ...base, ...callOf(account.address, request) });
       return { rawTx, hash: keccak256(rawTx), nonce: request.nonce, maxFeeWei: gas * fees.maxFeePerGas };
     },
     async signCancel(nonce, fees) {
-      const base = { chainId: options.chainId, nonce, gas: CANCEL_GAS, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, type: 'eip1559' as const };
+      const base = {
+        chainId: options.chainId,
+        nonce,
+        gas: CANCEL_GAS,
+        maxFeePerGas: fees.maxFeePerGas,
+        maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+        type: 'eip1559' as const,
+      };
       const rawTx = await account.signTransaction({ ...base, to: account.address, value: 0n });
       return { rawTx, hash: keccak256(rawTx), nonce, maxFeeWei: CANCEL_GAS * fees.maxFeePerGas };
     },
@@ -253,7 +305,9 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
         success: receipt.status === 'success',
         gasCostWei: receipt.gasUsed * receipt.effectiveGasPrice,
         tokenTransfers: transfers.flatMap((log) =>
-          log.args.from !== undefined && log.args.to !== undefined && log.args.value !== undefined ? [{ token: log.address, from: log.args.from, to: log.args.to, value: log.args.value }] : [],
+          log.args.from !== undefined && log.args.to !== undefined && log.args.value !== undefined
+            ? [{ token: log.address, from: log.args.from, to: log.args.to, value: log.args.value }]
+            : [],
         ),
       };
     },
@@ -266,7 +320,12 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
         throw new ChainUnavailableError(`transaction: ${(error as Error).message}`, { cause: error });
       }
     },
-    nonceAt: (block) => guard('nonce', () => (block === 'latest' ? client.getTransactionCount({ address: account.address, blockTag: 'latest' }) : client.getTransactionCount({ address: account.address, blockNumber: block }))),
+    nonceAt: (block) =>
+      guard('nonce', () =>
+        block === 'latest'
+          ? client.getTransactionCount({ address: account.address, blockTag: 'latest' })
+          : client.getTransactionCount({ address: account.address, blockNumber: block }),
+      ),
     async blockHash(number) {
       try {
         return (await client.getBlock({ blockNumber: number })).hash;
@@ -276,8 +335,12 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
       }
     },
     async hostTransactionsIn(number) {
-      const block = await guard(`block ${number}`, () => client.getBlock({ blockNumber: number, includeTransactions: true }));
-      return block.transactions.filter((tx) => tx.from.toLowerCase() === account.address.toLowerCase()).map((tx) => ({ hash: tx.hash, nonce: tx.nonce }));
+      const block = await guard(`block ${number}`, () =>
+        client.getBlock({ blockNumber: number, includeTransactions: true }),
+      );
+      return block.transactions
+        .filter((tx) => tx.from.toLowerCase() === account.address.toLowerCase())
+        .map((tx) => ({ hash: tx.hash, nonce: tx.nonce }));
     },
     async blockAt(tag) {
       if (tag === 'latest') return guard('block number', () => client.getBlockNumber({ cacheTime: 0 }));
@@ -289,14 +352,27 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
         await client.sendRawTransaction({ serializedTransaction: rawTx });
         return { ok: true };
       } catch (error) {
-        const text = `${error instanceof BaseError ? error.details ?? '' : ''} ${(error as Error).message}`.toLowerCase();
+        const text =
+          `${error instanceof BaseError ? (error.details ?? '') : ''} ${(error as Error).message}`.toLowerCase();
         // The node already has it: a repeat of our own broadcast, which is the point of signing first.
-        if (text.includes('already known') || text.includes('already imported') || text.includes('transaction already exists')) return { ok: true };
-        if (text.includes('insufficient funds')) return { ok: false, reason: 'insufficient_funds', message: text.trim() };
+        if (
+          text.includes('already known') ||
+          text.includes('already imported') ||
+          text.includes('transaction already exists')
+        )
+          return { ok: true };
+        if (text.includes('insufficient funds'))
+          return { ok: false, reason: 'insufficient_funds', message: text.trim() };
         if (text.includes('nonce too low')) return { ok: false, reason: 'nonce_too_low', message: text.trim() };
         // A version at the same nonce with higher fees is already in the node's pool (or this one is not 10 % above it).
-        if (text.includes('underpriced') || text.includes('fee too low') || text.includes('less than block base fee')) return { ok: false, reason: 'underpriced', message: text.trim() };
-        if (text.includes('fetch failed') || text.includes('econnrefused') || text.includes('timed out') || text.includes('http request failed')) {
+        if (text.includes('underpriced') || text.includes('fee too low') || text.includes('less than block base fee'))
+          return { ok: false, reason: 'underpriced', message: text.trim() };
+        if (
+          text.includes('fetch failed') ||
+          text.includes('econnrefused') ||
+          text.includes('timed out') ||
+          text.includes('http request failed')
+        ) {
           throw new ChainUnavailableError(`broadcast: ${text.trim()}`, { cause: error });
         }
         return { ok: false, reason: 'rejected', message: text.trim() };
@@ -309,7 +385,9 @@ export function createChainWallet(options: { rpcUrl: string; chainId: number; ti
       if (receipt.status !== 'success') return 0n;
       const logs = parseEventLogs({ abi: erc20Abi, eventName: 'Transfer', logs: receipt.logs });
       return logs
-        .filter((log) => log.address.toLowerCase() === token.toLowerCase() && log.args.to.toLowerCase() === to.toLowerCase())
+        .filter(
+          (log) => log.address.toLowerCase() === token.toLowerCase() && log.args.to.toLowerCase() === to.toLowerCase(),
+        )
         .reduce((sum, log) => sum + log.args.value, 0n);
     },
     async nativeReceived(hash, to) {

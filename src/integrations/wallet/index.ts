@@ -1,1 +1,16 @@
-export { createChainWallet, ChainUnavailableError, CANCEL_GAS, gasWithMargin, type ChainWallet, type ChainTransaction, type FeeQuote, type GasEstimate, type MinedReceipt, type TransferAsset, type TransferRequest, type SignedTransfer, type TxLookup, type BroadcastResult } from './chain-wallet.ts';
+export {
+  createChainWallet,
+  ChainUnavailableError,
+  CANCEL_GAS,
+  gasWithMargin,
+  type ChainWallet,
+  type ChainTransaction,
+  type FeeQuote,
+  type GasEstimate,
+  type MinedReceipt,
+  type TransferAsset,
+  type TransferRequest,
+  type SignedTransfer,
+  type TxLookup,
+  type BroadcastResult,
+} from './chain-wallet.ts';

@@ -12,7 +12,11 @@ export interface MinedVersion {
 }
 
 /** The receipt of whichever version is mined, waiting at most `waitMs` for one to appear. */
-export async function findMined(deps: StageDeps, versions: readonly TransferVersion[], waitMs: number): Promise<MinedVersion | null> {
+export async function findMined(
+  deps: StageDeps,
+  versions: readonly TransferVersion[],
+  waitMs: number,
+): Promise<MinedVersion | null> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const receipts = await Promise.all(versions.map((v) => deps.wallet.receipt(v.tx_hash as Hex)));
@@ -28,7 +32,10 @@ export async function findMined(deps: StageDeps, versions: readonly TransferVers
  * named, and is still the chain's block at that height when the depth is read: a receipt read just before a
  * reorganisation (or from another node behind a balancer) names a block the chain no longer has.
  */
-export async function deepEnough(deps: StageDeps, receipt: Pick<MinedReceipt, 'blockNumber' | 'blockHash'>): Promise<boolean> {
+export async function deepEnough(
+  deps: StageDeps,
+  receipt: Pick<MinedReceipt, 'blockNumber' | 'blockHash'>,
+): Promise<boolean> {
   const confirmations = deps.settings.transfer.confirmations;
   const deep =
     typeof confirmations === 'number'
@@ -44,7 +51,11 @@ export async function deepEnough(deps: StageDeps, receipt: Pick<MinedReceipt, 'b
  * when the count has not passed it by `upTo`. Only asked when our versions show no receipt: "nonce used" alone
  * cannot tell our mined version (hidden by a lagging node) from someone else's.
  */
-export async function nonceUser(deps: StageDeps, nonce: number, upTo: bigint): Promise<{ hash: string; blockNumber: bigint } | null> {
+export async function nonceUser(
+  deps: StageDeps,
+  nonce: number,
+  upTo: bigint,
+): Promise<{ hash: string; blockNumber: bigint } | null> {
   if ((await deps.wallet.nonceAt(upTo)) <= nonce) return null;
   let low = 0n;
   let high = upTo;

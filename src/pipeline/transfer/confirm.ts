@@ -14,7 +14,15 @@ import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { deepEnough, findMined, nonceUser, trustedBlock, type MinedVersion } from './chain-reads.ts';
 import { carryOutRequest } from './requests.ts';
-import { CONFIRM_RECHECK_MS, enqueueConfirm, loadTransfer, loadVersions, type Transfer, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
+import {
+  CONFIRM_RECHECK_MS,
+  enqueueConfirm,
+  loadTransfer,
+  loadVersions,
+  type Transfer,
+  type TransferHooksByPurpose,
+  type TransferVersion,
+} from './model.ts';
 import { outcomeOf, settleMined } from './settle.ts';
 import { broadcastVersion, replace } from './versions.ts';
 
@@ -24,7 +32,11 @@ import { broadcastVersion, replace } from './versions.ts';
  */
 export const NONCE_TAKEN_RECHECK_MS = 10_000;
 
-export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
+export async function confirmTransfer(
+  deps: StageDeps,
+  hooks: TransferHooksByPurpose,
+  transferId: string,
+): Promise<void> {
   let transfer = await loadTransfer(deps.db, transferId);
   const log = deps.logger.child({ transferId, purpose: transfer.purpose, ref: transfer.ref });
   if (transfer.requested_action !== null && (transfer.status === 'broadcast' || transfer.status === 'needs_review')) {
@@ -38,8 +50,22 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
   if (mined) {
     if (await deepEnough(deps, mined.receipt)) {
       const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
-      const booked = await deps.db.transaction().execute((trx) => settleMined(trx, hooks, transferId, { ...mined, outcome }));
-      if (booked) await logOutcome(deps, log, transfer, mined, outcome.status, outcome.status === 'needs_review' ? outcome.reason : outcome.status === 'failed' ? outcome.failure.message : null);
+      const booked = await deps.db
+        .transaction()
+        .execute((trx) => settleMined(trx, hooks, transferId, { ...mined, outcome }));
+      if (booked)
+        await logOutcome(
+          deps,
+          log,
+          transfer,
+          mined,
+          outcome.status,
+          outcome.status === 'needs_review'
+            ? outcome.reason
+            : outcome.status === 'failed'
+              ? outcome.failure.message
+              : null,
+        );
       return;
     }
     await watchMined(deps, transfer, mined, log);
@@ -54,7 +80,18 @@ export async function confirmTransfer(deps: StageDeps, hooks: TransferHooksByPur
   await deps.db.transaction().execute(async (trx) => {
     const ageMs = Date.now() - (transfer.broadcast_at ?? transfer.updated_at).getTime();
     if (ageMs > deps.settings.transferConfirmDeadlineMs) {
-      await stageAlert(deps, log, { rule: 'transfer_unconfirmed', subject: transferId, severity: 'critical', message: 'transfer still not mined past its deadline', details: { transferId, txHash: transfer.tx_hash, versions: versions.length, ageMs } }, trx);
+      await stageAlert(
+        deps,
+        log,
+        {
+          rule: 'transfer_unconfirmed',
+          subject: transferId,
+          severity: 'critical',
+          message: 'transfer still not mined past its deadline',
+          details: { transferId, txHash: transfer.tx_hash, versions: versions.length, ageMs },
+        },
+        trx,
+      );
     }
     await enqueueConfirm(trx, transferId, new Date(Date.now() + CONFIRM_RECHECK_MS));
   });
@@ -66,11 +103,21 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
     if (transfer.block_hash !== mined.receipt.blockHash) {
       await trx
         .updateTable('chain_transfers')
-        .set({ block_number: mined.receipt.blockNumber.toString(), block_hash: mined.receipt.blockHash, tx_hash: mined.version.tx_hash, raw_tx: mined.version.raw_tx, nonce_taken_seen_at: null, updated_at: sql`now()` })
+        .set({
+          block_number: mined.receipt.blockNumber.toString(),
+          block_hash: mined.receipt.blockHash,
+          tx_hash: mined.version.tx_hash,
+          raw_tx: mined.version.raw_tx,
+          nonce_taken_seen_at: null,
+          updated_at: sql`now()`,
+        })
         .where('transfer_id', '=', transfer.transfer_id)
         .where('status', '=', 'broadcast')
         .execute();
-      log.info({ event: 'transfer_mined', txHash: mined.version.tx_hash, blockNumber: mined.receipt.blockNumber.toString() }, 'transfer mined; waiting for confirmations');
+      log.info(
+        { event: 'transfer_mined', txHash: mined.version.tx_hash, blockNumber: mined.receipt.blockNumber.toString() },
+        'transfer mined; waiting for confirmations',
+      );
     }
     await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
   });
@@ -80,17 +127,44 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
  * A version seen mined has no receipt now. If the chain still has the block it was seen in, a lagging node hides it:
  * nothing changes. Otherwise its block left the chain: nothing was booked; the same bytes go again.
  */
-async function reorganisedAway(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
+async function reorganisedAway(
+  deps: StageDeps,
+  transfer: Transfer,
+  versions: readonly TransferVersion[],
+  log: Logger,
+): Promise<void> {
   const still = await deps.wallet.blockHash(BigInt(transfer.block_number as string));
   if (still !== null && still.toLowerCase() === transfer.block_hash?.toLowerCase()) {
-    log.warn({ event: 'transfer_receipt_hidden', txHash: transfer.tx_hash, blockNumber: transfer.block_number }, 'its block is still in the chain but the node shows no receipt (a lagging node): looking again');
-    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS)));
+    log.warn(
+      { event: 'transfer_receipt_hidden', txHash: transfer.tx_hash, blockNumber: transfer.block_number },
+      'its block is still in the chain but the node shows no receipt (a lagging node): looking again',
+    );
+    await deps.db
+      .transaction()
+      .execute((trx) => enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS)));
     return;
   }
   const seen = versions.find((v) => v.tx_hash === transfer.tx_hash) ?? versions.at(-1);
-  await stageAlert(deps, log, { rule: 'transfer_reorged', subject: transfer.transfer_id, severity: 'warning', message: 'a mined transfer left the chain (reorganisation); sent again, booked once mined again', details: { transferId: transfer.transfer_id, txHash: transfer.tx_hash, blockNumber: transfer.block_number, blockHash: transfer.block_hash, blockHashNow: still } });
+  await stageAlert(deps, log, {
+    rule: 'transfer_reorged',
+    subject: transfer.transfer_id,
+    severity: 'warning',
+    message: 'a mined transfer left the chain (reorganisation); sent again, booked once mined again',
+    details: {
+      transferId: transfer.transfer_id,
+      txHash: transfer.tx_hash,
+      blockNumber: transfer.block_number,
+      blockHash: transfer.block_hash,
+      blockHashNow: still,
+    },
+  });
   await deps.db.transaction().execute(async (trx) => {
-    await trx.updateTable('chain_transfers').set({ block_number: null, block_hash: null, updated_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+    await trx
+      .updateTable('chain_transfers')
+      .set({ block_number: null, block_hash: null, updated_at: sql`now()` })
+      .where('transfer_id', '=', transfer.transfer_id)
+      .where('status', '=', 'broadcast')
+      .execute();
     await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
   });
   if (seen) await broadcastVersion(deps, transfer.transfer_id, seen, log);
@@ -101,33 +175,55 @@ async function reorganisedAway(deps: StageDeps, transfer: Transfer, versions: re
  * our nonce: someone else used it, and none of ours can ever be mined. Never re-signed at another nonce on that
  * evidence: a person looks (resolve with the hash that paid, or as never sent).
  */
-async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<boolean> {
+async function nonceTaken(
+  deps: StageDeps,
+  transfer: Transfer,
+  versions: readonly TransferVersion[],
+  log: Logger,
+): Promise<boolean> {
   const trusted = await trustedBlock(deps);
   const ours = Number(transfer.nonce);
   const used = await deps.wallet.nonceAt(trusted);
   if (used <= ours) {
     if (transfer.nonce_taken_seen_at !== null) {
-      await deps.db.updateTable('chain_transfers').set({ nonce_taken_seen_at: null }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+      await deps.db
+        .updateTable('chain_transfers')
+        .set({ nonce_taken_seen_at: null })
+        .where('transfer_id', '=', transfer.transfer_id)
+        .where('status', '=', 'broadcast')
+        .execute();
     }
     return false;
   }
   const recheck = (set: boolean) =>
     deps.db.transaction().execute(async (trx) => {
-      if (set) await trx.updateTable('chain_transfers').set({ nonce_taken_seen_at: sql`now()` }).where('transfer_id', '=', transfer.transfer_id).where('status', '=', 'broadcast').execute();
+      if (set)
+        await trx
+          .updateTable('chain_transfers')
+          .set({ nonce_taken_seen_at: sql`now()` })
+          .where('transfer_id', '=', transfer.transfer_id)
+          .where('status', '=', 'broadcast')
+          .execute();
       await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
     });
   // Who used it: one of our versions (its receipt hidden by a lagging node) is no reason for a person.
   const user = await nonceUser(deps, ours, trusted);
   const own = user && versions.find((v) => v.tx_hash.toLowerCase() === user.hash.toLowerCase());
   if (!user || own) {
-    log.warn({ event: 'transfer_receipt_hidden', nonce: ours, chainNonce: used, usedBy: user?.hash ?? null }, 'our nonce is used, by one of our versions or by a transaction the node does not show: looking again');
+    log.warn(
+      { event: 'transfer_receipt_hidden', nonce: ours, chainNonce: used, usedBy: user?.hash ?? null },
+      'our nonce is used, by one of our versions or by a transaction the node does not show: looking again',
+    );
     await recheck(false);
     return true;
   }
   const seenAt = transfer.nonce_taken_seen_at;
   if (seenAt === null || Date.now() - seenAt.getTime() < NONCE_TAKEN_RECHECK_MS) {
     await recheck(seenAt === null);
-    log.warn({ event: 'transfer_nonce_passed', nonce: ours, chainNonce: used, usedBy: user.hash }, 'another transaction used our nonce; looking again before asking a person');
+    log.warn(
+      { event: 'transfer_nonce_passed', nonce: ours, chainNonce: used, usedBy: user.hash },
+      'another transaction used our nonce; looking again before asking a person',
+    );
     return true;
   }
   const reason = `nonce ${ours} was used by a transaction payrail did not sign (${user.hash}, block ${user.blockNumber}); none of this transfer's ${versions.length} version(s) can be mined`;
@@ -139,7 +235,20 @@ async function nonceTaken(deps: StageDeps, transfer: Transfer, versions: readonl
     .returning('transfer_id')
     .executeTakeFirst();
   if (moved) {
-    await stageAlert(deps, log, { rule: 'transfer_nonce_taken', subject: transfer.transfer_id, severity: 'critical', message: 'another transaction took this transfer\'s nonce; it will never be mined as signed', details: { transferId: transfer.transfer_id, nonce: ours, chainNonce: used, usedBy: user.hash, usedInBlock: user.blockNumber.toString(), hashes: versions.map((v) => v.tx_hash) } });
+    await stageAlert(deps, log, {
+      rule: 'transfer_nonce_taken',
+      subject: transfer.transfer_id,
+      severity: 'critical',
+      message: "another transaction took this transfer's nonce; it will never be mined as signed",
+      details: {
+        transferId: transfer.transfer_id,
+        nonce: ours,
+        chainNonce: used,
+        usedBy: user.hash,
+        usedInBlock: user.blockNumber.toString(),
+        hashes: versions.map((v) => v.tx_hash),
+      },
+    });
   }
   return true;
 }
@@ -161,7 +270,12 @@ function receiptWait(deps: StageDeps, transfer: Transfer, versions: readonly Tra
  * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces it. Otherwise: replaced once it waited long enough, else sent again when the node no
  * longer knows it.
  */
-async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[], log: Logger): Promise<void> {
+async function keepOnNetwork(
+  deps: StageDeps,
+  transfer: Transfer,
+  versions: readonly TransferVersion[],
+  log: Logger,
+): Promise<void> {
   const latest = versions.at(-1);
   if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
   const mined = await deps.wallet.nonceAt('latest');
@@ -178,24 +292,53 @@ async function keepOnNetwork(deps: StageDeps, transfer: Transfer, versions: read
       // due (a chaos finding). Its own check runs on its own schedule and sends it again or replaces it. This one is
       // only handed to the node again if the node forgot it (same bytes, no fee spent): otherwise, once the blocker is
       // mined, each forgotten nonce above it would wait for its own next check, one nonce per check (a chaos finding).
-      log.info({ event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined }, 'waiting behind a lower nonce of ours: not bumped');
+      log.info(
+        { event: 'transfer_waits_behind', nonce: transfer.nonce, blockedBy: blocker.transfer_id, minedNonce: mined },
+        'waiting behind a lower nonce of ours: not bumped',
+      );
       await sendAgainIfForgotten(deps, transfer, latest, log);
       return;
     }
   }
   if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
-    const outcome = await replace(deps, transfer, latest.kind, log, `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`, { olderThanMs: deps.settings.transfer.bumpAfterMs });
+    const outcome = await replace(
+      deps,
+      transfer,
+      latest.kind,
+      log,
+      `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`,
+      { olderThanMs: deps.settings.transfer.bumpAfterMs },
+    );
     if (outcome.replaced) return;
   }
   await sendAgainIfForgotten(deps, transfer, latest, log);
 }
 
-async function sendAgainIfForgotten(deps: StageDeps, transfer: Transfer, latest: TransferVersion, log: Logger): Promise<void> {
-  if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null) await broadcastVersion(deps, transfer.transfer_id, latest, log);
+async function sendAgainIfForgotten(
+  deps: StageDeps,
+  transfer: Transfer,
+  latest: TransferVersion,
+  log: Logger,
+): Promise<void> {
+  if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null)
+    await broadcastVersion(deps, transfer.transfer_id, latest, log);
 }
 
-async function logOutcome(deps: StageDeps, log: Logger, transfer: Transfer, mined: MinedVersion, status: string, reason: string | null): Promise<void> {
-  const fields = { txHash: mined.version.tx_hash, version: mined.version.version, kind: mined.version.kind, blockNumber: mined.receipt.blockNumber.toString(), gasCostWei: mined.receipt.gasCostWei.toString() };
+async function logOutcome(
+  deps: StageDeps,
+  log: Logger,
+  transfer: Transfer,
+  mined: MinedVersion,
+  status: string,
+  reason: string | null,
+): Promise<void> {
+  const fields = {
+    txHash: mined.version.tx_hash,
+    version: mined.version.version,
+    kind: mined.version.kind,
+    blockNumber: mined.receipt.blockNumber.toString(),
+    gasCostWei: mined.receipt.gasCostWei.toString(),
+  };
   if (status === 'confirmed') {
     log.info({ event: 'transfer_confirmed', ...fields }, 'transfer confirmed');
     return;
@@ -204,5 +347,11 @@ async function logOutcome(deps: StageDeps, log: Logger, transfer: Transfer, mine
     log.warn({ event: 'transfer_failed', ...fields, reason }, 'transfer failed on chain; nothing moved');
     return;
   }
-  await stageAlert(deps, log, { rule: 'transfer_review', subject: transfer.transfer_id, severity: 'critical', message: 'a mined transfer did not move what was asked', details: { transferId: transfer.transfer_id, ...fields, reason } });
+  await stageAlert(deps, log, {
+    rule: 'transfer_review',
+    subject: transfer.transfer_id,
+    severity: 'critical',
+    message: 'a mined transfer did not move what was asked',
+    details: { transferId: transfer.transfer_id, ...fields, reason },
+  });
 }

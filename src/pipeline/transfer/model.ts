@@ -44,11 +44,31 @@ export const SEND_MAX_ATTEMPTS = 25;
 export const CONFIRM_RECHECK_MS = 5_000;
 
 export function enqueueSend(trx: Transaction<Database>, transferId: string, from: string): Promise<void> {
-  return enqueue(trx, 'transfer_send', { transferId }, { queueName: `wallet:${from.toLowerCase()}`, jobKey: `transfer_send:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS });
+  return enqueue(
+    trx,
+    'transfer_send',
+    { transferId },
+    {
+      queueName: `wallet:${from.toLowerCase()}`,
+      jobKey: `transfer_send:${transferId}`,
+      jobKeyMode: 'replace',
+      maxAttempts: SEND_MAX_ATTEMPTS,
+    },
+  );
 }
 
 export function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date): Promise<void> {
-  return enqueue(trx, 'transfer_confirm', { transferId }, { jobKey: `transfer_confirm:${transferId}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, ...(runAt && { runAt }) });
+  return enqueue(
+    trx,
+    'transfer_confirm',
+    { transferId },
+    {
+      jobKey: `transfer_confirm:${transferId}`,
+      jobKeyMode: 'replace',
+      maxAttempts: SEND_MAX_ATTEMPTS,
+      ...(runAt && { runAt }),
+    },
+  );
 }
 
 export function assetOf(deps: Pick<StageDeps, 'usdtContract'>, transfer: Pick<Transfer, 'asset'>): TransferAsset {
@@ -62,11 +82,20 @@ export function loadTransfer(db: Db | Transaction<Database>, transferId: string)
 }
 
 export function loadVersions(db: Db | Transaction<Database>, transferId: string): Promise<TransferVersion[]> {
-  return db.selectFrom('chain_transfer_versions').selectAll().where('transfer_id', '=', transferId).orderBy('version').execute();
+  return db
+    .selectFrom('chain_transfer_versions')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .orderBy('version')
+    .execute();
 }
 
 /** Queues the job that moves a transfer on from its state (a person's retry, the reconciler's resume). */
-export async function resumeTransfer(trx: Transaction<Database>, transfer: Pick<Transfer, 'transfer_id' | 'status' | 'from_address'>): Promise<void> {
-  if (transfer.status === 'intent' || transfer.status === 'signed') await enqueueSend(trx, transfer.transfer_id, transfer.from_address);
+export async function resumeTransfer(
+  trx: Transaction<Database>,
+  transfer: Pick<Transfer, 'transfer_id' | 'status' | 'from_address'>,
+): Promise<void> {
+  if (transfer.status === 'intent' || transfer.status === 'signed')
+    await enqueueSend(trx, transfer.transfer_id, transfer.from_address);
   else if (transfer.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id);
 }

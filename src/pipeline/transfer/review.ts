@@ -15,7 +15,8 @@ import type { Db, TransferRequestedAction, TransferStatus } from '../../db/index
 import { enqueueConfirm, enqueueSend } from './model.ts';
 
 export type TransferAction = 'bump' | 'cancel' | 'resolve' | 'retry';
-export type TransferResolution = { outcome: 'mined'; txHash: string; note?: string } | { outcome: 'never_sent'; note?: string };
+export type TransferResolution =
+  { outcome: 'mined'; txHash: string; note?: string } | { outcome: 'never_sent'; note?: string };
 
 export class TransferActionRefused extends Error {
   override name = 'TransferActionRefused';
@@ -34,17 +35,33 @@ const WATCHED: readonly TransferStatus[] = ['broadcast', 'needs_review'];
 const STALE_REQUEST_MS = 10 * 60_000;
 const CLEARED = { requested_action: null, requested_hash: null, requested_by: null, requested_at: null } as const;
 
-export async function applyTransferAction(db: Db, transferId: string, action: TransferAction, actor: string, resolution?: TransferResolution): Promise<TransferActionResult | null> {
+export async function applyTransferAction(
+  db: Db,
+  transferId: string,
+  action: TransferAction,
+  actor: string,
+  resolution?: TransferResolution,
+): Promise<TransferActionResult | null> {
   return db.transaction().execute(async (trx) => {
-    const transfer = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirst();
+    const transfer = await trx
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('transfer_id', '=', transferId)
+      .forUpdate()
+      .executeTakeFirst();
     if (!transfer) return null;
     const status = transfer.status;
     // A request the worker could not carry out for long (the chain unreachable for days) must not lock every other.
     const stale = transfer.requested_at !== null && Date.now() - transfer.requested_at.getTime() > STALE_REQUEST_MS;
     if (transfer.requested_action !== null && !stale) {
-      throw new TransferActionRefused(`a ${transfer.requested_action} requested by ${transfer.requested_by} is still being carried out`);
+      throw new TransferActionRefused(
+        `a ${transfer.requested_action} requested by ${transfer.requested_by} is still being carried out`,
+      );
     }
-    const replacing = transfer.requested_action === null ? undefined : { action: transfer.requested_action, by: transfer.requested_by, at: transfer.requested_at };
+    const replacing =
+      transfer.requested_action === null
+        ? undefined
+        : { action: transfer.requested_action, by: transfer.requested_by, at: transfer.requested_at };
     let requested: TransferRequestedAction | null = null;
     let to: TransferStatus = status;
     if (action === 'retry') {
@@ -54,7 +71,14 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
       to = transfer.nonce === null ? 'intent' : 'broadcast';
       await trx
         .updateTable('chain_transfers')
-        .set({ status: to, reason: null, nonce_taken_seen_at: null, reconcile_attempts: 0, ...CLEARED, updated_at: sql`now()` })
+        .set({
+          status: to,
+          reason: null,
+          nonce_taken_seen_at: null,
+          reconcile_attempts: 0,
+          ...CLEARED,
+          updated_at: sql`now()`,
+        })
         .where('transfer_id', '=', transferId)
         .where('status', '=', 'needs_review')
         .execute();
@@ -65,24 +89,53 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
       requested = 'cancel';
       await trx
         .updateTable('chain_transfers')
-        .set({ requested_action: 'cancel', requested_hash: null, requested_by: actor, requested_at: sql`date_trunc('milliseconds', now())`, updated_at: sql`now()` })
+        .set({
+          requested_action: 'cancel',
+          requested_hash: null,
+          requested_by: actor,
+          requested_at: sql`date_trunc('milliseconds', now())`,
+          updated_at: sql`now()`,
+        })
         .where('transfer_id', '=', transferId)
         .execute();
       await enqueueSend(trx, transferId, transfer.from_address);
     } else {
-      if ((action === 'bump' || action === 'cancel') && transfer.nonce === null) throw new TransferActionRefused('it has no nonce on record: resolve it with the hash that paid, or retry to sign it again');
-      if (!WATCHED.includes(status)) throw new TransferActionRefused(`a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`);
-      if (action === 'bump' && status !== 'broadcast') throw new TransferActionRefused('a transfer in review is not bumped: cancel or resolve it, or retry to watch it again');
+      if ((action === 'bump' || action === 'cancel') && transfer.nonce === null)
+        throw new TransferActionRefused(
+          'it has no nonce on record: resolve it with the hash that paid, or retry to sign it again',
+        );
+      if (!WATCHED.includes(status))
+        throw new TransferActionRefused(
+          `a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`,
+        );
+      if (action === 'bump' && status !== 'broadcast')
+        throw new TransferActionRefused(
+          'a transfer in review is not bumped: cancel or resolve it, or retry to watch it again',
+        );
       if ((action === 'bump' || action === 'cancel') && transfer.block_number !== null) {
-        throw new TransferActionRefused(`it is mined in block ${transfer.block_number} and waits for its confirmations`);
+        throw new TransferActionRefused(
+          `it is mined in block ${transfer.block_number} and waits for its confirmations`,
+        );
       }
-      if (action === 'resolve' && !resolution) throw new TransferActionRefused('a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}');
+      if (action === 'resolve' && !resolution)
+        throw new TransferActionRefused(
+          'a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}',
+        );
       // The worker could only refuse it: never_sent rests on the chain showing this transfer's nonce used by another
       // transaction, and without a nonce there is nothing to look up.
       if (action === 'resolve' && resolution?.outcome === 'never_sent' && transfer.nonce === null) {
-        throw new TransferActionRefused('it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash (outcome mined), or retry to sign it again');
+        throw new TransferActionRefused(
+          'it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash (outcome mined), or retry to sign it again',
+        );
       }
-      requested = action === 'bump' ? 'bump' : action === 'cancel' ? 'cancel' : resolution?.outcome === 'mined' ? 'resolve_mined' : 'resolve_never_sent';
+      requested =
+        action === 'bump'
+          ? 'bump'
+          : action === 'cancel'
+            ? 'cancel'
+            : resolution?.outcome === 'mined'
+              ? 'resolve_mined'
+              : 'resolve_never_sent';
       await trx
         .updateTable('chain_transfers')
         .set({
@@ -99,7 +152,19 @@ export async function applyTransferAction(db: Db, transferId: string, action: Tr
     if (to !== 'intent' && !(action === 'cancel' && status === 'intent')) await enqueueConfirm(trx, transferId);
     await trx
       .insertInto('audit_log')
-      .values({ actor, action: `transfer.${action}`, subject: transferId, details: JSON.stringify({ from: status, to, reason: transfer.reason, ...(requested && { requested }), ...(resolution && { resolution }), ...(replacing && { replacing }) }) })
+      .values({
+        actor,
+        action: `transfer.${action}`,
+        subject: transferId,
+        details: JSON.stringify({
+          from: status,
+          to,
+          reason: transfer.reason,
+          ...(requested && { requested }),
+          ...(resolution && { resolution }),
+          ...(replacing && { replacing }),
+        }),
+      })
       .execute();
     return { transferId, from: status, to, requested };
   });

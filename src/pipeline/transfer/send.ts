@@ -13,7 +13,16 @@ import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { failIn } from './settle.ts';
-import { assetOf, enqueueConfirm, enqueueSend, loadTransfer, loadVersions, TransferNotReady, type Transfer, type TransferHooksByPurpose } from './model.ts';
+import {
+  assetOf,
+  enqueueConfirm,
+  enqueueSend,
+  loadTransfer,
+  loadVersions,
+  TransferNotReady,
+  type Transfer,
+  type TransferHooksByPurpose,
+} from './model.ts';
 import { broadcastVersion, cappedFees, insertVersion } from './versions.ts';
 
 export interface TransferIntent {
@@ -49,7 +58,12 @@ export async function createTransfer(trx: Transaction<Database>, intent: Transfe
     .returning('transfer_id')
     .executeTakeFirst();
   if (!inserted) {
-    const existing = await trx.selectFrom('chain_transfers').select('transfer_id').where('purpose', '=', intent.purpose).where('ref', '=', intent.ref).executeTakeFirstOrThrow();
+    const existing = await trx
+      .selectFrom('chain_transfers')
+      .select('transfer_id')
+      .where('purpose', '=', intent.purpose)
+      .where('ref', '=', intent.ref)
+      .executeTakeFirstOrThrow();
     return existing.transfer_id;
   }
   await enqueueSend(trx, inserted.transfer_id, intent.from);
@@ -84,11 +98,25 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
 }
 
 /** A person cancelled it before anything was signed: it fails under its row lock, and its owner's funds are free. */
-async function cancelUnsigned(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, log: Logger): Promise<void> {
+async function cancelUnsigned(
+  deps: StageDeps,
+  hooks: TransferHooksByPurpose,
+  transfer: Transfer,
+  log: Logger,
+): Promise<void> {
   const by = transfer.requested_by ?? 'unknown';
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
-    if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'cancelled', message: `cancelled by ${by} before it was signed: nothing left the host wallet` });
+    const current = await trx
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('transfer_id', '=', transfer.transfer_id)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (current.status === 'intent')
+      await failIn(trx, hooks, current, {
+        code: 'cancelled',
+        message: `cancelled by ${by} before it was signed: nothing left the host wallet`,
+      });
   });
   log.warn({ event: 'transfer_cancelled_unsigned', by }, 'transfer cancelled before it was signed');
 }
@@ -98,7 +126,12 @@ async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
   return deps.db.transaction().execute(async (trx) => {
     const released = await trx
       .updateTable('chain_transfers')
-      .set({ status: 'broadcast', broadcast_at: sql`coalesce(broadcast_at, now())`, reconcile_attempts: 0, updated_at: sql`now()` })
+      .set({
+        status: 'broadcast',
+        broadcast_at: sql`coalesce(broadcast_at, now())`,
+        reconcile_attempts: 0,
+        updated_at: sql`now()`,
+      })
       .where('transfer_id', '=', transfer.transfer_id)
       .where('status', '=', 'signed')
       .returningAll()
@@ -113,7 +146,12 @@ async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
  * and the release are one commit. A call the chain says would revert fails the transfer before anything is signed
  * (the funds never leave); null then.
  */
-async function signFirstVersion(deps: StageDeps, hooks: TransferHooksByPurpose, transfer: Transfer, log: Logger): Promise<Transfer | null> {
+async function signFirstVersion(
+  deps: StageDeps,
+  hooks: TransferHooksByPurpose,
+  transfer: Transfer,
+  log: Logger,
+): Promise<Transfer | null> {
   const asset = assetOf(deps, transfer);
   const amount = BigInt(transfer.amount);
   const to = transfer.to_address as Hex;
@@ -121,51 +159,128 @@ async function signFirstVersion(deps: StageDeps, hooks: TransferHooksByPurpose, 
   const fees = cappedFees(await deps.wallet.fees(), deps.settings.transfer.maxFeePerGasWei);
   const native = await deps.wallet.balance({ kind: 'native' });
   const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
-  if (tokenShort || (asset.kind === 'native' && native < amount)) throw await short(deps, log, transfer, tokenShort ? 'usdt' : 'eth', native);
+  if (tokenShort || (asset.kind === 'native' && native < amount))
+    throw await short(deps, log, transfer, tokenShort ? 'usdt' : 'eth', native);
   const estimate = await deps.wallet.estimateGas({ to, asset, amount });
   if (!estimate.ok && estimate.reason === 'insufficient_funds') throw await short(deps, log, transfer, 'eth', native);
   if (!estimate.ok) {
     const message = `gas estimate failed: the chain says this transfer would fail (${estimate.message})`;
     await deps.db.transaction().execute(async (trx) => {
-      const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
+      const current = await trx
+        .selectFrom('chain_transfers')
+        .selectAll()
+        .where('transfer_id', '=', transfer.transfer_id)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'estimate_failed', message });
     });
-    await stageAlert(deps, log, { rule: 'transfer_estimate_failed', subject: transfer.transfer_id, severity: 'critical', message: 'a transfer would fail on chain (a receiver that reverts, a token that refuses it): nothing was signed', details: { transferId: transfer.transfer_id, purpose: transfer.purpose, ref: transfer.ref, to, asset: transfer.asset, amount: transfer.amount, message: estimate.message } });
+    await stageAlert(deps, log, {
+      rule: 'transfer_estimate_failed',
+      subject: transfer.transfer_id,
+      severity: 'critical',
+      message: 'a transfer would fail on chain (a receiver that reverts, a token that refuses it): nothing was signed',
+      details: {
+        transferId: transfer.transfer_id,
+        purpose: transfer.purpose,
+        ref: transfer.ref,
+        to,
+        asset: transfer.asset,
+        amount: transfer.amount,
+        message: estimate.message,
+      },
+    });
     return null;
   }
   const gas = gasWithMargin(estimate.gas);
-  if (native < gas * fees.maxFeePerGas + (asset.kind === 'native' ? amount : 0n)) throw await short(deps, log, transfer, 'eth', native);
+  if (native < gas * fees.maxFeePerGas + (asset.kind === 'native' ? amount : 0n))
+    throw await short(deps, log, transfer, 'eth', native);
   // Mined transactions only: a pending one of someone else's may be forgotten by the pool, and a nonce taken after it
   // would then never be mined (nor anything after it). Signing at its nonce instead, one of the two is mined; if it is
   // theirs, the confirm step sees the nonce taken and asks a person.
   const chainNonce = await deps.wallet.nonceAt('latest');
   return deps.db.transaction().execute(async (trx) => {
     const address = transfer.from_address.toLowerCase();
-    await trx.insertInto('wallet_nonces').values({ address, next_nonce: '0' }).onConflict((oc) => oc.column('address').doNothing()).execute();
-    const row = await trx.selectFrom('wallet_nonces').select('next_nonce').where('address', '=', address).forUpdate().executeTakeFirstOrThrow();
-    const current = await trx.selectFrom('chain_transfers').select(['status', 'requested_action']).where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
-    if (current.status !== 'intent') throw new TransferNotReady(`transfer ${transfer.transfer_id} moved to ${current.status} meanwhile`);
-    if (current.requested_action === 'cancel') throw new TransferNotReady(`transfer ${transfer.transfer_id} was cancelled before it was signed`);
+    await trx
+      .insertInto('wallet_nonces')
+      .values({ address, next_nonce: '0' })
+      .onConflict((oc) => oc.column('address').doNothing())
+      .execute();
+    const row = await trx
+      .selectFrom('wallet_nonces')
+      .select('next_nonce')
+      .where('address', '=', address)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    const current = await trx
+      .selectFrom('chain_transfers')
+      .select(['status', 'requested_action'])
+      .where('transfer_id', '=', transfer.transfer_id)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (current.status !== 'intent')
+      throw new TransferNotReady(`transfer ${transfer.transfer_id} moved to ${current.status} meanwhile`);
+    if (current.requested_action === 'cancel')
+      throw new TransferNotReady(`transfer ${transfer.transfer_id} was cancelled before it was signed`);
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
     const nonce = Math.max(Number(row.next_nonce), chainNonce);
     const signed = await deps.wallet.sign({ to, asset, amount, nonce, gas }, fees);
-    await trx.updateTable('wallet_nonces').set({ next_nonce: String(nonce + 1), updated_at: sql`now()` }).where('address', '=', address).execute();
+    await trx
+      .updateTable('wallet_nonces')
+      .set({ next_nonce: String(nonce + 1), updated_at: sql`now()` })
+      .where('address', '=', address)
+      .execute();
     await insertVersion(trx, transfer.transfer_id, 1, 'transfer', signed, gas, fees);
     const released = await trx
       .updateTable('chain_transfers')
-      .set({ status: 'broadcast', nonce: String(nonce), tx_hash: signed.hash, raw_tx: signed.rawTx, gas_limit: gas, broadcast_at: sql`now()`, attempts: sql`attempts + 1`, reconcile_attempts: 0, updated_at: sql`now()` })
+      .set({
+        status: 'broadcast',
+        nonce: String(nonce),
+        tx_hash: signed.hash,
+        raw_tx: signed.rawTx,
+        gas_limit: gas,
+        broadcast_at: sql`now()`,
+        attempts: sql`attempts + 1`,
+        reconcile_attempts: 0,
+        updated_at: sql`now()`,
+      })
       .where('transfer_id', '=', transfer.transfer_id)
       .where('status', '=', 'intent')
       .returningAll()
       .executeTakeFirstOrThrow();
     await enqueueConfirm(trx, transfer.transfer_id);
-    log.info({ event: 'transfer_signed', txHash: signed.hash, nonce, gas: gas.toString(), maxFeePerGas: fees.maxFeePerGas.toString() }, 'transfer signed and released');
+    log.info(
+      {
+        event: 'transfer_signed',
+        txHash: signed.hash,
+        nonce,
+        gas: gas.toString(),
+        maxFeePerGas: fees.maxFeePerGas.toString(),
+      },
+      'transfer signed and released',
+    );
     return released;
   });
 }
 
 /** One alert per asset short (ETH also pays the gas of a USDT transfer), whichever transfers run into it. */
-async function short(deps: StageDeps, log: Logger, transfer: Transfer, asset: 'eth' | 'usdt', nativeBalanceWei: bigint): Promise<TransferNotReady> {
-  await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: asset, severity: 'critical', message: 'host wallet cannot pay this transfer', details: { transferId: transfer.transfer_id, asset: transfer.asset, amount: transfer.amount, nativeBalanceWei: nativeBalanceWei.toString() } });
+async function short(
+  deps: StageDeps,
+  log: Logger,
+  transfer: Transfer,
+  asset: 'eth' | 'usdt',
+  nativeBalanceWei: bigint,
+): Promise<TransferNotReady> {
+  await stageAlert(deps, log, {
+    rule: 'host_wallet_insufficient',
+    subject: asset,
+    severity: 'critical',
+    message: 'host wallet cannot pay this transfer',
+    details: {
+      transferId: transfer.transfer_id,
+      asset: transfer.asset,
+      amount: transfer.amount,
+      nativeBalanceWei: nativeBalanceWei.toString(),
+    },
+  });
   return new TransferNotReady(`host wallet balance too low for transfer ${transfer.transfer_id}`);
 }

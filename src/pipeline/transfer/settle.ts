@@ -6,27 +6,67 @@ import { sql, type Transaction } from 'kysely';
 import type { Database } from '../../db/index.ts';
 import type { MinedReceipt } from '../../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
-import { FINAL_STATES, RELEASED_STATES, type Transfer, type TransferFailure, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
+import {
+  FINAL_STATES,
+  RELEASED_STATES,
+  type Transfer,
+  type TransferFailure,
+  type TransferHooksByPurpose,
+  type TransferVersion,
+} from './model.ts';
 
-export type MinedOutcome = { status: 'confirmed'; reason?: string } | { status: 'failed'; failure: TransferFailure } | { status: 'needs_review'; reason: string };
+export type MinedOutcome =
+  | { status: 'confirmed'; reason?: string }
+  | { status: 'failed'; failure: TransferFailure }
+  | { status: 'needs_review'; reason: string };
 
 /**
  * What a mined version did, as the chain shows it. A token transfer counts only by its Transfer log of the whole amount
  * from the host wallet to the receiver: a token that returns false, or takes a fee, moves something else than asked.
  */
-export function outcomeOf(transfer: Pick<Transfer, 'asset' | 'amount' | 'from_address' | 'to_address'>, kind: TransferVersion['kind'], receipt: MinedReceipt, token: string | undefined): MinedOutcome {
-  if (kind === 'cancel') return { status: 'failed', failure: { code: 'cancelled', message: 'the cancel took the nonce: the transfer never executed' } };
-  if (!receipt.success) return { status: 'failed', failure: { code: 'reverted', message: 'reverted on chain: nothing moved, the gas was paid' } };
+export function outcomeOf(
+  transfer: Pick<Transfer, 'asset' | 'amount' | 'from_address' | 'to_address'>,
+  kind: TransferVersion['kind'],
+  receipt: MinedReceipt,
+  token: string | undefined,
+): MinedOutcome {
+  if (kind === 'cancel')
+    return {
+      status: 'failed',
+      failure: { code: 'cancelled', message: 'the cancel took the nonce: the transfer never executed' },
+    };
+  if (!receipt.success)
+    return {
+      status: 'failed',
+      failure: { code: 'reverted', message: 'reverted on chain: nothing moved, the gas was paid' },
+    };
   if (transfer.asset === 'eth') return { status: 'confirmed' };
   const same = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
   const moved = receipt.tokenTransfers
-    .filter((log) => token !== undefined && same(log.token, token) && same(log.from, transfer.from_address) && same(log.to, transfer.to_address))
+    .filter(
+      (log) =>
+        token !== undefined &&
+        same(log.token, token) &&
+        same(log.from, transfer.from_address) &&
+        same(log.to, transfer.to_address),
+    )
     .reduce((sum, log) => sum + log.value, 0n);
   if (moved === BigInt(transfer.amount)) return { status: 'confirmed' };
-  if (moved === 0n && !receipt.tokenTransfers.some((log) => token !== undefined && same(log.token, token) && same(log.from, transfer.from_address))) {
-    return { status: 'failed', failure: { code: 'token_not_moved', message: 'mined without a Transfer log: the token moved nothing' } };
+  if (
+    moved === 0n &&
+    !receipt.tokenTransfers.some(
+      (log) => token !== undefined && same(log.token, token) && same(log.from, transfer.from_address),
+    )
+  ) {
+    return {
+      status: 'failed',
+      failure: { code: 'token_not_moved', message: 'mined without a Transfer log: the token moved nothing' },
+    };
   }
-  return { status: 'needs_review', reason: `the token moved ${moved} units to the receiver, not the ${transfer.amount} asked` };
+  return {
+    status: 'needs_review',
+    reason: `the token moved ${moved} units to the receiver, not the ${transfer.amount} asked`,
+  };
 }
 
 /**
@@ -39,14 +79,23 @@ export async function settleMined(
   transferId: string,
   mined: { version: Pick<TransferVersion, 'tx_hash' | 'raw_tx'>; receipt: MinedReceipt; outcome: MinedOutcome },
 ): Promise<boolean> {
-  const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate().executeTakeFirstOrThrow();
+  const current = await trx
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
   if (FINAL_STATES.includes(current.status) || current.status === 'intent') return false;
   const { receipt, outcome } = mined;
   if (receipt.gasCostWei > 0n) {
-    await postJournal(trx, { kind: 'network_fee', ref: transferId, entries: [
-      { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
-      { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
-    ] });
+    await postJournal(trx, {
+      kind: 'network_fee',
+      ref: transferId,
+      entries: [
+        { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
+        { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
+      ],
+    });
   }
   const done = await trx
     .updateTable('chain_transfers')
@@ -57,7 +106,12 @@ export async function settleMined(
       block_number: receipt.blockNumber.toString(),
       block_hash: receipt.blockHash,
       gas_cost_wei: receipt.gasCostWei.toString(),
-      reason: outcome.status === 'confirmed' ? (outcome.reason ?? null) : outcome.status === 'failed' ? outcome.failure.message : outcome.reason,
+      reason:
+        outcome.status === 'confirmed'
+          ? (outcome.reason ?? null)
+          : outcome.status === 'failed'
+            ? outcome.failure.message
+            : outcome.reason,
       last_error: outcome.status === 'failed' ? outcome.failure.code : null,
       nonce_taken_seen_at: null,
       ...clearedRequest,
@@ -74,10 +128,22 @@ export async function settleMined(
 }
 
 /** Fails a transfer none of whose versions was mined (never signed, or its nonce provably taken by another). */
-export async function failIn(trx: Transaction<Database>, hooks: TransferHooksByPurpose, transfer: Transfer, failure: TransferFailure): Promise<void> {
+export async function failIn(
+  trx: Transaction<Database>,
+  hooks: TransferHooksByPurpose,
+  transfer: Transfer,
+  failure: TransferFailure,
+): Promise<void> {
   const done = await trx
     .updateTable('chain_transfers')
-    .set({ status: 'failed', reason: failure.message, last_error: failure.code, nonce_taken_seen_at: null, ...clearedRequest, updated_at: sql`now()` })
+    .set({
+      status: 'failed',
+      reason: failure.message,
+      last_error: failure.code,
+      nonce_taken_seen_at: null,
+      ...clearedRequest,
+      updated_at: sql`now()`,
+    })
     .where('transfer_id', '=', transfer.transfer_id)
     .where('status', 'not in', FINAL_STATES)
     .returningAll()
@@ -85,4 +151,9 @@ export async function failIn(trx: Transaction<Database>, hooks: TransferHooksByP
   if (done) await hooks[done.purpose].onFailed(trx, done, failure);
 }
 
-export const clearedRequest = { requested_action: null, requested_hash: null, requested_by: null, requested_at: null } as const;
+export const clearedRequest = {
+  requested_action: null,
+  requested_hash: null,
+  requested_by: null,
+  requested_at: null,
+} as const;

@@ -27,7 +27,8 @@ export function replacementFees(previous: FeeQuote, now: FeeQuote, ceilingWei: b
   const minMax = minimumBump(previous.maxFeePerGas);
   const minPriority = minimumBump(previous.maxPriorityFeePerGas);
   if (minMax > ceilingWei || minPriority > ceilingWei) return null;
-  const maxFeePerGas = now.maxFeePerGas > minMax ? (now.maxFeePerGas > ceilingWei ? ceilingWei : now.maxFeePerGas) : minMax;
+  const maxFeePerGas =
+    now.maxFeePerGas > minMax ? (now.maxFeePerGas > ceilingWei ? ceilingWei : now.maxFeePerGas) : minMax;
   const wantedPriority = now.maxPriorityFeePerGas > minPriority ? now.maxPriorityFeePerGas : minPriority;
   if (minPriority > maxFeePerGas) return null;
   return { maxFeePerGas, maxPriorityFeePerGas: wantedPriority > maxFeePerGas ? maxFeePerGas : wantedPriority };
@@ -36,16 +37,25 @@ export function replacementFees(previous: FeeQuote, now: FeeQuote, ceilingWei: b
 /** The first version's fees: the network's, with the max fee held at the ceiling (the tip never above it). */
 export function cappedFees(now: FeeQuote, ceilingWei: bigint): FeeQuote {
   const maxFeePerGas = now.maxFeePerGas > ceilingWei ? ceilingWei : now.maxFeePerGas;
-  return { maxFeePerGas, maxPriorityFeePerGas: now.maxPriorityFeePerGas > maxFeePerGas ? maxFeePerGas : now.maxPriorityFeePerGas };
+  return {
+    maxFeePerGas,
+    maxPriorityFeePerGas: now.maxPriorityFeePerGas > maxFeePerGas ? maxFeePerGas : now.maxPriorityFeePerGas,
+  };
 }
 
 /** A version's fees, read from its signed bytes when they were not stored (versions kept before fees were). */
-export function feesOf(version: Pick<TransferVersion, 'raw_tx' | 'max_fee_per_gas' | 'max_priority_fee_per_gas'>): FeeQuote {
+export function feesOf(
+  version: Pick<TransferVersion, 'raw_tx' | 'max_fee_per_gas' | 'max_priority_fee_per_gas'>,
+): FeeQuote {
   if (version.max_fee_per_gas !== null && version.max_priority_fee_per_gas !== null) {
-    return { maxFeePerGas: BigInt(version.max_fee_per_gas), maxPriorityFeePerGas: BigInt(version.max_priority_fee_per_gas) };
+    return {
+      maxFeePerGas: BigInt(version.max_fee_per_gas),
+      maxPriorityFeePerGas: BigInt(version.max_priority_fee_per_gas),
+    };
   }
   const parsed = parseTransaction(version.raw_tx as Hex);
-  if (parsed.maxFeePerGas === undefined || parsed.maxPriorityFeePerGas === undefined) throw new Error('a stored version is not an EIP-1559 transaction');
+  if (parsed.maxFeePerGas === undefined || parsed.maxPriorityFeePerGas === undefined)
+    throw new Error('a stored version is not an EIP-1559 transaction');
   return { maxFeePerGas: parsed.maxFeePerGas, maxPriorityFeePerGas: parsed.maxPriorityFeePerGas };
 }
 
@@ -56,7 +66,15 @@ export function gasOf(transfer: Pick<Transfer, 'gas_limit' | 'raw_tx'>): bigint 
   return parsed.gas;
 }
 
-export async function insertVersion(trx: Transaction<Database>, transferId: string, version: number, kind: TransferVersion['kind'], signed: SignedTransfer, gas: bigint, fees: FeeQuote): Promise<void> {
+export async function insertVersion(
+  trx: Transaction<Database>,
+  transferId: string,
+  version: number,
+  kind: TransferVersion['kind'],
+  signed: SignedTransfer,
+  gas: bigint,
+  fees: FeeQuote,
+): Promise<void> {
   await trx
     .insertInto('chain_transfer_versions')
     .values({
@@ -78,38 +96,95 @@ export type ReplaceOutcome = { replaced: true; version: TransferVersion } | { re
  * Signs the next version at the transfer's nonce (the same payment, or a cancel) with replacement fees, stores it,
  * then broadcasts it. Under the transfer's row lock, so two replacements of one transfer never race.
  */
-export async function replace(deps: StageDeps, transfer: Transfer, asked: TransferVersion['kind'], log: Logger, cause: string, options: { olderThanMs?: number } = {}): Promise<ReplaceOutcome> {
+export async function replace(
+  deps: StageDeps,
+  transfer: Transfer,
+  asked: TransferVersion['kind'],
+  log: Logger,
+  cause: string,
+  options: { olderThanMs?: number } = {},
+): Promise<ReplaceOutcome> {
   const now = await deps.wallet.fees();
   const outcome = await deps.db.transaction().execute(async (trx): Promise<ReplaceOutcome> => {
-    const current = await trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transfer.transfer_id).forUpdate().executeTakeFirstOrThrow();
-    if (!RELEASED_STATES.includes(current.status) || current.nonce === null) return { replaced: false, why: `the transfer is ${current.status}` };
-    if (current.block_number !== null) return { replaced: false, why: `a version is mined in block ${current.block_number}` };
-    const last = await trx.selectFrom('chain_transfer_versions').selectAll().where('transfer_id', '=', transfer.transfer_id).orderBy('version', 'desc').limit(1).executeTakeFirstOrThrow();
+    const current = await trx
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('transfer_id', '=', transfer.transfer_id)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (!RELEASED_STATES.includes(current.status) || current.nonce === null)
+      return { replaced: false, why: `the transfer is ${current.status}` };
+    if (current.block_number !== null)
+      return { replaced: false, why: `a version is mined in block ${current.block_number}` };
+    const last = await trx
+      .selectFrom('chain_transfer_versions')
+      .selectAll()
+      .where('transfer_id', '=', transfer.transfer_id)
+      .orderBy('version', 'desc')
+      .limit(1)
+      .executeTakeFirstOrThrow();
     // Read under the lock, not from the caller's snapshot: a run that looked before a person's cancel (or another
     // run's bump) must neither sign the payment over that cancel nor bump twice.
-    if (options.olderThanMs !== undefined && Date.now() - last.created_at.getTime() < options.olderThanMs) return { replaced: false, why: `version ${last.version} was signed meanwhile` };
+    if (options.olderThanMs !== undefined && Date.now() - last.created_at.getTime() < options.olderThanMs)
+      return { replaced: false, why: `version ${last.version} was signed meanwhile` };
     const kind = last.kind === 'cancel' ? 'cancel' : asked;
     const fees = replacementFees(feesOf(last), now, deps.settings.transfer.maxFeePerGasWei);
-    if (fees === null) return { replaced: false, why: `the next bump over ${feesOf(last).maxFeePerGas} wei per gas passes TRANSFER_MAX_FEE_GWEI` };
+    if (fees === null)
+      return {
+        replaced: false,
+        why: `the next bump over ${feesOf(last).maxFeePerGas} wei per gas passes TRANSFER_MAX_FEE_GWEI`,
+      };
     const nonce = Number(current.nonce);
     const gas = kind === 'cancel' ? 21_000n : gasOf(current);
     const signed =
       kind === 'cancel'
         ? await deps.wallet.signCancel(nonce, fees)
-        : await deps.wallet.sign({ to: current.to_address as Hex, asset: assetOf(deps, current), amount: BigInt(current.amount), nonce, gas }, fees);
+        : await deps.wallet.sign(
+            {
+              to: current.to_address as Hex,
+              asset: assetOf(deps, current),
+              amount: BigInt(current.amount),
+              nonce,
+              gas,
+            },
+            fees,
+          );
     await insertVersion(trx, current.transfer_id, last.version + 1, kind, signed, gas, fees);
-    await trx.updateTable('chain_transfers').set({ tx_hash: signed.hash, raw_tx: signed.rawTx, updated_at: sql`now()` }).where('transfer_id', '=', current.transfer_id).execute();
-    const version = await trx.selectFrom('chain_transfer_versions').selectAll().where('tx_hash', '=', signed.hash).executeTakeFirstOrThrow();
+    await trx
+      .updateTable('chain_transfers')
+      .set({ tx_hash: signed.hash, raw_tx: signed.rawTx, updated_at: sql`now()` })
+      .where('transfer_id', '=', current.transfer_id)
+      .execute();
+    const version = await trx
+      .selectFrom('chain_transfer_versions')
+      .selectAll()
+      .where('tx_hash', '=', signed.hash)
+      .executeTakeFirstOrThrow();
     return { replaced: true, version };
   });
   if (!outcome.replaced) {
     if (outcome.why.includes('TRANSFER_MAX_FEE_GWEI')) {
-      await stageAlert(deps, log, { rule: 'transfer_fee_ceiling', subject: transfer.transfer_id, severity: 'critical', message: 'a waiting transfer cannot be bumped: its fees are at TRANSFER_MAX_FEE_GWEI', details: { transferId: transfer.transfer_id, nonce: transfer.nonce, cause, why: outcome.why } });
+      await stageAlert(deps, log, {
+        rule: 'transfer_fee_ceiling',
+        subject: transfer.transfer_id,
+        severity: 'critical',
+        message: 'a waiting transfer cannot be bumped: its fees are at TRANSFER_MAX_FEE_GWEI',
+        details: { transferId: transfer.transfer_id, nonce: transfer.nonce, cause, why: outcome.why },
+      });
     }
     return outcome;
   }
   const { version } = outcome;
-  log.warn({ event: version.kind === 'cancel' ? 'transfer_cancel_signed' : 'transfer_replaced', version: version.version, txHash: version.tx_hash, maxFeePerGas: version.max_fee_per_gas, cause }, 'new version signed at the same nonce');
+  log.warn(
+    {
+      event: version.kind === 'cancel' ? 'transfer_cancel_signed' : 'transfer_replaced',
+      version: version.version,
+      txHash: version.tx_hash,
+      maxFeePerGas: version.max_fee_per_gas,
+      cause,
+    },
+    'new version signed at the same nonce',
+  );
   await broadcastVersion(deps, transfer.transfer_id, version, log);
   return outcome;
 }
@@ -118,12 +193,20 @@ export async function replace(deps: StageDeps, transfer: Transfer, asked: Transf
  * Hands one stored version to the node. Never changes the transfer's state: whatever the answer (taken, refused, lost),
  * the version may be on the network, and the confirm step finds out from the chain what became of it.
  */
-export async function broadcastVersion(deps: StageDeps, transferId: string, version: Pick<TransferVersion, 'raw_tx' | 'tx_hash' | 'version'>, log: Logger): Promise<void> {
+export async function broadcastVersion(
+  deps: StageDeps,
+  transferId: string,
+  version: Pick<TransferVersion, 'raw_tx' | 'tx_hash' | 'version'>,
+  log: Logger,
+): Promise<void> {
   let result;
   try {
     result = await deps.wallet.broadcast(version.raw_tx as Hex);
   } catch (error) {
-    log.warn({ event: 'transfer_broadcast_unanswered', txHash: version.tx_hash, err: (error as Error).message }, 'broadcast unanswered: it may have reached the node; the chain will tell');
+    log.warn(
+      { event: 'transfer_broadcast_unanswered', txHash: version.tx_hash, err: (error as Error).message },
+      'broadcast unanswered: it may have reached the node; the chain will tell',
+    );
     return;
   }
   if (result.ok) {
@@ -131,13 +214,28 @@ export async function broadcastVersion(deps: StageDeps, transferId: string, vers
     return;
   }
   if (result.reason === 'insufficient_funds') {
-    await stageAlert(deps, log, { rule: 'host_wallet_insufficient', subject: 'eth', severity: 'critical', message: 'the node refused a host wallet transaction for lack of funds; it keeps its nonce and is sent again', details: { transferId, txHash: version.tx_hash, message: result.message } });
+    await stageAlert(deps, log, {
+      rule: 'host_wallet_insufficient',
+      subject: 'eth',
+      severity: 'critical',
+      message: 'the node refused a host wallet transaction for lack of funds; it keeps its nonce and is sent again',
+      details: { transferId, txHash: version.tx_hash, message: result.message },
+    });
     return;
   }
   // Nonce too low: some version (ours or not) took the nonce; underpriced: the node holds a version paying more.
   if (result.reason === 'nonce_too_low' || result.reason === 'underpriced') {
-    log.info({ event: 'transfer_broadcast_refused', reason: result.reason, txHash: version.tx_hash, message: result.message }, 'broadcast refused; the confirm step reads the chain');
+    log.info(
+      { event: 'transfer_broadcast_refused', reason: result.reason, txHash: version.tx_hash, message: result.message },
+      'broadcast refused; the confirm step reads the chain',
+    );
     return;
   }
-  await stageAlert(deps, log, { rule: 'transfer_refused', subject: transferId, severity: 'critical', message: 'the node refused a host wallet transaction', details: { transferId, reason: result.reason, txHash: version.tx_hash, message: result.message } });
+  await stageAlert(deps, log, {
+    rule: 'transfer_refused',
+    subject: transferId,
+    severity: 'critical',
+    message: 'the node refused a host wallet transaction',
+    details: { transferId, reason: result.reason, txHash: version.tx_hash, message: result.message },
+  });
 }

@@ -38,16 +38,28 @@ export interface TransferView {
   readonly versions?: readonly TransferVersionView[];
 }
 
-export async function listTransfers(db: Db, filter: { status?: TransferStatus; limit: number }): Promise<TransferView[]> {
+export async function listTransfers(
+  db: Db,
+  filter: { status?: TransferStatus; limit: number },
+): Promise<TransferView[]> {
   let query = db.selectFrom('chain_transfers').selectAll().orderBy('created_at', 'desc').limit(filter.limit);
   if (filter.status !== undefined) query = query.where('status', '=', filter.status);
   return (await query.execute()).map((row) => toView(row));
 }
 
 export async function getTransfer(db: Db, transferId: string): Promise<TransferView | null> {
-  const row = await db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).executeTakeFirst();
+  const row = await db
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .executeTakeFirst();
   if (!row) return null;
-  const versions = await db.selectFrom('chain_transfer_versions').selectAll().where('transfer_id', '=', transferId).orderBy('version').execute();
+  const versions = await db
+    .selectFrom('chain_transfer_versions')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .orderBy('version')
+    .execute();
   return toView(row, versions);
 }
 
@@ -69,7 +81,15 @@ function toView(row: Transfer, versions?: TransferVersion[]): TransferView {
     gasLimit: row.gas_limit,
     reason: row.reason,
     lastError: row.last_error,
-    requested: row.requested_action === null ? null : { action: row.requested_action, by: row.requested_by, at: row.requested_at?.toISOString() ?? null, txHash: row.requested_hash },
+    requested:
+      row.requested_action === null
+        ? null
+        : {
+            action: row.requested_action,
+            by: row.requested_by,
+            at: row.requested_at?.toISOString() ?? null,
+            txHash: row.requested_hash,
+          },
     broadcastAt: row.broadcast_at?.toISOString() ?? null,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),

@@ -1,1 +1,9 @@
-export { startChangeNowSimulator, DEFAULT_PAIRS, type ChangeNowSimulator, type SimulatorOptions, type PairConfig, type Fault, type SimExchange } from './server.ts';
+export {
+  startChangeNowSimulator,
+  DEFAULT_PAIRS,
+  type ChangeNowSimulator,
+  type SimulatorOptions,
+  type PairConfig,
+  type Fault,
+  type SimExchange,
+} from './server.ts';

@@ -42,7 +42,19 @@ export interface SimulatorOptions {
   treasuryKey?: `0x${string}`;
 }
 
-const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 'short_payout', 'payout_elsewhere', 'wrong_payout_address', 'wrong_amount', 'below_estimate', 'verifying', 'expired_funded', 'no_amount_to'];
+const FORCED_ENDS: readonly string[] = [
+  'failed',
+  'refunded',
+  'refunded_short',
+  'short_payout',
+  'payout_elsewhere',
+  'wrong_payout_address',
+  'wrong_amount',
+  'below_estimate',
+  'verifying',
+  'expired_funded',
+  'no_amount_to',
+];
 /**
  * How the next exchange misbehaves: it ends failed or refunded (refunded_short: 1 % less, as network fees taken
  * from a real refund would), finishes paying one unit short or paying another
@@ -52,7 +64,19 @@ const FORCED_ENDS: readonly string[] = ['failed', 'refunded', 'refunded_short', 
  * before the exchange goes on; expired_funded ends `expired` although its deposit arrived, and returns nothing;
  * no_amount_to finishes and pays as usual but reports no amountTo, as an exchange whose answer lost a field could.
  */
-export type ForcedEnd = 'failed' | 'refunded' | 'refunded_short' | 'short_payout' | 'payout_elsewhere' | 'wrong_payout_address' | 'wrong_amount' | 'below_estimate' | 'verifying' | 'expired_funded' | 'no_amount_to' | null;
+export type ForcedEnd =
+  | 'failed'
+  | 'refunded'
+  | 'refunded_short'
+  | 'short_payout'
+  | 'payout_elsewhere'
+  | 'wrong_payout_address'
+  | 'wrong_amount'
+  | 'below_estimate'
+  | 'verifying'
+  | 'expired_funded'
+  | 'no_amount_to'
+  | null;
 
 /** How far below its estimate a below_estimate exchange finishes: well past payrail's default 3 % allowance. */
 export const DEFAULT_BELOW_ESTIMATE_PERCENT = '5';
@@ -74,7 +98,8 @@ function otherAddress(address: string): string {
 }
 
 export type Fault = 'none' | 'down' | '5xx' | '401' | 'slow';
-export type ExchangeState = 'waiting' | 'verifying' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
+export type ExchangeState =
+  'waiting' | 'verifying' | 'confirming' | 'exchanging' | 'sending' | 'finished' | 'failed' | 'refunded' | 'expired';
 
 export interface SimExchange {
   id: string;
@@ -124,7 +149,18 @@ export const DEFAULT_PAIRS: Record<string, PairConfig> = {
   'eth/eth->sol/sol': { rate: '19.8', withdrawalFee: '0.001', minAmount: '0.001' },
 };
 
-const DECIMALS: Record<string, number> = { eth: 18, usdt: 6, usdc: 6, btc: 8, ltc: 8, sol: 9, ton: 9, trx: 6, xmr: 12, bnb: 18 };
+const DECIMALS: Record<string, number> = {
+  eth: 18,
+  usdt: 6,
+  usdc: 6,
+  btc: 8,
+  ltc: 8,
+  sol: 9,
+  ton: 9,
+  trx: 6,
+  xmr: 12,
+  bnb: 18,
+};
 const STATUS_STEPS: ExchangeState[] = ['confirming', 'exchanging', 'sending'];
 const FAULTS: readonly Fault[] = ['none', 'down', '5xx', '401', 'slow'];
 
@@ -141,7 +177,11 @@ export interface ChangeNowSimulator {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -150,13 +190,18 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   const pairs = new Map(Object.entries({ ...DEFAULT_PAIRS, ...options.pairs }));
   const exchanges = new Map<string, SimExchange>();
   const stepMs = options.stepMs ?? 0;
-  const chain = options.rpcUrl ? createPublicClient({ transport: viemHttp(options.rpcUrl, { timeout: 5_000, retryCount: 0 }) }) : undefined;
+  const chain = options.rpcUrl
+    ? createPublicClient({ transport: viemHttp(options.rpcUrl, { timeout: 5_000, retryCount: 0 }) })
+    : undefined;
   let fault: Fault = 'none';
   let slowMs = 2_000;
   let nextEnd: ForcedEnd = null;
   let nextEndOptions: ForcedEndOptions = {};
   const payouts = new Map<string, Promise<string>>();
-  const treasury = options.treasuryKey && options.rpcUrl ? createTreasury(options.rpcUrl, options.treasuryKey, options.tokens ?? {}) : undefined;
+  const treasury =
+    options.treasuryKey && options.rpcUrl
+      ? createTreasury(options.rpcUrl, options.treasuryKey, options.tokens ?? {})
+      : undefined;
 
   const pairOf = (from: string, fromNetwork: string, to: string, toNetwork: string): PairConfig => {
     const pair = pairs.get(`${from}/${fromNetwork}->${to}/${toNetwork}`);
@@ -170,7 +215,8 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
   };
 
   const amountParam = (value: string | null, name: string): Decimal => {
-    if (value === null || !/^\d+(\.\d+)?$/.test(value)) throw new HttpError(400, 'bad_request', `${name} is required and must be a positive number`);
+    if (value === null || !/^\d+(\.\d+)?$/.test(value))
+      throw new HttpError(400, 'bad_request', `${name} is required and must be a positive number`);
     const amount = new Decimal(value);
     if (amount.lte(0)) throw new HttpError(400, 'bad_request', `${name} must be positive`);
     return amount;
@@ -204,7 +250,10 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       ex.updatedAt = new Date().toISOString();
     }
     if (ex.depositReceivedAt === null || !STATUS_STEPS.includes(ex.status)) return;
-    const step = stepMs === 0 ? STATUS_STEPS.length : Math.floor((Date.now() - (ex.verifyingUntil ?? ex.depositReceivedAt)) / stepMs);
+    const step =
+      stepMs === 0
+        ? STATUS_STEPS.length
+        : Math.floor((Date.now() - (ex.verifyingUntil ?? ex.depositReceivedAt)) / stepMs);
     if (step < STATUS_STEPS.length) {
       const next = STATUS_STEPS[step] as ExchangeState;
       if (next !== ex.status) {
@@ -215,12 +264,21 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     }
     ex.updatedAt = new Date().toISOString();
     const refunding = ex.forcedEnd === 'refunded' || ex.forcedEnd === 'refunded_short';
-    if (refunding && treasury && ex.refundAddress && ex.fromNetwork === 'eth' && (ex.fromCurrency === 'eth' || options.tokens?.[ex.fromCurrency])) {
+    if (
+      refunding &&
+      treasury &&
+      ex.refundAddress &&
+      ex.fromNetwork === 'eth' &&
+      (ex.fromCurrency === 'eth' || options.tokens?.[ex.fromCurrency])
+    ) {
       // The deposit goes back to the refund address on chain, as ChangeNow would send it: once per exchange.
       let pending = payouts.get(ex.id);
       if (!pending) {
         const deposit = new Decimal(ex.amountFrom as string);
-        const back = ex.forcedEnd === 'refunded_short' ? deposit.mul('0.99').toDecimalPlaces(DECIMALS[ex.fromCurrency] ?? 18, BaseDecimal.ROUND_DOWN) : deposit;
+        const back =
+          ex.forcedEnd === 'refunded_short'
+            ? deposit.mul('0.99').toDecimalPlaces(DECIMALS[ex.fromCurrency] ?? 18, BaseDecimal.ROUND_DOWN)
+            : deposit;
         pending = treasury.pay(ex.fromCurrency, ex.refundAddress as Address, back);
         payouts.set(ex.id, pending);
         pending.catch(() => payouts.delete(ex.id));
@@ -245,15 +303,27 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     }
     const pair = pairOf(ex.fromCurrency, ex.fromNetwork, ex.toCurrency, ex.toNetwork);
     const quoted = quote(pair, new Decimal(ex.amountFrom as string), ex.toCurrency);
-    const amountTo = ex.forcedEnd === 'below_estimate' ? belowBy(quoted, ex.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT, ex.toCurrency) : quoted;
+    const amountTo =
+      ex.forcedEnd === 'below_estimate'
+        ? belowBy(quoted, ex.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT, ex.toCurrency)
+        : quoted;
     let payoutHash = `0x${randomBytes(32).toString('hex')}`;
-    if (treasury && ex.toNetwork === 'eth' && amountTo.gt(0) && (ex.toCurrency === 'eth' || options.tokens?.[ex.toCurrency])) {
+    if (
+      treasury &&
+      ex.toNetwork === 'eth' &&
+      amountTo.gt(0) &&
+      (ex.toCurrency === 'eth' || options.tokens?.[ex.toCurrency])
+    ) {
       // One payout per exchange, however many polls arrive while it is being sent.
       let pending = payouts.get(ex.id);
       if (!pending) {
         // short_payout: report amountTo but pay one smallest unit less, as a misbehaving exchange could.
         const unit = new Decimal(10).pow(-(DECIMALS[ex.toCurrency] ?? 18));
-        pending = treasury.pay(ex.toCurrency, ex.payoutAddress as Address, ex.forcedEnd === 'short_payout' ? amountTo.minus(unit) : amountTo);
+        pending = treasury.pay(
+          ex.toCurrency,
+          ex.payoutAddress as Address,
+          ex.forcedEnd === 'short_payout' ? amountTo.minus(unit) : amountTo,
+        );
         payouts.set(ex.id, pending);
         pending.catch(() => payouts.delete(ex.id));
       }
@@ -271,7 +341,13 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     const token = options.tokens?.[ex.fromCurrency];
     let units: bigint;
     if (ex.fromCurrency === 'eth') units = await chain.getBalance({ address: ex.payinAddress });
-    else if (token) units = await chain.readContract({ address: token, abi: erc20Abi, functionName: 'balanceOf', args: [ex.payinAddress] });
+    else if (token)
+      units = await chain.readContract({
+        address: token,
+        abi: erc20Abi,
+        functionName: 'balanceOf',
+        args: [ex.payinAddress],
+      });
     else return null;
     return new Decimal(units.toString()).div(new Decimal(10).pow(decimals));
   };
@@ -301,10 +377,15 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     payload: ex.payload,
   });
 
-  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<[number, unknown]> => {
+  const routes = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    body: string,
+  ): Promise<[number, unknown]> => {
     const url = new URL(req.url ?? '/', 'http://sim');
     if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
-    if (fault === '401' || req.headers['x-changenow-api-key'] !== options.apiKey) throw new HttpError(401, 'unauthorized', 'Invalid api key');
+    if (fault === '401' || req.headers['x-changenow-api-key'] !== options.apiKey)
+      throw new HttpError(401, 'unauthorized', 'Invalid api key');
     if (fault === '5xx') throw new HttpError(503, 'service_unavailable', 'Service temporarily unavailable');
     if (fault === 'slow') {
       await sleepUnlessGone(slowMs, res);
@@ -314,18 +395,35 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     const q = url.searchParams;
 
     if (req.method === 'GET' && url.pathname === '/v2/exchange/estimated-amount') {
-      const [from, to, fromNet, toNet] = ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'].map((k) => (q.get(k) ?? '').toLowerCase()) as [string, string, string, string];
+      const [from, to, fromNet, toNet] = ['fromCurrency', 'toCurrency', 'fromNetwork', 'toNetwork'].map((k) =>
+        (q.get(k) ?? '').toLowerCase(),
+      ) as [string, string, string, string];
       const fromNetwork = fromNet || from;
       const toNetwork = toNet || to;
       const pair = pairOf(from, fromNetwork, to, toNetwork);
       const fromAmount = amountParam(q.get('fromAmount'), 'fromAmount');
-      if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
-      return [200, {
-        fromCurrency: from, fromNetwork, toCurrency: to, toNetwork, flow: q.get('flow') ?? 'standard', type: 'direct',
-        rateId: null, validUntil: null, transactionSpeedForecast: '10-60', warningMessage: null,
-        depositFee: num('0'), withdrawalFee: num(pair.withdrawalFee), userId: null,
-        fromAmount: num(fromAmount.toFixed()), toAmount: num(quote(pair, fromAmount, to).toFixed()),
-      }];
+      if (fromAmount.lt(pair.minAmount))
+        throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
+      return [
+        200,
+        {
+          fromCurrency: from,
+          fromNetwork,
+          toCurrency: to,
+          toNetwork,
+          flow: q.get('flow') ?? 'standard',
+          type: 'direct',
+          rateId: null,
+          validUntil: null,
+          transactionSpeedForecast: '10-60',
+          warningMessage: null,
+          depositFee: num('0'),
+          withdrawalFee: num(pair.withdrawalFee),
+          userId: null,
+          fromAmount: num(fromAmount.toFixed()),
+          toAmount: num(quote(pair, fromAmount, to).toFixed()),
+        },
+      ];
     }
     if (req.method === 'POST' && url.pathname === '/v2/exchange') {
       // Lossless parsing: every JSON number keeps its source text, so no float ever touches an amount.
@@ -335,30 +433,47 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       } catch {
         throw new HttpError(400, 'bad_request', 'body must be JSON');
       }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+        throw new HttpError(400, 'bad_request', 'body must be a JSON object');
       const input = parsed as Record<string, unknown>;
       const text = (k: string) => (typeof input[k] === 'string' ? input[k].toLowerCase() : '');
       const pair = pairOf(text('fromCurrency'), text('fromNetwork'), text('toCurrency'), text('toNetwork'));
       const fromAmount = amountParam(amountText(input.fromAmount), 'fromAmount');
-      if (fromAmount.lt(pair.minAmount)) throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
-      if (typeof input.address !== 'string' || input.address.length < 10) throw new HttpError(400, 'not_valid_address', 'Invalid address');
+      if (fromAmount.lt(pair.minAmount))
+        throw new HttpError(400, 'deposit_too_small', `Amount is less than minimal: ${pair.minAmount}`);
+      if (typeof input.address !== 'string' || input.address.length < 10)
+        throw new HttpError(400, 'not_valid_address', 'Invalid address');
       const key = generatePrivateKey();
       const now = new Date().toISOString();
       const ex: SimExchange = {
         id: randomBytes(7).toString('hex'),
         status: 'waiting',
-        fromCurrency: text('fromCurrency'), fromNetwork: text('fromNetwork'), toCurrency: text('toCurrency'), toNetwork: text('toNetwork'),
+        fromCurrency: text('fromCurrency'),
+        fromNetwork: text('fromNetwork'),
+        toCurrency: text('toCurrency'),
+        toNetwork: text('toNetwork'),
         expectedAmountFrom: (nextEnd === 'wrong_amount' ? fromAmount.mul(2) : fromAmount).toFixed(),
         expectedAmountTo: quote(pair, fromAmount, text('toCurrency')).toFixed(),
-        amountFrom: null, amountTo: null,
-        payinAddress: privateKeyToAccount(key).address, payinPrivateKey: key,
+        amountFrom: null,
+        amountTo: null,
+        payinAddress: privateKeyToAccount(key).address,
+        payinPrivateKey: key,
         payoutAddress: nextEnd === 'wrong_payout_address' ? otherAddress(input.address) : input.address,
         refundAddress: typeof input.refundAddress === 'string' ? input.refundAddress : null,
         userId: typeof input.userId === 'string' ? input.userId : null,
-        payload: input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload) ? (input.payload as Record<string, unknown>) : null,
-        payinHash: null, payoutHash: null, refundHash: null, createdAt: now, updatedAt: now, depositReceivedAt: null,
+        payload:
+          input.payload !== null && typeof input.payload === 'object' && !Array.isArray(input.payload)
+            ? (input.payload as Record<string, unknown>)
+            : null,
+        payinHash: null,
+        payoutHash: null,
+        refundHash: null,
+        createdAt: now,
+        updatedAt: now,
+        depositReceivedAt: null,
         forcedEnd: nextEnd === 'wrong_payout_address' || nextEnd === 'wrong_amount' ? null : nextEnd,
-        belowEstimatePercent: nextEnd === 'below_estimate' ? (nextEndOptions.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT) : null,
+        belowEstimatePercent:
+          nextEnd === 'below_estimate' ? (nextEndOptions.belowEstimatePercent ?? DEFAULT_BELOW_ESTIMATE_PERCENT) : null,
         verifyingMs: nextEnd === 'verifying' ? (nextEndOptions.verifyingMs ?? DEFAULT_VERIFYING_MS) : null,
         verifyingUntil: null,
         verifyingLooks: 0,
@@ -366,12 +481,26 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       nextEnd = null;
       nextEndOptions = {};
       exchanges.set(ex.id, ex);
-      return [200, {
-        id: ex.id, fromAmount: num(ex.expectedAmountFrom), toAmount: num(ex.expectedAmountTo), flow: 'standard', type: 'direct',
-        payinAddress: ex.payinAddress, payoutAddress: ex.payoutAddress, payinExtraId: null, payoutExtraId: null,
-        fromCurrency: ex.fromCurrency, toCurrency: ex.toCurrency, refundAddress: ex.refundAddress, refundExtraId: null,
-        fromNetwork: ex.fromNetwork, toNetwork: ex.toNetwork,
-      }];
+      return [
+        200,
+        {
+          id: ex.id,
+          fromAmount: num(ex.expectedAmountFrom),
+          toAmount: num(ex.expectedAmountTo),
+          flow: 'standard',
+          type: 'direct',
+          payinAddress: ex.payinAddress,
+          payoutAddress: ex.payoutAddress,
+          payinExtraId: null,
+          payoutExtraId: null,
+          fromCurrency: ex.fromCurrency,
+          toCurrency: ex.toCurrency,
+          refundAddress: ex.refundAddress,
+          refundExtraId: null,
+          fromNetwork: ex.fromNetwork,
+          toNetwork: ex.toNetwork,
+        },
+      ];
     }
     if (req.method === 'GET' && url.pathname === '/v2/exchange/by-id') {
       const ex = exchanges.get(q.get('id') ?? '');
@@ -388,24 +517,49 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     throw new HttpError(404, 'not_found', `no route ${req.method} ${url.pathname}`);
   };
 
-  const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<[number, unknown]> => {
+  const simRoute = async (
+    method: string,
+    url: URL,
+    body: string,
+    res: http.ServerResponse,
+  ): Promise<[number, unknown]> => {
     if (method === 'POST' && url.pathname === '/sim/fault') {
-      let input: { fault?: unknown; slowMs?: unknown; nextExchange?: unknown; belowEstimatePercent?: unknown; verifyingMs?: unknown };
+      let input: {
+        fault?: unknown;
+        slowMs?: unknown;
+        nextExchange?: unknown;
+        belowEstimatePercent?: unknown;
+        verifyingMs?: unknown;
+      };
       try {
         input = JSON.parse(body || '{}') as typeof input;
       } catch {
         throw new HttpError(400, 'bad_request', 'body must be JSON');
       }
-      if (input === null || typeof input !== 'object') throw new HttpError(400, 'bad_request', 'body must be a JSON object');
-      if (input.fault !== undefined && !FAULTS.includes(input.fault as Fault)) throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
-      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
-      if (input.nextExchange !== undefined && input.nextExchange !== null && !FORCED_ENDS.includes(input.nextExchange as string)) {
+      if (input === null || typeof input !== 'object')
+        throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      if (input.fault !== undefined && !FAULTS.includes(input.fault as Fault))
+        throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
+      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0))
+        throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+      if (
+        input.nextExchange !== undefined &&
+        input.nextExchange !== null &&
+        !FORCED_ENDS.includes(input.nextExchange as string)
+      ) {
         throw new HttpError(400, 'bad_request', `nextExchange must be one of ${FORCED_ENDS.join(', ')} or null`);
       }
-      if (input.belowEstimatePercent !== undefined && !(typeof input.belowEstimatePercent === 'string' && isPercent(input.belowEstimatePercent))) {
+      if (
+        input.belowEstimatePercent !== undefined &&
+        !(typeof input.belowEstimatePercent === 'string' && isPercent(input.belowEstimatePercent))
+      ) {
         throw new HttpError(400, 'bad_request', 'belowEstimatePercent must be a decimal string from 0 to below 100');
       }
-      if (input.verifyingMs !== undefined && !(Number.isInteger(input.verifyingMs) && (input.verifyingMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'verifyingMs must be a whole number of ms');
+      if (
+        input.verifyingMs !== undefined &&
+        !(Number.isInteger(input.verifyingMs) && (input.verifyingMs as number) >= 0)
+      )
+        throw new HttpError(400, 'bad_request', 'verifyingMs must be a whole number of ms');
       if (input.slowMs !== undefined) slowMs = input.slowMs as number;
       if (input.nextExchange !== undefined) {
         control.failNextExchange(input.nextExchange as ForcedEnd, {
@@ -422,7 +576,8 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       if (next !== undefined) await control.setFault(next);
       return [200, { fault, nextExchange: nextEnd }];
     }
-    if (method === 'GET' && url.pathname === '/sim/exchanges') return [200, { exchanges: [...exchanges.values()].map(view) }];
+    if (method === 'GET' && url.pathname === '/sim/exchanges')
+      return [200, { exchanges: [...exchanges.values()].map(view) }];
     throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
   };
 
@@ -457,7 +612,10 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       fault = next;
     },
     failNextExchange(status, opts = {}) {
-      if (opts.belowEstimatePercent !== undefined && !isPercent(opts.belowEstimatePercent)) throw new Error(`belowEstimatePercent must be a decimal from 0 to below 100 (got ${opts.belowEstimatePercent})`);
+      if (opts.belowEstimatePercent !== undefined && !isPercent(opts.belowEstimatePercent))
+        throw new Error(
+          `belowEstimatePercent must be a decimal from 0 to below 100 (got ${opts.belowEstimatePercent})`,
+        );
       nextEnd = status;
       nextEndOptions = opts;
     },
@@ -483,7 +641,16 @@ function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<strin
   let queue: Promise<unknown> = Promise.resolve();
   const send = async (currency: string, to: Address, amount: Decimal): Promise<string> => {
     const chainId = await client.getChainId();
-    const wallet = createWalletClient({ account, chain: { id: chainId, name: 'local', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpcUrl] } } }, transport: viemHttp(rpcUrl, { timeout: 15_000 }) });
+    const wallet = createWalletClient({
+      account,
+      chain: {
+        id: chainId,
+        name: 'local',
+        nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+        rpcUrls: { default: { http: [rpcUrl] } },
+      },
+      transport: viemHttp(rpcUrl, { timeout: 15_000 }),
+    });
     const units = BigInt(amount.mul(new Decimal(10).pow(DECIMALS[currency] ?? 18)).toFixed(0, Decimal.ROUND_DOWN));
     const token = tokens[currency];
     const hash =
@@ -537,7 +704,10 @@ function isPercent(text: string): boolean {
 
 /** `amount` less `percent` of it, rounded down to the currency's smallest unit: never less than `percent` below. */
 function belowBy(amount: Decimal, percent: string, currency: string): Decimal {
-  return amount.mul(new Decimal(100).minus(percent)).div(100).toDecimalPlaces(DECIMALS[currency] ?? 8, Decimal.ROUND_DOWN);
+  return amount
+    .mul(new Decimal(100).minus(percent))
+    .div(100)
+    .toDecimalPlaces(DECIMALS[currency] ?? 8, Decimal.ROUND_DOWN);
 }
 
 /** The exact text of a JSON amount: a number's source text (exponent form made plain, exactly) or a numeric string. */

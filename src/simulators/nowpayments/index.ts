@@ -1,1 +1,6 @@
-export { startNowPaymentsSimulator, type NowPaymentsSimulator, type NowPaymentsSimulatorOptions, type NowPaymentsFault } from './server.ts';
+export {
+  startNowPaymentsSimulator,
+  type NowPaymentsSimulator,
+  type NowPaymentsSimulatorOptions,
+  type NowPaymentsFault,
+} from './server.ts';

@@ -15,7 +15,16 @@ export type NowPaymentsFault = 'none' | 'down' | '5xx' | 'slow';
 const FAULTS: readonly NowPaymentsFault[] = ['none', 'down', '5xx', 'slow'];
 
 /** Fields NOWPayments writes as JSON numbers. */
-const NUMBER_FIELDS = ['payment_id', 'invoice_id', 'parent_payment_id', 'purchase_id', 'price_amount', 'pay_amount', 'actually_paid', 'outcome_amount'];
+const NUMBER_FIELDS = [
+  'payment_id',
+  'invoice_id',
+  'parent_payment_id',
+  'purchase_id',
+  'price_amount',
+  'pay_amount',
+  'actually_paid',
+  'outcome_amount',
+];
 
 export interface NowPaymentsSimulatorOptions {
   port: number;
@@ -43,7 +52,11 @@ export interface NowPaymentsSimulator {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -55,7 +68,10 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     for (const line of fs.readFileSync(options.statePath, 'utf8').split('\n')) {
       if (line.trim() === '') continue;
       const payment = parseLossless(line) as Record<string, unknown>;
-      payments.set(isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id), payment);
+      payments.set(
+        isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id),
+        payment,
+      );
     }
   }
   const save = (payment: Record<string, unknown>) => {
@@ -67,17 +83,20 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
 
   const addPayment = (body: Record<string, unknown> | string, overrides: Record<string, unknown> = {}): string => {
     const parsed: unknown = typeof body === 'string' ? parseLossless(body) : body;
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'a payment must be a JSON object');
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      throw new HttpError(400, 'bad_request', 'a payment must be a JSON object');
     const payment: Record<string, unknown> = { ...(parsed as Record<string, unknown>), ...overrides };
     for (const field of NUMBER_FIELDS) {
       const value = payment[field];
       // Numeric text becomes a JSON number written exactly as given; anything else is served as it came.
-      if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value)) payment[field] = new LosslessNumber(value);
+      if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value))
+        payment[field] = new LosslessNumber(value);
       else if (typeof value === 'number') payment[field] = new LosslessNumber(String(value));
     }
     // eslint-disable-next-line @typescript-eslint/no-base-to-string -- any JSON value becomes text as String() writes it, on purpose: the check below decides
     const id = isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id ?? '');
-    if (!/^[1-9][0-9]{0,19}$/.test(id)) throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
+    if (!/^[1-9][0-9]{0,19}$/.test(id))
+      throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
     const now = new Date().toISOString();
     const stored = { order_description: null, purchase_id: null, created_at: now, ...payment, updated_at: now };
     payments.set(id, stored);
@@ -85,7 +104,11 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     return id;
   };
 
-  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<[number, unknown]> => {
+  const routes = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    body: string,
+  ): Promise<[number, unknown]> => {
     const url = new URL(req.url ?? '/', 'http://sim');
     if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
     const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
@@ -102,7 +125,12 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     return [200, payment];
   };
 
-  const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<[number, unknown]> => {
+  const simRoute = async (
+    method: string,
+    url: URL,
+    body: string,
+    res: http.ServerResponse,
+  ): Promise<[number, unknown]> => {
     if (method === 'POST' && url.pathname === '/sim/payments') {
       let parsed: unknown;
       try {
@@ -110,7 +138,8 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       } catch {
         throw new HttpError(400, 'bad_request', 'body must be JSON');
       }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'bad_request', 'body must be a payment (a JSON object, as an IPN body)');
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+        throw new HttpError(400, 'bad_request', 'body must be a payment (a JSON object, as an IPN body)');
       const id = addPayment(parsed as Record<string, unknown>);
       return [200, payments.get(id)];
     }
@@ -122,9 +151,12 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       } catch {
         throw new HttpError(400, 'bad_request', 'body must be JSON');
       }
-      if (input === null || typeof input !== 'object') throw new HttpError(400, 'bad_request', 'body must be a JSON object');
-      if (input.fault !== undefined && !FAULTS.includes(input.fault as NowPaymentsFault)) throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
-      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0)) throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+      if (input === null || typeof input !== 'object')
+        throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+      if (input.fault !== undefined && !FAULTS.includes(input.fault as NowPaymentsFault))
+        throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
+      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0))
+        throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
       if (input.slowMs !== undefined) slowMs = input.slowMs as number;
       const next = input.fault as NowPaymentsFault | undefined;
       if (next === 'down') {
@@ -149,8 +181,20 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       routes(req, res, body).then(
         ([status, payload]) => send(res, status, payload),
         (error: unknown) => {
-          if (error instanceof HttpError) send(res, error.status, { status: false, statusCode: error.status, code: error.code, message: error.message });
-          else send(res, 500, { status: false, statusCode: 500, code: 'INTERNAL_ERROR', message: (error as Error).message });
+          if (error instanceof HttpError)
+            send(res, error.status, {
+              status: false,
+              statusCode: error.status,
+              code: error.code,
+              message: error.message,
+            });
+          else
+            send(res, 500, {
+              status: false,
+              statusCode: 500,
+              code: 'INTERNAL_ERROR',
+              message: (error as Error).message,
+            });
         },
       );
     });
