@@ -223,8 +223,17 @@ export interface WalletNoncesTable {
   updated_at: Timestamp;
 }
 
-export type ConversionState =
-  'pending' | 'exchange_requested' | 'exchange_created' | 'sent' | 'completed' | 'failed' | 'needs_review';
+/** Every state of a conversion, in the order it moves (docs/architecture.md has the action that leaves each). */
+export const CONVERSION_STATES = [
+  'pending',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+] as const;
+export type ConversionState = (typeof CONVERSION_STATES)[number];
 
 export interface ConversionsTable {
   conversion_id: string;
@@ -260,17 +269,26 @@ export interface ConversionPaymentsTable {
   usdt_share: NullableNumeric;
 }
 
-export type PayoutStatus =
-  | 'pending'
-  | 'held'
-  | 'awaiting_approval'
-  | 'exchange_requested'
-  | 'exchange_created'
-  | 'sent'
-  | 'completed'
-  | 'failed'
-  | 'needs_review'
-  | 'cancelled';
+/** Every state of a payout, in the order it moves (docs/architecture.md has the action that leaves each). */
+export const PAYOUT_STATES = [
+  'pending',
+  'held',
+  'awaiting_approval',
+  'exchange_requested',
+  'exchange_created',
+  'sent',
+  'completed',
+  'failed',
+  'needs_review',
+  'cancelled',
+] as const;
+export type PayoutStatus = (typeof PAYOUT_STATES)[number];
+/** The states a payout never leaves: its funds reached the owner, or came back to the channel. */
+export const ENDED_PAYOUT_STATES = ['completed', 'failed', 'cancelled'] as const satisfies readonly PayoutStatus[];
+/** The states a payout is under way in (a person's review included): everything but the ended ones. */
+export const OPEN_PAYOUT_STATES: readonly PayoutStatus[] = PAYOUT_STATES.filter(
+  (s) => !(ENDED_PAYOUT_STATES as readonly PayoutStatus[]).includes(s),
+);
 
 export interface PayoutsTable {
   payout_id: string;

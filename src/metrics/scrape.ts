@@ -7,7 +7,7 @@
  * written as zeros: a zero would claim there are no payments, where the truth is "not known".
  */
 import { Gauge, Registry } from 'prom-client';
-import type { ConversionState, PayoutStatus } from '../db/index.ts';
+import { CONVERSION_STATES, OPEN_PAYOUT_STATES, PAYOUT_STATES } from '../db/index.ts';
 import { OBSERVATION } from '../alerts/index.ts';
 import { PAYMENT_STATUSES } from '../integrations/nowpayments/index.ts';
 import { decimalsOf, isAssetCode } from '../money/index.ts';
@@ -15,29 +15,6 @@ import { TASK_NAMES } from '../jobs/index.ts';
 import type { HistoryFigures, LiveFigures, Observation } from './database.ts';
 import { exactAmount, gaugeFamily, type ExactSample } from './exposition.ts';
 
-const CONVERSION_STATES: readonly ConversionState[] = [
-  'pending',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-];
-const PAYOUT_STATES: readonly PayoutStatus[] = [
-  'pending',
-  'held',
-  'awaiting_approval',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-  'cancelled',
-];
-/** The states the history read counts; the live read counts the others (the same split as its SQL). */
-const ENDED_PAYOUT_STATES: readonly PayoutStatus[] = ['completed', 'failed', 'cancelled'];
 const PAYOUT_KINDS = ['threshold', 'instant'] as const;
 const PAYOUT_ASSETS = ['usdt', 'eth'] as const;
 
@@ -76,7 +53,8 @@ export async function databaseMetricsText(
     'state',
     'kind',
   ]);
-  const known = history ? PAYOUT_STATES : PAYOUT_STATES.filter((state) => !ENDED_PAYOUT_STATES.includes(state));
+  // The history read counts the ended states; the live read counts the others (the same split as its SQL).
+  const known = history ? PAYOUT_STATES : OPEN_PAYOUT_STATES;
   for (const state of known) for (const kind of PAYOUT_KINDS) payouts.set({ state, kind }, 0);
   for (const row of [...live.openPayouts, ...(history?.endedPayouts ?? [])])
     payouts.set({ state: row.state, kind: row.kind }, row.count);

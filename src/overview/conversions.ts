@@ -4,20 +4,11 @@
  * the window rather than sorting the whole table.
  */
 import { sql } from 'kysely';
-import type { ConversionState, Db } from '../db/index.ts';
+import { CONVERSION_STATES, type ConversionState, type Db } from '../db/index.ts';
 import { formatAsset, seconds } from './amounts.ts';
 import type { ConversionRow, ReviewConversion } from './types.ts';
 import type { LedgerWindow } from './window.ts';
 
-export const CONVERSION_STATES: readonly ConversionState[] = [
-  'pending',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-];
 const ENDED: readonly ConversionState[] = ['completed', 'failed'];
 /** Settled conversions listed besides the open ones. */
 const RECENT_SETTLED = 10;

@@ -6,7 +6,8 @@
  */
 import { sql } from 'kysely';
 import type { Db, PayoutStatus } from '../db/index.ts';
-import { listPayouts, OPEN_PAYOUT_STATUSES } from '../pipeline/index.ts';
+import { PAYOUT_STATES } from '../db/index.ts';
+import { listPayouts } from '../pipeline/index.ts';
 import { formatAsset, seconds } from './amounts.ts';
 import type { PayoutRow, PipelineCounts, ReviewQueue } from './types.ts';
 import type { LedgerWindow } from './window.ts';
@@ -31,7 +32,8 @@ export async function payoutCounts(db: Db, window: LedgerWindow): Promise<Pipeli
     db,
   );
   const counts = {
-    ...Object.fromEntries([...OPEN_PAYOUT_STATUSES, 'failed', 'cancelled'].map((s) => [s, 0])),
+    // Every state counted as it stands, but completed: that one counts within the window only.
+    ...Object.fromEntries(PAYOUT_STATES.filter((s) => s !== 'completed').map((s) => [s, 0])),
     completedInWindow: completed.rows[0]?.n ?? 0,
   } as PipelineCounts['payouts'];
   const writable = counts as Record<string, number>;

@@ -3,15 +3,7 @@ import type { Selectable } from 'kysely';
 import type { ConversionState, ConversionsTable, Db, TransferStatus } from '../db/index.ts';
 import { formatUnits } from '../money/index.ts';
 
-export const CONVERSION_STATES = [
-  'pending',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-] as const satisfies readonly ConversionState[];
+export { CONVERSION_STATES } from '../db/index.ts';
 
 export interface ConversionView {
   readonly conversionId: string;

@@ -29,7 +29,7 @@ export {
   type TransferPolicy,
 } from './interfaces.ts';
 export { listPayouts, getPayout, type PayoutView } from './payouts.ts';
-export { OPEN_PAYOUT_STATUSES, USDT_UNITS_PER_CENT } from './payout.ts';
+export { USDT_UNITS_PER_CENT } from './payout.ts';
 export { applyPayoutAction, PayoutActionInvalid, PayoutActionRefused, type PayoutAction } from './payout-review.ts';
 export { createConversionNudger } from './convert.ts';
 export { listConversions, getConversion, CONVERSION_STATES, type ConversionView } from './conversions.ts';

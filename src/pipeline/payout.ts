@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Selectable, type Transaction } from 'kysely';
-import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
+import { OPEN_PAYOUT_STATES, type Database, type Db, type PayoutsTable, type PayoutStatus } from '../db/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../channels/address.ts';
 import { ChangeNowError } from '../integrations/changenow/index.ts';
 import { enqueue } from '../jobs/index.ts';
@@ -51,16 +51,6 @@ const REFUSALS_FOR_REVIEW = new Set([
  * begin: a retry would look for the payout's exchange by its id at ChangeNow and find that one again.
  */
 export const UNLIKE_REQUEST = { created: 'ChangeNow created exchange', found: 'found exchange' } as const;
-
-export const OPEN_PAYOUT_STATUSES: readonly PayoutStatus[] = [
-  'pending',
-  'held',
-  'awaiting_approval',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'needs_review',
-];
 
 export function newPayoutId(): string {
   return `po_${randomBytes(8).toString('hex')}`;
@@ -839,7 +829,7 @@ async function hold(
  * From a state the pipeline works on only: a payout already in review keeps the reason a person is reading (a stale
  * poll or run must not replace it, nor write what goes with its own reason).
  */
-const PAYOUT_REVIEWABLE: readonly PayoutStatus[] = OPEN_PAYOUT_STATUSES.filter((s) => s !== 'needs_review');
+const PAYOUT_REVIEWABLE: readonly PayoutStatus[] = OPEN_PAYOUT_STATES.filter((s) => s !== 'needs_review');
 
 export async function toReview(
   deps: StageDeps,

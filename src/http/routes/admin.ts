@@ -7,7 +7,7 @@ import {
   upsertChannel,
   CHANNEL_ID_RE,
 } from '../../channels/index.ts';
-import { TRANSFER_STATES, type Db } from '../../db/index.ts';
+import { PAYOUT_STATES, TRANSFER_STATES, type Db } from '../../db/index.ts';
 import {
   applyConversionAction,
   applyPaymentAction,
@@ -60,20 +60,7 @@ const channelParams = z.object({
 const payoutQuery = z
   .object({
     channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id').optional(),
-    status: z
-      .enum([
-        'pending',
-        'held',
-        'awaiting_approval',
-        'exchange_requested',
-        'exchange_created',
-        'sent',
-        'completed',
-        'failed',
-        'needs_review',
-        'cancelled',
-      ])
-      .optional(),
+    status: z.enum(PAYOUT_STATES).optional(),
     kind: z.enum(['threshold', 'instant']).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(100),
   })

@@ -1,6 +1,7 @@
 import type { Db } from '../../db/index.ts';
 import { channelBalances, type Balance } from '../../ledger/index.ts';
-import { listPayouts, OPEN_PAYOUT_STATUSES, type PayoutView } from '../../pipeline/index.ts';
+import { OPEN_PAYOUT_STATES } from '../../db/index.ts';
+import { listPayouts, type PayoutView } from '../../pipeline/index.ts';
 
 export interface ChannelSummary {
   balances: Balance[];
@@ -20,6 +21,6 @@ export async function channelSummary(db: Db, channelId: string): Promise<Channel
     balances,
     pendingEth: find('eth'),
     availableUsdt: find('usdt'),
-    openPayouts: payouts.filter((p) => OPEN_PAYOUT_STATUSES.includes(p.status)),
+    openPayouts: payouts.filter((p) => OPEN_PAYOUT_STATES.includes(p.status)),
   };
 }
