@@ -7,6 +7,7 @@
  * pastes. It says nothing about whether anyone controls the address.
  */
 import { createHash } from 'node:crypto';
+import { base58, bech32, bech32m } from '@scure/base';
 import { isAddress } from 'viem';
 
 export const ADDRESS_FORMATS = ['evm', 'tron', 'btc', 'ltc', 'doge', 'sol', 'ton', 'xmr'] as const;
@@ -148,38 +149,17 @@ function checkXmr(address: string): string | null {
 }
 
 // ---------------------------------------------------------------------------
-// Base58 / Base58Check
+// Base58 / Base58Check and Bech32 / Bech32m through @scure/base (audited, and already shipped with viem). What stays
+// here is what a wallet user reads: which check failed, in the order a typo is likeliest to explain it.
 // ---------------------------------------------------------------------------
-
-const BASE58_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
-const BASE58_INDEX: ReadonlyMap<string, number> = new Map([...BASE58_ALPHABET].map((char, index) => [char, index]));
 
 /** Decodes bitcoin-alphabet base58; null on any character outside the alphabet. */
 function decodeBase58(input: string): Uint8Array | null {
-  // Each leading '1' stands for one leading zero byte; the big-number arithmetic
-  // below would otherwise drop them.
-  let leadingZeros = 0;
-  while (leadingZeros < input.length && input[leadingZeros] === '1') leadingZeros++;
-
-  // Little-endian base-256 digits of the number, multiplied by 58 per character.
-  const digits: number[] = [];
-  for (const char of input) {
-    const value = BASE58_INDEX.get(char);
-    if (value === undefined) return null;
-    let carry = value;
-    for (let i = 0; i < digits.length; i++) {
-      carry += (digits[i] ?? 0) * 58;
-      digits[i] = carry & 0xff;
-      carry >>= 8;
-    }
-    while (carry > 0) {
-      digits.push(carry & 0xff);
-      carry >>= 8;
-    }
+  try {
+    return base58.decode(input);
+  } catch {
+    return null;
   }
-  const out = new Uint8Array(leadingZeros + digits.length);
-  for (let i = 0; i < digits.length; i++) out[out.length - 1 - i] = digits[i] ?? 0;
-  return out;
 }
 
 function sha256(data: Uint8Array): Buffer {
@@ -210,36 +190,14 @@ function hexByte(value: number): string {
   return value.toString(16).padStart(2, '0');
 }
 
-// ---------------------------------------------------------------------------
-// Bech32 / Bech32m (BIP-173, BIP-350)
-// ---------------------------------------------------------------------------
-
 const BECH32_CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
-const BECH32_CONST = 1;
-const BECH32M_CONST = 0x2bc830a3;
 
-function bech32Polymod(values: readonly number[]): number {
-  const generator = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
-  let checksum = 1;
-  for (const value of values) {
-    const top = checksum >>> 25;
-    checksum = (((checksum & 0x1ffffff) << 5) ^ value) >>> 0;
-    for (let i = 0; i < 5; i++) {
-      if ((top >>> i) & 1) checksum = (checksum ^ (generator[i] ?? 0)) >>> 0;
-    }
-  }
-  return checksum;
-}
+type Bech32Decoded = { hrp: string; words: number[]; variant: 'bech32' | 'bech32m' };
 
-function bech32HrpExpand(hrp: string): number[] {
-  const high = [...hrp].map((c) => c.charCodeAt(0) >> 5);
-  const low = [...hrp].map((c) => c.charCodeAt(0) & 31);
-  return [...high, 0, ...low];
-}
-
-type Bech32Decoded = { hrp: string; data: number[]; variant: 'bech32' | 'bech32m' };
-
-/** Splits and checksums a bech32/bech32m string; returns the 5-bit data without the checksum. */
+/**
+ * Splits and checksums a bech32/bech32m string (BIP-173, BIP-350); returns the 5-bit data without the checksum. The
+ * shape is checked here first, so a wrong address says what is wrong with it rather than only that it is invalid.
+ */
 function decodeBech32(input: string): Bech32Decoded | string {
   if (input.length > 90) return 'bech32 address is longer than 90 characters';
   // BIP-173 allows all-upper or all-lower (uppercase suits QR codes) but never a mix.
@@ -248,52 +206,30 @@ function decodeBech32(input: string): Bech32Decoded | string {
   const lower = input.toLowerCase();
   const separator = lower.lastIndexOf('1');
   if (separator < 1 || separator + 7 > lower.length) return 'bech32 separator misplaced or data too short';
-  const hrp = lower.slice(0, separator);
-  const data: number[] = [];
   for (const char of lower.slice(separator + 1)) {
-    const value = BECH32_CHARSET.indexOf(char);
-    if (value === -1) return `invalid bech32 character '${char}'`;
-    data.push(value);
+    if (!BECH32_CHARSET.includes(char)) return `invalid bech32 character '${char}'`;
   }
-  const polymod = bech32Polymod([...bech32HrpExpand(hrp), ...data]);
-  let variant: Bech32Decoded['variant'];
-  if (polymod === BECH32_CONST) variant = 'bech32';
-  else if (polymod === BECH32M_CONST) variant = 'bech32m';
-  else return 'bech32 checksum does not match';
-  return { hrp, data: data.slice(0, -6), variant };
-}
-
-/** Regroups 5-bit words into bytes, rejecting the non-zero or overlong padding BIP-173 forbids. */
-function fiveBitToBytes(words: readonly number[]): number[] | null {
-  let accumulator = 0;
-  let bits = 0;
-  const out: number[] = [];
-  for (const word of words) {
-    accumulator = (accumulator << 5) | word;
-    bits += 5;
-    while (bits >= 8) {
-      bits -= 8;
-      out.push((accumulator >> bits) & 0xff);
-    }
-    accumulator &= (1 << bits) - 1;
-  }
-  if (bits >= 5 || accumulator !== 0) return null;
-  return out;
+  const asBech32 = bech32.decodeUnsafe(lower, 90);
+  if (asBech32) return { hrp: asBech32.prefix, words: asBech32.words, variant: 'bech32' };
+  const asBech32m = bech32m.decodeUnsafe(lower, 90);
+  if (asBech32m) return { hrp: asBech32m.prefix, words: asBech32m.words, variant: 'bech32m' };
+  return 'bech32 checksum does not match';
 }
 
 function checkSegwit(address: string, expectedHrp: string): string | null {
   const decoded = decodeBech32(address);
   if (typeof decoded === 'string') return decoded;
   if (decoded.hrp !== expectedHrp) return `expected human-readable part '${expectedHrp}'`;
-  const [version, ...programWords] = decoded.data;
+  const [version, ...programWords] = decoded.words;
   if (version === undefined) return 'missing witness version';
   if (version > 16) return `invalid witness version ${version}`;
   // BIP-350: v0 keeps the original bech32 constant, v1+ must use bech32m. Getting
   // this wrong is exactly the bug that made v1 sends to bech32 addresses unsafe.
   if (version === 0 && decoded.variant !== 'bech32') return 'witness v0 must use bech32, not bech32m';
   if (version > 0 && decoded.variant !== 'bech32m') return `witness v${version} must use bech32m, not bech32`;
-  const program = fiveBitToBytes(programWords);
-  if (program === null) return 'invalid witness program padding';
+  // Regrouped into bytes, refusing the non-zero or overlong padding BIP-173 forbids.
+  const program = bech32.fromWordsUnsafe(programWords);
+  if (program === undefined) return 'invalid witness program padding';
   if (program.length < 2 || program.length > 40) return `witness program of ${program.length} bytes, expected 2 to 40`;
   if (version === 0 && program.length !== 20 && program.length !== 32) {
     return `witness v0 program of ${program.length} bytes, expected 20 or 32`;
