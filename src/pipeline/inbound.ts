@@ -5,7 +5,7 @@
  * conversions and payouts in review; the refund registry (refunds.ts) then makes sure one transaction backs one item.
  */
 import type { Hex } from 'viem';
-import type { ChainWallet } from '../integrations/wallet/index.ts';
+import { ChainUnavailableError, type ChainWallet } from '../integrations/wallet/index.ts';
 import { deepTransaction, TreasuryRefused } from '../treasury/evidence.ts';
 
 /** What a resolve reads the chain with: the host wallet's incoming ETH and USDT, read only. */
@@ -25,12 +25,8 @@ export class InboundRefused extends Error {
   override name = 'InboundRefused';
 }
 
-/** The smallest units of `asset` that `txHash` brought to the host wallet (> 0), or a refusal saying why not. */
-export async function inboundAmount(
-  chain: HostChainReader | undefined,
-  txHash: string,
-  asset: 'eth' | 'usdt',
-): Promise<bigint> {
+/** What inboundAmount reads, the node's silence left to it. */
+async function readInbound(chain: HostChainReader | undefined, txHash: string, asset: 'eth' | 'usdt'): Promise<bigint> {
   if (!chain)
     throw new InboundRefused('this process cannot read the chain (ETH_RPC_URL): run the resolve where it can');
   const hash = txHash.toLowerCase() as Hex;
@@ -55,4 +51,26 @@ export async function inboundAmount(
   if (usdt === null || usdt <= 0n)
     throw new InboundRefused(`the chain shows no USDT brought to the host wallet by ${hash}`);
   return usdt;
+}
+
+/**
+ * The smallest units of `asset` that `txHash` brought to the host wallet (> 0), or a refusal saying why not. A node
+ * that does not answer is a refusal too: nothing is booked, and the person tries again.
+ */
+export async function inboundAmount(
+  chain: HostChainReader | undefined,
+  txHash: string,
+  asset: 'eth' | 'usdt',
+): Promise<bigint> {
+  try {
+    return await readInbound(chain, txHash, asset);
+  } catch (error) {
+    if (error instanceof ChainUnavailableError) {
+      // viem's messages run over several lines: the first says what failed.
+      throw new InboundRefused(
+        `the chain could not be read (${error.message.split('\n')[0]}): nothing was booked, try again`,
+      );
+    }
+    throw error;
+  }
 }

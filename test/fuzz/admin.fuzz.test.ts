@@ -1388,6 +1388,32 @@ describe('the admin API under fuzzing', () => {
     expect(ok.body.status).toBe('completed');
   });
 
+  // Regression found by fuzzing (seed 93164681): a resolve naming a transaction while the chain's node does not answer
+  // was a 500; it is a 409 saying so, and nothing is written.
+  it.each([
+    ['pending', undefined, '0'],
+    ['needs_review', 'confirmed', '0.001'],
+  ] as const)(
+    'regression: a resolve naming a transaction, the node silent, a %s payout: 409, nothing written',
+    async (status, transfer, amount) => {
+      const payoutId = await seedPayout(status, transfer);
+      const { response, before, after } = await sendAdmin(
+        {
+          route: 'payout-action',
+          method: 'POST',
+          segments: [{ value: 'api' }, { value: 'payouts' }, { value: payoutId }, { value: 'resolve' }],
+          query: [],
+          body: { kind: 'json', value: { outcome: 'returned', amount, txHash: `0x${'ab'.repeat(32)}` } },
+        },
+        'valid',
+        '',
+      );
+      expect(response.status, response.text).toBe(409);
+      expect(response.json.error).toMatch(/the chain could not be read \(.*\): nothing was booked, try again$/);
+      expect(after).toEqual(before);
+    },
+  );
+
   // Regression found by fuzzing: the token was checked after the body was read and parsed, so an unauthenticated
   // request with a malformed, oversized or unsupported body got 400 / 413 / 415 instead of 401.
   it.each([
