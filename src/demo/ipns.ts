@@ -7,7 +7,7 @@ import { LosslessNumber, parse, stringify } from 'lossless-json';
 import type pg from 'pg';
 import { canonicalIpnJson, signIpn } from '../integrations/nowpayments/index.ts';
 import { formatUnits, parseUnits } from '../money/index.ts';
-import { CONVERSION_BATCH_QUEUE } from '../pipeline/convert.ts';
+import { CONVERSION_BATCH_QUEUE } from '../pipeline/conversion/run.ts';
 import type { Rng } from '../simulators/index.ts';
 import type { DemoChannel } from './channels.ts';
 

@@ -13,8 +13,8 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
-import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
-import { enqueueConversionBatch } from './convert.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout/run.ts';
+import { enqueueConversionBatch } from './conversion/run.ts';
 
 export interface Rehomed {
   /** Instant payments whose ETH now waits for a conversion. */

@@ -9,14 +9,14 @@ import {
   conversionTransferHooks,
   CONVERSION_BATCH_QUEUE,
   createConversionExchange,
-} from './convert.ts';
+} from './conversion/run.ts';
 import type { StageDeps } from './interfaces.ts';
-import { confirmPayment, type ConfirmDeps } from './payment-confirm.ts';
-import { openInstantPayout, payoutTransferHooks, runPayout } from './payout.ts';
-import { pollPayout } from './payout-poll.ts';
-import { reconcile } from './reconcile.ts';
-import { pollConversion } from './settle.ts';
-import { runThresholdCheck } from './threshold.ts';
+import { confirmPayment, type ConfirmDeps } from './payment/confirm.ts';
+import { openInstantPayout, payoutTransferHooks, runPayout } from './payout/run.ts';
+import { pollPayout } from './payout/poll.ts';
+import { reconcile } from './reconcile/reconcile.ts';
+import { pollConversion } from './conversion/settle.ts';
+import { runThresholdCheck } from './payout/threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */

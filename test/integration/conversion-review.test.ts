@@ -6,7 +6,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { toReview } from '../../src/pipeline/convert.ts';
+import { toReview } from '../../src/pipeline/conversion/run.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
-import { settleIn } from '../../src/pipeline/settle.ts';
+import { settleIn } from '../../src/pipeline/conversion/settle.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;

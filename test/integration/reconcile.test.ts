@@ -23,8 +23,12 @@ import {
   type ReconcileSummary,
   type StageDeps,
 } from '../../src/pipeline/index.ts';
-import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
-import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout.ts';
+import {
+  batchPendingPayments,
+  conversionTransferHooks,
+  createConversionExchange,
+} from '../../src/pipeline/conversion/run.ts';
+import { openInstantPayout, payoutTransferHooks } from '../../src/pipeline/payout/run.ts';
 import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';

@@ -16,8 +16,12 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits, parseUnitsFloor } from '../../src/money/index.ts';
 import { pipelineTasks, type StageDeps } from '../../src/pipeline/index.ts';
-import { batchPendingPayments, conversionTransferHooks, createConversionExchange } from '../../src/pipeline/convert.ts';
-import { payoutTransferHooks } from '../../src/pipeline/payout.ts';
+import {
+  batchPendingPayments,
+  conversionTransferHooks,
+  createConversionExchange,
+} from '../../src/pipeline/conversion/run.ts';
+import { payoutTransferHooks } from '../../src/pipeline/payout/run.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';

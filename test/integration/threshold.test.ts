@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Transaction } from 'kysely';
 import type { Database } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
-import { checkThresholds as check } from '../../src/pipeline/threshold.ts';
+import { checkThresholds as check } from '../../src/pipeline/payout/threshold.ts';
 
 /** The check as a caller runs it: batches, then the reservation journals posted last. */
 async function checkThresholds(trx: Transaction<Database>, channelIds: string[]): Promise<string[]> {

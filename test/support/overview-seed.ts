@@ -12,7 +12,7 @@ const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 /** The host wallet the seeded transfers are sent from (anvil's first account). */
 const HOST = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
 
-/** A settled ETH → USDT conversion of pending threshold payments, as settle.ts books it. */
+/** A settled ETH → USDT conversion of pending threshold payments, as conversion/settle.ts books it. */
 export async function settleConversion(db: Db, paymentIds: readonly string[], usdtUnits: bigint): Promise<string> {
   const conversionId = `cv_${randomBytes(8).toString('hex')}`;
   await db.transaction().execute(async (trx) => {

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { ConversionState, Database, PayoutStatus, TransferStatus } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
-import { releasePaymentsIn } from '../../src/pipeline/convert.ts';
-import { settleIn } from '../../src/pipeline/settle.ts';
+import { releasePaymentsIn } from '../../src/pipeline/conversion/run.ts';
+import { settleIn } from '../../src/pipeline/conversion/settle.ts';
 import type { TestDatabase } from './db.ts';
 import { TRON_WALLET } from './payouts.ts';
 

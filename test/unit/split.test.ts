@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { splitProportionally } from '../../src/money/index.ts';
-import { usdtPerEth } from '../../src/pipeline/settle.ts';
+import { usdtPerEth } from '../../src/pipeline/conversion/settle.ts';
 
 describe('splitProportionally (largest remainder)', () => {
   it('shares 84,030,200 units among six equal weights: remainder to the first', () => {

@@ -1,5 +1,5 @@
 /**
- * A person's action on a conversion in review: retry. As for payouts (payout-review.ts), it is allowed only where it
+ * A person's action on a conversion in review: retry. As for payouts (payout/review.ts), it is allowed only where it
  * is safe, takes the conversion's row lock (so it cannot race a running job's guarded transitions), commits with the
  * job that carries it on, and is kept in the audit log with the acting token's name.
  *
@@ -8,11 +8,11 @@
  * transfer, or only a failed one), the conversion ends and its payments wait for the next batch; a transfer still on
  * its way (intent, signed, broadcast) is its own jobs' and the reconciler's to follow, so retry is refused.
  *
- * Once the ETH left and the exchange will not end by itself, the way out is a resolve (conversion-resolve.ts).
+ * Once the ETH left and the exchange will not end by itself, the way out is a resolve (resolve.ts).
  */
 import { sql } from 'kysely';
-import type { ConversionState, Db } from '../db/index.ts';
-import { enqueueConversionBatch, enqueuePoll, releasePaymentsIn } from './convert.ts';
+import type { ConversionState, Db } from '../../db/index.ts';
+import { enqueueConversionBatch, enqueuePoll, releasePaymentsIn } from './run.ts';
 
 export type ConversionAction = 'retry';
 

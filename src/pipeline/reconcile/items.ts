@@ -6,12 +6,17 @@
  * call is made here: the stage jobs it queues ask ChangeNow and the chain.
  */
 import { sql, type RawBuilder, type Transaction } from 'kysely';
-import type { Database, Db } from '../db/index.ts';
-import { noLiveJobWithKey } from '../jobs/index.ts';
-import { stageAlert } from './alert.ts';
-import { enqueueConversionExchange, enqueuePoll, releaseWithHold, toReview as conversionToReview } from './convert.ts';
-import type { StageDeps } from './interfaces.ts';
-import { enqueuePayoutPoll, enqueuePayoutRun, toReview as payoutToReview } from './payout.ts';
+import type { Database, Db } from '../../db/index.ts';
+import { noLiveJobWithKey } from '../../jobs/index.ts';
+import { stageAlert } from '../alert.ts';
+import {
+  enqueueConversionExchange,
+  enqueuePoll,
+  releaseWithHold,
+  toReview as conversionToReview,
+} from '../conversion/run.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { enqueuePayoutPoll, enqueuePayoutRun, toReview as payoutToReview } from '../payout/run.ts';
 import {
   jobKeySources,
   jobKeysFor,
@@ -19,8 +24,8 @@ import {
   type ItemKind,
   type ReconcileSettings,
   type StuckItem,
-} from './reconcile-rules.ts';
-import { resumeTransfer } from './transfer/index.ts';
+} from './rules.ts';
+import { resumeTransfer } from '../transfer/index.ts';
 
 export interface ItemRow extends StuckItem {
   id: string;

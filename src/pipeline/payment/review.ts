@@ -23,9 +23,9 @@
  *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
-import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../db/index.ts';
-import { enqueue, jobWithKeyExists } from '../jobs/index.ts';
-import { accounts, postJournal } from '../ledger/index.ts';
+import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../../db/index.ts';
+import { enqueue, jobWithKeyExists } from '../../jobs/index.ts';
+import { accounts, postJournal } from '../../ledger/index.ts';
 import {
   decimalsOf,
   formatUnits,
@@ -34,7 +34,7 @@ import {
   parseUnits,
   splitFee,
   type AssetCode,
-} from '../money/index.ts';
+} from '../../money/index.ts';
 import {
   alertReview,
   creditColumns,
@@ -50,7 +50,7 @@ import {
   topUpReason,
   type IntakeSettings,
 } from './intake.ts';
-import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
 
 /**
  * credit, ignore and reverse are a person's decision (kept on the payment as review_action); recheck decides nothing

@@ -13,7 +13,7 @@
  * moves on (a payout awaiting approval, anything in needs_review), and the ones whose transfer moves them on (a
  * conversion or payout in exchange_created, a direct payout sent): their transfer is the item looked at.
  */
-import type { ConversionSettings } from './interfaces.ts';
+import type { ConversionSettings } from '../interfaces.ts';
 
 export type ItemKind = 'conversion' | 'payout' | 'transfer';
 

@@ -16,17 +16,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Selectable, type Transaction } from 'kysely';
-import { OPEN_PAYOUT_STATES, type Database, type Db, type PayoutsTable, type PayoutStatus } from '../db/index.ts';
-import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../channels/address.ts';
-import { ChangeNowError } from '../integrations/changenow/index.ts';
-import { enqueue } from '../jobs/index.ts';
-import { accounts, postJournal, type AccountRef } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, parseUnitsFloor } from '../money/index.ts';
-import type { StageDeps } from './interfaces.ts';
-import { RunLocked, withRunLock } from './run-lock.ts';
-import { createTransfer, TransferNotReady, type TransferHooks } from './transfer/index.ts';
-import { stageAlert } from './alert.ts';
-import { createdMismatch, statusMismatch, type ExchangeAsk } from './exchange-answer.ts';
+import { OPEN_PAYOUT_STATES, type Database, type Db, type PayoutsTable, type PayoutStatus } from '../../db/index.ts';
+import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../../channels/address.ts';
+import { ChangeNowError } from '../../integrations/changenow/index.ts';
+import { enqueue } from '../../jobs/index.ts';
+import { accounts, postJournal, type AccountRef } from '../../ledger/index.ts';
+import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { RunLocked, withRunLock } from '../run-lock.ts';
+import { createTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
+import { stageAlert } from '../alert.ts';
+import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
 
 export type Payout = Selectable<PayoutsTable>;
 

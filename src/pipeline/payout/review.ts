@@ -8,10 +8,10 @@
  * what became of those funds, resolve records it (paid, or what came back).
  */
 import { sql, type Transaction, type Updateable } from 'kysely';
-import type { Database, Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
-import { accounts } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, parseUnits } from '../money/index.ts';
-import { inboundAmount, InboundRefused, type HostChainReader } from './inbound.ts';
+import type { Database, Db, PayoutsTable, PayoutStatus } from '../../db/index.ts';
+import { accounts } from '../../ledger/index.ts';
+import { decimalsOf, formatUnits, parseUnits } from '../../money/index.ts';
+import { inboundAmount, InboundRefused, type HostChainReader } from '../inbound.ts';
 import {
   completeIn,
   enqueuePayoutPoll,
@@ -20,9 +20,9 @@ import {
   returnFundsIn,
   UNLIKE_REQUEST,
   type Payout,
-} from './payout.ts';
-import { claimRefund } from './refunds.ts';
-import { resumeTransfer, type Transfer } from './transfer/index.ts';
+} from './run.ts';
+import { claimRefund } from '../refunds.ts';
+import { resumeTransfer, type Transfer } from '../transfer/index.ts';
 
 export type PayoutAction = 'retry' | 'cancel' | 'approve' | 'resolve';
 

@@ -3,11 +3,11 @@
  * short (the shortfall is ChangeNow's cost, shared among the payments), or it is lost (the platform bears it).
  */
 import { sql, type Transaction } from 'kysely';
-import type { Database } from '../db/index.ts';
-import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
-import { splitProportionally } from '../money/index.ts';
-import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
-import { claimRefund } from './refunds.ts';
+import type { Database } from '../../db/index.ts';
+import { accounts, postJournal, type EntryInput } from '../../ledger/index.ts';
+import { splitProportionally } from '../../money/index.ts';
+import { enqueueConversionBatch, releasePaymentsIn } from './run.ts';
+import { claimRefund } from '../refunds.ts';
 
 /**
  * The refund `refundHash` brought `returnedWei` of the conversion's ETH back: the hash is used for this conversion

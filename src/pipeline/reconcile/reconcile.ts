@@ -1,6 +1,6 @@
 /**
  * The reconciler (cron `reconcile`, every RECONCILE_INTERVAL): finds every conversion, payout and on-chain transfer
- * past its state's deadline with no job that will move it on (see reconcile-rules.ts), and drives it on by
+ * past its state's deadline with no job that will move it on (see rules.ts), and drives it on by
  * re-queuing its stage's own job under the stage's own key. Once resuming has had its chance it gives up as the
  * item's rule says: a conversion whose ETH never left is released (its payments back to pending), a conversion or
  * payout whose money may have left goes to review with the reason, and a transfer is never given up (its job is
@@ -14,9 +14,9 @@
  * looked up again there, and the jobs it queues carry the stage's key (a live job of that key is never doubled).
  * An item that fails is alerted and skipped: the others of the pass, and later passes, go on.
  */
-import type { Logger } from '../log.ts';
-import { stageAlert } from './alert.ts';
-import type { StageDeps } from './interfaces.ts';
+import type { Logger } from '../../log.ts';
+import { stageAlert } from '../alert.ts';
+import type { StageDeps } from '../interfaces.ts';
 import {
   findPastDeadline,
   keysOf,
@@ -26,7 +26,7 @@ import {
   resumeStuckTransfer,
   review,
   type ItemRow,
-} from './reconcile-items.ts';
+} from './items.ts';
 import {
   DEADLINES,
   decide,
@@ -35,10 +35,10 @@ import {
   type ItemKind,
   type ReconcileSettings,
   type ResumeAction,
-} from './reconcile-rules.ts';
-import { reopenInstantPayouts } from './reconcile-instant.ts';
-import { RunLocked, withRunLock } from './run-lock.ts';
-import { liveJobKeys } from '../jobs/index.ts';
+} from './rules.ts';
+import { reopenInstantPayouts } from './instant.ts';
+import { RunLocked, withRunLock } from '../run-lock.ts';
+import { liveJobKeys } from '../../jobs/index.ts';
 
 const PASS_LOCK = 'reconcile:pass';
 

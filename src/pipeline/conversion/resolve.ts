@@ -12,12 +12,12 @@
  * Chain reads happen before the conversion's row lock; the transaction checks the state again.
  */
 import { sql, type Transaction } from 'kysely';
-import type { ConversionState, Database, Db } from '../db/index.ts';
-import { accounts, postJournal } from '../ledger/index.ts';
-import { formatUnits, parseUnits } from '../money/index.ts';
-import { returnConversionFunds } from './conversion-outcomes.ts';
-import { inboundAmount, InboundRefused, type HostChainReader } from './inbound.ts';
-import { enqueueConversionBatch, releasePaymentsIn } from './convert.ts';
+import type { ConversionState, Database, Db } from '../../db/index.ts';
+import { accounts, postJournal } from '../../ledger/index.ts';
+import { formatUnits, parseUnits } from '../../money/index.ts';
+import { returnConversionFunds } from './outcomes.ts';
+import { inboundAmount, InboundRefused, type HostChainReader } from '../inbound.ts';
+import { enqueueConversionBatch, releasePaymentsIn } from './run.ts';
 import { settleIn } from './settle.ts';
 
 export type ConversionResolution =

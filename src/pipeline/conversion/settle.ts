@@ -4,18 +4,18 @@
  * each channel's ETH into USDT in one balanced journal, and the threshold check runs in the same transaction.
  */
 import { sql } from 'kysely';
-import { ChangeNowError } from '../integrations/changenow/index.ts';
+import { ChangeNowError } from '../../integrations/changenow/index.ts';
 import type { Transaction } from 'kysely';
-import type { Database } from '../db/index.ts';
-import { accounts, postJournal, type EntryInput } from '../ledger/index.ts';
-import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../money/index.ts';
-import { enqueuePoll, toReview } from './convert.ts';
-import { belowEstimate, statusMismatch } from './exchange-answer.ts';
-import { returnConversionFunds } from './conversion-outcomes.ts';
-import { stageAlert } from './alert.ts';
-import { isBookedDeposit, lockInboundHash } from '../treasury/inbound.ts';
-import type { StageDeps } from './interfaces.ts';
-import { checkThresholds } from './threshold.ts';
+import type { Database } from '../../db/index.ts';
+import { accounts, postJournal, type EntryInput } from '../../ledger/index.ts';
+import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../../money/index.ts';
+import { enqueuePoll, toReview } from './run.ts';
+import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
+import { returnConversionFunds } from './outcomes.ts';
+import { stageAlert } from '../alert.ts';
+import { isBookedDeposit, lockInboundHash } from '../../treasury/inbound.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { checkThresholds } from '../payout/threshold.ts';
 
 /** conversion_poll */
 export async function pollConversion(deps: StageDeps, conversionId: string): Promise<void> {

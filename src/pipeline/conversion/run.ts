@@ -6,17 +6,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
-import type { AlertInput } from '../alerts/index.ts';
-import type { ConversionState, Database, Db } from '../db/index.ts';
-import type { Logger } from '../log.ts';
-import { ChangeNowError } from '../integrations/changenow/index.ts';
-import { enqueue } from '../jobs/index.ts';
-import { formatUnits, parseUnitsFloor } from '../money/index.ts';
-import type { StageDeps } from './interfaces.ts';
-import { withRunLock } from './run-lock.ts';
-import { stageAlert } from './alert.ts';
-import { createdMismatch, statusMismatch, type ExchangeAsk } from './exchange-answer.ts';
-import { createTransfer, type TransferHooks } from './transfer/index.ts';
+import type { AlertInput } from '../../alerts/index.ts';
+import type { ConversionState, Database, Db } from '../../db/index.ts';
+import type { Logger } from '../../log.ts';
+import { ChangeNowError } from '../../integrations/changenow/index.ts';
+import { enqueue } from '../../jobs/index.ts';
+import { formatUnits, parseUnitsFloor } from '../../money/index.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { withRunLock } from '../run-lock.ts';
+import { stageAlert } from '../alert.ts';
+import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
+import { createTransfer, type TransferHooks } from '../transfer/index.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
 const HOLD_MAX_MINUTES = 24 * 60;

@@ -5,15 +5,15 @@
  * review. Every ending raises an alert except success.
  */
 import type { Hex } from 'viem';
-import { ChangeNowError, type ExchangeStatus } from '../integrations/changenow/index.ts';
-import { accounts } from '../ledger/index.ts';
-import { decimalsOf, formatUnits, withinTolerance } from '../money/index.ts';
-import type { StageDeps } from './interfaces.ts';
-import { ChainUnavailableError } from '../integrations/wallet/index.ts';
-import { claimRefund } from './refunds.ts';
-import { stageAlert } from './alert.ts';
-import { belowEstimate, statusMismatch } from './exchange-answer.ts';
-import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './payout.ts';
+import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
+import { accounts } from '../../ledger/index.ts';
+import { decimalsOf, formatUnits, withinTolerance } from '../../money/index.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
+import { claimRefund } from '../refunds.ts';
+import { stageAlert } from '../alert.ts';
+import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
+import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './run.ts';
 
 /** payout_poll */
 export async function pollPayout(deps: StageDeps, payoutId: string): Promise<void> {

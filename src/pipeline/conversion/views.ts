@@ -1,9 +1,9 @@
 /** The read side of conversions (ETH→USDT micro-batches), amounts as decimal strings. */
 import type { Selectable } from 'kysely';
-import type { ConversionState, ConversionsTable, Db, TransferStatus } from '../db/index.ts';
-import { formatUnits } from '../money/index.ts';
+import type { ConversionState, ConversionsTable, Db, TransferStatus } from '../../db/index.ts';
+import { formatUnits } from '../../money/index.ts';
 
-export { CONVERSION_STATES } from '../db/index.ts';
+export { CONVERSION_STATES } from '../../db/index.ts';
 
 export interface ConversionView {
   readonly conversionId: string;

@@ -6,9 +6,9 @@
  * payout per payment, unique), so a race with a job that came back does no harm.
  */
 import { sql } from 'kysely';
-import type { Db } from '../db/index.ts';
-import { enqueue, noLiveJobWithKey } from '../jobs/index.ts';
-import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
+import type { Db } from '../../db/index.ts';
+import { enqueue, noLiveJobWithKey } from '../../jobs/index.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
 
 export async function reopenInstantPayouts(
   db: Db,

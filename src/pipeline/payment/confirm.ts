@@ -20,11 +20,11 @@
  * review as payment_unconfirmed with both values and the critical alert. The credit already booked stands either way.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
-import { raiseAlert } from '../alerts/index.ts';
-import type { Database, Db, PaymentsTable } from '../db/index.ts';
-import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../integrations/nowpayments/index.ts';
-import type { Logger } from '../log.ts';
-import { AmountError, decimalsOf, parseUnits, type AssetCode } from '../money/index.ts';
+import { raiseAlert } from '../../alerts/index.ts';
+import type { Database, Db, PaymentsTable } from '../../db/index.ts';
+import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../../integrations/nowpayments/index.ts';
+import type { Logger } from '../../log.ts';
+import { AmountError, decimalsOf, parseUnits, type AssetCode } from '../../money/index.ts';
 import {
   alertReview,
   creditColumns,

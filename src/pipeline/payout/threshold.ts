@@ -7,10 +7,10 @@
  * posts every journal last, so balance rows stay locked only from there to the commit.
  */
 import { sql, type Transaction } from 'kysely';
-import type { Database } from '../db/index.ts';
-import type { Db } from '../db/index.ts';
-import { accounts, postJournal, type JournalInput } from '../ledger/index.ts';
-import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './payout.ts';
+import type { Database } from '../../db/index.ts';
+import type { Db } from '../../db/index.ts';
+import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
+import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
 
 export interface ThresholdOutcome {
   /** Batches created, and held batches that took the new balance. */

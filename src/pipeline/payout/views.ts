@@ -1,7 +1,7 @@
 /** The read side of payouts, amounts as decimal strings. */
 import type { Selectable } from 'kysely';
-import type { Db, PayoutsTable, PayoutStatus } from '../db/index.ts';
-import { decimalsOf, formatUnits } from '../money/index.ts';
+import type { Db, PayoutsTable, PayoutStatus } from '../../db/index.ts';
+import { decimalsOf, formatUnits } from '../../money/index.ts';
 
 export interface PayoutView {
   readonly payoutId: string;

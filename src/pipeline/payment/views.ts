@@ -1,7 +1,7 @@
 /** The read side of payments: what the admin API shows, amounts as decimal strings. */
 import type { Selectable } from 'kysely';
-import type { Db, PaymentsTable } from '../db/index.ts';
-import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+import type { Db, PaymentsTable } from '../../db/index.ts';
+import { decimalsOf, formatUnits, isAssetCode } from '../../money/index.ts';
 
 export interface PaymentView {
   readonly paymentId: string;

@@ -2,7 +2,7 @@
  * Intake: one NOWPayments IPN becomes, in ONE short transaction, the payment's record and, when it is the first
  * `finished` for a known channel, the fee split, the ledger credit and the next step (conversion pending or a payout
  * job). With NOWPAYMENTS_API_KEY set, that credit waits for NOWPayments' API to agree: intake queues the
- * payment_confirm job instead, in the same transaction, and the job credits (payment-confirm.ts). No outside call
+ * payment_confirm job instead, in the same transaction, and the job credits (confirm.ts). No outside call
  * happens here; the webhook answers right after the commit.
  *
  * Every IPN may arrive many times, concurrently and out of order. The payment row (primary key payment_id) is the
@@ -10,12 +10,12 @@
  * and the credit is guarded twice, by `credited_at` and by the ledger's unique (kind, ref) journal key.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
-import { raiseAlert, storeEventAlert, type AlertInput } from '../alerts/index.ts';
-import type { Database, Db, PaymentsTable } from '../db/index.ts';
-import type { Ipn, IpnStatus } from '../integrations/nowpayments/index.ts';
-import { enqueue } from '../jobs/index.ts';
-import { accounts, postJournal } from '../ledger/index.ts';
-import type { Logger } from '../log.ts';
+import { raiseAlert, storeEventAlert, type AlertInput } from '../../alerts/index.ts';
+import type { Database, Db, PaymentsTable } from '../../db/index.ts';
+import type { Ipn, IpnStatus } from '../../integrations/nowpayments/index.ts';
+import { enqueue } from '../../jobs/index.ts';
+import { accounts, postJournal } from '../../ledger/index.ts';
+import type { Logger } from '../../log.ts';
 import {
   decimalsOf,
   formatUnits,
@@ -25,8 +25,8 @@ import {
   splitFee,
   type AssetCode,
   type Percent,
-} from '../money/index.ts';
-import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout.ts';
+} from '../../money/index.ts';
+import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
 
 export interface IntakeSettings {
   readonly feePercent: Percent;
