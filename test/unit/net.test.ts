@@ -57,6 +57,66 @@ describe('address parsing', () => {
   });
 });
 
+describe('forms other parsers accept, refused here', () => {
+  it("inet_aton's IPv4 forms (hex, octal, fewer than four parts, one number) are not addresses, nor ranges", () => {
+    for (const bad of [
+      '0x7f.0.0.1',
+      '0x7f.1',
+      '127.1',
+      '127.0.1',
+      '2130706433',
+      '0177.0.0.1',
+      '010.0.0.1',
+      '1.2.3.04',
+    ]) {
+      expect(parseAddress(bad), bad).toBeUndefined();
+      expect(parseAddress(bad, { allowZone: true }), bad).toBeUndefined();
+      expect(parseRange(`${bad}/32`), bad).toBe(`"${bad}/32" is not an IPv4 or IPv6 address or CIDR range`);
+    }
+  });
+
+  it('an IPv6 address with a dotted tail takes only a strict IPv4 tail', () => {
+    expect(parseAddress('1:2:3:4:5:6:1.2.3.4')).toEqual(parseAddress('1:2:3:4:5:6:102:304'));
+    for (const bad of [
+      '::ffff:010.0.0.1',
+      '::ffff:0x7f.0.0.1',
+      '::ffff:00001.2.3.4',
+      '::ffff:1.2.3',
+      '::ffff:256.0.0.1',
+      '1:2:3:4:5:6:7:1.2.3.4',
+      '1.2.3.4:1::',
+    ]) {
+      expect(parseAddress(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('::a.b.c.d is the IPv4-compatible address of RFC 4291, not the IPv4-mapped one: it never matches the IPv4 client', () => {
+    expect(parseAddress('::203.0.113.7')).toEqual(parseAddress('::cb00:7107'));
+    expect(addressMatcher(ranges('::203.0.113.7'))('203.0.113.7')).toBe(false);
+    expect(addressMatcher(ranges('203.0.113.7'))('::203.0.113.7')).toBe(false);
+  });
+
+  it('zones: any zone is dropped from a socket address, none is taken in configuration', () => {
+    for (const zoned of ['fe80::1%eth0', 'fe80::1%br-1a2b', 'fe80::1%eth0.100', 'fe80::1%3']) {
+      expect(parseAddress(zoned, { allowZone: true }), zoned).toEqual(parseAddress('fe80::1'));
+      expect(parseAddress(zoned), zoned).toBeUndefined();
+      expect(parseRange(zoned), zoned).toBe(`"${zoned}" is not an IPv4 or IPv6 address or CIDR range`);
+      expect(parseRange(`${zoned}/64`), zoned).toMatch(/is not an IPv4 or IPv6 address/);
+    }
+    expect(addressMatcher(ranges('fe80::/64'))('fe80::1%eth0')).toBe(true);
+    expect(parseRangeList('10.0.0.1, fe80::1%eth0').problems).toEqual([
+      '"fe80::1%eth0" is not an IPv4 or IPv6 address or CIDR range',
+    ]);
+  });
+
+  it('text longer than any address is refused', () => {
+    expect(parseAddress('ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255')).toBeDefined();
+    expect(parseAddress('0ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255')).toBeUndefined();
+    expect(parseAddress(`${'1:'.repeat(50_000)}1`)).toBeUndefined();
+    expect(addressMatcher(ranges('::/1'))('1:'.repeat(50_000))).toBe(false);
+  });
+});
+
 describe('CIDR ranges', () => {
   it('match the addresses inside and nothing outside, at every kind of boundary', () => {
     const match = addressMatcher(
@@ -135,6 +195,8 @@ describe('rate limiter keys', () => {
     expect(sourceKey('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
     expect(sourceKey('2001:db8:1:2:bbbb:cccc:dddd:eeee')).toBe('2001:db8:1:2::/64');
     expect(sourceKey('2001:db8:1:3::1')).not.toBe(sourceKey('2001:db8:1:2::1'));
+    expect(sourceKey('2001:db8::1')).toBe('2001:db8::/64');
+    expect(sourceKey('fe80::1%eth0')).toBe('fe80::/64');
     expect(sourceKey('garbage')).toBe('?garbage');
     expect(sourceKey('x'.repeat(500)).length).toBeLessThanOrEqual(65);
   });
