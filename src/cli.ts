@@ -98,10 +98,12 @@ async function main(argv: string[]): Promise<number> {
   const roles = ROLES[command];
   // A service logs to stdout, where its supervisor collects it. A one-shot command's stdout is its answer (piped to
   // jq, say): its log goes to stderr.
+  const logStream = roles ? process.stdout : process.stderr;
   const logger = createLogger({
     level: config.LOG_LEVEL,
     secrets: secretValues(config),
     ...(!roles && { destination: process.stderr }),
+    format: config.LOG_FORMAT === 'auto' ? (logStream.isTTY ? 'pretty' : 'json') : config.LOG_FORMAT,
   });
   if (roles) return serve(config, roles, logger);
 

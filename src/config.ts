@@ -8,6 +8,9 @@ import { z } from 'zod';
 import { parseRangeList, type AddressRange } from './http/net.ts';
 import { parsePercent, type Percent } from './money/index.ts';
 
+/** True when this module runs as TypeScript (tests, `npm start`), false in the compiled build under dist/. */
+const RUNS_FROM_SOURCE = import.meta.url.endsWith('.ts');
+
 export interface AdminTokenEntry {
   readonly name: string;
   readonly token: string;
@@ -431,7 +434,13 @@ const schema = z
       ])
       .optional()
       .describe(
-        'crash tests only: the worker SIGKILLs itself at `after_exchange_created`, `after_broadcast`, `before_settle` (conversions) or `payout_after_exchange_created`, `payout_after_broadcast`, `payout_before_complete` (logged loudly at start; never set it in production)',
+        'crash tests only: the worker SIGKILLs itself at `after_exchange_created`, `after_broadcast`, `before_settle` (conversions) or `payout_after_exchange_created`, `payout_after_broadcast`, `payout_before_complete` (logged loudly at start; a production build refuses to start with it set)',
+      ),
+    LOG_FORMAT: z
+      .enum(['auto', 'json', 'pretty'])
+      .default('auto')
+      .describe(
+        '`json`: one JSON object per line (for a log collector); `pretty`: readable lines; `auto`: pretty when the log goes to a terminal, JSON otherwise',
       ),
     LOG_LEVEL: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
@@ -570,6 +579,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
       if (input[name] === undefined)
         problems.push(`${name}: required when DATABASE_URL is set (a local run starts a simulator instead)`);
     }
+  }
+  // A production build must not be crashable by one stray variable: only a run from source reads it.
+  if (input.PAYRAIL_CRASH_AT !== undefined && !RUNS_FROM_SOURCE) {
+    problems.push('PAYRAIL_CRASH_AT: crash tests only; a production build (dist/) does not read it, unset it');
   }
   if (!result.success || problems.length > 0) throw new ConfigError(problems);
   const secrets = {} as Record<SecretName, string>;

@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { PinoPretty } from 'pino-pretty';
 
 export type { Logger };
 
@@ -37,8 +38,21 @@ export function createLogger(options: {
   level: string;
   secrets?: readonly string[];
   destination?: NodeJS.WritableStream;
+  /** 'pretty': one readable line per event, for a person at a terminal; machines (supervisors, files) get JSON. */
+  format?: 'json' | 'pretty';
 }): Logger {
   const scrub = createScrubber(options.secrets ?? []);
+  // Scrubbing happens in pino's streamWrite hook, before either stream sees the line, so pretty output is scrubbed too.
+  const destination =
+    options.format === 'pretty'
+      ? PinoPretty({
+          destination: options.destination ?? 1,
+          sync: true,
+          ignore: 'pid,hostname',
+          singleLine: true,
+          translateTime: 'SYS:HH:MM:ss.l',
+        })
+      : options.destination;
   return pino(
     {
       level: options.level,
@@ -53,6 +67,6 @@ export function createLogger(options: {
         },
       },
     },
-    options.destination as pino.DestinationStream | undefined,
+    destination as pino.DestinationStream | undefined,
   );
 }
