@@ -84,6 +84,14 @@ describe('npm run build', () => {
     expect(check.stdout()).toContain('ledger OK');
   });
 
+  it('refuses to start with PAYRAIL_CRASH_AT set: the crash points are for tests run from source', async () => {
+    const status = run([DIST_CLI, 'status'], { DATABASE_URL: db.url, PAYRAIL_CRASH_AT: 'after_broadcast' });
+    expect(await status.exited).toBe(78);
+    expect(status.output()).toContain(
+      'PAYRAIL_CRASH_AT: crash tests only; a production build (dist/) does not read it',
+    );
+  });
+
   it('serves the web role: health, the dashboard and its vendored scripts', { timeout: 60_000 }, async () => {
     const port = await freePort();
     const web = run([DIST_CLI, 'web'], {
