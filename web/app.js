@@ -92,34 +92,6 @@
     },
   };
 
-  /*
-   * Alpine's standard build compiles every x- expression with `new AsyncFunction`, which this page's
-   * Content-Security-Policy (script-src 'self', no 'unsafe-eval') refuses. As in Alpine's own CSP build, an
-   * expression here is a property path on the component ("view.totals", "signIn"): a value is read, a method is
-   * called (with the event, for @ handlers). Nothing is compiled; anything else is refused loudly.
-   */
-  const PATH_RE = /^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/;
-  function pathEvaluator(el, expression) {
-    const Alpine = window.Alpine;
-    const magics = {};
-    Alpine.injectMagics(magics, el);
-    const stack = [magics, ...Alpine.closestDataStack(el)];
-    return (receiver = () => {}, { scope = {}, params = [] } = {}) => {
-      const context = Alpine.mergeProxies([scope, ...stack]);
-      try {
-        if (typeof expression === 'function') return receiver(expression.apply(context, params));
-        const path = expression.trim();
-        if (!PATH_RE.test(path)) throw new Error(`not a property path: "${path}"`);
-        const value = path
-          .split('.')
-          .reduce((object, key) => (object === null || object === undefined ? undefined : object[key]), context);
-        receiver(typeof value === 'function' ? value.apply(context, params) : value);
-      } catch (error) {
-        console.error(`dashboard: ${error.message}`, el);
-      }
-    };
-  }
-
   // --- formatting: strings in, strings out ----------------------------------------------------------------------
 
   /** "17892810.992358" → "17,892,810.992358", by string operations only. */
@@ -544,6 +516,11 @@
 
   // --- the component --------------------------------------------------------------------------------------------
 
+  /*
+   * The page's x- expressions are read by Alpine's CSP build, which interprets them without compiling: paths, calls,
+   * operators, literals; no arrow functions, template literals or globals (window, document). What needs more than
+   * that is computed here (see present()), which also keeps the markup free of logic about money.
+   */
   function dashboard() {
     return {
       token: sessionStorage.getItem(TOKEN_KEY) ?? '',
@@ -569,9 +546,6 @@
       get signedIn() {
         return this.token !== '';
       },
-      get signedOut() {
-        return this.token === '';
-      },
       get ready() {
         return this.token !== '' && this.view !== null;
       },
@@ -581,9 +555,6 @@
       },
       get statusClass() {
         return this.failedAt ? 'status stale' : 'status live';
-      },
-      get hoursClass() {
-        return { h24: this.hours === 24 ? 'active' : '', h48: this.hours === 48 ? 'active' : '' };
       },
 
       signIn() {
@@ -603,8 +574,8 @@
         this.failedAt = null;
         this.notice = { text: '', kind: '' };
       },
-      setHours(event) {
-        this.hours = Number.parseInt(event.currentTarget.dataset.hours, 10) === 48 ? 48 : 24;
+      setHours(hours) {
+        this.hours = hours === 48 ? 48 : 24;
         this.load();
       },
 
@@ -685,7 +656,6 @@
   }
 
   document.addEventListener('alpine:init', () => {
-    window.Alpine.setEvaluator(pathEvaluator);
     window.Alpine.data('dashboard', dashboard);
   });
 })();

@@ -250,6 +250,38 @@ describe('the dashboard', () => {
     await page.close();
   });
 
+  it('switches its window between 24 h and 48 h: the overview read again for it, the button of the window shown on', async () => {
+    const page = await newPage();
+    await signIn(page);
+    const on = '.segmented button.active';
+    const windowLabel = '[data-testid=payouts-completedInWindow] dt';
+    expect(await page.textContent(on)).toBe('24 h');
+    expect(await page.textContent(windowLabel)).toBe('completed in 24 h');
+
+    const asked = page.waitForRequest((r) => r.method() === 'GET' && r.url().endsWith('/api/overview?hours=48'));
+    await page.click('.segmented button:has-text("48 h")');
+    await asked;
+    await expect.poll(() => page.textContent(windowLabel)).toBe('completed in 48 h');
+    expect(await page.locator(on).allTextContents()).toEqual(['48 h']);
+    // The chart is redrawn for the window once the page has rendered it.
+    const hours48 = (await payrail.request('GET', '/api/overview?hours=48')).body as Overview;
+    expect(hours48.volume.buckets.length).toBeGreaterThan((await overview()).volume.buckets.length);
+    await expect
+      .poll(() =>
+        page.evaluate<number>(
+          "Chart.getChart(document.querySelector('[data-testid=volume-chart]')).data.labels.length",
+        ),
+      )
+      .toBe(hours48.volume.buckets.length);
+
+    const back = page.waitForRequest((r) => r.method() === 'GET' && r.url().endsWith('/api/overview?hours=24'));
+    await page.click('.segmented button:has-text("24 h")');
+    await back;
+    await expect.poll(() => page.textContent(windowLabel)).toBe('completed in 24 h');
+    expect(await page.locator(on).allTextContents()).toEqual(['24 h']);
+    await page.close();
+  });
+
   it('acts on the review queue: confirm first, the API refusal shown as it says it, then the change', async () => {
     const page = await newPage();
     await signIn(page);

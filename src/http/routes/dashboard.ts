@@ -15,9 +15,9 @@ const WEB = path.join(ROOT, 'web');
 const requireFrom = createRequire(import.meta.url);
 
 /**
- * script-src 'self' and no 'unsafe-eval': the page runs only the files below (web/app.js installs an expression
- * evaluator that compiles nothing, see there). Styles from style.css only; inline style attributes are refused, the
- * scripts set styles through the DOM, which CSP allows.
+ * script-src 'self' and no 'unsafe-eval': the page runs only the files below. Alpine is its CSP build, which parses the
+ * page's x- expressions itself instead of compiling them with the Function constructor. Styles from style.css only;
+ * inline style attributes are refused, the scripts set styles through the DOM, which CSP allows.
  */
 const DASHBOARD_CSP = [
   "default-src 'none'",
@@ -40,9 +40,10 @@ const ASSETS: readonly Asset[] = [
   { route: '/', file: path.join(WEB, 'index.html'), type: 'text/html; charset=utf-8' },
   { route: '/assets/app.js', file: path.join(WEB, 'app.js'), type: 'text/javascript; charset=utf-8' },
   { route: '/assets/style.css', file: path.join(WEB, 'style.css'), type: 'text/css; charset=utf-8' },
+  // The CSP build's browser bundle: it starts Alpine by itself once loaded, as the standard cdn build does.
   {
     route: '/assets/alpine.min.js',
-    file: requireFrom.resolve('alpinejs/dist/cdn.min.js'),
+    file: requireFrom.resolve('@alpinejs/csp/dist/cdn.min.js'),
     type: 'text/javascript; charset=utf-8',
   },
   // chart.js exports no subpath for its UMD build: it sits beside the CommonJS entry.
