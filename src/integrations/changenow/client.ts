@@ -36,7 +36,7 @@ export interface ChangeNowClientOptions {
   connectTimeoutMs: number;
   /** Whole request, from start to the last byte of the response body. */
   responseTimeoutMs: number;
-  /** Replaces the built-in node:http transport (tests, instrumentation). */
+  /** Replaces the built-in undici transport (tests, instrumentation). */
   fetch?: typeof fetch;
   /** Told of every call: endpoint, duration and how it ended (metrics). */
   observer?: ChangeNowObserver;

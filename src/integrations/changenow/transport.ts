@@ -2,20 +2,27 @@
  * One HTTP exchange with ChangeNow: a request goes out once and comes back as a status and the raw body bytes, or
  * fails with a TransportError. No retries, no redirects, no parsing here.
  *
- * Why node:http/node:https rather than the global fetch: fetch (undici) in Node 20 exposes no connect phase, so a
- * separate connect timeout is impossible without importing undici's Agent, which is not a dependency of ours. With
- * node:http the socket is ours to watch: the connect deadline (DNS lookup + TCP connect, + TLS handshake for https)
- * ends when the socket reports 'connect'/'secureConnect' (or immediately for a reused keep-alive socket), and the
- * total deadline covers everything up to the last byte of the body. Both are AbortSignals (an AbortController fired
- * by the connect timer, and AbortSignal.timeout for the total) combined with AbortSignal.any; the first to fire
- * destroys the request. We also get the body as bytes, which lossless parsing needs anyway.
+ * Why undici's dispatcher (one Agent per transport): it gives the connect phase a deadline of its own
+ * (`connect.timeout`: DNS lookup + TCP connect, + TLS handshake for https), which the global fetch does not expose,
+ * and it brings keep-alive pooling and the socket bookkeeping we used to write over node:http. Its request API never
+ * follows a redirect and never retries. A connect timeout comes back as its own error (UND_ERR_CONNECT_TIMEOUT), so
+ * "no connection within N ms" (the request never left) stays apart from "no complete response within N ms" (it may
+ * have reached ChangeNow), as before.
+ *
+ * What stays ours:
+ * - The total deadline (responseTimeoutMs, from the call to the last byte of the body): an AbortSignal.timeout given
+ *   to undici and also raced here, because undici acts on an abort only once a connection is up, so a stalled
+ *   connect would otherwise outlive it. headersTimeout and bodyTimeout get the same budget as a backstop, since no
+ *   phase may outlast the whole; undici's timers are coarse (they fire up to about a second late, its connect timeout
+ *   included), so ours is the one that normally fires.
+ * - The size cap: the body is read as a stream and destroyed (with its connection) once past MAX_RESPONSE_BYTES.
+ * - The bytes: returned as they came, since the client's lossless JSON parsing needs the source text.
+ * - The classification into TransportError reasons, which the client turns into ChangeNowError codes.
  *
  * An injected `fetch` (tests, instrumentation) is still supported: it gets the total deadline as its signal, raced
  * by us so a fetch that ignores its signal cannot hang the caller. The connect deadline cannot apply there.
  */
-import http from 'node:http';
-import https from 'node:https';
-import type { Socket } from 'node:net';
+import { Agent, type Dispatcher } from 'undici';
 
 /** A ChangeNow answer is a few hundred bytes; anything near this is not a ChangeNow answer. */
 export const MAX_RESPONSE_BYTES = 1_048_576;
@@ -53,80 +60,59 @@ export class TransportError extends Error {
   }
 }
 
-export function nodeTransport(timeouts: TransportTimeouts): Transport {
-  return (request) =>
-    new Promise<TransportResponse>((resolve, reject) => {
-      const { connectTimeoutMs, responseTimeoutMs } = timeouts;
-      const connectDeadline = new AbortController();
-      const totalDeadline = AbortSignal.timeout(responseTimeoutMs);
-      const deadline = AbortSignal.any([connectDeadline.signal, totalDeadline]);
-      const connectTimer = setTimeout(() => connectDeadline.abort(), connectTimeoutMs);
-      let settled = false;
+/** The default transport, with a way to let go of its pooled connections (idle ones never hold the process open). */
+export type DispatcherTransport = Transport & { close(): Promise<void> };
 
-      const settle = (outcome: () => void): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(connectTimer);
-        deadline.removeEventListener('abort', onDeadline);
-        outcome();
-      };
+const UNDICI_PHASE_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
-      const onDeadline = (): void => {
-        const detail = connectDeadline.signal.aborted
-          ? `no connection within ${connectTimeoutMs} ms`
-          : `no complete response within ${responseTimeoutMs} ms`;
-        settle(() => reject(new TransportError('timeout', detail)));
-        outgoing.destroy();
-      };
-
-      const isHttps = request.url.protocol === 'https:';
-      const headers: Record<string, string> = { ...request.headers };
-      if (request.body !== null) headers['content-length'] = String(Buffer.byteLength(request.body, 'utf8'));
-      const outgoing = (isHttps ? https : http).request(request.url, { method: request.method, headers });
-
-      outgoing.on('socket', (socket: Socket) => {
-        // A reused keep-alive socket is already connected (and, for https, past its handshake).
-        if (!socket.connecting) {
-          clearTimeout(connectTimer);
-          return;
-        }
-        socket.once(isHttps ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
-      });
-
-      outgoing.on('response', (incoming) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        incoming.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_RESPONSE_BYTES) {
-            settle(() =>
-              reject(new TransportError('too_large', `response body larger than ${MAX_RESPONSE_BYTES} bytes`)),
-            );
-            outgoing.destroy();
-            return;
-          }
-          chunks.push(chunk);
+/** The built-in transport: an Agent of its own, so the connect and phase timeouts are this transport's alone. */
+export function nodeTransport(timeouts: TransportTimeouts): DispatcherTransport {
+  const { connectTimeoutMs, responseTimeoutMs } = timeouts;
+  const agent = new Agent({
+    connect: { timeout: connectTimeoutMs },
+    headersTimeout: responseTimeoutMs,
+    bodyTimeout: responseTimeoutMs,
+  });
+  const transport: Transport = async (request) => {
+    const deadline = AbortSignal.timeout(responseTimeoutMs);
+    const timedOut = () => new TransportError('timeout', `no complete response within ${responseTimeoutMs} ms`);
+    try {
+      return await raceDeadline(deadline, timedOut, async () => {
+        const response = await agent.request({
+          origin: request.url.origin,
+          path: `${request.url.pathname}${request.url.search}`,
+          method: request.method,
+          headers: request.headers,
+          body: request.body,
+          signal: deadline,
         });
-        incoming.on('end', () =>
-          settle(() => resolve({ status: incoming.statusCode ?? 0, bytes: Buffer.concat(chunks) })),
-        );
-        incoming.on('error', (error) => settle(() => reject(networkError(error))));
-        incoming.on('close', () => {
-          if (!incoming.complete)
-            settle(() => reject(new TransportError('network', 'connection closed before the response was complete')));
-        });
+        return { status: response.statusCode, bytes: await readCappedStream(response.body) };
       });
+    } catch (error) {
+      if (error instanceof TransportError) throw error;
+      const code = systemCode(error);
+      if (code === 'UND_ERR_CONNECT_TIMEOUT')
+        throw new TransportError('timeout', `no connection within ${connectTimeoutMs} ms`, { cause: error });
+      if (deadline.aborted || (code !== null && UNDICI_PHASE_TIMEOUTS.has(code))) throw timedOut();
+      throw networkError(error);
+    }
+  };
+  return Object.assign(transport, { close: () => agent.close() });
+}
 
-      // After settling (deadline, oversize) destroy() may still emit 'error': this listener absorbs it.
-      outgoing.on('error', (error) => settle(() => reject(networkError(error))));
-
-      if (deadline.aborted) {
-        onDeadline();
-        return;
-      }
-      deadline.addEventListener('abort', onDeadline, { once: true });
-      outgoing.end(request.body ?? undefined);
-    });
+/** undici's body is a node Readable: destroying it past the cap aborts the request and drops its connection. */
+async function readCappedStream(body: Dispatcher.ResponseData['body']): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_RESPONSE_BYTES) {
+      body.destroy();
+      throw new TransportError('too_large', `response body larger than ${MAX_RESPONSE_BYTES} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 export function fetchTransport(
