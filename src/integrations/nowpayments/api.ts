@@ -36,7 +36,7 @@ export interface NowPaymentsApiOptions {
   baseUrl: string;
   apiKey: string;
   timeoutMs: number;
-  /** Tests and instrumentation; default: node:http with a connect and a whole-response deadline. */
+  /** Tests and instrumentation; default: the undici transport with a connect and a whole-response deadline. */
   transport?: Transport;
 }
 
