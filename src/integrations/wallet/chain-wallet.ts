@@ -18,6 +18,7 @@ import {
   TransactionNotFoundError,
   TimeoutError,
   TransactionReceiptNotFoundError,
+  WaitForTransactionReceiptTimeoutError,
   type Address,
   type Hex,
   type PublicClient,
@@ -398,13 +399,16 @@ export function createChainWallet(
       return tx.to?.toLowerCase() === to.toLowerCase() ? tx.value : 0n;
     },
     async waitMined(hash, timeoutMs) {
-      const deadline = Date.now() + timeoutMs;
-      let last = await lookup(hash);
-      while (last.state !== 'mined' && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 250));
-        last = await lookup(hash);
+      try {
+        await client.waitForTransactionReceipt({ hash, timeout: timeoutMs, pollingInterval: 250 });
+      } catch (error) {
+        // Past the deadline the answer is what the chain shows now (pending or unknown), as for any other read.
+        if (!(error instanceof WaitForTransactionReceiptTimeoutError)) {
+          throw new ChainUnavailableError(`receipt wait: ${(error as Error).message}`, { cause: error });
+        }
       }
-      return last;
+      // Read again rather than trust the waiter's receipt: for a replaced transaction viem answers the replacement's.
+      return lookup(hash);
     },
   };
 }

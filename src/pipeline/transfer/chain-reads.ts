@@ -11,7 +11,11 @@ export interface MinedVersion {
   readonly receipt: MinedReceipt;
 }
 
-/** The receipt of whichever version is mined, waiting at most `waitMs` for one to appear. */
+/**
+ * The receipt of whichever version is mined, waiting at most `waitMs` for one to appear. Not viem's
+ * waitForTransactionReceipt: that follows one hash, and here any of several versions sharing a nonce may be the one
+ * the chain took, each read through the same lagging-node-aware `receipt`.
+ */
 export async function findMined(
   deps: StageDeps,
   versions: readonly TransferVersion[],
