@@ -4,7 +4,7 @@ import { ChannelInputError } from '../channels/index.ts';
 import { createScrubber, type Logger } from '../log.ts';
 import { bearerAuth, type AdminToken } from './auth.ts';
 import { addressMatcher, type AddressRange } from './net.ts';
-import { adminRoutes, type AdminDeps } from './routes/admin.ts';
+import { adminRoutes, type AdminDeps } from './routes/admin/index.ts';
 import { alertRoutes, type AlertRouteDeps } from './routes/alerts.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { healthRoutes, type HealthDeps } from './routes/health.ts';

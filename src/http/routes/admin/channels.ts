@@ -1,0 +1,129 @@
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import {
+  channelInputSchema,
+  getChannel,
+  listSupportedPairs,
+  upsertChannel,
+  CHANNEL_ID_RE,
+  type Channel,
+  type ChannelInput,
+} from '../../../channels/index.ts';
+import {
+  getPayout,
+  payChannelNow,
+  PayNowRefused,
+  rehomeChannelPayments,
+  releaseUnknownChannelPayments,
+  runThresholdCheck,
+  type Rehomed,
+} from '../../../pipeline/index.ts';
+import { channelSummary } from '../channel-summary.ts';
+import { actorOf, notFound, type AdminDeps } from './shared.ts';
+
+const channelParams = z.object({
+  channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379'),
+});
+
+/** The channel registry (save, read, pay out now) and the currency/network pairs a channel may be paid in. */
+export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  app.put('/api/channels/:channelId', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const input = channelInputSchema.parse(request.body ?? {});
+    const actor = actorOf(request);
+    const { channel, created, walletChanged, before, rehomed } = await saveChannel(deps, channelId, input, actor);
+    request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
+    if (walletChanged && before) alertWalletChanged(request.log, channelId, actor, before, channel);
+    logRehomed(request.log, channelId, rehomed);
+    if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
+    await creditKeptPayments(request.log, deps, channelId);
+    // A lowered threshold may be crossed already.
+    await runThresholdCheck(deps.db, [channelId]);
+    return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
+  });
+
+  // Pay the channel's whole available USDT now, whatever its threshold.
+  app.post('/api/channels/:channelId/payout', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const actor = actorOf(request);
+    try {
+      const payoutId = await payChannelNow(deps.db, channelId, actor);
+      if (!payoutId) return notFound(reply, `channel ${channelId}`);
+      request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
+      return reply.code(201).send(await getPayout(deps.db, payoutId));
+    } catch (error) {
+      if (error instanceof PayNowRefused)
+        return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
+      throw error;
+    }
+  });
+
+  app.get('/api/channels/:channelId', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const channel = await getChannel(deps.db, channelId);
+    if (!channel) return notFound(reply, `channel ${channelId}`);
+    return { ...channel, ...(await channelSummary(deps.db, channelId)) };
+  });
+
+  app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
+}
+
+/** A strategy switch strands nothing: payments waiting on the old strategy move to the new one, in the same commit. */
+async function saveChannel(deps: AdminDeps, channelId: string, input: ChannelInput, actor: string) {
+  let rehomed: Rehomed = { toConversion: [], toInstant: [] };
+  const saved = await upsertChannel(deps.db, channelId, input, actor, async (trx) => {
+    rehomed = await rehomeChannelPayments(trx, channelId);
+  });
+  return { ...saved, rehomed };
+}
+
+/** A stolen admin token's first move would be this: an alert (at warn, whatever else is quiet), never just a log line. */
+function alertWalletChanged(
+  log: FastifyBaseLogger,
+  channelId: string,
+  actor: string,
+  before: Channel,
+  after: Channel,
+): void {
+  const destination = (c: Channel) => ({
+    payoutCurrency: c.payoutCurrency,
+    payoutNetwork: c.payoutNetwork,
+    walletAddress: c.walletAddress,
+  });
+  log.warn(
+    {
+      event: 'alert',
+      alert: 'channel_wallet_changed',
+      channelId,
+      actor,
+      from: destination(before),
+      to: destination(after),
+      changedAt: after.walletChangedAt,
+    },
+    'channel payout wallet changed',
+  );
+}
+
+function logRehomed(log: FastifyBaseLogger, channelId: string, rehomed: Rehomed): void {
+  if (rehomed.toConversion.length + rehomed.toInstant.length === 0) return;
+  log.info(
+    {
+      event: 'channel_payments_rehomed',
+      channelId,
+      toConversion: rehomed.toConversion.length,
+      toInstant: rehomed.toInstant.length,
+    },
+    "payments moved to the channel's new strategy",
+  );
+}
+
+/** Payments that arrived before the channel existed are credited now. */
+async function creditKeptPayments(log: FastifyBaseLogger, deps: AdminDeps, channelId: string): Promise<void> {
+  const credited = await releaseUnknownChannelPayments(deps.db, channelId, deps.intake);
+  if (credited.length > 0)
+    log.info(
+      { event: 'unknown_channel_payments_credited', channelId, payments: credited.length },
+      'payments kept for an unknown channel credited',
+    );
+  if (credited.includes('threshold')) deps.onThresholdCredit?.();
+}

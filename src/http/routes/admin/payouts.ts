@@ -1,0 +1,81 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { CHANNEL_ID_RE } from '../../../channels/index.ts';
+import { PAYOUT_STATES } from '../../../db/index.ts';
+import {
+  applyPayoutAction,
+  getPayout,
+  listPayouts,
+  PayoutActionInvalid,
+  PayoutActionRefused,
+} from '../../../pipeline/index.ts';
+import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
+
+const payoutQuery = z
+  .object({
+    channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id').optional(),
+    status: z.enum(PAYOUT_STATES).optional(),
+    kind: z.enum(['threshold', 'instant']).optional(),
+    limit: listLimit,
+  })
+  .strict();
+const payoutParams = z
+  .object({ payoutId: z.string().regex(/^p[ob]_[0-9a-f]{16}$/, 'must be a payout id such as po_0123456789abcdef') })
+  .strict();
+const payoutActionParams = payoutParams.extend({ action: z.enum(['retry', 'cancel', 'approve', 'resolve']) }).strict();
+const resolutionBody = z.discriminatedUnion('outcome', [
+  z.object({ outcome: z.literal('paid'), note }).strict(),
+  // The amount that came back, as a decimal string in the payout's asset (never a JSON number), with the transaction
+  // that brought it (read on chain; none when nothing came back).
+  // At most 30 integer digits, as every amount payrail parses: longer is bad input (400), not an amount too large.
+  z
+    .object({
+      outcome: z.literal('returned'),
+      amount: z.string().regex(/^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/, 'must be a decimal string such as "12.5"'),
+      txHash: txHash.optional(),
+      note,
+    })
+    .strict()
+    .refine((b) => b.txHash !== undefined || /^0(\.0+)?$/.test(b.amount), {
+      path: ['txHash'],
+      message:
+        'required when amount is above 0: the transaction that brought the funds back to the host wallet (read on chain)',
+    }),
+]);
+
+/** The payouts' list and detail, and the actions a person takes on one. */
+export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  app.get('/api/payouts', async (request) => {
+    const query = payoutQuery.parse(request.query);
+    return { payouts: await listPayouts(deps.db, { ...query }) };
+  });
+
+  app.get('/api/payouts/:payoutId', async (request, reply) => {
+    const { payoutId } = payoutParams.parse(request.params);
+    return (await getPayout(deps.db, payoutId)) ?? notFound(reply, `payout ${payoutId}`);
+  });
+
+  // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
+  app.post('/api/payouts/:payoutId/:action', async (request, reply) => {
+    const { payoutId, action } = payoutActionParams.parse(request.params);
+    const resolution = action === 'resolve' ? resolutionBody.parse(request.body ?? {}) : undefined;
+    const actor = actorOf(request);
+    try {
+      const result = await applyPayoutAction(deps.db, payoutId, action, actor, {
+        pollDeadlineMs: deps.pollDeadlineMs,
+        chain: deps.chain,
+        ...(resolution && { resolution }),
+      });
+      if (!result) return notFound(reply, `payout ${payoutId}`);
+      request.log.warn(
+        { event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to },
+        'payout changed by hand',
+      );
+      return await getPayout(deps.db, payoutId);
+    } catch (error) {
+      if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
+      if (error instanceof PayoutActionRefused) return refused(reply, action, `payout ${payoutId}`, error);
+      throw error;
+    }
+  });
+}
