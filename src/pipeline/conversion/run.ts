@@ -14,7 +14,7 @@ import { enqueue } from '../../jobs/index.ts';
 import { formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { withRunLock } from '../run-lock.ts';
-import { stageAlert } from '../alert.ts';
+import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
 import { createTransfer, type TransferHooks } from '../transfer/index.ts';
 
@@ -496,35 +496,26 @@ export async function toReview(
   alert: ReviewAlert | null,
   within?: Transaction<Database>,
 ): Promise<boolean> {
-  const review = async (trx: Transaction<Database>) => {
-    const moved = await trx
-      .updateTable('conversions')
-      .set({ status: 'needs_review', reason, updated_at: sql`now()` })
-      .where('conversion_id', '=', conversionId)
-      .where('status', 'in', CONVERSION_REVIEWABLE)
-      .returning('conversion_id')
-      .executeTakeFirst();
-    if (!moved) return false;
-    await trx
-      .updateTable('payments')
-      .set({ conversion_status: 'failed', updated_at: sql`now()` })
-      .where('conversion_id', '=', conversionId)
-      .where('conversion_status', '=', 'converting')
-      .execute();
-    if (alert)
-      await stageAlert(
-        deps,
-        deps.logger.child({ conversionId }),
-        {
+  const review = (trx: Transaction<Database>) =>
+    reviewWithAlert(deps, trx, {
+      move: { table: 'conversions', id: conversionId, from: CONVERSION_REVIEWABLE, reason },
+      also: (db) =>
+        db
+          .updateTable('payments')
+          .set({ conversion_status: 'failed', updated_at: sql`now()` })
+          .where('conversion_id', '=', conversionId)
+          .where('conversion_status', '=', 'converting')
+          .execute(),
+      notice: alert && {
+        logger: deps.logger.child({ conversionId }),
+        alert: {
           rule: alert.rule,
           subject: conversionId,
           severity: 'critical',
           message: alert.message,
           details: { conversionId, reason, ...alert.details },
         },
-        trx,
-      );
-    return true;
-  };
+      },
+    });
   return within ? review(within) : deps.db.transaction().execute(review);
 }

@@ -20,7 +20,7 @@
  * review as payment_unconfirmed with both values and the critical alert. The credit already booked stands either way.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
-import { raiseAlert } from '../../alerts/index.ts';
+import { reviewWithAlert } from '../alert.ts';
 import type { Database, Db, PaymentsTable } from '../../db/index.ts';
 import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../../integrations/nowpayments/index.ts';
 import type { Logger } from '../../log.ts';
@@ -299,28 +299,32 @@ async function toReview(
   reason: string,
   evidence: Record<string, unknown> & { error?: string },
 ): Promise<void> {
-  const moved = await waiting(trx, row, check)
-    .set({
-      review_reason: reason,
-      updated_at: sql`now()`,
-      ...(evidence.error !== undefined && { confirm_last_error: String(evidence.error) }),
-      // The top-up's check is answered: nothing more is asked unless another restatement comes.
-      ...(check === 'top_up' && { restated_confirm_deadline_at: null }),
-    })
-    .executeTakeFirst();
-  if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${row.payment_id} changed under its row lock`);
   const what = check === 'credit' ? 'not credited' : `its top-up not offered (credited ${creditedText(row)} stands)`;
-  await raiseAlert(
-    trx,
-    {
-      rule: 'payment_unconfirmed',
-      subject: row.payment_id,
-      severity: 'critical',
-      message: `payment ${row.payment_id} (channel ${row.channel_id}) ${what}, kept for review: ${reason}`,
-      details: { paymentId: row.payment_id, channelId: row.channel_id, reason, check, ...evidence },
+  const moved = await reviewWithAlert(deps, trx, {
+    move: async () => {
+      const updated = await waiting(trx, row, check)
+        .set({
+          review_reason: reason,
+          updated_at: sql`now()`,
+          ...(evidence.error !== undefined && { confirm_last_error: String(evidence.error) }),
+          // The top-up's check is answered: nothing more is asked unless another restatement comes.
+          ...(check === 'top_up' && { restated_confirm_deadline_at: null }),
+        })
+        .executeTakeFirst();
+      return updated.numUpdatedRows === 1n;
     },
-    { logger, notify: deps.notifyAlerts },
-  );
+    notice: {
+      logger,
+      alert: {
+        rule: 'payment_unconfirmed',
+        subject: row.payment_id,
+        severity: 'critical',
+        message: `payment ${row.payment_id} (channel ${row.channel_id}) ${what}, kept for review: ${reason}`,
+        details: { paymentId: row.payment_id, channelId: row.channel_id, reason, check, ...evidence },
+      },
+    },
+  });
+  if (!moved) throw new Error(`payment ${row.payment_id} changed under its row lock`);
 }
 
 /**

@@ -25,7 +25,7 @@ import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
 import { createTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
-import { stageAlert } from '../alert.ts';
+import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
 
 export type Payout = Selectable<PayoutsTable>;
@@ -822,29 +822,25 @@ async function hold(
 }
 
 /**
- * A person decides: the payout keeps its reservation and stops until retried or cancelled. In the caller's transaction
- * when given one (the reconciler decides under the payout's row lock). True when it moved.
- */
-/**
  * From a state the pipeline works on only: a payout already in review keeps the reason a person is reading (a stale
  * poll or run must not replace it, nor write what goes with its own reason).
  */
 const PAYOUT_REVIEWABLE: readonly PayoutStatus[] = OPEN_PAYOUT_STATES.filter((s) => s !== 'needs_review');
 
-export async function toReview(
+/**
+ * A person decides: the payout keeps its reservation and stops until retried or cancelled. In the caller's transaction
+ * when given one (the reconciler decides under the payout's row lock). True when it moved. The alert is the log line
+ * only: the payout_needs_review state rule stores it from the payout's state.
+ */
+export function toReview(
   deps: StageDeps,
   payoutId: string,
   reason: string,
   alert: string,
   within: Db | Transaction<Database> = deps.db,
 ): Promise<boolean> {
-  const moved = await within
-    .updateTable('payouts')
-    .set({ status: 'needs_review', reason, updated_at: sql`now()` })
-    .where('payout_id', '=', payoutId)
-    .where('status', 'in', PAYOUT_REVIEWABLE)
-    .returning('payout_id')
-    .executeTakeFirst();
-  if (moved) deps.logger.error({ event: 'alert', alert, payoutId, reason }, 'payout sent to review');
-  return moved !== undefined;
+  return reviewWithAlert(deps, within, {
+    move: { table: 'payouts', id: payoutId, from: PAYOUT_REVIEWABLE, reason },
+    notice: { logger: deps.logger, line: { alert, payoutId, reason }, message: 'payout sent to review' },
+  });
 }
