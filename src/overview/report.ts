@@ -2,7 +2,7 @@
  * The overview as aligned text for a terminal (`payrail status`). Amounts are the overview's decimal strings,
  * aligned on their decimal point by padding, never reformatted through a number.
  */
-import type { AssetAmounts, ChannelRow, Overview } from './types.ts';
+import type { AssetAmounts, ChannelRow, ChannelsView, Overview, ReviewQueue, Totals } from './types.ts';
 
 type Align = 'left' | 'right' | 'decimal';
 
@@ -68,14 +68,25 @@ function inReview(waiting: ChannelRow['payoutInReview']): string {
 }
 
 export function formatStatus(o: Overview): string {
-  const out: string[] = [];
-  const section = (title: string) => out.push('', title);
-  out.push(`payrail status · ${o.generatedAt.replace('T', ' ').slice(0, 19)} UTC · window ${o.windowHours} h`);
+  const out = [
+    `payrail status · ${o.generatedAt.replace('T', ' ').slice(0, 19)} UTC · window ${o.windowHours} h`,
+    ...totalsSection(o.totals),
+    ...pipelineSection(o),
+    ...queuesSection(o.queues),
+    ...alertsSection(o.alerts),
+    ...walletAndServicesSection(o),
+    ...reviewSection(o),
+    ...channelsSection(o.channels),
+  ];
+  return `${out.join('\n')}\n`;
+}
 
-  section('TOTALS');
-  const t = o.totals;
-  const totalRows: string[][] = [];
-  const add = (label: string, values: string[]) => values.forEach((v, i) => totalRows.push([i === 0 ? label : '', v]));
+/** A section: a blank line, its title, its lines. */
+const section = (title: string, lines: string[]): string[] => ['', title, ...lines];
+
+function totalsSection(t: Totals): string[] {
+  const rows: string[][] = [];
+  const add = (label: string, values: string[]) => values.forEach((v, i) => rows.push([i === 0 ? label : '', v]));
   add('received', amounts(t.received));
   add('platform fees', amounts(t.platformFees));
   const gas = t.feesVsNetworkCosts;
@@ -89,66 +100,60 @@ export function formatStatus(o: Overview): string {
   add('in flight', amounts(t.inFlight.total));
   add('  of it in payouts', amounts(t.inFlight.reserved));
   add('  of it converting', amounts(t.inFlight.converting));
-  out.push(...table(totalRows, ['left', 'decimal']));
+  return section('TOTALS', table(rows, ['left', 'decimal']));
+}
 
-  section('PIPELINE');
+function pipelineSection(o: Overview): string[] {
   const payments = o.pipeline.payments;
   const { completedInWindow, ...payoutStates } = o.pipeline.payouts;
-  out.push(
-    ...table(
-      [
-        [
-          'payments',
-          counts({
-            awaiting_conversion: payments.awaitingConversion,
-            in_conversion: payments.inConversion,
-            awaiting_payout: payments.awaitingPayout,
-            in_review: payments.inReview,
-            [`received_in_${o.windowHours}_h`]: payments.receivedInWindow,
-          }),
-        ],
-        ['conversions', counts(o.pipeline.conversions)],
-        ['payouts', counts({ ...payoutStates, [`completed_in_${o.windowHours}_h`]: completedInWindow })],
-        ['transfers', counts(o.pipeline.transfers)],
-      ],
-      ['left', 'left'],
-    ),
-  );
+  const rows = [
+    [
+      'payments',
+      counts({
+        awaiting_conversion: payments.awaitingConversion,
+        in_conversion: payments.inConversion,
+        awaiting_payout: payments.awaitingPayout,
+        in_review: payments.inReview,
+        [`received_in_${o.windowHours}_h`]: payments.receivedInWindow,
+      }),
+    ],
+    ['conversions', counts(o.pipeline.conversions)],
+    ['payouts', counts({ ...payoutStates, [`completed_in_${o.windowHours}_h`]: completedInWindow })],
+    ['transfers', counts(o.pipeline.transfers)],
+  ];
+  return section('PIPELINE', table(rows, ['left', 'left']));
+}
 
-  section('QUEUES');
-  out.push(
-    ...table(
-      [
-        ['task', 'runnable', 'running', 'failed', 'oldest'],
-        ...o.queues.map((q) => [
-          q.task,
-          String(q.runnable),
-          String(q.running),
-          String(q.failed),
-          age(q.oldestRunnableAgeSeconds),
-        ]),
-      ],
-      ['left', 'right', 'right', 'right', 'right'],
-    ),
+function queuesSection(queues: Overview['queues']): string[] {
+  const rows = queues.map((q) => [
+    q.task,
+    String(q.runnable),
+    String(q.running),
+    String(q.failed),
+    age(q.oldestRunnableAgeSeconds),
+  ]);
+  return section(
+    'QUEUES',
+    table([['task', 'runnable', 'running', 'failed', 'oldest'], ...rows], ['left', 'right', 'right', 'right', 'right']),
   );
+}
 
-  section(`ALERTS (${o.alerts.open} open)`);
-  if (o.alerts.items.length === 0) out.push('  none');
-  out.push(
-    ...table(
-      o.alerts.items.map((a) => [
-        a.severity === 'critical' ? 'CRITICAL' : 'warning',
-        a.rule,
-        clip(a.subject, 40),
-        clip(a.message, 80),
-        age(a.ageSeconds),
-      ]),
-      ['left', 'left', 'left', 'left', 'right'],
-    ),
-  );
-  if (o.alerts.open > o.alerts.items.length) out.push(`  … and ${o.alerts.open - o.alerts.items.length} more`);
+function alertsSection(alerts: Overview['alerts']): string[] {
+  const rows = alerts.items.map((a) => [
+    a.severity === 'critical' ? 'CRITICAL' : 'warning',
+    a.rule,
+    clip(a.subject, 40),
+    clip(a.message, 80),
+    age(a.ageSeconds),
+  ]);
+  return section(`ALERTS (${alerts.open} open)`, [
+    ...(alerts.items.length === 0 ? ['  none'] : []),
+    ...table(rows, ['left', 'left', 'left', 'left', 'right']),
+    ...(alerts.open > alerts.items.length ? [`  … and ${alerts.open - alerts.items.length} more`] : []),
+  ]);
+}
 
-  section('HOST WALLET AND SERVICES');
+function walletAndServicesSection(o: Overview): string[] {
   const wallet = (['eth', 'usdt'] as const).map((asset) => {
     const b = o.hostWallet[asset];
     if (b === null) return [`host wallet ${asset.toUpperCase()}`, 'not observed', ''];
@@ -163,104 +168,113 @@ export function formatStatus(o: Overview): string {
     `${s.ok ? 'ok' : 'FAILING'}${s.detail ? ` (${clip(s.detail, 60)})` : ''}`,
     `${age(s.ageSeconds)} ago`,
   ]);
-  out.push(...table([...wallet, ...services], ['left', 'left', 'right']));
+  return section('HOST WALLET AND SERVICES', table([...wallet, ...services], ['left', 'left', 'right']));
+}
 
+/** Everything waiting for a person: payouts, conversions, transfers, then payments, each kind its own table. */
+function reviewSection(o: Overview): string[] {
   const review = o.review;
   const listed = (n: number, noun: string) => (n > 0 ? `, ${n} ${noun}` : '');
   // Payments are counted whole (the pipeline's count): the list stops at 100, and unknown channels can pile up more.
   const paymentsInReview = o.pipeline.payments.inReview;
-  section(
-    `REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(paymentsInReview, 'payments')})`,
-  );
-  if (
+  const title = `REVIEW QUEUE (${review.payouts.length} payouts${listed(review.conversions.length, 'conversions')}${listed(review.transfers.length, 'transfers')}${listed(paymentsInReview, 'payments')})`;
+  const nothing =
     review.payouts.length === 0 &&
     review.conversions.length === 0 &&
     review.transfers.length === 0 &&
-    review.payments.length === 0
-  )
-    out.push('  nothing waits for a person');
-  out.push(
-    ...table(
-      review.payouts.map((p) => [
-        p.payoutId,
-        p.status,
-        `${p.amount} ${p.asset.toUpperCase()}`,
-        p.channelId,
-        age(p.waitingSeconds),
-        clip(p.reason ?? '', 70),
-      ]),
-      ['left', 'left', 'decimal', 'left', 'right', 'left'],
-    ),
-  );
-  out.push(
-    ...table(
-      review.conversions.map((c) => [
-        c.conversionId,
-        'needs_review',
-        `${c.sent} ${c.sentAsset.toUpperCase()}`,
-        `${c.paymentCount} payments`,
-        age(c.waitingSeconds),
-        clip(c.reason ?? '', 70),
-      ]),
-      ['left', 'left', 'decimal', 'right', 'right', 'left'],
-    ),
-  );
-  out.push(
-    ...table(
-      review.transfers.map((t) => [
-        t.transferId,
-        'needs_review',
-        `${t.amount} ${t.asset.toUpperCase()}`,
-        `${t.purpose} ${t.ref}`,
-        `nonce ${t.nonce ?? '-'}`,
-        age(t.waitingSeconds),
-        // A request the worker has not carried out yet is what happens next: it comes before the reason.
-        clip(
-          `${t.requested ? `${spaced(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; ` : ''}${t.reason ?? ''}`,
-          90,
-        ),
-      ]),
-      ['left', 'left', 'decimal', 'left', 'left', 'right', 'left'],
-    ),
-  );
-  out.push(
-    ...table(
-      review.payments.map((p) => [
-        `payment ${p.paymentId}`,
-        p.status,
-        // What a credit would book where the reason allows one (a top-up's difference, not the partial's outcome), else
-        // NOWPayments' outcome; paid is what the payer sent, in their currency.
-        p.creditable
-          ? `${p.creditable.amount} ${p.creditable.asset.toUpperCase()}`
-          : `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
-        `paid ${p.reported.actuallyPaid} of ${p.reported.payAmount} ${p.reported.payCurrency.toUpperCase()}`,
-        p.channelId,
-        age(p.waitingSeconds),
-        p.actions.length === 0 ? 'no action' : p.actions.join('/'),
-        clip(p.reason, 70),
-      ]),
-      ['left', 'left', 'decimal', 'left', 'left', 'right', 'left', 'left'],
-    ),
-  );
-  if (paymentsInReview > review.payments.length)
-    out.push(`  … and ${paymentsInReview - review.payments.length} more payments`);
+    review.payments.length === 0;
+  return section(title, [
+    ...(nothing ? ['  nothing waits for a person'] : []),
+    ...payoutsTable(review.payouts),
+    ...conversionsTable(review.conversions),
+    ...transfersTable(review.transfers),
+    ...paymentsTable(review.payments),
+    ...(paymentsInReview > review.payments.length
+      ? [`  … and ${paymentsInReview - review.payments.length} more payments`]
+      : []),
+  ]);
+}
 
-  section(
-    `CHANNELS (${o.channels.total}, ${o.channels.atThreshold} at threshold${o.channels.total > o.channels.items.length ? `, ${o.channels.items.length} shown` : ''})`,
+function payoutsTable(payouts: ReviewQueue['payouts']): string[] {
+  return table(
+    payouts.map((p) => [
+      p.payoutId,
+      p.status,
+      `${p.amount} ${p.asset.toUpperCase()}`,
+      p.channelId,
+      age(p.waitingSeconds),
+      clip(p.reason ?? '', 70),
+    ]),
+    ['left', 'left', 'decimal', 'left', 'right', 'left'],
   );
-  out.push(
-    ...table(
-      o.channels.items.map((c) => [
-        c.channelId,
-        c.strategy,
-        `${c.availableUsdt} USDT`,
-        c.thresholdUsd === null ? '' : `of ${c.thresholdUsd}`,
-        c.fillBps === null ? '' : `${Math.floor(c.fillBps / 100)}%`,
-        `${c.pendingEth} ETH pending`,
-        inReview(c.payoutInReview),
-      ]),
-      ['left', 'left', 'decimal', 'left', 'right', 'decimal', 'left'],
-    ),
+}
+
+function conversionsTable(conversions: ReviewQueue['conversions']): string[] {
+  return table(
+    conversions.map((c) => [
+      c.conversionId,
+      'needs_review',
+      `${c.sent} ${c.sentAsset.toUpperCase()}`,
+      `${c.paymentCount} payments`,
+      age(c.waitingSeconds),
+      clip(c.reason ?? '', 70),
+    ]),
+    ['left', 'left', 'decimal', 'right', 'right', 'left'],
   );
-  return `${out.join('\n')}\n`;
+}
+
+function transfersTable(transfers: ReviewQueue['transfers']): string[] {
+  return table(
+    transfers.map((t) => [
+      t.transferId,
+      'needs_review',
+      `${t.amount} ${t.asset.toUpperCase()}`,
+      `${t.purpose} ${t.ref}`,
+      `nonce ${t.nonce ?? '-'}`,
+      age(t.waitingSeconds),
+      // A request the worker has not carried out yet is what happens next: it comes before the reason.
+      clip(
+        `${t.requested ? `${spaced(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; ` : ''}${t.reason ?? ''}`,
+        90,
+      ),
+    ]),
+    ['left', 'left', 'decimal', 'left', 'left', 'right', 'left'],
+  );
+}
+
+function paymentsTable(payments: ReviewQueue['payments']): string[] {
+  return table(
+    payments.map((p) => [
+      `payment ${p.paymentId}`,
+      p.status,
+      // What a credit would book where the reason allows one (a top-up's difference, not the partial's outcome), else
+      // NOWPayments' outcome; paid is what the payer sent, in their currency.
+      p.creditable
+        ? `${p.creditable.amount} ${p.creditable.asset.toUpperCase()}`
+        : `${p.reported.outcomeAmount} ${p.reported.outcomeCurrency.toUpperCase()}`,
+      `paid ${p.reported.actuallyPaid} of ${p.reported.payAmount} ${p.reported.payCurrency.toUpperCase()}`,
+      p.channelId,
+      age(p.waitingSeconds),
+      p.actions.length === 0 ? 'no action' : p.actions.join('/'),
+      clip(p.reason, 70),
+    ]),
+    ['left', 'left', 'decimal', 'left', 'left', 'right', 'left', 'left'],
+  );
+}
+
+function channelsSection(channels: ChannelsView): string[] {
+  const shown = channels.total > channels.items.length ? `, ${channels.items.length} shown` : '';
+  const rows = channels.items.map((c) => [
+    c.channelId,
+    c.strategy,
+    `${c.availableUsdt} USDT`,
+    c.thresholdUsd === null ? '' : `of ${c.thresholdUsd}`,
+    c.fillBps === null ? '' : `${Math.floor(c.fillBps / 100)}%`,
+    `${c.pendingEth} ETH pending`,
+    inReview(c.payoutInReview),
+  ]);
+  return section(
+    `CHANNELS (${channels.total}, ${channels.atThreshold} at threshold${shown})`,
+    table(rows, ['left', 'left', 'decimal', 'left', 'right', 'decimal', 'left']),
+  );
 }
