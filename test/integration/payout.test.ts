@@ -3,68 +3,41 @@
  * wallet transfer on anvil → owner's wallet, checked on chain where the simulator pays out on the local chain, and
  * in the ledger.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
+import { worldTest } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import type { TestPayrail } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_100_000_000;
-let nextChannel = 1_003_100_000_001;
+const it = worldTest({
+  env: { CONVERSION_MIN_USD: '1' },
+  firstPaymentId: 9_100_000_000,
+  firstChannel: 1_003_100_000_001,
+});
 
-async function start(env: Record<string, string> = {}) {
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env } });
-  return payrail;
-}
-
-async function channel(body: Record<string, unknown>): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, body);
-}
-
-async function pay(channelId: string): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId);
-}
-
-async function payoutsOf(channelId: string) {
-  return (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
+async function payoutsOf(payrail: TestPayrail, channelId: string) {
+  return (await payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
     Record<string, any>
   >;
 }
 
-async function settled(channelId: string, status = 'completed') {
-  return (await payoutsOf(channelId)).some((p) => p.status === status);
+async function settled(payrail: TestPayrail, channelId: string, status = 'completed') {
+  return (await payoutsOf(payrail, channelId)).some((p) => p.status === status);
 }
 
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
-
 describe('instant payouts', () => {
-  it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async () => {
-    await start();
+  it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+  }) => {
+    const payrail = await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'instant',
@@ -74,8 +47,8 @@ describe('instant payouts', () => {
     });
     const exchangesBefore = outside.sim.exchanges.size;
     const paymentId = await pay(id);
-    await eventually('the instant payout completed', () => settled(id));
-    const [payout] = await payoutsOf(id);
+    await eventually('the instant payout completed', () => settled(payrail, id));
+    const [payout] = await payoutsOf(payrail, id);
     expect(payout).toMatchObject({
       kind: 'instant',
       paymentId,
@@ -91,8 +64,14 @@ describe('instant payouts', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async () => {
-    await start();
+  it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+  }) => {
+    const payrail = await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'instant',
@@ -101,8 +80,8 @@ describe('instant payouts', () => {
       walletAddress: wallet,
     });
     await pay(id);
-    await eventually('the instant payout completed', () => settled(id));
-    const [payout] = await payoutsOf(id);
+    await eventually('the instant payout completed', () => settled(payrail, id));
+    const [payout] = await payoutsOf(payrail, id);
     // 0.0047239 ETH × 3000 − 1 USDT withdrawal fee
     expect(payout).toMatchObject({ status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '13.1717' });
     const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
@@ -114,8 +93,14 @@ describe('instant payouts', () => {
 });
 
 describe('threshold payouts', () => {
-  it('ETH on eth: the batch goes through one exchange USDT → ETH, and the owner receives the ETH on chain', async () => {
-    await start();
+  it('ETH on eth: the batch goes through one exchange USDT → ETH, and the owner receives the ETH on chain', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+  }) => {
+    const payrail = await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'threshold',
@@ -126,8 +111,8 @@ describe('threshold payouts', () => {
     });
     await pay(id);
     await pay(id);
-    await eventually('the batch completed', () => settled(id), 60_000);
-    const [payout] = await payoutsOf(id);
+    await eventually('the batch completed', () => settled(payrail, id), 60_000);
+    const [payout] = await payoutsOf(payrail, id);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',
@@ -154,8 +139,14 @@ describe('threshold payouts', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async () => {
-    await start();
+  it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+  }) => {
+    const payrail = await start();
     const id = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '20',
@@ -165,8 +156,8 @@ describe('threshold payouts', () => {
     });
     await pay(id);
     await pay(id);
-    await eventually('the batch completed', () => settled(id), 60_000);
-    const [payout] = await payoutsOf(id);
+    await eventually('the batch completed', () => settled(payrail, id), 60_000);
+    const [payout] = await payoutsOf(payrail, id);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',

@@ -1,0 +1,124 @@
+/**
+ * The world most integration tests run payrail in, as vitest fixtures: anvil and the ChangeNow simulator
+ * (test/support/outside.ts) and a fresh database with the host wallet's funding booked as capital, one per file; a
+ * payrail per test on them, started with the file's settings; its channels and finished IPNs. After a test its payrail
+ * stops and the world's faults are undone; after the file's last test, ledger = chain (`check-ledger --chain`).
+ */
+import { test as base } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './db.ts';
+import { bookHostFunding, expectLedgerEqualsChain } from './ledger-chain.ts';
+import { resetFaults, startOutside, type Outside } from './outside.ts';
+import { startTestPayrail, type TestPayrail } from './payrail.ts';
+import { saveChannel, sendFinished } from './payouts.ts';
+
+export interface World {
+  outside: Outside;
+  db: TestDatabase;
+}
+
+/** How one file runs its payrail. */
+export interface WorldOptions {
+  /** The file's payrail settings, over the outside world's (a test's own go over these). */
+  env?: Record<string, string>;
+  /** The NOWPayments payment id `pay` sends first, counting up. */
+  firstPaymentId?: number;
+  /** The channel `channel` saves first, as `-<n>`, counting up. */
+  firstChannel?: number;
+}
+
+/** What `start` takes besides env: a payrail's roles, where its logs go, a crash point. */
+export type StartOptions = Omit<NonNullable<Parameters<typeof startTestPayrail>[1]>, 'env' | 'outside'>;
+
+/** A payrail per test: started on demand, one at a time, stopped (and the world's faults undone) after the test. */
+export interface TestApp {
+  /** Starts the test's payrail (stopping the one it started before, if any) with the file's env and `env` on top. */
+  start: (env?: Record<string, string>, options?: StartOptions) => Promise<TestPayrail>;
+  /** The payrail `start` gave last. */
+  readonly payrail: TestPayrail;
+  /** Saves a channel under the file's next id on the test's payrail, expecting it saved; returns the id. */
+  channel: (body: Record<string, unknown>) => Promise<string>;
+  /** A signed finished IPN for the channel under the file's next payment id, its outcome forwarded first (sendFinished). */
+  pay: (channelId: string, options?: Parameters<typeof sendFinished>[3]) => Promise<string>;
+}
+
+async function startWorld(): Promise<World> {
+  const outside = await startOutside();
+  let db: TestDatabase | undefined;
+  try {
+    db = await createTestDatabase();
+    await bookHostFunding(db, outside);
+    return { outside, db };
+  } catch (error) {
+    await db?.close();
+    await outside.stop();
+    throw error;
+  }
+}
+
+/** Once every payrail of the file is stopped (nothing moves any more) and before the chain stops. */
+async function stopWorld({ outside, db }: World): Promise<void> {
+  try {
+    await expectLedgerEqualsChain(db, outside);
+  } finally {
+    try {
+      await db.close();
+    } finally {
+      await outside.stop();
+    }
+  }
+}
+
+/**
+ * The `test` of a file that runs payrail in the world: `world`, `outside` and `db` for the file, `app` (with `start`,
+ * `channel` and `pay` at hand) for each test.
+ */
+export function worldTest(options: WorldOptions = {}) {
+  let nextPaymentId = options.firstPaymentId ?? 9_000_000_000;
+  let nextChannel = options.firstChannel ?? 1_003_000_000_001;
+  const test = base
+    // vitest reads a fixture's dependencies from its first parameter's pattern: this one has none.
+    // eslint-disable-next-line no-empty-pattern
+    .extend('world', { scope: 'file' }, async ({}, { onCleanup }) => {
+      const world = await startWorld();
+      onCleanup(() => stopWorld(world));
+      return world;
+    })
+    .extend('outside', { scope: 'file' }, ({ world }) => world.outside)
+    .extend('db', { scope: 'file' }, ({ world }) => world.db)
+    .extend('app', ({ world }, { onCleanup }): TestApp => {
+      const { outside, db } = world;
+      let current: TestPayrail | undefined;
+      const started = (): TestPayrail => {
+        if (!current) throw new Error('no payrail started in this test (call start first)');
+        return current;
+      };
+      onCleanup(async () => {
+        await current?.stop();
+        current = undefined;
+        await resetFaults(outside);
+      });
+      return {
+        start: async (env = {}, startOptions = {}) => {
+          await current?.stop();
+          current = undefined;
+          current = await startTestPayrail(db, {
+            ...startOptions,
+            outside,
+            env: { ...outside.env, ...options.env, ...env },
+          });
+          return current;
+        },
+        get payrail() {
+          return started();
+        },
+        channel: (body) => saveChannel(started(), `-${nextChannel++}`, body),
+        pay: (channelId, payOptions) => sendFinished(started(), nextPaymentId++, channelId, payOptions),
+      };
+    })
+    .extend('start', ({ app }) => app.start)
+    .extend('channel', ({ app }) => app.channel)
+    .extend('pay', ({ app }) => app.pay);
+  // The world is built before the first test, under the hook timeout: no test's own time goes to it.
+  test.beforeAll(({ world }) => void world);
+  return test;
+}
