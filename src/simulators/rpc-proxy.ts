@@ -4,8 +4,8 @@
  * lagging node behind a load balancer), refuses sends, or is down. Faults apply per JSON-RPC call, also inside a
  * batch. Without faults it forwards each call unchanged.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
+import { LocalServer, readBody, sendJson } from './http.ts';
 
 export interface RpcFaults {
   /**
@@ -76,8 +76,8 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
     return fake(call) ?? (await forward(options.upstream, call));
   }
 
-  const server = http.createServer((req, res) => {
-    readBody(req)
+  const handler: http.RequestListener = (req, res) => {
+    readBody(req, MAX_BODY_BYTES)
       .then(async (body) => {
         if (body === undefined) return reply(res, 413, { error: 'body too large' });
         let parsed: unknown;
@@ -108,15 +108,12 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
       .catch((error: unknown) =>
         reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }),
       );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  };
+  const server = new LocalServer();
+  await server.listen(handler, options.port ?? 0);
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: server.url,
     setFaults(next) {
       faults = {
         ...next,
@@ -125,32 +122,8 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
       sendAnswersToDrop = next.dropSendAnswers ?? 0;
     },
     calls: (method) => counts.get(method) ?? 0,
-    stop: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    stop: () => server.close(),
   };
-}
-
-/** The request body, or undefined when it is larger than MAX_BODY_BYTES (then the rest is not read). */
-function readBody(req: http.IncomingMessage): Promise<string | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        req.removeAllListeners('data');
-        req.pause();
-        resolve(undefined);
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
 
 async function forward(upstream: string, call: RpcCall): Promise<object> {
@@ -167,10 +140,8 @@ async function forward(upstream: string, call: RpcCall): Promise<object> {
 function reply(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   // A client that sent too much gets its answer and a closed connection, so the unread rest cannot poison keep-alive.
-  res.writeHead(status, {
-    'content-type': 'application/json',
+  sendJson(res, status, text, {
     'content-length': Buffer.byteLength(text),
     ...(status === 413 ? { connection: 'close' } : {}),
   });
-  res.end(text);
 }

@@ -5,12 +5,13 @@
  *
  * Amounts leave as JSON numbers, as ChangeNow sends them, written from exact decimals (never a float).
  */
-import http from 'node:http';
+import type http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Decimal as BaseDecimal } from 'decimal.js';
-import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
+import { isLosslessNumber, LosslessNumber, parse as parseLossless } from 'lossless-json';
 import { createPublicClient, createWalletClient, erc20Abi, http as viemHttp, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { HttpError, jsonApi, LocalServer, sleepUnlessGone, type Answer } from '../http.ts';
 
 // Enough significant digits for 18-decimal amounts times any rate; every rounding below is explicit.
 const Decimal = BaseDecimal.clone({ precision: 80 });
@@ -174,16 +175,6 @@ export interface ChangeNowSimulator {
   releaseVerification(exchangeId: string): void;
   setPair(key: string, pair: PairConfig): void;
   stop(): Promise<void>;
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export async function startChangeNowSimulator(options: SimulatorOptions): Promise<ChangeNowSimulator> {
@@ -377,11 +368,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     payload: ex.payload,
   });
 
-  const routes = async (
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    body: string,
-  ): Promise<[number, unknown]> => {
+  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<Answer> => {
     const url = new URL(req.url ?? '/', 'http://sim');
     if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
     if (fault === '401' || req.headers['x-changenow-api-key'] !== options.apiKey)
@@ -517,12 +504,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     throw new HttpError(404, 'not_found', `no route ${req.method} ${url.pathname}`);
   };
 
-  const simRoute = async (
-    method: string,
-    url: URL,
-    body: string,
-    res: http.ServerResponse,
-  ): Promise<[number, unknown]> => {
+  const simRoute = async (method: string, url: URL, body: string, res: http.ServerResponse): Promise<Answer> => {
     if (method === 'POST' && url.pathname === '/sim/fault') {
       let input: {
         fault?: unknown;
@@ -581,34 +563,21 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
     throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
   };
 
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      body += chunk;
-      if (body.length > 1_000_000) req.destroy();
-    });
-    req.on('end', () => {
-      routes(req, res, body).then(
-        ([status, payload]) => send(res, status, payload),
-        (error: unknown) => {
-          if (error instanceof HttpError) send(res, error.status, { error: error.code, message: error.message });
-          else send(res, 500, { error: 'internal_error', message: (error as Error).message });
-        },
-      );
-    });
-  };
-
-  let server = await listen(handler, options.port);
-  const port = (server.address() as { port: number }).port;
+  const server = new LocalServer();
+  const api = jsonApi({
+    route: routes,
+    errorBody: (_status, code, message) => ({ error: code, message }),
+    internalCode: 'internal_error',
+  });
+  await server.listen(api, options.port);
 
   const control: ChangeNowSimulator = {
-    url: `http://127.0.0.1:${port}`,
+    url: server.url,
     exchanges,
     async setFault(next, opts = {}) {
       if (opts.slowMs !== undefined) slowMs = opts.slowMs;
-      if (next === 'down' && fault !== 'down') await close(server);
-      if (next !== 'down' && fault === 'down') server = await listen(handler, port);
+      if (next === 'down' && fault !== 'down') await server.close();
+      if (next !== 'down' && fault === 'down') await server.reopen();
       fault = next;
     },
     failNextExchange(status, opts = {}) {
@@ -627,7 +596,7 @@ export async function startChangeNowSimulator(options: SimulatorOptions): Promis
       pairs.set(key, pair);
     },
     async stop() {
-      if (fault !== 'down') await close(server);
+      if (fault !== 'down') await server.close();
     },
   };
   return control;
@@ -670,34 +639,6 @@ function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Record<strin
   };
 }
 
-function listen(handler: http.RequestListener, port: number): Promise<http.Server> {
-  return new Promise((resolve, reject) => {
-    const server = http.createServer(handler);
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
-
-function close(server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
-}
-
-/** Waits `ms`, or less if the connection closes first (client timeout, simulator stopping): no timer outlives it. */
-function sleepUnlessGone(ms: number, res: http.ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      res.off('close', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    res.once('close', done);
-  });
-}
-
 function isPercent(text: string): boolean {
   return /^(0|[1-9][0-9]?)(\.[0-9]+)?$/.test(text);
 }
@@ -715,13 +656,6 @@ function amountText(value: unknown): string | null {
   const raw = isLosslessNumber(value) ? value.value : typeof value === 'string' ? value : null;
   if (raw === null || !/^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?$/.test(raw)) return null;
   return new Decimal(raw).toFixed();
-}
-
-function send(res: http.ServerResponse, status: number, payload: unknown): void {
-  if (res.destroyed || res.headersSent) return;
-  const text = stringify(payload) ?? 'null';
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(text);
 }
 
 /** A JSON number written from exact decimal text. */

@@ -8,8 +8,9 @@
  * with that IPN, as NOWPayments would with a forged one. Faults: down (connection refused), 5xx, slow.
  */
 import fs from 'node:fs';
-import http from 'node:http';
+import type http from 'node:http';
 import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
+import { HttpError, jsonApi, LocalServer, sleepUnlessGone, type Answer } from '../http.ts';
 
 export type NowPaymentsFault = 'none' | 'down' | '5xx' | 'slow';
 const FAULTS: readonly NowPaymentsFault[] = ['none', 'down', '5xx', 'slow'];
@@ -49,16 +50,6 @@ export interface NowPaymentsSimulator {
   /** GET /v1/payment calls that reached the simulator (answered or refused), since it started. */
   readonly calls: () => number;
   stop(): Promise<void>;
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOptions): Promise<NowPaymentsSimulator> {
@@ -104,11 +95,7 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     return id;
   };
 
-  const routes = async (
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    body: string,
-  ): Promise<[number, unknown]> => {
+  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<Answer> => {
     const url = new URL(req.url ?? '/', 'http://sim');
     if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
     const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
@@ -170,88 +157,28 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
   };
 
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      body += chunk;
-      if (body.length > 1_000_000) req.destroy();
-    });
-    req.on('end', () => {
-      routes(req, res, body).then(
-        ([status, payload]) => send(res, status, payload),
-        (error: unknown) => {
-          if (error instanceof HttpError)
-            send(res, error.status, {
-              status: false,
-              statusCode: error.status,
-              code: error.code,
-              message: error.message,
-            });
-          else
-            send(res, 500, {
-              status: false,
-              statusCode: 500,
-              code: 'INTERNAL_ERROR',
-              message: (error as Error).message,
-            });
-        },
-      );
-    });
-  };
-
-  let server = await listen(handler, options.port);
-  const port = (server.address() as { port: number }).port;
+  const server = new LocalServer();
+  const api = jsonApi({
+    route: routes,
+    errorBody: (status, code, message) => ({ status: false, statusCode: status, code, message }),
+    internalCode: 'INTERNAL_ERROR',
+  });
+  await server.listen(api, options.port);
 
   const control: NowPaymentsSimulator = {
-    url: `http://127.0.0.1:${port}`,
+    url: server.url,
     payments,
     addPayment,
     calls: () => calls,
     async setFault(next, opts = {}) {
       if (opts.slowMs !== undefined) slowMs = opts.slowMs;
-      if (next === 'down' && fault !== 'down') await close(server);
-      if (next !== 'down' && fault === 'down') server = await listen(handler, port);
+      if (next === 'down' && fault !== 'down') await server.close();
+      if (next !== 'down' && fault === 'down') await server.reopen();
       fault = next;
     },
     async stop() {
-      if (fault !== 'down') await close(server);
+      if (fault !== 'down') await server.close();
     },
   };
   return control;
-}
-
-function listen(handler: http.RequestListener, port: number): Promise<http.Server> {
-  return new Promise((resolve, reject) => {
-    const server = http.createServer(handler);
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
-
-function close(server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
-}
-
-/** Waits `ms`, or less if the connection closes first (the client gave up, the simulator stops). */
-function sleepUnlessGone(ms: number, res: http.ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      res.off('close', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    res.once('close', done);
-  });
-}
-
-function send(res: http.ServerResponse, status: number, payload: unknown): void {
-  if (res.destroyed || res.headersSent) return;
-  const text = stringify(payload) ?? 'null';
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(text);
 }
