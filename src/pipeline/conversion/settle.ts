@@ -4,18 +4,26 @@
  * each channel's ETH into USDT in one balanced journal, and the threshold check runs in the same transaction.
  */
 import { sql } from 'kysely';
-import { ChangeNowError } from '../../integrations/changenow/index.ts';
-import type { Transaction } from 'kysely';
-import type { Database } from '../../db/index.ts';
+import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
+import type { Selectable, Transaction } from 'kysely';
+import type { ConversionsTable, Database } from '../../db/index.ts';
+import type { Logger } from '../../log.ts';
 import { accounts, postJournal, type EntryInput } from '../../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../../money/index.ts';
-import { enqueuePoll, toReview } from './run.ts';
+import { enqueuePoll, toReview, type ReviewAlert } from './run.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
 import { returnConversionFunds } from './outcomes.ts';
 import { stageAlert } from '../alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../../treasury/inbound.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { checkThresholds } from '../payout/threshold.ts';
+
+/** A sent conversion as one poll found it, with what every outcome below reports through. */
+interface Poll {
+  readonly deps: StageDeps;
+  readonly conversion: Selectable<ConversionsTable>;
+  readonly log: Logger;
+}
 
 /** conversion_poll */
 export async function pollConversion(deps: StageDeps, conversionId: string): Promise<void> {
@@ -25,201 +33,225 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
     .where('conversion_id', '=', conversionId)
     .executeTakeFirstOrThrow();
   if (conversion.status !== 'sent') return;
-  const log = deps.logger.child({ conversionId, exchangeId: conversion.exchange_id });
-  const pollLater = () =>
-    deps.db
-      .transaction()
-      .execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+  const poll: Poll = { deps, conversion, log: deps.logger.child({ conversionId, exchangeId: conversion.exchange_id }) };
 
-  let status;
+  let status: ExchangeStatus;
   try {
     status = await deps.exchange.getExchange(conversion.exchange_id as string);
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
-    // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
-    if (error.kind === 'permanent')
-      await stageAlert(deps, log, {
-        rule: 'changenow_permanent_error',
-        subject: error.code,
-        severity: 'critical',
-        message: 'ChangeNow refused a status request',
-        details: { conversionId, code: error.code, endpoint: error.endpoint },
-      });
-    else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
-    if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-      await toReview(deps, conversionId, `no exchange status past the poll deadline (${error.code})`, {
-        rule: 'conversion_stuck',
-        message: 'no exchange status past the poll deadline; sent to review',
-        details: { code: error.code },
-      });
-      return;
-    }
-    await pollLater();
+    await onNoStatus(poll, error);
     return;
   }
+  if (status.status === 'finished') await onFinished(poll, status);
+  else if (status.status === 'refunded') await onRefunded(poll, status);
+  else if (status.status === 'failed' || status.status === 'expired') await onFailed(poll, status);
+  else await onStillWaiting(poll, status);
+}
 
-  if (status.status === 'finished') {
-    // Paid out to another address than the host wallet, or for another deposit than the chain shows sent.
-    const sent = formatUnits(BigInt(conversion.amount_wei), 18);
-    const wrong = statusMismatch({ payoutAddress: deps.hostAddress, fromAmount: sent }, status, sent);
-    if (wrong) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished unlike the request: ${wrong}`, {
-        rule: 'exchange_mismatch',
-        message: 'a conversion exchange finished unlike the request; not booked',
-        details: { exchangeId: status.id },
-      });
-      return;
-    }
-    if (status.amountTo === null || status.payoutHash === null) {
-      await toReview(
-        deps,
-        conversionId,
-        `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`,
-        { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' },
-      );
-      return;
-    }
-    const expected = parseUnitsFloor(status.amountTo, 6).units;
-    // Judged on what would be booked (6 decimals): a rate that moved further than CHANGENOW_MAX_SLIPPAGE is a person's
-    // call, though the USDT is on the host wallet; the way out is a resolve as received.
-    const estimate = conversion.expected_usdt === null ? null : formatUnits(BigInt(conversion.expected_usdt), 6);
-    const below =
-      estimate === null ? null : belowEstimate(estimate, formatUnits(expected, 6), 'usdt', deps.settings.maxSlippage);
-    if (below) {
-      await toReview(deps, conversionId, `exchange ${status.id} finished below its estimate: ${below}; not booked`, {
-        rule: 'conversion_below_estimate',
-        message: 'conversion exchange finished further below its estimate than CHANGENOW_MAX_SLIPPAGE; not booked',
-        details: { exchangeId: status.id, estimate, amountTo: status.amountTo, payoutHash: status.payoutHash },
-      });
-      return;
-    }
-    // Book only what the chain shows arrived: ChangeNow's word alone does not credit channels.
-    const received = deps.usdtContract
-      ? await deps.wallet.tokenReceived(
-          status.payoutHash as `0x${string}`,
-          deps.usdtContract,
-          deps.hostAddress as `0x${string}`,
-        )
-      : null;
-    if (received === null) {
-      if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(deps, conversionId, `payout ${status.payoutHash} not found on chain by the poll deadline`, {
-          rule: 'conversion_payout_missing',
-          message: 'ChangeNow payout not found on chain; sent to review',
-          details: { payoutHash: status.payoutHash },
-        });
-        return;
-      }
-      await pollLater();
-      return;
-    }
-    if (received < expected) {
-      await toReview(
-        deps,
-        conversionId,
-        `ChangeNow reports ${status.amountTo} USDT but payout ${status.payoutHash} brought ${formatUnits(received, 6)}`,
-        {
-          rule: 'conversion_payout_short',
-          message: 'ChangeNow payout short; sent to review',
-          details: { payoutHash: status.payoutHash, expected: expected.toString(), received: received.toString() },
-        },
-      );
-      return;
-    }
-    deps.crashPoint?.('before_settle');
-    await settle(deps, conversionId, status.amountTo, status.payoutHash);
-    return;
-  }
-  if (status.status === 'refunded') {
-    // The payments go back to pending only once the chain shows the whole ETH back on the host wallet.
-    const refunded =
-      status.refundHash === null
-        ? null
-        : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
-    if (refunded === null) {
-      if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-        await toReview(
-          deps,
-          conversionId,
-          `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
-          {
-            rule: 'conversion_refund_missing',
-            message: 'refund not found on chain; sent to review',
-            details: { refundHash: status.refundHash },
-          },
-        );
-        return;
-      }
-      await pollLater();
-      return;
-    }
-    const sent = BigInt(conversion.amount_wei);
-    if (!withinTolerance(sent, refunded, deps.settings.refundTolerance)) {
-      await toReview(
-        deps,
-        conversionId,
-        `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(sent, 18)} ETH (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
-        {
-          rule: 'conversion_refund_short',
-          message: 'refund short of the ETH sent; sent to review',
-          details: { refundHash: status.refundHash },
-        },
-      );
-      return;
-    }
-    const refundHash = status.refundHash as string;
-    const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
-    const claimed = await deps.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom('conversions')
-        .select('status')
-        .where('conversion_id', '=', conversionId)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      if (current.status !== 'sent') return 'moved' as const;
-      return returnConversionFunds(
-        trx,
-        conversionId,
-        refundHash,
-        refunded,
-        `exchange refunded (refund ${refundHash})${short}`,
-      );
-    });
-    if (claimed === 'moved') return;
-    if (!claimed) {
-      await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, {
-        rule: 'conversion_refund_reused',
-        message: 'refund hash already used; sent to review',
-        details: { refundHash },
-      });
-      return;
-    }
+/** ChangeNow gave no status. */
+async function onNoStatus(poll: Poll, error: ChangeNowError): Promise<void> {
+  const { deps, conversion, log } = poll;
+  // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
+  if (error.kind === 'permanent')
     await stageAlert(deps, log, {
-      rule: 'conversion_refunded',
-      subject: conversionId,
+      rule: 'changenow_permanent_error',
+      subject: error.code,
       severity: 'critical',
-      message: 'conversion exchange refunded; payments back to pending',
-      details: { conversionId },
+      message: 'ChangeNow refused a status request',
+      details: { conversionId: conversion.conversion_id, code: error.code, endpoint: error.endpoint },
+    });
+  else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
+  await pollAgainUntilDeadline(poll, `no exchange status past the poll deadline (${error.code})`, {
+    rule: 'conversion_stuck',
+    message: 'no exchange status past the poll deadline; sent to review',
+    details: { code: error.code },
+  });
+}
+
+/** finished: booked only when the answer is the one asked for, within the slippage allowed, and the chain agrees. */
+async function onFinished(poll: Poll, status: ExchangeStatus): Promise<void> {
+  const { deps, conversion } = poll;
+  const conversionId = conversion.conversion_id;
+  // Paid out to another address than the host wallet, or for another deposit than the chain shows sent.
+  const sent = formatUnits(BigInt(conversion.amount_wei), 18);
+  const wrong = statusMismatch({ payoutAddress: deps.hostAddress, fromAmount: sent }, status, sent);
+  if (wrong) {
+    await toReview(deps, conversionId, `exchange ${status.id} finished unlike the request: ${wrong}`, {
+      rule: 'exchange_mismatch',
+      message: 'a conversion exchange finished unlike the request; not booked',
+      details: { exchangeId: status.id },
     });
     return;
   }
-  if (status.status === 'failed' || status.status === 'expired') {
-    await toReview(deps, conversionId, `exchange ${status.status}; the ETH sent has not come back`, {
+  if (status.amountTo === null || status.payoutHash === null) {
+    await toReview(
+      deps,
+      conversionId,
+      `exchange ${status.id} finished without ${status.amountTo === null ? 'amountTo' : 'payoutHash'}`,
+      { rule: 'conversion_unverifiable', message: 'finished exchange without amount or payout hash; sent to review' },
+    );
+    return;
+  }
+  const expected = parseUnitsFloor(status.amountTo, 6).units;
+  // Judged on what would be booked (6 decimals): a rate that moved further than CHANGENOW_MAX_SLIPPAGE is a person's
+  // call, though the USDT is on the host wallet; the way out is a resolve as received.
+  const estimate = conversion.expected_usdt === null ? null : formatUnits(BigInt(conversion.expected_usdt), 6);
+  const below =
+    estimate === null ? null : belowEstimate(estimate, formatUnits(expected, 6), 'usdt', deps.settings.maxSlippage);
+  if (below) {
+    await toReview(deps, conversionId, `exchange ${status.id} finished below its estimate: ${below}; not booked`, {
+      rule: 'conversion_below_estimate',
+      message: 'conversion exchange finished further below its estimate than CHANGENOW_MAX_SLIPPAGE; not booked',
+      details: { exchangeId: status.id, estimate, amountTo: status.amountTo, payoutHash: status.payoutHash },
+    });
+    return;
+  }
+  await settleIfOnChain(poll, status.amountTo, status.payoutHash, expected);
+}
+
+/** Book only what the chain shows arrived: ChangeNow's word alone does not credit channels. */
+async function settleIfOnChain(poll: Poll, amountTo: string, payoutHash: string, expected: bigint): Promise<void> {
+  const { deps, conversion } = poll;
+  const conversionId = conversion.conversion_id;
+  const received = deps.usdtContract
+    ? await deps.wallet.tokenReceived(payoutHash as `0x${string}`, deps.usdtContract, deps.hostAddress as `0x${string}`)
+    : null;
+  if (received === null) {
+    await pollAgainUntilDeadline(poll, `payout ${payoutHash} not found on chain by the poll deadline`, {
+      rule: 'conversion_payout_missing',
+      message: 'ChangeNow payout not found on chain; sent to review',
+      details: { payoutHash },
+    });
+    return;
+  }
+  if (received < expected) {
+    await toReview(
+      deps,
+      conversionId,
+      `ChangeNow reports ${amountTo} USDT but payout ${payoutHash} brought ${formatUnits(received, 6)}`,
+      {
+        rule: 'conversion_payout_short',
+        message: 'ChangeNow payout short; sent to review',
+        details: { payoutHash, expected: expected.toString(), received: received.toString() },
+      },
+    );
+    return;
+  }
+  deps.crashPoint?.('before_settle');
+  await settle(deps, conversionId, amountTo, payoutHash);
+}
+
+/** refunded: the payments go back to pending only once the chain shows the whole ETH back on the host wallet. */
+async function onRefunded(poll: Poll, status: ExchangeStatus): Promise<void> {
+  const { deps, conversion } = poll;
+  const refunded =
+    status.refundHash === null
+      ? null
+      : await deps.wallet.nativeReceived(status.refundHash as `0x${string}`, deps.hostAddress as `0x${string}`);
+  if (refunded === null) {
+    await pollAgainUntilDeadline(
+      poll,
+      `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
+      {
+        rule: 'conversion_refund_missing',
+        message: 'refund not found on chain; sent to review',
+        details: { refundHash: status.refundHash },
+      },
+    );
+    return;
+  }
+  const sent = BigInt(conversion.amount_wei);
+  if (!withinTolerance(sent, refunded, deps.settings.refundTolerance)) {
+    await toReview(
+      deps,
+      conversion.conversion_id,
+      `exchange refunded ${formatUnits(refunded, 18)} of ${formatUnits(sent, 18)} ETH (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+      {
+        rule: 'conversion_refund_short',
+        message: 'refund short of the ETH sent; sent to review',
+        details: { refundHash: status.refundHash },
+      },
+    );
+    return;
+  }
+  await returnRefunded(poll, status.refundHash as string, refunded);
+}
+
+/** A refund seen whole (within the tolerance) on chain: the payments are released, once, for this refund only. */
+async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint): Promise<void> {
+  const { deps, conversion, log } = poll;
+  const conversionId = conversion.conversion_id;
+  const sent = BigInt(conversion.amount_wei);
+  const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
+  const claimed = await deps.db.transaction().execute(async (trx) => {
+    const current = await trx
+      .selectFrom('conversions')
+      .select('status')
+      .where('conversion_id', '=', conversionId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (current.status !== 'sent') return 'moved' as const;
+    return returnConversionFunds(
+      trx,
+      conversionId,
+      refundHash,
+      refunded,
+      `exchange refunded (refund ${refundHash})${short}`,
+    );
+  });
+  if (claimed === 'moved') return;
+  if (!claimed) {
+    await toReview(deps, conversionId, `refund ${refundHash} already returned funds for something else`, {
+      rule: 'conversion_refund_reused',
+      message: 'refund hash already used; sent to review',
+      details: { refundHash },
+    });
+    return;
+  }
+  await stageAlert(deps, log, {
+    rule: 'conversion_refunded',
+    subject: conversionId,
+    severity: 'critical',
+    message: 'conversion exchange refunded; payments back to pending',
+    details: { conversionId },
+  });
+}
+
+/** failed or expired: the ETH went to ChangeNow and has not come back. */
+async function onFailed(poll: Poll, status: ExchangeStatus): Promise<void> {
+  await toReview(
+    poll.deps,
+    poll.conversion.conversion_id,
+    `exchange ${status.status}; the ETH sent has not come back`,
+    {
       rule: 'conversion_failed',
       message: 'conversion exchange failed; sent to review',
       details: { exchangeStatus: status.status },
-    });
-    return;
-  }
+    },
+  );
+}
+
+/** Any other status: the exchange is still under way. */
+async function onStillWaiting(poll: Poll, status: ExchangeStatus): Promise<void> {
+  await pollAgainUntilDeadline(poll, `exchange still ${status.status} past the poll deadline`, {
+    rule: 'conversion_stuck',
+    message: 'conversion exchange past its deadline; sent to review',
+    details: { exchangeStatus: status.status },
+  });
+}
+
+/** Not seen through yet: looked at again after the poll interval, or, past the poll deadline, handed to a person. */
+async function pollAgainUntilDeadline(poll: Poll, reason: string, alert: ReviewAlert): Promise<void> {
+  const { deps, conversion } = poll;
+  const conversionId = conversion.conversion_id;
   if (conversion.poll_deadline_at && Date.now() > conversion.poll_deadline_at.getTime()) {
-    await toReview(deps, conversionId, `exchange still ${status.status} past the poll deadline`, {
-      rule: 'conversion_stuck',
-      message: 'conversion exchange past its deadline; sent to review',
-      details: { exchangeStatus: status.status },
-    });
+    await toReview(deps, conversionId, reason, alert);
     return;
   }
-  await pollLater();
+  await deps.db
+    .transaction()
+    .execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
 }
 
 async function settle(deps: StageDeps, conversionId: string, amountTo: string, payoutHash: string): Promise<void> {
