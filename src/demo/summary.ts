@@ -7,7 +7,7 @@
 import type pg from 'pg';
 import type { Db } from '../db/index.ts';
 import { checkLedger, type LedgerReport } from '../ledger/index.ts';
-import { checkLedgerAgainstChain, type ChainSide } from '../treasury/index.ts';
+import { checkLedgerAgainstChain, type ChainReport, type ChainSide } from '../treasury/index.ts';
 import { formatChainReport } from '../treasury/commands.ts';
 import { formatUnits } from '../money/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
@@ -54,9 +54,57 @@ const s = (row: Row, column: string): string => String(row[column] ?? '0');
 const n = (row: Row, column: string): number => Number(row[column] ?? 0);
 
 export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext): Promise<Summary> {
-  const out: string[] = [];
-  const line = (text = '') => out.push(text);
+  const payments = await paymentsSection(pool, context);
+  const conversions = await conversionsSection(pool);
+  const payouts = await payoutsSection(pool);
+  const transfers = await transfersSection(pool);
+  const exchanges = exchangesSection(payments.pay, conversions.conv, payouts.exchanges, context);
+  const outage = context.outage ? await outageSection(pool, context.outage) : undefined;
+  const sums = await stageSums(pool);
+  const balances = await channelBalances(pool, payments.unpaid, sums);
+  const ledger = await checkLedger(db);
+  const onChain = context.chain ? await checkLedgerAgainstChain(db, context.chain) : undefined;
+  const figures: Figures = {
+    pay: payments.pay,
+    unpaid: payments.unpaid,
+    conv: conversions.conv,
+    payouts,
+    sums,
+    balances,
+    exchanges: exchanges.count,
+    onChain,
+  };
+  const checks = stageChecks(figures, context);
+  const sections = [
+    payments.lines,
+    conversions.lines,
+    payouts.lines,
+    transfers,
+    exchanges.lines,
+    ...(outage ? [outage] : []),
+    checksSection(checks),
+    ledgerSection(ledger, onChain),
+  ];
+  return {
+    lines: sections.flatMap((lines, i) => (i === 0 ? lines : ['', ...lines])),
+    ledger,
+    paidOut: n(payments.pay, 'paid_out'),
+    waiting: payments.unpaid.waiting,
+    ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true),
+  };
+}
 
+/** Converted threshold payments in no payout, per channel (UNPAID_BY_CHANNEL_SQL), and those of them that wait. */
+interface Unpaid {
+  rows: Row[];
+  /** Channels waiting below their threshold with nothing open for them: a legitimate end state. */
+  waitingRows: Row[];
+  /** Payments on those channels. */
+  waiting: number;
+  waitingUsdt: bigint;
+}
+
+async function paymentsSection(pool: pg.Pool, context: SummaryContext) {
   const pay = await one(
     pool,
     `select count(*)::int as n,
@@ -71,29 +119,30 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
             (select count(*)::int from payments p join payouts po on po.payout_id = p.payout_id where po.status = 'completed') as paid_out
      from payments`,
   );
-  line('payments');
-  line(
-    `  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`,
-  );
-  line(`  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`);
-  line(
-    `  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`,
-  );
-  line(
-    `  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`,
-  );
-  // Converted threshold payments in no payout, per channel; those whose channel waits below its threshold with nothing
-  // open for it are a legitimate end state (see UNPAID_BY_CHANNEL_SQL).
-  const unpaid = await all(pool, UNPAID_BY_CHANNEL_SQL);
-  const waitingRows = unpaid.filter((r) => n(r, 'waits') === 1);
-  const waiting = waitingRows.reduce((sum, r) => sum + n(r, 'n'), 0);
-  const waitingUsdt = waitingRows.reduce((sum, r) => sum + BigInt(s(r, 'usdt')), 0n);
+  const rows = await all(pool, UNPAID_BY_CHANNEL_SQL);
+  const waitingRows = rows.filter((r) => n(r, 'waits') === 1);
+  const unpaid: Unpaid = {
+    rows,
+    waitingRows,
+    waiting: waitingRows.reduce((sum, r) => sum + n(r, 'n'), 0),
+    waitingUsdt: waitingRows.reduce((sum, r) => sum + BigInt(s(r, 'usdt')), 0n),
+  };
   const waitingText =
-    waiting === 0
+    unpaid.waiting === 0
       ? "none converted and waiting below a channel's threshold"
-      : `${waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(waitingUsdt)} on ${waitingRows.length} channels)`;
-  line(`  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout; ${waitingText}`);
+      : `${unpaid.waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(unpaid.waitingUsdt)} on ${waitingRows.length} channels)`;
+  const lines = [
+    'payments',
+    `  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`,
+    `  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`,
+    `  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`,
+    `  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`,
+    `  paid out        ${n(pay, 'paid_out')} of ${n(pay, 'n')} payments are in a completed payout; ${waitingText}`,
+  ];
+  return { pay, unpaid, lines };
+}
 
+async function conversionsSection(pool: pg.Pool) {
   const conv = await one(
     pool,
     `select count(*)::int as n, count(*) filter (where status = 'completed')::int as completed, count(exchange_id)::int as exchanges,
@@ -102,77 +151,88 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
             coalesce(min(payment_count), 0)::int as min_p, coalesce(max(payment_count), 0)::int as max_p
      from conversions`,
   );
-  line();
-  line('conversions (threshold channels: pending ETH -> USDT in micro-batches, one exchange and one transfer each)');
-  line(
+  const lines = [
+    'conversions (threshold channels: pending ETH -> USDT in micro-batches, one exchange and one transfer each)',
     `  completed       ${n(conv, 'completed')} of ${n(conv, 'n')} (${n(conv, 'min_p')} to ${n(conv, 'max_p')} payments each)`,
-  );
-  line(
     `  converted       ${eth(s(conv, 'wei'))} -> ${usdt(s(conv, 'usdt'))} received, shared out to the payments exactly`,
-  );
+  ];
+  return { conv, lines };
+}
 
-  const payouts = await all(
+interface PayoutFigures {
+  total: number;
+  completed: number;
+  /** Payouts that went through a ChangeNow exchange. */
+  exchanges: number;
+  lines: string[];
+}
+
+async function payoutsSection(pool: pg.Pool): Promise<PayoutFigures> {
+  const rows = await all(
     pool,
     `select kind, payout_currency as currency, payout_network as network, asset,
             count(*)::int as n, count(*) filter (where status = 'completed')::int as completed, count(exchange_id)::int as exchanges,
             coalesce(sum(amount), 0)::text as amount, coalesce(sum(amount_out::numeric) filter (where status = 'completed'), 0)::text as amount_out
      from payouts group by 1, 2, 3, 4 order by 1 desc, 2, 3`,
   );
-  const payoutTotal = payouts.reduce((sum, r) => sum + n(r, 'n'), 0);
-  const payoutsCompleted = payouts.reduce((sum, r) => sum + n(r, 'completed'), 0);
-  line();
-  line(`payouts         ${payoutsCompleted} of ${payoutTotal} completed`);
-  for (const r of payouts) {
+  const total = rows.reduce((sum, r) => sum + n(r, 'n'), 0);
+  const completed = rows.reduce((sum, r) => sum + n(r, 'completed'), 0);
+  const lines = [`payouts         ${completed} of ${total} completed`];
+  for (const r of rows) {
     const held = r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'));
     const how = n(r, 'exchanges') === 0 ? 'direct transfer' : `${n(r, 'exchanges')} via ChangeNow`;
-    line(
+    lines.push(
       `  ${String(r.kind).padEnd(9)} ${`${r.currency} on ${r.network}`.padEnd(12)} ${String(n(r, 'completed')).padStart(4)} of ${String(n(r, 'n')).padEnd(4)} ${held} -> ${s(r, 'amount_out')} ${String(r.currency).toUpperCase()} to the owners (${how})`,
     );
   }
+  return { total, completed, exchanges: rows.reduce((sum, r) => sum + n(r, 'exchanges'), 0), lines };
+}
 
-  const transfers = await all(
+async function transfersSection(pool: pg.Pool): Promise<string[]> {
+  const rows = await all(
     pool,
     `select purpose, asset, status, count(*)::int as n, coalesce(sum(amount), 0)::text as amount, coalesce(sum(gas_cost_wei), 0)::text as gas
      from chain_transfers group by 1, 2, 3 order by 1, 2, 3`,
   );
-  const gas = transfers.reduce((sum, r) => sum + BigInt(s(r, 'gas')), 0n);
-  line();
-  line(
-    `on-chain transactions from the host wallet (chain_transfers): ${transfers.reduce((sum, r) => sum + n(r, 'n'), 0)}, gas ${eth(gas)}`,
+  const gas = rows.reduce((sum, r) => sum + BigInt(s(r, 'gas')), 0n);
+  const count = rows.reduce((sum, r) => sum + n(r, 'n'), 0);
+  return [
+    `on-chain transactions from the host wallet (chain_transfers): ${count}, gas ${eth(gas)}`,
+    ...rows.map(
+      (r) =>
+        `  ${`${r.purpose} ${r.asset}`.padEnd(16)} ${String(r.status).padEnd(10)} ${String(n(r, 'n')).padStart(4)}  ${r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'))}`,
+    ),
+  ];
+}
+
+function exchangesSection(pay: Row, conv: Row, payoutExchanges: number, context: SummaryContext) {
+  const count = n(conv, 'exchanges') + payoutExchanges;
+  const simulator =
+    context.simulatorExchanges === undefined ? '' : `; the simulator counted ${context.simulatorExchanges}`;
+  const lines = [
+    `ChangeNow exchanges: ${count} (${n(conv, 'exchanges')} conversions + ${payoutExchanges} payouts; one per payment would have been ${n(pay, 'n')})${simulator}`,
+  ];
+  return { count, lines };
+}
+
+async function outageSection(pool: pg.Pool, outage: NonNullable<SummaryContext['outage']>): Promise<string[]> {
+  const during = await one(
+    pool,
+    `select count(*)::int as recorded,
+            (select count(*)::int from payments where conversion_attempts > 1) as conversion_retries,
+            (select coalesce(sum(greatest(attempts - 1, 0)), 0)::int from payouts) as payout_retries
+     from payments where created_at between to_timestamp($1::numeric / 1000) and to_timestamp($2::numeric / 1000)`,
+    [String(outage.startedAt), String(outage.endedAt)],
   );
-  for (const r of transfers) {
-    line(
-      `  ${`${r.purpose} ${r.asset}`.padEnd(16)} ${String(r.status).padEnd(10)} ${String(n(r, 'n')).padStart(4)}  ${r.asset === 'eth' ? eth(s(r, 'amount')) : usdt(s(r, 'amount'))}`,
-    );
-  }
+  return [
+    `ChangeNow outage: down for ${((outage.endedAt - outage.startedAt) / 1000).toFixed(1)} s; ${n(during, 'recorded')} payments were received and recorded meanwhile`,
+    `  (intake never calls ChangeNow); afterwards ${n(during, 'conversion_retries')} payments needed more than one conversion attempt and payouts retried ${n(during, 'payout_retries')} times`,
+  ];
+}
 
-  const payoutExchanges = payouts.reduce((sum, r) => sum + n(r, 'exchanges'), 0);
-  const exchanges = n(conv, 'exchanges') + payoutExchanges;
-  line();
-  line(
-    `ChangeNow exchanges: ${exchanges} (${n(conv, 'exchanges')} conversions + ${payoutExchanges} payouts; one per payment would have been ${n(pay, 'n')})${context.simulatorExchanges === undefined ? '' : `; the simulator counted ${context.simulatorExchanges}`}`,
-  );
-
-  if (context.outage) {
-    const during = await one(
-      pool,
-      `select count(*)::int as recorded,
-              (select count(*)::int from payments where conversion_attempts > 1) as conversion_retries,
-              (select coalesce(sum(greatest(attempts - 1, 0)), 0)::int from payouts) as payout_retries
-       from payments where created_at between to_timestamp($1::numeric / 1000) and to_timestamp($2::numeric / 1000)`,
-      [String(context.outage.startedAt), String(context.outage.endedAt)],
-    );
-    line();
-    line(
-      `ChangeNow outage: down for ${((context.outage.endedAt - context.outage.startedAt) / 1000).toFixed(1)} s; ${n(during, 'recorded')} payments were received and recorded meanwhile`,
-    );
-    line(
-      `  (intake never calls ChangeNow); afterwards ${n(during, 'conversion_retries')} payments needed more than one conversion attempt and payouts retried ${n(during, 'payout_retries')} times`,
-    );
-  }
-
-  // Sums that must agree from one stage to the next: nothing lost, nothing paid twice.
-  const sums = await one(
+/** Sums that must agree from one stage to the next: nothing lost, nothing paid twice. */
+async function stageSums(pool: pg.Pool): Promise<Row> {
+  return one(
     pool,
     `select (select coalesce(sum(amount), 0)::text from payouts where kind = 'threshold' and status = 'completed') as batched,
             (select coalesce(sum(amount), 0)::text from payouts where kind = 'instant' and status = 'completed') as instant_paid,
@@ -181,7 +241,10 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
             (select count(*)::int from chain_transfers where status = 'confirmed') as confirmed,
             (select count(*)::int from chain_transfers) as transfer_rows`,
   );
-  // Each channel's available USDT against the converted payments in no payout: equal, and below the threshold.
+}
+
+/** Each channel's available USDT against the converted payments in no payout: equal, and below the threshold. */
+async function channelBalances(pool: pg.Pool, unpaid: Unpaid, sums: Row): Promise<{ ok: boolean; detail: string }> {
   const usdtAccounts = await all(
     pool,
     `select code, balance::text as balance from ledger_accounts where asset = 'usdt' and code like 'channel:%' and code not like '%:payout'`,
@@ -189,34 +252,53 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   const balances = new Map<string, { balance: bigint; unpaid: bigint; waits: boolean }>();
   for (const a of usdtAccounts)
     balances.set(String(a.code), { balance: BigInt(s(a, 'balance')), unpaid: 0n, waits: false });
-  for (const r of unpaid) {
+  for (const r of unpaid.rows) {
     const code = `channel:${String(r.channel_id)}`;
     const entry = balances.get(code) ?? { balance: 0n, unpaid: 0n, waits: false };
     balances.set(code, { ...entry, unpaid: BigInt(s(r, 'usdt')), waits: n(r, 'waits') === 1 });
   }
-  const wrongBalances = [...balances].filter(([, b]) => b.balance !== b.unpaid || (b.balance > 0n && !b.waits));
-  const balancesOk = wrongBalances.length === 0 && BigInt(s(sums, 'other_channel_balances')) === 0n;
-  const balancesDetail =
-    wrongBalances.length > 0
-      ? wrongBalances
-          .slice(0, 3)
-          .map(
-            ([code, b]) =>
-              `${code} holds ${usdt(b.balance)}, its converted unpaid payments ${usdt(b.unpaid)}${b.waits ? '' : ', not below its threshold with nothing open'}`,
-          )
-          .join('; ')
-      : `${usdt(waitingUsdt)} on ${waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`;
+  const wrong = [...balances].filter(([, b]) => b.balance !== b.unpaid || (b.balance > 0n && !b.waits));
+  const ok = wrong.length === 0 && BigInt(s(sums, 'other_channel_balances')) === 0n;
+  if (wrong.length === 0)
+    return {
+      ok,
+      detail: `${usdt(unpaid.waitingUsdt)} on ${unpaid.waitingRows.length} channels, each below its threshold; ETH and payout accounts sum ${s(sums, 'other_channel_balances')}`,
+    };
+  const detail = wrong
+    .slice(0, 3)
+    .map(
+      ([code, b]) =>
+        `${code} holds ${usdt(b.balance)}, its converted unpaid payments ${usdt(b.unpaid)}${b.waits ? '' : ', not below its threshold with nothing open'}`,
+    )
+    .join('; ');
+  return { ok, detail };
+}
 
-  const ledger = await checkLedger(db);
-  const onChain = context.chain ? await checkLedgerAgainstChain(db, context.chain) : undefined;
+type Check = [what: string, ok: boolean, detail: string];
+
+interface Figures {
+  pay: Row;
+  unpaid: Unpaid;
+  conv: Row;
+  payouts: PayoutFigures;
+  sums: Row;
+  balances: { ok: boolean; detail: string };
+  /** ChangeNow exchanges payrail recorded, conversions and payouts. */
+  exchanges: number;
+  onChain: ChainReport | undefined;
+}
+
+function stageChecks(f: Figures, context: SummaryContext): Check[] {
+  const { pay, conv, sums, payouts } = f;
+  const { waiting, waitingUsdt } = f.unpaid;
   const accounted = n(pay, 'n') === context.plannedPayments && n(pay, 'paid_out') + waiting === n(pay, 'n');
-  const checks: Array<[string, boolean, string]> = [
+  const checks: Check[] = [
     [
       'every payment received, and paid out or waiting below threshold',
       accounted,
       `${n(pay, 'paid_out')} paid out + ${waiting} waiting of ${context.plannedPayments} payments`,
     ],
-    ['every payout completed', payoutsCompleted === payoutTotal, `${payoutsCompleted}/${payoutTotal} payouts`],
+    ['every payout completed', payouts.completed === payouts.total, `${payouts.completed}/${payouts.total} payouts`],
     [
       "threshold payments' net ETH == ETH the conversions sent",
       s(pay, 'threshold_net') === s(conv, 'wei'),
@@ -237,55 +319,45 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
       s(sums, 'instant_paid') === s(pay, 'instant_net'),
       eth(s(sums, 'instant_paid')),
     ],
-    ['every channel balance below its threshold, == its waiting USDT', balancesOk, balancesDetail],
+    ['every channel balance below its threshold, == its waiting USDT', f.balances.ok, f.balances.detail],
     [
       'one confirmed transfer per conversion and per payout',
-      n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payoutTotal,
-      `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payoutTotal} payouts`,
+      n(sums, 'confirmed') === n(sums, 'transfer_rows') && n(sums, 'transfer_rows') === n(conv, 'n') + payouts.total,
+      `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payouts.total} payouts`,
     ],
-    ...(onChain === undefined
-      ? []
-      : [
-          [
-            'host wallet on chain == ledger (check-ledger --chain)',
-            onChain.ok,
-            onChain.assets
-              .map((a) => `${a.asset.toUpperCase()} ${a.difference === 0n ? 'equal' : `off by ${a.difference}`}`)
-              .join(', '),
-          ] as [string, boolean, string],
-        ]),
-    ...(context.simulatorExchanges === undefined
-      ? []
-      : [
-          [
-            'exchanges recorded == exchanges at ChangeNow',
-            exchanges === context.simulatorExchanges,
-            `${exchanges} vs ${context.simulatorExchanges}`,
-          ] as [string, boolean, string],
-        ]),
   ];
-  line();
-  line('checks');
-  for (const [what, ok, detail] of checks) line(`  ${what.padEnd(64)} ${yes(ok)}  (${detail})`);
-  line();
-  line(
+  if (f.onChain)
+    checks.push([
+      'host wallet on chain == ledger (check-ledger --chain)',
+      f.onChain.ok,
+      f.onChain.assets
+        .map((a) => `${a.asset.toUpperCase()} ${a.difference === 0n ? 'equal' : `off by ${a.difference}`}`)
+        .join(', '),
+    ]);
+  if (context.simulatorExchanges !== undefined)
+    checks.push([
+      'exchanges recorded == exchanges at ChangeNow',
+      f.exchanges === context.simulatorExchanges,
+      `${f.exchanges} vs ${context.simulatorExchanges}`,
+    ]);
+  return checks;
+}
+
+function checksSection(checks: Check[]): string[] {
+  return ['checks', ...checks.map(([what, ok, detail]) => `  ${what.padEnd(64)} ${yes(ok)}  (${detail})`)];
+}
+
+function ledgerSection(ledger: LedgerReport, onChain: ChainReport | undefined): string[] {
+  const lines = [
     `ledger check (payrail check-ledger): ${ledger.ok ? 'OK' : `BROKEN, ${ledger.problems.length} violation(s)`}: ${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries`,
-  );
-  line(
     '  every journal sums to zero per asset, every balance equals the sum of its entries, none negative where it must not be',
-  );
-  for (const p of ledger.problems.slice(0, 10)) line(`  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`);
+    ...ledger.problems.slice(0, 10).map((p) => `  VIOLATION ${p.rule}: ${p.subject}: ${p.detail}`),
+  ];
   if (onChain) {
-    line(`ledger against the chain (payrail check-ledger --chain): ${onChain.ok ? 'equal' : 'DIFFERENT'}`);
-    for (const l of formatChainReport(onChain).trimEnd().split('\n')) line(`  ${l}`);
+    lines.push(`ledger against the chain (payrail check-ledger --chain): ${onChain.ok ? 'equal' : 'DIFFERENT'}`);
+    for (const l of formatChainReport(onChain).trimEnd().split('\n')) lines.push(`  ${l}`);
   }
-  return {
-    lines: out,
-    ledger,
-    paidOut: n(pay, 'paid_out'),
-    waiting,
-    ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true),
-  };
+  return lines;
 }
 
 /** What each open state waits for, so the list below reads as reasons, not only as state names. */
