@@ -3,7 +3,7 @@
  * spike under a waiting payout, a reorganisation of the payout's block, a receiver that refuses ETH; and the transfer
  * admin API (list, detail with every signed version, actions refused where unsafe).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import {
@@ -16,96 +16,78 @@ import {
   resumeMining,
   spikeBaseFee,
 } from '../../src/simulators/chain-faults.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 /** The net of the fixture's finished IPN after the 3 % fee, in wei. */
 const NET_WEI = 4_723_900_000_000_000n;
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_300_000_000;
-let nextChannel = 1_003_300_000_001;
-
-async function start(env: Record<string, string> = {}) {
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env } });
-  return payrail;
-}
-
-async function instantEthChannel(wallet: string): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: wallet,
-  });
-}
-
-async function payoutOf(channelId: string): Promise<Record<string, any> | undefined> {
-  const payouts = (await payrail!.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
-    Record<string, any>
-  >;
-  return payouts[0];
-}
-
-async function transferOf(channelId: string): Promise<Record<string, any> | undefined> {
-  const payout = await payoutOf(channelId);
-  const row =
-    payout &&
-    (await db.db
-      .selectFrom('chain_transfers')
-      .select('transfer_id')
-      .where('purpose', '=', 'payout')
-      .where('ref', '=', payout.payoutId)
-      .executeTakeFirst());
-  if (!row) return undefined;
-  return (await payrail!.request('GET', `/api/transfers/${row.transfer_id}`)).body as Record<string, any>;
-}
-
-async function receiptGas(hash: string): Promise<bigint> {
-  const receipt = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as {
-    gasUsed: string;
-    effectiveGasPrice: string;
-  };
-  return BigInt(receipt.gasUsed) * BigInt(receipt.effectiveGasPrice);
-}
-
-async function journalsOf(ref: string): Promise<string[]> {
-  return (await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()).map(
-    (j) => j.kind,
-  );
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({ firstPaymentId: 9_300_000_000, firstChannel: 1_003_300_000_001 })
+    .extend(
+      'instantEthChannel',
+      ({ channel }) =>
+        (wallet: string) =>
+          channel({
+            payoutStrategy: 'instant',
+            payoutCurrency: 'eth',
+            payoutNetwork: 'eth',
+            walletAddress: wallet,
+          }),
+    )
+    .extend('payoutOf', ({ app }) => async (channelId: string): Promise<Record<string, any> | undefined> => {
+      const payouts = (await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
+        Record<string, any>
+      >;
+      return payouts[0];
+    })
+    .extend(
+      'transferOf',
+      ({ app, db, payoutOf }) =>
+        async (channelId: string): Promise<Record<string, any> | undefined> => {
+          const payout = await payoutOf(channelId);
+          const row =
+            payout &&
+            (await db.db
+              .selectFrom('chain_transfers')
+              .select('transfer_id')
+              .where('purpose', '=', 'payout')
+              .where('ref', '=', payout.payoutId)
+              .executeTakeFirst());
+          if (!row) return undefined;
+          return (await app.payrail.request('GET', `/api/transfers/${row.transfer_id}`)).body as Record<string, any>;
+        },
+    )
+    .extend('receiptGas', ({ outside }) => async (hash: string): Promise<bigint> => {
+      const receipt = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionReceipt', [hash])) as {
+        gasUsed: string;
+        effectiveGasPrice: string;
+      };
+      return BigInt(receipt.gasUsed) * BigInt(receipt.effectiveGasPrice);
+    })
+    .extend('journalsOf', ({ db }) => async (ref: string): Promise<string[]> => {
+      return (
+        await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()
+      ).map((j) => j.kind);
+    }),
+);
 
 describe('payouts on the chain as it behaves', () => {
-  it('an instant ETH payout to a contract wallet completes: its gas is estimated for the real call', async () => {
+  it('an instant ETH payout to a contract wallet completes: its gas is estimated for the real call', async ({
+    outside,
+    db,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+  }) => {
     await start();
     const wallet = freshWallet();
     await makeContractWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const transfer = await transferOf(id);
@@ -113,12 +95,22 @@ describe('payouts on the chain as it behaves', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('a 10x fee spike under a waiting payout: one mined replacement, one payout, the real gas booked', async () => {
+  it('a 10x fee spike under a waiting payout: one mined replacement, one payout, the real gas booked', async ({
+    outside,
+    db,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+    receiptGas,
+    journalsOf,
+  }) => {
     await start({ TRANSFER_BUMP_AFTER: '1s' });
     await pausePool(outside.chain.rpcUrl);
     const wallet = freshWallet();
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
     await spikeBaseFee(outside.chain.rpcUrl, (await baseFee(outside.chain.rpcUrl)) * 10n);
     await eventually('a replacement signed', async () => ((await transferOf(id))?.versions?.length ?? 0) >= 2);
@@ -137,11 +129,19 @@ describe('payouts on the chain as it behaves', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it("a reorganisation of the payout's block: sent again, booked once at CHAIN_CONFIRMATIONS deep", async () => {
-    await start({ CHAIN_CONFIRMATIONS: '3' });
+  it("a reorganisation of the payout's block: sent again, booked once at CHAIN_CONFIRMATIONS deep", async ({
+    outside,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+    journalsOf,
+  }) => {
+    const payrail = await start({ CHAIN_CONFIRMATIONS: '3' });
     const wallet = freshWallet();
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually(
       'the transfer mined, not yet deep enough',
       async () => (await transferOf(id))?.blockNumber != null,
@@ -171,22 +171,31 @@ describe('payouts on the chain as it behaves', () => {
     const payout = await payoutOf(id);
     expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
-    const alerts = await payrail!.request('GET', '/api/alerts?state=all');
+    const alerts = await payrail.request('GET', '/api/alerts?state=all');
     expect(JSON.stringify(alerts.body)).toContain('transfer_reorged');
   });
 
-  it('a receiver that refuses ETH: the payout goes to review before anything is signed, and cancel returns the funds', async () => {
-    await start();
+  it('a receiver that refuses ETH: the payout goes to review before anything is signed, and cancel returns the funds', async ({
+    outside,
+    db,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+    journalsOf,
+  }) => {
+    const payrail = await start();
     const wallet = freshWallet();
     await makeRejectingWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually('the payout in review', async () => (await payoutOf(id))?.status === 'needs_review');
     const payout = await payoutOf(id);
     expect(payout!.reason).toMatch(/gas estimate failed/);
     const transfer = await transferOf(id);
     expect(transfer).toMatchObject({ status: 'failed', lastError: 'estimate_failed', nonce: null, versions: [] });
-    const cancelled = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
+    const cancelled = await payrail.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
     expect(cancelled.status).toBe(200);
     expect(cancelled.body.status).toBe('cancelled');
     expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_returned']);
@@ -195,12 +204,20 @@ describe('payouts on the chain as it behaves', () => {
 });
 
 describe('a payout whose transfer is in review', () => {
-  it("is not retried (409 naming the transfer): the transfer's own retry puts it back to watching, and the payout completes from its outcome", async () => {
-    await start();
+  it("is not retried (409 naming the transfer): the transfer's own retry puts it back to watching, and the payout completes from its outcome", async ({
+    outside,
+    db,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+  }) => {
+    const payrail = await start();
     await pausePool(outside.chain.rpcUrl);
     const wallet = freshWallet();
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
     const transfer = await transferOf(id);
     // As the confirm step leaves it when it sees the nonce taken (test/integration/transfer-chain.test.ts).
@@ -209,13 +226,13 @@ describe('a payout whose transfer is in review', () => {
       [transfer!.transferId],
     );
     const payout = await payoutOf(id);
-    const retried = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/retry`);
+    const retried = await payrail.request('POST', `/api/payouts/${payout!.payoutId}/retry`);
     expect(retried.status).toBe(409);
     expect(retried.body.error).toMatch(new RegExp(`its transfer ${transfer!.transferId} is in review`));
-    const cancelled = await payrail!.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
+    const cancelled = await payrail.request('POST', `/api/payouts/${payout!.payoutId}/cancel`);
     expect(cancelled.status).toBe(409);
 
-    const back = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/retry`);
+    const back = await payrail.request('POST', `/api/transfers/${transfer!.transferId}/retry`);
     expect(back.status).toBe(200);
     expect(back.body.status).toBe('broadcast');
     await resumeMining(outside.chain.rpcUrl);
@@ -231,44 +248,51 @@ describe('a payout whose transfer is in review', () => {
 });
 
 describe('the transfer admin API', () => {
-  it('lists by state, shows every version, and refuses what is unsafe (409), malformed (400) or unknown (404)', async () => {
-    await start();
+  it('lists by state, shows every version, and refuses what is unsafe (409), malformed (400) or unknown (404)', async ({
+    db,
+    start,
+    pay,
+    instantEthChannel,
+    payoutOf,
+    transferOf,
+  }) => {
+    const payrail = await start();
     const wallet = freshWallet();
     const id = await instantEthChannel(wallet);
-    await sendFinished(payrail!, nextPaymentId++, id);
+    await pay(id);
     await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
     const transfer = await transferOf(id);
     expect(transfer!.versions).toEqual([
       expect.objectContaining({ version: 1, kind: 'transfer', txHash: transfer!.txHash, gasLimit: '21000' }),
     ]);
 
-    const confirmed = await payrail!.request('GET', '/api/transfers?status=confirmed');
+    const confirmed = await payrail.request('GET', '/api/transfers?status=confirmed');
     expect(confirmed.status).toBe(200);
     expect(confirmed.body.transfers.map((t: { transferId: string }) => t.transferId)).toContain(transfer!.transferId);
     expect(confirmed.body.transfers.every((t: { status: string }) => t.status === 'confirmed')).toBe(true);
 
     for (const action of ['bump', 'cancel', 'retry']) {
-      const refused = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/${action}`);
+      const refused = await payrail.request('POST', `/api/transfers/${transfer!.transferId}/${action}`);
       expect(refused.status).toBe(409);
     }
-    const resolved = await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
+    const resolved = await payrail.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
       body: { outcome: 'never_sent' },
     });
     expect(resolved.status).toBe(409);
     expect(
       (
-        await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
+        await payrail.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, {
           body: { outcome: 'mined', txHash: '0x12' },
         })
       ).status,
     ).toBe(400);
-    expect(
-      (await payrail!.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: {} })).status,
-    ).toBe(400);
-    expect((await payrail!.request('GET', '/api/transfers/tr_0000000000000000')).status).toBe(404);
-    expect((await payrail!.request('GET', '/api/transfers/nope')).status).toBe(400);
-    expect((await payrail!.request('GET', '/api/transfers?status=lost')).status).toBe(400);
-    expect((await payrail!.request('GET', '/api/transfers', { token: null })).status).toBe(401);
+    expect((await payrail.request('POST', `/api/transfers/${transfer!.transferId}/resolve`, { body: {} })).status).toBe(
+      400,
+    );
+    expect((await payrail.request('GET', '/api/transfers/tr_0000000000000000')).status).toBe(404);
+    expect((await payrail.request('GET', '/api/transfers/nope')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/transfers?status=lost')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/transfers', { token: null })).status).toBe(401);
     const audit = await db.db
       .selectFrom('audit_log')
       .select('action')

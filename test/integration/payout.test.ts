@@ -6,28 +6,33 @@
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
-import { worldTest } from '../support/fixtures.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import type { TestPayrail } from '../support/payrail.ts';
 import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
-const it = worldTest({
-  env: { CONVERSION_MIN_USD: '1' },
-  firstPaymentId: 9_100_000_000,
-  firstChannel: 1_003_100_000_001,
-});
-
-async function payoutsOf(payrail: TestPayrail, channelId: string) {
-  return (await payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
-    Record<string, any>
-  >;
-}
-
-async function settled(payrail: TestPayrail, channelId: string, status = 'completed') {
-  return (await payoutsOf(payrail, channelId)).some((p) => p.status === status);
-}
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1' },
+    firstPaymentId: 9_100_000_000,
+    firstChannel: 1_003_100_000_001,
+  })
+    .extend(
+      'payoutsOf',
+      ({ app }) =>
+        async (channelId: string) =>
+          (await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
+            Record<string, any>
+          >,
+    )
+    .extend(
+      'settled',
+      ({ payoutsOf }) =>
+        async (channelId: string, status = 'completed') =>
+          (await payoutsOf(channelId)).some((p) => p.status === status),
+    ),
+);
 
 describe('instant payouts', () => {
   it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async ({
@@ -36,8 +41,10 @@ describe('instant payouts', () => {
     start,
     channel,
     pay,
+    payoutsOf,
+    settled,
   }) => {
-    const payrail = await start();
+    await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'instant',
@@ -47,8 +54,8 @@ describe('instant payouts', () => {
     });
     const exchangesBefore = outside.sim.exchanges.size;
     const paymentId = await pay(id);
-    await eventually('the instant payout completed', () => settled(payrail, id));
-    const [payout] = await payoutsOf(payrail, id);
+    await eventually('the instant payout completed', () => settled(id));
+    const [payout] = await payoutsOf(id);
     expect(payout).toMatchObject({
       kind: 'instant',
       paymentId,
@@ -70,8 +77,10 @@ describe('instant payouts', () => {
     start,
     channel,
     pay,
+    payoutsOf,
+    settled,
   }) => {
-    const payrail = await start();
+    await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'instant',
@@ -80,8 +89,8 @@ describe('instant payouts', () => {
       walletAddress: wallet,
     });
     await pay(id);
-    await eventually('the instant payout completed', () => settled(payrail, id));
-    const [payout] = await payoutsOf(payrail, id);
+    await eventually('the instant payout completed', () => settled(id));
+    const [payout] = await payoutsOf(id);
     // 0.0047239 ETH × 3000 − 1 USDT withdrawal fee
     expect(payout).toMatchObject({ status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '13.1717' });
     const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
@@ -99,8 +108,10 @@ describe('threshold payouts', () => {
     start,
     channel,
     pay,
+    payoutsOf,
+    settled,
   }) => {
-    const payrail = await start();
+    await start();
     const wallet = freshWallet();
     const id = await channel({
       payoutStrategy: 'threshold',
@@ -111,8 +122,8 @@ describe('threshold payouts', () => {
     });
     await pay(id);
     await pay(id);
-    await eventually('the batch completed', () => settled(payrail, id), 60_000);
-    const [payout] = await payoutsOf(payrail, id);
+    await eventually('the batch completed', () => settled(id), 60_000);
+    const [payout] = await payoutsOf(id);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',
@@ -145,8 +156,10 @@ describe('threshold payouts', () => {
     start,
     channel,
     pay,
+    payoutsOf,
+    settled,
   }) => {
-    const payrail = await start();
+    await start();
     const id = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '20',
@@ -156,8 +169,8 @@ describe('threshold payouts', () => {
     });
     await pay(id);
     await pay(id);
-    await eventually('the batch completed', () => settled(payrail, id), 60_000);
-    const [payout] = await payoutsOf(payrail, id);
+    await eventually('the batch completed', () => settled(id), 60_000);
+    const [payout] = await payoutsOf(id);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',

@@ -75,10 +75,14 @@ async function stopWorld({ outside, db }: World): Promise<void> {
 export function worldTest(options: WorldOptions = {}) {
   let nextPaymentId = options.firstPaymentId ?? 9_000_000_000;
   let nextChannel = options.firstChannel ?? 1_003_000_000_001;
+  let built = false;
   const test = base
     // vitest reads a fixture's dependencies from its first parameter's pattern: this one has none.
     // eslint-disable-next-line no-empty-pattern
     .extend('world', { scope: 'file' }, async ({}, { onCleanup }) => {
+      // A second world in one file is a fixture reached through two `test`s (see worldFirst), never what was meant.
+      if (built) throw new Error('the world of this file is already built: use one `test` for its cases and hooks');
+      built = true;
       const world = await startWorld();
       onCleanup(() => stopWorld(world));
       return world;
@@ -118,7 +122,17 @@ export function worldTest(options: WorldOptions = {}) {
     .extend('start', ({ app }) => app.start)
     .extend('channel', ({ app }) => app.channel)
     .extend('pay', ({ app }) => app.pay);
-  // The world is built before the first test, under the hook timeout: no test's own time goes to it.
+  return test;
+}
+
+/**
+ * Builds the file's world in a beforeAll, under the hook timeout, rather than in its first test's own time. Give it the
+ * `test` the file's cases use: each `.extend` keeps file fixtures of its own, so a world built through another would be
+ * a second one.
+ */
+export function worldFirst<T extends { beforeAll(listener: (context: { world: World }) => unknown): void }>(
+  test: T,
+): T {
   test.beforeAll(({ world }) => void world);
   return test;
 }
