@@ -178,7 +178,7 @@ async function onRefunded(poll: Poll, status: ExchangeStatus): Promise<void> {
   await returnRefunded(poll, status.refundHash as string, refunded);
 }
 
-/** A refund seen whole (within the tolerance) on chain: the payments are released, once, for this refund only. */
+/** A refund seen on chain, whole within the tolerance: the payments are released, once per refund hash. */
 async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint): Promise<void> {
   const { deps, conversion, log } = poll;
   const conversionId = conversion.conversion_id;

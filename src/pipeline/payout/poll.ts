@@ -1,13 +1,15 @@
 /**
  * Following a sent payout's exchange until it ends. `finished`: completed, with the amount the owner received and
- * the payout hash (review when ChangeNow names no amount, or one too far below the estimate). `refunded`: the refund is checked on chain; when the whole amount came back to the host wallet
- * it returns to the channel's balance, otherwise a person decides. `failed`/`expired`, or no end by the deadline:
- * review. Every ending raises an alert except success.
+ * the payout hash (review when ChangeNow names no amount, or one too far below the estimate). `refunded`: the refund
+ * is checked on chain; when the whole amount came back to the host wallet it returns to the channel's balance,
+ * otherwise a person decides. `failed`/`expired`, or no end by the deadline: review. Every ending raises an alert
+ * except success.
  */
 import type { Hex } from 'viem';
 import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
 import { accounts } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, withinTolerance } from '../../money/index.ts';
+import type { Logger } from '../../log.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
 import { claimRefund } from '../refunds.ts';
@@ -15,192 +17,237 @@ import { stageAlert } from '../alert.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './run.ts';
 
+/** A sent payout as one poll found it, with what every outcome below reports through. */
+interface Poll {
+  readonly deps: StageDeps;
+  readonly payout: Payout;
+  readonly log: Logger;
+  /** Whether the poll deadline had passed when this poll began, before ChangeNow was asked. */
+  readonly pastDeadline: boolean;
+}
+
 /** payout_poll */
 export async function pollPayout(deps: StageDeps, payoutId: string): Promise<void> {
   const payout = await loadPayout(deps.db, payoutId);
   if (payout.status !== 'sent' || payout.exchange_id === null) return;
-  const log = deps.logger.child({ payoutId, exchangeId: payout.exchange_id });
-  const pastDeadline = payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime();
-  const pollLater = () =>
-    deps.db
-      .transaction()
-      .execute((trx) => enqueuePayoutPoll(trx, payoutId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+  const poll: Poll = {
+    deps,
+    payout,
+    log: deps.logger.child({ payoutId, exchangeId: payout.exchange_id }),
+    pastDeadline: payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime(),
+  };
 
   let status: ExchangeStatus;
   try {
     status = await deps.exchange.getExchange(payout.exchange_id);
   } catch (error) {
     if (!(error instanceof ChangeNowError)) throw error;
-    // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
-    if (error.kind === 'permanent')
-      await stageAlert(deps, log, {
-        rule: 'changenow_permanent_error',
-        subject: error.code,
-        severity: 'critical',
-        message: 'ChangeNow refused a payout status request',
-        details: { payoutId, code: error.code, endpoint: error.endpoint },
-      });
-    else
-      log.warn(
-        { event: 'payout_poll_failed', code: error.code },
-        'ChangeNow unreachable; polling the payout again later',
-      );
-    if (pastDeadline)
-      await toReview(deps, payoutId, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
-    else await pollLater();
+    await onNoStatus(poll, error);
     return;
   }
+  if (status.status === 'finished') await onFinished(poll, status);
+  else if (status.status === 'refunded') await onRefunded(poll, status);
+  else if (status.status === 'failed' || status.status === 'expired') await onFailed(poll, status);
+  else await onStillWaiting(poll, status);
+}
 
-  if (status.status === 'finished') {
-    // Paid out elsewhere, or for another deposit than the one the chain shows sent: never booked as the owner's.
-    const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
-    const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
-    if (wrong) {
-      await toReview(
-        deps,
-        payoutId,
-        `exchange ${status.id} finished unlike the request: ${wrong}`,
-        'exchange_mismatch',
-      );
-      return;
-    }
-    // The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow
-    // reports paying is kept with the review, so that a resolve as paid records what the owner received.
-    const finishedToReview = (reason: string, alert: string) =>
-      deps.db.transaction().execute(async (trx) => {
-        if (!(await toReview(deps, payoutId, reason, alert, trx))) return;
-        await trx
-          .updateTable('payouts')
-          .set({ amount_out: status.amountTo, payout_hash: status.payoutHash })
-          .where('payout_id', '=', payoutId)
-          .where('status', '=', 'needs_review')
-          .execute();
-      });
-    if (status.amountTo === null) {
-      // Completed would book an amount nobody stated as the owner's; a conversion in this case goes to review too.
-      await finishedToReview(
-        `exchange ${status.id} finished without amountTo: what the owner received is unknown; not booked as completed`,
-        'payout_unverifiable',
-      );
-      return;
-    }
-    const below =
-      payout.expected_amount_out === null
-        ? null
-        : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
-    if (below) {
-      await finishedToReview(
-        `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`,
-        'payout_below_estimate',
-      );
-      return;
-    }
-    deps.crashPoint?.('payout_before_complete');
-    await deps.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom('payouts')
-        .selectAll()
-        .where('payout_id', '=', payoutId)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      await completeIn(trx, current, {
-        amountOut: status.amountTo,
-        payoutHash: status.payoutHash,
-        counterparty: accounts.changenow(current.asset),
-      });
+/** ChangeNow gave no status. */
+async function onNoStatus(poll: Poll, error: ChangeNowError): Promise<void> {
+  const { deps, payout, log } = poll;
+  // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
+  if (error.kind === 'permanent')
+    await stageAlert(deps, log, {
+      rule: 'changenow_permanent_error',
+      subject: error.code,
+      severity: 'critical',
+      message: 'ChangeNow refused a payout status request',
+      details: { payoutId: payout.payout_id, code: error.code, endpoint: error.endpoint },
     });
-    log.info(
-      {
-        event: 'payout_completed',
-        amountOut: status.amountTo,
-        currency: payout.payout_currency,
-        payoutHash: status.payoutHash,
-      },
-      'payout completed',
+  else
+    log.warn(
+      { event: 'payout_poll_failed', code: error.code },
+      'ChangeNow unreachable; polling the payout again later',
+    );
+  await pollAgainUntilDeadline(poll, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
+}
+
+/** finished: completed with what ChangeNow paid the owner, unless the answer is not the one asked for. */
+async function onFinished(poll: Poll, status: ExchangeStatus): Promise<void> {
+  const { deps, payout } = poll;
+  // Paid out elsewhere, or for another deposit than the one the chain shows sent: never booked as the owner's.
+  const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
+  const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
+  if (wrong) {
+    await toReview(
+      deps,
+      payout.payout_id,
+      `exchange ${status.id} finished unlike the request: ${wrong}`,
+      'exchange_mismatch',
     );
     return;
   }
-  if (status.status === 'refunded') {
-    const refunded = status.refundHash === null ? null : await refundedAmount(deps, payout, status.refundHash as Hex);
-    if (refunded === null) {
-      if (pastDeadline)
-        await toReview(
-          deps,
-          payoutId,
-          `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
-          'payout_refund_missing',
-        );
-      else await pollLater();
-      return;
-    }
-    const amount = BigInt(payout.amount);
-    const shown = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
-    if (!withinTolerance(amount, refunded, deps.settings.refundTolerance)) {
-      await toReview(
-        deps,
-        payoutId,
-        `exchange refunded ${shown(refunded)} of ${shown(amount)} (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
-        'payout_refund_short',
-      );
-      return;
-    }
-    const refundHash = status.refundHash as string;
-    // A refund less network fees: what did not come back is ChangeNow's cost; more than was sent is not the channel's.
-    const back = refunded < amount ? refunded : amount;
-    const short = back < amount ? `; ${shown(amount - back)} short, booked as ChangeNow's cost` : '';
-    const returned = await deps.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom('payouts')
-        .selectAll()
-        .where('payout_id', '=', payoutId)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      if (current.status !== 'sent') return 'moved';
-      if (
-        !(await claimRefund(trx, {
-          txHash: refundHash,
-          purpose: 'payout',
-          ref: payoutId,
-          asset: current.asset,
-          amount: refunded,
-        }))
-      )
-        return 'hash_used';
-      await returnFundsIn(
-        trx,
-        current,
-        'failed',
-        `exchange refunded (refund ${refundHash}); ${shown(back)} back on the channel's balance${short}`,
-        back,
-      );
-      return 'returned';
-    });
-    if (returned === 'hash_used')
-      await toReview(
-        deps,
-        payoutId,
-        `refund ${refundHash} already returned funds for something else`,
-        'payout_refund_reused',
-      );
-    if (returned === 'returned')
-      log.error(
-        { event: 'alert', alert: 'payout_refunded', refundHash: status.refundHash },
-        'payout exchange refunded; funds back on the channel balance',
-      );
+  if (status.amountTo === null) {
+    // Completed would book an amount nobody stated as the owner's; a conversion in this case goes to review too.
+    await finishedToReview(
+      poll,
+      status,
+      `exchange ${status.id} finished without amountTo: what the owner received is unknown; not booked as completed`,
+      'payout_unverifiable',
+    );
     return;
   }
-  if (status.status === 'failed' || status.status === 'expired') {
+  const below =
+    payout.expected_amount_out === null
+      ? null
+      : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
+  if (below) {
+    await finishedToReview(
+      poll,
+      status,
+      `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`,
+      'payout_below_estimate',
+    );
+    return;
+  }
+  deps.crashPoint?.('payout_before_complete');
+  await complete(poll, status.amountTo, status.payoutHash);
+}
+
+/**
+ * The owner has it and nothing can take it back: not booked as completed, never paid again. What ChangeNow reports
+ * paying is kept with the review, so that a resolve as paid records what the owner received.
+ */
+async function finishedToReview(poll: Poll, status: ExchangeStatus, reason: string, alert: string): Promise<void> {
+  const { deps, payout } = poll;
+  await deps.db.transaction().execute(async (trx) => {
+    if (!(await toReview(deps, payout.payout_id, reason, alert, trx))) return;
+    await trx
+      .updateTable('payouts')
+      .set({ amount_out: status.amountTo, payout_hash: status.payoutHash })
+      .where('payout_id', '=', payout.payout_id)
+      .where('status', '=', 'needs_review')
+      .execute();
+  });
+}
+
+async function complete(poll: Poll, amountOut: string, payoutHash: string | null): Promise<void> {
+  const { deps, payout, log } = poll;
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await trx
+      .selectFrom('payouts')
+      .selectAll()
+      .where('payout_id', '=', payout.payout_id)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    await completeIn(trx, current, { amountOut, payoutHash, counterparty: accounts.changenow(current.asset) });
+  });
+  log.info({ event: 'payout_completed', amountOut, currency: payout.payout_currency, payoutHash }, 'payout completed');
+}
+
+/** refunded: back on the channel's balance once the chain shows (nearly) all of it on the host wallet. */
+async function onRefunded(poll: Poll, status: ExchangeStatus): Promise<void> {
+  const { deps, payout } = poll;
+  const refunded = status.refundHash === null ? null : await refundedAmount(deps, payout, status.refundHash as Hex);
+  if (refunded === null) {
+    await pollAgainUntilDeadline(
+      poll,
+      `exchange refunded, but refund ${status.refundHash ?? '(no hash)'} is not visible on chain`,
+      'payout_refund_missing',
+    );
+    return;
+  }
+  const amount = BigInt(payout.amount);
+  if (!withinTolerance(amount, refunded, deps.settings.refundTolerance)) {
+    await toReview(
+      deps,
+      payout.payout_id,
+      `exchange refunded ${shown(payout, refunded)} of ${shown(payout, amount)} (refund ${status.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+      'payout_refund_short',
+    );
+    return;
+  }
+  await returnRefunded(poll, status.refundHash as string, refunded);
+}
+
+/** A refund seen on chain, whole within the tolerance: the funds go back to the channel, once per refund hash. */
+async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint): Promise<void> {
+  const { deps, payout, log } = poll;
+  const payoutId = payout.payout_id;
+  const amount = BigInt(payout.amount);
+  // A refund less network fees: what did not come back is ChangeNow's cost; more than was sent is not the channel's.
+  const back = refunded < amount ? refunded : amount;
+  const short = back < amount ? `; ${shown(payout, amount - back)} short, booked as ChangeNow's cost` : '';
+  const returned = await deps.db.transaction().execute(async (trx) => {
+    const current = await trx
+      .selectFrom('payouts')
+      .selectAll()
+      .where('payout_id', '=', payoutId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (current.status !== 'sent') return 'moved';
+    if (
+      !(await claimRefund(trx, {
+        txHash: refundHash,
+        purpose: 'payout',
+        ref: payoutId,
+        asset: current.asset,
+        amount: refunded,
+      }))
+    )
+      return 'hash_used';
+    await returnFundsIn(
+      trx,
+      current,
+      'failed',
+      `exchange refunded (refund ${refundHash}); ${shown(payout, back)} back on the channel's balance${short}`,
+      back,
+    );
+    return 'returned';
+  });
+  if (returned === 'hash_used')
     await toReview(
       deps,
       payoutId,
-      `exchange ${status.status}; the funds sent have not come back`,
-      'payout_exchange_failed',
+      `refund ${refundHash} already returned funds for something else`,
+      'payout_refund_reused',
     );
+  if (returned === 'returned')
+    log.error(
+      { event: 'alert', alert: 'payout_refunded', refundHash },
+      'payout exchange refunded; funds back on the channel balance',
+    );
+}
+
+/** failed or expired: the funds went to ChangeNow and have not come back. */
+async function onFailed(poll: Poll, status: ExchangeStatus): Promise<void> {
+  await toReview(
+    poll.deps,
+    poll.payout.payout_id,
+    `exchange ${status.status}; the funds sent have not come back`,
+    'payout_exchange_failed',
+  );
+}
+
+/** Any other status: the exchange is still under way. */
+async function onStillWaiting(poll: Poll, status: ExchangeStatus): Promise<void> {
+  await pollAgainUntilDeadline(poll, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
+}
+
+/** Not seen through yet: looked at again after the poll interval, or, past the poll deadline, handed to a person. */
+async function pollAgainUntilDeadline(poll: Poll, reason: string, alert: string): Promise<void> {
+  const { deps, payout } = poll;
+  if (poll.pastDeadline) {
+    await toReview(deps, payout.payout_id, reason, alert);
     return;
   }
-  if (pastDeadline)
-    await toReview(deps, payoutId, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
-  else await pollLater();
+  await deps.db
+    .transaction()
+    .execute((trx) => enqueuePayoutPoll(trx, payout.payout_id, new Date(Date.now() + deps.settings.pollIntervalMs)));
+}
+
+/** An amount of the payout's asset as a person reads it. */
+function shown(payout: Payout, units: bigint): string {
+  return `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
 }
 
 /**
