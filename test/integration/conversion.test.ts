@@ -4,115 +4,79 @@
  * which is paid out (USDT on the host wallet's network: one direct ERC-20 transfer). Every review is left by a
  * person's action, and the host wallet holds what the ledger says after the file (check-ledger --chain).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { eventually } from '../support/outside.ts';
+import { IPN_SECRET } from '../support/payrail.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 8_000_000_000;
-
-async function start(
-  env: Record<string, string> = {},
-  crashPoint?: Parameters<typeof startTestPayrail>[1] extends infer O
-    ? O extends { crashPoint?: infer C }
-      ? C
-      : never
-    : never,
-) {
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env }, ...(crashPoint && { crashPoint }) });
-  return payrail;
-}
-
-async function channel(id: string, thresholdUsd: string) {
-  const res = await payrail!.request('PUT', `/api/channels/${id}`, {
-    body: {
-      payoutStrategy: 'threshold',
-      thresholdUsd,
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    },
-  });
-  expect([200, 201]).toContain(res.status);
-}
-
-async function pay(channelId: string): Promise<string> {
-  const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  await payrail!.forwardOutcome(raw);
-  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect(res.status).toBe(200);
-  return String(body.payment_id);
-}
-
-async function conversionStatuses(ids: string[]) {
-  const { rows } = await db.pool.query<{ conversion_status: string }>(
-    'select conversion_status from payments where payment_id = any($1::numeric[])',
-    [ids],
-  );
-  return rows.map((r) => r.conversion_status);
-}
-
-async function allCompleted(ids: string[]) {
-  return (await conversionStatuses(ids)).every((s) => s === 'completed');
-}
-
-/** A person's resolve of the (latest) conversion in review holding the payment. */
-async function resolveConversionOf(paymentId: string, body: unknown) {
-  const { rows } = await db.pool.query(
-    "select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'needs_review'",
-    [paymentId],
-  );
-  expect(rows).toHaveLength(1);
-  return payrail!.request('POST', `/api/conversions/${rows[0].conversion_id}/resolve`, { body });
-}
-
-async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
-    'select code, asset, balance::text from ledger_accounts where code like $1',
-    [`channel:${channelId}%`],
-  );
-  return Object.fromEntries(
-    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
-  );
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await outside.sim.setFault('none');
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({ firstPaymentId: 8_000_000_000 })
+    .extend('thresholdChannel', ({ app }) => async (id: string, thresholdUsd: string) => {
+      const res = await app.payrail.request('PUT', `/api/channels/${id}`, {
+        body: {
+          payoutStrategy: 'threshold',
+          thresholdUsd,
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'eth',
+          walletAddress: WALLET,
+        },
+      });
+      expect([200, 201]).toContain(res.status);
+    })
+    .extend('conversionStatuses', ({ db }) => async (ids: string[]) => {
+      const { rows } = await db.pool.query<{ conversion_status: string }>(
+        'select conversion_status from payments where payment_id = any($1::numeric[])',
+        [ids],
+      );
+      return rows.map((r) => r.conversion_status);
+    })
+    .extend(
+      'allCompleted',
+      ({ conversionStatuses }) =>
+        async (ids: string[]) =>
+          (await conversionStatuses(ids)).every((s) => s === 'completed'),
+    )
+    /** A person's resolve of the (latest) conversion in review holding the payment. */
+    .extend('resolveConversionOf', ({ app, db }) => async (paymentId: string, body: unknown) => {
+      const { rows } = await db.pool.query(
+        "select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 and c.status = 'needs_review'",
+        [paymentId],
+      );
+      expect(rows).toHaveLength(1);
+      return app.payrail.request('POST', `/api/conversions/${rows[0].conversion_id}/resolve`, { body });
+    })
+    .extend('balances', ({ db }) => async (channelId: string): Promise<Record<string, string>> => {
+      const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
+        'select code, asset, balance::text from ledger_accounts where code like $1',
+        [`channel:${channelId}%`],
+      );
+      return Object.fromEntries(
+        rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+      );
+    }),
+);
 
 describe('conversion of pending ETH to USDT', () => {
-  it('converts six payments of three channels in one exchange, shares the USDT exactly, batches the channel over its threshold', async () => {
+  it('converts six payments of three channels in one exchange, shares the USDT exactly, batches the channel over its threshold', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    allCompleted,
+    balances,
+  }) => {
     // 0.0047239 ETH net each; at the simulator's 3000 USDT/ETH less 1 USDT fee, five payments are worth 69.86 USD
     // and six 84.03 USD: with an 80 USD minimum, the sixth payment triggers exactly one conversion.
-    await start({ CONVERSION_MIN_USD: '80' });
-    await channel('-1003000000001', '20.00');
-    await channel('-1003000000002', '1000');
-    await channel('-1003000000003', '1000');
+    const payrail = await start({ CONVERSION_MIN_USD: '80' });
+    await thresholdChannel('-1003000000001', '20.00');
+    await thresholdChannel('-1003000000002', '1000');
+    await thresholdChannel('-1003000000003', '1000');
     const a = [await pay('-1003000000001'), await pay('-1003000000001'), await pay('-1003000000001')];
     const b = [await pay('-1003000000002'), await pay('-1003000000002')];
     const c = [await pay('-1003000000003')];
@@ -147,7 +111,7 @@ describe('conversion of pending ETH to USDT', () => {
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(84_030_200n - 42_015_101n);
 
     // 84,030,200 units over six equal weights: 14,005,033 each and two units of remainder, to the first two.
-    const payment = (id: string) => payrail!.request('GET', `/api/payments/${id}`).then((r) => r.body);
+    const payment = (id: string) => payrail.request('GET', `/api/payments/${id}`).then((r) => r.body);
     expect((await payment(a[0]!)).conversion).toMatchObject({
       status: 'completed',
       usdtAmount: '14.005034',
@@ -172,13 +136,13 @@ describe('conversion of pending ETH to USDT', () => {
     expect(batched[0].n).toBe(3);
     expect((await checkLedger(db.db)).problems).toEqual([]);
 
-    const summary = (await payrail!.request('GET', '/api/channels/-1003000000001')).body;
+    const summary = (await payrail.request('GET', '/api/channels/-1003000000001')).body;
     expect(summary).toMatchObject({ pendingEth: '0', availableUsdt: '0', openPayouts: [] });
-    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({
+    expect((await payrail.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({
       availableUsdt: '28.010066',
       openPayouts: [],
     });
-    const listed = (await payrail!.request('GET', '/api/payouts?channelId=-1003000000001')).body;
+    const listed = (await payrail.request('GET', '/api/payouts?channelId=-1003000000001')).body;
     expect(listed.payouts).toHaveLength(1);
     expect(listed.payouts[0]).toMatchObject({
       kind: 'threshold',
@@ -189,12 +153,12 @@ describe('conversion of pending ETH to USDT', () => {
       amountOut: '42.015101',
       exchangeId: null,
     });
-    expect((await payrail!.request('GET', '/api/payouts?status=completed')).body.payouts).toHaveLength(1);
-    expect((await payrail!.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/payouts?status=completed')).body.payouts).toHaveLength(1);
+    expect((await payrail.request('GET', '/api/payouts?status=bogus')).status).toBe(400);
 
     // Lowering a threshold below the available balance batches it at once, without waiting for another settlement.
-    await channel('-1003000000002', '20');
-    expect((await payrail!.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0' });
+    await thresholdChannel('-1003000000002', '20');
+    expect((await payrail.request('GET', '/api/channels/-1003000000002')).body).toMatchObject({ availableUsdt: '0' });
     await eventually(
       'the second batch paid out',
       async () => (await outside.usdtBalanceOf(WALLET)) === 42_015_101n + 28_010_066n,
@@ -202,9 +166,17 @@ describe('conversion of pending ETH to USDT', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async () => {
+  it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    allCompleted,
+    balances,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000006', '1000');
+    await thresholdChannel('-1003000000006', '1000');
     outside.sim.failNextExchange('refunded');
     const ids = [await pay('-1003000000006')];
     await eventually('the refunded conversion released', async () => {
@@ -224,9 +196,19 @@ describe('conversion of pending ETH to USDT', () => {
     expect((await balances('-1003000000006'))['channel/usdt']).toBe('13171700');
   });
 
-  it('a failed exchange whose ETH did not come back goes to review, never toward a payout; resolved as lost, it converts again', async () => {
+  it('a failed exchange whose ETH did not come back goes to review, never toward a payout; resolved as lost, it converts again', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionStatuses,
+    allCompleted,
+    resolveConversionOf,
+    balances,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000007', '1');
+    await thresholdChannel('-1003000000007', '1');
     outside.sim.failNextExchange('failed');
     const ids = [await pay('-1003000000007')];
     await eventually('the conversion in review', async () => (await conversionStatuses(ids))[0] === 'failed');
@@ -247,9 +229,18 @@ describe('conversion of pending ETH to USDT', () => {
     await eventually('converted again', () => allCompleted(ids));
   });
 
-  it('a payout short of what ChangeNow reports is not booked: review, then resolve received books what the chain shows', async () => {
+  it('a payout short of what ChangeNow reports is not booked: review, then resolve received books what the chain shows', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionStatuses,
+    resolveConversionOf,
+    balances,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000008', '1000');
+    await thresholdChannel('-1003000000008', '1000');
     outside.sim.failNextExchange('short_payout');
     const ids = [await pay('-1003000000008')];
     await eventually('the short payout in review', async () => (await conversionStatuses(ids))[0] === 'failed');
@@ -268,9 +259,18 @@ describe('conversion of pending ETH to USDT', () => {
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '0', 'channel/usdt': '13171699' });
   });
 
-  it('a payout hash ChangeNow already named for another conversion credits nothing: review, then resolved as lost', async () => {
+  it('a payout hash ChangeNow already named for another conversion credits nothing: review, then resolved as lost', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    allCompleted,
+    resolveConversionOf,
+    balances,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000010', '1000');
+    await thresholdChannel('-1003000000010', '1000');
     const firstIds = [await pay('-1003000000010')];
     await eventually('the first conversion settled', () => allCompleted(firstIds));
     const {
@@ -333,16 +333,21 @@ describe('conversion of pending ETH to USDT', () => {
     }
   });
 
-  it('an exchange ChangeNow refuses for good (too small) is not retried every interval: the payments are held', async () => {
-    await start({ CONVERSION_MIN_USD: '1', CONVERSION_MAX_WAIT: '1s' });
-    await channel('-1003000000009', '1000');
-    const body = ipnBody({ payment_id: nextPaymentId++, order_id: 'PGP-1|-1003000000009' });
+  it('an exchange ChangeNow refuses for good (too small) is not retried every interval: the payments are held', async ({
+    db,
+    start,
+    thresholdChannel,
+    nextPaymentId,
+  }) => {
+    const payrail = await start({ CONVERSION_MIN_USD: '1', CONVERSION_MAX_WAIT: '1s' });
+    await thresholdChannel('-1003000000009', '1000');
+    const body = ipnBody({ payment_id: nextPaymentId(), order_id: 'PGP-1|-1003000000009' });
     const { raw, headers } = signed(
       JSON.stringify(body).replace('"outcome_amount":0.00487', '"outcome_amount":0.0005'),
       IPN_SECRET,
     );
-    await payrail!.forwardOutcome(raw);
-    expect((await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
+    await payrail.forwardOutcome(raw);
+    expect((await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(200);
     const id = String(body.payment_id);
     // Below ChangeNow's minimum it waits; once it waited CONVERSION_MAX_WAIT an exchange is tried and refused.
     await new Promise((r) => setTimeout(r, 1_200));
@@ -354,7 +359,7 @@ describe('conversion of pending ETH to USDT', () => {
       );
       return rows.length === 1 && /^changenow deposit_too_small/.test(rows[0].reason);
     });
-    const payment = (await payrail!.request('GET', `/api/payments/${id}`)).body;
+    const payment = (await payrail.request('GET', `/api/payments/${id}`)).body;
     expect(payment.conversion).toMatchObject({ status: 'pending', attempts: 1 });
     expect(new Date(payment.conversion.holdUntil).getTime()).toBeGreaterThan(Date.now() + 60_000);
     // Another run right away leaves it alone.
@@ -371,9 +376,17 @@ describe('conversion of pending ETH to USDT', () => {
     expect(rows[0].n).toBe(1);
   });
 
-  it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async () => {
+  it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionStatuses,
+    allCompleted,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000004', '1000');
+    await thresholdChannel('-1003000000004', '1000');
     await outside.sim.setFault('down');
     const ids = [await pay('-1003000000004'), await pay('-1003000000004')];
     await eventually('a failed attempt recorded', async () => {
@@ -389,9 +402,17 @@ describe('conversion of pending ETH to USDT', () => {
     await eventually('converted after the outage', () => allCompleted(ids));
   });
 
-  it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async () => {
+  it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionStatuses,
+    allCompleted,
+  }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await channel('-1003000000005', '1000');
+    await thresholdChannel('-1003000000005', '1000');
     await outside.sim.setFault('401');
     const ids = [await pay('-1003000000005')];
     await eventually('the refusal recorded', async () => {
@@ -406,18 +427,23 @@ describe('conversion of pending ETH to USDT', () => {
 });
 
 describe('crash safety', () => {
-  it.each(['after_exchange_created', 'after_broadcast', 'before_settle'] as const)(
+  it.for(['after_exchange_created', 'after_broadcast', 'before_settle'] as const)(
     'dying %s: one exchange, one transfer, same end state',
-    async (point) => {
+    async (point, { outside, db, start, pay, thresholdChannel, allCompleted, balances }) => {
       let crashed = false;
-      await start({ CONVERSION_MIN_USD: '1' }, (name) => {
-        if (name === point && !crashed) {
-          crashed = true;
-          throw new Error(`simulated crash ${name}`);
-        }
-      });
+      await start(
+        { CONVERSION_MIN_USD: '1' },
+        {
+          crashPoint: (name) => {
+            if (name === point && !crashed) {
+              crashed = true;
+              throw new Error(`simulated crash ${name}`);
+            }
+          },
+        },
+      );
       const channelId = `-10030000001${['after_exchange_created', 'after_broadcast', 'before_settle'].indexOf(point)}`;
-      await channel(channelId, '1000');
+      await thresholdChannel(channelId, '1000');
       const id = await pay(channelId);
       await eventually(`converted despite a crash ${point}`, () => allCompleted([id]), 60_000);
       expect(crashed).toBe(true);

@@ -2,72 +2,70 @@
  * Switching a channel's payout strategy strands no unit, and a person can pay a channel now (real PostgreSQL, anvil,
  * the ChangeNow simulator over HTTP; ledger = chain at the end).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_800_000_000;
-let nextChannel = 1_003_800_000_001;
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
-
-async function start(env: Record<string, string> = {}): Promise<TestPayrail> {
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env } });
-  return payrail;
-}
-const pay = (channelId: string) => sendFinished(payrail!, nextPaymentId++, channelId);
-const put = (channelId: string, body: Record<string, unknown>) =>
-  payrail!.request('PUT', `/api/channels/${channelId}`, { body });
-const payouts = async (channelId: string) =>
-  (
-    await db.pool.query<{ payout_id: string; kind: string; status: string; asset: string; amount: string }>(
-      'select payout_id, kind, status, asset, amount::text from payouts where channel_id = $1 order by created_at',
-      [channelId],
+const it = worldFirst(
+  worldTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_800_000_000, firstChannel: 1_003_800_000_001 })
+    .extend(
+      'put',
+      ({ app }) =>
+        (channelId: string, body: Record<string, unknown>) =>
+          app.payrail.request('PUT', `/api/channels/${channelId}`, { body }),
     )
-  ).rows;
-const balance = async (channelId: string, asset: string) =>
-  BigInt(
-    (
-      await db.pool.query<{ b: string }>(
-        'select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = $2',
-        [`channel:${channelId}`, asset],
-      )
-    ).rows[0]!.b,
-  );
-const paymentRow = async (paymentId: string) =>
-  (await db.pool.query('select payout_strategy, conversion_status from payments where payment_id = $1', [paymentId]))
-    .rows[0];
+    .extend(
+      'payouts',
+      ({ db }) =>
+        async (channelId: string) =>
+          (
+            await db.pool.query<{ payout_id: string; kind: string; status: string; asset: string; amount: string }>(
+              'select payout_id, kind, status, asset, amount::text from payouts where channel_id = $1 order by created_at',
+              [channelId],
+            )
+          ).rows,
+    )
+    .extend(
+      'balance',
+      ({ db }) =>
+        async (channelId: string, asset: string) =>
+          BigInt(
+            (
+              await db.pool.query<{ b: string }>(
+                'select coalesce(sum(balance), 0)::text as b from ledger_accounts where code = $1 and asset = $2',
+                [`channel:${channelId}`, asset],
+              )
+            ).rows[0]!.b,
+          ),
+    )
+    .extend(
+      'paymentRow',
+      ({ db }) =>
+        async (paymentId: string) =>
+          (
+            await db.pool.query('select payout_strategy, conversion_status from payments where payment_id = $1', [
+              paymentId,
+            ])
+          ).rows[0],
+    ),
+);
 
 describe('threshold → instant', () => {
-  it('USDT already on the channel is paid out as one batch at once', async () => {
+  it('USDT already on the channel is paid out as one batch at once', async ({
+    start,
+    channel,
+    pay,
+    put,
+    payouts,
+    balance,
+    paymentRow,
+  }) => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -96,11 +94,20 @@ describe('threshold → instant', () => {
     expect(await balance(channelId, 'usdt')).toBe(0n);
   });
 
-  it('payments still waiting for a conversion are paid as instant payments, directly in ETH', async () => {
+  it('payments still waiting for a conversion are paid as instant payments, directly in ETH', async ({
+    outside,
+    start,
+    channel,
+    pay,
+    put,
+    payouts,
+    balance,
+    paymentRow,
+  }) => {
     // A batch waits until it is worth 1,000 USD or an hour passed: these two never start converting.
     await start({ CONVERSION_MIN_USD: '1000' });
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'eth',
@@ -132,9 +139,19 @@ describe('threshold → instant', () => {
 });
 
 describe('instant → threshold', () => {
-  it('ETH back on the channel from a refunded instant payout joins the next conversion', async () => {
+  it('ETH back on the channel from a refunded instant payout joins the next conversion', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    put,
+    payouts,
+    balance,
+    paymentRow,
+  }) => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'usdt',
       payoutNetwork: 'trx',
@@ -164,9 +181,18 @@ describe('instant → threshold', () => {
 });
 
 describe('POST /api/channels/:id/payout', () => {
-  it('pays the whole available USDT now, whatever the threshold; refused while a batch is open or with nothing to pay', async () => {
-    await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+  it('pays the whole available USDT now, whatever the threshold; refused while a batch is open or with nothing to pay', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    payouts,
+    balance,
+    paymentRow,
+  }) => {
+    const payrail = await start();
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -177,22 +203,22 @@ describe('POST /api/channels/:id/payout', () => {
     await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
     const usdt = await balance(channelId, 'usdt');
     await outside.sim.setFault('5xx'); // the batch stays open while ChangeNow refuses
-    const res = await payrail!.request('POST', `/api/channels/${channelId}/payout`);
+    const res = await payrail.request('POST', `/api/channels/${channelId}/payout`);
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: '13.1717' });
     expect(usdt).toBe(13_171_700n);
-    const again = await payrail!.request('POST', `/api/channels/${channelId}/payout`);
+    const again = await payrail.request('POST', `/api/channels/${channelId}/payout`);
     expect(again.status).toBe(409);
     expect(again.body.error).toBe(
       `cannot pay channel ${channelId} now: batch ${res.body.payoutId} is open (${(await payouts(channelId))[0]!.status}): it pays the channel's balance when it runs`,
     );
     await outside.sim.setFault('none');
     await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
-    const empty = await payrail!.request('POST', `/api/channels/${channelId}/payout`);
+    const empty = await payrail.request('POST', `/api/channels/${channelId}/payout`);
     expect(empty.status).toBe(409);
     expect(empty.body.error).toMatch(/holds no USDT to pay out/);
-    expect((await payrail!.request('POST', '/api/channels/-1009999999999/payout')).status).toBe(404);
-    expect((await payrail!.request('POST', `/api/channels/${channelId}/payout`, { token: null })).status).toBe(401);
+    expect((await payrail.request('POST', '/api/channels/-1009999999999/payout')).status).toBe(404);
+    expect((await payrail.request('POST', `/api/channels/${channelId}/payout`, { token: null })).status).toBe(401);
     const audit = await db.pool.query("select actor, action from audit_log where action = 'channel.payout_now'");
     expect(audit.rows).toEqual([{ actor: 'admin', action: 'channel.payout_now' }]);
   });

@@ -39,6 +39,8 @@ export interface TestApp {
   channel: (body: Record<string, unknown>) => Promise<string>;
   /** A signed finished IPN for the channel under the file's next payment id, its outcome forwarded first (sendFinished). */
   pay: (channelId: string, options?: Parameters<typeof sendFinished>[3]) => Promise<string>;
+  /** The file's next payment id, for an IPN the test builds itself (`pay` draws from the same count). */
+  nextPaymentId: () => number;
 }
 
 async function startWorld(): Promise<World> {
@@ -117,11 +119,13 @@ export function worldTest(options: WorldOptions = {}) {
         },
         channel: (body) => saveChannel(started(), `-${nextChannel++}`, body),
         pay: (channelId, payOptions) => sendFinished(started(), nextPaymentId++, channelId, payOptions),
+        nextPaymentId: () => nextPaymentId++,
       };
     })
     .extend('start', ({ app }) => app.start)
     .extend('channel', ({ app }) => app.channel)
-    .extend('pay', ({ app }) => app.pay);
+    .extend('pay', ({ app }) => app.pay)
+    .extend('nextPaymentId', ({ app }) => app.nextPaymentId);
   return test;
 }
 
