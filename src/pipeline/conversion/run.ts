@@ -5,9 +5,9 @@
  * the last attempt did instead of doing it again.
  */
 import { randomBytes } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import { sql, type Selectable, type Transaction } from 'kysely';
 import type { AlertInput } from '../../alerts/index.ts';
-import type { ConversionState, Database, Db } from '../../db/index.ts';
+import type { ConversionState, ConversionsTable, Database, Db } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
 import { ChangeNowError } from '../../integrations/changenow/index.ts';
 import { enqueue } from '../../jobs/index.ts';
@@ -196,6 +196,16 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
   await withRunLock(deps.db, `conversion_exchange:${conversionId}`, () => createExchangeLocked(deps, conversionId));
 }
 
+/** The exchange a conversion pays: ChangeNow's id, its deposit address, and the USDT it estimated. */
+interface Payin {
+  id: string;
+  payinAddress: string;
+  toAmount: string | null;
+}
+
+/** The conversion went to review or was released: this run stops. */
+const STOPPED = 'stopped';
+
 async function createExchangeLocked(deps: StageDeps, conversionId: string): Promise<void> {
   const conversion = await deps.db
     .selectFrom('conversions')
@@ -205,108 +215,153 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
   const log = deps.logger.child({ conversionId });
   if (conversion.status !== 'pending' && conversion.status !== 'exchange_requested') return;
 
-  let exchange: { id: string; payinAddress: string; toAmount: string | null } | undefined;
-  if (conversion.status === 'exchange_requested') {
-    // An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again.
-    const found = await deps.exchange.listExchanges({ userId: conversionId });
-    if (found.length > 1) {
-      await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`, {
-        rule: 'duplicate_exchanges',
-        message: 'more than one exchange for a conversion',
-        details: { exchangeIds: found.map((e) => e.id) },
-      });
-      return;
-    }
-    const [first] = found;
-    if (first) {
-      const amount = formatUnits(BigInt(conversion.amount_wei), 18);
-      const wrong = ['new', 'waiting'].includes(first.status)
-        ? statusMismatch(askFor(deps, amount), first)
-        : `status ${first.status} (expected a waiting exchange)`;
-      if (wrong) {
-        await toReview(deps, conversionId, `found exchange ${first.id} does not match the conversion: ${wrong}`, {
-          rule: 'exchange_mismatch',
-          message: 'the exchange found for a conversion does not match it',
-          details: { exchangeId: first.id },
-        });
-        return;
-      }
-      exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
-    }
-  }
+  const earlier = conversion.status === 'exchange_requested' ? await findEarlierExchange(deps, conversion) : null;
+  if (earlier === STOPPED) return;
+  const payin = earlier ?? (await requestExchange(deps, conversion, log));
+  if (payin === STOPPED) return;
+  await recordExchange(deps, conversion, payin);
+  log.info(
+    { event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
+    'conversion exchange created',
+  );
+}
 
-  if (!exchange) {
-    await deps.db.transaction().execute(async (trx) => {
-      // The reconciler's budget of resumes is per state: a new one starts at pending → exchange_requested, not at
-      // every attempt within exchange_requested (a stage that keeps dying there must still run out of it).
-      await trx
-        .updateTable('conversions')
-        .set({
-          status: 'exchange_requested',
-          reconcile_attempts: sql<number>`case when status = 'exchange_requested' then reconcile_attempts else 0 end`,
-          updated_at: sql`now()`,
-        })
-        .where('conversion_id', '=', conversionId)
-        .where('status', 'in', ['pending', 'exchange_requested'])
-        .execute();
-      await trx
-        .updateTable('payments')
-        .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
-        .where('conversion_id', '=', conversionId)
-        .execute();
+/**
+ * An earlier attempt asked ChangeNow and may have died before recording the answer: look before asking again. The
+ * exchange found, null when there is none, or STOPPED when what ChangeNow holds sent the conversion to review.
+ */
+async function findEarlierExchange(
+  deps: StageDeps,
+  conversion: Selectable<ConversionsTable>,
+): Promise<Payin | null | typeof STOPPED> {
+  const conversionId = conversion.conversion_id;
+  const found = await deps.exchange.listExchanges({ userId: conversionId });
+  if (found.length > 1) {
+    await toReview(deps, conversionId, `ChangeNow holds ${found.length} exchanges for this conversion`, {
+      rule: 'duplicate_exchanges',
+      message: 'more than one exchange for a conversion',
+      details: { exchangeIds: found.map((e) => e.id) },
     });
-    const ask = askFor(deps, formatUnits(BigInt(conversion.amount_wei), 18));
-    let created;
-    try {
-      created = await deps.exchange.createExchange({
-        ...PAIR,
-        fromAmount: ask.fromAmount,
-        address: ask.payoutAddress,
-        refundAddress: ask.refundAddress,
-        userId: conversionId,
-        payload: { conversionId },
-      });
-    } catch (error) {
-      if (error instanceof ChangeNowError && error.kind === 'permanent') {
-        await deps.db
-          .transaction()
-          .execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
-        await stageAlert(deps, log, {
-          rule: 'changenow_permanent_error',
-          subject: error.code,
-          severity: 'critical',
-          message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try',
-          details: { code: error.code, endpoint: error.endpoint, conversionId },
-        });
-        return;
-      }
-      await deps.db
-        .updateTable('conversions')
-        .set({ last_error: (error as Error).message, updated_at: sql`now()` })
-        .where('conversion_id', '=', conversionId)
-        .execute();
-      throw error;
-    }
-    deps.crashPoint?.('after_exchange_created');
-    // Never funded when it is not the exchange asked for: it waits at ChangeNow until it expires.
-    const wrong = createdMismatch(ask, created);
-    if (wrong) {
-      await toReview(
-        deps,
-        conversionId,
-        `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`,
-        {
-          rule: 'exchange_mismatch',
-          message: 'ChangeNow answered a conversion exchange unlike the request; not funded',
-          details: { exchangeId: created.id },
-        },
-      );
-      return;
-    }
-    exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+    return STOPPED;
   }
+  const [first] = found;
+  if (!first) return null;
+  const amount = formatUnits(BigInt(conversion.amount_wei), 18);
+  const wrong = ['new', 'waiting'].includes(first.status)
+    ? statusMismatch(askFor(deps, amount), first)
+    : `status ${first.status} (expected a waiting exchange)`;
+  if (wrong) {
+    await toReview(deps, conversionId, `found exchange ${first.id} does not match the conversion: ${wrong}`, {
+      rule: 'exchange_mismatch',
+      message: 'the exchange found for a conversion does not match it',
+      details: { exchangeId: first.id },
+    });
+    return STOPPED;
+  }
+  return { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+}
 
-  const payin = exchange;
+/**
+ * Asks ChangeNow for the conversion's exchange, its intent (exchange_requested) recorded first. STOPPED when ChangeNow
+ * refused it for good (the payments released) or answered unlike the request (review); any other failure throws.
+ */
+async function requestExchange(
+  deps: StageDeps,
+  conversion: Selectable<ConversionsTable>,
+  log: Logger,
+): Promise<Payin | typeof STOPPED> {
+  const conversionId = conversion.conversion_id;
+  await markRequested(deps, conversionId);
+  const ask = askFor(deps, formatUnits(BigInt(conversion.amount_wei), 18));
+  let created;
+  try {
+    created = await deps.exchange.createExchange({
+      ...PAIR,
+      fromAmount: ask.fromAmount,
+      address: ask.payoutAddress,
+      refundAddress: ask.refundAddress,
+      userId: conversionId,
+      payload: { conversionId },
+    });
+  } catch (error) {
+    if (error instanceof ChangeNowError && error.kind === 'permanent') {
+      await releaseRefused(deps, conversionId, log, error);
+      return STOPPED;
+    }
+    await deps.db
+      .updateTable('conversions')
+      .set({ last_error: (error as Error).message, updated_at: sql`now()` })
+      .where('conversion_id', '=', conversionId)
+      .execute();
+    throw error;
+  }
+  deps.crashPoint?.('after_exchange_created');
+  // Never funded when it is not the exchange asked for: it waits at ChangeNow until it expires.
+  const wrong = createdMismatch(ask, created);
+  if (wrong) {
+    await toReview(
+      deps,
+      conversionId,
+      `ChangeNow created exchange ${created.id} unlike the request: ${wrong}; not funded`,
+      {
+        rule: 'exchange_mismatch',
+        message: 'ChangeNow answered a conversion exchange unlike the request; not funded',
+        details: { exchangeId: created.id },
+      },
+    );
+    return STOPPED;
+  }
+  return { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+}
+
+/** The intent, committed before ChangeNow is asked: a repeat lists ChangeNow's exchanges before asking again. */
+async function markRequested(deps: StageDeps, conversionId: string): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    // The reconciler's budget of resumes is per state: a new one starts at pending → exchange_requested, not at
+    // every attempt within exchange_requested (a stage that keeps dying there must still run out of it).
+    await trx
+      .updateTable('conversions')
+      .set({
+        status: 'exchange_requested',
+        reconcile_attempts: sql<number>`case when status = 'exchange_requested' then reconcile_attempts else 0 end`,
+        updated_at: sql`now()`,
+      })
+      .where('conversion_id', '=', conversionId)
+      .where('status', 'in', ['pending', 'exchange_requested'])
+      .execute();
+    await trx
+      .updateTable('payments')
+      .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
+      .where('conversion_id', '=', conversionId)
+      .execute();
+  });
+}
+
+/** ChangeNow refused the exchange for good: the payments go back to pending, held before the next try. */
+async function releaseRefused(
+  deps: StageDeps,
+  conversionId: string,
+  log: Logger,
+  error: ChangeNowError,
+): Promise<void> {
+  await deps.db
+    .transaction()
+    .execute((trx) => releaseWithHold(trx, conversionId, `changenow ${error.code}: ${error.message}`));
+  await stageAlert(deps, log, {
+    rule: 'changenow_permanent_error',
+    subject: error.code,
+    severity: 'critical',
+    message: 'ChangeNow refused the conversion exchange; payments back to pending, held before the next try',
+    details: { code: error.code, endpoint: error.endpoint, conversionId },
+  });
+}
+
+/**
+ * The exchange and the transfer that pays it, recorded together as the conversion moves from exchange_requested to
+ * exchange_created (a conversion that moved meanwhile is left as it is).
+ */
+async function recordExchange(deps: StageDeps, conversion: Selectable<ConversionsTable>, payin: Payin): Promise<void> {
+  const conversionId = conversion.conversion_id;
   await deps.db.transaction().execute(async (trx) => {
     const current = await trx
       .selectFrom('conversions')
@@ -328,6 +383,7 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       .select(['to_address', 'amount'])
       .where('transfer_id', '=', transferId)
       .executeTakeFirstOrThrow();
+    // One transfer per conversion: one recorded earlier for another deposit address must not pay this exchange.
     if (
       transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
       BigInt(transfer.amount) !== BigInt(conversion.amount_wei)
@@ -352,10 +408,6 @@ async function createExchangeLocked(deps: StageDeps, conversionId: string): Prom
       .where('status', '=', 'exchange_requested')
       .execute();
   });
-  log.info(
-    { event: 'conversion_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
-    'conversion exchange created',
-  );
 }
 
 /** What happens to a conversion when its ETH transfer is mined, or never leaves. */
