@@ -353,6 +353,19 @@ export interface ObservationsTable {
   failing_since: NullableTimestamp;
 }
 
+/** Migration 021: an admin request's Idempotency-Key, per admin token name; in flight until response_status is set. */
+export interface IdempotencyKeysTable {
+  actor: string;
+  key: string;
+  fingerprint: string;
+  attempt: string;
+  created_at: Timestamp;
+  completed_at: NullableTimestamp;
+  response_status: ColumnType<number | null, number | null | undefined, number | null>;
+  response_content_type: OptionalText;
+  response_body: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
+}
+
 export interface Database {
   alerts: AlertsTable;
   observations: ObservationsTable;
@@ -371,4 +384,5 @@ export interface Database {
   ledger_entries: LedgerEntriesTable;
   payments: PaymentsTable;
   worker_heartbeats: WorkerHeartbeatsTable;
+  idempotency_keys: IdempotencyKeysTable;
 }
