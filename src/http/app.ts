@@ -3,6 +3,7 @@ import { ZodError } from 'zod';
 import { ChannelInputError } from '../channels/index.ts';
 import { createScrubber, type Logger } from '../log.ts';
 import { bearerAuth, type AdminToken } from './auth.ts';
+import { idempotencyKeys } from './idempotency.ts';
 import { addressMatcher, type AddressRange } from './net.ts';
 import { adminRoutes, type AdminDeps } from './routes/admin/index.ts';
 import { alertRoutes, type AlertRouteDeps } from './routes/alerts.ts';
@@ -77,12 +78,17 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics;
   if (metrics) await app.register(async (scope) => metricsRoutes(scope, metrics));
   await app.register(async (scope) => webhookRoutes(scope, deps.webhook));
-  await app.register(async (scope) =>
-    adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) }),
-  );
+  // Admin writes honour an Idempotency-Key: a retried call answers what the first answered instead of acting twice.
+  await app.register(async (scope) => {
+    idempotencyKeys(scope, { db: deps.admin.db });
+    await adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) });
+  });
   const alerts = deps.alerts;
   if (alerts)
-    await app.register(async (scope) => alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) }));
+    await app.register(async (scope) => {
+      idempotencyKeys(scope, { db: alerts.db });
+      await alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) });
+    });
   await app.register(async (scope) =>
     overviewRoutes(scope, { db: deps.admin.db, requireAdmin: bearerAuth(deps.adminTokens) }),
   );
