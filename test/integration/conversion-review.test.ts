@@ -4,163 +4,163 @@
  * Where the ETH is decides the retry: mined to ChangeNow → looked at again; never sent → payments back to the next
  * batch; on its way → refused (409, nothing changed, nothing logged).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { toReview } from '../../src/pipeline/conversion/run.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually, SIM_API_KEY } from '../support/outside.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
 /** What ChangeNow's simulator gives for one fixture payment's net ETH (0.0047239) in USDT units: × 3000 − 1. */
 const NET_AS_USDT_UNITS = '13171700';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_500_000_000;
-let nextChannel = 1_003_500_000_001;
-
 type Conversion = Record<string, any>;
 
-async function start(env: Record<string, string> = {}) {
-  await payrail?.stop();
-  payrail = await startTestPayrail(db, {
-    outside,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env },
-  });
-  return payrail;
-}
-
-/** A threshold channel far from its threshold: its USDT stays on its balance, no payout interferes. */
-function channel(): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: freshWallet(),
-  });
-}
-
-const pay = (channelId: string) => sendFinished(payrail!, nextPaymentId++, channelId);
-
-async function conversionIdsOf(paymentId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ conversion_id: string }>(
-    'select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
-    [paymentId],
-  );
-  return rows.map((r) => r.conversion_id);
-}
-
-async function get(conversionId: string): Promise<Conversion> {
-  const res = await payrail!.request('GET', `/api/conversions/${conversionId}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-async function reaches(conversionId: string, status: string, timeoutMs = 45_000): Promise<Conversion> {
-  let last: Conversion | undefined;
-  try {
-    await eventually(
-      `conversion ${conversionId} ${status}`,
-      async () => (last = await get(conversionId)).status === status,
-      timeoutMs,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-      cause: error,
-    });
-  }
-  return last as Conversion;
-}
-
-/** The payment's (first) conversion, once it exists. */
-async function conversionOf(paymentId: string): Promise<string> {
-  await eventually(`a conversion for payment ${paymentId}`, async () => (await conversionIdsOf(paymentId)).length > 0);
-  return (await conversionIdsOf(paymentId))[0] as string;
-}
-
-const retry = (conversionId: string, token: string | null = ALICE) =>
-  payrail!.request('POST', `/api/conversions/${conversionId}/retry`, { token });
-const resolve = (conversionId: string, body: unknown, token: string | null = ALICE) =>
-  payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, { token, body });
-
-function auditOf(subject: string) {
-  return db.db
-    .selectFrom('audit_log')
-    .select(['actor', 'action', 'details'])
-    .where('subject', '=', subject)
-    .orderBy('id')
-    .execute();
-}
-
-async function payment(paymentId: string) {
-  const { rows } = await db.pool.query(
-    'select conversion_status, conversion_id, conversion_hold_until from payments where payment_id = $1',
-    [paymentId],
-  );
-  return rows[0];
-}
-
-async function channelUsdt(channelId: string): Promise<string> {
-  const { rows } = await db.pool.query("select balance::text from ledger_accounts where code = $1 and asset = 'usdt'", [
-    `channel:${channelId}`,
-  ]);
-  return rows[0]?.balance ?? '0';
-}
-
-const exchangesFor = (conversionId: string) =>
-  [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
-
-/** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
-const review = (conversionId: string, reason: string) =>
-  toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null);
-
-/**
- * A conversion sent to review while its transfer is broadcast and not mined (mining paused: the caller resumes it), as
- * the reconciler does with one stuck before its ETH is known to have left.
- */
-async function inReviewWhileBroadcast(
-  env: Record<string, string> = {},
-): Promise<{ channelId: string; paymentId: string; id: string }> {
-  await start(env);
-  const channelId = await channel();
-  await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-  const paymentId = await pay(channelId);
-  const id = await conversionOf(paymentId);
-  await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
-  await review(id, 'stuck in exchange_created; its transfer is broadcast');
-  return { channelId, paymentId, id };
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
+    firstPaymentId: 9_500_000_000,
+    firstChannel: 1_003_500_000_001,
+  })
+    /** A threshold channel far from its threshold: its USDT stays on its balance, no payout interferes. */
+    .extend(
+      'thresholdChannel',
+      ({ channel }) =>
+        () =>
+          channel({
+            payoutStrategy: 'threshold',
+            thresholdUsd: '1000',
+            payoutCurrency: 'usdt',
+            payoutNetwork: 'eth',
+            walletAddress: freshWallet(),
+          }),
+    )
+    .extend('conversionIdsOf', ({ db }) => async (paymentId: string): Promise<string[]> => {
+      const { rows } = await db.pool.query<{ conversion_id: string }>(
+        'select c.conversion_id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+        [paymentId],
+      );
+      return rows.map((r) => r.conversion_id);
+    })
+    .extend('get', ({ app }) => async (conversionId: string): Promise<Conversion> => {
+      const res = await app.payrail.request('GET', `/api/conversions/${conversionId}`);
+      expect(res.status).toBe(200);
+      return res.body;
+    })
+    .extend('reaches', ({ get }) => async (conversionId: string, status: string, timeoutMs = 45_000) => {
+      let last: Conversion | undefined;
+      try {
+        await eventually(
+          `conversion ${conversionId} ${status}`,
+          async () => (last = await get(conversionId)).status === status,
+          timeoutMs,
+        );
+      } catch (error) {
+        throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+          cause: error,
+        });
+      }
+      return last as Conversion;
+    })
+    /** The payment's (first) conversion, once it exists. */
+    .extend('conversionOf', ({ conversionIdsOf }) => async (paymentId: string): Promise<string> => {
+      await eventually(
+        `a conversion for payment ${paymentId}`,
+        async () => (await conversionIdsOf(paymentId)).length > 0,
+      );
+      return (await conversionIdsOf(paymentId))[0] as string;
+    })
+    .extend(
+      'retry',
+      ({ app }) =>
+        (conversionId: string, token: string | null = ALICE) =>
+          app.payrail.request('POST', `/api/conversions/${conversionId}/retry`, { token }),
+    )
+    .extend(
+      'resolve',
+      ({ app }) =>
+        (conversionId: string, body: unknown, token: string | null = ALICE) =>
+          app.payrail.request('POST', `/api/conversions/${conversionId}/resolve`, { token, body }),
+    )
+    .extend(
+      'auditOf',
+      ({ db }) =>
+        (subject: string) =>
+          db.db
+            .selectFrom('audit_log')
+            .select(['actor', 'action', 'details'])
+            .where('subject', '=', subject)
+            .orderBy('id')
+            .execute(),
+    )
+    .extend('payment', ({ db }) => async (paymentId: string) => {
+      const { rows } = await db.pool.query(
+        'select conversion_status, conversion_id, conversion_hold_until from payments where payment_id = $1',
+        [paymentId],
+      );
+      return rows[0];
+    })
+    .extend('channelUsdt', ({ db }) => async (channelId: string): Promise<string> => {
+      const { rows } = await db.pool.query(
+        "select balance::text from ledger_accounts where code = $1 and asset = 'usdt'",
+        [`channel:${channelId}`],
+      );
+      return rows[0]?.balance ?? '0';
+    })
+    .extend(
+      'exchangesFor',
+      ({ outside }) =>
+        (conversionId: string) =>
+          [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId),
+    )
+    /** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
+    .extend(
+      'review',
+      ({ db }) =>
+        (conversionId: string, reason: string) =>
+          toReview({ db: db.db } as unknown as StageDeps, conversionId, reason, null),
+    )
+    /**
+     * A conversion sent to review while its transfer is broadcast and not mined (mining paused: the caller resumes it),
+     * as the reconciler does with one stuck before its ETH is known to have left.
+     */
+    .extend(
+      'inReviewWhileBroadcast',
+      ({ outside, start, thresholdChannel, pay, conversionOf, get, review }) =>
+        async (env: Record<string, string> = {}): Promise<{ channelId: string; paymentId: string; id: string }> => {
+          await start(env);
+          const channelId = await thresholdChannel();
+          await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+          const paymentId = await pay(channelId);
+          const id = await conversionOf(paymentId);
+          await eventually('its transfer broadcast', async () => (await get(id)).transferStatus === 'broadcast');
+          await review(id, 'stuck in exchange_created; its transfer is broadcast');
+          return { channelId, paymentId, id };
+        },
+    ),
+);
 
 describe('conversion review', () => {
-  it('reads conversions; retry after a failed exchange whose ETH was mined: back to sent, the poll decides (review again, then settled once ChangeNow finished it)', async () => {
-    await start();
-    const channelId = await channel();
+  it('reads conversions; retry after a failed exchange whose ETH was mined: back to sent, the poll decides (review again, then settled once ChangeNow finished it)', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    get,
+    reaches,
+    conversionOf,
+    retry,
+    auditOf,
+    payment,
+    channelUsdt,
+    exchangesFor,
+  }) => {
+    const payrail = await start();
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('failed');
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
@@ -175,12 +175,12 @@ describe('conversion review', () => {
       transferStatus: 'confirmed',
       exchangeId: expect.any(String),
     });
-    const listed = await payrail!.request('GET', '/api/conversions?status=needs_review&limit=500');
+    const listed = await payrail.request('GET', '/api/conversions?status=needs_review&limit=500');
     expect(listed.status).toBe(200);
     expect(listed.body.conversions.map((c: Conversion) => c.conversionId)).toContain(id);
     expect(listed.body.conversions.every((c: Conversion) => c.status === 'needs_review')).toBe(true);
-    expect((await payrail!.request('GET', '/api/conversions?status=bogus')).status).toBe(400);
-    expect((await payrail!.request('GET', '/api/conversions?limit=0')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/conversions?status=bogus')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/conversions?limit=0')).status).toBe(400);
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'failed', conversion_id: id });
 
     // ChangeNow still reports it failed: the poll sends it back to review, with its reason.
@@ -231,10 +231,25 @@ describe('conversion review', () => {
     expect(await auditOf(id)).toHaveLength(2);
   });
 
-  it('retry with no transfer (ChangeNow held two exchanges for it): failed, payments pending again, converted by the next batch with one exchange more', async () => {
+  it('retry with no transfer (ChangeNow held two exchanges for it): failed, payments pending again, converted by the next batch with one exchange more', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionIdsOf,
+    get,
+    reaches,
+    conversionOf,
+    retry,
+    auditOf,
+    payment,
+    channelUsdt,
+    exchangesFor,
+  }) => {
     // Converted at once, without an estimate: the batch does not need ChangeNow before the exchange request.
     await start({ CONVERSION_MAX_WAIT: '1ms' });
-    const channelId = await channel();
+    const channelId = await thresholdChannel();
     await outside.sim.setFault('5xx');
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
@@ -310,7 +325,19 @@ describe('conversion review', () => {
     expect((await retry(id)).status).toBe(409);
   });
 
-  it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async () => {
+  it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async ({
+    app,
+    outside,
+    db,
+    get,
+    reaches,
+    retry,
+    auditOf,
+    payment,
+    channelUsdt,
+    review,
+    inReviewWhileBroadcast,
+  }) => {
     const { channelId, paymentId, id } = await inReviewWhileBroadcast();
 
     const before = await db.pool.query('select status, reason, updated_at from conversions where conversion_id = $1', [
@@ -364,14 +391,14 @@ describe('conversion review', () => {
     expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
 
     expect((await retry('conv_0123456789abcdef')).status).toBe(404);
-    expect((await payrail!.request('GET', '/api/conversions/conv_0123456789abcdef')).status).toBe(404);
+    expect((await app.payrail.request('GET', '/api/conversions/conv_0123456789abcdef')).status).toBe(404);
     expect((await retry('conv_XYZ')).status).toBe(400);
-    expect((await payrail!.request('GET', '/api/conversions/po_0123456789abcdef')).status).toBe(400);
-    expect((await payrail!.request('POST', `/api/conversions/${id}/resolve`)).status).toBe(400);
+    expect((await app.payrail.request('GET', '/api/conversions/po_0123456789abcdef')).status).toBe(400);
+    expect((await app.payrail.request('POST', `/api/conversions/${id}/resolve`)).status).toBe(400);
     expect((await retry(id, null)).status).toBe(401);
-    expect((await payrail!.request('GET', '/api/conversions', { token: null })).status).toBe(401);
+    expect((await app.payrail.request('GET', '/api/conversions', { token: null })).status).toBe(401);
     expect(
-      (await payrail!.request('GET', `/api/conversions/${id}`, { token: 'wrong-token-0123456789abcdef' })).status,
+      (await app.payrail.request('GET', `/api/conversions/${id}`, { token: 'wrong-token-0123456789abcdef' })).status,
     ).toBe(401);
     expect(await auditOf(id)).toHaveLength(1);
   });
@@ -379,7 +406,17 @@ describe('conversion review', () => {
 
 describe('a conversion in review whose transfer a person acts on', () => {
   // Regression: the conversion failed with its payments left 'failed' on it, out of every batch for good.
-  it('cancelled and the cancel mined: the conversion fails and its payments are released, and batched again at once (the release queues the batch: no credit, no periodic check)', async () => {
+  it('cancelled and the cancel mined: the conversion fails and its payments are released, and batched again at once (the release queues the batch: no credit, no periodic check)', async ({
+    app,
+    outside,
+    db,
+    conversionIdsOf,
+    reaches,
+    retry,
+    payment,
+    channelUsdt,
+    inReviewWhileBroadcast,
+  }) => {
     // The periodic check is far off: only the batch the release queues can take the payment again in time.
     const { channelId, paymentId, id } = await inReviewWhileBroadcast({ CONVERSION_INTERVAL: '59m' });
     expect((await retry(id)).status).toBe(409);
@@ -387,7 +424,9 @@ describe('a conversion in review whose transfer a person acts on', () => {
       await db.pool.query('select transfer_id from chain_transfers where purpose = $1 and ref = $2', ['conversion', id])
     ).rows[0];
 
-    expect((await payrail!.request('POST', `/api/transfers/${transferId}/cancel`, { token: ALICE })).status).toBe(202);
+    expect((await app.payrail.request('POST', `/api/transfers/${transferId}/cancel`, { token: ALICE })).status).toBe(
+      202,
+    );
     await eventually(
       'the cancel signed',
       async () =>
@@ -420,9 +459,19 @@ const NET_WEI = 4_723_900_000_000_000n;
 const SHORT_WEI = 47_239_000_000_000n;
 
 describe('a refund short of the ETH sent (ChangeNow returns it less network fees)', () => {
-  it("within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow's cost, and the next batch converts what is left", async () => {
+  it("within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow's cost, and the next batch converts what is left", async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    conversionOf,
+    payment,
+    channelUsdt,
+    exchangesFor,
+  }) => {
     await start();
-    const channelId = await channel();
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('refunded_short');
     const paymentId = await pay(channelId);
     const first = await conversionOf(paymentId);
@@ -467,9 +516,22 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     expect(await channelUsdt(channelId)).toBe('13029983');
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
-  it('beyond the tolerance goes to review; resolve "returned" with the refund read on chain books the shortfall and frees the payments', async () => {
+  it('beyond the tolerance goes to review; resolve "returned" with the refund read on chain books the shortfall and frees the payments', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    reaches,
+    conversionOf,
+    resolve,
+    auditOf,
+    payment,
+    channelUsdt,
+    exchangesFor,
+  }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    const channelId = await channel();
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('refunded_short');
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
@@ -521,9 +583,20 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
 });
 
 describe('resolve after a failed exchange whose ETH left', () => {
-  it('"received": USDT ChangeNow paid by hand, read on chain (the amount must match), settled to the channel once', async () => {
+  it('"received": USDT ChangeNow paid by hand, read on chain (the amount must match), settled to the channel once', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    reaches,
+    conversionOf,
+    resolve,
+    payment,
+    channelUsdt,
+  }) => {
     await start();
-    const channelId = await channel();
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('failed');
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
@@ -551,9 +624,20 @@ describe('resolve after a failed exchange whose ETH left', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('"lost": the platform bears it (platform:losses) and the payments go back to pending whole, converted by the next batch', async () => {
+  it('"lost": the platform bears it (platform:losses) and the payments go back to pending whole, converted by the next batch', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    reaches,
+    conversionOf,
+    resolve,
+    payment,
+    channelUsdt,
+  }) => {
     await start();
-    const channelId = await channel();
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('failed');
     const paymentId = await pay(channelId);
     const id = await conversionOf(paymentId);
