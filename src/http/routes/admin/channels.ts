@@ -18,12 +18,22 @@ import {
   runThresholdCheck,
   type Rehomed,
 } from '../../../pipeline/index.ts';
+import { channelStatement, parseBounds, statementCsv, StatementCheckError } from '../../../statements/index.ts';
 import { channelSummary } from '../channel-summary.ts';
 import { actorOf, notFound, type AdminDeps } from './shared.ts';
 
 const channelParams = z.object({
   channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379'),
 });
+
+// The bounds are checked by parseBounds (ISO 8601, a zone with a time of day), with messages naming what is wrong.
+const statementQuery = z
+  .object({
+    from: z.string().max(64).optional(),
+    to: z.string().max(64).optional(),
+    format: z.enum(['json', 'csv']).default('json'),
+  })
+  .strict();
 
 /** The channel registry (save, read, pay out now) and the currency/network pairs a channel may be paid in. */
 export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
@@ -63,6 +73,33 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     const channel = await getChannel(deps.db, channelId);
     if (!channel) return notFound(reply, `channel ${channelId}`);
     return { ...channel, ...(await channelSummary(deps.db, channelId)) };
+  });
+
+  // The channel's statement between two times, from its ledger accounts (src/statements); served only once it adds up.
+  app.get('/api/channels/:channelId/statement', async (request, reply) => {
+    const { channelId } = channelParams.parse(request.params);
+    const query = statementQuery.parse(request.query);
+    const bounds = parseBounds(query);
+    let statement;
+    try {
+      statement = await channelStatement(deps.db, channelId, bounds);
+    } catch (error) {
+      if (!(error instanceof StatementCheckError)) throw error;
+      request.log.error(
+        { event: 'statement_check_failed', channelId, err: error },
+        'statement does not add up; not served',
+      );
+      return reply.code(500).send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
+    }
+    if (!statement) return notFound(reply, `channel ${channelId}`);
+    // Balances and payments: never kept by a browser or a proxy.
+    reply.header('cache-control', 'no-store');
+    if (query.format === 'json') return reply.send(statement);
+    const name = `statement-${channelId}-${statement.from}-${statement.to}.csv`.replaceAll(':', '');
+    return reply
+      .type('text/csv; charset=utf-8')
+      .header('content-disposition', `attachment; filename="${name}"`)
+      .send(statementCsv(statement));
   });
 
   app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
