@@ -3,15 +3,13 @@
  * reading payouts, approving the ones above PAYOUT_APPROVAL_ABOVE_USD, cancelling and retrying, each action kept in
  * the audit log under the acting token's name, and refused (409, nothing changed, nothing logged) where unsafe.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 const ALICE = 'alice-admin-token-0123456789';
@@ -21,139 +19,114 @@ const NET_WEI = 4_723_900_000_000_000n;
 /** What ChangeNow's simulator gives for it in USDT: 0.0047239 × 3000 − 1. */
 const NET_AS_USDT = '13.1717';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_300_000_000;
-let nextChannel = 1_003_300_000_001;
-
 type Payout = Record<string, any>;
 
-async function start(env: Record<string, string> = {}) {
-  await payrail?.stop();
-  payrail = await startTestPayrail(db, {
-    outside,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env },
-  });
-  return payrail;
-}
-
-async function channel(body: Record<string, unknown>): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, body);
-}
-
-const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-  channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
-
-async function pay(channelId: string): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId);
-}
-
-async function payoutsOf(channelId: string): Promise<Payout[]> {
-  const res = await payrail!.request('GET', `/api/payouts?channelId=${channelId}`);
-  expect(res.status).toBe(200);
-  return res.body.payouts;
-}
-
-async function getPayout(payoutId: string): Promise<Payout> {
-  const res = await payrail!.request('GET', `/api/payouts/${payoutId}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-/** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
-async function payoutIn(channelId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
-  await eventually(
-    `a payout of ${channelId} ${status}`,
-    async () => (await payoutsOf(channelId)).some((p) => p.status === status),
-    timeoutMs,
-  );
-  const payouts = await payoutsOf(channelId);
-  expect(payouts).toHaveLength(1);
-  return payouts[0] as Payout;
-}
-
-async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
-  let last: Payout | undefined;
-  try {
-    await eventually(
-      `payout ${payoutId} ${status}`,
-      async () => (last = await getPayout(payoutId)).status === status,
-      timeoutMs,
-    );
-  } catch (error) {
-    // Say where it ended up instead: a payout that went elsewhere is the finding.
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-      cause: error,
-    });
-  }
-  return getPayout(payoutId);
-}
-
-function act(payoutId: string, action: string, token: string | null | undefined) {
-  return payrail!.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
-}
-
-/** The channel's available balance and the part set aside in its payout, from the ledger's balance rows. */
-async function balances(channelId: string, asset: 'eth' | 'usdt') {
-  const rows = await db.db
-    .selectFrom('ledger_accounts')
-    .select(['code', 'balance'])
-    .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
-    .where('asset', '=', asset)
-    .execute();
-  const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
-  return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
-}
-
-function auditOf(payoutId: string) {
-  return db.db
-    .selectFrom('audit_log')
-    .select(['actor', 'action', 'subject', 'details'])
-    .where('subject', '=', payoutId)
-    .orderBy('id')
-    .execute();
-}
-
-function exchangesOf(payoutId: string) {
-  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
-}
-
-function transfersOf(payoutId: string) {
-  return db.db
-    .selectFrom('chain_transfers')
-    .select(['transfer_id', 'status', 'to_address', 'amount'])
-    .where('purpose', '=', 'payout')
-    .where('ref', '=', payoutId)
-    .execute();
-}
-
-async function ledgerProblems() {
-  return (await checkLedger(db.db)).problems;
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
+    firstPaymentId: 9_300_000_000,
+    firstChannel: 1_003_300_000_001,
+  })
+    .extend(
+      'instant',
+      ({ channel }) =>
+        (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
+          channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress }),
+    )
+    .extend('payoutsOf', ({ app }) => async (channelId: string): Promise<Payout[]> => {
+      const res = await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`);
+      expect(res.status).toBe(200);
+      return res.body.payouts;
+    })
+    .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Payout> => {
+      const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
+      expect(res.status).toBe(200);
+      return res.body;
+    })
+    /** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
+    .extend(
+      'payoutIn',
+      ({ payoutsOf }) =>
+        async (channelId: string, status: string, timeoutMs = 45_000): Promise<Payout> => {
+          await eventually(
+            `a payout of ${channelId} ${status}`,
+            async () => (await payoutsOf(channelId)).some((p) => p.status === status),
+            timeoutMs,
+          );
+          const payouts = await payoutsOf(channelId);
+          expect(payouts).toHaveLength(1);
+          return payouts[0] as Payout;
+        },
+    )
+    .extend(
+      'reaches',
+      ({ getPayout }) =>
+        async (payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> => {
+          let last: Payout | undefined;
+          try {
+            await eventually(
+              `payout ${payoutId} ${status}`,
+              async () => (last = await getPayout(payoutId)).status === status,
+              timeoutMs,
+            );
+          } catch (error) {
+            // Say where it ended up instead: a payout that went elsewhere is the finding.
+            throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+              cause: error,
+            });
+          }
+          return getPayout(payoutId);
+        },
+    )
+    .extend('act', ({ app }) => (payoutId: string, action: string, token: string | null | undefined) => {
+      return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
+    })
+    /** The channel's available balance and the part set aside in its payout, from the ledger's balance rows. */
+    .extend('balances', ({ db }) => async (channelId: string, asset: 'eth' | 'usdt') => {
+      const rows = await db.db
+        .selectFrom('ledger_accounts')
+        .select(['code', 'balance'])
+        .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
+        .where('asset', '=', asset)
+        .execute();
+      const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
+      return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
+    })
+    .extend('auditOf', ({ db }) => (payoutId: string) => {
+      return db.db
+        .selectFrom('audit_log')
+        .select(['actor', 'action', 'subject', 'details'])
+        .where('subject', '=', payoutId)
+        .orderBy('id')
+        .execute();
+    })
+    .extend('exchangesOf', ({ outside }) => (payoutId: string) => {
+      return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+    })
+    .extend('transfersOf', ({ db }) => (payoutId: string) => {
+      return db.db
+        .selectFrom('chain_transfers')
+        .select(['transfer_id', 'status', 'to_address', 'amount'])
+        .where('purpose', '=', 'payout')
+        .where('ref', '=', payoutId)
+        .execute();
+    })
+    .extend('ledgerProblems', ({ db }) => async () => {
+      return (await checkLedger(db.db)).problems;
+    }),
+);
 
 describe('reading payouts', () => {
-  it('lists only payouts in review by status, and reads one by id (404 unknown, 400 malformed)', async () => {
-    await start();
+  it('lists only payouts in review by status, and reads one by id (404 unknown, 400 malformed)', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    getPayout,
+    payoutIn,
+    exchangesOf,
+  }) => {
+    const payrail = await start();
     outside.sim.failNextExchange('failed');
     const inReview = await instant('usdt', 'trx', TRON_WALLET);
     await pay(inReview);
@@ -164,13 +137,13 @@ describe('reading payouts', () => {
     await pay(direct);
     const done = await payoutIn(direct, 'completed');
 
-    const listed = await payrail!.request('GET', '/api/payouts?status=needs_review');
+    const listed = await payrail.request('GET', '/api/payouts?status=needs_review');
     expect(listed.status).toBe(200);
     const ids = (listed.body.payouts as Payout[]).map((p) => p.payoutId);
     expect(ids).toContain(review.payoutId);
     expect(ids).not.toContain(done.payoutId);
     expect((listed.body.payouts as Payout[]).every((p) => p.status === 'needs_review')).toBe(true);
-    const completed = (await payrail!.request('GET', '/api/payouts?status=completed')).body.payouts as Payout[];
+    const completed = (await payrail.request('GET', '/api/payouts?status=completed')).body.payouts as Payout[];
     expect(completed.map((p) => p.payoutId)).toContain(done.payoutId);
     expect(completed.map((p) => p.payoutId)).not.toContain(review.payoutId);
 
@@ -187,17 +160,29 @@ describe('reading payouts', () => {
       exchangeId: exchangesOf(review.payoutId)[0]!.id,
     });
 
-    const unknown = await payrail!.request('GET', '/api/payouts/po_0000000000000000');
+    const unknown = await payrail.request('GET', '/api/payouts/po_0000000000000000');
     expect(unknown).toEqual({ status: 404, body: { error: 'payout po_0000000000000000 not found' } });
     for (const bad of ['po_123', 'PO_0000000000000000', 'po_000000000000000g', 'po_00000000000000000', '123']) {
-      expect((await payrail!.request('GET', `/api/payouts/${bad}`)).status, bad).toBe(400);
+      expect((await payrail.request('GET', `/api/payouts/${bad}`)).status, bad).toBe(400);
     }
-    expect((await payrail!.request('GET', '/api/payouts?status=stuck')).status).toBe(400);
+    expect((await payrail.request('GET', '/api/payouts?status=stuck')).status).toBe(400);
   });
 });
 
 describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
-  it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async () => {
+  it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async ({
+    start,
+    channel,
+    pay,
+    payoutIn,
+    reaches,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
     const id = await channel({
       payoutStrategy: 'threshold',
@@ -249,7 +234,17 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('a batch and an instant payout under the limit go straight through; approving one not awaiting approval is refused', async () => {
+  it('a batch and an instant payout under the limit go straight through; approving one not awaiting approval is refused', async ({
+    outside,
+    start,
+    channel,
+    pay,
+    instant,
+    getPayout,
+    payoutIn,
+    act,
+    auditOf,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
     const batchChannel = await channel({
       payoutStrategy: 'threshold',
@@ -280,7 +275,18 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     }
   });
 
-  it('an instant ETH payout is valued in USD through a ChangeNow estimate: 13.17 is not above 13.17, but is above 13.16', async () => {
+  it('an instant ETH payout is valued in USD through a ChangeNow estimate: 13.17 is not above 13.17, but is above 13.16', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    auditOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '13.17' });
     const underWallet = freshWallet();
     const under = await instant('eth', 'eth', underWallet);
@@ -314,7 +320,20 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
 });
 
 describe('cancel', () => {
-  it('bob cancels a batch awaiting approval: the funds go back to the channel and its payments are free for the next batch', async () => {
+  it('bob cancels a batch awaiting approval: the funds go back to the channel and its payments are free for the next batch', async ({
+    db,
+    start,
+    channel,
+    pay,
+    getPayout,
+    payoutIn,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
     const id = await channel({
       payoutStrategy: 'threshold',
@@ -360,7 +379,19 @@ describe('cancel', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('bob cancels a payout in review that sent nothing (its pair inactive), and a held one: their ETH is available again', async () => {
+  it('bob cancels a payout in review that sent nothing (its pair inactive), and a held one: their ETH is available again', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start();
     const inactive = await instant('usdc', 'eth', freshWallet());
     await pay(inactive);
@@ -404,7 +435,19 @@ describe('cancel', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('refuses to cancel a payout whose funds left (its exchange failed after the transfer) or a completed one, and changes nothing', async () => {
+  it('refuses to cancel a payout whose funds left (its exchange failed after the transfer) or a completed one, and changes nothing', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    getPayout,
+    payoutIn,
+    act,
+    balances,
+    auditOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start();
     outside.sim.failNextExchange('failed');
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -437,7 +480,20 @@ describe('cancel', () => {
 });
 
 describe('retry', () => {
-  it('a payout whose funds are at ChangeNow, sent to review past its poll deadline, polls again on retry and completes: one exchange, one transfer', async () => {
+  it('a payout whose funds are at ChangeNow, sent to review past its poll deadline, polls again on retry and completes: one exchange, one transfer', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start({ CONVERSION_POLL_DEADLINE: '1ms' });
     // Blocks are mined by hand, so ChangeNow can be made unreachable between the exchange and the first poll.
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
@@ -483,7 +539,19 @@ describe('retry', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('a payout whose exchange failed is only looked at again on retry: back in review, no second exchange or transfer', async () => {
+  it('a payout whose exchange failed is only looked at again on retry: back in review, no second exchange or transfer', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+  }) => {
     await start();
     outside.sim.failNextExchange('failed');
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -507,7 +575,20 @@ describe('retry', () => {
     ]);
   });
 
-  it('a payout in review before any transfer (its pair inactive) asks ChangeNow again on retry, once the pair is back, and completes', async () => {
+  it('a payout in review before any transfer (its pair inactive) asks ChangeNow again on retry, once the pair is back, and completes', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    balances,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     await start();
     const id = await instant('usdc', 'base', freshWallet());
     await pay(id);
@@ -540,7 +621,17 @@ describe('retry', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('a held payout runs again at once on retry', async () => {
+  it('a held payout runs again at once on retry', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    auditOf,
+    exchangesOf,
+  }) => {
     await start();
     outside.sim.setPair('eth/eth->usdt/matic', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
     const id = await instant('usdt', 'matic', freshWallet());
@@ -561,7 +652,19 @@ describe('retry', () => {
     ]);
   });
 
-  it('a direct payout sent to review before its transfer is retried as a direct transfer, never through an exchange', async () => {
+  it('a direct payout sent to review before its transfer is retried as a direct transfer, never through an exchange', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+    ledgerProblems,
+  }) => {
     // ChangeNow down while the payout is valued for the approval limit, and one attempt allowed: review.
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1000', PAYOUT_MAX_ATTEMPTS: '1' });
     await outside.sim.setFault('5xx');
@@ -593,7 +696,18 @@ describe('retry', () => {
     expect(await ledgerProblems()).toEqual([]);
   });
 
-  it('a payout sent to review before its approval check still waits for approval after a retry', async () => {
+  it('a payout sent to review before its approval check still waits for approval after a retry', async ({
+    outside,
+    start,
+    pay,
+    instant,
+    payoutIn,
+    reaches,
+    act,
+    auditOf,
+    exchangesOf,
+    transfersOf,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '5', PAYOUT_MAX_ATTEMPTS: '1' });
     await outside.sim.setFault('5xx');
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -621,8 +735,18 @@ describe('retry', () => {
 });
 
 describe('access and bad requests', () => {
-  it('no token or a wrong one gets 401 for reading and acting; an unknown action is refused; nothing changes', async () => {
-    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+  it('no token or a wrong one gets 401 for reading and acting; an unknown action is refused; nothing changes', async ({
+    db,
+    start,
+    pay,
+    instant,
+    getPayout,
+    payoutIn,
+    act,
+    balances,
+    auditOf,
+  }) => {
+    const payrail = await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
     const id = await instant('eth', 'eth', freshWallet());
     await pay(id);
     const waiting = await payoutIn(id, 'awaiting_approval');
@@ -636,7 +760,7 @@ describe('access and bad requests', () => {
     ];
     for (const [method, path] of requests) {
       for (const token of [null, 'wrong-admin-token-0123456789', `${ALICE}x`, '']) {
-        const res = await payrail!.request(method, path, { token });
+        const res = await payrail.request(method, path, { token });
         expect(res.status, `${method} ${path} with ${JSON.stringify(token)}`).toBe(401);
       }
     }
