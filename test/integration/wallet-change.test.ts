@@ -5,14 +5,13 @@
  * retry and threshold top-ups do not shorten the hold, cancel still works. Independently of the hold, a payout
  * whose stored wallet is not valid for its network goes to review before any exchange or transfer.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest, type StartOptions } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { logSink } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 /** TRON_WALLET with its last character changed: the base58check checksum no longer matches. */
@@ -24,38 +23,7 @@ const NET_WEI = 4_723_900_000_000_000n;
 const NET_AS_USDT = '13.1717';
 const HOUR_MS = 3_600_000;
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let logs: LogSink;
-let nextPaymentId = 9_600_000_000;
-let nextChannel = 1_003_600_000_001;
-
 type Payout = Record<string, any>;
-
-async function start(env: Record<string, string> = {}) {
-  await payrail?.stop();
-  logs = logSink();
-  payrail = await startTestPayrail(db, {
-    outside,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}`, ...env },
-    logs,
-  });
-  return payrail;
-}
-
-async function put(channelId: string, body: Record<string, unknown>, token?: string) {
-  const res = await payrail!.request('PUT', `/api/channels/${channelId}`, { body, token });
-  expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
-  return res.body as Record<string, any>;
-}
-
-async function channel(body: Record<string, unknown>): Promise<string> {
-  const id = `-${nextChannel++}`;
-  const created = await put(id, body);
-  expect(created.walletChangedAt).toBeNull();
-  return id;
-}
 
 const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => ({
   payoutStrategy: 'instant',
@@ -64,122 +32,132 @@ const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddres
   walletAddress,
 });
 
-async function pay(channelId: string): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId);
-}
-
-async function payoutsOf(channelId: string): Promise<Payout[]> {
-  const res = await payrail!.request('GET', `/api/payouts?channelId=${channelId}`);
-  expect(res.status).toBe(200);
-  return res.body.payouts;
-}
-
-async function getPayout(payoutId: string): Promise<Payout> {
-  const res = await payrail!.request('GET', `/api/payouts/${payoutId}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-/** The payout of a payment, once opened. */
-async function payoutOfPayment(channelId: string, paymentId: string): Promise<Payout> {
-  let found: Payout | undefined;
-  await eventually(
-    `a payout for payment ${paymentId}`,
-    async () => (found = (await payoutsOf(channelId)).find((p) => p.paymentId === paymentId)) !== undefined,
-  );
-  return found!;
-}
-
-async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> {
-  let last: Payout | undefined;
-  try {
-    await eventually(
-      `payout ${payoutId} ${status}`,
-      async () => (last = await getPayout(payoutId)).status === status,
-      timeoutMs,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-      cause: error,
-    });
-  }
-  return getPayout(payoutId);
-}
-
-function act(payoutId: string, action: string, token?: string) {
-  return payrail!.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
-}
-
-async function balances(channelId: string, asset: 'eth' | 'usdt') {
-  const rows = await db.db
-    .selectFrom('ledger_accounts')
-    .select(['code', 'balance'])
-    .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
-    .where('asset', '=', asset)
-    .execute();
-  const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
-  return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
-}
-
-function exchangesOf(payoutId: string) {
-  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
-}
-
-function transfersOf(payoutId: string) {
-  return db.db
-    .selectFrom('chain_transfers')
-    .select(['transfer_id', 'status', 'to_address', 'amount', 'created_at'])
-    .where('purpose', '=', 'payout')
-    .where('ref', '=', payoutId)
-    .execute();
-}
-
-function walletAlerts(channelId: string) {
-  return logs.lines.filter(
-    (l) => l.event === 'alert' && l.alert === 'channel_wallet_changed' && l.channelId === channelId,
-  );
-}
-
-function heldLines(payoutId: string) {
-  return logs.lines.filter((l) => l.event === 'payout_held' && l.payoutId === payoutId);
-}
-
-function auditOf(channelId: string) {
-  return db.db
-    .selectFrom('audit_log')
-    .select(['actor', 'action', 'details'])
-    .where('subject', '=', `channel:${channelId}`)
-    .orderBy('id')
-    .execute();
-}
-
 const holdReason = (changedAt: string, holdMs: number) =>
   `wallet changed at ${changedAt}; held until ${new Date(Date.parse(changedAt) + holdMs).toISOString()}`;
 
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
+    firstPaymentId: 9_600_000_000,
+    firstChannel: 1_003_600_000_001,
+  })
+    // Each test's payrail logs to a sink of the test's own: the alerts and hold lines below read it.
+    .extend('logs', () => logSink())
+    .extend(
+      'start',
+      ({ start, logs }) =>
+        (env?: Record<string, string>, options: StartOptions = {}) =>
+          start(env, { ...options, logs }),
+    )
+    .extend('put', ({ app }) => async (channelId: string, body: Record<string, unknown>, token?: string) => {
+      const res = await app.payrail.request('PUT', `/api/channels/${channelId}`, { body, token });
+      expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
+      return res.body as Record<string, any>;
+    })
+    .extend('channel', ({ app, put }) => async (body: Record<string, unknown>): Promise<string> => {
+      const id = app.nextChannelId();
+      const created = await put(id, body);
+      expect(created.walletChangedAt).toBeNull();
+      return id;
+    })
+    .extend('payoutsOf', ({ app }) => async (channelId: string): Promise<Payout[]> => {
+      const res = await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`);
+      expect(res.status).toBe(200);
+      return res.body.payouts;
+    })
+    .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Payout> => {
+      const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
+      expect(res.status).toBe(200);
+      return res.body;
+    })
+    /** The payout of a payment, once opened. */
+    .extend('payoutOfPayment', ({ payoutsOf }) => async (channelId: string, paymentId: string): Promise<Payout> => {
+      let found: Payout | undefined;
+      await eventually(
+        `a payout for payment ${paymentId}`,
+        async () => (found = (await payoutsOf(channelId)).find((p) => p.paymentId === paymentId)) !== undefined,
+      );
+      return found!;
+    })
+    .extend(
+      'reaches',
+      ({ getPayout }) =>
+        async (payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> => {
+          let last: Payout | undefined;
+          try {
+            await eventually(
+              `payout ${payoutId} ${status}`,
+              async () => (last = await getPayout(payoutId)).status === status,
+              timeoutMs,
+            );
+          } catch (error) {
+            throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+              cause: error,
+            });
+          }
+          return getPayout(payoutId);
+        },
+    )
+    .extend('act', ({ app }) => (payoutId: string, action: string, token?: string) => {
+      return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
+    })
+    .extend('balances', ({ db }) => async (channelId: string, asset: 'eth' | 'usdt') => {
+      const rows = await db.db
+        .selectFrom('ledger_accounts')
+        .select(['code', 'balance'])
+        .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
+        .where('asset', '=', asset)
+        .execute();
+      const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
+      return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
+    })
+    .extend('exchangesOf', ({ outside }) => (payoutId: string) => {
+      return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+    })
+    .extend('transfersOf', ({ db }) => (payoutId: string) => {
+      return db.db
+        .selectFrom('chain_transfers')
+        .select(['transfer_id', 'status', 'to_address', 'amount', 'created_at'])
+        .where('purpose', '=', 'payout')
+        .where('ref', '=', payoutId)
+        .execute();
+    })
+    .extend('walletAlerts', ({ logs }) => (channelId: string) => {
+      return logs.lines.filter(
+        (l) => l.event === 'alert' && l.alert === 'channel_wallet_changed' && l.channelId === channelId,
+      );
+    })
+    .extend('heldLines', ({ logs }) => (payoutId: string) => {
+      return logs.lines.filter((l) => l.event === 'payout_held' && l.payoutId === payoutId);
+    })
+    .extend('auditOf', ({ db }) => (channelId: string) => {
+      return db.db
+        .selectFrom('audit_log')
+        .select(['actor', 'action', 'details'])
+        .where('subject', '=', `channel:${channelId}`)
+        .orderBy('id')
+        .execute();
+    }),
+);
 
 describe('recording and alerting a wallet change', () => {
-  it('creating a channel is not a change, nor is a change of strategy or threshold, nor the same wallet again; a new network is', async () => {
-    await start({ WALLET_CHANGE_HOLD: '1h' });
+  it('creating a channel is not a change, nor is a change of strategy or threshold, nor the same wallet again; a new network is', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    put,
+    payoutOfPayment,
+    reaches,
+    walletAlerts,
+    heldLines,
+    auditOf,
+  }) => {
+    const payrail = await start({ WALLET_CHANGE_HOLD: '1h' });
     const wallet = freshWallet();
     const id = await channel(instantBody('eth', 'eth', wallet));
-    expect((await payrail!.request('GET', `/api/channels/${id}`)).body.walletChangedAt).toBeNull();
+    expect((await payrail.request('GET', `/api/channels/${id}`)).body.walletChangedAt).toBeNull();
 
     expect(
       (
@@ -247,7 +225,24 @@ describe('recording and alerting a wallet change', () => {
 });
 
 describe('WALLET_CHANGE_HOLD', () => {
-  it('holds the payout to a changed wallet with its reason, asks nothing of ChangeNow or the chain; retry re-holds it, cancel returns it', async () => {
+  it('holds the payout to a changed wallet with its reason, asks nothing of ChangeNow or the chain; retry re-holds it, cancel returns it', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    logs,
+    put,
+    getPayout,
+    payoutOfPayment,
+    reaches,
+    act,
+    balances,
+    exchangesOf,
+    transfersOf,
+    walletAlerts,
+    heldLines,
+  }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
     const oldWallet = freshWallet();
     const newWallet = freshWallet();
@@ -308,7 +303,21 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('after a short hold the payout is paid to the new wallet, and its transfer was not made before the hold ended', async () => {
+  it('after a short hold the payout is paid to the new wallet, and its transfer was not made before the hold ended', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    put,
+    payoutOfPayment,
+    reaches,
+    balances,
+    exchangesOf,
+    transfersOf,
+    walletAlerts,
+    heldLines,
+  }) => {
     const holdMs = 2_000;
     await start({ WALLET_CHANGE_HOLD: '2s' });
     const oldWallet = freshWallet();
@@ -336,7 +345,17 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('without the hold, the changed wallet is paid at once (and the change is still alerted)', async () => {
+  it('without the hold, the changed wallet is paid at once (and the change is still alerted)', async ({
+    outside,
+    start,
+    channel,
+    pay,
+    put,
+    payoutOfPayment,
+    reaches,
+    walletAlerts,
+    heldLines,
+  }) => {
     await start();
     const oldWallet = freshWallet();
     const newWallet = freshWallet();
@@ -356,7 +375,19 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect(heldLines(done.payoutId)).toEqual([]);
   });
 
-  it('a threshold batch held for a wallet change takes new balance in a top-up but stays held until the same end', async () => {
+  it('a threshold batch held for a wallet change takes new balance in a top-up but stays held until the same end', async ({
+    db,
+    start,
+    channel,
+    pay,
+    put,
+    payoutsOf,
+    getPayout,
+    act,
+    balances,
+    exchangesOf,
+    transfersOf,
+  }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
     const oldWallet = freshWallet();
     const newWallet = freshWallet();
@@ -422,7 +453,20 @@ describe('WALLET_CHANGE_HOLD', () => {
 });
 
 describe('the payout run checks the stored wallet for its network', () => {
-  it('a channel wallet edited by hand in SQL to an invalid address: the payout goes to review before any exchange', async () => {
+  it('a channel wallet edited by hand in SQL to an invalid address: the payout goes to review before any exchange', async ({
+    db,
+    start,
+    channel,
+    pay,
+    logs,
+    getPayout,
+    payoutOfPayment,
+    reaches,
+    act,
+    balances,
+    exchangesOf,
+    transfersOf,
+  }) => {
     await start();
     const id = await channel(instantBody('usdt', 'trx', TRON_WALLET));
     await db.pool.query('update channels set wallet_address = $1 where channel_id = $2', [TRON_WALLET_BAD, id]);
@@ -453,7 +497,18 @@ describe('the payout run checks the stored wallet for its network', () => {
     expect(await balances(id, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
   });
 
-  it('a held payout whose own wallet was edited by hand goes to review on retry, before its hold or any transfer', async () => {
+  it('a held payout whose own wallet was edited by hand goes to review on retry, before its hold or any transfer', async ({
+    db,
+    start,
+    channel,
+    pay,
+    put,
+    payoutOfPayment,
+    reaches,
+    act,
+    balances,
+    transfersOf,
+  }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
     const id = await channel(instantBody('eth', 'eth', freshWallet()));
     await put(id, instantBody('eth', 'eth', freshWallet()));

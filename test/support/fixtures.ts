@@ -39,6 +39,8 @@ export interface TestApp {
   channel: (body: Record<string, unknown>) => Promise<string>;
   /** A signed finished IPN for the channel under the file's next payment id, its outcome forwarded first (sendFinished). */
   pay: (channelId: string, options?: Parameters<typeof sendFinished>[3]) => Promise<string>;
+  /** The file's next channel id, for a channel the test saves itself (`channel` draws from the same count). */
+  nextChannelId: () => string;
   /** The file's next payment id, for an IPN the test builds itself (`pay` draws from the same count). */
   nextPaymentId: () => number;
 }
@@ -119,6 +121,7 @@ export function worldTest(options: WorldOptions = {}) {
         },
         channel: (body) => saveChannel(started(), `-${nextChannel++}`, body),
         pay: (channelId, payOptions) => sendFinished(started(), nextPaymentId++, channelId, payOptions),
+        nextChannelId: () => `-${nextChannel++}`,
         nextPaymentId: () => nextPaymentId++,
       };
     })
