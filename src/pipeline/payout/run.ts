@@ -459,97 +459,133 @@ async function startDirectTransfer(deps: StageDeps, payout: Payout): Promise<voi
   );
 }
 
+/** The exchange a payout pays: ChangeNow's id, its deposit address, and what it estimated the owner gets. */
+interface Payin {
+  id: string;
+  payinAddress: string;
+  toAmount: string | null;
+}
+
+/** The payout went to review, was held, or moved on meanwhile: this run stops. */
+const STOPPED = 'stopped';
+
 async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<void> {
-  const payoutId = payout.payout_id;
-  const log = deps.logger.child({ payoutId });
-  let exchange: { id: string; payinAddress: string; toAmount: string | null } | undefined;
-  {
-    // Look before asking: an earlier attempt may have asked ChangeNow and died before recording the answer (and the
-    // payout may have been held or approved since). An exchange that expired without a deposit is dead and harmless.
-    const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter(
-      (e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null),
+  const log = deps.logger.child({ payoutId: payout.payout_id });
+  const earlier = await findEarlierExchange(deps, payout);
+  if (earlier === STOPPED) return;
+  if (
+    earlier === null &&
+    payout.status === 'exchange_requested' &&
+    payout.approved_at === null &&
+    (await needsApproval(deps, payout))
+  ) {
+    // A payout retried from review may have gone there before its approval check (its USD estimate kept failing).
+    // ChangeNow holds no exchange for it, so it can wait for approval like any payout above the limit.
+    await awaitApproval(deps, payout);
+    return;
+  }
+  const payin = earlier ?? (await requestExchange(deps, payout));
+  if (payin === STOPPED) return;
+  if (await recordExchange(deps, payout, payin))
+    log.info(
+      { event: 'payout_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
+      'payout exchange created',
     );
-    if (found.length > 1) {
-      await toReview(
-        deps,
-        payoutId,
-        `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`,
-        'duplicate_exchanges',
-      );
-      return;
-    }
-    const [first] = found;
-    if (first) {
-      const wrong = ['new', 'waiting'].includes(first.status)
-        ? statusMismatch(askFor(deps, payout), first)
-        : `status ${first.status} (expected a waiting exchange)`;
-      if (wrong) {
-        await toReview(
-          deps,
-          payoutId,
-          `${UNLIKE_REQUEST.found} ${first.id} does not match the payout: ${wrong}`,
-          'exchange_mismatch',
-        );
-        return;
-      }
-      exchange = { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
-    } else if (
-      payout.status === 'exchange_requested' &&
-      payout.approved_at === null &&
-      (await needsApproval(deps, payout))
-    ) {
-      // A payout retried from review may have gone there before its approval check (its USD estimate kept failing).
-      // ChangeNow holds no exchange for it, so it can wait for approval like any payout above the limit.
-      await awaitApproval(deps, payout);
-      return;
-    }
-  }
+}
 
-  if (!exchange) {
-    const requested = await deps.db
-      .updateTable('payouts')
-      .set({ status: 'exchange_requested', updated_at: sql`now()` })
-      .where('payout_id', '=', payoutId)
-      .where('status', 'in', ['pending', 'exchange_requested'])
-      .returning('payout_id')
-      .executeTakeFirst();
-    // Cancelled meanwhile: ask for nothing.
-    if (!requested) return;
-    const ask = askFor(deps, payout);
-    let created;
-    try {
-      created = await deps.exchange.createExchange({
-        fromCurrency: ask.fromCurrency,
-        fromNetwork: ask.fromNetwork,
-        toCurrency: ask.toCurrency,
-        toNetwork: ask.toNetwork,
-        fromAmount: ask.fromAmount,
-        address: ask.payoutAddress,
-        refundAddress: ask.refundAddress,
-        userId: payoutId,
-        payload: { payoutId },
-      });
-    } catch (error) {
-      if (await stopOnRefusal(deps, payout, error)) return;
-      throw error;
-    }
-    deps.crashPoint?.('payout_after_exchange_created');
-    // Never funded when it is not the exchange asked for (another payout address is someone else's money).
-    const wrong = createdMismatch(ask, created);
-    if (wrong) {
-      await toReview(
-        deps,
-        payoutId,
-        `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`,
-        'exchange_mismatch',
-      );
-      return;
-    }
-    exchange = { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+/**
+ * Look before asking: an earlier attempt may have asked ChangeNow and died before recording the answer (and the
+ * payout may have been held or approved since). The exchange found, null when there is none, or STOPPED when what
+ * ChangeNow holds sent the payout to review.
+ */
+async function findEarlierExchange(deps: StageDeps, payout: Payout): Promise<Payin | null | typeof STOPPED> {
+  const payoutId = payout.payout_id;
+  // An exchange that expired without a deposit is dead and harmless.
+  const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter(
+    (e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null),
+  );
+  if (found.length > 1) {
+    await toReview(
+      deps,
+      payoutId,
+      `ChangeNow holds ${found.length} exchanges for this payout: ${found.map((e) => e.id).join(', ')}`,
+      'duplicate_exchanges',
+    );
+    return STOPPED;
   }
+  const [first] = found;
+  if (!first) return null;
+  const wrong = ['new', 'waiting'].includes(first.status)
+    ? statusMismatch(askFor(deps, payout), first)
+    : `status ${first.status} (expected a waiting exchange)`;
+  if (wrong) {
+    await toReview(
+      deps,
+      payoutId,
+      `${UNLIKE_REQUEST.found} ${first.id} does not match the payout: ${wrong}`,
+      'exchange_mismatch',
+    );
+    return STOPPED;
+  }
+  return { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+}
 
-  const payin = exchange;
-  const recorded = await deps.db.transaction().execute(async (trx) => {
+/**
+ * Asks ChangeNow for the payout's exchange, its intent (exchange_requested) recorded first. STOPPED when the payout
+ * was cancelled meanwhile, ChangeNow refused it in a way no retry changes (held or review), or answered unlike the
+ * request (review); any other failure throws.
+ */
+async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin | typeof STOPPED> {
+  const payoutId = payout.payout_id;
+  const requested = await deps.db
+    .updateTable('payouts')
+    .set({ status: 'exchange_requested', updated_at: sql`now()` })
+    .where('payout_id', '=', payoutId)
+    .where('status', 'in', ['pending', 'exchange_requested'])
+    .returning('payout_id')
+    .executeTakeFirst();
+  // Cancelled meanwhile: ask for nothing.
+  if (!requested) return STOPPED;
+  const ask = askFor(deps, payout);
+  let created;
+  try {
+    created = await deps.exchange.createExchange({
+      fromCurrency: ask.fromCurrency,
+      fromNetwork: ask.fromNetwork,
+      toCurrency: ask.toCurrency,
+      toNetwork: ask.toNetwork,
+      fromAmount: ask.fromAmount,
+      address: ask.payoutAddress,
+      refundAddress: ask.refundAddress,
+      userId: payoutId,
+      payload: { payoutId },
+    });
+  } catch (error) {
+    if (await stopOnRefusal(deps, payout, error)) return STOPPED;
+    throw error;
+  }
+  deps.crashPoint?.('payout_after_exchange_created');
+  // Never funded when it is not the exchange asked for (another payout address is someone else's money).
+  const wrong = createdMismatch(ask, created);
+  if (wrong) {
+    await toReview(
+      deps,
+      payoutId,
+      `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`,
+      'exchange_mismatch',
+    );
+    return STOPPED;
+  }
+  return { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+}
+
+/**
+ * The exchange and the transfer that pays it, recorded together as the payout moves to exchange_created. False when
+ * the payout was cancelled or moved on meanwhile.
+ */
+async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Promise<boolean> {
+  const payoutId = payout.payout_id;
+  return deps.db.transaction().execute(async (trx) => {
     const current = await trx
       .selectFrom('payouts')
       .select('status')
@@ -571,6 +607,7 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
       .select(['to_address', 'amount', 'asset'])
       .where('transfer_id', '=', transferId)
       .executeTakeFirstOrThrow();
+    // One transfer per payout: one recorded earlier for another deposit must not pay this exchange.
     if (
       transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
       BigInt(transfer.amount) !== BigInt(payout.amount) ||
@@ -595,11 +632,6 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
       .execute();
     return true;
   });
-  if (recorded)
-    log.info(
-      { event: 'payout_exchange_created', exchangeId: payin.id, payinAddress: payin.payinAddress },
-      'payout exchange created',
-    );
 }
 
 /** What happens to a payout when its transfer is mined, or never leaves. */
