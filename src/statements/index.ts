@@ -6,4 +6,5 @@ export {
   type StatementItem,
 } from './statement.ts';
 export { statementCsv, csvField, csvLine, STATEMENT_COLUMNS } from './csv.ts';
-export { parseBounds, parseTimestamp, BadRangeError, type Bounds, type TimeRange } from './range.ts';
+export { parseBounds, parseTimestamp, resolveRange, BadRangeError, type Bounds, type TimeRange } from './range.ts';
+export { exportCsv, EXPORTS, EXPORT_BATCH, type ExportName } from './exports.ts';

@@ -6,9 +6,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { channelBalances } from '../../src/ledger/index.ts';
-import { formatUnits } from '../../src/money/index.ts';
+import { channelBalances, checkLedger } from '../../src/ledger/index.ts';
+import { formatUnits, parseUnits } from '../../src/money/index.ts';
 import { usdtPerEth } from '../../src/pipeline/conversion/settle.ts';
+import { csvField, csvLine, exportCsv, type ExportName } from '../../src/statements/index.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import {
   seedCompletedBatch,
@@ -434,5 +435,163 @@ describe('statement: a ledger that does not add up', () => {
       await drift(-1);
     }
     expect((await payrail.request('GET', statementPath(THRESHOLD))).status).toBe(200);
+  });
+});
+
+/** GET with the admin token, the body as text. */
+async function getText(path: string): Promise<{ status: number; type: string | null; text: string }> {
+  const res = await fetch(payrail.url + path, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
+}
+
+async function exported(name: ExportName, query: Record<string, string> = {}): Promise<Array<Record<string, string>>> {
+  const q = new URLSearchParams(query).toString();
+  const res = await getText(`/api/exports/${name}.csv${q ? `?${q}` : ''}`);
+  expect(res.status, res.text).toBe(200);
+  expect(res.type).toMatch(/^text\/csv/);
+  return csvRecords(res.text);
+}
+
+/** A signed decimal back into smallest units. */
+function units(text: string, asset: string): bigint {
+  const negative = text.startsWith('-');
+  const value = parseUnits(negative ? text.slice(1) : text, asset === 'eth' ? 18 : 6);
+  return negative ? -value : value;
+}
+
+function sumBy(rows: Array<Record<string, string>>, key: (r: Record<string, string>) => string, field: string) {
+  const out: Record<string, bigint> = {};
+  for (const r of rows) out[key(r)] = (out[key(r)] ?? 0n) + units(r[field] as string, r.asset as string);
+  return out;
+}
+
+describe('exports', () => {
+  it("ledger.csv over the whole history is the ledger check-ledger checked: its entries, journals and accounts, each journal balanced, each account's entries summing to its balance", async () => {
+    const report = await checkLedger(db.db);
+    expect(report.ok).toBe(true);
+    const rows = await exported('ledger');
+    expect(rows).toHaveLength(report.entries);
+    expect(new Set(rows.map((r) => r.journal_id)).size).toBe(report.journals);
+    expect(new Set(rows.map((r) => `${r.account}/${r.asset}`)).size).toBe(report.accounts);
+    expect(new Set(rows.map((r) => r.entry_id)).size).toBe(rows.length);
+    for (const total of Object.values(sumBy(rows, (r) => `${r.journal_id}/${r.asset}`, 'amount')))
+      expect(total).toBe(0n);
+    const { rows: balances } = await sql<{ key: string; balance: string }>`
+      select code || '/' || asset as key, balance::text as balance from ledger_accounts`.execute(db.db);
+    const perAccount = sumBy(rows, (r) => `${r.account}/${r.asset}`, 'amount');
+    expect(Object.fromEntries(Object.entries(perAccount).map(([k, v]) => [k, v.toString()]))).toEqual(
+      Object.fromEntries(balances.map((b) => [b.key, b.balance])),
+    );
+  });
+
+  it("payments.csv: every credited payment once, its gross what the payment journals took from NOWPayments (check-ledger's payments-match-journals), its fees what the fee accounts hold", async () => {
+    const rows = await exported('payments');
+    expect(rows.map((r) => r.payment_id).sort()).toEqual(
+      [...(paid[THRESHOLD] as string[]), ...(paid[INSTANT] as string[])].sort(),
+    );
+    const ledgerRows = await exported('ledger');
+    const fromJournals = ledgerRows
+      .filter((r) => ['payment_received', 'payment_topped_up'].includes(r.journal_kind as string))
+      .filter((r) => (r.account as string).startsWith('world:nowpayments#'))
+      .reduce((sum, r) => sum - units(r.amount as string, 'eth'), 0n);
+    const gross = rows.reduce((sum, r) => sum + units(r.gross as string, 'eth'), 0n);
+    expect(gross).toBe(fromJournals);
+    expect(gross).toBe(7n * GROSS_WEI);
+    const { rows: fees } = await sql<{ total: string }>`
+      select sum(balance)::text as total from ledger_accounts where code like 'platform:fees#%'`.execute(db.db);
+    expect(rows.reduce((sum, r) => sum + units(r.fee as string, 'eth'), 0n)).toBe(BigInt(fees[0]?.total ?? '0'));
+    for (const r of rows)
+      expect(units(r.gross as string, 'eth')).toBe(units(r.fee as string, 'eth') + units(r.net as string, 'eth'));
+  });
+
+  it('payouts.csv: every payout once; the completed ones sum to what the payout_completed journals paid out', async () => {
+    const rows = await exported('payouts');
+    expect(rows.map((r) => r.payout_id).sort()).toEqual(
+      [ids.batch, ids.openBatch, ids.direct, ids.failed, ids.review].sort(),
+    );
+    const ledgerRows = await exported('ledger');
+    const paidOut = sumBy(
+      ledgerRows.filter((r) => r.journal_kind === 'payout_completed' && (r.account as string).endsWith(':payout')),
+      (r) => r.asset as string,
+      'amount',
+    );
+    const completed = sumBy(
+      rows.filter((r) => r.status === 'completed'),
+      (r) => r.asset as string,
+      'amount',
+    );
+    expect(completed).toEqual({ eth: -(paidOut.eth as bigint), usdt: -(paidOut.usdt as bigint) });
+    expect(completed).toEqual({ eth: NET_WEI, usdt: 20_000_000n });
+  });
+
+  it('a range holds what was booked in it, and nothing else', async () => {
+    const range = { from: marks.a as string, to: marks.b as string };
+    expect((await exported('payments', range)).map((r) => r.payment_id)).toEqual(
+      (paid[THRESHOLD] as string[]).slice(2),
+    );
+    const ledgerRows = await exported('ledger', range);
+    expect([...new Set(ledgerRows.map((r) => r.journal_kind))].sort()).toEqual([
+      'conversion_settled',
+      'payment_received',
+    ]);
+    expect(await exported('payouts', range)).toEqual([]);
+    expect(await exported('ledger', { from: marks.b as string, to: marks.b as string })).toEqual([]);
+  });
+
+  it('batches follow each other on a unique key: any batch size gives the same CSV, journals booked together included', async () => {
+    const range = { from: new Date(0), to: new Date(Date.now() + 60_000) };
+    const read = async (name: ExportName, batch: number) => {
+      let text = '';
+      for await (const chunk of exportCsv(db.db, name, range, { batch })) text += chunk;
+      return text;
+    };
+    for (const name of ['payments', 'payouts', 'ledger'] as const) {
+      const whole = await read(name, 1000);
+      expect(csvRecords(whole).length).toBeGreaterThan(3);
+      for (const batch of [1, 2, 3]) expect(await read(name, batch)).toBe(whole);
+    }
+  });
+
+  it('quotes what needs quoting, and keeps spreadsheets from running a field as a formula', () => {
+    const tricky = [
+      'a,b',
+      'say "hi"',
+      'two\nlines',
+      'cr\r\nlf',
+      ' padded',
+      '=SUM(A1)',
+      '+1',
+      '@x',
+      '-0.5',
+      '-12',
+      '-x',
+      '',
+    ];
+    const line = csvLine([...tricky, null]);
+    expect(line).toBe(`"a,b","say ""hi""","two\nlines","cr\r\nlf"," padded",'=SUM(A1),'+1,'@x,-0.5,-12,'-x,,\r\n`);
+    expect(parseCsv(line)).toEqual([
+      ['a,b', 'say "hi"', 'two\nlines', 'cr\r\nlf', ' padded', "'=SUM(A1)", "'+1", "'@x", '-0.5', '-12', "'-x", '', ''],
+    ]);
+    expect(csvField(null)).toBe('');
+  });
+
+  const bad: Array<[string, string, number, RegExp]> = [
+    ['a date that is not one', '/api/exports/payments.csv?from=monday', 400, /^from: must be an ISO 8601/],
+    ['from after to', '/api/exports/ledger.csv?from=2026-02-01&to=2026-01-01', 400, /is after to/],
+    ['an unknown parameter', '/api/exports/payouts.csv?channel=1', 400, /channel/],
+    ['an export that does not exist', '/api/exports/channels.csv', 404, /^no route for GET/],
+  ];
+  it.each(bad)('%s: answered with the error alone, nothing written', async (_name, path, status, message) => {
+    const before = await fingerprint(db);
+    const res = await payrail.request('GET', path);
+    expect(res.status).toBe(status);
+    expect(Object.keys(res.body as object)).toEqual(['error']);
+    expect((res.body as { error: string }).error).toMatch(message);
+    expect(await fingerprint(db)).toEqual(before);
+  });
+
+  it('needs the admin token', async () => {
+    for (const name of ['payments', 'payouts', 'ledger'])
+      expect((await payrail.request('GET', `/api/exports/${name}.csv`, { token: null })).status).toBe(401);
   });
 });

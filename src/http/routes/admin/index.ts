@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { channelRoutes } from './channels.ts';
 import { conversionRoutes } from './conversions.ts';
+import { exportRoutes } from './exports.ts';
 import { paymentRoutes } from './payments.ts';
 import { payoutRoutes } from './payouts.ts';
 import type { AdminDeps } from './shared.ts';
@@ -19,4 +20,5 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   payoutRoutes(app, deps);
   conversionRoutes(app, deps);
   transferRoutes(app, deps);
+  exportRoutes(app, deps);
 }
