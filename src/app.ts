@@ -2,6 +2,7 @@
  * The composition root: one program, three shapes. `start` runs web and worker in one process; `web` and `worker`
  * run one half each against the same database (any number of each).
  */
+import { eventCron, eventTasks, EVENT_TASKS, type DispatchDeps } from './events/index.ts';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TaskList } from 'graphile-worker';
@@ -77,11 +78,36 @@ export async function prepareDatabase(database: DatabaseHandle, logger: Logger):
 }
 
 /** Every task this version runs: health and the queue alerts look at these queues only. */
-export const ALL_HANDLED_TASKS: readonly string[] = [...HANDLED_TASKS, ...ALERT_TASKS];
+export const ALL_HANDLED_TASKS: readonly string[] = [...HANDLED_TASKS, ...ALERT_TASKS, ...EVENT_TASKS];
 
 /** Handlers by task. A task without a handler here keeps its jobs queued and visible until a version has one. */
-export function taskHandlers(deps: StageDeps, alerts?: AlertDeps, confirm?: ConfirmDeps): TaskList {
-  return { ...pipelineTasks(deps), ...(confirm && confirmTasks(confirm)), ...(alerts && alertTasks(alerts)) };
+export function taskHandlers(
+  deps: StageDeps,
+  alerts?: AlertDeps,
+  confirm?: ConfirmDeps,
+  events?: DispatchDeps,
+): TaskList {
+  return {
+    ...pipelineTasks(deps),
+    ...(confirm && confirmTasks(confirm)),
+    ...(alerts && alertTasks(alerts)),
+    ...(events && eventTasks(events)),
+  };
+}
+
+/** The events_dispatch job's needs: the database and the delivery settings. */
+export function dispatchDeps(config: Config, stage: StageDeps): DispatchDeps {
+  return {
+    db: stage.db,
+    logger: stage.logger,
+    scrub: createScrubber(secretValues(config)),
+    settings: {
+      retryMinDelayMs: config.EVENTS_RETRY_MIN_DELAY,
+      retryWindowMs: config.EVENTS_RETRY_WINDOW,
+      timeoutMs: config.EVENTS_DELIVERY_TIMEOUT,
+      pollIntervalMs: config.EVENTS_POLL_INTERVAL,
+    },
+  };
 }
 
 /**
@@ -375,6 +401,7 @@ export async function startPayrail(
           stage,
           alertDeps(config, stage),
           confirmDeps(config, stage, outside, createConversionNudger(database.db, logger)),
+          dispatchDeps(config, stage),
         ),
         cron: [
           ...pipelineCron({
@@ -382,6 +409,7 @@ export async function startPayrail(
             reconcileIntervalMs: config.RECONCILE_INTERVAL,
           }),
           ...alertCron({ intervalMs: config.ALERT_INTERVAL }),
+          ...eventCron(),
         ],
         storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
         concurrency: config.WORKER_CONCURRENCY,
@@ -435,6 +463,7 @@ export async function startPayrail(
           onThresholdCredit: nudge,
         },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
+        events: { db: database.db, self: { port: config.PORT, publicUrl: config.PUBLIC_URL } },
         metrics: {
           metrics,
           db: database.db,

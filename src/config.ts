@@ -406,6 +406,25 @@ const schema = z
     ALERT_EVENT_RESOLVE_AFTER: duration
       .default(86_400_000)
       .describe('an event alert (a refusal, a failed check) resolves on its own after this long without recurring'),
+    PUBLIC_URL: httpUrl
+      .optional()
+      .describe(
+        "payrail's public base URL (`https://pay.example.com`): a webhook endpoint may not point at it (payrail's events sent to payrail)",
+      ),
+    EVENTS_RETRY_MIN_DELAY: duration
+      .default(10_000)
+      .describe(
+        'wait before the second attempt at an event delivery; later waits are 3, 6, 30, 90, 180, 360, 720, then 1440 times it',
+      ),
+    EVENTS_RETRY_WINDOW: duration
+      .default(86_400_000)
+      .describe('an event delivery still failing this long after its first attempt is given up (failed, alerted, retryable)'),
+    EVENTS_DELIVERY_TIMEOUT: duration
+      .default(10_000)
+      .describe("one event delivery attempt: connect, send and the receiver's whole answer"),
+    EVENTS_POLL_INTERVAL: duration
+      .default(1_000)
+      .describe('how often new events are looked for while a webhook endpoint is registered'),
     /**
      * Set: GET /metrics asks for this bearer token. Unset: /metrics is open (bind it to a private network). Set but
      * empty: an error, never "no token".

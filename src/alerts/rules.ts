@@ -3,11 +3,12 @@
  * which subjects are firing now. The evaluator opens what is new and resolves what cleared. A rule never writes.
  */
 import type { StateRule } from './rule-types.ts';
+import { eventRules } from './rules-events.ts';
 import { outsideRules } from './rules-outside.ts';
 import { pipelineRules } from './rules-pipeline.ts';
 import { queueRules } from './rules-queue.ts';
 
-export const STATE_RULES: readonly StateRule[] = [...pipelineRules, ...queueRules, ...outsideRules];
+export const STATE_RULES: readonly StateRule[] = [...pipelineRules, ...queueRules, ...outsideRules, ...eventRules];
 
 /**
  * Alerts raised by code paths where something happened, rather than evaluated from a state. They resolve when they

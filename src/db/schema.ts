@@ -366,6 +366,58 @@ export interface IdempotencyKeysTable {
   response_body: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
 }
 
+/** Migration 023: business facts for the platform, written with the change they report (see src/events/). */
+export interface EventsTable {
+  seq: ColumnType<string, never, never>;
+  id: Generated<string>;
+  /** xid8 of the writing transaction, as text. */
+  txid: ColumnType<string, never, never>;
+  type: string;
+  subject: string;
+  data: ColumnType<Record<string, unknown>, string, never>;
+  created_at: Timestamp;
+}
+
+export interface WebhookEndpointsTable {
+  id: Generated<string>;
+  url: string;
+  event_types: ColumnType<string[], string[], string[]>;
+  secret: string;
+  created_by: string;
+  created_at: Timestamp;
+  deleted_at: NullableTimestamp;
+  cursor_txid: ColumnType<string, string, string>;
+  cursor_seq: ColumnType<string, string | undefined, string>;
+}
+
+export const DELIVERY_STATES = ['pending', 'delivered', 'failed'] as const;
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+
+export interface WebhookDeliveriesTable {
+  endpoint_id: string;
+  event_seq: string;
+  subject: string;
+  status: ColumnType<DeliveryState, DeliveryState | undefined, DeliveryState>;
+  attempts: ColumnType<number, number | undefined, number>;
+  next_attempt_at: Timestamp;
+  last_attempt_at: NullableTimestamp;
+  last_status: ColumnType<number | null, number | null | undefined, number | null>;
+  last_error: ColumnType<string | null, string | null | undefined, string | null>;
+  delivered_at: NullableTimestamp;
+  failed_at: NullableTimestamp;
+  created_at: Timestamp;
+}
+
+export interface WebhookAttemptsTable {
+  id: Generated<string>;
+  endpoint_id: string;
+  event_seq: string;
+  attempted_at: Timestamp;
+  status_code: number | null;
+  error: string | null;
+  duration_ms: number;
+}
+
 export interface Database {
   alerts: AlertsTable;
   observations: ObservationsTable;
@@ -385,4 +437,8 @@ export interface Database {
   payments: PaymentsTable;
   worker_heartbeats: WorkerHeartbeatsTable;
   idempotency_keys: IdempotencyKeysTable;
+  events: EventsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
 }

@@ -6,6 +6,7 @@ import { bearerAuth, type AdminToken } from './auth.ts';
 import { idempotencyKeys } from './idempotency.ts';
 import { addressMatcher, type AddressRange } from './net.ts';
 import { adminRoutes, type AdminDeps } from './routes/admin/index.ts';
+import { eventRoutes, type EventRouteDeps } from './routes/events.ts';
 import { alertRoutes, type AlertRouteDeps } from './routes/alerts.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { healthRoutes, type HealthDeps } from './routes/health.ts';
@@ -21,6 +22,8 @@ export interface HttpDeps {
   admin: Omit<AdminDeps, 'requireAdmin'>;
   /** GET /api/alerts, POST /api/alerts/:id/resolve (admin token); absent: no such routes. */
   alerts?: Omit<AlertRouteDeps, 'requireAdmin'>;
+  /** GET /api/events and /api/webhook-endpoints (admin token); absent: no such routes. */
+  events?: Omit<EventRouteDeps, 'requireAdmin'>;
   /**
    * The reverse proxies whose X-Forwarded-For is believed: behind one of them request.ip is the client it names;
    * from any other address the header is ignored and the socket's address is the source. Absent or empty: no proxy.
@@ -88,6 +91,12 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     await app.register(async (scope) => {
       idempotencyKeys(scope, { db: alerts.db });
       await alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) });
+    });
+  const events = deps.events;
+  if (events)
+    await app.register(async (scope) => {
+      idempotencyKeys(scope, { db: events.db });
+      await eventRoutes(scope, { ...events, requireAdmin: bearerAuth(deps.adminTokens) });
     });
   await app.register(async (scope) =>
     overviewRoutes(scope, { db: deps.admin.db, requireAdmin: bearerAuth(deps.adminTokens) }),

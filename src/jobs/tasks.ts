@@ -31,6 +31,8 @@ export interface TaskPayloads {
   alerts_evaluate: Record<string, never>;
   /** Send one alert's change (firing or resolved) to ALERT_WEBHOOK_URL. */
   alert_notify: { alertId: string; state: 'firing' | 'resolved' };
+  /** Deliver pending events to the webhook endpoints (re-queued by itself while endpoints exist, and by cron). */
+  events_dispatch: Record<string, never>;
 }
 
 export type TaskName = keyof TaskPayloads;
@@ -50,4 +52,5 @@ export const TASK_NAMES: readonly TaskName[] = [
   'reconcile',
   'alerts_evaluate',
   'alert_notify',
+  'events_dispatch',
 ];

@@ -1,0 +1,31 @@
+/**
+ * Events out: business facts written with the change they report (emit.ts), read in a stable order (read.ts),
+ * pulled through GET /api/events or pushed, signed, to registered webhook endpoints (endpoints.ts, dispatch.ts).
+ */
+export {
+  EVENT_TYPES,
+  isEventType,
+  type EventAmount,
+  type EventBody,
+  type EventData,
+  type EventType,
+  type NewEvent,
+} from './types.ts';
+export { emitEvent, emitEvents } from './emit.ts';
+export { decodeCursor, encodeCursor, readEvents, toBody, START, type Position } from './read.ts';
+export { signEvent, verifyEventSignature, SIGNATURE_HEADER } from './signature.ts';
+export {
+  checkEndpointUrl,
+  createEndpoint,
+  deleteEndpoint,
+  EndpointRefused,
+  getEndpoint,
+  listDeliveries,
+  listEndpoints,
+  retryDelivery,
+  type DeliveryView,
+  type EndpointView,
+  type SelfAddresses,
+} from './endpoints.ts';
+export { dispatchEvents, retryDelayMs, type DispatchDeps, type DispatchSettings } from './dispatch.ts';
+export { eventCron, eventTasks, EVENT_TASKS } from './tasks.ts';
