@@ -1,5 +1,5 @@
 /**
- * Events out: business facts written with the change they report (emit.ts), read in a stable order (read.ts),
+ * Events out: business facts written with the change they report (by the triggers of migration 023), read in a stable order (read.ts),
  * pulled through GET /api/events or pushed, signed, to registered webhook endpoints (endpoints.ts, dispatch.ts).
  */
 export {
@@ -11,7 +11,6 @@ export {
   type EventType,
   type NewEvent,
 } from './types.ts';
-export { emitEvent, emitEvents } from './emit.ts';
 export { decodeCursor, encodeCursor, readEvents, toBody, START, type Position } from './read.ts';
 export { signEvent, verifyEventSignature, SIGNATURE_HEADER } from './signature.ts';
 export {
