@@ -1,6 +1,6 @@
 /**
  * Assets payrail keeps amounts in, with their smallest unit. This is the one table of decimals; the ledger and the
- * API format through it.
+ * API format through it, and the events' SQL (migration 023) repeats it, held equal by a test.
  */
 export const ASSET_DECIMALS = {
   eth: 18,

@@ -11,6 +11,7 @@ import { alertSettings } from '../../src/alerts/index.ts';
 import { ALL_HANDLED_TASKS } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
+import { ASSET_DECIMALS } from '../../src/money/index.ts';
 import { dispatchEvents, verifyEventSignature, type DispatchSettings, type NewEvent } from '../../src/events/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -309,6 +310,25 @@ describe('webhook endpoints', () => {
 });
 
 describe('event triggers', () => {
+  it('write amounts with the decimals of src/money/assets.ts, exactly, and refuse an asset they do not know', async () => {
+    const amount = async (units: string, asset: string) =>
+      (
+        await db.pool.query<{ a: { asset: string; amount: string } }>(
+          'select payrail_event_amount($1::numeric, $2) as a',
+          [units, asset],
+        )
+      ).rows[0]!.a;
+    for (const [asset, decimals] of Object.entries(ASSET_DECIMALS)) {
+      expect(await amount(`123${'0'.repeat(decimals - 1)}7`, asset)).toEqual({
+        asset,
+        amount: `123.${'0'.repeat(decimals - 1)}7`,
+      });
+      expect(await amount(`1${'0'.repeat(decimals)}`, asset)).toEqual({ asset, amount: '1' });
+      expect(await amount('0', asset)).toEqual({ asset, amount: '0' });
+    }
+    await expect(amount('1', 'btc')).rejects.toThrow(/no decimals known for asset btc/);
+  });
+
   it('a refund reversal, a failed payout and a payout in review are events with exact amounts', async () => {
     const channelId = '-1009000000001';
     const saved = await payrail.request('PUT', `/api/channels/${channelId}`, {

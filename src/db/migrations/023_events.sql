@@ -72,7 +72,9 @@ declare
   unit numeric;
 begin
   if units is null then return null; end if;
-  unit := case lower(asset) when 'eth' then 0.000000000000000001 when 'usdt' then 0.000001 end;
+  -- The decimals of src/money/assets.ts, repeated for SQL (a test holds the two equal).
+  unit := case lower(asset) when 'eth' then 0.000000000000000001 when 'usdt' then 0.000001 when 'usdc' then 0.000001
+    when 'usd' then 0.01 end;
   -- A new asset without its decimals here must not leave with a wrong amount: the change that books it fails.
   if unit is null then raise exception 'events: no decimals known for asset %', asset; end if;
   return jsonb_build_object('asset', lower(asset), 'amount', trim_scale(units * unit)::text);
