@@ -188,6 +188,23 @@ describe('events from the pipeline', () => {
       const deliveries = await payrail.request('GET', `/api/webhook-endpoints/${created.body.id}/deliveries`);
       expect(deliveries.body.deliveries.every((d: { status: string }) => d.status === 'delivered')).toBe(true);
       expect(deliveries.body.deliveries.some((d: { attempts: number }) => d.attempts > 1)).toBe(true);
+
+      // Paying the channel now, below its threshold, opens a payout but reaches no threshold.
+      const converted = async () =>
+        (
+          (await payrail.request('GET', '/api/events?type=conversion.completed&limit=1000')).body.events as Array<{
+            data: { shares: Array<{ channelId: string }> };
+          }>
+        )
+          .flatMap((e) => e.data.shares)
+          .filter((share) => share.channelId === id).length;
+      await eventually('the three payments converted', async () => (await converted()) === 3);
+      const now = await payrail.request('POST', `/api/channels/${id}/payout`);
+      expect(now.status).toBe(201);
+      const opened = (
+        await payrail.request('GET', '/api/events?type=payout.opened,channel.threshold_reached&limit=1000')
+      ).body.events as Array<{ type: string; data: { channelId: string } }>;
+      expect(opened.filter((e) => e.data.channelId === id).map((e) => e.type)).toEqual(['payout.opened']);
     } finally {
       await receiver.close();
     }

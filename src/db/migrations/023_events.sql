@@ -165,7 +165,10 @@ declare
 begin
   if tg_op = 'INSERT' then
     perform payrail_emit('payout.opened', subject, data);
-    if new.kind = 'threshold' then
+    -- A batch a person opened below the threshold (pay now) is a payout, not a threshold reached. USDT has 10^4
+    -- units per cent (threshold_usd_cents).
+    if new.kind = 'threshold' and new.amount >= (select threshold_usd_cents * 10000 from channels
+        where channel_id = new.channel_id) then
       perform payrail_emit('channel.threshold_reached', 'channel:' || new.channel_id, jsonb_build_object(
         'channelId', new.channel_id, 'payoutId', new.payout_id, 'balance', payrail_event_amount(new.amount, new.asset),
         'thresholdUsd', (select trim_scale(threshold_usd_cents * 0.01)::text from channels
