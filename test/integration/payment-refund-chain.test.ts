@@ -9,16 +9,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createPublicClient, createWalletClient, http, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
+import { describe, expect } from 'vitest';
+import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { checkLedgerAgainstChain } from '../../src/treasury/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { eventually } from '../support/outside.ts';
+import { IPN_SECRET } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const run = promisify(execFile);
 
@@ -29,129 +28,114 @@ const NET_WEI = 4_723_900_000_000_000n;
 /** What the simulator's short refund keeps of a conversion of one such payment (1 % of its net). */
 const SHORT_WEI = 47_239_000_000_000n;
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let reader: ChainWallet;
-let nextPaymentId = 9_600_000_000;
-let nextChannel = 1_003_600_000_001;
-
-async function start(env: Record<string, string> = {}) {
-  await payrail?.stop();
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, ...env } });
-  return payrail;
-}
-
-/** A threshold channel far from its threshold. */
-function thresholdChannel(): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: freshWallet(),
-  });
-}
-
-async function refund(paymentId: string, channelId: string) {
-  const { raw, headers } = signed(
-    ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }),
-    IPN_SECRET,
-  );
-  const res = await payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect(res.status).toBe(202);
-  expect(res.body.reviewReason).toBe('refunded_after_credit');
-}
-
-const act = (paymentId: string, action: string, body?: unknown) =>
-  payrail!.request('POST', `/api/payments/${paymentId}/${action}`, body === undefined ? {} : { body });
-
-async function ethDifference(): Promise<bigint> {
-  const report = await checkLedgerAgainstChain(db.db, { wallet: reader, usdtContract: outside.usdt });
-  return report.assets.find((a) => a.asset === 'eth')!.difference;
-}
-
-async function balance(code: string, asset = 'eth'): Promise<bigint> {
-  const { rows } = await db.pool.query<{ sum: string }>(
-    'select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2',
-    [code, asset],
-  );
-  return BigInt(rows[0]!.sum);
-}
-
-async function journal(kind: string, ref: string) {
-  const { rows } = await db.pool.query<{ code: string; amount: string }>(
-    'select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = $1 and j.ref = $2 order by a.code',
-    [kind, ref],
-  );
-  return rows;
-}
-
 const shardOf = (paymentId: string) => String(BigInt(paymentId) % 16n).padStart(2, '0');
 
-/** The host key used outside payrail, as an operator's wallet app would. */
-function hostApp() {
-  return createWalletClient({
-    account: privateKeyToAccount(outside.hostKey),
-    chain: {
-      id: outside.chain.chainId,
-      name: 'local',
-      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-      rpcUrls: { default: { http: [outside.chain.rpcUrl] } },
-    },
-    transport: http(outside.chain.rpcUrl),
-  });
-}
-
-async function mined(hash: Hex) {
-  return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({
-    hash,
-    timeout: 10_000,
-  });
-}
-
-const cliEnv = () => ({
-  ...process.env,
-  DATABASE_URL: db.url,
-  ETH_RPC_URL: outside.chain.rpcUrl,
-  CHAIN_ID: String(outside.chain.chainId),
-  HOST_WALLET_ADDRESS: outside.hostAddress,
-  USDT_CONTRACT: outside.usdt,
-  LOG_LEVEL: 'silent',
-});
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-  reader = createChainWallet({
-    rpcUrl: outside.chain.rpcUrl,
-    address: outside.hostAddress,
-    chainId: outside.chain.chainId,
-    timeoutMs: 5_000,
-  });
-});
-afterEach(async () => {
-  await payrail?.stop();
-  payrail = undefined;
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-    if (db) expect((await checkLedger(db.db)).problems).toEqual([]);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  worldTest({
+    firstPaymentId: 9_600_000_000,
+    firstChannel: 1_003_600_000_001,
+    atEnd: async ({ db }) => expect((await checkLedger(db.db)).problems).toEqual([]),
+  })
+    .extend('reader', { scope: 'file' }, ({ outside }) =>
+      createChainWallet({
+        rpcUrl: outside.chain.rpcUrl,
+        address: outside.hostAddress,
+        chainId: outside.chain.chainId,
+        timeoutMs: 5_000,
+      }),
+    )
+    /** A threshold channel far from its threshold. */
+    .extend('thresholdChannel', ({ channel }) => (): Promise<string> => {
+      return channel({
+        payoutStrategy: 'threshold',
+        thresholdUsd: '1000',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: freshWallet(),
+      });
+    })
+    .extend('refund', ({ app }) => async (paymentId: string, channelId: string) => {
+      const { raw, headers } = signed(
+        ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }),
+        IPN_SECRET,
+      );
+      const res = await app.payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+      expect(res.status).toBe(202);
+      expect(res.body.reviewReason).toBe('refunded_after_credit');
+    })
+    .extend(
+      'act',
+      ({ app }) =>
+        (paymentId: string, action: string, body?: unknown) =>
+          app.payrail.request('POST', `/api/payments/${paymentId}/${action}`, body === undefined ? {} : { body }),
+    )
+    .extend('ethDifference', ({ outside, db, reader }) => async (): Promise<bigint> => {
+      const report = await checkLedgerAgainstChain(db.db, { wallet: reader, usdtContract: outside.usdt });
+      return report.assets.find((a) => a.asset === 'eth')!.difference;
+    })
+    .extend('balance', ({ db }) => async (code: string, asset = 'eth'): Promise<bigint> => {
+      const { rows } = await db.pool.query<{ sum: string }>(
+        'select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2',
+        [code, asset],
+      );
+      return BigInt(rows[0]!.sum);
+    })
+    .extend('journal', ({ db }) => async (kind: string, ref: string) => {
+      const { rows } = await db.pool.query<{ code: string; amount: string }>(
+        'select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = $1 and j.ref = $2 order by a.code',
+        [kind, ref],
+      );
+      return rows;
+    })
+    /** The host key used outside payrail, as an operator's wallet app would. */
+    .extend('hostApp', ({ outside }) => () => {
+      return createWalletClient({
+        account: privateKeyToAccount(outside.hostKey),
+        chain: {
+          id: outside.chain.chainId,
+          name: 'local',
+          nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+          rpcUrls: { default: { http: [outside.chain.rpcUrl] } },
+        },
+        transport: http(outside.chain.rpcUrl),
+      });
+    })
+    .extend('mined', ({ outside }) => async (hash: Hex) => {
+      return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({
+        hash,
+        timeout: 10_000,
+      });
+    })
+    .extend('cliEnv', ({ outside, db }) => () => ({
+      ...process.env,
+      DATABASE_URL: db.url,
+      ETH_RPC_URL: outside.chain.rpcUrl,
+      CHAIN_ID: String(outside.chain.chainId),
+      HOST_WALLET_ADDRESS: outside.hostAddress,
+      USDT_CONTRACT: outside.usdt,
+      LOG_LEVEL: 'silent',
+    })),
+);
 
 describe('reverse keeps ledger = chain', () => {
-  it("the reversed payment's ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back", async () => {
+  it("the reversed payment's ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back", async ({
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    refund,
+    act,
+    ethDifference,
+    balance,
+    journal,
+    hostApp,
+    mined,
+    cliEnv,
+  }) => {
     // Nothing converts: the payment's ETH stays on its channel until the refund.
     await start({ CONVERSION_MIN_USD: '1000000', CONVERSION_MAX_WAIT: '24h' });
     const channelId = await thresholdChannel();
-    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     expect(await ethDifference()).toBe(0n);
     await refund(paymentId, channelId);
 
@@ -210,12 +194,23 @@ describe('reverse keeps ledger = chain', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('a payment whose conversion came back short is reversed for what is left of it: the channel gives back its net less the exchange cost, refunds owed get what the wallet holds for it', async () => {
+  it('a payment whose conversion came back short is reversed for what is left of it: the channel gives back its net less the exchange cost, refunds owed get what the wallet holds for it', async ({
+    outside,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    refund,
+    act,
+    ethDifference,
+    balance,
+    journal,
+  }) => {
     // Beyond the tolerance, the short refund waits for a person; the refund IPN arrives meanwhile.
-    await start({ CONVERSION_MIN_USD: '1', CHANGENOW_REFUND_TOLERANCE: '0.5' });
+    const payrail = await start({ CONVERSION_MIN_USD: '1', CHANGENOW_REFUND_TOLERANCE: '0.5' });
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('refunded_short');
-    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     let conversionId = '';
     await eventually('the conversion in review', async () => {
       const { rows } = await db.pool.query<{ conversion_id: string; status: string }>(
@@ -227,7 +222,7 @@ describe('reverse keeps ledger = chain', () => {
     });
     await refund(paymentId, channelId);
     const [exchange] = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
-    const returned = await payrail!.request('POST', `/api/conversions/${conversionId}/resolve`, {
+    const returned = await payrail.request('POST', `/api/conversions/${conversionId}/resolve`, {
       body: { outcome: 'returned', txHash: exchange!.refundHash },
     });
     expect(returned.status).toBe(200);
@@ -261,16 +256,26 @@ describe('reverse keeps ledger = chain', () => {
 });
 
 describe('a refund whose money was paid out', () => {
-  it('reverse is 409 naming the completed payout; ignore acknowledges it and books nothing: ledger = chain', async () => {
+  it('reverse is 409 naming the completed payout; ignore acknowledges it and books nothing: ledger = chain', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    refund,
+    act,
+    ethDifference,
+    journal,
+  }) => {
     await start();
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'eth',
       payoutNetwork: 'eth',
       walletAddress: owner,
     });
-    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     await eventually('the owner paid on chain', async () => (await outside.balanceOf(owner)) === NET_WEI);
     await eventually(
       'the payout completed',
@@ -291,16 +296,27 @@ describe('a refund whose money was paid out', () => {
 });
 
 describe('a refund whose money came back', () => {
-  it("the instant payout's exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain", async () => {
+  it("the instant payout's exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain", async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    refund,
+    act,
+    ethDifference,
+    balance,
+    journal,
+  }) => {
     await start();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'usdt',
       payoutNetwork: 'eth',
       walletAddress: freshWallet(),
     });
     outside.sim.failNextExchange('refunded');
-    const paymentId = await sendFinished(payrail!, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     await eventually(
       'the payout failed, refunded in full',
       async () =>

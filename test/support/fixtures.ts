@@ -24,6 +24,11 @@ export interface WorldOptions {
   firstPaymentId?: number;
   /** The channel `channel` saves first, as `-<n>`, counting up. */
   firstChannel?: number;
+  /**
+   * The file's own checks once its last test is done, after ledger = chain and before the world stops. Here rather
+   * than in an afterAll: a failing afterAll would leave the world running (vitest skips file fixtures' teardown then).
+   */
+  atEnd?: (world: World) => Promise<void>;
 }
 
 /** What `start` takes besides env: a payrail's roles, where its logs go, a crash point. */
@@ -60,9 +65,11 @@ async function startWorld(): Promise<World> {
 }
 
 /** Once every payrail of the file is stopped (nothing moves any more) and before the chain stops. */
-async function stopWorld({ outside, db }: World): Promise<void> {
+async function stopWorld(world: World, atEnd?: (world: World) => Promise<void>): Promise<void> {
+  const { outside, db } = world;
   try {
     await expectLedgerEqualsChain(db, outside);
+    await atEnd?.(world);
   } finally {
     try {
       await db.close();
@@ -88,7 +95,7 @@ export function worldTest(options: WorldOptions = {}) {
       if (built) throw new Error('the world of this file is already built: use one `test` for its cases and hooks');
       built = true;
       const world = await startWorld();
-      onCleanup(() => stopWorld(world));
+      onCleanup(() => stopWorld(world, options.atEnd));
       return world;
     })
     .extend('outside', { scope: 'file' }, ({ world }) => world.outside)
