@@ -1,9 +1,10 @@
 /**
- * NOWPayments' own word on a payment: GET /v1/payment/{payment_id} with the account's API key. An IPN is only a signed
- * message, and whoever holds the IPN secret can sign one; the API answers from NOWPayments' books. Amounts arrive as
- * JSON numbers and are read as their exact source text (lossless-json), never through a JavaScript number.
+ * NOWPayments' API with the account's key: its own word on a payment (GET /v1/payment/{payment_id}), and checkout's
+ * invoices (POST /v1/invoice). An IPN is only a signed message, and whoever holds the IPN secret can sign one; the API
+ * answers from NOWPayments' books. Amounts travel as JSON numbers and are read and written as their exact source text
+ * (lossless-json), never through a JavaScript number.
  */
-import { isLosslessNumber, parse } from 'lossless-json';
+import { isLosslessNumber, LosslessNumber, parse, stringify } from 'lossless-json';
 import { normaliseAmount } from '../changenow/amount.ts';
 import { nodeTransport, TransportError, type Transport } from '../changenow/transport.ts';
 
@@ -28,8 +29,42 @@ export type PaymentLookup =
   /** No usable answer: unreachable, too slow, 5xx, rate-limited, our key refused, or a body that cannot be read. */
   | { readonly kind: 'unavailable'; readonly detail: string };
 
+/** What checkout asks NOWPayments for: a hosted payment page whose IPNs carry `orderId` to `ipnCallbackUrl`. */
+export interface InvoiceRequest {
+  /** Exact plain decimal text, sent as a JSON number written from that text. */
+  readonly priceAmount: string;
+  readonly priceCurrency: string;
+  readonly orderId: string;
+  readonly orderDescription?: string;
+  readonly ipnCallbackUrl: string;
+  readonly successUrl?: string;
+}
+
+/** The invoice as NOWPayments answered it: the fields payrail keeps and those it compares with what it asked. */
+export interface ApiInvoice {
+  readonly invoiceId: string;
+  readonly invoiceUrl: string;
+  /** Canonical plain decimal (no trailing zeros), or null when the answer gives none. */
+  readonly priceAmount: string | null;
+  /** Lowercase, or null when the answer gives none. */
+  readonly priceCurrency: string | null;
+  readonly orderId: string | null;
+  readonly ipnCallbackUrl: string | null;
+}
+
+export type InvoiceCreation =
+  | { readonly kind: 'created'; readonly invoice: ApiInvoice }
+  /** NOWPayments refused the request (a 4xx: our key, or a field it did not accept). */
+  | { readonly kind: 'refused'; readonly detail: string }
+  /** No usable answer: unreachable, too slow, 5xx, rate-limited, or a body that is not an invoice. */
+  | { readonly kind: 'unavailable'; readonly detail: string }
+  /** An invoice, but not the one asked for (another price, currency, order or IPN address): not to be handed out. */
+  | { readonly kind: 'mismatch'; readonly invoice: ApiInvoice; readonly detail: string };
+
 export interface NowPaymentsApi {
   getPayment(paymentId: string): Promise<PaymentLookup>;
+  /** POST /v1/invoice once (never retried here: a second call would be a second invoice). */
+  createInvoice(request: InvoiceRequest): Promise<InvoiceCreation>;
 }
 
 export interface NowPaymentsApiOptions {
@@ -73,7 +108,98 @@ export function createNowPaymentsApi(options: NowPaymentsApiOptions): NowPayment
         return { kind: 'unavailable', detail: `answer is about payment ${read.paymentId}, not ${paymentId}` };
       return { kind: 'found', payment: read };
     },
+
+    async createInvoice(request) {
+      const price = normaliseAmount(request.priceAmount);
+      if (price === null) throw new Error(`not a price: ${request.priceAmount}`);
+      const body = stringify({
+        price_amount: new LosslessNumber(request.priceAmount),
+        price_currency: request.priceCurrency,
+        order_id: request.orderId,
+        ...(request.orderDescription !== undefined && { order_description: request.orderDescription }),
+        ipn_callback_url: request.ipnCallbackUrl,
+        ...(request.successUrl !== undefined && { success_url: request.successUrl }),
+      }) as string;
+      let response;
+      try {
+        response = await transport({
+          method: 'POST',
+          url: new URL(`${base}/v1/invoice`),
+          headers: {
+            [NOWPAYMENTS_API_KEY_HEADER]: options.apiKey,
+            accept: 'application/json',
+            'content-type': 'application/json',
+          },
+          body,
+        });
+      } catch (error) {
+        if (error instanceof TransportError) return { kind: 'unavailable', detail: `${error.reason}: ${error.detail}` };
+        return { kind: 'unavailable', detail: (error as Error).message };
+      }
+      const text = Buffer.from(response.bytes).toString('utf8');
+      if (response.status === 401 || response.status === 403)
+        return { kind: 'refused', detail: `HTTP ${response.status} (is NOWPAYMENTS_API_KEY right?): ${clip(text)}` };
+      if (response.status >= 400 && response.status < 500 && response.status !== 429)
+        return { kind: 'refused', detail: `HTTP ${response.status}: ${clip(text)}` };
+      if (response.status !== 200 && response.status !== 201)
+        return { kind: 'unavailable', detail: `HTTP ${response.status}: ${clip(text)}` };
+      const invoice = readInvoice(text);
+      if (typeof invoice === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${invoice}` };
+      const differences = [
+        invoice.priceAmount !== price && `price_amount ${invoice.priceAmount ?? '(none)'}, not ${price}`,
+        invoice.priceCurrency !== request.priceCurrency.toLowerCase() &&
+          `price_currency ${invoice.priceCurrency ?? '(none)'}, not ${request.priceCurrency}`,
+        invoice.orderId !== request.orderId && `order_id ${invoice.orderId ?? '(none)'}, not ${request.orderId}`,
+        // An answer may leave it out; one that names another address sends this invoice's IPNs elsewhere.
+        invoice.ipnCallbackUrl !== null &&
+          invoice.ipnCallbackUrl !== request.ipnCallbackUrl &&
+          `ipn_callback_url ${invoice.ipnCallbackUrl}, not ${request.ipnCallbackUrl}`,
+      ].filter((d): d is string => typeof d === 'string');
+      if (differences.length > 0)
+        return { kind: 'mismatch', invoice, detail: `invoice ${invoice.invoiceId} has ${differences.join('; ')}` };
+      return { kind: 'created', invoice };
+    },
   };
+}
+
+/** The fields of an invoice payrail keeps and compares, or why the body is not an invoice. */
+export function readInvoice(text: string): ApiInvoice | string {
+  let parsed: unknown;
+  try {
+    parsed = parse(text);
+  } catch (error) {
+    return `not JSON: ${(error as Error).message}`;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
+    return 'not a JSON object';
+  const body = parsed as Record<string, unknown>;
+  const id = numberOrString(body.id);
+  if (id === null || !/^[1-9][0-9]{0,19}$/.test(id)) return 'id missing or not a positive integer';
+  if (typeof body.invoice_url !== 'string' || !isHttpUrl(body.invoice_url)) return 'invoice_url missing or not a URL';
+  let priceAmount: string | null = null;
+  if (body.price_amount !== null && body.price_amount !== undefined) {
+    const raw = numberOrString(body.price_amount);
+    priceAmount = raw === null ? null : normaliseAmount(raw);
+    if (priceAmount === null) return 'price_amount is not a non-negative number';
+  }
+  const textOf = (value: unknown) => (typeof value === 'string' && value !== '' ? value : null);
+  return {
+    invoiceId: id,
+    invoiceUrl: body.invoice_url,
+    priceAmount,
+    priceCurrency: textOf(body.price_currency)?.toLowerCase() ?? null,
+    orderId: textOf(body.order_id),
+    ipnCallbackUrl: textOf(body.ipn_callback_url),
+  };
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'https:' || url.protocol === 'http:';
+  } catch {
+    return false;
+  }
 }
 
 /** The fields payrail compares, or why the body is not a payment. */

@@ -60,8 +60,25 @@ class JsonNumber {
   constructor(readonly text: string) {}
 }
 
+/** The user part of an order id: a Telegram user id. */
+export const ORDER_USER_ID_RE = /^[1-9][0-9]{0,19}$/;
+/** The channel part of an order id: a Telegram chat id, usually negative. */
+export const ORDER_CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
 /** `PGP-{userId}|{channelId}`: a Telegram user id and a (usually negative) channel id. */
-const ORDER_ID_RE = /^PGP-([1-9][0-9]{0,19})\|(-?[1-9][0-9]{0,19})$/;
+const ORDER_ID_RE = new RegExp(
+  `^PGP-(${ORDER_USER_ID_RE.source.slice(1, -1)})\\|(${ORDER_CHANNEL_ID_RE.source.slice(1, -1)})$`,
+);
+
+/**
+ * The order id payrail reads back from every IPN of a payment, for a payment by `userId` to `channelId`: written here,
+ * next to the parser, so what checkout sends NOWPayments is always what intake accepts.
+ */
+export function orderIdFor(userId: string, channelId: string): string {
+  const orderId = `PGP-${userId}|${channelId}`;
+  if (!ORDER_USER_ID_RE.test(userId) || !ORDER_CHANNEL_ID_RE.test(channelId) || !ORDER_ID_RE.test(orderId))
+    throw new Error(`no order id for user ${JSON.stringify(userId)} and channel ${JSON.stringify(channelId)}`);
+  return orderId;
+}
 
 const numberText = z.union([z.instanceof(JsonNumber).transform((n) => n.text), z.string()]);
 const decimal = numberText.refine(isPlainDecimal, {

@@ -6,11 +6,16 @@
  * It learns a payment by POST /sim/payments (the payment as NOWPayments holds it: an IPN body's fields), or in
  * process through addPayment. Told another amount, status or currency than the IPN payrail receives, it disagrees
  * with that IPN, as NOWPayments would with a forged one. Faults: down (connection refused), 5xx, slow.
+ *
+ * Checkout: POST /v1/invoice (header x-api-key) creates an invoice; POST /sim/invoices/{id}/pay has a subscriber pay
+ * it, which sends its signed IPNs to the invoice's ipn_callback_url and books the payment (invoices.ts).
  */
 import fs from 'node:fs';
 import type http from 'node:http';
 import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
+import { DEFAULT_PAIRS } from '../changenow/pricing.ts';
 import { HttpError, jsonApi, LocalServer, sleepUnlessGone, type Answer } from '../http.ts';
+import { invoiceBook, PAY_STATUSES, type InvoicePaid, type PayOptions, type PayStatus } from './invoices.ts';
 
 export type NowPaymentsFault = 'none' | 'down' | '5xx' | 'slow';
 const FAULTS: readonly NowPaymentsFault[] = ['none', 'down', '5xx', 'slow'];
@@ -35,6 +40,19 @@ export interface NowPaymentsSimulatorOptions {
    * still finds NOWPayments knowing the payments it took before, as the real one would.
    */
   statePath?: string;
+  /** Where the invoices it created are kept (a local run: next to the database); default: in memory only. */
+  invoicesPath?: string;
+  /** The account's IPN secret: paying an invoice signs its IPNs with it. Unset: invoices cannot be paid. */
+  ipnSecret?: string;
+  /**
+   * NOWPayments forwarding a paid invoice's outcome (wei) to the merchant's wallet, before its `finished` IPN: on the
+   * local chain, so the host wallet holds what payrail credits. Unset: nothing is forwarded.
+   */
+  forwardOutcome?: (wei: bigint) => Promise<void>;
+  /** USD per ETH for paid invoices; default: the ChangeNow simulator's ETH rate, so both price ETH alike. */
+  ethUsd?: string;
+  /** The first payment id a paid invoice gets (above every payment already held); default 5300000000. */
+  firstPaymentId?: bigint;
 }
 
 export interface NowPaymentsSimulator {
@@ -49,6 +67,14 @@ export interface NowPaymentsSimulator {
   setFault(fault: NowPaymentsFault, options?: { slowMs?: number }): Promise<void>;
   /** GET /v1/payment calls that reached the simulator (answered or refused), since it started. */
   readonly calls: () => number;
+  /** Invoices by id, as they were answered. */
+  readonly invoices: Map<string, Record<string, unknown>>;
+  /** POST /v1/invoice calls that reached the simulator (answered or refused), since it started. */
+  readonly invoiceCalls: () => number;
+  /** The next invoice is answered with these fields in place of its own (null: answer faithfully again). */
+  answerNextInvoiceWith(overrides: Record<string, unknown> | null): void;
+  /** A subscriber pays the invoice: its IPNs are sent in `deliveries` order (POST /sim/invoices/{id}/pay). */
+  payInvoice(invoiceId: string, options?: PayOptions): Promise<InvoicePaid>;
   stop(): Promise<void>;
 }
 
@@ -71,6 +97,7 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
   let fault: NowPaymentsFault = 'none';
   let slowMs = 2_000;
   let calls = 0;
+  let invoiceCalls = 0;
 
   const addPayment = (body: Record<string, unknown> | string, overrides: Record<string, unknown> = {}): string => {
     const parsed: unknown = typeof body === 'string' ? parseLossless(body) : body;
@@ -98,16 +125,20 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
   const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<Answer> => {
     const url = new URL(req.url ?? '/', 'http://sim');
     if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
+    const creating = req.method === 'POST' && /^\/v1\/invoice\/?$/.test(url.pathname);
     const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
-    if (req.method !== 'GET' || !match) throw new HttpError(404, 'NOT_FOUND', `no route ${req.method} ${url.pathname}`);
-    calls += 1;
+    if (!creating && (req.method !== 'GET' || !match))
+      throw new HttpError(404, 'NOT_FOUND', `no route ${req.method} ${url.pathname}`);
+    if (creating) invoiceCalls += 1;
+    else calls += 1;
     if (req.headers['x-api-key'] !== options.apiKey) throw new HttpError(403, 'INVALID_API_KEY', 'Invalid api key');
     if (fault === '5xx') throw new HttpError(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable');
     if (fault === 'slow') {
       await sleepUnlessGone(slowMs, res);
       if (res.destroyed) throw new HttpError(499, 'client_closed', 'client closed the request');
     }
-    const payment = payments.get(decodeURIComponent(match[1] ?? ''));
+    if (creating) return [200, book.create(body)];
+    const payment = payments.get(decodeURIComponent(match?.[1] ?? ''));
     if (!payment) throw new HttpError(404, 'PAYMENT_NOT_FOUND', 'Payment not found');
     return [200, payment];
   };
@@ -131,6 +162,9 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       return [200, payments.get(id)];
     }
     if (method === 'GET' && url.pathname === '/sim/payments') return [200, { payments: [...payments.values()] }];
+    if (method === 'GET' && url.pathname === '/sim/invoices') return [200, { invoices: [...book.invoices.values()] }];
+    const paying = /^\/sim\/invoices\/([1-9][0-9]{0,19})\/pay$/.exec(url.pathname);
+    if (method === 'POST' && paying) return [200, await book.pay(paying[1] as string, readPayOptions(body))];
     if (method === 'POST' && url.pathname === '/sim/fault') {
       let input: { fault?: unknown; slowMs?: unknown };
       try {
@@ -157,6 +191,22 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
   };
 
+  let nextPaymentId = options.firstPaymentId ?? 5_300_000_000n;
+  const book = invoiceBook({
+    url: () => server.url,
+    ...(options.ipnSecret !== undefined && { ipnSecret: options.ipnSecret }),
+    ...(options.forwardOutcome && { forwardOutcome: options.forwardOutcome }),
+    ethUsd: options.ethUsd ?? (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate,
+    ...(options.invoicesPath && { statePath: options.invoicesPath }),
+    firstInvoiceId: 4_700_000_000n,
+    nextPaymentId: () => {
+      // Above every payment held, those a restarted simulator read back included: a payment id is never given twice.
+      for (const id of payments.keys()) if (BigInt(id) >= nextPaymentId) nextPaymentId = BigInt(id) + 1n;
+      return String(nextPaymentId++);
+    },
+    addPayment: (payment) => void addPayment(payment),
+  });
+
   const server = new LocalServer();
   const api = jsonApi({
     route: routes,
@@ -170,6 +220,10 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     payments,
     addPayment,
     calls: () => calls,
+    invoices: book.invoices,
+    invoiceCalls: () => invoiceCalls,
+    answerNextInvoiceWith: (overrides) => book.answerNextWith(overrides),
+    payInvoice: (id, payOptions) => book.pay(id, payOptions),
     async setFault(next, opts = {}) {
       if (opts.slowMs !== undefined) slowMs = opts.slowMs;
       if (next === 'down' && fault !== 'down') await server.close();
@@ -181,4 +235,28 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
     },
   };
   return control;
+}
+
+/** POST /sim/invoices/{id}/pay's body: `{"deliveries": ["waiting", "confirming", "finished", …]}`, or none. */
+function readPayOptions(body: string): PayOptions {
+  let input: unknown;
+  try {
+    input = JSON.parse(body || '{}');
+  } catch {
+    throw new HttpError(400, 'bad_request', 'body must be JSON');
+  }
+  if (input === null || typeof input !== 'object' || Array.isArray(input))
+    throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+  const { deliveries, ...rest } = input as { deliveries?: unknown };
+  if (Object.keys(rest).length > 0)
+    throw new HttpError(400, 'bad_request', `unknown field ${Object.keys(rest)[0] as string}: only deliveries`);
+  if (deliveries === undefined) return {};
+  if (
+    !Array.isArray(deliveries) ||
+    deliveries.length === 0 ||
+    deliveries.length > 20 ||
+    !deliveries.every((d) => PAY_STATUSES.includes(d as PayStatus))
+  )
+    throw new HttpError(400, 'bad_request', `deliveries must be 1 to 20 of ${PAY_STATUSES.join(', ')}`);
+  return { deliveries: deliveries as PayStatus[] };
 }
