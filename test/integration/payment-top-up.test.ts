@@ -4,14 +4,13 @@
  * forwards it, then says `finished`). The difference is credited once and follows the first part's way: converted by
  * the next batch, and paid out; ledger = chain at the end.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel } from '../support/payouts.ts';
+import { eventually } from '../support/outside.ts';
+import { IPN_SECRET } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 /** The partial fixture's outcome, and what the finished IPN after it says: 0.00294 then 0.00487 ETH. */
 const PARTIAL_WEI = 2_940_000_000_000_000n;
@@ -20,89 +19,88 @@ const REST_WEI = 1_930_000_000_000_000n;
 const PARTIAL_NET_WEI = 2_851_800_000_000_000n;
 const REST_NET_WEI = 1_872_100_000_000_000n;
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail | undefined;
-let nextPaymentId = 9_700_000_000;
-let nextChannel = 1_003_700_000_001;
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-  payrail = await startTestPayrail(db, { outside, env: { ...outside.env, CONVERSION_MIN_USD: '1' } });
-});
-afterEach(async () => {
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    await payrail?.stop();
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-    if (db) expect((await checkLedger(db.db)).problems).toEqual([]);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
-
-async function send(body: Record<string, unknown>) {
-  const { raw, headers } = signed(body, IPN_SECRET);
-  return payrail!.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-}
-
-const act = (paymentId: string, action: string) => payrail!.request('POST', `/api/payments/${paymentId}/${action}`);
-
-/** NOWPayments forwards the partial outcome, says partially_paid, and a person credits it. */
-async function creditedPartial(channelId: string): Promise<Record<string, unknown>> {
-  const body = {
-    ...structuredClone(fixtures.partially_paid),
-    payment_id: nextPaymentId++,
-    order_id: `PGP-1|${channelId}`,
-  };
-  await outside.nowpayments.send(outside.hostAddress, PARTIAL_WEI);
-  expect((await send(body)).status).toBe(202);
-  expect((await act(String(body.payment_id), 'credit')).status).toBe(200);
-  return body;
-}
-
-/** NOWPayments forwards the rest, says finished with the whole outcome, and a person credits the difference. */
-async function creditedRest(partial: Record<string, unknown>): Promise<Record<string, any>> {
-  await outside.nowpayments.send(outside.hostAddress, REST_WEI);
-  const res = await send({
-    ...ipnBody(),
-    payment_id: partial.payment_id,
-    invoice_id: partial.invoice_id,
-    order_id: partial.order_id,
-  });
-  expect(res.status).toBe(202);
-  expect(res.body.reviewReason).toBe(
-    'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
-  );
-  const credit = await act(String(partial.payment_id), 'credit');
-  expect(credit.status).toBe(200);
-  return credit.body;
-}
-
-async function conversionsOf(paymentId: string) {
-  const { rows } = await db.pool.query<{ status: string; net_wei: string }>(
-    'select c.status, p.net_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
-    [paymentId],
-  );
-  return rows;
-}
-
-async function ethOf(channelId: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ balance: string }>(
-    "select balance::text from ledger_accounts where code = $1 and asset = 'eth'",
-    [`channel:${channelId}`],
-  );
-  return BigInt(rows[0]?.balance ?? '0');
-}
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1' },
+    filePayrail: {},
+    firstPaymentId: 9_700_000_000,
+    firstChannel: 1_003_700_000_001,
+    atEnd: async ({ db }) => expect((await checkLedger(db.db)).problems).toEqual([]),
+  })
+    .extend('send', ({ payrail }) => async (body: Record<string, unknown>) => {
+      const { raw, headers } = signed(body, IPN_SECRET);
+      return payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+    })
+    .extend(
+      'act',
+      ({ payrail }) =>
+        (paymentId: string, action: string) =>
+          payrail.request('POST', `/api/payments/${paymentId}/${action}`),
+    )
+    /** NOWPayments forwards the partial outcome, says partially_paid, and a person credits it. */
+    .extend(
+      'creditedPartial',
+      ({ outside, nextPaymentId, send, act }) =>
+        async (channelId: string): Promise<Record<string, unknown>> => {
+          const body = {
+            ...structuredClone(fixtures.partially_paid),
+            payment_id: nextPaymentId(),
+            order_id: `PGP-1|${channelId}`,
+          };
+          await outside.nowpayments.send(outside.hostAddress, PARTIAL_WEI);
+          expect((await send(body)).status).toBe(202);
+          expect((await act(String(body.payment_id), 'credit')).status).toBe(200);
+          return body;
+        },
+    )
+    /** NOWPayments forwards the rest, says finished with the whole outcome, and a person credits the difference. */
+    .extend(
+      'creditedRest',
+      ({ outside, send, act }) =>
+        async (partial: Record<string, unknown>): Promise<Record<string, any>> => {
+          await outside.nowpayments.send(outside.hostAddress, REST_WEI);
+          const res = await send({
+            ...ipnBody(),
+            payment_id: partial.payment_id,
+            invoice_id: partial.invoice_id,
+            order_id: partial.order_id,
+          });
+          expect(res.status).toBe(202);
+          expect(res.body.reviewReason).toBe(
+            'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
+          );
+          const credit = await act(String(partial.payment_id), 'credit');
+          expect(credit.status).toBe(200);
+          return credit.body;
+        },
+    )
+    .extend('conversionsOf', ({ db }) => async (paymentId: string) => {
+      const { rows } = await db.pool.query<{ status: string; net_wei: string }>(
+        'select c.status, p.net_wei::text from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+        [paymentId],
+      );
+      return rows;
+    })
+    .extend('ethOf', ({ db }) => async (channelId: string): Promise<bigint> => {
+      const { rows } = await db.pool.query<{ balance: string }>(
+        "select balance::text from ledger_accounts where code = $1 and asset = 'eth'",
+        [`channel:${channelId}`],
+      );
+      return BigInt(rows[0]?.balance ?? '0');
+    }),
+);
 
 describe('a top-up after the partial moved on', () => {
-  it('threshold: the partial was converted; the difference goes back to pending for exactly its own ETH and the next batch converts it', async () => {
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+  it('threshold: the partial was converted; the difference goes back to pending for exactly its own ETH and the next batch converts it', async ({
+    db,
+    channel,
+    payrail,
+    creditedPartial,
+    creditedRest,
+    conversionsOf,
+    ethOf,
+  }) => {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -114,8 +112,7 @@ describe('a top-up after the partial moved on', () => {
     await eventually('the partial converted', async () =>
       (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
     );
-    const firstUsdt = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body.conversion
-      .usdtAmount as string;
+    const firstUsdt = (await payrail.request('GET', `/api/payments/${paymentId}`)).body.conversion.usdtAmount as string;
 
     const credited = await creditedRest(partial);
     expect(credited).toMatchObject({
@@ -133,7 +130,7 @@ describe('a top-up after the partial moved on', () => {
       { status: 'completed', net_wei: REST_NET_WEI.toString() },
     ]);
     expect(await ethOf(channelId)).toBe(0n);
-    const after = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body;
+    const after = (await payrail.request('GET', `/api/payments/${paymentId}`)).body;
     expect(after.conversion.status).toBe('completed');
     // Both conversions' USDT: 0.0028518 and 0.0018721 ETH at 3000, less 1 USDT each.
     expect(firstUsdt).toBe('7.5554');
@@ -141,8 +138,16 @@ describe('a top-up after the partial moved on', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it('refunded: once NOWPayments refunded the payment (the refund acknowledged by ignore), a stale finished IPN saying more is no top-up: nothing opens, nothing is credited', async () => {
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+  it('refunded: once NOWPayments refunded the payment (the refund acknowledged by ignore), a stale finished IPN saying more is no top-up: nothing opens, nothing is credited', async ({
+    db,
+    channel,
+    payrail,
+    send,
+    act,
+    creditedPartial,
+    conversionsOf,
+  }) => {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -169,7 +174,7 @@ describe('a top-up after the partial moved on', () => {
     });
     expect(stale.status).toBe(200);
     expect(stale.body).toMatchObject({ status: 'refunded', outcome: 'unchanged' });
-    const after = (await payrail!.request('GET', `/api/payments/${paymentId}`)).body;
+    const after = (await payrail.request('GET', `/api/payments/${paymentId}`)).body;
     expect(after).toMatchObject({
       status: 'refunded',
       reviewReason: null,
@@ -187,9 +192,17 @@ describe('a top-up after the partial moved on', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it("instant: the partial's payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel's USDT", async () => {
+  it("instant: the partial's payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel's USDT", async ({
+    outside,
+    db,
+    channel,
+    creditedPartial,
+    creditedRest,
+    conversionsOf,
+    ethOf,
+  }) => {
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'usdt',
       payoutNetwork: 'eth',
@@ -235,9 +248,17 @@ describe('a top-up after the partial moved on', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
-  it("instant: the partial was paid out; the difference is converted and paid to the owner as the channel's USDT", async () => {
+  it("instant: the partial was paid out; the difference is converted and paid to the owner as the channel's USDT", async ({
+    outside,
+    db,
+    channel,
+    creditedPartial,
+    creditedRest,
+    conversionsOf,
+    ethOf,
+  }) => {
     const owner = freshWallet();
-    const channelId = await saveChannel(payrail!, `-${nextChannel++}`, {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'usdt',
       payoutNetwork: 'eth',

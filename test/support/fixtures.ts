@@ -29,16 +29,24 @@ export interface WorldOptions {
    * than in an afterAll: a failing afterAll would leave the world running (vitest skips file fixtures' teardown then).
    */
   atEnd?: (world: World) => Promise<void>;
+  /**
+   * One payrail for the whole file instead of one per test (these options for it, the file's env): started before the
+   * first test, the `payrail` of every test, stopped after the last one, before ledger = chain. `start` is refused.
+   */
+  filePayrail?: StartOptions;
 }
 
 /** What `start` takes besides env: a payrail's roles, where its logs go, a crash point. */
 export type StartOptions = Omit<NonNullable<Parameters<typeof startTestPayrail>[1]>, 'env' | 'outside'>;
 
-/** A payrail per test: started on demand, one at a time, stopped (and the world's faults undone) after the test. */
+/**
+ * A payrail per test: started on demand, one at a time, stopped (and the world's faults undone) after the test; or the
+ * file's one payrail (WorldOptions.filePayrail).
+ */
 export interface TestApp {
   /** Starts the test's payrail (stopping the one it started before, if any) with the file's env and `env` on top. */
   start: (env?: Record<string, string>, options?: StartOptions) => Promise<TestPayrail>;
-  /** The payrail `start` gave last. */
+  /** The payrail `start` gave last, or the file's one. */
   readonly payrail: TestPayrail;
   /** Saves a channel under the file's next id on the test's payrail, expecting it saved; returns the id. */
   channel: (body: Record<string, unknown>) => Promise<string>;
@@ -100,20 +108,31 @@ export function worldTest(options: WorldOptions = {}) {
     })
     .extend('outside', { scope: 'file' }, ({ world }) => world.outside)
     .extend('db', { scope: 'file' }, ({ world }) => world.db)
-    .extend('app', ({ world }, { onCleanup }): TestApp => {
+    .extend('filePayrail', { scope: 'file' }, async ({ world }, { onCleanup }) => {
+      if (!options.filePayrail) return undefined;
+      const payrail = await startTestPayrail(world.db, {
+        ...options.filePayrail,
+        outside: world.outside,
+        env: { ...world.outside.env, ...options.env },
+      });
+      onCleanup(() => payrail.stop());
+      return payrail;
+    })
+    .extend('app', ({ world, filePayrail }, { onCleanup }): TestApp => {
       const { outside, db } = world;
-      let current: TestPayrail | undefined;
+      let current: TestPayrail | undefined = filePayrail;
       const started = (): TestPayrail => {
         if (!current) throw new Error('no payrail started in this test (call start first)');
         return current;
       };
       onCleanup(async () => {
-        await current?.stop();
+        if (!filePayrail) await current?.stop();
         current = undefined;
         await resetFaults(outside);
       });
       return {
         start: async (env = {}, startOptions = {}) => {
+          if (filePayrail) throw new Error("this file's tests share one payrail (filePayrail): nothing to start");
           await current?.stop();
           current = undefined;
           current = await startTestPayrail(db, {
@@ -133,6 +152,8 @@ export function worldTest(options: WorldOptions = {}) {
       };
     })
     .extend('start', ({ app }) => app.start)
+    /** The test's payrail as it is when the test begins: the file's one (filePayrail); otherwise use `start`'s. */
+    .extend('payrail', ({ app }) => app.payrail)
     .extend('channel', ({ app }) => app.channel)
     .extend('pay', ({ app }) => app.pay)
     .extend('nextPaymentId', ({ app }) => app.nextPaymentId);
@@ -140,13 +161,13 @@ export function worldTest(options: WorldOptions = {}) {
 }
 
 /**
- * Builds the file's world in a beforeAll, under the hook timeout, rather than in its first test's own time. Give it the
+ * Builds the file's world (and its one payrail, if it has one) in a beforeAll, under the hook timeout, rather than in its first test's own time. Give it the
  * `test` the file's cases use: each `.extend` keeps file fixtures of its own, so a world built through another would be
  * a second one.
  */
-export function worldFirst<T extends { beforeAll(listener: (context: { world: World }) => unknown): void }>(
-  test: T,
-): T {
-  test.beforeAll(({ world }) => void world);
+export function worldFirst<
+  T extends { beforeAll(listener: (context: { world: World; filePayrail: TestPayrail | undefined }) => unknown): void },
+>(test: T): T {
+  test.beforeAll(({ world, filePayrail }) => void [world, filePayrail]);
   return test;
 }
