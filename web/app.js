@@ -1,7 +1,8 @@
 /*
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
  * with the tab), refreshes it every few seconds, calls the payout, conversion, transfer and payment actions of the
- * review queue, and pays a channel now.
+ * review queue, pays a channel now, and shows a channel's statement for the last 30 days (with its CSV, fetched with
+ * the token and saved from a Blob: there are no cookies for a plain link to carry).
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -426,6 +427,107 @@
     };
   }
 
+  // --- a channel's statement (GET /api/channels/:id/statement) ---------------------------------------------------
+
+  const STATEMENT_DAYS = 30;
+  /** Rows listed per asset: the latest ones; the CSV download has every row. */
+  const STATEMENT_ROWS = 200;
+  const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
+  /** Counts the statements asked for: only the latest request's answer is shown (kept out of Alpine's proxies). */
+  let statementsAsked = 0;
+  const ITEM_KINDS = {
+    payment: 'payment',
+    payment_top_up: 'top-up',
+    conversion: 'conversion',
+    payout: 'payout',
+    payment_reversal: 'reversal',
+    exchange_cost: 'exchange cost',
+    payout_returned: 'payout returned',
+    other: 'other',
+  };
+
+  function statementPath(channelId, range, format) {
+    const query = new URLSearchParams({ from: range.from, to: range.to });
+    if (format) query.set('format', format);
+    return `/api/channels/${encodeURIComponent(channelId)}/statement?${query}`;
+  }
+
+  /** "2026-12-06T11:05:02.123456Z" → "2026-12-06 11:05:02" (UTC, as the API gives it). */
+  const utc = (iso) => `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
+
+  function itemDetail(x) {
+    switch (x.kind) {
+      case 'payment':
+      case 'payment_top_up':
+        return `gross ${groupDigits(x.gross)}, fee ${groupDigits(x.fee)}${x.feePercent === null ? '' : ` (${x.feePercent} %)`} · ${x.status ?? '–'}`;
+      case 'conversion':
+        return `${groupDigits(x.ethOut)} ETH → ${groupDigits(x.usdtIn)} USDT${x.rate === null ? '' : ` at ${groupDigits(x.rate)}`}`;
+      case 'payout':
+        return `${x.payoutKind ?? 'payout'} of ${groupDigits(x.payoutAmount)} ${upper(x.asset)} to ${upper(x.payoutCurrency)} on ${x.payoutNetwork} · ${x.status ?? '–'}${x.exchangeId ? ` · exchange ${x.exchangeId}` : ''}`;
+      default:
+        return x.journalKind;
+    }
+  }
+
+  function statementAssetView(a) {
+    const items = [...a.payments, ...a.conversions, ...a.payouts, ...a.other].sort((x, y) =>
+      x.time < y.time ? -1 : x.time > y.time ? 1 : 0,
+    );
+    const shown = items.slice(-STATEMENT_ROWS);
+    const sum = (key, count, amount) => ({ key, label: `${count} ${key}`, text: groupDigits(amount), count });
+    return {
+      asset: a.asset,
+      assetText: upper(a.asset),
+      testid: `statement-${a.asset}`,
+      openingText: groupDigits(a.opening.total),
+      closingText: groupDigits(a.closing.total),
+      reservedText:
+        a.closing.reserved === '0' ? '' : `${groupDigits(a.closing.reserved)} of it set aside for payouts under way`,
+      sums: [
+        sum('payments', a.sums.payments.count, a.sums.payments.net),
+        sum('conversions', a.sums.conversions.count, a.sums.conversions.amount),
+        sum('payouts', a.sums.payouts.count, a.sums.payouts.amount),
+        sum('other', a.sums.other.count, a.sums.other.amount),
+      ].filter((s) => s.count > 0),
+      // The API serves a statement only once this holds; the page says what was checked.
+      checkText: `checked against the ledger: ${groupDigits(a.check.opening)} + ${groupDigits(a.check.movementsFromEntries)} = ${groupDigits(a.check.closing)}`,
+      items: shown.map((x) => ({
+        key: `${x.kind}:${x.id}:${x.time}`,
+        testid: `statement-item-${a.asset}-${x.kind}-${x.id}`,
+        timeText: utc(x.time),
+        kindText: ITEM_KINDS[x.kind] ?? x.kind,
+        id: x.id,
+        amountText: groupDigits(x.amount),
+        amountClass: x.amount.startsWith('-') ? 'num out' : x.amount === '0' ? 'num zero' : 'num in',
+        detail: itemDetail(x),
+      })),
+      any: items.length > 0,
+      none: items.length === 0,
+      more: items.length > shown.length ? `the latest ${shown.length} of ${items.length}; the CSV has them all` : '',
+    };
+  }
+
+  function statementView(s) {
+    return {
+      title: `Channel ${s.channelId}`,
+      rangeText: `last ${STATEMENT_DAYS} days · ${utc(s.from)} to ${utc(s.to)} UTC`,
+      assets: s.assets.map(statementAssetView),
+    };
+  }
+
+  /** Saves text the page fetched as a file: a link to an object URL, clicked once. */
+  function saveFile(blob, name) {
+    const url = URL.createObjectURL(blob);
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Revoked once the browser has taken the file.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+
   // --- the chart (kept out of Alpine's reactive data: Chart.js must not be proxied) ------------------------------
 
   let chart = null;
@@ -532,6 +634,12 @@
       loading: false,
       failedAt: null,
       timer: null,
+      // The channel view: which channel, the range asked for, and its statement as the page shows it.
+      statementFor: '',
+      statementRange: null,
+      statement: null,
+      statementError: '',
+      statementLoading: false,
 
       init() {
         if (this.token) this.load();
@@ -556,6 +664,13 @@
       get statusClass() {
         return this.failedAt ? 'status stale' : 'status live';
       },
+      get statementOpen() {
+        return this.statementFor !== '';
+      },
+      get statementStatus() {
+        if (this.statementLoading) return 'loading…';
+        return this.statementError;
+      },
 
       signIn() {
         const value = this.$refs.token.value.trim();
@@ -573,6 +688,7 @@
         this.view = null;
         this.failedAt = null;
         this.notice = { text: '', kind: '' };
+        this.closeStatement();
       },
       setHours(hours) {
         this.hours = hours === 48 ? 48 : 24;
@@ -614,6 +730,71 @@
           this.error = error.message;
         } finally {
           this.loading = false;
+        }
+      },
+
+      /** A channel's id clicked in the channels table: its statement for the last STATEMENT_DAYS days. */
+      async openStatement(event) {
+        const id = event.currentTarget.dataset.id;
+        if (!CHANNEL_ID_RE.test(id ?? '')) return;
+        const to = new Date();
+        const range = {
+          from: new Date(to.getTime() - STATEMENT_DAYS * 86_400_000).toISOString(),
+          to: to.toISOString(),
+        };
+        const asked = ++statementsAsked;
+        this.statementFor = id;
+        this.statementRange = range;
+        this.statement = null;
+        this.statementError = '';
+        this.statementLoading = true;
+        try {
+          const { status, body } = await this.api('GET', statementPath(id, range));
+          // Another channel was clicked meanwhile: its answer is the one to show.
+          if (asked !== statementsAsked) return;
+          if (status === 401) {
+            this.signOut();
+            this.error = 'The server refused this token.';
+            return;
+          }
+          if (status !== 200) {
+            this.statementError = body.error ?? `HTTP ${status}`;
+            return;
+          }
+          this.statement = statementView(body);
+        } catch (error) {
+          this.statementError = error.message;
+        } finally {
+          if (asked === statementsAsked) this.statementLoading = false;
+        }
+      },
+      closeStatement() {
+        statementsAsked++;
+        this.statementFor = '';
+        this.statementRange = null;
+        this.statement = null;
+        this.statementError = '';
+        this.statementLoading = false;
+      },
+      /** The statement shown, as CSV: fetched with the token (no cookie would carry it), saved from a Blob. */
+      async downloadStatement() {
+        const id = this.statementFor;
+        const range = this.statementRange;
+        if (!CHANNEL_ID_RE.test(id) || range === null) return;
+        try {
+          const response = await fetch(statementPath(id, range, 'csv'), {
+            headers: { authorization: `Bearer ${this.token}` },
+            cache: 'no-store',
+          });
+          if (!response.ok) {
+            const answer = await response.json().catch(() => ({}));
+            this.statementError = answer.error ?? `CSV download failed (HTTP ${response.status})`;
+            return;
+          }
+          const name = `statement-${id}-${range.from.slice(0, 10)}-${range.to.slice(0, 10)}.csv`;
+          saveFile(await response.blob(), name);
+        } catch (error) {
+          this.statementError = error.message;
         }
       },
 

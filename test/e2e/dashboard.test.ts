@@ -849,6 +849,73 @@ describe('the dashboard', () => {
     await page.close();
   });
 
+  it("shows a channel's statement for the last 30 days when its id is clicked, and saves its CSV fetched with the token", async () => {
+    const page = await newPage();
+    await signIn(page);
+    const asked: Array<{ url: URL; authorization: string | undefined }> = [];
+    page.on('request', (request) => {
+      if (request.url().includes('/statement?'))
+        asked.push({ url: new URL(request.url()), authorization: request.headers().authorization });
+    });
+    await page.click(`[data-testid=channel-${THRESHOLD}] [data-role=open-statement]`);
+    await page.waitForSelector('[data-testid=statement-usdt]');
+    const json = asked[0] as { url: URL; authorization: string | undefined };
+    expect(json.url.pathname).toBe(`/api/channels/${THRESHOLD}/statement`);
+    expect(json.authorization).toBe(`Bearer ${ADMIN_TOKEN}`);
+    const from = json.url.searchParams.get('from') as string;
+    const to = json.url.searchParams.get('to') as string;
+    expect(Date.parse(to) - Date.parse(from)).toBe(30 * 86_400_000);
+    const range = new URLSearchParams({ from, to }).toString();
+
+    // What the page shows is what the API answers for the same range.
+    const api = (await payrail.request('GET', `/api/channels/${THRESHOLD}/statement?${range}`)).body as {
+      assets: Array<{
+        asset: string;
+        opening: { total: string };
+        closing: { total: string };
+        [list: string]: unknown;
+      }>;
+    };
+    expect(await page.textContent('[data-testid=statement] [data-role=title]')).toBe(`Channel ${THRESHOLD}`);
+    for (const a of api.assets) {
+      const box = `[data-testid=statement-${a.asset}]`;
+      expect(await shown(page, `${box} [data-role=opening]`)).toBe(a.opening.total);
+      expect(await shown(page, `${box} [data-role=closing]`)).toBe(a.closing.total);
+      const items = ['payments', 'conversions', 'payouts', 'other'].flatMap(
+        (list) => a[list] as Array<{ kind: string; id: string; amount: string }>,
+      );
+      expect(await page.locator(`${box} tbody tr`).count()).toBe(items.length);
+      for (const x of items)
+        expect(await shown(page, `[data-testid=statement-item-${a.asset}-${x.kind}-${x.id}] [data-role=amount]`)).toBe(
+          x.amount,
+        );
+    }
+    // THRESHOLD's history in this file: three payments and a top-up's partial, a conversion, the batch paid now.
+    expect(await page.locator('[data-testid=statement-eth] tbody tr').count()).toBeGreaterThanOrEqual(4);
+    expect(await page.locator('[data-testid=statement-usdt] tbody tr').count()).toBeGreaterThanOrEqual(2);
+    expect(await page.textContent('[data-testid=statement-usdt] [data-role=check]')).toMatch(
+      /^checked against the ledger: /,
+    );
+
+    // The download: fetched with the token (no cookie would carry it), saved as the API's CSV for the same range.
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click('[data-testid=statement] [data-role=download]'),
+    ]);
+    expect(download.suggestedFilename()).toBe(`statement-${THRESHOLD}-${from.slice(0, 10)}-${to.slice(0, 10)}.csv`);
+    const saved = fs.readFileSync(await download.path(), 'utf8');
+    const csv = await fetch(`${payrail.url}/api/channels/${THRESHOLD}/statement?${range}&format=csv`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(saved).toBe(await csv.text());
+    const csvAsked = asked.find((r) => r.url.searchParams.get('format') === 'csv');
+    expect(csvAsked?.authorization).toBe(`Bearer ${ADMIN_TOKEN}`);
+
+    await page.click('[data-testid=statement] [data-role=close]');
+    await page.waitForSelector('[data-testid=statement]', { state: 'hidden' });
+    await page.close();
+  });
+
   it('ran under its CSP without a violation or an error', () => {
     expect(problems).toEqual([]);
   });
