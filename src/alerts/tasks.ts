@@ -1,14 +1,14 @@
 /** The alert jobs: the evaluation cron and the webhook delivery. */
 import type { CronItem, Task } from 'graphile-worker';
 import { z } from 'zod';
-import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
+import { periodic, PERIODIC, tasksRunBy, type TaskName } from '../jobs/index.ts';
 import { evaluateAlerts, type EvaluateDeps } from './evaluate.ts';
 import { deliverAlert, type NotifyDeps } from './notify.ts';
 
 export type AlertDeps = EvaluateDeps & NotifyDeps;
 
 /** Tasks this module runs (for the health check's list of handled tasks). */
-export const ALERT_TASKS: readonly TaskName[] = ['alerts_evaluate', 'alert_notify'];
+export const ALERT_TASKS: readonly TaskName[] = tasksRunBy('alerts');
 
 const notifyPayload = z.object({
   alertId: z.string().regex(/^[1-9][0-9]{0,18}$/),

@@ -1,5 +1,5 @@
 export { enqueue, type EnqueueOptions } from './enqueue.ts';
-export { TASK_NAMES, type TaskName, type TaskPayloads } from './tasks.ts';
+export { TASK_NAMES, tasksRunBy, type TaskName, type TaskPayloads } from './tasks.ts';
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { liveWorkers } from './queue-stats.ts';
 export {

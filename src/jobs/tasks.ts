@@ -37,20 +37,31 @@ export interface TaskPayloads {
 
 export type TaskName = keyof TaskPayloads;
 
-export const TASK_NAMES: readonly TaskName[] = [
-  'payment_confirm',
-  'payout_instant',
-  'payout_run',
-  'payout_poll',
-  'payout_batch',
-  'threshold_check',
-  'conversion_batch',
-  'conversion_exchange',
-  'conversion_poll',
-  'transfer_send',
-  'transfer_confirm',
-  'reconcile',
-  'alerts_evaluate',
-  'alert_notify',
-  'events_dispatch',
-];
+/**
+ * Every task with the part of payrail that runs it (pipeline, alerts, events): typed over TaskPayloads, so a task
+ * added there and not here does not compile, and each part's list of handled tasks is read from here.
+ */
+const TASK_RUNNER: Record<TaskName, 'pipeline' | 'alerts' | 'events'> = {
+  payment_confirm: 'pipeline',
+  payout_instant: 'pipeline',
+  payout_run: 'pipeline',
+  payout_poll: 'pipeline',
+  payout_batch: 'pipeline',
+  threshold_check: 'pipeline',
+  conversion_batch: 'pipeline',
+  conversion_exchange: 'pipeline',
+  conversion_poll: 'pipeline',
+  transfer_send: 'pipeline',
+  transfer_confirm: 'pipeline',
+  reconcile: 'pipeline',
+  alerts_evaluate: 'alerts',
+  alert_notify: 'alerts',
+  events_dispatch: 'events',
+};
+
+export const TASK_NAMES: readonly TaskName[] = Object.keys(TASK_RUNNER) as TaskName[];
+
+/** The tasks one part of payrail runs, in TASK_NAMES order. */
+export function tasksRunBy(runner: (typeof TASK_RUNNER)[TaskName]): readonly TaskName[] {
+  return TASK_NAMES.filter((task) => TASK_RUNNER[task] === runner);
+}

@@ -3,7 +3,7 @@
  */
 import type { CronItem, Task, TaskList } from 'graphile-worker';
 import { z } from 'zod';
-import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
+import { periodic, PERIODIC, tasksRunBy, type TaskName } from '../jobs/index.ts';
 import {
   batchPendingPayments,
   conversionTransferHooks,
@@ -20,20 +20,7 @@ import { runThresholdCheck } from './payout/threshold.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
-export const HANDLED_TASKS: readonly TaskName[] = [
-  'payment_confirm',
-  'payout_instant',
-  'payout_run',
-  'payout_poll',
-  'payout_batch',
-  'threshold_check',
-  'conversion_batch',
-  'conversion_exchange',
-  'conversion_poll',
-  'transfer_send',
-  'transfer_confirm',
-  'reconcile',
-];
+export const HANDLED_TASKS: readonly TaskName[] = tasksRunBy('pipeline');
 
 const MAX_CONVERSIONS_PER_RUN = 20;
 
