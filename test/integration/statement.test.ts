@@ -17,7 +17,8 @@ import {
   seedThresholdBatch,
   settleConversion,
 } from '../support/overview-seed.ts';
-import { ADMIN_TOKEN, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 
 /** One fixture payment: 0.00487 ETH gross, 3% fee. */
@@ -32,6 +33,8 @@ const RATE = usdtPerEth(42_000_000n, 3n * NET_WEI);
 const THRESHOLD = '-1007000000001';
 const INSTANT = '-1007000000002';
 const QUIET = '-1007000000003';
+/** A threshold channel whose only payment NOWPayments refunded after its credit, and a person reversed. */
+const REVERSED = '-1007000000004';
 const UNKNOWN = '-1007000000009';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
@@ -178,6 +181,23 @@ beforeAll(async () => {
   // ChangeNow kept 1,000 wei of this one: back on the channel less that.
   ids.failed = await seedInstantPayout(db.db, i[1] as string, 'failed', { returned: NET_WEI - 1000n });
   ids.review = await seedInstantPayout(db.db, i[2] as string, 'needs_review');
+  await saveChannel(payrail, REVERSED, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '50',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  ids.reversed = await sendFinished(payrail, nextPaymentId++, REVERSED);
+  const refund = signed(
+    ipnBody({ payment_id: Number(ids.reversed), order_id: `PGP-1|${REVERSED}`, payment_status: 'refunded' }),
+    IPN_SECRET,
+  );
+  expect(
+    (await payrail.request('POST', '/webhooks/nowpayments', { raw: refund.raw, headers: refund.headers, token: null }))
+      .status,
+  ).toBe(202);
+  expect((await payrail.request('POST', `/api/payments/${ids.reversed}/reverse`)).status).toBe(200);
   await mark('end');
 });
 
@@ -284,6 +304,18 @@ describe('statement: whole history', () => {
       movements: eth(2n * NET_WEI - 1000n),
     });
     expect(asset(s, 'usdt')).toMatchObject({ closing: { total: '0' }, payments: [], payouts: [] });
+  });
+
+  it('a payment refunded after its credit and reversed: its credit, then its reversal among the other movements', async () => {
+    const e = asset(await statement(REVERSED), 'eth');
+    expect(e.payments.map((p) => [p.paymentId, p.amount, p.status])).toEqual([
+      [ids.reversed, eth(NET_WEI), 'refunded'],
+    ]);
+    expect(e.other.map((o) => [o.kind, o.paymentId, o.journalKind, o.amount])).toEqual([
+      ['payment_reversal', ids.reversed, 'payment_reversed', eth(-NET_WEI)],
+    ]);
+    expect(e.closing.total).toBe('0');
+    expect(e.sums).toMatchObject({ movements: '0', other: { count: 1, amount: eth(-NET_WEI) } });
   });
 
   it('a channel that never received anything: zero, nothing listed', async () => {
@@ -487,7 +519,7 @@ describe('exports', () => {
   it("payments.csv: every credited payment once, its gross what the payment journals took from NOWPayments (check-ledger's payments-match-journals), its fees what the fee accounts hold", async () => {
     const rows = await exported('payments');
     expect(rows.map((r) => r.payment_id).sort()).toEqual(
-      [...(paid[THRESHOLD] as string[]), ...(paid[INSTANT] as string[])].sort(),
+      [...(paid[THRESHOLD] as string[]), ...(paid[INSTANT] as string[]), ids.reversed].sort(),
     );
     const ledgerRows = await exported('ledger');
     const fromJournals = ledgerRows
@@ -496,10 +528,13 @@ describe('exports', () => {
       .reduce((sum, r) => sum - units(r.amount as string, 'eth'), 0n);
     const gross = rows.reduce((sum, r) => sum + units(r.gross as string, 'eth'), 0n);
     expect(gross).toBe(fromJournals);
-    expect(gross).toBe(7n * GROSS_WEI);
+    expect(gross).toBe(8n * GROSS_WEI);
     const { rows: fees } = await sql<{ total: string }>`
       select sum(balance)::text as total from ledger_accounts where code like 'platform:fees#%'`.execute(db.db);
-    expect(rows.reduce((sum, r) => sum + units(r.fee as string, 'eth'), 0n)).toBe(BigInt(fees[0]?.total ?? '0'));
+    // A reversal takes the fee back from the fee accounts; the payment keeps its amounts and says it was reversed.
+    const kept = rows.filter((r) => r.reversed_at === '');
+    expect(rows.find((r) => r.payment_id === ids.reversed)?.reversed_at).toMatch(/^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$/);
+    expect(kept.reduce((sum, r) => sum + units(r.fee as string, 'eth'), 0n)).toBe(BigInt(fees[0]?.total ?? '0'));
     for (const r of rows)
       expect(units(r.gross as string, 'eth')).toBe(units(r.fee as string, 'eth') + units(r.net as string, 'eth'));
   });
