@@ -6,14 +6,13 @@
  * ChangeNow's word, one held in its AML check (`verifying`) is still in progress, and one that expires although its
  * deposit arrived is never taken for money back on the channel.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { startChainSender } from '../../src/simulators/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { logSink } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 const ALICE = 'alice-token-0123456789abcdef';
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
@@ -25,126 +24,172 @@ const LOWEST_ACCEPTED = '12.776549';
 /** What a below_estimate exchange pays by default: 13.1717 × 0.95. */
 const FIVE_BELOW = '12.513115';
 
-let outside: Outside;
-let db: TestDatabase;
-let payrail: TestPayrail;
-let logs: LogSink;
-let nextPaymentId = 9_700_000_000;
-let nextChannel = 1_003_700_000_001;
+/** What the file's payrail logged: the alerts some cases look for. */
+const logs = logSink();
 
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-  logs = logSink();
-  payrail = await startTestPayrail(db, {
-    outside,
-    logs,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
-  });
-});
-afterEach(async () => {
-  await resetFaults(outside);
-});
-afterAll(async () => {
-  try {
-    await payrail?.stop();
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
-
-const query = async <T>(text: string, values: unknown[]): Promise<T[]> =>
-  (await db.pool.query(text, values)).rows as T[];
-const exchangesFor = (userId: string) => [...outside.sim.exchanges.values()].filter((e) => e.userId === userId);
-/** The one exchange ChangeNow holds for a conversion or payout. */
-const exchangeFor = (userId: string) => {
-  const found = exchangesFor(userId);
-  expect(found).toHaveLength(1);
-  return found[0]!;
-};
-const thresholdChannel = () =>
-  saveChannel(payrail, `-${nextChannel++}`, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: freshWallet(),
-  });
-const instantChannel = () =>
-  saveChannel(payrail, `-${nextChannel++}`, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'trx',
-    walletAddress: TRON_WALLET,
-  });
-const pay = (channelId: string) => sendFinished(payrail, nextPaymentId++, channelId);
-const expectLedgerClean = async () => expect((await checkLedger(db.db)).problems).toEqual([]);
-
-/** The id the query finds first, once it finds one. */
-async function idOnce(what: string, text: string, value: string): Promise<string> {
-  let id: string | undefined;
-  await eventually(what, async () => (id = (await query<{ id: string }>(text, [value]))[0]?.id) !== undefined);
-  return id as string;
-}
-const conversionOf = (paymentId: string) =>
-  idOnce(
-    `a conversion for payment ${paymentId}`,
-    'select c.conversion_id as id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
-    paymentId,
-  );
-const onlyPayoutOf = (channelId: string) =>
-  idOnce(`a payout for channel ${channelId}`, 'select payout_id as id from payouts where channel_id = $1', channelId);
-
-async function read(kind: 'conversions' | 'payouts', id: string): Promise<Record<string, any>> {
-  const res = await payrail.request('GET', `/api/${kind}/${id}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-async function reaches(kind: 'conversions' | 'payouts', id: string, status: string): Promise<Record<string, any>> {
-  let last: Record<string, any> = {};
-  await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch(
-    (error: Error) => {
-      throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
-    },
-  );
-  return last;
-}
-const getConversion = (id: string) => read('conversions', id);
-const conversionReaches = (id: string, status: string) => reaches('conversions', id, status);
-const getPayout = (id: string) => read('payouts', id);
-const payoutReaches = (id: string, status: string) => reaches('payouts', id, status);
-
-/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
-async function balances(channelId: string): Promise<Record<string, string>> {
-  const rows = await query<{ code: string; asset: string; balance: string }>(
-    'select code, asset, balance::text from ledger_accounts where code like $1 and balance <> 0',
-    [`channel:${channelId}%`],
-  );
-  return Object.fromEntries(
-    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
-  );
-}
-
-async function journalKinds(ref: string): Promise<string[]> {
-  return (await query<{ kind: string }>('select kind from ledger_journals where ref = $1 order by id', [ref])).map(
-    (r) => r.kind,
-  );
-}
-
-const paymentConversionStatus = async (paymentId: string) =>
-  (
-    await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
-      paymentId,
-    ])
-  )[0]?.conversion_status;
+const it = worldFirst(
+  worldTest({
+    env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
+    filePayrail: { logs },
+    firstPaymentId: 9_700_000_000,
+    firstChannel: 1_003_700_000_001,
+  })
+    .extend(
+      'query',
+      ({ db }) =>
+        async <T>(text: string, values: unknown[]): Promise<T[]> =>
+          (await db.pool.query(text, values)).rows as T[],
+    )
+    .extend(
+      'exchangesFor',
+      ({ outside }) =>
+        (userId: string) =>
+          [...outside.sim.exchanges.values()].filter((e) => e.userId === userId),
+    )
+    /** The one exchange ChangeNow holds for a conversion or payout. */
+    .extend('exchangeFor', ({ exchangesFor }) => (userId: string) => {
+      const found = exchangesFor(userId);
+      expect(found).toHaveLength(1);
+      return found[0]!;
+    })
+    .extend(
+      'thresholdChannel',
+      ({ channel }) =>
+        () =>
+          channel({
+            payoutStrategy: 'threshold',
+            thresholdUsd: '1000',
+            payoutCurrency: 'usdt',
+            payoutNetwork: 'eth',
+            walletAddress: freshWallet(),
+          }),
+    )
+    .extend(
+      'instantChannel',
+      ({ channel }) =>
+        () =>
+          channel({
+            payoutStrategy: 'instant',
+            payoutCurrency: 'usdt',
+            payoutNetwork: 'trx',
+            walletAddress: TRON_WALLET,
+          }),
+    )
+    .extend(
+      'expectLedgerClean',
+      ({ db }) =>
+        async () =>
+          expect((await checkLedger(db.db)).problems).toEqual([]),
+    )
+    /** The id the query finds first, once it finds one. */
+    .extend('idOnce', ({ query }) => async (what: string, text: string, value: string): Promise<string> => {
+      let id: string | undefined;
+      await eventually(what, async () => (id = (await query<{ id: string }>(text, [value]))[0]?.id) !== undefined);
+      return id as string;
+    })
+    .extend(
+      'conversionOf',
+      ({ idOnce }) =>
+        (paymentId: string) =>
+          idOnce(
+            `a conversion for payment ${paymentId}`,
+            'select c.conversion_id as id from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
+            paymentId,
+          ),
+    )
+    .extend(
+      'onlyPayoutOf',
+      ({ idOnce }) =>
+        (channelId: string) =>
+          idOnce(
+            `a payout for channel ${channelId}`,
+            'select payout_id as id from payouts where channel_id = $1',
+            channelId,
+          ),
+    )
+    .extend(
+      'read',
+      ({ payrail }) =>
+        async (kind: 'conversions' | 'payouts', id: string): Promise<Record<string, any>> => {
+          const res = await payrail.request('GET', `/api/${kind}/${id}`);
+          expect(res.status).toBe(200);
+          return res.body;
+        },
+    )
+    .extend(
+      'reaches',
+      ({ read }) =>
+        async (kind: 'conversions' | 'payouts', id: string, status: string): Promise<Record<string, any>> => {
+          let last: Record<string, any> = {};
+          await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch(
+            (error: Error) => {
+              throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
+            },
+          );
+          return last;
+        },
+    )
+    .extend(
+      'getConversion',
+      ({ read }) =>
+        (id: string) =>
+          read('conversions', id),
+    )
+    .extend(
+      'conversionReaches',
+      ({ reaches }) =>
+        (id: string, status: string) =>
+          reaches('conversions', id, status),
+    )
+    .extend(
+      'getPayout',
+      ({ read }) =>
+        (id: string) =>
+          read('payouts', id),
+    )
+    .extend(
+      'payoutReaches',
+      ({ reaches }) =>
+        (id: string, status: string) =>
+          reaches('payouts', id, status),
+    )
+    /** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
+    .extend('balances', ({ query }) => async (channelId: string): Promise<Record<string, string>> => {
+      const rows = await query<{ code: string; asset: string; balance: string }>(
+        'select code, asset, balance::text from ledger_accounts where code like $1 and balance <> 0',
+        [`channel:${channelId}%`],
+      );
+      return Object.fromEntries(
+        rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
+      );
+    })
+    .extend('journalKinds', ({ query }) => async (ref: string): Promise<string[]> => {
+      return (await query<{ kind: string }>('select kind from ledger_journals where ref = $1 order by id', [ref])).map(
+        (r) => r.kind,
+      );
+    })
+    .extend(
+      'paymentConversionStatus',
+      ({ query }) =>
+        async (paymentId: string) =>
+          (
+            await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
+              paymentId,
+            ])
+          )[0]?.conversion_status,
+    ),
+);
 
 describe('a conversion exchange created unlike the request', () => {
-  it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+  it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async ({
+    outside,
+    channel,
+    pay,
+    payrail,
+    query,
+    exchangesFor,
+  }) => {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -152,7 +197,7 @@ describe('a conversion exchange created unlike the request', () => {
       walletAddress: freshWallet(),
     });
     outside.sim.failNextExchange('wrong_payout_address');
-    const paymentId = await sendFinished(payrail, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
     await eventually('the conversion in review', async () => {
       [conversion] = await query(
@@ -189,8 +234,14 @@ describe('a conversion exchange created unlike the request', () => {
 });
 
 describe('a conversion exchange that finishes unlike the request', () => {
-  it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+  it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async ({
+    outside,
+    channel,
+    pay,
+    query,
+    exchangesFor,
+  }) => {
+    const channelId = await channel({
       payoutStrategy: 'threshold',
       thresholdUsd: '1000',
       payoutCurrency: 'usdt',
@@ -199,7 +250,7 @@ describe('a conversion exchange that finishes unlike the request', () => {
     });
     outside.sim.failNextExchange('payout_elsewhere');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
-    const paymentId = await sendFinished(payrail, nextPaymentId++, channelId);
+    const paymentId = await pay(channelId);
     let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
     await eventually(
       'the conversion in review',
@@ -233,15 +284,22 @@ describe('a conversion exchange that finishes unlike the request', () => {
 });
 
 describe('a payout exchange created unlike the request', () => {
-  it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async () => {
-    const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
+  it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async ({
+    outside,
+    channel,
+    pay,
+    payrail,
+    query,
+    exchangesFor,
+  }) => {
+    const channelId = await channel({
       payoutStrategy: 'instant',
       payoutCurrency: 'usdt',
       payoutNetwork: 'trx',
       walletAddress: TRON_WALLET,
     });
     outside.sim.failNextExchange('wrong_amount');
-    await sendFinished(payrail, nextPaymentId++, channelId);
+    await pay(channelId);
     let payout:
       | { payout_id: string; status: string; reason: string | null; amount: string; transfer_id: string | null }
       | undefined;
@@ -284,7 +342,20 @@ describe('a payout exchange created unlike the request', () => {
 });
 
 describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate', () => {
-  it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async () => {
+  it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async ({
+    outside,
+    pay,
+    payrail,
+    query,
+    exchangeFor,
+    thresholdChannel,
+    expectLedgerClean,
+    conversionOf,
+    conversionReaches,
+    balances,
+    journalKinds,
+    paymentConversionStatus,
+  }) => {
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('below_estimate');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
@@ -324,7 +395,16 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
     await expectLedgerClean();
   });
 
-  it('exactly 3 % below is at the limit: accepted and settled by itself', async () => {
+  it('exactly 3 % below is at the limit: accepted and settled by itself', async ({
+    outside,
+    pay,
+    exchangeFor,
+    thresholdChannel,
+    expectLedgerClean,
+    conversionOf,
+    conversionReaches,
+    balances,
+  }) => {
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('below_estimate', { belowEstimatePercent: '3' });
     const paymentId = await pay(channelId);
@@ -338,7 +418,20 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
 });
 
 describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', () => {
-  it('the owner has it, so it is not booked as completed but never paid again: review (a retry finds the same), then resolve "paid" keeps what ChangeNow paid', async () => {
+  it('the owner has it, so it is not booked as completed but never paid again: review (a retry finds the same), then resolve "paid" keeps what ChangeNow paid', async ({
+    outside,
+    pay,
+    payrail,
+    query,
+    exchangeFor,
+    instantChannel,
+    expectLedgerClean,
+    onlyPayoutOf,
+    getPayout,
+    payoutReaches,
+    balances,
+    journalKinds,
+  }) => {
     const channelId = await instantChannel();
     outside.sim.failNextExchange('below_estimate');
     await pay(channelId);
@@ -394,7 +487,18 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
 });
 
 describe('a payout exchange that finishes without amountTo', () => {
-  it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async () => {
+  it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async ({
+    outside,
+    pay,
+    payrail,
+    exchangeFor,
+    instantChannel,
+    expectLedgerClean,
+    onlyPayoutOf,
+    payoutReaches,
+    balances,
+    journalKinds,
+  }) => {
     const channelId = await instantChannel();
     outside.sim.failNextExchange('no_amount_to');
     await pay(channelId);
@@ -428,7 +532,17 @@ describe('a payout exchange that finishes without amountTo', () => {
 });
 
 describe('verifying: ChangeNow holds the deposit in its AML check', () => {
-  it('is an exchange in progress: polled on through the check, then settled in full', async () => {
+  it('is an exchange in progress: polled on through the check, then settled in full', async ({
+    outside,
+    pay,
+    exchangeFor,
+    thresholdChannel,
+    expectLedgerClean,
+    conversionOf,
+    getConversion,
+    conversionReaches,
+    balances,
+  }) => {
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
     const paymentId = await pay(channelId);
@@ -444,7 +558,20 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
     await expectLedgerClean();
   });
 
-  it('past the poll deadline: in review, never lost; once the check clears, a retry looks again and settles it', async () => {
+  it('past the poll deadline: in review, never lost; once the check clears, a retry looks again and settles it', async ({
+    outside,
+    db,
+    pay,
+    payrail,
+    query,
+    exchangeFor,
+    thresholdChannel,
+    expectLedgerClean,
+    conversionOf,
+    conversionReaches,
+    balances,
+    paymentConversionStatus,
+  }) => {
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
     const paymentId = await pay(channelId);
@@ -474,7 +601,19 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
 });
 
 describe('expired although funded: ChangeNow kept the deposit and sent nothing back', () => {
-  it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async () => {
+  it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async ({
+    outside,
+    pay,
+    payrail,
+    query,
+    exchangeFor,
+    thresholdChannel,
+    expectLedgerClean,
+    conversionOf,
+    conversionReaches,
+    balances,
+    paymentConversionStatus,
+  }) => {
     const channelId = await thresholdChannel();
     outside.sim.failNextExchange('expired_funded');
     const paymentId = await pay(channelId);
@@ -504,7 +643,18 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     await expectLedgerClean();
   });
 
-  it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async () => {
+  it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async ({
+    outside,
+    pay,
+    payrail,
+    exchangeFor,
+    instantChannel,
+    expectLedgerClean,
+    onlyPayoutOf,
+    payoutReaches,
+    balances,
+    journalKinds,
+  }) => {
     const channelId = await instantChannel();
     outside.sim.failNextExchange('expired_funded');
     await pay(channelId);
