@@ -4,12 +4,13 @@
  * (test/support/overview-seed.ts). Times between the steps are marked, so ranges can cut the history where the
  * balances are known exactly.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { sql } from 'kysely';
 import { channelBalances, checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits, parseUnits } from '../../src/money/index.ts';
 import { usdtPerEth } from '../../src/pipeline/conversion/settle.ts';
 import { csvField, csvLine, exportCsv, type ExportName } from '../../src/statements/index.ts';
+import { EXPORTS_AT_ONCE } from '../../src/http/routes/admin/exports.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import {
   seedCompletedBatch,
@@ -623,6 +624,44 @@ describe('exports', () => {
     expect(Object.keys(res.body as object)).toEqual(['error']);
     expect((res.body as { error: string }).error).toMatch(message);
     expect(await fingerprint(db)).toEqual(before);
+  });
+
+  it(`streams at most ${EXPORTS_AT_ONCE} at once (each holds a database connection): another is a 429 until one ends, and an abandoned one frees its place`, async () => {
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    // The journals locked: the ledger exports answer (their header line) and then wait for their first batch.
+    const locker = await db.pool.connect();
+    const abandon = new AbortController();
+    let kept: Response;
+    try {
+      await locker.query('begin');
+      await locker.query('lock table ledger_journals in access exclusive mode');
+      const abandoned = await fetch(`${payrail.url}/api/exports/ledger.csv`, { headers, signal: abandon.signal });
+      kept = await fetch(`${payrail.url}/api/exports/ledger.csv`, { headers });
+      expect([abandoned.status, kept.status]).toEqual([200, 200]);
+      const third = await payrail.request('GET', '/api/exports/payments.csv');
+      expect(third.status).toBe(429);
+      expect(third.body).toEqual({
+        error: `${EXPORTS_AT_ONCE} exports are running on this server; try again once one has finished`,
+      });
+      abandon.abort();
+    } finally {
+      await locker.query('rollback');
+      locker.release();
+    }
+    const rows = csvRecords(await kept.text());
+    expect(rows.length).toBe((await checkLedger(db.db)).entries);
+    // Both places free again once the abandoned export's batch returned; no snapshot left open.
+    await vi.waitFor(
+      async () => {
+        const both = await Promise.all([exported('payouts'), exported('payouts')]);
+        expect(both[0]).toEqual(both[1]);
+      },
+      { timeout: 5_000, interval: 100 },
+    );
+    const { rows: open } = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and state like 'idle in transaction%'`.execute(db.db);
+    expect(open[0]?.n).toBe(0);
   });
 
   it('needs the admin token', async () => {
