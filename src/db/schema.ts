@@ -406,6 +406,7 @@ export interface WebhookDeliveriesTable {
   delivered_at: NullableTimestamp;
   failed_at: NullableTimestamp;
   created_at: Timestamp;
+  first_attempt_at: NullableTimestamp;
 }
 
 export interface WebhookAttemptsTable {

@@ -36,9 +36,13 @@ export interface DispatchDeps {
 
 /** Events fanned out per endpoint per run: a large backlog is worked through over several runs. */
 const FAN_OUT_BATCH = 1_000;
-/** Subjects sent to per endpoint per run, and at once. */
-const HEADS_PER_RUN = 200;
+/**
+ * Subjects sent to per endpoint per run, and at once: a run spends at most two attempt timeouts on an endpoint that
+ * never answers, and endpoints are served side by side, so a dead receiver does not hold up the others.
+ */
 const PARALLEL_SENDS = 8;
+const HEADS_PER_RUN = PARALLEL_SENDS * 2;
+const PARALLEL_ENDPOINTS = 4;
 
 /** Multiples of the first delay: 10 s, 30 s, 1 min, 5 min, 15 min, 30 min, 1 h, 2 h, then every 4 h (at 10 s). */
 const BACKOFF = [1, 3, 6, 30, 90, 180, 360, 720, 1_440] as const;
@@ -72,29 +76,39 @@ export async function dispatchEvents(deps: DispatchDeps): Promise<DispatchSummar
     .select(['id', 'url', 'secret', 'event_types', 'cursor_txid', 'cursor_seq'])
     .where('deleted_at', 'is', null)
     .execute();
-  let fannedOut = 0;
-  let delivered = 0;
-  let failedAttempts = 0;
-  let givenUp = 0;
-  let nextDue: Date | null = null;
-  for (const endpoint of endpoints) {
-    fannedOut += await fanOut(deps.db, endpoint);
-    givenUp += await giveUpExpired(deps, endpoint.id);
-    const heads = await claimHeads(deps, endpoint.id);
-    const results = await mapLimit(heads, PARALLEL_SENDS, (head) => attempt(deps, endpoint, head));
-    delivered += results.filter((ok) => ok).length;
-    failedAttempts += results.filter((ok) => !ok).length;
-    const due = await nextAttemptAt(deps.db, endpoint.id);
-    if (due !== null && (nextDue === null || due < nextDue)) nextDue = due;
-  }
-  if (endpoints.length === 0) return { fannedOut, delivered, failedAttempts, givenUp, nextRunAt: null };
+  const results = await mapLimit(endpoints, PARALLEL_ENDPOINTS, (endpoint) => serveEndpoint(deps, endpoint));
+  const sum = (pick: (r: EndpointRun) => number) => results.reduce((total, r) => total + pick(r), 0);
+  const summary = {
+    fannedOut: sum((r) => r.fannedOut),
+    delivered: sum((r) => r.delivered),
+    failedAttempts: sum((r) => r.failedAttempts),
+    givenUp: sum((r) => r.givenUp),
+  };
+  if (endpoints.length === 0) return { ...summary, nextRunAt: null };
   const poll = new Date(Date.now() + deps.settings.pollIntervalMs);
+  const due = results.map((r) => r.nextDue).filter((d): d is Date => d !== null && d < poll);
+  return { ...summary, nextRunAt: due.length > 0 ? new Date(Math.min(...due.map((d) => d.getTime()))) : poll };
+}
+
+interface EndpointRun {
+  fannedOut: number;
+  delivered: number;
+  failedAttempts: number;
+  givenUp: number;
+  nextDue: Date | null;
+}
+
+async function serveEndpoint(deps: DispatchDeps, endpoint: Endpoint): Promise<EndpointRun> {
+  const fannedOut = await fanOut(deps.db, endpoint);
+  const givenUp = await giveUpExpired(deps, endpoint.id);
+  const heads = await claimHeads(deps, endpoint.id);
+  const results = await mapLimit(heads, PARALLEL_SENDS, (head) => attempt(deps, endpoint, head));
   return {
     fannedOut,
-    delivered,
-    failedAttempts,
     givenUp,
-    nextRunAt: nextDue !== null && nextDue < poll ? nextDue : poll,
+    delivered: results.filter((ok) => ok).length,
+    failedAttempts: results.filter((ok) => !ok).length,
+    nextDue: await nextAttemptAt(deps.db, endpoint.id),
   };
 }
 
@@ -137,7 +151,7 @@ async function giveUpExpired(deps: DispatchDeps, endpointId: string): Promise<nu
     .where('endpoint_id', '=', endpointId)
     .where('status', '=', 'pending')
     .where('attempts', '>', 0)
-    .where(sql<boolean>`created_at <= now() - ${deps.settings.retryWindowMs} * interval '1 millisecond'`)
+    .where(sql<boolean>`first_attempt_at <= now() - ${deps.settings.retryWindowMs} * interval '1 millisecond'`)
     .where(sql<boolean>`next_attempt_at <= now()`)
     .returning(['event_seq', 'attempts', 'last_error', 'last_status'])
     .execute();
@@ -190,7 +204,7 @@ async function claimHeads(deps: DispatchDeps, endpointId: string): Promise<Head[
 async function attempt(deps: DispatchDeps, endpoint: Endpoint, head: Head): Promise<boolean> {
   const event = await deps.db
     .selectFrom('events')
-    .select(['id', 'type', 'subject', 'data', 'created_at'])
+    .select(['seq', 'id', 'type', 'subject', 'data', 'created_at'])
     .where('seq', '=', head.event_seq)
     .executeTakeFirstOrThrow();
   const body = JSON.stringify(toBody(event));
@@ -237,6 +251,7 @@ async function attempt(deps: DispatchDeps, endpoint: Endpoint, head: Head): Prom
       .updateTable('webhook_deliveries')
       .set({
         attempts,
+        first_attempt_at: sql`coalesce(first_attempt_at, now())`,
         last_attempt_at: sql`now()`,
         last_status: statusCode,
         last_error: stored,
@@ -249,6 +264,8 @@ async function attempt(deps: DispatchDeps, endpoint: Endpoint, head: Head): Prom
       .where('endpoint_id', '=', endpoint.id)
       .where('event_seq', '=', head.event_seq)
       .where('status', '=', 'pending')
+      // Still this run's claim: a later run that took the delivery over (after the lease) writes its own outcome.
+      .where('attempts', '=', head.attempts)
       .execute();
   });
   const fields = {
@@ -275,8 +292,10 @@ async function nextAttemptAt(db: Kysely<Database>, endpointId: string): Promise<
 
 function reason(error: unknown): string {
   if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) return 'timeout';
-  const cause = (error as { cause?: { code?: unknown } } | null)?.cause;
-  return typeof cause?.code === 'string' ? cause.code : 'network error';
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  if (typeof cause?.code === 'string') return cause.code;
+  // Never the URL: fetch's own messages name the problem, not the address.
+  return typeof cause?.message === 'string' ? cause.message.slice(0, 200) : 'network error';
 }
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {

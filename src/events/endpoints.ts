@@ -4,6 +4,7 @@
  * GET /api/events). Deleting one stops its deliveries; its history stays readable.
  */
 import { randomBytes } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database, DeliveryState } from '../db/index.ts';
 import { enqueueDispatch } from './dispatch-job.ts';
@@ -32,9 +33,40 @@ export interface SelfAddresses {
   readonly publicUrl?: string | undefined;
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '0.0.0.0', '[::]']);
+/**
+ * Ports fetch refuses to call (the WHATWG "bad ports": mail, FTP, IRC...): an endpoint on one could never be
+ * delivered to.
+ */
+const BLOCKED_PORTS = new Set([
+  1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110,
+  111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532,
+  540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061,
+  6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+]);
 
-/** The URL as it will be called, or a refusal saying what is wrong with it. */
+/** The host as a name or address, without the brackets of an IPv6 literal or a trailing root dot. */
+function bareHost(url: URL): string {
+  return url.hostname
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
+}
+
+/** This host names this machine: a loopback or unspecified address (IPv4-mapped ones too), or localhost. */
+function isLocalHost(host: string): boolean {
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  if (!ipaddr.isValid(host)) return false;
+  let address = ipaddr.parse(host);
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress())
+    address = (address as ipaddr.IPv6).toIPv4Address();
+  return ['loopback', 'unspecified'].includes(address.range());
+}
+
+/**
+ * The URL as it will be called, or a refusal saying what is wrong with it. Names that resolve to payrail (a DNS name
+ * of this machine) are not caught: the check is against what the URL says, and payrail's own routes would refuse an
+ * unsigned event anyway.
+ */
 export function checkEndpointUrl(text: string, self: SelfAddresses): URL {
   let url: URL;
   try {
@@ -43,13 +75,13 @@ export function checkEndpointUrl(text: string, self: SelfAddresses): URL {
     throw new EndpointRefused('url: not a URL');
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new EndpointRefused('url: must be http or https');
+  // fetch refuses both: such an endpoint could never receive anything, and its credentials would be shown back.
+  if (url.username !== '' || url.password !== '') throw new EndpointRefused('url: must not carry a user or password');
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
-  const host = url.hostname.toLowerCase();
-  const loopback = LOOPBACK_HOSTS.has(host) || /^127\.[0-9.]+$/.test(host) || host.endsWith('.localhost');
-  if (
-    (loopback && port === self.port) ||
-    (self.publicUrl !== undefined && url.origin === new URL(self.publicUrl).origin)
-  )
+  if (BLOCKED_PORTS.has(port)) throw new EndpointRefused(`url: port ${port} is one HTTP clients refuse to call`);
+  const host = bareHost(url);
+  const publicHost = self.publicUrl === undefined ? undefined : bareHost(new URL(self.publicUrl));
+  if ((isLocalHost(host) && port === self.port) || host === publicHost)
     throw new EndpointRefused('url: points at payrail itself');
   return url;
 }
@@ -251,7 +283,8 @@ export async function retryDelivery(
     if (found.status !== 'failed') return 'not_failed';
     await trx
       .updateTable('webhook_deliveries')
-      .set({ status: 'pending', failed_at: null, next_attempt_at: sql`now()`, created_at: sql`now()` })
+      // A fresh window and backoff: the receiver is meant to be fixed now.
+      .set({ status: 'pending', failed_at: null, next_attempt_at: sql`now()`, attempts: 0, first_attempt_at: null })
       .where('endpoint_id', '=', input.endpointId)
       .where('event_seq', '=', found.event_seq)
       .where('status', '=', 'failed')

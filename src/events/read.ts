@@ -27,7 +27,11 @@ export function encodeCursor(position: Position): string {
 /** The position a cursor names, or null for text that is not a cursor. */
 export function decodeCursor(text: string): Position | null {
   const match = CURSOR_RE.exec(text);
-  return match ? { txid: match[1] as string, seq: match[2] as string } : null;
+  if (!match) return null;
+  const [txid, seq] = [match[1] as string, match[2] as string];
+  // Beyond xid8 and bigint: no event is there, and the database would refuse the cast.
+  if (BigInt(txid) > 2n ** 64n - 1n || BigInt(seq) > 2n ** 63n - 1n) return null;
+  return { txid, seq };
 }
 
 export interface EventRow {
@@ -40,9 +44,10 @@ export interface EventRow {
   created_at: Date;
 }
 
-export function toBody(row: Pick<EventRow, 'id' | 'type' | 'subject' | 'data' | 'created_at'>): EventBody {
+export function toBody(row: Pick<EventRow, 'seq' | 'id' | 'type' | 'subject' | 'data' | 'created_at'>): EventBody {
   return {
     id: row.id,
+    sequence: row.seq,
     type: row.type as EventType,
     createdAt: row.created_at.toISOString(),
     subject: row.subject,

@@ -42,6 +42,11 @@ export interface NewEvent {
 /** One event as the API and the webhooks show it. */
 export interface EventBody {
   readonly id: string;
+  /**
+   * The order events were written in (an integer as a string, with gaps). One subject's events are written under its
+   * row lock, so within a subject it is the order things happened; across subjects, only the stream's order counts.
+   */
+  readonly sequence: string;
   readonly type: EventType;
   readonly createdAt: string;
   readonly subject: string;

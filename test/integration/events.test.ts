@@ -33,7 +33,10 @@ let payrail: TestPayrail;
 beforeAll(async () => {
   db = await createTestDatabase();
   // Web only: the tests drive each dispatch pass themselves.
-  payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
+  payrail = await startTestPayrail(db, {
+    roles: { web: true, worker: false },
+    env: { PUBLIC_URL: 'https://pay.example.com' },
+  });
 });
 
 afterAll(async () => {
@@ -118,9 +121,19 @@ describe('GET /api/events', () => {
       data: { paymentId: 'p1', amount: { asset: 'ETH', amount: '0.0105' } },
     });
     expect(credited.body.events[0].id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(credited.body.events[0].sequence).toMatch(/^[1-9][0-9]*$/);
     const empty = await payrail.request('GET', `/api/events?after=${credited.body.next}&type=payment.credited`);
     expect(empty.body).toEqual({ events: [], next: credited.body.next });
-    for (const query of ['after=12', 'after=x.y', 'type=payment.nope', 'limit=0', 'limit=1001', 'other=1']) {
+    for (const query of [
+      'after=12',
+      'after=x.y',
+      'after=99999999999999999999.1',
+      'after=1.9223372036854775808',
+      'type=payment.nope',
+      'limit=0',
+      'limit=1001',
+      'other=1',
+    ]) {
       const bad = await payrail.request('GET', `/api/events?${query}`);
       expect(bad.status, query).toBe(400);
     }
@@ -136,6 +149,15 @@ describe('webhook endpoints', () => {
       'not a url',
       `http://127.0.0.1:${self.port}/x`,
       `http://localhost:${self.port}/`,
+      `http://localhost.:${self.port}/`,
+      `http://[::ffff:127.0.0.1]:${self.port}/`,
+      `http://[::1]:${self.port}/`,
+      `http://127.1:${self.port}/`,
+      `http://0:${self.port}/`,
+      'https://pay.example.com/hook',
+      'http://PAY.example.com./hook',
+      'https://user:secret@example.com/hook',
+      'http://example.com:25/hook',
     ]) {
       const refused = await payrail.request('POST', '/api/webhook-endpoints', {
         body: { url, eventTypes: ['payment.credited'] },
@@ -266,14 +288,19 @@ describe('webhook endpoints', () => {
       await emit(paymentEvent('e'));
       await dispatch();
       expect(receiver.received).toHaveLength(1);
-      // The window has passed for this delivery.
-      await sql`update webhook_deliveries set created_at = now() - interval '2 minutes', next_attempt_at = now()`.execute(
-        db.db,
-      );
       await emit(paymentEvent('e', 'payment.credited'));
-      receiver.answer(200);
+      // The window has passed for the head, which was first tried two minutes ago; the credit queued behind it is old
+      // too, but has never been tried: its window starts at its first attempt.
+      await sql`update webhook_deliveries set first_attempt_at = now() - interval '2 minutes', next_attempt_at = now()
+        where first_attempt_at is not null`.execute(db.db);
+      await sql`update webhook_deliveries set created_at = now() - interval '2 minutes'`.execute(db.db);
       const summary = await dispatch();
       expect(summary.givenUp).toBe(1);
+      expect(receiver.received.map((r) => r.event.type)).toEqual(['payment.received', 'payment.credited']);
+      const pending = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+      expect(pending.body.deliveries).toMatchObject([{ eventType: 'payment.credited', attempts: 1 }]);
+      receiver.answer(200);
+      await sql`update webhook_deliveries set next_attempt_at = now() where status = 'pending'`.execute(db.db);
       await dispatch();
       expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited']);
       expect(await evaluateAlertsNow()).toContain(`event_endpoint_failing:${endpoint.id}`);
@@ -284,6 +311,9 @@ describe('webhook endpoints', () => {
       const path = `/api/webhook-endpoints/${endpoint.id}/deliveries/${eventId}/retry`;
       expect((await payrail.request('POST', path)).status).toBe(200);
       expect((await payrail.request('POST', path)).status).toBe(409);
+      const retried = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+      // A fresh start: its attempts count from zero again, so it is not alerted or backed off as a long failure.
+      expect(retried.body.deliveries).toMatchObject([{ eventId, attempts: 0 }]);
       await dispatch();
       expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited', 'payment.received']);
       expect(await evaluateAlertsNow()).not.toContain(`event_endpoint_failing:${endpoint.id}`);

@@ -41,8 +41,10 @@ create table webhook_deliveries (
   delivered_at timestamptz,
   -- Given up (failed) after the retry window; a person's retry puts it back to pending.
   failed_at timestamptz,
-  -- Start of the retry window: when the delivery was created, or when a person retried it after it failed.
   created_at timestamptz not null default now(),
+  -- Start of the retry window: the first attempt (a delivery queued behind its subject's failing head has not been
+  -- tried yet); cleared by a person's retry of a failed delivery, with the attempts.
+  first_attempt_at timestamptz,
   primary key (endpoint_id, event_seq)
 );
 -- The head of each subject's line: the oldest pending delivery per (endpoint, subject).
@@ -95,7 +97,10 @@ declare
     'outcome', jsonb_build_object('currency', new.outcome_currency, 'amount', new.outcome_amount::text));
   credit jsonb;
 begin
-  if new.credited_at is not null then
+  -- Built only for the events that carry it: an amount the events cannot format fails the change that emits them,
+  -- never an unrelated one (a status change of the same payment).
+  if new.credited_at is not null and (tg_op = 'INSERT' or old.credited_at is null
+      or new.gross_amount > old.gross_amount or (new.reversed_at is not null and old.reversed_at is null)) then
     credit := jsonb_build_object('strategy', new.payout_strategy, 'partial', new.credited_partial,
       'feePercent', new.fee_percent::text, 'gross', payrail_event_amount(new.gross_amount, new.asset),
       'fee', payrail_event_amount(new.fee_amount, new.asset), 'net', payrail_event_amount(new.net_amount, new.asset));
