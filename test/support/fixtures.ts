@@ -1,8 +1,9 @@
 /**
  * The world most integration tests run payrail in, as vitest fixtures: anvil and the ChangeNow simulator
  * (test/support/outside.ts) and a fresh database with the host wallet's funding booked as capital, one per file; a
- * payrail per test on them, started with the file's settings; its channels and finished IPNs. After a test its payrail
- * stops and the world's faults are undone; after the file's last test, ledger = chain (`check-ledger --chain`).
+ * payrail per test on them (or one for the whole file), started with the file's settings; its channels and finished
+ * IPNs. After a test its payrail stops and the world's faults are undone; after the file's last test, ledger = chain
+ * (`check-ledger --chain`) and the file's own end checks.
  */
 import { test as base } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './db.ts';
@@ -88,8 +89,8 @@ async function stopWorld(world: World, atEnd?: (world: World) => Promise<void>):
 }
 
 /**
- * The `test` of a file that runs payrail in the world: `world`, `outside` and `db` for the file, `app` (with `start`,
- * `channel` and `pay` at hand) for each test.
+ * The `test` of a file that runs payrail in the world: `world`, `outside` and `db` for the file; for each test `app`,
+ * with `start`, `payrail`, `channel`, `pay` and `nextPaymentId` at hand. A file adds its own helpers with `.extend`.
  */
 export function worldTest(options: WorldOptions = {}) {
   let nextPaymentId = options.firstPaymentId ?? 9_000_000_000;
@@ -161,9 +162,9 @@ export function worldTest(options: WorldOptions = {}) {
 }
 
 /**
- * Builds the file's world (and its one payrail, if it has one) in a beforeAll, under the hook timeout, rather than in its first test's own time. Give it the
- * `test` the file's cases use: each `.extend` keeps file fixtures of its own, so a world built through another would be
- * a second one.
+ * Builds the file's world (and its one payrail, if it has one) in a beforeAll, under the hook timeout, rather than in
+ * its first test's own time. Give it the `test` the file's cases use: each `.extend` keeps file fixtures of its own, so
+ * a world built through another would be a second one.
  */
 export function worldFirst<
   T extends { beforeAll(listener: (context: { world: World; filePayrail: TestPayrail | undefined }) => unknown): void },
