@@ -29,6 +29,7 @@ import { recordDeposit } from './treasury/index.ts';
 import { readOnlyWallet } from './treasury/commands.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
 import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
+import type { CheckoutDeps } from './http/routes/admin/invoices.ts';
 import { createMetrics, type Metrics } from './metrics/index.ts';
 import { migrateQueue, startWorker, type RunningWorker } from './jobs/index.ts';
 import { createScrubber, type Logger } from './log.ts';
@@ -141,6 +142,20 @@ export function confirmDeps(
         : createNowPaymentsApi({ baseUrl, apiKey, timeoutMs: config.NOWPAYMENTS_TIMEOUT }),
     intake: intakeSettings(config),
     ...(onThresholdCredit && { onThresholdCredit }),
+  };
+}
+
+/** POST /api/invoices' NOWPayments: the API payment_confirm asks (the local run's simulator included). */
+function checkoutDeps(config: Config, outside: LocalOutside | undefined): CheckoutDeps {
+  const apiKey = config.NOWPAYMENTS_API_KEY;
+  const apiUrl = outside?.nowpaymentsUrl ?? config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL;
+  return {
+    api:
+      apiKey === undefined
+        ? undefined
+        : createNowPaymentsApi({ baseUrl: apiUrl, apiKey, timeoutMs: config.NOWPAYMENTS_TIMEOUT }),
+    apiUrl,
+    publicUrl: config.PUBLIC_URL,
   };
 }
 
@@ -461,6 +476,7 @@ export async function startPayrail(
           intake: intakeSettings(config),
           pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
           onThresholdCredit: nudge,
+          checkout: checkoutDeps(config, outside),
         },
         alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
         events: { db: database.db, self: { port: config.PORT, publicUrl: config.PUBLIC_URL } },

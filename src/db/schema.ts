@@ -23,6 +23,8 @@ export interface ChannelsTable {
   wallet_address: string;
   /** Last change of wallet_address, payout_currency or payout_network (set by a trigger); null: never changed. */
   wallet_changed_at: ColumnType<Date | null, never, never>;
+  /** The channel's own platform fee (percent, as PLATFORM_FEE_PERCENT); null: PLATFORM_FEE_PERCENT applies. */
+  platform_fee_percent: NullableNumeric;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

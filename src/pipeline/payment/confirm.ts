@@ -29,6 +29,7 @@ import {
   alertReview,
   creditColumns,
   creditEffects,
+  CREDIT_CHANNEL_COLUMNS,
   creditedText,
   creditsOnStatus,
   partialCreditDecided,
@@ -198,9 +199,10 @@ async function applyLookup(
   }
   if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
 
+  // In the credit's transaction: the fee booked is the channel's now, not as it was when the check was asked for.
   const channel = await trx
     .selectFrom('channels')
-    .select('payout_strategy')
+    .select(CREDIT_CHANNEL_COLUMNS)
     .where('channel_id', '=', row.channel_id)
     .executeTakeFirst();
   const basis = storedCredit(row);
@@ -208,7 +210,7 @@ async function applyLookup(
   const credited = await trx
     .updateTable('payments')
     .set({
-      ...creditColumns(basis, channel.payout_strategy, deps.intake),
+      ...creditColumns(basis, channel, deps.intake),
       confirmed_at: sql`now()`,
       confirm_last_error: null,
       updated_at: sql`now()`,
@@ -219,7 +221,7 @@ async function applyLookup(
     .where('status', '=', row.status)
     .executeTakeFirst();
   if (credited.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
-  await creditEffects(trx, basis, channel.payout_strategy, deps.intake);
+  await creditEffects(trx, basis, channel, deps.intake);
   return channel.payout_strategy;
 }
 

@@ -21,6 +21,7 @@ import {
   formatUnits,
   INTAKE_ASSETS,
   isAssetCode,
+  parsePercent,
   parseUnits,
   splitFee,
   type AssetCode,
@@ -29,6 +30,7 @@ import {
 import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
 
 export interface IntakeSettings {
+  /** PLATFORM_FEE_PERCENT: the fee of a channel without its own (feeInForce). */
   readonly feePercent: Percent;
   /**
    * PARTIAL_PAYMENTS: a `partially_paid` payment is credited with what its IPN's outcome_amount says (`credit`), or
@@ -139,8 +141,7 @@ export async function recordIpn(
     // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
     const basis =
       arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
-    const creditOnInsert =
-      basis && !settings.confirm ? creditColumns(basis, channel!.payout_strategy, settings) : undefined;
+    const creditOnInsert = basis && !settings.confirm ? creditColumns(basis, channel!, settings) : undefined;
     const confirmOnInsert = basis && settings.confirm ? confirmColumns(settings.confirm, true) : undefined;
     const inserted = await trx
       .insertInto('payments')
@@ -201,7 +202,7 @@ export async function recordIpn(
       await enqueueConfirm(trx, ipn.paymentId);
       confirming = true;
     } else if (inserted && basis && creditOnInsert) {
-      await creditEffects(trx, basis, channel!.payout_strategy, settings);
+      await creditEffects(trx, basis, channel!, settings);
       credited = channel!.payout_strategy;
     } else if (inserted && basis && confirmOnInsert) {
       await enqueueConfirm(trx, ipn.paymentId);
@@ -220,10 +221,10 @@ export async function recordIpn(
       } else if (stored) {
         await trx
           .updateTable('payments')
-          .set(creditColumns(stored, channel.payout_strategy, settings))
+          .set(creditColumns(stored, channel, settings))
           .where('payment_id', '=', ipn.paymentId)
           .execute();
-        await creditEffects(trx, stored, channel.payout_strategy, settings);
+        await creditEffects(trx, stored, channel, settings);
         credited = channel.payout_strategy;
       }
     }
@@ -615,7 +616,7 @@ export async function releaseUnknownChannelPayments(
     const strategy = await db.transaction().execute(async (trx) => {
       const channel = await trx
         .selectFrom('channels')
-        .select('payout_strategy')
+        .select(CREDIT_CHANNEL_COLUMNS)
         .where('channel_id', '=', channelId)
         .executeTakeFirst();
       const row = await trx
@@ -664,13 +665,13 @@ export async function releaseUnknownChannelPayments(
       await trx
         .updateTable('payments')
         .set({
-          ...creditColumns(stored, channel.payout_strategy, settings),
+          ...creditColumns(stored, channel, settings),
           review_reason: null,
           updated_at: sql`now()`,
         })
         .where('payment_id', '=', payment_id)
         .execute();
-      await creditEffects(trx, stored, channel.payout_strategy, settings);
+      await creditEffects(trx, stored, channel, settings);
       return channel.payout_strategy;
     });
     if (strategy) credited.push(strategy);
@@ -712,16 +713,38 @@ export function storedCredit(row: PaymentRow): CreditBasis | null {
   return { paymentId: row.payment_id, channelId: row.channel_id, asset, grossUnits, partial: row.partial_amounts };
 }
 
-export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'threshold', settings: IntakeSettings) {
+/**
+ * What a credit takes of the channel it credits: its strategy and its own fee. Read in the credit's own transaction
+ * (not locked: a channel save racing a credit leaves it at the fee before or after the save, never a mix), so a fee
+ * changed before the credit began is the one booked, whatever was read when the IPN was first seen or the check asked.
+ */
+export interface CreditChannel {
+  readonly payout_strategy: 'instant' | 'threshold';
+  readonly platform_fee_percent: string | null;
+}
+
+/** The columns to select for a CreditChannel. */
+export const CREDIT_CHANNEL_COLUMNS = ['payout_strategy', 'platform_fee_percent'] as const;
+
+/** The fee a credit made now takes: the channel's own when it has one, else PLATFORM_FEE_PERCENT. */
+export function feeInForce(channel: Pick<CreditChannel, 'platform_fee_percent'>, settings: IntakeSettings): Percent {
+  // The column's check holds the setting's bounds, so a stored fee always parses.
+  return channel.platform_fee_percent === null ? settings.feePercent : parsePercent(channel.platform_fee_percent);
+}
+
+export function creditColumns(basis: CreditBasis, channel: CreditChannel, settings: IntakeSettings) {
   if (basis.grossUnits <= 0n)
     throw new Error(`payment ${basis.paymentId}: a finished payment must have a positive amount`);
-  const { fee, net } = splitFee(basis.grossUnits, settings.feePercent);
+  const strategy = channel.payout_strategy;
+  const percent = feeInForce(channel, settings);
+  const { fee, net } = splitFee(basis.grossUnits, percent);
   return {
     asset: basis.asset,
     gross_amount: basis.grossUnits,
     fee_amount: fee,
     net_amount: net,
-    fee_percent: settings.feePercent.text,
+    // What statements, exports and the payment.credited event show, and what a top-up of this credit takes again.
+    fee_percent: percent.text,
     payout_strategy: strategy,
     credited_partial: basis.partial,
     credited_at: sql<Date>`now()`,
@@ -732,16 +755,18 @@ export function creditColumns(basis: CreditBasis, strategy: 'instant' | 'thresho
 
 /**
  * What a credit does besides the payment row, in the same transaction: the instant payout job, then the balanced
- * journal. The journal goes last: it locks balance rows, which stay locked until the commit.
+ * journal. The journal goes last: it locks balance rows, which stay locked until the commit. Given the same channel
+ * as creditColumns, so the journal books the very split the row holds.
  */
 export async function creditEffects(
   trx: Transaction<Database>,
   basis: CreditBasis,
-  strategy: 'instant' | 'threshold',
+  channel: CreditChannel,
   settings: IntakeSettings,
 ): Promise<void> {
   const { asset, grossUnits: gross, paymentId, channelId } = basis;
-  const { fee, net } = splitFee(gross, settings.feePercent);
+  const strategy = channel.payout_strategy;
+  const { fee, net } = splitFee(gross, feeInForce(channel, settings));
   if (strategy === 'instant') {
     await enqueue(
       trx,

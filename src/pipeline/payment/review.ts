@@ -34,11 +34,14 @@ import {
   parseUnits,
   splitFee,
   type AssetCode,
+  type Percent,
 } from '../../money/index.ts';
 import {
   alertReview,
   creditColumns,
   creditEffects,
+  CREDIT_CHANNEL_COLUMNS,
+  feeInForce,
   creditsOnStatus,
   enqueueConfirm,
   partialCreditDecided,
@@ -323,7 +326,7 @@ async function resumeFirstOrder(
   }
   const channel = await trx
     .selectFrom('channels')
-    .select('payout_strategy')
+    .select(CREDIT_CHANNEL_COLUMNS)
     .where('channel_id', '=', payment.channel_id)
     .executeTakeFirst();
   const standing = standingReason(payment, channel !== undefined, settings);
@@ -334,7 +337,7 @@ async function resumeFirstOrder(
     await requestConfirmation(trx, id, settings.confirm);
     return { ...nothing, evidence: { confirming: true } };
   }
-  const columns = creditColumns(basis, channel.payout_strategy, settings);
+  const columns = creditColumns(basis, channel, settings);
   const updated = await trx
     .updateTable('payments')
     .set(columns)
@@ -343,7 +346,7 @@ async function resumeFirstOrder(
     .where('status', '=', payment.status)
     .executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
-  await creditEffects(trx, basis, channel.payout_strategy, settings);
+  await creditEffects(trx, basis, channel, settings);
   return {
     ...nothing,
     credited: channel.payout_strategy,
@@ -381,7 +384,7 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
     );
   const channel = await trx
     .selectFrom('channels')
-    .select('payout_strategy')
+    .select(CREDIT_CHANNEL_COLUMNS)
     .where('channel_id', '=', payment.channel_id)
     .executeTakeFirst();
   if (!channel) throw new PaymentActionRefused(`channel ${payment.channel_id} is not registered`);
@@ -393,7 +396,7 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
   // With NOWPAYMENTS_API_KEY set, a person's word is no more proof than the signed IPN: the decision is kept
   // (review_action credit) and payment_confirm credits it once NOWPayments' API agrees, with a fresh deadline.
   if (settings.confirm) return { strategy: null, evidence: await creditOnceConfirmed(trx, payment, settings.confirm) };
-  const columns = creditColumns(basis, channel.payout_strategy, settings);
+  const columns = creditColumns(basis, channel, settings);
   const updated = await trx
     .updateTable('payments')
     .set(columns)
@@ -403,7 +406,7 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
     .where('partial_amounts', '=', true)
     .executeTakeFirst();
   if (updated.numUpdatedRows !== 1n) throw new Error(`payment ${payment.payment_id} changed under its row lock`);
-  await creditEffects(trx, basis, channel.payout_strategy, settings);
+  await creditEffects(trx, basis, channel, settings);
   return {
     strategy: channel.payout_strategy,
     evidence: {
@@ -440,6 +443,22 @@ async function creditOnceConfirmed(
     outcomeAmount: payment.outcome_amount,
     confirmDeadline: asked.confirm_deadline_at?.toISOString() ?? null,
   };
+}
+
+/**
+ * The fee of a top-up: the one the payment was first credited at (its fee_percent), the fee in force at that credit.
+ * The rest belongs to the same payment, so a fee changed since (the channel's own or PLATFORM_FEE_PERCENT) never splits
+ * one payment two ways, and its fee_percent stays true of all of it. Only a credit that kept no fee_percent (every
+ * credit keeps one) would take the channel's fee in force now.
+ */
+async function topUpFee(trx: Transaction<Database>, payment: PaymentRow, settings: IntakeSettings): Promise<Percent> {
+  if (payment.fee_percent !== null) return parsePercent(payment.fee_percent);
+  const channel = await trx
+    .selectFrom('channels')
+    .select('platform_fee_percent')
+    .where('channel_id', '=', payment.channel_id)
+    .executeTakeFirst();
+  return channel ? feeInForce(channel, settings) : settings.feePercent;
 }
 
 /**
@@ -486,10 +505,7 @@ async function creditTopUp(
       `${show(before.gross)} is credited already, no less than the ${show(total)} the later IPN says`,
     );
   const gross = total - before.gross;
-  const { fee, net } = splitFee(
-    gross,
-    payment.fee_percent === null ? settings.feePercent : parsePercent(payment.fee_percent),
-  );
+  const { fee, net } = splitFee(gross, await topUpFee(trx, payment, settings));
 
   let way: {
     payout_strategy?: 'threshold';

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { channelRoutes } from './channels.ts';
 import { conversionRoutes } from './conversions.ts';
 import { exportRoutes } from './exports.ts';
+import { invoiceRoutes } from './invoices.ts';
 import { paymentRoutes } from './payments.ts';
 import { payoutRoutes } from './payouts.ts';
 import type { AdminDeps } from './shared.ts';
@@ -21,4 +22,5 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   conversionRoutes(app, deps);
   transferRoutes(app, deps);
   exportRoutes(app, deps);
+  invoiceRoutes(app, deps);
 }

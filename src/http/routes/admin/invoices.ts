@@ -1,0 +1,176 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import {
+  orderIdFor,
+  ORDER_CHANNEL_ID_RE,
+  ORDER_USER_ID_RE,
+  type NowPaymentsApi,
+} from '../../../integrations/nowpayments/index.ts';
+import { formatUnits, parseUnits } from '../../../money/index.ts';
+import { actorOf, note, notFound, type AdminDeps } from './shared.ts';
+
+/** What checkout needs besides the database: NOWPayments' API and where NOWPayments is to send the IPNs. */
+export interface CheckoutDeps {
+  /** NOWPayments' API with the account's key; undefined without NOWPAYMENTS_API_KEY (checkout is then refused). */
+  readonly api: NowPaymentsApi | undefined;
+  /** The API's base URL: when it is on this machine, payrail's own listening address is one it can reach. */
+  readonly apiUrl: string;
+  /** PUBLIC_URL: the IPN address is this plus /webhooks/nowpayments. */
+  readonly publicUrl: string | undefined;
+}
+
+// Admin deps are declared in shared.ts for every module; checkout's own part is declared with the route that uses it.
+declare module './shared.ts' {
+  interface AdminDeps {
+    /** POST /api/invoices; unset: checkout is refused as unconfigured. */
+    checkout?: CheckoutDeps;
+  }
+}
+
+/** A subscription's price, not a treasury movement: anything above this is a typo (or worse), not a sale. */
+const MAX_PRICE_CENTS = 10_000_000n;
+const MAX_PRICE_TEXT = formatUnits(MAX_PRICE_CENTS, 2);
+
+const invoiceBody = z
+  .object({
+    channelId: z
+      .string({ error: 'must be a Telegram chat id as a string, such as "-1003296084379"' })
+      .regex(ORDER_CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379'),
+    userId: z
+      .string({ error: 'must be a Telegram user id as a string, such as "6271402111"' })
+      .regex(ORDER_USER_ID_RE, 'must be a Telegram user id: a positive whole number such as "6271402111"'),
+    priceUsd: z
+      .string({ error: 'must be US dollars as a string, such as "9.99" (never a JSON number)' })
+      .regex(/^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$/, 'must be US dollars with at most 2 decimals, such as "9.99"')
+      .transform((text) => parseUnits(text, 2))
+      .refine((cents) => cents > 0n, 'must be more than 0')
+      .refine((cents) => cents <= MAX_PRICE_CENTS, `must be at most ${MAX_PRICE_TEXT}`),
+    description: note,
+    successUrl: z
+      .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+      .max(2000, 'must be at most 2000 characters')
+      .optional(),
+  })
+  .strict();
+
+/** POST /api/invoices: a NOWPayments invoice that pays into a channel for a user, with payrail's order id. */
+export function invoiceRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  app.post('/api/invoices', async (request, reply) => {
+    const input = invoiceBody.parse(request.body ?? {});
+    const checkout = deps.checkout;
+    if (checkout?.api === undefined) return reply.code(503).send({ error: 'checkout needs NOWPAYMENTS_API_KEY' });
+    const ipnCallbackUrl = callbackUrl(checkout, app);
+    if (ipnCallbackUrl === null)
+      return reply.code(503).send({
+        error: `checkout needs PUBLIC_URL: NOWPayments at ${checkout.apiUrl} must be told where to send the IPNs, and payrail's listening address is reachable only from this machine`,
+      });
+    const { channelId, userId } = input;
+    const channel = await deps.db
+      .selectFrom('channels')
+      .select(['channel_id', 'wallet_address'])
+      .where('channel_id', '=', channelId)
+      .executeTakeFirst();
+    if (!channel) return notFound(reply, `channel ${channelId}`);
+    // The channel exists but cannot take money yet: a conflict with its state, which saving its wallet resolves (the
+    // request itself is well formed, so not a 422). Money taken now would wait in review with nowhere to go.
+    if (!channel.wallet_address?.trim())
+      return reply.code(409).send({
+        error: `channel ${channelId} has no wallet to pay out to: save its walletAddress first (PUT /api/channels/${channelId})`,
+      });
+
+    const priceUsd = formatUnits(input.priceUsd, 2, { fixed: true });
+    const orderId = orderIdFor(userId, channelId);
+    const actor = actorOf(request);
+    const answer = await checkout.api.createInvoice({
+      priceAmount: priceUsd,
+      priceCurrency: 'usd',
+      orderId,
+      ...(input.description !== undefined && { orderDescription: input.description }),
+      ipnCallbackUrl,
+      ...(input.successUrl !== undefined && { successUrl: input.successUrl }),
+    });
+    // Nothing is stored unless NOWPayments created the invoice asked for: a refused or unreadable answer has no
+    // invoice to keep, and a mismatched one must not be handed out (its payments would carry another price or order),
+    // so a row for it would be one nobody may use. The log line names it for whoever looks NOWPayments' side up.
+    if (answer.kind !== 'created') {
+      const error =
+        answer.kind === 'mismatch'
+          ? `NOWPayments answered with another invoice than asked (${answer.detail}): not handed out, nothing stored`
+          : answer.kind === 'refused'
+            ? `NOWPayments refused the invoice: ${answer.detail}`
+            : `NOWPayments gave no invoice: ${answer.detail}`;
+      request.log.error(
+        {
+          event: 'invoice_failed',
+          kind: answer.kind,
+          channelId,
+          userId,
+          orderId,
+          actor,
+          ...(answer.kind === 'mismatch' && { invoiceId: answer.invoice.invoiceId }),
+          detail: answer.detail,
+        },
+        'NOWPayments did not create the invoice asked for',
+      );
+      return reply.code(502).send({ error });
+    }
+
+    const { invoice } = answer;
+    const stored = await deps.db
+      .insertInto('invoices')
+      .values({
+        invoice_id: invoice.invoiceId,
+        channel_id: channelId,
+        user_id: userId,
+        price_usd: priceUsd,
+        order_id: orderId,
+        description: input.description ?? null,
+        invoice_url: invoice.invoiceUrl,
+        success_url: input.successUrl ?? null,
+        ipn_callback_url: ipnCallbackUrl,
+        created_by: actor,
+      })
+      .onConflict((oc) => oc.column('invoice_id').doNothing())
+      .returning(['price_usd'])
+      .executeTakeFirst();
+    if (!stored) {
+      request.log.error(
+        { event: 'invoice_failed', kind: 'duplicate', invoiceId: invoice.invoiceId, channelId, userId, orderId, actor },
+        'NOWPayments answered an invoice id payrail already holds',
+      );
+      return reply.code(502).send({
+        error: `NOWPayments answered invoice ${invoice.invoiceId}, which payrail already holds for an earlier request: not handed out`,
+      });
+    }
+    request.log.info(
+      { event: 'invoice_created', invoiceId: invoice.invoiceId, channelId, userId, priceUsd, actor },
+      'NOWPayments invoice created',
+    );
+    return reply.code(201).send({
+      invoiceId: invoice.invoiceId,
+      invoiceUrl: invoice.invoiceUrl,
+      orderId,
+      channelId,
+      userId,
+      priceUsd: stored.price_usd,
+    });
+  });
+}
+
+/**
+ * Where NOWPayments sends the invoice's IPNs: PUBLIC_URL's webhook, or (no PUBLIC_URL, NOWPayments on this machine: a
+ * local run's simulator) payrail's own listening address. Null when neither reaches payrail.
+ */
+function callbackUrl(checkout: CheckoutDeps, app: FastifyInstance): string | null {
+  if (checkout.publicUrl !== undefined) return `${checkout.publicUrl.replace(/\/+$/, '')}/webhooks/nowpayments`;
+  if (!isLoopback(new URL(checkout.apiUrl).hostname)) return null;
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') return null;
+  // Listening on every interface: the loopback one is among them.
+  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}/webhooks/nowpayments`;
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.[0-9]{1,3}){3}$/.test(hostname);
+}
