@@ -474,7 +474,12 @@
       x.time < y.time ? -1 : x.time > y.time ? 1 : 0,
     );
     const shown = items.slice(-STATEMENT_ROWS);
-    const sum = (key, count, amount) => ({ key, label: `${count} ${key}`, text: groupDigits(amount), count });
+    const sum = (key, one, count, amount) => ({
+      key,
+      label: `${count} ${count === 1 ? one : key}`,
+      text: groupDigits(amount),
+      count,
+    });
     return {
       asset: a.asset,
       assetText: upper(a.asset),
@@ -484,10 +489,10 @@
       reservedText:
         a.closing.reserved === '0' ? '' : `${groupDigits(a.closing.reserved)} of it set aside for payouts under way`,
       sums: [
-        sum('payments', a.sums.payments.count, a.sums.payments.net),
-        sum('conversions', a.sums.conversions.count, a.sums.conversions.amount),
-        sum('payouts', a.sums.payouts.count, a.sums.payouts.amount),
-        sum('other', a.sums.other.count, a.sums.other.amount),
+        sum('payments', 'payment', a.sums.payments.count, a.sums.payments.net),
+        sum('conversions', 'conversion', a.sums.conversions.count, a.sums.conversions.amount),
+        sum('payouts', 'payout', a.sums.payouts.count, a.sums.payouts.amount),
+        sum('other', 'other', a.sums.other.count, a.sums.other.amount),
       ].filter((s) => s.count > 0),
       // The API serves a statement only once this holds; the page says what was checked.
       checkText: `checked against the ledger: ${groupDigits(a.check.opening)} + ${groupDigits(a.check.movementsFromEntries)} = ${groupDigits(a.check.closing)}`,

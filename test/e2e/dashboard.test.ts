@@ -890,12 +890,14 @@ describe('the dashboard', () => {
           x.amount,
         );
     }
-    // THRESHOLD's history in this file: three payments and a top-up's partial, a conversion, the batch paid now.
+    // THRESHOLD's history here: its payments and its conversion at least (earlier tests may have added more).
     expect(await page.locator('[data-testid=statement-eth] tbody tr').count()).toBeGreaterThanOrEqual(4);
-    expect(await page.locator('[data-testid=statement-usdt] tbody tr').count()).toBeGreaterThanOrEqual(2);
+    expect(await page.locator('[data-testid=statement-usdt] tbody tr').count()).toBeGreaterThanOrEqual(1);
     expect(await page.textContent('[data-testid=statement-usdt] [data-role=check]')).toMatch(
       /^checked against the ledger: /,
     );
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.locator('[data-testid=statement]').screenshot({ path: path.join(ARTIFACTS, 'dashboard-statement.png') });
 
     // The download: fetched with the token (no cookie would carry it), saved as the API's CSV for the same range.
     const [download] = await Promise.all([
