@@ -208,7 +208,9 @@ const schema = z
           return z.NEVER;
         }
       })
-      .describe('platform fee, decimal, 0 ≤ p < 100, at most 6 decimals'),
+      .describe(
+        "platform fee, decimal, 0 ≤ p < 100, at most 6 decimals; a channel's own `platformFeePercent` (PUT /api/channels/:id) overrides it for that channel. A payment keeps the fee it was credited at (`fee_percent`)",
+      ),
     // ChangeNow refunds arrive less network fees: a refund at most this many percent short of what was sent settles by
     // itself, the shortfall booked as ChangeNow's cost; a shorter one goes to a person.
     CHANGENOW_REFUND_TOLERANCE: changenowAllowance('2').describe(

@@ -1,12 +1,13 @@
 /**
- * The payee registry: how and where each channel owner is paid. Input is validated completely (strategy, threshold,
- * supported currency/network pair, address valid for that network) before anything is written.
+ * The payee registry: how and where each channel owner is paid, and the platform fee it pays when not the default.
+ * Input is validated completely (strategy, threshold, supported currency/network pair, address valid for that network,
+ * fee) before anything is written.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { getAddress } from 'viem';
 import { z } from 'zod';
 import type { ChannelsTable, Database, Db } from '../db/index.ts';
-import { AmountError, formatUnits, parseUnits } from '../money/index.ts';
+import { AmountError, formatUnits, parsePercent, parseUnits, type Percent } from '../money/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from './address.ts';
 
 export class ChannelInputError extends Error {
@@ -31,6 +32,11 @@ export const channelInputSchema = z
       .regex(/^[a-zA-Z0-9]{2,12}$/, 'must be a network code')
       .transform((s) => s.toLowerCase()),
     walletAddress: z.string().min(1).max(128),
+    /**
+     * The channel's own platform fee, a decimal string as PLATFORM_FEE_PERCENT takes; null: back to the default.
+     * Absent: kept as it is (a new channel has none), so a save that does not know the field never clears it.
+     */
+    platformFeePercent: z.string().max(32).nullable().optional(),
   })
   .strict();
 
@@ -45,6 +51,8 @@ export interface Channel {
   readonly walletAddress: string;
   /** When the payout destination (wallet, currency or network) last changed; null: as created. */
   readonly walletChangedAt: string | null;
+  /** The channel's own platform fee (percent); null: PLATFORM_FEE_PERCENT applies. */
+  readonly platformFeePercent: string | null;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -72,6 +80,7 @@ export async function upsertChannel(
   if (!CHANNEL_ID_RE.test(channelId))
     throw new ChannelInputError('channelId must be a Telegram chat id such as -1003296084379');
   const thresholdCents = parseThreshold(input);
+  const fee = parseFee(input);
   return db.transaction().execute(async (trx) => {
     const pair = await trx
       .selectFrom('supported_pairs')
@@ -97,6 +106,7 @@ export async function upsertChannel(
       payout_currency: input.payoutCurrency,
       payout_network: input.payoutNetwork,
       wallet_address: walletAddress,
+      ...(fee !== undefined && { platform_fee_percent: fee === null ? null : fee.text }),
     };
     const row = await trx
       .insertInto('channels')
@@ -163,6 +173,19 @@ function parseThreshold(input: ChannelInput): bigint | null {
   return cents;
 }
 
+/** undefined: the field was left out (the fee stays as it is); null: cleared. */
+function parseFee(input: ChannelInput): Percent | null | undefined {
+  const text = input.platformFeePercent;
+  if (text === undefined || text === null) return text;
+  try {
+    // The very parse PLATFORM_FEE_PERCENT goes through: a channel's fee has the default's bounds and exactness.
+    return parsePercent(text);
+  } catch (error) {
+    if (error instanceof AmountError) throw new ChannelInputError(`platformFeePercent: ${error.message}`);
+    throw error;
+  }
+}
+
 function normalizeAddress(format: string, address: string): string {
   if (!(ADDRESS_FORMATS as readonly string[]).includes(format))
     throw new Error(`supported_pairs has an unknown address format: ${format}`);
@@ -182,6 +205,7 @@ function toChannel(row: Selectable<ChannelsTable>): Channel {
     payoutNetwork: row.payout_network,
     walletAddress: row.wallet_address,
     walletChangedAt: row.wallet_changed_at === null ? null : row.wallet_changed_at.toISOString(),
+    platformFeePercent: row.platform_fee_percent,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };

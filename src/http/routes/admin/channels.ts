@@ -49,7 +49,9 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     await creditKeptPayments(request.log, deps, channelId);
     // A lowered threshold may be crossed already.
     await runThresholdCheck(deps.db, [channelId]);
-    return reply.code(created ? 201 : 200).send({ ...channel, ...(await channelSummary(deps.db, channelId)) });
+    return reply
+      .code(created ? 201 : 200)
+      .send({ ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) });
   });
 
   // Pay the channel's whole available USDT now, whatever its threshold.
@@ -72,7 +74,7 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     const { channelId } = channelParams.parse(request.params);
     const channel = await getChannel(deps.db, channelId);
     if (!channel) return notFound(reply, `channel ${channelId}`);
-    return { ...channel, ...(await channelSummary(deps.db, channelId)) };
+    return { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
   });
 
   // The channel's statement between two times, from its ledger accounts (src/statements); served only once it adds up.
@@ -103,6 +105,14 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
   });
 
   app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
+}
+
+/**
+ * The channel with the fee its next credit takes (feePercentInForce): its own, else PLATFORM_FEE_PERCENT, as intake's
+ * feeInForce chooses. Credits already made keep the fee on their payment (fee_percent).
+ */
+function shown(deps: AdminDeps, channel: Channel) {
+  return { ...channel, feePercentInForce: channel.platformFeePercent ?? deps.intake.feePercent.text };
 }
 
 /** A strategy switch strands nothing: payments waiting on the old strategy move to the new one, in the same commit. */
