@@ -4,7 +4,7 @@
  * each channel's ETH into USDT in one balanced journal, and the threshold check runs in the same transaction.
  */
 import { sql } from 'kysely';
-import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
+import type { ChangeNowError, ExchangeStatus } from '../../integrations/changenow/index.ts';
 import type { Selectable, Transaction } from 'kysely';
 import type { ConversionsTable, Database } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
@@ -17,6 +17,7 @@ import { stageAlert } from '../alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../../treasury/inbound.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { checkThresholds } from '../payout/threshold.ts';
+import { followExchange, reportNoStatus } from '../payout/follow-exchange.ts';
 
 /** A sent conversion as one poll found it, with what every outcome below reports through. */
 interface Poll {
@@ -35,33 +36,24 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   if (conversion.status !== 'sent') return;
   const poll: Poll = { deps, conversion, log: deps.logger.child({ conversionId, exchangeId: conversion.exchange_id }) };
 
-  let status: ExchangeStatus;
-  try {
-    status = await deps.exchange.getExchange(conversion.exchange_id as string);
-  } catch (error) {
-    if (!(error instanceof ChangeNowError)) throw error;
-    await onNoStatus(poll, error);
-    return;
-  }
-  if (status.status === 'finished') await onFinished(poll, status);
-  else if (status.status === 'refunded') await onRefunded(poll, status);
-  else if (status.status === 'failed' || status.status === 'expired') await onFailed(poll, status);
-  else await onStillWaiting(poll, status);
+  await followExchange(poll, conversion.exchange_id as string, {
+    onNoStatus,
+    onFinished,
+    onRefunded,
+    onFailed,
+    onStillWaiting,
+  });
 }
 
 /** ChangeNow gave no status. */
 async function onNoStatus(poll: Poll, error: ChangeNowError): Promise<void> {
-  const { deps, conversion, log } = poll;
   // Whatever ChangeNow answers, the ETH is already there: keep looking until the deadline sends it to review.
-  if (error.kind === 'permanent')
-    await stageAlert(deps, log, {
-      rule: 'changenow_permanent_error',
-      subject: error.code,
-      severity: 'critical',
-      message: 'ChangeNow refused a status request',
-      details: { conversionId: conversion.conversion_id, code: error.code, endpoint: error.endpoint },
-    });
-  else log.warn({ event: 'conversion_poll_failed', code: error.code }, 'ChangeNow unreachable; polling again later');
+  await reportNoStatus(
+    poll,
+    error,
+    { message: 'ChangeNow refused a status request', ids: { conversionId: poll.conversion.conversion_id } },
+    { event: 'conversion_poll_failed', message: 'ChangeNow unreachable; polling again later' },
+  );
   await pollAgainUntilDeadline(poll, `no exchange status past the poll deadline (${error.code})`, {
     rule: 'conversion_stuck',
     message: 'no exchange status past the poll deadline; sent to review',

@@ -6,15 +6,15 @@
  * except success.
  */
 import type { Hex } from 'viem';
-import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
+import type { ChangeNowError, ExchangeStatus } from '../../integrations/changenow/index.ts';
 import { accounts } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, withinTolerance } from '../../money/index.ts';
 import type { Logger } from '../../log.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
 import { claimRefund } from '../refunds.ts';
-import { stageAlert } from '../alert.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
+import { followExchange, reportNoStatus } from './follow-exchange.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './run.ts';
 
 /** A sent payout as one poll found it, with what every outcome below reports through. */
@@ -37,37 +37,24 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     pastDeadline: payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime(),
   };
 
-  let status: ExchangeStatus;
-  try {
-    status = await deps.exchange.getExchange(payout.exchange_id);
-  } catch (error) {
-    if (!(error instanceof ChangeNowError)) throw error;
-    await onNoStatus(poll, error);
-    return;
-  }
-  if (status.status === 'finished') await onFinished(poll, status);
-  else if (status.status === 'refunded') await onRefunded(poll, status);
-  else if (status.status === 'failed' || status.status === 'expired') await onFailed(poll, status);
-  else await onStillWaiting(poll, status);
+  await followExchange(poll, payout.exchange_id, {
+    onNoStatus,
+    onFinished,
+    onRefunded,
+    onFailed,
+    onStillWaiting,
+  });
 }
 
 /** ChangeNow gave no status. */
 async function onNoStatus(poll: Poll, error: ChangeNowError): Promise<void> {
-  const { deps, payout, log } = poll;
   // The funds are at ChangeNow whatever it answers now: keep looking until the deadline sends the payout to review.
-  if (error.kind === 'permanent')
-    await stageAlert(deps, log, {
-      rule: 'changenow_permanent_error',
-      subject: error.code,
-      severity: 'critical',
-      message: 'ChangeNow refused a payout status request',
-      details: { payoutId: payout.payout_id, code: error.code, endpoint: error.endpoint },
-    });
-  else
-    log.warn(
-      { event: 'payout_poll_failed', code: error.code },
-      'ChangeNow unreachable; polling the payout again later',
-    );
+  await reportNoStatus(
+    poll,
+    error,
+    { message: 'ChangeNow refused a payout status request', ids: { payoutId: poll.payout.payout_id } },
+    { event: 'payout_poll_failed', message: 'ChangeNow unreachable; polling the payout again later' },
+  );
   await pollAgainUntilDeadline(poll, `no exchange status past the poll deadline (${error.code})`, 'payout_stuck');
 }
 
