@@ -1,13 +1,16 @@
 /**
  * Channel statements (GET /api/channels/:id/statement) over a history of real payments (signed IPNs through the
  * webhook, web role only so nothing moves on its own) with conversions and payouts written as the stages leave them
- * (test/support/overview-seed.ts). Times between the steps are marked, so ranges can cut the history where the
- * balances are known exactly.
+ * (test/support/overview-seed.ts), a refunded payment reversed through the API, and a conversion refunded short
+ * booked as the poll books it. Times between the steps are marked, so ranges can cut the history where the balances
+ * are known exactly. Then the accounting exports over the same history, against check-ledger's figures.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { sql } from 'kysely';
 import { channelBalances, checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits, parseUnits } from '../../src/money/index.ts';
+import { returnConversionFunds } from '../../src/pipeline/conversion/outcomes.ts';
 import { usdtPerEth } from '../../src/pipeline/conversion/settle.ts';
 import { csvField, csvLine, exportCsv, type ExportName } from '../../src/statements/index.ts';
 import { EXPORTS_AT_ONCE } from '../../src/http/routes/admin/exports.ts';
@@ -36,6 +39,8 @@ const INSTANT = '-1007000000002';
 const QUIET = '-1007000000003';
 /** A threshold channel whose only payment NOWPayments refunded after its credit, and a person reversed. */
 const REVERSED = '-1007000000004';
+/** A threshold channel whose conversion ChangeNow refunded 1,000 wei short. */
+const SHORT = '-1007000000005';
 const UNKNOWN = '-1007000000009';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
@@ -45,7 +50,7 @@ const logs = logSink();
 let nextPaymentId = 9_700_000_000;
 const ids: Record<string, string> = {};
 const marks: Record<string, string> = {};
-const paid: Record<string, string[]> = { [THRESHOLD]: [], [INSTANT]: [] };
+const paid: Record<string, string[]> = { [THRESHOLD]: [], [INSTANT]: [], [SHORT]: [] };
 
 async function pay(channelId: string, times: number): Promise<void> {
   for (let i = 0; i < times; i++) paid[channelId]?.push(await sendFinished(payrail, nextPaymentId++, channelId));
@@ -61,6 +66,43 @@ async function mark(name: string): Promise<void> {
     select date_trunc('milliseconds', clock_timestamp()) + interval '1 millisecond' as at`.execute(db.db);
   await sql`select pg_sleep(0.005)`.execute(db.db);
   marks[name] = (rows[0] as { at: Date }).at.toISOString();
+}
+
+/**
+ * A conversion of `paymentIds` sent to ChangeNow, then refunded `short` wei short: the refund booked as the poll books
+ * it (returnConversionFunds: the shortfall from the channels to ChangeNow, the payments back to pending).
+ */
+async function refundedShort(paymentIds: string[], short: bigint): Promise<string> {
+  const conversionId = `cv_${randomBytes(8).toString('hex')}`;
+  const sent = BigInt(paymentIds.length) * NET_WEI;
+  await db.db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('conversions')
+      .values({
+        conversion_id: conversionId,
+        status: 'sent',
+        from_asset: 'eth',
+        to_asset: 'usdt',
+        amount_wei: sent,
+        payment_count: paymentIds.length,
+      })
+      .execute();
+    for (const paymentId of paymentIds)
+      await trx
+        .insertInto('conversion_payments')
+        .values({ conversion_id: conversionId, payment_id: paymentId, channel_id: SHORT, net_wei: NET_WEI })
+        .execute();
+    await trx
+      .updateTable('payments')
+      .set({ conversion_status: 'converting', conversion_id: conversionId })
+      .where('payment_id', 'in', paymentIds)
+      .execute();
+  });
+  const refundHash = `0x${randomBytes(32).toString('hex')}`;
+  await db.db
+    .transaction()
+    .execute((trx) => returnConversionFunds(trx, conversionId, refundHash, sent - short, 'exchange refunded'));
+  return conversionId;
 }
 
 function statementPath(channelId: string, query: Record<string, string> = {}): string {
@@ -199,6 +241,15 @@ beforeAll(async () => {
       .status,
   ).toBe(202);
   expect((await payrail.request('POST', `/api/payments/${ids.reversed}/reverse`)).status).toBe(200);
+  await saveChannel(payrail, SHORT, {
+    payoutStrategy: 'threshold',
+    thresholdUsd: '50',
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await pay(SHORT, 2);
+  ids.short = await refundedShort(paid[SHORT] as string[], 1000n);
   await mark('end');
 });
 
@@ -317,6 +368,17 @@ describe('statement: whole history', () => {
     ]);
     expect(e.closing.total).toBe('0');
     expect(e.sums).toMatchObject({ movements: '0', other: { count: 1, amount: eth(-NET_WEI) } });
+  });
+
+  it('a conversion refunded short: what ChangeNow kept is an exchange cost, the rest stays on the channel', async () => {
+    const e = asset(await statement(SHORT), 'eth');
+    expect(e.payments.map((p) => p.paymentId)).toEqual(paid[SHORT]);
+    expect(e.conversions).toEqual([]);
+    expect(e.other.map((o) => [o.kind, o.conversionId, o.journalKind, o.amount])).toEqual([
+      ['exchange_cost', ids.short, 'conversion_shortfall', eth(-1000n)],
+    ]);
+    expect(e.closing.total).toBe(eth(2n * NET_WEI - 1000n));
+    expect(asset(await statement(SHORT), 'usdt').closing.total).toBe('0');
   });
 
   it('a channel that never received anything: zero, nothing listed', async () => {
@@ -520,7 +582,12 @@ describe('exports', () => {
   it("payments.csv: every credited payment once, its gross what the payment journals took from NOWPayments (check-ledger's payments-match-journals), its fees what the fee accounts hold", async () => {
     const rows = await exported('payments');
     expect(rows.map((r) => r.payment_id).sort()).toEqual(
-      [...(paid[THRESHOLD] as string[]), ...(paid[INSTANT] as string[]), ids.reversed].sort(),
+      [
+        ...(paid[THRESHOLD] as string[]),
+        ...(paid[INSTANT] as string[]),
+        ...(paid[SHORT] as string[]),
+        ids.reversed,
+      ].sort(),
     );
     const ledgerRows = await exported('ledger');
     const fromJournals = ledgerRows
@@ -529,7 +596,7 @@ describe('exports', () => {
       .reduce((sum, r) => sum - units(r.amount as string, 'eth'), 0n);
     const gross = rows.reduce((sum, r) => sum + units(r.gross as string, 'eth'), 0n);
     expect(gross).toBe(fromJournals);
-    expect(gross).toBe(8n * GROSS_WEI);
+    expect(gross).toBe(10n * GROSS_WEI);
     const { rows: fees } = await sql<{ total: string }>`
       select sum(balance)::text as total from ledger_accounts where code like 'platform:fees#%'`.execute(db.db);
     // A reversal takes the fee back from the fee accounts; the payment keeps its amounts and says it was reversed.
