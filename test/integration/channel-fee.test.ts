@@ -4,10 +4,16 @@
  * column's check holds the bounds PLATFORM_FEE_PERCENT has. Every credit takes the fee in force in its own
  * transaction (the channel's, else PLATFORM_FEE_PERCENT): on the payment row (fee_percent, the split) and in its
  * journal alike; a later change of the fee leaves a credit as it was, and a top-up takes the fee its payment was first
- * credited at. Web only: intake credits on the webhook's own request, and no worker moves anything afterwards.
+ * credited at. Web only: intake credits on the webhook's own request, and no worker moves anything afterwards (with
+ * NOWPayments' check, the check is run by hand).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createNowPaymentsApi } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { parsePercent } from '../../src/money/index.ts';
+import { confirmPayment } from '../../src/pipeline/index.ts';
+import { startNowPaymentsSimulator } from '../../src/simulators/index.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -104,12 +110,13 @@ async function storedFee(channelId: string): Promise<string | null | undefined> 
 
 /** The credit as the payment row holds it, in wei. */
 async function creditOf(paymentId: string) {
-  const { rows } = await db.pool.query<{ gross: string; fee: string; net: string; percent: string }>(
+  const { rows } = await db.pool.query<{ gross: string | null; fee: string; net: string; percent: string | null }>(
     `select gross_amount::text as gross, fee_amount::text as fee, net_amount::text as net, fee_percent::text as percent
      from payments where payment_id = $1`,
     [paymentId],
   );
   const row = rows[0]!;
+  if (row.gross === null) return { gross: null, fee: null, net: null, percent: row.percent };
   return { gross: BigInt(row.gross), fee: BigInt(row.fee), net: BigInt(row.net), percent: row.percent };
 }
 
@@ -387,5 +394,42 @@ describe('credits at the fee in force', () => {
     ]);
     // The channel's next payment takes the fee in force now.
     await expectCreditedAt(await pay(channelId), channelId, FINISHED_WEI, '10');
+  });
+});
+
+describe("with NOWPayments' check (NOWPAYMENTS_API_KEY)", () => {
+  it('the credit takes the fee in force when the check credits it, not the one when the IPN came', async () => {
+    const apiKey = 'test-nowpayments-api-key-0123456789';
+    const sim = await startNowPaymentsSimulator({ port: 0, apiKey });
+    const confirming = await startTestPayrail(db, {
+      roles: { web: true, worker: false },
+      env: { PLATFORM_FEE_PERCENT: DEFAULT_FEE, NOWPAYMENTS_API_KEY: apiKey, NOWPAYMENTS_API_URL: sim.url },
+    });
+    try {
+      const channelId = await newChannel('2.5');
+      const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
+      const paymentId = String(body.payment_id);
+      const { raw, headers } = signed(body, IPN_SECRET);
+      sim.addPayment(raw);
+      const res = await confirming.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ outcome: 'recorded' });
+      expect((await creditOf(paymentId)).percent).toBeNull();
+
+      expect((await put(channelId, { ...channelBody, platformFeePercent: '6' })).status).toBe(200);
+      const deps = {
+        db: db.db,
+        logger: createLogger({ level: 'silent' }),
+        notifyAlerts: false,
+        api: createNowPaymentsApi({ baseUrl: sim.url, apiKey, timeoutMs: 5_000 }),
+        intake: { feePercent: parsePercent(DEFAULT_FEE), confirm: { deadlineMs: 3_600_000 } },
+      };
+      expect(await confirmPayment(deps, paymentId)).toBe('credited');
+      await expectCreditedAt(paymentId, channelId, FINISHED_WEI, '6');
+      expect(await creditedEvents(paymentId)).toEqual([{ feePercent: '6', topUp: false }]);
+    } finally {
+      await confirming.stop();
+      await sim.stop();
+    }
   });
 });
