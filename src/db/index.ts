@@ -1,5 +1,5 @@
 export { openPool, type Db, type DatabaseHandle } from './pool.ts';
-export { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
+export { EmbeddedUnavailable, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
 export { migrate, listMigrations, pendingMigrations } from './migrate.ts';
 export type * from './schema.ts';
 export {

@@ -84,6 +84,12 @@ describe('npm run build', () => {
     expect(check.stdout()).toContain('ledger OK');
   });
 
+  it('migrates with DATABASE_URL alone: the release step needs none of the secrets of the processes', async () => {
+    const migrate = run([DIST_CLI, 'migrate'], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
+    expect(await migrate.exited, migrate.output()).toBe(0);
+    expect(migrate.stdout()).toContain('migrations applied');
+  });
+
   it('refuses to start with PAYRAIL_CRASH_AT set: the crash points are for tests run from source', async () => {
     const status = run([DIST_CLI, 'status'], { DATABASE_URL: db.url, PAYRAIL_CRASH_AT: 'after_broadcast' });
     expect(await status.exited).toBe(78);
