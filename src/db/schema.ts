@@ -421,6 +421,22 @@ export interface WebhookAttemptsTable {
   duration_ms: number;
 }
 
+/** Migration 025: checkout's NOWPayments invoices, stored once NOWPayments created one as asked (never updated). */
+export interface InvoicesTable {
+  invoice_id: string;
+  channel_id: string;
+  user_id: string;
+  /** Exact decimal text, two places. */
+  price_usd: Numeric;
+  order_id: string;
+  description: OptionalText;
+  invoice_url: string;
+  success_url: OptionalText;
+  ipn_callback_url: string;
+  created_by: string;
+  created_at: Timestamp;
+}
+
 export interface Database {
   alerts: AlertsTable;
   observations: ObservationsTable;
@@ -444,4 +460,5 @@ export interface Database {
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  invoices: InvoicesTable;
 }
