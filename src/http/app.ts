@@ -54,7 +54,8 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
 
   if (deps.secrets !== undefined && deps.secrets.length > 0) {
     const scrub = createScrubber(deps.secrets);
-    // Serialized bodies are strings by now; nothing here streams or sends buffers.
+    // Serialized bodies are strings by now. The CSV exports stream (a string scrub cannot see them): they carry no
+    // free text where a secret could travel, only ids, amounts, states and times.
     app.addHook('onSend', async (_request, _reply, payload) =>
       typeof payload === 'string' ? scrub(payload) : payload,
     );
