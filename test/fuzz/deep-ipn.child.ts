@@ -4,7 +4,10 @@
  * deep. Prints one JSON line: per depth, "ok", the refusal's status, or "threw: <message>".
  */
 import { parse } from 'lossless-json';
-import { canonicalIpnJson, readIpn, signIpn } from '../../src/integrations/nowpayments/index.ts';
+// The modules themselves, not the package index: it also loads the API client, whose HTTP client (undici) compiles
+// WebAssembly at load, which --jitless does not have.
+import { readIpn } from '../../src/integrations/nowpayments/ipn.ts';
+import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/signature.ts';
 
 const SECRET = 'deep-ipn-child-secret-0123456789';
 const base = '{"order_id":"PGP-1|-1009","payment_id":1,"payment_status":"finished","deep":"@@DEEP@@"}';
