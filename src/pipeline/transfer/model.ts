@@ -81,6 +81,16 @@ export function loadTransfer(db: Db | Transaction<Database>, transferId: string)
   return db.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).executeTakeFirstOrThrow();
 }
 
+/** The transfer under its row lock, for a change that must see its current state: the caller's transaction. */
+export function lockTransfer(trx: Transaction<Database>, transferId: string): Promise<Transfer> {
+  return trx
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+}
+
 export function loadVersions(db: Db | Transaction<Database>, transferId: string): Promise<TransferVersion[]> {
   return db
     .selectFrom('chain_transfer_versions')

@@ -10,7 +10,7 @@ import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { deepEnough, findMined, nonceUser, trustedBlock } from './chain-reads.ts';
-import { enqueueConfirm, loadVersions, type Transfer, type TransferHooksByPurpose } from './model.ts';
+import { enqueueConfirm, loadVersions, lockTransfer, type Transfer, type TransferHooksByPurpose } from './model.ts';
 import { clearedRequest, failIn, outcomeOf, settleMined } from './settle.ts';
 import { replace } from './versions.ts';
 
@@ -168,12 +168,7 @@ async function resolveNeverSent(
   const own = versions.find((v) => v.tx_hash.toLowerCase() === user.hash.toLowerCase());
   if (own) return `version ${own.version} (${own.tx_hash}) used the nonce in block ${user.blockNumber}: it was sent`;
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('chain_transfers')
-      .selectAll()
-      .where('transfer_id', '=', transfer.transfer_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await lockTransfer(trx, transfer.transfer_id);
     await failIn(trx, hooks, current, {
       code: 'never_sent',
       message: `resolved as never sent by ${transfer.requested_by ?? 'unknown'}: nonce ${transfer.nonce} was used by ${user.hash}`,

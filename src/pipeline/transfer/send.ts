@@ -19,6 +19,7 @@ import {
   enqueueSend,
   loadTransfer,
   loadVersions,
+  lockTransfer,
   TransferNotReady,
   type Transfer,
   type TransferHooksByPurpose,
@@ -106,12 +107,7 @@ async function cancelUnsigned(
 ): Promise<void> {
   const by = transfer.requested_by ?? 'unknown';
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('chain_transfers')
-      .selectAll()
-      .where('transfer_id', '=', transfer.transfer_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await lockTransfer(trx, transfer.transfer_id);
     if (current.status === 'intent')
       await failIn(trx, hooks, current, {
         code: 'cancelled',
@@ -166,12 +162,7 @@ async function signFirstVersion(
   if (!estimate.ok) {
     const message = `gas estimate failed: the chain says this transfer would fail (${estimate.message})`;
     await deps.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom('chain_transfers')
-        .selectAll()
-        .where('transfer_id', '=', transfer.transfer_id)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
+      const current = await lockTransfer(trx, transfer.transfer_id);
       if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'estimate_failed', message });
     });
     await stageAlert(deps, log, {

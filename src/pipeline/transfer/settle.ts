@@ -8,6 +8,7 @@ import type { MinedReceipt } from '../../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import {
   FINAL_STATES,
+  lockTransfer,
   RELEASED_STATES,
   type Transfer,
   type TransferFailure,
@@ -79,12 +80,7 @@ export async function settleMined(
   transferId: string,
   mined: { version: Pick<TransferVersion, 'tx_hash' | 'raw_tx'>; receipt: MinedReceipt; outcome: MinedOutcome },
 ): Promise<boolean> {
-  const current = await trx
-    .selectFrom('chain_transfers')
-    .selectAll()
-    .where('transfer_id', '=', transferId)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  const current = await lockTransfer(trx, transferId);
   if (FINAL_STATES.includes(current.status) || current.status === 'intent') return false;
   const { receipt, outcome } = mined;
   if (receipt.gasCostWei > 0n) {

@@ -9,7 +9,7 @@ import type { FeeQuote, SignedTransfer } from '../../integrations/wallet/index.t
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { assetOf, RELEASED_STATES, type Transfer, type TransferVersion } from './model.ts';
+import { assetOf, lockTransfer, RELEASED_STATES, type Transfer, type TransferVersion } from './model.ts';
 
 /**
  * geth and most nodes take a replacement only with both fees at least 10 % above the pooled version's; one wei more
@@ -106,12 +106,7 @@ export async function replace(
 ): Promise<ReplaceOutcome> {
   const now = await deps.wallet.fees();
   const outcome = await deps.db.transaction().execute(async (trx): Promise<ReplaceOutcome> => {
-    const current = await trx
-      .selectFrom('chain_transfers')
-      .selectAll()
-      .where('transfer_id', '=', transfer.transfer_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await lockTransfer(trx, transfer.transfer_id);
     if (!RELEASED_STATES.includes(current.status) || current.nonce === null)
       return { replaced: false, why: `the transfer is ${current.status}` };
     if (current.block_number !== null)
