@@ -5,7 +5,7 @@
  */
 import { createPublicClient, createWalletClient, http, type Address, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
-import { rpc } from './chain.ts';
+import { rpc, viemLocalChain } from './chain.ts';
 
 const TIMEOUT_MS = 10_000;
 
@@ -103,13 +103,7 @@ export async function takeNonce(
   const account = privateKeyToAccount(privateKey);
   const transport = http(rpcUrl, { timeout: TIMEOUT_MS, retryCount: 0 });
   const client = createPublicClient({ transport });
-  const id = await client.getChainId();
-  const chain = {
-    id,
-    name: 'local',
-    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-    rpcUrls: { default: { http: [rpcUrl] } },
-  };
+  const chain = await viemLocalChain(client, rpcUrl);
   const wallet = createWalletClient({ account, chain, transport });
   const nonce = options.nonce ?? (await client.getTransactionCount({ address: account.address, blockTag: 'pending' }));
   // Tip = max fee when given, so a replacement also outbids on the tip (geth wants both raised by 10 %).

@@ -5,7 +5,7 @@
  */
 import { createPublicClient, createWalletClient, http, type Address, type Hex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { rpc } from './chain.ts';
+import { rpc, viemLocalChain } from './chain.ts';
 
 const TIMEOUT_MS = 30_000;
 /** Enough for any local run's payments and their gas. */
@@ -23,13 +23,7 @@ export async function startChainSender(rpcUrl: string): Promise<ChainSender> {
   await rpc(rpcUrl, 'anvil_setBalance', [account.address, `0x${SENDER_FUNDING_WEI.toString(16)}`]);
   const transport = http(rpcUrl, { timeout: TIMEOUT_MS });
   const client = createPublicClient({ pollingInterval: 50, transport });
-  const id = await client.getChainId();
-  const chain = {
-    id,
-    name: 'local',
-    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-    rpcUrls: { default: { http: [rpcUrl] } },
-  };
+  const chain = await viemLocalChain(client, rpcUrl);
   const wallet = createWalletClient({ account, chain, transport });
   let queue: Promise<unknown> = Promise.resolve();
   return {

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { Chain, PublicClient } from 'viem';
 
 export interface LocalChain {
   readonly rpcUrl: string;
@@ -22,6 +23,16 @@ export interface LocalChainOptions {
   statePath?: string;
   /** Where the running anvil's pid is kept, so a later process that adopts it can also stop it. */
   pidFile?: string;
+}
+
+/** The local chain as a viem wallet client wants it to sign for, with the id the node at `rpcUrl` reports. */
+export async function viemLocalChain(client: Pick<PublicClient, 'getChainId'>, rpcUrl: string): Promise<Chain> {
+  return {
+    id: await client.getChainId(),
+    name: 'local',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  };
 }
 
 const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64' };

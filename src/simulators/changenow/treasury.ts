@@ -1,6 +1,7 @@
 /** The simulator's own wallet on the local chain: what it pays out and sends back, as real transactions. */
 import { createPublicClient, createWalletClient, erc20Abi, http as viemHttp, type Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
+import { viemLocalChain } from '../chain.ts';
 import { Decimal, DECIMALS } from './pricing.ts';
 
 export type Treasury = ReturnType<typeof createTreasury>;
@@ -12,15 +13,9 @@ export function createTreasury(rpcUrl: string, key: `0x${string}`, tokens: Recor
   const account = privateKeyToAccount(key);
   let queue: Promise<unknown> = Promise.resolve();
   const send = async (currency: string, to: Address, amount: Decimal): Promise<string> => {
-    const chainId = await client.getChainId();
     const wallet = createWalletClient({
       account,
-      chain: {
-        id: chainId,
-        name: 'local',
-        nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-        rpcUrls: { default: { http: [rpcUrl] } },
-      },
+      chain: await viemLocalChain(client, rpcUrl),
       transport: viemHttp(rpcUrl, { timeout: 15_000 }),
     });
     const units = BigInt(amount.mul(new Decimal(10).pow(DECIMALS[currency] ?? 18)).toFixed(0, Decimal.ROUND_DOWN));
