@@ -192,6 +192,7 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
           ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }),
           port: config.LOCAL_NOWPAYMENTS_PORT,
           apiKey: config.NOWPAYMENTS_API_KEY,
+          ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
         },
       }),
       // The local chain keeps its state next to the database, so balances and nonces agree across restarts.

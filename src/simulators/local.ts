@@ -43,8 +43,12 @@ export async function startLocalOutside(options: {
   hostPrivateKey: `0x${string}`;
   stateDir?: string;
   logger: Logger;
-  /** The NOWPayments API: its simulator is started on `port` with `apiKey` unless `url` is given. Absent: none. */
-  nowpayments?: { url?: string; port: number; apiKey: string };
+  /**
+   * The NOWPayments API: its simulator is started on `port` with `apiKey` unless `url` is given. Absent: none. With
+   * `ipnSecret`, its invoices can be paid (POST /sim/invoices/:id/pay): signed IPNs, the outcome forwarded on the
+   * local chain first.
+   */
+  nowpayments?: { url?: string; port: number; apiKey: string; ipnSecret?: string };
 }): Promise<LocalOutside> {
   let chain: LocalChain | undefined;
   let simulator: ChangeNowSimulator | undefined;
@@ -105,15 +109,24 @@ export async function startLocalOutside(options: {
     }
     let nowpaymentsUrl = options.nowpayments?.url;
     if (options.nowpayments && nowpaymentsUrl === undefined) {
+      // A paid invoice's outcome reaches the host wallet as NOWPayments forwards it, on the chain started here only:
+      // on a configured chain there is no faucet to pay it from.
+      const host = privateKeyToAccount(options.hostPrivateKey).address;
+      const forwarder = chain ? await startChainSender(rpcUrl) : undefined;
       nowpayments = await startNowPaymentsSimulator({
         port: options.nowpayments.port,
         apiKey: options.nowpayments.apiKey,
-        ...(options.stateDir && { statePath: `${options.stateDir}/nowpayments-payments.jsonl` }),
+        ...(options.nowpayments.ipnSecret !== undefined && { ipnSecret: options.nowpayments.ipnSecret }),
+        ...(forwarder && { forwardOutcome: async (wei: bigint) => void (await forwarder.send(host, wei)) }),
+        ...(options.stateDir && {
+          statePath: `${options.stateDir}/nowpayments-payments.jsonl`,
+          invoicesPath: `${options.stateDir}/nowpayments-invoices.jsonl`,
+        }),
       });
       nowpaymentsUrl = nowpayments.url;
       options.logger.warn(
         { event: 'local_nowpayments_started', url: nowpaymentsUrl },
-        'LOCAL RUN: started the NOWPayments API simulator (payments are credited once it confirms them: register each with POST /sim/payments)',
+        'LOCAL RUN: started the NOWPayments API simulator (payments are credited once it confirms them: register each with POST /sim/payments, or pay an invoice with POST /sim/invoices/:id/pay)',
       );
     }
     const started = { chain, simulator, nowpayments };
