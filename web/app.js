@@ -2,7 +2,8 @@
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
  * with the tab), refreshes it every few seconds, calls the payout, conversion, transfer and payment actions of the
  * review queue, pays a channel now, and shows a channel's statement for the last 30 days (with its CSV, fetched with
- * the token and saved from a Blob: there are no cookies for a plain link to carry).
+ * the token and saved from a Blob: there are no cookies for a plain link to carry), and the platform's webhook
+ * endpoints with the deliveries that failed, each with a Retry (their own calls: a failure of those stays in its card).
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -533,6 +534,104 @@
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
   }
 
+  // --- the platform's webhook endpoints (GET /api/webhook-endpoints and each one's deliveries) ------------------
+
+  const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  /** A pending delivery that has failed this many attempts in a row is shown as failing (so does its alert). */
+  const FAILING_ATTEMPTS = 3;
+  /** Failed deliveries, and deliveries failing again and again, listed per endpoint: the latest of each. */
+  const DELIVERIES_SHOWN = 5;
+  /**
+   * The API filters deliveries by status, not by attempts: the failing ones among the pending are found in the newest
+   * it lists (its maximum). Only a receiver down long enough to pile up more behind them hides them here, and within
+   * the retry window those become failed, which the counts show.
+   */
+  const PENDING_READ = 500;
+
+  /** The URL as origin and path: a query may carry the platform's own token, which the page has no need to show. */
+  function endpointUrlText(url) {
+    try {
+      const parsed = new URL(url);
+      return parsed.origin + parsed.pathname;
+    } catch {
+      return '–';
+    }
+  }
+
+  function deliveryView(endpoint, d) {
+    const last = d.recentAttempts[0];
+    const failed = d.status === 'failed';
+    return {
+      key: `${d.status}:${d.eventId}`,
+      testid: `webhook-delivery-${endpoint.id}-${d.eventId}`,
+      endpointId: endpoint.id,
+      eventId: d.eventId,
+      urlText: endpointUrlText(endpoint.url),
+      eventType: d.eventType,
+      subject: d.subject,
+      stateClass: failed ? 'state state-failed' : 'state state-held',
+      statusText: failed ? 'failed' : 'retrying',
+      attempts: String(d.attempts),
+      lastText: d.lastError ?? (d.lastStatus === null ? '–' : `HTTP ${d.lastStatus}`),
+      lastAtText: last === undefined ? '–' : `${utc(last.at)} UTC`,
+      nextText: d.nextAttemptAt === null ? '' : `next attempt ${utc(d.nextAttemptAt)} UTC`,
+      // Only a given-up delivery can be retried (409 otherwise): a pending one is still being tried.
+      canRetry: failed,
+    };
+  }
+
+  /** One live endpoint's row: its counts, and the deliveries a person may have to act on (`read`: failed, pending). */
+  function endpointView(e, read) {
+    const failed = read.failed.slice(0, DELIVERIES_SHOWN);
+    const stuck = read.pending.filter((d) => d.attempts >= FAILING_ATTEMPTS).slice(0, DELIVERIES_SHOWN);
+    const failing = e.deliveries.failed > 0 || stuck.length > 0;
+    const why = [
+      e.deliveries.failed > 0 ? `${e.deliveries.failed} failed` : '',
+      stuck.length > 0 ? `${stuck.length} pending after ${FAILING_ATTEMPTS} or more failed attempts` : '',
+    ].filter((s) => s !== '');
+    const deliveries = [...failed, ...stuck].map((d) => deliveryView(e, d));
+    return {
+      id: e.id,
+      testid: `webhook-${e.id}`,
+      urlText: endpointUrlText(e.url),
+      typesText: `${e.eventTypes.length} event type${e.eventTypes.length === 1 ? '' : 's'}`,
+      typesTitle: e.eventTypes.join(', '),
+      createdText: `by ${e.createdBy}, ${utc(e.createdAt)} UTC`,
+      pending: String(e.deliveries.pending),
+      delivered: String(e.deliveries.delivered),
+      failed: String(e.deliveries.failed),
+      failing,
+      badgeTitle: why.join('; '),
+      rowClass: failing ? 'endpoint failing' : 'endpoint',
+      deliveries,
+      anyDeliveries: deliveries.length > 0,
+      more:
+        e.deliveries.failed > failed.length
+          ? `the latest ${failed.length} of ${e.deliveries.failed} failed deliveries (GET /api/webhook-endpoints/${e.id}/deliveries?status=failed lists them all)`
+          : '',
+    };
+  }
+
+  /** `read` holds, per live endpoint in the listed order, the deliveries read for it. */
+  function webhooksView(endpoints, read) {
+    const live = endpoints.filter((e) => e.deletedAt === null);
+    const deleted = endpoints.length - live.length;
+    const items = live.map((e, i) => endpointView(e, read[i]));
+    const failing = items.filter((e) => e.failing).length;
+    return {
+      caption: [
+        `${live.length} endpoint${live.length === 1 ? '' : 's'}`,
+        failing > 0 ? `${failing} failing` : '',
+        deleted > 0 ? `${deleted} deleted, not shown` : '',
+      ]
+        .filter((s) => s !== '')
+        .join(' · '),
+      items,
+      any: items.length > 0,
+      none: items.length === 0,
+    };
+  }
+
   // --- the chart (kept out of Alpine's reactive data: Chart.js must not be proxied) ------------------------------
 
   let chart = null;
@@ -645,6 +744,9 @@
       statement: null,
       statementError: '',
       statementLoading: false,
+      // The webhooks card: read beside the overview, and failing on its own (its error shows in the card only).
+      webhooks: null,
+      webhooksError: '',
 
       init() {
         if (this.token) this.load();
@@ -693,6 +795,8 @@
         this.view = null;
         this.failedAt = null;
         this.notice = { text: '', kind: '' };
+        this.webhooks = null;
+        this.webhooksError = '';
         this.closeStatement();
       },
       setHours(hours) {
@@ -716,6 +820,7 @@
       async load() {
         if (this.loading) return;
         this.loading = true;
+        const webhooks = this.loadWebhooks();
         try {
           const { status, body } = await this.api('GET', `/api/overview?hours=${this.hours}`);
           if (status === 401) {
@@ -734,8 +839,70 @@
           this.failedAt = new Date().toLocaleTimeString();
           this.error = error.message;
         } finally {
+          await webhooks;
           this.loading = false;
         }
+      },
+
+      /** The endpoints, and for each live one the deliveries that may need a person; never throws. */
+      async loadWebhooks() {
+        const token = this.token;
+        try {
+          const listed = await this.api('GET', '/api/webhook-endpoints');
+          if (listed.status !== 200) throw new Error(listed.body.error ?? `HTTP ${listed.status}`);
+          const endpoints = listed.body.endpoints;
+          const read = await Promise.all(
+            endpoints
+              .filter((e) => e.deletedAt === null)
+              .map(async (e) => ({
+                failed: e.deliveries.failed > 0 ? await this.deliveriesOf(e.id, 'failed', DELIVERIES_SHOWN) : [],
+                pending: e.deliveries.pending > 0 ? await this.deliveriesOf(e.id, 'pending', PENDING_READ) : [],
+              })),
+          );
+          // Signed out (or in again) meanwhile: this answer belongs to the token it was asked with.
+          if (this.token !== token) return;
+          this.webhooks = webhooksView(endpoints, read);
+          this.webhooksError = '';
+        } catch (error) {
+          if (this.token !== token) return;
+          // What was shown stays, marked as old: the rest of the page does not depend on these calls.
+          this.webhooksError = `Webhooks not updated since ${new Date().toLocaleTimeString()}: ${error.message}`;
+        }
+      },
+      async deliveriesOf(endpointId, status, limit) {
+        if (!UUID_RE.test(endpointId)) throw new Error(`unexpected endpoint id ${endpointId}`);
+        const answer = await this.api(
+          'GET',
+          `/api/webhook-endpoints/${endpointId}/deliveries?status=${status}&limit=${limit}`,
+        );
+        if (answer.status !== 200) throw new Error(answer.body.error ?? `HTTP ${answer.status}`);
+        return answer.body.deliveries;
+      },
+
+      /** A failed delivery's Retry: back to pending with fresh attempts and window, sent by the dispatcher's next run. */
+      async retryDelivery(event) {
+        const { endpoint, eventId, eventType, url } = event.currentTarget.dataset;
+        if (!UUID_RE.test(endpoint ?? '') || !UUID_RE.test(eventId ?? '')) return;
+        const asked = `Send event ${eventId} (${eventType}) to ${url} again? Its delivery starts afresh (attempts and retry window) and payrail's dispatcher sends it on its next run.`;
+        if (!window.confirm(asked)) return;
+        const { status, body } = await this.api(
+          'POST',
+          `/api/webhook-endpoints/${endpoint}/deliveries/${eventId}/retry`,
+        );
+        if (status === 200) {
+          this.notice = {
+            text: `retry: the delivery of event ${eventId} (${eventType}) to ${url} is pending again; the dispatcher sends it next.`,
+            kind: 'ok',
+          };
+        } else if (status === 401) {
+          this.signOut();
+          this.error = 'The server refused this token.';
+          return;
+        } else {
+          // 409: it is not failed (any more); 404: the endpoint was deleted. The API says which.
+          this.notice = { text: body.error ?? `retry failed (HTTP ${status})`, kind: 'error' };
+        }
+        await this.load();
       },
 
       /** A channel's id clicked in the channels table: its statement for the last STATEMENT_DAYS days. */

@@ -2,13 +2,15 @@
  * The operator dashboard in a real browser (Debian's chromium driven by playwright-core) against a seeded database:
  * no data without the token, the figures shown are the API's, the review buttons call the payout, conversion,
  * transfer and payment actions and a channel's Pay now its payout (confirm first, the API's refusal shown as it says
- * it), and the page runs under its Content-Security-Policy without a violation. A screenshot is kept in
- * test-artifacts/dashboard.png.
+ * it), the webhooks card shows failing endpoints and retries a failed delivery, and the page runs under its
+ * Content-Security-Policy without a violation. Screenshots are kept in test-artifacts/ (dashboard.png and others).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dispatchEvents, type DeliveryView, type DispatchSettings } from '../../src/events/index.ts';
+import { createLogger } from '../../src/log.ts';
 import type { Overview } from '../../src/overview/index.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -25,6 +27,7 @@ import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { ROOT } from '../support/process.ts';
+import { startReceiver } from '../support/receiver.ts';
 
 const THRESHOLD = '-1007000000001';
 const INSTANT = '-1007000000002';
@@ -34,7 +37,18 @@ const WAITING = '-1007000000003';
 const ELSEWHERE = '-1007000000004';
 /** No channel of this id is registered: its payment waits in review. */
 const UNREGISTERED = '-1007000000009';
+/** A channel whose wallet change a webhook endpoint is told about (seeded by its test). */
+const HOOKED = '-1007000000005';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const OTHER_WALLET = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+/** In an endpoint's URL: a platform may put its own key there, which the page never shows. */
+const QUERY_KEY = 'platform-key-5f1c0e9a';
+/**
+ * No worker runs here: the tests drive the dispatcher. A delivery failing its first attempt is given up on the next
+ * run once the retry window (1 ms) has passed.
+ */
+const DISPATCH: DispatchSettings = { retryMinDelayMs: 50, retryWindowMs: 1, timeoutMs: 2_000, pollIntervalMs: 100 };
+const quiet = createLogger({ level: 'silent' });
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
 let db: TestDatabase;
@@ -88,6 +102,21 @@ async function signIn(page: Page, options: { held?: boolean } = {}): Promise<voi
 async function sendIpn(body: Record<string, unknown>): Promise<number> {
   const { raw, headers } = signed(body, IPN_SECRET);
   return (await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status;
+}
+
+function dispatch(settings: Partial<DispatchSettings> = {}) {
+  return dispatchEvents({ db: db.db, logger: quiet, settings: { ...DISPATCH, ...settings } });
+}
+
+async function deliveriesOf(endpointId: string): Promise<DeliveryView[]> {
+  const res = await payrail.request('GET', `/api/webhook-endpoints/${endpointId}/deliveries`);
+  expect(res.status).toBe(200);
+  return res.body.deliveries as DeliveryView[];
+}
+
+/** A time as the page shows it: "2026-12-06 11:05:02 UTC". */
+function utcText(iso: string | undefined): string {
+  return iso === undefined ? '–' : `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
 }
 
 /** Text as shown, with the page's digit grouping taken out (it groups by string, "1,234.5"). */
@@ -916,6 +945,183 @@ describe('the dashboard', () => {
     await page.click('[data-testid=statement] [data-role=close]');
     await page.waitForSelector('[data-testid=statement]', { state: 'hidden' });
     await page.close();
+  });
+
+  it('shows the webhook endpoints with the deliveries that failed or keep failing, and retries a failed one', async () => {
+    const down = await startReceiver();
+    const busy = await startReceiver();
+    down.answer(500);
+    busy.answer(503);
+    try {
+      const channel = {
+        payoutStrategy: 'instant',
+        payoutCurrency: 'eth',
+        payoutNetwork: 'eth',
+      };
+      await saveChannel(payrail, HOOKED, { ...channel, walletAddress: WALLET });
+      const register = async (url: string, eventTypes: string[]) => {
+        const res = await payrail.request('POST', '/api/webhook-endpoints', { body: { url, eventTypes } });
+        expect(res.status).toBe(201);
+        return res.body as { id: string; secret: string };
+      };
+      const gone = await register(`${down.url}?gone=1`, ['payout.completed']);
+      expect((await payrail.request('DELETE', `/api/webhook-endpoints/${gone.id}`)).status).toBe(200);
+      // Its query stands for a key of the platform's own: the page shows origin and path only.
+      const failing = await register(`${down.url}?key=${QUERY_KEY}`, ['payout.completed', 'channel.wallet_changed']);
+      await saveChannel(payrail, HOOKED, { ...channel, walletAddress: OTHER_WALLET });
+      // A first attempt (500), then given up once its 1 ms window has passed.
+      await expect
+        .poll(
+          async () => {
+            await dispatch();
+            return (await deliveriesOf(failing.id)).map((d) => [d.eventType, d.status]);
+          },
+          { timeout: 15_000, interval: 100 },
+        )
+        .toEqual([['channel.wallet_changed', 'failed']]);
+      const [given] = (await deliveriesOf(failing.id)) as [DeliveryView];
+      expect(given).toMatchObject({
+        subject: `channel:${HOOKED}`,
+        attempts: 1,
+        lastStatus: 500,
+        lastError: 'HTTP 500',
+      });
+
+      // Within a long window the other endpoint's delivery is tried again and again: pending, failing all the same.
+      const retrying = await register(busy.url, ['payment.received']);
+      expect(
+        await sendIpn(ipnBody({ payment_id: 9_700_000_071, order_id: `PGP-1|${HOOKED}`, payment_status: 'waiting' })),
+      ).toBe(200);
+      await expect
+        .poll(
+          async () => {
+            await dispatch({ retryWindowMs: 600_000 });
+            return (await deliveriesOf(retrying.id))[0]?.attempts ?? 0;
+          },
+          { timeout: 15_000, interval: 100 },
+        )
+        .toBeGreaterThanOrEqual(3);
+      const [stuck] = (await deliveriesOf(retrying.id)) as [DeliveryView];
+      expect(stuck).toMatchObject({ eventType: 'payment.received', status: 'pending', lastError: 'HTTP 503' });
+
+      const page = await newPage();
+      await signIn(page);
+      const endpoint = (id: string, part = '') => `[data-testid=webhook-${id}${part}]`;
+      const delivery = (id: string, eventId: string, part = '') =>
+        `[data-testid=webhook-delivery-${id}-${eventId}${part}]`;
+      await page.waitForSelector(endpoint(failing.id));
+      expect(await page.textContent('[data-testid=webhooks-caption]')).toBe(
+        '2 endpoints · 2 failing · 1 deleted, not shown',
+      );
+      expect(await page.locator(endpoint(gone.id)).count()).toBe(0);
+      expect(await page.textContent(endpoint(failing.id, '-url'))).toBe(down.url);
+      expect(await page.textContent(endpoint(failing.id, '-types'))).toBe('2 event types');
+      expect(await page.getAttribute(endpoint(failing.id, '-types'), 'title')).toBe(
+        'channel.wallet_changed, payout.completed',
+      );
+      const counts = async (id: string) =>
+        Promise.all(
+          ['pending', 'delivered', 'failed'].map(async (c) => (await page.textContent(endpoint(id, `-${c}`)))?.trim()),
+        );
+      expect(await counts(failing.id)).toEqual(['0', '0', '1']);
+      expect(await page.isVisible(endpoint(failing.id, '-badge'))).toBe(true);
+      const row = (part = '') => delivery(failing.id, given.eventId, part);
+      expect(await page.textContent(row('-type'))).toBe('channel.wallet_changed');
+      expect(await page.textContent(row('-subject'))).toBe(`channel:${HOOKED}`);
+      expect(await page.textContent(row('-state'))).toBe('failed');
+      expect(await page.textContent(row('-attempts'))).toBe('1');
+      expect(await page.textContent(row('-last'))).toBe('HTTP 500');
+      expect(await page.textContent(row('-at'))).toBe(utcText(given.recentAttempts[0]?.at));
+      expect(await page.isVisible(row('-retry'))).toBe(true);
+      // Pending, failing three attempts in a row or more: shown failing, nothing to retry yet.
+      expect(await counts(retrying.id)).toEqual(['1', '0', '0']);
+      expect(await page.isVisible(endpoint(retrying.id, '-badge'))).toBe(true);
+      const stuckRow = (part = '') => delivery(retrying.id, stuck.eventId, part);
+      expect(await page.textContent(stuckRow('-state'))).toBe('retrying');
+      expect(await page.textContent(stuckRow('-attempts'))).toBe(String(stuck.attempts));
+      expect(await page.textContent(stuckRow('-last'))).toBe('HTTP 503');
+      expect(await page.isVisible(stuckRow('-retry'))).toBe(false);
+      // No secret anywhere: not the endpoints' (the API never returns them), not the query of a URL.
+      const html = await page.content();
+      for (const secret of [failing.secret, retrying.secret, QUERY_KEY, 'whsec_']) expect(html).not.toContain(secret);
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      await page.locator('[data-testid=webhooks]').screenshot({ path: path.join(ARTIFACTS, 'dashboard-webhooks.png') });
+
+      // A second page keeps what it read: its Retry comes after the first page's and is refused (409) as the API says.
+      const stale = await newPage();
+      await signIn(stale, { held: true });
+      await stale.waitForSelector(row('-retry'));
+
+      // The receiver is fixed: Retry, confirmed, sent with the token; the delivery is pending again, afresh.
+      down.answer(200);
+      let asked = '';
+      page.once('dialog', (dialog) => {
+        asked = dialog.message();
+        void dialog.accept();
+      });
+      const posted = page.waitForRequest(
+        (r) =>
+          r.method() === 'POST' &&
+          r.url().endsWith(`/api/webhook-endpoints/${failing.id}/deliveries/${given.eventId}/retry`),
+      );
+      await page.click(row('-retry'));
+      expect((await posted).headers().authorization).toBe(`Bearer ${ADMIN_TOKEN}`);
+      await page.waitForSelector('[data-testid=notice].ok');
+      expect(asked).toContain(`Send event ${given.eventId} (channel.wallet_changed) to ${down.url} again?`);
+      expect(await page.textContent('[data-testid=notice]')).toBe(
+        `retry: the delivery of event ${given.eventId} (channel.wallet_changed) to ${down.url} is pending again; the dispatcher sends it next.`,
+      );
+      expect((await deliveriesOf(failing.id))[0]).toMatchObject({ status: 'pending', attempts: 0 });
+      await expect.poll(() => counts(failing.id), { timeout: 15_000, interval: 250 }).toEqual(['1', '0', '0']);
+
+      stale.once('dialog', (dialog) => void dialog.accept());
+      await stale.click(row('-retry'));
+      await stale.clock.resume();
+      await stale.waitForSelector('[data-testid=notice].error');
+      expect(await stale.textContent('[data-testid=notice]')).toBe(
+        `cannot retry the delivery of event ${given.eventId}: it has not failed`,
+      );
+      await stale.close();
+
+      // Dispatched again: delivered on its first fresh attempt; the card shows it and no longer lists it.
+      await dispatch({ retryWindowMs: 600_000 });
+      expect((await deliveriesOf(failing.id))[0]).toMatchObject({ status: 'delivered', attempts: 1, lastStatus: 200 });
+      expect(down.acknowledged.map((r) => r.event.id)).toEqual([given.eventId]);
+      await expect.poll(() => counts(failing.id), { timeout: 15_000, interval: 250 }).toEqual(['0', '1', '0']);
+      await page.waitForSelector(row(), { state: 'detached' });
+      expect(await page.isVisible(endpoint(failing.id, '-badge'))).toBe(false);
+      expect(await page.isVisible(endpoint(retrying.id, '-badge'))).toBe(true);
+      expect(await page.textContent('[data-testid=webhooks-caption]')).toBe(
+        '2 endpoints · 1 failing · 1 deleted, not shown',
+      );
+      await page.close();
+
+      // These calls failing shows in the card only; the rest of the page is read and shown as ever.
+      const broken = await newPage();
+      await broken.route('**/api/webhook-endpoints', (route) =>
+        route.fulfill({
+          status: 429,
+          contentType: 'application/json',
+          body: JSON.stringify({ error: 'seeded: too many requests' }),
+        }),
+      );
+      await signIn(broken);
+      await broken.waitForSelector('[data-testid=webhooks-error]', { state: 'visible' });
+      expect(await broken.textContent('[data-testid=webhooks-error]')).toMatch(
+        /^Webhooks not updated since .+: seeded: too many requests$/,
+      );
+      expect(await broken.getAttribute('[data-testid=status]', 'class')).toContain('live');
+      expect(await broken.locator(`[data-testid=channel-${HOOKED}]`).count()).toBe(1);
+      expect(await broken.locator(endpoint(failing.id)).count()).toBe(0);
+      // Answering again: the next refresh fills the card and takes the error away.
+      await broken.unroute('**/api/webhook-endpoints');
+      await broken.waitForSelector(endpoint(failing.id), { timeout: 15_000 });
+      expect(await broken.isVisible('[data-testid=webhooks-error]')).toBe(false);
+      await broken.close();
+    } finally {
+      await down.close();
+      await busy.close();
+    }
   });
 
   it('ran under its CSP without a violation or an error', () => {
