@@ -6,6 +6,7 @@
  * nothing.
  */
 import { describe, expect } from 'vitest';
+import { verifyEventSignature } from '../../src/events/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { startNowPaymentsSimulator } from '../../src/simulators/index.ts';
@@ -13,6 +14,7 @@ import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually, forwardOnChain } from '../support/outside.ts';
 import { ADMIN_TOKEN, IPN_SECRET } from '../support/payrail.ts';
 import { freshWallet } from '../support/payouts.ts';
+import { startReceiver } from '../support/receiver.ts';
 
 const API_KEY = 'test-nowpayments-api-key-0123456789';
 const USER_ID = '6271402111';
@@ -337,5 +339,53 @@ describe('checkout', () => {
     expect(nowpayments.invoices.get(res.body.invoiceId)).toMatchObject({
       ipn_callback_url: 'https://pay.example.com/webhooks/nowpayments',
     });
+  });
+
+  it("the platform's whole way: invoice, payment, and its payment.credited and payout.completed delivered signed", async ({
+    start,
+    channel,
+    nowpayments,
+    checkoutEnv,
+  }) => {
+    const payrail = await start({ ...checkoutEnv, EVENTS_POLL_INTERVAL: '100ms' });
+    const receiver = await startReceiver();
+    try {
+      const endpoint = await payrail.request('POST', '/api/webhook-endpoints', {
+        body: { url: receiver.url, eventTypes: ['payment.credited', 'payout.completed'] },
+      });
+      expect(endpoint.status).toBe(201);
+      const channelId = await channel(ethChannel());
+      const created = await payrail.request('POST', '/api/invoices', {
+        body: { channelId, userId: USER_ID, priceUsd: '4.99' },
+      });
+      expect(created.status).toBe(201);
+      const paying = await fetch(`${nowpayments.url}/sim/invoices/${created.body.invoiceId}/pay`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(paying.status).toBe(200);
+      const { paymentId } = (await paying.json()) as { paymentId: string };
+      await eventually('payout.completed delivered', async () =>
+        receiver.acknowledged.some((r) => r.event.type === 'payout.completed'),
+      );
+      const credited = receiver.acknowledged.filter((r) => r.event.type === 'payment.credited');
+      // The bot's grant: exactly once for this payment, with its channel and user, signed with the endpoint's secret.
+      expect(credited.map((r) => r.event.data)).toEqual([
+        expect.objectContaining({ paymentId, channelId, userId: USER_ID, orderId: created.body.orderId }),
+      ]);
+      for (const r of receiver.acknowledged)
+        expect(
+          verifyEventSignature({
+            secret: endpoint.body.secret as string,
+            body: r.body,
+            header: r.headers['payrail-signature'] as string,
+          }),
+        ).toBe(true);
+      const completed = receiver.acknowledged.find((r) => r.event.type === 'payout.completed')!.event.data;
+      expect(completed).toMatchObject({ channelId, paymentId, payoutHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) });
+    } finally {
+      await receiver.close();
+    }
   });
 });
