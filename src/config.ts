@@ -420,7 +420,9 @@ const schema = z
       ),
     EVENTS_RETRY_WINDOW: duration
       .default(86_400_000)
-      .describe('an event delivery still failing this long after its first attempt is given up (failed, alerted, retryable)'),
+      .describe(
+        'an event delivery still failing this long after its first attempt is given up (failed, alerted, retryable)',
+      ),
     EVENTS_DELIVERY_TIMEOUT: duration
       .default(10_000)
       .describe("one event delivery attempt: connect, send and the receiver's whole answer"),
