@@ -17,7 +17,7 @@ import { accounts, postJournal } from '../../ledger/index.ts';
 import { formatUnits, parseUnits } from '../../money/index.ts';
 import { returnConversionFunds } from './outcomes.ts';
 import { inboundAmount, InboundRefused, type HostChainReader } from '../inbound.ts';
-import { enqueueConversionBatch, releasePaymentsIn } from './run.ts';
+import { conversionForUpdate, conversionTransfer, enqueueConversionBatch, releasePaymentsIn } from './run.ts';
 import { settleIn } from './settle.ts';
 
 export type ConversionResolution =
@@ -71,20 +71,10 @@ export async function resolveConversion(
   if (!exists) return null;
   const amount = await arrived(chain, resolution);
   return db.transaction().execute(async (trx) => {
-    const conversion = await trx
-      .selectFrom('conversions')
-      .selectAll()
-      .where('conversion_id', '=', conversionId)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const conversion = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
     if (conversion.status !== 'needs_review')
       throw new ConversionResolveRefused(`a conversion in state ${conversion.status} is not in review`);
-    const transfer = await trx
-      .selectFrom('chain_transfers')
-      .select(['transfer_id', 'status'])
-      .where('purpose', '=', 'conversion')
-      .where('ref', '=', conversionId)
-      .executeTakeFirst();
+    const transfer = await conversionTransfer(trx, conversionId);
     if (transfer?.status !== 'confirmed')
       throw new ConversionResolveRefused('its ETH never left (no confirmed transfer): retry it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';

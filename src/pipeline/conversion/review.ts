@@ -12,7 +12,13 @@
  */
 import { sql } from 'kysely';
 import type { ConversionState, Db } from '../../db/index.ts';
-import { enqueueConversionBatch, enqueuePoll, releasePaymentsIn } from './run.ts';
+import {
+  conversionForUpdate,
+  conversionTransfer,
+  enqueueConversionBatch,
+  enqueuePoll,
+  releasePaymentsIn,
+} from './run.ts';
 
 export type ConversionAction = 'retry';
 
@@ -34,22 +40,11 @@ export async function applyConversionAction(
   options: { pollDeadlineMs: number },
 ): Promise<ConversionActionResult | null> {
   return db.transaction().execute(async (trx) => {
-    const conversion = await trx
-      .selectFrom('conversions')
-      .selectAll()
-      .where('conversion_id', '=', conversionId)
-      .forUpdate()
-      .executeTakeFirst();
+    const conversion = await conversionForUpdate(trx, conversionId).executeTakeFirst();
     if (!conversion) return null;
     if (conversion.status !== 'needs_review')
       throw new ConversionActionRefused(`a conversion in state ${conversion.status} cannot be retried`);
-    // By ref, not conversions.transfer_id: the stage creates at most one per conversion, recorded or not.
-    const transfer = await trx
-      .selectFrom('chain_transfers')
-      .select(['transfer_id', 'status'])
-      .where('purpose', '=', 'conversion')
-      .where('ref', '=', conversionId)
-      .executeTakeFirst();
+    const transfer = await conversionTransfer(trx, conversionId);
 
     // In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
     // which is what the poll's and the release's own guarded updates expect.

@@ -363,12 +363,7 @@ async function releaseRefused(
 async function recordExchange(deps: StageDeps, conversion: Selectable<ConversionsTable>, payin: Payin): Promise<void> {
   const conversionId = conversion.conversion_id;
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('conversions')
-      .select('status')
-      .where('conversion_id', '=', conversionId)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
     if (current.status !== 'exchange_requested') return;
     const transferId = await createTransfer(trx, {
       purpose: 'conversion',
@@ -478,6 +473,21 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
     { conversionId },
     { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS },
   );
+}
+
+/** The conversion under its row lock, for a change that must see its current state (the caller's transaction). */
+export function conversionForUpdate(trx: Transaction<Database>, conversionId: string) {
+  return trx.selectFrom('conversions').selectAll().where('conversion_id', '=', conversionId).forUpdate();
+}
+
+/** The transfer that pays the conversion, by ref, not conversions.transfer_id: at most one, recorded or not. */
+export function conversionTransfer(trx: Transaction<Database>, conversionId: string) {
+  return trx
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'status'])
+    .where('purpose', '=', 'conversion')
+    .where('ref', '=', conversionId)
+    .executeTakeFirst();
 }
 
 /**

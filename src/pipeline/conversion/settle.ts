@@ -10,7 +10,7 @@ import type { ConversionsTable, Database } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
 import { accounts, postJournal, type EntryInput } from '../../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../../money/index.ts';
-import { enqueuePoll, toReview, type ReviewAlert } from './run.ts';
+import { conversionForUpdate, enqueuePoll, toReview, type ReviewAlert } from './run.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
 import { returnConversionFunds } from './outcomes.ts';
 import { stageAlert } from '../alert.ts';
@@ -36,13 +36,8 @@ export async function pollConversion(deps: StageDeps, conversionId: string): Pro
   if (conversion.status !== 'sent') return;
   const poll: Poll = { deps, conversion, log: deps.logger.child({ conversionId, exchangeId: conversion.exchange_id }) };
 
-  await followExchange(poll, conversion.exchange_id as string, {
-    onNoStatus,
-    onFinished,
-    onRefunded,
-    onFailed,
-    onStillWaiting,
-  });
+  const outcomes = { onNoStatus, onFinished, onRefunded, onFailed, onStillWaiting };
+  await followExchange(poll, conversion.exchange_id as string, outcomes);
 }
 
 /** ChangeNow gave no status. */
@@ -177,12 +172,7 @@ async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint):
   const sent = BigInt(conversion.amount_wei);
   const short = sent > refunded ? `; ${formatUnits(sent - refunded, 18)} ETH short, booked as ChangeNow's cost` : '';
   const claimed = await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('conversions')
-      .select('status')
-      .where('conversion_id', '=', conversionId)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
     if (current.status !== 'sent') return 'moved' as const;
     return returnConversionFunds(
       trx,
@@ -279,12 +269,7 @@ export async function settleIn(
   hash: string,
   from: 'sent' | 'needs_review',
 ): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
-  const conversion = await trx
-    .selectFrom('conversions')
-    .selectAll()
-    .where('conversion_id', '=', conversionId)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  const conversion = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
   if (conversion.status !== from) return false;
   // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
   // check a second time.

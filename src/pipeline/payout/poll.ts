@@ -37,13 +37,8 @@ export async function pollPayout(deps: StageDeps, payoutId: string): Promise<voi
     pastDeadline: payout.poll_deadline_at !== null && Date.now() > payout.poll_deadline_at.getTime(),
   };
 
-  await followExchange(poll, payout.exchange_id, {
-    onNoStatus,
-    onFinished,
-    onRefunded,
-    onFailed,
-    onStillWaiting,
-  });
+  const outcomes = { onNoStatus, onFinished, onRefunded, onFailed, onStillWaiting };
+  await followExchange(poll, payout.exchange_id, outcomes);
 }
 
 /** ChangeNow gave no status. */
@@ -220,7 +215,10 @@ async function onStillWaiting(poll: Poll, status: ExchangeStatus): Promise<void>
   await pollAgainUntilDeadline(poll, `exchange still ${status.status} past the poll deadline`, 'payout_stuck');
 }
 
-/** Not seen through yet: looked at again after the poll interval, or, past the poll deadline, handed to a person. */
+/**
+ * Not seen through yet: looked at again after the poll interval, or, past the poll deadline, handed to a person.
+ * Apart from the conversion's: the deadline here is judged as the poll began, and each has its own job and review.
+ */
 async function pollAgainUntilDeadline(poll: Poll, reason: string, alert: string): Promise<void> {
   const { deps, payout } = poll;
   if (poll.pastDeadline) {
