@@ -117,7 +117,10 @@ async function cancelUnsigned(
   log.warn({ event: 'transfer_cancelled_unsigned', by }, 'transfer cancelled before it was signed');
 }
 
-/** A row signed by an earlier version but not marked as possibly sent: marked now, before any broadcast. */
+/**
+ * A row signed by an earlier version but not marked as possibly sent: marked now, before any broadcast. Its own
+ * guarded update, not the signing's: that one moves intent, with the signed transaction's fields, this one signed.
+ */
 async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
   return deps.db.transaction().execute(async (trx) => {
     const released = await trx
