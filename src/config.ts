@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { parseRangeList, type AddressRange } from './http/net.ts';
 import { parsePercent, type Percent } from './money/index.ts';
+import { CRASH_POINTS } from './pipeline/interfaces.ts';
 
 /** True when this module runs as TypeScript (tests, `npm start`), false in the compiled build under dist/. */
 const RUNS_FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -447,14 +448,7 @@ const schema = z
     LOCAL_NOWPAYMENTS_PORT: port.default(54332).describe('port of the NOWPayments simulator (local run)'),
     /** Fault injection for crash tests: the worker SIGKILLs itself on reaching this point. Never set in production. */
     PAYRAIL_CRASH_AT: z
-      .enum([
-        'after_exchange_created',
-        'after_broadcast',
-        'before_settle',
-        'payout_after_exchange_created',
-        'payout_after_broadcast',
-        'payout_before_complete',
-      ])
+      .enum(CRASH_POINTS)
       .optional()
       .describe(
         'crash tests only: the worker SIGKILLs itself at `after_exchange_created`, `after_broadcast`, `before_settle` (conversions) or `payout_after_exchange_created`, `payout_after_broadcast`, `payout_before_complete` (logged loudly at start; a production build refuses to start with it set)',
