@@ -23,6 +23,7 @@ export type * from './types.ts';
 export { CHANNELS_SHOWN, fillBps } from './channels.ts';
 export { formatStatus } from './report.ts';
 export { volumeSeries } from './volume.ts';
+export type { ObservationRow } from './observations.ts';
 
 export const WINDOW_HOURS_DEFAULT = 24;
 export const WINDOW_HOURS_MAX = 168;

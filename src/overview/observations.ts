@@ -16,15 +16,18 @@ export interface Observed {
   readonly services: ObservationView[];
 }
 
+/** A row of `observations` as read, with its age in whole seconds as text. */
+export interface ObservationRow {
+  name: string;
+  ok: boolean;
+  value: string | null;
+  detail: string | null;
+  observed_at: Date;
+  age: string;
+}
+
 export async function readObservations(db: Db): Promise<Observed> {
-  const { rows } = await sql<{
-    name: string;
-    ok: boolean;
-    value: string | null;
-    detail: string | null;
-    observed_at: Date;
-    age: string;
-  }>`
+  const { rows } = await sql<ObservationRow>`
     select name, ok, value, detail, observed_at, extract(epoch from now() - observed_at)::bigint::text as age
     from observations order by name`.execute(db);
   const hostWallet: { eth: HostBalance | null; usdt: HostBalance | null } = { eth: null, usdt: null };

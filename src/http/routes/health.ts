@@ -4,6 +4,7 @@ import type { Db } from '../../db/index.ts';
 import { liveWorkers, queueStats } from '../../jobs/index.ts';
 import { OBSERVATION } from '../../alerts/index.ts';
 import { observationStaleAfterSeconds } from '../../metrics/index.ts';
+import type { ObservationRow } from '../../overview/index.ts';
 
 export interface HealthDeps {
   db: Db;
@@ -113,18 +114,11 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
 async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: number): Promise<Record<string, Check>> {
   const unknown = (detail: string): Check => ({ ok: null, affectsStatus: false, detail });
   const names = Object.values(REPORTED);
-  let rows: Array<{
-    name: string;
-    ok: boolean;
-    value: string | null;
-    detail: string | null;
-    observed_at: Date;
-    age: string;
-  }> = [];
+  let rows: ObservationRow[] = [];
   if (databaseOk) {
     try {
       rows = (
-        await sql<(typeof rows)[number]>`
+        await sql<ObservationRow>`
           select name, ok, value, detail, observed_at, greatest(0, floor(extract(epoch from now() - observed_at)))::text as age
           from observations where name in (${sql.join(names)})`.execute(db)
       ).rows;
