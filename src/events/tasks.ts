@@ -2,11 +2,11 @@
 import type { CronItem, Task } from 'graphile-worker';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/index.ts';
-import { periodic, PERIODIC, type TaskName } from '../jobs/index.ts';
+import { periodic, PERIODIC, tasksRunBy, type TaskName } from '../jobs/index.ts';
 import { dispatchEvents, type DispatchDeps } from './dispatch.ts';
 import { DISPATCH_JOB_KEY, DISPATCH_QUEUE, enqueueDispatch } from './dispatch-job.ts';
 
-export const EVENT_TASKS: readonly TaskName[] = ['events_dispatch'];
+export const EVENT_TASKS: readonly TaskName[] = tasksRunBy('events');
 
 export function eventTasks(deps: DispatchDeps): Partial<Record<TaskName, Task>> {
   return {

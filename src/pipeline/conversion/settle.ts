@@ -17,7 +17,7 @@ import { stageAlert } from '../alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../../treasury/inbound.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { checkThresholds } from '../payout/threshold.ts';
-import { followExchange, reportNoStatus } from '../payout/follow-exchange.ts';
+import { followExchange, reportNoStatus } from '../follow-exchange.ts';
 
 /** A sent conversion as one poll found it, with what every outcome below reports through. */
 interface Poll {

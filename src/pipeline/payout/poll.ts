@@ -14,7 +14,7 @@ import type { StageDeps } from '../interfaces.ts';
 import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
 import { claimRefund } from '../refunds.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
-import { followExchange, reportNoStatus } from './follow-exchange.ts';
+import { followExchange, reportNoStatus } from '../follow-exchange.ts';
 import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './run.ts';
 
 /** A sent payout as one poll found it, with what every outcome below reports through. */

@@ -3,10 +3,10 @@
  * kind of answer to the outcome the caller gives. What each outcome does stays with its caller (ETH booked to
  * channels, or funds paid to an owner).
  */
-import { ChangeNowError, type ExchangeStatus } from '../../integrations/changenow/index.ts';
-import type { Logger } from '../../log.ts';
-import { stageAlert } from '../alert.ts';
-import type { StageDeps } from '../interfaces.ts';
+import { ChangeNowError, type ExchangeStatus } from '../integrations/changenow/index.ts';
+import type { Logger } from '../log.ts';
+import { stageAlert } from './alert.ts';
+import type { StageDeps } from './interfaces.ts';
 
 /** One poll of one exchange, with what its outcomes report through. */
 interface ExchangePoll {
