@@ -412,7 +412,7 @@ const schema = z
     PUBLIC_URL: httpUrl
       .optional()
       .describe(
-        "payrail's public base URL (`https://pay.example.com`): a webhook endpoint may not point at it (payrail's events sent to payrail)",
+        "payrail's public base URL (`https://pay.example.com`): checkout gives NOWPayments `PUBLIC_URL/webhooks/nowpayments` as an invoice's IPN address (required for `POST /api/invoices` outside a local run), and a webhook endpoint may not point at it",
       ),
     EVENTS_RETRY_MIN_DELAY: duration
       .default(10_000)
