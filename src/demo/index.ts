@@ -19,7 +19,7 @@ import { loadConfig, secretValues, type Config } from '../config.ts';
 import { localDevSecrets } from '../dev-secrets.ts';
 import { createLogger } from '../log.ts';
 import { createChainWallet } from '../integrations/wallet/index.ts';
-import { DEFAULT_PAIRS, freePort, randomSeed, Rng, startChainSender } from '../simulators/index.ts';
+import { DEFAULT_PAIRS, freePorts, randomSeed, Rng, startChainSender } from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
 import {
   ethAmounts,
@@ -220,12 +220,14 @@ class Demo {
   ) {}
 
   async run(): Promise<number> {
-    const ports = {
-      web: await freePort(),
-      postgres: await freePort(),
-      chain: await freePort(),
-      changenow: await freePort(),
-    };
+    const [web, postgres, chain, changenow, nowpayments] = (await freePorts(5)) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    const ports = { web, postgres, chain, changenow, nowpayments };
     const env: Record<string, string> = {
       PAYRAIL_DATA_DIR: this.dataDir,
       HOST: '127.0.0.1',
@@ -233,6 +235,7 @@ class Demo {
       EMBEDDED_PG_PORT: String(ports.postgres),
       LOCAL_CHAIN_PORT: String(ports.chain),
       LOCAL_CHANGENOW_PORT: String(ports.changenow),
+      LOCAL_NOWPAYMENTS_PORT: String(ports.nowpayments),
       LOG_LEVEL: 'info',
       ...Object.fromEntries(DEMO_SETTINGS.map(([name, value]) => [name, value])),
     };
@@ -302,7 +305,7 @@ class Demo {
       `  data      ${this.dataDir} (${this.temporary ? 'temporary: removed at exit' : 'kept'}); payrail's log: ${logFile}`,
     );
     this.out(
-      `  ports     web ${ports.web}, PostgreSQL ${ports.postgres}, anvil ${ports.chain}, ChangeNow simulator ${ports.changenow} (free ports: a running npm start is not touched)`,
+      `  ports     web ${ports.web}, PostgreSQL ${ports.postgres}, anvil ${ports.chain}, ChangeNow simulator ${ports.changenow}, NOWPayments simulator ${ports.nowpayments} (free ports: a running npm start is not touched)`,
     );
     this.out(
       '  settings  changed from the defaults so that payouts happen within seconds (payrail is otherwise as `payrail start` runs it):',

@@ -8,7 +8,7 @@ export {
 export { startNowPaymentsSimulator, type NowPaymentsSimulator, type NowPaymentsFault } from './nowpayments/index.ts';
 export { startLocalChain, anvilBinary, rpc, type LocalChain } from './chain.ts';
 export { startLocalOutside, type LocalOutside } from './local.ts';
-export { freePort } from './ports.ts';
+export { freePort, freePorts } from './ports.ts';
 export { Rng, randomSeed } from './rng.ts';
 export { startRpcProxy, type RpcFaults, type RpcProxy } from './rpc-proxy.ts';
 export {
