@@ -47,7 +47,7 @@ const PARALLEL_ENDPOINTS = 4;
 /** Multiples of the first delay: 10 s, 30 s, 1 min, 5 min, 15 min, 30 min, 1 h, 2 h, then every 4 h (at 10 s). */
 const BACKOFF = [1, 3, 6, 30, 90, 180, 360, 720, 1_440] as const;
 
-export function retryDelayMs(attempts: number, minDelayMs: number): number {
+function retryDelayMs(attempts: number, minDelayMs: number): number {
   const step = BACKOFF[Math.min(Math.max(attempts, 1), BACKOFF.length) - 1] as number;
   return step * minDelayMs;
 }

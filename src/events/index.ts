@@ -2,15 +2,7 @@
  * Events out: business facts written with the change they report (by the triggers of migration 023), read in a stable order (read.ts),
  * pulled through GET /api/events or pushed, signed, to registered webhook endpoints (endpoints.ts, dispatch.ts).
  */
-export {
-  EVENT_TYPES,
-  isEventType,
-  type EventAmount,
-  type EventBody,
-  type EventData,
-  type EventType,
-  type NewEvent,
-} from './types.ts';
+export { EVENT_TYPES, type EventBody, type EventType } from './types.ts';
 export { decodeCursor, encodeCursor, readEvents, toBody, START, type Position } from './read.ts';
 export { signEvent, verifyEventSignature, SIGNATURE_HEADER } from './signature.ts';
 export {
@@ -26,5 +18,5 @@ export {
   type EndpointView,
   type SelfAddresses,
 } from './endpoints.ts';
-export { dispatchEvents, retryDelayMs, type DispatchDeps, type DispatchSettings } from './dispatch.ts';
+export { dispatchEvents, type DispatchDeps, type DispatchSettings } from './dispatch.ts';
 export { eventCron, eventTasks, EVENT_TASKS } from './tasks.ts';

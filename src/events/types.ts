@@ -19,26 +19,6 @@ export const EVENT_TYPES = [
 
 export type EventType = (typeof EVENT_TYPES)[number];
 
-export function isEventType(value: string): value is EventType {
-  return (EVENT_TYPES as readonly string[]).includes(value);
-}
-
-/** An amount with its asset, exact: a decimal string in the asset's unit ("0.0105", "12.5"). */
-export interface EventAmount {
-  readonly asset: string;
-  readonly amount: string;
-}
-
-/** The JSON-safe body of an event's `data`: ids and exact amounts as strings, never numbers for money. */
-export type EventData = Readonly<Record<string, string | boolean | null | EventAmount | readonly string[]>>;
-
-/** What an emitter passes: the subject keeps deliveries of one payment, payout or channel in order. */
-export interface NewEvent {
-  readonly type: EventType;
-  readonly subject: `${'payment' | 'conversion' | 'payout' | 'channel'}:${string}`;
-  readonly data: EventData;
-}
-
 /** One event as the API and the webhooks show it. */
 export interface EventBody {
   readonly id: string;

@@ -12,13 +12,20 @@ import { ALL_HANDLED_TASKS } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { ASSET_DECIMALS } from '../../src/money/index.ts';
-import { dispatchEvents, verifyEventSignature, type DispatchSettings, type NewEvent } from '../../src/events/index.ts';
+import { dispatchEvents, verifyEventSignature, type DispatchSettings } from '../../src/events/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { startReceiver, type Receiver } from '../support/receiver.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 
 const logger = createLogger({ level: 'silent' });
+
+/** An event as the triggers write it, for the tests that write their own. */
+interface NewEvent {
+  type: string;
+  subject: string;
+  data: Record<string, unknown>;
+}
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const SETTINGS: DispatchSettings = {
   retryMinDelayMs: 50,
