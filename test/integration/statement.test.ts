@@ -725,10 +725,14 @@ describe('exports', () => {
       },
       { timeout: 5_000, interval: 100 },
     );
-    const { rows: open } = await sql<{ n: number }>`
-      select count(*)::int as n from pg_stat_activity
-      where datname = current_database() and state like 'idle in transaction%'`.execute(db.db);
-    expect(open[0]?.n).toBe(0);
+    // The last export's snapshot ends as its response ends, which the reader may see a moment before the server does.
+    const idleInTransaction = async () =>
+      (
+        await sql<{ n: number }>`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and state like 'idle in transaction%'`.execute(db.db)
+      ).rows[0]?.n;
+    await expect.poll(idleInTransaction, { timeout: 5_000, interval: 100 }).toBe(0);
   });
 
   it('needs the admin token', async () => {
