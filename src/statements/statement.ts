@@ -23,6 +23,10 @@ import { resolveRange, type Bounds, type TimeRange } from './range.ts';
 /** Listed in every statement, even when the channel never held them: the assets the ledger keeps channels in. */
 export const STATEMENT_ASSETS = ['eth', 'usdt'] as const;
 
+/** Items per page of a JSON statement when the request does not say, and at most. */
+export const STATEMENT_PAGE_DEFAULT = 200;
+export const STATEMENT_PAGE_MAX = 1000;
+
 /** A large statement is a long read; this keeps one from holding the database without end. */
 const STATEMENT_TIMEOUT = '60s';
 

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import {
@@ -18,22 +19,13 @@ import {
   runThresholdCheck,
   type Rehomed,
 } from '../../../pipeline/index.ts';
-import { channelStatement, parseBounds, statementCsv, StatementCheckError } from '../../../statements/index.ts';
+import { readStatement, StatementCheckError, statementQuery } from '../../../statements/index.ts';
 import { channelSummary } from '../channel-summary.ts';
 import { actorOf, notFound, type AdminDeps } from './shared.ts';
 
 const channelParams = z.object({
   channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379'),
 });
-
-// The bounds are checked by parseBounds (ISO 8601, a zone with a time of day), with messages naming what is wrong.
-const statementQuery = z
-  .object({
-    from: z.string().max(64).optional(),
-    to: z.string().max(64).optional(),
-    format: z.enum(['json', 'csv']).default('json'),
-  })
-  .strict();
 
 /** The channel registry (save, read, pay out now) and the currency/network pairs a channel may be paid in. */
 export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
@@ -77,14 +69,14 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     return { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
   });
 
-  // The channel's statement between two times, from its ledger accounts (src/statements); served only once it adds up.
+  // The channel's statement between two times, from its ledger accounts (src/statements): the query's rules are there.
+  // Served only once it adds up.
   app.get('/api/channels/:channelId/statement', async (request, reply) => {
     const { channelId } = channelParams.parse(request.params);
     const query = statementQuery.parse(request.query);
-    const bounds = parseBounds(query);
-    let statement;
+    let answer;
     try {
-      statement = await channelStatement(deps.db, channelId, bounds);
+      answer = await readStatement(deps.db, channelId, query);
     } catch (error) {
       if (!(error instanceof StatementCheckError)) throw error;
       request.log.error(
@@ -93,15 +85,26 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       );
       return reply.code(500).send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
     }
-    if (!statement) return notFound(reply, `channel ${channelId}`);
+    if (!answer) return notFound(reply, `channel ${channelId}`);
     // Balances and payments: never kept by a browser or a proxy.
     reply.header('cache-control', 'no-store');
-    if (query.format === 'json') return reply.send(statement);
-    const name = `statement-${channelId}-${statement.from}-${statement.to}.csv`.replaceAll(':', '');
+    if (answer.format === 'json') return reply.send(answer.statement);
+    // The CSV streams as it is read; its totals were proven before the first byte, so a failure now cuts the body.
+    const body = Readable.from(answer.lines, { highWaterMark: 2 });
+    body.on('error', (error) =>
+      request.log.error(
+        {
+          event: error instanceof StatementCheckError ? 'statement_check_failed' : 'statement_failed',
+          channelId,
+          err: error,
+        },
+        'statement CSV failed part way; response cut',
+      ),
+    );
     return reply
       .type('text/csv; charset=utf-8')
-      .header('content-disposition', `attachment; filename="${name}"`)
-      .send(statementCsv(statement));
+      .header('content-disposition', `attachment; filename="${answer.filename}"`)
+      .send(body);
   });
 
   app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
