@@ -3,245 +3,70 @@
  * its documented state with its alert, and no money is lost or paid twice — at most one exchange and one transfer per
  * payout, on chain and in the ledger.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { checkLedger } from '../../src/ledger/index.ts';
+import { describe, expect } from 'vitest';
 import { formatUnits } from '../../src/money/index.ts';
 import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { logSink } from '../support/payrail.ts';
+import { distinct, payoutTest, type PayoutRow } from '../support/payout-state.ts';
+import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
 
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 // A valid Dogecoin P2PKH address (see test/unit/address.test.ts); the simulator has no pair for doge.
 const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
 const NET_WEI = 4_723_900_000_000_000n;
 
-let outside: Outside;
-let db: TestDatabase;
-/** The instance requests go through; every started instance is in `running`, stopped after each test. */
-let payrail: TestPayrail | undefined;
-let running: TestPayrail[] = [];
-/** The first instance's log sink in a test. */
-let sink: LogSink | undefined;
-/**
- * Set while a test has drained the host wallet: what was taken, put back on top of whatever arrived meanwhile (afterEach
- * does it whatever happened), so the chain ends holding what the ledger says.
- */
-let drained: bigint | undefined;
-let nextPaymentId = 9_200_000_000;
-let nextChannel = 1_003_200_000_001;
-
-async function start(env: Record<string, string> = {}, logs: LogSink = logSink()): Promise<TestPayrail> {
-  const instance = await startTestPayrail(db, {
-    outside,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ...env },
-    logs,
-  });
-  running.push(instance);
-  payrail ??= instance;
-  sink ??= logs;
-  return instance;
-}
-
-async function stopAll(): Promise<void> {
-  const all = running;
-  running = [];
-  payrail = undefined;
-  for (const instance of all) await instance.stop();
-}
-
-async function channel(body: Record<string, unknown>): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, body);
-}
-
-async function pay(channelId: string, options: Parameters<typeof sendFinished>[3] = {}): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId, options);
-}
-
-interface PayoutRow {
-  payout_id: string;
-  kind: string;
-  status: string;
-  reason: string | null;
-  asset: string;
-  amount: string;
-  exchange_id: string | null;
-  payin_address: string | null;
-  transfer_id: string | null;
-  attempts: number;
-  last_error: string | null;
-  top_ups: number;
-  hold_until: Date | null;
-  amount_out: string | null;
-}
-
-async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
-  const { rows } = await db.pool.query<PayoutRow>(
-    `select payout_id, kind, status, reason, asset, amount::text, exchange_id, payin_address, transfer_id, attempts, last_error, top_ups, hold_until, amount_out
-     from payouts where channel_id = $1 order by created_at`,
-    [channelId],
-  );
-  return rows;
-}
-
-async function onlyPayout(channelId: string): Promise<PayoutRow> {
-  const rows = await payoutsOf(channelId);
-  expect(rows).toHaveLength(1);
-  return rows[0] as PayoutRow;
-}
-
-async function hasPayout(channelId: string, status: string): Promise<boolean> {
-  return (await payoutsOf(channelId)).some((p) => p.status === status);
-}
-
-function exchangesFor(payoutId: string) {
-  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
-}
-
-async function transfersFor(payoutId: string) {
-  const { rows } = await db.pool.query<{
-    transfer_id: string;
-    status: string;
-    tx_hash: string | null;
-    nonce: string | null;
-    to_address: string;
-    amount: string;
-  }>(
-    "select transfer_id, status, tx_hash, nonce::text, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
-    [payoutId],
-  );
-  return rows;
-}
-
-/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
-async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
-    'select code, asset, balance::text from ledger_accounts where code like $1',
-    [`channel:${channelId}%`],
-  );
-  return Object.fromEntries(
-    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
-  );
-}
-
-async function journalKinds(ref: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ kind: string }>(
-    "select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id",
-    [ref],
-  );
-  return rows.map((r) => r.kind);
-}
-
-/** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
-function alertsFor(payoutId: string, logs: LogSink = sink!): string[] {
-  return logs.lines
-    .filter((l) => l.event === 'alert' && (l.payoutId === payoutId || l.ref === payoutId))
-    .map((l) => String(l.alert));
-}
-
-function distinct(names: string[]): string[] {
-  return [...new Set(names)].sort();
-}
-
-async function expectLedgerClean(): Promise<void> {
-  expect((await checkLedger(db.db)).problems).toEqual([]);
-}
-
-async function hostNonce(): Promise<number> {
-  return Number.parseInt(
-    String(await rpc(outside.chain.rpcUrl, 'eth_getTransactionCount', [outside.hostAddress, 'latest'])),
-    16,
-  );
-}
-
-async function setHostBalance(wei: bigint): Promise<void> {
-  await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
-}
-
-async function drainHost(): Promise<void> {
-  drained = await outside.balanceOf(outside.hostAddress);
-  await setHostBalance(0n);
-}
-
-async function refillHost(): Promise<void> {
-  if (drained === undefined) return;
-  await setHostBalance((await outside.balanceOf(outside.hostAddress)) + drained);
-  drained = undefined;
-}
-
-async function conversionsDone(paymentIds: string[]): Promise<boolean> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>(
-    'select conversion_status from payments where payment_id = any($1::numeric[])',
-    [paymentIds],
-  );
-  return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
-}
-
-async function usdtOfPayments(payoutId: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ total: string | null }>(
-    'select sum(usdt_amount)::text as total from payments where payout_id = $1',
-    [payoutId],
-  );
-  return BigInt(rows[0]?.total ?? '0');
-}
-
-/** Statements of this database waiting for a lock on payouts rows (a test holds one to order a race). */
-async function waitingOnPayouts(): Promise<number> {
-  const { rows } = await db.pool.query<{ n: number }>(
-    `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%"payouts"%'`,
-  );
-  return rows[0]!.n;
-}
-
-/** Converts two payments of a new threshold channel (20 USD, USDT on trx) into a batch held below the minimum. */
-async function heldBatch(): Promise<{ id: string; held: PayoutRow; paymentIds: string[] }> {
-  outside.sim.setPair('usdt/eth->usdt/trx', { rate: '1', withdrawalFee: '1', minAmount: '100' });
-  const id = await channel({
-    payoutStrategy: 'threshold',
-    thresholdUsd: '20',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'trx',
-    walletAddress: TRON_WALLET,
-  });
-  const paymentIds = [await pay(id), await pay(id)];
-  await eventually('both payments converted', () => conversionsDone(paymentIds));
-  await eventually('the batch held', () => hasPayout(id, 'held'));
-  return { id, held: await onlyPayout(id), paymentIds };
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await stopAll();
-  sink = undefined;
-  await resetFaults(outside);
-  await refillHost();
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  payoutTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
+    .extend('usdtOfPayments', ({ db }) => async (payoutId: string): Promise<bigint> => {
+      const { rows } = await db.pool.query<{ total: string | null }>(
+        'select sum(usdt_amount)::text as total from payments where payout_id = $1',
+        [payoutId],
+      );
+      return BigInt(rows[0]?.total ?? '0');
+    })
+    /** Statements of this database waiting for a lock on payouts rows (a test holds one to order a race). */
+    .extend('waitingOnPayouts', ({ db }) => async (): Promise<number> => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%"payouts"%'`,
+      );
+      return rows[0]!.n;
+    })
+    /** Converts two payments of a new threshold channel (20 USD, USDT on trx) into a batch held below the minimum. */
+    .extend(
+      'heldBatch',
+      ({ outside, channel, pay, conversionsDone, hasPayout, onlyPayout }) =>
+        async (): Promise<{ id: string; held: PayoutRow; paymentIds: string[] }> => {
+          outside.sim.setPair('usdt/eth->usdt/trx', { rate: '1', withdrawalFee: '1', minAmount: '100' });
+          const id = await channel(tronThreshold('20'));
+          const paymentIds = [await pay(id), await pay(id)];
+          await eventually('both payments converted', () => conversionsDone(paymentIds));
+          await eventually('the batch held', () => hasPayout(id, 'held'));
+          return { id, held: await onlyPayout(id), paymentIds };
+        },
+    ),
+);
 
 describe('exchange endings', () => {
-  it('a failed exchange sends the payout to review; the funds stay reserved', async () => {
+  it('a failed exchange sends the payout to review; the funds stay reserved', async ({
+    outside,
+    start,
+    pay,
+    logs,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    alertsFor,
+  }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('failed');
     await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
@@ -255,7 +80,7 @@ describe('exchange endings', () => {
       amount: NET_WEI.toString(),
     });
     expect(alertsFor(payout.payout_id)).toEqual(['payout_exchange_failed']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    expect(distinct(logs.alerts())).toEqual(['payout_exchange_failed']);
     const exchanges = exchangesFor(payout.payout_id);
     expect(exchanges).toHaveLength(1);
     expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'failed' });
@@ -267,14 +92,24 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
-  it('a refunded instant exchange: the refund arrives on chain, the payout fails and the ETH is back on the channel', async () => {
+  it('a refunded instant exchange: the refund arrives on chain, the payout fails and the ETH is back on the channel', async ({
+    outside,
+    db,
+    start,
+    pay,
+    logs,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    alertsFor,
+  }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(id);
     await eventually('the payout failed', () => hasPayout(id, 'failed'));
@@ -288,7 +123,7 @@ describe('exchange endings', () => {
       reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance`,
     });
     expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // On chain: the payin address got the ETH once, and the refund brought exactly that back to the host wallet.
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
@@ -306,14 +141,20 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
-  it("a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow's cost", async () => {
+  it("a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow's cost", async ({
+    outside,
+    db,
+    start,
+    pay,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    balances,
+    expectLedgerClean,
+  }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded_short');
     await pay(id);
     await eventually('the payout failed', () => hasPayout(id, 'failed'));
@@ -336,14 +177,20 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
-  it('a refund short by more than CHANGENOW_REFUND_TOLERANCE goes to review', async () => {
+  it('a refund short by more than CHANGENOW_REFUND_TOLERANCE goes to review', async ({
+    app,
+    outside,
+    start,
+    pay,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    balances,
+    expectLedgerClean,
+  }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded_short');
     await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
@@ -354,7 +201,7 @@ describe('exchange endings', () => {
     );
     // A person resolves it with what came back: the ledger then matches the chain again.
     // The refund ChangeNow recorded is the evidence: the amount is what that transaction brought.
-    const resolved = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/resolve`, {
+    const resolved = await app.payrail.request('POST', `/api/payouts/${payout.payout_id}/resolve`, {
       body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash },
     });
     expect(resolved.status).toBe(200);
@@ -365,16 +212,29 @@ describe('exchange endings', () => {
     await expectLedgerClean();
   });
 
-  it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async () => {
+  it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async ({
+    app,
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    logs,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    conversionsDone,
+    alertsFor,
+    usdtOfPayments,
+  }) => {
     await start();
     // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.
-    const id = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await channel(tronThreshold('1000'));
     const paymentIds = [await pay(id), await pay(id)];
     await eventually('both payments converted', () => conversionsDone(paymentIds));
     const available = BigInt((await balances(id))['channel/usdt'] as string);
@@ -382,14 +242,8 @@ describe('exchange endings', () => {
     const hostUsdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
 
     outside.sim.failNextExchange('refunded');
-    const res = await payrail!.request('PUT', `/api/channels/${id}`, {
-      body: {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '20',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'trx',
-        walletAddress: TRON_WALLET,
-      },
+    const res = await app.payrail.request('PUT', `/api/channels/${id}`, {
+      body: tronThreshold('20'),
     });
     expect(res.status).toBe(200);
     await eventually('the batch failed', () => hasPayout(id, 'failed'));
@@ -408,7 +262,7 @@ describe('exchange endings', () => {
       `exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`,
     );
     expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     // On chain: the payin address holds the batch; the host wallet got all of it back.
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
@@ -435,14 +289,8 @@ describe('exchange endings', () => {
     await expectLedgerClean();
 
     // Nothing was lost: the next threshold check batches the same USDT and the same payments, and it goes out.
-    const again = await payrail!.request('PUT', `/api/channels/${id}`, {
-      body: {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '20',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'trx',
-        walletAddress: TRON_WALLET,
-      },
+    const again = await app.payrail.request('PUT', `/api/channels/${id}`, {
+      body: tronThreshold('20'),
     });
     expect(again.status).toBe(200);
     await eventually('the second batch completed', () => hasPayout(id, 'completed'));
@@ -452,13 +300,28 @@ describe('exchange endings', () => {
     expect(exchangesFor(second.payout_id)).toHaveLength(1);
     expect(await transfersFor(second.payout_id)).toMatchObject([{ status: 'confirmed' }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
-    expect(distinct(sink!.alerts())).toEqual(['payout_refunded']);
+    expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
     await expectLedgerClean();
   });
 });
 
 describe('refusals and held batches', () => {
-  it("below ChangeNow's minimum: the batch is held without an exchange; the next settlement tops it up and it completes", async () => {
+  it("below ChangeNow's minimum: the batch is held without an exchange; the next settlement tops it up and it completes", async ({
+    outside,
+    db,
+    start,
+    pay,
+    logs,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    usdtOfPayments,
+    heldBatch,
+  }) => {
     await start();
     const { id, held } = await heldBatch();
     expect(held).toMatchObject({ kind: 'threshold', status: 'held', top_ups: 0, exchange_id: null, transfer_id: null });
@@ -473,7 +336,7 @@ describe('refusals and held batches', () => {
       'channel/usdt': '0',
       'channel:payout/usdt': heldAmount.toString(),
     });
-    expect(sink!.lines.some((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toBe(true);
+    expect(logs.lines.some((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toBe(true);
 
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
     const more = await pay(id);
@@ -508,11 +371,28 @@ describe('refusals and held batches', () => {
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_topped_up', 'payout_completed']);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     // Held is a wait for more funds, not a fault: nothing to alert on.
-    expect(sink!.alerts()).toEqual([]);
+    expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
 
-  it('a top-up racing the held batch being resumed never changes the amount of a payout already on its way', async () => {
+  it('a top-up racing the held batch being resumed never changes the amount of a payout already on its way', async ({
+    outside,
+    db,
+    start,
+    pay,
+    logs,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    conversionsDone,
+    usdtOfPayments,
+    waitingOnPayouts,
+    heldBatch,
+  }) => {
     await start();
     const { id, held } = await heldBatch();
     const heldAmount = BigInt(held.amount);
@@ -567,11 +447,26 @@ describe('refusals and held batches', () => {
       'channel:payout/usdt': '0',
     });
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(sink!.alerts()).toEqual([]);
+    expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
 
-  it('a top-up racing a person cancelling the held batch never brings the cancelled payout back', async () => {
+  it('a top-up racing a person cancelling the held batch never brings the cancelled payout back', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    onlyPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    conversionsDone,
+    waitingOnPayouts,
+    heldBatch,
+  }) => {
     await start();
     const { id, held, paymentIds } = await heldBatch();
     const heldAmount = BigInt(held.amount);
@@ -584,7 +479,7 @@ describe('refusals and held batches', () => {
     try {
       await blocker.query('begin');
       await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
-      cancelled = payrail!.request('POST', `/api/payouts/${held.payout_id}/cancel`);
+      cancelled = app.payrail.request('POST', `/api/payouts/${held.payout_id}/cancel`);
       await eventually('the cancel waiting on the batch', async () => (await waitingOnPayouts()) === 1);
       more = await pay(id);
       await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
@@ -622,7 +517,20 @@ describe('refusals and held batches', () => {
     await expectLedgerClean();
   });
 
-  it('a pair ChangeNow does not offer sends the payout to review with an alert; no exchange is created', async () => {
+  it('a pair ChangeNow does not offer sends the payout to review with an alert; no exchange is created', async ({
+    outside,
+    start,
+    channel,
+    pay,
+    logs,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    alertsFor,
+  }) => {
     await start();
     const id = await channel({
       payoutStrategy: 'instant',
@@ -642,7 +550,7 @@ describe('refusals and held batches', () => {
       exchange_id: null,
     });
     expect(alertsFor(payout.payout_id)).toEqual(['changenow_permanent_error']);
-    expect(distinct(sink!.alerts())).toEqual(['changenow_permanent_error']);
+    expect(distinct(logs.alerts())).toEqual(['changenow_permanent_error']);
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
     expect([...outside.sim.exchanges.values()].filter((e) => e.payoutAddress === DOGE_WALLET)).toHaveLength(0);
     expect(await transfersFor(payout.payout_id)).toEqual([]);
@@ -652,7 +560,23 @@ describe('refusals and held batches', () => {
 });
 
 describe('outages', () => {
-  it('a host wallet short of ETH: no broadcast, an alert, the payout waits; funded again it completes with one transfer', async () => {
+  it('a host wallet short of ETH: no broadcast, an alert, the payout waits; funded again it completes with one transfer', async ({
+    app,
+    outside,
+    start,
+    channel,
+    pay,
+    logs,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    hostNonce,
+    alertsFor,
+  }) => {
     await start();
     const wallet = freshWallet();
     const id = await channel({
@@ -662,7 +586,7 @@ describe('outages', () => {
       walletAddress: wallet,
     });
     const nonceBefore = await hostNonce();
-    await pay(id, { afterForward: drainHost });
+    await pay(id, { afterForward: app.drainHost });
     await eventually('the host wallet alert', async () => {
       const [payout] = await payoutsOf(id);
       return payout !== undefined && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
@@ -677,7 +601,7 @@ describe('outages', () => {
     expect(await outside.balanceOf(wallet)).toBe(0n);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
-    await refillHost();
+    await app.refillHost();
     await eventually('the payout completed once funded', () => hasPayout(id, 'completed'));
 
     const done = await onlyPayout(id);
@@ -689,19 +613,29 @@ describe('outages', () => {
     expect(await hostNonce()).toBe(nonceBefore + 1);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
-    expect(distinct(sink!.alerts())).toEqual(['host_wallet_insufficient']);
+    expect(distinct(logs.alerts())).toEqual(['host_wallet_insufficient']);
     await expectLedgerClean();
   });
 
-  it('the chain unreachable: the exchange waits unpaid and nothing is broadcast; with the chain back it completes once', async () => {
+  it('the chain unreachable: the exchange waits unpaid and nothing is broadcast; with the chain back it completes once', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    hostNonce,
+  }) => {
     const downLogs = logSink();
-    await start({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` }, downLogs);
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    await start({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` }, { logs: downLogs });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     const nonceBefore = await hostNonce();
     await pay(id);
     await eventually('a failed send recorded', async () => {
@@ -713,7 +647,7 @@ describe('outages', () => {
       );
       return (rows[0]?.attempts ?? 0) >= 1 && rows[0]?.last_error != null;
     });
-    await stopAll();
+    await app.stop();
 
     const stuck = await onlyPayout(id);
     expect(stuck.status).toBe('exchange_created');
@@ -727,7 +661,7 @@ describe('outages', () => {
     expect(distinct(downLogs.alerts())).toEqual(['rpc_unreachable']);
 
     const upLogs = logSink();
-    await start({}, upLogs);
+    await start({}, { logs: upLogs });
     await eventually('the payout completed with the chain back', () => hasPayout(id, 'completed'), 60_000);
 
     const done = await onlyPayout(id);
@@ -741,14 +675,22 @@ describe('outages', () => {
     await expectLedgerClean();
   });
 
-  it('ChangeNow down: attempts are counted, the payout waits, and once ChangeNow is back it completes with one exchange', async () => {
+  it('ChangeNow down: attempts are counted, the payout waits, and once ChangeNow is back it completes with one exchange', async ({
+    outside,
+    start,
+    pay,
+    logs,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+  }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     await outside.sim.setFault('down');
     await pay(id);
     await eventually('a failed attempt recorded', async () => ((await payoutsOf(id))[0]?.attempts ?? 0) >= 1);
@@ -758,7 +700,7 @@ describe('outages', () => {
     expect(waiting.last_error).toMatch(/^ChangeNow estimate: /);
     expect(exchangesFor(waiting.payout_id)).toHaveLength(0);
     expect(await transfersFor(waiting.payout_id)).toEqual([]);
-    expect(sink!.lines.some((l) => l.event === 'payout_attempt_failed' && l.payoutId === waiting.payout_id)).toBe(true);
+    expect(logs.lines.some((l) => l.event === 'payout_attempt_failed' && l.payoutId === waiting.payout_id)).toBe(true);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
     await outside.sim.setFault('none');
@@ -778,31 +720,41 @@ describe('outages', () => {
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     expect(await outside.balanceOf(exchanges[0]!.payinAddress)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
-    expect(sink!.alerts()).toEqual([]);
+    expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
 
-  it('ChangeNow down while the exchange is followed: the payout keeps polling, sent, and completes once ChangeNow is back', async () => {
+  it('ChangeNow down while the exchange is followed: the payout keeps polling, sent, and completes once ChangeNow is back', async ({
+    app,
+    outside,
+    start,
+    pay,
+    logs,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    alertsFor,
+  }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     // Hold the payin transfer back (host wallet empty) until ChangeNow is down, so the outage falls on the polling.
-    await pay(id, { afterForward: drainHost });
+    await pay(id, { afterForward: app.drainHost });
     await eventually('the exchange created, its transfer waiting for funds', async () => {
       const [payout] = await payoutsOf(id);
       return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
     });
     await outside.sim.setFault('down');
-    await refillHost();
+    await app.refillHost();
     await eventually('polls failing while ChangeNow is down', async () => {
       const [payout] = await payoutsOf(id);
       return (
         payout?.status === 'sent' &&
-        sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
+        logs.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
       );
     });
 
@@ -824,18 +776,28 @@ describe('outages', () => {
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
     expect(await outside.balanceOf(done.payin_address!)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
-    expect(distinct(sink!.alerts())).toEqual(['host_wallet_insufficient']);
+    expect(distinct(logs.alerts())).toEqual(['host_wallet_insufficient']);
     await expectLedgerClean();
   });
 
-  it('ChangeNow failing past PAYOUT_MAX_ATTEMPTS: the payout goes to review with an alert and stops retrying; a retry completes it', async () => {
+  it('ChangeNow failing past PAYOUT_MAX_ATTEMPTS: the payout goes to review with an alert and stops retrying; a retry completes it', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    logs,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    alertsFor,
+  }) => {
     await start({ PAYOUT_MAX_ATTEMPTS: '2' });
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const id = await instant('usdt', 'trx', TRON_WALLET);
     await outside.sim.setFault('5xx');
     const paymentId = await pay(id);
     await eventually('the payout in review', () => hasPayout(id, 'needs_review'), 30_000);
@@ -844,7 +806,7 @@ describe('outages', () => {
     expect(payout).toMatchObject({ status: 'needs_review', attempts: 2, exchange_id: null, transfer_id: null });
     expect(payout.reason).toMatch(/^gave up after 2 failed attempts: ChangeNow estimate: HTTP 503/);
     expect(alertsFor(payout.payout_id)).toEqual(['payout_attempts_exhausted']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_attempts_exhausted']);
+    expect(distinct(logs.alerts())).toEqual(['payout_attempts_exhausted']);
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
     expect(await transfersFor(payout.payout_id)).toEqual([]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
@@ -858,7 +820,7 @@ describe('outages', () => {
 
     // A person retries once ChangeNow is back: one exchange, one transfer, completed.
     await outside.sim.setFault('none');
-    const retried = await payrail!.request('POST', `/api/payouts/${payout.payout_id}/retry`);
+    const retried = await app.payrail.request('POST', `/api/payouts/${payout.payout_id}/retry`);
     expect(retried.status).toBe(200);
     await eventually('the retried payout completed', () => hasPayout(id, 'completed'));
     const done = await onlyPayout(id);
@@ -871,21 +833,33 @@ describe('outages', () => {
 });
 
 describe('two workers', () => {
-  it('racing on the same payouts: every payout completes with exactly one exchange and one transfer', async () => {
+  it('racing on the same payouts: every payout completes with exactly one exchange and one transfer', async ({
+    app,
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    hostNonce,
+  }) => {
     const logsA = logSink();
     const logsB = logSink();
-    await start({}, logsA);
-    await start({}, logsB);
+    await start({}, { logs: logsA });
+    await app.startAnother({}, { logs: logsB });
     const nonceBefore = await hostNonce();
     const channels: Array<{ id: string; wallet: string; direct: boolean; onEth: boolean }> = [];
     for (let i = 0; i < 3; i++) {
       channels.push({
-        id: await channel({
-          payoutStrategy: 'instant',
-          payoutCurrency: 'usdt',
-          payoutNetwork: 'trx',
-          walletAddress: TRON_WALLET,
-        }),
+        id: await instant('usdt', 'trx', TRON_WALLET),
         wallet: TRON_WALLET,
         direct: false,
         onEth: false,

@@ -2,14 +2,15 @@
  * The world most integration tests run payrail in, as vitest fixtures: anvil and the ChangeNow simulator
  * (test/support/outside.ts) and a fresh database with the host wallet's funding booked as capital, one per file; a
  * payrail per test on them (or one for the whole file), started with the file's settings; its channels and finished
- * IPNs. After a test its payrail stops and the world's faults are undone; after the file's last test, ledger = chain
- * (`check-ledger --chain`) and the file's own end checks.
+ * IPNs. After a test its payrail stops, the world's faults are undone and a drained host wallet is refilled; after the
+ * file's last test, ledger = chain (`check-ledger --chain`) and the file's own end checks.
  */
 import { test as base } from 'vitest';
+import { rpc } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from './db.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from './ledger-chain.ts';
 import { resetFaults, startOutside, type Outside } from './outside.ts';
-import { startTestPayrail, type TestPayrail } from './payrail.ts';
+import { logSink, startTestPayrail, type LogSink, type TestPayrail } from './payrail.ts';
 import { saveChannel, sendFinished } from './payouts.ts';
 
 export interface World {
@@ -35,20 +36,38 @@ export interface WorldOptions {
    * first test, the `payrail` of every test, stopped after the last one, before ledger = chain. `start` is refused.
    */
   filePayrail?: StartOptions;
+  /** Each test's payrails log into the test's `logs` (unless started with their own), for tests that read alerts. */
+  logs?: boolean;
 }
 
 /** What `start` takes besides env: a payrail's roles, where its logs go, a crash point. */
 export type StartOptions = Omit<NonNullable<Parameters<typeof startTestPayrail>[1]>, 'env' | 'outside'>;
 
 /**
- * A payrail per test: started on demand, one at a time, stopped (and the world's faults undone) after the test; or the
- * file's one payrail (WorldOptions.filePayrail).
+ * A payrail per test: started on demand, one at a time (or several side by side), stopped (and the world's faults
+ * undone, the host wallet refilled) after the test; or the file's one payrail (WorldOptions.filePayrail).
  */
 export interface TestApp {
-  /** Starts the test's payrail (stopping the one it started before, if any) with the file's env and `env` on top. */
+  /** Starts the test's payrail (stopping those it started before, if any) with the file's env and `env` on top. */
   start: (env?: Record<string, string>, options?: StartOptions) => Promise<TestPayrail>;
+  /**
+   * Starts one more payrail beside those running (two workers racing, say), on the same terms as `start`; `payrail`
+   * stays the one `start` gave.
+   */
+  startAnother: (env?: Record<string, string>, options?: StartOptions) => Promise<TestPayrail>;
+  /** Stops every payrail the test started (an outage that outlives its process); `start` may follow. */
+  stop: () => Promise<void>;
   /** The payrail `start` gave last, or the file's one. */
   readonly payrail: TestPayrail;
+  /** What the test's payrails logged (with WorldOptions.logs; those started with `logs` of their own aside). */
+  readonly logs: LogSink;
+  /**
+   * Empties the host wallet on chain (a wallet short of ETH). What was taken goes back on top of whatever arrived
+   * meanwhile by `refillHost`, or after the test whatever happened, so the chain ends holding what the ledger says.
+   */
+  drainHost: () => Promise<void>;
+  /** Puts back what `drainHost` took; nothing when the wallet is not drained. */
+  refillHost: () => Promise<void>;
   /** Saves a channel under the file's next id on the test's payrail, expecting it saved; returns the id. */
   channel: (body: Record<string, unknown>) => Promise<string>;
   /** A signed finished IPN for the channel under the file's next payment id, its outcome forwarded first (sendFinished). */
@@ -122,30 +141,64 @@ export function worldTest(options: WorldOptions = {}) {
     .extend('app', ({ world, filePayrail }, { onCleanup }): TestApp => {
       const { outside, db } = world;
       let current: TestPayrail | undefined = filePayrail;
+      let running: TestPayrail[] = [];
+      let drained: bigint | undefined;
+      const logs = logSink();
       const started = (): TestPayrail => {
         if (!current) throw new Error('no payrail started in this test (call start first)');
         return current;
       };
+      const stopAll = async () => {
+        const all = running;
+        running = [];
+        if (!filePayrail) current = undefined;
+        for (const payrail of all) await payrail.stop();
+      };
+      const launch = async (env: Record<string, string>, startOptions: StartOptions) => {
+        if (filePayrail) throw new Error("this file's tests share one payrail (filePayrail): nothing to start");
+        const payrail = await startTestPayrail(db, {
+          ...(options.logs && { logs }),
+          ...startOptions,
+          outside,
+          env: { ...outside.env, ...options.env, ...env },
+        });
+        running.push(payrail);
+        return payrail;
+      };
+      const setHostBalance = (wei: bigint) =>
+        rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
+      const refillHost = async () => {
+        if (drained === undefined) return;
+        await setHostBalance((await outside.balanceOf(outside.hostAddress)) + drained);
+        drained = undefined;
+      };
       onCleanup(async () => {
-        if (!filePayrail) await current?.stop();
+        await stopAll();
         current = undefined;
         await resetFaults(outside);
+        await refillHost();
       });
       return {
         start: async (env = {}, startOptions = {}) => {
-          if (filePayrail) throw new Error("this file's tests share one payrail (filePayrail): nothing to start");
-          await current?.stop();
-          current = undefined;
-          current = await startTestPayrail(db, {
-            ...startOptions,
-            outside,
-            env: { ...outside.env, ...options.env, ...env },
-          });
+          await stopAll();
+          current = await launch(env, startOptions);
           return current;
         },
+        startAnother: async (env = {}, startOptions = {}) => {
+          started();
+          return launch(env, startOptions);
+        },
+        stop: stopAll,
         get payrail() {
           return started();
         },
+        logs,
+        drainHost: async () => {
+          if (drained !== undefined) throw new Error('the host wallet is drained already');
+          drained = await outside.balanceOf(outside.hostAddress);
+          await setHostBalance(0n);
+        },
+        refillHost,
         channel: (body) => saveChannel(started(), `-${nextChannel++}`, body),
         pay: (channelId, payOptions) => sendFinished(started(), nextPaymentId++, channelId, payOptions),
         nextChannelId: () => `-${nextChannel++}`,
@@ -155,6 +208,7 @@ export function worldTest(options: WorldOptions = {}) {
     .extend('start', ({ app }) => app.start)
     /** The test's payrail as it is when the test begins: the file's one (filePayrail); otherwise use `start`'s. */
     .extend('payrail', ({ app }) => app.payrail)
+    .extend('logs', ({ app }) => app.logs)
     .extend('channel', ({ app }) => app.channel)
     .extend('pay', ({ app }) => app.pay)
     .extend('nextPaymentId', ({ app }) => app.nextPaymentId);

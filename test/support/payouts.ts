@@ -6,6 +6,17 @@ import { IPN_SECRET, type TestPayrail } from './payrail.ts';
 
 export const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 
+/** A threshold channel's body, paying out USDT on Tron once it holds `thresholdUsd`. */
+export function tronThreshold(thresholdUsd: string): Record<string, unknown> {
+  return {
+    payoutStrategy: 'threshold',
+    thresholdUsd,
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'trx',
+    walletAddress: TRON_WALLET,
+  };
+}
+
 export function freshWallet(): string {
   return privateKeyToAccount(generatePrivateKey()).address;
 }
