@@ -3,7 +3,8 @@
  * `finished` for a known channel, the fee split, the ledger credit and the next step (conversion pending or a payout
  * job). With NOWPAYMENTS_API_KEY set, that credit waits for NOWPayments' API to agree: intake queues the
  * payment_confirm job instead, in the same transaction, and the job credits (confirm.ts). No outside call
- * happens here; the webhook answers right after the commit.
+ * happens here; the webhook answers right after the commit. In the common case that transaction is a single database
+ * call (intake-one-call.ts), with no round trip to Node inside it.
  *
  * Every IPN may arrive many times, concurrently and out of order. The payment row (primary key payment_id) is the
  * lock: the first insert wins, later copies wait on it and then see the committed state. Statuses only move forward,
@@ -12,7 +13,7 @@
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { raiseAlert, storeEventAlert, type AlertInput } from '../../alerts/index.ts';
 import type { Database, Db, PaymentsTable } from '../../db/index.ts';
-import type { Ipn, IpnStatus } from '../../integrations/nowpayments/index.ts';
+import { PAYMENT_STATUSES, type Ipn, type IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { enqueue } from '../../jobs/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import type { Logger } from '../../log.ts';
@@ -28,6 +29,7 @@ import {
   type Percent,
 } from '../../money/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
+import { intakeInOneCall, mayTakeOneCall, type OneCallSettings } from './intake-one-call.ts';
 
 export interface IntakeSettings {
   /** PLATFORM_FEE_PERCENT: the fee of a channel without its own (feeInForce). */
@@ -125,7 +127,39 @@ const ALERTED: Partial<Record<string, 'warning' | 'critical'>> = {
   [REVIEW.topUp]: 'warning',
 };
 
+/**
+ * Records one IPN. The common case (a first IPN for a known channel that needs no person, a later one that only
+ * advances or repeats its payment) is one database call (intake-one-call.ts); every other IPN, which may call for a
+ * person, takes the statement-by-statement path below, which the one call writes exactly as.
+ */
 export async function recordIpn(
+  db: Db,
+  ipn: Ipn,
+  settings: IntakeSettings,
+  alerting?: IntakeAlerting,
+): Promise<IntakeResult> {
+  const done = mayTakeOneCall(ipn) ? await intakeInOneCall(db, ipn, oneCallSettings(ipn, settings)) : null;
+  if (done) return { ...done, paymentId: ipn.paymentId, reviewReason: null };
+  return recordIpnStepwise(db, ipn, settings, alerting);
+}
+
+/** What payrail_intake_ipn takes of intake's settings and rules. */
+export function oneCallSettings(ipn: Ipn, settings: IntakeSettings): OneCallSettings {
+  return {
+    feePercent: settings.feePercent,
+    // The very number deadlineIn sends: both paths set the same deadline.
+    confirmDeadlineSeconds: settings.confirm ? settings.confirm.deadlineMs / 1000 : null,
+    payoutMaxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+    confirmMaxAttempts: CONFIRM_JOB_MAX_ATTEMPTS,
+    advancesFrom: PAYMENT_STATUSES.filter((status) => STATUS_RANK[status] < STATUS_RANK[ipn.status]),
+  };
+}
+
+/**
+ * Intake statement by statement, in one transaction: every IPN the one call does not take. Exported for the test
+ * that holds the one call to it; payrail calls recordIpn.
+ */
+export async function recordIpnStepwise(
   db: Db,
   ipn: Ipn,
   settings: IntakeSettings,

@@ -1,0 +1,198 @@
+/**
+ * Intake's one call (payrail_intake_ipn, migration 026) on the points the differential fuzz suite does not reach on its
+ * own: its fee split against splitFee over the whole range of amounts and percents, and a channel saved while its IPNs
+ * are being taken (no lock on the channel, and every payment booked at one committed version of it).
+ */
+import fc from 'fast-check';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
+import { readIpn } from '../../src/integrations/nowpayments/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { parsePercent, splitFee } from '../../src/money/index.ts';
+import { recordIpn, type IntakeResult, type IntakeSettings } from '../../src/pipeline/index.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+
+const SECRET = 'one-call-secret';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
+
+let db: TestDatabase;
+let nextPaymentId = 2_026_500_000_000;
+let nextChannel = 1_026_500_000_001;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await db?.close();
+});
+
+/** A percent as PLATFORM_FEE_PERCENT and a channel's fee are written: 0 to below 100, up to 6 decimals. */
+const percentText: fc.Arbitrary<string> = fc.oneof(
+  fc.constantFrom('0', '0.000001', '3', '2.5', '2.50', '4.000000', '50', '99', '99.999999', '0.0', '0.000000'),
+  fc
+    .tuple(fc.integer({ min: 0, max: 99 }), fc.option(fc.stringMatching(/^[0-9]{1,6}$/), { nil: undefined }))
+    .map(([whole, fraction]) => (fraction === undefined ? String(whole) : `${whole}.${fraction}`)),
+);
+
+/** Amounts in smallest units, from nothing to the widest the amount columns hold (numeric(78, 0)). */
+const grossUnits: fc.Arbitrary<bigint> = fc.oneof(
+  fc.constantFrom(0n, 1n, 99n, 100n, 101n, 4_870_000_000_000_000n, 10n ** 78n - 1n, 10n ** 77n),
+  fc.bigInt({ min: 0n, max: 10n ** 6n }),
+  fc.bigInt({ min: 0n, max: 10n ** 20n }),
+  fc.bigInt({ min: 0n, max: 10n ** 78n - 1n }),
+);
+
+describe("the one call's fee split", () => {
+  it('equals splitFee for every amount and percent, to the unit', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(grossUnits, percentText), { minLength: 1, maxLength: 50 }), async (cases) => {
+        const { rows } = await db.pool.query<{ fee: string; net: string }>(
+          `select s.fee::text as fee, s.net::text as net
+           from unnest($1::numeric[], $2::numeric[]) with ordinality as t(gross, percent, n)
+           cross join lateral payrail_fee_split(t.gross, t.percent) s order by t.n`,
+          [cases.map(([gross]) => gross.toString()), cases.map(([, percent]) => percent)],
+        );
+        expect(rows).toEqual(
+          cases.map(([gross, percent]) => {
+            const { fee, net } = splitFee(gross, parsePercent(percent));
+            return { fee: fee.toString(), net: net.toString() };
+          }),
+        );
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses what splitFee refuses, and a fraction of a unit', async () => {
+    for (const [gross, percent] of [
+      ['-1', '3'],
+      ['1.5', '3'],
+      ['100', '100'],
+      ['100', '-0.000001'],
+    ])
+      await expect(
+        db.pool.query('select * from payrail_fee_split($1::numeric, $2::numeric)', [gross, percent]),
+      ).rejects.toThrow(/fee split of .* is not defined/);
+  });
+});
+
+async function saveChannel(
+  channelId: string,
+  version: { strategy: 'instant' | 'threshold'; fee: string },
+): Promise<void> {
+  await upsertChannel(
+    db.db,
+    channelId,
+    channelInputSchema.parse({
+      payoutStrategy: version.strategy,
+      ...(version.strategy === 'threshold' && { thresholdUsd: '100000.00' }),
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+      platformFeePercent: version.fee,
+    }),
+    'test',
+  );
+}
+
+async function finished(channelId: string): Promise<{ paymentId: string; result: IntakeResult }> {
+  const paymentId = String(nextPaymentId++);
+  const { raw, headers } = signed(
+    ipnBody({ payment_id: Number(paymentId), order_id: `PGP-6271402111|${channelId}` }),
+    SECRET,
+  );
+  const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
+  if (!reading.ok) throw new Error(reading.error);
+  return { paymentId, result: await recordIpn(db.db, reading.ipn, SETTINGS) };
+}
+
+/** What a credit booked: the row's strategy and fee, its split, its journal and its payout job. */
+async function booked(paymentId: string) {
+  const { rows } = await db.pool.query(
+    `select p.payout_strategy, p.fee_percent::text, p.gross_amount::text, p.fee_amount::text, p.net_amount::text,
+       p.conversion_status,
+       (select json_object_agg(split_part(a.code, '#', 1), e.amount::text) from ledger_journals j
+          join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
+         where j.kind = 'payment_received' and j.ref = $1::text) as journal,
+       (select count(*)::int from graphile_worker._private_jobs where key = 'payout_instant:' || $1::text) as payout_jobs
+     from payments p where p.payment_id = $1::numeric`,
+    [paymentId],
+  );
+  return rows[0];
+}
+
+/** Each booking is of one version of the channel: its strategy, its fee, the split of that fee, the job it calls for. */
+function expectOneVersion(row: any, channelId: string, versions: ReadonlyArray<{ strategy: string; fee: string }>) {
+  expect(versions).toContainEqual({ strategy: row.payout_strategy, fee: row.fee_percent });
+  const { fee, net } = splitFee(BigInt(row.gross_amount), parsePercent(row.fee_percent));
+  expect([row.fee_amount, row.net_amount]).toEqual([fee.toString(), net.toString()]);
+  expect(row.journal).toEqual({
+    'world:nowpayments': (-BigInt(row.gross_amount)).toString(),
+    ...(fee !== 0n && { 'platform:fees': fee.toString() }),
+    [`channel:${channelId}`]: net.toString(),
+  });
+  expect(row.payout_jobs).toBe(row.payout_strategy === 'instant' ? 1 : 0);
+  expect(row.conversion_status).toBe(row.payout_strategy === 'threshold' ? 'pending' : null);
+}
+
+describe('a channel saved while its IPNs are taken', () => {
+  const first = { strategy: 'instant', fee: '1' } as const;
+  const second = { strategy: 'threshold', fee: '5.5' } as const;
+
+  it('does not wait for intake, nor intake for it: an IPN during an uncommitted save books the version before it', async () => {
+    const channelId = `-${nextChannel++}`;
+    await saveChannel(channelId, first);
+    const save = new pg.Client({ connectionString: db.url });
+    await save.connect();
+    try {
+      await save.query('begin');
+      // The save's row lock on the channel, held open while an IPN comes.
+      await save.query(
+        `update channels set payout_strategy = 'threshold', threshold_usd_cents = 10000000, platform_fee_percent = 5.5
+         where channel_id = $1`,
+        [channelId],
+      );
+      const during = await Promise.race([
+        finished(channelId),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error('intake waited for the channel save')), 10_000),
+        ),
+      ]);
+      expect(during.result).toMatchObject({ outcome: 'recorded', credited: 'instant' });
+      expectOneVersion(await booked(during.paymentId), channelId, [first]);
+      await save.query('commit');
+    } finally {
+      await save.end();
+    }
+    const after = await finished(channelId);
+    expect(after.result).toMatchObject({ outcome: 'recorded', credited: 'threshold' });
+    expectOneVersion(await booked(after.paymentId), channelId, [second]);
+  });
+
+  it('books every payment at one committed version, never a mix, while saves race the IPNs', async () => {
+    const channelId = `-${nextChannel++}`;
+    await saveChannel(channelId, first);
+    const payments: Array<{ paymentId: string; result: IntakeResult }> = [];
+    for (let round = 0; round < 10; round++) {
+      const [, ...taken] = await Promise.all([
+        saveChannel(channelId, round % 2 === 0 ? second : first),
+        ...Array.from({ length: 20 }, () => finished(channelId)),
+      ]);
+      payments.push(...taken);
+    }
+    const seen = new Set<string>();
+    for (const { paymentId, result } of payments) {
+      const row = await booked(paymentId);
+      expectOneVersion(row, channelId, [first, second]);
+      // The answer names the strategy that was booked.
+      expect(result).toMatchObject({ outcome: 'recorded', credited: row.payout_strategy });
+      seen.add(row.payout_strategy);
+    }
+    expect([...seen].sort()).toEqual(['instant', 'threshold']);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
