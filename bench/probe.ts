@@ -45,6 +45,8 @@ const STATEMENTS: Array<[RegExp, string]> = [
   [/^select .* from "channels"/is, 'select channel'],
   [/^insert into "payments"/i, 'insert payment'],
   [/^select payrail_post_journal/i, 'post journal'],
+  // The common case's whole transaction, commit included (intake-one-call.ts).
+  [/^select .* from payrail_intake_ipn\(/is, 'one call'],
 ];
 
 const STATIO_SQL = `select relname as relation, coalesce(heap_blks_hit, 0)::text as hit, coalesce(heap_blks_read, 0)::text as read
