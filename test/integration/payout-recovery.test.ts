@@ -5,261 +5,21 @@
  * and a held payout woken early keeping its job. Each ends in its documented state, with its alerts, audit rows and
  * ledger balances, and no money created, lost or paid twice.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Roles } from '../../src/app.ts';
-import { checkLedger } from '../../src/ledger/index.ts';
+import { describe, expect } from 'vitest';
 import { formatUnits } from '../../src/money/index.ts';
-import type { CrashPoint } from '../../src/pipeline/index.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { worldFirst } from '../support/fixtures.ts';
+import { eventually } from '../support/outside.ts';
+import { logSink } from '../support/payrail.ts';
+import { distinct, payoutTest, type PayoutRow } from '../support/payout-state.ts';
+import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 const ALICE = 'alice-admin-token-0123456789';
 const BOB = 'bob-admin-token-0123456789ab';
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
 const NET_WEI = 4_723_900_000_000_000n;
 const REVIEW_REASON_FAILED = 'exchange failed; the funds sent have not come back';
-
-let outside: Outside;
-let db: TestDatabase;
-/** The instance requests go through; every started instance is in `running`, stopped after each test. */
-let payrail: TestPayrail | undefined;
-let running: TestPayrail[] = [];
-/** The first instance's log sink in a test. */
-let sink: LogSink | undefined;
-/**
- * Set while a test has drained the host wallet: what was taken, put back on top of whatever arrived meanwhile (afterEach
- * does it whatever happened), so the chain ends holding what the ledger says.
- */
-let drained: bigint | undefined;
-let nextPaymentId = 9_400_000_000;
-let nextChannel = 1_003_400_000_001;
-
-async function start(
-  env: Record<string, string> = {},
-  options: { logs?: LogSink; roles?: Roles; crashPoint?: (name: CrashPoint) => void } = {},
-): Promise<TestPayrail> {
-  const logs = options.logs ?? logSink();
-  const instance = await startTestPayrail(db, {
-    outside,
-    env: { ...outside.env, CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}`, ...env },
-    logs,
-    ...(options.roles && { roles: options.roles }),
-    ...(options.crashPoint && { crashPoint: options.crashPoint }),
-  });
-  running.push(instance);
-  payrail ??= instance;
-  sink ??= logs;
-  return instance;
-}
-
-async function stopAll(): Promise<void> {
-  const all = running;
-  running = [];
-  payrail = undefined;
-  for (const instance of all) await instance.stop();
-}
-
-async function channel(body: Record<string, unknown>): Promise<string> {
-  return saveChannel(payrail!, `-${nextChannel++}`, body);
-}
-
-const instant = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-  channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress });
-const thresholdBody = (thresholdUsd: string) => ({
-  payoutStrategy: 'threshold',
-  thresholdUsd,
-  payoutCurrency: 'usdt',
-  payoutNetwork: 'trx',
-  walletAddress: TRON_WALLET,
-});
-
-async function pay(channelId: string, options: Parameters<typeof sendFinished>[3] = {}): Promise<string> {
-  return sendFinished(payrail!, nextPaymentId++, channelId, options);
-}
-
-interface PayoutRow {
-  payout_id: string;
-  kind: string;
-  status: string;
-  reason: string | null;
-  asset: string;
-  amount: string;
-  exchange_id: string | null;
-  payin_address: string | null;
-  transfer_id: string | null;
-  attempts: number;
-  last_error: string | null;
-  top_ups: number;
-  hold_until: Date | null;
-  amount_out: string | null;
-  poll_deadline_at: Date | null;
-  created_at: Date;
-  completed_at: Date | null;
-}
-
-async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
-  const { rows } = await db.pool.query<PayoutRow>(
-    `select payout_id, kind, status, reason, asset, amount::text, exchange_id, payin_address, transfer_id, attempts, last_error, top_ups, hold_until,
-            amount_out, poll_deadline_at, created_at, completed_at
-     from payouts where channel_id = $1 order by created_at`,
-    [channelId],
-  );
-  return rows;
-}
-
-async function onlyPayout(channelId: string): Promise<PayoutRow> {
-  const rows = await payoutsOf(channelId);
-  expect(rows).toHaveLength(1);
-  return rows[0] as PayoutRow;
-}
-
-async function payoutRow(payoutId: string): Promise<PayoutRow> {
-  const { rows } = await db.pool.query<{ channel_id: string }>('select channel_id from payouts where payout_id = $1', [
-    payoutId,
-  ]);
-  const all = await payoutsOf(rows[0]!.channel_id);
-  return all.find((p) => p.payout_id === payoutId) as PayoutRow;
-}
-
-async function hasPayout(channelId: string, status: string): Promise<boolean> {
-  return (await payoutsOf(channelId)).some((p) => p.status === status);
-}
-
-/** Waits for the payout to reach `status`; says where it ended up instead when it does not. */
-async function reaches(payoutId: string, status: string, timeoutMs = 45_000): Promise<PayoutRow> {
-  let last: PayoutRow | undefined;
-  try {
-    await eventually(
-      `payout ${payoutId} ${status}`,
-      async () => (last = await payoutRow(payoutId)).status === status,
-      timeoutMs,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-      cause: error,
-    });
-  }
-  return payoutRow(payoutId);
-}
-
-async function getPayout(payoutId: string): Promise<Record<string, any>> {
-  const res = await payrail!.request('GET', `/api/payouts/${payoutId}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-function act(payoutId: string, action: string, token: string | undefined, body?: unknown) {
-  return payrail!.request('POST', `/api/payouts/${payoutId}/${action}`, { token, ...(body !== undefined && { body }) });
-}
-
-function exchangesFor(ref: string) {
-  return [...outside.sim.exchanges.values()].filter((e) => e.userId === ref);
-}
-
-async function transfersFor(payoutId: string) {
-  const { rows } = await db.pool.query<{
-    transfer_id: string;
-    status: string;
-    tx_hash: string | null;
-    to_address: string;
-    amount: string;
-  }>(
-    "select transfer_id, status, tx_hash, to_address, amount::text from chain_transfers where purpose = 'payout' and ref = $1",
-    [payoutId],
-  );
-  return rows;
-}
-
-/** The channel's ledger balances by `<account>/<asset>`, with `channel` standing for `channel:<id>`. */
-async function balances(channelId: string): Promise<Record<string, string>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; balance: string }>(
-    'select code, asset, balance::text from ledger_accounts where code like $1',
-    [`channel:${channelId}%`],
-  );
-  return Object.fromEntries(
-    rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
-  );
-}
-
-/** One account's balance (0 when it has none yet). */
-async function balanceOf(code: string, asset: string): Promise<bigint> {
-  const { rows } = await db.pool.query<{ balance: string }>(
-    'select balance::text from ledger_accounts where code = $1 and asset = $2',
-    [code, asset],
-  );
-  return BigInt(rows[0]?.balance ?? '0');
-}
-
-async function journalKinds(ref: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ kind: string }>(
-    "select kind from ledger_journals where ref = $1 or ref like $1 || ':%' order by id",
-    [ref],
-  );
-  return rows.map((r) => r.kind);
-}
-
-/** The entries of one journal, as `[account code, asset, amount]`. */
-async function journalEntries(kind: string, ref: string): Promise<Array<[string, string, string]>> {
-  const { rows } = await db.pool.query<{ code: string; asset: string; amount: string }>(
-    `select a.code, a.asset, e.amount::text from ledger_journals j join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
-     where j.kind = $1 and j.ref = $2 order by e.id`,
-    [kind, ref],
-  );
-  return rows.map((r) => [r.code, r.asset, r.amount]);
-}
-
-function auditOf(payoutId: string) {
-  return db.db
-    .selectFrom('audit_log')
-    .select(['actor', 'action', 'subject', 'details'])
-    .where('subject', '=', payoutId)
-    .orderBy('id')
-    .execute();
-}
-
-/** The alerts logged about one payout (its own alerts, and its transfer's: `ref` is the payout id). */
-function alertsFor(ref: string, logs: LogSink = sink!): string[] {
-  return logs.lines
-    .filter((l) => l.event === 'alert' && (l.payoutId === ref || l.ref === ref || l.conversionId === ref))
-    .map((l) => String(l.alert));
-}
-
-function distinct(names: string[]): string[] {
-  return [...new Set(names)].sort();
-}
-
-async function expectLedgerClean(): Promise<void> {
-  expect((await checkLedger(db.db)).problems).toEqual([]);
-}
-
-async function setHostBalance(wei: bigint): Promise<void> {
-  await rpc(outside.chain.rpcUrl, 'anvil_setBalance', [outside.hostAddress, `0x${wei.toString(16)}`]);
-}
-
-async function drainHost(): Promise<void> {
-  drained = await outside.balanceOf(outside.hostAddress);
-  await setHostBalance(0n);
-}
-
-async function refillHost(): Promise<void> {
-  if (drained === undefined) return;
-  await setHostBalance((await outside.balanceOf(outside.hostAddress)) + drained);
-  drained = undefined;
-}
-
-async function conversionsDone(paymentIds: string[]): Promise<boolean> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>(
-    'select conversion_status from payments where payment_id = any($1::numeric[])',
-    [paymentIds],
-  );
-  return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
-}
 
 interface JobRow {
   id: string;
@@ -270,63 +30,135 @@ interface JobRow {
   max_attempts: number;
 }
 
-/** Every queued job (runnable, waiting or given up) that moves this payout or its transfer on. */
-async function jobsFor(payoutId: string, transferId: string | null = null): Promise<JobRow[]> {
-  const { rows } = await db.pool.query<JobRow>(
-    `select j.id::text, t.identifier as task, j.key, j.run_at, j.attempts, j.max_attempts
-       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-      where j.payload->>'payoutId' = $1 or j.payload->>'batchId' = $1 or ($2::text is not null and j.payload->>'transferId' = $2)
-      order by j.id`,
-    [payoutId, transferId],
-  );
-  return rows;
-}
-
-async function jobExists(id: string): Promise<boolean> {
-  const { rows } = await db.pool.query('select 1 from graphile_worker._private_jobs where id = $1::bigint', [id]);
-  return rows.length > 0;
-}
-
-/** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
-/** The hash of the last transaction mined (anvil mines each at once). */
-async function lastMinedHash(): Promise<string> {
-  return ((await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] })
-    .transactions[0] as string;
-}
-
-async function convertedThresholdChannel(
-  count: number,
-): Promise<{ id: string; paymentIds: string[]; available: bigint }> {
-  const id = await channel(thresholdBody('1000'));
-  const paymentIds: string[] = [];
-  for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
-  await eventually('the payments converted', () => conversionsDone(paymentIds));
-  const available = BigInt((await balances(id))['channel/usdt'] as string);
-  return { id, paymentIds, available };
-}
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-});
-afterEach(async () => {
-  await stopAll();
-  sink = undefined;
-  await resetFaults(outside);
-  await refillHost();
-});
-afterAll(async () => {
-  try {
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
+const it = worldFirst(
+  payoutTest({
+    env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
+    firstPaymentId: 9_400_000_000,
+    firstChannel: 1_003_400_000_001,
+  })
+    /** The test's first payrail's log lines. */
+    .extend('sink', ({ logs }) => logs)
+    .extend('payoutRow', ({ db, payoutsOf }) => async (payoutId: string): Promise<PayoutRow> => {
+      const { rows } = await db.pool.query<{ channel_id: string }>(
+        'select channel_id from payouts where payout_id = $1',
+        [payoutId],
+      );
+      const all = await payoutsOf(rows[0]!.channel_id);
+      return all.find((p) => p.payout_id === payoutId) as PayoutRow;
+    })
+    /** Waits for the payout to reach `status`; says where it ended up instead when it does not. */
+    .extend('reaches', ({ payoutRow }) => async (payoutId: string, status: string, timeoutMs = 45_000) => {
+      let last: PayoutRow | undefined;
+      try {
+        await eventually(
+          `payout ${payoutId} ${status}`,
+          async () => (last = await payoutRow(payoutId)).status === status,
+          timeoutMs,
+        );
+      } catch (error) {
+        throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+          cause: error,
+        });
+      }
+      return payoutRow(payoutId);
+    })
+    .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Record<string, any>> => {
+      const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
+      expect(res.status).toBe(200);
+      return res.body;
+    })
+    .extend('act', ({ app }) => (payoutId: string, action: string, token: string | undefined, body?: unknown) => {
+      return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, {
+        token,
+        ...(body !== undefined && { body }),
+      });
+    })
+    /** One account's balance (0 when it has none yet). */
+    .extend('balanceOf', ({ db }) => async (code: string, asset: string): Promise<bigint> => {
+      const { rows } = await db.pool.query<{ balance: string }>(
+        'select balance::text from ledger_accounts where code = $1 and asset = $2',
+        [code, asset],
+      );
+      return BigInt(rows[0]?.balance ?? '0');
+    })
+    /** The entries of one journal, as `[account code, asset, amount]`. */
+    .extend(
+      'journalEntries',
+      ({ db }) =>
+        async (kind: string, ref: string): Promise<Array<[string, string, string]>> => {
+          const { rows } = await db.pool.query<{ code: string; asset: string; amount: string }>(
+            `select a.code, a.asset, e.amount::text from ledger_journals j join ledger_entries e on e.journal_id = j.id join ledger_accounts a on a.id = e.account_id
+         where j.kind = $1 and j.ref = $2 order by e.id`,
+            [kind, ref],
+          );
+          return rows.map((r) => [r.code, r.asset, r.amount]);
+        },
+    )
+    .extend('auditOf', ({ db }) => (payoutId: string) => {
+      return db.db
+        .selectFrom('audit_log')
+        .select(['actor', 'action', 'subject', 'details'])
+        .where('subject', '=', payoutId)
+        .orderBy('id')
+        .execute();
+    })
+    /** Every queued job (runnable, waiting or given up) that moves this payout or its transfer on. */
+    .extend('jobsFor', ({ db }) => async (payoutId: string, transferId: string | null = null): Promise<JobRow[]> => {
+      const { rows } = await db.pool.query<JobRow>(
+        `select j.id::text, t.identifier as task, j.key, j.run_at, j.attempts, j.max_attempts
+           from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+          where j.payload->>'payoutId' = $1 or j.payload->>'batchId' = $1 or ($2::text is not null and j.payload->>'transferId' = $2)
+          order by j.id`,
+        [payoutId, transferId],
+      );
+      return rows;
+    })
+    .extend('jobExists', ({ db }) => async (id: string): Promise<boolean> => {
+      const { rows } = await db.pool.query('select 1 from graphile_worker._private_jobs where id = $1::bigint', [id]);
+      return rows.length > 0;
+    })
+    /** The hash of the last transaction mined (anvil mines each at once). */
+    .extend('lastMinedHash', ({ outside }) => async (): Promise<string> => {
+      return (
+        (await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }
+      ).transactions[0] as string;
+    })
+    /** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
+    .extend(
+      'convertedThresholdChannel',
+      ({ channel, pay, balances, conversionsDone }) =>
+        async (count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> => {
+          const id = await channel(tronThreshold('1000'));
+          const paymentIds: string[] = [];
+          for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
+          await eventually('the payments converted', () => conversionsDone(paymentIds));
+          const available = BigInt((await balances(id))['channel/usdt'] as string);
+          return { id, paymentIds, available };
+        },
+    ),
+);
 
 describe('resolve: the way out of review once the funds left', () => {
-  it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async () => {
+  it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async ({
+    outside,
+    start,
+    pay,
+    sink,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    alertsFor,
+    getPayout,
+    act,
+    balanceOf,
+    journalEntries,
+    auditOf,
+  }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('failed');
@@ -372,7 +204,7 @@ describe('resolve: the way out of review once the funds left', () => {
       },
     ]);
     expect(
-      sink!.lines
+      sink.lines
         .filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id)
         .map((l) => [l.action, l.actor, l.from, l.to]),
     ).toEqual([['resolve', 'alice', 'needs_review', 'completed']]);
@@ -389,15 +221,35 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(await getPayout(review.payout_id)).toEqual(before);
     expect(await auditOf(review.payout_id)).toHaveLength(1);
     expect(alertsFor(review.payout_id)).toEqual(['payout_exchange_failed']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    expect(distinct(sink.alerts())).toEqual(['payout_exchange_failed']);
     await expectLedgerClean();
   });
 
-  it('"returned" with a part: a threshold batch fails, the part goes back to the channel, the rest to ChangeNow, its payments are unlinked', async () => {
+  it('"returned" with a part: a threshold batch fails, the part goes back to the channel, the rest to ChangeNow, its payments are unlinked', async ({
+    app,
+    outside,
+    db,
+    start,
+    sink,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    act,
+    balanceOf,
+    journalEntries,
+    auditOf,
+    lastMinedHash,
+    convertedThresholdChannel,
+  }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
     outside.sim.failNextExchange('failed');
-    expect((await payrail!.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
+    expect((await app.payrail.request('PUT', `/api/channels/${id}`, { body: tronThreshold('20') })).status).toBe(200);
     await eventually('the batch in review', () => hasPayout(id, 'needs_review'));
     const review = await onlyPayout(id);
     expect(review).toMatchObject({
@@ -516,11 +368,24 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(await auditOf(review.payout_id)).toHaveLength(1);
     // 10 USDT is below the channel's threshold: no new batch.
     expect(await payoutsOf(id)).toHaveLength(1);
-    expect(distinct(sink!.alerts())).toEqual(['payout_exchange_failed']);
+    expect(distinct(sink.alerts())).toEqual(['payout_exchange_failed']);
     await expectLedgerClean();
   });
 
-  it('is refused (409) while the funds never left or the payout is not in review, and a bad body is a 400; nothing changes', async () => {
+  it('is refused (409) while the funds never left or the payout is not in review, and a bad body is a 400; nothing changes', async ({
+    app,
+    start,
+    pay,
+    instant,
+    onlyPayout,
+    hasPayout,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    getPayout,
+    act,
+    auditOf,
+  }) => {
     await start();
     // In review before any transfer: the pair is inactive at ChangeNow.
     const inactive = await instant('usdc', 'eth', freshWallet());
@@ -530,7 +395,7 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(review.reason).toContain('pair_is_inactive');
     expect(await transfersFor(review.payout_id)).toEqual([]);
     // Awaiting approval: not in review.
-    await stopAll();
+    await app.stop();
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
     const big = await instant('eth', 'eth', freshWallet());
     await pay(big);
@@ -596,15 +461,33 @@ describe('resolve: the way out of review once the funds left', () => {
 });
 
 describe('retry as resume: an in-flight payout whose job is gone gets it back', () => {
-  it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async () => {
+  it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    alertsFor,
+    reaches,
+    act,
+    auditOf,
+    jobsFor,
+  }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(id, { afterForward: drainHost });
+    await pay(id, { afterForward: app.drainHost });
     await eventually('the exchange created, its transfer waiting for funds', async () => {
       const [payout] = await payoutsOf(id);
       return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
     });
-    await stopAll();
+    await app.stop();
     const stuck = await onlyPayout(id);
     expect(await transfersFor(stuck.payout_id)).toMatchObject([
       { transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null },
@@ -615,7 +498,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
       jobs.map((j) => j.id),
     ]);
-    await refillHost();
+    await app.refillHost();
 
     const logs = logSink();
     await start({}, { logs });
@@ -647,7 +530,25 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await expectLedgerClean();
   });
 
-  it('sent, its exchange followed and its poll job given up: retry polls again with a fresh deadline and the payout completes', async () => {
+  it('sent, its exchange followed and its poll job given up: retry polls again with a fresh deadline and the payout completes', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    sink,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    reaches,
+    act,
+    auditOf,
+    jobsFor,
+  }) => {
     await start();
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -664,10 +565,10 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       const [payout] = await payoutsOf(id);
       return (
         payout?.status === 'sent' &&
-        sink!.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
+        sink.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
       );
     });
-    await stopAll();
+    await app.stop();
     const stuck = await onlyPayout(id);
     expect(stuck.status).toBe('sent');
     // Its poll job used up its attempts: nobody looks at ChangeNow for it any more.
@@ -707,7 +608,24 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await expectLedgerClean();
   });
 
-  it('a direct payout sent, its transfer broadcast and its confirm job lost: retry queues the confirmation and it completes', async () => {
+  it('a direct payout sent, its transfer broadcast and its confirm job lost: retry queues the confirmation and it completes', async ({
+    app,
+    outside,
+    db,
+    start,
+    pay,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    reaches,
+    act,
+    journalEntries,
+    auditOf,
+    jobsFor,
+  }) => {
     await start();
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
     const wallet = freshWallet();
@@ -718,7 +636,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
     });
     // Stopping waits for the running confirmation (it waits a bounded time for a receipt that cannot come).
-    await stopAll();
+    await app.stop();
     const stuck = await onlyPayout(id);
     expect(stuck).toMatchObject({ status: 'sent', exchange_id: null });
     const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
@@ -761,7 +679,19 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await expectLedgerClean();
   });
 
-  it('a payout awaiting approval is not retried (409): approval is the way on', async () => {
+  it('a payout awaiting approval is not retried (409): approval is the way on', async ({
+    start,
+    pay,
+    instant,
+    onlyPayout,
+    hasPayout,
+    balances,
+    expectLedgerClean,
+    getPayout,
+    act,
+    auditOf,
+    jobsFor,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
     const id = await instant('eth', 'eth', freshWallet());
     await pay(id);
@@ -784,7 +714,9 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
 });
 
 describe('a refund hash returns funds once', () => {
-  it('claimRefund: the same hash for the same ref is true again, for another ref or purpose false; concurrent claims, one wins', async () => {
+  it('claimRefund: the same hash for the same ref is true again, for another ref or purpose false; concurrent claims, one wins', async ({
+    db,
+  }) => {
     const hash = `0x${'ab'.repeat(32)}`;
     const claim = (ref: string, purpose: 'payout' | 'conversion' = 'payout', txHash = hash) =>
       db.db.transaction().execute((trx) => claimRefund(trx, { txHash, purpose, ref, asset: 'eth', amount: 5n }));
@@ -840,7 +772,25 @@ describe('a refund hash returns funds once', () => {
     expect(racedRows).toEqual([{ purpose: 'conversion', ref: 'cv_claim_x' }]);
   });
 
-  it('a refunded payout and a refunded conversion record their hash; a payout and a conversion reporting a used hash go to review', async () => {
+  it('a refunded payout and a refunded conversion record their hash; a payout and a conversion reporting a used hash go to review', async ({
+    outside,
+    db,
+    start,
+    channel,
+    pay,
+    sink,
+    instant,
+    payoutsOf,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    alertsFor,
+    reaches,
+  }) => {
     await start();
     // 1. A normal refunded payout: its hash is recorded for it.
     const first = await instant('usdt', 'trx', TRON_WALLET);
@@ -908,7 +858,7 @@ describe('a refund hash returns funds once', () => {
 
     // 3. A conversion (one payment: the same amount of ETH) whose exchange reports that hash too.
     await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-    const thresholdChannel = await channel(thresholdBody('1000'));
+    const thresholdChannel = await channel(tronThreshold('1000'));
     const reusingPayment = await pay(thresholdChannel);
     const conversionOf = async (paymentId: string) => {
       const { rows } = await db.pool.query<{
@@ -954,7 +904,7 @@ describe('a refund hash returns funds once', () => {
     expect(await refundsOf(hash)).toHaveLength(1);
 
     // 4. A normal refunded conversion: its hash is recorded for it.
-    const otherChannel = await channel(thresholdBody('1000'));
+    const otherChannel = await channel(tronThreshold('1000'));
     outside.sim.failNextExchange('refunded');
     const refundedPayment = await pay(otherChannel);
     // Released, its payment is taken by the next batch at once: the refunded conversion is its first one.
@@ -981,7 +931,7 @@ describe('a refund hash returns funds once', () => {
         amount: NET_WEI.toString(),
       },
     ]);
-    expect(distinct(sink!.alerts())).toEqual([
+    expect(distinct(sink.alerts())).toEqual([
       'conversion_refund_reused',
       'conversion_refunded',
       'payout_refund_reused',
@@ -992,7 +942,21 @@ describe('a refund hash returns funds once', () => {
 });
 
 describe('a completed threshold batch runs its channel threshold check', () => {
-  it('USDT settled past the threshold while a batch is in flight is batched when that batch completes, with no new payment or channel update', async () => {
+  it('USDT settled past the threshold while a batch is in flight is batched when that batch completes, with no new payment or channel update', async ({
+    db,
+    start,
+    channel,
+    pay,
+    sink,
+    payoutsOf,
+    onlyPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    conversionsDone,
+  }) => {
     // The first batch's completion is held back (its poll fails just before recording it) until the test lets go.
     let holdCompletion = true;
     let held = 0;
@@ -1007,7 +971,7 @@ describe('a completed threshold batch runs its channel threshold check', () => {
         },
       },
     );
-    const id = await channel(thresholdBody('20'));
+    const id = await channel(tronThreshold('20'));
     const firstPayments = [await pay(id), await pay(id)];
     await eventually('the first batch finished at ChangeNow, its completion held back', async () => held > 0);
     const inFlight = await onlyPayout(id);
@@ -1072,19 +1036,33 @@ describe('a completed threshold batch runs its channel threshold check', () => {
       (await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id]))
         .rows[0]!.n,
     ).toBe(4);
-    expect(sink!.alerts()).toEqual([]);
+    expect(sink.alerts()).toEqual([]);
     await expectLedgerClean();
   });
 });
 
 describe('legacy payout_batch jobs', () => {
-  it('a pending batch queued as payout_batch by an earlier version is run as a payout and completes', async () => {
+  it('a pending batch queued as payout_batch by an earlier version is run as a payout and completes', async ({
+    app,
+    db,
+    start,
+    onlyPayout,
+    exchangesFor,
+    transfersFor,
+    balances,
+    journalKinds,
+    expectLedgerClean,
+    reaches,
+    jobsFor,
+    jobExists,
+    convertedThresholdChannel,
+  }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
-    await stopAll();
+    await app.stop();
     // The batch is created with no worker running, and its job is swapped for the old task's.
     const web = await start({}, { roles: { web: true, worker: false } });
-    expect((await web.request('PUT', `/api/channels/${id}`, { body: thresholdBody('20') })).status).toBe(200);
+    expect((await web.request('PUT', `/api/channels/${id}`, { body: tronThreshold('20') })).status).toBe(200);
     const pending = await onlyPayout(id);
     expect(pending).toMatchObject({
       kind: 'threshold',
@@ -1103,7 +1081,7 @@ describe('legacy payout_batch jobs', () => {
     expect((await jobsFor(pending.payout_id)).map((j) => [j.task, j.key])).toEqual([
       ['payout_batch', `payout_batch:${pending.payout_id}`],
     ]);
-    await stopAll();
+    await app.stop();
 
     const logs = logSink();
     await start({}, { logs });
@@ -1130,13 +1108,25 @@ describe('legacy payout_batch jobs', () => {
 });
 
 describe('approval wait alert', () => {
-  it('a payout above PAYOUT_APPROVAL_ABOVE_USD raises payout_awaiting_approval once, even when its run is delivered again', async () => {
+  it('a payout above PAYOUT_APPROVAL_ABOVE_USD raises payout_awaiting_approval once, even when its run is delivered again', async ({
+    db,
+    start,
+    pay,
+    sink,
+    instant,
+    onlyPayout,
+    hasPayout,
+    transfersFor,
+    balances,
+    expectLedgerClean,
+    jobExists,
+  }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
     const id = await instant('eth', 'eth', freshWallet());
     await pay(id);
     await eventually('the payout awaiting approval', () => hasPayout(id, 'awaiting_approval'));
     const waiting = await onlyPayout(id);
-    const alerts = () => sink!.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
+    const alerts = () => sink.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
     expect(alerts()).toEqual([
       expect.objectContaining({
         event: 'alert',
@@ -1156,7 +1146,7 @@ describe('approval wait alert', () => {
     await eventually('the duplicate run done', async () => !(await jobExists(rows[0]!.id)));
     expect((await onlyPayout(id)).status).toBe('awaiting_approval');
     expect(alerts().map((l) => l.alert)).toEqual(['payout_awaiting_approval']);
-    expect(distinct(sink!.alerts())).toEqual(['payout_awaiting_approval']);
+    expect(distinct(sink.alerts())).toEqual(['payout_awaiting_approval']);
     expect(await transfersFor(waiting.payout_id)).toEqual([]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     await expectLedgerClean();
@@ -1164,7 +1154,20 @@ describe('approval wait alert', () => {
 });
 
 describe('a held payout woken early', () => {
-  it('keeps its job at its hold end and stays held', async () => {
+  it('keeps its job at its hold end and stays held', async ({
+    outside,
+    db,
+    start,
+    pay,
+    sink,
+    instant,
+    onlyPayout,
+    hasPayout,
+    exchangesFor,
+    balances,
+    expectLedgerClean,
+    jobExists,
+  }) => {
     await start();
     // A pair only this test uses, whose minimum is above one payment.
     outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
@@ -1201,8 +1204,8 @@ describe('a held payout woken early', () => {
     expect(after).toMatchObject({ status: 'held', reason: held.reason, exchange_id: null, transfer_id: null });
     expect(after.hold_until!.getTime()).toBe(held.hold_until!.getTime());
     expect(exchangesFor(held.payout_id)).toEqual([]);
-    expect(sink!.lines.filter((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toHaveLength(1);
-    expect(sink!.alerts()).toEqual([]);
+    expect(sink.lines.filter((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toHaveLength(1);
+    expect(sink.alerts()).toEqual([]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     await expectLedgerClean();
   });
