@@ -9,9 +9,8 @@ import { parseUnits } from '../../src/money/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { freshWallet } from '../support/payouts.ts';
+import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 const ALICE = 'alice-admin-token-0123456789';
 const BOB = 'bob-admin-token-0123456789ab';
 /** One fixture payment's net ETH (0.00487 less the 3% fee), in wei. */
@@ -113,24 +112,37 @@ const it = worldFirst(
     })
     .extend('ledgerProblems', ({ db }) => async () => {
       return (await checkLedger(db.db)).problems;
+    })
+    /** An instant payout (USDT on Tron) in review: its exchange failed after the ETH was sent to it. */
+    .extend('failedExchangeInReview', ({ outside, instant, pay, payoutIn }) => async () => {
+      outside.sim.failNextExchange('failed');
+      const id = await instant('usdt', 'trx', TRON_WALLET);
+      await pay(id);
+      return { id, review: await payoutIn(id, 'needs_review') };
+    })
+    /**
+     * A threshold batch (two payments, USDT on Tron) awaiting approval: the test's payrail must have started with
+     * PAYOUT_APPROVAL_ABOVE_USD under the batch's worth (20).
+     */
+    .extend('batchAwaitingApproval', ({ channel, pay, payoutIn }) => async () => {
+      const id = await channel(tronThreshold('20'));
+      const paymentIds = [await pay(id), await pay(id)];
+      return { id, paymentIds, waiting: await payoutIn(id, 'awaiting_approval', 60_000) };
     }),
 );
 
 describe('reading payouts', () => {
   it('lists only payouts in review by status, and reads one by id (404 unknown, 400 malformed)', async ({
-    outside,
     start,
     pay,
     instant,
     getPayout,
     payoutIn,
     exchangesOf,
+    failedExchangeInReview,
   }) => {
     const payrail = await start();
-    outside.sim.failNextExchange('failed');
-    const inReview = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(inReview);
-    const review = await payoutIn(inReview, 'needs_review');
+    const { id: inReview, review } = await failedExchangeInReview();
     expect(review.reason).toContain('exchange failed');
 
     const direct = await instant('eth', 'eth', freshWallet());
@@ -172,9 +184,6 @@ describe('reading payouts', () => {
 describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
   it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async ({
     start,
-    channel,
-    pay,
-    payoutIn,
     reaches,
     act,
     balances,
@@ -182,18 +191,10 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     exchangesOf,
     transfersOf,
     ledgerProblems,
+    batchAwaitingApproval,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const id = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    await pay(id);
-    await pay(id);
-    const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
+    const { id, waiting } = await batchAwaitingApproval();
     expect(waiting).toMatchObject({
       kind: 'threshold',
       asset: 'usdt',
@@ -246,13 +247,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     auditOf,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const batchChannel = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '10',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const batchChannel = await channel(tronThreshold('10'));
     const wallet = freshWallet();
     const instantChannel = await instant('usdt', 'eth', wallet);
     await pay(batchChannel);
@@ -323,27 +318,17 @@ describe('cancel', () => {
   it('bob cancels a batch awaiting approval: the funds go back to the channel and its payments are free for the next batch', async ({
     db,
     start,
-    channel,
-    pay,
     getPayout,
-    payoutIn,
     act,
     balances,
     auditOf,
     exchangesOf,
     transfersOf,
     ledgerProblems,
+    batchAwaitingApproval,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
-    const id = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    const paymentIds = [await pay(id), await pay(id)];
-    const waiting = await payoutIn(id, 'awaiting_approval', 60_000);
+    const { id, paymentIds, waiting } = await batchAwaitingApproval();
     const units = parseUnits(waiting.amount, 6);
     const linked = await db.db
       .selectFrom('payments')
@@ -436,7 +421,6 @@ describe('cancel', () => {
   });
 
   it('refuses to cancel a payout whose funds left (its exchange failed after the transfer) or a completed one, and changes nothing', async ({
-    outside,
     start,
     pay,
     instant,
@@ -447,12 +431,10 @@ describe('cancel', () => {
     auditOf,
     transfersOf,
     ledgerProblems,
+    failedExchangeInReview,
   }) => {
     await start();
-    outside.sim.failNextExchange('failed');
-    const id = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(id);
-    const review = await payoutIn(id, 'needs_review');
+    const { id, review } = await failedExchangeInReview();
     expect(await transfersOf(review.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed' })]);
     const before = { payout: await getPayout(review.payoutId), balances: await balances(id, 'eth') };
     expect(before.balances).toEqual({ available: 0n, reserved: NET_WEI });
@@ -540,23 +522,17 @@ describe('retry', () => {
   });
 
   it('a payout whose exchange failed is only looked at again on retry: back in review, no second exchange or transfer', async ({
-    outside,
     start,
-    pay,
-    instant,
-    payoutIn,
     reaches,
     act,
     balances,
     auditOf,
     exchangesOf,
     transfersOf,
+    failedExchangeInReview,
   }) => {
     await start();
-    outside.sim.failNextExchange('failed');
-    const id = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(id);
-    const review = await payoutIn(id, 'needs_review');
+    const { id, review } = await failedExchangeInReview();
     const retried = await act(review.payoutId, 'retry', undefined); // ADMIN_TOKEN: recorded as "admin"
     expect(retried.status).toBe(200);
     expect(retried.body.status).toBe('sent');
