@@ -4,12 +4,14 @@
  * concurrency, no worker: what is left is the database's cost of one payment (its round trips, the statements, the
  * commit's WAL flush). It reports the time per call, per statement (Kysely's query log), and the buffer pages the
  * payment touched per table and index (pg_statio_*), which is what grows if a lookup or an index does not stay
- * flat as the history grows. Nothing here is part of payrail.
+ * flat as the history grows; and, apart, the CPU the webhook spends on a body before intake (readIpn and its parts).
+ * Nothing here is part of payrail.
  */
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database, DatabaseHandle } from '../src/db/index.ts';
-import { readIpn, type Ipn } from '../src/integrations/nowpayments/index.ts';
+import { parse } from 'lossless-json';
+import { canonicalIpnJson, readIpn, signIpn, type Ipn } from '../src/integrations/nowpayments/index.ts';
 import type { Logger } from '../src/log.ts';
 import type { Percent } from '../src/money/index.ts';
 import { recordIpn } from '../src/pipeline/index.ts';
@@ -36,6 +38,12 @@ export interface ProbeResult {
   /** Buffer pages touched per relation over the measured calls (hit + read), and the reads alone. */
   blocks: Array<{ relation: string; hit: number; read: number }>;
   wallSeconds: number;
+  /**
+   * The webhook's own work on one body before intake, µs per body (the same bodies, one pass each, timed after a
+   * pass unmeasured): the lossless JSON parse alone, the parse and the canonical re-serialization, the HMAC-SHA512
+   * of the canonical text, and all of readIpn (parse, canonical text, signature check, zod validation, amounts).
+   */
+  edge: { parse: number; canonical: number; hmac: number; readIpn: number };
 }
 
 /** Statement names by how their SQL starts. */
@@ -62,14 +70,28 @@ async function readStatio(database: DatabaseHandle): Promise<Map<string, { hit: 
 export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
   const warmup = Math.min(200, Math.max(10, Math.floor(options.count / 10)));
   const factory = new IpnFactory(`9${Date.now()}`.slice(0, 15), options.ipnSecret, options.channelIds);
-  // Parsed and verified before timing: the probe times the database work only.
+  // Parsed and verified before the database is timed: the probe times the database work on its own, and the edge's
+  // work on the same bodies apart.
+  const bodies = Array.from({ length: warmup + options.count }, () => factory.next());
   const ipns: Ipn[] = [];
-  for (let i = 0; i < warmup + options.count; i++) {
-    const body = factory.next();
+  for (const body of bodies) {
     const reading = readIpn(body.raw, body.signature, options.ipnSecret);
     if (!reading.ok) throw new Error(`probe: a bench body was refused: ${reading.error}`);
     ipns.push(reading.ipn);
   }
+  const signedTexts = bodies.map((body) => ({ ...body, canonical: canonicalIpnJson(parse(body.raw)) }));
+  const perBody = (work: (body: (typeof signedTexts)[number]) => unknown): number => {
+    for (const body of signedTexts) work(body);
+    const t0 = process.hrtime.bigint();
+    for (const body of signedTexts) work(body);
+    return Number(process.hrtime.bigint() - t0) / 1e3 / signedTexts.length;
+  };
+  const edge = {
+    parse: perBody((body) => parse(body.raw)),
+    canonical: perBody((body) => canonicalIpnJson(parse(body.raw))),
+    hmac: perBody((body) => signIpn(body.canonical, options.ipnSecret)),
+    readIpn: perBody((body) => readIpn(body.raw, body.signature, options.ipnSecret)),
+  };
 
   const statements = new Map<string, { ms: number; n: number }>();
   let measuring = false;
@@ -118,7 +140,7 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
       })
       .filter((x) => x.hit + x.read > 0)
       .sort((x, y) => y.hit + y.read - (x.hit + x.read));
-    return { count: options.count, warmup, calls: calls.sort(), statements, blocks, wallSeconds };
+    return { count: options.count, warmup, calls: calls.sort(), statements, blocks, wallSeconds, edge };
   } finally {
     await db.destroy().catch(() => undefined);
   }
@@ -140,5 +162,6 @@ export function probeLines(probe: ProbeResult): string[] {
     `          per payment: mean ${fmt(mean, 3)} ms, p50 ${fmt(percentile(probe.calls, 50), 3)} ms, p99 ${fmt(percentile(probe.calls, 99), 3)} ms (${fmt(n / probe.wallSeconds, 0)} payments/s on one connection)`,
     `          per statement, mean ms per payment: ${statements}`,
     `          buffer pages touched per payment: ${fmt(total / n, 1)} (${fmt(reads / n, 2)} read from outside shared_buffers); by relation: ${top}`,
+    `          the webhook's work before intake, µs per body: readIpn ${fmt(probe.edge.readIpn, 1)} (of it lossless parse ${fmt(probe.edge.parse, 1)}, parse + canonical text ${fmt(probe.edge.canonical, 1)}, HMAC-SHA512 ${fmt(probe.edge.hmac, 1)}; the rest zod and amounts)`,
   ];
 }
