@@ -8,14 +8,13 @@
  */
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { startChainSender } from '../../src/simulators/index.ts';
+import { startChainSender, type ChangeNowSimulator } from '../../src/simulators/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
-import { freshWallet } from '../support/payouts.ts';
+import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
 
 const ALICE = 'alice-token-0123456789abcdef';
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
 /** One fixture payment's net ETH (0.00487 less the 3 % fee), and what the simulator quotes for it: × 3000 − 1. */
 const NET_WEI = 4_723_900_000_000_000n;
 const ESTIMATE = '13.1717';
@@ -168,6 +167,44 @@ const it = worldFirst(
         (r) => r.kind,
       );
     })
+    /** A new threshold channel's payment, converted through an exchange ChangeNow answers with `answer`. */
+    .extend(
+      'conversionAnswered',
+      ({ outside, thresholdChannel, pay, conversionOf }) =>
+        async (...answer: Parameters<ChangeNowSimulator['failNextExchange']>) => {
+          const channelId = await thresholdChannel();
+          outside.sim.failNextExchange(...answer);
+          const paymentId = await pay(channelId);
+          return { channelId, paymentId, id: await conversionOf(paymentId) };
+        },
+    )
+    /** A new instant channel's payout, through an exchange ChangeNow answers with `answer`. */
+    .extend(
+      'payoutAnswered',
+      ({ outside, instantChannel, pay, onlyPayoutOf }) =>
+        async (answer: Parameters<ChangeNowSimulator['failNextExchange']>[0]) => {
+          const channelId = await instantChannel();
+          outside.sim.failNextExchange(answer);
+          await pay(channelId);
+          return { channelId, id: await onlyPayoutOf(channelId) };
+        },
+    )
+    /** The payment's conversion as its row says once it is in review. */
+    .extend('conversionRowInReview', ({ query }) => async (paymentId: string, timeoutMs?: number) => {
+      let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
+      await eventually(
+        'the conversion in review',
+        async () => {
+          [conversion] = await query(
+            'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+            [paymentId],
+          );
+          return conversion?.status === 'needs_review';
+        },
+        timeoutMs,
+      );
+      return conversion!;
+    })
     .extend(
       'paymentConversionStatus',
       ({ query }) =>
@@ -183,33 +220,21 @@ const it = worldFirst(
 describe('a conversion exchange created unlike the request', () => {
   it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async ({
     outside,
-    channel,
     pay,
     payrail,
     query,
     exchangesFor,
+    thresholdChannel,
+    conversionRowInReview,
   }) => {
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('wrong_payout_address');
     const paymentId = await pay(channelId);
-    let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
-    await eventually('the conversion in review', async () => {
-      [conversion] = await query(
-        'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
-        [paymentId],
-      );
-      return conversion?.status === 'needs_review';
-    });
-    const id = conversion!.conversion_id;
+    const conversion = await conversionRowInReview(paymentId);
+    const id = conversion.conversion_id;
     const [exchange] = exchangesFor(id);
     expect(exchange?.payoutAddress.toLowerCase()).not.toBe(outside.hostAddress.toLowerCase());
-    expect(conversion!.reason).toBe(
+    expect(conversion.reason).toBe(
       `ChangeNow created exchange ${exchange!.id} unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress}); not funded`,
     );
     expect(
@@ -236,36 +261,20 @@ describe('a conversion exchange created unlike the request', () => {
 describe('a conversion exchange that finishes unlike the request', () => {
   it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async ({
     outside,
-    channel,
     pay,
     query,
     exchangesFor,
+    thresholdChannel,
+    conversionRowInReview,
   }) => {
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    const channelId = await thresholdChannel();
     outside.sim.failNextExchange('payout_elsewhere');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
     const paymentId = await pay(channelId);
-    let conversion: { conversion_id: string; status: string; reason: string | null } | undefined;
-    await eventually(
-      'the conversion in review',
-      async () => {
-        [conversion] = await query(
-          'select c.conversion_id, c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
-          [paymentId],
-        );
-        return conversion?.status === 'needs_review';
-      },
-      20_000,
-    );
-    const [exchange] = exchangesFor(conversion!.conversion_id);
+    const conversion = await conversionRowInReview(paymentId, 20_000);
+    const [exchange] = exchangesFor(conversion.conversion_id);
     expect(exchange?.status).toBe('finished');
-    expect(conversion!.reason).toBe(
+    expect(conversion.reason).toBe(
       `exchange ${exchange!.id} finished unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress})`,
     );
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(usdtBefore);
@@ -286,18 +295,13 @@ describe('a conversion exchange that finishes unlike the request', () => {
 describe('a payout exchange created unlike the request', () => {
   it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async ({
     outside,
-    channel,
     pay,
     payrail,
     query,
     exchangesFor,
+    instantChannel,
   }) => {
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
+    const channelId = await instantChannel();
     outside.sim.failNextExchange('wrong_amount');
     await pay(channelId);
     let payout:
@@ -344,23 +348,18 @@ describe('a payout exchange created unlike the request', () => {
 describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate', () => {
   it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async ({
     outside,
-    pay,
     payrail,
     query,
     exchangeFor,
-    thresholdChannel,
     expectLedgerClean,
-    conversionOf,
     conversionReaches,
     balances,
     journalKinds,
     paymentConversionStatus,
+    conversionAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('below_estimate');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('below_estimate');
     const inReview = await conversionReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     expect(exchange).toMatchObject({ status: 'finished', expectedAmountTo: ESTIMATE, amountTo: FIVE_BELOW });
@@ -396,19 +395,13 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
   });
 
   it('exactly 3 % below is at the limit: accepted and settled by itself', async ({
-    outside,
-    pay,
     exchangeFor,
-    thresholdChannel,
     expectLedgerClean,
-    conversionOf,
     conversionReaches,
     balances,
+    conversionAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('below_estimate', { belowEstimatePercent: '3' });
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, id } = await conversionAnswered('below_estimate', { belowEstimatePercent: '3' });
     const done = await conversionReaches(id, 'completed');
     expect(exchangeFor(id)).toMatchObject({ expectedAmountTo: ESTIMATE, amountTo: LOWEST_ACCEPTED });
     expect(done).toMatchObject({ expectedUsdt: ESTIMATE, usdtReceived: LOWEST_ACCEPTED, reason: null });
@@ -419,23 +412,17 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
 
 describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', () => {
   it('the owner has it, so it is not booked as completed but never paid again: review (a retry finds the same), then resolve "paid" keeps what ChangeNow paid', async ({
-    outside,
-    pay,
     payrail,
     query,
     exchangeFor,
-    instantChannel,
     expectLedgerClean,
-    onlyPayoutOf,
     getPayout,
     payoutReaches,
     balances,
     journalKinds,
+    payoutAnswered,
   }) => {
-    const channelId = await instantChannel();
-    outside.sim.failNextExchange('below_estimate');
-    await pay(channelId);
-    const id = await onlyPayoutOf(channelId);
+    const { channelId, id } = await payoutAnswered('below_estimate');
     const inReview = await payoutReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     const reason = `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); the owner was paid that, not booked as completed`;
@@ -488,21 +475,15 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
 
 describe('a payout exchange that finishes without amountTo', () => {
   it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async ({
-    outside,
-    pay,
     payrail,
     exchangeFor,
-    instantChannel,
     expectLedgerClean,
-    onlyPayoutOf,
     payoutReaches,
     balances,
     journalKinds,
+    payoutAnswered,
   }) => {
-    const channelId = await instantChannel();
-    outside.sim.failNextExchange('no_amount_to');
-    await pay(channelId);
-    const id = await onlyPayoutOf(channelId);
+    const { channelId, id } = await payoutAnswered('no_amount_to');
     const inReview = await payoutReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     expect(exchange).toMatchObject({ status: 'finished', amountTo: null });
@@ -534,19 +515,14 @@ describe('a payout exchange that finishes without amountTo', () => {
 describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   it('is an exchange in progress: polled on through the check, then settled in full', async ({
     outside,
-    pay,
     exchangeFor,
-    thresholdChannel,
     expectLedgerClean,
-    conversionOf,
     getConversion,
     conversionReaches,
     balances,
+    conversionAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, id } = await conversionAnswered('verifying', { verifyingMs: 600_000 });
     await eventually('polled three times while verifying', async () =>
       [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 3),
     );
@@ -561,21 +537,16 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   it('past the poll deadline: in review, never lost; once the check clears, a retry looks again and settles it', async ({
     outside,
     db,
-    pay,
     payrail,
     query,
     exchangeFor,
-    thresholdChannel,
     expectLedgerClean,
-    conversionOf,
     conversionReaches,
     balances,
     paymentConversionStatus,
+    conversionAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('verifying', { verifyingMs: 600_000 });
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('verifying', { verifyingMs: 600_000 });
     await eventually('polled while verifying', async () =>
       [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 1),
     );
@@ -603,21 +574,16 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
 describe('expired although funded: ChangeNow kept the deposit and sent nothing back', () => {
   it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async ({
     outside,
-    pay,
     payrail,
     query,
     exchangeFor,
-    thresholdChannel,
     expectLedgerClean,
-    conversionOf,
     conversionReaches,
     balances,
     paymentConversionStatus,
+    conversionAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('expired_funded');
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('expired_funded');
     const inReview = await conversionReaches(id, 'needs_review');
     const exchange = exchangeFor(id);
     expect(exchange).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
@@ -645,20 +611,15 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
 
   it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async ({
     outside,
-    pay,
     payrail,
     exchangeFor,
-    instantChannel,
     expectLedgerClean,
-    onlyPayoutOf,
     payoutReaches,
     balances,
     journalKinds,
+    payoutAnswered,
   }) => {
-    const channelId = await instantChannel();
-    outside.sim.failNextExchange('expired_funded');
-    await pay(channelId);
-    const id = await onlyPayoutOf(channelId);
+    const { channelId, id } = await payoutAnswered('expired_funded');
     const inReview = await payoutReaches(id, 'needs_review');
     expect(exchangeFor(id)).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
     expect(inReview).toMatchObject({ reason: 'exchange expired; the funds sent have not come back', amountOut: null });
