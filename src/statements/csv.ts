@@ -6,7 +6,20 @@
  * "-" and must stay numbers, so a field is left alone when it is a plain decimal; any other such field (an exchange id
  * or address an outside party chose, say) gets a leading apostrophe, which spreadsheets read as "this is text".
  */
-import type { Statement, StatementBalance, StatementItem } from './statement.ts';
+import { sql } from 'kysely';
+import type { Db } from '../db/index.ts';
+import type { Bounds } from './range.ts';
+import {
+  assetBalances,
+  checkLines,
+  itemMovements,
+  openStatement,
+  statementLines,
+  type Statement,
+  type StatementBalance,
+  type StatementHead,
+  type StatementItem,
+} from './statement.ts';
 
 const NEEDS_QUOTES = /[",\r\n]|^\s|\s$/;
 const FORMULA_START = /^[=+\-@\t\r]/;
@@ -53,32 +66,98 @@ export const STATEMENT_COLUMNS = [
 
 type Column = (typeof STATEMENT_COLUMNS)[number];
 
+const row = (values: Partial<Record<Column, string | null>>) => csvLine(STATEMENT_COLUMNS.map((c) => values[c]));
+
+/** Lines read per query while a statement streams as CSV. */
+export const STATEMENT_CSV_BATCH = 1000;
+/** A reader that stops reading this long ends the download (the database ends the idle snapshot). */
+const CSV_IDLE = '2min';
+
 /**
  * A statement as CSV: per asset, an `opening` row (at `from`), one row per item in booking order, a `closing` row (at
- * `to`). Amounts are plain decimals in the asset, signed; opening and closing carry the balance in `amount`.
+ * `to`). Amounts are plain decimals in the asset, signed; opening and closing carry the balance in `amount`. This is
+ * one page's worth (a JSON statement's); statementCsvLines streams a whole range.
  */
 export function statementCsv(statement: Statement): string {
   const lines = [csvLine(STATEMENT_COLUMNS)];
-  const row = (values: Partial<Record<Column, string | null>>) => csvLine(STATEMENT_COLUMNS.map((c) => values[c]));
   for (const a of statement.assets) {
-    const balance = (kind: 'opening' | 'closing', time: string, b: StatementBalance) =>
-      row({
-        asset: a.asset,
-        kind,
-        id: statement.channelId,
-        time,
-        amount: b.total,
-        available: b.available,
-        reserved: b.reserved,
-      });
-    lines.push(balance('opening', statement.from, a.opening));
+    lines.push(balanceRow(a.asset, 'opening', statement.channelId, statement.from, a.opening));
     const items: StatementItem[] = [...a.payments, ...a.conversions, ...a.payouts, ...a.other].sort((x, y) =>
       x.time < y.time ? -1 : x.time > y.time ? 1 : 0,
     );
     for (const item of items) lines.push(row({ asset: a.asset, ...itemColumns(item) }));
-    lines.push(balance('closing', statement.to, a.closing));
+    lines.push(balanceRow(a.asset, 'closing', statement.channelId, statement.to, a.closing));
   }
   return lines.join('');
+}
+
+function balanceRow(asset: string, kind: 'opening' | 'closing', channelId: string, time: string, b: StatementBalance) {
+  return row({ asset, kind, id: channelId, time, amount: b.total, available: b.available, reserved: b.reserved });
+}
+
+/**
+ * The channel's statement over the whole range as CSV, streamed: its totals are read and proven before this returns
+ * (a statement that does not add up throws here, before any byte), then each asset's lines are read
+ * STATEMENT_CSV_BATCH at a time as the reader takes them, all in one snapshot. The lines of each asset must add up to
+ * its movements: if they do not, the generator throws StatementCheckError at the end of that asset and the download
+ * is cut rather than completed. null: no such channel. Stop reading (return()) to end it early: the snapshot is
+ * released either way.
+ */
+export async function statementCsvLines(
+  db: Db,
+  channelId: string,
+  bounds: Bounds,
+): Promise<{ from: string; to: string; lines: AsyncGenerator<string, void, undefined> } | null> {
+  const trx = await db.startTransaction().setIsolationLevel('repeatable read').setAccessMode('read only').execute();
+  let ended = false;
+  const release = async () => {
+    if (ended) return;
+    ended = true;
+    await trx
+      .rollback()
+      .execute()
+      .catch(() => undefined);
+  };
+  let head: StatementHead | null;
+  try {
+    await sql`select set_config('idle_in_transaction_session_timeout', ${CSV_IDLE}, true)`.execute(trx);
+    head = await openStatement(trx, channelId, bounds);
+  } catch (error) {
+    await release();
+    throw error;
+  }
+  if (!head) {
+    await release();
+    return null;
+  }
+  const opened = head;
+  async function* lines(): AsyncGenerator<string, void, undefined> {
+    try {
+      yield csvLine(STATEMENT_COLUMNS);
+      const from = opened.range.from.toISOString();
+      const to = opened.range.to.toISOString();
+      for (const asset of opened.assets) {
+        const statement = assetBalances(opened, asset);
+        yield balanceRow(asset, 'opening', channelId, from, statement.opening);
+        let moved = { available: 0n, reserved: 0n };
+        for await (const batch of statementLines(trx, opened, STATEMENT_CSV_BATCH)) {
+          const items = batch.get(asset) ?? [];
+          if (items.length === 0) continue;
+          const m = itemMovements(items, asset);
+          moved = { available: moved.available + m.available, reserved: moved.reserved + m.reserved };
+          yield items.map((item) => row({ asset, ...itemColumns(item) })).join('');
+        }
+        checkLines(opened, asset, moved);
+        yield balanceRow(asset, 'closing', channelId, to, statement.closing);
+      }
+      ended = true;
+      await trx.commit().execute();
+    } finally {
+      // Committed already when it ran to its end; otherwise (an error, or a reader that stopped) rolled back.
+      await release();
+    }
+  }
+  return { from: head.range.from.toISOString(), to: head.range.to.toISOString(), lines: lines() };
 }
 
 function itemColumns(item: StatementItem): Partial<Record<Column, string | null>> {

@@ -10,3 +10,57 @@ export class BadPageError extends Error {
   /** Read by the HTTP error handler: bad input, answered 400 with this message. */
   readonly statusCode = 400;
 }
+
+/** A position in a statement's lines: the time (the ledger's, µs, as text) and id of the last journal listed. */
+export interface LineKey {
+  readonly at: string;
+  readonly journal: string;
+}
+
+interface CursorBody {
+  /** Format version: a cursor from another layout is refused rather than misread. */
+  readonly v: 1;
+  readonly channel: string;
+  readonly from: string;
+  readonly to: string;
+  readonly at: string;
+  readonly journal: string;
+}
+
+const AT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const JOURNAL_RE = /^[1-9]\d{0,18}$/;
+
+export function encodeCursor(channel: string, from: Date, to: Date, key: LineKey): string {
+  const body: CursorBody = { v: 1, channel, from: from.toISOString(), to: to.toISOString(), ...key };
+  return Buffer.from(JSON.stringify(body)).toString('base64url');
+}
+
+/** A cursor as handed out, with the range it fixes; BadPageError when it is not one this server could have written. */
+export function decodeCursor(text: string): { channel: string; from: Date; to: Date; key: LineKey } {
+  let body: Partial<CursorBody> | null;
+  try {
+    body = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Partial<CursorBody>;
+  } catch {
+    body = null;
+  }
+  const from = typeof body?.from === 'string' ? new Date(body.from) : undefined;
+  const to = typeof body?.to === 'string' ? new Date(body.to) : undefined;
+  if (
+    body === null ||
+    typeof body !== 'object' ||
+    body.v !== 1 ||
+    typeof body.channel !== 'string' ||
+    typeof body.at !== 'string' ||
+    !AT_RE.test(body.at) ||
+    typeof body.journal !== 'string' ||
+    !JOURNAL_RE.test(body.journal) ||
+    from === undefined ||
+    Number.isNaN(from.getTime()) ||
+    to === undefined ||
+    Number.isNaN(to.getTime())
+  )
+    throw new BadPageError(
+      'after: not a cursor this statement handed out (pass the page.next of the previous page as is)',
+    );
+  return { channel: body.channel, from, to, key: { at: body.at, journal: body.journal } };
+}

@@ -3,13 +3,12 @@
  * hands it to `readStatement`, which owns every rule about it (bounds, page size, cursor), so the HTTP layer only
  * chooses the status and the content type.
  */
-import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Db } from '../db/index.ts';
-import { statementCsv } from './csv.ts';
+import { statementCsvLines } from './csv.ts';
 import { BadPageError } from './cursor.ts';
 import { parseBounds } from './range.ts';
-import { channelStatement, STATEMENT_PAGE_MAX, type Statement } from './statement.ts';
+import { channelStatement, STATEMENT_PAGE_DEFAULT, STATEMENT_PAGE_MAX, type Statement } from './statement.ts';
 
 const LIMIT_MESSAGE = `must be a whole number from 1 to ${STATEMENT_PAGE_MAX}`;
 
@@ -46,16 +45,17 @@ export type StatementAnswer =
  */
 export async function readStatement(db: Db, channelId: string, query: StatementQuery): Promise<StatementAnswer | null> {
   const bounds = parseBounds(query);
-  if (query.limit !== undefined || query.after !== undefined)
-    throw new BadPageError('limit, after: statements are not paged yet');
-  const statement = await channelStatement(db, channelId, bounds);
-  if (!statement) return null;
-  if (query.format === 'json') return { format: 'json', statement };
-  const filename = `statement-${channelId}-${statement.from}-${statement.to}.csv`.replaceAll(':', '');
-  const text = statementCsv(statement);
-  return {
-    format: 'csv',
-    filename,
-    lines: Readable.from([text]),
-  };
+  if (query.format === 'csv') {
+    if (query.limit !== undefined || query.after !== undefined)
+      throw new BadPageError('limit, after: the CSV is the whole range, streamed; they page the JSON statement');
+    const csv = await statementCsvLines(db, channelId, bounds);
+    if (!csv) return null;
+    const filename = `statement-${channelId}-${csv.from}-${csv.to}.csv`.replaceAll(':', '');
+    return { format: 'csv', filename, lines: csv.lines };
+  }
+  const statement = await channelStatement(db, channelId, bounds, {
+    limit: query.limit ?? STATEMENT_PAGE_DEFAULT,
+    after: query.after,
+  });
+  return statement && { format: 'json', statement };
 }

@@ -5,20 +5,24 @@
  * (closing). "Owed" is the channel's two accounts together: available (channel:<id>) and set aside for a payout
  * (channel:<id>:payout); moving funds between them changes neither the total nor the statement's sums.
  *
- * The statement proves itself before it is served: opening, closing, the range's entries and what came after are
- * four sums over the accounts' entries, and the items are read by a separate query grouping the same entries by
- * journal. opening + entries must equal closing, the items must add up to the entries, and closing + what came after
- * must equal the balance the ledger keeps on each account, for each account. Anything else is a bug, and the caller
- * refuses to serve the statement (StatementCheckError) rather than serve a wrong one.
+ * The totals (opening, closing, the range's sums per kind) cover the whole range and cost the same at any size
+ * (totals.ts); the lines come a page at a time (page.ts), each page after the cursor the previous one handed out. The
+ * statement proves its totals before any of it is served: opening + movements must equal closing, and closing + what
+ * came after must equal the balance the ledger keeps, for each account; a page that holds the whole range must also
+ * add up to the movements. Anything else is a bug, and the caller refuses to serve the statement
+ * (StatementCheckError) rather than serve a wrong one.
  *
- * Everything is read in one read-only repeatable-read snapshot, so every figure describes the same moment. Times are
- * the journals' (the time of the transaction that booked them), in UTC with microseconds.
+ * Everything a page shows is read in one read-only repeatable-read snapshot, so its figures describe the same moment.
+ * Times are the journals' (the time of the transaction that booked them), in UTC with microseconds.
  */
-import { sql } from 'kysely';
-import type { Db, PaymentStatus, PayoutStatus } from '../db/index.ts';
+import { sql, type Transaction } from 'kysely';
+import type { Database, Db, PaymentStatus, PayoutStatus } from '../db/index.ts';
 import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
+import { BadPageError, decodeCursor, encodeCursor, type LineKey } from './cursor.ts';
+import { readPage, type JournalRow } from './page.ts';
 import { resolveRange, type Bounds, type TimeRange } from './range.ts';
+import { readTotals, type AssetTotals, type ChannelAccounts, type KindSums } from './totals.ts';
 
 /** Listed in every statement, even when the channel never held them: the assets the ledger keeps channels in. */
 export const STATEMENT_ASSETS = ['eth', 'usdt'] as const;
@@ -154,144 +158,200 @@ export interface Statement {
   readonly to: string;
   readonly generatedAt: string;
   readonly assets: AssetStatement[];
+  readonly page: StatementPage;
+}
+
+export interface StatementPage {
+  readonly limit: number;
+  /** Lines on this page, all assets (a conversion's share, listed under both assets, is one line). */
+  readonly lines: number;
+  readonly hasMore: boolean;
+  /** Pass as `after` for the next page; null on the last one. */
+  readonly next: string | null;
+}
+
+export interface PageRequest {
+  readonly limit: number;
+  readonly after?: string | undefined;
 }
 
 const OTHER_KINDS = ['payment_reversal', 'exchange_cost', 'payout_returned', 'other'] as const;
-const PAYMENT_KINDS = ['payment_received', 'payment_topped_up', 'payment_reversed'];
-const PAYOUT_KINDS = ['payout_reserved', 'payout_topped_up', 'payout_completed', 'payout_returned'];
+const PAYMENT_JOURNALS = ['payment_received', 'payment_topped_up'];
+const CONVERSION_JOURNALS = ['conversion_settled'];
+const PAYOUT_JOURNALS = ['payout_reserved', 'payout_topped_up', 'payout_completed'];
+const KNOWN_JOURNALS = [...PAYMENT_JOURNALS, ...CONVERSION_JOURNALS, ...PAYOUT_JOURNALS];
 
-/** µs and UTC: timestamptz keeps microseconds, which a JS Date would cut. */
-const ISO_UTC = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
-
-type AccountSums = { balance: string; opening: string; closing: string; within: string; after: string };
-type BalanceRow = AccountSums & { code: string; asset: string };
-type JournalRow = {
-  journal_id: string;
-  kind: string;
-  ref: string;
-  asset: string;
-  available: string;
-  reserved: string;
-  at: string;
-  gross: string | null;
-  fee: string | null;
-  payment_id: string | null;
-  payment_status: PaymentStatus | null;
-  fee_percent: string | null;
-  conversion_id: string | null;
-  rate: string | null;
-  payout_id: string | null;
-  payout_kind: 'threshold' | 'instant' | null;
-  payout_status: PayoutStatus | null;
-  payout_amount: string | null;
-  payout_currency: string | null;
-  payout_network: string | null;
-  wallet_address: string | null;
-  exchange_id: string | null;
-  amount_out: string | null;
-  payout_hash: string | null;
-  payin_hash: string | null;
-};
+/** A statement's fixed parts: whose, over what, and its totals, proven. */
+export interface StatementHead {
+  readonly channelId: string;
+  readonly range: TimeRange;
+  readonly now: Date;
+  readonly accounts: ChannelAccounts;
+  readonly totals: Map<string, AssetTotals>;
+  /** Every asset listed, in order. */
+  readonly assets: string[];
+}
 
 /**
- * The channel's statement between `bounds` (missing ones: the channel's creation, and now); null: no such channel.
- * Throws BadRangeError when the range runs backwards, StatementCheckError when it does not add up.
+ * The channel's statement between `bounds` (missing ones: the channel's creation, and now), one page of its lines;
+ * null: no such channel. Throws BadRangeError when the range runs backwards, BadPageError for a cursor of another
+ * statement, StatementCheckError when it does not add up.
  */
-export async function channelStatement(db: Db, channelId: string, bounds: Bounds): Promise<Statement | null> {
+export async function channelStatement(
+  db: Db,
+  channelId: string,
+  bounds: Bounds,
+  page: PageRequest = { limit: STATEMENT_PAGE_DEFAULT },
+): Promise<Statement | null> {
+  const cursor = page.after === undefined ? null : decodeCursor(page.after);
+  if (cursor) {
+    // The cursor fixes the range (and the moment a defaulted `to` stood for): bounds given again must be the same.
+    const differs = (given: Date | undefined, fixed: Date) =>
+      given !== undefined && given.getTime() !== fixed.getTime();
+    if (cursor.channel !== channelId || differs(bounds.from, cursor.from) || differs(bounds.to, cursor.to))
+      throw new BadPageError(
+        `after: this cursor continues the statement of channel ${cursor.channel} from ${cursor.from.toISOString()} to ${cursor.to.toISOString()}, not this one (leave from and to out, or give the same)`,
+      );
+  }
   return db
     .transaction()
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')
     .execute(async (trx) => {
-      await sql`select set_config('statement_timeout', ${STATEMENT_TIMEOUT}, true)`.execute(trx);
-      const channel = await trx
-        .selectFrom('channels')
-        .select(['created_at', sql<Date>`now()`.as('now')])
-        .where('channel_id', '=', channelId)
-        .executeTakeFirst();
-      if (!channel) return null;
-      const range = resolveRange(bounds, {
-        from: channel.created_at,
-        to: channel.now,
-        fromName: "default: the channel's creation",
-        toName: 'default: now',
-      });
-      const available = accounts.channel(channelId, '').code;
-      const reserved = accounts.channelPayout(channelId, '').code;
-      const { rows: balances } = await sql<BalanceRow>`
-        select a.code, a.asset, a.balance::text as balance,
-               coalesce(sum(e.amount) filter (where e.created_at < ${range.from}), 0)::text as opening,
-               coalesce(sum(e.amount) filter (where e.created_at < ${range.to}), 0)::text as closing,
-               coalesce(sum(e.amount) filter (where e.created_at >= ${range.from} and e.created_at < ${range.to}), 0)::text as within,
-               coalesce(sum(e.amount) filter (where e.created_at >= ${range.to}), 0)::text as after
-        from ledger_accounts a left join ledger_entries e on e.account_id = a.id
-        where a.code in (${available}, ${reserved})
-        group by a.id order by a.asset, a.code`.execute(trx);
-      const { rows: journals } = await sql<JournalRow>`
-        with moved as (
-          select e.journal_id, a.asset, min(e.created_at) as at,
-                 coalesce(sum(e.amount) filter (where a.code = ${available}), 0) as available,
-                 coalesce(sum(e.amount) filter (where a.code = ${reserved}), 0) as reserved
-          from ledger_entries e join ledger_accounts a on a.id = e.account_id
-          where a.code in (${available}, ${reserved}) and e.created_at >= ${range.from} and e.created_at < ${range.to}
-          group by e.journal_id, a.asset)
-        select m.journal_id::text as journal_id, j.kind, j.ref, m.asset, m.available::text as available,
-               m.reserved::text as reserved, to_char(m.at at time zone 'UTC', ${sql.raw(ISO_UTC)}) as at,
-               pj.gross::text as gross, pj.fee::text as fee,
-               p.payment_id::text as payment_id, p.status as payment_status, p.fee_percent::text as fee_percent,
-               c.conversion_id, c.rate::text as rate,
-               po.payout_id, po.kind as payout_kind, po.status as payout_status, po.amount::text as payout_amount,
-               po.payout_currency, po.payout_network, po.wallet_address, po.exchange_id, po.amount_out, po.payout_hash,
-               t.tx_hash as payin_hash
-        from moved m
-        join ledger_journals j on j.id = m.journal_id
-        -- A credit's gross and fee are its other entries: what NOWPayments' account gave, what the fee account took.
-        left join lateral (
-          select -sum(x.amount) filter (where xa.code like 'world:nowpayments#%') as gross,
-                 sum(x.amount) filter (where xa.code like 'platform:fees#%') as fee
-          from ledger_entries x join ledger_accounts xa on xa.id = x.account_id
-          where x.journal_id = m.journal_id and j.kind in ('payment_received', 'payment_topped_up')) pj on true
-        -- Refs name what a journal is about ('<payment id>:<new gross>' for a top-up, '<payout id>:<n>' for a
-        -- payout's n-th top-up); CASE keeps other kinds' refs from being cast.
-        left join payments p on p.payment_id = (
-          case when j.kind in (${sql.join(PAYMENT_KINDS)}) then split_part(j.ref, ':', 1)::numeric end)
-        left join conversions c on c.conversion_id = (
-          case when j.kind in ('conversion_settled', 'conversion_shortfall') then j.ref end)
-        left join payouts po on po.payout_id = (
-          case when j.kind in (${sql.join(PAYOUT_KINDS)}) then split_part(j.ref, ':', 1) end)
-        left join chain_transfers t on t.transfer_id = po.transfer_id
-        order by m.at, m.journal_id, m.asset`.execute(trx);
-      return buildStatement(channelId, range, channel.now, balances, journals);
+      const head = await openStatement(trx, channelId, cursor ? { from: cursor.from, to: cursor.to } : bounds);
+      if (!head) return null;
+      const { rows, lines, more } = await readPage(trx, head.accounts, head.range, cursor?.key ?? null, page.limit);
+      const drafts = itemsByAsset(rows);
+      // A page that is the whole range must add up to the range's movements, as the totals do.
+      if (cursor === null && !more) for (const asset of head.assets) checkItems(head, asset, drafts.get(asset) ?? []);
+      const last = lines[lines.length - 1];
+      return {
+        channelId,
+        from: head.range.from.toISOString(),
+        to: head.range.to.toISOString(),
+        generatedAt: head.now.toISOString(),
+        assets: head.assets.map((asset) => assetStatement(head, asset, drafts.get(asset) ?? [])),
+        page: {
+          limit: page.limit,
+          lines: lines.length,
+          hasMore: more,
+          next: more && last ? encodeCursor(channelId, head.range.from, head.range.to, last) : null,
+        },
+      };
     });
 }
 
-function buildStatement(
+/** The channel, its range and its proven totals, in `trx`'s snapshot; null: no such channel. */
+export async function openStatement(
+  trx: Transaction<Database>,
   channelId: string,
-  range: TimeRange,
-  now: Date,
-  balances: BalanceRow[],
-  journals: JournalRow[],
-): Statement {
-  const assets = [...new Set([...STATEMENT_ASSETS, ...balances.map((b) => b.asset)])].sort();
-  const items = itemsByAsset(journals);
-  return {
-    channelId,
-    from: range.from.toISOString(),
-    to: range.to.toISOString(),
-    generatedAt: now.toISOString(),
-    assets: assets.map((asset) =>
-      assetStatement(
-        channelId,
-        asset,
-        balances.filter((b) => b.asset === asset),
-        items.get(asset) ?? [],
-      ),
+  bounds: Bounds,
+): Promise<StatementHead | null> {
+  await sql`select set_config('statement_timeout', ${STATEMENT_TIMEOUT}, true)`.execute(trx);
+  const channel = await trx
+    .selectFrom('channels')
+    .select(['created_at', sql<Date>`now()`.as('now')])
+    .where('channel_id', '=', channelId)
+    .executeTakeFirst();
+  if (!channel) return null;
+  const range = resolveRange(bounds, {
+    from: channel.created_at,
+    to: channel.now,
+    fromName: "default: the channel's creation",
+    toName: 'default: now',
+  });
+  const available = accounts.channel(channelId, '').code;
+  const reserved = accounts.channelPayout(channelId, '').code;
+  const ids = await trx
+    .selectFrom('ledger_accounts')
+    .select('id')
+    .where('code', 'in', [available, reserved])
+    .orderBy('id')
+    .execute();
+  const channelAccounts = { channelId, available, reserved, ids: ids.map((r) => String(r.id)) };
+  const totals = await readTotals(trx, channelAccounts, range);
+  const assets = [...new Set([...STATEMENT_ASSETS, ...totals.keys()])].sort();
+  const head = { channelId, range, now: channel.now, accounts: channelAccounts, totals, assets };
+  for (const asset of assets) proveTotals(head, asset);
+  return head;
+}
+
+/** Lines of the whole range in booking order, `batch` at a time (the CSV's reading). */
+export async function* statementLines(
+  trx: Transaction<Database>,
+  head: StatementHead,
+  batch: number,
+): AsyncGenerator<Map<string, StatementItem[]>, void, undefined> {
+  let after: LineKey | null = null;
+  for (;;) {
+    const { rows, lines, more } = await readPage(trx, head.accounts, head.range, after, batch);
+    const drafts = itemsByAsset(rows);
+    yield new Map([...drafts].map(([asset, list]) => [asset, list.map((d) => d.item)]));
+    if (!more) return;
+    after = lines[lines.length - 1] as LineKey;
+  }
+}
+
+/** The movements of `items` per account, in units, for the check of a whole range read line by line. */
+export function itemMovements(items: StatementItem[], asset: string): Moved {
+  const units = (text: string) => (isAssetCode(asset) ? parseSigned(text, decimalsOf(asset)) : BigInt(text));
+  return items.reduce<Moved>(
+    (sum, i) => ({ available: sum.available + units(i.available), reserved: sum.reserved + units(i.reserved) }),
+    { available: 0n, reserved: 0n },
+  );
+}
+
+function parseSigned(text: string, decimals: number): bigint {
+  const negative = text.startsWith('-');
+  const [whole = '0', fraction = ''] = (negative ? text.slice(1) : text).split('.');
+  const value = BigInt(whole) * 10n ** BigInt(decimals) + BigInt(fraction.padEnd(decimals, '0') || '0');
+  return negative ? -value : value;
+}
+
+/** Throws StatementCheckError unless the lines read for the whole range moved each account as its entries did. */
+export function checkLines(head: StatementHead, asset: string, moved: Moved): void {
+  const t = head.totals.get(asset);
+  for (const part of ['available', 'reserved'] as const) {
+    const within = t?.accounts[part].within ?? 0n;
+    if (moved[part] !== within)
+      throw new StatementCheckError(
+        `statement of channel ${head.channelId} does not add up in ${asset} (${part}): items sum to ${moved[part]}, entries to ${within}`,
+      );
+  }
+}
+
+function checkItems(head: StatementHead, asset: string, drafts: Draft[]): void {
+  checkLines(
+    head,
+    asset,
+    drafts.reduce<Moved>(
+      (sum, d) => ({ available: sum.available + d.moved.available, reserved: sum.reserved + d.moved.reserved }),
+      { available: 0n, reserved: 0n },
     ),
-  };
+  );
+}
+
+/** Each account on its own, so a payout's move from available to reserved cannot hide an error in either. */
+function proveTotals(head: StatementHead, asset: string): void {
+  const t = head.totals.get(asset);
+  if (!t) return;
+  for (const part of ['available', 'reserved'] as const) {
+    const { opening, closing, within, after, balance } = t.accounts[part];
+    const byKind = [...t.kinds.values()].reduce((s, k) => s + k[part], 0n);
+    const problems: string[] = [];
+    if (opening + within !== closing) problems.push(`opening ${opening} + entries ${within} ≠ closing ${closing}`);
+    if (byKind !== within) problems.push(`movements by kind sum to ${byKind}, entries to ${within}`);
+    if (closing + after !== balance)
+      problems.push(`closing ${closing} + entries after the range ${after} ≠ ledger balance ${balance}`);
+    if (problems.length > 0)
+      throw new StatementCheckError(
+        `statement of channel ${head.channelId} does not add up in ${asset} (${part}): ${problems.join('; ')}`,
+      );
+  }
 }
 
 /** What an item moved, kept in units until the statement is formatted. */
-interface Moved {
+export interface Moved {
   available: bigint;
   reserved: bigint;
 }
@@ -329,8 +389,20 @@ function itemsByAsset(rows: JournalRow[]): Map<string, Draft[]> {
     const first = group[0] as JournalRow;
     push(first.asset, payoutItem(group));
   }
+  // Booking order, as pages are cut: by time, then by the journal a line is placed at (a payout's latest).
+  const placedAt = (d: Draft) => BigInt(d.item.journals[d.item.journals.length - 1] ?? '0');
   for (const list of out.values())
-    list.sort((a, b) => (a.item.time < b.item.time ? -1 : a.item.time > b.item.time ? 1 : 0));
+    list.sort((a, b) =>
+      a.item.time !== b.item.time
+        ? a.item.time < b.item.time
+          ? -1
+          : 1
+        : placedAt(a) < placedAt(b)
+          ? -1
+          : placedAt(a) > placedAt(b)
+            ? 1
+            : 0,
+    );
   return out;
 }
 
@@ -457,77 +529,71 @@ function payoutItem(rows: JournalRow[]): Draft {
   };
 }
 
-function assetStatement(channelId: string, asset: string, rows: BalanceRow[], drafts: Draft[]): AssetStatement {
-  const account = (reserved: boolean): AccountSums =>
-    rows.find((r) => r.code.endsWith(':payout') === reserved) ?? {
-      balance: '0',
-      opening: '0',
-      closing: '0',
-      within: '0',
-      after: '0',
-    };
-  const parts = { available: account(false), reserved: account(true) };
-  const fromItems = drafts.reduce<Moved>(
-    (sum, d) => ({ available: sum.available + d.moved.available, reserved: sum.reserved + d.moved.reserved }),
-    { available: 0n, reserved: 0n },
-  );
-  // Each account on its own, so a payout's move from available to reserved cannot hide an error in either.
-  for (const part of ['available', 'reserved'] as const) {
-    const a = parts[part];
-    const [opening, closing, within, after, balance] = [
-      BigInt(a.opening),
-      BigInt(a.closing),
-      BigInt(a.within),
-      BigInt(a.after),
-      BigInt(a.balance),
-    ] as const;
-    const problems: string[] = [];
-    if (opening + within !== closing) problems.push(`opening ${opening} + entries ${within} ≠ closing ${closing}`);
-    if (fromItems[part] !== within) problems.push(`items sum to ${fromItems[part]}, entries to ${within}`);
-    if (closing + after !== balance)
-      problems.push(`closing ${closing} + entries after the range ${after} ≠ ledger balance ${balance}`);
-    if (problems.length > 0)
-      throw new StatementCheckError(
-        `statement of channel ${channelId} does not add up in ${asset} (${part}): ${problems.join('; ')}`,
-      );
-  }
-  const sum = (key: keyof AccountSums) => BigInt(parts.available[key]) + BigInt(parts.reserved[key]);
+function figures(head: StatementHead, asset: string) {
+  const t = head.totals.get(asset);
+  const account = (part: 'available' | 'reserved') =>
+    t?.accounts[part] ?? { opening: 0n, closing: 0n, within: 0n, after: 0n, balance: 0n };
+  const parts = { available: account('available'), reserved: account('reserved') };
+  const sum = (key: 'opening' | 'closing' | 'within' | 'after' | 'balance') =>
+    parts.available[key] + parts.reserved[key];
   const balance = (key: 'opening' | 'closing'): StatementBalance => ({
-    available: fmt(BigInt(parts.available[key]), asset),
-    reserved: fmt(BigInt(parts.reserved[key]), asset),
+    available: fmt(parts.available[key], asset),
+    reserved: fmt(parts.reserved[key], asset),
     total: fmt(sum(key), asset),
   });
+  return { t, sum, balance };
+}
+
+/** What the channel was owed in `asset` at the range's bounds. */
+export function assetBalances(
+  head: StatementHead,
+  asset: string,
+): { opening: StatementBalance; closing: StatementBalance } {
+  const { balance } = figures(head, asset);
+  return { opening: balance('opening'), closing: balance('closing') };
+}
+
+function assetStatement(head: StatementHead, asset: string, drafts: Draft[]): AssetStatement {
+  const { t, sum, balance } = figures(head, asset);
+  // The range's sums per kind, whole range (not the page): journals of the kinds each list stands for.
+  const kinds = [...(t?.kinds ?? new Map<string, KindSums>())];
+  const of = (names: readonly string[] | null) =>
+    kinds
+      .filter(([kind]) => (names === null ? !KNOWN_JOURNALS.includes(kind) : names.includes(kind)))
+      .reduce(
+        (s, [, k]) => ({
+          journals: s.journals + k.journals,
+          amount: s.amount + k.available + k.reserved,
+          gross: s.gross + k.gross,
+          fee: s.fee + k.fee,
+        }),
+        { journals: 0n, amount: 0n, gross: 0n, fee: 0n },
+      );
+  const payments = of(PAYMENT_JOURNALS);
+  const conversions = of(CONVERSION_JOURNALS);
+  const payouts = of(PAYOUT_JOURNALS);
+  const setAside = of(['payout_reserved']);
+  const other = of(null);
+  const movements = payments.amount + conversions.amount + payouts.amount + other.amount;
   const items = drafts.map((d) => d.item);
-  const payments = items.filter((i): i is PaymentItem => i.kind === 'payment' || i.kind === 'payment_top_up');
-  const conversions = items.filter((i): i is ConversionItem => i.kind === 'conversion');
-  const payouts = items.filter((i): i is PayoutItem => i.kind === 'payout');
-  const other = items.filter((i): i is OtherItem => (OTHER_KINDS as readonly string[]).includes(i.kind));
-  const total = (kinds: readonly StatementItem['kind'][], pick: (d: Draft) => bigint) =>
-    fmt(
-      drafts.filter((d) => kinds.includes(d.item.kind)).reduce((s, d) => s + pick(d), 0n),
-      asset,
-    );
-  const amount = (d: Draft) => d.moved.available + d.moved.reserved;
-  const PAYMENT = ['payment', 'payment_top_up'] as const;
-  const movements = fromItems.available + fromItems.reserved;
   return {
     asset,
     opening: balance('opening'),
     closing: balance('closing'),
-    payments,
-    conversions,
-    payouts,
-    other,
+    payments: items.filter((i): i is PaymentItem => i.kind === 'payment' || i.kind === 'payment_top_up'),
+    conversions: items.filter((i): i is ConversionItem => i.kind === 'conversion'),
+    payouts: items.filter((i): i is PayoutItem => i.kind === 'payout'),
+    other: items.filter((i): i is OtherItem => (OTHER_KINDS as readonly string[]).includes(i.kind)),
     sums: {
       payments: {
-        count: payments.length,
-        gross: total(PAYMENT, (d) => d.gross ?? 0n),
-        fee: total(PAYMENT, (d) => d.fee ?? 0n),
-        net: total(PAYMENT, amount),
+        count: Number(payments.journals),
+        gross: fmt(payments.gross, asset),
+        fee: fmt(payments.fee, asset),
+        net: fmt(payments.amount, asset),
       },
-      conversions: { count: conversions.length, amount: total(['conversion'], amount) },
-      payouts: { count: payouts.length, amount: total(['payout'], amount) },
-      other: { count: other.length, amount: total(OTHER_KINDS, amount) },
+      conversions: { count: Number(conversions.journals), amount: fmt(conversions.amount, asset) },
+      payouts: { count: Number(setAside.journals), amount: fmt(payouts.amount, asset) },
+      other: { count: Number(other.journals), amount: fmt(other.amount, asset) },
       movements: fmt(movements, asset),
     },
     check: {
