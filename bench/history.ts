@@ -21,7 +21,8 @@
  *   - instant payments each paid out (completed instant payout, its journals and transfer);
  *   - every confirmed transfer's `network_fee` journal. The history's transfers come from another address than the
  *     run's host wallet (HISTORY_HOST): the bench's chain starts empty, and the run's wallet must start at nonce 0;
- *   - ledger balances set to the sums of their entries; accounts without entries removed.
+ *   - ledger balances set to the sums of their entries; accounts without entries removed; the channels' per-day sums
+ *     that statements read (migration 027) built from the entries.
  *
  * Foreign-key triggers are off during the load (session_replication_role = replica, so a superuser connection is
  * needed) and secondary indexes are dropped and built again after it (from their own definitions, whatever the
@@ -466,6 +467,17 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
       'accounts without entries',
       `delete from ledger_accounts a where not exists (select 1 from ledger_entries e where e.account_id = a.id)`,
     );
+    // Statements' per-day sums (migration 027) are kept by a trigger on the entries, which replica mode does not fire:
+    // built from the entries here, as the migration builds them for a history it finds.
+    if (options.interrupted?.()) throw new HistoryInterrupted('history load interrupted');
+    const d0 = Date.now();
+    const { rows: dayRows } = await client.query<{ n: string }>(
+      'select payrail_channel_days_from_entries()::text as n',
+    );
+    counts.ledger_channel_days = Number(dayRows[0]?.n ?? 0);
+    options.progress(
+      `history: statement day sums: ${counts.ledger_channel_days} rows, ${((Date.now() - d0) / 1000).toFixed(1)} s`,
+    );
 
     const i0 = Date.now();
     for (const index of secondary) await client.query(index.def);
@@ -499,7 +511,7 @@ export async function seedHistory(connectionString: string, options: HistoryOpti
     // -- as a database that has run for months: vacuumed (hint bits, visibility map), analyzed, checkpointed
     const v0 = Date.now();
     await client.query(
-      'vacuum (analyze) payments, ledger_entries, ledger_journals, ledger_accounts, conversions, conversion_payments, payouts, chain_transfers, channels, wallet_nonces',
+      'vacuum (analyze) payments, ledger_entries, ledger_journals, ledger_accounts, ledger_channel_days, conversions, conversion_payments, payouts, chain_transfers, channels, wallet_nonces',
     );
     await client
       .query('checkpoint')
