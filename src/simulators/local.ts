@@ -10,7 +10,7 @@ import type { Logger } from '../log.ts';
 import { rpc, startLocalChain, type LocalChain } from './chain.ts';
 import { startChainSender } from './chain-sender.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from './changenow/index.ts';
-import { startNowPaymentsSimulator, type NowPaymentsSimulator } from './nowpayments/index.ts';
+import { startNowPaymentsSimulator, startOutcomeForwarder, type NowPaymentsSimulator } from './nowpayments/index.ts';
 
 export interface LocalOutside {
   readonly rpcUrl: string;
@@ -112,12 +112,12 @@ export async function startLocalOutside(options: {
       // A paid invoice's outcome reaches the host wallet as NOWPayments forwards it, on the chain started here only:
       // on a configured chain there is no faucet to pay it from.
       const host = privateKeyToAccount(options.hostPrivateKey).address;
-      const forwarder = chain ? await startChainSender(rpcUrl) : undefined;
+      const forwarder = chain ? await startOutcomeForwarder(rpcUrl, host) : undefined;
       nowpayments = await startNowPaymentsSimulator({
         port: options.nowpayments.port,
         apiKey: options.nowpayments.apiKey,
         ...(options.nowpayments.ipnSecret !== undefined && { ipnSecret: options.nowpayments.ipnSecret }),
-        ...(forwarder && { forwardOutcome: async (wei: bigint) => void (await forwarder.send(host, wei)) }),
+        ...(forwarder && { forwardOutcome: (wei: bigint) => forwarder.forward(wei) }),
         ...(options.stateDir && {
           statePath: `${options.stateDir}/nowpayments-payments.jsonl`,
           invoicesPath: `${options.stateDir}/nowpayments-invoices.jsonl`,
