@@ -5,12 +5,14 @@ import { createScrubber, type Logger } from '../log.ts';
 import { bearerAuth, type AdminToken } from './auth.ts';
 import { idempotencyKeys } from './idempotency.ts';
 import { addressMatcher, type AddressRange } from './net.ts';
+import { openApiDocument, operationOf, type Operation } from './openapi/index.ts';
 import { adminRoutes, type AdminDeps } from './routes/admin/index.ts';
 import { eventRoutes, type EventRouteDeps } from './routes/events.ts';
 import { alertRoutes, type AlertRouteDeps } from './routes/alerts.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { healthRoutes, type HealthDeps } from './routes/health.ts';
 import { metricsRoutes, type MetricsRouteDeps } from './routes/metrics.ts';
+import { openApiRoutes } from './routes/openapi.ts';
 import { overviewRoutes } from './routes/overview.ts';
 import { webhookRoutes, type WebhookDeps } from './routes/webhooks.ts';
 
@@ -52,6 +54,23 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
 
+  // Every route declared with its description (openapi/route.ts) is recorded as fastify registers it, in this scope or
+  // any below; fastify's HEAD copies of GET routes carry the same declaration and are left out.
+  const operations: Operation[] = [];
+  app.addHook('onRoute', (options) => {
+    const operation = operationOf(options);
+    if (operation && options.method === operation.method) operations.push(operation);
+  });
+  // The operations registered where idempotencyKeys runs: their writes take an Idempotency-Key.
+  const keyed = new WeakSet<Operation>();
+  const withKeys = (scope: FastifyInstance, db: HttpDeps['admin']['db']) => {
+    idempotencyKeys(scope, { db });
+    scope.addHook('onRoute', (options) => {
+      const operation = operationOf(options);
+      if (operation) keyed.add(operation);
+    });
+  };
+
   if (deps.secrets !== undefined && deps.secrets.length > 0) {
     const scrub = createScrubber(deps.secrets);
     // Serialized bodies are strings by now. The CSV exports stream (a string scrub cannot see them): they carry no
@@ -84,19 +103,19 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => webhookRoutes(scope, deps.webhook));
   // Admin writes honour an Idempotency-Key: a retried call answers what the first answered instead of acting twice.
   await app.register(async (scope) => {
-    idempotencyKeys(scope, { db: deps.admin.db });
+    withKeys(scope, deps.admin.db);
     await adminRoutes(scope, { ...deps.admin, requireAdmin: bearerAuth(deps.adminTokens) });
   });
   const alerts = deps.alerts;
   if (alerts)
     await app.register(async (scope) => {
-      idempotencyKeys(scope, { db: alerts.db });
+      withKeys(scope, alerts.db);
       await alertRoutes(scope, { ...alerts, requireAdmin: bearerAuth(deps.adminTokens) });
     });
   const events = deps.events;
   if (events)
     await app.register(async (scope) => {
-      idempotencyKeys(scope, { db: events.db });
+      withKeys(scope, events.db);
       await eventRoutes(scope, { ...events, requireAdmin: bearerAuth(deps.adminTokens) });
     });
   await app.register(async (scope) =>
@@ -104,5 +123,10 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   );
   // The page and its assets are public (they hold no data); everything they show comes from /api/overview.
   await app.register(async (scope) => dashboardRoutes(scope));
+  // Built once, on the first request: every route is registered by then, this one included.
+  let document: Record<string, unknown> | undefined;
+  await app.register(async (scope) =>
+    openApiRoutes(scope, () => (document ??= openApiDocument(operations, { idempotent: (op) => keyed.has(op) }))),
+  );
   return app;
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { getAlert, listAlerts, resolveAlertByHand } from '../../alerts/index.ts';
 import type { Db } from '../../db/index.ts';
+import { route, shapes } from '../openapi/index.ts';
 
 export interface AlertRouteDeps {
   db: Db;
@@ -40,33 +41,71 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
   // Before the body is read: without a valid token the answer is 401 whatever was sent.
   app.addHook('onRequest', deps.requireAdmin);
 
-  app.get('/api/alerts', async (request) => {
-    const query = listQuery.parse(request.query);
-    return { alerts: await listAlerts(deps.db, query) };
+  const notFound = { description: 'No such alert.', schema: shapes.errorBody };
+  route(app, {
+    method: 'GET',
+    path: '/api/alerts',
+    tag: 'alerts',
+    auth: 'admin',
+    summary: 'Stored alerts, the last seen first',
+    query: listQuery,
+    responses: {
+      200: { description: 'The alerts.', schema: z.object({ alerts: z.array(shapes.alert) }) },
+      400: { description: 'A bad `state` or `limit`, or an unknown parameter.', schema: shapes.errorBody },
+    },
+    handler: async ({ query }) => ({ alerts: await listAlerts(deps.db, query) }),
   });
 
-  app.get('/api/alerts/:alertId', async (request, reply) => {
-    const { alertId } = alertParams.parse(request.params);
-    const alert = await getAlert(deps.db, alertId);
-    if (!alert) return reply.code(404).send({ error: `alert ${alertId} not found` });
-    return alert;
+  route(app, {
+    method: 'GET',
+    path: '/api/alerts/:alertId',
+    tag: 'alerts',
+    auth: 'admin',
+    summary: 'One alert',
+    params: alertParams,
+    responses: {
+      200: { description: 'The alert.', schema: shapes.alert },
+      400: { description: 'Not an alert id.', schema: shapes.errorBody },
+      404: notFound,
+    },
+    handler: async ({ params: { alertId } }, _request, reply) => {
+      const alert = await getAlert(deps.db, alertId);
+      if (!alert) return reply.code(404).send({ error: `alert ${alertId} not found` });
+      return alert;
+    },
   });
 
-  app.post('/api/alerts/:alertId/resolve', async (request, reply) => {
-    const { alertId } = alertParams.parse(request.params);
-    const { note } = resolveBody.parse(request.body ?? {});
-    const actor = request.actor ?? 'unknown';
-    const result = await resolveAlertByHand(deps.db, alertId, actor, {
-      notify: deps.notify,
-      ...(note !== undefined && { note }),
-    });
-    if (result.outcome === 'not_found') return reply.code(404).send({ error: `alert ${alertId} not found` });
-    if (result.outcome === 'already_resolved')
-      return reply.code(409).send({ error: `alert ${alertId} is already resolved`, alert: result.alert });
-    request.log.warn(
-      { event: 'alert_resolved_by_hand', alertId, rule: result.alert.rule, subject: result.alert.subject, actor },
-      'alert resolved by hand',
-    );
-    return result.alert;
+  route(app, {
+    method: 'POST',
+    path: '/api/alerts/:alertId/resolve',
+    tag: 'alerts',
+    auth: 'admin',
+    summary: 'Resolve (acknowledge) an alert by hand; recorded in the audit log',
+    params: alertParams,
+    body: { schema: resolveBody, required: false, description: 'An optional note for the audit log.' },
+    responses: {
+      200: { description: 'The alert, resolved.', schema: shapes.alert },
+      400: { description: 'Not an alert id, or a bad note.', schema: shapes.errorBody },
+      404: notFound,
+      409: {
+        description: 'Already resolved: the alert as it is.',
+        schema: z.object({ error: z.string(), alert: shapes.alert }),
+      },
+    },
+    handler: async ({ params: { alertId }, body: { note } }, request, reply) => {
+      const actor = request.actor ?? 'unknown';
+      const result = await resolveAlertByHand(deps.db, alertId, actor, {
+        notify: deps.notify,
+        ...(note !== undefined && { note }),
+      });
+      if (result.outcome === 'not_found') return reply.code(404).send({ error: `alert ${alertId} not found` });
+      if (result.outcome === 'already_resolved')
+        return reply.code(409).send({ error: `alert ${alertId} is already resolved`, alert: result.alert });
+      request.log.warn(
+        { event: 'alert_resolved_by_hand', alertId, rule: result.alert.rule, subject: result.alert.subject, actor },
+        'alert resolved by hand',
+      );
+      return result.alert;
+    },
   });
 }

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { route } from '../openapi/index.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const WEB = path.join(ROOT, 'web');
@@ -59,17 +60,33 @@ export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
   for (const asset of ASSETS) {
     const body = fs.readFileSync(asset.file);
     const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
-    app.get(asset.route, async (request, reply) => {
-      reply
-        .header('content-security-policy', DASHBOARD_CSP)
-        .header('x-content-type-options', 'nosniff')
-        .header('referrer-policy', 'no-referrer')
-        .header('x-frame-options', 'DENY')
-        // Revalidated on each load, so a new version is picked up at once; the ETag makes that a 304.
-        .header('cache-control', 'no-cache')
-        .header('etag', etag);
-      if (request.headers['if-none-match'] === etag) return reply.code(304).send();
-      return reply.type(asset.type).send(body);
+    route(app, {
+      method: 'GET',
+      path: asset.route,
+      tag: 'dashboard',
+      auth: 'none',
+      summary: asset.route === '/' ? 'The operator dashboard (it asks for the admin token)' : 'A file of the dashboard',
+      headers: { 'if-none-match': 'The ETag of the copy held: 304 when it is still this one.' },
+      responses: {
+        200: {
+          description: 'The file.',
+          mediaType: asset.type.split(';')[0],
+          headers: { etag: 'Its version.' },
+        },
+        304: { description: 'The copy held is this one.' },
+      },
+      handler: async (_input, request, reply) => {
+        reply
+          .header('content-security-policy', DASHBOARD_CSP)
+          .header('x-content-type-options', 'nosniff')
+          .header('referrer-policy', 'no-referrer')
+          .header('x-frame-options', 'DENY')
+          // Revalidated on each load, so a new version is picked up at once; the ETag makes that a 304.
+          .header('cache-control', 'no-cache')
+          .header('etag', etag);
+        if (request.headers['if-none-match'] === etag) return reply.code(304).send();
+        return reply.type(asset.type).send(body);
+      },
     });
   }
 }

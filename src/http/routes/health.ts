@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
+import { z } from 'zod';
 import type { Db } from '../../db/index.ts';
 import { liveWorkers, queueStats } from '../../jobs/index.ts';
 import { OBSERVATION } from '../../alerts/index.ts';
 import { observationStaleAfterSeconds } from '../../metrics/index.ts';
 import type { ObservationRow } from '../../overview/index.ts';
+import { described, route } from '../openapi/index.ts';
 
 export interface HealthDeps {
   db: Db;
@@ -28,6 +30,20 @@ interface Check {
 const REPORTED = { chain: OBSERVATION.chainRpc, changenow: OBSERVATION.changenow } as const;
 const MAX_DETAIL = 300;
 
+const liveOk = z.object({ status: z.literal('ok') });
+const liveFail = z.object({ status: z.literal('fail'), error: z.string() });
+// A check's details depend on the component (latency, workers and tasks, an observation's age): open beyond these.
+const check = z.looseObject({
+  ok: described('null: not known (never observed, or its database unavailable).', z.boolean().nullable()),
+  affectsStatus: described('Whether this check can make /health answer 503.', z.boolean()),
+});
+const report = z.object({
+  status: z.enum(['ok', 'fail']),
+  failing: described('The checks that made it 503.', z.array(z.string())),
+  warnings: described('The checks that are down without affecting the status (chain, changenow).', z.array(z.string())),
+  checks: z.object({ database: check, queue: check, chain: check, changenow: check }),
+});
+
 /**
  * GET /health: a real check. The database answers a query, at least one worker process has beaten recently, and no
  * handled task's oldest runnable job is older than the limit. 503 names the failing component.
@@ -44,70 +60,92 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
    * balancer: a web process with a healthy database must stay in rotation while the workers are down or behind, or
    * the IPNs it would have recorded are refused; /health is for monitoring the whole.
    */
-  app.get('/health/live', async (_request, reply) => {
-    try {
-      await sql`select 1`.execute(deps.db);
-      return reply.code(200).send({ status: 'ok' });
-    } catch (error) {
-      return reply.code(503).send({ status: 'fail', error: (error as Error).message });
-    }
+  route(app, {
+    method: 'GET',
+    path: '/health/live',
+    tag: 'operations',
+    auth: 'none',
+    summary: "Whether this web process can take an IPN (its database answers): the load balancer's check",
+    responses: {
+      200: { description: 'The database answers.', schema: liveOk },
+      503: { description: "This process's database does not answer.", schema: liveFail },
+    },
+    handler: async (_input, _request, reply) => {
+      try {
+        await sql`select 1`.execute(deps.db);
+        return reply.code(200).send({ status: 'ok' });
+      } catch (error) {
+        return reply.code(503).send({ status: 'fail', error: (error as Error).message });
+      }
+    },
   });
 
-  app.get('/health', async (_request, reply) => {
-    const checks: Record<string, Check> = {};
-    const started = process.hrtime.bigint();
-    try {
-      await sql`select 1`.execute(deps.db);
-      checks.database = {
-        ok: true,
-        affectsStatus: true,
-        latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n),
-      };
-    } catch (error) {
-      checks.database = { ok: false, affectsStatus: true, error: (error as Error).message };
-    }
-    if (checks.database.ok) {
+  route(app, {
+    method: 'GET',
+    path: '/health',
+    tag: 'operations',
+    auth: 'none',
+    summary: 'The whole: database, workers and queue backlog; chain RPC and ChangeNow reported, never failing it',
+    responses: {
+      200: { description: 'Every check that affects the status is ok.', schema: report },
+      503: { description: 'A check that affects the status failed: `failing` names it.', schema: report },
+    },
+    handler: async (_input, _request, reply) => {
+      const checks: Record<string, Check> = {};
+      const started = process.hrtime.bigint();
       try {
-        const [workers, stats] = await Promise.all([
-          liveWorkers(deps.db, deps.workerStaleSeconds),
-          queueStats(deps.db),
-        ]);
-        const stale = stats.filter(
-          (s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds,
-        );
-        const problems = [
-          ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
-          ...stale.map(
-            (s) =>
-              `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`,
-          ),
-        ];
-        checks.queue = {
-          ok: problems.length === 0,
+        await sql`select 1`.execute(deps.db);
+        checks.database = {
+          ok: true,
           affectsStatus: true,
-          workersAlive: workers,
-          tasks: stats,
-          ...(problems.length > 0 && { problems }),
+          latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n),
         };
       } catch (error) {
-        checks.queue = { ok: false, affectsStatus: true, error: (error as Error).message };
+        checks.database = { ok: false, affectsStatus: true, error: (error as Error).message };
       }
-    } else {
-      checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
-    }
-    Object.assign(
-      checks,
-      await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)),
-    );
-    const failing = Object.entries(checks)
-      .filter(([, c]) => c.affectsStatus && c.ok !== true)
-      .map(([name]) => name);
-    const warnings = Object.entries(checks)
-      .filter(([, c]) => !c.affectsStatus && c.ok === false)
-      .map(([name]) => name);
-    return reply
-      .code(failing.length === 0 ? 200 : 503)
-      .send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
+      if (checks.database.ok) {
+        try {
+          const [workers, stats] = await Promise.all([
+            liveWorkers(deps.db, deps.workerStaleSeconds),
+            queueStats(deps.db),
+          ]);
+          const stale = stats.filter(
+            (s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds,
+          );
+          const problems = [
+            ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
+            ...stale.map(
+              (s) =>
+                `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`,
+            ),
+          ];
+          checks.queue = {
+            ok: problems.length === 0,
+            affectsStatus: true,
+            workersAlive: workers,
+            tasks: stats,
+            ...(problems.length > 0 && { problems }),
+          };
+        } catch (error) {
+          checks.queue = { ok: false, affectsStatus: true, error: (error as Error).message };
+        }
+      } else {
+        checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
+      }
+      Object.assign(
+        checks,
+        await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)),
+      );
+      const failing = Object.entries(checks)
+        .filter(([, c]) => c.affectsStatus && c.ok !== true)
+        .map(([name]) => name);
+      const warnings = Object.entries(checks)
+        .filter(([, c]) => !c.affectsStatus && c.ok === false)
+        .map(([name]) => name);
+      return reply
+        .code(failing.length === 0 ? 200 : 503)
+        .send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
+    },
   });
 }
 

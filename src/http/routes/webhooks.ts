@@ -1,9 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import type { Db } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
-import { readIpn } from '../../integrations/nowpayments/index.ts';
+import { PAYMENT_STATUSES, readIpn } from '../../integrations/nowpayments/index.ts';
 import { recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
 import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
+import { described, route, shapes } from '../openapi/index.ts';
 import { createRateLimiter } from '../rate-limit.ts';
 
 export interface WebhookDeps {
@@ -22,6 +24,30 @@ export interface WebhookDeps {
   /** Told of every answer, refusals included: its HTTP status and, when intake took the IPN, intake's outcome (metrics). */
   onAnswered?: (answer: { status: number; outcome: IntakeOutcome | null }) => void;
 }
+
+// NOWPayments sends amounts as JSON numbers; they are read from the raw text without rounding (never as floats).
+const numberOrText = z.union([z.number(), z.string()]);
+/** What the IPN reader takes, for the document: the body is read by readIpn after the signature over its bytes. */
+const ipnBody = z.looseObject({
+  payment_id: numberOrText,
+  invoice_id: numberOrText.nullish(),
+  parent_payment_id: numberOrText.nullish(),
+  payment_status: z.enum(PAYMENT_STATUSES),
+  order_id: described('PGP-{userId}|{channelId}: the Telegram user and the channel paid into.', z.string()),
+  pay_currency: z.string(),
+  pay_amount: numberOrText,
+  actually_paid: numberOrText,
+  price_amount: numberOrText,
+  price_currency: z.string(),
+  outcome_amount: numberOrText,
+  outcome_currency: z.string(),
+});
+const ipnAnswer = z.object({
+  paymentId: z.string(),
+  status: z.enum(PAYMENT_STATUSES),
+  outcome: z.enum(['recorded', 'advanced', 'unchanged', 'review']),
+  reviewReason: z.string().optional(),
+});
 
 /**
  * POST /webhooks/nowpayments. The raw body is kept as text (the signature covers it and amounts are parsed from it
@@ -42,38 +68,65 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       onAnswered({ status: reply.statusCode, outcome: outcomes.get(request) ?? null }),
     );
 
-  app.post('/webhooks/nowpayments', { onRequest: sourceGuard(deps) }, async (request, reply) => {
-    const raw = typeof request.body === 'string' ? request.body : '';
-    const signature = request.headers['x-nowpayments-sig'];
-    const reading = readIpn(raw, typeof signature === 'string' ? signature : undefined, deps.ipnSecret);
-    if (!reading.ok) {
-      request.log.warn({ event: 'ipn_rejected', status: reading.status, reason: reading.error }, 'IPN rejected');
-      return reply.code(reading.status).send({ error: reading.error });
-    }
-    // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
-    const result = await recordIpn(deps.db, reading.ipn, deps.intake, {
-      logger: request.log as Logger,
-      notify: deps.notifyAlerts === true,
-    });
-    outcomes.set(request, result.outcome);
-    if (result.credited === 'threshold') deps.onThresholdCredit?.();
-    const log = {
-      event: 'ipn_accepted',
-      paymentId: result.paymentId,
-      status: result.status,
-      outcome: result.outcome,
-      credited: result.credited,
-      confirming: result.confirming,
-      reviewReason: result.reviewReason,
-    };
-    if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
-    else request.log.info(log, 'IPN accepted');
-    return reply.code(result.outcome === 'review' ? 202 : 200).send({
-      paymentId: result.paymentId,
-      status: result.status,
-      outcome: result.outcome,
-      ...(result.reviewReason && { reviewReason: result.reviewReason }),
-    });
+  route(app, {
+    method: 'POST',
+    path: '/webhooks/nowpayments',
+    tag: 'intake',
+    auth: 'ipn',
+    summary: "NOWPayments' payment notification (IPN)",
+    rawBody: {
+      mediaType: 'application/json',
+      description:
+        'The IPN as NOWPayments sends it; its signature covers these bytes, and amounts are read from the text exactly.',
+      schema: ipnBody,
+    },
+    responses: {
+      200: { description: 'Recorded, advanced, or unchanged (a repeat or an earlier status).', schema: ipnAnswer },
+      202: { description: 'Kept for review: a person decides (`reviewReason`).', schema: ipnAnswer },
+      400: { description: 'Malformed: not JSON, not an object, or a field that is wrong.', schema: shapes.errorBody },
+      401: { description: 'No x-nowpayments-sig, or a signature that does not match.', schema: shapes.errorBody },
+      403: { description: 'The source address is not in NOWPAYMENTS_ALLOWED_IPS.', schema: shapes.errorBody },
+      413: { description: 'Larger than WEBHOOK_BODY_LIMIT_BYTES.', schema: shapes.errorBody },
+      429: {
+        description: 'The source is over WEBHOOK_RATE_LIMIT.',
+        schema: shapes.errorBody,
+        headers: { 'retry-after': 'Seconds to wait.' },
+      },
+    },
+    onRequest: sourceGuard(deps),
+    handler: async (_input, request, reply) => {
+      const raw = typeof request.body === 'string' ? request.body : '';
+      const signature = request.headers['x-nowpayments-sig'];
+      const reading = readIpn(raw, typeof signature === 'string' ? signature : undefined, deps.ipnSecret);
+      if (!reading.ok) {
+        request.log.warn({ event: 'ipn_rejected', status: reading.status, reason: reading.error }, 'IPN rejected');
+        return reply.code(reading.status).send({ error: reading.error });
+      }
+      // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
+      const result = await recordIpn(deps.db, reading.ipn, deps.intake, {
+        logger: request.log as Logger,
+        notify: deps.notifyAlerts === true,
+      });
+      outcomes.set(request, result.outcome);
+      if (result.credited === 'threshold') deps.onThresholdCredit?.();
+      const log = {
+        event: 'ipn_accepted',
+        paymentId: result.paymentId,
+        status: result.status,
+        outcome: result.outcome,
+        credited: result.credited,
+        confirming: result.confirming,
+        reviewReason: result.reviewReason,
+      };
+      if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
+      else request.log.info(log, 'IPN accepted');
+      return reply.code(result.outcome === 'review' ? 202 : 200).send({
+        paymentId: result.paymentId,
+        status: result.status,
+        outcome: result.outcome,
+        ...(result.reviewReason && { reviewReason: result.reviewReason }),
+      });
+    },
   });
 }
 

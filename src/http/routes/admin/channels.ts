@@ -20,6 +20,7 @@ import {
   type Rehomed,
 } from '../../../pipeline/index.ts';
 import { readStatement, StatementCheckError, statementQuery } from '../../../statements/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import { channelSummary } from '../channel-summary.ts';
 import { actorOf, notFound, type AdminDeps } from './shared.ts';
 
@@ -29,85 +30,165 @@ const channelParams = z.object({
 
 /** The channel registry (save, read, pay out now) and the currency/network pairs a channel may be paid in. */
 export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.put('/api/channels/:channelId', async (request, reply) => {
-    const { channelId } = channelParams.parse(request.params);
-    const input = channelInputSchema.parse(request.body ?? {});
-    const actor = actorOf(request);
-    const { channel, created, walletChanged, before, rehomed } = await saveChannel(deps, channelId, input, actor);
-    request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
-    if (walletChanged && before) alertWalletChanged(request.log, channelId, actor, before, channel);
-    logRehomed(request.log, channelId, rehomed);
-    if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
-    await creditKeptPayments(request.log, deps, channelId);
-    // A lowered threshold may be crossed already.
-    await runThresholdCheck(deps.db, [channelId]);
-    return reply
-      .code(created ? 201 : 200)
-      .send({ ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) });
+  const badId = 'Not a Telegram chat id.';
+  const noChannel = { description: 'No such channel.', schema: shapes.errorBody };
+
+  route(app, {
+    method: 'PUT',
+    path: '/api/channels/:channelId',
+    tag: 'channels',
+    auth: 'admin',
+    summary: 'Create or update a channel: how and where its owner is paid',
+    description:
+      'Every field is validated (the wallet address for its network) before anything is stored; audited. A strategy ' +
+      'switch strands nothing: waiting payments move to the new strategy in the same commit.',
+    params: channelParams,
+    body: { schema: channelInputSchema, required: false },
+    responses: {
+      200: { description: 'Updated: the channel as GET shows it.', schema: shapes.channel },
+      201: { description: 'Created: the channel as GET shows it.', schema: shapes.channel },
+      400: { description: `${badId} Or a field that is wrong, named; nothing is stored.`, schema: shapes.errorBody },
+    },
+    handler: async ({ params: { channelId }, body: input }, request, reply) => {
+      const actor = actorOf(request);
+      const { channel, created, walletChanged, before, rehomed } = await saveChannel(deps, channelId, input, actor);
+      request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
+      if (walletChanged && before) alertWalletChanged(request.log, channelId, actor, before, channel);
+      logRehomed(request.log, channelId, rehomed);
+      if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
+      await creditKeptPayments(request.log, deps, channelId);
+      // A lowered threshold may be crossed already.
+      await runThresholdCheck(deps.db, [channelId]);
+      return reply
+        .code(created ? 201 : 200)
+        .send({ ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) });
+    },
   });
 
   // Pay the channel's whole available USDT now, whatever its threshold.
-  app.post('/api/channels/:channelId/payout', async (request, reply) => {
-    const { channelId } = channelParams.parse(request.params);
-    const actor = actorOf(request);
-    try {
-      const payoutId = await payChannelNow(deps.db, channelId, actor);
-      if (!payoutId) return notFound(reply, `channel ${channelId}`);
-      request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
-      return reply.code(201).send(await getPayout(deps.db, payoutId));
-    } catch (error) {
-      if (error instanceof PayNowRefused)
-        return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
-      throw error;
-    }
+  route(app, {
+    method: 'POST',
+    path: '/api/channels/:channelId/payout',
+    tag: 'channels',
+    auth: 'admin',
+    summary: "Pay the channel's whole available USDT now, whatever its threshold",
+    params: channelParams,
+    responses: {
+      201: { description: 'The batch opened (held and tried again when below the minimum).', schema: shapes.payout },
+      400: { description: badId, schema: shapes.errorBody },
+      404: noChannel,
+      409: { description: 'A batch is open, or the channel holds no USDT.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { channelId } }, request, reply) => {
+      const actor = actorOf(request);
+      try {
+        const payoutId = await payChannelNow(deps.db, channelId, actor);
+        if (!payoutId) return notFound(reply, `channel ${channelId}`);
+        request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
+        return reply.code(201).send(await getPayout(deps.db, payoutId));
+      } catch (error) {
+        if (error instanceof PayNowRefused)
+          return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
+        throw error;
+      }
+    },
   });
 
-  app.get('/api/channels/:channelId', async (request, reply) => {
-    const { channelId } = channelParams.parse(request.params);
-    const channel = await getChannel(deps.db, channelId);
-    if (!channel) return notFound(reply, `channel ${channelId}`);
-    return { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
+  route(app, {
+    method: 'GET',
+    path: '/api/channels/:channelId',
+    tag: 'channels',
+    auth: 'admin',
+    summary: 'One channel: its configuration, ledger balances and open payouts',
+    params: channelParams,
+    responses: {
+      200: { description: 'The channel.', schema: shapes.channel },
+      400: { description: badId, schema: shapes.errorBody },
+      404: noChannel,
+    },
+    handler: async ({ params: { channelId } }, _request, reply) => {
+      const channel = await getChannel(deps.db, channelId);
+      if (!channel) return notFound(reply, `channel ${channelId}`);
+      return { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
+    },
   });
 
   // The channel's statement between two times, from its ledger accounts (src/statements): the query's rules are there.
   // Served only once it adds up.
-  app.get('/api/channels/:channelId/statement', async (request, reply) => {
-    const { channelId } = channelParams.parse(request.params);
-    const query = statementQuery.parse(request.query);
-    let answer;
-    try {
-      answer = await readStatement(deps.db, channelId, query);
-    } catch (error) {
-      if (!(error instanceof StatementCheckError)) throw error;
-      request.log.error(
-        { event: 'statement_check_failed', channelId, err: error },
-        'statement does not add up; not served',
-      );
-      return reply.code(500).send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
-    }
-    if (!answer) return notFound(reply, `channel ${channelId}`);
-    // Balances and payments: never kept by a browser or a proxy.
-    reply.header('cache-control', 'no-store');
-    if (answer.format === 'json') return reply.send(answer.statement);
-    // The CSV streams as it is read; its totals were proven before the first byte, so a failure now cuts the body.
-    const body = Readable.from(answer.lines, { highWaterMark: 2 });
-    body.on('error', (error) =>
-      request.log.error(
-        {
-          event: error instanceof StatementCheckError ? 'statement_check_failed' : 'statement_failed',
-          channelId,
-          err: error,
+  route(app, {
+    method: 'GET',
+    path: '/api/channels/:channelId/statement',
+    tag: 'channels',
+    auth: 'admin',
+    summary: "The channel's statement per asset between two times, proven against the ledger",
+    description:
+      "`from` inclusive, `to` exclusive (ISO 8601 with a zone; by default the channel's creation and now). JSON is " +
+      'paged (`limit`, and `after` from the previous page); the CSV is the whole range, streamed.',
+    params: channelParams,
+    query: statementQuery,
+    responses: {
+      200: {
+        description: 'The statement: JSON, or CSV with `format=csv`.',
+        schema: shapes.statement,
+        mediaType: 'text/csv',
+        headers: {
+          'cache-control': '`no-store`: never kept by a browser or a proxy.',
+          'content-disposition': 'For the CSV: attachment, with a file name naming the channel and the range.',
         },
-        'statement CSV failed part way; response cut',
-      ),
-    );
-    return reply
-      .type('text/csv; charset=utf-8')
-      .header('content-disposition', `attachment; filename="${answer.filename}"`)
-      .send(body);
+      },
+      400: {
+        description: `${badId} Or a bound that is not a time, a range that runs backwards, a bad page, or an unknown parameter.`,
+        schema: shapes.errorBody,
+      },
+      404: noChannel,
+      500: { description: 'The statement does not add up (a bug): not served.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { channelId }, query }, request, reply) => {
+      let answer;
+      try {
+        answer = await readStatement(deps.db, channelId, query);
+      } catch (error) {
+        if (!(error instanceof StatementCheckError)) throw error;
+        request.log.error(
+          { event: 'statement_check_failed', channelId, err: error },
+          'statement does not add up; not served',
+        );
+        return reply
+          .code(500)
+          .send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
+      }
+      if (!answer) return notFound(reply, `channel ${channelId}`);
+      // Balances and payments: never kept by a browser or a proxy.
+      reply.header('cache-control', 'no-store');
+      if (answer.format === 'json') return reply.send(answer.statement);
+      // The CSV streams as it is read; its totals were proven before the first byte, so a failure now cuts the body.
+      const body = Readable.from(answer.lines, { highWaterMark: 2 });
+      body.on('error', (error) =>
+        request.log.error(
+          {
+            event: error instanceof StatementCheckError ? 'statement_check_failed' : 'statement_failed',
+            channelId,
+            err: error,
+          },
+          'statement CSV failed part way; response cut',
+        ),
+      );
+      return reply
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="${answer.filename}"`)
+        .send(body);
+    },
   });
 
-  app.get('/api/supported-pairs', async () => ({ pairs: await listSupportedPairs(deps.db) }));
+  route(app, {
+    method: 'GET',
+    path: '/api/supported-pairs',
+    tag: 'channels',
+    auth: 'admin',
+    summary: 'The currency/network pairs a channel may be paid in',
+    responses: { 200: { description: 'The pairs.', schema: shapes.supportedPairs } },
+    handler: async () => ({ pairs: await listSupportedPairs(deps.db) }),
+  });
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   listConversions,
   resolveConversion,
 } from '../../../pipeline/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import { actorOf, listLimit, note, notFound, refused, requiredNote, txHash, type AdminDeps } from './shared.ts';
 
 const conversionQuery = z
@@ -40,35 +41,79 @@ const conversionResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The conversions' list and detail, a retry, and a resolve confirmed on chain. */
 export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.get('/api/conversions', async (request) => {
-    const query = conversionQuery.parse(request.query);
-    return { conversions: await listConversions(deps.db, { ...query }) };
+  route(app, {
+    method: 'GET',
+    path: '/api/conversions',
+    tag: 'conversions',
+    auth: 'admin',
+    summary: 'Conversions (ETH → USDT batches), newest first',
+    description: '`?status=needs_review` is their review queue.',
+    query: conversionQuery,
+    responses: {
+      200: { description: 'The conversions.', schema: z.object({ conversions: z.array(shapes.conversion) }) },
+      400: { description: 'A bad status or limit, or an unknown parameter.', schema: shapes.errorBody },
+    },
+    handler: async ({ query }) => ({ conversions: await listConversions(deps.db, { ...query }) }),
   });
 
-  app.get('/api/conversions/:conversionId', async (request, reply) => {
-    const { conversionId } = conversionParams.parse(request.params);
-    return (await getConversion(deps.db, conversionId)) ?? notFound(reply, `conversion ${conversionId}`);
+  route(app, {
+    method: 'GET',
+    path: '/api/conversions/:conversionId',
+    tag: 'conversions',
+    auth: 'admin',
+    summary: 'One conversion',
+    params: conversionParams,
+    responses: {
+      200: { description: 'The conversion.', schema: shapes.conversion },
+      400: { description: 'Not a conversion id.', schema: shapes.errorBody },
+      404: { description: 'No such conversion.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { conversionId } }, _request, reply) =>
+      (await getConversion(deps.db, conversionId)) ?? notFound(reply, `conversion ${conversionId}`),
   });
 
   // retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
-  app.post('/api/conversions/:conversionId/:action', async (request, reply) => {
-    const { conversionId, action } = conversionActionParams.parse(request.params);
-    const resolution = action === 'resolve' ? conversionResolutionBody.parse(request.body ?? {}) : undefined;
-    const actor = actorOf(request);
-    try {
-      const result = resolution
-        ? await resolveConversion(deps.db, deps.chain, conversionId, resolution, actor)
-        : await applyConversionAction(deps.db, conversionId, 'retry', actor, { pollDeadlineMs: deps.pollDeadlineMs });
-      if (!result) return notFound(reply, `conversion ${conversionId}`);
-      request.log.warn(
-        { event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to },
-        'conversion changed by hand',
-      );
-      return await getConversion(deps.db, conversionId);
-    } catch (error) {
-      if (error instanceof ConversionActionRefused || error instanceof ConversionResolveRefused)
-        return refused(reply, action, `conversion ${conversionId}`, error);
-      throw error;
-    }
+  route(app, {
+    method: 'POST',
+    path: '/api/conversions/:conversionId/:action',
+    tag: 'conversions',
+    auth: 'admin',
+    summary: 'Retry a conversion in review, or resolve it with what became of its ETH (confirmed on chain)',
+    params: conversionActionParams,
+    body: {
+      schema: conversionResolutionBody.optional(),
+      required: false,
+      when: (params) => params.action === 'resolve',
+      description: 'For resolve only (received, returned or lost); retry ignores a body.',
+    },
+    responses: {
+      200: { description: 'Done: the conversion as it is now.', schema: shapes.conversion },
+      400: { description: 'Not a conversion id, an unknown action, or a bad resolution.', schema: shapes.errorBody },
+      404: { description: 'No such conversion.', schema: shapes.errorBody },
+      409: {
+        description: 'Not safe from its state, or the chain disagrees with the resolution: the reason.',
+        schema: shapes.errorBody,
+      },
+    },
+    handler: async ({ params: { conversionId, action }, body: resolution }, request, reply) => {
+      const actor = actorOf(request);
+      try {
+        const result = resolution
+          ? await resolveConversion(deps.db, deps.chain, conversionId, resolution, actor)
+          : await applyConversionAction(deps.db, conversionId, 'retry', actor, {
+              pollDeadlineMs: deps.pollDeadlineMs,
+            });
+        if (!result) return notFound(reply, `conversion ${conversionId}`);
+        request.log.warn(
+          { event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to },
+          'conversion changed by hand',
+        );
+        return await getConversion(deps.db, conversionId);
+      } catch (error) {
+        if (error instanceof ConversionActionRefused || error instanceof ConversionResolveRefused)
+          return refused(reply, action, `conversion ${conversionId}`, error);
+        throw error;
+      }
+    },
   });
 }

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { exportCsv, EXPORTS, parseBounds, resolveRange } from '../../../statements/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import type { AdminDeps } from './shared.ts';
 
 // The bounds are checked by parseBounds (ISO 8601, a zone with a time of day), with messages naming what is wrong.
@@ -20,50 +21,80 @@ export const EXPORTS_AT_ONCE = 2;
 export function exportRoutes(app: FastifyInstance, deps: AdminDeps): void {
   let running = 0;
   for (const name of EXPORTS) {
-    app.get(`/api/exports/${name}.csv`, async (request, reply) => {
-      const query = exportQuery.parse(request.query);
-      const range = resolveRange(parseBounds(query), {
-        from: new Date(0),
-        to: new Date(),
-        fromName: 'default: the beginning',
-        toName: 'default: now',
-      });
-      if (running >= EXPORTS_AT_ONCE)
+    route(app, {
+      method: 'GET',
+      path: `/api/exports/${name}.csv`,
+      tag: 'exports',
+      auth: 'admin',
+      summary: `The ${name} of a time range as CSV, streamed`,
+      description: '`from` inclusive, `to` exclusive (ISO 8601 with a zone); the whole history up to now by default.',
+      query: exportQuery,
+      responses: {
+        200: {
+          description: 'The CSV, streamed batch by batch; a failure part way cuts the body.',
+          mediaType: 'text/csv',
+          headers: {
+            'content-disposition': 'attachment, with a file name naming the range',
+            'cache-control': '`no-store`: never kept by a browser or a proxy.',
+          },
+        },
+        400: {
+          description: 'A bound that is not a time, a range that runs backwards, or an unknown parameter.',
+          schema: shapes.errorBody,
+        },
+        429: {
+          description: `${EXPORTS_AT_ONCE} exports are running on this server.`,
+          schema: shapes.errorBody,
+          headers: { 'retry-after': 'Seconds to wait.' },
+        },
+      },
+      handler: async ({ query }, request, reply) => {
+        const range = resolveRange(parseBounds(query), {
+          from: new Date(0),
+          to: new Date(),
+          fromName: 'default: the beginning',
+          toName: 'default: now',
+        });
+        if (running >= EXPORTS_AT_ONCE)
+          return reply
+            .code(429)
+            .header('retry-after', '30')
+            .send({ error: `${EXPORTS_AT_ONCE} exports are running on this server; try again once one has finished` });
+        running++;
+        let released = false;
+        const release = () => {
+          if (!released) running--;
+          released = true;
+        };
+        const lines = exportCsv(deps.db, name, range);
+        let first: IteratorResult<string, void>;
+        try {
+          // The header line is read before answering: a database that cannot start the export is a 500, not a cut body.
+          first = await lines.next();
+        } catch (error) {
+          release();
+          throw error;
+        }
+        async function* all(): AsyncGenerator<string> {
+          if (!first.done) yield first.value;
+          yield* lines;
+        }
+        const body = Readable.from(all(), { highWaterMark: 2 });
+        // Ended, failed or abandoned by its reader: the stream closes either way, and its snapshot is released.
+        body.on('close', release);
+        body.on('error', (error) =>
+          request.log.error(
+            { event: 'export_failed', export: name, err: error },
+            'export failed part way; response cut',
+          ),
+        );
+        const file = `${name}-${range.from.toISOString()}-${range.to.toISOString()}.csv`.replaceAll(':', '');
         return reply
-          .code(429)
-          .header('retry-after', '30')
-          .send({ error: `${EXPORTS_AT_ONCE} exports are running on this server; try again once one has finished` });
-      running++;
-      let released = false;
-      const release = () => {
-        if (!released) running--;
-        released = true;
-      };
-      const lines = exportCsv(deps.db, name, range);
-      let first: IteratorResult<string, void>;
-      try {
-        // The header line is read before answering: a database that cannot start the export is a 500, not a cut body.
-        first = await lines.next();
-      } catch (error) {
-        release();
-        throw error;
-      }
-      async function* all(): AsyncGenerator<string> {
-        if (!first.done) yield first.value;
-        yield* lines;
-      }
-      const body = Readable.from(all(), { highWaterMark: 2 });
-      // Ended, failed or abandoned by its reader: the stream closes either way, and its snapshot is released.
-      body.on('close', release);
-      body.on('error', (error) =>
-        request.log.error({ event: 'export_failed', export: name, err: error }, 'export failed part way; response cut'),
-      );
-      const file = `${name}-${range.from.toISOString()}-${range.to.toISOString()}.csv`.replaceAll(':', '');
-      return reply
-        .header('cache-control', 'no-store')
-        .header('content-disposition', `attachment; filename="${file}"`)
-        .type('text/csv; charset=utf-8')
-        .send(body);
+          .header('cache-control', 'no-store')
+          .header('content-disposition', `attachment; filename="${file}"`)
+          .type('text/csv; charset=utf-8')
+          .send(body);
+      },
     });
   }
 }

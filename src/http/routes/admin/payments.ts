@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { applyPaymentAction, getPayment, PAYMENT_ACTIONS, PaymentActionRefused } from '../../../pipeline/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import { actorOf, note, notFound, refused, type AdminDeps } from './shared.ts';
 
 const paymentParams = z.object({
@@ -12,28 +13,58 @@ const paymentActionBody = z.object({ note, expectedReason: z.string().min(1).max
 
 /** GET /api/payments/:paymentId, and the decisions on a payment intake kept for review. */
 export function paymentRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.get('/api/payments/:paymentId', async (request, reply) => {
-    const { paymentId } = paymentParams.parse(request.params);
-    return (await getPayment(deps.db, paymentId)) ?? notFound(reply, `payment ${paymentId}`);
+  route(app, {
+    method: 'GET',
+    path: '/api/payments/:paymentId',
+    tag: 'payments',
+    auth: 'admin',
+    summary: 'One payment',
+    params: paymentParams,
+    responses: {
+      200: { description: 'The payment.', schema: shapes.payment },
+      400: { description: 'Not a NOWPayments payment id.', schema: shapes.errorBody },
+      404: { description: 'No such payment.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { paymentId } }, _request, reply) =>
+      (await getPayment(deps.db, paymentId)) ?? notFound(reply, `payment ${paymentId}`),
   });
 
   // credit / ignore / reverse / recheck a payment intake kept for review; each only from a reason where it is safe.
-  app.post('/api/payments/:paymentId/:action', async (request, reply) => {
-    const { paymentId, action } = paymentActionParams.parse(request.params);
-    const { note: text, expectedReason } = paymentActionBody.parse(request.body ?? {});
-    const actor = actorOf(request);
-    try {
-      const result = await applyPaymentAction(deps.db, paymentId, action, actor, deps.intake, text, expectedReason);
-      if (!result) return notFound(reply, `payment ${paymentId}`);
-      request.log.warn(
-        { event: 'payment_action', action, paymentId, actor, reason: result.reason, credited: result.credited },
-        'payment in review decided by hand',
-      );
-      if (result.credited === 'threshold') deps.onThresholdCredit?.();
-      return await getPayment(deps.db, paymentId);
-    } catch (error) {
-      if (error instanceof PaymentActionRefused) return refused(reply, action, `payment ${paymentId}`, error);
-      throw error;
-    }
+  route(app, {
+    method: 'POST',
+    path: '/api/payments/:paymentId/:action',
+    tag: 'payments',
+    auth: 'admin',
+    summary: 'Decide on a payment kept for review: credit, ignore, reverse or recheck',
+    description:
+      'Each action only from a review reason where it is safe (docs/architecture.md, Payments in review). ' +
+      '`expectedReason`: the exact review reason acted on; when the payment holds another by then, 409 and nothing is done.',
+    params: paymentActionParams,
+    body: { schema: paymentActionBody, required: false },
+    responses: {
+      200: { description: 'Done: the payment as it is now.', schema: shapes.payment },
+      400: { description: 'Not a payment id, an unknown action, or a bad body.', schema: shapes.errorBody },
+      404: { description: 'No such payment.', schema: shapes.errorBody },
+      409: {
+        description: 'Not safe from its review reason or where its money is, or its reason changed: the reason.',
+        schema: shapes.errorBody,
+      },
+    },
+    handler: async ({ params: { paymentId, action }, body: { note: text, expectedReason } }, request, reply) => {
+      const actor = actorOf(request);
+      try {
+        const result = await applyPaymentAction(deps.db, paymentId, action, actor, deps.intake, text, expectedReason);
+        if (!result) return notFound(reply, `payment ${paymentId}`);
+        request.log.warn(
+          { event: 'payment_action', action, paymentId, actor, reason: result.reason, credited: result.credited },
+          'payment in review decided by hand',
+        );
+        if (result.credited === 'threshold') deps.onThresholdCredit?.();
+        return await getPayment(deps.db, paymentId);
+      } catch (error) {
+        if (error instanceof PaymentActionRefused) return refused(reply, action, `payment ${paymentId}`, error);
+        throw error;
+      }
+    },
   });
 }

@@ -9,6 +9,7 @@ import {
   PayoutActionInvalid,
   PayoutActionRefused,
 } from '../../../pipeline/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
 
 const payoutQuery = z
@@ -45,37 +46,80 @@ const resolutionBody = z.discriminatedUnion('outcome', [
 
 /** The payouts' list and detail, and the actions a person takes on one. */
 export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.get('/api/payouts', async (request) => {
-    const query = payoutQuery.parse(request.query);
-    return { payouts: await listPayouts(deps.db, { ...query }) };
+  route(app, {
+    method: 'GET',
+    path: '/api/payouts',
+    tag: 'payouts',
+    auth: 'admin',
+    summary: 'Payouts (threshold batches and instant payouts), newest first',
+    description: '`?status=needs_review` is the review queue.',
+    query: payoutQuery,
+    responses: {
+      200: { description: 'The payouts.', schema: z.object({ payouts: z.array(shapes.payout) }) },
+      400: { description: 'A bad filter or limit, or an unknown parameter.', schema: shapes.errorBody },
+    },
+    handler: async ({ query }) => ({ payouts: await listPayouts(deps.db, { ...query }) }),
   });
 
-  app.get('/api/payouts/:payoutId', async (request, reply) => {
-    const { payoutId } = payoutParams.parse(request.params);
-    return (await getPayout(deps.db, payoutId)) ?? notFound(reply, `payout ${payoutId}`);
+  route(app, {
+    method: 'GET',
+    path: '/api/payouts/:payoutId',
+    tag: 'payouts',
+    auth: 'admin',
+    summary: 'One payout',
+    params: payoutParams,
+    responses: {
+      200: { description: 'The payout.', schema: shapes.payout },
+      400: { description: 'Not a payout id.', schema: shapes.errorBody },
+      404: { description: 'No such payout.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { payoutId } }, _request, reply) =>
+      (await getPayout(deps.db, payoutId)) ?? notFound(reply, `payout ${payoutId}`),
   });
 
   // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
-  app.post('/api/payouts/:payoutId/:action', async (request, reply) => {
-    const { payoutId, action } = payoutActionParams.parse(request.params);
-    const resolution = action === 'resolve' ? resolutionBody.parse(request.body ?? {}) : undefined;
-    const actor = actorOf(request);
-    try {
-      const result = await applyPayoutAction(deps.db, payoutId, action, actor, {
-        pollDeadlineMs: deps.pollDeadlineMs,
-        chain: deps.chain,
-        ...(resolution && { resolution }),
-      });
-      if (!result) return notFound(reply, `payout ${payoutId}`);
-      request.log.warn(
-        { event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to },
-        'payout changed by hand',
-      );
-      return await getPayout(deps.db, payoutId);
-    } catch (error) {
-      if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
-      if (error instanceof PayoutActionRefused) return refused(reply, action, `payout ${payoutId}`, error);
-      throw error;
-    }
+  route(app, {
+    method: 'POST',
+    path: '/api/payouts/:payoutId/:action',
+    tag: 'payouts',
+    auth: 'admin',
+    summary: 'Act on a payout: retry, cancel, approve or resolve',
+    description: 'Each action only from a state where it is safe (docs/architecture.md, Payout states); audited.',
+    params: payoutActionParams,
+    body: {
+      schema: resolutionBody.optional(),
+      required: false,
+      when: (params) => params.action === 'resolve',
+      description: 'For resolve only (what became of the payout); the other actions ignore a body.',
+    },
+    responses: {
+      200: { description: 'Done: the payout as it is now.', schema: shapes.payout },
+      400: {
+        description: 'Not a payout id, an unknown action, a bad resolution, or a resolution its state does not allow.',
+        schema: shapes.errorBody,
+      },
+      404: { description: 'No such payout.', schema: shapes.errorBody },
+      409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { payoutId, action }, body: resolution }, request, reply) => {
+      const actor = actorOf(request);
+      try {
+        const result = await applyPayoutAction(deps.db, payoutId, action, actor, {
+          pollDeadlineMs: deps.pollDeadlineMs,
+          chain: deps.chain,
+          ...(resolution && { resolution }),
+        });
+        if (!result) return notFound(reply, `payout ${payoutId}`);
+        request.log.warn(
+          { event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to },
+          'payout changed by hand',
+        );
+        return await getPayout(deps.db, payoutId);
+      } catch (error) {
+        if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
+        if (error instanceof PayoutActionRefused) return refused(reply, action, `payout ${payoutId}`, error);
+        throw error;
+      }
+    },
   });
 }

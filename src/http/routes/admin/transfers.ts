@@ -7,6 +7,7 @@ import {
   listTransfers,
   TransferActionRefused,
 } from '../../../pipeline/transfer/index.ts';
+import { route, shapes } from '../../openapi/index.ts';
 import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
 
 const transferQuery = z
@@ -26,34 +27,80 @@ const transferResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The host wallet's on-chain transfers: list, detail, and the actions a person asks for. */
 export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.get('/api/transfers', async (request) => {
-    const query = transferQuery.parse(request.query);
-    return { transfers: await listTransfers(deps.db, { ...query }) };
+  route(app, {
+    method: 'GET',
+    path: '/api/transfers',
+    tag: 'transfers',
+    auth: 'admin',
+    summary: 'Host-wallet transfers, newest first',
+    description: '`?status=needs_review` is their review queue.',
+    query: transferQuery,
+    responses: {
+      200: {
+        description: 'The transfers (without their versions).',
+        schema: z.object({ transfers: z.array(shapes.transfer) }),
+      },
+      400: { description: 'A bad status or limit, or an unknown parameter.', schema: shapes.errorBody },
+    },
+    handler: async ({ query }) => ({ transfers: await listTransfers(deps.db, { ...query }) }),
   });
 
-  app.get('/api/transfers/:transferId', async (request, reply) => {
-    const { transferId } = transferParams.parse(request.params);
-    return (await getTransfer(deps.db, transferId)) ?? notFound(reply, `transfer ${transferId}`);
+  route(app, {
+    method: 'GET',
+    path: '/api/transfers/:transferId',
+    tag: 'transfers',
+    auth: 'admin',
+    summary: 'One transfer, with every signed version',
+    params: transferParams,
+    responses: {
+      200: { description: 'The transfer.', schema: shapes.transfer },
+      400: { description: 'Not a transfer id.', schema: shapes.errorBody },
+      404: { description: 'No such transfer.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { transferId } }, _request, reply) =>
+      (await getTransfer(deps.db, transferId)) ?? notFound(reply, `transfer ${transferId}`),
   });
 
   // bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
   // retry takes a transfer out of review at once.
-  app.post('/api/transfers/:transferId/:action', async (request, reply) => {
-    const { transferId, action } = transferActionParams.parse(request.params);
-    const resolution = action === 'resolve' ? transferResolutionBody.parse(request.body ?? {}) : undefined;
-    const actor = actorOf(request);
-    try {
-      const result = await applyTransferAction(deps.db, transferId, action, actor, resolution);
-      if (!result) return notFound(reply, `transfer ${transferId}`);
-      const { from, to, requested } = result;
-      request.log.warn(
-        { event: 'transfer_action', action, transferId, actor, from, to, requested },
-        'transfer action by hand',
-      );
-      return reply.code(requested === null ? 200 : 202).send(await getTransfer(deps.db, transferId));
-    } catch (error) {
-      if (error instanceof TransferActionRefused) return refused(reply, action, `transfer ${transferId}`, error);
-      throw error;
-    }
+  route(app, {
+    method: 'POST',
+    path: '/api/transfers/:transferId/:action',
+    tag: 'transfers',
+    auth: 'admin',
+    summary: 'Act on a transfer: bump, cancel, resolve (carried out by a worker) or retry',
+    params: transferActionParams,
+    body: {
+      schema: transferResolutionBody.optional(),
+      required: false,
+      when: (params) => params.action === 'resolve',
+      description: 'For resolve only (mined, or never sent); the other actions ignore a body.',
+    },
+    responses: {
+      200: { description: 'Retried: the transfer as it is now.', schema: shapes.transfer },
+      202: {
+        description: 'Asked for: a worker carries it out. The transfer with the request.',
+        schema: shapes.transfer,
+      },
+      400: { description: 'Not a transfer id, an unknown action, or a bad resolution.', schema: shapes.errorBody },
+      404: { description: 'No such transfer.', schema: shapes.errorBody },
+      409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
+    },
+    handler: async ({ params: { transferId, action }, body: resolution }, request, reply) => {
+      const actor = actorOf(request);
+      try {
+        const result = await applyTransferAction(deps.db, transferId, action, actor, resolution);
+        if (!result) return notFound(reply, `transfer ${transferId}`);
+        const { from, to, requested } = result;
+        request.log.warn(
+          { event: 'transfer_action', action, transferId, actor, from, to, requested },
+          'transfer action by hand',
+        );
+        return reply.code(requested === null ? 200 : 202).send(await getTransfer(deps.db, transferId));
+      } catch (error) {
+        if (error instanceof TransferActionRefused) return refused(reply, action, `transfer ${transferId}`, error);
+        throw error;
+      }
+    },
   });
 }
