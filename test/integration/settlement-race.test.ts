@@ -12,7 +12,7 @@
  */
 import fc from 'fast-check';
 import type { JobHelpers } from 'graphile-worker';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { formatUnits, parseUnitsFloor } from '../../src/money/index.ts';
 import { pipelineTasks, type StageDeps } from '../../src/pipeline/index.ts';
@@ -22,96 +22,85 @@ import {
   createConversionExchange,
 } from '../../src/pipeline/conversion/run.ts';
 import { payoutTransferHooks } from '../../src/pipeline/payout/run.ts';
-import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
-import { eventually, resetFaults, startOutside, type Outside } from '../support/outside.ts';
-import { runJobByHand, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
-import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
+import { worldFirst, worldTest } from '../support/fixtures.ts';
+import { eventually, resetFaults } from '../support/outside.ts';
+import { runJobByHand, workerStageDeps } from '../support/payrail.ts';
+import { freshWallet } from '../support/payouts.ts';
 
 /** Rounds, each a fresh conversion (FUZZ_RUNS overrides; a failure prints fast-check's seed and path to replay). */
 const ROUNDS = Number(process.env.FUZZ_RUNS ?? '') || 30;
 
-let outside: Outside;
-let db: TestDatabase;
-/** The admin API; no worker: every job here is run by hand. */
-let web: TestPayrail;
-let deps: StageDeps;
-let hooks: TransferHooksByPurpose;
-let conversionPoll: (conversionId: string) => Promise<unknown>;
-let nextPaymentId = 9_880_000_000;
-let nextChannel = 1_009_880_000_001;
-
-beforeAll(async () => {
-  outside = await startOutside();
-  db = await createTestDatabase();
-  await bookHostFunding(db, outside);
-  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: outside.env });
-  deps = workerStageDeps(db, outside, { env: { CONVERSION_MIN_USD: '1' } });
-  hooks = { conversion: conversionTransferHooks(deps), payout: payoutTransferHooks(deps) };
-  const task = pipelineTasks(deps).conversion_poll as (payload: unknown, helpers: JobHelpers) => Promise<unknown>;
-  // The handler reads its payload only; the job's helpers are graphile-worker's, not the stage's.
-  conversionPoll = (conversionId) => task({ conversionId }, {} as JobHelpers);
-});
-
-afterAll(async () => {
-  try {
-    await web?.stop();
-    if (db && outside) await expectLedgerEqualsChain(db, outside);
-  } finally {
-    await db?.close();
-    await outside?.stop();
-  }
-});
-
-async function conversion(id: string) {
-  return db.db.selectFrom('conversions').selectAll().where('conversion_id', '=', id).executeTakeFirstOrThrow();
-}
-
-/**
- * One threshold payment (its threshold out of reach) converted by hand up to its exchange's end: sent, or in review
- * after ChangeNow said failed and then finished it after all. Returns the conversion, its channel and payment, and
- * the exchange's payout as ChangeNow reports it and the chain shows it.
- */
-async function finishedConversion(start: 'sent' | 'needs_review') {
-  const channelId = await saveChannel(web, `-${nextChannel++}`, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: freshWallet(),
-  });
-  const paymentId = await sendFinished(web, nextPaymentId++, channelId);
-  const id = (await batchPendingPayments(deps)) as string;
-  expect(id).not.toBeNull();
-  if (start === 'needs_review') outside.sim.failNextExchange('failed');
-  await runJobByHand(db, `conversion_exchange:${id}`, () => createConversionExchange(deps, id));
-  const transferId = (await conversion(id)).transfer_id as string;
-  await runJobByHand(db, `transfer_send:${transferId}`, () => sendTransfer(deps, hooks, transferId));
-  await runJobByHand(db, `transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks, transferId));
-  expect((await conversion(id)).status).toBe('sent');
-  const exchangeId = (await conversion(id)).exchange_id as string;
-  if (start === 'needs_review') {
-    await runJobByHand(db, `conversion_poll:${id}`, () => conversionPoll(id));
-    expect(await conversion(id)).toMatchObject({
-      status: 'needs_review',
-      reason: 'exchange failed; the ETH sent has not come back',
-    });
-    // ChangeNow's support finishes the swap after all.
-    Object.assign(outside.sim.exchanges.get(exchangeId) as object, { status: 'sending', forcedEnd: null });
-  }
-  let finished: Awaited<ReturnType<StageDeps['exchange']['getExchange']>> | undefined;
-  await eventually('the exchange finished and paid out on chain', async () => {
-    finished = await deps.exchange.getExchange(exchangeId);
-    return (
-      finished.status === 'finished' &&
-      finished.payoutHash !== null &&
-      (await deps.wallet.receipt(finished.payoutHash as `0x${string}`)) !== null
-    );
-  });
-  const units = parseUnitsFloor(finished!.amountTo as string, 6).units;
-  return { id, channelId, paymentId, payoutHash: (finished!.payoutHash as string).toLowerCase(), units };
-}
+const it = worldFirst(
+  worldTest({
+    // The admin API; no worker: every job here is run by hand.
+    filePayrail: { roles: { web: true, worker: false } },
+    firstPaymentId: 9_880_000_000,
+    firstChannel: 1_009_880_000_001,
+  })
+    .extend('stages', { scope: 'file' }, ({ world }) => {
+      const deps = workerStageDeps(world.db, world.outside, { env: { CONVERSION_MIN_USD: '1' } });
+      const task = pipelineTasks(deps).conversion_poll as (payload: unknown, helpers: JobHelpers) => Promise<unknown>;
+      return {
+        deps,
+        hooks: { conversion: conversionTransferHooks(deps), payout: payoutTransferHooks(deps) },
+        // The handler reads its payload only; the job's helpers are graphile-worker's, not the stage's.
+        conversionPoll: (conversionId: string) => task({ conversionId }, {} as JobHelpers),
+      };
+    })
+    .extend('conversion', ({ db }) => async (id: string) => {
+      return db.db.selectFrom('conversions').selectAll().where('conversion_id', '=', id).executeTakeFirstOrThrow();
+    })
+    /**
+     * One threshold payment (its threshold out of reach) converted by hand up to its exchange's end: sent, or in review
+     * after ChangeNow said failed and then finished it after all. Returns the conversion, its channel and payment, and
+     * the exchange's payout as ChangeNow reports it and the chain shows it.
+     */
+    .extend(
+      'finishedConversion',
+      ({ outside, db, channel, pay, stages, conversion }) =>
+        async (start: 'sent' | 'needs_review') => {
+          const { deps, hooks, conversionPoll } = stages;
+          const channelId = await channel({
+            payoutStrategy: 'threshold',
+            thresholdUsd: '1000000',
+            payoutCurrency: 'usdt',
+            payoutNetwork: 'eth',
+            walletAddress: freshWallet(),
+          });
+          const paymentId = await pay(channelId);
+          const id = (await batchPendingPayments(deps)) as string;
+          expect(id).not.toBeNull();
+          if (start === 'needs_review') outside.sim.failNextExchange('failed');
+          await runJobByHand(db, `conversion_exchange:${id}`, () => createConversionExchange(deps, id));
+          const transferId = (await conversion(id)).transfer_id as string;
+          await runJobByHand(db, `transfer_send:${transferId}`, () => sendTransfer(deps, hooks, transferId));
+          await runJobByHand(db, `transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks, transferId));
+          expect((await conversion(id)).status).toBe('sent');
+          const exchangeId = (await conversion(id)).exchange_id as string;
+          if (start === 'needs_review') {
+            await runJobByHand(db, `conversion_poll:${id}`, () => conversionPoll(id));
+            expect(await conversion(id)).toMatchObject({
+              status: 'needs_review',
+              reason: 'exchange failed; the ETH sent has not come back',
+            });
+            // ChangeNow's support finishes the swap after all.
+            Object.assign(outside.sim.exchanges.get(exchangeId) as object, { status: 'sending', forcedEnd: null });
+          }
+          let finished: Awaited<ReturnType<StageDeps['exchange']['getExchange']>> | undefined;
+          await eventually('the exchange finished and paid out on chain', async () => {
+            finished = await deps.exchange.getExchange(exchangeId);
+            return (
+              finished.status === 'finished' &&
+              finished.payoutHash !== null &&
+              (await deps.wallet.receipt(finished.payoutHash as `0x${string}`)) !== null
+            );
+          });
+          const units = parseUnitsFloor(finished!.amountTo as string, 6).units;
+          return { id, channelId, paymentId, payoutHash: (finished!.payoutHash as string).toLowerCase(), units };
+        },
+    ),
+);
 
 type Actor = 'poll' | 'reaped poll' | 'retry' | 'resolve';
 const ACTORS: readonly Actor[] = ['poll', 'reaped poll', 'retry', 'resolve'];
@@ -123,7 +112,15 @@ const rounds = fc.record({
   offsets: fc.array(fc.integer({ min: 0, max: 25 }), { minLength: ACTORS.length, maxLength: ACTORS.length }),
 });
 
-it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credited once, the conversion ends completed', async () => {
+it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credited once, the conversion ends completed', async ({
+  outside,
+  db,
+  payrail,
+  stages,
+  conversion,
+  finishedConversion,
+}) => {
+  const { conversionPoll } = stages;
   const seed =
     process.env.FUZZ_SEED === undefined
       ? {}
@@ -137,9 +134,9 @@ it('the poll, a reaped copy of it, retry and resolve at once: the USDT is credit
       const act: Record<Actor, () => Promise<unknown>> = {
         poll: () => conversionPoll(id),
         'reaped poll': () => conversionPoll(id),
-        retry: () => web.request('POST', `/api/conversions/${id}/retry`),
+        retry: () => payrail.request('POST', `/api/conversions/${id}/retry`),
         resolve: () =>
-          web.request('POST', `/api/conversions/${id}/resolve`, {
+          payrail.request('POST', `/api/conversions/${id}/resolve`, {
             body: {
               outcome: 'received',
               amount: formatUnits(units, 6),
