@@ -157,10 +157,15 @@ export function openApiDocument(operations: readonly Operation[], options: Docum
     if (op.auth === 'metrics') security = [{ metricsToken: [] }];
     for (const requirement of security) for (const name of Object.keys(requirement)) schemes.add(name);
 
+    // A strict query schema refuses what it does not name: worth saying, since most HTTP APIs ignore such parameters.
+    const strictQuery = op.query !== undefined && convert(op.query, 'input').additionalProperties === false;
+    const description = [op.description, strictQuery ? 'An unknown query parameter is refused (400).' : undefined]
+      .filter((text) => text !== undefined)
+      .join(' ');
     (paths[path] ??= {})[op.method.toLowerCase()] = {
       operationId,
       summary: op.summary,
-      ...(op.description !== undefined && { description: op.description }),
+      ...(description !== '' && { description }),
       tags: [op.tag],
       security,
       ...(parameters.length > 0 && { parameters }),

@@ -19,7 +19,7 @@ import {
   toBody,
   type SelfAddresses,
 } from '../../events/index.ts';
-import { route, shapes } from '../openapi/index.ts';
+import { described, route, shapes } from '../openapi/index.ts';
 
 export interface EventRouteDeps {
   db: Db;
@@ -30,15 +30,21 @@ export interface EventRouteDeps {
 const eventType = z.enum(EVENT_TYPES);
 const eventsQuery = z
   .object({
-    after: z
-      .string()
-      .refine((s) => decodeCursor(s) !== null, 'must be a cursor from an earlier answer')
-      .optional(),
-    type: z
-      .string()
-      .transform((s) => s.split(','))
-      .pipe(z.array(eventType).min(1))
-      .optional(),
+    after: described(
+      "An earlier answer's `next`: the events after it. Absent: from the first event.",
+      z
+        .string()
+        .refine((s) => decodeCursor(s) !== null, 'must be a cursor from an earlier answer')
+        .optional(),
+    ),
+    type: described(
+      `Event types, comma-separated: ${EVENT_TYPES.join(', ')}. Absent: every type.`,
+      z
+        .string()
+        .transform((s) => s.split(','))
+        .pipe(z.array(eventType).min(1))
+        .optional(),
+    ),
     limit: z.coerce.number().int().min(1).max(1_000).default(100),
   })
   .strict();
