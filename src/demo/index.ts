@@ -1,10 +1,11 @@
 /**
  * `payrail demo`: payrail as `payrail start` runs it on a fresh machine (embedded PostgreSQL, anvil, the ChangeNow
- * simulator, web and worker in one process), but in a data directory of its own and on free ports, so it never meets
- * a running `npm start`. It registers channels, sends a stream of signed IPNs, follows each stage until it is done
- * (every payment in a completed payout, or converted and waiting on its channel's balance below the threshold with
- * nothing open for the channel, as the threshold strategy does), prints what happened with the ledger check, and keeps
- * payrail up for its dashboard.
+ * and NOWPayments simulators, web and worker in one process), but in a data directory of its own and on free ports, so
+ * it never meets a running `npm start`. It registers channels, has a stream of subscribers buy (an invoice from
+ * payrail's checkout, paid in the NOWPayments simulator, which sends payrail the signed IPNs), follows each stage until
+ * it is done (every payment in a completed payout, or converted and waiting on its channel's balance below the
+ * threshold with nothing open for the channel, as the threshold strategy does), prints what happened with the ledger
+ * check, and keeps payrail up for its dashboard.
  *
  * Results go to stdout, progress to stderr. Exit codes: 0 done (and checks passed), 1 not done within the time limit,
  * stuck (nothing left that moves on by itself) or a check failed, 64 bad options, 130 interrupted.
@@ -19,34 +20,38 @@ import { loadConfig, secretValues, type Config } from '../config.ts';
 import { localDevSecrets } from '../dev-secrets.ts';
 import { createLogger } from '../log.ts';
 import { createChainWallet } from '../integrations/wallet/index.ts';
-import { DEFAULT_PAIRS, freePorts, randomSeed, Rng, startChainSender } from '../simulators/index.ts';
+import { DEFAULT_PAIRS, freePorts, randomSeed, Rng } from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
-import {
-  ethAmounts,
-  finishedIpnBody,
-  IpnSendError,
-  planPayments,
-  queueConversionCheck,
-  sendIpns,
-  signIpnBody,
-  type PlannedPayment,
-  type SendOutcome,
-  type SignedIpn,
-} from './ipns.ts';
+import { queueConversionCheck } from './ipns.ts';
 import {
   DEMO_USAGE,
   DemoUsageError,
-  IPNS_PER_SECOND,
+  PURCHASES_PER_SECOND,
   OUTAGE_SECONDS,
   readDemoOptions,
   type DemoOptions,
 } from './options.ts';
 import { ProgressDisplay, readCounts, type StageCounts } from './progress.ts';
+import {
+  buyAll,
+  emptyTally,
+  planPayments,
+  PurchaseError,
+  tallyPurchase,
+  type BuyOutcome,
+  type DeliveryTally,
+  type PlannedPayment,
+  type Shop,
+} from './purchases.ts';
 import { explainPending, summarize } from './summary.ts';
 
-const IPN_CONCURRENCY = 4;
+/**
+ * Purchases under way at once: each is two calls to payrail's checkout at most, the outcome forwarded on the chain and
+ * a handful of IPNs, so this many keep up with the pace.
+ */
+const PURCHASE_CONCURRENCY = 16;
 const TICK_MS = 500;
-/** On top of the stream's own duration: a default run completes in well under a minute after its last IPN. */
+/** On top of the stream's own duration: a default run completes in well under a minute after its last purchase. */
 const DEFAULT_TIME_LIMIT_S = 600;
 /**
  * How long the run must show nothing pending, converting, in flight or open, yet not be done, before the demo calls it
@@ -69,12 +74,12 @@ const DEMO_SETTINGS: ReadonlyArray<[name: string, value: string, why: string]> =
 ];
 
 /**
- * Done: every payment received and either in a completed payout or converted and waiting on its channel's balance
+ * Done: every payment credited and either in a completed payout or converted and waiting on its channel's balance
  * below the threshold with nothing pending, converting or open for that channel (a balance below its threshold
  * rightly waits for more money); no payout open.
  */
 function isDone(c: StageCounts, payments: number): boolean {
-  return c.received === payments && c.paidOut + c.waiting === payments && c.payoutsOpen === 0;
+  return c.credited === payments && c.paidOut + c.waiting === payments && c.payoutsOpen === 0;
 }
 
 /** Nothing that moves on by itself: no payment pending or converting, no conversion, payout or transfer open, no job queued. */
@@ -89,75 +94,76 @@ function isIdle(c: StageCounts): boolean {
   );
 }
 
-/** What the sender has done so far, for the progress note. */
+/** What the buyers have done so far, for the progress note. */
 interface StreamState {
-  /** Every payment but the closing ones was sent and answered. */
-  streamSent: boolean;
-  /** Closing payments not sent yet. */
+  /** Every payment but the closing ones was bought. */
+  streamDone: boolean;
+  /** Purchases begun, closing ones included. */
+  started: number;
+  /** Closing payments not bought yet. */
   closingLeft: number;
 }
 
-interface StreamOutcome extends SendOutcome {
-  /** When the last payment of the stream proper (not a closing one) was answered. */
-  streamAnsweredAt: number;
+interface StreamOutcome extends BuyOutcome {
+  /** When the last payment of the stream proper (not a closing one) was paid. */
+  streamDoneAt: number;
 }
 
 /**
- * The IPNs: the stream, paced, then each threshold channel's closing payment once none of that channel's payments is
- * pending or converting. Conversions can settle out of order (one created before an outage ends may settle after a
+ * The purchases: the stream, paced, then each threshold channel's closing payment once every earlier payment of that
+ * channel is converted. Conversions can settle out of order (one created before an outage ends may settle after a
  * later one), so a closing payment converted before an earlier payment would leave that payment's USDT on the channel
- * below its threshold after the closing batch: correct, but not the demo's point. Sent once the channel's payments are
- * converted, its USDT is the channel's last.
+ * below its threshold after the closing batch: correct, but not the demo's point. Bought once the channel's payments
+ * are converted, its USDT is the channel's last. A payment still waiting for NOWPayments' confirmation has no
+ * conversion status yet, so the channel's converted payments are counted, not its unconverted ones.
  */
-async function sendStream(
-  url: string,
+async function buyStream(
+  shop: Shop,
   pool: pg.Pool,
   payments: readonly PlannedPayment[],
-  bodies: readonly SignedIpn[],
   state: StreamState,
+  tally: DeliveryTally,
+  onStarted: () => void,
   stopped: () => string | undefined,
 ): Promise<StreamOutcome> {
-  const streamBodies = bodies.filter((_, i) => !payments[i]?.closing);
-  let closing = payments.flatMap((p, i) =>
-    p.closing ? [{ channelId: p.channel.id, body: bodies[i] as SignedIpn }] : [],
-  );
+  const onPurchase = (purchase: Parameters<typeof tallyPurchase>[1]) => tallyPurchase(tally, purchase);
+  const onStart = () => {
+    state.started += 1;
+    onStarted();
+  };
+  const stream = payments.filter((p) => !p.closing);
+  let closing = payments.filter((p) => p.closing);
+  const earlier = new Map<string, number>();
+  for (const p of stream)
+    if (p.channel.strategy === 'threshold') earlier.set(p.channel.id, (earlier.get(p.channel.id) ?? 0) + 1);
   state.closingLeft = closing.length;
-  const first = await sendIpns(url, streamBodies, {
-    concurrency: IPN_CONCURRENCY,
-    perSecond: IPNS_PER_SECOND,
+  const first = await buyAll(shop, stream, {
+    concurrency: PURCHASE_CONCURRENCY,
+    perSecond: PURCHASES_PER_SECOND,
     stopped,
+    onStart,
+    onPurchase,
   });
-  state.streamSent = true;
-  const latencies = [...first.latencies];
-  let lastAnsweredAt = first.lastAnsweredAt;
+  state.streamDone = true;
+  let lastDoneAt = first.lastDoneAt;
   while (closing.length > 0) {
     const reason = stopped();
-    if (reason !== undefined) throw new IpnSendError(`${closing.length} closing IPNs were not sent: ${reason}`);
-    const { rows } = await pool.query<{ channel_id: string }>(
-      `select distinct channel_id from payments where conversion_status in ('pending', 'converting')`,
+    if (reason !== undefined) throw new PurchaseError(`${closing.length} closing purchases were not made: ${reason}`);
+    const { rows } = await pool.query<{ channel_id: string; converted: number }>(
+      `select channel_id, count(*)::int as converted from payments where conversion_status = 'completed' group by 1`,
     );
-    const unconverted = new Set(rows.map((r) => r.channel_id));
-    const ready = closing.filter((c) => !unconverted.has(c.channelId));
+    const converted = new Map(rows.map((r) => [r.channel_id, r.converted]));
+    const ready = closing.filter((c) => (converted.get(c.channel.id) ?? 0) >= (earlier.get(c.channel.id) ?? 0));
     if (ready.length === 0) {
       await new Promise((resolve) => setTimeout(resolve, TICK_MS));
       continue;
     }
-    const outcome = await sendIpns(
-      url,
-      ready.map((c) => c.body),
-      { concurrency: IPN_CONCURRENCY, stopped },
-    );
-    latencies.push(...outcome.latencies);
-    lastAnsweredAt = outcome.lastAnsweredAt;
+    const outcome = await buyAll(shop, ready, { concurrency: PURCHASE_CONCURRENCY, stopped, onStart, onPurchase });
+    lastDoneAt = outcome.lastDoneAt;
     closing = closing.filter((c) => !ready.includes(c));
     state.closingLeft = closing.length;
   }
-  return {
-    firstSentAt: first.firstSentAt,
-    streamAnsweredAt: first.lastAnsweredAt,
-    lastAnsweredAt,
-    latencies: Float64Array.from(latencies).sort(),
-  };
+  return { firstStartedAt: first.firstStartedAt, streamDoneAt: first.lastDoneAt, lastDoneAt };
 }
 
 class DemoFailure extends Error {
@@ -262,7 +268,7 @@ class Demo {
     let code = 1;
     let keep = !this.temporary;
     try {
-      process.stderr.write('starting payrail (embedded PostgreSQL, anvil, ChangeNow simulator) ...\n');
+      process.stderr.write('starting payrail (embedded PostgreSQL, anvil, ChangeNow and NOWPayments simulators) ...\n');
       const startingAt = Date.now();
       payrail = await startPayrail(config, { web: true, worker: true }, logger);
       process.stderr.write(`payrail started in ${((Date.now() - startingAt) / 1000).toFixed(1)} s at ${payrail.url}\n`);
@@ -308,6 +314,13 @@ class Demo {
       `  ports     web ${ports.web}, PostgreSQL ${ports.postgres}, anvil ${ports.chain}, ChangeNow simulator ${ports.changenow}, NOWPayments simulator ${ports.nowpayments} (free ports: a running npm start is not touched)`,
     );
     this.out(
+      "  NOWPayments  the simulator, with the run's generated NOWPAYMENTS_API_KEY and NOWPAYMENTS_IPN_SECRET, as `payrail start` has it:",
+    );
+    this.out(
+      '            payrail creates invoices there and confirms every credit with it; it signs the IPNs and sends them to the address checkout',
+    );
+    this.out("            gave it, payrail's own (PUBLIC_URL is unset: payrail and the simulator share this machine)");
+    this.out(
       '  settings  changed from the defaults so that payouts happen within seconds (payrail is otherwise as `payrail start` runs it):',
     );
     for (const [name, value, why] of DEMO_SETTINGS) this.out(`              ${`${name}=${value}`.padEnd(30)} ${why}`);
@@ -317,12 +330,17 @@ class Demo {
     this.out('            cron looks every CONVERSION_INTERVAL, 1 minute at least)');
   }
 
-  /** Channels, the IPN stream, the outage, progress until every payout has completed, then the summary. */
+  /** Channels, the purchases, the outage, progress until every payout has completed, then the summary. */
   private async drive(payrail: Payrail, config: Config): Promise<number> {
     const url = payrail.url as string;
     const pool = payrail.database.pool;
     const simulator = payrail.outside?.simulator;
     if (!simulator) throw new Error('the local run has no ChangeNow simulator');
+    const nowpayments = payrail.outside?.nowpayments;
+    if (!nowpayments) throw new Error('the local run has no NOWPayments simulator (NOWPAYMENTS_API_KEY unset?)');
+    const rpcUrl = payrail.outside?.rpcUrl;
+    if (!rpcUrl) throw new Error('the local run has no chain');
+    const host = privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
     const rng = new Rng(this.options.seed);
 
     const channels = demoChannels(rng, this.options.channels);
@@ -331,61 +349,71 @@ class Demo {
 
     const payments = planPayments(rng, channels, this.options.payments);
     const ethUsd = (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate;
-    const now = new Date();
-    const bodies = payments.map((p) =>
-      signIpnBody(p.paymentId, finishedIpnBody(p, ethUsd, now), config.NOWPAYMENTS_IPN_SECRET),
-    );
-    // NOWPayments knows every payment it sends an IPN for: the local run credits each once its simulator confirms it.
-    const nowpaymentsSim = payrail.outside?.nowpayments;
-    if (nowpaymentsSim) for (const b of bodies) nowpaymentsSim.addPayment(b.raw);
-    // NOWPayments forwards each payment's outcome to the host wallet before it sends `finished`: on the local chain too,
-    // so the host wallet holds what the ledger credits and the summary can compare ledger and chain.
-    const rpcUrl = payrail.outside?.rpcUrl;
-    if (!rpcUrl) throw new Error('the local run has no chain');
-    const host = privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
-    const nowpayments = await startChainSender(rpcUrl);
-    for (const p of payments) await nowpayments.send(host, ethAmounts(p.priceCents, ethUsd).outcomeWei);
+    const shop: Shop = {
+      payrailUrl: url,
+      adminToken: config.ADMIN_TOKEN,
+      nowpaymentsUrl: nowpayments.url,
+      seed: this.options.seed,
+    };
+    const tally = emptyTally();
     const totals = {
       payments: payments.length,
       thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length,
     };
     this.out();
     this.out(
-      `sending ${payments.length} signed finished IPNs to ${url}/webhooks/nowpayments, ${IPNS_PER_SECOND} a second (priced at ${ethUsd} USD/ETH, the simulator's rate;`,
+      `${payments.length} subscribers buy, ${PURCHASES_PER_SECOND} a second, as on the platform: payrail's checkout creates each invoice (POST /api/invoices`,
     );
     this.out(
-      `the last payment of each threshold channel is an annual plan above its threshold, sent once the channel's earlier payments`,
+      `with an Idempotency-Key), the subscriber pays it in the NOWPayments simulator (${ethUsd} USD/ETH, the ChangeNow simulator's rate),`,
     );
     this.out(
-      `are converted, so every payment ends paid out; a payment converted after it would wait below the threshold, as the strategy does)`,
+      `which forwards the outcome to the host wallet and sends the signed IPNs (waiting, confirming, finished; some resent, some late)`,
+    );
+    this.out(
+      `to payrail's webhook; payrail credits each payment once NOWPayments' API (GET /v1/payment/{id}) confirms it.`,
+    );
+    this.out(
+      `The last payment of each threshold channel is an annual plan above its threshold, bought once the channel's earlier payments`,
+    );
+    this.out(
+      `are converted, so every payment ends paid out; a payment converted after it would wait below the threshold, as the strategy does.`,
     );
 
     const progress = new ProgressDisplay(process.stderr, totals, process.stderr.isTTY === true);
     const startedAt = Date.now();
-    const timeLimitS = this.options.timeLimitS ?? DEFAULT_TIME_LIMIT_S + Math.ceil(payments.length / IPNS_PER_SECOND);
+    const timeLimitS =
+      this.options.timeLimitS ?? DEFAULT_TIME_LIMIT_S + Math.ceil(payments.length / PURCHASES_PER_SECOND);
     const deadline = startedAt + timeLimitS * 1000;
     let sent: StreamOutcome | undefined;
     let sendError: Error | undefined;
-    // Set when the run ends early (time limit, a blocked payout): the rest of the stream is not sent.
+    // Set when the run ends early (time limit, a blocked payout): the rest of the purchases are not made.
     let halted = false;
-    const stream: StreamState = { streamSent: false, closingLeft: payments.filter((p) => p.closing).length };
-    const sending = sendStream(`${url}/webhooks/nowpayments`, pool, payments, bodies, stream, () =>
+    const stream: StreamState = {
+      streamDone: false,
+      started: 0,
+      closingLeft: payments.filter((p) => p.closing).length,
+    };
+    // Halfway through the stream proper (the closing payments come after it), counted in purchases started, not in
+    // time: a busy machine may buy slower than the pace, and the second half must still meet the outage.
+    const outageAfter = Math.ceil((payments.length - stream.closingLeft) / 2);
+    let outage: { startedAt: number; endedAt: number } | undefined;
+    let wake: () => void = () => undefined;
+    this.onInterrupt = () => wake();
+    const onStarted = () => {
+      if (this.options.outage && outage === undefined && stream.started === outageAfter) wake();
+    };
+    const sending = buyStream(shop, pool, payments, stream, tally, onStarted, () =>
       this.interrupted ? 'interrupted' : halted ? 'the demo stopped' : undefined,
     ).then(
       (outcome) => void (sent = outcome),
       (error: Error) => void (sendError = error),
     );
-
-    // Halfway through the stream proper (the closing payments come after it).
-    const outageAt = startedAt + (((payments.length - stream.closingLeft) / 2) * 1000) / IPNS_PER_SECOND;
-    let outage: { startedAt: number; endedAt: number } | undefined;
-    let wake: () => void = () => undefined;
-    this.onInterrupt = () => wake();
     let counts: StageCounts;
     let stuckSince: number | undefined;
     try {
       for (;;) {
-        if (this.options.outage && outage === undefined && Date.now() >= outageAt) {
+        if (this.options.outage && outage === undefined && stream.started >= outageAfter) {
           await simulator.setFault('down');
           outage = { startedAt: Date.now(), endedAt: 0 };
         }
@@ -399,11 +427,11 @@ class Demo {
         if (this.interrupted) throw new DemoFailure('interrupted');
         if (sendError)
           throw new DemoFailure(
-            sendError instanceof IpnSendError ? sendError.message : `sending IPNs failed: ${sendError.message}`,
+            sendError instanceof PurchaseError ? sendError.message : `the purchases failed: ${sendError.message}`,
           );
         const outageOver = !outage || outage.endedAt > 0;
         if (sent !== undefined && outageOver && isDone(counts, totals.payments)) break;
-        // Idle (nothing that moves on by itself) while every IPN is sent and ChangeNow is up, yet not done: stuck.
+        // Idle (nothing that moves on by itself) while every purchase is made and ChangeNow is up, yet not done: stuck.
         stuckSince = sent !== undefined && outageOver && isIdle(counts) ? (stuckSince ?? Date.now()) : undefined;
         const blocked = this.blocked(
           counts,
@@ -421,12 +449,11 @@ class Demo {
           );
         }
         if (counts.pendingConversion > 0) await queueConversionCheck(pool);
-        // The next tick, or the outage's start or end if sooner, so the outage begins halfway through the stream.
-        const outageDue = !this.options.outage
-          ? Infinity
-          : outage === undefined
-            ? outageAt
-            : outage.endedAt === 0
+        // The next tick, or the outage's start (at once: half the stream has begun) or end if sooner.
+        const outageDue =
+          this.options.outage && outage === undefined && stream.started >= outageAfter
+            ? 0
+            : outage && outage.endedAt === 0
               ? outage.startedAt + OUTAGE_SECONDS * 1000
               : Infinity;
         await new Promise<void>((resolve) => {
@@ -450,10 +477,12 @@ class Demo {
 
     const elapsedS = ((Date.now() - startedAt) / 1000).toFixed(1);
     const intake = sent
-      ? `the stream took ${((sent.streamAnsweredAt - sent.firstSentAt) / 1000).toFixed(1)} s, the last closing payment was answered at ${((sent.lastAnsweredAt - sent.firstSentAt) / 1000).toFixed(1)} s`
-      : 'the IPNs were not all sent';
+      ? `the stream took ${((sent.streamDoneAt - sent.firstStartedAt) / 1000).toFixed(1)} s, the last closing payment was paid at ${((sent.lastDoneAt - sent.firstStartedAt) / 1000).toFixed(1)} s`
+      : 'the purchases were not all made';
     const summary = await summarize(payrail.database.db, pool, {
       plannedPayments: payments.length,
+      purchases: tally,
+      nowpaymentsApiCalls: nowpayments.calls(),
       simulatorExchanges: simulator.exchanges.size,
       chain: {
         wallet: createChainWallet({
@@ -471,7 +500,9 @@ class Demo {
       summary.waiting === 0
         ? `every payment paid out (${summary.paidOut})`
         : `paid out ${summary.paidOut}; ${summary.waiting} converted and waiting below their channel's threshold, as the threshold strategy does`;
-    this.out(`== summary: done ${elapsedS} s after the first IPN (${intake}): ${outcome}; every payout completed ==`);
+    this.out(
+      `== summary: done ${elapsedS} s after the first purchase (${intake}): ${outcome}; every payout completed ==`,
+    );
     this.out();
     for (const line of summary.lines) this.out(line);
     this.out();
@@ -503,22 +534,24 @@ class Demo {
   ): string {
     if (outage && outage.endedAt === 0) {
       const left = Math.max(0, Math.ceil((outage.startedAt + OUTAGE_SECONDS * 1000 - Date.now()) / 1000));
-      return `ChangeNow DOWN (--outage, back in ${left} s): IPNs are still answered and recorded; exchanges wait and retry`;
+      return `ChangeNow DOWN (--outage, back in ${left} s): invoices are still created and paid, IPNs answered and recorded; exchanges wait and retry`;
     }
     if (outage)
       return `ChangeNow back up after ${((outage.endedAt - outage.startedAt) / 1000).toFixed(0)} s down: the waiting jobs retry and catch up`;
-    if (this.options.outage) return 'sending IPNs; ChangeNow goes down when half are sent';
-    if (stream.streamSent && stream.closingLeft > 0)
-      return `stream sent; ${stream.closingLeft} closing payments wait until their channel's earlier payments are converted`;
-    if (!streamDone) return 'sending IPNs';
-    if (c.pendingConversion > 0 || c.converting > 0) return 'all IPNs answered; converting and paying out';
-    return 'all IPNs answered; paying out';
+    if (this.options.outage) return 'subscribers buying; ChangeNow goes down once half of them have begun';
+    if (stream.streamDone && stream.closingLeft > 0)
+      return `stream bought; ${stream.closingLeft} closing payments wait until their channel's earlier payments are converted`;
+    if (!streamDone) return 'subscribers buying: invoice from checkout, paid in the NOWPayments simulator';
+    if (c.credited < this.options.payments)
+      return 'every invoice paid; crediting as NOWPayments confirms, converting and paying out';
+    if (c.pendingConversion > 0 || c.converting > 0) return 'every payment credited; converting and paying out';
+    return 'every payment credited; paying out';
   }
 
   /**
    * Why the run cannot complete without a person, or undefined while it still can. `idleMs`: how long the run has
-   * shown nothing pending, converting, in flight or open (no job queued either) with every IPN sent and ChangeNow up,
-   * yet not done: nothing moves it on any more, and waiting for the time limit would only delay the same diagnosis.
+   * shown nothing pending, converting, in flight or open (no job queued either) with every purchase made and ChangeNow
+   * up, yet not done: nothing moves it on any more, and waiting for the time limit would only delay the same diagnosis.
    */
   private blocked(c: StageCounts, streamDone: boolean, payments: number, idleMs: number): string | undefined {
     if (c.payoutsBlocked > 0)
@@ -530,7 +563,7 @@ class Demo {
       return `${c.payoutsHeld} payouts are held (below ChangeNow's minimum, or a wallet change hold)`;
     if (idleMs >= STUCK_AFTER_MS) {
       const rest = payments - c.paidOut - c.waiting;
-      return `stuck: nothing pending, converting, in flight or open for ${(idleMs / 1000).toFixed(1)} s, yet ${rest} of ${payments} payments are neither paid out nor waiting below their channel's threshold (${c.received} received, ${c.paidOut} paid out, ${c.waiting} waiting): nothing moves them on`;
+      return `stuck: nothing pending, converting, in flight or open for ${(idleMs / 1000).toFixed(1)} s, yet ${rest} of ${payments} payments are neither paid out nor waiting below their channel's threshold (${c.credited} credited, ${c.paidOut} paid out, ${c.waiting} waiting): nothing moves them on`;
     }
     return undefined;
   }

@@ -1,144 +1,16 @@
 /**
- * Traffic into payrail as NOWPayments sends it: `finished` IPNs, signed, over HTTP. Shared by the demo (a seeded plan
- * of subscription payments, paced) and bench/pipeline.ts (pre-signed bodies, as fast as it can), together with the
- * conversion check a driver queues while payments wait below the batch minimum.
+ * Signed IPNs sent straight to payrail's webhook, as fast as it answers: bench/pipeline.ts measures intake with them
+ * (pre-signed bodies). The demo's payments do not come this way (they go through checkout and the NOWPayments
+ * simulator, purchases.ts). Both drivers queue the conversion check below while payments wait under the batch minimum.
  */
-import { LosslessNumber, parse, stringify } from 'lossless-json';
 import type pg from 'pg';
-import { canonicalIpnJson, signIpn } from '../integrations/nowpayments/index.ts';
-import { formatUnits, parseUnits } from '../money/index.ts';
 import { CONVERSION_BATCH_QUEUE } from '../pipeline/conversion/run.ts';
-import type { Rng } from '../simulators/index.ts';
-import type { DemoChannel } from './channels.ts';
 
 export interface SignedIpn {
   readonly paymentId: string;
   readonly raw: string;
   readonly signature: string;
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-// The demo's payments
-
-/** Subscription plans in US cents; the weights make the cheap ones common, as on the platform. */
-const PLANS: ReadonlyArray<{ cents: bigint; weight: number; name: string }> = [
-  { cents: 500n, weight: 30, name: 'Basic, 30 days' },
-  { cents: 1000n, weight: 30, name: 'Standard, 30 days' },
-  { cents: 1500n, weight: 20, name: 'Premium, 30 days' },
-  { cents: 2500n, weight: 12, name: 'Premium, 60 days' },
-  { cents: 4900n, weight: 8, name: 'VIP, 90 days' },
-];
-/** NOWPayments' own cut between what the subscriber paid and the outcome it forwards: 0.5 %, in thousandths. */
-const NOWPAYMENTS_FEE_PER_MILLE = 5n;
-/** NOWPayments states ETH amounts to 8 decimals: 10^10 wei. */
-const ETH_STEP_WEI = 10n ** 10n;
-const FIRST_PAYMENT_ID = 5_100_000_000n;
-
-export interface PlannedPayment {
-  readonly paymentId: string;
-  readonly userId: string;
-  readonly channel: DemoChannel;
-  readonly priceCents: bigint;
-  readonly plan: string;
-  /**
-   * The payment that carries its threshold channel over its threshold at the end of the stream: the demo sends it once
-   * the channel's earlier payments are converted, so its USDT is the channel's last.
-   */
-  readonly closing: boolean;
-}
-
-/**
- * `count` payments over the channels, drawn from the seed. The last one of each threshold channel is an annual plan
- * worth more than its threshold on its own, sent after every other payment (the demo waits until the channel's
- * earlier payments are converted): a batch is made only when a balance reaches its threshold, so without it the last
- * few payments of a channel would (rightly) wait for more money, and the demo could not end with every payment paid out.
- */
-export function planPayments(rng: Rng, channels: readonly DemoChannel[], count: number): PlannedPayment[] {
-  const closers = channels.filter((c) => c.strategy === 'threshold');
-  if (count < closers.length) throw new Error(`${count} payments cannot close ${closers.length} threshold channels`);
-  const totalWeight = PLANS.reduce((sum, p) => sum + p.weight, 0);
-  const payments: PlannedPayment[] = [];
-  const userId = () => String(6_000_000_000 + rng.int(0, 999_999_999));
-  const id = () => (FIRST_PAYMENT_ID + BigInt(payments.length)).toString();
-  for (let i = 0; i < count - closers.length; i++) {
-    let roll = rng.int(1, totalWeight);
-    const plan = PLANS.find((p) => (roll -= p.weight) <= 0) as (typeof PLANS)[number];
-    payments.push({
-      paymentId: id(),
-      userId: userId(),
-      channel: rng.pick(channels),
-      priceCents: plan.cents,
-      plan: plan.name,
-      closing: false,
-    });
-  }
-  for (const channel of closers) {
-    const threshold = channel.thresholdCents as bigint;
-    // 120 % of the threshold plus 5 USD: its USDT after NOWPayments' cut, the platform fee and its share of the
-    // conversion's withdrawal fee stays above the threshold.
-    const cents = ((threshold * 6n) / 5n / 100n + 5n) * 100n;
-    payments.push({ paymentId: id(), userId: userId(), channel, priceCents: cents, plan: 'Annual', closing: true });
-  }
-  return payments;
-}
-
-/** The ETH amounts of a payment priced in USD at `ethUsd` (USD per ETH, a decimal string), in wei. */
-export function ethAmounts(priceCents: bigint, ethUsd: string): { payWei: bigint; outcomeWei: bigint } {
-  // Cents × 10^18 wei / (USD per ETH × 100), with the rate scaled to an integer first: rounded down, then to 8 decimals.
-  const rateMicros = parseUnits(ethUsd, 6);
-  const exactWei = (priceCents * 10n ** 18n * 10n ** 6n) / (rateMicros * 100n);
-  const payWei = exactWei - (exactWei % ETH_STEP_WEI);
-  // NOWPayments' cut rounded up to its 8 decimals, so the outcome never exceeds what was paid minus the cut.
-  const cut =
-    ((payWei * NOWPAYMENTS_FEE_PER_MILLE + 1000n * ETH_STEP_WEI - 1n) / (1000n * ETH_STEP_WEI)) * ETH_STEP_WEI;
-  return { payWei, outcomeWei: payWei - cut };
-}
-
-/**
- * A `finished` IPN for the payment, in NOWPayments' shape. Amounts are JSON numbers as NOWPayments sends them, each
- * written from its exact decimal text (lossless-json), never through a JavaScript number.
- */
-export function finishedIpnBody(payment: PlannedPayment, ethUsd: string, at: Date): Record<string, unknown> {
-  const { payWei, outcomeWei } = ethAmounts(payment.priceCents, ethUsd);
-  const eth = (wei: bigint) => new LosslessNumber(formatUnits(wei, 18));
-  const usd = (cents: bigint) => new LosslessNumber(formatUnits(cents, 2));
-  const time = at.toISOString();
-  return {
-    payment_id: new LosslessNumber(payment.paymentId),
-    invoice_id: new LosslessNumber((BigInt(payment.paymentId) - 550_000_000n).toString()),
-    payment_status: 'finished',
-    pay_address: '0x4a2B8f7cE21c0fE1d5C6b0B1e6A0aB3f9c8D7e21',
-    price_amount: usd(payment.priceCents),
-    price_currency: 'usd',
-    pay_amount: eth(payWei),
-    actually_paid: eth(payWei),
-    actually_paid_at_fiat: usd(payment.priceCents),
-    pay_currency: 'eth',
-    order_id: `PGP-${payment.userId}|${payment.channel.id}`,
-    order_description: payment.plan,
-    purchase_id: payment.paymentId,
-    created_at: time,
-    updated_at: time,
-    outcome_amount: eth(outcomeWei),
-    outcome_currency: 'eth',
-    fee: {
-      currency: 'eth',
-      depositFee: new LosslessNumber('0'),
-      withdrawalFee: eth(payWei - outcomeWei),
-      serviceFee: new LosslessNumber('0'),
-    },
-  };
-}
-
-/** The body as sent, signed as NOWPayments signs: HMAC-SHA512 over the JSON with keys sorted, numbers as written. */
-export function signIpnBody(paymentId: string, body: Record<string, unknown>, secret: string): SignedIpn {
-  const raw = stringify(body);
-  if (raw === undefined) throw new Error(`IPN for payment ${paymentId} cannot be serialized`);
-  return { paymentId, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret) };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Sending
 
 /** An IPN that did not get its 200: the run cannot account for that payment. */
 export class IpnSendError extends Error {

@@ -6,25 +6,31 @@ import { parseArgs } from 'node:util';
  * after the n-th failure: 2.7 s, 7.4 s, 20 s, ...) comes soon after ChangeNow is back, not a minute later.
  */
 export const OUTAGE_SECONDS = 8;
-/** A steady stream, fast enough to be over in seconds, slow enough to watch the stages overlap. */
-export const IPNS_PER_SECOND = 20;
+/** A steady stream of purchases, fast enough to be over in seconds, slow enough to watch the stages overlap. */
+export const PURCHASES_PER_SECOND = 20;
 
 export const DEMO_USAGE = `usage: payrail demo [options]      (npm run demo -- [options])
 
-Starts payrail on its embedded defaults (PostgreSQL, anvil, ChangeNow simulator) in a fresh data directory on free
-ports, registers channels, sends a stream of signed NOWPayments IPNs, shows each stage's progress until every payment
-is paid out (or converted and waiting below its channel's threshold, as the threshold strategy does), prints a summary
-and keeps payrail running for its dashboard until Ctrl-C.
+Starts payrail on its embedded defaults (PostgreSQL, anvil, ChangeNow and NOWPayments simulators) in a fresh data
+directory on free ports, registers channels, and has a stream of subscribers buy as on the platform: payrail's checkout
+creates each invoice (POST /api/invoices with an Idempotency-Key), the subscriber pays it in the NOWPayments simulator,
+which sends payrail's webhook the signed IPNs (waiting, confirming, finished; some resent, some out of order), and
+payrail credits each payment once NOWPayments' API confirms it. Shows each stage's progress until every payment is
+paid out (or converted and waiting below its channel's threshold, as the threshold strategy does), prints a summary
+with the ledger check and keeps payrail running for its dashboard until Ctrl-C.
 
-  --payments N      payments to send (default 200; at least one per threshold channel)
+  --payments N      payments (invoices bought and paid; default 200; at least one per threshold channel)
   --channels N      channels, threshold and instant in turn (default 8, at least 2)
   --outage          take ChangeNow down for ${OUTAGE_SECONDS} s in the middle of the stream
-  --seed N          seed of the plan: channels, wallets, payments (default: random, printed)
+  --seed N          seed of the plan: channels, wallets, payments, IPN orders (default: random, printed)
   --exit            exit after the summary instead of waiting for Ctrl-C
   --data-dir PATH   new or empty directory to run in, kept afterwards (default: a temp dir, removed at exit)
-  --time-limit S    seconds from the first IPN until done, else exit 1 with what is still open (default 600
-                    plus the stream's own time, N / ${IPNS_PER_SECOND} s); a run with nothing left that moves on
-                    by itself ends at once with the same diagnosis
+  --time-limit S    seconds from the first purchase until done, else exit 1 with what is still open (default
+                    600 plus the stream's own time, N / ${PURCHASES_PER_SECOND} s); a run with nothing left that
+                    moves on by itself ends at once with the same diagnosis
+
+Exit codes: 0 done and every check passed, 1 not done in time, stuck or a check failed, 64 bad options,
+130 interrupted.
 `;
 
 export class DemoUsageError extends Error {

@@ -1,6 +1,7 @@
 /**
- * Progress per stage on stderr, read from payrail's tables: payments received, threshold payments converted to USDT,
- * payments paid out (or converted and waiting below their channel's threshold). On a terminal the bars redraw in
+ * Progress per stage on stderr, read from payrail's tables: invoices created by checkout and paid at NOWPayments,
+ * payments credited, threshold payments converted to USDT, payments paid out (or converted and waiting below their
+ * channel's threshold). On a terminal the bars redraw in
  * place; anywhere else (a log, a test) one line per update, every few seconds, so the output stays readable.
  */
 import type pg from 'pg';
@@ -33,7 +34,12 @@ const IDLE_TASKS = ['conversion_batch', 'reconcile', 'alerts_evaluate', 'alert_n
 
 /** Counts of rows (never amounts). */
 export interface StageCounts {
-  received: number;
+  /** Invoices checkout created (POST /api/invoices). */
+  invoices: number;
+  /** Payments whose `finished` IPN payrail has: paid at NOWPayments, credited once its API agrees. */
+  paid: number;
+  /** Payments credited to their channel (after NOWPayments' API confirmed them). */
+  credited: number;
   thresholdReceived: number;
   pendingConversion: number;
   converting: number;
@@ -63,7 +69,9 @@ export interface StageCounts {
 export async function readCounts(pool: pg.Pool): Promise<StageCounts> {
   const { rows } = await pool.query<StageCounts>(
     `select
-       (select count(*)::int from payments) as received,
+       (select count(*)::int from invoices) as invoices,
+       (select count(*)::int from payments where status = 'finished') as paid,
+       (select count(*)::int from payments where credited_at is not null) as credited,
        (select count(*)::int from payments where payout_strategy = 'threshold') as "thresholdReceived",
        (select count(*)::int from payments where conversion_status = 'pending') as "pendingConversion",
        (select count(*)::int from payments where conversion_status = 'converting') as converting,
@@ -122,7 +130,8 @@ export class ProgressDisplay {
     const n = (x: number) => String(x).padStart(width);
     return [
       `payrail demo ${seconds(elapsedMs)}`,
-      `  payments received   ${bar(c.received, this.totals.payments)} ${n(c.received)}/${this.totals.payments}`,
+      `  invoices paid       ${bar(c.paid, this.totals.payments)} ${n(c.paid)}/${this.totals.payments}  (${c.invoices} created by checkout, paid in the NOWPayments simulator)`,
+      `  payments credited   ${bar(c.credited, this.totals.payments)} ${n(c.credited)}/${this.totals.payments}  (each once NOWPayments' API confirmed it)`,
       `  converted to USDT   ${bar(c.converted, this.totals.thresholdPayments)} ${n(c.converted)}/${this.totals.thresholdPayments} threshold payments  (${c.conversionsCompleted} of ${c.conversions} conversions completed)`,
       `  payouts completed   ${bar(c.paidOut, this.totals.payments)} ${n(c.paidOut)}/${this.totals.payments} payments paid out  (${c.payoutsCompleted} of ${c.payouts} payouts completed; ${c.waiting} converted and waiting below their channel's threshold)`,
       `  ${note ?? ''}`,
@@ -131,7 +140,7 @@ export class ProgressDisplay {
 
   /** One line for a log. */
   line(c: StageCounts, elapsedMs: number, note: string | undefined): string {
-    return `[${seconds(elapsedMs)}] received ${c.received}/${this.totals.payments} | converted ${c.converted}/${this.totals.thresholdPayments} (${c.conversionsCompleted}/${c.conversions} conversions) | paid out ${c.paidOut}/${this.totals.payments} (${c.payoutsCompleted}/${c.payouts} payouts), ${c.waiting} waiting below threshold${note ? ` | ${note}` : ''}`;
+    return `[${seconds(elapsedMs)}] invoices ${c.invoices}/${this.totals.payments} (${c.paid} paid) | credited ${c.credited}/${this.totals.payments} | converted ${c.converted}/${this.totals.thresholdPayments} (${c.conversionsCompleted}/${c.conversions} conversions) | paid out ${c.paidOut}/${this.totals.payments} (${c.payoutsCompleted}/${c.payouts} payouts), ${c.waiting} waiting below threshold${note ? ` | ${note}` : ''}`;
   }
 
   update(c: StageCounts, elapsedMs: number, note: string | undefined, final = false): void {

@@ -1,7 +1,8 @@
 /**
- * What the demo did, from payrail's own tables and ledger: payments, fees, conversions, payouts, the host wallet's
- * on-chain transactions, ChangeNow exchanges, the ledger check, and sums that must agree across stages. Amounts are
- * summed in SQL NUMERIC and printed as exact decimals (formatUnits over bigint), never through a JavaScript number.
+ * What the demo did, from payrail's own tables and ledger: invoices, payments, fees, conversions, payouts, the host
+ * wallet's on-chain transactions, ChangeNow exchanges, the ledger check, and sums that must agree across stages.
+ * Amounts are summed in SQL NUMERIC and printed as exact decimals (formatUnits over bigint), never through a JavaScript
+ * number.
  * When the demo gives up, `explainPending` says from the same tables what is still open and why.
  */
 import type pg from 'pg';
@@ -12,6 +13,7 @@ import { formatChainReport } from '../treasury/commands.ts';
 import { formatUnits } from '../money/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 import { UNPAID_BY_CHANNEL_SQL } from './progress.ts';
+import type { DeliveryTally } from './purchases.ts';
 
 const eth = (wei: string | bigint) => `${formatUnits(BigInt(wei), 18)} ETH`;
 const usdt = (units: string | bigint) => `${formatUnits(BigInt(units), 6, { fixed: true })} USDT`;
@@ -20,6 +22,10 @@ const yes = (ok: boolean) => (ok ? 'yes' : 'NO');
 
 export interface SummaryContext {
   plannedPayments: number;
+  /** What the purchases did: checkout answers replayed, IPNs the NOWPayments simulator sent. */
+  purchases: DeliveryTally;
+  /** GET /v1/payment/{id} calls the NOWPayments simulator answered: payrail confirming its credits. */
+  nowpaymentsApiCalls?: number;
   /** Exchanges the in-process ChangeNow simulator holds, to compare with what payrail recorded. */
   simulatorExchanges?: number;
   outage?: { startedAt: number; endedAt: number };
@@ -54,6 +60,7 @@ const s = (row: Row, column: string): string => String(row[column] ?? '0');
 const n = (row: Row, column: string): number => Number(row[column] ?? 0);
 
 export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext): Promise<Summary> {
+  const invoices = await invoicesSection(pool, context);
   const payments = await paymentsSection(pool, context);
   const conversions = await conversionsSection(pool);
   const payouts = await payoutsSection(pool);
@@ -74,8 +81,9 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     exchanges: exchanges.count,
     onChain,
   };
-  const checks = stageChecks(figures, context);
+  const checks = [...invoices.checks, ...stageChecks(figures, context)];
   const sections = [
+    invoices.lines,
     payments.lines,
     conversions.lines,
     payouts.lines,
@@ -92,6 +100,65 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     waiting: payments.unpaid.waiting,
     ok: ledger.ok && checks.every(([, ok]) => ok) && (onChain?.ok ?? true),
   };
+}
+
+/**
+ * Checkout to credit: every payment on an invoice payrail's checkout created (its channel, user, order id and price),
+ * one payment per invoice, each credited once (one payment_received journal) after NOWPayments' API confirmed it, and
+ * every IPN the simulator sent recorded.
+ */
+async function invoicesSection(pool: pg.Pool, context: SummaryContext): Promise<{ lines: string[]; checks: Check[] }> {
+  const row = await one(
+    pool,
+    `select (select count(*)::int from invoices) as created,
+            (select coalesce(sum(price_usd), 0)::text from invoices) as price_usd,
+            (select count(*)::int from invoices i where exists (select 1 from payments p where p.invoice_id::text = i.invoice_id)) as paid,
+            (select count(*)::int from payments) as payments,
+            (select count(*)::int from payments p join invoices i on i.invoice_id = p.invoice_id::text
+              where p.channel_id = i.channel_id and p.user_id = i.user_id and p.order_id = i.order_id
+                and p.price_amount = i.price_usd and p.credited_at is not null) as matched,
+            (select count(distinct invoice_id)::int from payments) as invoices_paid_into,
+            (select count(*)::int from payments where confirmed_at is not null) as confirmed,
+            (select count(*)::int from ledger_journals where kind = 'payment_received') as credit_journals,
+            (select count(*)::int from ledger_journals j join payments p on p.payment_id::text = j.ref where j.kind = 'payment_received') as credited_payments,
+            (select coalesce(sum(ipn_count), 0)::int from payments) as ipns_recorded`,
+  );
+  const t = context.purchases;
+  const planned = context.plannedPayments;
+  const calls =
+    context.nowpaymentsApiCalls === undefined
+      ? ''
+      : `; the simulator answered ${context.nowpaymentsApiCalls} such calls`;
+  const lines = [
+    'invoices (checkout: POST /api/invoices with an Idempotency-Key, as the platform calls it)',
+    `  created         ${n(row, 'created')} for ${planned} purchases, priced ${usd(s(row, 'price_usd'))}; ${t.replays} answers asked for again with the same key: replayed, no second invoice`,
+    `  paid            ${n(row, 'paid')} in the NOWPayments simulator, which forwarded each outcome to the host wallet and sent payrail ${t.ipns} signed IPNs`,
+    `                  (waiting, confirming, finished; ${t.copies} of them copies, ${t.late} after a later status)`,
+    `  confirmed       ${n(row, 'confirmed')} payments confirmed with NOWPayments' API (GET /v1/payment/{id}) before their credit${calls}`,
+  ];
+  const checks: Check[] = [
+    [
+      'every payment on an invoice checkout created, credited once',
+      n(row, 'created') === planned &&
+        n(row, 'payments') === planned &&
+        n(row, 'matched') === planned &&
+        n(row, 'invoices_paid_into') === planned &&
+        n(row, 'credit_journals') === planned &&
+        n(row, 'credited_payments') === planned,
+      `${n(row, 'matched')} of ${n(row, 'payments')} payments match their invoice, on ${n(row, 'invoices_paid_into')} of ${n(row, 'created')} invoices; ${n(row, 'credit_journals')} payment_received journals`,
+    ],
+    [
+      "every credit confirmed with NOWPayments' API first",
+      n(row, 'confirmed') === planned,
+      `${n(row, 'confirmed')} of ${planned} payments`,
+    ],
+    [
+      'every IPN the simulator sent recorded by payrail',
+      n(row, 'ipns_recorded') === t.ipns,
+      `${n(row, 'ipns_recorded')} recorded of ${t.ipns} sent`,
+    ],
+  ];
+  return { lines, checks };
 }
 
 /** Converted threshold payments in no payout, per channel (UNPAID_BY_CHANNEL_SQL), and those of them that wait. */
@@ -133,7 +200,7 @@ async function paymentsSection(pool: pg.Pool, context: SummaryContext) {
       : `${unpaid.waiting} converted and waiting below their channel's threshold, as the threshold strategy does (${usdt(unpaid.waitingUsdt)} on ${waitingRows.length} channels)`;
   const lines = [
     'payments',
-    `  received        ${n(pay, 'n')} of ${context.plannedPayments} sent (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`,
+    `  received        ${n(pay, 'n')} of ${context.plannedPayments} bought (${n(pay, 'threshold')} to threshold channels, ${n(pay, 'instant')} to instant channels), priced ${usd(s(pay, 'price_usd'))}`,
     `  credited        ${eth(s(pay, 'gross'))} (NOWPayments' outcome)`,
     `  platform fee    ${eth(s(pay, 'fee'))} (${s(pay, 'fee_percent')} %, rounded down per payment; the channel keeps the rest)`,
     `  to the channels ${eth(s(pay, 'net'))}: ${eth(s(pay, 'threshold_net'))} threshold, ${eth(s(pay, 'instant_net'))} instant`,
@@ -385,16 +452,38 @@ const WAITING_FOR: Record<string, string> = {
 const why = (kind: string, status: unknown) => WAITING_FOR[`${kind} ${String(status)}`] ?? 'no known next step';
 
 /**
- * What is still open, and why, for a run that gave up waiting. `notSent`: closing payments the demo had not sent yet
- * (each waits until its channel's earlier payments are converted).
+ * What is still open, and why, for a run that gave up waiting. `notBought`: closing payments the demo had not bought
+ * yet (each waits until its channel's earlier payments are converted).
  */
-export async function explainPending(pool: pg.Pool, plannedPayments: number, notSent = 0): Promise<string[]> {
+export async function explainPending(pool: pg.Pool, plannedPayments: number, notBought = 0): Promise<string[]> {
   const out: string[] = [];
-  const received = n(await one(pool, 'select count(*)::int as n from payments'), 'n');
-  if (notSent > 0)
-    out.push(`  ${notSent} closing IPNs not sent yet: each waits until its channel's earlier payments are converted`);
-  if (received < plannedPayments - notSent)
-    out.push(`  ${plannedPayments - notSent - received} IPNs sent were not recorded as payments`);
+  const known = await one(
+    pool,
+    `select (select count(*)::int from invoices) as invoices,
+            (select count(*)::int from payments) as payments,
+            (select count(*)::int from payments where status <> 'finished') as unfinished,
+            (select count(*)::int from payments where status = 'finished' and credited_at is null and review_reason is null) as unconfirmed,
+            (select max(confirm_last_error) from payments where status = 'finished' and credited_at is null) as confirm_error`,
+  );
+  if (notBought > 0)
+    out.push(
+      `  ${notBought} closing purchases not made yet: each waits until its channel's earlier payments are converted`,
+    );
+  const bought = plannedPayments - notBought;
+  if (n(known, 'invoices') < bought)
+    out.push(
+      `  ${bought - n(known, 'invoices')} purchases have no invoice yet (not made yet, or POST /api/invoices unanswered)`,
+    );
+  if (n(known, 'payments') < bought)
+    out.push(
+      `  ${bought - n(known, 'payments')} purchases have no payment recorded (not paid yet, or no IPN reached payrail's webhook)`,
+    );
+  if (n(known, 'unfinished') > 0)
+    out.push(`  ${n(known, 'unfinished')} payments have no finished IPN yet: NOWPayments has not said they are paid`);
+  if (n(known, 'unconfirmed') > 0)
+    out.push(
+      `  ${n(known, 'unconfirmed')} finished payments wait for NOWPayments' API to confirm them before their credit${known.confirm_error ? ` (last error: ${String(known.confirm_error).slice(0, 160)})` : ''}`,
+    );
   const review = await all(
     pool,
     `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`,
