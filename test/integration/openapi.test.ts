@@ -328,6 +328,7 @@ describe('GET /api/openapi.json', () => {
       },
 
       { operation: 'GET /api/conversions', url: '/api/conversions?status=needs_review', expect: 200 },
+      { operation: 'GET /api/conversions', url: '/api/conversions?limit=0', expect: 400 },
       { operation: 'GET /api/conversions/{conversionId}', url: `/api/conversions/${ids.conversion}`, expect: 200 },
       {
         operation: 'GET /api/conversions/{conversionId}',
@@ -349,6 +350,7 @@ describe('GET /api/openapi.json', () => {
       { operation: 'GET /api/transfers', url: '/api/transfers', expect: 200 },
       { operation: 'GET /api/transfers/{transferId}', url: `/api/transfers/${ids.transfer}`, expect: 200 },
       { operation: 'GET /api/transfers/{transferId}', url: '/api/transfers/tr_0000000000000000', expect: 404 },
+      { operation: 'GET /api/transfers/{transferId}', url: '/api/transfers/tr_42', expect: 400 },
       {
         operation: 'POST /api/transfers/{transferId}/{action}',
         url: `/api/transfers/${ids.transfer}/bump`,
