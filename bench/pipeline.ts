@@ -357,7 +357,7 @@ const WAITS_SQL =
          from pg_stat_activity a where a.application_name = 'payrail-webworker' and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Sending the IPNs: src/demo/ipns.ts (sendIpns), shared with the demo
+// Sending the IPNs: src/demo/ipns.ts (sendIpns); the demo's payments go through checkout instead
 
 class Aborted extends Error {
   override name = 'Aborted';
