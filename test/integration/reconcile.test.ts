@@ -1,3 +1,4 @@
+// Its own world, not the shared fixtures': a web payrail for the whole file, a worker payrail started beside it mid-test.
 /**
  * The reconciler on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP). Each stuck state is made on
  * purpose: the stages are run by hand up to it (each step's job taken off the queue as a worker would), then the job
@@ -9,8 +10,6 @@
  * at once, or a pass repeated, do nothing more than one.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { stageDeps, type Database } from '../../src/app.ts';
-import { loadConfig } from '../../src/config.ts';
 import { openPool, type DatabaseHandle } from '../../src/db/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
@@ -33,14 +32,7 @@ import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import {
-  ADMIN_TOKEN,
-  IPN_SECRET,
-  logSink,
-  startTestPayrail,
-  type LogSink,
-  type TestPayrail,
-} from '../support/payrail.ts';
+import { logSink, startTestPayrail, workerStageDeps, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
@@ -61,33 +53,19 @@ let extraPool: DatabaseHandle | undefined;
 let nextPaymentId = 9_770_000_000;
 let nextChannel = 1_007_700_000_001;
 
-function config() {
-  return loadConfig({
-    DATABASE_URL: db.url,
-    ADMIN_TOKEN,
-    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
-    LOG_LEVEL: 'silent',
-    CONVERSION_MIN_USD: '1',
-    ...outside.env,
-  });
-}
-
 /** The stages' dependencies as a worker has them, on `handle`'s pool; `crashAt` makes that point throw. */
 function depsWith(options: { crashAt?: CrashPoint; handle?: DatabaseHandle } = {}): StageDeps {
-  const database: Database = { ...(options.handle ?? db), shutdown: async () => undefined };
-  const local = {
-    rpcUrl: outside.chain.rpcUrl,
-    chainId: outside.chain.chainId,
-    changenowUrl: outside.sim.url,
-    usdtContract: outside.usdt,
-    stop: async () => undefined,
-  };
-  const crash = options.crashAt
+  const crashPoint = options.crashAt
     ? (name: CrashPoint) => {
         if (name === options.crashAt) throw new Error(`crashed at ${name} (test)`);
       }
     : undefined;
-  return stageDeps(config(), database, local, createLogger({ level: 'info', destination: sink.stream }), crash);
+  return workerStageDeps(db, outside, {
+    env: { CONVERSION_MIN_USD: '1' },
+    logger: createLogger({ level: 'info', destination: sink.stream }),
+    ...(crashPoint && { crashPoint }),
+    ...(options.handle && { handle: options.handle }),
+  });
 }
 
 async function startWorker(logs?: LogSink): Promise<void> {

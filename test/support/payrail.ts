@@ -3,6 +3,7 @@ import { stageDeps, startPayrail, type Database, type Payrail, type Roles } from
 import type { CrashPoint, StageDeps } from '../../src/pipeline/index.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
+import type { DatabaseHandle } from '../../src/db/index.ts';
 import type { TestDatabase } from './db.ts';
 import { privateKeyToAccount } from 'viem/accounts';
 import { outcomeWei } from './ipn.ts';
@@ -125,7 +126,13 @@ export async function startTestPayrail(
 export function workerStageDeps(
   db: TestDatabase,
   outside: Outside,
-  options: { env?: Record<string, string>; logger?: Logger; crashPoint?: (name: CrashPoint) => void } = {},
+  options: {
+    env?: Record<string, string>;
+    logger?: Logger;
+    crashPoint?: (name: CrashPoint) => void;
+    /** Another pool on the same database, for stages that must not share `db`'s connections. */
+    handle?: DatabaseHandle;
+  } = {},
 ): StageDeps {
   const config = loadConfig({
     DATABASE_URL: db.url,
@@ -135,7 +142,7 @@ export function workerStageDeps(
     ...outside.env,
     ...options.env,
   });
-  const database: Database = { ...db, shutdown: async () => undefined };
+  const database: Database = { ...(options.handle ?? db), shutdown: async () => undefined };
   const local = {
     rpcUrl: outside.chain.rpcUrl,
     chainId: outside.chain.chainId,
