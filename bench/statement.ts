@@ -1,12 +1,13 @@
 /**
- * npm run bench:statement [-- --small 100 --channel 100000 --export 1000000 --runs 5]
+ * npm run bench:statement [-- --small 100 --channel 100000 --export 1000000 --runs 20 --pace 8]
  *
  * Statements and exports over a stored history (src/statements), through payrail's HTTP API as deployed:
- *   - the latency of GET /api/channels/:id/statement (JSON and CSV) for a channel with `--small` payments and for one
- *     with `--channel` payments (its whole history, and its last 30 days, what the dashboard asks for), each asked
- *     `--runs` times after one unmeasured run;
- *   - GET /api/exports/payments.csv of `--export` payments, and of its last two days first, with payrail's resident
- *     memory sampled while each streams: flat memory means the full export peaks where the small one did.
+ *   - GET /api/channels/:id/statement for a channel with `--small` payments and for one with `--channel` payments:
+ *     the first page with the totals (whole history, and its last 30 days), and the second page, each asked `--runs`
+ *     times after one unmeasured run (p50 / p95 / max); then the whole history as CSV, streamed, once;
+ *   - GET /api/exports/payments.csv of `--export` payments (and of its last two days first), read at a steady
+ *     `--pace` MiB/s, with payrail's resident memory and V8 heap sampled every MEMORY_SAMPLE_MS by payrail itself:
+ *     flat memory means the peak over the last 90 % of the rows is that of the first 10 %.
  *
  * The histories are written by bench/history.ts (set-based SQL inside PostgreSQL, not one payment at a time): one
  * database with `--small` payments on one channel, another with `--export` payments over `--export / --channel`
@@ -35,12 +36,19 @@ import {
   type BenchSecrets,
 } from './harness.ts';
 import { HistoryInterrupted, seedHistory } from './history.ts';
-import { fmt, percentile, procStatusKib, table } from './shared.ts';
+import { fmt, percentile, procStatusKib, sleep, table } from './shared.ts';
 
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const READY_TIMEOUT_MS = 60_000;
-const MEMORY_SAMPLE_MS = 50;
+const MEMORY_SAMPLE_MS = 100;
+/**
+ * Loaded into the payrail child with --import (a data: URL, nothing written to disk): prints its own resident memory
+ * and V8 heap every MEMORY_SAMPLE_MS on stderr, where the bench reads them. The heap is only visible from inside.
+ */
+const MEMORY_PROBE = `data:text/javascript,setInterval(()=>{const m=process.memoryUsage();process.stderr.write('bench-memory '+Date.now()+' '+m.rss+' '+m.heapUsed+'\\n')},${MEMORY_SAMPLE_MS}).unref()`;
+/** A first page and its totals answered within this (p95) is "within budget", at any size. */
+const BUDGET_MS = 250;
 /** Channel ids of the histories: the first (measured) one is this, the others count down from it. */
 const FIRST_CHANNEL_ID = -1009000000000n;
 
@@ -49,7 +57,8 @@ const USAGE = `npm run bench:statement [-- options]
   --small N     payments of the small channel (default 100)
   --channel N   payments of the large channel (default 100000)
   --export N    payments exported, over N / --channel channels (default 1000000; a multiple of --channel)
-  --runs N      measured requests per statement (default 5)
+  --runs N      measured requests per statement (default 20)
+  --pace N      MiB/s at which the full export is read (default 8)
   --help        this text
 `;
 
@@ -58,6 +67,7 @@ interface Options {
   channel: number;
   export: number;
   runs: number;
+  pace: number;
 }
 
 function readOptions(argv: string[]): Options | undefined {
@@ -68,6 +78,7 @@ function readOptions(argv: string[]): Options | undefined {
       channel: { type: 'string' },
       export: { type: 'string' },
       runs: { type: 'string' },
+      pace: { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -77,7 +88,8 @@ function readOptions(argv: string[]): Options | undefined {
     small: int('small', values.small, 100, 1, 1_000_000),
     channel: int('channel', values.channel, 100_000, 1, 1_000_000),
     export: int('export', values.export, 1_000_000, 1, 10_000_000),
-    runs: int('runs', values.runs, 5, 1, 100),
+    runs: int('runs', values.runs, 20, 2, 200),
+    pace: int('pace', values.pace, 8, 1, 1000),
   };
   if (options.export % options.channel !== 0)
     throw new Error(`--export (${options.export}) must be a multiple of --channel (${options.channel})`);
@@ -91,6 +103,8 @@ interface WebChild {
   child: ChildProcess;
   url: string;
   output: OutputTail;
+  /** The child's own memory samples: [ms since epoch, RSS bytes, heap used bytes]. */
+  memory: Array<[number, number, number]>;
 }
 
 /** Variables payrail reads are not inherited: the child gets exactly the configuration below. */
@@ -118,7 +132,7 @@ function childEnvironment(databaseUrl: string, secrets: BenchSecrets): NodeJS.Pr
 }
 
 async function startWeb(databaseUrl: string, secrets: BenchSecrets): Promise<WebChild> {
-  const child = spawn(process.execPath, [PAYRAIL_BIN, 'web'], {
+  const child = spawn(process.execPath, [`--import=${MEMORY_PROBE}`, PAYRAIL_BIN, 'web'], {
     cwd: ROOT,
     env: childEnvironment(databaseUrl, secrets),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -126,7 +140,12 @@ async function startWeb(databaseUrl: string, secrets: BenchSecrets): Promise<Web
   const output = new OutputTail(30);
   readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', output.keep);
   const stderr = readline.createInterface({ input: child.stderr as NodeJS.ReadableStream });
-  stderr.on('line', output.keep);
+  const memory: Array<[number, number, number]> = [];
+  stderr.on('line', (line) => {
+    const sample = /^bench-memory (\d+) (\d+) (\d+)$/.exec(line);
+    if (sample) memory.push([Number(sample[1]), Number(sample[2]), Number(sample[3])]);
+    else output.keep(line);
+  });
   const url = await childReady(
     child,
     stderr,
@@ -139,7 +158,7 @@ async function startWeb(databaseUrl: string, secrets: BenchSecrets): Promise<Web
     },
   );
   assertLoopback('payrail', url);
-  return { child, url, output };
+  return { child, url, output, memory };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -149,12 +168,12 @@ interface Timed {
   label: string;
   ms: Float64Array;
   bytes: number;
-  items: number;
+  lines: number;
 }
 
 /**
  * GETs `path` once unmeasured, then `runs` times; the body is read to its end each time (a statement is only served
- * once it adds up: anything but 200 stops the bench).
+ * once it adds up: anything but 200 stops the bench). `lines` counts what the answer listed.
  */
 async function timeRequests(
   web: WebChild,
@@ -165,7 +184,7 @@ async function timeRequests(
   count: (body: string) => number,
 ): Promise<Timed> {
   let bytes = 0;
-  let items = 0;
+  let lines = 0;
   const ms = new Float64Array(runs);
   for (let i = -1; i < runs; i++) {
     const started = performance.now();
@@ -175,70 +194,75 @@ async function timeRequests(
     if (res.status !== 200) throw new Error(`${label}: GET ${path} answered ${res.status}: ${body.slice(0, 500)}`);
     if (i >= 0) ms[i] = elapsed;
     bytes = Buffer.byteLength(body);
-    items = count(body);
+    lines = count(body);
   }
   ms.sort();
-  return { label, ms, bytes, items };
+  return { label, ms, bytes, lines };
 }
 
-/** Items of a JSON statement, all assets. */
-function statementItems(body: string): number {
-  const s = JSON.parse(body) as { assets: Array<Record<string, unknown[]>> };
-  return s.assets.reduce(
-    (n, a) =>
-      n + (a.payments?.length ?? 0) + (a.conversions?.length ?? 0) + (a.payouts?.length ?? 0) + (a.other?.length ?? 0),
-    0,
-  );
+interface StatementPageBody {
+  assets: Array<Record<string, unknown[]>>;
+  page: { lines: number; hasMore: boolean; next: string | null };
 }
 
-/** Lines of a CSV body less its header (the statement's also counts its opening and closing rows). */
-function csvRows(body: string): number {
-  let n = 0;
-  for (let i = body.indexOf('\r\n'); i !== -1; i = body.indexOf('\r\n', i + 2)) n++;
-  return n - 1;
-}
+/** The lines of a JSON statement page, as it says. */
+const pageLines = (body: string) => (JSON.parse(body) as StatementPageBody).page.lines;
 
 interface Streamed {
   label: string;
   rows: number;
   bytes: number;
   seconds: number;
-  rssBeforeKib: number;
-  peakRssKib: number;
+  /** The child's samples while it streamed, each with the share of the body read by then. */
+  samples: Array<{ read: number; rss: number; heap: number }>;
 }
 
-/** Streams an export to its end without keeping it, sampling the child's resident memory meanwhile. */
-async function streamExport(web: WebChild, token: string, label: string, path: string): Promise<Streamed> {
-  const pid = web.child.pid as number;
-  const rssBeforeKib = procStatusKib(pid, 'VmRSS') ?? 0;
-  let peakRssKib = rssBeforeKib;
-  const timer = setInterval(() => {
-    peakRssKib = Math.max(peakRssKib, procStatusKib(pid, 'VmRSS') ?? 0);
-  }, MEMORY_SAMPLE_MS);
+/**
+ * Streams a CSV to its end without keeping it, reading at most `paceMiBs` MiB/s (0: as fast as it comes), and pairs
+ * payrail's memory samples with how far the body was read at their time.
+ */
+async function streamCsv(web: WebChild, token: string, label: string, path: string, paceMiBs = 0): Promise<Streamed> {
+  const firstSample = web.memory.length;
+  const progressAt: Array<[number, number]> = [];
   const started = performance.now();
-  try {
-    const res = await fetch(web.url + path, { headers: { authorization: `Bearer ${token}` } });
-    if (res.status !== 200 || !res.body) throw new Error(`${label}: GET ${path} answered ${res.status}`);
-    let bytes = 0;
-    let lines = 0;
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      bytes += chunk.byteLength;
-      for (let i = chunk.indexOf(0x0a); i !== -1; i = chunk.indexOf(0x0a, i + 1)) lines++;
+  const startedAt = Date.now();
+  const res = await fetch(web.url + path, { headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200 || !res.body) throw new Error(`${label}: GET ${path} answered ${res.status}`);
+  let bytes = 0;
+  let lines = 0;
+  // Not pulled while it sleeps: the server meets backpressure, as behind a slow client.
+  for await (const value of res.body as unknown as AsyncIterable<Uint8Array>) {
+    bytes += value.byteLength;
+    for (let i = value.indexOf(0x0a); i !== -1; i = value.indexOf(0x0a, i + 1)) lines++;
+    progressAt.push([Date.now(), bytes]);
+    if (paceMiBs > 0) {
+      const due = (bytes / (paceMiBs * 1024 * 1024)) * 1000 - (performance.now() - started);
+      if (due > 0) await sleep(due);
     }
-    return {
-      label,
-      rows: lines - 1,
-      bytes,
-      seconds: (performance.now() - started) / 1000,
-      rssBeforeKib,
-      peakRssKib: Math.max(peakRssKib, procStatusKib(pid, 'VmRSS') ?? 0),
-    };
-  } finally {
-    clearInterval(timer);
   }
+  const seconds = (performance.now() - started) / 1000;
+  // Samples from the request on, each with the body read when it was taken.
+  const samples: Streamed['samples'] = [];
+  let p = 0;
+  for (const [at, rss, heap] of web.memory.slice(firstSample)) {
+    if (at < startedAt) continue;
+    while (p + 1 < progressAt.length && (progressAt[p + 1] as [number, number])[0] <= at) p++;
+    samples.push({ read: (progressAt[p]?.[1] ?? 0) / Math.max(bytes, 1), rss, heap });
+  }
+  return { label, rows: lines - 1, bytes, seconds, samples };
 }
 
-const mib = (kib: number) => `${fmt(kib / 1024, 1)} MiB`;
+/** The peaks of RSS and heap over the samples taken while `lo` < share read ≤ `hi`. */
+function peaks(samples: Streamed['samples'], lo: number, hi: number): { rss: number; heap: number; n: number } {
+  const within = samples.filter((x) => x.read > lo && x.read <= hi);
+  return {
+    rss: Math.max(0, ...within.map((x) => x.rss)),
+    heap: Math.max(0, ...within.map((x) => x.heap)),
+    n: within.length,
+  };
+}
+
+const mib = (bytes: number) => `${fmt(bytes / 1024 ** 2, 1)} MiB`;
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -290,36 +314,47 @@ async function main(): Promise<number> {
     const statement = `/api/channels/${channelId}/statement`;
     const lastMonth = `from=${new Date(Date.now() - 30 * 86_400_000).toISOString()}`;
 
-    // Exports first, on a fresh process: its peak memory is then the export's, not what a statement left behind.
+    // Exports first, on a fresh process: its memory is then the export's, not what a statement left behind.
     progress('exports');
     const twoDays = `from=${new Date(Date.now() - 2 * 86_400_000).toISOString()}`;
     const exports = [
-      await streamExport(largeWeb, token, 'payments.csv, last 2 days', `/api/exports/payments.csv?${twoDays}`),
-      await streamExport(largeWeb, token, `payments.csv, all ${opts.export}`, '/api/exports/payments.csv'),
+      await streamCsv(largeWeb, token, 'payments.csv, last 2 days', `/api/exports/payments.csv?${twoDays}`),
+      await streamCsv(largeWeb, token, `payments.csv, all ${opts.export}`, '/api/exports/payments.csv', opts.pace),
     ];
-    const hwmAfterExports = procStatusKib(largeWeb.child.pid as number, 'VmHWM') ?? 0;
+    const hwmAfterExports = (procStatusKib(largeWeb.child.pid as number, 'VmHWM') ?? 0) * 1024;
 
     progress('statements');
-    const timed = [
-      await timeRequests(smallWeb, token, `${opts.small} payments, JSON`, statement, opts.runs, statementItems),
-      await timeRequests(smallWeb, token, `${opts.small} payments, CSV`, `${statement}?format=csv`, opts.runs, csvRows),
-      await timeRequests(largeWeb, token, `${opts.channel} payments, JSON`, statement, opts.runs, statementItems),
-      await timeRequests(
-        largeWeb,
-        token,
-        `${opts.channel} payments, CSV`,
-        `${statement}?format=csv`,
-        opts.runs,
-        csvRows,
-      ),
-      await timeRequests(
-        largeWeb,
-        token,
-        `${opts.channel} payments, last 30 days, JSON`,
-        `${statement}?${lastMonth}`,
-        opts.runs,
-        statementItems,
-      ),
+    /** The second page's path, or null when the first page was the whole statement. */
+    const second = async (web: WebChild, path: string) => {
+      const res = await fetch(web.url + path, { headers: { authorization: `Bearer ${token}` } });
+      const next = ((await res.json()) as StatementPageBody).page.next;
+      return next === null ? null : `${path}${path.includes('?') ? '&' : '?'}after=${next}`;
+    };
+    const timed: Timed[] = [];
+    for (const [web, size] of [
+      [smallWeb, opts.small],
+      [largeWeb, opts.channel],
+    ] as const) {
+      timed.push(
+        await timeRequests(web, token, `${size} payments: first page + totals`, statement, opts.runs, pageLines),
+        await timeRequests(
+          web,
+          token,
+          `${size} payments: last 30 days, first page + totals`,
+          `${statement}?${lastMonth}`,
+          opts.runs,
+          pageLines,
+        ),
+      );
+      const next = await second(web, statement);
+      if (next)
+        timed.push(
+          await timeRequests(web, token, `${size} payments: second page + totals`, next, opts.runs, pageLines),
+        );
+    }
+    const csv = [
+      await streamCsv(smallWeb, token, `${opts.small} payments, whole history`, `${statement}?format=csv`),
+      await streamCsv(largeWeb, token, `${opts.channel} payments, whole history`, `${statement}?format=csv`),
     ];
 
     const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -327,40 +362,71 @@ async function main(): Promise<number> {
     out(`payrail:  node bin/payrail.js web (one per database), LOG_LEVEL=warn, on 127.0.0.1`);
     out(
       `history:  bench/history.ts: ${opts.small} payments on one channel; ${opts.export} over ${channels} channels in ${fmt(loaded.seconds, 0)} s ` +
-        `(${loaded.counts.ledger_entries ?? '?'} entries, ${loaded.counts.conversions ?? '?'} conversions, ${loaded.counts.payouts ?? '?'} payouts); ` +
-        `measured channel ${channelId}: ${counted[0]?.n ?? '?'} payments`,
+        `(${loaded.counts.ledger_entries ?? '?'} entries, ${loaded.counts.conversions ?? '?'} conversions, ${loaded.counts.payouts ?? '?'} payouts, ` +
+        `${loaded.counts.ledger_channel_days ?? '?'} day sums); measured channel ${channelId}: ${counted[0]?.n ?? '?'} payments`,
     );
     out('');
     out(
       table(
-        ['statement (whole history unless said)', 'items / rows', 'body', 'min ms', 'median ms', 'max ms'],
+        ['statement (JSON, default page)', 'lines', 'body', 'p50 ms', 'p95 ms', 'max ms'],
         timed.map((t) => [
           t.label,
-          String(t.items),
-          `${fmt(t.bytes / 1024 ** 2, 2)} MiB`,
-          fmt(t.ms[0] ?? Number.NaN, 0),
+          String(t.lines),
+          `${fmt(t.bytes / 1024, 1)} KiB`,
           fmt(percentile(t.ms, 50), 0),
+          fmt(percentile(t.ms, 95), 0),
           fmt(t.ms[t.ms.length - 1] ?? Number.NaN, 0),
         ]),
       ),
     );
+    const firstPages = timed.filter((t) => t.label.endsWith(': first page + totals'));
+    const [smallFirst, largeFirst] = firstPages as [Timed, Timed];
+    out(
+      `first page + totals, p95: ${fmt(percentile(smallFirst.ms, 95), 0)} ms at ${opts.small} payments, ` +
+        `${fmt(percentile(largeFirst.ms, 95), 0)} ms at ${opts.channel} (budget ${BUDGET_MS} ms: ` +
+        `${firstPages.every((t) => percentile(t.ms, 95) <= BUDGET_MS) ? 'both within' : 'NOT both within'}), ${opts.runs} runs each`,
+    );
     out('');
     out(
       table(
-        ['export', 'rows', 'body', 'seconds', 'rows/s', 'payrail RSS before', 'peak RSS while streaming'],
-        exports.map((e) => [
-          e.label,
-          String(e.rows),
-          `${fmt(e.bytes / 1024 ** 2, 1)} MiB`,
-          fmt(e.seconds, 1),
-          fmt(e.rows / e.seconds, 0),
-          mib(e.rssBeforeKib),
-          mib(e.peakRssKib),
-        ]),
+        ['statement CSV (streamed, once)', 'rows', 'body', 'seconds'],
+        csv.map((c) => [c.label, String(c.rows), `${fmt(c.bytes / 1024 ** 2, 1)} MiB`, fmt(c.seconds, 1)]),
       ),
     );
-    out(`payrail VmHWM after both exports: ${mib(hwmAfterExports)} (RSS sampled every ${MEMORY_SAMPLE_MS} ms)`);
+    out('');
+    out(
+      table(
+        ['export', 'rows', 'body', 'seconds', 'rows/s', 'peak RSS', 'peak heap'],
+        exports.map((e) => {
+          const all = peaks(e.samples, -1, 1);
+          return [
+            e.label,
+            String(e.rows),
+            `${fmt(e.bytes / 1024 ** 2, 1)} MiB`,
+            fmt(e.seconds, 1),
+            fmt(e.rows / e.seconds, 0),
+            mib(all.rss),
+            mib(all.heap),
+          ];
+        }),
+      ),
+    );
     const full = exports[1] as Streamed;
+    const early = peaks(full.samples, -1, 0.1);
+    const late = peaks(full.samples, 0.1, 1);
+    out(
+      `full export read at ${opts.pace} MiB/s; payrail's own samples every ${MEMORY_SAMPLE_MS} ms: ` +
+        `first 10 % of the body peak RSS ${mib(early.rss)}, heap ${mib(early.heap)} (${early.n} samples); ` +
+        `last 90 % peak RSS ${mib(late.rss)}, heap ${mib(late.heap)} (${late.n} samples): ` +
+        `RSS +${mib(late.rss - early.rss)}, heap +${mib(late.heap - early.heap)}`,
+    );
+    out(`payrail VmHWM after both exports: ${mib(hwmAfterExports)}`);
+    const deciles: string[] = [];
+    for (let d = 0; d < 10; d++) {
+      const x = peaks(full.samples, d / 10, (d + 1) / 10);
+      deciles.push(`${d * 10}-${d * 10 + 10}%: ${fmt(x.rss / 1024 ** 2, 0)}/${fmt(x.heap / 1024 ** 2, 0)}`);
+    }
+    out(`peak RSS/heap MiB per tenth of the body: ${deciles.join(', ')}`);
     if (full.rows !== opts.export) {
       out(`export rows ${full.rows} ≠ ${opts.export} payments loaded`);
       return 1;
