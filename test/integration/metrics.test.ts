@@ -1,3 +1,4 @@
+// Its own databases, not the shared fixtures' world: most cases need no chain or ChangeNow, some no payrail at all.
 /**
  * GET /metrics scraped over real HTTP and parsed strictly: IPN answers by outcome (refusals included), the database's
  * figures (payments, queue, host wallet, alerts, amounts as exact decimals), the token, and a run through the worker
