@@ -8,9 +8,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { freshWallet } from '../support/payouts.ts';
-
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
 
 const it = worldFirst(
   worldTest({
@@ -31,6 +29,31 @@ const it = worldFirst(
       ({ payoutsOf }) =>
         async (channelId: string, status = 'completed') =>
           (await payoutsOf(channelId)).some((p) => p.status === status),
+    )
+    .extend(
+      'instant',
+      ({ channel }) =>
+        (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
+          channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress }),
+    )
+    /** The payout of a new threshold channel (20 USD) that two payments filled, once it completed. */
+    .extend(
+      'completedBatch',
+      ({ channel, pay, payoutsOf, settled }) =>
+        async (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => {
+          const id = await channel({
+            payoutStrategy: 'threshold',
+            thresholdUsd: '20',
+            payoutCurrency,
+            payoutNetwork,
+            walletAddress,
+          });
+          await pay(id);
+          await pay(id);
+          await eventually('the batch completed', () => settled(id), 60_000);
+          const [payout] = await payoutsOf(id);
+          return payout;
+        },
     ),
 );
 
@@ -39,19 +62,14 @@ describe('instant payouts', () => {
     outside,
     db,
     start,
-    channel,
     pay,
     payoutsOf,
     settled,
+    instant,
   }) => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: wallet,
-    });
+    const id = await instant('eth', 'eth', wallet);
     const exchangesBefore = outside.sim.exchanges.size;
     const paymentId = await pay(id);
     await eventually('the instant payout completed', () => settled(id));
@@ -75,19 +93,14 @@ describe('instant payouts', () => {
     outside,
     db,
     start,
-    channel,
     pay,
     payoutsOf,
     settled,
+    instant,
   }) => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: wallet,
-    });
+    const id = await instant('usdt', 'eth', wallet);
     await pay(id);
     await eventually('the instant payout completed', () => settled(id));
     const [payout] = await payoutsOf(id);
@@ -106,24 +119,11 @@ describe('threshold payouts', () => {
     outside,
     db,
     start,
-    channel,
-    pay,
-    payoutsOf,
-    settled,
+    completedBatch,
   }) => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: wallet,
-    });
-    await pay(id);
-    await pay(id);
-    await eventually('the batch completed', () => settled(id), 60_000);
-    const [payout] = await payoutsOf(id);
+    const payout = await completedBatch('eth', 'eth', wallet);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',
@@ -154,23 +154,10 @@ describe('threshold payouts', () => {
     outside,
     db,
     start,
-    channel,
-    pay,
-    payoutsOf,
-    settled,
+    completedBatch,
   }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    await pay(id);
-    await pay(id);
-    await eventually('the batch completed', () => settled(id), 60_000);
-    const [payout] = await payoutsOf(id);
+    const payout = await completedBatch('usdt', 'trx', TRON_WALLET);
     expect(payout).toMatchObject({
       kind: 'threshold',
       status: 'completed',
