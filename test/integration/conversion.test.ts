@@ -6,7 +6,7 @@
  */
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
-import { rpc } from '../../src/simulators/index.ts';
+import { rpc, type ChangeNowSimulator } from '../../src/simulators/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
@@ -58,6 +58,37 @@ const it = worldFirst(
       return Object.fromEntries(
         rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
       );
+    })
+    /**
+     * A payment of a new threshold channel whose conversion ChangeNow's exchange ends with `answer`, once the payment
+     * is marked failed; with its conversion's status and reason.
+     */
+    .extend(
+      'paymentFailedBy',
+      ({ outside, db, pay, thresholdChannel, conversionStatuses }) =>
+        async (
+          answer: Parameters<ChangeNowSimulator['failNextExchange']>[0],
+          channelId: string,
+          thresholdUsd: string,
+        ) => {
+          await thresholdChannel(channelId, thresholdUsd);
+          outside.sim.failNextExchange(answer);
+          const ids = [await pay(channelId)];
+          await eventually(
+            `the conversion ended ${answer}`,
+            async () => (await conversionStatuses(ids))[0] === 'failed',
+          );
+          const { rows } = await db.pool.query(
+            'select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
+            [ids[0]],
+          );
+          return { ids, rows };
+        },
+    )
+    /** Queues a conversion batch now rather than at its next run, and waits for the payments to be converted by it. */
+    .extend('convertedByABatchNow', ({ db, allCompleted }) => async (ids: string[]) => {
+      await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
+      await eventually('converted by a new batch', () => allCompleted(ids));
     }),
 );
 
@@ -172,8 +203,8 @@ describe('conversion of pending ETH to USDT', () => {
     start,
     pay,
     thresholdChannel,
-    allCompleted,
     balances,
+    convertedByABatchNow,
   }) => {
     await start({ CONVERSION_MIN_USD: '1' });
     await thresholdChannel('-1003000000006', '1000');
@@ -186,8 +217,7 @@ describe('conversion of pending ETH to USDT', () => {
       );
       return rows.length === 1 && /^exchange refunded/.test(rows[0].reason);
     });
-    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
-    await eventually('converted by a second conversion', () => allCompleted(ids));
+    await convertedByABatchNow(ids);
     const { rows } = await db.pool.query(
       'select c.status from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1 order by c.created_at',
       [ids[0]],
@@ -197,25 +227,15 @@ describe('conversion of pending ETH to USDT', () => {
   });
 
   it('a failed exchange whose ETH did not come back goes to review, never toward a payout; resolved as lost, it converts again', async ({
-    outside,
     db,
     start,
-    pay,
-    thresholdChannel,
-    conversionStatuses,
     allCompleted,
     resolveConversionOf,
     balances,
+    paymentFailedBy,
   }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000007', '1');
-    outside.sim.failNextExchange('failed');
-    const ids = [await pay('-1003000000007')];
-    await eventually('the conversion in review', async () => (await conversionStatuses(ids))[0] === 'failed');
-    const { rows } = await db.pool.query(
-      'select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
-      [ids[0]],
-    );
+    const { ids, rows } = await paymentFailedBy('failed', '-1003000000007', '1');
     expect(rows).toEqual([{ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' }]);
     expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
     const { rows: batches } = await db.pool.query(
@@ -230,24 +250,13 @@ describe('conversion of pending ETH to USDT', () => {
   });
 
   it('a payout short of what ChangeNow reports is not booked: review, then resolve received books what the chain shows', async ({
-    outside,
-    db,
     start,
-    pay,
-    thresholdChannel,
-    conversionStatuses,
     resolveConversionOf,
     balances,
+    paymentFailedBy,
   }) => {
     await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000008', '1000');
-    outside.sim.failNextExchange('short_payout');
-    const ids = [await pay('-1003000000008')];
-    await eventually('the short payout in review', async () => (await conversionStatuses(ids))[0] === 'failed');
-    const { rows } = await db.pool.query(
-      'select c.status, c.reason from conversions c join conversion_payments p using (conversion_id) where p.payment_id = $1',
-      [ids[0]],
-    );
+    const { ids, rows } = await paymentFailedBy('short_payout', '-1003000000008', '1000');
     expect(rows[0].status).toBe('needs_review');
     expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
     expect(await balances('-1003000000008')).toEqual({ 'channel/eth': '4723900000000000' });
@@ -336,8 +345,8 @@ describe('conversion of pending ETH to USDT', () => {
   it('an exchange ChangeNow refuses for good (too small) is not retried every interval: the payments are held', async ({
     db,
     start,
-    thresholdChannel,
     nextPaymentId,
+    thresholdChannel,
   }) => {
     const payrail = await start({ CONVERSION_MIN_USD: '1', CONVERSION_MAX_WAIT: '1s' });
     await thresholdChannel('-1003000000009', '1000');
@@ -383,7 +392,7 @@ describe('conversion of pending ETH to USDT', () => {
     pay,
     thresholdChannel,
     conversionStatuses,
-    allCompleted,
+    convertedByABatchNow,
   }) => {
     await start({ CONVERSION_MIN_USD: '1' });
     await thresholdChannel('-1003000000004', '1000');
@@ -398,8 +407,7 @@ describe('conversion of pending ETH to USDT', () => {
     });
     expect(await conversionStatuses(ids)).toEqual(['pending', 'pending']);
     await outside.sim.setFault('none');
-    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
-    await eventually('converted after the outage', () => allCompleted(ids));
+    await convertedByABatchNow(ids);
   });
 
   it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async ({
@@ -409,7 +417,7 @@ describe('conversion of pending ETH to USDT', () => {
     pay,
     thresholdChannel,
     conversionStatuses,
-    allCompleted,
+    convertedByABatchNow,
   }) => {
     await start({ CONVERSION_MIN_USD: '1' });
     await thresholdChannel('-1003000000005', '1000');
@@ -421,8 +429,7 @@ describe('conversion of pending ETH to USDT', () => {
     });
     expect(await conversionStatuses(ids)).toEqual(['pending']);
     await outside.sim.setFault('none');
-    await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
-    await eventually('converted once the key works', () => allCompleted(ids));
+    await convertedByABatchNow(ids);
   });
 });
 
