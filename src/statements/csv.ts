@@ -12,7 +12,6 @@ import type { Bounds } from './range.ts';
 import {
   assetBalances,
   checkLines,
-  itemMovements,
   openStatement,
   statementLines,
   type Statement,
@@ -141,11 +140,14 @@ export async function statementCsvLines(
         yield balanceRow(asset, 'opening', channelId, from, statement.opening);
         let moved = { available: 0n, reserved: 0n };
         for await (const batch of statementLines(trx, opened, STATEMENT_CSV_BATCH)) {
-          const items = batch.get(asset) ?? [];
-          if (items.length === 0) continue;
-          const m = itemMovements(items, asset);
-          moved = { available: moved.available + m.available, reserved: moved.reserved + m.reserved };
-          yield items.map((item) => row({ asset, ...itemColumns(item) })).join('');
+          const lines = batch.get(asset) ?? [];
+          if (lines.length === 0) continue;
+          for (const line of lines)
+            moved = {
+              available: moved.available + line.moved.available,
+              reserved: moved.reserved + line.moved.reserved,
+            };
+          yield lines.map((line) => row({ asset, ...itemColumns(line.item) })).join('');
         }
         checkLines(opened, asset, moved);
         yield balanceRow(asset, 'closing', channelId, to, statement.closing);

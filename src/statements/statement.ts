@@ -276,36 +276,25 @@ export async function openStatement(
   return head;
 }
 
-/** Lines of the whole range in booking order, `batch` at a time (the CSV's reading). */
+/** A line as the CSV writes it, with what it moved in units (for the check at the end of the range). */
+export interface ReadLine {
+  readonly item: StatementItem;
+  readonly moved: Moved;
+}
+
+/** Lines of the whole range in booking order, per asset, `batch` at a time (the CSV's reading). */
 export async function* statementLines(
   trx: Transaction<Database>,
   head: StatementHead,
   batch: number,
-): AsyncGenerator<Map<string, StatementItem[]>, void, undefined> {
+): AsyncGenerator<Map<string, ReadLine[]>, void, undefined> {
   let after: LineKey | null = null;
   for (;;) {
     const { rows, lines, more } = await readPage(trx, head.accounts, head.range, after, batch);
-    const drafts = itemsByAsset(rows);
-    yield new Map([...drafts].map(([asset, list]) => [asset, list.map((d) => d.item)]));
+    yield itemsByAsset(rows);
     if (!more) return;
     after = lines[lines.length - 1] as LineKey;
   }
-}
-
-/** The movements of `items` per account, in units, for the check of a whole range read line by line. */
-export function itemMovements(items: StatementItem[], asset: string): Moved {
-  const units = (text: string) => (isAssetCode(asset) ? parseSigned(text, decimalsOf(asset)) : BigInt(text));
-  return items.reduce<Moved>(
-    (sum, i) => ({ available: sum.available + units(i.available), reserved: sum.reserved + units(i.reserved) }),
-    { available: 0n, reserved: 0n },
-  );
-}
-
-function parseSigned(text: string, decimals: number): bigint {
-  const negative = text.startsWith('-');
-  const [whole = '0', fraction = ''] = (negative ? text.slice(1) : text).split('.');
-  const value = BigInt(whole) * 10n ** BigInt(decimals) + BigInt(fraction.padEnd(decimals, '0') || '0');
-  return negative ? -value : value;
 }
 
 /** Throws StatementCheckError unless the lines read for the whole range moved each account as its entries did. */
