@@ -19,6 +19,11 @@ const PAYMENT_KINDS = ['payment_received', 'payment_topped_up', 'payment_reverse
 /** A payout's journals that make its line; payout_returned is a line of its own. */
 const PAYOUT_LINE_KINDS = ['payout_reserved', 'payout_topped_up', 'payout_completed'];
 const PAYOUT_KINDS = [...PAYOUT_LINE_KINDS, 'payout_returned'];
+/**
+ * The payout kinds as literals, not parameters: only then can the planner see that a query's kinds are those of the
+ * partial index ledger_journals_payout (migration 027), and look a payout's journals up in it.
+ */
+const PAYOUT_LINE_KINDS_SQL = sql.join(PAYOUT_LINE_KINDS.map((kind) => sql.lit(kind)));
 
 export type JournalRow = {
   journal_id: string;
@@ -138,9 +143,9 @@ async function lineJournals(trx: Transaction<Database>, range: TimeRange, keys: 
   const { rows } = await sql<{ id: string }>`
     select j.id::text as id from ledger_journals j
     where j.id in (${sql.join(keys.map((k) => sql`${k.journal}::bigint`))})
-      and not (j.kind in (${sql.join(PAYOUT_LINE_KINDS)}) and exists (
+      and not (j.kind in (${PAYOUT_LINE_KINDS_SQL}) and exists (
         select 1 from ledger_journals l
-        where split_part(l.ref, ':', 1) = split_part(j.ref, ':', 1) and l.kind in (${sql.join(PAYOUT_LINE_KINDS)})
+        where split_part(l.ref, ':', 1) = split_part(j.ref, ':', 1) and l.kind in (${PAYOUT_LINE_KINDS_SQL})
           and (l.created_at, l.id) > (j.created_at, j.id) and l.created_at < ${range.to}))`.execute(trx);
   return new Set(rows.map((r) => r.id));
 }
@@ -155,22 +160,25 @@ export async function journalRows(
   range: TimeRange,
   lines: LineKey[],
 ): Promise<JournalRow[]> {
-  const ids = sql.join(lines.map((k) => sql`${k.journal}::bigint`));
+  // A payout line's earlier journals, found by its id, one index probe per payout line.
+  const { rows: earlier } = await sql<{ id: string }>`
+    select l.id::text as id from ledger_journals j
+    cross join lateral (
+      select l.id from ledger_journals l
+      where split_part(l.ref, ':', 1) = split_part(j.ref, ':', 1) and l.kind in (${PAYOUT_LINE_KINDS_SQL})
+        and l.created_at >= ${range.from} and (l.created_at, l.id) < (j.created_at, j.id)
+      -- A fence: flattened into a join, the planner hashes every payout journal instead of probing the index.
+      offset 0) l
+    where j.id in (${sql.join(lines.map((k) => sql`${k.journal}::bigint`))})
+      and j.kind in (${PAYOUT_LINE_KINDS_SQL})`.execute(trx);
+  const ids = [...new Set([...lines.map((k) => k.journal), ...earlier.map((r) => r.id)])];
   const { rows } = await sql<JournalRow>`
-    with listed as (
-      select j.id from ledger_journals j where j.id in (${ids})
-      union
-      select l.id from ledger_journals j
-      join ledger_journals l on split_part(l.ref, ':', 1) = split_part(j.ref, ':', 1)
-        and l.kind in (${sql.join(PAYOUT_LINE_KINDS)}) and l.created_at >= ${range.from}
-        and (l.created_at, l.id) < (j.created_at, j.id)
-      where j.id in (${ids}) and j.kind in (${sql.join(PAYOUT_LINE_KINDS)})),
-    moved as (
+    with moved as (
       select e.journal_id, a.asset, min(e.created_at) as at,
              coalesce(sum(e.amount) filter (where a.code = ${accounts.available}), 0) as available,
              coalesce(sum(e.amount) filter (where a.code = ${accounts.reserved}), 0) as reserved
       from ledger_entries e join ledger_accounts a on a.id = e.account_id
-      where e.journal_id in (select id from listed) and a.code in (${accounts.available}, ${accounts.reserved})
+      where e.journal_id in (${sql.join(ids.map((id) => sql`${id}::bigint`))}) and a.code in (${accounts.available}, ${accounts.reserved})
       group by e.journal_id, a.asset)
     select m.journal_id::text as journal_id, j.kind, j.ref, m.asset, m.available::text as available,
            m.reserved::text as reserved, to_char(m.at at time zone 'UTC', ${ISO_UTC}) as at,
