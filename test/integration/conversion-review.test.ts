@@ -8,7 +8,7 @@ import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { toReview } from '../../src/pipeline/conversion/run.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
-import { rpc } from '../../src/simulators/index.ts';
+import { rpc, type ChangeNowSimulator } from '../../src/simulators/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually, SIM_API_KEY } from '../support/outside.ts';
 import { freshWallet } from '../support/payouts.ts';
@@ -73,6 +73,17 @@ const it = worldFirst(
       );
       return (await conversionIdsOf(paymentId))[0] as string;
     })
+    /** A new threshold channel's payment, converted through an exchange ChangeNow answers with `answer`. */
+    .extend(
+      'conversionAnswered',
+      ({ outside, thresholdChannel, pay, conversionOf }) =>
+        async (answer: Parameters<ChangeNowSimulator['failNextExchange']>[0]) => {
+          const channelId = await thresholdChannel();
+          outside.sim.failNextExchange(answer);
+          const paymentId = await pay(channelId);
+          return { channelId, paymentId, id: await conversionOf(paymentId) };
+        },
+    )
     .extend(
       'retry',
       ({ app }) =>
@@ -145,14 +156,11 @@ const it = worldFirst(
 
 describe('conversion review', () => {
   it('reads conversions; retry after a failed exchange whose ETH was mined: back to sent, the poll decides (review again, then settled once ChangeNow finished it)', async ({
-    outside,
     db,
     start,
-    pay,
-    thresholdChannel,
     get,
     reaches,
-    conversionOf,
+    conversionAnswered,
     retry,
     auditOf,
     payment,
@@ -160,10 +168,7 @@ describe('conversion review', () => {
     exchangesFor,
   }) => {
     const payrail = await start();
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('failed');
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('failed');
     const inReview = await reaches(id, 'needs_review');
     expect(inReview).toMatchObject({
       conversionId: id,
@@ -326,9 +331,9 @@ describe('conversion review', () => {
   });
 
   it('refuses while the transfer is unconfirmed and from sent (409, nothing changed or logged); once mined, retry looks again and settles; 404, 400, 401', async ({
-    app,
     outside,
     db,
+    app,
     get,
     reaches,
     retry,
@@ -407,9 +412,9 @@ describe('conversion review', () => {
 describe('a conversion in review whose transfer a person acts on', () => {
   // Regression: the conversion failed with its payments left 'failed' on it, out of every batch for good.
   it('cancelled and the cancel mined: the conversion fails and its payments are released, and batched again at once (the release queues the batch: no credit, no periodic check)', async ({
-    app,
     outside,
     db,
+    app,
     conversionIdsOf,
     reaches,
     retry,
@@ -460,21 +465,15 @@ const SHORT_WEI = 47_239_000_000_000n;
 
 describe('a refund short of the ETH sent (ChangeNow returns it less network fees)', () => {
   it("within CHANGENOW_REFUND_TOLERANCE settles by itself: the shortfall is ChangeNow's cost, and the next batch converts what is left", async ({
-    outside,
     db,
     start,
-    pay,
-    thresholdChannel,
-    conversionOf,
+    conversionAnswered,
     payment,
     channelUsdt,
     exchangesFor,
   }) => {
     await start();
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('refunded_short');
-    const paymentId = await pay(channelId);
-    const first = await conversionOf(paymentId);
+    const { channelId, paymentId, id: first } = await conversionAnswered('refunded_short');
     await eventually(
       'converted again by the next batch',
       async () => (await payment(paymentId)).conversion_status === 'completed',
@@ -517,13 +516,10 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
   it('beyond the tolerance goes to review; resolve "returned" with the refund read on chain books the shortfall and frees the payments', async ({
-    outside,
     db,
     start,
-    pay,
-    thresholdChannel,
     reaches,
-    conversionOf,
+    conversionAnswered,
     resolve,
     auditOf,
     payment,
@@ -531,10 +527,7 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     exchangesFor,
   }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('refunded_short');
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('refunded_short');
     const inReview = await reaches(id, 'needs_review');
     const [refunded] = exchangesFor(id);
     expect(inReview.reason).toBe(
@@ -587,19 +580,14 @@ describe('resolve after a failed exchange whose ETH left', () => {
     outside,
     db,
     start,
-    pay,
-    thresholdChannel,
     reaches,
-    conversionOf,
+    conversionAnswered,
     resolve,
     payment,
     channelUsdt,
   }) => {
     await start();
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('failed');
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('failed');
     await reaches(id, 'needs_review');
     await outside.changenowReturn(outside.hostAddress, 13_000_000n);
     const hash = (
@@ -625,22 +613,16 @@ describe('resolve after a failed exchange whose ETH left', () => {
   });
 
   it('"lost": the platform bears it (platform:losses) and the payments go back to pending whole, converted by the next batch', async ({
-    outside,
     db,
     start,
-    pay,
-    thresholdChannel,
     reaches,
-    conversionOf,
+    conversionAnswered,
     resolve,
     payment,
     channelUsdt,
   }) => {
     await start();
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('failed');
-    const paymentId = await pay(channelId);
-    const id = await conversionOf(paymentId);
+    const { channelId, paymentId, id } = await conversionAnswered('failed');
     await reaches(id, 'needs_review');
     const res = await resolve(id, { outcome: 'lost', note: 'exchange closed, support unreachable' });
     expect(res.status).toBe(200);
