@@ -9,3 +9,4 @@ export {
   type ChannelInput,
 } from './registry.ts';
 export { checkAddress, ADDRESS_FORMATS, type AddressFormat } from './address.ts';
+export { channelLockKey, lockChannelForCredit, lockChannelForSave } from './lock.ts';

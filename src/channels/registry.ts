@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { ChannelsTable, Database, Db } from '../db/index.ts';
 import { AmountError, formatUnits, parsePercent, parseUnits, type Percent } from '../money/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from './address.ts';
+import { lockChannelForSave } from './lock.ts';
 
 export class ChannelInputError extends Error {
   override name = 'ChannelInputError';
@@ -68,7 +69,8 @@ export interface UpsertResult {
 
 /**
  * `withinSave` runs in the save's own transaction, after the row is written: what must follow a change of the channel
- * (moving its payments to a new strategy, with their jobs) commits with it or not at all.
+ * (moving its payments to a new strategy, with their jobs) commits with it or not at all. The save holds the channel's
+ * credit lock exclusively from its first statement to its commit (lock.ts).
  */
 export async function upsertChannel(
   db: Db,
@@ -82,6 +84,9 @@ export async function upsertChannel(
   const thresholdCents = parseThreshold(input);
   const fee = parseFee(input);
   return db.transaction().execute(async (trx) => {
+    // First, before any row lock: the credits of this channel under way commit before the save writes, and those
+    // arriving now wait for its commit (lock.ts), so `withinSave` moves every payment credited at the old version.
+    await lockChannelForSave(trx, channelId);
     const pair = await trx
       .selectFrom('supported_pairs')
       .select('address_format')

@@ -11,6 +11,7 @@
  * has when they settle.
  */
 import { sql, type Transaction } from 'kysely';
+import { lockChannelForSave } from '../channels/lock.ts';
 import type { Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout/run.ts';
@@ -23,8 +24,14 @@ export interface Rehomed {
   readonly toInstant: readonly string[];
 }
 
-/** In the channel save's transaction (see upsertChannel), so a switch and its payments' moves commit together. */
+/**
+ * In the channel save's transaction (see upsertChannel), so a switch and its payments' moves commit together. The save
+ * took the channel's credit lock exclusively before writing the channel (src/channels/lock.ts): every payment credited
+ * at the version before it has committed, so the statements below see it, and no credit books the old version after
+ * them. Taking the lock again here costs nothing in that transaction, and keeps a caller that forgot it from racing.
+ */
 export async function rehomeChannelPayments(trx: Transaction<Database>, channelId: string): Promise<Rehomed> {
+  await lockChannelForSave(trx, channelId);
   const channel = await trx
     .selectFrom('channels')
     .select('payout_strategy')

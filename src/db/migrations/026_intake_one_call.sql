@@ -7,6 +7,11 @@
 -- one place that knows the review rules, so this function never decides a review, it only recognises the cases
 -- where none can arise.
 
+-- The channel's credit lock (src/channels/lock.ts channelLockKey computes the same key; a test holds them equal):
+-- taken shared by every credit before it reads the channel, exclusively by a channel save before it writes it.
+create function payrail_channel_lock_key(p_channel_id text) returns bigint
+language sql immutable strict as $$ select hashtextextended('channel:' || p_channel_id, 0) $$;
+
 -- src/money/fee.ts splitFee in SQL: the fee is gross × percent / 100 rounded down in the smallest unit, the rest the
 -- channel's. numeric multiplication is exact and div() truncates the exact quotient (towards zero: nothing here is
 -- negative), so no intermediate rounding can push the fee over a unit boundary.
@@ -98,13 +103,16 @@ begin
     return;
   end if;
 
-  -- The channel is read once, here, without a lock, and only this copy is used below: the row's credit columns, the
-  -- fee split, the journal and the payout job all take their fee and strategy from it, so they are those of one
-  -- committed version of the channel. A channel save committed before this read is what this IPN books; one
-  -- committing after it is not seen by this IPN (which books the version before it, exactly as if it had committed
-  -- just before the save) and is seen by the next. Never a mix: nothing here reads channels a second time. No lock
-  -- either way: a save does not wait for intake, nor intake for a save (a plain read never waits for a writer).
-  -- recordIpnStepwise reads the channel the same way, once, first in its transaction.
+  -- The channel's credit lock, shared, is this call's first lock (lock order: src/channels/lock.ts): a save of the
+  -- channel under way holds it exclusively, and this call waits for its commit; a save starting now waits for this
+  -- call's commit, and then moves what it credited to the channel's new strategy (rehomeChannelPayments). Other
+  -- intakes hold it shared too and never wait for this one: no channel row is locked, no tuple written for it.
+  perform pg_advisory_xact_lock_shared(payrail_channel_lock_key(p_channel_id));
+  -- Read once, after the lock (a volatile function's statement takes a new snapshot under READ COMMITTED, so a save
+  -- that committed while this call waited is seen), and only this copy is used below: the row's credit columns, the
+  -- fee split, the journal and the payout job all take their fee and strategy from it, one committed version of the
+  -- channel, in force until this call commits. recordIpnStepwise locks and reads the channel the same way, first in
+  -- its transaction.
   select * into v_channel from channels where channel_id = p_channel_id;
   if not found then
     return; -- unknown_channel is a review

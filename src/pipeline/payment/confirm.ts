@@ -21,6 +21,7 @@
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { reviewWithAlert } from '../alert.ts';
+import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentsTable } from '../../db/index.ts';
 import type { ApiPayment, NowPaymentsApi, PaymentLookup } from '../../integrations/nowpayments/index.ts';
 import type { Logger } from '../../log.ts';
@@ -145,6 +146,9 @@ async function applyLookup(
   seen: PaymentRow,
   lookup: PaymentLookup,
 ): Promise<ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold'> {
+  // Before the row lock (lock order: src/channels/lock.ts), on the channel the row named when read; sameClaim below
+  // sends a row whose channel changed meanwhile round again.
+  await lockChannelForCredit(trx, seen.channel_id);
   const row = await trx
     .selectFrom('payments')
     .selectAll()
@@ -199,7 +203,8 @@ async function applyLookup(
   }
   if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
 
-  // In the credit's transaction: the fee booked is the channel's now, not as it was when the check was asked for.
+  // In the credit's transaction, under the channel's credit lock: the fee and strategy booked are the channel's now,
+  // not as they were when the check was asked for, and a save of the channel waits for this commit.
   const channel = await trx
     .selectFrom('channels')
     .select(CREDIT_CHANNEL_COLUMNS)

@@ -12,6 +12,7 @@
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { raiseAlert, storeEventAlert, type AlertInput } from '../../alerts/index.ts';
+import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentsTable } from '../../db/index.ts';
 import { PAYMENT_STATUSES, type Ipn, type IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { enqueue } from '../../jobs/index.ts';
@@ -166,6 +167,8 @@ export async function recordIpnStepwise(
   alerting?: IntakeAlerting,
 ): Promise<IntakeResult> {
   return db.transaction().execute(async (trx) => {
+    // The transaction's first lock (lock order: src/channels/lock.ts): a save of this channel under way commits first.
+    await lockChannelForCredit(trx, ipn.channelId);
     const channel = await trx
       .selectFrom('channels')
       .selectAll()
@@ -648,6 +651,8 @@ export async function releaseUnknownChannelPayments(
   const credited: Array<'instant' | 'threshold'> = [];
   for (const { payment_id } of waiting) {
     const strategy = await db.transaction().execute(async (trx) => {
+      // Before the channel's read and the payment's row lock (lock order: src/channels/lock.ts).
+      await lockChannelForCredit(trx, channelId);
       const channel = await trx
         .selectFrom('channels')
         .select(CREDIT_CHANNEL_COLUMNS)
@@ -748,9 +753,12 @@ export function storedCredit(row: PaymentRow): CreditBasis | null {
 }
 
 /**
- * What a credit takes of the channel it credits: its strategy and its own fee. Read in the credit's own transaction
- * (not locked: a channel save racing a credit leaves it at the fee before or after the save, never a mix), so a fee
- * changed before the credit began is the one booked, whatever was read when the IPN was first seen or the check asked.
+ * What a credit takes of the channel it credits: its strategy and its own fee. Read in the credit's own transaction,
+ * after the channel's credit lock taken shared (src/channels/lock.ts; the channel row itself is not locked), so the
+ * version read is the one in force until the credit commits: a save of the channel waits for the credit and then
+ * moves it with the channel's other payments to its new strategy, and a credit arriving during a save waits for the
+ * save's commit and reads the new version. A fee changed before the credit began is the one booked, whatever was read
+ * when the IPN was first seen or the check asked.
  */
 export interface CreditChannel {
   readonly payout_strategy: 'instant' | 'threshold';

@@ -23,6 +23,7 @@
  *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
+import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../../db/index.ts';
 import { enqueue, jobWithKeyExists } from '../../jobs/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
@@ -120,6 +121,15 @@ export async function applyPaymentAction(
   expectedReason?: string,
 ): Promise<PaymentActionResult | null> {
   return db.transaction().execute(async (trx) => {
+    // A credit or top-up below books from the channel as a save leaves it: its credit lock, shared, is taken before
+    // the payment's row lock (lock order: src/channels/lock.ts), so its channel is read first, unlocked.
+    const owner = await trx
+      .selectFrom('payments')
+      .select('channel_id')
+      .where('payment_id', '=', paymentId)
+      .executeTakeFirst();
+    if (!owner) return null;
+    await lockChannelForCredit(trx, owner.channel_id);
     const payment = await trx
       .selectFrom('payments')
       .selectAll()
@@ -127,6 +137,7 @@ export async function applyPaymentAction(
       .forUpdate()
       .executeTakeFirst();
     if (!payment) return null;
+    if (payment.channel_id !== owner.channel_id) throw new Error(`payment ${paymentId} changed channel`);
     if (expectedReason !== undefined && payment.review_reason !== expectedReason) {
       throw new PaymentActionRefused(
         `its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`,
