@@ -1,9 +1,10 @@
 /*
  * payrail's operator dashboard. Reads GET /api/overview with the admin token (kept in sessionStorage, so it leaves
  * with the tab), refreshes it every few seconds, calls the payout, conversion, transfer and payment actions of the
- * review queue, pays a channel now, and shows a channel's statement for the last 30 days (with its CSV, fetched with
- * the token and saved from a Blob: there are no cookies for a plain link to carry), and the platform's webhook
- * endpoints with the deliveries that failed, each with a Retry (their own calls: a failure of those stays in its card).
+ * review queue, pays a channel now, and shows a channel's statement for the last 30 days, a page of lines at a time
+ * with Load more (and its whole CSV, fetched with the token and saved from a Blob: there are no cookies for a plain
+ * link to carry), and the platform's webhook endpoints with the deliveries that failed, each with a Retry (their own
+ * calls: a failure of those stays in its card).
  *
  * Money stays text: every amount is shown as the decimal string the API gave, grouped by string operations, never
  * turned into a number. The chart draws the API's exact basis-point scale (`scaleBps`), not amounts.
@@ -431,11 +432,21 @@
   // --- a channel's statement (GET /api/channels/:id/statement) ---------------------------------------------------
 
   const STATEMENT_DAYS = 30;
-  /** Rows listed per asset: the latest ones; the CSV download has every row. */
-  const STATEMENT_ROWS = 200;
+  /**
+   * Lines asked for per page of a statement (the API's own default; it allows up to 1,000): the channel view shows the
+   * first page and Load more appends the next. The statement card carries it as data-page-size.
+   */
+  const STATEMENT_PAGE = 200;
   const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
   /** Counts the statements asked for: only the latest request's answer is shown (kept out of Alpine's proxies). */
   let statementsAsked = 0;
+  /**
+   * The statement shown, as read so far (null until its first page is in): whose and which range, the first page's
+   * answer (its totals stand for the whole range and stay), each asset's lines of every page read, in booking order,
+   * how many lines that is, and the cursor of the next page (null: the last one is in). Out of Alpine's proxies: a
+   * range can have thousands of lines, and the page shows them through statementView().
+   */
+  let statementRead = null;
   const ITEM_KINDS = {
     payment: 'payment',
     payment_top_up: 'top-up',
@@ -447,14 +458,32 @@
     other: 'other',
   };
 
-  function statementPath(channelId, range, format) {
+  /**
+   * The statement's URL: `format` csv for the whole range; else one page of `limit` lines, after the cursor `after`
+   * (the range is given again all the same: the API refuses a cursor of another range instead of mixing two).
+   */
+  function statementPath(channelId, range, options = {}) {
     const query = new URLSearchParams({ from: range.from, to: range.to });
-    if (format) query.set('format', format);
+    if (options.format) query.set('format', options.format);
+    if (options.limit) query.set('limit', String(options.limit));
+    if (options.after) query.set('after', options.after);
     return `/api/channels/${encodeURIComponent(channelId)}/statement?${query}`;
   }
 
   /** "2026-12-06T11:05:02.123456Z" → "2026-12-06 11:05:02" (UTC, as the API gives it). */
   const utc = (iso) => `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
+
+  /** Journal ids are whole numbers as text, of any length: ordered as numbers without becoming one. */
+  const idOrder = (a, b) => (a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0);
+  /** The journal a line is placed at: its latest (a payout booked in several journals is one line). */
+  const placedAt = (x) => x.journals.reduce((latest, j) => (idOrder(j, latest) > 0 ? j : latest), x.journals[0] ?? '');
+
+  /** One page's lines of an asset in booking order (by time, then journal), as the API pages them. */
+  function pageItems(a) {
+    return [...a.payments, ...a.conversions, ...a.payouts, ...a.other].sort((x, y) =>
+      x.time < y.time ? -1 : x.time > y.time ? 1 : idOrder(placedAt(x), placedAt(y)),
+    );
+  }
 
   function itemDetail(x) {
     switch (x.kind) {
@@ -470,11 +499,8 @@
     }
   }
 
-  function statementAssetView(a) {
-    const items = [...a.payments, ...a.conversions, ...a.payouts, ...a.other].sort((x, y) =>
-      x.time < y.time ? -1 : x.time > y.time ? 1 : 0,
-    );
-    const shown = items.slice(-STATEMENT_ROWS);
+  /** An asset's totals (`a`, from the first page) and its lines read so far (`items`). */
+  function statementAssetView(a, items, hasMore) {
     const sum = (key, one, count, amount) => ({
       key,
       label: `${count} ${count === 1 ? one : key}`,
@@ -497,8 +523,8 @@
       ].filter((s) => s.count > 0),
       // The API serves a statement only once this holds; the page says what was checked.
       checkText: `checked against the ledger: ${groupDigits(a.check.opening)} + ${groupDigits(a.check.movementsFromEntries)} = ${groupDigits(a.check.closing)}`,
-      items: shown.map((x) => ({
-        key: `${x.kind}:${x.id}:${x.time}`,
+      items: items.map((x) => ({
+        key: `${x.kind}:${x.id}:${placedAt(x)}`,
         testid: `statement-item-${a.asset}-${x.kind}-${x.id}`,
         timeText: utc(x.time),
         kindText: ITEM_KINDS[x.kind] ?? x.kind,
@@ -508,17 +534,36 @@
         detail: itemDetail(x),
       })),
       any: items.length > 0,
-      none: items.length === 0,
-      more: items.length > shown.length ? `the latest ${shown.length} of ${items.length}; the CSV has them all` : '',
+      // An asset with no line among those read may still have some in the pages not read yet.
+      noneText: items.length > 0 ? '' : hasMore ? 'None among the lines read so far.' : 'Nothing moved in this range.',
     };
   }
 
-  function statementView(s) {
+  function linesText(read) {
+    const n = read.lines;
+    const lines = `${n} line${n === 1 ? '' : 's'}`;
+    if (read.next !== null)
+      return `showing the first ${lines} of this range · Load more reads the next ${STATEMENT_PAGE}; the CSV has them all`;
+    return n === 0 ? 'no lines in this range' : `showing all ${lines} of this range`;
+  }
+
+  function statementView(read) {
+    const s = read.first;
+    const hasMore = read.next !== null;
     return {
       title: `Channel ${s.channelId}`,
       rangeText: `last ${STATEMENT_DAYS} days · ${utc(s.from)} to ${utc(s.to)} UTC`,
-      assets: s.assets.map(statementAssetView),
+      assets: s.assets.map((a) => statementAssetView(a, read.items.get(a.asset) ?? [], hasMore)),
+      linesText: linesText(read),
+      hasMore,
     };
+  }
+
+  /** A page's lines after those already read: each page starts exactly after the last line of the one before. */
+  function addPage(read, body) {
+    for (const a of body.assets) read.items.set(a.asset, [...(read.items.get(a.asset) ?? []), ...pageItems(a)]);
+    read.lines += body.page.lines;
+    read.next = body.page.hasMore ? body.page.next : null;
   }
 
   /** Saves text the page fetched as a file: a link to an object URL, clicked once. */
@@ -744,6 +789,10 @@
       statement: null,
       statementError: '',
       statementLoading: false,
+      // Load more: its own state, so a page that fails to load leaves the lines shown as they are.
+      statementMoreLoading: false,
+      statementMoreError: '',
+      statementPageSize: STATEMENT_PAGE,
       // The webhooks card: read beside the overview, and failing on its own (its error shows in the card only).
       webhooks: null,
       webhooksError: '',
@@ -905,7 +954,10 @@
         await this.load();
       },
 
-      /** A channel's id clicked in the channels table: its statement for the last STATEMENT_DAYS days. */
+      /**
+       * A channel's id clicked in the channels table: the first page of its statement for the last STATEMENT_DAYS
+       * days. Clicked again, the range is asked afresh up to now, and its lines start again from the first page.
+       */
       async openStatement(event) {
         const id = event.currentTarget.dataset.id;
         if (!CHANNEL_ID_RE.test(id ?? '')) return;
@@ -915,13 +967,16 @@
           to: to.toISOString(),
         };
         const asked = ++statementsAsked;
+        statementRead = null;
         this.statementFor = id;
         this.statementRange = range;
         this.statement = null;
         this.statementError = '';
         this.statementLoading = true;
+        this.statementMoreLoading = false;
+        this.statementMoreError = '';
         try {
-          const { status, body } = await this.api('GET', statementPath(id, range));
+          const { status, body } = await this.api('GET', statementPath(id, range, { limit: STATEMENT_PAGE }));
           // Another channel was clicked meanwhile: its answer is the one to show.
           if (asked !== statementsAsked) return;
           if (status === 401) {
@@ -933,20 +988,55 @@
             this.statementError = body.error ?? `HTTP ${status}`;
             return;
           }
-          this.statement = statementView(body);
+          statementRead = { channelId: id, range, first: body, items: new Map(), lines: 0, next: null };
+          addPage(statementRead, body);
+          this.statement = statementView(statementRead);
         } catch (error) {
-          this.statementError = error.message;
+          if (asked === statementsAsked) this.statementError = error.message;
         } finally {
           if (asked === statementsAsked) this.statementLoading = false;
         }
       },
+      /** The statement's next page, its lines after those shown; the totals stay the first page's. */
+      async loadMoreStatement() {
+        const read = statementRead;
+        if (read === null || read.next === null || this.statementMoreLoading) return;
+        const asked = statementsAsked;
+        this.statementMoreLoading = true;
+        this.statementMoreError = '';
+        try {
+          const path = statementPath(read.channelId, read.range, { limit: STATEMENT_PAGE, after: read.next });
+          const { status, body } = await this.api('GET', path);
+          // Another statement was opened, or this one closed, meanwhile: these lines are not the one shown.
+          if (asked !== statementsAsked) return;
+          if (status === 401) {
+            this.signOut();
+            this.error = 'The server refused this token.';
+            return;
+          }
+          if (status !== 200) {
+            this.statementMoreError = `Load more failed: ${body.error ?? `HTTP ${status}`}`;
+            return;
+          }
+          addPage(read, body);
+          this.statement = statementView(read);
+        } catch (error) {
+          // The cursor is kept: Load more asks for the same page again.
+          if (asked === statementsAsked) this.statementMoreError = `Load more failed: ${error.message}`;
+        } finally {
+          if (asked === statementsAsked) this.statementMoreLoading = false;
+        }
+      },
       closeStatement() {
         statementsAsked++;
+        statementRead = null;
         this.statementFor = '';
         this.statementRange = null;
         this.statement = null;
         this.statementError = '';
         this.statementLoading = false;
+        this.statementMoreLoading = false;
+        this.statementMoreError = '';
       },
       /** The statement shown, as CSV: fetched with the token (no cookie would carry it), saved from a Blob. */
       async downloadStatement() {
@@ -954,7 +1044,7 @@
         const range = this.statementRange;
         if (!CHANNEL_ID_RE.test(id) || range === null) return;
         try {
-          const response = await fetch(statementPath(id, range, 'csv'), {
+          const response = await fetch(statementPath(id, range, { format: 'csv' }), {
             headers: { authorization: `Bearer ${this.token}` },
             cache: 'no-store',
           });

@@ -39,6 +39,8 @@ const ELSEWHERE = '-1007000000004';
 const UNREGISTERED = '-1007000000009';
 /** A channel whose wallet change a webhook endpoint is told about (seeded by its test). */
 const HOOKED = '-1007000000005';
+/** A channel with more statement lines than the dashboard shows in one page (seeded by its test). */
+const PAGED = '-1007000000006';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const OTHER_WALLET = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
 /** In an endpoint's URL: a platform may put its own key there, which the page never shows. */
@@ -944,6 +946,140 @@ describe('the dashboard', () => {
 
     await page.click('[data-testid=statement] [data-role=close]');
     await page.waitForSelector('[data-testid=statement]', { state: 'hidden' });
+    await page.close();
+  });
+
+  it("pages a long statement: Load more appends the next page's lines, each once, until the last; a failed page keeps the lines shown; opening it again starts from the first page", async () => {
+    const page = await newPage();
+    await signIn(page);
+    // The dashboard's own page size, as its statement card states it: two pages of it and a few lines more.
+    const size = Number(await page.getAttribute('[data-testid=statement]', 'data-page-size'));
+    expect(size).toBeGreaterThanOrEqual(1);
+    const count = 2 * size + 7;
+    await saveChannel(payrail, PAGED, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+    });
+    // Each payment is one ETH line (no conversion runs here: no worker); sent a few at a time.
+    for (let start = 0; start < count; start += 20)
+      await Promise.all(
+        Array.from({ length: Math.min(20, count - start) }, (_, i) =>
+          sendFinished(payrail, 9_700_100_000 + start + i, PAGED),
+        ),
+      );
+    await page.waitForSelector(`[data-testid=channel-${PAGED}] [data-role=open-statement]`, { timeout: 15_000 });
+
+    const asked: URL[] = [];
+    page.on('request', (request) => {
+      if (request.url().includes('/statement?')) asked.push(new URL(request.url()));
+    });
+    const rows = '[data-testid=statement-eth] tbody tr';
+    const loadMore = '[data-testid=statement] [data-role=load-more]';
+    const ids = () =>
+      page.locator(rows).evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-testid') ?? ''), undefined);
+    await page.click(`[data-testid=channel-${PAGED}] [data-role=open-statement]`);
+    await page.waitForSelector(loadMore, { state: 'visible' });
+    const first = asked[0] as URL;
+    expect(first.searchParams.get('limit')).toBe(String(size));
+    expect(first.searchParams.has('after')).toBe(false);
+    const from = first.searchParams.get('from') as string;
+    const to = first.searchParams.get('to') as string;
+
+    // The API's pages of the same range, walked here: what the page must end up showing, in this order.
+    type Paged = {
+      assets: Array<{
+        asset: string;
+        opening: { total: string };
+        closing: { total: string };
+        payments: Array<{ id: string }>;
+      }>;
+      page: { lines: number; hasMore: boolean; next: string | null };
+    };
+    const pages: Paged[] = [];
+    for (let after: string | null = null; pages.length === 0 || after !== null;) {
+      const query = new URLSearchParams({ from, to, limit: String(size), ...(after !== null && { after }) });
+      const res = await payrail.request('GET', `/api/channels/${PAGED}/statement?${query}`);
+      expect(res.status).toBe(200);
+      pages.push(res.body as Paged);
+      after = (res.body as Paged).page.next;
+    }
+    expect(pages.map((p) => p.page.lines)).toEqual([size, size, 7]);
+    const eth = (p: Paged) => p.assets.find((a) => a.asset === 'eth') as Paged['assets'][number];
+    const expected = pages.flatMap((p) => eth(p).payments.map((x) => `statement-item-eth-payment-${x.id}`));
+    expect(new Set(expected).size).toBe(count);
+
+    const totals = async () => [
+      await shown(page, '[data-testid=statement-eth] [data-role=opening]'),
+      await shown(page, '[data-testid=statement-eth] [data-role=closing]'),
+    ];
+    const whole = [eth(pages[0] as Paged).opening.total, eth(pages[0] as Paged).closing.total];
+    expect(await totals()).toEqual(whole);
+    expect(await ids()).toEqual(expected.slice(0, size));
+    expect(await page.textContent('[data-testid=statement] [data-role=lines]')).toBe(
+      `showing the first ${size} lines of this range · Load more reads the next ${size}; the CSV has them all`,
+    );
+    expect(await page.textContent('[data-testid=statement-usdt] [data-role=none]')).toBe(
+      'None among the lines read so far.',
+    );
+
+    // The next page refused (a cursor the server never handed out): the error is shown, the lines stay, and the
+    // same Load more asks again.
+    const tampered = (url: URL) => url.searchParams.has('after');
+    await page.route(tampered, (route) => {
+      const url = new URL(route.request().url());
+      url.searchParams.set('after', 'not-a-cursor');
+      return route.continue({ url: url.toString() });
+    });
+    await page.click(loadMore);
+    await page.waitForSelector('[data-testid=statement] [data-role=more-error]', { state: 'visible' });
+    expect(await page.textContent('[data-testid=statement] [data-role=more-error]')).toBe(
+      'Load more failed: after: not a cursor this statement handed out (pass the page.next of the previous page as is)',
+    );
+    expect(await ids()).toEqual(expected.slice(0, size));
+    expect(await page.isVisible(loadMore)).toBe(true);
+    await page.unroute(tampered);
+
+    await page.click(loadMore);
+    await expect.poll(() => page.locator(rows).count(), { timeout: 15_000, interval: 100 }).toBe(2 * size);
+    expect(await page.isVisible('[data-testid=statement] [data-role=more-error]')).toBe(false);
+    expect(await page.isVisible(loadMore)).toBe(true);
+    await page.click(loadMore);
+    await page.waitForSelector(loadMore, { state: 'hidden' });
+
+    // Every line once, in booking order; the totals are the first page's, for the whole range.
+    expect(await ids()).toEqual(expected);
+    expect(await totals()).toEqual(whole);
+    expect(await page.textContent('[data-testid=statement] [data-role=lines]')).toBe(
+      `showing all ${count} lines of this range`,
+    );
+    expect(await page.textContent('[data-testid=statement-usdt] [data-role=none]')).toBe(
+      'Nothing moved in this range.',
+    );
+    // Each page after the first asked with the cursor of the one before it, for the same range and size.
+    const more = asked.filter((url) => url.searchParams.has('after'));
+    expect(more.map((url) => url.searchParams.get('after'))).toEqual([
+      pages[0]?.page.next,
+      pages[0]?.page.next,
+      pages[1]?.page.next,
+    ]);
+    for (const url of more)
+      expect([url.searchParams.get('from'), url.searchParams.get('to'), url.searchParams.get('limit')]).toEqual([
+        from,
+        to,
+        String(size),
+      ]);
+
+    // Opened again: a new range up to now, read from its first page.
+    const before = asked.length;
+    await page.click(`[data-testid=channel-${PAGED}] [data-role=open-statement]`);
+    await page.waitForSelector(loadMore, { state: 'visible' });
+    const again = asked[before] as URL;
+    expect(again.searchParams.has('after')).toBe(false);
+    expect(again.searchParams.get('to')).not.toBe(to);
+    expect(await page.locator(rows).count()).toBe(size);
     await page.close();
   });
 
