@@ -12,6 +12,7 @@ import {
   readLiveFigures,
   type HistoryFigures,
 } from './database.ts';
+import { intakeMetricsText } from './intake.ts';
 import { databaseMetricsText } from './scrape.ts';
 import { createProcessMetrics, runtimeRegistry, type ProcessMetrics } from './process.ts';
 
@@ -61,7 +62,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
     ...local,
     contentType: local.registry.contentType,
     async render(renderOptions = {}) {
-      const own = (await local.registry.metrics()) + (await runtimeRegistry().metrics());
+      const own = (await local.registry.metrics()) + (await runtimeRegistry().metrics()) + (await intakeMetricsText());
       const { db, logger } = renderOptions;
       if (db === undefined) return own;
       try {

@@ -11,6 +11,9 @@ import { readIpn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parsePercent, splitFee } from '../../src/money/index.ts';
 import { recordIpn, type IntakeResult, type IntakeSettings } from '../../src/pipeline/index.ts';
+import { intakeInOneCall } from '../../src/pipeline/payment/intake-one-call.ts';
+import { oneCallSettings } from '../../src/pipeline/payment/intake.ts';
+import { intakeMetricsText } from '../../src/metrics/intake.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 
@@ -164,5 +167,68 @@ describe('a channel saved while its IPNs are taken', () => {
     }
     expect([...seen].sort()).toEqual(['instant', 'threshold']);
     expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
+
+describe("the one call's identity checks", () => {
+  async function finishedIpn(channelId: string) {
+    const paymentId = String(nextPaymentId++);
+    const { raw, headers } = signed(
+      ipnBody({ payment_id: Number(paymentId), order_id: `PGP-6271402111|${channelId}` }),
+      SECRET,
+    );
+    const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
+    if (!reading.ok) throw new Error(reading.error);
+    return { paymentId, ipn: reading.ipn };
+  }
+
+  it('refuses, writing nothing, units that are not the reported outcome_amount', async () => {
+    const channelId = `-${nextChannel++}`;
+    await saveChannel(channelId, { strategy: 'instant', fee: '1' });
+    const { paymentId, ipn } = await finishedIpn(channelId);
+    await expect(
+      intakeInOneCall(db.db, { ...ipn, outcomeUnits: ipn.outcomeUnits! + 1n }, oneCallSettings(ipn, SETTINGS)),
+    ).rejects.toThrow(/are not the reported/);
+    const { rows } = await db.pool.query('select 1 from payments where payment_id = $1::numeric', [paymentId]);
+    expect(rows).toEqual([]);
+  });
+
+  it("books the row's own id in the journal, the job key and its payload, whatever the caller's spelling", async () => {
+    const channelId = `-${nextChannel++}`;
+    await saveChannel(channelId, { strategy: 'instant', fee: '1' });
+    const { paymentId, ipn } = await finishedIpn(channelId);
+    const spelt = { ...ipn, paymentId: `00${paymentId}` };
+    expect(await intakeInOneCall(db.db, spelt, oneCallSettings(spelt, SETTINGS))).toMatchObject({
+      outcome: 'recorded',
+      credited: 'instant',
+    });
+    const { rows } = await db.pool.query(
+      `select (select count(*)::int from ledger_journals where kind = 'payment_received' and ref = $1) as journals,
+         (select json_agg(j.payload) from graphile_worker._private_jobs j where j.key = 'payout_instant:' || $1) as jobs`,
+      [paymentId],
+    );
+    expect(rows[0]).toEqual({ journals: 1, jobs: [{ paymentId }] });
+  });
+});
+
+describe("the one call's declines", () => {
+  async function counted(result: string): Promise<number> {
+    const line = (await intakeMetricsText())
+      .split('\n')
+      .find((l) => l.startsWith(`payrail_intake_one_call_total{result="${result}"} `));
+    return Number(line?.split(' ')[1]);
+  }
+
+  it('are counted by their code, and what it takes as taken', async () => {
+    const unknown = `-${nextChannel++}`;
+    const known = `-${nextChannel++}`;
+    await saveChannel(known, { strategy: 'threshold', fee: '1' });
+    const before = { unknown: await counted('unknown_channel'), taken: await counted('taken') };
+    expect(before.unknown).toBeGreaterThanOrEqual(0);
+    expect((await finished(unknown)).result).toMatchObject({ outcome: 'review', reviewReason: 'unknown_channel' });
+    expect((await finished(known)).result).toMatchObject({ outcome: 'recorded', credited: 'threshold' });
+    expect(await counted('unknown_channel')).toBe(before.unknown + 1);
+    expect(await counted('taken')).toBe(before.taken + 1);
+    expect(await counted('other')).toBe(0);
   });
 });

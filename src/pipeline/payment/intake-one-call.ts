@@ -13,7 +13,16 @@ import { sql } from 'kysely';
 import type { Db } from '../../db/index.ts';
 import type { Ipn, IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { accounts } from '../../ledger/index.ts';
+import { countOneCall, type OneCallDecline } from '../../metrics/intake.ts';
 import type { Percent } from '../../money/index.ts';
+
+/** A job the call queues: intake.ts PAYOUT_JOB and CONFIRM_JOB with their attempts, the options creditEffects and
+ * enqueueConfirm use, so the two paths cannot queue a job two ways. */
+export interface OneCallJob {
+  readonly task: string;
+  readonly keyMode: 'replace' | 'preserve_run_at' | 'unsafe_dedupe';
+  readonly maxAttempts: number;
+}
 
 /** What the call needs from intake: its settings and its order of statuses, passed in, never written in the SQL. */
 export interface OneCallSettings {
@@ -21,8 +30,8 @@ export interface OneCallSettings {
   readonly feePercent: Percent;
   /** NOWPAYMENTS_CONFIRM_DEADLINE in seconds when NOWPAYMENTS_API_KEY is set (a credit waits for the check), else null. */
   readonly confirmDeadlineSeconds: number | null;
-  readonly payoutMaxAttempts: number;
-  readonly confirmMaxAttempts: number;
+  readonly payoutJob: OneCallJob;
+  readonly confirmJob: OneCallJob;
   /** The statuses this IPN's status moves a payment forward from. */
   readonly advancesFrom: readonly IpnStatus[];
 }
@@ -41,6 +50,7 @@ interface Row {
   o_status: IpnStatus | null;
   o_credited: 'instant' | 'threshold' | null;
   o_confirming: boolean | null;
+  o_declined: OneCallDecline | null;
 }
 
 /**
@@ -56,9 +66,15 @@ export function mayTakeOneCall(ipn: Ipn): boolean {
   );
 }
 
-/** The IPN applied in one call, or null when it is not a common case (nothing written then). */
+/**
+ * The IPN applied in one call, or null when it is not a common case (nothing written then). Every IPN offered is
+ * counted, taken or by the code of its decline (payrail_intake_one_call_total).
+ */
 export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSettings): Promise<OneCallResult | null> {
-  if (!mayTakeOneCall(ipn) || ipn.outcomeAsset === null || ipn.outcomeUnits === null) return null;
+  if (!mayTakeOneCall(ipn) || ipn.outcomeAsset === null || ipn.outcomeUnits === null) {
+    countOneCall('not_common');
+    return null;
+  }
   const asset = ipn.outcomeAsset;
   // The credit's journal accounts, named (and sharded) by the ledger: NOWPayments, platform fees, channel.
   const journal = [
@@ -66,7 +82,8 @@ export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSetting
     accounts.platformFees(asset, ipn.paymentId),
     accounts.channel(ipn.channelId, asset),
   ];
-  const { rows } = await sql<Row>`select o_outcome, o_status, o_credited, o_confirming from payrail_intake_ipn(
+  const { rows } =
+    await sql<Row>`select o_outcome, o_status, o_credited, o_confirming, o_declined from payrail_intake_ipn(
       p_payment_id => ${ipn.paymentId}::text,
       p_invoice_id => ${ipn.invoiceId}::numeric,
       p_parent_payment_id => ${ipn.parentPaymentId}::numeric,
@@ -89,10 +106,18 @@ export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSetting
       p_allow_negative => ${journal.map((a) => a.allowNegative)}::boolean[],
       p_default_fee_percent => ${settings.feePercent.text}::numeric,
       p_confirm_deadline_secs => ${settings.confirmDeadlineSeconds}::double precision,
-      p_payout_max_attempts => ${settings.payoutMaxAttempts}::integer,
-      p_confirm_max_attempts => ${settings.confirmMaxAttempts}::integer)`.execute(db);
+      p_payout_task => ${settings.payoutJob.task}::text,
+      p_payout_key_mode => ${settings.payoutJob.keyMode}::text,
+      p_payout_max_attempts => ${settings.payoutJob.maxAttempts}::integer,
+      p_confirm_task => ${settings.confirmJob.task}::text,
+      p_confirm_key_mode => ${settings.confirmJob.keyMode}::text,
+      p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer)`.execute(db);
   const row = rows[0];
-  if (!row || row.o_outcome === null || row.o_status === null) return null;
+  if (!row || row.o_outcome === null || row.o_status === null) {
+    countOneCall(row?.o_declined ?? 'other');
+    return null;
+  }
+  countOneCall('taken');
   return {
     outcome: row.o_outcome,
     status: row.o_status,

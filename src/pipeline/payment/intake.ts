@@ -51,6 +51,15 @@ export interface IntakeSettings {
 /** payment_confirm's attempts: far more than NOWPAYMENTS_CONFIRM_DEADLINE (at most 24h) takes with the queue's backoff. */
 export const CONFIRM_JOB_MAX_ATTEMPTS = 25;
 
+/**
+ * The jobs a credit or its check queues, keyed `<task>:<payment id>`; the one call (migration 026) is given the same.
+ * payout_instant: a copy of the IPN never touches the job queued, or running, for the payment (unsafe_dedupe).
+ * payment_confirm: one job waits per payment; a copy asking again updates the waiting one without delaying it
+ * (preserve_run_at), and one arriving while the check runs queues another run.
+ */
+export const PAYOUT_JOB = { task: 'payout_instant', keyMode: 'unsafe_dedupe' } as const;
+export const CONFIRM_JOB = { task: 'payment_confirm', keyMode: 'preserve_run_at' } as const;
+
 /** Where intake's alerts go: the caller's logger, and the webhook when ALERT_WEBHOOK_URL is set. */
 export interface IntakeAlerting {
   readonly logger: Logger;
@@ -150,8 +159,8 @@ export function oneCallSettings(ipn: Ipn, settings: IntakeSettings): OneCallSett
     feePercent: settings.feePercent,
     // The very number deadlineIn sends: both paths set the same deadline.
     confirmDeadlineSeconds: settings.confirm ? settings.confirm.deadlineMs / 1000 : null,
-    payoutMaxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-    confirmMaxAttempts: CONFIRM_JOB_MAX_ATTEMPTS,
+    payoutJob: { ...PAYOUT_JOB, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    confirmJob: { ...CONFIRM_JOB, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS },
     advancesFrom: PAYMENT_STATUSES.filter((status) => STATUS_RANK[status] < STATUS_RANK[ipn.status]),
   };
 }
@@ -331,9 +340,13 @@ export async function requestConfirmation(
 export async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
   await enqueue(
     trx,
-    'payment_confirm',
+    CONFIRM_JOB.task,
     { paymentId },
-    { jobKey: `payment_confirm:${paymentId}`, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS },
+    {
+      jobKey: `${CONFIRM_JOB.task}:${paymentId}`,
+      jobKeyMode: CONFIRM_JOB.keyMode,
+      maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS,
+    },
   );
 }
 
@@ -812,9 +825,13 @@ export async function creditEffects(
   if (strategy === 'instant') {
     await enqueue(
       trx,
-      'payout_instant',
+      PAYOUT_JOB.task,
       { paymentId },
-      { jobKey: `payout_instant:${paymentId}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+      {
+        jobKey: `${PAYOUT_JOB.task}:${paymentId}`,
+        jobKeyMode: PAYOUT_JOB.keyMode,
+        maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+      },
     );
   }
   const entries = [
