@@ -1035,8 +1035,14 @@ describe('the dashboard', () => {
     });
     await page.click(loadMore);
     await page.waitForSelector('[data-testid=statement] [data-role=more-error]', { state: 'visible' });
+    const refused = await payrail.request(
+      'GET',
+      `/api/channels/${PAGED}/statement?${new URLSearchParams({ from, to, limit: String(size), after: 'not-a-cursor' })}`,
+    );
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatch(/^after: /);
     expect(await page.textContent('[data-testid=statement] [data-role=more-error]')).toBe(
-      'Load more failed: after: not a cursor this statement handed out (pass the page.next of the previous page as is)',
+      `Load more failed: ${refused.body.error}`,
     );
     expect(await ids()).toEqual(expected.slice(0, size));
     expect(await page.isVisible(loadMore)).toBe(true);
