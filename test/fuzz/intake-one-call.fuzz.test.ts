@@ -9,7 +9,10 @@
  * The sequences mix what the one call must take (first IPNs for known channels, forward moves, repeats, copies,
  * parent ids, own and default fees, instant and threshold, with and without NOWPayments' check) with what it must
  * decline (unknown channels, partials under both policies, refunds, foreign and changed outcomes, conflicting order
- * ids, a channel registered or changed between two IPNs of a payment).
+ * ids, a channel registered or changed between two IPNs of a payment). NOWPayments' check may be switched on or off
+ * within a sequence, so a finished payment left uncredited for the check is also met by a copy without it, which the
+ * one call credits as a repeat. Jobs are compared with their key mode's effects (revision, run_at and updated_at
+ * against created_at), so a job queued with another option on one path diverges.
  *
  * A failure prints fast-check's seed and path; replay with FUZZ_SEED=<seed> FUZZ_PATH=<path> (FUZZ_RUNS=<n>).
  */
@@ -18,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
 import { readIpn, type Ipn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { intakeMetricsText } from '../../src/metrics/intake.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import type { IntakeResult, IntakeSettings } from '../../src/pipeline/index.ts';
 import { intakeInOneCall } from '../../src/pipeline/payment/intake-one-call.ts';
@@ -82,7 +86,19 @@ interface SaveStep {
   strategy: 'instant' | 'threshold';
   fee: string | null;
 }
-type Step = IpnStep | CopyStep | SaveStep;
+/** NOWPAYMENTS_API_KEY set (the check's deadline) or unset from here on: a deployment changing its settings. */
+interface CheckStep {
+  kind: 'check';
+  confirmMs: number | null;
+}
+/**
+ * A worker picks up every queued job (and keeps it, as if still running): a key mode shows in what a later enqueue
+ * with the same key does to a running job (left alone, or a new job queued beside it).
+ */
+interface PickStep {
+  kind: 'pick';
+}
+type Step = IpnStep | CopyStep | SaveStep | CheckStep | PickStep;
 
 interface Sequence {
   fee: string;
@@ -91,6 +107,32 @@ interface Sequence {
   payments: ChannelRef[];
   steps: Step[];
 }
+
+/**
+ * A finished IPN of the first payment recorded with NOWPayments' check, which left it uncredited; its check picked up
+ * by a worker and the IPN again (payment_confirm queued against a running job: its key mode shows); then the check
+ * switched off and the same IPN again: the one call credits it as a repeat, from the stored amounts.
+ */
+const lateCreditPrelude: Step[] = [
+  { kind: 'check', confirmMs: 3_600_000 },
+  {
+    kind: 'ipn',
+    payment: 0,
+    status: 'finished',
+    outcome: '0.00487',
+    outcomeCurrency: 'eth',
+    payAmount: '0.0049',
+    actuallyPaid: '0.0049',
+    priceAmount: '14.99',
+    otherOrder: false,
+    parent: 'none',
+    invoice: false,
+  },
+  { kind: 'pick' },
+  { kind: 'copy', of: 0 },
+  { kind: 'check', confirmMs: null },
+  { kind: 'copy', of: 0 },
+];
 
 const FEES = ['3', '0', '2.5', '99.999999', '0.000001', '4.000000'];
 const AMOUNTS = [
@@ -143,6 +185,7 @@ const sequence: fc.Arbitrary<Sequence> = fc
     partialPayments: fc.constantFrom('credit' as const, 'review' as const, undefined),
     confirmMs: fc.oneof({ arbitrary: fc.constant(null), weight: 2 }, fc.constantFrom(3_600_000, 1_234)),
     payments: fc.array(channelRef, { minLength: 1, maxLength: 3 }),
+    lateCredit: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
   })
   .chain((s) =>
     fc
@@ -150,6 +193,14 @@ const sequence: fc.Arbitrary<Sequence> = fc
         fc.oneof(
           { arbitrary: ipnStep(s.payments.length), weight: 10 },
           { arbitrary: fc.nat(20).map((of): CopyStep => ({ kind: 'copy', of })), weight: 3 },
+          { arbitrary: fc.constant<PickStep>({ kind: 'pick' }), weight: 1 },
+          {
+            arbitrary: fc.record({
+              kind: fc.constant('check' as const),
+              confirmMs: fc.constantFrom(null, 3_600_000, 1_234),
+            }),
+            weight: 1,
+          },
           {
             arbitrary: fc.record({
               kind: fc.constant('save' as const),
@@ -162,7 +213,13 @@ const sequence: fc.Arbitrary<Sequence> = fc
         ),
         { minLength: 1, maxLength: 12 },
       )
-      .map((steps) => ({ ...s, steps })),
+      .map((steps): Sequence => {
+        const { lateCredit, ...rest } = s;
+        if (!lateCredit) return { ...rest, steps };
+        // The prelude's payment is on a known channel, and its IPN is the sequence's first (its copy names it).
+        const payments = [{ kind: 'known' as const, index: 0 }, ...rest.payments.slice(1)];
+        return { ...rest, payments, steps: [...lateCreditPrelude, ...steps] };
+      }),
   );
 
 let a: TestDatabase;
@@ -197,7 +254,8 @@ async function contents(database: TestDatabase) {
       `select code, asset, allow_negative, balance::text from ledger_accounts order by code, asset`,
     ),
     jobs: await query(`select t.identifier, q.queue_name, j.payload::text as payload, j.priority, j.attempts,
-        j.max_attempts, j.key, j.revision, j.flags, j.locked_at, j.is_available, j.last_error
+        j.max_attempts, j.key, j.revision, j.flags, j.locked_at, j.is_available, j.last_error,
+        j.run_at = j.created_at as runs_as_created, j.updated_at = j.created_at as never_updated
       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
       left join graphile_worker._private_job_queues q on q.id = j.job_queue_id order by j.id`),
     events: await query(`select type, subject, data from events order by seq`),
@@ -254,69 +312,100 @@ afterAll(async () => {
   await b?.close();
 });
 
-describe('intake in one call', () => {
-  it('writes exactly what intake statement by statement writes, and nothing when it declines', async () => {
-    const taken = { recorded: 0, credited: 0, confirming: 0, advanced: 0, unchanged: 0, declined: 0 };
-    const params = fuzzParams<[Sequence]>(60);
-    await fc.assert(
-      fc.asyncProperty(sequence, async (s) => {
-        const settings: IntakeSettings = {
-          feePercent: parsePercent(s.fee),
-          ...(s.partialPayments !== undefined && { partialPayments: s.partialPayments }),
-          ...(s.confirmMs !== null && { confirm: { deadlineMs: s.confirmMs } }),
-        };
-        const lateChannel = `-${nextLateChannel++}`;
-        const ids = s.payments.map(() => String(nextPaymentId++));
-        const channelOf = (ref: ChannelRef) =>
-          ref.kind === 'known' ? CHANNELS[ref.index]!.id : ref.kind === 'late' ? lateChannel : UNKNOWN;
-        const sent: string[] = [];
-        for (const step of s.steps) {
-          let raw: string | undefined;
-          if (step.kind === 'save') {
-            await saveChannel(
-              step.channel === 'late' ? lateChannel : CHANNELS[step.channel]!.id,
-              step.strategy,
-              step.fee,
-            );
-            continue;
-          }
-          if (step.kind === 'copy') raw = sent[step.of % Math.max(1, sent.length)];
-          else raw = body(step, ids[step.payment]!, channelOf(s.payments[step.payment]!), ids);
-          if (raw === undefined) continue;
-          const ipn = signedIpn(raw);
-          if (!ipn) continue; // refused at the edge (a zero finished amount, too many decimals): intake never sees it
-          sent.push(raw);
+const params = fuzzParams<[Sequence]>(60);
+/** The defaults take well under a minute; FUZZ_RUNS beyond them gets the time they take (a second a run is ample). */
+const TIMEOUT_MS = Math.max(60_000, (params.numRuns ?? 60) * 1_000);
 
-          const before = await untouched(a);
-          const fast = await intakeInOneCall(a.db, ipn, oneCallSettings(ipn, settings));
-          let resultA: IntakeResult;
-          if (fast) {
-            resultA = { ...fast, paymentId: ipn.paymentId, reviewReason: null };
-            taken[fast.outcome]++;
-            if (fast.credited) taken.credited++;
-            if (fast.confirming) taken.confirming++;
-          } else {
-            expect(await untouched(a), `declined, yet wrote: ${raw}`).toEqual(before);
-            taken.declined++;
-            resultA = await recordIpnStepwise(a.db, ipn, settings);
+describe('intake in one call', () => {
+  it(
+    'writes exactly what intake statement by statement writes, and nothing when it declines',
+    async () => {
+      const taken = {
+        recorded: 0,
+        credited: 0,
+        confirming: 0,
+        advanced: 0,
+        unchanged: 0,
+        declined: 0,
+        // A finished, uncredited payment credited by a repeat (no forward move) without NOWPayments' check.
+        creditedAsRepeat: 0,
+      };
+      await fc.assert(
+        fc.asyncProperty(sequence, async (s) => {
+          const settingsWith = (confirmMs: number | null): IntakeSettings => ({
+            feePercent: parsePercent(s.fee),
+            ...(s.partialPayments !== undefined && { partialPayments: s.partialPayments }),
+            ...(confirmMs !== null && { confirm: { deadlineMs: confirmMs } }),
+          });
+          let settings = settingsWith(s.confirmMs);
+          const lateChannel = `-${nextLateChannel++}`;
+          const ids = s.payments.map(() => String(nextPaymentId++));
+          const channelOf = (ref: ChannelRef) =>
+            ref.kind === 'known' ? CHANNELS[ref.index]!.id : ref.kind === 'late' ? lateChannel : UNKNOWN;
+          const sent: string[] = [];
+          for (const step of s.steps) {
+            let raw: string | undefined;
+            if (step.kind === 'save') {
+              await saveChannel(
+                step.channel === 'late' ? lateChannel : CHANNELS[step.channel]!.id,
+                step.strategy,
+                step.fee,
+              );
+              continue;
+            }
+            if (step.kind === 'check') {
+              settings = settingsWith(step.confirmMs);
+              continue;
+            }
+            if (step.kind === 'pick') {
+              for (const database of [a, b])
+                await database.pool.query(
+                  `update graphile_worker._private_jobs set locked_at = now(), locked_by = 'fuzz' where locked_at is null`,
+                );
+              continue;
+            }
+            if (step.kind === 'copy') raw = sent[step.of % Math.max(1, sent.length)];
+            else raw = body(step, ids[step.payment]!, channelOf(s.payments[step.payment]!), ids);
+            if (raw === undefined) continue;
+            const ipn = signedIpn(raw);
+            if (!ipn) continue; // refused at the edge (a zero finished amount, too many decimals): intake never sees it
+            sent.push(raw);
+
+            const before = await untouched(a);
+            const fast = await intakeInOneCall(a.db, ipn, oneCallSettings(ipn, settings));
+            let resultA: IntakeResult;
+            if (fast) {
+              resultA = { ...fast, paymentId: ipn.paymentId, reviewReason: null };
+              taken[fast.outcome]++;
+              if (fast.credited) taken.credited++;
+              if (fast.confirming) taken.confirming++;
+              if (fast.outcome === 'unchanged' && fast.credited) taken.creditedAsRepeat++;
+            } else {
+              expect(await untouched(a), `declined, yet wrote: ${raw}`).toEqual(before);
+              taken.declined++;
+              resultA = await recordIpnStepwise(a.db, ipn, settings);
+            }
+            const resultB = await recordIpnStepwise(b.db, ipn, settings);
+            expect(resultA, raw).toEqual(resultB);
           }
-          const resultB = await recordIpnStepwise(b.db, ipn, settings);
-          expect(resultA, raw).toEqual(resultB);
-        }
-        const [left, right] = await Promise.all([contents(a), contents(b)]);
-        expect(left.payments).toEqual(right.payments);
-        expect(left.journals).toEqual(right.journals);
-        expect(left.balances).toEqual(right.balances);
-        expect(left.jobs).toEqual(right.jobs);
-        expect(left.events).toEqual(right.events);
-        expect(left.alerts).toEqual(right.alerts);
-      }),
-      params,
-    );
-    // The comparison says something only if the one call took each of its cases, and declined others, often.
-    const often = Math.ceil((params.numRuns ?? 60) / 10);
-    for (const [what, n] of Object.entries(taken))
-      expect(n, `${what}: ${JSON.stringify(taken)}`).toBeGreaterThanOrEqual(often);
-    for (const database of [a, b]) expect((await checkLedger(database.db)).ok).toBe(true);
-  });
+          const [left, right] = await Promise.all([contents(a), contents(b)]);
+          expect(left.payments).toEqual(right.payments);
+          expect(left.journals).toEqual(right.journals);
+          expect(left.balances).toEqual(right.balances);
+          expect(left.jobs).toEqual(right.jobs);
+          expect(left.events).toEqual(right.events);
+          expect(left.alerts).toEqual(right.alerts);
+        }),
+        params,
+      );
+      // The comparison says something only if the one call took each of its cases, and declined others, often.
+      const often = Math.ceil((params.numRuns ?? 60) / 10);
+      for (const [what, n] of Object.entries(taken))
+        expect(n, `${what}: ${JSON.stringify(taken)}`).toBeGreaterThanOrEqual(often);
+      for (const database of [a, b]) expect((await checkLedger(database.db)).ok).toBe(true);
+      // Every decline carried a code the metric knows.
+      expect(await intakeMetricsText()).toContain('payrail_intake_one_call_total{result="other"} 0');
+    },
+    TIMEOUT_MS,
+  );
 });
