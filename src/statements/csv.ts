@@ -8,6 +8,7 @@
  */
 import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
+import { readHorizon } from './horizon.ts';
 import type { Bounds } from './range.ts';
 import {
   assetBalances,
@@ -107,6 +108,8 @@ export async function statementCsvLines(
   channelId: string,
   bounds: Bounds,
 ): Promise<{ from: string; to: string; lines: AsyncGenerator<string, void, undefined> } | null> {
+  // Before the snapshot, as for a JSON statement (horizon.ts): the closing row's time says where the range ended.
+  const horizon = await readHorizon(db);
   const trx = await db.startTransaction().setIsolationLevel('repeatable read').setAccessMode('read only').execute();
   let ended = false;
   const release = async () => {
@@ -120,7 +123,7 @@ export async function statementCsvLines(
   let head: StatementHead | null;
   try {
     await sql`select set_config('idle_in_transaction_session_timeout', ${CSV_IDLE}, true)`.execute(trx);
-    head = await openStatement(trx, channelId, bounds);
+    head = await openStatement(trx, channelId, bounds, horizon);
   } catch (error) {
     await release();
     throw error;

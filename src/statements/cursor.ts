@@ -1,7 +1,8 @@
 /**
  * Where a page of a statement ended, handed to the client as an opaque string (`after`) and read back from it. It
  * names the channel and the exact range it was handed out for, so a cursor is never applied to another statement:
- * the range (and with it the moment "now" stood for) is fixed by the first page and carried by the cursor.
+ * the range (and with it the moment "now" stood for, and where the range was cut) is fixed by the first page and
+ * carried by the cursor.
  */
 
 /** A request whose paging parameters cannot be answered: a 400 with this message. */
@@ -23,6 +24,8 @@ interface CursorBody {
   readonly channel: string;
   readonly from: string;
   readonly to: string;
+  /** The `to` asked for, when the first page cut the range short of it: asked again with the cursor, it is the same. */
+  readonly asked?: string;
   readonly at: string;
   readonly journal: string;
 }
@@ -30,13 +33,26 @@ interface CursorBody {
 const AT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 const JOURNAL_RE = /^[1-9]\d{0,18}$/;
 
-export function encodeCursor(channel: string, from: Date, to: Date, key: LineKey): string {
-  const body: CursorBody = { v: 1, channel, from: from.toISOString(), to: to.toISOString(), ...key };
+export function encodeCursor(channel: string, from: Date, to: Date, asked: Date | null, key: LineKey): string {
+  const body: CursorBody = {
+    v: 1,
+    channel,
+    from: from.toISOString(),
+    to: to.toISOString(),
+    ...(asked === null ? {} : { asked: asked.toISOString() }),
+    ...key,
+  };
   return Buffer.from(JSON.stringify(body)).toString('base64url');
 }
 
 /** A cursor as handed out, with the range it fixes; BadPageError when it is not one this server could have written. */
-export function decodeCursor(text: string): { channel: string; from: Date; to: Date; key: LineKey } {
+export function decodeCursor(text: string): {
+  channel: string;
+  from: Date;
+  to: Date;
+  asked: Date | null;
+  key: LineKey;
+} {
   let body: Partial<CursorBody> | null;
   try {
     body = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Partial<CursorBody>;
@@ -45,6 +61,7 @@ export function decodeCursor(text: string): { channel: string; from: Date; to: D
   }
   const from = typeof body?.from === 'string' ? new Date(body.from) : undefined;
   const to = typeof body?.to === 'string' ? new Date(body.to) : undefined;
+  const asked = body?.asked === undefined ? null : typeof body.asked === 'string' ? new Date(body.asked) : undefined;
   if (
     body === null ||
     typeof body !== 'object' ||
@@ -57,10 +74,12 @@ export function decodeCursor(text: string): { channel: string; from: Date; to: D
     from === undefined ||
     Number.isNaN(from.getTime()) ||
     to === undefined ||
-    Number.isNaN(to.getTime())
+    Number.isNaN(to.getTime()) ||
+    asked === undefined ||
+    (asked !== null && Number.isNaN(asked.getTime()))
   )
     throw new BadPageError(
       'after: not a cursor this statement handed out (pass the page.next of the previous page as is)',
     );
-  return { channel: body.channel, from, to, key: { at: body.at, journal: body.journal } };
+  return { channel: body.channel, from, to, asked, key: { at: body.at, journal: body.journal } };
 }

@@ -13,7 +13,9 @@
  * (StatementCheckError) rather than serve a wrong one.
  *
  * Everything a page shows is read in one read-only repeatable-read snapshot, so its figures describe the same moment.
- * Times are the journals' (the time of the transaction that booked them), in UTC with microseconds.
+ * Times are the journals' (the start of the transaction that booked them), in UTC with microseconds. The first page
+ * ends the range before any time a transaction still open could yet book a line at (horizon.ts), so the lines and
+ * totals of the range are final from then on: every page lists and counts the same.
  */
 import { sql, type Transaction } from 'kysely';
 import type { Database, Db, PaymentStatus, PayoutStatus } from '../db/index.ts';
@@ -21,6 +23,7 @@ import { accounts } from '../ledger/index.ts';
 import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
 import { BadPageError, decodeCursor, encodeCursor, type LineKey } from './cursor.ts';
 import { readPage, type JournalRow } from './page.ts';
+import { cutRange, readHorizon, type Horizon } from './horizon.ts';
 import { resolveRange, type Bounds, type TimeRange } from './range.ts';
 import { readTotals, type AssetTotals, type ChannelAccounts, type KindSums } from './totals.ts';
 
@@ -153,9 +156,15 @@ export interface AssetStatement {
 
 export interface Statement {
   readonly channelId: string;
-  /** The bounds as asked for (or defaulted): from inclusive, to exclusive. */
+  /** The bounds as asked for (or defaulted), `to` as cut: from inclusive, to exclusive. */
   readonly from: string;
   readonly to: string;
+  /**
+   * The `to` asked for (a time, for one left out: now), when the range was cut short of it: a transaction still open
+   * when the first page was read could yet book lines from `to` on. Ask again later, from `to`, for the rest. null:
+   * the range is as asked.
+   */
+  readonly toAsked: string | null;
   readonly generatedAt: string;
   readonly assets: AssetStatement[];
   readonly page: StatementPage;
@@ -185,6 +194,8 @@ const KNOWN_JOURNALS = [...PAYMENT_JOURNALS, ...CONVERSION_JOURNALS, ...PAYOUT_J
 export interface StatementHead {
   readonly channelId: string;
   readonly range: TimeRange;
+  /** The `to` asked for, when `range` was cut short of it. */
+  readonly asked: Date | null;
   readonly now: Date;
   readonly accounts: ChannelAccounts;
   readonly totals: Map<string, AssetTotals>;
@@ -208,17 +219,24 @@ export async function channelStatement(
     // The cursor fixes the range (and the moment a defaulted `to` stood for): bounds given again must be the same.
     const differs = (given: Date | undefined, fixed: Date) =>
       given !== undefined && given.getTime() !== fixed.getTime();
-    if (cursor.channel !== channelId || differs(bounds.from, cursor.from) || differs(bounds.to, cursor.to))
+    // A range cut short: the `to` asked for is the same statement, and so is the `to` it was cut at.
+    const differsTo = (given: Date | undefined) =>
+      differs(given, cursor.to) && (cursor.asked === null || differs(given, cursor.asked));
+    if (cursor.channel !== channelId || differs(bounds.from, cursor.from) || differsTo(bounds.to))
       throw new BadPageError(
         `after: this cursor continues the statement of channel ${cursor.channel} from ${cursor.from.toISOString()} to ${cursor.to.toISOString()}, not this one (leave from and to out, or give the same)`,
       );
   }
+  // Before the snapshot: see horizon.ts. Later pages keep the range the first one fixed.
+  const horizon = cursor ? null : await readHorizon(db);
   return db
     .transaction()
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')
     .execute(async (trx) => {
-      const head = await openStatement(trx, channelId, cursor ? { from: cursor.from, to: cursor.to } : bounds);
+      const head = cursor
+        ? await openStatement(trx, channelId, { from: cursor.from, to: cursor.to }, null, cursor.asked)
+        : await openStatement(trx, channelId, bounds, horizon);
       if (!head) return null;
       const { rows, lines, more } = await readPage(trx, head.accounts, head.range, cursor?.key ?? null, page.limit);
       const drafts = itemsByAsset(rows);
@@ -229,23 +247,30 @@ export async function channelStatement(
         channelId,
         from: head.range.from.toISOString(),
         to: head.range.to.toISOString(),
+        toAsked: head.asked?.toISOString() ?? null,
         generatedAt: head.now.toISOString(),
         assets: head.assets.map((asset) => assetStatement(head, asset, drafts.get(asset) ?? [])),
         page: {
           limit: page.limit,
           lines: lines.length,
           hasMore: more,
-          next: more && last ? encodeCursor(channelId, head.range.from, head.range.to, last) : null,
+          next: more && last ? encodeCursor(channelId, head.range.from, head.range.to, head.asked, last) : null,
         },
       };
     });
 }
 
-/** The channel, its range and its proven totals, in `trx`'s snapshot; null: no such channel. */
+/**
+ * The channel, its range and its proven totals, in `trx`'s snapshot; null: no such channel. A statement read first
+ * passes the horizon read before `trx`'s snapshot, which a `to` left out stands for and the range is cut at; one
+ * continued passes none, its bounds as the first page fixed them, and `asked` as that page cut them.
+ */
 export async function openStatement(
   trx: Transaction<Database>,
   channelId: string,
   bounds: Bounds,
+  horizon: Horizon | null,
+  asked: Date | null = null,
 ): Promise<StatementHead | null> {
   await sql`select set_config('statement_timeout', ${STATEMENT_TIMEOUT}, true)`.execute(trx);
   const channel = await trx
@@ -254,12 +279,14 @@ export async function openStatement(
     .where('channel_id', '=', channelId)
     .executeTakeFirst();
   if (!channel) return null;
-  const range = resolveRange(bounds, {
+  const asking = resolveRange(bounds, {
     from: channel.created_at,
-    to: channel.now,
+    to: horizon?.now ?? channel.now,
     fromName: "default: the channel's creation",
     toName: 'default: now',
   });
+  const cut = horizon ? cutRange(asking, horizon) : { range: asking, asked };
+  const range = cut.range;
   const available = accounts.channel(channelId, '').code;
   const reserved = accounts.channelPayout(channelId, '').code;
   const ids = await trx
@@ -271,7 +298,7 @@ export async function openStatement(
   const channelAccounts = { channelId, available, reserved, ids: ids.map((r) => String(r.id)) };
   const totals = await readTotals(trx, channelAccounts, range);
   const assets = [...new Set([...STATEMENT_ASSETS, ...totals.keys()])].sort();
-  const head = { channelId, range, now: channel.now, accounts: channelAccounts, totals, assets };
+  const head = { channelId, range, asked: cut.asked, now: channel.now, accounts: channelAccounts, totals, assets };
   for (const asset of assets) proveTotals(head, asset);
   return head;
 }

@@ -45,6 +45,8 @@ const SHORT = '-1007000000005';
 const PAGED = '-1007000000006';
 /** Journals booked on earlier days, for ranges whose bounds fall on different days. */
 const BACKDATED = '-1007000000007';
+/** Credited by a transaction held open while its statement is paged. */
+const HELD = '-1007000000008';
 const UNKNOWN = '-1007000000009';
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
@@ -54,7 +56,14 @@ const logs = logSink();
 let nextPaymentId = 9_700_000_000;
 const ids: Record<string, string> = {};
 const marks: Record<string, string> = {};
-const paid: Record<string, string[]> = { [THRESHOLD]: [], [INSTANT]: [], [SHORT]: [], [PAGED]: [], [BACKDATED]: [] };
+const paid: Record<string, string[]> = {
+  [THRESHOLD]: [],
+  [INSTANT]: [],
+  [SHORT]: [],
+  [PAGED]: [],
+  [BACKDATED]: [],
+  [HELD]: [],
+};
 
 async function pay(channelId: string, times: number): Promise<void> {
   for (let i = 0; i < times; i++) paid[channelId]?.push(await sendFinished(payrail, nextPaymentId++, channelId));
@@ -144,6 +153,7 @@ interface StatementBody {
   channelId: string;
   from: string;
   to: string;
+  toAsked: string | null;
   assets: AssetBody[];
 }
 
@@ -786,6 +796,12 @@ function linesOf(pages: Array<{ body: PageBody }>, code: string) {
   return pages.flatMap((p) => items(asset(p.body, code)));
 }
 
+/** An ISO time (milliseconds or microseconds) in microseconds since the epoch. */
+function micros(iso: string): bigint {
+  const fraction = /\.(\d+)Z$/.exec(iso)?.[1] ?? '';
+  return BigInt(Date.parse(`${iso.slice(0, 19)}Z`)) * 1000n + BigInt(fraction.padEnd(6, '0'));
+}
+
 const totalsOf = (s: StatementBody) =>
   s.assets.map((a) => ({ asset: a.asset, opening: a.opening, closing: a.closing, sums: a.sums, check: a.check }));
 
@@ -815,7 +831,7 @@ describe('statement: pages', () => {
     }
   });
 
-  it('a payment booked between two pages: a range ending now was fixed by the first page, so it is not listed and the totals stay; a range ending later lists it once, last', async () => {
+  it('a payment booked between two pages: a range ending now was fixed by the first page, so it is not listed and the totals stay; a range ending later is cut at now, and lists it once asked again from the cut', async () => {
     await saveChannel(payrail, PAGED, {
       payoutStrategy: 'instant',
       payoutCurrency: 'eth',
@@ -828,9 +844,9 @@ describe('statement: pages', () => {
       if (n === 0) await pay(PAGED, 1);
     });
     expect(linesOf(fixed, 'eth').map((x) => x.paymentId)).toEqual(first);
+    // The range's figures stay; what came after it (and so the ledger's balance now) grows by the new payment.
+    const range = (b: StatementBody) => b.assets.map((a) => [a.opening, a.closing, a.sums]);
     for (const { body, ledger } of fixed) {
-      // The range's figures stay; what came after it (and so the ledger's balance now) grows by the new payment.
-      const range = (b: StatementBody) => b.assets.map((a) => [a.opening, a.closing, a.sums]);
       expect(range(body)).toEqual(range(fixed[0]?.body as PageBody));
       const e = asset(body, 'eth');
       // Closing is the ledger at `to`; what came after is the payment booked since, and together they are the ledger.
@@ -841,17 +857,104 @@ describe('statement: pages', () => {
     }
     expect(asset(fixed.at(-1)?.body as PageBody, 'eth').check.after).toBe(eth(NET_WEI));
 
+    // A `to` past now is cut at now by the first page (a transaction begun since could book a line at any time before
+    // it), and the cursor keeps the cut: the payment booked between the pages is neither listed nor counted.
     const later = { to: '2100-01-01' };
-    const open = await walk(PAGED, { ...later, limit: '2' }, async (n) => {
+    const cut = await walk(PAGED, { ...later, limit: '2' }, async (n) => {
       if (n === 1) await pay(PAGED, 1);
     });
-    expect(linesOf(open, 'eth').map((x) => x.paymentId)).toEqual(paid[PAGED]);
-    for (const { body, ledger } of open) {
-      expect(asset(body, 'eth').closing.total).toBe(ledger.eth);
-      expect(asset(body, 'eth').check.after).toBe('0');
+    const head = cut[0]?.body as PageBody;
+    expect(head.toAsked).toBe('2100-01-01T00:00:00.000Z');
+    expect(Date.parse(head.to)).toBeLessThan(Date.parse('2100-01-01'));
+    expect(linesOf(cut, 'eth').map((x) => x.paymentId)).toEqual(paid[PAGED]?.slice(0, -1));
+    for (const { body, ledger } of cut) {
+      expect([body.to, body.toAsked]).toEqual([head.to, head.toAsked]);
+      expect(range(body)).toEqual(range(head));
+      const e = asset(body, 'eth');
+      expect(units(e.closing.total, 'eth') + units(e.check.after as string, 'eth')).toBe(
+        units(ledger.eth as string, 'eth'),
+      );
     }
-    expect(asset(open[0]?.body as PageBody, 'eth').sums.payments.count).toBe(first.length + 1);
-    expect(asset(open.at(-1)?.body as PageBody, 'eth').sums.payments.count).toBe(first.length + 2);
+    expect(asset(head, 'eth').sums.payments.count).toBe(first.length + 1);
+    expect(asset(cut.at(-1)?.body as PageBody, 'eth').check.after).toBe(eth(NET_WEI));
+    // Asked again from the cut: the rest.
+    const rest = (await statement(PAGED, { ...later, from: head.to })) as PageBody;
+    expect(items(asset(rest, 'eth')).map((x) => x.paymentId)).toEqual(paid[PAGED]?.slice(-1));
+    expect(asset(rest, 'eth').opening).toEqual(asset(head, 'eth').closing);
+  });
+
+  it('a line booked by a transaction still open when the first page is read: the range is cut where that transaction began, so no page lists it and no total counts it; asked again from the cut, it is there', async () => {
+    await saveChannel(payrail, HELD, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
+    });
+    await pay(HELD, 3);
+    const before = [...(paid[HELD] as string[])];
+    const credit = 5_000_000n;
+    // A credit booked as the ledger books every journal (payrail_post_journal), held open on a connection of its own.
+    // In USDT, so that it locks none of the accounts the payments booked meanwhile write to.
+    const held = await db.db.startTransaction().execute();
+    let open = true;
+    try {
+      const { rows } = await sql<{ journal: string; began: string }>`
+        select payrail_post_journal('held_credit', ${HELD}, array[${`channel:${HELD}`}, 'world:held'],
+                 array['usdt', 'usdt'], array[false, true], array[${credit}, ${-credit}]::numeric[])::text as journal,
+               to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as began`.execute(held);
+      const { journal, began } = rows[0] as { journal: string; began: string };
+      // Booked, and committed, after the held transaction began (the line's time) and before the first pages.
+      await pay(HELD, 3);
+      const firsts = new Map<string, PageBody>();
+      for (const limit of ['1', '4']) firsts.set(limit, (await statement(HELD, { limit })) as PageBody);
+      await held.commit().execute();
+      open = false;
+
+      for (const [limit, first] of firsts) {
+        // Cut at the held transaction's start: before it, nothing can be booked any more.
+        expect(micros(first.to), limit).toBeLessThanOrEqual(micros(began));
+        expect(first.toAsked, limit).toEqual(expect.any(String));
+        expect(micros(first.toAsked as string)).toBeGreaterThan(micros(began));
+        const pages = [first];
+        for (let last = first; last.page.next !== null; pages.push(last))
+          last = (await statement(HELD, { limit, after: last.page.next })) as PageBody;
+        expect(pages.length).toBe(limit === '1' ? 3 : 1);
+        for (const page of pages) {
+          expect([page.from, page.to, page.toAsked]).toEqual([first.from, first.to, first.toAsked]);
+          // The range's figures on every page, the commit in between notwithstanding (only what came after grows).
+          const range = (b: StatementBody) =>
+            b.assets.map((a) => [a.opening, a.closing, a.sums, a.check.movementsFromEntries]);
+          expect(range(page)).toEqual(range(first));
+        }
+        // The lines are what the totals count: the payments booked before the held transaction, nothing else.
+        const walked = pages.map((body) => ({ body }));
+        expect(linesOf(walked, 'eth').map((x) => x.paymentId)).toEqual(before);
+        expect(linesOf(walked, 'usdt')).toEqual([]);
+        for (const code of ['eth', 'usdt']) {
+          const a = asset(first, code);
+          const listed = linesOf(walked, code).reduce((sum, x) => sum + units(x.amount, code), 0n);
+          expect(formatUnits(listed, code === 'eth' ? 18 : 6), code).toBe(a.check.movementsFromEntries);
+        }
+        expect(asset(first, 'eth').sums.payments.count).toBe(before.length);
+        expect(asset(first, 'usdt').closing.total).toBe('0');
+        expect(asset(first, 'usdt').sums.other.count).toBe(0);
+      }
+
+      // Asked again from the cut, after the commit: the held credit, at its transaction's start, and what followed.
+      const first = firsts.get('1') as PageBody;
+      const rest = (await statement(HELD, { from: first.to })) as PageBody;
+      expect(rest.toAsked).toBeNull();
+      const usdt = asset(rest, 'usdt');
+      expect(usdt.other.map((x) => [x.journalKind, x.journals, x.time, x.amount])).toEqual([
+        ['held_credit', [journal], began, formatUnits(credit, 6)],
+      ]);
+      expect(usdt.opening.total).toBe('0');
+      expect(usdt.closing.total).toBe(formatUnits(credit, 6));
+      expect(items(asset(rest, 'eth')).map((x) => x.paymentId)).toEqual((paid[HELD] as string[]).slice(3));
+      expect(asset(rest, 'eth').opening).toEqual(asset(first, 'eth').closing);
+    } finally {
+      if (open) await held.rollback().execute();
+    }
   });
 
   it('a cursor continues only the statement it came from', async () => {

@@ -417,7 +417,11 @@ export const statement = component(
   z.object({
     channelId: z.string(),
     from: described('Inclusive.', time),
-    to: described('Exclusive.', time),
+    to: described('Exclusive; where the range was cut, when it was (see `toAsked`).', time),
+    toAsked: described(
+      'The `to` asked for (for one left out: now) when the range was cut short of it, a transaction still open when the first page was read being able to book lines from `to` on: ask again later, from `to`, for the rest. null: the range is as asked.',
+      time.nullable(),
+    ),
     generatedAt: time,
     assets: z.array(
       z.object({
