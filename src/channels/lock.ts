@@ -8,8 +8,8 @@
  *   that read the version before it has committed and is moved too.
  * - A credit arriving during a save waits for its commit, then reads the version it wrote (READ COMMITTED: the read
  *   after the lock statement takes a new snapshot, in a PL/pgSQL function as well).
- * - Credits never wait for one another: shared advisory locks live in the lock manager only, with no tuple written,
- *   and the channel row itself is never locked by intake.
+ * - Credits never wait for one another on it: shared advisory locks live in the lock manager only, with no tuple
+ *   written, and the channel row itself is never locked by intake.
  *
  * Lock order, so that no wait can close a cycle: a crediting transaction takes this lock as its first lock, before
  * any payment row or ledger balance lock; a save takes it first as well, before the channel's row lock and before the

@@ -232,3 +232,29 @@ describe("the one call's declines", () => {
     expect(await counted('other')).toBe(0);
   });
 });
+
+describe("the one call's accounts", () => {
+  it("refuses, writing nothing, a credit whose channel account is not the IPN's channel's", async () => {
+    const channelId = `-${nextChannel++}`;
+    await saveChannel(channelId, { strategy: 'instant', fee: '1' });
+    const paymentId = String(nextPaymentId++);
+    const call = (channelAccount: string) =>
+      db.pool.query(
+        `select o_outcome from payrail_intake_ipn(p_payment_id => $1, p_invoice_id => null, p_parent_payment_id => null,
+           p_order_id => $2, p_user_id => '6271402111', p_channel_id => $3, p_status => 'finished',
+           p_pay_currency => 'eth', p_pay_amount => 0.0049, p_actually_paid => 0.0049, p_price_amount => 15,
+           p_price_currency => 'usd', p_outcome_amount => 0.00487, p_outcome_currency => 'eth', p_asset => 'eth',
+           p_gross => 4870000000000000, p_last_ipn => '{}', p_advances_from => array['waiting'],
+           p_accounts => array['world:nowpayments#00', 'platform:fees#00', $4],
+           p_allow_negative => array[true, false, false], p_default_fee_percent => 3, p_confirm_deadline_secs => null,
+           p_payout_task => 'payout_instant', p_payout_key_mode => 'unsafe_dedupe', p_payout_max_attempts => 5,
+           p_confirm_task => 'payment_confirm', p_confirm_key_mode => 'preserve_run_at', p_confirm_max_attempts => 5)`,
+        [paymentId, `PGP-6271402111|${channelId}`, channelId, channelAccount],
+      );
+    await expect(call(`channel:${channelId}0`)).rejects.toThrow(/are not those of channel/);
+    const { rows } = await db.pool.query('select 1 from payments where payment_id = $1::numeric', [paymentId]);
+    expect(rows).toEqual([]);
+    // The same call with the channel's own account is taken: the refusal was the account's.
+    expect((await call(`channel:${channelId}`)).rows).toEqual([{ o_outcome: 'recorded' }]);
+  });
+});
