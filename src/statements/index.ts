@@ -13,3 +13,4 @@ export { parseBounds, parseTimestamp, resolveRange, BadRangeError, type Bounds, 
 export { exportCsv, EXPORTS, EXPORT_BATCH, type ExportName } from './exports.ts';
 export { statementQuery, readStatement, type StatementQuery, type StatementAnswer } from './query.ts';
 export { BadPageError } from './cursor.ts';
+export { readHorizon, cutRange, type Horizon } from './horizon.ts';

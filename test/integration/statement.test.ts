@@ -655,6 +655,40 @@ describe('exports', () => {
     expect(await exported('ledger', { from: marks.b as string, to: marks.b as string })).toEqual([]);
   });
 
+  it('a row booked by a transaction still open: the export ends where that transaction began (payrail-range-to), and the next export, from there, has the row', async () => {
+    const credit = 7_000_000n;
+    const ref = `held-export-${randomBytes(4).toString('hex')}`;
+    const held = await db.db.startTransaction().execute();
+    let open = true;
+    try {
+      const { rows } = await sql<{ began: string }>`
+        select payrail_post_journal('held_credit', ${ref}, array[${`channel:${QUIET}`}, 'world:held'],
+                 array['usdt', 'usdt'], array[false, true], array[${credit}, ${-credit}]::numeric[]),
+               to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as began`.execute(held);
+      const { began } = rows[0] as { began: string };
+      const res = await fetch(`${payrail.url}/api/exports/ledger.csv`, {
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      const text = await res.text();
+      expect(res.status, text).toBe(200);
+      await held.commit().execute();
+      open = false;
+      const end = res.headers.get('payrail-range-to') as string;
+      expect(micros(end)).toBeLessThanOrEqual(micros(began));
+      expect(micros(res.headers.get('payrail-range-to-asked') as string)).toBeGreaterThan(micros(began));
+      expect(res.headers.get('content-disposition')).toContain(end.replaceAll(':', ''));
+      expect(csvRecords(text).filter((r) => r.journal_ref === ref)).toEqual([]);
+      // The next period's export, from where this one ended, has it: the two files together miss nothing.
+      const next = await exported('ledger', { from: end });
+      expect(next.filter((r) => r.journal_ref === ref).map((r) => [r.account, r.amount])).toEqual([
+        [`channel:${QUIET}`, formatUnits(credit, 6)],
+        ['world:held', `-${formatUnits(credit, 6)}`],
+      ]);
+    } finally {
+      if (open) await held.rollback().execute();
+    }
+  });
+
   it('batches follow each other on a unique key: any batch size gives the same CSV, journals booked together included', async () => {
     const range = { from: new Date(0), to: new Date(Date.now() + 60_000) };
     const read = async (name: ExportName, batch: number) => {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { exportCsv, EXPORTS, parseBounds, resolveRange } from '../../../statements/index.ts';
+import { cutRange, exportCsv, EXPORTS, parseBounds, readHorizon, resolveRange } from '../../../statements/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import type { AdminDeps } from './shared.ts';
 
@@ -27,7 +27,8 @@ export function exportRoutes(app: FastifyInstance, deps: AdminDeps): void {
       tag: 'exports',
       auth: 'admin',
       summary: `The ${name} of a time range as CSV, streamed`,
-      description: '`from` inclusive, `to` exclusive (ISO 8601 with a zone); the whole history up to now by default.',
+      description:
+        '`from` inclusive, `to` exclusive (ISO 8601 with a zone); the whole history up to now by default. A `to` later than the start of a transaction still open is cut there (`payrail-range-to`), so the next export, from that time, has every row this one could not.',
       query: exportQuery,
       responses: {
         200: {
@@ -36,6 +37,9 @@ export function exportRoutes(app: FastifyInstance, deps: AdminDeps): void {
           headers: {
             'content-disposition': 'attachment, with a file name naming the range',
             'cache-control': '`no-store`: never kept by a browser or a proxy.',
+            'payrail-range-to':
+              'The end the file covers (exclusive): the `to` asked, or earlier when a transaction still open could book a row before it.',
+            'payrail-range-to-asked': 'Only when the range was cut: the `to` asked for (now, when it was left out).',
           },
         },
         400: {
@@ -49,12 +53,18 @@ export function exportRoutes(app: FastifyInstance, deps: AdminDeps): void {
         },
       },
       handler: async ({ query }, request, reply) => {
-        const range = resolveRange(parseBounds(query), {
-          from: new Date(0),
-          to: new Date(),
-          fromName: 'default: the beginning',
-          toName: 'default: now',
-        });
+        const horizon = await readHorizon(deps.db);
+        // Cut where no open transaction can still book a row (as a statement's first page is): otherwise a row booked
+        // at a time this file covers, but committed after its snapshot, would be in neither this file nor the next.
+        const { range, asked } = cutRange(
+          resolveRange(parseBounds(query), {
+            from: new Date(0),
+            to: horizon.now,
+            fromName: 'default: the beginning',
+            toName: 'default: now',
+          }),
+          horizon,
+        );
         if (running >= EXPORTS_AT_ONCE)
           return reply
             .code(429)
@@ -89,7 +99,9 @@ export function exportRoutes(app: FastifyInstance, deps: AdminDeps): void {
           ),
         );
         const file = `${name}-${range.from.toISOString()}-${range.to.toISOString()}.csv`.replaceAll(':', '');
+        if (asked) reply.header('payrail-range-to-asked', asked.toISOString());
         return reply
+          .header('payrail-range-to', range.to.toISOString())
           .header('cache-control', 'no-store')
           .header('content-disposition', `attachment; filename="${file}"`)
           .type('text/csv; charset=utf-8')
