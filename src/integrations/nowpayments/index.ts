@@ -1,5 +1,6 @@
 export {
   readIpn,
+  IPN_SCHEMA,
   orderIdFor,
   ORDER_USER_ID_RE,
   ORDER_CHANNEL_ID_RE,

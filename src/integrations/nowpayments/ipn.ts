@@ -90,7 +90,8 @@ const currency = z
   .regex(/^[a-zA-Z0-9]{2,20}$/, 'must be a currency code')
   .transform((s) => s.toLowerCase());
 
-const ipnSchema = z.object({
+/** The IPN's fields as readIpn validates them (exported so the API description's copy is held to the same fields). */
+export const IPN_SCHEMA = z.object({
   payment_id: integerId,
   invoice_id: integerId.nullish(),
   parent_payment_id: integerId.nullish(),
@@ -134,7 +135,7 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
     // uncaught it was a 500.
     return { ok: false, status: 400, error: `body cannot be read: ${(error as Error).message}` };
   }
-  const result = ipnSchema.safeParse(schemaInput);
+  const result = IPN_SCHEMA.safeParse(schemaInput);
   if (!result.success) {
     const reason = result.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
     return { ok: false, status: 400, error: reason };
