@@ -1,6 +1,7 @@
 /**
  * What the demo did, from payrail's own tables and ledger: invoices, payments, fees, conversions, payouts, the host
- * wallet's on-chain transactions, ChangeNow exchanges, the ledger check, and sums that must agree across stages.
+ * wallet's on-chain transactions, ChangeNow exchanges, what the payments cost the platform per strategy (the
+ * overview's cost read, from the ledger), the ledger check, and sums that must agree across stages.
  * Amounts are summed in SQL NUMERIC and printed as exact decimals (formatUnits over bigint), never through a JavaScript
  * number.
  * When the demo gives up, `explainPending` says from the same tables what is still open and why.
@@ -11,6 +12,7 @@ import { checkLedger, type LedgerReport } from '../ledger/index.ts';
 import { checkLedgerAgainstChain, type ChainReport, type ChainSide } from '../treasury/index.ts';
 import { formatChainReport } from '../treasury/commands.ts';
 import { formatUnits } from '../money/index.ts';
+import { formatCosts, readCosts, type CostsReport } from '../overview/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 import { UNPAID_BY_CHANNEL_SQL } from './progress.ts';
 import type { DeliveryTally } from './purchases.ts';
@@ -66,6 +68,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
   const payouts = await payoutsSection(pool);
   const transfers = await transfersSection(pool);
   const exchanges = exchangesSection(payments.pay, conversions.conv, payouts.exchanges, context);
+  const costs = await readCosts(db);
   const outage = context.outage ? await outageSection(pool, context.outage) : undefined;
   const sums = await stageSums(pool);
   const balances = await channelBalances(pool, payments.unpaid, sums);
@@ -79,6 +82,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     sums,
     balances,
     exchanges: exchanges.count,
+    costs,
     onChain,
   };
   const checks = [...invoices.checks, ...stageChecks(figures, context)];
@@ -89,6 +93,7 @@ export async function summarize(db: Db, pool: pg.Pool, context: SummaryContext):
     payouts.lines,
     transfers,
     exchanges.lines,
+    formatCosts(costs),
     ...(outage ? [outage] : []),
     checksSection(checks),
     ledgerSection(ledger, onChain),
@@ -306,7 +311,8 @@ async function stageSums(pool: pg.Pool): Promise<Row> {
             (select coalesce(sum(balance), 0)::text from ledger_accounts
               where code like 'channel:%' and not (asset = 'usdt' and code not like '%:payout')) as other_channel_balances,
             (select count(*)::int from chain_transfers where status = 'confirmed') as confirmed,
-            (select count(*)::int from chain_transfers) as transfer_rows`,
+            (select count(*)::int from chain_transfers) as transfer_rows,
+            (select coalesce(sum(gas_cost_wei), 0)::text from chain_transfers) as transfer_gas`,
   );
 }
 
@@ -350,6 +356,7 @@ interface Figures {
   payouts: PayoutFigures;
   sums: Row;
   balances: { ok: boolean; detail: string };
+  costs: CostsReport;
   /** ChangeNow exchanges payrail recorded, conversions and payouts. */
   exchanges: number;
   onChain: ChainReport | undefined;
@@ -393,6 +400,13 @@ function stageChecks(f: Figures, context: SummaryContext): Check[] {
       `${n(sums, 'confirmed')} confirmed of ${n(sums, 'transfer_rows')}, for ${n(conv, 'n')} conversions + ${payouts.total} payouts`,
     ],
   ];
+  // The cost lines read gas from the ledger's network_fee journals; the transfers record what their receipts said.
+  const gasBooked = f.costs.total.gas.get('eth') ?? 0n;
+  checks.push([
+    "gas in the cost lines (ledger) == the host wallet's transfers' gas",
+    gasBooked === BigInt(s(sums, 'transfer_gas')),
+    `${eth(gasBooked)} vs ${eth(s(sums, 'transfer_gas'))}`,
+  ]);
   if (f.onChain)
     checks.push([
       'host wallet on chain == ledger (check-ledger --chain)',

@@ -21,6 +21,8 @@ import type { Overview } from './types.ts';
 
 export type * from './types.ts';
 export { CHANNELS_SHOWN, fillBps } from './channels.ts';
+export { formatCosts, perThousandTruncated, readCosts } from './costs.ts';
+export type { CostLine, CostScope, CostsReport, CostStrategy, StrategyCosts } from './costs.ts';
 export { formatStatus } from './report.ts';
 export { volumeSeries } from './volume.ts';
 export type { ObservationRow } from './observations.ts';

@@ -110,6 +110,15 @@ function expectEverythingPaid(output: string, payments: number): { ipns: number 
   expect(output).toMatch(/payouts +(\d+) of \1 completed/);
   expect(output).toMatch(/on-chain transactions from the host wallet \(chain_transfers\): [1-9]\d*/);
   expect(output).toMatch(/ChangeNow exchanges: (\d+) .*the simulator counted \1/);
+  // Cost per payment, per strategy, from the ledger: every payment in one strategy's line, each figure per asset.
+  expect(output).toContain('cost per payment (from the ledger: fees booked, gas paid, what ChangeNow kept;');
+  const strategyPayments = [...output.matchAll(/^ {2}(threshold|instant): (\d+) payments, \d+ ChangeNow exchanges/gm)];
+  expect(strategyPayments.map((m) => m[1])).toEqual(['threshold', 'instant']);
+  expect(strategyPayments.reduce((sum, m) => sum + Number(m[2]), 0)).toBe(payments);
+  expect(output).toMatch(new RegExp(`^ {2}all: ${payments} payments, \\d+ ChangeNow exchanges`, 'm'));
+  for (const figure of ['fees', 'gas', 'exchange costs', 'margin'])
+    expect(output).toMatch(new RegExp(`^ {4}${figure} +-?\\d+(\\.\\d+)? ETH +per 1,000: -?\\d+(\\.\\d+)? ETH$`, 'm'));
+  expect(output).toMatch(/gas in the cost lines \(ledger\) == the host wallet's transfers' gas +yes/);
   // Amounts are exact decimals, never in a float's exponent form.
   expect(output).not.toMatch(/\d[eE][+-]?\d+ (ETH|USDT|USD|BTC|SOL)\b/);
   // Progress: lines while it ran (not a terminal: one line per update), ending with completion.
