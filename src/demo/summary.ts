@@ -403,7 +403,7 @@ function stageChecks(f: Figures, context: SummaryContext): Check[] {
   // The cost lines read gas from the ledger's network_fee journals; the transfers record what their receipts said.
   const gasBooked = f.costs.total.gas.get('eth') ?? 0n;
   checks.push([
-    "gas in the cost lines (ledger) == the host wallet's transfers' gas",
+    "cost lines' gas (ledger) == the host wallet's transfers' gas",
     gasBooked === BigInt(s(sums, 'transfer_gas')),
     `${eth(gasBooked)} vs ${eth(s(sums, 'transfer_gas'))}`,
   ]);

@@ -240,14 +240,16 @@ export function formatCosts(report: CostsReport): string[] {
     out.push(
       `  ${label(line, isTotal)}: ${line.payments} payments, ${line.exchanges} ChangeNow exchanges (${countPerThousand(line.exchanges, line.payments)} per 1,000), ${line.transfers} on-chain transfers (${countPerThousand(line.transfers, line.payments)} per 1,000)`,
     );
-    for (const [name, units] of [
+    const figures = [
       ['fees', line.fees],
       ['gas', line.gas],
       ['exchange costs', line.exchangeCosts],
       ['margin', line.margin],
-    ] as const) {
+    ] as const;
+    const width = Math.max(...figures.map(([, units]) => amounts(units, assets).length));
+    for (const [name, units] of figures) {
       const rate = per === undefined ? '' : `   per 1,000: ${amounts(units, assets, per)}`;
-      out.push(`    ${name.padEnd(15)}${amounts(units, assets)}${rate}`);
+      out.push(`    ${name.padEnd(15)}${amounts(units, assets).padEnd(width)}${rate}`.trimEnd());
     }
   }
   return out;

@@ -118,7 +118,7 @@ function expectEverythingPaid(output: string, payments: number): { ipns: number 
   expect(output).toMatch(new RegExp(`^ {2}all: ${payments} payments, \\d+ ChangeNow exchanges`, 'm'));
   for (const figure of ['fees', 'gas', 'exchange costs', 'margin'])
     expect(output).toMatch(new RegExp(`^ {4}${figure} +-?\\d+(\\.\\d+)? ETH +per 1,000: -?\\d+(\\.\\d+)? ETH$`, 'm'));
-  expect(output).toMatch(/gas in the cost lines \(ledger\) == the host wallet's transfers' gas +yes/);
+  expect(output).toMatch(/cost lines' gas \(ledger\) == the host wallet's transfers' gas +yes/);
   // Amounts are exact decimals, never in a float's exponent form.
   expect(output).not.toMatch(/\d[eE][+-]?\d+ (ETH|USDT|USD|BTC|SOL)\b/);
   // Progress: lines while it ran (not a terminal: one line per update), ending with completion.
