@@ -2,11 +2,15 @@
  * Cost per payment (src/overview/costs.ts) on real parts: instant and threshold payments through the ChangeNow
  * simulator and anvil, then the report held against the ledger and the chain: fees equal the fee accounts' balances,
  * gas equals what the chain charged the host wallet (every block's transactions from it, by their receipts), exchange
- * costs equal the cost journals, and the margin is fees − gas − exchange costs in each asset.
+ * costs equal the cost journals, and the margin is fees − gas − exchange costs in each asset. A withdrawal's gas (the
+ * host key used outside payrail) is no strategy's: a shared line of its own.
  */
 import { describe, expect } from 'vitest';
 import { createPublicClient, http, type Hex } from 'viem';
+import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { formatCosts, perThousandTruncated, readCosts, type StrategyCosts } from '../../src/overview/index.ts';
+import { takeNonce } from '../../src/simulators/chain-faults.ts';
+import { recordWithdrawal } from '../../src/treasury/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
@@ -25,6 +29,7 @@ describe('cost per payment', () => {
   it('per strategy, from the ledger, agreeing with the fee accounts, the chain and the cost journals', async ({
     outside,
     db,
+    app,
     start,
     channel,
     pay,
@@ -84,10 +89,27 @@ describe('cost per payment', () => {
       );
       return rows[0]?.n === 0;
     });
+    // The operator's own transaction from the host wallet (a zero-value self-transfer), booked as a withdrawal once
+    // payrail is stopped, so no transfer of its own can be waiting on that nonce.
+    await app.stop();
+    const withdrawalTx = await takeNonce(outside.chain.rpcUrl, outside.hostKey);
+    const evidence = {
+      wallet: createChainWallet({
+        rpcUrl: outside.chain.rpcUrl,
+        address: outside.hostAddress,
+        chainId: outside.chain.chainId,
+        timeoutMs: 15_000,
+      }),
+      usdtContract: outside.usdt,
+      confirmations: 1,
+    };
+    expect(
+      await recordWithdrawal(db.db, evidence, { txHash: withdrawalTx, from: 'capital', actor: 'ops' }),
+    ).toMatchObject({ booked: true, ethOut: 0n, usdtOut: 0n });
 
     const report = await readCosts(db.db);
-    const [threshold, instant] = report.lines as [StrategyCosts, StrategyCosts, ...StrategyCosts[]];
-    expect(report.lines.map((l) => l.strategy)).toEqual(['threshold', 'instant']);
+    const [threshold, instant, shared] = report.lines as [StrategyCosts, StrategyCosts, StrategyCosts];
+    expect(report.lines.map((l) => l.strategy)).toEqual(['threshold', 'instant', 'shared']);
     expect([threshold.payments, instant.payments]).toEqual([4, 3]);
     // Exchanges: the conversion(s) and one batch for threshold; one instant payout. The simulator saw them all.
     const { rows: conv } = await db.pool.query<{ n: number }>(
@@ -124,8 +146,12 @@ describe('cost per payment', () => {
         charged.set(tx.hash.toLowerCase(), receipt.gasUsed * receipt.effectiveGasPrice);
       }
     }
-    expect(charged.size).toBe(report.total.transfers);
+    // Every host transaction is a transfer payrail sent, but the withdrawal: shared gas, no transfer of payrail's.
+    expect(charged.size).toBe(report.total.transfers + 1);
     expect(units(report.total.gas, 'eth')).toBe([...charged.values()].reduce((a, b) => a + b, 0n));
+    expect(shared).toMatchObject({ payments: 0, exchanges: 0, transfers: 0 });
+    expect(units(shared.gas, 'eth')).toBe(charged.get(withdrawalTx.toLowerCase()));
+    expect(units(shared.margin, 'eth')).toBe(-units(shared.gas, 'eth'));
     // ... and per strategy, through the transfer each transaction was: a conversion's and a batch's are threshold's.
     const { rows: transfers } = await db.pool.query<{ tx_hash: Hex; strategy: string }>(
       `select t.tx_hash, case when t.purpose = 'conversion' then 'threshold' else po.kind end as strategy
@@ -160,7 +186,9 @@ describe('cost per payment', () => {
           units(line.fees, asset) - units(line.gas, asset) - units(line.exchangeCosts, asset),
         );
     }
-    expect(units(report.total.margin, 'eth')).toBe(units(threshold.margin, 'eth') + units(instant.margin, 'eth'));
+    expect(units(report.total.margin, 'eth')).toBe(
+      units(threshold.margin, 'eth') + units(instant.margin, 'eth') + units(shared.margin, 'eth'),
+    );
 
     // Per 1,000 payments, truncated toward zero to one wei.
     expect(perThousandTruncated(7n, 3)).toBe(2333n);
@@ -171,8 +199,10 @@ describe('cost per payment', () => {
     expect(text).toContain(`per 1,000: ${formatEth(perThousandTruncated(thresholdFees, 4) as bigint)} ETH`);
     expect(text).toMatch(/^ {2}instant: 3 payments, 1 ChangeNow exchanges \(333\.33 per 1,000\)/m);
 
-    // Over a set of payments: the instant ones alone are the instant line, nothing of the threshold strategy.
+    // Over a set of payments: the instant ones alone are the instant line, nothing of the threshold strategy, and
+    // no shared cost (it belongs to no payment).
     const onlyInstant = await readCosts(db.db, { paymentIds: instantIds });
+    expect(onlyInstant.lines.map((l) => l.strategy)).toEqual(['threshold', 'instant']);
     expect(onlyInstant.lines[1]).toEqual(instant);
     expect(onlyInstant.lines[0]).toMatchObject({ payments: 0, exchanges: 0, transfers: 0 });
     expect(onlyInstant.lines[0]?.gas.size).toBe(0);
