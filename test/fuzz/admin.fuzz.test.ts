@@ -25,15 +25,9 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
+import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
-  ADMIN_TOKEN,
-  IPN_SECRET,
-  logSink,
-  startTestPayrail,
-  type LogSink,
-  type TestPayrail,
-} from '../support/payrail.ts';
-import {
+  authHeaders,
   expectHealthy,
   fuzzParams,
   headerText,
@@ -42,6 +36,9 @@ import {
   numberText,
   objectText,
   send,
+  RIGHT_AUTH,
+  WRONG_AUTH,
+  type Auth,
   type RawResponse,
 } from './support.ts';
 
@@ -741,78 +738,6 @@ function isRouted(method: string, segments: Segment[]): boolean | undefined {
       d !== undefined
     );
   return false;
-}
-
-type Auth =
-  | 'valid'
-  | 'none'
-  | 'wrong'
-  | 'scheme-lowercase'
-  | 'basic'
-  | 'double-space'
-  | 'padded'
-  | 'suffix'
-  | 'prefix'
-  | 'token-only'
-  | 'dup-valid-wrong'
-  | 'dup-wrong-valid'
-  | 'name-case'
-  | 'comma'
-  | 'empty'
-  | 'bearer-only';
-const WRONG_AUTH: Auth[] = [
-  'none',
-  'wrong',
-  'scheme-lowercase',
-  'basic',
-  'double-space',
-  'suffix',
-  'prefix',
-  'token-only',
-  'dup-wrong-valid',
-  'comma',
-  'empty',
-  'bearer-only',
-];
-const RIGHT_AUTH: Auth[] = ['valid', 'valid', 'valid', 'padded', 'dup-valid-wrong', 'name-case'];
-
-function authHeaders(auth: Auth, noise: string): Array<[string, string]> {
-  const h = (v: string): [string, string] => ['authorization', v];
-  switch (auth) {
-    case 'valid':
-      return [h(`Bearer ${ADMIN_TOKEN}`)];
-    case 'none':
-      return [];
-    case 'wrong':
-      return [h(`Bearer ${noise.replace(/\s/g, '') || 'x'}`)];
-    case 'scheme-lowercase':
-      return [h(`bearer ${ADMIN_TOKEN}`)];
-    case 'basic':
-      return [h(`Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`)];
-    case 'double-space':
-      return [h(`Bearer  ${ADMIN_TOKEN}`)];
-    case 'padded':
-      return [h(` Bearer ${ADMIN_TOKEN}\t`)];
-    case 'suffix':
-      return [h(`Bearer ${ADMIN_TOKEN}x`)];
-    case 'prefix':
-      return [h(`Bearer x${ADMIN_TOKEN}`)];
-    case 'token-only':
-      return [h(ADMIN_TOKEN)];
-    // node keeps the first of repeated Authorization headers and drops the rest.
-    case 'dup-valid-wrong':
-      return [h(`Bearer ${ADMIN_TOKEN}`), h('Bearer wrong')];
-    case 'dup-wrong-valid':
-      return [h('Bearer wrong'), h(`Bearer ${ADMIN_TOKEN}`)];
-    case 'name-case':
-      return [['AUTHORIZATION', `Bearer ${ADMIN_TOKEN}`]];
-    case 'comma':
-      return [h(`Bearer ${ADMIN_TOKEN}, Bearer ${ADMIN_TOKEN}`)];
-    case 'empty':
-      return [h('')];
-    case 'bearer-only':
-      return [h('Bearer')];
-  }
 }
 
 /** The query parameters actually sent (text that cannot be percent-encoded, such as a lone surrogate, is left out). */

@@ -1,12 +1,14 @@
 /**
  * Shared pieces of the HTTP fuzz suites: a raw HTTP client (duplicate headers, exact bytes), a stand-in worker
- * heartbeat so GET /health can answer 200 from a web-only process, and generators of hostile text.
+ * heartbeat so GET /health can answer 200 from a web-only process, generators of hostile text, and every way of
+ * sending the admin token right and wrong.
  */
 import http from 'node:http';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { expect } from 'vitest';
 import type { TestDatabase } from '../support/db.ts';
+import { ADMIN_TOKEN } from '../support/payrail.ts';
 
 /** FUZZ_RUNS overrides every property's run count (the defaults keep the fuzz suite under a minute on two cores). */
 export const RUNS = Number(process.env.FUZZ_RUNS ?? '') || undefined;
@@ -218,3 +220,76 @@ export const headerText = (maxLength: number): fc.Arbitrary<string> =>
 
 /** Whitespace JSON allows between tokens. */
 export const jsonSpace = fc.constantFrom('', '', '', ' ', '\n', '\t', ' \r\n ');
+
+/** Ways of sending the bearer token: the right one (some odd but accepted spellings) and every way of getting it wrong. */
+export type Auth =
+  | 'valid'
+  | 'none'
+  | 'wrong'
+  | 'scheme-lowercase'
+  | 'basic'
+  | 'double-space'
+  | 'padded'
+  | 'suffix'
+  | 'prefix'
+  | 'token-only'
+  | 'dup-valid-wrong'
+  | 'dup-wrong-valid'
+  | 'name-case'
+  | 'comma'
+  | 'empty'
+  | 'bearer-only';
+export const WRONG_AUTH: Auth[] = [
+  'none',
+  'wrong',
+  'scheme-lowercase',
+  'basic',
+  'double-space',
+  'suffix',
+  'prefix',
+  'token-only',
+  'dup-wrong-valid',
+  'comma',
+  'empty',
+  'bearer-only',
+];
+export const RIGHT_AUTH: Auth[] = ['valid', 'valid', 'valid', 'padded', 'dup-valid-wrong', 'name-case'];
+
+export function authHeaders(auth: Auth, noise: string): Array<[string, string]> {
+  const h = (v: string): [string, string] => ['authorization', v];
+  switch (auth) {
+    case 'valid':
+      return [h(`Bearer ${ADMIN_TOKEN}`)];
+    case 'none':
+      return [];
+    case 'wrong':
+      return [h(`Bearer ${noise.replace(/\s/g, '') || 'x'}`)];
+    case 'scheme-lowercase':
+      return [h(`bearer ${ADMIN_TOKEN}`)];
+    case 'basic':
+      return [h(`Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`)];
+    case 'double-space':
+      return [h(`Bearer  ${ADMIN_TOKEN}`)];
+    case 'padded':
+      return [h(` Bearer ${ADMIN_TOKEN}\t`)];
+    case 'suffix':
+      return [h(`Bearer ${ADMIN_TOKEN}x`)];
+    case 'prefix':
+      return [h(`Bearer x${ADMIN_TOKEN}`)];
+    case 'token-only':
+      return [h(ADMIN_TOKEN)];
+    // node keeps the first of repeated Authorization headers and drops the rest.
+    case 'dup-valid-wrong':
+      return [h(`Bearer ${ADMIN_TOKEN}`), h('Bearer wrong')];
+    case 'dup-wrong-valid':
+      return [h('Bearer wrong'), h(`Bearer ${ADMIN_TOKEN}`)];
+    case 'name-case':
+      return [['AUTHORIZATION', `Bearer ${ADMIN_TOKEN}`]];
+    case 'comma':
+      return [h(`Bearer ${ADMIN_TOKEN}, Bearer ${ADMIN_TOKEN}`)];
+    case 'empty':
+      return [h('')];
+    case 'bearer-only':
+      return [h('Bearer')];
+  }
+}
