@@ -8,8 +8,9 @@
  * until every threshold payment is converted and every payout created is completed. Prints payments/s and payouts/s
  * from the first IPN sent, the intake phase, how many ChangeNow exchanges and on-chain transfers that took per 1,000
  * payments, separately for threshold and for instant channels (against one exchange per payment in the replaced
- * system), and peak memory of payrail and of this process; then checks the ledger, the sums, and what the chain shows
- * the owners and ChangeNow's payin addresses received.
+ * system), what the payments cost the platform per strategy (fees, gas, exchange costs and the margin, from the ledger
+ * through the overview's cost read), and peak memory of payrail and of this process; then checks the ledger, the sums,
+ * and what the chain shows the owners and ChangeNow's payin addresses received.
  *
  * The mix: threshold channels alternate USDT on Tron (a batch goes through a USDT → USDT/TRC-20 exchange) and USDT on
  * Ethereum (a direct ERC-20 transfer); instant channels alternate ETH on Ethereum (a direct ETH transfer, no exchange)
@@ -31,6 +32,7 @@ import type { DatabaseHandle } from '../src/db/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
 import { IpnSendError, queueConversionCheck, sendIpns, type SendOutcome } from '../src/demo/ipns.ts';
 import { formatUnits } from '../src/money/index.ts';
+import { formatCosts, readCosts } from '../src/overview/index.ts';
 import {
   rpc,
   startChangeNowSimulator,
@@ -795,6 +797,7 @@ async function main(): Promise<number> {
     ).rows[0];
     const onChain = await checkPaidOnChain(database, chain.rpcUrl, usdtContract);
     const ledger = await checkLedger(database.db);
+    const costs = await readCosts(database.db);
     const simExchanges = sim.exchanges.size;
     const selfMaxRssKib = process.resourceUsage().maxRSS;
 
@@ -829,6 +832,16 @@ async function main(): Promise<number> {
       transfers?.other === 0 &&
       transfers?.payout_rows === payoutCount &&
       transfers?.payout_refs === payoutCount;
+    // The cost lines count from the ledger and the rows linked to its journals: they must agree with the counts above.
+    const [costsThreshold, costsInstant, ...costsShared] = costs.lines;
+    const costCountsOk =
+      costsShared.length === 0 &&
+      costsThreshold?.payments === thresholdPayments &&
+      costsInstant?.payments === instantPayments &&
+      costsThreshold.exchanges === thresholdExchanges &&
+      costsInstant.exchanges === instantPo.with_exchange &&
+      costsThreshold.transfers === thresholdTransfers &&
+      costsInstant.transfers === (transfers?.instant ?? 0);
     const instantShare = fmt((instantPayments * 100) / n, 1);
     const lines: string[] = [];
     const out = (text = '') => lines.push(text);
@@ -952,6 +965,8 @@ async function main(): Promise<number> {
     );
     out(`CPU, first IPN -> completion: ${cpuLine(cpuStart, cpuEnd)}`);
     out();
+    lines.push(...formatCosts(costs));
+    out();
     out('checks:');
     out(
       `  every payment settled, every payout completed:                       ${everyPayoutDone ? 'yes' : 'NO'} (threshold ${last.completed}/${thresholdPayments} converted, conversions ${conv?.completed}/${conv?.total}; instant payouts ${instantPo.n}/${instantPayments}; payouts ${payoutsCompleted}/${payoutCount} completed)`,
@@ -986,6 +1001,9 @@ async function main(): Promise<number> {
     out(
       `  on chain: each payout exchange's payin holds exactly its payout:     ${onChain.payinOk ? 'yes' : 'NO'} (${onChain.payins} addresses${onChain.payinProblems.length ? `; ${onChain.payinProblems.slice(0, 3).join('; ')}` : ''})`,
     );
+    out(
+      `  cost lines (ledger) count the payments, exchanges, transfers above:  ${costCountsOk ? 'yes' : 'NO'} (threshold ${costsThreshold?.payments}/${costsThreshold?.exchanges}/${costsThreshold?.transfers}, instant ${costsInstant?.payments}/${costsInstant?.exchanges}/${costsInstant?.transfers}${costsShared.length ? ', shared costs present' : ''})`,
+    );
     lines.push(...ledgerLines(ledger));
     out();
     out(
@@ -1002,6 +1020,7 @@ async function main(): Promise<number> {
       ledger.ok &&
       exchangesOk &&
       transfersOk &&
+      costCountsOk &&
       onChain.directOk &&
       onChain.payinOk;
     return healthy ? 0 : 1;
