@@ -37,6 +37,7 @@ import {
   fuzzParams,
   headerText,
   jsonValueText,
+  bodyVariants,
   nastyString,
   numberText,
   objectText,
@@ -414,27 +415,7 @@ const invoiceFieldValue = fc.oneof(
   fc.jsonValue({ maxDepth: 1 }),
   nastyString(30),
 );
-const invoiceBody = fc.oneof(
-  { arbitrary: validInvoice, weight: 4 },
-  {
-    arbitrary: fc
-      .tuple(validInvoice, fc.constantFrom(...INVOICE_FIELDS), invoiceFieldValue)
-      .map(([b, k, v]) => ({ ...b, [k]: v })),
-    weight: 5,
-  },
-  {
-    arbitrary: fc
-      .tuple(validInvoice, fc.constantFrom(...INVOICE_FIELDS))
-      .map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))),
-    weight: 1,
-  },
-  {
-    arbitrary: fc
-      .tuple(validInvoice, nastyString(10), fc.jsonValue({ maxDepth: 1 }))
-      .map(([b, k, v]) => ({ ...b, [k]: v })),
-    weight: 1,
-  },
-);
+const invoiceBody = bodyVariants(validInvoice, INVOICE_FIELDS, invoiceFieldValue);
 
 const endpointUrl = fc.oneof(
   {

@@ -32,6 +32,7 @@ import {
   fuzzParams,
   headerText,
   jsonValueText,
+  bodyVariants,
   nastyString,
   numberText,
   objectText,
@@ -419,27 +420,7 @@ const channelFieldValue = fc.oneof(
   fc.jsonValue({ maxDepth: 2 }),
   nastyString(40),
 );
-const channelBody = fc.oneof(
-  { arbitrary: validChannel, weight: 4 },
-  {
-    arbitrary: fc
-      .tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS), channelFieldValue)
-      .map(([b, k, v]) => ({ ...b, [k]: v })),
-    weight: 5,
-  },
-  {
-    arbitrary: fc
-      .tuple(validChannel, fc.constantFrom(...CHANNEL_FIELDS))
-      .map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))),
-    weight: 1,
-  },
-  {
-    arbitrary: fc
-      .tuple(validChannel, nastyString(10), fc.jsonValue({ maxDepth: 1 }))
-      .map(([b, k, v]) => ({ ...b, [k]: v })),
-    weight: 1,
-  },
-);
+const channelBody = bodyVariants(validChannel, CHANNEL_FIELDS, channelFieldValue);
 /** Notes of every kind: NUL, lone surrogates, RTL, blank, at and over the 500-character limit. */
 const note = fc.oneof(
   nastyString(40),

@@ -143,6 +143,33 @@ export const nastyString = (maxLength = 40): fc.Arbitrary<string> =>
     maxLength,
   });
 
+/**
+ * A JSON body for a write: valid (most often), one known field set to another value, one known field left out, or an
+ * unknown field added: the near misses a handler's validation must refuse field by field.
+ */
+export const bodyVariants = (
+  valid: fc.Arbitrary<Record<string, unknown>>,
+  fields: readonly string[],
+  fieldValue: fc.Arbitrary<unknown>,
+): fc.Arbitrary<Record<string, unknown>> =>
+  fc.oneof(
+    { arbitrary: valid, weight: 4 },
+    {
+      arbitrary: fc.tuple(valid, fc.constantFrom(...fields), fieldValue).map(([b, k, v]) => ({ ...b, [k]: v })),
+      weight: 5,
+    },
+    {
+      arbitrary: fc
+        .tuple(valid, fc.constantFrom(...fields))
+        .map(([b, k]) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k))),
+      weight: 1,
+    },
+    {
+      arbitrary: fc.tuple(valid, nastyString(10), fc.jsonValue({ maxDepth: 1 })).map(([b, k, v]) => ({ ...b, [k]: v })),
+      weight: 1,
+    },
+  );
+
 /** JSON number text a lossless parser keeps as written: exponents, negative zero, far past any float's range. */
 export const numberText: fc.Arbitrary<string> = fc.oneof(
   fc.constantFrom(
