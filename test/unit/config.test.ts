@@ -1,26 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { transferPolicy } from '../../src/app.ts';
 import { ConfigError, loadConfig, secretValues } from '../../src/config.ts';
-
-const production = {
-  DATABASE_URL: 'postgres://u:p@db.internal:5432/payrail',
-  ADMIN_TOKEN: 'a'.repeat(24),
-  NOWPAYMENTS_IPN_SECRET: 'b'.repeat(32),
-  CHANGENOW_API_URL: 'https://api.changenow.io',
-  CHANGENOW_API_KEY: 'c'.repeat(32),
-  ETH_RPC_URL: 'https://rpc.example',
-  HOST_WALLET_PRIVATE_KEY: `0x${'ab'.repeat(32)}`,
-};
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.problems;
-    throw error;
-  }
-  return [];
-}
+import { configProblems as problems, productionEnv as production } from '../support/config.ts';
 
 describe('configuration', () => {
   it('applies documented defaults', () => {

@@ -1,27 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, secretValues } from '../../src/config.ts';
+import { loadConfig, secretValues } from '../../src/config.ts';
 import { addressMatcher } from '../../src/http/net.ts';
 import { createScrubber } from '../../src/log.ts';
+import { configProblems as problems, productionEnv } from '../support/config.ts';
 
+// Credentials in the URLs too, for the scrubber to find and hide.
 const production = {
+  ...productionEnv,
   DATABASE_URL: 'postgres://payrail:db-password-0123456789@db.internal:5432/payrail',
-  ADMIN_TOKEN: 'a'.repeat(24),
-  NOWPAYMENTS_IPN_SECRET: 'b'.repeat(32),
-  CHANGENOW_API_URL: 'https://api.changenow.io',
-  CHANGENOW_API_KEY: 'c'.repeat(32),
   ETH_RPC_URL: 'https://mainnet.infura.io/v3/0123456789abcdef0123456789abcdef',
-  HOST_WALLET_PRIVATE_KEY: `0x${'ab'.repeat(32)}`,
 };
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.problems;
-    throw error;
-  }
-  return [];
-}
 
 describe('webhook hardening settings', () => {
   it('defaults: 600 IPNs a minute per source, no allowlist, no trusted proxy', () => {
