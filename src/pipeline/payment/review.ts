@@ -485,6 +485,69 @@ async function creditTopUp(
   settings: IntakeSettings,
 ): Promise<{ strategy: 'instant' | 'threshold'; evidence: Record<string, unknown> }> {
   const id = payment.payment_id;
+  const topUp = await topUpAmounts(trx, payment, settings);
+  const { asset, total, before, gross, fee, net } = topUp;
+  const { way, payoutJob } =
+    payment.payout_strategy === 'threshold'
+      ? { way: thresholdTopUpWay(payment, before.net), payoutJob: false }
+      : await instantTopUpWay(trx, payment, asset);
+  await moveTopUp(trx, payment, topUp, way);
+  // Not paid out yet: its payout opens from the whole net, the difference included.
+  if (payoutJob)
+    await enqueue(
+      trx,
+      'payout_instant',
+      { paymentId: id },
+      { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    );
+  const entries = [
+    { account: accounts.nowpayments(asset, id), amount: -gross },
+    { account: accounts.platformFees(asset, id), amount: fee },
+    { account: accounts.channel(payment.channel_id, asset), amount: net },
+  ].filter((e) => e.amount !== 0n);
+  const journal = await postJournal(trx, { kind: 'payment_topped_up', ref: `${id}:${total}`, entries });
+  if (!journal.posted) throw new Error(`payment ${id} already has a top-up to ${total}: refusing to credit twice`);
+  const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
+  return {
+    strategy: converting ? 'threshold' : 'instant',
+    evidence: {
+      asset,
+      creditedBefore: before.gross.toString(),
+      total: total.toString(),
+      gross: gross.toString(),
+      fee: fee.toString(),
+      net: net.toString(),
+      netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(),
+      journal: journal.journalId,
+    },
+  };
+}
+
+/** A top-up's amounts: the credit before it, the total the later IPN restated, and the difference split at its fee. */
+interface TopUpAmounts {
+  readonly asset: AssetCode;
+  readonly total: bigint;
+  readonly before: { readonly gross: bigint; readonly fee: bigint; readonly net: bigint };
+  readonly gross: bigint;
+  readonly fee: bigint;
+  readonly net: bigint;
+}
+
+/** The columns a top-up moves the payment's money to: the first part's way, or the next conversion on its own. */
+interface TopUpWay {
+  payout_strategy?: 'threshold';
+  conversion_status?: 'pending';
+  conversion_id?: null;
+  net_moved_wei?: bigint;
+  payout_id?: null;
+}
+
+/** Refuses a top-up that is not there to credit (or not yet confirmed), else says how much it is. */
+async function topUpAmounts(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  settings: IntakeSettings,
+): Promise<TopUpAmounts> {
   if (
     payment.credited_at === null ||
     payment.reversed_at !== null ||
@@ -517,55 +580,70 @@ async function creditTopUp(
     );
   const gross = total - before.gross;
   const { fee, net } = splitFee(gross, await topUpFee(trx, payment, settings));
+  return { asset, total, before, gross, fee, net };
+}
 
-  let way: {
-    payout_strategy?: 'threshold';
-    conversion_status?: 'pending';
-    conversion_id?: null;
-    net_moved_wei?: bigint;
-    payout_id?: null;
-  } = {};
-  let payoutJob = false;
-  if (payment.payout_strategy === 'threshold') {
-    // Everything it had to convert was converted: the difference is all the next batch takes of it.
-    if (payment.conversion_status === 'completed')
-      way = {
-        conversion_status: 'pending',
-        conversion_id: null,
-        net_moved_wei: before.net - BigInt(payment.exchange_cost_wei),
-      };
-    else if (payment.conversion_status !== 'pending')
-      throw new PaymentActionRefused(
-        `its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`,
-      );
-  } else {
-    // An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT,
-    // with whatever of the first part the payout did not take for good.
-    const payout = await trx
-      .selectFrom('payouts')
-      .select(['payout_id', 'amount', 'status'])
-      .where('payment_id', '=', id)
-      .executeTakeFirst();
-    if (!payout) payoutJob = true;
-    else if (payout.status === 'completed')
-      way = { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) };
-    else if (PAYOUT_ENDED_BACK.includes(payout.status)) {
-      // Failed or cancelled: its ETH is back on the channel, less what ChangeNow kept of a refund that came back short.
-      // Counting the payout's amount as moved would leave that ETH on the channel, never converted or paid.
-      way = {
-        payout_strategy: 'threshold',
-        conversion_status: 'pending',
-        net_moved_wei: await keptByChangeNow(trx, payout.payout_id, asset),
-        payout_id: null,
-      };
-    } else {
-      // Under way, it may still fail and bring its ETH back: how much moved on is known only once it ends.
-      throw new PaymentActionRefused(
-        `its ETH is in instant payout ${payout.payout_id} (${payout.status}): credit the rest once that payout has ended${PAYOUT_SENT_NOTHING.includes(payout.status) ? ' (cancel it while it has sent nothing)' : ''}`,
-      );
-    }
+/** A threshold payment's top-up: with its pending conversion, or on its own once the first part was converted. */
+function thresholdTopUpWay(payment: PaymentRow, netBefore: bigint): TopUpWay {
+  // Everything it had to convert was converted: the difference is all the next batch takes of it.
+  if (payment.conversion_status === 'completed')
+    return {
+      conversion_status: 'pending',
+      conversion_id: null,
+      net_moved_wei: netBefore - BigInt(payment.exchange_cost_wei),
+    };
+  if (payment.conversion_status !== 'pending')
+    throw new PaymentActionRefused(
+      `its ETH is in conversion ${payment.conversion_id ?? 'unknown'} (${payment.conversion_status}): credit the rest once that conversion has ended`,
+    );
+  return {};
+}
+
+/**
+ * An instant payout is one per payment, opened for the net it had: the difference is converted and paid as USDT,
+ * with whatever of the first part the payout did not take for good. With no payout yet, its job is queued instead.
+ */
+async function instantTopUpWay(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  asset: AssetCode,
+): Promise<{ way: TopUpWay; payoutJob: boolean }> {
+  const payout = await trx
+    .selectFrom('payouts')
+    .select(['payout_id', 'amount', 'status'])
+    .where('payment_id', '=', payment.payment_id)
+    .executeTakeFirst();
+  if (!payout) return { way: {}, payoutJob: true };
+  if (payout.status === 'completed')
+    return {
+      way: { payout_strategy: 'threshold', conversion_status: 'pending', net_moved_wei: BigInt(payout.amount) },
+      payoutJob: false,
+    };
+  if (PAYOUT_ENDED_BACK.includes(payout.status)) {
+    // Failed or cancelled: its ETH is back on the channel, less what ChangeNow kept of a refund that came back short.
+    // Counting the payout's amount as moved would leave that ETH on the channel, never converted or paid.
+    const way: TopUpWay = {
+      payout_strategy: 'threshold',
+      conversion_status: 'pending',
+      net_moved_wei: await keptByChangeNow(trx, payout.payout_id, asset),
+      payout_id: null,
+    };
+    return { way, payoutJob: false };
   }
+  // Under way, it may still fail and bring its ETH back: how much moved on is known only once it ends.
+  throw new PaymentActionRefused(
+    `its ETH is in instant payout ${payout.payout_id} (${payout.status}): credit the rest once that payout has ended${PAYOUT_SENT_NOTHING.includes(payout.status) ? ' (cancel it while it has sent nothing)' : ''}`,
+  );
+}
 
+/** The payment's credit grows by the top-up, guarded on every column it was read with (its gross, strategy, way). */
+async function moveTopUp(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  { total, before, fee, net }: TopUpAmounts,
+  way: TopUpWay,
+): Promise<void> {
+  const id = payment.payment_id;
   let update = trx
     .updateTable('payments')
     .set({
@@ -590,35 +668,6 @@ async function creditTopUp(
       : update.where('payout_id', '=', payment.payout_id);
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
-  // Not paid out yet: its payout opens from the whole net, the difference included.
-  if (payoutJob)
-    await enqueue(
-      trx,
-      'payout_instant',
-      { paymentId: id },
-      { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
-    );
-  const entries = [
-    { account: accounts.nowpayments(asset, id), amount: -gross },
-    { account: accounts.platformFees(asset, id), amount: fee },
-    { account: accounts.channel(payment.channel_id, asset), amount: net },
-  ].filter((e) => e.amount !== 0n);
-  const journal = await postJournal(trx, { kind: 'payment_topped_up', ref: `${id}:${total}`, entries });
-  if (!journal.posted) throw new Error(`payment ${id} already has a top-up to ${total}: refusing to credit twice`);
-  const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
-  return {
-    strategy: converting ? 'threshold' : 'instant',
-    evidence: {
-      asset,
-      creditedBefore: before.gross.toString(),
-      total: total.toString(),
-      gross: gross.toString(),
-      fee: fee.toString(),
-      net: net.toString(),
-      netMoved: (way.net_moved_wei ?? BigInt(payment.net_moved_wei)).toString(),
-      journal: journal.journalId,
-    },
-  };
 }
 
 async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
