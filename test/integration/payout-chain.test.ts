@@ -25,22 +25,26 @@ const NET_WEI = 4_723_900_000_000_000n;
 
 const it = worldFirst(
   worldTest({ firstPaymentId: 9_300_000_000, firstChannel: 1_003_300_000_001 })
-    .extend(
-      'instantEthChannel',
-      ({ channel }) =>
-        (wallet: string) =>
-          channel({
-            payoutStrategy: 'instant',
-            payoutCurrency: 'eth',
-            payoutNetwork: 'eth',
-            walletAddress: wallet,
-          }),
-    )
+    /** Saves a new instant channel paying out ETH to `wallet` and sends it one finished payment; returns its id. */
+    .extend('paidInstantEth', ({ channel, pay }) => async (wallet: string): Promise<string> => {
+      const id = await channel({
+        payoutStrategy: 'instant',
+        payoutCurrency: 'eth',
+        payoutNetwork: 'eth',
+        walletAddress: wallet,
+      });
+      await pay(id);
+      return id;
+    })
     .extend('payoutOf', ({ app }) => async (channelId: string): Promise<Record<string, any> | undefined> => {
       const payouts = (await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
         Record<string, any>
       >;
       return payouts[0];
+    })
+    /** Waits until the channel's payout is in `status`. */
+    .extend('payoutReaches', ({ payoutOf }) => async (channelId: string, status: string): Promise<void> => {
+      await eventually(`the payout ${status}`, async () => (await payoutOf(channelId))?.status === status);
     })
     .extend(
       'transferOf',
@@ -70,52 +74,57 @@ const it = worldFirst(
       return (
         await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()
       ).map((j) => j.kind);
+    })
+    /** The payout booked once as paid, and its transfer's gas once as a network fee. */
+    .extend('expectBookedOnce', ({ journalsOf }) => async (payoutId: string, transferId: string): Promise<void> => {
+      expect(await journalsOf(payoutId)).toEqual(['payout_reserved', 'payout_completed']);
+      expect(await journalsOf(transferId)).toEqual(['network_fee']);
+    })
+    .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
+      expect((await checkLedger(db.db)).problems).toEqual([]);
     }),
 );
 
 describe('payouts on the chain as it behaves', () => {
   it('an instant ETH payout to a contract wallet completes: its gas is estimated for the real call', async ({
     outside,
-    db,
     start,
-    pay,
-    instantEthChannel,
-    payoutOf,
+    paidInstantEth,
+    payoutReaches,
     transferOf,
+    expectLedgerClean,
   }) => {
     await start();
     const wallet = freshWallet();
     await makeContractWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
-    const id = await instantEthChannel(wallet);
-    await pay(id);
-    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    const id = await paidInstantEth(wallet);
+    await payoutReaches(id, 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const transfer = await transferOf(id);
     expect(BigInt(transfer!.gasLimit)).toBeGreaterThan(21_000n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 
   it('a 10x fee spike under a waiting payout: one mined replacement, one payout, the real gas booked', async ({
     outside,
-    db,
     start,
-    pay,
-    instantEthChannel,
+    paidInstantEth,
     payoutOf,
+    payoutReaches,
     transferOf,
     receiptGas,
-    journalsOf,
+    expectBookedOnce,
+    expectLedgerClean,
   }) => {
     await start({ TRANSFER_BUMP_AFTER: '1s' });
     await pausePool(outside.chain.rpcUrl);
     const wallet = freshWallet();
-    const id = await instantEthChannel(wallet);
-    await pay(id);
+    const id = await paidInstantEth(wallet);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
     await spikeBaseFee(outside.chain.rpcUrl, (await baseFee(outside.chain.rpcUrl)) * 10n);
     await eventually('a replacement signed', async () => ((await transferOf(id))?.versions?.length ?? 0) >= 2);
     await resumeMining(outside.chain.rpcUrl);
-    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    await payoutReaches(id, 'completed');
     const transfer = await transferOf(id);
     expect(transfer).toMatchObject({ status: 'confirmed', nonce: expect.any(String) });
     const mined = transfer!.versions.find((v: { txHash: string }) => v.txHash === transfer!.txHash);
@@ -124,24 +133,22 @@ describe('payouts on the chain as it behaves', () => {
     expect(BigInt(transfer!.gasCostWei)).toBe(await receiptGas(transfer!.txHash));
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const payout = await payoutOf(id);
-    expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectBookedOnce(payout!.payoutId, transfer!.transferId);
+    await expectLedgerClean();
   });
 
   it("a reorganisation of the payout's block: sent again, booked once at CHAIN_CONFIRMATIONS deep", async ({
     outside,
     start,
-    pay,
-    instantEthChannel,
+    paidInstantEth,
     payoutOf,
+    payoutReaches,
     transferOf,
-    journalsOf,
+    expectBookedOnce,
   }) => {
     const payrail = await start({ CHAIN_CONFIRMATIONS: '3' });
     const wallet = freshWallet();
-    const id = await instantEthChannel(wallet);
-    await pay(id);
+    const id = await paidInstantEth(wallet);
     await eventually(
       'the transfer mined, not yet deep enough',
       async () => (await transferOf(id))?.blockNumber != null,
@@ -163,34 +170,32 @@ describe('payouts on the chain as it behaves', () => {
     });
     expect((await payoutOf(id))?.status).toBe('sent');
     await mineBlocks(outside.chain.rpcUrl, 2);
-    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    await payoutReaches(id, 'completed');
     const transfer = await transferOf(id);
     expect(transfer).toMatchObject({ status: 'confirmed', txHash: first!.txHash });
     expect(transfer!.versions).toHaveLength(1);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const payout = await payoutOf(id);
-    expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
+    await expectBookedOnce(payout!.payoutId, transfer!.transferId);
     const alerts = await payrail.request('GET', '/api/alerts?state=all');
     expect(JSON.stringify(alerts.body)).toContain('transfer_reorged');
   });
 
   it('a receiver that refuses ETH: the payout goes to review before anything is signed, and cancel returns the funds', async ({
     outside,
-    db,
     start,
-    pay,
-    instantEthChannel,
+    paidInstantEth,
     payoutOf,
+    payoutReaches,
     transferOf,
     journalsOf,
+    expectLedgerClean,
   }) => {
     const payrail = await start();
     const wallet = freshWallet();
     await makeRejectingWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
-    const id = await instantEthChannel(wallet);
-    await pay(id);
-    await eventually('the payout in review', async () => (await payoutOf(id))?.status === 'needs_review');
+    const id = await paidInstantEth(wallet);
+    await payoutReaches(id, 'needs_review');
     const payout = await payoutOf(id);
     expect(payout!.reason).toMatch(/gas estimate failed/);
     const transfer = await transferOf(id);
@@ -199,7 +204,7 @@ describe('payouts on the chain as it behaves', () => {
     expect(cancelled.status).toBe(200);
     expect(cancelled.body.status).toBe('cancelled');
     expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_returned']);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 });
 
@@ -208,16 +213,15 @@ describe('a payout whose transfer is in review', () => {
     outside,
     db,
     start,
-    pay,
-    instantEthChannel,
+    paidInstantEth,
     payoutOf,
+    payoutReaches,
     transferOf,
   }) => {
     const payrail = await start();
     await pausePool(outside.chain.rpcUrl);
     const wallet = freshWallet();
-    const id = await instantEthChannel(wallet);
-    await pay(id);
+    const id = await paidInstantEth(wallet);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
     const transfer = await transferOf(id);
     // As the confirm step leaves it when it sees the nonce taken (test/integration/transfer-chain.test.ts).
@@ -236,7 +240,7 @@ describe('a payout whose transfer is in review', () => {
     expect(back.status).toBe(200);
     expect(back.body.status).toBe('broadcast');
     await resumeMining(outside.chain.rpcUrl);
-    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    await payoutReaches(id, 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const audit = await db.db
       .selectFrom('audit_log')
@@ -251,16 +255,14 @@ describe('the transfer admin API', () => {
   it('lists by state, shows every version, and refuses what is unsafe (409), malformed (400) or unknown (404)', async ({
     db,
     start,
-    pay,
-    instantEthChannel,
-    payoutOf,
+    paidInstantEth,
+    payoutReaches,
     transferOf,
   }) => {
     const payrail = await start();
     const wallet = freshWallet();
-    const id = await instantEthChannel(wallet);
-    await pay(id);
-    await eventually('the payout completed', async () => (await payoutOf(id))?.status === 'completed');
+    const id = await paidInstantEth(wallet);
+    await payoutReaches(id, 'completed');
     const transfer = await transferOf(id);
     expect(transfer!.versions).toEqual([
       expect.objectContaining({ version: 1, kind: 'transfer', txHash: transfer!.txHash, gasLimit: '21000' }),
