@@ -10,9 +10,9 @@
  *   nonce used by another transaction and none of ours mined (refused here for a transfer with no nonce on record).
  * - retry: out of review, back to watching the chain (a nonce that only seemed taken, a lagging node).
  */
-import { sql } from 'kysely';
-import type { Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
-import { enqueueConfirm, enqueueSend } from './model.ts';
+import { sql, type Transaction } from 'kysely';
+import type { Database, Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
+import { enqueueConfirm, enqueueSend, type Transfer } from './model.ts';
 
 export type TransferAction = 'bump' | 'cancel' | 'resolve' | 'retry';
 export type TransferResolution =
@@ -65,89 +65,17 @@ export async function applyTransferAction(
     let requested: TransferRequestedAction | null = null;
     let to: TransferStatus = status;
     if (action === 'retry') {
-      if (status !== 'needs_review') throw new TransferActionRefused(`a transfer in state ${status} is not in review`);
-      // Without a nonce (released by an earlier version of payrail), it is signed afresh: the person checked that the
-      // bytes signed then were never mined.
-      to = transfer.nonce === null ? 'intent' : 'broadcast';
-      await trx
-        .updateTable('chain_transfers')
-        .set({
-          status: to,
-          reason: null,
-          nonce_taken_seen_at: null,
-          reconcile_attempts: 0,
-          ...CLEARED,
-          updated_at: sql`now()`,
-        })
-        .where('transfer_id', '=', transferId)
-        .where('status', '=', 'needs_review')
-        .execute();
-      if (to === 'intent') await enqueueSend(trx, transferId, transfer.from_address);
+      to = await retry(trx, transfer);
     } else if (action === 'cancel' && status === 'intent') {
       // Nothing signed yet (it waits for the host wallet's funds, say): the send step ends it under its row lock,
       // unless it signed meanwhile, in which case the confirm step carries the cancel out at the nonce.
       requested = 'cancel';
-      await trx
-        .updateTable('chain_transfers')
-        .set({
-          requested_action: 'cancel',
-          requested_hash: null,
-          requested_by: actor,
-          requested_at: sql`date_trunc('milliseconds', now())`,
-          updated_at: sql`now()`,
-        })
-        .where('transfer_id', '=', transferId)
-        .execute();
+      await recordRequest(trx, transferId, requested, null, actor);
       await enqueueSend(trx, transferId, transfer.from_address);
     } else {
-      if ((action === 'bump' || action === 'cancel') && transfer.nonce === null)
-        throw new TransferActionRefused(
-          'it has no nonce on record: resolve it with the hash that paid, or retry to sign it again',
-        );
-      if (!WATCHED.includes(status))
-        throw new TransferActionRefused(
-          `a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`,
-        );
-      if (action === 'bump' && status !== 'broadcast')
-        throw new TransferActionRefused(
-          'a transfer in review is not bumped: cancel or resolve it, or retry to watch it again',
-        );
-      if ((action === 'bump' || action === 'cancel') && transfer.block_number !== null) {
-        throw new TransferActionRefused(
-          `it is mined in block ${transfer.block_number} and waits for its confirmations`,
-        );
-      }
-      if (action === 'resolve' && !resolution)
-        throw new TransferActionRefused(
-          'a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}',
-        );
-      // The worker could only refuse it: never_sent rests on the chain showing this transfer's nonce used by another
-      // transaction, and without a nonce there is nothing to look up.
-      if (action === 'resolve' && resolution?.outcome === 'never_sent' && transfer.nonce === null) {
-        throw new TransferActionRefused(
-          'it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash (outcome mined), or retry to sign it again',
-        );
-      }
-      requested =
-        action === 'bump'
-          ? 'bump'
-          : action === 'cancel'
-            ? 'cancel'
-            : resolution?.outcome === 'mined'
-              ? 'resolve_mined'
-              : 'resolve_never_sent';
-      await trx
-        .updateTable('chain_transfers')
-        .set({
-          requested_action: requested,
-          requested_hash: resolution?.outcome === 'mined' ? resolution.txHash.toLowerCase() : null,
-          requested_by: actor,
-          // Milliseconds, as a JS Date holds it: the worker clears the request it read, and not a newer one, by this value.
-          requested_at: sql`date_trunc('milliseconds', now())`,
-          updated_at: sql`now()`,
-        })
-        .where('transfer_id', '=', transferId)
-        .execute();
+      requested = watchedRequest(transfer, action, resolution);
+      const hash = resolution?.outcome === 'mined' ? resolution.txHash.toLowerCase() : null;
+      await recordRequest(trx, transferId, requested, hash, actor);
     }
     if (to !== 'intent' && !(action === 'cancel' && status === 'intent')) await enqueueConfirm(trx, transferId);
     await trx
@@ -168,4 +96,87 @@ export async function applyTransferAction(
       .execute();
     return { transferId, from: status, to, requested };
   });
+}
+
+/** Out of review, back to watching the chain; the state it goes to. */
+async function retry(trx: Transaction<Database>, transfer: Transfer): Promise<TransferStatus> {
+  if (transfer.status !== 'needs_review')
+    throw new TransferActionRefused(`a transfer in state ${transfer.status} is not in review`);
+  // Without a nonce (released by an earlier version of payrail), it is signed afresh: the person checked that the
+  // bytes signed then were never mined.
+  const to = transfer.nonce === null ? 'intent' : 'broadcast';
+  await trx
+    .updateTable('chain_transfers')
+    .set({
+      status: to,
+      reason: null,
+      nonce_taken_seen_at: null,
+      reconcile_attempts: 0,
+      ...CLEARED,
+      updated_at: sql`now()`,
+    })
+    .where('transfer_id', '=', transfer.transfer_id)
+    .where('status', '=', 'needs_review')
+    .execute();
+  if (to === 'intent') await enqueueSend(trx, transfer.transfer_id, transfer.from_address);
+  return to;
+}
+
+/** A bump, cancel or resolve of a signed transfer the worker is to carry out, refused where it cannot be. */
+function watchedRequest(
+  transfer: Transfer,
+  action: Exclude<TransferAction, 'retry'>,
+  resolution: TransferResolution | undefined,
+): TransferRequestedAction {
+  const status = transfer.status;
+  if ((action === 'bump' || action === 'cancel') && transfer.nonce === null)
+    throw new TransferActionRefused(
+      'it has no nonce on record: resolve it with the hash that paid, or retry to sign it again',
+    );
+  if (!WATCHED.includes(status))
+    throw new TransferActionRefused(
+      `a transfer in state ${status} cannot be ${action === 'bump' ? 'bumped' : action === 'cancel' ? 'cancelled' : 'resolved'}`,
+    );
+  if (action === 'bump' && status !== 'broadcast')
+    throw new TransferActionRefused(
+      'a transfer in review is not bumped: cancel or resolve it, or retry to watch it again',
+    );
+  if ((action === 'bump' || action === 'cancel') && transfer.block_number !== null) {
+    throw new TransferActionRefused(`it is mined in block ${transfer.block_number} and waits for its confirmations`);
+  }
+  if (action === 'resolve' && !resolution)
+    throw new TransferActionRefused(
+      'a resolution is required: {"outcome":"mined","txHash":"0x..."} or {"outcome":"never_sent"}',
+    );
+  // The worker could only refuse it: never_sent rests on the chain showing this transfer's nonce used by another
+  // transaction, and without a nonce there is nothing to look up.
+  if (action === 'resolve' && resolution?.outcome === 'never_sent' && transfer.nonce === null) {
+    throw new TransferActionRefused(
+      'it has no nonce on record, so the chain cannot show it unused: look for its payment, then resolve with the hash (outcome mined), or retry to sign it again',
+    );
+  }
+  if (action !== 'resolve') return action;
+  return resolution?.outcome === 'mined' ? 'resolve_mined' : 'resolve_never_sent';
+}
+
+/** The request the worker carries out, kept on the transfer with who asked and when. */
+async function recordRequest(
+  trx: Transaction<Database>,
+  transferId: string,
+  requested: TransferRequestedAction,
+  hash: string | null,
+  actor: string,
+): Promise<void> {
+  await trx
+    .updateTable('chain_transfers')
+    .set({
+      requested_action: requested,
+      requested_hash: hash,
+      requested_by: actor,
+      // Milliseconds, as a JS Date holds it: the worker clears the request it read, and not a newer one, by this value.
+      requested_at: sql`date_trunc('milliseconds', now())`,
+      updated_at: sql`now()`,
+    })
+    .where('transfer_id', '=', transferId)
+    .execute();
 }
