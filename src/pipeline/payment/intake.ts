@@ -30,6 +30,7 @@ import {
   type Percent,
 } from '../../money/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
+import type { IntakeBatcher } from './intake-batch.ts';
 import { intakeInOneCall, mayTakeOneCall, type OneCallSettings } from './intake-one-call.ts';
 
 export interface IntakeSettings {
@@ -140,15 +141,19 @@ const ALERTED: Partial<Record<string, 'warning' | 'critical'>> = {
 /**
  * Records one IPN. The common case (a first IPN for a known channel that needs no person, a later one that only
  * advances or repeats its payment) is one database call (intake-one-call.ts); every other IPN, which may call for a
- * person, takes the statement-by-statement path below, which the one call writes exactly as.
+ * person, takes the statement-by-statement path below, which the one call writes exactly as. With a batcher (the web
+ * process's), the one call is grouped with the IPNs arriving meanwhile (intake-batch.ts).
  */
 export async function recordIpn(
   db: Db,
   ipn: Ipn,
   settings: IntakeSettings,
   alerting?: IntakeAlerting,
+  batcher?: IntakeBatcher,
 ): Promise<IntakeResult> {
-  const done = mayTakeOneCall(ipn) ? await intakeInOneCall(db, ipn, oneCallSettings(ipn, settings)) : null;
+  const oneCall = (common: Ipn, s: OneCallSettings) =>
+    batcher ? batcher.take(common, s) : intakeInOneCall(db, common, s);
+  const done = mayTakeOneCall(ipn) ? await oneCall(ipn, oneCallSettings(ipn, settings)) : null;
   if (done) return { ...done, paymentId: ipn.paymentId, reviewReason: null };
   return recordIpnStepwise(db, ipn, settings, alerting);
 }
@@ -183,33 +188,8 @@ export async function recordIpnStepwise(
       .selectAll()
       .where('channel_id', '=', ipn.channelId)
       .executeTakeFirst();
-    const arrivalReason = reasonOnArrival(ipn, channel !== undefined, settings);
-    // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
-    const basis =
-      arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
-    const creditOnInsert = basis && !settings.confirm ? creditColumns(basis, channel!, settings) : undefined;
-    const confirmOnInsert = basis && settings.confirm ? confirmColumns(settings.confirm, true) : undefined;
-    const inserted = await trx
-      .insertInto('payments')
-      .values({
-        payment_id: ipn.paymentId,
-        invoice_id: ipn.invoiceId,
-        parent_payment_id: ipn.parentPaymentId,
-        order_id: ipn.orderId,
-        user_id: ipn.userId,
-        channel_id: ipn.channelId,
-        status: ipn.status,
-        ...reportedAmounts(ipn),
-        partial_amounts: ipn.status === 'partially_paid',
-        review_reason: arrivalReason,
-        last_ipn: ipn.json,
-        ...creditOnInsert,
-        ...confirmOnInsert,
-      })
-      .onConflict((oc) => oc.column('payment_id').doNothing())
-      .returningAll()
-      .executeTakeFirst();
-
+    const first = await insertFirstCopy(trx, ipn, channel, settings);
+    const { inserted } = first;
     let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
     // A later copy waits here for the first one's commit, then sees what it did.
     let current =
@@ -221,59 +201,8 @@ export async function recordIpnStepwise(
         .forUpdate()
         .executeTakeFirstOrThrow());
     const reasonBefore = inserted ? null : current.review_reason;
-
-    if (!inserted) {
-      const update = nextState(current, ipn, channel !== undefined, settings);
-      if (update) {
-        current = await trx
-          .updateTable('payments')
-          .set({ ...update, ipn_count: sql`ipn_count + 1`, updated_at: sql`now()` })
-          .where('payment_id', '=', ipn.paymentId)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        outcome = 'advanced';
-      } else {
-        await trx
-          .updateTable('payments')
-          .set({ ipn_count: sql`ipn_count + 1` })
-          .where('payment_id', '=', ipn.paymentId)
-          .execute();
-      }
-    }
-
-    let credited: IntakeResult['credited'] = null;
-    let confirming = false;
-    if (settings.confirm && restatementAwaitsCheck(current)) {
-      // A top-up waits for NOWPayments' check before a person is asked: every copy queues it (one job waits).
-      await enqueueConfirm(trx, ipn.paymentId);
-      confirming = true;
-    } else if (inserted && basis && creditOnInsert) {
-      await creditEffects(trx, basis, channel!, settings);
-      credited = channel!.payout_strategy;
-    } else if (inserted && basis && confirmOnInsert) {
-      await enqueueConfirm(trx, ipn.paymentId);
-      confirming = true;
-    } else if (
-      creditsOnStatus(current.status, settings) &&
-      current.credited_at === null &&
-      current.review_reason === null &&
-      channel
-    ) {
-      // Credit what the crediting IPN reported (stored on the row), never the amounts of whichever copy came last.
-      const stored = storedCredit(current);
-      if (stored && settings.confirm) {
-        await requestConfirmation(trx, ipn.paymentId, settings.confirm);
-        confirming = true;
-      } else if (stored) {
-        await trx
-          .updateTable('payments')
-          .set(creditColumns(stored, channel, settings))
-          .where('payment_id', '=', ipn.paymentId)
-          .execute();
-        await creditEffects(trx, stored, channel, settings);
-        credited = channel.payout_strategy;
-      }
-    }
+    if (!inserted) ({ current, outcome } = await applyLaterCopy(trx, current, ipn, channel !== undefined, settings));
+    const { credited, confirming } = await creditRecorded(trx, ipn, current, first, channel, settings);
     const reviewReason = current.review_reason;
     if (reviewReason !== null && reviewReason !== reasonBefore) await alertReview(trx, current, alerting);
     return {
@@ -285,6 +214,123 @@ export async function recordIpnStepwise(
       reviewReason,
     };
   });
+}
+
+/** The first copy's insert, and the credit (or its check) it carries when the insert itself credits. */
+interface FirstCopy {
+  /** The row inserted, or undefined when the payment was there already. */
+  readonly inserted: PaymentRow | undefined;
+  readonly basis: CreditBasis | null;
+  readonly creditOnInsert: ReturnType<typeof creditColumns> | undefined;
+  readonly confirmOnInsert: ReturnType<typeof confirmColumns> | undefined;
+}
+
+/** Inserts the payment unless it is there already (the first insert wins; a later copy inserts nothing). */
+async function insertFirstCopy(
+  trx: Transaction<Database>,
+  ipn: Ipn,
+  channel: CreditChannel | undefined,
+  settings: IntakeSettings,
+): Promise<FirstCopy> {
+  const arrivalReason = reasonOnArrival(ipn, channel !== undefined, settings);
+  // The common case, a first IPN that is already `finished` for a known channel, is credited by the insert itself.
+  const basis =
+    arrivalReason === null && channel !== undefined && creditsOnStatus(ipn.status, settings) ? creditOf(ipn) : null;
+  const creditOnInsert = basis && !settings.confirm ? creditColumns(basis, channel!, settings) : undefined;
+  const confirmOnInsert = basis && settings.confirm ? confirmColumns(settings.confirm, true) : undefined;
+  const inserted = await trx
+    .insertInto('payments')
+    .values({
+      payment_id: ipn.paymentId,
+      invoice_id: ipn.invoiceId,
+      parent_payment_id: ipn.parentPaymentId,
+      order_id: ipn.orderId,
+      user_id: ipn.userId,
+      channel_id: ipn.channelId,
+      status: ipn.status,
+      ...reportedAmounts(ipn),
+      partial_amounts: ipn.status === 'partially_paid',
+      review_reason: arrivalReason,
+      last_ipn: ipn.json,
+      ...creditOnInsert,
+      ...confirmOnInsert,
+    })
+    .onConflict((oc) => oc.column('payment_id').doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  return { inserted, basis, creditOnInsert, confirmOnInsert };
+}
+
+/** A later copy, under the payment's row lock: what it changes (nextState), and every copy counted. */
+async function applyLaterCopy(
+  trx: Transaction<Database>,
+  current: PaymentRow,
+  ipn: Ipn,
+  channelKnown: boolean,
+  settings: IntakeSettings,
+): Promise<{ current: PaymentRow; outcome: IntakeOutcome }> {
+  const update = nextState(current, ipn, channelKnown, settings);
+  if (!update) {
+    await trx
+      .updateTable('payments')
+      .set({ ipn_count: sql`ipn_count + 1` })
+      .where('payment_id', '=', ipn.paymentId)
+      .execute();
+    return { current, outcome: 'unchanged' };
+  }
+  const advanced = await trx
+    .updateTable('payments')
+    .set({ ...update, ipn_count: sql`ipn_count + 1`, updated_at: sql`now()` })
+    .where('payment_id', '=', ipn.paymentId)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return { current: advanced, outcome: 'advanced' };
+}
+
+/** What the recorded payment calls for now: its credit, the check before it, or nothing. */
+async function creditRecorded(
+  trx: Transaction<Database>,
+  ipn: Ipn,
+  current: PaymentRow,
+  { inserted, basis, creditOnInsert, confirmOnInsert }: FirstCopy,
+  channel: CreditChannel | undefined,
+  settings: IntakeSettings,
+): Promise<{ credited: IntakeResult['credited']; confirming: boolean }> {
+  const nothing = { credited: null, confirming: false };
+  if (settings.confirm && restatementAwaitsCheck(current)) {
+    // A top-up waits for NOWPayments' check before a person is asked: every copy queues it (one job waits).
+    await enqueueConfirm(trx, ipn.paymentId);
+    return { ...nothing, confirming: true };
+  }
+  if (inserted && basis && creditOnInsert) {
+    await creditEffects(trx, basis, channel!, settings);
+    return { ...nothing, credited: channel!.payout_strategy };
+  }
+  if (inserted && basis && confirmOnInsert) {
+    await enqueueConfirm(trx, ipn.paymentId);
+    return { ...nothing, confirming: true };
+  }
+  if (
+    !creditsOnStatus(current.status, settings) ||
+    current.credited_at !== null ||
+    current.review_reason !== null ||
+    !channel
+  )
+    return nothing;
+  // Credit what the crediting IPN reported (stored on the row), never the amounts of whichever copy came last.
+  const stored = storedCredit(current);
+  if (stored && settings.confirm) {
+    await requestConfirmation(trx, ipn.paymentId, settings.confirm);
+    return { ...nothing, confirming: true };
+  }
+  if (!stored) return nothing;
+  await trx
+    .updateTable('payments')
+    .set(creditColumns(stored, channel, settings))
+    .where('payment_id', '=', ipn.paymentId)
+    .execute();
+  await creditEffects(trx, stored, channel, settings);
+  return { ...nothing, credited: channel.payout_strategy };
 }
 
 type PaymentRow = Selectable<PaymentsTable>;
