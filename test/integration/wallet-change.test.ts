@@ -6,11 +6,10 @@
  * whose stored wallet is not valid for its network goes to review before any exchange or transfer.
  */
 import { describe, expect } from 'vitest';
-import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
-import { worldFirst, worldTest, type StartOptions } from '../support/fixtures.ts';
+import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { logSink } from '../support/payrail.ts';
+import { instantBody, payoutApiTest, type ApiPayout as Payout } from '../support/payout-state.ts';
 import { freshWallet } from '../support/payouts.ts';
 
 const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
@@ -23,32 +22,16 @@ const NET_WEI = 4_723_900_000_000_000n;
 const NET_AS_USDT = '13.1717';
 const HOUR_MS = 3_600_000;
 
-type Payout = Record<string, any>;
-
-const instantBody = (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => ({
-  payoutStrategy: 'instant',
-  payoutCurrency,
-  payoutNetwork,
-  walletAddress,
-});
-
+const holdEnd = (changedAt: string, holdMs: number) => new Date(Date.parse(changedAt) + holdMs).toISOString();
 const holdReason = (changedAt: string, holdMs: number) =>
-  `wallet changed at ${changedAt}; held until ${new Date(Date.parse(changedAt) + holdMs).toISOString()}`;
+  `wallet changed at ${changedAt}; held until ${holdEnd(changedAt, holdMs)}`;
 
 const it = worldFirst(
-  worldTest({
+  payoutApiTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
     firstPaymentId: 9_600_000_000,
     firstChannel: 1_003_600_000_001,
   })
-    // Each test's payrail logs to a sink of the test's own: the alerts and hold lines below read it.
-    .extend('logs', () => logSink())
-    .extend(
-      'start',
-      ({ start, logs }) =>
-        (env?: Record<string, string>, options: StartOptions = {}) =>
-          start(env, { ...options, logs }),
-    )
     .extend('put', ({ app }) => async (channelId: string, body: Record<string, unknown>, token?: string) => {
       const res = await app.payrail.request('PUT', `/api/channels/${channelId}`, { body, token });
       expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
@@ -60,67 +43,30 @@ const it = worldFirst(
       expect(created.walletChangedAt).toBeNull();
       return id;
     })
-    .extend('payoutsOf', ({ app }) => async (channelId: string): Promise<Payout[]> => {
-      const res = await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`);
-      expect(res.status).toBe(200);
-      return res.body.payouts;
-    })
-    .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Payout> => {
-      const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
-      expect(res.status).toBe(200);
-      return res.body;
-    })
-    /** The payout of a payment, once opened. */
-    .extend('payoutOfPayment', ({ payoutsOf }) => async (channelId: string, paymentId: string): Promise<Payout> => {
+    /**
+     * A new instant channel paying out to one fresh wallet, then changed (by `token`'s holder, the default admin
+     * unless given) to pay out to another; `changedAt` is the change's time as the API answered it.
+     */
+    .extend(
+      'walletChanged',
+      ({ channel, put }) =>
+        async (payoutCurrency: string, payoutNetwork: string, token?: string) => {
+          const oldWallet = freshWallet();
+          const newWallet = freshWallet();
+          const id = await channel(instantBody(payoutCurrency, payoutNetwork, oldWallet));
+          const changed = await put(id, instantBody(payoutCurrency, payoutNetwork, newWallet), token);
+          return { id, oldWallet, newWallet, changedAt: changed.walletChangedAt as string };
+        },
+    )
+    /** Sends the channel a finished payment and returns that payment's payout, once opened. */
+    .extend('payoutOfNewPayment', ({ pay, payoutsOf }) => async (channelId: string): Promise<Payout> => {
+      const paymentId = await pay(channelId);
       let found: Payout | undefined;
       await eventually(
         `a payout for payment ${paymentId}`,
         async () => (found = (await payoutsOf(channelId)).find((p) => p.paymentId === paymentId)) !== undefined,
       );
       return found!;
-    })
-    .extend(
-      'reaches',
-      ({ getPayout }) =>
-        async (payoutId: string, status: string, timeoutMs = 45_000): Promise<Payout> => {
-          let last: Payout | undefined;
-          try {
-            await eventually(
-              `payout ${payoutId} ${status}`,
-              async () => (last = await getPayout(payoutId)).status === status,
-              timeoutMs,
-            );
-          } catch (error) {
-            throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-              cause: error,
-            });
-          }
-          return getPayout(payoutId);
-        },
-    )
-    .extend('act', ({ app }) => (payoutId: string, action: string, token?: string) => {
-      return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, { token });
-    })
-    .extend('balances', ({ db }) => async (channelId: string, asset: 'eth' | 'usdt') => {
-      const rows = await db.db
-        .selectFrom('ledger_accounts')
-        .select(['code', 'balance'])
-        .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
-        .where('asset', '=', asset)
-        .execute();
-      const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
-      return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
-    })
-    .extend('exchangesOf', ({ outside }) => (payoutId: string) => {
-      return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
-    })
-    .extend('transfersOf', ({ db }) => (payoutId: string) => {
-      return db.db
-        .selectFrom('chain_transfers')
-        .select(['transfer_id', 'status', 'to_address', 'amount', 'created_at'])
-        .where('purpose', '=', 'payout')
-        .where('ref', '=', payoutId)
-        .execute();
     })
     .extend('walletAlerts', ({ logs }) => (channelId: string) => {
       return logs.lines.filter(
@@ -129,14 +75,6 @@ const it = worldFirst(
     })
     .extend('heldLines', ({ logs }) => (payoutId: string) => {
       return logs.lines.filter((l) => l.event === 'payout_held' && l.payoutId === payoutId);
-    })
-    .extend('auditOf', ({ db }) => (channelId: string) => {
-      return db.db
-        .selectFrom('audit_log')
-        .select(['actor', 'action', 'details'])
-        .where('subject', '=', `channel:${channelId}`)
-        .orderBy('id')
-        .execute();
     }),
 );
 
@@ -146,13 +84,12 @@ describe('recording and alerting a wallet change', () => {
     db,
     start,
     channel,
-    pay,
     put,
-    payoutOfPayment,
+    payoutOfNewPayment,
     reaches,
+    auditOf,
     walletAlerts,
     heldLines,
-    auditOf,
   }) => {
     const payrail = await start({ WALLET_CHANGE_HOLD: '1h' });
     const wallet = freshWallet();
@@ -182,8 +119,7 @@ describe('recording and alerting a wallet change', () => {
     expect(row.wallet_changed_at).toBeNull();
 
     // A new channel's first payout is not held, even with the hold on.
-    const paymentId = await pay(id);
-    const payout = await payoutOfPayment(id, paymentId);
+    const payout = await payoutOfNewPayment(id);
     const done = await reaches(payout.payoutId, 'completed');
     expect(done).toMatchObject({ reason: null, holdUntil: null, walletAddress: wallet });
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
@@ -202,7 +138,7 @@ describe('recording and alerting a wallet change', () => {
         changedAt: moved.walletChangedAt,
       }),
     ]);
-    const audit = await auditOf(id);
+    const audit = await auditOf(`channel:${id}`);
     expect(audit.map((a) => a.action)).toEqual([
       'channel.create',
       'channel.update',
@@ -229,36 +165,29 @@ describe('WALLET_CHANGE_HOLD', () => {
     outside,
     db,
     start,
-    channel,
-    pay,
     logs,
-    put,
+    walletChanged,
     getPayout,
-    payoutOfPayment,
+    payoutOfNewPayment,
     reaches,
     act,
     balances,
-    exchangesOf,
-    transfersOf,
+    expectNothingSent,
+    expectLedgerClean,
     walletAlerts,
     heldLines,
   }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
-    const oldWallet = freshWallet();
-    const newWallet = freshWallet();
-    const id = await channel(instantBody('usdt', 'eth', oldWallet));
-    const changed = await put(id, instantBody('usdt', 'eth', newWallet), ALICE);
-    const changedAt = changed.walletChangedAt as string;
+    const { id, oldWallet, newWallet, changedAt } = await walletChanged('usdt', 'eth', ALICE);
     expect(new Date(changedAt).toISOString()).toBe(changedAt);
     expect(walletAlerts(id)).toEqual([
       expect.objectContaining({ actor: 'alice', changedAt, to: expect.objectContaining({ walletAddress: newWallet }) }),
     ]);
     expect(logs.alerts()).toContain('channel_wallet_changed');
 
-    const paymentId = await pay(id);
-    const opened = await payoutOfPayment(id, paymentId);
+    const opened = await payoutOfNewPayment(id);
     const held = await reaches(opened.payoutId, 'held');
-    const until = new Date(Date.parse(changedAt) + HOUR_MS).toISOString();
+    const until = holdEnd(changedAt, HOUR_MS);
     expect(held).toMatchObject({
       reason: holdReason(changedAt, HOUR_MS),
       holdUntil: until,
@@ -266,8 +195,7 @@ describe('WALLET_CHANGE_HOLD', () => {
       exchangeId: null,
       approvedAt: null,
     });
-    expect(exchangesOf(held.payoutId)).toEqual([]);
-    expect(await transfersOf(held.payoutId)).toEqual([]);
+    await expectNothingSent(held.payoutId);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
     await eventually('the hold logged', async () => heldLines(held.payoutId).length === 1);
     expect(heldLines(held.payoutId)[0]).toMatchObject({
@@ -290,8 +218,7 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect(retried.body.status).toBe('pending');
     await eventually('held again after the retry', async () => heldLines(held.payoutId).length === 2);
     expect(await getPayout(held.payoutId)).toMatchObject({ status: 'held', reason: held.reason, holdUntil: until });
-    expect(exchangesOf(held.payoutId)).toEqual([]);
-    expect(await transfersOf(held.payoutId)).toEqual([]);
+    await expectNothingSent(held.payoutId);
 
     // A person can still cancel it: its ETH is back on the channel.
     const cancelled = await act(held.payoutId, 'cancel', ALICE);
@@ -300,33 +227,27 @@ describe('WALLET_CHANGE_HOLD', () => {
     expect(await balances(id, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     expect(await outside.usdtBalanceOf(newWallet)).toBe(0n);
     expect(await outside.usdtBalanceOf(oldWallet)).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 
   it('after a short hold the payout is paid to the new wallet, and its transfer was not made before the hold ended', async ({
     outside,
-    db,
     start,
-    channel,
-    pay,
-    put,
-    payoutOfPayment,
+    walletChanged,
+    payoutOfNewPayment,
     reaches,
     balances,
     exchangesOf,
     transfersOf,
+    expectLedgerClean,
     walletAlerts,
     heldLines,
   }) => {
     const holdMs = 2_000;
     await start({ WALLET_CHANGE_HOLD: '2s' });
-    const oldWallet = freshWallet();
-    const newWallet = freshWallet();
-    const id = await channel(instantBody('usdt', 'eth', oldWallet));
-    const changedAt = (await put(id, instantBody('usdt', 'eth', newWallet))).walletChangedAt as string;
+    const { id, oldWallet, newWallet, changedAt } = await walletChanged('usdt', 'eth');
     expect(walletAlerts(id)).toEqual([expect.objectContaining({ actor: 'admin' })]);
-    const paymentId = await pay(id);
-    const opened = await payoutOfPayment(id, paymentId);
+    const opened = await payoutOfNewPayment(id);
 
     const done = await reaches(opened.payoutId, 'completed');
     expect(done).toMatchObject({ walletAddress: newWallet, amountOut: NET_AS_USDT });
@@ -342,32 +263,26 @@ describe('WALLET_CHANGE_HOLD', () => {
     for (const line of heldLines(done.payoutId))
       expect(line).toMatchObject({ hold: 'wallet_change', reason: holdReason(changedAt, holdMs) });
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 
   it('without the hold, the changed wallet is paid at once (and the change is still alerted)', async ({
     outside,
     start,
-    channel,
-    pay,
-    put,
-    payoutOfPayment,
+    walletChanged,
+    payoutOfNewPayment,
     reaches,
     walletAlerts,
     heldLines,
   }) => {
     await start();
-    const oldWallet = freshWallet();
-    const newWallet = freshWallet();
-    const id = await channel(instantBody('eth', 'eth', oldWallet));
-    const changed = await put(id, instantBody('eth', 'eth', newWallet));
-    expect(changed.walletChangedAt).toEqual(expect.any(String));
+    const { id, oldWallet, newWallet, changedAt } = await walletChanged('eth', 'eth');
+    expect(changedAt).toEqual(expect.any(String));
     expect(walletAlerts(id)).toEqual([
       expect.objectContaining({ level: 40, actor: 'admin', to: expect.objectContaining({ walletAddress: newWallet }) }),
     ]);
 
-    const paymentId = await pay(id);
-    const opened = await payoutOfPayment(id, paymentId);
+    const opened = await payoutOfNewPayment(id);
     const done = await reaches(opened.payoutId, 'completed');
     expect(done).toMatchObject({ walletAddress: newWallet, reason: null, holdUntil: null, exchangeId: null });
     expect(await outside.balanceOf(newWallet)).toBe(NET_WEI);
@@ -385,8 +300,8 @@ describe('WALLET_CHANGE_HOLD', () => {
     getPayout,
     act,
     balances,
-    exchangesOf,
-    transfersOf,
+    expectNothingSent,
+    expectLedgerClean,
   }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
     const oldWallet = freshWallet();
@@ -408,7 +323,7 @@ describe('WALLET_CHANGE_HOLD', () => {
       async () => (batch = (await payoutsOf(id)).find((p) => p.status === 'held')) !== undefined,
       60_000,
     );
-    const until = new Date(Date.parse(changedAt) + HOUR_MS).toISOString();
+    const until = holdEnd(changedAt, HOUR_MS);
     expect(batch).toMatchObject({
       kind: 'threshold',
       reason: holdReason(changedAt, HOUR_MS),
@@ -441,14 +356,13 @@ describe('WALLET_CHANGE_HOLD', () => {
     });
     const toppedAmount = parseUnits(topped.amount, 6);
     expect(toppedAmount).toBeGreaterThan(firstAmount);
-    expect(exchangesOf(batch!.payoutId)).toEqual([]);
-    expect(await transfersOf(batch!.payoutId)).toEqual([]);
+    await expectNothingSent(batch!.payoutId);
     expect(await payoutsOf(id)).toHaveLength(1);
     expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: toppedAmount });
 
     expect((await act(batch!.payoutId, 'cancel')).status).toBe(200);
     expect(await balances(id, 'usdt')).toEqual({ available: toppedAmount, reserved: 0n });
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 });
 
@@ -457,28 +371,24 @@ describe('the payout run checks the stored wallet for its network', () => {
     db,
     start,
     channel,
-    pay,
     logs,
     getPayout,
-    payoutOfPayment,
+    payoutOfNewPayment,
     reaches,
     act,
     balances,
-    exchangesOf,
-    transfersOf,
+    expectNothingSent,
   }) => {
     await start();
     const id = await channel(instantBody('usdt', 'trx', TRON_WALLET));
     await db.pool.query('update channels set wallet_address = $1 where channel_id = $2', [TRON_WALLET_BAD, id]);
-    const paymentId = await pay(id);
-    const opened = await payoutOfPayment(id, paymentId);
+    const opened = await payoutOfNewPayment(id);
     const review = await reaches(opened.payoutId, 'needs_review');
     expect(review.walletAddress).toBe(TRON_WALLET_BAD);
     expect(review.reason).toBe(
       `wallet address "${TRON_WALLET_BAD}" is not a valid tron address for usdt on trx: base58check checksum does not match; nothing was sent (cancel it to return its funds to the channel, and fix the channel's wallet)`,
     );
-    expect(exchangesOf(review.payoutId)).toEqual([]);
-    expect(await transfersOf(review.payoutId)).toEqual([]);
+    await expectNothingSent(review.payoutId);
     await eventually('the alert logged', async () =>
       logs.lines.some((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId),
     );
@@ -491,8 +401,7 @@ describe('the payout run checks the stored wallet for its network', () => {
         logs.lines.filter((l) => l.alert === 'payout_address_invalid' && l.payoutId === review.payoutId).length === 2,
     );
     expect(await getPayout(review.payoutId)).toMatchObject({ status: 'needs_review', reason: review.reason });
-    expect(exchangesOf(review.payoutId)).toEqual([]);
-    expect(await transfersOf(review.payoutId)).toEqual([]);
+    await expectNothingSent(review.payoutId);
     expect((await act(review.payoutId, 'cancel')).status).toBe(200);
     expect(await balances(id, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
   });
@@ -500,20 +409,16 @@ describe('the payout run checks the stored wallet for its network', () => {
   it('a held payout whose own wallet was edited by hand goes to review on retry, before its hold or any transfer', async ({
     db,
     start,
-    channel,
-    pay,
-    put,
-    payoutOfPayment,
+    walletChanged,
+    payoutOfNewPayment,
     reaches,
     act,
     balances,
     transfersOf,
   }) => {
     await start({ WALLET_CHANGE_HOLD: '1h' });
-    const id = await channel(instantBody('eth', 'eth', freshWallet()));
-    await put(id, instantBody('eth', 'eth', freshWallet()));
-    const paymentId = await pay(id);
-    const held = await reaches((await payoutOfPayment(id, paymentId)).payoutId, 'held');
+    const { id } = await walletChanged('eth', 'eth');
+    const held = await reaches((await payoutOfNewPayment(id)).payoutId, 'held');
     await db.pool.query('update payouts set wallet_address = $1 where payout_id = $2', [
       '0x0000000000000000000000000000000000000000',
       held.payoutId,

@@ -1,14 +1,14 @@
 /**
- * What a payout test reads back from its world, straight from the tables and the simulator rather than the API: the
- * channel's payouts, their exchanges at ChangeNow and transfers on chain, the ledger's balances and journals, and the
- * alerts logged about them.
+ * What a payout test reads back from its world: straight from the tables and the simulator (payoutTest: the channel's
+ * payouts, their exchanges at ChangeNow and transfers on chain, the ledger's balances and journals, and the alerts
+ * logged about them), or as an operator sees it through the admin API (payoutApiTest).
  */
 import { expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import type { TestDatabase } from './db.ts';
 import { worldTest, type WorldOptions } from './fixtures.ts';
-import type { Outside } from './outside.ts';
+import { eventually, type Outside } from './outside.ts';
 import type { LogSink } from './payrail.ts';
 
 export interface PayoutRow {
@@ -51,6 +51,32 @@ export function distinct(names: string[]): string[] {
   return [...new Set(names)].sort();
 }
 
+/** A new instant channel's body, paying out `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
+export function instantBody(payoutCurrency: string, payoutNetwork: string, walletAddress: string) {
+  return { payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress };
+}
+
+/**
+ * Waits until the payout `read` returns is in `status`, and returns it as it is then. When it does not get there, the
+ * error says where it ended up instead: a payout that went elsewhere is the finding.
+ */
+export async function untilStatus<T extends { status?: string; reason?: string | null }>(
+  label: string,
+  read: () => Promise<T>,
+  status: string,
+  timeoutMs = 45_000,
+): Promise<T> {
+  let last: T | undefined;
+  try {
+    await eventually(`payout ${label} ${status}`, async () => (last = await read()).status === status, timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
+  }
+  return read();
+}
+
 export function payoutState({ db, outside }: { db: TestDatabase; outside: Outside }) {
   async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
     const { rows } = await db.pool.query<PayoutRow>(
@@ -60,6 +86,16 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
       [channelId],
     );
     return rows;
+  }
+
+  /** The audit rows about `subject` (a payout id, `channel:<id>`, …), in order. */
+  function auditOf(subject: string) {
+    return db.db
+      .selectFrom('audit_log')
+      .select(['actor', 'action', 'subject', 'details'])
+      .where('subject', '=', subject)
+      .orderBy('id')
+      .execute();
   }
 
   return {
@@ -121,6 +157,29 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
       return rows.length === paymentIds.length && rows.every((r) => r.conversion_status === 'completed');
     },
 
+    auditOf,
+
+    /** The payout's audit trail is this one action by `actor`, with these details, and nothing else. */
+    expectOnlyAction: async (
+      payoutId: string,
+      actor: string,
+      action: string,
+      details: Record<string, unknown>,
+    ): Promise<void> => {
+      expect(await auditOf(payoutId)).toEqual([{ actor, action, subject: payoutId, details }]);
+    },
+
+    /** From here blocks are mined by hand: what is sent waits in anvil's pool (until `mineHeld`). */
+    holdBlocks: async (): Promise<void> => {
+      await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    },
+
+    /** Mines what waits in the pool, and goes back to mining each transaction as it comes. */
+    mineHeld: async (): Promise<void> => {
+      await rpc(outside.chain.rpcUrl, 'evm_mine', []);
+      await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    },
+
     /** How many transactions the host wallet has sent (its next nonce). */
     hostNonce: async (): Promise<number> => {
       return Number.parseInt(
@@ -146,7 +205,7 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
         'instant',
         ({ channel }) =>
           (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-            channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress }),
+            channel(instantBody(payoutCurrency, payoutNetwork, walletAddress)),
       )
       .extend('payoutsOf', ({ state }) => state.payoutsOf)
       .extend('onlyPayout', ({ state }) => state.onlyPayout)
@@ -158,11 +217,142 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
       .extend('expectLedgerClean', ({ state }) => state.expectLedgerClean)
       .extend('conversionsDone', ({ state }) => state.conversionsDone)
       .extend('hostNonce', ({ state }) => state.hostNonce)
+      .extend('holdBlocks', ({ state }) => state.holdBlocks)
+      .extend('mineHeld', ({ state }) => state.mineHeld)
+      .extend('auditOf', ({ state }) => state.auditOf)
+      .extend('expectOnlyAction', ({ state }) => state.expectOnlyAction)
+      /** Saves a new instant channel (as `instant`) and sends it one finished payment; returns the channel's id. */
+      .extend(
+        'paidInstant',
+        ({ instant, pay }) =>
+          async (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> => {
+            const id = await instant(payoutCurrency, payoutNetwork, walletAddress);
+            await pay(id);
+            return id;
+          },
+      )
+      /** The channel's one payout, once it has reached `status`. */
+      .extend(
+        'payoutIn',
+        ({ state }) =>
+          async (channelId: string, status: string, timeoutMs?: number): Promise<PayoutRow> => {
+            await eventually(`a payout of ${channelId} ${status}`, () => state.hasPayout(channelId, status), timeoutMs);
+            return state.onlyPayout(channelId);
+          },
+      )
       .extend(
         'alertsFor',
         ({ logs }) =>
           (ref: string, from: LogSink = logs) =>
             alertsFor(from, ref),
       )
+      /** The payout's one alert is `alert`, and no other kind was raised in the test. */
+      .extend('expectOnlyAlert', ({ logs }) => (payoutId: string, alert: string): void => {
+        expect(alertsFor(logs, payoutId)).toEqual([alert]);
+        expect(distinct(logs.alerts())).toEqual([alert]);
+      })
+  );
+}
+
+/** A payout as the admin API shows it (camelCase, amounts as decimal strings). */
+export type ApiPayout = Record<string, any>;
+
+/**
+ * The `test` of a file that drives payouts as an operator does, through the admin API: worldTest's, its payrails
+ * logging into `logs`, with the payouts read and acted on over HTTP and what they moved read from the ledger, the
+ * simulator and the chain_transfers table.
+ */
+export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
+  return (
+    worldTest({ ...options, logs: true })
+      /** A new instant channel paying out in `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
+      .extend(
+        'instant',
+        ({ channel }) =>
+          (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
+            channel(instantBody(payoutCurrency, payoutNetwork, walletAddress)),
+      )
+      .extend('payoutsOf', ({ app }) => async (channelId: string): Promise<ApiPayout[]> => {
+        const res = await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`);
+        expect(res.status).toBe(200);
+        return res.body.payouts;
+      })
+      .extend('getPayout', ({ app }) => async (payoutId: string): Promise<ApiPayout> => {
+        const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
+        expect(res.status).toBe(200);
+        return res.body;
+      })
+      /** Saves a new instant channel (as `instant`) and sends it one finished payment; returns the channel's id. */
+      .extend(
+        'paidInstant',
+        ({ instant, pay }) =>
+          async (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> => {
+            const id = await instant(payoutCurrency, payoutNetwork, walletAddress);
+            await pay(id);
+            return id;
+          },
+      )
+      /** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
+      .extend(
+        'payoutIn',
+        ({ payoutsOf }) =>
+          async (channelId: string, status: string, timeoutMs = 45_000): Promise<ApiPayout> => {
+            await eventually(
+              `a payout of ${channelId} ${status}`,
+              async () => (await payoutsOf(channelId)).some((p) => p.status === status),
+              timeoutMs,
+            );
+            const payouts = await payoutsOf(channelId);
+            expect(payouts).toHaveLength(1);
+            return payouts[0] as ApiPayout;
+          },
+      )
+      /** Waits for the payout to reach `status` (saying where it ended up when it does not), and reads it then. */
+      .extend(
+        'reaches',
+        ({ getPayout }) =>
+          (payoutId: string, status: string, timeoutMs?: number): Promise<ApiPayout> =>
+            untilStatus(payoutId, () => getPayout(payoutId), status, timeoutMs),
+      )
+      /** POST /api/payouts/:id/:action as `token`'s holder (the default admin token when undefined, none when null). */
+      .extend('act', ({ app }) => (payoutId: string, action: string, token?: string | null, body?: unknown) => {
+        return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, {
+          token,
+          ...(body !== undefined && { body }),
+        });
+      })
+      /** The channel's available balance and the part set aside in its payout, from the ledger's balance rows. */
+      .extend('balances', ({ db }) => async (channelId: string, asset: 'eth' | 'usdt') => {
+        const rows = await db.db
+          .selectFrom('ledger_accounts')
+          .select(['code', 'balance'])
+          .where('code', 'in', [`channel:${channelId}`, `channel:${channelId}:payout`])
+          .where('asset', '=', asset)
+          .execute();
+        const of = (code: string) => BigInt(rows.find((r) => r.code === code)?.balance ?? '0');
+        return { available: of(`channel:${channelId}`), reserved: of(`channel:${channelId}:payout`) };
+      })
+      .extend('auditOf', ({ world }) => payoutState(world).auditOf)
+      .extend('expectOnlyAction', ({ world }) => payoutState(world).expectOnlyAction)
+      /** The exchanges ChangeNow holds for a payout id. */
+      .extend('exchangesOf', ({ outside }) => (payoutId: string) => {
+        return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+      })
+      .extend('transfersOf', ({ db }) => (payoutId: string) => {
+        return db.db
+          .selectFrom('chain_transfers')
+          .select(['transfer_id', 'status', 'to_address', 'amount', 'created_at'])
+          .where('purpose', '=', 'payout')
+          .where('ref', '=', payoutId)
+          .execute();
+      })
+      /** Nothing of the payout reached ChangeNow or the chain: no exchange, no transfer. */
+      .extend('expectNothingSent', ({ exchangesOf, transfersOf }) => async (payoutId: string): Promise<void> => {
+        expect(exchangesOf(payoutId)).toEqual([]);
+        expect(await transfersOf(payoutId)).toEqual([]);
+      })
+      .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
+        expect((await checkLedger(db.db)).problems).toEqual([]);
+      })
   );
 }
