@@ -5,6 +5,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createChannel } from '../support/channels.ts';
 import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
 import { CHANNEL_ID, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -448,16 +449,13 @@ describe('POST /webhooks/nowpayments refuses bad input and writes nothing', () =
     // Web only: a worker would take the valid payment's conversion job mid-test and change the job count under the assertions.
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
 
-    const channel = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, {
-      body: {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '100.00',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-      },
+    await createChannel(payrail, CHANNEL_ID, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '100.00',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'eth',
+      walletAddress: WALLET,
     });
-    expect(channel.status).toBe(201);
 
     // One valid finished IPN, so every table a refusal could touch already has rows.
     const valid = signed(body(nextPaymentId++), IPN_SECRET);

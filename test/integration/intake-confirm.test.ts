@@ -11,6 +11,8 @@ import { createLogger } from '../../src/log.ts';
 import { confirmPayment } from '../../src/pipeline/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
+import { openAlerts } from '../support/alerts.ts';
+import { createChannel } from '../support/channels.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -66,17 +68,20 @@ async function journals(id: unknown, on: TestDatabase = db) {
   return rows as Array<{ kind: string; code: string; amount: string }>;
 }
 
-async function unconfirmedAlerts(id: unknown) {
-  const { alerts } = (await payrail.request('GET', '/api/alerts?state=open&limit=500')).body as {
-    alerts: Array<{
-      rule: string;
-      subject: string;
-      severity: string;
-      message: string;
-      details: Record<string, unknown>;
-    }>;
-  };
-  return alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(id));
+function unconfirmedAlerts(id: unknown, on: TestPayrail = payrail) {
+  return openAlerts(on, 'payment_unconfirmed', id);
+}
+
+/** A payrail that confirms credits with the simulated NOWPayments API. */
+function startConfirming(on: TestDatabase, partialPayments: 'credit' | 'review'): Promise<TestPayrail> {
+  return startTestPayrail(on, {
+    env: {
+      NOWPAYMENTS_API_KEY: API_KEY,
+      NOWPAYMENTS_API_URL: sim.url,
+      NOWPAYMENTS_TIMEOUT: '5s',
+      PARTIAL_PAYMENTS: partialPayments,
+    },
+  });
 }
 
 async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
@@ -93,15 +98,8 @@ beforeAll(async () => {
   db = await createTestDatabase();
   sim = await startNowPaymentsSimulator({ port: 0, apiKey: API_KEY });
   // Partial payments are credited here, so their check is exercised too; finished ones are credited either way.
-  payrail = await startTestPayrail(db, {
-    env: {
-      NOWPAYMENTS_API_KEY: API_KEY,
-      NOWPAYMENTS_API_URL: sim.url,
-      NOWPAYMENTS_TIMEOUT: '5s',
-      PARTIAL_PAYMENTS: 'credit',
-    },
-  });
-  expect((await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+  payrail = await startConfirming(db, 'credit');
+  await createChannel(payrail, CHANNEL_ID, CHANNEL);
 });
 
 afterEach(async () => {
@@ -743,15 +741,8 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
 
   beforeAll(async () => {
     reviewedDb = await createTestDatabase();
-    reviewed = await startTestPayrail(reviewedDb, {
-      env: {
-        NOWPAYMENTS_API_KEY: API_KEY,
-        NOWPAYMENTS_API_URL: sim.url,
-        NOWPAYMENTS_TIMEOUT: '5s',
-        PARTIAL_PAYMENTS: 'review',
-      },
-    });
-    expect((await reviewed.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+    reviewed = await startConfirming(reviewedDb, 'review');
+    await createChannel(reviewed, CHANNEL_ID, CHANNEL);
   });
 
   afterEach(async () => {
@@ -784,12 +775,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
       `payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}; the IPN says partially_paid 0.00294 eth`,
     );
     expect(await journals(body.payment_id, reviewedDb)).toEqual([]);
-    const { alerts } = (await reviewed.request('GET', '/api/alerts?state=open&limit=500')).body as {
-      alerts: Array<{ rule: string; subject: string; severity: string }>;
-    };
-    expect(
-      alerts.filter((a) => a.rule === 'payment_unconfirmed' && a.subject === String(body.payment_id)),
-    ).toMatchObject([{ severity: 'critical' }]);
+    expect(await unconfirmedAlerts(body.payment_id, reviewed)).toMatchObject([{ severity: 'critical' }]);
     // A recheck asks again, and cannot credit it either; ignore closes it.
     expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/recheck`)).status).toBe(200);
     const again = await eventually(
@@ -929,7 +915,7 @@ describe('without NOWPAYMENTS_API_KEY', () => {
   beforeAll(async () => {
     plainDb = await createTestDatabase();
     plain = await startTestPayrail(plainDb, { roles: { web: true, worker: false }, logs });
-    expect((await plain.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: CHANNEL })).status).toBe(201);
+    await createChannel(plain, CHANNEL_ID, CHANNEL);
   });
 
   afterAll(async () => {
