@@ -12,7 +12,7 @@ import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
-import { distinct, payoutTest, type PayoutRow } from '../support/payout-state.ts';
+import { distinct, payoutTest, untilStatus, type PayoutRow } from '../support/payout-state.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
@@ -47,21 +47,12 @@ const it = worldFirst(
       return all.find((p) => p.payout_id === payoutId) as PayoutRow;
     })
     /** Waits for the payout to reach `status`; says where it ended up instead when it does not. */
-    .extend('reaches', ({ payoutRow }) => async (payoutId: string, status: string, timeoutMs = 45_000) => {
-      let last: PayoutRow | undefined;
-      try {
-        await eventually(
-          `payout ${payoutId} ${status}`,
-          async () => (last = await payoutRow(payoutId)).status === status,
-          timeoutMs,
-        );
-      } catch (error) {
-        throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-          cause: error,
-        });
-      }
-      return payoutRow(payoutId);
-    })
+    .extend(
+      'reaches',
+      ({ payoutRow }) =>
+        (payoutId: string, status: string, timeoutMs?: number) =>
+          untilStatus(payoutId, () => payoutRow(payoutId), status, timeoutMs),
+    )
     .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Record<string, any>> => {
       const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
       expect(res.status).toBe(200);
@@ -94,14 +85,6 @@ const it = worldFirst(
           return rows.map((r) => [r.code, r.asset, r.amount]);
         },
     )
-    .extend('auditOf', ({ db }) => (payoutId: string) => {
-      return db.db
-        .selectFrom('audit_log')
-        .select(['actor', 'action', 'subject', 'details'])
-        .where('subject', '=', payoutId)
-        .orderBy('id')
-        .execute();
-    })
     /** Every queued job (runnable, waiting or given up) that moves this payout or its transfer on. */
     .extend('jobsFor', ({ db }) => async (payoutId: string, transferId: string | null = null): Promise<JobRow[]> => {
       const { rows } = await db.pool.query<JobRow>(
@@ -116,6 +99,13 @@ const it = worldFirst(
     .extend('jobExists', ({ db }) => async (id: string): Promise<boolean> => {
       const { rows } = await db.pool.query('select 1 from graphile_worker._private_jobs where id = $1::bigint', [id]);
       return rows.length > 0;
+    })
+    /** Waits until the channel's payout has a transfer broadcast (and, with blocks held, not yet mined). */
+    .extend('untilBroadcast', ({ payoutsOf, transfersFor }) => async (what: string, channelId: string) => {
+      await eventually(what, async () => {
+        const [payout] = await payoutsOf(channelId);
+        return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
+      });
     })
     /** The hash of the last transaction mined (anvil mines each at once). */
     .extend('lastMinedHash', ({ outside }) => async (): Promise<string> => {
@@ -142,29 +132,26 @@ describe('resolve: the way out of review once the funds left', () => {
   it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async ({
     outside,
     start,
-    pay,
     sink,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
-    alertsFor,
+    expectOnlyAlert,
     getPayout,
     act,
     balanceOf,
     journalEntries,
     auditOf,
+    expectOnlyAction,
   }) => {
     await start();
-    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('failed');
-    await pay(id);
-    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
-    const review = await onlyPayout(id);
+    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
+    const review = await payoutIn(id, 'needs_review');
     expect(review).toMatchObject({ status: 'needs_review', reason: REVIEW_REASON_FAILED, amount: NET_WEI.toString() });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
@@ -190,19 +177,12 @@ describe('resolve: the way out of review once the funds left', () => {
     ]);
     expect(exchangesFor(review.payout_id)).toHaveLength(1);
     expect(await transfersFor(review.payout_id)).toHaveLength(1);
-    expect(await auditOf(review.payout_id)).toEqual([
-      {
-        actor: 'alice',
-        action: 'payout.resolve',
-        subject: review.payout_id,
-        details: {
-          from: 'needs_review',
-          to: 'completed',
-          reason: REVIEW_REASON_FAILED,
-          resolution: { outcome: 'paid', note: 'owner confirmed' },
-        },
-      },
-    ]);
+    await expectOnlyAction(review.payout_id, 'alice', 'payout.resolve', {
+      from: 'needs_review',
+      to: 'completed',
+      reason: REVIEW_REASON_FAILED,
+      resolution: { outcome: 'paid', note: 'owner confirmed' },
+    });
     expect(
       sink.lines
         .filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id)
@@ -220,8 +200,7 @@ describe('resolve: the way out of review once the funds left', () => {
     expect((await act(review.payout_id, 'cancel', BOB)).status).toBe(409);
     expect(await getPayout(review.payout_id)).toEqual(before);
     expect(await auditOf(review.payout_id)).toHaveLength(1);
-    expect(alertsFor(review.payout_id)).toEqual(['payout_exchange_failed']);
-    expect(distinct(sink.alerts())).toEqual(['payout_exchange_failed']);
+    expectOnlyAlert(review.payout_id, 'payout_exchange_failed');
     await expectLedgerClean();
   });
 
@@ -233,7 +212,7 @@ describe('resolve: the way out of review once the funds left', () => {
     sink,
     payoutsOf,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
@@ -243,6 +222,7 @@ describe('resolve: the way out of review once the funds left', () => {
     balanceOf,
     journalEntries,
     auditOf,
+    expectOnlyAction,
     lastMinedHash,
     convertedThresholdChannel,
   }) => {
@@ -250,8 +230,7 @@ describe('resolve: the way out of review once the funds left', () => {
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
     outside.sim.failNextExchange('failed');
     expect((await app.payrail.request('PUT', `/api/channels/${id}`, { body: tronThreshold('20') })).status).toBe(200);
-    await eventually('the batch in review', () => hasPayout(id, 'needs_review'));
-    const review = await onlyPayout(id);
+    const review = await payoutIn(id, 'needs_review');
     expect(review).toMatchObject({
       kind: 'threshold',
       asset: 'usdt',
@@ -346,19 +325,12 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
     expect(exchangesFor(review.payout_id)).toHaveLength(1);
     expect(await transfersFor(review.payout_id)).toHaveLength(1);
-    expect(await auditOf(review.payout_id)).toEqual([
-      {
-        actor: 'alice',
-        action: 'payout.resolve',
-        subject: review.payout_id,
-        details: {
-          from: 'needs_review',
-          to: 'failed',
-          reason: REVIEW_REASON_FAILED,
-          resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
-        },
-      },
-    ]);
+    await expectOnlyAction(review.payout_id, 'alice', 'payout.resolve', {
+      from: 'needs_review',
+      to: 'failed',
+      reason: REVIEW_REASON_FAILED,
+      resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
+    });
     // Failed is final.
     const again = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid' });
     expect(again).toEqual({
@@ -375,10 +347,8 @@ describe('resolve: the way out of review once the funds left', () => {
   it('is refused (409) while the funds never left or the payout is not in review, and a bad body is a 400; nothing changes', async ({
     app,
     start,
-    pay,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     transfersFor,
     balances,
     expectLedgerClean,
@@ -388,19 +358,15 @@ describe('resolve: the way out of review once the funds left', () => {
   }) => {
     await start();
     // In review before any transfer: the pair is inactive at ChangeNow.
-    const inactive = await instant('usdc', 'eth', freshWallet());
-    await pay(inactive);
-    await eventually('the payout in review', () => hasPayout(inactive, 'needs_review'));
-    const review = await onlyPayout(inactive);
+    const inactive = await paidInstant('usdc', 'eth', freshWallet());
+    const review = await payoutIn(inactive, 'needs_review');
     expect(review.reason).toContain('pair_is_inactive');
     expect(await transfersFor(review.payout_id)).toEqual([]);
     // Awaiting approval: not in review.
     await app.stop();
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const big = await instant('eth', 'eth', freshWallet());
-    await pay(big);
-    await eventually('the payout awaiting approval', () => hasPayout(big, 'awaiting_approval'));
-    const waiting = await onlyPayout(big);
+    const big = await paidInstant('eth', 'eth', freshWallet());
+    const waiting = await payoutIn(big, 'awaiting_approval');
     const before = {
       review: await getPayout(review.payout_id),
       waiting: await getPayout(waiting.payout_id),
@@ -477,7 +443,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     alertsFor,
     reaches,
     act,
-    auditOf,
+    expectOnlyAction,
     jobsFor,
   }) => {
     await start();
@@ -518,14 +484,11 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
-    expect(await auditOf(stuck.payout_id)).toEqual([
-      {
-        actor: 'alice',
-        action: 'payout.retry',
-        subject: stuck.payout_id,
-        details: { from: 'exchange_created', to: 'exchange_created', reason: null },
-      },
-    ]);
+    await expectOnlyAction(stuck.payout_id, 'alice', 'payout.retry', {
+      from: 'exchange_created',
+      to: 'exchange_created',
+      reason: null,
+    });
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -535,32 +498,29 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     outside,
     db,
     start,
-    pay,
     sink,
-    instant,
+    paidInstant,
     payoutsOf,
     onlyPayout,
+    untilBroadcast,
+    holdBlocks,
+    mineHeld,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
     reaches,
     act,
-    auditOf,
+    expectOnlyAction,
     jobsFor,
   }) => {
     await start();
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-    const id = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(id);
-    await eventually('the payout transfer broadcast', async () => {
-      const [payout] = await payoutsOf(id);
-      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
-    });
+    await holdBlocks();
+    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
+    await untilBroadcast('the payout transfer broadcast', id);
     // ChangeNow unreachable from the first poll on.
     await outside.sim.setFault('5xx');
-    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await mineHeld();
     await eventually('polls failing', async () => {
       const [payout] = await payoutsOf(id);
       return (
@@ -596,14 +556,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
-    expect(await auditOf(stuck.payout_id)).toEqual([
-      {
-        actor: 'bob',
-        action: 'payout.retry',
-        subject: stuck.payout_id,
-        details: { from: 'sent', to: 'sent', reason: null },
-      },
-    ]);
+    await expectOnlyAction(stuck.payout_id, 'bob', 'payout.retry', { from: 'sent', to: 'sent', reason: null });
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -613,28 +566,25 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     outside,
     db,
     start,
-    pay,
-    instant,
-    payoutsOf,
+    paidInstant,
     onlyPayout,
+    untilBroadcast,
+    holdBlocks,
+    mineHeld,
     transfersFor,
     balances,
     expectLedgerClean,
     reaches,
     act,
     journalEntries,
-    auditOf,
+    expectOnlyAction,
     jobsFor,
   }) => {
     await start();
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    await holdBlocks();
     const wallet = freshWallet();
-    const id = await instant('eth', 'eth', wallet);
-    await pay(id);
-    await eventually('the direct transfer broadcast', async () => {
-      const [payout] = await payoutsOf(id);
-      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
-    });
+    const id = await paidInstant('eth', 'eth', wallet);
+    await untilBroadcast('the direct transfer broadcast', id);
     // Stopping waits for the running confirmation (it waits a bounded time for a receipt that cannot come).
     await app.stop();
     const stuck = await onlyPayout(id);
@@ -644,8 +594,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
       jobs.map((j) => j.id),
     ]);
-    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await mineHeld();
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
 
     const logs = logSink();
@@ -667,24 +616,15 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
       ['world:payees', 'eth', NET_WEI.toString()],
     ]);
-    expect(await auditOf(stuck.payout_id)).toEqual([
-      {
-        actor: 'alice',
-        action: 'payout.retry',
-        subject: stuck.payout_id,
-        details: { from: 'sent', to: 'sent', reason: null },
-      },
-    ]);
+    await expectOnlyAction(stuck.payout_id, 'alice', 'payout.retry', { from: 'sent', to: 'sent', reason: null });
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
 
   it('a payout awaiting approval is not retried (409): approval is the way on', async ({
     start,
-    pay,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     balances,
     expectLedgerClean,
     getPayout,
@@ -693,10 +633,8 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     jobsFor,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const id = await instant('eth', 'eth', freshWallet());
-    await pay(id);
-    await eventually('the payout awaiting approval', () => hasPayout(id, 'awaiting_approval'));
-    const waiting = await onlyPayout(id);
+    const id = await paidInstant('eth', 'eth', freshWallet());
+    const waiting = await payoutIn(id, 'awaiting_approval');
     const before = await getPayout(waiting.payout_id);
     const refused = await act(waiting.payout_id, 'retry', ALICE);
     expect(refused).toEqual({
@@ -779,12 +717,13 @@ describe('a refund hash returns funds once', () => {
     channel,
     pay,
     sink,
-    instant,
-    payoutsOf,
+    paidInstant,
     onlyPayout,
-    hasPayout,
+    payoutIn,
+    untilBroadcast,
+    holdBlocks,
+    mineHeld,
     exchangesFor,
-    transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
@@ -793,11 +732,9 @@ describe('a refund hash returns funds once', () => {
   }) => {
     await start();
     // 1. A normal refunded payout: its hash is recorded for it.
-    const first = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded');
-    await pay(first);
-    await eventually('the refunded payout failed', () => hasPayout(first, 'failed'));
-    const refundedPayout = await onlyPayout(first);
+    const first = await paidInstant('usdt', 'trx', TRON_WALLET);
+    const refundedPayout = await payoutIn(first, 'failed');
     const [refundedExchange] = exchangesFor(refundedPayout.payout_id);
     const hash = refundedExchange!.refundHash!;
     expect(refundedPayout.reason).toBe(
@@ -810,7 +747,7 @@ describe('a refund hash returns funds once', () => {
           txHash.toLowerCase(),
         ])
         .then((r) => r.rows);
-    expect(await refundsOf(hash)).toEqual([
+    const recordedForFirst = [
       {
         tx_hash: hash.toLowerCase(),
         purpose: 'payout',
@@ -818,46 +755,34 @@ describe('a refund hash returns funds once', () => {
         asset: 'eth',
         amount: NET_WEI.toString(),
       },
-    ]);
+    ];
+    expect(await refundsOf(hash)).toEqual(recordedForFirst);
 
     // 2. Another payout whose exchange reports that same refund (same amount, to the host wallet): the simulator's
     // exchange is made to answer so before the payout's deposit is mined, as a misbehaving ChangeNow could.
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
-    const second = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(second);
-    await eventually('the second payout transfer broadcast', async () => {
-      const [payout] = await payoutsOf(second);
-      return payout !== undefined && (await transfersFor(payout.payout_id)).some((t) => t.status === 'broadcast');
-    });
+    await holdBlocks();
+    const second = await paidInstant('usdt', 'trx', TRON_WALLET);
+    await untilBroadcast('the second payout transfer broadcast', second);
     const reusing = await onlyPayout(second);
-    const [reusingExchange] = exchangesFor(reusing.payout_id);
-    Object.assign(reusingExchange!, {
+    const reportsTheSameRefund = () => ({
       status: 'refunded',
       refundHash: hash,
       forcedEnd: null,
       amountFrom: '0.0047239',
       depositReceivedAt: Date.now(),
     });
-    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    Object.assign(exchangesFor(reusing.payout_id)[0]!, reportsTheSameRefund());
+    await mineHeld();
     const reviewed = await reaches(reusing.payout_id, 'needs_review');
     expect(reviewed.reason).toBe(`refund ${hash} already returned funds for something else`);
     expect(alertsFor(reusing.payout_id)).toEqual(['payout_refund_reused']);
     // Nothing came back for it: its funds stay reserved, the hash stays with the first payout.
     expect(await balances(second)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     expect(await journalKinds(reusing.payout_id)).toEqual(['payout_reserved']);
-    expect(await refundsOf(hash)).toEqual([
-      {
-        tx_hash: hash.toLowerCase(),
-        purpose: 'payout',
-        ref: refundedPayout.payout_id,
-        asset: 'eth',
-        amount: NET_WEI.toString(),
-      },
-    ]);
+    expect(await refundsOf(hash)).toEqual(recordedForFirst);
 
     // 3. A conversion (one payment: the same amount of ETH) whose exchange reports that hash too.
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    await holdBlocks();
     const thresholdChannel = await channel(tronThreshold('1000'));
     const reusingPayment = await pay(thresholdChannel);
     const conversionOf = async (paymentId: string) => {
@@ -882,16 +807,8 @@ describe('a refund hash returns funds once', () => {
     );
     const conversion = (await conversionOf(reusingPayment))!;
     expect(conversion.amount_wei).toBe(NET_WEI.toString());
-    const [conversionExchange] = exchangesFor(conversion.conversion_id);
-    Object.assign(conversionExchange!, {
-      status: 'refunded',
-      refundHash: hash,
-      forcedEnd: null,
-      amountFrom: '0.0047239',
-      depositReceivedAt: Date.now(),
-    });
-    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    Object.assign(exchangesFor(conversion.conversion_id)[0]!, reportsTheSameRefund());
+    await mineHeld();
     await eventually(
       'the conversion in review',
       async () => (await conversionOf(reusingPayment))?.status === 'needs_review',
@@ -1111,21 +1028,18 @@ describe('approval wait alert', () => {
   it('a payout above PAYOUT_APPROVAL_ABOVE_USD raises payout_awaiting_approval once, even when its run is delivered again', async ({
     db,
     start,
-    pay,
     sink,
-    instant,
+    paidInstant,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     transfersFor,
     balances,
     expectLedgerClean,
     jobExists,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const id = await instant('eth', 'eth', freshWallet());
-    await pay(id);
-    await eventually('the payout awaiting approval', () => hasPayout(id, 'awaiting_approval'));
-    const waiting = await onlyPayout(id);
+    const id = await paidInstant('eth', 'eth', freshWallet());
+    const waiting = await payoutIn(id, 'awaiting_approval');
     const alerts = () => sink.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
     expect(alerts()).toEqual([
       expect.objectContaining({
@@ -1158,11 +1072,10 @@ describe('a held payout woken early', () => {
     outside,
     db,
     start,
-    pay,
     sink,
-    instant,
+    paidInstant,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     balances,
     expectLedgerClean,
@@ -1171,10 +1084,8 @@ describe('a held payout woken early', () => {
     await start();
     // A pair only this test uses, whose minimum is above one payment.
     outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
-    const id = await instant('usdt', 'bsc', freshWallet());
-    await pay(id);
-    await eventually('the payout held', () => hasPayout(id, 'held'));
-    const held = await onlyPayout(id);
+    const id = await paidInstant('usdt', 'bsc', freshWallet());
+    const held = await payoutIn(id, 'held');
     expect(held.hold_until!.getTime()).toBeGreaterThan(Date.now());
     const atHoldEnd = async () => {
       const { rows } = await db.pool.query<{ key: string; task: string; at_hold_end: boolean; attempts: number }>(
