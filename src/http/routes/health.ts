@@ -80,6 +80,7 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
     },
   });
 
+  // Declared like /health/live, not through one helper: the two ask different questions and answer in other shapes.
   route(app, {
     method: 'GET',
     path: '/health',

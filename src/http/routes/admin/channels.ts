@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
   channelInputSchema,
@@ -22,6 +22,7 @@ import {
 import { readStatement, StatementCheckError, statementQuery } from '../../../statements/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import { channelSummary } from '../channel-summary.ts';
+import { oneRoute } from '../reads.ts';
 import { actorOf, notFound, type AdminDeps } from './shared.ts';
 
 const channelParams = z.object({
@@ -33,6 +34,7 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
   const badId = 'Not a Telegram chat id.';
   const noChannel = { description: 'No such channel.', schema: shapes.errorBody };
 
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'PUT',
     path: '/api/channels/:channelId',
@@ -66,6 +68,7 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
   });
 
   // Pay the channel's whole available USDT now, whatever its threshold.
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/channels/:channelId/payout',
@@ -94,22 +97,18 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     },
   });
 
-  route(app, {
-    method: 'GET',
+  oneRoute(app, {
     path: '/api/channels/:channelId',
     tag: 'channels',
-    auth: 'admin',
     summary: 'One channel: its configuration, ledger balances and open payouts',
     params: channelParams,
-    responses: {
-      200: { description: 'The channel.', schema: shapes.channel },
-      400: { description: badId, schema: shapes.errorBody },
-      404: noChannel,
-    },
-    handler: async ({ params: { channelId } }, _request, reply) => {
+    id: 'channelId',
+    noun: 'channel',
+    item: shapes.channel,
+    badId,
+    get: async (channelId) => {
       const channel = await getChannel(deps.db, channelId);
-      if (!channel) return notFound(reply, `channel ${channelId}`);
-      return { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
+      return channel && { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
     },
   });
 
@@ -143,41 +142,8 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       404: noChannel,
       500: { description: 'The statement does not add up (a bug): not served.', schema: shapes.errorBody },
     },
-    handler: async ({ params: { channelId }, query }, request, reply) => {
-      let answer;
-      try {
-        answer = await readStatement(deps.db, channelId, query);
-      } catch (error) {
-        if (!(error instanceof StatementCheckError)) throw error;
-        request.log.error(
-          { event: 'statement_check_failed', channelId, err: error },
-          'statement does not add up; not served',
-        );
-        return reply
-          .code(500)
-          .send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
-      }
-      if (!answer) return notFound(reply, `channel ${channelId}`);
-      // Balances and payments: never kept by a browser or a proxy.
-      reply.header('cache-control', 'no-store');
-      if (answer.format === 'json') return reply.send(answer.statement);
-      // The CSV streams as it is read; its totals were proven before the first byte, so a failure now cuts the body.
-      const body = Readable.from(answer.lines, { highWaterMark: 2 });
-      body.on('error', (error) =>
-        request.log.error(
-          {
-            event: error instanceof StatementCheckError ? 'statement_check_failed' : 'statement_failed',
-            channelId,
-            err: error,
-          },
-          'statement CSV failed part way; response cut',
-        ),
-      );
-      return reply
-        .type('text/csv; charset=utf-8')
-        .header('content-disposition', `attachment; filename="${answer.filename}"`)
-        .send(body);
-    },
+    handler: async ({ params: { channelId }, query }, request, reply) =>
+      sendStatement(deps, channelId, query, request, reply),
   });
 
   route(app, {
@@ -189,6 +155,47 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     responses: { 200: { description: 'The pairs.', schema: shapes.supportedPairs } },
     handler: async () => ({ pairs: await listSupportedPairs(deps.db) }),
   });
+}
+
+/** The statement as JSON, or streamed as CSV; a 500 (logged) instead when it does not add up. */
+async function sendStatement(
+  deps: AdminDeps,
+  channelId: string,
+  query: z.output<typeof statementQuery>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  let answer;
+  try {
+    answer = await readStatement(deps.db, channelId, query);
+  } catch (error) {
+    if (!(error instanceof StatementCheckError)) throw error;
+    request.log.error(
+      { event: 'statement_check_failed', channelId, err: error },
+      'statement does not add up; not served',
+    );
+    return reply.code(500).send({ error: `${error.message}; the statement is not served (a bug: please report it)` });
+  }
+  if (!answer) return notFound(reply, `channel ${channelId}`);
+  // Balances and payments: never kept by a browser or a proxy.
+  reply.header('cache-control', 'no-store');
+  if (answer.format === 'json') return reply.send(answer.statement);
+  // The CSV streams as it is read; its totals were proven before the first byte, so a failure now cuts the body.
+  const body = Readable.from(answer.lines, { highWaterMark: 2 });
+  body.on('error', (error) =>
+    request.log.error(
+      {
+        event: error instanceof StatementCheckError ? 'statement_check_failed' : 'statement_failed',
+        channelId,
+        err: error,
+      },
+      'statement CSV failed part way; response cut',
+    ),
+  );
+  return reply
+    .type('text/csv; charset=utf-8')
+    .header('content-disposition', `attachment; filename="${answer.filename}"`)
+    .send(body);
 }
 
 /**

@@ -10,14 +10,10 @@ import {
   resolveConversion,
 } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
-import { actorOf, listLimit, note, notFound, refused, requiredNote, txHash, type AdminDeps } from './shared.ts';
+import { listRoute, oneRoute } from '../reads.ts';
+import { actorOf, note, notFound, refused, requiredNote, statusQuery, txHash, type AdminDeps } from './shared.ts';
 
-const conversionQuery = z
-  .object({
-    status: z.enum(CONVERSION_STATES).optional(),
-    limit: listLimit,
-  })
-  .strict();
+const conversionQuery = statusQuery(CONVERSION_STATES);
 const conversionParams = z
   .object({
     conversionId: z.string().regex(/^conv_[0-9a-f]{16}$/, 'must be a conversion id such as conv_0123456789abcdef'),
@@ -41,38 +37,33 @@ const conversionResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The conversions' list and detail, a retry, and a resolve confirmed on chain. */
 export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  route(app, {
-    method: 'GET',
+  listRoute(app, {
     path: '/api/conversions',
     tag: 'conversions',
-    auth: 'admin',
     summary: 'Conversions (ETH → USDT batches), newest first',
     description: '`?status=needs_review` is their review queue.',
     query: conversionQuery,
-    responses: {
-      200: { description: 'The conversions.', schema: z.object({ conversions: z.array(shapes.conversion) }) },
-      400: { description: 'A bad status or limit, or an unknown parameter.', schema: shapes.errorBody },
-    },
-    handler: async ({ query }) => ({ conversions: await listConversions(deps.db, { ...query }) }),
+    key: 'conversions',
+    item: shapes.conversion,
+    listed: 'The conversions.',
+    badQuery: 'A bad status or limit, or an unknown parameter.',
+    list: (query) => listConversions(deps.db, { ...query }),
   });
 
-  route(app, {
-    method: 'GET',
+  oneRoute(app, {
     path: '/api/conversions/:conversionId',
     tag: 'conversions',
-    auth: 'admin',
     summary: 'One conversion',
     params: conversionParams,
-    responses: {
-      200: { description: 'The conversion.', schema: shapes.conversion },
-      400: { description: 'Not a conversion id.', schema: shapes.errorBody },
-      404: { description: 'No such conversion.', schema: shapes.errorBody },
-    },
-    handler: async ({ params: { conversionId } }, _request, reply) =>
-      (await getConversion(deps.db, conversionId)) ?? notFound(reply, `conversion ${conversionId}`),
+    id: 'conversionId',
+    noun: 'conversion',
+    item: shapes.conversion,
+    badId: 'Not a conversion id.',
+    get: (conversionId) => getConversion(deps.db, conversionId),
   });
 
   // retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/conversions/:conversionId/:action',

@@ -65,6 +65,7 @@ const invoiceCreated = z.object({
 
 /** POST /api/invoices: a NOWPayments invoice that pays into a channel for a user, with payrail's order id. */
 export function invoiceRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/invoices',

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { applyPaymentAction, getPayment, PAYMENT_ACTIONS, PaymentActionRefused } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
+import { oneRoute } from '../reads.ts';
 import { actorOf, note, notFound, refused, type AdminDeps } from './shared.ts';
 
 const paymentParams = z.object({
@@ -13,23 +14,20 @@ const paymentActionBody = z.object({ note, expectedReason: z.string().min(1).max
 
 /** GET /api/payments/:paymentId, and the decisions on a payment intake kept for review. */
 export function paymentRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  route(app, {
-    method: 'GET',
+  oneRoute(app, {
     path: '/api/payments/:paymentId',
     tag: 'payments',
-    auth: 'admin',
     summary: 'One payment',
     params: paymentParams,
-    responses: {
-      200: { description: 'The payment.', schema: shapes.payment },
-      400: { description: 'Not a NOWPayments payment id.', schema: shapes.errorBody },
-      404: { description: 'No such payment.', schema: shapes.errorBody },
-    },
-    handler: async ({ params: { paymentId } }, _request, reply) =>
-      (await getPayment(deps.db, paymentId)) ?? notFound(reply, `payment ${paymentId}`),
+    id: 'paymentId',
+    noun: 'payment',
+    item: shapes.payment,
+    badId: 'Not a NOWPayments payment id.',
+    get: (paymentId) => getPayment(deps.db, paymentId),
   });
 
   // credit / ignore / reverse / recheck a payment intake kept for review; each only from a reason where it is safe.
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/payments/:paymentId/:action',

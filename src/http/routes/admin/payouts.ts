@@ -10,6 +10,7 @@ import {
   PayoutActionRefused,
 } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
+import { listRoute, oneRoute } from '../reads.ts';
 import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
 
 const payoutQuery = z
@@ -46,38 +47,33 @@ const resolutionBody = z.discriminatedUnion('outcome', [
 
 /** The payouts' list and detail, and the actions a person takes on one. */
 export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  route(app, {
-    method: 'GET',
+  listRoute(app, {
     path: '/api/payouts',
     tag: 'payouts',
-    auth: 'admin',
     summary: 'Payouts (threshold batches and instant payouts), newest first',
     description: '`?status=needs_review` is the review queue.',
     query: payoutQuery,
-    responses: {
-      200: { description: 'The payouts.', schema: z.object({ payouts: z.array(shapes.payout) }) },
-      400: { description: 'A bad filter or limit, or an unknown parameter.', schema: shapes.errorBody },
-    },
-    handler: async ({ query }) => ({ payouts: await listPayouts(deps.db, { ...query }) }),
+    key: 'payouts',
+    item: shapes.payout,
+    listed: 'The payouts.',
+    badQuery: 'A bad filter or limit, or an unknown parameter.',
+    list: (query) => listPayouts(deps.db, { ...query }),
   });
 
-  route(app, {
-    method: 'GET',
+  oneRoute(app, {
     path: '/api/payouts/:payoutId',
     tag: 'payouts',
-    auth: 'admin',
     summary: 'One payout',
     params: payoutParams,
-    responses: {
-      200: { description: 'The payout.', schema: shapes.payout },
-      400: { description: 'Not a payout id.', schema: shapes.errorBody },
-      404: { description: 'No such payout.', schema: shapes.errorBody },
-    },
-    handler: async ({ params: { payoutId } }, _request, reply) =>
-      (await getPayout(deps.db, payoutId)) ?? notFound(reply, `payout ${payoutId}`),
+    id: 'payoutId',
+    noun: 'payout',
+    item: shapes.payout,
+    badId: 'Not a payout id.',
+    get: (payoutId) => getPayout(deps.db, payoutId),
   });
 
   // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/payouts/:payoutId/:action',

@@ -28,6 +28,10 @@ export const refused = (reply: FastifyReply, action: string, subject: string, er
 
 export const listLimit = z.coerce.number().int().min(1).max(500).default(100);
 
+/** A list's query that filters by state alone: `?status=needs_review&limit=50`. */
+export const statusQuery = <S extends string>(states: readonly [S, ...S[]]) =>
+  z.object({ status: z.enum(states).optional(), limit: listLimit }).strict();
+
 // The note goes into the audit log (jsonb) and the payout's reason (text): neither can hold U+0000, and jsonb refuses
 // an unpaired surrogate. Such a note was a 500 once the action had run (rolled back); it is a 400 now.
 // eslint-disable-next-line no-control-regex -- U+0000 is matched on purpose: PostgreSQL text and jsonb cannot hold it

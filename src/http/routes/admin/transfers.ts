@@ -8,14 +8,10 @@ import {
   TransferActionRefused,
 } from '../../../pipeline/transfer/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
-import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
+import { listRoute, oneRoute } from '../reads.ts';
+import { actorOf, note, notFound, refused, statusQuery, txHash, type AdminDeps } from './shared.ts';
 
-const transferQuery = z
-  .object({
-    status: z.enum(TRANSFER_STATES).optional(),
-    limit: listLimit,
-  })
-  .strict();
+const transferQuery = statusQuery(TRANSFER_STATES);
 const transferParams = z
   .object({ transferId: z.string().regex(/^tr_[0-9a-f]{16}$/, 'must be a transfer id such as tr_0123456789abcdef') })
   .strict();
@@ -27,42 +23,34 @@ const transferResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The host wallet's on-chain transfers: list, detail, and the actions a person asks for. */
 export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  route(app, {
-    method: 'GET',
+  listRoute(app, {
     path: '/api/transfers',
     tag: 'transfers',
-    auth: 'admin',
     summary: 'Host-wallet transfers, newest first',
     description: '`?status=needs_review` is their review queue.',
     query: transferQuery,
-    responses: {
-      200: {
-        description: 'The transfers (without their versions).',
-        schema: z.object({ transfers: z.array(shapes.transfer) }),
-      },
-      400: { description: 'A bad status or limit, or an unknown parameter.', schema: shapes.errorBody },
-    },
-    handler: async ({ query }) => ({ transfers: await listTransfers(deps.db, { ...query }) }),
+    key: 'transfers',
+    item: shapes.transfer,
+    listed: 'The transfers (without their versions).',
+    badQuery: 'A bad status or limit, or an unknown parameter.',
+    list: (query) => listTransfers(deps.db, { ...query }),
   });
 
-  route(app, {
-    method: 'GET',
+  oneRoute(app, {
     path: '/api/transfers/:transferId',
     tag: 'transfers',
-    auth: 'admin',
     summary: 'One transfer, with every signed version',
     params: transferParams,
-    responses: {
-      200: { description: 'The transfer.', schema: shapes.transfer },
-      400: { description: 'Not a transfer id.', schema: shapes.errorBody },
-      404: { description: 'No such transfer.', schema: shapes.errorBody },
-    },
-    handler: async ({ params: { transferId } }, _request, reply) =>
-      (await getTransfer(deps.db, transferId)) ?? notFound(reply, `transfer ${transferId}`),
+    id: 'transferId',
+    noun: 'transfer',
+    item: shapes.transfer,
+    badId: 'Not a transfer id.',
+    get: (transferId) => getTransfer(deps.db, transferId),
   });
 
   // bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
   // retry takes a transfer out of review at once.
+  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
   route(app, {
     method: 'POST',
     path: '/api/transfers/:transferId/:action',
