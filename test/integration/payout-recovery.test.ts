@@ -30,6 +30,7 @@ interface JobRow {
   max_attempts: number;
 }
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   payoutTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
@@ -432,15 +433,13 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     outside,
     db,
     start,
-    pay,
     instant,
-    payoutsOf,
+    payWithHostDrained,
     onlyPayout,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
-    alertsFor,
     reaches,
     act,
     expectOnlyAction,
@@ -448,11 +447,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
-    await pay(id, { afterForward: app.drainHost });
-    await eventually('the exchange created, its transfer waiting for funds', async () => {
-      const [payout] = await payoutsOf(id);
-      return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
-    });
+    await payWithHostDrained(id, 'exchange_created');
     await app.stop();
     const stuck = await onlyPayout(id);
     expect(await transfersFor(stuck.payout_id)).toMatchObject([

@@ -246,6 +246,25 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
           (ref: string, from: LogSink = logs) =>
             alertsFor(from, ref),
       )
+      /**
+       * Pays the channel once with the host wallet emptied just after the forward, and waits until its payout (in
+       * `status`, when given) has alerted host_wallet_insufficient: its transfer waits for funds until `app.refillHost`.
+       */
+      .extend(
+        'payWithHostDrained',
+        ({ app, pay, logs, state }) =>
+          async (channelId: string, status?: string): Promise<void> => {
+            await pay(channelId, { afterForward: app.drainHost });
+            await eventually(`the payout of ${channelId} waiting for the host wallet`, async () => {
+              const [payout] = await state.payoutsOf(channelId);
+              return (
+                payout !== undefined &&
+                (status === undefined || payout.status === status) &&
+                alertsFor(logs, payout.payout_id).includes('host_wallet_insufficient')
+              );
+            });
+          },
+      )
       /** The payout's one alert is `alert`, and no other kind was raised in the test. */
       .extend('expectOnlyAlert', ({ logs }) => (payoutId: string, alert: string): void => {
         expect(alertsFor(logs, payoutId)).toEqual([alert]);
