@@ -449,14 +449,56 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     // The same payment id for another order: never re-route money on the word of a later message.
     return current.review_reason === null ? { review_reason: `${REVIEW.conflictingOrder}: ${ipn.orderId}` } : undefined;
   }
+  const facts = copyFacts(current, ipn);
+  const { forward, credited, partialEnds, partialGrows, latePartial } = facts;
+  const { reviewReason, restatement, checkRestatement, decisionVoided } = nextReview(
+    current,
+    ipn,
+    channelKnown,
+    settings,
+    facts,
+  );
+  const parent =
+    current.parent_payment_id === null && ipn.parentPaymentId !== null
+      ? { parent_payment_id: ipn.parentPaymentId }
+      : undefined;
+  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !latePartial && !restatement)
+    return undefined;
+  return {
+    review_reason: reviewReason,
+    ...parent,
+    ...(forward && { status: ipn.status, last_ipn: ipn.json }),
+    // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
+    ...(forward &&
+      !credited &&
+      !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
+    ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
+    ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
+    ...(decisionVoided && { review_action: null, review_action_by: null, review_action_at: null }),
+    // A new restatement is not the one NOWPayments may have confirmed: it is checked again (with the key) or not at all.
+    ...(restatement && {
+      restated_outcome_amount: ipn.outcomeAmount,
+      restated_outcome_currency: ipn.outcomeCurrency,
+      restated_confirmed_at: null,
+      restated_confirm_deadline_at: checkRestatement && settings.confirm ? deadlineIn(settings.confirm) : null,
+    }),
+  };
+}
+
+/** What a later copy of the same order is, next to what the payment holds. */
+interface CopyFacts {
+  /** Its status is later than the payment's. */
+  readonly forward: boolean;
+  readonly credited: boolean;
+  readonly partialEnds: boolean;
+  readonly partialGrows: boolean;
+  readonly latePartial: boolean;
+  readonly restated: boolean;
+}
+
+function copyFacts(current: PaymentRow, ipn: Ipn): CopyFacts {
   const forward = STATUS_RANK[ipn.status] > STATUS_RANK[current.status];
   const credited = current.credited_at !== null;
-  let reviewReason = current.review_reason;
-  const code = reviewCode(reviewReason);
-  // A channel registered after its first IPN clears that flag, so its payment can proceed.
-  if (code === REVIEW.unknownChannel && channelKnown) reviewReason = null;
-  // The rest of the money arrived: the finished IPN is credited as any other.
-  if (code === REVIEW.partiallyPaid && forward && ipn.status === 'finished' && !credited) reviewReason = null;
   // The rest never came (NOWPayments' real sequence: partially_paid, then expired): what did arrive is still the
   // partial's to credit, and an expired IPN's outcome_amount is what was asked, not what came.
   const partialEnds =
@@ -483,79 +525,82 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
     restatesCredit(current, ipn) &&
     outcomeDiffers(current, ipn) &&
     restatedAgain(current, ipn);
-  let restatement = false;
-  let checkRestatement = false;
-  let decisionVoided = false;
-  if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null) {
-    reviewReason = REVIEW.refundedAfterCredit;
-  } else if (
+  return { forward, credited, partialEnds, partialGrows, latePartial, restated };
+}
+
+/** The review a later copy leaves the payment in, and what it does to a restatement or a person's decision. */
+interface NextReview {
+  readonly reviewReason: string | null;
+  readonly restatement: boolean;
+  readonly checkRestatement: boolean;
+  readonly decisionVoided: boolean;
+}
+
+function nextReview(
+  current: PaymentRow,
+  ipn: Ipn,
+  channelKnown: boolean,
+  settings: IntakeSettings,
+  { forward, credited, partialEnds, partialGrows, latePartial, restated }: CopyFacts,
+): NextReview {
+  let reviewReason = current.review_reason;
+  const code = reviewCode(reviewReason);
+  // A channel registered after its first IPN clears that flag, so its payment can proceed.
+  if (code === REVIEW.unknownChannel && channelKnown) reviewReason = null;
+  // The rest of the money arrived: the finished IPN is credited as any other.
+  if (code === REVIEW.partiallyPaid && forward && ipn.status === 'finished' && !credited) reviewReason = null;
+  const only = (reason: string | null) => ({
+    reviewReason: reason,
+    restatement: false,
+    checkRestatement: false,
+    decisionVoided: false,
+  });
+  if (forward && ipn.status === 'refunded' && credited && current.reversed_at === null)
+    return only(REVIEW.refundedAfterCredit);
+  if (
     restated &&
     (reviewReason === null || code === REVIEW.outcomeChanged || code === REVIEW.topUp || code === REVIEW.unconfirmed)
-  ) {
-    // The credit stands until a person decides: more than a partial credit is its rest arriving (creditable), any
-    // other amount NOWPayments restating it. A later restatement replaces one a person has not decided on, a top-up
-    // NOWPayments did not confirm included (its critical alert stays open): only the last one can still be credited.
-    const more = topUpOf(current, ipn);
-    const says = restatementText(current, ipn.status, ipn.outcomeAmount, ipn.outcomeCurrency);
-    restatement = true;
-    if (more !== null && settings.confirm) {
-      // With NOWPAYMENTS_API_KEY set, more money is creditable only once NOWPayments' API says it arrived: the
-      // payment_confirm job asks before a person is offered the credit (the signed IPN alone proves only the secret).
-      reviewReason = null;
-      checkRestatement = true;
-    } else {
-      reviewReason =
-        more === null ? `${REVIEW.outcomeChanged}: ${says}` : topUpText(says, more, current.asset as AssetCode);
-    }
-  } else if (latePartial) {
-    if (reviewReason === null && current.review_action !== 'ignore')
-      reviewReason =
-        ipn.outcomeAsset === null
-          ? `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`
-          : channelKnown
-            ? REVIEW.partiallyPaid
-            : REVIEW.unknownChannel;
-  } else if (partialGrows) {
+  )
+    return restatementReview(current, ipn, settings);
+  if (latePartial) {
+    if (reviewReason !== null || current.review_action === 'ignore') return only(reviewReason);
+    if (ipn.outcomeAsset === null) return only(`${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`);
+    return only(channelKnown ? REVIEW.partiallyPaid : REVIEW.unknownChannel);
+  }
+  if (partialGrows) {
     // After an ignore, a person looks again at what arrived since; after a credit not booked yet too: the decision was
     // for the amount the person saw, and waiting for NOWPayments' check it must not book another one.
     if (reviewReason === null && (current.review_action === 'ignore' || partialCreditDecided(current)))
       reviewReason = REVIEW.partiallyPaid;
-    decisionVoided = partialCreditDecided(current);
-  } else if (reviewReason === null && !credited && forward && partialEnds) {
+    return { ...only(reviewReason), decisionVoided: partialCreditDecided(current) };
+  }
+  if (reviewReason !== null || credited || !forward) return only(reviewReason);
+  if (partialEnds) {
     // Waiting for NOWPayments' check (PARTIAL_PAYMENTS=credit), which can no longer agree: a person decides. A partial
     // a person already ignored stays so; one a person decided to credit stays with that check, which compares the
     // partial's amount with what NOWPayments' books still hold of it.
-    if (current.review_action !== 'ignore' && !partialCreditDecided(current)) reviewReason = REVIEW.partiallyPaid;
-  } else if (reviewReason === null && !credited && forward) {
-    if (ipn.outcomeAsset === null) reviewReason = `${REVIEW.foreignOutcome}: ${ipn.outcomeCurrency}`;
-    else if (!channelKnown) reviewReason = REVIEW.unknownChannel;
-    else if (ipn.status === 'partially_paid' && partialNeedsPerson(ipn, settings)) reviewReason = REVIEW.partiallyPaid;
+    const decided = current.review_action === 'ignore' || partialCreditDecided(current);
+    return only(decided ? null : REVIEW.partiallyPaid);
   }
-  const parent =
-    current.parent_payment_id === null && ipn.parentPaymentId !== null
-      ? { parent_payment_id: ipn.parentPaymentId }
-      : undefined;
-  if (!forward && reviewReason === current.review_reason && !parent && !partialGrows && !latePartial && !restatement)
-    return undefined;
-  return {
-    review_reason: reviewReason,
-    ...parent,
-    ...(forward && { status: ipn.status, last_ipn: ipn.json }),
-    // Reported amounts follow the status until the credit fixes them, or until a partial payment ends.
-    ...(forward &&
-      !credited &&
-      !partialEnds && { ...reportedAmounts(ipn), partial_amounts: ipn.status === 'partially_paid' }),
-    ...(partialGrows && { ...reportedAmounts(ipn), last_ipn: ipn.json }),
-    ...(latePartial && { ...reportedAmounts(ipn), partial_amounts: true, last_ipn: ipn.json }),
-    ...(decisionVoided && { review_action: null, review_action_by: null, review_action_at: null }),
-    // A new restatement is not the one NOWPayments may have confirmed: it is checked again (with the key) or not at all.
-    ...(restatement && {
-      restated_outcome_amount: ipn.outcomeAmount,
-      restated_outcome_currency: ipn.outcomeCurrency,
-      restated_confirmed_at: null,
-      restated_confirm_deadline_at: checkRestatement && settings.confirm ? deadlineIn(settings.confirm) : null,
-    }),
-  };
+  // Any other step forward of an uncredited payment out of review is judged as a first IPN is.
+  return only(reasonOnArrival(ipn, channelKnown, settings));
+}
+
+/**
+ * The credit stands until a person decides: more than a partial credit is its rest arriving (creditable), any other
+ * amount NOWPayments restating it. A later restatement replaces one a person has not decided on, a top-up NOWPayments
+ * did not confirm included (its critical alert stays open): only the last one can still be credited.
+ */
+function restatementReview(current: PaymentRow, ipn: Ipn, settings: IntakeSettings): NextReview {
+  const more = topUpOf(current, ipn);
+  const says = restatementText(current, ipn.status, ipn.outcomeAmount, ipn.outcomeCurrency);
+  const restated = { restatement: true, decisionVoided: false };
+  // With NOWPAYMENTS_API_KEY set, more money is creditable only once NOWPayments' API says it arrived: the
+  // payment_confirm job asks before a person is offered the credit (the signed IPN alone proves only the secret).
+  if (more !== null && settings.confirm) return { ...restated, reviewReason: null, checkRestatement: true };
+  const reviewReason =
+    more === null ? `${REVIEW.outcomeChanged}: ${says}` : topUpText(says, more, current.asset as AssetCode);
+  return { ...restated, reviewReason, checkRestatement: false };
 }
 
 /** An uncredited partial's next partially_paid IPN that says more arrived, in the same asset. */
