@@ -6,7 +6,7 @@
  * still while a decline code grows; intake stays correct either way (the stepwise path takes what is declined), only
  * slower.
  */
-import { Counter, Registry } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
 
 /**
  * Why the call declines (its o_declined): an IPN Node does not send it, a channel not registered, a payment row gone,
@@ -33,10 +33,17 @@ const RESULTS = ['taken', ...ONE_CALL_DECLINES, 'other'] as const;
 
 let registry: Registry | undefined;
 let results: Counter<'result'> | undefined;
+let groups: Histogram | undefined;
 
-function counter(): { registry: Registry; results: Counter<'result'> } {
-  if (registry === undefined || results === undefined) {
+function counter(): { registry: Registry; results: Counter<'result'>; groups: Histogram } {
+  if (registry === undefined || results === undefined || groups === undefined) {
     registry = new Registry();
+    groups = new Histogram({
+      name: 'payrail_intake_group_size',
+      help: "IPNs per database call of the web process's intake (one group committed together): 1 when idle, larger under load.",
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers: [registry],
+    });
     results = new Counter({
       name: 'payrail_intake_one_call_total',
       help: "IPNs offered to intake's one database call, by result: taken, or the code of why it declined (the IPN then took the stepwise path).",
@@ -45,12 +52,17 @@ function counter(): { registry: Registry; results: Counter<'result'> } {
     });
     for (const result of RESULTS) results.inc({ result }, 0);
   }
-  return { registry, results };
+  return { registry, results, groups };
 }
 
 /** One IPN offered to the one call: `taken`, or the code it declined with. */
 export function countOneCall(result: string): void {
   counter().results.inc({ result: (RESULTS as readonly string[]).includes(result) ? result : 'other' });
+}
+
+/** One group of IPNs sent to the database together. */
+export function observeIntakeGroup(size: number): void {
+  counter().groups.observe(size);
 }
 
 /** The current figures, every result shown (at 0 until it happens). */

@@ -24,7 +24,9 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { intakeMetricsText } from '../../src/metrics/intake.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import type { IntakeResult, IntakeSettings } from '../../src/pipeline/index.ts';
-import { intakeInOneCall } from '../../src/pipeline/payment/intake-one-call.ts';
+import { createIntakeBatcher } from '../../src/pipeline/payment/intake-batch.ts';
+import { intakeInOneCall, type OneCallResult } from '../../src/pipeline/payment/intake-one-call.ts';
+import { createLogger } from '../../src/log.ts';
 import { oneCallSettings, recordIpnStepwise } from '../../src/pipeline/payment/intake.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { signed } from '../support/ipn.ts';
@@ -240,8 +242,13 @@ async function saveChannel(channelId: string, strategy: 'instant' | 'threshold',
 }
 
 /** Everything intake may write, without ids and with every timestamp as set or not. */
-async function contents(database: TestDatabase) {
-  const query = async (text: string) => (await database.pool.query(text)).rows.map(withoutTimes);
+async function contents(database: TestDatabase, mode: 'one by one' | 'together') {
+  // A group's IPNs share their transaction's time, so a row it both wrote and changed looks untouched, and a job it
+  // queued and then updated looks never updated: those comparisons hold only one by one.
+  const query = async (text: string) =>
+    (await database.pool.query(text)).rows
+      .map(withoutTimes)
+      .map((row) => (mode === 'together' ? omit(row, ['touched', 'never_updated', 'runs_as_created']) : row));
   return {
     payments: await query(`select p.*, p.updated_at <> p.created_at as touched,
         (p.confirm_deadline_at - p.confirm_requested_at)::text as confirm_window
@@ -261,6 +268,10 @@ async function contents(database: TestDatabase) {
     events: await query(`select type, subject, data from events order by seq`),
     alerts: await query(`select rule, subject, severity, message, details, resolved_at from alerts order by id`),
   };
+}
+
+function omit(row: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(row).filter(([k]) => !keys.includes(k)));
 }
 
 function withoutTimes(row: Record<string, unknown>): Record<string, unknown> {
@@ -316,11 +327,75 @@ const params = fuzzParams<[Sequence]>(60);
 /** The defaults take well under a minute; FUZZ_RUNS beyond them gets the time they take (a second a run is ample). */
 const TIMEOUT_MS = Math.max(60_000, (params.numRuns ?? 60) * 1_000);
 
-describe('intake in one call', () => {
+interface Taken {
+  recorded: number;
+  credited: number;
+  confirming: number;
+  advanced: number;
+  unchanged: number;
+  declined: number;
+  creditedAsRepeat: number;
+}
+
+function countTaken(taken: Taken, fast: OneCallResult): void {
+  taken[fast.outcome]++;
+  if (fast.credited) taken.credited++;
+  if (fast.confirming) taken.confirming++;
+  if (fast.outcome === 'unchanged' && fast.credited) taken.creditedAsRepeat++;
+}
+
+/** A's side, one IPN at a time: the one call, and the stepwise path when it declines, which must then find A as it was. */
+async function oneByOne(ipn: Ipn, raw: string, settings: IntakeSettings, taken: Taken): Promise<void> {
+  const before = await untouched(a);
+  const fast = await intakeInOneCall(a.db, ipn, oneCallSettings(ipn, settings));
+  let resultA: IntakeResult;
+  if (fast) {
+    resultA = { ...fast, paymentId: ipn.paymentId, reviewReason: null };
+    countTaken(taken, fast);
+  } else {
+    expect(await untouched(a), `declined, yet wrote: ${raw}`).toEqual(before);
+    taken.declined++;
+    resultA = await recordIpnStepwise(a.db, ipn, settings);
+  }
+  const resultB = await recordIpnStepwise(b.db, ipn, settings);
+  expect(resultA, raw).toEqual(resultB);
+}
+
+/**
+ * A's side for IPNs that arrive together, as the web process takes them: all handed to a batcher at once (the first
+ * goes alone, the rest as one group, payrail_intake_ipns), then the declined ones statement by statement in the order
+ * received. A decline writes nothing, so A applied the taken IPNs in order and then the declined ones: B is given
+ * them statement by statement in that order, and every answer must be B's.
+ */
+async function together(group: ReadonlyArray<{ ipn: Ipn; raw: string }>, settings: IntakeSettings, taken: Taken) {
+  const batcher = createIntakeBatcher(a.db, { logger: silent, onGroup: (size) => size > 1 && groups.push(size) });
+  const fast = await Promise.all(group.map(({ ipn }) => batcher.take(ipn, oneCallSettings(ipn, settings))));
+  const resultsA = new Map<number, IntakeResult>();
+  fast.forEach((result, index) => {
+    if (!result) return;
+    countTaken(taken, result);
+    resultsA.set(index, { ...result, paymentId: group[index]!.ipn.paymentId, reviewReason: null });
+  });
+  const declined = group.map((_, index) => index).filter((index) => !resultsA.has(index));
+  for (const index of declined) {
+    taken.declined++;
+    resultsA.set(index, await recordIpnStepwise(a.db, group[index]!.ipn, settings));
+  }
+  for (const index of [...group.keys()].filter((i) => fast[i]).concat(declined)) {
+    const resultB = await recordIpnStepwise(b.db, group[index]!.ipn, settings);
+    expect(resultsA.get(index), group[index]!.raw).toEqual(resultB);
+  }
+}
+
+const silent = createLogger({ level: 'silent' });
+/** The sizes of the groups of more than one IPN sent together (mode 'together'). */
+const groups: number[] = [];
+
+describe.each(['one by one', 'together'] as const)('intake in one call, IPNs %s', (mode) => {
   it(
     'writes exactly what intake statement by statement writes, and nothing when it declines',
     async () => {
-      const taken = {
+      const taken: Taken = {
         recorded: 0,
         credited: 0,
         confirming: 0,
@@ -343,9 +418,16 @@ describe('intake in one call', () => {
           const channelOf = (ref: ChannelRef) =>
             ref.kind === 'known' ? CHANNELS[ref.index]!.id : ref.kind === 'late' ? lateChannel : UNKNOWN;
           const sent: string[] = [];
+          // IPNs between two other steps arrive together (mode 'together').
+          let arriving: Array<{ ipn: Ipn; raw: string }> = [];
+          const land = async () => {
+            if (arriving.length > 0) await together(arriving, settings, taken);
+            arriving = [];
+          };
           for (const step of s.steps) {
             let raw: string | undefined;
             if (step.kind === 'save') {
+              await land();
               await saveChannel(
                 step.channel === 'late' ? lateChannel : CHANNELS[step.channel]!.id,
                 step.strategy,
@@ -354,10 +436,12 @@ describe('intake in one call', () => {
               continue;
             }
             if (step.kind === 'check') {
+              await land();
               settings = settingsWith(step.confirmMs);
               continue;
             }
             if (step.kind === 'pick') {
+              await land();
               for (const database of [a, b])
                 await database.pool.query(
                   `update graphile_worker._private_jobs set locked_at = now(), locked_by = 'fuzz' where locked_at is null`,
@@ -370,25 +454,11 @@ describe('intake in one call', () => {
             const ipn = signedIpn(raw);
             if (!ipn) continue; // refused at the edge (a zero finished amount, too many decimals): intake never sees it
             sent.push(raw);
-
-            const before = await untouched(a);
-            const fast = await intakeInOneCall(a.db, ipn, oneCallSettings(ipn, settings));
-            let resultA: IntakeResult;
-            if (fast) {
-              resultA = { ...fast, paymentId: ipn.paymentId, reviewReason: null };
-              taken[fast.outcome]++;
-              if (fast.credited) taken.credited++;
-              if (fast.confirming) taken.confirming++;
-              if (fast.outcome === 'unchanged' && fast.credited) taken.creditedAsRepeat++;
-            } else {
-              expect(await untouched(a), `declined, yet wrote: ${raw}`).toEqual(before);
-              taken.declined++;
-              resultA = await recordIpnStepwise(a.db, ipn, settings);
-            }
-            const resultB = await recordIpnStepwise(b.db, ipn, settings);
-            expect(resultA, raw).toEqual(resultB);
+            if (mode === 'together') arriving.push({ ipn, raw });
+            else await oneByOne(ipn, raw, settings, taken);
           }
-          const [left, right] = await Promise.all([contents(a), contents(b)]);
+          await land();
+          const [left, right] = await Promise.all([contents(a, mode), contents(b, mode)]);
           expect(left.payments).toEqual(right.payments);
           expect(left.journals).toEqual(right.journals);
           expect(left.balances).toEqual(right.balances);
@@ -402,6 +472,7 @@ describe('intake in one call', () => {
       const often = Math.ceil((params.numRuns ?? 60) / 10);
       for (const [what, n] of Object.entries(taken))
         expect(n, `${what}: ${JSON.stringify(taken)}`).toBeGreaterThanOrEqual(often);
+      if (mode === 'together') expect(groups.length, 'groups of several IPNs').toBeGreaterThanOrEqual(often);
       for (const database of [a, b]) expect((await checkLedger(database.db)).ok).toBe(true);
       // Every decline carried a code the metric knows.
       expect(await intakeMetricsText()).toContain('payrail_intake_one_call_total{result="other"} 0');

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { Db } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
 import { PAYMENT_STATUSES, readIpn } from '../../integrations/nowpayments/index.ts';
-import { recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
+import { observeIntakeGroup } from '../../metrics/intake.ts';
+import { createIntakeBatcher, recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
 import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
 import { described, route, shapes } from '../openapi/index.ts';
 import { createRateLimiter } from '../rate-limit.ts';
@@ -66,6 +67,9 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   // Reported from onResponse, the one place every answer passes: the guard's 403 and 429 and the body limit's 413
   // never reach the handler.
   const outcomes = new WeakMap<FastifyRequest, IntakeOutcome>();
+  // The IPNs that arrive while one is in the database go together in the next call (group commit). Requests wait for
+  // their group, and the server's close waits for its requests, so nothing is left queued when the pool closes.
+  const batcher = createIntakeBatcher(deps.db, { logger: app.log as Logger, onGroup: observeIntakeGroup });
   const onAnswered = deps.onAnswered;
   if (onAnswered)
     app.addHook('onResponse', async (request, reply) =>
@@ -108,10 +112,13 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         return reply.code(reading.status).send({ error: reading.error });
       }
       // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
-      const result = await recordIpn(deps.db, reading.ipn, deps.intake, {
-        logger: request.log as Logger,
-        notify: deps.notifyAlerts === true,
-      });
+      const result = await recordIpn(
+        deps.db,
+        reading.ipn,
+        deps.intake,
+        { logger: request.log as Logger, notify: deps.notifyAlerts === true },
+        batcher,
+      );
       outcomes.set(request, result.outcome);
       if (result.credited === 'threshold') deps.onThresholdCredit?.();
       const log = {

@@ -14,7 +14,7 @@ import type { Db } from '../../db/index.ts';
 import type { Ipn, IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { accounts } from '../../ledger/index.ts';
 import { countOneCall, type OneCallDecline } from '../../metrics/intake.ts';
-import type { Percent } from '../../money/index.ts';
+import type { AssetCode, Percent } from '../../money/index.ts';
 
 /** A job the call queues: intake.ts PAYOUT_JOB and CONFIRM_JOB with their attempts, the options creditEffects and
  * enqueueConfirm use, so the two paths cannot queue a job two ways. */
@@ -45,7 +45,7 @@ export interface OneCallResult {
   readonly confirming: boolean;
 }
 
-interface Row {
+export interface OneCallRow {
   o_outcome: OneCallResult['outcome'] | null;
   o_status: IpnStatus | null;
   o_credited: 'instant' | 'threshold' | null;
@@ -66,6 +66,15 @@ export function mayTakeOneCall(ipn: Ipn): boolean {
   );
 }
 
+/** The credit's journal accounts, named (and sharded) by the ledger: NOWPayments, platform fees, channel. */
+export function oneCallAccounts(ipn: Ipn, asset: AssetCode) {
+  return [
+    accounts.nowpayments(asset, ipn.paymentId),
+    accounts.platformFees(asset, ipn.paymentId),
+    accounts.channel(ipn.channelId, asset),
+  ] as const;
+}
+
 /**
  * The IPN applied in one call, or null when it is not a common case (nothing written then). Every IPN offered is
  * counted, taken or by the code of its decline (payrail_intake_one_call_total).
@@ -76,14 +85,9 @@ export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSetting
     return null;
   }
   const asset = ipn.outcomeAsset;
-  // The credit's journal accounts, named (and sharded) by the ledger: NOWPayments, platform fees, channel.
-  const journal = [
-    accounts.nowpayments(asset, ipn.paymentId),
-    accounts.platformFees(asset, ipn.paymentId),
-    accounts.channel(ipn.channelId, asset),
-  ];
+  const journal = oneCallAccounts(ipn, asset);
   const { rows } =
-    await sql<Row>`select o_outcome, o_status, o_credited, o_confirming, o_declined from payrail_intake_ipn(
+    await sql<OneCallRow>`select o_outcome, o_status, o_credited, o_confirming, o_declined from payrail_intake_ipn(
       p_payment_id => ${ipn.paymentId}::text,
       p_invoice_id => ${ipn.invoiceId}::numeric,
       p_parent_payment_id => ${ipn.parentPaymentId}::numeric,
@@ -112,7 +116,11 @@ export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSetting
       p_confirm_task => ${settings.confirmJob.task}::text,
       p_confirm_key_mode => ${settings.confirmJob.keyMode}::text,
       p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer)`.execute(db);
-  const row = rows[0];
+  return oneCallResult(rows[0]);
+}
+
+/** The call's answer for one IPN, counted: taken, or declined (null) by its code. */
+export function oneCallResult(row: OneCallRow | undefined): OneCallResult | null {
   if (!row || row.o_outcome === null || row.o_status === null) {
     countOneCall(row?.o_declined ?? 'other');
     return null;

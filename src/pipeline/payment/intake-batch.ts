@@ -1,0 +1,180 @@
+/**
+ * Group commit for intake's one call. The web process sends one IPN's call at a time to the database; the IPNs that
+ * arrive meanwhile wait and go together in the next call, payrail_intake_ipns (migration 028), which applies each
+ * with payrail_intake_ipn exactly as a call of its own would and commits them together. Nothing waits for a timer:
+ * an IPN arriving to an idle process goes at once, alone, through payrail_intake_ipn; under load a group forms by
+ * itself, as large as what arrived during the previous one (at most INTAKE_GROUP_MAX).
+ *
+ * Every IPN's answer is given after its group committed, so an acknowledged IPN is as durable as before. A group
+ * that fails (a deadlock PostgreSQL broke, a refused item, a lost connection: its commit's fate unknown) is applied
+ * again one IPN at a time in the order received, each with its own call, which is safe because the call is
+ * idempotent: an IPN already applied is a repeat. An IPN the call declines comes back null, as from
+ * intakeInOneCall, and intake applies it statement by statement after its group.
+ *
+ * One group at a time per process: a group locks every balance row its IPNs may post to, and the platform's fee
+ * and NOWPayments shards are among them, so a second group would wait for the first one's commit anyway.
+ */
+import { sql } from 'kysely';
+import type { Db } from '../../db/index.ts';
+import type { Ipn } from '../../integrations/nowpayments/index.ts';
+import type { Logger } from '../../log.ts';
+import {
+  intakeInOneCall,
+  mayTakeOneCall,
+  oneCallAccounts,
+  oneCallResult,
+  type OneCallResult,
+  type OneCallRow,
+  type OneCallSettings,
+} from './intake-one-call.ts';
+
+/**
+ * The largest group. Past a few dozen IPNs a group saves little more per IPN, and every IPN of it waits for the
+ * whole group's commit.
+ */
+export const INTAKE_GROUP_MAX = 64;
+
+export interface IntakeBatcher {
+  /** intakeInOneCall, grouped with the IPNs that arrive while the previous group is in the database. */
+  take(ipn: Ipn, settings: OneCallSettings): Promise<OneCallResult | null>;
+  /** Resolves once no IPN is waiting or in the database. */
+  idle(): Promise<void>;
+}
+
+interface Waiting {
+  ipn: Ipn;
+  settings: OneCallSettings;
+  resolve: (result: OneCallResult | null) => void;
+  reject: (error: unknown) => void;
+}
+
+export interface BatcherOptions {
+  logger: Logger;
+  /** Told the size of every group sent (metrics). */
+  onGroup?: (size: number) => void;
+  maxGroup?: number;
+}
+
+export function createIntakeBatcher(db: Db, options: BatcherOptions): IntakeBatcher {
+  const maxGroup = options.maxGroup ?? INTAKE_GROUP_MAX;
+  const queue: Waiting[] = [];
+  let busy = false;
+  let idleWaiters: Array<() => void> = [];
+
+  const pump = (): void => {
+    if (busy) return;
+    if (queue.length === 0) {
+      for (const wake of idleWaiters) wake();
+      idleWaiters = [];
+      return;
+    }
+    busy = true;
+    const group = takeGroup(queue, maxGroup);
+    options.onGroup?.(group.length);
+    void applyGroup(db, group, options.logger).finally(() => {
+      busy = false;
+      pump();
+    });
+  };
+
+  return {
+    take(ipn, settings) {
+      // Counted and refused as intakeInOneCall does, without waiting for a group.
+      if (!mayTakeOneCall(ipn)) return intakeInOneCall(db, ipn, settings);
+      const answer = new Promise<OneCallResult | null>((resolve, reject) => {
+        queue.push({ ipn, settings, resolve, reject });
+      });
+      pump();
+      return answer;
+    },
+    idle() {
+      if (!busy && queue.length === 0) return Promise.resolve();
+      return new Promise((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
+
+/**
+ * The next group: the first IPN waiting and those after it with the same settings (one process has one
+ * configuration; a second one in the queue, as in tests, waits for a group of its own), in the order received.
+ */
+function takeGroup(queue: Waiting[], maxGroup: number): Waiting[] {
+  const key = groupKey((queue[0] as Waiting).settings);
+  const group: Waiting[] = [];
+  for (let i = 0; i < queue.length && group.length < maxGroup;) {
+    if (groupKey((queue[i] as Waiting).settings) === key) group.push(...queue.splice(i, 1));
+    else i++;
+  }
+  return group;
+}
+
+/** The settings a group shares: all of OneCallSettings but each IPN's own statuses it advances from. */
+function groupKey(settings: OneCallSettings): string {
+  const { feePercent, confirmDeadlineSeconds, payoutJob, confirmJob } = settings;
+  return JSON.stringify([feePercent.text, confirmDeadlineSeconds, payoutJob, confirmJob]);
+}
+
+/** Settles every IPN of the group; never rejects. */
+async function applyGroup(db: Db, group: Waiting[], logger: Logger): Promise<void> {
+  if (group.length === 1) {
+    const [only] = group as [Waiting];
+    await intakeInOneCall(db, only.ipn, only.settings).then(only.resolve, only.reject);
+    return;
+  }
+  let rows: OneCallRow[];
+  try {
+    rows = await callGroup(db, group);
+  } catch (error) {
+    logger.warn(
+      { event: 'intake_group_split', size: group.length, err: error },
+      'an intake group failed as a whole: its IPNs are applied one by one',
+    );
+    for (const waiting of group)
+      await intakeInOneCall(db, waiting.ipn, waiting.settings).then(waiting.resolve, waiting.reject);
+    return;
+  }
+  group.forEach((waiting, index) => waiting.resolve(oneCallResult(rows[index])));
+}
+
+async function callGroup(db: Db, group: readonly Waiting[]): Promise<OneCallRow[]> {
+  const column = <T>(pick: (ipn: Ipn) => T): T[] => group.map((waiting) => pick(waiting.ipn));
+  const journals = group.map(({ ipn }) => {
+    if (ipn.outcomeAsset === null) throw new Error(`payment ${ipn.paymentId}: no outcome asset in a group`);
+    return oneCallAccounts(ipn, ipn.outcomeAsset);
+  });
+  const settings = (group[0] as Waiting).settings;
+  const { rows } = await sql<OneCallRow & { o_index: number }>`select o_index, o_outcome, o_status, o_credited,
+      o_confirming, o_declined from payrail_intake_ipns(
+      p_payment_ids => ${column((ipn) => ipn.paymentId)}::text[],
+      p_invoice_ids => ${column((ipn) => ipn.invoiceId)}::numeric[],
+      p_parent_payment_ids => ${column((ipn) => ipn.parentPaymentId)}::numeric[],
+      p_order_ids => ${column((ipn) => ipn.orderId)}::text[],
+      p_user_ids => ${column((ipn) => ipn.userId)}::text[],
+      p_channel_ids => ${column((ipn) => ipn.channelId)}::text[],
+      p_statuses => ${column((ipn) => ipn.status)}::text[],
+      p_pay_currencies => ${column((ipn) => ipn.payCurrency)}::text[],
+      p_pay_amounts => ${column((ipn) => ipn.payAmount)}::numeric[],
+      p_actually_paid => ${column((ipn) => ipn.actuallyPaid)}::numeric[],
+      p_price_amounts => ${column((ipn) => ipn.priceAmount)}::numeric[],
+      p_price_currencies => ${column((ipn) => ipn.priceCurrency)}::text[],
+      p_outcome_amounts => ${column((ipn) => ipn.outcomeAmount)}::numeric[],
+      p_outcome_currencies => ${column((ipn) => ipn.outcomeCurrency)}::text[],
+      p_assets => ${column((ipn) => ipn.outcomeAsset)}::text[],
+      p_grosses => ${column((ipn) => ipn.outcomeUnits?.toString() ?? null)}::numeric[],
+      p_last_ipns => ${column((ipn) => ipn.json)}::text[],
+      p_advances_from => ${group.map((waiting) => waiting.settings.advancesFrom.join(','))}::text[],
+      p_accounts => ${journals.map((journal) => journal.map((a) => a.code))}::text[],
+      p_allow_negative => ${journals.map((journal) => journal.map((a) => a.allowNegative))}::boolean[],
+      p_default_fee_percent => ${settings.feePercent.text}::numeric,
+      p_confirm_deadline_secs => ${settings.confirmDeadlineSeconds}::double precision,
+      p_payout_task => ${settings.payoutJob.task}::text,
+      p_payout_key_mode => ${settings.payoutJob.keyMode}::text,
+      p_payout_max_attempts => ${settings.payoutJob.maxAttempts}::integer,
+      p_confirm_task => ${settings.confirmJob.task}::text,
+      p_confirm_key_mode => ${settings.confirmJob.keyMode}::text,
+      p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer)`.execute(db);
+  // In the order sent, by position: a row missing or out of place is the function's fault, not a decline.
+  if (rows.length !== group.length || rows.some((row, index) => row.o_index !== index + 1))
+    throw new Error(`payrail_intake_ipns answered ${rows.length} rows for a group of ${group.length}`);
+  return rows;
+}

@@ -1,0 +1,189 @@
+/**
+ * Intake's groups (payrail_intake_ipns, migration 028, through the web process's batcher): what the differential fuzz
+ * suite (test/fuzz/intake-one-call.fuzz.test.ts, mode 'together') does not reach. A group that fails as a whole is
+ * applied again one IPN at a time, so one bad IPN costs the others nothing; groups of several processes at once,
+ * over the same channels and the platform's shared accounts, never deadlock; and a channel save under way holds a
+ * group back until it commits, then the group books the saved channel.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
+import { lockChannelForSave } from '../../src/channels/lock.ts';
+import { readIpn, type Ipn } from '../../src/integrations/nowpayments/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { parsePercent } from '../../src/money/index.ts';
+import type { IntakeSettings } from '../../src/pipeline/index.ts';
+import { createIntakeBatcher } from '../../src/pipeline/payment/intake-batch.ts';
+import { oneCallSettings } from '../../src/pipeline/payment/intake.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+
+const SECRET = 'group-secret';
+const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
+const USER = '6271402111';
+const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
+
+let db: TestDatabase;
+let nextPaymentId = 2_028_000_000_000;
+let nextChannel = 1_028_000_000_001;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await db?.close();
+});
+
+async function channel(strategy: 'instant' | 'threshold'): Promise<string> {
+  const id = `-${nextChannel++}`;
+  const input = channelInputSchema.parse({
+    payoutStrategy: strategy,
+    ...(strategy === 'threshold' && { thresholdUsd: '100000.00' }),
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+  });
+  await upsertChannel(db.db, id, input, 'test');
+  return id;
+}
+
+function finished(channelId: string): Ipn {
+  const raw = JSON.stringify(
+    ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-${USER}|${channelId}`, payment_status: 'finished' }),
+  );
+  const reading = readIpn(raw, signed(raw, SECRET).headers['x-nowpayments-sig'], SECRET);
+  if (!reading.ok) throw new Error(reading.error);
+  return reading.ipn;
+}
+
+function batcherWithLog() {
+  const sizes: number[] = [];
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: 'warn',
+    destination: { write: (line: string) => lines.push(line) } as unknown as NodeJS.WritableStream,
+  });
+  const batcher = createIntakeBatcher(db.db, { logger, onGroup: (size) => sizes.push(size) });
+  return { batcher, sizes, lines };
+}
+
+const take = (batcher: ReturnType<typeof createIntakeBatcher>, ipn: Ipn) =>
+  batcher.take(ipn, oneCallSettings(ipn, SETTINGS));
+
+async function credited(paymentIds: readonly string[]): Promise<string[]> {
+  const { rows } = await db.pool.query<{ payment_id: string }>(
+    `select payment_id::text from payments where payment_id = any($1::numeric[]) and credited_at is not null
+     order by payment_id`,
+    [paymentIds],
+  );
+  return rows.map((row) => row.payment_id);
+}
+
+describe('intake groups', () => {
+  it('apply a group that fails as a whole one IPN at a time: the bad IPN fails alone, the others are credited', async () => {
+    const channelId = await channel('threshold');
+    const ipns = Array.from({ length: 5 }, () => finished(channelId));
+    const bad = ipns[2] as Ipn;
+    // A fault in the middle of a group: the database refuses this one payment's row.
+    await db.pool.query(`create function test_refuse_payment() returns trigger language plpgsql as $$
+      begin raise exception 'payment % refused by the test', new.payment_id; end $$`);
+    await db.pool.query(`create trigger test_refuse_payment before insert on payments for each row
+      when (new.payment_id = ${bad.paymentId}) execute function test_refuse_payment()`);
+    try {
+      const { batcher, sizes, lines } = batcherWithLog();
+      const answers = await Promise.allSettled(ipns.map((ipn) => take(batcher, ipn)));
+
+      // The first IPN went alone; the four that arrived meanwhile went together, failed, and went one by one.
+      expect(sizes).toEqual([1, 4]);
+      expect(lines.join('')).toContain('intake_group_split');
+      answers.forEach((answer, index) => {
+        if (index === 2)
+          expect(answer).toMatchObject({
+            status: 'rejected',
+            reason: { message: expect.stringContaining('refused by the test') },
+          });
+        else
+          expect(answer).toEqual({
+            status: 'fulfilled',
+            value: expect.objectContaining({ outcome: 'recorded', credited: 'threshold' }),
+          });
+      });
+      const others = ipns.filter((ipn) => ipn !== bad).map((ipn) => ipn.paymentId);
+      expect(await credited(ipns.map((ipn) => ipn.paymentId))).toEqual([...others].sort());
+      const journals = await db.pool.query<{ n: number }>(
+        `select count(*)::int as n from ledger_journals where kind = 'payment_received' and ref = any($1::text[])`,
+        [ipns.map((ipn) => ipn.paymentId)],
+      );
+      expect(journals.rows[0]?.n).toBe(4);
+    } finally {
+      await db.pool.query('drop trigger test_refuse_payment on payments');
+      await db.pool.query('drop function test_refuse_payment()');
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('of several processes at once, over the same channels and shared accounts, never deadlock', async () => {
+    const channels = [await channel('threshold'), await channel('instant'), await channel('threshold')];
+    const processes = [batcherWithLog(), batcherWithLog(), batcherWithLog()];
+    const sent: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      const answers = await Promise.all(
+        processes.flatMap(({ batcher }) =>
+          Array.from({ length: 24 }, (_, i) => {
+            const ipn = finished(channels[i % channels.length] as string);
+            sent.push(ipn.paymentId);
+            return take(batcher, ipn);
+          }),
+        ),
+      );
+      expect(answers.every((answer) => answer?.outcome === 'recorded')).toBe(true);
+    }
+    for (const { sizes, lines } of processes) {
+      expect(Math.max(...sizes), 'IPNs went together').toBeGreaterThan(1);
+      expect(lines.join(''), 'no group failed').not.toContain('intake_group_split');
+    }
+    expect(await credited(sent)).toHaveLength(sent.length);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('wait for a channel save under way, then book the channel as saved', async () => {
+    const channelId = await channel('threshold');
+    const other = await channel('threshold');
+    let commitSave!: () => void;
+    let saveLocked!: () => void;
+    const locked = new Promise<void>((resolve) => (saveLocked = resolve));
+    // A save holds the channel's credit lock exclusively until its commit (src/channels/lock.ts).
+    const save = db.db.transaction().execute(async (trx) => {
+      await lockChannelForSave(trx, channelId);
+      await trx
+        .updateTable('channels')
+        .set({ payout_strategy: 'instant', threshold_usd_cents: null })
+        .where('channel_id', '=', channelId)
+        .execute();
+      saveLocked();
+      await new Promise<void>((resolve) => (commitSave = resolve));
+    });
+    await locked;
+
+    const { batcher, sizes } = batcherWithLog();
+    const ipns = [finished(other), finished(channelId), finished(other), finished(channelId)];
+    const answers = Promise.all(ipns.map((ipn) => take(batcher, ipn)));
+    const first = await Promise.race([answers.then(() => 'answered'), sleep(500).then(() => 'waiting')]);
+    // The first IPN (another channel) went alone and was answered; the group with the saved channel waits.
+    expect(first).toBe('waiting');
+    expect(await credited([ipns[0]!.paymentId])).toHaveLength(1);
+    expect(await credited(ipns.slice(1).map((ipn) => ipn.paymentId))).toHaveLength(0);
+
+    commitSave();
+    await save;
+    const results = await answers;
+    expect(sizes).toEqual([1, 3]);
+    expect(results.map((result) => result?.credited)).toEqual(['threshold', 'instant', 'threshold', 'instant']);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
