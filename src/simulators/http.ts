@@ -140,3 +140,30 @@ export function jsonApi(api: JsonApi): http.RequestListener {
     );
   };
 }
+
+/**
+ * The part of a POST /sim/fault body every API simulator reads alike: a JSON object, its `fault` one of `faults`, its
+ * `slowMs` a whole number of ms. Absent fields leave their setting as it is; other fields are the caller's to check.
+ */
+export function readFaultBody<F extends string>(
+  body: string,
+  faults: readonly F[],
+): Record<string, unknown> & { fault?: F; slowMs?: number } {
+  let input: Record<string, unknown>;
+  try {
+    input = JSON.parse(body || '{}') as typeof input;
+  } catch {
+    throw new HttpError(400, 'bad_request', 'body must be JSON');
+  }
+  if (input === null || typeof input !== 'object')
+    throw new HttpError(400, 'bad_request', 'body must be a JSON object');
+  if (input.fault !== undefined && !faults.includes(input.fault as F))
+    throw new HttpError(400, 'bad_request', `fault must be one of ${faults.join(', ')}`);
+  if (input.slowMs !== undefined && !isWholeMs(input.slowMs))
+    throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+  return input;
+}
+
+export function isWholeMs(value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) >= 0;
+}

@@ -3,7 +3,7 @@
  * created exchange misbehaves (a ForcedEnd), as set in process or through POST /sim/fault.
  */
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { HttpError } from '../http.ts';
+import { HttpError, isWholeMs, readFaultBody } from '../http.ts';
 import { FAULTS, FORCED_ENDS, type Fault, type ForcedEnd, type ForcedEndOptions } from './model.ts';
 
 export class Faults {
@@ -41,18 +41,7 @@ export interface FaultRequest {
 }
 
 export function parseFaultRequest(body: string): FaultRequest {
-  let input: Record<keyof FaultRequest, unknown>;
-  try {
-    input = JSON.parse(body || '{}') as typeof input;
-  } catch {
-    throw new HttpError(400, 'bad_request', 'body must be JSON');
-  }
-  if (input === null || typeof input !== 'object')
-    throw new HttpError(400, 'bad_request', 'body must be a JSON object');
-  if (input.fault !== undefined && !FAULTS.includes(input.fault as Fault))
-    throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
-  if (input.slowMs !== undefined && !isWholeMs(input.slowMs))
-    throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
+  const input = readFaultBody(body, FAULTS);
   if (
     input.nextExchange !== undefined &&
     input.nextExchange !== null &&
@@ -66,11 +55,7 @@ export function parseFaultRequest(body: string): FaultRequest {
     throw new HttpError(400, 'bad_request', 'belowEstimatePercent must be a decimal string from 0 to below 100');
   if (input.verifyingMs !== undefined && !isWholeMs(input.verifyingMs))
     throw new HttpError(400, 'bad_request', 'verifyingMs must be a whole number of ms');
-  return input as FaultRequest;
-}
-
-function isWholeMs(value: unknown): boolean {
-  return Number.isInteger(value) && (value as number) >= 0;
+  return input;
 }
 
 function isPercent(text: string): boolean {

@@ -10,12 +10,19 @@
  * Checkout: POST /v1/invoice (header x-api-key) creates an invoice; POST /sim/invoices/{id}/pay has a subscriber pay
  * it, which sends its signed IPNs to the invoice's ipn_callback_url and books the payment (invoices.ts).
  */
-import fs from 'node:fs';
 import type http from 'node:http';
-import { isLosslessNumber, LosslessNumber, parse as parseLossless, stringify } from 'lossless-json';
+import { isLosslessNumber, LosslessNumber, parse as parseLossless } from 'lossless-json';
 import { DEFAULT_PAIRS } from '../changenow/pricing.ts';
-import { HttpError, jsonApi, LocalServer, sleepUnlessGone, type Answer } from '../http.ts';
-import { invoiceBook, PAY_STATUSES, type InvoicePaid, type PayOptions, type PayStatus } from './invoices.ts';
+import { HttpError, jsonApi, LocalServer, readFaultBody, sleepUnlessGone, type Answer } from '../http.ts';
+import {
+  invoiceBook,
+  PAY_STATUSES,
+  type InvoiceBook,
+  type InvoicePaid,
+  type PayOptions,
+  type PayStatus,
+} from './invoices.ts';
+import { appendJsonLine, readJsonLines } from './state-file.ts';
 
 export type NowPaymentsFault = 'none' | 'down' | '5xx' | 'slow';
 const FAULTS: readonly NowPaymentsFault[] = ['none', 'down', '5xx', 'slow'];
@@ -78,121 +85,61 @@ export interface NowPaymentsSimulator {
   stop(): Promise<void>;
 }
 
+/** The simulator's books and settings, which its routes and its in-process control share. */
+interface SimState {
+  readonly options: NowPaymentsSimulatorOptions;
+  readonly payments: Map<string, Record<string, unknown>>;
+  readonly server: LocalServer;
+  readonly book: InvoiceBook;
+  fault: NowPaymentsFault;
+  slowMs: number;
+  calls: number;
+  invoiceCalls: number;
+}
+
 export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOptions): Promise<NowPaymentsSimulator> {
+  const payments = loadPayments(options.statePath);
+  const server = new LocalServer();
+  const book = openInvoiceBook(options, payments, server);
+  const state: SimState = { options, payments, server, book, fault: 'none', slowMs: 2_000, calls: 0, invoiceCalls: 0 };
+  const api = jsonApi({
+    route: (req, res, body) => route(state, req, res, body),
+    errorBody: (status, code, message) => ({ status: false, statusCode: status, code, message }),
+    internalCode: 'INTERNAL_ERROR',
+  });
+  await server.listen(api, options.port);
+  return {
+    url: server.url,
+    payments,
+    addPayment: (body, overrides) => addPayment(state, body, overrides),
+    calls: () => state.calls,
+    invoices: book.invoices,
+    invoiceCalls: () => state.invoiceCalls,
+    answerNextInvoiceWith: (overrides) => book.answerNextWith(overrides),
+    payInvoice: (id, payOptions) => book.pay(id, payOptions),
+    setFault: (next, opts) => setFault(state, next, opts),
+    async stop() {
+      if (state.fault !== 'down') await server.close();
+    },
+  };
+}
+
+/** The payments an earlier run kept, by id; a later line for the same id replaces the earlier one. */
+function loadPayments(statePath: string | undefined): Map<string, Record<string, unknown>> {
   const payments = new Map<string, Record<string, unknown>>();
-  if (options.statePath && fs.existsSync(options.statePath)) {
-    // One payment per line, in the order they were told; a later line for the same id replaces the earlier one.
-    for (const line of fs.readFileSync(options.statePath, 'utf8').split('\n')) {
-      if (line.trim() === '') continue;
-      const payment = parseLossless(line) as Record<string, unknown>;
-      payments.set(
-        isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id),
-        payment,
-      );
-    }
+  for (const payment of readJsonLines(statePath)) {
+    payments.set(isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id), payment);
   }
-  const save = (payment: Record<string, unknown>) => {
-    if (options.statePath) fs.appendFileSync(options.statePath, `${stringify(payment) ?? ''}\n`);
-  };
-  let fault: NowPaymentsFault = 'none';
-  let slowMs = 2_000;
-  let calls = 0;
-  let invoiceCalls = 0;
+  return payments;
+}
 
-  const addPayment = (body: Record<string, unknown> | string, overrides: Record<string, unknown> = {}): string => {
-    const parsed: unknown = typeof body === 'string' ? parseLossless(body) : body;
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
-      throw new HttpError(400, 'bad_request', 'a payment must be a JSON object');
-    const payment: Record<string, unknown> = { ...(parsed as Record<string, unknown>), ...overrides };
-    for (const field of NUMBER_FIELDS) {
-      const value = payment[field];
-      // Numeric text becomes a JSON number written exactly as given; anything else is served as it came.
-      if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value))
-        payment[field] = new LosslessNumber(value);
-      else if (typeof value === 'number') payment[field] = new LosslessNumber(String(value));
-    }
-    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- any JSON value becomes text as String() writes it, on purpose: the check below decides
-    const id = isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id ?? '');
-    if (!/^[1-9][0-9]{0,19}$/.test(id))
-      throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
-    const now = new Date().toISOString();
-    const stored = { order_description: null, purchase_id: null, created_at: now, ...payment, updated_at: now };
-    payments.set(id, stored);
-    save(stored);
-    return id;
-  };
-
-  const routes = async (req: http.IncomingMessage, res: http.ServerResponse, body: string): Promise<Answer> => {
-    const url = new URL(req.url ?? '/', 'http://sim');
-    if (url.pathname.startsWith('/sim/')) return simRoute(req.method ?? 'GET', url, body, res);
-    const creating = req.method === 'POST' && /^\/v1\/invoice\/?$/.test(url.pathname);
-    const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
-    if (!creating && (req.method !== 'GET' || !match))
-      throw new HttpError(404, 'NOT_FOUND', `no route ${req.method} ${url.pathname}`);
-    if (creating) invoiceCalls += 1;
-    else calls += 1;
-    if (req.headers['x-api-key'] !== options.apiKey) throw new HttpError(403, 'INVALID_API_KEY', 'Invalid api key');
-    if (fault === '5xx') throw new HttpError(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable');
-    if (fault === 'slow') {
-      await sleepUnlessGone(slowMs, res);
-      if (res.destroyed) throw new HttpError(499, 'client_closed', 'client closed the request');
-    }
-    if (creating) return [200, book.create(body)];
-    const payment = payments.get(decodeURIComponent(match?.[1] ?? ''));
-    if (!payment) throw new HttpError(404, 'PAYMENT_NOT_FOUND', 'Payment not found');
-    return [200, payment];
-  };
-
-  const simRoute = async (
-    method: string,
-    url: URL,
-    body: string,
-    res: http.ServerResponse,
-  ): Promise<[number, unknown]> => {
-    if (method === 'POST' && url.pathname === '/sim/payments') {
-      let parsed: unknown;
-      try {
-        parsed = parseLossless(body || 'null');
-      } catch {
-        throw new HttpError(400, 'bad_request', 'body must be JSON');
-      }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
-        throw new HttpError(400, 'bad_request', 'body must be a payment (a JSON object, as an IPN body)');
-      const id = addPayment(parsed as Record<string, unknown>);
-      return [200, payments.get(id)];
-    }
-    if (method === 'GET' && url.pathname === '/sim/payments') return [200, { payments: [...payments.values()] }];
-    if (method === 'GET' && url.pathname === '/sim/invoices') return [200, { invoices: [...book.invoices.values()] }];
-    const paying = /^\/sim\/invoices\/([1-9][0-9]{0,19})\/pay$/.exec(url.pathname);
-    if (method === 'POST' && paying) return [200, await book.pay(paying[1] as string, readPayOptions(body))];
-    if (method === 'POST' && url.pathname === '/sim/fault') {
-      let input: { fault?: unknown; slowMs?: unknown };
-      try {
-        input = JSON.parse(body || '{}') as typeof input;
-      } catch {
-        throw new HttpError(400, 'bad_request', 'body must be JSON');
-      }
-      if (input === null || typeof input !== 'object')
-        throw new HttpError(400, 'bad_request', 'body must be a JSON object');
-      if (input.fault !== undefined && !FAULTS.includes(input.fault as NowPaymentsFault))
-        throw new HttpError(400, 'bad_request', `fault must be one of ${FAULTS.join(', ')}`);
-      if (input.slowMs !== undefined && !(Number.isInteger(input.slowMs) && (input.slowMs as number) >= 0))
-        throw new HttpError(400, 'bad_request', 'slowMs must be a whole number of ms');
-      if (input.slowMs !== undefined) slowMs = input.slowMs as number;
-      const next = input.fault as NowPaymentsFault | undefined;
-      if (next === 'down') {
-        // Going down closes every connection, this one included: answer first, then close.
-        res.once('finish', () => void control.setFault('down'));
-        return [200, { fault: 'down' }];
-      }
-      if (next !== undefined) await control.setFault(next);
-      return [200, { fault, slowMs }];
-    }
-    throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
-  };
-
+function openInvoiceBook(
+  options: NowPaymentsSimulatorOptions,
+  payments: Map<string, Record<string, unknown>>,
+  server: LocalServer,
+): InvoiceBook {
   let nextPaymentId = options.firstPaymentId ?? 5_300_000_000n;
-  const book = invoiceBook({
+  return invoiceBook({
     url: () => server.url,
     ...(options.ipnSecret !== undefined && { ipnSecret: options.ipnSecret }),
     ...(options.forwardOutcome && { forwardOutcome: options.forwardOutcome }),
@@ -204,37 +151,115 @@ export async function startNowPaymentsSimulator(options: NowPaymentsSimulatorOpt
       for (const id of payments.keys()) if (BigInt(id) >= nextPaymentId) nextPaymentId = BigInt(id) + 1n;
       return String(nextPaymentId++);
     },
-    addPayment: (payment) => void addPayment(payment),
+    addPayment: (payment) => void addPayment({ options, payments }, payment),
   });
+}
 
-  const server = new LocalServer();
-  const api = jsonApi({
-    route: routes,
-    errorBody: (status, code, message) => ({ status: false, statusCode: status, code, message }),
-    internalCode: 'INTERNAL_ERROR',
-  });
-  await server.listen(api, options.port);
+function addPayment(
+  state: Pick<SimState, 'options' | 'payments'>,
+  body: Record<string, unknown> | string,
+  overrides: Record<string, unknown> = {},
+): string {
+  const parsed: unknown = typeof body === 'string' ? parseLossless(body) : body;
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new HttpError(400, 'bad_request', 'a payment must be a JSON object');
+  const payment: Record<string, unknown> = { ...(parsed as Record<string, unknown>), ...overrides };
+  for (const field of NUMBER_FIELDS) {
+    const value = payment[field];
+    // Numeric text becomes a JSON number written exactly as given; anything else is served as it came.
+    if (typeof value === 'string' && /^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(value))
+      payment[field] = new LosslessNumber(value);
+    else if (typeof value === 'number') payment[field] = new LosslessNumber(String(value));
+  }
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- any JSON value becomes text as String() writes it, on purpose: the check below decides
+  const id = isLosslessNumber(payment.payment_id) ? payment.payment_id.value : String(payment.payment_id ?? '');
+  if (!/^[1-9][0-9]{0,19}$/.test(id)) throw new HttpError(400, 'bad_request', 'payment_id must be a positive integer');
+  const now = new Date().toISOString();
+  const stored = { order_description: null, purchase_id: null, created_at: now, ...payment, updated_at: now };
+  state.payments.set(id, stored);
+  appendJsonLine(state.options.statePath, stored);
+  return id;
+}
 
-  const control: NowPaymentsSimulator = {
-    url: server.url,
-    payments,
-    addPayment,
-    calls: () => calls,
-    invoices: book.invoices,
-    invoiceCalls: () => invoiceCalls,
-    answerNextInvoiceWith: (overrides) => book.answerNextWith(overrides),
-    payInvoice: (id, payOptions) => book.pay(id, payOptions),
-    async setFault(next, opts = {}) {
-      if (opts.slowMs !== undefined) slowMs = opts.slowMs;
-      if (next === 'down' && fault !== 'down') await server.close();
-      if (next !== 'down' && fault === 'down') await server.reopen();
-      fault = next;
-    },
-    async stop() {
-      if (fault !== 'down') await server.close();
-    },
-  };
-  return control;
+async function setFault(state: SimState, next: NowPaymentsFault, opts: { slowMs?: number } = {}): Promise<void> {
+  if (opts.slowMs !== undefined) state.slowMs = opts.slowMs;
+  if (next === 'down' && state.fault !== 'down') await state.server.close();
+  if (next !== 'down' && state.fault === 'down') await state.server.reopen();
+  state.fault = next;
+}
+
+async function route(
+  state: SimState,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  body: string,
+): Promise<Answer> {
+  const url = new URL(req.url ?? '/', 'http://sim');
+  if (url.pathname.startsWith('/sim/')) return simRoute(state, req.method ?? 'GET', url, body, res);
+  const creating = req.method === 'POST' && /^\/v1\/invoice\/?$/.test(url.pathname);
+  const match = /^\/v1\/payment\/([^/]+)\/?$/.exec(url.pathname);
+  if (!creating && (req.method !== 'GET' || !match))
+    throw new HttpError(404, 'NOT_FOUND', `no route ${req.method} ${url.pathname}`);
+  if (creating) state.invoiceCalls += 1;
+  else state.calls += 1;
+  await meetFault(state, req, res);
+  if (creating) return [200, state.book.create(body)];
+  const payment = state.payments.get(decodeURIComponent(match?.[1] ?? ''));
+  if (!payment) throw new HttpError(404, 'PAYMENT_NOT_FOUND', 'Payment not found');
+  return [200, payment];
+}
+
+/** What every API call meets before it is answered: the key check, then the fault set (5xx, slow). */
+async function meetFault(state: SimState, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  if (req.headers['x-api-key'] !== state.options.apiKey) throw new HttpError(403, 'INVALID_API_KEY', 'Invalid api key');
+  if (state.fault === '5xx') throw new HttpError(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable');
+  if (state.fault === 'slow') {
+    await sleepUnlessGone(state.slowMs, res);
+    if (res.destroyed) throw new HttpError(499, 'client_closed', 'client closed the request');
+  }
+}
+
+async function simRoute(
+  state: SimState,
+  method: string,
+  url: URL,
+  body: string,
+  res: http.ServerResponse,
+): Promise<[number, unknown]> {
+  if (method === 'POST' && url.pathname === '/sim/payments') return [200, postSimPayment(state, body)];
+  if (method === 'GET' && url.pathname === '/sim/payments') return [200, { payments: [...state.payments.values()] }];
+  if (method === 'GET' && url.pathname === '/sim/invoices')
+    return [200, { invoices: [...state.book.invoices.values()] }];
+  const paying = /^\/sim\/invoices\/([1-9][0-9]{0,19})\/pay$/.exec(url.pathname);
+  if (method === 'POST' && paying) return [200, await state.book.pay(paying[1] as string, readPayOptions(body))];
+  if (method === 'POST' && url.pathname === '/sim/fault') return [200, await postSimFault(state, body, res)];
+  throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
+}
+
+/** POST /sim/payments: the payment as NOWPayments holds it (an IPN body), answered as GET /v1/payment serves it. */
+function postSimPayment(state: SimState, body: string): Record<string, unknown> | undefined {
+  let parsed: unknown;
+  try {
+    parsed = parseLossless(body || 'null');
+  } catch {
+    throw new HttpError(400, 'bad_request', 'body must be JSON');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new HttpError(400, 'bad_request', 'body must be a payment (a JSON object, as an IPN body)');
+  const id = addPayment(state, parsed as Record<string, unknown>);
+  return state.payments.get(id);
+}
+
+async function postSimFault(state: SimState, body: string, res: http.ServerResponse): Promise<unknown> {
+  const input = readFaultBody(body, FAULTS);
+  if (input.slowMs !== undefined) state.slowMs = input.slowMs;
+  if (input.fault === 'down') {
+    // Going down closes every connection, this one included: answer first, then close.
+    res.once('finish', () => void setFault(state, 'down'));
+    return { fault: 'down' };
+  }
+  if (input.fault !== undefined) await setFault(state, input.fault);
+  return { fault: state.fault, slowMs: state.slowMs };
 }
 
 /** POST /sim/invoices/{id}/pay's body: `{"deliveries": ["waiting", "confirming", "finished", …]}`, or none. */
