@@ -94,11 +94,11 @@ export interface PaymentsTable {
   net_amount: NullableNumeric;
   fee_percent: NullableNumeric;
   payout_strategy: 'instant' | 'threshold' | null;
-  credited_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  credited_at: NullableTimestamp;
   conversion_status: ConversionStatus | null;
   conversion_attempts: Generated<number>;
-  conversion_last_attempt_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
-  conversion_hold_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  conversion_last_attempt_at: NullableTimestamp;
+  conversion_hold_until: NullableTimestamp;
   usdt_amount: NullableNumeric;
   conversion_rate: NullableNumeric;
   /** ETH ChangeNow kept when a conversion of this payment came back short; the next batch converts net − this. */
@@ -108,34 +108,34 @@ export interface PaymentsTable {
   /** The credit is a partially_paid IPN's: a later IPN saying more is a top-up. */
   credited_partial: ColumnType<boolean, boolean | undefined, boolean>;
   /** The last IPN that restated the credit otherwise: what a top-up credits to, what an ignore acknowledged. */
-  restated_outcome_amount: ColumnType<string | null, string | null | undefined, string | null>;
+  restated_outcome_amount: OptionalText;
   restated_outcome_currency: OptionalText;
   /** Of net_amount, what conversions or the instant payout took before a top-up; the next batch converts the rest. */
   net_moved_wei: ColumnType<string, string | bigint | undefined, string | bigint>;
   /** NOWPAYMENTS_API_KEY set: the restatement waits for NOWPayments' check until then; null once answered. */
-  restated_confirm_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  restated_confirm_deadline_at: NullableTimestamp;
   /** NOWPayments agreed with the restatement: a top-up a person may credit. */
-  restated_confirmed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  restated_confirmed_at: NullableTimestamp;
   review_reason: string | null;
-  conversion_id: ColumnType<string | null, string | null | undefined, string | null>;
-  payout_id: ColumnType<string | null, string | null | undefined, string | null>;
+  conversion_id: OptionalText;
+  payout_id: OptionalText;
   ipn_count: Generated<number>;
   last_ipn: string;
   created_at: Timestamp;
   updated_at: Timestamp;
   parent_payment_id: NullableNumeric;
-  reversed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  reversed_at: NullableTimestamp;
   review_action: ColumnType<
     PaymentReviewAction | null,
     PaymentReviewAction | null | undefined,
     PaymentReviewAction | null
   >;
   review_action_by: OptionalText;
-  review_action_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  review_action_at: NullableTimestamp;
   /** The NOWPayments API check of a crediting IPN (NOWPAYMENTS_API_KEY set): asked for, deadline, agreed. */
-  confirm_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
-  confirm_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
-  confirmed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  confirm_requested_at: NullableTimestamp;
+  confirm_deadline_at: NullableTimestamp;
+  confirmed_at: NullableTimestamp;
   confirm_attempts: Generated<number>;
   confirm_last_error: OptionalText;
 }
@@ -155,6 +155,8 @@ export interface WorkerHeartbeatsTable {
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 /** A nullable text column that an insert may leave out. */
 type OptionalText = ColumnType<string | null, string | null | undefined, string | null>;
+/** A nullable integer column that an insert may leave out. */
+type OptionalInteger = ColumnType<number | null, number | null | undefined, number | null>;
 
 /** Every state a transfer can be in (see src/pipeline/transfer/model.ts); the database's CHECK lists the same. */
 export const TRANSFER_STATES = ['intent', 'signed', 'broadcast', 'confirmed', 'failed', 'needs_review'] as const;
@@ -250,7 +252,7 @@ export interface ConversionsTable {
   transfer_id: string | null;
   usdt_received: NullableNumeric;
   /** The USDT payout transaction that settled it (lower case): unique, one payout credits one conversion. */
-  payout_hash: ColumnType<string | null, string | null | undefined, string | null>;
+  payout_hash: OptionalText;
   rate: NullableNumeric;
   reason: string | null;
   last_error: string | null;
@@ -272,6 +274,7 @@ export interface ConversionPaymentsTable {
 }
 
 /** Every state of a payout, in the order it moves (docs/architecture.md has the action that leaves each). */
+// Many of a conversion's states by name, spelt out again: each list is its own table's CHECK, and neither follows the other.
 export const PAYOUT_STATES = [
   'pending',
   'held',
@@ -296,7 +299,7 @@ export interface PayoutsTable {
   payout_id: string;
   kind: 'threshold' | 'instant';
   channel_id: string;
-  payment_id: ColumnType<string | null, string | null | undefined, string | null>;
+  payment_id: OptionalText;
   status: PayoutStatus;
   asset: 'usdt' | 'eth';
   amount: Numeric;
@@ -304,18 +307,18 @@ export interface PayoutsTable {
   payout_network: string;
   wallet_address: string;
   reason: string | null;
-  exchange_id: ColumnType<string | null, string | null | undefined, string | null>;
-  payin_address: ColumnType<string | null, string | null | undefined, string | null>;
+  exchange_id: OptionalText;
+  payin_address: OptionalText;
   /** Decimal text in the payout currency, as ChangeNow states it. */
-  expected_amount_out: ColumnType<string | null, string | null | undefined, string | null>;
-  amount_out: ColumnType<string | null, string | null | undefined, string | null>;
-  payout_hash: ColumnType<string | null, string | null | undefined, string | null>;
-  transfer_id: ColumnType<string | null, string | null | undefined, string | null>;
+  expected_amount_out: OptionalText;
+  amount_out: OptionalText;
+  payout_hash: OptionalText;
+  transfer_id: OptionalText;
   attempts: Generated<number>;
-  last_error: ColumnType<string | null, string | null | undefined, string | null>;
+  last_error: OptionalText;
   hold_until: NullableTimestamp;
   poll_deadline_at: NullableTimestamp;
-  approved_by: ColumnType<string | null, string | null | undefined, string | null>;
+  approved_by: OptionalText;
   approved_at: NullableTimestamp;
   completed_at: NullableTimestamp;
   top_ups: Generated<number>;
@@ -342,14 +345,14 @@ export interface AlertsTable {
   first_seen_at: Timestamp;
   last_seen_at: Timestamp;
   resolved_at: NullableTimestamp;
-  resolved_by: ColumnType<string | null, string | null | undefined, string | null>;
+  resolved_by: OptionalText;
 }
 
 export interface ObservationsTable {
   name: string;
   ok: boolean;
-  value: ColumnType<string | null, string | null | undefined, string | null>;
-  detail: ColumnType<string | null, string | null | undefined, string | null>;
+  value: OptionalText;
+  detail: OptionalText;
   observed_at: Timestamp;
   /** Migration 012: the first observation of the current failing streak; null while ok. */
   failing_since: NullableTimestamp;
@@ -363,7 +366,7 @@ export interface IdempotencyKeysTable {
   attempt: string;
   created_at: Timestamp;
   completed_at: NullableTimestamp;
-  response_status: ColumnType<number | null, number | null | undefined, number | null>;
+  response_status: OptionalInteger;
   response_content_type: OptionalText;
   response_body: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
 }
@@ -403,8 +406,8 @@ export interface WebhookDeliveriesTable {
   attempts: ColumnType<number, number | undefined, number>;
   next_attempt_at: Timestamp;
   last_attempt_at: NullableTimestamp;
-  last_status: ColumnType<number | null, number | null | undefined, number | null>;
-  last_error: ColumnType<string | null, string | null | undefined, string | null>;
+  last_status: OptionalInteger;
+  last_error: OptionalText;
   delivered_at: NullableTimestamp;
   failed_at: NullableTimestamp;
   created_at: Timestamp;
