@@ -18,6 +18,7 @@ const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
 const NET_WEI = 4_723_900_000_000_000n;
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   payoutTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
     .extend('usdtOfPayments', ({ db }) => async (payoutId: string): Promise<bigint> => {
@@ -34,6 +35,49 @@ const it = worldFirst(
       );
       return rows[0]!.n;
     })
+    /** The USDT a payment converted to, and the payout it is part of (if any). */
+    .extend(
+      'paymentUsdt',
+      ({ db }) =>
+        async (paymentId: string): Promise<{ usdt: bigint; payoutId: string | null }> => {
+          const { rows } = await db.pool.query<{ usdt_amount: string; payout_id: string | null }>(
+            'select usdt_amount::text, payout_id from payments where payment_id = $1',
+            [paymentId],
+          );
+          return { usdt: BigInt(rows[0]!.usdt_amount), payoutId: rows[0]!.payout_id };
+        },
+    )
+    /**
+     * Orders a race on a payout's row: while a transaction of the test holds the row, `first` starts and queues on it,
+     * then `second` behind it; the row is let go once both wait, and they go on in that order. Returns what each gave.
+     */
+    .extend(
+      'queuedOnPayout',
+      ({ db, waitingOnPayouts }) =>
+        async <A, B>(
+          payoutId: string,
+          [firstWaiting, first]: [string, () => Promise<A>],
+          [secondWaiting, second]: [string, () => Promise<B>],
+        ): Promise<[A, B]> => {
+          const blocker = await db.pool.connect();
+          let started: Promise<A> | undefined;
+          let secondGave: B;
+          try {
+            await blocker.query('begin');
+            await blocker.query('select 1 from payouts where payout_id = $1 for update', [payoutId]);
+            started = first();
+            // Awaited once the row is let go; until then its failure must not count as unhandled.
+            started.catch(() => undefined);
+            await eventually(firstWaiting, async () => (await waitingOnPayouts()) === 1);
+            secondGave = await second();
+            await eventually(secondWaiting, async () => (await waitingOnPayouts()) === 2);
+          } finally {
+            await blocker.query('rollback');
+            blocker.release();
+          }
+          return [await started, secondGave];
+        },
+    )
     /** Converts two payments of a new threshold channel (20 USD, USDT on trx) into a batch held below the minimum. */
     .extend(
       'heldBatch',
@@ -53,25 +97,19 @@ describe('exchange endings', () => {
   it('a failed exchange sends the payout to review; the funds stay reserved', async ({
     outside,
     start,
-    pay,
-    logs,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
-    alertsFor,
+    expectOnlyAlert,
   }) => {
     await start();
-    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('failed');
-    await pay(id);
-    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
-
-    const payout = await onlyPayout(id);
+    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
+    const payout = await payoutIn(id, 'needs_review');
     expect(payout).toMatchObject({
       kind: 'instant',
       status: 'needs_review',
@@ -79,8 +117,7 @@ describe('exchange endings', () => {
       asset: 'eth',
       amount: NET_WEI.toString(),
     });
-    expect(alertsFor(payout.payout_id)).toEqual(['payout_exchange_failed']);
-    expect(distinct(logs.alerts())).toEqual(['payout_exchange_failed']);
+    expectOnlyAlert(payout.payout_id, 'payout_exchange_failed');
     const exchanges = exchangesFor(payout.payout_id);
     expect(exchanges).toHaveLength(1);
     expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'failed' });
@@ -97,24 +134,20 @@ describe('exchange endings', () => {
     db,
     start,
     pay,
-    logs,
     instant,
-    onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
-    alertsFor,
+    expectOnlyAlert,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(id);
-    await eventually('the payout failed', () => hasPayout(id, 'failed'));
-
-    const payout = await onlyPayout(id);
+    const payout = await payoutIn(id, 'failed');
     const [exchange] = exchangesFor(payout.payout_id);
     expect(exchangesFor(payout.payout_id)).toHaveLength(1);
     expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'refunded', refundAddress: outside.hostAddress });
@@ -122,8 +155,7 @@ describe('exchange endings', () => {
       status: 'failed',
       reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance`,
     });
-    expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
-    expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
+    expectOnlyAlert(payout.payout_id, 'payout_refunded');
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // On chain: the payin address got the ETH once, and the refund brought exactly that back to the host wallet.
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
@@ -145,20 +177,16 @@ describe('exchange endings', () => {
     outside,
     db,
     start,
-    pay,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     exchangesFor,
     balances,
     expectLedgerClean,
   }) => {
     await start();
-    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded_short');
-    await pay(id);
-    await eventually('the payout failed', () => hasPayout(id, 'failed'));
-    const payout = await onlyPayout(id);
+    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
+    const payout = await payoutIn(id, 'failed');
     const [exchange] = exchangesFor(payout.payout_id);
     const back = NET_WEI - NET_WEI / 100n;
     expect(payout.reason).toBe(
@@ -181,20 +209,16 @@ describe('exchange endings', () => {
     app,
     outside,
     start,
-    pay,
-    instant,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     exchangesFor,
     balances,
     expectLedgerClean,
   }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    const id = await instant('usdt', 'trx', TRON_WALLET);
     outside.sim.failNextExchange('refunded_short');
-    await pay(id);
-    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
-    const payout = await onlyPayout(id);
+    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
+    const payout = await payoutIn(id, 'needs_review');
     const [exchange] = exchangesFor(payout.payout_id);
     expect(payout.reason).toBe(
       `exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
@@ -221,15 +245,15 @@ describe('exchange endings', () => {
     pay,
     logs,
     payoutsOf,
-    onlyPayout,
     hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
     conversionsDone,
-    alertsFor,
+    expectOnlyAlert,
     usdtOfPayments,
   }) => {
     await start();
@@ -246,9 +270,7 @@ describe('exchange endings', () => {
       body: tronThreshold('20'),
     });
     expect(res.status).toBe(200);
-    await eventually('the batch failed', () => hasPayout(id, 'failed'));
-
-    const payout = await onlyPayout(id);
+    const payout = await payoutIn(id, 'failed');
     expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), status: 'failed' });
     const exchanges = exchangesFor(payout.payout_id);
     expect(exchanges).toHaveLength(1);
@@ -261,8 +283,7 @@ describe('exchange endings', () => {
     expect(payout.reason).toBe(
       `exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`,
     );
-    expect(alertsFor(payout.payout_id)).toEqual(['payout_refunded']);
-    expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
+    expectOnlyAlert(payout.payout_id, 'payout_refunded');
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     // On chain: the payin address holds the batch; the host wallet got all of it back.
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
@@ -308,18 +329,17 @@ describe('exchange endings', () => {
 describe('refusals and held batches', () => {
   it("below ChangeNow's minimum: the batch is held without an exchange; the next settlement tops it up and it completes", async ({
     outside,
-    db,
     start,
     pay,
     logs,
-    onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
     usdtOfPayments,
+    paymentUsdt,
     heldBatch,
   }) => {
     await start();
@@ -340,15 +360,10 @@ describe('refusals and held batches', () => {
 
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
     const more = await pay(id);
-    await eventually('the topped-up batch completed', () => hasPayout(id, 'completed'));
-
-    const done = await onlyPayout(id);
-    const added = await db.pool.query<{ usdt_amount: string; payout_id: string }>(
-      'select usdt_amount::text, payout_id from payments where payment_id = $1',
-      [more],
-    );
-    const addedUnits = BigInt(added.rows[0]!.usdt_amount);
-    expect(added.rows[0]!.payout_id).toBe(held.payout_id);
+    const done = await payoutIn(id, 'completed');
+    const added = await paymentUsdt(more);
+    const addedUnits = added.usdt;
+    expect(added.payoutId).toBe(held.payout_id);
     expect(done).toMatchObject({
       payout_id: held.payout_id,
       status: 'completed',
@@ -381,8 +396,7 @@ describe('refusals and held batches', () => {
     start,
     pay,
     logs,
-    onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
@@ -390,7 +404,8 @@ describe('refusals and held batches', () => {
     expectLedgerClean,
     conversionsDone,
     usdtOfPayments,
-    waitingOnPayouts,
+    paymentUsdt,
+    queuedOnPayout,
     heldBatch,
   }) => {
     await start();
@@ -402,33 +417,23 @@ describe('refusals and held batches', () => {
       held.payout_id,
     ]);
 
-    // Order the race with a row lock: the run resumes the batch first, the settlement that would top it up waits
-    // behind it (both queue on the batch's row while this transaction holds it).
-    const blocker = await db.pool.connect();
-    let more: string;
-    try {
-      await blocker.query('begin');
-      await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
-      await db.pool.query(
-        "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
-        [held.payout_id],
-      );
-      await eventually('the run waiting to resume the batch', async () => (await waitingOnPayouts()) === 1);
-      more = await pay(id);
-      await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
-    } finally {
-      await blocker.query('rollback');
-      blocker.release();
-    }
-    await eventually('the new payment converted', () => conversionsDone([more]));
-    await eventually('the batch completed', () => hasPayout(id, 'completed'));
-
-    const done = await onlyPayout(id);
-    const { rows: added } = await db.pool.query<{ usdt_amount: string; payout_id: string | null }>(
-      'select usdt_amount::text, payout_id from payments where payment_id = $1',
-      [more],
+    // Order the race: the run resumes the batch first, the settlement that would top it up waits behind it.
+    const [, more] = await queuedOnPayout(
+      held.payout_id,
+      [
+        'the run waiting to resume the batch',
+        () =>
+          db.pool.query(
+            "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
+            [held.payout_id],
+          ),
+      ],
+      ['the settlement waiting behind it', () => pay(id)],
     );
-    const addedUnits = BigInt(added[0]!.usdt_amount);
+    await eventually('the new payment converted', () => conversionsDone([more]));
+    const done = await payoutIn(id, 'completed');
+    const added = await paymentUsdt(more);
+    const addedUnits = added.usdt;
     // What the payout says it paid is what its exchange expected and its transfer sent, and it is what its payments hold.
     const exchanges = exchangesFor(done.payout_id);
     expect(exchanges).toHaveLength(1);
@@ -440,7 +445,7 @@ describe('refusals and held batches', () => {
     expect(await usdtOfPayments(done.payout_id)).toBe(BigInt(done.amount));
     // The run resumed the batch first: it left with what it held, and the new USDT waits on the channel.
     expect(done).toMatchObject({ status: 'completed', top_ups: 0, amount: heldAmount.toString() });
-    expect(added[0]!.payout_id).toBeNull();
+    expect(added.payoutId).toBeNull();
     expect(await balances(id)).toEqual({
       'channel/eth': '0',
       'channel/usdt': addedUnits.toString(),
@@ -464,7 +469,7 @@ describe('refusals and held batches', () => {
     journalKinds,
     expectLedgerClean,
     conversionsDone,
-    waitingOnPayouts,
+    queuedOnPayout,
     heldBatch,
   }) => {
     await start();
@@ -473,21 +478,12 @@ describe('refusals and held batches', () => {
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
 
     // The cancel takes the batch's row first, the settlement that would top it up waits behind it.
-    const blocker = await db.pool.connect();
-    let more: string;
-    let cancelled: Promise<{ status: number; body: any }>;
-    try {
-      await blocker.query('begin');
-      await blocker.query('select 1 from payouts where payout_id = $1 for update', [held.payout_id]);
-      cancelled = app.payrail.request('POST', `/api/payouts/${held.payout_id}/cancel`);
-      await eventually('the cancel waiting on the batch', async () => (await waitingOnPayouts()) === 1);
-      more = await pay(id);
-      await eventually('the settlement waiting behind it', async () => (await waitingOnPayouts()) === 2);
-    } finally {
-      await blocker.query('rollback');
-      blocker.release();
-    }
-    expect((await cancelled).status).toBe(200);
+    const [cancelled, more] = await queuedOnPayout(
+      held.payout_id,
+      ['the cancel waiting on the batch', () => app.payrail.request('POST', `/api/payouts/${held.payout_id}/cancel`)],
+      ['the settlement waiting behind it', () => pay(id)],
+    );
+    expect(cancelled.status).toBe(200);
     await eventually('the new payment converted', () => conversionsDone([more]));
 
     const payout = await onlyPayout(id);
@@ -520,28 +516,17 @@ describe('refusals and held batches', () => {
   it('a pair ChangeNow does not offer sends the payout to review with an alert; no exchange is created', async ({
     outside,
     start,
-    channel,
-    pay,
-    logs,
-    onlyPayout,
-    hasPayout,
+    paidInstant,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
-    alertsFor,
+    expectOnlyAlert,
   }) => {
     await start();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'doge',
-      payoutNetwork: 'doge',
-      walletAddress: DOGE_WALLET,
-    });
-    await pay(id);
-    await eventually('the payout in review', () => hasPayout(id, 'needs_review'));
-
-    const payout = await onlyPayout(id);
+    const id = await paidInstant('doge', 'doge', DOGE_WALLET);
+    const payout = await payoutIn(id, 'needs_review');
     expect(payout).toMatchObject({
       status: 'needs_review',
       reason:
@@ -549,8 +534,7 @@ describe('refusals and held batches', () => {
       attempts: 0,
       exchange_id: null,
     });
-    expect(alertsFor(payout.payout_id)).toEqual(['changenow_permanent_error']);
-    expect(distinct(logs.alerts())).toEqual(['changenow_permanent_error']);
+    expectOnlyAlert(payout.payout_id, 'changenow_permanent_error');
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
     expect([...outside.sim.exchanges.values()].filter((e) => e.payoutAddress === DOGE_WALLET)).toHaveLength(0);
     expect(await transfersFor(payout.payout_id)).toEqual([]);
@@ -564,33 +548,22 @@ describe('outages', () => {
     app,
     outside,
     start,
-    channel,
-    pay,
     logs,
-    payoutsOf,
+    instant,
+    payWithHostDrained,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
     hostNonce,
-    alertsFor,
   }) => {
     await start();
     const wallet = freshWallet();
-    const id = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: wallet,
-    });
+    const id = await instant('eth', 'eth', wallet);
     const nonceBefore = await hostNonce();
-    await pay(id, { afterForward: app.drainHost });
-    await eventually('the host wallet alert', async () => {
-      const [payout] = await payoutsOf(id);
-      return payout !== undefined && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
-    });
+    await payWithHostDrained(id);
 
     const waiting = await onlyPayout(id);
     expect(waiting).toMatchObject({ status: 'sent', exchange_id: null });
@@ -602,9 +575,7 @@ describe('outages', () => {
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
     await app.refillHost();
-    await eventually('the payout completed once funded', () => hasPayout(id, 'completed'));
-
-    const done = await onlyPayout(id);
+    const done = await payoutIn(id, 'completed');
     expect(done).toMatchObject({ payout_id: waiting.payout_id, status: 'completed', amount_out: '0.0047239' });
     expect(await transfersFor(done.payout_id)).toMatchObject([
       { transfer_id: waiting.transfer_id, status: 'confirmed' },
@@ -626,7 +597,7 @@ describe('outages', () => {
     instant,
     payoutsOf,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
@@ -662,9 +633,7 @@ describe('outages', () => {
 
     const upLogs = logSink();
     await start({}, { logs: upLogs });
-    await eventually('the payout completed with the chain back', () => hasPayout(id, 'completed'), 60_000);
-
-    const done = await onlyPayout(id);
+    const done = await payoutIn(id, 'completed', 60_000);
     expect(done).toMatchObject({ payout_id: stuck.payout_id, exchange_id: stuck.exchange_id, amount_out: '13.1717' });
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
     expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
@@ -683,7 +652,7 @@ describe('outages', () => {
     instant,
     payoutsOf,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
@@ -704,9 +673,7 @@ describe('outages', () => {
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
     await outside.sim.setFault('none');
-    await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'), 60_000);
-
-    const done = await onlyPayout(id);
+    const done = await payoutIn(id, 'completed', 60_000);
     expect(done).toMatchObject({
       payout_id: waiting.payout_id,
       status: 'completed',
@@ -728,26 +695,21 @@ describe('outages', () => {
     app,
     outside,
     start,
-    pay,
     logs,
     instant,
+    payWithHostDrained,
     payoutsOf,
     onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
-    alertsFor,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
     // Hold the payin transfer back (host wallet empty) until ChangeNow is down, so the outage falls on the polling.
-    await pay(id, { afterForward: app.drainHost });
-    await eventually('the exchange created, its transfer waiting for funds', async () => {
-      const [payout] = await payoutsOf(id);
-      return payout?.status === 'exchange_created' && alertsFor(payout.payout_id).includes('host_wallet_insufficient');
-    });
+    await payWithHostDrained(id, 'exchange_created');
     await outside.sim.setFault('down');
     await app.refillHost();
     await eventually('polls failing while ChangeNow is down', async () => {
@@ -765,8 +727,7 @@ describe('outages', () => {
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
     await outside.sim.setFault('none');
-    await eventually('the payout completed after the outage', () => hasPayout(id, 'completed'));
-    const done = await onlyPayout(id);
+    const done = await payoutIn(id, 'completed');
     expect(done).toMatchObject({
       payout_id: polling.payout_id,
       exchange_id: polling.exchange_id,
@@ -786,27 +747,22 @@ describe('outages', () => {
     db,
     start,
     pay,
-    logs,
     instant,
-    onlyPayout,
-    hasPayout,
+    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
-    alertsFor,
+    expectOnlyAlert,
   }) => {
     await start({ PAYOUT_MAX_ATTEMPTS: '2' });
     const id = await instant('usdt', 'trx', TRON_WALLET);
     await outside.sim.setFault('5xx');
     const paymentId = await pay(id);
-    await eventually('the payout in review', () => hasPayout(id, 'needs_review'), 30_000);
-
-    const payout = await onlyPayout(id);
+    const payout = await payoutIn(id, 'needs_review', 30_000);
     expect(payout).toMatchObject({ status: 'needs_review', attempts: 2, exchange_id: null, transfer_id: null });
     expect(payout.reason).toMatch(/^gave up after 2 failed attempts: ChangeNow estimate: HTTP 503/);
-    expect(alertsFor(payout.payout_id)).toEqual(['payout_attempts_exhausted']);
-    expect(distinct(logs.alerts())).toEqual(['payout_attempts_exhausted']);
+    expectOnlyAlert(payout.payout_id, 'payout_attempts_exhausted');
     expect(exchangesFor(payout.payout_id)).toHaveLength(0);
     expect(await transfersFor(payout.payout_id)).toEqual([]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
@@ -822,8 +778,7 @@ describe('outages', () => {
     await outside.sim.setFault('none');
     const retried = await app.payrail.request('POST', `/api/payouts/${payout.payout_id}/retry`);
     expect(retried.status).toBe(200);
-    await eventually('the retried payout completed', () => hasPayout(id, 'completed'));
-    const done = await onlyPayout(id);
+    const done = await payoutIn(id, 'completed');
     expect(done).toMatchObject({ payout_id: payout.payout_id, amount_out: '13.1717' });
     expect(exchangesFor(done.payout_id)).toHaveLength(1);
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
@@ -838,7 +793,6 @@ describe('two workers', () => {
     outside,
     db,
     start,
-    channel,
     pay,
     instant,
     payoutsOf,
@@ -868,12 +822,7 @@ describe('two workers', () => {
     for (let i = 0; i < 2; i++) {
       const wallet = freshWallet();
       channels.push({
-        id: await channel({
-          payoutStrategy: 'instant',
-          payoutCurrency: 'eth',
-          payoutNetwork: 'eth',
-          walletAddress: wallet,
-        }),
+        id: await instant('eth', 'eth', wallet),
         wallet,
         direct: true,
         onEth: true,
@@ -881,12 +830,7 @@ describe('two workers', () => {
     }
     const usdtWallet = freshWallet();
     channels.push({
-      id: await channel({
-        payoutStrategy: 'instant',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: usdtWallet,
-      }),
+      id: await instant('usdt', 'eth', usdtWallet),
       wallet: usdtWallet,
       direct: false,
       onEth: true,
