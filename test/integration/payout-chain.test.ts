@@ -18,21 +18,18 @@ import {
 } from '../../src/simulators/chain-faults.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
+import { instantBody } from '../support/payout-state.ts';
 import { freshWallet } from '../support/payouts.ts';
 
 /** The net of the fixture's finished IPN after the 3 % fee, in wei. */
 const NET_WEI = 4_723_900_000_000_000n;
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   worldTest({ firstPaymentId: 9_300_000_000, firstChannel: 1_003_300_000_001 })
     /** Saves a new instant channel paying out ETH to `wallet` and sends it one finished payment; returns its id. */
     .extend('paidInstantEth', ({ channel, pay }) => async (wallet: string): Promise<string> => {
-      const id = await channel({
-        payoutStrategy: 'instant',
-        payoutCurrency: 'eth',
-        payoutNetwork: 'eth',
-        walletAddress: wallet,
-      });
+      const id = await channel(instantBody('eth', 'eth', wallet));
       await pay(id);
       return id;
     })
