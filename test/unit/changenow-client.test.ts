@@ -130,6 +130,11 @@ afterAll(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 });
 
+/** A 200 whose body payrail cannot read: transient, as asking again may get a whole answer. */
+function malformedAt(endpoint: string) {
+  return { kind: 'transient', code: 'malformed_response', httpStatus: 200, endpoint };
+}
+
 describe('ChangeNow client: happy paths', () => {
   it('estimate: GET /v2/exchange/estimated-amount with the key header and query, exact amounts back', async () => {
     respond({ body: fixture('estimate') });
@@ -337,12 +342,7 @@ describe('ChangeNow client: amount text', () => {
   ])('refuses %s as a transient malformed response', async (_name, body) => {
     respond({ body });
     const error = await failure(client().estimate(estimateRequest));
-    expect(error).toMatchObject({
-      kind: 'transient',
-      code: 'malformed_response',
-      httpStatus: 200,
-      endpoint: 'estimate',
-    });
+    expect(error).toMatchObject(malformedAt('estimate'));
   });
 
   it('refuses an amount that is not a plain decimal before sending anything', async () => {
@@ -424,12 +424,7 @@ describe('ChangeNow client: error classification', () => {
     for (const body of ['<html><body>502 Bad Gateway</body></html>', '{"fromAmount":0.1455,"toAm', '']) {
       respond({ body });
       const error = await failure(client().estimate(estimateRequest));
-      expect(error).toMatchObject({
-        kind: 'transient',
-        code: 'malformed_response',
-        httpStatus: 200,
-        endpoint: 'estimate',
-      });
+      expect(error).toMatchObject(malformedAt('estimate'));
     }
   });
 
@@ -559,12 +554,7 @@ describe('ChangeNow client: listExchanges', () => {
 
   it('an exchange of another userId (a filter the server ignored) → transient malformed_response', async () => {
     respond({ body: listBody() });
-    expect(await failure(client().listExchanges({ userId: 'conv_other' }))).toMatchObject({
-      kind: 'transient',
-      code: 'malformed_response',
-      httpStatus: 200,
-      endpoint: 'list',
-    });
+    expect(await failure(client().listExchanges({ userId: 'conv_other' }))).toMatchObject(malformedAt('list'));
   });
 
   it.each([
@@ -578,12 +568,7 @@ describe('ChangeNow client: listExchanges', () => {
     ['a bare array', `[${fixture('byIdWaiting')}]`],
   ])('%s → transient malformed_response', async (_name, body) => {
     respond({ body });
-    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject({
-      kind: 'transient',
-      code: 'malformed_response',
-      httpStatus: 200,
-      endpoint: 'list',
-    });
+    expect(await failure(client().listExchanges({ userId: 'conv_01J' }))).toMatchObject(malformedAt('list'));
   });
 
   it('classifies HTTP failures like the other calls', async () => {
