@@ -15,6 +15,7 @@ import { openAlerts } from '../support/alerts.ts';
 import { createChannel } from '../support/channels.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { journalLines } from '../support/journals.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
 const API_KEY = 'test-nowpayments-api-key-0123456789';
@@ -59,13 +60,8 @@ async function payment(id: unknown, on: TestPayrail = payrail) {
   return (await on.request('GET', `/api/payments/${id}`)).body;
 }
 
-async function journals(id: unknown, on: TestDatabase = db) {
-  const { rows } = await on.pool.query(
-    `select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
-     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`,
-    [String(id)],
-  );
-  return rows as Array<{ kind: string; code: string; amount: string }>;
+function journals(id: unknown, on: TestDatabase = db) {
+  return journalLines(on, id);
 }
 
 function unconfirmedAlerts(id: unknown, on: TestPayrail = payrail) {
@@ -82,6 +78,57 @@ function startConfirming(on: TestDatabase, partialPayments: 'credit' | 'review')
       PARTIAL_PAYMENTS: partialPayments,
     },
   });
+}
+
+/** The payment as the API shows it once `done` holds of it (15 s unless told). */
+function paymentWhen(
+  id: unknown,
+  done: (p: Awaited<ReturnType<typeof payment>>) => boolean,
+  timeoutMs?: number,
+  on: TestPayrail = payrail,
+) {
+  return eventually(() => payment(id, on), done, timeoutMs);
+}
+const isCredited = (p: { creditedAt: unknown }) => p.creditedAt !== null;
+const isInReview = (p: { reviewReason: unknown }) => p.reviewReason !== null;
+/** NOWPayments' API asked at least once. */
+const wasAsked = (p: { confirmation?: { attempts: number } }) => (p.confirmation?.attempts ?? 0) >= 1;
+
+/**
+ * The payment's deadline to be confirmed by (or its restated amount's) passes now: NOWPAYMENTS_CONFIRM_DEADLINE is an
+ * hour, so the test moves the payment's own deadline instead.
+ */
+function deadlinePasses(
+  id: unknown,
+  deadline: 'confirm_deadline_at' | 'restated_confirm_deadline_at' = 'confirm_deadline_at',
+) {
+  return db.pool.query(`update payments set ${deadline} = now() - interval '1 second' where payment_id = $1`, [
+    String(id),
+  ]);
+}
+
+/** NOWPayments' expired IPN for the partial payment: the rest never came (the fixture's amounts). */
+function expiredFor(body: Record<string, unknown>) {
+  return {
+    ...structuredClone(fixtures.expired),
+    payment_id: body.payment_id,
+    invoice_id: fixtures.partially_paid.invoice_id,
+    order_id: body.order_id,
+  };
+}
+
+/** Until no check of the payment with NOWPayments is queued any more. */
+function confirmJobsDone(id: unknown, on: TestDatabase = db) {
+  return eventually(
+    async () =>
+      (
+        await on.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [
+          `payment_confirm:${id}`,
+        ])
+      ).rows[0].n,
+    (n) => n === 0,
+    20_000,
+  );
 }
 
 async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
@@ -133,10 +180,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     });
     expect(await journals(body.payment_id)).toEqual([]);
 
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited);
     expect(sim.calls()).toBeGreaterThan(callsBefore);
     expect(credited).toMatchObject({
       grossAmount: '0.00487',
@@ -160,10 +204,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     await sim.setFault('slow', { slowMs: 1_000 });
     expect((await send(body)).status).toBe(200);
     expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', creditedAt: null });
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited);
     expect(credited).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
   });
@@ -173,31 +214,14 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     known(body);
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    await eventually(
-      () => payment(body.payment_id),
-      (p) => p.confirmation?.attempts >= 1,
-    );
+    await paymentWhen(body.payment_id, wasAsked);
     // The rest never came: NOWPayments expires the payment (its IPN), while its books keep the partial as it arrived.
-    const expired = {
-      ...structuredClone(fixtures.expired),
-      payment_id: body.payment_id,
-      invoice_id: fixtures.partially_paid.invoice_id,
-      order_id: body.order_id,
-    };
+    const expired = expiredFor(body);
     const res = await send(expired);
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
     await sim.setFault('none');
-    await eventually(
-      async () =>
-        (
-          await db.pool.query('select count(*)::int as n from graphile_worker._private_jobs where key = $1', [
-            `payment_confirm:${body.payment_id}`,
-          ])
-        ).rows[0].n,
-      (n) => n === 0,
-      20_000,
-    );
+    await confirmJobsDone(body.payment_id);
     expect(await payment(body.payment_id)).toMatchObject({
       status: 'expired',
       reviewReason: 'partially_paid',
@@ -210,10 +234,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     const decided = await payrail.request('POST', `/api/payments/${body.payment_id}/credit`);
     expect(decided.status).toBe(200);
     expect(decided.body).toMatchObject({ creditedAt: null, reviewReason: null });
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited);
     expect(credited).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518', reviewReason: null });
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
@@ -227,10 +248,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const body = finished();
       known(body, overrides);
       expect((await send(body)).status).toBe(200);
-      const held = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-      );
+      const held = await paymentWhen(body.payment_id, isInReview);
       expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments disagrees with the IPN/);
       expect(held.reviewReason).toContain(ipnSays);
       expect(held.reviewReason).toContain(apiSays);
@@ -255,10 +273,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
   it('a payment NOWPayments does not know (a forged IPN) → review and alert, nothing credited', async () => {
     const body = finished();
     expect((await send(body)).status).toBe(200);
-    const held = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-    );
+    const held = await paymentWhen(body.payment_id, isInReview);
     expect(held.reviewReason).toMatch(
       new RegExp(`^payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}`),
     );
@@ -272,10 +287,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     known(body);
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    const failing = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.confirmation?.attempts >= 1,
-    );
+    const failing = await paymentWhen(body.payment_id, wasAsked);
     expect(failing).toMatchObject({ creditedAt: null, reviewReason: null });
     expect(failing.confirmation.lastError).toMatch(/network|ECONNREFUSED|connect/i);
     const { rows } = await db.pool.query(
@@ -287,11 +299,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(await journals(body.payment_id)).toEqual([]);
 
     await sim.setFault('none');
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-      20_000,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited, 20_000);
     expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id)).toHaveLength(3);
@@ -302,19 +310,10 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     known(body);
     await sim.setFault('5xx');
     expect((await send(body)).status).toBe(200);
-    await eventually(
-      () => payment(body.payment_id),
-      (p) => p.confirmation?.attempts >= 1,
-    );
+    await paymentWhen(body.payment_id, wasAsked);
     // The deadline passes (NOWPAYMENTS_CONFIRM_DEADLINE is an hour; the test moves the payment's deadline instead).
-    await db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [
-      String(body.payment_id),
-    ]);
-    const held = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-      20_000,
-    );
+    await deadlinePasses(body.payment_id);
+    const held = await paymentWhen(body.payment_id, isInReview, 20_000);
     expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     expect(held.reviewReason).toContain('HTTP 503');
     expect(held.creditedAt).toBeNull();
@@ -333,10 +332,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const body = partial();
       known(body);
       expect((await send(body)).status).toBe(200);
-      await eventually(
-        () => payment(body.payment_id),
-        (p) => p.creditedAt !== null,
-      );
+      await paymentWhen(body.payment_id, isCredited);
       return body;
     }
     const finishedFor = (body: Record<string, unknown>, overrides: Record<string, unknown> = {}) =>
@@ -354,10 +350,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
       expect(res.body.reviewReason).toBeUndefined();
-      const held = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-      );
+      const held = await paymentWhen(body.payment_id, isInReview);
       expect(held.reviewReason).toBe(
         'payment_unconfirmed: NOWPayments disagrees with the top-up IPN (credited 0.00294 eth): payment_status: IPN finished, NOWPayments partially_paid; outcome_amount: IPN 50, NOWPayments 0.00294',
       );
@@ -400,10 +393,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
         restated: { outcomeAmount: '0.00487', confirmedAt: null },
       });
       expect((await payrail.request('POST', `/api/payments/${body.payment_id}/credit`)).status).toBe(409);
-      const offered = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-      );
+      const offered = await paymentWhen(body.payment_id, isInReview);
       expect(offered.reviewReason).toBe(
         'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
       );
@@ -425,20 +415,10 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       known(rest);
       await sim.setFault('5xx');
       expect((await send(rest)).status).toBe(200);
-      await eventually(
-        () => payment(body.payment_id),
-        (p) => p.confirmation?.attempts >= 1,
-      );
+      await paymentWhen(body.payment_id, wasAsked);
       expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294' });
-      await db.pool.query(
-        `update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`,
-        [String(body.payment_id)],
-      );
-      const held = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-        20_000,
-      );
+      await deadlinePasses(body.payment_id, 'restated_confirm_deadline_at');
+      const held = await paymentWhen(body.payment_id, isInReview, 20_000);
       expect(held.reviewReason).toMatch(
         /^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN \(credited 0\.00294 eth, the IPN says finished 0\.00487 eth\); last: .*HTTP 503/,
       );
@@ -455,19 +435,9 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       const attempts = (await payment(body.payment_id)).confirmation.attempts as number;
       await sim.setFault('down');
       expect((await send(rest)).status).toBe(200);
-      await eventually(
-        () => payment(body.payment_id),
-        (p) => p.confirmation.attempts > attempts,
-      );
-      await db.pool.query(
-        `update payments set restated_confirm_deadline_at = now() - interval '1 second' where payment_id = $1`,
-        [String(body.payment_id)],
-      );
-      const held = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-        20_000,
-      );
+      await paymentWhen(body.payment_id, (p) => p.confirmation.attempts > attempts);
+      await deadlinePasses(body.payment_id, 'restated_confirm_deadline_at');
+      const held = await paymentWhen(body.payment_id, isInReview, 20_000);
       expect(held.reviewReason).toMatch(
         /^payment_unconfirmed: NOWPayments unreachable until the deadline \(.*\) about the top-up IPN/,
       );
@@ -481,11 +451,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
         restated: { outcomeAmount: '0.00487', confirmedAt: null },
       });
       expect(asked.body.restated.confirmDeadlineAt).not.toBeNull();
-      const offered = await eventually(
-        () => payment(body.payment_id),
-        (p) => p.reviewReason !== null,
-        20_000,
-      );
+      const offered = await paymentWhen(body.payment_id, isInReview, 20_000);
       expect(offered.reviewReason).toBe(
         'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
       );
@@ -516,10 +482,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       creditedAt: null,
       confirmation: { confirmedAt: null },
     });
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited);
     expect(credited).toMatchObject({ grossAmount: '0.00487', orderId: body.order_id, reviewReason: null });
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     expect(await journals(body.payment_id)).toHaveLength(3);
@@ -545,10 +508,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
       confirmPayment(deps, String(body.payment_id)),
     ]);
     expect(runs.filter((r) => r === 'credited').length).toBeLessThanOrEqual(1);
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited);
     expect(credited.confirmation.confirmedAt).not.toBeNull();
     for (let i = 0; i < 5; i++) expect((await send(body)).body.outcome).toBe('unchanged');
     expect(await confirmPayment(deps, String(body.payment_id))).toBe('nothing');
@@ -578,25 +538,13 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     (await db.pool.query(`select action, details from audit_log where subject = $1 order by id`, [String(id)]))
       .rows as Array<{ action: string; details: Record<string, unknown> }>;
   /** The payment's confirmation deadline passes now (NOWPAYMENTS_CONFIRM_DEADLINE is an hour). */
-  const deadlinePasses = (id: unknown) =>
-    db.pool.query(`update payments set confirm_deadline_at = now() - interval '1 second' where payment_id = $1`, [
-      String(id),
-    ]);
-
   /** NOWPayments down until the payment's deadline: in review as payment_unconfirmed, nothing credited. */
   async function unreachableUntilDeadline(body: Record<string, unknown>) {
     await sim.setFault('down');
     expect((await send(body)).status).toBe(200);
-    await eventually(
-      () => payment(body.payment_id),
-      (p) => p.confirmation?.attempts >= 1,
-    );
+    await paymentWhen(body.payment_id, wasAsked);
     await deadlinePasses(body.payment_id);
-    const held = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-      20_000,
-    );
+    const held = await paymentWhen(body.payment_id, isInReview, 20_000);
     expect(held.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     return held;
   }
@@ -614,29 +562,17 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     expect(asked.body).toMatchObject({ reviewReason: null, creditedAt: null, reviewAction: null });
     expect(Date.parse(asked.body.confirmation.deadlineAt)).toBeGreaterThan(Date.now() + 3_000_000);
     const attempts = asked.body.confirmation.attempts as number;
-    await eventually(
-      () => payment(body.payment_id),
-      (p) => p.confirmation.attempts > attempts,
-      20_000,
-    );
+    await paymentWhen(body.payment_id, (p) => p.confirmation.attempts > attempts, 20_000);
     expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, creditedAt: null });
     await deadlinePasses(body.payment_id);
-    const again = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-      20_000,
-    );
+    const again = await paymentWhen(body.payment_id, isInReview, 20_000);
     expect(again).toMatchObject({ creditedAt: null });
     expect(again.reviewReason).toMatch(/^payment_unconfirmed: NOWPayments unreachable until the deadline/);
     expect(await journals(body.payment_id)).toEqual([]);
 
     await sim.setFault('none');
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-      20_000,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited, 20_000);
     expect(credited).toMatchObject({
       grossAmount: '0.00487',
       netAmount: '0.0047239',
@@ -659,26 +595,16 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     const body = finished();
     known(body, { outcome_amount: '0.00087' });
     expect((await send(body)).status).toBe(200);
-    await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-    );
+    await paymentWhen(body.payment_id, isInReview);
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const again = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.reviewReason !== null,
-    );
+    const again = await paymentWhen(body.payment_id, isInReview);
     expect(again.reviewReason).toContain('outcome_amount: IPN 0.00487, NOWPayments 0.00087');
     expect(again.creditedAt).toBeNull();
     expect(await journals(body.payment_id)).toEqual([]);
 
     known(body);
     expect((await recheck(body.payment_id)).status).toBe(200);
-    const credited = await eventually(
-      () => payment(body.payment_id),
-      (p) => p.creditedAt !== null,
-      20_000,
-    );
+    const credited = await paymentWhen(body.payment_id, isCredited, 20_000);
     expect(credited).toMatchObject({ grossAmount: '0.00487', reviewReason: null });
     expect(await journals(body.payment_id)).toHaveLength(3);
   });
@@ -687,12 +613,7 @@ describe('recheck: a payment NOWPayments did not confirm is asked about again', 
     const body = partial();
     known(body);
     await unreachableUntilDeadline(body);
-    const expired = {
-      ...structuredClone(fixtures.expired),
-      payment_id: body.payment_id,
-      invoice_id: fixtures.partially_paid.invoice_id,
-      order_id: body.order_id,
-    };
+    const expired = expiredFor(body);
     known(expired);
     await sim.setFault('none');
     expect((await send(expired)).body).toMatchObject({
@@ -778,11 +699,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     expect(await unconfirmedAlerts(body.payment_id, reviewed)).toMatchObject([{ severity: 'critical' }]);
     // A recheck asks again, and cannot credit it either; ignore closes it.
     expect((await reviewed.request('POST', `/api/payments/${body.payment_id}/recheck`)).status).toBe(200);
-    const again = await eventually(
-      () => payment(body.payment_id, reviewed),
-      (p) => p.reviewReason !== null,
-      20_000,
-    );
+    const again = await paymentWhen(body.payment_id, isInReview, 20_000, reviewed);
     expect(again).toMatchObject({
       creditedAt: null,
       reviewReason: expect.stringMatching(/^payment_unconfirmed: NOWPayments knows no payment/),
@@ -856,16 +773,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
       reported: { outcomeAmount: '50' },
     });
     await sim.setFault('none');
-    await eventually(
-      async () =>
-        (
-          await reviewedDb.pool.query('select count(*)::int as n from graphile_worker.jobs where key = $1', [
-            `payment_confirm:${body.payment_id}`,
-          ])
-        ).rows[0].n,
-      (n) => n === 0,
-      20_000,
-    );
+    await confirmJobsDone(body.payment_id, reviewedDb);
     expect(await payment(body.payment_id, reviewed)).toMatchObject({
       creditedAt: null,
       reviewReason: 'partially_paid',

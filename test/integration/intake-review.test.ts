@@ -6,14 +6,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
+import { openAlerts } from '../support/alerts.ts';
+import { createChannel, createChannelPair, type ChannelOf } from '../support/channels.ts';
 import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { journalLines } from '../support/journals.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const THRESHOLD_CHANNEL = '-1001100000001';
 const INSTANT_CHANNEL = '-1001100000002';
-const CHANNEL = { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+/** What a channel registered after its payment came pays out, besides its strategy. */
+const LATE_CHANNEL = { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
+const CHANNELS: { threshold: ChannelOf; instant: ChannelOf } = {
+  threshold: [THRESHOLD_CHANNEL, 'usdt'],
+  instant: [INSTANT_CHANNEL, 'usdt'],
+};
 
 let db: TestDatabase;
 let payrail: TestPayrail;
@@ -79,26 +87,12 @@ async function available(channelId: string, on: TestPayrail = payrail): Promise<
   );
 }
 
-async function journals(id: unknown, on: TestDatabase = db) {
-  const { rows } = await on.pool.query(
-    `select j.kind, a.code, e.amount::text as amount from ledger_journals j join ledger_entries e on e.journal_id = j.id
-     join ledger_accounts a on a.id = e.account_id where j.ref = $1 order by j.id, a.code`,
-    [String(id)],
-  );
-  return rows as Array<{ kind: string; code: string; amount: string }>;
+function journals(id: unknown, on: TestDatabase = db) {
+  return journalLines(on, id);
 }
 
-async function openAlert(id: unknown, on: TestPayrail = payrail) {
-  const { alerts } = (await on.request('GET', '/api/alerts?state=open&limit=500')).body as {
-    alerts: Array<{
-      rule: string;
-      subject: string;
-      severity: string;
-      message: string;
-      details: Record<string, unknown>;
-    }>;
-  };
-  return alerts.filter((a) => a.rule === 'payment_review' && a.subject === String(id));
+function openAlert(id: unknown, on: TestPayrail = payrail) {
+  return openAlerts(on, 'payment_review', id);
 }
 
 async function audit(id: unknown, on: TestDatabase = db) {
@@ -106,6 +100,25 @@ async function audit(id: unknown, on: TestDatabase = db) {
     String(id),
   ]);
   return rows as Array<{ actor: string; action: string; details: Record<string, unknown> }>;
+}
+
+/** The instant payout job queued for the payment (one, or none). */
+async function instantPayoutJobs(paymentId: unknown) {
+  const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [
+    `payout_instant:${paymentId}`,
+  ]);
+  return rows;
+}
+
+/** The partial fixture's payment after its expired IPN: in review for what arrived (not what was asked), one alert. */
+async function expectExpiredPartialInReview(id: unknown) {
+  expect(await payment(id)).toMatchObject({
+    status: 'expired',
+    reviewReason: 'partially_paid',
+    creditedAt: null,
+    reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' },
+  });
+  expect(await openAlert(id)).toHaveLength(1);
 }
 
 function wei(eth: string): bigint {
@@ -120,20 +133,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   // Web only: instant payout jobs stay where intake left them; the file's last part runs a worker on its own database.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  expect(
-    (
-      await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
-        body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL },
-      })
-    ).status,
-  ).toBe(201);
-  expect(
-    (
-      await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
-        body: { payoutStrategy: 'instant', ...CHANNEL },
-      })
-    ).status,
-  ).toBe(201);
+  await createChannelPair(payrail, CHANNELS, WALLET);
 });
 
 afterAll(async () => {
@@ -236,10 +236,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(INSTANT_CHANNEL);
     await send(body);
     expect((await act(body.payment_id, 'credit')).status).toBe(200);
-    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [
-      `payout_instant:${body.payment_id}`,
-    ]);
-    expect(rows).toHaveLength(1);
+    expect(await instantPayoutJobs(body.payment_id)).toHaveLength(1);
   });
 
   it('20 concurrent credits of one payment credit it once', async () => {
@@ -300,13 +297,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect(expired.status).toBe(202);
     expect(expired.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
     // The expired IPN's outcome_amount (0.00487) is the whole price converted, with actually_paid 0: not what came.
-    expect(await payment(body.payment_id)).toMatchObject({
-      status: 'expired',
-      reviewReason: 'partially_paid',
-      creditedAt: null,
-      reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' },
-    });
-    expect(await openAlert(body.payment_id)).toHaveLength(1);
+    await expectExpiredPartialInReview(body.payment_id);
     // A copy of either changes nothing.
     expect((await send(expiredFor(body))).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
     expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
@@ -336,13 +327,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(late);
     expect((await send(body)).body.reviewReason).toBe('unknown_channel');
     expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'unknown_channel' });
-    expect(
-      (
-        await payrail.request('PUT', `/api/channels/${late}`, {
-          body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannel(payrail, late, { payoutStrategy: 'threshold', thresholdUsd: '100', ...LATE_CHANNEL });
     expect(await payment(body.payment_id)).toMatchObject({
       status: 'expired',
       reviewReason: 'partially_paid',
@@ -362,13 +347,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const late = await send(body);
     expect(late.status).toBe(202);
     expect(late.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
-    expect(await payment(body.payment_id)).toMatchObject({
-      status: 'expired',
-      reviewReason: 'partially_paid',
-      creditedAt: null,
-      reported: { actuallyPaid: '0.003', outcomeAmount: '0.00294' },
-    });
-    expect(await openAlert(body.payment_id)).toHaveLength(1);
+    await expectExpiredPartialInReview(body.payment_id);
     // Copies of either, in any order, change nothing.
     expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
     expect((await send(body)).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
@@ -435,13 +414,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const late = '-1001100000077';
     const body = partialFor(late);
     expect((await send(body)).body.reviewReason).toBe('unknown_channel');
-    expect(
-      (
-        await payrail.request('PUT', `/api/channels/${late}`, {
-          body: { payoutStrategy: 'threshold', thresholdUsd: '100', ...CHANNEL },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannel(payrail, late, { payoutStrategy: 'threshold', thresholdUsd: '100', ...LATE_CHANNEL });
     expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'partially_paid', creditedAt: null });
     expect(await openAlert(body.payment_id)).toHaveLength(1);
   });
@@ -635,10 +608,7 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
       netAmount: '0.0047239',
       conversion: { status: null },
     });
-    const { rows } = await db.pool.query(`select key from graphile_worker._private_jobs where key = $1`, [
-      `payout_instant:${body.payment_id}`,
-    ]);
-    expect(rows).toHaveLength(1);
+    expect(await instantPayoutJobs(body.payment_id)).toHaveLength(1);
   });
 
   it('an uncredited partial restated with more (a second partially_paid IPN) after ignore goes to review again with the new amounts; an older, smaller copy changes nothing', async () => {
@@ -696,10 +666,7 @@ describe('an outcome_currency payrail does not credit', () => {
     const late = '-1001100000088';
     const body = finishedFor(late, { outcome_currency: 'usdc', outcome_amount: 14.5 });
     expect((await send(body)).body.reviewReason).toBe('foreign_outcome_currency: usdc');
-    expect(
-      (await payrail.request('PUT', `/api/channels/${late}`, { body: { payoutStrategy: 'instant', ...CHANNEL } }))
-        .status,
-    ).toBe(201);
+    await createChannel(payrail, late, { payoutStrategy: 'instant', ...LATE_CHANNEL });
     expect(await payment(body.payment_id)).toMatchObject({
       reviewReason: 'foreign_outcome_currency: usdc',
       creditedAt: null,
@@ -1009,20 +976,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     moving = await createTestDatabase();
     // No ChangeNow answers: a conversion waits in its exchange step, an instant payout in its first run.
     worker = await startTestPayrail(moving, { env: { CONVERSION_MAX_WAIT: '1ms', PAYOUT_MAX_ATTEMPTS: '20' } });
-    expect(
-      (
-        await worker.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
-          body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...CHANNEL },
-        })
-      ).status,
-    ).toBe(201);
-    expect(
-      (
-        await worker.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
-          body: { payoutStrategy: 'instant', ...CHANNEL },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannelPair(worker, CHANNELS, WALLET);
   });
   afterAll(async () => {
     await worker?.stop();
@@ -1038,6 +992,17 @@ describe('reverse once the money moved on (a worker running)', () => {
       if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(value)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
+  }
+
+  /** The payment's payout, once the worker has opened it. */
+  function payoutOpened(paymentId: unknown) {
+    return until(
+      'payout',
+      async () =>
+        (await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [String(paymentId)]))
+          .rows,
+      (r) => r.length === 1,
+    );
   }
 
   it('a threshold payment taken into a conversion: 409 naming the conversion and that it has not ended, still in review, nothing booked', async () => {
@@ -1062,16 +1027,7 @@ describe('reverse once the money moved on (a worker running)', () => {
   it('an instant payment with its payout opened: 409 naming the payout', async () => {
     const body = finishedFor(INSTANT_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
-    const rows = await until(
-      'payout',
-      async () =>
-        (
-          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
-            String(body.payment_id),
-          ])
-        ).rows,
-      (r) => r.length === 1,
-    );
+    const rows = await payoutOpened(body.payment_id);
     expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
@@ -1083,16 +1039,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     const body: Record<string, unknown> = partialFor(INSTANT_CHANNEL);
     expect((await send(body, worker)).status).toBe(202);
     expect((await act(body.payment_id, 'credit', { on: worker })).status).toBe(200);
-    const [payout] = await until(
-      'payout',
-      async () =>
-        (
-          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
-            String(body.payment_id),
-          ])
-        ).rows,
-      (r) => r.length === 1,
-    );
+    const [payout] = await payoutOpened(body.payment_id);
     const finished = await send(
       { ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id },
       worker,

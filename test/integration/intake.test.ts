@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, rowCounts, type RowCounts, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -39,21 +40,11 @@ beforeAll(async () => {
   db = await createTestDatabase();
   // Web only: no worker picks the instant payout jobs up, so they can be inspected where intake left them.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  const channel = { payoutCurrency: 'usdt', payoutNetwork: 'eth', walletAddress: WALLET };
-  expect(
-    (
-      await payrail.request('PUT', `/api/channels/${THRESHOLD_CHANNEL}`, {
-        body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel },
-      })
-    ).status,
-  ).toBe(201);
-  expect(
-    (
-      await payrail.request('PUT', `/api/channels/${INSTANT_CHANNEL}`, {
-        body: { payoutStrategy: 'instant', ...channel },
-      })
-    ).status,
-  ).toBe(201);
+  await createChannelPair(
+    payrail,
+    { threshold: [THRESHOLD_CHANNEL, 'usdt'], instant: [INSTANT_CHANNEL, 'usdt'] },
+    WALLET,
+  );
 });
 
 afterAll(async () => {

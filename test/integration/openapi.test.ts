@@ -11,6 +11,7 @@ import ajvFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { raiseAlert } from '../../src/alerts/index.ts';
 import { createLogger } from '../../src/log.ts';
+import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -137,18 +138,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   // Web only: no worker moves the seeded payout, conversion and transfer out of the states the calls expect.
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-  expect(
-    (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
-      .status,
-  ).toBe(201);
-  expect(
-    (
-      await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
-        body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel, payoutCurrency: 'usdt' },
-      })
-    ).status,
-  ).toBe(201);
+  await createChannelPair(payrail, { threshold: [THRESHOLD, 'usdt'], instant: [INSTANT, 'eth'] }, WALLET);
   ids.payment = await pay(THRESHOLD);
   const seed = seeder({ db, pay, instantChannel: INSTANT, thresholdChannel: THRESHOLD, wallet: WALLET });
   ids.payout = (await seed.payout('needs_review')).id;
