@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Hex } from 'viem';
 import type { Database } from '../../db/index.ts';
-import { gasWithMargin } from '../../integrations/wallet/index.ts';
+import { gasWithMargin, type FeeQuote, type TransferRequest } from '../../integrations/wallet/index.ts';
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
@@ -163,26 +163,7 @@ async function signFirstVersion(
   const estimate = await deps.wallet.estimateGas({ to, asset, amount });
   if (!estimate.ok && estimate.reason === 'insufficient_funds') throw await short(deps, log, transfer, 'eth', native);
   if (!estimate.ok) {
-    const message = `gas estimate failed: the chain says this transfer would fail (${estimate.message})`;
-    await deps.db.transaction().execute(async (trx) => {
-      const current = await lockTransfer(trx, transfer.transfer_id);
-      if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'estimate_failed', message });
-    });
-    await stageAlert(deps, log, {
-      rule: 'transfer_estimate_failed',
-      subject: transfer.transfer_id,
-      severity: 'critical',
-      message: 'a transfer would fail on chain (a receiver that reverts, a token that refuses it): nothing was signed',
-      details: {
-        transferId: transfer.transfer_id,
-        purpose: transfer.purpose,
-        ref: transfer.ref,
-        to,
-        asset: transfer.asset,
-        amount: transfer.amount,
-        message: estimate.message,
-      },
-    });
+    await failEstimate(deps, hooks, transfer, log, estimate.message);
     return null;
   }
   const gas = gasWithMargin(estimate.gas);
@@ -192,19 +173,55 @@ async function signFirstVersion(
   // would then never be mined (nor anything after it). Signing at its nonce instead, one of the two is mined; if it is
   // theirs, the confirm step sees the nonce taken and asks a person.
   const chainNonce = await deps.wallet.nonceAt('latest');
+  return signAndRelease(deps, transfer, log, { to, asset, amount, gas }, fees, chainNonce);
+}
+
+/** The chain says the call would revert: the transfer fails unsigned (its funds never left), and a person is told. */
+async function failEstimate(
+  deps: StageDeps,
+  hooks: TransferHooksByPurpose,
+  transfer: Transfer,
+  log: Logger,
+  chainMessage: string,
+): Promise<void> {
+  const message = `gas estimate failed: the chain says this transfer would fail (${chainMessage})`;
+  await deps.db.transaction().execute(async (trx) => {
+    const current = await lockTransfer(trx, transfer.transfer_id);
+    if (current.status === 'intent') await failIn(trx, hooks, current, { code: 'estimate_failed', message });
+  });
+  await stageAlert(deps, log, {
+    rule: 'transfer_estimate_failed',
+    subject: transfer.transfer_id,
+    severity: 'critical',
+    message: 'a transfer would fail on chain (a receiver that reverts, a token that refuses it): nothing was signed',
+    details: {
+      transferId: transfer.transfer_id,
+      purpose: transfer.purpose,
+      ref: transfer.ref,
+      to: transfer.to_address,
+      asset: transfer.asset,
+      amount: transfer.amount,
+      message: chainMessage,
+    },
+  });
+}
+
+/**
+ * One commit: the host wallet's nonce row locked first, then the transfer's (still an intent, not cancelled), the
+ * version signed at the next nonce, and the transfer released as possibly on the network.
+ */
+async function signAndRelease(
+  deps: StageDeps,
+  transfer: Transfer,
+  log: Logger,
+  request: Omit<TransferRequest, 'nonce' | 'gas'> & { readonly gas: bigint },
+  fees: FeeQuote,
+  chainNonce: number,
+): Promise<Transfer> {
+  const { to, asset, amount, gas } = request;
   return deps.db.transaction().execute(async (trx) => {
     const address = transfer.from_address.toLowerCase();
-    await trx
-      .insertInto('wallet_nonces')
-      .values({ address, next_nonce: '0' })
-      .onConflict((oc) => oc.column('address').doNothing())
-      .execute();
-    const row = await trx
-      .selectFrom('wallet_nonces')
-      .select('next_nonce')
-      .where('address', '=', address)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const next = await lockNextNonce(trx, address);
     const current = await trx
       .selectFrom('chain_transfers')
       .select(['status', 'requested_action'])
@@ -216,7 +233,7 @@ async function signFirstVersion(
     if (current.requested_action === 'cancel')
       throw new TransferNotReady(`transfer ${transfer.transfer_id} was cancelled before it was signed`);
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
-    const nonce = Math.max(Number(row.next_nonce), chainNonce);
+    const nonce = Math.max(next, chainNonce);
     const signed = await deps.wallet.sign({ to, asset, amount, nonce, gas }, fees);
     await trx
       .updateTable('wallet_nonces')
@@ -242,18 +259,26 @@ async function signFirstVersion(
       .returningAll()
       .executeTakeFirstOrThrow();
     await enqueueConfirm(trx, transfer.transfer_id);
-    log.info(
-      {
-        event: 'transfer_signed',
-        txHash: signed.hash,
-        nonce,
-        gas: gas.toString(),
-        maxFeePerGas: fees.maxFeePerGas.toString(),
-      },
-      'transfer signed and released',
-    );
+    const signedLog = { txHash: signed.hash, nonce, gas: gas.toString(), maxFeePerGas: fees.maxFeePerGas.toString() };
+    log.info({ event: 'transfer_signed', ...signedLog }, 'transfer signed and released');
     return released;
   });
+}
+
+/** The host wallet's next nonce by payrail's count, its row created on first use and locked until the commit. */
+async function lockNextNonce(trx: Transaction<Database>, address: string): Promise<number> {
+  await trx
+    .insertInto('wallet_nonces')
+    .values({ address, next_nonce: '0' })
+    .onConflict((oc) => oc.column('address').doNothing())
+    .execute();
+  const row = await trx
+    .selectFrom('wallet_nonces')
+    .select('next_nonce')
+    .where('address', '=', address)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return Number(row.next_nonce);
 }
 
 /** One alert per asset short (ETH also pays the gas of a USDT transfer), whichever transfers run into it. */
