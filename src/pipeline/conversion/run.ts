@@ -66,95 +66,15 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
  * (cron or nudge) tries again.
  */
 export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
-  const candidates = await deps.db
-    .selectFrom('payments')
-    .select([
-      'payment_id',
-      'credited_at',
-      sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible'),
-    ])
-    .where('conversion_status', '=', 'pending')
-    // A payment whose whole ETH an exchange kept has nothing left to convert; a top-up's, only what came with it.
-    .where(sql<bigint>`net_amount - exchange_cost_wei - net_moved_wei`, '>', 0n)
-    .where('review_reason', 'is', null)
-    .where((eb) => eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]))
-    .orderBy('credited_at')
-    .limit(deps.settings.maxPayments)
-    .execute();
+  const candidates = await pendingCandidates(deps);
   if (candidates.length === 0) return null;
   const totalWei = candidates.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
   const oldest = candidates[0]?.credited_at as Date;
   const waitedEnough = Date.now() - oldest.getTime() >= deps.settings.maxWaitMs;
   const ids = candidates.map((p) => p.payment_id);
-
-  if (!waitedEnough) {
-    try {
-      const estimate = await deps.exchange.estimate({ ...PAIR, fromAmount: formatUnits(totalWei, 18) });
-      // USDT is valued at one USD; cents rounded down.
-      const usdCents = parseUnitsFloor(estimate.toAmount, 2).units;
-      if (usdCents < deps.settings.minUsdCents) return null;
-    } catch (error) {
-      if (error instanceof ChangeNowError && error.code === 'deposit_too_small') return null;
-      await recordAttempt(deps, ids, error);
-      return null;
-    }
-  }
-
+  if (!waitedEnough && !(await worthConverting(deps, ids, totalWei))) return null;
   const conversionId = `conv_${randomBytes(8).toString('hex')}`;
-  const created = await deps.db.transaction().execute(async (trx) => {
-    const locked = await trx
-      .selectFrom('payments')
-      .select([
-        'payment_id',
-        'channel_id',
-        sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible'),
-      ])
-      .where('payment_id', 'in', ids)
-      .where('conversion_status', '=', 'pending')
-      .where('review_reason', 'is', null)
-      .orderBy('payment_id')
-      .forUpdate()
-      .skipLocked()
-      .execute();
-    // Another run took some of them meanwhile: what is left is looked at again by the next run, never converted
-    // on the strength of a valuation that included payments we do not hold.
-    if (locked.length !== candidates.length) return false;
-    // Less what an earlier exchange of the payment kept (a short refund): that ETH left the channel's balance.
-    const amountWei = locked.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
-    await trx
-      .insertInto('conversions')
-      .values({
-        conversion_id: conversionId,
-        status: 'pending',
-        from_asset: 'eth',
-        to_asset: 'usdt',
-        amount_wei: amountWei,
-        payment_count: locked.length,
-      })
-      .execute();
-    await trx
-      .insertInto('conversion_payments')
-      .values(
-        locked.map((p) => ({
-          conversion_id: conversionId,
-          payment_id: p.payment_id,
-          channel_id: p.channel_id,
-          net_wei: p.convertible,
-        })),
-      )
-      .execute();
-    await trx
-      .updateTable('payments')
-      .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
-      .where(
-        'payment_id',
-        'in',
-        locked.map((p) => p.payment_id),
-      )
-      .execute();
-    await enqueueConversionExchange(trx, conversionId);
-    return true;
-  });
+  const created = await deps.db.transaction().execute((trx) => createConversion(trx, conversionId, ids));
   if (!created) return null;
   deps.logger.info(
     {
@@ -167,6 +87,99 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     'conversion created',
   );
   return conversionId;
+}
+
+/** The oldest credited payments waiting for a conversion, with what each has left to convert. */
+async function pendingCandidates(deps: StageDeps) {
+  return (
+    deps.db
+      .selectFrom('payments')
+      .select([
+        'payment_id',
+        'credited_at',
+        sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible'),
+      ])
+      .where('conversion_status', '=', 'pending')
+      // A payment whose whole ETH an exchange kept has nothing left to convert; a top-up's, only what came with it.
+      .where(sql<bigint>`net_amount - exchange_cost_wei - net_moved_wei`, '>', 0n)
+      .where('review_reason', 'is', null)
+      .where((eb) =>
+        eb.or([eb('conversion_hold_until', 'is', null), eb('conversion_hold_until', '<', sql<Date>`now()`)]),
+      )
+      .orderBy('credited_at')
+      .limit(deps.settings.maxPayments)
+      .execute()
+  );
+}
+
+/** Whether ChangeNow values the batch at the minimum; a failed ask counts as an attempt on its payments. */
+async function worthConverting(deps: StageDeps, ids: string[], totalWei: bigint): Promise<boolean> {
+  try {
+    const estimate = await deps.exchange.estimate({ ...PAIR, fromAmount: formatUnits(totalWei, 18) });
+    // USDT is valued at one USD; cents rounded down.
+    const usdCents = parseUnitsFloor(estimate.toAmount, 2).units;
+    return usdCents >= deps.settings.minUsdCents;
+  } catch (error) {
+    if (error instanceof ChangeNowError && error.code === 'deposit_too_small') return false;
+    await recordAttempt(deps, ids, error);
+    return false;
+  }
+}
+
+/**
+ * The conversion's intent, before any outside call: the payments locked (still pending, out of review), the
+ * conversion and its share of each recorded, the payments moved to converting, its exchange job queued. False when
+ * another run took some of them meanwhile.
+ */
+async function createConversion(trx: Transaction<Database>, conversionId: string, ids: string[]): Promise<boolean> {
+  const locked = await trx
+    .selectFrom('payments')
+    .select(['payment_id', 'channel_id', sql<string>`net_amount - exchange_cost_wei - net_moved_wei`.as('convertible')])
+    .where('payment_id', 'in', ids)
+    .where('conversion_status', '=', 'pending')
+    .where('review_reason', 'is', null)
+    .orderBy('payment_id')
+    .forUpdate()
+    .skipLocked()
+    .execute();
+  // Another run took some of them meanwhile: what is left is looked at again by the next run, never converted
+  // on the strength of a valuation that included payments we do not hold.
+  if (locked.length !== ids.length) return false;
+  // Less what an earlier exchange of the payment kept (a short refund): that ETH left the channel's balance.
+  const amountWei = locked.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
+  await trx
+    .insertInto('conversions')
+    .values({
+      conversion_id: conversionId,
+      status: 'pending',
+      from_asset: 'eth',
+      to_asset: 'usdt',
+      amount_wei: amountWei,
+      payment_count: locked.length,
+    })
+    .execute();
+  await trx
+    .insertInto('conversion_payments')
+    .values(
+      locked.map((p) => ({
+        conversion_id: conversionId,
+        payment_id: p.payment_id,
+        channel_id: p.channel_id,
+        net_wei: p.convertible,
+      })),
+    )
+    .execute();
+  await trx
+    .updateTable('payments')
+    .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
+    .where(
+      'payment_id',
+      'in',
+      locked.map((p) => p.payment_id),
+    )
+    .execute();
+  await enqueueConversionExchange(trx, conversionId);
+  return true;
 }
 
 async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unknown): Promise<void> {
