@@ -20,7 +20,14 @@ import { loadConfig, secretValues, type Config } from '../config.ts';
 import { localDevSecrets } from '../dev-secrets.ts';
 import { createLogger } from '../log.ts';
 import { createChainWallet } from '../integrations/wallet/index.ts';
-import { DEFAULT_PAIRS, freePorts, randomSeed, Rng } from '../simulators/index.ts';
+import {
+  DEFAULT_PAIRS,
+  freePorts,
+  randomSeed,
+  Rng,
+  type ChangeNowSimulator,
+  type NowPaymentsSimulator,
+} from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
 import { queueConversionCheck } from './ipns.ts';
 import {
@@ -164,6 +171,69 @@ async function buyStream(
     state.closingLeft = closing.length;
   }
   return { firstStartedAt: first.firstStartedAt, streamDoneAt: first.lastDoneAt, lastDoneAt };
+}
+
+/** What the demo drives: payrail's URL and database, and the simulators and chain of its local run. */
+interface DemoWorld {
+  readonly url: string;
+  readonly pool: pg.Pool;
+  readonly simulator: ChangeNowSimulator;
+  readonly nowpayments: NowPaymentsSimulator;
+  readonly rpcUrl: string;
+  readonly host: `0x${string}`;
+}
+
+function demoWorld(payrail: Payrail, config: Config): DemoWorld {
+  const simulator = payrail.outside?.simulator;
+  if (!simulator) throw new Error('the local run has no ChangeNow simulator');
+  const nowpayments = payrail.outside?.nowpayments;
+  if (!nowpayments) throw new Error('the local run has no NOWPayments simulator (NOWPAYMENTS_API_KEY unset?)');
+  const rpcUrl = payrail.outside?.rpcUrl;
+  if (!rpcUrl) throw new Error('the local run has no chain');
+  return {
+    url: payrail.url as string,
+    pool: payrail.database.pool,
+    simulator,
+    nowpayments,
+    rpcUrl,
+    host: privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address,
+  };
+}
+
+interface Outage {
+  startedAt: number;
+  /** 0 while ChangeNow is down. */
+  endedAt: number;
+}
+
+/** One run of purchases as the demo follows it: what the buyers did, the outage, and when it must end. */
+interface DemoRun {
+  readonly payments: readonly PlannedPayment[];
+  readonly totals: { payments: number; thresholdPayments: number };
+  readonly tally: DeliveryTally;
+  readonly stream: StreamState;
+  readonly progress: ProgressDisplay;
+  readonly startedAt: number;
+  readonly timeLimitS: number;
+  readonly deadline: number;
+  /** Purchases started before ChangeNow goes down (with --outage). */
+  readonly outageAfter: number;
+  sent?: StreamOutcome;
+  sendError?: Error;
+  /** Set when the run ends early (time limit, a blocked payout): the rest of the purchases are not made. */
+  halted: boolean;
+  outage?: Outage;
+  /** Ends the current tick's sleep at once (an interrupt, the outage's moment). */
+  wake: () => void;
+}
+
+function outageEnd(outage: Outage): number {
+  return outage.startedAt + OUTAGE_SECONDS * 1000;
+}
+
+async function endOutage(world: DemoWorld, outage: Outage): Promise<void> {
+  await world.simulator.setFault('none');
+  outage.endedAt = Date.now();
 }
 
 class DemoFailure extends Error {
@@ -332,37 +402,23 @@ class Demo {
 
   /** Channels, the purchases, the outage, progress until every payout has completed, then the summary. */
   private async drive(payrail: Payrail, config: Config): Promise<number> {
-    const url = payrail.url as string;
-    const pool = payrail.database.pool;
-    const simulator = payrail.outside?.simulator;
-    if (!simulator) throw new Error('the local run has no ChangeNow simulator');
-    const nowpayments = payrail.outside?.nowpayments;
-    if (!nowpayments) throw new Error('the local run has no NOWPayments simulator (NOWPAYMENTS_API_KEY unset?)');
-    const rpcUrl = payrail.outside?.rpcUrl;
-    if (!rpcUrl) throw new Error('the local run has no chain');
-    const host = privateKeyToAccount(config.HOST_WALLET_PRIVATE_KEY).address;
+    const world = demoWorld(payrail, config);
     const rng = new Rng(this.options.seed);
-
     const channels = demoChannels(rng, this.options.channels);
-    for (const channel of channels) await putChannel(url, config.ADMIN_TOKEN, channel.id, channelBody(channel));
+    for (const channel of channels) await putChannel(world.url, config.ADMIN_TOKEN, channel.id, channelBody(channel));
     this.printChannels(channels);
-
     const payments = planPayments(rng, channels, this.options.payments);
+    this.printPurchasePlan(payments.length);
+    const run = this.beginRun(payments);
+    await this.buyAndFollow(world, config, run);
+    return this.report(payrail, config, world, run);
+  }
+
+  private printPurchasePlan(payments: number): void {
     const ethUsd = (DEFAULT_PAIRS['eth/eth->usdt/eth'] as { rate: string }).rate;
-    const shop: Shop = {
-      payrailUrl: url,
-      adminToken: config.ADMIN_TOKEN,
-      nowpaymentsUrl: nowpayments.url,
-      seed: this.options.seed,
-    };
-    const tally = emptyTally();
-    const totals = {
-      payments: payments.length,
-      thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length,
-    };
     this.out();
     this.out(
-      `${payments.length} subscribers buy, ${PURCHASES_PER_SECOND} a second, as on the platform: payrail's checkout creates each invoice (POST /api/invoices`,
+      `${payments} subscribers buy, ${PURCHASES_PER_SECOND} a second, as on the platform: payrail's checkout creates each invoice (POST /api/invoices`,
     );
     this.out(
       `with an Idempotency-Key), the subscriber pays it in the NOWPayments simulator (${ethUsd} USD/ETH, the ChangeNow simulator's rate),`,
@@ -379,115 +435,145 @@ class Demo {
     this.out(
       `are converted, so every payment ends paid out; a payment converted after it would wait below the threshold, as the strategy does.`,
     );
+  }
 
-    const progress = new ProgressDisplay(process.stderr, totals, process.stderr.isTTY === true);
+  private beginRun(payments: readonly PlannedPayment[]): DemoRun {
+    const totals = {
+      payments: payments.length,
+      thresholdPayments: payments.filter((p) => p.channel.strategy === 'threshold').length,
+    };
     const startedAt = Date.now();
     const timeLimitS =
       this.options.timeLimitS ?? DEFAULT_TIME_LIMIT_S + Math.ceil(payments.length / PURCHASES_PER_SECOND);
-    const deadline = startedAt + timeLimitS * 1000;
-    let sent: StreamOutcome | undefined;
-    let sendError: Error | undefined;
-    // Set when the run ends early (time limit, a blocked payout): the rest of the purchases are not made.
-    let halted = false;
     const stream: StreamState = {
       streamDone: false,
       started: 0,
       closingLeft: payments.filter((p) => p.closing).length,
     };
-    // Halfway through the stream proper (the closing payments come after it), counted in purchases started, not in
-    // time: a busy machine may buy slower than the pace, and the second half must still meet the outage.
-    const outageAfter = Math.ceil((payments.length - stream.closingLeft) / 2);
-    let outage: { startedAt: number; endedAt: number } | undefined;
-    let wake: () => void = () => undefined;
-    this.onInterrupt = () => wake();
-    const onStarted = () => {
-      if (this.options.outage && outage === undefined && stream.started === outageAfter) wake();
+    return {
+      payments,
+      totals,
+      tally: emptyTally(),
+      stream,
+      progress: new ProgressDisplay(process.stderr, totals, process.stderr.isTTY === true),
+      startedAt,
+      timeLimitS,
+      deadline: startedAt + timeLimitS * 1000,
+      // Halfway through the stream proper (the closing payments come after it), counted in purchases started, not in
+      // time: a busy machine may buy slower than the pace, and the second half must still meet the outage.
+      outageAfter: Math.ceil((payments.length - stream.closingLeft) / 2),
+      halted: false,
+      wake: () => undefined,
     };
-    const sending = buyStream(shop, pool, payments, stream, tally, onStarted, () =>
-      this.interrupted ? 'interrupted' : halted ? 'the demo stopped' : undefined,
+  }
+
+  /** The purchases run in the background while the demo follows payrail's stages until done, or fails the run. */
+  private async buyAndFollow(world: DemoWorld, config: Config, run: DemoRun): Promise<void> {
+    const shop: Shop = {
+      payrailUrl: world.url,
+      adminToken: config.ADMIN_TOKEN,
+      nowpaymentsUrl: world.nowpayments.url,
+      seed: this.options.seed,
+    };
+    this.onInterrupt = () => run.wake();
+    const onStarted = () => {
+      if (this.options.outage && run.outage === undefined && run.stream.started === run.outageAfter) run.wake();
+    };
+    const sending = buyStream(shop, world.pool, run.payments, run.stream, run.tally, onStarted, () =>
+      this.interrupted ? 'interrupted' : run.halted ? 'the demo stopped' : undefined,
     ).then(
-      (outcome) => void (sent = outcome),
-      (error: Error) => void (sendError = error),
+      (outcome) => void (run.sent = outcome),
+      (error: Error) => void (run.sendError = error),
     );
-    let counts: StageCounts;
-    let stuckSince: number | undefined;
     try {
-      for (;;) {
-        if (this.options.outage && outage === undefined && stream.started >= outageAfter) {
-          await simulator.setFault('down');
-          outage = { startedAt: Date.now(), endedAt: 0 };
-        }
-        if (outage && outage.endedAt === 0 && Date.now() >= outage.startedAt + OUTAGE_SECONDS * 1000) {
-          await simulator.setFault('none');
-          outage.endedAt = Date.now();
-        }
-        counts = await readCounts(pool);
-        const note = this.note(counts, sent !== undefined, stream, outage);
-        progress.update(counts, Date.now() - startedAt, note);
-        if (this.interrupted) throw new DemoFailure('interrupted');
-        if (sendError)
-          throw new DemoFailure(
-            sendError instanceof PurchaseError ? sendError.message : `the purchases failed: ${sendError.message}`,
-          );
-        const outageOver = !outage || outage.endedAt > 0;
-        if (sent !== undefined && outageOver && isDone(counts, totals.payments)) break;
-        // Idle (nothing that moves on by itself) while every purchase is made and ChangeNow is up, yet not done: stuck.
-        stuckSince = sent !== undefined && outageOver && isIdle(counts) ? (stuckSince ?? Date.now()) : undefined;
-        const blocked = this.blocked(
-          counts,
-          sent !== undefined,
-          totals.payments,
-          stuckSince === undefined ? 0 : Date.now() - stuckSince,
-        );
-        if (blocked)
-          throw new DemoFailure(
-            `${blocked}. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`,
-          );
-        if (Date.now() > deadline) {
-          throw new DemoFailure(
-            `the time limit of ${timeLimitS} s passed before every payout completed. Still open, from the tables:\n${(await explainPending(pool, totals.payments, stream.closingLeft)).join('\n')}`,
-          );
-        }
-        if (counts.pendingConversion > 0) await queueConversionCheck(pool);
-        // The next tick, or the outage's start (at once: half the stream has begun) or end if sooner.
-        const outageDue =
-          this.options.outage && outage === undefined && stream.started >= outageAfter
-            ? 0
-            : outage && outage.endedAt === 0
-              ? outage.startedAt + OUTAGE_SECONDS * 1000
-              : Infinity;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, Math.max(0, Math.min(TICK_MS, outageDue - Date.now())));
-        });
-      }
+      const counts = await this.followUntilDone(world, run);
       const final =
         counts.waiting === 0
           ? 'done: every payment paid out, every payout completed'
           : `done: ${counts.paidOut} paid out, ${counts.waiting} converted and waiting below their channel's threshold; every payout completed`;
-      progress.update(counts, Date.now() - startedAt, final, true);
+      run.progress.update(counts, Date.now() - run.startedAt, final, true);
     } finally {
-      halted = true;
+      run.halted = true;
       await sending;
-      if (outage && outage.endedAt === 0) {
-        await simulator.setFault('none');
-        outage.endedAt = Date.now();
-      }
+      if (run.outage && run.outage.endedAt === 0) await endOutage(world, run.outage);
     }
+  }
 
-    const elapsedS = ((Date.now() - startedAt) / 1000).toFixed(1);
+  /** One tick at a time: moves the outage on, shows progress, and returns the counts once done; throws what ends it. */
+  private async followUntilDone(world: DemoWorld, run: DemoRun): Promise<StageCounts> {
+    let stuckSince: number | undefined;
+    for (;;) {
+      if (this.outageDue(run)) {
+        await world.simulator.setFault('down');
+        run.outage = { startedAt: Date.now(), endedAt: 0 };
+      }
+      if (run.outage && run.outage.endedAt === 0 && Date.now() >= outageEnd(run.outage))
+        await endOutage(world, run.outage);
+      const counts = await readCounts(world.pool);
+      const note = this.note(counts, run.sent !== undefined, run.stream, run.outage);
+      run.progress.update(counts, Date.now() - run.startedAt, note);
+      if (this.interrupted) throw new DemoFailure('interrupted');
+      if (run.sendError)
+        throw new DemoFailure(
+          run.sendError instanceof PurchaseError
+            ? run.sendError.message
+            : `the purchases failed: ${run.sendError.message}`,
+        );
+      const outageOver = !run.outage || run.outage.endedAt > 0;
+      if (run.sent !== undefined && outageOver && isDone(counts, run.totals.payments)) return counts;
+      // Idle (nothing that moves on by itself) while every purchase is made and ChangeNow is up, yet not done: stuck.
+      stuckSince = run.sent !== undefined && outageOver && isIdle(counts) ? (stuckSince ?? Date.now()) : undefined;
+      await this.failIfCannotFinish(world, run, counts, stuckSince === undefined ? 0 : Date.now() - stuckSince);
+      if (counts.pendingConversion > 0) await queueConversionCheck(world.pool);
+      await this.sleepTick(run);
+    }
+  }
+
+  /** The outage starts once half the stream has begun (and only with --outage, and once). */
+  private outageDue(run: DemoRun): boolean {
+    return this.options.outage && run.outage === undefined && run.stream.started >= run.outageAfter;
+  }
+
+  private async failIfCannotFinish(world: DemoWorld, run: DemoRun, counts: StageCounts, idleMs: number): Promise<void> {
+    const stillOpen = async () =>
+      (await explainPending(world.pool, run.totals.payments, run.stream.closingLeft)).join('\n');
+    const blocked = this.blocked(counts, run.sent !== undefined, run.totals.payments, idleMs);
+    if (blocked) throw new DemoFailure(`${blocked}. Still open, from the tables:\n${await stillOpen()}`);
+    if (Date.now() > run.deadline) {
+      throw new DemoFailure(
+        `the time limit of ${run.timeLimitS} s passed before every payout completed. Still open, from the tables:\n${await stillOpen()}`,
+      );
+    }
+  }
+
+  /** The next tick, or the outage's start (at once: half the stream has begun) or end if sooner; an interrupt wakes it. */
+  private sleepTick(run: DemoRun): Promise<void> {
+    const outageDue = this.outageDue(run)
+      ? 0
+      : run.outage && run.outage.endedAt === 0
+        ? outageEnd(run.outage)
+        : Infinity;
+    return new Promise<void>((resolve) => {
+      run.wake = resolve;
+      setTimeout(resolve, Math.max(0, Math.min(TICK_MS, outageDue - Date.now())));
+    });
+  }
+
+  private async report(payrail: Payrail, config: Config, world: DemoWorld, run: DemoRun): Promise<number> {
+    const { sent, outage } = run;
+    const elapsedS = ((Date.now() - run.startedAt) / 1000).toFixed(1);
     const intake = sent
       ? `the stream took ${((sent.streamDoneAt - sent.firstStartedAt) / 1000).toFixed(1)} s, the last closing payment was paid at ${((sent.lastDoneAt - sent.firstStartedAt) / 1000).toFixed(1)} s`
       : 'the purchases were not all made';
-    const summary = await summarize(payrail.database.db, pool, {
-      plannedPayments: payments.length,
-      purchases: tally,
-      nowpaymentsApiCalls: nowpayments.calls(),
-      simulatorExchanges: simulator.exchanges.size,
+    const summary = await summarize(payrail.database.db, world.pool, {
+      plannedPayments: run.payments.length,
+      purchases: run.tally,
+      nowpaymentsApiCalls: world.nowpayments.calls(),
+      simulatorExchanges: world.simulator.exchanges.size,
       chain: {
         wallet: createChainWallet({
-          rpcUrl,
-          address: host,
+          rpcUrl: world.rpcUrl,
+          address: world.host,
           chainId: payrail.outside?.chainId ?? config.CHAIN_ID,
           timeoutMs: 15_000,
         }),
@@ -506,8 +592,8 @@ class Demo {
     this.out();
     for (const line of summary.lines) this.out(line);
     this.out();
-    this.out(`dashboard  ${url}/  (web role of this payrail; admin token: ${config.ADMIN_TOKEN})`);
-    this.out(`API        curl -H 'authorization: Bearer ${config.ADMIN_TOKEN}' ${url}/api/payouts`);
+    this.out(`dashboard  ${world.url}/  (web role of this payrail; admin token: ${config.ADMIN_TOKEN})`);
+    this.out(`API        curl -H 'authorization: Bearer ${config.ADMIN_TOKEN}' ${world.url}/api/payouts`);
     if (!summary.ok) {
       process.stderr.write('\npayrail demo: a check above failed (NO or ledger BROKEN)\n');
       return 1;
