@@ -6,9 +6,8 @@
  * Channel rows are locked first (in id order) and the reservation journals are returned, not posted: the caller
  * posts every journal last, so balance rows stay locked only from there to the commit.
  */
-import { sql, type Transaction } from 'kysely';
-import type { Database } from '../../db/index.ts';
-import type { Db } from '../../db/index.ts';
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { ChannelsTable, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
 import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
 
@@ -31,100 +30,132 @@ export async function checkThresholds(
 ): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
   for (const channelId of [...channelIds].sort()) {
-    const channel = await trx
-      .selectFrom('channels')
-      .selectAll()
-      .where('channel_id', '=', channelId)
-      .forUpdate()
-      .executeTakeFirst();
-    if (!channel) continue;
-    // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
-    // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
-    const due =
-      options.now || channel.payout_strategy === 'instant'
-        ? 0n
-        : channel.threshold_usd_cents === null
-          ? null
-          : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
-    if (due === null) continue;
-    const account = accounts.channel(channelId, 'usdt');
-    const balanceRow = await trx
-      .selectFrom('ledger_accounts')
-      .select('balance')
-      .where('code', '=', account.code)
-      .where('asset', '=', 'usdt')
-      .executeTakeFirst();
-    const balance = BigInt(balanceRow?.balance ?? '0') + (incoming.get(channelId) ?? 0n);
-    if (balance === 0n) continue;
-    const open = await trx
-      .selectFrom('payouts')
-      .select(['payout_id', 'status', 'top_ups'])
-      .where('channel_id', '=', channelId)
-      .where('kind', '=', 'threshold')
-      .where('status', 'not in', ['completed', 'failed', 'cancelled'])
-      .executeTakeFirst();
-    if (open) {
-      // A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An
-      // approval was for the smaller amount: the grown batch is checked against the limit again. A held batch has
-      // no exchange yet, so it also takes the channel's current payout currency, network and wallet. A batch held for
-      // a wallet change (WALLET_CHANGE_HOLD) is topped up the same way: its run checks the channel's wallet change
-      // before anything else and holds it again until the hold ends, whatever the top-up reset here.
-      if (open.status === 'held') {
-        const n = open.top_ups + 1;
-        // Only if still held once the row is ours: since the read above its run may have resumed it (hold ended, or
-        // a person retried it) and be asking for an exchange of the amount it loaded, or a person cancelled it and
-        // returned its funds. Either way it keeps its amount and status; the balance stays available for the next batch.
-        const toppedUp = await trx
-          .updateTable('payouts')
-          .set({
-            amount: sql`amount + ${balance.toString()}::numeric`,
-            top_ups: n,
-            status: 'pending',
-            hold_until: null,
-            reason: null,
-            approved_by: null,
-            approved_at: null,
-            payout_currency: channel.payout_currency,
-            payout_network: channel.payout_network,
-            wallet_address: channel.wallet_address,
-            updated_at: sql`now()`,
-          })
-          .where('payout_id', '=', open.payout_id)
-          .where('status', '=', 'held')
-          .returning('payout_id')
-          .executeTakeFirst();
-        if (!toppedUp) continue;
-        await linkPayments(trx, channelId, open.payout_id);
-        await enqueuePayoutRun(trx, open.payout_id);
-        outcome.batchIds.push(open.payout_id);
-        outcome.journals.push(reservation('payout_topped_up', `${open.payout_id}:${n}`, channelId, balance));
-      }
-      continue;
-    }
-    if (balance < due) continue;
-
-    const payoutId = newPayoutId();
-    await trx
-      .insertInto('payouts')
-      .values({
-        payout_id: payoutId,
-        kind: 'threshold',
-        channel_id: channelId,
-        status: 'pending',
-        asset: 'usdt',
-        amount: balance,
-        payout_currency: channel.payout_currency,
-        payout_network: channel.payout_network,
-        wallet_address: channel.wallet_address,
-        reason: null,
-      })
-      .execute();
-    await linkPayments(trx, channelId, payoutId);
-    await enqueuePayoutRun(trx, payoutId);
-    outcome.batchIds.push(payoutId);
-    outcome.journals.push(reservation('payout_reserved', payoutId, channelId, balance));
+    const batch = await checkChannel(trx, channelId, incoming.get(channelId) ?? 0n, options);
+    if (!batch) continue;
+    outcome.batchIds.push(batch.payoutId);
+    outcome.journals.push(batch.journal);
   }
   return outcome;
+}
+
+type Channel = Selectable<ChannelsTable>;
+
+/** One channel, its row locked: the batch it opens or tops up, with its reservation journal, or null. */
+async function checkChannel(
+  trx: Transaction<Database>,
+  channelId: string,
+  incoming: bigint,
+  options: { now?: boolean },
+): Promise<{ payoutId: string; journal: JournalInput } | null> {
+  const channel = await trx
+    .selectFrom('channels')
+    .selectAll()
+    .where('channel_id', '=', channelId)
+    .forUpdate()
+    .executeTakeFirst();
+  if (!channel) return null;
+  // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
+  // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
+  const due =
+    options.now || channel.payout_strategy === 'instant'
+      ? 0n
+      : channel.threshold_usd_cents === null
+        ? null
+        : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
+  if (due === null) return null;
+  const balance = (await availableUsdt(trx, channelId)) + incoming;
+  if (balance === 0n) return null;
+  const open = await trx
+    .selectFrom('payouts')
+    .select(['payout_id', 'status', 'top_ups'])
+    .where('channel_id', '=', channelId)
+    .where('kind', '=', 'threshold')
+    .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+    .executeTakeFirst();
+  if (open) return open.status === 'held' ? topUpHeldBatch(trx, channel, open, balance) : null;
+  if (balance < due) return null;
+  return openBatch(trx, channel, balance);
+}
+
+/** The channel's available USDT as booked (a payout batch reserves it off this account). */
+async function availableUsdt(trx: Transaction<Database>, channelId: string): Promise<bigint> {
+  const row = await trx
+    .selectFrom('ledger_accounts')
+    .select('balance')
+    .where('code', '=', accounts.channel(channelId, 'usdt').code)
+    .where('asset', '=', 'usdt')
+    .executeTakeFirst();
+  return BigInt(row?.balance ?? '0');
+}
+
+/**
+ * A batch held below ChangeNow's minimum takes whatever the channel earns since, and tries again at once. An approval
+ * was for the smaller amount: the grown batch is checked against the limit again. A held batch has no exchange yet,
+ * so it also takes the channel's current payout currency, network and wallet. A batch held for a wallet change
+ * (WALLET_CHANGE_HOLD) is topped up the same way: its run checks the channel's wallet change before anything else and
+ * holds it again until the hold ends, whatever the top-up reset here.
+ */
+async function topUpHeldBatch(
+  trx: Transaction<Database>,
+  channel: Channel,
+  open: { payout_id: string; top_ups: number },
+  balance: bigint,
+): Promise<{ payoutId: string; journal: JournalInput } | null> {
+  const n = open.top_ups + 1;
+  // Only if still held once the row is ours: since the read above its run may have resumed it (hold ended, or
+  // a person retried it) and be asking for an exchange of the amount it loaded, or a person cancelled it and
+  // returned its funds. Either way it keeps its amount and status; the balance stays available for the next batch.
+  const toppedUp = await trx
+    .updateTable('payouts')
+    .set({
+      amount: sql`amount + ${balance.toString()}::numeric`,
+      top_ups: n,
+      status: 'pending',
+      hold_until: null,
+      reason: null,
+      approved_by: null,
+      approved_at: null,
+      payout_currency: channel.payout_currency,
+      payout_network: channel.payout_network,
+      wallet_address: channel.wallet_address,
+      updated_at: sql`now()`,
+    })
+    .where('payout_id', '=', open.payout_id)
+    .where('status', '=', 'held')
+    .returning('payout_id')
+    .executeTakeFirst();
+  if (!toppedUp) return null;
+  await linkPayments(trx, channel.channel_id, open.payout_id);
+  await enqueuePayoutRun(trx, open.payout_id);
+  const journal = reservation('payout_topped_up', `${open.payout_id}:${n}`, channel.channel_id, balance);
+  return { payoutId: open.payout_id, journal };
+}
+
+/** A new batch holding exactly the channel's balance, to the channel's payout wallet as it stands now. */
+async function openBatch(
+  trx: Transaction<Database>,
+  channel: Channel,
+  balance: bigint,
+): Promise<{ payoutId: string; journal: JournalInput }> {
+  const payoutId = newPayoutId();
+  await trx
+    .insertInto('payouts')
+    .values({
+      payout_id: payoutId,
+      kind: 'threshold',
+      channel_id: channel.channel_id,
+      status: 'pending',
+      asset: 'usdt',
+      amount: balance,
+      payout_currency: channel.payout_currency,
+      payout_network: channel.payout_network,
+      wallet_address: channel.wallet_address,
+      reason: null,
+    })
+    .execute();
+  await linkPayments(trx, channel.channel_id, payoutId);
+  await enqueuePayoutRun(trx, payoutId);
+  return { payoutId, journal: reservation('payout_reserved', payoutId, channel.channel_id, balance) };
 }
 
 function linkPayments(trx: Transaction<Database>, channelId: string, payoutId: string) {
@@ -187,13 +218,8 @@ export async function payChannelNow(db: Db, channelId: string, actor: string): P
       throw new PayNowRefused(
         `batch ${open.payout_id} is open (${open.status}): it pays the channel's balance when it runs`,
       );
-    const row = await trx
-      .selectFrom('ledger_accounts')
-      .select('balance')
-      .where('code', '=', accounts.channel(channelId, 'usdt').code)
-      .where('asset', '=', 'usdt')
-      .executeTakeFirst();
-    if (BigInt(row?.balance ?? '0') === 0n)
+    const available = await availableUsdt(trx, channelId);
+    if (available === 0n)
       throw new PayNowRefused('the channel holds no USDT to pay out (ETH waits for its conversion)');
     const outcome = await checkThresholds(trx, [channelId], new Map(), { now: true });
     const payoutId = outcome.batchIds[0];
@@ -205,7 +231,7 @@ export async function payChannelNow(db: Db, channelId: string, actor: string): P
         actor,
         action: 'channel.payout_now',
         subject: `channel:${channelId}`,
-        details: JSON.stringify({ payoutId, amount: row?.balance }),
+        details: JSON.stringify({ payoutId, amount: available.toString() }),
       })
       .execute();
     return payoutId;
