@@ -94,27 +94,53 @@ export async function readTotals(
   const { rows: balances } = await sql<{ code: string; asset: string; balance: string }>`
     select code, asset, balance::text as balance from ledger_accounts
     where code in (${accounts.available}, ${accounts.reserved})`.execute(trx);
-  const { rows: days } = await sql<DayRow>`
+  const days = await readDays(trx, accounts, fromDay.date, toDay.date);
+  const pieces = await readPieces(trx, accounts, range, fromDay, toDay);
+  const out = new Map<string, AssetTotals>();
+  for (const b of balances) {
+    const part = b.code === accounts.reserved ? 'reserved' : 'available';
+    totalsOf(out, b.asset).accounts[part].balance = BigInt(b.balance);
+  }
+  for (const d of days) addDay(totalsOf(out, d.asset), d, sameDay);
+  for (const p of pieces) addPiece(totalsOf(out, p.asset), p, sameDay);
+  return out;
+}
+
+/** The day sums of whole UTC days, per asset and kind, on either side of the two bound days and between them. */
+async function readDays(
+  trx: Transaction<Database>,
+  accounts: ChannelAccounts,
+  fromDate: string,
+  toDate: string,
+): Promise<DayRow[]> {
+  const { rows } = await sql<DayRow>`
     select asset, kind,
-           coalesce(sum(available) filter (where day < ${fromDay.date}::date), 0)::text as av_before_from,
-           coalesce(sum(reserved) filter (where day < ${fromDay.date}::date), 0)::text as rs_before_from,
-           coalesce(sum(available) filter (where day < ${toDay.date}::date), 0)::text as av_before_to,
-           coalesce(sum(reserved) filter (where day < ${toDay.date}::date), 0)::text as rs_before_to,
-           coalesce(sum(available) filter (where day > ${fromDay.date}::date and day < ${toDay.date}::date), 0)::text as av_between,
-           coalesce(sum(reserved) filter (where day > ${fromDay.date}::date and day < ${toDay.date}::date), 0)::text as rs_between,
-           coalesce(sum(journals) filter (where day > ${fromDay.date}::date and day < ${toDay.date}::date), 0)::text as journals_between,
-           coalesce(sum(gross) filter (where day > ${fromDay.date}::date and day < ${toDay.date}::date), 0)::text as gross_between,
-           coalesce(sum(fee) filter (where day > ${fromDay.date}::date and day < ${toDay.date}::date), 0)::text as fee_between,
-           coalesce(sum(available) filter (where day > ${toDay.date}::date), 0)::text as av_after_to,
-           coalesce(sum(reserved) filter (where day > ${toDay.date}::date), 0)::text as rs_after_to
+           coalesce(sum(available) filter (where day < ${fromDate}::date), 0)::text as av_before_from,
+           coalesce(sum(reserved) filter (where day < ${fromDate}::date), 0)::text as rs_before_from,
+           coalesce(sum(available) filter (where day < ${toDate}::date), 0)::text as av_before_to,
+           coalesce(sum(reserved) filter (where day < ${toDate}::date), 0)::text as rs_before_to,
+           coalesce(sum(available) filter (where day > ${fromDate}::date and day < ${toDate}::date), 0)::text as av_between,
+           coalesce(sum(reserved) filter (where day > ${fromDate}::date and day < ${toDate}::date), 0)::text as rs_between,
+           coalesce(sum(journals) filter (where day > ${fromDate}::date and day < ${toDate}::date), 0)::text as journals_between,
+           coalesce(sum(gross) filter (where day > ${fromDate}::date and day < ${toDate}::date), 0)::text as gross_between,
+           coalesce(sum(fee) filter (where day > ${fromDate}::date and day < ${toDate}::date), 0)::text as fee_between,
+           coalesce(sum(available) filter (where day > ${toDate}::date), 0)::text as av_after_to,
+           coalesce(sum(reserved) filter (where day > ${toDate}::date), 0)::text as rs_after_to
     from ledger_channel_days where channel_id = ${accounts.channelId}
     group by asset, kind`.execute(trx);
-  // The entries of the two bound days, each on its side of the bound; a payment's gross and fee from its own journal.
-  const pieces =
-    accounts.ids.length === 0
-      ? []
-      : (
-          await sql<PieceRow>`
+  return rows;
+}
+
+/** The entries of the two bound days, each on its side of the bound; a payment's gross and fee from its own journal. */
+async function readPieces(
+  trx: Transaction<Database>,
+  accounts: ChannelAccounts,
+  range: TimeRange,
+  fromDay: { start: Date; end: Date },
+  toDay: { start: Date; end: Date },
+): Promise<PieceRow[]> {
+  if (accounts.ids.length === 0) return [];
+  const { rows } = await sql<PieceRow>`
     select p.piece, a.asset, j.kind,
            coalesce(sum(e.amount) filter (where a.code = ${accounts.available}), 0)::text as available,
            coalesce(sum(e.amount) filter (where a.code = ${accounts.reserved}), 0)::text as reserved,
@@ -136,72 +162,70 @@ export async function readTotals(
     where e.account_id in (${sql.join(accounts.ids.map((id) => sql`${id}::bigint`))})
       and ((e.created_at >= ${fromDay.start} and e.created_at < ${fromDay.end})
            or (e.created_at >= ${toDay.start} and e.created_at < ${toDay.end}))
-    group by p.piece, a.asset, j.kind`.execute(trx)
-        ).rows;
+    group by p.piece, a.asset, j.kind`.execute(trx);
+  return rows;
+}
 
-  const out = new Map<string, AssetTotals>();
-  const totals = (asset: string): AssetTotals => {
-    let t = out.get(asset);
-    if (!t) {
-      t = { asset, accounts: { available: zeroAccount(), reserved: zeroAccount() }, kinds: new Map() };
-      out.set(asset, t);
-    }
-    return t;
-  };
-  const kind = (t: AssetTotals, name: string): KindSums => {
-    let k = t.kinds.get(name);
-    if (!k) {
-      k = zeroKind();
-      t.kinds.set(name, k);
-    }
-    return k;
-  };
-  for (const b of balances)
-    totals(b.asset).accounts[b.code === accounts.reserved ? 'reserved' : 'available'].balance = BigInt(b.balance);
-  for (const d of days) {
-    const t = totals(d.asset);
-    const { available: av, reserved: rs } = t.accounts;
-    av.opening += BigInt(d.av_before_from);
-    rs.opening += BigInt(d.rs_before_from);
-    av.closing += BigInt(d.av_before_to);
-    rs.closing += BigInt(d.rs_before_to);
-    av.after += BigInt(d.av_after_to);
-    rs.after += BigInt(d.rs_after_to);
-    if (!sameDay) {
-      av.within += BigInt(d.av_between);
-      rs.within += BigInt(d.rs_between);
-      const k = kind(t, d.kind);
-      k.available += BigInt(d.av_between);
-      k.reserved += BigInt(d.rs_between);
-      k.journals += BigInt(d.journals_between);
-      k.gross += BigInt(d.gross_between);
-      k.fee += BigInt(d.fee_between);
+function totalsOf(out: Map<string, AssetTotals>, asset: string): AssetTotals {
+  let t = out.get(asset);
+  if (!t) {
+    t = { asset, accounts: { available: zeroAccount(), reserved: zeroAccount() }, kinds: new Map() };
+    out.set(asset, t);
+  }
+  return t;
+}
+
+function kindOf(t: AssetTotals, name: string): KindSums {
+  let k = t.kinds.get(name);
+  if (!k) {
+    k = zeroKind();
+    t.kinds.set(name, k);
+  }
+  return k;
+}
+
+/** One kind's whole days: the range's own only when the bound days are two (one day is all entries). */
+function addDay(t: AssetTotals, d: DayRow, sameDay: boolean): void {
+  const { available: av, reserved: rs } = t.accounts;
+  av.opening += BigInt(d.av_before_from);
+  rs.opening += BigInt(d.rs_before_from);
+  av.closing += BigInt(d.av_before_to);
+  rs.closing += BigInt(d.rs_before_to);
+  av.after += BigInt(d.av_after_to);
+  rs.after += BigInt(d.rs_after_to);
+  if (sameDay) return;
+  av.within += BigInt(d.av_between);
+  rs.within += BigInt(d.rs_between);
+  const k = kindOf(t, d.kind);
+  k.available += BigInt(d.av_between);
+  k.reserved += BigInt(d.rs_between);
+  k.journals += BigInt(d.journals_between);
+  k.gross += BigInt(d.gross_between);
+  k.fee += BigInt(d.fee_between);
+}
+
+/** One kind's entries of a bound day, on their side of the bound. */
+function addPiece(t: AssetTotals, p: PieceRow, sameDay: boolean): void {
+  const moved: Record<Part, bigint> = { available: BigInt(p.available), reserved: BigInt(p.reserved) };
+  for (const part of ['available', 'reserved'] as const) {
+    const a = t.accounts[part];
+    const amount = moved[part];
+    if (p.piece === 'open') {
+      a.opening += amount;
+      if (sameDay) a.closing += amount;
+    } else if (p.piece === 'after') a.after += amount;
+    else {
+      a.within += amount;
+      // The day of `to` counts in closing from its entries; when it is also the day of `from`, so does the range.
+      if (p.piece === 'in_to_day' || sameDay) a.closing += amount;
     }
   }
-  for (const p of pieces) {
-    const t = totals(p.asset);
-    const moved: Record<Part, bigint> = { available: BigInt(p.available), reserved: BigInt(p.reserved) };
-    for (const part of ['available', 'reserved'] as const) {
-      const a = t.accounts[part];
-      const amount = moved[part];
-      if (p.piece === 'open') {
-        a.opening += amount;
-        if (sameDay) a.closing += amount;
-      } else if (p.piece === 'after') a.after += amount;
-      else {
-        a.within += amount;
-        // The day of `to` counts in closing from its entries; when it is also the day of `from`, so does the range.
-        if (p.piece === 'in_to_day' || sameDay) a.closing += amount;
-      }
-    }
-    if (p.piece === 'in_from_day' || p.piece === 'in_to_day') {
-      const k = kind(t, p.kind);
-      k.available += moved.available;
-      k.reserved += moved.reserved;
-      k.journals += BigInt(p.journals);
-      k.gross += BigInt(p.gross);
-      k.fee += BigInt(p.fee);
-    }
+  if (p.piece === 'in_from_day' || p.piece === 'in_to_day') {
+    const k = kindOf(t, p.kind);
+    k.available += moved.available;
+    k.reserved += moved.reserved;
+    k.journals += BigInt(p.journals);
+    k.gross += BigInt(p.gross);
+    k.fee += BigInt(p.fee);
   }
-  return out;
 }
