@@ -4,12 +4,11 @@
  * the range (and with it the moment "now" stood for, and where the range was cut) is fixed by the first page and
  * carried by the cursor.
  */
+import { StatementQueryError } from './range.ts';
 
 /** A request whose paging parameters cannot be answered: a 400 with this message. */
-export class BadPageError extends Error {
+export class BadPageError extends StatementQueryError {
   override name = 'BadPageError';
-  /** Read by the HTTP error handler: bad input, answered 400 with this message. */
-  readonly statusCode = 400;
 }
 
 /** A position in a statement's lines: the time (the ledger's, µs, as text) and id of the last journal listed. */

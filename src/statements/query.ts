@@ -40,7 +40,7 @@ export type StatementAnswer =
   | { readonly format: 'csv'; readonly filename: string; readonly lines: AsyncIterable<string> };
 
 /**
- * The statement `query` asks for; null: no such channel. Throws BadRangeError or BadCursorError (400s) for a query
+ * The statement `query` asks for; null: no such channel. Throws BadRangeError or BadPageError (400s) for a query
  * that cannot be answered, StatementCheckError when the statement does not add up.
  */
 export async function readStatement(db: Db, channelId: string, query: StatementQuery): Promise<StatementAnswer | null> {

@@ -4,10 +4,14 @@
  * date is midnight UTC. Fractions of a second stop at milliseconds: a finer bound would be silently cut to them.
  */
 
-export class BadRangeError extends Error {
-  override name = 'BadRangeError';
+/** A statement's or an export's query that cannot be answered as asked (its range, its page). */
+export class StatementQueryError extends Error {
   /** Read by the HTTP error handler: bad input, answered 400 with this message. */
   readonly statusCode = 400;
+}
+
+export class BadRangeError extends StatementQueryError {
+  override name = 'BadRangeError';
 }
 
 export interface TimeRange {
