@@ -1,4 +1,5 @@
-/** Smallest units (bigint) per asset, and their decimal form: the overview's only money arithmetic. */
+/** Smallest units (bigint) per asset, and their decimal form: the overview's only money arithmetic; and ages. */
+import { sql } from 'kysely';
 import { decimalsOf, formatUnits, isAssetCode } from '../money/index.ts';
 import type { AssetAmounts } from './types.ts';
 
@@ -30,4 +31,12 @@ export function sumUnits(...parts: UnitsByAsset[]): UnitsByAsset {
 /** Whole seconds from a SQL `extract(epoch ...)::bigint::text`: ages, never amounts. */
 export function seconds(text: string | null): number {
   return text === null ? 0 : Number.parseInt(text, 10);
+}
+
+/** A review list's column: how long the row has waited since it last changed, for waited(). */
+export const WAITING = sql`extract(epoch from now() - updated_at)::bigint::text as waiting`;
+
+/** When a row in review last changed, and how long it has waited since (never below 0 when clocks disagree). */
+export function waited(r: { updated_at: Date; waiting: string }): { updatedAt: string; waitingSeconds: number } {
+  return { updatedAt: r.updated_at.toISOString(), waitingSeconds: Math.max(0, seconds(r.waiting)) };
 }

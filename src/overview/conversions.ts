@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import { CONVERSION_STATES, type ConversionState, type Db } from '../db/index.ts';
-import { formatAsset, seconds } from './amounts.ts';
+import { formatAsset, seconds, WAITING, waited } from './amounts.ts';
 import type { ConversionRow, ReviewConversion } from './types.ts';
 import type { LedgerWindow } from './window.ts';
 
@@ -123,8 +123,7 @@ export async function reviewConversions(db: Db): Promise<ReviewConversion[]> {
     updated_at: Date;
     waiting: string;
   }>`
-    select conversion_id, reason, amount_wei::text as amount_wei, from_asset, payment_count, updated_at,
-           extract(epoch from now() - updated_at)::bigint::text as waiting
+    select conversion_id, reason, amount_wei::text as amount_wei, from_asset, payment_count, updated_at, ${WAITING}
     from conversions where status = 'needs_review'
     order by updated_at, conversion_id limit ${REVIEW_SHOWN}`.execute(db);
   return rows.map((r) => ({
@@ -133,7 +132,6 @@ export async function reviewConversions(db: Db): Promise<ReviewConversion[]> {
     sent: formatAsset(BigInt(r.amount_wei), r.from_asset),
     sentAsset: r.from_asset,
     paymentCount: r.payment_count,
-    updatedAt: r.updated_at.toISOString(),
-    waitingSeconds: Math.max(0, seconds(r.waiting)),
+    ...waited(r),
   }));
 }

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Db, PaymentStatus } from '../db/index.ts';
 import { decimalsOf, isAssetCode, parseUnits } from '../money/index.ts';
 import { paymentActionsFor, REVIEW, reviewCode } from '../pipeline/index.ts';
-import { formatAsset, seconds } from './amounts.ts';
+import { formatAsset, WAITING, waited } from './amounts.ts';
 import type { ReviewPayment } from './types.ts';
 
 /** Payments in review listed; the pipeline's inReview count says if there are more (unknown channels can pile up). */
@@ -57,7 +57,7 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
            price_amount::text as price_amount, price_currency, outcome_amount::text as outcome_amount, outcome_currency,
            asset, gross_amount::text as gross_amount, net_amount::text as net_amount,
            restated_outcome_amount::text as restated_outcome_amount, restated_outcome_currency, credited_at, updated_at,
-           extract(epoch from now() - updated_at)::bigint::text as waiting
+           ${WAITING}
     from payments where review_reason is not null
     order by updated_at, payment_id limit ${REVIEW_SHOWN}`.execute(db);
   return rows.map((r) => ({
@@ -85,8 +85,7 @@ export async function reviewPayments(db: Db): Promise<ReviewPayment[]> {
             net: formatAsset(BigInt(r.net_amount), r.asset),
           },
     creditable: creditable(r),
-    updatedAt: r.updated_at.toISOString(),
-    waitingSeconds: Math.max(0, seconds(r.waiting)),
+    ...waited(r),
   }));
 }
 

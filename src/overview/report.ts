@@ -209,6 +209,7 @@ function payoutsTable(payouts: ReviewQueue['payouts']): string[] {
   );
 }
 
+// One table per kind, like payoutsTable: the columns and their alignment differ, a shared one would hide which is which.
 function conversionsTable(conversions: ReviewQueue['conversions']): string[] {
   return table(
     conversions.map((c) => [

@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import { TRANSFER_STATES, type Db, type TransferRequestedAction } from '../db/index.ts';
-import { formatAsset, seconds } from './amounts.ts';
+import { formatAsset, WAITING, waited } from './amounts.ts';
 import type { OpenTransferStatus, PipelineCounts, ReviewTransfer } from './types.ts';
 
 const OPEN_STATES = TRANSFER_STATES.filter((s): s is OpenTransferStatus => s !== 'confirmed' && s !== 'failed');
@@ -23,6 +23,7 @@ export async function transferCounts(db: Db): Promise<PipelineCounts['transfers'
   return counts;
 }
 
+// Alike in form to the other overview reads' rows (payouts.ts), not in content: each is its own query's columns.
 type Row = {
   transfer_id: string;
   purpose: 'conversion' | 'payout';
@@ -42,11 +43,11 @@ type Row = {
 };
 
 /** Transfers a person must act on, the longest waiting first. */
+// Spelt out like payments' and conversions' review reads, not generated: each query states the partial index it uses.
 export async function reviewTransfers(db: Db): Promise<ReviewTransfer[]> {
   const { rows } = await sql<Row>`
     select transfer_id, purpose, ref, asset, amount::text as amount, nonce::text as nonce, tx_hash, block_number::text as block_number,
-           reason, last_error, requested_action, requested_by, requested_at, updated_at,
-           extract(epoch from now() - updated_at)::bigint::text as waiting
+           reason, last_error, requested_action, requested_by, requested_at, updated_at, ${WAITING}
     from chain_transfers where status = 'needs_review'
     order by updated_at, transfer_id limit ${REVIEW_SHOWN}`.execute(db);
   return rows.map((r) => ({
@@ -64,7 +65,6 @@ export async function reviewTransfers(db: Db): Promise<ReviewTransfer[]> {
       r.requested_action === null
         ? null
         : { action: r.requested_action, by: r.requested_by, at: r.requested_at?.toISOString() ?? null },
-    updatedAt: r.updated_at.toISOString(),
-    waitingSeconds: Math.max(0, seconds(r.waiting)),
+    ...waited(r),
   }));
 }
