@@ -1,6 +1,9 @@
 /**
  * Rules about money on its way: conversions and payouts that need a person or take too long, and threshold channels
  * whose balance waits without a batch.
+ *
+ * The rules alike in form (rows read, one firing each with its details) are kept apart on purpose: what they read,
+ * say and detail is each its own, and a shared builder would only move the braces.
  */
 import { sql } from 'kysely';
 import { accounts } from '../ledger/index.ts';

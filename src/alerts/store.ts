@@ -256,6 +256,7 @@ export async function resolveAlertByHand(
       .where('id', '=', id)
       .returningAll()
       .executeTakeFirstOrThrow();
+    // Written as every hand action writes its audit row (payouts, channels...): one insert, spelt out where it happens.
     await trx
       .insertInto('audit_log')
       .values({

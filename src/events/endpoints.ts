@@ -145,6 +145,7 @@ interface ViewRow {
   failed: number;
 }
 
+// Row to answer, field by field like the pipeline's views: alike in form only, each maps its own table.
 function toView(row: ViewRow): EndpointView {
   return {
     id: row.id,

@@ -3,6 +3,9 @@
  * conversion, payout, transfer, alert, event, webhook endpoint, overview) and the error body. Each is tied to the
  * TypeScript type its read function returns (`same` below): a field added to a view and not here, or the other way
  * round, fails the typecheck, so the document cannot fall behind the answers.
+ *
+ * The schemas repeat one another's form (z.object, a field a line, component, same): that is the document written
+ * out, one shape per view; fields shared by name are not shared in meaning, so none is built from another.
  */
 import { z } from 'zod';
 import type { AlertView } from '../../alerts/index.ts';
