@@ -164,25 +164,13 @@ export function createNowPaymentsApi(options: NowPaymentsApiOptions): NowPayment
 
 /** The fields of an invoice payrail keeps and compares, or why the body is not an invoice. */
 export function readInvoice(text: string): ApiInvoice | string {
-  let parsed: unknown;
-  try {
-    parsed = parse(text);
-  } catch (error) {
-    return `not JSON: ${(error as Error).message}`;
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
-    return 'not a JSON object';
-  const body = parsed as Record<string, unknown>;
-  const id = numberOrString(body.id);
-  if (id === null || !/^[1-9][0-9]{0,19}$/.test(id)) return 'id missing or not a positive integer';
+  const body = readObject(text);
+  if (typeof body === 'string') return body;
+  const id = positiveId(body.id);
+  if (id === null) return 'id missing or not a positive integer';
   if (typeof body.invoice_url !== 'string' || !isHttpUrl(body.invoice_url)) return 'invoice_url missing or not a URL';
-  let priceAmount: string | null = null;
-  if (body.price_amount !== null && body.price_amount !== undefined) {
-    const raw = numberOrString(body.price_amount);
-    priceAmount = raw === null ? null : normaliseAmount(raw);
-    if (priceAmount === null) return 'price_amount is not a non-negative number';
-  }
-  const textOf = (value: unknown) => (typeof value === 'string' && value !== '' ? value : null);
+  const priceAmount = optionalAmount(body.price_amount);
+  if (priceAmount === undefined) return 'price_amount is not a non-negative number';
   return {
     invoiceId: id,
     invoiceUrl: body.invoice_url,
@@ -204,6 +192,24 @@ function isHttpUrl(text: string): boolean {
 
 /** The fields payrail compares, or why the body is not a payment. */
 export function readPayment(text: string): ApiPayment | string {
+  const body = readObject(text);
+  if (typeof body === 'string') return body;
+  const id = positiveId(body.payment_id);
+  if (id === null) return 'payment_id missing or not a positive integer';
+  if (typeof body.payment_status !== 'string' || body.payment_status === '') return 'payment_status missing';
+  const outcomeAmount = optionalAmount(body.outcome_amount);
+  if (outcomeAmount === undefined) return 'outcome_amount is not a non-negative number';
+  return {
+    paymentId: id,
+    status: body.payment_status.toLowerCase(),
+    outcomeAmount,
+    outcomeCurrency: textOf(body.outcome_currency)?.toLowerCase() ?? null,
+    orderId: textOf(body.order_id),
+  };
+}
+
+/** The body as a JSON object (numbers kept as their exact text), or why it is not one. */
+function readObject(text: string): Record<string, unknown> | string {
   let parsed: unknown;
   try {
     parsed = parse(text);
@@ -212,22 +218,24 @@ export function readPayment(text: string): ApiPayment | string {
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
     return 'not a JSON object';
-  const body = parsed as Record<string, unknown>;
-  const id = numberOrString(body.payment_id);
-  if (id === null || !/^[1-9][0-9]{0,19}$/.test(id)) return 'payment_id missing or not a positive integer';
-  if (typeof body.payment_status !== 'string' || body.payment_status === '') return 'payment_status missing';
-  let outcomeAmount: string | null = null;
-  if (body.outcome_amount !== null && body.outcome_amount !== undefined) {
-    const raw = numberOrString(body.outcome_amount);
-    outcomeAmount = raw === null ? null : normaliseAmount(raw);
-    if (outcomeAmount === null) return 'outcome_amount is not a non-negative number';
-  }
-  const outcomeCurrency =
-    typeof body.outcome_currency === 'string' && body.outcome_currency !== ''
-      ? body.outcome_currency.toLowerCase()
-      : null;
-  const orderId = typeof body.order_id === 'string' && body.order_id !== '' ? body.order_id : null;
-  return { paymentId: id, status: body.payment_status.toLowerCase(), outcomeAmount, outcomeCurrency, orderId };
+  return parsed as Record<string, unknown>;
+}
+
+/** A NOWPayments id: a positive integer, as a JSON number or its text; null when it is anything else. */
+function positiveId(value: unknown): string | null {
+  const id = numberOrString(value);
+  return id !== null && /^[1-9][0-9]{0,19}$/.test(id) ? id : null;
+}
+
+/** Null when absent, the exact decimal when a non-negative number, undefined when present but not one. */
+function optionalAmount(value: unknown): string | null | undefined {
+  if (value === null || value === undefined) return null;
+  const raw = numberOrString(value);
+  return (raw === null ? null : normaliseAmount(raw)) ?? undefined;
+}
+
+function textOf(value: unknown): string | null {
+  return typeof value === 'string' && value !== '' ? value : null;
 }
 
 function numberOrString(value: unknown): string | null {
