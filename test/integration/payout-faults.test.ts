@@ -252,6 +252,7 @@ describe('exchange endings', () => {
     balances,
     journalKinds,
     expectLedgerClean,
+    payoutLinks,
     conversionsDone,
     expectOnlyAlert,
     usdtOfPayments,
@@ -294,10 +295,7 @@ describe('exchange endings', () => {
       'channel:payout/usdt': '0',
     });
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
-    const { rows } = await db.pool.query('select payout_id from payments where payment_id = any($1::numeric[])', [
-      paymentIds,
-    ]);
-    expect(rows).toEqual([{ payout_id: null }, { payout_id: null }]);
+    expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: null }, { payout_id: null }]);
     // Nothing else may come to batch that USDT again: the channel's threshold check is queued, a minute out for the
     // first batch in a row to fail (doubling for each further one), so the money is never stranded.
     const check = await db.pool.query<{ due_in_s: number }>(

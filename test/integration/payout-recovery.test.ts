@@ -219,6 +219,7 @@ describe('resolve: the way out of review once the funds left', () => {
     balances,
     journalKinds,
     expectLedgerClean,
+    payoutLinks,
     act,
     balanceOf,
     journalEntries,
@@ -239,11 +240,7 @@ describe('resolve: the way out of review once the funds left', () => {
       reason: REVIEW_REASON_FAILED,
     });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
-    const { rows: linked } = await db.pool.query(
-      'select payout_id from payments where payment_id = any($1::numeric[])',
-      [paymentIds],
-    );
-    expect(linked).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
+    expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
     expect(await balances(id)).toEqual({
       'channel/eth': '0',
       'channel/usdt': '0',
@@ -319,11 +316,7 @@ describe('resolve: the way out of review once the funds left', () => {
       [`channel:${id}`, 'usdt', part.toString()],
       ['world:changenow', 'usdt', (available - part).toString()],
     ]);
-    const { rows: unlinked } = await db.pool.query(
-      'select payout_id from payments where payment_id = any($1::numeric[])',
-      [paymentIds],
-    );
-    expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
+    expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: null }, { payout_id: null }]);
     expect(exchangesFor(review.payout_id)).toHaveLength(1);
     expect(await transfersFor(review.payout_id)).toHaveLength(1);
     await expectOnlyAction(review.payout_id, 'alice', 'payout.resolve', {
@@ -867,6 +860,7 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     balances,
     journalKinds,
     expectLedgerClean,
+    payoutLinks,
     conversionsDone,
   }) => {
     // The first batch's completion is held back (its poll fails just before recording it) until the test lets go.
@@ -896,11 +890,7 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     const waitingUsdt = BigInt((await balances(id))['channel/usdt'] as string);
     expect(waitingUsdt).toBeGreaterThanOrEqual(20_000_000n);
     expect(await payoutsOf(id)).toHaveLength(1);
-    const { rows: freeBefore } = await db.pool.query(
-      'select payout_id from payments where payment_id = any($1::numeric[])',
-      [laterPayments],
-    );
-    expect(freeBefore).toEqual([{ payout_id: null }, { payout_id: null }]);
+    expect(await payoutLinks(laterPayments)).toEqual([{ payout_id: null }, { payout_id: null }]);
     const { rows: channelBefore } = await db.pool.query('select updated_at from channels where channel_id = $1', [id]);
     const { rows: paymentCount } = await db.pool.query<{ n: number }>(
       'select count(*)::int as n from payments where channel_id = $1',
@@ -964,6 +954,7 @@ describe('legacy payout_batch jobs', () => {
     balances,
     journalKinds,
     expectLedgerClean,
+    payoutLinks,
     reaches,
     jobsFor,
     jobExists,
@@ -1007,11 +998,7 @@ describe('legacy payout_batch jobs', () => {
       payoutAddress: TRON_WALLET,
     });
     expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
-    const { rows: links } = await db.pool.query(
-      'select payout_id from payments where payment_id = any($1::numeric[])',
-      [paymentIds],
-    );
-    expect(links).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
+    expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     expect(logs.alerts()).toEqual([]);

@@ -149,6 +149,15 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
       expect((await checkLedger(db.db)).problems).toEqual([]);
     },
 
+    /** The payout each of the payments is part of, as `{ payout_id }` rows (null: free for the next batch). */
+    payoutLinks: async (paymentIds: string[]): Promise<Array<{ payout_id: string | null }>> => {
+      const { rows } = await db.pool.query<{ payout_id: string | null }>(
+        'select payout_id from payments where payment_id = any($1::numeric[])',
+        [paymentIds],
+      );
+      return rows;
+    },
+
     conversionsDone: async (paymentIds: string[]): Promise<boolean> => {
       const { rows } = await db.pool.query<{ conversion_status: string }>(
         'select conversion_status from payments where payment_id = any($1::numeric[])',
@@ -192,6 +201,38 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
 
 export type PayoutState = ReturnType<typeof payoutState>;
 
+/** `instant`: a new instant channel paying out in `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
+function instantOn(channel: (body: Record<string, unknown>) => Promise<string>) {
+  return (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> =>
+    channel(instantBody(payoutCurrency, payoutNetwork, walletAddress));
+}
+
+/** `paidInstant`: saves a new instant channel (as `instant`) and sends it one finished payment; returns its id. */
+function paidInstantOn(
+  instant: ReturnType<typeof instantOn>,
+  pay: (channelId: string) => Promise<string>,
+): ReturnType<typeof instantOn> {
+  return async (payoutCurrency, payoutNetwork, walletAddress) => {
+    const id = await instant(payoutCurrency, payoutNetwork, walletAddress);
+    await pay(id);
+    return id;
+  };
+}
+
+/** `payoutIn`: the channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
+function payoutInOf<P extends { status?: string }>(payoutsOf: (channelId: string) => Promise<P[]>) {
+  return async (channelId: string, status: string, timeoutMs = 45_000): Promise<P> => {
+    await eventually(
+      `a payout of ${channelId} ${status}`,
+      async () => (await payoutsOf(channelId)).some((p) => p.status === status),
+      timeoutMs,
+    );
+    const payouts = await payoutsOf(channelId);
+    expect(payouts).toHaveLength(1);
+    return payouts[0] as P;
+  };
+}
+
 /**
  * The `test` of a file that follows payouts through the world: worldTest's, its payrails logging into `logs`, with
  * payoutState's readers as fixtures and `alertsFor` reading the test's `logs` (or those given).
@@ -200,13 +241,7 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
   return (
     worldTest({ ...options, logs: true })
       .extend('state', ({ world }) => payoutState(world))
-      /** A new instant channel paying out in `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
-      .extend(
-        'instant',
-        ({ channel }) =>
-          (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-            channel(instantBody(payoutCurrency, payoutNetwork, walletAddress)),
-      )
+      .extend('instant', ({ channel }) => instantOn(channel))
       .extend('payoutsOf', ({ state }) => state.payoutsOf)
       .extend('onlyPayout', ({ state }) => state.onlyPayout)
       .extend('hasPayout', ({ state }) => state.hasPayout)
@@ -215,31 +250,15 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
       .extend('balances', ({ state }) => state.balances)
       .extend('journalKinds', ({ state }) => state.journalKinds)
       .extend('expectLedgerClean', ({ state }) => state.expectLedgerClean)
+      .extend('payoutLinks', ({ state }) => state.payoutLinks)
       .extend('conversionsDone', ({ state }) => state.conversionsDone)
       .extend('hostNonce', ({ state }) => state.hostNonce)
       .extend('holdBlocks', ({ state }) => state.holdBlocks)
       .extend('mineHeld', ({ state }) => state.mineHeld)
       .extend('auditOf', ({ state }) => state.auditOf)
       .extend('expectOnlyAction', ({ state }) => state.expectOnlyAction)
-      /** Saves a new instant channel (as `instant`) and sends it one finished payment; returns the channel's id. */
-      .extend(
-        'paidInstant',
-        ({ instant, pay }) =>
-          async (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> => {
-            const id = await instant(payoutCurrency, payoutNetwork, walletAddress);
-            await pay(id);
-            return id;
-          },
-      )
-      /** The channel's one payout, once it has reached `status`. */
-      .extend(
-        'payoutIn',
-        ({ state }) =>
-          async (channelId: string, status: string, timeoutMs?: number): Promise<PayoutRow> => {
-            await eventually(`a payout of ${channelId} ${status}`, () => state.hasPayout(channelId, status), timeoutMs);
-            return state.onlyPayout(channelId);
-          },
-      )
+      .extend('paidInstant', ({ instant, pay }) => paidInstantOn(instant, pay))
+      .extend('payoutIn', ({ payoutsOf }) => payoutInOf(payoutsOf))
       .extend(
         'alertsFor',
         ({ logs }) =>
@@ -284,13 +303,7 @@ export type ApiPayout = Record<string, any>;
 export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
   return (
     worldTest({ ...options, logs: true })
-      /** A new instant channel paying out in `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
-      .extend(
-        'instant',
-        ({ channel }) =>
-          (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-            channel(instantBody(payoutCurrency, payoutNetwork, walletAddress)),
-      )
+      .extend('instant', ({ channel }) => instantOn(channel))
       .extend('payoutsOf', ({ app }) => async (channelId: string): Promise<ApiPayout[]> => {
         const res = await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`);
         expect(res.status).toBe(200);
@@ -301,31 +314,8 @@ export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
         expect(res.status).toBe(200);
         return res.body;
       })
-      /** Saves a new instant channel (as `instant`) and sends it one finished payment; returns the channel's id. */
-      .extend(
-        'paidInstant',
-        ({ instant, pay }) =>
-          async (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> => {
-            const id = await instant(payoutCurrency, payoutNetwork, walletAddress);
-            await pay(id);
-            return id;
-          },
-      )
-      /** The channel's one payout, once it has reached `status` (a state it stays in until someone acts). */
-      .extend(
-        'payoutIn',
-        ({ payoutsOf }) =>
-          async (channelId: string, status: string, timeoutMs = 45_000): Promise<ApiPayout> => {
-            await eventually(
-              `a payout of ${channelId} ${status}`,
-              async () => (await payoutsOf(channelId)).some((p) => p.status === status),
-              timeoutMs,
-            );
-            const payouts = await payoutsOf(channelId);
-            expect(payouts).toHaveLength(1);
-            return payouts[0] as ApiPayout;
-          },
-      )
+      .extend('paidInstant', ({ instant, pay }) => paidInstantOn(instant, pay))
+      .extend('payoutIn', ({ payoutsOf }) => payoutInOf(payoutsOf))
       /** Waits for the payout to reach `status` (saying where it ended up when it does not), and reads it then. */
       .extend(
         'reaches',
