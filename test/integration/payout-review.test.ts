@@ -18,6 +18,7 @@ const NET_WEI = 4_723_900_000_000_000n;
 /** What ChangeNow's simulator gives for it in USDT: 0.0047239 × 3000 − 1. */
 const NET_AS_USDT = '13.1717';
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   payoutApiTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },

@@ -26,6 +26,7 @@ const holdEnd = (changedAt: string, holdMs: number) => new Date(Date.parse(chang
 const holdReason = (changedAt: string, holdMs: number) =>
   `wallet changed at ${changedAt}; held until ${holdEnd(changedAt, holdMs)}`;
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   payoutApiTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE}` },
