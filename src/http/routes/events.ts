@@ -20,6 +20,7 @@ import {
   type SelfAddresses,
 } from '../../events/index.ts';
 import { described, route, shapes } from '../openapi/index.ts';
+import { actorOf } from './admin/shared.ts';
 
 export interface EventRouteDeps {
   db: Db;
@@ -70,10 +71,16 @@ const deliveriesQuery = z
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): Promise<void> {
   app.addHook('onRequest', deps.requireAdmin);
+  eventFeedRoute(app, deps);
+  endpointRoutes(app, deps);
+  deliveryRoutes(app, deps);
+}
 
-  const bad = (description: string) => ({ description, schema: shapes.errorBody });
-  const endpointNotFound = { description: 'No such webhook endpoint.', schema: shapes.errorBody };
+const bad = (description: string) => ({ description, schema: shapes.errorBody });
+const endpointNotFound = { description: 'No such webhook endpoint.', schema: shapes.errorBody };
 
+/** GET /api/events: the feed a platform pulls. */
+function eventFeedRoute(app: FastifyInstance, deps: EventRouteDeps): void {
   // Pulling (and replaying: start again from any earlier cursor). `next` is where to continue; with no new events it
   // is the cursor given, so a poller keeps asking with it.
   route(app, {
@@ -99,7 +106,10 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
       return { events: rows.map(toBody), next: encodeCursor(last ? { txid: last.txid, seq: last.seq } : after) };
     },
   });
+}
 
+/** The webhook endpoints: register, list, read, delete. */
+function endpointRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/webhook-endpoints',
@@ -117,10 +127,7 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
     handler: async ({ body }, request, reply) => {
       let url: URL;
       try {
-        // The port actually listened on (PORT=0 picks one at start).
-        const address = app.server.address();
-        const port = typeof address === 'object' && address !== null ? address.port : deps.self.port;
-        url = checkEndpointUrl(body.url, { ...deps.self, port });
+        url = checkEndpointUrl(body.url, { ...deps.self, port: listeningPort(app, deps.self.port) });
       } catch (error) {
         if (error instanceof EndpointRefused) return reply.code(400).send({ error: error.message });
         throw error;
@@ -128,7 +135,7 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
       const created = await createEndpoint(deps.db, {
         url: url.toString(),
         eventTypes: body.eventTypes,
-        actor: request.actor ?? 'unknown',
+        actor: actorOf(request),
       });
       request.log.info(
         { event: 'webhook_endpoint_created', endpointId: created.endpoint.id, eventTypes: created.endpoint.eventTypes },
@@ -182,13 +189,16 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
       404: endpointNotFound,
     },
     handler: async ({ params: { endpointId } }, request, reply) => {
-      if (!(await deleteEndpoint(deps.db, endpointId, request.actor ?? 'unknown')))
+      if (!(await deleteEndpoint(deps.db, endpointId, actorOf(request))))
         return reply.code(404).send({ error: `webhook endpoint ${endpointId} not found` });
       request.log.info({ event: 'webhook_endpoint_deleted', endpointId }, 'webhook endpoint deleted');
       return { deleted: true };
     },
   });
+}
 
+/** An endpoint's deliveries, and a failed one delivered again. */
+function deliveryRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'GET',
     path: '/api/webhook-endpoints/:endpointId/deliveries',
@@ -224,7 +234,7 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
       409: { description: 'The delivery has not failed.', schema: shapes.errorBody },
     },
     handler: async ({ params: { endpointId, eventId } }, request, reply) => {
-      const result = await retryDelivery(deps.db, { endpointId, eventId, actor: request.actor ?? 'unknown' });
+      const result = await retryDelivery(deps.db, { endpointId, eventId, actor: actorOf(request) });
       if (result === 'not_found')
         return reply.code(404).send({ error: `delivery of event ${eventId} to endpoint ${endpointId} not found` });
       if (result === 'not_failed')
@@ -233,4 +243,10 @@ export async function eventRoutes(app: FastifyInstance, deps: EventRouteDeps): P
       return { retried: true };
     },
   });
+}
+
+/** The port actually listened on (PORT=0 picks one at start); the configured one before the server listens. */
+function listeningPort(app: FastifyInstance, configured: number): number {
+  const address = app.server.address();
+  return typeof address === 'object' && address !== null ? address.port : configured;
 }
