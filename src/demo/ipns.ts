@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { CONVERSION_BATCH_QUEUE } from '../pipeline/conversion/run.ts';
+import { runPaced } from './paced.ts';
 
 export interface SignedIpn {
   readonly paymentId: string;
@@ -39,45 +40,28 @@ export interface SendOptions {
  */
 export async function sendIpns(url: string, bodies: SignedIpn[], options: SendOptions): Promise<SendOutcome> {
   const latencies = new Float64Array(bodies.length);
-  let nextIndex = 0;
-  let failure: string | undefined;
-  const firstSentAt = Date.now();
-  const worker = async () => {
-    for (;;) {
-      failure ??= options.stopped?.();
-      if (failure !== undefined) return;
-      const index = nextIndex++;
-      const body = bodies[index];
-      if (body === undefined) return;
-      bodies[index] = undefined as unknown as SignedIpn; // let a sent body be collected
-      if (options.perSecond !== undefined) {
-        const due = firstSentAt + (index * 1000) / options.perSecond;
-        if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-      }
-      const started = performance.now();
-      let status: number;
-      let text: string;
-      try {
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-nowpayments-sig': body.signature },
-          body: body.raw,
-          signal: AbortSignal.timeout(30_000),
-        });
-        status = res.status;
-        text = await res.text();
-      } catch (error) {
-        failure ??= `IPN for payment ${body.paymentId} failed: ${(error as Error).message}${(error as Error).cause ? ` (${String((error as Error).cause)})` : ''}`;
-        return;
-      }
-      latencies[index] = performance.now() - started;
-      if (status !== 200) {
-        failure ??= `IPN for payment ${body.paymentId} answered ${status}, not 200: ${text.slice(0, 300)}`;
-        return;
-      }
+  const { firstStartedAt: firstSentAt, failure } = await runPaced(bodies.length, options, async (index) => {
+    const body = bodies[index] as SignedIpn;
+    bodies[index] = undefined as unknown as SignedIpn; // let a sent body be collected
+    const started = performance.now();
+    let status: number;
+    let text: string;
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-nowpayments-sig': body.signature },
+        body: body.raw,
+        signal: AbortSignal.timeout(30_000),
+      });
+      status = res.status;
+      text = await res.text();
+    } catch (error) {
+      return `IPN for payment ${body.paymentId} failed: ${(error as Error).message}${(error as Error).cause ? ` (${String((error as Error).cause)})` : ''}`;
     }
-  };
-  await Promise.all(Array.from({ length: options.concurrency }, worker));
+    latencies[index] = performance.now() - started;
+    if (status !== 200) return `IPN for payment ${body.paymentId} answered ${status}, not 200: ${text.slice(0, 300)}`;
+    return undefined;
+  });
   if (failure !== undefined) throw new IpnSendError(failure);
   return { firstSentAt, lastAnsweredAt: Date.now(), latencies: latencies.sort() };
 }

@@ -8,6 +8,7 @@ import type { Delivery, InvoicePaid, PayStatus } from '../simulators/nowpayments
 import { formatUnits } from '../money/index.ts';
 import type { Rng } from '../simulators/index.ts';
 import type { DemoChannel } from './channels.ts';
+import { runPaced } from './paced.ts';
 
 /** Subscription plans in US cents; the weights make the cheap ones common, as on the platform. */
 const PLANS: ReadonlyArray<{ cents: bigint; weight: number; name: string }> = [
@@ -230,30 +231,16 @@ export async function buyAll(
   payments: readonly PlannedPayment[],
   options: BuyOptions,
 ): Promise<BuyOutcome> {
-  let nextIndex = 0;
-  let failure: string | undefined;
-  const firstStartedAt = Date.now();
-  const worker = async () => {
-    for (;;) {
-      failure ??= options.stopped?.();
-      if (failure !== undefined) return;
-      const index = nextIndex++;
-      const payment = payments[index];
-      if (payment === undefined) return;
-      if (options.perSecond !== undefined) {
-        const due = firstStartedAt + (index * 1000) / options.perSecond;
-        if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-      }
-      options.onStart?.();
-      try {
-        options.onPurchase?.(await buy(shop, payment));
-      } catch (error) {
-        failure ??= error instanceof PurchaseError ? error.message : `a purchase failed: ${(error as Error).message}`;
-        return;
-      }
+  const concurrency = Math.min(options.concurrency, payments.length);
+  const { firstStartedAt, failure } = await runPaced(payments.length, { ...options, concurrency }, async (index) => {
+    options.onStart?.();
+    try {
+      options.onPurchase?.(await buy(shop, payments[index] as PlannedPayment));
+      return undefined;
+    } catch (error) {
+      return error instanceof PurchaseError ? error.message : `a purchase failed: ${(error as Error).message}`;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(options.concurrency, payments.length) }, worker));
+  });
   if (failure !== undefined) throw new PurchaseError(failure);
   return { firstStartedAt, lastDoneAt: Date.now() };
 }
