@@ -52,6 +52,7 @@ export async function deployLocalUsdt(rpcUrl: string, deployerKey: Hex): Promise
   return receipt.contractAddress;
 }
 
+// The token actions below look alike but each types its own call; what they share (send, wait, check) is sendMined.
 /** Mints `units` (6 decimals) to `to`, sent from `minterKey`. */
 export async function mintLocalUsdt(
   rpcUrl: string,
