@@ -65,7 +65,45 @@ const IDEMPOTENCY_ANSWERS: Readonly<Record<number, Answer>> = {
 
 export function openApiDocument(operations: readonly Operation[], options: DocumentOptions = {}): Json {
   const components: Record<string, Json> = {};
-  const convert = (schema: z.ZodType, io: 'input' | 'output'): Json => {
+  const convert = converter(components);
+  const paths: Record<string, Record<string, Json>> = {};
+  const schemes = new Set<string>();
+  const tags = new Set<string>();
+  const operationIds = new Set<string>();
+  for (const op of operations) {
+    const path = op.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+    const keyed = WRITES.has(op.method) && op.auth === 'admin' && options.idempotent?.(op) === true;
+    const operationId = idOf(op);
+    if (operationIds.has(operationId)) throw new Error(`two operations are ${operationId} in the OpenAPI document`);
+    operationIds.add(operationId);
+    tags.add(op.tag);
+    const security = securityOf(op);
+    for (const requirement of security) for (const name of Object.keys(requirement)) schemes.add(name);
+    (paths[path] ??= {})[op.method.toLowerCase()] = operationOf(op, { operationId, keyed, security }, convert);
+  }
+
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'payrail',
+      version: VERSION,
+      description:
+        'Payment-to-payout engine: NOWPayments IPN intake, exact ledger, conversion and payouts through ChangeNow. ' +
+        'Every amount is a decimal string (never a JSON number). Described from the schemas the handlers validate with.',
+    },
+    // No `servers`: OpenAPI then takes a single server at `/`, relative to where this document was fetched from, so it
+    // describes the server that serves it whatever its address (a relative url here fails the 3.1 schema's uri format).
+    tags: [...tags].map((name) => ({ name, ...(TAGS[name] !== undefined && { description: TAGS[name] }) })),
+    paths,
+    components: { schemas: sortedKeys(components), securitySchemes: securitySchemesOf(schemes) },
+  };
+}
+
+type Convert = (schema: z.ZodType, io: 'input' | 'output') => Json;
+
+/** A zod schema as JSON Schema; the named shapes it holds are put in `components` and referred to. */
+function converter(components: Record<string, Json>): Convert {
+  return (schema, io) => {
     const {
       $schema: _dialect,
       $defs,
@@ -86,94 +124,103 @@ export function openApiDocument(operations: readonly Operation[], options: Docum
     }
     return toComponents(rest);
   };
+}
 
-  const paths: Record<string, Record<string, Json>> = {};
-  const schemes = new Set<string>();
-  const tags = new Set<string>();
-  const operationIds = new Set<string>();
-  for (const op of operations) {
-    const path = op.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
-    const keyed = WRITES.has(op.method) && op.auth === 'admin' && options.idempotent?.(op) === true;
-    const operationId = idOf(op);
-    if (operationIds.has(operationId)) throw new Error(`two operations are ${operationId} in the OpenAPI document`);
-    operationIds.add(operationId);
-    tags.add(op.tag);
+/** One path's operation object: parameters, body, answers and who may call. */
+function operationOf(
+  op: Operation,
+  { operationId, keyed, security }: { operationId: string; keyed: boolean; security: Json[] },
+  convert: Convert,
+): Json {
+  const parameters = [
+    ...parametersOf(op.params, 'path', convert),
+    ...parametersOf(op.query, 'query', convert),
+    ...headerParametersOf(op, keyed),
+  ];
+  const requestBody = requestBodyOf(op, convert);
+  const responses = responsesOf(op, keyed, convert);
+  // A strict query schema refuses what it does not name: worth saying, since most HTTP APIs ignore such parameters.
+  const strictQuery = op.query !== undefined && convert(op.query, 'input').additionalProperties === false;
+  const description = [op.description, strictQuery ? 'An unknown query parameter is refused (400).' : undefined]
+    .filter((text) => text !== undefined)
+    .join(' ');
+  return {
+    operationId,
+    summary: op.summary,
+    ...(description !== '' && { description }),
+    tags: [op.tag],
+    security,
+    ...(parameters.length > 0 && { parameters }),
+    ...(requestBody && { requestBody }),
+    responses,
+  };
+}
 
-    const parameters = [
-      ...parametersOf(op.params, 'path', convert),
-      ...parametersOf(op.query, 'query', convert),
-      ...Object.entries({
-        ...(op.auth === 'ipn' && {
-          'x-nowpayments-sig':
-            "HMAC-SHA512 of the body's JSON with its keys sorted, keyed with NOWPAYMENTS_IPN_SECRET.",
-        }),
-        ...op.headers,
-      }).map(([name, description]) => ({
-        name,
-        in: 'header',
-        required: op.auth === 'ipn' && name === 'x-nowpayments-sig',
-        description,
-        schema: { type: 'string' },
-      })),
-      ...(keyed
-        ? [
-            {
-              name: IDEMPOTENCY_KEY_HEADER,
-              in: 'header',
-              required: false,
-              description:
-                'A retried request carrying the key the first one carried answers what the first one answered (for 24 hours) instead of acting twice.',
-              schema: { type: 'string', pattern: '^[\\x20-\\x7e]{1,255}$' },
-            },
-          ]
-        : []),
-    ];
+/** The headers an operation reads: its own, the IPN's signature, and Idempotency-Key where writes take one. */
+function headerParametersOf(op: Operation, keyed: boolean): Json[] {
+  return [
+    ...Object.entries({
+      ...(op.auth === 'ipn' && {
+        'x-nowpayments-sig': "HMAC-SHA512 of the body's JSON with its keys sorted, keyed with NOWPAYMENTS_IPN_SECRET.",
+      }),
+      ...op.headers,
+    }).map(([name, description]) => ({
+      name,
+      in: 'header',
+      required: op.auth === 'ipn' && name === 'x-nowpayments-sig',
+      description,
+      schema: { type: 'string' },
+    })),
+    ...(keyed
+      ? [
+          {
+            name: IDEMPOTENCY_KEY_HEADER,
+            in: 'header',
+            required: false,
+            description:
+              'A retried request carrying the key the first one carried answers what the first one answered (for 24 hours) instead of acting twice.',
+            schema: { type: 'string', pattern: '^[\\x20-\\x7e]{1,255}$' },
+          },
+        ]
+      : []),
+  ];
+}
 
-    let requestBody: Json | undefined;
-    if (op.body) {
-      requestBody = {
-        required: op.body.required,
-        ...(op.body.description !== undefined && { description: op.body.description }),
-        content: { 'application/json': { schema: convert(op.body.schema, 'input') } },
-      };
-    } else if (op.rawBody) {
-      requestBody = {
-        required: true,
-        description: op.rawBody.description,
-        content: { [op.rawBody.mediaType]: op.rawBody.schema ? { schema: convert(op.rawBody.schema, 'input') } : {} },
-      };
-    }
-
-    const answers = new Map<string, Answer[]>();
-    const add = (status: string, answer: Answer) => answers.set(status, [...(answers.get(status) ?? []), answer]);
-    for (const [status, answer] of Object.entries(op.responses)) add(status, answer);
-    if (op.auth === 'admin' || op.auth === 'metrics') add('401', TOKEN_REFUSED);
-    if (keyed) for (const [status, answer] of Object.entries(IDEMPOTENCY_ANSWERS)) add(status, answer);
-    add('default', DEFAULT_ANSWER);
-    const responses = Object.fromEntries([...answers].map(([status, list]) => [status, responseOf(list, convert)]));
-
-    let security: Json[] = [];
-    if (op.auth === 'admin') security = [{ adminToken: [] }];
-    if (op.auth === 'metrics') security = [{ metricsToken: [] }];
-    for (const requirement of security) for (const name of Object.keys(requirement)) schemes.add(name);
-
-    // A strict query schema refuses what it does not name: worth saying, since most HTTP APIs ignore such parameters.
-    const strictQuery = op.query !== undefined && convert(op.query, 'input').additionalProperties === false;
-    const description = [op.description, strictQuery ? 'An unknown query parameter is refused (400).' : undefined]
-      .filter((text) => text !== undefined)
-      .join(' ');
-    (paths[path] ??= {})[op.method.toLowerCase()] = {
-      operationId,
-      summary: op.summary,
-      ...(description !== '' && { description }),
-      tags: [op.tag],
-      security,
-      ...(parameters.length > 0 && { parameters }),
-      ...(requestBody && { requestBody }),
-      responses,
+function requestBodyOf(op: Operation, convert: Convert): Json | undefined {
+  if (op.body)
+    return {
+      required: op.body.required,
+      ...(op.body.description !== undefined && { description: op.body.description }),
+      content: { 'application/json': { schema: convert(op.body.schema, 'input') } },
     };
-  }
+  if (op.rawBody)
+    return {
+      required: true,
+      description: op.rawBody.description,
+      content: { [op.rawBody.mediaType]: op.rawBody.schema ? { schema: convert(op.rawBody.schema, 'input') } : {} },
+    };
+  return undefined;
+}
 
+/** The route's own answers, then those the app adds: 401 behind a token, Idempotency-Key's, and the default. */
+function responsesOf(op: Operation, keyed: boolean, convert: Convert): Json {
+  const answers = new Map<string, Answer[]>();
+  const add = (status: string, answer: Answer) => answers.set(status, [...(answers.get(status) ?? []), answer]);
+  for (const [status, answer] of Object.entries(op.responses)) add(status, answer);
+  if (op.auth === 'admin' || op.auth === 'metrics') add('401', TOKEN_REFUSED);
+  if (keyed) for (const [status, answer] of Object.entries(IDEMPOTENCY_ANSWERS)) add(status, answer);
+  add('default', DEFAULT_ANSWER);
+  return Object.fromEntries([...answers].map(([status, list]) => [status, responseOf(list, convert)]));
+}
+
+function securityOf(op: Operation): Json[] {
+  if (op.auth === 'admin') return [{ adminToken: [] }];
+  if (op.auth === 'metrics') return [{ metricsToken: [] }];
+  return [];
+}
+
+/** The schemes some operation uses, and only those. */
+function securitySchemesOf(schemes: ReadonlySet<string>): Record<string, Json> {
   const securitySchemes: Record<string, Json> = {};
   if (schemes.has('adminToken'))
     securitySchemes.adminToken = {
@@ -184,22 +231,7 @@ export function openApiDocument(operations: readonly Operation[], options: Docum
     };
   if (schemes.has('metricsToken'))
     securitySchemes.metricsToken = { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN.' };
-
-  return {
-    openapi: '3.1.0',
-    info: {
-      title: 'payrail',
-      version: VERSION,
-      description:
-        'Payment-to-payout engine: NOWPayments IPN intake, exact ledger, conversion and payouts through ChangeNow. ' +
-        'Every amount is a decimal string (never a JSON number). Described from the schemas the handlers validate with.',
-    },
-    // No `servers`: OpenAPI then takes a single server at `/`, relative to where this document was fetched from, so it
-    // describes the server that serves it whatever its address (a relative url here fails the 3.1 schema's uri format).
-    tags: [...tags].map((name) => ({ name, ...(TAGS[name] !== undefined && { description: TAGS[name] }) })),
-    paths,
-    components: { schemas: sortedKeys(components), securitySchemes },
-  };
+  return securitySchemes;
 }
 
 /** `#/$defs/X` as zod writes it, for the document's `#/components/schemas/X`. */
@@ -221,11 +253,7 @@ function idOf(op: Operation): string {
 }
 
 /** One parameter per property of an object schema: its JSON Schema, and whether it is required. */
-function parametersOf(
-  schema: z.ZodType | undefined,
-  where: 'path' | 'query',
-  convert: (schema: z.ZodType, io: 'input' | 'output') => Json,
-): Json[] {
+function parametersOf(schema: z.ZodType | undefined, where: 'path' | 'query', convert: Convert): Json[] {
   if (schema === undefined) return [];
   const object = convert(schema, 'input');
   const properties = (object.properties ?? {}) as Record<string, Json>;
@@ -243,7 +271,7 @@ function parametersOf(
   });
 }
 
-function responseOf(answers: Answer[], convert: (schema: z.ZodType, io: 'input' | 'output') => Json): Json {
+function responseOf(answers: Answer[], convert: Convert): Json {
   const description = answers.map((a) => a.description).join(' Or: ');
   const json = answers.flatMap((a) => (a.schema ? [convert(a.schema, 'output')] : []));
   const unique = json.filter((s, i) => json.findIndex((t) => isDeepStrictEqual(s, t)) === i);
