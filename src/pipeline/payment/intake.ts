@@ -16,7 +16,7 @@ import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentsTable } from '../../db/index.ts';
 import { PAYMENT_STATUSES, type Ipn, type IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { enqueue } from '../../jobs/index.ts';
-import { accounts, postJournal } from '../../ledger/index.ts';
+import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
 import type { Logger } from '../../log.ts';
 import {
   decimalsOf,
@@ -913,23 +913,36 @@ export async function creditEffects(
   const { asset, grossUnits: gross, paymentId, channelId } = basis;
   const strategy = channel.payout_strategy;
   const { fee, net } = splitFee(gross, feeInForce(channel, settings));
-  if (strategy === 'instant') {
-    await enqueue(
-      trx,
-      PAYOUT_JOB.task,
-      { paymentId },
-      {
-        jobKey: `${PAYOUT_JOB.task}:${paymentId}`,
-        jobKeyMode: PAYOUT_JOB.keyMode,
-        maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-      },
-    );
-  }
-  const entries = [
+  if (strategy === 'instant') await enqueueInstantPayout(trx, paymentId);
+  const entries = creditEntries(asset, paymentId, channelId, { gross, fee, net });
+  const journal = await postJournal(trx, { kind: 'payment_received', ref: paymentId, entries });
+  if (!journal.posted) throw new Error(`payment ${paymentId} already has a ledger credit: refusing to credit twice`);
+}
+
+/** The instant payout job of a credited payment (PAYOUT_JOB), whichever credit or decision queues it. */
+export async function enqueueInstantPayout(trx: Transaction<Database>, paymentId: string): Promise<void> {
+  await enqueue(
+    trx,
+    PAYOUT_JOB.task,
+    { paymentId },
+    {
+      jobKey: `${PAYOUT_JOB.task}:${paymentId}`,
+      jobKeyMode: PAYOUT_JOB.keyMode,
+      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+    },
+  );
+}
+
+/** A credit's legs, a first credit's or a top-up's: out of NOWPayments, the platform's fee, the channel's net. */
+export function creditEntries(
+  asset: AssetCode,
+  paymentId: string,
+  channelId: string,
+  { gross, fee, net }: { gross: bigint; fee: bigint; net: bigint },
+): JournalInput['entries'] {
+  return [
     { account: accounts.nowpayments(asset, paymentId), amount: -gross },
     { account: accounts.platformFees(asset, paymentId), amount: fee },
     { account: accounts.channel(channelId, asset), amount: net },
   ].filter((e) => e.amount !== 0n);
-  const journal = await postJournal(trx, { kind: 'payment_received', ref: paymentId, entries });
-  if (!journal.posted) throw new Error(`payment ${paymentId} already has a ledger credit: refusing to credit twice`);
 }
