@@ -52,6 +52,7 @@ export interface ApiInvoice {
   readonly ipnCallbackUrl: string | null;
 }
 
+// Shaped like PaymentLookup, but a refused invoice and a payment NOWPayments does not know call for different actions.
 export type InvoiceCreation =
   | { readonly kind: 'created'; readonly invoice: ApiInvoice }
   /** NOWPayments refused the request (a 4xx: our key, or a field it did not accept). */

@@ -117,6 +117,7 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || isLosslessNumber(parsed))
     return { ok: false, status: 400, error: 'body must be a JSON object' };
+  // Each step below keeps its own try: the signature check sits between them, and each refusal names its step.
   let canonical: string;
   try {
     canonical = canonicalIpnJson(parsed);
