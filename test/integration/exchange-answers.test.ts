@@ -167,6 +167,30 @@ const it = worldFirst(
         (r) => r.kind,
       );
     })
+    /** Alice resolves the conversion or payout in review as `body` says: 200; its answer. */
+    .extend(
+      'resolve',
+      ({ payrail }) =>
+        async (
+          kind: 'conversions' | 'payouts',
+          id: string,
+          body: Record<string, unknown>,
+        ): Promise<Record<string, any>> => {
+          const res = await payrail.request('POST', `/api/${kind}/${id}/resolve`, { token: ALICE, body });
+          expect(res.status).toBe(200);
+          return res.body;
+        },
+    )
+    /** The payout booked as completed, once: nothing of it left for its channel, the ledger clean. */
+    .extend(
+      'expectPaidOut',
+      ({ journalKinds, balances, expectLedgerClean }) =>
+        async (id: string, channelId: string) => {
+          expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
+          expect(await balances(channelId)).toEqual({});
+          await expectLedgerClean();
+        },
+    )
     /** A new threshold channel's payment, converted through an exchange ChangeNow answers with `answer`. */
     .extend(
       'conversionAnswered',
@@ -348,7 +372,6 @@ describe('a payout exchange created unlike the request', () => {
 describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate', () => {
   it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async ({
     outside,
-    payrail,
     query,
     exchangeFor,
     expectLedgerClean,
@@ -357,6 +380,7 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
     journalKinds,
     paymentConversionStatus,
     conversionAnswered,
+    resolve,
   }) => {
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
     const { channelId, paymentId, id } = await conversionAnswered('below_estimate');
@@ -378,12 +402,13 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
     expect(await paymentConversionStatus(paymentId)).toBe('failed');
 
-    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, {
-      token: ALICE,
-      body: { outcome: 'received', amount: FIVE_BELOW, txHash: exchange.payoutHash, note: 'rate moved; accepted' },
+    const resolved = await resolve('conversions', id, {
+      outcome: 'received',
+      amount: FIVE_BELOW,
+      txHash: exchange.payoutHash,
+      note: 'rate moved; accepted',
     });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({
+    expect(resolved).toMatchObject({
       status: 'completed',
       usdtReceived: FIVE_BELOW,
       payoutHash: exchange.payoutHash,
@@ -415,12 +440,13 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
     payrail,
     query,
     exchangeFor,
-    expectLedgerClean,
     getPayout,
     payoutReaches,
     balances,
     journalKinds,
     payoutAnswered,
+    resolve,
+    expectPaidOut,
   }) => {
     const { channelId, id } = await payoutAnswered('below_estimate');
     const inReview = await payoutReaches(id, 'needs_review');
@@ -456,20 +482,14 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
     // Its funds left: cancelling would put them back on the channel and create money.
     expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
 
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
-      token: ALICE,
-      body: { outcome: 'paid', note: 'owner accepts the lower amount' },
-    });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({
+    const resolved = await resolve('payouts', id, { outcome: 'paid', note: 'owner accepts the lower amount' });
+    expect(resolved).toMatchObject({
       status: 'completed',
       amountOut: FIVE_BELOW,
       payoutHash: exchange.payoutHash,
       reason: 'resolved as paid by alice: owner accepts the lower amount',
     });
-    expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await balances(channelId)).toEqual({});
-    await expectLedgerClean();
+    await expectPaidOut(id, channelId);
   });
 });
 
@@ -477,11 +497,12 @@ describe('a payout exchange that finishes without amountTo', () => {
   it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async ({
     payrail,
     exchangeFor,
-    expectLedgerClean,
     payoutReaches,
     balances,
     journalKinds,
     payoutAnswered,
+    resolve,
+    expectPaidOut,
   }) => {
     const { channelId, id } = await payoutAnswered('no_amount_to');
     const inReview = await payoutReaches(id, 'needs_review');
@@ -500,15 +521,9 @@ describe('a payout exchange that finishes without amountTo', () => {
     // Its funds left: back on the channel they would be paid twice.
     expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
 
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
-      token: ALICE,
-      body: { outcome: 'paid', note: 'ChangeNow support confirmed the payout' },
-    });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({ status: 'completed', payoutHash: exchange.payoutHash });
-    expect(await journalKinds(id)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await balances(channelId)).toEqual({});
-    await expectLedgerClean();
+    const resolved = await resolve('payouts', id, { outcome: 'paid', note: 'ChangeNow support confirmed the payout' });
+    expect(resolved).toMatchObject({ status: 'completed', payoutHash: exchange.payoutHash });
+    await expectPaidOut(id, channelId);
   });
 });
 
@@ -574,7 +589,6 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
 describe('expired although funded: ChangeNow kept the deposit and sent nothing back', () => {
   it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async ({
     outside,
-    payrail,
     query,
     exchangeFor,
     expectLedgerClean,
@@ -582,6 +596,7 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     balances,
     paymentConversionStatus,
     conversionAnswered,
+    resolve,
   }) => {
     const { channelId, paymentId, id } = await conversionAnswered('expired_funded');
     const inReview = await conversionReaches(id, 'needs_review');
@@ -595,12 +610,8 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     // ChangeNow's support sends the ETH back from a wallet of its own.
     const support = await startChainSender(outside.chain.rpcUrl);
     const back = await support.send(outside.hostAddress, NET_WEI);
-    const resolved = await payrail.request('POST', `/api/conversions/${id}/resolve`, {
-      token: ALICE,
-      body: { outcome: 'returned', txHash: back },
-    });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body.status).toBe('failed');
+    const resolved = await resolve('conversions', id, { outcome: 'returned', txHash: back });
+    expect(resolved.status).toBe('failed');
     await eventually(
       'converted again by the next batch',
       async () => (await paymentConversionStatus(paymentId)) === 'completed',
@@ -611,13 +622,13 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
 
   it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async ({
     outside,
-    payrail,
     exchangeFor,
     expectLedgerClean,
     payoutReaches,
     balances,
     journalKinds,
     payoutAnswered,
+    resolve,
   }) => {
     const { channelId, id } = await payoutAnswered('expired_funded');
     const inReview = await payoutReaches(id, 'needs_review');
@@ -628,12 +639,13 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
 
     const support = await startChainSender(outside.chain.rpcUrl);
     const refund = await support.send(outside.hostAddress, NET_WEI);
-    const resolved = await payrail.request('POST', `/api/payouts/${id}/resolve`, {
-      token: ALICE,
-      body: { outcome: 'returned', amount: '0.0047239', txHash: refund, note: 'returned by ChangeNow support' },
+    const resolved = await resolve('payouts', id, {
+      outcome: 'returned',
+      amount: '0.0047239',
+      txHash: refund,
+      note: 'returned by ChangeNow support',
     });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body.status).toBe('failed');
+    expect(resolved.status).toBe('failed');
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
     await expectLedgerClean();
   });
