@@ -27,14 +27,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
 import { EVENT_TYPES } from '../../src/events/index.ts';
+import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { seeder } from '../support/seed.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
   authHeaders,
+  encodable,
   expectHealthy,
   fuzzParams,
+  isPoisoned,
   headerText,
   jsonValueText,
   bodyVariants,
@@ -117,14 +120,6 @@ const without = (f: Record<string, string | number>, keys: string[]) =>
 // --- generators -----------------------------------------------------------------------------------------------------
 
 type Segment = { value: string } | { raw: string };
-const encodable = (s: string) => {
-  try {
-    encodeURIComponent(s);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const RAW_SEGMENTS = ['%', '%ZZ', '%00', '%2F', '%ED%A0%80', '%C0%AF', '%E2%80%AE', '%FF', ';', '*', '%25', '%20', '+'];
 const segment = (values: fc.Arbitrary<string>): fc.Arbitrary<Segment> =>
   fc.oneof(
@@ -1117,17 +1112,6 @@ async function auditSince(before: Record<string, string | number>) {
   return rows;
 }
 
-/** What fastify's JSON parser refuses as prototype poisoning. */
-function isPoisoned(node: unknown): boolean {
-  if (node === null || typeof node !== 'object') return false;
-  if (Array.isArray(node)) return node.some(isPoisoned);
-  const o = JSON.parse(JSON.stringify(node)) as Record<string, unknown>;
-  if (Object.hasOwn(o, '__proto__')) return true;
-  const c = Object.hasOwn(o, 'constructor') ? o.constructor : undefined;
-  if (c !== null && typeof c === 'object' && Object.hasOwn(c, 'prototype')) return true;
-  return Object.values(o).some(isPoisoned);
-}
-
 // --- the suite ------------------------------------------------------------------------------------------------------
 
 describe('the admin API platform routes under fuzzing', () => {
@@ -1137,18 +1121,7 @@ describe('the admin API platform routes under fuzzing', () => {
     // Seeded first by a payrail without NOWPayments' API key, which credits a finished IPN at once (with the key a
     // credit waits for a worker to confirm it with the API).
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-    const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-    expect(
-      (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
-        .status,
-    ).toBe(201);
-    expect(
-      (
-        await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
-          body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel, payoutCurrency: 'usdt' },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannelPair(payrail, { threshold: [THRESHOLD, 'usdt'], instant: [INSTANT, 'eth'] }, WALLET);
     await db.pool.query(
       `insert into channels (channel_id, payout_strategy, payout_currency, payout_network, wallet_address)
        values ($1, 'instant', 'eth', 'eth', '')`,

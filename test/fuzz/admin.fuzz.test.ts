@@ -22,14 +22,17 @@ import fc from 'fast-check';
 import { getAddress } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
   authHeaders,
+  encodable,
   expectHealthy,
   fuzzParams,
+  isPoisoned,
   headerText,
   jsonValueText,
   bodyVariants,
@@ -122,15 +125,6 @@ async function seedConversion(
 
 /** A path segment: `value` percent-encoded as a URI component, or `raw` text put in the path as it is. */
 type Segment = { value: string } | { raw: string };
-
-const encodable = (s: string) => {
-  try {
-    encodeURIComponent(s);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const RAW_SEGMENTS = [
   '..',
   '.',
@@ -1088,17 +1082,6 @@ function expectedAction(
   return { status: 409 };
 }
 
-/** What fastify's JSON parser refuses as prototype poisoning (onProtoPoisoning / onConstructorPoisoning: 'error'). */
-function isPoisoned(node: unknown): boolean {
-  if (node === null || typeof node !== 'object') return false;
-  if (Array.isArray(node)) return node.some(isPoisoned);
-  const o = node as Record<string, unknown>;
-  if (Object.hasOwn(o, '__proto__')) return true;
-  const c = Object.hasOwn(o, 'constructor') ? o.constructor : undefined;
-  if (c !== null && typeof c === 'object' && Object.hasOwn(c, 'prototype')) return true;
-  return Object.values(o).some(isPoisoned);
-}
-
 /** Bodies an action may carry: none, a resolution (valid or one field off), any JSON at all. */
 const actionBody = fc.oneof(
   { arbitrary: fc.constant<Body>({ kind: 'none' }), weight: 1 },
@@ -1115,24 +1098,7 @@ describe('the admin API under fuzzing', () => {
     logs = logSink();
     // Web only: no worker runs the jobs actions queue, so payouts stay in the states the fuzzing put them in.
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
-    const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-    expect(
-      (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
-        .status,
-    ).toBe(201);
-    expect(
-      (
-        await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
-          body: {
-            payoutStrategy: 'threshold',
-            thresholdUsd: '100.00',
-            payoutCurrency: 'usdt',
-            payoutNetwork: 'eth',
-            walletAddress: WALLET,
-          },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannelPair(payrail, { threshold: [THRESHOLD, 'usdt'], instant: [INSTANT, 'eth'] }, WALLET);
     await pay(THRESHOLD);
     await pay(LATE);
     for (const status of [

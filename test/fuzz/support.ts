@@ -320,3 +320,27 @@ export function authHeaders(auth: Auth, noise: string): Array<[string, string]> 
       return [h('Bearer')];
   }
 }
+
+/** Whether encodeURIComponent takes the text (a lone surrogate it refuses): a path segment or query part sent as is. */
+export const encodable = (s: string): boolean => {
+  try {
+    encodeURIComponent(s);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * What fastify's JSON parser refuses as prototype poisoning (onProtoPoisoning / onConstructorPoisoning: 'error'), in
+ * a value as it reaches the server: sent as JSON, so read back from its JSON text.
+ */
+export function isPoisoned(node: unknown): boolean {
+  if (node === null || typeof node !== 'object') return false;
+  if (Array.isArray(node)) return node.some(isPoisoned);
+  const o = JSON.parse(JSON.stringify(node)) as Record<string, unknown>;
+  if (Object.hasOwn(o, '__proto__')) return true;
+  const c = Object.hasOwn(o, 'constructor') ? o.constructor : undefined;
+  if (c !== null && typeof c === 'object' && Object.hasOwn(c, 'prototype')) return true;
+  return Object.values(o).some(isPoisoned);
+}
