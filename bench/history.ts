@@ -4,9 +4,10 @@
  * one transaction, not through N webhooks. Nothing here is part of payrail.
  *
  * What is written, all consistent with what the pipeline itself writes:
- *   - `channels` channels (ids benchChannelId(0..channels-1): the bench's own 64 channels come first and keep the
- *     bench's configuration, so measured payments land on channels that have a history); 1 in 10 of the others pays
- *     out instantly, the rest by threshold (25..1,000 USD), half of each paid directly and half through an exchange;
+ *   - `channels` channels (ids benchChannelId(0..channels-1): the bench's own `benchChannels` (its --channels) come
+ *     first and keep the bench's configuration, so measured payments land on channels that have a history); 1 in 10
+ *     of the others pays out instantly, the rest by threshold (25..1,000 USD), half of each paid directly and half
+ *     through an exchange;
  *   - N payments (ids 5,000,000,001..), round-robin over the channels, spread over HISTORY_DAYS, every one credited
  *     (`finished`), with its signed-IPN text, fee split and `payment_received` journal on the sharded
  *     world:nowpayments#NN and platform:fees#NN accounts and on channel:<id>;

@@ -1,12 +1,17 @@
 /**
  * npm run bench:intake [-- --duration 10 --connections 50 --rate 500 --rate-connections 50 --warmup 2]
+ *                        [-- --channels 64 --spread uniform|power]
  *                        [-- --history 1000000 --history-channels 1000 --probe 2000]
  *
  * Drives signed NOWPayments IPNs (each a NEW payment, status `finished`, so every request records AND credits a
  * payment) over loopback with autocannon against a running payrail, then the same load against a baseline route
  * doing one plain INSERT per request on the same database, then intake again at a fixed rate. Prints throughput,
- * the intake/baseline ratio, p50/p99 latencies and the machine; then reconciles the database with the responses
- * and runs checkLedger.
+ * the intake/baseline ratio, p50/p99 latencies and the machine, how payrail grouped the IPNs into database calls
+ * during each intake run (its payrail_intake_group_size histogram, scraped before and after the run); then reconciles
+ * the database with the responses and runs checkLedger.
+ *
+ * Payments go to --channels channels, in turn (--spread uniform) or drawn with a power law (--spread power: channel k
+ * of N gets a share proportional to 1/k), which puts most of the load on a few balance rows, as real traffic may.
  *
  * payrail runs in a child process (bench/server.ts) so autocannon does not share its event loop. Without
  * DATABASE_URL an embedded PostgreSQL is started in a temp dir and removed afterwards. With DATABASE_URL the bench
@@ -20,6 +25,7 @@
  * starts: the database's own cost per payment, without HTTP, the client or concurrency.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -54,7 +60,9 @@ import { HistoryInterrupted, seedHistory, type HistorySummary } from './history.
 import { probeIntake, probeLines, type ProbeResult } from './probe.ts';
 import {
   busyShare,
+  CHANNEL_SPREADS,
   cpuUsageCores,
+  eachLimited,
   fmt,
   freePort,
   IpnFactory,
@@ -63,10 +71,13 @@ import {
   postgresTicks,
   presign,
   procTicks,
+  SPREAD_SEED,
   sleep,
   table,
   ticksToCores,
-  type SignedIpn,
+  topShares,
+  type BenchIpn,
+  type ChannelSpread,
 } from './shared.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -75,10 +86,14 @@ const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
 /** A channel id reserved for the bench (threshold strategy: a credit queues no payout job). */
 const BENCH_CHANNEL_ID = '-1009000000001';
 /**
- * Payments are spread over this many channels (ids BENCH_CHANNEL_ID, BENCH_CHANNEL_ID - 1, ...), as real traffic is:
- * a credit locks its channel's balance row, so one channel for every payment would measure an artificial hot spot.
+ * By default payments are spread over this many channels (ids BENCH_CHANNEL_ID, BENCH_CHANNEL_ID - 1, ...): a credit
+ * locks its channel's balance row, so one channel for every payment measures the hot spot, which --channels 1 asks
+ * for on purpose.
  */
-const BENCH_CHANNELS = 64;
+const DEFAULT_CHANNELS = 64;
+const MAX_CHANNELS = 100_000;
+/** A group of at least this many IPNs is counted as a large one in the report. */
+const LARGE_GROUP = 8;
 const benchChannelId = (index: number) => (BigInt(BENCH_CHANNEL_ID) - BigInt(index)).toString();
 const CHANNEL_BODY = {
   payoutStrategy: 'threshold',
@@ -108,6 +123,9 @@ interface Options {
   historyChannels: number;
   /** recordIpn calls timed in-process before the server starts (0: none). */
   probe: number;
+  /** Channels the payments go to (the first `channels` of the bench's ids). */
+  channels: number;
+  spread: ChannelSpread;
 }
 
 const USAGE = `usage: npm run bench:intake -- [options]
@@ -117,10 +135,14 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --rate R              requests/s for the fixed-rate intake run (default 500)
   --rate-connections N  connections for the fixed-rate run (default: --connections)
   --warmup S            seconds of unmeasured warm-up before the intake and baseline runs (default 2; 0 = none)
+  --channels N          channels the payments go to, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS})
+  --spread S            uniform: the channels in turn; power: channel k of N gets a share proportional to 1/k
+                        (Zipf, exponent 1, drawn from a fixed seed) (default uniform)
   --cpu-prof DIR        write a V8 CPU profile of the server process (payrail + baseline) into DIR
   --history N           first load N stored payments (credited, converted, paid out, with their ledger) into the
                         empty database with set-based SQL, then VACUUM ANALYZE (default 0: none)
-  --history-channels N  channels the history is spread over; the bench's 64 come first (default 1000)
+  --history-channels N  channels the history is spread over, at least --channels: the bench's come first
+                        (default 1000, or --channels if more)
   --probe N             time N recordIpn calls in-process, one at a time, before the server starts (default 0: none)
 
   DATABASE_URL=...      use this (disposable!) database instead of a temporary embedded PostgreSQL
@@ -139,12 +161,18 @@ function readOptions(argv: string[]): Options | undefined {
       history: { type: 'string' },
       'history-channels': { type: 'string' },
       probe: { type: 'string' },
+      channels: { type: 'string' },
+      spread: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
   if (values.help) return undefined;
   const connections = int('connections', values.connections, 50, 1, 1000);
+  const channels = int('channels', values.channels, DEFAULT_CHANNELS, 1, MAX_CHANNELS);
+  const spread = values.spread ?? 'uniform';
+  if (!(CHANNEL_SPREADS as readonly string[]).includes(spread))
+    throw new Error(`--spread must be one of ${CHANNEL_SPREADS.join(', ')} (got "${spread}")`);
   return {
     durationS: int('duration', values.duration, 10, 1, 3600),
     connections,
@@ -153,8 +181,11 @@ function readOptions(argv: string[]): Options | undefined {
     warmupS: int('warmup', values.warmup, 2, 0, 600),
     ...(values['cpu-prof'] !== undefined && { cpuProfDir: path.resolve(values['cpu-prof']) }),
     history: int('history', values.history, 0, 0, 9_000_000),
-    historyChannels: int('history-channels', values['history-channels'], 1000, BENCH_CHANNELS, 1_000_000),
+    // The history gives every bench channel a past, so it needs at least as many channels as the bench uses.
+    historyChannels: int('history-channels', values['history-channels'], Math.max(1000, channels), channels, 1_000_000),
     probe: int('probe', values.probe, 0, 0, 1_000_000),
+    channels,
+    spread: spread as ChannelSpread,
   };
 }
 
@@ -163,7 +194,7 @@ function readOptions(argv: string[]): Options | undefined {
 
 /** Where a run's request bodies come from. */
 interface BodySource {
-  next(): SignedIpn;
+  next(): BenchIpn;
 }
 
 /** Pre-signed bodies, each used once; signs on the fly (and counts it) if the pool runs dry. */
@@ -171,13 +202,13 @@ class FreshBodies implements BodySource {
   private index = 0;
   liveSigned = 0;
   constructor(
-    private readonly pool: SignedIpn[],
+    private readonly pool: BenchIpn[],
     private readonly factory: IpnFactory,
   ) {}
-  next(): SignedIpn {
+  next(): BenchIpn {
     const body = this.pool[this.index];
     if (body !== undefined) {
-      this.pool[this.index++] = undefined as unknown as SignedIpn; // let the sent body be collected
+      this.pool[this.index++] = undefined as unknown as BenchIpn; // let the sent body be collected
       return body;
     }
     this.liveSigned++;
@@ -191,11 +222,11 @@ class FreshBodies implements BodySource {
 /** The same bodies over and over (the baseline does not care about uniqueness, only about equal client work). */
 class CyclingBodies implements BodySource {
   private index = 0;
-  constructor(private readonly pool: SignedIpn[]) {
+  constructor(private readonly pool: BenchIpn[]) {
     if (pool.length === 0) throw new Error('empty body pool');
   }
-  next(): SignedIpn {
-    const body = this.pool[this.index] as SignedIpn;
+  next(): BenchIpn {
+    const body = this.pool[this.index] as BenchIpn;
     this.index = (this.index + 1) % this.pool.length;
     return body;
   }
@@ -215,6 +246,8 @@ interface RunSpec {
   sent?: Set<string>;
   /** Payment ids answered with 2xx (intake runs). */
   accepted?: Set<string>;
+  /** Payments sent per channel index (intake runs), for the spread the report shows. */
+  perChannel?: Float64Array;
 }
 
 interface RunOutcome {
@@ -258,7 +291,7 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
   const latencies: number[] = [];
   const non2xx = new Map<number, number>();
   const errorSamples: string[] = [];
-  const { source, sent, accepted } = spec;
+  const { source, sent, accepted, perChannel } = spec;
   const request: autocannon.Request = {
     method: 'POST',
     path: new URL(spec.url).pathname,
@@ -266,6 +299,7 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
     setupRequest(req) {
       const body = source.next();
       sent?.add(body.paymentId);
+      if (perChannel) perChannel[body.channel] = (perChannel[body.channel] ?? 0) + 1;
       req.body = body.raw;
       req.headers = { ...req.headers, 'x-nowpayments-sig': body.signature };
       return req;
@@ -417,6 +451,38 @@ async function startServerChild(env: NodeJS.ProcessEnv, cpuProfDir: string | und
   return { child, payrailUrl: ready.payrail, baselineUrl: ready.baseline, stderr };
 }
 
+/**
+ * The first channel through payrail's API (PUT /api/channels, its checks and audit row), the others copied from its
+ * stored row in one statement: a PUT is a transaction and a commit of its own, and a thousand of them took tens of
+ * seconds on a busy 2-core machine. The copies are the rows the PUT would write (as bench/history.ts writes its
+ * channels), without an audit row each.
+ */
+async function registerChannels(
+  database: DatabaseHandle,
+  payrailUrl: string,
+  adminToken: string,
+  channelIds: readonly string[],
+): Promise<void> {
+  const [first, ...others] = channelIds;
+  if (first === undefined) return;
+  await putChannel(payrailUrl, adminToken, first, CHANNEL_BODY);
+  if (others.length === 0) return;
+  const { rowCount } = await database.pool.query(
+    `insert into channels (channel_id, payout_strategy, threshold_usd_cents, payout_currency, payout_network, wallet_address,
+                           platform_fee_percent)
+     select id, c.payout_strategy, c.threshold_usd_cents, c.payout_currency, c.payout_network, c.wallet_address,
+            c.platform_fee_percent
+     from channels c cross join unnest($2::text[]) as id where c.channel_id = $1
+     on conflict (channel_id) do update set payout_strategy = excluded.payout_strategy,
+       threshold_usd_cents = excluded.threshold_usd_cents, payout_currency = excluded.payout_currency,
+       payout_network = excluded.payout_network, wallet_address = excluded.wallet_address,
+       platform_fee_percent = excluded.platform_fee_percent, updated_at = now()`,
+    [first, others],
+  );
+  if (rowCount !== others.length)
+    throw new Error(`registering the bench channels wrote ${rowCount} rows for ${others.length} channels`);
+}
+
 /** Waits until a count stops moving (requests still in flight when autocannon closed its sockets finish). */
 async function quiesce(database: DatabaseHandle, countSql: string, params: unknown[]): Promise<number> {
   const deadline = Date.now() + QUIESCE_TIMEOUT_MS;
@@ -431,6 +497,101 @@ async function quiesce(database: DatabaseHandle, countSql: string, params: unkno
     await sleep(250);
   }
   return last;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// How payrail grouped the IPNs: its payrail_intake_group_size histogram, read from its /metrics
+
+/** One scrape of the histogram: calls per bucket (cumulative, by upper bound), the IPNs in them, the calls. */
+interface GroupScrape {
+  buckets: Map<number, number>;
+  sum: number;
+  count: number;
+}
+
+const GROUP_LINE_RE = /^payrail_intake_group_size_(bucket|sum|count)(?:\{le="([^"]+)"\})? (\S+)$/;
+const METRICS_TIMEOUT_MS = 60_000;
+
+async function scrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape> {
+  const response = await fetch(`${payrailUrl}/metrics`, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(METRICS_TIMEOUT_MS),
+  });
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`GET /metrics answered ${response.status}: ${text.slice(0, 200)}`);
+  const scrape: GroupScrape = { buckets: new Map(), sum: Number.NaN, count: Number.NaN };
+  for (const line of text.split('\n')) {
+    const match = GROUP_LINE_RE.exec(line);
+    if (!match) continue;
+    const value = Number(match[3]);
+    if (match[1] === 'sum') scrape.sum = value;
+    else if (match[1] === 'count') scrape.count = value;
+    else if (match[2] !== undefined) scrape.buckets.set(match[2] === '+Inf' ? Infinity : Number(match[2]), value);
+  }
+  if (!Number.isFinite(scrape.sum) || !Number.isFinite(scrape.count) || scrape.buckets.size === 0)
+    throw new Error('/metrics has no payrail_intake_group_size histogram');
+  return scrape;
+}
+
+/** A scrape, or why there is none (the report says so; the run goes on). */
+function tryScrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape | string> {
+  return scrapeGroups(payrailUrl, token).catch((error: Error) => error.message);
+}
+
+interface GroupFigures {
+  calls: number;
+  ipns: number;
+  /**
+   * Share of the IPNs that went in calls of at least LARGE_GROUP, 0..1, as bounds: a bucket holds calls of several
+   * sizes, and one spanning LARGE_GROUP (5..8 IPNs) may hold calls on either side of it.
+   */
+  largeLow: number;
+  largeHigh: number;
+}
+
+/** What happened between two scrapes. */
+function groupFigures(before: GroupScrape, after: GroupScrape): GroupFigures {
+  const calls = after.count - before.count;
+  const ipns = after.sum - before.sum;
+  // IPNs in calls below LARGE_GROUP, at least and at most, bucket by bucket (sizes are whole numbers >= 1).
+  let smallMin = 0;
+  let smallMax = 0;
+  let largeMin = 0;
+  let previousBound = 0;
+  let previousCumulative = 0;
+  for (const bound of [...after.buckets.keys()].sort((a, b) => a - b)) {
+    const cumulative = (after.buckets.get(bound) ?? 0) - (before.buckets.get(bound) ?? 0);
+    const inBucket = cumulative - previousCumulative;
+    const smallest = Math.floor(previousBound) + 1;
+    const largest = Math.floor(bound);
+    if (largest < LARGE_GROUP) {
+      smallMin += inBucket * smallest;
+      smallMax += inBucket * largest;
+    } else if (smallest >= LARGE_GROUP) {
+      largeMin += inBucket * smallest;
+    } else {
+      smallMax += inBucket * (LARGE_GROUP - 1);
+    }
+    previousBound = bound;
+    previousCumulative = cumulative;
+  }
+  return {
+    calls,
+    ipns,
+    largeLow: Math.max(ipns - smallMax, largeMin, 0) / ipns,
+    largeHigh: Math.min(ipns - smallMin, ipns) / ipns,
+  };
+}
+
+function describeGroups(label: string, figures: GroupFigures | string): string[] {
+  if (typeof figures === 'string') return [label, '-', '-', '-', '-'];
+  if (figures.calls === 0) return [label, '0', String(figures.ipns), '-', '-'];
+  const pct = (share: number) => fmt(share * 100, 0);
+  const large =
+    pct(figures.largeLow) === pct(figures.largeHigh)
+      ? `${pct(figures.largeLow)} %`
+      : `${pct(figures.largeLow)}–${pct(figures.largeHigh)} %`;
+  return [label, String(figures.calls), String(figures.ipns), fmt(figures.ipns / figures.calls, 2), large];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -512,7 +673,7 @@ async function main(): Promise<number> {
     const pgInfo = await readPgSettings(database);
     checkInterrupted();
     const feePercent = parsePercent(process.env.PLATFORM_FEE_PERCENT?.trim() || '3');
-    const channelIds = Array.from({ length: BENCH_CHANNELS }, (_, index) => benchChannelId(index));
+    const channelIds = Array.from({ length: opts.channels }, (_, index) => benchChannelId(index));
 
     // -- a stored history, if asked for: before anything else touches the database
     let history: HistorySummary | undefined;
@@ -521,7 +682,7 @@ async function main(): Promise<number> {
       history = await seedHistory(connectionString, {
         payments: opts.history,
         channels: opts.historyChannels,
-        benchChannels: BENCH_CHANNELS,
+        benchChannels: opts.channels,
         benchChannel: {
           thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100),
           payoutCurrency: CHANNEL_BODY.payoutCurrency,
@@ -542,7 +703,8 @@ async function main(): Promise<number> {
     let dbProbe: ProbeResult | undefined;
     if (opts.probe > 0) {
       const input = channelInputSchema.parse(CHANNEL_BODY);
-      for (const channelId of channelIds) await upsertChannel(database.db, channelId, input, 'bench');
+      // As wide as the driver's pool.
+      await eachLimited(channelIds, 4, (channelId) => upsertChannel(database.db, channelId, input, 'bench'));
       process.stderr.write(`probe: ${opts.probe} recordIpn calls in-process, one at a time\n`);
       dbProbe = await probeIntake({
         connectionString,
@@ -550,6 +712,7 @@ async function main(): Promise<number> {
         count: opts.probe,
         ipnSecret: secrets.ipnSecret,
         channelIds,
+        spread: opts.spread,
         fee: feePercent,
         logger,
       });
@@ -584,7 +747,14 @@ async function main(): Promise<number> {
     checkInterrupted();
 
     // -- payrail + baseline, in a child process
-    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...payrailConfig(connectionString, secrets, outside) };
+    // A token of the bench's own for /metrics, so the scrapes neither depend on nor break with a METRICS_TOKEN the
+    // shell may have exported.
+    const metricsToken = randomBytes(24).toString('hex');
+    const childEnv: NodeJS.ProcessEnv = {
+      ...process.env,
+      ...payrailConfig(connectionString, secrets, outside),
+      METRICS_TOKEN: metricsToken,
+    };
     server = await startServerChild(childEnv, opts.cpuProfDir);
     const serverPid = server.child.pid;
     const intakeUrl = `${server.payrailUrl}/webhooks/nowpayments`;
@@ -592,12 +762,17 @@ async function main(): Promise<number> {
     checkInterrupted();
 
     // -- the channels the bench payments credit
-    for (let index = 0; index < BENCH_CHANNELS; index++)
-      await putChannel(server.payrailUrl, secrets.adminToken, benchChannelId(index), CHANNEL_BODY);
+    const registerStarted = Date.now();
+    const payrailUrl = server.payrailUrl;
+    await registerChannels(database, payrailUrl, secrets.adminToken, channelIds);
+    process.stderr.write(
+      `registered ${channelIds.length} channel${channelIds.length === 1 ? '' : 's'} in ${fmt((Date.now() - registerStarted) / 1000, 1)} s\n`,
+    );
+    checkInterrupted();
 
     // -- bodies: measure what signing costs the client, then pre-sign
     const userId = String(Date.now());
-    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds);
+    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds, opts.spread);
     // Every id the factory issues is >= its base: the range keeps these counts off a full scan of a large history.
     const ownPaymentsSql = 'select count(*)::text as n from payments where user_id = $1 and payment_id >= $2';
     const ownPaymentsParams = [userId, factory.base.toString()];
@@ -605,6 +780,7 @@ async function main(): Promise<number> {
     const signUs = (probe.ms * 1000) / probe.pool.length;
     const sent = new Set<string>();
     const accepted = new Set<string>();
+    const perChannel = new Float64Array(opts.channels);
     const postmasterPid = pg.postmasterPid();
     const processes: Observed = {
       database,
@@ -628,6 +804,7 @@ async function main(): Promise<number> {
           source: new FreshBodies(probe.pool, factory),
           sent,
           accepted,
+          perChannel,
         },
         processes,
       );
@@ -642,6 +819,7 @@ async function main(): Promise<number> {
     const maxPool = presign(factory, maxPoolSize).pool;
     const baselinePool = maxPool.slice(0, Math.min(maxPool.length, 20_000)); // kept for the baseline, which may repeat them
     const maxSource = new FreshBodies(maxPool, factory);
+    const groupsBeforeMax = await tryScrapeGroups(payrailUrl, metricsToken);
     process.stderr.write(`run: intake, ${opts.connections} connections, ${opts.durationS} s\n`);
     const intakeMax = await runLoad(
       {
@@ -652,12 +830,15 @@ async function main(): Promise<number> {
         source: maxSource,
         sent,
         accepted,
+        perChannel,
       },
       processes,
     );
     runs.push(intakeMax);
     intakeConnectionsUsed += opts.connections;
     await quiesce(database, ownPaymentsSql, ownPaymentsParams);
+    // After quiesce: the IPNs still in flight when autocannon stopped are in the histogram too.
+    const groupsAfterMax = await tryScrapeGroups(payrailUrl, metricsToken);
     checkInterrupted();
 
     // -- 2. baseline: one plain INSERT per request, same connections and duration
@@ -701,6 +882,7 @@ async function main(): Promise<number> {
     // -- 3. intake at a fixed rate
     const ratePoolSize = Math.ceil(opts.rate * (opts.durationS + 2) * 1.2) + opts.rateConnections;
     const rateSource = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
+    const groupsBeforeRate = await tryScrapeGroups(payrailUrl, metricsToken);
     process.stderr.write(
       `run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`,
     );
@@ -714,12 +896,18 @@ async function main(): Promise<number> {
         source: rateSource,
         sent,
         accepted,
+        perChannel,
       },
       processes,
     );
     runs.push(intakeRate);
     intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
     await quiesce(database, ownPaymentsSql, ownPaymentsParams);
+    const groupsAfterRate = await tryScrapeGroups(payrailUrl, metricsToken);
+    const groups: Array<[RunOutcome, GroupFigures | string]> = [
+      [intakeMax, groupsBetween(groupsBeforeMax, groupsAfterMax)],
+      [intakeRate, groupsBetween(groupsBeforeRate, groupsAfterRate)],
+    ];
 
     // -- reconcile the database with what the clients saw
     const { rows: paymentRows } = await database.pool.query<{
@@ -760,6 +948,7 @@ async function main(): Promise<number> {
       `          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`,
     );
     out(`          client, payrail, and PostgreSQL share the same ${cpu.length} cores`);
+    out(channelsLine(opts, perChannel));
     out(historyLine(history));
     if (dbProbe) lines.push(...probeLines(dbProbe));
     out();
@@ -779,6 +968,21 @@ async function main(): Promise<number> {
     out(`ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`);
     out(
       `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
+    );
+    out();
+    out(
+      `intake groups: IPNs per database call (payrail_intake_group_size from payrail's /metrics, before and after each run):`,
+    );
+    out(
+      table(
+        ['run', 'db calls', 'IPNs', 'IPNs/call', `IPNs in calls >= ${LARGE_GROUP}`],
+        groups.map(([run, figures]) => describeGroups(run.spec.label, figures)),
+      ),
+    );
+    for (const [run, figures] of groups)
+      if (typeof figures === 'string') out(`  ${run.spec.label}: no figures (${figures})`);
+    out(
+      `  a range where the histogram's bucket (${LARGE_GROUP / 2}, ${LARGE_GROUP}] holds calls on both sides of ${LARGE_GROUP}; IPNs include those still in flight when a run ended`,
     );
     out();
     out('CPU during each run (machine busy %, and cores used by each party):');
@@ -837,6 +1041,26 @@ async function main(): Promise<number> {
       .catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
     await pg.close();
   }
+}
+
+/** Both scrapes' figures, or why there are none. */
+function groupsBetween(before: GroupScrape | string, after: GroupScrape | string): GroupFigures | string {
+  if (typeof before === 'string') return `before the run: ${before}`;
+  if (typeof after === 'string') return `after the run: ${after}`;
+  return groupFigures(before, after);
+}
+
+/** The channels and spread, with the shares the busiest channels got of what was actually sent. */
+function channelsLine(opts: Options, perChannel: Float64Array): string {
+  const spread =
+    opts.spread === 'power' ? `power (Zipf, exponent 1, seed ${SPREAD_SEED})` : 'uniform (the channels in turn)';
+  const shares = topShares(perChannel);
+  const pct = (share: number) => `${fmt(share * 100, 1)} %`;
+  if (opts.channels === 1) return `channels: 1 (all ${shares.total} intake payments sent, incl. warm-up, credit it)`;
+  return [
+    `channels: ${opts.channels}, spread ${spread}; of the ${shares.total} intake payments sent (incl. warm-up)`,
+    `the busiest channel got ${pct(shares.top1)}, the busiest ${Math.min(10, opts.channels)} ${pct(shares.top10)}`,
+  ].join(' ');
 }
 
 function historyLine(history: HistorySummary | undefined): string {

@@ -15,7 +15,7 @@ import { canonicalIpnJson, readIpn, signIpn, type Ipn } from '../src/integration
 import type { Logger } from '../src/log.ts';
 import type { Percent } from '../src/money/index.ts';
 import { recordIpn } from '../src/pipeline/index.ts';
-import { fmt, IpnFactory, percentile, sleep } from './shared.ts';
+import { fmt, IpnFactory, percentile, sleep, type ChannelSpread } from './shared.ts';
 
 export interface ProbeOptions {
   connectionString: string;
@@ -24,6 +24,8 @@ export interface ProbeOptions {
   count: number;
   ipnSecret: string;
   channelIds: readonly string[];
+  /** As the measured runs spread their payments. */
+  spread: ChannelSpread;
   fee: Percent;
   logger: Logger;
 }
@@ -69,7 +71,7 @@ async function readStatio(database: DatabaseHandle): Promise<Map<string, { hit: 
 
 export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
   const warmup = Math.min(200, Math.max(10, Math.floor(options.count / 10)));
-  const factory = new IpnFactory(`9${Date.now()}`.slice(0, 15), options.ipnSecret, options.channelIds);
+  const factory = new IpnFactory(`9${Date.now()}`.slice(0, 15), options.ipnSecret, options.channelIds, options.spread);
   // Parsed and verified before the database is timed: the probe times the database work on its own, and the edge's
   // work on the same bodies apart.
   const bodies = Array.from({ length: warmup + options.count }, () => factory.next());

@@ -6,7 +6,7 @@
  * through its own pg.Pool. Nothing here is part of payrail: src/ is untouched.
  *
  * Environment (set by the parent): DATABASE_URL, PORT (0 = ephemeral), ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET,
- * LOG_LEVEL, and for the worker role the outside world (CHANGENOW_API_URL, CHANGENOW_API_KEY, ETH_RPC_URL, CHAIN_ID,
+ * METRICS_TOKEN (the parent scrapes payrail's /metrics between runs), LOG_LEVEL, and for the worker role the outside world (CHANGENOW_API_URL, CHANGENOW_API_KEY, ETH_RPC_URL, CHAIN_ID,
  * HOST_WALLET_PRIVATE_KEY: the parent's anvil and ChangeNow simulator). Logs go to stderr; stdout carries exactly
  * one JSON line once both servers listen:
  *   {"payrail":"http://127.0.0.1:PORT","baseline":"http://127.0.0.1:PORT2/baseline"}

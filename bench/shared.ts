@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parse, stringify } from 'lossless-json';
 import type { SignedIpn } from '../src/demo/ipns.ts';
 import { canonicalIpnJson, signIpn } from '../src/integrations/nowpayments/index.ts';
+import { Rng } from '../src/simulators/rng.ts';
 
 const FIXTURES = new URL('../test/fixtures/nowpayments-ipn.json', import.meta.url);
 
@@ -18,13 +19,72 @@ const MAX_SEQUENCE = 10_000_000n;
 /** A signed body as the senders in src/demo/ipns.ts take it. */
 export type { SignedIpn } from '../src/demo/ipns.ts';
 
+/** How the bench's payments are spread over its channels. */
+export const CHANNEL_SPREADS = ['uniform', 'power'] as const;
+export type ChannelSpread = (typeof CHANNEL_SPREADS)[number];
+
 /**
- * Bodies in the fixtures' exact shape (the `finished` IPN), each with its own payment_id, spread round-robin over
- * the given channels. Amounts stay JSON text: the fixture is read with lossless-json and written back with it, so
- * "0.00487" is never a JavaScript number.
+ * The power spread's draws come from this fixed seed, so two runs with the same options send the same channels in the
+ * same order (how many bodies a run signs still depends on the measured rate).
+ */
+export const SPREAD_SEED = 20_261_206;
+
+/** A signed body and the index (into the factory's channel list) of the channel it pays. */
+export interface BenchIpn extends SignedIpn {
+  channel: number;
+}
+
+/**
+ * Picks the channel of each new payment: `uniform` takes them in turn (round-robin, as callers that count on "payment
+ * i goes to channel i mod C" expect); `power` draws channel k of N (k = 1..N) with probability proportional to 1/k
+ * (Zipf, exponent 1), as a few busy channels and a long tail of quiet ones would send.
+ */
+class ChannelPicker {
+  /** Running sums of the weights 1/k; undefined for the uniform spread. */
+  private readonly cumulative: Float64Array | undefined;
+  private readonly rng: Rng;
+
+  constructor(
+    private readonly channels: number,
+    spread: ChannelSpread,
+  ) {
+    this.rng = new Rng(SPREAD_SEED);
+    if (spread === 'uniform') {
+      this.cumulative = undefined;
+      return;
+    }
+    this.cumulative = new Float64Array(channels);
+    let total = 0;
+    for (let k = 1; k <= channels; k++) {
+      total += 1 / k;
+      this.cumulative[k - 1] = total;
+    }
+  }
+
+  pick(sequence: bigint): number {
+    const cumulative = this.cumulative;
+    if (cumulative === undefined) return Number(sequence % BigInt(this.channels));
+    const target = this.rng.next() * (cumulative[cumulative.length - 1] as number);
+    // The first channel whose running sum passes the target.
+    let low = 0;
+    let high = cumulative.length - 1;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((cumulative[middle] as number) > target) high = middle;
+      else low = middle + 1;
+    }
+    return low;
+  }
+}
+
+/**
+ * Bodies in the fixtures' exact shape (the `finished` IPN), each with its own payment_id, spread over the given
+ * channels as `spread` says. Amounts stay JSON text: the fixture is read with lossless-json and written back with it,
+ * so "0.00487" is never a JavaScript number.
  */
 export class IpnFactory {
   private readonly templates: Array<[string, string]>;
+  private readonly picker: ChannelPicker;
   private sequence = 0n;
   readonly base: bigint;
 
@@ -32,6 +92,7 @@ export class IpnFactory {
     readonly userId: string,
     private readonly secret: string,
     channelIds: readonly string[],
+    spread: ChannelSpread = 'uniform',
   ) {
     if (channelIds.length === 0) throw new Error('IpnFactory needs at least one channel');
     const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as { sequence: Array<Record<string, unknown>> };
@@ -45,17 +106,19 @@ export class IpnFactory {
       if (parts.length !== 2) throw new Error('payment_id placeholder not found exactly once');
       return parts as [string, string];
     });
+    this.picker = new ChannelPicker(channelIds.length, spread);
     // Unique across runs against the same database: milliseconds since 1970 times 10^7 (20 digits in 2026).
     this.base = BigInt(Date.now()) * MAX_SEQUENCE;
   }
 
   /** A new payment, signed the way NOWPayments signs: HMAC-SHA512 over the canonical (sorted-keys) JSON. */
-  next(): SignedIpn {
+  next(): BenchIpn {
     if (this.sequence >= MAX_SEQUENCE) throw new Error('bench ran out of payment ids for this run');
-    const [head, tail] = this.templates[Number(this.sequence % BigInt(this.templates.length))] as [string, string];
+    const channel = this.picker.pick(this.sequence);
+    const [head, tail] = this.templates[channel] as [string, string];
     const paymentId = (this.base + this.sequence++).toString();
     const raw = head + paymentId + tail;
-    return { paymentId, raw, signature: signIpn(canonicalIpnJson(parse(raw)), this.secret) };
+    return { paymentId, raw, signature: signIpn(canonicalIpnJson(parse(raw)), this.secret), channel };
   }
 
   get issued(): number {
@@ -64,11 +127,32 @@ export class IpnFactory {
 }
 
 /** Signs `count` new bodies now; returns them with the time it took. */
-export function presign(factory: IpnFactory, count: number): { pool: SignedIpn[]; ms: number } {
+export function presign(factory: IpnFactory, count: number): { pool: BenchIpn[]; ms: number } {
   const started = process.hrtime.bigint();
-  const pool: SignedIpn[] = [];
+  const pool: BenchIpn[] = [];
   for (let i = 0; i < count; i++) pool.push(factory.next());
   return { pool, ms: Number(process.hrtime.bigint() - started) / 1e6 };
+}
+
+/** The share of `counts`' total held by its largest entry and by its ten largest, 0..1 (NaN when all are 0). */
+export function topShares(counts: ArrayLike<number>): { top1: number; top10: number; total: number } {
+  const sorted = Array.from(counts).sort((a, b) => b - a);
+  const total = sorted.reduce((sum, n) => sum + n, 0);
+  const top = (n: number) => sorted.slice(0, n).reduce((sum, x) => sum + x, 0) / total;
+  return { top1: top(1), top10: top(10), total };
+}
+
+/** Runs `work` on every item, at most `width` at a time; rejects with the first failure. */
+export async function eachLimited<T>(
+  items: readonly T[],
+  width: number,
+  work: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await work(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, lane));
 }
 
 /** A port free on 127.0.0.1 right now: the tests' helper. */
