@@ -1,9 +1,10 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
   orderIdFor,
   ORDER_CHANNEL_ID_RE,
   ORDER_USER_ID_RE,
+  type InvoiceCreation,
   type NowPaymentsApi,
 } from '../../../integrations/nowpayments/index.ts';
 import { formatUnits, parseUnits } from '../../../money/index.ts';
@@ -87,114 +88,129 @@ export function invoiceRoutes(app: FastifyInstance, deps: AdminDeps): void {
         schema: shapes.errorBody,
       },
     },
-    handler: async ({ body: input }, request, reply) => {
-      const checkout = deps.checkout;
-      if (checkout?.api === undefined) return reply.code(503).send({ error: 'checkout needs NOWPAYMENTS_API_KEY' });
-      const ipnCallbackUrl = callbackUrl(checkout, app);
-      if (ipnCallbackUrl === null)
-        return reply.code(503).send({
-          error: `checkout needs PUBLIC_URL: NOWPayments at ${checkout.apiUrl} must be told where to send the IPNs, and payrail's listening address is reachable only from this machine`,
-        });
-      const { channelId, userId } = input;
-      const channel = await deps.db
-        .selectFrom('channels')
-        .select(['channel_id', 'wallet_address'])
-        .where('channel_id', '=', channelId)
-        .executeTakeFirst();
-      if (!channel) return notFound(reply, `channel ${channelId}`);
-      // The channel exists but cannot take money yet: a conflict with its state, which saving its wallet resolves (the
-      // request itself is well formed, so not a 422). Money taken now would wait in review with nowhere to go.
-      if (!channel.wallet_address?.trim())
-        return reply.code(409).send({
-          error: `channel ${channelId} has no wallet to pay out to: save its walletAddress first (PUT /api/channels/${channelId})`,
-        });
+    handler: async ({ body: input }, request, reply) => createInvoice(app, deps, input, request, reply),
+  });
+}
 
-      const priceUsd = formatUnits(input.priceUsd, 2, { fixed: true });
-      const orderId = orderIdFor(userId, channelId);
-      const actor = actorOf(request);
-      const answer = await checkout.api.createInvoice({
-        priceAmount: priceUsd,
-        priceCurrency: 'usd',
-        orderId,
-        ...(input.description !== undefined && { orderDescription: input.description }),
-        ipnCallbackUrl,
-        ...(input.successUrl !== undefined && { successUrl: input.successUrl }),
-      });
-      // Nothing is stored unless NOWPayments created the invoice asked for: a refused or unreadable answer has no
-      // invoice to keep, and a mismatched one must not be handed out (its payments would carry another price or order),
-      // so a row for it would be one nobody may use. The log line names it for whoever looks NOWPayments' side up.
-      if (answer.kind !== 'created') {
-        const error =
-          answer.kind === 'mismatch'
-            ? `NOWPayments answered with another invoice than asked (${answer.detail}): not handed out, nothing stored`
-            : answer.kind === 'refused'
-              ? `NOWPayments refused the invoice: ${answer.detail}`
-              : `NOWPayments gave no invoice: ${answer.detail}`;
-        request.log.error(
-          {
-            event: 'invoice_failed',
-            kind: answer.kind,
-            channelId,
-            userId,
-            orderId,
-            actor,
-            ...(answer.kind === 'mismatch' && { invoiceId: answer.invoice.invoiceId }),
-            detail: answer.detail,
-          },
-          'NOWPayments did not create the invoice asked for',
-        );
-        return reply.code(502).send({ error });
-      }
+/**
+ * Checkout's setup (503), the channel (404, or 409 without a wallet), NOWPayments' answer (502 unless it created the
+ * invoice asked for), then the invoice kept (502 for an id already held): 201 with where the subscriber pays.
+ */
+async function createInvoice(
+  app: FastifyInstance,
+  deps: AdminDeps,
+  input: z.output<typeof invoiceBody>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const checkout = deps.checkout;
+  if (checkout?.api === undefined) return reply.code(503).send({ error: 'checkout needs NOWPAYMENTS_API_KEY' });
+  const ipnCallbackUrl = callbackUrl(checkout, app);
+  if (ipnCallbackUrl === null)
+    return reply.code(503).send({
+      error: `checkout needs PUBLIC_URL: NOWPayments at ${checkout.apiUrl} must be told where to send the IPNs, and payrail's listening address is reachable only from this machine`,
+    });
+  const { channelId, userId } = input;
+  const channel = await deps.db
+    .selectFrom('channels')
+    .select(['channel_id', 'wallet_address'])
+    .where('channel_id', '=', channelId)
+    .executeTakeFirst();
+  if (!channel) return notFound(reply, `channel ${channelId}`);
+  // The channel exists but cannot take money yet: a conflict with its state, which saving its wallet resolves (the
+  // request itself is well formed, so not a 422). Money taken now would wait in review with nowhere to go.
+  if (!channel.wallet_address?.trim())
+    return reply.code(409).send({
+      error: `channel ${channelId} has no wallet to pay out to: save its walletAddress first (PUT /api/channels/${channelId})`,
+    });
 
-      const { invoice } = answer;
-      const stored = await deps.db
-        .insertInto('invoices')
-        .values({
-          invoice_id: invoice.invoiceId,
-          channel_id: channelId,
-          user_id: userId,
-          price_usd: priceUsd,
-          order_id: orderId,
-          description: input.description ?? null,
-          invoice_url: invoice.invoiceUrl,
-          success_url: input.successUrl ?? null,
-          ipn_callback_url: ipnCallbackUrl,
-          created_by: actor,
-        })
-        .onConflict((oc) => oc.column('invoice_id').doNothing())
-        .returning(['price_usd'])
-        .executeTakeFirst();
-      if (!stored) {
-        request.log.error(
-          {
-            event: 'invoice_failed',
-            kind: 'duplicate',
-            invoiceId: invoice.invoiceId,
-            channelId,
-            userId,
-            orderId,
-            actor,
-          },
-          'NOWPayments answered an invoice id payrail already holds',
-        );
-        return reply.code(502).send({
-          error: `NOWPayments answered invoice ${invoice.invoiceId}, which payrail already holds for an earlier request: not handed out`,
-        });
-      }
-      request.log.info(
-        { event: 'invoice_created', invoiceId: invoice.invoiceId, channelId, userId, priceUsd, actor },
-        'NOWPayments invoice created',
-      );
-      return reply.code(201).send({
-        invoiceId: invoice.invoiceId,
-        invoiceUrl: invoice.invoiceUrl,
-        orderId,
+  const priceUsd = formatUnits(input.priceUsd, 2, { fixed: true });
+  const orderId = orderIdFor(userId, channelId);
+  const actor = actorOf(request);
+  const answer = await checkout.api.createInvoice({
+    priceAmount: priceUsd,
+    priceCurrency: 'usd',
+    orderId,
+    ...(input.description !== undefined && { orderDescription: input.description }),
+    ipnCallbackUrl,
+    ...(input.successUrl !== undefined && { successUrl: input.successUrl }),
+  });
+  // Nothing is stored unless NOWPayments created the invoice asked for: a refused or unreadable answer has no
+  // invoice to keep, and a mismatched one must not be handed out (its payments would carry another price or order),
+  // so a row for it would be one nobody may use. The log line names it for whoever looks NOWPayments' side up.
+  if (answer.kind !== 'created') {
+    const error = notCreated(answer);
+    request.log.error(
+      {
+        event: 'invoice_failed',
+        kind: answer.kind,
         channelId,
         userId,
-        priceUsd: stored.price_usd,
-      });
-    },
+        orderId,
+        actor,
+        ...(answer.kind === 'mismatch' && { invoiceId: answer.invoice.invoiceId }),
+        detail: answer.detail,
+      },
+      'NOWPayments did not create the invoice asked for',
+    );
+    return reply.code(502).send({ error });
+  }
+
+  const { invoice } = answer;
+  const stored = await deps.db
+    .insertInto('invoices')
+    .values({
+      invoice_id: invoice.invoiceId,
+      channel_id: channelId,
+      user_id: userId,
+      price_usd: priceUsd,
+      order_id: orderId,
+      description: input.description ?? null,
+      invoice_url: invoice.invoiceUrl,
+      success_url: input.successUrl ?? null,
+      ipn_callback_url: ipnCallbackUrl,
+      created_by: actor,
+    })
+    .onConflict((oc) => oc.column('invoice_id').doNothing())
+    .returning(['price_usd'])
+    .executeTakeFirst();
+  if (!stored) {
+    request.log.error(
+      {
+        event: 'invoice_failed',
+        kind: 'duplicate',
+        invoiceId: invoice.invoiceId,
+        channelId,
+        userId,
+        orderId,
+        actor,
+      },
+      'NOWPayments answered an invoice id payrail already holds',
+    );
+    return reply.code(502).send({
+      error: `NOWPayments answered invoice ${invoice.invoiceId}, which payrail already holds for an earlier request: not handed out`,
+    });
+  }
+  request.log.info(
+    { event: 'invoice_created', invoiceId: invoice.invoiceId, channelId, userId, priceUsd, actor },
+    'NOWPayments invoice created',
+  );
+  return reply.code(201).send({
+    invoiceId: invoice.invoiceId,
+    invoiceUrl: invoice.invoiceUrl,
+    orderId,
+    channelId,
+    userId,
+    priceUsd: stored.price_usd,
   });
+}
+
+/** Why NOWPayments' answer is not an invoice to hand out. */
+function notCreated(answer: Exclude<InvoiceCreation, { kind: 'created' }>): string {
+  if (answer.kind === 'mismatch')
+    return `NOWPayments answered with another invoice than asked (${answer.detail}): not handed out, nothing stored`;
+  if (answer.kind === 'refused') return `NOWPayments refused the invoice: ${answer.detail}`;
+  return `NOWPayments gave no invoice: ${answer.detail}`;
 }
 
 /**
