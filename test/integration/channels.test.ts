@@ -3,7 +3,7 @@
  * before anything is written, EVM addresses stored checksummed, one audit row per save, balances from the ledger.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, rowCounts, type RowCounts, type TestDatabase } from '../support/db.ts';
 import { CHANNEL_ID, ipnBody, signed } from '../support/ipn.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
@@ -33,9 +33,43 @@ interface AuditRow {
   details: { before: Record<string, unknown> | null; after: Record<string, unknown> };
 }
 
+/** CHANNEL_ID as the API shows it while nothing has been paid to it: the threshold channel of thresholdInput. */
+function unpaidChannel(thresholdUsd: string, createdAt: unknown) {
+  return {
+    channelId: CHANNEL_ID,
+    payoutStrategy: 'threshold',
+    thresholdUsd,
+    payoutCurrency: 'usdt',
+    payoutNetwork: 'eth',
+    walletAddress: WALLET,
+    walletChangedAt: null,
+    platformFeePercent: null,
+    feePercentInForce: '3',
+    createdAt,
+    updatedAt: expect.any(String),
+    balances: [],
+    pendingEth: '0',
+    availableUsdt: '0',
+    openPayouts: [],
+  };
+}
+
 describe('channel registry API', () => {
   let db: TestDatabase;
   let payrail: TestPayrail;
+
+  /** A PUT of REFUSED_CHANNEL refused with 400 naming `error`: nothing written, no such channel. */
+  async function expectRefusedUnsaved(
+    response: Awaited<ReturnType<TestPayrail['request']>>,
+    error: string,
+    before: RowCounts,
+  ) {
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ error: expect.any(String) });
+    expect(response.body.error).toContain(error);
+    expect(await rowCounts(db)).toEqual(before);
+    expect((await payrail.request('GET', `/api/channels/${REFUSED_CHANNEL}`)).status).toBe(404);
+  }
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -128,23 +162,7 @@ describe('channel registry API', () => {
       const before = await rowCounts(db);
       const response = await payrail.request('PUT', `/api/channels/${CHANNEL_ID}`, { body: thresholdInput });
       expect(response.status).toBe(201);
-      expect(response.body).toEqual({
-        channelId: CHANNEL_ID,
-        payoutStrategy: 'threshold',
-        thresholdUsd: '100.00',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-        walletChangedAt: null,
-        platformFeePercent: null,
-        feePercentInForce: '3',
-        createdAt: expect.any(String),
-        updatedAt: expect.any(String),
-        balances: [],
-        pendingEth: '0',
-        availableUsdt: '0',
-        openPayouts: [],
-      });
+      expect(response.body).toEqual(unpaidChannel('100.00', expect.any(String)));
       createdAt = response.body.createdAt;
       expect(new Date(createdAt).toISOString()).toBe(createdAt);
       expect(await rowCounts(db)).toEqual({
@@ -170,23 +188,7 @@ describe('channel registry API', () => {
         body: { ...thresholdInput, thresholdUsd: '250.5' },
       });
       expect(response.status).toBe(200);
-      expect(response.body).toEqual({
-        channelId: CHANNEL_ID,
-        payoutStrategy: 'threshold',
-        thresholdUsd: '250.50',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-        walletChangedAt: null,
-        platformFeePercent: null,
-        feePercentInForce: '3',
-        createdAt,
-        updatedAt: expect.any(String),
-        balances: [],
-        pendingEth: '0',
-        availableUsdt: '0',
-        openPayouts: [],
-      });
+      expect(response.body).toEqual(unpaidChannel('250.50', createdAt));
       expect(Date.parse(response.body.updatedAt)).toBeGreaterThanOrEqual(Date.parse(createdAt));
       expect(await rowCounts(db)).toEqual({ ...before, audit_log: before.audit_log + 1 });
 
@@ -202,23 +204,7 @@ describe('channel registry API', () => {
     it('GET returns the configuration', async () => {
       const response = await payrail.request('GET', `/api/channels/${CHANNEL_ID}`);
       expect(response.status).toBe(200);
-      expect(response.body).toEqual({
-        channelId: CHANNEL_ID,
-        payoutStrategy: 'threshold',
-        thresholdUsd: '250.50',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-        walletChangedAt: null,
-        platformFeePercent: null,
-        feePercentInForce: '3',
-        createdAt,
-        updatedAt: expect.any(String),
-        balances: [],
-        pendingEth: '0',
-        availableUsdt: '0',
-        openPayouts: [],
-      });
+      expect(response.body).toEqual(unpaidChannel('250.50', createdAt));
     });
 
     it('a refused update leaves the channel as it was and writes nothing', async () => {
@@ -381,11 +367,7 @@ describe('channel registry API', () => {
     ])('$name', async ({ body, error }) => {
       const before = await rowCounts(db);
       const response = await payrail.request('PUT', `/api/channels/${REFUSED_CHANNEL}`, { body });
-      expect(response.status).toBe(400);
-      expect(response.body).toEqual({ error: expect.any(String) });
-      expect(response.body.error).toContain(error);
-      expect(await rowCounts(db)).toEqual(before);
-      expect((await payrail.request('GET', `/api/channels/${REFUSED_CHANNEL}`)).status).toBe(404);
+      await expectRefusedUnsaved(response, error, before);
     });
 
     it.each([
@@ -405,11 +387,7 @@ describe('channel registry API', () => {
         raw,
         headers: { 'content-type': 'application/json' },
       });
-      expect(response.status).toBe(400);
-      expect(response.body).toEqual({ error: expect.any(String) });
-      expect(response.body.error).toContain(error);
-      expect(await rowCounts(db)).toEqual(before);
-      expect((await payrail.request('GET', `/api/channels/${REFUSED_CHANNEL}`)).status).toBe(404);
+      await expectRefusedUnsaved(response, error, before);
     });
   });
 
