@@ -19,6 +19,7 @@ import { startReceiver } from '../support/receiver.ts';
 const API_KEY = 'test-nowpayments-api-key-0123456789';
 const USER_ID = '6271402111';
 
+// Each test names the fixtures it uses at its head (vitest builds only those), so those lists repeat on purpose.
 const it = worldFirst(
   worldTest({ firstPaymentId: 9_600_000_000, firstChannel: 1_003_600_000_001 })
     // NOWPayments for the file: its invoices' outcomes reach the host wallet on the world's chain before `finished`.
