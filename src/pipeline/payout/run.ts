@@ -19,11 +19,12 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import { OPEN_PAYOUT_STATES, type Database, type Db, type PayoutsTable, type PayoutStatus } from '../../db/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../../channels/address.ts';
 import { ChangeNowError } from '../../integrations/changenow/index.ts';
-import { enqueue } from '../../jobs/index.ts';
+import { enqueue, type TaskPayloads } from '../../jobs/index.ts';
 import { accounts, postJournal, type AccountRef } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
+import { lockPayment } from '../payment/lock.ts';
 import { createTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
@@ -57,26 +58,27 @@ export function newPayoutId(): string {
 }
 
 export function enqueuePayoutRun(trx: Transaction<Database>, payoutId: string, runAt?: Date): Promise<void> {
-  return enqueue(
-    trx,
-    'payout_run',
-    { payoutId },
-    {
-      jobKey: `payout_run:${payoutId}`,
-      jobKeyMode: 'replace',
-      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-      ...(runAt && { runAt }),
-    },
-  );
+  return enqueueReplacing(trx, 'payout_run', { payoutId }, payoutId, runAt);
 }
 
 export function enqueuePayoutPoll(trx: Transaction<Database>, payoutId: string, runAt: Date): Promise<void> {
-  return enqueue(
-    trx,
-    'payout_poll',
-    { payoutId },
-    { jobKey: `payout_poll:${payoutId}`, jobKeyMode: 'replace', runAt, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
-  );
+  return enqueueReplacing(trx, 'payout_poll', { payoutId }, payoutId, runAt);
+}
+
+/** A payout stage's job, one per `<task>:<key>`: queued again, it replaces the waiting one (payload and run time). */
+function enqueueReplacing<T extends 'payout_run' | 'payout_poll' | 'threshold_check'>(
+  trx: Transaction<Database>,
+  task: T,
+  payload: TaskPayloads[T],
+  key: string,
+  runAt?: Date,
+): Promise<void> {
+  return enqueue(trx, task, payload, {
+    jobKey: `${task}:${key}`,
+    jobKeyMode: 'replace',
+    maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
+    ...(runAt && { runAt }),
+  });
 }
 
 export async function loadPayout(db: Db | Transaction<Database>, payoutId: string): Promise<Payout> {
@@ -112,12 +114,7 @@ export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'pay
  */
 export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
   const payoutId = await deps.db.transaction().execute(async (trx) => {
-    const payment = await trx
-      .selectFrom('payments')
-      .selectAll()
-      .where('payment_id', '=', paymentId)
-      .forUpdate()
-      .executeTakeFirst();
+    const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
     const existing = await trx
       .selectFrom('payouts')
@@ -751,12 +748,7 @@ export async function completeIn(
   });
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a completion journal`);
   if (payout.kind === 'threshold')
-    await enqueue(
-      trx,
-      'threshold_check',
-      { channelId: payout.channel_id },
-      { jobKey: `threshold_check:${payout.channel_id}`, jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
-    );
+    await enqueueReplacing(trx, 'threshold_check', { channelId: payout.channel_id }, payout.channel_id);
 }
 
 /**
@@ -813,16 +805,12 @@ async function checkAgainAfterFailedBatch(trx: Transaction<Database>, channelId:
   const firstNotFailed = recent.findIndex((p) => p.status !== 'failed');
   const failedInARow = Math.max(1, firstNotFailed === -1 ? recent.length : firstNotFailed);
   const delayMinutes = Math.min(2 ** (failedInARow - 1), 24 * 60);
-  await enqueue(
+  await enqueueReplacing(
     trx,
     'threshold_check',
     { channelId },
-    {
-      jobKey: `threshold_check:${channelId}`,
-      jobKeyMode: 'replace',
-      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-      runAt: new Date(Date.now() + delayMinutes * 60_000),
-    },
+    channelId,
+    new Date(Date.now() + delayMinutes * 60_000),
   );
 }
 

@@ -1,0 +1,13 @@
+import type { Selectable, Transaction } from 'kysely';
+import type { Database, PaymentsTable } from '../../db/index.ts';
+
+/**
+ * The payment's row, locked until the caller's commit: a person's decision, its payout's opening and every copy of its
+ * IPN take it, so one waits for the other and then reads what it did. Undefined when there is no such payment.
+ */
+export function lockPayment(
+  trx: Transaction<Database>,
+  paymentId: string,
+): Promise<Selectable<PaymentsTable> | undefined> {
+  return trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+}
