@@ -191,6 +191,7 @@ async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint):
     });
     return;
   }
+  // Its alert is shaped as every stage's (stageAlert); the rule, subject and words are this step's own.
   await stageAlert(deps, log, {
     rule: 'conversion_refunded',
     subject: conversionId,

@@ -252,6 +252,7 @@ export async function releaseOrReview(
   return 'release';
 }
 
+// Its parameters are review's, as the pass calls either; the bodies share nothing (a transfer is never reviewed).
 /** A transfer past its limits: its stage's job again (it only asks the chain about the stored hash), and an alert. */
 export async function resumeStuckTransfer(
   deps: StageDeps,

@@ -173,6 +173,7 @@ export const DEADLINES: readonly DeadlineRule[] = [
     giveUp: 'review',
   },
   // Transfers whose owner is waiting for them (a conversion or payout in exchange_created, a direct payout sent).
+  // intent and signed share their rule, yet keep a row each: the table is read, and documented, one state a row.
   {
     kind: 'transfer',
     state: 'intent',
