@@ -35,16 +35,30 @@ export async function databaseMetricsText(
   const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new Gauge<L>({ name, help, labelNames, registers });
 
-  if (history) {
-    gauge(
-      'payrail_history_figures_age_seconds',
-      'Age of the figures that count the whole history (payrail_payments, ended payrail_payouts, payrail_paid_out_amount): read at most once a minute; it keeps growing while the read fails.',
-    ).set(Math.max(0, (options.now - history.readAt) / 1_000));
-    const payments = gauge('payrail_payments', 'Payments stored, by NOWPayments status.', ['status']);
-    for (const status of PAYMENT_STATUSES) payments.set({ status }, 0);
-    for (const row of history.paymentsByStatus) payments.set({ status: row.status }, row.count);
-  }
+  if (history) historyGauges(gauge, history, options.now);
+  pipelineGauges(gauge, live, history);
+  queueGauges(gauge, live);
+  alertGauges(gauge, live);
+  const current = observationGauges(gauge, live, options.observationStaleAfterSeconds);
 
+  return (await registry.metrics()) + amountFamilies(live, history, current);
+}
+
+type GaugeOf = <L extends string>(name: string, help: string, labelNames?: readonly L[]) => Gauge<L>;
+
+/** The families that count the whole history: how old the figures are, and payments by status. */
+function historyGauges(gauge: GaugeOf, history: HistoryFigures, now: number): void {
+  gauge(
+    'payrail_history_figures_age_seconds',
+    'Age of the figures that count the whole history (payrail_payments, ended payrail_payouts, payrail_paid_out_amount): read at most once a minute; it keeps growing while the read fails.',
+  ).set(Math.max(0, (now - history.readAt) / 1_000));
+  const payments = gauge('payrail_payments', 'Payments stored, by NOWPayments status.', ['status']);
+  for (const status of PAYMENT_STATUSES) payments.set({ status }, 0);
+  for (const row of history.paymentsByStatus) payments.set({ status: row.status }, row.count);
+}
+
+/** Conversions by state and payouts by state and kind. */
+function pipelineGauges(gauge: GaugeOf, live: LiveFigures, history: HistoryFigures | undefined): void {
   const conversions = gauge('payrail_conversions', 'ETH to USDT conversions, by state.', ['state']);
   for (const state of CONVERSION_STATES) conversions.set({ state }, 0);
   for (const row of live.conversionsByState) conversions.set({ state: row.state }, row.count);
@@ -58,7 +72,10 @@ export async function databaseMetricsText(
   for (const state of known) for (const kind of PAYOUT_KINDS) payouts.set({ state, kind }, 0);
   for (const row of [...live.openPayouts, ...(history?.endedPayouts ?? [])])
     payouts.set({ state: row.state, kind: row.kind }, row.count);
+}
 
+/** The job queue per task: runnable, running, failed, and the oldest runnable's wait. */
+function queueGauges(gauge: GaugeOf, live: LiveFigures): void {
   const runnable = gauge('payrail_queue_runnable_jobs', 'Jobs due and waiting for a worker, by task.', ['task']);
   const running = gauge('payrail_queue_running_jobs', 'Jobs locked by a worker, by task.', ['task']);
   const failed = gauge('payrail_queue_failed_jobs', 'Jobs out of attempts, kept in the queue for a person, by task.', [
@@ -76,14 +93,23 @@ export async function databaseMetricsText(
     failed.set({ task: task.task }, task.failed);
     oldest.set({ task: task.task }, task.oldestRunnableAgeSeconds ?? 0);
   }
+}
 
+function alertGauges(gauge: GaugeOf, live: LiveFigures): void {
   const alerts = gauge('payrail_alerts_firing', 'Open alerts, by rule and severity.', ['rule', 'severity']);
   for (const row of live.alertsFiring) alerts.set({ rule: row.rule, severity: row.severity }, row.count);
+}
 
+/** The outside world as last observed (chain RPC, ChangeNow, the ledger check); returns the observations still current. */
+function observationGauges(
+  gauge: GaugeOf,
+  live: LiveFigures,
+  staleAfterSeconds: number,
+): ReadonlyMap<string, Observation> {
   // A stale observation's up gauge is left out, not kept at its last value: an alert on "up == 0" must not stay quiet
   // because the last look, an hour ago, went well. payrail_observation_stale says why the series is gone.
   const current = new Map(
-    [...live.observations].filter(([, observation]) => observation.ageSeconds <= options.observationStaleAfterSeconds),
+    [...live.observations].filter(([, observation]) => observation.ageSeconds <= staleAfterSeconds),
   );
   const chain = current.get(OBSERVATION.chainRpc);
   if (chain) {
@@ -126,8 +152,7 @@ export async function databaseMetricsText(
       'Violations the last ledger invariant check found (0: balanced); its age is payrail_observation_age_seconds{name="ledger_check"}.',
     ).set(Number(ledger.value));
   }
-
-  return (await registry.metrics()) + amountFamilies(live, history, current);
+  return current;
 }
 
 function amountFamilies(
