@@ -25,7 +25,7 @@
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../../db/index.ts';
-import { enqueue, jobWithKeyExists } from '../../jobs/index.ts';
+import { jobWithKeyExists } from '../../jobs/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import {
   decimalsOf,
@@ -41,10 +41,12 @@ import {
   alertReview,
   creditColumns,
   creditEffects,
+  creditEntries,
   CREDIT_CHANNEL_COLUMNS,
   feeInForce,
   creditsOnStatus,
   enqueueConfirm,
+  enqueueInstantPayout,
   partialCreditDecided,
   requestConfirmation,
   REVIEW,
@@ -54,7 +56,7 @@ import {
   topUpReason,
   type IntakeSettings,
 } from './intake.ts';
-import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
+import { lockPayment } from './lock.ts';
 
 /**
  * credit, ignore and reverse are a person's decision (kept on the payment as review_action); recheck decides nothing
@@ -130,49 +132,11 @@ export async function applyPaymentAction(
       .executeTakeFirst();
     if (!owner) return null;
     await lockChannelForCredit(trx, owner.channel_id);
-    const payment = await trx
-      .selectFrom('payments')
-      .selectAll()
-      .where('payment_id', '=', paymentId)
-      .forUpdate()
-      .executeTakeFirst();
+    const payment = await lockPayment(trx, paymentId);
     if (!payment) return null;
     if (payment.channel_id !== owner.channel_id) throw new Error(`payment ${paymentId} changed channel`);
-    if (expectedReason !== undefined && payment.review_reason !== expectedReason) {
-      throw new PaymentActionRefused(
-        `its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`,
-      );
-    }
-    if (payment.review_reason === null)
-      throw new PaymentActionRefused(
-        `it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`,
-      );
-    const reason = payment.review_reason;
-    let credited: PaymentActionResult['credited'] = null;
-    let evidence: Record<string, unknown> = {};
-    // The review the payment goes to instead of none, when closing this one leaves another decision to a person.
-    let next: string | null = null;
-    if (action === 'credit') {
-      const done =
-        reviewCode(reason) === REVIEW.topUp
-          ? await creditTopUp(trx, payment, settings)
-          : await credit(trx, payment, settings);
-      credited = done.strategy;
-      evidence = done.evidence;
-    } else if (action === 'ignore') {
-      if (reviewCode(reason) === REVIEW.refundedAfterCredit) evidence = await acknowledgeRefund(trx, payment);
-      else if (!IGNORABLE.includes(reviewCode(reason) as string))
-        throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${reason})`);
-      else {
-        if (reviewCode(reason) === REVIEW.conflictingOrder)
-          ({ evidence, credited, next } = await resumeFirstOrder(trx, payment, settings));
-        if (await payInstantCredit(trx, payment)) evidence = { ...evidence, payoutQueued: true };
-      }
-    } else if (action === 'recheck') {
-      evidence = await recheck(trx, payment, settings);
-    } else {
-      evidence = await reverse(trx, payment);
-    }
+    const reason = inReview(payment, expectedReason);
+    const { credited, evidence, next } = await decide(trx, payment, action, settings);
     // A recheck is no decision on the payment: NOWPayments' answer makes it (the audit log keeps who asked).
     const decided =
       action === 'recheck'
@@ -200,6 +164,49 @@ export async function applyPaymentAction(
   });
 }
 
+/** The review reason the action resolves; refused when the payment is not in review, or not in the one shown. */
+function inReview(payment: PaymentRow, expectedReason: string | undefined): string {
+  if (expectedReason !== undefined && payment.review_reason !== expectedReason) {
+    throw new PaymentActionRefused(
+      `its review reason is now ${payment.review_reason ?? 'none (it is not in review)'}, not the one shown (${expectedReason}): look at it again`,
+    );
+  }
+  if (payment.review_reason === null)
+    throw new PaymentActionRefused(
+      `it is not in review${payment.review_action ? ` (last decision: ${payment.review_action} by ${payment.review_action_by})` : ''}`,
+    );
+  return payment.review_reason;
+}
+
+/**
+ * What the action does, under the payment's row lock: the strategy a credit went to, the evidence the audit log keeps,
+ * and the review the payment goes to instead of none, when closing this one leaves another decision to a person.
+ */
+async function decide(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  action: PaymentAction,
+  settings: IntakeSettings,
+): Promise<{ credited: PaymentActionResult['credited']; evidence: Record<string, unknown>; next: string | null }> {
+  const code = reviewCode(payment.review_reason);
+  if (action === 'credit') {
+    const done =
+      code === REVIEW.topUp ? await creditTopUp(trx, payment, settings) : await credit(trx, payment, settings);
+    return { credited: done.strategy, evidence: done.evidence, next: null };
+  }
+  if (action === 'recheck') return { credited: null, evidence: await recheck(trx, payment, settings), next: null };
+  if (action === 'reverse') return { credited: null, evidence: await reverse(trx, payment), next: null };
+  if (code === REVIEW.refundedAfterCredit)
+    return { credited: null, evidence: await acknowledgeRefund(trx, payment), next: null };
+  if (!IGNORABLE.includes(code as string))
+    throw new PaymentActionRefused(`${refusalHint(payment)} (review reason: ${payment.review_reason})`);
+  let ignored: Awaited<ReturnType<typeof decide>> = { credited: null, evidence: {}, next: null };
+  if (code === REVIEW.conflictingOrder) ignored = await resumeFirstOrder(trx, payment, settings);
+  if (await payInstantCredit(trx, payment))
+    ignored = { ...ignored, evidence: { ...ignored.evidence, payoutQueued: true } };
+  return ignored;
+}
+
 /**
  * An instant payment whose credit stands as booked leaves review unpaid when its payout job ran meanwhile (the job
  * skips a payment in review, and nothing queues it again): its ETH would stay on the channel's balance for good. The
@@ -214,16 +221,7 @@ async function payInstantCredit(trx: Transaction<Database>, payment: PaymentRow)
     .where('payment_id', '=', payment.payment_id)
     .executeTakeFirst();
   if (payout) return false;
-  await enqueue(
-    trx,
-    'payout_instant',
-    { paymentId: payment.payment_id },
-    {
-      jobKey: `payout_instant:${payment.payment_id}`,
-      jobKeyMode: 'unsafe_dedupe',
-      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-    },
-  );
+  await enqueueInstantPayout(trx, payment.payment_id);
   return true;
 }
 
@@ -493,18 +491,8 @@ async function creditTopUp(
       : await instantTopUpWay(trx, payment, asset);
   await moveTopUp(trx, payment, topUp, way);
   // Not paid out yet: its payout opens from the whole net, the difference included.
-  if (payoutJob)
-    await enqueue(
-      trx,
-      'payout_instant',
-      { paymentId: id },
-      { jobKey: `payout_instant:${id}`, jobKeyMode: 'unsafe_dedupe', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
-    );
-  const entries = [
-    { account: accounts.nowpayments(asset, id), amount: -gross },
-    { account: accounts.platformFees(asset, id), amount: fee },
-    { account: accounts.channel(payment.channel_id, asset), amount: net },
-  ].filter((e) => e.amount !== 0n);
+  if (payoutJob) await enqueueInstantPayout(trx, id);
+  const entries = creditEntries(asset, id, payment.channel_id, { gross, fee, net });
   const journal = await postJournal(trx, { kind: 'payment_topped_up', ref: `${id}:${total}`, entries });
   if (!journal.posted) throw new Error(`payment ${id} already has a top-up to ${total}: refusing to credit twice`);
   const converting = way.conversion_status === 'pending' || payment.conversion_status === 'pending';
