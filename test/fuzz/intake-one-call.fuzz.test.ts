@@ -368,7 +368,12 @@ async function oneByOne(ipn: Ipn, raw: string, settings: IntakeSettings, taken: 
  * them statement by statement in that order, and every answer must be B's.
  */
 async function together(group: ReadonlyArray<{ ipn: Ipn; raw: string }>, settings: IntakeSettings, taken: Taken) {
-  const batcher = createIntakeBatcher(a.db, { logger: silent, onGroup: (size) => size > 1 && groups.push(size) });
+  // One group at a time: groups in flight at once would apply in no set order, which B could not follow.
+  const batcher = createIntakeBatcher(a.db, {
+    logger: silent,
+    maxInFlight: 1,
+    onGroup: (size) => size > 1 && groups.push(size),
+  });
   const fast = await Promise.all(group.map(({ ipn }) => batcher.take(ipn, oneCallSettings(ipn, settings))));
   const resultsA = new Map<number, IntakeResult>();
   fast.forEach((result, index) => {

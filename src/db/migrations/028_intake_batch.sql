@@ -4,14 +4,24 @@
 -- own call spent about as much of the database's time on being a transaction (its start, its snapshot, the commit
 -- and the wait for its WAL flush) as on its rows; a group pays that once.
 --
--- Locks. Items of one group touch many channels and balance rows, one after the other, so two groups (or a group and
--- a single call) could take the same rows in opposite orders. Before its first item the group takes, in this order,
--- every channel credit lock it may need (shared, by key) and every existing balance row its items may post to (by
--- id), which is the order a single call takes them in (026, then 003): after that every lock an item takes is one the
--- group already holds, except the rows it creates (a payment, a channel's first account). A deadlock left (the same
--- new payment inserted at once by this group and by a call holding one of these rows) is broken by PostgreSQL; Node
--- then applies the group's IPNs one by one, with their own calls.
+-- Balances and per-day sums. A single call posts its journal last, locking its three balance rows (in id order) and
+-- then its channel's per-day sum (027) until its commit. A group's items would lock theirs one item after the other,
+-- holding the first ones through the rest of the group, in an order no other transaction shares (a deadlock with
+-- another group, or with a single call, waiting to happen), and update the platform's fee and NOWPayments shards
+-- once per IPN. So within a group (payrail.intake_group, on for this transaction only) payrail_post_journal books
+-- each journal and its entries but leaves the balances, and the trigger leaves the per-day sums; at its end the group
+-- applies the sum of its credited journals' entries per account, locking those rows in id order (FOR NO KEY UPDATE,
+-- which the other groups' entries' foreign keys, FOR KEY SHARE, do not hold back), then their per-day
+-- sums in key order: the order of a single call, each row locked from there to the commit only and updated once per
+-- group. Nothing in intake reads a balance or a per-day sum, and a credit only adds to the accounts that may not go
+-- negative.
 --
+-- The channels' credit locks are taken first, all of them, shared, in key order, as a single call takes its one
+-- before anything else (026): a save waiting for one of them never finds the group holding one and asking for
+-- another. What is left are the rows a transaction creates, which others then wait for whatever order they keep: a
+-- channel's first accounts, a task's first job, the same new payment inserted at once by two. A deadlock among those
+-- is broken by PostgreSQL, and Node applies the group's IPNs again one by one, with their own calls.
+
 -- Arrays, one element per IPN, in the order Node received them; p_advances_from is each IPN's list of statuses it
 -- moves a payment forward from, joined by commas (a status has none); p_accounts and p_allow_negative hold each IPN's
 -- three accounts as one row of an n × 3 array. The settings are the group's (one process's configuration). A row is
@@ -31,6 +41,7 @@ language plpgsql as $$
 declare
   v_n integer := coalesce(cardinality(p_payment_ids), 0);
   v_key bigint;
+  v_credited text[] := '{}';
 begin
   if v_n = 0 or array_ndims(p_accounts) <> 2 or array_length(p_accounts, 1) <> v_n
      or array_length(p_accounts, 2) <> 3 or array_ndims(p_allow_negative) <> 2
@@ -48,10 +59,7 @@ begin
   loop
     perform pg_advisory_xact_lock_shared(v_key);
   end loop;
-  perform 1 from ledger_accounts a
-    where (a.code, a.asset) in (
-      select p_accounts[i][k], p_assets[i] from generate_subscripts(p_payment_ids, 1) as i, generate_series(1, 3) as k)
-    order by a.id for update;
+  perform set_config('payrail.intake_group', 'on', true);
 
   for i in 1 .. v_n loop
     select i, f.o_outcome, f.o_status, f.o_credited, f.o_confirming, f.o_declined
@@ -64,6 +72,122 @@ begin
         array[p_allow_negative[i][1], p_allow_negative[i][2], p_allow_negative[i][3]],
         p_default_fee_percent, p_confirm_deadline_secs, p_payout_task, p_payout_key_mode, p_payout_max_attempts,
         p_confirm_task, p_confirm_key_mode, p_confirm_max_attempts) as f;
+    if o_credited is not null then
+      v_credited := v_credited || p_payment_ids[i]::numeric::text;
+    end if;
     return next;
   end loop;
+
+  perform set_config('payrail.intake_group', 'off', true);
+  perform 1 from ledger_accounts a
+    where a.id in (select e.account_id from ledger_journals j join ledger_entries e on e.journal_id = j.id
+                   where j.kind = 'payment_received' and j.ref = any (v_credited))
+    order by a.id for no key update;
+  update ledger_accounts a set balance = a.balance + d.delta, updated_at = now()
+    from (select e.account_id, sum(e.amount) as delta
+          from ledger_journals j join ledger_entries e on e.journal_id = j.id
+          where j.kind = 'payment_received' and j.ref = any (v_credited) group by e.account_id) d
+    where a.id = d.account_id;
+  perform payrail_channel_days_add(array(
+    select j.id from ledger_journals j where j.kind = 'payment_received' and j.ref = any (v_credited)));
 end $$;
+
+-- 027's trigger body as a function of the journals whose entries it adds, so that a group runs the same at its end.
+-- The rows are written in key order: a transaction adding to several locks them in the order every other one does.
+create function payrail_channel_days_add(p_journals bigint[]) returns void language sql as $$
+  insert into ledger_channel_days as d (channel_id, asset, day, kind, available, reserved, journals, gross, fee)
+  select c.channel_id, a.asset, (n.created_at at time zone 'UTC')::date, j.kind,
+         coalesce(sum(n.amount) filter (where not c.payout), 0), coalesce(sum(n.amount) filter (where c.payout), 0),
+         count(distinct n.journal_id), coalesce(sum(p.gross), 0), coalesce(sum(p.fee), 0)
+  from ledger_entries n
+  join ledger_accounts a on a.id = n.account_id
+  cross join lateral (select a.code like '%:payout' as payout,
+                             substr(regexp_replace(a.code, ':payout$', ''), length('channel:') + 1) as channel_id) c
+  join ledger_journals j on j.id = n.journal_id
+  left join (
+    select x.journal_id, -sum(x.amount) filter (where xa.code like 'world:nowpayments#%') as gross,
+           sum(x.amount) filter (where xa.code like 'platform:fees#%') as fee
+    from ledger_entries x join ledger_accounts xa on xa.id = x.account_id
+    where x.journal_id = any (p_journals) group by x.journal_id) p
+    on p.journal_id = n.journal_id and not c.payout and j.kind in ('payment_received', 'payment_topped_up')
+  where n.journal_id = any (p_journals) and a.code like 'channel:%'
+  group by c.channel_id, a.asset, (n.created_at at time zone 'UTC')::date, j.kind
+  order by 1, 2, 3, 4
+  on conflict (channel_id, asset, day, kind) do update
+    set available = d.available + excluded.available, reserved = d.reserved + excluded.reserved,
+        journals = d.journals + excluded.journals, gross = d.gross + excluded.gross, fee = d.fee + excluded.fee
+$$;
+
+create or replace function payrail_channel_days() returns trigger language plpgsql as $$
+begin
+  if current_setting('payrail.intake_group', true) is distinct from 'on' then
+    perform payrail_channel_days_add(array(select distinct journal_id from new_entries));
+  end if;
+  return null;
+end $$;
+
+-- 003's function, but for the balances: left to the group (above) while payrail.intake_group is on in this
+-- transaction. And the balance rows are locked FOR NO KEY UPDATE, the lock the update itself takes, no longer FOR
+-- UPDATE: a group's entries hold their accounts' rows FOR KEY SHARE (their foreign key) until its commit, which FOR
+-- UPDATE would wait for, and the group, at its end, for this journal's rows. Everything else is as it was, 009's
+-- generic plans included.
+create or replace function payrail_post_journal(p_kind text, p_ref text, p_codes text[], p_assets text[],
+  p_allow_negative boolean[], p_amounts numeric[])
+returns bigint language plpgsql set plan_cache_mode = force_generic_plan as $$
+declare
+  v_journal bigint;
+  v_entries integer;
+begin
+  if cardinality(p_codes) < 2 or cardinality(p_codes) <> cardinality(p_assets)
+     or cardinality(p_codes) <> cardinality(p_amounts) or cardinality(p_codes) <> cardinality(p_allow_negative) then
+    raise exception 'journal %:% is malformed', p_kind, p_ref;
+  end if;
+  if exists (select 1 from unnest(p_assets, p_amounts) as e(asset, amount) group by e.asset
+             having sum(e.amount) <> 0) then
+    raise exception 'journal %:% does not balance', p_kind, p_ref;
+  end if;
+
+  insert into ledger_journals (kind, ref) values (p_kind, p_ref) on conflict (kind, ref) do nothing
+    returning id into v_journal;
+  if v_journal is null then
+    return null;
+  end if;
+
+  insert into ledger_accounts (code, asset, allow_negative)
+  select distinct e.code, e.asset, e.allow_negative
+  from unnest(p_codes, p_assets, p_allow_negative) as e(code, asset, allow_negative)
+  where not exists (select 1 from ledger_accounts a where a.code = e.code and a.asset = e.asset)
+  on conflict (code, asset) do nothing;
+
+  if exists (
+    select 1 from unnest(p_codes, p_assets, p_allow_negative) as e(code, asset, allow_negative)
+    join ledger_accounts a on a.code = e.code and a.asset = e.asset where a.allow_negative <> e.allow_negative
+  ) then
+    raise exception 'journal %:% names an account with a different allow_negative', p_kind, p_ref;
+  end if;
+
+  if current_setting('payrail.intake_group', true) is distinct from 'on' then
+    perform 1 from ledger_accounts a
+    where (a.code, a.asset) in (select e.code, e.asset from unnest(p_codes, p_assets) as e(code, asset))
+    order by a.id for no key update;
+
+    update ledger_accounts a set balance = a.balance + d.delta, updated_at = now()
+    from (
+      select e.code, e.asset, sum(e.amount) as delta from unnest(p_codes, p_assets, p_amounts) as e(code, asset, amount)
+      group by e.code, e.asset
+    ) d
+    where a.code = d.code and a.asset = d.asset;
+  end if;
+
+  insert into ledger_entries (journal_id, account_id, amount)
+  select v_journal, a.id, e.amount
+  from unnest(p_codes, p_assets, p_amounts) with ordinality as e(code, asset, amount, n)
+  join ledger_accounts a on a.code = e.code and a.asset = e.asset
+  order by e.n;
+  get diagnostics v_entries = row_count;
+  if v_entries <> cardinality(p_codes) then
+    raise exception 'journal %:% wrote % of % entries', p_kind, p_ref, v_entries, cardinality(p_codes);
+  end if;
+  return v_journal;
+end;
+$$;

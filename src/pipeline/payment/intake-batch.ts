@@ -1,18 +1,17 @@
 /**
- * Group commit for intake's one call. The web process sends one IPN's call at a time to the database; the IPNs that
- * arrive meanwhile wait and go together in the next call, payrail_intake_ipns (migration 028), which applies each
- * with payrail_intake_ipn exactly as a call of its own would and commits them together. Nothing waits for a timer:
- * an IPN arriving to an idle process goes at once, alone, through payrail_intake_ipn; under load a group forms by
- * itself, as large as what arrived during the previous one (at most INTAKE_GROUP_MAX).
+ * Group commit for intake's one call. The web process has at most INTAKE_GROUPS_IN_FLIGHT calls in the database at
+ * once; the IPNs that arrive meanwhile wait and go together in the next call, payrail_intake_ipns (migration 028),
+ * which applies each with payrail_intake_ipn exactly as a call of its own would and commits them together. Nothing
+ * waits for a timer: an IPN arriving to an idle process goes at once, alone, through payrail_intake_ipn; under load
+ * a group forms by itself, as large as what arrived meanwhile (at most INTAKE_GROUP_MAX).
  *
  * Every IPN's answer is given after its group committed, so an acknowledged IPN is as durable as before. A group
  * that fails (a deadlock PostgreSQL broke, a refused item, a lost connection: its commit's fate unknown) is applied
- * again one IPN at a time in the order received, each with its own call, which is safe because the call is
- * idempotent: an IPN already applied is a repeat. An IPN the call declines comes back null, as from
+ * again one IPN at a time in the order received, each with its own call (made again if a deadlock breaks it), which
+ * is safe because the call is idempotent: an IPN already applied is a repeat. An IPN the call declines comes back null, as from
  * intakeInOneCall, and intake applies it statement by statement after its group.
  *
- * One group at a time per process: a group locks every balance row its IPNs may post to, and the platform's fee
- * and NOWPayments shards are among them, so a second group would wait for the first one's commit anyway.
+ * A group locks its balance rows only at its end (migration 028), so one group runs its IPNs while another commits.
  */
 import { sql } from 'kysely';
 import type { Db } from '../../db/index.ts';
@@ -34,6 +33,12 @@ import {
  */
 export const INTAKE_GROUP_MAX = 64;
 
+/**
+ * Groups in the database at once, per process. Two keep the database busy while a group waits for its commit's WAL
+ * flush; more make smaller groups out of the same arrivals (bench/README.md, intake).
+ */
+export const INTAKE_GROUPS_IN_FLIGHT = 2;
+
 export interface IntakeBatcher {
   /** intakeInOneCall, grouped with the IPNs that arrive while the previous group is in the database. */
   take(ipn: Ipn, settings: OneCallSettings): Promise<OneCallResult | null>;
@@ -53,28 +58,31 @@ export interface BatcherOptions {
   /** Told the size of every group sent (metrics). */
   onGroup?: (size: number) => void;
   maxGroup?: number;
+  /** 1: the groups are applied one after the other, in the order their IPNs arrived (the differential tests). */
+  maxInFlight?: number;
 }
 
 export function createIntakeBatcher(db: Db, options: BatcherOptions): IntakeBatcher {
   const maxGroup = options.maxGroup ?? INTAKE_GROUP_MAX;
+  const maxInFlight = options.maxInFlight ?? INTAKE_GROUPS_IN_FLIGHT;
   const queue: Waiting[] = [];
-  let busy = false;
+  let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
 
   const pump = (): void => {
-    if (busy) return;
-    if (queue.length === 0) {
+    while (inFlight < maxInFlight && queue.length > 0) {
+      inFlight++;
+      const group = takeGroup(queue, maxGroup);
+      options.onGroup?.(group.length);
+      void applyGroup(db, group, options.logger).finally(() => {
+        inFlight--;
+        pump();
+      });
+    }
+    if (inFlight === 0 && queue.length === 0) {
       for (const wake of idleWaiters) wake();
       idleWaiters = [];
-      return;
     }
-    busy = true;
-    const group = takeGroup(queue, maxGroup);
-    options.onGroup?.(group.length);
-    void applyGroup(db, group, options.logger).finally(() => {
-      busy = false;
-      pump();
-    });
   };
 
   return {
@@ -88,7 +96,7 @@ export function createIntakeBatcher(db: Db, options: BatcherOptions): IntakeBatc
       return answer;
     },
     idle() {
-      if (!busy && queue.length === 0) return Promise.resolve();
+      if (inFlight === 0 && queue.length === 0) return Promise.resolve();
       return new Promise((resolve) => idleWaiters.push(resolve));
     },
   };
@@ -114,11 +122,30 @@ function groupKey(settings: OneCallSettings): string {
   return JSON.stringify([feePercent.text, confirmDeadlineSeconds, payoutJob, confirmJob]);
 }
 
+/**
+ * A call PostgreSQL chose as a deadlock's victim was rolled back whole, so it is made again, a few times. Groups and
+ * single calls lock balance rows and per-day sums in one order, but the rows a transaction creates (a channel's first
+ * accounts, a task's first job) can still meet another's in a cycle, once.
+ */
+const DEADLOCK_RETRIES = 3;
+
+async function alone(db: Db, waiting: Waiting): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      waiting.resolve(await intakeInOneCall(db, waiting.ipn, waiting.settings));
+      return;
+    } catch (error) {
+      if (attempt < DEADLOCK_RETRIES && (error as { code?: unknown }).code === '40P01') continue;
+      waiting.reject(error);
+      return;
+    }
+  }
+}
+
 /** Settles every IPN of the group; never rejects. */
 async function applyGroup(db: Db, group: Waiting[], logger: Logger): Promise<void> {
   if (group.length === 1) {
-    const [only] = group as [Waiting];
-    await intakeInOneCall(db, only.ipn, only.settings).then(only.resolve, only.reject);
+    await alone(db, group[0] as Waiting);
     return;
   }
   let rows: OneCallRow[];
@@ -129,8 +156,7 @@ async function applyGroup(db: Db, group: Waiting[], logger: Logger): Promise<voi
       { event: 'intake_group_split', size: group.length, err: error },
       'an intake group failed as a whole: its IPNs are applied one by one',
     );
-    for (const waiting of group)
-      await intakeInOneCall(db, waiting.ipn, waiting.settings).then(waiting.resolve, waiting.reject);
+    for (const waiting of group) await alone(db, waiting);
     return;
   }
   group.forEach((waiting, index) => waiting.resolve(oneCallResult(rows[index])));
