@@ -25,6 +25,7 @@ import { isLosslessNumber, parse } from 'lossless-json';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalIpnJson, signIpn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
@@ -59,6 +60,7 @@ const WEBHOOK = '/webhooks/nowpayments';
 const BODY_LIMIT = 65_536;
 const ETH_DECIMALS = 18;
 
+// NOWPayments' statuses written out here, not imported from src: the fuzz models the API independently of the code.
 const STATUSES = [
   'waiting',
   'confirming',
@@ -1070,18 +1072,7 @@ describe('POST /webhooks/nowpayments under fuzzing', () => {
     // Web only: no worker runs jobs, so what intake wrote stays exactly as written.
     logs = logSink();
     payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
-    const channel = { payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET };
-    expect(
-      (await payrail.request('PUT', `/api/channels/${INSTANT}`, { body: { payoutStrategy: 'instant', ...channel } }))
-        .status,
-    ).toBe(201);
-    expect(
-      (
-        await payrail.request('PUT', `/api/channels/${THRESHOLD}`, {
-          body: { payoutStrategy: 'threshold', thresholdUsd: '100.00', ...channel },
-        })
-      ).status,
-    ).toBe(201);
+    await createChannelPair(payrail, { threshold: [THRESHOLD, 'eth'], instant: [INSTANT, 'eth'] }, WALLET);
     await expectHealthy(payrail.url, db);
   });
 
