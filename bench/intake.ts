@@ -7,7 +7,7 @@
  * payment) over loopback with autocannon against a running payrail, then the same load against a baseline route
  * doing one plain INSERT per request on the same database, then intake again at a fixed rate. Prints throughput,
  * the intake/baseline ratio, p50/p99 latencies and the machine, how payrail grouped the IPNs into database calls
- * during each intake run (its payrail_intake_group_size histogram, scraped before and after the run); then reconciles
+ * during each intake run (its payrail_intake_calls_total and payrail_intake_call_ipns_total, scraped before and after the run); then reconciles
  * the database with the responses and runs checkLedger.
  *
  * Payments go to --channels channels, in turn (--spread uniform) or drawn with a power law (--spread power: channel k
@@ -92,8 +92,6 @@ const BENCH_CHANNEL_ID = '-1009000000001';
  */
 const DEFAULT_CHANNELS = 64;
 const MAX_CHANNELS = 100_000;
-/** A group of at least this many IPNs is counted as a large one in the report. */
-const LARGE_GROUP = 8;
 const benchChannelId = (index: number) => (BigInt(BENCH_CHANNEL_ID) - BigInt(index)).toString();
 const CHANNEL_BODY = {
   payoutStrategy: 'threshold',
@@ -500,16 +498,15 @@ async function quiesce(database: DatabaseHandle, countSql: string, params: unkno
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// How payrail grouped the IPNs: its payrail_intake_group_size histogram, read from its /metrics
+// How payrail grouped the IPNs: its payrail_intake_calls_total and payrail_intake_call_ipns_total, from its /metrics
 
-/** One scrape of the histogram: calls per bucket (cumulative, by upper bound), the IPNs in them, the calls. */
+/** One scrape: the intake's database calls so far, and the IPNs in them. */
 interface GroupScrape {
-  buckets: Map<number, number>;
-  sum: number;
-  count: number;
+  calls: number;
+  ipns: number;
 }
 
-const GROUP_LINE_RE = /^payrail_intake_group_size_(bucket|sum|count)(?:\{le="([^"]+)"\})? (\S+)$/;
+const GROUP_LINE_RE = /^payrail_intake_(calls|call_ipns)_total (\S+)$/;
 const METRICS_TIMEOUT_MS = 60_000;
 
 async function scrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape> {
@@ -519,17 +516,15 @@ async function scrapeGroups(payrailUrl: string, token: string): Promise<GroupScr
   });
   const text = await response.text();
   if (response.status !== 200) throw new Error(`GET /metrics answered ${response.status}: ${text.slice(0, 200)}`);
-  const scrape: GroupScrape = { buckets: new Map(), sum: Number.NaN, count: Number.NaN };
+  const scrape: GroupScrape = { calls: Number.NaN, ipns: Number.NaN };
   for (const line of text.split('\n')) {
     const match = GROUP_LINE_RE.exec(line);
     if (!match) continue;
-    const value = Number(match[3]);
-    if (match[1] === 'sum') scrape.sum = value;
-    else if (match[1] === 'count') scrape.count = value;
-    else if (match[2] !== undefined) scrape.buckets.set(match[2] === '+Inf' ? Infinity : Number(match[2]), value);
+    if (match[1] === 'calls') scrape.calls = Number(match[2]);
+    else scrape.ipns = Number(match[2]);
   }
-  if (!Number.isFinite(scrape.sum) || !Number.isFinite(scrape.count) || scrape.buckets.size === 0)
-    throw new Error('/metrics has no payrail_intake_group_size histogram');
+  if (!Number.isFinite(scrape.calls) || !Number.isFinite(scrape.ipns))
+    throw new Error('/metrics has no payrail_intake_calls_total and payrail_intake_call_ipns_total');
   return scrape;
 }
 
@@ -538,60 +533,17 @@ function tryScrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape
   return scrapeGroups(payrailUrl, token).catch((error: Error) => error.message);
 }
 
-interface GroupFigures {
-  calls: number;
-  ipns: number;
-  /**
-   * Share of the IPNs that went in calls of at least LARGE_GROUP, 0..1, as bounds: a bucket holds calls of several
-   * sizes, and one spanning LARGE_GROUP (5..8 IPNs) may hold calls on either side of it.
-   */
-  largeLow: number;
-  largeHigh: number;
-}
+type GroupFigures = GroupScrape;
 
 /** What happened between two scrapes. */
 function groupFigures(before: GroupScrape, after: GroupScrape): GroupFigures {
-  const calls = after.count - before.count;
-  const ipns = after.sum - before.sum;
-  // IPNs in calls below LARGE_GROUP, at least and at most, bucket by bucket (sizes are whole numbers >= 1).
-  let smallMin = 0;
-  let smallMax = 0;
-  let largeMin = 0;
-  let previousBound = 0;
-  let previousCumulative = 0;
-  for (const bound of [...after.buckets.keys()].sort((a, b) => a - b)) {
-    const cumulative = (after.buckets.get(bound) ?? 0) - (before.buckets.get(bound) ?? 0);
-    const inBucket = cumulative - previousCumulative;
-    const smallest = Math.floor(previousBound) + 1;
-    const largest = Math.floor(bound);
-    if (largest < LARGE_GROUP) {
-      smallMin += inBucket * smallest;
-      smallMax += inBucket * largest;
-    } else if (smallest >= LARGE_GROUP) {
-      largeMin += inBucket * smallest;
-    } else {
-      smallMax += inBucket * (LARGE_GROUP - 1);
-    }
-    previousBound = bound;
-    previousCumulative = cumulative;
-  }
-  return {
-    calls,
-    ipns,
-    largeLow: Math.max(ipns - smallMax, largeMin, 0) / ipns,
-    largeHigh: Math.min(ipns - smallMin, ipns) / ipns,
-  };
+  return { calls: after.calls - before.calls, ipns: after.ipns - before.ipns };
 }
 
 function describeGroups(label: string, figures: GroupFigures | string): string[] {
-  if (typeof figures === 'string') return [label, '-', '-', '-', '-'];
-  if (figures.calls === 0) return [label, '0', String(figures.ipns), '-', '-'];
-  const pct = (share: number) => fmt(share * 100, 0);
-  const large =
-    pct(figures.largeLow) === pct(figures.largeHigh)
-      ? `${pct(figures.largeLow)} %`
-      : `${pct(figures.largeLow)}–${pct(figures.largeHigh)} %`;
-  return [label, String(figures.calls), String(figures.ipns), fmt(figures.ipns / figures.calls, 2), large];
+  if (typeof figures === 'string') return [label, '-', '-', '-'];
+  if (figures.calls === 0) return [label, '0', String(figures.ipns), '-'];
+  return [label, String(figures.calls), String(figures.ipns), fmt(figures.ipns / figures.calls, 2)];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -837,7 +789,7 @@ async function main(): Promise<number> {
     runs.push(intakeMax);
     intakeConnectionsUsed += opts.connections;
     await quiesce(database, ownPaymentsSql, ownPaymentsParams);
-    // After quiesce: the IPNs still in flight when autocannon stopped are in the histogram too.
+    // After quiesce: the IPNs still in flight when autocannon stopped are in the counters too.
     const groupsAfterMax = await tryScrapeGroups(payrailUrl, metricsToken);
     checkInterrupted();
 
@@ -971,19 +923,17 @@ async function main(): Promise<number> {
     );
     out();
     out(
-      `intake groups: IPNs per database call (payrail_intake_group_size from payrail's /metrics, before and after each run):`,
+      `intake groups: IPNs per database call (payrail_intake_calls_total and payrail_intake_call_ipns_total from payrail's /metrics, before and after each run):`,
     );
     out(
       table(
-        ['run', 'db calls', 'IPNs', 'IPNs/call', `IPNs in calls >= ${LARGE_GROUP}`],
+        ['run', 'db calls', 'IPNs', 'IPNs/call'],
         groups.map(([run, figures]) => describeGroups(run.spec.label, figures)),
       ),
     );
     for (const [run, figures] of groups)
       if (typeof figures === 'string') out(`  ${run.spec.label}: no figures (${figures})`);
-    out(
-      `  a range where the histogram's bucket (${LARGE_GROUP / 2}, ${LARGE_GROUP}] holds calls on both sides of ${LARGE_GROUP}; IPNs include those still in flight when a run ended`,
-    );
+    out(`  IPNs include those still in flight when a run ended`);
     out();
     out('CPU during each run (machine busy %, and cores used by each party):');
     out(table(['run', 'busy', 'client', 'payrail', 'postgres', 'other'], runs.map(describeCpu)));

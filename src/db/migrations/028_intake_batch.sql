@@ -94,7 +94,9 @@ end $$;
 
 -- 027's trigger body as a function of the journals whose entries it adds, so that a group runs the same at its end.
 -- The rows are written in key order: a transaction adding to several locks them in the order every other one does.
-create function payrail_channel_days_add(p_journals bigint[]) returns void language sql as $$
+-- PL/pgSQL, not SQL: a SQL function's statement is planned again at every call, a PL/pgSQL one once per session.
+create function payrail_channel_days_add(p_journals bigint[]) returns void language plpgsql as $$
+begin
   insert into ledger_channel_days as d (channel_id, asset, day, kind, available, reserved, journals, gross, fee)
   select c.channel_id, a.asset, (n.created_at at time zone 'UTC')::date, j.kind,
          coalesce(sum(n.amount) filter (where not c.payout), 0), coalesce(sum(n.amount) filter (where c.payout), 0),
@@ -115,8 +117,8 @@ create function payrail_channel_days_add(p_journals bigint[]) returns void langu
   order by 1, 2, 3, 4
   on conflict (channel_id, asset, day, kind) do update
     set available = d.available + excluded.available, reserved = d.reserved + excluded.reserved,
-        journals = d.journals + excluded.journals, gross = d.gross + excluded.gross, fee = d.fee + excluded.fee
-$$;
+        journals = d.journals + excluded.journals, gross = d.gross + excluded.gross, fee = d.fee + excluded.fee;
+end $$;
 
 create or replace function payrail_channel_days() returns trigger language plpgsql as $$
 begin
