@@ -8,6 +8,7 @@ export {
   type IntakeSettings,
   type IntakeAlerting,
 } from './payment/intake.ts';
+export { createIntakeBatcher, type IntakeBatcher } from './payment/intake-batch.ts';
 export {
   applyPaymentAction,
   PaymentActionRefused,
