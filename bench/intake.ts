@@ -667,6 +667,7 @@ async function main(): Promise<number> {
         spread: opts.spread,
         fee: feePercent,
         logger,
+        postgresTicks: () => postgresTicks(pg.postmasterPid()),
       });
     }
     checkInterrupted();

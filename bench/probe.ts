@@ -14,8 +14,9 @@ import { parse } from 'lossless-json';
 import { canonicalIpnJson, readIpn, signIpn, type Ipn } from '../src/integrations/nowpayments/index.ts';
 import type { Logger } from '../src/log.ts';
 import type { Percent } from '../src/money/index.ts';
-import { recordIpn } from '../src/pipeline/index.ts';
-import { fmt, IpnFactory, percentile, sleep, type ChannelSpread } from './shared.ts';
+import { createIntakeBatcher, recordIpn } from '../src/pipeline/index.ts';
+import { INTAKE_GROUPS_IN_FLIGHT } from '../src/pipeline/payment/intake-batch.ts';
+import { fmt, IpnFactory, percentile, sleep, ticksToCores, type ChannelSpread } from './shared.ts';
 
 export interface ProbeOptions {
   connectionString: string;
@@ -28,7 +29,12 @@ export interface ProbeOptions {
   spread: ChannelSpread;
   fee: Percent;
   logger: Logger;
+  /** The cluster's CPU ticks so far (postgresTicks), when the bench started it: its CPU per payment is reported. */
+  postgresTicks?: () => number | undefined;
 }
+
+/** The same IPNs as the web process takes them under load: GROUP_TAKERS at once, grouped by a batcher. */
+const GROUP_TAKERS = 50;
 
 export interface ProbeResult {
   count: number;
@@ -46,6 +52,13 @@ export interface ProbeResult {
    * of the canonical text, and all of readIpn (parse, canonical text, signature check, zod validation, amounts).
    */
   edge: { parse: number; canonical: number; hmac: number; readIpn: number };
+  /** The cluster's CPU seconds per payment, one at a time; undefined without postgresTicks. */
+  cpuPerPayment: number | undefined;
+  /**
+   * Another `count` payments through the web process's batcher (intake-batch.ts), GROUP_TAKERS at once, on a pool
+   * as wide as the groups it keeps in flight: payments/s, IPNs per database call, the cluster's CPU per payment.
+   */
+  grouped: { perSecond: number; perCall: number; cpuPerPayment: number | undefined };
 }
 
 /** Statement names by how their SQL starts. */
@@ -74,7 +87,7 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
   const factory = new IpnFactory(`9${Date.now()}`.slice(0, 15), options.ipnSecret, options.channelIds, options.spread);
   // Parsed and verified before the database is timed: the probe times the database work on its own, and the edge's
   // work on the same bodies apart.
-  const bodies = Array.from({ length: warmup + options.count }, () => factory.next());
+  const bodies = Array.from({ length: warmup + 2 * options.count }, () => factory.next());
   const ipns: Ipn[] = [];
   for (const body of bodies) {
     const reading = readIpn(body.raw, body.signature, options.ipnSecret);
@@ -124,6 +137,7 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
     const before = await readStatio(options.database);
     measuring = true;
     const calls = new Float64Array(options.count);
+    const ticksBefore = options.postgresTicks?.();
     const started = process.hrtime.bigint();
     for (let i = 0; i < options.count; i++) {
       const t0 = process.hrtime.bigint();
@@ -131,6 +145,7 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
       calls[i] = Number(process.hrtime.bigint() - t0) / 1e6;
     }
     const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const cpuPerPayment = cpuPer(ticksBefore, options.postgresTicks?.(), options.count);
     measuring = false;
     await sql`select pg_stat_force_next_flush()`.execute(db);
     await sleep(200);
@@ -142,10 +157,61 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
       })
       .filter((x) => x.hit + x.read > 0)
       .sort((x, y) => y.hit + y.read - (x.hit + x.read));
-    return { count: options.count, warmup, calls: calls.sort(), statements, blocks, wallSeconds, edge };
+    const grouped = await probeGrouped(options, ipns.slice(warmup + options.count));
+    return {
+      count: options.count,
+      warmup,
+      calls: calls.sort(),
+      statements,
+      blocks,
+      wallSeconds,
+      edge,
+      cpuPerPayment,
+      grouped,
+    };
   } finally {
     await db.destroy().catch(() => undefined);
   }
+}
+
+async function probeGrouped(options: ProbeOptions, ipns: readonly Ipn[]): Promise<ProbeResult['grouped']> {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: INTAKE_GROUPS_IN_FLIGHT,
+    application_name: 'payrail-bench-probe',
+    statement_timeout: 30_000,
+  });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  let calls = 0;
+  const batcher = createIntakeBatcher(db, { logger: options.logger, onGroup: () => calls++ });
+  const settings = { feePercent: options.fee };
+  try {
+    let next = 0;
+    const ticksBefore = options.postgresTicks?.();
+    const started = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: GROUP_TAKERS }, async () => {
+        while (next < ipns.length) await recordIpn(db, ipns[next++] as Ipn, settings, undefined, batcher);
+      }),
+    );
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    return {
+      perSecond: ipns.length / seconds,
+      perCall: ipns.length / Math.max(1, calls),
+      cpuPerPayment: cpuPer(ticksBefore, options.postgresTicks?.(), ipns.length),
+    };
+  } finally {
+    await db.destroy().catch(() => undefined);
+  }
+}
+
+function cpuPer(before: number | undefined, after: number | undefined, payments: number): number | undefined {
+  const cores = ticksToCores(before, after, 1);
+  return cores === undefined ? undefined : cores / payments;
+}
+
+function cpuMs(seconds: number | undefined): string {
+  return seconds === undefined ? '- (not our cluster)' : `${fmt(seconds * 1000, 3)} ms`;
 }
 
 /** The report's lines for a probe. */
@@ -164,6 +230,7 @@ export function probeLines(probe: ProbeResult): string[] {
     `          per payment: mean ${fmt(mean, 3)} ms, p50 ${fmt(percentile(probe.calls, 50), 3)} ms, p99 ${fmt(percentile(probe.calls, 99), 3)} ms (${fmt(n / probe.wallSeconds, 0)} payments/s on one connection)`,
     `          per statement, mean ms per payment: ${statements}`,
     `          buffer pages touched per payment: ${fmt(total / n, 1)} (${fmt(reads / n, 2)} read from outside shared_buffers); by relation: ${top}`,
+    `          PostgreSQL's CPU per payment: ${cpuMs(probe.cpuPerPayment)} one at a time; grouped (${GROUP_TAKERS} at once through the web process's batcher, ${INTAKE_GROUPS_IN_FLIGHT} calls in flight): ${cpuMs(probe.grouped.cpuPerPayment)}, ${fmt(probe.grouped.perSecond, 0)} payments/s, ${fmt(probe.grouped.perCall, 1)} IPNs per call`,
     `          the webhook's work before intake, µs per body: readIpn ${fmt(probe.edge.readIpn, 1)} (of it lossless parse ${fmt(probe.edge.parse, 1)}, parse + canonical text ${fmt(probe.edge.canonical, 1)}, HMAC-SHA512 ${fmt(probe.edge.hmac, 1)}; the rest zod and amounts)`,
   ];
 }
