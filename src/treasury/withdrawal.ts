@@ -169,15 +169,21 @@ async function takeFrom(
   const single =
     source === 'capital' ? accounts.capital(asset) : source === 'refunds' ? accounts.refundsOwed(asset) : undefined;
   const fees = accounts.platformFees(asset, '0');
-  const rows = await trx
+  // Locked in id order, as every journal and intake group locks balance rows, FOR NO KEY UPDATE (the lock a balance
+  // update takes, which an intake group's entries, holding their accounts FOR KEY SHARE, do not block); taken from
+  // the fullest first.
+  const locked = await trx
     .selectFrom('ledger_accounts')
     .select(['code', 'balance'])
     .where('asset', '=', asset)
     .where((eb) => (single ? eb('code', '=', single.code) : eb('code', 'like', `${fees.code.split('#')[0]}#%`)))
-    .orderBy('balance', 'desc')
-    .orderBy('code')
-    .forUpdate()
+    .orderBy('id')
+    .forNoKeyUpdate()
     .execute();
+  const rows = locked.sort((a, b) => {
+    const [x, y] = [BigInt(a.balance), BigInt(b.balance)];
+    return x === y ? (a.code < b.code ? -1 : a.code > b.code ? 1 : 0) : x > y ? -1 : 1;
+  });
   const held = rows.reduce((sum, r) => sum + BigInt(r.balance), 0n);
   const name = source === 'refunds' ? 'refunds owed' : source;
   if (held < amount)

@@ -266,6 +266,9 @@ async function contents(database: TestDatabase, mode: 'one by one' | 'together')
       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
       left join graphile_worker._private_job_queues q on q.id = j.job_queue_id order by j.id`),
     events: await query(`select type, subject, data from events order by seq`),
+    // The per-day sums statements read: a group adds its own at its end, a single call in its trigger.
+    days: await query(`select channel_id, asset, day::text, kind, available::text, reserved::text, journals::text,
+        gross::text, fee::text from ledger_channel_days order by channel_id, asset, day, kind`),
     alerts: await query(`select rule, subject, severity, message, details, resolved_at from alerts order by id`),
   };
 }
@@ -469,6 +472,7 @@ describe.each(['one by one', 'together'] as const)('intake in one call, IPNs %s'
           expect(left.balances).toEqual(right.balances);
           expect(left.jobs).toEqual(right.jobs);
           expect(left.events).toEqual(right.events);
+          expect(left.days).toEqual(right.days);
           expect(left.alerts).toEqual(right.alerts);
         }),
         params,

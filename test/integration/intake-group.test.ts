@@ -71,6 +71,18 @@ function batcherWithLog() {
 const take = (batcher: ReturnType<typeof createIntakeBatcher>, ipn: Ipn) =>
   batcher.take(ipn, oneCallSettings(ipn, SETTINGS));
 
+/** The channels' per-day sums (migration 027) against their balances: a group adds both at its end. */
+async function expectDaysMatchBalances(): Promise<void> {
+  const { rows } = await db.pool.query<{ code: string; balance: string; days: string }>(
+    `select a.code, a.balance::text as balance,
+            coalesce((select sum(d.available) from ledger_channel_days d
+                      where 'channel:' || d.channel_id = a.code and d.asset = a.asset), 0)::text as days
+     from ledger_accounts a where a.code like 'channel:%' and a.code not like '%:payout'`,
+  );
+  expect(rows.length).toBeGreaterThan(0);
+  for (const row of rows) expect(row.days, row.code).toBe(row.balance);
+}
+
 async function credited(paymentIds: readonly string[]): Promise<string[]> {
   const { rows } = await db.pool.query<{ payment_id: string }>(
     `select payment_id::text from payments where payment_id = any($1::numeric[]) and credited_at is not null
@@ -81,6 +93,35 @@ async function credited(paymentIds: readonly string[]): Promise<string[]> {
 }
 
 describe('intake groups', () => {
+  it('leave only payment_received journals to their end: any other kind posted inside one is refused', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      await client.query(`select set_config('payrail.intake_group', txid_current()::text, true)`);
+      await expect(
+        client.query(`select payrail_post_journal('manual_adjustment', 'in-a-group', array['a:x', 'b:x'],
+          array['usdt', 'usdt'], array[true, true], array[-1, 1]::numeric[])`),
+      ).rejects.toThrow(/posted inside an intake group/);
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
+    // A mark not of this transaction (a role's or a session's setting) is no group: the journal books its balances.
+    const session = await db.pool.connect();
+    try {
+      await session.query(`select set_config('payrail.intake_group', '1', false)`);
+      await session.query(`select payrail_post_journal('manual_adjustment', 'not-a-group', array['a:x', 'b:x'],
+        array['usdt', 'usdt'], array[true, true], array[-1, 1]::numeric[])`);
+      const { rows } = await session.query<{ balance: string }>(
+        `select balance::text from ledger_accounts where code = 'b:x' and asset = 'usdt'`,
+      );
+      expect(rows[0]?.balance).toBe('1');
+    } finally {
+      await session.query('reset payrail.intake_group');
+      session.release();
+    }
+  });
+
   it('apply a group that fails as a whole one IPN at a time: the bad IPN fails alone, the others are credited', async () => {
     const channelId = await channel('threshold');
     const ipns = Array.from({ length: 5 }, () => finished(channelId));
@@ -148,6 +189,7 @@ describe('intake groups', () => {
     expect(grouped.length, 'IPNs went together').toBeGreaterThan(3 * splits.length);
     expect(await credited(sent)).toHaveLength(sent.length);
     expect((await checkLedger(db.db)).ok).toBe(true);
+    await expectDaysMatchBalances();
   });
 
   it('wait for a channel save under way, then book the channel as saved', async () => {

@@ -8,7 +8,7 @@
 -- then its channel's per-day sum (027) until its commit. A group's items would lock theirs one item after the other,
 -- holding the first ones through the rest of the group, in an order no other transaction shares (a deadlock with
 -- another group, or with a single call, waiting to happen), and update the platform's fee and NOWPayments shards
--- once per IPN. So within a group (payrail.intake_group, on for this transaction only) payrail_post_journal books
+-- once per IPN. So within a group (payrail.intake_group, this transaction's mark) payrail_post_journal books
 -- each journal and its entries but leaves the balances, and the trigger leaves the per-day sums; at its end the group
 -- applies the sum of its credited journals' entries per account, locking those rows in id order (FOR NO KEY UPDATE,
 -- which the other groups' entries' foreign keys, FOR KEY SHARE, do not hold back), then their per-day
@@ -21,6 +21,12 @@
 -- another. What is left are the rows a transaction creates, which others then wait for whatever order they keep: a
 -- channel's first accounts, a task's first job, the same new payment inserted at once by two. A deadlock among those
 -- is broken by PostgreSQL, and Node applies the group's IPNs again one by one, with their own calls.
+
+-- The group's mark: this transaction's id, so that no setting made outside one (a role's, a session's) can pass for
+-- it. current_setting's missing_ok: unset, or set by a group of another transaction, is not in a group.
+create function payrail_in_intake_group() returns boolean language sql stable as $$
+  select coalesce(current_setting('payrail.intake_group', true) = txid_current_if_assigned()::text, false)
+$$;
 
 -- Arrays, one element per IPN, in the order Node received them; p_advances_from is each IPN's list of statuses it
 -- moves a payment forward from, joined by commas (a status has none); p_accounts and p_allow_negative hold each IPN's
@@ -59,7 +65,7 @@ begin
   loop
     perform pg_advisory_xact_lock_shared(v_key);
   end loop;
-  perform set_config('payrail.intake_group', 'on', true);
+  perform set_config('payrail.intake_group', txid_current()::text, true);
 
   for i in 1 .. v_n loop
     select i, f.o_outcome, f.o_status, f.o_credited, f.o_confirming, f.o_declined
@@ -78,7 +84,7 @@ begin
     return next;
   end loop;
 
-  perform set_config('payrail.intake_group', 'off', true);
+  perform set_config('payrail.intake_group', '', true);
   perform 1 from ledger_accounts a
     where a.id in (select e.account_id from ledger_journals j join ledger_entries e on e.journal_id = j.id
                    where j.kind = 'payment_received' and j.ref = any (v_credited))
@@ -122,14 +128,15 @@ end $$;
 
 create or replace function payrail_channel_days() returns trigger language plpgsql as $$
 begin
-  if current_setting('payrail.intake_group', true) is distinct from 'on' then
+  if not payrail_in_intake_group() then
     perform payrail_channel_days_add(array(select distinct journal_id from new_entries));
   end if;
   return null;
 end $$;
 
--- 003's function, but for the balances: left to the group (above) while payrail.intake_group is on in this
--- transaction. And the balance rows are locked FOR NO KEY UPDATE, the lock the update itself takes, no longer FOR
+-- 003's function, but for the balances: left to the group (above) while this transaction is one
+-- (payrail_in_intake_group), which adds up only payment_received journals: any other kind is refused there. And the
+-- balance rows are locked FOR NO KEY UPDATE, the lock the update itself takes, no longer FOR
 -- UPDATE: a group's entries hold their accounts' rows FOR KEY SHARE (their foreign key) until its commit, which FOR
 -- UPDATE would wait for, and the group, at its end, for this journal's rows. Everything else is as it was, 009's
 -- generic plans included.
@@ -168,7 +175,12 @@ begin
     raise exception 'journal %:% names an account with a different allow_negative', p_kind, p_ref;
   end if;
 
-  if current_setting('payrail.intake_group', true) is distinct from 'on' then
+  if payrail_in_intake_group() then
+    -- Only the group's credits are left for it to add up (payrail_intake_ipns sums payment_received journals).
+    if p_kind <> 'payment_received' then
+      raise exception 'journal %:% posted inside an intake group, whose end adds only payment_received', p_kind, p_ref;
+    end if;
+  else
     perform 1 from ledger_accounts a
     where (a.code, a.asset) in (select e.code, e.asset from unnest(p_codes, p_assets) as e(code, asset))
     order by a.id for no key update;

@@ -73,8 +73,7 @@ export function createIntakeBatcher(db: Db, options: BatcherOptions): IntakeBatc
     while (inFlight < maxInFlight && queue.length > 0) {
       inFlight++;
       const group = takeGroup(queue, maxGroup);
-      options.onGroup?.(group.length);
-      void applyGroup(db, group, options.logger).finally(() => {
+      void applyGroup(db, group, options).finally(() => {
         inFlight--;
         pump();
       });
@@ -135,7 +134,7 @@ async function alone(db: Db, waiting: Waiting): Promise<void> {
       waiting.resolve(await intakeInOneCall(db, waiting.ipn, waiting.settings));
       return;
     } catch (error) {
-      if (attempt < DEADLOCK_RETRIES && (error as { code?: unknown }).code === '40P01') continue;
+      if (attempt < DEADLOCK_RETRIES && (error as { code?: unknown } | null)?.code === '40P01') continue;
       waiting.reject(error);
       return;
     }
@@ -143,7 +142,13 @@ async function alone(db: Db, waiting: Waiting): Promise<void> {
 }
 
 /** Settles every IPN of the group; never rejects. */
-async function applyGroup(db: Db, group: Waiting[], logger: Logger): Promise<void> {
+async function applyGroup(db: Db, group: Waiting[], options: BatcherOptions): Promise<void> {
+  const { logger } = options;
+  try {
+    options.onGroup?.(group.length);
+  } catch (error) {
+    logger.warn({ event: 'intake_group_observer_failed', err: error }, 'the intake group observer failed');
+  }
   if (group.length === 1) {
     await alone(db, group[0] as Waiting);
     return;

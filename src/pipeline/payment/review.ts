@@ -841,13 +841,14 @@ async function keptByChangeNow(trx: Transaction<Database>, payoutId: string, ass
   return row ? BigInt(row.amount) : 0n;
 }
 
+/** Locked FOR NO KEY UPDATE, the lock its journal's update takes: an intake group's entries (FOR KEY SHARE) pass. */
 async function balanceOf(trx: Transaction<Database>, code: string, asset: string): Promise<bigint> {
   const row = await trx
     .selectFrom('ledger_accounts')
     .select('balance')
     .where('code', '=', code)
     .where('asset', '=', asset)
-    .forUpdate()
+    .forNoKeyUpdate()
     .executeTakeFirst();
   return row ? BigInt(row.balance) : 0n;
 }
