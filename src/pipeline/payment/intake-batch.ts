@@ -22,6 +22,7 @@ import {
   mayTakeOneCall,
   oneCallAccounts,
   oneCallResult,
+  settingsArguments,
   type OneCallResult,
   type OneCallRow,
   type OneCallSettings,
@@ -196,14 +197,7 @@ async function callGroup(db: Db, group: readonly Waiting[]): Promise<OneCallRow[
       p_advances_from => ${group.map((waiting) => waiting.settings.advancesFrom.join(','))}::text[],
       p_accounts => ${journals.map((journal) => journal.map((a) => a.code))}::text[],
       p_allow_negative => ${journals.map((journal) => journal.map((a) => a.allowNegative))}::boolean[],
-      p_default_fee_percent => ${settings.feePercent.text}::numeric,
-      p_confirm_deadline_secs => ${settings.confirmDeadlineSeconds}::double precision,
-      p_payout_task => ${settings.payoutJob.task}::text,
-      p_payout_key_mode => ${settings.payoutJob.keyMode}::text,
-      p_payout_max_attempts => ${settings.payoutJob.maxAttempts}::integer,
-      p_confirm_task => ${settings.confirmJob.task}::text,
-      p_confirm_key_mode => ${settings.confirmJob.keyMode}::text,
-      p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer)`.execute(db);
+      ${settingsArguments(settings)})`.execute(db);
   // In the order sent, by position: a row missing or out of place is the function's fault, not a decline.
   if (rows.length !== group.length || rows.some((row, index) => row.o_index !== index + 1))
     throw new Error(`payrail_intake_ipns answered ${rows.length} rows for a group of ${group.length}`);

@@ -9,7 +9,7 @@
  * One call instead of 5–8 round trips: no transaction sits idle waiting for Node between its statements, and the
  * balance rows the journal locks are held only until the end of the call and its commit.
  */
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db } from '../../db/index.ts';
 import type { Ipn, IpnStatus } from '../../integrations/nowpayments/index.ts';
 import { accounts } from '../../ledger/index.ts';
@@ -108,15 +108,20 @@ export async function intakeInOneCall(db: Db, ipn: Ipn, settings: OneCallSetting
       p_advances_from => ${settings.advancesFrom}::text[],
       p_accounts => ${journal.map((a) => a.code)}::text[],
       p_allow_negative => ${journal.map((a) => a.allowNegative)}::boolean[],
-      p_default_fee_percent => ${settings.feePercent.text}::numeric,
+      ${settingsArguments(settings)})`.execute(db);
+  return oneCallResult(rows[0]);
+}
+
+/** The named arguments both intake calls (026's and 028's) take from intake's settings, written once. */
+export function settingsArguments(settings: OneCallSettings): RawBuilder<unknown> {
+  return sql`p_default_fee_percent => ${settings.feePercent.text}::numeric,
       p_confirm_deadline_secs => ${settings.confirmDeadlineSeconds}::double precision,
       p_payout_task => ${settings.payoutJob.task}::text,
       p_payout_key_mode => ${settings.payoutJob.keyMode}::text,
       p_payout_max_attempts => ${settings.payoutJob.maxAttempts}::integer,
       p_confirm_task => ${settings.confirmJob.task}::text,
       p_confirm_key_mode => ${settings.confirmJob.keyMode}::text,
-      p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer)`.execute(db);
-  return oneCallResult(rows[0]);
+      p_confirm_max_attempts => ${settings.confirmJob.maxAttempts}::integer`;
 }
 
 /** The call's answer for one IPN, counted: taken, or declined (null) by its code. */
