@@ -29,12 +29,20 @@ const channelParams = z.object({
   channelId: z.string().regex(CHANNEL_ID_RE, 'must be a Telegram chat id such as -1003296084379'),
 });
 
+const badId = 'Not a Telegram chat id.';
+const noChannel = { description: 'No such channel.', schema: shapes.errorBody };
+
 /** The channel registry (save, read, pay out now) and the currency/network pairs a channel may be paid in. */
 export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  const badId = 'Not a Telegram chat id.';
-  const noChannel = { description: 'No such channel.', schema: shapes.errorBody };
+  saveRoute(app, deps);
+  payoutRoute(app, deps);
+  readRoute(app, deps);
+  statementRoute(app, deps);
+  pairsRoute(app, deps);
+}
 
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+function saveRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'PUT',
     path: '/api/channels/:channelId',
@@ -51,24 +59,14 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       201: { description: 'Created: the channel as GET shows it.', schema: shapes.channel },
       400: { description: `${badId} Or a field that is wrong, named; nothing is stored.`, schema: shapes.errorBody },
     },
-    handler: async ({ params: { channelId }, body: input }, request, reply) => {
-      const actor = actorOf(request);
-      const { channel, created, walletChanged, before, rehomed } = await saveChannel(deps, channelId, input, actor);
-      request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
-      if (walletChanged && before) alertWalletChanged(request.log, channelId, actor, before, channel);
-      logRehomed(request.log, channelId, rehomed);
-      if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
-      await creditKeptPayments(request.log, deps, channelId);
-      // A lowered threshold may be crossed already.
-      await runThresholdCheck(deps.db, [channelId]);
-      return reply
-        .code(created ? 201 : 200)
-        .send({ ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) });
-    },
+    handler: async ({ params: { channelId }, body: input }, request, reply) =>
+      saveAndShow(deps, channelId, input, request, reply),
   });
+}
 
-  // Pay the channel's whole available USDT now, whatever its threshold.
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// Pay the channel's whole available USDT now, whatever its threshold.
+// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+function payoutRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/channels/:channelId/payout',
@@ -82,21 +80,11 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       404: noChannel,
       409: { description: 'A batch is open, or the channel holds no USDT.', schema: shapes.errorBody },
     },
-    handler: async ({ params: { channelId } }, request, reply) => {
-      const actor = actorOf(request);
-      try {
-        const payoutId = await payChannelNow(deps.db, channelId, actor);
-        if (!payoutId) return notFound(reply, `channel ${channelId}`);
-        request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
-        return reply.code(201).send(await getPayout(deps.db, payoutId));
-      } catch (error) {
-        if (error instanceof PayNowRefused)
-          return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
-        throw error;
-      }
-    },
+    handler: async ({ params: { channelId } }, request, reply) => payOutNow(deps, channelId, request, reply),
   });
+}
 
+function readRoute(app: FastifyInstance, deps: AdminDeps): void {
   oneRoute(app, {
     path: '/api/channels/:channelId',
     tag: 'channels',
@@ -111,9 +99,29 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       return channel && { ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) };
     },
   });
+}
 
-  // The channel's statement between two times, from its ledger accounts (src/statements): the query's rules are there.
-  // Served only once it adds up.
+const statementAnswers = {
+  200: {
+    description: 'The statement: JSON, or CSV with `format=csv`.',
+    schema: shapes.statement,
+    mediaType: 'text/csv',
+    headers: {
+      'cache-control': '`no-store`: never kept by a browser or a proxy.',
+      'content-disposition': 'For the CSV: attachment, with a file name naming the channel and the range.',
+    },
+  },
+  400: {
+    description: `${badId} Or a bound that is not a time, a range that runs backwards, a bad page, or an unknown parameter.`,
+    schema: shapes.errorBody,
+  },
+  404: noChannel,
+  500: { description: 'The statement does not add up (a bug): not served.', schema: shapes.errorBody },
+};
+
+// The channel's statement between two times, from its ledger accounts (src/statements): the query's rules are there.
+// Served only once it adds up.
+function statementRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'GET',
     path: '/api/channels/:channelId/statement',
@@ -125,27 +133,13 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
       'paged (`limit`, and `after` from the previous page); the CSV is the whole range, streamed.',
     params: channelParams,
     query: statementQuery,
-    responses: {
-      200: {
-        description: 'The statement: JSON, or CSV with `format=csv`.',
-        schema: shapes.statement,
-        mediaType: 'text/csv',
-        headers: {
-          'cache-control': '`no-store`: never kept by a browser or a proxy.',
-          'content-disposition': 'For the CSV: attachment, with a file name naming the channel and the range.',
-        },
-      },
-      400: {
-        description: `${badId} Or a bound that is not a time, a range that runs backwards, a bad page, or an unknown parameter.`,
-        schema: shapes.errorBody,
-      },
-      404: noChannel,
-      500: { description: 'The statement does not add up (a bug): not served.', schema: shapes.errorBody },
-    },
+    responses: statementAnswers,
     handler: async ({ params: { channelId }, query }, request, reply) =>
       sendStatement(deps, channelId, query, request, reply),
   });
+}
 
+function pairsRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'GET',
     path: '/api/supported-pairs',
@@ -155,6 +149,46 @@ export function channelRoutes(app: FastifyInstance, deps: AdminDeps): void {
     responses: { 200: { description: 'The pairs.', schema: shapes.supportedPairs } },
     handler: async () => ({ pairs: await listSupportedPairs(deps.db) }),
   });
+}
+
+/**
+ * Saved (201 created, 200 updated), its waiting payments moved and those kept for it credited: the channel as GET
+ * shows it.
+ */
+async function saveAndShow(
+  deps: AdminDeps,
+  channelId: string,
+  input: ChannelInput,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const actor = actorOf(request);
+  const { channel, created, walletChanged, before, rehomed } = await saveChannel(deps, channelId, input, actor);
+  request.log.info({ event: created ? 'channel_created' : 'channel_updated', channelId, actor }, 'channel saved');
+  if (walletChanged && before) alertWalletChanged(request.log, channelId, actor, before, channel);
+  logRehomed(request.log, channelId, rehomed);
+  if (rehomed.toConversion.length > 0) deps.onThresholdCredit?.();
+  await creditKeptPayments(request.log, deps, channelId);
+  // A lowered threshold may be crossed already.
+  await runThresholdCheck(deps.db, [channelId]);
+  return reply
+    .code(created ? 201 : 200)
+    .send({ ...shown(deps, channel), ...(await channelSummary(deps.db, channelId)) });
+}
+
+/** 201 with the batch opened; 404 for no such channel, 409 when it cannot be paid now (the reason). */
+async function payOutNow(deps: AdminDeps, channelId: string, request: FastifyRequest, reply: FastifyReply) {
+  const actor = actorOf(request);
+  try {
+    const payoutId = await payChannelNow(deps.db, channelId, actor);
+    if (!payoutId) return notFound(reply, `channel ${channelId}`);
+    request.log.warn({ event: 'channel_payout_now', channelId, payoutId, actor }, 'channel paid out now by hand');
+    return reply.code(201).send(await getPayout(deps.db, payoutId));
+  } catch (error) {
+    if (error instanceof PayNowRefused)
+      return reply.code(409).send({ error: `cannot pay channel ${channelId} now: ${error.message}` });
+    throw error;
+  }
 }
 
 /** The statement as JSON, or streamed as CSV; a 500 (logged) instead when it does not add up. */
