@@ -10,6 +10,8 @@ import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
 
+type Payout = Record<string, any>;
+
 const it = worldFirst(
   worldTest({
     env: { CONVERSION_MIN_USD: '1' },
@@ -20,9 +22,7 @@ const it = worldFirst(
       'payoutsOf',
       ({ app }) =>
         async (channelId: string) =>
-          (await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Array<
-            Record<string, any>
-          >,
+          (await app.payrail.request('GET', `/api/payouts?channelId=${channelId}`)).body.payouts as Payout[],
     )
     .extend(
       'settled',
@@ -36,10 +36,22 @@ const it = worldFirst(
         (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
           channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress }),
     )
+    /** Pays the channel `payments` times and waits for its first payout to complete; returns it and the last payment. */
+    .extend(
+      'paidUntilCompleted',
+      ({ pay, payoutsOf, settled }) =>
+        async (channelId: string, what: string, payments = 1, timeoutMs?: number) => {
+          let paymentId = '';
+          for (let i = 0; i < payments; i++) paymentId = await pay(channelId);
+          await eventually(what, () => settled(channelId), timeoutMs);
+          const [payout] = await payoutsOf(channelId);
+          return { payout: payout!, paymentId };
+        },
+    )
     /** The payout of a new threshold channel (20 USD) that two payments filled, once it completed. */
     .extend(
       'completedBatch',
-      ({ channel, pay, payoutsOf, settled }) =>
+      ({ channel, paidUntilCompleted }) =>
         async (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => {
           const id = await channel({
             payoutStrategy: 'threshold',
@@ -48,32 +60,48 @@ const it = worldFirst(
             payoutNetwork,
             walletAddress,
           });
-          await pay(id);
-          await pay(id);
-          await eventually('the batch completed', () => settled(id), 60_000);
-          const [payout] = await payoutsOf(id);
-          return payout;
+          return (await paidUntilCompleted(id, 'the batch completed', 2, 60_000)).payout;
         },
-    ),
+    )
+    /**
+     * The completed batch went out as `payoutCurrency` on `payoutNetwork` through one finished exchange from USDT
+     * (matching `exchange` too), whose payin address received exactly the batch; returns that exchange.
+     */
+    .extend(
+      'expectBatchExchanged',
+      ({ outside }) =>
+        async (payout: Payout, payoutCurrency: string, payoutNetwork: string, exchange: Record<string, unknown>) => {
+          expect(payout).toMatchObject({
+            kind: 'threshold',
+            status: 'completed',
+            asset: 'usdt',
+            payoutCurrency,
+            payoutNetwork,
+          });
+          const exchanged = outside.sim.exchanges.get(payout.exchangeId)!;
+          expect(exchanged).toMatchObject({ status: 'finished', fromCurrency: 'usdt', ...exchange });
+          expect(await outside.usdtBalanceOf(exchanged.payinAddress)).toBe(parseUnits(payout.amount, 6));
+          return exchanged;
+        },
+    )
+    .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
+      expect((await checkLedger(db.db)).problems).toEqual([]);
+    }),
 );
 
 describe('instant payouts', () => {
   it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async ({
     outside,
-    db,
     start,
-    pay,
-    payoutsOf,
-    settled,
     instant,
+    paidUntilCompleted,
+    expectLedgerClean,
   }) => {
     await start();
     const wallet = freshWallet();
     const id = await instant('eth', 'eth', wallet);
     const exchangesBefore = outside.sim.exchanges.size;
-    const paymentId = await pay(id);
-    await eventually('the instant payout completed', () => settled(id));
-    const [payout] = await payoutsOf(id);
+    const { payout, paymentId } = await paidUntilCompleted(id, 'the instant payout completed');
     expect(payout).toMatchObject({
       kind: 'instant',
       paymentId,
@@ -83,34 +111,30 @@ describe('instant payouts', () => {
       amountOut: '0.0047239',
       exchangeId: null,
     });
-    expect(payout!.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
+    expect(payout.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
     expect(await outside.balanceOf(wallet)).toBe(4_723_900_000_000_000n);
     expect(outside.sim.exchanges.size).toBe(exchangesBefore);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 
   it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async ({
     outside,
-    db,
     start,
-    pay,
-    payoutsOf,
-    settled,
     instant,
+    paidUntilCompleted,
+    expectLedgerClean,
   }) => {
     await start();
     const wallet = freshWallet();
     const id = await instant('usdt', 'eth', wallet);
-    await pay(id);
-    await eventually('the instant payout completed', () => settled(id));
-    const [payout] = await payoutsOf(id);
+    const { payout } = await paidUntilCompleted(id, 'the instant payout completed');
     // 0.0047239 ETH × 3000 − 1 USDT withdrawal fee
     expect(payout).toMatchObject({ status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '13.1717' });
-    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
-    expect(exchange).toMatchObject({ status: 'finished', userId: payout!.payoutId, payoutAddress: wallet });
+    const exchange = outside.sim.exchanges.get(payout.exchangeId)!;
+    expect(exchange).toMatchObject({ status: 'finished', userId: payout.payoutId, payoutAddress: wallet });
     expect(await outside.usdtBalanceOf(wallet)).toBe(13_171_700n);
     expect(await outside.balanceOf(exchange.payinAddress)).toBe(4_723_900_000_000_000n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 });
 
@@ -120,61 +144,41 @@ describe('threshold payouts', () => {
     db,
     start,
     completedBatch,
+    expectBatchExchanged,
+    expectLedgerClean,
   }) => {
     await start();
     const wallet = freshWallet();
     const payout = await completedBatch('eth', 'eth', wallet);
-    expect(payout).toMatchObject({
-      kind: 'threshold',
-      status: 'completed',
-      asset: 'usdt',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-    });
-    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
-    expect(exchange).toMatchObject({
-      status: 'finished',
-      fromCurrency: 'usdt',
+    const exchange = await expectBatchExchanged(payout, 'eth', 'eth', {
       toCurrency: 'eth',
       payoutAddress: wallet,
-      userId: payout!.payoutId,
+      userId: payout.payoutId,
     });
-    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
     // What ChangeNow reports it paid is what the owner's wallet holds.
-    expect(await outside.balanceOf(wallet)).toBe(parseUnits(payout!.amountOut, 18));
-    expect(payout!.payoutHash).toBe(exchange.payoutHash);
+    expect(await outside.balanceOf(wallet)).toBe(parseUnits(payout.amountOut, 18));
+    expect(payout.payoutHash).toBe(exchange.payoutHash);
     const journals = await db.pool.query('select kind from ledger_journals where ref = $1 order by id', [
-      payout!.payoutId,
+      payout.payoutId,
     ]);
     expect(journals.rows.map((r) => r.kind)).toEqual(['payout_reserved', 'payout_completed']);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 
   it('USDT on trx: the batch goes through one exchange USDT → USDT/TRC-20, paid by one ERC-20 transfer', async ({
-    outside,
-    db,
     start,
     completedBatch,
+    expectBatchExchanged,
+    expectLedgerClean,
   }) => {
     await start();
     const payout = await completedBatch('usdt', 'trx', TRON_WALLET);
-    expect(payout).toMatchObject({
-      kind: 'threshold',
-      status: 'completed',
-      asset: 'usdt',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-    });
-    const exchange = outside.sim.exchanges.get(payout!.exchangeId)!;
-    expect(exchange).toMatchObject({
-      status: 'finished',
-      fromCurrency: 'usdt',
+    // The payin address received exactly the batch, in USDT.
+    await expectBatchExchanged(payout, 'usdt', 'trx', {
       toCurrency: 'usdt',
       toNetwork: 'trx',
       payoutAddress: TRON_WALLET,
     });
-    // The payin address received exactly the batch, in USDT.
-    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(parseUnits(payout!.amount, 6));
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerClean();
   });
 });
