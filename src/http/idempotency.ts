@@ -126,121 +126,171 @@ function hashing(payload: NodeJS.ReadableStream, hash: Hash): Transform & { rece
   return tee;
 }
 
+/** One scope's settings, and its requests that carry a key: keyed until the body is parsed, held until answered. */
+interface Scope {
+  db: Db;
+  waitMs: number;
+  pollMs: number;
+  keyed: WeakMap<FastifyRequest, Keyed>;
+  held: WeakMap<FastifyRequest, Held>;
+}
+
 /** Adds the Idempotency-Key hooks to `app`'s scope: every write route in it honours the header. */
 export function idempotencyKeys(app: FastifyInstance, options: IdempotencyOptions): void {
-  const { db } = options;
-  const waitMs = options.waitMs ?? DEFAULT_WAIT_MS;
-  const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
-  const keyed = new WeakMap<FastifyRequest, Keyed>();
-  const held = new WeakMap<FastifyRequest, Held>();
-
+  const scope: Scope = {
+    db: options.db,
+    waitMs: options.waitMs ?? DEFAULT_WAIT_MS,
+    pollMs: options.pollMs ?? DEFAULT_POLL_MS,
+    keyed: new WeakMap(),
+    held: new WeakMap(),
+  };
   // After onRequest (the token is checked, request.actor set), before the body is read: the body's bytes are hashed as
   // they arrive, exactly as sent.
-  app.addHook('preParsing', async (request, reply, payload) => {
-    if (!WRITES.has(request.method)) return undefined;
-    const { key, error } = readKey(request);
-    if (error !== undefined) {
-      await reply.code(400).send({ error });
-      return undefined;
-    }
-    if (key === undefined) return undefined;
-    const hash = requestHash(request.method, pathOf(request));
-    keyed.set(request, { key, hash });
-    return hashing(payload, hash);
-  });
-
+  app.addHook('preParsing', (request, reply, payload) => hashBody(scope, request, reply, payload));
   // The body is parsed (a body the parser refused never gets here, and nothing is stored for it).
-  app.addHook('preHandler', async (request, reply) => {
-    const keyedRequest = keyed.get(request);
-    if (keyedRequest === undefined) return;
-    keyed.delete(request);
-    const { key } = keyedRequest;
-    const actor = request.actor ?? 'unknown';
-    const fingerprint = keyedRequest.hash.digest('hex');
-    const attempt = randomUUID();
-    const deadline = Date.now() + waitMs;
-    await forgetExpired(db);
-    for (;;) {
-      const claim = await claimKey(db, { actor, key, attempt }, fingerprint);
-      switch (claim.kind) {
-        case 'acting':
-          held.set(request, { actor, key, attempt });
-          if (claim.tookOver === 'abandoned')
-            request.log.warn(
-              { event: 'idempotency_key_taken_over', actor, key, method: request.method, path: pathOf(request) },
-              `the request holding this Idempotency-Key stopped answering for ${ABANDONED_AFTER}: acting again`,
-            );
-          return;
-        case 'answered':
-          await replay(request, reply, claim.row, { actor, key });
-          return;
-        case 'other_request':
-          await reply.code(422).send({
-            error: `Idempotency-Key ${JSON.stringify(key)} was used with another request (method, path or body differ): use a new key for a new request`,
-          });
-          return;
-        case 'in_flight':
-          if (Date.now() + pollMs > deadline) {
-            await reply.code(409).header('retry-after', String(RETRY_AFTER_SECONDS)).send({ error: IN_PROGRESS_ERROR });
-            return;
-          }
-          await sleep(pollMs);
-          break;
-        case 'changed':
-          break;
-      }
-    }
-  });
-
+  app.addHook('preHandler', (request, reply) => reserve(scope, request, reply));
   // Root onSend hooks (the secret scrubber) ran already: what is stored is what the client got.
-  app.addHook('onSend', async (request, reply, payload) => {
-    const holding = held.get(request);
-    if (holding === undefined) return payload;
-    held.delete(request);
-    const status = reply.statusCode;
-    const storable =
-      typeof payload === 'string' || Buffer.isBuffer(payload) || payload === null || payload === undefined;
-    try {
-      if (storable && ((status >= 200 && status < 300) || (status >= 400 && status < 500))) {
-        const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload ?? '', 'utf8');
-        const contentType = reply.getHeader('content-type');
-        const stored = await db
-          .updateTable('idempotency_keys')
-          .set({
-            response_status: status,
-            response_content_type: typeof contentType === 'string' ? contentType : null,
-            response_body: body,
-            completed_at: sql<Date>`now()`,
-          })
-          // Only the attempt holding the row: a copy that took it over since keeps its own answer.
-          .where('actor', '=', holding.actor)
-          .where('key', '=', holding.key)
-          .where('attempt', '=', holding.attempt)
-          .where('response_status', 'is', null)
-          .executeTakeFirst();
-        if (stored.numUpdatedRows === 0n)
-          request.log.warn(
-            { event: 'idempotency_answer_not_kept', actor: holding.actor, key: holding.key, status },
-            'another copy took this Idempotency-Key over while this request ran: its answer is the one kept',
-          );
-      } else {
-        // A 5xx (or an answer that cannot be kept): the key is released, so a retry acts again.
-        await db
-          .deleteFrom('idempotency_keys')
-          .where('actor', '=', holding.actor)
-          .where('key', '=', holding.key)
-          .where('attempt', '=', holding.attempt)
-          .execute();
-      }
-    } catch (error) {
-      // The client still gets its answer; the row stays in flight and is taken over once abandoned.
-      request.log.error(
-        { event: 'idempotency_store_failed', actor: holding.actor, key: holding.key, err: error },
-        'could not store the answer for an Idempotency-Key',
-      );
-    }
-    return payload;
-  });
+  app.addHook('onSend', (request, reply, payload) => store(scope, request, reply, payload));
+}
+
+/** A write's key read (400 for a bad one), and its body passed on through the hash; anything else passes untouched. */
+async function hashBody(
+  scope: Scope,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  payload: NodeJS.ReadableStream,
+): Promise<Transform | undefined> {
+  if (!WRITES.has(request.method)) return undefined;
+  const { key, error } = readKey(request);
+  if (error !== undefined) {
+    await reply.code(400).send({ error });
+    return undefined;
+  }
+  if (key === undefined) return undefined;
+  const hash = requestHash(request.method, pathOf(request));
+  scope.keyed.set(request, { key, hash });
+  return hashing(payload, hash);
+}
+
+/** The key taken for this request, or its answer given instead: replayed, 422 or 409. */
+async function reserve(scope: Scope, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const keyedRequest = scope.keyed.get(request);
+  if (keyedRequest === undefined) return;
+  scope.keyed.delete(request);
+  const mine: Held = { actor: request.actor ?? 'unknown', key: keyedRequest.key, attempt: randomUUID() };
+  const fingerprint = keyedRequest.hash.digest('hex');
+  const deadline = Date.now() + scope.waitMs;
+  await forgetExpired(scope.db);
+  for (;;) {
+    const claim = await claimKey(scope.db, mine, fingerprint);
+    if (await settle(scope, request, reply, { mine, claim, deadline })) return;
+  }
+}
+
+/** What one look at the key means for this request: true once it acts or is answered, false to look again. */
+async function settle(
+  scope: Scope,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  { mine, claim, deadline }: { mine: Held; claim: Claim; deadline: number },
+): Promise<boolean> {
+  switch (claim.kind) {
+    case 'acting':
+      scope.held.set(request, mine);
+      if (claim.tookOver === 'abandoned') logTakenOver(request, mine);
+      return true;
+    case 'answered':
+      await replay(request, reply, claim.row, mine);
+      return true;
+    case 'other_request':
+      await reply.code(422).send({
+        error: `Idempotency-Key ${JSON.stringify(mine.key)} was used with another request (method, path or body differ): use a new key for a new request`,
+      });
+      return true;
+    case 'in_flight':
+      return waitOrGiveUp(scope.pollMs, reply, deadline);
+    case 'changed':
+      return false;
+  }
+}
+
+function logTakenOver(request: FastifyRequest, { actor, key }: Held): void {
+  request.log.warn(
+    { event: 'idempotency_key_taken_over', actor, key, method: request.method, path: pathOf(request) },
+    `the request holding this Idempotency-Key stopped answering for ${ABANDONED_AFTER}: acting again`,
+  );
+}
+
+/** Another copy is acting on the key: wait a poll for its answer, or past the deadline answer 409 (true). */
+async function waitOrGiveUp(pollMs: number, reply: FastifyReply, deadline: number): Promise<boolean> {
+  if (Date.now() + pollMs > deadline) {
+    await reply.code(409).header('retry-after', String(RETRY_AFTER_SECONDS)).send({ error: IN_PROGRESS_ERROR });
+    return true;
+  }
+  await sleep(pollMs);
+  return false;
+}
+
+/** The answer kept for the key (2xx, 4xx), or the key released (5xx); either way the client gets it unchanged. */
+async function store(scope: Scope, request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+  const holding = scope.held.get(request);
+  if (holding === undefined) return payload;
+  scope.held.delete(request);
+  const status = reply.statusCode;
+  const body = answerBytes(payload);
+  try {
+    if (body !== undefined && ((status >= 200 && status < 300) || (status >= 400 && status < 500)))
+      await keepAnswer(scope.db, request, reply, holding, body);
+    // A 5xx (or an answer that cannot be kept): the key is released, so a retry acts again.
+    else await releaseKey(scope.db, holding);
+  } catch (error) {
+    // The client still gets its answer; the row stays in flight and is taken over once abandoned.
+    request.log.error(
+      { event: 'idempotency_store_failed', actor: holding.actor, key: holding.key, err: error },
+      'could not store the answer for an Idempotency-Key',
+    );
+  }
+  return payload;
+}
+
+/** The answer's bytes as sent; undefined for one that is not bytes yet (a stream), which cannot be kept. */
+function answerBytes(payload: unknown): Buffer | undefined {
+  if (Buffer.isBuffer(payload)) return payload;
+  if (typeof payload === 'string') return Buffer.from(payload, 'utf8');
+  if (payload === null || payload === undefined) return Buffer.alloc(0);
+  return undefined;
+}
+
+async function keepAnswer(db: Db, request: FastifyRequest, reply: FastifyReply, holding: Held, body: Buffer) {
+  const contentType = reply.getHeader('content-type');
+  const stored = await db
+    .updateTable('idempotency_keys')
+    .set({
+      response_status: reply.statusCode,
+      response_content_type: typeof contentType === 'string' ? contentType : null,
+      response_body: body,
+      completed_at: sql<Date>`now()`,
+    })
+    // Only the attempt holding the row: a copy that took it over since keeps its own answer.
+    .where('actor', '=', holding.actor)
+    .where('key', '=', holding.key)
+    .where('attempt', '=', holding.attempt)
+    .where('response_status', 'is', null)
+    .executeTakeFirst();
+  if (stored.numUpdatedRows === 0n)
+    request.log.warn(
+      { event: 'idempotency_answer_not_kept', actor: holding.actor, key: holding.key, status: reply.statusCode },
+      'another copy took this Idempotency-Key over while this request ran: its answer is the one kept',
+    );
+}
+
+async function releaseKey(db: Db, holding: Held): Promise<void> {
+  await db
+    .deleteFrom('idempotency_keys')
+    .where('actor', '=', holding.actor)
+    .where('key', '=', holding.key)
+    .where('attempt', '=', holding.attempt)
+    .execute();
 }
 
 async function forgetExpired(db: Db): Promise<void> {
