@@ -5,16 +5,19 @@
  */
 import { describe, expect } from 'vitest';
 import { parseUnits } from '../../src/money/index.ts';
-import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { payoutApiTest, type ApiPayout as Payout } from '../support/payout-state.ts';
+import { payoutApiTest, payoutState, type ApiPayout as Payout } from '../support/payout-state.ts';
+import {
+  awaitingApprovalOn,
+  failedExchangeInReviewOn,
+  inactivePairInReviewOn,
+  NET_WEI,
+} from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
 const BOB = 'bob-admin-token-0123456789ab';
-/** One fixture payment's net ETH (0.00487 less the 3% fee), in wei. */
-const NET_WEI = 4_723_900_000_000_000n;
 /** What ChangeNow's simulator gives for it in USDT: 0.0047239 × 3000 − 1. */
 const NET_AS_USDT = '13.1717';
 
@@ -25,12 +28,37 @@ const it = worldFirst(
     firstPaymentId: 9_300_000_000,
     firstChannel: 1_003_300_000_001,
   })
-    /** An instant payout (USDT on Tron) in review: its exchange failed after the ETH was sent to it. */
-    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) => async () => {
-      outside.sim.failNextExchange('failed');
-      const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-      return { id, review: await payoutIn(id, 'needs_review') };
+    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
+      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
+    )
+    .extend('inactivePairInReview', ({ paidInstant, payoutIn }) => inactivePairInReviewOn({ paidInstant, payoutIn }))
+    .extend('awaitingApproval', ({ paidInstant, payoutIn }) => awaitingApprovalOn({ paidInstant, payoutIn }))
+    .extend('holdBlocks', ({ world }) => payoutState(world).holdBlocks)
+    .extend('mineHeld', ({ world }) => payoutState(world).mineHeld)
+    /** The action as `token`'s holder, expecting it done (200) and the payout to match `shown`; returns the payout. */
+    .extend(
+      'accepted',
+      ({ act }) =>
+        async (payoutId: string, action: string, token: string | undefined, shown: Record<string, unknown>) => {
+          const res = await act(payoutId, action, token);
+          expect(res.status).toBe(200);
+          expect(res.body).toMatchObject(shown);
+          return res.body as Payout;
+        },
+    )
+    /** The action as `token`'s holder, expecting it refused as unsafe now (409); returns the error it gave. */
+    .extend('refusal', ({ act }) => async (payoutId: string, action: string, token: string | undefined) => {
+      const res = await act(payoutId, action, token);
+      expect(res.status).toBe(409);
+      return res.body.error as string;
     })
+    /** The payout's audit trail is one retry by `actor`, out of review into `to`. */
+    .extend(
+      'expectOnlyRetry',
+      ({ expectOnlyAction }) =>
+        (payoutId: string, actor: string, to: string, reason: string | null): Promise<void> =>
+          expectOnlyAction(payoutId, actor, 'payout.retry', { from: 'needs_review', to, reason }),
+    )
     /**
      * A threshold batch (two payments, USDT on Tron) awaiting approval: the test's payrail must have started with
      * PAYOUT_APPROVAL_ABOVE_USD under the batch's worth (20).
@@ -94,7 +122,8 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
   it('a threshold batch above the limit waits, asks nothing of ChangeNow or the chain; approved by alice, it completes', async ({
     start,
     reaches,
-    act,
+    accepted,
+    refusal,
     balances,
     expectOnlyAction,
     exchangesOf,
@@ -117,10 +146,12 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     await expectNothingSent(waiting.payoutId);
     expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: units });
 
-    const approved = await act(waiting.payoutId, 'approve', ALICE);
-    expect(approved.status).toBe(200);
-    expect(approved.body).toMatchObject({ payoutId: waiting.payoutId, status: 'pending', approvedBy: 'alice' });
-    expect(approved.body.approvedAt).toEqual(expect.any(String));
+    const approved = await accepted(waiting.payoutId, 'approve', ALICE, {
+      payoutId: waiting.payoutId,
+      status: 'pending',
+      approvedBy: 'alice',
+    });
+    expect(approved.approvedAt).toEqual(expect.any(String));
 
     const done = await reaches(waiting.payoutId, 'completed', 60_000);
     expect(done).toMatchObject({ approvedBy: 'alice', amount: waiting.amount });
@@ -130,9 +161,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     ]);
     expect(await balances(id, 'usdt')).toEqual({ available: 0n, reserved: 0n });
 
-    const again = await act(done.payoutId, 'approve', ALICE);
-    expect(again.status).toBe(409);
-    expect(again.body.error).toContain('not awaiting approval');
+    expect(await refusal(done.payoutId, 'approve', ALICE)).toContain('not awaiting approval');
     await expectOnlyAction(done.payoutId, 'alice', 'payout.approve', {
       from: 'awaiting_approval',
       to: 'pending',
@@ -149,7 +178,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     instant,
     getPayout,
     payoutIn,
-    act,
+    refusal,
     auditOf,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '20' });
@@ -166,9 +195,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(NET_AS_USDT, 6));
 
     for (const payout of [batch, single]) {
-      const refused = await act(payout.payoutId, 'approve', ALICE);
-      expect(refused.status).toBe(409);
-      expect(refused.body.error).toBe(
+      expect(await refusal(payout.payoutId, 'approve', ALICE)).toBe(
         `cannot approve payout ${payout.payoutId}: a payout in state completed is not awaiting approval`,
       );
       expect(await getPayout(payout.payoutId)).toMatchObject({ status: 'completed', approvedBy: null });
@@ -223,6 +250,7 @@ describe('cancel', () => {
     start,
     getPayout,
     act,
+    accepted,
     balances,
     expectOnlyAction,
     expectNothingSent,
@@ -240,9 +268,11 @@ describe('cancel', () => {
       .execute();
     expect(linked).toEqual(paymentIds.map((paymentId) => ({ payment_id: paymentId, payout_id: waiting.payoutId })));
 
-    const cancelled = await act(waiting.payoutId, 'cancel', BOB);
-    expect(cancelled.status).toBe(200);
-    expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob', approvedBy: null });
+    await accepted(waiting.payoutId, 'cancel', BOB, {
+      status: 'cancelled',
+      reason: 'cancelled by bob',
+      approvedBy: null,
+    });
     expect(await balances(id, 'usdt')).toEqual({ available: units, reserved: 0n });
     const unlinked = await db.db.selectFrom('payments').select('payout_id').where('channel_id', '=', id).execute();
     expect(unlinked).toEqual([{ payout_id: null }, { payout_id: null }]);
@@ -267,24 +297,21 @@ describe('cancel', () => {
     start,
     paidInstant,
     payoutIn,
-    act,
+    accepted,
     balances,
     auditOf,
     expectOnlyAction,
     exchangesOf,
     transfersOf,
     expectLedgerClean,
+    inactivePairInReview,
   }) => {
     await start();
-    const inactive = await paidInstant('usdc', 'eth', freshWallet());
-    const review = await payoutIn(inactive, 'needs_review');
-    expect(review.reason).toContain('pair_is_inactive');
+    const { id: inactive, review } = await inactivePairInReview('eth');
     expect(await transfersOf(review.payoutId)).toEqual([]);
     expect(await balances(inactive, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
 
-    const cancelled = await act(review.payoutId, 'cancel', BOB);
-    expect(cancelled.status).toBe(200);
-    expect(cancelled.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob' });
+    await accepted(review.payoutId, 'cancel', BOB, { status: 'cancelled', reason: 'cancelled by bob' });
     expect(await balances(inactive, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     await expectOnlyAction(review.payoutId, 'bob', 'payout.cancel', {
       from: 'needs_review',
@@ -298,9 +325,7 @@ describe('cancel', () => {
     const held = await payoutIn(small, 'held');
     expect(held.reason).toContain("below ChangeNow's minimum");
     expect(held.holdUntil).toEqual(expect.any(String));
-    const released = await act(held.payoutId, 'cancel', BOB);
-    expect(released.status).toBe(200);
-    expect(released.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
+    await accepted(held.payoutId, 'cancel', BOB, { status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
     expect(await balances(small, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     expect(exchangesOf(held.payoutId)).toEqual([]);
     expect(await auditOf(held.payoutId)).toEqual([
@@ -318,7 +343,7 @@ describe('cancel', () => {
     paidInstant,
     getPayout,
     payoutIn,
-    act,
+    refusal,
     balances,
     auditOf,
     transfersOf,
@@ -331,18 +356,14 @@ describe('cancel', () => {
     const before = { payout: await getPayout(review.payoutId), balances: await balances(id, 'eth') };
     expect(before.balances).toEqual({ available: 0n, reserved: NET_WEI });
 
-    const refused = await act(review.payoutId, 'cancel', BOB);
-    expect(refused.status).toBe(409);
-    expect(refused.body.error).toContain('the funds may have left');
+    expect(await refusal(review.payoutId, 'cancel', BOB)).toContain('the funds may have left');
     expect(await getPayout(review.payoutId)).toEqual(before.payout);
     expect(await balances(id, 'eth')).toEqual(before.balances);
     expect(await auditOf(review.payoutId)).toEqual([]);
 
     const direct = await paidInstant('eth', 'eth', freshWallet());
     const done = await payoutIn(direct, 'completed');
-    const refusedDone = await act(done.payoutId, 'cancel', BOB);
-    expect(refusedDone.status).toBe(409);
-    expect(refusedDone.body.error).toBe(
+    expect(await refusal(done.payoutId, 'cancel', BOB)).toBe(
       `cannot cancel payout ${done.payoutId}: a payout in state completed cannot be cancelled`,
     );
     expect(await getPayout(done.payoutId)).toEqual(done);
@@ -359,16 +380,19 @@ describe('retry', () => {
     paidInstant,
     payoutIn,
     reaches,
-    act,
+    accepted,
+    refusal,
     balances,
-    expectOnlyAction,
+    expectOnlyRetry,
     exchangesOf,
     transfersOf,
     expectLedgerClean,
+    holdBlocks,
+    mineHeld,
   }) => {
     await start({ CONVERSION_POLL_DEADLINE: '1ms' });
     // Blocks are mined by hand, so ChangeNow can be made unreachable between the exchange and the first poll.
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    await holdBlocks();
     const wallet = freshWallet();
     const id = await paidInstant('usdt', 'eth', wallet);
     const created = await payoutIn(id, 'exchange_created');
@@ -376,19 +400,16 @@ describe('retry', () => {
       (await transfersOf(created.payoutId)).some((t) => t.status === 'broadcast'),
     );
     await outside.sim.setFault('5xx');
-    await rpc(outside.chain.rpcUrl, 'evm_mine', []);
-    await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    await mineHeld();
 
     const stuck = await reaches(created.payoutId, 'needs_review');
     expect(stuck.reason).toBe('no exchange status past the poll deadline (http_503)');
     expect(await transfersOf(created.payoutId)).toEqual([expect.objectContaining({ status: 'confirmed' })]);
     // Its funds are at ChangeNow: cancelling is refused.
-    expect((await act(created.payoutId, 'cancel', BOB)).status).toBe(409);
+    await refusal(created.payoutId, 'cancel', BOB);
 
     await outside.sim.setFault('none');
-    const retried = await act(created.payoutId, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'sent' });
+    await accepted(created.payoutId, 'retry', ALICE, { status: 'sent' });
     const done = await reaches(created.payoutId, 'completed');
     expect(done).toMatchObject({ amountOut: NET_AS_USDT, exchangeId: created.exchangeId });
     expect(await outside.usdtBalanceOf(wallet)).toBe(parseUnits(NET_AS_USDT, 6));
@@ -396,68 +417,52 @@ describe('retry', () => {
     expect(await transfersOf(created.payoutId)).toHaveLength(1);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
 
-    const again = await act(created.payoutId, 'retry', ALICE);
-    expect(again.status).toBe(409);
-    expect(again.body.error).toContain('a payout in state completed cannot be retried');
-    await expectOnlyAction(created.payoutId, 'alice', 'payout.retry', {
-      from: 'needs_review',
-      to: 'sent',
-      reason: stuck.reason,
-    });
+    expect(await refusal(created.payoutId, 'retry', ALICE)).toContain('a payout in state completed cannot be retried');
+    await expectOnlyRetry(created.payoutId, 'alice', 'sent', stuck.reason);
     await expectLedgerClean();
   });
 
   it('a payout whose exchange failed is only looked at again on retry: back in review, no second exchange or transfer', async ({
     start,
     reaches,
-    act,
+    accepted,
     balances,
-    expectOnlyAction,
+    expectOnlyRetry,
     exchangesOf,
     transfersOf,
     failedExchangeInReview,
   }) => {
     await start();
     const { id, review } = await failedExchangeInReview();
-    const retried = await act(review.payoutId, 'retry', undefined); // ADMIN_TOKEN: recorded as "admin"
-    expect(retried.status).toBe(200);
-    expect(retried.body.status).toBe('sent');
+    await accepted(review.payoutId, 'retry', undefined, { status: 'sent' }); // ADMIN_TOKEN: recorded as "admin"
     const again = await reaches(review.payoutId, 'needs_review');
     expect(again.reason).toContain('exchange failed');
     expect(exchangesOf(review.payoutId)).toHaveLength(1);
     expect(await transfersOf(review.payoutId)).toHaveLength(1);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: NET_WEI });
-    await expectOnlyAction(review.payoutId, 'admin', 'payout.retry', {
-      from: 'needs_review',
-      to: 'sent',
-      reason: review.reason,
-    });
+    await expectOnlyRetry(review.payoutId, 'admin', 'sent', review.reason);
   });
 
   it('a payout in review before any transfer (its pair inactive) asks ChangeNow again on retry, once the pair is back, and completes', async ({
     outside,
     start,
-    paidInstant,
-    payoutIn,
     reaches,
-    act,
+    accepted,
+    refusal,
     balances,
-    expectOnlyAction,
+    expectOnlyRetry,
     exchangesOf,
     transfersOf,
     expectNothingSent,
     expectLedgerClean,
+    inactivePairInReview,
   }) => {
     await start();
-    const id = await paidInstant('usdc', 'base', freshWallet());
-    const review = await payoutIn(id, 'needs_review');
-    expect(review.reason).toContain('pair_is_inactive');
+    const { id, review } = await inactivePairInReview('base');
     await expectNothingSent(review.payoutId);
 
     outside.sim.setPair('eth/eth->usdc/base', { rate: '3000', withdrawalFee: '1', minAmount: '0.001' });
-    const retried = await act(review.payoutId, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'exchange_requested', attempts: 0 });
+    await accepted(review.payoutId, 'retry', ALICE, { status: 'exchange_requested', attempts: 0 });
     const done = await reaches(review.payoutId, 'completed');
     expect(done.amountOut).toBe(NET_AS_USDT);
     expect(exchangesOf(review.payoutId)).toHaveLength(1);
@@ -466,12 +471,8 @@ describe('retry', () => {
     ]);
     expect(await balances(id, 'eth')).toEqual({ available: 0n, reserved: 0n });
 
-    expect((await act(review.payoutId, 'retry', ALICE)).status).toBe(409);
-    await expectOnlyAction(review.payoutId, 'alice', 'payout.retry', {
-      from: 'needs_review',
-      to: 'exchange_requested',
-      reason: review.reason,
-    });
+    await refusal(review.payoutId, 'retry', ALICE);
+    await expectOnlyRetry(review.payoutId, 'alice', 'exchange_requested', review.reason);
     await expectLedgerClean();
   });
 
@@ -481,7 +482,7 @@ describe('retry', () => {
     paidInstant,
     payoutIn,
     reaches,
-    act,
+    accepted,
     auditOf,
     exchangesOf,
   }) => {
@@ -490,9 +491,7 @@ describe('retry', () => {
     const id = await paidInstant('usdt', 'matic', freshWallet());
     const held = await payoutIn(id, 'held');
     outside.sim.setPair('eth/eth->usdt/matic', { rate: '3000', withdrawalFee: '1', minAmount: '0.001' });
-    const retried = await act(held.payoutId, 'retry', BOB);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'pending', holdUntil: null });
+    await accepted(held.payoutId, 'retry', BOB, { status: 'pending', holdUntil: null });
     expect(await reaches(held.payoutId, 'completed')).toMatchObject({ amountOut: NET_AS_USDT });
     expect(exchangesOf(held.payoutId)).toHaveLength(1);
     expect(await auditOf(held.payoutId)).toEqual([
@@ -510,8 +509,8 @@ describe('retry', () => {
     paidInstant,
     payoutIn,
     reaches,
-    act,
-    expectOnlyAction,
+    accepted,
+    expectOnlyRetry,
     exchangesOf,
     transfersOf,
     expectLedgerClean,
@@ -525,9 +524,7 @@ describe('retry', () => {
     expect(review.reason).toContain('gave up after 1 failed attempts');
     await outside.sim.setFault('none');
 
-    const retried = await act(review.payoutId, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'pending', attempts: 0, lastError: null });
+    await accepted(review.payoutId, 'retry', ALICE, { status: 'pending', attempts: 0, lastError: null });
     const done = await reaches(review.payoutId, 'completed');
     expect(done).toMatchObject({ exchangeId: null, amountOut: '0.0047239' });
     expect(exchangesOf(review.payoutId)).toEqual([]);
@@ -535,11 +532,7 @@ describe('retry', () => {
       expect.objectContaining({ status: 'confirmed', to_address: wallet }),
     ]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    await expectOnlyAction(review.payoutId, 'alice', 'payout.retry', {
-      from: 'needs_review',
-      to: 'pending',
-      reason: review.reason,
-    });
+    await expectOnlyRetry(review.payoutId, 'alice', 'pending', review.reason);
     await expectLedgerClean();
   });
 
@@ -550,6 +543,7 @@ describe('retry', () => {
     payoutIn,
     reaches,
     act,
+    accepted,
     auditOf,
     exchangesOf,
     expectNothingSent,
@@ -561,9 +555,7 @@ describe('retry', () => {
     await outside.sim.setFault('none');
 
     // ChangeNow may hold an exchange from an earlier attempt, so the retry looks there first; it holds none.
-    const retried = await act(review.payoutId, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body.status).toBe('exchange_requested');
+    await accepted(review.payoutId, 'retry', ALICE, { status: 'exchange_requested' });
     const waiting = await reaches(review.payoutId, 'awaiting_approval');
     expect(waiting.approvedBy).toBeNull();
     await expectNothingSent(review.payoutId);
@@ -582,16 +574,14 @@ describe('access and bad requests', () => {
   it('no token or a wrong one gets 401 for reading and acting; an unknown action is refused; nothing changes', async ({
     db,
     start,
-    paidInstant,
     getPayout,
-    payoutIn,
     act,
     balances,
     auditOf,
+    awaitingApproval,
   }) => {
     const payrail = await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const id = await paidInstant('eth', 'eth', freshWallet());
-    const waiting = await payoutIn(id, 'awaiting_approval');
+    const { id, waiting } = await awaitingApproval();
     const requests: Array<[string, string]> = [
       ['GET', '/api/payouts'],
       ['GET', `/api/payouts?status=awaiting_approval`],
