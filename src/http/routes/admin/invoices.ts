@@ -4,6 +4,7 @@ import {
   orderIdFor,
   ORDER_CHANNEL_ID_RE,
   ORDER_USER_ID_RE,
+  type ApiInvoice,
   type InvoiceCreation,
   type NowPaymentsApi,
 } from '../../../integrations/nowpayments/index.ts';
@@ -92,6 +93,18 @@ export function invoiceRoutes(app: FastifyInstance, deps: AdminDeps): void {
   });
 }
 
+type InvoiceInput = z.output<typeof invoiceBody>;
+
+/** What the invoice is asked for, and by whom: the log lines' fields and the row's. */
+interface Order {
+  readonly channelId: string;
+  readonly userId: string;
+  /** Fixed to 2 decimals, as NOWPayments is asked and the row keeps it. */
+  readonly priceUsd: string;
+  readonly orderId: string;
+  readonly actor: string;
+}
+
 /**
  * Checkout's setup (503), the channel (404, or 409 without a wallet), NOWPayments' answer (502 unless it created the
  * invoice asked for), then the invoice kept (502 for an id already held): 201 with where the subscriber pays.
@@ -99,109 +112,147 @@ export function invoiceRoutes(app: FastifyInstance, deps: AdminDeps): void {
 async function createInvoice(
   app: FastifyInstance,
   deps: AdminDeps,
-  input: z.output<typeof invoiceBody>,
+  input: InvoiceInput,
   request: FastifyRequest,
   reply: FastifyReply,
 ) {
-  const checkout = deps.checkout;
-  if (checkout?.api === undefined) return reply.code(503).send({ error: 'checkout needs NOWPAYMENTS_API_KEY' });
-  const ipnCallbackUrl = callbackUrl(checkout, app);
-  if (ipnCallbackUrl === null)
-    return reply.code(503).send({
-      error: `checkout needs PUBLIC_URL: NOWPayments at ${checkout.apiUrl} must be told where to send the IPNs, and payrail's listening address is reachable only from this machine`,
-    });
+  const setup = checkoutSetup(deps.checkout, app);
+  if ('error' in setup) return reply.code(503).send({ error: setup.error });
   const { channelId, userId } = input;
-  const channel = await deps.db
-    .selectFrom('channels')
-    .select(['channel_id', 'wallet_address'])
-    .where('channel_id', '=', channelId)
-    .executeTakeFirst();
-  if (!channel) return notFound(reply, `channel ${channelId}`);
-  // The channel exists but cannot take money yet: a conflict with its state, which saving its wallet resolves (the
-  // request itself is well formed, so not a 422). Money taken now would wait in review with nowhere to go.
-  if (!channel.wallet_address?.trim())
+  const refusal = await channelRefusal(deps, channelId);
+  if (refusal === 'missing') return notFound(reply, `channel ${channelId}`);
+  if (refusal === 'walletless')
     return reply.code(409).send({
       error: `channel ${channelId} has no wallet to pay out to: save its walletAddress first (PUT /api/channels/${channelId})`,
     });
 
   const priceUsd = formatUnits(input.priceUsd, 2, { fixed: true });
-  const orderId = orderIdFor(userId, channelId);
-  const actor = actorOf(request);
-  const answer = await checkout.api.createInvoice({
-    priceAmount: priceUsd,
-    priceCurrency: 'usd',
-    orderId,
-    ...(input.description !== undefined && { orderDescription: input.description }),
-    ipnCallbackUrl,
-    ...(input.successUrl !== undefined && { successUrl: input.successUrl }),
-  });
+  const order: Order = { channelId, userId, priceUsd, orderId: orderIdFor(userId, channelId), actor: actorOf(request) };
+  const answer = await askNowPayments(setup.api, input, order, setup.ipnCallbackUrl);
   // Nothing is stored unless NOWPayments created the invoice asked for: a refused or unreadable answer has no
   // invoice to keep, and a mismatched one must not be handed out (its payments would carry another price or order),
   // so a row for it would be one nobody may use. The log line names it for whoever looks NOWPayments' side up.
-  if (answer.kind !== 'created') {
-    const error = notCreated(answer);
-    request.log.error(
-      {
-        event: 'invoice_failed',
-        kind: answer.kind,
-        channelId,
-        userId,
-        orderId,
-        actor,
-        ...(answer.kind === 'mismatch' && { invoiceId: answer.invoice.invoiceId }),
-        detail: answer.detail,
-      },
-      'NOWPayments did not create the invoice asked for',
-    );
-    return reply.code(502).send({ error });
-  }
+  if (answer.kind !== 'created') return refuseNotCreated(request, reply, answer, order);
 
   const { invoice } = answer;
-  const stored = await deps.db
-    .insertInto('invoices')
-    .values({
-      invoice_id: invoice.invoiceId,
-      channel_id: channelId,
-      user_id: userId,
-      price_usd: priceUsd,
-      order_id: orderId,
-      description: input.description ?? null,
-      invoice_url: invoice.invoiceUrl,
-      success_url: input.successUrl ?? null,
-      ipn_callback_url: ipnCallbackUrl,
-      created_by: actor,
-    })
-    .onConflict((oc) => oc.column('invoice_id').doNothing())
-    .returning(['price_usd'])
-    .executeTakeFirst();
-  if (!stored) {
-    request.log.error(
-      {
-        event: 'invoice_failed',
-        kind: 'duplicate',
-        invoiceId: invoice.invoiceId,
-        channelId,
-        userId,
-        orderId,
-        actor,
-      },
-      'NOWPayments answered an invoice id payrail already holds',
-    );
-    return reply.code(502).send({
-      error: `NOWPayments answered invoice ${invoice.invoiceId}, which payrail already holds for an earlier request: not handed out`,
-    });
-  }
+  const stored = await keepInvoice(deps, invoice, input, order, setup.ipnCallbackUrl);
+  if (!stored) return refuseDuplicate(request, reply, invoice, order);
   request.log.info(
-    { event: 'invoice_created', invoiceId: invoice.invoiceId, channelId, userId, priceUsd, actor },
+    { event: 'invoice_created', invoiceId: invoice.invoiceId, channelId, userId, priceUsd, actor: order.actor },
     'NOWPayments invoice created',
   );
   return reply.code(201).send({
     invoiceId: invoice.invoiceId,
     invoiceUrl: invoice.invoiceUrl,
-    orderId,
+    orderId: order.orderId,
     channelId,
     userId,
     priceUsd: stored.price_usd,
+  });
+}
+
+/** NOWPayments' API and the IPN address to give it, or why checkout cannot run (the 503's error). */
+function checkoutSetup(
+  checkout: CheckoutDeps | undefined,
+  app: FastifyInstance,
+): { api: NowPaymentsApi; ipnCallbackUrl: string } | { error: string } {
+  if (checkout?.api === undefined) return { error: 'checkout needs NOWPAYMENTS_API_KEY' };
+  const ipnCallbackUrl = callbackUrl(checkout, app);
+  if (ipnCallbackUrl === null)
+    return {
+      error: `checkout needs PUBLIC_URL: NOWPayments at ${checkout.apiUrl} must be told where to send the IPNs, and payrail's listening address is reachable only from this machine`,
+    };
+  return { api: checkout.api, ipnCallbackUrl };
+}
+
+/** Why the channel cannot take money now (no such channel, or no wallet), or undefined when it can. */
+async function channelRefusal(deps: AdminDeps, channelId: string): Promise<'missing' | 'walletless' | undefined> {
+  const channel = await deps.db
+    .selectFrom('channels')
+    .select(['channel_id', 'wallet_address'])
+    .where('channel_id', '=', channelId)
+    .executeTakeFirst();
+  if (!channel) return 'missing';
+  // The channel exists but cannot take money yet: a conflict with its state, which saving its wallet resolves (the
+  // request itself is well formed, so not a 422). Money taken now would wait in review with nowhere to go.
+  if (!channel.wallet_address?.trim()) return 'walletless';
+  return undefined;
+}
+
+/** The invoice asked of NOWPayments, once: price, order id and IPN address, with the description and return page. */
+function askNowPayments(api: NowPaymentsApi, input: InvoiceInput, order: Order, ipnCallbackUrl: string) {
+  return api.createInvoice({
+    priceAmount: order.priceUsd,
+    priceCurrency: 'usd',
+    orderId: order.orderId,
+    ...(input.description !== undefined && { orderDescription: input.description }),
+    ipnCallbackUrl,
+    ...(input.successUrl !== undefined && { successUrl: input.successUrl }),
+  });
+}
+
+/** 502, logged with what was asked for and what NOWPayments said. */
+function refuseNotCreated(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  answer: Exclude<InvoiceCreation, { kind: 'created' }>,
+  { channelId, userId, orderId, actor }: Order,
+) {
+  request.log.error(
+    {
+      event: 'invoice_failed',
+      kind: answer.kind,
+      channelId,
+      userId,
+      orderId,
+      actor,
+      ...(answer.kind === 'mismatch' && { invoiceId: answer.invoice.invoiceId }),
+      detail: answer.detail,
+    },
+    'NOWPayments did not create the invoice asked for',
+  );
+  return reply.code(502).send({ error: notCreated(answer) });
+}
+
+/** The invoice's row, with the price as stored; undefined when payrail already holds its id. */
+async function keepInvoice(
+  deps: AdminDeps,
+  invoice: ApiInvoice,
+  input: InvoiceInput,
+  order: Order,
+  ipnCallbackUrl: string,
+) {
+  return deps.db
+    .insertInto('invoices')
+    .values({
+      invoice_id: invoice.invoiceId,
+      channel_id: order.channelId,
+      user_id: order.userId,
+      price_usd: order.priceUsd,
+      order_id: order.orderId,
+      description: input.description ?? null,
+      invoice_url: invoice.invoiceUrl,
+      success_url: input.successUrl ?? null,
+      ipn_callback_url: ipnCallbackUrl,
+      created_by: order.actor,
+    })
+    .onConflict((oc) => oc.column('invoice_id').doNothing())
+    .returning(['price_usd'])
+    .executeTakeFirst();
+}
+
+function refuseDuplicate(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  invoice: ApiInvoice,
+  { channelId, userId, orderId, actor }: Order,
+) {
+  request.log.error(
+    { event: 'invoice_failed', kind: 'duplicate', invoiceId: invoice.invoiceId, channelId, userId, orderId, actor },
+    'NOWPayments answered an invoice id payrail already holds',
+  );
+  return reply.code(502).send({
+    error: `NOWPayments answered invoice ${invoice.invoiceId}, which payrail already holds for an earlier request: not handed out`,
   });
 }
 
