@@ -1,9 +1,13 @@
 /**
- * Steps the payout integration tests take the same way, whether they read payouts from the tables (payoutTest) or
- * through the admin API (payoutApiTest): each brings one instant payout to a state someone must act on.
+ * Steps and checks the payout integration tests share, whether they read payouts from the tables (payoutTest) or
+ * through the admin API (payoutApiTest): an instant payout brought to a state someone must act on, an action that
+ * must succeed, a payrail started afresh, and what a payout moved. Each is made from the fixtures it needs (`…On`), so
+ * that a file adds it to its `test` with `.extend`.
  */
 import { expect } from 'vitest';
-import type { Outside } from './outside.ts';
+import type { StartOptions } from './fixtures.ts';
+import { eventually, type Outside } from './outside.ts';
+import { logSink, type LogSink } from './payrail.ts';
 import { freshWallet, TRON_WALLET } from './payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee, in wei. */
@@ -40,10 +44,95 @@ export function inactivePairInReviewOn<P extends { reason?: string | null }>({
   };
 }
 
+/** An instant payout (USDT on BSC) held below ChangeNow's minimum, a pair set up for it above one payment. */
+export function heldBelowMinimumOn<P>({ outside, paidInstant, payoutIn }: PayoutSteps<P> & { outside: Outside }) {
+  return async (): Promise<{ id: string; held: P }> => {
+    outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
+    const id = await paidInstant('usdt', 'bsc', freshWallet());
+    return { id, held: await payoutIn(id, 'held') };
+  };
+}
+
 /** A direct ETH payout awaiting approval: the test's payrail must have started with PAYOUT_APPROVAL_ABOVE_USD below it. */
 export function awaitingApprovalOn<P>({ paidInstant, payoutIn }: PayoutSteps<P>) {
   return async (): Promise<{ id: string; waiting: P }> => {
     const id = await paidInstant('eth', 'eth', freshWallet());
     return { id, waiting: await payoutIn(id, 'awaiting_approval') };
+  };
+}
+
+/** An admin action on a payout, answered with its status and body. */
+type Act = (
+  payoutId: string,
+  action: string,
+  token: string | undefined,
+  body?: unknown,
+) => Promise<{ status: number; body: any }>;
+
+/**
+ * `accepted`: the action (with `body`, if any) as `token`'s holder, expecting it done (200) and the payout it answers
+ * with to match `shown`; returns that payout.
+ */
+export function acceptedOn({ act }: { act: Act }) {
+  return async (
+    payoutId: string,
+    action: string,
+    token: string | undefined,
+    shown: Record<string, unknown>,
+    body?: unknown,
+  ): Promise<Record<string, any>> => {
+    const res = await act(payoutId, action, token, body);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject(shown);
+    return res.body;
+  };
+}
+
+/** `startLogged`: starts the test's payrail afresh, its log lines apart from those before; returns them. */
+export function startLoggedOn({ start }: { start: (env?: Record<string, string>, options?: StartOptions) => unknown }) {
+  return async (env: Record<string, string> = {}): Promise<LogSink> => {
+    const logs = logSink();
+    await start(env, { logs });
+    return logs;
+  };
+}
+
+/** `untilPollsFail`: waits until the channel's payout is sent and `logs` show a poll of its exchange failing. */
+export function untilPollsFailOn({
+  payoutsOf,
+  logs,
+}: {
+  payoutsOf: (channelId: string) => Promise<Array<{ payout_id: string; status: string }>>;
+  logs: LogSink;
+}) {
+  return (what: string, channelId: string): Promise<void> =>
+    eventually(what, async () => {
+      const [payout] = await payoutsOf(channelId);
+      return (
+        payout?.status === 'sent' &&
+        logs.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
+      );
+    });
+}
+
+/** What a payout moved: the exchanges ChangeNow holds for it and its transfers on chain. */
+interface Moved {
+  exchangesFor: (payoutId: string) => unknown[];
+  transfersFor: (payoutId: string) => Promise<unknown[]>;
+}
+
+/** `expectNothingSent`: nothing of the payout reached ChangeNow or the chain. */
+export function expectNothingSentOn({ exchangesFor, transfersFor }: Moved) {
+  return async (payoutId: string): Promise<void> => {
+    expect(exchangesFor(payoutId)).toHaveLength(0);
+    expect(await transfersFor(payoutId)).toEqual([]);
+  };
+}
+
+/** `expectExchangedOnce`: the payout has one exchange and one confirmed transfer (matching `transfer` too). */
+export function expectExchangedOnceOn({ exchangesFor, transfersFor }: Moved) {
+  return async (payoutId: string, transfer: Record<string, unknown> = {}): Promise<void> => {
+    expect(exchangesFor(payoutId)).toHaveLength(1);
+    expect(await transfersFor(payoutId)).toMatchObject([{ status: 'confirmed', ...transfer }]);
   };
 }
