@@ -10,17 +10,34 @@ import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
 import { distinct, payoutTest, type PayoutRow } from '../support/payout-state.ts';
+import {
+  expectExchangedOnceOn,
+  expectNothingSentOn,
+  failedExchangeInReviewOn,
+  NET_WEI,
+  startLoggedOn,
+  untilPollsFailOn,
+} from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
 
 // A valid Dogecoin P2PKH address (see test/unit/address.test.ts); the simulator has no pair for doge.
 const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
-/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
-const NET_WEI = 4_723_900_000_000_000n;
 
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   payoutTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
+    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
+      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
+    )
+    .extend('startLogged', ({ start }) => startLoggedOn({ start }))
+    .extend('untilPollsFail', ({ payoutsOf, logs }) => untilPollsFailOn({ payoutsOf, logs }))
+    .extend('expectNothingSent', ({ exchangesFor, transfersFor }) =>
+      expectNothingSentOn({ exchangesFor, transfersFor }),
+    )
+    .extend('expectExchangedOnce', ({ exchangesFor, transfersFor }) =>
+      expectExchangedOnceOn({ exchangesFor, transfersFor }),
+    )
     .extend('usdtOfPayments', ({ db }) => async (payoutId: string): Promise<bigint> => {
       const { rows } = await db.pool.query<{ total: string | null }>(
         'select sum(usdt_amount)::text as total from payments where payout_id = $1',
@@ -97,19 +114,16 @@ describe('exchange endings', () => {
   it('a failed exchange sends the payout to review; the funds stay reserved', async ({
     outside,
     start,
-    paidInstant,
-    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
     expectOnlyAlert,
+    failedExchangeInReview,
   }) => {
     await start();
-    outside.sim.failNextExchange('failed');
-    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const payout = await payoutIn(id, 'needs_review');
+    const { id, review: payout } = await failedExchangeInReview();
     expect(payout).toMatchObject({
       kind: 'instant',
       status: 'needs_review',
@@ -256,6 +270,7 @@ describe('exchange endings', () => {
     conversionsDone,
     expectOnlyAlert,
     usdtOfPayments,
+    expectExchangedOnce,
   }) => {
     await start();
     // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.
@@ -316,8 +331,7 @@ describe('exchange endings', () => {
     const second = (await payoutsOf(id))[1] as PayoutRow;
     expect(second).toMatchObject({ status: 'completed', amount: available.toString() });
     expect(await usdtOfPayments(second.payout_id)).toBe(available);
-    expect(exchangesFor(second.payout_id)).toHaveLength(1);
-    expect(await transfersFor(second.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    await expectExchangedOnce(second.payout_id);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
     await expectLedgerClean();
@@ -339,6 +353,7 @@ describe('refusals and held batches', () => {
     usdtOfPayments,
     paymentUsdt,
     heldBatch,
+    expectNothingSent,
   }) => {
     await start();
     const { id, held } = await heldBatch();
@@ -347,8 +362,7 @@ describe('refusals and held batches', () => {
     expect(held.hold_until!.getTime()).toBeGreaterThan(Date.now());
     const heldAmount = BigInt(held.amount);
     expect(heldAmount).toBe(await usdtOfPayments(held.payout_id));
-    expect(exchangesFor(held.payout_id)).toHaveLength(0);
-    expect(await transfersFor(held.payout_id)).toEqual([]);
+    await expectNothingSent(held.payout_id);
     expect(await balances(id)).toEqual({
       'channel/eth': '0',
       'channel/usdt': '0',
@@ -461,14 +475,13 @@ describe('refusals and held batches', () => {
     start,
     pay,
     onlyPayout,
-    exchangesFor,
-    transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
     conversionsDone,
     queuedOnPayout,
     heldBatch,
+    expectNothingSent,
   }) => {
     await start();
     const { id, held, paymentIds } = await heldBatch();
@@ -493,8 +506,7 @@ describe('refusals and held batches', () => {
       top_ups: 0,
       exchange_id: null,
     });
-    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
-    expect(await transfersFor(payout.payout_id)).toEqual([]);
+    await expectNothingSent(payout.payout_id);
     // Everything the channel earned is back on its balance, once: the held batch's USDT and the new payment's.
     const { rows } = await db.pool.query<{ payout_id: string | null; usdt_amount: string }>(
       'select payout_id, usdt_amount::text from payments where payment_id = any($1::numeric[])',
@@ -516,11 +528,10 @@ describe('refusals and held batches', () => {
     start,
     paidInstant,
     payoutIn,
-    exchangesFor,
-    transfersFor,
     balances,
     expectLedgerClean,
     expectOnlyAlert,
+    expectNothingSent,
   }) => {
     await start();
     const id = await paidInstant('doge', 'doge', DOGE_WALLET);
@@ -533,9 +544,8 @@ describe('refusals and held batches', () => {
       exchange_id: null,
     });
     expectOnlyAlert(payout.payout_id, 'changenow_permanent_error');
-    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
+    await expectNothingSent(payout.payout_id);
     expect([...outside.sim.exchanges.values()].filter((e) => e.payoutAddress === DOGE_WALLET)).toHaveLength(0);
-    expect(await transfersFor(payout.payout_id)).toEqual([]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     await expectLedgerClean();
   });
@@ -590,7 +600,6 @@ describe('outages', () => {
     app,
     outside,
     db,
-    start,
     pay,
     instant,
     payoutsOf,
@@ -601,9 +610,10 @@ describe('outages', () => {
     balances,
     expectLedgerClean,
     hostNonce,
+    startLogged,
+    expectExchangedOnce,
   }) => {
-    const downLogs = logSink();
-    await start({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` }, { logs: downLogs });
+    const downLogs = await startLogged({ ETH_RPC_URL: `http://127.0.0.1:${await freePort()}` });
     const id = await instant('usdt', 'trx', TRON_WALLET);
     const nonceBefore = await hostNonce();
     await pay(id);
@@ -629,12 +639,10 @@ describe('outages', () => {
     expect(await hostNonce()).toBe(nonceBefore);
     expect(distinct(downLogs.alerts())).toEqual(['rpc_unreachable']);
 
-    const upLogs = logSink();
-    await start({}, { logs: upLogs });
+    const upLogs = await startLogged();
     const done = await payoutIn(id, 'completed', 60_000);
     expect(done).toMatchObject({ payout_id: stuck.payout_id, exchange_id: stuck.exchange_id, amount_out: '13.1717' });
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
+    await expectExchangedOnce(done.payout_id, { transfer_id: stuck.transfer_id });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
     expect(await hostNonce()).toBe(nonceBefore + 1);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
@@ -652,9 +660,10 @@ describe('outages', () => {
     onlyPayout,
     payoutIn,
     exchangesFor,
-    transfersFor,
     balances,
     expectLedgerClean,
+    expectNothingSent,
+    expectExchangedOnce,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -665,8 +674,7 @@ describe('outages', () => {
     const waiting = await onlyPayout(id);
     expect(waiting.status).toBe('pending');
     expect(waiting.last_error).toMatch(/^ChangeNow estimate: /);
-    expect(exchangesFor(waiting.payout_id)).toHaveLength(0);
-    expect(await transfersFor(waiting.payout_id)).toEqual([]);
+    await expectNothingSent(waiting.payout_id);
     expect(logs.lines.some((l) => l.event === 'payout_attempt_failed' && l.payoutId === waiting.payout_id)).toBe(true);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
 
@@ -679,11 +687,10 @@ describe('outages', () => {
       last_error: null,
     });
     expect(done.attempts).toBeGreaterThanOrEqual(1);
-    const exchanges = exchangesFor(done.payout_id);
-    expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({ id: done.exchange_id, status: 'finished' });
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
-    expect(await outside.balanceOf(exchanges[0]!.payinAddress)).toBe(NET_WEI);
+    await expectExchangedOnce(done.payout_id, { amount: NET_WEI.toString() });
+    const [exchange] = exchangesFor(done.payout_id);
+    expect(exchange).toMatchObject({ id: done.exchange_id, status: 'finished' });
+    expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -696,13 +703,13 @@ describe('outages', () => {
     logs,
     instant,
     payWithHostDrained,
-    payoutsOf,
     onlyPayout,
     payoutIn,
-    exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
+    untilPollsFail,
+    expectExchangedOnce,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -710,13 +717,7 @@ describe('outages', () => {
     await payWithHostDrained(id, 'exchange_created');
     await outside.sim.setFault('down');
     await app.refillHost();
-    await eventually('polls failing while ChangeNow is down', async () => {
-      const [payout] = await payoutsOf(id);
-      return (
-        payout?.status === 'sent' &&
-        logs.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
-      );
-    });
+    await untilPollsFail('polls failing while ChangeNow is down', id);
 
     const polling = await onlyPayout(id);
     expect(polling).toMatchObject({ status: 'sent', attempts: 0 });
@@ -731,8 +732,7 @@ describe('outages', () => {
       exchange_id: polling.exchange_id,
       amount_out: '13.1717',
     });
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    await expectExchangedOnce(done.payout_id);
     expect(await outside.balanceOf(done.payin_address!)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect(distinct(logs.alerts())).toEqual(['host_wallet_insufficient']);
@@ -747,11 +747,11 @@ describe('outages', () => {
     pay,
     instant,
     payoutIn,
-    exchangesFor,
-    transfersFor,
     balances,
     expectLedgerClean,
     expectOnlyAlert,
+    expectNothingSent,
+    expectExchangedOnce,
   }) => {
     await start({ PAYOUT_MAX_ATTEMPTS: '2' });
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -761,8 +761,7 @@ describe('outages', () => {
     expect(payout).toMatchObject({ status: 'needs_review', attempts: 2, exchange_id: null, transfer_id: null });
     expect(payout.reason).toMatch(/^gave up after 2 failed attempts: ChangeNow estimate: HTTP 503/);
     expectOnlyAlert(payout.payout_id, 'payout_attempts_exhausted');
-    expect(exchangesFor(payout.payout_id)).toHaveLength(0);
-    expect(await transfersFor(payout.payout_id)).toEqual([]);
+    await expectNothingSent(payout.payout_id);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     // Nothing keeps retrying behind the review.
     const { rows: jobs } = await db.pool.query(
@@ -778,8 +777,7 @@ describe('outages', () => {
     expect(retried.status).toBe(200);
     const done = await payoutIn(id, 'completed');
     expect(done).toMatchObject({ payout_id: payout.payout_id, amount_out: '13.1717' });
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    await expectExchangedOnce(done.payout_id);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     await expectLedgerClean();
   });
