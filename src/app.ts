@@ -28,7 +28,7 @@ import { rpc, startLocalOutside, type LocalOutside } from './simulators/index.ts
 import { recordDeposit } from './treasury/index.ts';
 import { readOnlyWallet } from './treasury/commands.ts';
 import { migrate, openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from './db/index.ts';
-import { buildHttpApp, startMetricsServer, type MetricsServer } from './http/index.ts';
+import { buildHttpApp, startMetricsServer, type HttpDeps, type MetricsServer } from './http/index.ts';
 import type { CheckoutDeps } from './http/routes/admin/invoices.ts';
 import { createMetrics, type Metrics } from './metrics/index.ts';
 import { migrateQueue, startWorker, type RunningWorker } from './jobs/index.ts';
@@ -379,129 +379,200 @@ export async function startPayrail(
   options: StartOptions = {},
 ): Promise<Payrail> {
   const existing = options.database;
+  const crashPoint = armedCrashPoint(config, logger, options);
+  warnAboutMetricsExposure(config, roles, logger);
+  warnAboutUnconfirmedCredits(config, logger);
+  const database =
+    existing ??
+    (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
+  // A database the caller opened is the caller's to close.
+  const owned = existing ? undefined : database;
+  const parts: StartedParts = {};
+  const start: StartContext = {
+    config,
+    roles,
+    logger,
+    database,
+    metrics: createMetrics({ alertIntervalMs: config.ALERT_INTERVAL }),
+  };
+  try {
+    await prepareDatabase(database, logger);
+    if (roles.worker) await startWorkerRole(start, parts, crashPoint, options.onWorkerFailure);
+    if (roles.web) await startWebRole(start, parts);
+  } catch (error) {
+    await releaseQuietly(parts, owned);
+    throw error;
+  }
+  return startedPayrail(start, parts, owned);
+}
+
+/** What every part of a start reads. */
+interface StartContext {
+  readonly config: Config;
+  readonly roles: Roles;
+  readonly logger: Logger;
+  readonly database: Database;
+  readonly metrics: Metrics;
+}
+
+/** What a start has started so far, each set the moment it runs: a failed start stops exactly these. */
+interface StartedParts {
+  outside?: LocalOutside;
+  worker?: RunningWorker;
+  metricsServer?: MetricsServer;
+  http?: FastifyInstance;
+}
+
+/** The test seam if given, else PAYRAIL_CRASH_AT's point, where the worker kills itself as a crash would. */
+function armedCrashPoint(
+  config: Config,
+  logger: Logger,
+  options: StartOptions,
+): ((name: CrashPoint) => void) | undefined {
   const crashAt = config.PAYRAIL_CRASH_AT;
   if (crashAt)
     logger.warn(
       { event: 'crash_injection_armed', point: crashAt },
       'PAYRAIL_CRASH_AT is set: this worker will SIGKILL itself',
     );
-  const crashPoint =
+  return (
     options.crashPoint ??
-    (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined);
-  warnAboutMetricsExposure(config, roles, logger);
+    (crashAt ? (name: CrashPoint) => void (name === crashAt && process.kill(process.pid, 'SIGKILL')) : undefined)
+  );
+}
+
+/** A legal configuration, so it does not stop the start; on mainnet it should be a choice made knowingly. */
+function warnAboutUnconfirmedCredits(config: Config, logger: Logger): void {
   if (config.NOWPAYMENTS_API_KEY === undefined && config.CHAIN_ID === 1) {
     logger.warn(
       { event: 'ipn_credits_unconfirmed' },
       'NOWPAYMENTS_API_KEY is unset on mainnet: a signed IPN is credited on its signature alone, so anyone holding the IPN secret can mint credits; set NOWPAYMENTS_API_KEY to have every credit confirmed with NOWPayments first',
     );
   }
-  const database =
-    existing ??
-    (await openDatabase(config, logger, `payrail-${roles.web ? 'web' : ''}${roles.worker ? 'worker' : ''}`));
-  let worker: RunningWorker | undefined;
-  let http: FastifyInstance | undefined;
-  let outside: LocalOutside | undefined;
-  let metricsServer: MetricsServer | undefined;
-  const metrics = createMetrics({ alertIntervalMs: config.ALERT_INTERVAL });
-  try {
-    await prepareDatabase(database, logger);
-    if (roles.worker) {
-      outside = await openOutside(config, logger);
-      const stage = stageDeps(config, database, outside, logger, crashPoint, (call) => metrics.changenowCall(call));
-      if (outside.fundingTxHash) await bookLocalFunding(stage, outside.fundingTxHash, config, logger);
-      worker = await startWorker({
-        pool: database.pool,
-        db: database.db,
-        logger,
-        taskList: taskHandlers(
-          stage,
-          alertDeps(config, stage),
-          confirmDeps(config, stage, outside, createConversionNudger(database.db, logger)),
-          dispatchDeps(config, stage),
-        ),
-        cron: [
-          ...pipelineCron({
-            conversionIntervalMs: config.CONVERSION_INTERVAL,
-            reconcileIntervalMs: config.RECONCILE_INTERVAL,
-          }),
-          ...alertCron({ intervalMs: config.ALERT_INTERVAL }),
-          ...eventCron(),
-        ],
-        storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
-        concurrency: config.WORKER_CONCURRENCY,
-        pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
-        staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
-        heartbeatIntervalMs: config.WORKER_HEARTBEAT_INTERVAL,
-        ...(options.onWorkerFailure && { onUnexpectedStop: options.onWorkerFailure }),
-        jobObserver: metrics.jobs,
-      });
-      // A worker-only process's job and ChangeNow metrics exist only in its memory: it serves them itself.
-      if (!roles.web && config.WORKER_METRICS_PORT !== undefined) {
-        metricsServer = await startMetricsServer({
-          metrics,
-          port: config.WORKER_METRICS_PORT,
-          host: config.HOST,
-          logger,
-          ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
-        });
-      }
-    }
-    if (roles.web) {
-      const nudge = createConversionNudger(database.db, logger);
-      http = await buildHttpApp({
-        logger,
-        adminTokens: [{ name: 'admin', token: config.ADMIN_TOKEN }, ...config.ADMIN_TOKENS],
-        webhook: {
-          db: database.db,
-          ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
-          intake: intakeSettings(config),
-          notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
-          bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
-          onThresholdCredit: nudge,
-          rateLimitPerMinute: config.WEBHOOK_RATE_LIMIT,
-          allowedSources: config.NOWPAYMENTS_ALLOWED_IPS,
-          onAnswered: (answer) => metrics.ipnAnswered(answer),
-        },
-        trustedProxies: config.TRUSTED_PROXY,
-        secrets: secretValues(config),
-        health: {
-          db: database.db,
-          handledTasks: ALL_HANDLED_TASKS,
-          workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
-          queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
-          alertIntervalMs: config.ALERT_INTERVAL,
-        },
-        admin: {
-          db: database.db,
-          chain: conversionChain(config, outside),
-          intake: intakeSettings(config),
-          pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
-          onThresholdCredit: nudge,
-          checkout: checkoutDeps(config, outside),
-        },
-        alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
-        events: { db: database.db, self: { port: config.PORT, publicUrl: config.PUBLIC_URL } },
-        metrics: {
-          metrics,
-          db: database.db,
-          ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
-        },
-      });
-      await http.listen({ port: config.PORT, host: config.HOST });
-    }
-  } catch (error) {
-    await http?.close().catch(() => undefined);
-    await metricsServer?.close().catch(() => undefined);
-    await worker?.stop().catch(() => undefined);
-    await outside?.stop().catch(() => undefined);
-    if (!existing) await database.shutdown().catch(() => undefined);
-    throw error;
+}
+
+/** The outside world, the job runner, and a worker-only process's own /metrics, in that order. */
+async function startWorkerRole(
+  start: StartContext,
+  parts: StartedParts,
+  crashPoint: ((name: CrashPoint) => void) | undefined,
+  onWorkerFailure: ((error: Error) => void) | undefined,
+): Promise<void> {
+  const { config, roles, logger, database, metrics } = start;
+  const outside = (parts.outside = await openOutside(config, logger));
+  const stage = stageDeps(config, database, outside, logger, crashPoint, (call) => metrics.changenowCall(call));
+  if (outside.fundingTxHash) await bookLocalFunding(stage, outside.fundingTxHash, config, logger);
+  parts.worker = await startWorker(workerOptions(start, stage, outside, onWorkerFailure));
+  // A worker-only process's job and ChangeNow metrics exist only in its memory: it serves them itself.
+  if (!roles.web && config.WORKER_METRICS_PORT !== undefined) {
+    parts.metricsServer = await startMetricsServer({
+      metrics,
+      port: config.WORKER_METRICS_PORT,
+      host: config.HOST,
+      logger,
+      ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
+    });
   }
-  const address = http?.server.address();
-  const url =
-    address && typeof address === 'object'
-      ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
-      : undefined;
+}
+
+/** The job runner's tasks, schedules and settings. */
+function workerOptions(
+  start: StartContext,
+  stage: StageDeps,
+  outside: LocalOutside,
+  onWorkerFailure: ((error: Error) => void) | undefined,
+): Parameters<typeof startWorker>[0] {
+  const { config, logger, database, metrics } = start;
+  return {
+    pool: database.pool,
+    db: database.db,
+    logger,
+    taskList: taskHandlers(
+      stage,
+      alertDeps(config, stage),
+      confirmDeps(config, stage, outside, createConversionNudger(database.db, logger)),
+      dispatchDeps(config, stage),
+    ),
+    cron: [
+      ...pipelineCron({
+        conversionIntervalMs: config.CONVERSION_INTERVAL,
+        reconcileIntervalMs: config.RECONCILE_INTERVAL,
+      }),
+      ...alertCron({ intervalMs: config.ALERT_INTERVAL }),
+      ...eventCron(),
+    ],
+    storeAlert: (alert) => storeEventAlert(database.db, alert, { notify: config.ALERT_WEBHOOK_URL !== undefined }),
+    concurrency: config.WORKER_CONCURRENCY,
+    pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
+    staleWorkerSeconds: config.HEALTH_WORKER_STALE_SECONDS,
+    heartbeatIntervalMs: config.WORKER_HEARTBEAT_INTERVAL,
+    ...(onWorkerFailure && { onUnexpectedStop: onWorkerFailure }),
+    jobObserver: metrics.jobs,
+  };
+}
+
+/** The HTTP app, listening. It is in `parts` before it listens, so a port already taken still closes it. */
+async function startWebRole(start: StartContext, parts: StartedParts): Promise<void> {
+  const http = (parts.http = await buildHttpApp(httpDeps(start, parts.outside)));
+  await http.listen({ port: start.config.PORT, host: start.config.HOST });
+}
+
+/** The web process's routes and what they need; `outside` is the worker's on a process running both. */
+function httpDeps(start: StartContext, outside: LocalOutside | undefined): HttpDeps {
+  const { config, logger, database, metrics } = start;
+  const nudge = createConversionNudger(database.db, logger);
+  return {
+    logger,
+    adminTokens: [{ name: 'admin', token: config.ADMIN_TOKEN }, ...config.ADMIN_TOKENS],
+    webhook: webhookDeps(start, nudge),
+    trustedProxies: config.TRUSTED_PROXY,
+    secrets: secretValues(config),
+    health: {
+      db: database.db,
+      handledTasks: ALL_HANDLED_TASKS,
+      workerStaleSeconds: config.HEALTH_WORKER_STALE_SECONDS,
+      queueMaxAgeSeconds: config.HEALTH_QUEUE_MAX_AGE_SECONDS,
+      alertIntervalMs: config.ALERT_INTERVAL,
+    },
+    admin: {
+      db: database.db,
+      chain: conversionChain(config, outside),
+      intake: intakeSettings(config),
+      pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
+      onThresholdCredit: nudge,
+      checkout: checkoutDeps(config, outside),
+    },
+    alerts: { db: database.db, notify: config.ALERT_WEBHOOK_URL !== undefined },
+    events: { db: database.db, self: { port: config.PORT, publicUrl: config.PUBLIC_URL } },
+    metrics: {
+      metrics,
+      db: database.db,
+      ...(config.METRICS_TOKEN !== undefined && { token: config.METRICS_TOKEN }),
+    },
+  };
+}
+
+/** The NOWPayments IPN route: how it checks, credits and counts what it answers. */
+function webhookDeps(start: StartContext, nudge: () => void): HttpDeps['webhook'] {
+  const { config, database, metrics } = start;
+  return {
+    db: database.db,
+    ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
+    intake: intakeSettings(config),
+    notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
+    bodyLimitBytes: config.WEBHOOK_BODY_LIMIT_BYTES,
+    onThresholdCredit: nudge,
+    rateLimitPerMinute: config.WEBHOOK_RATE_LIMIT,
+    allowedSources: config.NOWPAYMENTS_ALLOWED_IPS,
+    onAnswered: (answer) => metrics.ipnAnswered(answer),
+  };
+}
+
+/** A started payrail: logged, with its addresses, and a stop for all it started. */
+function startedPayrail(start: StartContext, parts: StartedParts, owned: Database | undefined): Payrail {
+  const { roles, logger, database, metrics } = start;
+  const { http, metricsServer, outside } = parts;
+  const url = listeningUrl(http);
   logger.info(
     { event: 'payrail_started', roles, url, ...(metricsServer && { metricsUrl: metricsServer.url }) },
     'payrail started',
@@ -513,13 +584,34 @@ export async function startPayrail(
     ...(http && { http }),
     ...(url && { url }),
     ...(outside && { outside }),
-    async stop() {
-      // Stop taking requests, let running jobs finish, then release the outside world and the database.
-      await http?.close();
-      await metricsServer?.close();
-      await worker?.stop();
-      await outside?.stop();
-      if (!existing) await database.shutdown();
-    },
+    stop: () => release(parts, owned),
   };
+}
+
+function listeningUrl(http: FastifyInstance | undefined): string | undefined {
+  const address = http?.server.address();
+  return address && typeof address === 'object'
+    ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+    : undefined;
+}
+
+/** Stop taking requests, let running jobs finish, then release the outside world and the database. */
+async function release(parts: StartedParts, owned: Database | undefined): Promise<void> {
+  await parts.http?.close();
+  await parts.metricsServer?.close();
+  await parts.worker?.stop();
+  await parts.outside?.stop();
+  await owned?.shutdown();
+}
+
+/**
+ * A failed start's clean-up, in release's order. A step that fails does not keep the ones after it from running, and
+ * the start's own error is the one reported.
+ */
+async function releaseQuietly(parts: StartedParts, owned: Database | undefined): Promise<void> {
+  await parts.http?.close().catch(() => undefined);
+  await parts.metricsServer?.close().catch(() => undefined);
+  await parts.worker?.stop().catch(() => undefined);
+  await parts.outside?.stop().catch(() => undefined);
+  await owned?.shutdown().catch(() => undefined);
 }
