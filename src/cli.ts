@@ -1,18 +1,18 @@
 /**
  * payrail start | web | worker | migrate | check-ledger [--chain] | deposit | withdrawal | status | demo
  */
-import { openDatabase, prepareDatabase, startPayrail, type Roles } from './app.ts';
+import { openDatabase, prepareDatabase, startPayrail, transferPolicy, type Database, type Roles } from './app.ts';
 import { ConfigError, loadConfig, secretValues, type Config } from './config.ts';
 import { EmbeddedUnavailable, pendingMigrations } from './db/index.ts';
 import { runDemo } from './demo/index.ts';
 import { localDevSecrets } from './dev-secrets.ts';
+import type { ChainWallet } from './integrations/wallet/index.ts';
 import { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions } from './ledger/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { formatStatus, readOverview, WINDOW_HOURS_DEFAULT, WINDOW_HOURS_MAX } from './overview/index.ts';
 import { startChangeNowSimulator, startNowPaymentsSimulator } from './simulators/index.ts';
 import { checkLedgerAgainstChain } from './treasury/index.ts';
-import { bookingOptions, formatChainReport, readOnlyWallet, runBooking } from './treasury/commands.ts';
-import { transferPolicy } from './app.ts';
+import { bookingOptions, formatChainReport, readOnlyWallet, runBooking, type Booking } from './treasury/commands.ts';
 
 const USAGE = `usage: payrail <command>
 
@@ -41,53 +41,137 @@ const USAGE = `usage: payrail <command>
                 /sim/payments)
 `;
 
-const ROLES: Record<string, Roles> = {
-  start: { web: true, worker: true },
-  web: { web: true, worker: false },
-  worker: { web: false, worker: true },
-};
-
 const SHUTDOWN_TIMEOUT_MS = 30_000;
 
-async function main(argv: string[]): Promise<number> {
-  const command = argv[0];
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    process.stdout.write(USAGE);
-    return command === undefined ? 64 : 0;
-  }
-  if (command === 'sim') return simulate(argv.slice(1));
+/** A command's run on the arguments after its name; the exit code it resolves to is the process's. */
+type Command = (args: string[]) => Promise<number>;
+
+const COMMANDS = new Map<string, Command>([
+  ['start', serveCommand({ web: true, worker: true })],
+  ['web', serveCommand({ web: true, worker: false })],
+  ['worker', serveCommand({ web: false, worker: true })],
+  ['migrate', migrateCommand],
+  ['check-ledger', checkLedgerCommand],
+  ['status', statusCommand],
+  ['deposit', bookingCommand('deposit')],
+  ['withdrawal', bookingCommand('withdrawal')],
+  ['sim', simulate],
   // The demo builds its own configuration (own data dir, free ports), never the environment's.
-  if (command === 'demo') return runDemo(argv.slice(1));
-  if (!(command in ROLES) && !['migrate', 'check-ledger', 'status', 'deposit', 'withdrawal'].includes(command)) {
-    process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
+  ['demo', runDemo],
+]);
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(USAGE);
+    return name === undefined ? 64 : 0;
+  }
+  const command = COMMANDS.get(name);
+  if (!command) {
+    process.stderr.write(`unknown command: ${name}\n\n${USAGE}`);
     return 64;
   }
-  const status = command === 'status' ? statusOptions(argv.slice(1)) : undefined;
-  const chainCheck = command === 'check-ledger' && argv.includes('--chain');
-  const booking =
-    command === 'deposit' || command === 'withdrawal' ? bookingOptions(command, argv.slice(1)) : undefined;
-  const extra = command === 'check-ledger' ? argv.slice(1).filter((a) => a !== '--chain') : [];
-  if (typeof booking === 'string' || extra.length > 0) {
-    process.stderr.write(
-      `${typeof booking === 'string' ? booking : `payrail check-ledger: unexpected argument ${extra[0]}`}\n${USAGE}`,
-    );
-    return 64;
-  }
+  return command(args);
+}
+
+/** start, web, worker: payrail running until SIGINT or SIGTERM. Arguments after the command are not read. */
+function serveCommand(roles: Roles): Command {
+  return () => withConfig({ service: true }, (config) => serve(config, roles, commandLogger(config, true)));
+}
+
+async function migrateCommand(): Promise<number> {
+  return oneShot('migrate', { schemaCurrent: false }, async (database, _config, logger) => {
+    await prepareDatabase(database, logger);
+    process.stdout.write('migrations applied\n');
+    return 0;
+  });
+}
+
+async function statusCommand(args: string[]): Promise<number> {
+  const status = statusOptions(args);
   if (typeof status === 'string') {
     process.stderr.write(
       `${status}\nusage: payrail status [--json] [--hours N]   (N from 1 to ${WINDOW_HOURS_MAX}, default ${WINDOW_HOURS_DEFAULT})\n`,
     );
     return 64;
   }
+  return oneShot('status', { schemaCurrent: true }, async (database) => {
+    const overview = await readOverview(database.db, { windowHours: status.hours });
+    process.stdout.write(status.json ? `${JSON.stringify(overview, null, 2)}\n` : formatStatus(overview));
+    return 0;
+  });
+}
 
+function bookingCommand(kind: Booking['command']): Command {
+  return async (args) => {
+    const booking = bookingOptions(kind, args);
+    if (typeof booking === 'string') {
+      process.stderr.write(`${booking}\n${USAGE}`);
+      return 64;
+    }
+    return oneShot(kind, { schemaCurrent: true }, async (database, config) => {
+      const wallet = chainWallet(config);
+      if (!wallet) return 78;
+      const chain = {
+        wallet,
+        usdtContract: config.USDT_CONTRACT as `0x${string}`,
+        confirmations: transferPolicy(config, config.CHAIN_ID).confirmations,
+      };
+      return runBooking(database.db, chain, booking);
+    });
+  };
+}
+
+async function checkLedgerCommand(args: string[]): Promise<number> {
+  const extra = args.filter((a) => a !== '--chain');
+  if (extra.length > 0) {
+    process.stderr.write(`payrail check-ledger: unexpected argument ${extra[0]}\n${USAGE}`);
+    return 64;
+  }
+  const againstChain = args.includes('--chain');
+  return oneShot('check-ledger', { schemaCurrent: true }, async (database, config) => {
+    const wallet = againstChain ? chainWallet(config) : undefined;
+    if (againstChain && !wallet) return 78;
+    const ledgerOk = await reportLedger(database);
+    if (!wallet) return ledgerOk ? 0 : 1;
+    const chain = await checkLedgerAgainstChain(database.db, {
+      wallet,
+      usdtContract: config.USDT_CONTRACT as `0x${string}`,
+    });
+    process.stdout.write(formatChainReport(chain));
+    return ledgerOk && chain.ok ? 0 : 1;
+  });
+}
+
+/** The ledger's own checks, printed line by line; true when it holds. */
+async function reportLedger(database: Database): Promise<boolean> {
+  const report = await checkLedger(database.db, ledgerProgress());
+  process.stdout.write(`ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`);
+  for (const p of report.problems) process.stdout.write(`VIOLATION ${p.rule}: ${p.subject}: ${p.detail}\n`);
+  process.stdout.write(report.ok ? 'ledger OK\n' : `ledger BROKEN: ${report.problems.length} violation(s)\n`);
+  return report.ok;
+}
+
+/** The host wallet, read only; undefined once the configuration's fault is printed. */
+function chainWallet(config: Config): ChainWallet | undefined {
+  const wallet = readOnlyWallet(config);
+  if (typeof wallet !== 'string') return wallet;
+  process.stderr.write(`Invalid configuration:\n  - ${wallet}\n`);
+  return undefined;
+}
+
+/** The configuration for `run`, or exit 78 (EX_CONFIG) with what is wrong with it. */
+async function withConfig(
+  { service }: { service: boolean },
+  run: (config: Config) => Promise<number>,
+): Promise<number> {
   let config: Config;
   try {
-    // status, check-ledger and the bookings only read the chain: DATABASE_URL is all they need from a deployment.
-    // migrate, the release step, needs the database alone: not the secrets of the processes it prepares for.
-    const readOnly =
-      command === 'status' || command === 'check-ledger' || command === 'migrate' || booking !== undefined;
+    // Only a service needs the outside world's settings. status, check-ledger and the bookings only read the chain:
+    // DATABASE_URL is all they need from a deployment. migrate, the release step, needs the database alone: not the
+    // secrets of the processes it prepares for.
     config = loadConfig(process.env, {
-      requireOutside: !readOnly,
+      requireOutside: service,
       devSecrets: (missing) => localDevSecrets(process.env.PAYRAIL_DATA_DIR?.trim() || '.data', missing),
     });
   } catch (error) {
@@ -97,63 +181,50 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
-  const roles = ROLES[command];
+  return run(config);
+}
+
+function commandLogger(config: Config, service: boolean): Logger {
   // A service logs to stdout, where its supervisor collects it. A one-shot command's stdout is its answer (piped to
   // jq, say): its log goes to stderr.
-  const logStream = roles ? process.stdout : process.stderr;
-  const logger = createLogger({
+  const logStream = service ? process.stdout : process.stderr;
+  return createLogger({
     level: config.LOG_LEVEL,
     secrets: secretValues(config),
-    ...(!roles && { destination: process.stderr }),
+    ...(!service && { destination: process.stderr }),
     format: config.LOG_FORMAT === 'auto' ? (logStream.isTTY ? 'pretty' : 'json') : config.LOG_FORMAT,
   });
-  if (roles) return serve(config, roles, logger);
+}
 
-  const database = await openDatabase(config, logger, `payrail-${command}`);
-  try {
-    if (command === 'migrate') {
-      await prepareDatabase(database, logger);
-      process.stdout.write('migrations applied\n');
-      return 0;
+/**
+ * A one-shot command: the configuration, a logger on stderr, and the database for `run`, closed after. Unless it is
+ * migrate, the schema must be this version's first.
+ */
+async function oneShot(
+  name: string,
+  { schemaCurrent }: { schemaCurrent: boolean },
+  run: (database: Database, config: Config, logger: Logger) => Promise<number>,
+): Promise<number> {
+  return withConfig({ service: false }, async (config) => {
+    const logger = commandLogger(config, false);
+    const database = await openDatabase(config, logger, `payrail-${name}`);
+    try {
+      if (schemaCurrent && !(await isSchemaCurrent(database))) return 1;
+      return await run(database, config, logger);
+    } finally {
+      await database.shutdown();
     }
-    // A newer CLI pointed at production must not migrate it ahead of the release step, and a read-only role cannot.
-    const pending = await pendingMigrations(database.pool);
-    if (pending.length > 0) {
-      process.stderr.write(
-        `the database schema is behind this version of payrail (not applied: ${pending.join(', ')}); run payrail migrate first\n`,
-      );
-      return 1;
-    }
-    if (status) {
-      const overview = await readOverview(database.db, { windowHours: status.hours });
-      process.stdout.write(status.json ? `${JSON.stringify(overview, null, 2)}\n` : formatStatus(overview));
-      return 0;
-    }
-    const wallet = chainCheck || booking ? readOnlyWallet(config) : undefined;
-    if (typeof wallet === 'string') {
-      process.stderr.write(`Invalid configuration:\n  - ${wallet}\n`);
-      return 78;
-    }
-    const usdtContract = config.USDT_CONTRACT as `0x${string}`;
-    if (booking && wallet)
-      return await runBooking(
-        database.db,
-        { wallet, usdtContract, confirmations: transferPolicy(config, config.CHAIN_ID).confirmations },
-        booking,
-      );
-    const report = await checkLedger(database.db, ledgerProgress());
-    process.stdout.write(
-      `ledger: ${report.accounts} accounts, ${report.journals} journals, ${report.entries} entries\n`,
-    );
-    for (const p of report.problems) process.stdout.write(`VIOLATION ${p.rule}: ${p.subject}: ${p.detail}\n`);
-    process.stdout.write(report.ok ? 'ledger OK\n' : `ledger BROKEN: ${report.problems.length} violation(s)\n`);
-    if (!wallet) return report.ok ? 0 : 1;
-    const chain = await checkLedgerAgainstChain(database.db, { wallet, usdtContract });
-    process.stdout.write(formatChainReport(chain));
-    return report.ok && chain.ok ? 0 : 1;
-  } finally {
-    await database.shutdown();
-  }
+  });
+}
+
+/** A newer CLI pointed at production must not migrate it ahead of the release step, and a read-only role cannot. */
+async function isSchemaCurrent(database: Database): Promise<boolean> {
+  const pending = await pendingMigrations(database.pool);
+  if (pending.length === 0) return true;
+  process.stderr.write(
+    `the database schema is behind this version of payrail (not applied: ${pending.join(', ')}); run payrail migrate first\n`,
+  );
+  return false;
 }
 
 function statusOptions(args: string[]): { json: boolean; hours: number } | string {
