@@ -735,6 +735,14 @@ async function main(): Promise<number> {
               cross join lateral (select case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.created_at) * 1000 end as ms) w left join payouts p on t.purpose = 'payout' and p.payout_id = t.ref`,
       )
     ).rows[0];
+    // A send signs the wallet's queued intents in one commit (src/pipeline/transfer/sign-batch.ts): the transfers of
+    // one commit share its now() as broadcast_at.
+    const signing = (
+      await database.pool.query<{ commits: number; signed: number; largest: number | null }>(
+        `select count(*)::int as commits, coalesce(sum(n), 0)::int as signed, max(n)::int as largest
+           from (select count(*) as n from chain_transfers where nonce is not null group by broadcast_at) c`,
+      )
+    ).rows[0];
     interface PayoutKindRow {
       n: number;
       completed: number;
@@ -938,8 +946,12 @@ async function main(): Promise<number> {
             `${transfers?.instant}  = ${perThousand(transfers?.instant ?? 0, instantPayments)} per 1,000 instant payments`,
           ],
           [
-            '  one wallet, one send at a time: intent -> mined',
+            '  one wallet, one signing at a time: intent -> mined',
             `avg ${ms(transfers?.avg_ms ?? null)} / p50 ${ms(transfers?.p50_ms ?? null)} / max ${ms(transfers?.max_ms ?? null)} s; ${transfers?.span_ms ? fmt(confirmed / (Number(transfers.span_ms) / 1000), 1) : '-'} confirmed/s from the first intent to the last`,
+          ],
+          [
+            '  signing commits (a send signs the queued intents)',
+            `${signing?.commits} for ${signing?.signed} transfers: ${signing?.commits ? fmt((signing.signed ?? 0) / signing.commits, 1) : '-'} per commit on average, ${signing?.largest ?? '-'} at most`,
           ],
           ['payments per conversion min / avg / max', `${conv?.min_p} / ${conv?.avg_p} / ${conv?.max_p}`],
           [

@@ -8,6 +8,7 @@ export {
   liveJobKeys,
   noLiveJobWithKey,
   queueStats,
+  removeJobs,
   type FailedJob,
   type TaskQueueStats,
 } from './queue-state.ts';

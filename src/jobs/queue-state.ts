@@ -1,7 +1,7 @@
 /**
  * What payrail reads of the queue's state, in one place, through graphile-worker's public surface: the
  * `graphile_worker.jobs` view and its SQL functions (add_job in enqueue.ts, force_unlock_workers in heartbeat.ts,
- * complete_jobs here). Its `_private_*` tables are its own and change between releases without notice; the view and
+ * complete_jobs and remove_job here). Its `_private_*` tables are its own and change between releases without notice; the view and
  * the functions are what it keeps. test/integration/queue-surface.test.ts pins every column and function used here
  * and in those two modules, so an upgrade that changes them fails there first.
  */
@@ -28,6 +28,15 @@ export async function liveJobKeys(db: Reader, keys: readonly string[]): Promise<
   const { rows } = await sql<{ key: string }>`
     select j.key from graphile_worker.jobs j where j.key = any(${[...keys]}::text[]) and ${LIVE}`.execute(db);
   return new Set(rows.map((r) => r.key));
+}
+
+/**
+ * Removes the jobs under these keys in the caller's transaction (graphile_worker.remove_job): a queued one is deleted,
+ * a running one loses its key and its retries, so a job whose work another did in this transaction never runs again.
+ */
+export async function removeJobs(trx: Reader, keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) return;
+  await sql`select graphile_worker.remove_job(k) from unnest(${[...keys]}::text[]) as k`.execute(trx);
 }
 
 /** Whether any job exists under this key, whatever its state (queued, running, or out of attempts). */

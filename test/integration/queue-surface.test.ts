@@ -13,6 +13,7 @@ import {
   liveJobKeys,
   noLiveJobWithKey,
   queueStats,
+  removeJobs,
 } from '../../src/jobs/index.ts';
 import { removeFailedRuns } from '../../src/jobs/queue-state.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -59,7 +60,7 @@ describe('the queue surface payrail uses', () => {
     const { rows } = await db.pool.query<{ name: string; args: string }>(
       `select p.proname as name, pg_get_function_identity_arguments(p.oid) as args
          from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'graphile_worker' and p.proname in ('add_job', 'complete_jobs', 'force_unlock_workers', 'permanently_fail_jobs')`,
+        where n.nspname = 'graphile_worker' and p.proname in ('add_job', 'complete_jobs', 'force_unlock_workers', 'permanently_fail_jobs', 'remove_job')`,
     );
     const byName = new Map(rows.map((r) => [r.name, r.args]));
     // add_job is called with named arguments (enqueue.ts): each name, with its type.
@@ -76,6 +77,7 @@ describe('the queue surface payrail uses', () => {
     }
     expect(byName.get('complete_jobs')).toBe('job_ids bigint[]');
     expect(byName.get('force_unlock_workers')).toBe('worker_ids text[]');
+    expect(byName.get('remove_job')).toBe('job_key text');
   });
 });
 
@@ -116,5 +118,25 @@ describe('readers of the queue state', () => {
     }
     expect(await jobWithKeyExists(db.db, key)).toBe(false);
     expect(await failedJobs(db.db)).toEqual([]);
+  });
+
+  it("removeJobs deletes queued jobs by key in the caller's transaction, and leaves the others", async () => {
+    const keys = ['transfer_send:surface-a', 'transfer_send:surface-b', 'transfer_send:surface-kept'];
+    await db.db.transaction().execute(async (trx) => {
+      for (const jobKey of keys)
+        await enqueue(trx, 'transfer_send', { transferId: jobKey }, { jobKey, maxAttempts: 3 });
+    });
+    // Rolled back with its transaction: nothing removed.
+    await db.db
+      .transaction()
+      .execute(async (trx) => {
+        await removeJobs(trx, keys.slice(0, 2));
+        throw new Error('rolled back');
+      })
+      .catch(() => undefined);
+    expect(await liveJobKeys(db.db, keys)).toEqual(new Set(keys));
+    await db.db.transaction().execute((trx) => removeJobs(trx, keys.slice(0, 2)));
+    expect(await liveJobKeys(db.db, keys)).toEqual(new Set(['transfer_send:surface-kept']));
+    expect(await jobWithKeyExists(db.db, 'transfer_send:surface-a')).toBe(false);
   });
 });

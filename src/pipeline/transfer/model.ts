@@ -43,6 +43,11 @@ export const FINAL_STATES: readonly TransferStatus[] = ['confirmed', 'failed'];
 export const SEND_MAX_ATTEMPTS = 25;
 export const CONFIRM_RECHECK_MS = 5_000;
 
+/** A transfer's send job, by its key: one at a time per transfer. */
+export function sendJobKey(transferId: string): string {
+  return `transfer_send:${transferId}`;
+}
+
 export function enqueueSend(trx: Transaction<Database>, transferId: string, from: string): Promise<void> {
   return enqueue(
     trx,
@@ -50,7 +55,7 @@ export function enqueueSend(trx: Transaction<Database>, transferId: string, from
     { transferId },
     {
       queueName: `wallet:${from.toLowerCase()}`,
-      jobKey: `transfer_send:${transferId}`,
+      jobKey: sendJobKey(transferId),
       jobKeyMode: 'replace',
       maxAttempts: SEND_MAX_ATTEMPTS,
     },

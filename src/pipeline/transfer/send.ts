@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Hex } from 'viem';
 import type { Database } from '../../db/index.ts';
-import { gasWithMargin, type FeeQuote, type TransferRequest } from '../../integrations/wallet/index.ts';
+import { gasWithMargin } from '../../integrations/wallet/index.ts';
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
@@ -24,7 +24,16 @@ import {
   type Transfer,
   type TransferHooksByPurpose,
 } from './model.ts';
-import { broadcastVersion, cappedFees, insertVersion } from './versions.ts';
+import {
+  costOf,
+  queuedCompanions,
+  readyCompanions,
+  signAndReleaseBatch,
+  spend,
+  type Budget,
+  type SignedInBatch,
+} from './sign-batch.ts';
+import { broadcastVersion, cappedFees } from './versions.ts';
 
 export interface TransferIntent {
   purpose: Transfer['purpose'];
@@ -85,16 +94,16 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
     return;
   }
   if (transfer.status === 'intent') {
-    const signed = await signFirstVersion(deps, hooks, transfer, log);
+    const signed = await signWithQueued(deps, hooks, transfer, log);
     if (signed === null) return;
-    transfer = signed;
+    // In nonce order, each after the commit that marked it possibly on the network.
+    for (const one of signed) await broadcastVersion(deps, one.transfer.transfer_id, one.version, one.log);
   } else {
     transfer = await release(deps, transfer);
+    const latest = (await loadVersions(deps.db, transferId)).at(-1);
+    if (!latest) throw new Error(`transfer ${transferId} is released without a signed version`);
+    await broadcastVersion(deps, transferId, latest, log);
   }
-  const versions = await loadVersions(deps.db, transferId);
-  const latest = versions.at(-1);
-  if (!latest) throw new Error(`transfer ${transferId} is released without a signed version`);
-  await broadcastVersion(deps, transferId, latest, log);
   deps.crashPoint?.(transfer.purpose === 'payout' ? 'payout_after_broadcast' : 'after_broadcast');
 }
 
@@ -141,39 +150,40 @@ async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
 }
 
 /**
- * Checks the wallet can pay, estimates the gas of the real call, takes the next nonce and signs; the signed version
- * and the release are one commit. A call the chain says would revert fails the transfer before anything is signed
- * (the funds never leave); null then.
+ * Checks the wallet can pay this transfer, estimates the gas of the real call and takes the wallet's other queued
+ * intents that the balances still cover (sign-batch.ts); then one commit signs them all at consecutive nonces. A call
+ * the chain says would revert fails this transfer before anything is signed (the funds never leave); null then.
  */
-async function signFirstVersion(
+async function signWithQueued(
   deps: StageDeps,
   hooks: TransferHooksByPurpose,
   transfer: Transfer,
   log: Logger,
-): Promise<Transfer | null> {
+): Promise<SignedInBatch[] | null> {
   const asset = assetOf(deps, transfer);
   const amount = BigInt(transfer.amount);
   const to = transfer.to_address as Hex;
   // Network reads first, outside the transaction: the nonce row lock below is held only while signing locally.
   const fees = cappedFees(await deps.wallet.fees(), deps.settings.transfer.maxFeePerGasWei);
   const native = await deps.wallet.balance({ kind: 'native' });
-  const tokenShort = asset.kind === 'erc20' && (await deps.wallet.balance(asset)) < amount;
-  if (tokenShort || (asset.kind === 'native' && native < amount))
-    throw await short(deps, log, transfer, tokenShort ? 'usdt' : 'eth', native);
+  const token = asset.kind === 'erc20' ? await deps.wallet.balance(asset) : null;
+  if ((token !== null && token < amount) || (asset.kind === 'native' && native < amount))
+    throw await short(deps, log, transfer, token !== null && token < amount ? 'usdt' : 'eth', native);
   const estimate = await deps.wallet.estimateGas({ to, asset, amount });
   if (!estimate.ok && estimate.reason === 'insufficient_funds') throw await short(deps, log, transfer, 'eth', native);
   if (!estimate.ok) {
     await failEstimate(deps, hooks, transfer, log, estimate.message);
     return null;
   }
-  const gas = gasWithMargin(estimate.gas);
-  if (native < gas * fees.maxFeePerGas + (asset.kind === 'native' ? amount : 0n))
-    throw await short(deps, log, transfer, 'eth', native);
+  const request = { to, asset, amount, gas: gasWithMargin(estimate.gas) };
+  const budget: Budget = { native, token };
+  if (!spend(budget, costOf(request, fees))) throw await short(deps, log, transfer, 'eth', native);
+  const companions = await readyCompanions(deps, await queuedCompanions(deps.db, transfer), budget, fees);
   // Mined transactions only: a pending one of someone else's may be forgotten by the pool, and a nonce taken after it
   // would then never be mined (nor anything after it). Signing at its nonce instead, one of the two is mined; if it is
   // theirs, the confirm step sees the nonce taken and asks a person.
   const chainNonce = await deps.wallet.nonceAt('latest');
-  return signAndRelease(deps, transfer, log, { to, asset, amount, gas }, fees, chainNonce);
+  return signAndReleaseBatch(deps, [{ transfer, request }, ...companions], fees, chainNonce, log);
 }
 
 /** The chain says the call would revert: the transfer fails unsigned (its funds never left), and a person is told. */
@@ -204,81 +214,6 @@ async function failEstimate(
       message: chainMessage,
     },
   });
-}
-
-/**
- * One commit: the host wallet's nonce row locked first, then the transfer's (still an intent, not cancelled), the
- * version signed at the next nonce, and the transfer released as possibly on the network.
- */
-async function signAndRelease(
-  deps: StageDeps,
-  transfer: Transfer,
-  log: Logger,
-  request: Omit<TransferRequest, 'nonce' | 'gas'> & { readonly gas: bigint },
-  fees: FeeQuote,
-  chainNonce: number,
-): Promise<Transfer> {
-  const { to, asset, amount, gas } = request;
-  return deps.db.transaction().execute(async (trx) => {
-    const address = transfer.from_address.toLowerCase();
-    const next = await lockNextNonce(trx, address);
-    const current = await trx
-      .selectFrom('chain_transfers')
-      .select(['status', 'requested_action'])
-      .where('transfer_id', '=', transfer.transfer_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
-    if (current.status !== 'intent')
-      throw new TransferNotReady(`transfer ${transfer.transfer_id} moved to ${current.status} meanwhile`);
-    if (current.requested_action === 'cancel')
-      throw new TransferNotReady(`transfer ${transfer.transfer_id} was cancelled before it was signed`);
-    // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
-    const nonce = Math.max(next, chainNonce);
-    const signed = await deps.wallet.sign({ to, asset, amount, nonce, gas }, fees);
-    await trx
-      .updateTable('wallet_nonces')
-      .set({ next_nonce: String(nonce + 1), updated_at: sql`now()` })
-      .where('address', '=', address)
-      .execute();
-    await insertVersion(trx, transfer.transfer_id, 1, 'transfer', signed, gas, fees);
-    const released = await trx
-      .updateTable('chain_transfers')
-      .set({
-        status: 'broadcast',
-        nonce: String(nonce),
-        tx_hash: signed.hash,
-        raw_tx: signed.rawTx,
-        gas_limit: gas,
-        broadcast_at: sql`now()`,
-        attempts: sql`attempts + 1`,
-        reconcile_attempts: 0,
-        updated_at: sql`now()`,
-      })
-      .where('transfer_id', '=', transfer.transfer_id)
-      .where('status', '=', 'intent')
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    await enqueueConfirm(trx, transfer.transfer_id);
-    const signedLog = { txHash: signed.hash, nonce, gas: gas.toString(), maxFeePerGas: fees.maxFeePerGas.toString() };
-    log.info({ event: 'transfer_signed', ...signedLog }, 'transfer signed and released');
-    return released;
-  });
-}
-
-/** The host wallet's next nonce by payrail's count, its row created on first use and locked until the commit. */
-async function lockNextNonce(trx: Transaction<Database>, address: string): Promise<number> {
-  await trx
-    .insertInto('wallet_nonces')
-    .values({ address, next_nonce: '0' })
-    .onConflict((oc) => oc.column('address').doNothing())
-    .execute();
-  const row = await trx
-    .selectFrom('wallet_nonces')
-    .select('next_nonce')
-    .where('address', '=', address)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
-  return Number(row.next_nonce);
 }
 
 /** One alert per asset short (ETH also pays the gas of a USDT transfer), whichever transfers run into it. */

@@ -1,0 +1,254 @@
+/**
+ * Signing in batches. The host wallet's sends run one at a time (its queue), and each used to pay for its own fee
+ * quote, balance reads, nonce read, job and commit: the wallet sent about twenty transfers a second however many
+ * waited. A send now also signs the wallet's other queued intents in the same commit, at the nonces that follow,
+ * with one fee quote and one balance read for all of them. Each keeps every guarantee of a send of its own: its row
+ * is locked and must still be an intent nobody cancelled; it is signed and marked as possibly on the network before
+ * anything is broadcast; and its own send job is removed in that commit, its confirm job queued.
+ *
+ * What the batch may spend is counted as it grows: a transfer joins only while the balances read before it, less
+ * what the transfers before it may cost (amount and gas at the quoted max fee), still pay for it. One that does not
+ * fit, or whose estimate the chain refuses or does not answer, is left to its own send job, which reports it.
+ */
+import { sql, type Transaction } from 'kysely';
+import type { Hex } from 'viem';
+import type { Database, Db } from '../../db/index.ts';
+import {
+  gasWithMargin,
+  type FeeQuote,
+  type GasEstimate,
+  type SignedTransfer,
+  type TransferAsset,
+} from '../../integrations/wallet/index.ts';
+import { liveJobKeys, removeJobs } from '../../jobs/index.ts';
+import type { Logger } from '../../log.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { assetOf, enqueueConfirm, sendJobKey, TransferNotReady, type Transfer } from './model.ts';
+import { insertVersion } from './versions.ts';
+
+/**
+ * The most transfers one send signs. Broadcasts follow the commit in nonce order, so a larger batch delays its last
+ * broadcast; 32 keeps that to a few dozen node calls.
+ */
+export const SEND_BATCH_MAX = 32;
+
+/** A transfer's call as it will be signed: the gas is the chain's estimate with its margin. */
+export interface SignRequest {
+  readonly to: Hex;
+  readonly asset: TransferAsset;
+  readonly amount: bigint;
+  readonly gas: bigint;
+}
+
+export interface ReadyTransfer {
+  readonly transfer: Transfer;
+  readonly request: SignRequest;
+}
+
+/** What the wallet holds, less what the transfers already in the batch may spend. */
+export interface Budget {
+  native: bigint;
+  /** Null until a token transfer needs it read. */
+  token: bigint | null;
+}
+
+/** A transfer signed in the batch's commit, with its first version, ready to broadcast. */
+export interface SignedInBatch {
+  readonly transfer: Transfer;
+  readonly version: { readonly raw_tx: string; readonly tx_hash: string; readonly version: number };
+  readonly log: Logger;
+}
+
+/** What a transfer may cost at most: its amount in its asset, and gas at the quoted max fee in the native coin. */
+export function costOf(request: SignRequest, fees: FeeQuote): { native: bigint; token: bigint } {
+  const gas = request.gas * fees.maxFeePerGas;
+  return request.asset.kind === 'native'
+    ? { native: gas + request.amount, token: 0n }
+    : { native: gas, token: request.amount };
+}
+
+/** Takes the cost out of the budget when it fits; leaves the budget as it was and answers false when not. */
+export function spend(budget: Budget, cost: { native: bigint; token: bigint }): boolean {
+  if (budget.native < cost.native) return false;
+  if (cost.token > 0n && (budget.token === null || budget.token < cost.token)) return false;
+  budget.native -= cost.native;
+  if (cost.token > 0n && budget.token !== null) budget.token -= cost.token;
+  return true;
+}
+
+/**
+ * The wallet's other intents waiting for their send (oldest first, none a person asked to cancel): those whose send
+ * job will still run. An intent whose job ran out of attempts waits for a person's retry, not for a neighbour.
+ */
+export async function queuedCompanions(db: Db, transfer: Transfer): Promise<Transfer[]> {
+  const rows = await db
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('status', '=', 'intent')
+    .where('from_address', '=', transfer.from_address)
+    .where('transfer_id', '<>', transfer.transfer_id)
+    .where('requested_action', 'is', null)
+    .orderBy('created_at')
+    .orderBy('transfer_id')
+    .limit(SEND_BATCH_MAX - 1)
+    .execute();
+  const live = await liveJobKeys(
+    db,
+    rows.map((r) => sendJobKey(r.transfer_id)),
+  );
+  return rows.filter((r) => live.has(sendJobKey(r.transfer_id)));
+}
+
+/**
+ * The companions that fit, in order, each with its estimate: estimated together; one the chain refuses, or does not
+ * answer for, stays out. The budget is what remains after the job's own transfer.
+ */
+export async function readyCompanions(
+  deps: StageDeps,
+  companions: readonly Transfer[],
+  budget: Budget,
+  fees: FeeQuote,
+): Promise<ReadyTransfer[]> {
+  if (companions.length === 0) return [];
+  if (budget.token === null && companions.some((t) => t.asset !== 'eth'))
+    budget.token = await deps.wallet.balance(assetOf(deps, { asset: 'usdt' }));
+  const entries = companions.map((transfer) => ({
+    transfer,
+    call: { to: transfer.to_address as Hex, asset: assetOf(deps, transfer), amount: BigInt(transfer.amount) },
+  }));
+  const estimates = await Promise.allSettled(entries.map(({ call }) => deps.wallet.estimateGas(call)));
+  const ready: ReadyTransfer[] = [];
+  for (const [i, { transfer, call }] of entries.entries()) {
+    const gas = estimateOf(estimates[i]);
+    if (gas === null) continue;
+    const request = { ...call, gas: gasWithMargin(gas) };
+    if (spend(budget, costOf(request, fees))) ready.push({ transfer, request });
+  }
+  return ready;
+}
+
+function estimateOf(settled: PromiseSettledResult<GasEstimate> | undefined): bigint | null {
+  if (settled?.status !== 'fulfilled' || !settled.value.ok) return null;
+  return settled.value.gas;
+}
+
+/**
+ * One commit: the wallet's nonce row locked first, then the batch's rows (in id order). The job's own transfer must
+ * still be an intent nobody cancelled, or nothing is signed (its retry reads what it became); a companion that moved
+ * or was cancelled meanwhile is left out. Each is signed at the next nonce and released as possibly on the network,
+ * its confirm job queued and its own send job removed.
+ */
+export async function signAndReleaseBatch(
+  deps: StageDeps,
+  batch: readonly ReadyTransfer[],
+  fees: FeeQuote,
+  chainNonce: number,
+  log: Logger,
+): Promise<SignedInBatch[]> {
+  const own = (batch[0] as ReadyTransfer).transfer;
+  return deps.db.transaction().execute(async (trx) => {
+    const address = own.from_address.toLowerCase();
+    const next = await lockNextNonce(trx, address);
+    const current = await lockRows(
+      trx,
+      batch.map((b) => b.transfer.transfer_id),
+    );
+    const ownNow = current.get(own.transfer_id);
+    if (ownNow?.status !== 'intent')
+      throw new TransferNotReady(`transfer ${own.transfer_id} moved to ${ownNow?.status} meanwhile`);
+    if (ownNow.requested_action === 'cancel')
+      throw new TransferNotReady(`transfer ${own.transfer_id} was cancelled before it was signed`);
+    // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
+    let nonce = Math.max(next, chainNonce);
+    const signed: SignedInBatch[] = [];
+    for (const { transfer, request } of batch) {
+      const row = current.get(transfer.transfer_id);
+      if (row?.status !== 'intent' || row.requested_action !== null) continue;
+      const itsLog =
+        transfer.transfer_id === own.transfer_id
+          ? log
+          : deps.logger.child({ transferId: transfer.transfer_id, purpose: transfer.purpose, ref: transfer.ref });
+      signed.push(await signOne(deps, trx, { transfer, request }, fees, nonce, itsLog));
+      nonce += 1;
+    }
+    await trx
+      .updateTable('wallet_nonces')
+      .set({ next_nonce: String(nonce), updated_at: sql`now()` })
+      .where('address', '=', address)
+      .execute();
+    await removeJobs(
+      trx,
+      signed.filter((s) => s.transfer.transfer_id !== own.transfer_id).map((s) => sendJobKey(s.transfer.transfer_id)),
+    );
+    return signed;
+  });
+}
+
+async function lockRows(
+  trx: Transaction<Database>,
+  ids: readonly string[],
+): Promise<Map<string, Pick<Transfer, 'status' | 'requested_action'>>> {
+  const rows = await trx
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'status', 'requested_action'])
+    .where('transfer_id', 'in', [...ids])
+    .orderBy('transfer_id')
+    .forUpdate()
+    .execute();
+  return new Map(rows.map((r) => [r.transfer_id, r]));
+}
+
+/** Signs one transfer at `nonce`, stores the version and releases the transfer, in the batch's transaction. */
+async function signOne(
+  deps: StageDeps,
+  trx: Transaction<Database>,
+  { transfer, request }: ReadyTransfer,
+  fees: FeeQuote,
+  nonce: number,
+  log: Logger,
+): Promise<SignedInBatch> {
+  const signed: SignedTransfer = await deps.wallet.sign({ ...request, nonce }, fees);
+  await insertVersion(trx, transfer.transfer_id, 1, 'transfer', signed, request.gas, fees);
+  const released = await trx
+    .updateTable('chain_transfers')
+    .set({
+      status: 'broadcast',
+      nonce: String(nonce),
+      tx_hash: signed.hash,
+      raw_tx: signed.rawTx,
+      gas_limit: request.gas,
+      broadcast_at: sql`now()`,
+      attempts: sql`attempts + 1`,
+      reconcile_attempts: 0,
+      updated_at: sql`now()`,
+    })
+    .where('transfer_id', '=', transfer.transfer_id)
+    .where('status', '=', 'intent')
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await enqueueConfirm(trx, transfer.transfer_id);
+  const fields = {
+    txHash: signed.hash,
+    nonce,
+    gas: request.gas.toString(),
+    maxFeePerGas: fees.maxFeePerGas.toString(),
+  };
+  log.info({ event: 'transfer_signed', ...fields }, 'transfer signed and released');
+  return { transfer: released, version: { raw_tx: signed.rawTx, tx_hash: signed.hash, version: 1 }, log };
+}
+
+/** The host wallet's next nonce by payrail's count, its row created on first use and locked until the commit. */
+async function lockNextNonce(trx: Transaction<Database>, address: string): Promise<number> {
+  await trx
+    .insertInto('wallet_nonces')
+    .values({ address, next_nonce: '0' })
+    .onConflict((oc) => oc.column('address').doNothing())
+    .execute();
+  const row = await trx
+    .selectFrom('wallet_nonces')
+    .select('next_nonce')
+    .where('address', '=', address)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return Number(row.next_nonce);
+}

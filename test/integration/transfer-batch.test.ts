@@ -1,0 +1,180 @@
+/**
+ * A send signs the host wallet's other queued intents with its own (src/pipeline/transfer/sign-batch.ts), driven step
+ * by step on anvil: every transfer of the batch at the next nonce, each once, its own send job gone; what the wallet
+ * holds counted across the batch; and whatever a person or the chain said about a companion (a cancel, a receiver that
+ * refuses, a send job out of attempts) left to that transfer's own send, without a gap in the nonces.
+ */
+import { sql } from 'kysely';
+import { describe, expect, it } from 'vitest';
+import { jobWithKeyExists } from '../../src/jobs/index.ts';
+import {
+  applyTransferAction,
+  confirmTransfer,
+  sendTransfer,
+  TransferNotReady,
+} from '../../src/pipeline/transfer/index.ts';
+import { makeRejectingWallet } from '../../src/simulators/chain-faults.ts';
+import { freshAddress, useTransferWorld, type Rig } from '../support/transfers.ts';
+
+const t = useTransferWorld();
+const ETH = 10n ** 18n;
+
+async function signedNonces(r: Rig, ids: readonly string[]): Promise<Array<string | null>> {
+  return Promise.all(ids.map(async (id) => (await r.row(id)).nonce as string | null));
+}
+
+async function confirmAll(r: Rig, ids: readonly string[]): Promise<void> {
+  for (const id of ids) await confirmTransfer(r.deps, r.hooks, id);
+}
+
+describe('a send takes the wallet’s queued intents with it', () => {
+  it('signs them at the next nonces in one commit, each once: their own send jobs are removed, their steps send nothing more', async () => {
+    const r = await rig();
+    const to = [freshAddress(), freshAddress(), freshAddress(), freshAddress(), freshAddress()];
+    const ids = [
+      await r.intent('b0', 1_000n, { to: to[0] }),
+      await r.intent('b1', 2_000n, { to: to[1], asset: 'usdt' }),
+      await r.intent('b2', 3_000n, { to: to[2] }),
+      await r.intent('b3', 4_000n, { to: to[3], asset: 'usdt' }),
+      await r.intent('b4', 5_000n, { to: to[4] }),
+    ];
+    await sendTransfer(r.deps, r.hooks, ids[2] as string);
+
+    // The job's own transfer first, then the others oldest first.
+    expect(await signedNonces(r, ids)).toEqual(['1', '2', '0', '3', '4']);
+    for (const id of ids) {
+      expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+      expect(await r.versions(id)).toHaveLength(1);
+      expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${id}`)).toBe(true);
+    }
+    for (const id of ids.filter((_, i) => i !== 2))
+      expect(await jobWithKeyExists(t.db.db, `transfer_send:${id}`)).toBe(false);
+
+    // Their jobs run anyway (one was already taken when the batch removed it): nothing is signed again.
+    for (const id of ids) await sendTransfer(r.deps, r.hooks, id);
+    await confirmAll(r, ids);
+    for (const id of ids) {
+      expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+      expect(await r.versions(id)).toHaveLength(1);
+    }
+    expect(await t.chainNonce(r.wallet.address)).toBe(5);
+    expect(await t.outside.balanceOf(to[0] as string)).toBe(1_000n);
+    expect(await t.outside.balanceOf(to[2] as string)).toBe(3_000n);
+    expect(await t.outside.balanceOf(to[4] as string)).toBe(5_000n);
+    expect(await t.outside.usdtBalanceOf(to[1] as string)).toBe(2_000n);
+    expect(await t.outside.usdtBalanceOf(to[3] as string)).toBe(4_000n);
+    expect(r.confirmed).toHaveLength(5);
+  });
+
+  it('counts what the batch may spend: a transfer the balances no longer cover waits for its own send, which reports it', async () => {
+    // The rig's wallet holds 100 ETH and 10^12 USDT units.
+    const r = await rig();
+    const own = await r.intent('own', 60n * ETH);
+    const usdtFits = await r.intent('usdt-fits', 600_000_000_000n, { asset: 'usdt' });
+    const usdtShort = await r.intent('usdt-short', 600_000_000_000n, { asset: 'usdt' });
+    const ethShort = await r.intent('eth-short', 60n * ETH);
+    const ethFits = await r.intent('eth-fits', ETH);
+    await sendTransfer(r.deps, r.hooks, own);
+
+    expect(await signedNonces(r, [own, usdtFits, ethFits])).toEqual(['0', '1', '2']);
+    for (const id of [usdtShort, ethShort]) {
+      expect(await r.row(id)).toMatchObject({ status: 'intent', nonce: null, tx_hash: null });
+      expect(await jobWithKeyExists(t.db.db, `transfer_send:${id}`)).toBe(true);
+    }
+    await confirmAll(r, [own, usdtFits, ethFits]);
+    // Their own sends find the wallet short, say so and leave no gap.
+    await expect(sendTransfer(r.deps, r.hooks, usdtShort)).rejects.toBeInstanceOf(TransferNotReady);
+    await expect(sendTransfer(r.deps, r.hooks, ethShort)).rejects.toBeInstanceOf(TransferNotReady);
+    const alerts = await t.db.db
+      .selectFrom('alerts')
+      .select('subject')
+      .where('rule', '=', 'host_wallet_insufficient')
+      .execute();
+    expect(alerts.map((a) => a.subject).sort()).toEqual(['eth', 'usdt']);
+    expect(await t.chainNonce(r.wallet.address)).toBe(3);
+  });
+});
+
+describe('what a person or the chain said about a companion', () => {
+  it('a cancel, a receiver that refuses, a send job out of attempts: each stays out, the others go without a gap', async () => {
+    const r = await rig();
+    const refusing = freshAddress();
+    await makeRejectingWallet(t.outside.chain.rpcUrl, refusing);
+    const own = await r.intent('own', 10n);
+    const cancelled = await r.intent('cancelled', 11n);
+    const refused = await r.intent('refused', 12n, { to: refusing });
+    const outOfAttempts = await r.intent('out-of-attempts', 13n);
+    const plain = await r.intent('plain', 14n);
+    await applyTransferAction(t.db.db, cancelled, 'cancel', 'carol');
+    await sql`select graphile_worker.permanently_fail_jobs(array(
+        select id from graphile_worker.jobs where key = ${`transfer_send:${outOfAttempts}`}), 'gave up')`.execute(
+      t.db.db,
+    );
+    await sendTransfer(r.deps, r.hooks, own);
+
+    expect(await signedNonces(r, [own, plain])).toEqual(['0', '1']);
+    for (const id of [cancelled, refused, outOfAttempts])
+      expect(await r.row(id)).toMatchObject({ status: 'intent', nonce: null });
+
+    // Each one's own send decides it as it would have alone.
+    await sendTransfer(r.deps, r.hooks, cancelled);
+    await sendTransfer(r.deps, r.hooks, refused);
+    expect(await r.row(cancelled)).toMatchObject({ status: 'failed', last_error: 'cancelled', nonce: null });
+    expect(await r.row(refused)).toMatchObject({ status: 'failed', last_error: 'estimate_failed', nonce: null });
+    // A person's retry of the job out of attempts is what sends it: at the next nonce.
+    await sendTransfer(r.deps, r.hooks, outOfAttempts);
+    expect(await r.row(outOfAttempts)).toMatchObject({ status: 'broadcast', nonce: '2' });
+    await confirmAll(r, [own, plain, outOfAttempts]);
+    expect(await t.chainNonce(r.wallet.address)).toBe(3);
+  });
+
+  it('a companion cancelled between the reads and the commit is left out under its row lock: no gap', async () => {
+    const r = await rig();
+    const own = await r.intent('own', 20n);
+    const late = await r.intent('cancelled-late', 21n);
+    const plain = await r.intent('plain', 22n);
+    // The nonce read is the last network read before the commit: the cancel lands there.
+    r.deps.wallet = {
+      ...r.wallet,
+      nonceAt: async (block) => {
+        await applyTransferAction(t.db.db, late, 'cancel', 'carol');
+        return r.wallet.nonceAt(block);
+      },
+    };
+    await sendTransfer(r.deps, r.hooks, own);
+    r.deps.wallet = r.wallet;
+
+    expect(await signedNonces(r, [own, plain, late])).toEqual(['0', '1', null]);
+    expect(await jobWithKeyExists(t.db.db, `transfer_send:${late}`)).toBe(true);
+    await sendTransfer(r.deps, r.hooks, late);
+    expect(await r.row(late)).toMatchObject({ status: 'failed', last_error: 'cancelled' });
+    await confirmAll(r, [own, plain]);
+    expect(await t.chainNonce(r.wallet.address)).toBe(2);
+  });
+
+  it('the job’s own transfer cancelled before the commit: nothing is signed, the companions keep their jobs', async () => {
+    const r = await rig();
+    const own = await r.intent('own', 30n);
+    const other = await r.intent('other', 31n);
+    r.deps.wallet = {
+      ...r.wallet,
+      nonceAt: async (block) => {
+        await applyTransferAction(t.db.db, own, 'cancel', 'carol');
+        return r.wallet.nonceAt(block);
+      },
+    };
+    await expect(sendTransfer(r.deps, r.hooks, own)).rejects.toBeInstanceOf(TransferNotReady);
+    r.deps.wallet = r.wallet;
+
+    expect(await signedNonces(r, [own, other])).toEqual([null, null]);
+    expect(await jobWithKeyExists(t.db.db, `transfer_send:${other}`)).toBe(true);
+    await sendTransfer(r.deps, r.hooks, own);
+    expect(await r.row(own)).toMatchObject({ status: 'failed', last_error: 'cancelled' });
+    await sendTransfer(r.deps, r.hooks, other);
+    expect(await signedNonces(r, [other])).toEqual(['0']);
+  });
+});
+
+function rig(): Promise<Rig> {
+  return t.rig();
+}
