@@ -11,14 +11,22 @@ import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { logSink } from '../support/payrail.ts';
 import { distinct, payoutTest, untilStatus, type PayoutRow } from '../support/payout-state.ts';
+import {
+  acceptedOn,
+  awaitingApprovalOn,
+  expectExchangedOnceOn,
+  failedExchangeInReviewOn,
+  heldBelowMinimumOn,
+  inactivePairInReviewOn,
+  NET_WEI,
+  startLoggedOn,
+  untilPollsFailOn,
+} from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
 const BOB = 'bob-admin-token-0123456789ab';
-/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
-const NET_WEI = 4_723_900_000_000_000n;
 const REVIEW_REASON_FAILED = 'exchange failed; the funds sent have not come back';
 
 interface JobRow {
@@ -65,6 +73,20 @@ const it = worldFirst(
         ...(body !== undefined && { body }),
       });
     })
+    .extend('accepted', ({ act }) => acceptedOn({ act }))
+    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
+      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
+    )
+    .extend('inactivePairInReview', ({ paidInstant, payoutIn }) => inactivePairInReviewOn({ paidInstant, payoutIn }))
+    .extend('awaitingApproval', ({ paidInstant, payoutIn }) => awaitingApprovalOn({ paidInstant, payoutIn }))
+    .extend('heldBelowMinimum', ({ outside, paidInstant, payoutIn }) =>
+      heldBelowMinimumOn({ outside, paidInstant, payoutIn }),
+    )
+    .extend('startLogged', ({ start }) => startLoggedOn({ start }))
+    .extend('untilPollsFail', ({ payoutsOf, logs }) => untilPollsFailOn({ payoutsOf, logs }))
+    .extend('expectExchangedOnce', ({ exchangesFor, transfersFor }) =>
+      expectExchangedOnceOn({ exchangesFor, transfersFor }),
+    )
     /** One account's balance (0 when it has none yet). */
     .extend('balanceOf', ({ db }) => async (code: string, asset: string): Promise<bigint> => {
       const { rows } = await db.pool.query<{ balance: string }>(
@@ -131,11 +153,8 @@ const it = worldFirst(
 
 describe('resolve: the way out of review once the funds left', () => {
   it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async ({
-    outside,
     start,
     sink,
-    paidInstant,
-    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
@@ -144,30 +163,34 @@ describe('resolve: the way out of review once the funds left', () => {
     expectOnlyAlert,
     getPayout,
     act,
+    accepted,
     balanceOf,
     journalEntries,
     auditOf,
     expectOnlyAction,
+    failedExchangeInReview,
   }) => {
     await start();
-    outside.sim.failNextExchange('failed');
-    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const review = await payoutIn(id, 'needs_review');
+    const { id, review } = await failedExchangeInReview();
     expect(review).toMatchObject({ status: 'needs_review', reason: REVIEW_REASON_FAILED, amount: NET_WEI.toString() });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
     const changenowBefore = await balanceOf('world:changenow', 'eth');
 
-    const resolved = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid', note: 'owner confirmed' });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({
-      payoutId: review.payout_id,
-      status: 'completed',
-      reason: 'resolved as paid by alice: owner confirmed',
-      amountOut: null,
-      payoutHash: null,
-    });
-    expect(resolved.body.completedAt).toEqual(expect.any(String));
+    const resolved = await accepted(
+      review.payout_id,
+      'resolve',
+      ALICE,
+      {
+        payoutId: review.payout_id,
+        status: 'completed',
+        reason: 'resolved as paid by alice: owner confirmed',
+        amountOut: null,
+        payoutHash: null,
+      },
+      { outcome: 'paid', note: 'owner confirmed' },
+    );
+    expect(resolved.completedAt).toEqual(expect.any(String));
 
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     expect((await balanceOf('world:changenow', 'eth')) - changenowBefore).toBe(NET_WEI);
@@ -221,6 +244,7 @@ describe('resolve: the way out of review once the funds left', () => {
     expectLedgerClean,
     payoutLinks,
     act,
+    accepted,
     balanceOf,
     journalEntries,
     auditOf,
@@ -292,17 +316,16 @@ describe('resolve: the way out of review once the funds left', () => {
     expect(await auditOf(review.payout_id)).toEqual([]);
 
     const changenowBefore = await balanceOf('world:changenow', 'usdt');
-    const resolved = await act(review.payout_id, 'resolve', ALICE, {
-      outcome: 'returned',
-      amount: '10',
-      txHash: refundHash,
-      note: 'partial refund seen on chain',
-    });
-    expect(resolved.status).toBe(200);
-    expect(resolved.body).toMatchObject({
-      status: 'failed',
-      reason: `resolved by alice: 10 USDT came back (refund ${refundHash}): partial refund seen on chain`,
-    });
+    await accepted(
+      review.payout_id,
+      'resolve',
+      ALICE,
+      {
+        status: 'failed',
+        reason: `resolved by alice: 10 USDT came back (refund ${refundHash}): partial refund seen on chain`,
+      },
+      { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
+    );
 
     expect(await balances(id)).toEqual({
       'channel/eth': '0',
@@ -341,26 +364,23 @@ describe('resolve: the way out of review once the funds left', () => {
   it('is refused (409) while the funds never left or the payout is not in review, and a bad body is a 400; nothing changes', async ({
     app,
     start,
-    paidInstant,
-    payoutIn,
     transfersFor,
     balances,
     expectLedgerClean,
     getPayout,
     act,
     auditOf,
+    inactivePairInReview,
+    awaitingApproval,
   }) => {
     await start();
     // In review before any transfer: the pair is inactive at ChangeNow.
-    const inactive = await paidInstant('usdc', 'eth', freshWallet());
-    const review = await payoutIn(inactive, 'needs_review');
-    expect(review.reason).toContain('pair_is_inactive');
+    const { id: inactive, review } = await inactivePairInReview('eth');
     expect(await transfersFor(review.payout_id)).toEqual([]);
     // Awaiting approval: not in review.
     await app.stop();
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const big = await paidInstant('eth', 'eth', freshWallet());
-    const waiting = await payoutIn(big, 'awaiting_approval');
+    const { id: big, waiting } = await awaitingApproval();
     const before = {
       review: await getPayout(review.payout_id),
       waiting: await getPayout(waiting.payout_id),
@@ -429,14 +449,15 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     instant,
     payWithHostDrained,
     onlyPayout,
-    exchangesFor,
     transfersFor,
     balances,
     expectLedgerClean,
     reaches,
-    act,
+    accepted,
     expectOnlyAction,
     jobsFor,
+    startLogged,
+    expectExchangedOnce,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -454,22 +475,18 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     ]);
     await app.refillHost();
 
-    const logs = logSink();
-    await start({}, { logs });
+    const logs = await startLogged();
     expect(await jobsFor(stuck.payout_id, stuck.transfer_id)).toEqual([]);
     expect((await onlyPayout(id)).status).toBe('exchange_created');
 
-    const retried = await act(stuck.payout_id, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'exchange_created', exchangeId: stuck.exchange_id });
+    await accepted(stuck.payout_id, 'retry', ALICE, { status: 'exchange_created', exchangeId: stuck.exchange_id });
     const done = await reaches(stuck.payout_id, 'completed');
     expect(done).toMatchObject({
       exchange_id: stuck.exchange_id,
       transfer_id: stuck.transfer_id,
       amount_out: '13.1717',
     });
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ transfer_id: stuck.transfer_id, status: 'confirmed' }]);
+    await expectExchangedOnce(done.payout_id, { transfer_id: stuck.transfer_id });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     await expectOnlyAction(stuck.payout_id, 'alice', 'payout.retry', {
@@ -486,21 +503,20 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     outside,
     db,
     start,
-    sink,
     paidInstant,
-    payoutsOf,
     onlyPayout,
     untilBroadcast,
     holdBlocks,
     mineHeld,
-    exchangesFor,
-    transfersFor,
     balances,
     expectLedgerClean,
     reaches,
-    act,
+    accepted,
     expectOnlyAction,
     jobsFor,
+    startLogged,
+    untilPollsFail,
+    expectExchangedOnce,
   }) => {
     await start();
     await holdBlocks();
@@ -509,13 +525,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     // ChangeNow unreachable from the first poll on.
     await outside.sim.setFault('5xx');
     await mineHeld();
-    await eventually('polls failing', async () => {
-      const [payout] = await payoutsOf(id);
-      return (
-        payout?.status === 'sent' &&
-        sink.lines.some((l) => l.event === 'payout_poll_failed' && l.payoutId === payout.payout_id)
-      );
-    });
+    await untilPollsFail('polls failing', id);
     await app.stop();
     const stuck = await onlyPayout(id);
     expect(stuck.status).toBe('sent');
@@ -528,21 +538,17 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     );
     await outside.sim.setFault('none');
 
-    const logs = logSink();
-    await start({}, { logs });
+    const logs = await startLogged();
     expect(
       (await jobsFor(stuck.payout_id, stuck.transfer_id)).map((j) => [j.key, j.attempts === j.max_attempts]),
     ).toEqual([[`payout_poll:${stuck.payout_id}`, true]]);
     expect((await onlyPayout(id)).status).toBe('sent');
 
-    const retried = await act(stuck.payout_id, 'retry', BOB);
-    expect(retried.status).toBe(200);
-    expect(retried.body).toMatchObject({ status: 'sent', exchangeId: stuck.exchange_id });
+    await accepted(stuck.payout_id, 'retry', BOB, { status: 'sent', exchangeId: stuck.exchange_id });
     const done = await reaches(stuck.payout_id, 'completed');
     expect(done).toMatchObject({ exchange_id: stuck.exchange_id, amount_out: '13.1717' });
     expect(done.poll_deadline_at!.getTime()).toBeGreaterThan(stuck.poll_deadline_at!.getTime());
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed' }]);
+    await expectExchangedOnce(done.payout_id);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
     await expectOnlyAction(stuck.payout_id, 'bob', 'payout.retry', { from: 'sent', to: 'sent', reason: null });
     expect(logs.alerts()).toEqual([]);
@@ -563,10 +569,11 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     balances,
     expectLedgerClean,
     reaches,
-    act,
+    accepted,
     journalEntries,
     expectOnlyAction,
     jobsFor,
+    startLogged,
   }) => {
     await start();
     await holdBlocks();
@@ -585,14 +592,11 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await mineHeld();
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
 
-    const logs = logSink();
-    await start({}, { logs });
+    const logs = await startLogged();
     expect(await jobsFor(stuck.payout_id, stuck.transfer_id)).toEqual([]);
     expect(await transfersFor(stuck.payout_id)).toMatchObject([{ status: 'broadcast' }]);
 
-    const retried = await act(stuck.payout_id, 'retry', ALICE);
-    expect(retried.status).toBe(200);
-    expect(retried.body.status).toBe('sent');
+    await accepted(stuck.payout_id, 'retry', ALICE, { status: 'sent' });
     const done = await reaches(stuck.payout_id, 'completed');
     expect(done).toMatchObject({ exchange_id: null, amount_out: '0.0047239' });
     expect(await transfersFor(done.payout_id)).toMatchObject([
@@ -611,18 +615,16 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
 
   it('a payout awaiting approval is not retried (409): approval is the way on', async ({
     start,
-    paidInstant,
-    payoutIn,
     balances,
     expectLedgerClean,
     getPayout,
     act,
     auditOf,
     jobsFor,
+    awaitingApproval,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const id = await paidInstant('eth', 'eth', freshWallet());
-    const waiting = await payoutIn(id, 'awaiting_approval');
+    const { id, waiting } = await awaitingApproval();
     const before = await getPayout(waiting.payout_id);
     const refused = await act(waiting.payout_id, 'retry', ALICE);
     expect(refused).toEqual({
@@ -950,7 +952,6 @@ describe('legacy payout_batch jobs', () => {
     start,
     onlyPayout,
     exchangesFor,
-    transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
@@ -959,6 +960,8 @@ describe('legacy payout_batch jobs', () => {
     jobsFor,
     jobExists,
     convertedThresholdChannel,
+    startLogged,
+    expectExchangedOnce,
   }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
@@ -986,18 +989,16 @@ describe('legacy payout_batch jobs', () => {
     ]);
     await app.stop();
 
-    const logs = logSink();
-    await start({}, { logs });
+    const logs = await startLogged();
     const done = await reaches(pending.payout_id, 'completed');
     expect(done).toMatchObject({ amount: available.toString(), attempts: 0 });
     expect(await jobExists(legacy[0]!.id)).toBe(false);
-    expect(exchangesFor(done.payout_id)).toHaveLength(1);
+    await expectExchangedOnce(done.payout_id, { amount: available.toString() });
     expect(exchangesFor(done.payout_id)[0]).toMatchObject({
       status: 'finished',
       expectedAmountFrom: formatUnits(available, 6),
       payoutAddress: TRON_WALLET,
     });
-    expect(await transfersFor(done.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
@@ -1011,17 +1012,15 @@ describe('approval wait alert', () => {
     db,
     start,
     sink,
-    paidInstant,
     onlyPayout,
-    payoutIn,
     transfersFor,
     balances,
     expectLedgerClean,
     jobExists,
+    awaitingApproval,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
-    const id = await paidInstant('eth', 'eth', freshWallet());
-    const waiting = await payoutIn(id, 'awaiting_approval');
+    const { id, waiting } = await awaitingApproval();
     const alerts = () => sink.lines.filter((l) => l.event === 'alert' && l.payoutId === waiting.payout_id);
     expect(alerts()).toEqual([
       expect.objectContaining({
@@ -1051,23 +1050,18 @@ describe('approval wait alert', () => {
 
 describe('a held payout woken early', () => {
   it('keeps its job at its hold end and stays held', async ({
-    outside,
     db,
     start,
     sink,
-    paidInstant,
     onlyPayout,
-    payoutIn,
     exchangesFor,
     balances,
     expectLedgerClean,
     jobExists,
+    heldBelowMinimum,
   }) => {
     await start();
-    // A pair only this test uses, whose minimum is above one payment.
-    outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
-    const id = await paidInstant('usdt', 'bsc', freshWallet());
-    const held = await payoutIn(id, 'held');
+    const { id, held } = await heldBelowMinimum();
     expect(held.hold_until!.getTime()).toBeGreaterThan(Date.now());
     const atHoldEnd = async () => {
       const { rows } = await db.pool.query<{ key: string; task: string; at_hold_end: boolean; attempts: number }>(
