@@ -2,12 +2,13 @@
  * Steps and checks the payout integration tests share, whether they read payouts from the tables (payoutTest) or
  * through the admin API (payoutApiTest): an instant payout brought to a state someone must act on, an action that
  * must succeed, a payrail started afresh, and what a payout moved. Each is made from the fixtures it needs (`…On`), so
- * that a file adds it to its `test` with `.extend`.
+ * that a file adds it to its `test` with `.extend`; payoutStepsTest and payoutApiStepsTest have them.
  */
 import { expect } from 'vitest';
 import type { StartOptions } from './fixtures.ts';
 import { eventually, type Outside } from './outside.ts';
 import { logSink, type LogSink } from './payrail.ts';
+import { payoutApiTest, payoutTest, type ApiPayout, type PayoutRow } from './payout-state.ts';
 import { freshWallet, TRON_WALLET } from './payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee, in wei. */
@@ -135,4 +136,62 @@ export function expectExchangedOnceOn({ exchangesFor, transfersFor }: Moved) {
     expect(exchangesFor(payoutId)).toHaveLength(1);
     expect(await transfersFor(payoutId)).toMatchObject([{ status: 'confirmed', ...transfer }]);
   };
+}
+
+/** The steps above as fixtures of a test that reads payouts from the tables. */
+interface TableSteps {
+  failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<PayoutRow>>;
+  inactivePairInReview: ReturnType<typeof inactivePairInReviewOn<PayoutRow>>;
+  awaitingApproval: ReturnType<typeof awaitingApprovalOn<PayoutRow>>;
+  heldBelowMinimum: ReturnType<typeof heldBelowMinimumOn<PayoutRow>>;
+  startLogged: ReturnType<typeof startLoggedOn>;
+  untilPollsFail: ReturnType<typeof untilPollsFailOn>;
+  expectNothingSent: ReturnType<typeof expectNothingSentOn>;
+  expectExchangedOnce: ReturnType<typeof expectExchangedOnceOn>;
+}
+
+/**
+ * The `test` of a file that follows payouts through the tables: payoutTest's, with the steps above as fixtures. They
+ * are added in one `extend`, as a file adds fixtures of its own on top and a longer chain is more than TypeScript
+ * follows.
+ */
+export function payoutStepsTest(options: Parameters<typeof payoutTest>[0] = {}) {
+  return payoutTest(options).extend<TableSteps>({
+    failedExchangeInReview: async ({ outside, paidInstant, payoutIn }, use) =>
+      use(failedExchangeInReviewOn({ outside, paidInstant, payoutIn })),
+    inactivePairInReview: async ({ paidInstant, payoutIn }, use) =>
+      use(inactivePairInReviewOn({ paidInstant, payoutIn })),
+    awaitingApproval: async ({ paidInstant, payoutIn }, use) => use(awaitingApprovalOn({ paidInstant, payoutIn })),
+    heldBelowMinimum: async ({ outside, paidInstant, payoutIn }, use) =>
+      use(heldBelowMinimumOn({ outside, paidInstant, payoutIn })),
+    startLogged: async ({ start }, use) => use(startLoggedOn({ start })),
+    untilPollsFail: async ({ payoutsOf, logs }, use) => use(untilPollsFailOn({ payoutsOf, logs })),
+    expectNothingSent: async ({ exchangesFor, transfersFor }, use) =>
+      use(expectNothingSentOn({ exchangesFor, transfersFor })),
+    expectExchangedOnce: async ({ exchangesFor, transfersFor }, use) =>
+      use(expectExchangedOnceOn({ exchangesFor, transfersFor })),
+  });
+}
+
+/** The steps above as fixtures of a test that drives payouts through the admin API. */
+interface ApiSteps {
+  failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<ApiPayout>>;
+  inactivePairInReview: ReturnType<typeof inactivePairInReviewOn<ApiPayout>>;
+  awaitingApproval: ReturnType<typeof awaitingApprovalOn<ApiPayout>>;
+  heldBelowMinimum: ReturnType<typeof heldBelowMinimumOn<ApiPayout>>;
+  accepted: ReturnType<typeof acceptedOn>;
+}
+
+/** The `test` of a file that drives payouts through the admin API: payoutApiTest's, with the steps it shares. */
+export function payoutApiStepsTest(options: Parameters<typeof payoutApiTest>[0] = {}) {
+  return payoutApiTest(options).extend<ApiSteps>({
+    failedExchangeInReview: async ({ outside, paidInstant, payoutIn }, use) =>
+      use(failedExchangeInReviewOn({ outside, paidInstant, payoutIn })),
+    inactivePairInReview: async ({ paidInstant, payoutIn }, use) =>
+      use(inactivePairInReviewOn({ paidInstant, payoutIn })),
+    awaitingApproval: async ({ paidInstant, payoutIn }, use) => use(awaitingApprovalOn({ paidInstant, payoutIn })),
+    heldBelowMinimum: async ({ outside, paidInstant, payoutIn }, use) =>
+      use(heldBelowMinimumOn({ outside, paidInstant, payoutIn })),
+    accepted: async ({ act }, use) => use(acceptedOn({ act })),
+  });
 }
