@@ -9,15 +9,8 @@ import { DEFAULT_PAIRS, rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
-import { distinct, payoutTest, type PayoutRow } from '../support/payout-state.ts';
-import {
-  expectExchangedOnceOn,
-  expectNothingSentOn,
-  failedExchangeInReviewOn,
-  NET_WEI,
-  startLoggedOn,
-  untilPollsFailOn,
-} from '../support/payout-steps.ts';
+import { distinct, type PayoutRow } from '../support/payout-state.ts';
+import { NET_WEI, payoutStepsTest } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -26,18 +19,7 @@ const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
 
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
-  payoutTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
-    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
-      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
-    )
-    .extend('startLogged', ({ start }) => startLoggedOn({ start }))
-    .extend('untilPollsFail', ({ payoutsOf, logs }) => untilPollsFailOn({ payoutsOf, logs }))
-    .extend('expectNothingSent', ({ exchangesFor, transfersFor }) =>
-      expectNothingSentOn({ exchangesFor, transfersFor }),
-    )
-    .extend('expectExchangedOnce', ({ exchangesFor, transfersFor }) =>
-      expectExchangedOnceOn({ exchangesFor, transfersFor }),
-    )
+  payoutStepsTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
     .extend('usdtOfPayments', ({ db }) => async (payoutId: string): Promise<bigint> => {
       const { rows } = await db.pool.query<{ total: string | null }>(
         'select sum(usdt_amount)::text as total from payments where payout_id = $1',
