@@ -11,18 +11,8 @@ import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { distinct, payoutTest, untilStatus, type PayoutRow } from '../support/payout-state.ts';
-import {
-  acceptedOn,
-  awaitingApprovalOn,
-  expectExchangedOnceOn,
-  failedExchangeInReviewOn,
-  heldBelowMinimumOn,
-  inactivePairInReviewOn,
-  NET_WEI,
-  startLoggedOn,
-  untilPollsFailOn,
-} from '../support/payout-steps.ts';
+import { distinct, untilStatus, type PayoutRow } from '../support/payout-state.ts';
+import { acceptedOn, NET_WEI, payoutStepsTest } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
@@ -40,7 +30,7 @@ interface JobRow {
 
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
-  payoutTest({
+  payoutStepsTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
     firstPaymentId: 9_400_000_000,
     firstChannel: 1_003_400_000_001,
@@ -74,19 +64,6 @@ const it = worldFirst(
       });
     })
     .extend('accepted', ({ act }) => acceptedOn({ act }))
-    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
-      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
-    )
-    .extend('inactivePairInReview', ({ paidInstant, payoutIn }) => inactivePairInReviewOn({ paidInstant, payoutIn }))
-    .extend('awaitingApproval', ({ paidInstant, payoutIn }) => awaitingApprovalOn({ paidInstant, payoutIn }))
-    .extend('heldBelowMinimum', ({ outside, paidInstant, payoutIn }) =>
-      heldBelowMinimumOn({ outside, paidInstant, payoutIn }),
-    )
-    .extend('startLogged', ({ start }) => startLoggedOn({ start }))
-    .extend('untilPollsFail', ({ payoutsOf, logs }) => untilPollsFailOn({ payoutsOf, logs }))
-    .extend('expectExchangedOnce', ({ exchangesFor, transfersFor }) =>
-      expectExchangedOnceOn({ exchangesFor, transfersFor }),
-    )
     /** One account's balance (0 when it has none yet). */
     .extend('balanceOf', ({ db }) => async (code: string, asset: string): Promise<bigint> => {
       const { rows } = await db.pool.query<{ balance: string }>(
