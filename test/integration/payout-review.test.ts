@@ -7,13 +7,8 @@ import { describe, expect } from 'vitest';
 import { parseUnits } from '../../src/money/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { payoutApiTest, payoutState, type ApiPayout as Payout } from '../support/payout-state.ts';
-import {
-  awaitingApprovalOn,
-  failedExchangeInReviewOn,
-  inactivePairInReviewOn,
-  NET_WEI,
-} from '../support/payout-steps.ts';
+import { payoutState, type ApiPayout as Payout } from '../support/payout-state.ts';
+import { NET_WEI, payoutApiStepsTest } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
@@ -23,29 +18,13 @@ const NET_AS_USDT = '13.1717';
 
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
-  payoutApiTest({
+  payoutApiStepsTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
     firstPaymentId: 9_300_000_000,
     firstChannel: 1_003_300_000_001,
   })
-    .extend('failedExchangeInReview', ({ outside, paidInstant, payoutIn }) =>
-      failedExchangeInReviewOn({ outside, paidInstant, payoutIn }),
-    )
-    .extend('inactivePairInReview', ({ paidInstant, payoutIn }) => inactivePairInReviewOn({ paidInstant, payoutIn }))
-    .extend('awaitingApproval', ({ paidInstant, payoutIn }) => awaitingApprovalOn({ paidInstant, payoutIn }))
     .extend('holdBlocks', ({ world }) => payoutState(world).holdBlocks)
     .extend('mineHeld', ({ world }) => payoutState(world).mineHeld)
-    /** The action as `token`'s holder, expecting it done (200) and the payout to match `shown`; returns the payout. */
-    .extend(
-      'accepted',
-      ({ act }) =>
-        async (payoutId: string, action: string, token: string | undefined, shown: Record<string, unknown>) => {
-          const res = await act(payoutId, action, token);
-          expect(res.status).toBe(200);
-          expect(res.body).toMatchObject(shown);
-          return res.body as Payout;
-        },
-    )
     /** The action as `token`'s holder, expecting it refused as unsafe now (409); returns the error it gave. */
     .extend('refusal', ({ act }) => async (payoutId: string, action: string, token: string | undefined) => {
       const res = await act(payoutId, action, token);
@@ -293,10 +272,7 @@ describe('cancel', () => {
   });
 
   it('bob cancels a payout in review that sent nothing (its pair inactive), and a held one: their ETH is available again', async ({
-    outside,
     start,
-    paidInstant,
-    payoutIn,
     accepted,
     balances,
     auditOf,
@@ -305,6 +281,7 @@ describe('cancel', () => {
     transfersOf,
     expectLedgerClean,
     inactivePairInReview,
+    heldBelowMinimum,
   }) => {
     await start();
     const { id: inactive, review } = await inactivePairInReview('eth');
@@ -319,10 +296,7 @@ describe('cancel', () => {
       reason: review.reason,
     });
 
-    // A pair only this test uses, whose minimum is above one payment.
-    outside.sim.setPair('eth/eth->usdt/bsc', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
-    const small = await paidInstant('usdt', 'bsc', freshWallet());
-    const held = await payoutIn(small, 'held');
+    const { id: small, held } = await heldBelowMinimum();
     expect(held.reason).toContain("below ChangeNow's minimum");
     expect(held.holdUntil).toEqual(expect.any(String));
     await accepted(held.payoutId, 'cancel', BOB, { status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
