@@ -64,6 +64,21 @@ const it = worldFirst(
       });
     })
     .extend('accepted', ({ act }) => acceptedOn({ act }))
+    /** The failed exchange's payout left once (one exchange, one transfer), and alice resolving it is all it audited. */
+    .extend(
+      'expectResolvedByAlice',
+      ({ exchangesFor, transfersFor, expectOnlyAction }) =>
+        async (payoutId: string, to: string, resolution: Record<string, unknown>): Promise<void> => {
+          expect(exchangesFor(payoutId)).toHaveLength(1);
+          expect(await transfersFor(payoutId)).toHaveLength(1);
+          await expectOnlyAction(payoutId, 'alice', 'payout.resolve', {
+            from: 'needs_review',
+            to,
+            reason: REVIEW_REASON_FAILED,
+            resolution,
+          });
+        },
+    )
     /** One account's balance (0 when it has none yet). */
     .extend('balanceOf', ({ db }) => async (code: string, asset: string): Promise<bigint> => {
       const { rows } = await db.pool.query<{ balance: string }>(
@@ -132,7 +147,6 @@ describe('resolve: the way out of review once the funds left', () => {
   it('"paid": an instant payout whose exchange failed after the deposit completes, booked to ChangeNow, kept in the audit log', async ({
     start,
     sink,
-    exchangesFor,
     transfersFor,
     balances,
     journalKinds,
@@ -144,8 +158,8 @@ describe('resolve: the way out of review once the funds left', () => {
     balanceOf,
     journalEntries,
     auditOf,
-    expectOnlyAction,
     failedExchangeInReview,
+    expectResolvedByAlice,
   }) => {
     await start();
     const { id, review } = await failedExchangeInReview();
@@ -176,14 +190,7 @@ describe('resolve: the way out of review once the funds left', () => {
       [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
       ['world:changenow', 'eth', NET_WEI.toString()],
     ]);
-    expect(exchangesFor(review.payout_id)).toHaveLength(1);
-    expect(await transfersFor(review.payout_id)).toHaveLength(1);
-    await expectOnlyAction(review.payout_id, 'alice', 'payout.resolve', {
-      from: 'needs_review',
-      to: 'completed',
-      reason: REVIEW_REASON_FAILED,
-      resolution: { outcome: 'paid', note: 'owner confirmed' },
-    });
+    await expectResolvedByAlice(review.payout_id, 'completed', { outcome: 'paid', note: 'owner confirmed' });
     expect(
       sink.lines
         .filter((l) => l.event === 'payout_action' && l.payoutId === review.payout_id)
@@ -214,7 +221,6 @@ describe('resolve: the way out of review once the funds left', () => {
     payoutsOf,
     onlyPayout,
     payoutIn,
-    exchangesFor,
     transfersFor,
     balances,
     journalKinds,
@@ -225,9 +231,9 @@ describe('resolve: the way out of review once the funds left', () => {
     balanceOf,
     journalEntries,
     auditOf,
-    expectOnlyAction,
     lastMinedHash,
     convertedThresholdChannel,
+    expectResolvedByAlice,
   }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
@@ -317,13 +323,11 @@ describe('resolve: the way out of review once the funds left', () => {
       ['world:changenow', 'usdt', (available - part).toString()],
     ]);
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: null }, { payout_id: null }]);
-    expect(exchangesFor(review.payout_id)).toHaveLength(1);
-    expect(await transfersFor(review.payout_id)).toHaveLength(1);
-    await expectOnlyAction(review.payout_id, 'alice', 'payout.resolve', {
-      from: 'needs_review',
-      to: 'failed',
-      reason: REVIEW_REASON_FAILED,
-      resolution: { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
+    await expectResolvedByAlice(review.payout_id, 'failed', {
+      outcome: 'returned',
+      amount: '10',
+      txHash: refundHash,
+      note: 'partial refund seen on chain',
     });
     // Failed is final.
     const again = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid' });
