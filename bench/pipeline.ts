@@ -142,6 +142,7 @@ const USAGE = `usage: npm run bench:pipeline -- [options]
   --poll-interval D        CONVERSION_POLL_INTERVAL (default 200ms)
   --worker-poll-ms N       WORKER_POLL_INTERVAL_MS (default 100)
   --worker-concurrency N   WORKER_CONCURRENCY (default 4)
+  --pool-max N             DATABASE_POOL_MAX (default 10)
 `;
 
 interface Options {
@@ -158,6 +159,7 @@ interface Options {
     CONVERSION_POLL_INTERVAL: string;
     WORKER_POLL_INTERVAL_MS: string;
     WORKER_CONCURRENCY: string;
+    DATABASE_POOL_MAX: string;
   };
 }
 
@@ -176,6 +178,7 @@ function readOptions(argv: string[]): Options | undefined {
       'poll-interval': { type: 'string' },
       'worker-poll-ms': { type: 'string' },
       'worker-concurrency': { type: 'string' },
+      'pool-max': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -203,6 +206,7 @@ function readOptions(argv: string[]): Options | undefined {
       CONVERSION_POLL_INTERVAL: duration('poll-interval', values['poll-interval'], '200ms'),
       WORKER_POLL_INTERVAL_MS: String(int('worker-poll-ms', values['worker-poll-ms'], 100, 1, 60_000)),
       WORKER_CONCURRENCY: String(int('worker-concurrency', values['worker-concurrency'], 4, 1, 64)),
+      DATABASE_POOL_MAX: String(int('pool-max', values['pool-max'], 10, 1, 200)),
     },
   };
 }
@@ -858,7 +862,7 @@ async function main(): Promise<number> {
       `outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`,
     );
     out(
-      `payrail:  node bin/payrail.js start (web + worker, one process), DATABASE_POOL_MAX=10 (default), CONVERSION_INTERVAL=1m (default)`,
+      `payrail:  node bin/payrail.js start (web + worker, one process), CONVERSION_INTERVAL=1m (default)`,
     );
     out(
       `          ${Object.entries(opts.env)

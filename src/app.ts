@@ -60,7 +60,13 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
     embedded = await startEmbeddedPostgres({ dataDir: config.PAYRAIL_DATA_DIR, port: config.EMBEDDED_PG_PORT, logger });
     connectionString = embedded.connectionString;
   }
-  const handle = openPool(connectionString, { max: config.DATABASE_POOL_MAX, applicationName, logger });
+  const handle = openPool(connectionString, {
+    max: config.DATABASE_POOL_MAX,
+    applicationName,
+    logger,
+    // Each running job holds at most one run lock; one more for the slack of a job finishing as the next starts.
+    runLockMax: config.WORKER_CONCURRENCY + 1,
+  });
   return {
     ...handle,
     async shutdown() {
@@ -258,6 +264,7 @@ export function stageDeps(
   });
   return {
     db: database.db,
+    runLocks: database.runLocks,
     exchange: createChangeNowClient({
       baseUrl: outside.changenowUrl,
       apiKey: config.CHANGENOW_API_KEY,

@@ -121,7 +121,12 @@ const schema = z
       .url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// or postgresql:// URL' })
       .optional()
       .describe('`postgres://…`. Unset: embedded PostgreSQL (local run)'),
-    DATABASE_POOL_MAX: positiveInt.max(200).default(10).describe('connections per process'),
+    DATABASE_POOL_MAX: positiveInt
+      .max(200)
+      .default(10)
+      .describe(
+        'connections per process for its work; a worker also opens up to WORKER_CONCURRENCY + 1 more of its own for the locks its steps hold across outside calls',
+      ),
     PAYRAIL_DATA_DIR: z.string().min(1).default('.data').describe('embedded PostgreSQL cluster, its log, dev secrets'),
     EMBEDDED_PG_PORT: port.default(54329).describe('port of the embedded PostgreSQL (127.0.0.1 only)'),
     ADMIN_TOKEN: secret

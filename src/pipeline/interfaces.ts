@@ -64,6 +64,8 @@ export interface TransferPolicy {
 
 export interface StageDeps {
   db: Db;
+  /** The run-lock pool: connections apart from `db`'s for the locks held across outside calls (run-lock.ts). */
+  runLocks: Db;
   exchange: Exchange;
   wallet: Wallet;
   /** The host wallet's own address: ChangeNow pays the USDT of a conversion there. */

@@ -1,7 +1,9 @@
 /**
  * One run of a step per subject at a time, even when its job is delivered twice at once. A session advisory lock on
  * a dedicated connection is held across the outside call: the step's intent row must commit before that call, so a
- * row lock inside one transaction cannot cover it.
+ * row lock inside one transaction cannot cover it. That connection comes from the run-lock pool, never from the
+ * pool the step works on: holding one of those while asking for another stopped every job and webhook of a process
+ * whose running jobs outnumbered its connections.
  */
 import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
@@ -10,8 +12,9 @@ export class RunLocked extends Error {
   override name = 'RunLocked';
 }
 
-export async function withRunLock<T>(db: Db, key: string, run: () => Promise<T>): Promise<T> {
-  return db.connection().execute(async (conn) => {
+/** @param locks the run-lock pool (DatabaseHandle.runLocks, StageDeps.runLocks). */
+export async function withRunLock<T>(locks: Db, key: string, run: () => Promise<T>): Promise<T> {
+  return locks.connection().execute(async (conn) => {
     const locked = await sql<{ ok: boolean }>`select pg_try_advisory_lock(hashtext(${key})) as ok`.execute(conn);
     if (!locked.rows[0]?.ok) throw new RunLocked(`${key} is being handled by another run`);
     try {

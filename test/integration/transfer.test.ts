@@ -38,6 +38,7 @@ beforeAll(async () => {
   });
   deps = {
     db: db.db,
+    runLocks: db.runLocks,
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,

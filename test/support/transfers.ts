@@ -95,6 +95,7 @@ export async function rig(
   });
   const deps: StageDeps = {
     db: db.db,
+    runLocks: db.runLocks,
     exchange: undefined as never,
     wallet,
     hostAddress: wallet.address,

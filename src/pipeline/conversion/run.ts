@@ -206,7 +206,7 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
 
 /** conversion_exchange: at most one ChangeNow exchange per conversion, then the transfer that pays it. */
 export async function createConversionExchange(deps: StageDeps, conversionId: string): Promise<void> {
-  await withRunLock(deps.db, `conversion_exchange:${conversionId}`, () => createExchangeLocked(deps, conversionId));
+  await withRunLock(deps.runLocks, `conversion_exchange:${conversionId}`, () => createExchangeLocked(deps, conversionId));
 }
 
 /** The exchange a conversion pays: ChangeNow's id, its deposit address, and the USDT it estimated. */

@@ -194,7 +194,7 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
  */
 export async function runPayout(deps: StageDeps, payoutId: string): Promise<void> {
   try {
-    await withRunLock(deps.db, `payout:${payoutId}`, () => advance(deps, payoutId));
+    await withRunLock(deps.runLocks, `payout:${payoutId}`, () => advance(deps, payoutId));
   } catch (error) {
     if (error instanceof RunLocked || error instanceof TransferNotReady) throw error;
     await recordFailure(deps, payoutId, error);

@@ -93,7 +93,7 @@ export async function reconcile(
 ): Promise<ReconcileSummary> {
   const settings = reconcileSettings(deps.settings, overrides);
   try {
-    return await withRunLock(deps.db, PASS_LOCK, () => pass(deps, settings));
+    return await withRunLock(deps.runLocks, PASS_LOCK, () => pass(deps, settings));
   } catch (error) {
     if (!(error instanceof RunLocked)) throw error;
     deps.logger.info({ event: 'reconcile_skipped' }, 'another reconcile pass is running');
