@@ -138,12 +138,33 @@ export function expectExchangedOnceOn({ exchangesFor, transfersFor }: Moved) {
   };
 }
 
+/** The steps that bring an instant payout to a state someone must act on, for a test whose payouts read as `P`. */
+interface InstantSteps<P extends { reason?: string | null }> {
+  failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<P>>;
+  inactivePairInReview: ReturnType<typeof inactivePairInReviewOn<P>>;
+  awaitingApproval: ReturnType<typeof awaitingApprovalOn<P>>;
+  heldBelowMinimum: ReturnType<typeof heldBelowMinimumOn<P>>;
+}
+
+type Use<T> = (value: T) => Promise<void>;
+
+/** InstantSteps as object-form fixtures, each made from the fixtures it names. */
+function instantStepFixtures<P extends { reason?: string | null }>() {
+  type Context = PayoutSteps<P> & { outside: Outside };
+  type Step<K extends keyof InstantSteps<P>> = (context: Context, use: Use<InstantSteps<P>[K]>) => Promise<void>;
+  const failedExchangeInReview: Step<'failedExchangeInReview'> = async ({ outside, paidInstant, payoutIn }, use) =>
+    use(failedExchangeInReviewOn({ outside, paidInstant, payoutIn }));
+  const inactivePairInReview: Step<'inactivePairInReview'> = async ({ paidInstant, payoutIn }, use) =>
+    use(inactivePairInReviewOn({ paidInstant, payoutIn }));
+  const awaitingApproval: Step<'awaitingApproval'> = async ({ paidInstant, payoutIn }, use) =>
+    use(awaitingApprovalOn({ paidInstant, payoutIn }));
+  const heldBelowMinimum: Step<'heldBelowMinimum'> = async ({ outside, paidInstant, payoutIn }, use) =>
+    use(heldBelowMinimumOn({ outside, paidInstant, payoutIn }));
+  return { failedExchangeInReview, inactivePairInReview, awaitingApproval, heldBelowMinimum };
+}
+
 /** The steps above as fixtures of a test that reads payouts from the tables. */
-interface TableSteps {
-  failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<PayoutRow>>;
-  inactivePairInReview: ReturnType<typeof inactivePairInReviewOn<PayoutRow>>;
-  awaitingApproval: ReturnType<typeof awaitingApprovalOn<PayoutRow>>;
-  heldBelowMinimum: ReturnType<typeof heldBelowMinimumOn<PayoutRow>>;
+interface TableSteps extends InstantSteps<PayoutRow> {
   startLogged: ReturnType<typeof startLoggedOn>;
   untilPollsFail: ReturnType<typeof untilPollsFailOn>;
   expectNothingSent: ReturnType<typeof expectNothingSentOn>;
@@ -157,13 +178,7 @@ interface TableSteps {
  */
 export function payoutStepsTest(options: Parameters<typeof payoutTest>[0] = {}) {
   return payoutTest(options).extend<TableSteps>({
-    failedExchangeInReview: async ({ outside, paidInstant, payoutIn }, use) =>
-      use(failedExchangeInReviewOn({ outside, paidInstant, payoutIn })),
-    inactivePairInReview: async ({ paidInstant, payoutIn }, use) =>
-      use(inactivePairInReviewOn({ paidInstant, payoutIn })),
-    awaitingApproval: async ({ paidInstant, payoutIn }, use) => use(awaitingApprovalOn({ paidInstant, payoutIn })),
-    heldBelowMinimum: async ({ outside, paidInstant, payoutIn }, use) =>
-      use(heldBelowMinimumOn({ outside, paidInstant, payoutIn })),
+    ...instantStepFixtures<PayoutRow>(),
     startLogged: async ({ start }, use) => use(startLoggedOn({ start })),
     untilPollsFail: async ({ payoutsOf, logs }, use) => use(untilPollsFailOn({ payoutsOf, logs })),
     expectNothingSent: async ({ exchangesFor, transfersFor }, use) =>
@@ -174,24 +189,14 @@ export function payoutStepsTest(options: Parameters<typeof payoutTest>[0] = {}) 
 }
 
 /** The steps above as fixtures of a test that drives payouts through the admin API. */
-interface ApiSteps {
-  failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<ApiPayout>>;
-  inactivePairInReview: ReturnType<typeof inactivePairInReviewOn<ApiPayout>>;
-  awaitingApproval: ReturnType<typeof awaitingApprovalOn<ApiPayout>>;
-  heldBelowMinimum: ReturnType<typeof heldBelowMinimumOn<ApiPayout>>;
+interface ApiSteps extends InstantSteps<ApiPayout> {
   accepted: ReturnType<typeof acceptedOn>;
 }
 
 /** The `test` of a file that drives payouts through the admin API: payoutApiTest's, with the steps it shares. */
 export function payoutApiStepsTest(options: Parameters<typeof payoutApiTest>[0] = {}) {
   return payoutApiTest(options).extend<ApiSteps>({
-    failedExchangeInReview: async ({ outside, paidInstant, payoutIn }, use) =>
-      use(failedExchangeInReviewOn({ outside, paidInstant, payoutIn })),
-    inactivePairInReview: async ({ paidInstant, payoutIn }, use) =>
-      use(inactivePairInReviewOn({ paidInstant, payoutIn })),
-    awaitingApproval: async ({ paidInstant, payoutIn }, use) => use(awaitingApprovalOn({ paidInstant, payoutIn })),
-    heldBelowMinimum: async ({ outside, paidInstant, payoutIn }, use) =>
-      use(heldBelowMinimumOn({ outside, paidInstant, payoutIn })),
+    ...instantStepFixtures<ApiPayout>(),
     accepted: async ({ act }, use) => use(acceptedOn({ act })),
   });
 }
