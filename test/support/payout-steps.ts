@@ -14,6 +14,13 @@ import { freshWallet, TRON_WALLET } from './payouts.ts';
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee, in wei. */
 export const NET_WEI = 4_723_900_000_000_000n;
 
+/** The ledger balances (payoutTest's `balances`) of a channel paid once while its payout still holds that ETH. */
+export const ETH_RESERVED = { 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() };
+/** …and once that ETH has left for good: none of it available, none reserved. */
+export const ETH_SETTLED = { 'channel/eth': '0', 'channel:payout/eth': '0' };
+/** The ledger balances of a threshold channel whose batches have all left: no ETH, no USDT, nothing reserved. */
+export const USDT_SETTLED = { 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' };
+
 /** What the steps need of a payout test: a channel paid once, and its payout once it reached a status. */
 interface PayoutSteps<P> {
   paidInstant: (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => Promise<string>;
