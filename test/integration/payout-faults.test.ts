@@ -10,7 +10,7 @@ import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
 import { distinct, type PayoutRow } from '../support/payout-state.ts';
-import { NET_WEI, payoutStepsTest } from '../support/payout-steps.ts';
+import { ETH_RESERVED, ETH_SETTLED, NET_WEI, payoutStepsTest, USDT_SETTLED } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -120,7 +120,7 @@ describe('exchange endings', () => {
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // The ETH went to the exchange and stayed there: nothing came back, nothing was sent twice.
     expect(await outside.balanceOf(payout.payin_address!)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved']);
     await expectLedgerClean();
   });
@@ -314,7 +314,7 @@ describe('exchange endings', () => {
     expect(second).toMatchObject({ status: 'completed', amount: available.toString() });
     expect(await usdtOfPayments(second.payout_id)).toBe(available);
     await expectExchangedOnce(second.payout_id);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual(USDT_SETTLED);
     expect(distinct(logs.alerts())).toEqual(['payout_refunded']);
     await expectLedgerClean();
   });
@@ -378,7 +378,7 @@ describe('refusals and held batches', () => {
     ]);
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(heldAmount + addedUnits);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_topped_up', 'payout_completed']);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual(USDT_SETTLED);
     // Held is a wait for more funds, not a fault: nothing to alert on.
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -528,7 +528,7 @@ describe('refusals and held batches', () => {
     expectOnlyAlert(payout.payout_id, 'changenow_permanent_error');
     await expectNothingSent(payout.payout_id);
     expect([...outside.sim.exchanges.values()].filter((e) => e.payoutAddress === DOGE_WALLET)).toHaveLength(0);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     await expectLedgerClean();
   });
 });
@@ -562,7 +562,7 @@ describe('outages', () => {
     ]);
     expect(await hostNonce()).toBe(nonceBefore);
     expect(await outside.balanceOf(wallet)).toBe(0n);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
 
     await app.refillHost();
     const done = await payoutIn(id, 'completed');
@@ -573,7 +573,7 @@ describe('outages', () => {
     expect(exchangesFor(done.payout_id)).toHaveLength(0);
     expect(await hostNonce()).toBe(nonceBefore + 1);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(distinct(logs.alerts())).toEqual(['host_wallet_insufficient']);
     await expectLedgerClean();
   });
@@ -627,7 +627,7 @@ describe('outages', () => {
     await expectExchangedOnce(done.payout_id, { transfer_id: stuck.transfer_id });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
     expect(await hostNonce()).toBe(nonceBefore + 1);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(upLogs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -658,7 +658,7 @@ describe('outages', () => {
     expect(waiting.last_error).toMatch(/^ChangeNow estimate: /);
     await expectNothingSent(waiting.payout_id);
     expect(logs.lines.some((l) => l.event === 'payout_attempt_failed' && l.payoutId === waiting.payout_id)).toBe(true);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
 
     await outside.sim.setFault('none');
     const done = await payoutIn(id, 'completed', 60_000);
@@ -673,7 +673,7 @@ describe('outages', () => {
     const [exchange] = exchangesFor(done.payout_id);
     expect(exchange).toMatchObject({ id: done.exchange_id, status: 'finished' });
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -705,7 +705,7 @@ describe('outages', () => {
     expect(polling).toMatchObject({ status: 'sent', attempts: 0 });
     expect(await transfersFor(polling.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     expect(await outside.balanceOf(polling.payin_address!)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
 
     await outside.sim.setFault('none');
     const done = await payoutIn(id, 'completed');
@@ -716,7 +716,7 @@ describe('outages', () => {
     });
     await expectExchangedOnce(done.payout_id);
     expect(await outside.balanceOf(done.payin_address!)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(distinct(logs.alerts())).toEqual(['host_wallet_insufficient']);
     await expectLedgerClean();
   });
@@ -744,7 +744,7 @@ describe('outages', () => {
     expect(payout.reason).toMatch(/^gave up after 2 failed attempts: ChangeNow estimate: HTTP 503/);
     expectOnlyAlert(payout.payout_id, 'payout_attempts_exhausted');
     await expectNothingSent(payout.payout_id);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     // Nothing keeps retrying behind the review.
     const { rows: jobs } = await db.pool.query(
       "select t.identifier from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where j.payload->>'paymentId' = $1 or j.payload->>'payoutId' = $2",
@@ -760,7 +760,7 @@ describe('outages', () => {
     const done = await payoutIn(id, 'completed');
     expect(done).toMatchObject({ payout_id: payout.payout_id, amount_out: '13.1717' });
     await expectExchangedOnce(done.payout_id);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     await expectLedgerClean();
   });
 });
@@ -851,7 +851,7 @@ describe('two workers', () => {
       const transfers = await transfersFor(payout.payout_id);
       expect(transfers).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
       if (!c.direct) expect(await outside.balanceOf(exchanges[0]!.payinAddress)).toBe(NET_WEI);
-      expect(await balances(c.id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+      expect(await balances(c.id)).toEqual(ETH_SETTLED);
       expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     }
     for (const c of channels.filter((x) => x.direct)) expect(await outside.balanceOf(c.wallet)).toBe(NET_WEI);
