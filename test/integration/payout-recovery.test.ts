@@ -12,7 +12,14 @@ import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { distinct, untilStatus, type PayoutRow } from '../support/payout-state.ts';
-import { acceptedOn, NET_WEI, payoutStepsTest } from '../support/payout-steps.ts';
+import {
+  acceptedOn,
+  ETH_RESERVED,
+  ETH_SETTLED,
+  NET_WEI,
+  payoutStepsTest,
+  USDT_SETTLED,
+} from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
@@ -165,7 +172,7 @@ describe('resolve: the way out of review once the funds left', () => {
     const { id, review } = await failedExchangeInReview();
     expect(review).toMatchObject({ status: 'needs_review', reason: REVIEW_REASON_FAILED, amount: NET_WEI.toString() });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     const changenowBefore = await balanceOf('world:changenow', 'eth');
 
     const resolved = await accepted(
@@ -183,7 +190,7 @@ describe('resolve: the way out of review once the funds left', () => {
     );
     expect(resolved.completedAt).toEqual(expect.any(String));
 
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect((await balanceOf('world:changenow', 'eth')) - changenowBefore).toBe(NET_WEI);
     expect(await journalKinds(review.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(await journalEntries('payout_completed', review.payout_id)).toEqual([
@@ -469,7 +476,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     });
     await expectExchangedOnce(done.payout_id, { transfer_id: stuck.transfer_id });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     await expectOnlyAction(stuck.payout_id, 'alice', 'payout.retry', {
       from: 'exchange_created',
       to: 'exchange_created',
@@ -530,7 +537,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(done).toMatchObject({ exchange_id: stuck.exchange_id, amount_out: '13.1717' });
     expect(done.poll_deadline_at!.getTime()).toBeGreaterThan(stuck.poll_deadline_at!.getTime());
     await expectExchangedOnce(done.payout_id);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     await expectOnlyAction(stuck.payout_id, 'bob', 'payout.retry', { from: 'sent', to: 'sent', reason: null });
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -584,7 +591,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       { transfer_id: stuck.transfer_id, status: 'confirmed', to_address: wallet },
     ]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(await journalEntries('payout_completed', stuck.payout_id)).toEqual([
       [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
       ['world:payees', 'eth', NET_WEI.toString()],
@@ -617,7 +624,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(await getPayout(waiting.payout_id)).toEqual(before);
     expect(await jobsFor(waiting.payout_id)).toEqual([]);
     expect(await auditOf(waiting.payout_id)).toEqual([]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     await expectLedgerClean();
   });
 });
@@ -748,7 +755,7 @@ describe('a refund hash returns funds once', () => {
     expect(reviewed.reason).toBe(`refund ${hash} already returned funds for something else`);
     expect(alertsFor(reusing.payout_id)).toEqual(['payout_refund_reused']);
     // Nothing came back for it: its funds stay reserved, the hash stays with the first payout.
-    expect(await balances(second)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(second)).toEqual(ETH_RESERVED);
     expect(await journalKinds(reusing.payout_id)).toEqual(['payout_reserved']);
     expect(await refundsOf(hash)).toEqual(recordedForFirst);
 
@@ -912,7 +919,7 @@ describe('a completed threshold batch runs its channel threshold check', () => {
       expect(await transfersFor(batch.payout_id)).toMatchObject([{ status: 'confirmed', amount: batch.amount }]);
       expect(await journalKinds(batch.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     }
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual(USDT_SETTLED);
     // Nothing else happened to the channel: no new payment, no update.
     expect((await db.pool.query('select updated_at from channels where channel_id = $1', [id])).rows).toEqual(
       channelBefore,
@@ -982,7 +989,7 @@ describe('legacy payout_batch jobs', () => {
     });
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
+    expect(await balances(id)).toEqual(USDT_SETTLED);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
   });
@@ -1024,7 +1031,7 @@ describe('approval wait alert', () => {
     expect(alerts().map((l) => l.alert)).toEqual(['payout_awaiting_approval']);
     expect(distinct(sink.alerts())).toEqual(['payout_awaiting_approval']);
     expect(await transfersFor(waiting.payout_id)).toEqual([]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     await expectLedgerClean();
   });
 });
@@ -1074,7 +1081,7 @@ describe('a held payout woken early', () => {
     expect(exchangesFor(held.payout_id)).toEqual([]);
     expect(sink.lines.filter((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toHaveLength(1);
     expect(sink.alerts()).toEqual([]);
-    expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() });
+    expect(await balances(id)).toEqual(ETH_RESERVED);
     await expectLedgerClean();
   });
 });
