@@ -754,72 +754,110 @@ export async function releaseUnknownChannelPayments(
     .execute();
   const credited: Array<'instant' | 'threshold'> = [];
   for (const { payment_id } of waiting) {
-    const strategy = await db.transaction().execute(async (trx) => {
-      // Before the channel's read and the payment's row lock (lock order: src/channels/lock.ts).
-      await lockChannelForCredit(trx, channelId);
-      const channel = await trx
-        .selectFrom('channels')
-        .select(CREDIT_CHANNEL_COLUMNS)
-        .where('channel_id', '=', channelId)
-        .executeTakeFirst();
-      const row = await trx
-        .selectFrom('payments')
-        .selectAll()
-        .where('payment_id', '=', payment_id)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
-      const stored = storedCredit(row);
-      // A partial that expired since is not credited on its own either, even under PARTIAL_PAYMENTS=credit.
-      if (
-        row.partial_amounts &&
-        (settings.partialPayments !== 'credit' || stored === null || row.status !== 'partially_paid')
-      ) {
-        // Known now, it is the partial payment it always was: a person decides (PARTIAL_PAYMENTS=review).
-        const moved = await trx
-          .updateTable('payments')
-          .set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` })
-          .where('payment_id', '=', payment_id)
-          .where('review_reason', '=', REVIEW.unknownChannel)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        await alertReview(trx, moved, undefined);
-        return null;
-      }
-      if (!creditsOnStatus(row.status, settings) || row.credited_at !== null || stored === null) {
-        await trx
-          .updateTable('payments')
-          .set({ review_reason: null, updated_at: sql`now()` })
-          .where('payment_id', '=', payment_id)
-          .execute();
-        return null;
-      }
-      if (settings.confirm) {
-        // Known now, it is credited as any other: once NOWPayments' API agrees.
-        await trx
-          .updateTable('payments')
-          .set({ review_reason: null, updated_at: sql`now()` })
-          .where('payment_id', '=', payment_id)
-          .where('review_reason', '=', REVIEW.unknownChannel)
-          .execute();
-        await requestConfirmation(trx, payment_id, settings.confirm);
-        return null;
-      }
-      await trx
-        .updateTable('payments')
-        .set({
-          ...creditColumns(stored, channel, settings),
-          review_reason: null,
-          updated_at: sql`now()`,
-        })
-        .where('payment_id', '=', payment_id)
-        .execute();
-      await creditEffects(trx, stored, channel, settings);
-      return channel.payout_strategy;
-    });
+    const strategy = await db
+      .transaction()
+      .execute((trx) => releaseUnknownChannelPayment(trx, channelId, payment_id, settings));
     if (strategy) credited.push(strategy);
   }
   return credited;
+}
+
+/** One payment's release, in its own transaction: the strategy it was credited under, or null when not credited. */
+async function releaseUnknownChannelPayment(
+  trx: Transaction<Database>,
+  channelId: string,
+  paymentId: string,
+  settings: IntakeSettings,
+): Promise<'instant' | 'threshold' | null> {
+  const { channel, row } = await lockForRelease(trx, channelId, paymentId);
+  if (!channel || row.review_reason !== REVIEW.unknownChannel) return null;
+  const stored = storedCredit(row);
+  // A partial that expired since is not credited on its own either, even under PARTIAL_PAYMENTS=credit.
+  if (
+    row.partial_amounts &&
+    (settings.partialPayments !== 'credit' || stored === null || row.status !== 'partially_paid')
+  ) {
+    await keepPartialForReview(trx, paymentId);
+    return null;
+  }
+  if (!creditsOnStatus(row.status, settings) || row.credited_at !== null || stored === null) {
+    await trx
+      .updateTable('payments')
+      .set({ review_reason: null, updated_at: sql`now()` })
+      .where('payment_id', '=', paymentId)
+      .execute();
+    return null;
+  }
+  if (settings.confirm) {
+    await releaseToConfirmation(trx, paymentId, settings.confirm);
+    return null;
+  }
+  await creditReleased(trx, stored, channel, settings);
+  return channel.payout_strategy;
+}
+
+/** The channel as a credit reads it, then the payment's row lock. */
+async function lockForRelease(trx: Transaction<Database>, channelId: string, paymentId: string) {
+  // Before the channel's read and the payment's row lock (lock order: src/channels/lock.ts).
+  await lockChannelForCredit(trx, channelId);
+  const channel = await trx
+    .selectFrom('channels')
+    .select(CREDIT_CHANNEL_COLUMNS)
+    .where('channel_id', '=', channelId)
+    .executeTakeFirst();
+  const row = await trx
+    .selectFrom('payments')
+    .selectAll()
+    .where('payment_id', '=', paymentId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return { channel, row };
+}
+
+/** Known now, it is the partial payment it always was: a person decides (PARTIAL_PAYMENTS=review). */
+async function keepPartialForReview(trx: Transaction<Database>, paymentId: string): Promise<void> {
+  const moved = await trx
+    .updateTable('payments')
+    .set({ review_reason: REVIEW.partiallyPaid, updated_at: sql`now()` })
+    .where('payment_id', '=', paymentId)
+    .where('review_reason', '=', REVIEW.unknownChannel)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await alertReview(trx, moved, undefined);
+}
+
+/** Known now, it is credited as any other: once NOWPayments' API agrees. */
+async function releaseToConfirmation(
+  trx: Transaction<Database>,
+  paymentId: string,
+  confirm: NonNullable<IntakeSettings['confirm']>,
+): Promise<void> {
+  await trx
+    .updateTable('payments')
+    .set({ review_reason: null, updated_at: sql`now()` })
+    .where('payment_id', '=', paymentId)
+    .where('review_reason', '=', REVIEW.unknownChannel)
+    .execute();
+  await requestConfirmation(trx, paymentId, confirm);
+}
+
+/** Credited from the amounts the row stored when it finished, out of review in the same update. */
+async function creditReleased(
+  trx: Transaction<Database>,
+  stored: CreditBasis,
+  channel: CreditChannel,
+  settings: IntakeSettings,
+): Promise<void> {
+  await trx
+    .updateTable('payments')
+    .set({
+      ...creditColumns(stored, channel, settings),
+      review_reason: null,
+      updated_at: sql`now()`,
+    })
+    .where('payment_id', '=', stored.paymentId)
+    .execute();
+  await creditEffects(trx, stored, channel, settings);
 }
 
 /** What a credit is computed from: the payment, its channel, and the amount received in smallest units. */
