@@ -6,18 +6,22 @@ import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { freshWallet } from '../support/payouts.ts';
+import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
-const TRON_WALLET = 'TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7';
+/** An instant channel paying out USDT on Tron. */
+const TRON_INSTANT = {
+  payoutStrategy: 'instant',
+  payoutCurrency: 'usdt',
+  payoutNetwork: 'trx',
+  walletAddress: TRON_WALLET,
+};
 
 const it = worldFirst(
   worldTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_800_000_000, firstChannel: 1_003_800_000_001 })
-    .extend(
-      'put',
-      ({ app }) =>
-        (channelId: string, body: Record<string, unknown>) =>
-          app.payrail.request('PUT', `/api/channels/${channelId}`, { body }),
-    )
+    /** A person switching the channel to `body`'s strategy, expecting it saved over the existing channel (200). */
+    .extend('switchTo', ({ app }) => async (channelId: string, body: Record<string, unknown>) => {
+      expect((await app.payrail.request('PUT', `/api/channels/${channelId}`, { body })).status).toBe(200);
+    })
     .extend(
       'payouts',
       ({ db }) =>
@@ -51,43 +55,46 @@ const it = worldFirst(
               paymentId,
             ])
           ).rows[0],
-    ),
+    )
+    .extend('converted', ({ paymentRow }) => async (paymentId: string) => {
+      await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
+    })
+    .extend('batchCompleted', ({ payouts }) => async (channelId: string) => {
+      await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
+    })
+    /** A new USDT-on-Tron threshold channel (far from its threshold) paid once, its payment converted. */
+    .extend('convertedOnThreshold', ({ channel, pay, converted }) => async () => {
+      const channelId = await channel(tronThreshold('1000'));
+      const paymentId = await pay(channelId);
+      await converted(paymentId);
+      return { channelId, paymentId };
+    })
+    /** A new USDT-on-Tron instant channel paid once, its payout failed: ChangeNow refunded the exchange. */
+    .extend('refundedOnInstant', ({ outside, channel, pay, payouts }) => async () => {
+      const channelId = await channel(TRON_INSTANT);
+      outside.sim.failNextExchange('refunded');
+      const paymentId = await pay(channelId);
+      await eventually('the instant payout failed', async () => (await payouts(channelId))[0]?.status === 'failed');
+      return { channelId, paymentId };
+    }),
 );
 
 describe('threshold → instant', () => {
   it('USDT already on the channel is paid out as one batch at once', async ({
     start,
-    channel,
-    pay,
-    put,
+    switchTo,
     payouts,
     balance,
-    paymentRow,
+    batchCompleted,
+    convertedOnThreshold,
   }) => {
     await start();
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    const paymentId = await pay(channelId);
-    await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
+    const { channelId } = await convertedOnThreshold();
     const usdt = await balance(channelId, 'usdt');
     expect(usdt).toBeGreaterThan(0n);
     expect(await payouts(channelId)).toEqual([]);
-    expect(
-      (
-        await put(channelId, {
-          payoutStrategy: 'instant',
-          payoutCurrency: 'usdt',
-          payoutNetwork: 'trx',
-          walletAddress: TRON_WALLET,
-        })
-      ).status,
-    ).toBe(200);
-    await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
+    await switchTo(channelId, TRON_INSTANT);
+    await batchCompleted(channelId);
     expect(await payouts(channelId)).toMatchObject([
       { kind: 'threshold', asset: 'usdt', amount: usdt.toString(), status: 'completed' },
     ]);
@@ -99,7 +106,7 @@ describe('threshold → instant', () => {
     start,
     channel,
     pay,
-    put,
+    switchTo,
     payouts,
     balance,
     paymentRow,
@@ -117,16 +124,12 @@ describe('threshold → instant', () => {
     const ids = [await pay(channelId), await pay(channelId)];
     for (const id of ids)
       expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'threshold', conversion_status: 'pending' });
-    expect(
-      (
-        await put(channelId, {
-          payoutStrategy: 'instant',
-          payoutCurrency: 'eth',
-          payoutNetwork: 'eth',
-          walletAddress: owner,
-        })
-      ).status,
-    ).toBe(200);
+    await switchTo(channelId, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: owner,
+    });
     await eventually(
       'both paid',
       async () => (await payouts(channelId)).filter((p) => p.status === 'completed').length === 2,
@@ -140,39 +143,19 @@ describe('threshold → instant', () => {
 
 describe('instant → threshold', () => {
   it('ETH back on the channel from a refunded instant payout joins the next conversion', async ({
-    outside,
     db,
     start,
-    channel,
-    pay,
-    put,
-    payouts,
+    switchTo,
     balance,
     paymentRow,
+    converted,
+    refundedOnInstant,
   }) => {
     await start();
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    outside.sim.failNextExchange('refunded');
-    const paymentId = await pay(channelId);
-    await eventually('the instant payout failed', async () => (await payouts(channelId))[0]?.status === 'failed');
+    const { channelId, paymentId } = await refundedOnInstant();
     expect(await balance(channelId, 'eth')).toBe(4_723_900_000_000_000n);
-    expect(
-      (
-        await put(channelId, {
-          payoutStrategy: 'threshold',
-          thresholdUsd: '1000',
-          payoutCurrency: 'usdt',
-          payoutNetwork: 'trx',
-          walletAddress: TRON_WALLET,
-        })
-      ).status,
-    ).toBe(200);
-    await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
+    await switchTo(channelId, tronThreshold('1000'));
+    await converted(paymentId);
     expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'threshold' });
     expect(await balance(channelId, 'eth')).toBe(0n);
     expect(await balance(channelId, 'usdt')).toBeGreaterThan(0n);
@@ -185,22 +168,13 @@ describe('POST /api/channels/:id/payout', () => {
     outside,
     db,
     start,
-    channel,
-    pay,
     payouts,
     balance,
-    paymentRow,
+    batchCompleted,
+    convertedOnThreshold,
   }) => {
     const payrail = await start();
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'trx',
-      walletAddress: TRON_WALLET,
-    });
-    const paymentId = await pay(channelId);
-    await eventually('converted', async () => (await paymentRow(paymentId))?.conversion_status === 'completed');
+    const { channelId } = await convertedOnThreshold();
     const usdt = await balance(channelId, 'usdt');
     await outside.sim.setFault('5xx'); // the batch stays open while ChangeNow refuses
     const res = await payrail.request('POST', `/api/channels/${channelId}/payout`);
@@ -213,7 +187,7 @@ describe('POST /api/channels/:id/payout', () => {
       `cannot pay channel ${channelId} now: batch ${res.body.payoutId} is open (${(await payouts(channelId))[0]!.status}): it pays the channel's balance when it runs`,
     );
     await outside.sim.setFault('none');
-    await eventually('the batch completed', async () => (await payouts(channelId))[0]?.status === 'completed');
+    await batchCompleted(channelId);
     const empty = await payrail.request('POST', `/api/channels/${channelId}/payout`);
     expect(empty.status).toBe(409);
     expect(empty.body.error).toMatch(/holds no USDT to pay out/);
