@@ -10,6 +10,7 @@ import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
+import { usdtThreshold } from '../support/conversions.ts';
 import { freshWallet } from '../support/payouts.ts';
 
 /** The partial fixture's outcome, and what the finished IPN after it says: 0.00294 then 0.00487 ETH. */
@@ -18,6 +19,11 @@ const REST_WEI = 1_930_000_000_000_000n;
 /** Net of each part after the 3 % fee. */
 const PARTIAL_NET_WEI = 2_851_800_000_000_000n;
 const REST_NET_WEI = 1_872_100_000_000_000n;
+
+/** NOWPayments' finished IPN for the partial's payment, saying the fixture's whole 0.00487 ETH. */
+function finishedAfter(partial: Record<string, unknown>): Record<string, unknown> {
+  return { ...ipnBody(), payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id };
+}
 
 const it = worldFirst(
   worldTest({
@@ -59,12 +65,7 @@ const it = worldFirst(
       ({ outside, send, act }) =>
         async (partial: Record<string, unknown>): Promise<Record<string, any>> => {
           await outside.nowpayments.send(outside.hostAddress, REST_WEI);
-          const res = await send({
-            ...ipnBody(),
-            payment_id: partial.payment_id,
-            invoice_id: partial.invoice_id,
-            order_id: partial.order_id,
-          });
+          const res = await send(finishedAfter(partial));
           expect(res.status).toBe(202);
           expect(res.body.reviewReason).toBe(
             'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
@@ -87,31 +88,58 @@ const it = worldFirst(
         [`channel:${channelId}`],
       );
       return BigInt(rows[0]?.balance ?? '0');
+    })
+    /** Waits until one of the payment's conversions has completed. */
+    .extend('conversionCompleted', ({ conversionsOf }) => async (what: string, paymentId: string) => {
+      await eventually(what, async () => (await conversionsOf(paymentId)).some((c) => c.status === 'completed'));
+    })
+    /** A new threshold channel's partial, credited by hand and converted. */
+    .extend('partialConverted', ({ channel, creditedPartial, conversionCompleted }) => async () => {
+      const channelId = await channel(usdtThreshold());
+      const partial = await creditedPartial(channelId);
+      const paymentId = String(partial.payment_id);
+      await conversionCompleted('the partial converted', paymentId);
+      return { channelId, partial, paymentId };
+    })
+    /**
+     * A new instant channel paying a fresh owner in USDT on eth, its partial credited by hand, once the partial's payout
+     * is in `status`.
+     */
+    .extend('instantPartialPayout', ({ db, channel, creditedPartial }) => async (status: string, what: string) => {
+      const owner = freshWallet();
+      const channelId = await channel({
+        payoutStrategy: 'instant',
+        payoutCurrency: 'usdt',
+        payoutNetwork: 'eth',
+        walletAddress: owner,
+      });
+      const partial = await creditedPartial(channelId);
+      const paymentId = String(partial.payment_id);
+      await eventually(
+        what,
+        async () =>
+          (await db.pool.query('select 1 from payouts where payment_id = $1 and status = $2', [paymentId, status])).rows
+            .length === 1,
+      );
+      return { owner, channelId, partial, paymentId };
+    })
+    /** Nothing of the channel's ETH is left on it, and the ledger is consistent. */
+    .extend('expectEthMovedOn', ({ db, ethOf }) => async (channelId: string) => {
+      expect(await ethOf(channelId)).toBe(0n);
+      expect((await checkLedger(db.db)).problems).toEqual([]);
     }),
 );
 
 describe('a top-up after the partial moved on', () => {
   it('threshold: the partial was converted; the difference goes back to pending for exactly its own ETH and the next batch converts it', async ({
     db,
-    channel,
     payrail,
-    creditedPartial,
     creditedRest,
     conversionsOf,
     ethOf,
+    partialConverted,
   }) => {
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
-    const partial = await creditedPartial(channelId);
-    const paymentId = String(partial.payment_id);
-    await eventually('the partial converted', async () =>
-      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
-    );
+    const { channelId, partial, paymentId } = await partialConverted();
     const firstUsdt = (await payrail.request('GET', `/api/payments/${paymentId}`)).body.conversion.usdtAmount as string;
 
     const credited = await creditedRest(partial);
@@ -140,25 +168,12 @@ describe('a top-up after the partial moved on', () => {
 
   it('refunded: once NOWPayments refunded the payment (the refund acknowledged by ignore), a stale finished IPN saying more is no top-up: nothing opens, nothing is credited', async ({
     db,
-    channel,
     payrail,
     send,
     act,
-    creditedPartial,
-    conversionsOf,
+    partialConverted,
   }) => {
-    const channelId = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
-    const partial = await creditedPartial(channelId);
-    const paymentId = String(partial.payment_id);
-    await eventually('the partial converted', async () =>
-      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
-    );
+    const { partial, paymentId } = await partialConverted();
     const refund = await send({ ...partial, payment_status: 'refunded' });
     expect(refund.body.reviewReason).toBe('refunded_after_credit');
     // Converted: reverse cannot take it back, ignore acknowledges the refund.
@@ -166,12 +181,7 @@ describe('a top-up after the partial moved on', () => {
     expect((await act(paymentId, 'ignore')).status).toBe(200);
 
     // NOWPayments' retry of a finished IPN from before the refund arrives late (nothing more was forwarded).
-    const stale = await send({
-      ...ipnBody(),
-      payment_id: partial.payment_id,
-      invoice_id: partial.invoice_id,
-      order_id: partial.order_id,
-    });
+    const stale = await send(finishedAfter(partial));
     expect(stale.status).toBe(200);
     expect(stale.body).toMatchObject({ status: 'refunded', outcome: 'unchanged' });
     const after = (await payrail.request('GET', `/api/payments/${paymentId}`)).body;
@@ -195,27 +205,17 @@ describe('a top-up after the partial moved on', () => {
   it("instant: the partial's payout failed (ChangeNow refunded it, its ETH back on the channel); the top-up sends the whole net to the next conversion, and the owner is paid all of it as the channel's USDT", async ({
     outside,
     db,
-    channel,
-    creditedPartial,
     creditedRest,
     conversionsOf,
     ethOf,
+    conversionCompleted,
+    instantPartialPayout,
+    expectEthMovedOn,
   }) => {
-    const owner = freshWallet();
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: owner,
-    });
     outside.sim.failNextExchange('refunded');
-    const partial = await creditedPartial(channelId);
-    const paymentId = String(partial.payment_id);
-    await eventually(
+    const { owner, channelId, partial, paymentId } = await instantPartialPayout(
+      'failed',
       "the partial's payout failed, refunded in full",
-      async () =>
-        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows
-          .length === 1,
     );
     expect(await ethOf(channelId)).toBe(PARTIAL_NET_WEI);
 
@@ -227,9 +227,7 @@ describe('a top-up after the partial moved on', () => {
       conversion: { status: 'pending' },
       reviewReason: null,
     });
-    await eventually('the whole net converted', async () =>
-      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
-    );
+    await conversionCompleted('the whole net converted', paymentId);
     expect(await conversionsOf(paymentId)).toEqual([
       { status: 'completed', net_wei: (PARTIAL_NET_WEI + REST_NET_WEI).toString() },
     ]);
@@ -244,41 +242,24 @@ describe('a top-up after the partial moved on', () => {
           ])
         ).rows.length === 0,
     );
-    expect(await ethOf(channelId)).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectEthMovedOn(channelId);
   });
 
   it("instant: the partial was paid out; the difference is converted and paid to the owner as the channel's USDT", async ({
     outside,
     db,
-    channel,
-    creditedPartial,
     creditedRest,
     conversionsOf,
-    ethOf,
+    conversionCompleted,
+    instantPartialPayout,
+    expectEthMovedOn,
   }) => {
-    const owner = freshWallet();
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: owner,
-    });
-    const partial = await creditedPartial(channelId);
-    const paymentId = String(partial.payment_id);
-    await eventually(
-      'the partial paid out',
-      async () =>
-        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows
-          .length === 1,
-    );
+    const { owner, channelId, partial, paymentId } = await instantPartialPayout('completed', 'the partial paid out');
     const paid = await outside.usdtBalanceOf(owner);
 
     const credited = await creditedRest(partial);
     expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
-    await eventually('the difference converted', async () =>
-      (await conversionsOf(paymentId)).some((c) => c.status === 'completed'),
-    );
+    await conversionCompleted('the difference converted', paymentId);
     expect(await conversionsOf(paymentId)).toEqual([{ status: 'completed', net_wei: REST_NET_WEI.toString() }]);
     // Its USDT is paid at once (an instant channel has no threshold): 0.0018721 ETH at 3000, less 1 USDT.
     await eventually(
@@ -291,7 +272,6 @@ describe('a top-up after the partial moved on', () => {
         (await db.pool.query("select 1 from payouts where channel_id = $1 and status <> 'completed'", [channelId])).rows
           .length === 0,
     );
-    expect(await ethOf(channelId)).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectEthMovedOn(channelId);
   });
 });
