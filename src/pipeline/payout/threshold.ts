@@ -29,8 +29,9 @@ export async function checkThresholds(
   options: { now?: boolean } = {},
 ): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
-  for (const channelId of [...channelIds].sort()) {
-    const batch = await checkChannel(trx, channelId, incoming.get(channelId) ?? 0n, options);
+  const state = await lockChannels(trx, [...new Set(channelIds)].sort());
+  for (const channel of state.channels) {
+    const batch = await checkChannel(trx, channel, state, incoming.get(channel.channel_id) ?? 0n, options);
     if (!batch) continue;
     outcome.batchIds.push(batch.payoutId);
     outcome.journals.push(batch.journal);
@@ -40,20 +41,60 @@ export async function checkThresholds(
 
 type Channel = Selectable<ChannelsTable>;
 
-/** One channel, its row locked: the batch it opens or tops up, with its reservation journal, or null. */
+type OpenBatch = { payout_id: string; status: string; top_ups: number };
+
+/** The channels under their row locks, with their available USDT and open threshold batch as read after the locks. */
+interface LockedChannels {
+  readonly channels: Channel[];
+  readonly available: ReadonlyMap<string, bigint>;
+  readonly open: ReadonlyMap<string, OpenBatch>;
+}
+
+/**
+ * Three statements however many channels a settlement credits: the rows locked in id order (one statement, its rows
+ * locked in the order it returns them), then the balances and the open batches, read once the locks are held.
+ */
+async function lockChannels(trx: Transaction<Database>, sortedIds: readonly string[]): Promise<LockedChannels> {
+  const none: LockedChannels = { channels: [], available: new Map(), open: new Map() };
+  if (sortedIds.length === 0) return none;
+  const channels = await trx
+    .selectFrom('channels')
+    .selectAll()
+    .where('channel_id', 'in', [...sortedIds])
+    .orderBy('channel_id')
+    .forUpdate()
+    .execute();
+  if (channels.length === 0) return none;
+  const codes = channels.map((c) => accounts.channel(c.channel_id, 'usdt').code);
+  const balances = await trx
+    .selectFrom('ledger_accounts')
+    .select(['code', 'balance'])
+    .where('code', 'in', codes)
+    .where('asset', '=', 'usdt')
+    .execute();
+  const byCode = new Map(balances.map((b) => [b.code, BigInt(b.balance)]));
+  const open = await trx
+    .selectFrom('payouts')
+    .select(['payout_id', 'channel_id', 'status', 'top_ups'])
+    .where('channel_id', 'in', [...sortedIds])
+    .where('kind', '=', 'threshold')
+    .where('status', 'not in', ['completed', 'failed', 'cancelled'])
+    .execute();
+  return {
+    channels,
+    available: new Map(channels.map((c, i) => [c.channel_id, byCode.get(codes[i] as string) ?? 0n])),
+    open: new Map(open.map((o) => [o.channel_id, o])),
+  };
+}
+
+/** One locked channel: the batch it opens or tops up, with its reservation journal, or null. */
 async function checkChannel(
   trx: Transaction<Database>,
-  channelId: string,
+  channel: Channel,
+  state: LockedChannels,
   incoming: bigint,
   options: { now?: boolean },
 ): Promise<{ payoutId: string; journal: JournalInput } | null> {
-  const channel = await trx
-    .selectFrom('channels')
-    .selectAll()
-    .where('channel_id', '=', channelId)
-    .forUpdate()
-    .executeTakeFirst();
-  if (!channel) return null;
   // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
   // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
   const due =
@@ -63,15 +104,9 @@ async function checkChannel(
         ? null
         : BigInt(channel.threshold_usd_cents) * USDT_UNITS_PER_CENT;
   if (due === null) return null;
-  const balance = (await availableUsdt(trx, channelId)) + incoming;
+  const balance = (state.available.get(channel.channel_id) ?? 0n) + incoming;
   if (balance === 0n) return null;
-  const open = await trx
-    .selectFrom('payouts')
-    .select(['payout_id', 'status', 'top_ups'])
-    .where('channel_id', '=', channelId)
-    .where('kind', '=', 'threshold')
-    .where('status', 'not in', ['completed', 'failed', 'cancelled'])
-    .executeTakeFirst();
+  const open = state.open.get(channel.channel_id);
   if (open) return open.status === 'held' ? topUpHeldBatch(trx, channel, open, balance) : null;
   if (balance < due) return null;
   return openBatch(trx, channel, balance);
