@@ -24,7 +24,7 @@
  */
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import { lockChannelForCredit } from '../../channels/lock.ts';
-import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus } from '../../db/index.ts';
+import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus, PayoutsTable } from '../../db/index.ts';
 import { jobWithKeyExists } from '../../jobs/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import {
@@ -751,77 +751,114 @@ const UNTIL_ENDED =
  * (cancel it), a conversion or payout that has not ended (wait for it), or a job that has to run first; ignore is no
  * way out then, or the money would be paid to the owner after all once it is back on the channel.
  */
-async function reverseBlocked(
-  trx: Transaction<Database>,
-  payment: PaymentRow,
-): Promise<{ why: string; lasting: boolean } | null> {
-  const id = payment.payment_id;
+async function reverseBlocked(trx: Transaction<Database>, payment: PaymentRow): Promise<ReverseBlock | null> {
   const asset = payment.asset as AssetCode;
-  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
-  const moved = (why: string) => ({ why, lasting: true });
-  const waitFor = (why: string) => ({ why, lasting: false });
   const before = BigInt(payment.net_moved_wei);
-  if (before > 0n) return moved(`${show(before)} of it was converted or paid out before its top-up`);
-  if (payment.conversion_status !== null && payment.conversion_status !== 'pending') {
-    const conversion = payment.conversion_id
-      ? await trx
-          .selectFrom('conversions')
-          .select(['status'])
-          .where('conversion_id', '=', payment.conversion_id)
-          .executeTakeFirst()
-      : undefined;
-    const where = `conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}`;
-    if (payment.conversion_status === 'completed')
-      return moved(
-        `its ETH was converted to USDT in ${where}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`,
-      );
-    // Converting, or in review (its payments 'failed' until a person ends it): the ETH may come back (refunded,
-    // never sent), and the payment with it to the next batch.
-    return waitFor(`its ETH is in ${where}), which has not ended: wait for the conversion (${UNTIL_ENDED})`);
-  }
-  // Its own instant payout (one per payment), or the batch that pays its USDT.
-  const payouts = await trx
-    .selectFrom('payouts')
-    .select(['payout_id', 'status', 'kind'])
-    .where((eb) =>
-      eb.or([eb('payment_id', '=', id), ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : [])]),
-    )
-    .execute();
+  if (before > 0n) return movedOn(`${shown(before, asset)} of it was converted or paid out before its top-up`);
+  if (payment.conversion_status !== null && payment.conversion_status !== 'pending')
+    return conversionBlock(trx, payment);
+  const payouts = await paymentPayouts(trx, payment);
   for (const payout of payouts) {
-    const named = `its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`;
-    if (payout.status === 'completed') return moved(named);
-    if (PAYOUT_SENT_NOTHING.includes(payout.status))
-      return waitFor(
-        `${named}, which has sent nothing: cancel the payout (POST /api/payouts/${payout.payout_id}/cancel) to return its ETH to the channel, then reverse`,
-      );
-    if (!PAYOUT_ENDED_BACK.includes(payout.status))
-      return waitFor(`${named}, which has not ended: wait for the payout (${UNTIL_ENDED})`);
-    // Failed or cancelled: its funds are back on the channel, less what ChangeNow kept of a refund that came back short.
-    const kept = await keptByChangeNow(trx, payout.payout_id, payout.kind === 'instant' ? asset : 'usdt');
-    if (kept > 0n)
-      return moved(
-        `its ${payout.kind} payout ${payout.payout_id} (${payout.status}) came back ${formatUnits(kept, decimalsOf(payout.kind === 'instant' ? asset : 'usdt'))} short: ChangeNow kept it`,
-      );
+    const blocked = await payoutBlock(trx, payout, asset);
+    if (blocked) return blocked;
   }
   if (payment.payout_strategy === 'instant' && payouts.length === 0) {
     // Its payout job opens a payout for any credited payment out of review: it must have run (and skipped this one).
-    if (await jobWithKeyExists(trx, `payout_instant:${id}`))
+    if (await jobWithKeyExists(trx, `payout_instant:${payment.payment_id}`))
       return waitFor('its instant payout job has not run yet: try again once it has (it skips a payment in review)');
   }
+  return balancesBlock(trx, payment, asset);
+}
+
+/** Why reverse cannot take the credit back; `lasting` when its money has moved on for good (see reverseBlocked). */
+interface ReverseBlock {
+  readonly why: string;
+  readonly lasting: boolean;
+}
+
+const movedOn = (why: string): ReverseBlock => ({ why, lasting: true });
+const waitFor = (why: string): ReverseBlock => ({ why, lasting: false });
+const shown = (units: bigint, asset: AssetCode) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
+
+/** The payment went into a conversion that completed, or has not ended yet. */
+async function conversionBlock(trx: Transaction<Database>, payment: PaymentRow): Promise<ReverseBlock> {
+  const conversion = payment.conversion_id
+    ? await trx
+        .selectFrom('conversions')
+        .select(['status'])
+        .where('conversion_id', '=', payment.conversion_id)
+        .executeTakeFirst()
+    : undefined;
+  const where = `conversion ${payment.conversion_id ?? 'unknown'} (${conversion?.status ?? 'not found'}`;
+  if (payment.conversion_status === 'completed')
+    return movedOn(
+      `its ETH was converted to USDT in ${where}${payment.usdt_amount ? `, ${formatUnits(BigInt(payment.usdt_amount), decimalsOf('usdt'))} USDT` : ''})`,
+    );
+  // Converting, or in review (its payments 'failed' until a person ends it): the ETH may come back (refunded,
+  // never sent), and the payment with it to the next batch.
+  return waitFor(`its ETH is in ${where}), which has not ended: wait for the conversion (${UNTIL_ENDED})`);
+}
+
+type PaymentPayout = Pick<Selectable<PayoutsTable>, 'payout_id' | 'status' | 'kind'>;
+
+/** Its own instant payout (one per payment), or the batch that pays its USDT. */
+function paymentPayouts(trx: Transaction<Database>, payment: PaymentRow): Promise<PaymentPayout[]> {
+  return trx
+    .selectFrom('payouts')
+    .select(['payout_id', 'status', 'kind'])
+    .where((eb) =>
+      eb.or([
+        eb('payment_id', '=', payment.payment_id),
+        ...(payment.payout_id ? [eb('payout_id', '=', payment.payout_id)] : []),
+      ]),
+    )
+    .execute();
+}
+
+/** A payout that paid the money out, may still send or bring it back, or brought it back short. */
+async function payoutBlock(
+  trx: Transaction<Database>,
+  payout: PaymentPayout,
+  asset: AssetCode,
+): Promise<ReverseBlock | null> {
+  const named = `its money is in ${payout.kind} payout ${payout.payout_id} (${payout.status})`;
+  if (payout.status === 'completed') return movedOn(named);
+  if (PAYOUT_SENT_NOTHING.includes(payout.status))
+    return waitFor(
+      `${named}, which has sent nothing: cancel the payout (POST /api/payouts/${payout.payout_id}/cancel) to return its ETH to the channel, then reverse`,
+    );
+  if (!PAYOUT_ENDED_BACK.includes(payout.status))
+    return waitFor(`${named}, which has not ended: wait for the payout (${UNTIL_ENDED})`);
+  // Failed or cancelled: its funds are back on the channel, less what ChangeNow kept of a refund that came back short.
+  const paid = payout.kind === 'instant' ? asset : 'usdt';
+  const kept = await keptByChangeNow(trx, payout.payout_id, paid);
+  if (kept > 0n)
+    return movedOn(
+      `its ${payout.kind} payout ${payout.payout_id} (${payout.status}) came back ${formatUnits(kept, decimalsOf(paid))} short: ChangeNow kept it`,
+    );
+  return null;
+}
+
+/** The channel and the platform's fee account still hold what reverse takes back from them. */
+async function balancesBlock(
+  trx: Transaction<Database>,
+  payment: PaymentRow,
+  asset: AssetCode,
+): Promise<ReverseBlock | null> {
   // Back to pending after a conversion that did not complete, its ETH is known to the wei: what came back (a short
   // refund's cost is on exchange_cost_wei), or what the platform bore (a lost conversion leaves the channel whole).
   const left = BigInt(payment.net_amount as string) - BigInt(payment.exchange_cost_wei);
   const fee = BigInt(payment.fee_amount as string);
   const held = await balanceOf(trx, accounts.channel(payment.channel_id, asset).code, asset);
   if (held < left)
-    return moved(
-      `channel ${payment.channel_id} holds ${show(held)} available, less than the ${show(left)} left of its credit: the rest has moved on`,
+    return movedOn(
+      `channel ${payment.channel_id} holds ${shown(held, asset)} available, less than the ${shown(left, asset)} left of its credit: the rest has moved on`,
     );
-  const feeAccount = accounts.platformFees(asset, id);
+  const feeAccount = accounts.platformFees(asset, payment.payment_id);
   const fees = await balanceOf(trx, feeAccount.code, asset);
   if (fees < fee)
-    return moved(
-      `the platform's fee account ${feeAccount.code} holds ${show(fees)}, less than the fee of ${show(fee)}: fees were taken out`,
+    return movedOn(
+      `the platform's fee account ${feeAccount.code} holds ${shown(fees, asset)}, less than the fee of ${shown(fee, asset)}: fees were taken out`,
     );
   return null;
 }
