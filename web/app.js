@@ -95,6 +95,69 @@
     },
   };
 
+  /** The label of each action's button; the ones that undo or end something are drawn as dangerous. */
+  const BUTTON_LABELS = {
+    retry: 'Retry',
+    approve: 'Approve',
+    cancel: 'Cancel',
+    resolve: 'Resolve: never sent',
+    credit: 'Credit',
+    ignore: 'Ignore',
+    reverse: 'Reverse',
+    recheck: 'Recheck',
+    payout: 'Pay now',
+  };
+  const DANGEROUS_ACTIONS = ['cancel', 'resolve', 'reverse'];
+
+  /**
+   * A row's action buttons, one for each action of its kind in the order SUBJECTS lists them (the markup draws them
+   * through `actionButton`). `all` applies to every button, `each` to the action it names: whether it is shown,
+   * the amount its confirmation names, the review reason it binds, whether it is off and why.
+   */
+  function actionButtons(kind, id, all = {}, each = {}) {
+    return Object.keys(SUBJECTS[kind].actions).map((action) => ({
+      kind,
+      action,
+      id,
+      label: BUTTON_LABELS[action],
+      cls: DANGEROUS_ACTIONS.includes(action) ? 'danger' : '',
+      shown: true,
+      amount: null,
+      reason: null,
+      disabled: false,
+      title: null,
+      ...all,
+      ...each[action],
+    }));
+  }
+
+  /**
+   * The bindings of every action button (the markup's x-bind="actionButton"), given once: each row's x-for names its
+   * button `b`, this binds each of b's fields to the attribute it fills, and act() reads them from the button. Each
+   * button sits in a span led by a space: x-for puts nothing between the elements it repeats, and that space is the
+   * gap the buttons have always had between them.
+   */
+  const ACTION_BUTTON = Object.fromEntries(
+    Object.entries({
+      ':class': 'cls',
+      'x-show': 'shown',
+      ':data-kind': 'kind',
+      ':data-action': 'action',
+      ':data-id': 'id',
+      ':data-reason': 'reason',
+      ':data-amount': 'amount',
+      ':disabled': 'disabled',
+      ':title': 'title',
+      'x-text': 'label',
+    }).map(([directive, field]) => [
+      directive,
+      // Not an arrow: Alpine calls it with the button's scope as `this`, where `b` is the row's button.
+      function binding() {
+        return this.b[field];
+      },
+    ]),
+  );
+
   // --- formatting: strings in, strings out ----------------------------------------------------------------------
 
   /** "17892810.992358" → "17,892,810.992358", by string operations only. */
@@ -256,14 +319,16 @@
       destination: `${upper(c.payoutCurrency)} on ${c.payoutNetwork}`,
       reviewNote: reviewNote(c),
       rowClass: c.payoutInReview === null ? '' : 'waiting',
-      payNowDisabled: !c.canPayNow,
-      payNowAmount: `${groupDigits(c.availableUsdt)} USDT`,
-      // Why the button is off, from the same two facts the API checks (it answers 409 if they changed since).
-      payNowTitle: c.canPayNow
-        ? `pay ${groupDigits(c.availableUsdt)} USDT now`
-        : c.openBatch !== null
-          ? `batch ${c.openBatch.payoutId} is open (${c.openBatch.status})`
-          : 'no USDT available (ETH waits for its conversion)',
+      buttons: actionButtons('channel', c.channelId, {
+        amount: `${groupDigits(c.availableUsdt)} USDT`,
+        disabled: !c.canPayNow,
+        // Why the button is off, from the same two facts the API checks (it answers 409 if they changed since).
+        title: c.canPayNow
+          ? `pay ${groupDigits(c.availableUsdt)} USDT now`
+          : c.openBatch !== null
+            ? `batch ${c.openBatch.payoutId} is open (${c.openBatch.status})`
+            : 'no USDT available (ETH waits for its conversion)',
+      }),
       openBatchText: c.openBatch === null ? '' : `batch ${c.openBatch.payoutId} · ${c.openBatch.status}`,
     };
   }
@@ -293,12 +358,20 @@
       paidText: `${groupDigits(r.actuallyPaid)} of ${groupDigits(r.payAmount)} ${upper(r.payCurrency)}`,
       priceText: `${groupDigits(r.priceAmount)} ${upper(r.priceCurrency)}`,
       creditedText: p.credited === null ? '–' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)} net`,
-      creditAmount: creditText(p),
-      reverseAmount: p.credited === null ? '' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)}`,
-      canCredit: p.actions.includes('credit'),
-      canIgnore: p.actions.includes('ignore'),
-      canReverse: p.actions.includes('reverse'),
-      canRecheck: p.actions.includes('recheck'),
+      buttons: actionButtons(
+        'payment',
+        p.paymentId,
+        { reason: p.reason },
+        {
+          credit: { shown: p.actions.includes('credit'), amount: creditText(p) },
+          ignore: { shown: p.actions.includes('ignore') },
+          reverse: {
+            shown: p.actions.includes('reverse'),
+            amount: p.credited === null ? '' : `${groupDigits(p.credited.net)} ${upper(p.credited.asset)}`,
+          },
+          recheck: { shown: p.actions.includes('recheck') },
+        },
+      ),
       noActionText: p.actions.length === 0 ? noAction : '',
       waiting: age(p.waitingSeconds),
     };
@@ -333,7 +406,10 @@
   }
 
   function present(o) {
-    const review = o.review.payouts.map((p) => payoutView(p, 'review'));
+    const review = o.review.payouts.map((p) => ({
+      ...payoutView(p, 'review'),
+      buttons: actionButtons('payout', p.payoutId),
+    }));
     const reviewConversions = o.review.conversions.map((c) => ({
       ...c,
       testid: `review-${c.conversionId}`,
@@ -341,6 +417,7 @@
       assetText: upper(c.sentAsset),
       reasonText: c.reason ?? '',
       waiting: age(c.waitingSeconds),
+      buttons: actionButtons('conversion', c.conversionId),
     }));
     const reviewTransfers = o.review.transfers.map((t) => ({
       ...t,
@@ -359,9 +436,13 @@
           ? ''
           : `${label(t.requested.action)} requested by ${t.requested.by ?? 'unknown'}; the worker carries it out`,
       // While a request waits for the worker, every other action is refused: no buttons until it is carried out.
-      canAct: t.requested === null,
-      // "Never sent" needs a nonce someone else used and none of its versions seen mined; otherwise the worker refuses.
-      canResolveNeverSent: t.requested === null && t.nonce !== null && t.blockNumber === null,
+      buttons: actionButtons(
+        'transfer',
+        t.transferId,
+        { shown: t.requested === null },
+        // "Never sent" needs a nonce someone else used and none of its versions seen mined; else the worker refuses.
+        { resolve: { shown: t.requested === null && t.nonce !== null && t.blockNumber === null } },
+      ),
       waiting: age(t.waitingSeconds),
     }));
     const reviewPayments = o.review.payments.map(reviewPaymentView);
@@ -796,6 +877,7 @@
       // The webhooks card: read beside the overview, and failing on its own (its error shows in the card only).
       webhooks: null,
       webhooksError: '',
+      actionButton: ACTION_BUTTON,
 
       init() {
         if (this.token) this.load();
