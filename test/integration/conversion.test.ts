@@ -7,26 +7,19 @@
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc, type ChangeNowSimulator } from '../../src/simulators/index.ts';
+import { usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
+import { saveChannel } from '../support/payouts.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
 const it = worldFirst(
   worldTest({ firstPaymentId: 8_000_000_000 })
     .extend('thresholdChannel', ({ app }) => async (id: string, thresholdUsd: string) => {
-      const res = await app.payrail.request('PUT', `/api/channels/${id}`, {
-        body: {
-          payoutStrategy: 'threshold',
-          thresholdUsd,
-          payoutCurrency: 'usdt',
-          payoutNetwork: 'eth',
-          walletAddress: WALLET,
-        },
-      });
-      expect([200, 201]).toContain(res.status);
+      await saveChannel(app.payrail, id, usdtThreshold(WALLET, thresholdUsd));
     })
     .extend('conversionStatuses', ({ db }) => async (ids: string[]) => {
       const { rows } = await db.pool.query<{ conversion_status: string }>(
@@ -59,18 +52,24 @@ const it = worldFirst(
         rows.map((r) => [`${r.code.replace(`channel:${channelId}`, 'channel')}/${r.asset}`, r.balance]),
       );
     })
+    /** A payrail started to convert from 1 USD on, and a new threshold channel far from its threshold. */
+    .extend('startedWithChannel', ({ start, thresholdChannel }) => async (channelId: string) => {
+      await start({ CONVERSION_MIN_USD: '1' });
+      await thresholdChannel(channelId, '1000');
+    })
     /**
-     * A payment of a new threshold channel whose conversion ChangeNow's exchange ends with `answer`, once the payment
-     * is marked failed; with its conversion's status and reason.
+     * On a payrail started to convert from 1 USD on, a payment of a new threshold channel whose conversion ChangeNow's
+     * exchange ends with `answer`, once the payment is marked failed; with its conversion's status and reason.
      */
     .extend(
       'paymentFailedBy',
-      ({ outside, db, pay, thresholdChannel, conversionStatuses }) =>
+      ({ outside, db, start, pay, thresholdChannel, conversionStatuses }) =>
         async (
           answer: Parameters<ChangeNowSimulator['failNextExchange']>[0],
           channelId: string,
           thresholdUsd: string,
         ) => {
+          await start({ CONVERSION_MIN_USD: '1' });
           await thresholdChannel(channelId, thresholdUsd);
           outside.sim.failNextExchange(answer);
           const ids = [await pay(channelId)];
@@ -89,7 +88,29 @@ const it = worldFirst(
     .extend('convertedByABatchNow', ({ db, allCompleted }) => async (ids: string[]) => {
       await db.pool.query("select graphile_worker.add_job('conversion_batch', '{}'::json)");
       await eventually('converted by a new batch', () => allCompleted(ids));
-    }),
+    })
+    /** `count` payments of a new threshold channel (startedWithChannel) taken while ChangeNow answers with `fault`. */
+    .extend(
+      'paidWhileChangeNowFails',
+      ({ outside, pay, startedWithChannel }) =>
+        async (channelId: string, fault: Parameters<ChangeNowSimulator['setFault']>[0], count: number) => {
+          await startedWithChannel(channelId);
+          await outside.sim.setFault(fault);
+          const ids: string[] = [];
+          for (let i = 0; i < count; i++) ids.push(await pay(channelId));
+          return ids;
+        },
+    )
+    /** The payments ChangeNow's fault left pending, all of them; once it answers again, a batch converts them. */
+    .extend(
+      'convertedOnceChangeNowBack',
+      ({ outside, conversionStatuses, convertedByABatchNow }) =>
+        async (ids: string[]) => {
+          expect(await conversionStatuses(ids)).toEqual(ids.map(() => 'pending'));
+          await outside.sim.setFault('none');
+          await convertedByABatchNow(ids);
+        },
+    ),
 );
 
 describe('conversion of pending ETH to USDT', () => {
@@ -200,14 +221,12 @@ describe('conversion of pending ETH to USDT', () => {
   it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async ({
     outside,
     db,
-    start,
     pay,
-    thresholdChannel,
     balances,
     convertedByABatchNow,
+    startedWithChannel,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000006', '1000');
+    await startedWithChannel('-1003000000006');
     outside.sim.failNextExchange('refunded');
     const ids = [await pay('-1003000000006')];
     await eventually('the refunded conversion released', async () => {
@@ -228,13 +247,11 @@ describe('conversion of pending ETH to USDT', () => {
 
   it('a failed exchange whose ETH did not come back goes to review, never toward a payout; resolved as lost, it converts again', async ({
     db,
-    start,
     allCompleted,
     resolveConversionOf,
     balances,
     paymentFailedBy,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
     const { ids, rows } = await paymentFailedBy('failed', '-1003000000007', '1');
     expect(rows).toEqual([{ status: 'needs_review', reason: 'exchange failed; the ETH sent has not come back' }]);
     expect(await balances('-1003000000007')).toEqual({ 'channel/eth': '4723900000000000' });
@@ -250,12 +267,10 @@ describe('conversion of pending ETH to USDT', () => {
   });
 
   it('a payout short of what ChangeNow reports is not booked: review, then resolve received books what the chain shows', async ({
-    start,
     resolveConversionOf,
     balances,
     paymentFailedBy,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
     const { ids, rows } = await paymentFailedBy('short_payout', '-1003000000008', '1000');
     expect(rows[0].status).toBe('needs_review');
     expect(rows[0].reason).toMatch(/^ChangeNow reports 13\.1717 USDT but payout 0x[0-9a-f]{64} brought 13\.171699$/);
@@ -271,15 +286,13 @@ describe('conversion of pending ETH to USDT', () => {
   it('a payout hash ChangeNow already named for another conversion credits nothing: review, then resolved as lost', async ({
     outside,
     db,
-    start,
     pay,
-    thresholdChannel,
     allCompleted,
     resolveConversionOf,
     balances,
+    startedWithChannel,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000010', '1000');
+    await startedWithChannel('-1003000000010');
     const firstIds = [await pay('-1003000000010')];
     await eventually('the first conversion settled', () => allCompleted(firstIds));
     const {
@@ -386,18 +399,11 @@ describe('conversion of pending ETH to USDT', () => {
   });
 
   it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async ({
-    outside,
     db,
-    start,
-    pay,
-    thresholdChannel,
-    conversionStatuses,
-    convertedByABatchNow,
+    convertedOnceChangeNowBack,
+    paidWhileChangeNowFails,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000004', '1000');
-    await outside.sim.setFault('down');
-    const ids = [await pay('-1003000000004'), await pay('-1003000000004')];
+    const ids = await paidWhileChangeNowFails('-1003000000004', 'down', 2);
     await eventually('a failed attempt recorded', async () => {
       const { rows } = await db.pool.query(
         'select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])',
@@ -405,31 +411,20 @@ describe('conversion of pending ETH to USDT', () => {
       );
       return rows[0].n >= 1;
     });
-    expect(await conversionStatuses(ids)).toEqual(['pending', 'pending']);
-    await outside.sim.setFault('none');
-    await convertedByABatchNow(ids);
+    await convertedOnceChangeNowBack(ids);
   });
 
   it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async ({
-    outside,
     db,
-    start,
-    pay,
-    thresholdChannel,
-    conversionStatuses,
-    convertedByABatchNow,
+    convertedOnceChangeNowBack,
+    paidWhileChangeNowFails,
   }) => {
-    await start({ CONVERSION_MIN_USD: '1' });
-    await thresholdChannel('-1003000000005', '1000');
-    await outside.sim.setFault('401');
-    const ids = [await pay('-1003000000005')];
+    const ids = await paidWhileChangeNowFails('-1003000000005', '401', 1);
     await eventually('the refusal recorded', async () => {
       const { rows } = await db.pool.query('select conversion_attempts from payments where payment_id = $1', [ids[0]]);
       return rows[0].conversion_attempts >= 1;
     });
-    expect(await conversionStatuses(ids)).toEqual(['pending']);
-    await outside.sim.setFault('none');
-    await convertedByABatchNow(ids);
+    await convertedOnceChangeNowBack(ids);
   });
 });
 
