@@ -8,10 +8,10 @@ import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { toReview } from '../../src/pipeline/conversion/run.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
-import { rpc, type ChangeNowSimulator } from '../../src/simulators/index.ts';
+import { rpc } from '../../src/simulators/index.ts';
+import { conversionAnsweredOn, exchangesOf, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually, SIM_API_KEY } from '../support/outside.ts';
-import { freshWallet } from '../support/payouts.ts';
 
 const ALICE = 'alice-admin-token-0123456789';
 /** What ChangeNow's simulator gives for one fixture payment's net ETH (0.0047239) in USDT units: × 3000 − 1. */
@@ -30,13 +30,7 @@ const it = worldFirst(
       'thresholdChannel',
       ({ channel }) =>
         () =>
-          channel({
-            payoutStrategy: 'threshold',
-            thresholdUsd: '1000',
-            payoutCurrency: 'usdt',
-            payoutNetwork: 'eth',
-            walletAddress: freshWallet(),
-          }),
+          channel(usdtThreshold()),
     )
     .extend('conversionIdsOf', ({ db }) => async (paymentId: string): Promise<string[]> => {
       const { rows } = await db.pool.query<{ conversion_id: string }>(
@@ -73,16 +67,8 @@ const it = worldFirst(
       );
       return (await conversionIdsOf(paymentId))[0] as string;
     })
-    /** A new threshold channel's payment, converted through an exchange ChangeNow answers with `answer`. */
-    .extend(
-      'conversionAnswered',
-      ({ outside, thresholdChannel, pay, conversionOf }) =>
-        async (answer: Parameters<ChangeNowSimulator['failNextExchange']>[0]) => {
-          const channelId = await thresholdChannel();
-          outside.sim.failNextExchange(answer);
-          const paymentId = await pay(channelId);
-          return { channelId, paymentId, id: await conversionOf(paymentId) };
-        },
+    .extend('conversionAnswered', ({ outside, channel, pay, conversionOf }) =>
+      conversionAnsweredOn({ outside, channel, pay, conversionOf }),
     )
     .extend(
       'retry',
@@ -125,7 +111,7 @@ const it = worldFirst(
       'exchangesFor',
       ({ outside }) =>
         (conversionId: string) =>
-          [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId),
+          exchangesOf(outside, conversionId),
     )
     /** As the reconciler does with a conversion stuck before its ETH is known to have left: its own review path. */
     .extend(
@@ -151,25 +137,40 @@ const it = worldFirst(
           await review(id, 'stuck in exchange_created; its transfer is broadcast');
           return { channelId, paymentId, id };
         },
-    ),
+    )
+    /** A payrail started afresh, and a new threshold channel's conversion in review after ChangeNow failed its exchange. */
+    .extend('failedInReview', ({ start, conversionAnswered, reaches }) => async () => {
+      const payrail = await start();
+      const answered = await conversionAnswered('failed');
+      return { payrail, ...answered, inReview: await reaches(answered.id, 'needs_review') };
+    })
+    /** Waits until the payment is converted again, by a batch after its conversion failed. */
+    .extend(
+      'convertedAgain',
+      ({ payment }) =>
+        async (paymentId: string, what = 'converted again by the next batch', timeoutMs?: number) =>
+          eventually(what, async () => (await payment(paymentId)).conversion_status === 'completed', timeoutMs),
+    )
+    /** The channel holds `units` of USDT, and the ledger is consistent. */
+    .extend('expectUsdtSettled', ({ db, channelUsdt }) => async (channelId: string, units: string) => {
+      expect(await channelUsdt(channelId)).toBe(units);
+      expect((await checkLedger(db.db)).problems).toEqual([]);
+    }),
 );
 
 describe('conversion review', () => {
   it('reads conversions; retry after a failed exchange whose ETH was mined: back to sent, the poll decides (review again, then settled once ChangeNow finished it)', async ({
     db,
-    start,
     get,
     reaches,
-    conversionAnswered,
     retry,
     auditOf,
     payment,
     channelUsdt,
     exchangesFor,
+    failedInReview,
   }) => {
-    const payrail = await start();
-    const { channelId, paymentId, id } = await conversionAnswered('failed');
-    const inReview = await reaches(id, 'needs_review');
+    const { payrail, channelId, paymentId, id, inReview } = await failedInReview();
     expect(inReview).toMatchObject({
       conversionId: id,
       reason: 'exchange failed; the ETH sent has not come back',
@@ -249,8 +250,9 @@ describe('conversion review', () => {
     retry,
     auditOf,
     payment,
-    channelUsdt,
     exchangesFor,
+    convertedAgain,
+    expectUsdtSettled,
   }) => {
     // Converted at once, without an estimate: the batch does not need ChangeNow before the exchange request.
     await start({ CONVERSION_MAX_WAIT: '1ms' });
@@ -314,10 +316,7 @@ describe('conversion review', () => {
     ]);
 
     // The batch queued with the retry takes the payment: a second conversion, one more exchange, settled.
-    await eventually(
-      'converted by the next batch',
-      async () => (await payment(paymentId)).conversion_status === 'completed',
-    );
+    await convertedAgain(paymentId, 'converted by the next batch');
     const ids = await conversionIdsOf(paymentId);
     expect(ids).toHaveLength(2);
     expect(ids[0]).toBe(id);
@@ -325,8 +324,7 @@ describe('conversion review', () => {
     expect(outside.sim.exchanges.size).toBe(exchangesBefore + 1);
     expect(exchangesFor(ids[1]!)).toHaveLength(1);
     expect(exchangesFor(id).every((e) => e.status === 'waiting')).toBe(true);
-    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, NET_AS_USDT_UNITS);
     expect((await retry(id)).status).toBe(409);
   });
 
@@ -342,6 +340,7 @@ describe('conversion review', () => {
     channelUsdt,
     review,
     inReviewWhileBroadcast,
+    expectUsdtSettled,
   }) => {
     const { channelId, paymentId, id } = await inReviewWhileBroadcast();
 
@@ -380,8 +379,7 @@ describe('conversion review', () => {
 
     await outside.sim.setFault('none');
     await reaches(id, 'completed');
-    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, NET_AS_USDT_UNITS);
 
     // A poll that read `sent` before another run settled (a reaped worker still alive) decides on review late: the
     // completed conversion stays completed, so no retry can settle it a second time.
@@ -419,8 +417,9 @@ describe('a conversion in review whose transfer a person acts on', () => {
     reaches,
     retry,
     payment,
-    channelUsdt,
     inReviewWhileBroadcast,
+    convertedAgain,
+    expectUsdtSettled,
   }) => {
     // The periodic check is far off: only the batch the release queues can take the payment again in time.
     const { channelId, paymentId, id } = await inReviewWhileBroadcast({ CONVERSION_INTERVAL: '59m' });
@@ -446,16 +445,11 @@ describe('a conversion in review whose transfer a person acts on', () => {
     expect(await reaches(id, 'failed')).toMatchObject({ transferStatus: 'failed' });
     expect((await payment(paymentId)).conversion_id).not.toBe(id);
 
-    await eventually(
-      'converted again, with no other credit',
-      async () => (await payment(paymentId)).conversion_status === 'completed',
-      30_000,
-    );
+    await convertedAgain(paymentId, 'converted again, with no other credit', 30_000);
     const [first, second, ...more] = await conversionIdsOf(paymentId);
     expect({ first, more }).toEqual({ first: id, more: [] });
     expect(second).toBe((await payment(paymentId)).conversion_id);
-    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, NET_AS_USDT_UNITS);
   });
 });
 
@@ -468,16 +462,13 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
     db,
     start,
     conversionAnswered,
-    payment,
-    channelUsdt,
     exchangesFor,
+    convertedAgain,
+    expectUsdtSettled,
   }) => {
     await start();
     const { channelId, paymentId, id: first } = await conversionAnswered('refunded_short');
-    await eventually(
-      'converted again by the next batch',
-      async () => (await payment(paymentId)).conversion_status === 'completed',
-    );
+    await convertedAgain(paymentId);
     const [refunded] = exchangesFor(first);
     const conversions = (
       await db.pool.query<{ conversion_id: string; status: string; reason: string | null; amount_wei: string }>(
@@ -512,19 +503,17 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
       { code: 'world:changenow', amount: SHORT_WEI.toString() },
     ]);
     // (0.0047239 − 0.000047239) ETH × 3000 − 1 USDT fee.
-    expect(await channelUsdt(channelId)).toBe('13029983');
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, '13029983');
   });
   it('beyond the tolerance goes to review; resolve "returned" with the refund read on chain books the shortfall and frees the payments', async ({
-    db,
     start,
     reaches,
     conversionAnswered,
     resolve,
     auditOf,
-    payment,
-    channelUsdt,
     exchangesFor,
+    convertedAgain,
+    expectUsdtSettled,
   }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
     const { channelId, paymentId, id } = await conversionAnswered('refunded_short');
@@ -565,30 +554,21 @@ describe('a refund short of the ETH sent (ChangeNow returns it less network fees
         }),
       },
     ]);
-    await eventually(
-      'converted again by the next batch',
-      async () => (await payment(paymentId)).conversion_status === 'completed',
-    );
-    expect(await channelUsdt(channelId)).toBe('13029983');
+    await convertedAgain(paymentId);
     expect((await resolve(id, { outcome: 'returned', txHash: refunded!.refundHash })).status).toBe(409);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, '13029983');
   });
 });
 
 describe('resolve after a failed exchange whose ETH left', () => {
   it('"received": USDT ChangeNow paid by hand, read on chain (the amount must match), settled to the channel once', async ({
     outside,
-    db,
-    start,
-    reaches,
-    conversionAnswered,
     resolve,
     payment,
-    channelUsdt,
+    failedInReview,
+    expectUsdtSettled,
   }) => {
-    await start();
-    const { channelId, paymentId, id } = await conversionAnswered('failed');
-    await reaches(id, 'needs_review');
+    const { channelId, paymentId, id } = await failedInReview();
     await outside.changenowReturn(outside.hostAddress, 13_000_000n);
     const hash = (
       (await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }
@@ -607,23 +587,18 @@ describe('resolve after a failed exchange whose ETH left', () => {
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'completed' });
     expect(await payment(paymentId)).toMatchObject({ conversion_status: 'completed', conversion_id: id });
-    expect(await channelUsdt(channelId)).toBe('13000000');
     expect((await resolve(id, { outcome: 'received', amount: '13', txHash: hash })).status).toBe(409);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectUsdtSettled(channelId, '13000000');
   });
 
   it('"lost": the platform bears it (platform:losses) and the payments go back to pending whole, converted by the next batch', async ({
     db,
-    start,
-    reaches,
-    conversionAnswered,
     resolve,
-    payment,
-    channelUsdt,
+    failedInReview,
+    convertedAgain,
+    expectUsdtSettled,
   }) => {
-    await start();
-    const { channelId, paymentId, id } = await conversionAnswered('failed');
-    await reaches(id, 'needs_review');
+    const { channelId, paymentId, id } = await failedInReview();
     const res = await resolve(id, { outcome: 'lost', note: 'exchange closed, support unreachable' });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({
@@ -634,11 +609,7 @@ describe('resolve after a failed exchange whose ETH left', () => {
       "select balance::text from ledger_accounts where code = 'platform:losses' and asset = 'eth'",
     );
     expect(losses.rows).toEqual([{ balance: (-NET_WEI).toString() }]);
-    await eventually(
-      'converted again by the next batch',
-      async () => (await payment(paymentId)).conversion_status === 'completed',
-    );
-    expect(await channelUsdt(channelId)).toBe(NET_AS_USDT_UNITS);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await convertedAgain(paymentId);
+    await expectUsdtSettled(channelId, NET_AS_USDT_UNITS);
   });
 });
