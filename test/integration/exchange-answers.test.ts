@@ -9,10 +9,11 @@
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { startChainSender, type ChangeNowSimulator } from '../../src/simulators/index.ts';
+import { conversionAnsweredOn, exchangesOf, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
-import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
+import { TRON_WALLET } from '../support/payouts.ts';
 
 const ALICE = 'alice-token-0123456789abcdef';
 /** One fixture payment's net ETH (0.00487 less the 3 % fee), and what the simulator quotes for it: × 3000 − 1. */
@@ -43,7 +44,7 @@ const it = worldFirst(
       'exchangesFor',
       ({ outside }) =>
         (userId: string) =>
-          [...outside.sim.exchanges.values()].filter((e) => e.userId === userId),
+          exchangesOf(outside, userId),
     )
     /** The one exchange ChangeNow holds for a conversion or payout. */
     .extend('exchangeFor', ({ exchangesFor }) => (userId: string) => {
@@ -55,13 +56,7 @@ const it = worldFirst(
       'thresholdChannel',
       ({ channel }) =>
         () =>
-          channel({
-            payoutStrategy: 'threshold',
-            thresholdUsd: '1000',
-            payoutCurrency: 'usdt',
-            payoutNetwork: 'eth',
-            walletAddress: freshWallet(),
-          }),
+          channel(usdtThreshold()),
     )
     .extend(
       'instantChannel',
@@ -191,16 +186,8 @@ const it = worldFirst(
           await expectLedgerClean();
         },
     )
-    /** A new threshold channel's payment, converted through an exchange ChangeNow answers with `answer`. */
-    .extend(
-      'conversionAnswered',
-      ({ outside, thresholdChannel, pay, conversionOf }) =>
-        async (...answer: Parameters<ChangeNowSimulator['failNextExchange']>) => {
-          const channelId = await thresholdChannel();
-          outside.sim.failNextExchange(...answer);
-          const paymentId = await pay(channelId);
-          return { channelId, paymentId, id: await conversionOf(paymentId) };
-        },
+    .extend('conversionAnswered', ({ outside, channel, pay, conversionOf }) =>
+      conversionAnsweredOn({ outside, channel, pay, conversionOf }),
     )
     /** A new instant channel's payout, through an exchange ChangeNow answers with `answer`. */
     .extend(
@@ -229,6 +216,19 @@ const it = worldFirst(
       );
       return conversion!;
     })
+    /** A new threshold channel's payment whose conversion ChangeNow answers with `answer`: its row in review, its exchange. */
+    .extend(
+      'conversionRowAnswered',
+      ({ outside, thresholdChannel, pay, conversionRowInReview, exchangesFor }) =>
+        async (answer: Parameters<ChangeNowSimulator['failNextExchange']>[0], timeoutMs?: number) => {
+          const channelId = await thresholdChannel();
+          outside.sim.failNextExchange(answer);
+          const paymentId = await pay(channelId);
+          const conversion = await conversionRowInReview(paymentId, timeoutMs);
+          const [exchange] = exchangesFor(conversion.conversion_id);
+          return { channelId, paymentId, conversion, exchange };
+        },
+    )
     .extend(
       'paymentConversionStatus',
       ({ query }) =>
@@ -238,25 +238,92 @@ const it = worldFirst(
               paymentId,
             ])
           )[0]?.conversion_status,
-    ),
+    )
+    /** Waits until the payment's conversion, after a way out, has completed in a batch of its own. */
+    .extend(
+      'convertedAgain',
+      ({ paymentConversionStatus }) =>
+        async (paymentId: string, what = 'converted again by the next batch') =>
+          eventually(what, async () => (await paymentConversionStatus(paymentId)) === 'completed'),
+    )
+    /** Alice's `action` (retry, cancel) on the conversion or payout; the answer as it came. */
+    .extend(
+      'act',
+      ({ payrail }) =>
+        (kind: 'conversions' | 'payouts', id: string, action: string) =>
+          payrail.request('POST', `/api/${kind}/${id}/${action}`, { token: ALICE }),
+    )
+    /** The alerts the file's payrail logged about the payout. */
+    .extend(
+      'payoutAlerts',
+      () => (payoutId: string) =>
+        logs.lines.filter((l) => l.event === 'alert' && l.payoutId === payoutId).map((l) => l.alert),
+    )
+    /** A conversion answered as `answer` says (conversionAnswered), once in review, with its one exchange. */
+    .extend(
+      'conversionInReview',
+      ({ conversionAnswered, conversionReaches, exchangeFor }) =>
+        async (...answer: Parameters<ChangeNowSimulator['failNextExchange']>) => {
+          const answered = await conversionAnswered(...answer);
+          const inReview = await conversionReaches(answered.id, 'needs_review');
+          return { ...answered, inReview, exchange: exchangeFor(answered.id) };
+        },
+    )
+    /** A payout answered as `answer` says (payoutAnswered), once in review, with its one exchange. */
+    .extend(
+      'payoutInReview',
+      ({ payoutAnswered, payoutReaches, exchangeFor }) =>
+        async (answer: Parameters<ChangeNowSimulator['failNextExchange']>[0]) => {
+          const answered = await payoutAnswered(answer);
+          const inReview = await payoutReaches(answered.id, 'needs_review');
+          return { ...answered, inReview, exchange: exchangeFor(answered.id) };
+        },
+    )
+    /** The payout's funds are still set aside for it, booked by its reservation alone. */
+    .extend('expectSetAside', ({ journalKinds, balances }) => async (id: string, channelId: string) => {
+      expect(await journalKinds(id)).toEqual(['payout_reserved']);
+      expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+    })
+    /** The payout in review was alerted once, as `alert`, and its funds are still set aside for it. */
+    .extend(
+      'expectAlertedAndSetAside',
+      ({ payoutAlerts, expectSetAside }) =>
+        async (id: string, channelId: string, alert: string) => {
+          expect(payoutAlerts(id)).toEqual([alert]);
+          await expectSetAside(id, channelId);
+        },
+    )
+    /** The channel holds `units` of USDT and nothing else, the ledger clean. */
+    .extend('expectUsdtOnly', ({ balances, expectLedgerClean }) => async (channelId: string, units: string) => {
+      expect(await balances(channelId)).toEqual({ 'channel/usdt': units });
+      await expectLedgerClean();
+    })
+    /** ChangeNow's support sends one payment's net ETH back to the host wallet from a wallet of its own: the hash. */
+    .extend('sentBackBySupport', ({ outside }) => async () => {
+      const support = await startChainSender(outside.chain.rpcUrl);
+      return support.send(outside.hostAddress, NET_WEI);
+    })
+    /**
+     * A conversion whose exchange ChangeNow holds in its AML check for ten minutes (conversionAnswered), once ChangeNow
+     * has been polled `looks` times about it while it was verifying.
+     */
+    .extend('verifyingPolled', ({ conversionAnswered, exchangesFor }) => async (what: string, looks: number) => {
+      const answered = await conversionAnswered('verifying', { verifyingMs: 600_000 });
+      await eventually(what, async () => exchangesFor(answered.id).some((e) => e.verifyingLooks >= looks));
+      return answered;
+    }),
 );
 
 describe('a conversion exchange created unlike the request', () => {
   it('pays out to another address: never funded, in review with both addresses; retry sends the payments to a new batch', async ({
     outside,
-    pay,
-    payrail,
     query,
-    exchangesFor,
-    thresholdChannel,
-    conversionRowInReview,
+    conversionRowAnswered,
+    convertedAgain,
+    act,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('wrong_payout_address');
-    const paymentId = await pay(channelId);
-    const conversion = await conversionRowInReview(paymentId);
+    const { paymentId, conversion, exchange } = await conversionRowAnswered('wrong_payout_address');
     const id = conversion.conversion_id;
-    const [exchange] = exchangesFor(id);
     expect(exchange?.payoutAddress.toLowerCase()).not.toBe(outside.hostAddress.toLowerCase());
     expect(conversion.reason).toBe(
       `ChangeNow created exchange ${exchange!.id} unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress}); not funded`,
@@ -267,17 +334,9 @@ describe('a conversion exchange created unlike the request', () => {
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
     expect(await query("select subject from alerts where rule = 'exchange_mismatch'", [])).toEqual([{ subject: id }]);
 
-    const retried = await payrail.request('POST', `/api/conversions/${id}/retry`, { token: ALICE });
+    const retried = await act('conversions', id, 'retry');
     expect(retried.status).toBe(200);
-    await eventually(
-      'converted by a new batch',
-      async () =>
-        (
-          await query<{ conversion_status: string }>('select conversion_status from payments where payment_id = $1', [
-            paymentId,
-          ])
-        )[0]?.conversion_status === 'completed',
-    );
+    await convertedAgain(paymentId, 'converted by a new batch');
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
   });
 });
@@ -285,18 +344,11 @@ describe('a conversion exchange created unlike the request', () => {
 describe('a conversion exchange that finishes unlike the request', () => {
   it('pays its USDT to another address: in review at once naming both addresses, nothing booked to the channel', async ({
     outside,
-    pay,
     query,
-    exchangesFor,
-    thresholdChannel,
-    conversionRowInReview,
+    conversionRowAnswered,
   }) => {
-    const channelId = await thresholdChannel();
-    outside.sim.failNextExchange('payout_elsewhere');
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
-    const paymentId = await pay(channelId);
-    const conversion = await conversionRowInReview(paymentId, 20_000);
-    const [exchange] = exchangesFor(conversion.conversion_id);
+    const { channelId, paymentId, conversion, exchange } = await conversionRowAnswered('payout_elsewhere', 20_000);
     expect(exchange?.status).toBe('finished');
     expect(conversion.reason).toBe(
       `exchange ${exchange!.id} finished unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${outside.hostAddress})`,
@@ -320,10 +372,10 @@ describe('a payout exchange created unlike the request', () => {
   it('expects another amount: never funded, in review naming both amounts; cancel returns the funds to the channel', async ({
     outside,
     pay,
-    payrail,
     query,
     exchangesFor,
     instantChannel,
+    act,
   }) => {
     const channelId = await instantChannel();
     outside.sim.failNextExchange('wrong_amount');
@@ -351,7 +403,7 @@ describe('a payout exchange created unlike the request', () => {
     expect(await outside.balanceOf(exchange!.payinAddress)).toBe(0n);
 
     // A retry would look for the payout's exchange at ChangeNow, find this one again and come back to review.
-    const retried = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/retry`, { token: ALICE });
+    const retried = await act('payouts', payout!.payout_id, 'retry');
     expect(retried.status).toBe(409);
     expect(retried.body.error).toMatch(/a retry would find it again: cancel the payout/);
     const [still] = await query<{ status: string }>('select status from payouts where payout_id = $1', [
@@ -359,7 +411,7 @@ describe('a payout exchange created unlike the request', () => {
     ]);
     expect(still?.status).toBe('needs_review');
 
-    const cancelled = await payrail.request('POST', `/api/payouts/${payout!.payout_id}/cancel`, { token: ALICE });
+    const cancelled = await act('payouts', payout!.payout_id, 'cancel');
     expect(cancelled.status).toBe(200);
     const [balance] = await query<{ balance: string }>(
       "select balance::text from ledger_accounts where code = $1 and asset = 'eth'",
@@ -373,19 +425,15 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
   it('more than 3 % below: in review naming estimate, amountTo and the limit, alerted, nothing booked; resolve "received" settles what arrived', async ({
     outside,
     query,
-    exchangeFor,
     expectLedgerClean,
-    conversionReaches,
     balances,
     journalKinds,
     paymentConversionStatus,
-    conversionAnswered,
+    conversionInReview,
     resolve,
   }) => {
     const usdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
-    const { channelId, paymentId, id } = await conversionAnswered('below_estimate');
-    const inReview = await conversionReaches(id, 'needs_review');
-    const exchange = exchangeFor(id);
+    const { channelId, paymentId, id, inReview, exchange } = await conversionInReview('below_estimate');
     expect(exchange).toMatchObject({ status: 'finished', expectedAmountTo: ESTIMATE, amountTo: FIVE_BELOW });
     expect(inReview).toMatchObject({
       expectedUsdt: ESTIMATE,
@@ -421,36 +469,31 @@ describe('CHANGENOW_MAX_SLIPPAGE: a conversion that finishes below its estimate'
 
   it('exactly 3 % below is at the limit: accepted and settled by itself', async ({
     exchangeFor,
-    expectLedgerClean,
     conversionReaches,
-    balances,
     conversionAnswered,
+    expectUsdtOnly,
   }) => {
     const { channelId, id } = await conversionAnswered('below_estimate', { belowEstimatePercent: '3' });
     const done = await conversionReaches(id, 'completed');
     expect(exchangeFor(id)).toMatchObject({ expectedAmountTo: ESTIMATE, amountTo: LOWEST_ACCEPTED });
     expect(done).toMatchObject({ expectedUsdt: ESTIMATE, usdtReceived: LOWEST_ACCEPTED, reason: null });
-    expect(await balances(channelId)).toEqual({ 'channel/usdt': '12776549' });
-    await expectLedgerClean();
+    await expectUsdtOnly(channelId, '12776549');
   });
 });
 
 describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', () => {
   it('the owner has it, so it is not booked as completed but never paid again: review (a retry finds the same), then resolve "paid" keeps what ChangeNow paid', async ({
-    payrail,
     query,
     exchangeFor,
     getPayout,
-    payoutReaches,
-    balances,
-    journalKinds,
-    payoutAnswered,
     resolve,
     expectPaidOut,
+    act,
+    payoutAlerts,
+    payoutInReview,
+    expectAlertedAndSetAside,
   }) => {
-    const { channelId, id } = await payoutAnswered('below_estimate');
-    const inReview = await payoutReaches(id, 'needs_review');
-    const exchange = exchangeFor(id);
+    const { channelId, id, inReview, exchange } = await payoutInReview('below_estimate');
     const reason = `exchange ${exchange.id} finished below its estimate: amountTo ${FIVE_BELOW} USDT, estimate ${ESTIMATE} USDT, lowest accepted ${LOWEST_ACCEPTED} USDT (CHANGENOW_MAX_SLIPPAGE 3 %); the owner was paid that, not booked as completed`;
     expect(inReview).toMatchObject({
       expectedAmountOut: ESTIMATE,
@@ -458,21 +501,13 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
       payoutHash: exchange.payoutHash,
       reason,
     });
-    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual([
-      'payout_below_estimate',
-    ]);
-    expect(await journalKinds(id)).toEqual(['payout_reserved']);
-    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+    await expectAlertedAndSetAside(id, channelId, 'payout_below_estimate');
 
     // Looking again asks ChangeNow, which says the same: back in review, still one exchange, one transfer.
-    expect((await payrail.request('POST', `/api/payouts/${id}/retry`, { token: ALICE })).body).toMatchObject({
-      status: 'sent',
-    });
+    expect((await act('payouts', id, 'retry')).body).toMatchObject({ status: 'sent' });
     await eventually(
       'in review again',
-      async () =>
-        (await getPayout(id)).status === 'needs_review' &&
-        logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).length === 2,
+      async () => (await getPayout(id)).status === 'needs_review' && payoutAlerts(id).length === 2,
     );
     expect((await getPayout(id)).reason).toBe(reason);
     exchangeFor(id);
@@ -480,7 +515,7 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
       await query("select count(*)::int as n from chain_transfers where purpose = 'payout' and ref = $1", [id]),
     ).toEqual([{ n: 1 }]);
     // Its funds left: cancelling would put them back on the channel and create money.
-    expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
+    expect((await act('payouts', id, 'cancel')).status).toBe(409);
 
     const resolved = await resolve('payouts', id, { outcome: 'paid', note: 'owner accepts the lower amount' });
     expect(resolved).toMatchObject({
@@ -495,31 +530,22 @@ describe('CHANGENOW_MAX_SLIPPAGE: a payout that finishes below its estimate', ()
 
 describe('a payout exchange that finishes without amountTo', () => {
   it('is not completed on ChangeNow\'s silence: review (what the owner received is unknown), the payout hash kept; cancel is refused, resolve "paid" completes it', async ({
-    payrail,
-    exchangeFor,
-    payoutReaches,
-    balances,
-    journalKinds,
-    payoutAnswered,
     resolve,
     expectPaidOut,
+    act,
+    payoutInReview,
+    expectAlertedAndSetAside,
   }) => {
-    const { channelId, id } = await payoutAnswered('no_amount_to');
-    const inReview = await payoutReaches(id, 'needs_review');
-    const exchange = exchangeFor(id);
+    const { channelId, id, inReview, exchange } = await payoutInReview('no_amount_to');
     expect(exchange).toMatchObject({ status: 'finished', amountTo: null });
     expect(inReview).toMatchObject({
       reason: `exchange ${exchange.id} finished without amountTo: what the owner received is unknown; not booked as completed`,
       amountOut: null,
       payoutHash: exchange.payoutHash,
     });
-    expect(logs.lines.filter((l) => l.event === 'alert' && l.payoutId === id).map((l) => l.alert)).toEqual([
-      'payout_unverifiable',
-    ]);
-    expect(await journalKinds(id)).toEqual(['payout_reserved']);
-    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
+    await expectAlertedAndSetAside(id, channelId, 'payout_unverifiable');
     // Its funds left: back on the channel they would be paid twice.
-    expect((await payrail.request('POST', `/api/payouts/${id}/cancel`, { token: ALICE })).status).toBe(409);
+    expect((await act('payouts', id, 'cancel')).status).toBe(409);
 
     const resolved = await resolve('payouts', id, { outcome: 'paid', note: 'ChangeNow support confirmed the payout' });
     expect(resolved).toMatchObject({ status: 'completed', payoutHash: exchange.payoutHash });
@@ -531,40 +557,31 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   it('is an exchange in progress: polled on through the check, then settled in full', async ({
     outside,
     exchangeFor,
-    expectLedgerClean,
     getConversion,
     conversionReaches,
-    balances,
-    conversionAnswered,
+    verifyingPolled,
+    expectUsdtOnly,
   }) => {
-    const { channelId, id } = await conversionAnswered('verifying', { verifyingMs: 600_000 });
-    await eventually('polled three times while verifying', async () =>
-      [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 3),
-    );
+    const { channelId, id } = await verifyingPolled('polled three times while verifying', 3);
     expect(await getConversion(id)).toMatchObject({ status: 'sent', reason: null });
     outside.sim.releaseVerification(exchangeFor(id).id);
     const done = await conversionReaches(id, 'completed');
     expect(done.usdtReceived).toBe(ESTIMATE);
-    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
-    await expectLedgerClean();
+    await expectUsdtOnly(channelId, '13171700');
   });
 
   it('past the poll deadline: in review, never lost; once the check clears, a retry looks again and settles it', async ({
     outside,
     db,
-    payrail,
     query,
     exchangeFor,
-    expectLedgerClean,
     conversionReaches,
-    balances,
     paymentConversionStatus,
-    conversionAnswered,
+    act,
+    verifyingPolled,
+    expectUsdtOnly,
   }) => {
-    const { channelId, paymentId, id } = await conversionAnswered('verifying', { verifyingMs: 600_000 });
-    await eventually('polled while verifying', async () =>
-      [...outside.sim.exchanges.values()].some((e) => e.userId === id && e.verifyingLooks >= 1),
-    );
+    const { channelId, paymentId, id } = await verifyingPolled('polled while verifying', 1);
     await db.pool.query(
       "update conversions set poll_deadline_at = now() - interval '1 minute' where conversion_id = $1",
       [id],
@@ -578,29 +595,25 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
     expect(await paymentConversionStatus(paymentId)).toBe('failed');
 
     outside.sim.releaseVerification(exchange.id);
-    const retried = await payrail.request('POST', `/api/conversions/${id}/retry`, { token: ALICE });
+    const retried = await act('conversions', id, 'retry');
     expect(retried.body).toMatchObject({ status: 'sent' });
     expect((await conversionReaches(id, 'completed')).usdtReceived).toBe(ESTIMATE);
-    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
-    await expectLedgerClean();
+    await expectUsdtOnly(channelId, '13171700');
   });
 });
 
 describe('expired although funded: ChangeNow kept the deposit and sent nothing back', () => {
   it('a conversion goes to review with its payments held (not pending); ETH returned by hand is resolved "returned" and converted again', async ({
-    outside,
     query,
-    exchangeFor,
-    expectLedgerClean,
-    conversionReaches,
     balances,
     paymentConversionStatus,
-    conversionAnswered,
     resolve,
+    conversionInReview,
+    convertedAgain,
+    expectUsdtOnly,
+    sentBackBySupport,
   }) => {
-    const { channelId, paymentId, id } = await conversionAnswered('expired_funded');
-    const inReview = await conversionReaches(id, 'needs_review');
-    const exchange = exchangeFor(id);
+    const { channelId, paymentId, id, inReview, exchange } = await conversionInReview('expired_funded');
     expect(exchange).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
     expect(inReview.reason).toBe('exchange expired; the ETH sent has not come back');
     expect(await paymentConversionStatus(paymentId)).toBe('failed');
@@ -608,37 +621,27 @@ describe('expired although funded: ChangeNow kept the deposit and sent nothing b
     expect(await balances(channelId)).toEqual({ 'channel/eth': NET_WEI.toString() });
 
     // ChangeNow's support sends the ETH back from a wallet of its own.
-    const support = await startChainSender(outside.chain.rpcUrl);
-    const back = await support.send(outside.hostAddress, NET_WEI);
+    const back = await sentBackBySupport();
     const resolved = await resolve('conversions', id, { outcome: 'returned', txHash: back });
     expect(resolved.status).toBe('failed');
-    await eventually(
-      'converted again by the next batch',
-      async () => (await paymentConversionStatus(paymentId)) === 'completed',
-    );
-    expect(await balances(channelId)).toEqual({ 'channel/usdt': '13171700' });
-    await expectLedgerClean();
+    await convertedAgain(paymentId);
+    await expectUsdtOnly(channelId, '13171700');
   });
 
   it('a payout goes to review with its funds still set aside (not failed, not back on the channel); resolve "returned" once they are back', async ({
-    outside,
-    exchangeFor,
     expectLedgerClean,
-    payoutReaches,
     balances,
-    journalKinds,
-    payoutAnswered,
     resolve,
+    payoutInReview,
+    expectSetAside,
+    sentBackBySupport,
   }) => {
-    const { channelId, id } = await payoutAnswered('expired_funded');
-    const inReview = await payoutReaches(id, 'needs_review');
-    expect(exchangeFor(id)).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
+    const { channelId, id, inReview, exchange } = await payoutInReview('expired_funded');
+    expect(exchange).toMatchObject({ status: 'expired', amountFrom: '0.0047239', refundHash: null });
     expect(inReview).toMatchObject({ reason: 'exchange expired; the funds sent have not come back', amountOut: null });
-    expect(await balances(channelId)).toEqual({ 'channel:payout/eth': NET_WEI.toString() });
-    expect(await journalKinds(id)).toEqual(['payout_reserved']);
+    await expectSetAside(id, channelId);
 
-    const support = await startChainSender(outside.chain.rpcUrl);
-    const refund = await support.send(outside.hostAddress, NET_WEI);
+    const refund = await sentBackBySupport();
     const resolved = await resolve('payouts', id, {
       outcome: 'returned',
       amount: '0.0047239',
