@@ -919,6 +919,11 @@
         this.error = '';
         this.load();
       },
+      /** A 401: the token no longer opens the API, so the page returns to its sign-in and says why. */
+      refuseToken() {
+        this.signOut();
+        this.error = 'The server refused this token.';
+      },
       signOut() {
         sessionStorage.removeItem(TOKEN_KEY);
         this.token = '';
@@ -955,8 +960,7 @@
         try {
           const { status, body } = await this.api('GET', `/api/overview?hours=${this.hours}`);
           if (status === 401) {
-            this.signOut();
-            this.error = 'The server refused this token.';
+            this.refuseToken();
             return;
           }
           if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
@@ -1026,8 +1030,7 @@
             kind: 'ok',
           };
         } else if (status === 401) {
-          this.signOut();
-          this.error = 'The server refused this token.';
+          this.refuseToken();
           return;
         } else {
           // 409: it is not failed (any more); 404: the endpoint was deleted. The API says which.
@@ -1062,8 +1065,7 @@
           // Another channel was clicked meanwhile: its answer is the one to show.
           if (asked !== statementsAsked) return;
           if (status === 401) {
-            this.signOut();
-            this.error = 'The server refused this token.';
+            this.refuseToken();
             return;
           }
           if (status !== 200) {
@@ -1092,8 +1094,7 @@
           // Another statement was opened, or this one closed, meanwhile: these lines are not the one shown.
           if (asked !== statementsAsked) return;
           if (status === 401) {
-            this.signOut();
-            this.error = 'The server refused this token.';
+            this.refuseToken();
             return;
           }
           if (status !== 200) {
@@ -1168,8 +1169,7 @@
             kind: 'ok',
           };
         } else if (status === 401) {
-          this.signOut();
-          this.error = 'The server refused this token.';
+          this.refuseToken();
           return;
         } else {
           // 409: the action is not safe from the subject's state; the API says why.
