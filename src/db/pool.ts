@@ -47,10 +47,13 @@ export function openPool(
     connectionString,
     async close() {
       // Kysely only ends a pool it has used; end it ourselves when only raw queries ran on it.
-      await db.destroy();
-      await runLocks.destroy();
-      if (!pool.ended) await pool.end();
-      if (!lockPool.ended) await lockPool.end();
+      // Both pools end even when one fails to; the first failure is the one reported.
+      const ended = await Promise.allSettled([
+        db.destroy().then(() => (pool.ended ? undefined : pool.end())),
+        runLocks.destroy().then(() => (lockPool.ended ? undefined : lockPool.end())),
+      ]);
+      const failed = ended.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     },
   };
 }

@@ -175,6 +175,60 @@ describe('what a person or the chain said about a companion', () => {
   });
 });
 
+describe('runs that meet', () => {
+  it('a send whose transfer another run’s batch signed meanwhile ends without an error: one version, its confirm queued', async () => {
+    const r = await rig();
+    const own = await r.intent('own', 40n);
+    const other = await r.intent('other', 41n);
+    const plain = r.wallet;
+    // The other transfer's job (delivered while this one stalls) signs both first.
+    r.deps.wallet = {
+      ...plain,
+      nonceAt: async (block) => {
+        await sendTransfer({ ...r.deps, wallet: plain }, r.hooks, other);
+        return plain.nonceAt(block);
+      },
+    };
+    await sendTransfer(r.deps, r.hooks, own);
+    r.deps.wallet = plain;
+
+    expect(await signedNonces(r, [other, own])).toEqual(['0', '1']);
+    for (const id of [own, other]) expect(await r.versions(id)).toHaveLength(1);
+    expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${own}`)).toBe(true);
+    await confirmAll(r, [own, other]);
+    expect(await t.chainNonce(r.wallet.address)).toBe(2);
+  });
+
+  it('a node that does not answer a broadcast gets no more of the batch from that run; the confirm steps send them', async () => {
+    const r = await rig();
+    const to = [freshAddress(), freshAddress(), freshAddress()];
+    const ids = [
+      await r.intent('n0', 50n, { to: to[0] }),
+      await r.intent('n1', 51n, { to: to[1] }),
+      await r.intent('n2', 52n, { to: to[2] }),
+    ];
+    let calls = 0;
+    r.deps.wallet = {
+      ...r.wallet,
+      broadcast: async () => {
+        calls += 1;
+        throw new Error('socket hang up');
+      },
+    };
+    await sendTransfer(r.deps, r.hooks, ids[0] as string);
+    r.deps.wallet = r.wallet;
+
+    expect(calls).toBe(1);
+    expect(await signedNonces(r, ids)).toEqual(['0', '1', '2']);
+    expect(await t.chainNonce(r.wallet.address)).toBe(0);
+    // Unknown to the node: each confirm step sends its stored bytes, in any order; the node mines them by nonce.
+    await confirmAll(r, ids);
+    await confirmAll(r, ids);
+    for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect(await t.outside.balanceOf(to[2] as string)).toBe(52n);
+  });
+});
+
 function rig(): Promise<Rig> {
   return t.rig();
 }

@@ -96,8 +96,11 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
   if (transfer.status === 'intent') {
     const signed = await signWithQueued(deps, hooks, transfer, log);
     if (signed === null) return;
-    // In nonce order, each after the commit that marked it possibly on the network.
-    for (const one of signed) await broadcastVersion(deps, one.transfer.transfer_id, one.version, one.log);
+    // In nonce order, each after the commit that marked it possibly on the network. A node that does not answer
+    // gets no more of them from this run (each would wait its timeout while the wallet's queue waits): their confirm
+    // steps send the stored bytes again.
+    for (const one of signed)
+      if (!(await broadcastVersion(deps, one.transfer.transfer_id, one.version, one.log))) break;
   } else {
     transfer = await release(deps, transfer);
     const latest = (await loadVersions(deps.db, transferId)).at(-1);

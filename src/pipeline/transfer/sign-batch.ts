@@ -109,13 +109,15 @@ export async function readyCompanions(
   budget: Budget,
   fees: FeeQuote,
 ): Promise<ReadyTransfer[]> {
-  if (companions.length === 0) return [];
-  if (budget.token === null && companions.some((t) => t.asset !== 'eth'))
-    budget.token = await deps.wallet.balance(assetOf(deps, { asset: 'usdt' }));
-  const entries = companions.map((transfer) => ({
-    transfer,
-    call: { to: transfer.to_address as Hex, asset: assetOf(deps, transfer), amount: BigInt(transfer.amount) },
-  }));
+  if (budget.token === null && companions.some((t) => t.asset !== 'eth')) budget.token = await tokenBalance(deps);
+  // A companion whose asset cannot be priced now (no token balance read, no USDT contract) waits for its own send.
+  const entries = companions
+    .filter((t) => t.asset === 'eth' || budget.token !== null)
+    .map((transfer) => ({
+      transfer,
+      call: { to: transfer.to_address as Hex, asset: assetOf(deps, transfer), amount: BigInt(transfer.amount) },
+    }));
+  if (entries.length === 0) return [];
   const estimates = await Promise.allSettled(entries.map(({ call }) => deps.wallet.estimateGas(call)));
   const ready: ReadyTransfer[] = [];
   for (const [i, { transfer, call }] of entries.entries()) {
@@ -125,6 +127,16 @@ export async function readyCompanions(
     if (spend(budget, costOf(request, fees))) ready.push({ transfer, request });
   }
   return ready;
+}
+
+/** The host wallet's USDT, or null when it cannot be read now: the companions' own reads fail loudly, not this one. */
+async function tokenBalance(deps: StageDeps): Promise<bigint | null> {
+  if (!deps.usdtContract) return null;
+  try {
+    return await deps.wallet.balance(assetOf(deps, { asset: 'usdt' }));
+  } catch {
+    return null;
+  }
 }
 
 function estimateOf(settled: PromiseSettledResult<GasEstimate> | undefined): bigint | null {
@@ -154,6 +166,12 @@ export async function signAndReleaseBatch(
       batch.map((b) => b.transfer.transfer_id),
     );
     const ownNow = current.get(own.transfer_id);
+    // Signed meanwhile by another run's batch (a job delivered twice, or taken over from a stalled worker): that run
+    // broadcasts it; this one only makes sure its confirm job exists, and ends without an error its job cannot retry.
+    if (ownNow?.status === 'broadcast') {
+      await enqueueConfirm(trx, own.transfer_id);
+      return [];
+    }
     if (ownNow?.status !== 'intent')
       throw new TransferNotReady(`transfer ${own.transfer_id} moved to ${ownNow?.status} meanwhile`);
     if (ownNow.requested_action === 'cancel')
@@ -171,6 +189,8 @@ export async function signAndReleaseBatch(
       signed.push(await signOne(deps, trx, { transfer, request }, fees, nonce, itsLog));
       nonce += 1;
     }
+    if (signed[0]?.transfer.transfer_id !== own.transfer_id)
+      throw new TransferNotReady(`transfer ${own.transfer_id} has a request pending; nothing was signed`);
     await trx
       .updateTable('wallet_nonces')
       .set({ next_nonce: String(nonce), updated_at: sql`now()` })

@@ -5,7 +5,7 @@
 import { sql, type Transaction } from 'kysely';
 import { parseTransaction, type Hex } from 'viem';
 import type { Database } from '../../db/index.ts';
-import type { FeeQuote, SignedTransfer } from '../../integrations/wallet/index.ts';
+import type { BroadcastResult, FeeQuote, SignedTransfer } from '../../integrations/wallet/index.ts';
 import type { Logger } from '../../log.ts';
 import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
@@ -186,14 +186,15 @@ export async function replace(
 
 /**
  * Hands one stored version to the node. Never changes the transfer's state: whatever the answer (taken, refused, lost),
- * the version may be on the network, and the confirm step finds out from the chain what became of it.
+ * the version may be on the network, and the confirm step finds out from the chain what became of it. False when the
+ * node did not answer.
  */
 export async function broadcastVersion(
   deps: StageDeps,
   transferId: string,
   version: Pick<TransferVersion, 'raw_tx' | 'tx_hash' | 'version'>,
   log: Logger,
-): Promise<void> {
+): Promise<boolean> {
   let result;
   try {
     result = await deps.wallet.broadcast(version.raw_tx as Hex);
@@ -202,8 +203,19 @@ export async function broadcastVersion(
       { event: 'transfer_broadcast_unanswered', txHash: version.tx_hash, err: (error as Error).message },
       'broadcast unanswered: it may have reached the node; the chain will tell',
     );
-    return;
+    return false;
   }
+  await reportAnswer(deps, transferId, version, log, result);
+  return true;
+}
+
+async function reportAnswer(
+  deps: StageDeps,
+  transferId: string,
+  version: Pick<TransferVersion, 'tx_hash' | 'version'>,
+  log: Logger,
+  result: BroadcastResult,
+): Promise<void> {
   if (result.ok) {
     log.info({ event: 'transfer_broadcast', txHash: version.tx_hash, version: version.version }, 'transfer broadcast');
     return;
