@@ -23,6 +23,11 @@ const CHANNELS: { threshold: ChannelOf; instant: ChannelOf } = {
   instant: [INSTANT_CHANNEL, 'usdt'],
 };
 
+/** What the partial fixture's credit books (0.00294 ETH, less the 3 % fee), as the payment API shows it. */
+const PARTIAL_CREDITED = { grossAmount: '0.00294', feeAmount: '0.0000882', netAmount: '0.0028518' };
+/** What a finished fixture payment's credit books (0.00487 ETH, less the 3 % fee), as the payment API shows it. */
+const WHOLE_CREDITED = { grossAmount: '0.00487', feeAmount: '0.0001461', netAmount: '0.0047239' };
+
 let db: TestDatabase;
 let payrail: TestPayrail;
 let nextPaymentId = 7_000_000_000;
@@ -58,6 +63,11 @@ function expiredFor(partial: Record<string, unknown>) {
     invoice_id: partial.invoice_id,
     order_id: partial.order_id,
   };
+}
+
+/** NOWPayments' finished IPN for the partial's payment (no invoice named): the fixture's 0.00487 ETH. */
+function finishedNow(partial: Record<string, unknown>) {
+  return { ...ipnBody(), payment_id: partial.payment_id, order_id: partial.order_id };
 }
 
 /** The same body with outcome_amount written as this exact JSON number. */
@@ -110,6 +120,52 @@ async function instantPayoutJobs(paymentId: unknown) {
   return rows;
 }
 
+/** NOWPayments' finished IPN for the partial's payment: the fixture's 0.00487 ETH, or this outcome. */
+function finishedAfter(partial: Record<string, unknown>, outcome?: string) {
+  const body = {
+    ...ipnBody(),
+    payment_id: partial.payment_id,
+    invoice_id: partial.invoice_id,
+    order_id: partial.order_id,
+  };
+  return outcome === undefined ? body : withOutcome(body, outcome);
+}
+
+/** NOWPayments saying the payment was refunded, to `to`. */
+function sendRefunded(body: Record<string, unknown>, to: TestPayrail = payrail) {
+  return send({ ...body, payment_status: 'refunded' }, to);
+}
+
+/** A partial IPN for the channel, sent (whatever the answer); its body. */
+async function sentPartial(channelId: string = THRESHOLD_CHANNEL) {
+  const body = partialFor(channelId);
+  await send(body);
+  return body;
+}
+
+/** A partial IPN for the channel, sent and credited by a person; its body. */
+async function creditedPartial(channelId: string = THRESHOLD_CHANNEL) {
+  const body = await sentPartial(channelId);
+  expect((await act(body.payment_id, 'credit')).status).toBe(200);
+  return body;
+}
+
+/** The answer has this status and shows at least `shown`. */
+function expectAnswer(res: { status: number; body: unknown }, status: number, shown: Record<string, unknown>) {
+  expect(res.status).toBe(status);
+  expect(res.body).toMatchObject(shown);
+}
+
+/** The three lines the credit of the partial fixture's 0.00294 ETH books on the threshold channel, in order. */
+function partialCreditLines(paymentId: unknown) {
+  const shard = shardOf(paymentId);
+  return [
+    { kind: 'payment_received', code: `channel:${THRESHOLD_CHANNEL}`, amount: '2851800000000000' },
+    { kind: 'payment_received', code: `platform:fees#${shard}`, amount: '88200000000000' },
+    { kind: 'payment_received', code: `world:nowpayments#${shard}`, amount: '-2940000000000000' },
+  ];
+}
+
 /** The partial fixture's payment after its expired IPN: in review for what arrived (not what was asked), one alert. */
 async function expectExpiredPartialInReview(id: unknown) {
   expect(await payment(id)).toMatchObject({
@@ -146,8 +202,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     const before = await rowCounts(db);
     const res = await send(body);
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 202, {
       paymentId: String(body.payment_id),
       status: 'partially_paid',
       outcome: 'review',
@@ -176,8 +231,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
 
     const again = await send(body);
-    expect(again.status).toBe(202);
-    expect(again.body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
+    expectAnswer(again, 202, { outcome: 'review', reviewReason: 'partially_paid' });
     expect((await rowCounts(db)).ledger_journals).toBe(before.ledger_journals);
     expect(await openAlert(body.payment_id)).toHaveLength(1);
   });
@@ -187,24 +241,16 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect((await send(body)).status).toBe(202);
     const balanceBefore = await available(THRESHOLD_CHANNEL);
     const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber agreed to a shorter plan' } });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'partially_paid',
       reviewReason: null,
       asset: 'eth',
-      grossAmount: '0.00294',
-      feeAmount: '0.0000882',
-      netAmount: '0.0028518',
+      ...PARTIAL_CREDITED,
       payoutStrategy: 'threshold',
       conversion: { status: 'pending' },
       reviewAction: { action: 'credit', by: 'admin' },
     });
-    const shard = shardOf(body.payment_id);
-    expect(await journals(body.payment_id)).toEqual([
-      { kind: 'payment_received', code: `channel:${THRESHOLD_CHANNEL}`, amount: '2851800000000000' },
-      { kind: 'payment_received', code: `platform:fees#${shard}`, amount: '88200000000000' },
-      { kind: 'payment_received', code: `world:nowpayments#${shard}`, amount: '-2940000000000000' },
-    ]);
+    expect(await journals(body.payment_id)).toEqual(partialCreditLines(body.payment_id));
     expect(wei(await available(THRESHOLD_CHANNEL)) - wei(balanceBefore)).toBe(2_851_800_000_000_000n);
     expect(await audit(body.payment_id)).toEqual([
       {
@@ -233,15 +279,12 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
   });
 
   it('credit on an instant channel queues its payout job in the same transaction, as intake does', async () => {
-    const body = partialFor(INSTANT_CHANNEL);
-    await send(body);
-    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const body = await creditedPartial(INSTANT_CHANNEL);
     expect(await instantPayoutJobs(body.payment_id)).toHaveLength(1);
   });
 
   it('20 concurrent credits of one payment credit it once', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     const answers = await Promise.all(Array.from({ length: 20 }, () => act(body.payment_id, 'credit')));
     expect(answers.filter((a) => a.status === 200)).toHaveLength(1);
     expect(answers.filter((a) => a.status === 409)).toHaveLength(19);
@@ -249,11 +292,9 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
   });
 
   it('ignore leaves it uncredited and out of review, audited; credit afterwards is 409; a later finished IPN is credited', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     const res = await act(body.payment_id, 'ignore');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'partially_paid',
       reviewReason: null,
       creditedAt: null,
@@ -267,7 +308,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect((await send(body)).status).toBe(200);
     expect((await payment(body.payment_id)).reviewReason).toBeNull();
 
-    const finished = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
+    const finished = await send(finishedNow(body));
     expect(finished.status).toBe(200);
     expect(await payment(body.payment_id)).toMatchObject({
       status: 'finished',
@@ -277,11 +318,9 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
   });
 
   it('the rest of the money arriving (finished) takes it out of review and credits the finished amount', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
-    const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'finished', outcome: 'advanced' });
+    const body = await sentPartial();
+    const res = await send(finishedNow(body));
+    expectAnswer(res, 200, { status: 'finished', outcome: 'advanced' });
     expect(await payment(body.payment_id)).toMatchObject({
       status: 'finished',
       reviewReason: null,
@@ -294,8 +333,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     expect((await send(body)).status).toBe(202);
     const expired = await send(expiredFor(body));
-    expect(expired.status).toBe(202);
-    expect(expired.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
+    expectAnswer(expired, 202, { status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
     // The expired IPN's outcome_amount (0.00487) is the whole price converted, with actually_paid 0: not what came.
     await expectExpiredPartialInReview(body.payment_id);
     // A copy of either changes nothing.
@@ -303,21 +341,16 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
 
     const res = await act(body.payment_id, 'credit', { body: { note: 'the subscriber keeps a shorter plan' } });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'expired',
       reviewReason: null,
-      grossAmount: '0.00294',
-      feeAmount: '0.0000882',
-      netAmount: '0.0028518',
+      ...PARTIAL_CREDITED,
       conversion: { status: 'pending' },
       reviewAction: { action: 'credit' },
     });
-    expect((await journals(body.payment_id)).map((j) => [j.code, j.amount])).toEqual([
-      [`channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
-      [`platform:fees#${shardOf(body.payment_id)}`, '88200000000000'],
-      [`world:nowpayments#${shardOf(body.payment_id)}`, '-2940000000000000'],
-    ]);
+    expect((await journals(body.payment_id)).map((j) => [j.code, j.amount])).toEqual(
+      partialCreditLines(body.payment_id).map((j) => [j.code, j.amount]),
+    );
     expect((await act(body.payment_id, 'credit')).status).toBe(409);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -335,18 +368,15 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
       reported: { outcomeAmount: '0.00294' },
     });
     const res = await act(body.payment_id, 'credit');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ grossAmount: '0.00294', netAmount: '0.0028518' });
+    expectAnswer(res, 200, { grossAmount: '0.00294', netAmount: '0.0028518' });
   });
 
   it("an expired IPN that arrives before its partially_paid one (NOWPayments' retries reordered them): the partial still reaches review with its own amounts, the status stays expired, credit books what arrived", async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     const expired = await send(expiredFor(body));
-    expect(expired.status).toBe(200);
-    expect(expired.body).toMatchObject({ status: 'expired', outcome: 'recorded' });
+    expectAnswer(expired, 200, { status: 'expired', outcome: 'recorded' });
     const late = await send(body);
-    expect(late.status).toBe(202);
-    expect(late.body).toMatchObject({ status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
+    expectAnswer(late, 202, { status: 'expired', outcome: 'review', reviewReason: 'partially_paid' });
     await expectExpiredPartialInReview(body.payment_id);
     // Copies of either, in any order, change nothing.
     expect((await send(expiredFor(body))).body).toMatchObject({ status: 'expired', reviewReason: 'partially_paid' });
@@ -354,8 +384,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
     expect(await payment(body.payment_id)).toMatchObject({ reported: { outcomeAmount: '0.00294' } });
 
     const res = await act(body.payment_id, 'credit');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'expired',
       reviewReason: null,
       grossAmount: '0.00294',
@@ -376,8 +405,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
       invoice_id: finished.invoice_id,
       order_id: finished.order_id,
     });
-    expect(afterFinished.status).toBe(200);
-    expect(afterFinished.body).toMatchObject({ status: 'finished', outcome: 'unchanged' });
+    expectAnswer(afterFinished, 200, { status: 'finished', outcome: 'unchanged' });
     expect(await payment(finished.payment_id)).toMatchObject({
       status: 'finished',
       grossAmount: '0.00487',
@@ -396,8 +424,7 @@ describe('partially_paid with PARTIAL_PAYMENTS=review (the default)', () => {
   });
 
   it('an expired IPN after an ignored partial leaves it closed and uncredited', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     expect((await act(body.payment_id, 'ignore')).status).toBe(200);
     const expired = await send(expiredFor(body));
     expect(expired.status).toBe(200);
@@ -435,8 +462,7 @@ describe('PARTIAL_PAYMENTS=credit', () => {
   it('credits a partially_paid IPN with its outcome_amount at once, 200', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     const res = await send(body, crediting);
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'partially_paid', outcome: 'recorded' });
+    expectAnswer(res, 200, { status: 'partially_paid', outcome: 'recorded' });
     expect(await payment(body.payment_id)).toMatchObject({
       reviewReason: null,
       grossAmount: '0.00294',
@@ -449,9 +475,8 @@ describe('PARTIAL_PAYMENTS=credit', () => {
   it('a later finished IPN saying more (the rest arrived) goes to review as a top-up naming both amounts, alerted; the credit is not changed until a person credits the difference', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body, crediting);
-    const res = await send({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, crediting);
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({
+    const res = await send(finishedNow(body), crediting);
+    expectAnswer(res, 202, {
       outcome: 'review',
       reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
     });
@@ -464,11 +489,8 @@ describe('PARTIAL_PAYMENTS=credit', () => {
       }),
     ]);
     const credit = await act(body.payment_id, 'credit', { on: crediting });
-    expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({
-      grossAmount: '0.00487',
-      feeAmount: '0.0001461',
-      netAmount: '0.0047239',
+    expectAnswer(credit, 200, {
+      ...WHOLE_CREDITED,
       reviewReason: null,
     });
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -477,10 +499,7 @@ describe('PARTIAL_PAYMENTS=credit', () => {
   it('a later finished IPN saying less than the credited partial is a changed amount: ignore only', async () => {
     const body = partialFor(THRESHOLD_CHANNEL);
     await send(body, crediting);
-    const res = await send(
-      withOutcome({ ...ipnBody(), payment_id: body.payment_id, order_id: body.order_id }, '0.002'),
-      crediting,
-    );
+    const res = await send(withOutcome(finishedNow(body), '0.002'), crediting);
     expect(res.status).toBe(202);
     expect(res.body.reviewReason).toBe(
       'outcome_amount_changed: credited 0.00294 eth; a later finished IPN says 0.002 eth',
@@ -493,24 +512,10 @@ describe('PARTIAL_PAYMENTS=credit', () => {
 });
 
 describe('a top-up: the rest of a partial payment credited by hand arrives later', () => {
-  /** NOWPayments' finished IPN for the partial's payment: the fixture's 0.00487 ETH, or this outcome. */
-  function finishedAfter(partial: Record<string, unknown>, outcome?: string) {
-    const body = {
-      ...ipnBody(),
-      payment_id: partial.payment_id,
-      invoice_id: partial.invoice_id,
-      order_id: partial.order_id,
-    };
-    return outcome === undefined ? body : withOutcome(body, outcome);
-  }
-
   it('goes to review naming both amounts; credit books exactly the difference (its own journal, the same fee), once; copies change nothing', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
-    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const body = await creditedPartial();
     const res = await send(finishedAfter(body));
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 202, {
       status: 'finished',
       outcome: 'review',
       reviewReason: 'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
@@ -534,18 +539,14 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     expect(credited).toMatchObject({
       status: 'finished',
       reviewReason: null,
-      grossAmount: '0.00487',
-      feeAmount: '0.0001461',
-      netAmount: '0.0047239',
+      ...WHOLE_CREDITED,
       conversion: { status: 'pending' },
       reviewAction: { action: 'credit' },
     });
     const shard = shardOf(body.payment_id);
-    expect((await journals(body.payment_id)).map((j) => [j.kind, j.code, j.amount])).toEqual([
-      ['payment_received', `channel:${THRESHOLD_CHANNEL}`, '2851800000000000'],
-      ['payment_received', `platform:fees#${shard}`, '88200000000000'],
-      ['payment_received', `world:nowpayments#${shard}`, '-2940000000000000'],
-    ]);
+    expect((await journals(body.payment_id)).map((j) => [j.kind, j.code, j.amount])).toEqual(
+      partialCreditLines(body.payment_id).map((j) => [j.kind, j.code, j.amount]),
+    );
     expect(await journals(`${body.payment_id}:4870000000000000`)).toEqual([
       { kind: 'payment_topped_up', code: `channel:${THRESHOLD_CHANNEL}`, amount: '1872100000000000' },
       { kind: 'payment_topped_up', code: `platform:fees#${shard}`, amount: '57900000000000' },
@@ -569,9 +570,7 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
   });
 
   it('after ignore, a copy of the ignored IPN leaves it closed; an IPN saying another amount again goes to review again, and its credit books the difference to that', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
-    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const body = await creditedPartial();
     expect((await send(finishedAfter(body, '0.004'))).body.reviewReason).toBe(
       'top_up: credited 0.00294 eth; a later finished IPN says 0.004 eth (0.00106 eth more)',
     );
@@ -590,19 +589,15 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
       'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
     );
     const res = await act(body.payment_id, 'credit');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239' });
+    expectAnswer(res, 200, { grossAmount: '0.00487', netAmount: '0.0047239' });
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
   it('on an instant channel whose payout job has not run, the payout opens for the whole net', async () => {
-    const body = partialFor(INSTANT_CHANNEL);
-    await send(body);
-    expect((await act(body.payment_id, 'credit')).status).toBe(200);
+    const body = await creditedPartial(INSTANT_CHANNEL);
     expect((await send(finishedAfter(body))).status).toBe(202);
     const res = await act(body.payment_id, 'credit');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       payoutStrategy: 'instant',
       grossAmount: '0.00487',
       netAmount: '0.0047239',
@@ -612,13 +607,11 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
   });
 
   it('an uncredited partial restated with more (a second partially_paid IPN) after ignore goes to review again with the new amounts; an older, smaller copy changes nothing', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     expect((await act(body.payment_id, 'ignore')).status).toBe(200);
     const more = withOutcome({ ...body, actually_paid: 0.004 }, '0.0039');
     const res = await send(more);
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({ status: 'partially_paid', reviewReason: 'partially_paid' });
+    expectAnswer(res, 202, { status: 'partially_paid', reviewReason: 'partially_paid' });
     expect(await payment(body.payment_id)).toMatchObject({
       creditedAt: null,
       reported: { actuallyPaid: '0.004', outcomeAmount: '0.0039' },
@@ -626,8 +619,7 @@ describe('a top-up: the rest of a partial payment credited by hand arrives later
     expect((await send(body)).body).toMatchObject({ outcome: 'review', reviewReason: 'partially_paid' });
     expect((await payment(body.payment_id)).reported.outcomeAmount).toBe('0.0039');
     const credit = await act(body.payment_id, 'credit');
-    expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({ grossAmount: '0.0039' });
+    expectAnswer(credit, 200, { grossAmount: '0.0039' });
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });
@@ -639,8 +631,7 @@ describe('an outcome_currency payrail does not credit', () => {
       const body = finishedFor(THRESHOLD_CHANNEL, { outcome_currency: currency, outcome_amount: 14.5 });
       const before = await rowCounts(db);
       const res = await send(body);
-      expect(res.status).toBe(202);
-      expect(res.body).toMatchObject({ outcome: 'review', reviewReason: `foreign_outcome_currency: ${currency}` });
+      expectAnswer(res, 202, { outcome: 'review', reviewReason: `foreign_outcome_currency: ${currency}` });
       expect(await payment(body.payment_id)).toMatchObject({
         status: 'finished',
         creditedAt: null,
@@ -718,7 +709,7 @@ describe('refunded_after_credit: reverse', () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     await send(body);
     const balanceBefore = await available(THRESHOLD_CHANNEL);
-    const refund = await send({ ...body, payment_status: 'refunded' });
+    const refund = await sendRefunded(body);
     expect(refund.status).toBe(202);
     expect(refund.body.reviewReason).toBe('refunded_after_credit');
     expect(await openAlert(body.payment_id)).toEqual([
@@ -729,8 +720,7 @@ describe('refunded_after_credit: reverse', () => {
     ]);
 
     const res = await act(body.payment_id, 'reverse', { body: { note: 'chargeback' } });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'refunded',
       reviewReason: null,
       grossAmount: '0.00487',
@@ -762,7 +752,7 @@ describe('refunded_after_credit: reverse', () => {
   it('an instant payment whose payout job has not run yet is refused (409) and stays in review', async () => {
     const body = finishedFor(INSTANT_CHANNEL);
     await send(body);
-    await send({ ...body, payment_status: 'refunded' });
+    await sendRefunded(body);
     const res = await act(body.payment_id, 'reverse');
     expect(res.status).toBe(409);
     expect(res.body.error).toMatch(/its instant payout job has not run yet/);
@@ -777,7 +767,7 @@ describe('refunded_after_credit: reverse', () => {
   it('ignore is refused for a refund after the credit, and reverse for anything else', async () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     await send(body);
-    await send({ ...body, payment_status: 'refunded' });
+    await sendRefunded(body);
     const ignore = await act(body.payment_id, 'ignore');
     expect(ignore.status).toBe(409);
     expect(ignore.body.error).toContain('reverse the credit');
@@ -831,8 +821,7 @@ describe('a conflicting order ignored before the credit', () => {
     const other = await send({ ...first, order_id: `PGP-2|${THRESHOLD_CHANNEL}` });
     expect(other.body.reviewReason).toBe(`conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}`);
     const res = await send(next);
-    expect(res.status).toBe(202);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 202, {
       status: next.payment_status,
       reviewReason: `conflicting_order_id: PGP-2|${THRESHOLD_CHANNEL}`,
     });
@@ -843,8 +832,7 @@ describe('a conflicting order ignored before the credit', () => {
   it("its first order's finished IPN, kept while it was in review, is credited by the ignore (no copy of it need come again)", async () => {
     const body = await conflictedThen(finishedFor(THRESHOLD_CHANNEL));
     const res = await act(body.payment_id, 'ignore', { body: { note: "order B was the subscriber's mistake" } });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'finished',
       orderId: body.order_id,
       reviewReason: null,
@@ -872,8 +860,7 @@ describe('a conflicting order ignored before the credit', () => {
   it("its first order's partially_paid IPN (PARTIAL_PAYMENTS=review) goes to review as partially_paid with the ignore, creditable as any partial", async () => {
     const body = await conflictedThen(partialFor(THRESHOLD_CHANNEL));
     const res = await act(body.payment_id, 'ignore');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    expectAnswer(res, 200, {
       status: 'partially_paid',
       reviewReason: 'partially_paid',
       creditedAt: null,
@@ -883,26 +870,19 @@ describe('a conflicting order ignored before the credit', () => {
       expect.objectContaining({ details: expect.objectContaining({ reason: 'partially_paid' }) }),
     ]);
     const credit = await act(body.payment_id, 'credit');
-    expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
+    expectAnswer(credit, 200, { grossAmount: '0.00294', reviewReason: null });
   });
 });
 
 describe('an action bound to the reason the person saw (expectedReason)', () => {
   it('a top-up that became refunded_after_credit between view and click is not ignored: 409 naming the current reason, nothing written; the reason now shown is acted on', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     expect((await act(body.payment_id, 'credit', { body: { expectedReason: 'partially_paid' } })).status).toBe(200);
-    const topUp = await send({
-      ...ipnBody(),
-      payment_id: body.payment_id,
-      invoice_id: (body as Record<string, unknown>).invoice_id,
-      order_id: body.order_id,
-    });
+    const topUp = await send(finishedAfter(body));
     const shown = topUp.body.reviewReason as string;
     expect(shown).toMatch(/^top_up: /);
     // NOWPayments refunds the payment before the person clicks Ignore on the top-up they are looking at.
-    expect((await send({ ...body, payment_status: 'refunded' })).body.reviewReason).toBe('refunded_after_credit');
+    expect((await sendRefunded(body)).body.reviewReason).toBe('refunded_after_credit');
     const auditBefore = await audit(body.payment_id);
     for (const action of ['ignore', 'credit']) {
       const res = await act(body.payment_id, action, { body: { expectedReason: shown } });
@@ -921,8 +901,7 @@ describe('an action bound to the reason the person saw (expectedReason)', () => 
     const reversed = await act(body.payment_id, 'reverse', {
       body: { expectedReason: 'refunded_after_credit', note: 'chargeback' },
     });
-    expect(reversed.status).toBe(200);
-    expect(reversed.body).toMatchObject({ reviewReason: null, reviewAction: { action: 'reverse' } });
+    expectAnswer(reversed, 200, { reviewReason: null, reviewAction: { action: 'reverse' } });
     // Out of review: the reason shown no longer holds either.
     const late = await act(body.payment_id, 'ignore', { body: { expectedReason: 'refunded_after_credit' } });
     expect(late.status).toBe(409);
@@ -933,8 +912,7 @@ describe('an action bound to the reason the person saw (expectedReason)', () => 
   });
 
   it('an empty or non-string expectedReason is bad input (400)', async () => {
-    const body = partialFor(THRESHOLD_CHANNEL);
-    await send(body);
+    const body = await sentPartial();
     for (const expectedReason of ['', 7, null])
       expect((await act(body.payment_id, 'ignore', { body: { expectedReason } })).status).toBe(400);
     expect((await payment(body.payment_id)).reviewReason).toBe('partially_paid');
@@ -1005,16 +983,21 @@ describe('reverse once the money moved on (a worker running)', () => {
     );
   }
 
+  /** The threshold payment as the API shows it, once a conversion has taken it. */
+  function conversionTook(paymentId: unknown) {
+    return until(
+      'conversion',
+      () => payment(paymentId, worker),
+      (p) => p.conversion.status === 'converting',
+    );
+  }
+
   it('a threshold payment taken into a conversion: 409 naming the conversion and that it has not ended, still in review, nothing booked', async () => {
     const body = finishedFor(THRESHOLD_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
-    const converting = await until(
-      'conversion',
-      () => payment(body.payment_id, worker),
-      (p) => p.conversion.status === 'converting',
-    );
+    const converting = await conversionTook(body.payment_id);
     expect(converting.conversion.status).toBe('converting');
-    expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+    expect((await sendRefunded(body, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
     expect(res.body.error).toMatch(
@@ -1028,7 +1011,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     const body = finishedFor(INSTANT_CHANNEL);
     expect((await send(body, worker)).status).toBe(200);
     const rows = await payoutOpened(body.payment_id);
-    expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+    expect((await sendRefunded(body, worker)).status).toBe(202);
     const res = await act(body.payment_id, 'reverse', { on: worker });
     expect(res.status).toBe(409);
     expect(res.body.error).toContain(`its money is in instant payout ${rows[0].payout_id} (`);
@@ -1040,10 +1023,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     expect((await send(body, worker)).status).toBe(202);
     expect((await act(body.payment_id, 'credit', { on: worker })).status).toBe(200);
     const [payout] = await payoutOpened(body.payment_id);
-    const finished = await send(
-      { ...ipnBody(), payment_id: body.payment_id, invoice_id: body.invoice_id, order_id: body.order_id },
-      worker,
-    );
+    const finished = await send(finishedAfter(body), worker);
     expect(finished.body.reviewReason).toMatch(/^top_up: /);
     const refused = await act(body.payment_id, 'credit', { on: worker });
     expect(refused.status).toBe(409);
@@ -1059,8 +1039,7 @@ describe('reverse once the money moved on (a worker running)', () => {
 
     expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
     const credit = await act(body.payment_id, 'credit', { on: worker });
-    expect(credit.status).toBe(200);
-    expect(credit.body).toMatchObject({
+    expectAnswer(credit, 200, {
       grossAmount: '0.00487',
       netAmount: '0.0047239',
       payoutStrategy: 'threshold',
@@ -1080,21 +1059,8 @@ describe('reverse once the money moved on (a worker running)', () => {
     const instant = finishedFor(INSTANT_CHANNEL);
     expect((await send(threshold, worker)).status).toBe(200);
     expect((await send(instant, worker)).status).toBe(200);
-    await until(
-      'conversion',
-      () => payment(threshold.payment_id, worker),
-      (p) => p.conversion.status === 'converting',
-    );
-    const [payout] = await until(
-      'payout',
-      async () =>
-        (
-          await moving.pool.query(`select payout_id, status from payouts where payment_id = $1`, [
-            String(instant.payment_id),
-          ])
-        ).rows,
-      (r) => r.length === 1,
-    );
+    await conversionTook(threshold.payment_id);
+    const [payout] = await payoutOpened(instant.payment_id);
     const cancelPath = `POST /api/payouts/${payout.payout_id}/cancel`;
     for (const [body, why] of [
       [
@@ -1108,7 +1074,7 @@ describe('reverse once the money moved on (a worker running)', () => {
         ),
       ],
     ] as const) {
-      expect((await send({ ...body, payment_status: 'refunded' }, worker)).status).toBe(202);
+      expect((await sendRefunded(body, worker)).status).toBe(202);
       for (const action of ['reverse', 'ignore']) {
         const res = await act(body.payment_id, action, {
           on: worker,
@@ -1133,8 +1099,7 @@ describe('reverse once the money moved on (a worker running)', () => {
     // The payout sent nothing: cancelled, its ETH is the channel's again, and the refund takes it back.
     expect((await worker.request('POST', `/api/payouts/${payout.payout_id}/cancel`)).status).toBe(200);
     const reversed = await act(instant.payment_id, 'reverse', { on: worker, body: { note: 'chargeback' } });
-    expect(reversed.status).toBe(200);
-    expect(reversed.body).toMatchObject({
+    expectAnswer(reversed, 200, {
       status: 'refunded',
       reviewReason: null,
       reviewAction: { action: 'reverse' },
