@@ -183,30 +183,52 @@ export function alertDeps(config: Config, stage: StageDeps): AlertDeps {
 
 /** ChangeNow and the chain: the configured ones, or (local run) the simulator and anvil started here. */
 async function openOutside(config: Config, logger: Logger): Promise<LocalOutside> {
-  if (config.embedded) {
-    return startLocalOutside({
-      ...(config.ETH_RPC_URL && { rpcUrl: config.ETH_RPC_URL }),
-      ...(config.CHANGENOW_API_URL && { changenowUrl: config.CHANGENOW_API_URL }),
-      chainId: config.CHAIN_ID,
-      chainPort: config.LOCAL_CHAIN_PORT,
-      changenowPort: config.LOCAL_CHANGENOW_PORT,
-      changenowApiKey: config.CHANGENOW_API_KEY,
-      hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
-      // With a key and no URL, the local run confirms credits with its own NOWPayments simulator.
-      ...(config.NOWPAYMENTS_API_KEY !== undefined && {
-        nowpayments: {
-          ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }),
-          port: config.LOCAL_NOWPAYMENTS_PORT,
-          apiKey: config.NOWPAYMENTS_API_KEY,
-          ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
-        },
-      }),
-      // The local chain keeps its state next to the database, so balances and nonces agree across restarts.
-      stateDir: path.resolve(config.PAYRAIL_DATA_DIR),
-      logger,
-    });
-  }
+  if (config.embedded) return startLocal(config, logger);
+  return configuredOutside(config, logger);
+}
+
+/** A local run's simulators and chain, on the ports and keys configured. */
+function startLocal(config: Config, logger: Logger): Promise<LocalOutside> {
+  return startLocalOutside({
+    ...(config.ETH_RPC_URL && { rpcUrl: config.ETH_RPC_URL }),
+    ...(config.CHANGENOW_API_URL && { changenowUrl: config.CHANGENOW_API_URL }),
+    chainId: config.CHAIN_ID,
+    chainPort: config.LOCAL_CHAIN_PORT,
+    changenowPort: config.LOCAL_CHANGENOW_PORT,
+    changenowApiKey: config.CHANGENOW_API_KEY,
+    hostPrivateKey: config.HOST_WALLET_PRIVATE_KEY,
+    // With a key and no URL, the local run confirms credits with its own NOWPayments simulator.
+    ...(config.NOWPAYMENTS_API_KEY !== undefined && {
+      nowpayments: {
+        ...(config.NOWPAYMENTS_API_URL && { url: config.NOWPAYMENTS_API_URL }),
+        port: config.LOCAL_NOWPAYMENTS_PORT,
+        apiKey: config.NOWPAYMENTS_API_KEY,
+        ipnSecret: config.NOWPAYMENTS_IPN_SECRET,
+      },
+    }),
+    // The local chain keeps its state next to the database, so balances and nonces agree across restarts.
+    stateDir: path.resolve(config.PAYRAIL_DATA_DIR),
+    logger,
+  });
+}
+
+/** The configured ChangeNow, chain and NOWPayments API, once ETH_RPC_URL is not found serving another chain. */
+async function configuredOutside(config: Config, logger: Logger): Promise<LocalOutside> {
   const rpcUrl = config.ETH_RPC_URL as string;
+  await refuseOtherChain(rpcUrl, config, logger);
+  return {
+    rpcUrl,
+    chainId: config.CHAIN_ID,
+    changenowUrl: config.CHANGENOW_API_URL as string,
+    ...(config.NOWPAYMENTS_API_KEY !== undefined && {
+      nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL,
+    }),
+    stop: () => Promise.resolve(),
+  };
+}
+
+/** Stops the start when ETH_RPC_URL answers for another chain than CHAIN_ID; an unanswered ask is only logged. */
+async function refuseOtherChain(rpcUrl: string, config: Config, logger: Logger): Promise<void> {
   let served: number | undefined;
   try {
     served = Number.parseInt(String(await rpc(rpcUrl, 'eth_chainId', [])), 16);
@@ -220,15 +242,6 @@ async function openOutside(config: Config, logger: Logger): Promise<LocalOutside
   // A key pointed at the wrong chain must stop the start, not sign transactions for another network.
   if (served !== undefined && served !== config.CHAIN_ID)
     throw new Error(`ETH_RPC_URL serves chain ${served}, but CHAIN_ID is ${config.CHAIN_ID}`);
-  return {
-    rpcUrl,
-    chainId: config.CHAIN_ID,
-    changenowUrl: config.CHANGENOW_API_URL as string,
-    ...(config.NOWPAYMENTS_API_KEY !== undefined && {
-      nowpaymentsUrl: config.NOWPAYMENTS_API_URL ?? NOWPAYMENTS_DEFAULT_API_URL,
-    }),
-    stop: () => Promise.resolve(),
-  };
 }
 
 /**
