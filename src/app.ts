@@ -19,6 +19,7 @@ import {
   pipelineTasks,
   type ConfirmDeps,
   type ConversionChain,
+  type ConversionSettings,
   type CrashPoint,
   type IntakeSettings,
   type StageDeps,
@@ -288,24 +289,29 @@ export function stageDeps(
     wallet,
     hostAddress: wallet.address,
     usdtContract: (outside.usdtContract ?? config.USDT_CONTRACT) as `0x${string}`,
-    settings: {
-      minUsdCents: parseUnits(config.CONVERSION_MIN_USD, 2),
-      maxWaitMs: config.CONVERSION_MAX_WAIT,
-      maxPayments: config.CONVERSION_MAX_PAYMENTS,
-      pollIntervalMs: config.CONVERSION_POLL_INTERVAL,
-      pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
-      transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
-      transfer: transferPolicy(config, outside.chainId),
-      payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
-      payoutApprovalAboveUsdCents:
-        config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
-      walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
-      refundTolerance: config.CHANGENOW_REFUND_TOLERANCE,
-      maxSlippage: config.CHANGENOW_MAX_SLIPPAGE,
-    },
+    settings: conversionSettings(config, outside.chainId),
     logger,
     notifyAlerts: config.ALERT_WEBHOOK_URL !== undefined,
     ...(crashPoint && { crashPoint }),
+  };
+}
+
+/** The stages' limits, deadlines and policies, from the configuration and the chain the wallet signs for. */
+function conversionSettings(config: Config, chainId: number): ConversionSettings {
+  return {
+    minUsdCents: parseUnits(config.CONVERSION_MIN_USD, 2),
+    maxWaitMs: config.CONVERSION_MAX_WAIT,
+    maxPayments: config.CONVERSION_MAX_PAYMENTS,
+    pollIntervalMs: config.CONVERSION_POLL_INTERVAL,
+    pollDeadlineMs: config.CONVERSION_POLL_DEADLINE,
+    transferConfirmDeadlineMs: config.TRANSFER_CONFIRM_DEADLINE,
+    transfer: transferPolicy(config, chainId),
+    payoutMaxAttempts: config.PAYOUT_MAX_ATTEMPTS,
+    payoutApprovalAboveUsdCents:
+      config.PAYOUT_APPROVAL_ABOVE_USD === undefined ? null : parseUnits(config.PAYOUT_APPROVAL_ABOVE_USD, 2),
+    walletChangeHoldMs: config.WALLET_CHANGE_HOLD,
+    refundTolerance: config.CHANGENOW_REFUND_TOLERANCE,
+    maxSlippage: config.CHANGENOW_MAX_SLIPPAGE,
   };
 }
 
