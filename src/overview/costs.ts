@@ -26,7 +26,7 @@
  *
  * This sums journals, not balance rows: one read per run (the demo, the bench, a test), not a dashboard poll.
  */
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db } from '../db/index.ts';
 import { formatUnits } from '../money/index.ts';
 import { addUnits, formatAsset, type UnitsByAsset } from './amounts.ts';
@@ -88,25 +88,55 @@ const empty = (): Figures => ({
 const REF_PAYMENT = sql`(case when split_part(j.ref, ':', 1) ~ '^[0-9]{1,20}$' then split_part(j.ref, ':', 1)::numeric end)`;
 
 export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsReport> {
+  const where = scopeConditions(scope);
+  const lines = new Map<CostLine, Figures>();
+  const at = (strategy: string): Figures => lineOf(lines, strategy);
+  await readPaymentsCredited(db, where, at);
+  await readFees(db, where, at);
+  await readGas(db, where, at);
+  await readExchangeCosts(db, where, at);
+  await readExchanges(db, where, at);
+  return costsReport(lines);
+}
+
+/** The scope as SQL conditions, shared by every read. */
+interface ScopeConditions {
+  /** The scope's payment ids, null without a payment set. */
+  readonly ids: string[] | null;
+  /** A row created inside the scope's time window. */
+  readonly booked: (column: string) => RawBuilder<unknown>;
+  /** A conversion in the scope's payment set (always true without one). */
+  readonly conversionInSet: (column: string) => RawBuilder<unknown>;
+  /** The payout `po` in the scope's payment set (always true without one). */
+  readonly payoutInSet: RawBuilder<unknown>;
+}
+
+/** The figures a journal's strategy is attributed to: anything but threshold or instant is shared. */
+type LineOf = (strategy: string) => Figures;
+
+function scopeConditions(scope: CostScope): ScopeConditions {
   const ids = scope.paymentIds === undefined ? null : [...scope.paymentIds];
   const from = scope.from ?? null;
   const to = scope.to ?? null;
-  const booked = (column: string) =>
-    sql`(${from}::timestamptz is null or ${sql.ref(column)} >= ${from}::timestamptz) and (${to}::timestamptz is null or ${sql.ref(column)} < ${to}::timestamptz)`;
-  // A conversion or payout in the scope's payment set (always true without one).
-  const conversionInSet = (column: string) =>
-    sql`(${ids}::numeric[] is null or exists (select 1 from conversion_payments cp where cp.conversion_id = ${sql.ref(column)} and cp.payment_id = any(${ids}::numeric[])))`;
-  const payoutInSet = sql`(${ids}::numeric[] is null or po.payment_id = any(${ids}::numeric[])
-    or exists (select 1 from payments pp where pp.payout_id = po.payout_id and pp.payment_id = any(${ids}::numeric[])))`;
-
-  const lines = new Map<CostLine, Figures>();
-  const at = (strategy: string): Figures => {
-    const key: CostLine = strategy === 'threshold' || strategy === 'instant' ? strategy : 'shared';
-    let figures = lines.get(key);
-    if (!figures) lines.set(key, (figures = empty()));
-    return figures;
+  return {
+    ids,
+    booked: (column) =>
+      sql`(${from}::timestamptz is null or ${sql.ref(column)} >= ${from}::timestamptz) and (${to}::timestamptz is null or ${sql.ref(column)} < ${to}::timestamptz)`,
+    conversionInSet: (column) =>
+      sql`(${ids}::numeric[] is null or exists (select 1 from conversion_payments cp where cp.conversion_id = ${sql.ref(column)} and cp.payment_id = any(${ids}::numeric[])))`,
+    payoutInSet: sql`(${ids}::numeric[] is null or po.payment_id = any(${ids}::numeric[])
+    or exists (select 1 from payments pp where pp.payout_id = po.payout_id and pp.payment_id = any(${ids}::numeric[])))`,
   };
+}
 
+function lineOf(lines: Map<CostLine, Figures>, strategy: string): Figures {
+  const key: CostLine = strategy === 'threshold' || strategy === 'instant' ? strategy : 'shared';
+  let figures = lines.get(key);
+  if (!figures) lines.set(key, (figures = empty()));
+  return figures;
+}
+
+async function readPaymentsCredited(db: Db, { ids, booked }: ScopeConditions, at: LineOf): Promise<void> {
   const credited = await sql<{ strategy: string; n: number }>`
     select coalesce(p.payout_strategy, 'shared') as strategy, count(*)::int as n
     from ledger_journals j join payments p on p.payment_id = ${REF_PAYMENT}
@@ -114,8 +144,10 @@ export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsRep
       and (${ids}::numeric[] is null or p.payment_id = any(${ids}::numeric[]))
     group by 1`.execute(db);
   for (const r of credited.rows) at(r.strategy).payments += r.n;
+}
 
-  // Every entry on the fee accounts, so the total is their balance over the scope; one naming no payment is shared.
+// Every entry on the fee accounts, so the total is their balance over the scope; one naming no payment is shared.
+async function readFees(db: Db, { ids, booked }: ScopeConditions, at: LineOf): Promise<void> {
   const fees = await sql<{ strategy: string; asset: string; units: string }>`
     select coalesce(p.payout_strategy, 'shared') as strategy, a.asset, sum(e.amount)::text as units
     from ledger_entries e
@@ -126,8 +158,11 @@ export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsRep
       and (${ids}::numeric[] is null or p.payment_id = any(${ids}::numeric[]))
     group by 1, 2`.execute(db);
   for (const r of fees.rows) addUnits(at(r.strategy).fees, r.asset, BigInt(r.units));
+}
 
-  // Gas is booked below zero (an expense): negated to read as an amount paid.
+// Gas is booked below zero (an expense): negated to read as an amount paid.
+async function readGas(db: Db, where: ScopeConditions, at: LineOf): Promise<void> {
+  const { ids, booked, conversionInSet, payoutInSet } = where;
   const gas = await sql<{ strategy: string; asset: string; units: string; transfers: number }>`
     select case when t.purpose = 'conversion' then 'threshold' else coalesce(po.kind, 'shared') end as strategy,
            a.asset, (-sum(e.amount))::text as units, count(distinct j.id) filter (where j.kind = 'network_fee')::int as transfers
@@ -145,7 +180,10 @@ export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsRep
     addUnits(at(r.strategy).gas, r.asset, BigInt(r.units));
     at(r.strategy).transfers += r.transfers;
   }
+}
 
+async function readExchangeCosts(db: Db, where: ScopeConditions, at: LineOf): Promise<void> {
+  const { ids, booked, conversionInSet, payoutInSet } = where;
   const costs = await sql<{ strategy: string; asset: string; units: string }>`
     select case when j.kind = 'payout_returned' then coalesce(po.kind, 'shared') else 'threshold' end as strategy,
            a.asset, sum(e.amount)::text as units
@@ -160,7 +198,10 @@ export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsRep
            or (j.kind = 'payout_returned' and ${payoutInSet}))
     group by 1, 2`.execute(db);
   for (const r of costs.rows) addUnits(at(r.strategy).exchangeCosts, r.asset, BigInt(r.units));
+}
 
+async function readExchanges(db: Db, where: ScopeConditions, at: LineOf): Promise<void> {
+  const { booked, conversionInSet, payoutInSet } = where;
   const exchanges = await sql<{ strategy: string; n: number }>`
     select 'threshold' as strategy, count(*)::int as n from conversions c
     where c.exchange_id is not null and ${booked('c.created_at')} and ${conversionInSet('c.conversion_id')}
@@ -169,7 +210,10 @@ export async function readCosts(db: Db, scope: CostScope = {}): Promise<CostsRep
     where po.exchange_id is not null and ${booked('po.created_at')} and ${payoutInSet}
     group by po.kind`.execute(db);
   for (const r of exchanges.rows) at(r.strategy).exchanges += r.n;
+}
 
+/** threshold, instant, then shared when it holds something; the total adds them all up. */
+function costsReport(lines: Map<CostLine, Figures>): CostsReport {
   const order: CostLine[] = ['threshold', 'instant', 'shared'];
   const out = order
     .filter((s) => s !== 'shared' || lines.has('shared'))
