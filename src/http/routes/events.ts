@@ -1,4 +1,4 @@
-import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { z } from 'zod';
 import { DELIVERY_STATES } from '../../db/schema.ts';
 import type { Db } from '../../db/index.ts';
@@ -110,6 +110,13 @@ function eventFeedRoute(app: FastifyInstance, deps: EventRouteDeps): void {
 
 /** The webhook endpoints: register, list, read, delete. */
 function endpointRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
+  registerEndpointRoute(app, deps);
+  listEndpointsRoute(app, deps);
+  readEndpointRoute(app, deps);
+  deleteEndpointRoute(app, deps);
+}
+
+function registerEndpointRoute(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/webhook-endpoints',
@@ -124,28 +131,39 @@ function endpointRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
       },
       400: bad('A bad field, or a URL refused (not http(s), payrail itself, a port fetch refuses...).'),
     },
-    handler: async ({ body }, request, reply) => {
-      let url: URL;
-      try {
-        url = checkEndpointUrl(body.url, { ...deps.self, port: listeningPort(app, deps.self.port) });
-      } catch (error) {
-        if (error instanceof EndpointRefused) return reply.code(400).send({ error: error.message });
-        throw error;
-      }
-      const created = await createEndpoint(deps.db, {
-        url: url.toString(),
-        eventTypes: body.eventTypes,
-        actor: actorOf(request),
-      });
-      request.log.info(
-        { event: 'webhook_endpoint_created', endpointId: created.endpoint.id, eventTypes: created.endpoint.eventTypes },
-        'webhook endpoint registered',
-      );
-      // The secret is in this answer only: it is never shown again.
-      return reply.code(201).send({ ...created.endpoint, secret: created.secret });
-    },
+    handler: async ({ body }, request, reply) => registerEndpoint(app, deps, body, request, reply),
   });
+}
 
+/** 201 with the endpoint and its secret; 400 naming why a URL is refused. */
+async function registerEndpoint(
+  app: FastifyInstance,
+  deps: EventRouteDeps,
+  body: z.output<typeof endpointBody>,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  let url: URL;
+  try {
+    url = checkEndpointUrl(body.url, { ...deps.self, port: listeningPort(app, deps.self.port) });
+  } catch (error) {
+    if (error instanceof EndpointRefused) return reply.code(400).send({ error: error.message });
+    throw error;
+  }
+  const created = await createEndpoint(deps.db, {
+    url: url.toString(),
+    eventTypes: body.eventTypes,
+    actor: actorOf(request),
+  });
+  request.log.info(
+    { event: 'webhook_endpoint_created', endpointId: created.endpoint.id, eventTypes: created.endpoint.eventTypes },
+    'webhook endpoint registered',
+  );
+  // The secret is in this answer only: it is never shown again.
+  return reply.code(201).send({ ...created.endpoint, secret: created.secret });
+}
+
+function listEndpointsRoute(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'GET',
     path: '/api/webhook-endpoints',
@@ -157,7 +175,9 @@ function endpointRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
     },
     handler: async () => ({ endpoints: await listEndpoints(deps.db) }),
   });
+}
 
+function readEndpointRoute(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'GET',
     path: '/api/webhook-endpoints/:endpointId',
@@ -175,7 +195,9 @@ function endpointRoutes(app: FastifyInstance, deps: EventRouteDeps): void {
       return endpoint ?? reply.code(404).send({ error: `webhook endpoint ${endpointId} not found` });
     },
   });
+}
 
+function deleteEndpointRoute(app: FastifyInstance, deps: EventRouteDeps): void {
   route(app, {
     method: 'DELETE',
     path: '/api/webhook-endpoints/:endpointId',
