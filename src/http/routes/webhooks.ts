@@ -1,10 +1,17 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Db } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
 import { PAYMENT_STATUSES, readIpn } from '../../integrations/nowpayments/index.ts';
 import { observeIntakeGroup } from '../../metrics/intake.ts';
-import { createIntakeBatcher, recordIpn, type IntakeOutcome, type IntakeSettings } from '../../pipeline/index.ts';
+import {
+  createIntakeBatcher,
+  recordIpn,
+  type IntakeBatcher,
+  type IntakeOutcome,
+  type IntakeResult,
+  type IntakeSettings,
+} from '../../pipeline/index.ts';
 import { addressMatcher, sourceKey, type AddressRange } from '../net.ts';
 import { described, route, shapes } from '../openapi/index.ts';
 import { createRateLimiter } from '../rate-limit.ts';
@@ -70,13 +77,40 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   // The IPNs that arrive while one is in the database go together in the next call (group commit). Requests wait for
   // their group, and the server's close waits for its requests, so nothing is left queued when the pool closes.
   const batcher = createIntakeBatcher(deps.db, { logger: app.log as Logger, onGroup: observeIntakeGroup });
+  reportAnswers(app, deps, outcomes);
+  ipnRoute(app, deps, { batcher, outcomes });
+}
+
+/** What the scope's requests share: the group commit, and each request's intake outcome for its report. */
+interface IpnScope {
+  batcher: IntakeBatcher;
+  outcomes: WeakMap<FastifyRequest, IntakeOutcome>;
+}
+
+function reportAnswers(app: FastifyInstance, deps: WebhookDeps, outcomes: IpnScope['outcomes']): void {
   const onAnswered = deps.onAnswered;
   if (onAnswered)
     app.addHook('onResponse', async (request, reply) =>
       onAnswered({ status: reply.statusCode, outcome: outcomes.get(request) ?? null }),
     );
+}
 
-  // Its answers resemble the admin routes' only in form: the IPN's statuses, guard and raw body are its own.
+const ipnAnswers = {
+  200: { description: 'Recorded, advanced, or unchanged (a repeat or an earlier status).', schema: ipnAnswer },
+  202: { description: 'Kept for review: a person decides (`reviewReason`).', schema: ipnAnswer },
+  400: { description: 'Malformed: not JSON, not an object, or a field that is wrong.', schema: shapes.errorBody },
+  401: { description: 'No x-nowpayments-sig, or a signature that does not match.', schema: shapes.errorBody },
+  403: { description: 'The source address is not in NOWPAYMENTS_ALLOWED_IPS.', schema: shapes.errorBody },
+  413: { description: 'Larger than WEBHOOK_BODY_LIMIT_BYTES.', schema: shapes.errorBody },
+  429: {
+    description: 'The source is over WEBHOOK_RATE_LIMIT.',
+    schema: shapes.errorBody,
+    headers: { 'retry-after': 'Seconds to wait.' },
+  },
+};
+
+// Its answers resemble the admin routes' only in form: the IPN's statuses, guard and raw body are its own.
+function ipnRoute(app: FastifyInstance, deps: WebhookDeps, scope: IpnScope): void {
   route(app, {
     method: 'POST',
     path: '/webhooks/nowpayments',
@@ -89,57 +123,54 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         'The IPN as NOWPayments sends it; its signature covers these bytes, and amounts are read from the text exactly.',
       schema: IPN_DOCUMENTED_BODY,
     },
-    responses: {
-      200: { description: 'Recorded, advanced, or unchanged (a repeat or an earlier status).', schema: ipnAnswer },
-      202: { description: 'Kept for review: a person decides (`reviewReason`).', schema: ipnAnswer },
-      400: { description: 'Malformed: not JSON, not an object, or a field that is wrong.', schema: shapes.errorBody },
-      401: { description: 'No x-nowpayments-sig, or a signature that does not match.', schema: shapes.errorBody },
-      403: { description: 'The source address is not in NOWPAYMENTS_ALLOWED_IPS.', schema: shapes.errorBody },
-      413: { description: 'Larger than WEBHOOK_BODY_LIMIT_BYTES.', schema: shapes.errorBody },
-      429: {
-        description: 'The source is over WEBHOOK_RATE_LIMIT.',
-        schema: shapes.errorBody,
-        headers: { 'retry-after': 'Seconds to wait.' },
-      },
-    },
+    responses: ipnAnswers,
+    // The source allowlist, then the rate limit, before the body is read; the signature, then the fields, after.
     onRequest: sourceGuard(deps),
-    handler: async (_input, request, reply) => {
-      const raw = typeof request.body === 'string' ? request.body : '';
-      const signature = request.headers['x-nowpayments-sig'];
-      const reading = readIpn(raw, typeof signature === 'string' ? signature : undefined, deps.ipnSecret);
-      if (!reading.ok) {
-        request.log.warn({ event: 'ipn_rejected', status: reading.status, reason: reading.error }, 'IPN rejected');
-        return reply.code(reading.status).send({ error: reading.error });
-      }
-      // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
-      const result = await recordIpn(
-        deps.db,
-        reading.ipn,
-        deps.intake,
-        { logger: request.log as Logger, notify: deps.notifyAlerts === true },
-        batcher,
-      );
-      outcomes.set(request, result.outcome);
-      if (result.credited === 'threshold') deps.onThresholdCredit?.();
-      const log = {
-        event: 'ipn_accepted',
-        paymentId: result.paymentId,
-        status: result.status,
-        outcome: result.outcome,
-        credited: result.credited,
-        confirming: result.confirming,
-        reviewReason: result.reviewReason,
-      };
-      if (result.outcome === 'review') request.log.warn(log, 'IPN kept for review');
-      else request.log.info(log, 'IPN accepted');
-      return reply.code(result.outcome === 'review' ? 202 : 200).send({
-        paymentId: result.paymentId,
-        status: result.status,
-        outcome: result.outcome,
-        ...(result.reviewReason && { reviewReason: result.reviewReason }),
-      });
-    },
+    handler: async (_input, request, reply) => takeIpn(deps, scope, request, reply),
   });
+}
+
+/** Signature and fields checked (readIpn: 401 or 400, logged), then recorded: 200, or 202 when kept for review. */
+async function takeIpn(deps: WebhookDeps, scope: IpnScope, request: FastifyRequest, reply: FastifyReply) {
+  const raw = typeof request.body === 'string' ? request.body : '';
+  const signature = request.headers['x-nowpayments-sig'];
+  const reading = readIpn(raw, typeof signature === 'string' ? signature : undefined, deps.ipnSecret);
+  if (!reading.ok) {
+    request.log.warn({ event: 'ipn_rejected', status: reading.status, reason: reading.error }, 'IPN rejected');
+    return reply.code(reading.status).send({ error: reading.error });
+  }
+  // The app's loggerInstance is pino, so each request's logger is a pino child (fastify types it more loosely).
+  const result = await recordIpn(
+    deps.db,
+    reading.ipn,
+    deps.intake,
+    { logger: request.log as Logger, notify: deps.notifyAlerts === true },
+    scope.batcher,
+  );
+  scope.outcomes.set(request, result.outcome);
+  if (result.credited === 'threshold') deps.onThresholdCredit?.();
+  logTaken(request.log, result);
+  return reply.code(result.outcome === 'review' ? 202 : 200).send({
+    paymentId: result.paymentId,
+    status: result.status,
+    outcome: result.outcome,
+    ...(result.reviewReason && { reviewReason: result.reviewReason }),
+  });
+}
+
+/** One kept for review is a warning: a person has to decide. */
+function logTaken(log: FastifyBaseLogger, result: IntakeResult): void {
+  const line = {
+    event: 'ipn_accepted',
+    paymentId: result.paymentId,
+    status: result.status,
+    outcome: result.outcome,
+    credited: result.credited,
+    confirming: result.confirming,
+    reviewReason: result.reviewReason,
+  };
+  if (result.outcome === 'review') log.warn(line, 'IPN kept for review');
+  else log.info(line, 'IPN accepted');
 }
 
 /**
