@@ -69,17 +69,60 @@ export async function migrateQueue(pool: pg.Pool, logger: Logger): Promise<void>
   await runMigrations({ pgPool: pool, logger: workerLogger(logger) });
 }
 
+type WorkerEvents = NonNullable<Parameters<typeof run>[0]['events']>;
+
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const workerId = `payrail-${process.pid}-${randomUUID().slice(0, 8)}`;
   const queueWorkerIds = new Set<string>();
-  const events = new EventEmitter() as NonNullable<Parameters<typeof run>[0]['events']>;
+  const events = workerEvents(options, queueWorkerIds);
+  const runner = await startRunner(options, events);
+  let stopping = false;
+  let failed = false;
+  // eslint-disable-next-line prefer-const -- assigned once below, but `unexpected` can run before then: it must read undefined, not a const in its temporal dead zone
+  let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
+  // The queue runner can give up while this process lives on: it stops when its pool of workers fails (database
+  // unreachable), and it aborts ("queue is in an inconsistent state") when it cannot record a job's completion or
+  // failure, leaving those jobs locked. Either way this process runs no more jobs, yet its heartbeat would keep
+  // saying it is alive, so nobody would release its locks (found by the chaos run, fault restart_postgres: the host
+  // wallet's transfer queue stayed locked and every transfer waited). So: say so, stop beating (the row goes stale and
+  // a live worker's reaper releases the locks), and let the process exit non-zero to be restarted.
+  const unexpected = (error: Error) => {
+    if (failed || stopping) return;
+    failed = true;
+    reportRunnerStopped(options, workerId, error);
+    void heartbeat?.stop({ keepRow: true });
+    options.onUnexpectedStop?.(error);
+  };
+  onRunnerStop(events, runner, unexpected);
+  heartbeat = await startWorkerHeartbeat(options, workerId, queueWorkerIds);
+  options.logger.info({ event: 'worker_started', workerId, concurrency: options.concurrency }, 'worker started');
+  return {
+    workerId,
+    async stop() {
+      stopping = true;
+      // A runner that failed left its locks: keep our heartbeat row so the survivors' reaper releases them.
+      await heartbeat?.stop({ keepRow: failed });
+      await runner.stop();
+      options.logger.info({ event: 'worker_stopped', workerId }, 'worker stopped');
+    },
+  };
+}
+
+/** The queue's events, recording the ids its jobs are locked under and telling the job observer. */
+function workerEvents(options: WorkerOptions, queueWorkerIds: Set<string>): WorkerEvents {
+  const events = new EventEmitter() as WorkerEvents;
   // Jobs are locked under the pool's id (workers' ids on older queue versions): record both.
   events.on('pool:create', ({ workerPool }) => queueWorkerIds.add(workerPool.id));
   events.on('worker:create', ({ worker }) => queueWorkerIds.add(worker.workerId));
   if (options.jobObserver) watchJobs(events, options.jobObserver);
-  // A job out of attempts is work nobody will do again on their own: say so loudly.
+  alertOnJobsOutOfAttempts(events, options.logger);
+  return events;
+}
+
+// A job out of attempts is work nobody will do again on their own: say so loudly.
+function alertOnJobsOutOfAttempts(events: WorkerEvents, logger: Logger): void {
   events.on('job:failed', ({ job, error }) => {
-    options.logger.error(
+    logger.error(
       {
         event: 'alert',
         alert: 'job_failed_permanently',
@@ -92,7 +135,10 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       'a job used up its attempts',
     );
   });
-  const runner: Runner = await run({
+}
+
+async function startRunner(options: WorkerOptions, events: WorkerEvents): Promise<Runner> {
+  return run({
     events,
     pgPool: options.pool,
     taskList: options.taskList,
@@ -112,56 +158,39 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       },
     },
   });
-  let stopping = false;
-  let failed = false;
-  // eslint-disable-next-line prefer-const -- assigned once below, but `unexpected` can run before then: it must read undefined, not a const in its temporal dead zone
-  let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
-  // The queue runner can give up while this process lives on: it stops when its pool of workers fails (database
-  // unreachable), and it aborts ("queue is in an inconsistent state") when it cannot record a job's completion or
-  // failure, leaving those jobs locked. Either way this process runs no more jobs, yet its heartbeat would keep
-  // saying it is alive, so nobody would release its locks (found by the chaos run, fault restart_postgres: the host
-  // wallet's transfer queue stayed locked and every transfer waited). So: say so, stop beating (the row goes stale and
-  // a live worker's reaper releases the locks), and let the process exit non-zero to be restarted.
-  const unexpected = (error: Error) => {
-    if (failed || stopping) return;
-    failed = true;
-    options.logger.error(
-      { event: 'alert', alert: 'worker_runner_stopped', err: error.message },
-      'the job queue runner stopped on its own; this worker runs no more jobs',
-    );
-    options
-      .storeAlert?.({
-        rule: 'worker_runner_stopped',
-        subject: workerId,
-        severity: 'critical',
-        message: 'the job queue runner stopped on its own; this worker runs no more jobs',
-        details: { workerId, err: error.message },
-      })
-      .catch(() => undefined);
-    void heartbeat?.stop({ keepRow: true });
-    options.onUnexpectedStop?.(error);
-  };
+}
+
+/** Calls `unexpected` when the runner's pool fails or its run ends, whether it resolves or rejects. */
+function onRunnerStop(events: WorkerEvents, runner: Runner, unexpected: (error: Error) => void): void {
   events.on('pool:fatalError', ({ error }) => unexpected(error instanceof Error ? error : new Error(String(error))));
   runner.promise.then(
     () => unexpected(new Error('queue runner stopped')),
     (error: unknown) => unexpected(error instanceof Error ? error : new Error(String(error))),
   );
-  heartbeat = await startHeartbeat(options.db, {
+}
+
+function reportRunnerStopped(options: WorkerOptions, workerId: string, error: Error): void {
+  options.logger.error(
+    { event: 'alert', alert: 'worker_runner_stopped', err: error.message },
+    'the job queue runner stopped on its own; this worker runs no more jobs',
+  );
+  options
+    .storeAlert?.({
+      rule: 'worker_runner_stopped',
+      subject: workerId,
+      severity: 'critical',
+      message: 'the job queue runner stopped on its own; this worker runs no more jobs',
+      details: { workerId, err: error.message },
+    })
+    .catch(() => undefined);
+}
+
+function startWorkerHeartbeat(options: WorkerOptions, workerId: string, queueWorkerIds: Set<string>) {
+  return startHeartbeat(options.db, {
     workerId,
     intervalMs: options.heartbeatIntervalMs,
     staleSeconds: options.staleWorkerSeconds,
     queueWorkerIds: () => [...queueWorkerIds],
     logger: options.logger,
   });
-  options.logger.info({ event: 'worker_started', workerId, concurrency: options.concurrency }, 'worker started');
-  return {
-    workerId,
-    async stop() {
-      stopping = true;
-      // A runner that failed left its locks: keep our heartbeat row so the survivors' reaper releases them.
-      await heartbeat?.stop({ keepRow: failed });
-      await runner.stop();
-      options.logger.info({ event: 'worker_stopped', workerId }, 'worker stopped');
-    },
-  };
 }
