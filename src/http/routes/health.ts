@@ -44,22 +44,19 @@ const report = z.object({
   checks: z.object({ database: check, queue: check, chain: check, changenow: check }),
 });
 
-/**
- * GET /health: a real check. The database answers a query, at least one worker process has beaten recently, and no
- * handled task's oldest runnable job is older than the limit. 503 names the failing component.
- *
- * The chain RPC and ChangeNow are reported from the workers' last observation, and never make it 503: payrail keeps
- * taking IPNs while either is down (the jobs that need them wait and retry), and a load balancer that took the web
- * processes out of rotation for it would lose payments instead. An observation older than three alert intervals is
- * reported as not ok (stale): nobody is looking any more, and its last answer says nothing about now.
- */
 // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify plugin: registration waits for the promise it returns
 export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Promise<void> {
-  /**
-   * GET /health/live: whether this web process can take an IPN (its database answers), and nothing else. For the load
-   * balancer: a web process with a healthy database must stay in rotation while the workers are down or behind, or
-   * the IPNs it would have recorded are refused; /health is for monitoring the whole.
-   */
+  liveRoute(app, deps);
+  // Declared like /health/live, not through one helper: the two ask different questions and answer in other shapes.
+  wholeRoute(app, deps);
+}
+
+/**
+ * GET /health/live: whether this web process can take an IPN (its database answers), and nothing else. For the load
+ * balancer: a web process with a healthy database must stay in rotation while the workers are down or behind, or
+ * the IPNs it would have recorded are refused; /health is for monitoring the whole.
+ */
+function liveRoute(app: FastifyInstance, deps: HealthDeps): void {
   route(app, {
     method: 'GET',
     path: '/health/live',
@@ -79,8 +76,18 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
       }
     },
   });
+}
 
-  // Declared like /health/live, not through one helper: the two ask different questions and answer in other shapes.
+/**
+ * GET /health: a real check. The database answers a query, at least one worker process has beaten recently, and no
+ * handled task's oldest runnable job is older than the limit. 503 names the failing component.
+ *
+ * The chain RPC and ChangeNow are reported from the workers' last observation, and never make it 503: payrail keeps
+ * taking IPNs while either is down (the jobs that need them wait and retry), and a load balancer that took the web
+ * processes out of rotation for it would lose payments instead. An observation older than three alert intervals is
+ * reported as not ok (stale): nobody is looking any more, and its last answer says nothing about now.
+ */
+function wholeRoute(app: FastifyInstance, deps: HealthDeps): void {
   route(app, {
     method: 'GET',
     path: '/health',
@@ -93,61 +100,67 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthDeps): Prom
     },
     handler: async (_input, _request, reply) => {
       const checks: Record<string, Check> = {};
-      const started = process.hrtime.bigint();
-      try {
-        await sql`select 1`.execute(deps.db);
-        checks.database = {
-          ok: true,
-          affectsStatus: true,
-          latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n),
-        };
-      } catch (error) {
-        checks.database = { ok: false, affectsStatus: true, error: (error as Error).message };
-      }
-      if (checks.database.ok) {
-        try {
-          const [workers, stats] = await Promise.all([
-            liveWorkers(deps.db, deps.workerStaleSeconds),
-            queueStats(deps.db),
-          ]);
-          const stale = stats.filter(
-            (s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds,
-          );
-          const problems = [
-            ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
-            ...stale.map(
-              (s) =>
-                `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`,
-            ),
-          ];
-          checks.queue = {
-            ok: problems.length === 0,
-            affectsStatus: true,
-            workersAlive: workers,
-            tasks: stats,
-            ...(problems.length > 0 && { problems }),
-          };
-        } catch (error) {
-          checks.queue = { ok: false, affectsStatus: true, error: (error as Error).message };
-        }
-      } else {
-        checks.queue = { ok: false, affectsStatus: true, error: 'database unavailable' };
-      }
+      checks.database = await databaseCheck(deps.db);
+      checks.queue = checks.database.ok
+        ? await queueCheck(deps)
+        : { ok: false, affectsStatus: true, error: 'database unavailable' };
       Object.assign(
         checks,
         await reportedChecks(deps.db, checks.database.ok === true, observationStaleAfterSeconds(deps.alertIntervalMs)),
       );
-      const failing = Object.entries(checks)
-        .filter(([, c]) => c.affectsStatus && c.ok !== true)
-        .map(([name]) => name);
-      const warnings = Object.entries(checks)
-        .filter(([, c]) => !c.affectsStatus && c.ok === false)
-        .map(([name]) => name);
+      const { failing, warnings } = verdict(checks);
       return reply
         .code(failing.length === 0 ? 200 : 503)
         .send({ status: failing.length === 0 ? 'ok' : 'fail', failing, warnings, checks });
     },
   });
+}
+
+async function databaseCheck(db: Db): Promise<Check> {
+  const started = process.hrtime.bigint();
+  try {
+    await sql`select 1`.execute(db);
+    return { ok: true, affectsStatus: true, latencyMs: Number((process.hrtime.bigint() - started) / 1_000_000n) };
+  } catch (error) {
+    return { ok: false, affectsStatus: true, error: (error as Error).message };
+  }
+}
+
+/** At least one worker beat recently, and no handled task's oldest runnable job is older than the limit. */
+async function queueCheck(deps: HealthDeps): Promise<Check> {
+  try {
+    const [workers, stats] = await Promise.all([liveWorkers(deps.db, deps.workerStaleSeconds), queueStats(deps.db)]);
+    const stale = stats.filter(
+      (s) => deps.handledTasks.includes(s.task) && (s.oldestRunnableAgeSeconds ?? 0) > deps.queueMaxAgeSeconds,
+    );
+    const problems = [
+      ...(workers === 0 ? [`no worker seen in the last ${deps.workerStaleSeconds}s`] : []),
+      ...stale.map(
+        (s) =>
+          `${s.task}: oldest runnable job waited ${s.oldestRunnableAgeSeconds}s (limit ${deps.queueMaxAgeSeconds}s)`,
+      ),
+    ];
+    return {
+      ok: problems.length === 0,
+      affectsStatus: true,
+      workersAlive: workers,
+      tasks: stats,
+      ...(problems.length > 0 && { problems }),
+    };
+  } catch (error) {
+    return { ok: false, affectsStatus: true, error: (error as Error).message };
+  }
+}
+
+/** failing: the checks that make it 503; warnings: those down that do not. */
+function verdict(checks: Record<string, Check>): { failing: string[]; warnings: string[] } {
+  const failing = Object.entries(checks)
+    .filter(([, c]) => c.affectsStatus && c.ok !== true)
+    .map(([name]) => name);
+  const warnings = Object.entries(checks)
+    .filter(([, c]) => !c.affectsStatus && c.ok === false)
+    .map(([name]) => name);
+  return { failing, warnings };
 }
 
 async function reportedChecks(db: Db, databaseOk: boolean, staleAfterSeconds: number): Promise<Record<string, Check>> {
