@@ -5,6 +5,7 @@
  * transaction, and only when a webhook is configured.
  */
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { recordAudit } from '../db/index.ts';
 import type { AlertSeverity, AlertsTable, Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
 import type { Logger } from '../log.ts';
@@ -256,21 +257,18 @@ export async function resolveAlertByHand(
       .where('id', '=', id)
       .returningAll()
       .executeTakeFirstOrThrow();
-    // Written as every hand action writes its audit row (payouts, channels...): one insert, spelt out where it happens.
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: 'alert.resolve',
-        subject: `alert:${id}`,
-        details: JSON.stringify({
-          rule: row.rule,
-          subject: row.subject,
-          severity: row.severity,
-          ...(options.note !== undefined && { note: options.note }),
-        }),
-      })
-      .execute();
+    // As every hand action: its audit row in the transaction that carries it out.
+    await recordAudit(trx, {
+      actor,
+      action: 'alert.resolve',
+      subject: `alert:${id}`,
+      details: {
+        rule: row.rule,
+        subject: row.subject,
+        severity: row.severity,
+        ...(options.note !== undefined && { note: options.note }),
+      },
+    });
     if (options.notify && !isSilentRule(row.rule)) await enqueueNotify(trx, id, 'resolved');
     return { outcome: 'resolved', alert: toView(resolved) };
   });

@@ -4,6 +4,7 @@
  * fee) before anything is written.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
+import { recordAudit } from '../db/index.ts';
 import { getAddress } from 'viem';
 import { z } from 'zod';
 import type { ChannelsTable, Database, Db } from '../db/index.ts';
@@ -127,15 +128,12 @@ export async function upsertChannel(
       (previous.walletAddress !== channel.walletAddress ||
         previous.payoutCurrency !== channel.payoutCurrency ||
         previous.payoutNetwork !== channel.payoutNetwork);
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: before ? 'channel.update' : 'channel.create',
-        subject: `channel:${channelId}`,
-        details: JSON.stringify({ before: previous, after: channel, ...(walletChanged && { walletChanged: true }) }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: before ? 'channel.update' : 'channel.create',
+      subject: `channel:${channelId}`,
+      details: { before: previous, after: channel, ...(walletChanged && { walletChanged: true }) },
+    });
     await withinSave?.(trx);
     return { channel, created: before === undefined, walletChanged, before: previous };
   });

@@ -10,3 +10,4 @@ export {
   ENDED_PAYOUT_STATES,
   OPEN_PAYOUT_STATES,
 } from './schema.ts';
+export { recordAudit, type AuditEntry } from './audit.ts';

@@ -4,8 +4,9 @@
  * GET /api/events). Deleting one stops its deliveries; its history stays readable.
  */
 import { randomBytes } from 'node:crypto';
+import { recordAudit } from '../db/index.ts';
 import ipaddr from 'ipaddr.js';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database, DeliveryState } from '../db/index.ts';
 import { enqueueDispatch } from './dispatch-job.ts';
 import { currentHorizon } from './read.ts';
@@ -106,7 +107,12 @@ export async function createEndpoint(
       })
       .returning('id')
       .executeTakeFirstOrThrow();
-    await audit(trx, input.actor, 'webhook_endpoint.create', row.id, { url: input.url, eventTypes });
+    await recordAudit(trx, {
+      actor: input.actor,
+      action: 'webhook_endpoint.create',
+      subject: row.id,
+      details: { url: input.url, eventTypes },
+    });
     await enqueueDispatch(trx);
     return row.id;
   });
@@ -123,7 +129,7 @@ export async function deleteEndpoint(db: Kysely<Database>, id: string, actor: st
       .returning('url')
       .executeTakeFirst();
     if (!row) return false;
-    await audit(trx, actor, 'webhook_endpoint.delete', id, { url: row.url });
+    await recordAudit(trx, { actor, action: 'webhook_endpoint.delete', subject: id, details: { url: row.url } });
     return true;
   });
 }
@@ -290,21 +296,13 @@ export async function retryDelivery(
       .where('event_seq', '=', found.event_seq)
       .where('status', '=', 'failed')
       .execute();
-    await audit(trx, input.actor, 'webhook_delivery.retry', `${input.endpointId}:${input.eventId}`, {});
+    await recordAudit(trx, {
+      actor: input.actor,
+      action: 'webhook_delivery.retry',
+      subject: `${input.endpointId}:${input.eventId}`,
+      details: {},
+    });
     await enqueueDispatch(trx);
     return 'retried';
   });
-}
-
-async function audit(
-  trx: Transaction<Database>,
-  actor: string,
-  action: string,
-  subject: string,
-  details: Record<string, unknown>,
-): Promise<void> {
-  await trx
-    .insertInto('audit_log')
-    .values({ actor, action, subject, details: JSON.stringify(details) })
-    .execute();
 }

@@ -5,6 +5,7 @@
  * transfer, a refund, a conversion's USDT payout): that money is on the books already.
  */
 import type { Hex } from 'viem';
+import { recordAudit } from '../db/index.ts';
 import type { Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
 import { accounts, postJournal } from '../ledger/index.ts';
@@ -42,15 +43,12 @@ export async function recordDeposit(
       ],
     });
     if (journal.posted) {
-      await trx
-        .insertInto('audit_log')
-        .values({
-          actor: input.actor,
-          action: 'wallet.deposit',
-          subject: hash,
-          details: JSON.stringify({ asset: input.asset, amount: amount.toString() }),
-        })
-        .execute();
+      await recordAudit(trx, {
+        actor: input.actor,
+        action: 'wallet.deposit',
+        subject: hash,
+        details: { asset: input.asset, amount: amount.toString() },
+      });
     }
     return journal.posted;
   });

@@ -7,6 +7,7 @@
  * transfers, whose gas and amounts are booked by the transfer itself.
  */
 import type { Hex } from 'viem';
+import { recordAudit } from '../db/index.ts';
 import { sql, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/index.ts';
 import { accounts, postJournal, type AccountRef, type EntryInput } from '../ledger/index.ts';
@@ -72,10 +73,7 @@ export async function recordWithdrawal(
         ethOut: spent.ethOut.toString(),
         usdtOut: spent.usdtOut.toString(),
       };
-      await trx
-        .insertInto('audit_log')
-        .values({ actor: input.actor, action: 'wallet.withdrawal', subject: hash, details: JSON.stringify(details) })
-        .execute();
+      await recordAudit(trx, { actor: input.actor, action: 'wallet.withdrawal', subject: hash, details: details });
     }
     return journal.posted;
   });

@@ -12,6 +12,7 @@
  * Chain reads happen before the conversion's row lock; the transaction checks the state again.
  */
 import { sql, type Transaction } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import type { ConversionState, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import { formatUnits, parseUnits } from '../../money/index.ts';
@@ -86,21 +87,18 @@ export async function resolveConversion(
       amount,
       `resolved by ${actor} as ${resolution.outcome}${note}`,
     );
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: 'conversion.resolve',
-        subject: conversionId,
-        details: JSON.stringify({
-          from: conversion.status,
-          to,
-          reason: conversion.reason,
-          resolution,
-          arrived: amount?.toString() ?? null,
-        }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: 'conversion.resolve',
+      subject: conversionId,
+      details: {
+        from: conversion.status,
+        to,
+        reason: conversion.reason,
+        resolution,
+        arrived: amount?.toString() ?? null,
+      },
+    });
     return { conversionId, from: conversion.status, to };
   });
 }

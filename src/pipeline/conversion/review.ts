@@ -11,6 +11,7 @@
  * Once the ETH left and the exchange will not end by itself, the way out is a resolve (resolve.ts).
  */
 import { sql } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import type { ConversionState, Db } from '../../db/index.ts';
 import {
   conversionForUpdate,
@@ -105,20 +106,17 @@ export async function applyConversionAction(
       await enqueueConversionBatch(trx);
       to = 'failed';
     }
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: `conversion.${action}`,
-        subject: conversionId,
-        details: JSON.stringify({
-          from: conversion.status,
-          to,
-          reason: conversion.reason,
-          transfer: transfer ? { id: transfer.transfer_id, status: transfer.status } : null,
-        }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: `conversion.${action}`,
+      subject: conversionId,
+      details: {
+        from: conversion.status,
+        to,
+        reason: conversion.reason,
+        transfer: transfer ? { id: transfer.transfer_id, status: transfer.status } : null,
+      },
+    });
     return { conversionId, from: conversion.status, to };
   });
 }

@@ -23,6 +23,7 @@
  *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
 import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus, PayoutsTable } from '../../db/index.ts';
 import { jobWithKeyExists } from '../../jobs/index.ts';
@@ -151,15 +152,12 @@ export async function applyPaymentAction(
       .executeTakeFirst();
     if (!moved) throw new Error(`payment ${paymentId} left review under its row lock`);
     if (next !== null) await alertReview(trx, moved, undefined);
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: `payment.${action}`,
-        subject: paymentId,
-        details: JSON.stringify({ reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: `payment.${action}`,
+      subject: paymentId,
+      details: { reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) },
+    });
     return { paymentId, reason, credited };
   });
 }

@@ -8,6 +8,7 @@
  * what became of those funds, resolve records it (paid, or what came back).
  */
 import { sql, type Transaction, type Updateable } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import type { Database, Db, PayoutsTable, PayoutStatus } from '../../db/index.ts';
 import { accounts } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnits } from '../../money/index.ts';
@@ -93,20 +94,17 @@ export async function applyPayoutAction(
       arrived,
       ...(resolution && { resolution }),
     });
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: `payout.${action}`,
-        subject: payoutId,
-        details: JSON.stringify({
-          from: payout.status,
-          to,
-          reason: payout.reason,
-          ...(options.resolution && action === 'resolve' && { resolution: options.resolution }),
-        }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: `payout.${action}`,
+      subject: payoutId,
+      details: {
+        from: payout.status,
+        to,
+        reason: payout.reason,
+        ...(options.resolution && action === 'resolve' && { resolution: options.resolution }),
+      },
+    });
     return { payoutId, from: payout.status, to };
   });
 }

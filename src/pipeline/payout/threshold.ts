@@ -7,6 +7,7 @@
  * posts every journal last, so balance rows stay locked only from there to the commit.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import type { ChannelsTable, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
 import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
@@ -260,15 +261,12 @@ export async function payChannelNow(db: Db, channelId: string, actor: string): P
     const payoutId = outcome.batchIds[0];
     if (!payoutId) throw new PayNowRefused('no batch could be opened');
     for (const journal of outcome.journals) await postJournal(trx, journal);
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: 'channel.payout_now',
-        subject: `channel:${channelId}`,
-        details: JSON.stringify({ payoutId, amount: available.toString() }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: 'channel.payout_now',
+      subject: `channel:${channelId}`,
+      details: { payoutId, amount: available.toString() },
+    });
     return payoutId;
   });
 }

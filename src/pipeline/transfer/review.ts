@@ -11,6 +11,7 @@
  * - retry: out of review, back to watching the chain (a nonce that only seemed taken, a lagging node).
  */
 import { sql, type Transaction } from 'kysely';
+import { recordAudit } from '../../db/index.ts';
 import type { Database, Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
 import { enqueueConfirm, enqueueSend, type Transfer } from './model.ts';
 
@@ -78,22 +79,19 @@ export async function applyTransferAction(
       await recordRequest(trx, transferId, requested, hash, actor);
     }
     if (to !== 'intent' && !(action === 'cancel' && status === 'intent')) await enqueueConfirm(trx, transferId);
-    await trx
-      .insertInto('audit_log')
-      .values({
-        actor,
-        action: `transfer.${action}`,
-        subject: transferId,
-        details: JSON.stringify({
-          from: status,
-          to,
-          reason: transfer.reason,
-          ...(requested && { requested }),
-          ...(resolution && { resolution }),
-          ...(replacing && { replacing }),
-        }),
-      })
-      .execute();
+    await recordAudit(trx, {
+      actor,
+      action: `transfer.${action}`,
+      subject: transferId,
+      details: {
+        from: status,
+        to,
+        reason: transfer.reason,
+        ...(requested && { requested }),
+        ...(resolution && { resolution }),
+        ...(replacing && { replacing }),
+      },
+    });
     return { transferId, from: status, to, requested };
   });
 }
