@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { CHANNEL_ID_RE } from '../../../channels/index.ts';
 import { PAYOUT_STATES } from '../../../db/index.ts';
@@ -47,6 +47,12 @@ const resolutionBody = z.discriminatedUnion('outcome', [
 
 /** The payouts' list and detail, and the actions a person takes on one. */
 export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  listPayoutsRoute(app, deps);
+  readPayoutRoute(app, deps);
+  payoutActionRoute(app, deps);
+}
+
+function listPayoutsRoute(app: FastifyInstance, deps: AdminDeps): void {
   listRoute(app, {
     path: '/api/payouts',
     tag: 'payouts',
@@ -59,7 +65,9 @@ export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badQuery: 'A bad filter or limit, or an unknown parameter.',
     list: (query) => listPayouts(deps.db, { ...query }),
   });
+}
 
+function readPayoutRoute(app: FastifyInstance, deps: AdminDeps): void {
   oneRoute(app, {
     path: '/api/payouts/:payoutId',
     tag: 'payouts',
@@ -71,9 +79,11 @@ export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badId: 'Not a payout id.',
     get: (payoutId) => getPayout(deps.db, payoutId),
   });
+}
 
-  // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
+// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+function payoutActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/payouts/:payoutId/:action',
@@ -97,25 +107,35 @@ export function payoutRoutes(app: FastifyInstance, deps: AdminDeps): void {
       404: { description: 'No such payout.', schema: shapes.errorBody },
       409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
     },
-    handler: async ({ params: { payoutId, action }, body: resolution }, request, reply) => {
-      const actor = actorOf(request);
-      try {
-        const result = await applyPayoutAction(deps.db, payoutId, action, actor, {
-          pollDeadlineMs: deps.pollDeadlineMs,
-          chain: deps.chain,
-          ...(resolution && { resolution }),
-        });
-        if (!result) return notFound(reply, `payout ${payoutId}`);
-        request.log.warn(
-          { event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to },
-          'payout changed by hand',
-        );
-        return await getPayout(deps.db, payoutId);
-      } catch (error) {
-        if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
-        if (error instanceof PayoutActionRefused) return refused(reply, action, `payout ${payoutId}`, error);
-        throw error;
-      }
-    },
+    handler: async ({ params, body: resolution }, request, reply) =>
+      actOnPayout(deps, params, resolution, request, reply),
   });
+}
+
+/** The payout as it is after the action; 404 for no such payout, 400 or 409 (the reason) when the action is refused. */
+async function actOnPayout(
+  deps: AdminDeps,
+  { payoutId, action }: z.output<typeof payoutActionParams>,
+  resolution: z.output<typeof resolutionBody> | undefined,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const actor = actorOf(request);
+  try {
+    const result = await applyPayoutAction(deps.db, payoutId, action, actor, {
+      pollDeadlineMs: deps.pollDeadlineMs,
+      chain: deps.chain,
+      ...(resolution && { resolution }),
+    });
+    if (!result) return notFound(reply, `payout ${payoutId}`);
+    request.log.warn(
+      { event: 'payout_action', action, payoutId, actor, from: result.from, to: result.to },
+      'payout changed by hand',
+    );
+    return await getPayout(deps.db, payoutId);
+  } catch (error) {
+    if (error instanceof PayoutActionInvalid) return reply.code(400).send({ error: error.message });
+    if (error instanceof PayoutActionRefused) return refused(reply, action, `payout ${payoutId}`, error);
+    throw error;
+  }
 }
