@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
   applyConversionAction,
@@ -37,6 +37,12 @@ const conversionResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The conversions' list and detail, a retry, and a resolve confirmed on chain. */
 export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  listConversionsRoute(app, deps);
+  readConversionRoute(app, deps);
+  conversionActionRoute(app, deps);
+}
+
+function listConversionsRoute(app: FastifyInstance, deps: AdminDeps): void {
   listRoute(app, {
     path: '/api/conversions',
     tag: 'conversions',
@@ -49,7 +55,9 @@ export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badQuery: 'A bad status or limit, or an unknown parameter.',
     list: (query) => listConversions(deps.db, { ...query }),
   });
+}
 
+function readConversionRoute(app: FastifyInstance, deps: AdminDeps): void {
   oneRoute(app, {
     path: '/api/conversions/:conversionId',
     tag: 'conversions',
@@ -61,9 +69,11 @@ export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badId: 'Not a conversion id.',
     get: (conversionId) => getConversion(deps.db, conversionId),
   });
+}
 
-  // retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
+// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+function conversionActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/conversions/:conversionId/:action',
@@ -86,25 +96,33 @@ export function conversionRoutes(app: FastifyInstance, deps: AdminDeps): void {
         schema: shapes.errorBody,
       },
     },
-    handler: async ({ params: { conversionId, action }, body: resolution }, request, reply) => {
-      const actor = actorOf(request);
-      try {
-        const result = resolution
-          ? await resolveConversion(deps.db, deps.chain, conversionId, resolution, actor)
-          : await applyConversionAction(deps.db, conversionId, 'retry', actor, {
-              pollDeadlineMs: deps.pollDeadlineMs,
-            });
-        if (!result) return notFound(reply, `conversion ${conversionId}`);
-        request.log.warn(
-          { event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to },
-          'conversion changed by hand',
-        );
-        return await getConversion(deps.db, conversionId);
-      } catch (error) {
-        if (error instanceof ConversionActionRefused || error instanceof ConversionResolveRefused)
-          return refused(reply, action, `conversion ${conversionId}`, error);
-        throw error;
-      }
-    },
+    handler: async ({ params, body: resolution }, request, reply) =>
+      actOnConversion(deps, params, resolution, request, reply),
   });
+}
+
+/** The conversion as it is after the action; 404 for no such conversion, 409 (the reason) when it is refused. */
+async function actOnConversion(
+  deps: AdminDeps,
+  { conversionId, action }: z.output<typeof conversionActionParams>,
+  resolution: z.output<typeof conversionResolutionBody> | undefined,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const actor = actorOf(request);
+  try {
+    const result = resolution
+      ? await resolveConversion(deps.db, deps.chain, conversionId, resolution, actor)
+      : await applyConversionAction(deps.db, conversionId, 'retry', actor, { pollDeadlineMs: deps.pollDeadlineMs });
+    if (!result) return notFound(reply, `conversion ${conversionId}`);
+    request.log.warn(
+      { event: 'conversion_action', action, conversionId, actor, from: result.from, to: result.to },
+      'conversion changed by hand',
+    );
+    return await getConversion(deps.db, conversionId);
+  } catch (error) {
+    if (error instanceof ConversionActionRefused || error instanceof ConversionResolveRefused)
+      return refused(reply, action, `conversion ${conversionId}`, error);
+    throw error;
+  }
 }
