@@ -169,7 +169,9 @@ async function createConversion(trx: Transaction<Database>, conversionId: string
       })),
     )
     .execute();
-  await trx
+  // Named from-state, though the rows are locked as pending: a payment that is not is never moved, and the whole
+  // conversion rolls back rather than carry a payment it does not hold.
+  const moved = await trx
     .updateTable('payments')
     .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
     .where(
@@ -177,7 +179,10 @@ async function createConversion(trx: Transaction<Database>, conversionId: string
       'in',
       locked.map((p) => p.payment_id),
     )
-    .execute();
+    .where('conversion_status', '=', 'pending')
+    .executeTakeFirst();
+  if (moved.numUpdatedRows !== BigInt(locked.length))
+    throw new Error(`conversion ${conversionId}: ${moved.numUpdatedRows} of ${locked.length} payments still pending`);
   await enqueueConversionExchange(trx, conversionId);
   return true;
 }
@@ -206,7 +211,9 @@ async function recordAttempt(deps: StageDeps, paymentIds: string[], error: unkno
 
 /** conversion_exchange: at most one ChangeNow exchange per conversion, then the transfer that pays it. */
 export async function createConversionExchange(deps: StageDeps, conversionId: string): Promise<void> {
-  await withRunLock(deps.runLocks, `conversion_exchange:${conversionId}`, () => createExchangeLocked(deps, conversionId));
+  await withRunLock(deps.runLocks, `conversion_exchange:${conversionId}`, () =>
+    createExchangeLocked(deps, conversionId),
+  );
 }
 
 /** The exchange a conversion pays: ChangeNow's id, its deposit address, and the USDT it estimated. */
