@@ -5,6 +5,7 @@
  * worker could not carry out. Each on anvil (and the RPC proxy), checked on chain.
  */
 import type { Hex } from 'viem';
+import { jobWithKeyExists, removeJobs } from '../../src/jobs/index.ts';
 import { describe, expect, it } from 'vitest';
 import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
@@ -194,11 +195,12 @@ describe('a transfer released by an earlier version of payrail (no nonce, its ol
     const r = await rig();
     const to = freshAddress();
     const id = await r.intent('legacy', 4_321n, { to });
-    // As migration 014 leaves a row the old code released after a refused broadcast.
+    // As migration 014 leaves a row the old code released after a refused broadcast, its send job long gone.
     await t.db.pool.query(
       "update chain_transfers set status = 'needs_review', attempts = 1, reason = 'released by an earlier version' where transfer_id = $1",
       [id],
     );
+    await t.db.db.transaction().execute((trx) => removeJobs(trx, [`transfer_send:${id}`]));
     await expect(applyTransferAction(t.db.db, id, 'bump', 'erin')).rejects.toThrow(/not bumped|no nonce/);
     await expect(applyTransferAction(t.db.db, id, 'cancel', 'erin')).rejects.toThrow(/no nonce/);
     // Refused up front, as the worker would: with no nonce the chain cannot show it unused. Nothing is recorded.
@@ -213,6 +215,8 @@ describe('a transfer released by an earlier version of payrail (no nonce, its ol
       from: 'needs_review',
       to: 'intent',
     });
+    // Its send job is queued with it: nothing waits for the reconciler.
+    expect(await jobWithKeyExists(t.db.db, `transfer_send:${id}`)).toBe(true);
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', nonce: '0' });
