@@ -861,9 +861,7 @@ async function main(): Promise<number> {
     out(
       `outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`,
     );
-    out(
-      `payrail:  node bin/payrail.js start (web + worker, one process), CONVERSION_INTERVAL=1m (default)`,
-    );
+    out(`payrail:  node bin/payrail.js start (web + worker, one process), CONVERSION_INTERVAL=1m (default)`);
     out(
       `          ${Object.entries(opts.env)
         .map(([k, v]) => `${k}=${v}`)
