@@ -63,11 +63,10 @@ function batchWaitingForAPerson(r: PaymentRow): { what: string; reason: string |
   return null;
 }
 
-/** Where each acknowledged payment stands now. */
-export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promise<Outcome[]> {
-  const acknowledged = payments.filter((p) => p.acknowledged).map((p) => p.paymentId);
-  const { rows } = await pool.query<PaymentRow>(
-    `select p.payment_id::text, p.payout_strategy, p.credited_at is not null as credited, p.review_reason, p.review_action,
+/** Builds one payment's outcome. */
+type Out = (state: Outcome['state'], detail: string, jobKeys?: string[]) => Outcome;
+
+const PAYMENT_STATE_SQL = `select p.payment_id::text, p.payout_strategy, p.credited_at is not null as credited, p.review_reason, p.review_action,
             p.conversion_status, p.conversion_hold_until, p.conversion_id,
             c.status as conv_status, coalesce(c.reason, c.last_error) as conv_reason, c.transfer_id as conv_transfer,
             po.payout_id, po.status as payout_status, po.reason as payout_reason, po.last_error as payout_error, po.transfer_id as payout_transfer,
@@ -87,101 +86,112 @@ export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promi
      ) b on true
      left join channels ch on ch.channel_id = p.channel_id
      left join ledger_accounts a on a.code = 'channel:' || p.channel_id and a.asset = 'usdt'
-     where p.payment_id = any($1::numeric[])`,
-    [acknowledged],
-  );
+     where p.payment_id = any($1::numeric[])`;
+
+/** Where each acknowledged payment stands now. */
+export async function classify(pool: pg.Pool, payments: PlannedPayment[]): Promise<Outcome[]> {
+  const acknowledged = payments.filter((p) => p.acknowledged).map((p) => p.paymentId);
+  const { rows } = await pool.query<PaymentRow>(PAYMENT_STATE_SQL, [acknowledged]);
   const byId = new Map(rows.map((r) => [r.payment_id, r]));
-  return acknowledged.map((paymentId): Outcome => {
-    const r = byId.get(paymentId);
-    const out = (state: Outcome['state'], detail: string, jobKeys: string[] = []): Outcome => ({
-      paymentId,
-      state,
-      detail,
-      jobKeys,
-    });
-    if (!r) return out('lost', 'acknowledged finished IPN but no payment row');
-    if (!r.credited) {
-      if (r.review_reason) return out('visible', `payment in review: ${r.review_reason}`);
-      if (r.review_action === 'ignore') return out('visible', 'payment ignored by a person (nothing to credit)');
-      return out('lost', 'acknowledged IPN reporting money but never credited');
+  return acknowledged.map((paymentId) => classifyPayment(paymentId, byId.get(paymentId)));
+}
+
+function classifyPayment(paymentId: string, r: PaymentRow | undefined): Outcome {
+  const out: Out = (state, detail, jobKeys = []) => ({ paymentId, state, detail, jobKeys });
+  if (!r) return out('lost', 'acknowledged finished IPN but no payment row');
+  if (!r.credited) return uncreditedOutcome(r, out);
+  if (r.payout_strategy === 'instant') {
+    if (!r.payout_id) return out('in_flight', 'instant payout not opened yet', [`payout_instant:${paymentId}`]);
+    return payoutOutcome(r, out);
+  }
+  switch (r.conversion_status) {
+    case 'pending':
+      return r.conversion_hold_until && r.conversion_hold_until.getTime() > Date.now()
+        ? out('visible', `conversion held until ${r.conversion_hold_until.toISOString()}`)
+        : out('in_flight', 'waiting for a conversion', ['conversion_batch']);
+    case 'converting':
+      return conversionOutcome(r, out);
+    case 'completed':
+      return r.payout_id ? payoutOutcome(r, out) : convertedOutcome(r, out);
+    default:
+      return r.conversion_status === 'failed'
+        ? out('visible', 'conversion failed')
+        : out('lost', `threshold payment with conversion status ${r.conversion_status}`);
+  }
+}
+
+function uncreditedOutcome(r: PaymentRow, out: Out): Outcome {
+  if (r.review_reason) return out('visible', `payment in review: ${r.review_reason}`);
+  if (r.review_action === 'ignore') return out('visible', 'payment ignored by a person (nothing to credit)');
+  return out('lost', 'acknowledged IPN reporting money but never credited');
+}
+
+function payoutOutcome(r: PaymentRow, out: Out): Outcome {
+  if (!r.payout_id) return out('lost', 'no payout');
+  if (r.payout_status === 'completed') return out('paid', `payout ${r.payout_id} completed`);
+  if (REVIEWABLE.includes(r.payout_status ?? '')) {
+    const reason = r.payout_reason ?? r.payout_error;
+    return reason
+      ? out('visible', `payout ${r.payout_status}: ${reason}`)
+      : out('lost', `payout ${r.payout_id} ${r.payout_status} without a reason`);
+  }
+  // Its transfer waits for a person (a nonce taken by another transaction): visible, with the transfer's reason.
+  if (r.payout_transfer_status === 'needs_review') {
+    return r.payout_transfer_reason
+      ? out('visible', `payout ${r.payout_status}, its transfer in review: ${r.payout_transfer_reason}`)
+      : out('lost', `payout ${r.payout_id}'s transfer ${r.payout_transfer} in review without a reason`);
+  }
+  return out('in_flight', `payout ${r.payout_id} ${r.payout_status}`, payoutJobKeys(r.payout_id, r.payout_transfer));
+}
+
+/** The jobs that move a payout on: its run and poll, and its transfer's send and confirm. */
+function payoutJobKeys(payoutId: string, transferId: string | null): string[] {
+  const keys = [`payout_run:${payoutId}`, `payout_poll:${payoutId}`];
+  if (transferId) keys.push(`transfer_send:${transferId}`, `transfer_confirm:${transferId}`);
+  return keys;
+}
+
+function conversionOutcome(r: PaymentRow, out: Out): Outcome {
+  if (r.conv_status === 'needs_review' || r.conv_status === 'failed') {
+    return r.conv_reason
+      ? out('visible', `conversion ${r.conv_status}: ${r.conv_reason}`)
+      : out('lost', `conversion ${r.conversion_id} ${r.conv_status} without a reason`);
+  }
+  if (r.conv_transfer_status === 'needs_review') {
+    return r.conv_transfer_reason
+      ? out('visible', `conversion ${r.conv_status}, its transfer in review: ${r.conv_transfer_reason}`)
+      : out('lost', `conversion ${r.conversion_id}'s transfer ${r.conv_transfer} in review without a reason`);
+  }
+  const keys = [`conversion_exchange:${r.conversion_id}`, `conversion_poll:${r.conversion_id}`];
+  if (r.conv_transfer) keys.push(`transfer_send:${r.conv_transfer}`, `transfer_confirm:${r.conv_transfer}`);
+  return out('in_flight', `conversion ${r.conversion_id} ${r.conv_status}`, keys);
+}
+
+/** Converted, no payout of its own: on the channel below its threshold, or waiting for the channel's batch. */
+function convertedOutcome(r: PaymentRow, out: Out): Outcome {
+  if (r.threshold_units !== null && BigInt(r.channel_usdt ?? '0') >= BigInt(r.threshold_units)) {
+    // One open batch per channel: while it waits for a person, the channel's next batch waits behind it.
+    const behind = batchWaitingForAPerson(r);
+    if (behind) {
+      return behind.reason
+        ? out('visible', `converted, waiting behind its channel's ${behind.what}: ${behind.reason}`)
+        : out('lost', `waiting behind payout ${r.batch_id} (${behind.what}) without a reason`);
     }
-    const payout = (): Outcome => {
-      if (!r.payout_id) return out('lost', 'no payout');
-      if (r.payout_status === 'completed') return out('paid', `payout ${r.payout_id} completed`);
-      if (REVIEWABLE.includes(r.payout_status ?? '')) {
-        const reason = r.payout_reason ?? r.payout_error;
-        return reason
-          ? out('visible', `payout ${r.payout_status}: ${reason}`)
-          : out('lost', `payout ${r.payout_id} ${r.payout_status} without a reason`);
-      }
-      // Its transfer waits for a person (a nonce taken by another transaction): visible, with the transfer's reason.
-      if (r.payout_transfer_status === 'needs_review') {
-        return r.payout_transfer_reason
-          ? out('visible', `payout ${r.payout_status}, its transfer in review: ${r.payout_transfer_reason}`)
-          : out('lost', `payout ${r.payout_id}'s transfer ${r.payout_transfer} in review without a reason`);
-      }
-      const keys = [`payout_run:${r.payout_id}`, `payout_poll:${r.payout_id}`];
-      if (r.payout_transfer) keys.push(`transfer_send:${r.payout_transfer}`, `transfer_confirm:${r.payout_transfer}`);
-      return out('in_flight', `payout ${r.payout_id} ${r.payout_status}`, keys);
-    };
-    if (r.payout_strategy === 'instant') {
-      if (!r.payout_id) return out('in_flight', 'instant payout not opened yet', [`payout_instant:${paymentId}`]);
-      return payout();
+    // One open batch per channel: the USDT that arrives meanwhile waits for it to end (its end checks again).
+    if (r.batch_id) {
+      return out(
+        'in_flight',
+        `converted, waiting behind its channel's open batch ${r.batch_id} (${r.batch_status})`,
+        payoutJobKeys(r.batch_id, r.batch_transfer_id),
+      );
     }
-    switch (r.conversion_status) {
-      case 'pending':
-        return r.conversion_hold_until && r.conversion_hold_until.getTime() > Date.now()
-          ? out('visible', `conversion held until ${r.conversion_hold_until.toISOString()}`)
-          : out('in_flight', 'waiting for a conversion', ['conversion_batch']);
-      case 'converting': {
-        if (r.conv_status === 'needs_review' || r.conv_status === 'failed') {
-          return r.conv_reason
-            ? out('visible', `conversion ${r.conv_status}: ${r.conv_reason}`)
-            : out('lost', `conversion ${r.conversion_id} ${r.conv_status} without a reason`);
-        }
-        if (r.conv_transfer_status === 'needs_review') {
-          return r.conv_transfer_reason
-            ? out('visible', `conversion ${r.conv_status}, its transfer in review: ${r.conv_transfer_reason}`)
-            : out('lost', `conversion ${r.conversion_id}'s transfer ${r.conv_transfer} in review without a reason`);
-        }
-        const keys = [`conversion_exchange:${r.conversion_id}`, `conversion_poll:${r.conversion_id}`];
-        if (r.conv_transfer) keys.push(`transfer_send:${r.conv_transfer}`, `transfer_confirm:${r.conv_transfer}`);
-        return out('in_flight', `conversion ${r.conversion_id} ${r.conv_status}`, keys);
-      }
-      case 'completed':
-        if (r.payout_id) return payout();
-        if (r.threshold_units !== null && BigInt(r.channel_usdt ?? '0') >= BigInt(r.threshold_units)) {
-          // One open batch per channel: while it waits for a person, the channel's next batch waits behind it.
-          const behind = batchWaitingForAPerson(r);
-          if (behind) {
-            return behind.reason
-              ? out('visible', `converted, waiting behind its channel's ${behind.what}: ${behind.reason}`)
-              : out('lost', `waiting behind payout ${r.batch_id} (${behind.what}) without a reason`);
-          }
-          // One open batch per channel: the USDT that arrives meanwhile waits for it to end (its end checks again).
-          if (r.batch_id) {
-            const keys = [`payout_run:${r.batch_id}`, `payout_poll:${r.batch_id}`];
-            if (r.batch_transfer_id)
-              keys.push(`transfer_send:${r.batch_transfer_id}`, `transfer_confirm:${r.batch_transfer_id}`);
-            return out(
-              'in_flight',
-              `converted, waiting behind its channel's open batch ${r.batch_id} (${r.batch_status})`,
-              keys,
-            );
-          }
-          return out(
-            'in_flight',
-            `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`,
-            [`threshold_check:${r.channel_id}`],
-          );
-        }
-        return out('on_channel', `converted, on channel ${r.channel_id} below its threshold`);
-      default:
-        return r.conversion_status === 'failed'
-          ? out('visible', 'conversion failed')
-          : out('lost', `threshold payment with conversion status ${r.conversion_status}`);
-    }
-  });
+    return out(
+      'in_flight',
+      `converted, channel at ${r.channel_usdt} ≥ threshold ${r.threshold_units} but no batch yet`,
+      [`threshold_check:${r.channel_id}`],
+    );
+  }
+  return out('on_channel', `converted, on channel ${r.channel_id} below its threshold`);
 }
 
 /** Keys of jobs still to run (not failed for good). */
