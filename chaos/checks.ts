@@ -617,12 +617,41 @@ const OWN_MINED_FAILURES = ['reverted', 'cancelled', 'token_not_moved'];
  * per transfer (a second would be a second payment), at the transfer's nonce, exactly for the transfers counted in
  * `own`; and N = mined versions + mined outside transactions.
  */
+interface NonceTransfer {
+  transfer_id: string;
+  status: string;
+  nonce: string | null;
+  last_error: string | null;
+}
+
+/** What payrail's records and the chain say of the host wallet's nonces, as the checks below compare them. */
+interface HostNonces {
+  /** Transactions the chain counts from the host wallet. */
+  hostNonce: number;
+  /** Transfers that were given a nonce. */
+  transfers: NonceTransfer[];
+  outsideMined: OutsideTx[];
+  outside: Set<number>;
+  own: NonceTransfer[];
+  ownNonces: Map<number, string[]>;
+  neverSent: NonceTransfer[];
+  open: NonceTransfer[];
+}
+
 async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport> {
-  const figures: string[] = [];
-  const violations: string[] = [];
+  const nonces = await readHostNonces(pool, world);
+  const fromRecords = checkNoncesFromRecords(nonces);
+  const fromChain = await checkNoncesFromChain(pool, world, nonces);
+  return {
+    figures: [...fromRecords.figures, ...fromChain.figures],
+    violations: [...fromRecords.violations, ...fromChain.violations],
+  };
+}
+
+async function readHostNonces(pool: pg.Pool, world: World): Promise<HostNonces> {
   const hostNonce = await world.nonce(world.hostAddress);
   const transfers = (
-    await pool.query<{ transfer_id: string; status: string; nonce: string | null; last_error: string | null }>(
+    await pool.query<NonceTransfer>(
       'select transfer_id, status, nonce::text, last_error from chain_transfers where nonce is not null',
     )
   ).rows;
@@ -630,46 +659,37 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
     tx ? [world.outsideTxs[i] as OutsideTx] : [],
   );
   const outside = new Set(outsideMined.map((o) => o.nonce));
-  const usedOwn = (t: (typeof transfers)[number]) =>
-    t.status === 'confirmed' ||
-    (t.status === 'failed' && OWN_MINED_FAILURES.includes(t.last_error ?? '')) ||
-    (t.status === 'needs_review' && !outside.has(Number(t.nonce)));
-  const own = transfers.filter(usedOwn);
+  const own = transfers.filter((t) => usedOwnNonce(t, outside));
   const ownNonces = new Map<number, string[]>();
   for (const t of own) ownNonces.set(Number(t.nonce), [...(ownNonces.get(Number(t.nonce)) ?? []), t.transfer_id]);
   const neverSent = transfers.filter((t) => t.status === 'failed' && t.last_error === 'never_sent');
   const open = transfers.filter((t) => !['confirmed', 'failed', 'needs_review'].includes(t.status));
+  return { hostNonce, transfers, outsideMined, outside, own, ownNonces, neverSent, open };
+}
 
-  const shared = [...ownNonces.entries()].filter(([, ids]) => ids.length > 1);
-  if (shared.length > 0)
-    violations.push(
-      `host nonce used by more than one transfer: ${shared
-        .slice(0, 5)
-        .map(([n, ids]) => `${n}: ${ids.join(', ')}`)
-        .join('; ')}`,
-    );
-  const both = [...ownNonces.keys()].filter((n) => outside.has(n));
-  if (both.length > 0)
-    violations.push(`host nonce both mined by payrail and taken from outside: ${both.slice(0, 5).join(', ')}`);
-  const unexplained = neverSent.filter((t) => !outside.has(Number(t.nonce)));
-  if (unexplained.length > 0)
-    violations.push(
-      `transfer failed as never_sent but no outside transaction took its nonce: ${unexplained
-        .slice(0, 5)
-        .map((t) => `${t.transfer_id} (nonce ${t.nonce})`)
-        .join(', ')}`,
-    );
-  const accounted = ownNonces.size + outside.size;
-  const missing: number[] = [];
-  for (let n = 0; n < hostNonce && missing.length < 5; n++) if (!ownNonces.has(n) && !outside.has(n)) missing.push(n);
-  figures.push(
-    `host wallet: ${hostNonce} transactions on chain = ${ownNonces.size} nonces used by payrail's transfers (confirmed, or failed as ${OWN_MINED_FAILURES.join('/')}) + ${outside.size} taken from outside (nonce_taken; ${neverSent.length} transfer(s) resolved never_sent at them)${open.length ? `; ${open.length} transfer(s) not final` : ''}`,
+function usedOwnNonce(t: NonceTransfer, outside: Set<number>): boolean {
+  return (
+    t.status === 'confirmed' ||
+    (t.status === 'failed' && OWN_MINED_FAILURES.includes(t.last_error ?? '')) ||
+    (t.status === 'needs_review' && !outside.has(Number(t.nonce)))
   );
-  if (hostNonce !== accounted || missing.length > 0) {
+}
+
+/** own ∪ outside = {0..N-1}, disjoint, one transfer per own nonce, never_sent ⊆ outside: by payrail's records. */
+function checkNoncesFromRecords(n: HostNonces): CheckReport {
+  const violations = nonceConflicts(n);
+  const accounted = n.ownNonces.size + n.outside.size;
+  const missing: number[] = [];
+  for (let i = 0; i < n.hostNonce && missing.length < 5; i++)
+    if (!n.ownNonces.has(i) && !n.outside.has(i)) missing.push(i);
+  const figures = [
+    `host wallet: ${n.hostNonce} transactions on chain = ${n.ownNonces.size} nonces used by payrail's transfers (confirmed, or failed as ${OWN_MINED_FAILURES.join('/')}) + ${n.outside.size} taken from outside (nonce_taken; ${n.neverSent.length} transfer(s) resolved never_sent at them)${n.open.length ? `; ${n.open.length} transfer(s) not final` : ''}`,
+  ];
+  if (n.hostNonce !== accounted || missing.length > 0) {
     violations.push(
-      `host wallet sent ${hostNonce} transactions but payrail's transfers account for ${accounted} nonces (${ownNonces.size} own + ${outside.size} outside)${missing.length ? `; unaccounted nonces: ${missing.join(', ')}` : ''}${
-        open.length
-          ? `; not final: ${open
+      `host wallet sent ${n.hostNonce} transactions but payrail's transfers account for ${accounted} nonces (${n.ownNonces.size} own + ${n.outside.size} outside)${missing.length ? `; unaccounted nonces: ${missing.join(', ')}` : ''}${
+        n.open.length
+          ? `; not final: ${n.open
               .slice(0, 5)
               .map((t) => `${t.transfer_id} ${t.status}`)
               .join(', ')}`
@@ -677,22 +697,70 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
       }`,
     );
   }
+  return { figures, violations };
+}
 
-  // From the chain alone: which stored versions are mined.
+/** Nonces claimed twice: by two transfers, or by a transfer and an outside transaction; never_sent with no taker. */
+function nonceConflicts(n: HostNonces): string[] {
+  const violations: string[] = [];
+  const shared = [...n.ownNonces.entries()].filter(([, ids]) => ids.length > 1);
+  if (shared.length > 0)
+    violations.push(
+      `host nonce used by more than one transfer: ${shared
+        .slice(0, 5)
+        .map(([nonce, ids]) => `${nonce}: ${ids.join(', ')}`)
+        .join('; ')}`,
+    );
+  const both = [...n.ownNonces.keys()].filter((nonce) => n.outside.has(nonce));
+  if (both.length > 0)
+    violations.push(`host nonce both mined by payrail and taken from outside: ${both.slice(0, 5).join(', ')}`);
+  const unexplained = n.neverSent.filter((t) => !n.outside.has(Number(t.nonce)));
+  if (unexplained.length > 0)
+    violations.push(
+      `transfer failed as never_sent but no outside transaction took its nonce: ${unexplained
+        .slice(0, 5)
+        .map((t) => `${t.transfer_id} (nonce ${t.nonce})`)
+        .join(', ')}`,
+    );
+  return violations;
+}
+
+type MinedVersions = Map<string, Array<{ version: number; nonce: number }>>;
+
+/** From the chain alone: which stored versions are mined. */
+async function checkNoncesFromChain(pool: pg.Pool, world: World, n: HostNonces): Promise<CheckReport> {
   const versions = (
     await pool.query<{ transfer_id: string; version: number; tx_hash: string }>(
       'select transfer_id, version, tx_hash from chain_transfer_versions',
     )
   ).rows;
   const mined = await mapBounded(versions, (v) => world.minedTx(v.tx_hash as `0x${string}`));
-  const minedBy = new Map<string, Array<{ version: number; nonce: number }>>();
+  const minedBy: MinedVersions = new Map();
   versions.forEach((v, i) => {
     const tx = mined[i];
     if (tx)
       minedBy.set(v.transfer_id, [...(minedBy.get(v.transfer_id) ?? []), { version: v.version, nonce: tx.nonce }]);
   });
-  const minedCount = [...minedBy.values()].reduce((n, list) => n + list.length, 0);
+  const minedCount = [...minedBy.values()].reduce((sum, list) => sum + list.length, 0);
   const twice = [...minedBy.entries()].filter(([, list]) => list.length > 1);
+  const violations = minedVersionProblems(n, minedBy, twice);
+  const figures = [
+    `host wallet from the chain: ${minedCount} of ${versions.length} signed versions mined (one per transfer: ${twice.length === 0 ? 'yes' : 'no'}) + ${n.outsideMined.length} outside = ${minedCount + n.outsideMined.length} (chain: ${n.hostNonce})`,
+  ];
+  if (minedCount + n.outsideMined.length !== n.hostNonce)
+    violations.push(
+      `host wallet: ${n.hostNonce} transactions on chain, but ${minedCount} mined versions + ${n.outsideMined.length} outside transactions`,
+    );
+  return { figures, violations };
+}
+
+/** At most one mined version per transfer, at the transfer's nonce, exactly for the transfers booked as mined. */
+function minedVersionProblems(
+  n: HostNonces,
+  minedBy: MinedVersions,
+  twice: Array<[string, Array<{ version: number; nonce: number }>]>,
+): string[] {
+  const violations: string[] = [];
   if (twice.length > 0)
     violations.push(
       `transfer with more than one version mined: ${twice
@@ -700,7 +768,7 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
         .map(([id, list]) => `${id}: versions ${list.map((m) => m.version).join(', ')}`)
         .join('; ')}`,
     );
-  const byId = new Map(transfers.map((t) => [t.transfer_id, t]));
+  const byId = new Map(n.transfers.map((t) => [t.transfer_id, t]));
   const wrongNonce = [...minedBy.entries()].filter(([id, list]) =>
     list.some((m) => String(m.nonce) !== byId.get(id)?.nonce),
   );
@@ -711,7 +779,7 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
         .map(([id]) => id)
         .join(', ')}`,
     );
-  const notMined = own.filter((t) => !minedBy.has(t.transfer_id));
+  const notMined = n.own.filter((t) => !minedBy.has(t.transfer_id));
   if (notMined.length > 0)
     violations.push(
       `transfer booked as mined but none of its versions is on chain: ${notMined
@@ -719,7 +787,9 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
         .map((t) => `${t.transfer_id} ${t.status}`)
         .join(', ')}`,
     );
-  const minedUnbooked = transfers.filter((t) => minedBy.has(t.transfer_id) && !usedOwn(t) && !open.includes(t));
+  const minedUnbooked = n.transfers.filter(
+    (t) => minedBy.has(t.transfer_id) && !usedOwnNonce(t, n.outside) && !n.open.includes(t),
+  );
   if (minedUnbooked.length > 0)
     violations.push(
       `transfer with a version on chain but not booked as mined: ${minedUnbooked
@@ -727,14 +797,7 @@ async function checkHostNonces(pool: pg.Pool, world: World): Promise<CheckReport
         .map((t) => `${t.transfer_id} ${t.status}${t.last_error ? ` ${t.last_error}` : ''}`)
         .join(', ')}`,
     );
-  figures.push(
-    `host wallet from the chain: ${minedCount} of ${versions.length} signed versions mined (one per transfer: ${twice.length === 0 ? 'yes' : 'no'}) + ${outsideMined.length} outside = ${minedCount + outsideMined.length} (chain: ${hostNonce})`,
-  );
-  if (minedCount + outsideMined.length !== hostNonce)
-    violations.push(
-      `host wallet: ${hostNonce} transactions on chain, but ${minedCount} mined versions + ${outsideMined.length} outside transactions`,
-    );
-  return { figures, violations };
+  return violations;
 }
 
 /** Maps with at most `limit` calls in flight (a few thousand receipts read from anvil). */
