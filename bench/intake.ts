@@ -35,7 +35,7 @@ import autocannon from 'autocannon';
 import { privateKeyToAccount } from 'viem/accounts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import { channelInputSchema, upsertChannel } from '../src/channels/index.ts';
-import { checkLedger } from '../src/ledger/index.ts';
+import { checkLedger, type LedgerReport } from '../src/ledger/index.ts';
 import { parsePercent } from '../src/money/index.ts';
 import { startLocalOutside, type LocalOutside } from '../src/simulators/index.ts';
 import { mintLocalUsdt } from '../src/simulators/usdt/index.ts';
@@ -44,6 +44,9 @@ import {
   BenchPostgres,
   beginRun,
   childReady,
+  type BenchSecrets,
+  type BenchStart,
+  type PgSettings,
   Interruption,
   ledgerLines,
   OutputTail,
@@ -596,402 +599,579 @@ class Interrupted extends Error {
   override name = 'Interrupted';
 }
 
+/** What main starts and stops: kept in one place so the cleanup sees whatever got started before a failure. */
+interface Started {
+  pg: BenchPostgres;
+  server?: ServerChild;
+  outside?: LocalOutside;
+}
+
 async function main(): Promise<number> {
   const start = beginRun(readOptions, USAGE);
   if ('exitCode' in start) return start.exitCode;
   const { options: opts, logger, secrets } = start;
 
-  const pg = new BenchPostgres(logger);
-  let server: ServerChild | undefined;
-  let outside: LocalOutside | undefined;
+  const started: Started = { pg: new BenchPostgres(logger) };
   const interruption = new Interruption('stopping the current run and cleaning up', () => current?.stop());
   const checkInterrupted = () => {
     if (interruption.interrupted) throw new Interrupted();
   };
 
   try {
-    // -- database
-    let connectionString = process.env.DATABASE_URL?.trim() || undefined;
-    if (connectionString === undefined) {
-      connectionString = await pg.startEmbedded('payrail-bench-');
-    } else {
-      process.stderr.write('using DATABASE_URL (the bench writes into it)\n');
-    }
-    const database = await pg.open(connectionString, 4);
-    await database.pool.query(`create table if not exists bench_baseline (
+    return await runIntakeBench(started, { opts, logger, secrets, interruption, checkInterrupted });
+  } finally {
+    interruption.release();
+    await stopStarted(started);
+  }
+}
+
+/** What beginRun read, and how a run learns it was interrupted. */
+interface BenchRun {
+  opts: Options;
+  logger: BenchStart<Options>['logger'];
+  secrets: BenchSecrets;
+  interruption: Interruption;
+  checkInterrupted: () => void;
+}
+
+/** Everything up to the server and its channels, then the three runs, the reconciliation and the report. */
+async function runIntakeBench(started: Started, run: BenchRun): Promise<number> {
+  const { opts, secrets, checkInterrupted } = run;
+  const { pg } = started;
+  const { connectionString, database, pgInfo } = await openDatabase(pg);
+  checkInterrupted();
+  const feePercent = parsePercent(process.env.PLATFORM_FEE_PERCENT?.trim() || '3');
+  const channelIds = Array.from({ length: opts.channels }, (_, index) => benchChannelId(index));
+
+  const history = await loadHistory(run, connectionString, feePercent);
+  checkInterrupted();
+
+  const runStartedAt = (await database.pool.query<{ now: Date }>('select now()')).rows[0]?.now ?? new Date(0);
+
+  const dbProbe = await probeDatabase(run, pg, { connectionString, database, channelIds, feePercent });
+  checkInterrupted();
+
+  const outside = await startOutside(run, started, database, history !== undefined);
+  checkInterrupted();
+
+  const { server, metricsToken } = await startServer(run, started, connectionString, outside);
+  checkInterrupted();
+
+  await registerBenchChannels(database, server.payrailUrl, secrets.adminToken, channelIds);
+  checkInterrupted();
+
+  const load = prepareLoad(run, { database, server, metricsToken, channelIds, postmasterPid: pg.postmasterPid() });
+  const max = await runIntakeMax(load);
+  const baseline = await runBaseline(load, max.baselinePool);
+  const rate = await runIntakeRate(load);
+  const groups: Array<[RunOutcome, GroupFigures | string]> = [
+    [max.run, groupsBetween(max.groupsBefore, max.groupsAfter)],
+    [rate.run, groupsBetween(rate.groupsBefore, rate.groupsAfter)],
+  ];
+  const check = await reconcile(load, runStartedAt);
+
+  const lines = [
+    ...reportHeader('intake', pgInfo, pg.embedded ? 'embedded, temp dir' : 'DATABASE_URL'),
+    ...setupLines(load, max.source.liveSigned + rate.source.liveSigned, history, dbProbe),
+    ...resultLines(load, { max: max.run, baseline: baseline.run, rate: rate.run }, groups),
+    ...cpuAndWaitLines(load.runs),
+    ...databaseCheckLines(load, check, baseline.rows, server.baselineUrl),
+    ...ledgerLines(check.ledger),
+    ...server.stderr.report('server log lines at warn or above'),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  for (const outcome of [...load.warmups, ...load.runs]) reportProblems(outcome);
+  return isHealthy(load, check) ? 0 : 1;
+}
+
+/** Stops what was started; one that fails to stop is reported, and the others are still stopped. */
+async function stopStarted({ pg, server, outside }: Started): Promise<void> {
+  if (server)
+    await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) =>
+      process.stderr.write(`stopping the bench server: ${error.message}\n`),
+    );
+  await outside
+    ?.stop()
+    .catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
+  await pg.close();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Setup, before the server
+
+async function openDatabase(
+  pg: BenchPostgres,
+): Promise<{ connectionString: string; database: DatabaseHandle; pgInfo: PgSettings | undefined }> {
+  let connectionString = process.env.DATABASE_URL?.trim() || undefined;
+  if (connectionString === undefined) {
+    connectionString = await pg.startEmbedded('payrail-bench-');
+  } else {
+    process.stderr.write('using DATABASE_URL (the bench writes into it)\n');
+  }
+  const database = await pg.open(connectionString, 4);
+  await database.pool.query(`create table if not exists bench_baseline (
       id bigint generated always as identity primary key,
       payload jsonb not null,
       created_at timestamptz not null default now())`);
-    const pgInfo = await readPgSettings(database);
-    checkInterrupted();
-    const feePercent = parsePercent(process.env.PLATFORM_FEE_PERCENT?.trim() || '3');
-    const channelIds = Array.from({ length: opts.channels }, (_, index) => benchChannelId(index));
+  const pgInfo = await readPgSettings(database);
+  return { connectionString, database, pgInfo };
+}
 
-    // -- a stored history, if asked for: before anything else touches the database
-    let history: HistorySummary | undefined;
-    if (opts.history > 0) {
-      process.stderr.write(`loading a history of ${opts.history} payments over ${opts.historyChannels} channels\n`);
-      history = await seedHistory(connectionString, {
-        payments: opts.history,
-        channels: opts.historyChannels,
-        benchChannels: opts.channels,
-        benchChannel: {
-          thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100),
-          payoutCurrency: CHANNEL_BODY.payoutCurrency,
-          payoutNetwork: CHANNEL_BODY.payoutNetwork,
-          walletAddress: CHANNEL_BODY.walletAddress,
-        },
-        firstChannelId: BigInt(BENCH_CHANNEL_ID),
-        fee: feePercent,
-        progress: (line) => process.stderr.write(`${line}\n`),
-        interrupted: () => interruption.interrupted,
-      });
-    }
-    checkInterrupted();
+/** A stored history, if asked for: before anything else touches the database. */
+async function loadHistory(
+  { opts, interruption }: BenchRun,
+  connectionString: string,
+  feePercent: ReturnType<typeof parsePercent>,
+): Promise<HistorySummary | undefined> {
+  if (opts.history <= 0) return undefined;
+  process.stderr.write(`loading a history of ${opts.history} payments over ${opts.historyChannels} channels\n`);
+  return seedHistory(connectionString, {
+    payments: opts.history,
+    channels: opts.historyChannels,
+    benchChannels: opts.channels,
+    benchChannel: {
+      thresholdCents: Math.round(Number(CHANNEL_BODY.thresholdUsd) * 100),
+      payoutCurrency: CHANNEL_BODY.payoutCurrency,
+      payoutNetwork: CHANNEL_BODY.payoutNetwork,
+      walletAddress: CHANNEL_BODY.walletAddress,
+    },
+    firstChannelId: BigInt(BENCH_CHANNEL_ID),
+    fee: feePercent,
+    progress: (line) => process.stderr.write(`${line}\n`),
+    interrupted: () => interruption.interrupted,
+  });
+}
 
-    const runStartedAt = (await database.pool.query<{ now: Date }>('select now()')).rows[0]?.now ?? new Date(0);
+/** The database's own cost per payment: recordIpn in this process, one call at a time, nothing else running. */
+async function probeDatabase(
+  { opts, secrets, logger }: BenchRun,
+  pg: BenchPostgres,
+  target: {
+    connectionString: string;
+    database: DatabaseHandle;
+    channelIds: string[];
+    feePercent: ReturnType<typeof parsePercent>;
+  },
+): Promise<ProbeResult | undefined> {
+  if (opts.probe <= 0) return undefined;
+  const { connectionString, database, channelIds, feePercent } = target;
+  const input = channelInputSchema.parse(CHANNEL_BODY);
+  // As wide as the driver's pool.
+  await eachLimited(channelIds, 4, (channelId) => upsertChannel(database.db, channelId, input, 'bench'));
+  process.stderr.write(`probe: ${opts.probe} recordIpn calls in-process, one at a time\n`);
+  return probeIntake({
+    connectionString,
+    database,
+    count: opts.probe,
+    ipnSecret: secrets.ipnSecret,
+    channelIds,
+    spread: opts.spread,
+    fee: feePercent,
+    logger,
+    postgresTicks: () => postgresTicks(pg.postmasterPid()),
+  });
+}
 
-    // -- the database's own cost per payment: recordIpn in this process, one call at a time, nothing else running
-    let dbProbe: ProbeResult | undefined;
-    if (opts.probe > 0) {
-      const input = channelInputSchema.parse(CHANNEL_BODY);
-      // As wide as the driver's pool.
-      await eachLimited(channelIds, 4, (channelId) => upsertChannel(database.db, channelId, input, 'bench'));
-      process.stderr.write(`probe: ${opts.probe} recordIpn calls in-process, one at a time\n`);
-      dbProbe = await probeIntake({
-        connectionString,
-        database,
-        count: opts.probe,
-        ipnSecret: secrets.ipnSecret,
-        channelIds,
-        spread: opts.spread,
-        fee: feePercent,
-        logger,
-        postgresTicks: () => postgresTicks(pg.postmasterPid()),
-      });
-    }
-    checkInterrupted();
-
-    // -- the worker's outside world: anvil (host wallet funded) and the ChangeNow simulator, as on a local run
-    outside = await startLocalOutside({
-      chainId: 31337,
-      chainPort: await freePort(),
-      changenowPort: await freePort(),
-      changenowApiKey: secrets.changenowApiKey,
-      hostPrivateKey: secrets.hostPrivateKey,
-      logger,
-    });
-    // The history's ledger owes its channels USDT (balances below their thresholds): the host wallet holds it, as it
-    // would after those conversions, so the payouts the run's credits complete are paid, not refused for funds.
-    if (history && outside.usdtContract) {
-      const { rows } = await database.pool.query<{ owed: string }>(
-        `select coalesce(sum(balance), 0)::text as owed from ledger_accounts where asset = 'usdt' and code like 'channel:%'`,
-      );
-      const owed = BigInt(rows[0]?.owed ?? '0');
-      if (owed > 0n)
-        await mintLocalUsdt(
-          outside.rpcUrl,
-          outside.usdtContract,
-          secrets.hostPrivateKey,
-          privateKeyToAccount(secrets.hostPrivateKey).address,
-          owed,
-        );
-    }
-    checkInterrupted();
-
-    // -- payrail + baseline, in a child process
-    // A token of the bench's own for /metrics, so the scrapes neither depend on nor break with a METRICS_TOKEN the
-    // shell may have exported.
-    const metricsToken = randomBytes(24).toString('hex');
-    const childEnv: NodeJS.ProcessEnv = {
-      ...process.env,
-      ...payrailConfig(connectionString, secrets, outside),
-      METRICS_TOKEN: metricsToken,
-    };
-    server = await startServerChild(childEnv, opts.cpuProfDir);
-    const serverPid = server.child.pid;
-    const intakeUrl = `${server.payrailUrl}/webhooks/nowpayments`;
-    process.stderr.write(`payrail at ${server.payrailUrl} (pid ${serverPid}), baseline at ${server.baselineUrl}\n`);
-    checkInterrupted();
-
-    // -- the channels the bench payments credit
-    const registerStarted = Date.now();
-    const payrailUrl = server.payrailUrl;
-    await registerChannels(database, payrailUrl, secrets.adminToken, channelIds);
-    process.stderr.write(
-      `registered ${channelIds.length} channel${channelIds.length === 1 ? '' : 's'} in ${fmt((Date.now() - registerStarted) / 1000, 1)} s\n`,
+/** The worker's outside world: anvil (host wallet funded) and the ChangeNow simulator, as on a local run. */
+async function startOutside(
+  { secrets, logger }: BenchRun,
+  started: Started,
+  database: DatabaseHandle,
+  withHistory: boolean,
+): Promise<LocalOutside> {
+  const outside = await startLocalOutside({
+    chainId: 31337,
+    chainPort: await freePort(),
+    changenowPort: await freePort(),
+    changenowApiKey: secrets.changenowApiKey,
+    hostPrivateKey: secrets.hostPrivateKey,
+    logger,
+  });
+  started.outside = outside;
+  // The history's ledger owes its channels USDT (balances below their thresholds): the host wallet holds it, as it
+  // would after those conversions, so the payouts the run's credits complete are paid, not refused for funds.
+  if (withHistory && outside.usdtContract) {
+    const { rows } = await database.pool.query<{ owed: string }>(
+      `select coalesce(sum(balance), 0)::text as owed from ledger_accounts where asset = 'usdt' and code like 'channel:%'`,
     );
-    checkInterrupted();
+    const owed = BigInt(rows[0]?.owed ?? '0');
+    if (owed > 0n)
+      await mintLocalUsdt(
+        outside.rpcUrl,
+        outside.usdtContract,
+        secrets.hostPrivateKey,
+        privateKeyToAccount(secrets.hostPrivateKey).address,
+        owed,
+      );
+  }
+  return outside;
+}
 
-    // -- bodies: measure what signing costs the client, then pre-sign
-    const userId = String(Date.now());
-    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds, opts.spread);
-    // Every id the factory issues is >= its base: the range keeps these counts off a full scan of a large history.
-    const ownPaymentsSql = 'select count(*)::text as n from payments where user_id = $1 and payment_id >= $2';
-    const ownPaymentsParams = [userId, factory.base.toString()];
-    const probe = presign(factory, 2_000);
-    const signUs = (probe.ms * 1000) / probe.pool.length;
-    const sent = new Set<string>();
-    const accepted = new Set<string>();
-    const perChannel = new Float64Array(opts.channels);
-    const postmasterPid = pg.postmasterPid();
-    const processes: Observed = {
+/** payrail + baseline, in a child process. */
+async function startServer(
+  { opts, secrets }: BenchRun,
+  started: Started,
+  connectionString: string,
+  outside: LocalOutside,
+): Promise<{ server: ServerChild; metricsToken: string }> {
+  // A token of the bench's own for /metrics, so the scrapes neither depend on nor break with a METRICS_TOKEN the
+  // shell may have exported.
+  const metricsToken = randomBytes(24).toString('hex');
+  const childEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...payrailConfig(connectionString, secrets, outside),
+    METRICS_TOKEN: metricsToken,
+  };
+  const server = await startServerChild(childEnv, opts.cpuProfDir);
+  started.server = server;
+  const serverPid = server.child.pid;
+  process.stderr.write(`payrail at ${server.payrailUrl} (pid ${serverPid}), baseline at ${server.baselineUrl}\n`);
+  return { server, metricsToken };
+}
+
+/** The channels the bench payments credit. */
+async function registerBenchChannels(
+  database: DatabaseHandle,
+  payrailUrl: string,
+  adminToken: string,
+  channelIds: readonly string[],
+): Promise<void> {
+  const registerStarted = Date.now();
+  await registerChannels(database, payrailUrl, adminToken, channelIds);
+  process.stderr.write(
+    `registered ${channelIds.length} channel${channelIds.length === 1 ? '' : 's'} in ${fmt((Date.now() - registerStarted) / 1000, 1)} s\n`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The three runs: intake at full speed, the baseline, intake at a fixed rate
+
+/** What the runs share: where they send, where bodies come from, and what the reconciliation counts. */
+interface Load {
+  opts: Options;
+  checkInterrupted: () => void;
+  database: DatabaseHandle;
+  processes: Observed;
+  intakeUrl: string;
+  payrailUrl: string;
+  baselineUrl: string;
+  metricsToken: string;
+  factory: IpnFactory;
+  /** Counts the bench's own payments, for quiesce. */
+  ownPaymentsSql: string;
+  ownPaymentsParams: string[];
+  /** The first bodies, signed to time signing; the intake warm-up (or the full-speed run) uses them. */
+  probePool: BenchIpn[];
+  signUs: number;
+  sent: Set<string>;
+  accepted: Set<string>;
+  perChannel: Float64Array;
+  runs: RunOutcome[];
+  warmups: RunOutcome[];
+  /** Upper bound of requests cut off in flight at the end of the intake runs. */
+  intakeConnectionsUsed: number;
+}
+
+/** Bodies: measure what signing costs the client, then pre-sign. */
+function prepareLoad(
+  { opts, secrets, checkInterrupted }: BenchRun,
+  target: {
+    database: DatabaseHandle;
+    server: ServerChild;
+    metricsToken: string;
+    channelIds: string[];
+    postmasterPid: number | undefined;
+  },
+): Load {
+  const { database, server, metricsToken, channelIds, postmasterPid } = target;
+  const serverPid = server.child.pid;
+  const userId = String(Date.now());
+  const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds, opts.spread);
+  // Every id the factory issues is >= its base: the range keeps these counts off a full scan of a large history.
+  const ownPaymentsSql = 'select count(*)::text as n from payments where user_id = $1 and payment_id >= $2';
+  const ownPaymentsParams = [userId, factory.base.toString()];
+  const probe = presign(factory, 2_000);
+  return {
+    opts,
+    checkInterrupted,
+    database,
+    processes: {
       database,
       ...(serverPid !== undefined && { serverPid }),
       ...(postmasterPid !== undefined && { postmasterPid }),
-    };
-    const runs: RunOutcome[] = [];
-    const warmups: RunOutcome[] = [];
-    let intakeConnectionsUsed = 0;
+    },
+    intakeUrl: `${server.payrailUrl}/webhooks/nowpayments`,
+    payrailUrl: server.payrailUrl,
+    baselineUrl: server.baselineUrl,
+    metricsToken,
+    factory,
+    ownPaymentsSql,
+    ownPaymentsParams,
+    probePool: probe.pool,
+    signUs: (probe.ms * 1000) / probe.pool.length,
+    sent: new Set<string>(),
+    accepted: new Set<string>(),
+    perChannel: new Float64Array(opts.channels),
+    runs: [],
+    warmups: [],
+    intakeConnectionsUsed: 0,
+  };
+}
 
-    // -- 1. intake at full speed
-    let estimate = 3_000; // req/s, before anything was measured
-    if (opts.warmupS > 0) {
-      process.stderr.write(`warm-up: intake ${opts.warmupS} s\n`);
-      const warm = await runLoad(
-        {
-          label: 'warm-up intake',
-          url: intakeUrl,
-          connections: opts.connections,
-          durationS: opts.warmupS,
-          source: new FreshBodies(probe.pool, factory),
-          sent,
-          accepted,
-          perChannel,
-        },
-        processes,
-      );
-      warmups.push(warm);
-      intakeConnectionsUsed += opts.connections;
-      estimate = Math.max(200, warm.result.requests.average);
-      await quiesce(database, ownPaymentsSql, ownPaymentsParams);
-    }
-    checkInterrupted();
-    const maxPoolSize = Math.ceil(estimate * 2 * (opts.durationS + 1)) + opts.connections;
-    process.stderr.write(`pre-signing ${maxPoolSize} bodies (${fmt(signUs, 1)} µs each)\n`);
-    const maxPool = presign(factory, maxPoolSize).pool;
-    const baselinePool = maxPool.slice(0, Math.min(maxPool.length, 20_000)); // kept for the baseline, which may repeat them
-    const maxSource = new FreshBodies(maxPool, factory);
-    const groupsBeforeMax = await tryScrapeGroups(payrailUrl, metricsToken);
-    process.stderr.write(`run: intake, ${opts.connections} connections, ${opts.durationS} s\n`);
-    const intakeMax = await runLoad(
-      {
-        label: 'intake (max)',
-        url: intakeUrl,
-        connections: opts.connections,
-        durationS: opts.durationS,
-        source: maxSource,
-        sent,
-        accepted,
-        perChannel,
-      },
-      processes,
-    );
-    runs.push(intakeMax);
-    intakeConnectionsUsed += opts.connections;
-    await quiesce(database, ownPaymentsSql, ownPaymentsParams);
-    // After quiesce: the IPNs still in flight when autocannon stopped are in the counters too.
-    const groupsAfterMax = await tryScrapeGroups(payrailUrl, metricsToken);
-    checkInterrupted();
+/** The intake fields of a run spec: bodies to reconcile and count per channel. */
+function intakeSpec(load: Load, label: string, connections: number, durationS: number, source: BodySource): RunSpec {
+  const { intakeUrl: url, sent, accepted, perChannel } = load;
+  return { label, url, connections, durationS, source, sent, accepted, perChannel };
+}
 
-    // -- 2. baseline: one plain INSERT per request, same connections and duration
-    const baselineBefore = Number(
-      (await database.pool.query<{ n: string }>('select coalesce(max(id), 0)::text as n from bench_baseline')).rows[0]
-        ?.n ?? '0',
+/** The intake warm-up, if any: its rate sizes the pool of pre-signed bodies for the full-speed run. */
+async function warmUpIntake(load: Load): Promise<number> {
+  const { opts } = load;
+  let estimate = 3_000; // req/s, before anything was measured
+  if (opts.warmupS > 0) {
+    process.stderr.write(`warm-up: intake ${opts.warmupS} s\n`);
+    const source = new FreshBodies(load.probePool, load.factory);
+    const warm = await runLoad(
+      intakeSpec(load, 'warm-up intake', opts.connections, opts.warmupS, source),
+      load.processes,
     );
-    if (opts.warmupS > 0) {
-      process.stderr.write(`warm-up: baseline ${opts.warmupS} s\n`);
-      warmups.push(
-        await runLoad(
-          {
-            label: 'warm-up baseline',
-            url: server.baselineUrl,
-            connections: opts.connections,
-            durationS: opts.warmupS,
-            source: new CyclingBodies(baselinePool),
-          },
-          processes,
-        ),
-      );
-    }
-    checkInterrupted();
-    process.stderr.write(`run: baseline, ${opts.connections} connections, ${opts.durationS} s\n`);
-    const baselineRun = await runLoad(
-      {
-        label: 'baseline (1 INSERT)',
-        url: server.baselineUrl,
-        connections: opts.connections,
-        durationS: opts.durationS,
-        source: new CyclingBodies(baselinePool),
-      },
-      processes,
-    );
-    runs.push(baselineRun);
-    const baselineRows = await quiesce(database, 'select count(*)::text as n from bench_baseline where id > $1', [
-      baselineBefore,
-    ]);
-    checkInterrupted();
-
-    // -- 3. intake at a fixed rate
-    const ratePoolSize = Math.ceil(opts.rate * (opts.durationS + 2) * 1.2) + opts.rateConnections;
-    const rateSource = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
-    const groupsBeforeRate = await tryScrapeGroups(payrailUrl, metricsToken);
-    process.stderr.write(
-      `run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`,
-    );
-    const intakeRate = await runLoad(
-      {
-        label: `intake @${opts.rate} req/s`,
-        url: intakeUrl,
-        connections: opts.rateConnections,
-        durationS: opts.durationS,
-        overallRate: opts.rate,
-        source: rateSource,
-        sent,
-        accepted,
-        perChannel,
-      },
-      processes,
-    );
-    runs.push(intakeRate);
-    intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
-    await quiesce(database, ownPaymentsSql, ownPaymentsParams);
-    const groupsAfterRate = await tryScrapeGroups(payrailUrl, metricsToken);
-    const groups: Array<[RunOutcome, GroupFigures | string]> = [
-      [intakeMax, groupsBetween(groupsBeforeMax, groupsAfterMax)],
-      [intakeRate, groupsBetween(groupsBeforeRate, groupsAfterRate)],
-    ];
-
-    // -- reconcile the database with what the clients saw
-    const { rows: paymentRows } = await database.pool.query<{
-      payment_id: string;
-      credited: boolean;
-      review_reason: string | null;
-    }>(
-      'select payment_id::text as payment_id, credited_at is not null as credited, review_reason from payments where user_id = $1 and payment_id >= $2',
-      ownPaymentsParams,
-    );
-    const stored = new Map(paymentRows.map((r) => [r.payment_id, r]));
-    const missing = [...accepted].filter((id) => !stored.has(id));
-    const unsent = paymentRows.filter((r) => !sent.has(r.payment_id)).length;
-    const uncredited = paymentRows.filter((r) => !r.credited).length;
-    const inReview = paymentRows.filter((r) => r.review_reason !== null).length;
-    const unanswered = paymentRows.length - accepted.size;
-    const allWarmupAndRuns = [...warmups, ...runs];
-    const intake2xx = allWarmupAndRuns.filter((r) => r.spec.accepted).reduce((sum, r) => sum + r.result['2xx'], 0);
-    const ledger = await checkLedger(database.db);
-    const conversions = await database.pool
-      .query<{ status: string; n: string; payments: string }>(
-        // Only the run's own: a loaded history holds thousands.
-        'select status, count(*)::text as n, coalesce(sum(payment_count), 0)::text as payments from conversions where created_at >= $1 group by status order by status',
-        [runStartedAt],
-      )
-      .then(({ rows }) => rows.map((r) => `${r.status} ${r.n} (${r.payments} payments)`).join(', ') || 'none')
-      .catch((error: Error) => `unavailable (${error.message})`);
-
-    // -- print
-    const cpu = os.cpus();
-    const lines: string[] = [];
-    const out = (text = '') => lines.push(text);
-    lines.push(...reportHeader('intake', pgInfo, pg.embedded ? 'embedded, temp dir' : 'DATABASE_URL'));
-    out(
-      `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`,
-    );
-    out(
-      `          signing costs ${fmt(signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${maxSource.liveSigned + rateSource.liveSigned})`,
-    );
-    out(`          client, payrail, and PostgreSQL share the same ${cpu.length} cores`);
-    out(channelsLine(opts, perChannel));
-    out(historyLine(history));
-    if (dbProbe) lines.push(...probeLines(dbProbe));
-    out();
-    out(
-      table(
-        ['run', 'conns', 'rate', 'req/s', '2xx', 'non-2xx', 'errors', 'p50 ms', 'p99 ms', 'max ms', 'ac p50/p99'],
-        runs.map(describeRun),
-      ),
-    );
-    out(
-      '  req/s = autocannon mean of 1-s samples; p50/p99/max over every 2xx latency; "ac" = autocannon histogram (whole ms)',
-    );
-    out();
-    const ratio = intakeMax.result.requests.average / baselineRun.result.requests.average;
-    const p99AtRate = percentile(intakeRate.latencies, 99);
-    const achievedRate = intakeRate.result.requests.average;
-    out(`ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`);
-    out(
-      `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
-    );
-    out();
-    out(
-      `intake groups: IPNs per database call (payrail_intake_calls_total and payrail_intake_call_ipns_total from payrail's /metrics, before and after each run):`,
-    );
-    out(
-      table(
-        ['run', 'db calls', 'IPNs', 'IPNs/call'],
-        groups.map(([run, figures]) => describeGroups(run.spec.label, figures)),
-      ),
-    );
-    for (const [run, figures] of groups)
-      if (typeof figures === 'string') out(`  ${run.spec.label}: no figures (${figures})`);
-    out(`  IPNs include those still in flight when a run ended`);
-    out();
-    out('CPU during each run (machine busy %, and cores used by each party):');
-    out(table(['run', 'busy', 'client', 'payrail', 'postgres', 'other'], runs.map(describeCpu)));
-    out();
-    out(
-      `database sessions of payrail / the baseline, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms):`,
-    );
-    for (const run of runs) {
-      const top = run.waits.top(6);
-      out(`  ${run.spec.label}:${top.length === 0 ? ' (none)' : ''}`);
-      for (const line of top) out(`    ${line}`);
-    }
-    out();
-    out('database check:');
-    out(`  intake requests sent (incl. warm-up):   ${sent.size}`);
-    out(`  intake 2xx responses (incl. warm-up):   ${intake2xx} (distinct payment ids: ${accepted.size})`);
-    out(`  payments recorded by the bench:         ${paymentRows.length}`);
-    out(
-      `  every 2xx payment id in the database:   ${missing.length === 0 ? 'yes' : `NO, ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})`}`,
-    );
-    out(`  payments never sent by the bench:       ${unsent}`);
-    out(`  sent but not recorded:                  ${sent.size - (paymentRows.length - unsent)}`);
-    out(
-      `  payments count == 2xx:                  ${paymentRows.length === intake2xx ? 'yes' : `no: ${unanswered} more, the requests in flight when autocannon closed its sockets at the end of each run (committed, answer dropped; at most ${intakeConnectionsUsed})`}`,
-    );
-    out(`  payments not credited / in review:      ${uncredited} / ${inReview}`);
-    out(
-      `  baseline rows inserted:                 ${baselineRows} for ${allWarmupAndRuns.filter((r) => r.spec.url === server?.baselineUrl).reduce((s, r) => s + r.result['2xx'], 0)} 2xx`,
-    );
-    out(`  conversions by the worker meanwhile:    ${conversions}`);
-    lines.push(...ledgerLines(ledger));
-    lines.push(...server.stderr.report('server log lines at warn or above'));
-    process.stdout.write(lines.join('\n') + '\n');
-    for (const run of [...warmups, ...runs]) reportProblems(run);
-
-    const healthy =
-      runs.every((r) => r.result.non2xx === 0 && r.result.errors === 0) &&
-      missing.length === 0 &&
-      unsent === 0 &&
-      accepted.size === intake2xx &&
-      sent.size === paymentRows.length &&
-      uncredited === 0 &&
-      unanswered >= 0 &&
-      unanswered <= intakeConnectionsUsed &&
-      ledger.ok;
-    return healthy ? 0 : 1;
-  } finally {
-    interruption.release();
-    if (server)
-      await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) =>
-        process.stderr.write(`stopping the bench server: ${error.message}\n`),
-      );
-    await outside
-      ?.stop()
-      .catch((error: Error) => process.stderr.write(`stopping the local outside world: ${error.message}\n`));
-    await pg.close();
+    load.warmups.push(warm);
+    load.intakeConnectionsUsed += opts.connections;
+    estimate = Math.max(200, warm.result.requests.average);
+    await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
   }
+  return estimate;
+}
+
+/** 1. intake at full speed */
+async function runIntakeMax(load: Load) {
+  const { opts, factory } = load;
+  const estimate = await warmUpIntake(load);
+  load.checkInterrupted();
+  const maxPoolSize = Math.ceil(estimate * 2 * (opts.durationS + 1)) + opts.connections;
+  process.stderr.write(`pre-signing ${maxPoolSize} bodies (${fmt(load.signUs, 1)} µs each)\n`);
+  const maxPool = presign(factory, maxPoolSize).pool;
+  const baselinePool = maxPool.slice(0, Math.min(maxPool.length, 20_000)); // kept for the baseline, which may repeat them
+  const source = new FreshBodies(maxPool, factory);
+  const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
+  process.stderr.write(`run: intake, ${opts.connections} connections, ${opts.durationS} s\n`);
+  const run = await runLoad(intakeSpec(load, 'intake (max)', opts.connections, opts.durationS, source), load.processes);
+  load.runs.push(run);
+  load.intakeConnectionsUsed += opts.connections;
+  await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
+  // After quiesce: the IPNs still in flight when autocannon stopped are in the counters too.
+  const groupsAfter = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
+  load.checkInterrupted();
+  return { run, source, baselinePool, groupsBefore, groupsAfter };
+}
+
+/** 2. baseline: one plain INSERT per request, same connections and duration */
+async function runBaseline(load: Load, baselinePool: BenchIpn[]): Promise<{ run: RunOutcome; rows: number }> {
+  const { opts, database } = load;
+  const baselineBefore = Number(
+    (await database.pool.query<{ n: string }>('select coalesce(max(id), 0)::text as n from bench_baseline')).rows[0]
+      ?.n ?? '0',
+  );
+  const baselineSpec = (label: string, durationS: number): RunSpec => ({
+    label,
+    url: load.baselineUrl,
+    connections: opts.connections,
+    durationS,
+    source: new CyclingBodies(baselinePool),
+  });
+  if (opts.warmupS > 0) {
+    process.stderr.write(`warm-up: baseline ${opts.warmupS} s\n`);
+    load.warmups.push(await runLoad(baselineSpec('warm-up baseline', opts.warmupS), load.processes));
+  }
+  load.checkInterrupted();
+  process.stderr.write(`run: baseline, ${opts.connections} connections, ${opts.durationS} s\n`);
+  const run = await runLoad(baselineSpec('baseline (1 INSERT)', opts.durationS), load.processes);
+  load.runs.push(run);
+  const rows = await quiesce(database, 'select count(*)::text as n from bench_baseline where id > $1', [
+    baselineBefore,
+  ]);
+  load.checkInterrupted();
+  return { run, rows };
+}
+
+/** 3. intake at a fixed rate */
+async function runIntakeRate(load: Load) {
+  const { opts, factory } = load;
+  const ratePoolSize = Math.ceil(opts.rate * (opts.durationS + 2) * 1.2) + opts.rateConnections;
+  const source = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
+  const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
+  process.stderr.write(`run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`);
+  const run = await runLoad(
+    {
+      ...intakeSpec(load, `intake @${opts.rate} req/s`, opts.rateConnections, opts.durationS, source),
+      overallRate: opts.rate,
+    },
+    load.processes,
+  );
+  load.runs.push(run);
+  load.intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
+  await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
+  const groupsAfter = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
+  return { run, source, groupsBefore, groupsAfter };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reconcile the database with what the clients saw
+
+interface PaymentRow {
+  payment_id: string;
+  credited: boolean;
+  review_reason: string | null;
+}
+
+interface Reconciliation {
+  paymentRows: PaymentRow[];
+  missing: string[];
+  unsent: number;
+  uncredited: number;
+  inReview: number;
+  unanswered: number;
+  intake2xx: number;
+  ledger: LedgerReport;
+  conversions: string;
+}
+
+async function reconcile(load: Load, runStartedAt: Date): Promise<Reconciliation> {
+  const { database, sent, accepted } = load;
+  const { rows: paymentRows } = await database.pool.query<PaymentRow>(
+    'select payment_id::text as payment_id, credited_at is not null as credited, review_reason from payments where user_id = $1 and payment_id >= $2',
+    load.ownPaymentsParams,
+  );
+  const stored = new Map(paymentRows.map((r) => [r.payment_id, r]));
+  const allWarmupAndRuns = [...load.warmups, ...load.runs];
+  const ledger = await checkLedger(database.db);
+  const conversions = await database.pool
+    .query<{ status: string; n: string; payments: string }>(
+      // Only the run's own: a loaded history holds thousands.
+      'select status, count(*)::text as n, coalesce(sum(payment_count), 0)::text as payments from conversions where created_at >= $1 group by status order by status',
+      [runStartedAt],
+    )
+    .then(({ rows }) => rows.map((r) => `${r.status} ${r.n} (${r.payments} payments)`).join(', ') || 'none')
+    .catch((error: Error) => `unavailable (${error.message})`);
+  return {
+    paymentRows,
+    missing: [...accepted].filter((id) => !stored.has(id)),
+    unsent: paymentRows.filter((r) => !sent.has(r.payment_id)).length,
+    uncredited: paymentRows.filter((r) => !r.credited).length,
+    inReview: paymentRows.filter((r) => r.review_reason !== null).length,
+    unanswered: paymentRows.length - accepted.size,
+    intake2xx: allWarmupAndRuns.filter((r) => r.spec.accepted).reduce((sum, r) => sum + r.result['2xx'], 0),
+    ledger,
+    conversions,
+  };
+}
+
+function isHealthy(load: Load, check: Reconciliation): boolean {
+  const { missing, unsent, intake2xx, paymentRows, uncredited, unanswered, ledger } = check;
+  return (
+    load.runs.every((r) => r.result.non2xx === 0 && r.result.errors === 0) &&
+    missing.length === 0 &&
+    unsent === 0 &&
+    load.accepted.size === intake2xx &&
+    load.sent.size === paymentRows.length &&
+    uncredited === 0 &&
+    unanswered >= 0 &&
+    unanswered <= load.intakeConnectionsUsed &&
+    ledger.ok
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The report
+
+/** The client, the channels, the history and the probe: what the runs below ran against. */
+function setupLines(
+  load: Load,
+  liveSigned: number,
+  history: HistorySummary | undefined,
+  dbProbe: ProbeResult | undefined,
+): string[] {
+  const { opts } = load;
+  const cpu = os.cpus();
+  return [
+    `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`,
+    `          signing costs ${fmt(load.signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${liveSigned})`,
+    `          client, payrail, and PostgreSQL share the same ${cpu.length} cores`,
+    channelsLine(opts, load.perChannel),
+    historyLine(history),
+    ...(dbProbe ? probeLines(dbProbe) : []),
+    '',
+  ];
+}
+
+/** The runs' table, the two aims, and how payrail grouped the IPNs. */
+function resultLines(
+  load: Load,
+  runs: { max: RunOutcome; baseline: RunOutcome; rate: RunOutcome },
+  groups: Array<[RunOutcome, GroupFigures | string]>,
+): string[] {
+  const { opts } = load;
+  const ratio = runs.max.result.requests.average / runs.baseline.result.requests.average;
+  const p99AtRate = percentile(runs.rate.latencies, 99);
+  const achievedRate = runs.rate.result.requests.average;
+  return [
+    table(
+      ['run', 'conns', 'rate', 'req/s', '2xx', 'non-2xx', 'errors', 'p50 ms', 'p99 ms', 'max ms', 'ac p50/p99'],
+      load.runs.map(describeRun),
+    ),
+    '  req/s = autocannon mean of 1-s samples; p50/p99/max over every 2xx latency; "ac" = autocannon histogram (whole ms)',
+    '',
+    `ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`,
+    `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
+    '',
+    `intake groups: IPNs per database call (payrail_intake_calls_total and payrail_intake_call_ipns_total from payrail's /metrics, before and after each run):`,
+    table(
+      ['run', 'db calls', 'IPNs', 'IPNs/call'],
+      groups.map(([run, figures]) => describeGroups(run.spec.label, figures)),
+    ),
+    ...groups
+      .filter(([, figures]) => typeof figures === 'string')
+      .map(([run, figures]) => `  ${run.spec.label}: no figures (${figures as string})`),
+    `  IPNs include those still in flight when a run ended`,
+    '',
+  ];
+}
+
+function cpuAndWaitLines(runs: RunOutcome[]): string[] {
+  const lines = [
+    'CPU during each run (machine busy %, and cores used by each party):',
+    table(['run', 'busy', 'client', 'payrail', 'postgres', 'other'], runs.map(describeCpu)),
+    '',
+    `database sessions of payrail / the baseline, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms):`,
+  ];
+  for (const run of runs) {
+    const top = run.waits.top(6);
+    lines.push(`  ${run.spec.label}:${top.length === 0 ? ' (none)' : ''}`);
+    for (const line of top) lines.push(`    ${line}`);
+  }
+  lines.push('');
+  return lines;
+}
+
+function databaseCheckLines(load: Load, check: Reconciliation, baselineRows: number, baselineUrl: string): string[] {
+  const { sent, accepted, intakeConnectionsUsed } = load;
+  const { paymentRows, missing, unsent, intake2xx, unanswered } = check;
+  const baseline2xx = [...load.warmups, ...load.runs]
+    .filter((r) => r.spec.url === baselineUrl)
+    .reduce((s, r) => s + r.result['2xx'], 0);
+  return [
+    'database check:',
+    `  intake requests sent (incl. warm-up):   ${sent.size}`,
+    `  intake 2xx responses (incl. warm-up):   ${intake2xx} (distinct payment ids: ${accepted.size})`,
+    `  payments recorded by the bench:         ${paymentRows.length}`,
+    `  every 2xx payment id in the database:   ${missing.length === 0 ? 'yes' : `NO, ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})`}`,
+    `  payments never sent by the bench:       ${unsent}`,
+    `  sent but not recorded:                  ${sent.size - (paymentRows.length - unsent)}`,
+    `  payments count == 2xx:                  ${paymentRows.length === intake2xx ? 'yes' : `no: ${unanswered} more, the requests in flight when autocannon closed its sockets at the end of each run (committed, answer dropped; at most ${intakeConnectionsUsed})`}`,
+    `  payments not credited / in review:      ${check.uncredited} / ${check.inReview}`,
+    `  baseline rows inserted:                 ${baselineRows} for ${baseline2xx} 2xx`,
+    `  conversions by the worker meanwhile:    ${check.conversions}`,
+  ];
 }
 
 /** Both scrapes' figures, or why there are none. */
