@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { checkLedger } from '../src/ledger/index.ts';
 import { checkLedgerAgainstChain } from '../src/treasury/index.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
+import type { SimExchange } from '../src/simulators/changenow/index.ts';
 import type { Fleet } from './processes.ts';
 import type { ChaosChannel, PlannedPayment } from './traffic.ts';
 import type { OutsideTx, World } from './world.ts';
@@ -221,14 +222,44 @@ export async function runChecks(
   channels: ChaosChannel[],
   payments: PlannedPayment[],
 ): Promise<CheckReport> {
-  const figures: string[] = [];
-  const violations: string[] = [];
   const pool = db.pool;
-  const fig = (line: string) => figures.push(line);
-  const examples = (items: string[]) =>
-    items.slice(0, 5).join('; ') + (items.length > 5 ? `; … (${items.length} in all)` : '');
-
+  const reports: CheckReport[] = [];
   // 1. Nothing lost.
+  reports.push(await checkNothingLost(pool, payments));
+  reports.push(await checkCreditedOnlyWhenFinished(pool, payments));
+
+  // 2. Nothing twice: one exchange per conversion / payout, one transfer per exchange, chain agrees.
+  const exchanges = [...world.sim.exchanges.values()];
+  reports.push(checkOneExchangeEach(exchanges));
+  const transfers = await readTransfers(pool);
+  reports.push(checkOneTransferEach(transfers));
+  reports.push(await checkPayinAddresses(world, exchanges, transfers));
+  reports.push(await checkHostNonces(pool, world));
+
+  // 3. Ledger clean, and what it says agrees with the chain.
+  reports.push(await checkLedgerClean(db));
+  reports.push(await checkDirectOwners(pool, world, channels));
+  reports.push(await checkHostUsdt(pool, world, exchanges, transfers));
+  reports.push(await checkLedgerEqualsChain(db, world, payments));
+
+  // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
+  // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
+  reports.push(await checkFailedJobsAlerted(pool));
+  reports.push(await alertFigures(pool, fleet));
+
+  return {
+    figures: reports.flatMap((r) => r.figures),
+    violations: reports.flatMap((r) => r.violations),
+  };
+}
+
+/** The first five, and how many in all when there are more. */
+function examples(items: string[]): string {
+  return items.slice(0, 5).join('; ') + (items.length > 5 ? `; … (${items.length} in all)` : '');
+}
+
+async function checkNothingLost(pool: pg.Pool, payments: PlannedPayment[]): Promise<CheckReport> {
+  const violations: string[] = [];
   const outcomes = await classify(pool, payments);
   const live = await liveJobKeys(pool);
   const count = (s: Outcome['state']) => outcomes.filter((o) => o.state === s);
@@ -236,91 +267,109 @@ export async function runChecks(
   const queued = inFlight.filter((o) => o.jobKeys.some((k) => live.has(k)));
   const stuck = inFlight.filter((o) => !o.jobKeys.some((k) => live.has(k)));
   const lost = count('lost');
-  fig(
+  const figures = [
     `payments: ${payments.length} planned, ${outcomes.length} acknowledged finished; paid out ${count('paid').length}, on channel below threshold ${count('on_channel').length}, held/review/failed with a reason ${count('visible').length}, still in flight with a job queued ${queued.length}, stuck without a job ${stuck.length}, lost ${lost.length}`,
-  );
-  // Reasons grouped without their ids, hashes, times and numbers.
+    ...visibleReasons(count('visible')),
+  ];
+  const listed = (list: Outcome[]) => examples(list.map((o) => `${o.paymentId}: ${o.detail}`));
+  // After the bounded settle, work still in flight is not "visibly held with a reason": it did not finish in time.
+  if (queued.length > 0)
+    violations.push(`not settled: ${queued.length} payment(s) still in flight (a job is queued): ${listed(queued)}`);
+  if (lost.length > 0) violations.push(`lost: ${lost.length} acknowledged payment(s): ${listed(lost)}`);
+  if (stuck.length > 0)
+    violations.push(`stuck: ${stuck.length} payment(s) in flight with no job to move them: ${listed(stuck)}`);
+  return { figures, violations };
+}
+
+/** Reasons grouped without their ids, hashes, times and numbers. */
+function visibleReasons(visible: Outcome[]): string[] {
   const shape = (detail: string) =>
     detail
       .replace(/\d{4}-\d\d-\d\dT[^ ]+|\b[a-z]{2}_[0-9a-f]{16}\b|0x[0-9a-fA-F]+|[0-9a-f-]{20,}/g, '…')
       .replace(/\b\d+\b/g, 'N');
-  const visibleReasons = new Map<string, number>();
-  for (const o of count('visible')) visibleReasons.set(shape(o.detail), (visibleReasons.get(shape(o.detail)) ?? 0) + 1);
-  for (const [reason, n] of visibleReasons) fig(`  visible: ${n} × ${reason}`);
-  // After the bounded settle, work still in flight is not "visibly held with a reason": it did not finish in time.
-  if (queued.length > 0)
-    violations.push(
-      `not settled: ${queued.length} payment(s) still in flight (a job is queued): ${examples(queued.map((o) => `${o.paymentId}: ${o.detail}`))}`,
-    );
-  if (lost.length > 0)
-    violations.push(
-      `lost: ${lost.length} acknowledged payment(s): ${examples(lost.map((o) => `${o.paymentId}: ${o.detail}`))}`,
-    );
-  if (stuck.length > 0)
-    violations.push(
-      `stuck: ${stuck.length} payment(s) in flight with no job to move them: ${examples(stuck.map((o) => `${o.paymentId}: ${o.detail}`))}`,
-    );
+  const byReason = new Map<string, number>();
+  for (const o of visible) byReason.set(shape(o.detail), (byReason.get(shape(o.detail)) ?? 0) + 1);
+  return [...byReason].map(([reason, n]) => `  visible: ${n} × ${reason}`);
+}
 
-  const creditedOf = async (ids: string[]) =>
-    (
-      await pool.query<{ id: string }>(
-        'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
-        [ids],
-      )
-    ).rows;
+async function creditedAmong(pool: pg.Pool, ids: string[]): Promise<Array<{ id: string }>> {
+  return (
+    await pool.query<{ id: string }>(
+      'select payment_id::text as id from payments where payment_id = any($1::numeric[]) and credited_at is not null',
+      [ids],
+    )
+  ).rows;
+}
+
+async function checkCreditedOnlyWhenFinished(pool: pg.Pool, payments: PlannedPayment[]): Promise<CheckReport> {
+  const figures: string[] = [];
+  const violations: string[] = [];
   const neverFinished = payments.filter((p) => p.shape === 'never_finished').map((p) => p.paymentId);
-  const wronglyCredited = await creditedOf(neverFinished);
-  fig(`never-finished payments: ${neverFinished.length}, credited ${wronglyCredited.length}`);
+  const wronglyCredited = await creditedAmong(pool, neverFinished);
+  figures.push(`never-finished payments: ${neverFinished.length}, credited ${wronglyCredited.length}`);
   if (wronglyCredited.length > 0)
     violations.push(`credited without a finished IPN: ${examples(wronglyCredited.map((r) => r.id))}`);
   // A leaked IPN secret must not mint money: NOWPayments' API knows no such payment.
   const forged = payments.filter((p) => p.forged).map((p) => p.paymentId);
-  const forgedCredited = await creditedOf(forged);
-  fig(`forged payments (signed, unknown to NOWPayments' API): ${forged.length}, credited ${forgedCredited.length}`);
+  const forgedCredited = await creditedAmong(pool, forged);
+  figures.push(
+    `forged payments (signed, unknown to NOWPayments' API): ${forged.length}, credited ${forgedCredited.length}`,
+  );
   if (forgedCredited.length > 0)
     violations.push(`forged payment credited: ${examples(forgedCredited.map((r) => r.id))}`);
+  return { figures, violations };
+}
 
-  // 2. Nothing twice: one exchange per conversion / payout, one transfer per exchange, chain agrees.
-  const exchanges = [...world.sim.exchanges.values()];
+function checkOneExchangeEach(exchanges: SimExchange[]): CheckReport {
   const byUser = new Map<string, number>();
   for (const ex of exchanges) byUser.set(ex.userId ?? '(none)', (byUser.get(ex.userId ?? '(none)') ?? 0) + 1);
   const doubleExchanges = [...byUser.entries()].filter(([, n]) => n > 1);
-  fig(
+  const figures = [
     `ChangeNow exchanges: ${exchanges.length} for ${byUser.size} conversions/payouts; with more than one: ${doubleExchanges.length}`,
-  );
-  if (doubleExchanges.length > 0)
-    violations.push(`double exchange: ${examples(doubleExchanges.map(([u, n]) => `${u}: ${n} exchanges`))}`);
+  ];
+  const violations =
+    doubleExchanges.length > 0
+      ? [`double exchange: ${examples(doubleExchanges.map(([u, n]) => `${u}: ${n} exchanges`))}`]
+      : [];
+  return { figures, violations };
+}
 
-  const transfers = (
-    await pool.query<{
-      purpose: string;
-      ref: string;
-      asset: string;
-      to_address: string;
-      amount: string;
-      status: string;
-      nonce: string | null;
-      last_error: string | null;
-      reason: string | null;
-    }>(
+interface TransferRow {
+  purpose: string;
+  ref: string;
+  asset: string;
+  to_address: string;
+  amount: string;
+  status: string;
+  nonce: string | null;
+  last_error: string | null;
+  reason: string | null;
+}
+
+async function readTransfers(pool: pg.Pool): Promise<TransferRow[]> {
+  return (
+    await pool.query<TransferRow>(
       'select purpose, ref, asset, lower(to_address) as to_address, amount::text, status, nonce::text, last_error, reason from chain_transfers',
     )
   ).rows;
+}
+
+function checkOneTransferEach(transfers: TransferRow[]): CheckReport {
+  const violations: string[] = [];
   const perRef = new Map<string, number>();
   for (const t of transfers) perRef.set(`${t.purpose}:${t.ref}`, (perRef.get(`${t.purpose}:${t.ref}`) ?? 0) + 1);
   const doubleTransfers = [...perRef.entries()].filter(([, n]) => n > 1);
   const byOutcome = new Map<string, number>();
-  for (const t of transfers)
-    byOutcome.set(
-      t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status,
-      (byOutcome.get(t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status) ?? 0) + 1,
-    );
-  fig(
+  for (const t of transfers) {
+    const outcome = t.status === 'failed' ? `failed ${t.last_error ?? '?'}` : t.status;
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+  }
+  const figures = [
     `chain transfers: ${transfers.length} (${[...byOutcome.entries()]
       .sort()
       .map(([k, n]) => `${k} ${n}`)
       .join(', ')}); purposes with more than one: ${doubleTransfers.length}`,
-  );
+  ];
   if (doubleTransfers.length > 0)
     violations.push(`double transfer record: ${examples(doubleTransfers.map(([r, n]) => `${r}: ${n}`))}`);
   const reviewWithoutReason = transfers.filter((t) => t.status === 'needs_review' && !t.reason);
@@ -328,43 +377,49 @@ export async function runChecks(
     violations.push(
       `transfer in review without a reason: ${examples(reviewWithoutReason.map((t) => `${t.purpose}:${t.ref}`))}`,
     );
+  return { figures, violations };
+}
 
-  // What each payin address holds on chain equals what payrail recorded sending it: a second send would show here.
-  let payinMismatch = 0;
+/** What each payin address holds on chain equals what payrail recorded sending it: a second send would show here. */
+async function checkPayinAddresses(
+  world: World,
+  exchanges: SimExchange[],
+  transfers: TransferRow[],
+): Promise<CheckReport> {
   const payinProblems: string[] = [];
   for (const ex of exchanges) {
-    const sent = transfers
-      .filter((t) => t.to_address === ex.payinAddress.toLowerCase() && t.status === 'confirmed')
-      .reduce((s, t) => s + BigInt(t.amount), 0n);
+    const toPayin = transfers.filter((t) => t.to_address === ex.payinAddress.toLowerCase());
+    const sent = toPayin.filter((t) => t.status === 'confirmed').reduce((s, t) => s + BigInt(t.amount), 0n);
     const held =
       ex.fromCurrency === 'eth' ? await world.ethBalance(ex.payinAddress) : await world.usdtBalance(ex.payinAddress);
     if (held !== sent) {
-      payinMismatch++;
-      const statuses = transfers
-        .filter((t) => t.to_address === ex.payinAddress.toLowerCase())
-        .map((t) => t.status)
-        .join(',');
+      const statuses = toPayin.map((t) => t.status).join(',');
       payinProblems.push(
         `exchange ${ex.id} (${ex.userId}): payin holds ${held}, confirmed transfers ${sent} [${statuses || 'none'}]`,
       );
     }
   }
-  fig(
-    `payin addresses whose on-chain balance differs from the confirmed transfers to them: ${payinMismatch} of ${exchanges.length}`,
-  );
-  if (payinMismatch > 0) violations.push(`payin mismatch: ${examples(payinProblems)}`);
+  return {
+    figures: [
+      `payin addresses whose on-chain balance differs from the confirmed transfers to them: ${payinProblems.length} of ${exchanges.length}`,
+    ],
+    violations: payinProblems.length > 0 ? [`payin mismatch: ${examples(payinProblems)}`] : [],
+  };
+}
 
-  const nonces = await checkHostNonces(pool, world);
-  figures.push(...nonces.figures);
-  violations.push(...nonces.violations);
-
-  // 3. Ledger clean, and what it says agrees with the chain.
+async function checkLedgerClean(db: DatabaseHandle): Promise<CheckReport> {
   const ledger = await checkLedger(db.db);
-  fig(
-    `checkLedger: ${ledger.ok ? 'clean' : `${ledger.problems.length} problem(s)`} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries)`,
-  );
-  for (const p of ledger.problems) violations.push(`ledger ${p.rule}: ${p.subject}: ${p.detail}`);
+  return {
+    figures: [
+      `checkLedger: ${ledger.ok ? 'clean' : `${ledger.problems.length} problem(s)`} (${ledger.accounts} accounts, ${ledger.journals} journals, ${ledger.entries} entries)`,
+    ],
+    violations: ledger.problems.map((p) => `ledger ${p.rule}: ${p.subject}: ${p.detail}`),
+  };
+}
 
+/** A direct owner holds on chain exactly what its completed direct payouts sent it. */
+async function checkDirectOwners(pool: pg.Pool, world: World, channels: ChaosChannel[]): Promise<CheckReport> {
+  const violations: string[] = [];
   const directPayouts = (
     await pool.query<{ wallet: string; asset: string; completed: string; open: string }>(
       `select lower(wallet_address) as wallet, asset, coalesce(sum(amount) filter (where status = 'completed'), 0)::text as completed,
@@ -372,38 +427,77 @@ export async function runChecks(
      from payouts where exchange_id is null and payout_network = 'eth' group by 1, 2`,
     )
   ).rows;
-  let directBad = 0;
-  for (const ch of channels.filter((c) => c.direct)) {
+  const direct = channels.filter((c) => c.direct);
+  for (const ch of direct) {
     const asset = ch.kind === 'instant_eth_direct' ? 'eth' : 'usdt';
     const row = directPayouts.find((r) => r.wallet === ch.wallet.toLowerCase() && r.asset === asset);
     const completed = BigInt(row?.completed ?? '0');
     const onChain = asset === 'eth' ? await world.ethBalance(ch.wallet) : await world.usdtBalance(ch.wallet);
-    if (onChain !== completed) {
-      directBad++;
+    if (onChain !== completed)
       violations.push(
         `direct owner ${ch.wallet} (channel ${ch.id}): holds ${onChain} ${asset} on chain, completed direct payouts ${completed} (${row?.open ?? 0} still open)`,
       );
-    }
   }
-  fig(
-    `direct payout owners whose on-chain balance differs from their completed direct payouts: ${directBad} of ${channels.filter((c) => c.direct).length}`,
-  );
+  const figures = [
+    `direct payout owners whose on-chain balance differs from their completed direct payouts: ${violations.length} of ${direct.length}`,
+  ];
+  return { figures, violations };
+}
 
-  // Host USDT: on chain = what ChangeNow paid it (conversions, USDT refunds) − USDT it sent; and the ledger's USDT
-  // held by the platform (every non-world account) = that, plus USDT that left for payouts not yet booked out,
-  // minus USDT that arrived but is not booked (conversions not settled, refunds of payouts not returned).
-  const host = world.hostAddress.toLowerCase();
-  const convStatus = new Map(
-    (await pool.query<{ id: string; status: string }>('select conversion_id as id, status from conversions')).rows.map(
-      (r) => [r.id, r.status],
+/**
+ * Host USDT: on chain = what ChangeNow paid it (conversions, USDT refunds) − USDT it sent; and the ledger's USDT
+ * held by the platform (every non-world account) = that, plus USDT that left for payouts not yet booked out,
+ * minus USDT that arrived but is not booked (conversions not settled, refunds of payouts not returned).
+ */
+async function checkHostUsdt(
+  pool: pg.Pool,
+  world: World,
+  exchanges: SimExchange[],
+  transfers: TransferRow[],
+): Promise<CheckReport> {
+  const figures: string[] = [];
+  const violations: string[] = [];
+  const { paidToHost, unbooked } = await usdtFromChangeNow(pool, world, exchanges);
+  const usdtSent = transfers
+    .filter((t) => t.asset === 'usdt' && t.status === 'confirmed')
+    .reduce((s, t) => s + BigInt(t.amount), 0n);
+  const leftNotBooked = await sumOf(
+    pool,
+    `select coalesce(sum(t.amount), 0)::text as n from chain_transfers t join payouts p on p.transfer_id = t.transfer_id
+     where t.asset = 'usdt' and t.status = 'confirmed' and p.status not in ('completed', 'failed', 'cancelled')`,
+  );
+  const hostUsdt = await world.usdtBalance(world.hostAddress);
+  figures.push(`host USDT on chain ${hostUsdt}; ChangeNow paid it ${paidToHost}, it sent ${usdtSent}`);
+  if (hostUsdt !== paidToHost - usdtSent)
+    violations.push(`host USDT on chain ${hostUsdt} ≠ received ${paidToHost} − sent ${usdtSent}`);
+  const ledgerHeld = BigInt(
+    await sumOf(
+      pool,
+      "select coalesce(sum(balance), 0)::text as n from ledger_accounts where asset = 'usdt' and code not like 'world:%'",
     ),
   );
-  const payoutStatus = new Map(
-    (await pool.query<{ id: string; status: string }>('select payout_id as id, status from payouts')).rows.map((r) => [
-      r.id,
-      r.status,
-    ]),
+  const expected = hostUsdt + BigInt(leftNotBooked) - unbooked;
+  figures.push(
+    `ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`,
   );
+  if (ledgerHeld !== expected) violations.push(`ledger USDT ${ledgerHeld} ≠ chain-derived ${expected}`);
+  return { figures, violations };
+}
+
+/** A single `n` a query sums, as text ('0' when it answers nothing). */
+async function sumOf(pool: pg.Pool, text: string): Promise<string> {
+  return (await pool.query<{ n: string }>(text)).rows[0]?.n ?? '0';
+}
+
+/** USDT ChangeNow paid the host wallet (finished conversions, refunded payouts), and how much of it is not booked. */
+async function usdtFromChangeNow(
+  pool: pg.Pool,
+  world: World,
+  exchanges: SimExchange[],
+): Promise<{ paidToHost: bigint; unbooked: bigint }> {
+  const host = world.hostAddress.toLowerCase();
+  const convStatus = await statusById(pool, 'select conversion_id as id, status from conversions');
+  const payoutStatus = await statusById(pool, 'select payout_id as id, status from payouts');
   let paidToHost = 0n;
   let unbooked = 0n;
   // What ChangeNow's transaction moved, read from the chain: a short payout or a short refund moves less than the
@@ -432,39 +526,14 @@ export async function runChecks(
       if (payoutStatus.get(ex.userId ?? '') !== 'failed') unbooked += amount;
     }
   }
-  const usdtSent = transfers
-    .filter((t) => t.asset === 'usdt' && t.status === 'confirmed')
-    .reduce((s, t) => s + BigInt(t.amount), 0n);
-  const leftNotBooked =
-    (
-      await pool.query<{ n: string }>(
-        `select coalesce(sum(t.amount), 0)::text as n from chain_transfers t join payouts p on p.transfer_id = t.transfer_id
-     where t.asset = 'usdt' and t.status = 'confirmed' and p.status not in ('completed', 'failed', 'cancelled')`,
-      )
-    ).rows[0]?.n ?? '0';
-  const hostUsdt = await world.usdtBalance(world.hostAddress);
-  fig(`host USDT on chain ${hostUsdt}; ChangeNow paid it ${paidToHost}, it sent ${usdtSent}`);
-  if (hostUsdt !== paidToHost - usdtSent)
-    violations.push(`host USDT on chain ${hostUsdt} ≠ received ${paidToHost} − sent ${usdtSent}`);
-  const ledgerHeld = BigInt(
-    (
-      await pool.query<{ n: string }>(
-        "select coalesce(sum(balance), 0)::text as n from ledger_accounts where asset = 'usdt' and code not like 'world:%'",
-      )
-    ).rows[0]?.n ?? '0',
-  );
-  const expected = hostUsdt + BigInt(leftNotBooked) - unbooked;
-  fig(
-    `ledger USDT held by the platform ${ledgerHeld}; expected from the chain ${expected} (host ${hostUsdt} + left for open payouts ${leftNotBooked} − arrived unbooked ${unbooked})`,
-  );
-  if (ledgerHeld !== expected) violations.push(`ledger USDT ${ledgerHeld} ≠ chain-derived ${expected}`);
+  return { paidToHost, unbooked };
+}
 
-  const ledgerChain = await checkLedgerEqualsChain(db, world, payments);
-  figures.push(...ledgerChain.figures);
-  violations.push(...ledgerChain.violations);
+async function statusById(pool: pg.Pool, text: string): Promise<Map<string, string>> {
+  return new Map((await pool.query<{ id: string; status: string }>(text)).rows.map((r) => [r.id, r.status]));
+}
 
-  // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
-  // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
+async function checkFailedJobsAlerted(pool: pg.Pool): Promise<CheckReport> {
   const failed = (
     await pool.query<{ id: string; task_identifier: string; last_error: string | null }>(
       'select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null',
@@ -477,25 +546,34 @@ export async function runChecks(
   ).rows;
   const alerted = new Set(stored.map((a) => a.subject));
   const silent = failed.filter((j) => !alerted.has(j.id));
-  fig(
+  const figures = [
     `jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`,
-  );
-  if (silent.length > 0)
-    violations.push(
-      `job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`,
-    );
+  ];
+  const violations =
+    silent.length > 0
+      ? [
+          `job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`,
+        ]
+      : [];
+  return { figures, violations };
+}
+
+/** Every alert payrail stored (by rule) and logged (by name): figures only. */
+async function alertFigures(pool: pg.Pool, fleet: Fleet): Promise<CheckReport> {
   const storedByRule = (
     await pool.query<{ rule: string; n: number; open: number }>(
       'select rule, count(*)::int as n, count(*) filter (where resolved_at is null)::int as open from alerts group by rule order by rule',
     )
   ).rows;
-  fig(`alerts stored: ${storedByRule.map((r) => `${r.rule} ×${r.n} (${r.open} open)`).join(', ') || 'none'}`);
-  const otherAlerts = new Map<string, number>();
-  for (const l of fleet.alerts())
-    otherAlerts.set(String(l.json?.alert), (otherAlerts.get(String(l.json?.alert)) ?? 0) + 1);
-  fig(`alerts logged: ${[...otherAlerts.entries()].map(([a, n]) => `${a} ×${n}`).join(', ') || 'none'}`);
-
-  return { figures, violations };
+  const logged = new Map<string, number>();
+  for (const l of fleet.alerts()) logged.set(String(l.json?.alert), (logged.get(String(l.json?.alert)) ?? 0) + 1);
+  return {
+    figures: [
+      `alerts stored: ${storedByRule.map((r) => `${r.rule} ×${r.n} (${r.open} open)`).join(', ') || 'none'}`,
+      `alerts logged: ${[...logged.entries()].map(([a, n]) => `${a} ×${n}`).join(', ') || 'none'}`,
+    ],
+    violations: [],
+  };
 }
 
 /**
