@@ -34,8 +34,9 @@ import {
   stopChild,
   wholeNumberOption as int,
   type BenchSecrets,
+  type PgSettings,
 } from './harness.ts';
-import { HistoryInterrupted, seedHistory } from './history.ts';
+import { HistoryInterrupted, seedHistory, type HistoryOptions, type HistorySummary } from './history.ts';
 import { fmt, percentile, procStatusKib, sleep, table } from './shared.ts';
 
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
@@ -271,12 +272,93 @@ async function main(): Promise<number> {
   if ('exitCode' in start) return start.exitCode;
   const { options: opts, logger, secrets } = start;
   const interruption = new Interruption('stopping after the current step');
-  const pg = new BenchPostgres(logger);
-  const small = new BenchPostgres(logger);
+  const databases: Databases = { large: new BenchPostgres(logger), small: new BenchPostgres(logger) };
   const children: WebChild[] = [];
-  const progress = (line: string) => process.stderr.write(`${line}\n`);
+  try {
+    const histories = await loadHistories(opts, databases, interruption);
+    const smallWeb = await startWeb(histories.smallUrl, secrets);
+    children.push(smallWeb);
+    const largeWeb = await startWeb(histories.largeUrl, secrets);
+    children.push(largeWeb);
+    const webs: Webs = { small: smallWeb, large: largeWeb, token: secrets.adminToken };
+    const statement = `/api/channels/${histories.channelId}/statement`;
+    const lastMonth = `from=${new Date(Date.now() - 30 * 86_400_000).toISOString()}`;
+
+    const exported = await measureExports(webs, opts);
+    const timed = await measureStatements(webs, opts, statement, lastMonth);
+    const csv = [
+      await streamCsv(smallWeb, webs.token, `${opts.small} payments, whole history`, `${statement}?format=csv`),
+      await streamCsv(largeWeb, webs.token, `${opts.channel} payments, whole history`, `${statement}?format=csv`),
+    ];
+
+    const out = (line: string) => process.stdout.write(`${line}\n`);
+    for (const line of reportHeader('statement', histories.pgInfo, 'embedded, temp dir')) out(line);
+    for (const line of historyLines(opts, histories)) out(line);
+    for (const line of statementLines(opts, timed)) out(line);
+    for (const line of csvLines(csv)) out(line);
+    for (const line of exportLines(opts, exported)) out(line);
+    const full = exported.exports[1] as Streamed;
+    if (full.rows !== opts.export) {
+      out(`export rows ${full.rows} ≠ ${opts.export} payments loaded`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    interruption.release();
+    for (const web of children) await stopChild(web.child, 'payrail', 10_000);
+    await databases.small.close();
+    await databases.large.close();
+  }
+}
+
+/** The embedded PostgreSQL of the large history, and the handle on its second database, of the small one. */
+interface Databases {
+  large: BenchPostgres;
+  small: BenchPostgres;
+}
+
+interface Histories {
+  largeUrl: string;
+  smallUrl: string;
+  pgInfo: PgSettings | undefined;
+  loaded: HistorySummary;
+  /** The large history's channels, `--channel` payments each. */
+  channels: number;
+  /** The measured channel, and the payments it holds as counted in the database. */
+  channelId: string;
+  counted: string | undefined;
+}
+
+/** Both histories, the small one first, each in its own database of the one embedded PostgreSQL. */
+async function loadHistories(opts: Options, databases: Databases, interruption: Interruption): Promise<Histories> {
+  const history = historyOptions(interruption);
+  const largeUrl = await databases.large.startEmbedded('payrail-bench-statement-');
+  const database = await databases.large.open(largeUrl, 2);
+  const pgInfo = await readPgSettings(database);
+  await database.pool.query('create database payrail_bench_small');
+  const smallUrl = new URL(largeUrl);
+  smallUrl.pathname = '/payrail_bench_small';
+  await databases.small.open(smallUrl.toString(), 2);
+
+  progress(`loading ${opts.small} payments on one channel`);
+  await seedHistory(smallUrl.toString(), history(opts.small, 1));
+  const channels = opts.export / opts.channel;
+  progress(`loading ${opts.export} payments over ${channels} channels (${opts.channel} each)`);
+  const loaded = await seedHistory(largeUrl, history(opts.export, channels));
+  const channelId = FIRST_CHANNEL_ID.toString();
+  const { rows: counted } = await database.pool.query<{ n: string }>(
+    'select count(*)::text as n from payments where channel_id = $1',
+    [channelId],
+  );
+  return { largeUrl, smallUrl: smallUrl.toString(), pgInfo, loaded, channels, channelId, counted: counted[0]?.n };
+}
+
+const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+/** The history options of `payments` payments over `channels` channels, none of them a bench channel. */
+function historyOptions(interruption: Interruption): (payments: number, channels: number) => HistoryOptions {
   const fee = parsePercent('3');
-  const history = (payments: number, channels: number) => ({
+  return (payments, channels) => ({
     payments,
     channels,
     benchChannels: 0,
@@ -286,158 +368,145 @@ async function main(): Promise<number> {
     progress,
     interrupted: () => interruption.interrupted,
   });
-  try {
-    const largeUrl = await pg.startEmbedded('payrail-bench-statement-');
-    const database = await pg.open(largeUrl, 2);
-    const pgInfo = await readPgSettings(database);
-    await database.pool.query('create database payrail_bench_small');
-    const smallUrl = new URL(largeUrl);
-    smallUrl.pathname = '/payrail_bench_small';
-    await small.open(smallUrl.toString(), 2);
+}
 
-    progress(`loading ${opts.small} payments on one channel`);
-    await seedHistory(smallUrl.toString(), history(opts.small, 1));
-    const channels = opts.export / opts.channel;
-    progress(`loading ${opts.export} payments over ${channels} channels (${opts.channel} each)`);
-    const loaded = await seedHistory(largeUrl, history(opts.export, channels));
-    const channelId = FIRST_CHANNEL_ID.toString();
-    const { rows: counted } = await database.pool.query<{ n: string }>(
-      'select count(*)::text as n from payments where channel_id = $1',
-      [channelId],
-    );
+/** The payrail serving each history, and the token both are asked with. */
+interface Webs {
+  small: WebChild;
+  large: WebChild;
+  token: string;
+}
 
-    const smallWeb = await startWeb(smallUrl.toString(), secrets);
-    children.push(smallWeb);
-    const largeWeb = await startWeb(largeUrl, secrets);
-    children.push(largeWeb);
-    const token = secrets.adminToken;
-    const statement = `/api/channels/${channelId}/statement`;
-    const lastMonth = `from=${new Date(Date.now() - 30 * 86_400_000).toISOString()}`;
+interface Exported {
+  exports: Streamed[];
+  hwmAfterExports: number;
+}
 
-    // Exports first, on a fresh process: its memory is then the export's, not what a statement left behind.
-    progress('exports');
-    const twoDays = `from=${new Date(Date.now() - 2 * 86_400_000).toISOString()}`;
-    const exports = [
-      await streamCsv(largeWeb, token, 'payments.csv, last 2 days', `/api/exports/payments.csv?${twoDays}`),
-      await streamCsv(largeWeb, token, `payments.csv, all ${opts.export}`, '/api/exports/payments.csv', opts.pace),
-    ];
-    const hwmAfterExports = (procStatusKib(largeWeb.child.pid as number, 'VmHWM') ?? 0) * 1024;
+/** The export of the last two days, then the whole large history at `--pace`, and the child's peak memory after. */
+async function measureExports({ large, token }: Webs, opts: Options): Promise<Exported> {
+  // Exports first, on a fresh process: its memory is then the export's, not what a statement left behind.
+  progress('exports');
+  const twoDays = `from=${new Date(Date.now() - 2 * 86_400_000).toISOString()}`;
+  const exports = [
+    await streamCsv(large, token, 'payments.csv, last 2 days', `/api/exports/payments.csv?${twoDays}`),
+    await streamCsv(large, token, `payments.csv, all ${opts.export}`, '/api/exports/payments.csv', opts.pace),
+  ];
+  const hwmAfterExports = (procStatusKib(large.child.pid as number, 'VmHWM') ?? 0) * 1024;
+  return { exports, hwmAfterExports };
+}
 
-    progress('statements');
-    /** The second page's path, or null when the first page was the whole statement. */
-    const second = async (web: WebChild, path: string) => {
-      const res = await fetch(web.url + path, { headers: { authorization: `Bearer ${token}` } });
-      const next = ((await res.json()) as StatementPageBody).page.next;
-      return next === null ? null : `${path}${path.includes('?') ? '&' : '?'}after=${next}`;
-    };
-    const timed: Timed[] = [];
-    for (const [web, size] of [
-      [smallWeb, opts.small],
-      [largeWeb, opts.channel],
-    ] as const) {
-      timed.push(
-        await timeRequests(web, token, `${size} payments: first page + totals`, statement, opts.runs, pageLines),
-        await timeRequests(
-          web,
-          token,
-          `${size} payments: last 30 days, first page + totals`,
-          `${statement}?${lastMonth}`,
-          opts.runs,
-          pageLines,
-        ),
-      );
-      const next = await second(web, statement);
-      if (next)
-        timed.push(
-          await timeRequests(web, token, `${size} payments: second page + totals`, next, opts.runs, pageLines),
-        );
-    }
-    const csv = [
-      await streamCsv(smallWeb, token, `${opts.small} payments, whole history`, `${statement}?format=csv`),
-      await streamCsv(largeWeb, token, `${opts.channel} payments, whole history`, `${statement}?format=csv`),
-    ];
-
-    const out = (line: string) => process.stdout.write(`${line}\n`);
-    for (const line of reportHeader('statement', pgInfo, 'embedded, temp dir')) out(line);
-    out(`payrail:  node bin/payrail.js web (one per database), LOG_LEVEL=warn, on 127.0.0.1`);
-    out(
-      `history:  bench/history.ts: ${opts.small} payments on one channel; ${opts.export} over ${channels} channels in ${fmt(loaded.seconds, 0)} s ` +
-        `(${loaded.counts.ledger_entries ?? '?'} entries, ${loaded.counts.conversions ?? '?'} conversions, ${loaded.counts.payouts ?? '?'} payouts, ` +
-        `${loaded.counts.ledger_channel_days ?? '?'} day sums); measured channel ${channelId}: ${counted[0]?.n ?? '?'} payments`,
-    );
-    out('');
-    out(
-      table(
-        ['statement (JSON, default page)', 'lines', 'body', 'p50 ms', 'p95 ms', 'max ms'],
-        timed.map((t) => [
-          t.label,
-          String(t.lines),
-          `${fmt(t.bytes / 1024, 1)} KiB`,
-          fmt(percentile(t.ms, 50), 0),
-          fmt(percentile(t.ms, 95), 0),
-          fmt(t.ms[t.ms.length - 1] ?? Number.NaN, 0),
-        ]),
+/** The first page (whole history and last 30 days) and, if there is one, the second page of each channel. */
+async function measureStatements(webs: Webs, opts: Options, statement: string, lastMonth: string): Promise<Timed[]> {
+  const { token } = webs;
+  progress('statements');
+  const timed: Timed[] = [];
+  for (const [web, size] of [
+    [webs.small, opts.small],
+    [webs.large, opts.channel],
+  ] as const) {
+    timed.push(
+      await timeRequests(web, token, `${size} payments: first page + totals`, statement, opts.runs, pageLines),
+      await timeRequests(
+        web,
+        token,
+        `${size} payments: last 30 days, first page + totals`,
+        `${statement}?${lastMonth}`,
+        opts.runs,
+        pageLines,
       ),
     );
-    const firstPages = timed.filter((t) => t.label.endsWith(': first page + totals'));
-    const [smallFirst, largeFirst] = firstPages as [Timed, Timed];
-    out(
-      `first page + totals, p95: ${fmt(percentile(smallFirst.ms, 95), 0)} ms at ${opts.small} payments, ` +
-        `${fmt(percentile(largeFirst.ms, 95), 0)} ms at ${opts.channel} (budget ${BUDGET_MS} ms: ` +
-        `${firstPages.every((t) => percentile(t.ms, 95) <= BUDGET_MS) ? 'both within' : 'NOT both within'}), ${opts.runs} runs each`,
-    );
-    out('');
-    out(
-      table(
-        ['statement CSV (streamed, once)', 'rows', 'body', 'seconds'],
-        csv.map((c) => [c.label, String(c.rows), `${fmt(c.bytes / 1024 ** 2, 1)} MiB`, fmt(c.seconds, 1)]),
-      ),
-    );
-    out('');
-    out(
-      table(
-        ['export', 'rows', 'body', 'seconds', 'rows/s', 'peak RSS', 'peak heap'],
-        exports.map((e) => {
-          const all = peaks(e.samples, -1, 1);
-          return [
-            e.label,
-            String(e.rows),
-            `${fmt(e.bytes / 1024 ** 2, 1)} MiB`,
-            fmt(e.seconds, 1),
-            fmt(e.rows / e.seconds, 0),
-            mib(all.rss),
-            mib(all.heap),
-          ];
-        }),
-      ),
-    );
-    const full = exports[1] as Streamed;
-    const early = peaks(full.samples, -1, 0.1);
-    const late = peaks(full.samples, 0.1, 1);
-    out(
-      `full export read at ${opts.pace} MiB/s; payrail's own samples every ${MEMORY_SAMPLE_MS} ms: ` +
-        `first 10 % of the body peak RSS ${mib(early.rss)}, heap ${mib(early.heap)} (${early.n} samples); ` +
-        `last 90 % peak RSS ${mib(late.rss)}, heap ${mib(late.heap)} (${late.n} samples): ` +
-        `RSS +${mib(late.rss - early.rss)}, heap +${mib(late.heap - early.heap)}`,
-    );
-    out(`payrail VmHWM after both exports: ${mib(hwmAfterExports)}`);
-    const deciles: string[] = [];
-    for (let d = 0; d < 10; d++) {
-      const x = peaks(full.samples, d / 10, (d + 1) / 10);
-      deciles.push(`${d * 10}-${d * 10 + 10}%: ${fmt(x.rss / 1024 ** 2, 0)}/${fmt(x.heap / 1024 ** 2, 0)}`);
-    }
-    out(`peak RSS/heap MiB per tenth of the body: ${deciles.join(', ')}`);
-    if (full.rows !== opts.export) {
-      out(`export rows ${full.rows} ≠ ${opts.export} payments loaded`);
-      return 1;
-    }
-    return 0;
-  } finally {
-    interruption.release();
-    for (const web of children) await stopChild(web.child, 'payrail', 10_000);
-    await small.close();
-    await pg.close();
+    const next = await secondPage(web, token, statement);
+    if (next)
+      timed.push(await timeRequests(web, token, `${size} payments: second page + totals`, next, opts.runs, pageLines));
   }
+  return timed;
+}
+
+/** The second page's path, or null when the first page was the whole statement. */
+async function secondPage(web: WebChild, token: string, path: string): Promise<string | null> {
+  const res = await fetch(web.url + path, { headers: { authorization: `Bearer ${token}` } });
+  const next = ((await res.json()) as StatementPageBody).page.next;
+  return next === null ? null : `${path}${path.includes('?') ? '&' : '?'}after=${next}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+function historyLines(opts: Options, { loaded, channels, channelId, counted }: Histories): string[] {
+  return [
+    `payrail:  node bin/payrail.js web (one per database), LOG_LEVEL=warn, on 127.0.0.1`,
+    `history:  bench/history.ts: ${opts.small} payments on one channel; ${opts.export} over ${channels} channels in ${fmt(loaded.seconds, 0)} s ` +
+      `(${loaded.counts.ledger_entries ?? '?'} entries, ${loaded.counts.conversions ?? '?'} conversions, ${loaded.counts.payouts ?? '?'} payouts, ` +
+      `${loaded.counts.ledger_channel_days ?? '?'} day sums); measured channel ${channelId}: ${counted ?? '?'} payments`,
+    '',
+  ];
+}
+
+/** The statements' table, and whether both first pages were within budget. */
+function statementLines(opts: Options, timed: Timed[]): string[] {
+  const firstPages = timed.filter((t) => t.label.endsWith(': first page + totals'));
+  const [smallFirst, largeFirst] = firstPages as [Timed, Timed];
+  return [
+    table(
+      ['statement (JSON, default page)', 'lines', 'body', 'p50 ms', 'p95 ms', 'max ms'],
+      timed.map((t) => [
+        t.label,
+        String(t.lines),
+        `${fmt(t.bytes / 1024, 1)} KiB`,
+        fmt(percentile(t.ms, 50), 0),
+        fmt(percentile(t.ms, 95), 0),
+        fmt(t.ms[t.ms.length - 1] ?? Number.NaN, 0),
+      ]),
+    ),
+    `first page + totals, p95: ${fmt(percentile(smallFirst.ms, 95), 0)} ms at ${opts.small} payments, ` +
+      `${fmt(percentile(largeFirst.ms, 95), 0)} ms at ${opts.channel} (budget ${BUDGET_MS} ms: ` +
+      `${firstPages.every((t) => percentile(t.ms, 95) <= BUDGET_MS) ? 'both within' : 'NOT both within'}), ${opts.runs} runs each`,
+    '',
+  ];
+}
+
+function csvLines(csv: Streamed[]): string[] {
+  return [
+    table(
+      ['statement CSV (streamed, once)', 'rows', 'body', 'seconds'],
+      csv.map((c) => [c.label, String(c.rows), `${fmt(c.bytes / 1024 ** 2, 1)} MiB`, fmt(c.seconds, 1)]),
+    ),
+    '',
+  ];
+}
+
+/** The exports' table, then the full export's memory: early against late, and per tenth of the body. */
+function exportLines(opts: Options, { exports, hwmAfterExports }: Exported): string[] {
+  const full = exports[1] as Streamed;
+  const early = peaks(full.samples, -1, 0.1);
+  const late = peaks(full.samples, 0.1, 1);
+  const deciles: string[] = [];
+  for (let d = 0; d < 10; d++) {
+    const x = peaks(full.samples, d / 10, (d + 1) / 10);
+    deciles.push(`${d * 10}-${d * 10 + 10}%: ${fmt(x.rss / 1024 ** 2, 0)}/${fmt(x.heap / 1024 ** 2, 0)}`);
+  }
+  return [
+    table(['export', 'rows', 'body', 'seconds', 'rows/s', 'peak RSS', 'peak heap'], exports.map(exportRow)),
+    `full export read at ${opts.pace} MiB/s; payrail's own samples every ${MEMORY_SAMPLE_MS} ms: ` +
+      `first 10 % of the body peak RSS ${mib(early.rss)}, heap ${mib(early.heap)} (${early.n} samples); ` +
+      `last 90 % peak RSS ${mib(late.rss)}, heap ${mib(late.heap)} (${late.n} samples): ` +
+      `RSS +${mib(late.rss - early.rss)}, heap +${mib(late.heap - early.heap)}`,
+    `payrail VmHWM after both exports: ${mib(hwmAfterExports)}`,
+    `peak RSS/heap MiB per tenth of the body: ${deciles.join(', ')}`,
+  ];
+}
+
+function exportRow(e: Streamed): string[] {
+  const all = peaks(e.samples, -1, 1);
+  return [
+    e.label,
+    String(e.rows),
+    `${fmt(e.bytes / 1024 ** 2, 1)} MiB`,
+    fmt(e.seconds, 1),
+    fmt(e.rows / e.seconds, 0),
+    mib(all.rss),
+    mib(all.heap),
+  ];
 }
 
 runBench(main, (error) => {
