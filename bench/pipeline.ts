@@ -26,13 +26,11 @@ import os from 'node:os';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createPublicClient, erc20Abi, http, type Address } from 'viem';
+import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import type { DatabaseHandle } from '../src/db/index.ts';
-import { checkLedger } from '../src/ledger/index.ts';
 import { IpnSendError, queueConversionCheck, sendIpns, type SendOutcome } from '../src/demo/ipns.ts';
-import { formatUnits } from '../src/money/index.ts';
-import { formatCosts, readCosts } from '../src/overview/index.ts';
+import { formatCosts } from '../src/overview/index.ts';
 import {
   rpc,
   startChangeNowSimulator,
@@ -45,11 +43,13 @@ import {
   assertLoopback,
   BenchPostgres,
   beginRun,
+  type BenchSecrets,
   childReady,
   Interruption,
   ledgerLines,
   OutputTail,
   payrailConfig,
+  type PgSettings,
   putChannel,
   readPgSettings,
   reportHeader,
@@ -66,15 +66,16 @@ import {
   freePort,
   IpnFactory,
   machineTicks,
-  percentile,
   postgresTicks,
   presign,
   procStatusKib,
   procTicks,
   sleep,
-  table,
   ticksToCores,
+  type BenchIpn,
 } from './shared.ts';
+import { measuresTable, pipelineChecks, type PipelineRun } from './pipeline-report.ts';
+import { readResults, type PipelineResults } from './pipeline-reads.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PAYRAIL_BIN = fileURLToPath(new URL('../bin/payrail.js', import.meta.url));
@@ -302,8 +303,6 @@ class MemorySampler {
   }
 }
 
-const mib = (kib: number | undefined) => (kib === undefined || kib === 0 ? '-' : `${fmt(kib / 1024, 1)} MiB`);
-
 // ---------------------------------------------------------------------------------------------------------------
 // CPU: who used the machine's cores during the run (others may share the machine: "other" says how much)
 
@@ -416,647 +415,438 @@ function progressLine(startedAt: number, c: Counts): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// What the chain shows the payouts paid
+// Starting the parts; whatever has started is in RunParts, for stopEverything
 
-interface OnChainCheck {
-  directWallets: number;
-  directOk: boolean;
-  directProblems: string[];
-  payins: number;
-  payinOk: boolean;
-  payinProblems: string[];
+/** What a run has started so far: stopEverything stops whichever of these exist, whenever the run ends. */
+interface RunParts {
+  pg: BenchPostgres;
+  interruption: Interruption;
+  chain?: LocalChain;
+  sim?: ChangeNowSimulator;
+  payrail?: PayrailChild;
+  memory?: MemorySampler;
+  waits?: WaitSampler;
+}
+
+function checkInterrupted(parts: RunParts): void {
+  if (parts.interruption.interrupted) throw new Aborted('interrupted');
+}
+
+/** The outside world payrail talks to, as the bench started it. */
+interface Outside {
+  chain: LocalChain;
+  sim: ChangeNowSimulator;
+  usdtContract: Address;
+}
+
+/** Anvil with the host wallet funded, and the ChangeNow simulator at zero latency. */
+async function startOutside(parts: RunParts, secrets: BenchSecrets, payments: number): Promise<Outside> {
+  const chain = await startLocalChain({ port: await freePort() });
+  parts.chain = chain;
+  const hostAddress = privateKeyToAccount(secrets.hostPrivateKey).address;
+  // 0.00487 ETH per payment at most leaves the host wallet, plus gas: 1,000 ETH or twice the need.
+  const fundingWei = [10n ** 21n, BigInt(payments) * 10n ** 16n].reduce((a, b) => (a > b ? a : b));
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [hostAddress, `0x${fundingWei.toString(16)}`]);
+  // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would: settlement
+  // books only the USDT the chain shows arrived. The treasury gets ETH for gas and 10^9 USDT.
+  const treasuryKey = generatePrivateKey();
+  const treasury = privateKeyToAccount(treasuryKey).address;
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 21n).toString(16)}`]);
+  const usdtContract = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
+  await mintLocalUsdt(chain.rpcUrl, usdtContract, treasuryKey, treasury, 10n ** 15n);
+  const sim = await startChangeNowSimulator({
+    port: 0,
+    apiKey: secrets.changenowApiKey,
+    rpcUrl: chain.rpcUrl,
+    stepMs: 0,
+    tokens: { usdt: usdtContract },
+    treasuryKey,
+  });
+  parts.sim = sim;
+  return { chain, sim, usdtContract };
+}
+
+/** payrail, as `payrail start` with the configuration below. */
+async function startPayrail(
+  parts: RunParts,
+  databaseUrl: string,
+  secrets: BenchSecrets,
+  outside: Outside,
+  env: Options['env'],
+): Promise<PayrailChild> {
+  const config: Record<string, string> = {
+    ...payrailConfig(databaseUrl, secrets, {
+      changenowUrl: outside.sim.url,
+      rpcUrl: outside.chain.rpcUrl,
+      chainId: outside.chain.chainId,
+      usdtContract: outside.usdtContract,
+    }),
+    ...env,
+  };
+  const payrail = await startPayrailChild(childEnvironment(config));
+  parts.payrail = payrail;
+  process.stderr.write(`payrail at ${payrail.url} (pid ${payrail.child.pid})\n`);
+  return payrail;
+}
+
+interface Started {
+  database: DatabaseHandle;
+  pgInfo: PgSettings | undefined;
+  outside: Outside;
+  payrail: PayrailChild;
+}
+
+/** A new embedded PostgreSQL in a temp dir, the outside world, then payrail; an interruption stops in between. */
+async function startParts(parts: RunParts, opts: Options, secrets: BenchSecrets): Promise<Started> {
+  const databaseUrl = await parts.pg.startEmbedded('payrail-bench-pipeline-');
+  const database = await parts.pg.open(databaseUrl, 3);
+  const pgInfo = await readPgSettings(database);
+  checkInterrupted(parts);
+  const outside = await startOutside(parts, secrets, opts.payments);
+  checkInterrupted(parts);
+  const payrail = await startPayrail(parts, databaseUrl, secrets, outside, opts.env);
+  checkInterrupted(parts);
+  return { database, pgInfo, outside, payrail };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The load: channels and signed IPN bodies
+
+/** Threshold channels (thresholds 10, 20, ... USD), then instant; payout currencies as in the header. */
+async function registerChannels(payrailUrl: string, adminToken: string, opts: Options): Promise<BenchChannel[]> {
+  const channels = benchChannels(opts.channels, opts.instantChannels);
+  for (const [i, c] of channels.entries()) {
+    const body = { payoutCurrency: c.payoutCurrency, payoutNetwork: c.payoutNetwork, walletAddress: c.wallet };
+    if (c.strategy === 'threshold')
+      await putChannel(payrailUrl, adminToken, c.id, {
+        payoutStrategy: 'threshold',
+        thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`,
+        ...body,
+      });
+    else await putChannel(payrailUrl, adminToken, c.id, { payoutStrategy: 'instant', ...body });
+  }
+  return channels;
+}
+
+interface Load {
+  thresholdPayments: number;
+  instantPayments: number;
+}
+
+/** Payment i goes to channel i mod C (IpnFactory's round-robin). */
+function paymentsByStrategy(channels: BenchChannel[], payments: number): Load {
+  let instantPayments = 0;
+  for (let i = 0; i < payments; i++)
+    if ((channels[i % channels.length] as BenchChannel).strategy === 'instant') instantPayments++;
+  return { thresholdPayments: payments - instantPayments, instantPayments };
+}
+
+/** Every body signed before the clock starts. */
+function signBodies(userId: string, ipnSecret: string, channels: BenchChannel[], opts: Options): BenchIpn[] {
+  const factory = new IpnFactory(
+    userId,
+    ipnSecret,
+    channels.map((c) => c.id),
+  );
+  process.stderr.write(`signing ${opts.payments} IPN bodies\n`);
+  const signedBodies = presign(factory, opts.payments);
+  process.stderr.write(`signed in ${fmt(signedBodies.ms / 1000, 1)} s; sending with ${opts.concurrency} in flight\n`);
+  return signedBodies.pool;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run: the clock and the samplers, intake, then waiting for every payment and payout
+
+/** What watching the pipeline needs: where to count, since and until when, and the interruption to honour. */
+interface Watch extends Load {
+  parts: RunParts;
+  database: DatabaseHandle;
+  userId: string;
+  startedAt: number;
+  deadline: number;
+  deadlineS: number;
+  cpuStart: CpuSample;
+  childPid: number | undefined;
+  postmasterPid: number | undefined;
+}
+
+/** Memory, database waits and CPU are sampled from here, the first IPN, to completion; the deadline counts from here. */
+function startClock(parts: RunParts, started: Started, userId: string, load: Load, opts: Options): Watch {
+  const childPid = started.payrail.child.pid;
+  parts.memory = new MemorySampler(childPid);
+  parts.waits = new WaitSampler(started.database, WAITS_SQL, WAIT_SAMPLE_MS);
+  const postmasterPid = parts.pg.postmasterPid();
+  const cpuStart = sampleCpu(childPid, postmasterPid);
+  const startedAt = Date.now();
+  const deadline = startedAt + opts.deadlineS * 1000;
+  const { database } = started;
+  return {
+    parts,
+    database,
+    userId,
+    startedAt,
+    deadline,
+    deadlineS: opts.deadlineS,
+    cpuStart,
+    childPid,
+    postmasterPid,
+    ...load,
+  };
+}
+
+/** A progress line every PROGRESS_EVERY_MS; none while the previous one is still being counted. */
+function progressWhileSending(watch: Watch): NodeJS.Timeout {
+  let progressBusy = false;
+  return setInterval(() => {
+    if (progressBusy) return;
+    progressBusy = true;
+    counts(watch.database, watch.userId)
+      .then((c) => process.stderr.write(progressLine(watch.startedAt, c)))
+      .catch(() => undefined)
+      .finally(() => (progressBusy = false));
+  }, PROGRESS_EVERY_MS);
+}
+
+/** Intake, with progress lines while it runs. */
+async function sendAll(watch: Watch, payrailUrl: string, bodies: BenchIpn[], opts: Options): Promise<SendOutcome> {
+  const progress = progressWhileSending(watch);
+  let intake: SendOutcome;
+  try {
+    intake = await sendIpns(`${payrailUrl}/webhooks/nowpayments`, bodies, {
+      concurrency: opts.concurrency,
+      stopped: () =>
+        watch.parts.interruption.interrupted
+          ? 'interrupted during intake'
+          : Date.now() > watch.deadline
+            ? `deadline of ${opts.deadlineS} s passed during intake`
+            : undefined,
+    });
+  } catch (error) {
+    // Anything but a 200 stops the bench: the status and the body are in the message.
+    if (error instanceof IpnSendError) throw new Aborted(error.message);
+    throw error;
+  } finally {
+    clearInterval(progress);
+  }
+  process.stderr.write(
+    `intake done: ${opts.payments} IPNs answered 200 in ${fmt((intake.lastAnsweredAt - intake.firstSentAt) / 1000, 2)} s\n`,
+  );
+  return intake;
 }
 
 /**
- * Reads balances on anvil: every owner wallet paid directly (fresh per channel, paid by nobody else) holds exactly the
- * sum of its completed payouts, and every payout exchange's payin address (new per exchange) holds exactly what its
- * payout sent: nobody was paid twice, nothing went missing.
+ * Settlement creates a channel's batch in the transaction that converts its payments, so once every threshold
+ * payment is converted no further batch can appear: done when every payout there is (and one per instant payment) is
+ * completed.
  */
-async function checkPaidOnChain(database: DatabaseHandle, rpcUrl: string, usdt: Address): Promise<OnChainCheck> {
-  const client = createPublicClient({ transport: http(rpcUrl) });
-  const balance = (asset: string, address: string) =>
-    asset === 'eth'
-      ? client.getBalance({ address: address as Address })
-      : client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] });
-  const direct = (
-    await database.pool.query<{ address: string; asset: string; amount: string }>(
-      "select wallet_address as address, asset, sum(amount)::text as amount from payouts where exchange_id is null and status = 'completed' group by wallet_address, asset",
-    )
-  ).rows;
-  const payins = (
-    await database.pool.query<{ address: string; asset: string; amount: string }>(
-      "select payin_address as address, asset, amount::text as amount from payouts where exchange_id is not null and status = 'completed'",
-    )
-  ).rows;
-  const mismatches = async (rows: Array<{ address: string; asset: string; amount: string }>): Promise<string[]> => {
-    const problems: string[] = [];
-    let next = 0;
-    const reader = async () => {
-      for (let row = rows[next++]; row !== undefined; row = rows[next++]) {
-        const held = await balance(row.asset, row.address);
-        if (held !== BigInt(row.amount))
-          problems.push(`${row.address} holds ${held} ${row.asset}, payouts say ${row.amount}`);
-      }
-    };
-    await Promise.all(Array.from({ length: 16 }, reader));
-    return problems;
-  };
-  const directProblems = await mismatches(direct);
-  const payinProblems = await mismatches(payins);
+function allDone(watch: Watch, last: Counts): boolean {
+  return (
+    last.completed === watch.thresholdPayments &&
+    last.instantPayouts === watch.instantPayments &&
+    last.payoutsCompleted === last.thresholdPayouts + last.instantPayouts
+  );
+}
+
+/** Stops the bench when the pipeline cannot complete on its own, or not before the deadline. */
+async function assertCanComplete(watch: Watch, last: Counts): Promise<void> {
+  if (last.failed > 0 || last.review > 0)
+    throw new Aborted(
+      `${last.failed} payments failed conversion, ${last.review} conversions need review: the pipeline cannot complete`,
+    );
+  if (last.payoutsStuck > 0) throw await stuckPayouts(watch.database, last);
+  if (Date.now() > watch.deadline) {
+    const payoutsAll = last.thresholdPayouts + last.instantPayouts;
+    throw new Aborted(
+      `deadline of ${watch.deadlineS} s passed with ${watch.thresholdPayments - last.completed} threshold payments not settled (pending ${last.pending}, converting ${last.converting}), ${watch.instantPayments - last.instantPayouts} instant payments without a payout, ${payoutsAll - last.payoutsCompleted} payouts not completed`,
+    );
+  }
+}
+
+/** The error for payouts that cannot complete on their own, naming the first five. */
+async function stuckPayouts(database: DatabaseHandle, last: Counts): Promise<Aborted> {
+  const stuck = await database.pool.query<{
+    payout_id: string;
+    kind: string;
+    status: string;
+    reason: string | null;
+    last_error: string | null;
+  }>(
+    `select payout_id, kind, status, reason, last_error from payouts where status in ${STUCK_PAYOUT_STATUSES} order by created_at limit 5`,
+  );
+  return new Aborted(
+    `${last.payoutsStuck} payouts cannot complete on their own: ${stuck.rows.map((r) => `${r.payout_id} (${r.kind}) ${r.status}: ${r.reason ?? r.last_error ?? ''}`).join('; ')}`,
+  );
+}
+
+/** The drain: the cron runs only every minute, so queue a conversion check every second while payments are pending. */
+async function waitForCompletion(watch: Watch): Promise<{ last: Counts; drainJobs: number }> {
+  let drainJobs = 0;
+  let lastProgress = 0;
+  for (;;) {
+    checkInterrupted(watch.parts);
+    const last = await counts(watch.database, watch.userId);
+    if (Date.now() - lastProgress >= PROGRESS_EVERY_MS) {
+      process.stderr.write(progressLine(watch.startedAt, last));
+      lastProgress = Date.now();
+    }
+    if (allDone(watch, last)) {
+      process.stderr.write(progressLine(watch.startedAt, last));
+      return { last, drainJobs };
+    }
+    await assertCanComplete(watch, last);
+    if (last.pending > 0) {
+      // Only when no conversion_batch job is queued or running (the demo's drain too): never a second concurrent check.
+      if (await queueConversionCheck(watch.database.pool)) drainJobs++;
+    }
+    await sleep(DRAIN_EVERY_MS);
+  }
+}
+
+/** Stops the samplers once the pipeline has completed; the CPU line covers first IPN -> completion. */
+function stopClock(watch: Watch): { cpuEnd: CpuSample; payrailHwmKib?: number; selfHwmKib?: number } {
+  const cpuEnd = sampleCpu(watch.childPid, watch.postmasterPid);
+  watch.parts.memory?.stop();
+  void watch.parts.waits?.stop();
+  const payrailHwmKib = watch.childPid === undefined ? undefined : procStatusKib(watch.childPid, 'VmHWM');
+  const selfHwmKib = procStatusKib('self', 'VmHWM');
   return {
-    directWallets: direct.length,
-    directOk: directProblems.length === 0,
-    directProblems,
-    payins: payins.length,
-    payinOk: payinProblems.length === 0,
-    payinProblems,
+    cpuEnd,
+    ...(payrailHwmKib !== undefined && { payrailHwmKib }),
+    ...(selfHwmKib !== undefined && { selfHwmKib }),
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The report: how the run was set up, the measures and the checks (bench/pipeline-report.ts), the costs, the waits
+
+function setupLines(opts: Options, load: Load, drainJobs: number, pgInfo: PgSettings | undefined): string[] {
+  const n = opts.payments;
+  const instantShare = fmt((load.instantPayments * 100) / n, 1);
+  return [
+    ...reportHeader('pipeline', pgInfo, 'embedded, temp dir'),
+    `outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`,
+    `payrail:  node bin/payrail.js start (web + worker, one process), CONVERSION_INTERVAL=1m (default)`,
+    `          ${Object.entries(opts.env)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`,
+    `load:     ${n} payments (new, status finished, 0.00487 ETH each), round-robin over ${opts.channels} threshold channels (thresholds ${THRESHOLD_STEP_USD}..${THRESHOLD_STEP_USD * BigInt(opts.channels)} USD)`,
+    `          and ${opts.instantChannels} instant channels: ${load.thresholdPayments} threshold payments, ${load.instantPayments} instant (${instantShare} %);`,
+    `          ${opts.concurrency} IPNs in flight (fetch, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`,
+    `          are pending and no conversion_batch job is queued or running, the bench queues one (${drainJobs} queued)`,
+    `payouts:  threshold channels alternate USDT on Tron (batch through a USDT -> USDT/TRC-20 exchange) and USDT on Ethereum`,
+    `          (direct ERC-20 transfer); instant channels alternate ETH on Ethereum (direct ETH transfer, no exchange) and USDT on`,
+    `          Tron (ETH -> USDT/TRC-20 exchange). On-chain transfers = the host wallet's (chain_transfers), not ChangeNow's own payouts.`,
+    '',
+  ];
+}
+
+function sessionLines(waits: WaitSampler): string[] {
+  return [
+    `payrail's database sessions, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms, ${waits.samples} samples):`,
+    ...waits.top(8).map((line) => `  ${line}`),
+  ];
+}
+
+/** What the report prints besides the parts' own lines. */
+interface Report {
+  opts: Options;
+  load: Load;
+  drainJobs: number;
+  cpu: string;
+  run: PipelineRun;
+  results: PipelineResults;
+  checkLines: string[];
+}
+
+function reportLines(started: Started, waits: WaitSampler | undefined, report: Report): string[] {
+  const { run, results } = report;
+  return [
+    ...setupLines(report.opts, report.load, report.drainJobs, started.pgInfo),
+    measuresTable(run, results),
+    `CPU, first IPN -> completion: ${report.cpu}`,
+    '',
+    ...formatCosts(results.costs),
+    '',
+    ...report.checkLines,
+    ...ledgerLines(results.ledger),
+    '',
+    ...(waits ? sessionLines(waits) : []),
+    ...started.payrail.output.report('payrail output lines (warn and above, plus its start banner)'),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Main
 
+async function runPipeline(parts: RunParts, opts: Options, secrets: BenchSecrets): Promise<number> {
+  const started = await startParts(parts, opts, secrets);
+  const { database, outside, payrail } = started;
+  const channels = await registerChannels(payrail.url, secrets.adminToken, opts);
+  const load = paymentsByStrategy(channels, opts.payments);
+  checkInterrupted(parts);
+  const userId = String(Date.now());
+  const bodies = signBodies(userId, secrets.ipnSecret, channels, opts);
+  checkInterrupted(parts);
+
+  const watch = startClock(parts, started, userId, load, opts);
+  const intake = await sendAll(watch, payrail.url, bodies, opts);
+  const { last, drainJobs } = await waitForCompletion(watch);
+  const { cpuEnd, ...hwm } = stopClock(watch);
+
+  const results = await readResults(database, {
+    userId,
+    minUsd: opts.env.CONVERSION_MIN_USD,
+    maxWaitMs: durationMs(opts.env.CONVERSION_MAX_WAIT),
+    rpcUrl: outside.chain.rpcUrl,
+    usdtContract: outside.usdtContract,
+  });
+  const run: PipelineRun = {
+    payments: opts.payments,
+    ...load,
+    thresholdCompleted: last.completed,
+    intake,
+    simExchanges: outside.sim.exchanges.size,
+    memory: { ...hwm, payrailPeakKib: parts.memory?.peakChildKib ?? 0, selfMaxRssKib: process.resourceUsage().maxRSS },
+  };
+  const checks = pipelineChecks(run, results);
+  const cpu = cpuLine(watch.cpuStart, cpuEnd);
+  const report = { opts, load, drainJobs, cpu, run, results, checkLines: checks.lines };
+  process.stdout.write(reportLines(started, parts.waits, report).join('\n') + '\n');
+  return checks.healthy ? 0 : 1;
+}
+
+/** Stops whatever the run started, in the reverse order; a part that fails to stop does not keep the others up. */
+async function stopEverything(parts: RunParts): Promise<void> {
+  parts.interruption.release();
+  parts.memory?.stop();
+  void parts.waits?.stop();
+  const { payrail } = parts;
+  if (payrail) {
+    await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS).catch((error: Error) =>
+      process.stderr.write(`stopping payrail: ${error.message}\n`),
+    );
+    if (payrail.child.exitCode !== 0 && payrail.child.exitCode !== null) {
+      process.stderr.write(
+        `payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.output.tail.slice(-10).join('\n')}\n`,
+      );
+    }
+  }
+  await parts.sim
+    ?.stop()
+    .catch((error: Error) => process.stderr.write(`stopping the ChangeNow simulator: ${error.message}\n`));
+  await parts.chain?.stop().catch((error: Error) => process.stderr.write(`stopping anvil: ${error.message}\n`));
+  await parts.pg.close();
+}
+
 async function main(): Promise<number> {
   const start = beginRun(readOptions, USAGE);
   if ('exitCode' in start) return start.exitCode;
   const { options: opts, logger, secrets } = start;
-
-  const pg = new BenchPostgres(logger);
-  let chain: LocalChain | undefined;
-  let sim: ChangeNowSimulator | undefined;
-  let payrail: PayrailChild | undefined;
-  let memory: MemorySampler | undefined;
-  let waits: WaitSampler | undefined;
-  const interruption = new Interruption('stopping and cleaning up');
-  const checkInterrupted = () => {
-    if (interruption.interrupted) throw new Aborted('interrupted');
-  };
-
+  const parts: RunParts = { pg: new BenchPostgres(logger), interruption: new Interruption('stopping and cleaning up') };
   try {
-    // -- database: a new embedded PostgreSQL in a temp dir
-    const databaseUrl = await pg.startEmbedded('payrail-bench-pipeline-');
-    const database = await pg.open(databaseUrl, 3);
-    const pgInfo = await readPgSettings(database);
-    checkInterrupted();
-
-    // -- the outside world: anvil with the host wallet funded, and the ChangeNow simulator at zero latency
-    chain = await startLocalChain({ port: await freePort() });
-    const hostAddress = privateKeyToAccount(secrets.hostPrivateKey).address;
-    // 0.00487 ETH per payment at most leaves the host wallet, plus gas: 1,000 ETH or twice the need.
-    const fundingWei = [10n ** 21n, BigInt(opts.payments) * 10n ** 16n].reduce((a, b) => (a > b ? a : b));
-    await rpc(chain.rpcUrl, 'anvil_setBalance', [hostAddress, `0x${fundingWei.toString(16)}`]);
-    // The simulator pays conversions out in LocalUSDT from its treasury, on chain, as ChangeNow would: settlement
-    // books only the USDT the chain shows arrived. The treasury gets ETH for gas and 10^9 USDT.
-    const treasuryKey = generatePrivateKey();
-    const treasury = privateKeyToAccount(treasuryKey).address;
-    await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 21n).toString(16)}`]);
-    const usdtContract = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
-    await mintLocalUsdt(chain.rpcUrl, usdtContract, treasuryKey, treasury, 10n ** 15n);
-    sim = await startChangeNowSimulator({
-      port: 0,
-      apiKey: secrets.changenowApiKey,
-      rpcUrl: chain.rpcUrl,
-      stepMs: 0,
-      tokens: { usdt: usdtContract },
-      treasuryKey,
-    });
-    checkInterrupted();
-
-    // -- payrail, as `payrail start` with the configuration below
-    const config: Record<string, string> = {
-      ...payrailConfig(databaseUrl, secrets, {
-        changenowUrl: sim.url,
-        rpcUrl: chain.rpcUrl,
-        chainId: chain.chainId,
-        usdtContract,
-      }),
-      ...opts.env,
-    };
-    payrail = await startPayrailChild(childEnvironment(config));
-    const childPid = payrail.child.pid;
-    process.stderr.write(`payrail at ${payrail.url} (pid ${childPid})\n`);
-    checkInterrupted();
-
-    // -- channels: threshold (thresholds 10, 20, ... USD), then instant; payout currencies as in the header
-    const channels = benchChannels(opts.channels, opts.instantChannels);
-    const channelIds = channels.map((c) => c.id);
-    for (const [i, c] of channels.entries()) {
-      const body = { payoutCurrency: c.payoutCurrency, payoutNetwork: c.payoutNetwork, walletAddress: c.wallet };
-      if (c.strategy === 'threshold')
-        await putChannel(payrail.url, secrets.adminToken, c.id, {
-          payoutStrategy: 'threshold',
-          thresholdUsd: `${THRESHOLD_STEP_USD * BigInt(i + 1)}.00`,
-          ...body,
-        });
-      else await putChannel(payrail.url, secrets.adminToken, c.id, { payoutStrategy: 'instant', ...body });
-    }
-    // Payment i goes to channel i mod C (IpnFactory's round-robin).
-    let instantPayments = 0;
-    for (let i = 0; i < opts.payments; i++)
-      if ((channels[i % channels.length] as BenchChannel).strategy === 'instant') instantPayments++;
-    const thresholdPayments = opts.payments - instantPayments;
-    checkInterrupted();
-
-    // -- every body signed before the clock starts
-    const userId = String(Date.now());
-    const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds);
-    process.stderr.write(`signing ${opts.payments} IPN bodies\n`);
-    const signedBodies = presign(factory, opts.payments);
-    process.stderr.write(`signed in ${fmt(signedBodies.ms / 1000, 1)} s; sending with ${opts.concurrency} in flight\n`);
-    checkInterrupted();
-
-    // -- intake, with progress lines while it runs
-    memory = new MemorySampler(childPid);
-    waits = new WaitSampler(database, WAITS_SQL, WAIT_SAMPLE_MS);
-    const postmasterPid = pg.postmasterPid();
-    const cpuStart = sampleCpu(childPid, postmasterPid);
-    const startedAt = Date.now();
-    const deadline = startedAt + opts.deadlineS * 1000;
-    let progressBusy = false;
-    const progress = setInterval(() => {
-      if (progressBusy) return;
-      progressBusy = true;
-      counts(database, userId)
-        .then((c) => process.stderr.write(progressLine(startedAt, c)))
-        .catch(() => undefined)
-        .finally(() => (progressBusy = false));
-    }, PROGRESS_EVERY_MS);
-    let intake: SendOutcome;
-    try {
-      intake = await sendIpns(`${payrail.url}/webhooks/nowpayments`, signedBodies.pool, {
-        concurrency: opts.concurrency,
-        stopped: () =>
-          interruption.interrupted
-            ? 'interrupted during intake'
-            : Date.now() > deadline
-              ? `deadline of ${opts.deadlineS} s passed during intake`
-              : undefined,
-      });
-    } catch (error) {
-      // Anything but a 200 stops the bench: the status and the body are in the message.
-      if (error instanceof IpnSendError) throw new Aborted(error.message);
-      throw error;
-    } finally {
-      clearInterval(progress);
-    }
-    process.stderr.write(
-      `intake done: ${opts.payments} IPNs answered 200 in ${fmt((intake.lastAnsweredAt - intake.firstSentAt) / 1000, 2)} s\n`,
-    );
-
-    // -- drain: the cron runs only every minute, so queue a conversion check every second while payments are pending
-    let drainJobs = 0;
-    let lastProgress = 0;
-    let last: Counts;
-    for (;;) {
-      checkInterrupted();
-      last = await counts(database, userId);
-      if (Date.now() - lastProgress >= PROGRESS_EVERY_MS) {
-        process.stderr.write(progressLine(startedAt, last));
-        lastProgress = Date.now();
-      }
-      // Settlement creates a channel's batch in the transaction that converts its payments, so once every threshold
-      // payment is converted no further batch can appear: done when every payout there is (and one per instant
-      // payment) is completed.
-      const payoutsAll = last.thresholdPayouts + last.instantPayouts;
-      if (
-        last.completed === thresholdPayments &&
-        last.instantPayouts === instantPayments &&
-        last.payoutsCompleted === payoutsAll
-      )
-        break;
-      if (last.failed > 0 || last.review > 0)
-        throw new Aborted(
-          `${last.failed} payments failed conversion, ${last.review} conversions need review: the pipeline cannot complete`,
-        );
-      if (last.payoutsStuck > 0) {
-        const stuck = await database.pool.query<{
-          payout_id: string;
-          kind: string;
-          status: string;
-          reason: string | null;
-          last_error: string | null;
-        }>(
-          `select payout_id, kind, status, reason, last_error from payouts where status in ${STUCK_PAYOUT_STATUSES} order by created_at limit 5`,
-        );
-        throw new Aborted(
-          `${last.payoutsStuck} payouts cannot complete on their own: ${stuck.rows.map((r) => `${r.payout_id} (${r.kind}) ${r.status}: ${r.reason ?? r.last_error ?? ''}`).join('; ')}`,
-        );
-      }
-      if (Date.now() > deadline) {
-        throw new Aborted(
-          `deadline of ${opts.deadlineS} s passed with ${thresholdPayments - last.completed} threshold payments not settled (pending ${last.pending}, converting ${last.converting}), ${instantPayments - last.instantPayouts} instant payments without a payout, ${payoutsAll - last.payoutsCompleted} payouts not completed`,
-        );
-      }
-      if (last.pending > 0) {
-        // Only when no conversion_batch job is queued or running (the demo's drain too): never a second concurrent check.
-        if (await queueConversionCheck(database.pool)) drainJobs++;
-      }
-      await sleep(DRAIN_EVERY_MS);
-    }
-    process.stderr.write(progressLine(startedAt, last));
-
-    // -- measure: the last settlement and the last payout as the database recorded them
-    const cpuEnd = sampleCpu(childPid, postmasterPid);
-    memory.stop();
-    void waits.stop();
-    const childHwmKib = childPid === undefined ? undefined : procStatusKib(childPid, 'VmHWM');
-    const selfHwmKib = procStatusKib('self', 'VmHWM');
-    const epochMs = (column: string) => `(extract(epoch from ${column}) * 1000)::bigint::text`;
-    const timing = (
-      await database.pool.query<{
-        last_converted_ms: string | null;
-        last_instant_ms: string | null;
-        last_payout_ms: string | null;
-      }>(
-        `select ${epochMs(`(select max(completed_at) from conversions where status = 'completed')`)} as last_converted_ms,
-                ${epochMs(`(select max(completed_at) from payouts where kind = 'instant' and status = 'completed')`)} as last_instant_ms,
-                ${epochMs(`(select max(completed_at) from payouts where status = 'completed')`)} as last_payout_ms`,
-      )
-    ).rows[0];
-    const lastConvertedAt = timing?.last_converted_ms == null ? undefined : Number(timing.last_converted_ms);
-    const lastInstantAt = timing?.last_instant_ms == null ? undefined : Number(timing.last_instant_ms);
-    const lastPayoutAt = timing?.last_payout_ms == null ? undefined : Number(timing.last_payout_ms);
-    // A payment is settled when its channel holds its value in the payout asset: converted (threshold) or paid out (instant).
-    const lastSettledAt = Math.max(lastConvertedAt ?? 0, lastInstantAt ?? 0);
-    const conv = (
-      await database.pool.query<{
-        total: number;
-        with_exchange: number;
-        completed: number;
-        under_min: number;
-        under_min_early: number;
-        min_p: number;
-        avg_p: string;
-        max_p: number;
-        avg_ms: string;
-        max_ms: string;
-      }>(
-        `select count(*)::int as total, count(exchange_id)::int as with_exchange, count(*) filter (where status = 'completed')::int as completed,
-                count(*) filter (where usdt_received < $1::numeric * 1000000)::int as under_min,
-                count(*) filter (where usdt_received < $1::numeric * 1000000 and created_at - (
-                  select min(p.credited_at) from conversion_payments cp join payments p using (payment_id) where cp.conversion_id = conversions.conversion_id
-                ) < $2::numeric * interval '1 millisecond')::int as under_min_early,
-                min(payment_count)::int as min_p, round(avg(payment_count), 1)::text as avg_p, max(payment_count)::int as max_p,
-                round(avg(extract(epoch from completed_at - created_at)) * 1000)::text as avg_ms,
-                round(max(extract(epoch from completed_at - created_at)) * 1000)::text as max_ms
-         from conversions`,
-        [opts.env.CONVERSION_MIN_USD, String(durationMs(opts.env.CONVERSION_MAX_WAIT))],
-      )
-    ).rows[0];
-    const underMin = (
-      await database.pool.query<{ at_ms: string; payments: number; usdt: string; waited_ms: string }>(
-        `select (extract(epoch from c.created_at) * 1000)::bigint::text as at_ms, c.payment_count::int as payments, c.usdt_received::text as usdt,
-                round(extract(epoch from c.created_at - min(p.credited_at)) * 1000)::text as waited_ms
-         from conversions c join conversion_payments cp using (conversion_id) join payments p using (payment_id)
-         where c.usdt_received < $1::numeric * 1000000 group by c.conversion_id order by c.created_at limit 5`,
-        [opts.env.CONVERSION_MIN_USD],
-      )
-    ).rows;
-    // Host wallet transfers, by what they paid for: a conversion, a threshold batch, an instant payout.
-    const transfers = (
-      await database.pool.query<{
-        conversion: number;
-        threshold: number;
-        instant: number;
-        other: number;
-        payout_rows: number;
-        payout_refs: number;
-        avg_ms: string | null;
-        p50_ms: string | null;
-        max_ms: string | null;
-        span_ms: string | null;
-      }>(
-        `select count(*) filter (where t.status = 'confirmed' and t.purpose = 'conversion')::int as conversion,
-                count(*) filter (where t.status = 'confirmed' and t.purpose = 'payout' and p.kind = 'threshold')::int as threshold,
-                count(*) filter (where t.status = 'confirmed' and t.purpose = 'payout' and p.kind = 'instant')::int as instant,
-                count(*) filter (where t.status <> 'confirmed')::int as other,
-                count(*) filter (where t.purpose = 'payout')::int as payout_rows,
-                count(distinct t.ref) filter (where t.purpose = 'payout')::int as payout_refs,
-                round(avg(w.ms))::text as avg_ms, round(percentile_cont(0.5) within group (order by w.ms))::text as p50_ms, round(max(w.ms))::text as max_ms,
-                round(extract(epoch from max(t.updated_at) filter (where t.status = 'confirmed') - min(t.created_at)) * 1000)::text as span_ms
-         from chain_transfers t
-              -- a confirmed transfer is not touched after its confirmation: updated_at is when it was recorded mined
-              cross join lateral (select case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.created_at) * 1000 end as ms) w left join payouts p on t.purpose = 'payout' and p.payout_id = t.ref`,
-      )
-    ).rows[0];
-    // A send signs the wallet's queued intents in one commit (src/pipeline/transfer/sign-batch.ts): the transfers of
-    // one commit share its now() as broadcast_at.
-    const signing = (
-      await database.pool.query<{ commits: number; signed: number; largest: number | null }>(
-        `select count(*)::int as commits, coalesce(sum(n), 0)::int as signed, max(n)::int as largest
-           from (select count(*) as n from chain_transfers where nonce is not null group by broadcast_at) c`,
-      )
-    ).rows[0];
-    interface PayoutKindRow {
-      n: number;
-      completed: number;
-      with_exchange: number;
-      direct: number;
-      channels: number;
-      amount: string;
-      avg_ms: string | null;
-      p50_ms: string | null;
-      max_ms: string | null;
-    }
-    // Threshold: batch created -> completed. Instant: payment credited -> payout completed (the owner's wait).
-    const payoutKinds = (
-      await database.pool.query<PayoutKindRow & { kind: 'threshold' | 'instant' }>(
-        `select po.kind, count(*)::int as n, count(*) filter (where po.status = 'completed')::int as completed,
-                count(po.exchange_id)::int as with_exchange, count(*) filter (where po.exchange_id is null)::int as direct,
-                count(distinct po.channel_id)::int as channels, coalesce(sum(po.amount), 0)::text as amount,
-                round(avg(w.ms))::text as avg_ms, round(percentile_cont(0.5) within group (order by w.ms))::text as p50_ms, round(max(w.ms))::text as max_ms
-         from payouts po left join payments p on p.payment_id = po.payment_id,
-              lateral (select extract(epoch from po.completed_at - coalesce(p.credited_at, po.created_at)) * 1000 as ms) w
-         group by po.kind`,
-      )
-    ).rows;
-    const noPayouts: PayoutKindRow = {
-      n: 0,
-      completed: 0,
-      with_exchange: 0,
-      direct: 0,
-      channels: 0,
-      amount: '0',
-      avg_ms: null,
-      p50_ms: null,
-      max_ms: null,
-    };
-    const thresholdPo = payoutKinds.find((r) => r.kind === 'threshold') ?? noPayouts;
-    const instantPo = payoutKinds.find((r) => r.kind === 'instant') ?? noPayouts;
-    const sums = (
-      await database.pool.query<{
-        shared: string;
-        received: string;
-        eth_net: string;
-        eth_sent: string;
-        instant_net: string;
-        instant_paid: string;
-        batched_usdt: string;
-        batched_payments: number;
-        reserved_left: string;
-      }>(
-        `select (select coalesce(sum(usdt_amount), 0)::text from payments where user_id = $1 and payout_strategy = 'threshold') as shared,
-                (select coalesce(sum(usdt_received), 0)::text from conversions where status = 'completed') as received,
-                (select coalesce(sum(net_amount), 0)::text from payments where user_id = $1 and payout_strategy = 'threshold') as eth_net,
-                (select coalesce(sum(amount_wei), 0)::text from conversions where status = 'completed') as eth_sent,
-                (select coalesce(sum(net_amount), 0)::text from payments where user_id = $1 and payout_strategy = 'instant') as instant_net,
-                (select coalesce(sum(amount), 0)::text from payouts where kind = 'instant' and status = 'completed') as instant_paid,
-                (select coalesce(sum(p.usdt_amount), 0)::text from payments p join payouts po on po.payout_id = p.payout_id where po.kind = 'threshold') as batched_usdt,
-                (select count(*)::int from payments p join payouts po on po.payout_id = p.payout_id where po.kind = 'threshold' and p.user_id = $1) as batched_payments,
-                (select coalesce(sum(balance), 0)::text from ledger_accounts where code like 'channel:%:payout') as reserved_left`,
-        [userId],
-      )
-    ).rows[0];
-    const onChain = await checkPaidOnChain(database, chain.rpcUrl, usdtContract);
-    const ledger = await checkLedger(database.db);
-    const costs = await readCosts(database.db);
-    const simExchanges = sim.exchanges.size;
-    const selfMaxRssKib = process.resourceUsage().maxRSS;
-
-    // -- print
-    const n = opts.payments;
-    const intakeS = (intake.lastAnsweredAt - intake.firstSentAt) / 1000;
-    const totalS = (lastSettledAt - intake.firstSentAt) / 1000;
-    const tailS = (lastSettledAt - intake.lastAnsweredAt) / 1000;
-    const payoutsS = lastPayoutAt === undefined ? undefined : (lastPayoutAt - intake.firstSentAt) / 1000;
-    const perThousand = (count: number, of: number) => (of === 0 ? '-' : fmt((count * 1000) / of, 2));
-    const per1000 = (count: number) => perThousand(count, n);
-    const usdtShared = BigInt(sums?.shared ?? '0');
-    const usdtReceived = BigInt(sums?.received ?? '-1');
-    const moneyOk = usdtShared === usdtReceived && BigInt(sums?.eth_net ?? '0') === BigInt(sums?.eth_sent ?? '-1');
-    const instantOk = BigInt(sums?.instant_net ?? '0') === BigInt(sums?.instant_paid ?? '-1');
-    const batchesOk =
-      BigInt(sums?.batched_usdt ?? '0') === BigInt(thresholdPo.amount) && BigInt(sums?.reserved_left ?? '-1') === 0n;
-    const usdt = (units: bigint) => `${units / 10n ** 6n}.${(units % 10n ** 6n).toString().padStart(6, '0')}`;
-    const payoutCount = thresholdPo.n + instantPo.n;
-    const payoutsCompleted = thresholdPo.completed + instantPo.completed;
-    const payoutExchanges = thresholdPo.with_exchange + instantPo.with_exchange;
-    const allExchanges = (conv?.with_exchange ?? 0) + payoutExchanges;
-    const confirmed = (transfers?.conversion ?? 0) + (transfers?.threshold ?? 0) + (transfers?.instant ?? 0);
-    const thresholdExchanges = (conv?.with_exchange ?? 0) + thresholdPo.with_exchange;
-    const thresholdTransfers = (transfers?.conversion ?? 0) + (transfers?.threshold ?? 0);
-    const everyPayoutDone =
-      last.completed === thresholdPayments && instantPo.n === instantPayments && payoutsCompleted === payoutCount;
-    const exchangesOk = allExchanges === simExchanges;
-    // One confirmed transfer per conversion and per payout, and no payout with two transfer rows.
-    const transfersOk =
-      confirmed === (conv?.total ?? 0) + payoutCount &&
-      transfers?.other === 0 &&
-      transfers?.payout_rows === payoutCount &&
-      transfers?.payout_refs === payoutCount;
-    // The cost lines count from the ledger and the rows linked to its journals: they must agree with the counts above.
-    const [costsThreshold, costsInstant, ...costsShared] = costs.lines;
-    const costCountsOk =
-      costsShared.length === 0 &&
-      costsThreshold?.payments === thresholdPayments &&
-      costsInstant?.payments === instantPayments &&
-      costsThreshold.exchanges === thresholdExchanges &&
-      costsInstant.exchanges === instantPo.with_exchange &&
-      costsThreshold.transfers === thresholdTransfers &&
-      costsInstant.transfers === (transfers?.instant ?? 0);
-    const instantShare = fmt((instantPayments * 100) / n, 1);
-    const lines: string[] = [];
-    const out = (text = '') => lines.push(text);
-    lines.push(...reportHeader('pipeline', pgInfo, 'embedded, temp dir'));
-    out(
-      `outside:  anvil (one block per transaction), ChangeNow simulator stepMs 0 (in the bench process), all on 127.0.0.1`,
-    );
-    out(`payrail:  node bin/payrail.js start (web + worker, one process), CONVERSION_INTERVAL=1m (default)`);
-    out(
-      `          ${Object.entries(opts.env)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(' ')}`,
-    );
-    out(
-      `load:     ${n} payments (new, status finished, 0.00487 ETH each), round-robin over ${opts.channels} threshold channels (thresholds ${THRESHOLD_STEP_USD}..${THRESHOLD_STEP_USD * BigInt(opts.channels)} USD)`,
-    );
-    out(
-      `          and ${opts.instantChannels} instant channels: ${thresholdPayments} threshold payments, ${instantPayments} instant (${instantShare} %);`,
-    );
-    out(
-      `          ${opts.concurrency} IPNs in flight (fetch, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`,
-    );
-    out(
-      `          are pending and no conversion_batch job is queued or running, the bench queues one (${drainJobs} queued)`,
-    );
-    out(
-      `payouts:  threshold channels alternate USDT on Tron (batch through a USDT -> USDT/TRC-20 exchange) and USDT on Ethereum`,
-    );
-    out(
-      `          (direct ERC-20 transfer); instant channels alternate ETH on Ethereum (direct ETH transfer, no exchange) and USDT on`,
-    );
-    out(
-      `          Tron (ETH -> USDT/TRC-20 exchange). On-chain transfers = the host wallet's (chain_transfers), not ChangeNow's own payouts.`,
-    );
-    out();
-    const ms = (text: string | null) => (text === null ? '-' : fmt(Number(text) / 1000, 2));
-    out(
-      table(
-        ['measure', 'value'],
-        [
-          [
-            'payments/s, first IPN sent -> last payment settled',
-            `${fmt(n / totalS, 1)}  (${n} in ${fmt(totalS, 2)} s; settled: converted, or paid out if instant)`,
-          ],
-          ['intake phase (first IPN sent -> last 200)', `${fmt(intakeS, 2)} s  (${fmt(n / intakeS, 1)} IPN/s)`],
-          [
-            '  IPN latency p50 / p99 / max',
-            `${fmt(percentile(intake.latencies, 50), 1)} / ${fmt(percentile(intake.latencies, 99), 1)} / ${fmt(percentile(intake.latencies, 100), 1)} ms`,
-          ],
-          ['after intake: last 200 -> last payment settled', `${fmt(tailS, 2)} s`],
-          [
-            'payouts/s, first IPN sent -> last payout completed',
-            payoutsS === undefined
-              ? '- (no payout)'
-              : `${fmt(payoutCount / payoutsS, 1)}  (${payoutCount} in ${fmt(payoutsS, 2)} s: ${thresholdPo.n} threshold, ${instantPo.n} instant)`,
-          ],
-          [
-            '  after intake: last 200 -> last payout completed',
-            lastPayoutAt === undefined ? '-' : `${fmt((lastPayoutAt - intake.lastAnsweredAt) / 1000, 2)} s`,
-          ],
-          [
-            '  instant: payment credited -> paid, avg / p50 / max',
-            `${ms(instantPo.avg_ms)} / ${ms(instantPo.p50_ms)} / ${ms(instantPo.max_ms)} s`,
-          ],
-          [
-            '  threshold batch created -> paid, avg / p50 / max',
-            `${ms(thresholdPo.avg_ms)} / ${ms(thresholdPo.p50_ms)} / ${ms(thresholdPo.max_ms)} s`,
-          ],
-          [
-            'ChangeNow exchanges, all (simulator counted)',
-            `${allExchanges} (${simExchanges})  = ${per1000(allExchanges)} per 1,000 payments`,
-          ],
-          [
-            '  threshold channels (conversions + batches)',
-            `${conv?.with_exchange} + ${thresholdPo.with_exchange} = ${thresholdExchanges}  = ${perThousand(thresholdExchanges, thresholdPayments)} per 1,000 threshold payments`,
-          ],
-          [
-            '  instant channels (one per non-direct payout)',
-            `${instantPo.with_exchange}  = ${perThousand(instantPo.with_exchange, instantPayments)} per 1,000 instant payments`,
-          ],
-          ['  replaced system (one exchange per payment)', `${n}  = 1000.00 per 1,000 payments`],
-          [
-            'on-chain transfers, all (host wallet, confirmed)',
-            `${confirmed}  = ${per1000(confirmed)} per 1,000 payments (not confirmed: ${transfers?.other})`,
-          ],
-          [
-            '  threshold channels (conversions + batches)',
-            `${transfers?.conversion} + ${transfers?.threshold} = ${thresholdTransfers}  = ${perThousand(thresholdTransfers, thresholdPayments)} per 1,000 threshold payments`,
-          ],
-          [
-            '  instant channels (one per payout)',
-            `${transfers?.instant}  = ${perThousand(transfers?.instant ?? 0, instantPayments)} per 1,000 instant payments`,
-          ],
-          [
-            '  one wallet, one signing at a time: intent -> mined',
-            `avg ${ms(transfers?.avg_ms ?? null)} / p50 ${ms(transfers?.p50_ms ?? null)} / max ${ms(transfers?.max_ms ?? null)} s; ${transfers?.span_ms ? fmt(confirmed / (Number(transfers.span_ms) / 1000), 1) : '-'} confirmed/s from the first intent to the last`,
-          ],
-          [
-            '  signing commits (a send signs the queued intents)',
-            `${signing?.commits} for ${signing?.signed} transfers: ${signing?.commits ? fmt((signing.signed ?? 0) / signing.commits, 1) : '-'} per commit on average, ${signing?.largest ?? '-'} at most`,
-          ],
-          ['payments per conversion min / avg / max', `${conv?.min_p} / ${conv?.avg_p} / ${conv?.max_p}`],
-          [
-            'conversions that received < CONVERSION_MIN_USD',
-            `${conv?.under_min} (${conv?.under_min_early} before their oldest payment waited CONVERSION_MAX_WAIT)`,
-          ],
-          ['conversion created -> settled, avg / max', `${conv?.avg_ms} / ${conv?.max_ms} ms`],
-          [
-            'payout batches (threshold)',
-            `${thresholdPo.n} (${thresholdPo.channels} channels, ${usdt(BigInt(thresholdPo.amount))} USDT, ${sums?.batched_payments} payments; ${thresholdPo.with_exchange} via exchange, ${thresholdPo.direct} direct)`,
-          ],
-          [
-            'instant payouts',
-            `${instantPo.n} (${instantPo.channels} channels, ${formatUnits(BigInt(instantPo.amount), 18)} ETH; ${instantPo.with_exchange} via exchange, ${instantPo.direct} direct)`,
-          ],
-          ['peak RSS payrail (VmHWM / sampled VmRSS max)', `${mib(childHwmKib)} / ${mib(memory.peakChildKib)}`],
-          [
-            'peak RSS bench process (VmHWM / maxRSS)',
-            `${mib(selfHwmKib)} / ${mib(selfMaxRssKib)}  (holds the signed bodies, the simulator)`,
-          ],
-        ],
-      ),
-    );
-    out(`CPU, first IPN -> completion: ${cpuLine(cpuStart, cpuEnd)}`);
-    out();
-    lines.push(...formatCosts(costs));
-    out();
-    out('checks:');
-    out(
-      `  every payment settled, every payout completed:                       ${everyPayoutDone ? 'yes' : 'NO'} (threshold ${last.completed}/${thresholdPayments} converted, conversions ${conv?.completed}/${conv?.total}; instant payouts ${instantPo.n}/${instantPayments}; payouts ${payoutsCompleted}/${payoutCount} completed)`,
-    );
-    out(
-      `  sum threshold payments.usdt_amount == sum conversions.usdt_received: ${usdtShared === usdtReceived ? 'yes' : 'NO'} (${usdt(usdtShared)} vs ${usdt(usdtReceived)} USDT)`,
-    );
-    out(
-      `  sum threshold payments.net_amount == sum conversions.amount_wei:     ${sums?.eth_net === sums?.eth_sent ? 'yes' : 'NO'} (${sums?.eth_net} vs ${sums?.eth_sent} wei)`,
-    );
-    out(
-      `  sum instant payments.net_amount == sum instant payouts paid:         ${instantOk ? 'yes' : 'NO'} (${sums?.instant_net} vs ${sums?.instant_paid} wei)`,
-    );
-    out(
-      `  batches == their payments' USDT, nothing left reserved:              ${batchesOk ? 'yes' : 'NO'} (${usdt(BigInt(sums?.batched_usdt ?? '0'))} vs ${usdt(BigInt(thresholdPo.amount))} USDT; reserved left ${sums?.reserved_left})`,
-    );
-    for (const u of underMin) {
-      const at = (Number(u.at_ms) - intake.firstSentAt) / 1000;
-      out(
-        `  note: a conversion of ${u.payments} payments (${usdt(BigInt(u.usdt))} USDT, under CONVERSION_MIN_USD) was created at ${fmt(at, 2)} s (${at * 1000 <= intake.lastAnsweredAt - intake.firstSentAt ? 'during intake' : 'after intake'}), its oldest payment had waited ${u.waited_ms} ms`,
-      );
-    }
-    out(
-      `  exchanges (conversions + payouts) == simulator's count:              ${exchangesOk ? 'yes' : 'NO'} (${conv?.with_exchange} + ${payoutExchanges} vs ${simExchanges})`,
-    );
-    out(
-      `  one confirmed transfer per conversion and per payout, none other:    ${transfersOk ? 'yes' : 'NO'} (${confirmed} confirmed for ${conv?.total} conversions + ${payoutCount} payouts; payout rows ${transfers?.payout_rows}, payouts with one ${transfers?.payout_refs})`,
-    );
-    out(
-      `  on chain: owners paid directly hold exactly their payouts:           ${onChain.directOk ? 'yes' : 'NO'} (${onChain.directWallets} wallets${onChain.directProblems.length ? `; ${onChain.directProblems.slice(0, 3).join('; ')}` : ''})`,
-    );
-    out(
-      `  on chain: each payout exchange's payin holds exactly its payout:     ${onChain.payinOk ? 'yes' : 'NO'} (${onChain.payins} addresses${onChain.payinProblems.length ? `; ${onChain.payinProblems.slice(0, 3).join('; ')}` : ''})`,
-    );
-    out(
-      `  cost lines (ledger) count the payments, exchanges, transfers above:  ${costCountsOk ? 'yes' : 'NO'} (threshold ${costsThreshold?.payments}/${costsThreshold?.exchanges}/${costsThreshold?.transfers}, instant ${costsInstant?.payments}/${costsInstant?.exchanges}/${costsInstant?.transfers}${costsShared.length ? ', shared costs present' : ''})`,
-    );
-    lines.push(...ledgerLines(ledger));
-    out();
-    out(
-      `payrail's database sessions, average count by state and wait (sampled every ${WAIT_SAMPLE_MS} ms, ${waits.samples} samples):`,
-    );
-    for (const line of waits.top(8)) out(`  ${line}`);
-    lines.push(...payrail.output.report('payrail output lines (warn and above, plus its start banner)'));
-    process.stdout.write(lines.join('\n') + '\n');
-    const healthy =
-      everyPayoutDone &&
-      moneyOk &&
-      instantOk &&
-      batchesOk &&
-      ledger.ok &&
-      exchangesOk &&
-      transfersOk &&
-      costCountsOk &&
-      onChain.directOk &&
-      onChain.payinOk;
-    return healthy ? 0 : 1;
+    return await runPipeline(parts, opts, secrets);
   } finally {
-    interruption.release();
-    memory?.stop();
-    void waits?.stop();
-    if (payrail) {
-      await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS).catch((error: Error) =>
-        process.stderr.write(`stopping payrail: ${error.message}\n`),
-      );
-      if (payrail.child.exitCode !== 0 && payrail.child.exitCode !== null) {
-        process.stderr.write(
-          `payrail exited with ${payrail.child.exitCode}; its last lines:\n${payrail.output.tail.slice(-10).join('\n')}\n`,
-        );
-      }
-    }
-    await sim
-      ?.stop()
-      .catch((error: Error) => process.stderr.write(`stopping the ChangeNow simulator: ${error.message}\n`));
-    await chain?.stop().catch((error: Error) => process.stderr.write(`stopping anvil: ${error.message}\n`));
-    await pg.close();
+    await stopEverything(parts);
   }
 }
 
