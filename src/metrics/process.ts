@@ -70,7 +70,16 @@ export interface ProcessMetrics {
 export function createProcessMetrics(): ProcessMetrics {
   const registry = new Registry();
   const registers = [registry];
+  // Made in this order, the order the registry lists them in.
+  return {
+    registry,
+    ipnAnswered: ipnMetrics(registers),
+    changenowCall: changenowMetrics(registers),
+    jobs: jobMetrics(registers),
+  };
+}
 
+function ipnMetrics(registers: Registry[]): ProcessMetrics['ipnAnswered'] {
   const ipns = new Counter({
     name: 'payrail_ipn_received_total',
     help: 'NOWPayments IPN requests answered, by outcome (intake outcome when accepted, refusal reason otherwise).',
@@ -78,7 +87,12 @@ export function createProcessMetrics(): ProcessMetrics {
     registers,
   });
   for (const outcome of IPN_OUTCOMES) ipns.inc({ outcome }, 0);
+  return (answer) => {
+    ipns.inc({ outcome: ipnOutcomeLabel(answer) });
+  };
+}
 
+function changenowMetrics(registers: Registry[]): ProcessMetrics['changenowCall'] {
   const changenowDuration = new Histogram({
     name: 'payrail_changenow_request_duration_seconds',
     help: 'ChangeNow API calls sent, by endpoint and result (ok or error), in seconds.',
@@ -92,14 +106,33 @@ export function createProcessMetrics(): ProcessMetrics {
     labelNames: ['endpoint', 'class', 'code'],
     registers,
   });
+  const codeLabel = errorCodeLabels();
+  return (call) => {
+    if (call.sent)
+      changenowDuration.observe(
+        { endpoint: call.endpoint, result: call.error === null ? 'ok' : 'error' },
+        call.seconds,
+      );
+    if (call.error === null) return;
+    const [errorClass, code] = isChangeNowError(call.error)
+      ? [call.error.kind, call.error.code]
+      : ['unexpected', 'unexpected'];
+    changenowErrors.inc({ endpoint: call.endpoint, class: errorClass, code: codeLabel(code) });
+  };
+}
+
+/** The label for an error code: the code itself for the first MAX_ERROR_CODES distinct ones, "other" past them. */
+function errorCodeLabels(): (code: string) => string {
   const seenCodes = new Set<string>();
-  const codeLabel = (code: string): string => {
+  return (code) => {
     if (seenCodes.has(code)) return code;
     if (seenCodes.size >= MAX_ERROR_CODES) return 'other';
     seenCodes.add(code);
     return code;
   };
+}
 
+function jobMetrics(registers: Registry[]): JobObserver {
   const jobWait = new Histogram({
     name: 'payrail_job_wait_seconds',
     help: 'Time from a job being due to a worker of this process picking it up, by task, in seconds.',
@@ -126,35 +159,16 @@ export function createProcessMetrics(): ProcessMetrics {
     labelNames: ['task'],
     registers,
   });
-
   return {
-    registry,
-    ipnAnswered(answer) {
-      ipns.inc({ outcome: ipnOutcomeLabel(answer) });
+    started(task, waitedSeconds) {
+      jobWait.observe({ task }, waitedSeconds);
     },
-    changenowCall(call) {
-      if (call.sent)
-        changenowDuration.observe(
-          { endpoint: call.endpoint, result: call.error === null ? 'ok' : 'error' },
-          call.seconds,
-        );
-      if (call.error === null) return;
-      const [errorClass, code] = isChangeNowError(call.error)
-        ? [call.error.kind, call.error.code]
-        : ['unexpected', 'unexpected'];
-      changenowErrors.inc({ endpoint: call.endpoint, class: errorClass, code: codeLabel(code) });
+    finished(task, seconds, result) {
+      jobDuration.observe({ task, result }, seconds);
+      jobAttempts.inc({ task, result });
     },
-    jobs: {
-      started(task, waitedSeconds) {
-        jobWait.observe({ task }, waitedSeconds);
-      },
-      finished(task, seconds, result) {
-        jobDuration.observe({ task, result }, seconds);
-        jobAttempts.inc({ task, result });
-      },
-      exhausted(task) {
-        jobsExhausted.inc({ task });
-      },
+    exhausted(task) {
+      jobsExhausted.inc({ task });
     },
   };
 }
