@@ -48,82 +48,105 @@ const MAX_BATCH_CALLS = 100;
 const UPSTREAM_TIMEOUT_MS = 10_000;
 const LOOKUPS = new Set(['eth_getTransactionReceipt', 'eth_getTransactionByHash']);
 
+/** What the faults set so far have left to do, and the calls seen; shared by every request. */
+interface ProxyState {
+  faults: RpcFaults;
+  sendAnswersToDrop: number;
+  readonly counts: Map<string, number>;
+}
+
 export async function startRpcProxy(options: { upstream: string; port?: number }): Promise<RpcProxy> {
-  let faults: RpcFaults = {};
-  let sendAnswersToDrop = 0;
-  const counts = new Map<string, number>();
-
-  /** The answer the proxy gives itself, or undefined to forward the call. */
-  function fake(call: RpcCall): object | undefined {
-    if (call.method === 'eth_sendRawTransaction' && faults.refuseSends) {
-      return { jsonrpc: '2.0', id: call.id ?? null, error: { code: -32000, message: faults.refuseSends } };
-    }
-    if (typeof call.method === 'string' && LOOKUPS.has(call.method) && isLagging(call))
-      return { jsonrpc: '2.0', id: call.id ?? null, result: null };
-    return undefined;
-  }
-
-  function isLagging(call: RpcCall): boolean {
-    if (faults.lagging === true) return true;
-    if (!Array.isArray(faults.lagging) || !Array.isArray(call.params)) return false;
-    const hash: unknown = call.params[0];
-    return typeof hash === 'string' && faults.lagging.includes(hash.toLowerCase());
-  }
-
-  async function answer(call: RpcCall): Promise<object> {
-    if (typeof call !== 'object' || call === null)
-      return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
-    return fake(call) ?? (await forward(options.upstream, call));
-  }
-
-  const handler: http.RequestListener = (req, res) => {
-    readBody(req, MAX_BODY_BYTES)
-      .then(async (body) => {
-        if (body === undefined) return reply(res, 413, { error: 'body too large' });
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(body);
-        } catch {
-          return reply(res, 200, { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
-        }
-        const batch = Array.isArray(parsed);
-        const calls = (batch ? parsed : [parsed]) as RpcCall[];
-        if (calls.length > MAX_BATCH_CALLS)
-          return reply(res, 413, { error: `more than ${MAX_BATCH_CALLS} calls in a batch` });
-        for (const call of calls) {
-          const method = typeof call?.method === 'string' ? call.method : '?';
-          counts.set(method, (counts.get(method) ?? 0) + 1);
-        }
-        if (faults.down) return reply(res, 503, { error: 'down' });
-        // Forwarded sends whose answer is to be lost: decided before forwarding, so the count is exact under load.
-        const forwardedSends = calls.filter(
-          (call) => call?.method === 'eth_sendRawTransaction' && fake(call) === undefined,
-        ).length;
-        const drop = forwardedSends > 0 && sendAnswersToDrop > 0;
-        if (drop) sendAnswersToDrop = Math.max(0, sendAnswersToDrop - forwardedSends);
-        const answers = await Promise.all(calls.map(answer));
-        if (drop) return void req.socket.destroy();
-        reply(res, 200, batch ? answers : answers[0]);
-      })
-      .catch((error: unknown) =>
-        reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }),
-      );
-  };
+  const state: ProxyState = { faults: {}, sendAnswersToDrop: 0, counts: new Map() };
   const server = new LocalServer();
-  await server.listen(handler, options.port ?? 0);
+  await server.listen((req, res) => handleRequest(state, options.upstream, req, res), options.port ?? 0);
 
   return {
     url: server.url,
     setFaults(next) {
-      faults = {
+      state.faults = {
         ...next,
         lagging: Array.isArray(next.lagging) ? next.lagging.map((h) => h.toLowerCase()) : next.lagging,
       };
-      sendAnswersToDrop = next.dropSendAnswers ?? 0;
+      state.sendAnswersToDrop = next.dropSendAnswers ?? 0;
     },
-    calls: (method) => counts.get(method) ?? 0,
+    calls: (method) => state.counts.get(method) ?? 0,
     stop: () => server.close(),
   };
+}
+
+function handleRequest(state: ProxyState, upstream: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+  readBody(req, MAX_BODY_BYTES)
+    .then((body) => answerBody(state, upstream, body, req, res))
+    .catch((error: unknown) =>
+      reply(res, 502, { error: `upstream: ${error instanceof Error ? error.message : String(error)}` }),
+    );
+}
+
+async function answerBody(
+  state: ProxyState,
+  upstream: string,
+  body: string | undefined,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<void> {
+  if (body === undefined) return reply(res, 413, { error: 'body too large' });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return reply(res, 200, { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
+  }
+  const batch = Array.isArray(parsed);
+  const calls = (batch ? parsed : [parsed]) as RpcCall[];
+  if (calls.length > MAX_BATCH_CALLS)
+    return reply(res, 413, { error: `more than ${MAX_BATCH_CALLS} calls in a batch` });
+  countCalls(state.counts, calls);
+  if (state.faults.down) return reply(res, 503, { error: 'down' });
+  const drop = takeSendAnswersToDrop(state, calls);
+  const answers = await Promise.all(calls.map((call) => answer(state.faults, upstream, call)));
+  if (drop) return void req.socket.destroy();
+  reply(res, 200, batch ? answers : answers[0]);
+}
+
+function countCalls(counts: Map<string, number>, calls: readonly RpcCall[]): void {
+  for (const call of calls) {
+    const method = typeof call?.method === 'string' ? call.method : '?';
+    counts.set(method, (counts.get(method) ?? 0) + 1);
+  }
+}
+
+/** Whether this request's answer is to be lost; counts its forwarded sends against the answers left to drop. */
+function takeSendAnswersToDrop(state: ProxyState, calls: readonly RpcCall[]): boolean {
+  // Forwarded sends whose answer is to be lost: decided before forwarding, so the count is exact under load.
+  const forwardedSends = calls.filter(
+    (call) => call?.method === 'eth_sendRawTransaction' && fake(state.faults, call) === undefined,
+  ).length;
+  const drop = forwardedSends > 0 && state.sendAnswersToDrop > 0;
+  if (drop) state.sendAnswersToDrop = Math.max(0, state.sendAnswersToDrop - forwardedSends);
+  return drop;
+}
+
+async function answer(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object> {
+  if (typeof call !== 'object' || call === null)
+    return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
+  return fake(faults, call) ?? (await forward(upstream, call));
+}
+
+/** The answer the proxy gives itself, or undefined to forward the call. */
+function fake(faults: RpcFaults, call: RpcCall): object | undefined {
+  if (call.method === 'eth_sendRawTransaction' && faults.refuseSends) {
+    return { jsonrpc: '2.0', id: call.id ?? null, error: { code: -32000, message: faults.refuseSends } };
+  }
+  if (typeof call.method === 'string' && LOOKUPS.has(call.method) && isLagging(faults, call))
+    return { jsonrpc: '2.0', id: call.id ?? null, result: null };
+  return undefined;
+}
+
+function isLagging(faults: RpcFaults, call: RpcCall): boolean {
+  if (faults.lagging === true) return true;
+  if (!Array.isArray(faults.lagging) || !Array.isArray(call.params)) return false;
+  const hash: unknown = call.params[0];
+  return typeof hash === 'string' && faults.lagging.includes(hash.toLowerCase());
 }
 
 async function forward(upstream: string, call: RpcCall): Promise<object> {
