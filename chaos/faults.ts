@@ -128,65 +128,22 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
     case 'changenow_down':
     case 'changenow_5xx':
     case 'changenow_401':
-    case 'changenow_slow': {
-      const mode = fault.kind.slice('changenow_'.length) as 'down' | '5xx' | '401' | 'slow';
-      // slow: 3 s per request, over the workers' 2 s CHANGENOW_TIMEOUT, so requests time out (answer unknown).
-      await world.sim.setFault(mode, mode === 'slow' ? { slowMs: 3_000 } : {});
-      await sleep(d);
-      await world.sim.setFault('none');
-      return `ChangeNow ${mode} for ${d} ms`;
-    }
-    case 'nowpayments_unavailable': {
-      // Credits wait: each confirmation is asked again with the queue's backoff, never credited on the IPN's word.
-      const mode = (['down', '5xx', 'slow'] as const)[fault.target % 3] as 'down' | '5xx' | 'slow';
-      await world.nowpaymentsApi.setFault(mode, mode === 'slow' ? { slowMs: 3_000 } : {});
-      await sleep(d);
-      await world.nowpaymentsApi.setFault('none');
-      return `NOWPayments' API ${mode} for ${d} ms`;
-    }
+    case 'changenow_slow':
+      return changenowUnavailable(world, fault.kind, d);
+    case 'nowpayments_unavailable':
+      return nowpaymentsUnavailable(world, fault.target, d);
     case 'rpc_down':
-      world.proxy.setFaults({ down: true });
-      await sleep(d);
-      world.proxy.setFaults({});
-      return `RPC answered 503 for ${d} ms`;
-    case 'rpc_lost_answers': {
-      // The node takes each send but its answer is lost, and lookups of any hash say unknown (a lagging node).
-      const sends = world.proxy.calls('eth_sendRawTransaction');
-      world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
-      await sleep(d);
-      world.proxy.setFaults({});
-      return `RPC lost every send's answer (the node took them) and lagged for ${d} ms: ${world.proxy.calls('eth_sendRawTransaction') - sends} send(s)`;
-    }
-    case 'rpc_refusing': {
-      // The double-payment trap: sends the node took without an answer, then, still lagging, the node refuses the
-      // same transfers as if the wallet could not pay. A sender that believed it would sign again at a new nonce.
-      const sends = world.proxy.calls('eth_sendRawTransaction');
-      const half = Math.round(d / 2);
-      world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
-      await sleep(half);
-      const lost = world.proxy.calls('eth_sendRawTransaction') - sends;
-      world.proxy.setFaults({ refuseSends: REFUSAL, lagging: true });
-      await sleep(d - half);
-      world.proxy.setFaults({});
-      return `RPC lost send answers and lagged for ${half} ms (${lost} send(s)), then refused sends ("${REFUSAL}") still lagging for ${d - half} ms (${world.proxy.calls('eth_sendRawTransaction') - sends - lost} send(s))`;
-    }
+      return rpcDown(world, d);
+    case 'rpc_lost_answers':
+      return rpcLostAnswers(world, d);
+    case 'rpc_refusing':
+      return rpcRefusing(world, d);
     case 'exchange_failed':
     case 'exchange_refunded':
     case 'exchange_paid_wrong':
     case 'exchange_answer_wrong':
-    case 'exchange_verifying': {
-      const ends = EXCHANGE_ENDS[fault.kind];
-      const end = ends[fault.target % ends.length] as NonNullable<ForcedEnd>;
-      const before = world.sim.exchanges.size;
-      world.sim.failNextExchange(end);
-      // Wait (bounded) for an exchange to take it, so the forced end is not cleared unused when the faults stop.
-      const deadline = Date.now() + 15_000;
-      while (world.sim.exchanges.size === before && Date.now() < deadline) await sleep(100);
-      const taken = world.sim.exchanges.size > before;
-      return taken
-        ? `next ChangeNow exchange set to ${end}`
-        : `next ChangeNow exchange set to ${end} (no exchange created within 15 s)`;
-    }
+    case 'exchange_verifying':
+      return forceNextExchangeEnd(world, fault.kind, fault.target);
     case 'fee_spike':
       return feeSpike(world, d, CEILING_WEI);
     case 'pool_dropped':
@@ -197,6 +154,72 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       // Twice the ceiling: no replacement payrail signs can take the nonce back.
       return nonceTaken(world, ctx.admin, CEILING_WEI * 2n, ctx.followUp);
   }
+}
+
+async function changenowUnavailable(
+  world: World,
+  kind: 'changenow_down' | 'changenow_5xx' | 'changenow_401' | 'changenow_slow',
+  d: number,
+): Promise<string> {
+  const mode = kind.slice('changenow_'.length) as 'down' | '5xx' | '401' | 'slow';
+  // slow: 3 s per request, over the workers' 2 s CHANGENOW_TIMEOUT, so requests time out (answer unknown).
+  await world.sim.setFault(mode, mode === 'slow' ? { slowMs: 3_000 } : {});
+  await sleep(d);
+  await world.sim.setFault('none');
+  return `ChangeNow ${mode} for ${d} ms`;
+}
+
+async function nowpaymentsUnavailable(world: World, target: number, d: number): Promise<string> {
+  // Credits wait: each confirmation is asked again with the queue's backoff, never credited on the IPN's word.
+  const mode = (['down', '5xx', 'slow'] as const)[target % 3] as 'down' | '5xx' | 'slow';
+  await world.nowpaymentsApi.setFault(mode, mode === 'slow' ? { slowMs: 3_000 } : {});
+  await sleep(d);
+  await world.nowpaymentsApi.setFault('none');
+  return `NOWPayments' API ${mode} for ${d} ms`;
+}
+
+async function rpcDown(world: World, d: number): Promise<string> {
+  world.proxy.setFaults({ down: true });
+  await sleep(d);
+  world.proxy.setFaults({});
+  return `RPC answered 503 for ${d} ms`;
+}
+
+async function rpcLostAnswers(world: World, d: number): Promise<string> {
+  // The node takes each send but its answer is lost, and lookups of any hash say unknown (a lagging node).
+  const sends = world.proxy.calls('eth_sendRawTransaction');
+  world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
+  await sleep(d);
+  world.proxy.setFaults({});
+  return `RPC lost every send's answer (the node took them) and lagged for ${d} ms: ${world.proxy.calls('eth_sendRawTransaction') - sends} send(s)`;
+}
+
+async function rpcRefusing(world: World, d: number): Promise<string> {
+  // The double-payment trap: sends the node took without an answer, then, still lagging, the node refuses the
+  // same transfers as if the wallet could not pay. A sender that believed it would sign again at a new nonce.
+  const sends = world.proxy.calls('eth_sendRawTransaction');
+  const half = Math.round(d / 2);
+  world.proxy.setFaults({ dropSendAnswers: ALL_SENDS, lagging: true });
+  await sleep(half);
+  const lost = world.proxy.calls('eth_sendRawTransaction') - sends;
+  world.proxy.setFaults({ refuseSends: REFUSAL, lagging: true });
+  await sleep(d - half);
+  world.proxy.setFaults({});
+  return `RPC lost send answers and lagged for ${half} ms (${lost} send(s)), then refused sends ("${REFUSAL}") still lagging for ${d - half} ms (${world.proxy.calls('eth_sendRawTransaction') - sends - lost} send(s))`;
+}
+
+async function forceNextExchangeEnd(world: World, kind: keyof typeof EXCHANGE_ENDS, target: number): Promise<string> {
+  const ends = EXCHANGE_ENDS[kind];
+  const end = ends[target % ends.length] as NonNullable<ForcedEnd>;
+  const before = world.sim.exchanges.size;
+  world.sim.failNextExchange(end);
+  // Wait (bounded) for an exchange to take it, so the forced end is not cleared unused when the faults stop.
+  const deadline = Date.now() + 15_000;
+  while (world.sim.exchanges.size === before && Date.now() < deadline) await sleep(100);
+  const taken = world.sim.exchanges.size > before;
+  return taken
+    ? `next ChangeNow exchange set to ${end}`
+    : `next ChangeNow exchange set to ${end} (no exchange created within 15 s)`;
 }
 
 /** Undoes whatever may still be in effect (called before the checks, and on the way out). */
