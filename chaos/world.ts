@@ -218,74 +218,27 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
   const chain = await startLocalChain({ port: chainPort });
   const stops: Array<() => Promise<void>> = [() => chain.stop()];
   try {
-    const hostKey = rng.hex32();
-    const hostAddress = privateKeyToAccount(hostKey).address;
-    const treasuryKey = rng.hex32();
-    const treasury = privateKeyToAccount(treasuryKey).address;
-    await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 22n).toString(16)}`]);
-    // The host wallet is funded as an operator would, by a transfer the run books as capital (recordDeposit): the
-    // ledger then accounts for every wei the host wallet holds. Mined deep enough now, before any fault can touch it.
-    const hostFundingTx = await (await startChainSender(chain.rpcUrl)).send(hostAddress, HOST_FUNDING_WEI);
-    await rpc(chain.rpcUrl, 'anvil_mine', [`0x${options.confirmations.toString(16)}`]);
-    const usdt = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
-    await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
-    const proxy = await startRpcProxy({ upstream: chain.rpcUrl });
-    stops.unshift(() => proxy.stop());
-    const ticker = new BlockTicker(chain.rpcUrl);
-    const nowpayments = await startForwarder(chain.rpcUrl, chain.chainId, ticker);
-    // Stopped first, and left with automine on, so nothing else waits on a held pool on the way out.
-    stops.unshift(async () => {
-      await ticker.stop();
-      if (ticker.isHeld) await ticker.release();
-    });
-    const simApiKey = `chaos-sim-key-${rng.int(1e8, 1e9 - 1)}`;
-    const sim = await startChangeNowSimulator({
-      port: 0,
-      apiKey: simApiKey,
-      rpcUrl: chain.rpcUrl,
-      stepMs: 0,
-      tokens: { usdt },
-      treasuryKey,
-    });
-    stops.unshift(() => sim.stop());
-    // NOWPayments' API: every credit is confirmed with it (NOWPAYMENTS_API_KEY set), as a deployment should run.
-    const nowpaymentsApiKey = `chaos-np-key-${rng.int(1e8, 1e9 - 1)}`;
-    const nowpaymentsApi = await startNowPaymentsSimulator({ port: 0, apiKey: nowpaymentsApiKey });
-    stops.unshift(() => nowpaymentsApi.stop());
-    const client = createPublicClient({ transport: http(chain.rpcUrl) });
+    const funded = await fundChain(rng, chain, options.confirmations);
+    const { proxy, ticker, forward } = await startChainAccess(chain, stops);
+    const simulators = await startSimulators(rng, chain, funded, stops);
     return {
       chain,
       proxy,
       ticker,
-      sim,
-      simApiKey,
-      nowpaymentsApi,
-      nowpaymentsApiKey,
-      hostKey,
-      hostAddress,
-      hostFundingTx,
+      ...simulators,
+      hostKey: funded.hostKey,
+      hostAddress: funded.hostAddress,
+      hostFundingTx: funded.hostFundingTx,
       hostReader: createChainWallet({
         rpcUrl: chain.rpcUrl,
-        address: hostAddress,
+        address: funded.hostAddress,
         chainId: chain.chainId,
         timeoutMs: 10_000,
       }),
-      usdt,
+      usdt: funded.usdt,
       outsideTxs: [],
-      ethBalance: (address) => client.getBalance({ address: address as Address }),
-      usdtBalance: (address) =>
-        client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
-      nonce: (address) => client.getTransactionCount({ address: address as Address }),
-      async minedTx(hash) {
-        const tx = (await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])) as {
-          nonce: Hex;
-          blockNumber: Hex | null;
-        } | null;
-        return tx?.blockNumber ? { nonce: Number(tx.nonce), blockNumber: Number(tx.blockNumber) } : null;
-      },
-      makeContractWallet: (address) => makeContractWallet(chain.rpcUrl, address as Address),
-      blacklistUsdt: (address) => blacklistLocalUsdt(chain.rpcUrl, usdt, treasuryKey, address as Address, true),
-      forwardToHost: (weis) => nowpayments(hostAddress, weis),
+      ...chainReadsAndChanges(chain, funded),
+      forwardToHost: (weis) => forward(funded.hostAddress, weis),
       async stop() {
         for (const stop of stops) await stop().catch(() => undefined);
       },
@@ -294,4 +247,96 @@ export async function startWorld(rng: Rng, options: { confirmations: number }): 
     for (const stop of stops) await stop().catch(() => undefined);
     throw error;
   }
+}
+
+/** What the chain holds before payrail starts: the keys drawn from the seed, and what the operator put on it. */
+interface FundedChain {
+  hostKey: Hex;
+  hostAddress: Address;
+  treasuryKey: Hex;
+  hostFundingTx: Hex;
+  usdt: Address;
+}
+
+async function fundChain(rng: Rng, chain: LocalChain, confirmations: number): Promise<FundedChain> {
+  const hostKey = rng.hex32();
+  const hostAddress = privateKeyToAccount(hostKey).address;
+  const treasuryKey = rng.hex32();
+  const treasury = privateKeyToAccount(treasuryKey).address;
+  await rpc(chain.rpcUrl, 'anvil_setBalance', [treasury, `0x${(10n ** 22n).toString(16)}`]);
+  // The host wallet is funded as an operator would, by a transfer the run books as capital (recordDeposit): the
+  // ledger then accounts for every wei the host wallet holds. Mined deep enough now, before any fault can touch it.
+  const hostFundingTx = await (await startChainSender(chain.rpcUrl)).send(hostAddress, HOST_FUNDING_WEI);
+  await rpc(chain.rpcUrl, 'anvil_mine', [`0x${confirmations.toString(16)}`]);
+  const usdt = await deployLocalUsdt(chain.rpcUrl, treasuryKey);
+  await mintLocalUsdt(chain.rpcUrl, usdt, treasuryKey, treasury, 10n ** 15n);
+  return { hostKey, hostAddress, treasuryKey, hostFundingTx, usdt };
+}
+
+/** The proxy payrail's processes reach the chain through, the block ticker, and NOWPayments' forwarding key. */
+async function startChainAccess(
+  chain: LocalChain,
+  stops: Array<() => Promise<void>>,
+): Promise<{
+  proxy: RpcProxy;
+  ticker: BlockTicker;
+  forward: (to: Address, weis: readonly bigint[]) => Promise<Hex[]>;
+}> {
+  const proxy = await startRpcProxy({ upstream: chain.rpcUrl });
+  stops.unshift(() => proxy.stop());
+  const ticker = new BlockTicker(chain.rpcUrl);
+  const forward = await startForwarder(chain.rpcUrl, chain.chainId, ticker);
+  // Stopped first, and left with automine on, so nothing else waits on a held pool on the way out.
+  stops.unshift(async () => {
+    await ticker.stop();
+    if (ticker.isHeld) await ticker.release();
+  });
+  return { proxy, ticker, forward };
+}
+
+async function startSimulators(
+  rng: Rng,
+  chain: LocalChain,
+  funded: FundedChain,
+  stops: Array<() => Promise<void>>,
+): Promise<Pick<World, 'sim' | 'simApiKey' | 'nowpaymentsApi' | 'nowpaymentsApiKey'>> {
+  const simApiKey = `chaos-sim-key-${rng.int(1e8, 1e9 - 1)}`;
+  const sim = await startChangeNowSimulator({
+    port: 0,
+    apiKey: simApiKey,
+    rpcUrl: chain.rpcUrl,
+    stepMs: 0,
+    tokens: { usdt: funded.usdt },
+    treasuryKey: funded.treasuryKey,
+  });
+  stops.unshift(() => sim.stop());
+  // NOWPayments' API: every credit is confirmed with it (NOWPAYMENTS_API_KEY set), as a deployment should run.
+  const nowpaymentsApiKey = `chaos-np-key-${rng.int(1e8, 1e9 - 1)}`;
+  const nowpaymentsApi = await startNowPaymentsSimulator({ port: 0, apiKey: nowpaymentsApiKey });
+  stops.unshift(() => nowpaymentsApi.stop());
+  return { sim, simApiKey, nowpaymentsApi, nowpaymentsApiKey };
+}
+
+/** The reads of anvil the checks make directly, and the changes the faults make to it. */
+function chainReadsAndChanges(
+  chain: LocalChain,
+  funded: FundedChain,
+): Pick<World, 'ethBalance' | 'usdtBalance' | 'nonce' | 'minedTx' | 'makeContractWallet' | 'blacklistUsdt'> {
+  const { usdt, treasuryKey } = funded;
+  const client = createPublicClient({ transport: http(chain.rpcUrl) });
+  return {
+    ethBalance: (address) => client.getBalance({ address: address as Address }),
+    usdtBalance: (address) =>
+      client.readContract({ address: usdt, abi: erc20Abi, functionName: 'balanceOf', args: [address as Address] }),
+    nonce: (address) => client.getTransactionCount({ address: address as Address }),
+    async minedTx(hash) {
+      const tx = (await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])) as {
+        nonce: Hex;
+        blockNumber: Hex | null;
+      } | null;
+      return tx?.blockNumber ? { nonce: Number(tx.nonce), blockNumber: Number(tx.blockNumber) } : null;
+    },
+    makeContractWallet: (address) => makeContractWallet(chain.rpcUrl, address as Address),
+    blacklistUsdt: (address) => blacklistLocalUsdt(chain.rpcUrl, usdt, treasuryKey, address as Address, true),
+  };
 }
