@@ -213,66 +213,23 @@ function restate(text: string): string {
   return formatUnits(parseUnits(text, places) + 1n, places);
 }
 
+type Shape = (typeof SHAPES)[number];
+type Fixture = Record<string, unknown>;
+
 export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, secret: string): PlannedPayment[] {
-  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as {
-    sequence: Array<Record<string, unknown>>;
-    partially_paid: Record<string, unknown>;
-  };
-  const byStatus = new Map<string, Record<string, unknown>>(
-    fixtures.sequence.map((b) => [String(b.payment_status), b]),
-  );
-  byStatus.set('partially_paid', fixtures.partially_paid);
+  const byStatus = fixturesByStatus();
   const totalWeight = SHAPES.reduce((s, x) => s + x.weight, 0);
   const payments: PlannedPayment[] = [];
   for (let i = 0; i < count; i++) {
     const channel = rng.pick(channels);
-    let roll = rng.next() * totalWeight;
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it: SHAPES[0] may be undefined (noUncheckedIndexedAccess)
-    const shape = SHAPES.find((s) => (roll -= s.weight) < 0) ?? (SHAPES[0] as (typeof SHAPES)[number]);
+    const shape = pickShape(rng.next() * totalWeight);
     const paymentId = String(FIRST_PAYMENT_ID + i);
     // A repeated deposit names an earlier payment of the run (the first one has none to name: a payment of its own).
     const parent = shape.child && i > 0 ? String(FIRST_PAYMENT_ID + rng.int(0, i - 1)) : undefined;
-    // NOWPayments forwards the last ETH outcome it reports (a partial's, then the whole on finishing); a restated copy
-    // is a report, not a second forwarding.
-    let forwarded: string | undefined;
-    const messages = shape.steps.map(({ status, variant }): PlannedMessage => {
-      const template = byStatus.get(status);
-      if (!template) throw new Error(`fixture has no ${status} IPN`);
-      const body: Record<string, unknown> = {
-        ...template,
-        payment_id: new LosslessNumber(paymentId),
-        order_id: `PGP-77|${channel.id}`,
-      };
-      if (parent !== undefined) body.parent_payment_id = new LosslessNumber(parent);
-      if (variant === 'foreign')
-        Object.assign(body, { outcome_currency: 'usdttrc20', outcome_amount: new LosslessNumber('14.61') });
-      if (variant === 'restated')
-        body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
-      const raw = stringify(body) as string;
-      const reportsMoney = status === 'finished' || status === 'partially_paid';
-      // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated credit; and any copy that
-      // arrives while its payment is in review (one payment's IPNs go concurrently unless its shape is ordered). A
-      // partial arriving after its finished changes nothing (200); a finished after a partial a person credited is a
-      // top-up to decide on (202).
-      const reviewed =
-        shape.forged === true || shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
-      const answers: Answer[] =
-        variant === 'foreign'
-          ? [202]
-          : // Restating a credit is kept for review; a copy arriving while the first waits for NOWPayments' confirmation
-            // changes nothing (200): the credit is what NOWPayments' API confirms.
-            variant === 'restated'
-            ? [200, 202]
-            : status === 'partially_paid'
-              ? shape.steps.some((x) => x.status === 'finished')
-                ? [200, 202]
-                : [202]
-              : reviewed
-                ? [200, 202]
-                : [200];
-      if (reportsMoney && variant === undefined && !shape.forged) forwarded = raw;
-      return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
-    });
+    const messages = shape.steps.map((step) =>
+      planMessage(step, shape, byStatus.get(step.status), { paymentId, channel, parent }, secret),
+    );
+    const forwarded = forwardedIpn(shape, messages);
     const truth = shape.forged ? null : (forwarded ?? (messages.at(-1) as PlannedMessage).raw);
     payments.push({
       paymentId,
@@ -288,6 +245,81 @@ export function planPayments(rng: Rng, channels: ChaosChannel[], count: number, 
     });
   }
   return payments;
+}
+
+/** The fixture IPN of each status. */
+function fixturesByStatus(): Map<string, Fixture> {
+  const fixtures = parse(fs.readFileSync(FIXTURES, 'utf8')) as {
+    sequence: Fixture[];
+    partially_paid: Fixture;
+  };
+  const byStatus = new Map<string, Fixture>(fixtures.sequence.map((b) => [String(b.payment_status), b]));
+  byStatus.set('partially_paid', fixtures.partially_paid);
+  return byStatus;
+}
+
+/** The shape a roll in [0, total weight) lands on. */
+function pickShape(roll: number): Shape {
+  // The assertion is for tsc: SHAPES[0] may be undefined (noUncheckedIndexedAccess).
+  return SHAPES.find((s) => (roll -= s.weight) < 0) ?? (SHAPES[0] as Shape);
+}
+
+/**
+ * NOWPayments forwards the last ETH outcome it reports (a partial's, then the whole on finishing); a restated copy
+ * is a report, not a second forwarding.
+ */
+function forwardedIpn(shape: Shape, messages: readonly PlannedMessage[]): string | undefined {
+  let forwarded: string | undefined;
+  messages.forEach((message, i) => {
+    if (message.reportsMoney && shape.steps[i]?.variant === undefined && !shape.forged) forwarded = message.raw;
+  });
+  return forwarded;
+}
+
+function planMessage(
+  { status, variant }: Step,
+  shape: Shape,
+  template: Fixture | undefined,
+  payment: { paymentId: string; channel: ChaosChannel; parent: string | undefined },
+  secret: string,
+): PlannedMessage {
+  if (!template) throw new Error(`fixture has no ${status} IPN`);
+  const body: Record<string, unknown> = {
+    ...template,
+    payment_id: new LosslessNumber(payment.paymentId),
+    order_id: `PGP-77|${payment.channel.id}`,
+  };
+  if (payment.parent !== undefined) body.parent_payment_id = new LosslessNumber(payment.parent);
+  if (variant === 'foreign')
+    Object.assign(body, { outcome_currency: 'usdttrc20', outcome_amount: new LosslessNumber('14.61') });
+  if (variant === 'restated')
+    body.outcome_amount = new LosslessNumber(restate((template.outcome_amount as LosslessNumber).value));
+  const raw = stringify(body) as string;
+  const reportsMoney = status === 'finished' || status === 'partially_paid';
+  const answers = expectedAnswers(shape, status, variant);
+  return { status, raw, signature: signIpn(canonicalIpnJson(parse(raw)), secret), answers, reportsMoney };
+}
+
+function expectedAnswers(shape: Shape, status: Status, variant: Variant | undefined): Answer[] {
+  // Kept for review: a partial (PARTIAL_PAYMENTS=review), a foreign outcome, a restated credit; and any copy that
+  // arrives while its payment is in review (one payment's IPNs go concurrently unless its shape is ordered). A
+  // partial arriving after its finished changes nothing (200); a finished after a partial a person credited is a
+  // top-up to decide on (202).
+  const reviewed =
+    shape.forged === true || shape.steps.some((x) => x.variant !== undefined || x.status === 'partially_paid');
+  return variant === 'foreign'
+    ? [202]
+    : // Restating a credit is kept for review; a copy arriving while the first waits for NOWPayments' confirmation
+      // changes nothing (200): the credit is what NOWPayments' API confirms.
+      variant === 'restated'
+      ? [200, 202]
+      : status === 'partially_paid'
+        ? shape.steps.some((x) => x.status === 'finished')
+          ? [200, 202]
+          : [202]
+        : reviewed
+          ? [200, 202]
+          : [200];
 }
 
 /**
