@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { TRANSFER_STATES } from '../../../db/index.ts';
 import {
@@ -23,6 +23,12 @@ const transferResolutionBody = z.discriminatedUnion('outcome', [
 
 /** The host wallet's on-chain transfers: list, detail, and the actions a person asks for. */
 export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  listTransfersRoute(app, deps);
+  readTransferRoute(app, deps);
+  transferActionRoute(app, deps);
+}
+
+function listTransfersRoute(app: FastifyInstance, deps: AdminDeps): void {
   listRoute(app, {
     path: '/api/transfers',
     tag: 'transfers',
@@ -35,7 +41,9 @@ export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badQuery: 'A bad status or limit, or an unknown parameter.',
     list: (query) => listTransfers(deps.db, { ...query }),
   });
+}
 
+function readTransferRoute(app: FastifyInstance, deps: AdminDeps): void {
   oneRoute(app, {
     path: '/api/transfers/:transferId',
     tag: 'transfers',
@@ -47,10 +55,12 @@ export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
     badId: 'Not a transfer id.',
     get: (transferId) => getTransfer(deps.db, transferId),
   });
+}
 
-  // bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
-  // retry takes a transfer out of review at once.
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
+// retry takes a transfer out of review at once.
+// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+function transferActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
     path: '/api/transfers/:transferId/:action',
@@ -74,21 +84,31 @@ export function transferRoutes(app: FastifyInstance, deps: AdminDeps): void {
       404: { description: 'No such transfer.', schema: shapes.errorBody },
       409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
     },
-    handler: async ({ params: { transferId, action }, body: resolution }, request, reply) => {
-      const actor = actorOf(request);
-      try {
-        const result = await applyTransferAction(deps.db, transferId, action, actor, resolution);
-        if (!result) return notFound(reply, `transfer ${transferId}`);
-        const { from, to, requested } = result;
-        request.log.warn(
-          { event: 'transfer_action', action, transferId, actor, from, to, requested },
-          'transfer action by hand',
-        );
-        return reply.code(requested === null ? 200 : 202).send(await getTransfer(deps.db, transferId));
-      } catch (error) {
-        if (error instanceof TransferActionRefused) return refused(reply, action, `transfer ${transferId}`, error);
-        throw error;
-      }
-    },
+    handler: async ({ params, body: resolution }, request, reply) =>
+      actOnTransfer(deps, params, resolution, request, reply),
   });
+}
+
+/** The transfer with the request (202) or as it is now (200); 404 for no such transfer, 409 when refused. */
+async function actOnTransfer(
+  deps: AdminDeps,
+  { transferId, action }: z.output<typeof transferActionParams>,
+  resolution: z.output<typeof transferResolutionBody> | undefined,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
+  const actor = actorOf(request);
+  try {
+    const result = await applyTransferAction(deps.db, transferId, action, actor, resolution);
+    if (!result) return notFound(reply, `transfer ${transferId}`);
+    const { from, to, requested } = result;
+    request.log.warn(
+      { event: 'transfer_action', action, transferId, actor, from, to, requested },
+      'transfer action by hand',
+    );
+    return reply.code(requested === null ? 200 : 202).send(await getTransfer(deps.db, transferId));
+  } catch (error) {
+    if (error instanceof TransferActionRefused) return refused(reply, action, `transfer ${transferId}`, error);
+    throw error;
+  }
 }
