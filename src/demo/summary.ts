@@ -470,6 +470,22 @@ const why = (kind: string, status: unknown) => WAITING_FOR[`${kind} ${String(sta
  * yet (each waits until its channel's earlier payments are converted).
  */
 export async function explainPending(pool: pg.Pool, plannedPayments: number, notBought = 0): Promise<string[]> {
+  const out = [
+    ...(await intakeGaps(pool, plannedPayments, notBought)),
+    ...(await paymentsInReview(pool)),
+    ...(await paymentsAwaitingConversion(pool)),
+    ...(await openConversions(pool)),
+    ...(await openPayouts(pool)),
+    ...(await unpaidByChannel(pool)),
+    ...(await openTransfers(pool)),
+    ...(await failedJobs(pool)),
+  ];
+  if (out.length === 0) out.push('  nothing open in the tables: the last payouts were completing as the time ran out');
+  return out;
+}
+
+/** Purchases not made, not invoiced, not paid, not finished, or finished but not yet confirmed. */
+async function intakeGaps(pool: pg.Pool, plannedPayments: number, notBought: number): Promise<string[]> {
   const out: string[] = [];
   const known = await one(
     pool,
@@ -498,70 +514,86 @@ export async function explainPending(pool: pg.Pool, plannedPayments: number, not
     out.push(
       `  ${n(known, 'unconfirmed')} finished payments wait for NOWPayments' API to confirm them before their credit${known.confirm_error ? ` (last error: ${String(known.confirm_error).slice(0, 160)})` : ''}`,
     );
+  return out;
+}
+
+async function paymentsInReview(pool: pg.Pool): Promise<string[]> {
   const review = await all(
     pool,
     `select review_reason as reason, count(*)::int as n from payments where review_reason is not null group by 1`,
   );
-  for (const r of review) out.push(`  ${n(r, 'n')} payments in review: ${r.reason}`);
+  return review.map((r) => `  ${n(r, 'n')} payments in review: ${r.reason}`);
+}
+
+async function paymentsAwaitingConversion(pool: pg.Pool): Promise<string[]> {
   const pending = await one(
     pool,
     `select count(*)::int as n, max(conversion_attempts)::int as attempts, round(extract(epoch from now() - min(credited_at)))::int as oldest_s,
             count(*) filter (where conversion_hold_until > now())::int as held
      from payments where conversion_status = 'pending'`,
   );
-  if (n(pending, 'n') > 0) {
-    const refused = n(pending, 'held') > 0 ? `, ${n(pending, 'held')} held back after ChangeNow refused` : '';
-    out.push(
-      `  ${n(pending, 'n')} threshold payments wait for a conversion: until ~CONVERSION_MIN_USD of them wait, or the oldest has waited CONVERSION_MAX_WAIT (oldest credited ${n(pending, 'oldest_s')} s ago, up to ${n(pending, 'attempts')} attempts${refused})`,
-    );
-  }
+  if (n(pending, 'n') === 0) return [];
+  const refused = n(pending, 'held') > 0 ? `, ${n(pending, 'held')} held back after ChangeNow refused` : '';
+  return [
+    `  ${n(pending, 'n')} threshold payments wait for a conversion: until ~CONVERSION_MIN_USD of them wait, or the oldest has waited CONVERSION_MAX_WAIT (oldest credited ${n(pending, 'oldest_s')} s ago, up to ${n(pending, 'attempts')} attempts${refused})`,
+  ];
+}
+
+async function openConversions(pool: pg.Pool): Promise<string[]> {
   const conversions = await all(
     pool,
     `select status, count(*)::int as n, max(last_error) as last_error, max(reason) as reason from conversions where status <> 'completed' group by 1 order by 1`,
   );
-  for (const r of conversions)
-    out.push(
+  return conversions.map(
+    (r) =>
       `  ${n(r, 'n')} conversions ${r.status}: ${why('conversion', r.status)}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`,
-    );
+  );
+}
+
+async function openPayouts(pool: pg.Pool): Promise<string[]> {
   const payouts = await all(
     pool,
     `select status, count(*)::int as n, max(attempts)::int as attempts, max(reason) as reason, max(last_error) as last_error, min(hold_until)::text as hold_until
      from payouts where status <> 'completed' group by 1 order by 1`,
   );
-  for (const r of payouts) {
-    out.push(
+  return payouts.map(
+    (r) =>
       `  ${n(r, 'n')} payouts ${r.status}: ${why('payout', r.status)}${n(r, 'attempts') > 0 ? ` (up to ${n(r, 'attempts')} failed attempts)` : ''}${r.reason ? `; ${r.reason}` : ''}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}${r.hold_until ? ` (held until ${r.hold_until})` : ''}`,
-    );
-  }
-  for (const r of await all(pool, UNPAID_BY_CHANNEL_SQL)) {
+  );
+}
+
+async function unpaidByChannel(pool: pg.Pool): Promise<string[]> {
+  return (await all(pool, UNPAID_BY_CHANNEL_SQL)).map((r) => {
     const threshold =
       r.threshold_cents === null
         ? 'no threshold'
         : `its threshold ${usdt(BigInt(s(r, 'threshold_cents')) * USDT_UNITS_PER_CENT)}`;
     const state = `channel ${r.channel_id} holds ${usdt(s(r, 'balance'))}, ${threshold}; ${n(r, 'unconverted')} of its payments pending or converting, ${n(r, 'open_payouts')} open payouts`;
-    out.push(
-      n(r, 'waits') === 1
-        ? `  ${n(r, 'n')} converted payments wait on their channel's balance below its threshold, as the threshold strategy does (${state})`
-        : `  ${n(r, 'n')} converted payments are in no payout yet (${state})`,
-    );
-  }
+    return n(r, 'waits') === 1
+      ? `  ${n(r, 'n')} converted payments wait on their channel's balance below its threshold, as the threshold strategy does (${state})`
+      : `  ${n(r, 'n')} converted payments are in no payout yet (${state})`;
+  });
+}
+
+async function openTransfers(pool: pg.Pool): Promise<string[]> {
   const transfers = await all(
     pool,
     `select status, count(*)::int as n, max(last_error) as last_error from chain_transfers where status <> 'confirmed' group by 1`,
   );
-  for (const r of transfers)
-    out.push(
+  return transfers.map(
+    (r) =>
       `  ${n(r, 'n')} on-chain transfers ${r.status}: ${why('transfer', r.status)}${r.last_error ? ` (last error: ${String(r.last_error).slice(0, 160)})` : ''}`,
-    );
+  );
+}
+
+async function failedJobs(pool: pg.Pool): Promise<string[]> {
   const jobs = await all(
     pool,
     `select task_identifier as task, count(*)::int as n, max(attempts)::int as attempts, max(last_error) as last_error, min(run_at)::text as next_run
      from graphile_worker.jobs where last_error is not null group by 1 order by 1`,
   );
-  for (const r of jobs)
-    out.push(
+  return jobs.map(
+    (r) =>
       `  queue: ${n(r, 'n')} ${r.task} jobs failed before (up to ${n(r, 'attempts')} attempts, next run ${r.next_run}): ${String(r.last_error).split('\n')[0]?.slice(0, 160)}`,
-    );
-  if (out.length === 0) out.push('  nothing open in the tables: the last payouts were completing as the time ran out');
-  return out;
+  );
 }
