@@ -284,6 +284,25 @@ function prepareDataDir(given: string | undefined): { dir: string; temporary: bo
   return { dir, temporary: false };
 }
 
+interface DemoPorts {
+  web: number;
+  postgres: number;
+  chain: number;
+  changenow: number;
+  nowpayments: number;
+}
+
+async function demoPorts(): Promise<DemoPorts> {
+  const [web, postgres, chain, changenow, nowpayments] = (await freePorts(5)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  return { web, postgres, chain, changenow, nowpayments };
+}
+
 class Demo {
   private interrupted = false;
   private onInterrupt: () => void = () => undefined;
@@ -296,14 +315,28 @@ class Demo {
   ) {}
 
   async run(): Promise<number> {
-    const [web, postgres, chain, changenow, nowpayments] = (await freePorts(5)) as [
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
-    const ports = { web, postgres, chain, changenow, nowpayments };
+    const ports = await demoPorts();
+    const config = this.loadDemoConfig(ports);
+    const logFile = path.join(this.dataDir, 'payrail.log');
+    const logStream = fs.createWriteStream(logFile, { flags: 'a' });
+    const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), destination: logStream });
+    const stopListening = this.listenForSignals();
+    this.header(ports, logFile);
+    let payrail: Payrail | undefined;
+    let code = 1;
+    try {
+      payrail = await this.startPayrail(config, logger);
+      code = await this.drive(payrail, config);
+      if (code === 0 && !this.options.exit) code = await this.keepRunning(payrail, config);
+    } catch (error) {
+      code = this.failureCode(error);
+    } finally {
+      await this.shutDown(payrail, logStream, stopListening, code);
+    }
+    return code;
+  }
+
+  private loadDemoConfig(ports: DemoPorts): Config {
     const env: Record<string, string> = {
       PAYRAIL_DATA_DIR: this.dataDir,
       HOST: '127.0.0.1',
@@ -315,13 +348,13 @@ class Demo {
       LOG_LEVEL: 'info',
       ...Object.fromEntries(DEMO_SETTINGS.map(([name, value]) => [name, value])),
     };
-    const config = loadConfig(env, {
+    return loadConfig(env, {
       devSecrets: (missing) => localDevSecrets(this.dataDir, missing, { announce: false }),
     });
-    const logFile = path.join(this.dataDir, 'payrail.log');
-    const logStream = fs.createWriteStream(logFile, { flags: 'a' });
-    const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), destination: logStream });
+  }
 
+  /** The first Ctrl-C (or SIGTERM) ends the run in order; a second exits at once. Returns how to stop listening. */
+  private listenForSignals(): () => void {
     const signals = () => {
       if (this.interrupted) {
         process.stderr.write('\ninterrupted twice: exiting at once (the embedded PostgreSQL may be left running)\n');
@@ -332,47 +365,54 @@ class Demo {
     };
     process.on('SIGINT', signals);
     process.on('SIGTERM', signals);
-
-    this.header(ports, logFile);
-    let payrail: Payrail | undefined;
-    let code = 1;
-    let keep = !this.temporary;
-    try {
-      process.stderr.write('starting payrail (embedded PostgreSQL, anvil, ChangeNow and NOWPayments simulators) ...\n');
-      const startingAt = Date.now();
-      payrail = await startPayrail(config, { web: true, worker: true }, logger);
-      process.stderr.write(`payrail started in ${((Date.now() - startingAt) / 1000).toFixed(1)} s at ${payrail.url}\n`);
-      code = await this.drive(payrail, config);
-      if (code === 0 && !this.options.exit) code = await this.keepRunning(payrail, config);
-    } catch (error) {
-      if (error instanceof DemoFailure) {
-        process.stderr.write(`\npayrail demo: ${error.message}\n`);
-        code = this.interrupted ? 130 : 1;
-      } else {
-        process.stderr.write(`\npayrail demo failed: ${(error as Error).stack ?? String(error)}\n`);
-        code = 1;
-      }
-    } finally {
-      if (payrail) {
-        process.stderr.write('stopping payrail ...\n');
-        await payrail.stop().catch((error: Error) => process.stderr.write(`stopping payrail: ${error.message}\n`));
-      }
-      await new Promise<void>((resolve) => logStream.end(resolve));
+    return () => {
       process.off('SIGINT', signals);
       process.off('SIGTERM', signals);
-      if (code !== 0 && code !== 130) keep = true;
-      if (keep) {
-        process.stderr.write(
-          `data kept in ${this.dataDir} (payrail.log, the database)${this.temporary ? '; remove it when done' : ''}\n`,
-        );
-      } else {
-        fs.rmSync(this.dataDir, { recursive: true, force: true });
-      }
-    }
-    return code;
+    };
   }
 
-  private header(ports: Record<string, number>, logFile: string): void {
+  private async startPayrail(config: Config, logger: ReturnType<typeof createLogger>): Promise<Payrail> {
+    process.stderr.write('starting payrail (embedded PostgreSQL, anvil, ChangeNow and NOWPayments simulators) ...\n');
+    const startingAt = Date.now();
+    const payrail = await startPayrail(config, { web: true, worker: true }, logger);
+    process.stderr.write(`payrail started in ${((Date.now() - startingAt) / 1000).toFixed(1)} s at ${payrail.url}\n`);
+    return payrail;
+  }
+
+  /** Says why the run ended early; returns its exit code. */
+  private failureCode(error: unknown): number {
+    if (error instanceof DemoFailure) {
+      process.stderr.write(`\npayrail demo: ${error.message}\n`);
+      return this.interrupted ? 130 : 1;
+    }
+    process.stderr.write(`\npayrail demo failed: ${(error as Error).stack ?? String(error)}\n`);
+    return 1;
+  }
+
+  /** Stops payrail and the log; keeps the data of a run that failed (or was given its directory), else removes it. */
+  private async shutDown(
+    payrail: Payrail | undefined,
+    logStream: fs.WriteStream,
+    stopListening: () => void,
+    code: number,
+  ): Promise<void> {
+    if (payrail) {
+      process.stderr.write('stopping payrail ...\n');
+      await payrail.stop().catch((error: Error) => process.stderr.write(`stopping payrail: ${error.message}\n`));
+    }
+    await new Promise<void>((resolve) => logStream.end(resolve));
+    stopListening();
+    const keep = !this.temporary || (code !== 0 && code !== 130);
+    if (keep) {
+      process.stderr.write(
+        `data kept in ${this.dataDir} (payrail.log, the database)${this.temporary ? '; remove it when done' : ''}\n`,
+      );
+    } else {
+      fs.rmSync(this.dataDir, { recursive: true, force: true });
+    }
+  }
+
+  private header(ports: DemoPorts, logFile: string): void {
     const o = this.options;
     this.out(
       `payrail demo: ${o.payments} payments over ${o.channels} channels, seed ${o.seed}${o.seedGiven ? '' : ` (repeat this run with --seed ${o.seed})`}${o.outage ? `, a ${OUTAGE_SECONDS} s ChangeNow outage in the middle` : ''}`,
