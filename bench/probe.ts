@@ -16,7 +16,7 @@ import type { Logger } from '../src/log.ts';
 import type { Percent } from '../src/money/index.ts';
 import { createIntakeBatcher, recordIpn } from '../src/pipeline/index.ts';
 import { INTAKE_GROUPS_IN_FLIGHT } from '../src/pipeline/payment/intake-batch.ts';
-import { fmt, IpnFactory, percentile, sleep, ticksToCores, type ChannelSpread } from './shared.ts';
+import { fmt, IpnFactory, percentile, sleep, ticksToCores, type BenchIpn, type ChannelSpread } from './shared.ts';
 
 export interface ProbeOptions {
   connectionString: string;
@@ -88,81 +88,26 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
   // Parsed and verified before the database is timed: the probe times the database work on its own, and the edge's
   // work on the same bodies apart.
   const bodies = Array.from({ length: warmup + 2 * options.count }, () => factory.next());
-  const ipns: Ipn[] = [];
-  for (const body of bodies) {
-    const reading = readIpn(body.raw, body.signature, options.ipnSecret);
-    if (!reading.ok) throw new Error(`probe: a bench body was refused: ${reading.error}`);
-    ipns.push(reading.ipn);
-  }
-  const signedTexts = bodies.map((body) => ({ ...body, canonical: canonicalIpnJson(parse(body.raw)) }));
-  const perBody = (work: (body: (typeof signedTexts)[number]) => unknown): number => {
-    for (const body of signedTexts) work(body);
-    const t0 = process.hrtime.bigint();
-    for (const body of signedTexts) work(body);
-    return Number(process.hrtime.bigint() - t0) / 1e3 / signedTexts.length;
-  };
-  const edge = {
-    parse: perBody((body) => parse(body.raw)),
-    canonical: perBody((body) => canonicalIpnJson(parse(body.raw))),
-    hmac: perBody((body) => signIpn(body.canonical, options.ipnSecret)),
-    readIpn: perBody((body) => readIpn(body.raw, body.signature, options.ipnSecret)),
-  };
+  const ipns = readBodies(bodies, options.ipnSecret);
+  const edge = timeEdge(bodies, options.ipnSecret);
 
-  const statements = new Map<string, { ms: number; n: number }>();
-  let measuring = false;
-  const pool = new pg.Pool({
-    connectionString: options.connectionString,
-    max: 1,
-    application_name: 'payrail-bench-probe',
-    statement_timeout: 30_000,
-  });
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool }),
-    log(event) {
-      if (!measuring) return;
-      const text = event.query.sql.trimStart();
-      const name = STATEMENTS.find(([re]) => re.test(text))?.[1] ?? `other: ${text.slice(0, 40)}`;
-      const entry = statements.get(name) ?? { ms: 0, n: 0 };
-      entry.ms += event.queryDurationMillis;
-      entry.n++;
-      statements.set(name, entry);
-    },
-  });
-  const settings = { feePercent: options.fee };
+  const log: StatementLog = { statements: new Map(), measuring: false };
+  const db = probeConnection(options, log);
   try {
+    const settings = { feePercent: options.fee };
     for (const ipn of ipns.slice(0, warmup)) await recordIpn(db, ipn, settings);
-    // This backend's counters reach the shared statistics when it goes idle after asking for it.
-    await sql`select pg_stat_force_next_flush()`.execute(db);
-    await sleep(200);
-    const before = await readStatio(options.database);
-    measuring = true;
-    const calls = new Float64Array(options.count);
-    const ticksBefore = options.postgresTicks?.();
-    const started = process.hrtime.bigint();
-    for (let i = 0; i < options.count; i++) {
-      const t0 = process.hrtime.bigint();
-      await recordIpn(db, ipns[warmup + i] as Ipn, settings);
-      calls[i] = Number(process.hrtime.bigint() - t0) / 1e6;
-    }
-    const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const cpuPerPayment = cpuPer(ticksBefore, options.postgresTicks?.(), options.count);
-    measuring = false;
-    await sql`select pg_stat_force_next_flush()`.execute(db);
-    await sleep(200);
-    const after = await readStatio(options.database);
-    const blocks = [...after.entries()]
-      .map(([relation, a]) => {
-        const b = before.get(relation) ?? { hit: 0, read: 0 };
-        return { relation, hit: a.hit - b.hit, read: a.read - b.read };
-      })
-      .filter((x) => x.hit + x.read > 0)
-      .sort((x, y) => y.hit + y.read - (x.hit + x.read));
+    const before = await flushedStatio(db, options.database);
+    log.measuring = true;
+    const { calls, wallSeconds, cpuPerPayment } = await timeCalls(db, options, ipns.slice(warmup));
+    log.measuring = false;
+    const after = await flushedStatio(db, options.database);
+    const blocks = blocksBetween(before, after);
     const grouped = await probeGrouped(options, ipns.slice(warmup + options.count));
     return {
       count: options.count,
       warmup,
       calls: calls.sort(),
-      statements,
+      statements: log.statements,
       blocks,
       wallSeconds,
       edge,
@@ -172,6 +117,105 @@ export async function probeIntake(options: ProbeOptions): Promise<ProbeResult> {
   } finally {
     await db.destroy().catch(() => undefined);
   }
+}
+
+function readBodies(bodies: readonly BenchIpn[], ipnSecret: string): Ipn[] {
+  const ipns: Ipn[] = [];
+  for (const body of bodies) {
+    const reading = readIpn(body.raw, body.signature, ipnSecret);
+    if (!reading.ok) throw new Error(`probe: a bench body was refused: ${reading.error}`);
+    ipns.push(reading.ipn);
+  }
+  return ipns;
+}
+
+/** The webhook's work before intake, µs per body, each part timed on a second pass over the bodies. */
+function timeEdge(bodies: readonly BenchIpn[], ipnSecret: string): ProbeResult['edge'] {
+  const signedTexts = bodies.map((body) => ({ ...body, canonical: canonicalIpnJson(parse(body.raw)) }));
+  const perBody = (work: (body: (typeof signedTexts)[number]) => unknown): number => {
+    for (const body of signedTexts) work(body);
+    const t0 = process.hrtime.bigint();
+    for (const body of signedTexts) work(body);
+    return Number(process.hrtime.bigint() - t0) / 1e3 / signedTexts.length;
+  };
+  return {
+    parse: perBody((body) => parse(body.raw)),
+    canonical: perBody((body) => canonicalIpnJson(parse(body.raw))),
+    hmac: perBody((body) => signIpn(body.canonical, ipnSecret)),
+    readIpn: perBody((body) => readIpn(body.raw, body.signature, ipnSecret)),
+  };
+}
+
+/** Time per statement name, added to only while `measuring`. */
+interface StatementLog {
+  readonly statements: Map<string, { ms: number; n: number }>;
+  measuring: boolean;
+}
+
+/** The probe's one connection, its statements timed into `log`. */
+function probeConnection(options: ProbeOptions, log: StatementLog): Kysely<Database> {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: 1,
+    application_name: 'payrail-bench-probe',
+    statement_timeout: 30_000,
+  });
+  return new Kysely<Database>({
+    dialect: new PostgresDialect({ pool }),
+    log(event) {
+      if (!log.measuring) return;
+      const text = event.query.sql.trimStart();
+      const name = STATEMENTS.find(([re]) => re.test(text))?.[1] ?? `other: ${text.slice(0, 40)}`;
+      const entry = log.statements.get(name) ?? { ms: 0, n: 0 };
+      entry.ms += event.queryDurationMillis;
+      entry.n++;
+      log.statements.set(name, entry);
+    },
+  });
+}
+
+/** The first `options.count` of `ipns` recorded one at a time: ms per call, the wall time, the cluster's CPU. */
+async function timeCalls(
+  db: Kysely<Database>,
+  options: ProbeOptions,
+  ipns: readonly Ipn[],
+): Promise<{ calls: Float64Array; wallSeconds: number; cpuPerPayment: number | undefined }> {
+  const settings = { feePercent: options.fee };
+  const calls = new Float64Array(options.count);
+  const ticksBefore = options.postgresTicks?.();
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < options.count; i++) {
+    const t0 = process.hrtime.bigint();
+    await recordIpn(db, ipns[i] as Ipn, settings);
+    calls[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+  const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return { calls, wallSeconds, cpuPerPayment: cpuPer(ticksBefore, options.postgresTicks?.(), options.count) };
+}
+
+/** The buffer pages per relation once the probe's connection has handed its counters over. */
+async function flushedStatio(
+  db: Kysely<Database>,
+  database: DatabaseHandle,
+): Promise<Map<string, { hit: number; read: number }>> {
+  // This backend's counters reach the shared statistics when it goes idle after asking for it.
+  await sql`select pg_stat_force_next_flush()`.execute(db);
+  await sleep(200);
+  return readStatio(database);
+}
+
+/** The pages each relation touched between the two readings, most first; untouched ones left out. */
+function blocksBetween(
+  before: Map<string, { hit: number; read: number }>,
+  after: Map<string, { hit: number; read: number }>,
+): ProbeResult['blocks'] {
+  return [...after.entries()]
+    .map(([relation, a]) => {
+      const b = before.get(relation) ?? { hit: 0, read: 0 };
+      return { relation, hit: a.hit - b.hit, read: a.read - b.read };
+    })
+    .filter((x) => x.hit + x.read > 0)
+    .sort((x, y) => y.hit + y.read - (x.hit + x.read));
 }
 
 async function probeGrouped(options: ProbeOptions, ipns: readonly Ipn[]): Promise<ProbeResult['grouped']> {
