@@ -6,6 +6,7 @@
  */
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
+import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { jobWithKeyExists } from '../../src/jobs/index.ts';
 import {
   applyTransferAction,
@@ -21,6 +22,20 @@ const ETH = 10n ** 18n;
 
 async function signedNonces(r: Rig, ids: readonly string[]): Promise<Array<string | null>> {
   return Promise.all(ids.map(async (id) => (await r.row(id)).nonce as string | null));
+}
+
+/**
+ * The rig's wallet with `meanwhile` done at the nonce read, the last network read before the signing commit: what
+ * another run or a person does between a send's reads and its commit.
+ */
+function atNonceRead(r: Rig, meanwhile: () => Promise<unknown>): ChainWallet {
+  return {
+    ...r.wallet,
+    nonceAt: async (block) => {
+      await meanwhile();
+      return r.wallet.nonceAt(block);
+    },
+  };
 }
 
 async function confirmAll(r: Rig, ids: readonly string[]): Promise<void> {
@@ -133,14 +148,7 @@ describe('what a person or the chain said about a companion', () => {
     const own = await r.intent('own', 20n);
     const late = await r.intent('cancelled-late', 21n);
     const plain = await r.intent('plain', 22n);
-    // The nonce read is the last network read before the commit: the cancel lands there.
-    r.deps.wallet = {
-      ...r.wallet,
-      nonceAt: async (block) => {
-        await applyTransferAction(t.db.db, late, 'cancel', 'carol');
-        return r.wallet.nonceAt(block);
-      },
-    };
+    r.deps.wallet = atNonceRead(r, () => applyTransferAction(t.db.db, late, 'cancel', 'carol'));
     await sendTransfer(r.deps, r.hooks, own);
     r.deps.wallet = r.wallet;
 
@@ -156,13 +164,7 @@ describe('what a person or the chain said about a companion', () => {
     const r = await rig();
     const own = await r.intent('own', 30n);
     const other = await r.intent('other', 31n);
-    r.deps.wallet = {
-      ...r.wallet,
-      nonceAt: async (block) => {
-        await applyTransferAction(t.db.db, own, 'cancel', 'carol');
-        return r.wallet.nonceAt(block);
-      },
-    };
+    r.deps.wallet = atNonceRead(r, () => applyTransferAction(t.db.db, own, 'cancel', 'carol'));
     await expect(sendTransfer(r.deps, r.hooks, own)).rejects.toBeInstanceOf(TransferNotReady);
     r.deps.wallet = r.wallet;
 
@@ -180,17 +182,10 @@ describe('runs that meet', () => {
     const r = await rig();
     const own = await r.intent('own', 40n);
     const other = await r.intent('other', 41n);
-    const plain = r.wallet;
     // The other transfer's job (delivered while this one stalls) signs both first.
-    r.deps.wallet = {
-      ...plain,
-      nonceAt: async (block) => {
-        await sendTransfer({ ...r.deps, wallet: plain }, r.hooks, other);
-        return plain.nonceAt(block);
-      },
-    };
+    r.deps.wallet = atNonceRead(r, () => sendTransfer({ ...r.deps, wallet: r.wallet }, r.hooks, other));
     await sendTransfer(r.deps, r.hooks, own);
-    r.deps.wallet = plain;
+    r.deps.wallet = r.wallet;
 
     expect(await signedNonces(r, [other, own])).toEqual(['0', '1']);
     for (const id of [own, other]) expect(await r.versions(id)).toHaveLength(1);
