@@ -93,6 +93,10 @@ describe('cost per payment', () => {
     // payrail is stopped, so no transfer of its own can be waiting on that nonce.
     await app.stop();
     const withdrawalTx = await takeNonce(outside.chain.rpcUrl, outside.hostKey);
+    // anvil answers a send once the transaction is in its pool and mines it just after: the operator books a
+    // withdrawal they have seen mined.
+    const client = createPublicClient({ transport: http(outside.chain.rpcUrl) });
+    await client.waitForTransactionReceipt({ hash: withdrawalTx, timeout: 10_000, pollingInterval: 50 });
     const evidence = {
       wallet: createChainWallet({
         rpcUrl: outside.chain.rpcUrl,
@@ -134,7 +138,6 @@ describe('cost per payment', () => {
     }
 
     // Gas: every transaction the host wallet sent, found block by block, priced by its receipt.
-    const client = createPublicClient({ transport: http(outside.chain.rpcUrl) });
     const host = outside.hostAddress.toLowerCase();
     const charged = new Map<string, bigint>();
     const latest = await client.getBlockNumber();
