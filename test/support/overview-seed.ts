@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import type { Db, PayoutStatus, TransferStatus } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { splitProportionally } from '../../src/money/index.ts';
+import { completePayout, creditedPayment, instantPayoutRow, reservePayout } from './seeded-payouts.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 /** The host wallet the seeded transfers are sent from (anvil's first account). */
@@ -92,24 +93,12 @@ export async function seedInstantPayout(
 ): Promise<string> {
   const payoutId = `po_${randomBytes(8).toString('hex')}`;
   await db.transaction().execute(async (trx) => {
-    const payment = await trx
-      .selectFrom('payments')
-      .selectAll()
-      .where('payment_id', '=', paymentId)
-      .executeTakeFirstOrThrow();
-    const net = BigInt(payment.net_amount as string);
-    const channelId = payment.channel_id;
+    const { channelId, net } = await creditedPayment(trx, paymentId);
     const via = options.via ?? 'direct';
     await trx
       .insertInto('payouts')
       .values({
-        payout_id: payoutId,
-        kind: 'instant',
-        channel_id: channelId,
-        payment_id: paymentId,
-        status,
-        asset: 'eth',
-        amount: net,
+        ...instantPayoutRow(payoutId, channelId, paymentId, status, net),
         payout_currency: via === 'direct' ? 'eth' : 'usdt',
         payout_network: 'eth',
         wallet_address: WALLET,
@@ -123,24 +112,10 @@ export async function seedInstantPayout(
       })
       .execute();
     await trx.updateTable('payments').set({ payout_id: payoutId }).where('payment_id', '=', paymentId).execute();
-    await postJournal(trx, {
-      kind: 'payout_reserved',
-      ref: payoutId,
-      entries: [
-        { account: accounts.channel(channelId, 'eth'), amount: -net },
-        { account: accounts.channelPayout(channelId, 'eth'), amount: net },
-      ],
-    });
+    await reservePayout(trx, payoutId, channelId, 'eth', net);
     if (status === 'completed') {
       const counterparty = via === 'direct' ? accounts.payees('eth') : accounts.changenow('eth');
-      await postJournal(trx, {
-        kind: 'payout_completed',
-        ref: payoutId,
-        entries: [
-          { account: accounts.channelPayout(channelId, 'eth'), amount: -net },
-          { account: counterparty, amount: net },
-        ],
-      });
+      await completePayout(trx, payoutId, channelId, 'eth', net, counterparty);
     }
     if (status === 'failed' || status === 'cancelled') {
       const returned = options.returned ?? net;
@@ -188,24 +163,9 @@ export async function seedThresholdBatch(
         ...(status === 'completed' && { completed_at: sql`now()`, amount_out: '1' }),
       })
       .execute();
-    await postJournal(trx, {
-      kind: 'payout_reserved',
-      ref: payoutId,
-      entries: [
-        { account: accounts.channel(channelId, 'usdt'), amount: -units },
-        { account: accounts.channelPayout(channelId, 'usdt'), amount: units },
-      ],
-    });
-    if (status === 'completed') {
-      await postJournal(trx, {
-        kind: 'payout_completed',
-        ref: payoutId,
-        entries: [
-          { account: accounts.channelPayout(channelId, 'usdt'), amount: -units },
-          { account: accounts.changenow('usdt'), amount: units },
-        ],
-      });
-    }
+    await reservePayout(trx, payoutId, channelId, 'usdt', units);
+    if (status === 'completed')
+      await completePayout(trx, payoutId, channelId, 'usdt', units, accounts.changenow('usdt'));
   });
   return payoutId;
 }

@@ -7,11 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { ConversionState, Database, PayoutStatus, TransferStatus } from '../../src/db/index.ts';
-import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { releasePaymentsIn } from '../../src/pipeline/conversion/run.ts';
 import { settleIn } from '../../src/pipeline/conversion/settle.ts';
 import type { TestDatabase } from './db.ts';
 import { TRON_WALLET } from './payouts.ts';
+import { creditedPayment, instantPayoutRow, reservePayout } from './seeded-payouts.ts';
 
 /**
  * A transfer's state, with the ones that differ beneath one status: `mined` (broadcast, in a block, waiting for its
@@ -96,24 +96,13 @@ export function seeder(world: SeedWorld) {
     const channelId = world.instantChannel;
     let transferId: string | null = null;
     await db.db.transaction().execute(async (trx) => {
-      const payment = await trx
-        .selectFrom('payments')
-        .selectAll()
-        .where('payment_id', '=', paymentId)
-        .executeTakeFirstOrThrow();
-      const net = BigInt(payment.net_amount as string);
+      const { net } = await creditedPayment(trx, paymentId);
       if (options.transfer) transferId = await transfer(trx, 'payout', payoutId, net, options.transfer);
       const exchange = options.exchange && (transferId !== null || status === 'exchange_created' || status === 'sent');
       await trx
         .insertInto('payouts')
         .values({
-          payout_id: payoutId,
-          kind: 'instant',
-          channel_id: channelId,
-          payment_id: paymentId,
-          status,
-          asset: 'eth',
-          amount: net,
+          ...instantPayoutRow(payoutId, channelId, paymentId, status, net),
           ...(options.exchange
             ? { payout_currency: 'usdt', payout_network: 'trx', wallet_address: TRON_WALLET }
             : { payout_currency: 'eth', payout_network: 'eth', wallet_address: world.wallet }),
@@ -126,16 +115,8 @@ export function seeder(world: SeedWorld) {
         })
         .execute();
       await trx.updateTable('payments').set({ payout_id: payoutId }).where('payment_id', '=', paymentId).execute();
-      if (!['completed', 'failed', 'cancelled'].includes(status)) {
-        await postJournal(trx, {
-          kind: 'payout_reserved',
-          ref: payoutId,
-          entries: [
-            { account: accounts.channel(channelId, 'eth'), amount: -net },
-            { account: accounts.channelPayout(channelId, 'eth'), amount: net },
-          ],
-        });
-      }
+      if (!['completed', 'failed', 'cancelled'].includes(status))
+        await reservePayout(trx, payoutId, channelId, 'eth', net);
     });
     return { id: payoutId, paymentId, transferId };
   }
@@ -153,12 +134,7 @@ export function seeder(world: SeedWorld) {
     const conversionId = `conv_${hex(8)}`;
     let transferId: string | null = null;
     await db.db.transaction().execute(async (trx) => {
-      const payment = await trx
-        .selectFrom('payments')
-        .selectAll()
-        .where('payment_id', '=', paymentId)
-        .executeTakeFirstOrThrow();
-      const net = BigInt(payment.net_amount as string);
+      const { net } = await creditedPayment(trx, paymentId);
       // Completed and failed ones pass through the state their end is reached from, by the pipeline's own functions.
       const seededAs: ConversionState =
         status === 'completed' ? 'sent' : status === 'failed' ? 'exchange_requested' : status;
