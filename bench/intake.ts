@@ -270,12 +270,15 @@ const WAIT_SAMPLE_MS = 100;
  * inside a transaction waiting for its client (payrail) to send the next statement.
  */
 const WAITS_SQL =
-  // A session waiting on a lock is shown with the statement it waits in (which row lock it queues for).
-  `select state || coalesce(' ' || wait_event_type || ':' || wait_event, ' (on CPU)')
-                  || case when wait_event_type = 'Lock' then ' in "' || left(regexp_replace(query, '[[:space:]]+', ' ', 'g'), 60) || '..."' else '' end as key,
+  // A session waiting on a lock is shown with the statement it waits in (which row lock it queues for), and the last
+  // statement of the session holding that lock (for a transaction between statements, the one it ran last).
+  `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
+                  || case when a.wait_event_type = 'Lock' then ' in "' || left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 60) || '..."'
+                       || coalesce(', held by a session that last ran "' || (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 60) from pg_stat_activity b
+                            where b.pid = (pg_blocking_pids(a.pid))[1]) || '..."', '') else '' end as key,
                 count(*)::int as n
-         from pg_stat_activity where application_name in ('payrail-bench-webworker', 'payrail-bench-baseline')
-           and state <> 'idle' and query not like '%LISTEN%' group by 1`;
+         from pg_stat_activity a where a.application_name in ('payrail-bench-webworker', 'payrail-bench-baseline')
+           and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
 
 const PAYMENT_ID_RE = /"paymentId":"([0-9]+)"/;
 
