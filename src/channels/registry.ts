@@ -104,7 +104,7 @@ export async function upsertChannel(
       .selectFrom('channels')
       .selectAll()
       .where('channel_id', '=', channelId)
-      .forUpdate()
+      .forNoKeyUpdate()
       .executeTakeFirst();
     const values = {
       payout_strategy: input.payoutStrategy,

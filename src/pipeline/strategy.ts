@@ -36,7 +36,7 @@ export async function rehomeChannelPayments(trx: Transaction<Database>, channelI
     .selectFrom('channels')
     .select('payout_strategy')
     .where('channel_id', '=', channelId)
-    .forUpdate()
+    .forNoKeyUpdate()
     .executeTakeFirst();
   if (!channel) return { toConversion: [], toInstant: [] };
   if (channel.payout_strategy === 'threshold') {

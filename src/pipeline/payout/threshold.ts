@@ -54,6 +54,11 @@ interface LockedChannels {
 /**
  * Three statements however many channels a settlement credits: the rows locked in id order (one statement, its rows
  * locked in the order it returns them), then the balances and the open batches, read once the locks are held.
+ *
+ * FOR NO KEY UPDATE, as every lock on a channel row: it excludes the other checks, saves and pay-nows of the channel
+ * as FOR UPDATE would, but not intake, whose payment rows hold the channel's row FOR KEY SHARE (their foreign key)
+ * until they commit. Under FOR UPDATE a check waited for every intake group crediting the channel, and the groups
+ * behind it for the check.
  */
 async function lockChannels(trx: Transaction<Database>, sortedIds: readonly string[]): Promise<LockedChannels> {
   const none: LockedChannels = { channels: [], available: new Map(), open: new Map() };
@@ -63,7 +68,7 @@ async function lockChannels(trx: Transaction<Database>, sortedIds: readonly stri
     .selectAll()
     .where('channel_id', 'in', [...sortedIds])
     .orderBy('channel_id')
-    .forUpdate()
+    .forNoKeyUpdate()
     .execute();
   if (channels.length === 0) return none;
   const codes = channels.map((c) => accounts.channel(c.channel_id, 'usdt').code);
@@ -240,7 +245,7 @@ export async function payChannelNow(db: Db, channelId: string, actor: string): P
       .selectFrom('channels')
       .select('channel_id')
       .where('channel_id', '=', channelId)
-      .forUpdate()
+      .forNoKeyUpdate()
       .executeTakeFirst();
     if (!channel) return null;
     const open = await trx
