@@ -11,19 +11,6 @@ import {
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalChain, rpc, type LocalChain } from '../../src/simulators/chain.ts';
-import {
-  baseFee,
-  dropAllPending,
-  dropTransaction,
-  makeContractWallet,
-  makeRejectingWallet,
-  mineBlocks,
-  pausePool,
-  reorg,
-  resumeMining,
-  spikeBaseFee,
-  takeNonce,
-} from '../../src/simulators/chain-faults.ts';
 import { startRpcProxy, type RpcProxy } from '../../src/simulators/rpc-proxy.ts';
 import {
   blacklistLocalUsdt,
@@ -32,11 +19,13 @@ import {
   mintLocalUsdt,
   setLocalUsdtReturnFalse,
 } from '../../src/simulators/usdt/index.ts';
+import { chainFaultsOn } from '../support/chain-faults.ts';
 import { freePort } from '../support/ports.ts';
 
 const WAIT_MS = 10_000;
 let chain: LocalChain;
 let proxy: RpcProxy;
+const onChain = chainFaultsOn(() => chain.rpcUrl);
 
 beforeAll(async () => {
   chain = await startLocalChain({ port: await freePort() });
@@ -48,7 +37,7 @@ afterAll(async () => {
 });
 afterEach(async () => {
   proxy.setFaults({});
-  await resumeMining(chain.rpcUrl);
+  await onChain.resumeMining();
 });
 
 /** viem clients for a fresh funded key, talking to `url` (anvil itself unless a test goes through the proxy). */
@@ -82,7 +71,7 @@ async function signTransfer(
   nonce?: number,
 ): Promise<Hex> {
   const n = nonce ?? (await anvil().getTransactionCount({ address: from.account.address, blockTag: 'pending' }));
-  const fee = (await baseFee(chain.rpcUrl)) * 2n + parseGwei('1');
+  const fee = (await onChain.baseFee()) * 2n + parseGwei('1');
   return from.wallet.signTransaction({
     to,
     value: valueWei,
@@ -198,7 +187,7 @@ describe('receivers that are contracts', () => {
   it('a contract wallet: a 21,000-gas transfer is mined as a failure, an estimated one succeeds', async () => {
     const sender = await funded();
     const safe = stranger();
-    await makeContractWallet(chain.rpcUrl, safe);
+    await onChain.makeContractWallet(safe);
     const plain = await sender.wallet.sendTransaction({ to: safe, value: 1_000n, gas: 21_000n });
     const failed = await anvil().waitForTransactionReceipt({ hash: plain, timeout: WAIT_MS });
     expect(failed.status).toBe('reverted');
@@ -215,7 +204,7 @@ describe('receivers that are contracts', () => {
   it('a rejecting wallet: eth_estimateGas fails', async () => {
     const sender = await funded();
     const wall = stranger();
-    await makeRejectingWallet(chain.rpcUrl, wall);
+    await onChain.makeRejectingWallet(wall);
     await expect(anvil().estimateGas({ account: sender.account.address, to: wall, value: 1n })).rejects.toThrow(
       /revert/i,
     );
@@ -224,59 +213,59 @@ describe('receivers that are contracts', () => {
 
 describe('fees and the pool', () => {
   it('a base fee spike is in the next block, then falls by EIP-1559 (12.5 % per empty block)', async () => {
-    await spikeBaseFee(chain.rpcUrl, parseGwei('100'));
-    expect(await baseFee(chain.rpcUrl)).toBe(parseGwei('100'));
-    await mineBlocks(chain.rpcUrl, 1);
-    expect(await baseFee(chain.rpcUrl)).toBe(parseGwei('87.5'));
+    await onChain.spikeBaseFee(parseGwei('100'));
+    expect(await onChain.baseFee()).toBe(parseGwei('100'));
+    await onChain.mineBlocks(1);
+    expect(await onChain.baseFee()).toBe(parseGwei('87.5'));
   });
 
   it('anvil evicts a waiting transaction whose max fee falls under a spiked base fee (geth would keep it)', async () => {
     const sender = await funded();
-    await pausePool(chain.rpcUrl);
+    await onChain.pausePool();
     const raw = await signTransfer(sender, stranger(), 1n);
     const hash = await sender.wallet.sendRawTransaction({ serializedTransaction: raw });
     // signTransfer offers 2 × base fee + 1 gwei: the spike goes just past it.
-    await spikeBaseFee(chain.rpcUrl, (await baseFee(chain.rpcUrl)) * 2n + parseGwei('2'));
+    await onChain.spikeBaseFee((await onChain.baseFee()) * 2n + parseGwei('2'));
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])).toBeNull();
     expect(await anvil().getTransactionCount({ address: sender.account.address, blockTag: 'pending' })).toBe(0);
   });
 
   it('a paused pool keeps a transaction pending until blocks are mined', async () => {
     const sender = await funded();
-    await pausePool(chain.rpcUrl);
+    await onChain.pausePool();
     const hash = await sender.wallet.sendTransaction({ to: stranger(), value: 1n });
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionReceipt', [hash])).toBeNull();
     expect((await anvil().getTransaction({ hash })).blockNumber).toBeNull();
-    await mineBlocks(chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     expect((await anvil().getTransactionReceipt({ hash })).status).toBe('success');
 
     const later = await sender.wallet.sendTransaction({ to: stranger(), value: 1n });
-    await resumeMining(chain.rpcUrl);
+    await onChain.resumeMining();
     expect((await anvil().waitForTransactionReceipt({ hash: later, timeout: WAIT_MS })).status).toBe('success');
   });
 
   it('a dropped transaction vanishes: unknown, never mined, its nonce free again', async () => {
     const sender = await funded();
-    await pausePool(chain.rpcUrl);
+    await onChain.pausePool();
     const hash = await sender.wallet.sendTransaction({ to: stranger(), value: 1n });
-    expect(await dropTransaction(chain.rpcUrl, hash)).toBe(true);
-    expect(await dropTransaction(chain.rpcUrl, hash)).toBe(false);
+    expect(await onChain.dropTransaction(hash)).toBe(true);
+    expect(await onChain.dropTransaction(hash)).toBe(false);
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [hash])).toBeNull();
-    await mineBlocks(chain.rpcUrl, 2);
+    await onChain.mineBlocks(2);
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionReceipt', [hash])).toBeNull();
     expect(await anvil().getTransactionCount({ address: sender.account.address, blockTag: 'pending' })).toBe(0);
 
     const a = await sender.wallet.sendTransaction({ to: stranger(), value: 1n, nonce: 0 });
     const b = await sender.wallet.sendTransaction({ to: stranger(), value: 1n, nonce: 1 });
-    await dropAllPending(chain.rpcUrl);
-    await mineBlocks(chain.rpcUrl, 1);
+    await onChain.dropAllPending();
+    await onChain.mineBlocks(1);
     for (const h of [a, b]) expect(await rpc(chain.rpcUrl, 'eth_getTransactionByHash', [h])).toBeNull();
     expect(await rpc(chain.rpcUrl, 'txpool_status', [])).toEqual({ pending: '0x0', queued: '0x0' });
   });
 
   it("anvil's refusals: a replacement that does not raise the max fee, a spent nonce", async () => {
     const sender = await funded();
-    await pausePool(chain.rpcUrl);
+    await onChain.pausePool();
     const first = await signTransfer(sender, stranger(), 1n, 0);
     await sender.wallet.sendRawTransaction({ serializedTransaction: first });
     const same = await signTransfer(sender, stranger(), 2n, 0);
@@ -284,7 +273,7 @@ describe('fees and the pool', () => {
       /replacement transaction underpriced/,
     );
     await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [first])).rejects.toThrow(/transaction already imported/);
-    await mineBlocks(chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [first])).rejects.toThrow(/nonce too low/);
   });
 });
@@ -296,7 +285,7 @@ describe('reorganisations and a shared key', () => {
     const hash = await sender.wallet.sendTransaction({ to, value: 7n });
     const mined = await anvil().waitForTransactionReceipt({ hash, timeout: WAIT_MS });
     const height = await anvil().getBlockNumber();
-    await reorg(chain.rpcUrl, 1);
+    await onChain.reorg(1);
     expect(await anvil().getBlockNumber()).toBe(height);
     expect((await anvil().getBlock({ blockNumber: mined.blockNumber })).hash).not.toBe(mined.blockHash);
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionReceipt', [hash])).toBeNull();
@@ -310,8 +299,8 @@ describe('reorganisations and a shared key', () => {
     const raw = await signTransfer(sender, stranger(), 3n);
     const hash = await sender.wallet.sendRawTransaction({ serializedTransaction: raw });
     const before = await anvil().waitForTransactionReceipt({ hash, timeout: WAIT_MS });
-    await mineBlocks(chain.rpcUrl, 1);
-    await reorg(chain.rpcUrl, 2, [{ rawTx: raw, blockOffset: 1 }]);
+    await onChain.mineBlocks(1);
+    await onChain.reorg(2, [{ rawTx: raw, blockOffset: 1 }]);
     const after = await anvil().getTransactionReceipt({ hash });
     expect(after.status).toBe('success');
     expect(after.blockNumber).toBe(before.blockNumber + 1n);
@@ -321,7 +310,7 @@ describe('reorganisations and a shared key', () => {
   it('takeNonce: another holder of the key uses the next nonce, and ours is spent', async () => {
     const sender = await funded();
     const ours = await signTransfer(sender, stranger(), 1n, 0);
-    const taken = await takeNonce(chain.rpcUrl, sender.key);
+    const taken = await onChain.takeNonce(sender.key);
     expect((await anvil().waitForTransactionReceipt({ hash: taken, timeout: WAIT_MS })).status).toBe('success');
     expect(await anvil().getTransactionCount({ address: sender.account.address })).toBe(1);
     await expect(rpc(chain.rpcUrl, 'eth_sendRawTransaction', [ours])).rejects.toThrow(/nonce too low/);
@@ -329,15 +318,15 @@ describe('reorganisations and a shared key', () => {
 
   it('takeNonce at a given nonce replaces our waiting transaction', async () => {
     const sender = await funded();
-    await pausePool(chain.rpcUrl);
+    await onChain.pausePool();
     const ours = await sender.wallet.sendRawTransaction({
       serializedTransaction: await signTransfer(sender, stranger(), 1n, 0),
     });
-    const taken = await takeNonce(chain.rpcUrl, sender.key, {
+    const taken = await onChain.takeNonce(sender.key, {
       nonce: 0,
-      maxFeePerGasWei: (await baseFee(chain.rpcUrl)) * 2n + parseGwei('2'),
+      maxFeePerGasWei: (await onChain.baseFee()) * 2n + parseGwei('2'),
     });
-    await mineBlocks(chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     expect((await anvil().getTransactionReceipt({ hash: taken })).status).toBe('success');
     expect(await rpc(chain.rpcUrl, 'eth_getTransactionReceipt', [ours])).toBeNull();
   });

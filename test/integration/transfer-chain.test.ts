@@ -12,23 +12,14 @@ import { describe, expect, it } from 'vitest';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc, startChainSender } from '../../src/simulators/index.ts';
-import {
-  baseFee,
-  makeContractWallet,
-  makeRejectingWallet,
-  mineBlocks,
-  pausePool,
-  reorg,
-  resumeMining,
-  spikeBaseFee,
-  takeNonce,
-} from '../../src/simulators/chain-faults.ts';
 import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
+import { chainFaultsOn } from '../support/chain-faults.ts';
 
 const t = useTransferWorld();
 const { rig, receiptGas, chainNonce } = t;
+const onChain = chainFaultsOn(() => t.outside.chain.rpcUrl);
 
 describe('a broadcast whose answer is lost', () => {
   it('is never signed again at another nonce, whatever a lagging node and a refusing node say: the receiver is paid once', async () => {
@@ -88,12 +79,12 @@ describe('fees that move under a waiting transfer', () => {
   it('a 10x base fee spike: one replacement at the same nonce is mined, the receiver is paid once, the real gas is booked', async () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     const to = freshAddress();
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('spike', 5_000n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     const [v1] = await r.versions(id);
     // The spike outbids the waiting version (anvil drops it from its pool; geth would keep it waiting).
-    await spikeBaseFee(t.outside.chain.rpcUrl, (await baseFee(t.outside.chain.rpcUrl)) * 10n);
+    await onChain.spikeBaseFee((await onChain.baseFee()) * 10n);
     await confirmTransfer(r.deps, r.hooks, id);
     const versions = await r.versions(id);
     expect(versions.map((v) => v.kind)).toEqual(['transfer', 'transfer']);
@@ -110,9 +101,9 @@ describe('fees that move under a waiting transfer', () => {
     // Both fees at least 10 % higher (the nodes' rule), and above the new base fee.
     expect(BigInt(f2.max_fee_per_gas) * 10n).toBeGreaterThanOrEqual(BigInt(f1.max_fee_per_gas) * 11n);
     expect(BigInt(f2.max_priority_fee_per_gas) * 10n).toBeGreaterThanOrEqual(BigInt(f1.max_priority_fee_per_gas) * 11n);
-    expect(BigInt(f2.max_fee_per_gas)).toBeGreaterThan(await baseFee(t.outside.chain.rpcUrl));
+    expect(BigInt(f2.max_fee_per_gas)).toBeGreaterThan(await onChain.baseFee());
 
-    await mineBlocks(t.outside.chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     await confirmTransfer(r.deps, r.hooks, id);
     const done = await r.row(id);
     expect(done).toMatchObject({ status: 'confirmed', nonce: '0', tx_hash: versions[1]?.tx_hash });
@@ -126,7 +117,7 @@ describe('fees that move under a waiting transfer', () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     // A ceiling just above what the first version offers: the minimum 10 % bump would pass it.
     r.deps.settings.transfer.maxFeePerGasWei = (await r.wallet.fees()).maxFeePerGas + 1n;
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('ceiling', 9n);
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
@@ -139,7 +130,7 @@ describe('fees that move under a waiting transfer', () => {
       .where('subject', '=', id)
       .executeTakeFirst();
     expect(alert).toBeDefined();
-    await resumeMining(t.outside.chain.rpcUrl);
+    await onChain.resumeMining();
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
   });
@@ -149,12 +140,12 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
   it("is seen twice, goes to review with an alert, is never re-signed; resolved as never sent it fails and the funds are the owner's again", async () => {
     const r = await rig();
     const to = freshAddress();
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('taken', 4_242n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     // An operator's wallet app uses the same key and nonce, paying more: the node keeps theirs, and mines it.
-    const theirs = await takeNonce(t.outside.chain.rpcUrl, r.hostKey, { nonce: 0, maxFeePerGasWei: 200n * GWEI });
-    await mineBlocks(t.outside.chain.rpcUrl, 1);
+    const theirs = await onChain.takeNonce(r.hostKey, { nonce: 0, maxFeePerGasWei: 200n * GWEI });
+    await onChain.mineBlocks(1);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
     expect((await r.row(id)).nonce_taken_seen_at).not.toBeNull();
@@ -205,7 +196,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     };
     await recordDeposit(t.db.db, chain, { txHash: funding, asset: 'eth', actor: 'ops' });
     const to = freshAddress();
-    await pausePool(url);
+    await onChain.pausePool();
     const id = await r.intent('resent', 7_777n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     const app = createWalletClient({
@@ -226,8 +217,8 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
       maxFeePerGas: 200n * GWEI,
       maxPriorityFeePerGas: 200n * GWEI,
     });
-    await mineBlocks(url, 1);
-    await resumeMining(url);
+    await onChain.mineBlocks(1);
+    await onChain.resumeMining();
 
     // Named in a resolve request: it is that transfer's, not a withdrawal.
     await applyTransferAction(t.db.db, id, 'resolve', 'alice', { outcome: 'mined', txHash: theirs });
@@ -239,7 +230,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
 
     // The other order: booked as a withdrawal first, a resolve naming it is refused.
     const other = await r.intent('resent-2', 8_888n, { to });
-    await pausePool(url);
+    await onChain.pausePool();
     await sendTransfer(r.deps, r.hooks, other);
     // Paying more than payrail ever offers (its fees follow recent blocks' tips, up to its ceiling).
     const second = await app.sendTransaction({
@@ -250,8 +241,8 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
       maxFeePerGas: 1_000n * GWEI,
       maxPriorityFeePerGas: 1_000n * GWEI,
     });
-    await mineBlocks(url, 1);
-    await resumeMining(url);
+    await onChain.mineBlocks(1);
+    await onChain.resumeMining();
     expect((await recordWithdrawal(t.db.db, chain, { txHash: second, from: 'capital', actor: 'ops' })).booked).toBe(
       true,
     );
@@ -263,14 +254,14 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
 
   it('resolve as never sent is refused while the nonce is unused: a version could still be mined', async () => {
     const r = await rig();
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('unused', 5n);
     await sendTransfer(r.deps, r.hooks, id);
     await applyTransferAction(t.db.db, id, 'resolve', 'bob', { outcome: 'never_sent' });
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
     expect((await r.row(id)).last_error).toMatch(/not used yet/);
-    await resumeMining(t.outside.chain.rpcUrl);
+    await onChain.resumeMining();
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
   });
@@ -280,7 +271,7 @@ describe('a person cancels a waiting transfer', () => {
   it('a zero-value self-transfer at the nonce is mined instead: the transfer fails as cancelled, its gas is booked, nothing reached the receiver', async () => {
     const r = await rig();
     const to = freshAddress();
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('cancel', 31_337n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     const accepted = await applyTransferAction(t.db.db, id, 'cancel', 'carol');
@@ -289,7 +280,7 @@ describe('a person cancels a waiting transfer', () => {
     await expect(applyTransferAction(t.db.db, id, 'bump', 'carol')).rejects.toThrow(/still being carried out/);
     await confirmTransfer(r.deps, r.hooks, id);
     expect((await r.versions(id)).map((v) => v.kind)).toEqual(['transfer', 'cancel']);
-    await mineBlocks(t.outside.chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     await confirmTransfer(r.deps, r.hooks, id);
     const row = await r.row(id);
     expect(row).toMatchObject({ status: 'failed', last_error: 'cancelled' });
@@ -305,7 +296,7 @@ describe('receivers and tokens as they are', () => {
   it('an owner whose address is a contract wallet is paid in ETH: the gas is estimated for the real call', async () => {
     const r = await rig();
     const to = freshAddress();
-    await makeContractWallet(t.outside.chain.rpcUrl, to);
+    await onChain.makeContractWallet(to);
     const id = await r.intent('contract', 123_456n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
@@ -318,7 +309,7 @@ describe('receivers and tokens as they are', () => {
   it('a receiver that refuses ETH fails the transfer before anything is signed: no nonce used, an alert', async () => {
     const r = await rig();
     const to = freshAddress();
-    await makeRejectingWallet(t.outside.chain.rpcUrl, to);
+    await onChain.makeRejectingWallet(to);
     const id = await r.intent('rejecting', 10n, { to });
     await sendTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({
@@ -363,13 +354,13 @@ describe('receivers and tokens as they are', () => {
   it('a token transfer that reverts once mined (the receiver blacklisted after the estimate) fails with its gas booked', async () => {
     const r = await rig();
     const to = freshAddress();
-    await pausePool(t.outside.chain.rpcUrl);
+    await onChain.pausePool();
     const id = await r.intent('blacklisted', 3_000_000n, { to, asset: 'usdt' });
     await sendTransfer(r.deps, r.hooks, id);
     // Tether's blacklist (LocalUSDT's isBlackListed, storage slot 3), set between the estimate and the block.
     const slot = keccak256(encodeAbiParameters([{ type: 'address' }, { type: 'uint256' }], [to, 3n]));
     await rpc(t.outside.chain.rpcUrl, 'anvil_setStorageAt', [t.outside.usdt, slot, `0x${'1'.padStart(64, '0')}`]);
-    await mineBlocks(t.outside.chain.rpcUrl, 1);
+    await onChain.mineBlocks(1);
     await confirmTransfer(r.deps, r.hooks, id);
     const row = await r.row(id);
     expect(row).toMatchObject({ status: 'failed', last_error: 'reverted' });
@@ -392,7 +383,7 @@ describe('blocks that are not final at once', () => {
     expect(r.confirmed).toEqual([]);
 
     // Its block leaves the chain; on anvil its transaction vanishes with it.
-    await reorg(t.outside.chain.rpcUrl, 1);
+    await onChain.reorg(1);
     expect(await t.outside.balanceOf(to)).toBe(0n);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', block_number: null });
@@ -409,7 +400,7 @@ describe('blocks that are not final at once', () => {
 
     await confirmTransfer(r.deps, r.hooks, id);
     expect(r.confirmed).toEqual([]);
-    await mineBlocks(t.outside.chain.rpcUrl, 2);
+    await onChain.mineBlocks(2);
     await confirmTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed', tx_hash: seen.tx_hash });
