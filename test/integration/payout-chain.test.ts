@@ -6,16 +6,7 @@
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import {
-  baseFee,
-  makeContractWallet,
-  makeRejectingWallet,
-  mineBlocks,
-  pausePool,
-  reorg,
-  resumeMining,
-  spikeBaseFee,
-} from '../../src/simulators/chain-faults.ts';
+import { chainFaultsOn } from '../support/chain-faults.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { instantBody } from '../support/payout-state.ts';
@@ -27,6 +18,7 @@ const NET_WEI = 4_723_900_000_000_000n;
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   worldTest({ firstPaymentId: 9_300_000_000, firstChannel: 1_003_300_000_001 })
+    .extend('onChain', { scope: 'file' }, ({ outside }) => chainFaultsOn(outside.chain.rpcUrl))
     /** Saves a new instant channel paying out ETH to `wallet` and sends it one finished payment; returns its id. */
     .extend('paidInstantEth', ({ channel, pay }) => async (wallet: string): Promise<string> => {
       const id = await channel(instantBody('eth', 'eth', wallet));
@@ -85,6 +77,7 @@ const it = worldFirst(
 describe('payouts on the chain as it behaves', () => {
   it('an instant ETH payout to a contract wallet completes: its gas is estimated for the real call', async ({
     outside,
+    onChain,
     start,
     paidInstantEth,
     payoutReaches,
@@ -93,7 +86,7 @@ describe('payouts on the chain as it behaves', () => {
   }) => {
     await start();
     const wallet = freshWallet();
-    await makeContractWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
+    await onChain.makeContractWallet(wallet as `0x${string}`);
     const id = await paidInstantEth(wallet);
     await payoutReaches(id, 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
@@ -104,6 +97,7 @@ describe('payouts on the chain as it behaves', () => {
 
   it('a 10x fee spike under a waiting payout: one mined replacement, one payout, the real gas booked', async ({
     outside,
+    onChain,
     start,
     paidInstantEth,
     payoutOf,
@@ -114,13 +108,13 @@ describe('payouts on the chain as it behaves', () => {
     expectLedgerClean,
   }) => {
     await start({ TRANSFER_BUMP_AFTER: '1s' });
-    await pausePool(outside.chain.rpcUrl);
+    await onChain.pausePool();
     const wallet = freshWallet();
     const id = await paidInstantEth(wallet);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
-    await spikeBaseFee(outside.chain.rpcUrl, (await baseFee(outside.chain.rpcUrl)) * 10n);
+    await onChain.spikeBaseFee((await onChain.baseFee()) * 10n);
     await eventually('a replacement signed', async () => ((await transferOf(id))?.versions?.length ?? 0) >= 2);
-    await resumeMining(outside.chain.rpcUrl);
+    await onChain.resumeMining();
     await payoutReaches(id, 'completed');
     const transfer = await transferOf(id);
     expect(transfer).toMatchObject({ status: 'confirmed', nonce: expect.any(String) });
@@ -136,6 +130,7 @@ describe('payouts on the chain as it behaves', () => {
 
   it("a reorganisation of the payout's block: sent again, booked once at CHAIN_CONFIRMATIONS deep", async ({
     outside,
+    onChain,
     start,
     paidInstantEth,
     payoutOf,
@@ -154,7 +149,7 @@ describe('payouts on the chain as it behaves', () => {
     expect(first).toMatchObject({ status: 'broadcast' });
     expect((await payoutOf(id))?.status).toBe('sent');
 
-    await reorg(outside.chain.rpcUrl, 1);
+    await onChain.reorg(1);
     expect(await outside.balanceOf(wallet)).toBe(0n);
     // Noticed, sent again with the same bytes, mined again in the new chain.
     await eventually(
@@ -166,7 +161,7 @@ describe('payouts on the chain as it behaves', () => {
       return t?.blockNumber != null && t.blockHash !== first!.blockHash;
     });
     expect((await payoutOf(id))?.status).toBe('sent');
-    await mineBlocks(outside.chain.rpcUrl, 2);
+    await onChain.mineBlocks(2);
     await payoutReaches(id, 'completed');
     const transfer = await transferOf(id);
     expect(transfer).toMatchObject({ status: 'confirmed', txHash: first!.txHash });
@@ -179,7 +174,7 @@ describe('payouts on the chain as it behaves', () => {
   });
 
   it('a receiver that refuses ETH: the payout goes to review before anything is signed, and cancel returns the funds', async ({
-    outside,
+    onChain,
     start,
     paidInstantEth,
     payoutOf,
@@ -190,7 +185,7 @@ describe('payouts on the chain as it behaves', () => {
   }) => {
     const payrail = await start();
     const wallet = freshWallet();
-    await makeRejectingWallet(outside.chain.rpcUrl, wallet as `0x${string}`);
+    await onChain.makeRejectingWallet(wallet as `0x${string}`);
     const id = await paidInstantEth(wallet);
     await payoutReaches(id, 'needs_review');
     const payout = await payoutOf(id);
@@ -208,6 +203,7 @@ describe('payouts on the chain as it behaves', () => {
 describe('a payout whose transfer is in review', () => {
   it("is not retried (409 naming the transfer): the transfer's own retry puts it back to watching, and the payout completes from its outcome", async ({
     outside,
+    onChain,
     db,
     start,
     paidInstantEth,
@@ -216,7 +212,7 @@ describe('a payout whose transfer is in review', () => {
     transferOf,
   }) => {
     const payrail = await start();
-    await pausePool(outside.chain.rpcUrl);
+    await onChain.pausePool();
     const wallet = freshWallet();
     const id = await paidInstantEth(wallet);
     await eventually('the transfer released', async () => (await transferOf(id))?.status === 'broadcast');
@@ -236,7 +232,7 @@ describe('a payout whose transfer is in review', () => {
     const back = await payrail.request('POST', `/api/transfers/${transfer!.transferId}/retry`);
     expect(back.status).toBe(200);
     expect(back.body.status).toBe('broadcast');
-    await resumeMining(outside.chain.rpcUrl);
+    await onChain.resumeMining();
     await payoutReaches(id, 'completed');
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     const audit = await db.db
