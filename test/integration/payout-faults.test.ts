@@ -10,7 +10,15 @@ import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { logSink } from '../support/payrail.ts';
 import { distinct, type PayoutRow } from '../support/payout-state.ts';
-import { ETH_RESERVED, ETH_SETTLED, NET_WEI, payoutStepsTest, USDT_SETTLED } from '../support/payout-steps.ts';
+import {
+  ETH_RESERVED,
+  ETH_SETTLED,
+  ethBalances,
+  NET_WEI,
+  payoutStepsTest,
+  USDT_SETTLED,
+  usdtBalances,
+} from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -162,7 +170,7 @@ describe('exchange endings', () => {
     expect(refund.to.toLowerCase()).toBe(outside.hostAddress.toLowerCase());
     expect(BigInt(refund.value)).toBe(NET_WEI);
     // The reservation went back to the channel's available balance.
-    expect(await balances(id)).toEqual({ 'channel/eth': NET_WEI.toString(), 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ethBalances({ available: NET_WEI }));
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     const { rows } = await db.pool.query('select payout_id from payments where payment_id = $1', [paymentId]);
     expect(rows).toEqual([{ payout_id: payout.payout_id }]);
@@ -188,7 +196,7 @@ describe('exchange endings', () => {
     expect(payout.reason).toBe(
       `exchange refunded (refund ${exchange!.refundHash}); ${formatUnits(back, 18)} ETH back on the channel's balance; ${formatUnits(NET_WEI / 100n, 18)} ETH short, booked as ChangeNow's cost`,
     );
-    expect(await balances(id)).toEqual({ 'channel/eth': back.toString(), 'channel:payout/eth': '0' });
+    expect(await balances(id)).toEqual(ethBalances({ available: back }));
     const { rows } = await db.pool.query<{ code: string; amount: string }>(
       "select a.code, e.amount::text from ledger_entries e join ledger_journals j on j.id = e.journal_id join ledger_accounts a on a.id = e.account_id where j.kind = 'payout_returned' and j.ref = $1 order by a.code",
       [payout.payout_id],
@@ -225,10 +233,7 @@ describe('exchange endings', () => {
       body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash },
     });
     expect(resolved.status).toBe(200);
-    expect(await balances(id)).toEqual({
-      'channel/eth': (NET_WEI - NET_WEI / 100n).toString(),
-      'channel:payout/eth': '0',
-    });
+    expect(await balances(id)).toEqual(ethBalances({ available: NET_WEI - NET_WEI / 100n }));
     await expectLedgerClean();
   });
 
@@ -286,11 +291,7 @@ describe('exchange endings', () => {
     // On chain: the payin address holds the batch; the host wallet got all of it back.
     expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(hostUsdtBefore);
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': available.toString(),
-      'channel:payout/usdt': '0',
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ available }));
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: null }, { payout_id: null }]);
     // Nothing else may come to batch that USDT again: the channel's threshold check is queued, a minute out for the
@@ -345,11 +346,7 @@ describe('refusals and held batches', () => {
     const heldAmount = BigInt(held.amount);
     expect(heldAmount).toBe(await usdtOfPayments(held.payout_id));
     await expectNothingSent(held.payout_id);
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': '0',
-      'channel:payout/usdt': heldAmount.toString(),
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ reserved: heldAmount }));
     expect(logs.lines.some((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toBe(true);
 
     outside.sim.setPair('usdt/eth->usdt/trx', DEFAULT_PAIRS['usdt/eth->usdt/trx']!);
@@ -440,11 +437,7 @@ describe('refusals and held batches', () => {
     // The run resumed the batch first: it left with what it held, and the new USDT waits on the channel.
     expect(done).toMatchObject({ status: 'completed', top_ups: 0, amount: heldAmount.toString() });
     expect(added.payoutId).toBeNull();
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': addedUnits.toString(),
-      'channel:payout/usdt': '0',
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ available: addedUnits }));
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
@@ -496,11 +489,7 @@ describe('refusals and held batches', () => {
     );
     expect(rows.map((r) => r.payout_id)).toEqual([null, null, null]);
     const earned = rows.reduce((sum, r) => sum + BigInt(r.usdt_amount), 0n);
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': earned.toString(),
-      'channel:payout/usdt': '0',
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ available: earned }));
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     await expectLedgerClean();
   });

@@ -16,9 +16,11 @@ import {
   acceptedOn,
   ETH_RESERVED,
   ETH_SETTLED,
+  ethBalances,
   NET_WEI,
   payoutStepsTest,
   USDT_SETTLED,
+  usdtBalances,
 } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
@@ -255,11 +257,7 @@ describe('resolve: the way out of review once the funds left', () => {
     });
     expect(await transfersFor(review.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: review.payout_id }, { payout_id: review.payout_id }]);
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': '0',
-      'channel:payout/usdt': available.toString(),
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ reserved: available }));
 
     // Believe the chain: an amount is booked only as the transaction that brought it shows it, and that transaction
     // backs one thing. Each refusal changes nothing.
@@ -317,11 +315,7 @@ describe('resolve: the way out of review once the funds left', () => {
       { outcome: 'returned', amount: '10', txHash: refundHash, note: 'partial refund seen on chain' },
     );
 
-    expect(await balances(id)).toEqual({
-      'channel/eth': '0',
-      'channel/usdt': part.toString(),
-      'channel:payout/usdt': '0',
-    });
+    expect(await balances(id)).toEqual(usdtBalances({ available: part }));
     expect((await balanceOf('world:changenow', 'usdt')) - changenowBefore).toBe(available - part);
     expect(await journalKinds(review.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
     expect(await journalEntries('payout_returned', review.payout_id)).toEqual([
@@ -718,7 +712,7 @@ describe('a refund hash returns funds once', () => {
     expect(refundedPayout.reason).toBe(
       `exchange refunded (refund ${hash}); 0.0047239 ETH back on the channel's balance`,
     );
-    expect(await balances(first)).toEqual({ 'channel/eth': NET_WEI.toString(), 'channel:payout/eth': '0' });
+    expect(await balances(first)).toEqual(ethBalances({ available: NET_WEI }));
     const refundsOf = (txHash: string) =>
       db.pool
         .query('select tx_hash, purpose, ref, asset, amount::text from chain_refunds where tx_hash = $1', [

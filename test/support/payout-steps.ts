@@ -14,12 +14,28 @@ import { freshWallet, TRON_WALLET } from './payouts.ts';
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee, in wei. */
 export const NET_WEI = 4_723_900_000_000_000n;
 
-/** The ledger balances (payoutTest's `balances`) of a channel paid once while its payout still holds that ETH. */
-export const ETH_RESERVED = { 'channel/eth': '0', 'channel:payout/eth': NET_WEI.toString() };
+/** What a channel's ledger holds of one asset: on the channel itself, and set aside in its payout. */
+interface Held {
+  available?: bigint;
+  reserved?: bigint;
+}
+
+/** The ledger balances (payoutTest's `balances`) of a channel paid out in ETH, holding `available` and `reserved`. */
+export function ethBalances({ available = 0n, reserved = 0n }: Held): Record<string, string> {
+  return { 'channel/eth': available.toString(), 'channel:payout/eth': reserved.toString() };
+}
+
+/** The ledger balances of a threshold channel whose ETH is all converted, holding USDT `available` and `reserved`. */
+export function usdtBalances({ available = 0n, reserved = 0n }: Held): Record<string, string> {
+  return { 'channel/eth': '0', 'channel/usdt': available.toString(), 'channel:payout/usdt': reserved.toString() };
+}
+
+/** A channel paid once while its payout still holds that ETH. */
+export const ETH_RESERVED = ethBalances({ reserved: NET_WEI });
 /** …and once that ETH has left for good: none of it available, none reserved. */
-export const ETH_SETTLED = { 'channel/eth': '0', 'channel:payout/eth': '0' };
-/** The ledger balances of a threshold channel whose batches have all left: no ETH, no USDT, nothing reserved. */
-export const USDT_SETTLED = { 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' };
+export const ETH_SETTLED = ethBalances({});
+/** A threshold channel whose batches have all left: no ETH, no USDT, nothing reserved. */
+export const USDT_SETTLED = usdtBalances({});
 
 /** What the steps need of a payout test: a channel paid once, and its payout once it reached a status. */
 interface PayoutSteps<P> {
