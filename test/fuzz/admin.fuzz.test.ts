@@ -25,11 +25,24 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
+import {
+  auditSince,
+  badUrl,
+  bodyOf,
+  fixed,
+  pathOf,
+  pathSegment,
+  sendWatched,
+  sentQuery,
+  valueOf,
+  type Body,
+  type Query,
+  type Rendered,
+  type Segment,
+} from '../support/fuzz-requests.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
-  authHeaders,
-  encodable,
   expectHealthy,
   fuzzParams,
   isPoisoned,
@@ -39,7 +52,6 @@ import {
   nastyString,
   numberText,
   objectText,
-  send,
   RIGHT_AUTH,
   WRONG_AUTH,
   type Auth,
@@ -123,8 +135,6 @@ async function seedConversion(
 
 // --- generators -----------------------------------------------------------------------------------------------------
 
-/** A path segment: `value` percent-encoded as a URI component, or `raw` text put in the path as it is. */
-type Segment = { value: string } | { raw: string };
 const RAW_SEGMENTS = [
   '..',
   '.',
@@ -152,11 +162,7 @@ const RAW_SEGMENTS = [
   '-1%00',
   '1%0A',
 ];
-const segment = (values: fc.Arbitrary<string>): fc.Arbitrary<Segment> =>
-  fc.oneof(
-    { arbitrary: values.filter(encodable).map((value) => ({ value })), weight: 6 },
-    { arbitrary: fc.constantFrom(...RAW_SEGMENTS).map((raw) => ({ raw })), weight: 1 },
-  );
+const segment = (values: fc.Arbitrary<string>) => pathSegment(values, RAW_SEGMENTS, 6);
 
 const digits = (minLength: number, maxLength: number) =>
   fc.string({ unit: fc.constantFrom(...'0123456789'), minLength, maxLength });
@@ -474,9 +480,6 @@ const resolutionBody = fc.oneof(
     .map(([outcome, k, v]) => ({ outcome, amount: '0.001', [k]: v })),
 );
 
-type Body =
-  { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'raw'; text: string; contentType: string | null };
-
 const CONTENT_TYPES = [
   'application/json',
   'application/json; charset=utf-8',
@@ -554,139 +557,75 @@ interface AdminRequest {
   route: Route;
   method: string;
   segments: Segment[];
-  query: Array<[string, string]>;
+  query: Query;
   body: Body;
 }
 
-const NO_QUERY = fc.constant<Array<[string, string]>>([]);
+const NO_QUERY = fc.constant<Query>([]);
 const NO_BODY = fc.constant<Body>({ kind: 'none' });
-const fixedPath = (...names: string[]): fc.Arbitrary<Segment[]> => fc.constant(names.map((value) => ({ value })));
+const GET = fc.constant('GET');
+const POST = fc.constant('POST');
+const fixedPath = (...names: string[]): fc.Arbitrary<Segment[]> => fc.constant(fixed(...names));
+/** /api/<collection>, then the segments generated (an id, an action). */
+const under = (collection: string, ...rest: Array<fc.Arbitrary<Segment>>): fc.Arbitrary<Segment[]> =>
+  fc.tuple(...rest).map((s): Segment[] => [...fixed('api', collection), ...s]);
 
-const req = (a: fc.Arbitrary<AdminRequest>) => a;
+/** A request to one route: its method and path, with no query and no body unless given. */
+const route = (
+  name: Route,
+  method: fc.Arbitrary<string>,
+  segments: fc.Arbitrary<Segment[]>,
+  sent: { query?: fc.Arbitrary<Query>; body?: fc.Arbitrary<Body> } = {},
+): fc.Arbitrary<AdminRequest> =>
+  fc.record({
+    route: fc.constant(name),
+    method,
+    segments,
+    query: sent.query ?? NO_QUERY,
+    body: sent.body ?? NO_BODY,
+  });
 
 const adminRequest = (): fc.Arbitrary<AdminRequest> =>
   fc.oneof(
-    req(
-      fc.record({
-        route: fc.constant<Route>('put-channel'),
-        method: fc.constant('PUT'),
-        segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]),
-        query: NO_QUERY,
-        body: body(channelBody),
-      }),
-    ),
-    req(
-      fc.record({
-        route: fc.constant<Route>('get-channel'),
-        method: fc.constant('GET'),
-        segments: segment(channelIdValue).map((s): Segment[] => [{ value: 'api' }, { value: 'channels' }, s]),
-        query: NO_QUERY,
-        body: NO_BODY,
-      }),
-    ),
-    req(
-      fc.record({
-        route: fc.constant<Route>('get-payment'),
-        method: fc.constantFrom('GET', 'HEAD'),
-        segments: segment(paymentIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payments' }, s]),
-        query: NO_QUERY,
-        body: NO_BODY,
-      }),
-    ),
-    req(
-      fc.record({
-        route: fc.constant<Route>('list-payouts'),
-        method: fc.constant('GET'),
-        segments: fixedPath('api', 'payouts'),
-        query,
-        body: NO_BODY,
-      }),
-    ),
-    req(
-      fc.record({
-        route: fc.constant<Route>('get-payout'),
-        method: fc.constant('GET'),
-        segments: segment(payoutIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'payouts' }, s]),
-        query: NO_QUERY,
-        body: NO_BODY,
-      }),
-    ),
+    route('put-channel', fc.constant('PUT'), under('channels', segment(channelIdValue)), { body: body(channelBody) }),
+    route('get-channel', GET, under('channels', segment(channelIdValue))),
+    route('get-payment', fc.constantFrom('GET', 'HEAD'), under('payments', segment(paymentIdValue()))),
+    route('list-payouts', GET, fixedPath('api', 'payouts'), { query }),
+    route('get-payout', GET, under('payouts', segment(payoutIdValue()))),
     {
-      arbitrary: req(
-        fc.record({
-          route: fc.constant<Route>('payout-action'),
-          method: fc.constant('POST'),
-          segments: fc
-            .tuple(segment(payoutIdValue()), segment(actionValue))
-            .map(([p, a]): Segment[] => [{ value: 'api' }, { value: 'payouts' }, p, a]),
-          query: NO_QUERY,
-          body: body(resolutionBody),
-        }),
-      ),
+      arbitrary: route('payout-action', POST, under('payouts', segment(payoutIdValue()), segment(actionValue)), {
+        body: body(resolutionBody),
+      }),
       weight: 4,
     },
-    req(
-      fc.record({
-        route: fc.constant<Route>('list-conversions'),
-        method: fc.constant('GET'),
-        segments: fixedPath('api', 'conversions'),
-        query: conversionQuery,
-        body: NO_BODY,
-      }),
-    ),
-    req(
-      fc.record({
-        route: fc.constant<Route>('get-conversion'),
-        method: fc.constant('GET'),
-        segments: segment(conversionIdValue()).map((s): Segment[] => [{ value: 'api' }, { value: 'conversions' }, s]),
-        query: NO_QUERY,
-        body: NO_BODY,
-      }),
-    ),
+    route('list-conversions', GET, fixedPath('api', 'conversions'), { query: conversionQuery }),
+    route('get-conversion', GET, under('conversions', segment(conversionIdValue()))),
     {
-      arbitrary: req(
-        fc.record({
-          route: fc.constant<Route>('conversion-action'),
-          method: fc.constant('POST'),
-          segments: fc
-            .tuple(segment(conversionIdValue()), segment(conversionActionValue))
-            .map(([c, a]): Segment[] => [{ value: 'api' }, { value: 'conversions' }, c, a]),
-          query: NO_QUERY,
-          body: body(fc.jsonValue({ maxDepth: 2 })),
-        }),
+      arbitrary: route(
+        'conversion-action',
+        POST,
+        under('conversions', segment(conversionIdValue()), segment(conversionActionValue)),
+        { body: body(fc.jsonValue({ maxDepth: 2 })) },
       ),
       weight: 3,
     },
-    req(
-      fc.record({
-        route: fc.constant<Route>('supported-pairs'),
-        method: fc.constant('GET'),
-        segments: fixedPath('api', 'supported-pairs'),
-        query: NO_QUERY,
-        body: NO_BODY,
-      }),
-    ),
+    route('supported-pairs', GET, fixedPath('api', 'supported-pairs')),
     // Anywhere else: other methods on admin paths, paths one segment off, unknown paths.
-    req(
-      fc
-        .record({
-          route: fc.constant<Route>('elsewhere'),
-          method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
-          segments: fc.oneof(
-            fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
-            fixedPath('api', 'conversions', 'conv_0123456789abcdef', 'retry', 'x'),
-            fixedPath('api', 'channels'),
-            fixedPath('api'),
-            fixedPath('API', 'payouts'),
-            fc
-              .array(segment(nastyString(12)), { maxLength: 4 })
-              .map((s): Segment[] => [{ value: 'api' }, ...s, { value: 'zz' }]),
-          ),
-          query: NO_QUERY,
-          body: body(fc.jsonValue({ maxDepth: 2 })),
-        })
-        .filter((r) => isRouted(r.method, r.segments) === false),
-    ),
+    route(
+      'elsewhere',
+      fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'),
+      fc.oneof(
+        fixedPath('api', 'payouts', 'po_0123456789abcdef', 'cancel', 'x'),
+        fixedPath('api', 'conversions', 'conv_0123456789abcdef', 'retry', 'x'),
+        fixedPath('api', 'channels'),
+        fixedPath('api'),
+        fixedPath('API', 'payouts'),
+        fc
+          .array(segment(nastyString(12)), { maxLength: 4 })
+          .map((s): Segment[] => [{ value: 'api' }, ...s, { value: 'zz' }]),
+      ),
+      { body: body(fc.jsonValue({ maxDepth: 2 })) },
+    ).filter((r) => isRouted(r.method, r.segments) === false),
   );
 
 /**
@@ -715,79 +654,14 @@ function isRouted(method: string, segments: Segment[]): boolean | undefined {
   return false;
 }
 
-/** The query parameters actually sent (text that cannot be percent-encoded, such as a lone surrogate, is left out). */
-const sentQuery = (r: AdminRequest) => r.query.filter(([k, v]) => encodable(k) && encodable(v));
-
-function render(r: AdminRequest): { path: string; headers: Array<[string, string]>; body: Buffer | undefined } {
-  let path = `/${r.segments.map((s) => ('value' in s ? encodeURIComponent(s.value) : s.raw)).join('/')}`;
-  const q = sentQuery(r).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
-  if (q.length > 0) path += `?${q.join('&')}`;
-  if (r.body.kind === 'none') return { path, headers: [], body: undefined };
-  if (r.body.kind === 'json')
-    return {
-      path,
-      headers: [['content-type', 'application/json']],
-      body: Buffer.from(JSON.stringify(r.body.value) ?? 'null', 'utf8'),
-    };
-  return {
-    path,
-    headers: r.body.contentType === null ? [] : [['content-type', r.body.contentType]],
-    body: Buffer.from(r.body.text, 'utf8'),
-  };
-}
-
-/** A path with a percent-escape that does not decode (to UTF-8) is refused by the router: 400 FST_ERR_BAD_URL. */
-function badUrl(r: AdminRequest): boolean {
-  return r.segments.some((s) => {
-    if ('value' in s) return false;
-    try {
-      decodeURIComponent(s.raw);
-      return false;
-    } catch {
-      return true;
-    }
-  });
-}
-
-/** The decoded value of a segment, when the model knows it exactly (raw segments are left to the router). */
-const valueOf = (s: Segment | undefined): string | undefined => (s !== undefined && 'value' in s ? s.value : undefined);
+const render = (r: AdminRequest): Rendered => ({ path: pathOf(r.segments, r.query), ...bodyOf(r.body) });
 
 // --- the model's checks ---------------------------------------------------------------------------------------------
 
 const WRITE_KEYS = (f: Record<string, string | number>) => Object.keys(f);
 
-async function sendAdmin(
-  r: AdminRequest,
-  auth: Auth,
-  noise: string,
-): Promise<{ response: RawResponse; before: Record<string, string | number>; after: Record<string, string | number> }> {
-  const { path, headers, body } = render(r);
-  const before = await fingerprint(db);
-  const logged = logs.lines.length;
-  const response = await send(payrail.url, {
-    method: r.method,
-    path,
-    headers: [...authHeaders(auth, noise), ...headers],
-    ...(body !== undefined && { body }),
-  });
-  if (response.status >= 500) {
-    const failure = logs.lines.slice(logged).find((l) => l.event === 'request_failed') as
-      { err?: { stack?: string } } | undefined;
-    expect.fail(
-      `${r.method} ${path} → ${response.status} ${response.text}: ${failure?.err?.stack?.split('\n').slice(0, 6).join(' | ') ?? 'no error logged'}`,
-    );
-  }
-  const after = await fingerprint(db);
-  return { response, before, after };
-}
-
-async function auditSince(before: Record<string, string | number>) {
-  const { rows } = await db.pool.query(
-    'select actor, action, subject, details from audit_log order by id desc limit $1',
-    [((await fingerprint(db)).audit_log as number) - (before.audit_log as number)],
-  );
-  return rows;
-}
+const sendAdmin = (r: AdminRequest, auth: Auth, noise: string) =>
+  sendWatched({ url: payrail.url, logs, written: () => fingerprint(db) }, r.method, render(r), auth, noise);
 
 /** With the token: the answer is right for what was asked, and a 2xx wrote exactly what it should. */
 async function checkAuthorized(
@@ -802,7 +676,7 @@ async function checkAuthorized(
     for (const k of WRITE_KEYS(before)) expect(after[k], `${k}: ${context}`).toEqual(before[k]);
   }
   // The router refuses the path before any route, or the 404 fallback, sees it.
-  if (badUrl(r)) return void expect(response.status, context).toBe(400);
+  if (badUrl(r.segments)) return void expect(response.status, context).toBe(400);
   if (r.route === 'elsewhere') {
     expect([404, ...(r.body.kind === 'none' ? [] : [400, 413, 415])], context).toContain(response.status);
     return;
@@ -851,7 +725,7 @@ async function checkAuthorized(
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
       // What it listed matches what it was asked for (the parameters payrail accepted were single values).
-      const asked = Object.fromEntries(sentQuery(r));
+      const asked = Object.fromEntries(sentQuery(r.query));
       expect(json.payouts.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
       for (const p of json.payouts) {
         if (asked.channelId !== undefined) expect(p.channelId, context).toBe(asked.channelId);
@@ -874,7 +748,7 @@ async function checkAuthorized(
         status: row.status,
       });
       expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
-      const [audit] = await auditSince(before);
+      const [audit] = await auditSince(db, before);
       expect(audit, context).toMatchObject({
         actor: ACTOR,
         action: `payout.${action}`,
@@ -898,7 +772,7 @@ async function checkAuthorized(
     case 'list-conversions': {
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
-      const asked = Object.fromEntries(sentQuery(r));
+      const asked = Object.fromEntries(sentQuery(r.query));
       expect(json.conversions.length, context).toBeLessThanOrEqual(
         asked.limit === undefined ? 100 : Number(asked.limit),
       );
@@ -923,7 +797,7 @@ async function checkAuthorized(
       });
       expect(['sent', 'failed'], context).toContain(row.status);
       expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
-      const [audit] = await auditSince(before);
+      const [audit] = await auditSince(db, before);
       expect(audit, context).toMatchObject({
         actor: ACTOR,
         action: 'conversion.retry',
@@ -978,7 +852,7 @@ async function checkChannelSaved(
     wallet_address: expected.walletAddress,
   });
   expect(after.channels, context).toBe((before.channels as number) + (response.status === 201 ? 1 : 0));
-  const [audit] = await auditSince(before);
+  const [audit] = await auditSince(db, before);
   expect(audit, context).toMatchObject({
     actor: ACTOR,
     action: response.status === 201 ? 'channel.create' : 'channel.update',
@@ -1145,7 +1019,7 @@ describe('the admin API under fuzzing', () => {
         expect(after, context).toEqual(before);
         const routed = isRouted(r.method, r.segments);
         // A malformed escape in the path is refused by the router before any route is chosen.
-        if (badUrl(r)) return void expect(response.status, context).toBe(400);
+        if (badUrl(r.segments)) return void expect(response.status, context).toBe(400);
         if (routed === true || (routed === undefined && response.status !== 404)) {
           expect(response.status, context).toBe(401);
           expect(response.headers['www-authenticate'], context).toBe('Bearer');
