@@ -58,7 +58,13 @@ export interface ProbeResult {
    * Another `count` payments through the web process's batcher (intake-batch.ts), GROUP_TAKERS at once, on a pool
    * as wide as the groups it keeps in flight: payments/s, IPNs per database call, the cluster's CPU per payment.
    */
-  grouped: { perSecond: number; perCall: number; cpuPerPayment: number | undefined };
+  grouped: {
+    perSecond: number;
+    perCall: number;
+    cpuPerPayment: number | undefined;
+    /** Buffer pages per relation over the grouped payments, most first (as `blocks`). */
+    blocks: Array<{ relation: string; hit: number; read: number }>;
+  };
 }
 
 /** Statement names by how their SQL starts. */
@@ -229,6 +235,8 @@ async function probeGrouped(options: ProbeOptions, ipns: readonly Ipn[]): Promis
   let calls = 0;
   const batcher = createIntakeBatcher(db, { logger: options.logger, onGroup: () => calls++ });
   const settings = { feePercent: options.fee };
+  const statioBefore = await readStatio(options.database);
+  let measured: Omit<ProbeResult['grouped'], 'blocks'>;
   try {
     let next = 0;
     const ticksBefore = options.postgresTicks?.();
@@ -239,7 +247,7 @@ async function probeGrouped(options: ProbeOptions, ipns: readonly Ipn[]): Promis
       }),
     );
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return {
+    measured = {
       perSecond: ipns.length / seconds,
       perCall: ipns.length / Math.max(1, calls),
       cpuPerPayment: cpuPer(ticksBefore, options.postgresTicks?.(), ipns.length),
@@ -247,6 +255,9 @@ async function probeGrouped(options: ProbeOptions, ipns: readonly Ipn[]): Promis
   } finally {
     await db.destroy().catch(() => undefined);
   }
+  // The group connections' backends hand their counters over as they exit.
+  await sleep(300);
+  return { ...measured, blocks: blocksBetween(statioBefore, await readStatio(options.database)) };
 }
 
 function cpuPer(before: number | undefined, after: number | undefined, payments: number): number | undefined {
@@ -269,12 +280,18 @@ export function probeLines(probe: ProbeResult): string[] {
     .slice(0, 8)
     .map((b) => `${b.relation} ${fmt((b.hit + b.read) / n, 2)}`)
     .join(', ');
+  const groupedTotal = probe.grouped.blocks.reduce((sum, b) => sum + b.hit + b.read, 0);
+  const groupedTop = probe.grouped.blocks
+    .slice(0, 8)
+    .map((b) => `${b.relation} ${fmt((b.hit + b.read) / n, 2)}`)
+    .join(', ');
   return [
     `probe:    ${n} recordIpn calls in the bench process, one at a time on one connection, before the server starts (after ${probe.warmup} unmeasured)`,
     `          per payment: mean ${fmt(mean, 3)} ms, p50 ${fmt(percentile(probe.calls, 50), 3)} ms, p99 ${fmt(percentile(probe.calls, 99), 3)} ms (${fmt(n / probe.wallSeconds, 0)} payments/s on one connection)`,
     `          per statement, mean ms per payment: ${statements}`,
     `          buffer pages touched per payment: ${fmt(total / n, 1)} (${fmt(reads / n, 2)} read from outside shared_buffers); by relation: ${top}`,
     `          PostgreSQL's CPU per payment: ${cpuMs(probe.cpuPerPayment)} one at a time; grouped (${GROUP_TAKERS} at once through the web process's batcher, ${INTAKE_GROUPS_IN_FLIGHT} calls in flight): ${cpuMs(probe.grouped.cpuPerPayment)}, ${fmt(probe.grouped.perSecond, 0)} payments/s, ${fmt(probe.grouped.perCall, 1)} IPNs per call`,
+    `          buffer pages touched per payment, grouped: ${fmt(groupedTotal / n, 1)}; by relation: ${groupedTop}`,
     `          the webhook's work before intake, µs per body: readIpn ${fmt(probe.edge.readIpn, 1)} (of it lossless parse ${fmt(probe.edge.parse, 1)}, parse + canonical text ${fmt(probe.edge.canonical, 1)}, HMAC-SHA512 ${fmt(probe.edge.hmac, 1)}; the rest zod and amounts)`,
   ];
 }
