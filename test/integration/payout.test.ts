@@ -48,6 +48,16 @@ const it = worldFirst(
           return { payout: payout!, paymentId };
         },
     )
+    /** Pays a new instant channel (to a fresh wallet) once and waits for its payout to complete; returns the wallet too. */
+    .extend(
+      'completedInstant',
+      ({ instant, paidUntilCompleted }) =>
+        async (payoutCurrency: string, payoutNetwork: string) => {
+          const wallet = freshWallet();
+          const id = await instant(payoutCurrency, payoutNetwork, wallet);
+          return { wallet, ...(await paidUntilCompleted(id, 'the instant payout completed')) };
+        },
+    )
     /** The payout of a new threshold channel (20 USD) that two payments filled, once it completed. */
     .extend(
       'completedBatch',
@@ -93,15 +103,12 @@ describe('instant payouts', () => {
   it('ETH on eth: one direct transfer of the net amount to the owner, no exchange', async ({
     outside,
     start,
-    instant,
-    paidUntilCompleted,
+    completedInstant,
     expectLedgerClean,
   }) => {
     await start();
-    const wallet = freshWallet();
-    const id = await instant('eth', 'eth', wallet);
     const exchangesBefore = outside.sim.exchanges.size;
-    const { payout, paymentId } = await paidUntilCompleted(id, 'the instant payout completed');
+    const { wallet, payout, paymentId } = await completedInstant('eth', 'eth');
     expect(payout).toMatchObject({
       kind: 'instant',
       paymentId,
@@ -120,14 +127,11 @@ describe('instant payouts', () => {
   it('USDT on eth: one exchange ETH → USDT paid to the owner, one transfer to its payin address', async ({
     outside,
     start,
-    instant,
-    paidUntilCompleted,
+    completedInstant,
     expectLedgerClean,
   }) => {
     await start();
-    const wallet = freshWallet();
-    const id = await instant('usdt', 'eth', wallet);
-    const { payout } = await paidUntilCompleted(id, 'the instant payout completed');
+    const { wallet, payout } = await completedInstant('usdt', 'eth');
     // 0.0047239 ETH × 3000 − 1 USDT withdrawal fee
     expect(payout).toMatchObject({ status: 'completed', asset: 'eth', amount: '0.0047239', amountOut: '13.1717' });
     const exchange = outside.sim.exchanges.get(payout.exchangeId)!;
