@@ -7,15 +7,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Overview } from '../../src/overview/index.ts';
+import { instantEthChannel, sendIpn } from '../support/api-seed.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { insertAlert, observe, seedInstantPayout, seedNetworkFee, seedTransfer } from '../support/overview-seed.ts';
-import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, UNUSED_WALLET_KEY, type TestPayrail } from '../support/payrail.ts';
-import { fixtures, signed } from '../support/ipn.ts';
+import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { fixtures } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
+import { offlineProcessEnv } from '../support/process-env.ts';
 import { runPayrail } from '../support/process.ts';
 
 const INSTANT = '-1008000000001';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
 let db: TestDatabase;
 let payrail: TestPayrail;
@@ -36,12 +37,7 @@ async function status(args: string[]): Promise<{ code: number | null; stdout: st
 beforeAll(async () => {
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  await saveChannel(payrail, INSTANT, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, INSTANT, instantEthChannel());
   await sendFinished(payrail, 9_800_000_001, INSTANT);
   const second = await sendFinished(payrail, 9_800_000_002, INSTANT);
   reviewId = await seedInstantPayout(db.db, second, 'needs_review');
@@ -66,19 +62,12 @@ beforeAll(async () => {
     blockNumber: 90,
   });
   await seedNetworkFee(db.db, confirmed, 21_000n * 10_000_000_000n);
-  const partial = signed(
-    { ...structuredClone(fixtures.partially_paid), payment_id: Number(PARTIAL_ID), order_id: `PGP-1|${INSTANT}` },
-    IPN_SECRET,
-  );
-  expect(
-    (
-      await payrail.request('POST', '/webhooks/nowpayments', {
-        raw: partial.raw,
-        headers: partial.headers,
-        token: null,
-      })
-    ).status,
-  ).toBe(202);
+  const partial = {
+    ...structuredClone(fixtures.partially_paid),
+    payment_id: Number(PARTIAL_ID),
+    order_id: `PGP-1|${INSTANT}`,
+  };
+  expect(await sendIpn(payrail, partial)).toBe(202);
   await insertAlert(db.db, {
     rule: 'host_wallet_low',
     subject: 'eth',
@@ -86,16 +75,7 @@ beforeAll(async () => {
     message: 'host wallet ETH below 0.05',
   });
   await observe(db.db, 'host_wallet.eth', false, '10000000000000000', 'below the floor');
-  env = {
-    DATABASE_URL: db.url,
-    ADMIN_TOKEN,
-    NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
-    CHANGENOW_API_URL: 'http://127.0.0.1:9',
-    CHANGENOW_API_KEY: 'test-changenow-key-0123456789',
-    ETH_RPC_URL: 'http://127.0.0.1:9',
-    HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
-    LOG_LEVEL: 'warn',
-  };
+  env = offlineProcessEnv(db.url);
 });
 
 afterAll(async () => {

@@ -16,6 +16,15 @@ import {
   volumeSeries,
   type Overview,
 } from '../../src/overview/index.ts';
+import {
+  FEE_WEI,
+  GROSS_WEI,
+  instantEthChannel,
+  NET_WEI,
+  sendIpn,
+  usdtThresholdChannel,
+  WALLET,
+} from '../support/api-seed.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import {
   insertAlert,
@@ -31,17 +40,12 @@ import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 
-/** One fixture payment: 0.00487 ETH gross, 3% fee. */
-const GROSS_WEI = 4_870_000_000_000_000n;
-const FEE_WEI = 146_100_000_000_000n;
-const NET_WEI = GROSS_WEI - FEE_WEI;
 const eth = (wei: bigint) => formatUnits(wei, 18);
 
 const THRESHOLD = '-1006000000001';
 const SMALL_THRESHOLD = '-1006000000002';
 const INSTANT = '-1006000000003';
 const UNKNOWN = '-1006000000009';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
 let db: TestDatabase;
 let payrail: TestPayrail;
@@ -60,41 +64,15 @@ async function pay(channelId: string, times: number): Promise<void> {
 beforeAll(async () => {
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  await saveChannel(payrail, THRESHOLD, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '50',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, SMALL_THRESHOLD, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '10',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, INSTANT, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, THRESHOLD, usdtThresholdChannel('50'));
+  await saveChannel(payrail, SMALL_THRESHOLD, usdtThresholdChannel('10'));
+  await saveChannel(payrail, INSTANT, instantEthChannel());
   await pay(THRESHOLD, 4);
   await pay(SMALL_THRESHOLD, 2);
   await pay(INSTANT, 4);
   // Kept for review (no such channel): answered 202.
   ids.unknown = String(nextPaymentId);
-  const unknown = signed(ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${UNKNOWN}` }), IPN_SECRET);
-  expect(
-    (
-      await payrail.request('POST', '/webhooks/nowpayments', {
-        raw: unknown.raw,
-        headers: unknown.headers,
-        token: null,
-      })
-    ).status,
-  ).toBe(202);
+  expect(await sendIpn(payrail, ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${UNKNOWN}` }))).toBe(202);
 
   const t = paid[THRESHOLD] as string[];
   const s = paid[SMALL_THRESHOLD] as string[];
@@ -320,16 +298,7 @@ describe('readOverview', () => {
       payment_id: nextPaymentId++,
       order_id: `PGP-1|${THRESHOLD}`,
     };
-    const partial = signed(body, IPN_SECRET);
-    expect(
-      (
-        await payrail.request('POST', '/webhooks/nowpayments', {
-          raw: partial.raw,
-          headers: partial.headers,
-          token: null,
-        })
-      ).status,
-    ).toBe(202);
+    expect(await sendIpn(payrail, body)).toBe(202);
     const id = String(body.payment_id);
     const now = await readOverview(db.db);
     // The longest waiting first: the unknown channel's payment came in before.
