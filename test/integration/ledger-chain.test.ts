@@ -4,9 +4,7 @@
  * payouts on anvil, and then `check-ledger --chain` finding the host wallet's ETH and USDT equal to the books; money
  * the books do not know of is a difference, an alert, and exit 1 from the command.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { createPublicClient, createWalletClient, erc20Abi, http, type Hex } from 'viem';
+import { createPublicClient, erc20Abi, http, type Hex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alertSettings, evaluateAlerts, STATE_RULES } from '../../src/alerts/index.ts';
@@ -22,9 +20,10 @@ import { checkLedgerAgainstChain, recordDeposit, recordWithdrawal, TreasuryRefus
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { cliEnv, payrailCli, payrailCliFailure } from '../support/payrail-cli.ts';
 import { freshWallet, saveChannel, sendFinished } from '../support/payouts.ts';
+import { mined, walletApp } from '../support/wallet-app.ts';
 
-const run = promisify(execFile);
 /** The fixture's finished IPN forwards 0.00487 ETH to the host wallet. */
 const OUTCOME_WEI = 4_870_000_000_000_000n;
 
@@ -180,19 +179,8 @@ describe('check-ledger --chain', () => {
       ledgerHeld: expect.any(String),
     });
 
-    const env = {
-      ...process.env,
-      DATABASE_URL: db.url,
-      ETH_RPC_URL: outside.chain.rpcUrl,
-      CHAIN_ID: String(outside.chain.chainId),
-      HOST_WALLET_ADDRESS: outside.hostAddress,
-      USDT_CONTRACT: outside.usdt,
-      LOG_LEVEL: 'silent',
-    };
-    const failed = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env }).then(
-      () => null,
-      (error: { code: number; stdout: string }) => error,
-    );
+    const env = cliEnv(db, outside);
+    const failed = await payrailCliFailure(['check-ledger', '--chain'], env);
     expect(failed?.code).toBe(1);
     expect(failed?.stdout).toMatch(/ledger OK/);
     expect(failed?.stdout).toMatch(/difference \(on chain − expected\) +0\.000000000000012345 ETH +MISMATCH/);
@@ -203,20 +191,12 @@ describe('check-ledger --chain', () => {
       .rows[0]!.ref;
     expect(hash).toBe(outside.hostFundingTx.toLowerCase());
     const extra = await outside.nowpayments.send(outside.hostAddress, 1n);
-    const booked = await run('node', ['bin/payrail.js', 'deposit', extra, '--asset', 'eth'], { env });
+    const booked = await payrailCli(['deposit', extra, '--asset', 'eth'], env);
     expect(booked.stdout).toMatch(/booked: .* brought 0\.000000000000000001 ETH to the host wallet/);
     // 12,345 wei still unbooked.
-    const still = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], { env }).then(
-      () => 0,
-      (error: { code: number }) => error.code,
-    );
-    expect(still).toBe(1);
-    const missing = await run('node', ['bin/payrail.js', 'check-ledger', '--chain'], {
-      env: { ...env, ETH_RPC_URL: '' },
-    }).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    );
+    const still = await payrailCliFailure(['check-ledger', '--chain'], env);
+    expect(still?.code).toBe(1);
+    const missing = await payrailCliFailure(['check-ledger', '--chain'], { ...env, ETH_RPC_URL: '' });
     expect(missing?.code).toBe(78);
     expect(missing?.stderr).toMatch(/ETH_RPC_URL/);
   });
@@ -272,18 +252,7 @@ describe('withdrawals: the host key used outside payrail', () => {
       ).rows[0]!.sum,
     );
   const chain = () => createPublicClient({ transport: http(outside.chain.rpcUrl) });
-  const hostApp = () =>
-    createWalletClient({
-      account: privateKeyToAccount(outside.hostKey),
-      chain: {
-        id: outside.chain.chainId,
-        name: 'local',
-        nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-        rpcUrls: { default: { http: [outside.chain.rpcUrl] } },
-      },
-      transport: http(outside.chain.rpcUrl),
-    });
-  const mined = async (hash: Hex) => chain().waitForTransactionReceipt({ hash, timeout: 10_000 });
+  const hostApp = () => walletApp(outside.chain, outside.hostKey);
   const withdrawal = (txHash: string, from: 'capital' | 'fees' = 'capital') =>
     recordWithdrawal(db.db, depositChain(), { txHash, from, actor: 'alice' });
 
@@ -291,7 +260,7 @@ describe('withdrawals: the host key used outside payrail', () => {
     // A wallet app's zero-value self-transfer (the kind that takes a transfer's nonce): only its gas left the wallet.
     const before = await ethDifference();
     const selfTx = await takeNonce(outside.chain.rpcUrl, outside.hostKey);
-    const receipt = await mined(selfTx);
+    const receipt = await mined(outside.chain, selfTx);
     const gas = receipt.gasUsed * receipt.effectiveGasPrice;
     expect(await ethDifference()).toBe(before - gas);
     expect(await withdrawal(selfTx)).toMatchObject({ booked: true, gasWei: gas, ethOut: 0n, usdtOut: 0n });
@@ -301,7 +270,7 @@ describe('withdrawals: the host key used outside payrail', () => {
     const fees = await held('platform:fees#%', 'eth');
     expect(fees).toBeGreaterThan(0n);
     const out = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: fees / 2n });
-    await mined(out);
+    await mined(outside.chain, out);
     expect(await withdrawal(out, 'fees')).toMatchObject({ booked: true, ethOut: fees / 2n });
     expect(await held('platform:fees#%', 'eth')).toBe(fees - fees / 2n);
     expect(await ethDifference()).toBe(before);
@@ -317,7 +286,7 @@ describe('withdrawals: the host key used outside payrail', () => {
 
     // More than the fees hold: refused and nothing booked (the rest of the wallet is the channels' money).
     const tooMuch = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: fees });
-    await mined(tooMuch);
+    await mined(outside.chain, tooMuch);
     await expect(withdrawal(tooMuch, 'fees')).rejects.toThrow(/platform's fees hold .* less than/);
     expect(
       (await db.pool.query("select count(*)::int as n from ledger_journals where kind = 'wallet_withdrawal'")).rows[0]
@@ -343,7 +312,7 @@ describe('withdrawals: the host key used outside payrail', () => {
       functionName: 'transfer',
       args: [freshWallet() as Hex, 3_000_000n],
     });
-    await mined(sent);
+    await mined(outside.chain, sent);
     expect(await usdtDifference()).toBe(before - 3_000_000n);
     expect(await withdrawal(sent)).toMatchObject({ booked: true, usdtOut: 3_000_000n });
     expect(await usdtDifference()).toBe(before);
@@ -358,21 +327,10 @@ describe('withdrawals: the host key used outside payrail', () => {
       /sent by the host wallet itself/,
     );
 
-    const env = {
-      ...process.env,
-      DATABASE_URL: db.url,
-      ETH_RPC_URL: outside.chain.rpcUrl,
-      CHAIN_ID: String(outside.chain.chainId),
-      HOST_WALLET_ADDRESS: outside.hostAddress,
-      USDT_CONTRACT: outside.usdt,
-      LOG_LEVEL: 'silent',
-    };
-    const again = await run('node', ['bin/payrail.js', 'withdrawal', sent], { env });
+    const env = cliEnv(db, outside);
+    const again = await payrailCli(['withdrawal', sent], env);
     expect(again.stdout).toMatch(/already booked: .* 3 USDT sent away, taken from the platform's capital/);
-    const bad = await run('node', ['bin/payrail.js', 'withdrawal', sent, '--from', 'channels'], { env }).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    );
+    const bad = await payrailCliFailure(['withdrawal', sent, '--from', 'channels'], env);
     expect(bad?.code).toBe(64);
     expect(bad?.stderr).toMatch(/payrail withdrawal: unexpected --from channels/);
   });
@@ -395,7 +353,7 @@ describe('withdrawals: the host key used outside payrail', () => {
         (await held('platform:losses', 'eth'));
       expect(await held(`channel:${channelId}`, 'eth')).toBeGreaterThan(0n);
       const out = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: platformNet });
-      await mined(out);
+      await mined(outside.chain, out);
       await expect(withdrawal(out)).rejects.toThrow(
         /the platform's own ETH \(capital and fees less gas and losses paid\) is .* less than the .* this transaction took: the rest is channels' money/,
       );
