@@ -5,10 +5,7 @@
  * it back, a payment whose conversion came back short is reversed for what is left of it, a refund whose money was
  * paid out is acknowledged by ignore, and one whose payout failed (its ETH back on the channel) is reversed.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { createPublicClient, createWalletClient, http, type Hex } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
+import type { Hex } from 'viem';
 import { describe, expect } from 'vitest';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
@@ -17,9 +14,9 @@ import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
+import { cliEnv, payrailCli, payrailCliFailure } from '../support/payrail-cli.ts';
 import { freshWallet } from '../support/payouts.ts';
-
-const run = promisify(execFile);
+import { mined, walletApp } from '../support/wallet-app.ts';
 
 /** The fixture's finished IPN: 0.00487 ETH forwarded, 3 % fee, the rest the channel's. */
 const GROSS_WEI = 4_870_000_000_000_000n;
@@ -29,6 +26,16 @@ const NET_WEI = 4_723_900_000_000_000n;
 const SHORT_WEI = 47_239_000_000_000n;
 
 const shardOf = (paymentId: string) => String(BigInt(paymentId) % 16n).padStart(2, '0');
+
+/**
+ * The entries reverse books for one fixture payment: its channel and the fee give back what they were credited, and
+ * refunds owed get what the wallet holds for it; what an exchange kept of it is neither the channel's nor owed.
+ */
+const reversalEntries = (channelId: string, paymentId: string, exchangeCostWei = 0n) => [
+  { code: `channel:${channelId}`, amount: (-(NET_WEI - exchangeCostWei)).toString() },
+  { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
+  { code: 'platform:refunds_owed', amount: (GROSS_WEI - exchangeCostWei).toString() },
+];
 
 const it = worldFirst(
   worldTest({
@@ -87,38 +94,26 @@ const it = worldFirst(
       );
       return rows;
     })
+    /** Whether the payment's payout is in `status`. */
+    .extend('payoutIs', ({ db }) => async (paymentId: string, status: string): Promise<boolean> => {
+      const { rows } = await db.pool.query('select 1 from payouts where payment_id = $1 and status = $2', [
+        paymentId,
+        status,
+      ]);
+      return rows.length === 1;
+    })
     /** The host key used outside payrail, as an operator's wallet app would. */
-    .extend('hostApp', ({ outside }) => () => {
-      return createWalletClient({
-        account: privateKeyToAccount(outside.hostKey),
-        chain: {
-          id: outside.chain.chainId,
-          name: 'local',
-          nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-          rpcUrls: { default: { http: [outside.chain.rpcUrl] } },
-        },
-        transport: http(outside.chain.rpcUrl),
-      });
-    })
-    .extend('mined', ({ outside }) => async (hash: Hex) => {
-      return createPublicClient({ transport: http(outside.chain.rpcUrl) }).waitForTransactionReceipt({
-        hash,
-        timeout: 10_000,
-      });
-    })
-    .extend('cliEnv', ({ outside, db }) => () => ({
-      ...process.env,
-      DATABASE_URL: db.url,
-      ETH_RPC_URL: outside.chain.rpcUrl,
-      CHAIN_ID: String(outside.chain.chainId),
-      HOST_WALLET_ADDRESS: outside.hostAddress,
-      USDT_CONTRACT: outside.usdt,
-      LOG_LEVEL: 'silent',
-    })),
+    .extend(
+      'hostApp',
+      ({ outside }) =>
+        () =>
+          walletApp(outside.chain, outside.hostKey),
+    ),
 );
 
 describe('reverse keeps ledger = chain', () => {
   it("the reversed payment's ETH is still on the host wallet: reverse books it as refunds owed, and withdrawal --from refunds books the transaction that sends it back", async ({
+    outside,
     db,
     start,
     pay,
@@ -129,8 +124,6 @@ describe('reverse keeps ledger = chain', () => {
     balance,
     journal,
     hostApp,
-    mined,
-    cliEnv,
   }) => {
     // Nothing converts: the payment's ETH stays on its channel until the refund.
     await start({ CONVERSION_MIN_USD: '1000000', CONVERSION_MAX_WAIT: '24h' });
@@ -141,20 +134,16 @@ describe('reverse keeps ledger = chain', () => {
 
     const res = await act(paymentId, 'reverse', { note: 'chargeback' });
     expect(res.status).toBe(200);
-    expect(await journal('payment_reversed', paymentId)).toEqual([
-      { code: `channel:${channelId}`, amount: (-NET_WEI).toString() },
-      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
-      { code: 'platform:refunds_owed', amount: GROSS_WEI.toString() },
-    ]);
+    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId));
     expect(await balance('platform:refunds_owed')).toBe(GROSS_WEI);
     expect(await ethDifference()).toBe(0n);
 
     // The operator sends the refunded ETH back (to NOWPayments, say) with the host key: a difference until booked.
     const sent = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: GROSS_WEI });
-    const receipt = await mined(sent);
+    const receipt = await mined(outside.chain, sent);
     const gas = receipt.gasUsed * receipt.effectiveGasPrice;
     expect(await ethDifference()).toBe(-(GROSS_WEI + gas));
-    const booked = await run('node', ['bin/payrail.js', 'withdrawal', sent, '--from', 'refunds'], { env: cliEnv() });
+    const booked = await payrailCli(['withdrawal', sent, '--from', 'refunds'], cliEnv(db, outside));
     expect(booked.stdout).toMatch(
       /^booked: .* 0\.00487 ETH sent away, taken from the refunds owed \(platform:refunds_owed\)/,
     );
@@ -177,19 +166,14 @@ describe('reverse keeps ledger = chain', () => {
 
     // Beyond what is owed: refused, nothing booked; it is the platform's own money that left (booked from capital).
     const more = await hostApp().sendTransaction({ to: freshWallet() as Hex, value: 1_000n });
-    await mined(more);
-    const refused = await run('node', ['bin/payrail.js', 'withdrawal', more, '--from', 'refunds'], {
-      env: cliEnv(),
-    }).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    );
+    await mined(outside.chain, more);
+    const refused = await payrailCliFailure(['withdrawal', more, '--from', 'refunds'], cliEnv(db, outside));
     expect(refused?.code).toBe(1);
     expect(refused?.stderr).toMatch(
       /withdrawal refused: the platform's refunds owed hold 0 wei, less than the 1000 this transaction sent away/,
     );
     expect(await journal('wallet_withdrawal', more.toLowerCase())).toEqual([]);
-    await run('node', ['bin/payrail.js', 'withdrawal', more], { env: cliEnv() });
+    await payrailCli(['withdrawal', more], cliEnv(db, outside));
     expect(await ethDifference()).toBe(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
@@ -244,11 +228,7 @@ describe('reverse keeps ledger = chain', () => {
       netAmount: '0.0047239',
       conversion: { status: null },
     });
-    expect(await journal('payment_reversed', paymentId)).toEqual([
-      { code: `channel:${channelId}`, amount: (-(NET_WEI - SHORT_WEI)).toString() },
-      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
-      { code: 'platform:refunds_owed', amount: (GROSS_WEI - SHORT_WEI).toString() },
-    ]);
+    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId, SHORT_WEI));
     expect(await balance(`channel:${channelId}`)).toBe(channelBefore - (NET_WEI - SHORT_WEI));
     expect(await ethDifference()).toBe(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -258,7 +238,6 @@ describe('reverse keeps ledger = chain', () => {
 describe('a refund whose money was paid out', () => {
   it('reverse is 409 naming the completed payout; ignore acknowledges it and books nothing: ledger = chain', async ({
     outside,
-    db,
     start,
     channel,
     pay,
@@ -266,6 +245,7 @@ describe('a refund whose money was paid out', () => {
     act,
     ethDifference,
     journal,
+    payoutIs,
   }) => {
     await start();
     const owner = freshWallet();
@@ -277,12 +257,7 @@ describe('a refund whose money was paid out', () => {
     });
     const paymentId = await pay(channelId);
     await eventually('the owner paid on chain', async () => (await outside.balanceOf(owner)) === NET_WEI);
-    await eventually(
-      'the payout completed',
-      async () =>
-        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'completed'", [paymentId])).rows
-          .length === 1,
-    );
+    await eventually('the payout completed', () => payoutIs(paymentId, 'completed'));
     await refund(paymentId, channelId);
     const reverse = await act(paymentId, 'reverse');
     expect(reverse.status).toBe(409);
@@ -307,6 +282,7 @@ describe('a refund whose money came back', () => {
     ethDifference,
     balance,
     journal,
+    payoutIs,
   }) => {
     await start();
     const channelId = await channel({
@@ -317,12 +293,7 @@ describe('a refund whose money came back', () => {
     });
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(channelId);
-    await eventually(
-      'the payout failed, refunded in full',
-      async () =>
-        (await db.pool.query("select 1 from payouts where payment_id = $1 and status = 'failed'", [paymentId])).rows
-          .length === 1,
-    );
+    await eventually('the payout failed, refunded in full', () => payoutIs(paymentId, 'failed'));
     expect(await balance(`channel:${channelId}`)).toBe(NET_WEI);
     await refund(paymentId, channelId);
 
@@ -332,11 +303,7 @@ describe('a refund whose money came back', () => {
     const res = await act(paymentId, 'reverse', { note: 'chargeback' });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
-    expect(await journal('payment_reversed', paymentId)).toEqual([
-      { code: `channel:${channelId}`, amount: (-NET_WEI).toString() },
-      { code: 'platform:fees#' + shardOf(paymentId), amount: (-FEE_WEI).toString() },
-      { code: 'platform:refunds_owed', amount: GROSS_WEI.toString() },
-    ]);
+    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId));
     expect(await balance(`channel:${channelId}`)).toBe(0n);
     expect(await ethDifference()).toBe(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
