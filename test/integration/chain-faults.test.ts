@@ -21,6 +21,7 @@ import {
 } from '../../src/simulators/usdt/index.ts';
 import { chainFaultsOn } from '../support/chain-faults.ts';
 import { freePort } from '../support/ports.ts';
+import { viemChain } from '../support/wallet-app.ts';
 
 const WAIT_MS = 10_000;
 let chain: LocalChain;
@@ -45,12 +46,7 @@ async function funded(url = chain.rpcUrl) {
   const key = generatePrivateKey();
   const account = privateKeyToAccount(key);
   await rpc(chain.rpcUrl, 'anvil_setBalance', [account.address, `0x${(10n ** 20n).toString(16)}`]);
-  const local = {
-    id: chain.chainId,
-    name: 'local',
-    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-    rpcUrls: { default: { http: [url] } },
-  };
+  const local = viemChain(chain, url);
   // No retries: a lost answer must reach the test as the error a client sees, not be papered over by a resend.
   const transport = http(url, { timeout: WAIT_MS, retryCount: 0 });
   return {

@@ -4,8 +4,7 @@
  * taken by someone else, a cancel, contract wallets, tokens that revert or return false, confirmations and
  * reorganisations. Each case checks what reached the receiver on chain, not only payrail's rows.
  */
-import { createWalletClient, encodeAbiParameters, http, keccak256 } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
+import { encodeAbiParameters, keccak256 } from 'viem';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { recordDeposit, recordWithdrawal } from '../../src/treasury/index.ts';
 import { describe, expect, it } from 'vitest';
@@ -16,10 +15,19 @@ import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
 import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
 import { chainFaultsOn } from '../support/chain-faults.ts';
+import { walletApp } from '../support/wallet-app.ts';
 
 const t = useTransferWorld();
 const { rig, receiptGas, chainNonce } = t;
 const onChain = chainFaultsOn(() => t.outside.chain.rpcUrl);
+/** The alert `rule` raised about `subject`, resolved or not; undefined when there is none. */
+const alertOf = (rule: string, subject: string) =>
+  t.db.db
+    .selectFrom('alerts')
+    .select(['rule', 'subject'])
+    .where('rule', '=', rule)
+    .where('subject', '=', subject)
+    .executeTakeFirst();
 
 describe('a broadcast whose answer is lost', () => {
   it('is never signed again at another nonce, whatever a lagging node and a refusing node say: the receiver is paid once', async () => {
@@ -123,12 +131,7 @@ describe('fees that move under a waiting transfer', () => {
     await confirmTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.versions(id)).toHaveLength(1);
-    const alert = await t.db.db
-      .selectFrom('alerts')
-      .select(['rule', 'subject'])
-      .where('rule', '=', 'transfer_fee_ceiling')
-      .where('subject', '=', id)
-      .executeTakeFirst();
+    const alert = await alertOf('transfer_fee_ceiling', id);
     expect(alert).toBeDefined();
     await onChain.resumeMining();
     await confirmTransfer(r.deps, r.hooks, id);
@@ -154,14 +157,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     const review = await r.row(id);
     expect(review).toMatchObject({ status: 'needs_review', nonce: '0' });
     expect(review.reason).toMatch(/nonce 0 was used by a transaction payrail did not sign/);
-    expect(
-      await t.db.db
-        .selectFrom('alerts')
-        .select('rule')
-        .where('rule', '=', 'transfer_nonce_taken')
-        .where('subject', '=', id)
-        .executeTakeFirst(),
-    ).toBeDefined();
+    expect(await alertOf('transfer_nonce_taken', id)).toBeDefined();
     expect(await r.versions(id)).toHaveLength(1);
 
     // Their transaction did not pay our receiver: resolving with it is refused by what the chain shows.
@@ -199,16 +195,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     await onChain.pausePool();
     const id = await r.intent('resent', 7_777n, { to });
     await sendTransfer(r.deps, r.hooks, id);
-    const app = createWalletClient({
-      account: privateKeyToAccount(r.hostKey),
-      chain: {
-        id: t.outside.chain.chainId,
-        name: 'local',
-        nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-        rpcUrls: { default: { http: [url] } },
-      },
-      transport: http(url),
-    });
+    const app = walletApp(t.outside.chain, r.hostKey);
     const theirs = await app.sendTransaction({
       to,
       value: 7_777n,
@@ -320,14 +307,7 @@ describe('receivers and tokens as they are', () => {
     });
     expect(r.failed.map((f) => f.failure.code)).toEqual(['estimate_failed']);
     expect(await r.versions(id)).toEqual([]);
-    expect(
-      await t.db.db
-        .selectFrom('alerts')
-        .select('rule')
-        .where('rule', '=', 'transfer_estimate_failed')
-        .where('subject', '=', id)
-        .executeTakeFirst(),
-    ).toBeDefined();
+    expect(await alertOf('transfer_estimate_failed', id)).toBeDefined();
     // The next transfer takes nonce 0.
     const next = await r.intent('after-rejecting', 10n);
     await sendTransfer(r.deps, r.hooks, next);
@@ -389,14 +369,7 @@ describe('blocks that are not final at once', () => {
     expect(await r.row(id)).toMatchObject({ status: 'broadcast', block_number: null });
     // Sent again: anvil mines it at once, though under load a moment after the send's answer.
     await eventually('sent again and mined', async () => (await t.outside.balanceOf(to)) === 8_888n, 5_000);
-    expect(
-      await t.db.db
-        .selectFrom('alerts')
-        .select('rule')
-        .where('rule', '=', 'transfer_reorged')
-        .where('subject', '=', id)
-        .executeTakeFirst(),
-    ).toBeDefined();
+    expect(await alertOf('transfer_reorged', id)).toBeDefined();
 
     await confirmTransfer(r.deps, r.hooks, id);
     expect(r.confirmed).toEqual([]);
