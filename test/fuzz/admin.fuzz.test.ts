@@ -21,6 +21,7 @@
 import fc from 'fast-check';
 import { getAddress } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONVERSION_STATES, PAYOUT_STATES } from '../../src/db/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
@@ -68,28 +69,7 @@ const CHANNEL_ID_RE = /^-?[1-9][0-9]{0,19}$/;
 const PAYMENT_ID_RE = /^[1-9][0-9]{0,19}$/;
 const PAYOUT_ID_RE = /^p[ob]_[0-9a-f]{16}$/;
 const CONVERSION_ID_RE = /^conv_[0-9a-f]{16}$/;
-const CONVERSION_STATUSES = [
-  'pending',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-] as const;
 const ACTIONS = ['retry', 'cancel', 'approve', 'resolve'] as const;
-const PAYOUT_STATUSES = [
-  'pending',
-  'held',
-  'awaiting_approval',
-  'exchange_requested',
-  'exchange_created',
-  'sent',
-  'completed',
-  'failed',
-  'needs_review',
-  'cancelled',
-] as const;
 /** The name ADMIN_TOKEN's actions are recorded under. */
 const ACTOR = 'admin';
 
@@ -118,7 +98,7 @@ type TransferState = Extract<SeedTransfer, 'confirmed' | 'broadcast' | 'failed'>
 
 let seed: Seeder;
 
-async function seedPayout(status: (typeof PAYOUT_STATUSES)[number], transfer?: TransferState): Promise<string> {
+async function seedPayout(status: (typeof PAYOUT_STATES)[number], transfer?: TransferState): Promise<string> {
   const { id } = await seed.payout(status, transfer ? { transfer } : {});
   payoutIds.push(id);
   return id;
@@ -267,7 +247,7 @@ const conversionQuery = fc.uniqueArray(
     {
       arbitrary: fc
         .oneof(
-          fc.constantFrom(...CONVERSION_STATUSES),
+          fc.constantFrom(...CONVERSION_STATES),
           fc.constantFrom('NEEDS_REVIEW', 'sent ', 'cancelled', ''),
           nastyString(8),
         )
@@ -304,7 +284,7 @@ const queryPair: fc.Arbitrary<[string, string]> = fc.oneof(
   { arbitrary: channelIdValue.map((v): [string, string] => ['channelId', v]), weight: 3 },
   {
     arbitrary: fc
-      .oneof(fc.constantFrom(...PAYOUT_STATUSES), fc.constantFrom('PENDING', 'pending ', 'paid', ''), nastyString(8))
+      .oneof(fc.constantFrom(...PAYOUT_STATES), fc.constantFrom('PENDING', 'pending ', 'paid', ''), nastyString(8))
       .map((v): [string, string] => ['status', v]),
     weight: 3,
   },
@@ -663,6 +643,13 @@ const WRITE_KEYS = (f: Record<string, string | number>) => Object.keys(f);
 const sendAdmin = (r: AdminRequest, auth: Auth, noise: string) =>
   sendWatched({ url: payrail.url, logs, written: () => fingerprint(db) }, r.method, render(r), auth, noise);
 
+/** A payout's or conversion's status as the database holds it; undefined when there is none. */
+async function storedStatus(table: 'payouts' | 'conversions', id: string): Promise<string | undefined> {
+  const key = table === 'payouts' ? 'payout_id' : 'conversion_id';
+  const { rows } = await db.pool.query<{ status: string }>(`select status from ${table} where ${key} = $1`, [id]);
+  return rows[0]?.status;
+}
+
 /** With the token: the answer is right for what was asked, and a 2xx wrote exactly what it should. */
 async function checkAuthorized(
   r: AdminRequest,
@@ -686,6 +673,15 @@ async function checkAuthorized(
   // A request with a body can be refused for it before any route looks at its parameters.
   const bodyRefusals = r.body.kind === 'none' ? [] : [400, 413, 415];
   const refusedFor = (status: number) => expect([status, ...bodyRefusals], context).toContain(response.status);
+  /** The payout or conversion the answer shows: the one asked for, in the state the database holds. */
+  const expectShown = (idKey: 'payoutId' | 'conversionId', status: string) =>
+    expect({ [idKey]: json[idKey], status: json.status }, context).toEqual({ [idKey]: param, status });
+  /** One audit entry since `before`, under the token's name. */
+  const expectAudited = async (entry: Record<string, unknown>) => {
+    expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
+    const [audit] = await auditSince(db, before);
+    expect(audit, context).toMatchObject({ actor: ACTOR, ...entry });
+  };
   switch (r.route) {
     case 'get-channel':
     case 'put-channel': {
@@ -712,13 +708,9 @@ async function checkAuthorized(
     case 'get-payout': {
       if (param === undefined) return;
       if (!PAYOUT_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
-      const row = (await db.pool.query('select status from payouts where payout_id = $1', [param])).rows[0];
-      expect(response.status, context).toBe(row ? 200 : 404);
-      if (row)
-        expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({
-          payoutId: param,
-          status: row.status,
-        });
+      const status = await storedStatus('payouts', param);
+      expect(response.status, context).toBe(status ? 200 : 404);
+      if (status) expectShown('payoutId', status);
       return;
     }
     case 'list-payouts': {
@@ -738,35 +730,21 @@ async function checkAuthorized(
       const action = valueOf(r.segments[3]);
       if (param === undefined || action === undefined) return;
       if (!PAYOUT_ID_RE.test(param) || !(ACTIONS as readonly string[]).includes(action)) return void refusedFor(400);
-      const row = (await db.pool.query('select status from payouts where payout_id = $1', [param])).rows[0];
-      if (!row) return void expect([400, 404, 413, 415], context).toContain(response.status);
+      const status = await storedStatus('payouts', param);
+      if (!status) return void expect([400, 404, 413, 415], context).toContain(response.status);
       if (response.status >= 300) return void expect([400, 409, 413, 415], context).toContain(response.status);
       // Done: the payout as it now stands, and one audit entry under the token's name saying what changed.
       expect(response.status, context).toBe(200);
-      expect({ payoutId: json.payoutId, status: json.status }, context).toEqual({
-        payoutId: param,
-        status: row.status,
-      });
-      expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
-      const [audit] = await auditSince(db, before);
-      expect(audit, context).toMatchObject({
-        actor: ACTOR,
-        action: `payout.${action}`,
-        subject: param,
-        details: { to: row.status },
-      });
+      expectShown('payoutId', status);
+      await expectAudited({ action: `payout.${action}`, subject: param, details: { to: status } });
       return;
     }
     case 'get-conversion': {
       if (param === undefined) return;
       if (!CONVERSION_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
-      const row = (await db.pool.query('select status from conversions where conversion_id = $1', [param])).rows[0];
-      expect(response.status, context).toBe(row ? 200 : 404);
-      if (row)
-        expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({
-          conversionId: param,
-          status: row.status,
-        });
+      const status = await storedStatus('conversions', param);
+      expect(response.status, context).toBe(status ? 200 : 404);
+      if (status) expectShown('conversionId', status);
       return;
     }
     case 'list-conversions': {
@@ -786,23 +764,17 @@ async function checkAuthorized(
       const action = valueOf(r.segments[3]);
       if (param === undefined || action === undefined) return;
       if (!CONVERSION_ID_RE.test(param) || action !== 'retry') return void refusedFor(400);
-      const row = (await db.pool.query('select status from conversions where conversion_id = $1', [param])).rows[0];
-      if (!row) return void expect([404, ...bodyRefusals], context).toContain(response.status);
+      const status = await storedStatus('conversions', param);
+      if (!status) return void expect([404, ...bodyRefusals], context).toContain(response.status);
       if (response.status >= 300) return void expect([409, ...bodyRefusals], context).toContain(response.status);
       // Retried out of review: back to sent (its ETH at ChangeNow) or failed (its ETH never left), audited.
       expect(response.status, context).toBe(200);
-      expect({ conversionId: json.conversionId, status: json.status }, context).toEqual({
-        conversionId: param,
-        status: row.status,
-      });
-      expect(['sent', 'failed'], context).toContain(row.status);
-      expect(after.audit_log, context).toBe((before.audit_log as number) + 1);
-      const [audit] = await auditSince(db, before);
-      expect(audit, context).toMatchObject({
-        actor: ACTOR,
+      expectShown('conversionId', status);
+      expect(['sent', 'failed'], context).toContain(status);
+      await expectAudited({
         action: 'conversion.retry',
         subject: param,
-        details: { from: 'needs_review', to: row.status },
+        details: { from: 'needs_review', to: status },
       });
       return;
     }
@@ -882,7 +854,7 @@ const SEED_STATES = [
   ['completed'],
   ['failed'],
   ['cancelled'],
-] as const satisfies ReadonlyArray<readonly [(typeof PAYOUT_STATUSES)[number], TransferState?]>;
+] as const satisfies ReadonlyArray<readonly [(typeof PAYOUT_STATES)[number], TransferState?]>;
 type SeedState = (typeof SEED_STATES)[number];
 
 const AMOUNT_RE = /^(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?$/;
