@@ -38,6 +38,31 @@ const it = worldFirst(
         (payoutId: string, actor: string, to: string, reason: string | null): Promise<void> =>
           expectOnlyAction(payoutId, actor, 'payout.retry', { from: 'needs_review', to, reason }),
     )
+    /** The payout's audit trail is one `action` by `actor`, moving it `from` one state `to` another. */
+    .extend(
+      'expectOnlyMove',
+      ({ auditOf }) =>
+        async (payoutId: string, actor: string, action: string, from: string, to: string): Promise<void> => {
+          expect(await auditOf(payoutId)).toEqual([
+            expect.objectContaining({ actor, action, details: expect.objectContaining({ from, to }) }),
+          ]);
+        },
+    )
+    /**
+     * An instant payout sent to review by ChangeNow failing (HTTP 503) on every attempt, ChangeNow back once it is
+     * there: the test's payrail must have started with PAYOUT_MAX_ATTEMPTS low enough to give up.
+     */
+    .extend(
+      'inReviewAfterOutage',
+      ({ outside, paidInstant, payoutIn }) =>
+        async (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => {
+          await outside.sim.setFault('5xx');
+          const id = await paidInstant(payoutCurrency, payoutNetwork, walletAddress);
+          const review = await payoutIn(id, 'needs_review');
+          await outside.sim.setFault('none');
+          return { id, review };
+        },
+    )
     /**
      * A threshold batch (two payments, USDT on Tron) awaiting approval: the test's payrail must have started with
      * PAYOUT_APPROVAL_ABOVE_USD under the batch's worth (20).
@@ -189,9 +214,9 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
     payoutIn,
     reaches,
     act,
-    auditOf,
     transfersOf,
     expectLedgerClean,
+    expectOnlyMove,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '13.17' });
     const underWallet = freshWallet();
@@ -212,13 +237,7 @@ describe('approval above PAYOUT_APPROVAL_ABOVE_USD', () => {
       amountOut: '0.0047239',
     });
     expect(await outside.balanceOf(overWallet)).toBe(NET_WEI);
-    expect(await auditOf(waiting.payoutId)).toEqual([
-      expect.objectContaining({
-        actor: 'bob',
-        action: 'payout.approve',
-        details: expect.objectContaining({ from: 'awaiting_approval', to: 'pending' }),
-      }),
-    ]);
+    await expectOnlyMove(waiting.payoutId, 'bob', 'payout.approve', 'awaiting_approval', 'pending');
     await expectLedgerClean();
   });
 });
@@ -275,13 +294,13 @@ describe('cancel', () => {
     start,
     accepted,
     balances,
-    auditOf,
     expectOnlyAction,
     exchangesOf,
     transfersOf,
     expectLedgerClean,
     inactivePairInReview,
     heldBelowMinimum,
+    expectOnlyMove,
   }) => {
     await start();
     const { id: inactive, review } = await inactivePairInReview('eth');
@@ -302,13 +321,7 @@ describe('cancel', () => {
     await accepted(held.payoutId, 'cancel', BOB, { status: 'cancelled', reason: 'cancelled by bob', holdUntil: null });
     expect(await balances(small, 'eth')).toEqual({ available: NET_WEI, reserved: 0n });
     expect(exchangesOf(held.payoutId)).toEqual([]);
-    expect(await auditOf(held.payoutId)).toEqual([
-      expect.objectContaining({
-        actor: 'bob',
-        action: 'payout.cancel',
-        details: expect.objectContaining({ from: 'held', to: 'cancelled' }),
-      }),
-    ]);
+    await expectOnlyMove(held.payoutId, 'bob', 'payout.cancel', 'held', 'cancelled');
     await expectLedgerClean();
   });
 
@@ -457,8 +470,8 @@ describe('retry', () => {
     payoutIn,
     reaches,
     accepted,
-    auditOf,
     exchangesOf,
+    expectOnlyMove,
   }) => {
     await start();
     outside.sim.setPair('eth/eth->usdt/matic', { rate: '3000', withdrawalFee: '1', minAmount: '1' });
@@ -468,35 +481,25 @@ describe('retry', () => {
     await accepted(held.payoutId, 'retry', BOB, { status: 'pending', holdUntil: null });
     expect(await reaches(held.payoutId, 'completed')).toMatchObject({ amountOut: NET_AS_USDT });
     expect(exchangesOf(held.payoutId)).toHaveLength(1);
-    expect(await auditOf(held.payoutId)).toEqual([
-      expect.objectContaining({
-        actor: 'bob',
-        action: 'payout.retry',
-        details: expect.objectContaining({ from: 'held', to: 'pending' }),
-      }),
-    ]);
+    await expectOnlyMove(held.payoutId, 'bob', 'payout.retry', 'held', 'pending');
   });
 
   it('a direct payout sent to review before its transfer is retried as a direct transfer, never through an exchange', async ({
     outside,
     start,
-    paidInstant,
-    payoutIn,
     reaches,
     accepted,
     expectOnlyRetry,
     exchangesOf,
     transfersOf,
     expectLedgerClean,
+    inReviewAfterOutage,
   }) => {
     // ChangeNow down while the payout is valued for the approval limit, and one attempt allowed: review.
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1000', PAYOUT_MAX_ATTEMPTS: '1' });
-    await outside.sim.setFault('5xx');
     const wallet = freshWallet();
-    const id = await paidInstant('eth', 'eth', wallet);
-    const review = await payoutIn(id, 'needs_review');
+    const { review } = await inReviewAfterOutage('eth', 'eth', wallet);
     expect(review.reason).toContain('gave up after 1 failed attempts');
-    await outside.sim.setFault('none');
 
     await accepted(review.payoutId, 'retry', ALICE, { status: 'pending', attempts: 0, lastError: null });
     const done = await reaches(review.payoutId, 'completed');
@@ -511,22 +514,17 @@ describe('retry', () => {
   });
 
   it('a payout sent to review before its approval check still waits for approval after a retry', async ({
-    outside,
     start,
-    paidInstant,
-    payoutIn,
     reaches,
     act,
     accepted,
     auditOf,
     exchangesOf,
     expectNothingSent,
+    inReviewAfterOutage,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '5', PAYOUT_MAX_ATTEMPTS: '1' });
-    await outside.sim.setFault('5xx');
-    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const review = await payoutIn(id, 'needs_review');
-    await outside.sim.setFault('none');
+    const { review } = await inReviewAfterOutage('usdt', 'trx', TRON_WALLET);
 
     // ChangeNow may hold an exchange from an earlier attempt, so the retry looks there first; it holds none.
     await accepted(review.payoutId, 'retry', ALICE, { status: 'exchange_requested' });
