@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { freePort } from '../support/ports.ts';
-import { ADMIN_TOKEN, IPN_SECRET, UNUSED_WALLET_KEY } from '../support/payrail.ts';
+import { offlineProcessEnv } from '../support/process-env.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -100,17 +100,7 @@ describe('npm run build', () => {
 
   it('serves the web role: health, the dashboard and its vendored scripts', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    const web = run([DIST_CLI, 'web'], {
-      DATABASE_URL: db.url,
-      PORT: String(port),
-      ADMIN_TOKEN,
-      NOWPAYMENTS_IPN_SECRET: IPN_SECRET,
-      CHANGENOW_API_URL: 'http://127.0.0.1:9',
-      CHANGENOW_API_KEY: 'test-changenow-key-0123456789',
-      ETH_RPC_URL: 'http://127.0.0.1:9',
-      HOST_WALLET_PRIVATE_KEY: UNUSED_WALLET_KEY,
-      LOG_LEVEL: 'warn',
-    });
+    const web = run([DIST_CLI, 'web'], { ...offlineProcessEnv(db.url), PORT: String(port) });
     try {
       const url = `http://127.0.0.1:${port}`;
       const deadline = Date.now() + 45_000;
