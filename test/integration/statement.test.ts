@@ -14,6 +14,7 @@ import { returnConversionFunds } from '../../src/pipeline/conversion/outcomes.ts
 import { usdtPerEth } from '../../src/pipeline/conversion/settle.ts';
 import { csvField, csvLine, exportCsv, type ExportName } from '../../src/statements/index.ts';
 import { EXPORTS_AT_ONCE } from '../../src/http/routes/admin/exports.ts';
+import { FEE_WEI, GROSS_WEI, instantEthChannel, NET_WEI, sendIpn, usdtThresholdChannel } from '../support/api-seed.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import {
   seedCompletedBatch,
@@ -21,14 +22,10 @@ import {
   seedThresholdBatch,
   settleConversion,
 } from '../support/overview-seed.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
-import { ADMIN_TOKEN, IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { ipnBody } from '../support/ipn.ts';
+import { ADMIN_TOKEN, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 
-/** One fixture payment: 0.00487 ETH gross, 3% fee. */
-const GROSS_WEI = 4_870_000_000_000_000n;
-const FEE_WEI = 146_100_000_000_000n;
-const NET_WEI = GROSS_WEI - FEE_WEI;
 const eth = (wei: bigint) => formatUnits(wei, 18);
 
 /** USDT per ETH of the conversion below (42 USDT for three payments' net), as settlement books it. */
@@ -48,7 +45,6 @@ const BACKDATED = '-1007000000007';
 /** Credited by a transaction held open while its statement is paged. */
 const HELD = '-1007000000008';
 const UNKNOWN = '-1007000000009';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
 let db: TestDatabase;
 let payrail: TestPayrail;
@@ -191,6 +187,16 @@ function parseCsv(text: string): string[][] {
   return rows;
 }
 
+/** A GET answered `status` with the error alone, and nothing in the database changed by it. */
+async function expectRefused(path: string, status: number, message: RegExp): Promise<void> {
+  const before = await fingerprint(db);
+  const res = await payrail.request('GET', path);
+  expect(res.status).toBe(status);
+  expect(Object.keys(res.body as object)).toEqual(['error']);
+  expect((res.body as { error: string }).error).toMatch(message);
+  expect(await fingerprint(db)).toEqual(before);
+}
+
 function csvRecords(text: string): Array<Record<string, string>> {
   const [header, ...rows] = parseCsv(text);
   return rows.map((r) => Object.fromEntries((header as string[]).map((h, i) => [h, r[i] ?? ''])));
@@ -200,25 +206,9 @@ beforeAll(async () => {
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false }, logs });
   await mark('beforeChannels');
-  await saveChannel(payrail, THRESHOLD, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '50',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, INSTANT, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, QUIET, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, THRESHOLD, usdtThresholdChannel('50'));
+  await saveChannel(payrail, INSTANT, instantEthChannel());
+  await saveChannel(payrail, QUIET, instantEthChannel());
   await mark('start');
   await pay(THRESHOLD, 2);
   await mark('a');
@@ -238,30 +228,16 @@ beforeAll(async () => {
   // ChangeNow kept 1,000 wei of this one: back on the channel less that.
   ids.failed = await seedInstantPayout(db.db, i[1] as string, 'failed', { returned: NET_WEI - 1000n });
   ids.review = await seedInstantPayout(db.db, i[2] as string, 'needs_review');
-  await saveChannel(payrail, REVERSED, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '50',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, REVERSED, usdtThresholdChannel('50'));
   ids.reversed = await sendFinished(payrail, nextPaymentId++, REVERSED);
-  const refund = signed(
-    ipnBody({ payment_id: Number(ids.reversed), order_id: `PGP-1|${REVERSED}`, payment_status: 'refunded' }),
-    IPN_SECRET,
-  );
-  expect(
-    (await payrail.request('POST', '/webhooks/nowpayments', { raw: refund.raw, headers: refund.headers, token: null }))
-      .status,
-  ).toBe(202);
-  expect((await payrail.request('POST', `/api/payments/${ids.reversed}/reverse`)).status).toBe(200);
-  await saveChannel(payrail, SHORT, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '50',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
+  const refund = ipnBody({
+    payment_id: Number(ids.reversed),
+    order_id: `PGP-1|${REVERSED}`,
+    payment_status: 'refunded',
   });
+  expect(await sendIpn(payrail, refund)).toBe(202);
+  expect((await payrail.request('POST', `/api/payments/${ids.reversed}/reverse`)).status).toBe(200);
+  await saveChannel(payrail, SHORT, usdtThresholdChannel('50'));
   await pay(SHORT, 2);
   ids.short = await refundedShort(paid[SHORT] as string[], 1000n);
   await mark('end');
@@ -508,14 +484,9 @@ describe('statement: bad input', () => {
     ['a channel id that is not one', statementPath('abc'), 400, /^channelId: must be a Telegram chat id/],
     ['an unknown channel', statementPath(UNKNOWN), 404, new RegExp(`^channel ${UNKNOWN} not found$`)],
   ];
-  it.each(cases)('%s: answered with the error alone, nothing written', async (_name, path, status, message) => {
-    const before = await fingerprint(db);
-    const res = await payrail.request('GET', path);
-    expect(res.status).toBe(status);
-    expect(Object.keys(res.body as object)).toEqual(['error']);
-    expect((res.body as { error: string }).error).toMatch(message);
-    expect(await fingerprint(db)).toEqual(before);
-  });
+  it.each(cases)('%s: answered with the error alone, nothing written', (_name, path, status, message) =>
+    expectRefused(path, status, message),
+  );
 
   it('needs the admin token', async () => {
     const res = await payrail.request('GET', statementPath(THRESHOLD), { token: null });
@@ -732,14 +703,9 @@ describe('exports', () => {
     ['an unknown parameter', '/api/exports/payouts.csv?channel=1', 400, /channel/],
     ['an export that does not exist', '/api/exports/channels.csv', 404, /^no route for GET/],
   ];
-  it.each(bad)('%s: answered with the error alone, nothing written', async (_name, path, status, message) => {
-    const before = await fingerprint(db);
-    const res = await payrail.request('GET', path);
-    expect(res.status).toBe(status);
-    expect(Object.keys(res.body as object)).toEqual(['error']);
-    expect((res.body as { error: string }).error).toMatch(message);
-    expect(await fingerprint(db)).toEqual(before);
-  });
+  it.each(bad)('%s: answered with the error alone, nothing written', (_name, path, status, message) =>
+    expectRefused(path, status, message),
+  );
 
   it(`streams at most ${EXPORTS_AT_ONCE} at once (each holds a database connection): another is a 429 until one ends, and an abandoned one frees its place`, async () => {
     const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -866,12 +832,7 @@ describe('statement: pages', () => {
   });
 
   it('a payment booked between two pages: a range ending now was fixed by the first page, so it is not listed and the totals stay; a range ending later is cut at now, and lists it once asked again from the cut', async () => {
-    await saveChannel(payrail, PAGED, {
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, PAGED, instantEthChannel());
     await pay(PAGED, 5);
     const first = [...(paid[PAGED] as string[])];
     const fixed = await walk(PAGED, { limit: '2' }, async (n) => {
@@ -918,12 +879,7 @@ describe('statement: pages', () => {
   });
 
   it('a line booked by a transaction still open when the first page is read: the range is cut where that transaction began, so no page lists it and no total counts it; asked again from the cut, it is there', async () => {
-    await saveChannel(payrail, HELD, {
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, HELD, instantEthChannel());
     await pay(HELD, 3);
     const before = [...(paid[HELD] as string[])];
     const credit = 5_000_000n;
@@ -1046,12 +1002,7 @@ describe('statement: ranges over several days', () => {
   ];
 
   beforeAll(async () => {
-    await saveChannel(payrail, BACKDATED, {
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, BACKDATED, instantEthChannel());
     // Journals of earlier days, written as the ledger writes them but with their own time: only a test can book the
     // past. The per-day sums follow the entries (the trigger of migration 027), as for any journal.
     await sql`insert into ledger_accounts (code, asset, allow_negative) values
