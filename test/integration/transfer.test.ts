@@ -5,7 +5,6 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
-import { createLogger } from '../../src/log.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import {
   confirmTransfer,
@@ -16,6 +15,7 @@ import {
 } from '../../src/pipeline/transfer/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startOutside, type Outside } from '../support/outside.ts';
+import { handDrivenDeps } from '../support/transfers.ts';
 
 let outside: Outside;
 let db: TestDatabase;
@@ -36,25 +36,10 @@ beforeAll(async () => {
     chainId: outside.chain.chainId,
     timeoutMs: 10_000,
   });
-  deps = {
-    db: db.db,
-    runLocks: db.runLocks,
-    exchange: undefined as never,
-    wallet,
-    hostAddress: wallet.address,
-    settings: {
-      minUsdCents: 0n,
-      maxWaitMs: 0,
-      maxPayments: 1,
-      pollIntervalMs: 1,
-      pollDeadlineMs: 1,
-      transferConfirmDeadlineMs: 60_000,
-      transfer: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1, receiptWaitMs: 15_000 },
-      payoutMaxAttempts: 1,
-      payoutApprovalAboveUsdCents: null,
-    },
-    logger: createLogger({ level: 'silent' }),
-  };
+  deps = handDrivenDeps(db, wallet, {
+    policy: { bumpAfterMs: 60_000, maxFeePerGasWei: 300n * 10n ** 9n, confirmations: 1, receiptWaitMs: 15_000 },
+    confirmDeadlineMs: 60_000,
+  });
 });
 afterAll(async () => {
   await db?.close();

@@ -62,6 +62,37 @@ export async function startTransferWorld(): Promise<TransferWorld> {
   };
 }
 
+/**
+ * What the transfer steps read when a test drives them by hand: the database, the wallet and the transfer settings;
+ * the exchange and the conversion and payout settings are never read by them.
+ */
+export function handDrivenDeps(
+  db: TestDatabase,
+  wallet: ChainWallet,
+  transfer: { policy: TransferPolicy; confirmDeadlineMs: number; usdtContract?: Address },
+): StageDeps {
+  return {
+    db: db.db,
+    runLocks: db.runLocks,
+    exchange: undefined as never,
+    wallet,
+    hostAddress: wallet.address,
+    usdtContract: transfer.usdtContract,
+    settings: {
+      minUsdCents: 0n,
+      maxWaitMs: 0,
+      maxPayments: 1,
+      pollIntervalMs: 1,
+      pollDeadlineMs: 1,
+      transferConfirmDeadlineMs: transfer.confirmDeadlineMs,
+      transfer: transfer.policy,
+      payoutMaxAttempts: 1,
+      payoutApprovalAboveUsdCents: null,
+    },
+    logger: createLogger({ level: 'silent' }),
+  };
+}
+
 export interface Rig {
   deps: StageDeps;
   wallet: ChainWallet;
@@ -93,26 +124,11 @@ export async function rig(
     chainId: outside.chain.chainId,
     timeoutMs: 3_000,
   });
-  const deps: StageDeps = {
-    db: db.db,
-    runLocks: db.runLocks,
-    exchange: undefined as never,
-    wallet,
-    hostAddress: wallet.address,
+  const deps = handDrivenDeps(db, wallet, {
+    policy: { ...POLICY, ...options.policy },
+    confirmDeadlineMs: 600_000,
     usdtContract: options.usdtContract ?? outside.usdt,
-    settings: {
-      minUsdCents: 0n,
-      maxWaitMs: 0,
-      maxPayments: 1,
-      pollIntervalMs: 1,
-      pollDeadlineMs: 1,
-      transferConfirmDeadlineMs: 600_000,
-      transfer: { ...POLICY, ...options.policy },
-      payoutMaxAttempts: 1,
-      payoutApprovalAboveUsdCents: null,
-    },
-    logger: createLogger({ level: 'silent' }),
-  };
+  });
   const confirmed: string[] = [];
   const failed: Array<{ ref: string; failure: TransferFailure }> = [];
   const record = {
