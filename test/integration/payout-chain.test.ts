@@ -64,10 +64,12 @@ const it = worldFirst(
         await db.db.selectFrom('ledger_journals').select('kind').where('ref', '=', ref).orderBy('id').execute()
       ).map((j) => j.kind);
     })
-    /** The payout booked once as paid, and its transfer's gas once as a network fee. */
-    .extend('expectBookedOnce', ({ journalsOf }) => async (payoutId: string, transferId: string): Promise<void> => {
-      expect(await journalsOf(payoutId)).toEqual(['payout_reserved', 'payout_completed']);
-      expect(await journalsOf(transferId)).toEqual(['network_fee']);
+    /** The channel's payout booked once as paid, and its transfer's gas once as a network fee. */
+    .extend('expectBookedOnce', ({ journalsOf, payoutOf, transferOf }) => async (channelId: string): Promise<void> => {
+      const payout = await payoutOf(channelId);
+      const transfer = await transferOf(channelId);
+      expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
+      expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
     })
     .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
       expect((await checkLedger(db.db)).problems).toEqual([]);
@@ -100,7 +102,6 @@ describe('payouts on the chain as it behaves', () => {
     onChain,
     start,
     paidInstantEth,
-    payoutOf,
     payoutReaches,
     transferOf,
     receiptGas,
@@ -123,8 +124,7 @@ describe('payouts on the chain as it behaves', () => {
     expect(BigInt(mined.maxFeePerGasWei)).toBeGreaterThan(BigInt(transfer!.versions[0].maxFeePerGasWei));
     expect(BigInt(transfer!.gasCostWei)).toBe(await receiptGas(transfer!.txHash));
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    const payout = await payoutOf(id);
-    await expectBookedOnce(payout!.payoutId, transfer!.transferId);
+    await expectBookedOnce(id);
     await expectLedgerClean();
   });
 
@@ -167,8 +167,7 @@ describe('payouts on the chain as it behaves', () => {
     expect(transfer).toMatchObject({ status: 'confirmed', txHash: first!.txHash });
     expect(transfer!.versions).toHaveLength(1);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    const payout = await payoutOf(id);
-    await expectBookedOnce(payout!.payoutId, transfer!.transferId);
+    await expectBookedOnce(id);
     const alerts = await payrail.request('GET', '/api/alerts?state=all');
     expect(JSON.stringify(alerts.body)).toContain('transfer_reorged');
   });
