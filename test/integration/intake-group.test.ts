@@ -6,9 +6,9 @@
  * group back until it commits, then the group books the saved channel.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
+import { upsertChannel } from '../../src/channels/index.ts';
 import { lockChannelForSave } from '../../src/channels/lock.ts';
-import { readIpn, type Ipn } from '../../src/integrations/nowpayments/index.ts';
+import type { Ipn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { parsePercent } from '../../src/money/index.ts';
@@ -16,11 +16,9 @@ import type { IntakeSettings } from '../../src/pipeline/index.ts';
 import { createIntakeBatcher } from '../../src/pipeline/payment/intake-batch.ts';
 import { oneCallSettings } from '../../src/pipeline/payment/intake.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
+import { finishedIpn, usdtChannelInput } from '../support/intake-inputs.ts';
 
 const SECRET = 'group-secret';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
-const USER = '6271402111';
 const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
 
 let db: TestDatabase;
@@ -37,25 +35,11 @@ afterAll(async () => {
 
 async function channel(strategy: 'instant' | 'threshold'): Promise<string> {
   const id = `-${nextChannel++}`;
-  const input = channelInputSchema.parse({
-    payoutStrategy: strategy,
-    ...(strategy === 'threshold' && { thresholdUsd: '100000.00' }),
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await upsertChannel(db.db, id, input, 'test');
+  await upsertChannel(db.db, id, usdtChannelInput(strategy), 'test');
   return id;
 }
 
-function finished(channelId: string): Ipn {
-  const raw = JSON.stringify(
-    ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-${USER}|${channelId}`, payment_status: 'finished' }),
-  );
-  const reading = readIpn(raw, signed(raw, SECRET).headers['x-nowpayments-sig'], SECRET);
-  if (!reading.ok) throw new Error(reading.error);
-  return reading.ipn;
-}
+const finished = (channelId: string): Ipn => finishedIpn(nextPaymentId++, channelId, SECRET);
 
 function batcherWithLog() {
   const sizes: number[] = [];
