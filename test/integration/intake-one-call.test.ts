@@ -6,8 +6,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
-import { readIpn } from '../../src/integrations/nowpayments/index.ts';
+import { upsertChannel } from '../../src/channels/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parsePercent, splitFee } from '../../src/money/index.ts';
 import { recordIpn, type IntakeResult, type IntakeSettings } from '../../src/pipeline/index.ts';
@@ -15,10 +14,9 @@ import { intakeInOneCall } from '../../src/pipeline/payment/intake-one-call.ts';
 import { oneCallSettings } from '../../src/pipeline/payment/intake.ts';
 import { intakeMetricsText } from '../../src/metrics/intake.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
+import { finishedIpn, usdtChannelInput } from '../support/intake-inputs.ts';
 
 const SECRET = 'one-call-secret';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
 
 let db: TestDatabase;
@@ -87,30 +85,18 @@ async function saveChannel(
   channelId: string,
   version: { strategy: 'instant' | 'threshold'; fee: string },
 ): Promise<void> {
-  await upsertChannel(
-    db.db,
-    channelId,
-    channelInputSchema.parse({
-      payoutStrategy: version.strategy,
-      ...(version.strategy === 'threshold' && { thresholdUsd: '100000.00' }),
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-      platformFeePercent: version.fee,
-    }),
-    'test',
-  );
+  await upsertChannel(db.db, channelId, usdtChannelInput(version.strategy, version.fee), 'test');
+}
+
+/** A fresh payment's finished IPN to the channel, read, with the payment's id. */
+function finishedIpnTo(channelId: string) {
+  const paymentId = String(nextPaymentId++);
+  return { paymentId, ipn: finishedIpn(Number(paymentId), channelId, SECRET) };
 }
 
 async function finished(channelId: string): Promise<{ paymentId: string; result: IntakeResult }> {
-  const paymentId = String(nextPaymentId++);
-  const { raw, headers } = signed(
-    ipnBody({ payment_id: Number(paymentId), order_id: `PGP-6271402111|${channelId}` }),
-    SECRET,
-  );
-  const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
-  if (!reading.ok) throw new Error(reading.error);
-  return { paymentId, result: await recordIpn(db.db, reading.ipn, SETTINGS) };
+  const { paymentId, ipn } = finishedIpnTo(channelId);
+  return { paymentId, result: await recordIpn(db.db, ipn, SETTINGS) };
 }
 
 /** What a credit booked: the row's strategy and fee, its split, its journal and its payout job. */
@@ -171,21 +157,10 @@ describe('a channel saved while its IPNs are taken', () => {
 });
 
 describe("the one call's identity checks", () => {
-  async function finishedIpn(channelId: string) {
-    const paymentId = String(nextPaymentId++);
-    const { raw, headers } = signed(
-      ipnBody({ payment_id: Number(paymentId), order_id: `PGP-6271402111|${channelId}` }),
-      SECRET,
-    );
-    const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
-    if (!reading.ok) throw new Error(reading.error);
-    return { paymentId, ipn: reading.ipn };
-  }
-
   it('refuses, writing nothing, units that are not the reported outcome_amount', async () => {
     const channelId = `-${nextChannel++}`;
     await saveChannel(channelId, { strategy: 'instant', fee: '1' });
-    const { paymentId, ipn } = await finishedIpn(channelId);
+    const { paymentId, ipn } = finishedIpnTo(channelId);
     await expect(
       intakeInOneCall(db.db, { ...ipn, outcomeUnits: ipn.outcomeUnits! + 1n }, oneCallSettings(ipn, SETTINGS)),
     ).rejects.toThrow(/are not the reported/);
@@ -196,7 +171,7 @@ describe("the one call's identity checks", () => {
   it("books the row's own id in the journal, the job key and its payload, whatever the caller's spelling", async () => {
     const channelId = `-${nextChannel++}`;
     await saveChannel(channelId, { strategy: 'instant', fee: '1' });
-    const { paymentId, ipn } = await finishedIpn(channelId);
+    const { paymentId, ipn } = finishedIpnTo(channelId);
     const spelt = { ...ipn, paymentId: `00${paymentId}` };
     expect(await intakeInOneCall(db.db, spelt, oneCallSettings(spelt, SETTINGS))).toMatchObject({
       outcome: 'recorded',
