@@ -137,22 +137,16 @@ describe('exchange endings', () => {
     outside,
     db,
     start,
-    pay,
-    instant,
-    payoutIn,
     exchangesFor,
     transfersFor,
     balances,
     journalKinds,
     expectLedgerClean,
     expectOnlyAlert,
+    exchangeEnded,
   }) => {
     await start();
-    const id = await instant('usdt', 'trx', TRON_WALLET);
-    outside.sim.failNextExchange('refunded');
-    const paymentId = await pay(id);
-    const payout = await payoutIn(id, 'failed');
-    const [exchange] = exchangesFor(payout.payout_id);
+    const { id, paymentId, payout, exchange } = await exchangeEnded('refunded', 'failed');
     expect(exchangesFor(payout.payout_id)).toHaveLength(1);
     expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'refunded', refundAddress: outside.hostAddress });
     expect(payout).toMatchObject({
@@ -178,20 +172,14 @@ describe('exchange endings', () => {
   });
 
   it("a refund 1 % short (within CHANGENOW_REFUND_TOLERANCE): the payout fails, what came back is on the channel, the rest is ChangeNow's cost", async ({
-    outside,
     db,
     start,
-    paidInstant,
-    payoutIn,
-    exchangesFor,
     balances,
     expectLedgerClean,
+    exchangeEnded,
   }) => {
     await start();
-    outside.sim.failNextExchange('refunded_short');
-    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const payout = await payoutIn(id, 'failed');
-    const [exchange] = exchangesFor(payout.payout_id);
+    const { id, payout, exchange } = await exchangeEnded('refunded_short', 'failed');
     const back = NET_WEI - NET_WEI / 100n;
     expect(payout.reason).toBe(
       `exchange refunded (refund ${exchange!.refundHash}); ${formatUnits(back, 18)} ETH back on the channel's balance; ${formatUnits(NET_WEI / 100n, 18)} ETH short, booked as ChangeNow's cost`,
@@ -211,39 +199,31 @@ describe('exchange endings', () => {
 
   it('a refund short by more than CHANGENOW_REFUND_TOLERANCE goes to review', async ({
     app,
-    outside,
     start,
-    paidInstant,
-    payoutIn,
-    exchangesFor,
     balances,
     expectLedgerClean,
+    exchangeEnded,
   }) => {
     await start({ CHANGENOW_REFUND_TOLERANCE: '0.5' });
-    outside.sim.failNextExchange('refunded_short');
-    const id = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const payout = await payoutIn(id, 'needs_review');
-    const [exchange] = exchangesFor(payout.payout_id);
+    const { id, payout, exchange } = await exchangeEnded('refunded_short', 'needs_review');
+    const back = NET_WEI - NET_WEI / 100n;
     expect(payout.reason).toBe(
-      `exchange refunded ${formatUnits(NET_WEI - NET_WEI / 100n, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
+      `exchange refunded ${formatUnits(back, 18)} ETH of 0.0047239 ETH (refund ${exchange!.refundHash}), short by more than CHANGENOW_REFUND_TOLERANCE`,
     );
     // A person resolves it with what came back: the ledger then matches the chain again.
     // The refund ChangeNow recorded is the evidence: the amount is what that transaction brought.
     const resolved = await app.payrail.request('POST', `/api/payouts/${payout.payout_id}/resolve`, {
-      body: { outcome: 'returned', amount: formatUnits(NET_WEI - NET_WEI / 100n, 18), txHash: exchange!.refundHash },
+      body: { outcome: 'returned', amount: formatUnits(back, 18), txHash: exchange!.refundHash },
     });
     expect(resolved.status).toBe(200);
-    expect(await balances(id)).toEqual(ethBalances({ available: NET_WEI - NET_WEI / 100n }));
+    expect(await balances(id)).toEqual(ethBalances({ available: back }));
     await expectLedgerClean();
   });
 
   it('a refunded threshold batch: the USDT comes back, the payout fails, its payments are free for the next batch', async ({
-    app,
     outside,
     db,
     start,
-    channel,
-    pay,
     logs,
     payoutsOf,
     hasPayout,
@@ -254,25 +234,20 @@ describe('exchange endings', () => {
     journalKinds,
     expectLedgerClean,
     payoutLinks,
-    conversionsDone,
     expectOnlyAlert,
     usdtOfPayments,
     expectExchangedOnce,
+    convertedThresholdChannel,
+    lowerThreshold,
   }) => {
     await start();
     // A threshold out of reach while the payments convert, so no batch exchange is created before the fault is set.
-    const id = await channel(tronThreshold('1000'));
-    const paymentIds = [await pay(id), await pay(id)];
-    await eventually('both payments converted', () => conversionsDone(paymentIds));
-    const available = BigInt((await balances(id))['channel/usdt'] as string);
+    const { id, paymentIds, available } = await convertedThresholdChannel(2);
     expect(available).toBeGreaterThan(20_000_000n);
     const hostUsdtBefore = await outside.usdtBalanceOf(outside.hostAddress);
 
     outside.sim.failNextExchange('refunded');
-    const res = await app.payrail.request('PUT', `/api/channels/${id}`, {
-      body: tronThreshold('20'),
-    });
-    expect(res.status).toBe(200);
+    await lowerThreshold(id);
     const payout = await payoutIn(id, 'failed');
     expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), status: 'failed' });
     const exchanges = exchangesFor(payout.payout_id);
@@ -306,10 +281,7 @@ describe('exchange endings', () => {
     await expectLedgerClean();
 
     // Nothing was lost: the next threshold check batches the same USDT and the same payments, and it goes out.
-    const again = await app.payrail.request('PUT', `/api/channels/${id}`, {
-      body: tronThreshold('20'),
-    });
-    expect(again.status).toBe(200);
+    await lowerThreshold(id);
     await eventually('the second batch completed', () => hasPayout(id, 'completed'));
     const second = (await payoutsOf(id))[1] as PayoutRow;
     expect(second).toMatchObject({ status: 'completed', amount: available.toString() });

@@ -136,20 +136,7 @@ const it = worldFirst(
       return (
         (await rpc(outside.chain.rpcUrl, 'eth_getBlockByNumber', ['latest', false])) as { transactions: string[] }
       ).transactions[0] as string;
-    })
-    /** Converts `count` payments of a new threshold channel whose threshold (1000 USD) stays out of reach. */
-    .extend(
-      'convertedThresholdChannel',
-      ({ channel, pay, balances, conversionsDone }) =>
-        async (count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> => {
-          const id = await channel(tronThreshold('1000'));
-          const paymentIds: string[] = [];
-          for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
-          await eventually('the payments converted', () => conversionsDone(paymentIds));
-          const available = BigInt((await balances(id))['channel/usdt'] as string);
-          return { id, paymentIds, available };
-        },
-    ),
+    }),
 );
 
 describe('resolve: the way out of review once the funds left', () => {
@@ -222,7 +209,6 @@ describe('resolve: the way out of review once the funds left', () => {
   });
 
   it('"returned" with a part: a threshold batch fails, the part goes back to the channel, the rest to ChangeNow, its payments are unlinked', async ({
-    app,
     outside,
     db,
     start,
@@ -242,12 +228,13 @@ describe('resolve: the way out of review once the funds left', () => {
     auditOf,
     lastMinedHash,
     convertedThresholdChannel,
+    lowerThreshold,
     expectResolvedByAlice,
   }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
     outside.sim.failNextExchange('failed');
-    expect((await app.payrail.request('PUT', `/api/channels/${id}`, { body: tronThreshold('20') })).status).toBe(200);
+    await lowerThreshold(id);
     const review = await payoutIn(id, 'needs_review');
     expect(review).toMatchObject({
       kind: 'threshold',
@@ -691,7 +678,6 @@ describe('a refund hash returns funds once', () => {
     sink,
     paidInstant,
     onlyPayout,
-    payoutIn,
     untilBroadcast,
     holdBlocks,
     mineHeld,
@@ -701,13 +687,11 @@ describe('a refund hash returns funds once', () => {
     expectLedgerClean,
     alertsFor,
     reaches,
+    exchangeEnded,
   }) => {
     await start();
     // 1. A normal refunded payout: its hash is recorded for it.
-    outside.sim.failNextExchange('refunded');
-    const first = await paidInstant('usdt', 'trx', TRON_WALLET);
-    const refundedPayout = await payoutIn(first, 'failed');
-    const [refundedExchange] = exchangesFor(refundedPayout.payout_id);
+    const { id: first, payout: refundedPayout, exchange: refundedExchange } = await exchangeEnded('refunded', 'failed');
     const hash = refundedExchange!.refundHash!;
     expect(refundedPayout.reason).toBe(
       `exchange refunded (refund ${hash}); 0.0047239 ETH back on the channel's balance`,

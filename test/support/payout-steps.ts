@@ -5,11 +5,12 @@
  * that a file adds it to its `test` with `.extend`; payoutStepsTest and payoutApiStepsTest have them.
  */
 import { expect } from 'vitest';
-import type { StartOptions } from './fixtures.ts';
+import type { ChangeNowSimulator, SimExchange } from '../../src/simulators/changenow/index.ts';
+import type { StartOptions, TestApp } from './fixtures.ts';
 import { eventually, type Outside } from './outside.ts';
 import { logSink, type LogSink } from './payrail.ts';
 import { payoutApiTest, payoutTest, type ApiPayout, type PayoutRow } from './payout-state.ts';
-import { freshWallet, TRON_WALLET } from './payouts.ts';
+import { freshWallet, TRON_WALLET, tronThreshold } from './payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee, in wei. */
 export const NET_WEI = 4_723_900_000_000_000n;
@@ -82,6 +83,66 @@ export function awaitingApprovalOn<P>({ paidInstant, payoutIn }: PayoutSteps<P>)
   return async (): Promise<{ id: string; waiting: P }> => {
     const id = await paidInstant('eth', 'eth', freshWallet());
     return { id, waiting: await payoutIn(id, 'awaiting_approval') };
+  };
+}
+
+/** How ChangeNow's simulator is to end the next exchange (failed, refunded, refunded short, …). */
+type ExchangeEnding = Parameters<ChangeNowSimulator['failNextExchange']>[0];
+
+/**
+ * `exchangeEnded`: an instant payout (USDT on Tron) whose exchange ChangeNow ends as `ending` after the ETH was sent to
+ * it, once the payout is `status`; with its channel, its payment and that exchange.
+ */
+export function exchangeEndedOn({
+  outside,
+  instant,
+  pay,
+  payoutIn,
+  exchangesFor,
+}: {
+  outside: Outside;
+  instant: (payoutCurrency: string, payoutNetwork: string, walletAddress: string) => Promise<string>;
+  pay: (channelId: string) => Promise<string>;
+  payoutIn: (channelId: string, status: string) => Promise<PayoutRow>;
+  exchangesFor: (payoutId: string) => SimExchange[];
+}) {
+  return async (ending: ExchangeEnding, status: string) => {
+    const id = await instant('usdt', 'trx', TRON_WALLET);
+    outside.sim.failNextExchange(ending);
+    const paymentId = await pay(id);
+    const payout = await payoutIn(id, status);
+    const [exchange] = exchangesFor(payout.payout_id);
+    return { id, paymentId, payout, exchange };
+  };
+}
+
+/** `convertedThresholdChannel`: `count` payments of a new threshold channel (1000 USD, out of reach), converted. */
+export function convertedThresholdChannelOn({
+  channel,
+  pay,
+  balances,
+  conversionsDone,
+}: {
+  channel: (body: Record<string, unknown>) => Promise<string>;
+  pay: (channelId: string) => Promise<string>;
+  balances: (channelId: string) => Promise<Record<string, string>>;
+  conversionsDone: (paymentIds: string[]) => Promise<boolean>;
+}) {
+  return async (count: number): Promise<{ id: string; paymentIds: string[]; available: bigint }> => {
+    const id = await channel(tronThreshold('1000'));
+    const paymentIds: string[] = [];
+    for (let i = 0; i < count; i++) paymentIds.push(await pay(id));
+    await eventually('the payments converted', () => conversionsDone(paymentIds));
+    const available = BigInt((await balances(id))['channel/usdt'] as string);
+    return { id, paymentIds, available };
+  };
+}
+
+/** `lowerThreshold`: the channel's threshold set to 20 USD (USDT on Tron) through the API, so what it holds is batched. */
+export function lowerThresholdOn({ app }: { app: TestApp }) {
+  return async (channelId: string): Promise<void> => {
+    const res = await app.payrail.request('PUT', `/api/channels/${channelId}`, { body: tronThreshold('20') });
+    expect(res.status).toBe(200);
   };
 }
 
@@ -192,6 +253,9 @@ interface TableSteps extends InstantSteps<PayoutRow> {
   untilPollsFail: ReturnType<typeof untilPollsFailOn>;
   expectNothingSent: ReturnType<typeof expectNothingSentOn>;
   expectExchangedOnce: ReturnType<typeof expectExchangedOnceOn>;
+  exchangeEnded: ReturnType<typeof exchangeEndedOn>;
+  convertedThresholdChannel: ReturnType<typeof convertedThresholdChannelOn>;
+  lowerThreshold: ReturnType<typeof lowerThresholdOn>;
 }
 
 /**
@@ -208,6 +272,11 @@ export function payoutStepsTest(options: Parameters<typeof payoutTest>[0] = {}) 
       use(expectNothingSentOn({ exchangesFor, transfersFor })),
     expectExchangedOnce: async ({ exchangesFor, transfersFor }, use) =>
       use(expectExchangedOnceOn({ exchangesFor, transfersFor })),
+    exchangeEnded: async ({ outside, instant, pay, payoutIn, exchangesFor }, use) =>
+      use(exchangeEndedOn({ outside, instant, pay, payoutIn, exchangesFor })),
+    convertedThresholdChannel: async ({ channel, pay, balances, conversionsDone }, use) =>
+      use(convertedThresholdChannelOn({ channel, pay, balances, conversionsDone })),
+    lowerThreshold: async ({ app }, use) => use(lowerThresholdOn({ app })),
   });
 }
 
