@@ -6,8 +6,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { channelInputSchema, channelLockKey, upsertChannel } from '../../src/channels/index.ts';
-import { readIpn } from '../../src/integrations/nowpayments/index.ts';
+import { channelLockKey, upsertChannel } from '../../src/channels/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import {
@@ -19,10 +18,9 @@ import {
 } from '../../src/pipeline/index.ts';
 import { recordIpnStepwise } from '../../src/pipeline/payment/intake.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
+import { finishedIpn, usdtChannelInput } from '../support/intake-inputs.ts';
 
 const SECRET = 'save-race-secret';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
 
 type Strategy = 'instant' | 'threshold';
@@ -42,22 +40,10 @@ afterAll(async () => {
 /** The save as the admin route makes it: the upsert, then the rehome in its transaction; `beforeRehome` pauses it. */
 async function save(channelId: string, strategy: Strategy, beforeRehome?: () => Promise<void>): Promise<Rehomed> {
   let rehomed: Rehomed = { toConversion: [], toInstant: [] };
-  await upsertChannel(
-    db.db,
-    channelId,
-    channelInputSchema.parse({
-      payoutStrategy: strategy,
-      ...(strategy === 'threshold' && { thresholdUsd: '100000.00' }),
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    }),
-    'test',
-    async (trx) => {
-      await beforeRehome?.();
-      rehomed = await rehomeChannelPayments(trx, channelId);
-    },
-  );
+  await upsertChannel(db.db, channelId, usdtChannelInput(strategy), 'test', async (trx) => {
+    await beforeRehome?.();
+    rehomed = await rehomeChannelPayments(trx, channelId);
+  });
   return rehomed;
 }
 
@@ -68,10 +54,7 @@ const PATHS = {
 
 async function finished(channelId: string, path: keyof typeof PATHS): Promise<{ id: string; result: IntakeResult }> {
   const id = String(nextPaymentId++);
-  const { raw, headers } = signed(ipnBody({ payment_id: Number(id), order_id: `PGP-6271402111|${channelId}` }), SECRET);
-  const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
-  if (!reading.ok) throw new Error(reading.error);
-  return { id, result: await PATHS[path](db.db, reading.ipn, SETTINGS) };
+  return { id, result: await PATHS[path](db.db, finishedIpn(Number(id), channelId, SECRET), SETTINGS) };
 }
 
 /** Sessions of this database waiting for a lock (a heavyweight one: advisory, row, transaction). */
