@@ -18,7 +18,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { channelInputSchema, upsertChannel } from '../../src/channels/index.ts';
+import { upsertChannel } from '../../src/channels/index.ts';
 import { PAYMENT_STATUSES, readIpn, type Ipn, type IpnStatus } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { intakeMetricsText } from '../../src/metrics/intake.ts';
@@ -29,11 +29,11 @@ import { intakeInOneCall, type OneCallResult } from '../../src/pipeline/payment/
 import { createLogger } from '../../src/log.ts';
 import { oneCallSettings, recordIpnStepwise } from '../../src/pipeline/payment/intake.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
+import { usdtChannelInput } from '../support/intake-inputs.ts';
 import { signed } from '../support/ipn.ts';
 import { fuzzParams } from './support.ts';
 
 const SECRET = 'one-call-differential-secret';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const USER = '6271402111';
 
 /** Registered in both databases before the first sequence; a sequence may change them (both alike). */
@@ -219,14 +219,7 @@ let nextPaymentId = 2_026_000_000_000n;
 let nextLateChannel = 1_026_100_000_000n;
 
 async function saveChannel(channelId: string, strategy: 'instant' | 'threshold', fee: string | null): Promise<void> {
-  const input = channelInputSchema.parse({
-    payoutStrategy: strategy,
-    ...(strategy === 'threshold' && { thresholdUsd: '100000.00' }),
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-    platformFeePercent: fee,
-  });
+  const input = usdtChannelInput(strategy, fee);
   for (const database of [a, b]) await upsertChannel(database.db, channelId, input, 'differential');
 }
 
