@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dispatchEvents, type DeliveryView, type DispatchSettings } from '../../src/events/index.ts';
 import { createLogger } from '../../src/log.ts';
 import type { Overview } from '../../src/overview/index.ts';
+import { instantEthChannel, sendIpn, usdtThresholdChannel, WALLET } from '../support/api-seed.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import {
@@ -23,8 +24,8 @@ import {
   seedTransfer,
   settleConversion,
 } from '../support/overview-seed.ts';
-import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
-import { fixtures, ipnBody, signed } from '../support/ipn.ts';
+import { ADMIN_TOKEN, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
+import { fixtures, ipnBody } from '../support/ipn.ts';
 import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { ROOT } from '../support/process.ts';
 import { startReceiver } from '../support/receiver.ts';
@@ -41,7 +42,6 @@ const UNREGISTERED = '-1007000000009';
 const HOOKED = '-1007000000005';
 /** A channel with more statement lines than the dashboard shows in one page (seeded by its test). */
 const PAGED = '-1007000000006';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const OTHER_WALLET = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
 /** In an endpoint's URL: a platform may put its own key there, which the page never shows. */
 const QUERY_KEY = 'platform-key-5f1c0e9a';
@@ -100,10 +100,38 @@ async function signIn(page: Page, options: { held?: boolean } = {}): Promise<voi
   await page.waitForSelector('[data-testid=total-received-eth]');
 }
 
-/** A signed IPN as NOWPayments sends it; `status` is the answer's HTTP status. */
-async function sendIpn(body: Record<string, unknown>): Promise<number> {
-  const { raw, headers } = signed(body, IPN_SECRET);
-  return (await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status;
+/** Answers the page's next confirm; the returned function gives what it asked once it has been asked. */
+function answerNextDialog(page: Page, accept: boolean): () => string {
+  let asked = '';
+  page.once('dialog', (dialog) => {
+    asked = dialog.message();
+    void (accept ? dialog.accept() : dialog.dismiss());
+  });
+  return () => asked;
+}
+
+/** Clicks a button that asks first and dismisses it, leaving time for a request that must not go; what it asked. */
+async function clickDismissed(page: Page, button: string): Promise<string> {
+  const asked = answerNextDialog(page, false);
+  await page.click(button);
+  await page.waitForTimeout(300);
+  return asked();
+}
+
+/** Clicks a button that asks first and accepts it, until the page's notice of `outcome` shows; what it asked. */
+async function clickAccepted(page: Page, button: string, outcome: 'ok' | 'error'): Promise<string> {
+  const asked = answerNextDialog(page, true);
+  await page.click(button);
+  await page.waitForSelector(`[data-testid=notice].${outcome}`);
+  return asked();
+}
+
+/** The API refuses (409) what the page was just asked to do, and the page's notice is the API's own words. */
+async function expectRefusalShown(page: Page, path: string): Promise<Awaited<ReturnType<TestPayrail['request']>>> {
+  const refused = await payrail.request('POST', path);
+  expect(refused.status).toBe(409);
+  expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+  return refused;
 }
 
 function dispatch(settings: Partial<DispatchSettings> = {}) {
@@ -130,19 +158,8 @@ beforeAll(async () => {
   browser = await launchChromium();
   db = await createTestDatabase();
   payrail = await startTestPayrail(db, { roles: { web: true, worker: false } });
-  await saveChannel(payrail, THRESHOLD, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '50',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, INSTANT, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, THRESHOLD, usdtThresholdChannel('50'));
+  await saveChannel(payrail, INSTANT, instantEthChannel());
   const threshold = [
     await sendFinished(payrail, 9_700_000_001, THRESHOLD),
     await sendFinished(payrail, 9_700_000_002, THRESHOLD),
@@ -320,23 +337,15 @@ describe('the dashboard', () => {
     await page.waitForSelector(row);
 
     // Dismissed: nothing is sent.
-    page.once('dialog', (dialog) => void dialog.dismiss());
-    await page.click(`${row} button[data-action=cancel]`);
-    await page.waitForTimeout(300);
+    await clickDismissed(page, `${row} button[data-action=cancel]`);
     expect((await payrail.request('GET', `/api/payouts/${reviewId}`)).body.status).toBe('needs_review');
 
     // Approve is not safe from review: 409, and the page shows the API's own words.
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(`${row} button[data-action=approve]`);
-    await page.waitForSelector('[data-testid=notice].error');
-    const refused = await payrail.request('POST', `/api/payouts/${reviewId}/approve`);
-    expect(refused.status).toBe(409);
-    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    await clickAccepted(page, `${row} button[data-action=approve]`, 'error');
+    await expectRefusalShown(page, `/api/payouts/${reviewId}/approve`);
     expect((await payrail.request('GET', `/api/payouts/${reviewId}`)).body.status).toBe('needs_review');
 
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(`${row} button[data-action=cancel]`);
-    await page.waitForSelector('[data-testid=notice].ok');
+    await clickAccepted(page, `${row} button[data-action=cancel]`, 'ok');
     expect(await page.textContent('[data-testid=notice]')).toBe(`cancel: payout ${reviewId} is now cancelled.`);
     const after = await payrail.request('GET', `/api/payouts/${reviewId}`);
     expect(after.body).toMatchObject({ status: 'cancelled', reason: 'cancelled by admin' });
@@ -386,26 +395,14 @@ describe('the dashboard', () => {
       expect(await shown(page, '[data-testid=review] h2 .count')).toBe('2');
 
       // Dismissed: nothing is sent.
-      page.once('dialog', (dialog) => void dialog.dismiss());
-      await page.click(`${row} button[data-action=retry]`);
-      await page.waitForTimeout(300);
+      await clickDismissed(page, `${row} button[data-action=retry]`);
       expect((await payrail.request('GET', `/api/conversions/${id}`)).body.status).toBe('needs_review');
 
-      page.once('dialog', (dialog) => void dialog.accept());
-      await page.click(`${stuckRow} button[data-action=retry]`);
-      await page.waitForSelector('[data-testid=notice].error');
-      const refused = await payrail.request('POST', `/api/conversions/${stuck}/retry`);
-      expect(refused.status).toBe(409);
-      expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+      await clickAccepted(page, `${stuckRow} button[data-action=retry]`, 'error');
+      await expectRefusalShown(page, `/api/conversions/${stuck}/retry`);
       expect((await payrail.request('GET', `/api/conversions/${stuck}`)).body.status).toBe('needs_review');
 
-      let asked = '';
-      page.once('dialog', (dialog) => {
-        asked = dialog.message();
-        void dialog.accept();
-      });
-      await page.click(`${row} button[data-action=retry]`);
-      await page.waitForSelector('[data-testid=notice].ok');
+      const asked = await clickAccepted(page, `${row} button[data-action=retry]`, 'ok');
       expect(asked).toContain(`Retry conversion ${id}?`);
       expect(await page.textContent('[data-testid=notice]')).toBe(
         `retry: conversion ${id} is now failed: its ETH never left, its payments go into the next batch.`,
@@ -430,13 +427,7 @@ describe('the dashboard', () => {
 
   it('acts on host-wallet transfers in review: retry, cancel and resolve as never sent, confirm first, refusals as the API says them', async () => {
     // WAITING's 25 USDT are in a batch whose token transfer is in review, its nonce taken; its reason carries markup.
-    await saveChannel(payrail, WAITING, {
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, WAITING, usdtThresholdChannel('20'));
     await settleConversion(
       db.db,
       [await sendFinished(payrail, 9_700_000_031, WAITING), await sendFinished(payrail, 9_700_000_032, WAITING)],
@@ -526,13 +517,7 @@ describe('the dashboard', () => {
     }
 
     // Resolve as never sent: the confirmation says what the chain must show; dismissed, nothing is sent.
-    let asked = '';
-    page.once('dialog', (dialog) => {
-      asked = dialog.message();
-      void dialog.dismiss();
-    });
-    await page.click(`${row(neverSent)} button[data-action=resolve]`);
-    await page.waitForTimeout(300);
+    const asked = await clickDismissed(page, `${row(neverSent)} button[data-action=resolve]`);
     expect(asked).toContain(`Resolve transfer ${neverSent} as never sent?`);
     expect(asked).toContain('The chain must show its nonce used by another transaction');
     expect((await payrail.request('GET', `/api/transfers/${neverSent}`)).body).toMatchObject({
@@ -541,9 +526,7 @@ describe('the dashboard', () => {
     });
 
     // Accepted: 202, the worker carries it out; the row shows the request instead of its buttons.
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(`${row(neverSent)} button[data-action=resolve]`);
-    await page.waitForSelector('[data-testid=notice].ok');
+    await clickAccepted(page, `${row(neverSent)} button[data-action=resolve]`, 'ok');
     expect(await page.textContent('[data-testid=notice]')).toBe(
       `resolve: resolve never sent of transfer ${neverSent} requested; the worker carries it out and the review queue shows what came of it.`,
     );
@@ -560,26 +543,17 @@ describe('the dashboard', () => {
       .toBe(false);
 
     // Cancel is not safe once a version is mined: 409, and the page shows the API's own words.
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(`${row(mined)} button[data-action=cancel]`);
-    await page.waitForSelector('[data-testid=notice].error');
-    const refused = await payrail.request('POST', `/api/transfers/${mined}/cancel`);
-    expect(refused.status).toBe(409);
-    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    await clickAccepted(page, `${row(mined)} button[data-action=cancel]`, 'error');
+    await expectRefusalShown(page, `/api/transfers/${mined}/cancel`);
     expect((await payrail.request('GET', `/api/transfers/${mined}`)).body).toMatchObject({
       status: 'needs_review',
       requested: null,
     });
 
     // Retry: out of review at once (200), back to watching the chain; the channel waits for nobody any more.
-    asked = '';
-    page.once('dialog', (dialog) => {
-      asked = dialog.message();
-      void dialog.accept();
-    });
-    await page.click(`${row(taken)} button[data-action=retry]`);
-    await page.waitForSelector('[data-testid=notice].ok');
-    expect(asked).toContain(`Retry transfer ${taken}?`);
+    expect(await clickAccepted(page, `${row(taken)} button[data-action=retry]`, 'ok')).toContain(
+      `Retry transfer ${taken}?`,
+    );
     await expect
       .poll(() => page.textContent('[data-testid=notice]'), { timeout: 5_000, interval: 100 })
       .toBe(`retry: transfer ${taken} is now broadcast: payrail watches the chain for it again.`);
@@ -633,11 +607,12 @@ describe('the dashboard', () => {
       payment_id: 9_700_000_041,
       order_id: `PGP-1|${THRESHOLD}`,
     };
-    expect(await sendIpn(partial)).toBe(202);
-    expect(await sendIpn(ipnBody({ payment_id: 9_700_000_042, order_id: `PGP-1|${UNREGISTERED}` }))).toBe(202);
+    expect(await sendIpn(payrail, partial)).toBe(202);
+    expect(await sendIpn(payrail, ipnBody({ payment_id: 9_700_000_042, order_id: `PGP-1|${UNREGISTERED}` }))).toBe(202);
     const refunded = await sendFinished(payrail, 9_700_000_043, INSTANT);
     expect(
       await sendIpn(
+        payrail,
         ipnBody({ payment_id: Number(refunded), order_id: `PGP-1|${INSTANT}`, payment_status: 'refunded' }),
       ),
     ).toBe(202);
@@ -686,13 +661,7 @@ describe('the dashboard', () => {
     expect(await shown(page, '[data-testid=payments-inReview] dd')).toBe('3');
 
     // Credit, dismissed: nothing is sent. The confirmation names the amount a credit books.
-    let asked = '';
-    page.once('dialog', (dialog) => {
-      asked = dialog.message();
-      void dialog.dismiss();
-    });
-    await page.click(`${row(partialId)} button[data-action=credit]`);
-    await page.waitForTimeout(300);
+    const asked = await clickDismissed(page, `${row(partialId)} button[data-action=credit]`);
     expect(asked).toContain(`Credit payment ${partialId} with its partial outcome, 0.00294 ETH?`);
     expect((await payrail.request('GET', `/api/payments/${partialId}`)).body).toMatchObject({
       reviewReason: 'partially_paid',
@@ -700,12 +669,8 @@ describe('the dashboard', () => {
     });
 
     // Reverse is refused while the instant payout job has not run: 409, the page shows the API's own words.
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(`${row(refunded)} button[data-action=reverse]`);
-    await page.waitForSelector('[data-testid=notice].error');
-    const refused = await payrail.request('POST', `/api/payments/${refunded}/reverse`);
-    expect(refused.status).toBe(409);
-    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
+    await clickAccepted(page, `${row(refunded)} button[data-action=reverse]`, 'error');
+    await expectRefusalShown(page, `/api/payments/${refunded}/reverse`);
     expect((await payrail.request('GET', `/api/payments/${refunded}`)).body).toMatchObject({
       reviewReason: 'refunded_after_credit',
       reversedAt: null,
@@ -713,13 +678,11 @@ describe('the dashboard', () => {
 
     // Credit, accepted: booked once, out of review; the page reloads and the row is gone. It posts the reason the row
     // shows, so the API refuses it if the reason changed since the page read it.
-    page.once('dialog', (dialog) => void dialog.accept());
     const posted = page.waitForRequest(
       (r) => r.method() === 'POST' && r.url().endsWith(`/api/payments/${partialId}/credit`),
     );
-    await page.click(`${row(partialId)} button[data-action=credit]`);
+    await clickAccepted(page, `${row(partialId)} button[data-action=credit]`, 'ok');
     expect((await posted).postDataJSON()).toEqual({ expectedReason: 'partially_paid' });
-    await page.waitForSelector('[data-testid=notice].ok');
     expect(await page.textContent('[data-testid=notice]')).toBe(
       `credit: payment ${partialId} left review (credit by admin).`,
     );
@@ -760,13 +723,7 @@ describe('the dashboard', () => {
     );
 
     // Dismissed: nothing is sent.
-    let asked = '';
-    page.once('dialog', (dialog) => {
-      asked = dialog.message();
-      void dialog.dismiss();
-    });
-    await page.click(button(THRESHOLD));
-    await page.waitForTimeout(300);
+    const asked = await clickDismissed(page, button(THRESHOLD));
     expect(asked).toContain(
       `Pay channel ${THRESHOLD} now? Its whole available USDT (30 USDT when this page last read it) goes out in one batch`,
     );
@@ -774,9 +731,7 @@ describe('the dashboard', () => {
       [],
     );
 
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click(button(THRESHOLD));
-    await page.waitForSelector('[data-testid=notice].ok');
+    await clickAccepted(page, button(THRESHOLD), 'ok');
     const batches = (await payrail.request('GET', `/api/payouts?channelId=${THRESHOLD}&kind=threshold`)).body.payouts;
     expect(batches).toMatchObject([{ status: 'pending', asset: 'usdt', amount: '30' }]);
     const batch = batches[0].payoutId as string;
@@ -797,13 +752,7 @@ describe('the dashboard', () => {
   });
 
   it("shows the API's 409 when another operator paid the channel after the page read it", async () => {
-    await saveChannel(payrail, ELSEWHERE, {
-      payoutStrategy: 'threshold',
-      thresholdUsd: '100',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, ELSEWHERE, usdtThresholdChannel('100'));
     await settleConversion(db.db, [await sendFinished(payrail, 9_700_000_051, ELSEWHERE)], 14_500_000n);
     const page = await newPage();
     await signIn(page, { held: true });
@@ -822,12 +771,10 @@ describe('the dashboard', () => {
     // refresh from here on reads the same state the answer came from).
     await page.clock.resume();
     await page.waitForSelector('[data-testid=notice].error');
-    const refused = await payrail.request('POST', `/api/channels/${ELSEWHERE}/payout`);
-    expect(refused.status).toBe(409);
+    const refused = await expectRefusalShown(page, `/api/channels/${ELSEWHERE}/payout`);
     expect(refused.body.error).toBe(
       `cannot pay channel ${ELSEWHERE} now: batch ${elsewhere.body.payoutId} is open (pending): it pays the channel's balance when it runs`,
     );
-    expect(await page.textContent('[data-testid=notice]')).toBe(refused.body.error);
     // One batch, the other operator's; the page read the overview again after the answer and shows it.
     expect(
       (await payrail.request('GET', `/api/payouts?channelId=${ELSEWHERE}&kind=threshold`)).body.payouts.map(
@@ -848,10 +795,11 @@ describe('the dashboard', () => {
       order_id: `PGP-1|${THRESHOLD}`,
     };
     const id = String(partial.payment_id);
-    expect(await sendIpn(partial)).toBe(202);
+    expect(await sendIpn(payrail, partial)).toBe(202);
     expect((await payrail.request('POST', `/api/payments/${id}/credit`)).status).toBe(200);
     expect(
       await sendIpn(
+        payrail,
         ipnBody({ payment_id: partial.payment_id, invoice_id: partial.invoice_id, order_id: partial.order_id }),
       ),
     ).toBe(202);
@@ -862,13 +810,7 @@ describe('the dashboard', () => {
     expect(await page.textContent(`${row} [data-role=reason]`)).toBe(
       'top_up: credited 0.00294 eth; a later finished IPN says 0.00487 eth (0.00193 eth more)',
     );
-    let asked = '';
-    page.once('dialog', (dialog) => {
-      asked = dialog.message();
-      void dialog.dismiss();
-    });
-    await page.click(`${row} button[data-action=credit]`);
-    await page.waitForTimeout(300);
+    const asked = await clickDismissed(page, `${row} button[data-action=credit]`);
     expect(asked).toContain(
       `Credit payment ${id} with the rest of its top-up, 0.00193 ETH (the 0.00294 ETH credited stays as booked)?`,
     );
@@ -956,13 +898,7 @@ describe('the dashboard', () => {
     const size = Number(await page.getAttribute('[data-testid=statement]', 'data-page-size'));
     expect(size).toBeGreaterThanOrEqual(1);
     const count = 2 * size + 7;
-    await saveChannel(payrail, PAGED, {
-      payoutStrategy: 'threshold',
-      thresholdUsd: '1000000',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: WALLET,
-    });
+    await saveChannel(payrail, PAGED, usdtThresholdChannel('1000000'));
     // Each payment is one ETH line (no conversion runs here: no worker); sent a few at a time.
     for (let start = 0; start < count; start += 20)
       await Promise.all(
@@ -1132,7 +1068,10 @@ describe('the dashboard', () => {
       // Within a long window the other endpoint's delivery is tried again and again: pending, failing all the same.
       const retrying = await register(busy.url, ['payment.received']);
       expect(
-        await sendIpn(ipnBody({ payment_id: 9_700_000_071, order_id: `PGP-1|${HOOKED}`, payment_status: 'waiting' })),
+        await sendIpn(
+          payrail,
+          ipnBody({ payment_id: 9_700_000_071, order_id: `PGP-1|${HOOKED}`, payment_status: 'waiting' }),
+        ),
       ).toBe(200);
       await expect
         .poll(
@@ -1196,19 +1135,13 @@ describe('the dashboard', () => {
 
       // The receiver is fixed: Retry, confirmed, sent with the token; the delivery is pending again, afresh.
       down.answer(200);
-      let asked = '';
-      page.once('dialog', (dialog) => {
-        asked = dialog.message();
-        void dialog.accept();
-      });
       const posted = page.waitForRequest(
         (r) =>
           r.method() === 'POST' &&
           r.url().endsWith(`/api/webhook-endpoints/${failing.id}/deliveries/${given.eventId}/retry`),
       );
-      await page.click(row('-retry'));
+      const asked = await clickAccepted(page, row('-retry'), 'ok');
       expect((await posted).headers().authorization).toBe(`Bearer ${ADMIN_TOKEN}`);
-      await page.waitForSelector('[data-testid=notice].ok');
       expect(asked).toContain(`Send event ${given.eventId} (channel.wallet_changed) to ${down.url} again?`);
       expect(await page.textContent('[data-testid=notice]')).toBe(
         `retry: the delivery of event ${given.eventId} (channel.wallet_changed) to ${down.url} is pending again; the dispatcher sends it next.`,
