@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { instantEthChannel, usdtThresholdChannel, WALLET } from '../support/api-seed.ts';
 import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, rowCounts, type RowCounts, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const THRESHOLD_CHANNEL = '-1001000000001';
 const INSTANT_CHANNEL = '-1001000000002';
 
@@ -256,15 +256,7 @@ describe('unknown channels and conflicting data', () => {
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
     const before = await rowCounts(db);
-    const res = await payrail.request('PUT', `/api/channels/${late}`, {
-      body: {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '100',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-      },
-    });
+    const res = await payrail.request('PUT', `/api/channels/${late}`, { body: usdtThresholdChannel('100') });
     expect(res.status).toBe(201);
     expect(res.body.pendingEth).toBe('0.0047239');
     expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({
@@ -275,15 +267,7 @@ describe('unknown channels and conflicting data', () => {
     const after = await rowCounts(db);
     expect(after.ledger_journals - before.ledger_journals).toBe(1);
     // Saving the channel again credits nothing more.
-    await payrail.request('PUT', `/api/channels/${late}`, {
-      body: {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '100',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: WALLET,
-      },
-    });
+    await payrail.request('PUT', `/api/channels/${late}`, { body: usdtThresholdChannel('100') });
     expect((await rowCounts(db)).ledger_journals).toBe(after.ledger_journals);
   });
 
@@ -291,9 +275,7 @@ describe('unknown channels and conflicting data', () => {
     const late = '-1008888888888';
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
-    await payrail.request('PUT', `/api/channels/${late}`, {
-      body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
-    });
+    await payrail.request('PUT', `/api/channels/${late}`, { body: instantEthChannel() });
     const res = await send(body);
     expect(res.status).toBe(200);
     expect((await payrail.request('GET', `/api/payments/${body.payment_id}`)).body).toMatchObject({
@@ -307,9 +289,7 @@ describe('unknown channels and conflicting data', () => {
     const late = '-1008888888887';
     const body = finishedFor(late);
     expect((await send(body)).status).toBe(202);
-    await payrail.request('PUT', `/api/channels/${late}`, {
-      body: { payoutStrategy: 'instant', payoutCurrency: 'eth', payoutNetwork: 'eth', walletAddress: WALLET },
-    });
+    await payrail.request('PUT', `/api/channels/${late}`, { body: instantEthChannel() });
     const stale = JSON.stringify({ ...body, payment_status: 'confirming' }).replace(
       '"outcome_amount":0.00487',
       '"outcome_amount":0.009',
