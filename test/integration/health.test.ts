@@ -1,11 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { openPool } from '../../src/db/index.ts';
-import { buildHttpApp } from '../../src/http/index.ts';
-import { parsePercent } from '../../src/money/index.ts';
-import { createLogger } from '../../src/log.ts';
+import { bareHttpApp, unreachableDatabase } from '../support/bare-app.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { freePort } from '../support/ports.ts';
 import { startTestPayrail } from '../support/payrail.ts';
 
 let db: TestDatabase;
@@ -70,24 +66,7 @@ describe('GET /health', () => {
   it('answers 503 naming the queue when a handled task has an old runnable job', async () => {
     // A health check told it handles a task this worker has no handler for, whose job has waited ten minutes.
     const web = await startTestPayrail(db, { roles: { web: false, worker: true } });
-    const app = await buildHttpApp({
-      logger: createLogger({ level: 'silent' }),
-      adminTokens: [],
-      webhook: {
-        db: db.db,
-        ipnSecret: 'x'.repeat(16),
-        intake: { feePercent: parsePercent('3') },
-        bodyLimitBytes: 1024,
-      },
-      health: {
-        db: db.db,
-        handledTasks: ['health_probe'],
-        workerStaleSeconds: 30,
-        queueMaxAgeSeconds: 300,
-        alertIntervalMs: 60_000,
-      },
-      admin: { db: db.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
-    });
+    const app = await bareHttpApp(db.db, { handledTasks: ['health_probe'] });
     try {
       await sql`select graphile_worker.add_job('health_probe', '{}'::json, run_at => now() - interval '10 minutes', job_key => 'health-test')`.execute(
         db.db,
@@ -107,29 +86,8 @@ describe('GET /health', () => {
   });
 
   it('answers 503 naming the database when it cannot be reached', async () => {
-    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, {
-      max: 1,
-      applicationName: 'dead',
-      logger: createLogger({ level: 'silent' }),
-    });
-    const app = await buildHttpApp({
-      logger: createLogger({ level: 'silent' }),
-      adminTokens: [],
-      webhook: {
-        db: dead.db,
-        ipnSecret: 'x'.repeat(16),
-        intake: { feePercent: parsePercent('3') },
-        bodyLimitBytes: 1024,
-      },
-      health: {
-        db: dead.db,
-        handledTasks: [],
-        workerStaleSeconds: 30,
-        queueMaxAgeSeconds: 300,
-        alertIntervalMs: 60_000,
-      },
-      admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
-    });
+    const dead = await unreachableDatabase();
+    const app = await bareHttpApp(dead.db);
     try {
       const res = await app.inject({ method: 'GET', url: '/health' });
       expect(res.statusCode).toBe(503);

@@ -7,10 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPool } from '../../src/db/index.ts';
-import { buildHttpApp } from '../../src/http/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { createMetrics } from '../../src/metrics/index.ts';
-import { parsePercent } from '../../src/money/index.ts';
+import { bareHttpApp, unreachableDatabase } from '../support/bare-app.ts';
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
@@ -401,32 +400,8 @@ describe('GET /metrics on a web process', () => {
   });
 
   it('still answers, with payrail_database_up 0, when the database cannot be read', async () => {
-    const dead = openPool(`postgres://postgres:x@127.0.0.1:${await freePort()}/none`, {
-      max: 1,
-      applicationName: 'dead',
-      logger: createLogger({ level: 'silent' }),
-    });
-    const metricsOf = createMetrics({ alertIntervalMs: 60_000 });
-    const app = await buildHttpApp({
-      logger: createLogger({ level: 'silent' }),
-      adminTokens: [],
-      webhook: {
-        db: dead.db,
-        ipnSecret: 'x'.repeat(16),
-        intake: { feePercent: parsePercent('3') },
-        bodyLimitBytes: 1024,
-        onAnswered: (answer) => metricsOf.ipnAnswered(answer),
-      },
-      health: {
-        db: dead.db,
-        handledTasks: [],
-        workerStaleSeconds: 30,
-        queueMaxAgeSeconds: 300,
-        alertIntervalMs: 60_000,
-      },
-      admin: { db: dead.db, intake: { feePercent: parsePercent('3') }, pollDeadlineMs: 60_000 },
-      metrics: { metrics: metricsOf, db: dead.db },
-    });
+    const dead = await unreachableDatabase();
+    const app = await bareHttpApp(dead.db, { metrics: createMetrics({ alertIntervalMs: 60_000 }) });
     try {
       expect(
         (
