@@ -120,6 +120,20 @@ const it = worldFirst(
       );
       return rows;
     })
+    /** The one job that moves the payout or its transfer on, expecting it to be keyed `key`. */
+    .extend(
+      'onlyJobOf',
+      ({ jobsFor }) =>
+        async (payout: Pick<PayoutRow, 'payout_id' | 'transfer_id'>, key: string): Promise<JobRow> => {
+          const jobs = await jobsFor(payout.payout_id, payout.transfer_id);
+          expect(jobs.map((j) => j.key)).toEqual([key]);
+          return jobs[0]!;
+        },
+    )
+    /** Deletes a queued job: it is lost, as a job can be. */
+    .extend('loseJob', ({ db }) => async (job: JobRow): Promise<void> => {
+      await db.pool.query('delete from graphile_worker._private_jobs where id = $1::bigint', [job.id]);
+    })
     .extend('jobExists', ({ db }) => async (id: string): Promise<boolean> => {
       const { rows } = await db.pool.query('select 1 from graphile_worker._private_jobs where id = $1::bigint', [id]);
       return rows.length > 0;
@@ -413,7 +427,6 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
   it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async ({
     app,
     outside,
-    db,
     start,
     instant,
     payWithHostDrained,
@@ -427,6 +440,8 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     jobsFor,
     startLogged,
     expectExchangedOnce,
+    onlyJobOf,
+    loseJob,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -437,11 +452,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       { transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null },
     ]);
     // The job is lost: the payout would wait for ever.
-    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
-    expect(jobs.map((j) => j.key)).toEqual([`transfer_send:${stuck.transfer_id}`]);
-    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
-      jobs.map((j) => j.id),
-    ]);
+    await loseJob(await onlyJobOf(stuck, `transfer_send:${stuck.transfer_id}`));
     await app.refillHost();
 
     const logs = await startLogged();
@@ -486,6 +497,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     startLogged,
     untilPollsFail,
     expectExchangedOnce,
+    onlyJobOf,
   }) => {
     await start();
     await holdBlocks();
@@ -499,11 +511,10 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     const stuck = await onlyPayout(id);
     expect(stuck.status).toBe('sent');
     // Its poll job used up its attempts: nobody looks at ChangeNow for it any more.
-    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
-    expect(jobs.map((j) => j.key)).toEqual([`payout_poll:${stuck.payout_id}`]);
+    const poll = await onlyJobOf(stuck, `payout_poll:${stuck.payout_id}`);
     await db.pool.query(
       "update graphile_worker._private_jobs set attempts = max_attempts, last_error = 'gave up (test)' where id = $1::bigint",
-      [jobs[0]!.id],
+      [poll.id],
     );
     await outside.sim.setFault('none');
 
@@ -527,7 +538,6 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
   it('a direct payout sent, its transfer broadcast and its confirm job lost: retry queues the confirmation and it completes', async ({
     app,
     outside,
-    db,
     start,
     paidInstant,
     onlyPayout,
@@ -543,6 +553,8 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expectOnlyAction,
     jobsFor,
     startLogged,
+    onlyJobOf,
+    loseJob,
   }) => {
     await start();
     await holdBlocks();
@@ -553,11 +565,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     await app.stop();
     const stuck = await onlyPayout(id);
     expect(stuck).toMatchObject({ status: 'sent', exchange_id: null });
-    const jobs = await jobsFor(stuck.payout_id, stuck.transfer_id);
-    expect(jobs.map((j) => j.key)).toEqual([`transfer_confirm:${stuck.transfer_id}`]);
-    await db.pool.query('delete from graphile_worker._private_jobs where id = any($1::bigint[])', [
-      jobs.map((j) => j.id),
-    ]);
+    await loseJob(await onlyJobOf(stuck, `transfer_confirm:${stuck.transfer_id}`));
     await mineHeld();
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
 
@@ -928,6 +936,7 @@ describe('legacy payout_batch jobs', () => {
     convertedThresholdChannel,
     startLogged,
     expectExchangedOnce,
+    loseJob,
   }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
@@ -945,7 +954,7 @@ describe('legacy payout_batch jobs', () => {
     });
     const jobs = await jobsFor(pending.payout_id);
     expect(jobs.map((j) => [j.task, j.key])).toEqual([['payout_run', `payout_run:${pending.payout_id}`]]);
-    await db.pool.query('delete from graphile_worker._private_jobs where id = $1::bigint', [jobs[0]!.id]);
+    await loseJob(jobs[0]!);
     const { rows: legacy } = await db.pool.query<{ id: string }>(
       "select (graphile_worker.add_job('payout_batch', json_build_object('batchId', $1::text), job_key => 'payout_batch:' || $1::text, max_attempts => 10)).id::text as id",
       [pending.payout_id],
