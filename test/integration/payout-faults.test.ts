@@ -35,6 +35,13 @@ const it = worldFirst(
       );
       return BigInt(rows[0]?.total ?? '0');
     })
+    /** The payout's one exchange at ChangeNow, expecting it to match `shown`. */
+    .extend('onlyExchange', ({ exchangesFor }) => (payoutId: string, shown: Record<string, unknown> = {}) => {
+      const exchanges = exchangesFor(payoutId);
+      expect(exchanges).toHaveLength(1);
+      expect(exchanges[0]).toMatchObject(shown);
+      return exchanges[0]!;
+    })
     /** Statements of this database waiting for a lock on payouts rows (a test holds one to order a race). */
     .extend('waitingOnPayouts', ({ db }) => async (): Promise<number> => {
       const { rows } = await db.pool.query<{ n: number }>(
@@ -104,7 +111,7 @@ describe('exchange endings', () => {
   it('a failed exchange sends the payout to review; the funds stay reserved', async ({
     outside,
     start,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     journalKinds,
@@ -122,9 +129,7 @@ describe('exchange endings', () => {
       amount: NET_WEI.toString(),
     });
     expectOnlyAlert(payout.payout_id, 'payout_exchange_failed');
-    const exchanges = exchangesFor(payout.payout_id);
-    expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({ id: payout.exchange_id, status: 'failed' });
+    onlyExchange(payout.payout_id, { id: payout.exchange_id, status: 'failed' });
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // The ETH went to the exchange and stayed there: nothing came back, nothing was sent twice.
     expect(await outside.balanceOf(payout.payin_address!)).toBe(NET_WEI);
@@ -137,7 +142,7 @@ describe('exchange endings', () => {
     outside,
     db,
     start,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     journalKinds,
@@ -146,18 +151,21 @@ describe('exchange endings', () => {
     exchangeEnded,
   }) => {
     await start();
-    const { id, paymentId, payout, exchange } = await exchangeEnded('refunded', 'failed');
-    expect(exchangesFor(payout.payout_id)).toHaveLength(1);
-    expect(exchange).toMatchObject({ id: payout.exchange_id, status: 'refunded', refundAddress: outside.hostAddress });
+    const { id, paymentId, payout } = await exchangeEnded('refunded', 'failed');
+    const exchange = onlyExchange(payout.payout_id, {
+      id: payout.exchange_id,
+      status: 'refunded',
+      refundAddress: outside.hostAddress,
+    });
     expect(payout).toMatchObject({
       status: 'failed',
-      reason: `exchange refunded (refund ${exchange!.refundHash}); 0.0047239 ETH back on the channel's balance`,
+      reason: `exchange refunded (refund ${exchange.refundHash}); 0.0047239 ETH back on the channel's balance`,
     });
     expectOnlyAlert(payout.payout_id, 'payout_refunded');
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: NET_WEI.toString() }]);
     // On chain: the payin address got the ETH once, and the refund brought exactly that back to the host wallet.
-    expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
-    const refund = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionByHash', [exchange!.refundHash])) as {
+    expect(await outside.balanceOf(exchange.payinAddress)).toBe(NET_WEI);
+    const refund = (await rpc(outside.chain.rpcUrl, 'eth_getTransactionByHash', [exchange.refundHash])) as {
       to: string;
       value: string;
     };
@@ -228,7 +236,7 @@ describe('exchange endings', () => {
     payoutsOf,
     hasPayout,
     payoutIn,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     journalKinds,
@@ -250,21 +258,19 @@ describe('exchange endings', () => {
     await lowerThreshold(id);
     const payout = await payoutIn(id, 'failed');
     expect(payout).toMatchObject({ kind: 'threshold', asset: 'usdt', amount: available.toString(), status: 'failed' });
-    const exchanges = exchangesFor(payout.payout_id);
-    expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({
+    const exchange = onlyExchange(payout.payout_id, {
       id: payout.exchange_id,
       status: 'refunded',
       fromCurrency: 'usdt',
       toNetwork: 'trx',
     });
     expect(payout.reason).toBe(
-      `exchange refunded (refund ${exchanges[0]!.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`,
+      `exchange refunded (refund ${exchange.refundHash}); ${formatUnits(available, 6)} USDT back on the channel's balance`,
     );
     expectOnlyAlert(payout.payout_id, 'payout_refunded');
     expect(await transfersFor(payout.payout_id)).toMatchObject([{ status: 'confirmed', amount: available.toString() }]);
     // On chain: the payin address holds the batch; the host wallet got all of it back.
-    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(available);
+    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(available);
     expect(await outside.usdtBalanceOf(outside.hostAddress)).toBe(hostUsdtBefore);
     expect(await balances(id)).toEqual(usdtBalances({ available }));
     expect(await journalKinds(payout.payout_id)).toEqual(['payout_reserved', 'payout_returned']);
@@ -300,7 +306,7 @@ describe('refusals and held batches', () => {
     pay,
     logs,
     payoutIn,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     journalKinds,
@@ -335,9 +341,7 @@ describe('refusals and held batches', () => {
       reason: null,
     });
     expect(await usdtOfPayments(done.payout_id)).toBe(heldAmount + addedUnits);
-    const exchanges = exchangesFor(done.payout_id);
-    expect(exchanges).toHaveLength(1);
-    expect(exchanges[0]).toMatchObject({
+    const exchange = onlyExchange(done.payout_id, {
       status: 'finished',
       expectedAmountFrom: formatUnits(heldAmount + addedUnits, 6),
       payoutAddress: TRON_WALLET,
@@ -345,7 +349,7 @@ describe('refusals and held batches', () => {
     expect(await transfersFor(done.payout_id)).toMatchObject([
       { status: 'confirmed', amount: (heldAmount + addedUnits).toString() },
     ]);
-    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(heldAmount + addedUnits);
+    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(heldAmount + addedUnits);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_topped_up', 'payout_completed']);
     expect(await balances(id)).toEqual(USDT_SETTLED);
     // Held is a wait for more funds, not a fault: nothing to alert on.
@@ -360,7 +364,7 @@ describe('refusals and held batches', () => {
     pay,
     logs,
     payoutIn,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     journalKinds,
@@ -398,13 +402,12 @@ describe('refusals and held batches', () => {
     const added = await paymentUsdt(more);
     const addedUnits = added.usdt;
     // What the payout says it paid is what its exchange expected and its transfer sent, and it is what its payments hold.
-    const exchanges = exchangesFor(done.payout_id);
-    expect(exchanges).toHaveLength(1);
+    const exchange = onlyExchange(done.payout_id);
     const transfers = await transfersFor(done.payout_id);
     expect(transfers).toMatchObject([{ status: 'confirmed' }]);
     expect(transfers[0]!.amount).toBe(done.amount);
-    expect(exchanges[0]!.expectedAmountFrom).toBe(formatUnits(BigInt(done.amount), 6));
-    expect(await outside.usdtBalanceOf(exchanges[0]!.payinAddress)).toBe(BigInt(done.amount));
+    expect(exchange.expectedAmountFrom).toBe(formatUnits(BigInt(done.amount), 6));
+    expect(await outside.usdtBalanceOf(exchange.payinAddress)).toBe(BigInt(done.amount));
     expect(await usdtOfPayments(done.payout_id)).toBe(BigInt(done.amount));
     // The run resumed the batch first: it left with what it held, and the new USDT waits on the channel.
     expect(done).toMatchObject({ status: 'completed', top_ups: 0, amount: heldAmount.toString() });
@@ -548,7 +551,7 @@ describe('outages', () => {
     payoutsOf,
     onlyPayout,
     payoutIn,
-    exchangesFor,
+    onlyExchange,
     transfersFor,
     balances,
     expectLedgerClean,
@@ -576,8 +579,7 @@ describe('outages', () => {
     expect(await transfersFor(stuck.payout_id)).toMatchObject([
       { transfer_id: stuck.transfer_id, status: 'intent', tx_hash: null },
     ]);
-    expect(exchangesFor(stuck.payout_id)).toHaveLength(1);
-    expect(exchangesFor(stuck.payout_id)[0]).toMatchObject({ id: stuck.exchange_id, status: 'waiting' });
+    onlyExchange(stuck.payout_id, { id: stuck.exchange_id, status: 'waiting' });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(0n);
     expect(await hostNonce()).toBe(nonceBefore);
     expect(distinct(downLogs.alerts())).toEqual(['rpc_unreachable']);
@@ -602,11 +604,11 @@ describe('outages', () => {
     payoutsOf,
     onlyPayout,
     payoutIn,
-    exchangesFor,
     balances,
     expectLedgerClean,
     expectNothingSent,
     expectExchangedOnce,
+    onlyExchange,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -631,9 +633,8 @@ describe('outages', () => {
     });
     expect(done.attempts).toBeGreaterThanOrEqual(1);
     await expectExchangedOnce(done.payout_id, { amount: NET_WEI.toString() });
-    const [exchange] = exchangesFor(done.payout_id);
-    expect(exchange).toMatchObject({ id: done.exchange_id, status: 'finished' });
-    expect(await outside.balanceOf(exchange!.payinAddress)).toBe(NET_WEI);
+    const exchange = onlyExchange(done.payout_id, { id: done.exchange_id, status: 'finished' });
+    expect(await outside.balanceOf(exchange.payinAddress)).toBe(NET_WEI);
     expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(logs.alerts()).toEqual([]);
     await expectLedgerClean();
