@@ -68,6 +68,16 @@ function unconfirmedAlerts(id: unknown, on: TestPayrail = payrail) {
   return openAlerts(on, 'payment_unconfirmed', id);
 }
 
+/**
+ * An IPN NOWPayments holds as it says, sent while its API is as `fault` makes it (as it was, unless told): answered
+ * 200 at once, its check to come.
+ */
+async function sendKnown(body: Record<string, unknown>, fault?: Parameters<NowPaymentsSimulator['setFault']>) {
+  known(body);
+  if (fault) await sim.setFault(...fault);
+  expect((await send(body)).status).toBe(200);
+}
+
 /** A payrail that confirms credits with the simulated NOWPayments API. */
 function startConfirming(on: TestDatabase, partialPayments: 'credit' | 'review'): Promise<TestPayrail> {
   return startTestPayrail(on, {
@@ -200,9 +210,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
 
   it('credits a partial payment (PARTIAL_PAYMENTS=credit) only after NOWPayments agrees too', async () => {
     const body = partial();
-    known(body);
-    await sim.setFault('slow', { slowMs: 1_000 });
-    expect((await send(body)).status).toBe(200);
+    await sendKnown(body, ['slow', { slowMs: 1_000 }]);
     expect(await payment(body.payment_id)).toMatchObject({ status: 'partially_paid', creditedAt: null });
     const credited = await paymentWhen(body.payment_id, isCredited);
     expect(credited).toMatchObject({ grossAmount: '0.00294', reviewReason: null });
@@ -211,9 +219,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
 
   it("a partial payment that expires before NOWPayments confirmed it goes to review as partially_paid: a person's credit books the partial once NOWPayments' API agrees with it, never the expired IPN's amount", async () => {
     const body = partial();
-    known(body);
-    await sim.setFault('down');
-    expect((await send(body)).status).toBe(200);
+    await sendKnown(body, ['down']);
     await paymentWhen(body.payment_id, wasAsked);
     // The rest never came: NOWPayments expires the payment (its IPN), while its books keep the partial as it arrived.
     const expired = expiredFor(body);
@@ -284,9 +290,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
 
   it('NOWPayments down → not credited, retried; credited once it is back', async () => {
     const body = finished();
-    known(body);
-    await sim.setFault('down');
-    expect((await send(body)).status).toBe(200);
+    await sendKnown(body, ['down']);
     const failing = await paymentWhen(body.payment_id, wasAsked);
     expect(failing).toMatchObject({ creditedAt: null, reviewReason: null });
     expect(failing.confirmation.lastError).toMatch(/network|ECONNREFUSED|connect/i);
@@ -307,9 +311,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
 
   it('NOWPayments answering 5xx past the deadline → review and alert, and never credited on the IPN alone', async () => {
     const body = finished();
-    known(body);
-    await sim.setFault('5xx');
-    expect((await send(body)).status).toBe(200);
+    await sendKnown(body, ['5xx']);
     await paymentWhen(body.payment_id, wasAsked);
     // The deadline passes (NOWPAYMENTS_CONFIRM_DEADLINE is an hour; the test moves the payment's deadline instead).
     await deadlinePasses(body.payment_id);
@@ -330,8 +332,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     /** A partial payment credited once NOWPayments agreed (PARTIAL_PAYMENTS=credit here): 0.00294 ETH. */
     async function creditedPartial(): Promise<Record<string, unknown>> {
       const body = partial();
-      known(body);
-      expect((await send(body)).status).toBe(200);
+      await sendKnown(body);
       await paymentWhen(body.payment_id, isCredited);
       return body;
     }
@@ -382,10 +383,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     it('the real rest (NOWPayments says finished 0.00487) is offered as top_up once the check agrees, not before, and its credit books the difference', async () => {
       const body = await creditedPartial();
       const rest = finishedFor(body);
-      known(rest);
-      await sim.setFault('slow', { slowMs: 1_500 });
-      const res = await send(rest);
-      expect(res.status).toBe(200);
+      await sendKnown(rest, ['slow', { slowMs: 1_500 }]);
       // Asked, not offered yet: a person cannot credit what NOWPayments has not confirmed.
       expect(await payment(body.payment_id)).toMatchObject({
         reviewReason: null,
@@ -412,9 +410,7 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     it('NOWPayments unreachable past the deadline → payment_unconfirmed; the top-up is never offered on the IPN alone', async () => {
       const body = await creditedPartial();
       const rest = finishedFor(body);
-      known(rest);
-      await sim.setFault('5xx');
-      expect((await send(rest)).status).toBe(200);
+      await sendKnown(rest, ['5xx']);
       await paymentWhen(body.payment_id, wasAsked);
       expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, grossAmount: '0.00294' });
       await deadlinePasses(body.payment_id, 'restated_confirm_deadline_at');
@@ -431,10 +427,8 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     it('unconfirmed through an outage, then asked again (recheck) once NOWPayments answers: offered as top_up only when its API agrees, and its credit books the difference', async () => {
       const body = await creditedPartial();
       const rest = finishedFor(body);
-      known(rest);
       const attempts = (await payment(body.payment_id)).confirmation.attempts as number;
-      await sim.setFault('down');
-      expect((await send(rest)).status).toBe(200);
+      await sendKnown(rest, ['down']);
       await paymentWhen(body.payment_id, (p) => p.confirmation.attempts > attempts);
       await deadlinePasses(body.payment_id, 'restated_confirm_deadline_at');
       const held = await paymentWhen(body.payment_id, isInReview, 20_000);
