@@ -136,6 +136,14 @@ function sendRefunded(body: Record<string, unknown>, to: TestPayrail = payrail) 
   return send({ ...body, payment_status: 'refunded' }, to);
 }
 
+/** A finished IPN for the channel, sent, then NOWPayments saying it was refunded (whatever the answers); its body. */
+async function refundedAfterCredit(channelId: string) {
+  const body = finishedFor(channelId);
+  await send(body);
+  await sendRefunded(body);
+  return body;
+}
+
 /** A partial IPN for the channel, sent (whatever the answer); its body. */
 async function sentPartial(channelId: string = THRESHOLD_CHANNEL) {
   const body = partialFor(channelId);
@@ -750,9 +758,7 @@ describe('refunded_after_credit: reverse', () => {
   });
 
   it('an instant payment whose payout job has not run yet is refused (409) and stays in review', async () => {
-    const body = finishedFor(INSTANT_CHANNEL);
-    await send(body);
-    await sendRefunded(body);
+    const body = await refundedAfterCredit(INSTANT_CHANNEL);
     const res = await act(body.payment_id, 'reverse');
     expect(res.status).toBe(409);
     expect(res.body.error).toMatch(/its instant payout job has not run yet/);
@@ -765,14 +771,11 @@ describe('refunded_after_credit: reverse', () => {
   });
 
   it('ignore is refused for a refund after the credit, and reverse for anything else', async () => {
-    const body = finishedFor(THRESHOLD_CHANNEL);
-    await send(body);
-    await sendRefunded(body);
+    const body = await refundedAfterCredit(THRESHOLD_CHANNEL);
     const ignore = await act(body.payment_id, 'ignore');
     expect(ignore.status).toBe(409);
     expect(ignore.body.error).toContain('reverse the credit');
-    const partial = partialFor(THRESHOLD_CHANNEL);
-    await send(partial);
+    const partial = await sentPartial(THRESHOLD_CHANNEL);
     const reverse = await act(partial.payment_id, 'reverse');
     expect(reverse.status).toBe(409);
     expect(reverse.body.error).toContain(
