@@ -28,6 +28,11 @@ const ALICE = 'alice-admin-token-0123456789';
 const BOB = 'bob-admin-token-0123456789ab';
 const REVIEW_REASON_FAILED = 'exchange failed; the funds sent have not come back';
 
+/** The answer to an action refused as unsafe now: 409, saying why and nothing more. */
+function conflict(error: string) {
+  return { status: 409, body: { error } };
+}
+
 interface JobRow {
   id: string;
   task: string;
@@ -217,10 +222,9 @@ describe('resolve: the way out of review once the funds left', () => {
     // Resolved is final: resolving again, retrying or cancelling is refused and changes nothing.
     const before = await getPayout(review.payout_id);
     const again = await act(review.payout_id, 'resolve', BOB, { outcome: 'returned', amount: '0' });
-    expect(again).toEqual({
-      status: 409,
-      body: { error: `cannot resolve payout ${review.payout_id}: a payout in state completed is not in review` },
-    });
+    expect(again).toEqual(
+      conflict(`cannot resolve payout ${review.payout_id}: a payout in state completed is not in review`),
+    );
     expect((await act(review.payout_id, 'retry', BOB)).status).toBe(409);
     expect((await act(review.payout_id, 'cancel', BOB)).status).toBe(409);
     expect(await getPayout(review.payout_id)).toEqual(before);
@@ -288,12 +292,11 @@ describe('resolve: the way out of review once the funds left', () => {
       amount: formatUnits(BigInt(conversion.usdt), 6),
       txHash: conversion.payout_hash,
     });
-    expect(taken).toEqual({
-      status: 409,
-      body: {
-        error: `cannot resolve payout ${review.payout_id}: ${conversion.payout_hash} already backs something else (another refund, a conversion's payout or an operator deposit)`,
-      },
-    });
+    expect(taken).toEqual(
+      conflict(
+        `cannot resolve payout ${review.payout_id}: ${conversion.payout_hash} already backs something else (another refund, a conversion's payout or an operator deposit)`,
+      ),
+    );
     const part = 10_000_000n;
     await outside.changenowReturn(outside.hostAddress, part);
     const refundHash = await lastMinedHash();
@@ -302,12 +305,9 @@ describe('resolve: the way out of review once the funds left', () => {
       amount: '10.5',
       txHash: refundHash,
     });
-    expect(wrong).toEqual({
-      status: 409,
-      body: {
-        error: `cannot resolve payout ${review.payout_id}: ${refundHash} brought 10 USDT to the host wallet, not 10.5`,
-      },
-    });
+    expect(wrong).toEqual(
+      conflict(`cannot resolve payout ${review.payout_id}: ${refundHash} brought 10 USDT to the host wallet, not 10.5`),
+    );
     expect(await onlyPayout(id)).toEqual(review);
     expect(await auditOf(review.payout_id)).toEqual([]);
 
@@ -340,10 +340,9 @@ describe('resolve: the way out of review once the funds left', () => {
     });
     // Failed is final.
     const again = await act(review.payout_id, 'resolve', ALICE, { outcome: 'paid' });
-    expect(again).toEqual({
-      status: 409,
-      body: { error: `cannot resolve payout ${review.payout_id}: a payout in state failed is not in review` },
-    });
+    expect(again).toEqual(
+      conflict(`cannot resolve payout ${review.payout_id}: a payout in state failed is not in review`),
+    );
     expect(await auditOf(review.payout_id)).toHaveLength(1);
     // 10 USDT is below the channel's threshold: no new batch.
     expect(await payoutsOf(id)).toHaveLength(1);
@@ -380,20 +379,16 @@ describe('resolve: the way out of review once the funds left', () => {
 
     for (const body of [{ outcome: 'paid' }, { outcome: 'returned', amount: '0' }]) {
       const refused = await act(review.payout_id, 'resolve', ALICE, body);
-      expect(refused, JSON.stringify(body)).toEqual({
-        status: 409,
-        body: {
-          error: `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead`,
-        },
-      });
+      expect(refused, JSON.stringify(body)).toEqual(
+        conflict(
+          `cannot resolve payout ${review.payout_id}: its funds never left (no confirmed transfer): retry or cancel it instead`,
+        ),
+      );
     }
     const notInReview = await act(waiting.payout_id, 'resolve', ALICE, { outcome: 'paid' });
-    expect(notInReview).toEqual({
-      status: 409,
-      body: {
-        error: `cannot resolve payout ${waiting.payout_id}: a payout in state awaiting_approval is not in review`,
-      },
-    });
+    expect(notInReview).toEqual(
+      conflict(`cannot resolve payout ${waiting.payout_id}: a payout in state awaiting_approval is not in review`),
+    );
 
     // Each refused by the route before anything is read, naming the field at fault.
     const badBodies: Array<[unknown, string]> = [
@@ -607,12 +602,9 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     const { id, waiting } = await awaitingApproval();
     const before = await getPayout(waiting.payout_id);
     const refused = await act(waiting.payout_id, 'retry', ALICE);
-    expect(refused).toEqual({
-      status: 409,
-      body: {
-        error: `cannot retry payout ${waiting.payout_id}: a payout in state awaiting_approval cannot be retried`,
-      },
-    });
+    expect(refused).toEqual(
+      conflict(`cannot retry payout ${waiting.payout_id}: a payout in state awaiting_approval cannot be retried`),
+    );
     expect(await getPayout(waiting.payout_id)).toEqual(before);
     expect(await jobsFor(waiting.payout_id)).toEqual([]);
     expect(await auditOf(waiting.payout_id)).toEqual([]);
