@@ -669,6 +669,14 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
     await reviewedDb?.close();
   });
 
+  /** A partial IPN NOWPayments holds as it says, kept for a person (202); its body. */
+  async function heldPartial() {
+    const body = partial();
+    known(body);
+    expect((await send(body, reviewed)).status).toBe(202);
+    return body;
+  }
+
   async function creditedLater(id: unknown) {
     const res = await credit(id);
     expect(res.status).toBe(200);
@@ -703,9 +711,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
   });
 
   it('a partial NOWPayments holds as the IPN says is credited with its amount once the API agrees, once', async () => {
-    const body = partial();
-    known(body);
-    expect((await send(body, reviewed)).status).toBe(202);
+    const body = await heldPartial();
     const credited = await creditedLater(body.payment_id);
     expect(credited).toMatchObject({
       grossAmount: '0.00294',
@@ -720,9 +726,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
   });
 
   it("a partial that ended (expired since) is credited with the partial amount once NOWPayments' books hold that partial", async () => {
-    const body = partial();
-    known(body);
-    expect((await send(body, reviewed)).status).toBe(202);
+    const body = await heldPartial();
     expect((await send(expiredOf(body), reviewed)).body).toMatchObject({
       status: 'expired',
       reviewReason: 'partially_paid',
@@ -748,9 +752,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
   });
 
   it('more arriving after the decision (a larger partially_paid IPN, real or forged) sends it back to review: the decision was for the amount seen', async () => {
-    const body = partial();
-    known(body);
-    expect((await send(body, reviewed)).status).toBe(202);
+    const body = await heldPartial();
     await sim.setFault('down');
     expect((await credit(body.payment_id)).body).toMatchObject({
       creditedAt: null,
@@ -776,9 +778,7 @@ describe("a person's credit of a partial payment (PARTIAL_PAYMENTS=review) waits
   });
 
   it('NOWPayments expiring the payment after the decision keeps the decision: the check books the partial', async () => {
-    const body = partial();
-    known(body);
-    expect((await send(body, reviewed)).status).toBe(202);
+    const body = await heldPartial();
     await sim.setFault('down');
     expect((await credit(body.payment_id)).status).toBe(200);
     expect(await send(expiredOf(body), reviewed)).toMatchObject({ status: 200, body: { status: 'expired' } });
