@@ -643,6 +643,10 @@ const WRITE_KEYS = (f: Record<string, string | number>) => Object.keys(f);
 const sendAdmin = (r: AdminRequest, auth: Auth, noise: string) =>
   sendWatched({ url: payrail.url, logs, written: () => fingerprint(db) }, r.method, render(r), auth, noise);
 
+/** Payouts and conversions as the model reads them: an id's shape, their table, the answer's id field. */
+const PAYOUTS = { idRe: PAYOUT_ID_RE, table: 'payouts', idKey: 'payoutId' } as const;
+const CONVERSIONS = { idRe: CONVERSION_ID_RE, table: 'conversions', idKey: 'conversionId' } as const;
+
 /** A payout's or conversion's status as the database holds it; undefined when there is none. */
 async function storedStatus(table: 'payouts' | 'conversions', id: string): Promise<string | undefined> {
   const key = table === 'payouts' ? 'payout_id' : 'conversion_id';
@@ -705,12 +709,14 @@ async function checkAuthorized(
       if (exists && r.method === 'GET') expect(json.paymentId, context).toBe(param);
       return;
     }
-    case 'get-payout': {
+    case 'get-payout':
+    case 'get-conversion': {
+      const { idRe, table, idKey } = r.route === 'get-payout' ? PAYOUTS : CONVERSIONS;
       if (param === undefined) return;
-      if (!PAYOUT_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
-      const status = await storedStatus('payouts', param);
+      if (!idRe.test(param)) return void expect(response.status, context).toBe(400);
+      const status = await storedStatus(table, param);
       expect(response.status, context).toBe(status ? 200 : 404);
-      if (status) expectShown('payoutId', status);
+      if (status) expectShown(idKey, status);
       return;
     }
     case 'list-payouts': {
@@ -737,14 +743,6 @@ async function checkAuthorized(
       expect(response.status, context).toBe(200);
       expectShown('payoutId', status);
       await expectAudited({ action: `payout.${action}`, subject: param, details: { to: status } });
-      return;
-    }
-    case 'get-conversion': {
-      if (param === undefined) return;
-      if (!CONVERSION_ID_RE.test(param)) return void expect(response.status, context).toBe(400);
-      const status = await storedStatus('conversions', param);
-      expect(response.status, context).toBe(status ? 200 : 404);
-      if (status) expectShown('conversionId', status);
       return;
     }
     case 'list-conversions': {
