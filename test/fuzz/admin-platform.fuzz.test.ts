@@ -33,6 +33,7 @@ import {
   auditSince,
   badUrl,
   bodyOf,
+  drawnFrom,
   fixed,
   pathOf,
   pathSegment,
@@ -136,9 +137,9 @@ const segment = (values: fc.Arbitrary<string>) => pathSegment(values, RAW_SEGMEN
 
 /** A known endpoint's id one step off: what a person pasting ids gets wrong. */
 const uuidNear = fc
-  .tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'braces', 'nohyphen', 'nul'))
-  .map(([i, how]) => {
-    const id = endpointIds[i % Math.max(1, endpointIds.length)] ?? '00000000-0000-0000-0000-000000000000';
+  .tuple(drawnFrom(endpointIds), fc.constantFrom('upper', 'short', 'long', 'braces', 'nohyphen', 'nul'))
+  .map(([seeded, how]) => {
+    const id = seeded ?? '00000000-0000-0000-0000-000000000000';
     if (how === 'upper') return id.toUpperCase();
     if (how === 'short') return id.slice(0, -1);
     if (how === 'long') return `${id}0`;
@@ -148,7 +149,7 @@ const uuidNear = fc
   });
 const endpointIdValue = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => endpointIds[i % Math.max(1, endpointIds.length)] ?? randomUUID()), weight: 8 },
+    { arbitrary: drawnFrom(endpointIds).map((id) => id ?? randomUUID()), weight: 8 },
     { arbitrary: fc.uuid(), weight: 2 },
     {
       arbitrary: fc.constantFrom('00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-4fff-bfff-ffffffffffff'),
@@ -159,7 +160,7 @@ const endpointIdValue = () =>
   );
 const eventIdValue = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => eventIds[i % Math.max(1, eventIds.length)] ?? randomUUID()), weight: 8 },
+    { arbitrary: drawnFrom(eventIds).map((id) => id ?? randomUUID()), weight: 8 },
     { arbitrary: fc.uuid(), weight: 2 },
     { arbitrary: fc.constantFrom('1', '0', 'null', ''), weight: 1 },
     { arbitrary: nastyString(40), weight: 1 },
@@ -265,7 +266,7 @@ const statementAfter = () =>
 
 const eventsCursor = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => eventCursors[i % Math.max(1, eventCursors.length)] ?? '0.0'), weight: 4 },
+    { arbitrary: drawnFrom(eventCursors).map((cursor) => cursor ?? '0.0'), weight: 4 },
     {
       arbitrary: fc.constantFrom(
         '0.0',
@@ -623,8 +624,8 @@ const request = (): fc.Arbitrary<Request> =>
             .oneof(
               fc.tuple(segment(endpointIdValue()), segment(eventIdValue())),
               // A seeded delivery, so a retry finds one failed (or not) as often as not.
-              fc.nat(1000).map((i): [Segment, Segment] => {
-                const [e, v] = deliveries[i % Math.max(1, deliveries.length)] ?? [randomUUID(), randomUUID()];
+              drawnFrom(deliveries).map((seeded): [Segment, Segment] => {
+                const [e, v] = seeded ?? [randomUUID(), randomUUID()];
                 return [{ value: e }, { value: v }];
               }),
             )

@@ -30,6 +30,7 @@ import {
   auditSince,
   badUrl,
   bodyOf,
+  drawnFrom,
   fixed,
   pathOf,
   pathSegment,
@@ -181,7 +182,7 @@ const channelIdValue = fc.oneof(
 );
 const paymentIdValue = () =>
   fc.oneof(
-    { arbitrary: fc.nat(1000).map((i) => paymentIds[i % Math.max(1, paymentIds.length)] ?? '1'), weight: 4 },
+    { arbitrary: drawnFrom(paymentIds).map((id) => id ?? '1'), weight: 4 },
     { arbitrary: fc.tuple(fc.constantFrom(...'123456789'), digits(0, 19)).map(([a, b]) => a + b), weight: 2 },
     { arbitrary: nearNumbers, weight: 2 },
     { arbitrary: nastyString(24), weight: 1 },
@@ -190,16 +191,16 @@ const hex16 = fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLengt
 const payoutIdValue = () =>
   fc.oneof(
     {
-      arbitrary: fc.nat(1000).map((i) => payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000'),
+      arbitrary: drawnFrom(payoutIds).map((id) => id ?? 'po_0000000000000000'),
       weight: 6,
     },
     { arbitrary: hex16.map((h) => `po_${h}`), weight: 1 },
     { arbitrary: hex16.map((h) => `pb_${h}`), weight: 1 },
     {
       arbitrary: fc
-        .tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl'))
-        .map(([i, how]) => {
-          const id = payoutIds[i % Math.max(1, payoutIds.length)] ?? 'po_0000000000000000';
+        .tuple(drawnFrom(payoutIds), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl'))
+        .map(([seeded, how]) => {
+          const id = seeded ?? 'po_0000000000000000';
           if (how === 'upper') return id.toUpperCase();
           if (how === 'short') return id.slice(0, -1);
           if (how === 'long') return `${id}0`;
@@ -215,17 +216,15 @@ const payoutIdValue = () =>
 const conversionIdValue = () =>
   fc.oneof(
     {
-      arbitrary: fc
-        .nat(1000)
-        .map((i) => conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000'),
+      arbitrary: drawnFrom(conversionIds).map((id) => id ?? 'conv_0000000000000000'),
       weight: 6,
     },
     { arbitrary: hex16.map((h) => `conv_${h}`), weight: 1 },
     {
       arbitrary: fc
-        .tuple(fc.nat(1000), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul'))
-        .map(([i, how]) => {
-          const id = conversionIds[i % Math.max(1, conversionIds.length)] ?? 'conv_0000000000000000';
+        .tuple(drawnFrom(conversionIds), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul'))
+        .map(([seeded, how]) => {
+          const id = seeded ?? 'conv_0000000000000000';
           if (how === 'upper') return id.toUpperCase();
           if (how === 'short') return id.slice(0, -1);
           if (how === 'long') return `${id}0`;

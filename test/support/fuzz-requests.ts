@@ -34,6 +34,10 @@ export const pathSegment = (
     { arbitrary: fc.constantFrom(...raws).map((raw) => ({ raw })), weight: 1 },
   );
 
+/** One of `list` as it stands when drawn (the suite adds to it as it runs); undefined while it is empty. */
+export const drawnFrom = <T>(list: readonly T[]): fc.Arbitrary<T | undefined> =>
+  fc.nat(1000).map((i) => list[i % Math.max(1, list.length)]);
+
 export const fixed = (...names: string[]): Segment[] => names.map((value) => ({ value }));
 
 /** The decoded value of a segment, when the model knows it exactly (raw segments are left to the router). */
