@@ -1,8 +1,9 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/db/index.ts';
-import { accounts, checkLedger, postJournal, UnbalancedJournalError } from '../../src/ledger/index.ts';
+import { accounts, checkLedger, UnbalancedJournalError } from '../../src/ledger/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { bookJournal, movement } from '../support/ledger-posts.ts';
 
 let db: TestDatabase;
 
@@ -15,16 +16,14 @@ afterAll(async () => db?.close());
 describe('postJournal', () => {
   it('refuses an unbalanced journal before writing anything', async () => {
     await expect(
-      db.db.transaction().execute((trx) =>
-        postJournal(trx, {
-          kind: 'test',
-          ref: 'unbalanced',
-          entries: [
-            { account: accounts.changenow('eth'), amount: -10n },
-            { account: accounts.channel('-1001', 'eth'), amount: 9n },
-          ],
-        }),
-      ),
+      bookJournal(db, {
+        kind: 'test',
+        ref: 'unbalanced',
+        entries: [
+          { account: accounts.changenow('eth'), amount: -10n },
+          { account: accounts.channel('-1001', 'eth'), amount: 9n },
+        ],
+      }),
     ).rejects.toThrow(UnbalancedJournalError);
     expect((await sql<{ n: number }>`select count(*)::int as n from ledger_journals`.execute(db.db)).rows[0]?.n).toBe(
       0,
@@ -32,16 +31,9 @@ describe('postJournal', () => {
   });
 
   it('books a journal once per (kind, ref)', async () => {
-    const journal = {
-      kind: 'test',
-      ref: 'once',
-      entries: [
-        { account: accounts.changenow('eth'), amount: -10n },
-        { account: accounts.channel('-1001', 'eth'), amount: 10n },
-      ],
-    };
-    const first = await db.db.transaction().execute((trx) => postJournal(trx, journal));
-    const second = await db.db.transaction().execute((trx) => postJournal(trx, journal));
+    const journal = movement('test', 'once', accounts.changenow('eth'), accounts.channel('-1001', 'eth'), 10n);
+    const first = await bookJournal(db, journal);
+    const second = await bookJournal(db, journal);
     expect(first.posted).toBe(true);
     expect(second).toEqual({ posted: false, journalId: first.journalId });
     const balance = await db.db
@@ -54,16 +46,7 @@ describe('postJournal', () => {
 
   it('never lets a channel balance go below zero (the database refuses it)', async () => {
     await expect(
-      db.db.transaction().execute((trx) =>
-        postJournal(trx, {
-          kind: 'test',
-          ref: 'overdraw',
-          entries: [
-            { account: accounts.channel('-1001', 'eth'), amount: -11n },
-            { account: accounts.changenow('eth'), amount: 11n },
-          ],
-        }),
-      ),
+      bookJournal(db, movement('test', 'overdraw', accounts.channel('-1001', 'eth'), accounts.changenow('eth'), 11n)),
     ).rejects.toThrow(/ledger_accounts_check|violates check constraint/);
   });
 
