@@ -384,16 +384,7 @@ export async function requestConfirmation(
 }
 
 export async function enqueueConfirm(trx: Transaction<Database>, paymentId: string): Promise<void> {
-  await enqueue(
-    trx,
-    CONFIRM_JOB.task,
-    { paymentId },
-    {
-      jobKey: `${CONFIRM_JOB.task}:${paymentId}`,
-      jobKeyMode: CONFIRM_JOB.keyMode,
-      maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS,
-    },
-  );
+  await enqueuePaymentJob(trx, CONFIRM_JOB, paymentId, CONFIRM_JOB_MAX_ATTEMPTS);
 }
 
 /**
@@ -959,15 +950,24 @@ export async function creditEffects(
 
 /** The instant payout job of a credited payment (PAYOUT_JOB), whichever credit or decision queues it. */
 export async function enqueueInstantPayout(trx: Transaction<Database>, paymentId: string): Promise<void> {
+  await enqueuePaymentJob(trx, PAYOUT_JOB, paymentId, PAYOUT_JOB_MAX_ATTEMPTS);
+}
+
+/**
+ * A job of one payment under the key the one call gives it too (PAYOUT_JOB, CONFIRM_JOB), so that whichever path
+ * queues it, a copy meets the same job.
+ */
+async function enqueuePaymentJob(
+  trx: Transaction<Database>,
+  job: typeof PAYOUT_JOB | typeof CONFIRM_JOB,
+  paymentId: string,
+  maxAttempts: number,
+): Promise<void> {
   await enqueue(
     trx,
-    PAYOUT_JOB.task,
+    job.task,
     { paymentId },
-    {
-      jobKey: `${PAYOUT_JOB.task}:${paymentId}`,
-      jobKeyMode: PAYOUT_JOB.keyMode,
-      maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS,
-    },
+    { jobKey: `${job.task}:${paymentId}`, jobKeyMode: job.keyMode, maxAttempts },
   );
 }
 
