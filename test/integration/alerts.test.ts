@@ -12,6 +12,7 @@ import {
   raiseAlert,
   resolveAlertByHand,
   STATE_RULES,
+  type AlertPayload,
   type AlertSettings,
   type EvaluateDeps,
   type StateRule,
@@ -21,7 +22,7 @@ import { ConfigError, loadConfig } from '../../src/config.ts';
 import { createChangeNowClient } from '../../src/integrations/changenow/index.ts';
 import { readIpn } from '../../src/integrations/nowpayments/index.ts';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
-import { accounts, postJournal } from '../../src/ledger/index.ts';
+import { accounts } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import { recordIpn } from '../../src/pipeline/index.ts';
@@ -29,6 +30,7 @@ import { rpc } from '../../src/simulators/index.ts';
 import { mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
+import { bookJournal, movement } from '../support/ledger-posts.ts';
 import { eventually, SIM_API_KEY, startOutside, type Outside } from '../support/outside.ts';
 import {
   ADMIN_TOKEN,
@@ -101,13 +103,22 @@ function deps(
 
 const evaluate = (options?: Parameters<typeof deps>[0]) => evaluateAlerts(deps(options));
 
-interface AlertRow {
-  id: string;
-  rule: string;
-  subject: string;
-  severity: string;
-  message: string;
-  details: Record<string, unknown>;
+/** USDT booked from ChangeNow onto a channel's balance, as a settled conversion books it. */
+function creditUsdt(database: TestDatabase, channelId: string, ref: string, units: bigint) {
+  const to = accounts.channel(channelId, 'usdt');
+  return bookJournal(database, movement('test_usdt_credit', ref, accounts.changenow('usdt'), to, units));
+}
+
+/** A channel's USDT balance moved by `units` with no journal behind it: the drift the ledger check exists to catch. */
+async function driftUsdtBalance(database: TestDatabase, channelId: string, units: bigint): Promise<void> {
+  await database.pool.query("update ledger_accounts set balance = balance + $2 where code = $1 and asset = 'usdt'", [
+    accounts.channel(channelId, 'usdt').code,
+    String(units),
+  ]);
+}
+
+/** An alert as stored: the payload's own fields, and its times in the table's columns. */
+interface AlertRow extends Pick<AlertPayload, 'id' | 'rule' | 'subject' | 'severity' | 'message' | 'details'> {
   first_seen_at: Date;
   last_seen_at: Date;
   resolved_at: Date | null;
@@ -503,17 +514,7 @@ describe('state rules fire and resolve', () => {
   it('a threshold channel over its threshold with no batch for longer than the limit, however often it is credited', async () => {
     const channelId = await channel('threshold', '50');
     let credits = 0;
-    const credit = (units: bigint) =>
-      db.db.transaction().execute((trx) =>
-        postJournal(trx, {
-          kind: 'test_usdt_credit',
-          ref: `${channelId}:${credits++}`,
-          entries: [
-            { account: accounts.changenow('usdt'), amount: -units },
-            { account: accounts.channel(channelId, 'usdt'), amount: units },
-          ],
-        }),
-      );
+    const credit = (units: bigint) => creditUsdt(db, channelId, `${channelId}:${credits++}`, units);
     await credit(60_000_000n);
     // The channel was just set up (its threshold just checked): within the grace.
     await evaluate();
@@ -629,22 +630,10 @@ describe('state rules fire and resolve', () => {
         ...deps({ database: tamper }),
         rules: STATE_RULES.filter((r) => r.name === 'ledger_invariant_broken'),
       };
-      const code = accounts.channel('-1003499999999', 'usdt').code;
-      await tamper.db.transaction().execute((trx) =>
-        postJournal(trx, {
-          kind: 'test_usdt_credit',
-          ref: 'tamper',
-          entries: [
-            { account: accounts.changenow('usdt'), amount: -5n },
-            { account: accounts.channel('-1003499999999', 'usdt'), amount: 5n },
-          ],
-        }),
-      );
+      await creditUsdt(tamper, '-1003499999999', 'tamper', 5n);
       await evaluateAlerts(only);
       expect(await alertsOf('ledger_invariant_broken', 'balance_matches_entries', tamper)).toEqual([]);
-      await tamper.pool.query("update ledger_accounts set balance = balance + 1 where code = $1 and asset = 'usdt'", [
-        code,
-      ]);
+      await driftUsdtBalance(tamper, '-1003499999999', 1n);
       await evaluateAlerts(only);
       const fired = await onlyAlert('ledger_invariant_broken', 'balance_matches_entries', tamper);
       expect(fired).toMatchObject({
@@ -652,9 +641,7 @@ describe('state rules fire and resolve', () => {
         resolved_at: null,
         details: { invariant: 'balance_matches_entries', count: 1 },
       });
-      await tamper.pool.query("update ledger_accounts set balance = balance - 1 where code = $1 and asset = 'usdt'", [
-        code,
-      ]);
+      await driftUsdtBalance(tamper, '-1003499999999', -1n);
       await evaluateAlerts(only);
       expect(
         (await onlyAlert('ledger_invariant_broken', 'balance_matches_entries', tamper)).resolved_at,
@@ -675,20 +662,8 @@ describe('state rules fire and resolve', () => {
       await evaluateAlerts(worker());
       const first = await observation('ledger_check', tamper);
       expect(first).toMatchObject({ ok: true, value: '0', detail: null, failing_since: null });
-      const code = accounts.channel('-1003499999998', 'usdt').code;
-      await tamper.db.transaction().execute((trx) =>
-        postJournal(trx, {
-          kind: 'test_usdt_credit',
-          ref: 'throttle',
-          entries: [
-            { account: accounts.changenow('usdt'), amount: -5n },
-            { account: accounts.channel('-1003499999998', 'usdt'), amount: 5n },
-          ],
-        }),
-      );
-      await tamper.pool.query("update ledger_accounts set balance = balance + 1 where code = $1 and asset = 'usdt'", [
-        code,
-      ]);
+      await creditUsdt(tamper, '-1003499999998', 'throttle', 5n);
+      await driftUsdtBalance(tamper, '-1003499999998', 1n);
       // Within the period: the other worker does not run it (the broken balance waits for the next run).
       await evaluateAlerts(worker());
       expect(await alertsOf('ledger_invariant_broken', 'balance_matches_entries', tamper)).toEqual([]);
