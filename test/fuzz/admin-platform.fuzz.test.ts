@@ -27,25 +27,28 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
 import { EVENT_TYPES } from '../../src/events/index.ts';
+import { sendIpn } from '../support/api-seed.ts';
 import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import {
+  askedIn,
   auditSince,
   badUrl,
   bodyOf,
   drawnFrom,
   fixed,
+  limitOf,
   pathOf,
   pathSegment,
   sendWatched,
-  sentQuery,
+  under,
   valueOf,
   type Body,
   type Query,
   type Rendered,
   type Segment,
 } from '../support/fuzz-requests.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
+import { ipnBody } from '../support/ipn.ts';
 import { seeder } from '../support/seed.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
@@ -96,9 +99,7 @@ let nextPaymentId = 8_300_000_000;
 
 async function pay(channelId: string): Promise<string> {
   const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-7|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  const res = await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect([200, 202]).toContain(res.status);
+  expect([200, 202]).toContain(await sendIpn(payrail, body));
   return String(body.payment_id);
 }
 
@@ -546,9 +547,6 @@ const NO_KEY = fc.constant<Key>({ kind: 'none' });
 
 const GET = fc.constant('GET');
 const POST = fc.constant('POST');
-/** /api/<collection>, then the segments generated. */
-const under = (collection: string, ...rest: Array<fc.Arbitrary<Segment>>): fc.Arbitrary<Segment[]> =>
-  fc.tuple(...rest).map((s): Segment[] => [...fixed('api', collection), ...s]);
 
 /** A request to one route: its method and path, with no query, body or key unless given. */
 const route = (
@@ -980,10 +978,8 @@ async function checkAuthorized(
       const exists = (await db.pool.query('select 1 from webhook_endpoints where id = $1', [id])).rowCount === 1;
       if (!exists) return void expect([400, 404], context).toContain(response.status);
       if (response.status !== 200) return void expect(response.status, context).toBe(400);
-      const asked = Object.fromEntries(sentQuery(r.query));
-      expect(json.deliveries.length, context).toBeLessThanOrEqual(
-        asked.limit === undefined ? 100 : Number(asked.limit),
-      );
+      const asked = askedIn(r.query);
+      expect(json.deliveries.length, context).toBeLessThanOrEqual(limitOf(asked, 100));
       for (const d of json.deliveries) if (asked.status !== undefined) expect(d.status, context).toBe(asked.status);
       return;
     }
@@ -1016,8 +1012,8 @@ async function checkAuthorized(
     case 'list-events': {
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
-      const asked = Object.fromEntries(sentQuery(r.query));
-      expect(json.events.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
+      const asked = askedIn(r.query);
+      expect(json.events.length, context).toBeLessThanOrEqual(limitOf(asked, 100));
       const types = asked.type?.split(',');
       for (const e of json.events) if (types) expect(types, context).toContain(e.type);
       expect(json.next, context).toMatch(/^[0-9]{1,20}\.[0-9]{1,19}$/);
@@ -1030,14 +1026,14 @@ async function checkAuthorized(
       if (!CHANNEL_ID_RE.test(channelId)) return void expect(response.status, context).toBe(400);
       if (response.status !== 200) return void expect([400, 404], context).toContain(response.status);
       expect([INSTANT, THRESHOLD, WALLETLESS], context).toContain(channelId);
-      const asked = Object.fromEntries(sentQuery(r.query));
+      const asked = askedIn(r.query);
       if (asked.format === 'csv') {
         expect(response.headers['content-type'], context).toMatch(/^text\/csv/);
         expect(response.text, context).toMatch(/^asset,kind,id,time,amount,available,reserved/);
         return;
       }
       expect(json.channelId ?? channelId, context).toBe(channelId);
-      expect(json.page.lines, context).toBeLessThanOrEqual(asked.limit === undefined ? 200 : Number(asked.limit));
+      expect(json.page.lines, context).toBeLessThanOrEqual(limitOf(asked, 200));
       return;
     }
     case 'export': {

@@ -23,27 +23,30 @@ import { getAddress } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONVERSION_STATES, PAYOUT_STATES } from '../../src/db/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
+import { sendIpn } from '../support/api-seed.ts';
 import { createChannelPair } from '../support/channels.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
 import {
+  askedIn,
   auditSince,
   badUrl,
   bodyOf,
   drawnFrom,
   fixed,
+  limitOf,
   pathOf,
   pathSegment,
   sendWatched,
-  sentQuery,
+  under,
   valueOf,
   type Body,
   type Query,
   type Rendered,
   type Segment,
 } from '../support/fuzz-requests.ts';
-import { ipnBody, signed } from '../support/ipn.ts';
-import { IPN_SECRET, logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { ipnBody } from '../support/ipn.ts';
+import { logSink, startTestPayrail, type LogSink, type TestPayrail } from '../support/payrail.ts';
 import {
   expectHealthy,
   fuzzParams,
@@ -88,9 +91,7 @@ let nextPaymentId = 8_200_000_000;
 
 async function pay(channelId: string): Promise<string> {
   const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|${channelId}` });
-  const { raw, headers } = signed(body, IPN_SECRET);
-  const res = await payrail.request('POST', '/webhooks/nowpayments', { raw, headers, token: null });
-  expect([200, 202]).toContain(res.status);
+  expect([200, 202]).toContain(await sendIpn(payrail, body));
   paymentIds.push(String(body.payment_id));
   return String(body.payment_id);
 }
@@ -545,9 +546,6 @@ const NO_BODY = fc.constant<Body>({ kind: 'none' });
 const GET = fc.constant('GET');
 const POST = fc.constant('POST');
 const fixedPath = (...names: string[]): fc.Arbitrary<Segment[]> => fc.constant(fixed(...names));
-/** /api/<collection>, then the segments generated (an id, an action). */
-const under = (collection: string, ...rest: Array<fc.Arbitrary<Segment>>): fc.Arbitrary<Segment[]> =>
-  fc.tuple(...rest).map((s): Segment[] => [...fixed('api', collection), ...s]);
 
 /** A request to one route: its method and path, with no query and no body unless given. */
 const route = (
@@ -722,8 +720,8 @@ async function checkAuthorized(
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
       // What it listed matches what it was asked for (the parameters payrail accepted were single values).
-      const asked = Object.fromEntries(sentQuery(r.query));
-      expect(json.payouts.length, context).toBeLessThanOrEqual(asked.limit === undefined ? 100 : Number(asked.limit));
+      const asked = askedIn(r.query);
+      expect(json.payouts.length, context).toBeLessThanOrEqual(limitOf(asked, 100));
       for (const p of json.payouts) {
         if (asked.channelId !== undefined) expect(p.channelId, context).toBe(asked.channelId);
         if (asked.status !== undefined) expect(p.status, context).toBe(asked.status);
@@ -747,10 +745,8 @@ async function checkAuthorized(
     case 'list-conversions': {
       expect([200, 400], context).toContain(response.status);
       if (response.status !== 200) return;
-      const asked = Object.fromEntries(sentQuery(r.query));
-      expect(json.conversions.length, context).toBeLessThanOrEqual(
-        asked.limit === undefined ? 100 : Number(asked.limit),
-      );
+      const asked = askedIn(r.query);
+      expect(json.conversions.length, context).toBeLessThanOrEqual(limitOf(asked, 100));
       for (const c of json.conversions) {
         if (asked.status !== undefined) expect(c.status, context).toBe(asked.status);
         expect(c.amountEth, context).toMatch(/^(0|[1-9][0-9]*)(\.[0-9]+)?$/);

@@ -60,6 +60,17 @@ export function badUrl(segments: Segment[]): boolean {
 /** The query parameters actually sent (text that cannot be percent-encoded, such as a lone surrogate, is left out). */
 export const sentQuery = (query: Query): Query => query.filter(([k, v]) => encodable(k) && encodable(v));
 
+/** The parameters sent, by name, as a route that answered 200 read them (each sent once). */
+export const askedIn = (query: Query): Record<string, string> => Object.fromEntries(sentQuery(query));
+
+/** The most a list answers with: the limit asked, or the route's own. */
+export const limitOf = (asked: Record<string, string>, byDefault: number): number =>
+  asked.limit === undefined ? byDefault : Number(asked.limit);
+
+/** /api/<collection>, then the segments generated (an id, an action). */
+export const under = (collection: string, ...rest: Array<fc.Arbitrary<Segment>>): fc.Arbitrary<Segment[]> =>
+  fc.tuple(...rest).map((s): Segment[] => [...fixed('api', collection), ...s]);
+
 export function pathOf(segments: Segment[], query: Query): string {
   const path = `/${segments.map((s) => ('value' in s ? encodeURIComponent(s.value) : s.raw)).join('/')}`;
   const q = sentQuery(query).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
