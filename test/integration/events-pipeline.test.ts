@@ -5,11 +5,11 @@
  * receiver down for a while gets every event afterwards, once per id it acknowledged.
  */
 import { describe, expect } from 'vitest';
-import { verifyEventSignature } from '../../src/events/index.ts';
+import { EVENT_TYPES, verifyEventSignature, type EventType } from '../../src/events/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { fixtures, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
-import { IPN_SECRET } from '../support/payrail.ts';
+import { IPN_SECRET, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet } from '../support/payouts.ts';
 import { startReceiver, type Received } from '../support/receiver.ts';
 
@@ -21,20 +21,16 @@ const it = worldFirst(
   }),
 );
 
-const ALL_TYPES = [
-  'payment.received',
-  'payment.credited',
-  'payment.partially_paid',
-  'payment.review',
-  'payment.refunded',
-  'conversion.completed',
-  'payout.opened',
-  'payout.completed',
-  'payout.failed',
-  'payout.needs_review',
-  'channel.threshold_reached',
-  'channel.wallet_changed',
-];
+/** Registers a receiver for these event types: the endpoint's id, and the secret its deliveries are signed with. */
+async function subscribe(
+  payrail: TestPayrail,
+  url: string,
+  eventTypes: readonly EventType[],
+): Promise<{ id: string; secret: string }> {
+  const created = await payrail.request('POST', '/api/webhook-endpoints', { body: { url, eventTypes } });
+  expect(created.status).toBe(201);
+  return { id: created.body.id as string, secret: created.body.secret as string };
+}
 
 function typesOf(received: readonly Received[], subject: string): string[] {
   return received.filter((r) => r.event.subject === subject).map((r) => r.event.type);
@@ -50,11 +46,7 @@ describe('events from the pipeline', () => {
     const payrail = await start();
     const receiver = await startReceiver();
     try {
-      const created = await payrail.request('POST', '/api/webhook-endpoints', {
-        body: { url: receiver.url, eventTypes: ALL_TYPES },
-      });
-      expect(created.status).toBe(201);
-      const secret = created.body.secret as string;
+      const { secret } = await subscribe(payrail, receiver.url, EVENT_TYPES);
 
       const instant = await channel({
         payoutStrategy: 'instant',
@@ -158,10 +150,7 @@ describe('events from the pipeline', () => {
     const payrail = await start();
     const receiver = await startReceiver();
     try {
-      const created = await payrail.request('POST', '/api/webhook-endpoints', {
-        body: { url: receiver.url, eventTypes: ['payment.credited', 'channel.wallet_changed'] },
-      });
-      expect(created.status).toBe(201);
+      const endpoint = await subscribe(payrail, receiver.url, ['payment.credited', 'channel.wallet_changed']);
       receiver.answer(503);
       const body = { payoutStrategy: 'threshold', thresholdUsd: '1000', payoutCurrency: 'usdt', payoutNetwork: 'eth' };
       const id = await channel({ ...body, walletAddress: freshWallet() });
@@ -185,7 +174,7 @@ describe('events from the pipeline', () => {
       ).toEqual(payments.sort());
       const changed = receiver.acknowledged.find((r) => r.event.type === 'channel.wallet_changed')!.event;
       expect(changed.data).toMatchObject({ channelId: id, walletAddress: wallet, payoutCurrency: 'usdt' });
-      const deliveries = await payrail.request('GET', `/api/webhook-endpoints/${created.body.id}/deliveries`);
+      const deliveries = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries`);
       expect(deliveries.body.deliveries.every((d: { status: string }) => d.status === 'delivered')).toBe(true);
       expect(deliveries.body.deliveries.some((d: { attempts: number }) => d.attempts > 1)).toBe(true);
 
