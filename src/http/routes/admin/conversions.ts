@@ -11,6 +11,7 @@ import {
 } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import { listRoute, oneRoute } from '../reads.ts';
+import { actionAnswers, resolveBody } from './actions.ts';
 import { actorOf, note, notFound, refused, requiredNote, statusQuery, txHash, type AdminDeps } from './shared.ts';
 
 const conversionQuery = statusQuery(CONVERSION_STATES);
@@ -72,7 +73,8 @@ function readConversionRoute(app: FastifyInstance, deps: AdminDeps): void {
 }
 
 // retry; resolve (received / returned / lost), confirmed on chain before anything is booked.
-// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// Declared here, unlike the reads (../reads.ts): a write's words, refusals and log lines are its own; only the form
+// of its answers is shared (./actions.ts).
 function conversionActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
@@ -81,21 +83,11 @@ function conversionActionRoute(app: FastifyInstance, deps: AdminDeps): void {
     auth: 'admin',
     summary: 'Retry a conversion in review, or resolve it with what became of its ETH (confirmed on chain)',
     params: conversionActionParams,
-    body: {
-      schema: conversionResolutionBody.optional(),
-      required: false,
-      when: (params) => params.action === 'resolve',
-      description: 'For resolve only (received, returned or lost); retry ignores a body.',
-    },
-    responses: {
-      200: { description: 'Done: the conversion as it is now.', schema: shapes.conversion },
-      400: { description: 'Not a conversion id, an unknown action, or a bad resolution.', schema: shapes.errorBody },
-      404: { description: 'No such conversion.', schema: shapes.errorBody },
-      409: {
-        description: 'Not safe from its state, or the chain disagrees with the resolution: the reason.',
-        schema: shapes.errorBody,
-      },
-    },
+    body: resolveBody(conversionResolutionBody, 'For resolve only (received, returned or lost); retry ignores a body.'),
+    responses: actionAnswers('conversion', shapes.conversion, {
+      badRequest: 'Not a conversion id, an unknown action, or a bad resolution.',
+      notSafe: 'Not safe from its state, or the chain disagrees with the resolution: the reason.',
+    }),
     handler: async ({ params, body: resolution }, request, reply) =>
       actOnConversion(deps, params, resolution, request, reply),
   });

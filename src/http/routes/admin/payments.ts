@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { applyPaymentAction, getPayment, PAYMENT_ACTIONS, PaymentActionRefused } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import { oneRoute } from '../reads.ts';
+import { actionAnswers } from './actions.ts';
 import { actorOf, note, notFound, refused, type AdminDeps } from './shared.ts';
 
 const paymentParams = z.object({
@@ -27,7 +28,8 @@ export function paymentRoutes(app: FastifyInstance, deps: AdminDeps): void {
   });
 
   // credit / ignore / reverse / recheck a payment intake kept for review; each only from a reason where it is safe.
-  // Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+  // Declared here, unlike the reads (../reads.ts): a write's words, refusals and log lines are its own; only the form
+  // of its answers is shared (./actions.ts).
   route(app, {
     method: 'POST',
     path: '/api/payments/:paymentId/:action',
@@ -39,15 +41,10 @@ export function paymentRoutes(app: FastifyInstance, deps: AdminDeps): void {
       '`expectedReason`: the exact review reason acted on; when the payment holds another by then, 409 and nothing is done.',
     params: paymentActionParams,
     body: { schema: paymentActionBody, required: false },
-    responses: {
-      200: { description: 'Done: the payment as it is now.', schema: shapes.payment },
-      400: { description: 'Not a payment id, an unknown action, or a bad body.', schema: shapes.errorBody },
-      404: { description: 'No such payment.', schema: shapes.errorBody },
-      409: {
-        description: 'Not safe from its review reason or where its money is, or its reason changed: the reason.',
-        schema: shapes.errorBody,
-      },
-    },
+    responses: actionAnswers('payment', shapes.payment, {
+      badRequest: 'Not a payment id, an unknown action, or a bad body.',
+      notSafe: 'Not safe from its review reason or where its money is, or its reason changed: the reason.',
+    }),
     handler: async ({ params: { paymentId, action }, body: { note: text, expectedReason } }, request, reply) => {
       const actor = actorOf(request);
       try {

@@ -11,6 +11,7 @@ import {
 } from '../../../pipeline/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import { listRoute, oneRoute } from '../reads.ts';
+import { actionAnswers, resolveBody } from './actions.ts';
 import { actorOf, listLimit, note, notFound, refused, txHash, type AdminDeps } from './shared.ts';
 
 const payoutQuery = z
@@ -82,7 +83,8 @@ function readPayoutRoute(app: FastifyInstance, deps: AdminDeps): void {
 }
 
 // retry / cancel / approve / resolve, each allowed only from a state where it is safe; kept with who and when.
-// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// Declared here, unlike the reads (../reads.ts): a write's words, refusals and log lines are its own; only the form
+// of its answers is shared (./actions.ts).
 function payoutActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
@@ -92,21 +94,11 @@ function payoutActionRoute(app: FastifyInstance, deps: AdminDeps): void {
     summary: 'Act on a payout: retry, cancel, approve or resolve',
     description: 'Each action only from a state where it is safe (docs/architecture.md, Payout states); audited.',
     params: payoutActionParams,
-    body: {
-      schema: resolutionBody.optional(),
-      required: false,
-      when: (params) => params.action === 'resolve',
-      description: 'For resolve only (what became of the payout); the other actions ignore a body.',
-    },
-    responses: {
-      200: { description: 'Done: the payout as it is now.', schema: shapes.payout },
-      400: {
-        description: 'Not a payout id, an unknown action, a bad resolution, or a resolution its state does not allow.',
-        schema: shapes.errorBody,
-      },
-      404: { description: 'No such payout.', schema: shapes.errorBody },
-      409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
-    },
+    body: resolveBody(resolutionBody, 'For resolve only (what became of the payout); the other actions ignore a body.'),
+    responses: actionAnswers('payout', shapes.payout, {
+      badRequest: 'Not a payout id, an unknown action, a bad resolution, or a resolution its state does not allow.',
+      notSafe: 'Not safe from its state: the reason.',
+    }),
     handler: async ({ params, body: resolution }, request, reply) =>
       actOnPayout(deps, params, resolution, request, reply),
   });

@@ -9,6 +9,7 @@ import {
 } from '../../../pipeline/transfer/index.ts';
 import { route, shapes } from '../../openapi/index.ts';
 import { listRoute, oneRoute } from '../reads.ts';
+import { actionAnswers, resolveBody } from './actions.ts';
 import { actorOf, note, notFound, refused, statusQuery, txHash, type AdminDeps } from './shared.ts';
 
 const transferQuery = statusQuery(TRANSFER_STATES);
@@ -59,7 +60,8 @@ function readTransferRoute(app: FastifyInstance, deps: AdminDeps): void {
 
 // bump / cancel / resolve are carried out by a worker (it holds the key and reads the chain): 202 with the request;
 // retry takes a transfer out of review at once.
-// Declared in full, unlike the reads (../reads.ts): a write's answers, refusals and log lines are its own.
+// Declared here, unlike the reads (../reads.ts): a write's words, refusals and log lines are its own; only the form
+// of its answers is shared (./actions.ts).
 function transferActionRoute(app: FastifyInstance, deps: AdminDeps): void {
   route(app, {
     method: 'POST',
@@ -68,21 +70,20 @@ function transferActionRoute(app: FastifyInstance, deps: AdminDeps): void {
     auth: 'admin',
     summary: 'Act on a transfer: bump, cancel, resolve (carried out by a worker) or retry',
     params: transferActionParams,
-    body: {
-      schema: transferResolutionBody.optional(),
-      required: false,
-      when: (params) => params.action === 'resolve',
-      description: 'For resolve only (mined, or never sent); the other actions ignore a body.',
-    },
+    body: resolveBody(
+      transferResolutionBody,
+      'For resolve only (mined, or never sent); the other actions ignore a body.',
+    ),
     responses: {
-      200: { description: 'Retried: the transfer as it is now.', schema: shapes.transfer },
+      ...actionAnswers('transfer', shapes.transfer, {
+        done: 'Retried: the transfer as it is now.',
+        badRequest: 'Not a transfer id, an unknown action, or a bad resolution.',
+        notSafe: 'Not safe from its state: the reason.',
+      }),
       202: {
         description: 'Asked for: a worker carries it out. The transfer with the request.',
         schema: shapes.transfer,
       },
-      400: { description: 'Not a transfer id, an unknown action, or a bad resolution.', schema: shapes.errorBody },
-      404: { description: 'No such transfer.', schema: shapes.errorBody },
-      409: { description: 'Not safe from its state: the reason.', schema: shapes.errorBody },
     },
     handler: async ({ params, body: resolution }, request, reply) =>
       actOnTransfer(deps, params, resolution, request, reply),
