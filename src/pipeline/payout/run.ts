@@ -16,7 +16,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type Selectable, type Transaction } from 'kysely';
-import { OPEN_PAYOUT_STATES, type Database, type Db, type PayoutsTable, type PayoutStatus } from '../../db/index.ts';
+import {
+  OPEN_PAYOUT_STATES,
+  type Database,
+  type Db,
+  type PaymentsTable,
+  type PayoutsTable,
+  type PayoutStatus,
+} from '../../db/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../../channels/address.ts';
 import { ChangeNowError } from '../../integrations/changenow/index.ts';
 import { enqueue, type TaskPayloads } from '../../jobs/index.ts';
@@ -122,70 +129,95 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
       .where('payment_id', '=', paymentId)
       .executeTakeFirst();
     if (existing) return existing.payout_id;
-    if (payment.credited_at !== null && payment.payout_strategy === 'threshold') {
-      // Its channel switched to threshold before this job ran: the payment waits for a conversion instead.
-      deps.logger.info(
-        { event: 'payout_skipped', paymentId, reason: 'channel switched to threshold' },
-        'payment moved to conversion: no instant payout',
-      );
-      return null;
-    }
-    if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
-      throw new Error(`payment ${paymentId} is not a credited instant payment`);
-    }
-    // A reversed credit's money is owed back (platform:refunds_owed), not the owner's; a payment in review waits for
-    // a person.
-    if (payment.review_reason !== null || payment.reversed_at !== null) {
-      deps.logger.warn(
-        {
-          event: 'payout_skipped',
-          paymentId,
-          reason: payment.reversed_at !== null ? 'credit reversed' : payment.review_reason,
-        },
-        'payment in review or reversed: no instant payout',
-      );
-      return null;
-    }
+    if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
     if (net === 0n) return null;
-    const channel = await trx
-      .selectFrom('channels')
-      .selectAll()
-      .where('channel_id', '=', payment.channel_id)
-      .executeTakeFirstOrThrow();
-    const id = newPayoutId();
-    await trx
-      .insertInto('payouts')
-      .values({
-        payout_id: id,
-        kind: 'instant',
-        channel_id: payment.channel_id,
-        payment_id: paymentId,
-        status: 'pending',
-        asset: payment.asset as 'eth',
-        amount: net,
-        payout_currency: channel.payout_currency,
-        payout_network: channel.payout_network,
-        wallet_address: channel.wallet_address,
-        reason: null,
-      })
-      .execute();
-    await trx
-      .updateTable('payments')
-      .set({ payout_id: id, updated_at: sql`now()` })
-      .where('payment_id', '=', paymentId)
-      .execute();
-    await postJournal(trx, {
-      kind: 'payout_reserved',
-      ref: id,
-      entries: [
-        { account: accounts.channel(payment.channel_id, payment.asset), amount: -net },
-        { account: accounts.channelPayout(payment.channel_id, payment.asset), amount: net },
-      ],
-    });
-    return id;
+    return reserveInstantPayout(trx, paymentId, payment, net);
   });
   if (payoutId !== null) await runPayout(deps, payoutId);
+}
+
+type Payment = Selectable<PaymentsTable>;
+type PayablePayment = Payment & { readonly asset: string };
+
+/**
+ * Whether the payment's credit is the owner's to pay out now; false (logged) when it waits elsewhere. A payment that
+ * was never a credited instant one is a bug in whatever queued the job: it throws.
+ */
+function payableNow(deps: StageDeps, paymentId: string, payment: Payment): payment is PayablePayment {
+  if (payment.credited_at !== null && payment.payout_strategy === 'threshold') {
+    // Its channel switched to threshold before this job ran: the payment waits for a conversion instead.
+    deps.logger.info(
+      { event: 'payout_skipped', paymentId, reason: 'channel switched to threshold' },
+      'payment moved to conversion: no instant payout',
+    );
+    return false;
+  }
+  if (payment.payout_strategy !== 'instant' || payment.credited_at === null || payment.asset === null) {
+    throw new Error(`payment ${paymentId} is not a credited instant payment`);
+  }
+  // A reversed credit's money is owed back (platform:refunds_owed), not the owner's; a payment in review waits for
+  // a person.
+  if (payment.review_reason !== null || payment.reversed_at !== null) {
+    deps.logger.warn(
+      {
+        event: 'payout_skipped',
+        paymentId,
+        reason: payment.reversed_at !== null ? 'credit reversed' : payment.review_reason,
+      },
+      'payment in review or reversed: no instant payout',
+    );
+    return false;
+  }
+  return true;
+}
+
+/**
+ * The payment's payout, opened under the payment's row lock: the payout row to its channel's wallet, the payment
+ * pointing at it, and its net moved to the channel's payout account, all in the caller's transaction.
+ */
+async function reserveInstantPayout(
+  trx: Transaction<Database>,
+  paymentId: string,
+  payment: PayablePayment,
+  net: bigint,
+): Promise<string> {
+  const channel = await trx
+    .selectFrom('channels')
+    .selectAll()
+    .where('channel_id', '=', payment.channel_id)
+    .executeTakeFirstOrThrow();
+  const id = newPayoutId();
+  await trx
+    .insertInto('payouts')
+    .values({
+      payout_id: id,
+      kind: 'instant',
+      channel_id: payment.channel_id,
+      payment_id: paymentId,
+      status: 'pending',
+      asset: payment.asset as 'eth',
+      amount: net,
+      payout_currency: channel.payout_currency,
+      payout_network: channel.payout_network,
+      wallet_address: channel.wallet_address,
+      reason: null,
+    })
+    .execute();
+  await trx
+    .updateTable('payments')
+    .set({ payout_id: id, updated_at: sql`now()` })
+    .where('payment_id', '=', paymentId)
+    .execute();
+  await postJournal(trx, {
+    kind: 'payout_reserved',
+    ref: id,
+    entries: [
+      { account: accounts.channel(payment.channel_id, payment.asset), amount: -net },
+      { account: accounts.channelPayout(payment.channel_id, payment.asset), amount: net },
+    ],
+  });
+  return id;
 }
 
 /**
@@ -631,16 +663,16 @@ async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Pr
   });
 }
 
+/** The payout a transfer pays (its ref), locked until the commit: whatever else moves the payout waits for the hook. */
+function lockPayout(trx: Transaction<Database>, payoutId: string): Promise<Payout> {
+  return trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+}
+
 /** What happens to a payout when its transfer is mined, or never leaves. */
 export function payoutTransferHooks(deps: StageDeps): TransferHooks {
   return {
     async onConfirmed(trx, transfer) {
-      const payout = await trx
-        .selectFrom('payouts')
-        .selectAll()
-        .where('payout_id', '=', transfer.ref)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
+      const payout = await lockPayout(trx, transfer.ref);
       if (payout.exchange_id === null) {
         if (payout.status !== 'sent') return unexpected(deps, payout, 'confirmed');
         // Direct: the owner's wallet received the transfer itself.
@@ -665,12 +697,7 @@ export function payoutTransferHooks(deps: StageDeps): TransferHooks {
       await enqueuePayoutPoll(trx, payout.payout_id, new Date());
     },
     async onFailed(trx, transfer, failure) {
-      const payout = await trx
-        .selectFrom('payouts')
-        .selectAll()
-        .where('payout_id', '=', transfer.ref)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
+      const payout = await lockPayout(trx, transfer.ref);
       if (payout.status !== 'exchange_created' && payout.status !== 'sent')
         return unexpected(deps, payout, `failed (${failure.code})`);
       if (failure.code === 'estimate_failed') {
