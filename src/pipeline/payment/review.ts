@@ -22,7 +22,7 @@
  *   exchange kept of it), not back to the world. Anywhere else, the refusal says where it is, and what to do while
  *   it may still come back (cancel the payout, wait for the conversion), and the payment stays in review.
  */
-import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely';
+import { sql, type ExpressionBuilder, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus, PayoutsTable } from '../../db/index.ts';
@@ -643,17 +643,23 @@ async function moveTopUp(
     .where('payment_id', '=', id)
     .where('gross_amount', '=', before.gross.toString())
     .where('reversed_at', 'is', null)
-    .where('payout_strategy', '=', payment.payout_strategy as 'instant' | 'threshold');
+    .where('payout_strategy', '=', payment.payout_strategy as 'instant' | 'threshold')
+    .where(samePayout(payment.payout_id));
   update =
     payment.conversion_status === null
       ? update.where('conversion_status', 'is', null)
       : update.where('conversion_status', '=', payment.conversion_status);
-  update =
-    payment.payout_id === null
-      ? update.where('payout_id', 'is', null)
-      : update.where('payout_id', '=', payment.payout_id);
   const moved = await update.executeTakeFirst();
   if (moved.numUpdatedRows !== 1n) throw new Error(`payment ${id} changed under its row lock`);
+}
+
+/**
+ * A payment's update guard: the payout it was read with under its row lock, none or that one, is still its payout,
+ * so the update writes over the very state the decision was taken on.
+ */
+function samePayout(payoutId: string | null) {
+  return (eb: ExpressionBuilder<Database, 'payments'>) =>
+    payoutId === null ? eb('payout_id', 'is', null) : eb('payout_id', '=', payoutId);
 }
 
 async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise<Record<string, unknown>> {
@@ -696,11 +702,8 @@ async function reverse(trx: Transaction<Database>, payment: PaymentRow): Promise
     .updateTable('payments')
     .set({ reversed_at: sql`now()`, conversion_status: null })
     .where('payment_id', '=', id)
-    .where('reversed_at', 'is', null);
-  update =
-    payment.payout_id === null
-      ? update.where('payout_id', 'is', null)
-      : update.where('payout_id', '=', payment.payout_id);
+    .where('reversed_at', 'is', null)
+    .where(samePayout(payment.payout_id));
   update =
     payment.conversion_status === null
       ? update.where('conversion_status', 'is', null)
