@@ -38,9 +38,11 @@ import {
   drawnFrom,
   fixed,
   limitOf,
+  nearId,
   pathOf,
   pathSegment,
   sendWatched,
+  SLIPS,
   under,
   valueOf,
   type Body,
@@ -137,17 +139,12 @@ const RAW_SEGMENTS = ['%', '%ZZ', '%00', '%2F', '%ED%A0%80', '%C0%AF', '%E2%80%A
 const segment = (values: fc.Arbitrary<string>) => pathSegment(values, RAW_SEGMENTS, 8);
 
 /** A known endpoint's id one step off: what a person pasting ids gets wrong. */
-const uuidNear = fc
-  .tuple(drawnFrom(endpointIds), fc.constantFrom('upper', 'short', 'long', 'braces', 'nohyphen', 'nul'))
-  .map(([seeded, how]) => {
-    const id = seeded ?? '00000000-0000-0000-0000-000000000000';
-    if (how === 'upper') return id.toUpperCase();
-    if (how === 'short') return id.slice(0, -1);
-    if (how === 'long') return `${id}0`;
-    if (how === 'braces') return `{${id}}`;
-    if (how === 'nohyphen') return id.replaceAll('-', '');
-    return `${id}\u0000`;
-  });
+const uuidNear = nearId(endpointIds, '00000000-0000-0000-0000-000000000000', {
+  ...SLIPS,
+  braces: (id) => `{${id}}`,
+  nohyphen: (id) => id.replaceAll('-', ''),
+  nul: (id) => `${id}\u0000`,
+});
 const endpointIdValue = () =>
   fc.oneof(
     { arbitrary: drawnFrom(endpointIds).map((id) => id ?? randomUUID()), weight: 8 },

@@ -35,9 +35,11 @@ import {
   drawnFrom,
   fixed,
   limitOf,
+  nearId,
   pathOf,
   pathSegment,
   sendWatched,
+  SLIPS,
   under,
   valueOf,
   type Body,
@@ -198,18 +200,13 @@ const payoutIdValue = () =>
     { arbitrary: hex16.map((h) => `po_${h}`), weight: 1 },
     { arbitrary: hex16.map((h) => `pb_${h}`), weight: 1 },
     {
-      arbitrary: fc
-        .tuple(drawnFrom(payoutIds), fc.constantFrom('upper', 'short', 'long', 'prefix', 'space', 'nul', 'rtl'))
-        .map(([seeded, how]) => {
-          const id = seeded ?? 'po_0000000000000000';
-          if (how === 'upper') return id.toUpperCase();
-          if (how === 'short') return id.slice(0, -1);
-          if (how === 'long') return `${id}0`;
-          if (how === 'prefix') return `px${id.slice(2)}`;
-          if (how === 'space') return ` ${id}`;
-          if (how === 'nul') return `${id}\u0000`;
-          return `\u202e${id}`;
-        }),
+      arbitrary: nearId(payoutIds, 'po_0000000000000000', {
+        ...SLIPS,
+        prefix: (id) => `px${id.slice(2)}`,
+        space: (id) => ` ${id}`,
+        nul: (id) => `${id}\u0000`,
+        rtl: (id) => `\u202e${id}`,
+      }),
       weight: 2,
     },
     { arbitrary: nastyString(24), weight: 1 },
@@ -222,17 +219,12 @@ const conversionIdValue = () =>
     },
     { arbitrary: hex16.map((h) => `conv_${h}`), weight: 1 },
     {
-      arbitrary: fc
-        .tuple(drawnFrom(conversionIds), fc.constantFrom('upper', 'short', 'long', 'payout', 'space', 'nul'))
-        .map(([seeded, how]) => {
-          const id = seeded ?? 'conv_0000000000000000';
-          if (how === 'upper') return id.toUpperCase();
-          if (how === 'short') return id.slice(0, -1);
-          if (how === 'long') return `${id}0`;
-          if (how === 'payout') return `po_${id.slice(5)}`;
-          if (how === 'space') return ` ${id}`;
-          return `${id}\u0000`;
-        }),
+      arbitrary: nearId(conversionIds, 'conv_0000000000000000', {
+        ...SLIPS,
+        payout: (id) => `po_${id.slice(5)}`,
+        space: (id) => ` ${id}`,
+        nul: (id) => `${id}\u0000`,
+      }),
       weight: 2,
     },
     { arbitrary: nastyString(24), weight: 1 },

@@ -38,6 +38,23 @@ export const pathSegment = (
 export const drawnFrom = <T>(list: readonly T[]): fc.Arbitrary<T | undefined> =>
   fc.nat(1000).map((i) => list[i % Math.max(1, list.length)]);
 
+/** A seeded id one step off, as a person pasting ids gets it wrong: each way by name, with what it does to the id. */
+export const nearId = (
+  ids: readonly string[],
+  fallback: string,
+  ways: Record<string, (id: string) => string>,
+): fc.Arbitrary<string> =>
+  fc
+    .tuple(drawnFrom(ids), fc.constantFrom(...Object.keys(ways)))
+    .map(([seeded, how]) => ways[how]!(seeded ?? fallback));
+
+/** The slips any id may suffer: its case changed, a character short, one too many. */
+export const SLIPS = {
+  upper: (id: string) => id.toUpperCase(),
+  short: (id: string) => id.slice(0, -1),
+  long: (id: string) => `${id}0`,
+};
+
 export const fixed = (...names: string[]): Segment[] => names.map((value) => ({ value }));
 
 /** The decoded value of a segment, when the model knows it exactly (raw segments are left to the router). */
