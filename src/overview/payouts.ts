@@ -9,6 +9,7 @@ import type { Db, PayoutStatus } from '../db/index.ts';
 import { PAYOUT_STATES } from '../db/index.ts';
 import { listPayouts } from '../pipeline/index.ts';
 import { formatAsset, seconds } from './amounts.ts';
+import { countByState } from './counts.ts';
 import type { PayoutRow, PipelineCounts, ReviewQueue } from './types.ts';
 import type { LedgerWindow } from './window.ts';
 
@@ -31,15 +32,10 @@ export async function payoutCounts(db: Db, window: LedgerWindow): Promise<Pipeli
     where id > ${window.afterJournalId}::bigint and kind = 'payout_completed' and created_at >= ${window.since}::timestamptz`.execute(
     db,
   );
-  const counts = {
-    // Every state counted as it stands, but completed: that one counts within the window only.
-    ...Object.fromEntries(PAYOUT_STATES.filter((s) => s !== 'completed').map((s) => [s, 0])),
-    completedInWindow: completed.rows[0]?.n ?? 0,
-  } as PipelineCounts['payouts'];
-  const writable = counts as Record<string, number>;
-  for (const row of [...open.rows, ...returned.rows])
-    if (row.status !== 'completed') writable[row.status] = (writable[row.status] ?? 0) + row.n;
-  return counts;
+  // Every state counted as it stands, but completed: that one counts within the window only.
+  const standing = PAYOUT_STATES.filter((s): s is Exclude<PayoutStatus, 'completed'> => s !== 'completed');
+  const rows = [...open.rows, ...returned.rows].filter((row) => row.status !== 'completed');
+  return { ...countByState(standing, rows), completedInWindow: completed.rows[0]?.n ?? 0 };
 }
 
 type Row = {

@@ -6,6 +6,7 @@
 import { sql } from 'kysely';
 import { TRANSFER_STATES, type Db, type TransferRequestedAction } from '../db/index.ts';
 import { formatAsset, WAITING, waited } from './amounts.ts';
+import { countByState } from './counts.ts';
 import type { OpenTransferStatus, PipelineCounts, ReviewTransfer } from './types.ts';
 
 const OPEN_STATES = TRANSFER_STATES.filter((s): s is OpenTransferStatus => s !== 'confirmed' && s !== 'failed');
@@ -18,9 +19,7 @@ export async function transferCounts(db: Db): Promise<PipelineCounts['transfers'
     select status, count(*)::int as n from chain_transfers where status not in ('confirmed', 'failed') group by status`.execute(
     db,
   );
-  const counts = Object.fromEntries(OPEN_STATES.map((s) => [s, 0])) as Record<OpenTransferStatus, number>;
-  for (const row of rows) counts[row.status] = (counts[row.status] ?? 0) + row.n;
-  return counts;
+  return countByState(OPEN_STATES, rows);
 }
 
 // Alike in form to the other overview reads' rows (payouts.ts), not in content: each is its own query's columns.
