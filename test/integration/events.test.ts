@@ -4,7 +4,7 @@
  * retry window with an alert and a person's retry, and deleted endpoints.
  */
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it as base } from 'vitest';
 import { evaluateAlerts } from '../../src/alerts/evaluate.ts';
 import { eventRules } from '../../src/alerts/rules-events.ts';
 import { alertSettings } from '../../src/alerts/index.ts';
@@ -36,6 +36,16 @@ const SETTINGS: DispatchSettings = {
 
 let db: TestDatabase;
 let payrail: TestPayrail;
+
+/** A local receiver, started only for the tests that take it, and closed after each whatever its outcome. */
+const it = base.extend<{ receiver: Receiver }>({
+  // eslint-disable-next-line no-empty-pattern -- vitest reads a fixture's dependencies from this destructuring
+  receiver: async ({}, use) => {
+    const receiver = await startReceiver();
+    await use(receiver);
+    await receiver.close();
+  },
+});
 
 beforeAll(async () => {
   db = await createTestDatabase();
@@ -182,167 +192,144 @@ describe('webhook endpoints', () => {
     expect(rows[0].n).toBe(0);
   });
 
-  it('shows the secret once, at creation', async () => {
-    const receiver = await startReceiver();
-    try {
-      const created = await register(receiver);
-      expect(created.secret).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/);
-      const shown = await payrail.request('GET', `/api/webhook-endpoints/${created.id}`);
-      expect(shown.body).toMatchObject({
-        id: created.id,
-        url: receiver.url,
-        eventTypes: ['payment.credited', 'payment.received'],
-      });
-      expect(JSON.stringify(shown.body)).not.toContain(created.secret);
-      expect(JSON.stringify((await payrail.request('GET', '/api/webhook-endpoints')).body)).not.toContain(
-        created.secret,
-      );
-      expect((await payrail.request('DELETE', `/api/webhook-endpoints/${created.id}`)).status).toBe(200);
-      expect((await payrail.request('DELETE', `/api/webhook-endpoints/${created.id}`)).status).toBe(404);
-    } finally {
-      await receiver.close();
-    }
+  it('shows the secret once, at creation', async ({ receiver }) => {
+    const created = await register(receiver);
+    expect(created.secret).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/);
+    const shown = await payrail.request('GET', `/api/webhook-endpoints/${created.id}`);
+    expect(shown.body).toMatchObject({
+      id: created.id,
+      url: receiver.url,
+      eventTypes: ['payment.credited', 'payment.received'],
+    });
+    expect(JSON.stringify(shown.body)).not.toContain(created.secret);
+    expect(JSON.stringify((await payrail.request('GET', '/api/webhook-endpoints')).body)).not.toContain(created.secret);
+    expect((await payrail.request('DELETE', `/api/webhook-endpoints/${created.id}`)).status).toBe(200);
+    expect((await payrail.request('DELETE', `/api/webhook-endpoints/${created.id}`)).status).toBe(404);
   });
 
-  it('delivers signed events committed after registration, in order per subject, and keeps their attempts', async () => {
+  it('delivers signed events committed after registration, in order per subject, and keeps their attempts', async ({
+    receiver,
+  }) => {
     await emit(paymentEvent('before-registration'));
-    const receiver = await startReceiver();
-    try {
-      const endpoint = await register(receiver);
-      await emit(paymentEvent('a'), paymentEvent('a', 'payment.credited'), paymentEvent('b'));
-      await emit({ type: 'payout.opened', subject: 'payout:x', data: { payoutId: 'x' } });
-      await dispatch();
-      await dispatch();
-      expect(receiver.received.map((r) => `${r.event.subject} ${r.event.type}`).sort()).toEqual([
-        'payment:a payment.credited',
-        'payment:a payment.received',
-        'payment:b payment.received',
-      ]);
-      // payment:a's second event waited for its first to be acknowledged.
-      const forA = receiver.received.filter((r) => r.event.subject === 'payment:a').map((r) => r.event.type);
-      expect(forA).toEqual(['payment.received', 'payment.credited']);
-      for (const r of receiver.received) {
-        expect(
-          verifyEventSignature({
-            secret: endpoint.secret,
-            body: r.body,
-            header: r.headers['payrail-signature'] as string,
-          }),
-        ).toBe(true);
-        expect(
-          verifyEventSignature({ secret: 'another', body: r.body, header: r.headers['payrail-signature'] as string }),
-        ).toBe(false);
-        expect(r.headers['payrail-event-id']).toBe(r.event.id);
-      }
-      const deliveries = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries`);
-      expect(deliveries.body.deliveries).toHaveLength(3);
-      expect(deliveries.body.deliveries[0]).toMatchObject({ status: 'delivered', attempts: 1, lastStatus: 200 });
-      expect(deliveries.body.deliveries[0].recentAttempts).toHaveLength(1);
-      await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
-    } finally {
-      await receiver.close();
-    }
-  });
-
-  it('a receiver down for a while gets every event afterwards, once per id it acknowledged', async () => {
-    const receiver = await startReceiver();
-    try {
-      const endpoint = await register(receiver);
-      receiver.answer(503);
-      await emit(paymentEvent('c'), paymentEvent('c', 'payment.credited'), paymentEvent('d'));
-      for (let i = 0; i < 3; i++) {
-        await dispatch();
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      expect(receiver.acknowledged).toHaveLength(0);
-      // Only the head of each subject was tried: payment:c's credit waits behind its receipt.
-      expect(new Set(receiver.received.map((r) => r.event.type))).toEqual(new Set(['payment.received']));
-      const failing = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+    const endpoint = await register(receiver);
+    await emit(paymentEvent('a'), paymentEvent('a', 'payment.credited'), paymentEvent('b'));
+    await emit({ type: 'payout.opened', subject: 'payout:x', data: { payoutId: 'x' } });
+    await dispatch();
+    await dispatch();
+    expect(receiver.received.map((r) => `${r.event.subject} ${r.event.type}`).sort()).toEqual([
+      'payment:a payment.credited',
+      'payment:a payment.received',
+      'payment:b payment.received',
+    ]);
+    // payment:a's second event waited for its first to be acknowledged.
+    const forA = receiver.received.filter((r) => r.event.subject === 'payment:a').map((r) => r.event.type);
+    expect(forA).toEqual(['payment.received', 'payment.credited']);
+    for (const r of receiver.received) {
       expect(
-        failing.body.deliveries.some(
-          (d: { attempts: number; lastStatus: number }) => d.attempts >= 2 && d.lastStatus === 503,
-        ),
+        verifyEventSignature({
+          secret: endpoint.secret,
+          body: r.body,
+          header: r.headers['payrail-signature'] as string,
+        }),
       ).toBe(true);
-      const alerts = await evaluateAlertsNow();
-      expect(alerts).toContain(`event_endpoint_failing:${endpoint.id}`);
-
-      receiver.answer(200);
-      await expect
-        .poll(
-          async () => {
-            await dispatch();
-            return receiver.acknowledged.length;
-          },
-          { timeout: 20_000, interval: 300 },
-        )
-        .toBe(3);
-      const ids = receiver.acknowledged.map((r) => r.event.id);
-      expect(new Set(ids).size).toBe(3);
-      await dispatch();
-      expect(receiver.acknowledged).toHaveLength(3);
-      expect(await evaluateAlertsNow()).not.toContain(`event_endpoint_failing:${endpoint.id}`);
-      await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
-    } finally {
-      await receiver.close();
+      expect(
+        verifyEventSignature({ secret: 'another', body: r.body, header: r.headers['payrail-signature'] as string }),
+      ).toBe(false);
+      expect(r.headers['payrail-event-id']).toBe(r.event.id);
     }
+    const deliveries = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries`);
+    expect(deliveries.body.deliveries).toHaveLength(3);
+    expect(deliveries.body.deliveries[0]).toMatchObject({ status: 'delivered', attempts: 1, lastStatus: 200 });
+    expect(deliveries.body.deliveries[0].recentAttempts).toHaveLength(1);
+    await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
   });
 
-  it('gives up after the retry window, lets the subject go on, and a person retries the failed delivery', async () => {
-    const receiver = await startReceiver();
-    try {
-      const endpoint = await register(receiver);
-      receiver.answer(500);
-      await emit(paymentEvent('e'));
+  it('a receiver down for a while gets every event afterwards, once per id it acknowledged', async ({ receiver }) => {
+    const endpoint = await register(receiver);
+    receiver.answer(503);
+    await emit(paymentEvent('c'), paymentEvent('c', 'payment.credited'), paymentEvent('d'));
+    for (let i = 0; i < 3; i++) {
       await dispatch();
-      expect(receiver.received).toHaveLength(1);
-      await emit(paymentEvent('e', 'payment.credited'));
-      // The window has passed for the head, which was first tried two minutes ago; the credit queued behind it is old
-      // too, but has never been tried: its window starts at its first attempt.
-      await sql`update webhook_deliveries set first_attempt_at = now() - interval '2 minutes', next_attempt_at = now()
-        where first_attempt_at is not null`.execute(db.db);
-      await sql`update webhook_deliveries set created_at = now() - interval '2 minutes'`.execute(db.db);
-      const summary = await dispatch();
-      expect(summary.givenUp).toBe(1);
-      expect(receiver.received.map((r) => r.event.type)).toEqual(['payment.received', 'payment.credited']);
-      const pending = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
-      expect(pending.body.deliveries).toMatchObject([{ eventType: 'payment.credited', attempts: 1 }]);
-      receiver.answer(200);
-      await sql`update webhook_deliveries set next_attempt_at = now() where status = 'pending'`.execute(db.db);
-      await dispatch();
-      expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited']);
-      expect(await evaluateAlertsNow()).toContain(`event_endpoint_failing:${endpoint.id}`);
-
-      const failed = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=failed`);
-      expect(failed.body.deliveries).toHaveLength(1);
-      const eventId = failed.body.deliveries[0].eventId as string;
-      const path = `/api/webhook-endpoints/${endpoint.id}/deliveries/${eventId}/retry`;
-      expect((await payrail.request('POST', path)).status).toBe(200);
-      expect((await payrail.request('POST', path)).status).toBe(409);
-      const retried = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
-      // A fresh start: its attempts count from zero again, so it is not alerted or backed off as a long failure.
-      expect(retried.body.deliveries).toMatchObject([{ eventId, attempts: 0 }]);
-      await dispatch();
-      expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited', 'payment.received']);
-      expect(await evaluateAlertsNow()).not.toContain(`event_endpoint_failing:${endpoint.id}`);
-      const audit = await db.pool.query(`select action from audit_log where action like 'webhook_%' order by id`);
-      expect(audit.rows.map((r) => r.action)).toContain('webhook_delivery.retry');
-      await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
-    } finally {
-      await receiver.close();
+      await new Promise((r) => setTimeout(r, 200));
     }
+    expect(receiver.acknowledged).toHaveLength(0);
+    // Only the head of each subject was tried: payment:c's credit waits behind its receipt.
+    expect(new Set(receiver.received.map((r) => r.event.type))).toEqual(new Set(['payment.received']));
+    const failing = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+    expect(
+      failing.body.deliveries.some(
+        (d: { attempts: number; lastStatus: number }) => d.attempts >= 2 && d.lastStatus === 503,
+      ),
+    ).toBe(true);
+    const alerts = await evaluateAlertsNow();
+    expect(alerts).toContain(`event_endpoint_failing:${endpoint.id}`);
+
+    receiver.answer(200);
+    await expect
+      .poll(
+        async () => {
+          await dispatch();
+          return receiver.acknowledged.length;
+        },
+        { timeout: 20_000, interval: 300 },
+      )
+      .toBe(3);
+    const ids = receiver.acknowledged.map((r) => r.event.id);
+    expect(new Set(ids).size).toBe(3);
+    await dispatch();
+    expect(receiver.acknowledged).toHaveLength(3);
+    expect(await evaluateAlertsNow()).not.toContain(`event_endpoint_failing:${endpoint.id}`);
+    await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
   });
 
-  it('a deleted endpoint gets nothing more', async () => {
-    const receiver = await startReceiver();
-    try {
-      const endpoint = await register(receiver);
-      await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
-      await emit(paymentEvent('f'));
-      await dispatch();
-      expect(receiver.received).toHaveLength(0);
-    } finally {
-      await receiver.close();
-    }
+  it('gives up after the retry window, lets the subject go on, and a person retries the failed delivery', async ({
+    receiver,
+  }) => {
+    const endpoint = await register(receiver);
+    receiver.answer(500);
+    await emit(paymentEvent('e'));
+    await dispatch();
+    expect(receiver.received).toHaveLength(1);
+    await emit(paymentEvent('e', 'payment.credited'));
+    // The window has passed for the head, which was first tried two minutes ago; the credit queued behind it is old
+    // too, but has never been tried: its window starts at its first attempt.
+    await sql`update webhook_deliveries set first_attempt_at = now() - interval '2 minutes', next_attempt_at = now()
+      where first_attempt_at is not null`.execute(db.db);
+    await sql`update webhook_deliveries set created_at = now() - interval '2 minutes'`.execute(db.db);
+    const summary = await dispatch();
+    expect(summary.givenUp).toBe(1);
+    expect(receiver.received.map((r) => r.event.type)).toEqual(['payment.received', 'payment.credited']);
+    const pending = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+    expect(pending.body.deliveries).toMatchObject([{ eventType: 'payment.credited', attempts: 1 }]);
+    receiver.answer(200);
+    await sql`update webhook_deliveries set next_attempt_at = now() where status = 'pending'`.execute(db.db);
+    await dispatch();
+    expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited']);
+    expect(await evaluateAlertsNow()).toContain(`event_endpoint_failing:${endpoint.id}`);
+
+    const failed = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=failed`);
+    expect(failed.body.deliveries).toHaveLength(1);
+    const eventId = failed.body.deliveries[0].eventId as string;
+    const path = `/api/webhook-endpoints/${endpoint.id}/deliveries/${eventId}/retry`;
+    expect((await payrail.request('POST', path)).status).toBe(200);
+    expect((await payrail.request('POST', path)).status).toBe(409);
+    const retried = await payrail.request('GET', `/api/webhook-endpoints/${endpoint.id}/deliveries?status=pending`);
+    // A fresh start: its attempts count from zero again, so it is not alerted or backed off as a long failure.
+    expect(retried.body.deliveries).toMatchObject([{ eventId, attempts: 0 }]);
+    await dispatch();
+    expect(receiver.acknowledged.map((r) => r.event.type)).toEqual(['payment.credited', 'payment.received']);
+    expect(await evaluateAlertsNow()).not.toContain(`event_endpoint_failing:${endpoint.id}`);
+    const audit = await db.pool.query(`select action from audit_log where action like 'webhook_%' order by id`);
+    expect(audit.rows.map((r) => r.action)).toContain('webhook_delivery.retry');
+    await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
+  });
+
+  it('a deleted endpoint gets nothing more', async ({ receiver }) => {
+    const endpoint = await register(receiver);
+    await payrail.request('DELETE', `/api/webhook-endpoints/${endpoint.id}`);
+    await emit(paymentEvent('f'));
+    await dispatch();
+    expect(receiver.received).toHaveLength(0);
   });
 });
 
