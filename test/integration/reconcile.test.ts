@@ -9,6 +9,7 @@
  * alive are left alone (however many of them come first), an item that fails does not stop the pass, and two passes
  * at once, or a pass repeated, do nothing more than one.
  */
+import type { QueryResultRow } from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openPool, type DatabaseHandle } from '../../src/db/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
@@ -163,6 +164,19 @@ async function payoutSent(): Promise<string> {
   return payoutId;
 }
 
+// --- queries ----------------------------------------------------------------------------------------------------
+
+/** Every row a query reads; untyped unless the caller names its columns, as pg gives them. */
+async function rowsOf<Row extends QueryResultRow = any>(text: string, params: unknown[]): Promise<Row[]> {
+  return (await db.pool.query<Row>(text, params)).rows;
+}
+
+/** The row a query reads when the test knows there is one: none fails at the first field read. */
+async function firstRowOf<Row extends QueryResultRow = any>(text: string, params: unknown[]): Promise<Row> {
+  const [row] = await rowsOf<Row>(text, params);
+  return row!;
+}
+
 // --- jobs ---------------------------------------------------------------------------------------------------------
 
 async function loseJob(key: string): Promise<void> {
@@ -180,7 +194,7 @@ async function giveUpJob(key: string): Promise<void> {
 
 /** The keys among these with a job that will still run, once per such job. */
 async function liveJobs(keys: string[]): Promise<string[]> {
-  const { rows } = await db.pool.query<{ key: string }>(
+  const rows = await rowsOf<{ key: string }>(
     'select key from graphile_worker._private_jobs where key = any($1::text[]) and (locked_at is not null or attempts < max_attempts) order by key',
     [keys],
   );
@@ -188,41 +202,38 @@ async function liveJobs(keys: string[]): Promise<string[]> {
 }
 
 async function jobRows(keys: string[]) {
-  const { rows } = await db.pool.query(
+  return rowsOf(
     'select id::text, key, run_at, attempts, max_attempts, revision, locked_at, locked_by from graphile_worker._private_jobs where key = any($1::text[]) order by key',
     [keys],
   );
-  return rows;
 }
 
 // --- reads --------------------------------------------------------------------------------------------------------
 
 async function conversionRow(id: string) {
-  const { rows } = await db.pool.query(
+  return firstRowOf(
     'select status, reason, exchange_id, transfer_id, usdt_received::text, reconcile_attempts, reconciled_at from conversions where conversion_id = $1',
     [id],
   );
-  return rows[0];
 }
 
 async function payoutRow(id: string) {
-  const { rows } = await db.pool.query(
+  return firstRowOf(
     'select payout_id, status, reason, exchange_id, transfer_id, amount_out, attempts, reconcile_attempts from payouts where payout_id = $1',
     [id],
   );
-  return rows[0];
 }
 
 async function payoutOfPayment(paymentId: string) {
-  const { rows } = await db.pool.query<{ payout_id: string; transfer_id: string | null }>(
+  const payment = await firstRowOf<{ payout_id: string; transfer_id: string | null }>(
     'select payout_id from payouts where payment_id = $1',
     [paymentId],
   );
-  return payoutRow(rows[0]!.payout_id);
+  return payoutRow(payment.payout_id);
 }
 
 async function transfersOf(purpose: string, ref: string) {
-  const { rows } = await db.pool.query<{
+  return rowsOf<{
     transfer_id: string;
     status: string;
     tx_hash: string;
@@ -232,11 +243,10 @@ async function transfersOf(purpose: string, ref: string) {
     'select transfer_id, status, tx_hash, lower(to_address) as to_address, amount::text from chain_transfers where purpose = $1 and ref = $2',
     [purpose, ref],
   );
-  return rows;
 }
 
 async function paymentStatuses(conversionId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ conversion_status: string }>(
+  const rows = await rowsOf<{ conversion_status: string }>(
     'select conversion_status from payments where conversion_id = $1',
     [conversionId],
   );
@@ -244,16 +254,12 @@ async function paymentStatuses(conversionId: string): Promise<string[]> {
 }
 
 async function transferRow(id: string) {
-  const { rows } = await db.pool.query(
-    'select status, reconcile_attempts from chain_transfers where transfer_id = $1',
-    [id],
-  );
-  return rows[0];
+  return firstRowOf('select status, reconcile_attempts from chain_transfers where transfer_id = $1', [id]);
 }
 
 /** The payments a conversion took, by id (they stay listed there after a release). */
 async function paymentIdsOf(conversionId: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ payment_id: string }>(
+  const rows = await rowsOf<{ payment_id: string }>(
     'select payment_id::text from conversion_payments where conversion_id = $1 order by payment_id',
     [conversionId],
   );
@@ -262,21 +268,19 @@ async function paymentIdsOf(conversionId: string): Promise<string[]> {
 
 /** Where the payments a conversion once took are now. */
 async function paymentsOnceIn(conversionId: string) {
-  const { rows } = await db.pool.query(
+  return rowsOf(
     `select p.conversion_status, p.conversion_id, coalesce(p.conversion_hold_until > now(), false) as held
        from payments p join conversion_payments c on c.payment_id = p.payment_id where c.conversion_id = $1 order by p.payment_id`,
     [conversionId],
   );
-  return rows;
 }
 
 /** Open stored alerts of a rule about a subject. */
 async function openAlerts(rule: string, subject: string) {
-  const { rows } = await db.pool.query(
-    'select severity, details from alerts where rule = $1 and subject = $2 and resolved_at is null',
-    [rule, subject],
-  );
-  return rows;
+  return rowsOf('select severity, details from alerts where rule = $1 and subject = $2 and resolved_at is null', [
+    rule,
+    subject,
+  ]);
 }
 
 function exchangesFor(ref: string) {
