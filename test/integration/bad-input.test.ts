@@ -57,6 +57,21 @@ function withOutcomeText(paymentId: number, amountText: string): string {
   return replaced;
 }
 
+/** Refused by validation alone: the body, properly signed, with these fields changed. */
+function badFields(name: string, fields: Record<string, unknown>, error: string): BadRow {
+  return { name, build: (id) => validlySigned(body(id, fields)), status: 400, error };
+}
+
+/** Refused by validation alone: the body, properly signed, without this field. */
+function missing(field: string, error: string): BadRow {
+  return { name: `missing ${field}`, build: (id) => validlySigned(without(id, field)), status: 400, error };
+}
+
+/** Refused by validation alone: the body, properly signed, with outcome_amount written exactly as `amountText`. */
+function badOutcomeText(name: string, amountText: string, error: string): BadRow {
+  return { name, build: (id) => validlySigned(withOutcomeText(id, amountText)), status: 400, error };
+}
+
 const ORDER_ID_ERROR = 'order_id: must look like PGP-{userId}|{channelId}';
 const SIGNATURE_ERROR = 'invalid x-nowpayments-sig signature';
 const STATUS_ERROR =
@@ -207,62 +222,22 @@ const rows: BadRow[] = [
   },
 
   // --- required fields -----------------------------------------------------------------------------------------
-  {
-    name: 'missing payment_id',
-    build: (id) => validlySigned(without(id, 'payment_id')),
-    status: 400,
-    error: 'payment_id: Invalid input',
-  },
-  {
-    name: 'missing order_id',
-    build: (id) => validlySigned(without(id, 'order_id')),
-    status: 400,
-    error: 'order_id: Invalid input: expected string, received undefined',
-  },
-  {
-    name: 'missing outcome_amount',
-    build: (id) => validlySigned(without(id, 'outcome_amount')),
-    status: 400,
-    error: 'outcome_amount: Invalid input',
-  },
-  {
-    name: 'missing outcome_currency',
-    build: (id) => validlySigned(without(id, 'outcome_currency')),
-    status: 400,
-    error: 'outcome_currency: Invalid input: expected string, received undefined',
-  },
-  {
-    name: 'missing payment_status',
-    build: (id) => validlySigned(without(id, 'payment_status')),
-    status: 400,
-    error: STATUS_ERROR,
-  },
+  missing('payment_id', 'payment_id: Invalid input'),
+  missing('order_id', 'order_id: Invalid input: expected string, received undefined'),
+  missing('outcome_amount', 'outcome_amount: Invalid input'),
+  missing('outcome_currency', 'outcome_currency: Invalid input: expected string, received undefined'),
+  missing('payment_status', STATUS_ERROR),
 
   // --- payment_id ----------------------------------------------------------------------------------------------
-  {
-    name: 'payment_id as a boolean',
-    build: (id) => validlySigned(body(id, { payment_id: true })),
-    status: 400,
-    error: 'payment_id: Invalid input',
-  },
+  badFields('payment_id as a boolean', { payment_id: true }, 'payment_id: Invalid input'),
   {
     name: 'payment_id negative',
     build: (id) => validlySigned(body(id, { payment_id: -id })),
     status: 400,
     error: 'payment_id: must be a positive integer',
   },
-  {
-    name: 'payment_id zero',
-    build: (id) => validlySigned(body(id, { payment_id: 0 })),
-    status: 400,
-    error: 'payment_id: must be a positive integer',
-  },
-  {
-    name: 'payment_id with decimals (1.5)',
-    build: (id) => validlySigned(body(id, { payment_id: 1.5 })),
-    status: 400,
-    error: 'payment_id: must be a positive integer',
-  },
+  badFields('payment_id zero', { payment_id: 0 }, 'payment_id: must be a positive integer'),
+  badFields('payment_id with decimals (1.5)', { payment_id: 1.5 }, 'payment_id: must be a positive integer'),
   {
     name: 'payment_id with 21 digits',
     build: (id) =>
@@ -270,142 +245,57 @@ const rows: BadRow[] = [
     status: 400,
     error: 'payment_id: must be a positive integer',
   },
-  {
-    name: 'payment_id as a non-numeric string',
-    build: (id) => validlySigned(body(id, { payment_id: 'abc' })),
-    status: 400,
-    error: 'payment_id: must be a positive integer',
-  },
+  badFields('payment_id as a non-numeric string', { payment_id: 'abc' }, 'payment_id: must be a positive integer'),
 
   // --- outcome_amount ------------------------------------------------------------------------------------------
-  {
-    name: 'outcome_amount negative',
-    build: (id) => validlySigned(body(id, { outcome_amount: -0.00487 })),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount zero with status finished',
-    build: (id) => validlySigned(body(id, { outcome_amount: 0 })),
-    status: 400,
-    error: 'outcome_amount: a finished payment must have a positive outcome_amount',
-  },
-  {
-    name: 'outcome_amount in exponent notation (4.87e-3)',
-    build: (id) => validlySigned(withOutcomeText(id, '4.87e-3')),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount in exponent notation (487E-5)',
-    build: (id) => validlySigned(withOutcomeText(id, '487E-5')),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount with 19 decimals (ETH has 18)',
-    build: (id) => validlySigned(withOutcomeText(id, '0.0048700000000000001')),
-    status: 400,
-    error: 'outcome_amount: amount has more decimals than the asset allows (18)',
-  },
-  {
-    name: 'outcome_amount with 40 integer digits',
-    build: (id) => validlySigned(withOutcomeText(id, '1234567890123456789012345678901234567890')),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount as a string "abc"',
-    build: (id) => validlySigned(body(id, { outcome_amount: 'abc' })),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount as a string with a sign "-1"',
-    build: (id) => validlySigned(body(id, { outcome_amount: '-1' })),
-    status: 400,
-    error: `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
-  },
-  {
-    name: 'outcome_amount as an object',
-    build: (id) => validlySigned(body(id, { outcome_amount: { value: '0.00487' } })),
-    status: 400,
-    error: 'outcome_amount: Invalid input',
-  },
-  {
-    name: 'outcome_amount null',
-    build: (id) => validlySigned(body(id, { outcome_amount: null })),
-    status: 400,
-    error: 'outcome_amount: Invalid input',
-  },
+  badFields('outcome_amount negative', { outcome_amount: -0.00487 }, `outcome_amount: ${PLAIN_DECIMAL_ERROR}`),
+  badFields(
+    'outcome_amount zero with status finished',
+    { outcome_amount: 0 },
+    'outcome_amount: a finished payment must have a positive outcome_amount',
+  ),
+  badOutcomeText('outcome_amount in exponent notation (4.87e-3)', '4.87e-3', `outcome_amount: ${PLAIN_DECIMAL_ERROR}`),
+  badOutcomeText('outcome_amount in exponent notation (487E-5)', '487E-5', `outcome_amount: ${PLAIN_DECIMAL_ERROR}`),
+  badOutcomeText(
+    'outcome_amount with 19 decimals (ETH has 18)',
+    '0.0048700000000000001',
+    'outcome_amount: amount has more decimals than the asset allows (18)',
+  ),
+  badOutcomeText(
+    'outcome_amount with 40 integer digits',
+    '1234567890123456789012345678901234567890',
+    `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  ),
+  badFields('outcome_amount as a string "abc"', { outcome_amount: 'abc' }, `outcome_amount: ${PLAIN_DECIMAL_ERROR}`),
+  badFields(
+    'outcome_amount as a string with a sign "-1"',
+    { outcome_amount: '-1' },
+    `outcome_amount: ${PLAIN_DECIMAL_ERROR}`,
+  ),
+  badFields('outcome_amount as an object', { outcome_amount: { value: '0.00487' } }, 'outcome_amount: Invalid input'),
+  badFields('outcome_amount null', { outcome_amount: null }, 'outcome_amount: Invalid input'),
 
   // --- payment_status ------------------------------------------------------------------------------------------
-  {
-    name: 'unknown payment_status "paid"',
-    build: (id) => validlySigned(body(id, { payment_status: 'paid' })),
-    status: 400,
-    error: STATUS_ERROR,
-  },
-  {
-    name: 'payment_status in upper case "FINISHED"',
-    build: (id) => validlySigned(body(id, { payment_status: 'FINISHED' })),
-    status: 400,
-    error: STATUS_ERROR,
-  },
+  badFields('unknown payment_status "paid"', { payment_status: 'paid' }, STATUS_ERROR),
+  badFields('payment_status in upper case "FINISHED"', { payment_status: 'FINISHED' }, STATUS_ERROR),
 
   // --- order_id ------------------------------------------------------------------------------------------------
-  {
-    name: 'order_id "PGP-123" (no channel)',
-    build: (id) => validlySigned(body(id, { order_id: 'PGP-123' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id "PGP-abc|-100123" (user id not a number)',
-    build: (id) => validlySigned(body(id, { order_id: 'PGP-abc|-100123' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id "PGP-1|-100123|x" (trailing part)',
-    build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-100123|x' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id "ORDER-1|-100123" (wrong prefix)',
-    build: (id) => validlySigned(body(id, { order_id: 'ORDER-1|-100123' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id "PGP-01|-100123" (leading zero)',
-    build: (id) => validlySigned(body(id, { order_id: 'PGP-01|-100123' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id "PGP-1|-0100123" (channel id with leading zero)',
-    build: (id) => validlySigned(body(id, { order_id: 'PGP-1|-0100123' })),
-    status: 400,
-    error: ORDER_ID_ERROR,
-  },
-  {
-    name: 'order_id as a number',
-    build: (id) => validlySigned(body(id, { order_id: 6271402111 })),
-    status: 400,
-    error: 'order_id: Invalid input: expected string',
-  },
+  badFields('order_id "PGP-123" (no channel)', { order_id: 'PGP-123' }, ORDER_ID_ERROR),
+  badFields('order_id "PGP-abc|-100123" (user id not a number)', { order_id: 'PGP-abc|-100123' }, ORDER_ID_ERROR),
+  badFields('order_id "PGP-1|-100123|x" (trailing part)', { order_id: 'PGP-1|-100123|x' }, ORDER_ID_ERROR),
+  badFields('order_id "ORDER-1|-100123" (wrong prefix)', { order_id: 'ORDER-1|-100123' }, ORDER_ID_ERROR),
+  badFields('order_id "PGP-01|-100123" (leading zero)', { order_id: 'PGP-01|-100123' }, ORDER_ID_ERROR),
+  badFields('order_id "PGP-1|-0100123" (channel id with leading zero)', { order_id: 'PGP-1|-0100123' }, ORDER_ID_ERROR),
+  badFields('order_id as a number', { order_id: 6271402111 }, 'order_id: Invalid input: expected string'),
 
   // --- outcome_currency ----------------------------------------------------------------------------------------
   // A signed outcome in a currency payrail does not credit (doge, usdt) is kept for review, not refused:
   // intake-review.test.ts. What is not a currency code at all is refused.
-  {
-    name: 'outcome_currency not a currency code "e-th"',
-    build: (id) => validlySigned(body(id, { outcome_currency: 'e-th' })),
-    status: 400,
-    error: 'outcome_currency: must be a currency code',
-  },
+  badFields(
+    'outcome_currency not a currency code "e-th"',
+    { outcome_currency: 'e-th' },
+    'outcome_currency: must be a currency code',
+  ),
 
   // --- size and depth ------------------------------------------------------------------------------------------
   {
