@@ -288,6 +288,45 @@ describe('with NOWPAYMENTS_API_KEY', () => {
     expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
   });
 
+  describe('a payment for a channel saved only after it (unknown_channel) goes to the check when the channel is saved', () => {
+    async function heldForChannel(channelId: string, isKnown: boolean) {
+      const body = finished({ order_id: order(channelId) });
+      if (isKnown) known(body);
+      // Accepted and kept for a person: no channel to credit it to yet.
+      expect((await send(body)).status).toBe(202);
+      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: 'unknown_channel', creditedAt: null });
+      return body;
+    }
+
+    it('out of review at the save, credited only once NOWPayments agrees', async () => {
+      const channelId = '-1001200000101';
+      const body = await heldForChannel(channelId, true);
+      // The API answers slowly, so the moment between the release and the credit can be looked at.
+      await sim.setFault('slow', { slowMs: 1_500 });
+      await createChannel(payrail, channelId, CHANNEL);
+      expect(await payment(body.payment_id)).toMatchObject({ reviewReason: null, creditedAt: null });
+      expect(await journals(body.payment_id)).toEqual([]);
+
+      const credited = await paymentWhen(body.payment_id, isCredited);
+      expect(credited).toMatchObject({ grossAmount: '0.00487', netAmount: '0.0047239', reviewReason: null });
+      expect(credited.confirmation.confirmedAt).not.toBeNull();
+      expect(await journals(body.payment_id)).toHaveLength(3);
+    });
+
+    it('one NOWPayments does not know (a forged IPN) → review and alert at the check, nothing credited', async () => {
+      const channelId = '-1001200000102';
+      const body = await heldForChannel(channelId, false);
+      await createChannel(payrail, channelId, CHANNEL);
+      const held = await paymentWhen(body.payment_id, (p) => String(p.reviewReason).startsWith('payment_unconfirmed'));
+      expect(held.reviewReason).toMatch(
+        new RegExp(`^payment_unconfirmed: NOWPayments knows no payment ${body.payment_id}`),
+      );
+      expect(held.creditedAt).toBeNull();
+      expect(await journals(body.payment_id)).toEqual([]);
+      expect(await unconfirmedAlerts(body.payment_id)).toHaveLength(1);
+    });
+  });
+
   it('NOWPayments down → not credited, retried; credited once it is back', async () => {
     const body = finished();
     await sendKnown(body, ['down']);
