@@ -20,6 +20,7 @@ import {
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from '../../src/simulators/changenow/index.ts';
 import { startLocalChain, type LocalChain } from '../../src/simulators/chain.ts';
+import { ethToUsdtEstimate } from '../support/changenow-requests.ts';
 import { freePort } from '../support/ports.ts';
 
 const API_KEY = 'sim-key-7c2e91d04b';
@@ -195,13 +196,7 @@ afterAll(async () => {
 
 describe('ChangeNow simulator: estimates', () => {
   it('eth→usdt for 0.1455 is exactly 435.5 (rate 3000, withdrawal fee 1)', async () => {
-    const estimate = await cn.estimate({
-      fromCurrency: 'eth',
-      toCurrency: 'usdt',
-      fromNetwork: 'eth',
-      toNetwork: 'eth',
-      fromAmount: '0.1455',
-    });
+    const estimate = await cn.estimate(ethToUsdtEstimate);
     expect(estimate).toEqual({
       fromAmount: '0.1455',
       toAmount: '435.5',
@@ -213,15 +208,7 @@ describe('ChangeNow simulator: estimates', () => {
   });
 
   it('below the 0.001 minimum → permanent deposit_too_small', async () => {
-    const error = await failure(
-      cn.estimate({
-        fromCurrency: 'eth',
-        toCurrency: 'usdt',
-        fromNetwork: 'eth',
-        toNetwork: 'eth',
-        fromAmount: '0.000999',
-      }),
-    );
+    const error = await failure(cn.estimate({ ...ethToUsdtEstimate, fromAmount: '0.000999' }));
     expect(error).toMatchObject({
       kind: 'permanent',
       code: 'deposit_too_small',
@@ -244,15 +231,7 @@ describe('ChangeNow simulator: estimates', () => {
       connectTimeoutMs: 2_000,
       responseTimeoutMs: 5_000,
     });
-    const error = await failure(
-      wrong.estimate({
-        fromCurrency: 'eth',
-        toCurrency: 'usdt',
-        fromNetwork: 'eth',
-        toNetwork: 'eth',
-        fromAmount: '0.1455',
-      }),
-    );
+    const error = await failure(wrong.estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'estimate' });
   });
 });
@@ -349,23 +328,15 @@ describe('ChangeNow simulator: an exchange paid on chain', () => {
 });
 
 describe('ChangeNow simulator: faults', () => {
-  const estimateRequest = {
-    fromCurrency: 'eth',
-    toCurrency: 'usdt',
-    fromNetwork: 'eth',
-    toNetwork: 'eth',
-    fromAmount: '0.1455',
-  } as const;
-
   it('down → transient network (connection refused); back up on the same port it answers again', async () => {
-    expect((await cn.estimate(estimateRequest)).toAmount).toBe('435.5');
+    expect((await cn.estimate(ethToUsdtEstimate)).toAmount).toBe('435.5');
     const url = sim.url;
     await sim.setFault('down');
     // Node's agent keeps sockets alive between calls: a call may still pick one the simulator has just closed and
     // fail with ECONNRESET (transient network as well). Each such failure uses one up; then the port refuses.
     const errors: ChangeNowError[] = [];
     for (let attempt = 0; attempt < 20 && !errors.some((error) => error.message.includes('ECONNREFUSED')); attempt++) {
-      errors.push(await failure(cn.estimate(estimateRequest)));
+      errors.push(await failure(cn.estimate(ethToUsdtEstimate)));
     }
     for (const error of errors)
       expect(error).toMatchObject({ kind: 'transient', code: 'network', httpStatus: null, endpoint: 'estimate' });
@@ -378,7 +349,7 @@ describe('ChangeNow simulator: faults', () => {
 
     await sim.setFault('none');
     expect(sim.url).toBe(url);
-    expect((await cn.estimate(estimateRequest)).toAmount).toBe('435.5');
+    expect((await cn.estimate(ethToUsdtEstimate)).toAmount).toBe('435.5');
   });
 
   it('down through the /sim/fault route answers before going down', async () => {
@@ -392,7 +363,7 @@ describe('ChangeNow simulator: faults', () => {
     let error: ChangeNowError | undefined;
     for (let attempt = 0; attempt < 50 && error === undefined; attempt++) {
       // The route closes the server once its answer is out: wait for that rather than assume it already happened.
-      error = await cn.estimate(estimateRequest).then(
+      error = await cn.estimate(ethToUsdtEstimate).then(
         () => undefined,
         (caught: unknown) => caught as ChangeNowError,
       );
@@ -400,12 +371,12 @@ describe('ChangeNow simulator: faults', () => {
     }
     expect(error).toMatchObject({ kind: 'transient', code: 'network' });
     await sim.setFault('none');
-    expect((await cn.estimate(estimateRequest)).toAmount).toBe('435.5');
+    expect((await cn.estimate(ethToUsdtEstimate)).toAmount).toBe('435.5');
   });
 
   it('5xx → transient', async () => {
     await sim.setFault('5xx');
-    expect(await failure(cn.estimate(estimateRequest))).toMatchObject({
+    expect(await failure(cn.estimate(ethToUsdtEstimate))).toMatchObject({
       kind: 'transient',
       code: 'http_503',
       httpStatus: 503,
@@ -431,14 +402,14 @@ describe('ChangeNow simulator: faults', () => {
   it('slow beyond the response deadline → transient timeout; then answers again', async () => {
     await sim.setFault('slow', { slowMs: 3_000 });
     const impatient = clientFor(sim, { responseTimeoutMs: 300 });
-    expect(await failure(impatient.estimate(estimateRequest))).toMatchObject({
+    expect(await failure(impatient.estimate(ethToUsdtEstimate))).toMatchObject({
       kind: 'transient',
       code: 'timeout',
       httpStatus: null,
       endpoint: 'estimate',
     });
     await sim.setFault('none');
-    expect((await impatient.estimate(estimateRequest)).toAmount).toBe('435.5');
+    expect((await impatient.estimate(ethToUsdtEstimate)).toAmount).toBe('435.5');
   });
 
   it.each(['failed', 'refunded'] as const)(

@@ -12,6 +12,7 @@ import {
   normaliseAmount,
   type ChangeNowClient,
 } from '../../src/integrations/changenow/index.ts';
+import { ethToUsdtEstimate, ethToUsdtExchange } from '../support/changenow-requests.ts';
 import { freePort } from '../support/ports.ts';
 
 const API_KEY = 'cn-test-key-5f1d9a7c3e0b42d8';
@@ -68,6 +69,15 @@ function client(overrides: Partial<Parameters<typeof createChangeNowClient>[0]> 
   });
 }
 
+/** The one request the client sent, checked for its method, its path and payrail's API key. */
+function onlyRequest(method: string, pathname: string): Recorded {
+  const [request] = requests as [Recorded];
+  expect(request.method).toBe(method);
+  expect(request.url.pathname).toBe(pathname);
+  expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
+  return request;
+}
+
 async function failure(promise: Promise<unknown>): Promise<ChangeNowError> {
   try {
     await promise;
@@ -81,24 +91,6 @@ async function failure(promise: Promise<unknown>): Promise<ChangeNowError> {
   }
   throw new Error('expected the call to fail');
 }
-
-const estimateRequest = {
-  fromCurrency: 'eth',
-  toCurrency: 'usdt',
-  fromNetwork: 'eth',
-  toNetwork: 'eth',
-  fromAmount: '0.1455',
-} as const;
-const createRequest = {
-  fromCurrency: 'eth',
-  toCurrency: 'usdt',
-  fromNetwork: 'eth',
-  toNetwork: 'eth',
-  fromAmount: '0.1455',
-  address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
-  userId: 'conv_01J',
-  payload: { conversionId: 'conv_01J' },
-};
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
@@ -138,7 +130,7 @@ function malformedAt(endpoint: string) {
 describe('ChangeNow client: happy paths', () => {
   it('estimate: GET /v2/exchange/estimated-amount with the key header and query, exact amounts back', async () => {
     respond({ body: fixture('estimate') });
-    const estimate = await client().estimate(estimateRequest);
+    const estimate = await client().estimate(ethToUsdtEstimate);
     expect(estimate).toEqual({
       fromAmount: '0.1455',
       toAmount: '435.49999999999994',
@@ -149,10 +141,7 @@ describe('ChangeNow client: happy paths', () => {
     });
 
     expect(requests).toHaveLength(1);
-    const [request] = requests as [Recorded];
-    expect(request.method).toBe('GET');
-    expect(request.url.pathname).toBe('/v2/exchange/estimated-amount');
-    expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
+    const request = onlyRequest('GET', '/v2/exchange/estimated-amount');
     expect(Object.fromEntries(request.url.searchParams)).toEqual({
       fromCurrency: 'eth',
       toCurrency: 'usdt',
@@ -169,7 +158,7 @@ describe('ChangeNow client: happy paths', () => {
       body: '{"fromAmount":0.15,"toAmount":435,"rateId":"r-123","validUntil":"2026-11-28T18:20:00.000Z","depositFee":null}',
     });
     const estimate = await client().estimate({
-      ...estimateRequest,
+      ...ethToUsdtEstimate,
       fromAmount: undefined,
       toAmount: '435',
       flow: 'fixed-rate',
@@ -194,7 +183,7 @@ describe('ChangeNow client: happy paths', () => {
   it('createExchange: POST /v2/exchange with fromAmount as the exact JSON number text', async () => {
     respond({ body: fixture('create') });
     const created = await client().createExchange({
-      ...createRequest,
+      ...ethToUsdtExchange,
       refundAddress: '0x1111111111111111111111111111111111111111',
     });
     expect(created).toEqual({
@@ -212,10 +201,7 @@ describe('ChangeNow client: happy paths', () => {
       refundAddress: null,
     });
 
-    const [request] = requests as [Recorded];
-    expect(request.method).toBe('POST');
-    expect(request.url.pathname).toBe('/v2/exchange');
-    expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
+    const request = onlyRequest('POST', '/v2/exchange');
     expect(request.headers['content-type']).toBe('application/json');
     expect(request.body).toContain('"fromAmount":0.1455');
     expect(request.body).not.toContain('"fromAmount":"');
@@ -236,7 +222,7 @@ describe('ChangeNow client: happy paths', () => {
 
   it('createExchange: an amount a float would mangle goes out digit for digit', async () => {
     respond({ body: fixture('create') });
-    await client().createExchange({ ...createRequest, fromAmount: '12345678901234567890.123456789012345678' });
+    await client().createExchange({ ...ethToUsdtExchange, fromAmount: '12345678901234567890.123456789012345678' });
     expect((requests[0] as Recorded).body).toContain('"fromAmount":12345678901234567890.123456789012345678,');
   });
 
@@ -259,11 +245,8 @@ describe('ChangeNow client: happy paths', () => {
       payload: { conversionId: 'conv_01J' },
       updatedAt: '2026-11-28T18:03:34.335Z',
     });
-    const [request] = requests as [Recorded];
-    expect(request.method).toBe('GET');
-    expect(request.url.pathname).toBe('/v2/exchange/by-id');
+    const request = onlyRequest('GET', '/v2/exchange/by-id');
     expect(request.url.searchParams.get('id')).toBe('ff1441c86e178b');
-    expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
   });
 
   it('getExchange: finished with the actual amounts and hashes', async () => {
@@ -287,7 +270,7 @@ describe('ChangeNow client: happy paths', () => {
 describe('ChangeNow client: amount text', () => {
   it('normalises exponent amounts in a response exactly', async () => {
     respond({ body: '{"fromAmount":1e-7,"toAmount":4.35e+2,"depositFee":1.5E-3,"withdrawalFee":0.000}' });
-    const estimate = await client().estimate(estimateRequest);
+    const estimate = await client().estimate(ethToUsdtEstimate);
     expect(estimate).toMatchObject({
       fromAmount: '0.0000001',
       toAmount: '435',
@@ -341,13 +324,13 @@ describe('ChangeNow client: amount text', () => {
     ['a missing amount', '{"fromAmount":0.1455}'],
   ])('refuses %s as a transient malformed response', async (_name, body) => {
     respond({ body });
-    const error = await failure(client().estimate(estimateRequest));
+    const error = await failure(client().estimate(ethToUsdtEstimate));
     expect(error).toMatchObject(malformedAt('estimate'));
   });
 
   it('refuses an amount that is not a plain decimal before sending anything', async () => {
     for (const fromAmount of ['1e-7', '-1', '0.1,5', '']) {
-      const error = await failure(client().createExchange({ ...createRequest, fromAmount }));
+      const error = await failure(client().createExchange({ ...ethToUsdtExchange, fromAmount }));
       expect(error).toMatchObject({ kind: 'permanent', code: 'invalid_request', httpStatus: null, endpoint: 'create' });
     }
     expect(requests).toHaveLength(0);
@@ -357,7 +340,7 @@ describe('ChangeNow client: amount text', () => {
 describe('ChangeNow client: error classification', () => {
   it('401 → permanent unauthorized, with ChangeNow’s message', async () => {
     respond({ status: 401, body: fixture('errorUnauthorized') });
-    const error = await failure(client().estimate(estimateRequest));
+    const error = await failure(client().estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({ kind: 'permanent', code: 'unauthorized', httpStatus: 401, endpoint: 'estimate' });
     expect(error.message).toContain('Invalid api key');
   });
@@ -374,7 +357,7 @@ describe('ChangeNow client: error classification', () => {
 
   it('400 pair_is_inactive → permanent pair_is_inactive', async () => {
     respond({ status: 400, body: fixture('errorInactivePair') });
-    const error = await failure(client().estimate(estimateRequest));
+    const error = await failure(client().estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({ kind: 'permanent', code: 'pair_is_inactive', httpStatus: 400, endpoint: 'estimate' });
     expect(error.message).toContain('Pair is inactive');
   });
@@ -386,7 +369,7 @@ describe('ChangeNow client: error classification', () => {
     [404, 'exchange_not_found', 'Exchange not found'],
   ])('%i %s → permanent with that code', async (status, code, message) => {
     respond({ status, body: JSON.stringify({ error: code, message }) });
-    const error = await failure(client().createExchange(createRequest));
+    const error = await failure(client().createExchange(ethToUsdtExchange));
     expect(error).toMatchObject({ kind: 'permanent', code, httpStatus: status, endpoint: 'create' });
     expect(error.message).toContain(message);
   });
@@ -398,7 +381,7 @@ describe('ChangeNow client: error classification', () => {
     [302, '', 'http_302'],
   ])('%i without a usable reason → permanent %s', async (status, body, code) => {
     respond({ status, body });
-    expect(await failure(client().estimate(estimateRequest))).toMatchObject({
+    expect(await failure(client().estimate(ethToUsdtEstimate))).toMatchObject({
       kind: 'permanent',
       code,
       httpStatus: status,
@@ -411,7 +394,7 @@ describe('ChangeNow client: error classification', () => {
       body: status === 502 ? '<html><body>502 Bad Gateway</body></html>' : '{"error":"internal","message":"try later"}',
       contentType: status === 502 ? 'text/html' : 'application/json',
     });
-    const error = await failure(client().estimate(estimateRequest));
+    const error = await failure(client().estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({
       kind: 'transient',
       code: `http_${status}`,
@@ -423,7 +406,7 @@ describe('ChangeNow client: error classification', () => {
   it('a 200 with a gateway page or truncated JSON → transient malformed_response', async () => {
     for (const body of ['<html><body>502 Bad Gateway</body></html>', '{"fromAmount":0.1455,"toAm', '']) {
       respond({ body });
-      const error = await failure(client().estimate(estimateRequest));
+      const error = await failure(client().estimate(ethToUsdtEstimate));
       expect(error).toMatchObject(malformedAt('estimate'));
     }
   });
@@ -461,7 +444,7 @@ describe('ChangeNow client: error classification', () => {
     try {
       const port = (slow.address() as AddressInfo).port;
       const error = await failure(
-        client({ baseUrl: `http://127.0.0.1:${port}`, responseTimeoutMs: 300 }).estimate(estimateRequest),
+        client({ baseUrl: `http://127.0.0.1:${port}`, responseTimeoutMs: 300 }).estimate(ethToUsdtEstimate),
       );
       expect(error).toMatchObject({ kind: 'transient', code: 'timeout' });
     } finally {
@@ -475,7 +458,7 @@ describe('ChangeNow client: error classification', () => {
     await new Promise<void>((resolve) => rude.listen(0, '127.0.0.1', resolve));
     try {
       const port = (rude.address() as AddressInfo).port;
-      const error = await failure(client({ baseUrl: `http://127.0.0.1:${port}` }).createExchange(createRequest));
+      const error = await failure(client({ baseUrl: `http://127.0.0.1:${port}` }).createExchange(ethToUsdtExchange));
       expect(error).toMatchObject({ kind: 'transient', code: 'network', httpStatus: null, endpoint: 'create' });
     } finally {
       await new Promise<void>((resolve) => rude.close(() => resolve()));
@@ -484,7 +467,7 @@ describe('ChangeNow client: error classification', () => {
 
   it('a closed port → transient network (connection refused)', async () => {
     const port = await freePort();
-    const error = await failure(client({ baseUrl: `http://127.0.0.1:${port}` }).estimate(estimateRequest));
+    const error = await failure(client({ baseUrl: `http://127.0.0.1:${port}` }).estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({ kind: 'transient', code: 'network', httpStatus: null, endpoint: 'estimate' });
     expect(error.message).toContain('ECONNREFUSED');
   });
@@ -492,13 +475,13 @@ describe('ChangeNow client: error classification', () => {
   it('refuses a malformed request without sending it', async () => {
     const cn = client();
     expect(await failure(cn.getExchange('../../admin'))).toMatchObject({ kind: 'permanent', code: 'invalid_request' });
-    expect(await failure(cn.estimate({ ...estimateRequest, fromAmount: undefined }))).toMatchObject({
+    expect(await failure(cn.estimate({ ...ethToUsdtEstimate, fromAmount: undefined }))).toMatchObject({
       code: 'invalid_request',
     });
-    expect(await failure(cn.estimate({ ...estimateRequest, toAmount: '1' }))).toMatchObject({
+    expect(await failure(cn.estimate({ ...ethToUsdtEstimate, toAmount: '1' }))).toMatchObject({
       code: 'invalid_request',
     });
-    expect(await failure(cn.estimate({ ...estimateRequest, fromCurrency: 'eth&flow=x' }))).toMatchObject({
+    expect(await failure(cn.estimate({ ...ethToUsdtEstimate, fromCurrency: 'eth&flow=x' }))).toMatchObject({
       code: 'invalid_request',
     });
     expect(requests).toHaveLength(0);
@@ -531,11 +514,8 @@ describe('ChangeNow client: listExchanges', () => {
       payinAddress: '0xf29568fa162015486e5323b74f9a1cd041fe1bab',
     });
 
-    const [request] = requests as [Recorded];
-    expect(request.method).toBe('GET');
-    expect(request.url.pathname).toBe('/v2/exchanges');
+    const request = onlyRequest('GET', '/v2/exchanges');
     expect(Object.fromEntries(request.url.searchParams)).toEqual({ userId: 'conv_01J' });
-    expect(request.headers['x-changenow-api-key']).toBe(API_KEY);
   });
 
   it('an empty list is an empty array; a count over every page is accepted', async () => {
@@ -614,7 +594,7 @@ describe('ChangeNow client: listExchanges', () => {
 describe('ChangeNow client: the API key', () => {
   it('is scrubbed even when the server echoes it back', async () => {
     respond({ status: 401, body: JSON.stringify({ error: 'unauthorized', message: `Invalid api key ${API_KEY}` }) });
-    const error = await failure(client().estimate(estimateRequest));
+    const error = await failure(client().estimate(ethToUsdtEstimate));
     expect(error.message).not.toContain(API_KEY);
     expect(error.message).toContain('[redacted]');
   });
@@ -635,7 +615,7 @@ describe('ChangeNow client: injected fetch', () => {
       return new Response(fixture('create'), { status: 200, headers: { 'content-type': 'application/json' } });
     }) as typeof fetch;
     const created = await client({ baseUrl: 'https://api.example.test', fetch: fakeFetch }).createExchange(
-      createRequest,
+      ethToUsdtExchange,
     );
     expect(created.toAmount).toBe('435.49999999999994');
     expect(seen[0]?.url).toBe('https://api.example.test/v2/exchange');
@@ -655,7 +635,7 @@ describe('ChangeNow client: injected fetch', () => {
         cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
       });
     }) as typeof fetch;
-    const error = await failure(client({ fetch: refusedFetch }).estimate(estimateRequest));
+    const error = await failure(client({ fetch: refusedFetch }).estimate(ethToUsdtEstimate));
     expect(error).toMatchObject({ kind: 'transient', code: 'network' });
     expect(error.message).toContain('ECONNREFUSED');
   });
