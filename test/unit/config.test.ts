@@ -226,6 +226,7 @@ describe('configuration', () => {
   });
 
   it('PAYRAIL_CRASH_AT takes the conversion and payout crash points, and nothing else', () => {
+    // Written out, not read from CRASH_POINTS: the names docs/configuration.md and the crash tests set are pinned here.
     for (const point of [
       'after_exchange_created',
       'after_broadcast',
