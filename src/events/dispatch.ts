@@ -202,15 +202,49 @@ async function claimHeads(deps: DispatchDeps, endpointId: string): Promise<Head[
 
 /** One attempt at one delivery; true when the receiver took it. */
 async function attempt(deps: DispatchDeps, endpoint: Endpoint, head: Head): Promise<boolean> {
-  const event = await deps.db
-    .selectFrom('events')
-    .select(['seq', 'id', 'type', 'subject', 'data', 'created_at'])
-    .where('seq', '=', head.event_seq)
-    .executeTakeFirstOrThrow();
+  const event = await readEvent(deps.db, head.event_seq);
   const body = JSON.stringify(toBody(event));
   const started = Date.now();
+  const { statusCode, error } = await post(endpoint, event, body, deps.settings.timeoutMs);
+  const outcome: Outcome = {
+    ok: error === null,
+    attempts: head.attempts + 1,
+    statusCode,
+    durationMs: Date.now() - started,
+    stored: error === null ? null : (deps.scrub?.(error) ?? error),
+  };
+  await recordAttempt(deps, endpoint.id, head, outcome);
+  logAttempt(deps.logger, endpoint.id, event, outcome);
+  return outcome.ok;
+}
+
+type DeliveredEvent = Awaited<ReturnType<typeof readEvent>>;
+
+interface Outcome {
+  ok: boolean;
+  attempts: number;
+  statusCode: number | null;
+  durationMs: number;
+  /** The error as stored and logged (scrubbed), null when delivered. */
+  stored: string | null;
+}
+
+async function readEvent(db: Kysely<Database>, seq: string) {
+  return db
+    .selectFrom('events')
+    .select(['seq', 'id', 'type', 'subject', 'data', 'created_at'])
+    .where('seq', '=', seq)
+    .executeTakeFirstOrThrow();
+}
+
+/** The receiver's status code, and why the attempt failed (null when it answered 2xx). */
+async function post(
+  endpoint: Endpoint,
+  event: DeliveredEvent,
+  body: string,
+  timeoutMs: number,
+): Promise<{ statusCode: number | null; error: string | null }> {
   let statusCode: number | null = null;
-  let error: string | null = null;
   try {
     const response = await fetch(endpoint.url, {
       method: 'POST',
@@ -224,61 +258,63 @@ async function attempt(deps: DispatchDeps, endpoint: Endpoint, head: Head): Prom
       body,
       // A redirect would send the event somewhere nobody registered.
       redirect: 'manual',
-      signal: AbortSignal.timeout(deps.settings.timeoutMs),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     statusCode = response.status;
     await response.body?.cancel().catch(() => undefined);
-    if (statusCode < 200 || statusCode > 299) error = `HTTP ${statusCode}`;
+    return { statusCode, error: statusCode < 200 || statusCode > 299 ? `HTTP ${statusCode}` : null };
   } catch (caught) {
-    error = reason(caught);
+    return { statusCode, error: reason(caught) };
   }
-  const durationMs = Date.now() - started;
-  const ok = error === null;
-  const attempts = head.attempts + 1;
-  const stored = error === null ? null : (deps.scrub?.(error) ?? error);
+}
+
+/** The attempt's row and the delivery's new state, together. */
+async function recordAttempt(deps: DispatchDeps, endpointId: string, head: Head, outcome: Outcome): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
     await trx
       .insertInto('webhook_attempts')
       .values({
-        endpoint_id: endpoint.id,
+        endpoint_id: endpointId,
         event_seq: head.event_seq,
-        status_code: statusCode,
-        error: stored,
-        duration_ms: durationMs,
+        status_code: outcome.statusCode,
+        error: outcome.stored,
+        duration_ms: outcome.durationMs,
       })
       .execute();
     await trx
       .updateTable('webhook_deliveries')
       .set({
-        attempts,
+        attempts: outcome.attempts,
         first_attempt_at: sql`coalesce(first_attempt_at, now())`,
         last_attempt_at: sql`now()`,
-        last_status: statusCode,
-        last_error: stored,
-        ...(ok
+        last_status: outcome.statusCode,
+        last_error: outcome.stored,
+        ...(outcome.ok
           ? { status: 'delivered', delivered_at: sql`now()` }
           : {
-              next_attempt_at: sql`now() + ${retryDelayMs(attempts, deps.settings.retryMinDelayMs)} * interval '1 millisecond'`,
+              next_attempt_at: sql`now() + ${retryDelayMs(outcome.attempts, deps.settings.retryMinDelayMs)} * interval '1 millisecond'`,
             }),
       })
-      .where('endpoint_id', '=', endpoint.id)
+      .where('endpoint_id', '=', endpointId)
       .where('event_seq', '=', head.event_seq)
       .where('status', '=', 'pending')
       // Still this run's claim: a later run that took the delivery over (after the lease) writes its own outcome.
       .where('attempts', '=', head.attempts)
       .execute();
   });
+}
+
+function logAttempt(logger: Logger, endpointId: string, event: DeliveredEvent, outcome: Outcome): void {
   const fields = {
-    endpointId: endpoint.id,
+    endpointId,
     eventId: event.id,
     eventType: event.type,
-    attempts,
-    statusCode,
-    durationMs,
+    attempts: outcome.attempts,
+    statusCode: outcome.statusCode,
+    durationMs: outcome.durationMs,
   };
-  if (ok) deps.logger.info({ event: 'event_delivered', ...fields }, 'event delivered');
-  else deps.logger.warn({ event: 'event_delivery_failed', ...fields, error: stored }, 'event delivery failed');
-  return ok;
+  if (outcome.ok) logger.info({ event: 'event_delivered', ...fields }, 'event delivered');
+  else logger.warn({ event: 'event_delivery_failed', ...fields, error: outcome.stored }, 'event delivery failed');
 }
 
 async function nextAttemptAt(db: Kysely<Database>, endpointId: string): Promise<Date | null> {
