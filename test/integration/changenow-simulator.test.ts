@@ -20,6 +20,7 @@ import {
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { startChangeNowSimulator, type ChangeNowSimulator } from '../../src/simulators/changenow/index.ts';
 import { startLocalChain, type LocalChain } from '../../src/simulators/chain.ts';
+import { changeNowFailure } from '../support/changenow-failure.ts';
 import { ethToUsdtEstimate } from '../support/changenow-requests.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -97,16 +98,7 @@ async function balanceOf(address: string): Promise<bigint> {
   return createPublicClient({ transport: http(chain.rpcUrl) }).getBalance({ address: address as Address });
 }
 
-async function failure(promise: Promise<unknown>): Promise<ChangeNowError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(ChangeNowError);
-    expect((error as ChangeNowError).message).not.toContain(API_KEY);
-    return error as ChangeNowError;
-  }
-  throw new Error('expected the call to fail');
-}
+const failure = (promise: Promise<unknown>) => changeNowFailure(promise, API_KEY);
 
 function exchangeRequest(fromAmount: string, conversionId = `conv_${randomUUID()}`): CreateExchangeRequest {
   return {
