@@ -139,13 +139,42 @@ function sameClaim(a: PaymentRow, b: PaymentRow): boolean {
   );
 }
 
+type Verdict = ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold';
+
 async function applyLookup(
   trx: Transaction<Database>,
   deps: ConfirmDeps,
   logger: Logger,
   seen: PaymentRow,
   lookup: PaymentLookup,
-): Promise<ConfirmOutcome | 'changed' | 'retry' | 'instant' | 'threshold'> {
+): Promise<Verdict> {
+  const locked = await lockUnmoved(trx, deps, seen);
+  if (locked === 'nothing' || locked === 'changed') return locked;
+  const { row, check } = locked;
+  if (lookup.kind === 'unavailable') return onUnavailable(trx, deps, logger, row, check, lookup.detail);
+  const ipn = claimOf(row, check);
+  if (lookup.kind === 'not_found') {
+    const reason = `${REVIEW.unconfirmed}: NOWPayments knows no payment ${row.payment_id}; ${whichIpn(row, check)} says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
+    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: null, error: lookup.detail });
+    return 'review';
+  }
+  const asset = check === 'credit' ? (storedCredit(row) as CreditBasis).asset : (row.asset as AssetCode);
+  const differences = compare(ipn, asset, lookup.payment);
+  if (differences.length > 0) {
+    const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with ${whichIpn(row, check)}: ${differences.join('; ')}`;
+    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: lookup.payment, differences });
+    return 'review';
+  }
+  if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
+  return creditConfirmed(trx, deps, row);
+}
+
+/** The payment under its locks, with what this job checks of it; unless it moved since `seen` was read. */
+async function lockUnmoved(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  seen: PaymentRow,
+): Promise<{ row: PaymentRow; check: Check } | 'nothing' | 'changed'> {
   // Before the row lock (lock order: src/channels/lock.ts), on the channel the row named when read; sameClaim below
   // sends a row whose channel changed meanwhile round again.
   await lockChannelForCredit(trx, seen.channel_id);
@@ -158,51 +187,57 @@ async function applyLookup(
   const check = checkOf(row, deps.intake);
   if (check === null) return 'nothing';
   if (check !== checkOf(seen, deps.intake) || !sameClaim(seen, row)) return 'changed';
-  const id = row.payment_id;
+  return { row, check };
+}
+
+// The evidence says which IPN was not confirmed: a top-up's names the credit it would add to.
+function whichIpn(row: PaymentRow, check: Check): string {
+  return check === 'credit' ? 'the IPN' : `the top-up IPN (credited ${creditedText(row)})`;
+}
+
+/** No usable answer: the attempt is recorded and asked again, until the deadline sends the payment to review. */
+async function onUnavailable(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  logger: Logger,
+  row: PaymentRow,
+  check: Check,
+  detail: string,
+): Promise<'retry' | 'review'> {
+  const deadline = check === 'credit' ? row.confirm_deadline_at : row.restated_confirm_deadline_at;
+  const { rows } = await sql<{ past: boolean }>`select now() >= ${deadline} as past`.execute(trx);
+  if (rows[0]?.past !== true) {
+    await waiting(trx, row, check)
+      .set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: detail })
+      .execute();
+    logger.warn(
+      { event: 'payment_confirm_unavailable', check, detail, attempts: row.confirm_attempts + 1 },
+      'NOWPayments gave no usable answer: the check is retried',
+    );
+    return 'retry';
+  }
   const ipn = claimOf(row, check);
-  // The evidence says which IPN was not confirmed: a top-up's names the credit it would add to.
-  const which = check === 'credit' ? 'the IPN' : `the top-up IPN (credited ${creditedText(row)})`;
+  const about =
+    check === 'credit'
+      ? ''
+      : ` about the top-up IPN (credited ${creditedText(row)}, the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency})`;
+  const reason = `${REVIEW.unconfirmed}: NOWPayments unreachable until the deadline (${deadline?.toISOString()})${about}; last: ${detail}`;
+  await toReview(trx, deps, logger, row, check, reason, {
+    ipn,
+    nowpayments: null,
+    error: detail,
+    attempts: row.confirm_attempts + 1,
+  });
+  return 'review';
+}
 
-  if (lookup.kind === 'unavailable') {
-    const deadline = check === 'credit' ? row.confirm_deadline_at : row.restated_confirm_deadline_at;
-    const { rows } = await sql<{ past: boolean }>`select now() >= ${deadline} as past`.execute(trx);
-    if (rows[0]?.past !== true) {
-      await waiting(trx, row, check)
-        .set({ confirm_attempts: sql`confirm_attempts + 1`, confirm_last_error: lookup.detail })
-        .execute();
-      logger.warn(
-        { event: 'payment_confirm_unavailable', check, detail: lookup.detail, attempts: row.confirm_attempts + 1 },
-        'NOWPayments gave no usable answer: the check is retried',
-      );
-      return 'retry';
-    }
-    const about =
-      check === 'credit'
-        ? ''
-        : ` about the top-up IPN (credited ${creditedText(row)}, the IPN says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency})`;
-    const reason = `${REVIEW.unconfirmed}: NOWPayments unreachable until the deadline (${deadline?.toISOString()})${about}; last: ${lookup.detail}`;
-    await toReview(trx, deps, logger, row, check, reason, {
-      ipn,
-      nowpayments: null,
-      error: lookup.detail,
-      attempts: row.confirm_attempts + 1,
-    });
-    return 'review';
-  }
-  if (lookup.kind === 'not_found') {
-    const reason = `${REVIEW.unconfirmed}: NOWPayments knows no payment ${id}; ${which} says ${ipn.status} ${ipn.outcomeAmount} ${ipn.outcomeCurrency}`;
-    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: null, error: lookup.detail });
-    return 'review';
-  }
-  const asset = check === 'credit' ? (storedCredit(row) as CreditBasis).asset : (row.asset as AssetCode);
-  const differences = compare(ipn, asset, lookup.payment);
-  if (differences.length > 0) {
-    const reason = `${REVIEW.unconfirmed}: NOWPayments disagrees with ${which}: ${differences.join('; ')}`;
-    await toReview(trx, deps, logger, row, check, reason, { ipn, nowpayments: lookup.payment, differences });
-    return 'review';
-  }
-  if (check === 'top_up') return offerTopUp(trx, deps, logger, row);
-
+/** NOWPayments agrees: credited as intake credits, with the channel's fee and strategy as they are now. */
+async function creditConfirmed(
+  trx: Transaction<Database>,
+  deps: ConfirmDeps,
+  row: PaymentRow,
+): Promise<'nothing' | 'instant' | 'threshold'> {
+  const id = row.payment_id;
   // In the credit's transaction, under the channel's credit lock: the fee and strategy booked are the channel's now,
   // not as they were when the check was asked for, and a save of the channel waits for this commit.
   const channel = await trx
