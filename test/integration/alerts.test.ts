@@ -820,22 +820,28 @@ describe('one alert, however many evaluate', () => {
   });
 });
 
+/** An event alert about a conversion with more than one exchange, as the pipeline raises it. */
+function duplicateExchanges(conversionId: string) {
+  const message = 'more than one exchange for a conversion';
+  return { rule: 'duplicate_exchanges', subject: conversionId, severity: 'critical' as const, message };
+}
+
+/** An alert last seen 25 hours ago (first two days ago): quiet for longer than ALERT_EVENT_RESOLVE_AFTER. */
+async function goneQuiet(alertId: string): Promise<void> {
+  await db.pool.query(
+    "update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1",
+    [alertId],
+  );
+}
+
 describe('resolution', () => {
   it('an event alert resolves once quiet for ALERT_EVENT_RESOLVE_AFTER; raised again, it is a new alert', async () => {
-    const alert = {
-      rule: 'duplicate_exchanges',
-      subject: 'conv_quiet',
-      severity: 'critical' as const,
-      message: 'more than one exchange for a conversion',
-    };
+    const alert = duplicateExchanges('conv_quiet');
     await raiseAlert(db.db, alert, { logger });
     await evaluate();
     const open = await onlyAlert('duplicate_exchanges', 'conv_quiet');
     expect(open.resolved_at).toBeNull();
-    await db.pool.query(
-      "update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1",
-      [open.id],
-    );
+    await goneQuiet(open.id);
     await evaluate();
     const quiet = await onlyAlert('duplicate_exchanges', 'conv_quiet');
     expect(quiet.resolved_at).not.toBeNull();
@@ -846,18 +852,10 @@ describe('resolution', () => {
   });
 
   it('an event alert raised again while a pass resolves quiet ones stays open', async () => {
-    const alert = {
-      rule: 'duplicate_exchanges',
-      subject: 'conv_raced',
-      severity: 'critical' as const,
-      message: 'more than one exchange for a conversion',
-    };
+    const alert = duplicateExchanges('conv_raced');
     await raiseAlert(db.db, alert, { logger });
     const open = await onlyAlert('duplicate_exchanges', 'conv_raced');
-    await db.pool.query(
-      "update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1",
-      [open.id],
-    );
+    await goneQuiet(open.id);
     // A raiser's touch, not yet committed, when the pass reaches its quiet events.
     const raiser = new pg.Client({ connectionString: db.url });
     await raiser.connect();
@@ -953,10 +951,7 @@ describe('webhook jobs', () => {
       { logger, notify: true },
     );
     const quiet = await onlyAlert('transfer_refused', 'tr_quiet_told');
-    await db.pool.query(
-      "update alerts set first_seen_at = now() - interval '2 days', last_seen_at = now() - interval '25 hours' where id = $1",
-      [quiet.id],
-    );
+    await goneQuiet(quiet.id);
     await evaluate({ notify: true });
     expect((await onlyAlert('transfer_refused', 'tr_quiet_told')).resolved_at).not.toBeNull();
     expect(await notifyJobs(quiet.id)).toEqual([
