@@ -22,7 +22,7 @@ import type { Database, Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import type { ChainSide } from '../treasury/index.ts';
 import { claimThrottled, observeOutside, recordThrottled, type Observation, type ObserveDeps } from './observe.ts';
-import type { AlertSettings, RuleResult, StateRule } from './rule-types.ts';
+import type { AlertSettings, Firing, RuleResult, StateRule } from './rule-types.ts';
 import { STATE_RULES } from './rules.ts';
 import {
   cleanSubject,
@@ -147,69 +147,115 @@ async function applyRule(
   deps: EvaluateDeps,
 ): Promise<{ opened: number; resolved: number }> {
   const store: StoreOptions = { notify: deps.notify && rule.notify !== false };
-  const touchEveryMs = deps.settings.stateTouchEveryMs;
   const firing = new Map(result.firing.map((f) => [cleanSubject(f.subject), f]));
   const unknown = new Set((result.unknown ?? []).map(cleanSubject));
-  const open = await trx
+  const open = await openAlerts(trx, rule.name);
+  const acknowledged = await acknowledgedAlerts(trx, rule.name);
+  const opened = await raiseFiring(trx, rule, firing, acknowledgedBySubject(open, acknowledged), store, deps);
+  const clearedIds = (alerts: SubjectAlert[]) =>
+    alerts.filter((a) => !firing.has(a.subject) && !unknown.has(a.subject)).map((a) => a.id);
+  const resolved = await resolveOpen(trx, clearedIds(open), store);
+  for (const row of resolved) logResolved(deps.logger, row, 'condition cleared');
+  await markConditionCleared(trx, clearedIds(acknowledged));
+  return { opened, resolved: resolved.length };
+}
+
+interface SubjectAlert {
+  id: string;
+  subject: string;
+}
+
+async function openAlerts(trx: Transaction<Database>, rule: string): Promise<SubjectAlert[]> {
+  return trx
     .selectFrom('alerts')
     .select(['id', 'subject'])
-    .where('rule', '=', rule.name)
+    .where('rule', '=', rule)
     .where('resolved_at', 'is', null)
     .execute();
-  // Resolved by hand while the condition held, and not seen clear since: acknowledged.
-  const acknowledged = await trx
+}
+
+// Resolved by hand while the condition held, and not seen clear since: acknowledged.
+async function acknowledgedAlerts(trx: Transaction<Database>, rule: string): Promise<SubjectAlert[]> {
+  return trx
     .selectFrom('alerts')
     .select(['id', 'subject'])
-    .where('rule', '=', rule.name)
+    .where('rule', '=', rule)
     .where('resolved_by', 'is not', null)
     .where(sql<boolean>`not (details ? 'conditionClearedAt')`)
     .execute();
+}
+
+/** The acknowledged alert of each subject that has no open one (an open alert is the one a firing touches). */
+function acknowledgedBySubject(open: SubjectAlert[], acknowledged: SubjectAlert[]): Map<string, string> {
   const openSubjects = new Set(open.map((a) => a.subject));
   const ackBySubject = new Map(acknowledged.map((a) => [a.subject, a.id]));
+  return new Map([...ackBySubject].filter(([subject]) => !openSubjects.has(subject)));
+}
+
+/** Each firing subject refreshes its acknowledged alert or opens (or touches) its alert; the number newly opened. */
+async function raiseFiring(
+  trx: Transaction<Database>,
+  rule: StateRule,
+  firing: Map<string, Firing>,
+  ackBySubject: Map<string, string>,
+  store: StoreOptions,
+  deps: EvaluateDeps,
+): Promise<number> {
   let opened = 0;
   for (const [subject, f] of firing) {
-    const alert = { rule: rule.name, subject, severity: rule.severity, message: f.message, details: f.details };
-    const ackId = openSubjects.has(subject) ? undefined : ackBySubject.get(subject);
-    if (ackId !== undefined) {
-      const message = cleanText(f.message);
-      const details = JSON.stringify(cleanDetails(f.details));
-      // As for an open alert (see openOrTouch): rewritten when its evidence changed or its last sighting got stale.
-      await trx
-        .updateTable('alerts')
-        .set({ last_seen_at: sql`now()`, message, details })
-        .where('id', '=', ackId)
-        .where(
-          sql<boolean>`(message is distinct from ${message} or details is distinct from ${details}::jsonb or last_seen_at <= now() - ${touchEveryMs} * interval '1 millisecond')`,
-        )
-        .execute();
-      continue;
-    }
-    const row = await openOrTouch(trx, alert, { ...store, unchangedTouchEveryMs: touchEveryMs });
-    if (row?.opened === true) {
-      opened += 1;
-      // Not event "alert": that line is for alerts raised where something happened (tests count them per step).
-      deps.logger[rule.severity === 'critical' ? 'error' : 'warn'](
-        { ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id },
-        f.message,
-      );
-    }
+    const ackId = ackBySubject.get(subject);
+    if (ackId !== undefined) await refreshAcknowledged(trx, ackId, f, deps.settings.stateTouchEveryMs);
+    else if (await openFiring(trx, rule, subject, f, store, deps)) opened += 1;
   }
-  const cleared = (subject: string) => !firing.has(subject) && !unknown.has(subject);
-  const resolved = await resolveOpen(
-    trx,
-    open.filter((a) => cleared(a.subject)).map((a) => a.id),
-    store,
+  return opened;
+}
+
+async function refreshAcknowledged(
+  trx: Transaction<Database>,
+  ackId: string,
+  f: Firing,
+  touchEveryMs: number,
+): Promise<void> {
+  const message = cleanText(f.message);
+  const details = JSON.stringify(cleanDetails(f.details));
+  // As for an open alert (see openOrTouch): rewritten when its evidence changed or its last sighting got stale.
+  await trx
+    .updateTable('alerts')
+    .set({ last_seen_at: sql`now()`, message, details })
+    .where('id', '=', ackId)
+    .where(
+      sql<boolean>`(message is distinct from ${message} or details is distinct from ${details}::jsonb or last_seen_at <= now() - ${touchEveryMs} * interval '1 millisecond')`,
+    )
+    .execute();
+}
+
+/** True when the firing opened a new alert (rather than touching the open one). */
+async function openFiring(
+  trx: Transaction<Database>,
+  rule: StateRule,
+  subject: string,
+  f: Firing,
+  store: StoreOptions,
+  deps: EvaluateDeps,
+): Promise<boolean> {
+  const alert = { rule: rule.name, subject, severity: rule.severity, message: f.message, details: f.details };
+  const row = await openOrTouch(trx, alert, { ...store, unchangedTouchEveryMs: deps.settings.stateTouchEveryMs });
+  if (row?.opened !== true) return false;
+  // Not event "alert": that line is for alerts raised where something happened (tests count them per step).
+  deps.logger[rule.severity === 'critical' ? 'error' : 'warn'](
+    { ...f.details, event: 'alert_opened', alert: rule.name, subject, alertId: row.id },
+    f.message,
   );
-  for (const row of resolved) logResolved(deps.logger, row, 'condition cleared');
-  const clearedAcks = acknowledged.filter((a) => cleared(a.subject)).map((a) => a.id);
-  if (clearedAcks.length > 0) {
-    await trx
-      .updateTable('alerts')
-      .set({ details: sql`details || jsonb_build_object('conditionClearedAt', now())` })
-      .where('id', 'in', clearedAcks)
-      .execute();
-  }
-  return { opened, resolved: resolved.length };
+  return true;
+}
+
+async function markConditionCleared(trx: Transaction<Database>, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await trx
+    .updateTable('alerts')
+    .set({ details: sql`details || jsonb_build_object('conditionClearedAt', now())` })
+    .where('id', 'in', ids)
+    .execute();
 }
 
 /**
