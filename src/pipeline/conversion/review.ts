@@ -10,9 +10,9 @@
  *
  * Once the ETH left and the exchange will not end by itself, the way out is a resolve (resolve.ts).
  */
-import { sql } from 'kysely';
+import { sql, type Selectable, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
-import type { ConversionState, Db } from '../../db/index.ts';
+import type { ConversionState, ConversionsTable, Database, Db } from '../../db/index.ts';
 import {
   conversionForUpdate,
   conversionTransfer,
@@ -46,66 +46,11 @@ export async function applyConversionAction(
     if (conversion.status !== 'needs_review')
       throw new ConversionActionRefused(`a conversion in state ${conversion.status} cannot be retried`);
     const transfer = await conversionTransfer(trx, conversionId);
-
-    // In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
-    // which is what the poll's and the release's own guarded updates expect.
-    const reclaimPayments = () =>
-      trx
-        .updateTable('payments')
-        .set({ conversion_status: 'converting', updated_at: sql`now()` })
-        .where('conversion_id', '=', conversionId)
-        .where('conversion_status', '=', 'failed')
-        .execute();
-
-    let to: ConversionState;
-    if (transfer?.status === 'confirmed') {
-      if (conversion.exchange_id === null)
-        throw new ConversionActionRefused(
-          `its transfer ${transfer.transfer_id} is confirmed but no exchange is recorded: nothing to look at again`,
-        );
-      await reclaimPayments();
-      // A fresh deadline and budget: a person chose to look again, the reconciler's resumes start over.
-      await trx
-        .updateTable('conversions')
-        .set({
-          status: 'sent',
-          reason: null,
-          last_error: null,
-          poll_deadline_at: new Date(Date.now() + options.pollDeadlineMs),
-          reconcile_attempts: 0,
-          updated_at: sql`now()`,
-        })
-        .where('conversion_id', '=', conversionId)
-        .execute();
-      await enqueuePoll(trx, conversionId, new Date());
-      to = 'sent';
-    } else if (transfer?.status === 'needs_review') {
-      throw new ConversionActionRefused(
-        `its transfer ${transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${transfer.transfer_id}/…), and this conversion moves on from its outcome`,
-      );
-    } else if (transfer && transfer.status !== 'failed') {
-      throw new ConversionActionRefused(
-        `its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`,
-      );
-    } else {
-      await reclaimPayments();
-      // No hold (unlike releaseWithHold): the cause was looked at by a person, not a refusal that may come back at once.
-      await trx
-        .updateTable('payments')
-        .set({ conversion_hold_until: null })
-        .where('conversion_id', '=', conversionId)
-        .where('conversion_status', '=', 'converting')
-        .execute();
-      const never = transfer ? `its transfer ${transfer.transfer_id} failed` : 'no transfer was made';
-      await releasePaymentsIn(
-        trx,
-        conversionId,
-        'failed',
-        `retried by ${actor}: ${never}, its ETH never left; payments back to pending (was: ${conversion.reason ?? 'no reason'})`,
-      );
-      await enqueueConversionBatch(trx);
-      to = 'failed';
-    }
+    refuseWhileUnsettled(conversion, transfer);
+    const to =
+      transfer?.status === 'confirmed'
+        ? await lookAgain(trx, conversionId, options)
+        : await endNeverSent(trx, conversion, transfer, actor);
     await recordAudit(trx, {
       actor,
       action: `conversion.${action}`,
@@ -119,4 +64,85 @@ export async function applyConversionAction(
     });
     return { conversionId, from: conversion.status, to };
   });
+}
+
+type Conversion = Selectable<ConversionsTable>;
+type PayingTransfer = Awaited<ReturnType<typeof conversionTransfer>>;
+
+/** Retry is refused where the ETH's fate is not known yet, or where a confirmed transfer has no exchange to look at. */
+function refuseWhileUnsettled(conversion: Conversion, transfer: PayingTransfer): void {
+  if (transfer?.status === 'confirmed' && conversion.exchange_id === null)
+    throw new ConversionActionRefused(
+      `its transfer ${transfer.transfer_id} is confirmed but no exchange is recorded: nothing to look at again`,
+    );
+  if (transfer?.status === 'needs_review')
+    throw new ConversionActionRefused(
+      `its transfer ${transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${transfer.transfer_id}/…), and this conversion moves on from its outcome`,
+    );
+  if (transfer && transfer.status !== 'confirmed' && transfer.status !== 'failed')
+    throw new ConversionActionRefused(
+      `its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`,
+    );
+}
+
+// In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
+// which is what the poll's and the release's own guarded updates expect.
+async function reclaimPayments(trx: Transaction<Database>, conversionId: string): Promise<void> {
+  await trx
+    .updateTable('payments')
+    .set({ conversion_status: 'converting', updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'failed')
+    .execute();
+}
+
+/** The ETH reached ChangeNow: the exchange is polled again. */
+async function lookAgain(
+  trx: Transaction<Database>,
+  conversionId: string,
+  options: { pollDeadlineMs: number },
+): Promise<ConversionState> {
+  await reclaimPayments(trx, conversionId);
+  // A fresh deadline and budget: a person chose to look again, the reconciler's resumes start over.
+  await trx
+    .updateTable('conversions')
+    .set({
+      status: 'sent',
+      reason: null,
+      last_error: null,
+      poll_deadline_at: new Date(Date.now() + options.pollDeadlineMs),
+      reconcile_attempts: 0,
+      updated_at: sql`now()`,
+    })
+    .where('conversion_id', '=', conversionId)
+    .execute();
+  await enqueuePoll(trx, conversionId, new Date());
+  return 'sent';
+}
+
+/** The ETH never left: the conversion ends and its payments wait for the next batch. */
+async function endNeverSent(
+  trx: Transaction<Database>,
+  conversion: Conversion,
+  transfer: PayingTransfer,
+  actor: string,
+): Promise<ConversionState> {
+  const conversionId = conversion.conversion_id;
+  await reclaimPayments(trx, conversionId);
+  // No hold (unlike releaseWithHold): the cause was looked at by a person, not a refusal that may come back at once.
+  await trx
+    .updateTable('payments')
+    .set({ conversion_hold_until: null })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'converting')
+    .execute();
+  const never = transfer ? `its transfer ${transfer.transfer_id} failed` : 'no transfer was made';
+  await releasePaymentsIn(
+    trx,
+    conversionId,
+    'failed',
+    `retried by ${actor}: ${never}, its ETH never left; payments back to pending (was: ${conversion.reason ?? 'no reason'})`,
+  );
+  await enqueueConversionBatch(trx);
+  return 'failed';
 }
