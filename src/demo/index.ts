@@ -18,6 +18,7 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { startPayrail, type Payrail } from '../app.ts';
 import { loadConfig, secretValues, type Config } from '../config.ts';
 import { localDevSecrets } from '../dev-secrets.ts';
+import { optionsOrExit, UsageError } from '../cli-options.ts';
 import { createLogger } from '../log.ts';
 import { createChainWallet } from '../integrations/wallet/index.ts';
 import {
@@ -30,14 +31,7 @@ import {
 } from '../simulators/index.ts';
 import { channelBody, demoChannels, putChannel, type DemoChannel } from './channels.ts';
 import { queueConversionCheck } from './ipns.ts';
-import {
-  DEMO_USAGE,
-  DemoUsageError,
-  PURCHASES_PER_SECOND,
-  OUTAGE_SECONDS,
-  readDemoOptions,
-  type DemoOptions,
-} from './options.ts';
+import { DEMO_USAGE, PURCHASES_PER_SECOND, OUTAGE_SECONDS, readDemoOptions, type DemoOptions } from './options.ts';
 import { ProgressDisplay, readCounts, type StageCounts } from './progress.ts';
 import {
   buyAll,
@@ -241,23 +235,14 @@ class DemoFailure extends Error {
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
-  let options: DemoOptions | undefined;
-  try {
-    options = readDemoOptions(argv, randomSeed);
-  } catch (error) {
-    if (!(error instanceof DemoUsageError)) throw error;
-    process.stderr.write(`payrail demo: ${error.message}\n\n${DEMO_USAGE}`);
-    return 64;
-  }
-  if (!options) {
-    process.stdout.write(DEMO_USAGE);
-    return 0;
-  }
+  const start = optionsOrExit(() => readDemoOptions(argv, randomSeed), DEMO_USAGE, 'payrail demo: ');
+  if ('exitCode' in start) return start.exitCode;
+  const { options } = start;
   let dataDir: { dir: string; temporary: boolean };
   try {
     dataDir = prepareDataDir(options.dataDir);
   } catch (error) {
-    if (!(error instanceof DemoUsageError)) throw error;
+    if (!(error instanceof UsageError)) throw error;
     process.stderr.write(`payrail demo: ${error.message}\n`);
     return 64;
   }
@@ -274,9 +259,9 @@ function prepareDataDir(given: string | undefined): { dir: string; temporary: bo
   }
   const dir = path.resolve(given);
   if (fs.existsSync(dir)) {
-    if (!fs.statSync(dir).isDirectory()) throw new DemoUsageError(`--data-dir ${dir} is not a directory`);
+    if (!fs.statSync(dir).isDirectory()) throw new UsageError(`--data-dir ${dir} is not a directory`);
     if (fs.readdirSync(dir).length > 0)
-      throw new DemoUsageError(
+      throw new UsageError(
         `--data-dir ${dir} is not empty: the demo starts from a fresh database (give a new or empty directory)`,
       );
   }

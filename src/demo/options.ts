@@ -1,5 +1,5 @@
 /** `payrail demo` command line: every value checked, a bad one is a usage error (exit 64), never a silent default. */
-import { parseArgs } from 'node:util';
+import { readOptionValues, UsageError, wholeNumberOption } from '../cli-options.ts';
 
 /**
  * Long enough for jobs to fail and back off twice; short enough that their next retry (graphile-worker waits e^n s
@@ -33,10 +33,6 @@ Exit codes: 0 done and every check passed, 1 not done in time, stuck or a check 
 130 interrupted.
 `;
 
-export class DemoUsageError extends Error {
-  override name = 'DemoUsageError';
-}
-
 export interface DemoOptions {
   payments: number;
   channels: number;
@@ -50,41 +46,23 @@ export interface DemoOptions {
   timeLimitS?: number;
 }
 
-/** `--name N`: a whole number between min and max, or `fallback` when the option is absent. */
-export function wholeNumberOption(
-  name: string,
-  text: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (text === undefined) return fallback;
-  if (!/^[0-9]+$/.test(text)) throw new DemoUsageError(`--${name} must be a whole number (got "${text}")`);
-  const n = Number.parseInt(text, 10);
-  if (n < min || n > max) throw new DemoUsageError(`--${name} must be between ${min} and ${max} (got ${n})`);
-  return n;
-}
-
-/** The options, or undefined after --help. Throws DemoUsageError. */
+/** The options, or undefined after --help. Throws UsageError. */
 export function readDemoOptions(argv: string[], randomSeed: () => number): DemoOptions | undefined {
-  let values: ReturnType<typeof parse>['values'];
-  try {
-    values = parse(argv).values;
-  } catch (error) {
-    // node:util's messages name the option ("Unknown option '--paymnets'", "Option '--seed <value>' argument missing").
-    throw new DemoUsageError((error as Error).message);
-  }
-  if (values.help) return undefined;
+  const values = readOptionValues(argv, {
+    values: ['payments', 'channels', 'seed', 'data-dir', 'time-limit'],
+    switches: ['outage', 'exit'],
+  });
+  if (!values) return undefined;
   const channels = wholeNumberOption('channels', values.channels, 8, 2, 100);
   // Channels alternate threshold, instant: every threshold channel needs its closing payment.
   const thresholdChannels = Math.ceil(channels / 2);
   const payments = wholeNumberOption('payments', values.payments, 200, 1, 100_000);
   if (payments < thresholdChannels)
-    throw new DemoUsageError(
+    throw new UsageError(
       `--payments must be at least ${thresholdChannels} with ${channels} channels (one closing payment per threshold channel; got ${payments})`,
     );
   const dataDir = values['data-dir'];
-  if (dataDir !== undefined && dataDir.trim() === '') throw new DemoUsageError('--data-dir must not be empty');
+  if (dataDir !== undefined && dataDir.trim() === '') throw new UsageError('--data-dir must not be empty');
   const seedText = values.seed;
   return {
     payments,
@@ -98,22 +76,4 @@ export function readDemoOptions(argv: string[], randomSeed: () => number): DemoO
       timeLimitS: wholeNumberOption('time-limit', values['time-limit'], 0, 1, 24 * 3600),
     }),
   };
-}
-
-function parse(argv: string[]) {
-  return parseArgs({
-    args: argv,
-    options: {
-      payments: { type: 'string' },
-      channels: { type: 'string' },
-      outage: { type: 'boolean' },
-      seed: { type: 'string' },
-      exit: { type: 'boolean' },
-      'data-dir': { type: 'string' },
-      'time-limit': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
 }
