@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type readline from 'node:readline';
 import { prepareDatabase } from '../src/app.ts';
+import { optionsOrExit } from '../src/cli-options.ts';
 import { openPool, startEmbeddedPostgres, type DatabaseHandle, type EmbeddedPostgres } from '../src/db/index.ts';
 import type { LedgerReport } from '../src/ledger/index.ts';
 import { createLogger, type Logger } from '../src/log.ts';
@@ -34,22 +35,14 @@ export function beginRun<T>(
   readOptions: (argv: string[]) => T | undefined,
   usage: string,
 ): BenchStart<T> | { exitCode: number } {
-  let options: T | undefined;
-  try {
-    options = readOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n\n${usage}`);
-    return { exitCode: 64 };
-  }
-  if (!options) {
-    process.stdout.write(usage);
-    return { exitCode: 0 };
-  }
-  return { options, logger: createLogger({ level: 'error', destination: process.stderr }), secrets: randomSecrets() };
+  const start = optionsOrExit(() => readOptions(process.argv.slice(2)), usage);
+  if ('exitCode' in start) return start;
+  return {
+    options: start.options,
+    logger: createLogger({ level: 'error', destination: process.stderr }),
+    secrets: randomSecrets(),
+  };
 }
-
-/** `--name N`: a whole number between min and max (the demo's options check, shared). */
-export { wholeNumberOption } from '../src/demo/options.ts';
 
 /**
  * Runs the bench and exits with its code. `expected` turns a failure the bench anticipates into its exit code (after
@@ -142,6 +135,22 @@ export function payrailConfig(
   };
 }
 
+/** payrail's own variables: its prefixes, and the plain names it reads. */
+const PAYRAIL_PREFIXED =
+  /^(PAYRAIL_|NOWPAYMENTS_|CHANGENOW_|PLATFORM_|PAYOUT_|CONVERSION_|HOST_WALLET_|HEALTH_|WORKER_|EMBEDDED_PG_|ADMIN_|LOCAL_|TRANSFER_)/;
+const PAYRAIL_PLAIN = ['PORT', 'HOST', 'DATABASE_URL', 'DATABASE_POOL_MAX', 'CHAIN_ID', 'ETH_RPC_URL', 'LOG_LEVEL'];
+
+/**
+ * This process's environment with `config` in place of payrail's own variables: a payrail child gets exactly the
+ * configuration the bench gives it, never a DATABASE_URL or a key the shell had set for something else.
+ */
+export function payrailChildEnvironment(config: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env))
+    if (!PAYRAIL_PREFIXED.test(name) && !PAYRAIL_PLAIN.includes(name)) env[name] = value;
+  return { ...env, ...config };
+}
+
 /** PUT /api/channels/<id>: anything but 200 or 201 stops the bench (shared with the demo). */
 export { putChannel } from '../src/demo/channels.ts';
 
@@ -207,6 +216,32 @@ export function childReady<T>(
 /** Everything the bench starts listens on loopback only. */
 export function assertLoopback(name: string, url: string): void {
   if (new URL(url).hostname !== '127.0.0.1') throw new Error(`${name} listens on ${url}, not on 127.0.0.1`);
+}
+
+/**
+ * The URL a payrail child listens on, once it says so on stderr (loopback only); rejects with its last output lines
+ * when it exits first or does not start within timeoutMs.
+ */
+export async function payrailListening(
+  child: ChildProcess,
+  stderr: readline.Interface,
+  output: OutputTail,
+  timeoutMs: number,
+): Promise<string> {
+  const url = await childReady(
+    child,
+    stderr,
+    // cli.ts prints this once the HTTP server listens (whatever LOG_LEVEL is).
+    (line) => /^payrail listening on (http:\/\/\S+)$/.exec(line)?.[1],
+    timeoutMs,
+    {
+      timedOut: () => new Error(`payrail did not start within ${timeoutMs} ms:\n${output.tail.join('\n')}`),
+      exited: (code, signal) =>
+        new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
+    },
+  );
+  assertLoopback('payrail', url);
+  return url;
 }
 
 /** SIGTERM, then SIGKILL if the child has not exited within timeoutMs. */
@@ -290,6 +325,23 @@ export async function readPgSettings(database: DatabaseHandle): Promise<PgSettin
               current_setting('synchronous_commit') as sc, current_setting('shared_buffers') as sb`,
     )
   ).rows[0];
+}
+
+/**
+ * For WaitSampler: what the sessions of the `applications` named are doing, by state and wait, idle ones left out. A
+ * session waiting on a lock is shown with the statement it waits in (which row lock it queues for: its first
+ * `waitingChars` characters), and the last statement of the session holding that lock (for a transaction between
+ * statements, the one it ran last).
+ */
+export function sessionWaitsSql(applications: string[], waitingChars: number): string {
+  const names = applications.map((name) => `'${name}'`).join(', ');
+  return `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
+                  || case when a.wait_event_type = 'Lock' then ' in "' || left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), ${waitingChars}) || '..."'
+                       || coalesce(', held by a session that last ran "' || (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 60) from pg_stat_activity b
+                            where b.pid = (pg_blocking_pids(a.pid))[1]) || '..."', '') else '' end as key,
+                count(*)::int as n
+         from pg_stat_activity a where a.application_name in (${names})
+           and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
 }
 
 /**

@@ -30,9 +30,9 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { privateKeyToAccount } from 'viem/accounts';
+import { readOptionValues, UsageError, wholeNumberOption as int } from '../src/cli-options.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import { channelInputSchema, upsertChannel } from '../src/channels/index.ts';
 import { checkLedger, type LedgerReport } from '../src/ledger/index.ts';
@@ -55,9 +55,9 @@ import {
   readPgSettings,
   reportHeader,
   runBench,
+  sessionWaitsSql,
   stopChild,
   WaitSampler,
-  wholeNumberOption as int,
 } from './harness.ts';
 import { HistoryInterrupted, seedHistory, type HistorySummary } from './history.ts';
 import { probeIntake, probeLines, type ProbeResult } from './probe.ts';
@@ -150,30 +150,27 @@ const USAGE = `usage: npm run bench:intake -- [options]
 `;
 
 function readOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      duration: { type: 'string' },
-      connections: { type: 'string' },
-      rate: { type: 'string' },
-      'rate-connections': { type: 'string' },
-      warmup: { type: 'string' },
-      'cpu-prof': { type: 'string' },
-      history: { type: 'string' },
-      'history-channels': { type: 'string' },
-      probe: { type: 'string' },
-      channels: { type: 'string' },
-      spread: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
+  const values = readOptionValues(argv, {
+    values: [
+      'duration',
+      'connections',
+      'rate',
+      'rate-connections',
+      'warmup',
+      'cpu-prof',
+      'history',
+      'history-channels',
+      'probe',
+      'channels',
+      'spread',
+    ],
   });
-  if (values.help) return undefined;
+  if (!values) return undefined;
   const connections = int('connections', values.connections, 50, 1, 1000);
   const channels = int('channels', values.channels, DEFAULT_CHANNELS, 1, MAX_CHANNELS);
   const spread = values.spread ?? 'uniform';
   if (!(CHANNEL_SPREADS as readonly string[]).includes(spread))
-    throw new Error(`--spread must be one of ${CHANNEL_SPREADS.join(', ')} (got "${spread}")`);
+    throw new UsageError(`--spread must be one of ${CHANNEL_SPREADS.join(', ')} (got "${spread}")`);
   return {
     durationS: int('duration', values.duration, 10, 1, 3600),
     connections,
@@ -269,16 +266,7 @@ const WAIT_SAMPLE_MS = 100;
  * pg_stat_activity of payrail's and the baseline's sessions while a run goes. "idle in transaction" is a session
  * inside a transaction waiting for its client (payrail) to send the next statement.
  */
-const WAITS_SQL =
-  // A session waiting on a lock is shown with the statement it waits in (which row lock it queues for), and the last
-  // statement of the session holding that lock (for a transaction between statements, the one it ran last).
-  `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
-                  || case when a.wait_event_type = 'Lock' then ' in "' || left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 60) || '..."'
-                       || coalesce(', held by a session that last ran "' || (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 60) from pg_stat_activity b
-                            where b.pid = (pg_blocking_pids(a.pid))[1]) || '..."', '') else '' end as key,
-                count(*)::int as n
-         from pg_stat_activity a where a.application_name in ('payrail-bench-webworker', 'payrail-bench-baseline')
-           and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
+const WAITS_SQL = sessionWaitsSql(['payrail-bench-webworker', 'payrail-bench-baseline'], 60);
 
 const PAYMENT_ID_RE = /"paymentId":"([0-9]+)"/;
 

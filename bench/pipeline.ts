@@ -25,9 +25,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { readOptionValues, UsageError, wholeNumberOption as int } from '../src/cli-options.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
 import { IpnSendError, queueConversionCheck, sendIpns, type SendOutcome } from '../src/demo/ipns.ts';
 import { formatCosts } from '../src/overview/index.ts';
@@ -40,23 +40,23 @@ import {
 } from '../src/simulators/index.ts';
 import { deployLocalUsdt, mintLocalUsdt } from '../src/simulators/usdt/index.ts';
 import {
-  assertLoopback,
   BenchPostgres,
   beginRun,
   type BenchSecrets,
-  childReady,
   Interruption,
   ledgerLines,
   OutputTail,
+  payrailChildEnvironment,
   payrailConfig,
+  payrailListening,
   type PgSettings,
   putChannel,
   readPgSettings,
   reportHeader,
   runBench,
+  sessionWaitsSql,
   stopChild,
   WaitSampler,
-  wholeNumberOption as int,
 } from './harness.ts';
 import {
   busyShare,
@@ -165,35 +165,32 @@ interface Options {
 }
 
 function readOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      payments: { type: 'string' },
-      channels: { type: 'string' },
-      'instant-channels': { type: 'string' },
-      concurrency: { type: 'string' },
-      deadline: { type: 'string' },
-      'min-usd': { type: 'string' },
-      'max-payments': { type: 'string' },
-      'max-wait': { type: 'string' },
-      'poll-interval': { type: 'string' },
-      'worker-poll-ms': { type: 'string' },
-      'worker-concurrency': { type: 'string' },
-      'pool-max': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
+  const values = readOptionValues(argv, {
+    values: [
+      'payments',
+      'channels',
+      'instant-channels',
+      'concurrency',
+      'deadline',
+      'min-usd',
+      'max-payments',
+      'max-wait',
+      'poll-interval',
+      'worker-poll-ms',
+      'worker-concurrency',
+      'pool-max',
+    ],
   });
-  if (values.help) return undefined;
+  if (!values) return undefined;
   const duration = (name: string, text: string | undefined, fallback: string): string => {
     if (text === undefined) return fallback;
     if (!/^[1-9][0-9]{0,8}(ms|s|m|h)$/.test(text))
-      throw new Error(`--${name} must be a duration such as 500ms, 5s, 1m (got "${text}")`);
+      throw new UsageError(`--${name} must be a duration such as 500ms, 5s, 1m (got "${text}")`);
     return text;
   };
   const minUsd = values['min-usd'] ?? '500';
   if (!/^(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$/.test(minUsd))
-    throw new Error(`--min-usd must be a USD amount such as 500 or 12.50 (got "${minUsd}")`);
+    throw new UsageError(`--min-usd must be a USD amount such as 500 or 12.50 (got "${minUsd}")`);
   return {
     payments: int('payments', values.payments, 10_000, 1, 1_000_000),
     channels: int('channels', values.channels, 200, 1, 10_000),
@@ -231,52 +228,13 @@ interface PayrailChild {
   output: OutputTail;
 }
 
-/** Variables with one of payrail's prefixes are not inherited: the child gets exactly the configuration printed. */
-const PAYRAIL_PREFIXES = [
-  'PAYRAIL_',
-  'NOWPAYMENTS_',
-  'CHANGENOW_',
-  'PLATFORM_',
-  'PAYOUT_',
-  'CONVERSION_',
-  'HOST_WALLET_',
-  'HEALTH_',
-  'WORKER_',
-  'EMBEDDED_PG_',
-  'ADMIN_',
-  'LOCAL_',
-  'TRANSFER_',
-];
-const PAYRAIL_PLAIN = ['PORT', 'HOST', 'DATABASE_URL', 'DATABASE_POOL_MAX', 'CHAIN_ID', 'ETH_RPC_URL', 'LOG_LEVEL'];
-
-function childEnvironment(config: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (PAYRAIL_PLAIN.includes(name) || PAYRAIL_PREFIXES.some((prefix) => name.startsWith(prefix))) continue;
-    env[name] = value;
-  }
-  return { ...env, ...config };
-}
-
 async function startPayrailChild(env: NodeJS.ProcessEnv): Promise<PayrailChild> {
   const child = spawn(process.execPath, [PAYRAIL_BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = new OutputTail(30);
   readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', output.keep);
   const stderr = readline.createInterface({ input: child.stderr as NodeJS.ReadableStream });
   stderr.on('line', output.keep);
-  const url = await childReady(
-    child,
-    stderr,
-    // cli.ts prints this once the HTTP server listens (whatever LOG_LEVEL is).
-    (line) => /^payrail listening on (http:\/\/\S+)$/.exec(line)?.[1],
-    READY_TIMEOUT_MS,
-    {
-      timedOut: () => new Error(`payrail did not start within ${READY_TIMEOUT_MS} ms:\n${output.tail.join('\n')}`),
-      exited: (code, signal) =>
-        new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
-    },
-  );
-  assertLoopback('payrail', url);
+  const url = await payrailListening(child, stderr, output, READY_TIMEOUT_MS);
   return { child, url, output };
 }
 
@@ -351,15 +309,7 @@ function cpuLine(a: CpuSample, b: CpuSample): string {
 
 const WAIT_SAMPLE_MS = 200;
 
-const WAITS_SQL =
-  // A session waiting on a lock is shown with the statement it waits in, and the last statement of the session
-  // holding that lock (for a transaction between statements, the one it ran last).
-  `select a.state || coalesce(' ' || a.wait_event_type || ':' || a.wait_event, ' (on CPU)')
-                  || case when a.wait_event_type = 'Lock' then ' in "' || left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 50) || '..."'
-                       || coalesce(', held by a session that last ran "' || (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 60) from pg_stat_activity b
-                            where b.pid = (pg_blocking_pids(a.pid))[1]) || '..."', '') else '' end as key,
-                count(*)::int as n
-         from pg_stat_activity a where a.application_name = 'payrail-webworker' and a.state <> 'idle' and a.query not like '%LISTEN%' group by 1`;
+const WAITS_SQL = sessionWaitsSql(['payrail-webworker'], 50);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Sending the IPNs: src/demo/ipns.ts (sendIpns); the demo's payments go through checkout instead
@@ -483,7 +433,7 @@ async function startPayrail(
     }),
     ...env,
   };
-  const payrail = await startPayrailChild(childEnvironment(config));
+  const payrail = await startPayrailChild(payrailChildEnvironment(config));
   parts.payrail = payrail;
   process.stderr.write(`payrail at ${payrail.url} (pid ${payrail.child.pid})\n`);
   return payrail;

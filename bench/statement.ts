@@ -19,20 +19,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { readOptionValues, UsageError, wholeNumberOption as int } from '../src/cli-options.ts';
 import { parsePercent } from '../src/money/index.ts';
 import {
-  assertLoopback,
   BenchPostgres,
   beginRun,
-  childReady,
   Interruption,
   OutputTail,
+  payrailChildEnvironment,
+  payrailListening,
   readPgSettings,
   reportHeader,
   runBench,
   stopChild,
-  wholeNumberOption as int,
   type BenchSecrets,
   type PgSettings,
 } from './harness.ts';
@@ -72,19 +71,9 @@ interface Options {
 }
 
 function readOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      small: { type: 'string' },
-      channel: { type: 'string' },
-      export: { type: 'string' },
-      runs: { type: 'string' },
-      pace: { type: 'string' },
-      help: { type: 'boolean' },
-    },
-    strict: true,
-  });
-  if (values.help) return undefined;
+  // Only --help asks for the usage here: -h was never one of this bench's options.
+  const values = readOptionValues(argv, { values: ['small', 'channel', 'export', 'runs', 'pace'], shortHelp: false });
+  if (!values) return undefined;
   const options = {
     small: int('small', values.small, 100, 1, 1_000_000),
     channel: int('channel', values.channel, 100_000, 1, 1_000_000),
@@ -93,7 +82,7 @@ function readOptions(argv: string[]): Options | undefined {
     pace: int('pace', values.pace, 8, 1, 1000),
   };
   if (options.export % options.channel !== 0)
-    throw new Error(`--export (${options.export}) must be a multiple of --channel (${options.channel})`);
+    throw new UsageError(`--export (${options.export}) must be a multiple of --channel (${options.channel})`);
   return options;
 }
 
@@ -108,16 +97,9 @@ interface WebChild {
   memory: Array<[number, number, number]>;
 }
 
-/** Variables payrail reads are not inherited: the child gets exactly the configuration below. */
+/** The web role's configuration: nothing else payrail reads is inherited. */
 function childEnvironment(databaseUrl: string, secrets: BenchSecrets): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  const own =
-    /^(PAYRAIL_|NOWPAYMENTS_|CHANGENOW_|PLATFORM_|PAYOUT_|CONVERSION_|HOST_WALLET_|HEALTH_|WORKER_|ADMIN_|LOCAL_|TRANSFER_|EMBEDDED_PG_)/;
-  const plain = ['PORT', 'HOST', 'DATABASE_URL', 'DATABASE_POOL_MAX', 'CHAIN_ID', 'ETH_RPC_URL', 'LOG_LEVEL'];
-  for (const [name, value] of Object.entries(process.env))
-    if (!own.test(name) && !plain.includes(name)) env[name] = value;
-  return {
-    ...env,
+  return payrailChildEnvironment({
     DATABASE_URL: databaseUrl,
     PORT: '0',
     HOST: '127.0.0.1',
@@ -129,7 +111,7 @@ function childEnvironment(databaseUrl: string, secrets: BenchSecrets): NodeJS.Pr
     ETH_RPC_URL: 'http://127.0.0.1:9',
     HOST_WALLET_PRIVATE_KEY: secrets.hostPrivateKey,
     LOG_LEVEL: 'warn',
-  };
+  });
 }
 
 async function startWeb(databaseUrl: string, secrets: BenchSecrets): Promise<WebChild> {
@@ -147,18 +129,7 @@ async function startWeb(databaseUrl: string, secrets: BenchSecrets): Promise<Web
     if (sample) memory.push([Number(sample[1]), Number(sample[2]), Number(sample[3])]);
     else output.keep(line);
   });
-  const url = await childReady(
-    child,
-    stderr,
-    (line) => /^payrail listening on (http:\/\/\S+)$/.exec(line)?.[1],
-    READY_TIMEOUT_MS,
-    {
-      timedOut: () => new Error(`payrail did not start within ${READY_TIMEOUT_MS} ms:\n${output.tail.join('\n')}`),
-      exited: (code, signal) =>
-        new Error(`payrail exited before it listened (code ${code}, signal ${signal}):\n${output.tail.join('\n')}`),
-    },
-  );
-  assertLoopback('payrail', url);
+  const url = await payrailListening(child, stderr, output, READY_TIMEOUT_MS);
   return { child, url, output, memory };
 }
 
