@@ -2,7 +2,7 @@
  * npm run chaos [-- --seed N --payments 2000 --channels 16 --workers 2 --faults 12 --database-url postgres://…]
  * Exit 0: every check held; 1: violations (printed, with the seed); 64: bad option; 2: the run itself broke.
  */
-import { parseArgs } from 'node:util';
+import { optionsOrExit, readOptionValues, UsageError, wholeNumberOption } from '../src/cli-options.ts';
 import { randomSeed } from './rng.ts';
 import { runChaos, type ChaosOptions } from './run.ts';
 
@@ -19,27 +19,17 @@ const USAGE = `usage: npm run chaos -- [options]
 `;
 
 function readOptions(argv: string[]): ChaosOptions | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      seed: { type: 'string' },
-      payments: { type: 'string' },
-      channels: { type: 'string' },
-      workers: { type: 'string' },
-      faults: { type: 'string' },
-      concurrency: { type: 'string' },
-      settle: { type: 'string' },
-      'database-url': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
+  const values = readOptionValues(argv, {
+    values: ['seed', 'payments', 'channels', 'workers', 'faults', 'concurrency', 'settle', 'database-url'],
   });
-  if (values.help) return undefined;
+  if (!values) return undefined;
+  // One message for both ways a number can be wrong, naming its range.
   const int = (name: string, text: string | undefined, fallback: number, min: number, max: number) => {
-    if (text === undefined) return fallback;
-    if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max)
-      throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
-    return Number(text);
+    try {
+      return wholeNumberOption(name, text, fallback, min, max);
+    } catch {
+      throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+    }
   };
   return {
     seed: int('seed', values.seed, randomSeed(), 0, 2 ** 32 - 1),
@@ -53,18 +43,9 @@ function readOptions(argv: string[]): ChaosOptions | undefined {
   };
 }
 
-let options: ChaosOptions | undefined;
-try {
-  options = readOptions(process.argv.slice(2));
-} catch (error) {
-  process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
-  process.exit(64);
-}
-if (!options) {
-  process.stdout.write(USAGE);
-  process.exit(0);
-}
-const chosen = options;
+const start = optionsOrExit(() => readOptions(process.argv.slice(2)), USAGE);
+if ('exitCode' in start) process.exit(start.exitCode);
+const chosen = start.options;
 runChaos(chosen).then(
   (result) => process.exit(result.violations.length === 0 ? 0 : 1),
   (error: Error) => {
