@@ -272,6 +272,20 @@ export async function settleIn(
 ): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
   const conversion = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
   if (conversion.status !== from) return false;
+  const used = await hashTakenElsewhere(trx, conversionId, hash);
+  if (used !== null) return used;
+  const split = await splitAmongPayments(trx, conversion, usdtUnits);
+  await markSettled(trx, conversionId, usdtUnits, hash, split);
+  await bookSettlement(trx, conversionId, usdtUnits, split);
+  return true;
+}
+
+/** Why `hash` cannot be this conversion's proceeds, or null when it can. */
+async function hashTakenElsewhere(
+  trx: Transaction<Database>,
+  conversionId: string,
+  hash: string,
+): Promise<`hash_used:${string}` | 'hash_deposit' | null> {
   // One USDT payout credits one conversion: a hash ChangeNow already named for another would pass the chain
   // check a second time.
   await lockInboundHash(trx, hash);
@@ -290,6 +304,25 @@ export async function settleIn(
     .where('tx_hash', '=', hash)
     .executeTakeFirst();
   if (refund) return `hash_used:returned funds for ${refund.purpose} ${refund.ref}` as const;
+  return null;
+}
+
+/** The conversion's payments with each one's USDT share, in proportion to its net ETH. */
+interface Split {
+  readonly paymentIds: string[];
+  readonly channelIds: string[];
+  readonly weights: bigint[];
+  readonly shares: bigint[];
+  readonly totalWei: bigint;
+  readonly rate: string;
+}
+
+async function splitAmongPayments(
+  trx: Transaction<Database>,
+  conversion: Selectable<ConversionsTable>,
+  usdtUnits: bigint,
+): Promise<Split> {
+  const conversionId = conversion.conversion_id;
   const rows = await trx
     .selectFrom('conversion_payments')
     .selectAll()
@@ -302,12 +335,26 @@ export async function settleIn(
     throw new Error(
       `conversion ${conversionId}: payments sum to ${totalWei}, conversion holds ${conversion.amount_wei}`,
     );
-  const shares = splitProportionally(usdtUnits, weights);
-  const rate = usdtPerEth(usdtUnits, totalWei);
+  return {
+    paymentIds: rows.map((r) => r.payment_id),
+    channelIds: rows.map((r) => r.channel_id),
+    weights,
+    shares: splitProportionally(usdtUnits, weights),
+    totalWei,
+    rate: usdtPerEth(usdtUnits, totalWei),
+  };
+}
 
+async function markSettled(
+  trx: Transaction<Database>,
+  conversionId: string,
+  usdtUnits: bigint,
+  hash: string,
+  split: Split,
+): Promise<void> {
+  const { paymentIds: ids, rate } = split;
   // Two statements for the whole batch, however many payments it carries.
-  const ids = rows.map((r) => r.payment_id);
-  const units = shares.map((x) => x.toString());
+  const units = split.shares.map((x) => x.toString());
   await sql`update conversion_payments c set usdt_share = s.share
     from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
     where c.conversion_id = ${conversionId} and c.payment_id = s.payment_id`.execute(trx);
@@ -327,7 +374,16 @@ export async function settleIn(
     })
     .where('conversion_id', '=', conversionId)
     .execute();
-  const channelIds = rows.map((r) => r.channel_id);
+}
+
+/** The threshold check on the channels credited, then the settlement's and the thresholds' journals. */
+async function bookSettlement(
+  trx: Transaction<Database>,
+  conversionId: string,
+  usdtUnits: bigint,
+  split: Split,
+): Promise<void> {
+  const { channelIds, weights, shares, totalWei } = split;
   const incoming = new Map<string, bigint>();
   channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
   const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
@@ -338,7 +394,6 @@ export async function settleIn(
     entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits),
   });
   for (const journal of thresholds.journals) await postJournal(trx, journal);
-  return true;
 }
 
 /** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */
