@@ -118,44 +118,60 @@ async function apply(
     .where('conversion_id', '=', conversionId)
     .where('conversion_status', '=', 'failed')
     .execute();
-  if (resolution.outcome === 'received') {
-    const settled = await settleIn(
-      trx,
-      conversionId,
-      amount as bigint,
-      resolution.txHash.toLowerCase(),
-      'needs_review',
+  if (resolution.outcome === 'received')
+    return settleReceived(trx, conversionId, resolution.txHash, amount as bigint, reason);
+  if (resolution.outcome === 'returned')
+    return bookReturned(trx, conversionId, sentWei, resolution.txHash, amount as bigint, reason);
+  return bookLost(trx, conversionId, sentWei, reason);
+}
+
+/** USDT reached the host wallet: settled to the payments' channels as a finished exchange would be. */
+async function settleReceived(
+  trx: Transaction<Database>,
+  conversionId: string,
+  txHash: string,
+  amount: bigint,
+  reason: string,
+): Promise<ConversionState> {
+  const settled = await settleIn(trx, conversionId, amount, txHash.toLowerCase(), 'needs_review');
+  if (settled !== true)
+    throw new ConversionResolveRefused(
+      settled === 'hash_deposit'
+        ? `${txHash} is booked as an operator deposit`
+        : `${txHash} ${settled === false ? 'could not be used: the conversion moved on' : `already ${settled.slice('hash_used:'.length)}`}`,
     );
-    if (settled !== true)
-      throw new ConversionResolveRefused(
-        settled === 'hash_deposit'
-          ? `${resolution.txHash} is booked as an operator deposit`
-          : `${resolution.txHash} ${settled === false ? 'could not be used: the conversion moved on' : `already ${settled.slice('hash_used:'.length)}`}`,
-      );
-    await trx.updateTable('conversions').set({ reason }).where('conversion_id', '=', conversionId).execute();
-    return 'completed';
-  }
-  if (resolution.outcome === 'returned') {
-    const returned = amount as bigint;
-    if (returned > sentWei)
-      throw new ConversionResolveRefused(
-        `${resolution.txHash} brought ${formatUnits(returned, 18)} ETH, more than the ${formatUnits(sentWei, 18)} sent`,
-      );
-    const short =
-      returned < sentWei ? `; ${formatUnits(sentWei - returned, 18)} ETH short, booked as ChangeNow's cost` : '';
-    if (
-      !(await returnConversionFunds(
-        trx,
-        conversionId,
-        resolution.txHash,
-        returned,
-        `${reason} (refund ${resolution.txHash.toLowerCase()})${short}`,
-      ))
-    ) {
-      throw new ConversionResolveRefused(`${resolution.txHash} already returned funds for something else`);
-    }
-    return 'failed';
-  }
+  await trx.updateTable('conversions').set({ reason }).where('conversion_id', '=', conversionId).execute();
+  return 'completed';
+}
+
+/** ETH came back: what is short of what was sent is ChangeNow's cost. */
+async function bookReturned(
+  trx: Transaction<Database>,
+  conversionId: string,
+  sentWei: bigint,
+  txHash: string,
+  returned: bigint,
+  reason: string,
+): Promise<ConversionState> {
+  if (returned > sentWei)
+    throw new ConversionResolveRefused(
+      `${txHash} brought ${formatUnits(returned, 18)} ETH, more than the ${formatUnits(sentWei, 18)} sent`,
+    );
+  const short =
+    returned < sentWei ? `; ${formatUnits(sentWei - returned, 18)} ETH short, booked as ChangeNow's cost` : '';
+  const refund = `${reason} (refund ${txHash.toLowerCase()})${short}`;
+  if (!(await returnConversionFunds(trx, conversionId, txHash, returned, refund)))
+    throw new ConversionResolveRefused(`${txHash} already returned funds for something else`);
+  return 'failed';
+}
+
+/** Nothing came back: the platform bears the loss and the payments go back to pending whole. */
+async function bookLost(
+  trx: Transaction<Database>,
+  conversionId: string,
+  sentWei: bigint,
+  reason: string,
+): Promise<ConversionState> {
   await postJournal(trx, {
     kind: 'conversion_lost',
     ref: conversionId,
