@@ -109,6 +109,24 @@ export const IPN_SCHEMA = z.object({
 export function readIpn(rawBody: string, signature: string | undefined, secret: string): IpnReading {
   if (signature === undefined || signature.length === 0)
     return { ok: false, status: 401, error: 'missing x-nowpayments-sig header' };
+  const signed = readSignedBody(rawBody, signature, secret);
+  if (!signed.ok) return signed;
+  const fields = readFields(signed.parsed);
+  if (!fields.ok) return fields;
+  const outcome = readOutcome(fields.body);
+  if (!outcome.ok) return outcome;
+  return { ok: true, ipn: toIpn(fields.body, outcome, signed.canonical) };
+}
+
+type Refusal = Extract<IpnReading, { ok: false }>;
+type IpnFields = z.infer<typeof IPN_SCHEMA>;
+
+/** The body as a JSON object and its canonical text, once the signature over that text is verified. */
+function readSignedBody(
+  rawBody: string,
+  signature: string,
+  secret: string,
+): Refusal | { ok: true; parsed: object; canonical: string } {
   let parsed: unknown;
   try {
     parsed = parse(rawBody);
@@ -126,7 +144,11 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
   }
   if (!signatureMatches(signature, canonical, secret))
     return { ok: false, status: 401, error: 'invalid x-nowpayments-sig signature' };
+  return { ok: true, parsed, canonical };
+}
 
+/** The signed body held to IPN_SCHEMA. */
+function readFields(parsed: object): Refusal | { ok: true; body: IpnFields } {
   let schemaInput: unknown;
   try {
     schemaInput = toSchemaInput(parsed);
@@ -144,48 +166,54 @@ export function readIpn(rawBody: string, signature: string | undefined, secret: 
   const body = result.data;
   if (body.parent_payment_id === body.payment_id)
     return { ok: false, status: 400, error: 'parent_payment_id: a payment cannot be its own parent' };
+  return { ok: true, body };
+}
+
+type Outcome = Pick<Ipn, 'outcomeAsset' | 'outcomeUnits'>;
+
+function readOutcome(body: IpnFields): Refusal | ({ ok: true } & Outcome) {
   // A signed outcome in a currency payrail does not credit is still a payment NOWPayments holds for us: it is kept
   // (for review) rather than refused, or NOWPayments stops resending it and the money goes unrecorded.
   const outcomeAsset =
     isAssetCode(body.outcome_currency) && INTAKE_ASSETS.includes(body.outcome_currency) ? body.outcome_currency : null;
-  let outcomeUnits: bigint | null = null;
-  if (outcomeAsset !== null) {
-    try {
-      outcomeUnits = parseUnits(body.outcome_amount, decimalsOf(outcomeAsset));
-    } catch (error) {
-      if (error instanceof AmountError) return { ok: false, status: 400, error: `outcome_amount: ${error.message}` };
-      throw error;
-    }
-    if (body.payment_status === 'finished' && outcomeUnits === 0n) {
-      return {
-        ok: false,
-        status: 400,
-        error: 'outcome_amount: a finished payment must have a positive outcome_amount',
-      };
-    }
+  if (outcomeAsset === null) return { ok: true, outcomeAsset, outcomeUnits: null };
+  let outcomeUnits: bigint;
+  try {
+    outcomeUnits = parseUnits(body.outcome_amount, decimalsOf(outcomeAsset));
+  } catch (error) {
+    if (error instanceof AmountError) return { ok: false, status: 400, error: `outcome_amount: ${error.message}` };
+    throw error;
   }
+  if (body.payment_status === 'finished' && outcomeUnits === 0n) {
+    return {
+      ok: false,
+      status: 400,
+      error: 'outcome_amount: a finished payment must have a positive outcome_amount',
+    };
+  }
+  return { ok: true, outcomeAsset, outcomeUnits };
+}
+
+function toIpn(body: IpnFields, outcome: Outcome, canonical: string): Ipn {
   const order = ORDER_ID_RE.exec(body.order_id) as RegExpExecArray;
   return {
-    ok: true,
-    ipn: {
-      paymentId: body.payment_id,
-      invoiceId: body.invoice_id ?? null,
-      status: body.payment_status,
-      orderId: body.order_id,
-      userId: order[1] as string,
-      channelId: order[2] as string,
-      payCurrency: body.pay_currency,
-      payAmount: body.pay_amount,
-      actuallyPaid: body.actually_paid,
-      priceAmount: body.price_amount,
-      priceCurrency: body.price_currency,
-      outcomeAmount: body.outcome_amount,
-      outcomeCurrency: body.outcome_currency,
-      outcomeAsset,
-      outcomeUnits,
-      parentPaymentId: body.parent_payment_id ?? null,
-      json: canonical,
-    },
+    paymentId: body.payment_id,
+    invoiceId: body.invoice_id ?? null,
+    status: body.payment_status,
+    orderId: body.order_id,
+    userId: order[1] as string,
+    channelId: order[2] as string,
+    payCurrency: body.pay_currency,
+    payAmount: body.pay_amount,
+    actuallyPaid: body.actually_paid,
+    priceAmount: body.price_amount,
+    priceCurrency: body.price_currency,
+    outcomeAmount: body.outcome_amount,
+    outcomeCurrency: body.outcome_currency,
+    outcomeAsset: outcome.outcomeAsset,
+    outcomeUnits: outcome.outcomeUnits,
+    parentPaymentId: body.parent_payment_id ?? null,
+    json: canonical,
   };
 }
 
