@@ -49,6 +49,16 @@ function validlySigned(value: Record<string, unknown> | string): BuiltRequest {
   return signed(value, IPN_SECRET);
 }
 
+/** Exactly this text, signed as it stands: for what signed() cannot canonicalize, or must not. */
+function signedAsIs(raw: string): BuiltRequest {
+  return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+}
+
+/** The body's JSON text sent with this x-nowpayments-sig header, whatever it is. */
+function sentWithSignature(paymentId: number, signature: string): BuiltRequest {
+  return { raw: JSON.stringify(body(paymentId)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': signature } };
+}
+
 /** Raw JSON text with outcome_amount written exactly as `amountText` (e.g. an exponent). */
 function withOutcomeText(paymentId: number, amountText: string): string {
   const raw = JSON.stringify(body(paymentId));
@@ -88,16 +98,13 @@ const rows: BadRow[] = [
   },
   {
     name: 'empty signature header',
-    build: (id) => ({ raw: JSON.stringify(body(id)), headers: { ...JSON_HEADERS, 'x-nowpayments-sig': '' } }),
+    build: (id) => sentWithSignature(id, ''),
     status: 401,
     error: 'missing x-nowpayments-sig header',
   },
   {
     name: 'wrong signature (well-formed hex, wrong value)',
-    build: (id) => ({
-      raw: JSON.stringify(body(id)),
-      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'ab'.repeat(64) },
-    }),
+    build: (id) => sentWithSignature(id, 'ab'.repeat(64)),
     status: 401,
     error: SIGNATURE_ERROR,
   },
@@ -124,10 +131,7 @@ const rows: BadRow[] = [
   },
   {
     name: 'signature over the unsorted body text (not the canonical, key-sorted form)',
-    build: (id) => {
-      const raw = JSON.stringify(body(id));
-      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
-    },
+    build: (id) => signedAsIs(JSON.stringify(body(id))),
     status: 401,
     error: SIGNATURE_ERROR,
   },
@@ -154,10 +158,7 @@ const rows: BadRow[] = [
   },
   {
     name: 'signature not hex (128 chars)',
-    build: (id) => ({
-      raw: JSON.stringify(body(id)),
-      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': 'z'.repeat(128) },
-    }),
+    build: (id) => sentWithSignature(id, 'z'.repeat(128)),
     status: 401,
     error: SIGNATURE_ERROR,
   },
@@ -165,25 +166,19 @@ const rows: BadRow[] = [
   // --- not a JSON object ---------------------------------------------------------------------------------------
   {
     name: 'body not JSON',
-    build: () => ({
-      raw: 'payment_id=1&payment_status=finished',
-      headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('payment_id=1&payment_status=finished') },
-    }),
+    build: () => signedAsIs('payment_id=1&payment_status=finished'),
     status: 400,
     error: "body is not valid JSON: JSON value expected but got 'p' at position 0",
   },
   {
     name: 'body truncated JSON',
-    build: (id) => {
-      const raw = JSON.stringify(body(id)).slice(0, -1);
-      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
-    },
+    build: (id) => signedAsIs(JSON.stringify(body(id)).slice(0, -1)),
     status: 400,
     error: "body is not valid JSON: Quoted object key or end of object '}' expected but reached end of input",
   },
   {
     name: 'empty body',
-    build: () => ({ raw: '', headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac('') } }),
+    build: () => signedAsIs(''),
     status: 400,
     error: 'body is not valid JSON: JSON value expected but reached end of input at position 0',
   },
@@ -214,8 +209,7 @@ const rows: BadRow[] = [
     name: 'duplicate keys (payment_id twice with different values)',
     build: (id) => {
       const rest = JSON.stringify(body(id)).replace(/^\{"payment_id":\d+,/, '');
-      const raw = `{"payment_id":${id},"payment_id":${id + 1},${rest}`;
-      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+      return signedAsIs(`{"payment_id":${id},"payment_id":${id + 1},${rest}`);
     },
     status: 400,
     error: "body is not valid JSON: Duplicate key 'payment_id'",
@@ -307,10 +301,7 @@ const rows: BadRow[] = [
   {
     // 100,000 bytes: over the 64 KiB limit, so it is refused before anything parses it.
     name: 'deeply nested JSON (100,000 levels of "[")',
-    build: () => {
-      const raw = '['.repeat(100_000);
-      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
-    },
+    build: () => signedAsIs('['.repeat(100_000)),
     status: 413,
     error: 'Request body is too large',
   },
@@ -318,11 +309,8 @@ const rows: BadRow[] = [
     // Within the body limit: the parser itself must refuse it (stack exhaustion is caught, not a 500).
     name: 'deeply nested JSON within the body limit (30,000 levels, closed)',
     build: (id) => {
-      const raw = JSON.stringify(body(id)).replace(
-        '"order_description"',
-        `"deep":${'['.repeat(30_000)}${']'.repeat(30_000)},"order_description"`,
-      );
-      return { raw, headers: { ...JSON_HEADERS, 'x-nowpayments-sig': hmac(raw) } };
+      const deep = `"deep":${'['.repeat(30_000)}${']'.repeat(30_000)},"order_description"`;
+      return signedAsIs(JSON.stringify(body(id)).replace('"order_description"', deep));
     },
     status: 400,
     error: 'body is not valid JSON: Maximum call stack size exceeded',
