@@ -203,6 +203,16 @@ function stepper(client: pg.Client, options: HistoryOptions): Load['step'] {
   };
 }
 
+/**
+ * A staging table's key (and the lookup indexes given) and statistics, before the next step joins it: the planner
+ * knows nothing of a temp table until it is analyzed.
+ */
+async function keyStaged(client: pg.Client, table: string, primaryKey: string, ...indexes: string[]): Promise<void> {
+  await client.query(`alter table ${table} add primary key (${primaryKey})`);
+  for (const columns of indexes) await client.query(`create index on ${table} (${columns})`);
+  await client.query(`analyze ${table}`);
+}
+
 async function dropSecondaryIndexes(client: pg.Client, options: HistoryOptions): Promise<SecondaryIndex[]> {
   // Secondary indexes (those not backing a constraint) are dropped for the load and built again after it from
   // their own definitions: one sort each instead of a million random insertions into them.
@@ -252,8 +262,7 @@ async function seedChannels(load: Load): Promise<void> {
          case when c < ${benchChannels} then b.payout_network when c % 10 = 9 then (array['eth', 'trx'])[1 + (c / 10) % 2]
               else (array['trx', 'eth', 'eth'])[1 + c % 3] end as payout_network) x`,
   );
-  await client.query('alter table h_chan add primary key (cidx)');
-  await client.query('analyze h_chan');
+  await keyStaged(client, 'h_chan', 'cidx');
   counts.channels = await step(
     'channels',
     `insert into channels (channel_id, payout_strategy, threshold_usd_cents, payout_currency, payout_network, wallet_address, created_at, updated_at)
@@ -294,8 +303,7 @@ async function stagePayments(load: Load): Promise<void> {
                    when ((r - 1) / ${CONVERSION_BATCH}) % ${REVIEW_EVERY} = ${Math.floor(REVIEW_EVERY / 2)} then 'failed' else 'completed' end as conv_state
        from ranked`,
   );
-  await client.query('alter table h_pay add primary key (payment_id)');
-  await client.query('analyze h_pay');
+  await keyStaged(client, 'h_pay', 'payment_id');
 }
 
 async function stageConversions(load: Load): Promise<void> {
@@ -311,8 +319,7 @@ async function stageConversions(load: Load): Promise<void> {
                    else div(sum(net) * (260000 + abs(hashint4(k::int)::bigint) % 80000) * 10000, 1000000000000000000) - 1000000 end as usdt
        from h_pay where k is not null group by k`,
   );
-  await client.query('alter table h_conv add primary key (k)');
-  await client.query('analyze h_conv');
+  await keyStaged(client, 'h_conv', 'k');
   // Largest remainder: each payment's floor share, plus one unit for the largest remainders until the sum is exact.
   await step(
     'USDT shares (staging)',
@@ -323,8 +330,7 @@ async function stageConversions(load: Load): Promise<void> {
                     c.usdt - sum(div(c.usdt * p.net, c.amount_wei)) over (partition by p.k) as left_over
              from h_pay p join h_conv c using (k) where not c.failed) s`,
   );
-  await client.query('alter table h_share add primary key (payment_id)');
-  await client.query('analyze h_share');
+  await keyStaged(client, 'h_share', 'payment_id');
 }
 
 async function stagePayouts(load: Load): Promise<void> {
@@ -339,8 +345,7 @@ async function stagePayouts(load: Load): Promise<void> {
        from h_share s join h_conv c using (k) join h_chan ch using (cidx)
        group by s.cidx, s.k, c.completed_at, ch.threshold_cents`,
   );
-  await client.query('alter table h_chunk add primary key (cidx, k)');
-  await client.query('analyze h_chunk');
+  await keyStaged(client, 'h_chunk', 'cidx, k');
   await step(
     'payouts (staging)',
     `create temp table h_payout on commit drop as
@@ -355,9 +360,7 @@ async function stagePayouts(load: Load): Promise<void> {
               credited_at + interval '5 seconds', credited_at + interval '45 seconds'
        from h_pay where strategy = 'instant' and net > 0`,
   );
-  await client.query('alter table h_payout add primary key (payout_id)');
-  await client.query('create index on h_payout (cidx, g)');
-  await client.query('analyze h_payout');
+  await keyStaged(client, 'h_payout', 'payout_id', 'cidx, g');
 }
 
 async function seedTransfers(load: Load): Promise<void> {
@@ -376,8 +379,7 @@ async function seedTransfers(load: Load): Promise<void> {
                     case when ch.direct then ch.wallet else '0x' || substr(md5('payin:' || o.payout_id) || md5('payin2:' || o.payout_id), 1, 40) end, o.amount, o.created_at + interval '2 seconds'
              from h_payout o join h_chan ch using (cidx)) t`,
   );
-  await client.query('alter table h_tr add primary key (transfer_id)');
-  await client.query('analyze h_tr');
+  await keyStaged(client, 'h_tr', 'transfer_id');
 
   counts.chain_transfers = await step(
     'chain_transfers',
@@ -452,8 +454,7 @@ async function stagePaymentLinks(load: Load): Promise<void> {
        left join h_payout pi on pi.kind = 'instant' and pi.payment_id = p.payment_id
        left join h_payout pt on pt.kind = 'threshold' and pt.cidx = hc.cidx and pt.g = hc.g`,
   );
-  await client.query('alter table h_link add primary key (payment_id)');
-  await client.query('analyze h_link');
+  await keyStaged(client, 'h_link', 'payment_id');
 }
 
 /** The payments with their signed-IPN text and links, then which conversion took each. */
