@@ -80,87 +80,116 @@ export function createNowPaymentsApi(options: NowPaymentsApiOptions): NowPayment
   const transport =
     options.transport ??
     nodeTransport({ connectTimeoutMs: Math.min(5_000, options.timeoutMs), responseTimeoutMs: options.timeoutMs });
-  const base = options.baseUrl.replace(/\/+$/, '');
+  const account: Account = { transport, base: options.baseUrl.replace(/\/+$/, ''), apiKey: options.apiKey };
   return {
-    async getPayment(paymentId) {
-      if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) throw new Error(`not a NOWPayments payment id: ${paymentId}`);
-      let response;
-      try {
-        response = await transport({
-          method: 'GET',
-          url: new URL(`${base}/v1/payment/${paymentId}`),
-          headers: { [NOWPAYMENTS_API_KEY_HEADER]: options.apiKey, accept: 'application/json' },
-          body: null,
-        });
-      } catch (error) {
-        if (error instanceof TransportError) return { kind: 'unavailable', detail: `${error.reason}: ${error.detail}` };
-        return { kind: 'unavailable', detail: (error as Error).message };
-      }
-      const text = Buffer.from(response.bytes).toString('utf8');
-      if (response.status === 404) return { kind: 'not_found', detail: `404 ${clip(text)}` };
-      if (response.status !== 200)
-        return {
-          kind: 'unavailable',
-          detail: `HTTP ${response.status}${response.status === 401 || response.status === 403 ? ' (is NOWPAYMENTS_API_KEY right?)' : ''}: ${clip(text)}`,
-        };
-      const read = readPayment(text);
-      if (typeof read === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${read}` };
-      if (read.paymentId !== paymentId)
-        return { kind: 'unavailable', detail: `answer is about payment ${read.paymentId}, not ${paymentId}` };
-      return { kind: 'found', payment: read };
-    },
-
-    async createInvoice(request) {
-      const price = normaliseAmount(request.priceAmount);
-      if (price === null) throw new Error(`not a price: ${request.priceAmount}`);
-      const body = stringify({
-        price_amount: new LosslessNumber(request.priceAmount),
-        price_currency: request.priceCurrency,
-        order_id: request.orderId,
-        ...(request.orderDescription !== undefined && { order_description: request.orderDescription }),
-        ipn_callback_url: request.ipnCallbackUrl,
-        ...(request.successUrl !== undefined && { success_url: request.successUrl }),
-      }) as string;
-      let response;
-      try {
-        response = await transport({
-          method: 'POST',
-          url: new URL(`${base}/v1/invoice`),
-          headers: {
-            [NOWPAYMENTS_API_KEY_HEADER]: options.apiKey,
-            accept: 'application/json',
-            'content-type': 'application/json',
-          },
-          body,
-        });
-      } catch (error) {
-        if (error instanceof TransportError) return { kind: 'unavailable', detail: `${error.reason}: ${error.detail}` };
-        return { kind: 'unavailable', detail: (error as Error).message };
-      }
-      const text = Buffer.from(response.bytes).toString('utf8');
-      if (response.status === 401 || response.status === 403)
-        return { kind: 'refused', detail: `HTTP ${response.status} (is NOWPAYMENTS_API_KEY right?): ${clip(text)}` };
-      if (response.status >= 400 && response.status < 500 && response.status !== 429)
-        return { kind: 'refused', detail: `HTTP ${response.status}: ${clip(text)}` };
-      if (response.status !== 200 && response.status !== 201)
-        return { kind: 'unavailable', detail: `HTTP ${response.status}: ${clip(text)}` };
-      const invoice = readInvoice(text);
-      if (typeof invoice === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${invoice}` };
-      const differences = [
-        invoice.priceAmount !== price && `price_amount ${invoice.priceAmount ?? '(none)'}, not ${price}`,
-        invoice.priceCurrency !== request.priceCurrency.toLowerCase() &&
-          `price_currency ${invoice.priceCurrency ?? '(none)'}, not ${request.priceCurrency}`,
-        invoice.orderId !== request.orderId && `order_id ${invoice.orderId ?? '(none)'}, not ${request.orderId}`,
-        // An answer may leave it out; one that names another address sends this invoice's IPNs elsewhere.
-        invoice.ipnCallbackUrl !== null &&
-          invoice.ipnCallbackUrl !== request.ipnCallbackUrl &&
-          `ipn_callback_url ${invoice.ipnCallbackUrl}, not ${request.ipnCallbackUrl}`,
-      ].filter((d): d is string => typeof d === 'string');
-      if (differences.length > 0)
-        return { kind: 'mismatch', invoice, detail: `invoice ${invoice.invoiceId} has ${differences.join('; ')}` };
-      return { kind: 'created', invoice };
-    },
+    getPayment: (paymentId) => getPayment(account, paymentId),
+    createInvoice: (request) => createInvoice(account, request),
   };
+}
+
+interface Account {
+  readonly transport: Transport;
+  /** The API's address without a trailing slash. */
+  readonly base: string;
+  readonly apiKey: string;
+}
+
+async function getPayment(account: Account, paymentId: string): Promise<PaymentLookup> {
+  if (!/^[1-9][0-9]{0,19}$/.test(paymentId)) throw new Error(`not a NOWPayments payment id: ${paymentId}`);
+  const answer = await send(account, 'GET', `/v1/payment/${paymentId}`, {}, null);
+  if ('kind' in answer) return answer;
+  return paymentAnswer(answer, paymentId);
+}
+
+function paymentAnswer({ status, text }: Answer, paymentId: string): PaymentLookup {
+  if (status === 404) return { kind: 'not_found', detail: `404 ${clip(text)}` };
+  if (status !== 200)
+    return {
+      kind: 'unavailable',
+      detail: `HTTP ${status}${status === 401 || status === 403 ? ' (is NOWPAYMENTS_API_KEY right?)' : ''}: ${clip(text)}`,
+    };
+  const read = readPayment(text);
+  if (typeof read === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${read}` };
+  if (read.paymentId !== paymentId)
+    return { kind: 'unavailable', detail: `answer is about payment ${read.paymentId}, not ${paymentId}` };
+  return { kind: 'found', payment: read };
+}
+
+async function createInvoice(account: Account, request: InvoiceRequest): Promise<InvoiceCreation> {
+  const price = normaliseAmount(request.priceAmount);
+  if (price === null) throw new Error(`not a price: ${request.priceAmount}`);
+  const body = invoiceBody(request);
+  const answer = await send(account, 'POST', '/v1/invoice', { 'content-type': 'application/json' }, body);
+  if ('kind' in answer) return answer;
+  return invoiceAnswer(answer, request, price);
+}
+
+function invoiceBody(request: InvoiceRequest): string {
+  return stringify({
+    price_amount: new LosslessNumber(request.priceAmount),
+    price_currency: request.priceCurrency,
+    order_id: request.orderId,
+    ...(request.orderDescription !== undefined && { order_description: request.orderDescription }),
+    ipn_callback_url: request.ipnCallbackUrl,
+    ...(request.successUrl !== undefined && { success_url: request.successUrl }),
+  }) as string;
+}
+
+function invoiceAnswer({ status, text }: Answer, request: InvoiceRequest, price: string): InvoiceCreation {
+  if (status === 401 || status === 403)
+    return { kind: 'refused', detail: `HTTP ${status} (is NOWPAYMENTS_API_KEY right?): ${clip(text)}` };
+  if (status >= 400 && status < 500 && status !== 429)
+    return { kind: 'refused', detail: `HTTP ${status}: ${clip(text)}` };
+  if (status !== 200 && status !== 201) return { kind: 'unavailable', detail: `HTTP ${status}: ${clip(text)}` };
+  const invoice = readInvoice(text);
+  if (typeof invoice === 'string') return { kind: 'unavailable', detail: `unreadable answer: ${invoice}` };
+  const differences = invoiceDifferences(invoice, request, price);
+  if (differences.length > 0)
+    return { kind: 'mismatch', invoice, detail: `invoice ${invoice.invoiceId} has ${differences.join('; ')}` };
+  return { kind: 'created', invoice };
+}
+
+/** Where the invoice NOWPayments made is not the one asked for. */
+function invoiceDifferences(invoice: ApiInvoice, request: InvoiceRequest, price: string): string[] {
+  return [
+    invoice.priceAmount !== price && `price_amount ${invoice.priceAmount ?? '(none)'}, not ${price}`,
+    invoice.priceCurrency !== request.priceCurrency.toLowerCase() &&
+      `price_currency ${invoice.priceCurrency ?? '(none)'}, not ${request.priceCurrency}`,
+    invoice.orderId !== request.orderId && `order_id ${invoice.orderId ?? '(none)'}, not ${request.orderId}`,
+    // An answer may leave it out; one that names another address sends this invoice's IPNs elsewhere.
+    invoice.ipnCallbackUrl !== null &&
+      invoice.ipnCallbackUrl !== request.ipnCallbackUrl &&
+      `ipn_callback_url ${invoice.ipnCallbackUrl}, not ${request.ipnCallbackUrl}`,
+  ].filter((d): d is string => typeof d === 'string');
+}
+
+/** An HTTP answer as text, whatever its status. */
+interface Answer {
+  readonly status: number;
+  readonly text: string;
+}
+
+/** One request with the account's key; unavailable when no answer came. */
+async function send(
+  account: Account,
+  method: 'GET' | 'POST',
+  path: string,
+  headers: Record<string, string>,
+  body: string | null,
+): Promise<Answer | { readonly kind: 'unavailable'; readonly detail: string }> {
+  let response;
+  try {
+    response = await account.transport({
+      method,
+      url: new URL(`${account.base}${path}`),
+      headers: { [NOWPAYMENTS_API_KEY_HEADER]: account.apiKey, accept: 'application/json', ...headers },
+      body,
+    });
+  } catch (error) {
+    if (error instanceof TransportError) return { kind: 'unavailable', detail: `${error.reason}: ${error.detail}` };
+    return { kind: 'unavailable', detail: (error as Error).message };
+  }
+  return { status: response.status, text: Buffer.from(response.bytes).toString('utf8') };
 }
 
 /** The fields of an invoice payrail keeps and compares, or why the body is not an invoice. */
