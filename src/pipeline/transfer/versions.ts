@@ -105,71 +105,122 @@ export async function replace(
   options: { olderThanMs?: number } = {},
 ): Promise<ReplaceOutcome> {
   const now = await deps.wallet.fees();
-  const outcome = await deps.db.transaction().execute(async (trx): Promise<ReplaceOutcome> => {
-    const current = await lockTransfer(trx, transfer.transfer_id);
-    if (!RELEASED_STATES.includes(current.status) || current.nonce === null)
-      return { replaced: false, why: `the transfer is ${current.status}` };
-    if (current.block_number !== null)
-      return { replaced: false, why: `a version is mined in block ${current.block_number}` };
-    const last = await trx
-      .selectFrom('chain_transfer_versions')
-      .selectAll()
-      .where('transfer_id', '=', transfer.transfer_id)
-      .orderBy('version', 'desc')
-      .limit(1)
-      .executeTakeFirstOrThrow();
-    // Read under the lock, not from the caller's snapshot: a run that looked before a person's cancel (or another
-    // run's bump) must neither sign the payment over that cancel nor bump twice.
-    if (options.olderThanMs !== undefined && Date.now() - last.created_at.getTime() < options.olderThanMs)
-      return { replaced: false, why: `version ${last.version} was signed meanwhile` };
-    const kind = last.kind === 'cancel' ? 'cancel' : asked;
-    const fees = replacementFees(feesOf(last), now, deps.settings.transfer.maxFeePerGasWei);
-    if (fees === null)
-      return {
-        replaced: false,
-        why: `the next bump over ${feesOf(last).maxFeePerGas} wei per gas passes TRANSFER_MAX_FEE_GWEI`,
-      };
-    const nonce = Number(current.nonce);
-    const gas = kind === 'cancel' ? 21_000n : gasOf(current);
-    const signed =
-      kind === 'cancel'
-        ? await deps.wallet.signCancel(nonce, fees)
-        : await deps.wallet.sign(
-            {
-              to: current.to_address as Hex,
-              asset: assetOf(deps, current),
-              amount: BigInt(current.amount),
-              nonce,
-              gas,
-            },
-            fees,
-          );
-    await insertVersion(trx, current.transfer_id, last.version + 1, kind, signed, gas, fees);
-    await trx
-      .updateTable('chain_transfers')
-      .set({ tx_hash: signed.hash, raw_tx: signed.rawTx, updated_at: sql`now()` })
-      .where('transfer_id', '=', current.transfer_id)
-      .execute();
-    const version = await trx
-      .selectFrom('chain_transfer_versions')
-      .selectAll()
-      .where('tx_hash', '=', signed.hash)
-      .executeTakeFirstOrThrow();
-    return { replaced: true, version };
-  });
+  const outcome = await deps.db
+    .transaction()
+    .execute((trx) => signNextVersion(trx, deps, transfer.transfer_id, asked, now, options));
   if (!outcome.replaced) {
-    if (outcome.why.includes('TRANSFER_MAX_FEE_GWEI')) {
-      await stageAlert(deps, log, {
-        rule: 'transfer_fee_ceiling',
-        subject: transfer.transfer_id,
-        severity: 'critical',
-        message: 'a waiting transfer cannot be bumped: its fees are at TRANSFER_MAX_FEE_GWEI',
-        details: { transferId: transfer.transfer_id, nonce: transfer.nonce, cause, why: outcome.why },
-      });
-    }
+    if (outcome.why.includes('TRANSFER_MAX_FEE_GWEI')) await alertFeeCeiling(deps, log, transfer, cause, outcome.why);
     return outcome;
   }
-  const { version } = outcome;
+  logSigned(log, outcome.version, cause);
+  await broadcastVersion(deps, transfer.transfer_id, outcome.version, log);
+  return outcome;
+}
+
+/** Under the transfer's row lock: the next version signed with replacement fees and stored, or why not. */
+async function signNextVersion(
+  trx: Transaction<Database>,
+  deps: StageDeps,
+  transferId: string,
+  asked: TransferVersion['kind'],
+  now: FeeQuote,
+  options: { olderThanMs?: number },
+): Promise<ReplaceOutcome> {
+  const current = await lockTransfer(trx, transferId);
+  if (!RELEASED_STATES.includes(current.status) || current.nonce === null)
+    return { replaced: false, why: `the transfer is ${current.status}` };
+  if (current.block_number !== null)
+    return { replaced: false, why: `a version is mined in block ${current.block_number}` };
+  const last = await latestVersion(trx, transferId);
+  // Read under the lock, not from the caller's snapshot: a run that looked before a person's cancel (or another
+  // run's bump) must neither sign the payment over that cancel nor bump twice.
+  if (options.olderThanMs !== undefined && Date.now() - last.created_at.getTime() < options.olderThanMs)
+    return { replaced: false, why: `version ${last.version} was signed meanwhile` };
+  const kind = last.kind === 'cancel' ? 'cancel' : asked;
+  const fees = replacementFees(feesOf(last), now, deps.settings.transfer.maxFeePerGasWei);
+  if (fees === null)
+    return {
+      replaced: false,
+      why: `the next bump over ${feesOf(last).maxFeePerGas} wei per gas passes TRANSFER_MAX_FEE_GWEI`,
+    };
+  const gas = kind === 'cancel' ? 21_000n : gasOf(current);
+  const signed = await signAtNonce(deps, current, kind, gas, fees);
+  const version = await storeVersion(trx, current.transfer_id, last.version + 1, kind, signed, gas, fees);
+  return { replaced: true, version };
+}
+
+function latestVersion(trx: Transaction<Database>, transferId: string): Promise<TransferVersion> {
+  return trx
+    .selectFrom('chain_transfer_versions')
+    .selectAll()
+    .where('transfer_id', '=', transferId)
+    .orderBy('version', 'desc')
+    .limit(1)
+    .executeTakeFirstOrThrow();
+}
+
+/** The same payment again, or a cancel (nothing to ourselves), at the transfer's nonce. */
+function signAtNonce(
+  deps: StageDeps,
+  current: Transfer,
+  kind: TransferVersion['kind'],
+  gas: bigint,
+  fees: FeeQuote,
+): Promise<SignedTransfer> {
+  const nonce = Number(current.nonce);
+  if (kind === 'cancel') return deps.wallet.signCancel(nonce, fees);
+  return deps.wallet.sign(
+    {
+      to: current.to_address as Hex,
+      asset: assetOf(deps, current),
+      amount: BigInt(current.amount),
+      nonce,
+      gas,
+    },
+    fees,
+  );
+}
+
+/** Stored as a version and as the transfer's current one, before any broadcast. */
+async function storeVersion(
+  trx: Transaction<Database>,
+  transferId: string,
+  next: number,
+  kind: TransferVersion['kind'],
+  signed: SignedTransfer,
+  gas: bigint,
+  fees: FeeQuote,
+): Promise<TransferVersion> {
+  await insertVersion(trx, transferId, next, kind, signed, gas, fees);
+  await trx
+    .updateTable('chain_transfers')
+    .set({ tx_hash: signed.hash, raw_tx: signed.rawTx, updated_at: sql`now()` })
+    .where('transfer_id', '=', transferId)
+    .execute();
+  return trx
+    .selectFrom('chain_transfer_versions')
+    .selectAll()
+    .where('tx_hash', '=', signed.hash)
+    .executeTakeFirstOrThrow();
+}
+
+async function alertFeeCeiling(
+  deps: StageDeps,
+  log: Logger,
+  transfer: Transfer,
+  cause: string,
+  why: string,
+): Promise<void> {
+  await stageAlert(deps, log, {
+    rule: 'transfer_fee_ceiling',
+    subject: transfer.transfer_id,
+    severity: 'critical',
+    message: 'a waiting transfer cannot be bumped: its fees are at TRANSFER_MAX_FEE_GWEI',
+    details: { transferId: transfer.transfer_id, nonce: transfer.nonce, cause, why },
+  });
+}
+
+function logSigned(log: Logger, version: TransferVersion, cause: string): void {
   log.warn(
     {
       event: version.kind === 'cancel' ? 'transfer_cancel_signed' : 'transfer_replaced',
@@ -180,8 +231,6 @@ export async function replace(
     },
     'new version signed at the same nonce',
   );
-  await broadcastVersion(deps, transfer.transfer_id, version, log);
-  return outcome;
 }
 
 /**
