@@ -185,27 +185,9 @@ async function nonceTaken(
   const ours = Number(transfer.nonce);
   const used = await deps.wallet.nonceAt(trusted);
   if (used <= ours) {
-    if (transfer.nonce_taken_seen_at !== null) {
-      await deps.db
-        .updateTable('chain_transfers')
-        .set({ nonce_taken_seen_at: null })
-        .where('transfer_id', '=', transfer.transfer_id)
-        .where('status', '=', 'broadcast')
-        .execute();
-    }
+    await forgetNonceTaken(deps, transfer);
     return false;
   }
-  const recheck = (set: boolean) =>
-    deps.db.transaction().execute(async (trx) => {
-      if (set)
-        await trx
-          .updateTable('chain_transfers')
-          .set({ nonce_taken_seen_at: sql`now()` })
-          .where('transfer_id', '=', transfer.transfer_id)
-          .where('status', '=', 'broadcast')
-          .execute();
-      await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
-    });
   // Who used it: one of our versions (its receipt hidden by a lagging node) is no reason for a person.
   const user = await nonceUser(deps, ours, trusted);
   const own = user && versions.find((v) => v.tx_hash.toLowerCase() === user.hash.toLowerCase());
@@ -214,18 +196,56 @@ async function nonceTaken(
       { event: 'transfer_receipt_hidden', nonce: ours, chainNonce: used, usedBy: user?.hash ?? null },
       'our nonce is used, by one of our versions or by a transaction the node does not show: looking again',
     );
-    await recheck(false);
+    await recheckNonce(deps, transfer, false);
     return true;
   }
   const seenAt = transfer.nonce_taken_seen_at;
   if (seenAt === null || Date.now() - seenAt.getTime() < NONCE_TAKEN_RECHECK_MS) {
-    await recheck(seenAt === null);
+    await recheckNonce(deps, transfer, seenAt === null);
     log.warn(
       { event: 'transfer_nonce_passed', nonce: ours, chainNonce: used, usedBy: user.hash },
       'another transaction used our nonce; looking again before asking a person',
     );
     return true;
   }
+  await nonceTakenToReview(deps, transfer, versions, log, { nonce: ours, chainNonce: used, user });
+  return true;
+}
+
+/** Our nonce is free again at the trusted block: an earlier sighting no longer counts towards the second look. */
+async function forgetNonceTaken(deps: StageDeps, transfer: Transfer): Promise<void> {
+  if (transfer.nonce_taken_seen_at === null) return;
+  await deps.db
+    .updateTable('chain_transfers')
+    .set({ nonce_taken_seen_at: null })
+    .where('transfer_id', '=', transfer.transfer_id)
+    .where('status', '=', 'broadcast')
+    .execute();
+}
+
+/** Looked at again later; `firstSeen` marks when the nonce was first seen taken. */
+async function recheckNonce(deps: StageDeps, transfer: Transfer, firstSeen: boolean): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    if (firstSeen)
+      await trx
+        .updateTable('chain_transfers')
+        .set({ nonce_taken_seen_at: sql`now()` })
+        .where('transfer_id', '=', transfer.transfer_id)
+        .where('status', '=', 'broadcast')
+        .execute();
+    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+  });
+}
+
+/** Seen taken twice, by a transaction we did not sign: a person looks. */
+async function nonceTakenToReview(
+  deps: StageDeps,
+  transfer: Transfer,
+  versions: readonly TransferVersion[],
+  log: Logger,
+  taken: { nonce: number; chainNonce: number; user: NonNullable<Awaited<ReturnType<typeof nonceUser>>> },
+): Promise<void> {
+  const { nonce: ours, chainNonce: used, user } = taken;
   const reason = `nonce ${ours} was used by a transaction payrail did not sign (${user.hash}, block ${user.blockNumber}); none of this transfer's ${versions.length} version(s) can be mined`;
   const moved = await deps.db
     .updateTable('chain_transfers')
@@ -234,23 +254,21 @@ async function nonceTaken(
     .where('status', '=', 'broadcast')
     .returning('transfer_id')
     .executeTakeFirst();
-  if (moved) {
-    await stageAlert(deps, log, {
-      rule: 'transfer_nonce_taken',
-      subject: transfer.transfer_id,
-      severity: 'critical',
-      message: "another transaction took this transfer's nonce; it will never be mined as signed",
-      details: {
-        transferId: transfer.transfer_id,
-        nonce: ours,
-        chainNonce: used,
-        usedBy: user.hash,
-        usedInBlock: user.blockNumber.toString(),
-        hashes: versions.map((v) => v.tx_hash),
-      },
-    });
-  }
-  return true;
+  if (!moved) return;
+  await stageAlert(deps, log, {
+    rule: 'transfer_nonce_taken',
+    subject: transfer.transfer_id,
+    severity: 'critical',
+    message: "another transaction took this transfer's nonce; it will never be mined as signed",
+    details: {
+      transferId: transfer.transfer_id,
+      nonce: ours,
+      chainNonce: used,
+      usedBy: user.hash,
+      usedInBlock: user.blockNumber.toString(),
+      hashes: versions.map((v) => v.tx_hash),
+    },
+  });
 }
 
 /**
