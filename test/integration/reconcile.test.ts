@@ -171,6 +171,12 @@ async function rowsOf<Row extends QueryResultRow = any>(text: string, params: un
   return (await db.pool.query<Row>(text, params)).rows;
 }
 
+/** One text column of every row a query reads. */
+async function columnOf(column: string, text: string, params: unknown[]): Promise<string[]> {
+  const rows = await rowsOf<Record<string, string>>(text, params);
+  return rows.map((r) => r[column]!);
+}
+
 /** The row a query reads when the test knows there is one: none fails at the first field read. */
 async function firstRowOf<Row extends QueryResultRow = any>(text: string, params: unknown[]): Promise<Row> {
   const [row] = await rowsOf<Row>(text, params);
@@ -194,11 +200,11 @@ async function giveUpJob(key: string): Promise<void> {
 
 /** The keys among these with a job that will still run, once per such job. */
 async function liveJobs(keys: string[]): Promise<string[]> {
-  const rows = await rowsOf<{ key: string }>(
+  return columnOf(
+    'key',
     'select key from graphile_worker._private_jobs where key = any($1::text[]) and (locked_at is not null or attempts < max_attempts) order by key',
     [keys],
   );
-  return rows.map((r) => r.key);
 }
 
 async function jobRows(keys: string[]) {
@@ -246,11 +252,9 @@ async function transfersOf(purpose: string, ref: string) {
 }
 
 async function paymentStatuses(conversionId: string): Promise<string[]> {
-  const rows = await rowsOf<{ conversion_status: string }>(
-    'select conversion_status from payments where conversion_id = $1',
-    [conversionId],
-  );
-  return rows.map((r) => r.conversion_status);
+  return columnOf('conversion_status', 'select conversion_status from payments where conversion_id = $1', [
+    conversionId,
+  ]);
 }
 
 async function transferRow(id: string) {
@@ -259,11 +263,11 @@ async function transferRow(id: string) {
 
 /** The payments a conversion took, by id (they stay listed there after a release). */
 async function paymentIdsOf(conversionId: string): Promise<string[]> {
-  const rows = await rowsOf<{ payment_id: string }>(
+  return columnOf(
+    'payment_id',
     'select payment_id::text from conversion_payments where conversion_id = $1 order by payment_id',
     [conversionId],
   );
-  return rows.map((r) => r.payment_id);
 }
 
 /** Where the payments a conversion once took are now. */
