@@ -124,7 +124,6 @@ type Handler = (trx: Transaction<Database>, payout: Payout, context: Context) =>
 const ACTIONS: Record<PayoutAction, Handler> = {
   async retry(trx, payout, context) {
     const id = payout.payout_id;
-    const transferStatus = context.transfer?.status ?? null;
     if (payout.status === 'held') {
       await set(trx, id, { status: 'pending', hold_until: null, reason: null, attempts: 0, last_error: null });
       await enqueuePayoutRun(trx, id);
@@ -136,15 +135,8 @@ const ACTIONS: Record<PayoutAction, Handler> = {
       await enqueuePayoutRun(trx, id);
       return payout.status;
     }
-    if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null)) {
-      if (context.transfer?.status === 'needs_review') {
-        throw new PayoutActionRefused(
-          `its transfer ${context.transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${context.transfer.transfer_id}/…), and this payout moves on from its outcome`,
-        );
-      }
-      if (context.transfer) await resumeTransfer(trx, context.transfer);
-      return payout.status;
-    }
+    if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null))
+      return resumeItsTransfer(trx, payout, context);
     if (payout.status === 'sent') {
       await set(trx, id, { poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
       await enqueuePayoutPoll(trx, id, new Date());
@@ -152,46 +144,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     }
     if (payout.status !== 'needs_review')
       throw new PayoutActionRefused(`a payout in state ${payout.status} cannot be retried`);
-    // Out of review, the reconciler's resumes start over: a person chose to try again.
-    if (payout.exchange_id !== null && transferStatus === 'confirmed') {
-      // The funds are at ChangeNow: look again, with a fresh deadline.
-      await set(trx, id, {
-        status: 'sent',
-        reason: null,
-        poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs),
-        reconcile_attempts: 0,
-      });
-      await enqueuePayoutPoll(trx, id, new Date());
-      return 'sent';
-    }
-    if (context.fundsMayHaveLeft)
-      throw new PayoutActionRefused(`its transfer is ${transferStatus}: wait for it, it cannot be retried`);
-    if (payout.transfer_id !== null)
-      throw new PayoutActionRefused(
-        'its transfer failed and the funds never left: cancel it to return them to the channel',
-      );
-    if (Object.values(UNLIKE_REQUEST).some((prefix) => payout.reason?.startsWith(prefix))) {
-      throw new PayoutActionRefused(
-        'the exchange ChangeNow holds for it is not the one asked for, and a retry would find it again: cancel the payout to return its funds to the channel (nothing was sent)',
-      );
-    }
-    if (isDirect(payout)) {
-      // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
-      // from pending, through the approval check to its one transfer.
-      await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
-      await enqueuePayoutRun(trx, id);
-      return 'pending';
-    }
-    // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
-    await set(trx, id, {
-      status: 'exchange_requested',
-      reason: null,
-      attempts: 0,
-      last_error: null,
-      reconcile_attempts: 0,
-    });
-    await enqueuePayoutRun(trx, id);
-    return 'exchange_requested';
+    return retryFromReview(trx, payout, context);
   },
   async cancel(trx, payout, context) {
     const cancellable: readonly PayoutStatus[] = [
@@ -286,6 +239,73 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     return 'failed';
   },
 };
+
+/** A transfer on its way is its own jobs' to carry on; one in review is a person's to act on first. */
+async function resumeItsTransfer(trx: Transaction<Database>, payout: Payout, context: Context): Promise<PayoutStatus> {
+  if (context.transfer?.status === 'needs_review') {
+    throw new PayoutActionRefused(
+      `its transfer ${context.transfer.transfer_id} is in review: act on the transfer (POST /api/transfers/${context.transfer.transfer_id}/…), and this payout moves on from its outcome`,
+    );
+  }
+  if (context.transfer) await resumeTransfer(trx, context.transfer);
+  return payout.status;
+}
+
+async function retryFromReview(trx: Transaction<Database>, payout: Payout, context: Context): Promise<PayoutStatus> {
+  const id = payout.payout_id;
+  // Out of review, the reconciler's resumes start over: a person chose to try again.
+  if (payout.exchange_id !== null && context.transfer?.status === 'confirmed') {
+    // The funds are at ChangeNow: look again, with a fresh deadline.
+    await set(trx, id, {
+      status: 'sent',
+      reason: null,
+      poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs),
+      reconcile_attempts: 0,
+    });
+    await enqueuePayoutPoll(trx, id, new Date());
+    return 'sent';
+  }
+  refuseStartOver(payout, context);
+  return startOver(trx, payout);
+}
+
+/** Starting over is for funds that never left and an exchange a retry would not find again. */
+function refuseStartOver(payout: Payout, context: Context): void {
+  if (context.fundsMayHaveLeft)
+    throw new PayoutActionRefused(
+      `its transfer is ${context.transfer?.status ?? null}: wait for it, it cannot be retried`,
+    );
+  if (payout.transfer_id !== null)
+    throw new PayoutActionRefused(
+      'its transfer failed and the funds never left: cancel it to return them to the channel',
+    );
+  if (Object.values(UNLIKE_REQUEST).some((prefix) => payout.reason?.startsWith(prefix))) {
+    throw new PayoutActionRefused(
+      'the exchange ChangeNow holds for it is not the one asked for, and a retry would find it again: cancel the payout to return its funds to the channel (nothing was sent)',
+    );
+  }
+}
+
+async function startOver(trx: Transaction<Database>, payout: Payout): Promise<PayoutStatus> {
+  const id = payout.payout_id;
+  if (isDirect(payout)) {
+    // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
+    // from pending, through the approval check to its one transfer.
+    await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
+    await enqueuePayoutRun(trx, id);
+    return 'pending';
+  }
+  // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
+  await set(trx, id, {
+    status: 'exchange_requested',
+    reason: null,
+    attempts: 0,
+    last_error: null,
+    reconcile_attempts: 0,
+  });
+  await enqueuePayoutRun(trx, id);
+  return 'exchange_requested';
+}
 
 async function set(trx: Transaction<Database>, payoutId: string, values: Updateable<PayoutsTable>): Promise<void> {
   await trx
