@@ -182,61 +182,8 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     if (context.transfer?.status !== 'confirmed')
       throw new PayoutActionRefused('its funds never left (no confirmed transfer): retry or cancel it instead');
     const note = resolution.note ? `: ${resolution.note}` : '';
-    if (resolution.outcome === 'paid') {
-      const counterparty =
-        payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
-      // What ChangeNow reported paying when it went to review (an exchange finished below its estimate), else unknown.
-      await completeIn(trx, payout, {
-        amountOut: payout.amount_out,
-        payoutHash: payout.payout_hash,
-        counterparty,
-        reason: `resolved as paid by ${context.actor}${note}`,
-        from: 'needs_review',
-      });
-      return 'completed';
-    }
-    let returned: bigint;
-    try {
-      returned = parseUnits(resolution.amount, decimalsOf(payout.asset));
-    } catch (error) {
-      throw new PayoutActionInvalid(`amount: ${(error as Error).message}`);
-    }
-    const amount = BigInt(payout.amount);
-    const show = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
-    // Believe the chain: what the owner's channel gets back is what a transaction brought to the host wallet.
-    if (resolution.txHash === undefined) {
-      if (returned > 0n)
-        throw new PayoutActionInvalid(
-          'txHash: name the transaction that brought the funds back to the host wallet (read on chain); without one, only amount "0" (nothing came back) is recorded',
-        );
-    } else {
-      if (context.arrived !== returned)
-        throw new PayoutActionRefused(
-          `${resolution.txHash.toLowerCase()} brought ${show(context.arrived ?? 0n)} to the host wallet, not ${resolution.amount}`,
-        );
-    }
-    if (returned > amount)
-      throw new PayoutActionRefused(`amount: more than the payout's ${show(amount)} cannot have come back`);
-    if (
-      resolution.txHash !== undefined &&
-      !(await claimRefund(trx, {
-        txHash: resolution.txHash,
-        purpose: 'payout',
-        ref: payout.payout_id,
-        asset: payout.asset,
-        amount: returned,
-      }))
-    ) {
-      throw new PayoutActionRefused(
-        `${resolution.txHash.toLowerCase()} already backs something else (another refund, a conversion's payout or an operator deposit)`,
-      );
-    }
-    const evidence =
-      resolution.txHash === undefined
-        ? 'nothing came back'
-        : `${resolution.amount} ${payout.asset.toUpperCase()} came back (refund ${resolution.txHash.toLowerCase()})`;
-    await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${evidence}${note}`, returned);
-    return 'failed';
+    if (resolution.outcome === 'paid') return resolvePaid(trx, payout, context.actor, note);
+    return resolveReturned(trx, payout, resolution, context, note);
   },
 };
 
@@ -305,6 +252,83 @@ async function startOver(trx: Transaction<Database>, payout: Payout): Promise<Pa
   });
   await enqueuePayoutRun(trx, id);
   return 'exchange_requested';
+}
+
+async function resolvePaid(
+  trx: Transaction<Database>,
+  payout: Payout,
+  actor: string,
+  note: string,
+): Promise<PayoutStatus> {
+  const counterparty = payout.exchange_id === null ? accounts.payees(payout.asset) : accounts.changenow(payout.asset);
+  // What ChangeNow reported paying when it went to review (an exchange finished below its estimate), else unknown.
+  await completeIn(trx, payout, {
+    amountOut: payout.amount_out,
+    payoutHash: payout.payout_hash,
+    counterparty,
+    reason: `resolved as paid by ${actor}${note}`,
+    from: 'needs_review',
+  });
+  return 'completed';
+}
+
+type Returned = Extract<Resolution, { outcome: 'returned' }>;
+
+async function resolveReturned(
+  trx: Transaction<Database>,
+  payout: Payout,
+  resolution: Returned,
+  context: Context,
+  note: string,
+): Promise<PayoutStatus> {
+  const returned = returnedAmount(payout, resolution, context.arrived);
+  if (
+    resolution.txHash !== undefined &&
+    !(await claimRefund(trx, {
+      txHash: resolution.txHash,
+      purpose: 'payout',
+      ref: payout.payout_id,
+      asset: payout.asset,
+      amount: returned,
+    }))
+  ) {
+    throw new PayoutActionRefused(
+      `${resolution.txHash.toLowerCase()} already backs something else (another refund, a conversion's payout or an operator deposit)`,
+    );
+  }
+  const evidence =
+    resolution.txHash === undefined
+      ? 'nothing came back'
+      : `${resolution.amount} ${payout.asset.toUpperCase()} came back (refund ${resolution.txHash.toLowerCase()})`;
+  await returnFundsIn(trx, payout, 'failed', `resolved by ${context.actor}: ${evidence}${note}`, returned);
+  return 'failed';
+}
+
+/** The amount said to have come back, in smallest units, once the chain and the payout agree it can have. */
+function returnedAmount(payout: Payout, resolution: Returned, arrived: bigint | undefined): bigint {
+  let returned: bigint;
+  try {
+    returned = parseUnits(resolution.amount, decimalsOf(payout.asset));
+  } catch (error) {
+    throw new PayoutActionInvalid(`amount: ${(error as Error).message}`);
+  }
+  const amount = BigInt(payout.amount);
+  const show = (units: bigint) => `${formatUnits(units, decimalsOf(payout.asset))} ${payout.asset.toUpperCase()}`;
+  // Believe the chain: what the owner's channel gets back is what a transaction brought to the host wallet.
+  if (resolution.txHash === undefined) {
+    if (returned > 0n)
+      throw new PayoutActionInvalid(
+        'txHash: name the transaction that brought the funds back to the host wallet (read on chain); without one, only amount "0" (nothing came back) is recorded',
+      );
+  } else {
+    if (arrived !== returned)
+      throw new PayoutActionRefused(
+        `${resolution.txHash.toLowerCase()} brought ${show(arrived ?? 0n)} to the host wallet, not ${resolution.amount}`,
+      );
+  }
+  if (returned > amount)
+    throw new PayoutActionRefused(`amount: more than the payout's ${show(amount)} cannot have come back`);
+  return returned;
 }
 
 async function set(trx: Transaction<Database>, payoutId: string, values: Updateable<PayoutsTable>): Promise<void> {
