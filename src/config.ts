@@ -528,8 +528,28 @@ export interface LoadOptions {
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): Config {
+  const { input, problems } = readEnv(env);
+  problems.push(...setButEmpty(env));
+  const result = schema.safeParse(input);
+  if (!result.success) problems.push(...schemaProblems(result.error.issues, input));
+  const embedded = input.DATABASE_URL === undefined;
+  const requireOutside = options.requireOutside ?? true;
+  const missing = SECRETS.filter((name) => input[name] === undefined);
+  const supplied = standInSecrets(input, missing, options, embedded && problems.length === 0);
+  problems.push(...missingSecrets(missing, supplied, embedded));
+  if (result.success) problems.push(...valueProblems(result.data, input, embedded));
+  problems.push(...presenceProblems(input, embedded, requireOutside));
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+  return withSecrets(result.data, supplied, embedded);
+}
+
+type Input = Record<string, string>;
+type StandIns = Partial<Record<DevSecretName, string>>;
+
+/** The schema's variables, trimmed, and a problem for each unknown variable that looks like one of payrail's. */
+function readEnv(env: NodeJS.ProcessEnv): { input: Input; problems: string[] } {
   const known = new Set(Object.keys(schema.shape));
-  const input: Record<string, string> = {};
+  const input: Input = {};
   const problems: string[] = [];
   for (const [name, raw] of Object.entries(env)) {
     if (raw === undefined) continue;
@@ -538,60 +558,80 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
       // An empty value is a missing value, never an empty secret or a zero.
       if (value !== '') input[name] = value;
     } else if (OUR_PREFIXES.some((prefix) => name.startsWith(prefix))) {
-      problems.push(
-        `${name}: unknown variable (known: ${[...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ') || 'see docs/configuration.md'})`,
-      );
+      problems.push(unknownVariable(name, known));
     }
   }
+  return { input, problems };
+}
+
+function unknownVariable(name: string, known: Set<string>): string {
+  const alike = [...known].filter((k) => k.startsWith(name.split('_')[0] ?? '')).join(', ');
+  return `${name}: unknown variable (known: ${alike || 'see docs/configuration.md'})`;
+}
+
+/** Variables whose empty value must not be read as unset. */
+function setButEmpty(env: NodeJS.ProcessEnv): string[] {
+  const problems: string[] = [];
   // A deployment template's empty DATABASE_URL must not quietly become a local run with its own throwaway database.
   if (env.DATABASE_URL !== undefined && env.DATABASE_URL.trim() === '')
     problems.push('DATABASE_URL: set but empty (unset it for a local run with the embedded database)');
   // A secret store that delivered nothing must not quietly open /metrics to anyone who can reach the port.
   if (env.METRICS_TOKEN !== undefined && env.METRICS_TOKEN.trim() === '')
     problems.push('METRICS_TOKEN: set but empty (unset it to serve /metrics without a token)');
-  const result = schema.safeParse(input);
-  if (!result.success) {
-    for (const issue of result.error.issues) {
-      const name = String(issue.path[0] ?? '');
-      const shown =
-        (SECRETS as readonly string[]).includes(name) || NOT_ECHOED.includes(name) || input[name] === undefined
-          ? ''
-          : ` (got "${input[name]}")`;
-      problems.push(`${issue.path.join('.')}: ${issue.message}${shown}`);
-    }
-  }
+  return problems;
+}
 
-  const embedded = input.DATABASE_URL === undefined;
-  const missing = SECRETS.filter((name) => input[name] === undefined);
-  // Generated secrets are for a local run only: with a real database, a missing secret is an error.
-  const requireOutside = options.requireOutside ?? true;
+function schemaProblems(issues: z.core.$ZodIssue[], input: Input): string[] {
+  return issues.map((issue) => {
+    const name = String(issue.path[0] ?? '');
+    const shown =
+      (SECRETS as readonly string[]).includes(name) || NOT_ECHOED.includes(name) || input[name] === undefined
+        ? ''
+        : ` (got "${input[name]}")`;
+    return `${issue.path.join('.')}: ${issue.message}${shown}`;
+  });
+}
+
+/**
+ * What stands in for missing secrets: empty strings for commands that only read the database (they never use them),
+ * generated ones for a local run once nothing else is wrong, and nothing otherwise.
+ */
+function standInSecrets(input: Input, missing: SecretName[], options: LoadOptions, localAndClean: boolean): StandIns {
+  if (!(options.requireOutside ?? true)) return Object.fromEntries(missing.map((name) => [name, '']));
   const devMissing: DevSecretName[] = [
     ...missing,
     ...(input.NOWPAYMENTS_API_KEY === undefined && input.NOWPAYMENTS_API_URL === undefined
       ? (['NOWPAYMENTS_API_KEY'] as const)
       : []),
   ];
-  const supplied =
-    requireOutside && embedded && devMissing.length > 0 && options.devSecrets && problems.length === 0
-      ? options.devSecrets(devMissing)
-      : {};
-  for (const name of missing) {
-    if (!requireOutside) supplied[name] = '';
-    else if (supplied[name] === undefined)
-      problems.push(
-        `${name}: required${embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)'}`,
-      );
-  }
+  // Generated secrets are for a local run only: with a real database, a missing secret is an error.
+  return localAndClean && devMissing.length > 0 && options.devSecrets ? options.devSecrets(devMissing) : {};
+}
+
+function missingSecrets(missing: SecretName[], supplied: StandIns, embedded: boolean): string[] {
+  const where = embedded ? '' : ' when DATABASE_URL is set (no generated secrets outside a local run)';
+  return missing.filter((name) => supplied[name] === undefined).map((name) => `${name}: required${where}`);
+}
+
+/** Parsed values that are wrong together. */
+function valueProblems(data: Parsed, input: Input, embedded: boolean): string[] {
+  const problems: string[] = [];
   // A live worker must never look dead: its queue locks would be released while it still runs the jobs.
-  if (result.success && result.data.HEALTH_WORKER_STALE_SECONDS * 1_000 < 3 * result.data.WORKER_HEARTBEAT_INTERVAL) {
+  if (data.HEALTH_WORKER_STALE_SECONDS * 1_000 < 3 * data.WORKER_HEARTBEAT_INTERVAL) {
     problems.push(
-      `HEALTH_WORKER_STALE_SECONDS: must be at least three heartbeat intervals (${(3 * result.data.WORKER_HEARTBEAT_INTERVAL) / 1_000}s with WORKER_HEARTBEAT_INTERVAL ${result.data.WORKER_HEARTBEAT_INTERVAL}ms)`,
+      `HEALTH_WORKER_STALE_SECONDS: must be at least three heartbeat intervals (${(3 * data.WORKER_HEARTBEAT_INTERVAL) / 1_000}s with WORKER_HEARTBEAT_INTERVAL ${data.WORKER_HEARTBEAT_INTERVAL}ms)`,
     );
   }
   // Outside a local run, payrail talks to the real ChangeNow and chain: their addresses must be given.
-  if (!embedded && result.success && result.data.CHAIN_ID !== 1 && input.USDT_CONTRACT === undefined) {
+  if (!embedded && data.CHAIN_ID !== 1 && input.USDT_CONTRACT === undefined) {
     problems.push(`USDT_CONTRACT: required when CHAIN_ID is not 1 (the default is Tether's mainnet contract)`);
   }
+  return problems;
+}
+
+/** Variables another one, or the kind of run, requires or rules out. */
+function presenceProblems(input: Input, embedded: boolean, requireOutside: boolean): string[] {
+  const problems: string[] = [];
   // An unsigned alert could be forged by anyone who can reach the receiver: no URL without its secret.
   if (input.ALERT_WEBHOOK_URL !== undefined && input.ALERT_WEBHOOK_SECRET === undefined) {
     problems.push('ALERT_WEBHOOK_SECRET: required when ALERT_WEBHOOK_URL is set (alerts are signed with it)');
@@ -606,12 +646,15 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions = {}): C
   if (input.PAYRAIL_CRASH_AT !== undefined && !RUNS_FROM_SOURCE) {
     problems.push('PAYRAIL_CRASH_AT: crash tests only; a production build (dist/) does not read it, unset it');
   }
-  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+  return problems;
+}
+
+function withSecrets(data: Parsed, supplied: StandIns, embedded: boolean): Config {
   const secrets = {} as Record<SecretName, string>;
-  for (const name of SECRETS) secrets[name] = (result.data[name] ?? supplied[name]) as string;
-  const apiKey = result.data.NOWPAYMENTS_API_KEY ?? supplied.NOWPAYMENTS_API_KEY;
+  for (const name of SECRETS) secrets[name] = (data[name] ?? supplied[name]) as string;
+  const apiKey = data.NOWPAYMENTS_API_KEY ?? supplied.NOWPAYMENTS_API_KEY;
   return {
-    ...result.data,
+    ...data,
     ...(secrets as Pick<Config, SecretName>),
     ...(apiKey !== undefined && { NOWPAYMENTS_API_KEY: apiKey }),
     embedded,
