@@ -103,6 +103,8 @@ interface Step {
   status: Status;
   variant?: Variant;
 }
+/** Steps of these statuses, each message as its fixture has it. */
+const statuses = (...list: Status[]): Step[] => list.map((status) => ({ status }));
 /**
  * Status sequences as NOWPayments may deliver them: in order, repeated, finished before confirming, never finished;
  * and the payments a person must look at: paid in part (and maybe topped up later), a foreign outcome, a restated
@@ -116,49 +118,31 @@ const SHAPES: ReadonlyArray<{
   ordered?: true;
   forged?: true;
 }> = [
-  { name: 'in_order', weight: 30, steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'finished' }] },
-  {
-    name: 'finished_twice',
-    weight: 20,
-    steps: [{ status: 'waiting' }, { status: 'finished' }, { status: 'finished' }],
-  },
-  { name: 'finished_before_confirming', weight: 20, steps: [{ status: 'finished' }, { status: 'confirming' }] },
+  { name: 'in_order', weight: 30, steps: statuses('waiting', 'confirming', 'finished') },
+  { name: 'finished_twice', weight: 20, steps: statuses('waiting', 'finished', 'finished') },
+  { name: 'finished_before_confirming', weight: 20, steps: statuses('finished', 'confirming') },
   {
     name: 'duplicates_shuffled',
     weight: 15,
-    steps: [
-      { status: 'confirming' },
-      { status: 'waiting' },
-      { status: 'finished' },
-      { status: 'confirming' },
-      { status: 'finished' },
-    ],
+    steps: statuses('confirming', 'waiting', 'finished', 'confirming', 'finished'),
   },
-  { name: 'finished_only', weight: 10, steps: [{ status: 'finished' }] },
-  {
-    name: 'never_finished',
-    weight: 5,
-    steps: [{ status: 'waiting' }, { status: 'confirming' }, { status: 'waiting' }],
-  },
-  { name: 'partially_paid', weight: 3, steps: [{ status: 'waiting' }, { status: 'partially_paid' }] },
-  {
-    name: 'partial_then_finished',
-    weight: 3,
-    steps: [{ status: 'waiting' }, { status: 'partially_paid' }, { status: 'finished' }],
-  },
-  { name: 'foreign_outcome', weight: 2, steps: [{ status: 'waiting' }, { status: 'finished', variant: 'foreign' }] },
+  { name: 'finished_only', weight: 10, steps: statuses('finished') },
+  { name: 'never_finished', weight: 5, steps: statuses('waiting', 'confirming', 'waiting') },
+  { name: 'partially_paid', weight: 3, steps: statuses('waiting', 'partially_paid') },
+  { name: 'partial_then_finished', weight: 3, steps: statuses('waiting', 'partially_paid', 'finished') },
+  { name: 'foreign_outcome', weight: 2, steps: [...statuses('waiting'), { status: 'finished', variant: 'foreign' }] },
   // In order: a restated copy arriving first would be credited at its amount, not at the one NOWPayments forwarded.
   {
     name: 'amount_restated',
     weight: 2,
-    steps: [{ status: 'finished' }, { status: 'finished', variant: 'restated' }],
+    steps: [...statuses('finished'), { status: 'finished', variant: 'restated' }],
     ordered: true,
   },
-  { name: 'repeated_deposit', weight: 3, steps: [{ status: 'confirming' }, { status: 'finished' }], child: true },
+  { name: 'repeated_deposit', weight: 3, steps: statuses('confirming', 'finished'), child: true },
   // Signed with the IPN secret (a leak) for a payment NOWPayments never had: nothing forwarded, never to be credited.
-  { name: 'forged', weight: 2, steps: [{ status: 'finished' }], forged: true },
+  { name: 'forged', weight: 2, steps: statuses('finished'), forged: true },
   // The same leak as a partial payment: kept for a person, whose credit must wait for NOWPayments' API like any.
-  { name: 'forged_partial', weight: 1, steps: [{ status: 'partially_paid' }], forged: true },
+  { name: 'forged_partial', weight: 1, steps: statuses('partially_paid'), forged: true },
 ];
 
 /** The HTTP answers a message may get: 200 applied, 202 kept for review. */
