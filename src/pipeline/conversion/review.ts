@@ -104,7 +104,7 @@ async function lookAgain(
 ): Promise<ConversionState> {
   await reclaimPayments(trx, conversionId);
   // A fresh deadline and budget: a person chose to look again, the reconciler's resumes start over.
-  await trx
+  const looked = await trx
     .updateTable('conversions')
     .set({
       status: 'sent',
@@ -115,7 +115,10 @@ async function lookAgain(
       updated_at: sql`now()`,
     })
     .where('conversion_id', '=', conversionId)
-    .execute();
+    .where('status', '=', 'needs_review')
+    .executeTakeFirst();
+  if (looked.numUpdatedRows !== 1n)
+    throw new Error(`conversion ${conversionId} is no longer needs_review under its row lock`);
   await enqueuePoll(trx, conversionId, new Date());
   return 'sent';
 }

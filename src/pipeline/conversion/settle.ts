@@ -275,7 +275,7 @@ export async function settleIn(
   const used = await hashTakenElsewhere(trx, conversionId, hash);
   if (used !== null) return used;
   const split = await splitAmongPayments(trx, conversion, usdtUnits);
-  await markSettled(trx, conversionId, usdtUnits, hash, split);
+  await markSettled(trx, conversion, usdtUnits, hash, split);
   await bookSettlement(trx, conversionId, usdtUnits, split);
   return true;
 }
@@ -347,11 +347,12 @@ async function splitAmongPayments(
 
 async function markSettled(
   trx: Transaction<Database>,
-  conversionId: string,
+  conversion: Pick<Selectable<ConversionsTable>, 'conversion_id' | 'status'>,
   usdtUnits: bigint,
   hash: string,
   split: Split,
 ): Promise<void> {
+  const conversionId = conversion.conversion_id;
   const { paymentIds: ids, rate } = split;
   // Two statements for the whole batch, however many payments it carries.
   const units = split.shares.map((x) => x.toString());
@@ -362,7 +363,7 @@ async function markSettled(
   await sql`update payments p set conversion_status = 'completed', usdt_amount = coalesce(p.usdt_amount, 0) + s.share, conversion_rate = ${rate}::numeric, updated_at = now()
     from unnest(${ids}::numeric[], ${units}::numeric[]) as s(payment_id, share)
     where p.payment_id = s.payment_id`.execute(trx);
-  await trx
+  const settled = await trx
     .updateTable('conversions')
     .set({
       status: 'completed',
@@ -373,7 +374,11 @@ async function markSettled(
       updated_at: sql`now()`,
     })
     .where('conversion_id', '=', conversionId)
-    .execute();
+    // The state settleIn found it in under its row lock: a settlement leaves only that one.
+    .where('status', '=', conversion.status)
+    .executeTakeFirst();
+  if (settled.numUpdatedRows !== 1n)
+    throw new Error(`conversion ${conversionId} is no longer ${conversion.status} under its row lock`);
 }
 
 /** The threshold check on the channels credited, then the settlement's and the thresholds' journals. */

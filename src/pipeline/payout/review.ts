@@ -125,7 +125,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   async retry(trx, payout, context) {
     const id = payout.payout_id;
     if (payout.status === 'held') {
-      await set(trx, id, { status: 'pending', hold_until: null, reason: null, attempts: 0, last_error: null });
+      await set(trx, payout, { status: 'pending', hold_until: null, reason: null, attempts: 0, last_error: null });
       await enqueuePayoutRun(trx, id);
       return 'pending';
     }
@@ -138,7 +138,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
     if (payout.status === 'exchange_created' || (payout.status === 'sent' && payout.exchange_id === null))
       return resumeItsTransfer(trx, payout, context);
     if (payout.status === 'sent') {
-      await set(trx, id, { poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
+      await set(trx, payout, { poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs) });
       await enqueuePayoutPoll(trx, id, new Date());
       return 'sent';
     }
@@ -166,7 +166,7 @@ const ACTIONS: Record<PayoutAction, Handler> = {
   async approve(trx, payout, context) {
     if (payout.status !== 'awaiting_approval')
       throw new PayoutActionRefused(`a payout in state ${payout.status} is not awaiting approval`);
-    await set(trx, payout.payout_id, { status: 'pending', approved_by: context.actor, approved_at: new Date() });
+    await set(trx, payout, { status: 'pending', approved_by: context.actor, approved_at: new Date() });
     await enqueuePayoutRun(trx, payout.payout_id);
     return 'pending';
   },
@@ -203,7 +203,7 @@ async function retryFromReview(trx: Transaction<Database>, payout: Payout, conte
   // Out of review, the reconciler's resumes start over: a person chose to try again.
   if (payout.exchange_id !== null && context.transfer?.status === 'confirmed') {
     // The funds are at ChangeNow: look again, with a fresh deadline.
-    await set(trx, id, {
+    await set(trx, payout, {
       status: 'sent',
       reason: null,
       poll_deadline_at: new Date(Date.now() + context.pollDeadlineMs),
@@ -238,12 +238,12 @@ async function startOver(trx: Transaction<Database>, payout: Payout): Promise<Pa
   if (isDirect(payout)) {
     // A direct payout never asks ChangeNow for an exchange (exchange_requested would ask for one): it starts over
     // from pending, through the approval check to its one transfer.
-    await set(trx, id, { status: 'pending', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
+    await set(trx, payout, { status: 'pending', reason: null, attempts: 0, last_error: null, reconcile_attempts: 0 });
     await enqueuePayoutRun(trx, id);
     return 'pending';
   }
   // An exchange may have been asked for: the run looks for it at ChangeNow before creating one.
-  await set(trx, id, {
+  await set(trx, payout, {
     status: 'exchange_requested',
     reason: null,
     attempts: 0,
@@ -331,10 +331,17 @@ function returnedAmount(payout: Payout, resolution: Returned, arrived: bigint | 
   return returned;
 }
 
-async function set(trx: Transaction<Database>, payoutId: string, values: Updateable<PayoutsTable>): Promise<void> {
-  await trx
+/**
+ * The payout's change, from the state it was read in under its row lock: the update names that state, so it can never
+ * leave another one.
+ */
+async function set(trx: Transaction<Database>, payout: Payout, values: Updateable<PayoutsTable>): Promise<void> {
+  const updated = await trx
     .updateTable('payouts')
     .set({ ...values, updated_at: sql`now()` })
-    .where('payout_id', '=', payoutId)
-    .execute();
+    .where('payout_id', '=', payout.payout_id)
+    .where('status', '=', payout.status)
+    .executeTakeFirst();
+  if (updated.numUpdatedRows !== 1n)
+    throw new Error(`payout ${payout.payout_id} is no longer ${payout.status} under its row lock`);
 }
