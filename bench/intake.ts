@@ -494,13 +494,20 @@ async function quiesce(database: DatabaseHandle, countSql: string, params: unkno
 // ---------------------------------------------------------------------------------------------------------------
 // How payrail grouped the IPNs: its payrail_intake_calls_total and payrail_intake_call_ipns_total, from its /metrics
 
-/** One scrape: the intake's database calls so far, and the IPNs in them. */
+/**
+ * One scrape: the intake's database calls so far, and the IPNs in them; and the event loop's delay (p99 and max, in
+ * seconds) since the scrape before, which reset it: how long an IPN's socket could wait for the process, web and worker
+ * together, to get to it.
+ */
 interface GroupScrape {
   calls: number;
   ipns: number;
+  loopP99: number;
+  loopMax: number;
 }
 
 const GROUP_LINE_RE = /^payrail_intake_(calls|call_ipns)_total (\S+)$/;
+const LOOP_LINE_RE = /^payrail_process_nodejs_eventloop_lag_(p99|max)_seconds (\S+)$/;
 const METRICS_TIMEOUT_MS = 60_000;
 
 async function scrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape> {
@@ -510,8 +517,14 @@ async function scrapeGroups(payrailUrl: string, token: string): Promise<GroupScr
   });
   const text = await response.text();
   if (response.status !== 200) throw new Error(`GET /metrics answered ${response.status}: ${text.slice(0, 200)}`);
-  const scrape: GroupScrape = { calls: Number.NaN, ipns: Number.NaN };
+  const scrape: GroupScrape = { calls: Number.NaN, ipns: Number.NaN, loopP99: Number.NaN, loopMax: Number.NaN };
   for (const line of text.split('\n')) {
+    const loop = LOOP_LINE_RE.exec(line);
+    if (loop) {
+      if (loop[1] === 'p99') scrape.loopP99 = Number(loop[2]);
+      else scrape.loopMax = Number(loop[2]);
+      continue;
+    }
     const match = GROUP_LINE_RE.exec(line);
     if (!match) continue;
     if (match[1] === 'calls') scrape.calls = Number(match[2]);
@@ -529,15 +542,16 @@ function tryScrapeGroups(payrailUrl: string, token: string): Promise<GroupScrape
 
 type GroupFigures = GroupScrape;
 
-/** What happened between two scrapes. */
+/** What happened between two scrapes (the event loop's delay is the later scrape's: the earlier one reset it). */
 function groupFigures(before: GroupScrape, after: GroupScrape): GroupFigures {
-  return { calls: after.calls - before.calls, ipns: after.ipns - before.ipns };
+  return { ...after, calls: after.calls - before.calls, ipns: after.ipns - before.ipns };
 }
 
 function describeGroups(label: string, figures: GroupFigures | string): string[] {
-  if (typeof figures === 'string') return [label, '-', '-', '-'];
-  if (figures.calls === 0) return [label, '0', String(figures.ipns), '-'];
-  return [label, String(figures.calls), String(figures.ipns), fmt(figures.ipns / figures.calls, 2)];
+  if (typeof figures === 'string') return [label, '-', '-', '-', '-', '-'];
+  const loop = [fmt(figures.loopP99 * 1000, 1), fmt(figures.loopMax * 1000, 1)];
+  if (figures.calls === 0) return [label, '0', String(figures.ipns), '-', ...loop];
+  return [label, String(figures.calls), String(figures.ipns), fmt(figures.ipns / figures.calls, 2), ...loop];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1117,13 +1131,13 @@ function resultLines(
     '',
     `intake groups: IPNs per database call (payrail_intake_calls_total and payrail_intake_call_ipns_total from payrail's /metrics, before and after each run):`,
     table(
-      ['run', 'db calls', 'IPNs', 'IPNs/call'],
+      ['run', 'db calls', 'IPNs', 'IPNs/call', 'loop p99 ms', 'loop max ms'],
       groups.map(([run, figures]) => describeGroups(run.spec.label, figures)),
     ),
     ...groups
       .filter(([, figures]) => typeof figures === 'string')
       .map(([run, figures]) => `  ${run.spec.label}: no figures (${figures as string})`),
-    `  IPNs include those still in flight when a run ended`,
+    `  IPNs include those still in flight when a run ended; loop = payrail's event-loop delay during the run (payrail_process_nodejs_eventloop_lag_*)`,
     '',
   ];
 }
