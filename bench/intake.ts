@@ -5,7 +5,8 @@
  *
  * Drives signed NOWPayments IPNs (each a NEW payment, status `finished`, so every request records AND credits a
  * payment) over loopback with autocannon against a running payrail, then the same load against a baseline route
- * doing one plain INSERT per request on the same database, then intake again at a fixed rate. Prints throughput,
+ * doing one plain INSERT per request on the same database, then intake again at a fixed rate, sent open loop and
+ * evenly spaced (bench/paced.ts: autocannon's rate limit sends each second's share as a burst). Prints throughput,
  * the intake/baseline ratio, p50/p99 latencies and the machine, how payrail grouped the IPNs into database calls
  * during each intake run (its payrail_intake_calls_total and payrail_intake_call_ipns_total, scraped before and after the run); then reconciles
  * the database with the responses and runs checkLedger.
@@ -61,6 +62,7 @@ import {
 } from './harness.ts';
 import { HistoryInterrupted, seedHistory, type HistorySummary } from './history.ts';
 import { probeIntake, probeLines, type ProbeResult } from './probe.ts';
+import { runPaced, stopPaced } from './paced.ts';
 import {
   busyShare,
   CHANNEL_SPREADS,
@@ -248,10 +250,22 @@ interface RunSpec {
   perChannel?: Float64Array;
 }
 
+/** What a run's client counted, whichever client ran it. */
+interface RunResult {
+  /** Answers per second: autocannon's mean of 1-s samples, or the paced client's answers over its run. */
+  perSecond: number;
+  ok: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  /** autocannon's own p50/p99 (whole ms); none for the paced client. */
+  reported?: { p50: number; p99: number };
+}
+
 interface RunOutcome {
   spec: RunSpec;
-  result: autocannon.Result;
-  /** Latency of every 2xx response, ms, as autocannon measured it (not rounded). */
+  result: RunResult;
+  /** Latency of every 2xx response, ms, as the client measured it (not rounded). */
   latencies: Float64Array;
   non2xx: Map<number, number>;
   errorSamples: string[];
@@ -328,8 +342,16 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
   instance.on('response', (_client, statusCode, _bytes, responseTime) => {
     if (statusCode >= 200 && statusCode < 300) latencies.push(responseTime);
   });
-  const result = await instance;
+  const answered = await instance;
   current = undefined;
+  const result: RunResult = {
+    perSecond: answered.requests.average,
+    ok: answered['2xx'],
+    non2xx: answered.non2xx,
+    errors: answered.errors,
+    timeouts: answered.timeouts,
+    reported: { p50: answered.latency.p50, p99: answered.latency.p99 },
+  };
   const cpuAfter = sampleCpu(processes.serverPid, processes.postmasterPid);
   await waits.stop();
   return {
@@ -339,6 +361,51 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
     latencies: Float64Array.from(latencies).sort(),
     non2xx,
     errorSamples,
+    ...(cpuBefore && cpuAfter && { cpu: cpuDelta(cpuBefore, cpuAfter) }),
+  };
+}
+
+/** A run at `spec.overallRate` sent open loop and evenly spaced (bench/paced.ts), observed as runLoad observes one. */
+async function runPacedLoad(spec: RunSpec & { overallRate: number }, processes: Observed): Promise<RunOutcome> {
+  const non2xx = new Map<number, number>();
+  const { source, sent, accepted, perChannel } = spec;
+  const waits = new WaitSampler(processes.database, WAITS_SQL, WAIT_SAMPLE_MS);
+  const cpuBefore = sampleCpu(processes.serverPid, processes.postmasterPid);
+  const paced = await runPaced({
+    url: spec.url,
+    rate: spec.overallRate,
+    durationS: spec.durationS,
+    connections: spec.connections,
+    timeoutMs: 10_000,
+    next() {
+      const body = source.next();
+      sent?.add(body.paymentId);
+      if (perChannel) perChannel[body.channel] = (perChannel[body.channel] ?? 0) + 1;
+      return { body: body.raw, headers: { 'content-type': 'application/json', 'x-nowpayments-sig': body.signature } };
+    },
+    onAnswer(status, body) {
+      if (status >= 200 && status < 300) {
+        const match = PAYMENT_ID_RE.exec(body);
+        if (accepted && match?.[1] !== undefined) accepted.add(match[1]);
+      } else non2xx.set(status, (non2xx.get(status) ?? 0) + 1);
+    },
+  });
+  const cpuAfter = sampleCpu(processes.serverPid, processes.postmasterPid);
+  await waits.stop();
+  const ok = paced.latencies.filter((l) => l.status >= 200 && l.status < 300);
+  return {
+    waits,
+    spec,
+    result: {
+      perSecond: paced.latencies.length / paced.seconds,
+      ok: ok.length,
+      non2xx: paced.latencies.length - ok.length,
+      errors: paced.errors,
+      timeouts: paced.timeouts,
+    },
+    latencies: Float64Array.from(ok.map((l) => l.ms)).sort(),
+    non2xx,
+    errorSamples: paced.errorSamples,
     ...(cpuBefore && cpuAfter && { cpu: cpuDelta(cpuBefore, cpuAfter) }),
   };
 }
@@ -563,14 +630,14 @@ function describeRun(run: RunOutcome): string[] {
     run.spec.label,
     String(run.spec.connections),
     run.spec.overallRate === undefined ? 'max' : String(run.spec.overallRate),
-    fmt(r.requests.average, 1),
-    String(r['2xx']),
+    fmt(r.perSecond, 1),
+    String(r.ok),
     String(r.non2xx),
     String(r.errors),
     fmt(percentile(run.latencies, 50), 2),
     fmt(percentile(run.latencies, 99), 2),
     fmt(run.latencies.length > 0 ? (run.latencies[run.latencies.length - 1] as number) : Number.NaN, 1),
-    `${r.latency.p50}/${r.latency.p99}`,
+    r.reported === undefined ? 'paced' : `${r.reported.p50}/${r.reported.p99}`,
   ];
 }
 
@@ -617,7 +684,10 @@ async function main(): Promise<number> {
   const { options: opts, logger, secrets } = start;
 
   const started: Started = { pg: new BenchPostgres(logger) };
-  const interruption = new Interruption('stopping the current run and cleaning up', () => current?.stop());
+  const interruption = new Interruption('stopping the current run and cleaning up', () => {
+    current?.stop();
+    stopPaced();
+  });
   const checkInterrupted = () => {
     if (interruption.interrupted) throw new Interrupted();
   };
@@ -942,7 +1012,7 @@ async function warmUpIntake(load: Load): Promise<number> {
     );
     load.warmups.push(warm);
     load.intakeConnectionsUsed += opts.connections;
-    estimate = Math.max(200, warm.result.requests.average);
+    estimate = Math.max(200, warm.result.perSecond);
     await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
   }
   return estimate;
@@ -1006,7 +1076,7 @@ async function runIntakeRate(load: Load) {
   const source = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
   const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
   process.stderr.write(`run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`);
-  const run = await runLoad(
+  const run = await runPacedLoad(
     {
       ...intakeSpec(load, `intake @${opts.rate} req/s`, opts.rateConnections, opts.durationS, source),
       overallRate: opts.rate,
@@ -1065,7 +1135,7 @@ async function reconcile(load: Load, runStartedAt: Date): Promise<Reconciliation
     uncredited: paymentRows.filter((r) => !r.credited).length,
     inReview: paymentRows.filter((r) => r.review_reason !== null).length,
     unanswered: paymentRows.length - accepted.size,
-    intake2xx: allWarmupAndRuns.filter((r) => r.spec.accepted).reduce((sum, r) => sum + r.result['2xx'], 0),
+    intake2xx: allWarmupAndRuns.filter((r) => r.spec.accepted).reduce((sum, r) => sum + r.result.ok, 0),
     ledger,
     conversions,
   };
@@ -1116,15 +1186,16 @@ function resultLines(
   groups: Array<[RunOutcome, GroupFigures | string]>,
 ): string[] {
   const { opts } = load;
-  const ratio = runs.max.result.requests.average / runs.baseline.result.requests.average;
+  const ratio = runs.max.result.perSecond / runs.baseline.result.perSecond;
   const p99AtRate = percentile(runs.rate.latencies, 99);
-  const achievedRate = runs.rate.result.requests.average;
+  const achievedRate = runs.rate.result.perSecond;
   return [
     table(
       ['run', 'conns', 'rate', 'req/s', '2xx', 'non-2xx', 'errors', 'p50 ms', 'p99 ms', 'max ms', 'ac p50/p99'],
       load.runs.map(describeRun),
     ),
-    '  req/s = autocannon mean of 1-s samples; p50/p99/max over every 2xx latency; "ac" = autocannon histogram (whole ms)',
+    '  req/s = autocannon mean of 1-s samples (fixed rate: answers over the run); p50/p99/max over every 2xx latency;',
+    '  "ac" = autocannon histogram (whole ms); "paced" = sent open loop, one request every 1/rate s, latency from its scheduled moment',
     '',
     `ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`,
     `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
@@ -1163,7 +1234,7 @@ function databaseCheckLines(load: Load, check: Reconciliation, baselineRows: num
   const { paymentRows, missing, unsent, intake2xx, unanswered } = check;
   const baseline2xx = [...load.warmups, ...load.runs]
     .filter((r) => r.spec.url === baselineUrl)
-    .reduce((s, r) => s + r.result['2xx'], 0);
+    .reduce((s, r) => s + r.result.ok, 0);
   return [
     'database check:',
     `  intake requests sent (incl. warm-up):   ${sent.size}`,
