@@ -10,6 +10,20 @@ import { enqueueConversionBatch, releasePaymentsIn } from './run.ts';
 import { claimRefund } from '../refunds.ts';
 
 /**
+ * Out of review, a person's retry or resolve: in review a conversion's payments are 'failed' (kept out of every
+ * batch); back out they are this conversion's again ('converting'), which is what the poll's, the release's and each
+ * outcome's own guarded updates expect.
+ */
+export async function reclaimPayments(trx: Transaction<Database>, conversionId: string): Promise<void> {
+  await trx
+    .updateTable('payments')
+    .set({ conversion_status: 'converting', updated_at: sql`now()` })
+    .where('conversion_id', '=', conversionId)
+    .where('conversion_status', '=', 'failed')
+    .execute();
+}
+
+/**
  * The refund `refundHash` brought `returnedWei` of the conversion's ETH back: the hash is used for this conversion
  * only, the shortfall (if any) is split among its payments by their ETH (largest remainder, exact) and booked from
  * their channels to ChangeNow, each payment remembers what it lost (exchange_cost_wei), and the payments go back to

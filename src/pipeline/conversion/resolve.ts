@@ -11,12 +11,12 @@
  *
  * Chain reads happen before the conversion's row lock; the transaction checks the state again.
  */
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import type { ConversionState, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
 import { formatUnits, parseUnits } from '../../money/index.ts';
-import { returnConversionFunds } from './outcomes.ts';
+import { reclaimPayments, returnConversionFunds } from './outcomes.ts';
 import { inboundAmount, InboundRefused, type HostChainReader } from '../inbound.ts';
 import { conversionForUpdate, conversionTransfer, enqueueConversionBatch, releasePaymentsIn } from './run.ts';
 import { settleIn } from './settle.ts';
@@ -111,13 +111,8 @@ async function apply(
   amount: bigint | null,
   reason: string,
 ): Promise<ConversionState> {
-  // In review its payments are 'failed'; each outcome below takes them from 'converting', as the poll's would.
-  await trx
-    .updateTable('payments')
-    .set({ conversion_status: 'converting', updated_at: sql`now()` })
-    .where('conversion_id', '=', conversionId)
-    .where('conversion_status', '=', 'failed')
-    .execute();
+  // Each outcome below takes the payments from 'converting', as the poll's would.
+  await reclaimPayments(trx, conversionId);
   if (resolution.outcome === 'received')
     return settleReceived(trx, conversionId, resolution.txHash, amount as bigint, reason);
   if (resolution.outcome === 'returned')

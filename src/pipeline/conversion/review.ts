@@ -20,6 +20,7 @@ import {
   enqueuePoll,
   releasePaymentsIn,
 } from './run.ts';
+import { reclaimPayments } from './outcomes.ts';
 
 export type ConversionAction = 'retry';
 
@@ -83,17 +84,6 @@ function refuseWhileUnsettled(conversion: Conversion, transfer: PayingTransfer):
     throw new ConversionActionRefused(
       `its transfer ${transfer.transfer_id} is ${transfer.status}: its own jobs and the reconciler follow it, it cannot be retried yet`,
     );
-}
-
-// In review its payments are 'failed' (kept out of every batch); out of it they are this conversion's again,
-// which is what the poll's and the release's own guarded updates expect.
-async function reclaimPayments(trx: Transaction<Database>, conversionId: string): Promise<void> {
-  await trx
-    .updateTable('payments')
-    .set({ conversion_status: 'converting', updated_at: sql`now()` })
-    .where('conversion_id', '=', conversionId)
-    .where('conversion_status', '=', 'failed')
-    .execute();
 }
 
 /** The ETH reached ChangeNow: the exchange is polled again. */
