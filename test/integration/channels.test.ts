@@ -3,11 +3,11 @@
  * before anything is written, EVM addresses stored checksummed, one audit row per save, balances from the ledger.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { usdtThresholdChannel, WALLET } from '../support/api-seed.ts';
 import { createTestDatabase, rowCounts, type RowCounts, type TestDatabase } from '../support/db.ts';
 import { CHANNEL_ID, ipnBody, signed } from '../support/ipn.ts';
 import { ADMIN_TOKEN, IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 /** WALLET with the case of one letter flipped ("b" → "B" at index 3): well-formed hex, wrong EIP-55 checksum. */
 const WALLET_BAD_CHECKSUM = '0x8Ba1f109551bD432803012645Ac136ddd64DBA72';
 const TRON_WALLET = 'TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t';
@@ -18,13 +18,7 @@ const TRON_CHANNEL = '-1001000000002';
 const REFUSED_CHANNEL = '-1001000000099';
 const UNKNOWN_CHANNEL = '-1009999999999';
 
-const thresholdInput = {
-  payoutStrategy: 'threshold',
-  thresholdUsd: '100.00',
-  payoutCurrency: 'usdt',
-  payoutNetwork: 'eth',
-  walletAddress: WALLET,
-};
+const thresholdInput = usdtThresholdChannel('100.00');
 
 interface AuditRow {
   actor: string;

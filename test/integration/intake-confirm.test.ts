@@ -12,6 +12,7 @@ import { confirmPayment } from '../../src/pipeline/index.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
 import { openAlerts } from '../support/alerts.ts';
+import { usdtThresholdChannel } from '../support/api-seed.ts';
 import { createChannel } from '../support/channels.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
@@ -19,15 +20,8 @@ import { journalLines } from '../support/journals.ts';
 import { IPN_SECRET, logSink, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
 const API_KEY = 'test-nowpayments-api-key-0123456789';
-const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 const CHANNEL_ID = '-1001200000001';
-const CHANNEL = {
-  payoutStrategy: 'threshold',
-  thresholdUsd: '100000.00',
-  payoutCurrency: 'usdt',
-  payoutNetwork: 'eth',
-  walletAddress: WALLET,
-};
+const CHANNEL = usdtThresholdChannel('100000.00');
 
 let db: TestDatabase;
 let sim: NowPaymentsSimulator;
