@@ -551,6 +551,24 @@
     return `/api/channels/${encodeURIComponent(channelId)}/statement?${query}`;
   }
 
+  /**
+   * The channel view before any page of its statement is in: which channel, the range asked for, and the statement as
+   * the page shows it. A channel named is loading its first page at once; '' is the view closed. Opening, closing and
+   * the first render start from this one state, so no field is left over from the statement shown before.
+   */
+  function statementState(channelId, range) {
+    return {
+      statementFor: channelId,
+      statementRange: range,
+      statement: null,
+      statementError: '',
+      statementLoading: channelId !== '',
+      // Load more: its own state, so a page that fails to load leaves the lines shown as they are.
+      statementMoreLoading: false,
+      statementMoreError: '',
+    };
+  }
+
   /** "2026-12-06T11:05:02.123456Z" → "2026-12-06 11:05:02" (UTC, as the API gives it). */
   const utc = (iso) => `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
 
@@ -864,15 +882,7 @@
       loading: false,
       failedAt: null,
       timer: null,
-      // The channel view: which channel, the range asked for, and its statement as the page shows it.
-      statementFor: '',
-      statementRange: null,
-      statement: null,
-      statementError: '',
-      statementLoading: false,
-      // Load more: its own state, so a page that fails to load leaves the lines shown as they are.
-      statementMoreLoading: false,
-      statementMoreError: '',
+      ...statementState('', null),
       statementPageSize: STATEMENT_PAGE,
       // The webhooks card: read beside the overview, and failing on its own (its error shows in the card only).
       webhooks: null,
@@ -1053,13 +1063,7 @@
         };
         const asked = ++statementsAsked;
         statementRead = null;
-        this.statementFor = id;
-        this.statementRange = range;
-        this.statement = null;
-        this.statementError = '';
-        this.statementLoading = true;
-        this.statementMoreLoading = false;
-        this.statementMoreError = '';
+        Object.assign(this, statementState(id, range));
         try {
           const { status, body } = await this.api('GET', statementPath(id, range, { limit: STATEMENT_PAGE }));
           // Another channel was clicked meanwhile: its answer is the one to show.
@@ -1113,13 +1117,7 @@
       closeStatement() {
         statementsAsked++;
         statementRead = null;
-        this.statementFor = '';
-        this.statementRange = null;
-        this.statement = null;
-        this.statementError = '';
-        this.statementLoading = false;
-        this.statementMoreLoading = false;
-        this.statementMoreError = '';
+        Object.assign(this, statementState('', null));
       },
       /** The statement shown, as CSV: fetched with the token (no cookie would carry it), saved from a Blob. */
       async downloadStatement() {
