@@ -15,7 +15,15 @@ import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
 import { claimRefund } from '../refunds.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
 import { followExchange, reportNoStatus } from '../follow-exchange.ts';
-import { completeIn, enqueuePayoutPoll, loadPayout, returnFundsIn, toReview, type Payout } from './run.ts';
+import {
+  completeIn,
+  enqueuePayoutPoll,
+  loadPayout,
+  payoutForUpdate,
+  returnFundsIn,
+  toReview,
+  type Payout,
+} from './run.ts';
 
 /** A sent payout as one poll found it, with what every outcome below reports through. */
 interface Poll {
@@ -115,12 +123,7 @@ async function finishedToReview(poll: Poll, status: ExchangeStatus, reason: stri
 async function complete(poll: Poll, amountOut: string, payoutHash: string | null): Promise<void> {
   const { deps, payout, log } = poll;
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('payouts')
-      .selectAll()
-      .where('payout_id', '=', payout.payout_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await payoutForUpdate(trx, payout.payout_id).executeTakeFirstOrThrow();
     await completeIn(trx, current, { amountOut, payoutHash, counterparty: accounts.changenow(current.asset) });
   });
   log.info({ event: 'payout_completed', amountOut, currency: payout.payout_currency, payoutHash }, 'payout completed');
@@ -160,12 +163,7 @@ async function returnRefunded(poll: Poll, refundHash: string, refunded: bigint):
   const back = refunded < amount ? refunded : amount;
   const short = back < amount ? `; ${shown(payout, amount - back)} short, booked as ChangeNow's cost` : '';
   const returned = await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('payouts')
-      .selectAll()
-      .where('payout_id', '=', payoutId)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const current = await payoutForUpdate(trx, payoutId).executeTakeFirstOrThrow();
     if (current.status !== 'sent') return 'moved';
     if (
       !(await claimRefund(trx, {

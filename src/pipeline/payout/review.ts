@@ -18,6 +18,7 @@ import {
   enqueuePayoutPoll,
   enqueuePayoutRun,
   isDirect,
+  payoutForUpdate,
   returnFundsIn,
   UNLIKE_REQUEST,
   type Payout,
@@ -70,12 +71,7 @@ export async function applyPayoutAction(
     }
   }
   return db.transaction().execute(async (trx) => {
-    const payout = await trx
-      .selectFrom('payouts')
-      .selectAll()
-      .where('payout_id', '=', payoutId)
-      .forUpdate()
-      .executeTakeFirst();
+    const payout = await payoutForUpdate(trx, payoutId).executeTakeFirst();
     if (!payout) return null;
     const transfer =
       payout.transfer_id === null

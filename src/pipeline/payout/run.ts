@@ -92,6 +92,11 @@ export async function loadPayout(db: Db | Transaction<Database>, payoutId: strin
   return db.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).executeTakeFirstOrThrow();
 }
 
+/** The payout under its row lock, for a change that must see its current state (the caller's transaction). */
+export function payoutForUpdate(trx: Transaction<Database>, payoutId: string) {
+  return trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate();
+}
+
 /** The pair's "from" side: what payrail holds for the payout, on the host wallet's network. */
 /** A payout's exchange: the payout's amount from the host wallet, out to the owner's wallet, any refund back. */
 function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
@@ -665,7 +670,7 @@ async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Pr
 
 /** The payout a transfer pays (its ref), locked until the commit: whatever else moves the payout waits for the hook. */
 function lockPayout(trx: Transaction<Database>, payoutId: string): Promise<Payout> {
-  return trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate().executeTakeFirstOrThrow();
+  return payoutForUpdate(trx, payoutId).executeTakeFirstOrThrow();
 }
 
 /** What happens to a payout when its transfer is mined, or never leaves. */
