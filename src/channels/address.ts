@@ -16,28 +16,21 @@ export type AddressFormat = (typeof ADDRESS_FORMATS)[number];
 /** Longest address we are willing to look at; real ones are far shorter (Monero integrated: 106). */
 const MAX_ADDRESS_LENGTH = 128;
 
+/** Each format's own check, run once the generic one passed; a Record, so a format added without one does not compile. */
+const FORMAT_CHECKS: Record<AddressFormat, (address: string) => string | null> = {
+  evm: checkEvm,
+  tron: checkTron,
+  btc: checkBtc,
+  ltc: checkLtc,
+  doge: checkDoge,
+  sol: checkSol,
+  ton: checkTon,
+  xmr: checkXmr,
+};
+
 /** Returns null when valid, or a short human reason (e.g. "EIP-55 checksum does not match") when not. */
 export function checkAddress(format: AddressFormat, address: string): string | null {
-  const generic = checkGeneric(address);
-  if (generic !== null) return generic;
-  switch (format) {
-    case 'evm':
-      return checkEvm(address);
-    case 'tron':
-      return checkTron(address);
-    case 'btc':
-      return checkBtc(address);
-    case 'ltc':
-      return checkLtc(address);
-    case 'doge':
-      return checkDoge(address);
-    case 'sol':
-      return checkSol(address);
-    case 'ton':
-      return checkTon(address);
-    case 'xmr':
-      return checkXmr(address);
-  }
+  return checkGeneric(address) ?? FORMAT_CHECKS[format](address);
 }
 
 // ---------------------------------------------------------------------------
