@@ -165,21 +165,17 @@ interface SubjectAlert {
   subject: string;
 }
 
+/** A rule's alerts by id and subject, for the open and the acknowledged reads to narrow. */
+const alertsOfRule = (trx: Transaction<Database>, rule: string) =>
+  trx.selectFrom('alerts').select(['id', 'subject']).where('rule', '=', rule);
+
 async function openAlerts(trx: Transaction<Database>, rule: string): Promise<SubjectAlert[]> {
-  return trx
-    .selectFrom('alerts')
-    .select(['id', 'subject'])
-    .where('rule', '=', rule)
-    .where('resolved_at', 'is', null)
-    .execute();
+  return alertsOfRule(trx, rule).where('resolved_at', 'is', null).execute();
 }
 
 // Resolved by hand while the condition held, and not seen clear since: acknowledged.
 async function acknowledgedAlerts(trx: Transaction<Database>, rule: string): Promise<SubjectAlert[]> {
-  return trx
-    .selectFrom('alerts')
-    .select(['id', 'subject'])
-    .where('rule', '=', rule)
+  return alertsOfRule(trx, rule)
     .where('resolved_by', 'is not', null)
     .where(sql<boolean>`not (details ? 'conditionClearedAt')`)
     .execute();
