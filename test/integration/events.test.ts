@@ -7,12 +7,10 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it as base } from 'vitest';
 import { evaluateAlerts } from '../../src/alerts/evaluate.ts';
 import { eventRules } from '../../src/alerts/rules-events.ts';
-import { alertSettings } from '../../src/alerts/index.ts';
-import { ALL_HANDLED_TASKS } from '../../src/app.ts';
-import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { ASSET_DECIMALS } from '../../src/money/index.ts';
 import { dispatchEvents, verifyEventSignature, type DispatchSettings } from '../../src/events/index.ts';
+import { defaultAlertSettings } from '../support/alert-settings.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 import { startReceiver, type Receiver } from '../support/receiver.ts';
@@ -405,21 +403,12 @@ async function evaluateAlertsNow(): Promise<string[]> {
 }
 
 function alertDeps(): Parameters<typeof evaluateAlerts>[0] {
-  const config = loadConfig({
-    DATABASE_URL: db.url,
-    ADMIN_TOKEN: 'a'.repeat(20),
-    NOWPAYMENTS_IPN_SECRET: 'b'.repeat(20),
-    CHANGENOW_API_URL: 'http://127.0.0.1:9',
-    CHANGENOW_API_KEY: 'c'.repeat(20),
-    ETH_RPC_URL: 'http://127.0.0.1:9',
-    HOST_WALLET_PRIVATE_KEY: `0x${'11'.repeat(32)}`,
-  });
   return {
     db: db.db,
     logger,
     wallet: { balance: async () => 0n, blockNumber: async () => 1n },
     exchange: { listExchanges: async () => [] },
-    settings: alertSettings(config, ALL_HANDLED_TASKS),
+    settings: defaultAlertSettings(db.url),
     notify: false,
     rules: eventRules,
   };
