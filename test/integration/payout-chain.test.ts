@@ -4,16 +4,13 @@
  * admin API (list, detail with every signed version, actions refused where unsafe).
  */
 import { describe, expect } from 'vitest';
-import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { chainFaultsOn } from '../support/chain-faults.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { instantBody } from '../support/payout-state.ts';
+import { expectLedgerCleanOn, instantBody } from '../support/payout-state.ts';
+import { NET_WEI } from '../support/payout-steps.ts';
 import { freshWallet } from '../support/payouts.ts';
-
-/** The net of the fixture's finished IPN after the 3 % fee, in wei. */
-const NET_WEI = 4_723_900_000_000_000n;
 
 // Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
@@ -71,9 +68,7 @@ const it = worldFirst(
       expect(await journalsOf(payout!.payoutId)).toEqual(['payout_reserved', 'payout_completed']);
       expect(await journalsOf(transfer!.transferId)).toEqual(['network_fee']);
     })
-    .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
-      expect((await checkLedger(db.db)).problems).toEqual([]);
-    }),
+    .extend('expectLedgerClean', ({ db }) => expectLedgerCleanOn(db)),
 );
 
 describe('payouts on the chain as it behaves', () => {

@@ -4,14 +4,16 @@
  * in the ledger.
  */
 import { describe, expect } from 'vitest';
-import { checkLedger } from '../../src/ledger/index.ts';
 import { parseUnits } from '../../src/money/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
+import { expectLedgerCleanOn, instantOn } from '../support/payout-state.ts';
+import { NET_WEI } from '../support/payout-steps.ts';
 import { freshWallet, TRON_WALLET } from '../support/payouts.ts';
 
 type Payout = Record<string, any>;
 
+// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
 const it = worldFirst(
   worldTest({
     env: { CONVERSION_MIN_USD: '1' },
@@ -30,12 +32,7 @@ const it = worldFirst(
         async (channelId: string, status = 'completed') =>
           (await payoutsOf(channelId)).some((p) => p.status === status),
     )
-    .extend(
-      'instant',
-      ({ channel }) =>
-        (payoutCurrency: string, payoutNetwork: string, walletAddress: string) =>
-          channel({ payoutStrategy: 'instant', payoutCurrency, payoutNetwork, walletAddress }),
-    )
+    .extend('instant', ({ channel }) => instantOn(channel))
     /** Pays the channel `payments` times and waits for its first payout to complete; returns it and the last payment. */
     .extend(
       'paidUntilCompleted',
@@ -94,9 +91,7 @@ const it = worldFirst(
           return exchanged;
         },
     )
-    .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
-      expect((await checkLedger(db.db)).problems).toEqual([]);
-    }),
+    .extend('expectLedgerClean', ({ db }) => expectLedgerCleanOn(db)),
 );
 
 describe('instant payouts', () => {
@@ -119,7 +114,7 @@ describe('instant payouts', () => {
       exchangeId: null,
     });
     expect(payout.payoutHash).toMatch(/^0x[0-9a-f]{64}$/);
-    expect(await outside.balanceOf(wallet)).toBe(4_723_900_000_000_000n);
+    expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
     expect(outside.sim.exchanges.size).toBe(exchangesBefore);
     await expectLedgerClean();
   });
@@ -137,7 +132,7 @@ describe('instant payouts', () => {
     const exchange = outside.sim.exchanges.get(payout.exchangeId)!;
     expect(exchange).toMatchObject({ status: 'finished', userId: payout.payoutId, payoutAddress: wallet });
     expect(await outside.usdtBalanceOf(wallet)).toBe(13_171_700n);
-    expect(await outside.balanceOf(exchange.payinAddress)).toBe(4_723_900_000_000_000n);
+    expect(await outside.balanceOf(exchange.payinAddress)).toBe(NET_WEI);
     await expectLedgerClean();
   });
 });

@@ -77,6 +77,13 @@ export async function untilStatus<T extends { status?: string; reason?: string |
   return read();
 }
 
+/** `expectLedgerClean`: the ledger's own consistency check finds nothing wrong. */
+export function expectLedgerCleanOn(db: TestDatabase) {
+  return async (): Promise<void> => {
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  };
+}
+
 export function payoutState({ db, outside }: { db: TestDatabase; outside: Outside }) {
   async function payoutsOf(channelId: string): Promise<PayoutRow[]> {
     const { rows } = await db.pool.query<PayoutRow>(
@@ -145,9 +152,7 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
       return rows.map((r) => r.kind);
     },
 
-    expectLedgerClean: async (): Promise<void> => {
-      expect((await checkLedger(db.db)).problems).toEqual([]);
-    },
+    expectLedgerClean: expectLedgerCleanOn(db),
 
     /** The payout each of the payments is part of, as `{ payout_id }` rows (null: free for the next batch). */
     payoutLinks: async (paymentIds: string[]): Promise<Array<{ payout_id: string | null }>> => {
@@ -202,7 +207,7 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
 export type PayoutState = ReturnType<typeof payoutState>;
 
 /** `instant`: a new instant channel paying out in `payoutCurrency` on `payoutNetwork` to `walletAddress`. */
-function instantOn(channel: (body: Record<string, unknown>) => Promise<string>) {
+export function instantOn(channel: (body: Record<string, unknown>) => Promise<string>) {
   return (payoutCurrency: string, payoutNetwork: string, walletAddress: string): Promise<string> =>
     channel(instantBody(payoutCurrency, payoutNetwork, walletAddress));
 }
@@ -360,8 +365,6 @@ export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
         expect(exchangesOf(payoutId)).toEqual([]);
         expect(await transfersOf(payoutId)).toEqual([]);
       })
-      .extend('expectLedgerClean', ({ db }) => async (): Promise<void> => {
-        expect((await checkLedger(db.db)).problems).toEqual([]);
-      })
+      .extend('expectLedgerClean', ({ db }) => expectLedgerCleanOn(db))
   );
 }
