@@ -3,6 +3,7 @@ import type { Transaction } from 'kysely';
 import type { Database } from '../../src/db/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { checkThresholds as check } from '../../src/pipeline/payout/threshold.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
 /** The check as a caller runs it: batches, then the reservation journals posted last. */
 async function checkThresholds(trx: Transaction<Database>, channelIds: string[]): Promise<string[]> {
@@ -10,13 +11,27 @@ async function checkThresholds(trx: Transaction<Database>, channelIds: string[])
   for (const journal of outcome.journals) await postJournal(trx, journal);
   return outcome.batchIds;
 }
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
   db = await createTestDatabase();
 });
 afterAll(async () => db?.close());
+
+/** A threshold channel paying out USDT on eth, written straight to its table: these tests run the check with no payrail. */
+async function insertThresholdChannel(channelId: string, thresholdUsdCents: string) {
+  await db.db
+    .insertInto('channels')
+    .values({
+      channel_id: channelId,
+      payout_strategy: 'threshold',
+      threshold_usd_cents: thresholdUsdCents,
+      payout_currency: 'usdt',
+      payout_network: 'eth',
+      wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
+    })
+    .execute();
+}
 
 async function creditUsdt(channelId: string, units: bigint, ref: string) {
   await db.db.transaction().execute((trx) =>
@@ -34,17 +49,7 @@ async function creditUsdt(channelId: string, units: bigint, ref: string) {
 describe('threshold check', () => {
   it('ten concurrent checks for one channel over its threshold create exactly one batch holding exactly its balance', async () => {
     const channelId = '-1004000000001';
-    await db.db
-      .insertInto('channels')
-      .values({
-        channel_id: channelId,
-        payout_strategy: 'threshold',
-        threshold_usd_cents: '1000',
-        payout_currency: 'usdt',
-        payout_network: 'eth',
-        wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
-      })
-      .execute();
+    await insertThresholdChannel(channelId, '1000');
     await creditUsdt(channelId, 12_345_678n, 'a');
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, () => db.db.transaction().execute((trx) => checkThresholds(trx, [channelId]))),
@@ -74,17 +79,7 @@ describe('threshold check', () => {
   });
 
   it('USDT about to be credited counts toward the threshold', async () => {
-    await db.db
-      .insertInto('channels')
-      .values({
-        channel_id: '-1004000000003',
-        payout_strategy: 'threshold',
-        threshold_usd_cents: '500',
-        payout_currency: 'usdt',
-        payout_network: 'eth',
-        wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
-      })
-      .execute();
+    await insertThresholdChannel('-1004000000003', '500');
     await creditUsdt('-1004000000003', 3_000_000n, 'd');
     // The 2 USDT are never posted here: the transaction is rolled back once the outcome is known.
     class Rollback extends Error {}
@@ -106,17 +101,7 @@ describe('threshold check', () => {
   });
 
   it('a channel below its threshold, or on the instant strategy, gets no batch', async () => {
-    await db.db
-      .insertInto('channels')
-      .values({
-        channel_id: '-1004000000002',
-        payout_strategy: 'threshold',
-        threshold_usd_cents: '100000',
-        payout_currency: 'usdt',
-        payout_network: 'eth',
-        wallet_address: '0x8ba1f109551bD432803012645Ac136ddd64DBA72',
-      })
-      .execute();
+    await insertThresholdChannel('-1004000000002', '100000');
     await creditUsdt('-1004000000002', 999_999_999n, 'c'); // 999.999999 USDT < 1000.00 USD
     expect(await db.db.transaction().execute((trx) => checkThresholds(trx, ['-1004000000002']))).toEqual([]);
   });
