@@ -41,6 +41,7 @@ import {
   type CreditBasis,
   type IntakeSettings,
 } from './intake.ts';
+import { paymentForUpdate } from './lock.ts';
 
 export interface ConfirmDeps {
   readonly db: Db;
@@ -178,12 +179,7 @@ async function lockUnmoved(
   // Before the row lock (lock order: src/channels/lock.ts), on the channel the row named when read; sameClaim below
   // sends a row whose channel changed meanwhile round again.
   await lockChannelForCredit(trx, seen.channel_id);
-  const row = await trx
-    .selectFrom('payments')
-    .selectAll()
-    .where('payment_id', '=', seen.payment_id)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  const row = await paymentForUpdate(trx, seen.payment_id).executeTakeFirstOrThrow();
   const check = checkOf(row, deps.intake);
   if (check === null) return 'nothing';
   if (check !== checkOf(seen, deps.intake) || !sameClaim(seen, row)) return 'changed';

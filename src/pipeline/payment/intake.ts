@@ -32,6 +32,7 @@ import {
 import { PAYOUT_JOB_MAX_ATTEMPTS } from '../payout/run.ts';
 import type { IntakeBatcher } from './intake-batch.ts';
 import { intakeInOneCall, mayTakeOneCall, type OneCallSettings } from './intake-one-call.ts';
+import { paymentForUpdate } from './lock.ts';
 
 export interface IntakeSettings {
   /** PLATFORM_FEE_PERCENT: the fee of a channel without its own (feeInForce). */
@@ -192,14 +193,7 @@ export async function recordIpnStepwise(
     const { inserted } = first;
     let outcome: IntakeOutcome = inserted ? 'recorded' : 'unchanged';
     // A later copy waits here for the first one's commit, then sees what it did.
-    let current =
-      inserted ??
-      (await trx
-        .selectFrom('payments')
-        .selectAll()
-        .where('payment_id', '=', ipn.paymentId)
-        .forUpdate()
-        .executeTakeFirstOrThrow());
+    let current = inserted ?? (await paymentForUpdate(trx, ipn.paymentId).executeTakeFirstOrThrow());
     const reasonBefore = inserted ? null : current.review_reason;
     if (!inserted) ({ current, outcome } = await applyLaterCopy(trx, current, ipn, channel !== undefined, settings));
     const { credited, confirming } = await creditRecorded(trx, ipn, current, first, channel, settings);
@@ -796,12 +790,7 @@ async function lockForRelease(trx: Transaction<Database>, channelId: string, pay
     .select(CREDIT_CHANNEL_COLUMNS)
     .where('channel_id', '=', channelId)
     .executeTakeFirst();
-  const row = await trx
-    .selectFrom('payments')
-    .selectAll()
-    .where('payment_id', '=', paymentId)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  const row = await paymentForUpdate(trx, paymentId).executeTakeFirstOrThrow();
   return { channel, row };
 }
 

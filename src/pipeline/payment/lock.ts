@@ -9,5 +9,10 @@ export function lockPayment(
   trx: Transaction<Database>,
   paymentId: string,
 ): Promise<Selectable<PaymentsTable> | undefined> {
-  return trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate().executeTakeFirst();
+  return paymentForUpdate(trx, paymentId).executeTakeFirst();
+}
+
+/** The same row lock as a query: intake and the confirm job know the payment exists, so a missing one throws there. */
+export function paymentForUpdate(trx: Transaction<Database>, paymentId: string) {
+  return trx.selectFrom('payments').selectAll().where('payment_id', '=', paymentId).forUpdate();
 }
