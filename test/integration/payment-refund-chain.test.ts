@@ -10,9 +10,11 @@ import { describe, expect } from 'vitest';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { checkLedgerAgainstChain } from '../../src/treasury/index.ts';
+import { exchangesOf, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
+import { instantBody } from '../support/payout-state.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
 import { cliEnv, payrailCli, payrailCliFailure } from '../support/payrail-cli.ts';
 import { freshWallet } from '../support/payouts.ts';
@@ -37,6 +39,13 @@ const reversalEntries = (channelId: string, paymentId: string, exchangeCostWei =
   { code: 'platform:refunds_owed', amount: (GROSS_WEI - exchangeCostWei).toString() },
 ];
 
+/** A reversal's note (none sends no body), and what an exchange kept of the payment, which is given back by nobody. */
+interface ReverseOptions {
+  note?: string;
+  exchangeCostWei?: bigint;
+}
+
+// Each test lists the fixtures it uses (vitest sets up only those): tests on the same steps list the same names.
 const it = worldFirst(
   worldTest({
     firstPaymentId: 9_600_000_000,
@@ -52,15 +61,12 @@ const it = worldFirst(
       }),
     )
     /** A threshold channel far from its threshold. */
-    .extend('thresholdChannel', ({ channel }) => (): Promise<string> => {
-      return channel({
-        payoutStrategy: 'threshold',
-        thresholdUsd: '1000',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: freshWallet(),
-      });
-    })
+    .extend(
+      'thresholdChannel',
+      ({ channel }) =>
+        (): Promise<string> =>
+          channel(usdtThreshold()),
+    )
     .extend('refund', ({ app }) => async (paymentId: string, channelId: string) => {
       const { raw, headers } = signed(
         ipnBody({ payment_id: Number(paymentId), order_id: `PGP-1|${channelId}`, payment_status: 'refunded' }),
@@ -80,6 +86,11 @@ const it = worldFirst(
       const report = await checkLedgerAgainstChain(db.db, { wallet: reader, usdtContract: outside.usdt });
       return report.assets.find((a) => a.asset === 'eth')!.difference;
     })
+    /** Where a test ends: the ETH the ledger books is what the chain holds, and the ledger checks out. */
+    .extend('expectLedgerMatchesChain', ({ db, ethDifference }) => async () => {
+      expect(await ethDifference()).toBe(0n);
+      expect((await checkLedger(db.db)).problems).toEqual([]);
+    })
     .extend('balance', ({ db }) => async (code: string, asset = 'eth'): Promise<bigint> => {
       const { rows } = await db.pool.query<{ sum: string }>(
         'select coalesce(sum(balance), 0)::text as sum from ledger_accounts where code like $1 and asset = $2',
@@ -94,6 +105,19 @@ const it = worldFirst(
       );
       return rows;
     })
+    /** A person reverses the payment (200), and reverse books exactly reversalEntries; returns the payment it answers. */
+    .extend(
+      'reversed',
+      ({ act, journal }) =>
+        async (channelId: string, paymentId: string, { note, exchangeCostWei = 0n }: ReverseOptions = {}) => {
+          const res = await act(paymentId, 'reverse', note === undefined ? undefined : { note });
+          expect(res.status).toBe(200);
+          expect(await journal('payment_reversed', paymentId)).toEqual(
+            reversalEntries(channelId, paymentId, exchangeCostWei),
+          );
+          return res.body;
+        },
+    )
     /** Whether the payment's payout is in `status`. */
     .extend('payoutIs', ({ db }) => async (paymentId: string, status: string): Promise<boolean> => {
       const { rows } = await db.pool.query('select 1 from payouts where payment_id = $1 and status = $2', [
@@ -119,11 +143,12 @@ describe('reverse keeps ledger = chain', () => {
     pay,
     thresholdChannel,
     refund,
-    act,
+    reversed,
     ethDifference,
     balance,
     journal,
     hostApp,
+    expectLedgerMatchesChain,
   }) => {
     // Nothing converts: the payment's ETH stays on its channel until the refund.
     await start({ CONVERSION_MIN_USD: '1000000', CONVERSION_MAX_WAIT: '24h' });
@@ -132,9 +157,7 @@ describe('reverse keeps ledger = chain', () => {
     expect(await ethDifference()).toBe(0n);
     await refund(paymentId, channelId);
 
-    const res = await act(paymentId, 'reverse', { note: 'chargeback' });
-    expect(res.status).toBe(200);
-    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId));
+    await reversed(channelId, paymentId, { note: 'chargeback' });
     expect(await balance('platform:refunds_owed')).toBe(GROSS_WEI);
     expect(await ethDifference()).toBe(0n);
 
@@ -174,8 +197,7 @@ describe('reverse keeps ledger = chain', () => {
     );
     expect(await journal('wallet_withdrawal', more.toLowerCase())).toEqual([]);
     await payrailCli(['withdrawal', more], cliEnv(db, outside));
-    expect(await ethDifference()).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerMatchesChain();
   });
 
   it('a payment whose conversion came back short is reversed for what is left of it: the channel gives back its net less the exchange cost, refunds owed get what the wallet holds for it', async ({
@@ -185,10 +207,10 @@ describe('reverse keeps ledger = chain', () => {
     pay,
     thresholdChannel,
     refund,
-    act,
+    reversed,
     ethDifference,
     balance,
-    journal,
+    expectLedgerMatchesChain,
   }) => {
     // Beyond the tolerance, the short refund waits for a person; the refund IPN arrives meanwhile.
     const payrail = await start({ CONVERSION_MIN_USD: '1', CHANGENOW_REFUND_TOLERANCE: '0.5' });
@@ -205,7 +227,7 @@ describe('reverse keeps ledger = chain', () => {
       return rows[0]?.status === 'needs_review';
     });
     await refund(paymentId, channelId);
-    const [exchange] = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversionId);
+    const [exchange] = exchangesOf(outside, conversionId);
     const returned = await payrail.request('POST', `/api/conversions/${conversionId}/resolve`, {
       body: { outcome: 'returned', txHash: exchange!.refundHash },
     });
@@ -219,19 +241,16 @@ describe('reverse keeps ledger = chain', () => {
     expect(await ethDifference()).toBe(0n);
     const channelBefore = await balance(`channel:${channelId}`);
 
-    const res = await act(paymentId, 'reverse');
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({
+    const payment = await reversed(channelId, paymentId, { exchangeCostWei: SHORT_WEI });
+    expect(payment).toMatchObject({
       status: 'refunded',
       reviewReason: null,
       grossAmount: '0.00487',
       netAmount: '0.0047239',
       conversion: { status: null },
     });
-    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId, SHORT_WEI));
     expect(await balance(`channel:${channelId}`)).toBe(channelBefore - (NET_WEI - SHORT_WEI));
-    expect(await ethDifference()).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerMatchesChain();
   });
 });
 
@@ -249,12 +268,7 @@ describe('a refund whose money was paid out', () => {
   }) => {
     await start();
     const owner = freshWallet();
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: owner,
-    });
+    const channelId = await channel(instantBody('eth', 'eth', owner));
     const paymentId = await pay(channelId);
     await eventually('the owner paid on chain', async () => (await outside.balanceOf(owner)) === NET_WEI);
     await eventually('the payout completed', () => payoutIs(paymentId, 'completed'));
@@ -273,24 +287,18 @@ describe('a refund whose money was paid out', () => {
 describe('a refund whose money came back', () => {
   it("the instant payout's exchange refunded in full: the payout failed, its ETH is on the channel again, and reverse takes the credit back (ignore is refused): ledger = chain", async ({
     outside,
-    db,
     start,
     channel,
     pay,
     refund,
     act,
-    ethDifference,
+    reversed,
     balance,
-    journal,
     payoutIs,
+    expectLedgerMatchesChain,
   }) => {
     await start();
-    const channelId = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    const channelId = await channel(instantBody('usdt', 'eth', freshWallet()));
     outside.sim.failNextExchange('refunded');
     const paymentId = await pay(channelId);
     await eventually('the payout failed, refunded in full', () => payoutIs(paymentId, 'failed'));
@@ -300,12 +308,9 @@ describe('a refund whose money came back', () => {
     const ignore = await act(paymentId, 'ignore');
     expect(ignore.status).toBe(409);
     expect(ignore.body.error).toContain('reverse the credit');
-    const res = await act(paymentId, 'reverse', { note: 'chargeback' });
-    expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
-    expect(await journal('payment_reversed', paymentId)).toEqual(reversalEntries(channelId, paymentId));
+    const payment = await reversed(channelId, paymentId, { note: 'chargeback' });
+    expect(payment).toMatchObject({ status: 'refunded', reviewReason: null, reviewAction: { action: 'reverse' } });
     expect(await balance(`channel:${channelId}`)).toBe(0n);
-    expect(await ethDifference()).toBe(0n);
-    expect((await checkLedger(db.db)).problems).toEqual([]);
+    await expectLedgerMatchesChain();
   });
 });
