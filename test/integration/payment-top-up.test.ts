@@ -9,6 +9,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
+import { instantBody } from '../support/payout-state.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
 import { usdtThreshold } from '../support/conversions.ts';
 import { freshWallet } from '../support/payouts.ts';
@@ -107,12 +108,7 @@ const it = worldFirst(
      */
     .extend('instantPartialPayout', ({ db, channel, creditedPartial }) => async (status: string, what: string) => {
       const owner = freshWallet();
-      const channelId = await channel({
-        payoutStrategy: 'instant',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
-        walletAddress: owner,
-      });
+      const channelId = await channel(instantBody('usdt', 'eth', owner));
       const partial = await creditedPartial(channelId);
       const paymentId = String(partial.payment_id);
       await eventually(
