@@ -19,6 +19,13 @@ import { startReceiver } from '../support/receiver.ts';
 const API_KEY = 'test-nowpayments-api-key-0123456789';
 const USER_ID = '6271402111';
 
+const ethChannel = () => ({
+  payoutStrategy: 'instant',
+  payoutCurrency: 'eth',
+  payoutNetwork: 'eth',
+  walletAddress: freshWallet(),
+});
+
 // Each test names the fixtures it uses at its head (vitest builds only those), so those lists repeat on purpose.
 const it = worldFirst(
   worldTest({ firstPaymentId: 9_600_000_000, firstChannel: 1_003_600_000_001 })
@@ -43,15 +50,13 @@ const it = worldFirst(
                 success_url, ipn_callback_url, created_by from invoices order by created_at, invoice_id`,
       );
       return rows;
+    })
+    // Where most tests begin: payrail with checkout on, and a channel to sell for.
+    .extend('shop', async ({ start, channel, checkoutEnv }) => {
+      const payrail = await start(checkoutEnv);
+      return { payrail, channelId: await channel(ethChannel()) };
     }),
 );
-
-const ethChannel = () => ({
-  payoutStrategy: 'instant',
-  payoutCurrency: 'eth',
-  payoutNetwork: 'eth',
-  walletAddress: freshWallet(),
-});
 
 describe('checkout', () => {
   it('an invoice paid in the simulator is confirmed, credited to its channel and user, and paid out', async ({
@@ -175,13 +180,11 @@ describe('checkout', () => {
   it('bad input is a clear 4xx: nothing stored, NOWPayments not called', async ({
     db,
     start,
-    channel,
+    shop,
     nowpayments,
-    checkoutEnv,
     invoiceRows,
   }) => {
-    const payrail = await start(checkoutEnv);
-    const channelId = await channel(ethChannel());
+    const { payrail, channelId } = shop;
     // A channel row written outside the API, with no wallet to pay out to.
     const walletless = `-${1_003_600_900_001}`;
     await db.pool.query(
@@ -247,13 +250,12 @@ describe('checkout', () => {
 
   it('NOWPayments refusing, failing or answering another invoice than asked: 502, nothing stored', async ({
     start,
-    channel,
+    shop,
     nowpayments,
     checkoutEnv,
     invoiceRows,
   }) => {
-    const payrail = await start(checkoutEnv);
-    const channelId = await channel(ethChannel());
+    const { payrail, channelId } = shop;
     const rowsBefore = await invoiceRows();
     const good = { channelId, userId: USER_ID, priceUsd: '4.99' };
     const ask = () => payrail.request('POST', '/api/invoices', { body: good });
@@ -292,14 +294,11 @@ describe('checkout', () => {
   });
 
   it('an Idempotency-Key replays the first answer: one NOWPayments invoice, one row', async ({
-    start,
-    channel,
+    shop,
     nowpayments,
-    checkoutEnv,
     invoiceRows,
   }) => {
-    const payrail = await start(checkoutEnv);
-    const channelId = await channel(ethChannel());
+    const { payrail, channelId } = shop;
     const body = JSON.stringify({ channelId, userId: USER_ID, priceUsd: '19.00' });
     const post = (key: string, text = body) =>
       fetch(`${payrail.url}/api/invoices`, {
