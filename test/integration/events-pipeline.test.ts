@@ -6,6 +6,7 @@
  */
 import { describe, expect } from 'vitest';
 import { EVENT_TYPES, verifyEventSignature, type EventType } from '../../src/events/index.ts';
+import { instantEthChannel, usdtThresholdChannel } from '../support/api-seed.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { fixtures, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
@@ -54,20 +55,9 @@ describe('events from the pipeline', () => {
     const payrail = await start();
     const { secret } = await subscribe(payrail, receiver.url, EVENT_TYPES);
 
-    const instant = await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    const instant = await channel({ ...instantEthChannel(), walletAddress: freshWallet() });
     const paid = await pay(instant);
-    const threshold = await channel({
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    const threshold = await channel({ ...usdtThresholdChannel('20'), walletAddress: freshWallet() });
     await pay(threshold);
     await pay(threshold);
     const partialId = nextPaymentId();
@@ -78,12 +68,7 @@ describe('events from the pipeline', () => {
     expect((await payrail.request('POST', '/webhooks/nowpayments', { ...partial, token: null })).status).toBeLessThan(
       300,
     );
-    await channel({
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: freshWallet(),
-    });
+    await channel({ ...instantEthChannel(), walletAddress: freshWallet() });
 
     await eventually(
       'the payouts completed and their events arrived',

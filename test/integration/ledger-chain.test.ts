@@ -7,9 +7,7 @@
 import { createPublicClient, erc20Abi, http, type Hex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alertSettings, evaluateAlerts, STATE_RULES } from '../../src/alerts/index.ts';
-import { ALL_HANDLED_TASKS } from '../../src/app.ts';
-import { loadConfig } from '../../src/config.ts';
+import { evaluateAlerts, STATE_RULES } from '../../src/alerts/index.ts';
 import { createChainWallet, type ChainWallet } from '../../src/integrations/wallet/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimRefund } from '../../src/pipeline/refunds.ts';
@@ -17,6 +15,8 @@ import { rpc } from '../../src/simulators/index.ts';
 import { takeNonce } from '../../src/simulators/chain-faults.ts';
 import { mintLocalUsdt } from '../../src/simulators/usdt/index.ts';
 import { checkLedgerAgainstChain, recordDeposit, recordWithdrawal, TreasuryRefused } from '../../src/treasury/index.ts';
+import { defaultAlertSettings } from '../support/alert-settings.ts';
+import { instantEthChannel, usdtThresholdChannel } from '../support/api-seed.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { startTestPayrail, type TestPayrail } from '../support/payrail.ts';
@@ -103,16 +103,11 @@ describe('deposits', () => {
 describe('check-ledger --chain', () => {
   it("after payments paid out through conversions and payouts on chain: the host wallet's ETH and USDT equal the books", async () => {
     const instant = await saveChannel(payrail, `-${nextChannel++}`, {
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
+      ...instantEthChannel(),
       walletAddress: freshWallet(),
     });
     const threshold = await saveChannel(payrail, `-${nextChannel++}`, {
-      payoutStrategy: 'threshold',
-      thresholdUsd: '20',
-      payoutCurrency: 'usdt',
-      payoutNetwork: 'eth',
+      ...usdtThresholdChannel('20'),
       walletAddress: freshWallet(),
     });
     await pay(instant);
@@ -146,16 +141,7 @@ describe('check-ledger --chain', () => {
     const report = await checkLedgerAgainstChain(db.db, chainSide());
     expect(report.assets.find((a) => a.asset === 'eth')?.difference).toBe(12_345n);
 
-    const config = loadConfig({
-      DATABASE_URL: db.url,
-      ADMIN_TOKEN: 'a'.repeat(20),
-      NOWPAYMENTS_IPN_SECRET: 'b'.repeat(20),
-      CHANGENOW_API_URL: 'http://127.0.0.1:9',
-      CHANGENOW_API_KEY: 'c'.repeat(20),
-      ETH_RPC_URL: outside.chain.rpcUrl,
-      HOST_WALLET_PRIVATE_KEY: outside.hostKey,
-    });
-    const settings = { ...alertSettings(config, ALL_HANDLED_TASKS), ledgerChainCheckEveryMs: 0 };
+    const settings = { ...defaultAlertSettings(db.url), ledgerChainCheckEveryMs: 0 };
     const rules = STATE_RULES.filter((r) => r.name === 'ledger_chain_mismatch');
     const exchange = { listExchanges: async () => [] };
     await evaluateAlerts({
@@ -339,10 +325,7 @@ describe('withdrawals: the host key used outside payrail', () => {
     await outside.sim.setFault('down');
     try {
       const channelId = await saveChannel(payrail, `-${nextChannel++}`, {
-        payoutStrategy: 'threshold',
-        thresholdUsd: '1000',
-        payoutCurrency: 'usdt',
-        payoutNetwork: 'eth',
+        ...usdtThresholdChannel('1000'),
         walletAddress: freshWallet(),
       });
       await pay(channelId);
