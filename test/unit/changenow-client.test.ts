@@ -264,6 +264,7 @@ describe('ChangeNow client: happy paths', () => {
 
 describe('ChangeNow client: amount text', () => {
   it('normalises exponent amounts in a response exactly', async () => {
+    // The happy path's estimate again on purpose: only how the amounts are written differs, and what they become.
     respond({ body: '{"fromAmount":1e-7,"toAmount":4.35e+2,"depositFee":1.5E-3,"withdrawalFee":0.000}' });
     const estimate = await client().estimate(ethToUsdtEstimate);
     expect(estimate).toMatchObject({
