@@ -88,12 +88,12 @@ export function loadTransfer(db: Db | Transaction<Database>, transferId: string)
 
 /** The transfer under its row lock, for a change that must see its current state: the caller's transaction. */
 export function lockTransfer(trx: Transaction<Database>, transferId: string): Promise<Transfer> {
-  return trx
-    .selectFrom('chain_transfers')
-    .selectAll()
-    .where('transfer_id', '=', transferId)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  return transferForUpdate(trx, transferId).executeTakeFirstOrThrow();
+}
+
+/** The same row lock as a query: a person's action may name a transfer that does not exist, and answers null then. */
+export function transferForUpdate(trx: Transaction<Database>, transferId: string) {
+  return trx.selectFrom('chain_transfers').selectAll().where('transfer_id', '=', transferId).forUpdate();
 }
 
 export function loadVersions(db: Db | Transaction<Database>, transferId: string): Promise<TransferVersion[]> {

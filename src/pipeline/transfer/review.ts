@@ -13,7 +13,7 @@
 import { sql, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import type { Database, Db, TransferRequestedAction, TransferStatus } from '../../db/index.ts';
-import { enqueueConfirm, enqueueSend, type Transfer } from './model.ts';
+import { enqueueConfirm, enqueueSend, transferForUpdate, type Transfer } from './model.ts';
 
 export type TransferAction = 'bump' | 'cancel' | 'resolve' | 'retry';
 export type TransferResolution =
@@ -44,12 +44,7 @@ export async function applyTransferAction(
   resolution?: TransferResolution,
 ): Promise<TransferActionResult | null> {
   return db.transaction().execute(async (trx) => {
-    const transfer = await trx
-      .selectFrom('chain_transfers')
-      .selectAll()
-      .where('transfer_id', '=', transferId)
-      .forUpdate()
-      .executeTakeFirst();
+    const transfer = await transferForUpdate(trx, transferId).executeTakeFirst();
     if (!transfer) return null;
     const status = transfer.status;
     // A request the worker could not carry out for long (the chain unreachable for days) must not lock every other.
