@@ -37,10 +37,15 @@ import {
   bodyOf,
   drawnFrom,
   fixed,
+  GET,
   limitOf,
   nearId,
+  NO_BODY,
+  NO_QUERY,
   pathOf,
   pathSegment,
+  POST,
+  route,
   sendWatched,
   SLIPS,
   under,
@@ -538,54 +543,41 @@ interface Request {
   body: Body;
   key: Key;
 }
-const NO_QUERY = fc.constant<Query>([]);
-const NO_BODY = fc.constant<Body>({ kind: 'none' });
 const NO_KEY = fc.constant<Key>({ kind: 'none' });
 
-const GET = fc.constant('GET');
-const POST = fc.constant('POST');
-
 /** A request to one route: its method and path, with no query, body or key unless given. */
-const route = (
+const keyedRoute = (
   name: Route,
   method: fc.Arbitrary<string>,
   segments: fc.Arbitrary<Segment[]>,
-  sent: { query?: fc.Arbitrary<Query>; body?: fc.Arbitrary<Body>; key?: fc.Arbitrary<Key> } = {},
-) =>
-  fc.record({
-    route: fc.constant(name),
-    method,
-    segments,
-    query: sent.query ?? NO_QUERY,
-    body: sent.body ?? NO_BODY,
-    key: sent.key ?? NO_KEY,
-  });
+  sent: Parameters<typeof route>[3] & { key?: fc.Arbitrary<Key> } = {},
+) => fc.tuple(route(name, method, segments, sent), sent.key ?? NO_KEY).map(([r, key]) => ({ ...r, key }));
 
 const request = (): fc.Arbitrary<Request> =>
   fc
     .oneof(
       {
-        arbitrary: route('create-invoice', POST, fc.constant(fixed('api', 'invoices')), {
+        arbitrary: keyedRoute('create-invoice', POST, fc.constant(fixed('api', 'invoices')), {
           body: body(invoiceBody),
           key: keySpec,
         }),
         weight: 6,
       },
       {
-        arbitrary: route('list-events', GET, fc.constant(fixed('api', 'events')), {
+        arbitrary: keyedRoute('list-events', GET, fc.constant(fixed('api', 'events')), {
           query: pairs(eventsCursor().map(as('after')), typeList.map(as('type')), limitValue.map(as('limit'))),
           key: fc.oneof(NO_KEY, keySpec),
         }),
         weight: 2,
       },
       {
-        arbitrary: route('create-endpoint', POST, fc.constant(fixed('api', 'webhook-endpoints')), {
+        arbitrary: keyedRoute('create-endpoint', POST, fc.constant(fixed('api', 'webhook-endpoints')), {
           body: body(endpointBody),
           key: keySpec,
         }),
         weight: 4,
       },
-      route('list-endpoints', GET, fc.constant(fixed('api', 'webhook-endpoints'))),
+      keyedRoute('list-endpoints', GET, fc.constant(fixed('api', 'webhook-endpoints'))),
       {
         // The method is chosen with the route, below.
         arbitrary: fc.record({
@@ -598,7 +590,7 @@ const request = (): fc.Arbitrary<Request> =>
         }),
         weight: 3,
       },
-      route(
+      keyedRoute(
         'list-deliveries',
         GET,
         under('webhook-endpoints', segment(endpointIdValue()), fc.constant({ value: 'deliveries' })),
@@ -612,7 +604,7 @@ const request = (): fc.Arbitrary<Request> =>
         },
       ),
       {
-        arbitrary: route(
+        arbitrary: keyedRoute(
           'retry-delivery',
           POST,
           fc
@@ -636,7 +628,7 @@ const request = (): fc.Arbitrary<Request> =>
         weight: 3,
       },
       {
-        arbitrary: route(
+        arbitrary: keyedRoute(
           'statement',
           GET,
           under('channels', segment(channelIdValue), fc.constant({ value: 'statement' })),
@@ -653,7 +645,7 @@ const request = (): fc.Arbitrary<Request> =>
         weight: 4,
       },
       {
-        arbitrary: route(
+        arbitrary: keyedRoute(
           'export',
           GET,
           fc

@@ -84,6 +84,27 @@ export const askedIn = (query: Query): Record<string, string> => Object.fromEntr
 export const limitOf = (asked: Record<string, string>, byDefault: number): number =>
   asked.limit === undefined ? byDefault : Number(asked.limit);
 
+/** What a request sends unless its route is given more: no query, no body. */
+export const NO_QUERY = fc.constant<Query>([]);
+export const NO_BODY = fc.constant<Body>({ kind: 'none' });
+export const GET = fc.constant('GET');
+export const POST = fc.constant('POST');
+
+/** A request to one route, by the route's name: its method and path, with no query and no body unless given. */
+export const route = <R extends string>(
+  name: R,
+  method: fc.Arbitrary<string>,
+  segments: fc.Arbitrary<Segment[]>,
+  sent: { query?: fc.Arbitrary<Query>; body?: fc.Arbitrary<Body> } = {},
+) =>
+  fc.record({
+    route: fc.constant(name),
+    method,
+    segments,
+    query: sent.query ?? NO_QUERY,
+    body: sent.body ?? NO_BODY,
+  });
+
 /** /api/<collection>, then the segments generated (an id, an action). */
 export const under = (collection: string, ...rest: Array<fc.Arbitrary<Segment>>): fc.Arbitrary<Segment[]> =>
   fc.tuple(...rest).map((s): Segment[] => [...fixed('api', collection), ...s]);
