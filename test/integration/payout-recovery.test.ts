@@ -434,8 +434,6 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     payWithHostDrained,
     onlyPayout,
     transfersFor,
-    balances,
-    expectLedgerClean,
     reaches,
     accepted,
     jobsFor,
@@ -444,6 +442,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     onlyJobOf,
     loseJob,
     expectOnlyResume,
+    expectEndedQuietly,
   }) => {
     await start();
     const id = await instant('usdt', 'trx', TRON_WALLET);
@@ -470,10 +469,8 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     });
     await expectExchangedOnce(done.payout_id, { transfer_id: stuck.transfer_id });
     expect(await outside.balanceOf(stuck.payin_address!)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual(ETH_SETTLED);
     await expectOnlyResume(stuck.payout_id, 'alice', 'exchange_created');
-    expect(logs.alerts()).toEqual([]);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, ETH_SETTLED, logs);
   });
 
   it('sent, its exchange followed and its poll job given up: retry polls again with a fresh deadline and the payout completes', async ({
@@ -486,8 +483,6 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     untilBroadcast,
     holdBlocks,
     mineHeld,
-    balances,
-    expectLedgerClean,
     reaches,
     accepted,
     jobsFor,
@@ -496,6 +491,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expectExchangedOnce,
     onlyJobOf,
     expectOnlyResume,
+    expectEndedQuietly,
   }) => {
     await start();
     await holdBlocks();
@@ -527,10 +523,8 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     expect(done).toMatchObject({ exchange_id: stuck.exchange_id, amount_out: '13.1717' });
     expect(done.poll_deadline_at!.getTime()).toBeGreaterThan(stuck.poll_deadline_at!.getTime());
     await expectExchangedOnce(done.payout_id);
-    expect(await balances(id)).toEqual(ETH_SETTLED);
     await expectOnlyResume(stuck.payout_id, 'bob', 'sent');
-    expect(logs.alerts()).toEqual([]);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, ETH_SETTLED, logs);
   });
 
   it('a direct payout sent, its transfer broadcast and its confirm job lost: retry queues the confirmation and it completes', async ({
@@ -543,8 +537,6 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     holdBlocks,
     mineHeld,
     transfersFor,
-    balances,
-    expectLedgerClean,
     reaches,
     accepted,
     journalEntries,
@@ -553,6 +545,7 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
     onlyJobOf,
     loseJob,
     expectOnlyResume,
+    expectEndedQuietly,
   }) => {
     await start();
     await holdBlocks();
@@ -578,14 +571,12 @@ describe('retry as resume: an in-flight payout whose job is gone gets it back', 
       { transfer_id: stuck.transfer_id, status: 'confirmed', to_address: wallet },
     ]);
     expect(await outside.balanceOf(wallet)).toBe(NET_WEI);
-    expect(await balances(id)).toEqual(ETH_SETTLED);
     expect(await journalEntries('payout_completed', stuck.payout_id)).toEqual([
       [`channel:${id}:payout`, 'eth', (-NET_WEI).toString()],
       ['world:payees', 'eth', NET_WEI.toString()],
     ]);
     await expectOnlyResume(stuck.payout_id, 'alice', 'sent');
-    expect(logs.alerts()).toEqual([]);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, ETH_SETTLED, logs);
   });
 
   it('a payout awaiting approval is not retried (409): approval is the way on', async ({
@@ -830,9 +821,9 @@ describe('a completed threshold batch runs its channel threshold check', () => {
     transfersFor,
     balances,
     journalKinds,
-    expectLedgerClean,
     payoutLinks,
     conversionsDone,
+    expectEndedQuietly,
   }) => {
     // The first batch's completion is held back (its poll fails just before recording it) until the test lets go.
     let holdCompletion = true;
@@ -900,7 +891,6 @@ describe('a completed threshold batch runs its channel threshold check', () => {
       expect(await transfersFor(batch.payout_id)).toMatchObject([{ status: 'confirmed', amount: batch.amount }]);
       expect(await journalKinds(batch.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
     }
-    expect(await balances(id)).toEqual(USDT_SETTLED);
     // Nothing else happened to the channel: no new payment, no update.
     expect((await db.pool.query('select updated_at from channels where channel_id = $1', [id])).rows).toEqual(
       channelBefore,
@@ -909,8 +899,7 @@ describe('a completed threshold batch runs its channel threshold check', () => {
       (await db.pool.query<{ n: number }>('select count(*)::int as n from payments where channel_id = $1', [id]))
         .rows[0]!.n,
     ).toBe(4);
-    expect(sink.alerts()).toEqual([]);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, USDT_SETTLED, sink);
   });
 });
 
@@ -921,9 +910,7 @@ describe('legacy payout_batch jobs', () => {
     start,
     onlyPayout,
     exchangesFor,
-    balances,
     journalKinds,
-    expectLedgerClean,
     payoutLinks,
     reaches,
     jobsFor,
@@ -932,6 +919,7 @@ describe('legacy payout_batch jobs', () => {
     startLogged,
     expectExchangedOnce,
     loseJob,
+    expectEndedQuietly,
   }) => {
     await start();
     const { id, paymentIds, available } = await convertedThresholdChannel(2);
@@ -971,9 +959,7 @@ describe('legacy payout_batch jobs', () => {
     });
     expect(await payoutLinks(paymentIds)).toEqual([{ payout_id: done.payout_id }, { payout_id: done.payout_id }]);
     expect(await journalKinds(done.payout_id)).toEqual(['payout_reserved', 'payout_completed']);
-    expect(await balances(id)).toEqual(USDT_SETTLED);
-    expect(logs.alerts()).toEqual([]);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, USDT_SETTLED, logs);
   });
 });
 
@@ -1025,10 +1011,9 @@ describe('a held payout woken early', () => {
     sink,
     onlyPayout,
     exchangesFor,
-    balances,
-    expectLedgerClean,
     jobExists,
     heldBelowMinimum,
+    expectEndedQuietly,
   }) => {
     await start();
     const { id, held } = await heldBelowMinimum();
@@ -1062,8 +1047,6 @@ describe('a held payout woken early', () => {
     expect(after.hold_until!.getTime()).toBe(held.hold_until!.getTime());
     expect(exchangesFor(held.payout_id)).toEqual([]);
     expect(sink.lines.filter((l) => l.event === 'payout_held' && l.payoutId === held.payout_id)).toHaveLength(1);
-    expect(sink.alerts()).toEqual([]);
-    expect(await balances(id)).toEqual(ETH_RESERVED);
-    await expectLedgerClean();
+    await expectEndedQuietly(id, ETH_RESERVED, sink);
   });
 });

@@ -222,6 +222,24 @@ export function expectExchangedOnceOn({ exchangesFor, transfersFor }: Moved) {
   };
 }
 
+/** What a fault test reads of how it ended: the channel's ledger balances and the ledger's own check. */
+interface Ending {
+  balances: (channelId: string) => Promise<Record<string, string>>;
+  expectLedgerClean: () => Promise<void>;
+}
+
+/**
+ * `expectEndedQuietly`: the channel's ledger balances are `held`, nothing in `logs` alerted and the ledger is clean: the
+ * end of a payout that got past its fault on its own, with nobody to call.
+ */
+export function expectEndedQuietlyOn({ balances, expectLedgerClean }: Ending) {
+  return async (channelId: string, held: Record<string, string>, logs: LogSink): Promise<void> => {
+    expect(await balances(channelId)).toEqual(held);
+    expect(logs.alerts()).toEqual([]);
+    await expectLedgerClean();
+  };
+}
+
 /** The steps that bring an instant payout to a state someone must act on, for a test whose payouts read as `P`. */
 interface InstantSteps<P extends { reason?: string | null }> {
   failedExchangeInReview: ReturnType<typeof failedExchangeInReviewOn<P>>;
@@ -253,6 +271,7 @@ interface TableSteps extends InstantSteps<PayoutRow> {
   untilPollsFail: ReturnType<typeof untilPollsFailOn>;
   expectNothingSent: ReturnType<typeof expectNothingSentOn>;
   expectExchangedOnce: ReturnType<typeof expectExchangedOnceOn>;
+  expectEndedQuietly: ReturnType<typeof expectEndedQuietlyOn>;
   exchangeEnded: ReturnType<typeof exchangeEndedOn>;
   convertedThresholdChannel: ReturnType<typeof convertedThresholdChannelOn>;
   lowerThreshold: ReturnType<typeof lowerThresholdOn>;
@@ -272,6 +291,8 @@ export function payoutStepsTest(options: Parameters<typeof payoutTest>[0] = {}) 
       use(expectNothingSentOn({ exchangesFor, transfersFor })),
     expectExchangedOnce: async ({ exchangesFor, transfersFor }, use) =>
       use(expectExchangedOnceOn({ exchangesFor, transfersFor })),
+    expectEndedQuietly: async ({ balances, expectLedgerClean }, use) =>
+      use(expectEndedQuietlyOn({ balances, expectLedgerClean })),
     exchangeEnded: async ({ outside, instant, pay, payoutIn, exchangesFor }, use) =>
       use(exchangeEndedOn({ outside, instant, pay, payoutIn, exchangesFor })),
     convertedThresholdChannel: async ({ channel, pay, balances, conversionsDone }, use) =>
