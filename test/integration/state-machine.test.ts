@@ -31,12 +31,14 @@ import { settleIn } from '../../src/pipeline/conversion/settle.ts';
 import { failIn, settleMined } from '../../src/pipeline/transfer/settle.ts';
 import type { TransferHooksByPurpose } from '../../src/pipeline/transfer/index.ts';
 import { rpc, startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/simulators/index.ts';
+import { usdtThreshold } from '../support/conversions.ts';
 import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { startOutside, type Outside } from '../support/outside.ts';
+import { instantBody } from '../support/payout-state.ts';
 import { IPN_SECRET, runJobByHand, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel } from '../support/payouts.ts';
-import { seeder, type Seeder, type SeedTransfer } from '../support/seed.ts';
+import { seeder, type Seeded, type Seeder, type SeedTransfer } from '../support/seed.ts';
 
 // --- the tables -----------------------------------------------------------------------------------------------------
 
@@ -46,15 +48,20 @@ type Exit = 'final' | { job: TaskName } | 'its transfer';
 const CONVERSION_ACTIONS = ['retry', 'resolve received', 'resolve returned', 'resolve lost'] as const;
 type ConversionAction = (typeof CONVERSION_ACTIONS)[number];
 
-interface ConversionRow {
-  readonly state: ConversionState;
-  /** The state of its ETH transfer to ChangeNow's payin address (null: none was made). */
+/** A row of the table of an aggregate with a transfer beneath it (a conversion or a payout). */
+interface OwnerRow<State extends string, Action extends string> {
+  readonly state: State;
+  /** The state of the transfer it made (null: none was made). */
   readonly transfer: SeedTransfer | null;
+  /** The actions allowed, and the state each leads to; any other is 409. */
+  readonly actions: Partial<Record<Action, State>>;
+  readonly exit?: Exit;
+}
+
+/** The transfer beneath is its ETH transfer to ChangeNow's payin address; the actions POST /api/conversions/:id/retry|resolve. */
+interface ConversionRow extends OwnerRow<ConversionState, ConversionAction> {
   readonly meaning: string;
   readonly eth: string;
-  /** The actions allowed (POST /api/conversions/:id/retry|resolve), and the state each leads to; any other is 409. */
-  readonly actions: Partial<Record<ConversionAction, ConversionState>>;
-  readonly exit?: Exit;
 }
 
 /**
@@ -185,13 +192,9 @@ const CONVERSION_TABLE: readonly ConversionRow[] = [
 const PAYOUT_ACTIONS = ['retry', 'cancel', 'approve', 'resolve paid', 'resolve returned'] as const;
 type PayoutAction = (typeof PAYOUT_ACTIONS)[number];
 
-interface PayoutRow {
-  readonly state: PayoutStatus;
-  readonly transfer: SeedTransfer | null;
+interface PayoutRow extends OwnerRow<PayoutStatus, PayoutAction> {
   /** direct: the held asset straight to the owner's wallet; exchange: through ChangeNow. */
   readonly route: 'direct' | 'exchange';
-  readonly actions: Partial<Record<PayoutAction, PayoutStatus>>;
-  readonly exit?: Exit;
 }
 
 /** The payout states of docs/architecture.md (POST /api/payouts/:id/retry|cancel|approve|resolve), with the transfer beneath and the route where they decide. */
@@ -401,7 +404,7 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   {
     reason: 'refunded_after_credit',
     where: 'on the channel',
-    seed: async () => restated(await credited(THRESHOLD), { payment_status: 'refunded' }),
+    seed: async () => refunded(await credited(THRESHOLD)),
     actions: ['reverse'],
   },
   // Where its money may still come back (a conversion or payout not ended), neither reverse nor ignore yet: waiting, or
@@ -409,8 +412,7 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   {
     reason: 'refunded_after_credit',
     where: 'in a conversion that has not ended (sent)',
-    seed: async () =>
-      restated((await seed.conversion('sent', { transfer: 'confirmed' })).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.conversion('sent', { transfer: 'confirmed' })),
     actions: [],
     exit: {
       by: 'its conversion settling (as conversion_poll settles a finished exchange)',
@@ -421,7 +423,7 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   {
     reason: 'refunded_after_credit',
     where: 'in a conversion in review, its ETH never sent',
-    seed: async () => restated((await seed.conversion('needs_review')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.conversion('needs_review')),
     actions: [],
     exit: {
       by: "a person's retry of its conversion (its ETH back on the channel)",
@@ -432,7 +434,7 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
   {
     reason: 'refunded_after_credit',
     where: 'in a payout that sent nothing (pending)',
-    seed: async () => restated((await seed.payout('pending')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.payout('pending')),
     actions: [],
     exit: {
       by: "a person's cancel of its payout (its ETH back on the channel)",
@@ -440,34 +442,35 @@ const PAYMENT_TABLE: readonly PaymentRow[] = [
       opens: 'reverse',
     },
   },
+  // A row for each place a refunded payment's money can be: each allows other actions, so each is a case of its own.
   {
     reason: 'refunded_after_credit',
     where: 'converted (its conversion completed)',
-    seed: async () => restated((await seed.conversion('completed')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.conversion('completed')),
     actions: ['ignore'],
   },
   {
     reason: 'refunded_after_credit',
     where: 'paid out (its payout completed)',
-    seed: async () => restated((await seed.payout('completed')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.payout('completed')),
     actions: ['ignore'],
   },
   {
     reason: 'refunded_after_credit',
     where: 'its payout failed (its ETH back on the channel)',
-    seed: async () => restated((await seed.payout('failed')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.payout('failed')),
     actions: ['reverse'],
   },
   {
     reason: 'refunded_after_credit',
     where: 'its payout cancelled (its ETH back on the channel)',
-    seed: async () => restated((await seed.payout('cancelled')).paymentId, { payment_status: 'refunded' }),
+    seed: () => refundedIn(seed.payout('cancelled')),
     actions: ['reverse'],
   },
   {
     reason: 'refunded_after_credit',
     where: 'instant, its payout job not run yet',
-    seed: async () => restated(await credited(INSTANT), { payment_status: 'refunded' }),
+    seed: async () => refunded(await credited(INSTANT)),
     actions: [],
     exit: { by: 'its payout_instant job, which skips a payment in review', run: runInstantPayoutJob, opens: 'reverse' },
   },
@@ -583,6 +586,12 @@ async function restated(paymentId: string, changes: Record<string, unknown>): Pr
   return kept({ ...(bodies.get(paymentId) as Record<string, unknown>), ...changes });
 }
 
+/** NOWPayments refunded the payment after its credit: a later copy of its IPN says so, kept for review. */
+const refunded = (paymentId: string) => restated(paymentId, { payment_status: 'refunded' });
+
+/** The payment of a conversion or payout seeded in some state, refunded. */
+const refundedIn = async (seeded: Promise<Seeded>) => refunded((await seeded).paymentId);
+
 /** The payment's first order finishes while it is in review (kept, not credited). */
 async function finishedInReview(paymentId: string): Promise<string> {
   const first = bodies.get(paymentId) as Record<string, unknown>;
@@ -597,36 +606,31 @@ const unregisteredChannel = () => `-${nextChannel++}`;
 
 async function registerChannelOf(paymentId: string): Promise<void> {
   const channelId = String(bodies.get(paymentId)?.order_id).split('|')[1] as string;
-  await saveChannel(payrail, channelId, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, channelId, usdtThreshold(WALLET, '1000000'));
 }
 
 async function runInstantPayoutJob(paymentId: string): Promise<void> {
   await runJobByHand(db, `payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
 }
 
+async function conversionIdOf(paymentId: string): Promise<string> {
+  const { rows } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  return rows[0].conversion_id;
+}
+
 /** The payment's conversion settles as conversion_poll settles a finished exchange (its USDT to the channel). */
 async function settleConversionOf(paymentId: string): Promise<void> {
-  const {
-    rows: [p],
-  } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
+  const conversionId = await conversionIdOf(paymentId);
   const settled = await db.db
     .transaction()
-    .execute((trx) => settleIn(trx, p.conversion_id, 1_000n, `0x${'ee'.repeat(32)}`, 'sent'));
+    .execute((trx) => settleIn(trx, conversionId, 1_000n, `0x${'ee'.repeat(32)}`, 'sent'));
   expect(settled).toBe(true);
 }
 
 /** A person retries the payment's conversion in review (POST /api/conversions/:id/retry). */
 async function retryConversionOf(paymentId: string): Promise<void> {
-  const {
-    rows: [p],
-  } = await db.pool.query('select conversion_id from payments where payment_id = $1', [paymentId]);
-  expect((await payrail.request('POST', `/api/conversions/${p.conversion_id}/retry`)).status).toBe(200);
+  const conversionId = await conversionIdOf(paymentId);
+  expect((await payrail.request('POST', `/api/conversions/${conversionId}/retry`)).status).toBe(200);
 }
 
 /** A person cancels the payment's payout (POST /api/payouts/:id/cancel). */
@@ -716,19 +720,8 @@ beforeAll(async () => {
     roles: { web: true, worker: false },
     env: { ...outside.env, NOWPAYMENTS_API_KEY: NOWPAYMENTS_KEY, NOWPAYMENTS_API_URL: nowpayments.url },
   });
-  await saveChannel(payrail, INSTANT, {
-    payoutStrategy: 'instant',
-    payoutCurrency: 'eth',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
-  await saveChannel(payrail, THRESHOLD, {
-    payoutStrategy: 'threshold',
-    thresholdUsd: '1000000',
-    payoutCurrency: 'usdt',
-    payoutNetwork: 'eth',
-    walletAddress: WALLET,
-  });
+  await saveChannel(payrail, INSTANT, instantBody('eth', 'eth', WALLET));
+  await saveChannel(payrail, THRESHOLD, usdtThreshold(WALLET, '1000000'));
   seed = seeder({ db, pay: credited, instantChannel: INSTANT, thresholdChannel: THRESHOLD, wallet: WALLET });
   deps = workerStageDeps(db, outside);
   hooks = { conversion: conversionTransferHooks(deps), payout: payoutTransferHooks(deps) };
@@ -1022,7 +1015,14 @@ async function transferOf(purpose: 'conversion' | 'payout', ref: string) {
     .executeTakeFirst();
 }
 
-/** The row a conversion is in now; a final state's row whatever lies beneath. */
+/** The row of `table` for `state` and what lies beneath it (`beneath`); a final state's row whatever lies beneath. */
+function rowFor<R extends OwnerRow<string, string>>(table: readonly R[], state: string, beneath: (row: R) => boolean) {
+  return (
+    table.find((r) => r.state === state && beneath(r)) ?? table.find((r) => r.state === state && r.exit === 'final')
+  );
+}
+
+/** The row a conversion is in now. */
 async function conversionRowNow(id: string): Promise<ConversionRow | undefined> {
   const { status } = await db.db
     .selectFrom('conversions')
@@ -1030,21 +1030,15 @@ async function conversionRowNow(id: string): Promise<ConversionRow | undefined> 
     .where('conversion_id', '=', id)
     .executeTakeFirstOrThrow();
   const transfer = seedStateOf(await transferOf('conversion', id));
-  return (
-    CONVERSION_TABLE.find((r) => r.state === status && r.transfer === transfer) ??
-    CONVERSION_TABLE.find((r) => r.state === status && r.exit === 'final')
-  );
+  return rowFor(CONVERSION_TABLE, status, (r) => r.transfer === transfer);
 }
 
-/** The row a payout is in now; a final state's row whatever lies beneath. */
+/** The row a payout is in now. */
 async function payoutRowNow(id: string): Promise<PayoutRow | undefined> {
   const payout = await db.db.selectFrom('payouts').selectAll().where('payout_id', '=', id).executeTakeFirstOrThrow();
   const transfer = seedStateOf(await transferOf('payout', id));
   const route = isDirect(payout) ? 'direct' : 'exchange';
-  return (
-    PAYOUT_TABLE.find((r) => r.state === payout.status && r.transfer === transfer && r.route === route) ??
-    PAYOUT_TABLE.find((r) => r.state === payout.status && r.exit === 'final')
-  );
+  return rowFor(PAYOUT_TABLE, payout.status, (r) => r.transfer === transfer && r.route === route);
 }
 
 const RECEIPT = {
@@ -1108,6 +1102,48 @@ function leftBy(
   return ways;
 }
 
+/** What the checks below need of a table whose rows wait on a transfer: how to seed a row, find one, and name it. */
+interface OwnerTable<R extends OwnerRow<string, string>> {
+  readonly kind: 'conversion' | 'payout';
+  readonly rows: readonly R[];
+  readonly seed: (row: R) => Promise<Seeded>;
+  readonly rowNow: (id: string) => Promise<R | undefined>;
+  readonly label: (row: R) => string;
+}
+
+const CONVERSIONS: OwnerTable<ConversionRow> = {
+  kind: 'conversion',
+  rows: CONVERSION_TABLE,
+  seed: (r) => seed.conversion(r.state, transferOption(r.transfer)),
+  rowNow: conversionRowNow,
+  label: conversionLabel,
+};
+
+const PAYOUTS: OwnerTable<PayoutRow> = {
+  kind: 'payout',
+  rows: PAYOUT_TABLE,
+  seed: seedPayout,
+  rowNow: payoutRowNow,
+  label: payoutLabel,
+};
+
+/** The rows of the table that wait for their transfer, with their names. */
+const waitingOnTransfer = <R extends OwnerRow<string, string>>(table: OwnerTable<R>) =>
+  table.rows.filter((r) => r.exit === 'its transfer').map((r) => [table.label(r), r] as const);
+
+/** Whatever the transfer beneath `row` does, its owner lands in a row of its table that is final or left. */
+async function expectLandsFinalOrLeft<R extends OwnerRow<string, string>>(table: OwnerTable<R>, name: string, row: R) {
+  for (const outcome of outcomesOf(row.transfer)) {
+    const { id, transferId } = await table.seed(row);
+    await transferEnds(transferId as string, outcome);
+    const now = await table.rowNow(id);
+    const context = `${name}, its transfer ${outcome}: now ${now ? table.label(now) : 'in no state of the table'}`;
+    expect(now, context).toBeDefined();
+    expect(now!.exit === 'final' || leftBy(table.kind, now!.state, now!).length > 0, context).toBe(true);
+    await expectConsistent(context);
+  }
+}
+
 describe('no dead ends', () => {
   it('every state that is not final is left by an action or by the pipeline; a transfer beneath is left in turn', () => {
     for (const row of CONVERSION_TABLE)
@@ -1129,34 +1165,14 @@ describe('no dead ends', () => {
     }
   });
 
-  it.each(CONVERSION_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [conversionLabel(r), r] as const))(
+  it.each(waitingOnTransfer(CONVERSIONS))(
     'conversion %s: whatever its transfer does, it lands in a state that is final or left',
-    async (name, row) => {
-      for (const outcome of outcomesOf(row.transfer)) {
-        const { id, transferId } = await seed.conversion(row.state, transferOption(row.transfer));
-        await transferEnds(transferId as string, outcome);
-        const now = await conversionRowNow(id);
-        const context = `${name}, its transfer ${outcome}: now ${now ? conversionLabel(now) : 'in no state of the table'}`;
-        expect(now, context).toBeDefined();
-        expect(now!.exit === 'final' || leftBy('conversion', now!.state, now!).length > 0, context).toBe(true);
-        await expectConsistent(context);
-      }
-    },
+    (name, row) => expectLandsFinalOrLeft(CONVERSIONS, name, row),
   );
 
-  it.each(PAYOUT_TABLE.filter((r) => r.exit === 'its transfer').map((r) => [payoutLabel(r), r] as const))(
+  it.each(waitingOnTransfer(PAYOUTS))(
     'payout %s: whatever its transfer does, it lands in a state that is final or left',
-    async (name, row) => {
-      for (const outcome of outcomesOf(row.transfer)) {
-        const { id, transferId } = await seedPayout(row);
-        await transferEnds(transferId as string, outcome);
-        const now = await payoutRowNow(id);
-        const context = `${name}, its transfer ${outcome}: now ${now ? payoutLabel(now) : 'in no state of the table'}`;
-        expect(now, context).toBeDefined();
-        expect(now!.exit === 'final' || leftBy('payout', now!.state, now!).length > 0, context).toBe(true);
-        await expectConsistent(context);
-      }
-    },
+    (name, row) => expectLandsFinalOrLeft(PAYOUTS, name, row),
   );
 
   it.each(PAYMENT_TABLE.filter((r) => r.actions.length === 0).map((r) => [`${r.reason} (${r.where})`, r] as const))(
