@@ -42,6 +42,7 @@ import { saveChannel, sendFinished } from '../support/payouts.ts';
 
 const eth = (wei: bigint) => formatUnits(wei, 18);
 
+// Each suite seeds its own channels under ids of its own range, so its list of them looks like the others'.
 const THRESHOLD = '-1006000000001';
 const SMALL_THRESHOLD = '-1006000000002';
 const INSTANT = '-1006000000003';
