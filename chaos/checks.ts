@@ -3,6 +3,7 @@
  * the ledger balanced and in agreement with the chain, no job failed for good without an alert.
  */
 import type pg from 'pg';
+import { failedJobs, jobsOverview, liveJobs } from '../src/jobs/index.ts';
 import { checkLedger } from '../src/ledger/index.ts';
 import { checkLedgerAgainstChain } from '../src/treasury/index.ts';
 import type { DatabaseHandle } from '../src/db/index.ts';
@@ -197,13 +198,10 @@ function convertedOutcome(r: PaymentRow, out: Out): Outcome {
 
 /** Keys of jobs still to run (not failed for good). */
 export async function liveJobKeys(pool: pg.Pool): Promise<Set<string>> {
-  const { rows } = await pool.query<{ key: string | null; task_identifier: string }>(
-    'select key, task_identifier from graphile_worker.jobs where attempts < max_attempts',
-  );
   const keys = new Set<string>();
-  for (const r of rows) {
-    if (r.key) keys.add(r.key);
-    if (r.task_identifier === 'conversion_batch') keys.add('conversion_batch');
+  for (const job of await liveJobs(pool)) {
+    if (job.key) keys.add(job.key);
+    if (job.task === 'conversion_batch') keys.add('conversion_batch');
   }
   // The conversion batch also runs from cron: pending payments always have a next run coming.
   keys.add('conversion_batch');
@@ -244,7 +242,7 @@ export async function runChecks(
 
   // 4. No job failed for good without an alert: a stored job_failed_permanently alert (open, or resolved once a later
   // periodic run superseded the job) for every job out of attempts. The run waits for an alert pass after settling.
-  reports.push(await checkFailedJobsAlerted(pool));
+  reports.push(await checkFailedJobsAlerted(db));
   reports.push(await alertFigures(pool, fleet));
 
   return {
@@ -533,12 +531,9 @@ async function statusById(pool: pg.Pool, text: string): Promise<Map<string, stri
   return new Map((await pool.query<{ id: string; status: string }>(text)).rows.map((r) => [r.id, r.status]));
 }
 
-async function checkFailedJobsAlerted(pool: pg.Pool): Promise<CheckReport> {
-  const failed = (
-    await pool.query<{ id: string; task_identifier: string; last_error: string | null }>(
-      'select id::text, task_identifier, last_error from graphile_worker.jobs where attempts >= max_attempts and locked_at is null',
-    )
-  ).rows;
+async function checkFailedJobsAlerted(db: DatabaseHandle): Promise<CheckReport> {
+  const pool = db.pool;
+  const failed = await failedJobs(db.db);
   const stored = (
     await pool.query<{ subject: string; open: boolean }>(
       "select subject, resolved_at is null as open from alerts where rule = 'job_failed_permanently'",
@@ -547,12 +542,12 @@ async function checkFailedJobsAlerted(pool: pg.Pool): Promise<CheckReport> {
   const alerted = new Set(stored.map((a) => a.subject));
   const silent = failed.filter((j) => !alerted.has(j.id));
   const figures = [
-    `jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task_identifier))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`,
+    `jobs failed permanently: ${failed.length} (${[...new Set(failed.map((j) => j.task))].join(', ') || 'none'}); job_failed_permanently alerts stored: ${stored.length} (${stored.filter((a) => a.open).length} open); failed without an alert: ${silent.length}`,
   ];
   const violations =
     silent.length > 0
       ? [
-          `job failed permanently without an alert: ${examples(silent.map((j) => `${j.task_identifier} #${j.id}: ${j.last_error ?? ''}`))}`,
+          `job failed permanently without an alert: ${examples(silent.map((j) => `${j.task} #${j.id}: ${j.last_error ?? ''}`))}`,
         ]
       : [];
   return { figures, violations };
@@ -653,15 +648,9 @@ export async function diagnostics(pool: pg.Pool): Promise<string[]> {
     return [`-- ${title}`, ...rows.map((r) => JSON.stringify(r))];
   };
   return [
-    ...(await q(
-      'jobs',
-      `select task_identifier, queue_name, locked_by is not null as locked, count(*)::int as n, min(run_at) as first_run_at, max(attempts) as max_attempts_used, min(locked_at) as oldest_lock, max(last_error) as an_error
-                         from graphile_worker.jobs group by 1, 2, 3 order by 1`,
-    )),
-    ...(await q(
-      'locked queues',
-      'select queue_name, locked_at, locked_by from graphile_worker._private_job_queues where locked_by is not null',
-    )),
+    // The queue's locked jobs per queue stand for its locked queues: its own tables are not read.
+    '-- jobs',
+    ...(await jobsOverview(pool)).map((r) => JSON.stringify(r)),
     ...(await q('worker heartbeats', 'select worker_id, last_seen_at, queue_worker_ids from worker_heartbeats')),
     ...(await q(
       'open payouts',

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { prepareDatabase } from '../src/app.ts';
 import { openPool, type DatabaseHandle } from '../src/db/index.ts';
+import { taskRunning } from '../src/jobs/index.ts';
 import { createLogger, type Logger } from '../src/log.ts';
 import { recordDeposit, recordWithdrawal, TreasuryRefused } from '../src/treasury/index.ts';
 import type { AdminApi } from './admin.ts';
@@ -70,12 +71,12 @@ async function awaitAlertPass(db: DatabaseHandle, timeoutMs: number): Promise<bo
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
-      const { rows } = await db.pool.query<{ observed: boolean; running: boolean }>(
-        `select exists (select 1 from observations where name = 'chain_rpc' and observed_at > $1) as observed,
-                exists (select 1 from graphile_worker.jobs where task_identifier = 'alerts_evaluate' and locked_at is not null) as running`,
+      const { rows } = await db.pool.query<{ observed: boolean }>(
+        `select exists (select 1 from observations where name = 'chain_rpc' and observed_at > $1) as observed`,
         [since],
       );
-      if (rows[0]?.observed && !rows[0].running) return true;
+      // Read after the observation: a pass that wrote it and is not running now has ended.
+      if (rows[0]?.observed && !(await taskRunning(db.pool, 'alerts_evaluate'))) return true;
     } catch {
       // the database may still be coming back from a restart fault: try again
     }

@@ -4,6 +4,7 @@
  * simulator, purchases.ts). Both drivers queue the conversion check below while payments wait under the batch minimum.
  */
 import type pg from 'pg';
+import { addJobUnlessTaskLive } from '../jobs/index.ts';
 import { CONVERSION_BATCH_QUEUE } from '../pipeline/conversion/run.ts';
 import { runPaced } from './paced.ts';
 
@@ -73,9 +74,10 @@ export async function sendIpns(url: string, bodies: SignedIpn[], options: SendOp
  * Returns whether it queued one.
  */
 export async function queueConversionCheck(pool: pg.Pool): Promise<boolean> {
-  const { rowCount } = await pool.query(
-    `select graphile_worker.add_job('conversion_batch', '{}'::json, queue_name => '${CONVERSION_BATCH_QUEUE}', max_attempts => 1, job_key => 'conversion_batch:nudge', job_key_mode => 'preserve_run_at')
-     where not exists (select 1 from graphile_worker.jobs where task_identifier = 'conversion_batch' and (attempts < max_attempts or locked_at is not null))`,
-  );
-  return (rowCount ?? 0) > 0;
+  return addJobUnlessTaskLive(pool, {
+    task: 'conversion_batch',
+    queue: CONVERSION_BATCH_QUEUE,
+    key: 'conversion_batch:nudge',
+    maxAttempts: 1,
+  });
 }

@@ -5,6 +5,7 @@
  * place; anywhere else (a log, a test) one line per update, every few seconds, so the output stays readable.
  */
 import type pg from 'pg';
+import { liveJobCountSql } from '../jobs/index.ts';
 import { USDT_UNITS_PER_CENT } from '../pipeline/index.ts';
 
 /**
@@ -83,14 +84,14 @@ export async function readCounts(pool: pg.Pool): Promise<StageCounts> {
        (select coalesce(sum(n), 0)::int from (${UNPAID_BY_CHANNEL_SQL}) u where u.waits = 1) as waiting,
        (select count(*)::int from conversions where status not in ('completed', 'failed', 'needs_review')) as "conversionsOpen",
        (select count(*)::int from chain_transfers where status not in ('confirmed', 'failed')) as "transfersOpen",
-       (select count(*)::int from graphile_worker.jobs
-         where task_identifier not in (${IDLE_TASKS.map((t) => `'${t}'`).join(', ')}) and (attempts < max_attempts or locked_at is not null)) as "jobsQueued",
+       ${liveJobCountSql('$1')} as "jobsQueued",
        (select count(*)::int from payouts) as payouts,
        (select count(*)::int from payouts where status = 'completed') as "payoutsCompleted",
        (select count(*)::int from payouts where status not in ('completed', 'failed', 'cancelled')) as "payoutsOpen",
        (select count(*)::int from payouts where status = 'held') as "payoutsHeld",
        (select count(*)::int from payouts where status in ('needs_review', 'failed', 'cancelled', 'awaiting_approval')) as "payoutsBlocked",
        (select count(*)::int from payments where review_reason is not null) as "paymentsInReview"`,
+    [IDLE_TASKS],
   );
   return rows[0] as StageCounts;
 }

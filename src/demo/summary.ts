@@ -8,6 +8,7 @@
  */
 import type pg from 'pg';
 import type { Db } from '../db/index.ts';
+import { jobErrorsByTask } from '../jobs/index.ts';
 import { checkLedger, type LedgerReport } from '../ledger/index.ts';
 import { checkLedgerAgainstChain, type ChainReport, type ChainSide } from '../treasury/index.ts';
 import { formatChainReport } from '../treasury/commands.ts';
@@ -587,13 +588,8 @@ async function openTransfers(pool: pg.Pool): Promise<string[]> {
 }
 
 async function failedJobs(pool: pg.Pool): Promise<string[]> {
-  const jobs = await all(
-    pool,
-    `select task_identifier as task, count(*)::int as n, max(attempts)::int as attempts, max(last_error) as last_error, min(run_at)::text as next_run
-     from graphile_worker.jobs where last_error is not null group by 1 order by 1`,
-  );
-  return jobs.map(
+  return (await jobErrorsByTask(pool)).map(
     (r) =>
-      `  queue: ${n(r, 'n')} ${r.task} jobs failed before (up to ${n(r, 'attempts')} attempts, next run ${r.next_run}): ${String(r.last_error).split('\n')[0]?.slice(0, 160)}`,
+      `  queue: ${r.jobs} ${r.task} jobs failed before (up to ${r.mostAttempts} attempts, next run ${r.nextRun}): ${String(r.lastError).split('\n')[0]?.slice(0, 160)}`,
   );
 }

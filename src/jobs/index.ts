@@ -3,13 +3,21 @@ export { TASK_NAMES, tasksRunBy, type TaskName, type TaskPayloads } from './task
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { liveWorkers } from './queue-stats.ts';
 export {
+  addJobUnlessTaskLive,
   failedJobs,
+  jobErrorsByTask,
+  jobsOverview,
   jobWithKeyExists,
+  liveJobCountSql,
   liveJobKeys,
+  liveJobs,
   noLiveJobWithKey,
   queueStats,
   removeJobs,
+  taskRunning,
   type FailedJob,
+  type LiveJob,
+  type TaskErrors,
   type TaskQueueStats,
 } from './queue-state.ts';
 export { type JobObserver, type JobResult } from './job-events.ts';

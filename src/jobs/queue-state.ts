@@ -12,7 +12,8 @@ import type { Database } from '../db/index.ts';
 type Reader = Kysely<Database>;
 
 /** A job that will still run: queued with attempts left, or running now (a running job may be on its last attempt). */
-const LIVE = sql`(j.locked_at is not null or j.attempts < j.max_attempts)`;
+const LIVE_TEXT = '(j.locked_at is not null or j.attempts < j.max_attempts)';
+const LIVE = sql.raw(LIVE_TEXT);
 
 /**
  * An SQL condition, for use inside a query over payrail's own tables: no live job exists under any of these keys.
@@ -107,9 +108,9 @@ export async function queueStats(db: Reader): Promise<TaskQueueStats[]> {
   }));
 }
 
-/** The piece of a pg client a task's helpers.withPgClient hands over. */
+/** The piece of a pg client or pool used here: what a task's helpers.withPgClient, the demo and the chaos run hold. */
 interface PgClient {
-  query(text: string, values: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }>;
+  query(text: string, values?: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }>;
 }
 
 /**
@@ -124,4 +125,82 @@ export async function removeFailedRuns(client: PgClient, task: string, beforeJob
     [task, beforeJobId],
   );
   return Number(rows[0]?.removed ?? 0);
+}
+
+/**
+ * An SQL expression for a query of the pg driver over payrail's own tables: how many jobs will still run, of every
+ * task but those in the text[] parameter `param` (e.g. `$1`). The demo reads it with its stage counts, in one snapshot.
+ */
+export function liveJobCountSql(param: string): string {
+  return `(select count(*)::int from graphile_worker.jobs j where j.task_identifier <> all (${param}::text[]) and ${LIVE_TEXT})`;
+}
+
+/** Whether a job of this task is running now. */
+export async function taskRunning(client: PgClient, task: string): Promise<boolean> {
+  const { rows } = await client.query(
+    'select exists (select 1 from graphile_worker.jobs j where j.task_identifier = $1 and j.locked_at is not null) as running',
+    [task],
+  );
+  return rows[0]?.running === true;
+}
+
+/** A job that will still run, by its key (null for an unkeyed one) and task. */
+export interface LiveJob {
+  key: string | null;
+  task: string;
+}
+
+export async function liveJobs(client: PgClient): Promise<LiveJob[]> {
+  const { rows } = await client.query(
+    `select j.key, j.task_identifier as task from graphile_worker.jobs j where ${LIVE_TEXT} order by j.id`,
+  );
+  return rows as unknown as LiveJob[];
+}
+
+/**
+ * Queues a job unless one of the same task will still run, in one statement (so two callers never queue two).
+ * Returns whether it queued one. The key and its mode are the caller's: a job under the same key is replaced as
+ * add_job does, keeping its run time.
+ */
+export async function addJobUnlessTaskLive(
+  client: PgClient,
+  job: { task: string; queue: string; key: string; maxAttempts: number },
+): Promise<boolean> {
+  const { rows } = await client.query(
+    `select graphile_worker.add_job($1, '{}'::json, queue_name => $2, max_attempts => $3::int, job_key => $4,
+                                    job_key_mode => 'preserve_run_at')
+      where not exists (select 1 from graphile_worker.jobs j where j.task_identifier = $1 and ${LIVE_TEXT})`,
+    [job.task, job.queue, job.maxAttempts, job.key],
+  );
+  return rows.length > 0;
+}
+
+/** Per task, the jobs whose last run failed (retrying or out of attempts): how many, and one of their errors. */
+export interface TaskErrors {
+  task: string;
+  jobs: number;
+  mostAttempts: number;
+  lastError: string | null;
+  /** The earliest next run among them (text, as PostgreSQL prints it). */
+  nextRun: string;
+}
+
+export async function jobErrorsByTask(client: PgClient): Promise<TaskErrors[]> {
+  const { rows } = await client.query(
+    `select j.task_identifier as task, count(*)::int as jobs, max(j.attempts)::int as "mostAttempts",
+            max(j.last_error) as "lastError", min(j.run_at)::text as "nextRun"
+       from graphile_worker.jobs j where j.last_error is not null group by 1 order by 1`,
+  );
+  return rows as unknown as TaskErrors[];
+}
+
+/** For a person reading a run's end: the jobs per task, queue and whether running, with their oldest run and lock. */
+export async function jobsOverview(client: PgClient): Promise<Array<Record<string, unknown>>> {
+  const { rows } = await client.query(
+    `select j.task_identifier, j.queue_name, j.locked_by is not null as locked, count(*)::int as n,
+            min(j.run_at) as first_run_at, max(j.attempts) as max_attempts_used, min(j.locked_at) as oldest_lock,
+            max(j.last_error) as an_error
+       from graphile_worker.jobs j group by 1, 2, 3 order by 1`,
+  );
+  return rows;
 }

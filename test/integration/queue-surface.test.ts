@@ -7,13 +7,19 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  addJobUnlessTaskLive,
   enqueue,
   failedJobs,
+  jobErrorsByTask,
+  jobsOverview,
   jobWithKeyExists,
+  liveJobCountSql,
   liveJobKeys,
+  liveJobs,
   noLiveJobWithKey,
   queueStats,
   removeJobs,
+  taskRunning,
 } from '../../src/jobs/index.ts';
 import { removeFailedRuns } from '../../src/jobs/queue-state.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -52,6 +58,8 @@ describe('the queue surface payrail uses', () => {
         'locked_at',
         'last_error',
         'updated_at',
+        'queue_name',
+        'locked_by',
       ]),
     );
   });
@@ -138,5 +146,37 @@ describe('readers of the queue state', () => {
     await db.db.transaction().execute((trx) => removeJobs(trx, keys.slice(0, 2)));
     expect(await liveJobKeys(db.db, keys)).toEqual(new Set(['transfer_send:surface-kept']));
     expect(await jobWithKeyExists(db.db, 'transfer_send:surface-a')).toBe(false);
+  });
+});
+
+describe("the demo's and the chaos run's readers", () => {
+  const task = 'reconcile';
+  const nudge = { task, queue: 'surface-test', key: 'reconcile:surface-nudge', maxAttempts: 1 };
+  const liveOthers = async () =>
+    (await db.pool.query<{ n: number }>(`select ${liveJobCountSql('$1')} as n`, [['transfer_send']])).rows[0]?.n;
+
+  it('a job is queued only while none of its task will still run, and counted, listed and reported as such', async () => {
+    const before = await liveOthers();
+    expect(await taskRunning(db.pool, task)).toBe(false);
+    expect(await addJobUnlessTaskLive(db.pool, nudge)).toBe(true);
+    expect(await addJobUnlessTaskLive(db.pool, nudge)).toBe(false);
+    expect(await liveOthers()).toBe((before ?? 0) + 1);
+    expect(await liveJobs(db.pool)).toContainEqual({ key: nudge.key, task });
+    expect(await jobsOverview(db.pool)).toContainEqual(
+      expect.objectContaining({ task_identifier: task, queue_name: nudge.queue, locked: false, n: 1 }),
+    );
+    expect(await taskRunning(db.pool, task)).toBe(false);
+
+    await db.pool.query("select graphile_worker.permanently_fail_jobs(array[$1::bigint], 'failed on purpose')", [
+      await jobId(nudge.key),
+    ]);
+    expect(await liveOthers()).toBe(before);
+    expect((await liveJobs(db.pool)).map((j) => j.key)).not.toContain(nudge.key);
+    expect(await jobErrorsByTask(db.pool)).toContainEqual(
+      expect.objectContaining({ task, jobs: 1, lastError: 'failed on purpose' }),
+    );
+    // Out of attempts, it no longer holds the next one back.
+    expect(await addJobUnlessTaskLive(db.pool, nudge)).toBe(true);
+    expect(await liveJobs(db.pool)).toContainEqual({ key: nudge.key, task });
   });
 });
