@@ -7,11 +7,11 @@
  * deposit arrived is never taken for money back on the channel.
  */
 import { describe, expect } from 'vitest';
-import { checkLedger } from '../../src/ledger/index.ts';
 import { startChainSender, type ChangeNowSimulator } from '../../src/simulators/index.ts';
 import { conversionAnsweredOn, exchangesOf, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
+import { expectLedgerCleanOn, instantBody } from '../support/payout-state.ts';
 import { logSink } from '../support/payrail.ts';
 import { TRON_WALLET } from '../support/payouts.ts';
 
@@ -62,19 +62,9 @@ const it = worldFirst(
       'instantChannel',
       ({ channel }) =>
         () =>
-          channel({
-            payoutStrategy: 'instant',
-            payoutCurrency: 'usdt',
-            payoutNetwork: 'trx',
-            walletAddress: TRON_WALLET,
-          }),
+          channel(instantBody('usdt', 'trx', TRON_WALLET)),
     )
-    .extend(
-      'expectLedgerClean',
-      ({ db }) =>
-        async () =>
-          expect((await checkLedger(db.db)).problems).toEqual([]),
-    )
+    .extend('expectLedgerClean', ({ db }) => expectLedgerCleanOn(db))
     /** The id the query finds first, once it finds one. */
     .extend('idOnce', ({ query }) => async (what: string, text: string, value: string): Promise<string> => {
       let id: string | undefined;
