@@ -6,15 +6,11 @@ import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
+import { instantBody } from '../support/payout-state.ts';
 import { freshWallet, TRON_WALLET, tronThreshold } from '../support/payouts.ts';
 
 /** An instant channel paying out USDT on Tron. */
-const TRON_INSTANT = {
-  payoutStrategy: 'instant',
-  payoutCurrency: 'usdt',
-  payoutNetwork: 'trx',
-  walletAddress: TRON_WALLET,
-};
+const TRON_INSTANT = instantBody('usdt', 'trx', TRON_WALLET);
 
 const it = worldFirst(
   worldTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_800_000_000, firstChannel: 1_003_800_000_001 })
@@ -124,12 +120,7 @@ describe('threshold → instant', () => {
     const ids = [await pay(channelId), await pay(channelId)];
     for (const id of ids)
       expect(await paymentRow(id)).toMatchObject({ payout_strategy: 'threshold', conversion_status: 'pending' });
-    await switchTo(channelId, {
-      payoutStrategy: 'instant',
-      payoutCurrency: 'eth',
-      payoutNetwork: 'eth',
-      walletAddress: owner,
-    });
+    await switchTo(channelId, instantBody('eth', 'eth', owner));
     await eventually(
       'both paid',
       async () => (await payouts(channelId)).filter((p) => p.status === 'completed').length === 2,
