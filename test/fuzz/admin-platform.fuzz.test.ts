@@ -29,7 +29,7 @@ import { startNowPaymentsSimulator, type NowPaymentsSimulator } from '../../src/
 import { EVENT_TYPES } from '../../src/events/index.ts';
 import { sendIpn } from '../support/api-seed.ts';
 import { createChannelPair } from '../support/channels.ts';
-import { createTestDatabase, fingerprint, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, fingerprint, tableVersions, type TestDatabase } from '../support/db.ts';
 import {
   askedIn,
   auditSince,
@@ -117,15 +117,13 @@ async function pay(channelId: string): Promise<string> {
  * NOWPayments was asked: two equal ones mean nothing was written anywhere.
  */
 async function written(): Promise<Record<string, string | number>> {
-  const versions = (table: string, key: string) =>
-    `(select count(*)::int from ${table} t) as "${table}", (select md5(coalesce(string_agg(t.xmin::text, ',' order by ${key}), '')) from ${table} t) as "${table}_versions"`;
   const { rows } = await db.pool.query(`select
-      ${versions('invoices', 't.invoice_id')},
-      ${versions('webhook_endpoints', 't.id')},
-      ${versions('webhook_deliveries', 't.endpoint_id, t.event_seq')},
-      ${versions('webhook_attempts', 't.id')},
-      ${versions('events', 't.seq')},
-      ${versions('idempotency_keys', 't.actor, t.key')}`);
+      ${tableVersions('invoices', 't.invoice_id')},
+      ${tableVersions('webhook_endpoints', 't.id')},
+      ${tableVersions('webhook_deliveries', 't.endpoint_id, t.event_seq')},
+      ${tableVersions('webhook_attempts', 't.id')},
+      ${tableVersions('events', 't.seq')},
+      ${tableVersions('idempotency_keys', 't.actor, t.key')}`);
   return {
     ...(await fingerprint(db)),
     ...(rows[0] as Record<string, string | number>),

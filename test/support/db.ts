@@ -59,29 +59,33 @@ export async function rowCounts(db: DatabaseHandle): Promise<RowCounts> {
 }
 
 /**
- * Every table a request could write to, as counts and as a digest of each row's version (xmin: any INSERT, UPDATE
- * or DELETE changes it, even an update that writes the same values). Two equal fingerprints mean nothing was
- * written. The conversion nudge's job row is left out: a threshold credit queues it on a timer up to a second later,
- * from an earlier (accepted) request.
+ * Two columns of a select for `table` (aliased t): its row count, named after it, and a digest of its rows' versions
+ * (xmin: any INSERT, UPDATE or DELETE changes it, even an update that writes the same values) in `orderBy`'s order.
+ */
+export const tableVersions = (table: string, orderBy: string, where = ''): string =>
+  `(select count(*)::int from ${table} t ${where}) as "${table}", (select md5(coalesce(string_agg(t.xmin::text, ',' order by ${orderBy}), '')) from ${table} t ${where}) as "${table}_versions"`;
+
+/**
+ * Every table a request could write to, as counts and row versions (tableVersions). Two equal fingerprints mean
+ * nothing was written. The conversion nudge's job row is left out: a threshold credit queues it on a timer up to a
+ * second later, from an earlier (accepted) request.
  */
 export async function fingerprint(db: DatabaseHandle): Promise<Record<string, string | number>> {
-  const versions = (table: string, key: string, where = '') =>
-    `(select count(*)::int from ${table} t ${where}) as "${table}", (select md5(coalesce(string_agg(t.xmin::text, ',' order by t.${key}), '')) from ${table} t ${where}) as "${table}_versions"`;
   const { rows } = await db.pool.query(`select
-      ${versions('payments', 'payment_id')},
-      ${versions('channels', 'channel_id')},
-      ${versions('payouts', 'payout_id')},
-      ${versions('ledger_accounts', 'id')},
-      ${versions('ledger_journals', 'id')},
-      ${versions('ledger_entries', 'id')},
-      ${versions('audit_log', 'id')},
-      ${versions('chain_transfers', 'transfer_id')},
-      ${versions('chain_transfer_versions', 'transfer_id, t.version')},
-      ${versions('chain_refunds', 'tx_hash')},
-      ${versions('conversions', 'conversion_id')},
-      ${versions('conversion_payments', 'conversion_id, t.payment_id')},
-      ${versions('alerts', 'id')},
-      ${versions('graphile_worker._private_jobs', 'id', "where key is distinct from 'conversion_batch:nudge'")},
+      ${tableVersions('payments', 't.payment_id')},
+      ${tableVersions('channels', 't.channel_id')},
+      ${tableVersions('payouts', 't.payout_id')},
+      ${tableVersions('ledger_accounts', 't.id')},
+      ${tableVersions('ledger_journals', 't.id')},
+      ${tableVersions('ledger_entries', 't.id')},
+      ${tableVersions('audit_log', 't.id')},
+      ${tableVersions('chain_transfers', 't.transfer_id')},
+      ${tableVersions('chain_transfer_versions', 't.transfer_id, t.version')},
+      ${tableVersions('chain_refunds', 't.tx_hash')},
+      ${tableVersions('conversions', 't.conversion_id')},
+      ${tableVersions('conversion_payments', 't.conversion_id, t.payment_id')},
+      ${tableVersions('alerts', 't.id')},
+      ${tableVersions('graphile_worker._private_jobs', 't.id', "where key is distinct from 'conversion_batch:nudge'")},
       (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
   const row = rows[0] as Record<string, string | number>;
   // Short names for the counts the suites compare.
