@@ -371,6 +371,7 @@ describe('refusals and held batches', () => {
     queuedOnPayout,
     heldBatch,
     expectEndedQuietly,
+    runAgain,
   }) => {
     await start();
     const { id, held } = await heldBatch();
@@ -384,14 +385,7 @@ describe('refusals and held batches', () => {
     // Order the race: the run resumes the batch first, the settlement that would top it up waits behind it.
     const [, more] = await queuedOnPayout(
       held.payout_id,
-      [
-        'the run waiting to resume the batch',
-        () =>
-          db.pool.query(
-            "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
-            [held.payout_id],
-          ),
-      ],
+      ['the run waiting to resume the batch', () => runAgain(held.payout_id)],
       ['the settlement waiting behind it', () => pay(id)],
     );
     await eventually('the new payment converted', () => conversionsDone([more]));
@@ -734,6 +728,7 @@ describe('two workers', () => {
     journalKinds,
     expectLedgerClean,
     hostNonce,
+    runAgain,
   }) => {
     const logsA = logSink();
     const logsB = logSink();
@@ -782,12 +777,7 @@ describe('two workers', () => {
     );
     for (const c of channels) {
       const [payout] = await payoutsOf(c.id);
-      for (let copy = 0; copy < 2; copy++) {
-        await db.pool.query(
-          "select graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)",
-          [payout!.payout_id],
-        );
-      }
+      for (let copy = 0; copy < 2; copy++) await runAgain(payout!.payout_id);
     }
     await eventually(
       'every payout completed',

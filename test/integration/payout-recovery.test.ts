@@ -965,7 +965,6 @@ describe('legacy payout_batch jobs', () => {
 
 describe('approval wait alert', () => {
   it('a payout above PAYOUT_APPROVAL_ABOVE_USD raises payout_awaiting_approval once, even when its run is delivered again', async ({
-    db,
     start,
     sink,
     onlyPayout,
@@ -974,6 +973,7 @@ describe('approval wait alert', () => {
     expectLedgerClean,
     jobExists,
     awaitingApproval,
+    runAgain,
   }) => {
     await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
     const { id, waiting } = await awaitingApproval();
@@ -990,11 +990,8 @@ describe('approval wait alert', () => {
     ]);
 
     // The same run again (a duplicate delivery): the payout does not change, so no second alert.
-    const { rows } = await db.pool.query<{ id: string }>(
-      "select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)).id::text as id",
-      [waiting.payout_id],
-    );
-    await eventually('the duplicate run done', async () => !(await jobExists(rows[0]!.id)));
+    const duplicate = await runAgain(waiting.payout_id);
+    await eventually('the duplicate run done', async () => !(await jobExists(duplicate)));
     expect((await onlyPayout(id)).status).toBe('awaiting_approval');
     expect(alerts().map((l) => l.alert)).toEqual(['payout_awaiting_approval']);
     expect(distinct(sink.alerts())).toEqual(['payout_awaiting_approval']);

@@ -183,6 +183,15 @@ export function payoutState({ db, outside }: { db: TestDatabase; outside: Outsid
       expect(await auditOf(payoutId)).toEqual([{ actor, action, subject: payoutId, details }]);
     },
 
+    /** Queues the payout's run once more, without a job key as a duplicate delivery has none; returns the job's id. */
+    runAgain: async (payoutId: string): Promise<string> => {
+      const { rows } = await db.pool.query<{ id: string }>(
+        "select (graphile_worker.add_job('payout_run', json_build_object('payoutId', $1::text), max_attempts => 25)).id::text as id",
+        [payoutId],
+      );
+      return rows[0]!.id;
+    },
+
     /** From here blocks are mined by hand: what is sent waits in anvil's pool (until `mineHeld`). */
     holdBlocks: async (): Promise<void> => {
       await rpc(outside.chain.rpcUrl, 'evm_setAutomine', [false]);
@@ -260,6 +269,7 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
       .extend('hostNonce', ({ state }) => state.hostNonce)
       .extend('holdBlocks', ({ state }) => state.holdBlocks)
       .extend('mineHeld', ({ state }) => state.mineHeld)
+      .extend('runAgain', ({ state }) => state.runAgain)
       .extend('auditOf', ({ state }) => state.auditOf)
       .extend('expectOnlyAction', ({ state }) => state.expectOnlyAction)
       .extend('paidInstant', ({ instant, pay }) => paidInstantOn(instant, pay))
