@@ -1,7 +1,7 @@
 /**
  * ChangeNow's answer compared with what payrail asked, before any money follows it: an exchange that would pay out
  * to another address, take another amount, or swap other currencies is never funded. Every comparison names both
- * values, so the review says what differed.
+ * values, so the review says what differed. What passes is kept as the Payin that a transfer then funds.
  */
 import type { CreatedExchange, ExchangeStatus } from '../integrations/changenow/index.ts';
 import { normaliseAmount } from '../integrations/changenow/amount.ts';
@@ -16,6 +16,26 @@ export interface ExchangeAsk {
   readonly fromAmount: string;
   readonly payoutAddress: string;
   readonly refundAddress: string;
+}
+
+/**
+ * The exchange a conversion or payout pays: ChangeNow's id, its deposit address, and what it estimated arrives at the
+ * far end (USDT for a conversion, the owner's currency for a payout).
+ */
+export interface Payin {
+  readonly id: string;
+  readonly payinAddress: string;
+  readonly toAmount: string | null;
+}
+
+/** An exchange found again by payrail's id (a crash before it was recorded); it may name no estimate. */
+export function foundPayin(found: ExchangeStatus): Payin {
+  return { id: found.id, payinAddress: found.payinAddress, toAmount: found.expectedAmountTo };
+}
+
+/** An exchange just created at payrail's request. */
+export function createdPayin(created: CreatedExchange): Payin {
+  return { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
 }
 
 /** EVM addresses are compared without regard to their checksum letter case; every other format exactly. */

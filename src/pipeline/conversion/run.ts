@@ -15,7 +15,8 @@ import { formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { withRunLock } from '../run-lock.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
-import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
+import { createdMismatch, createdPayin, foundPayin, statusMismatch } from '../exchange-answer.ts';
+import type { ExchangeAsk, Payin } from '../exchange-answer.ts';
 import { createTransfer, type TransferHooks } from '../transfer/index.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
@@ -216,13 +217,6 @@ export async function createConversionExchange(deps: StageDeps, conversionId: st
   );
 }
 
-/** The exchange a conversion pays: ChangeNow's id, its deposit address, and the USDT it estimated. */
-interface Payin {
-  id: string;
-  payinAddress: string;
-  toAmount: string | null;
-}
-
 /** The conversion went to review or was released: this run stops. */
 const STOPPED = 'stopped';
 
@@ -278,7 +272,7 @@ async function findEarlierExchange(
     });
     return STOPPED;
   }
-  return { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+  return foundPayin(first);
 }
 
 /**
@@ -331,7 +325,7 @@ async function requestExchange(
     );
     return STOPPED;
   }
-  return { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+  return createdPayin(created);
 }
 
 /** The intent, committed before ChangeNow is asked: a repeat lists ChangeNow's exchanges before asking again. */

@@ -34,7 +34,8 @@ import { RunLocked, withRunLock } from '../run-lock.ts';
 import { lockPayment } from '../payment/lock.ts';
 import { createTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
-import { createdMismatch, statusMismatch, type ExchangeAsk } from '../exchange-answer.ts';
+import { createdMismatch, createdPayin, foundPayin, statusMismatch } from '../exchange-answer.ts';
+import type { ExchangeAsk, Payin } from '../exchange-answer.ts';
 
 export type Payout = Selectable<PayoutsTable>;
 
@@ -493,13 +494,6 @@ async function startDirectTransfer(deps: StageDeps, payout: Payout): Promise<voi
   );
 }
 
-/** The exchange a payout pays: ChangeNow's id, its deposit address, and what it estimated the owner gets. */
-interface Payin {
-  id: string;
-  payinAddress: string;
-  toAmount: string | null;
-}
-
 /** The payout went to review, was held, or moved on meanwhile: this run stops. */
 const STOPPED = 'stopped';
 
@@ -561,7 +555,7 @@ async function findEarlierExchange(deps: StageDeps, payout: Payout): Promise<Pay
     );
     return STOPPED;
   }
-  return { id: first.id, payinAddress: first.payinAddress, toAmount: first.expectedAmountTo };
+  return foundPayin(first);
 }
 
 /**
@@ -610,7 +604,7 @@ async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin |
     );
     return STOPPED;
   }
-  return { id: created.id, payinAddress: created.payinAddress, toAmount: created.toAmount };
+  return createdPayin(created);
 }
 
 /**
