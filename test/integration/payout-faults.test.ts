@@ -25,7 +25,8 @@ import { freePort } from '../support/ports.ts';
 // A valid Dogecoin P2PKH address (see test/unit/address.test.ts); the simulator has no pair for doge.
 const DOGE_WALLET = 'DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L';
 
-// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
+// Each test below lists the fixtures it uses (vitest sets up only those) and ends on its channel's balances and the
+// ledger check, so those lists and endings repeat from test to test.
 const it = worldFirst(
   payoutStepsTest({ env: { CONVERSION_MIN_USD: '1' }, firstPaymentId: 9_200_000_000, firstChannel: 1_003_200_000_001 })
     .extend('usdtOfPayments', ({ db }) => async (payoutId: string): Promise<bigint> => {

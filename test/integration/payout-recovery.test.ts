@@ -42,7 +42,8 @@ interface JobRow {
   max_attempts: number;
 }
 
-// Each test below lists the fixtures it uses (vitest sets up only those), so those lists repeat from test to test.
+// Each test below lists the fixtures it uses (vitest sets up only those) and ends on its channel's balances and the
+// ledger check, so those lists and endings repeat from test to test.
 const it = worldFirst(
   payoutStepsTest({
     env: { CONVERSION_MIN_USD: '1', ADMIN_TOKENS: `alice:${ALICE},bob:${BOB}` },
@@ -426,6 +427,8 @@ describe('resolve: the way out of review once the funds left', () => {
 });
 
 describe('retry as resume: an in-flight payout whose job is gone gets it back', () => {
+  // Three jobs a payout can lose, each stranded its own way; the tests end alike as a resume leaves the same trace
+  // whichever job it puts back.
   it('exchange_created, its transfer waiting to be signed and its send job lost: retry queues the send and the payout completes once', async ({
     app,
     outside,

@@ -282,6 +282,7 @@ describe('cancel', () => {
       expect(refused.status, action).toBe(409);
     }
     expect(await getPayout(waiting.payoutId)).toMatchObject({ status: 'cancelled' });
+    // The audit row in full, as for the approval above, not through expectOnlyMove: its null reason is checked too.
     await expectOnlyAction(waiting.payoutId, 'bob', 'payout.cancel', {
       from: 'awaiting_approval',
       to: 'cancelled',
