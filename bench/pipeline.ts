@@ -75,6 +75,7 @@ import {
   type BenchIpn,
 } from './shared.ts';
 import { measuresTable, pipelineChecks, type PipelineRun } from './pipeline-report.ts';
+import { readRowWrites, rowWritesTable, type TableWrites } from './row-writes.ts';
 import { readResults, type PipelineResults } from './pipeline-reads.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -705,6 +706,7 @@ interface Report {
   cpu: string;
   run: PipelineRun;
   results: PipelineResults;
+  writes: TableWrites[];
   checkLines: string[];
 }
 
@@ -714,6 +716,9 @@ function reportLines(started: Started, waits: WaitSampler | undefined, report: R
     ...setupLines(report.opts, report.load, report.drainJobs, started.pgInfo),
     measuresTable(run, results),
     `CPU, first IPN -> completion: ${report.cpu}`,
+    '',
+    'Row versions written, per payment (the database since it started, the channels and the setup included):',
+    rowWritesTable(report.writes, report.opts.payments),
     '',
     ...formatCosts(results.costs),
     '',
@@ -758,9 +763,10 @@ async function runPipeline(parts: RunParts, opts: Options, secrets: BenchSecrets
     simExchanges: outside.sim.exchanges.size,
     memory: { ...hwm, payrailPeakKib: parts.memory?.peakChildKib ?? 0, selfMaxRssKib: process.resourceUsage().maxRSS },
   };
+  const writes = await readRowWrites(database);
   const checks = pipelineChecks(run, results);
   const cpu = cpuLine(watch.cpuStart, cpuEnd);
-  const report = { opts, load, drainJobs, cpu, run, results, checkLines: checks.lines };
+  const report = { opts, load, drainJobs, cpu, run, results, writes, checkLines: checks.lines };
   process.stdout.write(reportLines(started, parts.waits, report).join('\n') + '\n');
   return checks.healthy ? 0 : 1;
 }

@@ -1,0 +1,96 @@
+/**
+ * Row versions the run wrote, per payment, from PostgreSQL's table counters: how often the pipeline rewrites a row,
+ * and how much of that stays on its page without touching an index (a heap-only update). These are counts, not
+ * timings, so they compare two commits on a busy machine as well as on a quiet one, and they show a change in the
+ * database's work per payment that the run's throughput is too noisy to show.
+ */
+import type { DatabaseHandle } from '../src/db/index.ts';
+import { table } from './shared.ts';
+
+/** The tables a payment's way through the pipeline writes, besides the ledger's own. */
+const TABLES = ['payments', 'conversion_payments', 'conversions', 'payouts', 'chain_transfers'] as const;
+
+export interface TableWrites {
+  table: string;
+  inserted: bigint;
+  updated: bigint;
+  /** Updates that wrote no index entry: the new version on the same page, no indexed column changed. */
+  heapOnly: bigint;
+  /** Updates whose new version went to another page (PostgreSQL 16 and later count them). */
+  newPage: bigint;
+}
+
+type Counters = Map<string, TableWrites>;
+
+async function readCounters(database: DatabaseHandle): Promise<Counters> {
+  const { rows } = await database.pool.query<{
+    relname: string;
+    ins: string;
+    upd: string;
+    hot: string;
+    newpage: string;
+  }>(
+    `select relname, n_tup_ins::text as ins, n_tup_upd::text as upd, n_tup_hot_upd::text as hot,
+            n_tup_newpage_upd::text as newpage
+       from pg_stat_user_tables where schemaname = 'public' and relname = any ($1::text[])`,
+    [[...TABLES]],
+  );
+  return new Map(
+    rows.map((r) => [
+      r.relname,
+      {
+        table: r.relname,
+        inserted: BigInt(r.ins),
+        updated: BigInt(r.upd),
+        heapOnly: BigInt(r.hot),
+        newPage: BigInt(r.newpage),
+      },
+    ]),
+  );
+}
+
+const same = (a: Counters, b: Counters) =>
+  [...a.values()].every((x) => {
+    const y = b.get(x.table);
+    return y !== undefined && y.inserted === x.inserted && y.updated === x.updated && y.heapOnly === x.heapOnly;
+  });
+
+/**
+ * The counters once they have settled. A session reports its counts when it goes idle, at most once a second, so the
+ * reads are repeated until three in a row, a second apart, agree (at most 20 s).
+ */
+export async function readRowWrites(database: DatabaseHandle): Promise<TableWrites[]> {
+  let last = await readCounters(database);
+  let agreeing = 0;
+  for (let i = 0; i < 20 && agreeing < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const next = await readCounters(database);
+    agreeing = same(last, next) ? agreeing + 1 : 0;
+    last = next;
+  }
+  return TABLES.flatMap((name) => last.get(name) ?? []);
+}
+
+/** Hundredths of a row per payment, as text: counts, not money, but kept exact all the same. */
+function perPayment(count: bigint, payments: bigint): string {
+  const hundredths = (count * 100n + payments / 2n) / payments;
+  return `${hundredths / 100n}.${String(hundredths % 100n).padStart(2, '0')}`;
+}
+
+function share(part: bigint, whole: bigint): string {
+  return whole === 0n ? '–' : `${((part * 100n + whole / 2n) / whole).toString()} %`;
+}
+
+export function rowWritesTable(writes: TableWrites[], payments: number): string {
+  const n = BigInt(payments);
+  return table(
+    ['table', 'inserted / payment', 'updated / payment', 'heap-only updates', 'updates to another page'],
+    writes.map((w) => [
+      w.table,
+      perPayment(w.inserted, n),
+      perPayment(w.updated, n),
+      share(w.heapOnly, w.updated),
+      share(w.newPage, w.updated),
+    ]),
+  );
+}
