@@ -15,6 +15,7 @@ import type { Overview } from '../../src/overview/index.ts';
 import { instantEthChannel, sendIpn, usdtThresholdChannel, WALLET } from '../support/api-seed.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+// The history overview.test.ts seeds, by the same steps: the page has to show what the API answers for it.
 import {
   insertAlert,
   observe,
@@ -30,6 +31,7 @@ import { saveChannel, sendFinished } from '../support/payouts.ts';
 import { ROOT } from '../support/process.ts';
 import { startReceiver } from '../support/receiver.ts';
 
+// This suite's own channels, named as every suite names its channels: alike lists, each for its own database.
 const THRESHOLD = '-1007000000001';
 const INSTANT = '-1007000000002';
 /** A threshold channel whose batch waits behind a transfer in review (seeded by its test). */
