@@ -108,12 +108,24 @@ async function newConversion(): Promise<string> {
   return id as string;
 }
 
-/** A conversion whose ETH reached ChangeNow: sent, its poll job queued. */
-async function conversionSent(): Promise<string> {
+/** A new conversion whose exchange was made by hand: its transfer recorded, the transfer's send job queued. */
+async function conversionWithTransfer(): Promise<{ id: string; transferId: string }> {
   const id = await newConversion();
   await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
-  const transferId = (await conversionRow(id)).transfer_id as string;
+  return { id, transferId: (await conversionRow(id)).transfer_id as string };
+}
+
+/** A new conversion whose transfer was sent by hand: broadcast, its confirm job queued. */
+async function conversionBroadcast(): Promise<{ id: string; transferId: string }> {
+  const conversion = await conversionWithTransfer();
+  const { transferId } = conversion;
   await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
+  return conversion;
+}
+
+/** A conversion whose ETH reached ChangeNow: sent, its poll job queued. */
+async function conversionSent(): Promise<string> {
+  const { id, transferId } = await conversionBroadcast();
   await byHand(`transfer_confirm:${transferId}`, () => confirmTransfer(deps, hooks(), transferId));
   expect(await conversionRow(id)).toMatchObject({ status: 'sent' });
   return id;
@@ -411,10 +423,7 @@ describe('exchanges created at ChangeNow whose creation was never recorded', () 
 
 describe('lost and given-up jobs', () => {
   it('a broadcast transfer with no confirm job: the pass re-queues the receipt lookup; the conversion settles on the same transaction', async () => {
-    const id = await newConversion();
-    await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
-    const transferId = (await conversionRow(id)).transfer_id as string;
-    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
+    const { id, transferId } = await conversionBroadcast();
     const [broadcast] = await transfersOf('conversion', id);
     expect(broadcast).toMatchObject({ transfer_id: transferId, status: 'broadcast' });
     await loseJob(`transfer_confirm:${transferId}`);
@@ -505,10 +514,7 @@ describe('giving up once resuming has had its chance', () => {
       expect(await payoutRow(payoutId)).toMatchObject({ status: 'exchange_requested', reconcile_attempts: resume });
       await loseJob(`payout_run:${payoutId}`);
     }
-    const id = await newConversion();
-    await byHand(`conversion_exchange:${id}`, () => createConversionExchange(deps, id));
-    const transferId = (await conversionRow(id)).transfer_id as string;
-    await byHand(`transfer_send:${transferId}`, () => sendTransfer(deps, hooks(), transferId));
+    const { id, transferId } = await conversionBroadcast();
     await loseJob(`transfer_confirm:${transferId}`);
     await db.pool.query('update chain_transfers set reconcile_attempts = 3 where transfer_id = $1', [transferId]);
 
@@ -627,9 +633,7 @@ describe('giving up once resuming has had its chance', () => {
     const requested = await conversionWithUnrecordedExchange();
     const pending = await newConversion();
     await loseJob(`conversion_exchange:${pending}`);
-    const withTransfer = await newConversion();
-    await byHand(`conversion_exchange:${withTransfer}`, () => createConversionExchange(deps, withTransfer));
-    const transferId = (await conversionRow(withTransfer)).transfer_id as string;
+    const { id: withTransfer, transferId } = await conversionWithTransfer();
     // Forged (no stage does this): back in exchange_requested with its transfer recorded, whose send may still happen.
     await loseJob(`transfer_send:${transferId}`);
     await db.pool.query("update conversions set status = 'exchange_requested' where conversion_id = $1", [
@@ -796,14 +800,9 @@ describe('healthy items do not hide a stuck one', () => {
 
 describe('an item that fails', () => {
   it('is logged and alerted, and the pass goes on with the next item, at every pass; once its row is fixed it is resumed', async () => {
-    const failing = await newConversion();
-    await byHand(`conversion_exchange:${failing}`, () => createConversionExchange(deps, failing));
-    const badTransfer = (await conversionRow(failing)).transfer_id as string;
+    const { id: failing, transferId: badTransfer } = await conversionWithTransfer();
     await loseJob(`transfer_send:${badTransfer}`);
-    const other = await newConversion();
-    await byHand(`conversion_exchange:${other}`, () => createConversionExchange(deps, other));
-    const otherTransfer = (await conversionRow(other)).transfer_id as string;
-    await byHand(`transfer_send:${otherTransfer}`, () => sendTransfer(deps, hooks(), otherTransfer));
+    const { id: other, transferId: otherTransfer } = await conversionBroadcast();
     await loseJob(`transfer_confirm:${otherTransfer}`);
     // A sending wallet so long that its send's job queue (wallet:<address>) is refused by graphile-worker (128 at most).
     const { rows } = await db.pool.query<{ from_address: string }>(
