@@ -11,7 +11,7 @@ import { claimRefund } from '../../src/pipeline/refunds.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { worldFirst } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
-import { distinct, untilStatus, type PayoutRow } from '../support/payout-state.ts';
+import { actOn, distinct, getPayoutOn, untilStatus, type PayoutRow } from '../support/payout-state.ts';
 import {
   acceptedOn,
   ETH_RESERVED,
@@ -67,17 +67,8 @@ const it = worldFirst(
         (payoutId: string, status: string, timeoutMs?: number) =>
           untilStatus(payoutId, () => payoutRow(payoutId), status, timeoutMs),
     )
-    .extend('getPayout', ({ app }) => async (payoutId: string): Promise<Record<string, any>> => {
-      const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
-      expect(res.status).toBe(200);
-      return res.body;
-    })
-    .extend('act', ({ app }) => (payoutId: string, action: string, token: string | undefined, body?: unknown) => {
-      return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, {
-        token,
-        ...(body !== undefined && { body }),
-      });
-    })
+    .extend('getPayout', ({ app }) => getPayoutOn({ app }))
+    .extend('act', ({ app }) => actOn({ app }))
     .extend('accepted', ({ act }) => acceptedOn({ act }))
     /** The failed exchange's payout left once (one exchange, one transfer), and alice resolving it is all it audited. */
     .extend(

@@ -7,7 +7,7 @@ import { expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import type { TestDatabase } from './db.ts';
-import { worldTest, type WorldOptions } from './fixtures.ts';
+import { worldTest, type TestApp, type WorldOptions } from './fixtures.ts';
 import { eventually, type Outside } from './outside.ts';
 import type { LogSink } from './payrail.ts';
 
@@ -310,6 +310,21 @@ export function payoutTest(options: Omit<WorldOptions, 'logs'> = {}) {
 /** A payout as the admin API shows it (camelCase, amounts as decimal strings). */
 export type ApiPayout = Record<string, any>;
 
+/** `getPayout`: GET /api/payouts/:id, expecting it found; the payout as the admin API shows it. */
+export function getPayoutOn({ app }: { app: TestApp }) {
+  return async (payoutId: string): Promise<ApiPayout> => {
+    const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
+    expect(res.status).toBe(200);
+    return res.body;
+  };
+}
+
+/** `act`: POST /api/payouts/:id/:action as `token`'s holder (the default admin token when undefined, none when null). */
+export function actOn({ app }: { app: TestApp }) {
+  return (payoutId: string, action: string, token?: string | null, body?: unknown) =>
+    app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, { token, ...(body !== undefined && { body }) });
+}
+
 /**
  * The `test` of a file that drives payouts as an operator does, through the admin API: worldTest's, its payrails
  * logging into `logs`, with the payouts read and acted on over HTTP and what they moved read from the ledger, the
@@ -324,11 +339,7 @@ export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
         expect(res.status).toBe(200);
         return res.body.payouts;
       })
-      .extend('getPayout', ({ app }) => async (payoutId: string): Promise<ApiPayout> => {
-        const res = await app.payrail.request('GET', `/api/payouts/${payoutId}`);
-        expect(res.status).toBe(200);
-        return res.body;
-      })
+      .extend('getPayout', ({ app }) => getPayoutOn({ app }))
       .extend('paidInstant', ({ instant, pay }) => paidInstantOn(instant, pay))
       .extend('payoutIn', ({ payoutsOf }) => payoutInOf(payoutsOf))
       /** Waits for the payout to reach `status` (saying where it ended up when it does not), and reads it then. */
@@ -338,13 +349,7 @@ export function payoutApiTest(options: Omit<WorldOptions, 'logs'> = {}) {
           (payoutId: string, status: string, timeoutMs?: number): Promise<ApiPayout> =>
             untilStatus(payoutId, () => getPayout(payoutId), status, timeoutMs),
       )
-      /** POST /api/payouts/:id/:action as `token`'s holder (the default admin token when undefined, none when null). */
-      .extend('act', ({ app }) => (payoutId: string, action: string, token?: string | null, body?: unknown) => {
-        return app.payrail.request('POST', `/api/payouts/${payoutId}/${action}`, {
-          token,
-          ...(body !== undefined && { body }),
-        });
-      })
+      .extend('act', ({ app }) => actOn({ app }))
       /** The channel's available balance and the part set aside in its payout, from the ledger's balance rows. */
       .extend('balances', ({ db }) => async (channelId: string, asset: 'eth' | 'usdt') => {
         const rows = await db.db
