@@ -7,7 +7,7 @@
 import { describe, expect } from 'vitest';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { rpc, type ChangeNowSimulator } from '../../src/simulators/index.ts';
-import { usdtThreshold } from '../support/conversions.ts';
+import { exchangesOf, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
@@ -101,6 +101,16 @@ const it = worldFirst(
           return ids;
         },
     )
+    /** Waits until every one of the payments has had a conversion attempt counted. */
+    .extend('attemptCounted', ({ db }) => async (what: string, ids: string[]) => {
+      await eventually(what, async () => {
+        const { rows } = await db.pool.query(
+          'select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])',
+          [ids],
+        );
+        return rows[0].n >= 1;
+      });
+    })
     /** The payments ChangeNow's fault left pending, all of them; once it answers again, a batch converts them. */
     .extend(
       'convertedOnceChangeNowBack',
@@ -398,34 +408,26 @@ describe('conversion of pending ETH to USDT', () => {
     expect(rows[0].n).toBe(1);
   });
 
-  it('keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back', async ({
-    db,
-    convertedOnceChangeNowBack,
-    paidWhileChangeNowFails,
-  }) => {
-    const ids = await paidWhileChangeNowFails('-1003000000004', 'down', 2);
-    await eventually('a failed attempt recorded', async () => {
-      const { rows } = await db.pool.query(
-        'select min(conversion_attempts)::int as n from payments where payment_id = any($1::numeric[])',
-        [ids],
-      );
-      return rows[0].n >= 1;
-    });
-    await convertedOnceChangeNowBack(ids);
-  });
-
-  it('a bad API key is a permanent error: nothing loops, payments stay pending until the key works', async ({
-    db,
-    convertedOnceChangeNowBack,
-    paidWhileChangeNowFails,
-  }) => {
-    const ids = await paidWhileChangeNowFails('-1003000000005', '401', 1);
-    await eventually('the refusal recorded', async () => {
-      const { rows } = await db.pool.query('select conversion_attempts from payments where payment_id = $1', [ids[0]]);
-      return rows[0].conversion_attempts >= 1;
-    });
-    await convertedOnceChangeNowBack(ids);
-  });
+  it.for([
+    [
+      'keeps taking payments while ChangeNow is down, counts the attempts, and converts everything once it is back',
+      { channelId: '-1003000000004', fault: 'down', payments: 2, counted: 'a failed attempt recorded' },
+    ],
+    [
+      'a bad API key is a permanent error: nothing loops, payments stay pending until the key works',
+      { channelId: '-1003000000005', fault: '401', payments: 1, counted: 'the refusal recorded' },
+    ],
+  ] as const)(
+    '%s',
+    async (
+      [, { channelId, fault, payments, counted }],
+      { attemptCounted, convertedOnceChangeNowBack, paidWhileChangeNowFails },
+    ) => {
+      const ids = await paidWhileChangeNowFails(channelId, fault, payments);
+      await attemptCounted(counted, ids);
+      await convertedOnceChangeNowBack(ids);
+    },
+  );
 });
 
 describe('crash safety', () => {
@@ -455,7 +457,7 @@ describe('crash safety', () => {
       );
       expect(rows).toHaveLength(1);
       const conversion = rows[0];
-      const exchanges = [...outside.sim.exchanges.values()].filter((e) => e.userId === conversion.conversion_id);
+      const exchanges = exchangesOf(outside, conversion.conversion_id);
       expect(exchanges).toHaveLength(1);
       const { rows: transfers } = await db.pool.query(
         "select status from chain_transfers where purpose = 'conversion' and ref = $1",
