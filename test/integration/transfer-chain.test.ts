@@ -12,7 +12,7 @@ import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pi
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc, startChainSender } from '../../src/simulators/index.ts';
 import { setLocalUsdtReturnFalse } from '../../src/simulators/usdt/index.ts';
-import { freshAddress, GWEI, useTransferWorld } from '../support/transfers.ts';
+import { freshAddress, GWEI, useTransferWorld, type Rig } from '../support/transfers.ts';
 import { eventually } from '../support/outside.ts';
 import { chainFaultsOn } from '../support/chain-faults.ts';
 import { walletApp } from '../support/wallet-app.ts';
@@ -28,6 +28,14 @@ const alertOf = (rule: string, subject: string) =>
     .where('rule', '=', rule)
     .where('subject', '=', subject)
     .executeTakeFirst();
+
+/** A transfer signed and broadcast while the node mines nothing: it waits in the pool for what the test does next. */
+async function waitingTransfer(r: Rig, ...intent: Parameters<Rig['intent']>): Promise<string> {
+  await onChain.pausePool();
+  const id = await r.intent(...intent);
+  await sendTransfer(r.deps, r.hooks, id);
+  return id;
+}
 
 describe('a broadcast whose answer is lost', () => {
   it('is never signed again at another nonce, whatever a lagging node and a refusing node say: the receiver is paid once', async () => {
@@ -87,9 +95,7 @@ describe('fees that move under a waiting transfer', () => {
   it('a 10x base fee spike: one replacement at the same nonce is mined, the receiver is paid once, the real gas is booked', async () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     const to = freshAddress();
-    await onChain.pausePool();
-    const id = await r.intent('spike', 5_000n, { to });
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'spike', 5_000n, { to });
     const [v1] = await r.versions(id);
     // The spike outbids the waiting version (anvil drops it from its pool; geth would keep it waiting).
     await onChain.spikeBaseFee((await onChain.baseFee()) * 10n);
@@ -125,9 +131,7 @@ describe('fees that move under a waiting transfer', () => {
     const r = await rig({ policy: { bumpAfterMs: 0 } });
     // A ceiling just above what the first version offers: the minimum 10 % bump would pass it.
     r.deps.settings.transfer.maxFeePerGasWei = (await r.wallet.fees()).maxFeePerGas + 1n;
-    await onChain.pausePool();
-    const id = await r.intent('ceiling', 9n);
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'ceiling', 9n);
     await confirmTransfer(r.deps, r.hooks, id);
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.versions(id)).toHaveLength(1);
@@ -143,9 +147,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
   it("is seen twice, goes to review with an alert, is never re-signed; resolved as never sent it fails and the funds are the owner's again", async () => {
     const r = await rig();
     const to = freshAddress();
-    await onChain.pausePool();
-    const id = await r.intent('taken', 4_242n, { to });
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'taken', 4_242n, { to });
     // An operator's wallet app uses the same key and nonce, paying more: the node keeps theirs, and mines it.
     const theirs = await onChain.takeNonce(r.hostKey, { nonce: 0, maxFeePerGasWei: 200n * GWEI });
     await onChain.mineBlocks(1);
@@ -192,9 +194,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
     };
     await recordDeposit(t.db.db, chain, { txHash: funding, asset: 'eth', actor: 'ops' });
     const to = freshAddress();
-    await onChain.pausePool();
-    const id = await r.intent('resent', 7_777n, { to });
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'resent', 7_777n, { to });
     const app = walletApp(t.outside.chain, r.hostKey);
     const theirs = await app.sendTransaction({
       to,
@@ -241,9 +241,7 @@ describe('a nonce taken by a transaction payrail did not sign', () => {
 
   it('resolve as never sent is refused while the nonce is unused: a version could still be mined', async () => {
     const r = await rig();
-    await onChain.pausePool();
-    const id = await r.intent('unused', 5n);
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'unused', 5n);
     await applyTransferAction(t.db.db, id, 'resolve', 'bob', { outcome: 'never_sent' });
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
@@ -258,9 +256,7 @@ describe('a person cancels a waiting transfer', () => {
   it('a zero-value self-transfer at the nonce is mined instead: the transfer fails as cancelled, its gas is booked, nothing reached the receiver', async () => {
     const r = await rig();
     const to = freshAddress();
-    await onChain.pausePool();
-    const id = await r.intent('cancel', 31_337n, { to });
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'cancel', 31_337n, { to });
     const accepted = await applyTransferAction(t.db.db, id, 'cancel', 'carol');
     expect(accepted).toMatchObject({ from: 'broadcast', to: 'broadcast', requested: 'cancel' });
     // A second request while the first is carried out is refused.
@@ -334,9 +330,7 @@ describe('receivers and tokens as they are', () => {
   it('a token transfer that reverts once mined (the receiver blacklisted after the estimate) fails with its gas booked', async () => {
     const r = await rig();
     const to = freshAddress();
-    await onChain.pausePool();
-    const id = await r.intent('blacklisted', 3_000_000n, { to, asset: 'usdt' });
-    await sendTransfer(r.deps, r.hooks, id);
+    const id = await waitingTransfer(r, 'blacklisted', 3_000_000n, { to, asset: 'usdt' });
     // Tether's blacklist (LocalUSDT's isBlackListed, storage slot 3), set between the estimate and the block.
     const slot = keccak256(encodeAbiParameters([{ type: 'address' }, { type: 'uint256' }], [to, 3n]));
     await rpc(t.outside.chain.rpcUrl, 'anvil_setStorageAt', [t.outside.usdt, slot, `0x${'1'.padStart(64, '0')}`]);
