@@ -50,6 +50,8 @@ export interface IntakeSettings {
   readonly confirm?: { readonly deadlineMs: number };
 }
 
+export type ConfirmSettings = NonNullable<IntakeSettings['confirm']>;
+
 /** payment_confirm's attempts: far more than NOWPAYMENTS_CONFIRM_DEADLINE (at most 24h) takes with the queue's backoff. */
 export const CONFIRM_JOB_MAX_ATTEMPTS = 25;
 
@@ -163,7 +165,7 @@ export async function recordIpn(
 export function oneCallSettings(ipn: Ipn, settings: IntakeSettings): OneCallSettings {
   return {
     feePercent: settings.feePercent,
-    // The very number deadlineIn sends: both paths set the same deadline.
+    // The very number confirmDeadline sends: both paths set the same deadline.
     confirmDeadlineSeconds: settings.confirm ? settings.confirm.deadlineMs / 1000 : null,
     payoutJob: { ...PAYOUT_JOB, maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
     confirmJob: { ...CONFIRM_JOB, maxAttempts: CONFIRM_JOB_MAX_ATTEMPTS },
@@ -344,13 +346,14 @@ export function restatementAwaitsCheck(row: PaymentRow): boolean {
   );
 }
 
-function deadlineIn(confirm: NonNullable<IntakeSettings['confirm']>) {
+/** Until when an unreachable NOWPayments API is asked again, counted from this statement. */
+export function confirmDeadline(confirm: ConfirmSettings) {
   return sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`;
 }
 
 /** The check's clock starts with the first crediting IPN; a later copy keeps it (coalesce), never restarts it. */
-function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInsert = false) {
-  const deadline = deadlineIn(confirm);
+function confirmColumns(confirm: ConfirmSettings, onInsert = false) {
+  const deadline = confirmDeadline(confirm);
   if (onInsert) return { confirm_requested_at: sql<Date>`now()`, confirm_deadline_at: deadline };
   return {
     confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`,
@@ -366,7 +369,7 @@ function confirmColumns(confirm: NonNullable<IntakeSettings['confirm']>, onInser
 export async function requestConfirmation(
   trx: Transaction<Database>,
   paymentId: string,
-  confirm: NonNullable<IntakeSettings['confirm']>,
+  confirm: ConfirmSettings,
 ): Promise<void> {
   await trx
     .updateTable('payments')
@@ -465,7 +468,7 @@ function nextState(current: PaymentRow, ipn: Ipn, channelKnown: boolean, setting
       restated_outcome_amount: ipn.outcomeAmount,
       restated_outcome_currency: ipn.outcomeCurrency,
       restated_confirmed_at: null,
-      restated_confirm_deadline_at: checkRestatement && settings.confirm ? deadlineIn(settings.confirm) : null,
+      restated_confirm_deadline_at: checkRestatement && settings.confirm ? confirmDeadline(settings.confirm) : null,
     }),
   };
 }
@@ -806,11 +809,14 @@ async function keepPartialForReview(trx: Transaction<Database>, paymentId: strin
   await alertReview(trx, moved, undefined);
 }
 
-/** Known now, it is credited as any other: once NOWPayments' API agrees. */
+/**
+ * Known now, it is credited as any other: once NOWPayments' API agrees. Its own update before requestConfirmation's,
+ * as each is guarded on what it changes: leaving review on the review it leaves, the clock on no credit booked yet.
+ */
 async function releaseToConfirmation(
   trx: Transaction<Database>,
   paymentId: string,
-  confirm: NonNullable<IntakeSettings['confirm']>,
+  confirm: ConfirmSettings,
 ): Promise<void> {
   await trx
     .updateTable('payments')

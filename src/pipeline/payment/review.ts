@@ -28,6 +28,7 @@ import { lockChannelForCredit } from '../../channels/lock.ts';
 import type { Database, Db, PaymentReviewAction, PaymentsTable, PayoutStatus, PayoutsTable } from '../../db/index.ts';
 import { jobWithKeyExists } from '../../jobs/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
+// Intake's money names: a top-up is parsed, split and shown with the very arithmetic of a first credit.
 import {
   decimalsOf,
   formatUnits,
@@ -40,6 +41,7 @@ import {
 } from '../../money/index.ts';
 import {
   alertReview,
+  confirmDeadline,
   creditColumns,
   creditEffects,
   creditEntries,
@@ -55,6 +57,7 @@ import {
   standingReason,
   storedCredit,
   topUpReason,
+  type ConfirmSettings,
   type IntakeSettings,
 } from './intake.ts';
 import { lockPayment } from './lock.ts';
@@ -243,7 +246,7 @@ async function recheck(
     throw new PaymentActionRefused(
       'NOWPAYMENTS_API_KEY is unset: there is no NOWPayments API to ask, and a payment is never credited on its IPN alone',
     );
-  const deadline = sql<Date>`now() + make_interval(secs => ${settings.confirm.deadlineMs / 1000})`;
+  const deadline = confirmDeadline(settings.confirm);
   if (payment.credited_at !== null) return recheckTopUp(trx, payment, deadline);
   // An ended partial (expired or failed after its partially_paid IPN): NOWPayments' API now describes the expired
   // payment, whose outcome_amount is what was asked, so it can never again agree with the partial's amount. Only a
@@ -430,13 +433,13 @@ async function credit(trx: Transaction<Database>, payment: PaymentRow, settings:
 async function creditOnceConfirmed(
   trx: Transaction<Database>,
   payment: PaymentRow,
-  confirm: NonNullable<IntakeSettings['confirm']>,
+  confirm: ConfirmSettings,
 ): Promise<Record<string, unknown>> {
   const asked = await trx
     .updateTable('payments')
     .set({
       confirm_requested_at: sql<Date>`coalesce(confirm_requested_at, now())`,
-      confirm_deadline_at: sql<Date>`now() + make_interval(secs => ${confirm.deadlineMs / 1000})`,
+      confirm_deadline_at: confirmDeadline(confirm),
     })
     .where('payment_id', '=', payment.payment_id)
     .where('credited_at', 'is', null)
@@ -553,7 +556,6 @@ async function topUpAmounts(
     throw new PaymentActionRefused(
       `NOWPayments has not confirmed the later IPN's ${payment.restated_outcome_amount} ${asset.toUpperCase()}: only a top-up its API agreed with is credited`,
     );
-  const show = (units: bigint) => `${formatUnits(units, decimalsOf(asset))} ${asset.toUpperCase()}`;
   const total = parseUnits(payment.restated_outcome_amount, decimalsOf(asset));
   const before = {
     gross: BigInt(payment.gross_amount as string),
@@ -562,7 +564,7 @@ async function topUpAmounts(
   };
   if (total <= before.gross)
     throw new PaymentActionRefused(
-      `${show(before.gross)} is credited already, no less than the ${show(total)} the later IPN says`,
+      `${shown(before.gross, asset)} is credited already, no less than the ${shown(total, asset)} the later IPN says`,
     );
   const gross = total - before.gross;
   const { fee, net } = splitFee(gross, await topUpFee(trx, payment, settings));
