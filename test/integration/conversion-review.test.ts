@@ -9,7 +9,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import { toReview } from '../../src/pipeline/conversion/run.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { rpc } from '../../src/simulators/index.ts';
-import { conversionAnsweredOn, exchangesOf, usdtThreshold } from '../support/conversions.ts';
+import { conversionAnsweredOn, exchangesOf, readUntilStatus, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually, SIM_API_KEY } from '../support/outside.ts';
 
@@ -44,21 +44,12 @@ const it = worldFirst(
       expect(res.status).toBe(200);
       return res.body;
     })
-    .extend('reaches', ({ get }) => async (conversionId: string, status: string, timeoutMs = 45_000) => {
-      let last: Conversion | undefined;
-      try {
-        await eventually(
-          `conversion ${conversionId} ${status}`,
-          async () => (last = await get(conversionId)).status === status,
-          timeoutMs,
-        );
-      } catch (error) {
-        throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
-          cause: error,
-        });
-      }
-      return last as Conversion;
-    })
+    .extend(
+      'reaches',
+      ({ get }) =>
+        (conversionId: string, status: string, timeoutMs?: number) =>
+          readUntilStatus(`conversion ${conversionId}`, () => get(conversionId), status, timeoutMs),
+    )
     /** The payment's (first) conversion, once it exists. */
     .extend('conversionOf', ({ conversionIdsOf }) => async (paymentId: string): Promise<string> => {
       await eventually(

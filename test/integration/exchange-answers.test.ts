@@ -8,7 +8,7 @@
  */
 import { describe, expect } from 'vitest';
 import { startChainSender, type ChangeNowSimulator } from '../../src/simulators/index.ts';
-import { conversionAnsweredOn, exchangesOf, usdtThreshold } from '../support/conversions.ts';
+import { conversionAnsweredOn, exchangesOf, readUntilStatus, usdtThreshold } from '../support/conversions.ts';
 import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { eventually } from '../support/outside.ts';
 import { expectLedgerCleanOn, instantBody } from '../support/payout-state.ts';
@@ -103,15 +103,8 @@ const it = worldFirst(
     .extend(
       'reaches',
       ({ read }) =>
-        async (kind: 'conversions' | 'payouts', id: string, status: string): Promise<Record<string, any>> => {
-          let last: Record<string, any> = {};
-          await eventually(`${id} ${status}`, async () => (last = await read(kind, id)).status === status).catch(
-            (error: Error) => {
-              throw new Error(`${error.message} (last: ${last.status}, ${last.reason ?? 'no reason'})`);
-            },
-          );
-          return last;
-        },
+        (kind: 'conversions' | 'payouts', id: string, status: string) =>
+          readUntilStatus(id, () => read(kind, id), status),
     )
     .extend(
       'getConversion',

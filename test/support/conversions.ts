@@ -1,9 +1,10 @@
 /**
  * What the conversion integration tests share: a threshold channel that keeps its USDT, the exchanges ChangeNow holds
- * for a conversion, and a payment converted through an exchange ChangeNow answers as a test asks.
+ * for a conversion, a payment converted through an exchange ChangeNow answers as a test asks, and the wait for a
+ * conversion (or payout) to reach a state.
  */
 import type { ChangeNowSimulator } from '../../src/simulators/index.ts';
-import type { Outside } from './outside.ts';
+import { eventually, type Outside } from './outside.ts';
 import { freshWallet } from './payouts.ts';
 
 /**
@@ -37,4 +38,25 @@ export function conversionAnsweredOn({
     const paymentId = await pay(channelId);
     return { channelId, paymentId, id: await conversionOf(paymentId) };
   };
+}
+
+/**
+ * Waits until `read` shows `what` in `status`, and returns it as read then. When it does not get there, the error says
+ * where it ended up instead: one that went elsewhere is the finding.
+ */
+export async function readUntilStatus<T extends { status?: string; reason?: string | null }>(
+  what: string,
+  read: () => Promise<T>,
+  status: string,
+  timeoutMs?: number,
+): Promise<T> {
+  let last: T | undefined;
+  try {
+    await eventually(`${what} ${status}`, async () => (last = await read()).status === status, timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last: ${last?.status}, ${last?.reason ?? 'no reason'})`, {
+      cause: error,
+    });
+  }
+  return last as T;
 }
