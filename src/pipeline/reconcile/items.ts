@@ -105,6 +105,7 @@ function selectItems(
      ${tail}`;
 }
 
+/** The raw row in the pass's names, field by field as each view's mapper is: the compiler checks every one. */
 function toItem(row: RawRow): ItemRow {
   return {
     id: row.id,

@@ -68,6 +68,7 @@ export async function createTransfer(trx: Transaction<Database>, intent: Transfe
     .returning('transfer_id')
     .executeTakeFirst();
   if (!inserted) {
+    // An earlier intent holds (purpose, ref): found by that unique key, as the ledger finds a journal already booked.
     const existing = await trx
       .selectFrom('chain_transfers')
       .select('transfer_id')
