@@ -98,6 +98,17 @@ export function payoutForUpdate(trx: Transaction<Database>, payoutId: string) {
   return trx.selectFrom('payouts').selectAll().where('payout_id', '=', payoutId).forUpdate();
 }
 
+/** The same row lock, for a step that records its transfer only if the payout has not moved on: its state alone. */
+async function lockedStatus(trx: Transaction<Database>, payoutId: string): Promise<PayoutStatus> {
+  const row = await trx
+    .selectFrom('payouts')
+    .select('status')
+    .where('payout_id', '=', payoutId)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return row.status;
+}
+
 /** The pair's "from" side: what payrail holds for the payout, on the host wallet's network. */
 /** A payout's exchange: the payout's amount from the host wallet, out to the owner's wallet, any refund back. */
 function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
@@ -467,13 +478,7 @@ async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): P
 
 async function startDirectTransfer(deps: StageDeps, payout: Payout): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('payouts')
-      .select('status')
-      .where('payout_id', '=', payout.payout_id)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
-    if (current.status !== 'pending') return;
+    if ((await lockedStatus(trx, payout.payout_id)) !== 'pending') return;
     const transferId = await createTransfer(trx, {
       purpose: 'payout',
       ref: payout.payout_id,
@@ -614,14 +619,9 @@ async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin |
 async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Promise<boolean> {
   const payoutId = payout.payout_id;
   return deps.db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('payouts')
-      .select('status')
-      .where('payout_id', '=', payoutId)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
+    const status = await lockedStatus(trx, payoutId);
     // pending: an exchange found before asking again (adopted); anything else: cancelled or moved on meanwhile.
-    if (current.status !== 'exchange_requested' && current.status !== 'pending') return false;
+    if (status !== 'exchange_requested' && status !== 'pending') return false;
     const transferId = await createTransfer(trx, {
       purpose: 'payout',
       ref: payoutId,
