@@ -763,6 +763,8 @@ async function runPipeline(parts: RunParts, opts: Options, secrets: BenchSecrets
     simExchanges: outside.sim.exchanges.size,
     memory: { ...hwm, payrailPeakKib: parts.memory?.peakChildKib ?? 0, selfMaxRssKib: process.resourceUsage().maxRSS },
   };
+  // Stopped before the table counters are read: a session reports the last of its counts as it ends.
+  await stopChild(payrail.child, 'payrail', STOP_TIMEOUT_MS);
   const writes = await readRowWrites(database);
   const checks = pipelineChecks(run, results);
   const cpu = cpuLine(watch.cpuStart, cpuEnd);

@@ -49,26 +49,24 @@ async function readCounters(database: DatabaseHandle): Promise<Counters> {
   );
 }
 
-const same = (a: Counters, b: Counters) =>
-  [...a.values()].every((x) => {
-    const y = b.get(x.table);
-    return y !== undefined && y.inserted === x.inserted && y.updated === x.updated && y.heapOnly === x.heapOnly;
-  });
-
 /**
- * The counters once they have settled. A session reports its counts when it goes idle, at most once a second, so the
- * reads are repeated until three in a row, a second apart, agree (at most 20 s).
+ * The counters once payrail has stopped. A session reports its counts when it goes idle, but not within a second of
+ * its last report, and then only after 10 s more idle (PostgreSQL's PGSTAT_IDLE_INTERVAL), or as it ends: so the
+ * caller stops payrail first, and the sessions' ends are waited for here (they end as PostgreSQL notices the closed
+ * connections).
  */
 export async function readRowWrites(database: DatabaseHandle): Promise<TableWrites[]> {
-  let last = await readCounters(database);
-  let agreeing = 0;
-  for (let i = 0; i < 20 && agreeing < 2; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const next = await readCounters(database);
-    agreeing = same(last, next) ? agreeing + 1 : 0;
-    last = next;
+  // Every session but the bench's own (its pool is named payrail-bench-driver).
+  const others = `select count(*)::int as n from pg_stat_activity
+                   where backend_type = 'client backend' and datname = current_database()
+                     and application_name <> 'payrail-bench-driver'`;
+  for (let i = 0; i < 100; i++) {
+    const { rows } = await database.pool.query<{ n: number }>(others);
+    if (rows[0]?.n === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  return TABLES.flatMap((name) => last.get(name) ?? []);
+  const counters = await readCounters(database);
+  return TABLES.flatMap((name) => counters.get(name) ?? []);
 }
 
 /** Hundredths of a row per payment, as text: counts, not money, but kept exact all the same. */
