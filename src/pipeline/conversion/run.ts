@@ -171,10 +171,18 @@ async function createConversion(trx: Transaction<Database>, conversionId: string
     )
     .execute();
   // Named from-state, though the rows are locked as pending: a payment that is not is never moved, and the whole
-  // conversion rolls back rather than carry a payment it does not hold.
+  // conversion rolls back rather than carry a payment it does not hold. The exchange's first request is queued
+  // below in this transaction, so its attempt is counted here, with the move: one new version of each payment row
+  // rather than two (markRequested counts only the requests made again).
   const moved = await trx
     .updateTable('payments')
-    .set({ conversion_status: 'converting', conversion_id: conversionId, updated_at: sql`now()` })
+    .set({
+      conversion_status: 'converting',
+      conversion_id: conversionId,
+      conversion_attempts: sql`conversion_attempts + 1`,
+      conversion_last_attempt_at: sql`now()`,
+      updated_at: sql`now()`,
+    })
     .where(
       'payment_id',
       'in',
@@ -285,7 +293,7 @@ async function requestExchange(
   log: Logger,
 ): Promise<Payin | typeof STOPPED> {
   const conversionId = conversion.conversion_id;
-  await markRequested(deps, conversionId);
+  await markRequested(deps, conversionId, conversion.status === 'exchange_requested');
   const ask = askFor(deps, formatUnits(BigInt(conversion.amount_wei), 18));
   let created;
   try {
@@ -328,8 +336,11 @@ async function requestExchange(
   return createdPayin(created);
 }
 
-/** The intent, committed before ChangeNow is asked: a repeat lists ChangeNow's exchanges before asking again. */
-async function markRequested(deps: StageDeps, conversionId: string): Promise<void> {
+/**
+ * The intent, committed before ChangeNow is asked: a repeat lists ChangeNow's exchanges before asking again. A
+ * repeat is another attempt on the conversion's payments; the first was counted when the conversion took them.
+ */
+async function markRequested(deps: StageDeps, conversionId: string, repeat: boolean): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
     // The reconciler's budget of resumes is per state: a new one starts at pending → exchange_requested, not at
     // every attempt within exchange_requested (a stage that keeps dying there must still run out of it).
@@ -343,6 +354,7 @@ async function markRequested(deps: StageDeps, conversionId: string): Promise<voi
       .where('conversion_id', '=', conversionId)
       .where('status', 'in', ['pending', 'exchange_requested'])
       .execute();
+    if (!repeat) return;
     await trx
       .updateTable('payments')
       .set({ conversion_attempts: sql`conversion_attempts + 1`, conversion_last_attempt_at: sql`now()` })
