@@ -7,8 +7,18 @@
 import type { DatabaseHandle } from '../src/db/index.ts';
 import { table } from './shared.ts';
 
-/** The tables a payment's way through the pipeline writes, besides the ledger's own. */
-const TABLES = ['payments', 'conversion_payments', 'conversions', 'payouts', 'chain_transfers'] as const;
+/** The tables a payment's way through the pipeline writes, the ledger's included. */
+const TABLES = [
+  'payments',
+  'conversion_payments',
+  'conversions',
+  'payouts',
+  'chain_transfers',
+  'ledger_journals',
+  'ledger_entries',
+  'ledger_accounts',
+  'ledger_channel_days',
+] as const;
 
 export interface TableWrites {
   table: string;
