@@ -75,7 +75,7 @@ import {
   type BenchIpn,
 } from './shared.ts';
 import { measuresTable, pipelineChecks, type PipelineRun } from './pipeline-report.ts';
-import { readRowWrites, rowWritesTable, type TableWrites } from './row-writes.ts';
+import { readRowWrites, rowWritesLines, type RowWrites } from './row-writes.ts';
 import { readResults, type PipelineResults } from './pipeline-reads.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -706,7 +706,7 @@ interface Report {
   cpu: string;
   run: PipelineRun;
   results: PipelineResults;
-  writes: TableWrites[];
+  writes: RowWrites;
   checkLines: string[];
 }
 
@@ -718,7 +718,7 @@ function reportLines(started: Started, waits: WaitSampler | undefined, report: R
     `CPU, first IPN -> completion: ${report.cpu}`,
     '',
     'Row versions written, per payment (the database since it started, the channels and the setup included):',
-    rowWritesTable(report.writes, report.opts.payments),
+    ...rowWritesLines(report.writes, report.opts.payments),
     '',
     ...formatCosts(results.costs),
     '',

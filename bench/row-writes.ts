@@ -32,6 +32,13 @@ export interface TableWrites {
 
 type Counters = Map<string, TableWrites>;
 
+/** The tables' counters, and the write-ahead log the whole cluster wrote (the setup's included). */
+export interface RowWrites {
+  tables: TableWrites[];
+  walRecords: bigint;
+  walBytes: bigint;
+}
+
 async function readCounters(database: DatabaseHandle): Promise<Counters> {
   const { rows } = await database.pool.query<{
     relname: string;
@@ -65,7 +72,7 @@ async function readCounters(database: DatabaseHandle): Promise<Counters> {
  * caller stops payrail first, and the sessions' ends are waited for here (they end as PostgreSQL notices the closed
  * connections).
  */
-export async function readRowWrites(database: DatabaseHandle): Promise<TableWrites[]> {
+export async function readRowWrites(database: DatabaseHandle): Promise<RowWrites> {
   // Every session but the bench's own (its pool is named payrail-bench-driver).
   const others = `select count(*)::int as n from pg_stat_activity
                    where backend_type = 'client backend' and datname = current_database()
@@ -76,7 +83,14 @@ export async function readRowWrites(database: DatabaseHandle): Promise<TableWrit
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   const counters = await readCounters(database);
-  return TABLES.flatMap((name) => counters.get(name) ?? []);
+  const { rows } = await database.pool.query<{ records: string; bytes: string }>(
+    'select wal_records::text as records, wal_bytes::text as bytes from pg_stat_wal',
+  );
+  return {
+    tables: TABLES.flatMap((name) => counters.get(name) ?? []),
+    walRecords: BigInt(rows[0]?.records ?? '0'),
+    walBytes: BigInt(rows[0]?.bytes ?? '0'),
+  };
 }
 
 /** Hundredths of a row per payment, as text: counts, not money, but kept exact all the same. */
@@ -89,16 +103,19 @@ function share(part: bigint, whole: bigint): string {
   return whole === 0n ? '–' : `${((part * 100n + whole / 2n) / whole).toString()} %`;
 }
 
-export function rowWritesTable(writes: TableWrites[], payments: number): string {
+export function rowWritesLines(writes: RowWrites, payments: number): string[] {
   const n = BigInt(payments);
-  return table(
-    ['table', 'inserted / payment', 'updated / payment', 'heap-only updates', 'updates to another page'],
-    writes.map((w) => [
-      w.table,
-      perPayment(w.inserted, n),
-      perPayment(w.updated, n),
-      share(w.heapOnly, w.updated),
-      share(w.newPage, w.updated),
-    ]),
-  );
+  return [
+    table(
+      ['table', 'inserted / payment', 'updated / payment', 'heap-only updates', 'updates to another page'],
+      writes.tables.map((w) => [
+        w.table,
+        perPayment(w.inserted, n),
+        perPayment(w.updated, n),
+        share(w.heapOnly, w.updated),
+        share(w.newPage, w.updated),
+      ]),
+    ),
+    `write-ahead log per payment: ${perPayment(writes.walRecords, n)} records, ${perPayment(writes.walBytes, n)} bytes`,
+  ];
 }
