@@ -6,6 +6,7 @@
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// Every reader src/jobs exports, by name: the list mirrors its index on purpose, since each one is pinned here.
 import {
   addJobUnlessTaskLive,
   enqueue,
