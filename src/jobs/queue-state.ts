@@ -158,9 +158,9 @@ export async function liveJobs(client: PgClient): Promise<LiveJob[]> {
 }
 
 /**
- * Queues a job unless one of the same task will still run, in one statement (so two callers never queue two).
- * Returns whether it queued one. The key and its mode are the caller's: a job under the same key is replaced as
- * add_job does, keeping its run time.
+ * Queues a job unless one of the same task will still run; returns whether it queued one. Two callers at once may
+ * both find none: the job key is what keeps them to one job (add_job replaces a job under the same key, keeping its
+ * run time).
  */
 export async function addJobUnlessTaskLive(
   client: PgClient,

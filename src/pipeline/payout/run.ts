@@ -100,16 +100,9 @@ export function payoutForUpdate(trx: Transaction<Database>, payoutId: string) {
 
 /** The same row lock, for a step that records its transfer only if the payout has not moved on: its state alone. */
 async function lockedStatus(trx: Transaction<Database>, payoutId: string): Promise<PayoutStatus> {
-  const row = await trx
-    .selectFrom('payouts')
-    .select('status')
-    .where('payout_id', '=', payoutId)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
-  return row.status;
+  return (await payoutForUpdate(trx, payoutId).executeTakeFirstOrThrow()).status;
 }
 
-/** The pair's "from" side: what payrail holds for the payout, on the host wallet's network. */
 /** A payout's exchange: the payout's amount from the host wallet, out to the owner's wallet, any refund back. */
 function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
   return {
