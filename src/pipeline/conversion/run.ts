@@ -17,7 +17,7 @@ import { withRunLock } from '../run-lock.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, createdPayin, foundPayin, statusMismatch } from '../exchange-answer.ts';
 import type { ExchangeAsk, Payin } from '../exchange-answer.ts';
-import { createTransfer, type TransferHooks } from '../transfer/index.ts';
+import { holdTransfer, type TransferHooks } from '../transfer/index.ts';
 
 const EXCHANGE_MAX_ATTEMPTS = 25;
 const HOLD_MAX_MINUTES = 24 * 60;
@@ -391,7 +391,7 @@ async function recordExchange(deps: StageDeps, conversion: Selectable<Conversion
   await deps.db.transaction().execute(async (trx) => {
     const current = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
     if (current.status !== 'exchange_requested') return;
-    const transferId = await createTransfer(trx, {
+    const transfer = await holdTransfer(trx, {
       purpose: 'conversion',
       ref: conversionId,
       asset: 'eth',
@@ -399,11 +399,6 @@ async function recordExchange(deps: StageDeps, conversion: Selectable<Conversion
       to: payin.payinAddress,
       amount: BigInt(conversion.amount_wei),
     });
-    const transfer = await trx
-      .selectFrom('chain_transfers')
-      .select(['to_address', 'amount'])
-      .where('transfer_id', '=', transferId)
-      .executeTakeFirstOrThrow();
     // One transfer per conversion: one recorded earlier for another deposit address must not pay this exchange.
     if (
       transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
@@ -420,7 +415,7 @@ async function recordExchange(deps: StageDeps, conversion: Selectable<Conversion
         exchange_id: payin.id,
         payin_address: payin.payinAddress,
         expected_usdt: payin.toAmount === null ? null : parseUnitsFloor(payin.toAmount, 6).units,
-        transfer_id: transferId,
+        transfer_id: transfer.transfer_id,
         last_error: null,
         reconcile_attempts: 0,
         updated_at: sql`now()`,

@@ -19,6 +19,7 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import {
   OPEN_PAYOUT_STATES,
   type Database,
+  type ChannelsTable,
   type Db,
   type PaymentsTable,
   type PayoutsTable,
@@ -32,7 +33,7 @@ import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
 import { lockPayment } from '../payment/lock.ts';
-import { createTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
+import { createTransfer, holdTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, createdPayin, foundPayin, statusMismatch } from '../exchange-answer.ts';
 import type { ExchangeAsk, Payin } from '../exchange-answer.ts';
@@ -133,16 +134,22 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
   const payoutId = await deps.db.transaction().execute(async (trx) => {
     const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
-    const existing = await trx
-      .selectFrom('payouts')
-      .select('payout_id')
-      .where('payment_id', '=', paymentId)
-      .executeTakeFirst();
-    if (existing) return existing.payout_id;
+    // Read after the lock, so a run that opened the payout meanwhile is seen (a new snapshot in READ COMMITTED).
+    const { existing_payout_id: existing, ...channel } = await trx
+      .selectFrom('channels')
+      .select((eb) => [
+        eb.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).as('existing_payout_id'),
+        'payout_currency',
+        'payout_network',
+        'wallet_address',
+      ])
+      .where('channel_id', '=', payment.channel_id)
+      .executeTakeFirstOrThrow();
+    if (existing !== null) return existing;
     if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
     if (net === 0n) return null;
-    return reserveInstantPayout(trx, paymentId, payment, net);
+    return reserveInstantPayout(trx, { paymentId, payment, channel, net });
   });
   if (payoutId !== null) await runPayout(deps, payoutId);
 }
@@ -188,15 +195,14 @@ function payableNow(deps: StageDeps, paymentId: string, payment: Payment): payme
  */
 async function reserveInstantPayout(
   trx: Transaction<Database>,
-  paymentId: string,
-  payment: PayablePayment,
-  net: bigint,
+  opening: {
+    paymentId: string;
+    payment: PayablePayment;
+    channel: Pick<Selectable<ChannelsTable>, 'payout_currency' | 'payout_network' | 'wallet_address'>;
+    net: bigint;
+  },
 ): Promise<string> {
-  const channel = await trx
-    .selectFrom('channels')
-    .selectAll()
-    .where('channel_id', '=', payment.channel_id)
-    .executeTakeFirstOrThrow();
+  const { paymentId, payment, channel, net } = opening;
   const id = newPayoutId();
   await trx
     .insertInto('payouts')
@@ -281,8 +287,29 @@ async function recordFailure(deps: StageDeps, payoutId: string, error: unknown):
   throw error;
 }
 
+/** The address format of a payout's pair as read with the payout: null when supported_pairs has no such pair. */
+interface PairRead {
+  readonly currency: string;
+  readonly network: string;
+  readonly addressFormat: string | null;
+}
+
 async function advance(deps: StageDeps, payoutId: string): Promise<void> {
-  let payout = await loadPayout(deps.db, payoutId);
+  const { pair_address_format: addressFormat, ...loaded } = await deps.db
+    .selectFrom('payouts')
+    .selectAll('payouts')
+    .select((eb) =>
+      eb
+        .selectFrom('supported_pairs')
+        .select('address_format')
+        .whereRef('supported_pairs.currency', '=', 'payouts.payout_currency')
+        .whereRef('supported_pairs.network', '=', 'payouts.payout_network')
+        .as('pair_address_format'),
+    )
+    .where('payout_id', '=', payoutId)
+    .executeTakeFirstOrThrow();
+  const pair = { currency: loaded.payout_currency, network: loaded.payout_network, addressFormat };
+  let payout: Payout = loaded;
   if (payout.status === 'held') {
     if (payout.hold_until !== null && payout.hold_until.getTime() > Date.now()) {
       // Woken early (clocks of the database and this worker differ, say): the hold keeps its job.
@@ -302,7 +329,7 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
   if (payout.status === 'pending' || payout.status === 'exchange_requested') {
     // Before anything is asked of ChangeNow or the chain (and before the approval check): where the payout goes must
     // be a valid address for its network, and not a wallet changed too recently.
-    if (!(await destinationValid(deps, payout))) return;
+    if (!(await destinationValid(deps, payout, pair))) return;
     if (await heldForWalletChange(deps, payout)) return;
   }
   if (payout.status === 'pending') {
@@ -323,23 +350,29 @@ async function advance(deps: StageDeps, payoutId: string): Promise<void> {
  * The payout's wallet, checked again for its currency and network as at channel registration: a row edited by hand,
  * or written under an older validator, must not reach ChangeNow or the chain. False when the payout went to review.
  */
-async function destinationValid(deps: StageDeps, payout: Payout): Promise<boolean> {
-  const pair = await deps.db
-    .selectFrom('supported_pairs')
-    .select('address_format')
-    .where('currency', '=', payout.payout_currency)
-    .where('network', '=', payout.payout_network)
-    .executeTakeFirst();
+async function destinationValid(deps: StageDeps, payout: Payout, read: PairRead): Promise<boolean> {
+  // Read with the payout (one round trip); again only if its pair changed before a held payout resumed.
+  const format =
+    read.currency === payout.payout_currency && read.network === payout.payout_network
+      ? read.addressFormat
+      : ((
+          await deps.db
+            .selectFrom('supported_pairs')
+            .select('address_format')
+            .where('currency', '=', payout.payout_currency)
+            .where('network', '=', payout.payout_network)
+            .executeTakeFirst()
+        )?.address_format ?? null);
   let problem: string | null;
-  if (!pair) problem = `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
-  else if (!(ADDRESS_FORMATS as readonly string[]).includes(pair.address_format))
-    problem = `supported_pairs has an unknown address format ${pair.address_format} for ${payout.payout_currency} on ${payout.payout_network}`;
+  if (format === null) problem = `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
+  else if (!(ADDRESS_FORMATS as readonly string[]).includes(format))
+    problem = `supported_pairs has an unknown address format ${format} for ${payout.payout_currency} on ${payout.payout_network}`;
   else {
-    const invalid = checkAddress(pair.address_format as AddressFormat, payout.wallet_address);
+    const invalid = checkAddress(format as AddressFormat, payout.wallet_address);
     problem =
       invalid === null
         ? null
-        : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${pair.address_format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
+        : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
   }
   if (problem === null) return true;
   await toReview(
@@ -615,7 +648,7 @@ async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Pr
     const status = await lockedStatus(trx, payoutId);
     // pending: an exchange found before asking again (adopted); anything else: cancelled or moved on meanwhile.
     if (status !== 'exchange_requested' && status !== 'pending') return false;
-    const transferId = await createTransfer(trx, {
+    const transfer = await holdTransfer(trx, {
       purpose: 'payout',
       ref: payoutId,
       asset: payout.asset,
@@ -623,11 +656,6 @@ async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Pr
       to: payin.payinAddress,
       amount: BigInt(payout.amount),
     });
-    const transfer = await trx
-      .selectFrom('chain_transfers')
-      .select(['to_address', 'amount', 'asset'])
-      .where('transfer_id', '=', transferId)
-      .executeTakeFirstOrThrow();
     // One transfer per payout: one recorded earlier for another deposit must not pay this exchange.
     if (
       transfer.to_address.toLowerCase() !== payin.payinAddress.toLowerCase() ||
@@ -645,7 +673,7 @@ async function recordExchange(deps: StageDeps, payout: Payout, payin: Payin): Pr
         exchange_id: payin.id,
         payin_address: payin.payinAddress,
         expected_amount_out: payin.toAmount,
-        transfer_id: transferId,
+        transfer_id: transfer.transfer_id,
         last_error: null,
         updated_at: sql`now()`,
       })

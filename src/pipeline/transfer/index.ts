@@ -1,4 +1,4 @@
-export { createTransfer, sendTransfer, type TransferIntent } from './send.ts';
+export { createTransfer, holdTransfer, sendTransfer, type HeldTransfer, type TransferIntent } from './send.ts';
 export { confirmTransfer } from './confirm.ts';
 export {
   resumeTransfer,

@@ -46,6 +46,18 @@ export interface TransferIntent {
 
 /** Records the intent and queues its send, in the caller's transaction. Returns the existing one when present. */
 export async function createTransfer(trx: Transaction<Database>, intent: TransferIntent): Promise<string> {
+  return (await holdTransfer(trx, intent)).transfer_id;
+}
+
+/** What a (purpose, ref) holds: the caller compares it with what it meant to pay before it relies on it. */
+export type HeldTransfer = Pick<Transfer, 'transfer_id' | 'to_address' | 'amount' | 'asset'>;
+
+/**
+ * createTransfer, answering with the transfer the (purpose, ref) holds: the new intent, or one recorded earlier for
+ * it, which may pay another address or amount (a payin from an earlier exchange). One round trip when new.
+ */
+export async function holdTransfer(trx: Transaction<Database>, intent: TransferIntent): Promise<HeldTransfer> {
+  const held = ['transfer_id', 'to_address', 'amount', 'asset'] as const;
   const inserted = await trx
     .insertInto('chain_transfers')
     .values({
@@ -65,20 +77,19 @@ export async function createTransfer(trx: Transaction<Database>, intent: Transfe
       last_error: null,
     })
     .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
-    .returning('transfer_id')
+    .returning(held)
     .executeTakeFirst();
   if (!inserted) {
     // An earlier intent holds (purpose, ref): found by that unique key, as the ledger finds a journal already booked.
-    const existing = await trx
+    return trx
       .selectFrom('chain_transfers')
-      .select('transfer_id')
+      .select(held)
       .where('purpose', '=', intent.purpose)
       .where('ref', '=', intent.ref)
       .executeTakeFirstOrThrow();
-    return existing.transfer_id;
   }
   await enqueueSend(trx, inserted.transfer_id, intent.from);
-  return inserted.transfer_id;
+  return inserted;
 }
 
 export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {
