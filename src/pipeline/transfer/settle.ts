@@ -83,16 +83,6 @@ export async function settleMined(
   const current = await lockTransfer(trx, transferId);
   if (FINAL_STATES.includes(current.status) || current.status === 'intent') return false;
   const { receipt, outcome } = mined;
-  if (receipt.gasCostWei > 0n) {
-    await postJournal(trx, {
-      kind: 'network_fee',
-      ref: transferId,
-      entries: [
-        { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
-        { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
-      ],
-    });
-  }
   const done = await trx
     .updateTable('chain_transfers')
     .set({
@@ -120,6 +110,18 @@ export async function settleMined(
     .executeTakeFirstOrThrow();
   if (outcome.status === 'confirmed') await hooks[done.purpose].onConfirmed(trx, done);
   if (outcome.status === 'failed') await hooks[done.purpose].onFailed(trx, done, outcome.failure);
+  // Last before the commit: every transfer's gas is booked on the same two balance rows, so each settlement holds
+  // their locks only for this statement and its commit, not through its owner's hook.
+  if (receipt.gasCostWei > 0n) {
+    await postJournal(trx, {
+      kind: 'network_fee',
+      ref: transferId,
+      entries: [
+        { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
+        { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
+      ],
+    });
+  }
   return true;
 }
 
