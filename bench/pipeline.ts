@@ -682,7 +682,7 @@ function setupLines(opts: Options, load: Load, drainJobs: number, pgInfo: PgSett
       .join(' ')}`,
     `load:     ${n} payments (new, status finished, 0.00487 ETH each), round-robin over ${opts.channels} threshold channels (thresholds ${THRESHOLD_STEP_USD}..${THRESHOLD_STEP_USD * BigInt(opts.channels)} USD)`,
     `          and ${opts.instantChannels} instant channels: ${load.thresholdPayments} threshold payments, ${load.instantPayments} instant (${instantShare} %);`,
-    `          ${opts.concurrency} IPNs in flight (fetch, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`,
+    `          ${opts.concurrency} IPNs in flight (node:http, keep-alive), bodies pre-signed; after the last IPN, every ${DRAIN_EVERY_MS / 1000} s while payments`,
     `          are pending and no conversion_batch job is queued or running, the bench queues one (${drainJobs} queued)`,
     `payouts:  threshold channels alternate USDT on Tron (batch through a USDT -> USDT/TRC-20 exchange) and USDT on Ethereum`,
     `          (direct ERC-20 transfer); instant channels alternate ETH on Ethereum (direct ETH transfer, no exchange) and USDT on`,
