@@ -33,7 +33,15 @@ import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index
 import { bookHostFunding, expectLedgerEqualsChain } from '../support/ledger-chain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
-import { logSink, startTestPayrail, workerStageDeps, type LogSink, type TestPayrail } from '../support/payrail.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
+import {
+  IPN_SECRET,
+  logSink,
+  startTestPayrail,
+  workerStageDeps,
+  type LogSink,
+  type TestPayrail,
+} from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
 
 /** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
@@ -499,6 +507,23 @@ describe('credited instant payments whose payout was never opened', () => {
       await byHand(`payout_instant:${paymentId}`, () => openInstantPayout(deps, paymentId));
     for (const paymentId of [lost, gaveUp])
       expect(await payoutOfPayment(paymentId)).toMatchObject({ status: 'exchange_created' });
+    expect((await reconcile(deps, NOW)).reopened).toEqual([]);
+  });
+
+  it('a payout_instant run for the IPN of a channel never registered opens nothing, and says the payment is not a credited instant one', async () => {
+    // Not forwarded on chain: the IPN is kept for review (202), its ETH never reaches the host wallet.
+    const body = ipnBody({ payment_id: nextPaymentId++, order_id: `PGP-1|-${nextChannel++}` });
+    const { raw, headers } = signed(body, IPN_SECRET);
+    expect((await web.request('POST', '/webhooks/nowpayments', { raw, headers, token: null })).status).toBe(202);
+    const paymentId = String(body.payment_id);
+    const kept = await firstRowOf('select credited_at, review_reason from payments where payment_id = $1', [paymentId]);
+    expect(kept.credited_at).toBeNull();
+    expect(kept.review_reason).not.toBeNull();
+    for (let run = 0; run < 2; run++)
+      await expect(openInstantPayout(deps, paymentId)).rejects.toThrow(
+        `payment ${paymentId} is not a credited instant payment`,
+      );
+    expect(await rowsOf('select payout_id from payouts where payment_id = $1', [paymentId])).toEqual([]);
     expect((await reconcile(deps, NOW)).reopened).toEqual([]);
   });
 });

@@ -135,7 +135,7 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
     // Read after the lock, so a run that opened the payout meanwhile is seen (a new snapshot in READ COMMITTED).
-    const { existing_payout_id: existing, ...channel } = await trx
+    const read = await trx
       .selectFrom('channels')
       .select((eb) => [
         eb.selectFrom('payouts').select('payout_id').where('payment_id', '=', paymentId).as('existing_payout_id'),
@@ -144,14 +144,26 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
         'wallet_address',
       ])
       .where('channel_id', '=', payment.channel_id)
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    // No such channel (intake keeps an IPN for an unknown one, for review): its payout is looked up on its own.
+    const existing = read ? read.existing_payout_id : ((await existingPayout(trx, paymentId)) ?? null);
     if (existing !== null) return existing;
     if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
     if (net === 0n) return null;
-    return reserveInstantPayout(trx, { paymentId, payment, channel, net });
+    if (!read) throw new Error(`payment ${paymentId}: its channel ${payment.channel_id} is not registered`);
+    return reserveInstantPayout(trx, { paymentId, payment, channel: read, net });
   });
   if (payoutId !== null) await runPayout(deps, payoutId);
+}
+
+async function existingPayout(trx: Transaction<Database>, paymentId: string): Promise<string | undefined> {
+  const row = await trx
+    .selectFrom('payouts')
+    .select('payout_id')
+    .where('payment_id', '=', paymentId)
+    .executeTakeFirst();
+  return row?.payout_id;
 }
 
 type Payment = Selectable<PaymentsTable>;

@@ -54,7 +54,7 @@ export type HeldTransfer = Pick<Transfer, 'transfer_id' | 'to_address' | 'amount
 
 /**
  * createTransfer, answering with the transfer the (purpose, ref) holds: the new intent, or one recorded earlier for
- * it, which may pay another address or amount (a payin from an earlier exchange). One round trip when new.
+ * it, which may pay another address or amount (a payin from an earlier exchange). No second read when new.
  */
 export async function holdTransfer(trx: Transaction<Database>, intent: TransferIntent): Promise<HeldTransfer> {
   const held = ['transfer_id', 'to_address', 'amount', 'asset'] as const;
