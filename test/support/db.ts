@@ -65,27 +65,32 @@ export async function rowCounts(db: DatabaseHandle): Promise<RowCounts> {
 export const tableVersions = (table: string, orderBy: string, where = ''): string =>
   `(select count(*)::int from ${table} t ${where}) as "${table}", (select md5(coalesce(string_agg(t.xmin::text, ',' order by ${orderBy}), '')) from ${table} t ${where}) as "${table}_versions"`;
 
+/** [table, order of its rows, filter]: what fingerprint reads. */
+const FINGERPRINT_TABLES: ReadonlyArray<readonly [string, string, string?]> = [
+  ['payments', 't.payment_id'],
+  ['channels', 't.channel_id'],
+  ['payouts', 't.payout_id'],
+  ['ledger_accounts', 't.id'],
+  ['ledger_journals', 't.id'],
+  ['ledger_entries', 't.id'],
+  ['audit_log', 't.id'],
+  ['chain_transfers', 't.transfer_id'],
+  ['chain_transfer_versions', 't.transfer_id, t.version'],
+  ['chain_refunds', 't.tx_hash'],
+  ['conversions', 't.conversion_id'],
+  ['conversion_payments', 't.conversion_id, t.payment_id'],
+  ['alerts', 't.id'],
+  ['graphile_worker._private_jobs', 't.id', "where key is distinct from 'conversion_batch:nudge'"],
+];
+
 /**
  * Every table a request could write to, as counts and row versions (tableVersions). Two equal fingerprints mean
  * nothing was written. The conversion nudge's job row is left out: a threshold credit queues it on a timer up to a
  * second later, from an earlier (accepted) request.
  */
 export async function fingerprint(db: DatabaseHandle): Promise<Record<string, string | number>> {
-  const { rows } = await db.pool.query(`select
-      ${tableVersions('payments', 't.payment_id')},
-      ${tableVersions('channels', 't.channel_id')},
-      ${tableVersions('payouts', 't.payout_id')},
-      ${tableVersions('ledger_accounts', 't.id')},
-      ${tableVersions('ledger_journals', 't.id')},
-      ${tableVersions('ledger_entries', 't.id')},
-      ${tableVersions('audit_log', 't.id')},
-      ${tableVersions('chain_transfers', 't.transfer_id')},
-      ${tableVersions('chain_transfer_versions', 't.transfer_id, t.version')},
-      ${tableVersions('chain_refunds', 't.tx_hash')},
-      ${tableVersions('conversions', 't.conversion_id')},
-      ${tableVersions('conversion_payments', 't.conversion_id, t.payment_id')},
-      ${tableVersions('alerts', 't.id')},
-      ${tableVersions('graphile_worker._private_jobs', 't.id', "where key is distinct from 'conversion_batch:nudge'")},
+  const versions = FINGERPRINT_TABLES.map(([table, orderBy, where]) => tableVersions(table, orderBy, where));
+  const { rows } = await db.pool.query(`select ${versions.join(',\n')},
       (select coalesce(sum(ipn_count), 0)::int from payments) as ipn_count`);
   const row = rows[0] as Record<string, string | number>;
   // Short names for the counts the suites compare.
