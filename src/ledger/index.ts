@@ -9,3 +9,4 @@ export {
 } from './post-journal.ts';
 export { checkLedger, LEDGER_CHECKS, type CheckLedgerOptions, type LedgerReport, type LedgerProblem } from './check.ts';
 export { channelBalances, type Balance } from './balances.ts';
+export { inLedgerGroup } from './group.ts';
