@@ -35,3 +35,23 @@ export async function enqueue<T extends TaskName>(
       job_key => ${options.jobKey ?? null}::text,
       job_key_mode => ${options.jobKeyMode ?? 'preserve_run_at'}::text)`.execute(trx);
 }
+
+/** `enqueue` for several jobs of one task in one statement: each its payload and key, the same options otherwise. */
+export async function enqueueEach<T extends TaskName>(
+  trx: Transaction<Database>,
+  task: T,
+  jobs: readonly { readonly payload: TaskPayloads[T]; readonly jobKey?: string }[],
+  options: Omit<EnqueueOptions, 'jobKey'>,
+): Promise<void> {
+  if (jobs.length === 0) return;
+  await sql`select graphile_worker.add_job(
+      identifier => ${task},
+      payload => j.payload::json,
+      queue_name => ${options.queueName ?? null}::text,
+      run_at => ${options.runAt?.toISOString() ?? null}::timestamptz,
+      max_attempts => ${options.maxAttempts}::int,
+      job_key => j.key,
+      job_key_mode => ${options.jobKeyMode ?? 'preserve_run_at'}::text)
+    from unnest(${jobs.map((j) => JSON.stringify(j.payload))}::text[],
+      ${jobs.map((j) => j.jobKey ?? null)}::text[]) as j(payload, key)`.execute(trx);
+}

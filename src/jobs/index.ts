@@ -1,4 +1,4 @@
-export { enqueue, type EnqueueOptions } from './enqueue.ts';
+export { enqueue, enqueueEach, type EnqueueOptions } from './enqueue.ts';
 export { TASK_NAMES, tasksRunBy, type TaskName, type TaskPayloads } from './tasks.ts';
 export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { liveWorkers } from './queue-stats.ts';
@@ -12,6 +12,7 @@ export {
   liveJobKeys,
   liveJobs,
   noLiveJobWithKey,
+  queuedJobKeys,
   queueStats,
   removeJobs,
   taskRunning,

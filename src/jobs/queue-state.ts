@@ -32,6 +32,18 @@ export async function liveJobKeys(db: Reader, keys: readonly string[]): Promise<
 }
 
 /**
+ * Of these job keys, the ones whose job waits in the queue (not running, attempts left): work another run may take
+ * over, removing the job in the same commit.
+ */
+export async function queuedJobKeys(db: Reader, keys: readonly string[]): Promise<Set<string>> {
+  if (keys.length === 0) return new Set();
+  const { rows } = await sql<{ key: string }>`
+    select j.key from graphile_worker.jobs j
+    where j.key = any(${[...keys]}::text[]) and j.locked_at is null and j.attempts < j.max_attempts`.execute(db);
+  return new Set(rows.map((r) => r.key));
+}
+
+/**
  * Removes the jobs under these keys in the caller's transaction (graphile_worker.remove_job): a queued one is deleted,
  * a running one loses its key and its retries, so a job whose work another did in this transaction never runs again.
  */

@@ -7,7 +7,9 @@
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
+import type { Transfer } from '../../src/pipeline/transfer/model.ts';
 import { jobWithKeyExists } from '../../src/jobs/index.ts';
+import { checkLedger } from '../../src/ledger/index.ts';
 import {
   applyTransferAction,
   confirmTransfer,
@@ -15,6 +17,7 @@ import {
   TransferNotReady,
 } from '../../src/pipeline/transfer/index.ts';
 import { makeRejectingWallet } from '../../src/simulators/chain-faults.ts';
+import { rpc } from '../../src/simulators/index.ts';
 import { freshAddress, useTransferWorld, type Rig } from '../support/transfers.ts';
 
 const t = useTransferWorld();
@@ -221,6 +224,90 @@ describe('runs that meet', () => {
     await confirmAll(r, ids);
     for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
     expect(await t.outside.balanceOf(to[2] as string)).toBe(52n);
+  });
+});
+
+describe('a confirm run settles the wallet’s other mined transfers with its own', () => {
+  it('each once, from its own receipt, its gas booked and its confirm job removed; one not mined yet, one a person asked something of and one whose job is out of attempts are left to their own jobs', async () => {
+    const r = await rig();
+    const to = [freshAddress(), freshAddress(), freshAddress(), freshAddress(), freshAddress()];
+    const ids = [
+      await r.intent('c0', 60n, { to: to[0] }),
+      await r.intent('c1', 61n, { to: to[1], asset: 'usdt' }),
+      await r.intent('c2', 62n, { to: to[2] }),
+      await r.intent('asked', 63n, { to: to[3] }),
+      await r.intent('out-of-attempts', 64n, { to: to[4] }),
+    ];
+    await sendTransfer(r.deps, r.hooks, ids[0] as string);
+    const [own, c1, c2, asked, outOfAttempts] = ids as [string, string, string, string, string];
+    // Mined, as all of them are, but a person asked for a cancel: its own run carries that out.
+    await applyTransferAction(t.db.db, asked, 'cancel', 'carol');
+    await sql`select graphile_worker.permanently_fail_jobs(array(
+        select id from graphile_worker.jobs where key = ${`transfer_confirm:${outOfAttempts}`}), 'gave up')`.execute(
+      t.db.db,
+    );
+    // Signed while the chain mines nothing: broadcast, not mined.
+    await rpc(t.outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    const unmined = await r.intent('unmined', 65n);
+    try {
+      await sendTransfer(r.deps, r.hooks, unmined);
+      await confirmTransfer(r.deps, r.hooks, own);
+    } finally {
+      await rpc(t.outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    }
+
+    for (const id of [own, c1, c2]) {
+      expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+      expect(await r.gasBooked(id)).toBe(await t.receiptGas((await r.row(id)).tx_hash as string));
+    }
+    // The run's own job is completed by the queue when the run returns (called by hand here); the others' are gone.
+    for (const id of [c1, c2]) expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${id}`)).toBe(false);
+    const refs = async (of: readonly string[]) => Promise.all(of.map(async (id) => (await r.row(id)).ref as string));
+    expect([...r.confirmed].sort()).toEqual((await refs([own, c1, c2])).sort());
+    for (const id of [asked, outOfAttempts, unmined]) {
+      expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+      expect(await r.gasBooked(id)).toBeNull();
+      expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${id}`)).toBe(true);
+    }
+    expect(await t.outside.usdtBalanceOf(to[1] as string)).toBe(61n);
+
+    // Their own runs settle them as they would have alone; nothing is booked twice.
+    await rpc(t.outside.chain.rpcUrl, 'evm_mine', []);
+    for (const id of [asked, unmined, c1]) await confirmTransfer(r.deps, r.hooks, id);
+    for (const id of [asked, unmined]) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect(r.confirmed).toHaveLength(5);
+    expect(new Set(r.confirmed).size).toBe(5);
+    expect((await checkLedger(t.db.db)).ok).toBe(true);
+  });
+  it('a set whose transaction fails keeps nothing of it: each companion is confirmed by its own job, once', async () => {
+    const r = await rig();
+    const ids = [await r.intent('f0', 70n), await r.intent('f1', 71n), await r.intent('f2', 72n)];
+    const [own, c1, c2] = ids as [string, string, string];
+    await sendTransfer(r.deps, r.hooks, own);
+    const refused = (await r.row(c2)).ref as string;
+    const hooks = {
+      ...r.hooks,
+      payout: {
+        ...r.hooks.payout,
+        onConfirmed: async (trx: Parameters<Rig['hooks']['payout']['onConfirmed']>[0], transfer: Transfer) => {
+          if (transfer.ref === refused) throw new Error('the owner could not book it');
+          await r.hooks.payout.onConfirmed(trx, transfer);
+        },
+      },
+    };
+    await confirmTransfer(r.deps, hooks, own);
+
+    expect(await r.row(own)).toMatchObject({ status: 'confirmed' });
+    for (const id of [c1, c2]) {
+      expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+      expect(await r.gasBooked(id)).toBeNull();
+      expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${id}`)).toBe(true);
+    }
+    for (const id of [c1, c2]) await confirmTransfer(r.deps, r.hooks, id);
+    for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    // The hook recorded c1 inside the failed set too (the rig's hooks only count calls): the books hold each once.
+    for (const id of ids) expect(await r.gasBooked(id)).toBe(await t.receiptGas((await r.row(id)).tx_hash as string));
+    expect((await checkLedger(t.db.db)).ok).toBe(true);
   });
 });
 

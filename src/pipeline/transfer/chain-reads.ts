@@ -39,14 +39,21 @@ export async function findMined(
 export async function deepEnough(
   deps: StageDeps,
   receipt: Pick<MinedReceipt, 'blockNumber' | 'blockHash'>,
+  deepUpTo?: bigint,
 ): Promise<boolean> {
-  const confirmations = deps.settings.transfer.confirmations;
-  const deep =
-    typeof confirmations === 'number'
-      ? (await deps.wallet.blockAt('latest')) - receipt.blockNumber + 1n >= BigInt(confirmations)
-      : (await deps.wallet.blockAt(confirmations)) >= receipt.blockNumber;
-  if (!deep) return false;
+  if (receipt.blockNumber > (deepUpTo ?? (await deepestBlock(deps)))) return false;
   return (await deps.wallet.blockHash(receipt.blockNumber))?.toLowerCase() === receipt.blockHash.toLowerCase();
+}
+
+/**
+ * The highest block deep enough for CHAIN_CONFIRMATIONS now (may be below zero on a young chain): read once for a set
+ * of receipts and passed to deepEnough, which still compares each receipt's block with the chain's.
+ */
+export async function deepestBlock(deps: StageDeps): Promise<bigint> {
+  const confirmations = deps.settings.transfer.confirmations;
+  return typeof confirmations === 'number'
+    ? (await deps.wallet.blockAt('latest')) - BigInt(confirmations) + 1n
+    : deps.wallet.blockAt(confirmations);
 }
 
 /**

@@ -23,7 +23,8 @@ import {
   type TransferHooksByPurpose,
   type TransferVersion,
 } from './model.ts';
-import { outcomeOf, settleMined } from './settle.ts';
+import { confirmCompanions } from './confirm-set.ts';
+import { logSettled, outcomeOf, settleMined } from './settle.ts';
 import { broadcastVersion, replace } from './versions.ts';
 
 /**
@@ -53,19 +54,10 @@ export async function confirmTransfer(
       const booked = await deps.db
         .transaction()
         .execute((trx) => settleMined(trx, hooks, transferId, { ...mined, outcome }));
-      if (booked)
-        await logOutcome(
-          deps,
-          log,
-          transfer,
-          mined,
-          outcome.status,
-          outcome.status === 'needs_review'
-            ? outcome.reason
-            : outcome.status === 'failed'
-              ? outcome.failure.message
-              : null,
-        );
+      if (!booked) return;
+      await logSettled(deps, log, transfer, mined, outcome);
+      // The wallet's later nonces are likely mined too: their confirmations are settled together from here.
+      await confirmCompanions(deps, hooks, transfer, log);
       return;
     }
     await watchMined(deps, transfer, mined, log);
@@ -340,36 +332,4 @@ async function sendAgainIfForgotten(
 ): Promise<void> {
   if ((await deps.wallet.transaction(latest.tx_hash as Hex)) === null)
     await broadcastVersion(deps, transfer.transfer_id, latest, log);
-}
-
-async function logOutcome(
-  deps: StageDeps,
-  log: Logger,
-  transfer: Transfer,
-  mined: MinedVersion,
-  status: string,
-  reason: string | null,
-): Promise<void> {
-  const fields = {
-    txHash: mined.version.tx_hash,
-    version: mined.version.version,
-    kind: mined.version.kind,
-    blockNumber: mined.receipt.blockNumber.toString(),
-    gasCostWei: mined.receipt.gasCostWei.toString(),
-  };
-  if (status === 'confirmed') {
-    log.info({ event: 'transfer_confirmed', ...fields }, 'transfer confirmed');
-    return;
-  }
-  if (status === 'failed') {
-    log.warn({ event: 'transfer_failed', ...fields, reason }, 'transfer failed on chain; nothing moved');
-    return;
-  }
-  await stageAlert(deps, log, {
-    rule: 'transfer_review',
-    subject: transfer.transfer_id,
-    severity: 'critical',
-    message: 'a mined transfer did not move what was asked',
-    details: { transferId: transfer.transfer_id, ...fields, reason },
-  });
 }

@@ -8,7 +8,7 @@
 import type { Selectable, Transaction } from 'kysely';
 import type { ChainTransfersTable, ChainTransferVersionsTable, Database, Db, TransferStatus } from '../../db/index.ts';
 import type { TransferAsset } from '../../integrations/wallet/index.ts';
-import { enqueue } from '../../jobs/index.ts';
+import { enqueue, enqueueEach } from '../../jobs/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 
 export type Transfer = Selectable<ChainTransfersTable>;
@@ -62,17 +62,32 @@ export function enqueueSend(trx: Transaction<Database>, transferId: string, from
   );
 }
 
+/** A transfer's confirm job, by its key: one at a time per transfer. */
+export function confirmJobKey(transferId: string): string {
+  return `transfer_confirm:${transferId}`;
+}
+
 export function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date): Promise<void> {
   return enqueue(
     trx,
     'transfer_confirm',
     { transferId },
     {
-      jobKey: `transfer_confirm:${transferId}`,
+      jobKey: confirmJobKey(transferId),
       jobKeyMode: 'replace',
       maxAttempts: SEND_MAX_ATTEMPTS,
       ...(runAt && { runAt }),
     },
+  );
+}
+
+/** enqueueConfirm for several transfers, due now, in one statement. */
+export function enqueueConfirms(trx: Transaction<Database>, transferIds: readonly string[]): Promise<void> {
+  return enqueueEach(
+    trx,
+    'transfer_confirm',
+    transferIds.map((transferId) => ({ payload: { transferId }, jobKey: confirmJobKey(transferId) })),
+    { jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS },
   );
 }
 

@@ -6,6 +6,9 @@ import { sql, type Transaction } from 'kysely';
 import type { Database } from '../../db/index.ts';
 import type { MinedReceipt } from '../../integrations/wallet/index.ts';
 import { accounts, postJournal } from '../../ledger/index.ts';
+import type { Logger } from '../../log.ts';
+import { stageAlert } from '../alert.ts';
+import type { StageDeps } from '../interfaces.ts';
 import {
   FINAL_STATES,
   lockTransfer,
@@ -78,10 +81,26 @@ export async function settleMined(
   trx: Transaction<Database>,
   hooks: TransferHooksByPurpose,
   transferId: string,
-  mined: { version: Pick<TransferVersion, 'tx_hash' | 'raw_tx'>; receipt: MinedReceipt; outcome: MinedOutcome },
+  mined: SettledVersion,
 ): Promise<boolean> {
-  const current = await lockTransfer(trx, transferId);
+  return bookMined(trx, hooks, await lockTransfer(trx, transferId), mined);
+}
+
+export interface SettledVersion {
+  readonly version: Pick<TransferVersion, 'tx_hash' | 'raw_tx'>;
+  readonly receipt: MinedReceipt;
+  readonly outcome: MinedOutcome;
+}
+
+/** settleMined for a transfer the caller read under its row lock, in the same transaction. */
+export async function bookMined(
+  trx: Transaction<Database>,
+  hooks: TransferHooksByPurpose,
+  current: Transfer,
+  mined: SettledVersion,
+): Promise<boolean> {
   if (FINAL_STATES.includes(current.status) || current.status === 'intent') return false;
+  const transferId = current.transfer_id;
   const { receipt, outcome } = mined;
   const done = await trx
     .updateTable('chain_transfers')
@@ -155,3 +174,38 @@ export const clearedRequest = {
   requested_by: null,
   requested_at: null,
 } as const;
+
+/** The log line of a booked outcome; a mined transfer that moved something other than asked is a critical alert. */
+export async function logSettled(
+  deps: StageDeps,
+  log: Logger,
+  transfer: Pick<Transfer, 'transfer_id'>,
+  mined: { version: Pick<TransferVersion, 'tx_hash' | 'version' | 'kind'>; receipt: MinedReceipt },
+  outcome: MinedOutcome,
+): Promise<void> {
+  const fields = {
+    txHash: mined.version.tx_hash,
+    version: mined.version.version,
+    kind: mined.version.kind,
+    blockNumber: mined.receipt.blockNumber.toString(),
+    gasCostWei: mined.receipt.gasCostWei.toString(),
+  };
+  if (outcome.status === 'confirmed') {
+    log.info({ event: 'transfer_confirmed', ...fields }, 'transfer confirmed');
+    return;
+  }
+  if (outcome.status === 'failed') {
+    log.warn(
+      { event: 'transfer_failed', ...fields, reason: outcome.failure.message },
+      'transfer failed on chain; nothing moved',
+    );
+    return;
+  }
+  await stageAlert(deps, log, {
+    rule: 'transfer_review',
+    subject: transfer.transfer_id,
+    severity: 'critical',
+    message: 'a mined transfer did not move what was asked',
+    details: { transferId: transfer.transfer_id, ...fields, reason: outcome.reason },
+  });
+}

@@ -23,8 +23,7 @@ import {
 import { liveJobKeys, removeJobs } from '../../jobs/index.ts';
 import type { Logger } from '../../log.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { assetOf, enqueueConfirm, sendJobKey, TransferNotReady, type Transfer } from './model.ts';
-import { insertVersion } from './versions.ts';
+import { assetOf, enqueueConfirm, enqueueConfirms, sendJobKey, TransferNotReady, type Transfer } from './model.ts';
 
 /**
  * The most transfers one send signs. Broadcasts follow the commit in nonce order, so a larger batch delays its last
@@ -177,30 +176,53 @@ export async function signAndReleaseBatch(
     if (ownNow.requested_action === 'cancel')
       throw new TransferNotReady(`transfer ${own.transfer_id} was cancelled before it was signed`);
     // The chain may know of transactions we did not send (an operator's manual transfer): never reuse their nonces.
-    let nonce = Math.max(next, chainNonce);
-    const signed: SignedInBatch[] = [];
-    for (const { transfer, request } of batch) {
+    const first = Math.max(next, chainNonce);
+    const eligible = batch.filter(({ transfer }) => {
       const row = current.get(transfer.transfer_id);
-      if (row?.status !== 'intent' || row.requested_action !== null) continue;
-      const itsLog =
-        transfer.transfer_id === own.transfer_id
-          ? log
-          : deps.logger.child({ transferId: transfer.transfer_id, purpose: transfer.purpose, ref: transfer.ref });
-      signed.push(await signOne(deps, trx, { transfer, request }, fees, nonce, itsLog));
-      nonce += 1;
-    }
-    if (signed[0]?.transfer.transfer_id !== own.transfer_id)
+      return row?.status === 'intent' && row.requested_action === null;
+    });
+    if (eligible[0]?.transfer.transfer_id !== own.transfer_id)
       throw new TransferNotReady(`transfer ${own.transfer_id} has a request pending; nothing was signed`);
+    const signed: SignedAt[] = [];
+    for (const [i, ready] of eligible.entries()) {
+      const nonce = first + i;
+      signed.push({ ...ready, nonce, signed: await deps.wallet.sign({ ...ready.request, nonce }, fees) });
+    }
+    const released = await releaseSigned(trx, signed, fees);
     await trx
       .updateTable('wallet_nonces')
-      .set({ next_nonce: String(nonce), updated_at: sql`now()` })
+      .set({ next_nonce: String(first + signed.length), updated_at: sql`now()` })
       .where('address', '=', address)
       .execute();
     await removeJobs(
       trx,
       signed.filter((s) => s.transfer.transfer_id !== own.transfer_id).map((s) => sendJobKey(s.transfer.transfer_id)),
     );
-    return signed;
+    return signed.map((one) => {
+      const itsLog =
+        one.transfer.transfer_id === own.transfer_id
+          ? log
+          : deps.logger.child({
+              transferId: one.transfer.transfer_id,
+              purpose: one.transfer.purpose,
+              ref: one.transfer.ref,
+            });
+      itsLog.info(
+        {
+          event: 'transfer_signed',
+          txHash: one.signed.hash,
+          nonce: one.nonce,
+          gas: one.request.gas.toString(),
+          maxFeePerGas: fees.maxFeePerGas.toString(),
+        },
+        'transfer signed and released',
+      );
+      return {
+        transfer: released.get(one.transfer.transfer_id) as Transfer,
+        version: { raw_tx: one.signed.rawTx, tx_hash: one.signed.hash, version: 1 },
+        log: itsLog,
+      };
+    });
   });
 }
 
@@ -218,43 +240,56 @@ async function lockRows(
   return new Map(rows.map((r) => [r.transfer_id, r]));
 }
 
-/** Signs one transfer at `nonce`, stores the version and releases the transfer, in the batch's transaction. */
-async function signOne(
-  deps: StageDeps,
+/** A transfer of the batch, signed at its nonce. */
+interface SignedAt extends ReadyTransfer {
+  readonly nonce: number;
+  readonly signed: SignedTransfer;
+}
+
+/**
+ * The batch's first versions stored and its transfers released as possibly on the network, each with its confirm job,
+ * in three statements whatever the batch's size: the wallet's nonce row stays locked for as short a time as it can.
+ * Each row must still be the intent read under its lock; the returned rows are the released transfers.
+ */
+async function releaseSigned(
   trx: Transaction<Database>,
-  { transfer, request }: ReadyTransfer,
+  signed: readonly SignedAt[],
   fees: FeeQuote,
-  nonce: number,
-  log: Logger,
-): Promise<SignedInBatch> {
-  const signed: SignedTransfer = await deps.wallet.sign({ ...request, nonce }, fees);
-  await insertVersion(trx, transfer.transfer_id, 1, 'transfer', signed, request.gas, fees);
-  const released = await trx
-    .updateTable('chain_transfers')
-    .set({
-      status: 'broadcast',
-      nonce: String(nonce),
-      tx_hash: signed.hash,
-      raw_tx: signed.rawTx,
-      gas_limit: request.gas,
-      broadcast_at: sql`now()`,
-      attempts: sql`attempts + 1`,
-      reconcile_attempts: 0,
-      updated_at: sql`now()`,
-    })
-    .where('transfer_id', '=', transfer.transfer_id)
-    .where('status', '=', 'intent')
-    .returningAll()
-    .executeTakeFirstOrThrow();
-  await enqueueConfirm(trx, transfer.transfer_id);
-  const fields = {
-    txHash: signed.hash,
-    nonce,
-    gas: request.gas.toString(),
-    maxFeePerGas: fees.maxFeePerGas.toString(),
-  };
-  log.info({ event: 'transfer_signed', ...fields }, 'transfer signed and released');
-  return { transfer: released, version: { raw_tx: signed.rawTx, tx_hash: signed.hash, version: 1 }, log };
+): Promise<Map<string, Transfer>> {
+  await trx
+    .insertInto('chain_transfer_versions')
+    .values(
+      signed.map((one) => ({
+        transfer_id: one.transfer.transfer_id,
+        version: 1,
+        kind: 'transfer' as const,
+        tx_hash: one.signed.hash,
+        raw_tx: one.signed.rawTx,
+        gas_limit: one.request.gas,
+        max_fee_per_gas: fees.maxFeePerGas,
+        max_priority_fee_per_gas: fees.maxPriorityFeePerGas,
+      })),
+    )
+    .execute();
+  const { rows } = await sql<Transfer>`
+    update chain_transfers t
+    set status = 'broadcast', nonce = s.nonce, tx_hash = s.tx_hash, raw_tx = s.raw_tx, gas_limit = s.gas_limit,
+        broadcast_at = now(), attempts = t.attempts + 1, reconcile_attempts = 0, updated_at = now()
+    from unnest(${signed.map((one) => one.transfer.transfer_id)}::text[],
+                ${signed.map((one) => String(one.nonce))}::numeric[],
+                ${signed.map((one) => one.signed.hash)}::text[],
+                ${signed.map((one) => one.signed.rawTx)}::text[],
+                ${signed.map((one) => one.request.gas.toString())}::numeric[]) as s(transfer_id, nonce, tx_hash, raw_tx, gas_limit)
+    where t.transfer_id = s.transfer_id and t.status = 'intent'
+    returning t.*`.execute(trx);
+  // Every row was read as an intent under its lock in this transaction: anything else is a bug, and nothing commits.
+  if (rows.length !== signed.length)
+    throw new Error(`released ${rows.length} of the ${signed.length} transfers signed in one batch`);
+  await enqueueConfirms(
+    trx,
+    rows.map((r) => r.transfer_id),
+  );
+  return new Map(rows.map((r) => [r.transfer_id, r]));
 }
 
 /** The host wallet's next nonce by payrail's count, its row created on first use and locked until the commit. */

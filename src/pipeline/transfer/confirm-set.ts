@@ -1,0 +1,149 @@
+/**
+ * Confirming in sets. Each transfer's confirmation used to be a job of its own: its fetch, two reads, the chain's
+ * head, a transaction and its commit, the job's completion. When a confirm run books its transfer, the wallet's later
+ * nonces are usually mined as well, and their jobs wait in the queue behind it. That run now settles them too, in one
+ * transaction, with one read of the transfers and their versions and one of the chain's head.
+ *
+ * A companion keeps every guarantee of its own run: it is booked only from its receipt as the chain shows it now, deep
+ * enough and in the chain's block at that height; under its row lock, still broadcast with no person's request; and
+ * its own job is removed in the same commit. Only the plain case is taken: a payout's transfer mined as asked. One
+ * not mined, not deep enough, that moved something else, or failed on chain is left to its own job, which handles it
+ * as before; so is every companion when the set's transaction fails.
+ *
+ * The set's journals form a ledger group (src/ledger/group.ts): the payouts' completions and the gas share
+ * world:payees and the gas accounts, which are locked once, in id order, at the end, as a single settlement locks its
+ * own. The payout's hook reads no balance.
+ */
+import { queuedJobKeys, removeJobs } from '../../jobs/index.ts';
+import { inLedgerGroup } from '../../ledger/index.ts';
+import type { Logger } from '../../log.ts';
+import type { StageDeps } from '../interfaces.ts';
+import { RunLocked, withRunLock } from '../run-lock.ts';
+import { deepEnough, deepestBlock, findMined, type MinedVersion } from './chain-reads.ts';
+import { confirmJobKey, type Transfer, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
+import { bookMined, logSettled, outcomeOf, type MinedOutcome } from './settle.ts';
+
+/** The most companions one run settles: their receipts are read together, one node call each. */
+export const CONFIRM_SET_MAX = 32;
+
+interface Companion {
+  readonly transfer: Transfer;
+  readonly mined: MinedVersion;
+  readonly outcome: MinedOutcome;
+}
+
+/**
+ * Settles the wallet's other broadcast payouts that are mined deep enough, after `own` was booked. Never fails its
+ * caller: a companion left out is confirmed by its own job. One run at a time per wallet gathers companions; another
+ * run meanwhile books only its own transfer.
+ */
+export async function confirmCompanions(
+  deps: StageDeps,
+  hooks: TransferHooksByPurpose,
+  own: Transfer,
+  log: Logger,
+): Promise<void> {
+  try {
+    await withRunLock(deps.runLocks, `transfer_confirm_set:${own.from_address.toLowerCase()}`, () =>
+      settleCompanions(deps, hooks, own),
+    );
+  } catch (error) {
+    if (error instanceof RunLocked) return;
+    log.warn(
+      { event: 'transfer_confirm_set_failed', err: error },
+      "settling the wallet's other mined transfers together failed: each is confirmed by its own job",
+    );
+  }
+}
+
+async function settleCompanions(deps: StageDeps, hooks: TransferHooksByPurpose, own: Transfer): Promise<void> {
+  const candidates = await queuedCandidates(deps, own);
+  if (candidates.length === 0) return;
+  const versions = await versionsOf(
+    deps,
+    candidates.map((t) => t.transfer_id),
+  );
+  const deepUpTo = await deepestBlock(deps);
+  const found = await Promise.all(
+    candidates.map(async (transfer): Promise<Companion | null> => {
+      const mined = await findMined(deps, versions.get(transfer.transfer_id) ?? [], 0);
+      if (!mined || !(await deepEnough(deps, mined.receipt, deepUpTo))) return null;
+      const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
+      return outcome.status === 'confirmed' ? { transfer, mined, outcome } : null;
+    }),
+  );
+  const ready = new Map(
+    found.filter((c): c is Companion => c !== null).map((c) => [c.transfer.transfer_id, c] as const),
+  );
+  if (ready.size === 0) return;
+  const booked = await deps.db.transaction().execute(async (trx) => {
+    const locked = await trx
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('transfer_id', 'in', [...ready.keys()])
+      .orderBy('transfer_id')
+      .forUpdate()
+      .execute();
+    const done: Companion[] = [];
+    await inLedgerGroup(trx, async () => {
+      for (const current of locked) {
+        const companion = ready.get(current.transfer_id) as Companion;
+        // Moved on since it was read (its own job, a person's request): left to its own job.
+        if (current.status !== 'broadcast' || current.requested_action !== null) continue;
+        if (await bookMined(trx, hooks, current, { ...companion.mined, outcome: companion.outcome }))
+          done.push(companion);
+      }
+    });
+    await removeJobs(
+      trx,
+      done.map((c) => confirmJobKey(c.transfer.transfer_id)),
+    );
+    return done;
+  });
+  for (const companion of booked) {
+    const { transfer } = companion;
+    const log = deps.logger.child({
+      transferId: transfer.transfer_id,
+      purpose: transfer.purpose,
+      ref: transfer.ref,
+      confirmedWith: own.transfer_id,
+    });
+    await logSettled(deps, log, transfer, companion.mined, companion.outcome);
+  }
+}
+
+/**
+ * The wallet's broadcast payouts, in nonce order, whose confirm job waits in the queue (not running, attempts left):
+ * one whose job ran out of attempts waits for a person, and one a person asked something of is carried out by its own.
+ */
+async function queuedCandidates(deps: StageDeps, own: Transfer): Promise<Transfer[]> {
+  const rows = await deps.db
+    .selectFrom('chain_transfers')
+    .selectAll()
+    .where('status', '=', 'broadcast')
+    .where('from_address', '=', own.from_address)
+    .where('purpose', '=', 'payout')
+    .where('requested_action', 'is', null)
+    .where('transfer_id', '<>', own.transfer_id)
+    .orderBy('nonce')
+    .limit(CONFIRM_SET_MAX)
+    .execute();
+  const queued = await queuedJobKeys(
+    deps.db,
+    rows.map((r) => confirmJobKey(r.transfer_id)),
+  );
+  return rows.filter((r) => queued.has(confirmJobKey(r.transfer_id)));
+}
+
+async function versionsOf(deps: StageDeps, transferIds: readonly string[]): Promise<Map<string, TransferVersion[]>> {
+  const rows = await deps.db
+    .selectFrom('chain_transfer_versions')
+    .selectAll()
+    .where('transfer_id', 'in', transferIds)
+    .orderBy('transfer_id')
+    .orderBy('version')
+    .execute();
+  const byTransfer = new Map<string, TransferVersion[]>();
+  for (const row of rows) byTransfer.set(row.transfer_id, [...(byTransfer.get(row.transfer_id) ?? []), row]);
+  return byTransfer;
+}
