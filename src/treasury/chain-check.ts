@@ -91,8 +91,8 @@ interface Mined {
 
 /**
  * Transfers a mined version of which moved funds that no journal has booked out yet. Confirmed ones are read from
- * the database; those mined and still waiting for confirmations are read from the chain too (their receipt says
- * whether they moved anything, and what gas they cost: neither is booked before the outcome).
+ * the database; every broadcast one is read from the chain too (its receipt says whether it moved anything, and what
+ * gas it cost: neither is booked before the outcome), including one mined before its confirm step first looked.
  */
 async function minedNotBooked(db: Db, chain: ChainSide): Promise<Mined> {
   // Open owners only (the open-status indexes of conversions and payouts): the history of booked ones is never read.
@@ -103,36 +103,42 @@ async function minedNotBooked(db: Db, chain: ChainSide): Promise<Mined> {
     asset: string;
     amount: string;
     status: string;
-    tx_hash: string;
-    kind: string | null;
   }>`
-    select t.transfer_id, t.purpose, t.ref, t.asset, t.amount::text as amount, t.status, t.tx_hash, v.kind
+    select t.transfer_id, t.purpose, t.ref, t.asset, t.amount::text as amount, t.status
     from chain_transfers t
-    left join chain_transfer_versions v on v.tx_hash = t.tx_hash
-    where t.block_number is not null and t.status in ('confirmed', 'broadcast') and t.transfer_id in (
+    where (t.status = 'broadcast' or (t.status = 'confirmed' and t.block_number is not null)) and t.transfer_id in (
       select transfer_id from conversions where status not in ('completed', 'failed') and transfer_id is not null
       union all
       select transfer_id from payouts where status not in ('completed', 'failed', 'cancelled') and transfer_id is not null)`.execute(
     db,
   );
-  // Mined, waiting for confirmations, whatever its owner: its gas is spent and not booked yet.
-  const { rows: waiting } = await sql<{ transfer_id: string; tx_hash: string }>`
-    select transfer_id, tx_hash from chain_transfers where status = 'broadcast' and block_number is not null`.execute(
-    db,
-  );
-  const receipts = new Map<string, MinedReceipt | null>();
+  // Broadcast, whatever its owner: a mined version's gas is spent and not booked yet. One seen mined is read at the
+  // version it was seen in; one not seen yet at each of its versions (any of them may be the one mined).
+  const { rows: waiting } = await sql<{ transfer_id: string; hashes: string[]; kinds: string[] }>`
+    select t.transfer_id,
+           case when t.block_number is not null then array[t.tx_hash]
+                else array_agg(v.tx_hash order by v.version) end as hashes,
+           case when t.block_number is not null then array[(array_agg(v.kind) filter (where v.tx_hash = t.tx_hash))[1]]
+                else array_agg(v.kind order by v.version) end as kinds
+    from chain_transfers t join chain_transfer_versions v on v.transfer_id = t.transfer_id
+    where t.status = 'broadcast'
+    group by t.transfer_id`.execute(db);
+  const receipts = new Map<string, { receipt: MinedReceipt; kind: string | null }>();
   let gas = 0n;
   for (const w of waiting) {
-    const receipt = await chain.wallet.receipt(w.tx_hash as Hex);
-    receipts.set(w.transfer_id, receipt);
-    // Reorganised away since it was seen: the chain does not show its gas either.
-    if (receipt) gas += receipt.gasCostWei;
+    for (const [i, hash] of w.hashes.entries()) {
+      const receipt = await chain.wallet.receipt(hash as Hex);
+      // Reorganised away since it was seen, or not mined: the chain does not show its gas either.
+      if (!receipt) continue;
+      receipts.set(w.transfer_id, { receipt, kind: w.kinds[i] ?? null });
+      gas += receipt.gasCostWei;
+      break;
+    }
   }
   const left: Mined['left'] = [];
   for (const r of rows) {
-    const receipt = receipts.get(r.transfer_id);
-    const moved =
-      r.status === 'confirmed' || (receipt !== undefined && receipt !== null && receipt.success && r.kind !== 'cancel');
+    const mined = receipts.get(r.transfer_id);
+    const moved = r.status === 'confirmed' || (mined !== undefined && mined.receipt.success && mined.kind !== 'cancel');
     if (moved)
       left.push({
         transferId: r.transfer_id,

@@ -18,6 +18,7 @@ import {
 } from '../../src/pipeline/transfer/index.ts';
 import { makeRejectingWallet } from '../../src/simulators/chain-faults.ts';
 import { rpc } from '../../src/simulators/index.ts';
+import { checkLedgerAgainstChain } from '../../src/treasury/index.ts';
 import { freshAddress, useTransferWorld, type Rig } from '../support/transfers.ts';
 
 const t = useTransferWorld();
@@ -308,6 +309,21 @@ describe('a confirm run settles the wallet’s other mined transfers with its ow
     // The hook recorded c1 inside the failed set too (the rig's hooks only count calls): the books hold each once.
     for (const id of ids) expect(await r.gasBooked(id)).toBe(await t.receiptGas((await r.row(id)).tx_hash as string));
     expect((await checkLedger(t.db.db)).ok).toBe(true);
+  });
+});
+
+describe('the ledger against the chain while a transfer is in flight', () => {
+  it('a broadcast transfer mined before its confirm step looked is counted: its gas as the chain shows it', async () => {
+    const r = await rig();
+    const side = { wallet: r.wallet, usdtContract: t.outside.usdt };
+    const gasNotBooked = async () =>
+      (await checkLedgerAgainstChain(t.db.db, side)).assets.find((a) => a.asset === 'eth')!.gasNotBooked;
+    const before = await gasNotBooked();
+    const id = await r.intent('in-flight', 80n);
+    await sendTransfer(r.deps, r.hooks, id);
+    const row = await r.row(id);
+    expect(row).toMatchObject({ status: 'broadcast', block_number: null });
+    expect((await gasNotBooked()) - before).toBe(await t.receiptGas(row.tx_hash as string));
   });
 });
 
