@@ -12,7 +12,7 @@ export {
   liveJobKeys,
   liveJobs,
   noLiveJobWithKey,
-  queuedJobKeys,
+  queuedJobWithKey,
   queueStats,
   removeJobs,
   taskRunning,

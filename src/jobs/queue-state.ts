@@ -32,15 +32,12 @@ export async function liveJobKeys(db: Reader, keys: readonly string[]): Promise<
 }
 
 /**
- * Of these job keys, the ones whose job waits in the queue (not running, attempts left): work another run may take
- * over, removing the job in the same commit.
+ * An SQL condition, for use inside a query over payrail's own tables: a job under this key waits in the queue (not
+ * running, attempts left), work another run may take over, removing the job in the same commit.
  */
-export async function queuedJobKeys(db: Reader, keys: readonly string[]): Promise<Set<string>> {
-  if (keys.length === 0) return new Set();
-  const { rows } = await sql<{ key: string }>`
-    select j.key from graphile_worker.jobs j
-    where j.key = any(${[...keys]}::text[]) and j.locked_at is null and j.attempts < j.max_attempts`.execute(db);
-  return new Set(rows.map((r) => r.key));
+export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> {
+  return sql<boolean>`exists (select 1 from graphile_worker.jobs j where j.key = ${key}
+    and j.locked_at is null and j.attempts < j.max_attempts)`;
 }
 
 /**

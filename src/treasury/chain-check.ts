@@ -10,9 +10,9 @@
  * Money that arrived and is not booked yet (a ChangeNow payout or refund before its poll) shows as a difference
  * until that poll books it: a difference that persists across checks is a real one.
  */
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Hex } from 'viem';
-import type { Db } from '../db/index.ts';
+import type { Database, Db } from '../db/index.ts';
 import type { ChainWallet, MinedReceipt } from '../integrations/wallet/index.ts';
 
 export type ReconciledAsset = 'eth' | 'usdt';
@@ -55,14 +55,22 @@ export interface ChainSide {
 
 export async function checkLedgerAgainstChain(db: Db, chain: ChainSide): Promise<ChainReport> {
   const assets: ReconciledAsset[] = chain.usdtContract ? ['eth', 'usdt'] : ['eth'];
-  const mined = await minedNotBooked(db, chain);
+  // The books first, in one snapshot; then the chain. A transfer settled meanwhile was broadcast in that snapshot,
+  // and its receipt counts it as left: the books and the chain then describe the same moment, not two.
+  const books = await db
+    .transaction()
+    .setIsolationLevel('repeatable read')
+    .execute(async (trx) => ({
+      transfers: await openTransfers(trx),
+      held: new Map([
+        ['eth', await ledgerHeldIn(trx, 'eth')],
+        ['usdt', await ledgerHeldIn(trx, 'usdt')],
+      ] as const),
+    }));
+  const mined = await minedNotBooked(books.transfers, chain);
   const results: AssetReconciliation[] = [];
   for (const asset of assets) {
-    const { rows } = await sql<{ held: string }>`
-      select coalesce(sum(balance), 0)::text as held from ledger_accounts where asset = ${asset} and code not like 'world:%'`.execute(
-      db,
-    );
-    const ledgerHeld = BigInt(rows[0]?.held ?? '0');
+    const ledgerHeld = books.held.get(asset) ?? 0n;
     const inFlight = mined.left.filter((m) => m.asset === asset);
     const leftNotBooked = inFlight.reduce((sum, m) => sum + m.amount, 0n);
     const gasNotBooked = asset === 'eth' ? mined.gas : 0n;
@@ -84,59 +92,86 @@ export async function checkLedgerAgainstChain(db: Db, chain: ChainSide): Promise
   return { ok: results.every((r) => r.difference === 0n), hostAddress: chain.wallet.address, assets: results };
 }
 
+async function ledgerHeldIn(trx: Transaction<Database>, asset: ReconciledAsset): Promise<bigint> {
+  const { rows } = await sql<{ held: string }>`
+    select coalesce(sum(balance), 0)::text as held from ledger_accounts where asset = ${asset} and code not like 'world:%'`.execute(
+    trx,
+  );
+  return BigInt(rows[0]?.held ?? '0');
+}
+
 interface Mined {
   left: Array<InFlight & { asset: string }>;
   gas: bigint;
 }
 
-/**
- * Transfers a mined version of which moved funds that no journal has booked out yet. Confirmed ones are read from
- * the database; every broadcast one is read from the chain too (its receipt says whether it moved anything, and what
- * gas it cost: neither is booked before the outcome), including one mined before its confirm step first looked.
- */
-async function minedNotBooked(db: Db, chain: ChainSide): Promise<Mined> {
-  // Open owners only (the open-status indexes of conversions and payouts): the history of booked ones is never read.
-  const { rows } = await sql<{
+interface OpenTransfers {
+  /** Confirmed or broadcast, for an owner that has not booked its outcome. */
+  readonly owned: ReadonlyArray<{
     transfer_id: string;
     purpose: string;
     ref: string;
     asset: string;
     amount: string;
     status: string;
-  }>`
+  }>;
+  /** Every broadcast transfer with its versions' hashes and kinds, in version order. */
+  readonly broadcast: ReadonlyArray<{ transfer_id: string; hashes: string[]; kinds: string[] }>;
+}
+
+async function openTransfers(trx: Transaction<Database>): Promise<OpenTransfers> {
+  // Open owners only (the open-status indexes of conversions and payouts): the history of booked ones is never read.
+  const { rows: owned } = await sql<OpenTransfers['owned'][number]>`
     select t.transfer_id, t.purpose, t.ref, t.asset, t.amount::text as amount, t.status
     from chain_transfers t
     where (t.status = 'broadcast' or (t.status = 'confirmed' and t.block_number is not null)) and t.transfer_id in (
       select transfer_id from conversions where status not in ('completed', 'failed') and transfer_id is not null
       union all
       select transfer_id from payouts where status not in ('completed', 'failed', 'cancelled') and transfer_id is not null)`.execute(
-    db,
+    trx,
   );
-  // Broadcast, whatever its owner: a mined version's gas is spent and not booked yet. One seen mined is read at the
-  // version it was seen in; one not seen yet at each of its versions (any of them may be the one mined).
-  const { rows: waiting } = await sql<{ transfer_id: string; hashes: string[]; kinds: string[] }>`
-    select t.transfer_id,
-           case when t.block_number is not null then array[t.tx_hash]
-                else array_agg(v.tx_hash order by v.version) end as hashes,
-           case when t.block_number is not null then array[(array_agg(v.kind) filter (where v.tx_hash = t.tx_hash))[1]]
-                else array_agg(v.kind order by v.version) end as kinds
+  const { rows: broadcast } = await sql<OpenTransfers['broadcast'][number]>`
+    select t.transfer_id, array_agg(v.tx_hash order by v.version) as hashes, array_agg(v.kind order by v.version) as kinds
     from chain_transfers t join chain_transfer_versions v on v.transfer_id = t.transfer_id
     where t.status = 'broadcast'
-    group by t.transfer_id`.execute(db);
+    group by t.transfer_id`.execute(trx);
+  return { owned, broadcast };
+}
+
+/**
+ * Transfers a mined version of which moved funds that no journal has booked out yet. Confirmed ones are read from
+ * the database; every broadcast one is looked up on chain at each of its versions (at most one of them can be mined:
+ * they share a nonce), seen mined by payrail or not: its receipt says whether it moved anything, and what gas it cost
+ * (neither is booked before the outcome). A version seen mined and reorganised away shows no receipt, nor its gas.
+ */
+const RECEIPTS_AT_ONCE = 16;
+
+async function minedNotBooked(transfers: OpenTransfers, chain: ChainSide): Promise<Mined> {
+  const found = [];
+  // A few at a time: a wallet's queue of transfers in flight can be hundreds long, and the node is a shared one.
+  for (let at = 0; at < transfers.broadcast.length; at += RECEIPTS_AT_ONCE) {
+    const some = transfers.broadcast.slice(at, at + RECEIPTS_AT_ONCE);
+    found.push(
+      ...(await Promise.all(
+        some.map(async (t) => {
+          const receipts = await Promise.all(t.hashes.map((hash) => chain.wallet.receipt(hash as Hex)));
+          const index = receipts.findIndex((r) => r !== null);
+          return index < 0
+            ? null
+            : { transferId: t.transfer_id, receipt: receipts[index] as MinedReceipt, kind: t.kinds[index] ?? null };
+        }),
+      )),
+    );
+  }
   const receipts = new Map<string, { receipt: MinedReceipt; kind: string | null }>();
   let gas = 0n;
-  for (const w of waiting) {
-    for (const [i, hash] of w.hashes.entries()) {
-      const receipt = await chain.wallet.receipt(hash as Hex);
-      // Reorganised away since it was seen, or not mined: the chain does not show its gas either.
-      if (!receipt) continue;
-      receipts.set(w.transfer_id, { receipt, kind: w.kinds[i] ?? null });
-      gas += receipt.gasCostWei;
-      break;
-    }
+  for (const m of found) {
+    if (m === null) continue;
+    receipts.set(m.transferId, m);
+    gas += m.receipt.gasCostWei;
   }
   const left: Mined['left'] = [];
-  for (const r of rows) {
+  for (const r of transfers.owned) {
     const mined = receipts.get(r.transfer_id);
     const moved = r.status === 'confirmed' || (mined !== undefined && mined.receipt.success && mined.kind !== 'cancel');
     if (moved)

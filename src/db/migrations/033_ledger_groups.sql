@@ -1,5 +1,5 @@
 -- Ledger groups: one transaction that books several journals of several owners at once (src/ledger/group.ts; the
--- host wallet's confirmations settled together, src/pipeline/transfer/confirm-batch.ts).
+-- host wallet's confirmations settled together, src/pipeline/transfer/confirm-set.ts).
 --
 -- A single payrail_post_journal locks its balance rows (in id order) as it books, and holds them to its commit. Several
 -- journals in one transaction would lock theirs one journal after the other: a payout's channel account, then the

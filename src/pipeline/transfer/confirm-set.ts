@@ -8,20 +8,29 @@
  * enough and in the chain's block at that height; under its row lock, still broadcast with no person's request; and
  * its own job is removed in the same commit. Only the plain case is taken: a payout's transfer mined as asked. One
  * not mined, not deep enough, that moved something else, or failed on chain is left to its own job, which handles it
- * as before; so is every companion when the set's transaction fails.
+ * as before; so is every companion when the set's transaction fails. A companion's job that a worker takes between
+ * the read and the commit loses its key and retries to the removal, and finds its transfer booked if it runs first
+ * to the row lock: every step re-reads the status under that lock.
  *
- * The set's journals form a ledger group (src/ledger/group.ts): the payouts' completions and the gas share
- * world:payees and the gas accounts, which are locked once, in id order, at the end, as a single settlement locks its
- * own. The payout's hook reads no balance.
+ * The set's journals are booked as two ledger groups (src/ledger/group.ts): the payouts' completions first, then the
+ * gas. Each group's balance rows are locked once, in id order, at its end: the owners' accounts (world:payees shared
+ * by all) before the two gas rows, the order in which a single settlement locks them.
  */
-import { queuedJobKeys, removeJobs } from '../../jobs/index.ts';
+import { sql } from 'kysely';
+import { queuedJobWithKey, removeJobs } from '../../jobs/index.ts';
 import { inLedgerGroup } from '../../ledger/index.ts';
 import type { Logger } from '../../log.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
 import { deepEnough, deepestBlock, findMined, type MinedVersion } from './chain-reads.ts';
-import { confirmJobKey, type Transfer, type TransferHooksByPurpose, type TransferVersion } from './model.ts';
-import { bookMined, logSettled, outcomeOf, type MinedOutcome } from './settle.ts';
+import {
+  CONFIRM_KEY_PREFIX,
+  confirmJobKey,
+  type Transfer,
+  type TransferHooksByPurpose,
+  type TransferVersion,
+} from './model.ts';
+import { bookGas, bookOutcome, logSettled, outcomeOf, type MinedOutcome } from './settle.ts';
 
 /** The most companions one run settles: their receipts are read together, one node call each. */
 export const CONFIRM_SET_MAX = 32;
@@ -90,9 +99,14 @@ async function settleCompanions(deps: StageDeps, hooks: TransferHooksByPurpose, 
         const companion = ready.get(current.transfer_id) as Companion;
         // Moved on since it was read (its own job, a person's request): left to its own job.
         if (current.status !== 'broadcast' || current.requested_action !== null) continue;
-        if (await bookMined(trx, hooks, current, { ...companion.mined, outcome: companion.outcome }))
+        if (await bookOutcome(trx, hooks, current, { ...companion.mined, outcome: companion.outcome }))
           done.push(companion);
       }
+    });
+    // Then the gas, in a group of its own: its two rows are locked after the owners' accounts, as a single
+    // settlement locks them (settleMined), so a set and a single settlement never wait for each other in a cycle.
+    await inLedgerGroup(trx, async () => {
+      for (const companion of done) await bookGas(trx, companion.transfer.transfer_id, companion.mined.receipt);
     });
     await removeJobs(
       trx,
@@ -117,7 +131,7 @@ async function settleCompanions(deps: StageDeps, hooks: TransferHooksByPurpose, 
  * one whose job ran out of attempts waits for a person, and one a person asked something of is carried out by its own.
  */
 async function queuedCandidates(deps: StageDeps, own: Transfer): Promise<Transfer[]> {
-  const rows = await deps.db
+  return deps.db
     .selectFrom('chain_transfers')
     .selectAll()
     .where('status', '=', 'broadcast')
@@ -125,14 +139,10 @@ async function queuedCandidates(deps: StageDeps, own: Transfer): Promise<Transfe
     .where('purpose', '=', 'payout')
     .where('requested_action', 'is', null)
     .where('transfer_id', '<>', own.transfer_id)
+    .where(() => queuedJobWithKey(sql`${CONFIRM_KEY_PREFIX} || chain_transfers.transfer_id`))
     .orderBy('nonce')
     .limit(CONFIRM_SET_MAX)
     .execute();
-  const queued = await queuedJobKeys(
-    deps.db,
-    rows.map((r) => confirmJobKey(r.transfer_id)),
-  );
-  return rows.filter((r) => queued.has(confirmJobKey(r.transfer_id)));
 }
 
 async function versionsOf(deps: StageDeps, transferIds: readonly string[]): Promise<Map<string, TransferVersion[]>> {

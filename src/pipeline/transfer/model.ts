@@ -62,9 +62,11 @@ export function enqueueSend(trx: Transaction<Database>, transferId: string, from
   );
 }
 
+export const CONFIRM_KEY_PREFIX = 'transfer_confirm:';
+
 /** A transfer's confirm job, by its key: one at a time per transfer. */
 export function confirmJobKey(transferId: string): string {
-  return `transfer_confirm:${transferId}`;
+  return `${CONFIRM_KEY_PREFIX}${transferId}`;
 }
 
 export function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date): Promise<void> {

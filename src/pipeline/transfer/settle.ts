@@ -83,7 +83,11 @@ export async function settleMined(
   transferId: string,
   mined: SettledVersion,
 ): Promise<boolean> {
-  return bookMined(trx, hooks, await lockTransfer(trx, transferId), mined);
+  if (!(await bookOutcome(trx, hooks, await lockTransfer(trx, transferId), mined))) return false;
+  // Last before the commit: every transfer's gas is booked on the same two balance rows, so each settlement holds
+  // their locks only for this statement and its commit, not through its owner's hook.
+  await bookGas(trx, transferId, mined.receipt);
+  return true;
 }
 
 export interface SettledVersion {
@@ -92,15 +96,17 @@ export interface SettledVersion {
   readonly outcome: MinedOutcome;
 }
 
-/** settleMined for a transfer the caller read under its row lock, in the same transaction. */
-export async function bookMined(
+/**
+ * A mined version's final state and its owner's follow-up (its hooks), for a transfer the caller read under its row
+ * lock in this transaction; false when it had already ended. Its gas is the caller's to book (bookGas), after.
+ */
+export async function bookOutcome(
   trx: Transaction<Database>,
   hooks: TransferHooksByPurpose,
   current: Transfer,
   mined: SettledVersion,
 ): Promise<boolean> {
   if (FINAL_STATES.includes(current.status) || current.status === 'intent') return false;
-  const transferId = current.transfer_id;
   const { receipt, outcome } = mined;
   const done = await trx
     .updateTable('chain_transfers')
@@ -123,25 +129,26 @@ export async function bookMined(
       reconcile_attempts: 0,
       updated_at: sql`now()`,
     })
-    .where('transfer_id', '=', transferId)
+    .where('transfer_id', '=', current.transfer_id)
     .where('status', 'in', RELEASED_STATES)
     .returningAll()
     .executeTakeFirstOrThrow();
   if (outcome.status === 'confirmed') await hooks[done.purpose].onConfirmed(trx, done);
   if (outcome.status === 'failed') await hooks[done.purpose].onFailed(trx, done, outcome.failure);
-  // Last before the commit: every transfer's gas is booked on the same two balance rows, so each settlement holds
-  // their locks only for this statement and its commit, not through its owner's hook.
-  if (receipt.gasCostWei > 0n) {
-    await postJournal(trx, {
-      kind: 'network_fee',
-      ref: transferId,
-      entries: [
-        { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
-        { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
-      ],
-    });
-  }
   return true;
+}
+
+/** The gas the chain charged for the mined version (a cancel's included): the platform's network cost. */
+export async function bookGas(trx: Transaction<Database>, transferId: string, receipt: MinedReceipt): Promise<void> {
+  if (receipt.gasCostWei <= 0n) return;
+  await postJournal(trx, {
+    kind: 'network_fee',
+    ref: transferId,
+    entries: [
+      { account: accounts.networkCosts('eth'), amount: -receipt.gasCostWei },
+      { account: accounts.ethereum('eth'), amount: receipt.gasCostWei },
+    ],
+  });
 }
 
 /** Fails a transfer none of whose versions was mined (never signed, or its nonce provably taken by another). */
