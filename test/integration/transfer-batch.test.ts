@@ -7,7 +7,12 @@
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
-import type { Transfer } from '../../src/pipeline/transfer/model.ts';
+import type { Hex } from 'viem';
+import type { MinedReceipt } from '../../src/integrations/wallet/index.ts';
+import { accounts, postJournal } from '../../src/ledger/index.ts';
+import { confirmCompanions } from '../../src/pipeline/transfer/confirm-set.ts';
+import type { Transfer, TransferHooks } from '../../src/pipeline/transfer/model.ts';
+import { settleMined } from '../../src/pipeline/transfer/settle.ts';
 import { jobWithKeyExists } from '../../src/jobs/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import {
@@ -19,6 +24,7 @@ import {
 import { makeRejectingWallet } from '../../src/simulators/chain-faults.ts';
 import { rpc } from '../../src/simulators/index.ts';
 import { checkLedgerAgainstChain } from '../../src/treasury/index.ts';
+import { eventually } from '../support/outside.ts';
 import { freshAddress, useTransferWorld, type Rig } from '../support/transfers.ts';
 
 const t = useTransferWorld();
@@ -280,6 +286,100 @@ describe('a confirm run settles the wallet’s other mined transfers with its ow
     expect(new Set(r.confirmed).size).toBe(5);
     expect((await checkLedger(t.db.db)).ok).toBe(true);
   });
+  it('a set and a single settlement at once wait for each other in one order only: the owners’ accounts, then the gas', async () => {
+    const r = await rig();
+    // The gas rows exist before world:payees (as in a deployment, whose first conversion books gas first).
+    const first = await r.intent('gas-first', 100n);
+    await sendTransfer(r.deps, r.hooks, first);
+    await confirmTransfer(r.deps, r.hooks, first);
+    const own = await r.intent('set-own', 101n);
+    const companion = await r.intent('set-companion', 102n);
+    const single = await r.intent('single', 103n);
+    await sendTransfer(r.deps, r.hooks, own);
+    // The single one's job is not queued (it runs elsewhere), so the set leaves it to that run.
+    await sql`select graphile_worker.permanently_fail_jobs(array(
+        select id from graphile_worker.jobs where key = ${`transfer_confirm:${single}`}), 'runs elsewhere')`.execute(
+      t.db.db,
+    );
+
+    // Each owner books a completion on world:payees, as a direct payout does; the single one then waits, holding it.
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const completing: TransferHooks = {
+      onConfirmed: async (trx, transfer) => {
+        await postJournal(trx, {
+          kind: 'test_completed',
+          ref: transfer.transfer_id,
+          entries: [
+            {
+              account: { code: `world:test-owner-${transfer.transfer_id}`, asset: 'eth', allowNegative: true },
+              amount: -1n,
+            },
+            { account: accounts.payees('eth'), amount: 1n },
+          ],
+        });
+        if (transfer.transfer_id === single) {
+          holding();
+          await released;
+        }
+      },
+      onFailed: async () => undefined,
+    };
+    const hooks = { conversion: completing, payout: completing };
+    // world:payees exists after the gas rows: a set locking all its rows in id order at once would take the gas
+    // rows first, then wait for world:payees while the single one, holding it, waits for the gas rows.
+    await t.db.db.transaction().execute((trx) =>
+      postJournal(trx, {
+        kind: 'test_completed',
+        ref: `${own}:setup`,
+        entries: [
+          { account: { code: 'world:test-setup', asset: 'eth', allowNegative: true }, amount: -1n },
+          { account: accounts.payees('eth'), amount: 1n },
+        ],
+      }),
+    );
+    const { rows: ids } = await sql<{ code: string; id: string }>`
+      select code, id::text from ledger_accounts where asset = 'eth'
+        and code in ('world:payees', 'world:ethereum', 'platform:network_costs')`.execute(t.db.db);
+    const id = (code: string) => BigInt(ids.find((row) => row.code === code)?.id ?? '-1');
+    expect(id('world:payees')).toBeGreaterThan(id('world:ethereum'));
+    expect(id('world:payees')).toBeGreaterThan(id('platform:network_costs'));
+    const singleRow = (await r.row(single)) as unknown as Transfer;
+    const receipt = (await r.wallet.receipt(singleRow.tx_hash as Hex)) as MinedReceipt;
+    const settling = t.db.db.transaction().execute((trx) =>
+      settleMined(trx, hooks, single, {
+        version: { tx_hash: singleRow.tx_hash as string, raw_tx: singleRow.raw_tx as string },
+        receipt,
+        outcome: { status: 'confirmed' },
+      }),
+    );
+    await held;
+    let set: Promise<void>;
+    try {
+      set = confirmCompanions(r.deps, hooks, (await r.row(own)) as unknown as Transfer, r.deps.logger);
+      // The set reaches the end of its first group and waits there for world:payees.
+      await eventually('the set waits for a row lock at the end of its group', async () => {
+        const { rows } = await sql<{ n: number }>`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'
+            and query like '%payrail_ledger_group_end%'`.execute(t.db.db);
+        return rows[0]?.n === 1;
+      });
+    } finally {
+      release();
+    }
+    expect(await settling).toBe(true);
+    await set;
+
+    for (const id of [companion, single]) {
+      expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+      expect(await r.gasBooked(id)).toBe(await t.receiptGas((await r.row(id)).tx_hash as string));
+    }
+    expect((await checkLedger(t.db.db)).ok).toBe(true);
+  });
+
   it('a set whose transaction fails keeps nothing of it: each companion is confirmed by its own job, once', async () => {
     const r = await rig();
     const ids = [await r.intent('f0', 70n), await r.intent('f1', 71n), await r.intent('f2', 72n)];
