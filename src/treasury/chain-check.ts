@@ -60,6 +60,7 @@ export async function checkLedgerAgainstChain(db: Db, chain: ChainSide): Promise
   const books = await db
     .transaction()
     .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
     .execute(async (trx) => ({
       transfers: await openTransfers(trx),
       held: new Map([
@@ -115,7 +116,7 @@ interface OpenTransfers {
     amount: string;
     status: string;
   }>;
-  /** Every broadcast transfer with its versions' hashes and kinds, in version order. */
+  /** Every transfer that may be on the network (broadcast, or signed by an earlier version of payrail). */
   readonly broadcast: ReadonlyArray<{ transfer_id: string; hashes: string[]; kinds: string[] }>;
 }
 
@@ -124,7 +125,8 @@ async function openTransfers(trx: Transaction<Database>): Promise<OpenTransfers>
   const { rows: owned } = await sql<OpenTransfers['owned'][number]>`
     select t.transfer_id, t.purpose, t.ref, t.asset, t.amount::text as amount, t.status
     from chain_transfers t
-    where (t.status = 'broadcast' or (t.status = 'confirmed' and t.block_number is not null)) and t.transfer_id in (
+    where (t.status in ('signed', 'broadcast') or (t.status = 'confirmed' and t.block_number is not null))
+      and t.transfer_id in (
       select transfer_id from conversions where status not in ('completed', 'failed') and transfer_id is not null
       union all
       select transfer_id from payouts where status not in ('completed', 'failed', 'cancelled') and transfer_id is not null)`.execute(
@@ -133,16 +135,17 @@ async function openTransfers(trx: Transaction<Database>): Promise<OpenTransfers>
   const { rows: broadcast } = await sql<OpenTransfers['broadcast'][number]>`
     select t.transfer_id, array_agg(v.tx_hash order by v.version) as hashes, array_agg(v.kind order by v.version) as kinds
     from chain_transfers t join chain_transfer_versions v on v.transfer_id = t.transfer_id
-    where t.status = 'broadcast'
+    where t.status in ('signed', 'broadcast')
     group by t.transfer_id`.execute(trx);
   return { owned, broadcast };
 }
 
 /**
  * Transfers a mined version of which moved funds that no journal has booked out yet. Confirmed ones are read from
- * the database; every broadcast one is looked up on chain at each of its versions (at most one of them can be mined:
- * they share a nonce), seen mined by payrail or not: its receipt says whether it moved anything, and what gas it cost
- * (neither is booked before the outcome). A version seen mined and reorganised away shows no receipt, nor its gas.
+ * the database; every one that may be on the network (broadcast, or signed by an earlier version of payrail) is
+ * looked up on chain at each of its versions (at most one of them can be mined: they share a nonce), seen mined by
+ * payrail or not: its receipt says whether it moved anything, and what gas it cost (neither is booked before the
+ * outcome). A version seen mined and reorganised away shows no receipt, nor its gas.
  */
 const RECEIPTS_AT_ONCE = 16;
 

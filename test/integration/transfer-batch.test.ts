@@ -355,7 +355,13 @@ describe('a confirm run settles the wallet’s other mined transfers with its ow
         outcome: { status: 'confirmed' },
       }),
     );
-    await held;
+    // Settled without ever holding (a failure before its hook): the test fails here instead of waiting for it.
+    await Promise.race([
+      held,
+      settling.then(() => {
+        throw new Error('the single settlement ended without booking its owner first');
+      }),
+    ]);
     let set: Promise<void>;
     try {
       set = confirmCompanions(r.deps, hooks, (await r.row(own)) as unknown as Transfer, r.deps.logger);
