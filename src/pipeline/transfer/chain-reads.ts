@@ -81,8 +81,6 @@ export async function nonceUser(
 
 /** The newest block the confirmation policy trusts: what the nonce is read at. */
 export async function trustedBlock(deps: StageDeps): Promise<bigint> {
-  const confirmations = deps.settings.transfer.confirmations;
-  if (typeof confirmations !== 'number') return deps.wallet.blockAt(confirmations);
-  const at = (await deps.wallet.blockAt('latest')) - BigInt(confirmations - 1);
+  const at = await deepestBlock(deps);
   return at < 0n ? 0n : at;
 }
