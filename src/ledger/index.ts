@@ -1,6 +1,7 @@
 export { accounts, accountKey, type AccountRef } from './accounts.ts';
 export {
   postJournal,
+  postJournals,
   assertBalanced,
   UnbalancedJournalError,
   type JournalInput,

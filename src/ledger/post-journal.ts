@@ -65,3 +65,37 @@ export async function postJournal(trx: Transaction<Database>, journal: JournalIn
     .executeTakeFirstOrThrow();
   return { posted: false, journalId: existing.id };
 }
+
+/**
+ * postJournal for several journals in one statement, for a ledger group (src/ledger/group.ts): each is booked as it
+ * would be alone, in the order given, and its balances are left to the group's end. Outside a group the journals would
+ * lock their balance rows one after the other, in no order a single journal shares: it books nothing and throws.
+ * Returns, for each journal in order, its id when booked now and null when (kind, ref) was booked before.
+ */
+export async function postJournals(
+  trx: Transaction<Database>,
+  journals: readonly JournalInput[],
+): Promise<(string | null)[]> {
+  if (journals.length === 0) return [];
+  for (const journal of journals) assertBalanced(journal);
+  const entries = journals.flatMap((journal, i) => journal.entries.map((entry) => ({ i, entry })));
+  const result = await sql<{ id: string | null; in_group: boolean }>`
+    select case when g.in_group then payrail_post_journal(j.kind, j.ref, e.codes, e.assets, e.negatives, e.amounts)
+      end as id, g.in_group
+    from (select payrail_in_ledger_group() as in_group) g
+    cross join unnest(${journals.map((j) => j.kind)}::text[], ${journals.map((j) => j.ref)}::text[])
+      with ordinality as j(kind, ref, i)
+    join (
+      select x.i, array_agg(x.code order by x.n) as codes, array_agg(x.asset order by x.n) as assets,
+        array_agg(x.negative order by x.n) as negatives, array_agg(x.amount order by x.n) as amounts
+      from unnest(${entries.map((x) => x.i + 1)}::int[], ${entries.map((x) => x.entry.account.code)}::text[],
+        ${entries.map((x) => x.entry.account.asset)}::text[], ${entries.map((x) => x.entry.account.allowNegative)}::boolean[],
+        ${entries.map((x) => x.entry.amount.toString())}::numeric[]) with ordinality as x(i, code, asset, negative, amount, n)
+      group by x.i
+    ) e on e.i = j.i
+    order by j.i`.execute(trx);
+  if (result.rows.some((r) => !r.in_group)) throw new Error('postJournals books inside a ledger group only');
+  if (result.rows.length !== journals.length)
+    throw new Error(`booked ${result.rows.length} of ${journals.length} journals in one statement`);
+  return result.rows.map((r) => r.id);
+}

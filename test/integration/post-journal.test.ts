@@ -5,7 +5,7 @@
  */
 import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkLedger, inLedgerGroup } from '../../src/ledger/index.ts';
+import { checkLedger, inLedgerGroup, postJournals } from '../../src/ledger/index.ts';
 import type { Database } from '../../src/db/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -150,6 +150,50 @@ describe('a ledger group (several journals, their balances applied at its end)',
     ).rejects.toThrow(/ledger_accounts_check|violates check constraint/);
     expect(await journalCount()).toBe(before);
     expect(await balance('channel:-2003', 'eth')).toBe('5');
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('postJournals books several journals in one statement as postJournal books each, and only inside a group', async () => {
+    await post('many-before', [world(-20n), owner('-2005', 20n)]);
+    const journal = (ref: string, from: string, to: string, amount: bigint) => ({
+      kind: 'test',
+      ref,
+      entries: [
+        { account: { code: `channel:${from}`, asset: 'eth', allowNegative: false }, amount: -amount },
+        { account: { code: `channel:${to}`, asset: 'eth', allowNegative: false }, amount },
+      ],
+    });
+    const ids = await db.db
+      .transaction()
+      .execute((trx) =>
+        inLedgerGroup(trx, () =>
+          postJournals(trx, [
+            journal('many-a', '-2005', '-2006', 7n),
+            journal('many-b', '-2005', '-2007', 5n),
+            journal('many-before', '-2005', '-2007', 1n),
+          ]),
+        ),
+      );
+    // In the order given; one already booked under its (kind, ref) is not booked again.
+    expect(ids[2]).toBeNull();
+    expect(await entriesOf(ids[0] as string)).toEqual([
+      { code: 'channel:-2005', asset: 'eth', amount: '-7' },
+      { code: 'channel:-2006', asset: 'eth', amount: '7' },
+    ]);
+    expect(await entriesOf(ids[1] as string)).toEqual([
+      { code: 'channel:-2005', asset: 'eth', amount: '-5' },
+      { code: 'channel:-2007', asset: 'eth', amount: '5' },
+    ]);
+    expect(await balance('channel:-2005', 'eth')).toBe('8');
+    expect(await balance('channel:-2006', 'eth')).toBe('7');
+    expect(await balance('channel:-2007', 'eth')).toBe('5');
+
+    const before = await journalCount();
+    await expect(
+      db.db.transaction().execute((trx) => postJournals(trx, [journal('many-outside', '-2005', '-2006', 1n)])),
+    ).rejects.toThrow('postJournals books inside a ledger group only');
+    expect(await journalCount()).toBe(before);
+    expect(await balance('channel:-2005', 'eth')).toBe('8');
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 
