@@ -13,6 +13,7 @@ export {
   liveJobs,
   noLiveJobWithKey,
   queuedJobWithKey,
+  queuedKeysOf,
   queueStats,
   removeJobs,
   taskRunning,

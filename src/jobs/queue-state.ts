@@ -41,6 +41,20 @@ export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> 
 }
 
 /**
+ * The keys of this task's jobs that wait to start, due now and never tried, oldest first: work another run may take
+ * over, removing each job in the same commit. One that failed before is left to its own retry, which reports it.
+ */
+export async function queuedKeysOf(db: Reader, task: string, limit: number): Promise<string[]> {
+  const { rows } = await sql<{ key: string }>`
+    select j.key from graphile_worker.jobs j
+    where j.task_identifier = ${task} and j.key is not null and j.locked_at is null and j.attempts = 0
+      and j.run_at <= now()
+    order by j.priority, j.run_at, j.id
+    limit ${limit}`.execute(db);
+  return rows.map((r) => r.key);
+}
+
+/**
  * Removes the jobs under these keys in the caller's transaction (graphile_worker.remove_job): a queued one is deleted,
  * a running one loses its key and its retries, so a job whose work another did in this transaction never runs again.
  */

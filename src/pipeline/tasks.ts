@@ -13,6 +13,7 @@ import {
 import type { StageDeps } from './interfaces.ts';
 import { confirmPayment, type ConfirmDeps } from './payment/confirm.ts';
 import { openInstantPayout, payoutTransferHooks, runPayout } from './payout/run.ts';
+import { openQueuedPayouts } from './payout/open-set.ts';
 import { pollPayout } from './payout/poll.ts';
 import { reconcile } from './reconcile/reconcile.ts';
 import { pollConversion } from './conversion/settle.ts';
@@ -37,7 +38,11 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     payout: payoutTransferHooks(deps),
   };
   return {
-    payout_instant: async (payload) => openInstantPayout(deps, paymentPayload.parse(payload).paymentId),
+    payout_instant: async (payload) => {
+      await openInstantPayout(deps, paymentPayload.parse(payload).paymentId);
+      // The payments credited after it usually wait in the queue too: opened together (payout/open-set.ts).
+      await openQueuedPayouts(deps);
+    },
     payout_run: async (payload) => runPayout(deps, payoutPayload.parse(payload).payoutId),
     payout_poll: async (payload) => pollPayout(deps, payoutPayload.parse(payload).payoutId),
     payout_batch: async (payload) => runPayout(deps, batchPayload.parse(payload).batchId),

@@ -61,6 +61,7 @@ describe('the queue surface payrail uses', () => {
         'updated_at',
         'queue_name',
         'locked_by',
+        'priority',
       ]),
     );
   });

@@ -131,6 +131,7 @@ export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'pay
  * A payment refunded after its credit (in review) is not paid out.
  */
 export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
+  let existed = false;
   const payoutId = await deps.db.transaction().execute(async (trx) => {
     const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
@@ -147,6 +148,7 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
       .executeTakeFirst();
     // No such channel (intake keeps an IPN for an unknown one, for review): its payout is looked up on its own.
     const existing = read ? read.existing_payout_id : ((await existingPayout(trx, paymentId)) ?? null);
+    existed = existing !== null;
     if (existing !== null) return existing;
     if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
@@ -154,7 +156,15 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     if (!read) throw new Error(`payment ${paymentId}: its channel ${payment.channel_id} is not registered`);
     return reserveInstantPayout(trx, { paymentId, payment, channel: read, net });
   });
-  if (payoutId !== null) await runPayout(deps, payoutId);
+  if (payoutId === null) return;
+  try {
+    await runPayout(deps, payoutId);
+  } catch (error) {
+    // Opened by another run (a set, this job delivered twice) that is running it now, or whose payout_run job is: this
+    // copy has nothing left to do, and must not fail a job a set removed (it has no retries left).
+    if (existed && error instanceof RunLocked) return;
+    throw error;
+  }
 }
 
 async function existingPayout(trx: Transaction<Database>, paymentId: string): Promise<string | undefined> {
@@ -375,17 +385,7 @@ async function destinationValid(deps: StageDeps, payout: Payout, read: PairRead)
             .where('network', '=', payout.payout_network)
             .executeTakeFirst()
         )?.address_format ?? null);
-  let problem: string | null;
-  if (format === null) problem = `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
-  else if (!(ADDRESS_FORMATS as readonly string[]).includes(format))
-    problem = `supported_pairs has an unknown address format ${format} for ${payout.payout_currency} on ${payout.payout_network}`;
-  else {
-    const invalid = checkAddress(format as AddressFormat, payout.wallet_address);
-    problem =
-      invalid === null
-        ? null
-        : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
-  }
+  const problem = destinationProblem(payout, format);
   if (problem === null) return true;
   await toReview(
     deps,
@@ -394,6 +394,27 @@ async function destinationValid(deps: StageDeps, payout: Payout, read: PairRead)
     'payout_address_invalid',
   );
   return false;
+}
+
+/** What is wrong with where a payout goes, given its pair's address format (null: no such pair); null when nothing. */
+export function destinationProblem(
+  payout: Pick<Payout, 'payout_currency' | 'payout_network' | 'wallet_address'>,
+  format: string | null,
+): string | null {
+  if (format === null) return `payout pair ${payout.payout_currency} on ${payout.payout_network} is not supported`;
+  if (!(ADDRESS_FORMATS as readonly string[]).includes(format))
+    return `supported_pairs has an unknown address format ${format} for ${payout.payout_currency} on ${payout.payout_network}`;
+  const invalid = checkAddress(format as AddressFormat, payout.wallet_address);
+  return invalid === null
+    ? null
+    : `wallet address ${JSON.stringify(payout.wallet_address)} is not a valid ${format} address for ${payout.payout_currency} on ${payout.payout_network}: ${invalid}`;
+}
+
+/** Until when WALLET_CHANGE_HOLD holds a channel's payouts, by the database's clock; null when it does not. */
+export function walletHoldUntil(changedAt: Date | null, holdMs: number, now: Date): Date | null {
+  if (holdMs <= 0 || changedAt === null) return null;
+  const until = new Date(changedAt.getTime() + holdMs);
+  return until.getTime() > now.getTime() ? until : null;
 }
 
 /**
@@ -409,10 +430,10 @@ async function heldForWalletChange(deps: StageDeps, payout: Payout): Promise<boo
     .select(['wallet_changed_at', sql<Date>`now()`.as('now')])
     .where('channel_id', '=', payout.channel_id)
     .executeTakeFirst();
-  const changedAt = channel?.wallet_changed_at ?? null;
-  if (!channel || changedAt === null) return false;
-  const until = new Date(changedAt.getTime() + holdMs);
-  if (until.getTime() <= channel.now.getTime()) return false;
+  if (!channel) return false;
+  const changedAt = channel.wallet_changed_at;
+  const until = walletHoldUntil(changedAt, holdMs, channel.now);
+  if (changedAt === null || until === null) return false;
   const reason = `wallet changed at ${changedAt.toISOString()}; held until ${until.toISOString()}`;
   // Not held (cancelled meanwhile, say): this run stops all the same.
   await hold(deps, payout.payout_id, reason, until, { channelId: payout.channel_id, hold: 'wallet_change' });

@@ -1,4 +1,11 @@
-export { createTransfer, holdTransfer, sendTransfer, type HeldTransfer, type TransferIntent } from './send.ts';
+export {
+  createTransfer,
+  createTransfers,
+  holdTransfer,
+  sendTransfer,
+  type HeldTransfer,
+  type TransferIntent,
+} from './send.ts';
 export { confirmTransfer } from './confirm.ts';
 export {
   resumeTransfer,

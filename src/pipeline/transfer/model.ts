@@ -62,6 +62,16 @@ export function enqueueSend(trx: Transaction<Database>, transferId: string, from
   );
 }
 
+/** enqueueSend for several transfers of one wallet, in one statement. */
+export function enqueueSends(trx: Transaction<Database>, transferIds: readonly string[], from: string): Promise<void> {
+  return enqueueEach(
+    trx,
+    'transfer_send',
+    transferIds.map((transferId) => ({ payload: { transferId }, jobKey: sendJobKey(transferId) })),
+    { queueName: `wallet:${from.toLowerCase()}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS },
+  );
+}
+
 export const CONFIRM_KEY_PREFIX = 'transfer_confirm:';
 
 /** A transfer's confirm job, by its key: one at a time per transfer. */

@@ -17,6 +17,7 @@ import {
   assetOf,
   enqueueConfirm,
   enqueueSend,
+  enqueueSends,
   loadTransfer,
   loadVersions,
   lockTransfer,
@@ -90,6 +91,47 @@ export async function holdTransfer(trx: Transaction<Database>, intent: TransferI
   }
   await enqueueSend(trx, inserted.transfer_id, intent.from);
   return inserted;
+}
+
+/**
+ * createTransfer for intents whose refs are new (their owners' rows written in the same transaction), in two
+ * statements, all from one wallet. An intent already recorded under its ref is not theirs to find here: nothing of the
+ * caller's transaction is kept. Returns the transfer ids in the intents' order.
+ */
+export async function createTransfers(
+  trx: Transaction<Database>,
+  from: string,
+  intents: readonly Omit<TransferIntent, 'from'>[],
+): Promise<string[]> {
+  if (intents.length === 0) return [];
+  const ids = intents.map(() => `tr_${randomBytes(8).toString('hex')}`);
+  const inserted = await trx
+    .insertInto('chain_transfers')
+    .values(
+      intents.map((intent, i) => ({
+        transfer_id: ids[i] as string,
+        purpose: intent.purpose,
+        ref: intent.ref,
+        asset: intent.asset,
+        from_address: from,
+        to_address: intent.to,
+        amount: intent.amount,
+        status: 'intent' as const,
+        nonce: null,
+        tx_hash: null,
+        raw_tx: null,
+        block_number: null,
+        gas_cost_wei: null,
+        last_error: null,
+      })),
+    )
+    .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
+    .returning('transfer_id')
+    .execute();
+  if (inserted.length !== intents.length)
+    throw new Error(`${intents.length - inserted.length} of ${intents.length} transfer intents were recorded before`);
+  await enqueueSends(trx, ids, from);
+  return ids;
 }
 
 export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpose, transferId: string): Promise<void> {

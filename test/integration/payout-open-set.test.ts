@@ -1,0 +1,296 @@
+// Its own world, not the shared fixtures': a web payrail takes the IPNs and runs no jobs; the stages run by hand.
+/**
+ * A payout_instant run opens the payouts of the other credited instant payments whose jobs wait in the queue
+ * (src/pipeline/payout/open-set.ts), on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP): each payout
+ * as its own run would open it, the direct ones with their transfers, the others with their runs queued, their
+ * payments' jobs removed in the same commit. A payment another transaction holds, a job that failed before, and
+ * every payment of a set whose transaction fails are left to their own jobs, and end the same.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { jobWithKeyExists } from '../../src/jobs/index.ts';
+import { accounts, checkLedger, inLedgerGroup, postJournal } from '../../src/ledger/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { type StageDeps } from '../../src/pipeline/index.ts';
+import { openQueuedPayouts } from '../../src/pipeline/payout/open-set.ts';
+import { openInstantPayout } from '../../src/pipeline/payout/run.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { bookHostFunding } from '../support/ledger-chain.ts';
+import { startOutside, type Outside } from '../support/outside.ts';
+import { logSink, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
+import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
+
+/** One fixture payment's net: 0.00487 ETH less the 3 % platform fee. */
+const NET_WEI = 4_723_900_000_000_000n;
+
+let outside: Outside;
+let db: TestDatabase;
+let web: TestPayrail;
+let deps: StageDeps;
+let nextPaymentId = 9_810_000_000;
+let nextChannel = 1_008_100_000_001;
+
+beforeAll(async () => {
+  outside = await startOutside();
+  db = await createTestDatabase();
+  await bookHostFunding(db, outside);
+  web = await startTestPayrail(db, { outside, roles: { web: true, worker: false }, env: outside.env });
+});
+beforeEach(async () => {
+  deps = workerStageDeps(db, outside);
+  // Each test sees only its own queued jobs.
+  await db.pool.query("delete from graphile_worker._private_jobs where key like 'payout_instant:%'");
+});
+afterEach(async () => {
+  await db.pool.query("delete from graphile_worker._private_jobs where key like 'payout_instant:%'");
+});
+afterAll(async () => {
+  await web?.stop();
+  await db?.close();
+  await outside?.stop();
+});
+
+/** An instant channel paying to `currency` on `network`, and one payment of it credited: its payout job queued. */
+async function instantPayment(
+  currency: string,
+  network: string,
+  wallet: string,
+): Promise<{ paymentId: string; channelId: string; wallet: string }> {
+  const channelId = await saveChannel(web, `-${nextChannel++}`, {
+    payoutStrategy: 'instant',
+    payoutCurrency: currency,
+    payoutNetwork: network,
+    walletAddress: wallet,
+  });
+  const paymentId = await sendFinished(web, nextPaymentId++, channelId);
+  expect(await jobWithKeyExists(db.db, `payout_instant:${paymentId}`)).toBe(true);
+  return { paymentId, channelId, wallet };
+}
+
+const direct = () => instantPayment('eth', 'eth', freshWallet());
+const viaExchange = () => instantPayment('usdt', 'trx', TRON_WALLET);
+
+interface OpenedPayout {
+  payout_id: string;
+  status: string;
+  amount: string;
+  transfer_id: string | null;
+  wallet_address: string;
+}
+
+async function payoutsOf(paymentId: string): Promise<OpenedPayout[]> {
+  const { rows } = await db.pool.query<OpenedPayout>(
+    'select payout_id, status, amount::text, transfer_id, wallet_address from payouts where payment_id = $1',
+    [paymentId],
+  );
+  return rows;
+}
+
+async function transfersOf(
+  payoutId: string,
+): Promise<Array<{ transfer_id: string; status: string; amount: string; to_address: string }>> {
+  const { rows } = await db.pool.query(
+    "select transfer_id, status, amount::text, to_address from chain_transfers where purpose = 'payout' and ref = $1",
+    [payoutId],
+  );
+  return rows;
+}
+
+async function balanceOf(channelId: string, payoutAccount: boolean): Promise<bigint> {
+  const account = payoutAccount ? accounts.channelPayout(channelId, 'eth') : accounts.channel(channelId, 'eth');
+  const { rows } = await db.pool.query<{ balance: string }>(
+    'select balance::text from ledger_accounts where code = $1 and asset = $2',
+    [account.code, account.asset],
+  );
+  return BigInt(rows[0]?.balance ?? '0');
+}
+
+/** The payment's payout was opened once, as its own run opens it: reserved from the channel, linked from the payment. */
+async function expectOpenedOnce(p: { paymentId: string; channelId: string }): Promise<OpenedPayout> {
+  const payouts = await payoutsOf(p.paymentId);
+  expect(payouts).toHaveLength(1);
+  const payout = payouts[0] as OpenedPayout;
+  expect(payout.amount).toBe(NET_WEI.toString());
+  const { rows } = await db.pool.query<{ payout_id: string }>('select payout_id from payments where payment_id = $1', [
+    p.paymentId,
+  ]);
+  expect(rows[0]?.payout_id).toBe(payout.payout_id);
+  expect(await balanceOf(p.channelId, false)).toBe(0n);
+  expect(await balanceOf(p.channelId, true)).toBe(NET_WEI);
+  const journals = await db.pool.query('select 1 from ledger_journals where kind = $1 and ref = $2', [
+    'payout_reserved',
+    payout.payout_id,
+  ]);
+  expect(journals.rowCount).toBe(1);
+  return payout;
+}
+
+describe('a payout_instant run opens the queued payouts with its own', () => {
+  it('each once, in one commit: direct ones sent with their transfers, the others with their runs queued, the payments’ jobs removed', async () => {
+    const directs = [await direct(), await direct()];
+    const exchanges = [await viaExchange(), await viaExchange()];
+
+    await openQueuedPayouts(deps);
+
+    for (const p of directs) {
+      const payout = await expectOpenedOnce(p);
+      expect(payout).toMatchObject({ status: 'sent', wallet_address: p.wallet });
+      const transfers = await transfersOf(payout.payout_id);
+      expect(transfers).toEqual([
+        {
+          transfer_id: payout.transfer_id,
+          status: 'intent',
+          amount: NET_WEI.toString(),
+          to_address: payout.wallet_address,
+        },
+      ]);
+      expect(await jobWithKeyExists(db.db, `transfer_send:${payout.transfer_id}`)).toBe(true);
+      expect(await jobWithKeyExists(db.db, `payout_run:${payout.payout_id}`)).toBe(false);
+      expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
+    }
+    for (const p of exchanges) {
+      const payout = await expectOpenedOnce(p);
+      expect(payout).toMatchObject({ status: 'pending', transfer_id: null, wallet_address: TRON_WALLET });
+      expect(await jobWithKeyExists(db.db, `payout_run:${payout.payout_id}`)).toBe(true);
+      expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+
+    // A removed job that a worker had already taken runs anyway: it finds the payout opened and opens nothing more.
+    for (const p of [...directs, ...exchanges]) {
+      const before = await payoutsOf(p.paymentId);
+      await openInstantPayout(deps, p.paymentId);
+      const after = await expectOpenedOnce(p);
+      expect(after.payout_id).toBe(before[0]?.payout_id);
+      // A direct one stays sent with its one transfer; an exchange one is run as its payout_run would run it.
+      expect(await transfersOf(after.payout_id)).toHaveLength(after.status === 'pending' ? 0 : 1);
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('a removed job a worker had taken, meeting its payout run by another, ends without an error it could not retry', async () => {
+    const p = await viaExchange();
+    await openQueuedPayouts(deps);
+    const payout = await expectOpenedOnce(p);
+    const runner = await db.pool.connect();
+    try {
+      // Its payout_run job holds the payout's run lock meanwhile.
+      await runner.query('select pg_advisory_lock(hashtext($1))', [`payout:${payout.payout_id}`]);
+      await expect(openInstantPayout(deps, p.paymentId)).resolves.toBeUndefined();
+    } finally {
+      await runner.query('select pg_advisory_unlock(hashtext($1))', [`payout:${payout.payout_id}`]);
+      runner.release();
+    }
+    expect((await expectOpenedOnce(p)).status).toBe('pending');
+    expect(await jobWithKeyExists(db.db, `payout_run:${payout.payout_id}`)).toBe(true);
+  });
+
+  it('a direct payout its run would hold or ask approval for is opened pending, with its run queued to do that', async () => {
+    const held = await direct();
+    // The channel's wallet changed just now: under WALLET_CHANGE_HOLD its payouts wait.
+    await saveChannel(web, held.channelId, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: freshWallet(),
+    });
+    await openQueuedPayouts(workerStageDeps(db, outside, { env: { WALLET_CHANGE_HOLD: '1h' } }));
+    const heldPayout = await expectOpenedOnce(held);
+    expect(heldPayout).toMatchObject({ status: 'pending', transfer_id: null });
+    expect(await jobWithKeyExists(db.db, `payout_run:${heldPayout.payout_id}`)).toBe(true);
+
+    const large = await direct();
+    await openQueuedPayouts(workerStageDeps(db, outside, { env: { PAYOUT_APPROVAL_ABOVE_USD: '1' } }));
+    const largePayout = await expectOpenedOnce(large);
+    expect(largePayout).toMatchObject({ status: 'pending', transfer_id: null });
+    expect(await jobWithKeyExists(db.db, `payout_run:${largePayout.payout_id}`)).toBe(true);
+  });
+
+  it('leaves to its own job a payment another transaction holds, and a job that failed before', async () => {
+    const locked = await direct();
+    const failedBefore = await direct();
+    const taken = await direct();
+    await db.pool.query(
+      "update graphile_worker._private_jobs set attempts = 1, last_error = 'earlier failure' where key = $1",
+      [`payout_instant:${failedBefore.paymentId}`],
+    );
+    const holder = await db.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select 1 from payments where payment_id = $1 for update', [locked.paymentId]);
+      await openQueuedPayouts(deps);
+      await holder.query('commit');
+    } finally {
+      holder.release();
+    }
+
+    await expectOpenedOnce(taken);
+    for (const p of [locked, failedBefore]) {
+      expect(await payoutsOf(p.paymentId)).toEqual([]);
+      expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(true);
+      await openInstantPayout(deps, p.paymentId);
+      expect((await expectOpenedOnce(p)).status).toBe('sent');
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('leaves to its own job a payment its channel moved to threshold, which that job then skips', async () => {
+    const switched = await direct();
+    const plain = await direct();
+    await saveChannel(web, switched.channelId, {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+      walletAddress: TRON_WALLET,
+    });
+    await openQueuedPayouts(deps);
+
+    await expectOpenedOnce(plain);
+    expect(await payoutsOf(switched.paymentId)).toEqual([]);
+    expect(await jobWithKeyExists(db.db, `payout_instant:${switched.paymentId}`)).toBe(true);
+    await openInstantPayout(deps, switched.paymentId);
+    expect(await payoutsOf(switched.paymentId)).toEqual([]);
+    const { rows } = await db.pool.query(
+      'select payout_strategy, conversion_status from payments where payment_id = $1',
+      [switched.paymentId],
+    );
+    expect(rows[0]).toEqual({ payout_strategy: 'threshold', conversion_status: 'pending' });
+    expect(await balanceOf(switched.channelId, false)).toBe(NET_WEI);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('a set whose transaction fails keeps nothing; each payment is then opened by its own job', async () => {
+    const a = await direct();
+    const b = await viaExchange();
+    // What b's channel holds is taken out first: the set's ledger group would leave that account below zero.
+    const moveOut = async (sign: bigint) =>
+      db.db.transaction().execute((trx) =>
+        inLedgerGroup(trx, async () => {
+          await postJournal(trx, {
+            kind: 'test_hold',
+            ref: `${b.channelId}:${sign > 0n ? 'out' : 'back'}`,
+            entries: [
+              { account: accounts.channel(b.channelId, 'eth'), amount: -sign * NET_WEI },
+              { account: accounts.operator('eth'), amount: sign * NET_WEI },
+            ],
+          });
+        }),
+      );
+    await moveOut(1n);
+    const sink = logSink();
+    await openQueuedPayouts(
+      workerStageDeps(db, outside, { logger: createLogger({ level: 'info', destination: sink.stream }) }),
+    );
+    expect(sink.lines.filter((l) => l.event === 'payout_open_set_failed')).toHaveLength(1);
+    for (const p of [a, b]) {
+      expect(await payoutsOf(p.paymentId)).toEqual([]);
+      expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(true);
+    }
+
+    await moveOut(-1n);
+    for (const p of [a, b]) await openInstantPayout(deps, p.paymentId);
+    expect((await expectOpenedOnce(a)).status).toBe('sent');
+    await expectOpenedOnce(b);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
