@@ -40,11 +40,16 @@ export async function rehomeChannelPayments(trx: Transaction<Database>, channelI
     .executeTakeFirst();
   if (!channel) return { toConversion: [], toInstant: [] };
   if (channel.payout_strategy === 'threshold') {
+    // A payment whose payout is being opened is locked: this waits, then reads the payment's row again, but the
+    // subquery keeps this statement's snapshot and misses the new payout. The payment's own link must also show no
+    // payout, or one that ended.
     const { rows } = await sql<{ payment_id: string }>`
       update payments p set payout_strategy = 'threshold', conversion_status = 'pending', payout_id = null, updated_at = now()
       where p.channel_id = ${channelId} and p.payout_strategy = 'instant' and p.credited_at is not null and p.reversed_at is null
         and p.review_reason is null and p.net_amount > 0
         and not exists (select 1 from payouts o where o.payment_id = p.payment_id and o.status not in ('failed', 'cancelled'))
+        and (p.payout_id is null
+          or exists (select 1 from payouts o where o.payout_id = p.payout_id and o.status in ('failed', 'cancelled')))
       returning p.payment_id::text`.execute(trx);
     if (rows.length > 0) await enqueueConversionBatch(trx);
     return { toConversion: rows.map((r) => r.payment_id), toInstant: [] };

@@ -15,7 +15,7 @@ import { openQueuedPayouts } from '../../src/pipeline/payout/open-set.ts';
 import { openInstantPayout } from '../../src/pipeline/payout/run.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { bookHostFunding } from '../support/ledger-chain.ts';
-import { startOutside, type Outside } from '../support/outside.ts';
+import { eventually, startOutside, type Outside } from '../support/outside.ts';
 import { logSink, startTestPayrail, workerStageDeps, type TestPayrail } from '../support/payrail.ts';
 import { freshWallet, saveChannel, sendFinished, TRON_WALLET } from '../support/payouts.ts';
 
@@ -256,6 +256,55 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     );
     expect(rows[0]).toEqual({ payout_strategy: 'threshold', conversion_status: 'pending' });
     expect(await balanceOf(switched.channelId, false)).toBe(NET_WEI);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('a switch to threshold waiting on a payment whose payout a set is opening leaves the payment to that payout', async () => {
+    const p = await direct();
+    const account = accounts.channel(p.channelId, 'eth');
+    const waitingOn = async (text: string): Promise<boolean> => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and query ilike $1`,
+        [`%${text}%`],
+      );
+      return (rows[0]?.n ?? 0) > 0;
+    };
+    // The channel's balance row held: the set stops at its ledger group's end, the payment locked, its payout written.
+    const blocker = await db.pool.connect();
+    let opening: Promise<void> | undefined;
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from ledger_accounts where code = $1 and asset = $2 for update', [
+        account.code,
+        account.asset,
+      ]);
+      opening = openQueuedPayouts(deps);
+      await eventually('the set waits on the channel balance', () => waitingOn('payrail_post_journal'));
+      const switching = web.request('PUT', `/api/channels/${p.channelId}`, {
+        body: {
+          payoutStrategy: 'threshold',
+          thresholdUsd: '1000',
+          payoutCurrency: 'usdt',
+          payoutNetwork: 'trx',
+          walletAddress: TRON_WALLET,
+        },
+      });
+      await eventually('the switch waits on the payment', () => waitingOn('set payout_strategy'));
+      await blocker.query('commit');
+      expect((await switching).status).toBe(200);
+    } finally {
+      blocker.release();
+      await opening;
+    }
+
+    const payout = await expectOpenedOnce(p);
+    expect(payout.status).toBe('sent');
+    const { rows } = await db.pool.query(
+      'select payout_strategy, conversion_status, payout_id from payments where payment_id = $1',
+      [p.paymentId],
+    );
+    expect(rows[0]).toEqual({ payout_strategy: 'instant', conversion_status: null, payout_id: payout.payout_id });
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 
