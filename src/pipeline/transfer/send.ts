@@ -53,6 +53,26 @@ export async function createTransfer(trx: Transaction<Database>, intent: Transfe
 /** What a (purpose, ref) holds: the caller compares it with what it meant to pay before it relies on it. */
 export type HeldTransfer = Pick<Transfer, 'transfer_id' | 'to_address' | 'amount' | 'asset'>;
 
+/** A new intent's row: nothing signed yet. */
+function intentRow(transferId: string, intent: TransferIntent) {
+  return {
+    transfer_id: transferId,
+    purpose: intent.purpose,
+    ref: intent.ref,
+    asset: intent.asset,
+    from_address: intent.from,
+    to_address: intent.to,
+    amount: intent.amount,
+    status: 'intent' as const,
+    nonce: null,
+    tx_hash: null,
+    raw_tx: null,
+    block_number: null,
+    gas_cost_wei: null,
+    last_error: null,
+  };
+}
+
 /**
  * createTransfer, answering with the transfer the (purpose, ref) holds: the new intent, or one recorded earlier for
  * it, which may pay another address or amount (a payin from an earlier exchange). No second read when new.
@@ -61,22 +81,7 @@ export async function holdTransfer(trx: Transaction<Database>, intent: TransferI
   const held = ['transfer_id', 'to_address', 'amount', 'asset'] as const;
   const inserted = await trx
     .insertInto('chain_transfers')
-    .values({
-      transfer_id: `tr_${randomBytes(8).toString('hex')}`,
-      purpose: intent.purpose,
-      ref: intent.ref,
-      asset: intent.asset,
-      from_address: intent.from,
-      to_address: intent.to,
-      amount: intent.amount,
-      status: 'intent',
-      nonce: null,
-      tx_hash: null,
-      raw_tx: null,
-      block_number: null,
-      gas_cost_wei: null,
-      last_error: null,
-    })
+    .values(intentRow(`tr_${randomBytes(8).toString('hex')}`, intent))
     .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
     .returning(held)
     .executeTakeFirst();
@@ -107,24 +112,7 @@ export async function createTransfers(
   const ids = intents.map(() => `tr_${randomBytes(8).toString('hex')}`);
   const inserted = await trx
     .insertInto('chain_transfers')
-    .values(
-      intents.map((intent, i) => ({
-        transfer_id: ids[i] as string,
-        purpose: intent.purpose,
-        ref: intent.ref,
-        asset: intent.asset,
-        from_address: from,
-        to_address: intent.to,
-        amount: intent.amount,
-        status: 'intent' as const,
-        nonce: null,
-        tx_hash: null,
-        raw_tx: null,
-        block_number: null,
-        gas_cost_wei: null,
-        last_error: null,
-      })),
-    )
+    .values(intents.map((intent, i) => intentRow(ids[i] as string, { ...intent, from })))
     .onConflict((oc) => oc.columns(['purpose', 'ref']).doNothing())
     .returning('transfer_id')
     .execute();
