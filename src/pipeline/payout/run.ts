@@ -131,7 +131,7 @@ export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'pay
  * A payment refunded after its credit (in review) is not paid out.
  */
 export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
-  let existed = false;
+  let existed: Pick<Payout, 'status'> | null = null;
   const payoutId = await deps.db.transaction().execute(async (trx) => {
     const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
@@ -148,7 +148,16 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
       .executeTakeFirst();
     // No such channel (intake keeps an IPN for an unknown one, for review): its payout is looked up on its own.
     const existing = read ? read.existing_payout_id : ((await existingPayout(trx, paymentId)) ?? null);
-    existed = existing !== null;
+    if (existing !== null) {
+      existed = await trx
+        .selectFrom('payouts')
+        .select('status')
+        .where('payout_id', '=', existing)
+        .executeTakeFirstOrThrow();
+      // Opened by another run (a set, this job delivered twice, its earlier attempt): that run's job, or the
+      // payout_run queued here, moves it on; never a second run inline, which could meet the first at its run lock.
+      if (RUN_STATES.includes(existed.status)) await enqueueRunUnlessQueued(trx, existing);
+    }
     if (existing !== null) return existing;
     if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
@@ -156,15 +165,20 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     if (!read) throw new Error(`payment ${paymentId}: its channel ${payment.channel_id} is not registered`);
     return reserveInstantPayout(trx, { paymentId, payment, channel: read, net });
   });
-  if (payoutId === null) return;
-  try {
-    await runPayout(deps, payoutId);
-  } catch (error) {
-    // Opened by another run (a set, this job delivered twice) that is running it now, or whose payout_run job is: this
-    // copy has nothing left to do, and must not fail a job a set removed (it has no retries left).
-    if (existed && error instanceof RunLocked) return;
-    throw error;
-  }
+  if (payoutId !== null && existed === null) await runPayout(deps, payoutId);
+}
+
+/** The states a payout's run moves on from (advance); the others are moved by their transfer's or poll's job. */
+const RUN_STATES: readonly PayoutStatus[] = ['pending', 'held', 'exchange_requested'];
+
+/** A payout_run for the payout, unless one waits already (a hold's keeps its time); one running gets a successor. */
+function enqueueRunUnlessQueued(trx: Transaction<Database>, payoutId: string): Promise<void> {
+  return enqueue(
+    trx,
+    'payout_run',
+    { payoutId },
+    { jobKey: `payout_run:${payoutId}`, jobKeyMode: 'preserve_run_at', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+  );
 }
 
 async function existingPayout(trx: Transaction<Database>, paymentId: string): Promise<string | undefined> {
