@@ -4,8 +4,8 @@
  *
  * - Now threshold: credited instant payments whose ETH is on the channel (their payout failed or was cancelled, or
  *   was never opened) join the next conversion; an instant payout job still queued for one then skips it.
- * - Now instant: threshold payments still waiting for a conversion (not in one) are paid as instant payments, each
- *   by its own payout_instant job; USDT already on the channel is paid out as one batch at once (the threshold
+ * - Now instant: threshold payments still waiting for a conversion (not in one, and never in an instant payout) are
+ *   paid as instant payments, each by its own payout_instant job; USDT already on the channel is paid out as one batch at once (the threshold
  *   check treats an instant channel's USDT as due).
  * Payments in a conversion, or in a payout on its way, finish as they are and land on whatever strategy the channel
  * has when they settle.
@@ -54,10 +54,14 @@ export async function rehomeChannelPayments(trx: Transaction<Database>, channelI
     if (rows.length > 0) await enqueueConversionBatch(trx);
     return { toConversion: rows.map((r) => r.payment_id), toInstant: [] };
   }
+  // A payment that had an instant payout before (ended, its ETH back on the channel) cannot have another (one per
+  // payment): it stays with the conversion.
   const { rows } = await sql<{ payment_id: string }>`
-    update payments set payout_strategy = 'instant', conversion_status = null, conversion_hold_until = null, updated_at = now()
-    where channel_id = ${channelId} and payout_strategy = 'threshold' and conversion_status = 'pending' and exchange_cost_wei = 0 and net_moved_wei = 0
-    returning payment_id::text`.execute(trx);
+    update payments p set payout_strategy = 'instant', conversion_status = null, conversion_hold_until = null, updated_at = now()
+    where p.channel_id = ${channelId} and p.payout_strategy = 'threshold' and p.conversion_status = 'pending'
+      and p.exchange_cost_wei = 0 and p.net_moved_wei = 0
+      and not exists (select 1 from payouts o where o.payment_id = p.payment_id)
+    returning p.payment_id::text`.execute(trx);
   for (const { payment_id: paymentId } of rows) {
     await enqueue(
       trx,

@@ -4,13 +4,14 @@
  * (src/pipeline/payout/open-set.ts), on real parts (PostgreSQL, anvil, the ChangeNow simulator over HTTP): each payout
  * as its own run would open it, the direct ones with their transfers, the others with their runs queued, their
  * payments' jobs removed in the same commit. A payment another transaction holds, a job that failed before, and
- * every payment of a set whose transaction fails are left to their own jobs, and end the same.
+ * every payment of a set whose transaction fails are left to their own jobs, and end the same. A strategy switch never
+ * strands a payment whose payout is being opened or has ended.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { jobWithKeyExists } from '../../src/jobs/index.ts';
 import { accounts, checkLedger, inLedgerGroup, postJournal } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
-import { type StageDeps } from '../../src/pipeline/index.ts';
+import { applyPayoutAction, type StageDeps } from '../../src/pipeline/index.ts';
 import { openQueuedPayouts } from '../../src/pipeline/payout/open-set.ts';
 import { openInstantPayout } from '../../src/pipeline/payout/run.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -161,7 +162,7 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
       await openInstantPayout(deps, p.paymentId);
       const after = await expectOpenedOnce(p);
       expect(after.payout_id).toBe(before[0]?.payout_id);
-      // A direct one stays sent with its one transfer; an exchange one is run as its payout_run would run it.
+      // A direct one stays sent with its one transfer; an exchange one is left to its payout_run job.
       expect(await transfersOf(after.payout_id)).toHaveLength(after.status === 'pending' ? 0 : 1);
     }
     expect((await checkLedger(db.db)).ok).toBe(true);
@@ -340,6 +341,43 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     for (const p of [a, b]) await openInstantPayout(deps, p.paymentId);
     expect((await expectOpenedOnce(a)).status).toBe('sent');
     await expectOpenedOnce(b);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
+
+describe('a payment whose instant payout ended', () => {
+  it('switched to threshold and back to instant, stays with the conversion: it cannot have a second payout', async () => {
+    const p = await direct();
+    // Above PAYOUT_APPROVAL_ABOVE_USD it waits for approval; a person cancels it: its ETH is back on the channel.
+    await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [`payout_instant:${p.paymentId}`]);
+    await openInstantPayout(workerStageDeps(db, outside, { env: { PAYOUT_APPROVAL_ABOVE_USD: '1' } }), p.paymentId);
+    const [payout] = await payoutsOf(p.paymentId);
+    expect(payout?.status).toBe('awaiting_approval');
+    await applyPayoutAction(db.db, payout!.payout_id, 'cancel', 'alice', { pollDeadlineMs: 60_000 });
+    expect(await balanceOf(p.channelId, false)).toBe(NET_WEI);
+
+    const threshold = {
+      payoutStrategy: 'threshold',
+      thresholdUsd: '1000',
+      payoutCurrency: 'usdt',
+      payoutNetwork: 'trx',
+    };
+    await saveChannel(web, p.channelId, { ...threshold, walletAddress: TRON_WALLET });
+    await saveChannel(web, p.channelId, {
+      payoutStrategy: 'instant',
+      payoutCurrency: 'eth',
+      payoutNetwork: 'eth',
+      walletAddress: p.wallet,
+    });
+
+    const { rows } = await db.pool.query(
+      'select payout_strategy, conversion_status, payout_id from payments where payment_id = $1',
+      [p.paymentId],
+    );
+    expect(rows[0]).toEqual({ payout_strategy: 'threshold', conversion_status: 'pending', payout_id: null });
+    expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
+    expect(await payoutsOf(p.paymentId)).toMatchObject([{ status: 'cancelled' }]);
+    expect(await balanceOf(p.channelId, false)).toBe(NET_WEI);
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 });
