@@ -168,6 +168,17 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 
+  it('two sets at once open each payment once between them', async () => {
+    const payments = [await direct(), await viaExchange(), await direct(), await viaExchange(), await direct()];
+    await Promise.all([openQueuedPayouts(deps), openQueuedPayouts(workerStageDeps(db, outside))]);
+    for (const p of payments) {
+      const payout = await expectOpenedOnce(p);
+      expect(await transfersOf(payout.payout_id)).toHaveLength(payout.status === 'sent' ? 1 : 0);
+      expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
   it('a removed job a worker had taken, meeting its payout run by another, ends without an error it could not retry', async () => {
     const p = await viaExchange();
     await openQueuedPayouts(deps);
