@@ -65,14 +65,18 @@ const it = worldFirst(
       await converted(paymentId);
       return { channelId, paymentId };
     })
-    /** A new USDT-on-Tron instant channel paid once, its payout failed: ChangeNow refunded the exchange. */
-    .extend('refundedOnInstant', ({ outside, channel, pay, payouts }) => async () => {
-      const channelId = await channel(TRON_INSTANT);
-      outside.sim.failNextExchange('refunded');
-      const paymentId = await pay(channelId);
-      await eventually('the instant payout failed', async () => (await payouts(channelId))[0]?.status === 'failed');
-      return { channelId, paymentId };
-    }),
+    /** A new USDT-on-Tron instant channel paid once, its payout failed: ChangeNow refunded the exchange (or most of it). */
+    .extend(
+      'refundedOnInstant',
+      ({ outside, channel, pay, payouts }) =>
+        async (refund: 'refunded' | 'refunded_short' = 'refunded') => {
+          const channelId = await channel(TRON_INSTANT);
+          outside.sim.failNextExchange(refund);
+          const paymentId = await pay(channelId);
+          await eventually('the instant payout failed', async () => (await payouts(channelId))[0]?.status === 'failed');
+          return { channelId, paymentId };
+        },
+    ),
 );
 
 describe('threshold → instant', () => {
@@ -148,6 +152,31 @@ describe('instant → threshold', () => {
     await switchTo(channelId, tronThreshold('1000'));
     await converted(paymentId);
     expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'threshold' });
+    expect(await balance(channelId, 'eth')).toBe(0n);
+    expect(await balance(channelId, 'usdt')).toBeGreaterThan(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+  it('ETH back short from a refund joins the next conversion for what came back; what ChangeNow kept stays its cost', async ({
+    db,
+    start,
+    switchTo,
+    balance,
+    paymentRow,
+    converted,
+    refundedOnInstant,
+  }) => {
+    await start();
+    const { channelId, paymentId } = await refundedOnInstant('refunded_short');
+    const back = 4_723_900_000_000_000n - 47_239_000_000_000n;
+    expect(await balance(channelId, 'eth')).toBe(back);
+    await switchTo(channelId, tronThreshold('1000'));
+    await converted(paymentId);
+    expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'threshold' });
+    const { rows } = await db.pool.query<{ amount_wei: string }>(
+      'select cp.net_wei::text as amount_wei from conversion_payments cp where cp.payment_id = $1',
+      [paymentId],
+    );
+    expect(rows).toEqual([{ amount_wei: back.toString() }]);
     expect(await balance(channelId, 'eth')).toBe(0n);
     expect(await balance(channelId, 'usdt')).toBeGreaterThan(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
