@@ -15,9 +15,8 @@ import { sql, type Transaction } from 'kysely';
 import { lockChannelForSave } from '../channels/lock.ts';
 import type { Database } from '../db/index.ts';
 import { enqueue } from '../jobs/index.ts';
-import { accounts } from '../ledger/index.ts';
 import { PAYOUT_JOB_MAX_ATTEMPTS } from './payout/run.ts';
-import { enqueueConversionBatch } from './conversion/run.ts';
+import { moveInstantToConversion } from './payment/to-conversion.ts';
 
 export interface Rehomed {
   /** Instant payments whose ETH now waits for a conversion. */
@@ -42,28 +41,7 @@ export async function rehomeChannelPayments(trx: Transaction<Database>, channelI
     .executeTakeFirst();
   if (!channel) return { toConversion: [], toInstant: [] };
   if (channel.payout_strategy === 'threshold') {
-    // A payment whose payout is being opened is locked: this waits, then reads the payment's row again, but the
-    // subquery keeps this statement's snapshot and misses the new payout. The payment's own link must also show no
-    // payout, or one that ended.
-    // What an ended payout's exchange kept of a refund that came back short is ChangeNow's (booked as its cost when
-    // the payout failed), not on the channel: counted as moved on, so the conversion takes only what came back.
-    const { rows } = await sql<{ payment_id: string }>`
-      update payments p set payout_strategy = 'threshold', conversion_status = 'pending', payout_id = null,
-        net_moved_wei = p.net_moved_wei + coalesce((
-          select sum(e.amount) from payouts o
-            join ledger_journals j on j.kind = 'payout_returned' and j.ref = o.payout_id
-            join ledger_entries e on e.journal_id = j.id
-            join ledger_accounts a on a.id = e.account_id
-          where o.payment_id = p.payment_id and a.code = ${accounts.changenow('eth').code} and a.asset = p.asset), 0),
-        updated_at = now()
-      where p.channel_id = ${channelId} and p.payout_strategy = 'instant' and p.credited_at is not null and p.reversed_at is null
-        and p.review_reason is null and p.net_amount > 0
-        and not exists (select 1 from payouts o where o.payment_id = p.payment_id and o.status not in ('failed', 'cancelled'))
-        and (p.payout_id is null
-          or exists (select 1 from payouts o where o.payout_id = p.payout_id and o.status in ('failed', 'cancelled')))
-      returning p.payment_id::text`.execute(trx);
-    if (rows.length > 0) await enqueueConversionBatch(trx);
-    return { toConversion: rows.map((r) => r.payment_id), toInstant: [] };
+    return { toConversion: await moveInstantToConversion(trx, { channelId }), toInstant: [] };
   }
   // A payment that had an instant payout before (ended, its ETH back on the channel) cannot have another (one per
   // payment): it stays with the conversion.

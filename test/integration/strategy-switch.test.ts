@@ -181,6 +181,38 @@ describe('instant → threshold', () => {
     expect(await balance(channelId, 'usdt')).toBeGreaterThan(0n);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
+  it('an instant payout ending after the switch brings its ETH to the next conversion', async ({
+    app,
+    start,
+    channel,
+    pay,
+    payouts,
+    switchTo,
+    balance,
+    paymentRow,
+    converted,
+    db,
+  }) => {
+    // Above PAYOUT_APPROVAL_ABOVE_USD the payout waits for a person; the switch leaves its payment to it.
+    await start({ PAYOUT_APPROVAL_ABOVE_USD: '1' });
+    const channelId = await channel(TRON_INSTANT);
+    const paymentId = await pay(channelId);
+    await eventually(
+      'the payout awaits approval',
+      async () => (await payouts(channelId))[0]?.status === 'awaiting_approval',
+    );
+    await switchTo(channelId, tronThreshold('1000'));
+    expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'instant', conversion_status: null });
+
+    const [payout] = await payouts(channelId);
+    const cancelled = await app.payrail.request('POST', `/api/payouts/${payout!.payout_id}/cancel`);
+    expect(cancelled.status).toBe(200);
+    await converted(paymentId);
+    expect(await paymentRow(paymentId)).toMatchObject({ payout_strategy: 'threshold' });
+    expect(await balance(channelId, 'eth')).toBe(0n);
+    expect(await balance(channelId, 'usdt')).toBeGreaterThan(0n);
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
 });
 
 describe('POST /api/channels/:id/payout', () => {

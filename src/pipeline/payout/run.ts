@@ -32,7 +32,9 @@ import { accounts, postJournal, type AccountRef } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
+import { lockChannelForCredit } from '../../channels/lock.ts';
 import { lockPayment } from '../payment/lock.ts';
+import { moveInstantToConversion } from '../payment/to-conversion.ts';
 import { createTransfer, holdTransfer, TransferNotReady, type TransferHooks } from '../transfer/index.ts';
 import { reviewWithAlert, stageAlert } from '../alert.ts';
 import { createdMismatch, createdPayin, foundPayin, statusMismatch } from '../exchange-answer.ts';
@@ -847,7 +849,8 @@ export async function completeIn(
 
 /**
  * Ends a payout whose funds are still (or again) ours: they go back to the channel's available balance, and a
- * threshold batch's payments become free for the next batch.
+ * threshold batch's payments become free for the next batch. An instant payment's ETH joins the next conversion when
+ * its channel switched to threshold while the payout was on its way (the switch left it to the payout).
  */
 export async function returnFundsIn(
   trx: Transaction<Database>,
@@ -856,6 +859,10 @@ export async function returnFundsIn(
   reason: string,
   returned = BigInt(payout.amount),
 ): Promise<void> {
+  // Before the channel is read and the payment moved: a switch of its strategy either committed before (read here)
+  // or waits for this commit and then sees the payout ended (src/channels/lock.ts). A save never waits for a payout's
+  // row, which the caller holds.
+  if (payout.kind === 'instant') await lockChannelForCredit(trx, payout.channel_id);
   await trx
     .updateTable('payouts')
     .set({ status, reason, hold_until: null, updated_at: sql`now()` })
@@ -880,6 +887,15 @@ export async function returnFundsIn(
   const journal = await postJournal(trx, { kind: 'payout_returned', ref: payout.payout_id, entries });
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a return journal`);
   if (payout.kind === 'threshold' && status === 'failed') await checkAgainAfterFailedBatch(trx, payout.channel_id);
+  if (payout.kind === 'instant' && payout.payment_id !== null) {
+    const channel = await trx
+      .selectFrom('channels')
+      .select('payout_strategy')
+      .where('channel_id', '=', payout.channel_id)
+      .executeTakeFirst();
+    if (channel?.payout_strategy === 'threshold')
+      await moveInstantToConversion(trx, { paymentId: String(payout.payment_id) });
+  }
 }
 
 /**
