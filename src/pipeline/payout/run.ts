@@ -861,8 +861,12 @@ export async function returnFundsIn(
 ): Promise<void> {
   // Before the channel is read and the payment moved: a switch of its strategy either committed before (read here)
   // or waits for this commit and then sees the payout ended (src/channels/lock.ts). A save never waits for a payout's
-  // row, which the caller holds.
-  if (payout.kind === 'instant') await lockChannelForCredit(trx, payout.channel_id);
+  // row, which the caller holds. The payment's row is locked before the journal's balances, as every path that
+  // writes a payment and books for it does (an intake group locks the rows of its payments, then their balances).
+  if (payout.kind === 'instant') {
+    await lockChannelForCredit(trx, payout.channel_id);
+    if (payout.payment_id !== null) await lockPayment(trx, String(payout.payment_id));
+  }
   await trx
     .updateTable('payouts')
     .set({ status, reason, hold_until: null, updated_at: sql`now()` })
