@@ -47,7 +47,6 @@ interface Candidate {
   readonly review_reason: string | null;
   readonly asset: string | null;
   readonly net_amount: string | null;
-  readonly payout_id: string | null;
   readonly has_channel: boolean;
   readonly payout_currency: string | null;
   readonly payout_network: string | null;
@@ -114,7 +113,7 @@ export async function openQueuedPayouts(deps: StageDeps): Promise<void> {
 async function lockCandidates(trx: Transaction<Database>, paymentIds: readonly string[]): Promise<Candidate[]> {
   const { rows } = await sql<Candidate>`
     select p.payment_id::text as payment_id, p.channel_id, p.payout_strategy, p.credited_at, p.reversed_at,
-      p.review_reason, p.asset, p.net_amount::text as net_amount, p.payout_id,
+      p.review_reason, p.asset, p.net_amount::text as net_amount,
       c.channel_id is not null as has_channel, c.payout_currency, c.payout_network, c.wallet_address,
       c.wallet_changed_at, sp.address_format, now() as now
     from payments p
@@ -130,7 +129,7 @@ async function lockCandidates(trx: Transaction<Database>, paymentIds: readonly s
 /** What the payment's own run would open, when it is the plain case; null leaves it to that run. */
 function openingOf(deps: StageDeps, c: Candidate): Opening | null {
   if (c.payout_strategy !== 'instant' || c.credited_at === null || c.asset !== 'eth') return null;
-  if (c.review_reason !== null || c.reversed_at !== null || c.payout_id !== null) return null;
+  if (c.review_reason !== null || c.reversed_at !== null) return null;
   if (!c.has_channel || c.payout_currency === null || c.payout_network === null || c.wallet_address === null)
     return null;
   const net = BigInt(c.net_amount ?? '0');

@@ -133,8 +133,7 @@ export function isDirect(payout: Pick<Payout, 'asset' | 'payout_currency' | 'pay
  * A payment refunded after its credit (in review) is not paid out.
  */
 export async function openInstantPayout(deps: StageDeps, paymentId: string): Promise<void> {
-  let existed: Pick<Payout, 'status'> | null = null;
-  const payoutId = await deps.db.transaction().execute(async (trx) => {
+  const opened = await deps.db.transaction().execute(async (trx) => {
     const payment = await lockPayment(trx, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
     // Read after the lock, so a run that opened the payout meanwhile is seen (a new snapshot in READ COMMITTED).
@@ -151,31 +150,34 @@ export async function openInstantPayout(deps: StageDeps, paymentId: string): Pro
     // No such channel (intake keeps an IPN for an unknown one, for review): its payout is looked up on its own.
     const existing = read ? read.existing_payout_id : ((await existingPayout(trx, paymentId)) ?? null);
     if (existing !== null) {
-      existed = await trx
-        .selectFrom('payouts')
-        .select('status')
-        .where('payout_id', '=', existing)
-        .executeTakeFirstOrThrow();
-      // Opened by another run (a set, this job delivered twice, its earlier attempt): that run's job, or the
-      // payout_run queued here, moves it on; never a second run inline, which could meet the first at its run lock.
-      if (RUN_STATES.includes(existed.status)) await enqueueRunUnlessQueued(trx, existing);
+      await leaveToItsRun(trx, existing);
+      return null;
     }
-    if (existing !== null) return existing;
     if (!payableNow(deps, paymentId, payment)) return null;
     const net = BigInt(payment.net_amount as string);
     if (net === 0n) return null;
     if (!read) throw new Error(`payment ${paymentId}: its channel ${payment.channel_id} is not registered`);
     return reserveInstantPayout(trx, { paymentId, payment, channel: read, net });
   });
-  if (payoutId !== null && existed === null) await runPayout(deps, payoutId);
+  if (opened !== null) await runPayout(deps, opened);
 }
 
 /** The states a payout's run moves on from (advance); the others are moved by their transfer's or poll's job. */
 const RUN_STATES: readonly PayoutStatus[] = ['pending', 'held', 'exchange_requested'];
 
-/** A payout_run for the payout, unless one waits already (a hold's keeps its time); one running gets a successor. */
-function enqueueRunUnlessQueued(trx: Transaction<Database>, payoutId: string): Promise<void> {
-  return enqueue(
+/**
+ * A payout opened by another run (a set, this job delivered twice, its earlier attempt) is moved on by that run's job,
+ * or by a payout_run queued here unless one waits (a hold's keeps its time; one running gets a successor): never by a
+ * second run inline, which could meet the first at its run lock.
+ */
+async function leaveToItsRun(trx: Transaction<Database>, payoutId: string): Promise<void> {
+  const { status } = await trx
+    .selectFrom('payouts')
+    .select('status')
+    .where('payout_id', '=', payoutId)
+    .executeTakeFirstOrThrow();
+  if (!RUN_STATES.includes(status)) return;
+  await enqueue(
     trx,
     'payout_run',
     { payoutId },
