@@ -334,7 +334,10 @@ const schema = z
     CONVERSION_MAX_WAIT: duration
       .default(3_600_000)
       .describe('a payment older than this is converted whatever the batch size'),
-    CONVERSION_MAX_PAYMENTS: positiveInt.max(5_000).default(500).describe('payments per conversion at most'),
+    CONVERSION_MAX_PAYMENTS: positiveInt
+      .max(5_000)
+      .default(500)
+      .describe('payments per conversion at most; a run makes another at once only after a full one'),
     CONVERSION_POLL_INTERVAL: duration.default(15_000).describe('between two looks at an exchange'),
     CONVERSION_POLL_DEADLINE: duration
       .default(7_200_000)

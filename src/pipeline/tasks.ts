@@ -5,7 +5,7 @@ import type { CronItem, Task, TaskList } from 'graphile-worker';
 import { z } from 'zod';
 import { periodic, PERIODIC, tasksRunBy, type TaskName } from '../jobs/index.ts';
 import {
-  batchPendingPayments,
+  convertPendingPayments,
   conversionTransferHooks,
   CONVERSION_BATCH_QUEUE,
   createConversionExchange,
@@ -49,10 +49,7 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     threshold_check: async (payload) => {
       await runThresholdCheck(deps.db, [channelPayload.parse(payload).channelId]);
     },
-    conversion_batch: periodic('conversion_batch', async () => {
-      // Drain a backlog larger than one conversion, within a bound.
-      for (let i = 0; i < MAX_CONVERSIONS_PER_RUN; i++) if ((await batchPendingPayments(deps)) === null) break;
-    }),
+    conversion_batch: periodic('conversion_batch', () => convertPendingPayments(deps, MAX_CONVERSIONS_PER_RUN)),
     conversion_exchange: async (payload) =>
       createConversionExchange(deps, conversionPayload.parse(payload).conversionId),
     conversion_poll: async (payload) => pollConversion(deps, conversionPayload.parse(payload).conversionId),

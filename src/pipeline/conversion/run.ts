@@ -62,11 +62,28 @@ export function createConversionNudger(db: Db, logger: Logger, minIntervalMs = 1
 }
 
 /**
- * conversion_batch: take the pending payments together once their value reaches the minimum or the oldest has
- * waited long enough. Outside calls failing here change nothing but the payments' attempt counters; the next run
- * (cron or nudge) tries again.
+ * conversion_batch: the pending payments converted together, as many conversions as a backlog larger than one
+ * conversion needs (at most `maxConversions`). A batch that took fewer payments than a conversion may take ends the
+ * run: what is credited meanwhile waits for the next nudge, so a busy intake makes one conversion a nudge interval,
+ * not one for every few payments credited while the last was being made.
+ */
+export async function convertPendingPayments(deps: StageDeps, maxConversions: number): Promise<void> {
+  for (let i = 0; i < maxConversions; i++) {
+    const batched = await batchOnce(deps);
+    if (batched === null || batched.payments < deps.settings.maxPayments) return;
+  }
+}
+
+/**
+ * One conversion of the pending payments, once their value reaches the minimum or the oldest has waited long enough.
+ * Outside calls failing here change nothing but the payments' attempt counters; the next run (cron or nudge) tries
+ * again.
  */
 export async function batchPendingPayments(deps: StageDeps): Promise<string | null> {
+  return (await batchOnce(deps))?.conversionId ?? null;
+}
+
+async function batchOnce(deps: StageDeps): Promise<{ conversionId: string; payments: number } | null> {
   const candidates = await pendingCandidates(deps);
   if (candidates.length === 0) return null;
   const totalWei = candidates.reduce((sum, p) => sum + BigInt(p.convertible), 0n);
@@ -87,7 +104,7 @@ export async function batchPendingPayments(deps: StageDeps): Promise<string | nu
     },
     'conversion created',
   );
-  return conversionId;
+  return { conversionId, payments: candidates.length };
 }
 
 /** The oldest credited payments waiting for a conversion, with what each has left to convert. */
