@@ -1,5 +1,5 @@
 /**
- * npm run bench:intake [-- --duration 10 --connections 50 --rate 500 --rate-connections 50 --warmup 2]
+ * npm run bench:intake [-- --duration 10 --connections 50 --rate 500 --rate-connections 50 --rate-duration 10 --warmup 2]
  *                        [-- --channels 64 --spread uniform|power]
  *                        [-- --history 1000000 --history-channels 1000 --probe 2000]
  *
@@ -118,6 +118,8 @@ interface Options {
   connections: number;
   rate: number;
   rateConnections: number;
+  /** Seconds of the fixed-rate run. */
+  rateDurationS: number;
   warmupS: number;
   /** Directory for a V8 CPU profile of the server child (node --cpu-prof), if asked for. */
   cpuProfDir?: string;
@@ -137,6 +139,8 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --connections N       concurrent connections for the max-throughput runs (default 50)
   --rate R              requests/s for the fixed-rate intake run (default 500)
   --rate-connections N  connections for the fixed-rate run (default: --connections)
+  --rate-duration S     seconds of the fixed-rate run (default: --duration); at least the conversion poll interval
+                        (15 s) to see the worker settle and pay out what that run credited
   --warmup S            seconds of unmeasured warm-up before the intake and baseline runs (default 2; 0 = none)
   --channels N          channels the payments go to, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS})
   --spread S            uniform: the channels in turn; power: channel k of N gets a share proportional to 1/k
@@ -158,6 +162,7 @@ function readOptions(argv: string[]): Options | undefined {
       'connections',
       'rate',
       'rate-connections',
+      'rate-duration',
       'warmup',
       'cpu-prof',
       'history',
@@ -173,11 +178,13 @@ function readOptions(argv: string[]): Options | undefined {
   const spread = values.spread ?? 'uniform';
   if (!(CHANNEL_SPREADS as readonly string[]).includes(spread))
     throw new UsageError(`--spread must be one of ${CHANNEL_SPREADS.join(', ')} (got "${spread}")`);
+  const durationS = int('duration', values.duration, 10, 1, 3600);
   return {
-    durationS: int('duration', values.duration, 10, 1, 3600),
+    durationS,
     connections,
     rate: int('rate', values.rate, 500, 1, 100_000),
     rateConnections: int('rate-connections', values['rate-connections'], connections, 1, 1000),
+    rateDurationS: int('rate-duration', values['rate-duration'], durationS, 1, 3600),
     warmupS: int('warmup', values.warmup, 2, 0, 600),
     ...(values['cpu-prof'] !== undefined && { cpuProfDir: path.resolve(values['cpu-prof']) }),
     history: int('history', values.history, 0, 0, 9_000_000),
@@ -272,6 +279,29 @@ interface RunOutcome {
   cpu?: CpuUsage;
   /** What the server's database sessions were doing, sampled every WAIT_SAMPLE_MS: "state wait_event" -> samples. */
   waits: WaitSampler;
+  /** A paced run's 2xx latencies by the moment they were sent: the run's start and its steady part told apart. */
+  byWindow?: LatencyWindow[];
+}
+
+interface LatencyWindow {
+  fromS: number;
+  toS: number;
+  p50: number;
+  p99: number;
+}
+
+/** About ten windows a run, whole seconds each. */
+function latencyWindows(latencies: ReadonlyArray<{ ms: number; at: number }>, durationS: number): LatencyWindow[] {
+  const widthS = Math.max(1, Math.ceil(durationS / 10));
+  const windows: LatencyWindow[] = [];
+  for (let fromS = 0; fromS < durationS; fromS += widthS) {
+    const toS = Math.min(durationS, fromS + widthS);
+    const inside = latencies.filter((l) => l.at >= fromS * 1000 && l.at < toS * 1000).map((l) => l.ms);
+    if (inside.length === 0) continue;
+    const sorted = Float64Array.from(inside).sort();
+    windows.push({ fromS, toS, p50: percentile(sorted, 50), p99: percentile(sorted, 99) });
+  }
+  return windows;
 }
 
 const WAIT_SAMPLE_MS = 100;
@@ -404,6 +434,7 @@ async function runPacedLoad(spec: RunSpec & { overallRate: number }, processes: 
       timeouts: paced.timeouts,
     },
     latencies: Float64Array.from(ok.map((l) => l.ms)).sort(),
+    byWindow: latencyWindows(ok, spec.durationS),
     non2xx,
     errorSamples: paced.errorSamples,
     ...(cpuBefore && cpuAfter && { cpu: cpuDelta(cpuBefore, cpuAfter) }),
@@ -748,7 +779,7 @@ async function runIntakeBench(started: Started, run: BenchRun): Promise<number> 
   const lines = [
     ...reportHeader('intake', pgInfo, pg.embedded ? 'embedded, temp dir' : 'DATABASE_URL'),
     ...setupLines(load, max.source.liveSigned + rate.source.liveSigned, history, dbProbe),
-    ...resultLines(load, { max: max.run, baseline: baseline.run, rate: rate.run }, groups),
+    ...resultLines(load, { max: max.run, baseline: baseline.run, rate: rate.run, rateBacklog: rate.backlog }, groups),
     ...cpuAndWaitLines(load.runs),
     ...databaseCheckLines(load, check, baseline.rows, server.baselineUrl),
     ...ledgerLines(check.ledger),
@@ -1072,22 +1103,47 @@ async function runBaseline(load: Load, baselinePool: BenchIpn[]): Promise<{ run:
 /** 3. intake at a fixed rate */
 async function runIntakeRate(load: Load) {
   const { opts, factory } = load;
-  const ratePoolSize = Math.ceil(opts.rate * (opts.durationS + 2) * 1.2) + opts.rateConnections;
+  const ratePoolSize = Math.ceil(opts.rate * (opts.rateDurationS + 2) * 1.2) + opts.rateConnections;
   const source = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
   const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
-  process.stderr.write(`run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.durationS} s\n`);
+  const backlog = await workerBacklog(load);
+  process.stderr.write(
+    `run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.rateDurationS} s\n`,
+  );
   const run = await runPacedLoad(
     {
-      ...intakeSpec(load, `intake @${opts.rate} req/s`, opts.rateConnections, opts.durationS, source),
+      ...intakeSpec(load, `intake @${opts.rate} req/s`, opts.rateConnections, opts.rateDurationS, source),
       overallRate: opts.rate,
     },
     load.processes,
   );
   load.runs.push(run);
   load.intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
+  const backlogAfter = await workerBacklog(load);
   await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
   const groupsAfter = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
-  return { run, source, groupsBefore, groupsAfter };
+  return { run, source, groupsBefore, groupsAfter, backlog: { before: backlog, after: backlogAfter } };
+}
+
+/**
+ * What the worker still has to do for the bench's payments: the fixed-rate run shares the machine with it. A conversion settles once a poll finds its exchange finished (CONVERSION_POLL_INTERVAL), and
+ * a threshold channel's payout follows its settlement.
+ */
+async function workerBacklog(load: Load): Promise<string> {
+  const own = 'select payment_id from payments where user_id = $1 and payment_id >= $2';
+  const { rows } = await load.database.pool.query<{ unconverted: string; conversions: string; payouts: string }>(
+    `select (select count(*) from payments where user_id = $1 and payment_id >= $2
+                and conversion_status in ('pending', 'converting'))::text as unconverted,
+            (select count(distinct c.conversion_id) from conversions c join conversion_payments cp using (conversion_id)
+              where cp.payment_id in (${own}) and c.status not in ('completed', 'failed'))::text as conversions,
+            (select count(*) from payouts where status not in ('completed', 'failed', 'cancelled')
+                and created_at >= (select min(created_at) from payments where payment_id in (${own})))::text as payouts`,
+    load.ownPaymentsParams,
+  );
+  const row = rows[0];
+  return row
+    ? `${row.unconverted} payments not yet converted, ${row.conversions} conversions and ${row.payouts} payouts not yet ended`
+    : 'unknown';
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1169,7 +1225,7 @@ function setupLines(
   const { opts } = load;
   const cpu = os.cpus();
   return [
-    `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up; every intake request is a new payment (status finished)`,
+    `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up${opts.rateDurationS === opts.durationS ? '' : ` (the fixed-rate run ${opts.rateDurationS} s)`}; every intake request is a new payment (status finished)`,
     `          signing costs ${fmt(load.signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${liveSigned})`,
     `          client, payrail, and PostgreSQL share the same ${cpu.length} cores`,
     channelsLine(opts, load.perChannel),
@@ -1182,7 +1238,7 @@ function setupLines(
 /** The runs' table, the two aims, and how payrail grouped the IPNs. */
 function resultLines(
   load: Load,
-  runs: { max: RunOutcome; baseline: RunOutcome; rate: RunOutcome },
+  runs: { max: RunOutcome; baseline: RunOutcome; rate: RunOutcome; rateBacklog: { before: string; after: string } },
   groups: Array<[RunOutcome, GroupFigures | string]>,
 ): string[] {
   const { opts } = load;
@@ -1199,6 +1255,9 @@ function resultLines(
     '',
     `ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`,
     `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
+    `  the worker's work left as that run began (from the runs before): ${runs.rateBacklog.before}`,
+    `  and as it ended (a backlog growing with the run's length means the worker does not keep up): ${runs.rateBacklog.after}`,
+    `  p50/p99 ms by when the requests were sent: ${(runs.rate.byWindow ?? []).map((w) => `${w.fromS}-${w.toS} s ${fmt(w.p50, 1)}/${fmt(w.p99, 1)}`).join(' · ')}`,
     '',
     `intake groups: IPNs per database call (payrail_intake_calls_total and payrail_intake_call_ipns_total from payrail's /metrics, before and after each run):`,
     table(

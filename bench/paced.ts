@@ -26,8 +26,8 @@ export interface PacedOptions {
 }
 
 export interface PacedResult {
-  /** Latency of every answered request, ms, from its scheduled moment. */
-  latencies: Array<{ status: number; ms: number }>;
+  /** Latency of every answered request, ms, from its scheduled moment `at` (ms from the run's first). */
+  latencies: Array<{ status: number; ms: number; at: number }>;
   errors: number;
   timeouts: number;
   errorSamples: string[];
@@ -60,7 +60,7 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
       const now = performance.now();
       // Every request whose moment has come leaves now; a late timer sends the ones it owes at once.
       for (; i < total && start + i * intervalMs <= now; i++) {
-        inFlight.push(send(pool, url.pathname, start + i * intervalMs, options, result));
+        inFlight.push(send(pool, url.pathname, { start, scheduled: start + i * intervalMs }, options, result));
       }
       await sleep(Math.max(0, start + i * intervalMs - performance.now()));
     }
@@ -75,7 +75,7 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
 async function send(
   pool: Pool,
   path: string,
-  scheduled: number,
+  { start, scheduled }: { start: number; scheduled: number },
   options: PacedOptions,
   result: PacedResult,
 ): Promise<void> {
@@ -83,7 +83,7 @@ async function send(
   try {
     const response = await pool.request({ path, method: 'POST', headers: request.headers, body: request.body });
     const text = await response.body.text();
-    result.latencies.push({ status: response.statusCode, ms: performance.now() - scheduled });
+    result.latencies.push({ status: response.statusCode, ms: performance.now() - scheduled, at: scheduled - start });
     options.onAnswer(response.statusCode, text);
   } catch (error) {
     const code = (error as { code?: string }).code ?? '';
