@@ -228,6 +228,64 @@ describe('conversion of pending ETH to USDT', () => {
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 
+  it('one settlement taking two channels over their thresholds opens a batch for each, of its share and its own payments', async ({
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    allCompleted,
+    balances,
+  }) => {
+    // As above: six payments, one conversion of 84.030200 USDT, 14.005034 for each of the first two, 14.005033 after.
+    await start({ CONVERSION_MIN_USD: '80' });
+    await thresholdChannel('-1003000000011', '20.00');
+    await thresholdChannel('-1003000000012', '20.00');
+    await thresholdChannel('-1003000000013', '1000');
+    const a = [await pay('-1003000000011'), await pay('-1003000000011'), await pay('-1003000000011')];
+    const b = [await pay('-1003000000012'), await pay('-1003000000012')];
+    const c = [await pay('-1003000000013')];
+    await eventually('all six payments converted', () => allCompleted([...a, ...b, ...c]));
+    // The file's world is shared: only these channels' rows are looked at.
+    const ours = ['-1003000000011', '-1003000000012', '-1003000000013'];
+    const batchesOf = async () =>
+      (
+        await db.pool.query(
+          'select payout_id, channel_id, status, amount::text from payouts where channel_id = any($1) order by channel_id',
+          [ours],
+        )
+      ).rows;
+    await eventually('both batches paid out', async () => {
+      const rows = await batchesOf();
+      return rows.length === 2 && rows.every((r) => r.status === 'completed');
+    });
+
+    const batches = await batchesOf();
+    expect(batches.map(({ payout_id: _, ...rest }) => rest)).toEqual([
+      { channel_id: '-1003000000011', status: 'completed', amount: '42015101' },
+      { channel_id: '-1003000000012', status: 'completed', amount: '28010066' },
+    ]);
+    const { rows: links } = await db.pool.query(
+      'select payment_id::text, payout_id from payments where channel_id = any($1)',
+      [ours],
+    );
+    const linked = Object.fromEntries(links.map((r) => [r.payment_id, r.payout_id]));
+    for (const id of a) expect(linked[id]).toBe(batches[0].payout_id);
+    for (const id of b) expect(linked[id]).toBe(batches[1].payout_id);
+    expect(linked[c[0]!]).toBeNull();
+    expect(await balances('-1003000000011')).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': '0',
+      'channel:payout/usdt': '0',
+    });
+    expect(await balances('-1003000000012')).toEqual({
+      'channel/eth': '0',
+      'channel/usdt': '0',
+      'channel:payout/usdt': '0',
+    });
+    expect(await balances('-1003000000013')).toEqual({ 'channel/eth': '0', 'channel/usdt': '14005033' });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
   it('a refunded exchange sends the payments back to pending with the reason kept; the next conversion completes them', async ({
     outside,
     db,

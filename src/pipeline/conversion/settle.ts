@@ -8,7 +8,7 @@ import type { ChangeNowError, ExchangeStatus } from '../../integrations/changeno
 import type { Selectable, Transaction } from 'kysely';
 import type { ConversionsTable, Database } from '../../db/index.ts';
 import type { Logger } from '../../log.ts';
-import { accounts, postJournal, type EntryInput } from '../../ledger/index.ts';
+import { accounts, inLedgerGroup, postJournals, type EntryInput } from '../../ledger/index.ts';
 import { formatUnits, parseUnitsFloor, splitProportionally, withinTolerance } from '../../money/index.ts';
 import { conversionForUpdate, enqueuePoll, toReview, type ReviewAlert } from './run.ts';
 import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
@@ -392,13 +392,14 @@ async function bookSettlement(
   const incoming = new Map<string, bigint>();
   channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
   const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
-  // Journals last: their balance rows stay locked only from here to the commit.
-  await postJournal(trx, {
+  // Journals last, in one statement and one ledger group: their balance rows are locked once, in id order, and stay
+  // locked only from here to the commit.
+  const settlement = {
     kind: 'conversion_settled',
     ref: conversionId,
     entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits),
-  });
-  for (const journal of thresholds.journals) await postJournal(trx, journal);
+  };
+  await inLedgerGroup(trx, () => postJournals(trx, [settlement, ...thresholds.journals]));
 }
 
 /** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */

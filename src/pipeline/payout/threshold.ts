@@ -10,7 +10,8 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import type { ChannelsTable, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
-import { enqueuePayoutRun, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
+import { enqueueEach } from '../../jobs/index.ts';
+import { enqueuePayoutRun, newPayoutId, PAYOUT_JOB_MAX_ATTEMPTS, USDT_UNITS_PER_CENT } from './run.ts';
 
 export interface ThresholdOutcome {
   /** Batches created, and held batches that took the new balance. */
@@ -31,9 +32,20 @@ export async function checkThresholds(
 ): Promise<ThresholdOutcome> {
   const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
   const state = await lockChannels(trx, [...new Set(channelIds)].sort());
+  const toOpen: NewBatch[] = [];
   for (const channel of state.channels) {
-    const batch = await checkChannel(trx, channel, state, incoming.get(channel.channel_id) ?? 0n, options);
+    const decision = decide(channel, state, incoming.get(channel.channel_id) ?? 0n, options);
+    if (decision === null) continue;
+    if (decision.open === undefined) {
+      toOpen.push({ channel, balance: decision.balance });
+      continue;
+    }
+    const batch = await topUpHeldBatch(trx, channel, decision.open, decision.balance);
     if (!batch) continue;
+    outcome.batchIds.push(batch.payoutId);
+    outcome.journals.push(batch.journal);
+  }
+  for (const batch of await openBatches(trx, toOpen)) {
     outcome.batchIds.push(batch.payoutId);
     outcome.journals.push(batch.journal);
   }
@@ -93,14 +105,13 @@ async function lockChannels(trx: Transaction<Database>, sortedIds: readonly stri
   };
 }
 
-/** One locked channel: the batch it opens or tops up, with its reservation journal, or null. */
-async function checkChannel(
-  trx: Transaction<Database>,
+/** What one locked channel's balance calls for: a new batch, its held batch topped up (`open`), or nothing (null). */
+function decide(
   channel: Channel,
   state: LockedChannels,
   incoming: bigint,
   options: { now?: boolean },
-): Promise<{ payoutId: string; journal: JournalInput } | null> {
+): { balance: bigint; open?: OpenBatch } | null {
   // USDT on an instant channel (converted before a switch from threshold, or by a conversion that settled after it)
   // is paid out at once, as is a channel a person asked to pay now: no threshold to reach.
   const due =
@@ -113,9 +124,9 @@ async function checkChannel(
   const balance = (state.available.get(channel.channel_id) ?? 0n) + incoming;
   if (balance === 0n) return null;
   const open = state.open.get(channel.channel_id);
-  if (open) return open.status === 'held' ? topUpHeldBatch(trx, channel, open, balance) : null;
+  if (open) return open.status === 'held' ? { balance, open } : null;
   if (balance < due) return null;
-  return openBatch(trx, channel, balance);
+  return { balance };
 }
 
 /** The channel's available USDT as booked (a payout batch reserves it off this account). */
@@ -172,31 +183,52 @@ async function topUpHeldBatch(
   return { payoutId: open.payout_id, journal };
 }
 
-/** A new batch holding exactly the channel's balance, to the channel's payout wallet as it stands now. */
-async function openBatch(
+interface NewBatch {
+  channel: Channel;
+  balance: bigint;
+}
+
+/**
+ * New batches, each holding exactly its channel's balance, to the channel's payout wallet as it stands now: three
+ * statements however many channels a settlement takes over their thresholds (the payouts, their payments' links,
+ * their run jobs), inside the channels' row locks.
+ */
+async function openBatches(
   trx: Transaction<Database>,
-  channel: Channel,
-  balance: bigint,
-): Promise<{ payoutId: string; journal: JournalInput }> {
-  const payoutId = newPayoutId();
+  batches: readonly NewBatch[],
+): Promise<Array<{ payoutId: string; journal: JournalInput }>> {
+  if (batches.length === 0) return [];
+  const payoutIds = batches.map(() => newPayoutId());
   await trx
     .insertInto('payouts')
-    .values({
-      payout_id: payoutId,
-      kind: 'threshold',
-      channel_id: channel.channel_id,
-      status: 'pending',
-      asset: 'usdt',
-      amount: balance,
-      payout_currency: channel.payout_currency,
-      payout_network: channel.payout_network,
-      wallet_address: channel.wallet_address,
-      reason: null,
-    })
+    .values(
+      batches.map(({ channel, balance }, i) => ({
+        payout_id: payoutIds[i] as string,
+        kind: 'threshold' as const,
+        channel_id: channel.channel_id,
+        status: 'pending' as const,
+        asset: 'usdt' as const,
+        amount: balance,
+        payout_currency: channel.payout_currency,
+        payout_network: channel.payout_network,
+        wallet_address: channel.wallet_address,
+        reason: null,
+      })),
+    )
     .execute();
-  await linkPayments(trx, channel.channel_id, payoutId);
-  await enqueuePayoutRun(trx, payoutId);
-  return { payoutId, journal: reservation('payout_reserved', payoutId, channel.channel_id, balance) };
+  await sql`update payments p set payout_id = s.payout_id, updated_at = now()
+    from unnest(${batches.map((b) => b.channel.channel_id)}::text[], ${payoutIds}::text[]) as s(channel_id, payout_id)
+    where p.channel_id = s.channel_id and p.conversion_status = 'completed' and p.payout_id is null`.execute(trx);
+  await enqueueEach(
+    trx,
+    'payout_run',
+    payoutIds.map((payoutId) => ({ payload: { payoutId }, jobKey: `payout_run:${payoutId}` })),
+    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+  );
+  return batches.map(({ channel, balance }, i) => {
+    const payoutId = payoutIds[i] as string;
+    return { payoutId, journal: reservation('payout_reserved', payoutId, channel.channel_id, balance) };
+  });
 }
 
 function linkPayments(trx: Transaction<Database>, channelId: string, payoutId: string) {
