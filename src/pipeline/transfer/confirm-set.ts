@@ -6,7 +6,8 @@
  *
  * A companion keeps every guarantee of its own run: it is booked only from its receipt as the chain shows it now, deep
  * enough and in the chain's block at that height; under its row lock, still broadcast with no person's request; and
- * its own job is removed in the same commit. Only the plain case is taken: a payout's transfer mined as asked. One
+ * its own job is removed in the same commit. Only the plain case is taken: a payout's transfer mined as asked (not a
+ * threshold payout's, whose completion queues a job under a shared key). One
  * not mined, not deep enough, that moved something else, or failed on chain is left to its own job, which handles it
  * as before; so is every companion when the set's transaction fails. A companion's job that a worker takes between
  * the read and the commit loses its key and retries to the removal, and finds its transfer booked if it runs first
@@ -15,11 +16,6 @@
  * The set's journals are booked as two ledger groups (src/ledger/group.ts): the payouts' completions first, then the
  * gas. Each group's balance rows are locked once, in id order, at its end: the owners' accounts (world:payees shared
  * by all) before the two gas rows, the order in which a single settlement locks them.
- *
- * A threshold payout's completion also queues its channel's threshold_check (job key `threshold_check:<channel>`),
- * inside the first group, so before the balance rows: a single settlement queues it after them. No cycle comes of
- * it: that job row is written only by the completion or return of the channel's one open batch, and the set holds
- * that batch's transfer row from its first statement on, which a single settlement of it takes first too.
  */
 import { sql } from 'kysely';
 import { queuedJobWithKey, removeJobs } from '../../jobs/index.ts';
@@ -136,18 +132,36 @@ async function settleCompanions(deps: StageDeps, hooks: TransferHooksByPurpose, 
  * one whose job ran out of attempts waits for a person, and one a person asked something of is carried out by its own.
  */
 async function queuedCandidates(deps: StageDeps, own: Transfer): Promise<Transfer[]> {
-  return deps.db
-    .selectFrom('chain_transfers')
-    .selectAll()
-    .where('status', '=', 'broadcast')
-    .where('from_address', '=', own.from_address)
-    .where('purpose', '=', 'payout')
-    .where('requested_action', 'is', null)
-    .where('transfer_id', '<>', own.transfer_id)
-    .where(() => queuedJobWithKey(sql`${CONFIRM_KEY_PREFIX} || chain_transfers.transfer_id`))
-    .orderBy('nonce')
-    .limit(CONFIRM_SET_MAX)
-    .execute();
+  return (
+    deps.db
+      .selectFrom('chain_transfers')
+      .selectAll()
+      .where('status', '=', 'broadcast')
+      .where('from_address', '=', own.from_address)
+      .where('purpose', '=', 'payout')
+      .where('requested_action', 'is', null)
+      .where('transfer_id', '<>', own.transfer_id)
+      // A threshold payout's completion queues its channel's threshold_check, whose job is often running: replacing
+      // it locks that job's row until the commit. Two such rows in one set can meet graphile-worker's batched
+      // completion of finished jobs, which locks their rows in no particular order, and a deadlock there stops the
+      // worker process; one, taken before the set's balances (a single settlement takes it after them), can close a
+      // cycle through world:payees. Left to its own run.
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom('payouts')
+              .select('payout_id')
+              .whereRef('payouts.payout_id', '=', 'chain_transfers.ref')
+              .where('payouts.kind', '=', 'threshold'),
+          ),
+        ),
+      )
+      .where(() => queuedJobWithKey(sql`${CONFIRM_KEY_PREFIX} || chain_transfers.transfer_id`))
+      .orderBy('nonce')
+      .limit(CONFIRM_SET_MAX)
+      .execute()
+  );
 }
 
 async function versionsOf(deps: StageDeps, transferIds: readonly string[]): Promise<Map<string, TransferVersion[]>> {
