@@ -11,6 +11,7 @@ import { createChannel, createChannelPair, type ChannelOf } from '../support/cha
 import { createTestDatabase, rowCounts, type TestDatabase } from '../support/db.ts';
 import { fixtures, ipnBody, signed } from '../support/ipn.ts';
 import { journalLines } from '../support/journals.ts';
+import { eventually } from '../support/outside.ts';
 import { IPN_SECRET, startTestPayrail, type TestPayrail } from '../support/payrail.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
@@ -516,6 +517,26 @@ describe('PARTIAL_PAYMENTS=credit', () => {
     expect((await act(body.payment_id, 'credit', { on: crediting })).status).toBe(409);
     expect((await act(body.payment_id, 'ignore', { on: crediting })).status).toBe(200);
     expect(await journals(body.payment_id)).toHaveLength(3);
+  });
+
+  it('an ignore that lets a credited payment go on to its conversion asks for a conversion check, as a credit does', async () => {
+    const nudges = async () =>
+      (await db.pool.query("select id from graphile_worker._private_jobs where key = 'conversion_batch:nudge'")).rows;
+    const body = partialFor(THRESHOLD_CHANNEL);
+    await send(body, crediting);
+    // The credit's own check (queued within a second, no worker runs here) is taken away: only the ignore can
+    // queue the next one. Without it the payment waited for the periodic run (CONVERSION_INTERVAL).
+    await eventually('the credit’s conversion check queued', async () => (await nudges()).length === 1);
+    await db.pool.query("delete from graphile_worker._private_jobs where key = 'conversion_batch:nudge'");
+    const res = await send(withOutcome(finishedNow(body), '0.002'), crediting);
+    expect(res.body.reviewReason).toMatch(/^outcome_amount_changed: /);
+    expect((await act(body.payment_id, 'ignore', { on: crediting })).status).toBe(200);
+    const { rows } = await db.pool.query(
+      'select conversion_status, review_reason from payments where payment_id = $1',
+      [body.payment_id],
+    );
+    expect(rows).toEqual([{ conversion_status: 'pending', review_reason: null }]);
+    await eventually('a conversion check queued after the ignore', async () => (await nudges()).length === 1);
   });
 });
 

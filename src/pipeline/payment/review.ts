@@ -81,6 +81,11 @@ export interface PaymentActionResult {
   readonly reason: string;
   /** The strategy of the channel a credit went to (the caller asks for a conversion check), else null. */
   readonly credited: 'instant' | 'threshold' | null;
+  /**
+   * Out of review with ETH waiting for a conversion: a credit to a threshold channel, or a payment credited before
+   * that the review held back (the caller asks for a conversion check, as after a credit).
+   */
+  readonly toConversion: boolean;
 }
 
 type PaymentRow = Selectable<PaymentsTable>;
@@ -161,7 +166,12 @@ export async function applyPaymentAction(
       subject: paymentId,
       details: { reason, status: payment.status, ...evidence, ...(note !== undefined && { note }) },
     });
-    return { paymentId, reason, credited };
+    return {
+      paymentId,
+      reason,
+      credited,
+      toConversion: moved.review_reason === null && moved.conversion_status === 'pending',
+    };
   });
 }
 

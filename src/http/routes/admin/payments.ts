@@ -54,7 +54,7 @@ export function paymentRoutes(app: FastifyInstance, deps: AdminDeps): void {
           { event: 'payment_action', action, paymentId, actor, reason: result.reason, credited: result.credited },
           'payment in review decided by hand',
         );
-        if (result.credited === 'threshold') deps.onThresholdCredit?.();
+        if (result.credited === 'threshold' || result.toConversion) deps.onThresholdCredit?.();
         return await getPayment(deps.db, paymentId);
       } catch (error) {
         if (error instanceof PaymentActionRefused) return refused(reply, action, `payment ${paymentId}`, error);
