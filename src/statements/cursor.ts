@@ -32,6 +32,18 @@ interface CursorBody {
 const AT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 const JOURNAL_RE = /^[1-9]\d{0,18}$/;
 
+/**
+ * A ledger time as the server writes it: the shape, and a real moment PostgreSQL takes. The shape alone let
+ * "2026-13-45T99:99:99.999999Z" or year 0000 through to the query, whose cast failed: a 500 for a forged cursor.
+ * JavaScript rolls an impossible date over (February 30th is March 2nd): the milliseconds must come back the same.
+ */
+function isLedgerTime(at: unknown): at is string {
+  if (typeof at !== 'string' || !AT_RE.test(at) || at.startsWith('0000')) return false;
+  const ms = at.slice(0, 23);
+  const parsed = new Date(`${ms}Z`);
+  return !Number.isNaN(parsed.getTime()) && parsed.toISOString().slice(0, 23) === ms;
+}
+
 export function encodeCursor(channel: string, from: Date, to: Date, asked: Date | null, key: LineKey): string {
   const body: CursorBody = {
     v: 1,
@@ -66,8 +78,7 @@ export function decodeCursor(text: string): {
     typeof body !== 'object' ||
     body.v !== 1 ||
     typeof body.channel !== 'string' ||
-    typeof body.at !== 'string' ||
-    !AT_RE.test(body.at) ||
+    !isLedgerTime(body.at) ||
     typeof body.journal !== 'string' ||
     !JOURNAL_RE.test(body.journal) ||
     from === undefined ||
