@@ -19,7 +19,7 @@
  */
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../../db/index.ts';
-import { enqueueEach, queuedKeysOf, removeJobs } from '../../jobs/index.ts';
+import { queuedKeysOf, removeJobs } from '../../jobs/index.ts';
 import { accounts, inLedgerGroup, postJournals } from '../../ledger/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { createTransfers } from '../transfer/index.ts';
@@ -27,7 +27,7 @@ import {
   destinationProblem,
   isDirect,
   newPayoutId,
-  PAYOUT_JOB_MAX_ATTEMPTS,
+  enqueuePayoutRuns,
   USDT_UNITS_PER_CENT,
   walletHoldUntil,
 } from './run.ts';
@@ -207,13 +207,9 @@ async function bookOpenings(deps: StageDeps, trx: Transaction<Database>, opening
     if (rows.length !== direct.length)
       throw new Error(`moved ${rows.length} of ${direct.length} direct payouts opened in a set to sent`);
   }
-  await enqueueEach(
+  await enqueuePayoutRuns(
     trx,
-    'payout_run',
-    openings
-      .filter((o) => !o.sendNow)
-      .map((o) => ({ payload: { payoutId: o.payoutId }, jobKey: `payout_run:${o.payoutId}` })),
-    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    openings.filter((o) => !o.sendNow).map((o) => o.payoutId),
   );
   await removeJobs(
     trx,

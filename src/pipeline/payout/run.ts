@@ -27,7 +27,7 @@ import {
 } from '../../db/index.ts';
 import { ADDRESS_FORMATS, checkAddress, type AddressFormat } from '../../channels/address.ts';
 import { ChangeNowError } from '../../integrations/changenow/index.ts';
-import { enqueue, type TaskPayloads } from '../../jobs/index.ts';
+import { enqueue, enqueueEach, type TaskPayloads } from '../../jobs/index.ts';
 import { accounts, postJournal, type AccountRef } from '../../ledger/index.ts';
 import { decimalsOf, formatUnits, parseUnitsFloor } from '../../money/index.ts';
 import type { StageDeps } from '../interfaces.ts';
@@ -70,6 +70,16 @@ export function newPayoutId(): string {
 
 export function enqueuePayoutRun(trx: Transaction<Database>, payoutId: string, runAt?: Date): Promise<void> {
   return enqueueReplacing(trx, 'payout_run', { payoutId }, payoutId, runAt);
+}
+
+/** enqueuePayoutRun for several payouts opened together, in one statement. */
+export function enqueuePayoutRuns(trx: Transaction<Database>, payoutIds: readonly string[]): Promise<void> {
+  return enqueueEach(
+    trx,
+    'payout_run',
+    payoutIds.map((payoutId) => ({ payload: { payoutId }, jobKey: `payout_run:${payoutId}` })),
+    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+  );
 }
 
 export function enqueuePayoutPoll(trx: Transaction<Database>, payoutId: string, runAt: Date): Promise<void> {

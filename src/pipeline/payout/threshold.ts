@@ -10,8 +10,7 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import type { ChannelsTable, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
-import { enqueueEach } from '../../jobs/index.ts';
-import { enqueuePayoutRun, newPayoutId, PAYOUT_JOB_MAX_ATTEMPTS, USDT_UNITS_PER_CENT } from './run.ts';
+import { enqueuePayoutRun, enqueuePayoutRuns, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
 
 export interface ThresholdOutcome {
   /** Batches created, and held batches that took the new balance. */
@@ -177,7 +176,7 @@ async function topUpHeldBatch(
     .returning('payout_id')
     .executeTakeFirst();
   if (!toppedUp) return null;
-  await linkPayments(trx, channel.channel_id, open.payout_id);
+  await linkPayments(trx, [{ channelId: channel.channel_id, payoutId: open.payout_id }]);
   await enqueuePayoutRun(trx, open.payout_id);
   const journal = reservation('payout_topped_up', `${open.payout_id}:${n}`, channel.channel_id, balance);
   return { payoutId: open.payout_id, journal };
@@ -216,29 +215,23 @@ async function openBatches(
       })),
     )
     .execute();
-  await sql`update payments p set payout_id = s.payout_id, updated_at = now()
-    from unnest(${batches.map((b) => b.channel.channel_id)}::text[], ${payoutIds}::text[]) as s(channel_id, payout_id)
-    where p.channel_id = s.channel_id and p.conversion_status = 'completed' and p.payout_id is null`.execute(trx);
-  await enqueueEach(
+  await linkPayments(
     trx,
-    'payout_run',
-    payoutIds.map((payoutId) => ({ payload: { payoutId }, jobKey: `payout_run:${payoutId}` })),
-    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    batches.map((b, i) => ({ channelId: b.channel.channel_id, payoutId: payoutIds[i] as string })),
   );
+  await enqueuePayoutRuns(trx, payoutIds);
   return batches.map(({ channel, balance }, i) => {
     const payoutId = payoutIds[i] as string;
     return { payoutId, journal: reservation('payout_reserved', payoutId, channel.channel_id, balance) };
   });
 }
 
-function linkPayments(trx: Transaction<Database>, channelId: string, payoutId: string) {
-  return trx
-    .updateTable('payments')
-    .set({ payout_id: payoutId, updated_at: sql`now()` })
-    .where('channel_id', '=', channelId)
-    .where('conversion_status', '=', 'completed')
-    .where('payout_id', 'is', null)
-    .execute();
+/** Each channel's converted payments not yet in a batch, linked to its new or topped-up batch: one statement. */
+function linkPayments(trx: Transaction<Database>, links: ReadonlyArray<{ channelId: string; payoutId: string }>) {
+  return sql`update payments p set payout_id = s.payout_id, updated_at = now()
+    from unnest(${links.map((l) => l.channelId)}::text[], ${links.map((l) => l.payoutId)}::text[])
+      as s(channel_id, payout_id)
+    where p.channel_id = s.channel_id and p.conversion_status = 'completed' and p.payout_id is null`.execute(trx);
 }
 
 /** The channel's available USDT set aside for its batch. */
