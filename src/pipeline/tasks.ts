@@ -18,6 +18,7 @@ import { pollPayout } from './payout/poll.ts';
 import { reconcile } from './reconcile/reconcile.ts';
 import { pollConversion } from './conversion/settle.ts';
 import { runThresholdCheck } from './payout/threshold.ts';
+import { openingSettings } from './payout/send-at-opening.ts';
 import { confirmTransfer, sendTransfer, type TransferHooksByPurpose } from './transfer/index.ts';
 
 /** Tasks this version runs; any other queued job waits, visible, for a version that does. */
@@ -47,7 +48,13 @@ export function pipelineTasks(deps: StageDeps): Partial<Record<TaskName, Task>> 
     payout_poll: async (payload) => pollPayout(deps, payoutPayload.parse(payload).payoutId),
     payout_batch: async (payload) => runPayout(deps, batchPayload.parse(payload).batchId),
     threshold_check: async (payload) => {
-      await runThresholdCheck(deps.db, [channelPayload.parse(payload).channelId]);
+      const { channelId } = channelPayload.parse(payload);
+      const { sent } = await runThresholdCheck(deps.db, [channelId], openingSettings(deps));
+      for (const payoutId of sent)
+        deps.logger.info(
+          { event: 'payout_transfer_created', payoutId, asset: 'usdt', channelId },
+          'direct payout transfer recorded as its batch was opened',
+        );
     },
     conversion_batch: periodic('conversion_batch', () => convertPendingPayments(deps, MAX_CONVERSIONS_PER_RUN)),
     conversion_exchange: async (payload) =>

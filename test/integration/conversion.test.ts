@@ -12,7 +12,7 @@ import { worldFirst, worldTest } from '../support/fixtures.ts';
 import { ipnBody, signed } from '../support/ipn.ts';
 import { eventually } from '../support/outside.ts';
 import { IPN_SECRET } from '../support/payrail.ts';
-import { saveChannel } from '../support/payouts.ts';
+import { saveChannel, tronThreshold } from '../support/payouts.ts';
 
 const WALLET = '0x8ba1f109551bD432803012645Ac136ddd64DBA72';
 
@@ -283,6 +283,69 @@ describe('conversion of pending ETH to USDT', () => {
       'channel:payout/usdt': '0',
     });
     expect(await balances('-1003000000013')).toEqual({ 'channel/eth': '0', 'channel/usdt': '14005033' });
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+
+  it('a settlement sends a direct batch as it opens it (its transfer in the same commit, no run); a batch through an exchange gets its run', async ({
+    app,
+    db,
+    start,
+    pay,
+    thresholdChannel,
+    allCompleted,
+    balances,
+  }) => {
+    await start({ CONVERSION_MIN_USD: '50' });
+    await thresholdChannel('-1003000000021', '20.00');
+    await saveChannel(app.payrail, '-1003000000022', tronThreshold('20.00'));
+    // About 14 USDT each: one conversion of the four takes both channels over their thresholds.
+    const ids = [
+      await pay('-1003000000021'),
+      await pay('-1003000000021'),
+      await pay('-1003000000022'),
+      await pay('-1003000000022'),
+    ];
+    await eventually('the four payments converted', () => allCompleted(ids));
+    const ours = ['-1003000000021', '-1003000000022'];
+    const batchesOf = async () =>
+      (
+        await db.pool.query(
+          `select p.channel_id, p.status, p.created_at = c.completed_at as opened_by_settlement,
+                  t.created_at = p.created_at as transfer_with_opening, t.status as transfer_status,
+                  t.asset, t.amount::text as transfer_amount, p.amount::text as amount, t.to_address = p.wallet_address as to_owner
+           from payouts p
+           join payments m on m.payout_id = p.payout_id join conversions c on c.conversion_id = m.conversion_id
+           left join chain_transfers t on t.purpose = 'payout' and t.ref = p.payout_id
+           where p.channel_id = any($1) group by p.payout_id, c.completed_at, t.transfer_id order by p.channel_id`,
+          [ours],
+        )
+      ).rows;
+    await eventually('both batches paid out', async () => {
+      const rows = await batchesOf();
+      return rows.length === 2 && rows.every((r) => r.status === 'completed');
+    });
+
+    const [direct, exchanged] = await batchesOf();
+    // USDT on Ethereum: the transfer was recorded by the transaction that opened the batch (the same now()).
+    expect(direct).toMatchObject({
+      channel_id: '-1003000000021',
+      opened_by_settlement: true,
+      transfer_with_opening: true,
+      transfer_status: 'confirmed',
+      asset: 'usdt',
+      to_owner: true,
+    });
+    expect(direct.transfer_amount).toBe(direct.amount);
+    // USDT on Tron: its run asked ChangeNow for the exchange first, then recorded the transfer to its payin address.
+    expect(exchanged).toMatchObject({
+      channel_id: '-1003000000022',
+      opened_by_settlement: true,
+      transfer_with_opening: false,
+      transfer_status: 'confirmed',
+      to_owner: false,
+    });
+    for (const id of ours)
+      expect(await balances(id)).toEqual({ 'channel/eth': '0', 'channel/usdt': '0', 'channel:payout/usdt': '0' });
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 

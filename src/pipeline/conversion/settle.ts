@@ -17,6 +17,7 @@ import { stageAlert } from '../alert.ts';
 import { isBookedDeposit, lockInboundHash } from '../../treasury/inbound.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { checkThresholds } from '../payout/threshold.ts';
+import { openingSettings, type OpeningSettings } from '../payout/send-at-opening.ts';
 import { followExchange, reportNoStatus } from '../follow-exchange.ts';
 
 /** A sent conversion as one poll found it, with what every outcome below reports through. */
@@ -240,7 +241,10 @@ async function pollAgainUntilDeadline(poll: Poll, reason: string, alert: ReviewA
 async function settle(deps: StageDeps, conversionId: string, amountTo: string, payoutHash: string): Promise<void> {
   const { units: usdtUnits, droppedFraction } = parseUnitsFloor(amountTo, 6);
   const hash = payoutHash.toLowerCase();
-  const settled = await deps.db.transaction().execute((trx) => settleIn(trx, conversionId, usdtUnits, hash, 'sent'));
+  const opening = { settings: openingSettings(deps), sent: [] as string[] };
+  const settled = await deps.db
+    .transaction()
+    .execute((trx) => settleIn(trx, conversionId, usdtUnits, hash, 'sent', opening));
   if (typeof settled === 'string') {
     const usedBy =
       settled === 'hash_deposit' ? 'is booked as an operator deposit' : `already ${settled.slice('hash_used:'.length)}`;
@@ -251,10 +255,15 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
     });
     return;
   }
-  if (settled)
+  if (!settled) return;
+  deps.logger.info(
+    { event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction },
+    'conversion settled',
+  );
+  for (const payoutId of opening.sent)
     deps.logger.info(
-      { event: 'conversion_settled', conversionId, usdtUnits: usdtUnits.toString(), droppedFraction },
-      'conversion settled',
+      { event: 'payout_transfer_created', payoutId, asset: 'usdt', conversionId },
+      'direct payout transfer recorded as its batch was opened',
     );
 }
 
@@ -262,6 +271,8 @@ async function settle(deps: StageDeps, conversionId: string, amountTo: string, p
  * Books the conversion's USDT (`usdtUnits`, brought to the host wallet by `hash`) to its payments' channels, from
  * `from` (the poll: sent; a person's resolve: needs_review). True when booked; false when the conversion was no
  * longer in `from`; a string when the hash already credited another conversion or is an operator's deposit.
+ * With `opening`, the direct batches the settlement opens are sent as they are opened, their ids added to its
+ * `sent` (checkThresholds); without, every batch gets its run.
  */
 export async function settleIn(
   trx: Transaction<Database>,
@@ -269,6 +280,7 @@ export async function settleIn(
   usdtUnits: bigint,
   hash: string,
   from: 'sent' | 'needs_review',
+  opening?: { readonly settings: OpeningSettings; readonly sent: string[] },
 ): Promise<boolean | `hash_used:${string}` | 'hash_deposit'> {
   const conversion = await conversionForUpdate(trx, conversionId).executeTakeFirstOrThrow();
   if (conversion.status !== from) return false;
@@ -276,7 +288,8 @@ export async function settleIn(
   if (used !== null) return used;
   const split = await splitAmongPayments(trx, conversion, usdtUnits);
   await markSettled(trx, conversion, usdtUnits, hash, split);
-  await bookSettlement(trx, conversionId, usdtUnits, split);
+  const sent = await bookSettlement(trx, conversionId, usdtUnits, split, opening?.settings);
+  opening?.sent.push(...sent);
   return true;
 }
 
@@ -387,11 +400,12 @@ async function bookSettlement(
   conversionId: string,
   usdtUnits: bigint,
   split: Split,
-): Promise<void> {
+  sendWith: OpeningSettings | undefined,
+): Promise<string[]> {
   const { channelIds, weights, shares, totalWei } = split;
   const incoming = new Map<string, bigint>();
   channelIds.forEach((id, i) => incoming.set(id, (incoming.get(id) ?? 0n) + (shares[i] as bigint)));
-  const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming);
+  const thresholds = await checkThresholds(trx, [...incoming.keys()], incoming, sendWith ? { sendWith } : {});
   // Journals last, in one statement and one ledger group: their balance rows are locked once, in id order, and stay
   // locked only from here to the commit.
   const settlement = {
@@ -400,6 +414,7 @@ async function bookSettlement(
     entries: settlementEntries(channelIds, weights, shares, totalWei, usdtUnits),
   };
   await inLedgerGroup(trx, () => postJournals(trx, [settlement, ...thresholds.journals]));
+  return thresholds.sent;
 }
 
 /** Per channel: ETH out of its balance, USDT in; ChangeNow took the ETH and gave the USDT. */

@@ -22,15 +22,8 @@ import type { Database } from '../../db/index.ts';
 import { queuedKeysOf, removeJobs } from '../../jobs/index.ts';
 import { accounts, inLedgerGroup, postJournals } from '../../ledger/index.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { createTransfers } from '../transfer/index.ts';
-import {
-  destinationProblem,
-  isDirect,
-  newPayoutId,
-  enqueuePayoutRuns,
-  USDT_UNITS_PER_CENT,
-  walletHoldUntil,
-} from './run.ts';
+import { newPayoutId, enqueuePayoutRuns } from './run.ts';
+import { openingSettings, sendOpened, sendsAtOpening } from './send-at-opening.ts';
 
 /** The most payouts one run opens besides its own: their payments are locked and booked together. */
 export const OPEN_SET_MAX = 32;
@@ -134,16 +127,16 @@ function openingOf(deps: StageDeps, c: Candidate): Opening | null {
     return null;
   const net = BigInt(c.net_amount ?? '0');
   if (net <= 0n) return null;
-  const payout = {
+  const sendNow = sendsAtOpening(openingSettings(deps), {
+    asset: c.asset,
+    amount: net,
     payout_currency: c.payout_currency,
     payout_network: c.payout_network,
     wallet_address: c.wallet_address,
-  };
-  const sendNow =
-    isDirect({ asset: c.asset, ...payout }) &&
-    noApprovalNeeded(deps, c.asset, net) &&
-    destinationProblem(payout, c.address_format) === null &&
-    walletHoldUntil(c.wallet_changed_at, deps.settings.walletChangeHoldMs ?? 0, c.now) === null;
+    wallet_changed_at: c.wallet_changed_at,
+    now: c.now,
+    address_format: c.address_format,
+  });
   return {
     payoutId: newPayoutId(),
     paymentId: c.payment_id,
@@ -154,13 +147,6 @@ function openingOf(deps: StageDeps, c: Candidate): Opening | null {
     walletAddress: c.wallet_address,
     sendNow,
   };
-}
-
-/** Without asking ChangeNow for a USD value: no limit set, or a USDT amount within it. ETH above a limit: its run asks. */
-function noApprovalNeeded(deps: StageDeps, asset: string, amount: bigint): boolean {
-  const limit = deps.settings.payoutApprovalAboveUsdCents;
-  if (limit === null) return true;
-  return asset === 'usdt' && amount <= limit * USDT_UNITS_PER_CENT;
 }
 
 /**
@@ -192,21 +178,13 @@ async function bookOpenings(deps: StageDeps, trx: Transaction<Database>, opening
     from unnest(${openings.map((o) => o.paymentId)}::numeric[], ${openings.map((o) => o.payoutId)}::text[])
       as s(payment_id, payout_id)
     where p.payment_id = s.payment_id`.execute(trx);
-  const direct = openings.filter((o) => o.sendNow);
-  const transferIds = await createTransfers(
+  await sendOpened(
     trx,
     deps.hostAddress,
-    direct.map((o) => ({ purpose: 'payout', ref: o.payoutId, asset: 'eth', to: o.walletAddress, amount: o.net })),
+    openings
+      .filter((o) => o.sendNow)
+      .map((o) => ({ payoutId: o.payoutId, asset: 'eth', to: o.walletAddress, amount: o.net })),
   );
-  if (direct.length > 0) {
-    const { rows } = await sql`
-      update payouts p set status = 'sent', transfer_id = s.transfer_id, last_error = null, updated_at = now()
-      from unnest(${direct.map((o) => o.payoutId)}::text[], ${transferIds}::text[]) as s(payout_id, transfer_id)
-      where p.payout_id = s.payout_id and p.status = 'pending'
-      returning p.payout_id`.execute(trx);
-    if (rows.length !== direct.length)
-      throw new Error(`moved ${rows.length} of ${direct.length} direct payouts opened in a set to sent`);
-  }
   await enqueuePayoutRuns(
     trx,
     openings.filter((o) => !o.sendNow).map((o) => o.payoutId),

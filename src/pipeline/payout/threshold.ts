@@ -5,18 +5,24 @@
  *
  * Channel rows are locked first (in id order) and the reservation journals are returned, not posted: the caller
  * posts every journal last, so balance rows stay locked only from there to the commit.
+ *
+ * Given the settings to (`sendWith`), a new batch its run would only send directly is sent here (send-at-opening.ts);
+ * every other batch gets its payout_run job.
  */
 import { sql, type Selectable, type Transaction } from 'kysely';
 import { recordAudit } from '../../db/index.ts';
 import type { ChannelsTable, Database, Db } from '../../db/index.ts';
 import { accounts, postJournal, type JournalInput } from '../../ledger/index.ts';
 import { enqueuePayoutRun, enqueuePayoutRuns, newPayoutId, USDT_UNITS_PER_CENT } from './run.ts';
+import { sendOpened, sendsAtOpening, type OpeningSettings } from './send-at-opening.ts';
 
 export interface ThresholdOutcome {
   /** Batches created, and held batches that took the new balance. */
   batchIds: string[];
   /** One `payout_reserved` journal per batch, for the caller to post last. */
   journals: JournalInput[];
+  /** The new batches whose transfer was recorded as they were opened (no payout_run). */
+  sent: string[];
 }
 
 /**
@@ -27,9 +33,9 @@ export async function checkThresholds(
   trx: Transaction<Database>,
   channelIds: readonly string[],
   incoming: ReadonlyMap<string, bigint> = new Map(),
-  options: { now?: boolean } = {},
+  options: { now?: boolean; sendWith?: OpeningSettings } = {},
 ): Promise<ThresholdOutcome> {
-  const outcome: ThresholdOutcome = { batchIds: [], journals: [] };
+  const outcome: ThresholdOutcome = { batchIds: [], journals: [], sent: [] };
   const state = await lockChannels(trx, [...new Set(channelIds)].sort());
   const toOpen: NewBatch[] = [];
   for (const channel of state.channels) {
@@ -44,14 +50,16 @@ export async function checkThresholds(
     outcome.batchIds.push(batch.payoutId);
     outcome.journals.push(batch.journal);
   }
-  for (const batch of await openBatches(trx, toOpen)) {
+  for (const batch of await openBatches(trx, toOpen, options.sendWith)) {
     outcome.batchIds.push(batch.payoutId);
     outcome.journals.push(batch.journal);
+    if (batch.sent) outcome.sent.push(batch.payoutId);
   }
   return outcome;
 }
 
-type Channel = Selectable<ChannelsTable>;
+/** A channel row as locked, with its payout pair's address format and the database's clock (send-at-opening.ts). */
+type Channel = Selectable<ChannelsTable> & { readonly address_format: string | null; readonly now: Date };
 
 type OpenBatch = { payout_id: string; status: string; top_ups: number };
 
@@ -76,7 +84,16 @@ async function lockChannels(trx: Transaction<Database>, sortedIds: readonly stri
   if (sortedIds.length === 0) return none;
   const channels = await trx
     .selectFrom('channels')
-    .selectAll()
+    .selectAll('channels')
+    .select((eb) => [
+      eb
+        .selectFrom('supported_pairs')
+        .select('address_format')
+        .whereRef('supported_pairs.currency', '=', 'channels.payout_currency')
+        .whereRef('supported_pairs.network', '=', 'channels.payout_network')
+        .as('address_format'),
+      sql<Date>`now()`.as('now'),
+    ])
     .where('channel_id', 'in', [...sortedIds])
     .orderBy('channel_id')
     .forNoKeyUpdate()
@@ -188,16 +205,31 @@ interface NewBatch {
 }
 
 /**
- * New batches, each holding exactly its channel's balance, to the channel's payout wallet as it stands now: three
+ * New batches, each holding exactly its channel's balance, to the channel's payout wallet as it stands now: a few
  * statements however many channels a settlement takes over their thresholds (the payouts, their payments' links,
- * their run jobs), inside the channels' row locks.
+ * the transfers of those sent at once, the others' run jobs), inside the channels' row locks.
  */
 async function openBatches(
   trx: Transaction<Database>,
   batches: readonly NewBatch[],
-): Promise<Array<{ payoutId: string; journal: JournalInput }>> {
+  sendWith: OpeningSettings | undefined,
+): Promise<Array<{ payoutId: string; journal: JournalInput; sent: boolean }>> {
   if (batches.length === 0) return [];
   const payoutIds = batches.map(() => newPayoutId());
+  const sent = batches.map(
+    ({ channel, balance }) =>
+      sendWith !== undefined &&
+      sendsAtOpening(sendWith, {
+        asset: 'usdt',
+        amount: balance,
+        payout_currency: channel.payout_currency,
+        payout_network: channel.payout_network,
+        wallet_address: channel.wallet_address,
+        wallet_changed_at: channel.wallet_changed_at,
+        now: channel.now,
+        address_format: channel.address_format,
+      }),
+  );
   await trx
     .insertInto('payouts')
     .values(
@@ -219,10 +251,27 @@ async function openBatches(
     trx,
     batches.map((b, i) => ({ channelId: b.channel.channel_id, payoutId: payoutIds[i] as string })),
   );
-  await enqueuePayoutRuns(trx, payoutIds);
+  if (sendWith !== undefined)
+    await sendOpened(
+      trx,
+      sendWith.hostAddress,
+      batches.flatMap(({ channel, balance }, i) =>
+        sent[i]
+          ? [{ payoutId: payoutIds[i] as string, asset: 'usdt' as const, to: channel.wallet_address, amount: balance }]
+          : [],
+      ),
+    );
+  await enqueuePayoutRuns(
+    trx,
+    payoutIds.filter((_, i) => !sent[i]),
+  );
   return batches.map(({ channel, balance }, i) => {
     const payoutId = payoutIds[i] as string;
-    return { payoutId, journal: reservation('payout_reserved', payoutId, channel.channel_id, balance) };
+    return {
+      payoutId,
+      journal: reservation('payout_reserved', payoutId, channel.channel_id, balance),
+      sent: sent[i] as boolean,
+    };
   });
 }
 
@@ -246,12 +295,19 @@ function reservation(kind: string, ref: string, channelId: string, amount: bigin
   };
 }
 
-/** The check on its own (after a channel's threshold or strategy changed): batches, then their journals. */
-export async function runThresholdCheck(db: Db, channelIds: readonly string[]): Promise<string[]> {
+/**
+ * The check on its own (after a channel's threshold or strategy changed, or a batch of it ended): batches, then
+ * their journals. `sendWith`: as checkThresholds. The batches opened or topped up, and those sent as they opened.
+ */
+export async function runThresholdCheck(
+  db: Db,
+  channelIds: readonly string[],
+  sendWith?: OpeningSettings,
+): Promise<{ batchIds: string[]; sent: string[] }> {
   return db.transaction().execute(async (trx) => {
-    const outcome = await checkThresholds(trx, channelIds);
+    const outcome = await checkThresholds(trx, channelIds, new Map(), sendWith ? { sendWith } : {});
     for (const journal of outcome.journals) await postJournal(trx, journal);
-    return outcome.batchIds;
+    return { batchIds: outcome.batchIds, sent: outcome.sent };
   });
 }
 
