@@ -131,7 +131,12 @@ interface Options {
   /** Channels the payments go to (the first `channels` of the bench's ids). */
   channels: number;
   spread: ChannelSpread;
+  /** `one`: payrail's web and worker in one process (`payrail start`); `apart`: each in its own process. */
+  layout: Layout;
 }
+
+const LAYOUTS = ['one', 'apart'] as const;
+type Layout = (typeof LAYOUTS)[number];
 
 const USAGE = `usage: npm run bench:intake -- [options]
 
@@ -146,6 +151,9 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --spread S            uniform: the channels in turn; power: channel k of N gets a share proportional to 1/k
                         (Zipf, exponent 1, drawn from a fixed seed) (default uniform)
   --cpu-prof DIR        write a V8 CPU profile of the server process (payrail + baseline) into DIR
+  --layout L            one: payrail's web and worker in one process, as \`payrail start\` (default); apart: the web
+                        role (with the baseline) and the worker role in two processes, as \`payrail web\` and
+                        \`payrail worker\` in a production deployment
   --history N           first load N stored payments (credited, converted, paid out, with their ledger) into the
                         empty database with set-based SQL, then VACUUM ANALYZE (default 0: none)
   --history-channels N  channels the history is spread over, at least --channels: the bench's come first
@@ -170,6 +178,7 @@ function readOptions(argv: string[]): Options | undefined {
       'probe',
       'channels',
       'spread',
+      'layout',
     ],
   });
   if (!values) return undefined;
@@ -179,6 +188,9 @@ function readOptions(argv: string[]): Options | undefined {
   if (!(CHANNEL_SPREADS as readonly string[]).includes(spread))
     throw new UsageError(`--spread must be one of ${CHANNEL_SPREADS.join(', ')} (got "${spread}")`);
   const durationS = int('duration', values.duration, 10, 1, 3600);
+  const layout = values.layout ?? 'one';
+  if (!(LAYOUTS as readonly string[]).includes(layout))
+    throw new UsageError(`--layout must be one of ${LAYOUTS.join(', ')} (got "${layout}")`);
   return {
     durationS,
     connections,
@@ -193,6 +205,7 @@ function readOptions(argv: string[]): Options | undefined {
     probe: int('probe', values.probe, 0, 0, 1_000_000),
     channels,
     spread: spread as ChannelSpread,
+    layout: layout as Layout,
   };
 }
 
@@ -317,7 +330,8 @@ const PAYMENT_ID_RE = /"paymentId":"([0-9]+)"/;
 let current: autocannon.Instance | undefined;
 
 interface Observed {
-  serverPid?: number;
+  /** payrail's processes: one, or its web and its worker (--layout apart). */
+  serverPids: number[];
   postmasterPid?: number;
   /** The driver's own pool, used to sample what the server's backends wait on. */
   database: DatabaseHandle;
@@ -353,7 +367,7 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
     },
   };
   const waits = new WaitSampler(processes.database, WAITS_SQL, WAIT_SAMPLE_MS);
-  const cpuBefore = sampleCpu(processes.serverPid, processes.postmasterPid);
+  const cpuBefore = sampleCpu(processes.serverPids, processes.postmasterPid);
   const instance = autocannon({
     url: spec.url,
     connections: spec.connections,
@@ -382,7 +396,7 @@ async function runLoad(spec: RunSpec, processes: Observed): Promise<RunOutcome> 
     timeouts: answered.timeouts,
     reported: { p50: answered.latency.p50, p99: answered.latency.p99 },
   };
-  const cpuAfter = sampleCpu(processes.serverPid, processes.postmasterPid);
+  const cpuAfter = sampleCpu(processes.serverPids, processes.postmasterPid);
   await waits.stop();
   return {
     waits,
@@ -400,7 +414,7 @@ async function runPacedLoad(spec: RunSpec & { overallRate: number }, processes: 
   const non2xx = new Map<number, number>();
   const { source, sent, accepted, perChannel } = spec;
   const waits = new WaitSampler(processes.database, WAITS_SQL, WAIT_SAMPLE_MS);
-  const cpuBefore = sampleCpu(processes.serverPid, processes.postmasterPid);
+  const cpuBefore = sampleCpu(processes.serverPids, processes.postmasterPid);
   const paced = await runPaced({
     url: spec.url,
     rate: spec.overallRate,
@@ -420,7 +434,7 @@ async function runPacedLoad(spec: RunSpec & { overallRate: number }, processes: 
       } else non2xx.set(status, (non2xx.get(status) ?? 0) + 1);
     },
   });
-  const cpuAfter = sampleCpu(processes.serverPid, processes.postmasterPid);
+  const cpuAfter = sampleCpu(processes.serverPids, processes.postmasterPid);
   await waits.stop();
   const ok = paced.latencies.filter((l) => l.status >= 200 && l.status < 300);
   return {
@@ -463,10 +477,12 @@ interface CpuUsage {
   other?: number;
 }
 
-function sampleCpu(serverPid: number | undefined, postmasterPid: number | undefined): CpuSample | undefined {
+function sampleCpu(serverPids: readonly number[], postmasterPid: number | undefined): CpuSample | undefined {
   const machine = machineTicks();
   if (!machine) return undefined;
-  const server = serverPid === undefined ? undefined : procTicks(serverPid);
+  // payrail's CPU is its processes' together: one, or its web and its worker.
+  const ticks = serverPids.map(procTicks);
+  const server = ticks.every((t) => t !== undefined) ? ticks.reduce<number>((sum, t) => sum + t, 0) : undefined;
   const postgres = postgresTicks(postmasterPid);
   return {
     at: process.hrtime.bigint(),
@@ -505,18 +521,50 @@ interface ServerChild {
   baselineUrl: string;
   /** Its log lines (warn and above), the last ones. */
   stderr: OutputTail;
+  /** payrail's worker role in a process of its own (--layout apart). */
+  worker?: WorkerChild;
 }
 
-async function startServerChild(env: NodeJS.ProcessEnv, cpuProfDir: string | undefined): Promise<ServerChild> {
+interface WorkerChild {
+  child: ChildProcess;
+  stderr: OutputTail;
+}
+
+/** bench/server.ts in a child process, in the role asked for (bench/server.ts, BENCH_SERVER_ROLE). */
+function spawnServer(env: NodeJS.ProcessEnv, cpuProfDir: string | undefined, role: 'both' | 'web' | 'worker') {
   const profiling = cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`];
   const child = spawn(process.execPath, [...profiling, '--import', 'tsx', SERVER_ENTRY], {
     cwd: ROOT,
-    env,
+    env: role === 'both' ? env : { ...env, BENCH_SERVER_ROLE: role },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const stderr = new OutputTail(20);
   // The child's logs (warn and above) are kept, not streamed: printing them during a run would cost client CPU.
   readline.createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', stderr.keep);
+  return { child, stderr };
+}
+
+/** Until payrail's worker role alone (spawnServer's `worker`) says it started. */
+async function workerStarted({ child, stderr }: WorkerChild): Promise<void> {
+  await childReady(
+    child,
+    readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }),
+    (line) => line === JSON.stringify({ worker: 'started' }) || undefined,
+    SERVER_READY_TIMEOUT_MS,
+    {
+      timedOut: () => new Error(`bench worker not started after ${SERVER_READY_TIMEOUT_MS} ms`),
+      exited: (code, signal) =>
+        new Error(`bench worker exited before it started (code ${code}, signal ${signal}):\n${stderr.tail.join('\n')}`),
+    },
+  );
+}
+
+async function startServerChild(
+  env: NodeJS.ProcessEnv,
+  cpuProfDir: string | undefined,
+  layout: Layout,
+): Promise<ServerChild> {
+  const { child, stderr } = spawnServer(env, cpuProfDir, layout === 'one' ? 'both' : 'web');
   // bench/server.ts prints its two URLs as one JSON line once both listen.
   const ready = await childReady(
     child,
@@ -784,6 +832,7 @@ async function runIntakeBench(started: Started, run: BenchRun): Promise<number> 
     ...databaseCheckLines(load, check, baseline.rows, server.baselineUrl),
     ...ledgerLines(check.ledger),
     ...server.stderr.report('server log lines at warn or above'),
+    ...(server.worker?.stderr.report('worker process log lines at warn or above') ?? []),
   ];
   process.stdout.write(lines.join('\n') + '\n');
   for (const outcome of [...load.warmups, ...load.runs]) reportProblems(outcome);
@@ -792,6 +841,10 @@ async function runIntakeBench(started: Started, run: BenchRun): Promise<number> 
 
 /** Stops what was started; one that fails to stop is reported, and the others are still stopped. */
 async function stopStarted({ pg, server, outside }: Started): Promise<void> {
+  if (server?.worker)
+    await stopChild(server.worker.child, 'bench worker', SERVER_STOP_TIMEOUT_MS).catch((error: Error) =>
+      process.stderr.write(`stopping the bench worker: ${error.message}\n`),
+    );
   if (server)
     await stopChild(server.child, 'bench server', SERVER_STOP_TIMEOUT_MS).catch((error: Error) =>
       process.stderr.write(`stopping the bench server: ${error.message}\n`),
@@ -928,10 +981,16 @@ async function startServer(
     ...payrailConfig(connectionString, secrets, outside),
     METRICS_TOKEN: metricsToken,
   };
-  const server = await startServerChild(childEnv, opts.cpuProfDir);
+  const server = await startServerChild(childEnv, opts.cpuProfDir, opts.layout);
   started.server = server;
   const serverPid = server.child.pid;
   process.stderr.write(`payrail at ${server.payrailUrl} (pid ${serverPid}), baseline at ${server.baselineUrl}\n`);
+  if (opts.layout === 'apart') {
+    // Kept before it is waited for, so that a worker that never starts is stopped with the rest.
+    server.worker = spawnServer(childEnv, opts.cpuProfDir, 'worker');
+    await workerStarted(server.worker);
+    process.stderr.write(`payrail's worker in its own process (pid ${server.worker.child.pid})\n`);
+  }
   return { server, metricsToken };
 }
 
@@ -990,7 +1049,7 @@ function prepareLoad(
   },
 ): Load {
   const { database, server, metricsToken, channelIds, postmasterPid } = target;
-  const serverPid = server.child.pid;
+  const serverPids = [server.child.pid, server.worker?.child.pid].filter((pid) => pid !== undefined);
   const userId = String(Date.now());
   const factory = new IpnFactory(userId, secrets.ipnSecret, channelIds, opts.spread);
   // Every id the factory issues is >= its base: the range keeps these counts off a full scan of a large history.
@@ -1003,7 +1062,7 @@ function prepareLoad(
     database,
     processes: {
       database,
-      ...(serverPid !== undefined && { serverPid }),
+      serverPids,
       ...(postmasterPid !== undefined && { postmasterPid }),
     },
     intakeUrl: `${server.payrailUrl}/webhooks/nowpayments`,
@@ -1228,6 +1287,9 @@ function setupLines(
     `client:   autocannon 8, pipelining 1, ${opts.durationS} s per run after ${opts.warmupS} s warm-up${opts.rateDurationS === opts.durationS ? '' : ` (the fixed-rate run ${opts.rateDurationS} s)`}; every intake request is a new payment (status finished)`,
     `          signing costs ${fmt(load.signUs, 1)} µs/body on this machine: bodies pre-signed before each run (signed live during runs: ${liveSigned})`,
     `          client, payrail, and PostgreSQL share the same ${cpu.length} cores`,
+    opts.layout === 'one'
+      ? 'payrail:  web and worker in one process (`payrail start`), the baseline route beside them (bench/server.ts)'
+      : 'payrail:  web (with the baseline route) and worker in two processes (`payrail web`, `payrail worker`; --layout apart)',
     channelsLine(opts, load.perChannel),
     historyLine(history),
     ...(dbProbe ? probeLines(dbProbe) : []),

@@ -5,11 +5,16 @@
  * its own port, a baseline route `POST /baseline` that does one plain INSERT per request on the same database
  * through its own pg.Pool. Nothing here is part of payrail: src/ is untouched.
  *
+ * BENCH_SERVER_ROLE (bench:intake's --layout apart): `web` runs payrail's web role only, with the baseline; `worker`
+ * runs its worker role only, with no baseline and no URL (`payrail web` and `payrail worker`, as a production
+ * deployment runs them). Unset: both roles in this one process.
+ *
  * Environment (set by the parent): DATABASE_URL, PORT (0 = ephemeral), ADMIN_TOKEN, NOWPAYMENTS_IPN_SECRET,
  * METRICS_TOKEN (the parent scrapes payrail's /metrics between runs), LOG_LEVEL, and for the worker role the outside world (CHANGENOW_API_URL, CHANGENOW_API_KEY, ETH_RPC_URL, CHAIN_ID,
  * HOST_WALLET_PRIVATE_KEY: the parent's anvil and ChangeNow simulator). Logs go to stderr; stdout carries exactly
  * one JSON line once both servers listen:
  *   {"payrail":"http://127.0.0.1:PORT","baseline":"http://127.0.0.1:PORT2/baseline"}
+ * or, for the worker role, once its worker runs: {"worker":"started"}
  *
  * Stops on SIGTERM/SIGINT or when its stdin closes (the parent went away), within a bounded time.
  */
@@ -21,16 +26,27 @@ import { createLogger } from '../src/log.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 20_000;
 
+const ROLES = {
+  both: { web: true, worker: true },
+  web: { web: true, worker: false },
+  worker: { web: false, worker: true },
+} as const;
+
 const BASELINE_TABLE_SQL = `create table if not exists bench_baseline (
   id bigint generated always as identity primary key,
   payload jsonb not null,
   created_at timestamptz not null default now())`;
 
 async function main(): Promise<void> {
+  const roleName = process.env.BENCH_SERVER_ROLE ?? 'both';
+  if (!Object.hasOwn(ROLES, roleName))
+    throw new Error(`BENCH_SERVER_ROLE must be web or worker, or unset (got "${roleName}")`);
+  const roles = ROLES[roleName as keyof typeof ROLES];
   const config = loadConfig(process.env);
   if (config.DATABASE_URL === undefined) throw new Error('bench/server.ts needs DATABASE_URL (the parent passes it)');
   const logger = createLogger({ level: config.LOG_LEVEL, secrets: secretValues(config), destination: process.stderr });
 
+  // One application name for payrail's sessions whichever process holds them: the bench samples their waits by it.
   const database = await openDatabase(config, logger, 'payrail-bench-webworker');
   let payrail: Payrail | undefined;
   const baselinePool = new pg.Pool({
@@ -74,7 +90,11 @@ async function main(): Promise<void> {
   process.stdin.resume();
 
   try {
-    payrail = await startPayrail(config, { web: true, worker: true }, logger, { database });
+    payrail = await startPayrail(config, roles, logger, { database });
+    if (!roles.web) {
+      process.stdout.write(JSON.stringify({ worker: 'started' }) + '\n');
+      return;
+    }
     if (payrail.url === undefined) throw new Error('payrail did not report a URL');
 
     await baselinePool.query(BASELINE_TABLE_SQL);
