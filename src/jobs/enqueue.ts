@@ -13,6 +13,8 @@ export interface EnqueueOptions {
   /** Jobs sharing a queue name run one at a time, in order. */
   queueName?: string;
   runAt?: Date;
+  /** Taken before ready jobs of a larger number (graphile-worker's order: priority, then run_at). Default 0. */
+  priority?: number;
   maxAttempts: number;
 }
 
@@ -33,6 +35,7 @@ export async function enqueue<T extends TaskName>(
       run_at => ${options.runAt?.toISOString() ?? null}::timestamptz,
       max_attempts => ${options.maxAttempts}::int,
       job_key => ${options.jobKey ?? null}::text,
+      priority => ${options.priority ?? 0}::int,
       job_key_mode => ${options.jobKeyMode ?? 'preserve_run_at'}::text)`.execute(trx);
 }
 
@@ -51,6 +54,7 @@ export async function enqueueEach<T extends TaskName>(
       run_at => ${options.runAt?.toISOString() ?? null}::timestamptz,
       max_attempts => ${options.maxAttempts}::int,
       job_key => j.key,
+      priority => ${options.priority ?? 0}::int,
       job_key_mode => ${options.jobKeyMode ?? 'preserve_run_at'}::text)
     from unnest(${jobs.map((j) => JSON.stringify(j.payload))}::text[],
       ${jobs.map((j) => j.jobKey ?? null)}::text[]) as j(payload, key)`.execute(trx);

@@ -107,4 +107,18 @@ describe('conversion batch run', () => {
     expect(meanwhile).toHaveLength(1);
     expect(await pendingOf(meanwhile)).toEqual(meanwhile);
   });
+
+  it("queues a conversion's steps ahead of the jobs due before them: the nudge and the exchange at priority -1", async () => {
+    const ids = await pay(1);
+    const priorityOf = async (key: string) =>
+      (await db.pool.query<{ priority: number }>('select priority from graphile_worker.jobs where key = $1', [key]))
+        .rows[0]?.priority;
+    expect(await priorityOf('conversion_batch:nudge')).toBe(-1);
+    await convertPendingPayments(depsTaking(5), 1);
+    const { rows } = await db.pool.query<{ conversion_id: string }>(
+      'select conversion_id from conversion_payments where payment_id = $1',
+      [ids[0]],
+    );
+    expect(await priorityOf(`conversion_exchange:${rows[0]!.conversion_id}`)).toBe(-1);
+  });
 });

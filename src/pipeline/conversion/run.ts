@@ -476,6 +476,13 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
 }
 
 /**
+ * A conversion's steps go before the payouts' in the queue (graphile-worker takes ready jobs by priority, then run_at):
+ * one step moves hundreds of payments' value, and under a backlog of per-payout jobs each of its steps waited behind
+ * seconds of them. They are few (one job per conversion and step), so nothing waits long behind them.
+ */
+const CONVERSION_PRIORITY = -1;
+
+/**
  * A conversion_batch run soon, under the nudger's key. A pending check is reused; one already running (or left locked
  * by a dead worker) gets a successor. 'preserve_run_at', not 'replace': 'replace' reset a pending check's run_at to now
  * at every nudge, so under a job backlog deeper than the nudge interval it went to the back of the line each second
@@ -490,6 +497,7 @@ export function enqueueConversionBatch(trx: Transaction<Database>): Promise<void
       jobKey: 'conversion_batch:nudge',
       jobKeyMode: 'preserve_run_at',
       queueName: CONVERSION_BATCH_QUEUE,
+      priority: CONVERSION_PRIORITY,
       maxAttempts: 1,
     },
   );
@@ -500,7 +508,12 @@ export function enqueueConversionExchange(trx: Transaction<Database>, conversion
     trx,
     'conversion_exchange',
     { conversionId },
-    { jobKey: `conversion_exchange:${conversionId}`, jobKeyMode: 'replace', maxAttempts: EXCHANGE_MAX_ATTEMPTS },
+    {
+      jobKey: `conversion_exchange:${conversionId}`,
+      jobKeyMode: 'replace',
+      priority: CONVERSION_PRIORITY,
+      maxAttempts: EXCHANGE_MAX_ATTEMPTS,
+    },
   );
 }
 
@@ -509,7 +522,13 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
     trx,
     'conversion_poll',
     { conversionId },
-    { jobKey: `conversion_poll:${conversionId}`, jobKeyMode: 'replace', runAt, maxAttempts: EXCHANGE_MAX_ATTEMPTS },
+    {
+      jobKey: `conversion_poll:${conversionId}`,
+      jobKeyMode: 'replace',
+      runAt,
+      priority: CONVERSION_PRIORITY,
+      maxAttempts: EXCHANGE_MAX_ATTEMPTS,
+    },
   );
 }
 
