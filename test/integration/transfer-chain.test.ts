@@ -8,6 +8,7 @@ import { encodeAbiParameters, keccak256 } from 'viem';
 import { createChainWallet } from '../../src/integrations/wallet/index.ts';
 import { recordDeposit, recordWithdrawal } from '../../src/treasury/index.ts';
 import { describe, expect, it } from 'vitest';
+import { jobWithKeyExists } from '../../src/jobs/index.ts';
 import { applyTransferAction, confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
 import { NONCE_TAKEN_RECHECK_MS } from '../../src/pipeline/transfer/confirm.ts';
 import { rpc, startChainSender } from '../../src/simulators/index.ts';
@@ -140,6 +141,42 @@ describe('fees that move under a waiting transfer', () => {
     await onChain.resumeMining();
     await confirmTransfer(r.deps, r.hooks, id);
     expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+  });
+});
+
+describe('transfers signed behind a nonce the chain does not mine', () => {
+  it("only the one at the wallet's next nonce waits for its receipt; those behind it look once and come back later", async () => {
+    const r = await rig();
+    await onChain.pausePool();
+    const ids = [await r.intent('behind0', 1n), await r.intent('behind1', 2n), await r.intent('behind2', 3n)];
+    // One send signs the three at nonces 0, 1, 2 and broadcasts them; nothing is mined.
+    await sendTransfer(r.deps, r.hooks, ids[0] as string);
+    const hashes = await Promise.all(ids.map(async (id) => (await r.versions(id))[0]?.tx_hash as string));
+    const looks = new Map<string, number>();
+    r.deps.wallet = {
+      ...r.wallet,
+      receipt: async (hash) => {
+        looks.set(hash, (looks.get(hash) ?? 0) + 1);
+        return r.wallet.receipt(hash);
+      },
+    };
+    // Those behind first, while their versions are new (a run waits only until receiptWaitMs after the signing).
+    for (const id of [...ids].reverse()) await confirmTransfer(r.deps, r.hooks, id);
+    r.deps.wallet = r.wallet;
+
+    // Behind nonce 0, 1 and 2 cannot be mined first: a run waiting for them would only hold a worker slot. Nonce 0 is
+    // the chain's next: its run waits for the receipt (receiptWaitMs), looking again and again.
+    expect([looks.get(hashes[1] as string), looks.get(hashes[2] as string)]).toEqual([1, 1]);
+    expect(looks.get(hashes[0] as string)).toBeGreaterThan(1);
+    for (const id of ids) {
+      expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+      expect(await jobWithKeyExists(t.db.db, `transfer_confirm:${id}`)).toBe(true);
+    }
+
+    await onChain.resumeMining();
+    for (const id of ids) await confirmTransfer(r.deps, r.hooks, id);
+    for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect(r.confirmed).toHaveLength(3);
   });
 });
 

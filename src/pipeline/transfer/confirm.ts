@@ -47,7 +47,7 @@ export async function confirmTransfer(
   // needs_review waits for a person, whose action queues this job again.
   if (transfer.status !== 'broadcast') return;
   const versions = await loadVersions(deps.db, transferId);
-  const mined = await findMined(deps, versions, receiptWait(deps, transfer, versions));
+  const mined = (await findMined(deps, versions, 0)) ?? (await waitForReceipt(deps, transfer, versions));
   if (mined) {
     if (await deepEnough(deps, mined.receipt)) {
       const outcome = outcomeOf(transfer, mined.version.kind, mined.receipt, deps.usdtContract);
@@ -264,15 +264,25 @@ async function nonceTakenToReview(
 }
 
 /**
- * A run waits for a receipt only while its latest version is new (the common case: mined within seconds), and never
- * longer than until receiptWaitMs after it was signed. A transfer that waits longer (behind a stuck nonce, in a
- * paused pool) is looked at again later instead: a job holding a worker slot for it would starve the very jobs that
- * can unblock it (the stuck nonce's own, the sends).
+ * After a first look found no receipt, a run waits for one only while its latest version is new (the common case:
+ * mined within seconds), never longer than until receiptWaitMs after it was signed, and only when its nonce is the
+ * wallet's next to be mined. A transfer that waits longer (in a paused pool), or behind a lower nonce of ours the
+ * chain has not mined (whose receipt must come first), is looked at again later instead: a job holding a worker slot
+ * for it would starve the very jobs that can unblock it (the stuck nonce's own, the sends). While one nonce is stuck,
+ * every transfer signed after it used to hold a slot for its first receipt wait: with a steady flow of transfers, all
+ * of them.
  */
-function receiptWait(deps: StageDeps, transfer: Transfer, versions: readonly TransferVersion[]): number {
+async function waitForReceipt(
+  deps: StageDeps,
+  transfer: Transfer,
+  versions: readonly TransferVersion[],
+): Promise<MinedVersion | null> {
   const latest = versions.at(-1);
-  if (transfer.block_number !== null || !latest) return 0;
-  return Math.max(0, deps.settings.transfer.receiptWaitMs - (Date.now() - latest.created_at.getTime()));
+  if (transfer.block_number !== null || !latest) return null;
+  const waitMs = deps.settings.transfer.receiptWaitMs - (Date.now() - latest.created_at.getTime());
+  if (waitMs <= 0) return null;
+  if ((await deps.wallet.nonceAt('latest')) < Number(transfer.nonce)) return null;
+  return findMined(deps, versions, waitMs);
 }
 
 /**
