@@ -7,7 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type pg from 'pg';
 import { addJobUnlessTaskLive } from '../jobs/index.ts';
-import { CONVERSION_BATCH_QUEUE } from '../pipeline/conversion/run.ts';
+import { CONVERSION_BATCH_QUEUE, CONVERSION_PRIORITY } from '../pipeline/conversion/run.ts';
 import { runPaced } from './paced.ts';
 
 export interface SignedIpn {
@@ -114,7 +114,7 @@ function post(client: typeof http | typeof https, target: URL, agent: http.Agent
 /**
  * Queues a conversion check now unless one is queued or running: what intake's nudge does, for payments left below
  * CONVERSION_MIN_USD once the IPNs stop (payrail's own cron looks only every CONVERSION_INTERVAL, a minute at
- * least). The same key, key mode and queue as the nudge, so it never adds a second concurrent check.
+ * least). The same key, key mode, queue and priority as the nudge, so it never adds a second concurrent check.
  * Returns whether it queued one.
  */
 export async function queueConversionCheck(pool: pg.Pool): Promise<boolean> {
@@ -123,5 +123,6 @@ export async function queueConversionCheck(pool: pg.Pool): Promise<boolean> {
     queue: CONVERSION_BATCH_QUEUE,
     key: 'conversion_batch:nudge',
     maxAttempts: 1,
+    priority: CONVERSION_PRIORITY,
   });
 }

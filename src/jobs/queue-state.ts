@@ -187,13 +187,13 @@ export async function liveJobs(client: PgClient): Promise<LiveJob[]> {
  */
 export async function addJobUnlessTaskLive(
   client: PgClient,
-  job: { task: string; queue: string; key: string; maxAttempts: number },
+  job: { task: string; queue: string; key: string; maxAttempts: number; priority?: number },
 ): Promise<boolean> {
   const { rows } = await client.query(
     `select graphile_worker.add_job($1, '{}'::json, queue_name => $2, max_attempts => $3::int, job_key => $4,
-                                    job_key_mode => 'preserve_run_at')
+                                    job_key_mode => 'preserve_run_at', priority => $5::int)
       where not exists (select 1 from graphile_worker.jobs j where j.task_identifier = $1 and ${LIVE_TEXT})`,
-    [job.task, job.queue, job.maxAttempts, job.key],
+    [job.task, job.queue, job.maxAttempts, job.key, job.priority ?? 0],
   );
   return rows.length > 0;
 }

@@ -539,6 +539,7 @@ describe('a payout exchange that finishes without amountTo', () => {
 describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   it('is an exchange in progress: polled on through the check, then settled in full', async ({
     outside,
+    query,
     exchangeFor,
     getConversion,
     conversionReaches,
@@ -547,6 +548,11 @@ describe('verifying: ChangeNow holds the deposit in its AML check', () => {
   }) => {
     const { channelId, id } = await verifyingPolled('polled three times while verifying', 3);
     expect(await getConversion(id)).toMatchObject({ status: 'sent', reason: null });
+    // Queued again while the exchange is under way: not ahead of the other jobs (a conversion's first poll is), so
+    // that the polls of a ChangeNow that hangs cannot hold every worker slot.
+    expect(await query('select priority from graphile_worker.jobs where key = $1', [`conversion_poll:${id}`])).toEqual([
+      { priority: 0 },
+    ]);
     outside.sim.releaseVerification(exchangeFor(id).id);
     const done = await conversionReaches(id, 'completed');
     expect(done.usdtReceived).toBe(ESTIMATE);

@@ -146,7 +146,8 @@ describe('fees that move under a waiting transfer', () => {
 
 describe('transfers signed behind a nonce the chain does not mine', () => {
   it("only the one at the wallet's next nonce waits for its receipt; those behind it look once and come back later", async () => {
-    const r = await rig();
+    // A receipt wait long enough that the runs for the two behind end well within it, however busy the machine.
+    const r = await rig({ policy: { receiptWaitMs: 5_000 } });
     await onChain.pausePool();
     const ids = [await r.intent('behind0', 1n), await r.intent('behind1', 2n), await r.intent('behind2', 3n)];
     // One send signs the three at nonces 0, 1, 2 and broadcasts them; nothing is mined.

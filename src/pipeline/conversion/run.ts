@@ -478,9 +478,12 @@ export function conversionTransferHooks(deps: StageDeps): TransferHooks {
 /**
  * A conversion's steps go before the payouts' in the queue (graphile-worker takes ready jobs by priority, then run_at):
  * one step moves hundreds of payments' value, and under a backlog of per-payout jobs each of its steps waited behind
- * seconds of them. They are few (one job per conversion and step), so nothing waits long behind them.
+ * seconds of them. They are few (one job per conversion and step), so nothing waits long behind them. Not a poll
+ * queued again while its exchange is still under way: those come back every CONVERSION_POLL_INTERVAL for as long as
+ * ChangeNow takes, and ahead of everything, a few of them each waiting up to CHANGENOW_TIMEOUT on a ChangeNow that
+ * hangs would hold every worker slot.
  */
-const CONVERSION_PRIORITY = -1;
+export const CONVERSION_PRIORITY = -1;
 
 /**
  * A conversion_batch run soon, under the nudger's key. A pending check is reused; one already running (or left locked
@@ -517,7 +520,13 @@ export function enqueueConversionExchange(trx: Transaction<Database>, conversion
   );
 }
 
-export function enqueuePoll(trx: Transaction<Database>, conversionId: string, runAt: Date): Promise<void> {
+/** `again`: the exchange was still under way at the last look (no priority, see CONVERSION_PRIORITY). */
+export function enqueuePoll(
+  trx: Transaction<Database>,
+  conversionId: string,
+  runAt: Date,
+  options: { again?: boolean } = {},
+): Promise<void> {
   return enqueue(
     trx,
     'conversion_poll',
@@ -526,7 +535,7 @@ export function enqueuePoll(trx: Transaction<Database>, conversionId: string, ru
       jobKey: `conversion_poll:${conversionId}`,
       jobKeyMode: 'replace',
       runAt,
-      priority: CONVERSION_PRIORITY,
+      priority: options.again ? 0 : CONVERSION_PRIORITY,
       maxAttempts: EXCHANGE_MAX_ATTEMPTS,
     },
   );

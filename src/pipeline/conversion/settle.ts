@@ -235,7 +235,9 @@ async function pollAgainUntilDeadline(poll: Poll, reason: string, alert: ReviewA
   }
   await deps.db
     .transaction()
-    .execute((trx) => enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs)));
+    .execute((trx) =>
+      enqueuePoll(trx, conversionId, new Date(Date.now() + deps.settings.pollIntervalMs), { again: true }),
+    );
 }
 
 async function settle(deps: StageDeps, conversionId: string, amountTo: string, payoutHash: string): Promise<void> {

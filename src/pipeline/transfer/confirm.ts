@@ -265,8 +265,9 @@ async function nonceTakenToReview(
 
 /**
  * After a first look found no receipt, a run waits for one only while its latest version is new (the common case:
- * mined within seconds), never longer than until receiptWaitMs after it was signed, and only when its nonce is the
- * wallet's next to be mined. A transfer that waits longer (in a paused pool), or behind a lower nonce of ours the
+ * mined within seconds), never longer than until receiptWaitMs after it was signed, and only when no lower nonce of
+ * the wallet is still unmined (its nonce is the next to be mined, or the chain counts it mined already and a lagging
+ * node hides the receipt). A transfer that waits longer (in a paused pool), or behind a lower nonce of ours the
  * chain has not mined (whose receipt must come first), is looked at again later instead: a job holding a worker slot
  * for it would starve the very jobs that can unblock it (the stuck nonce's own, the sends). While one nonce is stuck,
  * every transfer signed after it used to hold a slot for its first receipt wait: with a steady flow of transfers, all
