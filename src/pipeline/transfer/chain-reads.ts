@@ -14,14 +14,17 @@ export interface MinedVersion {
 /**
  * The receipt of whichever version is mined, waiting at most `waitMs` for one to appear. Not viem's
  * waitForTransactionReceipt: that follows one hash, and here any of several versions sharing a nonce may be the one
- * the chain took, each read through the same lagging-node-aware `receipt`.
+ * the chain took, each read through the same lagging-node-aware `receipt`. `lookedJustNow`: the caller found none a
+ * moment ago, so the first look waits a poll interval too.
  */
 export async function findMined(
   deps: StageDeps,
   versions: readonly TransferVersion[],
   waitMs: number,
+  options: { lookedJustNow?: boolean } = {},
 ): Promise<MinedVersion | null> {
   const deadline = Date.now() + waitMs;
+  if (options.lookedJustNow) await new Promise((resolve) => setTimeout(resolve, RECEIPT_POLL_MS));
   for (;;) {
     const receipts = await Promise.all(versions.map((v) => deps.wallet.receipt(v.tx_hash as Hex)));
     const index = receipts.findIndex((r) => r !== null);

@@ -283,7 +283,7 @@ async function waitForReceipt(
   const waitMs = deps.settings.transfer.receiptWaitMs - (Date.now() - latest.created_at.getTime());
   if (waitMs <= 0) return null;
   if ((await deps.wallet.nonceAt('latest')) < Number(transfer.nonce)) return null;
-  return findMined(deps, versions, waitMs);
+  return findMined(deps, versions, waitMs, { lookedJustNow: true });
 }
 
 /**
