@@ -320,6 +320,8 @@ export interface PayoutsTable {
   poll_deadline_at: NullableTimestamp;
   approved_by: OptionalText;
   approved_at: NullableTimestamp;
+  /** When the payout first became exchange_requested (set by a trigger, never cleared): null, ChangeNow holds none. */
+  exchange_asked_at: ColumnType<Date | null, never, never>;
   completed_at: NullableTimestamp;
   top_ups: Generated<number>;
   /** Times the reconciler re-queued its job, and when it last did. */

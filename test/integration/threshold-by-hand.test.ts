@@ -19,6 +19,7 @@ import { checkLedger } from '../../src/ledger/index.ts';
 import type { StageDeps } from '../../src/pipeline/index.ts';
 import { conversionTransferHooks } from '../../src/pipeline/conversion/run.ts';
 import { payoutTransferHooks, runPayout } from '../../src/pipeline/payout/run.ts';
+import { applyPayoutAction } from '../../src/pipeline/payout/review.ts';
 import { openingSettings } from '../../src/pipeline/payout/send-at-opening.ts';
 import { runThresholdCheck } from '../../src/pipeline/payout/threshold.ts';
 import { confirmTransfer, sendTransfer } from '../../src/pipeline/transfer/index.ts';
@@ -185,6 +186,89 @@ describe('a threshold batch sent as it is opened', () => {
           send: false,
         });
     }
+    expect((await checkLedger(db.db)).problems).toEqual([]);
+  });
+});
+
+describe("asking ChangeNow for a batch's exchange", () => {
+  /** `base` with its ChangeNow client's list calls counted (the real client, over HTTP to the simulator). */
+  function countingLists(base: StageDeps): { deps: StageDeps; lists: () => number } {
+    let lists = 0;
+    const exchange = {
+      ...base.exchange,
+      listExchanges: (filter: Parameters<StageDeps['exchange']['listExchanges']>[0]) => {
+        lists += 1;
+        return base.exchange.listExchanges(filter);
+      },
+    };
+    return { deps: { ...base, exchange }, lists: () => lists };
+  }
+
+  function exchangesFor(payoutId: string) {
+    return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+  }
+
+  async function tronBatch(channelId: string) {
+    await creditedThresholdChannel(db, outside, channelId, CREDIT, { network: 'trx', wallet: TRON_WALLET });
+    expect((await runThresholdCheck(db.db, [channelId])).batchIds).toHaveLength(1);
+    return payout(channelId);
+  }
+
+  it('a batch never asked for an exchange is asked without listing first', async () => {
+    const batch = await tronBatch('-1008600000001');
+    expect(batch).toMatchObject({ status: 'pending', exchange_asked_at: null });
+    const counted = countingLists(deps);
+    await runJobByHand(db, `payout_run:${batch.payout_id}`, () => runPayout(counted.deps, batch.payout_id));
+
+    const [exchange] = exchangesFor(batch.payout_id);
+    expect(exchangesFor(batch.payout_id)).toHaveLength(1);
+    expect(await payout('-1008600000001')).toMatchObject({
+      status: 'exchange_created',
+      exchange_id: exchange?.id,
+      exchange_asked_at: expect.any(Date),
+    });
+    expect(counted.lists()).toBe(0);
+  });
+
+  it('one asked whose answer was lost, then held and resumed as pending, adopts that exchange and asks for no other', async () => {
+    const channelId = '-1008600000002';
+    const batch = await tronBatch(channelId);
+    // ChangeNow created the exchange; the answer never reached the run.
+    const losing = workerStageDeps(db, outside, {
+      crashPoint: (name) => {
+        if (name === 'payout_after_exchange_created') throw new Error('answer lost');
+      },
+    });
+    await expect(
+      runJobByHand(db, `payout_run:${batch.payout_id}`, () => runPayout(losing, batch.payout_id)),
+    ).rejects.toThrow('answer lost');
+    expect(exchangesFor(batch.payout_id)).toHaveLength(1);
+    const asked = await payout(channelId);
+    expect(asked).toMatchObject({ status: 'exchange_requested', exchange_id: null, attempts: 1 });
+
+    // The owner changes the channel's destination: under WALLET_CHANGE_HOLD the next run holds the batch.
+    await db.pool.query('update channels set payout_network = $2, wallet_address = $3 where channel_id = $1', [
+      channelId,
+      'eth',
+      freshWallet(),
+    ]);
+    const holding = workerStageDeps(db, outside, { env: { WALLET_CHANGE_HOLD: '1h' } });
+    await runPayout(holding, batch.payout_id);
+    expect(await payout(channelId)).toMatchObject({ status: 'held' });
+
+    // A person retries it: pending again, as a payout never asked would be.
+    const retried = await applyPayoutAction(db.db, batch.payout_id, 'retry', 'alice', { pollDeadlineMs: 60_000 });
+    expect(retried).toMatchObject({ from: 'held', to: 'pending' });
+    expect(await payout(channelId)).toMatchObject({ status: 'pending', exchange_asked_at: asked.exchange_asked_at });
+
+    const counted = countingLists(deps);
+    await runJobByHand(db, `payout_run:${batch.payout_id}`, () => runPayout(counted.deps, batch.payout_id));
+    const exchanges = exchangesFor(batch.payout_id);
+    expect(exchanges).toHaveLength(1);
+    const recorded = await payout(channelId);
+    expect(recorded).toMatchObject({ status: 'exchange_created', exchange_id: exchanges[0]?.id });
+    expect(recorded.payin_address?.toLowerCase()).toBe(exchanges[0]?.payinAddress.toLowerCase());
+    expect(counted.lists()).toBe(1);
     expect((await checkLedger(db.db)).problems).toEqual([]);
   });
 });

@@ -615,11 +615,13 @@ async function createPayoutExchange(deps: StageDeps, payout: Payout): Promise<vo
 
 /**
  * Look before asking: an earlier attempt may have asked ChangeNow and died before recording the answer (and the
- * payout may have been held or approved since). The exchange found, null when there is none, or STOPPED when what
- * ChangeNow holds sent the payout to review.
+ * payout may have been held or approved since). The exchange found, null when there is none (or the payout was never
+ * asked for one: no call then), or STOPPED when what ChangeNow holds sent the payout to review.
  */
 async function findEarlierExchange(deps: StageDeps, payout: Payout): Promise<Payin | null | typeof STOPPED> {
   const payoutId = payout.payout_id;
+  // Never asked (the intent comes before every request, and its first time is kept): ChangeNow can hold none.
+  if (payout.exchange_asked_at === null && payout.status === 'pending') return null;
   // An exchange that expired without a deposit is dead and harmless.
   const found = (await deps.exchange.listExchanges({ userId: payoutId })).filter(
     (e) => !(e.status === 'expired' && e.payinHash === null && e.amountFrom === null),
