@@ -24,3 +24,25 @@ export async function withRunLock<T>(locks: Db, key: string, run: () => Promise<
     }
   });
 }
+
+/**
+ * withRunLock for several subjects on one connection: `run` gets the keys this call holds (another run holds the
+ * rest, which the caller leaves alone). All of them are released when `run` ends.
+ */
+export async function withRunLocks<T>(
+  locks: Db,
+  keys: readonly string[],
+  run: (held: ReadonlySet<string>) => Promise<T>,
+): Promise<T> {
+  return locks.connection().execute(async (conn) => {
+    const { rows } = await sql<{ key: string }>`
+      select k as key from unnest(${[...keys]}::text[]) as k where pg_try_advisory_lock(hashtext(k))`.execute(conn);
+    const held = new Set(rows.map((r) => r.key));
+    try {
+      return await run(held);
+    } finally {
+      if (held.size > 0)
+        await sql`select pg_advisory_unlock(hashtext(k)) from unnest(${[...held]}::text[]) as k`.execute(conn);
+    }
+  });
+}

@@ -13,7 +13,10 @@ import { accounts, checkLedger, inLedgerGroup, postJournal } from '../../src/led
 import { createLogger } from '../../src/log.ts';
 import { applyPayoutAction, type StageDeps } from '../../src/pipeline/index.ts';
 import { openQueuedPayouts } from '../../src/pipeline/payout/open-set.ts';
-import { openInstantPayout } from '../../src/pipeline/payout/run.ts';
+import { ASK_FALLBACK_MS } from '../../src/pipeline/payout/ask-at-opening.ts';
+import { openInstantPayout, runPayout } from '../../src/pipeline/payout/run.ts';
+import { RunLocked } from '../../src/pipeline/run-lock.ts';
+import { DEFAULT_PAIRS } from '../../src/simulators/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { bookHostFunding } from '../support/ledger-chain.ts';
 import { eventually, startOutside, type Outside } from '../support/outside.ts';
@@ -125,12 +128,71 @@ async function expectOpenedOnce(p: { paymentId: string; channelId: string }): Pr
   return payout;
 }
 
+/** `base` with its ChangeNow client's calls counted (the real client, over HTTP to the simulator). */
+function countingCalls(base: StageDeps) {
+  const calls = { estimate: 0, createExchange: 0, listExchanges: 0 };
+  const cn = base.exchange;
+  const exchange: StageDeps['exchange'] = {
+    ...cn,
+    estimate: (request) => ((calls.estimate += 1), cn.estimate(request)),
+    createExchange: (request) => ((calls.createExchange += 1), cn.createExchange(request)),
+    listExchanges: (filter) => ((calls.listExchanges += 1), cn.listExchanges(filter)),
+  };
+  return { deps: { ...base, exchange }, calls };
+}
+
+function exchangesFor(payoutId: string) {
+  return [...outside.sim.exchanges.values()].filter((e) => e.userId === payoutId);
+}
+
+/**
+ * The payout's exchange recorded as its run records one: `exchange_created` with the one exchange ChangeNow holds for
+ * it, asked as the run asks, the transfer intent paying its payin address, and no run left.
+ */
+async function expectExchangeRecorded(payout: OpenedPayout): Promise<void> {
+  const { rows } = await db.pool.query(
+    'select status, exchange_id, payin_address, expected_amount_out, exchange_asked_at, transfer_id from payouts where payout_id = $1',
+    [payout.payout_id],
+  );
+  const exchanges = exchangesFor(payout.payout_id);
+  expect(exchanges).toHaveLength(1);
+  const exchange = exchanges[0]!;
+  expect(exchange).toMatchObject({
+    fromCurrency: 'eth',
+    fromNetwork: 'eth',
+    toCurrency: 'usdt',
+    toNetwork: 'trx',
+    expectedAmountFrom: '0.0047239',
+    payoutAddress: TRON_WALLET,
+    refundAddress: outside.hostAddress,
+  });
+  expect(rows[0]).toMatchObject({
+    status: 'exchange_created',
+    exchange_id: exchange.id,
+    payin_address: exchange.payinAddress,
+    expected_amount_out: exchange.expectedAmountTo,
+    exchange_asked_at: expect.any(Date),
+  });
+  const transfers = await transfersOf(payout.payout_id);
+  expect(transfers).toEqual([
+    {
+      transfer_id: rows[0].transfer_id,
+      status: 'intent',
+      amount: NET_WEI.toString(),
+      to_address: exchange.payinAddress,
+    },
+  ]);
+  expect(await jobWithKeyExists(db.db, `transfer_send:${rows[0].transfer_id}`)).toBe(true);
+  expect(await jobWithKeyExists(db.db, `payout_run:${payout.payout_id}`)).toBe(false);
+}
+
 describe('a payout_instant run opens the queued payouts with its own', () => {
-  it('each once, in one commit: direct ones sent with their transfers, the others with their runs queued, the payments’ jobs removed', async () => {
+  it('each once, in one commit: direct ones sent with their transfers, the others asked for their exchanges, the payments’ jobs removed', async () => {
     const directs = [await direct(), await direct()];
     const exchanges = [await viaExchange(), await viaExchange()];
 
-    await openQueuedPayouts(deps);
+    const counted = countingCalls(deps);
+    await openQueuedPayouts(counted.deps);
 
     for (const p of directs) {
       const payout = await expectOpenedOnce(p);
@@ -150,10 +212,11 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     }
     for (const p of exchanges) {
       const payout = await expectOpenedOnce(p);
-      expect(payout).toMatchObject({ status: 'pending', transfer_id: null, wallet_address: TRON_WALLET });
-      expect(await jobWithKeyExists(db.db, `payout_run:${payout.payout_id}`)).toBe(true);
+      await expectExchangeRecorded(payout);
       expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
     }
+    // One estimate and one create per exchange payout, as its run asks, and no list: it was never asked before.
+    expect(counted.calls).toEqual({ estimate: 2, createExchange: 2, listExchanges: 0 });
     expect((await checkLedger(db.db)).ok).toBe(true);
 
     // A removed job that a worker had already taken runs anyway: it finds the payout opened and opens nothing more.
@@ -162,8 +225,8 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
       await openInstantPayout(deps, p.paymentId);
       const after = await expectOpenedOnce(p);
       expect(after.payout_id).toBe(before[0]?.payout_id);
-      // A direct one stays sent with its one transfer; an exchange one is left to its payout_run job.
-      expect(await transfersOf(after.payout_id)).toHaveLength(after.status === 'pending' ? 0 : 1);
+      // Each keeps its one transfer: a direct one sent, an exchange one with its exchange.
+      expect(await transfersOf(after.payout_id)).toHaveLength(1);
     }
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
@@ -173,7 +236,8 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     await Promise.all([openQueuedPayouts(deps), openQueuedPayouts(workerStageDeps(db, outside))]);
     for (const p of payments) {
       const payout = await expectOpenedOnce(p);
-      expect(await transfersOf(payout.payout_id)).toHaveLength(payout.status === 'sent' ? 1 : 0);
+      expect(await transfersOf(payout.payout_id)).toHaveLength(1);
+      if (payout.status !== 'sent') await expectExchangeRecorded(payout);
       expect(await jobWithKeyExists(db.db, `payout_instant:${p.paymentId}`)).toBe(false);
     }
     expect((await checkLedger(db.db)).ok).toBe(true);
@@ -181,7 +245,8 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
 
   it('a removed job a worker had taken, meeting its payout run by another, ends without an error it could not retry', async () => {
     const p = await viaExchange();
-    await openQueuedPayouts(deps);
+    // Above PAYOUT_APPROVAL_ABOVE_USD: opened pending, left to its run.
+    await openQueuedPayouts(workerStageDeps(db, outside, { env: { PAYOUT_APPROVAL_ABOVE_USD: '1' } }));
     const payout = await expectOpenedOnce(p);
     const runner = await db.pool.connect();
     try {
@@ -352,6 +417,176 @@ describe('a payout_instant run opens the queued payouts with its own', () => {
     for (const p of [a, b]) await openInstantPayout(deps, p.paymentId);
     expect((await expectOpenedOnce(a)).status).toBe('sent');
     await expectOpenedOnce(b);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
+
+describe('exchanges asked for by the set that opens their payouts', () => {
+  /** The payout's state, its run's due time, and its transfers. */
+  async function leftToItsRun(payoutId: string) {
+    const { rows } = await db.pool.query(
+      `select p.status, p.exchange_asked_at is not null as asked, j.run_at
+       from payouts p left join graphile_worker.jobs j on j.key = 'payout_run:' || p.payout_id
+       where p.payout_id = $1`,
+      [payoutId],
+    );
+    return { ...rows[0], transfers: (await transfersOf(payoutId)).length };
+  }
+
+  async function runItsJob(payoutId: string, with_: StageDeps = deps): Promise<void> {
+    const { rowCount } = await db.pool.query('delete from graphile_worker._private_jobs where key = $1', [
+      `payout_run:${payoutId}`,
+    ]);
+    expect(rowCount).toBe(1);
+    await runPayout(with_, payoutId);
+  }
+
+  it('ChangeNow down: the payout is left pending to its run, due later, which asks and records it once', async () => {
+    const p = await viaExchange();
+    await outside.sim.setFault('down');
+    const opened = Date.now();
+    try {
+      await openQueuedPayouts(deps);
+    } finally {
+      await outside.sim.setFault('none');
+    }
+    const payout = await expectOpenedOnce(p);
+    const left = await leftToItsRun(payout.payout_id);
+    // The estimate failed: no intent recorded, nothing asked.
+    expect(left).toMatchObject({ status: 'pending', asked: false, transfers: 0 });
+    expect(left.run_at.getTime()).toBeGreaterThanOrEqual(opened + ASK_FALLBACK_MS - 1_000);
+    expect(exchangesFor(payout.payout_id)).toEqual([]);
+
+    const counted = countingCalls(deps);
+    await runItsJob(payout.payout_id, counted.deps);
+    await expectExchangeRecorded(payout);
+    expect(counted.calls).toEqual({ estimate: 1, createExchange: 1, listExchanges: 0 });
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('the answer lost after ChangeNow created the exchange: the run finds that one and records it, asking for no other', async () => {
+    const p = await viaExchange();
+    const sink = logSink();
+    await openQueuedPayouts(
+      workerStageDeps(db, outside, {
+        logger: createLogger({ level: 'info', destination: sink.stream }),
+        crashPoint: (name) => {
+          if (name === 'payout_after_exchange_created') throw new Error('answer lost');
+        },
+      }),
+    );
+    expect(sink.lines.filter((l) => l.event === 'payout_ask_left')).toHaveLength(1);
+    const payout = await expectOpenedOnce(p);
+    expect(await leftToItsRun(payout.payout_id)).toMatchObject({
+      status: 'exchange_requested',
+      asked: true,
+      transfers: 0,
+    });
+    expect(exchangesFor(payout.payout_id)).toHaveLength(1);
+
+    const counted = countingCalls(deps);
+    await runItsJob(payout.payout_id, counted.deps);
+    await expectExchangeRecorded(payout);
+    expect(counted.calls).toEqual({ estimate: 0, createExchange: 0, listExchanges: 1 });
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('one call failing leaves the set no call under way: the others are recorded or left, each exchange once', async () => {
+    const payments = [await viaExchange(), await viaExchange(), await viaExchange()];
+    let creates = 0;
+    const failing = workerStageDeps(db, outside);
+    const cn = failing.exchange;
+    // The first create fails at once; the other two are still under way at ChangeNow when it does.
+    const slowOrFailing: StageDeps = {
+      ...failing,
+      exchange: {
+        ...cn,
+        createExchange: async (request) => {
+          creates += 1;
+          if (creates === 1) throw new Error('connection reset');
+          await new Promise((r) => setTimeout(r, 300));
+          return cn.createExchange(request);
+        },
+      },
+    };
+    await openQueuedPayouts(slowOrFailing);
+    const payouts = await Promise.all(payments.map((p) => expectOpenedOnce(p)));
+    const states = await Promise.all(payouts.map((p) => leftToItsRun(p.payout_id)));
+    // Both others were answered and recorded before the run locks were released.
+    expect(states.filter((s) => s.status === 'exchange_created')).toHaveLength(2);
+    const left = payouts.find((_, i) => states[i]!.status === 'exchange_requested')!;
+    expect(exchangesFor(left.payout_id)).toEqual([]);
+    await runItsJob(left.payout_id);
+    for (const payout of payouts) await expectExchangeRecorded(payout);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it("below ChangeNow's minimum: the estimate holds the payout as its run would, no intent, no exchange", async () => {
+    const p = await viaExchange();
+    outside.sim.setPair('eth/eth->usdt/trx', { ...DEFAULT_PAIRS['eth/eth->usdt/trx']!, minAmount: '1' });
+    try {
+      await openQueuedPayouts(deps);
+    } finally {
+      outside.sim.setPair('eth/eth->usdt/trx', DEFAULT_PAIRS['eth/eth->usdt/trx']!);
+    }
+    const payout = await expectOpenedOnce(p);
+    const { rows } = await db.pool.query('select status, reason, exchange_asked_at from payouts where payout_id = $1', [
+      payout.payout_id,
+    ]);
+    expect(rows[0]).toMatchObject({ status: 'held', exchange_asked_at: null });
+    expect(rows[0].reason).toMatch(/^below ChangeNow's minimum for eth → usdt\/trx: /);
+    expect(exchangesFor(payout.payout_id)).toEqual([]);
+    expect(await transfersOf(payout.payout_id)).toEqual([]);
+    // Its run waits for the hold's end.
+    expect((await leftToItsRun(payout.payout_id)).run_at.getTime()).toBeGreaterThan(Date.now() + 30 * 60_000);
+  });
+
+  it('an answer unlike the request is never funded: the payout goes to review as its run would send it', async () => {
+    const p = await viaExchange();
+    outside.sim.failNextExchange('wrong_payout_address');
+    const sink = logSink();
+    await openQueuedPayouts(
+      workerStageDeps(db, outside, { logger: createLogger({ level: 'info', destination: sink.stream }) }),
+    );
+    const payout = await expectOpenedOnce(p);
+    const [exchange] = exchangesFor(payout.payout_id);
+    const { rows } = await db.pool.query('select status, reason from payouts where payout_id = $1', [payout.payout_id]);
+    expect(rows[0]).toEqual({
+      status: 'needs_review',
+      reason: `ChangeNow created exchange ${exchange!.id} unlike the request: payoutAddress ${exchange!.payoutAddress} (asked ${TRON_WALLET}); not funded`,
+    });
+    expect(await transfersOf(payout.payout_id)).toEqual([]);
+    expect(sink.lines.filter((l) => l.alert === 'exchange_mismatch' && l.payoutId === payout.payout_id)).toHaveLength(
+      1,
+    );
+    // Its run, due later, finds it in review and leaves it there.
+    await runItsJob(payout.payout_id);
+    expect(await leftToItsRun(payout.payout_id)).toMatchObject({ status: 'needs_review', transfers: 0 });
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+
+  it('a run of the payout while the set asks is refused by its run lock; one exchange, recorded once', async () => {
+    const p = await viaExchange();
+    await outside.sim.setFault('slow', { slowMs: 1_500 });
+    let opening: Promise<void>;
+    try {
+      opening = openQueuedPayouts(deps);
+      let asking = '';
+      await eventually('the payout opened, its exchange being asked for', async () => {
+        const { rows } = await db.pool.query(
+          "select payout_id from payouts where payment_id = $1 and status = 'exchange_requested'",
+          [p.paymentId],
+        );
+        asking = rows[0]?.payout_id ?? '';
+        return asking !== '';
+      });
+      await expect(runPayout(deps, asking)).rejects.toBeInstanceOf(RunLocked);
+      await opening;
+    } finally {
+      await outside.sim.setFault('none');
+    }
+    const payout = await expectOpenedOnce(p);
+    await expectExchangeRecorded(payout);
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 });

@@ -11,10 +11,10 @@ alter table payouts add column exchange_asked_at timestamptz;
 
 create function payrail_payout_exchange_asked() returns trigger language plpgsql as $$
 begin
-  if new.status = 'exchange_requested' and new.exchange_asked_at is null then
-    new.exchange_asked_at := now();
-  elsif tg_op = 'UPDATE' and old.exchange_asked_at is not null then
+  if tg_op = 'UPDATE' and old.exchange_asked_at is not null then
     new.exchange_asked_at := old.exchange_asked_at;
+  elsif new.status = 'exchange_requested' and new.exchange_asked_at is null then
+    new.exchange_asked_at := now();
   end if;
   return new;
 end;

@@ -14,16 +14,19 @@
  *
  * A direct payout (the owner takes ETH on Ethereum) whose run could only record its transfer (no approval to ask, a
  * valid address, no wallet change on hold) is moved to `sent` with its transfer intent in the same transaction, as
- * its run would. Every other payout opened in the set gets its payout_run job, which does the rest: an exchange, an
- * approval, a hold, a review.
+ * its run would. An exchange payout with the same nothing to check first is recorded with its intent, and the same
+ * job asks ChangeNow for its exchange after the commit (ask-at-opening.ts). Every other payout opened in the set gets
+ * its payout_run job, which does the rest: an approval, a hold, a review.
  */
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../../db/index.ts';
 import { queuedKeysOf, removeJobs } from '../../jobs/index.ts';
 import { accounts, inLedgerGroup, postJournals } from '../../ledger/index.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { newPayoutId, enqueuePayoutRuns } from './run.ts';
-import { openingSettings, sendOpened, sendsAtOpening } from './send-at-opening.ts';
+import { withRunLocks } from '../run-lock.ts';
+import { ASK_FALLBACK_MS, askOpened, type AskedAtOpening } from './ask-at-opening.ts';
+import { enqueuePayoutRuns, isDirect, newPayoutId, payoutRunLock } from './run.ts';
+import { nothingToCheckFirst, openingSettings, sendOpened, sendsAtOpening } from './send-at-opening.ts';
 
 /** The most payouts one run opens besides its own: their payments are locked and booked together. */
 export const OPEN_SET_MAX = 32;
@@ -58,8 +61,10 @@ interface Opening {
   readonly payoutCurrency: string;
   readonly payoutNetwork: string;
   readonly walletAddress: string;
-  /** Moved to `sent` with its transfer in the set; otherwise its payout_run job does the rest. */
+  /** Moved to `sent` with its transfer in the set. */
   readonly sendNow: boolean;
+  /** Recorded `exchange_requested`, its exchange asked for by the set (ask-at-opening.ts). */
+  readonly askNow: boolean;
 }
 
 /**
@@ -72,30 +77,56 @@ export async function openQueuedPayouts(deps: StageDeps): Promise<void> {
     const keys = await queuedKeysOf(deps.db, 'payout_instant', OPEN_SET_MAX);
     const paymentIds = keys.filter((k) => k.startsWith(JOB_KEY_PREFIX)).map((k) => k.slice(JOB_KEY_PREFIX.length));
     if (paymentIds.length === 0) return;
-    const opened = await deps.db.transaction().execute(async (trx) => {
-      const openings = (await lockCandidates(trx, paymentIds)).flatMap((c) => {
-        const opening = openingOf(deps, c);
-        return opening ? [opening] : [];
+    // The payouts' ids are drawn first, so that their run locks are held before the commit that queues their runs.
+    const payoutIds = paymentIds.map(() => newPayoutId());
+    await withRunLocks(deps.runLocks, payoutIds.map(payoutRunLock), async (held) => {
+      const opened = await deps.db.transaction().execute(async (trx) => {
+        const fresh = payoutIds.filter((id) => held.has(payoutRunLock(id)));
+        const openings = (await lockCandidates(trx, paymentIds)).flatMap((c) => {
+          const opening = openingOf(deps, c, fresh);
+          return opening ? [opening] : [];
+        });
+        if (openings.length > 0) await bookOpenings(deps, trx, openings);
+        return openings;
       });
-      if (openings.length > 0) await bookOpenings(deps, trx, openings);
-      return openings;
+      logOpened(deps, opened);
+      await askOpened(deps, opened.filter((o) => o.askNow).map(askedOf));
     });
-    if (opened.length === 0) return;
-    for (const o of opened.filter((x) => x.sendNow))
-      deps.logger.info(
-        { event: 'payout_transfer_created', payoutId: o.payoutId, paymentId: o.paymentId, asset: 'eth' },
-        'direct payout transfer recorded',
-      );
-    deps.logger.info(
-      { event: 'payout_open_set', opened: opened.length, sent: opened.filter((o) => o.sendNow).length },
-      'queued instant payouts opened together',
-    );
   } catch (error) {
     deps.logger.warn(
       { event: 'payout_open_set_failed', err: error },
       'opening queued instant payouts together failed: each is opened by its own job',
     );
   }
+}
+
+function askedOf(o: Opening): AskedAtOpening {
+  return {
+    payoutId: o.payoutId,
+    asset: 'eth',
+    amount: o.net,
+    payoutCurrency: o.payoutCurrency,
+    payoutNetwork: o.payoutNetwork,
+    walletAddress: o.walletAddress,
+  };
+}
+
+function logOpened(deps: StageDeps, opened: readonly Opening[]): void {
+  if (opened.length === 0) return;
+  for (const o of opened.filter((x) => x.sendNow))
+    deps.logger.info(
+      { event: 'payout_transfer_created', payoutId: o.payoutId, paymentId: o.paymentId, asset: 'eth' },
+      'direct payout transfer recorded',
+    );
+  deps.logger.info(
+    {
+      event: 'payout_open_set',
+      opened: opened.length,
+      sent: opened.filter((o) => o.sendNow).length,
+      asking: opened.filter((o) => o.askNow).length,
+    },
+    'queued instant payouts opened together',
+  );
 }
 
 /**
@@ -119,15 +150,20 @@ async function lockCandidates(trx: Transaction<Database>, paymentIds: readonly s
   return rows;
 }
 
-/** What the payment's own run would open, when it is the plain case; null leaves it to that run. */
-function openingOf(deps: StageDeps, c: Candidate): Opening | null {
+/**
+ * What the payment's own run would open, when it is the plain case; null leaves it to that run. Its payout id is the
+ * next of `ids` (their run locks held); none left: the payment is left to its run too.
+ */
+function openingOf(deps: StageDeps, c: Candidate, ids: string[]): Opening | null {
   if (c.payout_strategy !== 'instant' || c.credited_at === null || c.asset !== 'eth') return null;
   if (c.review_reason !== null || c.reversed_at !== null) return null;
   if (!c.has_channel || c.payout_currency === null || c.payout_network === null || c.wallet_address === null)
     return null;
   const net = BigInt(c.net_amount ?? '0');
   if (net <= 0n) return null;
-  const sendNow = sendsAtOpening(openingSettings(deps), {
+  const payoutId = ids.shift();
+  if (payoutId === undefined) return null;
+  const opened = {
     asset: c.asset,
     amount: net,
     payout_currency: c.payout_currency,
@@ -136,9 +172,11 @@ function openingOf(deps: StageDeps, c: Candidate): Opening | null {
     wallet_changed_at: c.wallet_changed_at,
     now: c.now,
     address_format: c.address_format,
-  });
+  } as const;
+  const settings = openingSettings(deps);
+  const sendNow = sendsAtOpening(settings, opened);
   return {
-    payoutId: newPayoutId(),
+    payoutId,
     paymentId: c.payment_id,
     channelId: c.channel_id,
     net,
@@ -146,6 +184,7 @@ function openingOf(deps: StageDeps, c: Candidate): Opening | null {
     payoutNetwork: c.payout_network,
     walletAddress: c.wallet_address,
     sendNow,
+    askNow: !sendNow && !isDirect(opened) && nothingToCheckFirst(settings, opened),
   };
 }
 
@@ -185,10 +224,13 @@ async function bookOpenings(deps: StageDeps, trx: Transaction<Database>, opening
       .filter((o) => o.sendNow)
       .map((o) => ({ payoutId: o.payoutId, asset: 'eth', to: o.walletAddress, amount: o.net })),
   );
+  const asking = openings.filter((o) => o.askNow).map((o) => o.payoutId);
   await enqueuePayoutRuns(
     trx,
-    openings.filter((o) => !o.sendNow).map((o) => o.payoutId),
+    openings.filter((o) => !o.sendNow && !o.askNow).map((o) => o.payoutId),
   );
+  // Due once the set has had its time to ask: whatever it did not record, the run finishes (ask-at-opening.ts).
+  await enqueuePayoutRuns(trx, asking, new Date(Date.now() + ASK_FALLBACK_MS));
   await removeJobs(
     trx,
     openings.map((o) => `${JOB_KEY_PREFIX}${o.paymentId}`),

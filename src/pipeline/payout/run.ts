@@ -73,13 +73,26 @@ export function enqueuePayoutRun(trx: Transaction<Database>, payoutId: string, r
 }
 
 /** enqueuePayoutRun for several payouts opened together, in one statement. */
-export function enqueuePayoutRuns(trx: Transaction<Database>, payoutIds: readonly string[]): Promise<void> {
+export function enqueuePayoutRuns(
+  trx: Transaction<Database>,
+  payoutIds: readonly string[],
+  runAt?: Date,
+): Promise<void> {
   return enqueueEach(
     trx,
     'payout_run',
-    payoutIds.map((payoutId) => ({ payload: { payoutId }, jobKey: `payout_run:${payoutId}` })),
-    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS },
+    payoutIds.map((payoutId) => ({ payload: { payoutId }, jobKey: payoutRunKey(payoutId) })),
+    { jobKeyMode: 'replace', maxAttempts: PAYOUT_JOB_MAX_ATTEMPTS, ...(runAt && { runAt }) },
   );
+}
+
+export function payoutRunKey(payoutId: string): string {
+  return `payout_run:${payoutId}`;
+}
+
+/** The run lock of a payout: one run at a time, and none while a set asks for its exchange (ask-at-opening.ts). */
+export function payoutRunLock(payoutId: string): string {
+  return `payout:${payoutId}`;
 }
 
 export function enqueuePayoutPoll(trx: Transaction<Database>, payoutId: string, runAt: Date): Promise<void> {
@@ -117,7 +130,10 @@ async function lockedStatus(trx: Transaction<Database>, payoutId: string): Promi
 }
 
 /** A payout's exchange: the payout's amount from the host wallet, out to the owner's wallet, any refund back. */
-function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
+export function askFor(
+  deps: Pick<StageDeps, 'hostAddress'>,
+  payout: Pick<Payout, 'asset' | 'amount' | 'payout_currency' | 'payout_network' | 'wallet_address'>,
+): ExchangeAsk {
   return {
     fromCurrency: payout.asset,
     fromNetwork: 'eth',
@@ -129,7 +145,7 @@ function askFor(deps: StageDeps, payout: Payout): ExchangeAsk {
   };
 }
 
-function amountText(payout: Payout): string {
+function amountText(payout: Pick<Payout, 'asset' | 'amount'>): string {
   return formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
 }
 
@@ -292,7 +308,7 @@ async function reserveInstantPayout(
  */
 export async function runPayout(deps: StageDeps, payoutId: string): Promise<void> {
   try {
-    await withRunLock(deps.runLocks, `payout:${payoutId}`, () => advance(deps, payoutId));
+    await withRunLock(deps.runLocks, payoutRunLock(payoutId), () => advance(deps, payoutId));
   } catch (error) {
     if (error instanceof RunLocked || error instanceof TransferNotReady) throw error;
     await recordFailure(deps, payoutId, error);
@@ -530,7 +546,11 @@ async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean>
 }
 
 /** A refusal that ends this run: below the minimum holds the payout, a refused pair or address sends it to review. */
-async function stopOnRefusal(deps: StageDeps, payout: Payout, error: unknown): Promise<boolean> {
+export async function stopOnRefusal(
+  deps: StageDeps,
+  payout: Pick<Payout, 'payout_id' | 'asset' | 'payout_currency' | 'payout_network'>,
+  error: unknown,
+): Promise<boolean> {
   if (!(error instanceof ChangeNowError) || error.kind !== 'permanent') return false;
   if (error.code === 'deposit_too_small') {
     await hold(

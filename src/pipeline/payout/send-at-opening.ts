@@ -44,8 +44,15 @@ export interface Opened {
 
 /** True when the payout's run would do nothing but record its transfer: a direct payout with nothing to ask first. */
 export function sendsAtOpening(settings: OpeningSettings, payout: Opened): boolean {
+  return isDirect(payout) && nothingToCheckFirst(settings, payout);
+}
+
+/**
+ * True when the payout's run would pass its checks without a call: no approval to ask (or to value through ChangeNow),
+ * a valid address for its pair, no wallet change on hold.
+ */
+export function nothingToCheckFirst(settings: OpeningSettings, payout: Opened): boolean {
   return (
-    isDirect(payout) &&
     noApprovalNeeded(settings, payout.asset, payout.amount) &&
     destinationProblem(payout, payout.address_format) === null &&
     walletHoldUntil(payout.wallet_changed_at, settings.walletChangeHoldMs, payout.now) === null
