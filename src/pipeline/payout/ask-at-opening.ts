@@ -20,9 +20,9 @@
 import { sql } from 'kysely';
 import { removeJobs } from '../../jobs/index.ts';
 import type { StageDeps } from '../interfaces.ts';
-import { createdMismatch, createdPayin, type Payin } from '../exchange-answer.ts';
+import type { Payin } from '../exchange-answer.ts';
 import { createTransfers } from '../transfer/index.ts';
-import { askFor, payoutRunKey, stopOnRefusal, toReview, UNLIKE_REQUEST } from './run.ts';
+import { createAsked, passesEstimate, payoutRunKey, type AskedPayout } from './run.ts';
 
 /** How long after its opening a payout the set asks for is left to its own run, if the set has not recorded it. */
 export const ASK_FALLBACK_MS = 30_000;
@@ -54,8 +54,8 @@ export async function askOpened(deps: StageDeps, payouts: readonly AskedAtOpenin
   if (payouts.length === 0) return;
   try {
     const calls = new Calls(deps);
-    const priced = await calls.each(payouts, (p) => passesEstimate(deps, p));
-    const requested = await recordIntents(deps, priced);
+    const passed = await calls.each(payouts, (p) => priced(deps, p));
+    const requested = await recordIntents(deps, passed);
     const answered = await calls.each(requested, (p) => create(deps, p));
     const recorded = await record(deps, answered);
     for (const a of recorded)
@@ -109,32 +109,21 @@ class Calls {
   }
 }
 
-/** What the run's refusal handling needs of the payout. */
-function asPayout(p: AskedAtOpening) {
+/** The payout as the run's steps read it. */
+function asPayout(p: AskedAtOpening): AskedPayout {
   return {
     payout_id: p.payoutId,
     asset: p.asset,
+    amount: p.amount.toString(),
     payout_currency: p.payoutCurrency,
     payout_network: p.payoutNetwork,
+    wallet_address: p.walletAddress,
   };
 }
 
-/** The run's estimate before its intent: a refusal holds the payout (below the minimum) or sends it to review. */
-async function passesEstimate(deps: StageDeps, payout: AskedAtOpening): Promise<AskedAtOpening | null> {
-  const request = askOf(deps, payout);
-  try {
-    await deps.exchange.estimate({
-      fromCurrency: request.fromCurrency,
-      fromNetwork: request.fromNetwork,
-      toCurrency: request.toCurrency,
-      toNetwork: request.toNetwork,
-      fromAmount: request.fromAmount,
-    });
-    return payout;
-  } catch (error) {
-    if (await stopOnRefusal(deps, asPayout(payout), error)) return null;
-    throw error;
-  }
+/** The run's estimate before its intent (run.ts passesEstimate): a refusal holds the payout or sends it to review. */
+async function priced(deps: StageDeps, payout: AskedAtOpening): Promise<AskedAtOpening | null> {
+  return (await passesEstimate(deps, asPayout(payout))) ? payout : null;
 }
 
 /** The intents, recorded together before any create: the payouts still pending move to exchange_requested. */
@@ -148,52 +137,10 @@ async function recordIntents(deps: StageDeps, payouts: readonly AskedAtOpening[]
   return payouts.filter((p) => requested.has(p.payoutId));
 }
 
-function askOf(deps: StageDeps, payout: AskedAtOpening) {
-  return askFor(deps, {
-    asset: payout.asset,
-    amount: payout.amount.toString(),
-    payout_currency: payout.payoutCurrency,
-    payout_network: payout.payoutNetwork,
-    wallet_address: payout.walletAddress,
-  });
-}
-
-/**
- * The payout's exchange as ChangeNow created it; null when there is none to record: refused (held or review, as
- * from its run), or unlike the request (review, never funded).
- */
+/** The payout's exchange as its run would ask for it (run.ts createAsked); null when there is none to record. */
 async function create(deps: StageDeps, payout: AskedAtOpening): Promise<Answered | null> {
-  const request = askOf(deps, payout);
-  let created;
-  try {
-    created = await deps.exchange.createExchange({
-      fromCurrency: request.fromCurrency,
-      fromNetwork: request.fromNetwork,
-      toCurrency: request.toCurrency,
-      toNetwork: request.toNetwork,
-      fromAmount: request.fromAmount,
-      address: request.payoutAddress,
-      refundAddress: request.refundAddress,
-      userId: payout.payoutId,
-      payload: { payoutId: payout.payoutId },
-    });
-  } catch (error) {
-    if (await stopOnRefusal(deps, asPayout(payout), error)) return null;
-    throw error;
-  }
-  deps.crashPoint?.('payout_after_exchange_created');
-  const wrong = createdMismatch(request, created);
-  if (wrong) {
-    // As from the run: never funded, and in review (a retry would find this exchange again).
-    await toReview(
-      deps,
-      payout.payoutId,
-      `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`,
-      'exchange_mismatch',
-    );
-    return null;
-  }
-  return { payout, payin: createdPayin(created) };
+  const payin = await createAsked(deps, asPayout(payout));
+  return payin === null ? null : { payout, payin };
 }
 
 /**

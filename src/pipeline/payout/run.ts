@@ -529,7 +529,7 @@ async function needsApproval(deps: StageDeps, payout: Payout): Promise<boolean> 
 }
 
 /** Asks ChangeNow whether the pair takes this amount before asking for an exchange. False when the payout stopped. */
-async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean> {
+export async function passesEstimate(deps: StageDeps, payout: AskedPayout): Promise<boolean> {
   try {
     await deps.exchange.estimate({
       fromCurrency: payout.asset,
@@ -546,7 +546,7 @@ async function passesEstimate(deps: StageDeps, payout: Payout): Promise<boolean>
 }
 
 /** A refusal that ends this run: below the minimum holds the payout, a refused pair or address sends it to review. */
-export async function stopOnRefusal(
+async function stopOnRefusal(
   deps: StageDeps,
   payout: Pick<Payout, 'payout_id' | 'asset' | 'payout_currency' | 'payout_network'>,
   error: unknown,
@@ -688,6 +688,21 @@ async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin |
     .executeTakeFirst();
   // Cancelled meanwhile: ask for nothing.
   if (!requested) return STOPPED;
+  return (await createAsked(deps, payout)) ?? STOPPED;
+}
+
+/** A payout as its exchange is asked for: what the request is made of, and what a refusal acts on. */
+export type AskedPayout = Pick<
+  Payout,
+  'payout_id' | 'asset' | 'amount' | 'payout_currency' | 'payout_network' | 'wallet_address'
+>;
+
+/**
+ * ChangeNow's create for the payout, its intent recorded: the exchange as created, or null when there is none to
+ * record (refused: held or review; unlike the request: review, never funded). Any other failure throws.
+ */
+export async function createAsked(deps: StageDeps, payout: AskedPayout): Promise<Payin | null> {
+  const payoutId = payout.payout_id;
   const ask = askFor(deps, payout);
   let created;
   try {
@@ -703,7 +718,7 @@ async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin |
       payload: { payoutId },
     });
   } catch (error) {
-    if (await stopOnRefusal(deps, payout, error)) return STOPPED;
+    if (await stopOnRefusal(deps, payout, error)) return null;
     throw error;
   }
   deps.crashPoint?.('payout_after_exchange_created');
@@ -716,7 +731,7 @@ async function requestExchange(deps: StageDeps, payout: Payout): Promise<Payin |
       `${UNLIKE_REQUEST.created} ${created.id} unlike the request: ${wrong}; not funded`,
       'exchange_mismatch',
     );
-    return STOPPED;
+    return null;
   }
   return createdPayin(created);
 }
