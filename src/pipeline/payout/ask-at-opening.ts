@@ -12,7 +12,8 @@
  * not finish (a failed call, a failed record, a crash) that run finishes as before: it lists the payout's exchanges
  * when it was asked, adopts the one found, or asks. The set holds the payouts' run locks from before the opening
  * commit until every one of its calls has settled and its record committed, so a run never asks at the same time.
- * The calls go ASKS_AT_ONCE at a time; the first failure that is not a refusal stops the set's later calls.
+ * The calls go ASKS_AT_ONCE at a time; the first failure that is not a refusal stops the set's later calls, and so
+ * does ASK_BUDGET_MS spent: a slow ChangeNow is each run's to wait out, with its own attempts.
  *
  * An answer unlike the request is never funded: the payout goes to review as from its run. A payout whose channel's
  * wallet changed since it was opened is left to its run, which checks the hold first.
@@ -25,7 +26,10 @@ import { createTransfers } from '../transfer/index.ts';
 import { createAsked, passesEstimate, payoutRunKey, type AskedPayout } from './run.ts';
 
 /** How long after its opening a payout the set asks for is left to its own run, if the set has not recorded it. */
-export const ASK_FALLBACK_MS = 30_000;
+export const ASK_FALLBACK_MS = 60_000;
+
+/** No group of calls starts once the set has spent this long: well within ASK_FALLBACK_MS with one more group. */
+const ASK_BUDGET_MS = 10_000;
 
 /** ChangeNow creates asked for at once by one set. */
 const ASKS_AT_ONCE = 4;
@@ -87,11 +91,20 @@ export async function askOpened(deps: StageDeps, payouts: readonly AskedAtOpenin
  */
 class Calls {
   private stopped = false;
+  private readonly until = Date.now() + ASK_BUDGET_MS;
   constructor(private readonly deps: StageDeps) {}
 
   async each<I, O>(items: readonly I[], call: (item: I) => Promise<O | null>): Promise<O[]> {
     const out: O[] = [];
     for (let i = 0; i < items.length && !this.stopped; i += ASKS_AT_ONCE) {
+      if (Date.now() > this.until) {
+        this.stopped = true;
+        this.deps.logger.warn(
+          { event: 'payout_ask_left', left: items.length - i },
+          "the set's time to ask ChangeNow is spent: its later payouts are left to their runs",
+        );
+        break;
+      }
       const settled = await Promise.allSettled(items.slice(i, i + ASKS_AT_ONCE).map(call));
       for (const result of settled) {
         if (result.status === 'fulfilled') {
