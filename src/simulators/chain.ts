@@ -65,7 +65,19 @@ export async function startLocalChain(options: LocalChainOptions): Promise<Local
   }
   if (running !== undefined)
     throw new Error(`port ${options.port} serves chain ${running}, not the local chain ${chainId}`);
-  const args = ['--host', '127.0.0.1', '--port', String(options.port), '--chain-id', String(chainId), '--silent'];
+  // Past its in-memory history, anvil writes every block's state under ~/.foundry/anvil/tmp and leaves it there when
+  // it stops: tens of GB after a day of tests and benches. Nothing here reads a state that old.
+  const args = [
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(options.port),
+    '--chain-id',
+    String(chainId),
+    '--silent',
+    '--max-persisted-states',
+    '0',
+  ];
   if (options.blockTimeSeconds !== undefined) args.push('--block-time', String(options.blockTimeSeconds));
   if (options.statePath) args.push('--state', options.statePath, '--state-interval', '2');
   const child = spawn(anvilBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
