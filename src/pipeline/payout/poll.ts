@@ -13,8 +13,9 @@ import type { Logger } from '../../log.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { ChainUnavailableError } from '../../integrations/wallet/index.ts';
 import { claimRefund } from '../refunds.ts';
-import { belowEstimate, statusMismatch } from '../exchange-answer.ts';
 import { followExchange, reportNoStatus } from '../follow-exchange.ts';
+import { judgeFinish } from './finished.ts';
+import { pollCompanions } from './poll-set.ts';
 import {
   completeIn,
   enqueuePayoutPoll,
@@ -64,20 +65,17 @@ async function onNoStatus(poll: Poll, error: ChangeNowError): Promise<void> {
 /** finished: completed with what ChangeNow paid the owner, unless the answer is not the one asked for. */
 async function onFinished(poll: Poll, status: ExchangeStatus): Promise<void> {
   const { deps, payout } = poll;
-  // Paid out elsewhere, or for another deposit than the one the chain shows sent: never booked as the owner's.
-  const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
-  const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);
-  if (wrong) {
+  const finish = judgeFinish(deps, payout, status);
+  if (finish.to === 'mismatch') {
     await toReview(
       deps,
       payout.payout_id,
-      `exchange ${status.id} finished unlike the request: ${wrong}`,
+      `exchange ${status.id} finished unlike the request: ${finish.wrong}`,
       'exchange_mismatch',
     );
     return;
   }
-  if (status.amountTo === null) {
-    // Completed would book an amount nobody stated as the owner's; a conversion in this case goes to review too.
+  if (finish.to === 'unverifiable') {
     await finishedToReview(
       poll,
       status,
@@ -86,21 +84,19 @@ async function onFinished(poll: Poll, status: ExchangeStatus): Promise<void> {
     );
     return;
   }
-  const below =
-    payout.expected_amount_out === null
-      ? null
-      : belowEstimate(payout.expected_amount_out, status.amountTo, payout.payout_currency, deps.settings.maxSlippage);
-  if (below) {
+  if (finish.to === 'below_estimate') {
     await finishedToReview(
       poll,
       status,
-      `exchange ${status.id} finished below its estimate: ${below}; the owner was paid that, not booked as completed`,
+      `exchange ${status.id} finished below its estimate: ${finish.below}; the owner was paid that, not booked as completed`,
       'payout_below_estimate',
     );
     return;
   }
   deps.crashPoint?.('payout_before_complete');
-  await complete(poll, status.amountTo, status.payoutHash);
+  await complete(poll, finish.amountOut, status.payoutHash);
+  // The payouts whose polls wait behind this one have likely finished too: they are completed together from here.
+  await pollCompanions(deps, payout);
 }
 
 /**
