@@ -15,9 +15,15 @@ export type Finish =
 /** A finished exchange judged against its payout: the request it was asked for, an amount stated, the estimate. */
 export function judgeFinish(
   deps: Pick<StageDeps, 'settings'>,
-  payout: Pick<Payout, 'amount' | 'asset' | 'wallet_address' | 'expected_amount_out' | 'payout_currency'>,
+  payout: Pick<
+    Payout,
+    'amount' | 'asset' | 'wallet_address' | 'expected_amount_out' | 'payout_currency' | 'exchange_id'
+  >,
   status: ExchangeStatus,
 ): Finish {
+  // The status of another exchange than the one recorded for the payout says nothing about it.
+  if (status.id !== payout.exchange_id)
+    return { to: 'mismatch', wrong: `id ${status.id} (asked ${payout.exchange_id})` };
   // Paid out elsewhere, or for another deposit than the one the chain shows sent: never booked as the owner's.
   const asked = formatUnits(BigInt(payout.amount), decimalsOf(payout.asset));
   const wrong = statusMismatch({ payoutAddress: payout.wallet_address, fromAmount: asked }, status, asked);

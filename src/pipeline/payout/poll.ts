@@ -94,9 +94,8 @@ async function onFinished(poll: Poll, status: ExchangeStatus): Promise<void> {
     return;
   }
   deps.crashPoint?.('payout_before_complete');
-  await complete(poll, finish.amountOut, status.payoutHash);
   // The payouts whose polls wait behind this one have likely finished too: they are completed together from here.
-  await pollCompanions(deps, payout);
+  if (await complete(poll, finish.amountOut, status.payoutHash)) await pollCompanions(deps, payout);
 }
 
 /**
@@ -116,13 +115,19 @@ async function finishedToReview(poll: Poll, status: ExchangeStatus, reason: stri
   });
 }
 
-async function complete(poll: Poll, amountOut: string, payoutHash: string | null): Promise<void> {
+/** True when this poll completed the payout (false: another poll, or a set, did it first). */
+async function complete(poll: Poll, amountOut: string, payoutHash: string | null): Promise<boolean> {
   const { deps, payout, log } = poll;
-  await deps.db.transaction().execute(async (trx) => {
+  const moved = await deps.db.transaction().execute(async (trx) => {
     const current = await payoutForUpdate(trx, payout.payout_id).executeTakeFirstOrThrow();
-    await completeIn(trx, current, { amountOut, payoutHash, counterparty: accounts.changenow(current.asset) });
+    return completeIn(trx, current, { amountOut, payoutHash, counterparty: accounts.changenow(current.asset) });
   });
-  log.info({ event: 'payout_completed', amountOut, currency: payout.payout_currency, payoutHash }, 'payout completed');
+  if (moved)
+    log.info(
+      { event: 'payout_completed', amountOut, currency: payout.payout_currency, payoutHash },
+      'payout completed',
+    );
+  return moved;
 }
 
 /** refunded: back on the channel's balance once the chain shows (nearly) all of it on the host wallet. */

@@ -866,7 +866,7 @@ export async function completeIn(
     reason?: string;
     from?: PayoutStatus;
   },
-): Promise<void> {
+): Promise<boolean> {
   const done = await trx
     .updateTable('payouts')
     .set({
@@ -881,7 +881,7 @@ export async function completeIn(
     .where('status', '=', result.from ?? 'sent')
     .returning('payout_id')
     .executeTakeFirst();
-  if (!done) return;
+  if (!done) return false;
   const amount = BigInt(payout.amount);
   const journal = await postJournal(trx, {
     kind: 'payout_completed',
@@ -894,6 +894,7 @@ export async function completeIn(
   if (!journal.posted) throw new Error(`payout ${payout.payout_id} already has a completion journal`);
   if (payout.kind === 'threshold')
     await enqueueReplacing(trx, 'threshold_check', { channelId: payout.channel_id }, payout.channel_id);
+  return true;
 }
 
 /**
