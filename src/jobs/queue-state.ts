@@ -227,3 +227,41 @@ export async function jobsOverview(client: PgClient): Promise<Array<Record<strin
   );
   return rows;
 }
+
+/** Jobs pushed back by holdDueJobs: their ids, keys and the run_at they were given. */
+export interface HeldJobs {
+  readonly ids: readonly string[];
+  readonly keys: readonly string[];
+  /** Exact (text, to the microsecond): what releaseHeldJobs compares each job's run_at with. */
+  readonly until: string | null;
+}
+
+/**
+ * A task's jobs that wait to start under these keys, due now and never tried, pushed back by `ms` in one statement
+ * (graphile_worker.reschedule_jobs, which leaves a job a worker holds alone): no worker takes them meanwhile. The
+ * caller takes over those returned, and gives back what it does not finish with releaseHeldJobs.
+ */
+export async function holdDueJobs(db: Reader, keys: readonly string[], ms: number): Promise<HeldJobs> {
+  if (keys.length === 0) return { ids: [], keys: [], until: null };
+  const { rows } = await sql<{ id: string; key: string; run_at: string }>`
+    select r.id::text as id, r.key, r.run_at::text as run_at
+    from graphile_worker.reschedule_jobs(
+      array(select j.id from graphile_worker.jobs j
+            where j.key = any(${[...keys]}::text[]) and j.locked_at is null and j.attempts = 0 and j.run_at <= now()),
+      run_at => now() + ${`${ms} milliseconds`}::interval) r`.execute(db);
+  return { ids: rows.map((r) => r.id), keys: rows.map((r) => r.key), until: rows[0]?.run_at ?? null };
+}
+
+/**
+ * The held jobs under these keys due now again, those still as holdDueJobs left them (not taken, run or queued again
+ * by anyone since): one another step moved meanwhile keeps its own time.
+ */
+export async function releaseHeldJobs(db: Reader, held: HeldJobs, keys: readonly string[]): Promise<void> {
+  if (held.until === null || keys.length === 0) return;
+  await sql`
+    select 1 from graphile_worker.reschedule_jobs(
+      array(select j.id from graphile_worker.jobs j
+            where j.id = any(${[...held.ids]}::bigint[]) and j.key = any(${[...keys]}::text[])
+              and j.locked_at is null and j.attempts = 0 and j.run_at = ${held.until}::timestamptz),
+      run_at => now())`.execute(db);
+}

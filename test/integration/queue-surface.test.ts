@@ -70,7 +70,7 @@ describe('the queue surface payrail uses', () => {
     const { rows } = await db.pool.query<{ name: string; args: string }>(
       `select p.proname as name, pg_get_function_identity_arguments(p.oid) as args
          from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-        where n.nspname = 'graphile_worker' and p.proname in ('add_job', 'complete_jobs', 'force_unlock_workers', 'permanently_fail_jobs', 'remove_job')`,
+        where n.nspname = 'graphile_worker' and p.proname in ('add_job', 'complete_jobs', 'force_unlock_workers', 'permanently_fail_jobs', 'remove_job', 'reschedule_jobs')`,
     );
     const byName = new Map(rows.map((r) => [r.name, r.args]));
     // add_job is called with named arguments (enqueue.ts): each name, with its type.
@@ -88,6 +88,8 @@ describe('the queue surface payrail uses', () => {
     expect(byName.get('complete_jobs')).toBe('job_ids bigint[]');
     expect(byName.get('force_unlock_workers')).toBe('worker_ids text[]');
     expect(byName.get('remove_job')).toBe('job_key text');
+    // reschedule_jobs is called with run_at named (queue-state.ts holdDueJobs, releaseHeldJobs).
+    expect(byName.get('reschedule_jobs')).toMatch(/^job_ids bigint\[\], run_at timestamp with time zone/);
   });
 });
 

@@ -15,10 +15,9 @@
  *
  * The completions are booked as one ledger group (src/ledger/group.ts): their balance rows locked once, in id order.
  */
+import { sql } from 'kysely';
 import type { ExchangeStatus } from '../../integrations/changenow/index.ts';
-import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database } from '../../db/index.ts';
-import { removeJobs } from '../../jobs/index.ts';
+import { holdDueJobs, releaseHeldJobs, removeJobs, type HeldJobs } from '../../jobs/index.ts';
 import { accounts, inLedgerGroup } from '../../ledger/index.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
@@ -63,8 +62,23 @@ export async function pollCompanions(deps: StageDeps, own: Pick<Payout, 'payout_
 }
 
 async function pollSet(deps: StageDeps, own: Pick<Payout, 'payout_id'>): Promise<void> {
-  const candidates = await takeCandidates(deps, own.payout_id);
-  if (candidates.length === 0) return;
+  const { payouts: candidates, held } = await takeCandidates(deps, own.payout_id);
+  if (held.keys.length === 0) return;
+  try {
+    await readAndComplete(deps, own, candidates, held);
+  } catch (error) {
+    // Their jobs due again at once, as if the set had not taken them (best effort: else they run when the hold ends).
+    await releaseHeldJobs(deps.db, held, held.keys).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function readAndComplete(
+  deps: StageDeps,
+  own: Pick<Payout, 'payout_id'>,
+  candidates: readonly Payout[],
+  held: HeldJobs,
+): Promise<void> {
   const finished: Finished[] = [];
   const until = Date.now() + POLL_BUDGET_MS;
   for (let i = 0; i < candidates.length && Date.now() < until; i += POLLS_AT_ONCE) {
@@ -94,7 +108,7 @@ async function pollSet(deps: StageDeps, own: Pick<Payout, 'payout_id'>): Promise
       }
     });
   }
-  const booked = await complete(deps, finished, candidates);
+  const booked = await complete(deps, finished, held);
   for (const f of booked)
     deps.logger.info(
       {
@@ -111,49 +125,45 @@ async function pollSet(deps: StageDeps, own: Pick<Payout, 'payout_id'>): Promise
 }
 
 /**
- * The sent instant payouts whose poll jobs wait, due now and never tried, oldest first; their jobs pushed back by
- * POLL_HOLD_MS in the same statement, so that no worker takes one while the set reads. A job a worker holds is not
- * pushed back, and its payout is left to it.
+ * The sent instant payouts whose poll jobs wait, due now and never tried, oldest first, with those jobs held (pushed
+ * back by POLL_HOLD_MS): no worker takes one while the set reads. A job a worker holds is not taken, nor its payout.
  */
-async function takeCandidates(deps: StageDeps, ownId: string): Promise<Payout[]> {
-  const { rows } = await sql<{ payout_id: string }>`
-    with due as (
-      select j.id from graphile_worker.jobs j
-      join payouts p on j.key = ${JOB_KEY_PREFIX} || p.payout_id
-      where j.task_identifier = 'payout_poll' and j.locked_at is null and j.attempts = 0 and j.run_at <= now()
-        and p.status = 'sent' and p.kind = 'instant' and p.exchange_id is not null and p.payout_id <> ${ownId}
-      order by j.priority, j.run_at, j.id
-      limit ${POLL_SET_MAX}
-    )
-    select substr(r.key, ${JOB_KEY_PREFIX.length + 1}) as payout_id
-    from graphile_worker.reschedule_jobs(array(select id from due), run_at => now() + ${`${POLL_HOLD_MS} milliseconds`}::interval) r`.execute(
+async function takeCandidates(deps: StageDeps, ownId: string): Promise<{ payouts: Payout[]; held: HeldJobs }> {
+  const { rows } = await sql<{ key: string }>`
+    select j.key from graphile_worker.jobs j
+    join payouts p on j.key = ${JOB_KEY_PREFIX} || p.payout_id
+    where j.task_identifier = 'payout_poll' and j.locked_at is null and j.attempts = 0 and j.run_at <= now()
+      and p.status = 'sent' and p.kind = 'instant' and p.exchange_id is not null and p.payout_id <> ${ownId}
+    order by j.priority, j.run_at, j.id
+    limit ${POLL_SET_MAX}`.execute(deps.db);
+  const held = await holdDueJobs(
     deps.db,
+    rows.map((r) => r.key),
+    POLL_HOLD_MS,
   );
-  if (rows.length === 0) return [];
-  return deps.db
+  if (held.keys.length === 0) return { payouts: [], held };
+  const payouts = await deps.db
     .selectFrom('payouts')
     .selectAll()
     .where(
       'payout_id',
       'in',
-      rows.map((r) => r.payout_id),
+      held.keys.map((k) => k.slice(JOB_KEY_PREFIX.length)),
     )
     .orderBy('payout_id')
     .execute();
+  return { payouts, held };
 }
 
 /**
  * The completions, under the payouts' row locks, as one ledger group; their poll jobs removed in the same commit, and
  * the jobs of the candidates left due again at once.
  */
-async function complete(deps: StageDeps, finished: readonly Finished[], taken: readonly Payout[]): Promise<Finished[]> {
+async function complete(deps: StageDeps, finished: readonly Finished[], held: HeldJobs): Promise<Finished[]> {
   const byId = new Map(finished.map((f) => [f.payout.payout_id, f] as const));
   return deps.db.transaction().execute(async (trx) => {
     if (byId.size === 0) {
-      await dueAgain(
-        trx,
-        taken.map((p) => p.payout_id),
-      );
+      await releaseHeldJobs(trx, held, held.keys);
       return [];
     }
     const locked = await trx
@@ -179,23 +189,18 @@ async function complete(deps: StageDeps, finished: readonly Finished[], taken: r
     });
     await removeJobs(
       trx,
-      done.map((f) => `${JOB_KEY_PREFIX}${f.payout.payout_id}`),
+      done.map((f) => keyOf(f.payout)),
     );
     const completed = new Set(done.map((f) => f.payout.payout_id));
-    await dueAgain(
+    await releaseHeldJobs(
       trx,
-      taken.map((p) => p.payout_id).filter((id) => !completed.has(id)),
+      held,
+      held.keys.filter((k) => !completed.has(k.slice(JOB_KEY_PREFIX.length))),
     );
     return done;
   });
 }
 
-/** The poll jobs of payouts the set did not complete, due now again (as they were before the set pushed them back). */
-async function dueAgain(trx: Kysely<Database> | Transaction<Database>, payoutIds: readonly string[]): Promise<void> {
-  if (payoutIds.length === 0) return;
-  await sql`
-    select 1 from graphile_worker.reschedule_jobs(
-      array(select j.id from graphile_worker.jobs j
-            where j.key = any(${payoutIds.map((id) => `${JOB_KEY_PREFIX}${id}`)}::text[])),
-      run_at => now())`.execute(trx);
+function keyOf(payout: Pick<Payout, 'payout_id'>): string {
+  return `${JOB_KEY_PREFIX}${payout.payout_id}`;
 }
