@@ -20,6 +20,7 @@
  */
 import { sql } from 'kysely';
 import { removeJobs } from '../../jobs/index.ts';
+import { CallGroups } from '../call-groups.ts';
 import type { StageDeps } from '../interfaces.ts';
 import type { Payin } from '../exchange-answer.ts';
 import { createTransfers } from '../transfer/index.ts';
@@ -57,7 +58,17 @@ interface Answered {
 export async function askOpened(deps: StageDeps, payouts: readonly AskedAtOpening[]): Promise<void> {
   if (payouts.length === 0) return;
   try {
-    const calls = new Calls(deps);
+    const calls = new CallGroups({
+      atOnce: ASKS_AT_ONCE,
+      budgetMs: ASK_BUDGET_MS,
+      logger: deps.logger,
+      stopped: {
+        event: 'payout_ask_left',
+        message:
+          'the set stopped asking ChangeNow (a call failed, or its time is spent): its payouts left go to their runs',
+      },
+      fields: (p: AskedAtOpening) => ({ payoutId: p.payoutId }),
+    });
     const passed = await calls.each(payouts, (p) => priced(deps, p));
     const requested = await recordIntents(deps, passed);
     const answered = await calls.each(requested, (p) => create(deps, p));
@@ -81,44 +92,6 @@ export async function askOpened(deps: StageDeps, payouts: readonly AskedAtOpenin
       { event: 'payout_ask_set_failed', err: error },
       'asking for the exchanges of payouts opened together failed: each is finished by its own run',
     );
-  }
-}
-
-/**
- * The set's ChangeNow calls, ASKS_AT_ONCE at a time, each settled before the next group starts. A call that fails
- * otherwise than by a refusal its payout's run would act on leaves that payout to its run, and stops the set's later
- * calls: ChangeNow down or slow is each run's to wait out, with its own attempts, not the set's.
- */
-class Calls {
-  private stopped = false;
-  private readonly until = Date.now() + ASK_BUDGET_MS;
-  constructor(private readonly deps: StageDeps) {}
-
-  async each<I, O>(items: readonly I[], call: (item: I) => Promise<O | null>): Promise<O[]> {
-    const out: O[] = [];
-    for (let i = 0; i < items.length && !this.stopped; i += ASKS_AT_ONCE) {
-      if (Date.now() > this.until) {
-        this.stopped = true;
-        this.deps.logger.warn(
-          { event: 'payout_ask_left', left: items.length - i },
-          "the set's time to ask ChangeNow is spent: its later payouts are left to their runs",
-        );
-        break;
-      }
-      const settled = await Promise.allSettled(items.slice(i, i + ASKS_AT_ONCE).map(call));
-      for (const result of settled) {
-        if (result.status === 'fulfilled') {
-          if (result.value !== null) out.push(result.value);
-        } else {
-          this.stopped = true;
-          this.deps.logger.warn(
-            { event: 'payout_ask_left', err: result.reason },
-            "a ChangeNow call for a payout opened in a set failed: that payout and the set's later ones are left to their runs",
-          );
-        }
-      }
-    }
-    return out;
   }
 }
 

@@ -19,6 +19,7 @@ import { sql } from 'kysely';
 import type { ExchangeStatus } from '../../integrations/changenow/index.ts';
 import { holdDueJobs, releaseHeldJobs, removeJobs, type HeldJobs } from '../../jobs/index.ts';
 import { accounts, inLedgerGroup } from '../../ledger/index.ts';
+import { CallGroups } from '../call-groups.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { RunLocked, withRunLock } from '../run-lock.ts';
 import { judgeFinish } from './finished.ts';
@@ -79,34 +80,30 @@ async function readAndComplete(
   candidates: readonly Payout[],
   held: HeldJobs,
 ): Promise<void> {
+  const calls = new CallGroups({
+    atOnce: POLLS_AT_ONCE,
+    budgetMs: POLL_BUDGET_MS,
+    logger: deps.logger,
+    stopped: {
+      event: 'payout_poll_set_stopped',
+      message:
+        'the set stopped reading statuses (a read failed, or its time is spent): each payout left is polled by its own job',
+    },
+    fields: (p: Payout) => ({ payoutId: p.payout_id }),
+  });
+  const read = await calls.each(candidates, async (payout) => ({
+    payout,
+    status: await deps.exchange.getExchange(payout.exchange_id as string),
+  }));
   const finished: Finished[] = [];
-  const until = Date.now() + POLL_BUDGET_MS;
-  for (let i = 0; i < candidates.length && Date.now() < until; i += POLLS_AT_ONCE) {
-    const group = candidates.slice(i, i + POLLS_AT_ONCE);
-    const read = await Promise.allSettled(group.map((p) => deps.exchange.getExchange(p.exchange_id as string)));
-    const failed = read.findIndex((r) => r.status === 'rejected');
-    if (failed >= 0) {
-      // ChangeNow is each job's to wait out, with its own attempts and deadline.
-      deps.logger.warn(
-        {
-          event: 'payout_poll_set_stopped',
-          payoutId: group[failed]?.payout_id,
-          err: (read[failed] as PromiseRejectedResult).reason,
-        },
-        'a status read for a payout polled in a set failed: the set stops, each payout left is polled by its own job',
-      );
-      break;
+  for (const { payout, status } of read) {
+    if (status.status !== 'finished') continue;
+    try {
+      const finish = judgeFinish(deps, payout, status);
+      if (finish.to === 'completed') finished.push({ payout, status, amountOut: finish.amountOut });
+    } catch {
+      // An answer the judgement cannot read: its own poll reads it again, and reports it.
     }
-    read.forEach((r, j) => {
-      const payout = group[j] as Payout;
-      if (r.status !== 'fulfilled' || r.value.status !== 'finished') return;
-      try {
-        const finish = judgeFinish(deps, payout, r.value);
-        if (finish.to === 'completed') finished.push({ payout, status: r.value, amountOut: finish.amountOut });
-      } catch {
-        // An answer the judgement cannot read: its own poll reads it again, and reports it.
-      }
-    });
   }
   const booked = await complete(deps, finished, held);
   for (const f of booked)
