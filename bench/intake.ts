@@ -120,6 +120,8 @@ interface Options {
   rateConnections: number;
   /** Seconds of the fixed-rate run. */
   rateDurationS: number;
+  /** At most this many seconds of waiting, before the fixed-rate run, for the worker to end the earlier runs' work. */
+  rateDrainS: number;
   warmupS: number;
   /** Directory for a V8 CPU profile of the server child (node --cpu-prof), if asked for. */
   cpuProfDir?: string;
@@ -146,6 +148,9 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --rate-connections N  connections for the fixed-rate run (default: --connections)
   --rate-duration S     seconds of the fixed-rate run (default: --duration); at least the conversion poll interval
                         (15 s) to see the worker settle and pay out what that run credited
+  --rate-drain S        before the fixed-rate run, wait at most S seconds for the worker to convert, settle and pay
+                        out what the full-speed run credited, so that the run measures 500 req/s and the worker's
+                        work for them, not the recovery from an overload (default 60; 0 = start at once)
   --warmup S            seconds of unmeasured warm-up before the intake and baseline runs (default 2; 0 = none)
   --channels N          channels the payments go to, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS})
   --spread S            uniform: the channels in turn; power: channel k of N gets a share proportional to 1/k
@@ -171,6 +176,7 @@ function readOptions(argv: string[]): Options | undefined {
       'rate',
       'rate-connections',
       'rate-duration',
+      'rate-drain',
       'warmup',
       'cpu-prof',
       'history',
@@ -197,6 +203,7 @@ function readOptions(argv: string[]): Options | undefined {
     rate: int('rate', values.rate, 500, 1, 100_000),
     rateConnections: int('rate-connections', values['rate-connections'], connections, 1, 1000),
     rateDurationS: int('rate-duration', values['rate-duration'], durationS, 1, 3600),
+    rateDrainS: int('rate-drain', values['rate-drain'], 60, 0, 3600),
     warmupS: int('warmup', values.warmup, 2, 0, 600),
     ...(values['cpu-prof'] !== undefined && { cpuProfDir: path.resolve(values['cpu-prof']) }),
     history: int('history', values.history, 0, 0, 9_000_000),
@@ -1164,8 +1171,9 @@ async function runIntakeRate(load: Load) {
   const { opts, factory } = load;
   const ratePoolSize = Math.ceil(opts.rate * (opts.rateDurationS + 2) * 1.2) + opts.rateConnections;
   const source = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
+  const drain = await drainBacklog(load, opts.rateDrainS);
   const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
-  const backlog = await workerBacklog(load);
+  const backlog = describeBacklog(await workerBacklog(load));
   process.stderr.write(
     `run: intake at ${opts.rate} req/s, ${opts.rateConnections} connections, ${opts.rateDurationS} s\n`,
   );
@@ -1178,17 +1186,24 @@ async function runIntakeRate(load: Load) {
   );
   load.runs.push(run);
   load.intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
-  const backlogAfter = await workerBacklog(load);
+  const backlogAfter = describeBacklog(await workerBacklog(load));
   await quiesce(load.database, load.ownPaymentsSql, load.ownPaymentsParams);
   const groupsAfter = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
-  return { run, source, groupsBefore, groupsAfter, backlog: { before: backlog, after: backlogAfter } };
+  return { run, source, groupsBefore, groupsAfter, backlog: { drain, before: backlog, after: backlogAfter } };
 }
 
 /**
- * What the worker still has to do for the bench's payments: the fixed-rate run shares the machine with it. A conversion settles once a poll finds its exchange finished (CONVERSION_POLL_INTERVAL), and
- * a threshold channel's payout follows its settlement.
+ * What the worker still has to do for the bench's payments: the fixed-rate run shares the machine with it. A
+ * conversion settles once a poll finds its exchange finished (CONVERSION_POLL_INTERVAL), and a threshold channel's
+ * payout follows its settlement. Counts of rows, not amounts.
  */
-async function workerBacklog(load: Load): Promise<string> {
+interface Backlog {
+  unconverted: number;
+  conversions: number;
+  payouts: number;
+}
+
+async function workerBacklog(load: Load): Promise<Backlog> {
   const own = 'select payment_id from payments where user_id = $1 and payment_id >= $2';
   const { rows } = await load.database.pool.query<{ unconverted: string; conversions: string; payouts: string }>(
     `select (select count(*) from payments where user_id = $1 and payment_id >= $2
@@ -1200,9 +1215,34 @@ async function workerBacklog(load: Load): Promise<string> {
     load.ownPaymentsParams,
   );
   const row = rows[0];
-  return row
-    ? `${row.unconverted} payments not yet converted, ${row.conversions} conversions and ${row.payouts} payouts not yet ended`
-    : 'unknown';
+  if (!row) throw new Error('the worker backlog query returned no row');
+  return { unconverted: Number(row.unconverted), conversions: Number(row.conversions), payouts: Number(row.payouts) };
+}
+
+const describeBacklog = (b: Backlog) =>
+  `${b.unconverted} payments not yet converted, ${b.conversions} conversions and ${b.payouts} payouts not yet ended`;
+
+const DRAIN_POLL_MS = 500;
+
+/**
+ * Waits, at most `limitS` seconds, until the worker has converted, settled and paid out everything the runs before
+ * credited. The full-speed run leaves the worker thousands of payments behind (it measures an overload); a fixed-rate
+ * run started on top of that measures the recovery from it, which the aim at 500 req/s is not about.
+ */
+async function drainBacklog(load: Load, limitS: number): Promise<{ waitedS: number; limitS: number }> {
+  const started = performance.now();
+  const deadline = started + limitS * 1000;
+  let backlog = await workerBacklog(load);
+  const idle = (b: Backlog) => b.unconverted === 0 && b.conversions === 0 && b.payouts === 0;
+  if (limitS > 0 && !idle(backlog)) {
+    process.stderr.write(`waiting up to ${limitS} s for the worker: ${describeBacklog(backlog)}\n`);
+    while (!idle(backlog) && performance.now() < deadline) {
+      load.checkInterrupted();
+      await sleep(DRAIN_POLL_MS);
+      backlog = await workerBacklog(load);
+    }
+  }
+  return { waitedS: (performance.now() - started) / 1000, limitS };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1300,7 +1340,12 @@ function setupLines(
 /** The runs' table, the two aims, and how payrail grouped the IPNs. */
 function resultLines(
   load: Load,
-  runs: { max: RunOutcome; baseline: RunOutcome; rate: RunOutcome; rateBacklog: { before: string; after: string } },
+  runs: {
+    max: RunOutcome;
+    baseline: RunOutcome;
+    rate: RunOutcome;
+    rateBacklog: { drain: { waitedS: number; limitS: number }; before: string; after: string };
+  },
   groups: Array<[RunOutcome, GroupFigures | string]>,
 ): string[] {
   const { opts } = load;
@@ -1317,6 +1362,9 @@ function resultLines(
     '',
     `ratio intake/baseline:  ${fmt(ratio, 3)}   (aim >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'})`,
     `p99 at ${opts.rate} req/s:       ${fmt(p99AtRate, 2)} ms   (aim < 50 ms: ${p99AtRate < 50 ? 'met' : 'NOT met'}; achieved ${fmt(achievedRate, 1)} req/s)`,
+    runs.rateBacklog.drain.limitS > 0
+      ? `  before it, ${fmt(runs.rateBacklog.drain.waitedS, 1)} s waited (at most ${runs.rateBacklog.drain.limitS}, --rate-drain) for the worker to end the runs before's work`
+      : '  started at once after the runs before (--rate-drain 0)',
     `  the worker's work left as that run began (from the runs before): ${runs.rateBacklog.before}`,
     `  and as it ended (a backlog growing with the run's length means the worker does not keep up): ${runs.rateBacklog.after}`,
     `  p50/p99 ms by when the requests were sent: ${(runs.rate.byWindow ?? []).map((w) => `${w.fromS}-${w.toS} s ${fmt(w.p50, 1)}/${fmt(w.p99, 1)}`).join(' · ')}`,
