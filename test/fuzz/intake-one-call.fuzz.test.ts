@@ -355,7 +355,7 @@ async function oneByOne(ipn: Ipn, raw: string, settings: IntakeSettings, taken: 
 async function together(group: ReadonlyArray<{ ipn: Ipn; raw: string }>, settings: IntakeSettings, taken: Taken) {
   // One group at a time: groups in flight at once would apply in no set order, which B could not follow.
   const batcher = createIntakeBatcher(a.db, {
-    logger: silent,
+    logger: warnings,
     maxInFlight: 1,
     onGroup: (size) => size > 1 && groups.push(size),
   });
@@ -377,7 +377,12 @@ async function together(group: ReadonlyArray<{ ipn: Ipn; raw: string }>, setting
   }
 }
 
-const silent = createLogger({ level: 'silent' });
+/** What the batcher warns of: a group applied one by one after it failed as a whole would hide its fault. */
+const warningLines: string[] = [];
+const warnings = createLogger({
+  level: 'warn',
+  destination: { write: (line: string) => warningLines.push(line) } as unknown as NodeJS.WritableStream,
+});
 /** The sizes of the groups of more than one IPN sent together (mode 'together'). */
 const groups: number[] = [];
 
@@ -464,6 +469,7 @@ describe.each(['one by one', 'together'] as const)('intake in one call, IPNs %s'
       for (const [what, n] of Object.entries(taken))
         expect(n, `${what}: ${JSON.stringify(taken)}`).toBeGreaterThanOrEqual(often);
       if (mode === 'together') expect(groups.length, 'groups of several IPNs').toBeGreaterThanOrEqual(often);
+      expect(warningLines, 'no group failed as a whole').toEqual([]);
       for (const database of [a, b]) expect((await checkLedger(database.db)).ok).toBe(true);
       // Every decline carried a code the metric knows.
       expect(await intakeMetricsText()).toContain('payrail_intake_one_call_total{result="other"} 0');

@@ -2,25 +2,30 @@
  * Intake's groups (payrail_intake_ipns, migration 028, through the web process's batcher): what the differential fuzz
  * suite (test/fuzz/intake-one-call.fuzz.test.ts, mode 'together') does not reach. A group that fails as a whole is
  * applied again one IPN at a time, so one bad IPN costs the others nothing; groups of several processes at once,
- * over the same channels and the platform's shared accounts, never deadlock; and a channel save under way holds a
- * group back until it commits, then the group books the saved channel.
+ * over the same channels and the platform's shared accounts, never deadlock; a channel save under way holds a
+ * group back until it commits, then the group books the saved channel; a group's runs of first IPNs are written
+ * together (migration 036), and one whose payment another transaction inserts meanwhile is applied as a later IPN.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertChannel } from '../../src/channels/index.ts';
 import { lockChannelForSave } from '../../src/channels/lock.ts';
-import type { Ipn } from '../../src/integrations/nowpayments/index.ts';
+import { readIpn, type Ipn } from '../../src/integrations/nowpayments/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { parsePercent } from '../../src/money/index.ts';
 import type { IntakeSettings } from '../../src/pipeline/index.ts';
 import { createIntakeBatcher } from '../../src/pipeline/payment/intake-batch.ts';
 import { oneCallSettings } from '../../src/pipeline/payment/intake.ts';
+import { intakeInOneCall } from '../../src/pipeline/payment/intake-one-call.ts';
+import { openPool } from '../../src/db/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { finishedIpn, usdtChannelInput } from '../support/intake-inputs.ts';
+import { ipnBody, signed } from '../support/ipn.ts';
 
 const SECRET = 'group-secret';
 const SETTINGS: IntakeSettings = { feePercent: parsePercent('3') };
 
+const silent = createLogger({ level: 'silent' });
 let db: TestDatabase;
 let nextPaymentId = 2_028_000_000_000;
 let nextChannel = 1_028_000_000_001;
@@ -215,6 +220,159 @@ describe('intake groups', () => {
     expect((await checkLedger(db.db)).ok).toBe(true);
   });
 });
+
+describe("an intake group's first IPNs (migration 036)", () => {
+  /** A batcher on a connection of its own that counts PL/pgSQL function calls (track_functions). */
+  async function countingBatcher() {
+    const counted = openPool(db.url, { max: 1, applicationName: 'payrail-test-counted', logger: silent });
+    await counted.pool.query(`set track_functions = 'pl'`);
+    const lines: string[] = [];
+    const logger = createLogger({
+      level: 'warn',
+      destination: { write: (line: string) => lines.push(line) } as unknown as NodeJS.WritableStream,
+    });
+    const sizes: number[] = [];
+    const batcher = createIntakeBatcher(counted.db, { logger, maxInFlight: 1, onGroup: (size) => sizes.push(size) });
+    // The database's counts (every session tracking them), as this session flushes its own; taken before and after.
+    const counts = async (): Promise<Record<string, number>> => {
+      await counted.pool.query('select pg_stat_force_next_flush()');
+      const { rows } = await counted.pool.query<{ funcname: string; calls: string }>(
+        `select funcname, calls::text from pg_stat_user_functions
+         where funcname in ('payrail_intake_ipn', 'payrail_intake_first_ipns')`,
+      );
+      return Object.fromEntries(rows.map((row) => [row.funcname, Number(row.calls)]));
+    };
+    const before = await counts();
+    const calls = async (): Promise<Record<string, number>> => {
+      const after = await counts();
+      return Object.fromEntries(Object.entries(after).map(([name, n]) => [name, n - (before[name] ?? 0)]));
+    };
+    return { batcher, sizes, lines, calls, close: () => counted.close() };
+  }
+
+  it('are written together, a run at a time, and every other IPN with a call of its own', async () => {
+    const threshold = await channel('threshold');
+    const instant = await channel('instant');
+    const counting = await countingBatcher();
+    try {
+      const [a, b, c] = [finished(threshold), finished(instant), finished(threshold)];
+      const lead = finished(threshold);
+      // The lead goes alone; the rest together: two first IPNs, a copy of the first of them, one more first IPN.
+      const ipns = [lead, a, b, a, c];
+      const answers = await Promise.all(ipns.map((ipn) => take(counting.batcher, ipn)));
+      expect(counting.sizes).toEqual([1, 4]);
+      expect(answers.map((answer) => [answer?.outcome, answer?.credited ?? null])).toEqual([
+        ['recorded', 'threshold'],
+        ['recorded', 'threshold'],
+        ['recorded', 'instant'],
+        ['unchanged', null],
+        ['recorded', 'threshold'],
+      ]);
+      expect(counting.lines.join('')).not.toContain('intake_group_split');
+      // Calls: the lead alone and the copy; the runs [a, b] and [c].
+      expect(await counting.calls()).toEqual({ payrail_intake_ipn: 2, payrail_intake_first_ipns: 2 });
+
+      expect(await credited(ipns.map((ipn) => ipn.paymentId))).toEqual(
+        [lead, a, b, c].map((ipn) => ipn.paymentId).sort(),
+      );
+      const jobs = await db.pool.query<{ key: string }>(
+        `select key from graphile_worker._private_jobs where key = $1`,
+        [`payout_instant:${b.paymentId}`],
+      );
+      expect(jobs.rows).toHaveLength(1);
+      const events = await db.pool.query<{ type: string; subject: string }>(
+        `select type, subject from events where subject = any($1::text[]) order by seq`,
+        [[a, b, c].map((ipn) => `payment:${ipn.paymentId}`)],
+      );
+      expect(events.rows.map((row) => `${row.type} ${row.subject}`)).toEqual(
+        [a, b, c].flatMap((ipn) => [
+          `payment.received payment:${ipn.paymentId}`,
+          `payment.credited payment:${ipn.paymentId}`,
+        ]),
+      );
+    } finally {
+      await counting.close();
+    }
+    expect((await checkLedger(db.db)).ok).toBe(true);
+    await expectDaysMatchBalances();
+  });
+
+  it('leave a payment another transaction inserted meanwhile to its call, as a later IPN, credited once', async () => {
+    const channelId = await channel('threshold');
+    const [lead, first, raced, last] = [
+      finished(channelId),
+      finished(channelId),
+      finished(channelId),
+      finished(channelId),
+    ];
+    // Another process took the payment's waiting IPN and has not committed yet (it credits nothing, so it holds no
+    // balance row): the group does not see the payment, and its insert waits for that commit.
+    let commitOther!: () => void;
+    let otherWrote!: () => void;
+    const wrote = new Promise<void>((resolve) => (otherWrote = resolve));
+    const otherProcess = db.db.transaction().execute(async (trx) => {
+      const waiting = waitingIpn(raced, channelId);
+      await intakeInOneCall(trx, waiting, oneCallSettings(waiting, SETTINGS));
+      otherWrote();
+      await new Promise<void>((resolve) => (commitOther = resolve));
+    });
+    await wrote;
+    const counting = await countingBatcher();
+    try {
+      const answers = [lead, first, raced, last].map((ipn) => take(counting.batcher, ipn));
+      await expect(answers[0]).resolves.toMatchObject({ outcome: 'recorded' });
+      await waitForLockWait('payrail-test-counted');
+      commitOther();
+      await otherProcess;
+      const results = await Promise.all(answers);
+      expect(counting.sizes).toEqual([1, 3]);
+      expect(results.map((result) => [result?.outcome, result?.credited ?? null])).toEqual([
+        ['recorded', 'threshold'],
+        ['recorded', 'threshold'],
+        ['advanced', 'threshold'],
+        ['recorded', 'threshold'],
+      ]);
+      expect(counting.lines.join('')).not.toContain('intake_group_split');
+      // The lead alone, and the raced IPN after its run [first, raced, last] met the other payment.
+      expect(await counting.calls()).toEqual({ payrail_intake_ipn: 2, payrail_intake_first_ipns: 1 });
+      const journals = await db.pool.query<{ n: number }>(
+        `select count(*)::int as n from ledger_journals where kind = 'payment_received' and ref = $1`,
+        [raced.paymentId],
+      );
+      expect(journals.rows[0]?.n).toBe(1);
+    } finally {
+      commitOther?.();
+      await otherProcess.catch(() => undefined);
+      await counting.close();
+    }
+    expect(await credited([lead, first, raced, last].map((ipn) => ipn.paymentId))).toHaveLength(4);
+    expect((await checkLedger(db.db)).ok).toBe(true);
+  });
+});
+
+/** The waiting IPN of the payment `ipn` reports finished. */
+function waitingIpn(ipn: Ipn, channelId: string): Ipn {
+  const { raw, headers } = signed(
+    ipnBody({ payment_id: Number(ipn.paymentId), order_id: `PGP-6271402111|${channelId}`, payment_status: 'waiting' }),
+    SECRET,
+  );
+  const reading = readIpn(raw, headers['x-nowpayments-sig'], SECRET);
+  if (!reading.ok) throw new Error(reading.error);
+  return reading.ipn;
+}
+
+/** Until a session of this application name waits for a lock. */
+async function waitForLockWait(applicationName: string): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const { rows } = await db.pool.query<{ n: number }>(
+      `select count(*)::int as n from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock'`,
+      [applicationName],
+    );
+    if ((rows[0]?.n ?? 0) > 0) return;
+    await sleep(25);
+  }
+  throw new Error(`no session of ${applicationName} waited for a lock`);
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
