@@ -151,7 +151,8 @@ const USAGE = `usage: npm run bench:intake -- [options]
   --rate-drain S        before the fixed-rate run, wait at most S seconds for the worker to convert, settle and pay
                         out what the full-speed run credited, so that the run measures 500 req/s and the worker's
                         work for them, not the recovery from an overload (default 60; 0 = start at once)
-  --warmup S            seconds of unmeasured warm-up before the intake and baseline runs (default 2; 0 = none)
+  --warmup S            seconds of unmeasured warm-up before each run (the fixed-rate one at its rate) (default 2;
+                        0 = none)
   --channels N          channels the payments go to, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS})
   --spread S            uniform: the channels in turn; power: channel k of N gets a share proportional to 1/k
                         (Zipf, exponent 1, drawn from a fixed seed) (default uniform)
@@ -1169,9 +1170,17 @@ async function runBaseline(load: Load, baselinePool: BenchIpn[]): Promise<{ run:
 /** 3. intake at a fixed rate */
 async function runIntakeRate(load: Load) {
   const { opts, factory } = load;
-  const ratePoolSize = Math.ceil(opts.rate * (opts.rateDurationS + 2) * 1.2) + opts.rateConnections;
+  const ratePoolSize = Math.ceil(opts.rate * (opts.rateDurationS + opts.warmupS + 2) * 1.2) + opts.rateConnections;
   const source = new FreshBodies(presign(factory, ratePoolSize).pool, factory);
   const drain = await drainBacklog(load, opts.rateDrainS);
+  if (opts.warmupS > 0) {
+    // At the same rate, unmeasured: the client's connections and code paths warm, and the worker already converting
+    // what arrives, as in the steady state the run measures.
+    process.stderr.write(`warm-up: intake at ${opts.rate} req/s ${opts.warmupS} s\n`);
+    const warmSpec = intakeSpec(load, `warm-up intake @${opts.rate} req/s`, opts.rateConnections, opts.warmupS, source);
+    load.warmups.push(await runPacedLoad({ ...warmSpec, overallRate: opts.rate }, load.processes));
+    load.intakeConnectionsUsed += Math.min(opts.rateConnections, opts.rate);
+  }
   const groupsBefore = await tryScrapeGroups(load.payrailUrl, load.metricsToken);
   const backlog = describeBacklog(await workerBacklog(load));
   process.stderr.write(

@@ -297,57 +297,67 @@ describe("an intake group's first IPNs (migration 036)", () => {
     await expectDaysMatchBalances();
   });
 
-  it('leave a payment another transaction inserted meanwhile to its call, as a later IPN, credited once', async () => {
-    const channelId = await channel('threshold');
-    const [lead, first, raced, last] = [
-      finished(channelId),
-      finished(channelId),
-      finished(channelId),
-      finished(channelId),
-    ];
-    // Another process took the payment's waiting IPN and has not committed yet (it credits nothing, so it holds no
-    // balance row): the group does not see the payment, and its insert waits for that commit.
-    let commitOther!: () => void;
-    let otherWrote!: () => void;
-    const wrote = new Promise<void>((resolve) => (otherWrote = resolve));
-    const otherProcess = db.db.transaction().execute(async (trx) => {
-      const waiting = waitingIpn(raced, channelId);
-      await intakeInOneCall(trx, waiting, oneCallSettings(waiting, SETTINGS));
-      otherWrote();
-      await new Promise<void>((resolve) => (commitOther = resolve));
-    });
-    await wrote;
-    const counting = await countingBatcher();
-    try {
-      const answers = [lead, first, raced, last].map((ipn) => take(counting.batcher, ipn));
-      await expect(answers[0]).resolves.toMatchObject({ outcome: 'recorded' });
-      await waitForLockWait('payrail-test-counted');
-      commitOther();
-      await otherProcess;
-      const results = await Promise.all(answers);
-      expect(counting.sizes).toEqual([1, 3]);
-      expect(results.map((result) => [result?.outcome, result?.credited ?? null])).toEqual([
-        ['recorded', 'threshold'],
-        ['recorded', 'threshold'],
-        ['advanced', 'threshold'],
-        ['recorded', 'threshold'],
-      ]);
-      expect(counting.lines.join('')).not.toContain('intake_group_split');
-      // The lead alone, and the raced IPN after its run [first, raced, last] met the other payment.
-      expect(await counting.calls()).toEqual({ payrail_intake_ipn: 2, payrail_intake_first_ipns: 1 });
-      const journals = await db.pool.query<{ n: number }>(
-        `select count(*)::int as n from ledger_journals where kind = 'payment_received' and ref = $1`,
-        [raced.paymentId],
-      );
-      expect(journals.rows[0]?.n).toBe(1);
-    } finally {
-      commitOther?.();
-      await otherProcess.catch(() => undefined);
-      await counting.close();
-    }
-    expect(await credited([lead, first, raced, last].map((ipn) => ipn.paymentId))).toHaveLength(4);
-    expect((await checkLedger(db.db)).ok).toBe(true);
-  });
+  it.each([
+    {
+      other: 'waiting' as const,
+      what: 'its waiting IPN (no credit, no balance row held)',
+      raced: ['advanced', 'threshold'],
+    },
+    { other: 'finished' as const, what: 'the same finished IPN, credited', raced: ['unchanged', null] },
+  ])(
+    'leave a payment another transaction inserted meanwhile to its call, as a later IPN: $what',
+    async ({ other, raced: racedAnswer }) => {
+      const channelId = await channel('threshold');
+      // The lead on a channel of its own: a credit not yet committed holds its channel's balance rows.
+      const lead = finished(await channel('threshold'));
+      const [first, raced, last] = [finished(channelId), finished(channelId), finished(channelId)];
+      // Another process took the payment's IPN and has not committed yet: the group does not see the payment, and its
+      // insert waits for that commit.
+      let commitOther!: () => void;
+      let otherWrote!: () => void;
+      const wrote = new Promise<void>((resolve) => (otherWrote = resolve));
+      const otherProcess = db.db.transaction().execute(async (trx) => {
+        const ipn = other === 'waiting' ? waitingIpn(raced, channelId) : raced;
+        await intakeInOneCall(trx, ipn, oneCallSettings(ipn, SETTINGS));
+        otherWrote();
+        await new Promise<void>((resolve) => (commitOther = resolve));
+      });
+      await wrote;
+      const counting = await countingBatcher();
+      try {
+        const answers = [lead, first, raced, last].map((ipn) => take(counting.batcher, ipn));
+        await expect(answers[0]).resolves.toMatchObject({ outcome: 'recorded' });
+        await waitForLockWait('payrail-test-counted');
+        commitOther();
+        await otherProcess;
+        const results = await Promise.all(answers);
+        expect(counting.sizes).toEqual([1, 3]);
+        expect(results.map((result) => [result?.outcome, result?.credited ?? null])).toEqual([
+          ['recorded', 'threshold'],
+          ['recorded', 'threshold'],
+          racedAnswer,
+          ['recorded', 'threshold'],
+        ]);
+        expect(counting.lines.join('')).not.toContain('intake_group_split');
+        // The lead alone, and the raced IPN after its run [first, raced, last] met the other payment.
+        expect(await counting.calls()).toEqual({ payrail_intake_ipn: 2, payrail_intake_first_ipns: 1 });
+        const booked = await db.pool.query<{ journals: number; events: number }>(
+          `select (select count(*)::int from ledger_journals where kind = 'payment_received' and ref = $1) as journals,
+                  (select count(*)::int from events where type = 'payment.credited' and subject = 'payment:' || $1)
+                    as events`,
+          [raced.paymentId],
+        );
+        expect(booked.rows[0]).toEqual({ journals: 1, events: 1 });
+      } finally {
+        commitOther?.();
+        await otherProcess.catch(() => undefined);
+        await counting.close();
+      }
+      expect(await credited([lead, first, raced, last].map((ipn) => ipn.paymentId))).toHaveLength(4);
+      expect((await checkLedger(db.db)).ok).toBe(true);
+      await expectDaysMatchBalances();
+    },
+  );
 });
 
 /** The waiting IPN of the payment `ipn` reports finished. */

@@ -10,9 +10,10 @@
 -- Which IPNs: an IPN payrail_intake_ipn would not decline as not_common, for a known channel, whose payment id (as a
 -- number) no stored payment has and no earlier IPN of the group names. Any later IPN of that payment comes after its
 -- run and goes through payrail_intake_ipn, which finds the row. A run's payments are inserted in the order received,
--- then its jobs, then its journals and entries: within every table the rows come in the order a call per IPN writes
--- them. A payment another transaction inserted meanwhile (the insert does nothing) is applied by payrail_intake_ipn
--- right after its run, as a later IPN.
+-- then its jobs, then its journals and entries: within the payments, events, jobs, journals and entries the rows come
+-- in the order a call per IPN writes them (new accounts are created in key order instead, below). A payment another
+-- transaction inserted meanwhile (the insert does nothing) is applied by payrail_intake_ipn right after its run, as a
+-- later IPN: its writes come after those of the run's later IPNs, each payment's own still in the order received.
 --
 -- The group's channel locks (taken shared at its start, 028) stand for the per-IPN lock: no channel of the group can be
 -- saved before its commit, so the channel read here is the one every IPN of the group would read. Balances and
@@ -28,7 +29,9 @@ create function payrail_intake_first_ipns(p_from integer, p_to integer,
   p_payout_key_mode text, p_payout_max_attempts integer, p_confirm_task text, p_confirm_key_mode text,
   p_confirm_max_attempts integer)
 returns table (o_index integer, o_credited text, o_confirming boolean)
-language plpgsql as $$
+-- Its statements' generic plans are lookups by key whatever the arrays hold (009's reason for
+-- payrail_post_journal's): planned once per session, not at every run.
+language plpgsql set plan_cache_mode = force_generic_plan as $$
 declare
   v_k integer[];
   v_id numeric[];
@@ -52,8 +55,15 @@ declare
   v_job record;
   v_written integer;
 begin
+  -- Only payrail_intake_ipns calls this, with the channels' credit locks held and for IPNs it found to be first ones.
   if not payrail_in_intake_group() then
     raise exception 'payrail_intake_first_ipns runs only inside an intake group';
+  end if;
+  if exists (select 1 from generate_series(p_from, p_to) k
+             where not coalesce(p_assets[k] is not null and p_grosses[k] is not null
+               and p_statuses[k] not in ('partially_paid', 'refunded')
+               and not (p_statuses[k] = 'finished' and p_grosses[k] <= 0), false)) then
+    raise exception 'intake group: IPNs % to % hold one payrail_intake_ipn declines', p_from, p_to;
   end if;
   -- payrail_intake_ipn's refusals, for the same IPNs and in its words.
   select k, p_payment_ids[k]::numeric::text as ref into v_bad
@@ -150,13 +160,15 @@ begin
     if found then
       raise exception 'journal payment_received:% does not balance', v_bad.ref;
     end if;
-    -- Accounts by key, one lookup each (the table holds every channel's accounts): the missing ones created, then
+    -- Accounts by key, one lookup each (the table holds every channel's accounts): the missing ones created, in key
+    -- order (two groups creating the same new accounts, a new channel's or asset's, take them in one order), then
     -- each entry's account, which must allow a negative balance exactly when the entry says so.
     insert into ledger_accounts (code, asset, allow_negative)
       select d.code, d.asset, d.allow_negative
       from (select distinct e.code, e.asset, e.allow_negative
             from unnest(v_e_code, v_e_asset, v_e_allow_negative) as e(code, asset, allow_negative)) d
       where (select a.id from ledger_accounts a where a.code = d.code and a.asset = d.asset) is null
+      order by d.code, d.asset
       on conflict (code, asset) do nothing;
     select array_agg((select a.id from ledger_accounts a
                       where a.code = e.code and a.asset = e.asset and a.allow_negative = e.allow_negative) order by e.n)

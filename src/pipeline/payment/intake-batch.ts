@@ -1,7 +1,8 @@
 /**
  * Group commit for intake's one call. The web process has at most INTAKE_GROUPS_IN_FLIGHT calls in the database at
- * once; the IPNs that arrive meanwhile wait and go together in the next call, payrail_intake_ipns (migration 028),
- * which applies each with payrail_intake_ipn exactly as a call of its own would and commits them together. Nothing
+ * once; the IPNs that arrive meanwhile wait and go together in the next call, payrail_intake_ipns (migrations 028 and
+ * 036), which writes each run of payments' first IPNs together and applies every other IPN with payrail_intake_ipn,
+ * each exactly as a call of its own would, and commits them together. Nothing
  * waits for a timer: an IPN arriving to an idle process goes at once, alone, through payrail_intake_ipn; under load
  * a group forms by itself, as large as what arrived meanwhile (at most INTAKE_GROUP_MAX).
  *
