@@ -7,7 +7,7 @@
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import type { ChainWallet } from '../../src/integrations/wallet/index.ts';
-import type { Hex } from 'viem';
+import { parseTransaction, type Hex } from 'viem';
 import type { MinedReceipt } from '../../src/integrations/wallet/index.ts';
 import { accounts, postJournal } from '../../src/ledger/index.ts';
 import { confirmCompanions } from '../../src/pipeline/transfer/confirm-set.ts';
@@ -17,6 +17,7 @@ import { jobWithKeyExists } from '../../src/jobs/index.ts';
 import { checkLedger } from '../../src/ledger/index.ts';
 import {
   applyTransferAction,
+  BROADCAST_WINDOW,
   confirmTransfer,
   sendTransfer,
   TransferNotReady,
@@ -204,33 +205,39 @@ describe('runs that meet', () => {
     expect(await t.chainNonce(r.wallet.address)).toBe(2);
   });
 
-  it('a node that does not answer a broadcast gets no more of the batch from that run; the confirm steps send them', async () => {
+  it('a batch is broadcast in nonce order, a window at a time; a node that does not answer gets no new ones from that run, and the confirm steps send them', async () => {
     const r = await rig();
-    const to = [freshAddress(), freshAddress(), freshAddress()];
-    const ids = [
-      await r.intent('n0', 50n, { to: to[0] }),
-      await r.intent('n1', 51n, { to: to[1] }),
-      await r.intent('n2', 52n, { to: to[2] }),
-    ];
-    let calls = 0;
+    const count = BROADCAST_WINDOW + 3;
+    const to = Array.from({ length: count }, () => freshAddress());
+    const ids: string[] = [];
+    for (const [i, address] of to.entries()) ids.push(await r.intent(`n${i}`, 50n + BigInt(i), { to: address }));
+    const started: number[] = [];
+    let inFlight = 0;
+    let mostInFlight = 0;
     r.deps.wallet = {
       ...r.wallet,
-      broadcast: async () => {
-        calls += 1;
+      broadcast: async (rawTx) => {
+        started.push(parseTransaction(rawTx).nonce as number);
+        inFlight += 1;
+        mostInFlight = Math.max(mostInFlight, inFlight);
+        // Every call of the window is under way before the first one fails.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        inFlight -= 1;
         throw new Error('socket hang up');
       },
     };
     await sendTransfer(r.deps, r.hooks, ids[0] as string);
     r.deps.wallet = r.wallet;
 
-    expect(calls).toBe(1);
-    expect(await signedNonces(r, ids)).toEqual(['0', '1', '2']);
+    expect(started).toEqual(Array.from({ length: BROADCAST_WINDOW }, (_, i) => i));
+    expect(mostInFlight).toBe(BROADCAST_WINDOW);
+    expect(await signedNonces(r, ids)).toEqual(ids.map((_, i) => String(i)));
     expect(await t.chainNonce(r.wallet.address)).toBe(0);
     // Unknown to the node: each confirm step sends its stored bytes, in any order; the node mines them by nonce.
     await confirmAll(r, ids);
     await confirmAll(r, ids);
     for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
-    expect(await t.outside.balanceOf(to[2] as string)).toBe(52n);
+    expect(await t.outside.balanceOf(to[count - 1] as string)).toBe(50n + BigInt(count - 1));
   });
 });
 

@@ -3,6 +3,7 @@ export {
   createTransfers,
   holdTransfer,
   sendTransfer,
+  BROADCAST_WINDOW,
   type HeldTransfer,
   type TransferIntent,
 } from './send.ts';

@@ -26,8 +26,8 @@ import type { StageDeps } from '../interfaces.ts';
 import { assetOf, enqueueConfirm, enqueueConfirms, sendJobKey, TransferNotReady, type Transfer } from './model.ts';
 
 /**
- * The most transfers one send signs. Broadcasts follow the commit in nonce order, so a larger batch delays its last
- * broadcast; 32 keeps that to a few dozen node calls.
+ * The most transfers one send signs. Broadcasts follow the commit, a window at a time (send.ts), so a larger batch
+ * delays its last broadcast; 32 keeps that to a few rounds of node calls.
  */
 export const SEND_BATCH_MAX = 32;
 
