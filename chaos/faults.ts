@@ -46,6 +46,7 @@ export type FaultKind =
   | 'rpc_down'
   | 'rpc_lost_answers'
   | 'rpc_refusing'
+  | 'rpc_refusing_gaps'
   | 'exchange_failed'
   | 'exchange_refunded'
   | 'exchange_paid_wrong'
@@ -77,6 +78,7 @@ export function planFaults(rng: Rng, count: number, canRestartPostgres: boolean)
     'rpc_down',
     'rpc_lost_answers',
     'rpc_refusing',
+    'rpc_refusing_gaps',
     'exchange_failed',
     'exchange_refunded',
     'exchange_paid_wrong',
@@ -138,6 +140,8 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<st
       return rpcLostAnswers(world, d);
     case 'rpc_refusing':
       return rpcRefusing(world, d);
+    case 'rpc_refusing_gaps':
+      return rpcRefusingGaps(world, d);
     case 'exchange_failed':
     case 'exchange_refunded':
     case 'exchange_paid_wrong':
@@ -206,6 +210,16 @@ async function rpcRefusing(world: World, d: number): Promise<string> {
   await sleep(d - half);
   world.proxy.setFaults({});
   return `RPC lost send answers and lagged for ${half} ms (${lost} send(s)), then refused sends ("${REFUSAL}") still lagging for ${d - half} ms (${world.proxy.calls('eth_sendRawTransaction') - sends - lost} send(s))`;
+}
+
+async function rpcRefusingGaps(world: World, d: number): Promise<string> {
+  // A node that does not queue: a send whose nonce is ahead of the ones it holds is refused ("nonce too high"), as a
+  // batch's broadcasts reaching it out of order meet on Hardhat or a full geth pool.
+  const sends = world.proxy.calls('eth_sendRawTransaction');
+  world.proxy.setFaults({ refuseGaps: true });
+  await sleep(d);
+  world.proxy.setFaults({});
+  return `RPC refused sends with a nonce gap for ${d} ms (${world.proxy.calls('eth_sendRawTransaction') - sends} send(s))`;
 }
 
 async function forceNextExchangeEnd(world: World, kind: keyof typeof EXCHANGE_ENDS, target: number): Promise<string> {

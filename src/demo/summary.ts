@@ -459,7 +459,8 @@ const WAITING_FOR: Record<string, string> = {
   'payout needs_review': 'a person must decide',
   'payout failed': 'its funds went back to the channel',
   'payout cancelled': 'cancelled by a person',
-  'transfer intent': 'recorded, to be signed and broadcast (the host wallet sends one at a time, in nonce order)',
+  'transfer intent':
+    'recorded, to be signed and broadcast (the host wallet signs its queued transfers one batch at a time, at consecutive nonces)',
   'transfer signed': 'signed, to be broadcast',
   'transfer broadcast': 'broadcast, to be mined',
   'transfer failed': 'never left: its conversion or payout decides what next',

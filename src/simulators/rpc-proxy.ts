@@ -5,6 +5,7 @@
  * batch. Without faults it forwards each call unchanged.
  */
 import type http from 'node:http';
+import { parseTransaction, recoverTransactionAddress, type Hex } from 'viem';
 import { LocalServer, readBody, sendJson } from './http.ts';
 
 export interface RpcFaults {
@@ -23,6 +24,12 @@ export interface RpcFaults {
    * gas * price + value").
    */
   refuseSends?: string | null;
+  /**
+   * eth_sendRawTransaction of a transaction whose nonce is ahead of its sender's next one at the node (a gap) is
+   * refused, not forwarded, as Hardhat does when automining and geth does with a full pool ("future transaction tries
+   * to replace pending"); a proxy in front of several backends shows the same to a sender whose calls overtake.
+   */
+  refuseGaps?: boolean;
   /** Every call answers HTTP 503. */
   down?: boolean;
 }
@@ -129,7 +136,35 @@ function takeSendAnswersToDrop(state: ProxyState, calls: readonly RpcCall[]): bo
 async function answer(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object> {
   if (typeof call !== 'object' || call === null)
     return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
-  return fake(faults, call) ?? (await forward(upstream, call));
+  return fake(faults, call) ?? (await gapRefusal(faults, upstream, call)) ?? (await forward(upstream, call));
+}
+
+/** With refuseGaps: the refusal of a send whose nonce is past its sender's next one at the node, else undefined. */
+async function gapRefusal(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object | undefined> {
+  if (!faults.refuseGaps || call.method !== 'eth_sendRawTransaction' || !Array.isArray(call.params)) return undefined;
+  const raw = call.params[0];
+  if (typeof raw !== 'string') return undefined;
+  const serializedTransaction = raw as Hex;
+  const nonce = parseTransaction(serializedTransaction).nonce ?? 0;
+  const sender = await recoverTransactionAddress({ serializedTransaction } as Parameters<
+    typeof recoverTransactionAddress
+  >[0]);
+  const counted = (await forward(upstream, {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'eth_getTransactionCount',
+    params: [sender, 'pending'],
+  })) as { result?: string };
+  const next = Number(BigInt(counted.result ?? '0x0'));
+  if (nonce <= next) return undefined;
+  return {
+    jsonrpc: '2.0',
+    id: call.id ?? null,
+    error: {
+      code: -32000,
+      message: `Nonce too high. Expected nonce to be ${next} but got ${nonce}. Note that transactions can't be queued when automining.`,
+    },
+  };
 }
 
 /** The answer the proxy gives itself, or undefined to forward the call. */

@@ -205,7 +205,7 @@ describe('runs that meet', () => {
     expect(await t.chainNonce(r.wallet.address)).toBe(2);
   });
 
-  it('a batch is broadcast in nonce order, a window at a time; a node that does not answer gets no new ones from that run, and the confirm steps send them', async () => {
+  it('a batch is broadcast in nonce order, a window at a time; once the node has not answered one, no lane starts another, and the confirm steps send them', async () => {
     const r = await rig();
     const count = BROADCAST_WINDOW + 3;
     const to = Array.from({ length: count }, () => freshAddress());
@@ -217,13 +217,21 @@ describe('runs that meet', () => {
     r.deps.wallet = {
       ...r.wallet,
       broadcast: async (rawTx) => {
-        started.push(parseTransaction(rawTx).nonce as number);
+        const nonce = parseTransaction(rawTx).nonce as number;
+        started.push(nonce);
         inFlight += 1;
         mostInFlight = Math.max(mostInFlight, inFlight);
-        // Every call of the window is under way before the first one fails.
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        inFlight -= 1;
-        throw new Error('socket hang up');
+        try {
+          // The lowest nonce's call fails at once; the others are answered later, each by a lane that could go on.
+          if (nonce === 0) {
+            await new Promise((resolve) => setTimeout(resolve, 1));
+            throw new Error('socket hang up');
+          }
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          return await r.wallet.broadcast(rawTx);
+        } finally {
+          inFlight -= 1;
+        }
       },
     };
     await sendTransfer(r.deps, r.hooks, ids[0] as string);
@@ -233,11 +241,44 @@ describe('runs that meet', () => {
     expect(mostInFlight).toBe(BROADCAST_WINDOW);
     expect(await signedNonces(r, ids)).toEqual(ids.map((_, i) => String(i)));
     expect(await t.chainNonce(r.wallet.address)).toBe(0);
-    // Unknown to the node: each confirm step sends its stored bytes, in any order; the node mines them by nonce.
+    // Each confirm step sends its stored bytes if the node does not know them; the node mines them by nonce.
     await confirmAll(r, ids);
     await confirmAll(r, ids);
     for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    for (const id of ids) expect(await r.versions(id)).toHaveLength(1);
     expect(await t.outside.balanceOf(to[count - 1] as string)).toBe(50n + BigInt(count - 1));
+  });
+
+  it('a node that refuses a nonce ahead of the ones it holds (no queue) raises no alert: the confirm steps send it again behind them', async () => {
+    const r = await rig({ viaProxy: true });
+    t.proxy.setFaults({ refuseGaps: true });
+    const to = Array.from({ length: BROADCAST_WINDOW }, () => freshAddress());
+    const ids: string[] = [];
+    for (const [i, address] of to.entries()) ids.push(await r.intent(`g${i}`, 70n + BigInt(i), { to: address }));
+    // The lowest nonce reaches the node last: every other one arrives with a gap before it.
+    r.deps.wallet = {
+      ...r.wallet,
+      broadcast: async (rawTx) => {
+        if (parseTransaction(rawTx).nonce === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+        return r.wallet.broadcast(rawTx);
+      },
+    };
+    await sendTransfer(r.deps, r.hooks, ids[0] as string);
+    r.deps.wallet = r.wallet;
+    expect(await t.chainNonce(r.wallet.address)).toBe(1);
+
+    await confirmAll(r, ids);
+    await confirmAll(r, ids);
+    for (const id of ids) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    for (const id of ids) expect(await r.versions(id)).toHaveLength(1);
+    for (const [i, address] of to.entries()) expect(await t.outside.balanceOf(address)).toBe(70n + BigInt(i));
+    const refused = await t.db.db
+      .selectFrom('alerts')
+      .select('subject')
+      .where('rule', '=', 'transfer_refused')
+      .where('subject', 'in', ids)
+      .execute();
+    expect(refused).toEqual([]);
   });
 });
 
@@ -440,6 +481,6 @@ describe('the ledger against the chain while a transfer is in flight', () => {
   });
 });
 
-function rig(): Promise<Rig> {
-  return t.rig();
+function rig(options?: { viaProxy?: boolean }): Promise<Rig> {
+  return t.rig(options);
 }

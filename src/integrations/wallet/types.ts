@@ -54,7 +54,11 @@ export type TxLookup =
 
 export type BroadcastResult =
   | { ok: true }
-  | { ok: false; reason: 'insufficient_funds' | 'nonce_too_low' | 'underpriced' | 'rejected'; message: string };
+  | {
+      ok: false;
+      reason: 'insufficient_funds' | 'nonce_too_low' | 'nonce_gap' | 'underpriced' | 'rejected';
+      message: string;
+    };
 
 export class ChainUnavailableError extends Error {
   override name = 'ChainUnavailableError';

@@ -156,10 +156,11 @@ export const BROADCAST_WINDOW = 8;
 
 /**
  * The batch's broadcasts, all after the commit that marked them possibly on the network, started in nonce order, at
- * most BROADCAST_WINDOW at once. They may reach the node out of order: a node keeps a transaction whose nonce is
- * ahead of the chain's until the ones before it arrive, as it does when a confirm step sends one again. A node that
- * does not answer gets no new ones from this run (each would wait its timeout while the wallet's queue waits): the
- * confirm steps send the stored bytes of the others.
+ * most BROADCAST_WINDOW at once. They may reach the node out of order. Most nodes keep a transaction whose nonce is
+ * ahead until the ones before it arrive; one that refuses it instead (Hardhat when automining, geth with a full pool)
+ * answers a nonce gap, which is logged, not alerted: the transfer's confirm step sends it again behind the lower
+ * nonces. A node that does not answer gets no new ones from this run (each would wait its timeout while the wallet's
+ * queue waits): the confirm steps send the stored bytes of the others.
  */
 async function broadcastBatch(deps: StageDeps, signed: readonly SignedInBatch[]): Promise<void> {
   let next = 0;

@@ -279,8 +279,9 @@ async function reportAnswer(
     });
     return;
   }
-  // Nonce too low: some version (ours or not) took the nonce; underpriced: the node holds a version paying more.
-  if (result.reason === 'nonce_too_low' || result.reason === 'underpriced') {
+  // Nonce too low: some version (ours or not) took the nonce; underpriced: the node holds a version paying more; a
+  // gap: it arrived before a lower nonce of the batch, and its confirm step sends it again behind that one.
+  if (result.reason === 'nonce_too_low' || result.reason === 'underpriced' || result.reason === 'nonce_gap') {
     log.info(
       { event: 'transfer_broadcast_refused', reason: result.reason, txHash: version.tx_hash, message: result.message },
       'broadcast refused; the confirm step reads the chain',
