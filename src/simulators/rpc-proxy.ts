@@ -142,7 +142,7 @@ async function answer(faults: RpcFaults, upstream: string, call: RpcCall): Promi
 /** With refuseGaps: the refusal of a send whose nonce is past its sender's next one at the node, else undefined. */
 async function gapRefusal(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object | undefined> {
   if (!faults.refuseGaps || call.method !== 'eth_sendRawTransaction' || !Array.isArray(call.params)) return undefined;
-  const raw = call.params[0];
+  const raw: unknown = call.params[0];
   if (typeof raw !== 'string') return undefined;
   const serializedTransaction = raw as Hex;
   const nonce = parseTransaction(serializedTransaction).nonce ?? 0;
