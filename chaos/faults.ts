@@ -216,10 +216,11 @@ async function rpcRefusingGaps(world: World, d: number): Promise<string> {
   // A node that does not queue: a send whose nonce is ahead of the ones it holds is refused ("nonce too high"), as a
   // batch's broadcasts reaching it out of order meet on Hardhat or a full geth pool.
   const sends = world.proxy.calls('eth_sendRawTransaction');
+  const refused = world.proxy.gapsRefused();
   world.proxy.setFaults({ refuseGaps: true });
   await sleep(d);
   world.proxy.setFaults({});
-  return `RPC refused sends with a nonce gap for ${d} ms (${world.proxy.calls('eth_sendRawTransaction') - sends} send(s))`;
+  return `RPC refused sends with a nonce gap for ${d} ms: ${world.proxy.gapsRefused() - refused} of ${world.proxy.calls('eth_sendRawTransaction') - sends} send(s) refused`;
 }
 
 async function forceNextExchangeEnd(world: World, kind: keyof typeof EXCHANGE_ENDS, target: number): Promise<string> {

@@ -39,6 +39,8 @@ export interface RpcProxy {
   setFaults(faults: RpcFaults): void;
   /** counts of calls per method seen so far */
   calls(method: string): number;
+  /** sends refused for a nonce gap (refuseGaps) so far */
+  gapsRefused(): number;
   stop(): Promise<void>;
 }
 
@@ -60,10 +62,11 @@ interface ProxyState {
   faults: RpcFaults;
   sendAnswersToDrop: number;
   readonly counts: Map<string, number>;
+  gapsRefused: number;
 }
 
 export async function startRpcProxy(options: { upstream: string; port?: number }): Promise<RpcProxy> {
-  const state: ProxyState = { faults: {}, sendAnswersToDrop: 0, counts: new Map() };
+  const state: ProxyState = { faults: {}, sendAnswersToDrop: 0, counts: new Map(), gapsRefused: 0 };
   const server = new LocalServer();
   await server.listen((req, res) => handleRequest(state, options.upstream, req, res), options.port ?? 0);
 
@@ -77,6 +80,7 @@ export async function startRpcProxy(options: { upstream: string; port?: number }
       state.sendAnswersToDrop = next.dropSendAnswers ?? 0;
     },
     calls: (method) => state.counts.get(method) ?? 0,
+    gapsRefused: () => state.gapsRefused,
     stop: () => server.close(),
   };
 }
@@ -110,7 +114,7 @@ async function answerBody(
   countCalls(state.counts, calls);
   if (state.faults.down) return reply(res, 503, { error: 'down' });
   const drop = takeSendAnswersToDrop(state, calls);
-  const answers = await Promise.all(calls.map((call) => answer(state.faults, upstream, call)));
+  const answers = await Promise.all(calls.map((call) => answer(state, upstream, call)));
   if (drop) return void req.socket.destroy();
   reply(res, 200, batch ? answers : answers[0]);
 }
@@ -133,15 +137,16 @@ function takeSendAnswersToDrop(state: ProxyState, calls: readonly RpcCall[]): bo
   return drop;
 }
 
-async function answer(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object> {
+async function answer(state: ProxyState, upstream: string, call: RpcCall): Promise<object> {
   if (typeof call !== 'object' || call === null)
     return { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'invalid request' } };
-  return fake(faults, call) ?? (await gapRefusal(faults, upstream, call)) ?? (await forward(upstream, call));
+  return fake(state.faults, call) ?? (await gapRefusal(state, upstream, call)) ?? (await forward(upstream, call));
 }
 
 /** With refuseGaps: the refusal of a send whose nonce is past its sender's next one at the node, else undefined. */
-async function gapRefusal(faults: RpcFaults, upstream: string, call: RpcCall): Promise<object | undefined> {
-  if (!faults.refuseGaps || call.method !== 'eth_sendRawTransaction' || !Array.isArray(call.params)) return undefined;
+async function gapRefusal(state: ProxyState, upstream: string, call: RpcCall): Promise<object | undefined> {
+  if (!state.faults.refuseGaps || call.method !== 'eth_sendRawTransaction' || !Array.isArray(call.params))
+    return undefined;
   const raw: unknown = call.params[0];
   if (typeof raw !== 'string') return undefined;
   const serializedTransaction = raw as Hex;
@@ -157,6 +162,7 @@ async function gapRefusal(faults: RpcFaults, upstream: string, call: RpcCall): P
   })) as { result?: string };
   const next = Number(BigInt(counted.result ?? '0x0'));
   if (nonce <= next) return undefined;
+  state.gapsRefused += 1;
   return {
     jsonrpc: '2.0',
     id: call.id ?? null,

@@ -263,8 +263,10 @@ describe('runs that meet', () => {
         return r.wallet.broadcast(rawTx);
       },
     };
+    const refusedBefore = t.proxy.gapsRefused();
     await sendTransfer(r.deps, r.hooks, ids[0] as string);
     r.deps.wallet = r.wallet;
+    expect(t.proxy.gapsRefused() - refusedBefore).toBe(BROADCAST_WINDOW - 1);
     expect(await t.chainNonce(r.wallet.address)).toBe(1);
 
     await confirmAll(r, ids);
