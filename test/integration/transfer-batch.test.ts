@@ -468,6 +468,45 @@ describe('a confirm run settles the wallet’s other mined transfers with its ow
   });
 });
 
+describe('the order the worker takes them in', () => {
+  const priorityOf = async (key: string) =>
+    (await t.db.pool.query<{ priority: number }>('select priority from graphile_worker.jobs where key = $1', [key]))
+      .rows[0]?.priority;
+
+  it('the wallet’s sends and a conversion’s confirm steps go ahead of the per-payment jobs, its look again later too; a payout’s confirm steps do not', async () => {
+    const r = await rig();
+    const payout = await r.intent('po', 70n);
+    const conversion = await r.intent('cv', 71n, { purpose: 'conversion' });
+    expect(await priorityOf(`transfer_send:${payout}`)).toBe(-1);
+    expect(await priorityOf(`transfer_send:${conversion}`)).toBe(-1);
+
+    // Signed while the chain mines nothing: the confirm runs find them unmined and queue a look again later.
+    await rpc(t.outside.chain.rpcUrl, 'evm_setAutomine', [false]);
+    try {
+      await sendTransfer(r.deps, r.hooks, payout);
+      expect(await signedNonces(r, [payout, conversion])).toEqual(['0', '1']);
+      expect(await priorityOf(`transfer_confirm:${conversion}`)).toBe(-1);
+      expect(await priorityOf(`transfer_confirm:${payout}`)).toBe(0);
+      for (const id of [conversion, payout]) await confirmTransfer(r.deps, r.hooks, id);
+      for (const id of [conversion, payout]) expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+      const later = await t.db.pool.query<{ key: string; priority: number; later: boolean }>(
+        'select key, priority, run_at > now() as later from graphile_worker.jobs where key = any($1) order by priority',
+        [[`transfer_confirm:${conversion}`, `transfer_confirm:${payout}`]],
+      );
+      expect(later.rows).toEqual([
+        { key: `transfer_confirm:${conversion}`, priority: -1, later: true },
+        { key: `transfer_confirm:${payout}`, priority: 0, later: true },
+      ]);
+    } finally {
+      await rpc(t.outside.chain.rpcUrl, 'evm_setAutomine', [true]);
+    }
+    await rpc(t.outside.chain.rpcUrl, 'evm_mine', []);
+    await confirmAll(r, [payout, conversion]);
+    for (const id of [payout, conversion]) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect([...r.confirmed].sort()).toEqual([(await r.row(conversion)).ref, (await r.row(payout)).ref].sort());
+  });
+});
+
 describe('the ledger against the chain while a transfer is in flight', () => {
   it('a broadcast transfer mined before its confirm step looked is counted: its gas as the chain shows it', async () => {
     const r = await rig();

@@ -100,7 +100,11 @@ export interface Rig {
   hooks: TransferHooksByPurpose;
   confirmed: string[];
   failed: Array<{ ref: string; failure: TransferFailure }>;
-  intent(ref: string, amount: bigint, options?: { to?: Address; asset?: 'eth' | 'usdt' }): Promise<string>;
+  intent(
+    ref: string,
+    amount: bigint,
+    options?: { to?: Address; asset?: 'eth' | 'usdt'; purpose?: 'conversion' | 'payout' },
+  ): Promise<string>;
   row(id: string): Promise<Record<string, unknown>>;
   versions(id: string): Promise<Array<{ version: number; kind: string; tx_hash: string }>>;
   kinds(id: string): Promise<string[]>;
@@ -154,7 +158,7 @@ export async function rig(
     intent: (ref, amount, o = {}) =>
       db.db.transaction().execute((trx) =>
         createTransfer(trx, {
-          purpose: 'payout',
+          purpose: o.purpose ?? 'payout',
           ref: `${address}:${ref}`,
           asset: o.asset ?? 'eth',
           from: address,

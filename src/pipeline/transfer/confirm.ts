@@ -85,7 +85,10 @@ export async function confirmTransfer(
         trx,
       );
     }
-    await enqueueConfirm(trx, transferId, new Date(Date.now() + CONFIRM_RECHECK_MS));
+    await enqueueConfirm(trx, transferId, {
+      runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+      purpose: transfer.purpose,
+    });
   });
 }
 
@@ -111,7 +114,10 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
         'transfer mined; waiting for confirmations',
       );
     }
-    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+    await enqueueConfirm(trx, transfer.transfer_id, {
+      runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+      purpose: transfer.purpose,
+    });
   });
 }
 
@@ -131,9 +137,12 @@ async function reorganisedAway(
       { event: 'transfer_receipt_hidden', txHash: transfer.tx_hash, blockNumber: transfer.block_number },
       'its block is still in the chain but the node shows no receipt (a lagging node): looking again',
     );
-    await deps.db
-      .transaction()
-      .execute((trx) => enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS)));
+    await deps.db.transaction().execute((trx) =>
+      enqueueConfirm(trx, transfer.transfer_id, {
+        runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+        purpose: transfer.purpose,
+      }),
+    );
     return;
   }
   const seen = versions.find((v) => v.tx_hash === transfer.tx_hash) ?? versions.at(-1);
@@ -157,7 +166,10 @@ async function reorganisedAway(
       .where('transfer_id', '=', transfer.transfer_id)
       .where('status', '=', 'broadcast')
       .execute();
-    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+    await enqueueConfirm(trx, transfer.transfer_id, {
+      runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+      purpose: transfer.purpose,
+    });
   });
   if (seen) await broadcastVersion(deps, transfer.transfer_id, seen, log);
 }
@@ -225,7 +237,10 @@ async function recheckNonce(deps: StageDeps, transfer: Transfer, firstSeen: bool
         .where('transfer_id', '=', transfer.transfer_id)
         .where('status', '=', 'broadcast')
         .execute();
-    await enqueueConfirm(trx, transfer.transfer_id, new Date(Date.now() + CONFIRM_RECHECK_MS));
+    await enqueueConfirm(trx, transfer.transfer_id, {
+      runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+      purpose: transfer.purpose,
+    });
   });
 }
 

@@ -48,6 +48,14 @@ export function sendJobKey(transferId: string): string {
   return `transfer_send:${transferId}`;
 }
 
+/**
+ * A wallet's sends go before the per-payment jobs in the queue (graphile-worker takes ready jobs by priority, then
+ * run_at). They run one at a time per wallet and each signs up to a batch of queued intents, so the wallet's pace is
+ * one send per free worker slot: behind a backlog of other jobs each send waited a second or more for a slot while
+ * the whole wallet's queue waited with it. At most one per wallet is ready at a time, so nothing waits long behind.
+ */
+export const SEND_PRIORITY = -1;
+
 export function enqueueSend(trx: Transaction<Database>, transferId: string, from: string): Promise<void> {
   return enqueue(
     trx,
@@ -58,6 +66,7 @@ export function enqueueSend(trx: Transaction<Database>, transferId: string, from
       jobKey: sendJobKey(transferId),
       jobKeyMode: 'replace',
       maxAttempts: SEND_MAX_ATTEMPTS,
+      priority: SEND_PRIORITY,
     },
   );
 }
@@ -68,7 +77,12 @@ export function enqueueSends(trx: Transaction<Database>, transferIds: readonly s
     trx,
     'transfer_send',
     transferIds.map((transferId) => ({ payload: { transferId }, jobKey: sendJobKey(transferId) })),
-    { queueName: `wallet:${from.toLowerCase()}`, jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS },
+    {
+      queueName: `wallet:${from.toLowerCase()}`,
+      jobKeyMode: 'replace',
+      maxAttempts: SEND_MAX_ATTEMPTS,
+      priority: SEND_PRIORITY,
+    },
   );
 }
 
@@ -79,7 +93,24 @@ export function confirmJobKey(transferId: string): string {
   return `${CONFIRM_KEY_PREFIX}${transferId}`;
 }
 
-export function enqueueConfirm(trx: Transaction<Database>, transferId: string, runAt?: Date): Promise<void> {
+/**
+ * A conversion's transfer moves hundreds of payments' value, and the conversion waits for its confirmation: its
+ * confirm steps go before the payouts' (one per conversion, so nothing waits long behind them). Behind a backlog of
+ * payout confirmations a conversion's confirmation waited 3–5 s for a worker slot, most of the conversion's time.
+ */
+export function confirmPriority(purpose: Transfer['purpose'] | undefined): number {
+  return purpose === 'conversion' ? -1 : 0;
+}
+
+/**
+ * A transfer's confirm job, due now or at runAt. The pipeline's steps name the transfer's purpose (its priority);
+ * a person's action or the reconciler's resume may leave it out.
+ */
+export function enqueueConfirm(
+  trx: Transaction<Database>,
+  transferId: string,
+  options: { runAt?: Date; purpose?: Transfer['purpose'] } = {},
+): Promise<void> {
   return enqueue(
     trx,
     'transfer_confirm',
@@ -88,18 +119,23 @@ export function enqueueConfirm(trx: Transaction<Database>, transferId: string, r
       jobKey: confirmJobKey(transferId),
       jobKeyMode: 'replace',
       maxAttempts: SEND_MAX_ATTEMPTS,
-      ...(runAt && { runAt }),
+      priority: confirmPriority(options.purpose),
+      ...(options.runAt && { runAt: options.runAt }),
     },
   );
 }
 
-/** enqueueConfirm for several transfers, due now, in one statement. */
-export function enqueueConfirms(trx: Transaction<Database>, transferIds: readonly string[]): Promise<void> {
+/** enqueueConfirm for several transfers of one purpose, due now, in one statement. */
+export function enqueueConfirms(
+  trx: Transaction<Database>,
+  transferIds: readonly string[],
+  purpose: Transfer['purpose'],
+): Promise<void> {
   return enqueueEach(
     trx,
     'transfer_confirm',
     transferIds.map((transferId) => ({ payload: { transferId }, jobKey: confirmJobKey(transferId) })),
-    { jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS },
+    { jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, priority: confirmPriority(purpose) },
   );
 }
 

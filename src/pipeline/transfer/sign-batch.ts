@@ -168,7 +168,7 @@ export async function signAndReleaseBatch(
     // Signed meanwhile by another run's batch (a job delivered twice, or taken over from a stalled worker): that run
     // broadcasts it; this one only makes sure its confirm job exists, and ends without an error its job cannot retry.
     if (ownNow?.status === 'broadcast') {
-      await enqueueConfirm(trx, own.transfer_id);
+      await enqueueConfirm(trx, own.transfer_id, { purpose: own.purpose });
       return [];
     }
     if (ownNow?.status !== 'intent')
@@ -285,10 +285,12 @@ async function releaseSigned(
   // Every row was read as an intent under its lock in this transaction: anything else is a bug, and nothing commits.
   if (rows.length !== signed.length)
     throw new Error(`released ${rows.length} of the ${signed.length} transfers signed in one batch`);
-  await enqueueConfirms(
-    trx,
-    rows.map((r) => r.transfer_id),
-  );
+  for (const purpose of ['conversion', 'payout'] as const)
+    await enqueueConfirms(
+      trx,
+      rows.filter((r) => r.purpose === purpose).map((r) => r.transfer_id),
+      purpose,
+    );
   return new Map(rows.map((r) => [r.transfer_id, r]));
 }
 
