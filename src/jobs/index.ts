@@ -12,6 +12,7 @@ export {
   liveJobKeys,
   liveJobs,
   noLiveJobWithKey,
+  laterJobWithKey,
   queuedJobWithKey,
   holdDueJobs,
   queuedKeysOf,

@@ -41,6 +41,15 @@ export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> 
 }
 
 /**
+ * An SQL condition, like queuedJobWithKey: a job under this key waits in the queue to run later than now (a look
+ * pushed back), not running, attempts left.
+ */
+export function laterJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> {
+  return sql<boolean>`exists (select 1 from graphile_worker.jobs j where j.key = ${key}
+    and j.locked_at is null and j.attempts < j.max_attempts and j.run_at > now())`;
+}
+
+/**
  * The keys of this task's jobs that wait to start, due now and never tried, oldest first: work another run may take
  * over, removing each job in the same commit. One that failed before is left to its own retry, which reports it.
  */

@@ -266,6 +266,69 @@ describe('a transfer waiting behind a lower nonce of ours that the pool forgot',
   });
 });
 
+describe('transfers waiting behind a lower nonce of ours that the chain does not mine', () => {
+  it('look again less often the longer they waited; once the lower one is booked, the next one looks at once, then the one after it', async () => {
+    const r = await rig({ policy: { bumpAfterMs: 3_600_000 } });
+    const url = t.outside.chain.rpcUrl;
+    const lookIn = async (id: string) =>
+      Number(
+        (
+          await t.db.pool.query<{ s: string }>(
+            'select extract(epoch from run_at - now()) as s from graphile_worker.jobs where key = $1',
+            [`transfer_confirm:${id}`],
+          )
+        ).rows[0]?.s,
+      );
+    await pausePool(url);
+    const lowest = await r.intent('stuck', 31n);
+    // Not payouts: a set never takes them with the lowest (confirm-set.ts), so each is looked at by its own job.
+    const behind = [
+      await r.intent('behind-1', 32n, { purpose: 'conversion' }),
+      await r.intent('behind-2', 33n, { purpose: 'conversion' }),
+    ] as [string, string];
+    await sendTransfer(r.deps, r.hooks, lowest);
+    expect((await Promise.all([lowest, ...behind].map(async (id) => (await r.row(id)).nonce))).sort()).toEqual([
+      '0',
+      '1',
+      '2',
+    ]);
+
+    // Just sent: a waiter looks again in 5 s, as the lowest does.
+    await confirmTransfer(r.deps, r.hooks, behind[0]);
+    expect(await lookIn(behind[0])).toBeGreaterThan(4);
+    expect(await lookIn(behind[0])).toBeLessThanOrEqual(5);
+    // Waiting five minutes behind it: a minute.
+    await t.db.pool.query(
+      "update chain_transfers set broadcast_at = now() - interval '5 minutes' where transfer_id = any($1)",
+      [[lowest, ...behind]],
+    );
+    for (const id of behind) {
+      await confirmTransfer(r.deps, r.hooks, id);
+      expect(await lookIn(id)).toBeGreaterThan(55);
+      expect(await lookIn(id)).toBeLessThanOrEqual(60);
+    }
+    // The lowest waits behind nothing of ours: it keeps its 5 s, to be sent again or replaced in time.
+    await confirmTransfer(r.deps, r.hooks, lowest);
+    expect(await lookIn(lowest)).toBeLessThanOrEqual(5);
+    for (const id of [lowest, ...behind]) expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+
+    await resumeMining(url);
+    await eventually('the three mined', async () => (await chainNonce(r.wallet.address)) === 3);
+    await confirmTransfer(r.deps, r.hooks, lowest);
+    expect(await r.row(lowest)).toMatchObject({ status: 'confirmed' });
+    expect(await lookIn(behind[0])).toBeLessThanOrEqual(0);
+    expect(await lookIn(behind[1])).toBeGreaterThan(50);
+    await confirmTransfer(r.deps, r.hooks, behind[0]);
+    expect(await r.row(behind[0])).toMatchObject({ status: 'confirmed' });
+    expect(await lookIn(behind[1])).toBeLessThanOrEqual(0);
+    await confirmTransfer(r.deps, r.hooks, behind[1]);
+    expect(await r.row(behind[1])).toMatchObject({ status: 'confirmed' });
+    expect([...r.confirmed].sort()).toEqual(
+      (await Promise.all([lowest, ...behind].map(async (id) => (await r.row(id)).ref as string))).sort(),
+    );
+  });
+});
+
 describe('a transfer the host wallet cannot pay yet', () => {
   it('waits unsigned; a person cancels it: it fails before anything is signed, its owner is told, no nonce used', async () => {
     const r = await rig();

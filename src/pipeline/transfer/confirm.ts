@@ -14,7 +14,9 @@ import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { deepEnough, findMined, nonceUser, trustedBlock, type MinedVersion } from './chain-reads.ts';
 import { carryOutRequest } from './requests.ts';
+import { laterJobWithKey } from '../../jobs/index.ts';
 import {
+  CONFIRM_KEY_PREFIX,
   CONFIRM_RECHECK_MS,
   enqueueConfirm,
   loadTransfer,
@@ -22,6 +24,7 @@ import {
   type Transfer,
   type TransferHooksByPurpose,
   type TransferVersion,
+  waitingRecheckMs,
 } from './model.ts';
 import { confirmCompanions } from './confirm-set.ts';
 import { logSettled, outcomeOf, settleMined } from './settle.ts';
@@ -58,6 +61,7 @@ export async function confirmTransfer(
       await logSettled(deps, log, transfer, mined, outcome);
       // The wallet's later nonces are likely mined too: their confirmations are settled together from here.
       await confirmCompanions(deps, hooks, transfer, log);
+      await wakeNextWaiting(deps, transfer);
       return;
     }
     await watchMined(deps, transfer, mined, log);
@@ -68,7 +72,7 @@ export async function confirmTransfer(
     return;
   }
   if (await nonceTaken(deps, transfer, versions, log)) return;
-  await keepOnNetwork(deps, transfer, versions, log);
+  const behind = await keepOnNetwork(deps, transfer, versions, log);
   await deps.db.transaction().execute(async (trx) => {
     const ageMs = Date.now() - (transfer.broadcast_at ?? transfer.updated_at).getTime();
     if (ageMs > deps.settings.transferConfirmDeadlineMs) {
@@ -86,10 +90,36 @@ export async function confirmTransfer(
       );
     }
     await enqueueConfirm(trx, transferId, {
-      runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
+      runAt: new Date(Date.now() + (behind ? waitingRecheckMs(ageMs) : CONFIRM_RECHECK_MS)),
       purpose: transfer.purpose,
     });
   });
+}
+
+/**
+ * Once a transfer is booked, the wallet's next broadcast nonce may be mined as well: if its look was pushed back
+ * while it waited behind (waitingRecheckMs), it is brought forward to now. One transfer per booking, the lowest:
+ * its own booking wakes the one after it, so a backlog drains a set at a time (confirmCompanions) without every
+ * waiter's job moved at once. Not woken, a waiter still looks on its own, at most WAITING_RECHECK_MAX_MS later.
+ */
+async function wakeNextWaiting(deps: StageDeps, booked: Transfer): Promise<void> {
+  if (booked.nonce === null) return;
+  const lowest = deps.db
+    .selectFrom('chain_transfers as c')
+    .select('c.transfer_id')
+    .where('c.from_address', '=', booked.from_address)
+    .where('c.status', '=', 'broadcast')
+    .where('c.nonce', '>', booked.nonce)
+    .orderBy('c.nonce')
+    .limit(1);
+  const next = await deps.db
+    .selectFrom('chain_transfers')
+    .select(['transfer_id', 'purpose'])
+    .where('transfer_id', '=', lowest)
+    .where(() => laterJobWithKey(sql`${CONFIRM_KEY_PREFIX} || chain_transfers.transfer_id`))
+    .executeTakeFirst();
+  if (next)
+    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, next.transfer_id, { purpose: next.purpose }));
 }
 
 /** Mined, not deep enough yet: the block is remembered (so its disappearance is noticed) and looked at again. */
@@ -303,15 +333,16 @@ async function waitForReceipt(
 
 /**
  * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction), this
- * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces it. Otherwise: replaced once it waited long enough, else sent again when the node no
- * longer knows it.
+ * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces
+ * it. Otherwise: replaced once it waited long enough, else sent again when the node no longer knows it. Answers
+ * whether it waits behind such a nonce.
  */
 async function keepOnNetwork(
   deps: StageDeps,
   transfer: Transfer,
   versions: readonly TransferVersion[],
   log: Logger,
-): Promise<void> {
+): Promise<boolean> {
   const latest = versions.at(-1);
   if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
   const mined = await deps.wallet.nonceAt('latest');
@@ -333,7 +364,7 @@ async function keepOnNetwork(
         'waiting behind a lower nonce of ours: not bumped',
       );
       await sendAgainIfForgotten(deps, transfer, latest, log);
-      return;
+      return true;
     }
   }
   if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
@@ -345,9 +376,10 @@ async function keepOnNetwork(
       `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`,
       { olderThanMs: deps.settings.transfer.bumpAfterMs },
     );
-    if (outcome.replaced) return;
+    if (outcome.replaced) return false;
   }
   await sendAgainIfForgotten(deps, transfer, latest, log);
+  return false;
 }
 
 async function sendAgainIfForgotten(

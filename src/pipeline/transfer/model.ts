@@ -43,6 +43,19 @@ export const FINAL_STATES: readonly TransferStatus[] = ['confirmed', 'failed'];
 export const SEND_MAX_ATTEMPTS = 25;
 export const CONFIRM_RECHECK_MS = 5_000;
 
+/**
+ * A transfer waiting behind a lower nonce of ours that the chain has not mined looks again less often the longer it
+ * has waited: a quarter of its wait, from CONFIRM_RECHECK_MS up to this. Its own look cannot move it on (only the
+ * lower one's can), yet every waiter looking every 5 s while one nonce was stuck (under the fee ceiling in a gas
+ * spike, say) took worker slots and node calls in proportion to the backlog: 770 waiters made about 150 looks a
+ * second. Once the lower one is booked, the next waiter is looked at at once (confirm.ts, wakeNextWaiting).
+ */
+export const WAITING_RECHECK_MAX_MS = 60_000;
+
+export function waitingRecheckMs(waitedMs: number): number {
+  return Math.min(WAITING_RECHECK_MAX_MS, Math.max(CONFIRM_RECHECK_MS, Math.floor(waitedMs / 4)));
+}
+
 /** A transfer's send job, by its key: one at a time per transfer. */
 export function sendJobKey(transferId: string): string {
   return `transfer_send:${transferId}`;
