@@ -101,6 +101,11 @@ export interface TransferFigures {
   p50_ms: string | null;
   max_ms: string | null;
   span_ms: string | null;
+  /** Of the confirmed: intent -> its signing commit, and that commit -> recorded mined. */
+  signed_avg_ms: string | null;
+  signed_p90_ms: string | null;
+  booked_avg_ms: string | null;
+  booked_p90_ms: string | null;
 }
 
 /** Host wallet transfers, by what they paid for: a conversion, a threshold batch, an instant payout. */
@@ -114,10 +119,16 @@ export async function readTransfers(database: DatabaseHandle): Promise<TransferF
                 count(*) filter (where t.purpose = 'payout')::int as payout_rows,
                 count(distinct t.ref) filter (where t.purpose = 'payout')::int as payout_refs,
                 round(avg(w.ms))::text as avg_ms, round(percentile_cont(0.5) within group (order by w.ms))::text as p50_ms, round(max(w.ms))::text as max_ms,
-                round(extract(epoch from max(t.updated_at) filter (where t.status = 'confirmed') - min(t.created_at)) * 1000)::text as span_ms
+                round(extract(epoch from max(t.updated_at) filter (where t.status = 'confirmed') - min(t.created_at)) * 1000)::text as span_ms,
+                round(avg(w.signed_ms))::text as signed_avg_ms, round(percentile_cont(0.9) within group (order by w.signed_ms))::text as signed_p90_ms,
+                round(avg(w.booked_ms))::text as booked_avg_ms, round(percentile_cont(0.9) within group (order by w.booked_ms))::text as booked_p90_ms
          from chain_transfers t
-              -- a confirmed transfer is not touched after its confirmation: updated_at is when it was recorded mined
-              cross join lateral (select case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.created_at) * 1000 end as ms) w left join payouts p on t.purpose = 'payout' and p.payout_id = t.ref`,
+              -- a confirmed transfer is not touched after its confirmation: updated_at is when it was recorded mined;
+              -- broadcast_at is its signing commit's time (sign-batch.ts)
+              cross join lateral (select case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.created_at) * 1000 end as ms,
+                                         case when t.status = 'confirmed' then extract(epoch from t.broadcast_at - t.created_at) * 1000 end as signed_ms,
+                                         case when t.status = 'confirmed' then extract(epoch from t.updated_at - t.broadcast_at) * 1000 end as booked_ms) w
+              left join payouts p on t.purpose = 'payout' and p.payout_id = t.ref`,
     )
   ).rows[0];
 }

@@ -131,6 +131,10 @@ function transferRows(run: PipelineRun, r: PipelineResults, t: Totals): string[]
       `avg ${ms(transfers?.avg_ms ?? null)} / p50 ${ms(transfers?.p50_ms ?? null)} / max ${ms(transfers?.max_ms ?? null)} s; ${transfers?.span_ms ? fmt(confirmed / (Number(transfers.span_ms) / 1000), 1) : '-'} confirmed/s from the first intent to the last`,
     ],
     [
+      '    of which intent -> signed, signed -> recorded mined',
+      `avg ${ms(transfers?.signed_avg_ms ?? null)} / p90 ${ms(transfers?.signed_p90_ms ?? null)} s, avg ${ms(transfers?.booked_avg_ms ?? null)} / p90 ${ms(transfers?.booked_p90_ms ?? null)} s`,
+    ],
+    [
       '  signing commits (a send signs the queued intents)',
       `${signing?.commits} for ${signing?.signed} transfers: ${signing?.commits ? fmt((signing.signed ?? 0) / signing.commits, 1) : '-'} per commit on average, ${signing?.largest ?? '-'} at most`,
     ],

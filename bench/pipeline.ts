@@ -76,6 +76,7 @@ import {
 } from './shared.ts';
 import { measuresTable, pipelineChecks, type PipelineRun } from './pipeline-report.ts';
 import { readRowWrites, rowWritesLines, type RowWrites } from './row-writes.ts';
+import { JobTimes } from './job-times.ts';
 import { readResults, type PipelineResults } from './pipeline-reads.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -145,6 +146,8 @@ const USAGE = `usage: npm run bench:pipeline -- [options]
   --worker-poll-ms N       WORKER_POLL_INTERVAL_MS (default 100)
   --worker-concurrency N   WORKER_CONCURRENCY (default 4)
   --pool-max N             DATABASE_POOL_MAX (default 10)
+  --job-times              payrail logs at info level, and the report adds where the worker's time went: per task,
+                           runs, time in a worker slot, and time queued after it was due (graphile-worker's lines)
 `;
 
 interface Options {
@@ -153,6 +156,8 @@ interface Options {
   instantChannels: number;
   concurrency: number;
   deadlineS: number;
+  /** payrail at LOG_LEVEL=info, its job completions counted (bench/job-times.ts). */
+  jobTimes: boolean;
   /** Passed to the payrail child as they are (it validates them; a bad value stops its start with a message). */
   env: {
     CONVERSION_MIN_USD: string;
@@ -181,6 +186,7 @@ function readOptions(argv: string[]): Options | undefined {
       'worker-concurrency',
       'pool-max',
     ],
+    switches: ['job-times'],
   });
   if (!values) return undefined;
   const duration = (name: string, text: string | undefined, fallback: string): string => {
@@ -198,6 +204,7 @@ function readOptions(argv: string[]): Options | undefined {
     instantChannels: int('instant-channels', values['instant-channels'], 20, 0, 10_000),
     concurrency: int('concurrency', values.concurrency, 32, 1, 1_000),
     deadlineS: int('deadline', values.deadline, 600, 1, 24 * 3600),
+    jobTimes: values['job-times'] === true,
     env: {
       CONVERSION_MIN_USD: minUsd,
       CONVERSION_MAX_PAYMENTS: String(int('max-payments', values['max-payments'], 500, 1, 5_000)),
@@ -227,16 +234,27 @@ interface PayrailChild {
   url: string;
   /** Its log lines (warn and above) and stderr, the last ones. */
   output: OutputTail;
+  /** With --job-times: its job completions. */
+  jobTimes: JobTimes | undefined;
 }
 
-async function startPayrailChild(env: NodeJS.ProcessEnv): Promise<PayrailChild> {
+/** A JSON log line below warn (level 40): with --job-times payrail logs at info, and the report keeps warn and above. */
+const BELOW_WARN = /^\{"level":[123]0,/;
+
+async function startPayrailChild(env: NodeJS.ProcessEnv, withJobTimes: boolean): Promise<PayrailChild> {
   const child = spawn(process.execPath, [PAYRAIL_BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = new OutputTail(30);
-  readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', output.keep);
+  const jobTimes = withJobTimes ? new JobTimes() : undefined;
+  const keep = jobTimes
+    ? (line: string) => {
+        if (!jobTimes.take(line) && !BELOW_WARN.test(line)) output.keep(line);
+      }
+    : output.keep;
+  readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', keep);
   const stderr = readline.createInterface({ input: child.stderr as NodeJS.ReadableStream });
-  stderr.on('line', output.keep);
+  stderr.on('line', keep);
   const url = await payrailListening(child, stderr, output, READY_TIMEOUT_MS);
-  return { child, url, output };
+  return { child, url, output, jobTimes };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -423,7 +441,7 @@ async function startPayrail(
   databaseUrl: string,
   secrets: BenchSecrets,
   outside: Outside,
-  env: Options['env'],
+  opts: Pick<Options, 'env' | 'jobTimes'>,
 ): Promise<PayrailChild> {
   const config: Record<string, string> = {
     ...payrailConfig(databaseUrl, secrets, {
@@ -432,9 +450,10 @@ async function startPayrail(
       chainId: outside.chain.chainId,
       usdtContract: outside.usdtContract,
     }),
-    ...env,
+    ...opts.env,
+    ...(opts.jobTimes && { LOG_LEVEL: 'info' }),
   };
-  const payrail = await startPayrailChild(payrailChildEnvironment(config));
+  const payrail = await startPayrailChild(payrailChildEnvironment(config), opts.jobTimes);
   parts.payrail = payrail;
   process.stderr.write(`payrail at ${payrail.url} (pid ${payrail.child.pid})\n`);
   return payrail;
@@ -455,7 +474,7 @@ async function startParts(parts: RunParts, opts: Options, secrets: BenchSecrets)
   checkInterrupted(parts);
   const outside = await startOutside(parts, secrets, opts.payments);
   checkInterrupted(parts);
-  const payrail = await startPayrail(parts, databaseUrl, secrets, outside, opts.env);
+  const payrail = await startPayrail(parts, databaseUrl, secrets, outside, opts);
   checkInterrupted(parts);
   return { database, pgInfo, outside, payrail };
 }
@@ -726,6 +745,9 @@ function reportLines(started: Started, waits: WaitSampler | undefined, report: R
     ...ledgerLines(results.ledger),
     '',
     ...(waits ? sessionLines(waits) : []),
+    ...(started.payrail.jobTimes
+      ? ['', ...started.payrail.jobTimes.lines(Number(report.opts.env.WORKER_CONCURRENCY))]
+      : []),
     ...started.payrail.output.report('payrail output lines (warn and above, plus its start banner)'),
   ];
 }
