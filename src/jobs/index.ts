@@ -4,6 +4,7 @@ export { startWorker, migrateQueue, type RunningWorker } from './runner.ts';
 export { liveWorkers } from './queue-stats.ts';
 export {
   addJobUnlessTaskLive,
+  bringForward,
   failedJobs,
   jobErrorsByTask,
   jobsOverview,
@@ -12,7 +13,6 @@ export {
   liveJobKeys,
   liveJobs,
   noLiveJobWithKey,
-  laterJobWithKey,
   queuedJobWithKey,
   holdDueJobs,
   queuedKeysOf,

@@ -41,12 +41,17 @@ export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> 
 }
 
 /**
- * An SQL condition, like queuedJobWithKey: a job under this key waits in the queue to run later than now (a look
- * pushed back), not running, attempts left.
+ * Moves the job under this key to now if it waits to run more than `laterThanMs` from now, not running and never
+ * failed (one in its retry backoff keeps it): graphile_worker.reschedule_jobs, which keeps its attempts and leaves a
+ * job a worker has locked alone, in one statement. Answers whether it moved one.
  */
-export function laterJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> {
-  return sql<boolean>`exists (select 1 from graphile_worker.jobs j where j.key = ${key}
-    and j.locked_at is null and j.attempts < j.max_attempts and j.run_at > now())`;
+export async function bringForward(db: Reader, key: string, laterThanMs: number): Promise<boolean> {
+  const { rows } = await sql<{ id: string }>`
+    select id from graphile_worker.reschedule_jobs(array(
+      select j.id from graphile_worker.jobs j
+      where j.key = ${key} and j.locked_at is null and j.attempts = 0
+        and j.run_at > now() + make_interval(secs => ${laterThanMs / 1000})), run_at => now())`.execute(db);
+  return rows.length > 0;
 }
 
 /**

@@ -267,65 +267,82 @@ describe('a transfer waiting behind a lower nonce of ours that the pool forgot',
 });
 
 describe('transfers waiting behind a lower nonce of ours that the chain does not mine', () => {
-  it('look again less often the longer they waited; once the lower one is booked, the next one looks at once, then the one after it', async () => {
+  it('the farther from the chain’s next nonce, the less often they look; a booking brings the next one’s look forward, one at a time, never one in its retry backoff', async () => {
     const r = await rig({ policy: { bumpAfterMs: 3_600_000 } });
     const url = t.outside.chain.rpcUrl;
-    const lookIn = async (id: string) =>
-      Number(
-        (
-          await t.db.pool.query<{ s: string }>(
-            'select extract(epoch from run_at - now()) as s from graphile_worker.jobs where key = $1',
-            [`transfer_confirm:${id}`],
-          )
-        ).rows[0]?.s,
-      );
+    const key = (id: string) => `transfer_confirm:${id}`;
+    const job = async (id: string) =>
+      (
+        await t.db.pool.query<{ in_s: string; priority: number; attempts: number }>(
+          'select extract(epoch from run_at - now()) as in_s, priority, attempts from graphile_worker.jobs where key = $1',
+          [key(id)],
+        )
+      ).rows[0];
+    const lookIn = async (id: string) => Number((await job(id))?.in_s);
     await pausePool(url);
+    // Nonce 0, then 31 payouts (a signing batch, and the set a booking settles), then three conversions (no set takes
+    // them: each is looked at by its own job), at 32, 33 and 34 above the chain's next nonce.
     const lowest = await r.intent('stuck', 31n);
-    // Not payouts: a set never takes them with the lowest (confirm-set.ts), so each is looked at by its own job.
-    const behind = [
-      await r.intent('behind-1', 32n, { purpose: 'conversion' }),
-      await r.intent('behind-2', 33n, { purpose: 'conversion' }),
-    ] as [string, string];
+    const payouts: string[] = [];
+    for (let i = 1; i <= 31; i++) payouts.push(await r.intent(`behind-${i}`, 100n + BigInt(i)));
+    const conversions: string[] = [];
+    for (let i = 32; i <= 34; i++)
+      conversions.push(await r.intent(`behind-${i}`, 100n + BigInt(i), { purpose: 'conversion' }));
+    const [c32, c33, c34] = conversions as [string, string, string];
     await sendTransfer(r.deps, r.hooks, lowest);
-    expect((await Promise.all([lowest, ...behind].map(async (id) => (await r.row(id)).nonce))).sort()).toEqual([
-      '0',
-      '1',
-      '2',
-    ]);
+    await sendTransfer(r.deps, r.hooks, c32);
+    expect((await r.row(lowest)).nonce).toBe('0');
+    expect(await Promise.all(conversions.map(async (id) => (await r.row(id)).nonce))).toEqual(['32', '33', '34']);
 
-    // Just sent: a waiter looks again in 5 s, as the lowest does.
-    await confirmTransfer(r.deps, r.hooks, behind[0]);
-    expect(await lookIn(behind[0])).toBeGreaterThan(4);
-    expect(await lookIn(behind[0])).toBeLessThanOrEqual(5);
-    // Waiting five minutes behind it: a minute.
-    await t.db.pool.query(
-      "update chain_transfers set broadcast_at = now() - interval '5 minutes' where transfer_id = any($1)",
-      [[lowest, ...behind]],
-    );
-    for (const id of behind) {
-      await confirmTransfer(r.deps, r.hooks, id);
-      expect(await lookIn(id)).toBeGreaterThan(55);
-      expect(await lookIn(id)).toBeLessThanOrEqual(60);
-    }
-    // The lowest waits behind nothing of ours: it keeps its 5 s, to be sent again or replaced in time.
+    // The lowest waits behind nothing of ours: it keeps 5 s, to be sent again or replaced in time.
     await confirmTransfer(r.deps, r.hooks, lowest);
     expect(await lookIn(lowest)).toBeLessThanOrEqual(5);
-    for (const id of [lowest, ...behind]) expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+    // The nearest 32 behind it look every 5 s, the next 32 every 10 s; looks again at priority 0.
+    for (const id of [payouts[0] as string, payouts[30] as string, c32]) {
+      await confirmTransfer(r.deps, r.hooks, id);
+      expect(await lookIn(id)).toBeGreaterThan(4);
+      expect(await lookIn(id)).toBeLessThanOrEqual(5);
+    }
+    for (const id of [c33, c34]) {
+      await confirmTransfer(r.deps, r.hooks, id);
+      expect(await lookIn(id)).toBeGreaterThan(8);
+      expect(await lookIn(id)).toBeLessThanOrEqual(10);
+      expect((await job(id))?.priority).toBe(0);
+    }
+    for (const id of [lowest, ...payouts, ...conversions])
+      expect(await r.row(id)).toMatchObject({ status: 'broadcast' });
+    // Standing in for waiters hundreds of nonces back (a minute away), one of them in its retry backoff.
+    await t.db.pool.query(
+      "select graphile_worker.reschedule_jobs(array(select id from graphile_worker.jobs where key = any($1)), run_at => now() + interval '1 minute')",
+      [[key(c33), key(c34)]],
+    );
+    await t.db.pool.query(
+      'select graphile_worker.reschedule_jobs(array(select id from graphile_worker.jobs where key = $1), attempts => 1)',
+      [key(c34)],
+    );
 
     await resumeMining(url);
-    await eventually('the three mined', async () => (await chainNonce(r.wallet.address)) === 3);
+    await eventually('all mined', async () => (await chainNonce(r.wallet.address)) === 35);
+    // The lowest's booking settles the 31 payouts with it; c32 looks within 5 s anyway: nothing is moved.
     await confirmTransfer(r.deps, r.hooks, lowest);
-    expect(await r.row(lowest)).toMatchObject({ status: 'confirmed' });
-    expect(await lookIn(behind[0])).toBeLessThanOrEqual(0);
-    expect(await lookIn(behind[1])).toBeGreaterThan(50);
-    await confirmTransfer(r.deps, r.hooks, behind[0]);
-    expect(await r.row(behind[0])).toMatchObject({ status: 'confirmed' });
-    expect(await lookIn(behind[1])).toBeLessThanOrEqual(0);
-    await confirmTransfer(r.deps, r.hooks, behind[1]);
-    expect(await r.row(behind[1])).toMatchObject({ status: 'confirmed' });
-    expect([...r.confirmed].sort()).toEqual(
-      (await Promise.all([lowest, ...behind].map(async (id) => (await r.row(id)).ref as string))).sort(),
-    );
+    for (const id of [lowest, ...payouts]) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect(await lookIn(c32)).toBeGreaterThan(0);
+    expect(await lookIn(c33)).toBeGreaterThan(50);
+    // c32's booking brings c33's look forward, keeping its attempts; c34 still waits a minute.
+    await confirmTransfer(r.deps, r.hooks, c32);
+    expect(await r.row(c32)).toMatchObject({ status: 'confirmed' });
+    expect(await lookIn(c33)).toBeLessThanOrEqual(0);
+    expect((await job(c33))?.attempts).toBe(0);
+    expect(await lookIn(c34)).toBeGreaterThan(50);
+    // c33's booking leaves c34 in its retry backoff alone: graphile-worker's schedule for a job that failed.
+    await confirmTransfer(r.deps, r.hooks, c33);
+    expect(await lookIn(c34)).toBeGreaterThan(50);
+    expect((await job(c34))?.attempts).toBe(1);
+    await confirmTransfer(r.deps, r.hooks, c34);
+    for (const id of [lowest, ...payouts, ...conversions])
+      expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+    expect(r.confirmed).toHaveLength(35);
+    expect(new Set(r.confirmed).size).toBe(35);
   });
 });
 

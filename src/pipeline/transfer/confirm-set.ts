@@ -26,15 +26,13 @@ import { RunLocked, withRunLock } from '../run-lock.ts';
 import { deepEnough, deepestBlock, findMined, type MinedVersion } from './chain-reads.ts';
 import {
   CONFIRM_KEY_PREFIX,
+  CONFIRM_SET_MAX,
   confirmJobKey,
   type Transfer,
   type TransferHooksByPurpose,
   type TransferVersion,
 } from './model.ts';
 import { bookGas, bookOutcome, logSettled, outcomeOf, type MinedOutcome } from './settle.ts';
-
-/** The most companions one run settles: their receipts are read together, one node call each. */
-export const CONFIRM_SET_MAX = 32;
 
 interface Companion {
   readonly transfer: Transfer;

@@ -14,10 +14,10 @@ import { stageAlert } from '../alert.ts';
 import type { StageDeps } from '../interfaces.ts';
 import { deepEnough, findMined, nonceUser, trustedBlock, type MinedVersion } from './chain-reads.ts';
 import { carryOutRequest } from './requests.ts';
-import { laterJobWithKey } from '../../jobs/index.ts';
+import { bringForward } from '../../jobs/index.ts';
 import {
-  CONFIRM_KEY_PREFIX,
   CONFIRM_RECHECK_MS,
+  confirmJobKey,
   enqueueConfirm,
   loadTransfer,
   loadVersions,
@@ -61,7 +61,7 @@ export async function confirmTransfer(
       await logSettled(deps, log, transfer, mined, outcome);
       // The wallet's later nonces are likely mined too: their confirmations are settled together from here.
       await confirmCompanions(deps, hooks, transfer, log);
-      await wakeNextWaiting(deps, transfer);
+      await wakeNextWaiting(deps, transfer, log);
       return;
     }
     await watchMined(deps, transfer, mined, log);
@@ -90,36 +90,36 @@ export async function confirmTransfer(
       );
     }
     await enqueueConfirm(trx, transferId, {
-      runAt: new Date(Date.now() + (behind ? waitingRecheckMs(ageMs) : CONFIRM_RECHECK_MS)),
-      purpose: transfer.purpose,
+      runAt: new Date(Date.now() + (behind === null ? CONFIRM_RECHECK_MS : waitingRecheckMs(behind))),
     });
   });
 }
 
 /**
- * Once a transfer is booked, the wallet's next broadcast nonce may be mined as well: if its look was pushed back
- * while it waited behind (waitingRecheckMs), it is brought forward to now. One transfer per booking, the lowest:
- * its own booking wakes the one after it, so a backlog drains a set at a time (confirmCompanions) without every
- * waiter's job moved at once. Not woken, a waiter still looks on its own, at most WAITING_RECHECK_MAX_MS later.
+ * Once a confirm run booked its transfer, the wallet's lowest broadcast nonce above it may be mined as well: if its
+ * look was pushed back while it waited far behind (waitingRecheckMs), it is brought forward to now. One transfer per
+ * booking: that one's booking wakes the next, so a backlog the sets do not take (conversions, threshold payouts)
+ * drains without every waiter's job moved at once. Never fails the run: a waiter not woken looks on its own.
  */
-async function wakeNextWaiting(deps: StageDeps, booked: Transfer): Promise<void> {
+async function wakeNextWaiting(deps: StageDeps, booked: Transfer, log: Logger): Promise<void> {
   if (booked.nonce === null) return;
-  const lowest = deps.db
-    .selectFrom('chain_transfers as c')
-    .select('c.transfer_id')
-    .where('c.from_address', '=', booked.from_address)
-    .where('c.status', '=', 'broadcast')
-    .where('c.nonce', '>', booked.nonce)
-    .orderBy('c.nonce')
-    .limit(1);
-  const next = await deps.db
-    .selectFrom('chain_transfers')
-    .select(['transfer_id', 'purpose'])
-    .where('transfer_id', '=', lowest)
-    .where(() => laterJobWithKey(sql`${CONFIRM_KEY_PREFIX} || chain_transfers.transfer_id`))
-    .executeTakeFirst();
-  if (next)
-    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, next.transfer_id, { purpose: next.purpose }));
+  try {
+    const next = await deps.db
+      .selectFrom('chain_transfers')
+      .select('transfer_id')
+      .where('from_address', '=', booked.from_address)
+      .where('status', '=', 'broadcast')
+      .where('nonce', '>', booked.nonce)
+      .orderBy('nonce')
+      .limit(1)
+      .executeTakeFirst();
+    if (next) await bringForward(deps.db, confirmJobKey(next.transfer_id), CONFIRM_RECHECK_MS);
+  } catch (error) {
+    log.warn(
+      { event: 'transfer_wake_failed', err: error },
+      'waking the next waiting transfer failed: it looks on its own',
+    );
+  }
 }
 
 /** Mined, not deep enough yet: the block is remembered (so its disappearance is noticed) and looked at again. */
@@ -146,7 +146,6 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
     }
     await enqueueConfirm(trx, transfer.transfer_id, {
       runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
-      purpose: transfer.purpose,
     });
   });
 }
@@ -170,7 +169,6 @@ async function reorganisedAway(
     await deps.db.transaction().execute((trx) =>
       enqueueConfirm(trx, transfer.transfer_id, {
         runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
-        purpose: transfer.purpose,
       }),
     );
     return;
@@ -198,7 +196,6 @@ async function reorganisedAway(
       .execute();
     await enqueueConfirm(trx, transfer.transfer_id, {
       runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
-      purpose: transfer.purpose,
     });
   });
   if (seen) await broadcastVersion(deps, transfer.transfer_id, seen, log);
@@ -269,7 +266,6 @@ async function recheckNonce(deps: StageDeps, transfer: Transfer, firstSeen: bool
         .execute();
     await enqueueConfirm(trx, transfer.transfer_id, {
       runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
-      purpose: transfer.purpose,
     });
   });
 }
@@ -334,15 +330,15 @@ async function waitForReceipt(
 /**
  * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction), this
  * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces
- * it. Otherwise: replaced once it waited long enough, else sent again when the node no longer knows it. Answers
- * whether it waits behind such a nonce.
+ * it. Otherwise: replaced once it waited long enough, else sent again when the node no longer knows it. Answers how
+ * far above the chain's next nonce it waits behind such a nonce (1: right behind it), or null.
  */
 async function keepOnNetwork(
   deps: StageDeps,
   transfer: Transfer,
   versions: readonly TransferVersion[],
   log: Logger,
-): Promise<boolean> {
+): Promise<number | null> {
   const latest = versions.at(-1);
   if (!latest) throw new Error(`transfer ${transfer.transfer_id} is broadcast without a signed version`);
   const mined = await deps.wallet.nonceAt('latest');
@@ -364,7 +360,7 @@ async function keepOnNetwork(
         'waiting behind a lower nonce of ours: not bumped',
       );
       await sendAgainIfForgotten(deps, transfer, latest, log);
-      return true;
+      return Number(transfer.nonce) - mined;
     }
   }
   if (Date.now() - latest.created_at.getTime() >= deps.settings.transfer.bumpAfterMs) {
@@ -376,10 +372,10 @@ async function keepOnNetwork(
       `not mined ${Math.round((Date.now() - latest.created_at.getTime()) / 1000)}s after version ${latest.version}`,
       { olderThanMs: deps.settings.transfer.bumpAfterMs },
     );
-    if (outcome.replaced) return false;
+    if (outcome.replaced) return null;
   }
   await sendAgainIfForgotten(deps, transfer, latest, log);
-  return false;
+  return null;
 }
 
 async function sendAgainIfForgotten(

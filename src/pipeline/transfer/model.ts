@@ -43,17 +43,24 @@ export const FINAL_STATES: readonly TransferStatus[] = ['confirmed', 'failed'];
 export const SEND_MAX_ATTEMPTS = 25;
 export const CONFIRM_RECHECK_MS = 5_000;
 
+/** The most transfers a confirm run settles besides its own (confirm-set.ts): their receipts are read together. */
+export const CONFIRM_SET_MAX = 32;
+
 /**
- * A transfer waiting behind a lower nonce of ours that the chain has not mined looks again less often the longer it
- * has waited: a quarter of its wait, from CONFIRM_RECHECK_MS up to this. Its own look cannot move it on (only the
- * lower one's can), yet every waiter looking every 5 s while one nonce was stuck (under the fee ceiling in a gas
- * spike, say) took worker slots and node calls in proportion to the backlog: 770 waiters made about 150 looks a
- * second. Once the lower one is booked, the next waiter is looked at at once (confirm.ts, wakeNextWaiting).
+ * A transfer waiting behind a lower nonce of ours that the chain has not mined looks again less often the farther it
+ * is from the chain's next nonce: the nearest CONFIRM_SET_MAX every CONFIRM_RECHECK_MS, the next as many twice as
+ * long, and so on, up to this. Its own look cannot move it on before the ones below it; every waiter looking every
+ * 5 s while one nonce was stuck (under the fee ceiling in a gas spike, say) took worker slots and node calls in
+ * proportion to the backlog: 770 waiters made about 150 looks a second, now about 26. The nearest keep the short
+ * cadence, so once the chain moves they are sent again if the node forgot them, replaced if they are stuck in turn,
+ * or booked with a set of the others (confirm-set.ts).
  */
 export const WAITING_RECHECK_MAX_MS = 60_000;
 
-export function waitingRecheckMs(waitedMs: number): number {
-  return Math.min(WAITING_RECHECK_MAX_MS, Math.max(CONFIRM_RECHECK_MS, Math.floor(waitedMs / 4)));
+/** When a transfer `distance` nonces above the chain's next one (1: right behind it) looks again. */
+export function waitingRecheckMs(distance: number): number {
+  const step = Math.floor(Math.max(0, distance - 1) / CONFIRM_SET_MAX);
+  return Math.min(WAITING_RECHECK_MAX_MS, CONFIRM_RECHECK_MS * (1 + step));
 }
 
 /** A transfer's send job, by its key: one at a time per transfer. */
@@ -65,7 +72,8 @@ export function sendJobKey(transferId: string): string {
  * A wallet's sends go before the per-payment jobs in the queue (graphile-worker takes ready jobs by priority, then
  * run_at). They run one at a time per wallet and each signs up to a batch of queued intents, so the wallet's pace is
  * one send per free worker slot: behind a backlog of other jobs each send waited a second or more for a slot while
- * the whole wallet's queue waited with it. At most one per wallet is ready at a time, so nothing waits long behind.
+ * the whole wallet's queue waited with it. graphile-worker runs one job of a queue at a time, so the sends hold at
+ * most one slot per wallet, however many intents wait.
  */
 export const SEND_PRIORITY = -1;
 
@@ -107,22 +115,24 @@ export function confirmJobKey(transferId: string): string {
 }
 
 /**
- * A conversion's transfer moves hundreds of payments' value, and the conversion waits for its confirmation: its
- * confirm steps go before the payouts' (one per conversion, so nothing waits long behind them). Behind a backlog of
- * payout confirmations a conversion's confirmation waited 3–5 s for a worker slot, most of the conversion's time.
+ * A conversion's transfer moves hundreds of payments' value, and the conversion waits for its confirmation: the first
+ * look after its broadcast goes before the payouts' jobs (a few per conversion run, at most MAX_CONVERSIONS_PER_RUN).
+ * Behind a backlog of payout confirmations it waited 3–5 s for a worker slot, most of the conversion's time. Its
+ * looks again (not mined yet, not deep enough) keep priority 0, as a conversion's polls do: a few of them each
+ * waiting out a hanging node's timeout, ahead of everything, could hold every worker slot.
  */
-export function confirmPriority(purpose: Transfer['purpose'] | undefined): number {
+export function firstLookPriority(purpose: Transfer['purpose'] | undefined): number {
   return purpose === 'conversion' ? -1 : 0;
 }
 
 /**
- * A transfer's confirm job, due now or at runAt. The pipeline's steps name the transfer's purpose (its priority);
- * a person's action or the reconciler's resume may leave it out.
+ * A transfer's confirm job, due now or at runAt. `first`: the first look after its broadcast, which names the
+ * transfer's purpose (firstLookPriority); every other look is queued at priority 0.
  */
 export function enqueueConfirm(
   trx: Transaction<Database>,
   transferId: string,
-  options: { runAt?: Date; purpose?: Transfer['purpose'] } = {},
+  options: { runAt?: Date; first?: Transfer['purpose'] } = {},
 ): Promise<void> {
   return enqueue(
     trx,
@@ -132,13 +142,13 @@ export function enqueueConfirm(
       jobKey: confirmJobKey(transferId),
       jobKeyMode: 'replace',
       maxAttempts: SEND_MAX_ATTEMPTS,
-      priority: confirmPriority(options.purpose),
+      priority: firstLookPriority(options.first),
       ...(options.runAt && { runAt: options.runAt }),
     },
   );
 }
 
-/** enqueueConfirm for several transfers of one purpose, due now, in one statement. */
+/** The first looks of several transfers of one purpose, due now, in one statement. */
 export function enqueueConfirms(
   trx: Transaction<Database>,
   transferIds: readonly string[],
@@ -148,7 +158,7 @@ export function enqueueConfirms(
     trx,
     'transfer_confirm',
     transferIds.map((transferId) => ({ payload: { transferId }, jobKey: confirmJobKey(transferId) })),
-    { jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, priority: confirmPriority(purpose) },
+    { jobKeyMode: 'replace', maxAttempts: SEND_MAX_ATTEMPTS, priority: firstLookPriority(purpose) },
   );
 }
 

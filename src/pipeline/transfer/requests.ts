@@ -48,7 +48,7 @@ export async function carryOutRequest(
       .where('requested_at', '=', transfer.requested_at)
       .returning('status')
       .executeTakeFirst();
-    if (cleared?.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id, { purpose: transfer.purpose });
+    if (cleared?.status === 'broadcast') await enqueueConfirm(trx, transfer.transfer_id);
   });
   if (refusal !== null)
     log.warn(

@@ -75,8 +75,7 @@ export async function applyTransferAction(
     }
     // A retry back to intent (a row without a nonce) is signed afresh by its send job: queued here, as a confirm is.
     if (action === 'retry' && to === 'intent') await enqueueSend(trx, transferId, transfer.from_address);
-    else if (to !== 'intent' && !(action === 'cancel' && status === 'intent'))
-      await enqueueConfirm(trx, transferId, { purpose: transfer.purpose });
+    else if (to !== 'intent' && !(action === 'cancel' && status === 'intent')) await enqueueConfirm(trx, transferId);
     await recordAudit(trx, {
       actor,
       action: `transfer.${action}`,

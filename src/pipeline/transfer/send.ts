@@ -128,7 +128,7 @@ export async function sendTransfer(deps: StageDeps, hooks: TransferHooksByPurpos
   if (transfer.status === 'confirmed' || transfer.status === 'failed' || transfer.status === 'needs_review') return;
   if (transfer.status === 'broadcast') {
     // Released before: the confirm step owns it now (a lost confirm job is queued again here).
-    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transferId, { purpose: transfer.purpose }));
+    await deps.db.transaction().execute((trx) => enqueueConfirm(trx, transferId, { first: transfer.purpose }));
     return;
   }
   if (transfer.status === 'intent' && transfer.requested_action === 'cancel') {
@@ -219,7 +219,7 @@ async function release(deps: StageDeps, transfer: Transfer): Promise<Transfer> {
       .where('status', '=', 'signed')
       .returningAll()
       .executeTakeFirst();
-    await enqueueConfirm(trx, transfer.transfer_id, { purpose: transfer.purpose });
+    await enqueueConfirm(trx, transfer.transfer_id, { first: transfer.purpose });
     return released ?? loadTransfer(trx, transfer.transfer_id);
   });
 }

@@ -168,7 +168,7 @@ export async function signAndReleaseBatch(
     // Signed meanwhile by another run's batch (a job delivered twice, or taken over from a stalled worker): that run
     // broadcasts it; this one only makes sure its confirm job exists, and ends without an error its job cannot retry.
     if (ownNow?.status === 'broadcast') {
-      await enqueueConfirm(trx, own.transfer_id, { purpose: own.purpose });
+      await enqueueConfirm(trx, own.transfer_id, { first: own.purpose });
       return [];
     }
     if (ownNow?.status !== 'intent')
