@@ -41,17 +41,18 @@ export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> 
 }
 
 /**
- * Moves the job under this key to now if it waits to run more than `laterThanMs` from now, not running and never
- * failed (one in its retry backoff keeps it): graphile_worker.reschedule_jobs, which keeps its attempts and leaves a
- * job a worker has locked alone, in one statement. Answers whether it moved one.
+ * Moves the jobs under these keys to now if they wait to run more than `laterThanMs` from now, not running and never
+ * failed (one in its retry backoff keeps its schedule): graphile_worker.reschedule_jobs, which keeps their attempts and
+ * priority and leaves a job a worker has locked alone, in one statement. Answers how many it moved.
  */
-export async function bringForward(db: Reader, key: string, laterThanMs: number): Promise<boolean> {
+export async function bringForward(db: Reader, keys: readonly string[], laterThanMs: number): Promise<number> {
+  if (keys.length === 0) return 0;
   const { rows } = await sql<{ id: string }>`
     select id from graphile_worker.reschedule_jobs(array(
       select j.id from graphile_worker.jobs j
-      where j.key = ${key} and j.locked_at is null and j.attempts = 0
+      where j.key = any(${[...keys]}::text[]) and j.locked_at is null and j.attempts = 0
         and j.run_at > now() + make_interval(secs => ${laterThanMs / 1000})), run_at => now())`.execute(db);
-  return rows.length > 0;
+  return rows.length;
 }
 
 /**

@@ -17,6 +17,7 @@ import { carryOutRequest } from './requests.ts';
 import { bringForward } from '../../jobs/index.ts';
 import {
   CONFIRM_RECHECK_MS,
+  CONFIRM_SET_MAX,
   confirmJobKey,
   enqueueConfirm,
   loadTransfer,
@@ -61,7 +62,7 @@ export async function confirmTransfer(
       await logSettled(deps, log, transfer, mined, outcome);
       // The wallet's later nonces are likely mined too: their confirmations are settled together from here.
       await confirmCompanions(deps, hooks, transfer, log);
-      await wakeNextWaiting(deps, transfer, log);
+      await wakeWaiting(deps, transfer, log);
       return;
     }
     await watchMined(deps, transfer, mined, log);
@@ -96,28 +97,32 @@ export async function confirmTransfer(
 }
 
 /**
- * Once a confirm run booked its transfer, the wallet's lowest broadcast nonce above it may be mined as well: if its
- * look was pushed back while it waited far behind (waitingRecheckMs), it is brought forward to now. One transfer per
- * booking: that one's booking wakes the next, so a backlog the sets do not take (conversions, threshold payouts)
- * drains without every waiter's job moved at once. Never fails the run: a waiter not woken looks on its own.
+ * Once a confirm run booked its transfer, every lower nonce of the wallet is used on chain and the ones just above
+ * are likely mined too: the looks of the wallet's lowest CONFIRM_SET_MAX broadcast transfers that were pushed back
+ * while they waited far behind (waitingRecheckMs) are brought forward to now. Each of their bookings does the same, so
+ * after a stall the backlog drains a set's worth at a time, in parallel, instead of at the pace each waiter's own
+ * schedule allowed (conversions and threshold payouts are not in the sets, and a set takes the lowest payouts,
+ * whichever run books it). Never fails the run: a waiter not woken looks on its own.
  */
-async function wakeNextWaiting(deps: StageDeps, booked: Transfer, log: Logger): Promise<void> {
-  if (booked.nonce === null) return;
+async function wakeWaiting(deps: StageDeps, booked: Transfer, log: Logger): Promise<void> {
   try {
-    const next = await deps.db
+    const lowest = await deps.db
       .selectFrom('chain_transfers')
       .select('transfer_id')
       .where('from_address', '=', booked.from_address)
       .where('status', '=', 'broadcast')
-      .where('nonce', '>', booked.nonce)
       .orderBy('nonce')
-      .limit(1)
-      .executeTakeFirst();
-    if (next) await bringForward(deps.db, confirmJobKey(next.transfer_id), CONFIRM_RECHECK_MS);
+      .limit(CONFIRM_SET_MAX)
+      .execute();
+    await bringForward(
+      deps.db,
+      lowest.map((t) => confirmJobKey(t.transfer_id)),
+      CONFIRM_RECHECK_MS,
+    );
   } catch (error) {
     log.warn(
       { event: 'transfer_wake_failed', err: error },
-      'waking the next waiting transfer failed: it looks on its own',
+      'waking the waiting transfers failed: they look on their own',
     );
   }
 }
