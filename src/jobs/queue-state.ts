@@ -43,7 +43,8 @@ export function queuedJobWithKey(key: RawBuilder<unknown>): RawBuilder<boolean> 
 /**
  * Moves the jobs under these keys to now if they wait to run more than `laterThanMs` from now, not running and never
  * failed (one in its retry backoff keeps its schedule): graphile_worker.reschedule_jobs, which keeps their attempts and
- * priority and leaves a job a worker has locked alone, in one statement. Answers how many it moved.
+ * priority and leaves a job a worker has locked alone, in one statement. It sends no notification (add_job does): a
+ * moved job is taken at the workers' next poll (WORKER_POLL_INTERVAL_MS). Answers how many it moved.
  */
 export async function bringForward(db: Reader, keys: readonly string[], laterThanMs: number): Promise<number> {
   if (keys.length === 0) return 0;

@@ -279,8 +279,14 @@ describe('transfers waiting behind a lower nonce of ours that the chain does not
         )
       ).rows[0];
     const lookIn = async (id: string) => Number((await job(id))?.in_s);
+    // Two mined first: distances count from the chain's next nonce (2), not from 0.
+    for (const ref of ['mined-0', 'mined-1']) {
+      const id = await r.intent(ref, 7n);
+      await sendTransfer(r.deps, r.hooks, id);
+      await confirmTransfer(r.deps, r.hooks, id);
+    }
     await pausePool(url);
-    // Nonce 0, then 31 payouts (a signing batch, and the set a booking settles), then three conversions (no set takes
+    // Nonce 2, then 31 payouts (a signing batch, and the set a booking settles), then three conversions (no set takes
     // them: each is looked at by its own job), at 32, 33 and 34 above the chain's next nonce.
     const lowest = await r.intent('stuck', 31n);
     const payouts: string[] = [];
@@ -291,8 +297,8 @@ describe('transfers waiting behind a lower nonce of ours that the chain does not
     const [c32, c33, c34] = conversions as [string, string, string];
     await sendTransfer(r.deps, r.hooks, lowest);
     await sendTransfer(r.deps, r.hooks, c32);
-    expect((await r.row(lowest)).nonce).toBe('0');
-    expect(await Promise.all(conversions.map(async (id) => (await r.row(id)).nonce))).toEqual(['32', '33', '34']);
+    expect((await r.row(lowest)).nonce).toBe('2');
+    expect(await Promise.all(conversions.map(async (id) => (await r.row(id)).nonce))).toEqual(['34', '35', '36']);
 
     // The lowest waits behind nothing of ours: it keeps 5 s, to be sent again or replaced in time.
     await confirmTransfer(r.deps, r.hooks, lowest);
@@ -322,7 +328,7 @@ describe('transfers waiting behind a lower nonce of ours that the chain does not
     );
 
     await resumeMining(url);
-    await eventually('all mined', async () => (await chainNonce(r.wallet.address)) === 35);
+    await eventually('all mined', async () => (await chainNonce(r.wallet.address)) === 37);
     // The lowest's booking settles the 31 payouts with it, and brings forward the looks of the lowest still waiting:
     // c33's (its attempts kept); c32 looks within 5 s anyway, and c34 keeps the schedule of a job that failed.
     await confirmTransfer(r.deps, r.hooks, lowest);
@@ -337,8 +343,64 @@ describe('transfers waiting behind a lower nonce of ours that the chain does not
     await confirmTransfer(r.deps, r.hooks, c34);
     for (const id of [lowest, ...payouts, ...conversions])
       expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
-    expect(r.confirmed).toHaveLength(35);
-    expect(new Set(r.confirmed).size).toBe(35);
+    expect(r.confirmed).toHaveLength(37);
+    expect(new Set(r.confirmed).size).toBe(37);
+  });
+
+  it('a look that first sees the lowest mined, not deep enough yet, already brings the waiting ones’ looks forward', async () => {
+    const r = await rig({ policy: { bumpAfterMs: 3_600_000, confirmations: 2 } });
+    const url = t.outside.chain.rpcUrl;
+    const key = (id: string) => `transfer_confirm:${id}`;
+    const lookIn = async (id: string) =>
+      Number(
+        (
+          await t.db.pool.query<{ in_s: string }>(
+            'select extract(epoch from run_at - now()) as in_s from graphile_worker.jobs where key = $1',
+            [key(id)],
+          )
+        ).rows[0]?.in_s,
+      );
+    await pausePool(url);
+    const lowest = await r.intent('stuck-deep', 41n);
+    const behind = await r.intent('behind-deep', 42n, { purpose: 'conversion' });
+    await sendTransfer(r.deps, r.hooks, lowest);
+    // Standing in for a waiter far behind, its look a minute away.
+    await t.db.pool.query(
+      "select graphile_worker.reschedule_jobs(array(select id from graphile_worker.jobs where key = $1), run_at => now() + interval '1 minute')",
+      [key(behind)],
+    );
+    try {
+      await mineBlocks(url, 1);
+      await confirmTransfer(r.deps, r.hooks, lowest);
+    } finally {
+      await resumeMining(url);
+    }
+    // Seen mined one block deep of two: not booked, but every nonce below the chain's count is used now.
+    expect(await r.row(lowest)).toMatchObject({ status: 'broadcast' });
+    expect((await r.row(lowest)).block_number).not.toBeNull();
+    expect(await lookIn(behind)).toBeLessThanOrEqual(0);
+    await mineBlocks(url, 1);
+    for (const id of [lowest, behind]) await confirmTransfer(r.deps, r.hooks, id);
+    for (const id of [lowest, behind]) expect(await r.row(id)).toMatchObject({ status: 'confirmed' });
+  });
+
+  it('behind a lower nonce a person must look at (in review), a waiter keeps its distance’s cadence and is not replaced', async () => {
+    const r = await rig({ policy: { bumpAfterMs: 0 } });
+    const url = t.outside.chain.rpcUrl;
+    await pausePool(url);
+    const lowest = await r.intent('in-review', 51n);
+    const behind = await r.intent('behind-review', 52n);
+    await sendTransfer(r.deps, r.hooks, lowest);
+    await t.db.pool.query(
+      "update chain_transfers set status = 'needs_review', reason = 'test: a person looks at it' where transfer_id = $1",
+      [lowest],
+    );
+    try {
+      await confirmTransfer(r.deps, r.hooks, behind);
+      expect(await r.kinds(behind)).toEqual(['transfer']);
+    } finally {
+      await resumeMining(url);
+    }
   });
 });
 

@@ -18,6 +18,7 @@ import { bringForward } from '../../jobs/index.ts';
 import {
   CONFIRM_RECHECK_MS,
   CONFIRM_SET_MAX,
+  RELEASED_STATES,
   confirmJobKey,
   enqueueConfirm,
   loadTransfer,
@@ -65,7 +66,7 @@ export async function confirmTransfer(
       await wakeWaiting(deps, transfer, log);
       return;
     }
-    await watchMined(deps, transfer, mined, log);
+    if (await watchMined(deps, transfer, mined, log)) await wakeWaiting(deps, transfer, log);
     return;
   }
   if (transfer.block_number !== null) {
@@ -97,20 +98,22 @@ export async function confirmTransfer(
 }
 
 /**
- * Once a confirm run booked its transfer, every lower nonce of the wallet is used on chain and the ones just above
- * are likely mined too: the looks of the wallet's lowest CONFIRM_SET_MAX broadcast transfers that were pushed back
- * while they waited far behind (waitingRecheckMs) are brought forward to now. Each of their bookings does the same, so
- * after a stall the backlog drains a set's worth at a time, in parallel, instead of at the pace each waiter's own
- * schedule allowed (conversions and threshold payouts are not in the sets, and a set takes the lowest payouts,
- * whichever run books it). Never fails the run: a waiter not woken looks on its own.
+ * Once a confirm run sees its transfer mined (first seen in its block, or booked), every lower nonce of the wallet is
+ * used on chain and the ones just above are likely mined too: the looks of the wallet's lowest CONFIRM_SET_MAX
+ * broadcast transfers not yet seen mined, pushed back while they waited far behind (waitingRecheckMs), are brought
+ * forward to now. Their looks do the same in turn, so after a stall the chain's progress reaches the one that is now
+ * the lowest unmined (to be sent again or replaced) within seconds, not at its own schedule (CHAIN_CONFIRMATIONS blocks
+ * before the first booking on mainnet); a look running at that moment keeps the schedule it sets, until the next wake.
+ * Never fails the run: a waiter not woken looks on its own.
  */
-async function wakeWaiting(deps: StageDeps, booked: Transfer, log: Logger): Promise<void> {
+async function wakeWaiting(deps: StageDeps, seen: Transfer, log: Logger): Promise<void> {
   try {
     const lowest = await deps.db
       .selectFrom('chain_transfers')
       .select('transfer_id')
-      .where('from_address', '=', booked.from_address)
+      .where('from_address', '=', seen.from_address)
       .where('status', '=', 'broadcast')
+      .where('block_number', 'is', null)
       .orderBy('nonce')
       .limit(CONFIRM_SET_MAX)
       .execute();
@@ -127,10 +130,14 @@ async function wakeWaiting(deps: StageDeps, booked: Transfer, log: Logger): Prom
   }
 }
 
-/** Mined, not deep enough yet: the block is remembered (so its disappearance is noticed) and looked at again. */
-async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersion, log: Logger): Promise<void> {
+/**
+ * Mined, not deep enough yet: the block is remembered (so its disappearance is noticed) and looked at again. Answers
+ * whether this look is the first to see it in that block.
+ */
+async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersion, log: Logger): Promise<boolean> {
+  const firstSeen = transfer.block_hash !== mined.receipt.blockHash;
   await deps.db.transaction().execute(async (trx) => {
-    if (transfer.block_hash !== mined.receipt.blockHash) {
+    if (firstSeen) {
       await trx
         .updateTable('chain_transfers')
         .set({
@@ -153,6 +160,7 @@ async function watchMined(deps: StageDeps, transfer: Transfer, mined: MinedVersi
       runAt: new Date(Date.now() + CONFIRM_RECHECK_MS),
     });
   });
+  return firstSeen;
 }
 
 /**
@@ -333,7 +341,8 @@ async function waitForReceipt(
 }
 
 /**
- * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction), this
+ * Not mined yet. Behind a lower nonce of ours that the chain has not mined (a forgotten or outbid transaction, one
+ * waiting for its release or for a person), this
  * one cannot be mined before it: bumping it would only burn fees; that transfer's own check sends it again or replaces
  * it. Otherwise: replaced once it waited long enough, else sent again when the node no longer knows it. Answers how
  * far above the chain's next nonce it waits behind such a nonce (1: right behind it), or null.
@@ -353,7 +362,7 @@ async function keepOnNetwork(
       .select('transfer_id')
       .where('from_address', '=', transfer.from_address)
       .where('nonce', '=', String(mined))
-      .where('status', '=', 'broadcast')
+      .where('status', 'in', RELEASED_STATES)
       .executeTakeFirst();
     if (blocker) {
       // Not re-queued from here: hundreds of waiters moving the blocker's job to "now" kept it behind the jobs already
